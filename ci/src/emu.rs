@@ -1,0 +1,180 @@
+//! Running an ISO under QEMU or Bochs with the serial port captured to a file
+//! under `target/alcove/logs/`, a host-side timeout, and the ending recorded
+//! for the harness.
+
+use crate::harness::Ending;
+use crate::{Result, out_dir};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// A QEMU machine.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    pub smp: u32,
+    pub mem_mib: u32,
+    pub uefi: bool,
+    pub cpu: String,
+    /// `-icount shift=0`: one instruction per virtual nanosecond, so TSC
+    /// deltas count instructions (benchmarks).
+    pub icount: bool,
+    pub extra: Vec<String>,
+}
+
+impl Default for Qemu {
+    fn default() -> Self {
+        Self { smp: 2, mem_mib: 512, uefi: false, cpu: "qemu64,+svm,+npt".into(), icount: false, extra: vec![] }
+    }
+}
+
+impl Qemu {
+    /// The command line, without where serial goes.
+    pub fn command(&self, iso: &Path) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(["-display", "none", "-no-reboot"])
+            .args(["-cpu", &self.cpu])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-cdrom")
+            .arg(iso)
+            .args(["-boot", "d"]);
+        if !self.extra.iter().any(|a| a == "-smp") {
+            c.args(["-smp", &self.smp.to_string()]);
+        }
+        if !self.extra.iter().any(|a| a == "-m") {
+            c.args(["-m", &self.mem_mib.to_string()]);
+        }
+        if self.uefi {
+            c.args(["-bios", OVMF]);
+        }
+        if self.icount {
+            c.args(["-icount", "shift=0"]);
+        }
+        c.args(&self.extra);
+        c
+    }
+
+    /// Runs headless with serial to `logs/NAME.log`; returns the ending, the
+    /// serial output and how long it took.
+    pub fn run_captured(&self, iso: &Path, name: &str, timeout: Duration) -> Result<Run> {
+        let log = log_path(name)?;
+        let _ = fs::remove_file(&log);
+        let mut c = self.command(iso);
+        c.args(["-monitor", "none", "-serial"]).arg(format!("file:{}", log.display()));
+        let stderr = fs::File::create(log.with_extension("stderr"))?;
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let start = Instant::now();
+        let child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+        let ending = match wait(child, timeout)? {
+            Some(status) => Ending::Qemu(status.code().unwrap_or(-1)),
+            None => Ending::Timeout(timeout.as_secs()),
+        };
+        let elapsed = start.elapsed();
+        let serial = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+        Ok(Run { ending, serial, log, elapsed })
+    }
+}
+
+/// A Bochs machine (one CPU: Debian's Bochs is built without SMP).
+#[derive(Clone, Debug)]
+pub struct Bochs {
+    pub cpu_model: String,
+    pub mem_mib: u32,
+}
+
+impl Default for Bochs {
+    fn default() -> Self {
+        Self { cpu_model: "corei7_skylake_x".into(), mem_mib: 256 }
+    }
+}
+
+impl Bochs {
+    pub fn run_captured(&self, iso: &Path, name: &str, timeout: Duration) -> Result<Run> {
+        let log = log_path(name)?;
+        let rc = log.with_extension("bochsrc");
+        let cmds = log.with_extension("bochscmds");
+        let bochs_log = log.with_extension("bochs");
+        let _ = fs::remove_file(&log);
+        fs::write(
+            &rc,
+            format!(
+                "megs: {mem}\n\
+                 romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+                 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
+                 cpu: model={model}, count=1, ips=200000000, reset_on_triple_fault=0\n\
+                 ata0-master: type=cdrom, path={iso}, status=inserted\n\
+                 boot: cdrom\n\
+                 com1: enabled=1, mode=file, dev={serial}\n\
+                 display_library: term\n\
+                 speaker: enabled=0\n\
+                 sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy\n\
+                 clock: sync=none, time0=local\n\
+                 log: {blog}\n",
+                mem = self.mem_mib,
+                model = self.cpu_model,
+                iso = iso.display(),
+                serial = log.display(),
+                blog = bochs_log.display(),
+            ),
+        )?;
+        // Without a command file Bochs stops in its debugger; `c` continues.
+        fs::write(&cmds, "c\n")?;
+        let out = fs::File::create(log.with_extension("stdout"))?;
+        let start = Instant::now();
+        let child = Command::new("bochs")
+            .arg("-q")
+            .arg("-f")
+            .arg(&rc)
+            .arg("-rc")
+            .arg(&cmds)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .env("TERM", "dumb")
+            .spawn()
+            .map_err(|e| format!("starting bochs: {e}"))?;
+        let ending = match wait(child, timeout)? {
+            Some(_) => {
+                let blog = fs::read_to_string(&bochs_log).unwrap_or_default();
+                Ending::Bochs { shutdown: blog.contains("Shutdown port: shutdown requested") }
+            }
+            None => Ending::Timeout(timeout.as_secs()),
+        };
+        let elapsed = start.elapsed();
+        let serial = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+        Ok(Run { ending, serial, log, elapsed })
+    }
+}
+
+/// What a captured run produced.
+pub struct Run {
+    pub ending: Ending,
+    pub serial: String,
+    pub log: PathBuf,
+    pub elapsed: Duration,
+}
+
+fn log_path(name: &str) -> Result<PathBuf> {
+    let dir = out_dir().join("logs");
+    fs::create_dir_all(&dir)?;
+    Ok(dir.join(format!("{}.log", name.replace('/', "-"))))
+}
+
+/// Waits for the child up to `timeout`; kills it and returns `None` if it is
+/// still running then.
+fn wait(mut child: Child, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,59 @@
+//! Building the system: the kernel ELF, the boot archive (cpio, from a
+//! manifest in `initrd/manifests/`) and a GRUB hybrid ISO (BIOS and UEFI).
+
+use crate::{Result, cargo, out_dir, root, run_quiet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+
+/// Builds the kernel (release, with debug info) and returns its path.
+pub fn kernel() -> Result<PathBuf> {
+    let status = cargo()
+        .args(["build", "--release", "--quiet", "-p", "alcove-kernel", "--target", KERNEL_TARGET])
+        .current_dir(root())
+        .status()?;
+    if !status.success() {
+        return Err("building the kernel failed".into());
+    }
+    Ok(root().join("target").join(KERNEL_TARGET).join("release").join("alcove-kernel"))
+}
+
+/// Packs the boot archive for a manifest (`initrd/manifests/NAME.toml`).
+pub fn boot_archive(manifest: &str) -> Result<Vec<u8>> {
+    let path = root().join("initrd/manifests").join(format!("{manifest}.toml"));
+    let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(initrd::pack(&[initrd::File { name: "manifest.toml", data: &text, perm: 0o644 }]))
+}
+
+/// One bootable image: a kernel command line and a manifest.
+pub struct IsoSpec<'a> {
+    pub name: &'a str,
+    pub cmdline: &'a str,
+    pub manifest: &'a str,
+}
+
+/// Builds `target/alcove/NAME.iso` with GRUB for BIOS and UEFI.
+pub fn iso(kernel: &Path, spec: &IsoSpec<'_>) -> Result<PathBuf> {
+    let tree = out_dir().join("iso").join(spec.name);
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(tree.join("boot/grub"))?;
+    fs::copy(kernel, tree.join("boot/alcove"))?;
+    fs::write(tree.join("boot/alcove.cpio"), boot_archive(spec.manifest)?)?;
+    fs::write(
+        tree.join("boot/grub/grub.cfg"),
+        format!(
+            "set timeout=0\nset default=0\n\
+             menuentry \"Alcove\" {{\n\
+             \x20 multiboot2 /boot/alcove {}\n\
+             \x20 module2 /boot/alcove.cpio bootarchive\n\
+             \x20 boot\n}}\n",
+            spec.cmdline
+        ),
+    )?;
+    let iso = out_dir().join(format!("{}.iso", spec.name));
+    run_quiet(Command::new("grub-mkrescue").arg("-o").arg(&iso).arg(&tree))
+        .map_err(|e| format!("grub-mkrescue: {e}"))?;
+    Ok(iso)
+}

@@ -1,0 +1,161 @@
+//! `cargo xtask`: the one driver for building, running, testing and
+//! benchmarking Alcove. CI runs `cargo xtask test` and nothing else.
+
+mod emu;
+mod harness;
+mod image;
+mod setup;
+mod tiers;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "\
+Usage: cargo xtask <command> [options]
+
+Commands:
+  build   Build the kernel, the boot archive and the ISO (target/alcove/alcove.iso)
+  run     Build, then boot the ISO under QEMU with serial on this terminal
+  test    Run every test tier CI runs (host, system, harness)
+  bochs   Build, then boot the ISO under Bochs with a VMX CPU model
+  bench   Run the benchmarks; prints `bench <name> <value> <unit>` lines
+  setup   Install the Debian packages and toolchain parts the others need
+
+`cargo xtask <command> --help` tells more.";
+
+const RUN_USAGE: &str = "\
+Usage: cargo xtask run [options] [-- QEMU_ARGS...]
+
+Builds the ISO and boots it under QEMU (TCG, SVM with nested paging) with the
+serial console on this terminal. Ctrl-A X leaves QEMU.
+
+Options:
+  --smp N          CPUs (default 2); `-- -smp N` works too
+  --mem MIB        memory in MiB (default 512)
+  --uefi           boot through OVMF (UEFI) instead of SeaBIOS
+  --cmdline TEXT   extra kernel command line words
+  --timeout SECS   stop QEMU after SECS seconds
+  -h, --help       this text
+
+Exit status: 0 when QEMU was left by hand or the system reported success,
+1 when the system reported a failure (a fault, a panic).";
+
+const TEST_USAGE: &str = "\
+Usage: cargo xtask test [--tier NAME]...
+
+Runs every tier CI runs, in order, and stops with a non-zero status if any
+test fails. Serial logs of every run are kept under target/alcove/logs/.
+
+Tiers:
+  host      cargo test for every host crate
+  system    the boot suite under QEMU SeaBIOS (2 and 4 CPUs), QEMU OVMF (UEFI)
+            and Bochs (corei7_skylake_x, VMX)
+  harness   the harness's own test: a faulting, a panicking and a hung kernel
+            must each fail the run, with the fault shown
+
+Options:
+  --tier NAME   run only this tier (repeatable)
+  -h, --help    this text";
+
+const BOCHS_USAGE: &str = "\
+Usage: cargo xtask bochs [--cpu MODEL] [--timeout SECS]
+
+Builds the ISO and boots it under Bochs; the serial console goes to
+target/alcove/logs/bochs-run.log and is printed when Bochs stops.
+
+Options:
+  --cpu MODEL      Bochs CPU model (default corei7_skylake_x: VMX with EPT;
+                   `ryzen` has SVM)
+  --timeout SECS   stop Bochs after SECS seconds (default 60)
+  -h, --help       this text";
+
+const BENCH_USAGE: &str = "\
+Usage: cargo xtask bench
+
+Boots the bench suite under QEMU with `-icount shift=0` (a TSC delta is then
+exactly the instructions executed) and prints `bench <name> <value> <unit>`
+lines. Wall-clock figures are given as ratios taken in the same run.";
+
+const BUILD_USAGE: &str = "\
+Usage: cargo xtask build
+
+Builds the kernel, packs the boot archive from initrd/manifests/demo.toml and
+makes target/alcove/alcove.iso (GRUB, boots under BIOS and UEFI).";
+
+const SETUP_USAGE: &str = "\
+Usage: cargo xtask setup
+
+Installs (apt-get) the Debian packages and (rustup) the toolchain component and
+target that building and testing need. `run`, `test`, `bochs` and `bench` do
+this themselves; it is quiet when nothing is missing.";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("ci/ has a parent").to_path_buf()
+}
+
+/// Where builds, ISOs and logs go.
+pub fn out_dir() -> PathBuf {
+    root().join("target").join("alcove")
+}
+
+/// The cargo that runs us (same toolchain).
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs a command, showing its output only if it fails.
+pub fn run_quiet(c: &mut Command) -> Result<()> {
+    let out = c.output().map_err(|e| format!("{:?}: {e}", c.get_program()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        eprint!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Err(format!("{:?} failed with {}", c.get_program(), out.status).into())
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let help = |text: &str| -> Option<ExitCode> {
+        let before_dashdash = rest.iter().take_while(|a| *a != "--");
+        if before_dashdash.into_iter().any(|a| a == "-h" || a == "--help") {
+            println!("{text}");
+            Some(ExitCode::SUCCESS)
+        } else {
+            None
+        }
+    };
+    let result = match cmd {
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "build" => help(BUILD_USAGE).map(Ok).unwrap_or_else(|| tiers::build().map(|_| ExitCode::SUCCESS)),
+        "run" => help(RUN_USAGE).map(Ok).unwrap_or_else(|| tiers::run(rest)),
+        "test" => help(TEST_USAGE).map(Ok).unwrap_or_else(|| tiers::test(rest)),
+        "bochs" => help(BOCHS_USAGE).map(Ok).unwrap_or_else(|| tiers::bochs(rest)),
+        "bench" => help(BENCH_USAGE).map(Ok).unwrap_or_else(|| tiers::bench(rest)),
+        "setup" => help(SETUP_USAGE).map(Ok).unwrap_or_else(|| setup::ensure().map(|_| ExitCode::SUCCESS)),
+        other => {
+            eprintln!("xtask: unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask {cmd}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

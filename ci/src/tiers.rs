@@ -1,0 +1,319 @@
+//! The commands: build, run, test (host, system and harness tiers), bochs and
+//! bench.
+
+use crate::emu::{Bochs, Qemu, Run};
+use crate::harness::{self, Verdict};
+use crate::image::{self, IsoSpec};
+use crate::{Result, cargo, root, setup};
+use kcore::testproto::{EXIT_FAIL, EXIT_PASS, qemu_status};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const QEMU_TIMEOUT: Duration = Duration::from_secs(60);
+const BOCHS_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Flags of the form `--name value` and `--flag`, with everything after `--`
+/// kept apart for the emulator.
+struct Args {
+    flags: Vec<(String, Option<String>)>,
+    passthrough: Vec<String>,
+}
+
+impl Args {
+    fn parse(args: &[String], with_value: &[&str], bare: &[&str]) -> Result<Self> {
+        let mut flags = vec![];
+        let mut it = args.iter();
+        let mut passthrough = vec![];
+        while let Some(a) = it.next() {
+            if a == "--" {
+                passthrough = it.cloned().collect();
+                break;
+            } else if with_value.contains(&a.as_str()) {
+                let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+                flags.push((a.clone(), Some(v.clone())));
+            } else if bare.contains(&a.as_str()) {
+                flags.push((a.clone(), None));
+            } else {
+                return Err(format!("unknown option {a:?} (see --help)").into());
+            }
+        }
+        Ok(Self { flags, passthrough })
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.flags.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+    }
+
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.flags.iter().filter(|(n, _)| n == name).filter_map(|(_, v)| v.as_deref()).collect()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.flags.iter().any(|(n, _)| n == name)
+    }
+
+    fn number(&self, name: &str, default: u64) -> Result<u64> {
+        match self.value(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{name}: expected a number, got {v:?}").into()),
+        }
+    }
+}
+
+/// `cargo xtask build`: the demo ISO.
+pub fn build() -> Result<PathBuf> {
+    let kernel = image::kernel()?;
+    let iso = image::iso(&kernel, &IsoSpec { name: "alcove", cmdline: "", manifest: "demo" })?;
+    println!("built {}", iso.display());
+    Ok(iso)
+}
+
+/// `cargo xtask run`.
+pub fn run(args: &[String]) -> Result<ExitCode> {
+    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout"], &["--uefi"])?;
+    setup::ensure()?;
+    let kernel = image::kernel()?;
+    let cmdline = a.value("--cmdline").unwrap_or("");
+    let iso = image::iso(&kernel, &IsoSpec { name: "alcove", cmdline, manifest: "demo" })?;
+    let q = Qemu {
+        smp: a.number("--smp", 2)? as u32,
+        mem_mib: a.number("--mem", 512)? as u32,
+        uefi: a.has("--uefi"),
+        extra: a.passthrough.clone(),
+        ..Qemu::default()
+    };
+    let mut c = q.command(&iso);
+    c.args(["-serial", "mon:stdio"]);
+    eprintln!("xtask: booting {} under QEMU (Ctrl-A X leaves)", iso.display());
+    let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+    let status = match a.value("--timeout") {
+        None => Some(child.wait()?),
+        Some(_) => {
+            let deadline = Instant::now() + Duration::from_secs(a.number("--timeout", 0)?);
+            loop {
+                if let Some(s) = child.try_wait()? {
+                    break Some(s);
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    Ok(match status.and_then(|s| s.code()) {
+        None => {
+            eprintln!("\nxtask: stopped QEMU after the timeout");
+            ExitCode::SUCCESS
+        }
+        Some(0) => ExitCode::SUCCESS,
+        Some(s) if s == qemu_status(EXIT_PASS) => {
+            eprintln!("\nxtask: the system reported success");
+            ExitCode::SUCCESS
+        }
+        Some(s) if s == qemu_status(EXIT_FAIL) => {
+            eprintln!("\nxtask: the system reported a failure (see above)");
+            ExitCode::FAILURE
+        }
+        Some(s) => {
+            eprintln!("\nxtask: QEMU exited with status {s}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// `cargo xtask bochs`.
+pub fn bochs(args: &[String]) -> Result<ExitCode> {
+    let a = Args::parse(args, &["--cpu", "--timeout"], &[])?;
+    setup::ensure()?;
+    let kernel = image::kernel()?;
+    let iso = image::iso(&kernel, &IsoSpec { name: "alcove-bochs", cmdline: "", manifest: "demo" })?;
+    let b = Bochs { cpu_model: a.value("--cpu").unwrap_or("corei7_skylake_x").into(), ..Bochs::default() };
+    eprintln!("xtask: booting {} under Bochs ({})", iso.display(), b.cpu_model);
+    let r = b.run_captured(&iso, "bochs-run", Duration::from_secs(a.number("--timeout", 60)?))?;
+    print!("{}", r.serial);
+    eprintln!("xtask: Bochs {:?} after {:.1} s; log {}", r.ending, r.elapsed.as_secs_f64(), r.log.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One system-test run: which ISO, which machine, what must come out.
+struct Case {
+    name: String,
+    suite: &'static str,
+    machine: Machine,
+    cmdline: String,
+}
+
+enum Machine {
+    Qemu(Qemu),
+    Bochs(Bochs),
+}
+
+impl Case {
+    fn qemu(name: &str, suite: &'static str, q: Qemu) -> Self {
+        let cmdline =
+            format!("alcove.test={suite} alcove.expect_cpus={} alcove.expect_mem_mib={}", q.smp, q.mem_mib);
+        Self { name: name.into(), suite, machine: Machine::Qemu(q), cmdline }
+    }
+
+    fn bochs(name: &str, suite: &'static str, b: Bochs) -> Self {
+        let cmdline = format!("alcove.test={suite} alcove.expect_cpus=1 alcove.expect_mem_mib={}", b.mem_mib);
+        Self { name: name.into(), suite, machine: Machine::Bochs(b), cmdline }
+    }
+
+    fn run(&self, kernel: &Path, timeout: Option<Duration>) -> Result<(Run, Verdict)> {
+        let iso_name = format!("test-{}", self.name.replace('/', "-"));
+        let iso = image::iso(kernel, &IsoSpec { name: &iso_name, cmdline: &self.cmdline, manifest: "test" })?;
+        let r = match &self.machine {
+            Machine::Qemu(q) => q.run_captured(&iso, &self.name, timeout.unwrap_or(QEMU_TIMEOUT))?,
+            Machine::Bochs(b) => b.run_captured(&iso, &self.name, timeout.unwrap_or(BOCHS_TIMEOUT))?,
+        };
+        let v = harness::judge(&r.serial, r.ending, self.suite);
+        Ok((r, v))
+    }
+}
+
+fn system_cases() -> Vec<Case> {
+    vec![
+        Case::qemu("boot/qemu-seabios", "boot", Qemu::default()),
+        Case::qemu("boot/qemu-seabios-smp4", "boot", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
+        Case::qemu("boot/qemu-ovmf", "boot", Qemu { uefi: true, ..Qemu::default() }),
+        Case::bochs("boot/bochs-skylake-x", "boot", Bochs::default()),
+    ]
+}
+
+/// `cargo xtask test`.
+pub fn test(args: &[String]) -> Result<ExitCode> {
+    let a = Args::parse(args, &["--tier"], &[])?;
+    let all = ["host", "system", "harness"];
+    let chosen: Vec<&str> = match a.values("--tier") {
+        v if v.is_empty() => all.to_vec(),
+        v => {
+            for t in &v {
+                if !all.contains(t) {
+                    return Err(format!("no tier named {t:?}; tiers: {}", all.join(", ")).into());
+                }
+            }
+            v
+        }
+    };
+    setup::ensure()?;
+    let start = Instant::now();
+    let mut failures: Vec<String> = vec![];
+    let mut runs = 0;
+
+    if chosen.contains(&"host") {
+        println!("== host tests (cargo test)");
+        let ok = cargo().args(["test", "--quiet"]).current_dir(root()).status()?.success();
+        if !ok {
+            failures.push("host tests".into());
+        }
+    }
+
+    let kernel = if chosen.iter().any(|t| *t != "host") { Some(image::kernel()?) } else { None };
+
+    if chosen.contains(&"system") {
+        println!("== system tests");
+        let kernel = kernel.as_deref().expect("kernel built");
+        for case in system_cases() {
+            runs += 1;
+            let (r, v) = case.run(kernel, None)?;
+            report(&case.name, &r, &v);
+            if !v.ok() {
+                failures.push(case.name.clone());
+            }
+        }
+    }
+
+    if chosen.contains(&"harness") {
+        println!("== harness tests (a broken kernel must fail the run)");
+        let kernel = kernel.as_deref().expect("kernel built");
+        let expectations: [(&str, &'static str, &str, Option<Duration>); 3] = [
+            ("harness/fault", "fault", "#PF page fault", None),
+            ("harness/panic", "panic", "kernel panic", None),
+            ("harness/hang", "idle", "timed out", Some(Duration::from_secs(5))),
+        ];
+        for (name, suite, needle, timeout) in expectations {
+            runs += 1;
+            let mut case = Case::qemu(name, suite, Qemu::default());
+            if suite == "idle" {
+                // No test suite: the kernel boots and idles, so only the
+                // timeout can end the run.
+                case.cmdline.clear();
+            }
+            let (r, v) = case.run(kernel, timeout)?;
+            let caught = !v.ok() && v.problems.iter().chain(v.fatal.iter()).any(|p| p.contains(needle));
+            if caught {
+                println!("  ok   {name}: the harness failed the run ({needle}) in {:.1} s", r.elapsed.as_secs_f64());
+                for line in v.fatal.iter().take(4) {
+                    println!("         | {line}");
+                }
+            } else {
+                println!("  FAIL {name}: expected the harness to fail the run with {needle:?}; it said {:?}", v.problems);
+                println!("       log: {}", r.log.display());
+                failures.push(name.into());
+            }
+        }
+    }
+
+    let secs = start.elapsed().as_secs_f64();
+    if failures.is_empty() {
+        println!("xtask test: {} tier(s), {runs} machine runs, all passed in {secs:.0} s", chosen.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("xtask test: FAILED: {} (in {secs:.0} s)", failures.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn report(name: &str, r: &Run, v: &Verdict) {
+    let secs = r.elapsed.as_secs_f64();
+    if v.ok() {
+        println!("  ok   {name}: {} tests passed in {secs:.1} s ({})", v.passed.len(), v.passed.join(" "));
+    } else {
+        println!("  FAIL {name} ({secs:.1} s, {:?}):", r.ending);
+        for p in &v.problems {
+            println!("         {p}");
+        }
+        for line in &v.fatal {
+            println!("         | {line}");
+        }
+        println!("       log: {}", r.log.display());
+    }
+}
+
+/// `cargo xtask bench`.
+pub fn bench(args: &[String]) -> Result<ExitCode> {
+    Args::parse(args, &[], &[])?;
+    setup::ensure()?;
+    let kernel = image::kernel()?;
+    let mut ok = true;
+    // Deterministic path lengths under -icount.
+    let case = Case::qemu("bench/icount", "bench", Qemu { smp: 1, icount: true, ..Qemu::default() });
+    let (r, v) = case.run(&kernel, None)?;
+    if !v.ok() {
+        report(&case.name, &r, &v);
+        ok = false;
+    }
+    for line in r.serial.lines() {
+        if let Some(rest) = line.trim_end_matches('\r').strip_prefix("ALCOVE-BENCH ") {
+            println!("bench {rest}");
+        }
+    }
+    // Wall time: UEFI against BIOS boot, as a ratio from the same run.
+    let seabios = Case::qemu("bench/wall-seabios", "boot", Qemu::default());
+    let ovmf = Case::qemu("bench/wall-ovmf", "boot", Qemu { uefi: true, ..Qemu::default() });
+    let (rs, vs) = seabios.run(&kernel, None)?;
+    let (ro, vo) = ovmf.run(&kernel, None)?;
+    if vs.ok() && vo.ok() {
+        println!("bench boot_wall_seabios {:.0} ms", rs.elapsed.as_secs_f64() * 1000.0);
+        println!("bench boot_wall_ovmf_over_seabios {:.2} ratio", ro.elapsed.as_secs_f64() / rs.elapsed.as_secs_f64());
+    } else {
+        ok = false;
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+

@@ -1,0 +1,12 @@
+//! The microkernel's portable logic: plain Rust with no hardware access, built
+//! into the kernel and tested on the host with `cargo test`.
+//!
+//! Hardware glue lives in `microkernel/src/arch`; anything that can be decided
+//! from values alone (how the boot memory map becomes free memory, how the
+//! command line reads, how a system test reports) lives here.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod memmap;
+pub mod testproto;

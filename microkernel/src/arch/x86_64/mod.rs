@@ -1,0 +1,73 @@
+//! x86-64 glue: boot entry, descriptor tables, traps, the serial port and the
+//! few privileged instructions the portable kernel needs. All of the kernel's
+//! `unsafe` hardware access lives under this folder.
+
+pub mod acpi;
+pub mod cpu;
+pub mod gdt;
+pub mod paging;
+#[macro_use]
+pub mod serial;
+pub mod time;
+pub mod trap;
+
+core::arch::global_asm!(include_str!("boot.s"));
+core::arch::global_asm!(include_str!("trap.s"));
+
+/// Where the boot page tables map all of the first 4 GiB of physical memory.
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+/// Where the kernel image runs (physical address + this).
+pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+/// How much physical memory the boot direct map covers.
+pub const DIRECT_MAP_LIMIT: u64 = 4 << 30;
+
+/// The direct-map virtual address of a physical address, if the boot direct
+/// map covers `[phys, phys + len)`.
+pub fn phys_to_virt(phys: u64, len: u64) -> Option<u64> {
+    let end = phys.checked_add(len)?;
+    (end <= DIRECT_MAP_LIMIT).then_some(phys + PHYS_OFFSET)
+}
+
+unsafe extern "C" {
+    static __kernel_phys_start: u8;
+    static __kernel_phys_end: u8;
+}
+
+/// The physical range the kernel image (code, data, bss, boot tables) occupies.
+pub fn kernel_phys_range() -> (u64, u64) {
+    // Only the addresses of the linker symbols are used, never their contents.
+    let start = &raw const __kernel_phys_start as u64;
+    let end = &raw const __kernel_phys_end as u64;
+    (start, end)
+}
+
+/// Brings up this (the bootstrap) CPU: descriptor tables, trap handling,
+/// the legacy PIC masked so that only the APIC delivers interrupts.
+pub fn init_bsp() {
+    gdt::init_bsp();
+    trap::init();
+    cpu::mask_legacy_pic();
+}
+
+/// How a run ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Pass,
+    Fail,
+}
+
+/// Leaves the machine: QEMU's isa-debug-exit, then Bochs's shutdown port, then
+/// halts forever (on real hardware neither port exists).
+pub fn exit(how: Exit) -> ! {
+    use kcore::testproto::*;
+    let code = match how {
+        Exit::Pass => EXIT_PASS,
+        Exit::Fail => EXIT_FAIL,
+    };
+    serial::flush();
+    cpu::outb(DEBUG_EXIT_PORT, code);
+    for b in b"Shutdown" {
+        cpu::outb(BOCHS_SHUTDOWN_PORT, *b);
+    }
+    cpu::halt_forever()
+}

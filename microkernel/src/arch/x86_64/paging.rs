@@ -1,0 +1,87 @@
+//! The kernel's direct map of physical memory at `PHYS_OFFSET`.
+//!
+//! The boot page tables (boot.s) map the first 4 GiB; firmware tables and MMIO
+//! above that are mapped on demand with 2 MiB pages taken from a small static
+//! pool of page directories, up to 512 GiB (one PDPT).
+
+use super::{DIRECT_MAP_LIMIT, PHYS_OFFSET};
+use spin::Mutex;
+
+const PD_POOL: usize = 8;
+const GIB: u64 = 1 << 30;
+const REACH: u64 = 512 * GIB;
+
+#[repr(C, align(4096))]
+struct PageTable([u64; 512]);
+
+struct Pool {
+    tables: [PageTable; PD_POOL],
+    used: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { tables: [const { PageTable([0; 512]) }; PD_POOL], used: 0 });
+
+unsafe extern "C" {
+    static boot_pml4: u8;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// Beyond the 512 GiB the direct map can reach.
+    OutOfReach,
+    /// The static pool of page directories is used up.
+    PoolExhausted,
+}
+
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MapError::OutOfReach => write!(f, "beyond the 512 GiB direct map"),
+            MapError::PoolExhausted => write!(f, "direct-map page directories used up"),
+        }
+    }
+}
+
+/// The direct-map address of `[phys, phys + len)`, mapping it first if it
+/// lies above the boot-time 4 GiB.
+pub fn direct_map(phys: u64, len: u64) -> Result<u64, MapError> {
+    let end = phys.checked_add(len.max(1)).ok_or(MapError::OutOfReach)?;
+    if end <= DIRECT_MAP_LIMIT {
+        return Ok(phys + PHYS_OFFSET);
+    }
+    if end > REACH {
+        return Err(MapError::OutOfReach);
+    }
+    let mut pool = POOL.lock();
+    let pml4 = &raw const boot_pml4 as u64 + PHYS_OFFSET;
+    // SAFETY: boot_pml4 is the live kernel PML4 in .boot.bss, reachable through
+    // the direct map; its entry 256 was set in boot.s to the direct map's PDPT,
+    // whose address (bits 12..51) is physical memory below 4 GiB.
+    let pdpt = unsafe { ((*(pml4 as *const [u64; 512]))[256] & 0x000f_ffff_ffff_f000) + PHYS_OFFSET };
+    let pdpt = pdpt as *mut u64;
+    for gib in phys / GIB..end.div_ceil(GIB) {
+        // SAFETY: `gib` < 512 (checked against REACH); the PDPT is a live page
+        // table page of 512 entries that only this function changes, under
+        // the pool lock.
+        let entry = unsafe { pdpt.add(gib as usize).read_volatile() };
+        if entry & 1 != 0 {
+            continue;
+        }
+        if pool.used == PD_POOL {
+            return Err(MapError::PoolExhausted);
+        }
+        let used = pool.used;
+        let pd = &mut pool.tables[used];
+        for (i, e) in pd.0.iter_mut().enumerate() {
+            // present | writable | huge; cache-disable for MMIO
+            // safety is left to the PAT default (write-back) as firmware
+            // tables are RAM.
+            *e = (gib * GIB + (i as u64) * (2 << 20)) | 0x83;
+        }
+        let pd_phys = pd as *const PageTable as u64 - super::KERNEL_VMA;
+        pool.used += 1;
+        // SAFETY: as above; the new PD is a static that lives forever.
+        unsafe { pdpt.add(gib as usize).write_volatile(pd_phys | 0x3) };
+    }
+    Ok(phys + PHYS_OFFSET)
+}
