@@ -2,11 +2,20 @@
 //! into the kernel and tested on the host with `cargo test`.
 //!
 //! Hardware glue lives in `microkernel/src/arch`; anything that can be decided
-//! from values alone (how the boot memory map becomes free memory, how the
-//! command line reads, how a system test reports) lives here.
+//! from values alone (capability tables and revocation, budgets, scheduling
+//! policy, page-table building, frame allocation, how the boot memory map
+//! becomes free memory, how the command line reads, how a system test reports)
+//! lives here.
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+pub mod budget;
+pub mod cap;
 pub mod cmdline;
+pub mod frames;
 pub mod memmap;
+pub mod pagetable;
+pub mod sched;
 pub mod testproto;

@@ -1,0 +1,398 @@
+//! The system-call ABI of the Alcove microkernel, defined once and shared by
+//! the kernel (which decodes it) and `libipc` (which encodes it).
+//!
+//! # Calling convention
+//!
+//! `syscall` with the number in `rax` and arguments in `rdi, rsi, rdx, r10,
+//! r8, r9` (`rcx` and `r11` are clobbered by the instruction). On return `rax`
+//! holds `0` or an [`Error`] code, and results come back in `rdi, rsi, rdx,
+//! r10, r8, r9` in that order.
+//!
+//! IPC uses the same registers as *message registers*: `rdi` = capability
+//! slot (in) / badge (out), `rsi` = [`MsgInfo`], `rdx, r10, r8, r9` = message
+//! words 0..3. Words 4 and up, and capability transfers, go through the
+//! calling thread's IPC buffer ([`IpcBuffer`]), a page the thread registered
+//! with [`Sys::ThreadConfigure`].
+//!
+//! # Capabilities
+//!
+//! A process names kernel objects by slot numbers ([`CapSlot`]) in its own
+//! flat capability table of [`CSPACE_SLOTS`] slots. Every syscall checks that
+//! the slot holds a capability of the right [`ObjectType`] with the needed
+//! [`Rights`]; nothing a process passes can crash the kernel.
+#![no_std]
+#![forbid(unsafe_code)]
+
+/// A slot in the calling process's capability table.
+pub type CapSlot = u32;
+
+/// Slots per process.
+pub const CSPACE_SLOTS: u32 = 1024;
+
+/// Message words that travel in registers.
+pub const MSG_REG_WORDS: usize = 4;
+/// Largest message, in 64-bit words (registers + IPC buffer): 4 KiB - header.
+pub const MSG_MAX_WORDS: usize = 480;
+/// Capabilities one message can carry.
+pub const MSG_MAX_CAPS: usize = 4;
+
+/// The page size of mappings made through the ABI.
+pub const PAGE_SIZE: u64 = 4096;
+/// Lowest and highest (exclusive) user virtual addresses a process may map.
+pub const USER_MIN: u64 = 0x1000;
+pub const USER_MAX: u64 = 0x0000_7fff_ffff_f000;
+
+/// System-call numbers.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sys {
+    /// `(console, ptr, len)`: writes bytes to the kernel console.
+    DebugWrite = 0,
+    /// Gives up the rest of the time slice.
+    Yield = 1,
+    /// `(endpoint, info, w0..w3)` → `(badge, info, w0..w3)`: send and wait
+    /// for the reply.
+    Call = 2,
+    /// `(endpoint, info, w0..w3)`: send, blocking until a receiver takes it.
+    Send = 3,
+    /// `(endpoint|notification, timeout_ns)` → `(badge, info, w0..w3)`. A
+    /// timeout of `u64::MAX` waits forever, `0` polls. When the thread has a
+    /// bound notification and it is signalled, returns with
+    /// [`MsgInfo::NOTIFICATION_LABEL`] and the bits in w0.
+    Recv = 4,
+    /// `(endpoint, info, w0..w3)`: replies to the last caller, then receives.
+    ReplyRecv = 5,
+    /// `(notification, bits)`: ORs bits into the word, wakes a waiter.
+    Signal = 6,
+    /// `(notification, timeout_ns)` → `(bits)`: waits until a bit is set,
+    /// takes and clears all bits.
+    Wait = 7,
+    /// `(notification)` → `(bits)`: takes and clears the bits, never blocks.
+    Poll = 8,
+    /// `(src, dst, rights, badge)`: copies a capability with equal or fewer
+    /// rights; a non-zero badge mints a badged endpoint/notification
+    /// capability from an unbadged one.
+    CapCopy = 9,
+    /// `(slot)`: deletes one capability.
+    CapDelete = 10,
+    /// `(slot)`: deletes every capability derived from this one (in any
+    /// process), keeping this one.
+    CapRevoke = 11,
+    /// `(slot)` → `(object type, rights, badge)`.
+    CapIdentify = 12,
+    /// `(process, src_in_caller, dst_in_process, rights)`: gives a copy of a
+    /// capability to a process the caller controls.
+    CapGrant = 13,
+    /// `(object type, dst, arg)`: creates an object charged to the caller's
+    /// budget. `arg`: pages for `Frame`, budget bytes for `Process`, a
+    /// process slot for `Thread`.
+    Create = 14,
+    /// `(process, frame, vaddr, rights)`: maps a frame into a process.
+    Map = 15,
+    /// `(process, vaddr, pages)`: unmaps.
+    Unmap = 16,
+    /// `(thread, entry, stack, ipc_buffer_vaddr)`.
+    ThreadConfigure = 17,
+    /// `(thread, priority, cpu)`: `cpu = u64::MAX` lets the kernel choose.
+    ThreadSetPriority = 18,
+    /// `(thread)`: makes a configured thread runnable.
+    ThreadResume = 19,
+    /// `(thread)`: stops a thread.
+    ThreadSuspend = 20,
+    /// `(thread, notification)`: binds a notification so that `Recv` on an
+    /// endpoint also returns when it is signalled.
+    ThreadBindNotification = 21,
+    /// `(code)`: ends the calling process (every thread).
+    Exit = 22,
+    /// `(irq, notification, bits)`: delivers the interrupt as a signal.
+    IrqBind = 23,
+    /// `(irq)`: unmasks the line after the driver handled it.
+    IrqAck = 24,
+    /// `(ioports)`: lets the calling process use `in`/`out` on the range.
+    IoPortEnable = 25,
+    /// `(frame)` → `(physical address, pages)`: for DMA.
+    FrameInfo = 26,
+    /// `()` → `(used bytes, limit bytes)` of the caller's budget.
+    BudgetInfo = 27,
+    /// `()` → `(nanoseconds since boot)`.
+    Clock = 28,
+    /// `(process)` → `(state, exit code)`: see [`ProcessState`].
+    ProcessInfo = 29,
+    /// `(process, notification, bits)`: signal `bits` when the process ends.
+    ProcessWatch = 30,
+}
+
+impl Sys {
+    pub const fn from_u64(n: u64) -> Option<Self> {
+        use Sys::*;
+        const ALL: [Sys; 31] = [
+            DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
+            CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
+            ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
+            Clock, ProcessInfo, ProcessWatch,
+        ];
+        if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
+    }
+}
+
+/// Errors a syscall returns in `rax`.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// No such system call.
+    NoSyscall = 1,
+    /// The slot number is outside the capability table.
+    InvalidSlot = 2,
+    /// The slot is empty (or its capability was revoked).
+    EmptySlot = 3,
+    /// The destination slot is already in use.
+    SlotInUse = 4,
+    /// The capability is of another object type.
+    WrongType = 5,
+    /// The capability lacks a right the operation needs.
+    NoRights = 6,
+    /// An argument is out of range or malformed.
+    InvalidArgument = 7,
+    /// A user pointer does not point at mapped, accessible user memory.
+    BadAddress = 8,
+    /// The budget cannot cover the kernel memory the operation needs.
+    OutOfBudget = 9,
+    /// The address is already mapped.
+    AlreadyMapped = 10,
+    /// The address is not mapped.
+    NotMapped = 11,
+    /// A timeout elapsed.
+    Timeout = 12,
+    /// The operation would block and the caller asked not to.
+    WouldBlock = 13,
+    /// The object is gone (peer process died, endpoint deleted).
+    Gone = 14,
+    /// The object is in the wrong state for this (e.g. thread not configured).
+    BadState = 15,
+    /// The system has no physical memory left.
+    OutOfMemory = 16,
+}
+
+impl Error {
+    pub const fn from_u64(n: u64) -> Option<Self> {
+        use Error::*;
+        const ALL: [Error; 16] = [
+            NoSyscall, InvalidSlot, EmptySlot, SlotInUse, WrongType, NoRights, InvalidArgument, BadAddress,
+            OutOfBudget, AlreadyMapped, NotMapped, Timeout, WouldBlock, Gone, BadState, OutOfMemory,
+        ];
+        if n >= 1 && (n as usize) <= ALL.len() { Some(ALL[n as usize - 1]) } else { None }
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let s = match self {
+            Error::NoSyscall => "no such system call",
+            Error::InvalidSlot => "capability slot out of range",
+            Error::EmptySlot => "empty capability slot",
+            Error::SlotInUse => "capability slot in use",
+            Error::WrongType => "capability of the wrong type",
+            Error::NoRights => "capability lacks the right",
+            Error::InvalidArgument => "invalid argument",
+            Error::BadAddress => "bad user address",
+            Error::OutOfBudget => "kernel-memory budget exhausted",
+            Error::AlreadyMapped => "address already mapped",
+            Error::NotMapped => "address not mapped",
+            Error::Timeout => "timed out",
+            Error::WouldBlock => "would block",
+            Error::Gone => "object gone",
+            Error::BadState => "object in the wrong state",
+            Error::OutOfMemory => "out of physical memory",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Kernel object types.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectType {
+    /// Physical pages (one or more, contiguous).
+    Frame = 1,
+    /// A process: capability table, address space, budget, threads.
+    Process = 2,
+    Thread = 3,
+    Endpoint = 4,
+    Notification = 5,
+    /// An interrupt line.
+    Irq = 6,
+    /// A range of I/O ports.
+    IoPorts = 7,
+    /// Device memory (MMIO) at a fixed physical address.
+    DeviceMemory = 8,
+    /// The kernel console (debug output).
+    Console = 9,
+}
+
+impl ObjectType {
+    pub const fn from_u64(n: u64) -> Option<Self> {
+        Some(match n {
+            1 => Self::Frame,
+            2 => Self::Process,
+            3 => Self::Thread,
+            4 => Self::Endpoint,
+            5 => Self::Notification,
+            6 => Self::Irq,
+            7 => Self::IoPorts,
+            8 => Self::DeviceMemory,
+            9 => Self::Console,
+            _ => return None,
+        })
+    }
+}
+
+/// Rights a capability carries. Copies may only drop rights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rights(pub u32);
+
+impl Rights {
+    pub const NONE: Rights = Rights(0);
+    /// Frames: map readable. Notifications: wait/poll.
+    pub const READ: Rights = Rights(1 << 0);
+    /// Frames: map writable. Notifications: signal.
+    pub const WRITE: Rights = Rights(1 << 1);
+    /// Frames: map executable.
+    pub const EXECUTE: Rights = Rights(1 << 2);
+    /// Endpoints: send and call.
+    pub const SEND: Rights = Rights(1 << 3);
+    /// Endpoints: receive.
+    pub const RECV: Rights = Rights(1 << 4);
+    /// Endpoints: capabilities may travel in messages.
+    pub const GRANT: Rights = Rights(1 << 5);
+    /// Processes, threads, IRQs: control the object (map, configure, bind).
+    pub const MANAGE: Rights = Rights(1 << 6);
+    pub const ALL: Rights = Rights(0x7f);
+
+    pub const fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub const fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+    pub const fn intersection(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+    pub const fn is_valid(self) -> bool {
+        self.0 & !Self::ALL.0 == 0
+    }
+}
+
+impl core::ops::BitOr for Rights {
+    type Output = Rights;
+    fn bitor(self, rhs: Rights) -> Rights {
+        self.union(rhs)
+    }
+}
+
+/// The message header in `rsi`: label (32 bits), length in words (bits
+/// 32..41), capabilities carried (bits 41..44). Other bits must be zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgInfo {
+    pub label: u32,
+    pub words: u16,
+    pub caps: u8,
+}
+
+impl MsgInfo {
+    /// The label `Recv` reports when a bound notification woke it.
+    pub const NOTIFICATION_LABEL: u32 = 0xffff_fffe;
+
+    pub const fn new(label: u32, words: u16, caps: u8) -> Self {
+        Self { label, words, caps }
+    }
+
+    pub const fn encode(self) -> u64 {
+        self.label as u64 | ((self.words as u64) << 32) | ((self.caps as u64) << 41)
+    }
+
+    /// Decodes and validates a header from userspace.
+    pub const fn decode(raw: u64) -> Option<Self> {
+        let words = ((raw >> 32) & 0x1ff) as u16;
+        let caps = ((raw >> 41) & 0x7) as u8;
+        if raw >> 44 != 0 || words as usize > MSG_MAX_WORDS || caps as usize > MSG_MAX_CAPS {
+            return None;
+        }
+        Some(Self { label: raw as u32, words, caps })
+    }
+}
+
+/// The per-thread IPC buffer: one page in the thread's address space.
+/// Words 0..3 of a message travel in registers; `words[i]` holds message word
+/// `i` for `i >= 4` (the first four entries are unused).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IpcBuffer {
+    pub words: [u64; MSG_MAX_WORDS],
+    /// Sending: the slots of the capabilities to transfer.
+    pub send_caps: [u64; MSG_MAX_CAPS],
+    /// Receiving: the empty slots where transferred capabilities go.
+    pub recv_slots: [u64; MSG_MAX_CAPS],
+    /// Receiving: how many capabilities arrived (set by the kernel).
+    pub recv_caps: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<IpcBuffer>() <= PAGE_SIZE as usize);
+
+/// States `ProcessInfo` reports.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    Running = 0,
+    /// Exited with the code given.
+    Exited = 1,
+    /// Killed by the kernel after a fault; the code is the vector.
+    Faulted = 2,
+}
+
+/// Priorities: 0 (lowest, idle) to `MAX_PRIORITY` (highest).
+pub const MAX_PRIORITY: u8 = 255;
+
+/// Timeout meaning "wait forever".
+pub const FOREVER: u64 = u64::MAX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip() {
+        for n in 0..64 {
+            if let Some(s) = Sys::from_u64(n) {
+                assert_eq!(s as u64, n);
+            }
+            if let Some(e) = Error::from_u64(n) {
+                assert_eq!(e as u64, n);
+            }
+            if let Some(t) = ObjectType::from_u64(n) {
+                assert_eq!(t as u64, n);
+            }
+        }
+        assert_eq!(Sys::from_u64(30), Some(Sys::ProcessWatch));
+        assert_eq!(Sys::from_u64(31), None);
+        assert_eq!(Error::from_u64(0), None);
+        assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
+    }
+
+    #[test]
+    fn msg_info_validates() {
+        let m = MsgInfo::new(0xdead_beef, 480, 4);
+        assert_eq!(MsgInfo::decode(m.encode()), Some(m));
+        assert_eq!(MsgInfo::decode(MsgInfo::new(1, 481, 0).encode()), None);
+        assert_eq!(MsgInfo::decode(MsgInfo::new(1, 0, 5).encode()), None);
+        assert_eq!(MsgInfo::decode(1 << 50), None);
+    }
+
+    #[test]
+    fn rights_only_shrink_by_intersection() {
+        let rw = Rights::READ | Rights::WRITE;
+        assert!(rw.contains(Rights::READ));
+        assert!(!Rights::READ.contains(rw));
+        assert_eq!(rw.intersection(Rights::READ | Rights::EXECUTE), Rights::READ);
+        assert!(!Rights(1 << 9).is_valid());
+    }
+}
