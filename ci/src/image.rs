@@ -20,11 +20,24 @@ pub fn kernel() -> Result<PathBuf> {
     Ok(root().join("target").join(KERNEL_TARGET).join("release").join("alcove-kernel"))
 }
 
-/// Packs the boot archive for a manifest (`initrd/manifests/NAME.toml`).
+/// Packs the boot archive for a manifest (`initrd/manifests/NAME.toml`): the
+/// manifest, validated, as `manifest.toml` and `manifest.bin`, and `bin/init`
+/// and `bin/<binary>` for each server, taken from
+/// `target/x86_64-unknown-none/release/`. Every binary there is checked as
+/// init will load it; one not built yet is left out for now.
 pub fn boot_archive(manifest: &str) -> Result<Vec<u8>> {
     let path = root().join("initrd/manifests").join(format!("{manifest}.toml"));
-    let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(initrd::pack(&[initrd::File { name: "manifest.toml", data: &text, perm: 0o644 }]))
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bin_dir = root().join("target").join(KERNEL_TARGET).join("release");
+    let binary = |name: &str| -> std::result::Result<Option<Vec<u8>>, String> {
+        let file = bin_dir.join(name);
+        match fs::read(&file) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", file.display())),
+        }
+    };
+    initrd::pack_system_partial(&text, &binary).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// One bootable image: a kernel command line and a manifest.

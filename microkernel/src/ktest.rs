@@ -29,6 +29,7 @@ const BOOT: &[(&str, TestFn)] = &[
     ("heap", heap),
     ("boot_archive", boot_archive),
     ("acpi_madt", acpi_madt),
+    ("smp_online", smp_online),
     ("tsc", tsc),
 ];
 
@@ -144,7 +145,7 @@ fn boot_archive(s: &System) -> Result<(), String> {
 }
 
 fn acpi_madt(s: &System) -> Result<(), String> {
-    let p = s.platform.ok_or_else(|| String::from("no ACPI platform information"))?;
+    let p = s.platform.as_ref().ok_or_else(|| String::from("no ACPI platform information"))?;
     check(p.cpus >= 1, || "MADT lists no CPU".into())?;
     check(p.ioapics >= 1, || "MADT lists no IOAPIC".into())?;
     check(p.local_apic_address != 0, || "no local APIC address".into())?;
@@ -197,4 +198,11 @@ fn bench_trap_roundtrip(_: &System) -> Result<(), String> {
     check(taken == N, || alloc::format!("{N} breakpoints, {taken} trapped"))?;
     kprintln!("ALCOVE-BENCH trap_roundtrip {} instructions", (t1 - t0) / N);
     Ok(())
+}
+
+fn smp_online(s: &System) -> Result<(), String> {
+    let p = s.platform.as_ref().ok_or_else(|| String::from("no ACPI platform information"))?;
+    check(s.cpus_online == p.cpus as usize, || {
+        alloc::format!("{} of the {} CPUs in the MADT came online", s.cpus_online, p.cpus)
+    })
 }

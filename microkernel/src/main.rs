@@ -16,6 +16,7 @@ extern crate alloc;
 mod arch;
 mod bootinfo;
 mod heap;
+mod kernel;
 mod klog;
 mod ktest;
 
@@ -32,7 +33,38 @@ pub struct System {
     pub platform: Option<arch::acpi::Platform>,
     pub features: arch::cpu::Features,
     pub tsc_khz: u64,
+    pub cpus_online: usize,
 }
+
+static OVERRIDES: spin::Once<heapless::Vec<arch::acpi::IsaOverride, 16>> = spin::Once::new();
+
+/// Trigger mode and polarity of IOAPIC line `gsi`: (level, active_low). ISA
+/// lines are edge/high unless the MADT overrides them; PCI lines (16..)
+/// are level/low (ACPI 6.5 §5.2.12.5, PCI 3.0 §2.2.6).
+pub fn irq_polarity(gsi: u8) -> (bool, bool) {
+    if let Some(o) = OVERRIDES.get().and_then(|v| v.iter().find(|o| o.gsi == u32::from(gsi))) {
+        let polarity = o.flags & 3;
+        let trigger = (o.flags >> 2) & 3;
+        let level = if trigger == 0 { gsi >= 16 } else { trigger == 3 };
+        let low = if polarity == 0 { gsi >= 16 } else { polarity == 3 };
+        return (level, low);
+    }
+    (gsi >= 16, gsi >= 16)
+}
+
+/// Application processors start here (from smp.rs's trampoline), on their
+/// own kernel stack.
+extern "C" fn ap_entry(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    arch::gdt::init_cpu(cpu);
+    arch::percpu::init(cpu);
+    arch::trap::load();
+    arch::init_cpu_late(LAPIC_PHYS.load(core::sync::atomic::Ordering::Relaxed));
+    arch::smp::signal_started();
+    kernel::run_cpu()
+}
+
+static LAPIC_PHYS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0xfee0_0000);
 
 #[unsafe(no_mangle)]
 extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
@@ -81,7 +113,28 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
         }
     };
     let features = arch::cpu::features();
-    let system = System { boot, free, platform, features, tsc_khz };
+    match kernel::mem::init(free.ranges()) {
+        Ok((free_b, total)) => log::info!("memory: {} MiB free of {} MiB managed", free_b >> 20, total >> 20),
+        Err(e) => panic!("memory: {e}"),
+    }
+    // Interrupt controllers and the other CPUs.
+    let mut cpus_online = 1;
+    if let Some(p) = &platform {
+        LAPIC_PHYS.store(p.local_apic_address, core::sync::atomic::Ordering::Relaxed);
+        OVERRIDES.call_once(|| p.overrides.clone());
+        arch::init_cpu_late(p.local_apic_address);
+        arch::apic::calibrate_timer();
+        if let Some(io) = p.ioapic.first() {
+            arch::apic::init_ioapic(io.address, io.gsi_base);
+        }
+        kernel::init(p.apic_ids.len().max(1));
+        cpus_online += arch::smp::start_aps(&p.apic_ids, ap_entry);
+    } else {
+        arch::init_cpu_late(0xfee0_0000);
+        arch::apic::calibrate_timer();
+        kernel::init(1);
+    }
+    let system = System { boot, free, platform, features, tsc_khz, cpus_online };
     banner(&system);
     let init_ticks = arch::time::ticks_since_entry() - arch::time::calibration_ticks();
 
@@ -91,23 +144,46 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
             arch::exit(if ok { Exit::Pass } else { Exit::Fail })
         }
         None => {
-            log::info!("ready; nothing more to do yet, halting (in QEMU: Ctrl-A X leaves)");
-            arch::cpu::halt_forever()
+            start_init(&system);
+            kernel::run_cpu()
         }
+    }
+}
+
+/// Finds `bin/init` in the boot archive and starts it with the whole
+/// archive mapped, and most of memory as its budget.
+fn start_init(s: &System) {
+    let Some(m) = s.boot.modules.first() else { panic!("no boot archive: nothing to run") };
+    let Some(va) = arch::phys_to_virt(m.start, m.end - m.start) else { panic!("boot archive above 4 GiB") };
+    // SAFETY: the module lies in the direct map and is excluded from the free
+    // map, so nothing else writes it; it lives as long as the kernel.
+    let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(va as *const u8, (m.end - m.start) as usize) };
+    let archive = initrd::Archive::new(bytes);
+    let init = match archive.find(initrd::INIT_BINARY) {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("the boot archive has no {}", initrd::INIT_BINARY),
+        Err(e) => panic!("the boot archive is damaged: {e}"),
+    };
+    let budget = kernel::mem::free_bytes() / 8 * 7;
+    let mut k = kernel::lock();
+    match kernel::process::start_init(&mut k, init.data, m.start, m.end - m.start, budget) {
+        Ok(_) => log::info!("init started ({} KiB budget)", budget >> 10),
+        Err(e) => panic!("cannot start init: {e}"),
     }
 }
 
 fn banner(s: &System) {
     let f = &s.features;
+    let online = s.cpus_online;
     let virt = match (f.vmx, f.svm) {
         (true, true) => "VMX+SVM",
         (true, false) => "VMX",
         (false, true) => "SVM",
         (false, false) => "none",
     };
-    let (cpus, ioapics) = s.platform.map_or((1, 0), |p| (p.cpus, p.ioapics));
+    let (cpus, ioapics) = s.platform.as_ref().map_or((1, 0), |p| (p.cpus, p.ioapics));
     kprintln!(
-        "Alcove {VERSION}: {cpus} CPU{}, {} MiB memory, {ioapics} IOAPIC{}, {} CPU at {} MHz, virtualization: {virt}",
+        "Alcove {VERSION}: {cpus} CPU{} ({online} online), {} MiB memory, {ioapics} IOAPIC{}, {} CPU at {} MHz, virtualization: {virt}",
         if cpus == 1 { "" } else { "s" },
         s.free.total_bytes() >> 20,
         if ioapics == 1 { "" } else { "s" },

@@ -120,16 +120,20 @@ pub enum Sys {
     ProcessInfo = 29,
     /// `(process, notification, bits)`: signal `bits` when the process ends.
     ProcessWatch = 30,
+    /// `(console, status)`: leaves the machine (system tests; needs the
+    /// console capability): status 0 = pass, anything else = fail. Under
+    /// QEMU and Bochs this ends the emulator; on hardware it halts.
+    MachineExit = 31,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 31] = [
+        const ALL: [Sys; 32] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
-            Clock, ProcessInfo, ProcessWatch,
+            Clock, ProcessInfo, ProcessWatch, MachineExit,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -349,6 +353,25 @@ pub enum ProcessState {
     Faulted = 2,
 }
 
+/// Where the kernel puts init (the root task): its IPC buffer, the top of its
+/// stack, and the boot archive (read-only). Init starts with `rdi` = IPC
+/// buffer, `rsi` = archive address, `rdx` = archive length in bytes.
+pub const INIT_IPC_BUFFER: u64 = 0x0000_7fff_fff0_0000;
+pub const INIT_STACK_TOP: u64 = 0x0000_7fff_ffe0_0000;
+pub const INIT_STACK_PAGES: u64 = 16;
+pub const INIT_ARCHIVE_BASE: u64 = 0x0000_4000_0000_0000;
+
+/// The capabilities init starts with, by slot. IRQ line `n` is at
+/// `INIT_SLOT_IRQ_BASE + n`.
+pub const INIT_SLOT_SELF: CapSlot = 0;
+pub const INIT_SLOT_CONSOLE: CapSlot = 1;
+pub const INIT_SLOT_THREAD: CapSlot = 2;
+pub const INIT_SLOT_ARCHIVE: CapSlot = 3;
+pub const INIT_SLOT_IOPORTS: CapSlot = 4;
+pub const INIT_SLOT_IRQ_BASE: CapSlot = 8;
+/// The first slot init's own code may use freely.
+pub const INIT_SLOT_FREE: CapSlot = 64;
+
 /// Priorities: 0 (lowest, idle) to `MAX_PRIORITY` (highest).
 pub const MAX_PRIORITY: u8 = 255;
 
@@ -372,8 +395,8 @@ mod tests {
                 assert_eq!(t as u64, n);
             }
         }
-        assert_eq!(Sys::from_u64(30), Some(Sys::ProcessWatch));
-        assert_eq!(Sys::from_u64(31), None);
+        assert_eq!(Sys::from_u64(31), Some(Sys::MachineExit));
+        assert_eq!(Sys::from_u64(32), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

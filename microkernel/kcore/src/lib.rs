@@ -18,4 +18,5 @@ pub mod frames;
 pub mod memmap;
 pub mod pagetable;
 pub mod sched;
+pub mod slab;
 pub mod testproto;

@@ -143,15 +143,37 @@ pub enum RootPointer {
     Xsdt { revision: u8, address: u64 },
 }
 
+/// An IOAPIC: its MMIO address and the first global system interrupt it
+/// serves.
+#[derive(Clone, Copy, Debug)]
+pub struct IoApicInfo {
+    pub id: u8,
+    pub address: u64,
+    pub gsi_base: u32,
+}
+
+/// An ISA IRQ that the firmware routes to another GSI, or with another
+/// polarity/trigger than ISA's edge/high (ACPI 6.5 §5.2.12.5).
+#[derive(Clone, Copy, Debug)]
+pub struct IsaOverride {
+    pub isa_irq: u8,
+    pub gsi: u32,
+    /// MPS INTI flags: polarity bits 0..1, trigger bits 2..3.
+    pub flags: u16,
+}
+
 /// What the kernel needs from the MADT.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Platform {
     /// Processors the firmware lists as enabled or online-capable.
     pub cpus: u32,
+    /// Their local APIC ids, bootstrap processor included.
+    pub apic_ids: heapless::Vec<u32, { super::MAX_CPUS }>,
     pub ioapics: u32,
+    pub ioapic: heapless::Vec<IoApicInfo, 8>,
+    pub overrides: heapless::Vec<IsaOverride, 16>,
     pub local_apic_address: u64,
     pub has_8259: bool,
-    pub interrupt_overrides: u32,
 }
 
 #[derive(Debug)]
@@ -192,16 +214,27 @@ pub fn discover(root: RootPointer) -> Result<Platform, Error> {
                 let flags = l.flags;
                 if flags & 0b11 != 0 {
                     p.cpus += 1;
+                    let _ = p.apic_ids.push(u32::from(l.apic_id));
                 }
             }
             MadtEntry::LocalX2Apic(l) => {
                 let flags = l.flags;
                 if flags & 0b11 != 0 {
                     p.cpus += 1;
+                    let _ = p.apic_ids.push(l.x2apic_id);
                 }
             }
-            MadtEntry::IoApic(_) => p.ioapics += 1,
-            MadtEntry::InterruptSourceOverride(_) => p.interrupt_overrides += 1,
+            MadtEntry::IoApic(io) => {
+                p.ioapics += 1;
+                let _ = p.ioapic.push(IoApicInfo {
+                    id: io.io_apic_id,
+                    address: u64::from(io.io_apic_address),
+                    gsi_base: io.global_system_interrupt_base,
+                });
+            }
+            MadtEntry::InterruptSourceOverride(o) => {
+                let _ = p.overrides.push(IsaOverride { isa_irq: o.irq, gsi: o.global_system_interrupt, flags: o.flags });
+            }
             MadtEntry::LocalApicAddressOverride(o) => p.local_apic_address = o.local_apic_address,
             _ => {}
         }

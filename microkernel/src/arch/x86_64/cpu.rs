@@ -44,7 +44,7 @@ pub fn read_cr2() -> u64 {
 
 pub fn read_cr3() -> u64 {
     // SAFETY: reading CR3 has no side effects.
-    unsafe { x86::controlregs::cr3() }
+    unsafe { x86::controlregs::cr3() & 0x000f_ffff_ffff_f000 }
 }
 
 pub fn rdtsc() -> u64 {
@@ -117,4 +117,71 @@ pub fn features() -> Features {
 pub fn breakpoint() {
     // SAFETY: the IDT handles vector 3 and returns to the next instruction.
     unsafe { asm!("int3", options(nomem, nostack)) }
+}
+
+pub fn interrupts_on() {
+    // SAFETY: enabling interrupts is how the idle loop and the lock spin let
+    // IPIs in; every handler is ready by then.
+    unsafe { asm!("sti", options(nomem, nostack)) }
+}
+
+/// Halts until an interrupt arrives, with interrupts enabled only for the
+/// halt (STI's one-instruction shadow makes `sti; hlt` race-free).
+pub fn wait_for_interrupt() {
+    // SAFETY: as `interrupts_on`.
+    unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) }
+}
+
+pub fn write_cr3(pml4: u64) {
+    super::percpu::this().cr3.store(pml4, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: every address-space root the kernel loads maps the kernel half
+    // identically (mem::new_pml4 copies it), so execution continues.
+    unsafe { x86::controlregs::cr3_write(pml4) }
+}
+
+/// Drops this CPU's non-global translations.
+pub fn flush_tlb() {
+    // SAFETY: reloading CR3 with its own value only flushes the TLB.
+    unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) }
+}
+
+/// Flushes if `pml4` is the loaded address space.
+pub fn flush_tlb_if(pml4: u64) {
+    if read_cr3() == pml4 {
+        flush_tlb();
+    }
+}
+
+/// SYSCALL/SYSRET MSRs (entry at `syscall_entry`, IF/DF/TF/AC masked on
+/// entry), and NX, SMEP, SMAP, global pages where the CPU has them.
+pub fn enable_syscall_and_protection() {
+    unsafe extern "C" {
+        fn syscall_entry();
+    }
+    let id = x86::cpuid::CpuId::new();
+    let ext = id.get_extended_feature_info();
+    let smep = ext.as_ref().is_some_and(|e| e.has_smep());
+    let smap = ext.as_ref().is_some_and(|e| e.has_smap());
+    // SAFETY: these MSRs and CR4 bits exist on every x86-64 CPU that reports
+    // them (checked above); syscall_entry is the kernel's entry stub; the
+    // selectors match gdt.rs's layout.
+    unsafe {
+        const EFER: u32 = 0xc000_0080;
+        let efer = x86::msr::rdmsr(EFER);
+        let nx = if features().nx { 1 << 11 } else { 0 };
+        x86::msr::wrmsr(EFER, efer | 1 | nx); // SCE
+        // STAR[47:32] = kernel CS; STAR[63:48] + 8/16 = user SS/CS.
+        x86::msr::wrmsr(0xc000_0081, (0x10u64 << 48) | (0x08u64 << 32));
+        x86::msr::wrmsr(0xc000_0082, syscall_entry as *const () as u64);
+        // IF, TF, DF, AC, NT cleared on entry.
+        x86::msr::wrmsr(0xc000_0084, (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14));
+        let mut cr4 = x86::controlregs::cr4();
+        if smep {
+            cr4 |= x86::controlregs::Cr4::CR4_ENABLE_SMEP;
+        }
+        if smap {
+            cr4 |= x86::controlregs::Cr4::CR4_ENABLE_SMAP;
+        }
+        x86::controlregs::cr4_write(cr4);
+    }
 }

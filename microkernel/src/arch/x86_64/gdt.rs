@@ -1,5 +1,5 @@
-//! The GDT and TSS. Layout (selectors) is fixed by SYSCALL/SYSRET (SDM Vol. 2B
-//! SYSRET: user SS = STAR[63:48] + 8, user CS = STAR[63:48] + 16):
+//! Per-CPU GDT and TSS. Layout (selectors) is fixed by SYSCALL/SYSRET (SDM Vol.
+//! 2B SYSRET: user SS = STAR[63:48] + 8, user CS = STAR[63:48] + 16):
 //!
 //! | index | selector | segment            |
 //! |-------|----------|--------------------|
@@ -10,17 +10,18 @@
 //! | 5-6   | 0x28     | TSS (16 bytes)     |
 //!
 //! The TSS holds the interrupt stacks: IST1 for #DF, IST2 for NMI, IST3 for
-//! #MC, so those run on a known-good stack whatever state the CPU was in.
+//! #MC, so those run on a known-good stack whatever state the CPU was in; RSP0
+//! points into the running thread's saved context (see entry.s), and the I/O
+//! permission bitmap follows the TSS so drivers granted I/O ports can use
+//! `in`/`out` directly (SDM Vol. 1 §19.5.2).
 
+use super::MAX_CPUS;
 use core::arch::asm;
 use core::mem::size_of;
-use x86::bits64::task::TaskStateSegment;
 
 pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
-#[allow(dead_code)] // for the syscall path (SYSRET) and user threads
 pub const USER_DS: u16 = 0x1b;
-#[allow(dead_code)]
 pub const USER_CS: u16 = 0x23;
 pub const TSS_SEL: u16 = 0x28;
 
@@ -28,53 +29,83 @@ pub const IST_DOUBLE_FAULT: u8 = 1;
 pub const IST_NMI: u8 = 2;
 pub const IST_MACHINE_CHECK: u8 = 3;
 
-const IST_STACK_SIZE: usize = 16 * 1024;
+const IST_STACK_SIZE: usize = 8 * 1024;
+/// Bytes of I/O bitmap: one bit per port, plus the terminating 0xff byte.
+pub const IOMAP_BYTES: usize = 8192;
+
+/// The 64-bit TSS (SDM Vol. 3A §8.7) followed by its I/O permission bitmap.
+#[repr(C, packed(4))]
+pub struct Tss {
+    _reserved0: u32,
+    pub rsp: [u64; 3],
+    _reserved1: u64,
+    pub ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    pub iomap_base: u16,
+    pub iomap: [u8; IOMAP_BYTES],
+    iomap_end: u8,
+}
 
 #[repr(C, align(16))]
 struct Stack([u8; IST_STACK_SIZE]);
 
-#[repr(C, align(16))]
+#[repr(C, align(4096))]
 struct CpuTables {
     gdt: [u64; 7],
-    tss: TaskStateSegment,
+    tss: Tss,
     ist: [Stack; 3],
 }
 
-static mut BSP: CpuTables = CpuTables {
-    gdt: [0; 7],
-    tss: TaskStateSegment::new(),
-    ist: [const { Stack([0; IST_STACK_SIZE]) }; 3],
-};
+const TSS_LIMIT: u64 = (size_of::<Tss>() - 1) as u64;
+
+static mut CPUS: [CpuTables; MAX_CPUS] = [const {
+    CpuTables {
+        gdt: [0; 7],
+        tss: Tss {
+            _reserved0: 0,
+            rsp: [0; 3],
+            _reserved1: 0,
+            ist: [0; 7],
+            _reserved2: 0,
+            _reserved3: 0,
+            iomap_base: 0,
+            iomap: [0xff; IOMAP_BYTES],
+            iomap_end: 0xff,
+        },
+        ist: [const { Stack([0; IST_STACK_SIZE]) }; 3],
+    }
+}; MAX_CPUS];
 
 const fn segment(access: u64, flags: u64) -> u64 {
     // limit 0xfffff, base 0; only the access byte and flags matter in long mode.
     0xffff | (0xf << 48) | (access << 40) | (flags << 52)
 }
 
-/// Loads the bootstrap CPU's GDT and TSS and reloads every segment register.
-pub fn init_bsp() {
-    // SAFETY: runs once, on the bootstrap CPU, before any other CPU or
-    // interrupt exists, so nothing else can reach `BSP` while it is written;
-    // afterwards the CPU alone reads it through GDTR/TR.
+/// Loads CPU `cpu`'s GDT and TSS and reloads every segment register.
+pub fn init_cpu(cpu: usize) {
+    assert!(cpu < MAX_CPUS, "CPU index {cpu} beyond MAX_CPUS");
+    // SAFETY: each CPU initialises only its own entry of CPUS, once, before
+    // it takes interrupts; afterwards the CPU alone reads it through GDTR/TR,
+    // and `tss_mut` hands out its TSS only to that CPU.
     unsafe {
-        let t = &mut *(&raw mut BSP);
-        for (i, stack) in t.ist.iter().enumerate() {
-            let top = stack.0.as_ptr() as u64 + IST_STACK_SIZE as u64;
+        let t = &mut (*(&raw mut CPUS))[cpu];
+        for i in 0..3 {
+            let top = t.ist[i].0.as_ptr() as u64 + IST_STACK_SIZE as u64;
             t.tss.ist[i] = top;
         }
-        t.tss.iomap_base = size_of::<TaskStateSegment>() as u16; // no I/O bitmap yet
+        t.tss.iomap_base = core::mem::offset_of!(Tss, iomap) as u16;
         let tss_base = &raw const t.tss as u64;
-        let tss_limit = size_of::<TaskStateSegment>() as u64 - 1;
         t.gdt = [
             0,
             segment(0x9a, 0xa), // kernel code: present, DPL0, code, L=1, G
             segment(0x92, 0xc), // kernel data
             segment(0xf2, 0xc), // user data: DPL3
             segment(0xfa, 0xa), // user code: DPL3, L=1
-            (tss_limit & 0xffff)
+            (TSS_LIMIT & 0xffff)
                 | ((tss_base & 0xff_ffff) << 16)
                 | (0x89 << 40) // present, available 64-bit TSS
-                | (((tss_limit >> 16) & 0xf) << 48)
+                | (((TSS_LIMIT >> 16) & 0xf) << 48)
                 | (((tss_base >> 24) & 0xff) << 56),
             tss_base >> 32,
         ];
@@ -94,5 +125,25 @@ pub fn init_bsp() {
             tmp = out(reg) _,
         );
         x86::task::load_tr(x86::segmentation::SegmentSelector::from_raw(TSS_SEL));
+    }
+}
+
+/// Sets where the CPU saves user state on an interrupt from ring 3.
+pub fn set_rsp0(cpu: usize, rsp0: u64) {
+    // SAFETY: only CPU `cpu` calls this for its own TSS (with interrupts off
+    // in the kernel), so there is no concurrent access; the CPU reads RSP0
+    // only on a privilege change, which cannot happen while we run here.
+    unsafe { (*(&raw mut CPUS))[cpu].tss.rsp[0] = rsp0 };
+}
+
+/// Installs an I/O permission bitmap (a clear bit allows the port) on `cpu`.
+pub fn set_io_bitmap(cpu: usize, bitmap: Option<&[u8; IOMAP_BYTES]>) {
+    // SAFETY: as `set_rsp0`: the CPU's own TSS, changed while it runs the kernel.
+    unsafe {
+        let tss = &mut (*(&raw mut CPUS))[cpu].tss;
+        match bitmap {
+            Some(b) => tss.iomap.copy_from_slice(b),
+            None => tss.iomap.fill(0xff),
+        }
     }
 }

@@ -3,16 +3,23 @@
 //! `unsafe` hardware access lives under this folder.
 
 pub mod acpi;
+pub mod apic;
 pub mod cpu;
 pub mod gdt;
 pub mod paging;
+pub mod percpu;
 #[macro_use]
 pub mod serial;
+pub mod smp;
 pub mod time;
 pub mod trap;
 
 core::arch::global_asm!(include_str!("boot.s"));
 core::arch::global_asm!(include_str!("trap.s"));
+core::arch::global_asm!(include_str!("entry.s"));
+
+/// CPUs the kernel can manage.
+pub const MAX_CPUS: usize = 32;
 
 /// Where the boot page tables map all of the first 4 GiB of physical memory.
 pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
@@ -41,12 +48,36 @@ pub fn kernel_phys_range() -> (u64, u64) {
     (start, end)
 }
 
-/// Brings up this (the bootstrap) CPU: descriptor tables, trap handling,
-/// the legacy PIC masked so that only the APIC delivers interrupts.
+/// Brings up this (the bootstrap) CPU: descriptor tables, per-CPU data, trap
+/// handling, the legacy PIC masked so that only the APIC delivers interrupts.
 pub fn init_bsp() {
-    gdt::init_bsp();
+    gdt::init_cpu(0);
+    percpu::init(0);
     trap::init();
     cpu::mask_legacy_pic();
+}
+
+/// Per-CPU set-up shared by every CPU once the local APIC address is known:
+/// the APIC, system-call MSRs, protection bits in CR4.
+pub fn init_cpu_late(lapic_phys: u64) {
+    let id = apic::init_local(lapic_phys);
+    let me = percpu::this();
+    me.apic_id.store(id, core::sync::atomic::Ordering::Relaxed);
+    me.cr3.store(cpu::read_cr3(), core::sync::atomic::Ordering::Relaxed);
+    cpu::enable_syscall_and_protection();
+    me.online.store(true, core::sync::atomic::Ordering::Release);
+}
+
+/// Leaves for ring 3 with the current thread's saved context.
+pub fn enter_user() -> ! {
+    unsafe extern "C" {
+        fn return_to_user() -> !;
+    }
+    percpu::this().in_user.store(true, core::sync::atomic::Ordering::Release);
+    // SAFETY: PerCpu.context_top points just past a saved TrapFrame of a
+    // ring-3 thread whose address space is loaded (kernel::switch_to); the
+    // frame's CS/SS are user selectors and RIP/RFLAGS were validated when set.
+    unsafe { return_to_user() }
 }
 
 /// How a run ends.

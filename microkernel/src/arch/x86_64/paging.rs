@@ -85,3 +85,9 @@ pub fn direct_map(phys: u64, len: u64) -> Result<u64, MapError> {
     }
     Ok(phys + PHYS_OFFSET)
 }
+
+/// The physical address of the boot PML4, whose kernel half every address
+/// space shares (and whose identity map the AP trampoline needs).
+pub fn boot_cr3() -> u64 {
+    &raw const boot_pml4 as u64
+}

@@ -38,6 +38,15 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
+impl TrapFrame {
+    pub const fn zeroed() -> Self {
+        Self {
+            rax: 0, rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rbp: 0, r8: 0, r9: 0, r10: 0, r11: 0, r12: 0,
+            r13: 0, r14: 0, r15: 0, vector: 0, error_code: 0, rip: 0, cs: 0, rflags: 0, rsp: 0, ss: 0,
+        }
+    }
+}
+
 #[repr(C, align(16))]
 struct Idt([u64; 512]);
 
@@ -123,16 +132,18 @@ const NAMES: [&str; 32] = [
     "reserved 31",
 ];
 
-/// Called by trap.s with the saved state of the interrupted context.
+/// Called by trap.s for traps taken in ring 0 (and for NMI/#DF/#MC from
+/// anywhere), with the saved state of the interrupted context.
 #[unsafe(no_mangle)]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
     match frame.vector {
         3 => {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at {:#x}", frame.rip);
         }
+        2 => log::warn!("NMI at {:#x}", frame.rip),
         0..=31 => fatal_exception(frame),
-        v => log::warn!("unexpected interrupt vector {v} at {:#x}", frame.rip),
+        v => crate::kernel::interrupt_in_kernel(v as u8),
     }
 }
 

@@ -1,10 +1,23 @@
-/* Interrupt and exception entry: 256 stubs of 16 bytes each, then one common
+/* Interrupt and exception entry: 256 stubs of 16 bytes each, then a common
  * path that saves every general-purpose register into a `TrapFrame` (see
- * trap.rs, same field order) and calls `trap_dispatch(&mut TrapFrame)`.
+ * trap.rs, same field order).
  *
  * The CPU pushes an error code for vectors 8, 10-14, 17, 21, 29 and 30
  * (SDM Vol. 3A §6.13); every other stub pushes a zero in its place so the
- * frame has one shape. */
+ * frame has one shape.
+ *
+ * From ring 3, the CPU switched to TSS.RSP0, which points just past the
+ * running thread's saved-context area, so the frame lands in the thread
+ * object itself (as in seL4); the common path then switches to this CPU's
+ * kernel stack and calls `trap_from_user`, and leaves through
+ * `return_to_user` (entry.s), which restores whichever thread is current by
+ * then. From ring 0 (the idle loop, or a kernel bug), the frame is on the
+ * current kernel stack and `trap_from_kernel` runs in place.
+ *
+ * NMI, #DF and #MC run on IST stacks (gdt.rs) and always take the in-place
+ * path, swapping GS first if they interrupted ring 3. */
+
+.set FRAME_CS, 18 * 8
 
 .section .text
 .balign 16
@@ -19,12 +32,15 @@ trap_stubs:
     .endif
     .byte 0x68                  /* push imm32: the vector */
     .long vec
+    .if (vec == 2) || (vec == 8) || (vec == 18)
+    jmp trap_ist
+    .else
     jmp trap_common
+    .endif
     .set vec, vec + 1
 .endr
 
-.balign 16
-trap_common:
+.macro SAVE_GPRS
     push r15
     push r14
     push r13
@@ -40,9 +56,9 @@ trap_common:
     push rcx
     push rbx
     push rax
-    mov rdi, rsp
-    cld
-    call trap_dispatch
+.endm
+
+.macro RESTORE_GPRS
     pop rax
     pop rbx
     pop rcx
@@ -58,5 +74,39 @@ trap_common:
     pop r13
     pop r14
     pop r15
+.endm
+
+.balign 16
+trap_common:
+    SAVE_GPRS
+    cld
+    test qword ptr [rsp + FRAME_CS], 3
+    jz 1f
+    /* From ring 3: the frame is the thread's saved context. */
+    swapgs
+    mov rdi, rsp
+    mov rsp, gs:[16]            /* PerCpu.kernel_stack_top */
+    call trap_from_user
+    jmp return_to_user
+1:  /* From ring 0: handle in place. */
+    mov rdi, rsp
+    call trap_from_kernel
+    RESTORE_GPRS
     add rsp, 16                 /* vector and error code */
+    iretq
+
+.balign 16
+trap_ist:
+    SAVE_GPRS
+    cld
+    test qword ptr [rsp + FRAME_CS], 3
+    jz 2f
+    swapgs
+2:  mov rdi, rsp
+    call trap_from_kernel
+    test qword ptr [rsp + FRAME_CS], 3
+    jz 3f
+    swapgs
+3:  RESTORE_GPRS
+    add rsp, 16
     iretq

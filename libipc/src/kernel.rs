@@ -1,0 +1,111 @@
+//! Interfaces over kernel endpoints, on Alcove only: [`KernelTransport`] for
+//! clients and [`serve`] for servers. The framing is [`crate::wire`]'s:
+//! interface id in the label, length word then bytes, words 0..3 in
+//! registers and the rest in the IPC buffer.
+//!
+//! Messages of up to four words (20 bytes of payload) need no IPC buffer;
+//! longer ones need the buffer registered with [`sys::set_ipc_buffer`] and
+//! fail with `Kernel(BadState)` (client) or `ReplyTooLong` (server) without it.
+
+use alloc::vec::Vec;
+use core::convert::Infallible;
+
+use abi::{Error, FOREVER, MSG_REG_WORDS, MsgInfo};
+
+use crate::cap::{Cap, Endpoint};
+use crate::sys;
+use crate::wire::{self, Message};
+use crate::{Dispatch, IpcError, RemoteError, Transport};
+
+/// Calls an interface through an endpoint capability (needs `Rights::SEND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelTransport {
+    /// The endpoint the server receives on.
+    pub endpoint: Cap<Endpoint>,
+}
+
+impl KernelTransport {
+    /// A transport calling through `endpoint`.
+    pub const fn new(endpoint: Cap<Endpoint>) -> Self {
+        Self { endpoint }
+    }
+}
+
+impl Transport for KernelTransport {
+    fn call(&self, interface: u32, request: &[u8]) -> Result<Vec<u8>, IpcError> {
+        let (words, regs) = load(request)?;
+        let info = MsgInfo::new(interface, words, 0);
+        let reply = sys::call(self.endpoint.slot(), info, regs)?;
+        read(&reply, |words| wire::reply_bytes(reply.info.label, words))?
+    }
+}
+
+/// Packs `bytes` into a message: the word count and the register words (the
+/// rest written to the IPC buffer).
+fn load(bytes: &[u8]) -> Result<(u16, [u64; MSG_REG_WORDS]), IpcError> {
+    let mut regs = [0; MSG_REG_WORDS];
+    let words = if wire::words_for(bytes.len()) <= MSG_REG_WORDS {
+        wire::pack(bytes, &mut regs)?
+    } else {
+        sys::with_ipc_buffer(|buffer| {
+            let words = wire::pack(bytes, &mut buffer.words)?;
+            regs.copy_from_slice(&buffer.words[..MSG_REG_WORDS]);
+            Ok::<_, IpcError>(words)
+        })??
+    };
+    // `pack` bounds `words` by `abi::MSG_MAX_WORDS`, which fits the header.
+    Ok((words as u16, regs))
+}
+
+/// Runs `f` on the words of a received message, gathered from registers and,
+/// beyond four words, the IPC buffer.
+fn read<R>(message: &Message, f: impl FnOnce(&[u64]) -> R) -> Result<R, Error> {
+    let words = usize::from(message.info.words);
+    if words <= MSG_REG_WORDS {
+        Ok(f(&message.words[..words]))
+    } else {
+        sys::with_ipc_buffer(|buffer| {
+            buffer.words[..MSG_REG_WORDS].copy_from_slice(&message.words);
+            f(&buffer.words[..words])
+        })
+    }
+}
+
+/// The server loop: receives on `endpoint`, dispatches, replies and receives
+/// again, for ever. A malformed message, an unknown interface or a failing
+/// handler gets an error reply, a caller that vanished before its reply is
+/// skipped; a bound notification is handed to [`Dispatch::notified`]. Returns
+/// only when receiving on `endpoint` itself fails (wrong or deleted
+/// capability: the process's wiring is broken).
+pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> Result<Infallible, Error> {
+    let mut message = sys::recv(endpoint.slot(), FOREVER)?;
+    loop {
+        if message.info.label == MsgInfo::NOTIFICATION_LABEL {
+            server.notified(message.words[0]);
+            message = sys::recv(endpoint.slot(), FOREVER)?;
+            continue;
+        }
+        // The IPC buffer is released while the handler runs, so that the
+        // handler can make calls of its own.
+        let request = read(&message, wire::request_bytes).unwrap_or(Err(RemoteError::BadMessage));
+        let result = request.and_then(|bytes| server.dispatch(message.info.label, &bytes));
+        let (info, regs) = reply_message(&result);
+        message = match sys::reply_recv(endpoint.slot(), info, regs) {
+            Ok(next) => next,
+            // The reply could not be delivered (the caller died): receive anew.
+            Err(_) => sys::recv(endpoint.slot(), FOREVER)?,
+        };
+    }
+}
+
+/// The reply message for a dispatch result.
+fn reply_message(result: &Result<Vec<u8>, RemoteError>) -> (MsgInfo, [u64; MSG_REG_WORDS]) {
+    let reply = match result {
+        Ok(bytes) => load(bytes).map_err(|_| RemoteError::ReplyTooLong),
+        Err(e) => Err(*e),
+    };
+    match reply {
+        Ok((words, regs)) => (MsgInfo::new(wire::REPLY_OK, words, 0), regs),
+        Err(e) => (MsgInfo::new(e.code(), 0, 0), [0; MSG_REG_WORDS]),
+    }
+}

@@ -1,0 +1,406 @@
+//! The system calls, one wrapper per [`abi::Sys`] entry, on Alcove only.
+//!
+//! Calling convention (see `abi`): number in `rax`, arguments in `rdi, rsi,
+//! rdx, r10, r8, r9`; `syscall` clobbers `rcx` and `r11`; `rax` comes back
+//! as 0 or an [`abi::Error`] code, results in `rdi, rsi, rdx, r10, r8, r9`.
+//! An error code this build does not know (a kernel newer than libipc) reads
+//! as [`Error::NoSyscall`]: the two disagree on the ABI.
+//!
+//! The wrappers take raw slot numbers; [`crate::cap::Cap`] is the typed layer
+//! over them. They are safe except where the call can change memory the
+//! program uses behind Rust's back ([`unmap`], [`thread_configure`]); as in
+//! rust-sel4, mapping is safe because the kernel refuses to map over a
+//! mapped page.
+//!
+//! # The IPC buffer
+//!
+//! Message words 4 and up, and capability transfers, go through the calling
+//! thread's IPC buffer. The runtime registers it once at startup with
+//! [`set_ipc_buffer`]; code reaches it only through [`with_ipc_buffer`],
+//! and the IPC calls refuse to run (`Error::BadState`) while it is borrowed,
+//! so the kernel never writes it under a live reference.
+//!
+//! The buffer is kept in one process-wide static: **servers are
+//! single-threaded for now**. A process with several threads doing IPC needs
+//! a per-thread buffer (thread-local storage), which does not exist yet.
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use abi::{CapSlot, Error, IpcBuffer, MSG_REG_WORDS, MsgInfo, ObjectType, ProcessState, Rights, Sys};
+
+use crate::wire::Message;
+
+/// The raw `syscall`: number and six argument registers in, status and six
+/// result registers out.
+///
+/// # Safety
+///
+/// The call must not make the kernel read or write memory other than what
+/// the caller has made valid for it: a buffer passed by pointer and length
+/// must be live for the call, and IPC calls need the IPC buffer contract of
+/// [`set_ipc_buffer`] and no live borrow of the buffer.
+#[inline(always)]
+unsafe fn syscall(number: Sys, args: [u64; 6]) -> (u64, [u64; 6]) {
+    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = args;
+    let status: u64;
+    // SAFETY:
+    // 1. The register use is abi's calling convention: number in rax,
+    //    arguments and results in rdi, rsi, rdx, r10, r8, r9, with rcx and r11
+    //    (return rip and rflags) declared clobbered; the kernel preserves
+    //    every other register and does not touch the user stack (`nostack`).
+    // 2. Memory the kernel may touch is the caller's obligation (see # Safety);
+    //    the asm is not `nomem`, so the compiler assumes memory may change.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") number as u64 => status,
+            inout("rdi") a0,
+            inout("rsi") a1,
+            inout("rdx") a2,
+            inout("r10") a3,
+            inout("r8") a4,
+            inout("r9") a5,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    (status, [a0, a1, a2, a3, a4, a5])
+}
+
+/// Maps `rax` to a result.
+fn check(status: u64) -> Result<(), Error> {
+    match status {
+        0 => Ok(()),
+        code => Err(Error::from_u64(code).unwrap_or(Error::NoSyscall)),
+    }
+}
+
+/// A call whose arguments are slots and integers only: the kernel reads and
+/// writes no user memory and changes no mapping of the caller's. Every use
+/// below is such a call.
+fn plain(number: Sys, args: [u64; 6]) -> Result<[u64; 6], Error> {
+    debug_assert!(!matches!(
+        number,
+        Sys::DebugWrite | Sys::Call | Sys::Send | Sys::Recv | Sys::ReplyRecv | Sys::Unmap | Sys::ThreadConfigure
+    ));
+    // SAFETY: as above, the kernel touches no user memory for these calls.
+    let (status, out) = unsafe { syscall(number, args) };
+    check(status).map(|()| out)
+}
+
+// ----------------------------------------------------------------------------
+// The IPC buffer.
+
+static IPC_BUFFER: AtomicPtr<IpcBuffer> = AtomicPtr::new(core::ptr::null_mut());
+static IPC_BUFFER_BORROWED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the thread's IPC buffer with libipc (the kernel learns it from
+/// [`thread_configure`]). Called once by the runtime at startup.
+///
+/// # Safety
+///
+/// `buffer` must be valid for reads and writes of an `IpcBuffer`, aligned, the
+/// buffer the kernel has registered for this thread, and used by nothing but
+/// libipc and the kernel for the rest of the process's life. Only one thread
+/// of the process may do IPC (see the module docs).
+pub unsafe fn set_ipc_buffer(buffer: *mut IpcBuffer) {
+    IPC_BUFFER.store(buffer, Ordering::Release);
+}
+
+/// Runs `f` on the IPC buffer. `Error::BadState` if none is registered or it
+/// is already borrowed (a nested call).
+pub fn with_ipc_buffer<R>(f: impl FnOnce(&mut IpcBuffer) -> R) -> Result<R, Error> {
+    struct Borrow;
+    impl Drop for Borrow {
+        fn drop(&mut self) {
+            IPC_BUFFER_BORROWED.store(false, Ordering::Release);
+        }
+    }
+
+    let buffer = IPC_BUFFER.load(Ordering::Acquire);
+    if buffer.is_null() || IPC_BUFFER_BORROWED.swap(true, Ordering::Acquire) {
+        return Err(Error::BadState);
+    }
+    let _borrow = Borrow;
+    // SAFETY:
+    // 1. `set_ipc_buffer`'s contract makes `buffer` valid, aligned and
+    //    reserved for libipc and the kernel.
+    // 2. The flag makes this the only reference: nested calls fail above, and
+    //    IPC system calls (the kernel's only accesses) refuse to run while it
+    //    is set, so nothing else reads or writes the buffer during `f`.
+    Ok(f(unsafe { &mut *buffer }))
+}
+
+/// An IPC system call: the kernel may read and write the IPC buffer.
+fn ipc(number: Sys, args: [u64; 6]) -> Result<[u64; 6], Error> {
+    if IPC_BUFFER_BORROWED.load(Ordering::Acquire) {
+        return Err(Error::BadState);
+    }
+    // SAFETY: the kernel touches only registers and the IPC buffer, which
+    // `set_ipc_buffer`'s (or `thread_configure`'s) contract reserves for it
+    // and which no reference points into right now (checked above; single
+    // thread).
+    let (status, out) = unsafe { syscall(number, args) };
+    check(status).map(|()| out)
+}
+
+/// An IPC call that receives a message.
+fn ipc_receive(number: Sys, args: [u64; 6]) -> Result<Message, Error> {
+    let out = ipc(number, args)?;
+    let info = MsgInfo::decode(out[1]).ok_or(Error::NoSyscall)?;
+    Ok(Message { badge: out[0], info, words: [out[2], out[3], out[4], out[5]] })
+}
+
+fn send_args(slot: CapSlot, info: MsgInfo, w: [u64; MSG_REG_WORDS]) -> [u64; 6] {
+    [u64::from(slot), info.encode(), w[0], w[1], w[2], w[3]]
+}
+
+// ----------------------------------------------------------------------------
+// One wrapper per `abi::Sys` entry, in its order.
+
+/// [`Sys::DebugWrite`]: writes `bytes` to the kernel console.
+pub fn debug_write(console: CapSlot, bytes: &[u8]) -> Result<(), Error> {
+    // SAFETY: the kernel reads `bytes.len()` bytes at `bytes.as_ptr()`, which
+    // the borrowed slice keeps valid for the call; it writes no user memory.
+    let (status, _) = unsafe {
+        syscall(Sys::DebugWrite, [u64::from(console), bytes.as_ptr() as u64, bytes.len() as u64, 0, 0, 0])
+    };
+    check(status)
+}
+
+/// [`Sys::Yield`]: gives up the rest of the time slice.
+pub fn yield_now() -> Result<(), Error> {
+    plain(Sys::Yield, [0; 6]).map(drop)
+}
+
+/// [`Sys::Call`]: sends and waits for the reply. Words 4.. of both messages
+/// are in the IPC buffer.
+pub fn call(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<Message, Error> {
+    ipc_receive(Sys::Call, send_args(endpoint, info, words))
+}
+
+/// [`Sys::Send`]: sends, blocking until a receiver takes the message.
+pub fn send(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<(), Error> {
+    ipc(Sys::Send, send_args(endpoint, info, words)).map(drop)
+}
+
+/// [`Sys::Recv`]: waits up to `timeout_ns` (`abi::FOREVER`; 0 polls) for a
+/// message on an endpoint or a signal on a notification.
+pub fn recv(slot: CapSlot, timeout_ns: u64) -> Result<Message, Error> {
+    ipc_receive(Sys::Recv, [u64::from(slot), timeout_ns, 0, 0, 0, 0])
+}
+
+/// [`Sys::ReplyRecv`]: replies to the last caller, then receives.
+pub fn reply_recv(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<Message, Error> {
+    ipc_receive(Sys::ReplyRecv, send_args(endpoint, info, words))
+}
+
+/// [`Sys::Signal`]: ORs `bits` into the notification, waking a waiter.
+pub fn signal(notification: CapSlot, bits: u64) -> Result<(), Error> {
+    plain(Sys::Signal, [u64::from(notification), bits, 0, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::Wait`]: waits up to `timeout_ns` for a bit; takes and clears all bits.
+pub fn wait(notification: CapSlot, timeout_ns: u64) -> Result<u64, Error> {
+    plain(Sys::Wait, [u64::from(notification), timeout_ns, 0, 0, 0, 0]).map(|r| r[0])
+}
+
+/// [`Sys::Poll`]: takes and clears the bits without blocking.
+pub fn poll(notification: CapSlot) -> Result<u64, Error> {
+    plain(Sys::Poll, [u64::from(notification), 0, 0, 0, 0, 0]).map(|r| r[0])
+}
+
+/// [`Sys::CapCopy`]: copies `src` into the empty `dst` with `rights` (no more
+/// than it has); a non-zero `badge` mints a badged endpoint/notification.
+pub fn cap_copy(src: CapSlot, dst: CapSlot, rights: Rights, badge: u64) -> Result<(), Error> {
+    plain(Sys::CapCopy, [u64::from(src), u64::from(dst), u64::from(rights.0), badge, 0, 0]).map(drop)
+}
+
+/// [`Sys::CapDelete`]: deletes one capability.
+pub fn cap_delete(slot: CapSlot) -> Result<(), Error> {
+    plain(Sys::CapDelete, [u64::from(slot), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::CapRevoke`]: deletes every capability derived from `slot`.
+pub fn cap_revoke(slot: CapSlot) -> Result<(), Error> {
+    plain(Sys::CapRevoke, [u64::from(slot), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// What [`cap_identify`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapInfo {
+    /// The kind of object.
+    pub object_type: ObjectType,
+    /// The rights this capability carries.
+    pub rights: Rights,
+    /// Its badge (0: unbadged).
+    pub badge: u64,
+}
+
+/// [`Sys::CapIdentify`]: the object type, rights and badge in `slot`.
+pub fn cap_identify(slot: CapSlot) -> Result<CapInfo, Error> {
+    let r = plain(Sys::CapIdentify, [u64::from(slot), 0, 0, 0, 0, 0])?;
+    Ok(CapInfo {
+        object_type: ObjectType::from_u64(r[0]).ok_or(Error::NoSyscall)?,
+        rights: Rights(u32::try_from(r[1]).map_err(|_| Error::NoSyscall)?),
+        badge: r[2],
+    })
+}
+
+/// [`Sys::CapGrant`]: gives `process` a copy of the caller's `src` in its
+/// slot `dst`, with `rights`.
+pub fn cap_grant(process: CapSlot, src: CapSlot, dst: CapSlot, rights: Rights) -> Result<(), Error> {
+    plain(Sys::CapGrant, [u64::from(process), u64::from(src), u64::from(dst), u64::from(rights.0), 0, 0]).map(drop)
+}
+
+/// [`Sys::Create`]: creates an object in the empty `dst`, charged to the
+/// caller's budget. `arg`: pages for a frame, budget bytes for a process, a
+/// process slot for a thread.
+pub fn create(object_type: ObjectType, dst: CapSlot, arg: u64) -> Result<(), Error> {
+    plain(Sys::Create, [object_type as u64, u64::from(dst), arg, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::Map`]: maps `frame` (a frame or device memory) into `process` at
+/// `vaddr`. The kernel refuses mapped addresses (`Error::AlreadyMapped`).
+pub fn map(process: CapSlot, frame: CapSlot, vaddr: u64, rights: Rights) -> Result<(), Error> {
+    plain(Sys::Map, [u64::from(process), u64::from(frame), vaddr, u64::from(rights.0), 0, 0]).map(drop)
+}
+
+/// [`Sys::Unmap`]: unmaps `pages` pages of `process` at `vaddr`.
+///
+/// # Safety
+///
+/// If `process` is the caller's own, nothing may use the range any more: no
+/// reference, heap block or stack may live there, since a later mapping could
+/// put other memory under it.
+pub unsafe fn unmap(process: CapSlot, vaddr: u64, pages: u64) -> Result<(), Error> {
+    // SAFETY: the kernel reads no user memory for this call; that the range is
+    // no longer in use is the caller's obligation (see # Safety).
+    let (status, _) = unsafe { syscall(Sys::Unmap, [u64::from(process), vaddr, pages, 0, 0, 0]) };
+    check(status)
+}
+
+/// [`Sys::ThreadConfigure`]: where `thread` starts, its stack, its IPC buffer.
+///
+/// # Safety
+///
+/// If the thread belongs to the caller's process, `entry` must be code that is
+/// sound to run on `stack` (memory reserved for that thread), and
+/// `ipc_buffer` a page reserved for that thread's IPC (the kernel writes it
+/// on every receive); for the calling thread itself, the same buffer must be
+/// given to [`set_ipc_buffer`].
+pub unsafe fn thread_configure(thread: CapSlot, entry: u64, stack: u64, ipc_buffer: u64) -> Result<(), Error> {
+    // SAFETY: the kernel reads no user memory for this call; what the thread
+    // later runs and where the kernel later writes is the caller's obligation
+    // (see # Safety).
+    let (status, _) = unsafe { syscall(Sys::ThreadConfigure, [u64::from(thread), entry, stack, ipc_buffer, 0, 0]) };
+    check(status)
+}
+
+/// [`Sys::ThreadSetPriority`]: `cpu: None` lets the kernel choose.
+pub fn thread_set_priority(thread: CapSlot, priority: u8, cpu: Option<u32>) -> Result<(), Error> {
+    let cpu = cpu.map_or(u64::MAX, u64::from);
+    plain(Sys::ThreadSetPriority, [u64::from(thread), u64::from(priority), cpu, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::ThreadResume`]: makes a configured thread runnable.
+pub fn thread_resume(thread: CapSlot) -> Result<(), Error> {
+    plain(Sys::ThreadResume, [u64::from(thread), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::ThreadSuspend`]: stops a thread.
+pub fn thread_suspend(thread: CapSlot) -> Result<(), Error> {
+    plain(Sys::ThreadSuspend, [u64::from(thread), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::ThreadBindNotification`]: `Recv` on an endpoint also returns when
+/// `notification` is signalled.
+pub fn thread_bind_notification(thread: CapSlot, notification: CapSlot) -> Result<(), Error> {
+    plain(Sys::ThreadBindNotification, [u64::from(thread), u64::from(notification), 0, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::Exit`]: ends the calling process (every thread).
+pub fn exit(code: u64) -> ! {
+    loop {
+        // Exit does not return; should the kernel refuse, ask again rather
+        // than run on.
+        let _ = plain(Sys::Exit, [code, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// [`Sys::IrqBind`]: delivers the interrupt as `bits` on `notification`.
+pub fn irq_bind(irq: CapSlot, notification: CapSlot, bits: u64) -> Result<(), Error> {
+    plain(Sys::IrqBind, [u64::from(irq), u64::from(notification), bits, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::IrqAck`]: unmasks the line after the driver handled it.
+pub fn irq_ack(irq: CapSlot) -> Result<(), Error> {
+    plain(Sys::IrqAck, [u64::from(irq), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::IoPortEnable`]: lets the calling process use `in`/`out` on the range.
+pub fn io_port_enable(ioports: CapSlot) -> Result<(), Error> {
+    plain(Sys::IoPortEnable, [u64::from(ioports), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// What [`frame_info`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Physical address of the first page.
+    pub phys_addr: u64,
+    /// Number of contiguous pages.
+    pub pages: u64,
+}
+
+/// [`Sys::FrameInfo`]: physical address and size, for DMA.
+pub fn frame_info(frame: CapSlot) -> Result<FrameInfo, Error> {
+    let r = plain(Sys::FrameInfo, [u64::from(frame), 0, 0, 0, 0, 0])?;
+    Ok(FrameInfo { phys_addr: r[0], pages: r[1] })
+}
+
+/// What [`budget_info`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetInfo {
+    /// Kernel memory charged to the caller.
+    pub used_bytes: u64,
+    /// The most it may be charged.
+    pub limit_bytes: u64,
+}
+
+/// [`Sys::BudgetInfo`]: the caller's kernel-memory budget.
+pub fn budget_info() -> Result<BudgetInfo, Error> {
+    let r = plain(Sys::BudgetInfo, [0; 6])?;
+    Ok(BudgetInfo { used_bytes: r[0], limit_bytes: r[1] })
+}
+
+/// [`Sys::Clock`]: nanoseconds since boot.
+pub fn clock_ns() -> Result<u64, Error> {
+    plain(Sys::Clock, [0; 6]).map(|r| r[0])
+}
+
+/// What [`process_info`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Running, exited or faulted.
+    pub state: ProcessState,
+    /// The exit code (exited) or fault vector (faulted).
+    pub code: u64,
+}
+
+/// [`Sys::ProcessInfo`]: whether `process` runs, and how it ended.
+pub fn process_info(process: CapSlot) -> Result<ProcessInfo, Error> {
+    let r = plain(Sys::ProcessInfo, [u64::from(process), 0, 0, 0, 0, 0])?;
+    let state = match r[0] {
+        0 => ProcessState::Running,
+        1 => ProcessState::Exited,
+        2 => ProcessState::Faulted,
+        _ => return Err(Error::NoSyscall),
+    };
+    Ok(ProcessInfo { state, code: r[1] })
+}
+
+/// [`Sys::ProcessWatch`]: signals `bits` on `notification` when `process` ends.
+pub fn process_watch(process: CapSlot, notification: CapSlot, bits: u64) -> Result<(), Error> {
+    plain(Sys::ProcessWatch, [u64::from(process), u64::from(notification), bits, 0, 0, 0]).map(drop)
+}

@@ -1,0 +1,52 @@
+//! The two sides every interface is written against: a client stub calls
+//! through a [`Transport`], a server answers through [`Dispatch`]. Which
+//! transport carries the bytes (kernel endpoints, in-process queues) is
+//! decided where the process is wired up, not in the server's logic.
+
+use alloc::vec::Vec;
+
+use crate::{IpcError, RemoteError};
+
+/// Carries one request to a server and brings back its reply.
+///
+/// `interface` is the interface id ([`crate::interface!`]'s `= N`), `request`
+/// the encoded request; the result is the encoded reply, or why there is
+/// none. Errors the server reports come back as [`IpcError::WrongInterface`]
+/// or [`IpcError::ServerError`].
+pub trait Transport {
+    /// Sends `request` on `interface` and waits for the reply.
+    fn call(&self, interface: u32, request: &[u8]) -> Result<Vec<u8>, IpcError>;
+}
+
+impl<T: Transport + ?Sized> Transport for &T {
+    fn call(&self, interface: u32, request: &[u8]) -> Result<Vec<u8>, IpcError> {
+        (**self).call(interface, request)
+    }
+}
+
+/// A server: answers the encoded requests of the interfaces it implements.
+///
+/// Implemented with [`crate::impl_dispatch!`] for a type that implements
+/// the server traits, or by hand (calling each interface's
+/// `dispatch` function) when the server also wants [`Dispatch::notified`].
+pub trait Dispatch {
+    /// Answers one request: the encoded reply, or the error to send back.
+    /// Must not panic on any `request` bytes.
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError>;
+
+    /// Called by the kernel serve loop when the thread's bound notification
+    /// was signalled while it waited for requests (`bits`: the bits taken).
+    fn notified(&mut self, bits: u64) {
+        let _ = bits;
+    }
+}
+
+impl<D: Dispatch + ?Sized> Dispatch for &mut D {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        (**self).dispatch(interface, request)
+    }
+
+    fn notified(&mut self, bits: u64) {
+        (**self).notified(bits)
+    }
+}

@@ -1,0 +1,138 @@
+//! A slab of kernel objects addressed by generation-checked ids, so an id
+//! kept after its object died (in a wait queue, a timeout, a reply link)
+//! is detected instead of reaching the slot's next occupant.
+
+use alloc::vec::Vec;
+
+/// An index plus the generation of the object it named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id {
+    pub index: u32,
+    pub generation: u32,
+}
+
+impl Id {
+    /// Packs into one word (for messages and logs).
+    pub const fn raw(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+}
+
+enum Entry<T> {
+    Used { generation: u32, value: T },
+    Free { generation: u32, next_free: Option<u32> },
+}
+
+pub struct Slab<T> {
+    entries: Vec<Entry<T>>,
+    free_head: Option<u32>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Slab<T> {
+    pub const fn new() -> Self {
+        Self { entries: Vec::new(), free_head: None, len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn insert(&mut self, value: T) -> Id {
+        self.len += 1;
+        if let Some(index) = self.free_head {
+            let slot = &mut self.entries[index as usize];
+            let (generation, next) = match slot {
+                Entry::Free { generation, next_free } => (generation.wrapping_add(1), *next_free),
+                Entry::Used { .. } => unreachable!("free list points at a used slot"),
+            };
+            self.free_head = next;
+            *slot = Entry::Used { generation, value };
+            Id { index, generation }
+        } else {
+            let index = self.entries.len() as u32;
+            self.entries.push(Entry::Used { generation: 0, value });
+            Id { index, generation: 0 }
+        }
+    }
+
+    pub fn get(&self, id: Id) -> Option<&T> {
+        match self.entries.get(id.index as usize) {
+            Some(Entry::Used { generation, value }) if *generation == id.generation => Some(value),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, id: Id) -> Option<&mut T> {
+        match self.entries.get_mut(id.index as usize) {
+            Some(Entry::Used { generation, value }) if *generation == id.generation => Some(value),
+            _ => None,
+        }
+    }
+
+    pub fn contains(&self, id: Id) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn remove(&mut self, id: Id) -> Option<T> {
+        let slot = self.entries.get_mut(id.index as usize)?;
+        match slot {
+            Entry::Used { generation, .. } if *generation == id.generation => {
+                let generation = *generation;
+                let old = core::mem::replace(slot, Entry::Free { generation, next_free: self.free_head });
+                self.free_head = Some(id.index);
+                self.len -= 1;
+                match old {
+                    Entry::Used { value, .. } => Some(value),
+                    Entry::Free { .. } => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
+        self.entries.iter().enumerate().filter_map(|(i, e)| match e {
+            Entry::Used { generation, value } => Some((Id { index: i as u32, generation: *generation }, value)),
+            Entry::Free { .. } => None,
+        })
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.iter().map(|(id, _)| id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_ids_are_detected() {
+        let mut s = Slab::new();
+        let a = s.insert("a");
+        let b = s.insert("b");
+        assert_eq!(s.get(a), Some(&"a"));
+        assert_eq!(s.remove(a), Some("a"));
+        assert_eq!(s.get(a), None);
+        assert_eq!(s.remove(a), None);
+        let c = s.insert("c");
+        assert_eq!(c.index, a.index);
+        assert_ne!(c, a);
+        assert_eq!(s.get(a), None);
+        assert_eq!(s.get(c), Some(&"c"));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.ids().collect::<alloc::vec::Vec<_>>(), [c, b]);
+        assert_eq!(s.get(Id { index: 99, generation: 0 }), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! Per-CPU data, reached through the GS base while in the kernel (SWAPGS on
+//! every ring-3 entry and exit). entry.s and trap.s use the first fields by
+//! offset, so their order is fixed.
+
+use super::MAX_CPUS;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+pub const KERNEL_STACK_SIZE: usize = 32 * 1024;
+
+#[repr(C)]
+pub struct PerCpu {
+    /// 0: this structure's own address.
+    pub self_ptr: u64,
+    /// 8: the user RSP, parked during syscall entry.
+    pub user_rsp: u64,
+    /// 16: top of this CPU's kernel stack.
+    pub kernel_stack_top: u64,
+    /// 24: just past the current thread's saved context (also TSS.RSP0).
+    pub context_top: u64,
+    /// 32: index of this CPU (0 = bootstrap).
+    pub index: u64,
+    /// The local APIC id.
+    pub apic_id: AtomicU32,
+    /// Set by interrupt handlers, consumed by the scheduler.
+    pub need_resched: AtomicBool,
+    /// IOAPIC lines that fired while this CPU ran the kernel (bit per line).
+    pub pending_irqs: AtomicU64,
+    /// Timer interrupts taken.
+    pub ticks: AtomicU64,
+    pub online: AtomicBool,
+    /// True while this CPU runs ring-3 code (cleared on every kernel entry).
+    pub in_user: AtomicBool,
+    /// Incremented each time this CPU flushed its TLB on request.
+    pub tlb_acks: AtomicU64,
+    /// The address-space root this CPU has loaded.
+    pub cr3: AtomicU64,
+}
+
+#[repr(C, align(16))]
+struct KernelStack([u8; KERNEL_STACK_SIZE]);
+
+static mut STACKS: [KernelStack; MAX_CPUS] = [const { KernelStack([0; KERNEL_STACK_SIZE]) }; MAX_CPUS];
+
+static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        self_ptr: 0,
+        user_rsp: 0,
+        kernel_stack_top: 0,
+        context_top: 0,
+        index: 0,
+        apic_id: AtomicU32::new(0),
+        need_resched: AtomicBool::new(false),
+        pending_irqs: AtomicU64::new(0),
+        ticks: AtomicU64::new(0),
+        online: AtomicBool::new(false),
+        in_user: AtomicBool::new(false),
+        tlb_acks: AtomicU64::new(0),
+        cr3: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+/// Top of CPU `cpu`'s kernel stack (handed to an AP before it starts).
+pub fn kernel_stack_top(cpu: usize) -> u64 {
+    // Only the address is taken.
+    let base = (&raw const STACKS).cast::<KernelStack>() as u64;
+    base + ((cpu + 1) * KERNEL_STACK_SIZE) as u64
+}
+
+/// Points GS at CPU `cpu`'s data; called once on each CPU at bring-up.
+pub fn init(cpu: usize) {
+    // SAFETY: each CPU initialises only its own entry, before anything reads
+    // it through GS; the MSR writes set this CPU's GS bases (kernel GS now,
+    // user GS zero until a thread sets its own).
+    unsafe {
+        let p = &mut (*(&raw mut PERCPU))[cpu];
+        p.self_ptr = p as *mut PerCpu as u64;
+        p.kernel_stack_top = kernel_stack_top(cpu);
+        p.index = cpu as u64;
+        x86::msr::wrmsr(x86::msr::IA32_GS_BASE, p.self_ptr);
+        x86::msr::wrmsr(x86::msr::IA32_KERNEL_GSBASE, 0);
+    }
+}
+
+/// This CPU's data.
+pub fn this() -> &'static PerCpu {
+    let ptr: u64;
+    // SAFETY: in the kernel GS always holds this CPU's PerCpu address (set by
+    // `init`, swapped in on every entry from ring 3).
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
+        &*(ptr as *const PerCpu)
+    }
+}
+
+/// Another CPU's data (for IPIs and remote wake-ups).
+pub fn of(cpu: usize) -> &'static PerCpu {
+    // SAFETY: PERCPU is a static; shared access goes only to atomic fields or
+    // to fields written once at bring-up before `online` is set.
+    unsafe { &(*(&raw const PERCPU))[cpu] }
+}
+
+pub fn index() -> usize {
+    this().index as usize
+}
+
+/// Sets where the next return to ring 3 restores from (the current thread's
+/// context) and where an interrupt from ring 3 saves to.
+pub fn set_context_top(top: u64) {
+    let cpu = index();
+    // SAFETY: only this CPU writes its own `context_top`, with interrupts off
+    // (kernel code is not interruptible outside the idle loop).
+    unsafe { (*(&raw mut PERCPU))[cpu].context_top = top };
+    super::gdt::set_rsp0(cpu, top);
+}
+
+pub fn online_count() -> usize {
+    (0..MAX_CPUS).filter(|&c| of(c).online.load(Ordering::Acquire)).count()
+}

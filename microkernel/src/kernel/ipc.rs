@@ -1,0 +1,264 @@
+//! Synchronous endpoints (call, send, recv, reply-recv) and notifications,
+//! seL4-style: a message moves directly from the sender's registers and IPC
+//! buffer to the receiver's at the rendezvous; nothing is buffered in the
+//! kernel. A caller waits for its reply in `AwaitingReply`; the server thread
+//! that received the call holds the implicit reply right (`reply_to`).
+
+use super::{Kernel, Obj, ThreadState, mem};
+use crate::arch::percpu;
+use abi::{Error, MsgInfo, Rights, MSG_MAX_CAPS, MSG_REG_WORDS};
+use kcore::slab::Id;
+
+fn current(k: &Kernel) -> Id {
+    k.current[percpu::index()].expect("a syscall comes from a current thread")
+}
+
+/// Copies a message from `src` to `dst`: label, words (registers, then IPC
+/// buffer), and capabilities when `grant` allows. Returns the info the
+/// receiver sees.
+fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: bool) -> MsgInfo {
+    let (regs, src_buf, src_space) = {
+        let s = k.thread(src).expect("sender exists");
+        let p = k.processes.get(s.process).expect("sender process");
+        ([s.ctx.rdx, s.ctx.r10, s.ctx.r8, s.ctx.r9], mem::ipc_buffer(p.pml4, s.ipc_buffer), p.space)
+    };
+    let (dst_buf, dst_space) = {
+        let d = k.thread(dst).expect("receiver exists");
+        let p = k.processes.get(d.process).expect("receiver process");
+        (mem::ipc_buffer(p.pml4, d.ipc_buffer), p.space)
+    };
+    let mut words = info.words as usize;
+    if words > MSG_REG_WORDS {
+        match (src_buf, dst_buf) {
+            (Some(s), Some(d)) if s != d => {
+                // SAFETY: both point at distinct, currently mapped, writable
+                // user pages (checked by ipc_buffer); the kernel lock keeps
+                // the mappings from changing during the copy.
+                unsafe {
+                    let s = &*s;
+                    let d = &mut *d;
+                    d.words[MSG_REG_WORDS..words].copy_from_slice(&s.words[MSG_REG_WORDS..words]);
+                }
+            }
+            _ => words = MSG_REG_WORDS,
+        }
+    }
+    let mut caps_moved = 0u8;
+    if info.caps > 0 && grant {
+        if let (Some(s), Some(d)) = (src_buf, dst_buf) {
+            for i in 0..(info.caps as usize).min(MSG_MAX_CAPS) {
+                // SAFETY: as above; reads of plain u64 fields.
+                let (from, to) = unsafe { ((*s).send_caps[i], (*d).recv_slots[i]) };
+                let (Ok(from), Ok(to)) = (u32::try_from(from), u32::try_from(to)) else { continue };
+                let Ok(c) = k.caps.lookup(src_space, from) else { continue };
+                let (obj, rights) = (c.object, c.rights);
+                if k.caps.copy(src_space, from, dst_space, to, rights, None).is_ok() {
+                    k.obj_ref(obj);
+                    caps_moved += 1;
+                }
+            }
+        }
+    }
+    if let Some(d) = dst_buf {
+        // SAFETY: as above.
+        unsafe { (*d).recv_caps = u64::from(caps_moved) };
+    }
+    let out = MsgInfo::new(info.label, words as u16, caps_moved);
+    let d = k.thread_mut(dst).expect("receiver exists");
+    d.ctx.rax = 0;
+    d.ctx.rdi = badge;
+    d.ctx.rsi = out.encode();
+    d.ctx.rdx = regs[0];
+    d.ctx.r10 = regs[1];
+    d.ctx.r8 = regs[2];
+    d.ctx.r9 = regs[3];
+    out
+}
+
+/// `send` and `call` on an endpoint capability.
+pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
+    let me = current(k);
+    let frame = k.thread(me).expect("me").ctx;
+    let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
+    let cap = k.caps.lookup(space, frame.rdi as u32)?;
+    let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else {
+        return Err(Error::WrongType);
+    };
+    if !rights.contains(Rights::SEND) {
+        return Err(Error::NoRights);
+    }
+    let info = MsgInfo::decode(frame.rsi).ok_or(Error::InvalidArgument)?;
+    if info.caps > 0 && !rights.contains(Rights::GRANT) {
+        return Err(Error::NoRights);
+    }
+    // The message travels from the saved context, so store the frame first.
+    let grant = rights.contains(Rights::GRANT);
+    let receiver = k.endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.pop_front();
+    if let Some(r) = receiver {
+        k.unblock_cleanup(r);
+        transfer(k, me, r, info, badge, grant);
+        if call {
+            k.thread_mut(r).expect("receiver").reply_to = Some(me);
+            k.thread_mut(me).expect("me").state = ThreadState::AwaitingReply;
+            k.block_current(None);
+        }
+        k.make_runnable(r);
+        // The caller that blocked gets its reply registers later; a plain
+        // send returns success now.
+        Ok(())
+    } else {
+        let th = k.thread_mut(me).expect("me");
+        th.state = ThreadState::Sending { endpoint: ep, call };
+        th.send_badge = badge;
+        th.send_grant = grant;
+        k.endpoints.get_mut(ep).ok_or(Error::Gone)?.senders.push_back(me);
+        k.block_current(None);
+        Ok(())
+    }
+}
+
+/// `recv` on an endpoint (or a notification, which is `wait`).
+pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
+    let me = current(k);
+    let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
+    let obj = k.cap(space, slot as u32, Rights::NONE)?;
+    let ep = match obj {
+        Obj::Endpoint(ep) => ep,
+        Obj::Notification(_) => return wait(k, slot, timeout_ns),
+        _ => return Err(Error::WrongType),
+    };
+    if !k.caps.lookup(space, slot as u32)?.rights.contains(Rights::RECV) {
+        return Err(Error::NoRights);
+    }
+    // A bound notification that is already signalled wins.
+    if let Some(n) = k.thread(me).and_then(|t| t.bound_notification) {
+        if let Some(nt) = k.notifications.get_mut(n) {
+            if nt.bits != 0 {
+                let bits = core::mem::take(&mut nt.bits);
+                let ctx = &mut k.thread_mut(me).expect("me").ctx;
+                ctx.rax = 0;
+                ctx.rdi = 0;
+                ctx.rsi = MsgInfo::new(MsgInfo::NOTIFICATION_LABEL, 1, 0).encode();
+                ctx.rdx = bits;
+                return Ok(());
+            }
+        }
+    }
+    let sender = k.endpoints.get_mut(ep).ok_or(Error::Gone)?.senders.pop_front();
+    if let Some(s) = sender {
+        let (call, badge, grant, sinfo) = {
+            let st = k.thread(s).expect("sender");
+            let call = matches!(st.state, ThreadState::Sending { call: true, .. });
+            (call, st.send_badge, st.send_grant, MsgInfo::decode(st.ctx.rsi).unwrap_or_default())
+        };
+        k.unblock_cleanup(s);
+        transfer(k, s, me, sinfo, badge, grant);
+        if call {
+            k.thread_mut(me).expect("me").reply_to = Some(s);
+            k.thread_mut(s).expect("sender").state = ThreadState::AwaitingReply;
+        } else {
+            let st = k.thread_mut(s).expect("sender");
+            st.ctx.rax = 0;
+            st.state = ThreadState::Inactive;
+            k.make_runnable(s);
+        }
+        return Ok(());
+    }
+    if timeout_ns == 0 {
+        return Err(Error::WouldBlock);
+    }
+    k.thread_mut(me).expect("me").state = ThreadState::Receiving { endpoint: ep };
+    k.endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.push_back(me);
+    let deadline = deadline(timeout_ns);
+    k.block_current(deadline);
+    Ok(())
+}
+
+fn deadline(timeout_ns: u64) -> Option<u64> {
+    (timeout_ns != abi::FOREVER).then(|| crate::arch::time::nanos_since_boot().saturating_add(timeout_ns))
+}
+
+/// `reply_recv`: answer the caller this thread owes, then receive.
+pub fn reply_recv(k: &mut Kernel) -> Result<(), Error> {
+    let me = current(k);
+    let frame = k.thread(me).expect("me").ctx;
+    let info = MsgInfo::decode(frame.rsi).ok_or(Error::InvalidArgument)?;
+    if let Some(caller) = k.thread_mut(me).expect("me").reply_to.take() {
+        if k.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
+            transfer(k, me, caller, MsgInfo::new(info.label, info.words, 0), 0, false);
+            let c = k.thread_mut(caller).expect("caller");
+            c.state = ThreadState::Inactive;
+            c.ctx.rdi = 0;
+            k.make_runnable(caller);
+        }
+    }
+    recv(k, frame.rdi, abi::FOREVER)
+}
+
+/// `signal`: OR bits in; wake one waiter or the bound receiver.
+pub fn signal(k: &mut Kernel, n: Id, bits: u64) -> Result<(), Error> {
+    let nt = k.notifications.get_mut(n).ok_or(Error::Gone)?;
+    nt.bits |= bits;
+    if let Some(w) = nt.waiters.pop_front() {
+        let bits = core::mem::take(&mut nt.bits);
+        k.unblock_cleanup(w);
+        if let Some(t) = k.thread_mut(w) {
+            t.ctx.rax = 0;
+            t.ctx.rdi = bits;
+            t.state = ThreadState::Inactive;
+        }
+        k.make_runnable(w);
+    } else if let Some(b) = nt.bound {
+        let receiving = k.thread(b).is_some_and(|t| matches!(t.state, ThreadState::Receiving { .. }));
+        if receiving {
+            let bits = core::mem::take(&mut k.notifications.get_mut(n).expect("n").bits);
+            k.unblock_cleanup(b);
+            if let Some(t) = k.thread_mut(b) {
+                t.ctx.rax = 0;
+                t.ctx.rdi = 0;
+                t.ctx.rsi = MsgInfo::new(MsgInfo::NOTIFICATION_LABEL, 1, 0).encode();
+                t.ctx.rdx = bits;
+                t.state = ThreadState::Inactive;
+            }
+            k.make_runnable(b);
+        }
+    }
+    Ok(())
+}
+
+/// `wait` (and `recv` on a notification): take the bits or block.
+pub fn wait(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
+    let me = current(k);
+    let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
+    let Obj::Notification(n) = k.cap(space, slot as u32, Rights::READ)? else {
+        return Err(Error::WrongType);
+    };
+    let nt = k.notifications.get_mut(n).ok_or(Error::Gone)?;
+    if nt.bits != 0 {
+        let bits = core::mem::take(&mut nt.bits);
+        let ctx = &mut k.thread_mut(me).expect("me").ctx;
+        ctx.rax = 0;
+        ctx.rdi = bits;
+        return Ok(());
+    }
+    if timeout_ns == 0 {
+        return Err(Error::WouldBlock);
+    }
+    nt.waiters.push_back(me);
+    k.thread_mut(me).expect("me").state = ThreadState::Waiting { notification: n };
+    k.block_current(deadline(timeout_ns));
+    Ok(())
+}
+
+/// An IOAPIC line fired: signal its bound notification; the line stays
+/// masked until the driver acknowledges.
+pub fn irq_fired(k: &mut Kernel, line: u8) {
+    let l = k.irqs[line as usize];
+    match l.notification {
+        Some(n) => {
+            k.irqs[line as usize].pending_ack = true;
+            let _ = signal(k, n, l.bits);
+        }
+        None => log::warn!("irq: line {line} fired with no handler bound"),
+    }
+}

@@ -1,0 +1,185 @@
+//! Physical memory for the kernel's objects: the frame allocator (kcore's
+//! bitmap over the boot free map), page-table memory through the direct map,
+//! and checked access to user memory by walking a process's page tables (the
+//! kernel never dereferences a user pointer directly, so SMAP stays on and a
+//! bad pointer is an error, not a fault).
+
+use crate::arch::{self, PHYS_OFFSET};
+use kcore::frames::FrameAllocator;
+use kcore::pagetable::{self, Flags, PhysAddr, TableMemory, X86_64};
+use spin::Mutex;
+
+pub const PAGE: u64 = 4096;
+
+static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+/// Sets up the allocator over `ranges` (below the direct map's reach); its
+/// bitmap is carved from the first range large enough.
+pub fn init(ranges: &[(u64, u64)]) -> Result<(u64, u64), &'static str> {
+    let usable: heapless::Vec<(u64, u64), 64> = ranges
+        .iter()
+        .filter_map(|&(s, e)| {
+            let e = e.min(arch::DIRECT_MAP_LIMIT);
+            (s < e).then_some((s, e))
+        })
+        .collect();
+    let words = kcore::frames::bitmap_words(&usable);
+    let bytes = (words as u64 * 8).div_ceil(PAGE) * PAGE;
+    let &(store_start, _) =
+        usable.iter().find(|(s, e)| e - s > bytes).ok_or("no free range can hold the frame bitmap")?;
+    // SAFETY: [store_start, store_start + bytes) is free RAM from the boot
+    // memory map inside the direct map; it is reserved in the allocator below
+    // so nothing else will ever use it, and it lives for the kernel's life.
+    let storage: &'static mut [u64] =
+        unsafe { core::slice::from_raw_parts_mut((store_start + PHYS_OFFSET) as *mut u64, words) };
+    let mut fa = FrameAllocator::new(&usable, storage).map_err(|_| "frame allocator refused the memory map")?;
+    fa.reserve(store_start..store_start + bytes);
+    let r = (fa.free_frames() as u64 * PAGE, fa.total_frames() as u64 * PAGE);
+    *FRAMES.lock() = Some(fa);
+    Ok(r)
+}
+
+/// A zeroed frame.
+pub fn alloc_frame() -> Option<u64> {
+    let phys = FRAMES.lock().as_mut()?.alloc()?;
+    zero(phys, 1);
+    Some(phys)
+}
+
+/// `pages` zeroed, physically contiguous frames.
+pub fn alloc_frames(pages: usize) -> Option<u64> {
+    let phys = if pages == 1 {
+        FRAMES.lock().as_mut()?.alloc()?
+    } else {
+        FRAMES.lock().as_mut()?.alloc_contiguous(pages, 1)?
+    };
+    zero(phys, pages);
+    Some(phys)
+}
+
+pub fn free_frames(phys: u64, pages: usize) {
+    if let Some(fa) = FRAMES.lock().as_mut() {
+        let r = if pages == 1 { fa.free(phys) } else { fa.free_contiguous(phys, pages) };
+        if let Err(e) = r {
+            log::error!("mem: freeing {pages} frame(s) at {phys:#x}: {e:?}");
+        }
+    }
+}
+
+pub fn free_bytes() -> u64 {
+    FRAMES.lock().as_ref().map_or(0, |fa| fa.free_frames() as u64 * PAGE)
+}
+
+fn zero(phys: u64, pages: usize) {
+    // SAFETY: freshly allocated frames below the direct map's limit, owned by
+    // the caller and not yet visible to anyone else.
+    unsafe { core::ptr::write_bytes((phys + PHYS_OFFSET) as *mut u8, 0, pages * PAGE as usize) };
+}
+
+/// Page-table memory through the direct map, counting tables made and freed
+/// so the caller can charge or refund the process that pays for them.
+pub struct Tables {
+    pub allocated: usize,
+    pub freed: usize,
+}
+
+impl Tables {
+    pub const fn new() -> Self {
+        Self { allocated: 0, freed: 0 }
+    }
+}
+
+impl TableMemory for Tables {
+    fn read_entry(&self, table: PhysAddr, index: usize) -> u64 {
+        // SAFETY: `table` is a page-table frame (from alloc_frame or the boot
+        // tables) inside the direct map; index < 512 (pagetable's contract).
+        unsafe { ((table + PHYS_OFFSET) as *const u64).add(index).read_volatile() }
+    }
+
+    fn write_entry(&mut self, table: PhysAddr, index: usize, value: u64) {
+        // SAFETY: as read_entry; page tables are changed only under the big
+        // kernel lock.
+        unsafe { ((table + PHYS_OFFSET) as *mut u64).add(index).write_volatile(value) }
+    }
+
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let t = alloc_frame()?;
+        self.allocated += 1;
+        Some(t)
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        self.freed += 1;
+        free_frames(table, 1);
+    }
+}
+
+/// A new address space root: an empty user half and the kernel half shared
+/// with every other address space (PML4 entries 256..512 of the boot tables).
+pub fn new_pml4() -> Option<u64> {
+    let pml4 = alloc_frame()?;
+    let boot = arch::paging::boot_cr3();
+    let mut t = Tables::new();
+    for i in 256..512 {
+        let e = t.read_entry(boot, i);
+        t.write_entry(pml4, i, e);
+    }
+    Some(pml4)
+}
+
+/// Where a user virtual address is, if it is mapped with the access asked.
+pub fn translate_user(pml4: u64, vaddr: u64, write: bool) -> Option<u64> {
+    if vaddr >= abi::USER_MAX {
+        return None;
+    }
+    let (phys, flags): (u64, Flags) = pagetable::translate::<X86_64, _>(&Tables::new(), pml4, vaddr & !(PAGE - 1))?;
+    if !flags.user || (write && !flags.writable) {
+        return None;
+    }
+    Some(phys + (vaddr & (PAGE - 1)))
+}
+
+/// Copies `buf.len()` bytes from user memory; false if any byte is not mapped
+/// readable.
+pub fn copy_from_user(pml4: u64, vaddr: u64, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        let va = match vaddr.checked_add(done as u64) {
+            Some(v) => v,
+            None => return false,
+        };
+        let Some(pa) = translate_user(pml4, va, false) else { return false };
+        let chunk = ((PAGE - (va & (PAGE - 1))) as usize).min(buf.len() - done);
+        // SAFETY: `pa..pa+chunk` lies in one user-mapped frame, inside the
+        // direct map; the destination is kernel memory we own.
+        unsafe { core::ptr::copy_nonoverlapping((pa + PHYS_OFFSET) as *const u8, buf[done..].as_mut_ptr(), chunk) };
+        done += chunk;
+    }
+    true
+}
+
+/// Copies into user memory; false if any byte is not mapped writable.
+pub fn copy_to_user(pml4: u64, vaddr: u64, buf: &[u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        let va = match vaddr.checked_add(done as u64) {
+            Some(v) => v,
+            None => return false,
+        };
+        let Some(pa) = translate_user(pml4, va, true) else { return false };
+        let chunk = ((PAGE - (va & (PAGE - 1))) as usize).min(buf.len() - done);
+        // SAFETY: as copy_from_user, with the mapping checked writable.
+        unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), (pa + PHYS_OFFSET) as *mut u8, chunk) };
+        done += chunk;
+    }
+    true
+}
+
+/// The IPC buffer of a thread as a kernel pointer, if it is still mapped
+/// writable (it must be one whole page, page-aligned).
+pub fn ipc_buffer(pml4: u64, vaddr: u64) -> Option<*mut abi::IpcBuffer> {
+    if vaddr == 0 || vaddr % PAGE != 0 {
+        return None;
+    }
+    translate_user(pml4, vaddr, true).map(|pa| (pa + PHYS_OFFSET) as *mut abi::IpcBuffer)
+}

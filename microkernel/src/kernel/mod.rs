@@ -1,0 +1,515 @@
+//! The kernel proper: every kernel object, the capability system over them,
+//! per-CPU scheduling, and the entry points from ring 3.
+//!
+//! One big kernel lock serialises all of it (as seL4 does on multicore): the
+//! kernel runs to completion with interrupts off, never blocks on a kernel
+//! stack, and a thread that has to wait is simply not current when the CPU
+//! returns to ring 3. Policy lives in kcore (capabilities, budgets, run
+//! queues, page tables); this module wires it to the hardware.
+
+pub mod ipc;
+pub mod mem;
+pub mod process;
+pub mod syscall;
+
+use crate::arch::{self, apic, percpu, trap::TrapFrame, MAX_CPUS};
+use abi::{CapSlot, Rights};
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use kcore::budget::Budget;
+use kcore::cap::{CapSystem, SpaceId};
+use kcore::sched::RunQueue;
+use kcore::slab::{Id, Slab};
+use spin::{Mutex, MutexGuard};
+
+/// What a capability designates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Obj {
+    Frame(Id),
+    Process(Id),
+    Thread(Id),
+    Endpoint(Id),
+    Notification(Id),
+    Irq(u8),
+    IoPorts { first: u16, count: u16 },
+    Console,
+}
+
+impl Obj {
+    pub fn object_type(&self) -> abi::ObjectType {
+        use abi::ObjectType as T;
+        match self {
+            Obj::Frame(_) => T::Frame,
+            Obj::Process(_) => T::Process,
+            Obj::Thread(_) => T::Thread,
+            Obj::Endpoint(_) => T::Endpoint,
+            Obj::Notification(_) => T::Notification,
+            Obj::Irq(_) => T::Irq,
+            Obj::IoPorts { .. } => T::IoPorts,
+            Obj::Console => T::Console,
+        }
+    }
+}
+
+/// Bytes of budget each kind of object costs (kernel memory it stands for).
+pub mod cost {
+    pub const THREAD: u64 = 1024;
+    pub const ENDPOINT: u64 = 128;
+    pub const NOTIFICATION: u64 = 128;
+    pub const PROCESS: u64 = 4096 + 512; // the PML4 and the bookkeeping
+    pub const PAGE_TABLE: u64 = 4096;
+}
+
+/// Physical pages, owned by the kernel while any capability or mapping
+/// refers to them.
+pub struct Frame {
+    pub phys: u64,
+    pub pages: u32,
+    /// Capabilities plus mappings.
+    pub refs: u32,
+    /// Who paid, and how much to give back when the frame is freed.
+    pub charged_to: Option<Id>,
+    pub charged: u64,
+    /// Boot-archive or device memory: never returned to the allocator.
+    pub fixed: bool,
+}
+
+pub struct Endpoint {
+    pub senders: VecDeque<Id>,
+    pub receivers: VecDeque<Id>,
+    pub refs: u32,
+    pub charged_to: Option<Id>,
+}
+
+pub struct Notification {
+    pub bits: u64,
+    pub waiters: VecDeque<Id>,
+    /// A thread that receives on an endpoint and wants this too.
+    pub bound: Option<Id>,
+    pub refs: u32,
+    pub charged_to: Option<Id>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadState {
+    /// Created or suspended: not scheduled.
+    Inactive,
+    Runnable,
+    Running,
+    /// In an endpoint's send queue (`call` says whether it wants a reply).
+    Sending { endpoint: Id, call: bool },
+    Receiving { endpoint: Id },
+    /// Called, message delivered, waiting for the reply.
+    AwaitingReply,
+    Waiting { notification: Id },
+    Dead,
+}
+
+pub struct Thread {
+    /// Saved user registers; `return_to_user` restores them. Boxed threads
+    /// never move, so PerCpu.context_top can point here.
+    pub ctx: TrapFrame,
+    pub process: Id,
+    pub state: ThreadState,
+    pub priority: u8,
+    pub affinity: Option<usize>,
+    /// The CPU whose run queue it is on (or last ran on).
+    pub cpu: usize,
+    pub ipc_buffer: u64,
+    pub configured: bool,
+    pub bound_notification: Option<Id>,
+    /// The caller this thread owes a reply to.
+    pub reply_to: Option<Id>,
+    /// Absolute deadline (ns since boot) of the current block.
+    pub deadline: Option<u64>,
+    /// The badge and rights of the capability the pending send used.
+    pub send_badge: u64,
+    pub send_grant: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    Running,
+    Exited(u64),
+    Faulted(u64),
+}
+
+pub struct Mapping {
+    pub frame: Id,
+    pub page: u32,
+}
+
+pub struct Process {
+    pub name: heapless::String<32>,
+    pub space: SpaceId,
+    pub pml4: u64,
+    pub budget: Budget,
+    pub parent: Option<Id>,
+    pub threads: Vec<Id>,
+    pub state: ProcessState,
+    /// User pages, by virtual address.
+    pub mappings: BTreeMap<u64, Mapping>,
+    pub page_tables: u64,
+    /// Capabilities naming this process.
+    pub refs: u32,
+    pub watchers: Vec<(Id, u64)>,
+    pub io_bitmap: Option<Box<[u8; arch::gdt::IOMAP_BYTES]>>,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct IrqLine {
+    pub notification: Option<Id>,
+    pub bits: u64,
+    pub pending_ack: bool,
+}
+
+pub struct Kernel {
+    pub caps: CapSystem<Obj>,
+    pub threads: Slab<Box<Thread>>,
+    pub processes: Slab<Process>,
+    pub endpoints: Slab<Endpoint>,
+    pub notifications: Slab<Notification>,
+    pub frames: Slab<Frame>,
+    pub irqs: [IrqLine; apic::IRQ_LINES as usize],
+    pub run_queues: Vec<RunQueue<Id>>,
+    pub current: [Option<Id>; MAX_CPUS],
+    /// Threads blocked with a deadline, by (deadline, thread).
+    pub timeouts: BTreeMap<(u64, Id), ()>,
+    pub cpus_online: usize,
+}
+
+static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
+
+/// Takes the big kernel lock. Spins with interrupts enabled so that IPIs
+/// (TLB shootdowns) still reach this CPU while another holds the lock.
+pub fn lock() -> KernelGuard {
+    loop {
+        if let Some(g) = KERNEL.try_lock() {
+            return KernelGuard(g);
+        }
+        arch::cpu::interrupts_on();
+        core::hint::spin_loop();
+        arch::cpu::interrupts_off();
+    }
+}
+
+pub struct KernelGuard(MutexGuard<'static, Option<Kernel>>);
+
+impl core::ops::Deref for KernelGuard {
+    type Target = Kernel;
+    fn deref(&self) -> &Kernel {
+        self.0.as_ref().expect("kernel initialised")
+    }
+}
+
+impl core::ops::DerefMut for KernelGuard {
+    fn deref_mut(&mut self) -> &mut Kernel {
+        self.0.as_mut().expect("kernel initialised")
+    }
+}
+
+pub fn init(cpus: usize) {
+    let k = Kernel {
+        caps: CapSystem::new(),
+        threads: Slab::new(),
+        processes: Slab::new(),
+        endpoints: Slab::new(),
+        notifications: Slab::new(),
+        frames: Slab::new(),
+        irqs: [IrqLine::default(); apic::IRQ_LINES as usize],
+        run_queues: (0..MAX_CPUS).map(|_| RunQueue::new()).collect(),
+        current: [None; MAX_CPUS],
+        timeouts: BTreeMap::new(),
+        cpus_online: cpus,
+    };
+    *KERNEL.lock() = Some(k);
+}
+
+impl Kernel {
+    pub fn thread(&self, id: Id) -> Option<&Thread> {
+        self.threads.get(id).map(|b| &**b)
+    }
+
+    pub fn thread_mut(&mut self, id: Id) -> Option<&mut Thread> {
+        self.threads.get_mut(id).map(|b| &mut **b)
+    }
+
+    /// Looks up a capability of the calling process, checking its rights.
+    pub fn cap(&self, space: SpaceId, slot: CapSlot, need: Rights) -> Result<Obj, abi::Error> {
+        let c = self.caps.lookup(space, slot)?;
+        if !c.rights.contains(need) {
+            return Err(abi::Error::NoRights);
+        }
+        Ok(c.object)
+    }
+
+    // ---- scheduling -------------------------------------------------------
+
+    /// Makes a thread runnable on its CPU, preempting there if it should.
+    pub fn make_runnable(&mut self, t: Id) {
+        let Some(th) = self.thread_mut(t) else { return };
+        if matches!(th.state, ThreadState::Dead | ThreadState::Runnable | ThreadState::Running) {
+            return;
+        }
+        th.state = ThreadState::Runnable;
+        th.deadline = None;
+        let (cpu, prio) = (th.cpu, th.priority);
+        self.timeouts.retain(|&(_, id), _| id != t);
+        self.run_queues[cpu].push_back(t, prio);
+        let cur_prio = self.current[cpu].and_then(|c| self.thread(c)).map(|c| c.priority);
+        if kcore::sched::should_preempt(cur_prio, prio) {
+            if cpu == percpu::index() {
+                percpu::this().need_resched.store(true, Ordering::Relaxed);
+            } else {
+                let p = percpu::of(cpu);
+                p.need_resched.store(true, Ordering::Relaxed);
+                apic::send_fixed(p.apic_id.load(Ordering::Relaxed), apic::RESCHED_VECTOR);
+            }
+        }
+    }
+
+    /// Takes a thread off whatever it waits on (queues, timeouts).
+    pub fn unblock_cleanup(&mut self, t: Id) {
+        let Some(th) = self.thread(t) else { return };
+        match th.state {
+            ThreadState::Sending { endpoint, .. } => {
+                if let Some(ep) = self.endpoints.get_mut(endpoint) {
+                    ep.senders.retain(|&x| x != t);
+                }
+            }
+            ThreadState::Receiving { endpoint } => {
+                if let Some(ep) = self.endpoints.get_mut(endpoint) {
+                    ep.receivers.retain(|&x| x != t);
+                }
+            }
+            ThreadState::Waiting { notification } => {
+                if let Some(n) = self.notifications.get_mut(notification) {
+                    n.waiters.retain(|&x| x != t);
+                }
+            }
+            ThreadState::Runnable => {
+                let (cpu, prio) = (th.cpu, th.priority);
+                self.run_queues[cpu].remove(t, prio);
+            }
+            _ => {}
+        }
+        self.timeouts.retain(|&(_, id), _| id != t);
+    }
+
+    /// Blocks the current thread of this CPU (its state already set by the
+    /// caller), with an optional deadline.
+    pub fn block_current(&mut self, deadline: Option<u64>) {
+        let cpu = percpu::index();
+        if let Some(t) = self.current[cpu].take() {
+            if let Some(th) = self.thread_mut(t) {
+                th.deadline = deadline;
+            }
+            if let Some(d) = deadline {
+                self.timeouts.insert((d, t), ());
+            }
+        }
+    }
+
+    /// Wakes threads whose deadline passed, with `Timeout`.
+    pub fn expire_timeouts(&mut self, now: u64) {
+        while let Some((&(d, t), _)) = self.timeouts.iter().next() {
+            if d > now {
+                break;
+            }
+            self.timeouts.remove(&(d, t));
+            self.unblock_cleanup(t);
+            if let Some(th) = self.thread_mut(t) {
+                th.ctx.rax = abi::Error::Timeout as u64;
+            }
+            self.make_runnable(t);
+        }
+    }
+
+    /// Picks what this CPU runs next: the current thread keeps the CPU
+    /// unless a higher-priority one is ready or its slice ended.
+    pub fn schedule(&mut self, cpu: usize, slice_over: bool) -> Option<Id> {
+        let cur = self.current[cpu].filter(|&c| self.thread(c).is_some_and(|t| t.state == ThreadState::Running));
+        if let Some(c) = cur {
+            let prio = self.thread(c).map_or(0, |t| t.priority);
+            let best = self.run_queues[cpu].peek_highest_priority();
+            let switch = match best {
+                Some(b) => b > prio || (slice_over && b == prio),
+                None => false,
+            };
+            if !switch {
+                return Some(c);
+            }
+            if let Some(th) = self.thread_mut(c) {
+                th.state = ThreadState::Runnable;
+            }
+            if slice_over {
+                self.run_queues[cpu].push_back(c, prio);
+            } else {
+                self.run_queues[cpu].push_front(c, prio);
+            }
+        }
+        self.current[cpu] = None;
+        while let Some((t, _)) = self.run_queues[cpu].pop_highest() {
+            if let Some(th) = self.thread_mut(t) {
+                if th.state == ThreadState::Runnable {
+                    th.state = ThreadState::Running;
+                    self.current[cpu] = Some(t);
+                    return Some(t);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn pick_cpu(&self, affinity: Option<usize>) -> usize {
+        let loads: Vec<kcore::sched::CpuLoad> = (0..self.cpus_online)
+            .map(|c| kcore::sched::CpuLoad {
+                online: percpu::of(c).online.load(Ordering::Relaxed),
+                highest_prio: self.current[c].and_then(|t| self.thread(t)).map(|t| t.priority),
+                queued: self.run_queues[c].len(),
+            })
+            .collect();
+        kcore::sched::pick_cpu(affinity, &loads)
+    }
+}
+
+// ---- entry points ---------------------------------------------------------
+
+/// Prepares the CPU to run `t` in ring 3 (address space, saved-context
+/// pointer, I/O bitmap) and the timer for its slice.
+fn switch_to(k: &mut Kernel, cpu: usize, t: Id) {
+    let (top, pml4, pid) = {
+        let th = k.thread(t).expect("current thread exists");
+        let top = (&th.ctx as *const TrapFrame as u64) + core::mem::size_of::<TrapFrame>() as u64;
+        let proc = k.processes.get(th.process).expect("thread's process exists");
+        (top, proc.pml4, th.process)
+    };
+    percpu::set_context_top(top);
+    if arch::cpu::read_cr3() != pml4 {
+        arch::cpu::write_cr3(pml4);
+    }
+    let bitmap = k.processes.get(pid).and_then(|p| p.io_bitmap.as_deref());
+    arch::gdt::set_io_bitmap(cpu, bitmap);
+}
+
+const SLICE_US: u64 = 10_000;
+
+/// Leaves the kernel: to the current thread in ring 3, or to the idle loop.
+pub fn exit_kernel(mut k: KernelGuard) -> ! {
+    let cpu = percpu::index();
+    let now = arch::time::nanos_since_boot();
+    k.expire_timeouts(now);
+    let slice_over = percpu::this().need_resched.swap(false, Ordering::Relaxed);
+    match k.schedule(cpu, slice_over) {
+        Some(t) => {
+            switch_to(&mut k, cpu, t);
+            let next = k.timeouts.keys().next().map(|&(d, _)| d.saturating_sub(now) / 1000 + 1);
+            apic::arm_oneshot_us(next.map_or(SLICE_US, |n| n.min(SLICE_US)));
+            drop(k);
+            arch::enter_user()
+        }
+        None => {
+            let next = k.timeouts.keys().next().map(|&(d, _)| d.saturating_sub(now) / 1000 + 1);
+            drop(k);
+            idle(next)
+        }
+    }
+}
+
+/// Waits for work with interrupts on; goes back through the scheduler when
+/// an interrupt may have made something runnable.
+fn idle(next_timeout_us: Option<u64>) -> ! {
+    apic::arm_oneshot_us(next_timeout_us.unwrap_or(100_000).min(100_000));
+    arch::cpu::wait_for_interrupt();
+    let mut k = lock();
+    deliver_pending_irqs(&mut k);
+    exit_kernel(k)
+}
+
+/// Turns IOAPIC lines that fired while this CPU was in the kernel into
+/// notification signals.
+pub fn deliver_pending_irqs(k: &mut Kernel) {
+    let pending = percpu::this().pending_irqs.swap(0, Ordering::AcqRel);
+    for line in 0..apic::IRQ_LINES {
+        if pending & (1 << line) != 0 {
+            ipc::irq_fired(k, line as u8);
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
+    // The frame is the current thread's saved context; dispatch reaches it
+    // through the thread object, never through this pointer.
+    percpu::this().in_user.store(false, Ordering::Release);
+    let mut k = lock();
+    deliver_pending_irqs(&mut k);
+    syscall::dispatch(&mut k);
+    exit_kernel(k)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
+    percpu::this().in_user.store(false, Ordering::Release);
+    let vector = frame.vector as u8;
+    match vector {
+        apic::TIMER_VECTOR | apic::RESCHED_VECTOR => {
+            percpu::this().need_resched.store(true, Ordering::Relaxed);
+            percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
+            apic::eoi();
+        }
+        apic::TLB_VECTOR => {
+            arch::cpu::flush_tlb();
+            percpu::this().tlb_acks.fetch_add(1, Ordering::AcqRel);
+            apic::eoi();
+            arch::enter_user();
+        }
+        v if (apic::IRQ_BASE_VECTOR..apic::IRQ_BASE_VECTOR + apic::IRQ_LINES as u8).contains(&v) => {
+            apic::set_line_masked(u32::from(v - apic::IRQ_BASE_VECTOR), true);
+            percpu::this().pending_irqs.fetch_or(1 << (v - apic::IRQ_BASE_VECTOR), Ordering::AcqRel);
+            apic::eoi();
+        }
+        apic::SPURIOUS_VECTOR => {}
+        0..=31 => {
+            let mut k = lock();
+            process::user_fault(&mut k, frame);
+            exit_kernel(k)
+        }
+        _ => apic::eoi(),
+    }
+    let mut k = lock();
+    deliver_pending_irqs(&mut k);
+    exit_kernel(k)
+}
+
+/// Interrupts taken in ring 0 (the idle loop, or spinning for the lock):
+/// only record them; the next pass through the scheduler acts on them.
+pub fn interrupt_in_kernel(vector: u8) {
+    match vector {
+        apic::TIMER_VECTOR | apic::RESCHED_VECTOR => {
+            percpu::this().need_resched.store(true, Ordering::Relaxed);
+            percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
+            apic::eoi();
+        }
+        apic::TLB_VECTOR => {
+            arch::cpu::flush_tlb();
+            percpu::this().tlb_acks.fetch_add(1, Ordering::AcqRel);
+            apic::eoi();
+        }
+        v if (apic::IRQ_BASE_VECTOR..apic::IRQ_BASE_VECTOR + apic::IRQ_LINES as u8).contains(&v) => {
+            apic::set_line_masked(u32::from(v - apic::IRQ_BASE_VECTOR), true);
+            percpu::this().pending_irqs.fetch_or(1 << (v - apic::IRQ_BASE_VECTOR), Ordering::AcqRel);
+            apic::eoi();
+        }
+        apic::SPURIOUS_VECTOR => {}
+        _ => apic::eoi(),
+    }
+}
+
+/// Every CPU ends bring-up here.
+pub fn run_cpu() -> ! {
+    let k = lock();
+    exit_kernel(k)
+}

@@ -1,0 +1,589 @@
+//! Processes and threads: creation charged to budgets, address spaces built
+//! with kcore's page tables, object reference counts, the end of a process
+//! (exit or fault) returning everything it held, and starting init from the
+//! boot archive.
+
+use super::mem::{self, Tables, PAGE};
+use super::{cost, Endpoint, Frame, Kernel, Mapping, Notification, Obj, Process, ProcessState, Thread, ThreadState};
+use crate::arch::{self, gdt, percpu, trap::TrapFrame};
+use abi::{CapSlot, Error, Rights};
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use kcore::budget::Budget;
+use kcore::cap::{Removed, NODE_BYTES, SLOT_BYTES};
+use kcore::pagetable::{self, Flags, X86_64};
+use kcore::slab::Id;
+
+/// Capability slots of processes made by `Create(Process)`.
+pub const CHILD_SLOTS: u32 = 256;
+
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_RESERVED: u64 = 1 << 1;
+
+impl Kernel {
+    // ---- references ---------------------------------------------------------
+
+    /// A new capability or mapping refers to `obj`.
+    pub fn obj_ref(&mut self, obj: Obj) {
+        match obj {
+            Obj::Frame(id) => {
+                if let Some(f) = self.frames.get_mut(id) {
+                    f.refs += 1;
+                }
+            }
+            Obj::Endpoint(id) => {
+                if let Some(e) = self.endpoints.get_mut(id) {
+                    e.refs += 1;
+                }
+            }
+            Obj::Notification(id) => {
+                if let Some(n) = self.notifications.get_mut(id) {
+                    n.refs += 1;
+                }
+            }
+            Obj::Process(id) => {
+                if let Some(p) = self.processes.get_mut(id) {
+                    p.refs += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A capability or mapping to `obj` went away; frees it with the last one.
+    pub fn obj_unref(&mut self, obj: Obj) {
+        match obj {
+            Obj::Frame(id) => {
+                let Some(f) = self.frames.get_mut(id) else { return };
+                f.refs = f.refs.saturating_sub(1);
+                if f.refs == 0 {
+                    let f = self.frames.remove(id).expect("frame exists");
+                    if !f.fixed {
+                        mem::free_frames(f.phys, f.pages as usize);
+                    }
+                    self.refund(f.charged_to, f.charged);
+                }
+            }
+            Obj::Endpoint(id) => {
+                let Some(e) = self.endpoints.get_mut(id) else { return };
+                e.refs = e.refs.saturating_sub(1);
+                if e.refs == 0 {
+                    let e = self.endpoints.remove(id).expect("endpoint exists");
+                    // Whoever still waits on it learns it is gone.
+                    for t in e.senders.into_iter().chain(e.receivers) {
+                        self.fail_blocked(t, Error::Gone);
+                    }
+                    self.refund(e.charged_to, cost::ENDPOINT);
+                }
+            }
+            Obj::Notification(id) => {
+                let Some(n) = self.notifications.get_mut(id) else { return };
+                n.refs = n.refs.saturating_sub(1);
+                if n.refs == 0 {
+                    let n = self.notifications.remove(id).expect("notification exists");
+                    for t in n.waiters {
+                        self.fail_blocked(t, Error::Gone);
+                    }
+                    if let Some(b) = n.bound {
+                        if let Some(t) = self.thread_mut(b) {
+                            t.bound_notification = None;
+                        }
+                    }
+                    for line in self.irqs.iter_mut() {
+                        if line.notification == Some(id) {
+                            line.notification = None;
+                        }
+                    }
+                    self.refund(n.charged_to, cost::NOTIFICATION);
+                }
+            }
+            Obj::Process(id) => {
+                let Some(p) = self.processes.get_mut(id) else { return };
+                p.refs = p.refs.saturating_sub(1);
+                if p.refs == 0 {
+                    if p.state == ProcessState::Running {
+                        // Nobody can reach it any more: end it.
+                        self.end_process(id, ProcessState::Exited(0));
+                    }
+                    self.reap(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles capabilities that left the system.
+    pub fn removed(&mut self, list: Vec<Removed<Obj>>) {
+        for r in list {
+            self.obj_unref(r.object);
+        }
+    }
+
+    fn fail_blocked(&mut self, t: Id, e: Error) {
+        self.unblock_cleanup(t);
+        if let Some(th) = self.thread_mut(t) {
+            th.ctx.rax = e as u64;
+            th.state = ThreadState::Inactive;
+        }
+        self.make_runnable(t);
+    }
+
+    pub fn charge(&mut self, pid: Id, bytes: u64) -> Result<(), Error> {
+        let p = self.processes.get_mut(pid).ok_or(Error::Gone)?;
+        p.budget.charge(bytes).map_err(Error::from)
+    }
+
+    pub fn refund(&mut self, pid: Option<Id>, bytes: u64) {
+        if let Some(p) = pid.and_then(|pid| self.processes.get_mut(pid)) {
+            if p.state == ProcessState::Running {
+                let _ = p.budget.refund(bytes);
+            }
+        }
+    }
+
+    // ---- creation ------------------------------------------------------------
+
+    /// A new process with `budget` carved from `parent` (or the whole given
+    /// budget for init).
+    pub fn create_process(&mut self, parent: Option<Id>, budget_bytes: u64, slots: u32, name: &str) -> Result<Id, Error> {
+        let mut budget = match parent {
+            Some(pp) => {
+                let p = self.processes.get_mut(pp).ok_or(Error::Gone)?;
+                p.budget.carve(budget_bytes).map_err(Error::from)?
+            }
+            None => Budget::new(budget_bytes),
+        };
+        let own = cost::PROCESS + u64::from(slots) * (SLOT_BYTES + NODE_BYTES);
+        if budget.charge(own).is_err() {
+            self.give_back(parent, budget);
+            return Err(Error::OutOfBudget);
+        }
+        let Some(pml4) = mem::new_pml4() else {
+            self.give_back(parent, budget);
+            return Err(Error::OutOfMemory);
+        };
+        let space = match self.caps.create_space(slots) {
+            Ok(s) => s,
+            Err(e) => {
+                mem::free_frames(pml4, 1);
+                self.give_back(parent, budget);
+                return Err(e.into());
+            }
+        };
+        let mut n = heapless::String::new();
+        for c in name.chars() {
+            if n.push(c).is_err() {
+                break;
+            }
+        }
+        Ok(self.processes.insert(Process {
+            name: n,
+            space,
+            pml4,
+            budget,
+            parent,
+            threads: Vec::new(),
+            state: ProcessState::Running,
+            mappings: BTreeMap::new(),
+            page_tables: 0,
+            refs: 0,
+            watchers: Vec::new(),
+            io_bitmap: None,
+        }))
+    }
+
+    fn give_back(&mut self, parent: Option<Id>, budget: Budget) {
+        if let Some(p) = parent.and_then(|pp| self.processes.get_mut(pp)) {
+            let _ = p.budget.absorb(budget);
+        }
+    }
+
+    pub fn create_thread(&mut self, pid: Id, payer: Id) -> Result<Id, Error> {
+        let p = self.processes.get(pid).ok_or(Error::Gone)?;
+        if p.state != ProcessState::Running {
+            return Err(Error::Gone);
+        }
+        self.charge(payer, cost::THREAD)?;
+        let ctx = TrapFrame {
+            cs: u64::from(gdt::USER_CS),
+            ss: u64::from(gdt::USER_DS),
+            rflags: RFLAGS_IF | RFLAGS_RESERVED,
+            ..TrapFrame::zeroed()
+        };
+        let t = self.threads.insert(Box::new(Thread {
+            ctx,
+            process: pid,
+            state: ThreadState::Inactive,
+            priority: 100,
+            affinity: None,
+            cpu: 0,
+            ipc_buffer: 0,
+            configured: false,
+            bound_notification: None,
+            reply_to: None,
+            deadline: None,
+            send_badge: 0,
+            send_grant: false,
+        }));
+        self.processes.get_mut(pid).expect("checked").threads.push(t);
+        Ok(t)
+    }
+
+    pub fn create_endpoint(&mut self, payer: Id) -> Result<Id, Error> {
+        self.charge(payer, cost::ENDPOINT)?;
+        Ok(self.endpoints.insert(Endpoint {
+            senders: VecDeque::new(),
+            receivers: VecDeque::new(),
+            refs: 0,
+            charged_to: Some(payer),
+        }))
+    }
+
+    pub fn create_notification(&mut self, payer: Id) -> Result<Id, Error> {
+        self.charge(payer, cost::NOTIFICATION)?;
+        Ok(self.notifications.insert(Notification {
+            bits: 0,
+            waiters: VecDeque::new(),
+            bound: None,
+            refs: 0,
+            charged_to: Some(payer),
+        }))
+    }
+
+    pub fn create_frame(&mut self, payer: Id, pages: u64) -> Result<Id, Error> {
+        if pages == 0 || pages > 1024 {
+            return Err(Error::InvalidArgument);
+        }
+        let bytes = pages * PAGE;
+        self.charge(payer, bytes)?;
+        let Some(phys) = mem::alloc_frames(pages as usize) else {
+            self.refund(Some(payer), bytes);
+            return Err(Error::OutOfMemory);
+        };
+        Ok(self.frames.insert(Frame { phys, pages: pages as u32, refs: 0, charged_to: Some(payer), charged: bytes, fixed: false }))
+    }
+
+    /// Puts a new object's first capability in `slot` of `pid`.
+    pub fn install(&mut self, pid: Id, slot: CapSlot, obj: Obj, rights: Rights) -> Result<(), Error> {
+        let space = self.processes.get(pid).ok_or(Error::Gone)?.space;
+        self.caps.insert_original(space, slot, obj, rights, 0)?;
+        self.obj_ref(obj);
+        Ok(())
+    }
+
+    // ---- memory ------------------------------------------------------------
+
+    /// Maps every page of `frame` at `vaddr` in `pid` with `rights`.
+    pub fn map_frame(&mut self, pid: Id, frame: Id, vaddr: u64, rights: Rights) -> Result<(), Error> {
+        let f = self.frames.get(frame).ok_or(Error::Gone)?;
+        let (phys, pages) = (f.phys, u64::from(f.pages));
+        let end = vaddr.checked_add(pages * PAGE).ok_or(Error::InvalidArgument)?;
+        if vaddr % PAGE != 0 || vaddr < abi::USER_MIN || end > abi::USER_MAX {
+            return Err(Error::InvalidArgument);
+        }
+        if rights.contains(Rights::WRITE) && rights.contains(Rights::EXECUTE) {
+            return Err(Error::InvalidArgument); // W^X
+        }
+        let p = self.processes.get(pid).ok_or(Error::Gone)?;
+        if p.state != ProcessState::Running {
+            return Err(Error::Gone);
+        }
+        if p.mappings.range(vaddr..end).next().is_some() {
+            return Err(Error::AlreadyMapped);
+        }
+        let pml4 = p.pml4;
+        let flags = Flags {
+            writable: rights.contains(Rights::WRITE),
+            user: true,
+            executable: rights.contains(Rights::EXECUTE),
+            ..Flags::default()
+        };
+        for i in 0..pages {
+            // Charge the tables this page may need up front (at most 3).
+            let mut t = Tables::new();
+            let va = vaddr + i * PAGE;
+            let r = pagetable::map::<X86_64, _>(&mut t, pml4, va, phys + i * PAGE, flags);
+            let made = t.allocated as u64;
+            let charged = self.charge(pid, made * cost::PAGE_TABLE);
+            match (r, charged) {
+                (Ok(_), Ok(())) => {
+                    let p = self.processes.get_mut(pid).expect("checked");
+                    p.page_tables += made;
+                    p.mappings.insert(va, Mapping { frame, page: i as u32 });
+                    self.obj_ref(Obj::Frame(frame));
+                }
+                (r, charged) => {
+                    // Undo this page and every earlier one.
+                    if r.is_ok() {
+                        let mut t = Tables::new();
+                        let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, va);
+                    }
+                    let _ = self.unmap_range(pid, vaddr, i);
+                    return Err(match (r, charged) {
+                        (Err(pagetable::MapError::OutOfMemory), _) => Error::OutOfMemory,
+                        (Err(pagetable::MapError::AlreadyMapped), _) => Error::AlreadyMapped,
+                        (Err(_), _) => Error::InvalidArgument,
+                        (Ok(_), Err(e)) => e,
+                        (Ok(_), Ok(())) => Error::InvalidArgument,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps `pages` pages from `vaddr` (missing pages are skipped); returns
+    /// how many were mapped.
+    pub fn unmap_range(&mut self, pid: Id, vaddr: u64, pages: u64) -> Result<u64, Error> {
+        let p = self.processes.get(pid).ok_or(Error::Gone)?;
+        let pml4 = p.pml4;
+        let mut count = 0;
+        for i in 0..pages {
+            let va = vaddr.wrapping_add(i * PAGE);
+            let Some(m) = self.processes.get_mut(pid).expect("checked").mappings.remove(&va) else { continue };
+            let mut t = Tables::new();
+            let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, va);
+            let p = self.processes.get_mut(pid).expect("checked");
+            p.page_tables = p.page_tables.saturating_sub(t.freed as u64);
+            let _ = p.budget.refund(t.freed as u64 * cost::PAGE_TABLE);
+            self.obj_unref(Obj::Frame(m.frame));
+            count += 1;
+        }
+        if count > 0 {
+            self.shoot_down(pml4);
+        }
+        Ok(count)
+    }
+
+    /// Makes every CPU that may cache translations of `pml4` drop them.
+    fn shoot_down(&mut self, pml4: u64) {
+        arch::cpu::flush_tlb_if(pml4);
+        let me = percpu::index();
+        for cpu in 0..self.cpus_online {
+            if cpu == me {
+                continue;
+            }
+            let runs_it = self.current[cpu]
+                .and_then(|t| self.thread(t))
+                .and_then(|t| self.processes.get(t.process))
+                .is_some_and(|p| p.pml4 == pml4);
+            if runs_it {
+                let p = percpu::of(cpu);
+                arch::apic::send_fixed(p.apic_id.load(core::sync::atomic::Ordering::Relaxed), arch::apic::TLB_VECTOR);
+            }
+        }
+    }
+
+    // ---- the end -------------------------------------------------------------
+
+    /// Ends a process: its threads stop, its capabilities and mappings go,
+    /// its page tables are freed and its budget returns to its parent.
+    pub fn end_process(&mut self, pid: Id, how: ProcessState) {
+        let Some(p) = self.processes.get_mut(pid) else { return };
+        if p.state != ProcessState::Running {
+            return;
+        }
+        p.state = how;
+        // Keep the process alive while we take it apart.
+        p.refs += 1;
+        let threads = core::mem::take(&mut p.threads);
+        for t in threads {
+            self.kill_thread(t);
+        }
+        let p = self.processes.get(pid).expect("held");
+        let (space, pml4) = (p.space, p.pml4);
+        let vaddrs: Vec<u64> = p.mappings.keys().copied().collect();
+        for va in vaddrs {
+            let _ = self.unmap_range(pid, va, 1);
+        }
+        if let Ok(list) = self.caps.destroy_space(space) {
+            self.removed(list);
+        }
+        let mut t = Tables::new();
+        pagetable::destroy::<X86_64, _>(&mut t, pml4, 0..256);
+        if arch::cpu::read_cr3() == pml4 {
+            arch::cpu::write_cr3(arch::paging::boot_cr3());
+        }
+        mem::free_frames(pml4, 1);
+        for line in 0..self.irqs.len() {
+            // IRQ bindings die with the notification; nothing to do here.
+            let _ = line;
+        }
+        let p = self.processes.get_mut(pid).expect("held");
+        let budget = core::mem::replace(&mut p.budget, Budget::new(0));
+        let parent = p.parent;
+        let watchers = core::mem::take(&mut p.watchers);
+        self.give_back(parent, budget);
+        for (n, bits) in watchers {
+            let _ = super::ipc::signal(self, n, bits);
+            self.obj_unref(Obj::Notification(n));
+        }
+        self.obj_unref(Obj::Process(pid));
+    }
+
+    /// Frees the process record once it has ended and nothing names it.
+    fn reap(&mut self, pid: Id) {
+        if let Some(p) = self.processes.get(pid) {
+            if p.refs == 0 && p.state != ProcessState::Running {
+                self.processes.remove(pid);
+            }
+        }
+    }
+
+    pub fn kill_thread(&mut self, t: Id) {
+        self.unblock_cleanup(t);
+        // A caller waiting for this thread's reply learns it is gone.
+        if let Some(caller) = self.thread_mut(t).and_then(|th| th.reply_to.take()) {
+            if self.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
+                self.fail_blocked(caller, Error::Gone);
+            }
+        }
+        // Threads waiting for *its* reply are in no queue; find them.
+        let waiting: Vec<Id> = self
+            .threads
+            .iter()
+            .filter(|(_, th)| th.reply_to == Some(t))
+            .map(|(id, _)| id)
+            .collect();
+        for w in waiting {
+            if let Some(th) = self.thread_mut(w) {
+                th.reply_to = None;
+            }
+        }
+        if let Some(n) = self.thread(t).and_then(|th| th.bound_notification) {
+            if let Some(nt) = self.notifications.get_mut(n) {
+                nt.bound = None;
+            }
+        }
+        for cur in self.current.iter_mut() {
+            if *cur == Some(t) {
+                *cur = None;
+            }
+        }
+        if let Some(th) = self.threads.remove(t) {
+            if let Some(p) = self.processes.get_mut(th.process) {
+                p.threads.retain(|&x| x != t);
+                let _ = p.budget.refund(cost::THREAD);
+            }
+        }
+    }
+
+    pub fn thread_configure(&mut self, t: Id, entry: u64, stack: u64, ipc_buffer: u64) -> Result<(), Error> {
+        let user = |a: u64| a < abi::USER_MAX && a >= abi::USER_MIN;
+        if !user(entry) || !user(stack) || (ipc_buffer != 0 && (!user(ipc_buffer) || ipc_buffer % PAGE != 0)) {
+            return Err(Error::InvalidArgument);
+        }
+        let th = self.thread_mut(t).ok_or(Error::Gone)?;
+        th.ctx.rip = entry;
+        th.ctx.rsp = stack;
+        th.ctx.rflags = RFLAGS_IF | RFLAGS_RESERVED;
+        th.ctx.cs = u64::from(gdt::USER_CS);
+        th.ctx.ss = u64::from(gdt::USER_DS);
+        th.ctx.rdi = ipc_buffer;
+        th.ipc_buffer = ipc_buffer;
+        th.configured = true;
+        Ok(())
+    }
+
+    pub fn thread_resume(&mut self, t: Id) -> Result<(), Error> {
+        let th = self.thread(t).ok_or(Error::Gone)?;
+        if !th.configured {
+            return Err(Error::BadState);
+        }
+        if th.state != ThreadState::Inactive {
+            return Ok(());
+        }
+        let affinity = th.affinity;
+        let cpu = self.pick_cpu(affinity);
+        self.thread_mut(t).expect("checked").cpu = cpu;
+        self.make_runnable(t);
+        Ok(())
+    }
+}
+
+/// A ring-3 exception: the process is killed (no fault handlers yet) and
+/// whoever watches it is told.
+pub fn user_fault(k: &mut Kernel, frame: &TrapFrame) {
+    let cpu = percpu::index();
+    let Some(t) = k.current[cpu] else { return };
+    let Some(pid) = k.thread(t).map(|th| th.process) else { return };
+    let name = k.processes.get(pid).map(|p| p.name.clone()).unwrap_or_default();
+    log::warn!(
+        "process \"{name}\" faulted: vector {} error {:#x} at rip {:#x} (cr2 {:#x}); killed",
+        frame.vector,
+        frame.error_code,
+        frame.rip,
+        arch::cpu::read_cr2()
+    );
+    k.end_process(pid, ProcessState::Faulted(frame.vector));
+}
+
+/// Starts init: its ELF from the boot archive, a stack, an IPC buffer, the
+/// archive mapped read-only, and the capabilities of `abi::INIT_SLOT_*`.
+pub fn start_init(k: &mut Kernel, elf: &[u8], archive_phys: u64, archive_len: u64, budget: u64) -> Result<Id, &'static str> {
+    let plan = initrd::elf::load_plan(elf).map_err(|_| "init is not a valid static x86-64 executable")?;
+    let pid = k.create_process(None, budget, abi::CSPACE_SLOTS, "init").map_err(|_| "cannot create init's process")?;
+    let all = Rights::ALL;
+    k.install(pid, abi::INIT_SLOT_SELF, Obj::Process(pid), all).map_err(|_| "slot")?;
+    k.install(pid, abi::INIT_SLOT_CONSOLE, Obj::Console, all).map_err(|_| "slot")?;
+    k.install(pid, abi::INIT_SLOT_IOPORTS, Obj::IoPorts { first: 0, count: u16::MAX }, all).map_err(|_| "slot")?;
+    for line in 0..arch::apic::IRQ_LINES {
+        k.install(pid, abi::INIT_SLOT_IRQ_BASE + line, Obj::Irq(line as u8), all).map_err(|_| "slot")?;
+    }
+    // The archive: fixed memory, mapped read-only.
+    let pages = archive_len.div_ceil(PAGE);
+    let fid = k.frames.insert(Frame {
+        phys: archive_phys & !(PAGE - 1),
+        pages: pages as u32,
+        refs: 0,
+        charged_to: None,
+        charged: 0,
+        fixed: true,
+    });
+    k.install(pid, abi::INIT_SLOT_ARCHIVE, Obj::Frame(fid), Rights::READ).map_err(|_| "slot")?;
+    k.map_frame(pid, fid, abi::INIT_ARCHIVE_BASE, Rights::READ).map_err(|_| "cannot map the boot archive")?;
+    // Segments: a frame per segment, filled from the file, then mapped.
+    for seg in plan.segments().iter() {
+        let range = seg.pages();
+        let (start, end) = (range.start, range.end);
+        let pages = (end - start) / PAGE;
+        let f = k.create_frame(pid, pages).map_err(|_| "no memory for init's segments")?;
+        let phys = k.frames.get(f).expect("new frame").phys;
+        for i in 0..pages {
+            let page_va = start + i * PAGE;
+            let Some((dst_off, src)) = seg.page_contents(page_va) else { continue };
+            if src.is_empty() {
+                continue;
+            }
+            let dst = phys + i * PAGE + dst_off as u64 + arch::PHYS_OFFSET;
+            let bytes = elf.get(src).ok_or("segment outside the file")?;
+            // SAFETY: `dst..dst+len` lies inside the new frame (page_contents
+            // keeps dst_off + len <= 4096), reached through the direct map.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst as *mut u8, bytes.len()) };
+        }
+        k.obj_ref(Obj::Frame(f));
+        k.map_frame(pid, f, start, seg.rights()).map_err(|_| "cannot map an init segment")?;
+        k.obj_unref(Obj::Frame(f));
+    }
+    let stack = k.create_frame(pid, abi::INIT_STACK_PAGES).map_err(|_| "no memory for init's stack")?;
+    k.obj_ref(Obj::Frame(stack));
+    k.map_frame(pid, stack, abi::INIT_STACK_TOP - abi::INIT_STACK_PAGES * PAGE, Rights::READ | Rights::WRITE)
+        .map_err(|_| "cannot map init's stack")?;
+    k.obj_unref(Obj::Frame(stack));
+    let ipcb = k.create_frame(pid, 1).map_err(|_| "no memory for init's IPC buffer")?;
+    k.obj_ref(Obj::Frame(ipcb));
+    k.map_frame(pid, ipcb, abi::INIT_IPC_BUFFER, Rights::READ | Rights::WRITE).map_err(|_| "ipc buffer")?;
+    k.obj_unref(Obj::Frame(ipcb));
+    let t = k.create_thread(pid, pid).map_err(|_| "cannot create init's thread")?;
+    k.install(pid, abi::INIT_SLOT_THREAD, Obj::Thread(t), all).map_err(|_| "slot")?;
+    k.thread_configure(t, plan.entry(), abi::INIT_STACK_TOP - 8, abi::INIT_IPC_BUFFER).map_err(|_| "configure")?;
+    {
+        let th = k.thread_mut(t).expect("new thread");
+        th.ctx.rsi = abi::INIT_ARCHIVE_BASE + (archive_phys & (PAGE - 1));
+        th.ctx.rdx = archive_len;
+        th.priority = 200;
+    }
+    k.thread_resume(t).map_err(|_| "resume")?;
+    Ok(pid)
+}

@@ -1,0 +1,337 @@
+//! System-call dispatch: decode the arguments from the caller's saved
+//! registers, check every capability and value, act, and put the result
+//! back. Nothing a process passes reaches an `unwrap` or an unchecked index.
+
+use super::{ipc, mem, Kernel, Obj, ProcessState};
+use crate::arch::{self, apic, percpu};
+use abi::{Error, ObjectType, Rights, Sys};
+use kcore::slab::Id;
+
+/// What a handler gives back: register results, or "the IPC path already
+/// wrote them (or the thread blocked)".
+enum Done {
+    Values([u64; 3]),
+    Handled,
+}
+
+fn vals(a: u64, b: u64, c: u64) -> Result<Done, Error> {
+    Ok(Done::Values([a, b, c]))
+}
+
+pub fn dispatch(k: &mut Kernel) {
+    let cpu = percpu::index();
+    let Some(me) = k.current[cpu] else { return };
+    let Some(th) = k.thread(me) else { return };
+    let ctx = th.ctx;
+    let pid = th.process;
+    let r = match Sys::from_u64(ctx.rax) {
+        None => Err(Error::NoSyscall),
+        Some(sys) => call(k, me, pid, sys, [ctx.rdi, ctx.rsi, ctx.rdx, ctx.r10, ctx.r8, ctx.r9]),
+    };
+    let still_current = k.current[cpu] == Some(me);
+    let Some(th) = k.thread_mut(me) else { return }; // the process may have ended
+    match r {
+        Ok(Done::Values([a, b, c])) => {
+            th.ctx.rax = 0;
+            th.ctx.rdi = a;
+            th.ctx.rsi = b;
+            th.ctx.rdx = c;
+        }
+        Ok(Done::Handled) => {
+            if still_current && th.ctx.rax == ctx.rax {
+                th.ctx.rax = 0;
+            }
+        }
+        Err(e) => th.ctx.rax = e as u64,
+    }
+}
+
+fn slot(v: u64) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|_| Error::InvalidSlot)
+}
+
+fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, Error> {
+    let space = k.processes.get(pid).ok_or(Error::Gone)?.space;
+    match sys {
+        Sys::DebugWrite => {
+            let Obj::Console = k.cap(space, slot(a[0])?, Rights::WRITE)? else { return Err(Error::WrongType) };
+            let len = a[2];
+            if len > 4096 {
+                return Err(Error::InvalidArgument);
+            }
+            let mut buf = [0u8; 4096];
+            let pml4 = k.processes.get(pid).ok_or(Error::Gone)?.pml4;
+            if !mem::copy_from_user(pml4, a[1], &mut buf[..len as usize]) {
+                return Err(Error::BadAddress);
+            }
+            let text = core::str::from_utf8(&buf[..len as usize]).unwrap_or("<invalid UTF-8>");
+            arch::serial::with_locked(|w| {
+                use core::fmt::Write;
+                let _ = w.write_str(text);
+            });
+            vals(len, 0, 0)
+        }
+        Sys::Yield => {
+            percpu::this().need_resched.store(true, core::sync::atomic::Ordering::Relaxed);
+            vals(0, 0, 0)
+        }
+        Sys::Call => ipc::send(k, true).map(|_| Done::Handled),
+        Sys::Send => ipc::send(k, false).map(|_| Done::Handled),
+        Sys::Recv => ipc::recv(k, a[0], a[1]).map(|_| Done::Handled),
+        Sys::ReplyRecv => ipc::reply_recv(k).map(|_| Done::Handled),
+        Sys::Signal => {
+            let Obj::Notification(n) = k.cap(space, slot(a[0])?, Rights::WRITE)? else { return Err(Error::WrongType) };
+            ipc::signal(k, n, a[1])?;
+            vals(0, 0, 0)
+        }
+        Sys::Wait => ipc::wait(k, a[0], a[1]).map(|_| Done::Handled),
+        Sys::Poll => {
+            let Obj::Notification(n) = k.cap(space, slot(a[0])?, Rights::READ)? else { return Err(Error::WrongType) };
+            let nt = k.notifications.get_mut(n).ok_or(Error::Gone)?;
+            vals(core::mem::take(&mut nt.bits), 0, 0)
+        }
+        Sys::CapCopy => {
+            let rights = Rights(u32::try_from(a[2]).map_err(|_| Error::InvalidArgument)?);
+            let src = k.caps.lookup(space, slot(a[0])?)?;
+            let obj = src.object;
+            let badge = match a[3] {
+                0 => None,
+                b if matches!(obj, Obj::Endpoint(_) | Obj::Notification(_)) => Some(b),
+                _ => return Err(Error::InvalidArgument),
+            };
+            k.caps.copy(space, slot(a[0])?, space, slot(a[1])?, rights, badge)?;
+            k.obj_ref(obj);
+            vals(0, 0, 0)
+        }
+        Sys::CapDelete => {
+            let r = k.caps.delete(space, slot(a[0])?)?;
+            k.obj_unref(r.object);
+            vals(0, 0, 0)
+        }
+        Sys::CapRevoke => {
+            let list = k.caps.revoke(space, slot(a[0])?)?;
+            let n = list.len() as u64;
+            k.removed(list);
+            vals(n, 0, 0)
+        }
+        Sys::CapIdentify => {
+            let c = k.caps.lookup(space, slot(a[0])?)?;
+            vals(c.object.object_type() as u64, u64::from(c.rights.0), c.badge)
+        }
+        Sys::CapGrant => {
+            let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else {
+                return Err(Error::WrongType);
+            };
+            let tspace = k.processes.get(target).ok_or(Error::Gone)?.space;
+            let rights = Rights(u32::try_from(a[3]).map_err(|_| Error::InvalidArgument)?);
+            let obj = k.caps.lookup(space, slot(a[1])?)?.object;
+            k.caps.copy(space, slot(a[1])?, tspace, slot(a[2])?, rights, None)?;
+            k.obj_ref(obj);
+            vals(0, 0, 0)
+        }
+        Sys::Create => create(k, pid, space, a),
+        Sys::Map => {
+            let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else {
+                return Err(Error::WrongType);
+            };
+            let fcap = k.caps.lookup(space, slot(a[1])?)?;
+            let Obj::Frame(f) = fcap.object else { return Err(Error::WrongType) };
+            let want = Rights(u32::try_from(a[3]).map_err(|_| Error::InvalidArgument)?);
+            if !want.is_valid() || !fcap.rights.contains(want) || !want.contains(Rights::READ) {
+                return Err(Error::NoRights);
+            }
+            k.map_frame(target, f, a[2], want)?;
+            vals(0, 0, 0)
+        }
+        Sys::Unmap => {
+            let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else {
+                return Err(Error::WrongType);
+            };
+            if a[1] % mem::PAGE != 0 || a[2] > 1 << 20 {
+                return Err(Error::InvalidArgument);
+            }
+            let n = k.unmap_range(target, a[1], a[2])?;
+            if n == 0 && a[2] > 0 {
+                return Err(Error::NotMapped);
+            }
+            vals(n, 0, 0)
+        }
+        Sys::ThreadConfigure => {
+            let t = thread_cap(k, space, a[0])?;
+            k.thread_configure(t, a[1], a[2], a[3])?;
+            vals(0, 0, 0)
+        }
+        Sys::ThreadSetPriority => {
+            let t = thread_cap(k, space, a[0])?;
+            let prio = u8::try_from(a[1]).map_err(|_| Error::InvalidArgument)?;
+            let affinity = match a[2] {
+                u64::MAX => None,
+                c if (c as usize) < k.cpus_online => Some(c as usize),
+                _ => return Err(Error::InvalidArgument),
+            };
+            // A thread may not be given a priority above its setter's.
+            let mine = k.thread(me).map_or(0, |t| t.priority);
+            if prio > mine {
+                return Err(Error::NoRights);
+            }
+            let th = k.thread_mut(t).ok_or(Error::Gone)?;
+            if th.state != super::ThreadState::Inactive {
+                return Err(Error::BadState);
+            }
+            th.priority = prio;
+            th.affinity = affinity;
+            vals(0, 0, 0)
+        }
+        Sys::ThreadResume => {
+            let t = thread_cap(k, space, a[0])?;
+            k.thread_resume(t)?;
+            vals(0, 0, 0)
+        }
+        Sys::ThreadSuspend => {
+            let t = thread_cap(k, space, a[0])?;
+            k.unblock_cleanup(t);
+            let cpu = percpu::index();
+            if k.current[cpu] == Some(t) {
+                k.current[cpu] = None;
+            }
+            k.thread_mut(t).ok_or(Error::Gone)?.state = super::ThreadState::Inactive;
+            vals(0, 0, 0)
+        }
+        Sys::ThreadBindNotification => {
+            let t = thread_cap(k, space, a[0])?;
+            let Obj::Notification(n) = k.cap(space, slot(a[1])?, Rights::READ)? else {
+                return Err(Error::WrongType);
+            };
+            let nt = k.notifications.get_mut(n).ok_or(Error::Gone)?;
+            if nt.bound.is_some_and(|b| b != t) {
+                return Err(Error::BadState);
+            }
+            nt.bound = Some(t);
+            k.thread_mut(t).ok_or(Error::Gone)?.bound_notification = Some(n);
+            vals(0, 0, 0)
+        }
+        Sys::Exit => {
+            k.end_process(pid, ProcessState::Exited(a[0]));
+            Ok(Done::Handled)
+        }
+        Sys::IrqBind => {
+            let Obj::Irq(line) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let Obj::Notification(n) = k.cap(space, slot(a[1])?, Rights::WRITE)? else {
+                return Err(Error::WrongType);
+            };
+            if a[2] == 0 {
+                return Err(Error::InvalidArgument);
+            }
+            k.irqs[line as usize] = super::IrqLine { notification: Some(n), bits: a[2], pending_ack: false };
+            let dest = percpu::of(0).apic_id.load(core::sync::atomic::Ordering::Relaxed);
+            let (level, low) = crate::irq_polarity(line);
+            apic::route_line(u32::from(line), dest, level, low);
+            apic::set_line_masked(u32::from(line), false);
+            vals(0, 0, 0)
+        }
+        Sys::IrqAck => {
+            let Obj::Irq(line) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let l = &mut k.irqs[line as usize];
+            if l.notification.is_none() {
+                return Err(Error::BadState);
+            }
+            l.pending_ack = false;
+            apic::set_line_masked(u32::from(line), false);
+            vals(0, 0, 0)
+        }
+        Sys::IoPortEnable => {
+            let Obj::IoPorts { first, count } = k.cap(space, slot(a[0])?, Rights::MANAGE)? else {
+                return Err(Error::WrongType);
+            };
+            let p = k.processes.get_mut(pid).ok_or(Error::Gone)?;
+            let bm = p.io_bitmap.get_or_insert_with(|| alloc::boxed::Box::new([0xff; arch::gdt::IOMAP_BYTES]));
+            for port in u32::from(first)..u32::from(first) + u32::from(count) {
+                bm[(port / 8) as usize] &= !(1 << (port % 8));
+            }
+            let bm: &[u8; arch::gdt::IOMAP_BYTES] = bm;
+            arch::gdt::set_io_bitmap(percpu::index(), Some(bm));
+            vals(0, 0, 0)
+        }
+        Sys::FrameInfo => {
+            let Obj::Frame(f) = k.cap(space, slot(a[0])?, Rights::NONE)? else { return Err(Error::WrongType) };
+            let f = k.frames.get(f).ok_or(Error::Gone)?;
+            vals(f.phys, u64::from(f.pages), 0)
+        }
+        Sys::BudgetInfo => {
+            let p = k.processes.get(pid).ok_or(Error::Gone)?;
+            vals(p.budget.used(), p.budget.limit(), 0)
+        }
+        Sys::Clock => vals(arch::time::nanos_since_boot(), 0, 0),
+        Sys::ProcessInfo => {
+            let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::NONE)? else { return Err(Error::WrongType) };
+            let p = k.processes.get(target).ok_or(Error::Gone)?;
+            match p.state {
+                ProcessState::Running => vals(abi::ProcessState::Running as u64, 0, p.budget.used()),
+                ProcessState::Exited(c) => vals(abi::ProcessState::Exited as u64, c, 0),
+                ProcessState::Faulted(v) => vals(abi::ProcessState::Faulted as u64, v, 0),
+            }
+        }
+        Sys::ProcessWatch => {
+            let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::NONE)? else { return Err(Error::WrongType) };
+            let Obj::Notification(n) = k.cap(space, slot(a[1])?, Rights::WRITE)? else {
+                return Err(Error::WrongType);
+            };
+            let running = k.processes.get(target).ok_or(Error::Gone)?.state == ProcessState::Running;
+            if running {
+                k.obj_ref(Obj::Notification(n));
+                k.processes.get_mut(target).ok_or(Error::Gone)?.watchers.push((n, a[2]));
+            } else {
+                ipc::signal(k, n, a[2])?;
+            }
+            vals(0, 0, 0)
+        }
+        Sys::MachineExit => {
+            let Obj::Console = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            arch::exit(if a[1] == 0 { arch::Exit::Pass } else { arch::Exit::Fail })
+        }
+    }
+}
+
+fn thread_cap(k: &Kernel, space: kcore::cap::SpaceId, s: u64) -> Result<Id, Error> {
+    match k.cap(space, slot(s)?, Rights::MANAGE)? {
+        Obj::Thread(t) => Ok(t),
+        _ => Err(Error::WrongType),
+    }
+}
+
+fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> Result<Done, Error> {
+    let ty = ObjectType::from_u64(a[0]).ok_or(Error::InvalidArgument)?;
+    let dst = slot(a[1])?;
+    // Fail early, before anything is allocated, if the slot is unusable.
+    match k.caps.lookup(space, dst) {
+        Ok(_) => return Err(Error::SlotInUse),
+        Err(kcore::cap::CapError::EmptySlot) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (obj, rights) = match ty {
+        ObjectType::Endpoint => (Obj::Endpoint(k.create_endpoint(pid)?), Rights::SEND | Rights::RECV | Rights::GRANT),
+        ObjectType::Notification => (Obj::Notification(k.create_notification(pid)?), Rights::READ | Rights::WRITE),
+        ObjectType::Frame => (Obj::Frame(k.create_frame(pid, a[2])?), Rights::READ | Rights::WRITE | Rights::EXECUTE),
+        ObjectType::Process => {
+            if a[2] < 64 * 1024 {
+                return Err(Error::InvalidArgument);
+            }
+            let child = k.create_process(Some(pid), a[2], super::process::CHILD_SLOTS, "child")?;
+            (Obj::Process(child), Rights::ALL)
+        }
+        ObjectType::Thread => {
+            let Obj::Process(target) = k.cap(space, slot(a[2])?, Rights::MANAGE)? else {
+                return Err(Error::WrongType);
+            };
+            (Obj::Thread(k.create_thread(target, pid)?), Rights::ALL)
+        }
+        _ => return Err(Error::InvalidArgument),
+    };
+    if let Err(e) = k.install(pid, dst, obj, rights) {
+        // Cannot happen after the check above, but never leak the object.
+        k.obj_ref(obj);
+        k.obj_unref(obj);
+        return Err(e);
+    }
+    vals(0, 0, 0)
+}
