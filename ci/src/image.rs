@@ -8,14 +8,22 @@ use std::process::Command;
 
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 
-/// Builds the kernel (release, with debug info) and returns its path.
+/// The processes that go into boot archives (each a package with a binary of
+/// the same name).
+pub const USER_PACKAGES: &[&str] =
+    &["init", "console", "storaged", "netd", "zone-server", "vmm-server"];
+
+/// Builds the kernel (release, with debug info) and every process binary;
+/// returns the kernel's path.
 pub fn kernel() -> Result<PathBuf> {
-    let status = cargo()
-        .args(["build", "--release", "--quiet", "-p", "alcove-kernel", "--target", KERNEL_TARGET])
-        .current_dir(root())
-        .status()?;
+    let mut c = cargo();
+    c.args(["build", "--release", "--quiet", "--target", KERNEL_TARGET, "-p", "alcove-kernel"]);
+    for p in USER_PACKAGES {
+        c.args(["-p", p]);
+    }
+    let status = c.current_dir(root()).status()?;
     if !status.success() {
-        return Err("building the kernel failed".into());
+        return Err("building the kernel and the servers failed".into());
     }
     Ok(root().join("target").join(KERNEL_TARGET).join("release").join("alcove-kernel"))
 }
@@ -23,8 +31,8 @@ pub fn kernel() -> Result<PathBuf> {
 /// Packs the boot archive for a manifest (`initrd/manifests/NAME.toml`): the
 /// manifest, validated, as `manifest.toml` and `manifest.bin`, and `bin/init`
 /// and `bin/<binary>` for each server, taken from
-/// `target/x86_64-unknown-none/release/`. Every binary there is checked as
-/// init will load it; one not built yet is left out for now.
+/// `target/x86_64-unknown-none/release/` (built by [`kernel`]). Every binary
+/// is checked as init will load it; a missing one is an error.
 pub fn boot_archive(manifest: &str) -> Result<Vec<u8>> {
     let path = root().join("initrd/manifests").join(format!("{manifest}.toml"));
     let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -33,8 +41,7 @@ pub fn boot_archive(manifest: &str) -> Result<Vec<u8>> {
         let file = bin_dir.join(name);
         match fs::read(&file) {
             Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", file.display())),
+            Err(e) => Err(format!("{} (build it with `cargo xtask build`): {e}", file.display())),
         }
     };
     initrd::pack_system_partial(&text, &binary).map_err(|e| format!("{}: {e}", path.display()).into())

@@ -95,6 +95,8 @@ pub struct Server {
     pub restart: Restart,
     /// The CPU its first thread runs on; `None` lets the kernel choose.
     pub cpu: Option<u32>,
+    /// May end the machine (`MachineExit`): only system-test processes.
+    pub machine_exit: bool,
 }
 
 /// A range of I/O ports: `[first, count]` in TOML.
@@ -521,6 +523,7 @@ mod tests {
             device_memory: vec![],
             restart: Restart::DEFAULT,
             cpu: None,
+            machine_exit: false,
         }
     }
 

@@ -303,14 +303,15 @@ mod ops {
             Ok(Self::from_slot(dst))
         }
 
-        /// Sets where the thread starts, its stack and its IPC buffer.
+        /// Sets where the thread starts, its stack, its IPC buffer and the
+        /// two start arguments (in `rsi` and `rdx`).
         ///
         /// # Safety
         ///
         /// As [`sys::thread_configure`].
-        pub unsafe fn configure(self, entry: u64, stack: u64, ipc_buffer: u64) -> Result<(), Error> {
+        pub unsafe fn configure(self, entry: u64, stack: u64, ipc_buffer: u64, args: [u64; 2]) -> Result<(), Error> {
             // SAFETY: the caller upholds `sys::thread_configure`'s contract, forwarded above.
-            unsafe { sys::thread_configure(self.slot, entry, stack, ipc_buffer) }
+            unsafe { sys::thread_configure(self.slot, entry, stack, ipc_buffer, args[0], args[1]) }
         }
 
         /// Sets the priority and CPU (`None`: the kernel chooses).

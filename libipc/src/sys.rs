@@ -261,6 +261,18 @@ pub fn create(object_type: ObjectType, dst: CapSlot, arg: u64) -> Result<(), Err
     plain(Sys::Create, [object_type as u64, u64::from(dst), arg, 0, 0, 0]).map(drop)
 }
 
+/// [`Sys::Create`] of an object derived from one the caller holds in `src`
+/// (an I/O-port sub-range: `arg = first | count << 16`).
+pub fn create_from(object_type: ObjectType, dst: CapSlot, arg: u64, src: CapSlot) -> Result<(), Error> {
+    plain(Sys::Create, [object_type as u64, u64::from(dst), arg, u64::from(src), 0, 0]).map(drop)
+}
+
+/// [`Sys::MachineExit`]: ends the machine with a verdict (needs the console
+/// capability with `Rights::MANAGE`; system tests only).
+pub fn machine_exit(console: CapSlot, status: u64) -> Result<(), Error> {
+    plain(Sys::MachineExit, [u64::from(console), status, 0, 0, 0, 0]).map(drop)
+}
+
 /// [`Sys::Map`]: maps `frame` (a frame or device memory) into `process` at
 /// `vaddr`. The kernel refuses mapped addresses (`Error::AlreadyMapped`).
 pub fn map(process: CapSlot, frame: CapSlot, vaddr: u64, rights: Rights) -> Result<(), Error> {
@@ -290,11 +302,18 @@ pub unsafe fn unmap(process: CapSlot, vaddr: u64, pages: u64) -> Result<(), Erro
 /// `ipc_buffer` a page reserved for that thread's IPC (the kernel writes it
 /// on every receive); for the calling thread itself, the same buffer must be
 /// given to [`set_ipc_buffer`].
-pub unsafe fn thread_configure(thread: CapSlot, entry: u64, stack: u64, ipc_buffer: u64) -> Result<(), Error> {
+pub unsafe fn thread_configure(
+    thread: CapSlot,
+    entry: u64,
+    stack: u64,
+    ipc_buffer: u64,
+    arg0: u64,
+    arg1: u64,
+) -> Result<(), Error> {
     // SAFETY: the kernel reads no user memory for this call; what the thread
     // later runs and where the kernel later writes is the caller's obligation
     // (see # Safety).
-    let (status, _) = unsafe { syscall(Sys::ThreadConfigure, [u64::from(thread), entry, stack, ipc_buffer, 0, 0]) };
+    let (status, _) = unsafe { syscall(Sys::ThreadConfigure, [u64::from(thread), entry, stack, ipc_buffer, arg0, arg1]) };
     check(status)
 }
 

@@ -45,6 +45,8 @@ struct RawServer {
     device_memory: Vec<Vec<i64>>,
     restart: Option<RawRestart>,
     cpu: Option<i64>,
+    #[serde(default)]
+    machine_exit: bool,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +171,7 @@ impl RawServer {
             device_memory,
             restart,
             cpu,
+            machine_exit: self.machine_exit,
             name,
         })
     }

@@ -83,15 +83,17 @@ pub enum Sys {
     /// `(process, src_in_caller, dst_in_process, rights)`: gives a copy of a
     /// capability to a process the caller controls.
     CapGrant = 13,
-    /// `(object type, dst, arg)`: creates an object charged to the caller's
-    /// budget. `arg`: pages for `Frame`, budget bytes for `Process`, a
-    /// process slot for `Thread`.
+    /// `(object type, dst, arg, src)`: creates an object charged to the
+    /// caller's budget. `arg`: pages for `Frame`, budget bytes for `Process`,
+    /// a process slot for `Thread`, `first | count << 16` for `IoPorts` (a
+    /// sub-range of the I/O-port capability in slot `src`).
     Create = 14,
     /// `(process, frame, vaddr, rights)`: maps a frame into a process.
     Map = 15,
     /// `(process, vaddr, pages)`: unmaps.
     Unmap = 16,
-    /// `(thread, entry, stack, ipc_buffer_vaddr)`.
+    /// `(thread, entry, stack, ipc_buffer_vaddr, arg0, arg1)`: the thread
+    /// starts at `entry` with `rdi` = IPC buffer, `rsi` = arg0, `rdx` = arg1.
     ThreadConfigure = 17,
     /// `(thread, priority, cpu)`: `cpu = u64::MAX` lets the kernel choose.
     ThreadSetPriority = 18,

@@ -159,6 +159,10 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         Sys::ThreadConfigure => {
             let t = thread_cap(k, space, a[0])?;
             k.thread_configure(t, a[1], a[2], a[3])?;
+            // Two start arguments, after the IPC buffer in rdi.
+            let th = k.thread_mut(t).ok_or(Error::Gone)?;
+            th.ctx.rsi = a[4];
+            th.ctx.rdx = a[5];
             vals(0, 0, 0)
         }
         Sys::ThreadSetPriority => {
@@ -324,6 +328,17 @@ fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> R
                 return Err(Error::WrongType);
             };
             (Obj::Thread(k.create_thread(target, pid)?), Rights::ALL)
+        }
+        ObjectType::IoPorts => {
+            // A sub-range of an I/O-port capability the caller holds.
+            let Obj::IoPorts { first, count } = k.cap(space, slot(a[3])?, Rights::MANAGE)? else {
+                return Err(Error::WrongType);
+            };
+            let (f, c) = ((a[2] & 0xffff) as u32, ((a[2] >> 16) & 0xffff) as u32);
+            if a[2] >> 32 != 0 || c == 0 || f < u32::from(first) || f + c > u32::from(first) + u32::from(count) {
+                return Err(Error::InvalidArgument);
+            }
+            (Obj::IoPorts { first: f as u16, count: c as u16 }, Rights::MANAGE)
         }
         _ => return Err(Error::InvalidArgument),
     };

@@ -10,7 +10,11 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Registers as trap.s saves them; field order is the push order reversed.
-#[repr(C)]
+/// 16-byte aligned (and 176 bytes long) so that the end of a thread's saved
+/// context, which is TSS.RSP0, is 16-byte aligned: the CPU aligns RSP down to
+/// 16 before pushing an interrupt frame (SDM Vol. 3A §6.14.2), which would
+/// otherwise shift the frame.
+#[repr(C, align(16))]
 #[derive(Clone, Copy, Debug)]
 pub struct TrapFrame {
     pub rax: u64,
@@ -37,6 +41,8 @@ pub struct TrapFrame {
     pub rsp: u64,
     pub ss: u64,
 }
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 176);
 
 impl TrapFrame {
     pub const fn zeroed() -> Self {

@@ -1,0 +1,262 @@
+//! The root task's logic (see main.rs).
+
+use abi::{CapSlot, ObjectType, Rights, PAGE_SIZE};
+use alcove_rt::start::{self, Named, StartInfo};
+use alcove_rt::{println, Start};
+use alloc::string::String;
+use alloc::vec::Vec;
+use initrd::manifest::{Manifest, Server};
+use libipc::sys;
+
+/// A scratch window in init's address space for filling frames.
+const SCRATCH: u64 = 0x0000_5000_0000_0000;
+
+struct Slots(CapSlot);
+
+impl Slots {
+    fn next(&mut self) -> CapSlot {
+        let s = self.0;
+        self.0 += 1;
+        s
+    }
+}
+
+struct Child {
+    server: Server,
+    process: Option<CapSlot>,
+    restarts: u32,
+}
+
+pub fn main(start: Start) -> u64 {
+    start::set_name("init");
+    alcove_rt::set_console(abi::INIT_SLOT_CONSOLE);
+    let archive = initrd::Archive::new(start.info_bytes());
+    let manifest = match archive.find(initrd::MANIFEST_BIN) {
+        Ok(Some(e)) => match Manifest::decode(e.data) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("the manifest is invalid: {e}");
+                return 1;
+            }
+        },
+        _ => {
+            log::error!("the boot archive has no {}", initrd::MANIFEST_BIN);
+            return 1;
+        }
+    };
+    log::info!("system \"{}\": {} servers", manifest.system.name, manifest.servers.len());
+    let mut slots = Slots(abi::INIT_SLOT_FREE);
+
+    // One endpoint per served name; init keeps the originals, so endpoints
+    // outlive the servers behind them and clients' capabilities stay valid
+    // across restarts.
+    let mut endpoints: Vec<(String, CapSlot)> = Vec::new();
+    for (name, _) in manifest.endpoints() {
+        let s = slots.next();
+        if let Err(e) = sys::create(ObjectType::Endpoint, s, 0) {
+            log::error!("cannot create endpoint {name}: {e}");
+            return 1;
+        }
+        endpoints.push((String::from(name), s));
+    }
+    let watch = slots.next();
+    if let Err(e) = sys::create(ObjectType::Notification, watch, 0) {
+        log::error!("cannot create the watch notification: {e}");
+        return 1;
+    }
+
+    let mut children: Vec<Child> =
+        manifest.servers.iter().map(|s| Child { server: s.clone(), process: None, restarts: 0 }).collect();
+    for (i, c) in children.iter_mut().enumerate() {
+        match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots) {
+            Ok(p) => c.process = Some(p),
+            Err(e) => log::error!("cannot start server \"{}\": {e}", c.server.name),
+        }
+    }
+
+    // Ready when every endpoint answers `status`.
+    let t0 = sys::clock_ns().unwrap_or(0);
+    let mut answered = 0;
+    for (name, ep) in &endpoints {
+        let client = libipc::interfaces::status::Client::new(libipc::kernel::KernelTransport::new(
+            libipc::cap::Cap::from_slot(*ep),
+        ));
+        match client.status() {
+            Ok(s) => {
+                answered += 1;
+                log::info!("{name}: {} v{} up", s.name, s.version);
+            }
+            Err(e) => log::error!("{name} does not answer status: {e}"),
+        }
+    }
+    let t1 = sys::clock_ns().unwrap_or(0);
+    println!(
+        "init: ready: {answered} of {} endpoints answered status ({} us after the first call; {} ms since boot)",
+        endpoints.len(),
+        (t1 - t0) / 1000,
+        t1 / 1_000_000
+    );
+
+    loop {
+        let bits = match sys::wait(watch, abi::FOREVER) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("waiting for servers: {e}");
+                continue;
+            }
+        };
+        for (i, c) in children.iter_mut().enumerate() {
+            if bits & (1 << (i % 64)) == 0 {
+                continue;
+            }
+            let Some(p) = c.process else { continue };
+            let how = match sys::process_info(p) {
+                Ok(info) => match info.state {
+                    abi::ProcessState::Running => continue,
+                    abi::ProcessState::Exited => alloc::format!("exited with code {}", info.code),
+                    abi::ProcessState::Faulted => alloc::format!("faulted (vector {})", info.code),
+                },
+                Err(e) => alloc::format!("is gone ({e})"),
+            };
+            let _ = sys::cap_delete(p);
+            c.process = None;
+            if c.server.restart.allows(c.restarts) {
+                c.restarts += 1;
+                log::warn!("server \"{}\" {how}; restarting ({})", c.server.name, c.restarts);
+                match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots) {
+                    Ok(p) => c.process = Some(p),
+                    Err(e) => log::error!("cannot restart \"{}\": {e}", c.server.name),
+                }
+            } else {
+                log::warn!("server \"{}\" {how}; not restarting (restart policy)", c.server.name);
+            }
+        }
+    }
+}
+
+/// Builds and starts one server's process.
+fn spawn(
+    archive: &initrd::Archive<'_>,
+    server: &Server,
+    index: usize,
+    endpoints: &[(String, CapSlot)],
+    watch: CapSlot,
+    slots: &mut Slots,
+) -> Result<CapSlot, String> {
+    let path = initrd::binary_path(&server.binary);
+    let elf = match archive.find(&path) {
+        Ok(Some(e)) => e.data,
+        _ => return Err(alloc::format!("no {path} in the boot archive")),
+    };
+    let plan = initrd::elf::load_plan(elf).map_err(|e| alloc::format!("{path}: {e:?}"))?;
+    fn e(what: &'static str) -> impl Fn(abi::Error) -> String {
+        move |err| alloc::format!("{what}: {err}")
+    }
+
+    let proc = slots.next();
+    sys::create(ObjectType::Process, proc, u64::from(server.budget_kib) * 1024).map_err(e("create process"))?;
+
+    // Segments: fill a frame through the scratch window, then map it in.
+    for seg in plan.segments() {
+        let pages = seg.page_count();
+        let frame = slots.next();
+        sys::create(ObjectType::Frame, frame, pages).map_err(e("segment frame"))?;
+        sys::map(abi::INIT_SLOT_SELF, frame, SCRATCH, Rights::READ | Rights::WRITE).map_err(e("map scratch"))?;
+        for copy in seg.page_copies() {
+            let dst = SCRATCH + (copy.page_vaddr - seg.pages().start) + copy.dst_offset as u64;
+            let bytes = elf.get(copy.src.clone()).ok_or("segment outside the file")?;
+            write_scratch(dst, bytes);
+        }
+        // SAFETY: nothing in init refers to the scratch window any more.
+        unsafe { sys::unmap(abi::INIT_SLOT_SELF, SCRATCH, pages) }.map_err(e("unmap scratch"))?;
+        sys::map(proc, frame, seg.pages().start, seg.rights()).map_err(e("map segment"))?;
+        let _ = sys::cap_delete(frame); // the mapping keeps the frame
+    }
+    let rw = Rights::READ | Rights::WRITE;
+    let stack = slots.next();
+    sys::create(ObjectType::Frame, stack, start::STACK_PAGES).map_err(e("stack"))?;
+    sys::map(proc, stack, start::STACK_TOP - start::STACK_PAGES * PAGE_SIZE, rw).map_err(e("map stack"))?;
+    let _ = sys::cap_delete(stack);
+    let ipcb = slots.next();
+    sys::create(ObjectType::Frame, ipcb, 1).map_err(e("ipc buffer"))?;
+    sys::map(proc, ipcb, start::IPC_BUFFER_ADDR, rw).map_err(e("map ipc buffer"))?;
+    let _ = sys::cap_delete(ipcb);
+
+    // Capabilities, exactly as the manifest says.
+    let mut info = StartInfo { name: server.name.clone(), ..StartInfo::default() };
+    let console_rights = if server.machine_exit { Rights::WRITE | Rights::MANAGE } else { Rights::WRITE };
+    sys::cap_grant(proc, abi::INIT_SLOT_CONSOLE, start::SLOT_CONSOLE, console_rights).map_err(e("grant console"))?;
+    sys::cap_grant(proc, proc, start::SLOT_SELF, Rights::MANAGE).map_err(e("grant self"))?;
+    let mut next_slot = 16;
+    for name in &server.serves {
+        let Some((_, ep)) = endpoints.iter().find(|(n, _)| n == name) else { continue };
+        sys::cap_grant(proc, *ep, next_slot, Rights::SEND | Rights::RECV | Rights::GRANT).map_err(e("grant served endpoint"))?;
+        info.serves.push(Named { name: name.clone(), slot: next_slot });
+        next_slot += 1;
+    }
+    for name in &server.calls {
+        let Some((_, ep)) = endpoints.iter().find(|(n, _)| n == name) else { continue };
+        // Badged with the caller's identity, so the server knows who calls.
+        let tmp = slots.next();
+        sys::cap_copy(*ep, tmp, Rights::SEND | Rights::GRANT, index as u64 + 1).map_err(e("badge endpoint"))?;
+        let r = sys::cap_grant(proc, tmp, next_slot, Rights::SEND | Rights::GRANT);
+        let _ = sys::cap_delete(tmp);
+        r.map_err(e("grant called endpoint"))?;
+        info.calls.push(Named { name: name.clone(), slot: next_slot });
+        next_slot += 1;
+    }
+    for &line in &server.irqs {
+        sys::cap_grant(proc, abi::INIT_SLOT_IRQ_BASE + u32::from(line), next_slot, Rights::MANAGE)
+            .map_err(e("grant irq"))?;
+        info.irqs.push((line, next_slot));
+        next_slot += 1;
+    }
+    for r in &server.ioports {
+        let tmp = slots.next();
+        sys::create_from(ObjectType::IoPorts, tmp, u64::from(r.first) | (u64::from(r.count) << 16), abi::INIT_SLOT_IOPORTS)
+            .map_err(e("derive ioports"))?;
+        let g = sys::cap_grant(proc, tmp, next_slot, Rights::MANAGE);
+        let _ = sys::cap_delete(tmp);
+        g.map_err(e("grant ioports"))?;
+        info.ioports.push((r.first, r.count, next_slot));
+        next_slot += 1;
+    }
+
+    // Start-up information, read-only.
+    let bytes = postcard::to_allocvec(&info).map_err(|_| String::from("encoding start info"))?;
+    let pages = (bytes.len() as u64).div_ceil(PAGE_SIZE).max(1);
+    let sframe = slots.next();
+    sys::create(ObjectType::Frame, sframe, pages).map_err(e("start info"))?;
+    sys::map(abi::INIT_SLOT_SELF, sframe, SCRATCH, rw).map_err(e("map scratch"))?;
+    write_scratch(SCRATCH, &bytes);
+    // SAFETY: nothing in init refers to the scratch window any more.
+    unsafe { sys::unmap(abi::INIT_SLOT_SELF, SCRATCH, pages) }.map_err(e("unmap scratch"))?;
+    sys::map(proc, sframe, start::START_INFO_ADDR, Rights::READ).map_err(e("map start info"))?;
+    let _ = sys::cap_delete(sframe);
+
+    let thread = slots.next();
+    sys::create(ObjectType::Thread, thread, u64::from(proc)).map_err(e("thread"))?;
+    sys::cap_grant(proc, thread, start::SLOT_THREAD, Rights::MANAGE).map_err(e("grant thread"))?;
+    // SAFETY: the entry, stack and IPC buffer are mapped in the child above.
+    unsafe {
+        sys::thread_configure(
+            thread,
+            plan.entry(),
+            start::STACK_TOP - 8,
+            start::IPC_BUFFER_ADDR,
+            start::START_INFO_ADDR,
+            bytes.len() as u64,
+        )
+    }
+    .map_err(e("configure thread"))?;
+    sys::thread_set_priority(thread, server.priority, server.cpu).map_err(e("priority"))?;
+    sys::process_watch(proc, watch, 1 << (index % 64)).map_err(e("watch"))?;
+    sys::thread_resume(thread).map_err(e("resume"))?;
+    let _ = sys::cap_delete(thread);
+    Ok(proc)
+}
+
+/// Writes into the scratch window (mapped writable by the caller).
+fn write_scratch(addr: u64, bytes: &[u8]) {
+    alcove_rt::poke(addr, bytes);
+}

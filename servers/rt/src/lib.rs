@@ -1,0 +1,220 @@
+//! The runtime every Alcove process links: the `_start` entry point, a heap,
+//! `log` routed to the kernel console, a panic path that reports and exits,
+//! and the start-up information init hands each server.
+//!
+//! A process is entered with `rdi` = its IPC buffer, `rsi` = the address of
+//! its start-up information and `rdx` = that information's length (init
+//! itself gets the boot archive there instead). The binary provides
+//! `fn main(start: alcove_rt::Start) -> u64` through [`entry!`]; its return
+//! value is the exit code.
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod start;
+
+pub use start::{Start, StartInfo};
+
+use abi::CapSlot;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// The console capability's slot, once known (logging goes nowhere before).
+static CONSOLE: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Routes `log` and panics to the console capability in `slot`.
+pub fn set_console(slot: CapSlot) {
+    CONSOLE.store(slot, Ordering::Relaxed);
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Writes text to the kernel console (no-op before `set_console`).
+pub fn print(text: &str) {
+    let slot = CONSOLE.load(Ordering::Relaxed);
+    if slot != u32::MAX {
+        #[cfg(target_os = "none")]
+        for chunk in text.as_bytes().chunks(4096) {
+            let _ = libipc::sys::debug_write(slot, chunk);
+        }
+    }
+    #[cfg(not(target_os = "none"))]
+    let _ = text;
+}
+
+/// `print!` for processes.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        $crate::print(&alloc::format!($($arg)*));
+    }};
+}
+
+/// `println!` for processes: one console write per line, so lines from
+/// different processes never interleave.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let mut s = alloc::format!($($arg)*);
+        s.push('\n');
+        $crate::print(&s);
+    }};
+}
+
+struct ConsoleLogger;
+static LOGGER: ConsoleLogger = ConsoleLogger;
+
+impl log::Log for ConsoleLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            let name = start::process_name();
+            print(&alloc::format!("[{:5}] {name}: {}\n", r.level(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+#[cfg(target_os = "none")]
+mod target {
+    use linked_list_allocator::LockedHeap;
+
+    const HEAP_SIZE: usize = 512 * 1024;
+
+    #[repr(C, align(4096))]
+    struct Arena([u8; HEAP_SIZE]);
+    static mut ARENA: Arena = Arena([0; HEAP_SIZE]);
+
+    #[global_allocator]
+    static ALLOCATOR: LockedHeap = LockedHeap::empty();
+
+    pub fn init_heap() {
+        // SAFETY: runs once, first thing in `_start`, before any allocation;
+        // ARENA is used by nothing but the allocator.
+        unsafe { ALLOCATOR.lock().init((&raw mut ARENA).cast::<u8>(), HEAP_SIZE) }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        super::print(&alloc::format!("panic in {}: {info}\n", super::start::process_name()));
+        libipc::sys::exit(101)
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use target::init_heap;
+
+/// Writes bytes at an address of this process's that the caller mapped
+/// writable (init fills frames through a scratch window this way).
+pub fn poke(addr: u64, bytes: &[u8]) {
+    #[cfg(target_os = "none")]
+    {
+        // SAFETY: the caller mapped `addr..addr+len` writable in this address
+        // space and nothing else refers to it (a scratch window).
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) }
+    }
+    #[cfg(not(target_os = "none"))]
+    let _ = (addr, bytes);
+}
+
+/// The bytes at a user address the process was told about at start.
+fn user_slice(addr: u64, len: usize) -> &'static [u8] {
+    #[cfg(target_os = "none")]
+    {
+        // SAFETY: `addr..addr+len` is the start-up information (or boot
+        // archive) that init (or the kernel) mapped read-only into this
+        // process before starting it; it is never unmapped.
+        unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = (addr, len);
+        &[]
+    }
+}
+
+/// Declares the process's `main`. Expands to the `_start` symbol.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[cfg(target_os = "none")]
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = ".text._start")]
+        extern "C" fn _start(ipc_buffer: u64, info: u64, info_len: u64) -> ! {
+            $crate::init_heap();
+            // SAFETY: the kernel (or init) mapped one writable page at
+            // `ipc_buffer` for this, the process's only thread.
+            unsafe { $crate::__private::set_ipc_buffer(ipc_buffer as *mut $crate::__private::IpcBuffer) };
+            let start = $crate::Start::new(ipc_buffer, info, info_len);
+            let code: u64 = $main(start);
+            $crate::__private::exit(code)
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use abi::IpcBuffer;
+    #[cfg(target_os = "none")]
+    pub use libipc::sys::{exit, set_ipc_buffer};
+}
+
+/// Nanoseconds since boot (0 on the host).
+pub fn clock_ns() -> u64 {
+    #[cfg(target_os = "none")]
+    {
+        libipc::sys::clock_ns().unwrap_or(0)
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        0
+    }
+}
+
+/// What every server reports through the `status` interface: its identity,
+/// when it started and how many requests it answered. Servers embed one and
+/// delegate `status::Server` to it.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: alloc::string::String,
+    pub version: u32,
+    pub started_ns: u64,
+    pub requests: u64,
+}
+
+impl Service {
+    pub fn new(name: &str, version: u32) -> Self {
+        Self { name: name.into(), version, started_ns: clock_ns(), requests: 0 }
+    }
+
+    /// Counts a request and answers `status`.
+    pub fn status(&mut self) -> libipc::interfaces::ServerStatus {
+        self.requests += 1;
+        libipc::interfaces::ServerStatus {
+            name: self.name.clone(),
+            version: self.version,
+            uptime_ns: clock_ns().saturating_sub(self.started_ns),
+            requests_served: self.requests,
+        }
+    }
+
+    pub fn echo(&mut self, value: u64) -> u64 {
+        self.requests += 1;
+        value
+    }
+}
+
+/// Serves `server` on the endpoint in `slot` forever (on Alcove); logs and
+/// exits if the endpoint is unusable.
+#[cfg(target_os = "none")]
+pub fn serve_forever<D: libipc::Dispatch>(slot: CapSlot, server: &mut D) -> u64 {
+    match libipc::kernel::serve(libipc::cap::Cap::from_slot(slot), server) {
+        Ok(never) => match never {},
+        Err(e) => {
+            log::error!("cannot serve on slot {slot}: {e}");
+            2
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The storaged process: takes its start-up information from init and serves
+//! its endpoint.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+fn main(start: alcove_rt::Start) -> u64 {
+    let info = start.server("storaged");
+    let Some(slot) = info.serves("storaged") else {
+        log::error!("no \"storaged\" endpoint was granted");
+        return 1;
+    };
+    let mut server = storaged::Storaged::new();
+    alcove_rt::serve_forever(slot, &mut server)
+}
+
+#[cfg(target_os = "none")]
+alcove_rt::entry!(main);
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("storaged runs only on Alcove (build it for x86_64-unknown-none)");
+}

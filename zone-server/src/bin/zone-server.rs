@@ -1,0 +1,22 @@
+//! The zone-server process: takes its start-up information from init and serves
+//! its endpoint.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+fn main(start: alcove_rt::Start) -> u64 {
+    let info = start.server("zone-server");
+    let Some(slot) = info.serves("zone-server") else {
+        log::error!("no \"zone-server\" endpoint was granted");
+        return 1;
+    };
+    let mut server = zone_server::ZoneServer::new();
+    alcove_rt::serve_forever(slot, &mut server)
+}
+
+#[cfg(target_os = "none")]
+alcove_rt::entry!(main);
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("zone-server runs only on Alcove (build it for x86_64-unknown-none)");
+}
