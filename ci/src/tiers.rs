@@ -182,6 +182,8 @@ fn system_cases() -> Vec<Case> {
         Case::qemu("boot/qemu-seabios-smp4", "boot", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
         Case::qemu("boot/qemu-ovmf", "boot", Qemu { uefi: true, ..Qemu::default() }),
         Case::bochs("boot/bochs-skylake-x", "boot", Bochs::default()),
+        Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, ..Qemu::default() }),
+        Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
     ]
 }
 
@@ -234,16 +236,11 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         let expectations: [(&str, &'static str, &str, Option<Duration>); 3] = [
             ("harness/fault", "fault", "#PF page fault", None),
             ("harness/panic", "panic", "kernel panic", None),
-            ("harness/hang", "idle", "timed out", Some(Duration::from_secs(5))),
+            ("harness/hang", "hang", "timed out", Some(Duration::from_secs(5))),
         ];
         for (name, suite, needle, timeout) in expectations {
             runs += 1;
-            let mut case = Case::qemu(name, suite, Qemu::default());
-            if suite == "idle" {
-                // No test suite: the kernel boots and idles, so only the
-                // timeout can end the run.
-                case.cmdline.clear();
-            }
+            let case = Case::qemu(name, suite, Qemu::default());
             let (r, v) = case.run(kernel, timeout)?;
             let caught = !v.ok() && v.problems.iter().chain(v.fatal.iter()).any(|p| p.contains(needle));
             if caught {

@@ -7,7 +7,7 @@
 //! every use: a wrong promise yields `abi::Error::WrongType`, never memory
 //! unsafety. `Cap::checked` (on Alcove) asks the kernel up front.
 //!
-//! ```compile_fail
+//! ```compile_fail,E0308
 //! use libipc::cap::{Cap, Endpoint, Frame};
 //! fn wants_endpoint(_: Cap<Endpoint>) {}
 //! wants_endpoint(Cap::<Frame>::from_slot(3)); // a Frame is not an Endpoint

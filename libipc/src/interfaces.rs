@@ -38,3 +38,12 @@ crate::interface! {
         fn write(text: String);
     }
 }
+
+crate::interface! {
+    /// Service management, as SmartOS's svcadm: init and operators stop a
+    /// server, and init's restart policy brings it back.
+    pub interface lifecycle = 3 {
+        /// Replies, then ends the server with exit code `code`.
+        fn stop(code: u32);
+    }
+}

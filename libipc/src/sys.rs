@@ -41,6 +41,19 @@ use crate::wire::Message;
 /// [`set_ipc_buffer`] and no live borrow of the buffer.
 #[inline(always)]
 unsafe fn syscall(number: Sys, args: [u64; 6]) -> (u64, [u64; 6]) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { raw(number as u64, args) }
+}
+
+/// The raw `syscall` with any number: for system tests that hand the kernel
+/// garbage on purpose.
+///
+/// # Safety
+///
+/// As the typed wrappers: whatever the call makes the kernel do to this
+/// process's memory and capabilities is the caller's responsibility.
+#[inline(always)]
+pub unsafe fn raw(number: u64, args: [u64; 6]) -> (u64, [u64; 6]) {
     let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = args;
     let status: u64;
     // SAFETY:
@@ -53,7 +66,7 @@ unsafe fn syscall(number: Sys, args: [u64; 6]) -> (u64, [u64; 6]) {
     unsafe {
         core::arch::asm!(
             "syscall",
-            inlateout("rax") number as u64 => status,
+            inlateout("rax") number => status,
             inout("rdi") a0,
             inout("rsi") a1,
             inout("rdx") a2,

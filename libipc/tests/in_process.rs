@@ -140,7 +140,7 @@ fn serve_until_closed_counts_requests() {
 #[test]
 fn many_concurrent_clients() {
     const CLIENTS: u64 = 8;
-    const CALLS: u64 = 250;
+    const CALLS: u64 = 100;
     let (client_end, server_end) = in_process::channel(2);
     let server = spawn(server_end, TestServer::default());
 
@@ -172,6 +172,7 @@ fn wrong_interface_is_rejected() {
     assert_eq!(console.write("lost".into()), Err(IpcError::WrongInterface));
     // The server is still there.
     assert_eq!(status::Client::new(client_end).echo(1), Ok(2));
+    drop(console);
     server.join().unwrap();
 
     // And straight at the generated dispatch.

@@ -7,6 +7,7 @@
 //! * `fault` — deliberately touches unmapped memory; the harness's own test
 //!   uses it to prove a faulting kernel fails the run.
 //! * `panic` — deliberately panics, for the same reason.
+//! * `hang` — never finishes, for the harness's timeout.
 //! * `bench` — path lengths for `cargo xtask bench`, printed as
 //!   `ALCOVE-BENCH <name> <value> <unit>`; meaningful under QEMU's
 //!   `-icount shift=0`, where a TSC delta counts instructions.
@@ -45,6 +46,7 @@ pub fn run(suite: &str, system: &System, init_ticks: u64) -> bool {
         "bench" => BENCH,
         "fault" => &[("deliberate_page_fault", deliberate_page_fault)],
         "panic" => &[("deliberate_panic", deliberate_panic)],
+        "hang" => &[("deliberate_hang", deliberate_hang)],
         other => {
             kprintln!("{PREFIX} suite {other} 0");
             kprintln!("{PREFIX} fail no_such_suite there is no test suite named \"{other}\"");
@@ -205,4 +207,8 @@ fn smp_online(s: &System) -> Result<(), String> {
     check(s.cpus_online == p.cpus as usize, || {
         alloc::format!("{} of the {} CPUs in the MADT came online", s.cpus_online, p.cpus)
     })
+}
+
+fn deliberate_hang(_: &System) -> Result<(), String> {
+    arch::cpu::halt_forever()
 }

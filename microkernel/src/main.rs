@@ -139,6 +139,11 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
     let init_ticks = arch::time::ticks_since_entry() - arch::time::calibration_ticks();
 
     match cmdline.get("alcove.test") {
+        // The userspace suite runs as a server of the test manifest.
+        Some("user") => {
+            start_init(&system);
+            kernel::run_cpu()
+        }
         Some(suite) => {
             let ok = ktest::run(suite, &system, init_ticks);
             arch::exit(if ok { Exit::Pass } else { Exit::Fail })

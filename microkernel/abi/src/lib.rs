@@ -84,9 +84,10 @@ pub enum Sys {
     /// capability to a process the caller controls.
     CapGrant = 13,
     /// `(object type, dst, arg, src)`: creates an object charged to the
-    /// caller's budget. `arg`: pages for `Frame`, budget bytes for `Process`,
-    /// a process slot for `Thread`, `first | count << 16` for `IoPorts` (a
-    /// sub-range of the I/O-port capability in slot `src`).
+    /// caller's budget. `arg`: pages for `Frame`, budget bytes for `Process`
+    /// (with `src` = capability slots, 0 for 256), a process slot for
+    /// `Thread`, `first | count << 16` for `IoPorts` (a sub-range of the
+    /// I/O-port capability in slot `src`).
     Create = 14,
     /// `(process, frame, vaddr, rights)`: maps a frame into a process.
     Map = 15,

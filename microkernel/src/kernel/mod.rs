@@ -127,6 +127,8 @@ pub struct Thread {
     /// The badge and rights of the capability the pending send used.
     pub send_badge: u64,
     pub send_grant: bool,
+    /// The process whose budget paid for this thread.
+    pub charged_to: Id,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,6 +409,9 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             switch_to(&mut k, cpu, t);
             let next = k.timeouts.keys().next().map(|&(d, _)| d.saturating_sub(now) / 1000 + 1);
             apic::arm_oneshot_us(next.map_or(SLICE_US, |n| n.min(SLICE_US)));
+            // Flag ring 3 before letting go of the lock: another CPU that
+            // ends this thread's process must see it and wait for us.
+            percpu::this().in_user.store(true, Ordering::Release);
             drop(k);
             arch::enter_user()
         }

@@ -225,6 +225,7 @@ impl Kernel {
             deadline: None,
             send_badge: 0,
             send_grant: false,
+            charged_to: payer,
         }));
         self.processes.get_mut(pid).expect("checked").threads.push(t);
         Ok(t)
@@ -338,39 +339,67 @@ impl Kernel {
     pub fn unmap_range(&mut self, pid: Id, vaddr: u64, pages: u64) -> Result<u64, Error> {
         let p = self.processes.get(pid).ok_or(Error::Gone)?;
         let pml4 = p.pml4;
-        let mut count = 0;
+        let mut gone = Vec::new();
+        let mut tables_freed = 0u64;
         for i in 0..pages {
             let va = vaddr.wrapping_add(i * PAGE);
             let Some(m) = self.processes.get_mut(pid).expect("checked").mappings.remove(&va) else { continue };
             let mut t = Tables::new();
             let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, va);
-            let p = self.processes.get_mut(pid).expect("checked");
-            p.page_tables = p.page_tables.saturating_sub(t.freed as u64);
-            let _ = p.budget.refund(t.freed as u64 * cost::PAGE_TABLE);
-            self.obj_unref(Obj::Frame(m.frame));
-            count += 1;
+            tables_freed += t.freed as u64;
+            gone.push(m.frame);
         }
-        if count > 0 {
+        let p = self.processes.get_mut(pid).expect("checked");
+        p.page_tables = p.page_tables.saturating_sub(tables_freed);
+        let _ = p.budget.refund(tables_freed * cost::PAGE_TABLE);
+        if !gone.is_empty() {
+            // No CPU may still translate to these frames when they are freed.
             self.shoot_down(pml4);
+        }
+        let count = gone.len() as u64;
+        for f in gone {
+            self.obj_unref(Obj::Frame(f));
         }
         Ok(count)
     }
 
-    /// Makes every CPU that may cache translations of `pml4` drop them.
+    /// Makes every CPU that may cache translations of `pml4` drop them, and
+    /// waits until they have.
     fn shoot_down(&mut self, pml4: u64) {
+        use core::sync::atomic::Ordering;
         arch::cpu::flush_tlb_if(pml4);
         let me = percpu::index();
+        let mut waiting: heapless::Vec<(usize, u64), { arch::MAX_CPUS }> = heapless::Vec::new();
         for cpu in 0..self.cpus_online {
-            if cpu == me {
+            let p = percpu::of(cpu);
+            if cpu == me || p.cr3.load(Ordering::Acquire) != pml4 {
                 continue;
             }
-            let runs_it = self.current[cpu]
-                .and_then(|t| self.thread(t))
-                .and_then(|t| self.processes.get(t.process))
-                .is_some_and(|p| p.pml4 == pml4);
-            if runs_it {
-                let p = percpu::of(cpu);
-                arch::apic::send_fixed(p.apic_id.load(core::sync::atomic::Ordering::Relaxed), arch::apic::TLB_VECTOR);
+            let before = p.tlb_acks.load(Ordering::Acquire);
+            let _ = waiting.push((cpu, before));
+            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::TLB_VECTOR);
+        }
+        for (cpu, before) in waiting {
+            if !wait_until(|| percpu::of(cpu).tlb_acks.load(Ordering::Acquire) != before) {
+                log::error!("CPU {cpu} did not acknowledge a TLB shootdown");
+            }
+        }
+    }
+
+    /// Makes every other CPU running one of `threads` leave ring 3 (it then
+    /// waits for the kernel lock), so their saved contexts are current and
+    /// nothing runs in the address space while it is taken apart.
+    fn stop_remote(&mut self, threads: &[Id]) {
+        use core::sync::atomic::Ordering;
+        let me = percpu::index();
+        for cpu in 0..self.cpus_online {
+            if cpu == me || !self.current[cpu].is_some_and(|t| threads.contains(&t)) {
+                continue;
+            }
+            let p = percpu::of(cpu);
+            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
+            if !wait_until(|| !p.in_user.load(Ordering::Acquire)) {
+                log::error!("CPU {cpu} did not leave user mode");
             }
         }
     }
@@ -388,6 +417,7 @@ impl Kernel {
         // Keep the process alive while we take it apart.
         p.refs += 1;
         let threads = core::mem::take(&mut p.threads);
+        self.stop_remote(&threads);
         for t in threads {
             self.kill_thread(t);
         }
@@ -464,8 +494,8 @@ impl Kernel {
         if let Some(th) = self.threads.remove(t) {
             if let Some(p) = self.processes.get_mut(th.process) {
                 p.threads.retain(|&x| x != t);
-                let _ = p.budget.refund(cost::THREAD);
             }
+            self.refund(Some(th.charged_to), cost::THREAD);
         }
     }
 
@@ -500,6 +530,18 @@ impl Kernel {
         self.make_runnable(t);
         Ok(())
     }
+}
+
+/// Spins (up to 100 ms) until `done`; false if it never happened.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = arch::time::nanos_since_boot() + 100_000_000;
+    while !done() {
+        if arch::time::nanos_since_boot() > deadline {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
 }
 
 /// A ring-3 exception: the process is killed (no fault handlers yet) and

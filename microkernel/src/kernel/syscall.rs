@@ -320,7 +320,12 @@ fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> R
             if a[2] < 64 * 1024 {
                 return Err(Error::InvalidArgument);
             }
-            let child = k.create_process(Some(pid), a[2], super::process::CHILD_SLOTS, "child")?;
+            let slots = match a[3] {
+                0 => super::process::CHILD_SLOTS,
+                n if n <= u64::from(abi::CSPACE_SLOTS) => n as u32,
+                _ => return Err(Error::InvalidArgument),
+            };
+            let child = k.create_process(Some(pid), a[2], slots, "child")?;
             (Obj::Process(child), Rights::ALL)
         }
         ObjectType::Thread => {

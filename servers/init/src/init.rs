@@ -154,7 +154,8 @@ fn spawn(
     }
 
     let proc = slots.next();
-    sys::create(ObjectType::Process, proc, u64::from(server.budget_kib) * 1024).map_err(e("create process"))?;
+    sys::create_from(ObjectType::Process, proc, u64::from(server.budget_kib) * 1024, abi::CSPACE_SLOTS)
+        .map_err(e("create process"))?;
 
     // Segments: fill a frame through the scratch window, then map it in.
     for seg in plan.segments() {

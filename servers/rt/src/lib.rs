@@ -206,11 +206,72 @@ impl Service {
     }
 }
 
-/// Serves `server` on the endpoint in `slot` forever (on Alcove); logs and
-/// exits if the endpoint is unusable.
+/// Wraps a server with the `lifecycle` interface: `stop(code)` is answered,
+/// then the process exits with `code` (the exit happens when the bound
+/// notification, signalled by `stop`, comes back through the serve loop,
+/// i.e. after the reply went out).
+pub struct Managed<D> {
+    pub inner: D,
+    stop: Option<u32>,
+    notification: CapSlot,
+}
+
+impl<D> Managed<D> {
+    pub fn new(inner: D, notification: CapSlot) -> Self {
+        Self { inner, stop: None, notification }
+    }
+}
+
+struct Stopper<'a> {
+    stop: &'a mut Option<u32>,
+    notification: CapSlot,
+}
+
+impl libipc::interfaces::lifecycle::Server for Stopper<'_> {
+    fn stop(&mut self, code: u32) {
+        log::info!("stopping (exit code {code}) on request");
+        *self.stop = Some(code);
+        #[cfg(target_os = "none")]
+        let _ = libipc::sys::signal(self.notification, 1);
+        #[cfg(not(target_os = "none"))]
+        let _ = self.notification;
+    }
+}
+
+impl<D: libipc::Dispatch> libipc::Dispatch for Managed<D> {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
+        use libipc::interfaces::lifecycle;
+        if interface == lifecycle::ID {
+            let mut s = Stopper { stop: &mut self.stop, notification: self.notification };
+            return lifecycle::dispatch(&mut s, interface, request);
+        }
+        self.inner.dispatch(interface, request)
+    }
+
+    fn notified(&mut self, bits: u64) {
+        if let Some(code) = self.stop {
+            #[cfg(target_os = "none")]
+            libipc::sys::exit(u64::from(code));
+            #[cfg(not(target_os = "none"))]
+            let _ = code;
+        }
+        self.inner.notified(bits);
+    }
+}
+
+/// Serves `server` (plus `lifecycle`) on the endpoint in `slot` forever (on
+/// Alcove); logs and exits if the endpoint is unusable.
 #[cfg(target_os = "none")]
-pub fn serve_forever<D: libipc::Dispatch>(slot: CapSlot, server: &mut D) -> u64 {
-    match libipc::kernel::serve(libipc::cap::Cap::from_slot(slot), server) {
+pub fn serve_forever<D: libipc::Dispatch>(slot: CapSlot, server: D) -> u64 {
+    use start::{SLOT_NOTIFY, SLOT_THREAD};
+    if let Err(e) = libipc::sys::create(abi::ObjectType::Notification, SLOT_NOTIFY, 0)
+        .and_then(|_| libipc::sys::thread_bind_notification(SLOT_THREAD, SLOT_NOTIFY))
+    {
+        log::error!("cannot set up the lifecycle notification: {e}");
+        return 2;
+    }
+    let mut managed = Managed::new(server, SLOT_NOTIFY);
+    match libipc::kernel::serve(libipc::cap::Cap::from_slot(slot), &mut managed) {
         Ok(never) => match never {},
         Err(e) => {
             log::error!("cannot serve on slot {slot}: {e}");

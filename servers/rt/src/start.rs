@@ -18,6 +18,8 @@ pub const SLOT_CONSOLE: CapSlot = 1;
 pub const SLOT_SELF: CapSlot = 2;
 pub const SLOT_THREAD: CapSlot = 3;
 pub const SLOT_IOPORTS: CapSlot = 4;
+/// The notification the runtime binds to the main thread.
+pub const SLOT_NOTIFY: CapSlot = 5;
 /// The first slot a server may use for its own objects.
 pub const SLOT_FREE: CapSlot = 128;
 

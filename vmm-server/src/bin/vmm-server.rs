@@ -9,8 +9,8 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("no \"vmm-server\" endpoint was granted");
         return 1;
     };
-    let mut server = vmm_server::VmmServer::new();
-    alcove_rt::serve_forever(slot, &mut server)
+    let server = vmm_server::VmmServer::new();
+    alcove_rt::serve_forever(slot, server)
 }
 
 #[cfg(target_os = "none")]

@@ -9,8 +9,8 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("no \"zone-server\" endpoint was granted");
         return 1;
     };
-    let mut server = zone_server::ZoneServer::new();
-    alcove_rt::serve_forever(slot, &mut server)
+    let server = zone_server::ZoneServer::new();
+    alcove_rt::serve_forever(slot, server)
 }
 
 #[cfg(target_os = "none")]

@@ -11,8 +11,8 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("no \"console\" endpoint was granted");
         return 1;
     };
-    let mut server = console::Console::new(alloc::boxed::Box::new(alcove_rt::print));
-    alcove_rt::serve_forever(slot, &mut server)
+    let server = console::Console::new(alloc::boxed::Box::new(alcove_rt::print));
+    alcove_rt::serve_forever(slot, server)
 }
 
 #[cfg(target_os = "none")]

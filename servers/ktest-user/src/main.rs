@@ -1,0 +1,19 @@
+//! ktest-user: the microkernel's system tests, run from userspace as an
+//! ordinary server of the test manifest (so it holds only what init granted
+//! it). It reports in `kcore::testproto`'s format on the console and ends the
+//! machine with the verdict (the manifest grants it `machine_exit`).
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod tests;
+
+#[cfg(target_os = "none")]
+alcove_rt::entry!(tests::main);
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("ktest-user runs only on Alcove (build it for x86_64-unknown-none)");
+}

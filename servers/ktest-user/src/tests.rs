@@ -1,0 +1,490 @@
+//! The tests (see main.rs). Each returns `Err(why)` on failure; none may
+//! leave anything behind that another test could trip on.
+
+use abi::{CapSlot, Error, IpcBuffer, MsgInfo, ObjectType, Rights, FOREVER, PAGE_SIZE};
+use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
+use alcove_rt::{println, Start, StartInfo};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use kcore::testproto::PREFIX;
+use libipc::sys;
+
+const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
+const LABEL_ECHO: u32 = 1;
+const LABEL_CAP: u32 = 2;
+
+pub struct Env {
+    info: StartInfo,
+    next_slot: CapSlot,
+    next_va: u64,
+    cpus: u32,
+}
+
+impl Env {
+    fn slot(&mut self) -> CapSlot {
+        let s = self.next_slot;
+        self.next_slot += 1;
+        s
+    }
+
+    /// A new frame mapped into this process; returns (frame slot, address).
+    fn frame(&mut self, pages: u64, rights: Rights) -> Result<(CapSlot, u64), String> {
+        let f = self.slot();
+        sys::create(ObjectType::Frame, f, pages).map_err(|e| format!("create frame: {e}"))?;
+        let va = self.next_va;
+        self.next_va += (pages + 1) * PAGE_SIZE; // keep a guard page
+        sys::map(SLOT_SELF, f, va, rights).map_err(|e| format!("map frame: {e}"))?;
+        Ok((f, va))
+    }
+
+    /// Unmaps and deletes a frame from `frame`.
+    fn drop_frame(&mut self, f: CapSlot, va: u64, pages: u64) {
+        // SAFETY: nothing refers to this test's mapping any more.
+        let _ = unsafe { sys::unmap(SLOT_SELF, va, pages) };
+        let _ = sys::cap_delete(f);
+    }
+}
+
+type Test = fn(&mut Env) -> Result<(), String>;
+
+fn check(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(why()) }
+}
+
+pub fn main(start: Start) -> u64 {
+    let info = start.server("ktest-user");
+    let mut env = Env { info, next_slot: 200, next_va: 0x1000_0000, cpus: 1 };
+    env.cpus = count_cpus(&mut env);
+    let mut tests: Vec<(&str, Test)> = alloc::vec![
+        ("servers_answer_status", servers_answer_status),
+        ("garbage_syscalls_are_refused", garbage_syscalls_are_refused),
+        ("wild_processes_are_killed", wild_processes_are_killed),
+        ("ipc_same_core", ipc_same_core),
+        ("capability_transfer", capability_transfer),
+        ("revocation", revocation),
+        ("budget_exhaustion", budget_exhaustion),
+        ("irq_as_notification", irq_as_notification),
+        ("server_restart", server_restart),
+        ("servers_still_answer", servers_answer_status),
+    ];
+    if env.cpus > 1 {
+        tests.insert(4, ("ipc_cross_core", ipc_cross_core));
+        tests.insert(5, ("kill_on_another_cpu", kill_on_another_cpu));
+    }
+    println!("{PREFIX} suite user {}", tests.len());
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        println!("{PREFIX} run {name}");
+        match test(&mut env) {
+            Ok(()) => {
+                passed += 1;
+                println!("{PREFIX} ok {name}");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("{PREFIX} fail {name} {why}");
+            }
+        }
+    }
+    println!("{PREFIX} end {passed} {failed}");
+    let _ = sys::machine_exit(SLOT_CONSOLE, if failed == 0 { 0 } else { 1 });
+    0
+}
+
+/// How many CPUs the kernel accepts as a thread's affinity.
+fn count_cpus(env: &mut Env) -> u32 {
+    let t = env.slot();
+    if sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).is_err() {
+        return 1;
+    }
+    let mut n = 1;
+    while n < 64 && sys::thread_set_priority(t, 1, Some(n)).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn servers_answer_status(env: &mut Env) -> Result<(), String> {
+    check(!env.info.calls.is_empty(), || "no endpoints were granted".into())?;
+    for named in &env.info.calls {
+        let c = libipc::interfaces::status::Client::new(libipc::kernel::KernelTransport::new(
+            libipc::cap::Cap::from_slot(named.slot),
+        ));
+        let st = c.status().map_err(|e| format!("{}: {e}", named.name))?;
+        check(st.name == named.name, || format!("endpoint {} answered as {}", named.name, st.name))?;
+        check(c.echo(0xfeed).map_err(|e| format!("{e}"))? == 0xfeed, || "echo".into())?;
+    }
+    Ok(())
+}
+
+fn raw(n: u64, args: [u64; 6]) -> u64 {
+    // SAFETY: the arguments point at nothing this process uses (slots 900+
+    // are empty, addresses are unmapped or the kernel's), so whatever the
+    // kernel does with them cannot touch our state.
+    unsafe { sys::raw(n, args).0 }
+}
+
+fn garbage_syscalls_are_refused(env: &mut Env) -> Result<(), String> {
+    let e = |x: Error| x as u64;
+    let kernel = 0xffff_ffff_8010_0000u64;
+    // Specific refusals with the error a user would expect.
+    let cases: [(&str, u64, [u64; 6], u64); 12] = [
+        ("unknown syscall", 1000, [0; 6], e(Error::NoSyscall)),
+        ("slot out of range", abi::Sys::Signal as u64, [1 << 40, 1, 0, 0, 0, 0], e(Error::InvalidSlot)),
+        ("empty slot", abi::Sys::Signal as u64, [950, 1, 0, 0, 0, 0], e(Error::EmptySlot)),
+        ("kernel pointer", abi::Sys::DebugWrite as u64, [u64::from(SLOT_CONSOLE), kernel, 16, 0, 0, 0], e(Error::BadAddress)),
+        ("unmapped pointer", abi::Sys::DebugWrite as u64, [u64::from(SLOT_CONSOLE), 0x10, 16, 0, 0, 0], e(Error::BadAddress)),
+        ("huge length", abi::Sys::DebugWrite as u64, [u64::from(SLOT_CONSOLE), 0x1000, 1 << 40, 0, 0, 0], e(Error::InvalidArgument)),
+        ("wrong type", abi::Sys::Signal as u64, [u64::from(SLOT_CONSOLE), 1, 0, 0, 0, 0], e(Error::WrongType)),
+        ("bad object type", abi::Sys::Create as u64, [77, 951, 0, 0, 0, 0], e(Error::InvalidArgument)),
+        ("map into the kernel half", abi::Sys::Map as u64, [u64::from(SLOT_SELF), 952, kernel, 1, 0, 0], e(Error::EmptySlot)),
+        ("bad message header", abi::Sys::Call as u64, [u64::from(env.info.calls[0].slot), 1 << 60, 0, 0, 0, 0], e(Error::InvalidArgument)),
+        ("frame of zero pages", abi::Sys::Create as u64, [ObjectType::Frame as u64, 953, 0, 0, 0, 0], e(Error::InvalidArgument)),
+        ("exit the machine without the right", abi::Sys::MachineExit as u64, [950, 0, 0, 0, 0, 0], e(Error::EmptySlot)),
+    ];
+    for (what, n, args, want) in cases {
+        let got = raw(n, args);
+        check(got == want, || format!("{what}: got error {got}, expected {want}"))?;
+    }
+    // Mapping a real frame at a kernel address is refused too.
+    let f = env.slot();
+    sys::create(ObjectType::Frame, f, 1).map_err(|e| format!("{e}"))?;
+    let got = raw(abi::Sys::Map as u64, [u64::from(SLOT_SELF), u64::from(f), kernel, u64::from(RW.0), 0, 0]);
+    check(got == e(Error::InvalidArgument), || format!("mapping into the kernel half gave {got}"))?;
+    let _ = sys::cap_delete(f);
+    // Then a storm of random arguments to every call that cannot end us
+    // (slots chosen among empty ones, pointers anywhere).
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let skip = [abi::Sys::Exit as u64, abi::Sys::MachineExit as u64];
+    for _ in 0..2000 {
+        let n = next() % 40;
+        if skip.contains(&n) {
+            continue;
+        }
+        let slot = 900 + next() % 200; // empty or beyond the table
+        let args = [slot, next(), next() % 4096, next(), next(), next()];
+        let r = raw(n, args);
+        // A process with the table we have only gets errors or harmless
+        // results (Yield, Clock, BudgetInfo …).
+        check(r <= 16, || format!("syscall {n} returned {r}"))?;
+    }
+    // Still alive and able to talk.
+    servers_answer_status(env)
+}
+
+/// Runs `code` as a new process's only thread and returns how it ended.
+fn run_wild(env: &mut Env, code: &[u8], ioports: bool) -> Result<(abi::ProcessState, u64), String> {
+    let _ = ioports;
+    let proc = env.slot();
+    sys::create(ObjectType::Process, proc, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
+    let (cf, cva) = env.frame(1, RW)?;
+    alcove_rt::poke(cva, code);
+    sys::map(proc, cf, 0x40_0000, Rights::READ | Rights::EXECUTE).map_err(|e| format!("map code: {e}"))?;
+    let (sf, sva) = env.frame(1, RW)?;
+    sys::map(proc, sf, 0x80_0000, RW).map_err(|e| format!("map stack: {e}"))?;
+    let t = env.slot();
+    sys::create(ObjectType::Thread, t, u64::from(proc)).map_err(|e| format!("thread: {e}"))?;
+    // SAFETY: the entry and stack are mapped in the child, not in us.
+    unsafe { sys::thread_configure(t, 0x40_0000, 0x80_1000 - 8, 0, 0, 0) }.map_err(|e| format!("configure: {e}"))?;
+    let n = env.slot();
+    sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
+    sys::process_watch(proc, n, 1).map_err(|e| format!("watch: {e}"))?;
+    sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
+    let ended = sys::wait(n, 2_000_000_000);
+    let info = sys::process_info(proc).map_err(|e| format!("process info: {e}"))?;
+    // Clean up: deleting the last capability ends the process if it still
+    // runs, and frees it.
+    let _ = sys::cap_delete(t);
+    let _ = sys::cap_delete(proc);
+    let _ = sys::cap_delete(n);
+    env.drop_frame(cf, cva, 1);
+    env.drop_frame(sf, sva, 1);
+    match ended {
+        Ok(_) => Ok((info.state, info.code)),
+        Err(Error::Timeout) => Ok((abi::ProcessState::Running, 0)),
+        Err(e) => Err(format!("waiting: {e}")),
+    }
+}
+
+fn wild_processes_are_killed(env: &mut Env) -> Result<(), String> {
+    use abi::ProcessState::{Exited, Faulted};
+    let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    let cases: [(&str, &[u8], (abi::ProcessState, u64)); 7] = [
+        ("reads unmapped memory", &[0x48, 0x8b, 0x04, 0x25, 0x34, 0x12, 0, 0, 0xeb, 0xfe], (Faulted, 14)),
+        ("writes its own code", &[0x48, 0xc7, 0xc0, 0, 0, 0x40, 0, 0xc6, 0, 1, 0xeb, 0xfe], (Faulted, 14)),
+        ("jumps into the kernel", &[0x48, 0xb8, 0, 0, 0x10, 0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xe0], (Faulted, 14)),
+        ("executes hlt", &[0xf4, 0xeb, 0xfe], (Faulted, 13)),
+        ("reads a port it was not given", &[0x66, 0xba, 0xf8, 0x03, 0xec, 0xeb, 0xfe], (Faulted, 13)),
+        ("executes garbage", &[0x0f, 0x0b], (Faulted, 6)),
+        (
+            "makes a bad syscall, then exits 42",
+            &[0xb8, 14, 0, 0, 0, 0xbf, 0xef, 0xbe, 0xad, 0xde, 0x0f, 0x05, 0xb8, 22, 0, 0, 0, 0xbf, 42, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe],
+            (Exited, 42),
+        ),
+    ];
+    for (what, code, want) in cases {
+        let got = run_wild(env, code, false)?;
+        check(got == want, || format!("a process that {what} ended {got:?}, expected {want:?}"))?;
+    }
+    let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    check(after == before, || format!("budget used {before} before, {after} after"))?;
+    servers_answer_status(env)
+}
+
+/// An echo server thread: replies with word 0 plus one; for `LABEL_CAP`,
+/// signals the notification it received with word 0's bits and replies with
+/// the error code (0 = it could) and the number of capabilities received.
+extern "C" fn echo_thread(ipc: u64, endpoint: u64, recv_slot: u64) -> ! {
+    let buffer = ipc as *mut IpcBuffer;
+    let ep = endpoint as CapSlot;
+    let arm = || {
+        // SAFETY: `ipc` is this thread's own IPC buffer page, mapped
+        // writable by its creator; only this thread touches it.
+        unsafe { (*buffer).recv_slots[0] = recv_slot };
+    };
+    arm();
+    let mut msg = match sys::recv(ep, FOREVER) {
+        Ok(m) => m,
+        Err(_) => sys::exit(90),
+    };
+    loop {
+        let w = msg.words;
+        let reply = match msg.info.label {
+            LABEL_CAP => {
+                // SAFETY: as above.
+                let got = unsafe { (*buffer).recv_caps };
+                let slot = recv_slot as CapSlot;
+                let r = sys::signal(slot, w[0]).err().map_or(0, |e| e as u64);
+                let _ = sys::cap_delete(slot);
+                [r, got, 0, 0]
+            }
+            _ => [w[0].wrapping_add(1), w[1], w[2], w[3]],
+        };
+        arm();
+        msg = match sys::reply_recv(ep, MsgInfo::new(msg.info.label, 4, 0), reply) {
+            Ok(m) => m,
+            Err(_) => match sys::recv(ep, FOREVER) {
+                Ok(m) => m,
+                Err(_) => sys::exit(91),
+            },
+        };
+    }
+}
+
+/// Starts an echo thread on `cpu` serving a new endpoint; returns the
+/// endpoint's slot.
+fn start_echo(env: &mut Env, cpu: u32) -> Result<CapSlot, String> {
+    let ep = env.slot();
+    sys::create(ObjectType::Endpoint, ep, 0).map_err(|e| format!("endpoint: {e}"))?;
+    let (_, stack) = env.frame(4, RW)?;
+    let (_, ipc) = env.frame(1, RW)?;
+    let t = env.slot();
+    let recv_slot = env.slot();
+    sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).map_err(|e| format!("thread: {e}"))?;
+    // SAFETY: stack and IPC buffer are fresh mappings owned by the new thread.
+    let entry = echo_thread as *const () as u64;
+    unsafe { sys::thread_configure(t, entry, stack + 4 * PAGE_SIZE - 8, ipc, u64::from(ep), u64::from(recv_slot)) }
+        .map_err(|e| format!("configure: {e}"))?;
+    sys::thread_set_priority(t, 100, Some(cpu)).map_err(|e| format!("priority: {e}"))?;
+    sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
+    Ok(ep)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is allowed in ring 3 (CR4.TSD clear) and only reads.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn ping_pong(ep: CapSlot, n: u64) -> Result<u64, String> {
+    let t0 = rdtsc();
+    for i in 0..n {
+        let r = sys::call(ep, MsgInfo::new(LABEL_ECHO, 4, 0), [i, 2, 3, 4]).map_err(|e| format!("call {i}: {e}"))?;
+        check(r.words == [i + 1, 2, 3, 4] && r.info.label == LABEL_ECHO, || format!("reply {i}: {:?}", r.words))?;
+    }
+    Ok((rdtsc() - t0) / n)
+}
+
+fn null_syscall_cost() -> u64 {
+    let n = 1000;
+    let t0 = rdtsc();
+    for _ in 0..n {
+        raw(1000, [0; 6]);
+    }
+    (rdtsc() - t0) / n
+}
+
+fn ipc_same_core(env: &mut Env) -> Result<(), String> {
+    let me = 0; // the manifest pins ktest-user to CPU 0
+    let ep = start_echo(env, me)?;
+    ping_pong(ep, 100)?; // warm up
+    let per = ping_pong(ep, 1000)?;
+    let null = null_syscall_cost();
+    println!("ALCOVE-BENCH ipc_roundtrip_same_core {per} instructions");
+    println!("ALCOVE-BENCH null_syscall {null} instructions");
+    Ok(())
+}
+
+fn ipc_cross_core(env: &mut Env) -> Result<(), String> {
+    let ep = start_echo(env, 1)?;
+    ping_pong(ep, 20)?;
+    let per = ping_pong(ep, 200)?;
+    println!("ALCOVE-BENCH ipc_roundtrip_cross_core {per} instructions");
+    Ok(())
+}
+
+fn capability_transfer(env: &mut Env) -> Result<(), String> {
+    let ep = start_echo(env, 0)?;
+    let n = env.slot();
+    sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
+    let send_cap = |slot: CapSlot, bits: u64| -> Result<[u64; 4], String> {
+        sys::with_ipc_buffer(|b| b.send_caps[0] = u64::from(slot)).map_err(|e| format!("{e}"))?;
+        let r = sys::call(ep, MsgInfo::new(LABEL_CAP, 1, 1), [bits, 0, 0, 0]).map_err(|e| format!("call: {e}"))?;
+        Ok(r.words)
+    };
+    // With the right to signal, the receiver can use what it got.
+    let r = send_cap(n, 0b101)?;
+    check(r == [0, 1, 0, 0], || format!("receiver could not signal: {r:?}"))?;
+    let bits = sys::poll(n).map_err(|e| format!("{e}"))?;
+    check(bits == 0b101, || format!("expected bits 0b101, got {bits:#b}"))?;
+    // A copy with fewer rights arrives with fewer rights: nothing more.
+    let ro = env.slot();
+    sys::cap_copy(n, ro, Rights::READ, 0).map_err(|e| format!("copy: {e}"))?;
+    let r = send_cap(ro, 0b10)?;
+    check(r == [Error::NoRights as u64, 1, 0, 0], || format!("a read-only copy could signal: {r:?}"))?;
+    check(sys::poll(n).map_err(|e| format!("{e}"))? == 0, || "the read-only copy signalled".into())?;
+    // Rights can never grow on copy.
+    let wide = env.slot();
+    let got = sys::cap_copy(ro, wide, RW, 0);
+    check(got == Err(Error::NoRights), || format!("widening copy gave {got:?}"))?;
+    let _ = sys::cap_delete(ro);
+    let _ = sys::cap_delete(n);
+    Ok(())
+}
+
+fn revocation(env: &mut Env) -> Result<(), String> {
+    let a = env.slot();
+    let (b, c) = (env.slot(), env.slot());
+    sys::create(ObjectType::Notification, a, 0).map_err(|e| format!("{e}"))?;
+    sys::cap_copy(a, b, RW, 0).map_err(|e| format!("{e}"))?;
+    sys::cap_copy(b, c, Rights::READ, 0).map_err(|e| format!("{e}"))?;
+    sys::cap_revoke(a).map_err(|e| format!("revoke: {e}"))?;
+    check(sys::cap_identify(b) == Err(Error::EmptySlot), || "child survived revoke".into())?;
+    check(sys::cap_identify(c) == Err(Error::EmptySlot), || "grandchild survived revoke".into())?;
+    check(sys::signal(a, 1).is_ok(), || "the revoked capability itself went".into())?;
+    check(sys::cap_delete(a).is_ok(), || "delete".into())?;
+    check(sys::signal(a, 1) == Err(Error::EmptySlot), || "deleted slot still works".into())?;
+    Ok(())
+}
+
+fn budget_exhaustion(env: &mut Env) -> Result<(), String> {
+    let before = sys::budget_info().map_err(|e| format!("{e}"))?;
+    let mut made = Vec::new();
+    let mut last = Ok(());
+    for _ in 0..200 {
+        let f = env.slot();
+        last = sys::create(ObjectType::Frame, f, 64);
+        if last.is_err() {
+            break;
+        }
+        made.push(f);
+    }
+    check(last == Err(Error::OutOfBudget), || format!("200 x 256 KiB frames, last result {last:?}"))?;
+    check(!made.is_empty(), || "not even one frame fit".into())?;
+    let full = sys::budget_info().map_err(|e| format!("{e}"))?;
+    // Still able to work with what fits: a small object now fails too.
+    for f in &made {
+        sys::cap_delete(*f).map_err(|e| format!("delete: {e}"))?;
+    }
+    let after = sys::budget_info().map_err(|e| format!("{e}"))?;
+    check(after.used_bytes == before.used_bytes, || {
+        format!("used {} before, {} when full, {} after freeing", before.used_bytes, full.used_bytes, after.used_bytes)
+    })?;
+    log::info!("budget: {} frames of 256 KiB fit in {} KiB", made.len(), before.limit_bytes / 1024);
+    Ok(())
+}
+
+fn outb(port: u16, v: u8) {
+    // SAFETY: the port was granted to this process and enabled by the
+    // caller; port writes do not touch memory.
+    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack)) }
+}
+
+fn irq_as_notification(env: &mut Env) -> Result<(), String> {
+    let &(line, irq) = env.info.irqs.first().ok_or_else(|| String::from("no IRQ granted"))?;
+    for &(_, _, slot) in &env.info.ioports {
+        sys::io_port_enable(slot).map_err(|e| format!("io ports: {e}"))?;
+    }
+    let n = env.slot();
+    sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
+    sys::irq_bind(irq, n, 1 << 3).map_err(|e| format!("bind line {line}: {e}"))?;
+    let mut got = 0;
+    for round in 0..3 {
+        // PIT channel 0, mode 0 (interrupt on terminal count), ~10 ms.
+        outb(0x43, 0x30);
+        outb(0x40, 0x9b);
+        outb(0x40, 0x2e);
+        let bits = sys::wait(n, 2_000_000_000).map_err(|e| format!("round {round}: no interrupt: {e}"))?;
+        check(bits == 1 << 3, || format!("round {round}: bits {bits:#b}"))?;
+        sys::irq_ack(irq).map_err(|e| format!("ack: {e}"))?;
+        got += 1;
+    }
+    let _ = sys::cap_delete(n);
+    check(got == 3, || "missed interrupts".into())
+}
+
+fn server_restart(env: &mut Env) -> Result<(), String> {
+    let named = env
+        .info
+        .calls
+        .iter()
+        .find(|n| n.name == "storaged")
+        .ok_or_else(|| String::from("no storaged endpoint"))?;
+    let t = libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(named.slot));
+    let status = libipc::interfaces::status::Client::new(t);
+    let first = status.status().map_err(|e| format!("status: {e}"))?;
+    libipc::interfaces::lifecycle::Client::new(t).stop(7).map_err(|e| format!("stop: {e}"))?;
+    // The next call waits in the endpoint until init has restarted it.
+    let again = status.status().map_err(|e| format!("status after restart: {e}"))?;
+    check(again.requests_served == 1, || {
+        format!("expected a fresh storaged (1 request), got {} (was {})", again.requests_served, first.requests_served)
+    })
+}
+
+/// A spinning process on another CPU is ended by deleting its last
+/// capability; the kernel must stop that CPU first.
+fn kill_on_another_cpu(env: &mut Env) -> Result<(), String> {
+    let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    for _ in 0..5 {
+        let proc = env.slot();
+        sys::create(ObjectType::Process, proc, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
+        let (cf, cva) = env.frame(1, RW)?;
+        alcove_rt::poke(cva, &[0xeb, 0xfe]);
+        sys::map(proc, cf, 0x40_0000, Rights::READ | Rights::EXECUTE).map_err(|e| format!("{e}"))?;
+        let t = env.slot();
+        sys::create(ObjectType::Thread, t, u64::from(proc)).map_err(|e| format!("{e}"))?;
+        // SAFETY: entry mapped in the child; it never touches its stack.
+        unsafe { sys::thread_configure(t, 0x40_0000, 0x80_0000, 0, 0, 0) }.map_err(|e| format!("{e}"))?;
+        sys::thread_set_priority(t, 50, Some(1)).map_err(|e| format!("{e}"))?;
+        sys::thread_resume(t).map_err(|e| format!("{e}"))?;
+        // Let it spin a while over there.
+        let n = env.slot();
+        sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
+        let _ = sys::wait(n, 20_000_000);
+        let info = sys::process_info(proc).map_err(|e| format!("{e}"))?;
+        check(info.state == abi::ProcessState::Running, || format!("spinner not running: {:?}", info.state))?;
+        let _ = sys::cap_delete(t);
+        sys::cap_delete(proc).map_err(|e| format!("delete: {e}"))?;
+        let _ = sys::cap_delete(n);
+        env.drop_frame(cf, cva, 1);
+    }
+    let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    check(after == before, || format!("budget used {before} before, {after} after"))?;
+    servers_answer_status(env)
+}
