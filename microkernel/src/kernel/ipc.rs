@@ -17,10 +17,25 @@ fn current(k: &Kernel) -> Id {
 /// buffer), and capabilities when `grant` allows. Returns the info the
 /// receiver sees.
 fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: bool) -> MsgInfo {
-    let (regs, src_buf, src_space) = {
-        let s = k.thread(src).expect("sender exists");
+    let s = k.thread(src).expect("sender exists");
+    let regs = [s.ctx.rdx, s.ctx.r10, s.ctx.r8, s.ctx.r9];
+    // Short messages travel in registers alone: the common case skips the
+    // IPC buffers (and their page-table walks) entirely.
+    if info.words as usize <= MSG_REG_WORDS && (info.caps == 0 || !grant) {
+        let d = k.thread_mut(dst).expect("receiver exists");
+        let out = MsgInfo::new(info.label, info.words, 0);
+        d.ctx.rax = 0;
+        d.ctx.rdi = badge;
+        d.ctx.rsi = out.encode();
+        d.ctx.rdx = regs[0];
+        d.ctx.r10 = regs[1];
+        d.ctx.r8 = regs[2];
+        d.ctx.r9 = regs[3];
+        return out;
+    }
+    let (src_buf, src_space) = {
         let p = k.processes.get(s.process).expect("sender process");
-        ([s.ctx.rdx, s.ctx.r10, s.ctx.r8, s.ctx.r9], mem::ipc_buffer(p.pml4, s.ipc_buffer), p.space)
+        (mem::ipc_buffer(p.pml4, s.ipc_buffer), p.space)
     };
     let (dst_buf, dst_space) = {
         let d = k.thread(dst).expect("receiver exists");
@@ -101,6 +116,9 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
             k.thread_mut(r).expect("receiver").reply_to = Some(me);
             k.thread_mut(me).expect("me").state = ThreadState::AwaitingReply;
             k.block_current(None);
+            if k.switch_directly(r) {
+                return Ok(());
+            }
         }
         k.make_runnable(r);
         // The caller that blocked gets its reply registers later; a plain
@@ -183,16 +201,25 @@ pub fn reply_recv(k: &mut Kernel) -> Result<(), Error> {
     let me = current(k);
     let frame = k.thread(me).expect("me").ctx;
     let info = MsgInfo::decode(frame.rsi).ok_or(Error::InvalidArgument)?;
+    let mut direct = None;
     if let Some(caller) = k.thread_mut(me).expect("me").reply_to.take() {
         if k.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
             transfer(k, me, caller, MsgInfo::new(info.label, info.words, 0), 0, false);
             let c = k.thread_mut(caller).expect("caller");
             c.state = ThreadState::Inactive;
             c.ctx.rdi = 0;
+            direct = Some(caller);
+        }
+    }
+    let r = recv(k, frame.rdi, abi::FOREVER);
+    if let Some(caller) = direct {
+        // Fast path: the server blocked to receive, so the CPU goes straight
+        // back to the caller.
+        if !k.switch_directly(caller) {
             k.make_runnable(caller);
         }
     }
-    recv(k, frame.rdi, abi::FOREVER)
+    r
 }
 
 /// `signal`: OR bits in; wake one waiter or the bound receiver.

@@ -180,6 +180,11 @@ pub struct Kernel {
     /// Threads blocked with a deadline, by (deadline, thread).
     pub timeouts: BTreeMap<(u64, Id), ()>,
     pub cpus_online: usize,
+    /// Whose I/O bitmap each CPU's TSS holds (None: all ports denied).
+    pub io_bitmap_owner: [Option<Id>; MAX_CPUS],
+    /// The thread each CPU last entered ring 3 with, and the timer deadline
+    /// armed for it, so an unchanged thread does not reprogram the timer.
+    pub last_run: [Option<(Id, u64)>; MAX_CPUS],
 }
 
 static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -225,6 +230,8 @@ pub fn init(cpus: usize) {
         current: [None; MAX_CPUS],
         timeouts: BTreeMap::new(),
         cpus_online: cpus,
+        io_bitmap_owner: [None; MAX_CPUS],
+        last_run: [None; MAX_CPUS],
     };
     *KERNEL.lock() = Some(k);
 }
@@ -249,6 +256,30 @@ impl Kernel {
 
     // ---- scheduling -------------------------------------------------------
 
+    /// Hands this CPU directly to `t`, which must be blocked and bound to
+    /// this CPU (the IPC fast path: no run-queue round trip). Returns false,
+    /// changing nothing, when that would skip a higher-priority thread.
+    pub fn switch_directly(&mut self, t: Id) -> bool {
+        let cpu = percpu::index();
+        let Some(th) = self.thread(t) else { return false };
+        if th.cpu != cpu || th.deadline.is_some() {
+            return false;
+        }
+        let prio = th.priority;
+        if self.run_queues[cpu].peek_highest_priority().is_some_and(|p| p > prio) {
+            return false;
+        }
+        if let Some(cur) = self.current[cpu] {
+            // The caller has already been blocked by the IPC path.
+            if self.thread(cur).is_some_and(|c| c.state == ThreadState::Running) {
+                return false;
+            }
+        }
+        self.thread_mut(t).expect("checked").state = ThreadState::Running;
+        self.current[cpu] = Some(t);
+        true
+    }
+
     /// Makes a thread runnable on its CPU, preempting there if it should.
     pub fn make_runnable(&mut self, t: Id) {
         let Some(th) = self.thread_mut(t) else { return };
@@ -256,9 +287,11 @@ impl Kernel {
             return;
         }
         th.state = ThreadState::Runnable;
-        th.deadline = None;
+        let deadline = th.deadline.take();
         let (cpu, prio) = (th.cpu, th.priority);
-        self.timeouts.retain(|&(_, id), _| id != t);
+        if let Some(d) = deadline {
+            self.timeouts.remove(&(d, t));
+        }
         self.run_queues[cpu].push_back(t, prio);
         let cur_prio = self.current[cpu].and_then(|c| self.thread(c)).map(|c| c.priority);
         if kcore::sched::should_preempt(cur_prio, prio) {
@@ -297,7 +330,9 @@ impl Kernel {
             }
             _ => {}
         }
-        self.timeouts.retain(|&(_, id), _| id != t);
+        if let Some(d) = self.thread_mut(t).and_then(|th| th.deadline.take()) {
+            self.timeouts.remove(&(d, t));
+        }
     }
 
     /// Blocks the current thread of this CPU (its state already set by the
@@ -388,12 +423,19 @@ fn switch_to(k: &mut Kernel, cpu: usize, t: Id) {
         let proc = k.processes.get(th.process).expect("thread's process exists");
         (top, proc.pml4, th.process)
     };
-    percpu::set_context_top(top);
-    if arch::cpu::read_cr3() != pml4 {
+    if percpu::this().context_top != top {
+        percpu::set_context_top(top);
+    }
+    if percpu::this().cr3.load(Ordering::Relaxed) != pml4 {
         arch::cpu::write_cr3(pml4);
     }
-    let bitmap = k.processes.get(pid).and_then(|p| p.io_bitmap.as_deref());
-    arch::gdt::set_io_bitmap(cpu, bitmap);
+    // The I/O bitmap is 8 KiB: copy it only when the owner changes.
+    let owner = k.processes.get(pid).and_then(|p| p.io_bitmap.as_ref().map(|_| pid));
+    if k.io_bitmap_owner[cpu] != owner {
+        let bitmap = k.processes.get(pid).and_then(|p| p.io_bitmap.as_deref());
+        arch::gdt::set_io_bitmap(cpu, bitmap);
+        k.io_bitmap_owner[cpu] = owner;
+    }
 }
 
 const SLICE_US: u64 = 10_000;
@@ -401,14 +443,32 @@ const SLICE_US: u64 = 10_000;
 /// Leaves the kernel: to the current thread in ring 3, or to the idle loop.
 pub fn exit_kernel(mut k: KernelGuard) -> ! {
     let cpu = percpu::index();
-    let now = arch::time::nanos_since_boot();
-    k.expire_timeouts(now);
+    // The clock is read only when something depends on it.
+    let first_timeout = k.timeouts.keys().next().map_or(u64::MAX, |&(d, _)| d);
+    let mut now = if first_timeout != u64::MAX { arch::time::nanos_since_boot() } else { 0 };
+    if first_timeout <= now {
+        k.expire_timeouts(now);
+    }
     let slice_over = percpu::this().need_resched.swap(false, Ordering::Relaxed);
     match k.schedule(cpu, slice_over) {
         Some(t) => {
             switch_to(&mut k, cpu, t);
-            let next = k.timeouts.keys().next().map(|&(d, _)| d.saturating_sub(now) / 1000 + 1);
-            apic::arm_oneshot_us(next.map_or(SLICE_US, |n| n.min(SLICE_US)));
+            // A new slice, an earlier timeout, or coming out of idle needs
+            // the timer; a thread that got the CPU through IPC carries on
+            // with the slice it was handed (as seL4's fast path does).
+            let first_timeout = k.timeouts.keys().next().map_or(u64::MAX, |&(d, _)| d);
+            let rearm = match k.last_run[cpu] {
+                Some((_, armed)) => slice_over || first_timeout < armed,
+                None => true,
+            };
+            if rearm {
+                if now == 0 {
+                    now = arch::time::nanos_since_boot();
+                }
+                let deadline = (now + SLICE_US * 1000).min(first_timeout);
+                apic::arm_oneshot_us(deadline.saturating_sub(now) / 1000 + 1);
+                k.last_run[cpu] = Some((t, deadline));
+            }
             // Flag ring 3 before letting go of the lock: another CPU that
             // ends this thread's process must see it and wait for us.
             percpu::this().in_user.store(true, Ordering::Release);
@@ -416,7 +476,11 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             arch::enter_user()
         }
         None => {
+            if now == 0 {
+                now = arch::time::nanos_since_boot();
+            }
             let next = k.timeouts.keys().next().map(|&(d, _)| d.saturating_sub(now) / 1000 + 1);
+            k.last_run[cpu] = None;
             drop(k);
             idle(next)
         }
@@ -436,6 +500,9 @@ fn idle(next_timeout_us: Option<u64>) -> ! {
 /// Turns IOAPIC lines that fired while this CPU was in the kernel into
 /// notification signals.
 pub fn deliver_pending_irqs(k: &mut Kernel) {
+    if percpu::this().pending_irqs.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     let pending = percpu::this().pending_irqs.swap(0, Ordering::AcqRel);
     for line in 0..apic::IRQ_LINES {
         if pending & (1 << line) != 0 {
