@@ -195,6 +195,12 @@ fn banner(s: &System) {
         core::str::from_utf8(&f.vendor).unwrap_or("?"),
         s.tsc_khz / 1000,
     );
+    log::info!(
+        "local APIC in {} mode, timer {}, NX {}",
+        if arch::apic::x2apic() { "x2APIC" } else { "xAPIC" },
+        if arch::apic::tsc_deadline() { "TSC-deadline" } else { "one-shot" },
+        if f.nx { "on" } else { "absent" }
+    );
 }
 
 #[panic_handler]

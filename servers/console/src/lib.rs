@@ -13,8 +13,9 @@ use alloc::string::String;
 use libipc::interfaces::{console, status, ServerStatus};
 
 pub const VERSION: u32 = 1;
-/// Longest text accepted in one request; longer text is cut, marked.
-pub const MAX_WRITE: usize = 4000;
+/// Longest text written from one request (a request carries at most
+/// `libipc::wire::MAX_PAYLOAD_BYTES`); longer text is cut, marked.
+pub const MAX_WRITE: usize = 3072;
 
 pub struct Console {
     service: Service,

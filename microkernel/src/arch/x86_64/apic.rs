@@ -16,6 +16,9 @@ pub const TLB_VECTOR: u8 = 0xf2;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 static X2APIC: AtomicBool = AtomicBool::new(false);
+/// Use the TSC-deadline timer mode (SDM Vol. 3A §12.5.4.1) when the CPU has it.
+static TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
+const IA32_TSC_DEADLINE: u32 = 0x6e0;
 static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
 /// LAPIC timer ticks (after the divider) per millisecond.
 static TIMER_TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
@@ -76,7 +79,12 @@ pub fn init_local(lapic_phys: u64) -> u32 {
         XAPIC_BASE.store(va, Ordering::Relaxed);
     }
     write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    write(REG_LVT_TIMER, 1 << 16); // masked until armed
+    if cpu::features().tsc_deadline {
+        TSC_DEADLINE.store(true, Ordering::Relaxed);
+        write(REG_LVT_TIMER, (0b10 << 17) | u32::from(TIMER_VECTOR));
+    } else {
+        write(REG_LVT_TIMER, 1 << 16); // masked until armed
+    }
     id()
 }
 
@@ -124,8 +132,17 @@ pub fn send_startup(dest_apic_id: u32, page: u8) {
     send_ipi(dest_apic_id, page, 6);
 }
 
-/// Measures the LAPIC timer against the TSC (divider 16).
+/// Whether the timer runs in TSC-deadline mode.
+pub fn tsc_deadline() -> bool {
+    TSC_DEADLINE.load(Ordering::Relaxed)
+}
+
+/// Measures the LAPIC timer against the TSC (divider 16); not needed in
+/// TSC-deadline mode.
 pub fn calibrate_timer() {
+    if TSC_DEADLINE.load(Ordering::Relaxed) {
+        return;
+    }
     write(REG_TIMER_DIV, 0b0011); // divide by 16
     write(REG_LVT_TIMER, (1 << 16) | u32::from(TIMER_VECTOR));
     write(REG_TIMER_INIT, u32::MAX);
@@ -137,6 +154,13 @@ pub fn calibrate_timer() {
 
 /// Arms this CPU's timer to fire once after `us` microseconds.
 pub fn arm_oneshot_us(us: u64) {
+    if TSC_DEADLINE.load(Ordering::Relaxed) {
+        let deadline = cpu::rdtsc().saturating_add(us.saturating_mul(time::tsc_khz()) / 1000);
+        // SAFETY: the CPU has TSC-deadline mode (checked in init_local) and
+        // the LVT timer is in that mode; the MSR only arms the timer.
+        unsafe { x86::msr::wrmsr(IA32_TSC_DEADLINE, deadline.max(1)) };
+        return;
+    }
     let ticks = (TIMER_TICKS_PER_MS.load(Ordering::Relaxed).max(1) * us / 1000).clamp(1, u64::from(u32::MAX));
     write(REG_TIMER_DIV, 0b0011);
     write(REG_LVT_TIMER, u32::from(TIMER_VECTOR)); // one-shot, unmasked
