@@ -280,6 +280,12 @@ pub fn create_from(object_type: ObjectType, dst: CapSlot, arg: u64, src: CapSlot
     plain(Sys::Create, [object_type as u64, u64::from(dst), arg, u64::from(src), 0, 0]).map(drop)
 }
 
+/// [`Sys::ThreadSetBudget`]: at most `budget_ns` of CPU time per
+/// `period_ns` (`budget_ns = 0`: no limit).
+pub fn thread_set_budget(thread: CapSlot, budget_ns: u64, period_ns: u64) -> Result<(), Error> {
+    plain(Sys::ThreadSetBudget, [u64::from(thread), budget_ns, period_ns, 0, 0, 0]).map(drop)
+}
+
 /// [`Sys::MachineExit`]: ends the machine with a verdict (needs the console
 /// capability with `Rights::MANAGE`; system tests only).
 pub fn machine_exit(console: CapSlot, status: u64) -> Result<(), Error> {

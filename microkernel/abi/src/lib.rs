@@ -127,16 +127,20 @@ pub enum Sys {
     /// console capability): status 0 = pass, anything else = fail. Under
     /// QEMU and Bochs this ends the emulator; on hardware it halts.
     MachineExit = 31,
+    /// `(thread, budget_ns, period_ns)`: the thread may run at most
+    /// `budget_ns` in every `period_ns` (the mechanism behind a zone's
+    /// `cpu_cap`); `budget_ns = 0` removes the limit.
+    ThreadSetBudget = 32,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 32] = [
+        const ALL: [Sys; 33] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
-            Clock, ProcessInfo, ProcessWatch, MachineExit,
+            Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -398,8 +402,8 @@ mod tests {
                 assert_eq!(t as u64, n);
             }
         }
-        assert_eq!(Sys::from_u64(31), Some(Sys::MachineExit));
-        assert_eq!(Sys::from_u64(32), None);
+        assert_eq!(Sys::from_u64(32), Some(Sys::ThreadSetBudget));
+        assert_eq!(Sys::from_u64(33), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

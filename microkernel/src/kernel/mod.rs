@@ -129,6 +129,10 @@ pub struct Thread {
     pub send_grant: bool,
     /// The process whose budget paid for this thread.
     pub charged_to: Id,
+    /// CPU-time cap (kcore's policy); unlimited by default.
+    pub cpu_budget: kcore::sched::CpuBudget,
+    /// When it last entered ring 3 (ns since boot), for charging the budget.
+    pub ran_since: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +183,8 @@ pub struct Kernel {
     pub current: [Option<Id>; MAX_CPUS],
     /// Threads blocked with a deadline, by (deadline, thread).
     pub timeouts: BTreeMap<(u64, Id), ()>,
+    /// Threads that used up their CPU budget, by (replenish time, thread).
+    pub throttled: BTreeMap<(u64, Id), ()>,
     pub cpus_online: usize,
     /// Whose I/O bitmap each CPU's TSS holds (None: all ports denied).
     pub io_bitmap_owner: [Option<Id>; MAX_CPUS],
@@ -229,6 +235,7 @@ pub fn init(cpus: usize) {
         run_queues: (0..MAX_CPUS).map(|_| RunQueue::new()).collect(),
         current: [None; MAX_CPUS],
         timeouts: BTreeMap::new(),
+        throttled: BTreeMap::new(),
         cpus_online: cpus,
         io_bitmap_owner: [None; MAX_CPUS],
         last_run: [None; MAX_CPUS],
@@ -342,10 +349,48 @@ impl Kernel {
         if let Some(t) = self.current[cpu].take() {
             if let Some(th) = self.thread_mut(t) {
                 th.deadline = deadline;
+                if !th.cpu_budget.is_unlimited() {
+                    // Charge the run that ends here; the throttle check
+                    // happens when it next leaves the kernel.
+                    let now = arch::time::nanos_since_boot();
+                    th.cpu_budget.charge(now, now.saturating_sub(th.ran_since));
+                    th.ran_since = now;
+                }
             }
             if let Some(d) = deadline {
                 self.timeouts.insert((d, t), ());
             }
+        }
+    }
+
+    /// Charges the thread running on this CPU for the time since it entered
+    /// ring 3, if it has a CPU budget; throttles it when the budget is spent.
+    pub fn account_current(&mut self, cpu: usize) {
+        let Some(t) = self.current[cpu] else { return };
+        let Some(th) = self.thread_mut(t) else { return };
+        if th.cpu_budget.is_unlimited() || th.state != ThreadState::Running {
+            return;
+        }
+        let now = arch::time::nanos_since_boot();
+        let ran = now.saturating_sub(th.ran_since);
+        th.cpu_budget.charge(now, ran);
+        th.ran_since = now;
+        if th.cpu_budget.is_throttled(now) {
+            let until = th.cpu_budget.replenish_at().unwrap_or(now + 1_000_000);
+            th.state = ThreadState::Inactive;
+            self.current[cpu] = None;
+            self.throttled.insert((until, t), ());
+        }
+    }
+
+    /// Returns throttled threads whose budget came back to their run queues.
+    pub fn replenish(&mut self, now: u64) {
+        while let Some((&(d, t), _)) = self.throttled.iter().next() {
+            if d > now {
+                break;
+            }
+            self.throttled.remove(&(d, t));
+            self.make_runnable(t);
         }
     }
 
@@ -400,6 +445,13 @@ impl Kernel {
         None
     }
 
+    /// The earliest timeout or budget replenishment.
+    pub fn first_deadline(&self) -> u64 {
+        let t = self.timeouts.keys().next().map_or(u64::MAX, |&(d, _)| d);
+        let r = self.throttled.keys().next().map_or(u64::MAX, |&(d, _)| d);
+        t.min(r)
+    }
+
     pub fn pick_cpu(&self, affinity: Option<usize>) -> usize {
         let loads: Vec<kcore::sched::CpuLoad> = (0..self.cpus_online)
             .map(|c| kcore::sched::CpuLoad {
@@ -443,11 +495,13 @@ const SLICE_US: u64 = 10_000;
 /// Leaves the kernel: to the current thread in ring 3, or to the idle loop.
 pub fn exit_kernel(mut k: KernelGuard) -> ! {
     let cpu = percpu::index();
+    k.account_current(cpu);
     // The clock is read only when something depends on it.
-    let first_timeout = k.timeouts.keys().next().map_or(u64::MAX, |&(d, _)| d);
+    let first_timeout = k.first_deadline();
     let mut now = if first_timeout != u64::MAX { arch::time::nanos_since_boot() } else { 0 };
     if first_timeout <= now {
         k.expire_timeouts(now);
+        k.replenish(now);
     }
     let slice_over = percpu::this().need_resched.swap(false, Ordering::Relaxed);
     match k.schedule(cpu, slice_over) {
@@ -455,10 +509,20 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             switch_to(&mut k, cpu, t);
             // A new slice, an earlier timeout, or coming out of idle needs
             // the timer; a thread that got the CPU through IPC carries on
-            // with the slice it was handed (as seL4's fast path does).
-            let first_timeout = k.timeouts.keys().next().map_or(u64::MAX, |&(d, _)| d);
+            // with the slice it was handed (as seL4's fast path does). A
+            // thread with a CPU budget is stopped when the budget runs out.
+            let mut first_timeout = k.first_deadline();
+            let limited = k.thread(t).is_some_and(|th| !th.cpu_budget.is_unlimited());
+            if limited {
+                if now == 0 {
+                    now = arch::time::nanos_since_boot();
+                }
+                let th = k.thread_mut(t).expect("current");
+                th.ran_since = now;
+                first_timeout = first_timeout.min(now + th.cpu_budget.remaining_ns(now).max(1000));
+            }
             let rearm = match k.last_run[cpu] {
-                Some((_, armed)) => slice_over || first_timeout < armed,
+                Some((last, armed)) => slice_over || first_timeout < armed || (limited && last != t),
                 None => true,
             };
             if rearm {
@@ -479,7 +543,8 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             if now == 0 {
                 now = arch::time::nanos_since_boot();
             }
-            let next = k.timeouts.keys().next().map(|&(d, _)| d.saturating_sub(now) / 1000 + 1);
+            let first = k.first_deadline();
+            let next = (first != u64::MAX).then(|| first.saturating_sub(now) / 1000 + 1);
             k.last_run[cpu] = None;
             drop(k);
             idle(next)

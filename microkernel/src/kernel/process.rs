@@ -226,6 +226,8 @@ impl Kernel {
             send_badge: 0,
             send_grant: false,
             charged_to: payer,
+            cpu_budget: kcore::sched::CpuBudget::unlimited(),
+            ran_since: 0,
         }));
         self.processes.get_mut(pid).expect("checked").threads.push(t);
         Ok(t)
@@ -491,6 +493,7 @@ impl Kernel {
                 *cur = None;
             }
         }
+        self.throttled.retain(|&(_, id), _| id != t);
         if let Some(th) = self.threads.remove(t) {
             if let Some(p) = self.processes.get_mut(th.process) {
                 p.threads.retain(|&x| x != t);

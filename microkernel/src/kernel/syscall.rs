@@ -186,6 +186,18 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             th.affinity = affinity;
             vals(0, 0, 0)
         }
+        Sys::ThreadSetBudget => {
+            let t = thread_cap(k, space, a[0])?;
+            let budget = if a[1] == 0 {
+                kcore::sched::CpuBudget::unlimited()
+            } else {
+                kcore::sched::CpuBudget::new(a[1], a[2]).map_err(|_| Error::InvalidArgument)?
+            };
+            let th = k.thread_mut(t).ok_or(Error::Gone)?;
+            th.cpu_budget = budget;
+            th.ran_since = arch::time::nanos_since_boot();
+            vals(0, 0, 0)
+        }
         Sys::ThreadResume => {
             let t = thread_cap(k, space, a[0])?;
             k.thread_resume(t)?;
@@ -194,6 +206,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         Sys::ThreadSuspend => {
             let t = thread_cap(k, space, a[0])?;
             k.unblock_cleanup(t);
+            k.throttled.retain(|&(_, id), _| id != t);
             let cpu = percpu::index();
             if k.current[cpu] == Some(t) {
                 k.current[cpu] = None;

@@ -71,6 +71,7 @@ pub fn main(start: Start) -> u64 {
     if env.cpus > 1 {
         tests.insert(4, ("ipc_cross_core", ipc_cross_core));
         tests.insert(5, ("kill_on_another_cpu", kill_on_another_cpu));
+        tests.insert(6, ("cpu_budget_caps_a_spinner", cpu_budget_caps_a_spinner));
     }
     println!("{PREFIX} suite user {}", tests.len());
     let (mut passed, mut failed) = (0, 0);
@@ -487,4 +488,55 @@ fn kill_on_another_cpu(env: &mut Env) -> Result<(), String> {
     let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
     check(after == before, || format!("budget used {before} before, {after} after"))?;
     servers_answer_status(env)
+}
+
+/// Counts as fast as it can into the word at `counter`.
+extern "C" fn spinner(_ipc: u64, counter: u64, _: u64) -> ! {
+    let p = counter as *mut u64;
+    loop {
+        // SAFETY: `counter` is a word in a page its creator mapped writable
+        // for this; the creator only reads it.
+        unsafe { p.write_volatile(p.read_volatile().wrapping_add(1)) };
+    }
+}
+
+fn read_counter(addr: u64) -> u64 {
+    // SAFETY: the spinner's counter page, mapped in this process.
+    unsafe { (addr as *const u64).read_volatile() }
+}
+
+fn sleep_ns(env: &mut Env, ns: u64) -> Result<(), String> {
+    let n = env.slot();
+    sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
+    let r = sys::wait(n, ns);
+    let _ = sys::cap_delete(n);
+    check(r == Err(Error::Timeout), || format!("sleep ended with {r:?}"))
+}
+
+/// A thread capped at 25% of a CPU (2.5 ms per 10 ms) gets about a quarter
+/// of the progress it makes uncapped on the same otherwise idle CPU.
+fn cpu_budget_caps_a_spinner(env: &mut Env) -> Result<(), String> {
+    let (_, stack) = env.frame(1, RW)?;
+    let (_, counter) = env.frame(1, RW)?;
+    let t = env.slot();
+    sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).map_err(|e| format!("thread: {e}"))?;
+    let entry = spinner as *const () as u64;
+    // SAFETY: stack and counter are fresh mappings for the new thread.
+    unsafe { sys::thread_configure(t, entry, stack + PAGE_SIZE - 8, 0, counter, 0) }.map_err(|e| format!("{e}"))?;
+    sys::thread_set_priority(t, 50, Some(1)).map_err(|e| format!("{e}"))?;
+    sys::thread_resume(t).map_err(|e| format!("{e}"))?;
+    let window = 200_000_000;
+    let c0 = read_counter(counter);
+    sleep_ns(env, window)?;
+    let full = read_counter(counter) - c0;
+    sys::thread_set_budget(t, 2_500_000, 10_000_000).map_err(|e| format!("budget: {e}"))?;
+    sleep_ns(env, 20_000_000)?;
+    let c1 = read_counter(counter);
+    sleep_ns(env, window)?;
+    let capped = read_counter(counter) - c1;
+    sys::thread_suspend(t).map_err(|e| format!("{e}"))?;
+    let ratio = capped as f64 / full.max(1) as f64;
+    log::info!("cpu budget: {full} uncapped, {capped} at a 25% cap: {:.0}%", ratio * 100.0);
+    check(full > 0, || "the spinner never ran".into())?;
+    check((0.10..0.45).contains(&ratio), || format!("a 25% cap let it make {:.0}% of its uncapped progress", ratio * 100.0))
 }
