@@ -280,6 +280,12 @@ pub fn create_from(object_type: ObjectType, dst: CapSlot, arg: u64, src: CapSlot
     plain(Sys::Create, [object_type as u64, u64::from(dst), arg, u64::from(src), 0, 0]).map(drop)
 }
 
+/// [`Sys::Create`] of a frame over MMIO: `pages` pages at `phys`, from the
+/// device-memory capability in `src` (mapped uncached; RAM is refused).
+pub fn create_device_frame(dst: CapSlot, phys: u64, pages: u64, src: CapSlot) -> Result<(), Error> {
+    plain(Sys::Create, [ObjectType::DeviceMemory as u64, u64::from(dst), phys, u64::from(src), pages, 0]).map(drop)
+}
+
 /// [`Sys::ThreadSetBudget`]: at most `budget_ns` of CPU time per
 /// `period_ns` (`budget_ns = 0`: no limit).
 pub fn thread_set_budget(thread: CapSlot, budget_ns: u64, period_ns: u64) -> Result<(), Error> {

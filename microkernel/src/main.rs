@@ -113,6 +113,13 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
         }
     };
     let features = arch::cpu::features();
+    kernel::RAM.call_once(|| {
+        boot.regions
+            .iter()
+            .filter(|r| !matches!(r.kind, kcore::memmap::RegionKind::Reserved))
+            .map(|r| (r.start, r.end()))
+            .collect()
+    });
     match kernel::mem::init(free.ranges()) {
         Ok((free_b, total)) => log::info!("memory: {} MiB free of {} MiB managed", free_b >> 20, total >> 20),
         Err(e) => panic!("memory: {e}"),

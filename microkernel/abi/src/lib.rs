@@ -87,7 +87,10 @@ pub enum Sys {
     /// caller's budget. `arg`: pages for `Frame`, budget bytes for `Process`
     /// (with `src` = capability slots, 0 for 256), a process slot for
     /// `Thread`, `first | count << 16` for `IoPorts` (a sub-range of the
-    /// I/O-port capability in slot `src`).
+    /// I/O-port capability in slot `src`), the physical address for
+    /// `DeviceMemory` (with `src` = the device-memory capability it comes
+    /// from and a fifth argument = pages; the result is a frame capability
+    /// over that MMIO range, mapped uncached; RAM is refused).
     Create = 14,
     /// `(process, frame, vaddr, rights)`: maps a frame into a process.
     Map = 15,
@@ -375,6 +378,9 @@ pub const INIT_SLOT_CONSOLE: CapSlot = 1;
 pub const INIT_SLOT_THREAD: CapSlot = 2;
 pub const INIT_SLOT_ARCHIVE: CapSlot = 3;
 pub const INIT_SLOT_IOPORTS: CapSlot = 4;
+/// All device memory (physical addresses that are not RAM): init derives
+/// frame capabilities over MMIO ranges from it for drivers.
+pub const INIT_SLOT_DEVICE_MEMORY: CapSlot = 5;
 pub const INIT_SLOT_IRQ_BASE: CapSlot = 8;
 /// The first slot init's own code may use freely.
 pub const INIT_SLOT_FREE: CapSlot = 64;

@@ -34,6 +34,9 @@ pub enum Obj {
     Notification(Id),
     Irq(u8),
     IoPorts { first: u16, count: u16 },
+    /// Authority over physical addresses `[first_page, first_page + pages)`
+    /// pages that are not RAM, from which MMIO frames are made.
+    DeviceMemory { first_page: u64, pages: u64 },
     Console,
 }
 
@@ -48,6 +51,7 @@ impl Obj {
             Obj::Notification(_) => T::Notification,
             Obj::Irq(_) => T::Irq,
             Obj::IoPorts { .. } => T::IoPorts,
+            Obj::DeviceMemory { .. } => T::DeviceMemory,
             Obj::Console => T::Console,
         }
     }
@@ -74,6 +78,16 @@ pub struct Frame {
     pub charged: u64,
     /// Boot-archive or device memory: never returned to the allocator.
     pub fixed: bool,
+    /// MMIO: mapped uncached.
+    pub device: bool,
+}
+
+/// Physical ranges that are RAM (from the boot memory map), so device-memory
+/// capabilities can never reach it.
+pub static RAM: spin::Once<heapless::Vec<(u64, u64), 128>> = spin::Once::new();
+
+fn is_ram(start: u64, end: u64) -> bool {
+    RAM.get().is_none_or(|r| r.iter().any(|&(s, e)| start < e && s < end))
 }
 
 pub struct Endpoint {

@@ -264,7 +264,32 @@ impl Kernel {
             self.refund(Some(payer), bytes);
             return Err(Error::OutOfMemory);
         };
-        Ok(self.frames.insert(Frame { phys, pages: pages as u32, refs: 0, charged_to: Some(payer), charged: bytes, fixed: false }))
+        Ok(self.frames.insert(Frame {
+            phys,
+            pages: pages as u32,
+            refs: 0,
+            charged_to: Some(payer),
+            charged: bytes,
+            fixed: false,
+            device: false,
+        }))
+    }
+
+    /// A frame object over MMIO at `phys` (never RAM, never freed).
+    pub fn create_device_frame(&mut self, phys: u64, pages: u64) -> Result<Id, Error> {
+        let end = pages.checked_mul(PAGE).and_then(|b| phys.checked_add(b)).ok_or(Error::InvalidArgument)?;
+        if phys % PAGE != 0 || pages == 0 || pages > 1 << 20 || end > 1 << 52 || super::is_ram(phys, end) {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(self.frames.insert(Frame {
+            phys,
+            pages: pages as u32,
+            refs: 0,
+            charged_to: None,
+            charged: 0,
+            fixed: true,
+            device: true,
+        }))
     }
 
     /// Puts a new object's first capability in `slot` of `pid`.
@@ -280,7 +305,7 @@ impl Kernel {
     /// Maps every page of `frame` at `vaddr` in `pid` with `rights`.
     pub fn map_frame(&mut self, pid: Id, frame: Id, vaddr: u64, rights: Rights) -> Result<(), Error> {
         let f = self.frames.get(frame).ok_or(Error::Gone)?;
-        let (phys, pages) = (f.phys, u64::from(f.pages));
+        let (phys, pages, device) = (f.phys, u64::from(f.pages), f.device);
         let end = vaddr.checked_add(pages * PAGE).ok_or(Error::InvalidArgument)?;
         if vaddr % PAGE != 0 || vaddr < abi::USER_MIN || end > abi::USER_MAX {
             return Err(Error::InvalidArgument);
@@ -299,7 +324,9 @@ impl Kernel {
         let flags = Flags {
             writable: rights.contains(Rights::WRITE),
             user: true,
-            executable: rights.contains(Rights::EXECUTE),
+            executable: rights.contains(Rights::EXECUTE) && !device,
+            cache_disable: device,
+            write_through: device,
             ..Flags::default()
         };
         for i in 0..pages {
@@ -573,6 +600,8 @@ pub fn start_init(k: &mut Kernel, elf: &[u8], archive_phys: u64, archive_len: u6
     k.install(pid, abi::INIT_SLOT_SELF, Obj::Process(pid), all).map_err(|_| "slot")?;
     k.install(pid, abi::INIT_SLOT_CONSOLE, Obj::Console, all).map_err(|_| "slot")?;
     k.install(pid, abi::INIT_SLOT_IOPORTS, Obj::IoPorts { first: 0, count: u16::MAX }, all).map_err(|_| "slot")?;
+    let all_devices = Obj::DeviceMemory { first_page: 0, pages: 1 << 40 };
+    k.install(pid, abi::INIT_SLOT_DEVICE_MEMORY, all_devices, all).map_err(|_| "slot")?;
     for line in 0..arch::apic::IRQ_LINES {
         k.install(pid, abi::INIT_SLOT_IRQ_BASE + line, Obj::Irq(line as u8), all).map_err(|_| "slot")?;
     }
@@ -585,6 +614,7 @@ pub fn start_init(k: &mut Kernel, elf: &[u8], archive_phys: u64, archive_len: u6
         charged_to: None,
         charged: 0,
         fixed: true,
+        device: false,
     });
     k.install(pid, abi::INIT_SLOT_ARCHIVE, Obj::Frame(fid), Rights::READ).map_err(|_| "slot")?;
     k.map_frame(pid, fid, abi::INIT_ARCHIVE_BASE, Rights::READ).map_err(|_| "cannot map the boot archive")?;

@@ -317,6 +317,7 @@ fn thread_cap(k: &Kernel, space: kcore::cap::SpaceId, s: u64) -> Result<Id, Erro
 }
 
 fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> Result<Done, Error> {
+    // A device frame nobody ended up holding must not linger.
     let ty = ObjectType::from_u64(a[0]).ok_or(Error::InvalidArgument)?;
     let dst = slot(a[1])?;
     // Fail early, before anything is allocated, if the slot is unusable.
@@ -357,6 +358,17 @@ fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> R
                 return Err(Error::InvalidArgument);
             }
             (Obj::IoPorts { first: f as u16, count: c as u16 }, Rights::MANAGE)
+        }
+        ObjectType::DeviceMemory => {
+            let Obj::DeviceMemory { first_page, pages } = k.cap(space, slot(a[3])?, Rights::MANAGE)? else {
+                return Err(Error::WrongType);
+            };
+            let (phys, want) = (a[2], a[4]);
+            let page = phys / mem::PAGE;
+            if page < first_page || page.saturating_add(want) > first_page.saturating_add(pages) {
+                return Err(Error::InvalidArgument);
+            }
+            (Obj::Frame(k.create_device_frame(phys, want)?), Rights::READ | Rights::WRITE)
         }
         _ => return Err(Error::InvalidArgument),
     };

@@ -226,6 +226,17 @@ fn spawn(
         next_slot += 1;
     }
 
+    for d in &server.device_memory {
+        let tmp = slots.next();
+        sys::create_device_frame(tmp, d.phys_base, d.bytes.div_ceil(PAGE_SIZE), abi::INIT_SLOT_DEVICE_MEMORY)
+            .map_err(e("device memory"))?;
+        let g = sys::cap_grant(proc, tmp, next_slot, Rights::READ | Rights::WRITE);
+        let _ = sys::cap_delete(tmp);
+        g.map_err(e("grant device memory"))?;
+        info.device_memory.push((d.phys_base, d.bytes, next_slot));
+        next_slot += 1;
+    }
+
     // Start-up information, read-only.
     let bytes = postcard::to_allocvec(&info).map_err(|_| String::from("encoding start info"))?;
     let pages = (bytes.len() as u64).div_ceil(PAGE_SIZE).max(1);

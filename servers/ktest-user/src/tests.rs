@@ -65,6 +65,7 @@ pub fn main(start: Start) -> u64 {
         ("revocation", revocation),
         ("budget_exhaustion", budget_exhaustion),
         ("irq_as_notification", irq_as_notification),
+        ("device_memory", device_memory),
         ("server_restart", server_restart),
         ("servers_still_answer", servers_answer_status),
     ];
@@ -539,4 +540,30 @@ fn cpu_budget_caps_a_spinner(env: &mut Env) -> Result<(), String> {
     log::info!("cpu budget: {full} uncapped, {capped} at a 25% cap: {:.0}%", ratio * 100.0);
     check(full > 0, || "the spinner never ran".into())?;
     check((0.10..0.45).contains(&ratio), || format!("a 25% cap let it make {:.0}% of its uncapped progress", ratio * 100.0))
+}
+
+/// The manifest grants the HPET's register page: mapped, it reads as an
+/// HPET (a non-zero tick period, a vendor id); mapping it executable, or
+/// reaching RAM through device memory, is refused.
+fn device_memory(env: &mut Env) -> Result<(), String> {
+    let &(phys, _, slot) = env.info.device_memory.first().ok_or_else(|| String::from("no device memory granted"))?;
+    let va = env.next_va;
+    env.next_va += 2 * PAGE_SIZE;
+    sys::map(SLOT_SELF, slot, va, Rights::READ).map_err(|e| format!("map: {e}"))?;
+    let info = sys::frame_info(slot).map_err(|e| format!("frame info: {e}"))?;
+    check(info.phys_addr == phys, || format!("frame at {:#x}, granted {phys:#x}", info.phys_addr))?;
+    // SAFETY: the HPET's register page, mapped readable (uncached) above.
+    let caps = unsafe { (va as *const u64).read_volatile() };
+    let period_fs = caps >> 32;
+    let vendor = (caps >> 16) & 0xffff;
+    // SAFETY: nothing refers to the mapping any more.
+    let _ = unsafe { sys::unmap(SLOT_SELF, va, 1) };
+    check(period_fs > 0 && period_fs <= 100_000_000, || format!("HPET period {period_fs} fs (caps {caps:#x})"))?;
+    check(vendor != 0 && vendor != 0xffff, || format!("HPET vendor {vendor:#x}"))?;
+    let x = sys::map(SLOT_SELF, slot, va, Rights::READ | Rights::EXECUTE);
+    check(x == Err(Error::NoRights), || format!("mapping device memory executable gave {x:?}"))?;
+    let ram = env.slot();
+    let r = sys::create_device_frame(ram, 0x10_0000, 1, slot);
+    check(matches!(r, Err(Error::WrongType | Error::NoRights)), || format!("device memory from a frame capability gave {r:?}"))?;
+    Ok(())
 }

@@ -41,6 +41,8 @@ pub struct StartInfo {
     pub irqs: Vec<(u8, CapSlot)>,
     /// I/O-port capabilities: (first port, count, slot).
     pub ioports: Vec<(u16, u16, CapSlot)>,
+    /// Device-memory frame capabilities: (physical address, bytes, slot).
+    pub device_memory: Vec<(u64, u64, CapSlot)>,
     /// Free-form arguments from the manifest.
     pub args: Vec<String>,
 }
