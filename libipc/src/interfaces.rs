@@ -47,3 +47,14 @@ crate::interface! {
         fn stop(code: u32);
     }
 }
+
+crate::interface! {
+    /// Fault injection for system tests: only test servers implement it, so
+    /// the restart path can be exercised with a real panic and a real fault.
+    pub interface fault_injection = 4 {
+        /// Panics inside the request (the caller gets no reply).
+        fn panic_now();
+        /// Writes to an unmapped address (the caller gets no reply).
+        fn fault_now();
+    }
+}

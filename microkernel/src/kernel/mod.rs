@@ -200,6 +200,9 @@ pub struct Kernel {
     /// Threads that used up their CPU budget, by (replenish time, thread).
     pub throttled: BTreeMap<(u64, Id), ()>,
     pub cpus_online: usize,
+    /// Address-space roots of ended processes, freed once no CPU has one
+    /// loaded (a CPU waiting for the lock may still run on it).
+    pub dead_pml4s: Vec<u64>,
     /// Whose I/O bitmap each CPU's TSS holds (None: all ports denied).
     pub io_bitmap_owner: [Option<Id>; MAX_CPUS],
     /// The thread each CPU last entered ring 3 with, and the timer deadline
@@ -216,8 +219,12 @@ pub fn lock() -> KernelGuard {
         if let Some(g) = KERNEL.try_lock() {
             return KernelGuard(g);
         }
+        // Wait with interrupts on, in a loop of its own (an emulator such as
+        // QEMU only looks for interrupts between blocks of instructions).
         arch::cpu::interrupts_on();
-        core::hint::spin_loop();
+        while KERNEL.is_locked() {
+            core::hint::spin_loop();
+        }
         arch::cpu::interrupts_off();
     }
 }
@@ -250,6 +257,7 @@ pub fn init(cpus: usize) {
         current: [None; MAX_CPUS],
         timeouts: BTreeMap::new(),
         throttled: BTreeMap::new(),
+        dead_pml4s: Vec::new(),
         cpus_online: cpus,
         io_bitmap_owner: [None; MAX_CPUS],
         last_run: [None; MAX_CPUS],
@@ -459,6 +467,24 @@ impl Kernel {
         None
     }
 
+    /// Frees dead address-space roots that no CPU has loaded any more; moves
+    /// this CPU off one first.
+    pub fn reap_pml4s(&mut self) {
+        use core::sync::atomic::Ordering::Acquire;
+        let mine = percpu::this().cr3.load(Acquire);
+        if self.dead_pml4s.contains(&mine) {
+            arch::cpu::write_cr3(arch::paging::boot_cr3());
+        }
+        let online = self.cpus_online;
+        self.dead_pml4s.retain(|&p| {
+            let loaded = (0..online).any(|c| percpu::of(c).cr3.load(Acquire) == p);
+            if !loaded {
+                mem::free_frames(p, 1);
+            }
+            loaded
+        });
+    }
+
     /// The earliest timeout or budget replenishment.
     pub fn first_deadline(&self) -> u64 {
         let t = self.timeouts.keys().next().map_or(u64::MAX, |&(d, _)| d);
@@ -509,6 +535,9 @@ const SLICE_US: u64 = 10_000;
 /// Leaves the kernel: to the current thread in ring 3, or to the idle loop.
 pub fn exit_kernel(mut k: KernelGuard) -> ! {
     let cpu = percpu::index();
+    if !k.dead_pml4s.is_empty() {
+        k.reap_pml4s();
+    }
     k.account_current(cpu);
     // The clock is read only when something depends on it.
     let first_timeout = k.first_deadline();

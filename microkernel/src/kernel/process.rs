@@ -464,7 +464,10 @@ impl Kernel {
         if arch::cpu::read_cr3() == pml4 {
             arch::cpu::write_cr3(arch::paging::boot_cr3());
         }
-        mem::free_frames(pml4, 1);
+        // The user half is gone (and shot down); the root with the shared
+        // kernel half waits until no CPU has it loaded.
+        self.shoot_down(pml4);
+        self.dead_pml4s.push(pml4);
         for line in 0..self.irqs.len() {
             // IRQ bindings die with the notification; nothing to do here.
             let _ = line;

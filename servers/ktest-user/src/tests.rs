@@ -67,6 +67,7 @@ pub fn main(start: Start) -> u64 {
         ("irq_as_notification", irq_as_notification),
         ("device_memory", device_memory),
         ("server_restart", server_restart),
+        ("panicking_and_faulting_servers_restart", panicking_and_faulting_servers_restart),
         ("servers_still_answer", servers_answer_status),
     ];
     if env.cpus > 1 {
@@ -566,4 +567,23 @@ fn device_memory(env: &mut Env) -> Result<(), String> {
     let r = sys::create_device_frame(ram, 0x10_0000, 1, slot);
     check(matches!(r, Err(Error::WrongType | Error::NoRights)), || format!("device memory from a frame capability gave {r:?}"))?;
     Ok(())
+}
+
+/// A server that panics, then one that faults, inside a request: the caller
+/// learns the server is gone, init restarts it, and it answers again.
+fn panicking_and_faulting_servers_restart(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::{fault_injection, status};
+    let named = env.info.calls.iter().find(|n| n.name == "victim").ok_or_else(|| String::from("no victim endpoint"))?;
+    let t = libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(named.slot));
+    let st = status::Client::new(t);
+    let inject = fault_injection::Client::new(t);
+    st.status().map_err(|e| format!("status: {e}"))?;
+    let r = inject.panic_now();
+    check(r == Err(libipc::IpcError::Kernel(Error::Gone)), || format!("a panicking server replied {r:?}"))?;
+    let after_panic = st.status().map_err(|e| format!("status after the panic: {e}"))?;
+    check(after_panic.requests_served == 1, || format!("not restarted after the panic: {after_panic:?}"))?;
+    let r = inject.fault_now();
+    check(r == Err(libipc::IpcError::Kernel(Error::Gone)), || format!("a faulting server replied {r:?}"))?;
+    let after_fault = st.status().map_err(|e| format!("status after the fault: {e}"))?;
+    check(after_fault.requests_served == 1, || format!("not restarted after the fault: {after_fault:?}"))
 }
