@@ -110,7 +110,10 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     let grant = rights.contains(Rights::GRANT);
     let receiver = k.endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.pop_front();
     if let Some(r) = receiver {
-        k.unblock_cleanup(r);
+        // Already off the endpoint's queue; only a timeout may remain.
+        if let Some(d) = k.thread_mut(r).and_then(|t| t.deadline.take()) {
+            k.timeouts.remove(&(d, r));
+        }
         transfer(k, me, r, info, badge, grant);
         if call {
             k.thread_mut(r).expect("receiver").reply_to = Some(me);
@@ -169,7 +172,9 @@ pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
             let call = matches!(st.state, ThreadState::Sending { call: true, .. });
             (call, st.send_badge, st.send_grant, MsgInfo::decode(st.ctx.rsi).unwrap_or_default())
         };
-        k.unblock_cleanup(s);
+        if let Some(d) = k.thread_mut(s).and_then(|t| t.deadline.take()) {
+            k.timeouts.remove(&(d, s));
+        }
         transfer(k, s, me, sinfo, badge, grant);
         if call {
             k.thread_mut(me).expect("me").reply_to = Some(s);

@@ -554,7 +554,7 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             // the timer; a thread that got the CPU through IPC carries on
             // with the slice it was handed (as seL4's fast path does). A
             // thread with a CPU budget is stopped when the budget runs out.
-            let mut first_timeout = k.first_deadline();
+            let mut first_timeout = if now == 0 { u64::MAX } else { k.first_deadline() };
             let limited = k.thread(t).is_some_and(|th| !th.cpu_budget.is_unlimited());
             if limited {
                 if now == 0 {

@@ -22,11 +22,12 @@ pub fn dispatch(k: &mut Kernel) {
     let cpu = percpu::index();
     let Some(me) = k.current[cpu] else { return };
     let Some(th) = k.thread(me) else { return };
-    let ctx = th.ctx;
+    let c = &th.ctx;
+    let (number, args) = (c.rax, [c.rdi, c.rsi, c.rdx, c.r10, c.r8, c.r9]);
     let pid = th.process;
-    let r = match Sys::from_u64(ctx.rax) {
+    let r = match Sys::from_u64(number) {
         None => Err(Error::NoSyscall),
-        Some(sys) => call(k, me, pid, sys, [ctx.rdi, ctx.rsi, ctx.rdx, ctx.r10, ctx.r8, ctx.r9]),
+        Some(sys) => call(k, me, pid, sys, args),
     };
     let still_current = k.current[cpu] == Some(me);
     let Some(th) = k.thread_mut(me) else { return }; // the process may have ended
@@ -38,7 +39,7 @@ pub fn dispatch(k: &mut Kernel) {
             th.ctx.rdx = c;
         }
         Ok(Done::Handled) => {
-            if still_current && th.ctx.rax == ctx.rax {
+            if still_current && th.ctx.rax == number {
                 th.ctx.rax = 0;
             }
         }
