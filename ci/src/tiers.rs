@@ -143,6 +143,7 @@ pub fn bochs(args: &[String]) -> Result<ExitCode> {
 struct Case {
     name: String,
     suite: &'static str,
+    manifest: &'static str,
     machine: Machine,
     cmdline: String,
 }
@@ -156,23 +157,31 @@ impl Case {
     fn qemu(name: &str, suite: &'static str, q: Qemu) -> Self {
         let cmdline =
             format!("alcove.test={suite} alcove.expect_cpus={} alcove.expect_mem_mib={}", q.smp, q.mem_mib);
-        Self { name: name.into(), suite, machine: Machine::Qemu(q), cmdline }
+        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Qemu(q), cmdline }
     }
 
     fn bochs(name: &str, suite: &'static str, b: Bochs) -> Self {
         let cmdline = format!("alcove.test={suite} alcove.expect_cpus=1 alcove.expect_mem_mib={}", b.mem_mib);
-        Self { name: name.into(), suite, machine: Machine::Bochs(b), cmdline }
+        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Bochs(b), cmdline }
     }
 
     fn run(&self, kernel: &Path, timeout: Option<Duration>) -> Result<(Run, Verdict)> {
         let iso_name = format!("test-{}", self.name.replace('/', "-"));
-        let iso = image::iso(kernel, &IsoSpec { name: &iso_name, cmdline: &self.cmdline, manifest: "test" })?;
+        let iso = image::iso(kernel, &IsoSpec { name: &iso_name, cmdline: &self.cmdline, manifest: self.manifest })?;
         let r = match &self.machine {
             Machine::Qemu(q) => q.run_captured(&iso, &self.name, timeout.unwrap_or(QEMU_TIMEOUT))?,
             Machine::Bochs(b) => b.run_captured(&iso, &self.name, timeout.unwrap_or(BOCHS_TIMEOUT))?,
         };
         let v = harness::judge(&r.serial, r.ending, self.suite);
         Ok((r, v))
+    }
+}
+
+/// The boot manifest a suite runs under.
+fn manifest_for(suite: &str) -> &'static str {
+    match suite {
+        "vm" => "vm",
+        _ => "test",
     }
 }
 
@@ -184,6 +193,8 @@ fn system_cases() -> Vec<Case> {
         Case::bochs("boot/bochs-skylake-x", "boot", Bochs::default()),
         Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, ..Qemu::default() }),
         Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
+        Case::qemu("vm/qemu64-svm", "vm", Qemu { smp: 2, ..Qemu::default() }),
+        Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
     ]
 }
 

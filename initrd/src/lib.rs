@@ -38,6 +38,11 @@ pub const MANIFEST_BIN: &str = "manifest.bin";
 /// The root task's executable.
 pub const INIT_BINARY: &str = "bin/init";
 
+/// The archive path of a data file a server is given: `files/<name>`.
+pub fn file_path(name: &str) -> alloc::string::String {
+    alloc::format!("files/{name}")
+}
+
 /// The archive path of a server's executable: `bin/<binary>`.
 pub fn binary_path(binary: &str) -> alloc::string::String {
     alloc::format!("bin/{binary}")

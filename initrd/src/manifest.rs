@@ -97,6 +97,10 @@ pub struct Server {
     pub cpu: Option<u32>,
     /// May end the machine (`MachineExit`): only system-test processes.
     pub machine_exit: bool,
+    /// Data files from the boot archive (`files/<name>`) handed to the
+    /// server read-only (e.g. a guest image for a VMM).
+    #[serde(deserialize_with = "bounded::vec::<MAX_LIST, _, _>")]
+    pub files: Vec<String>,
 }
 
 /// A range of I/O ports: `[first, count]` in TOML.
@@ -236,6 +240,19 @@ impl Manifest {
 
     /// The binaries the servers run, each once, in manifest order (without
     /// init's).
+    /// Every data file some server is given, once each.
+    pub fn files(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for s in &self.servers {
+            for f in &s.files {
+                if !out.contains(&f.as_str()) {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    }
+
     pub fn binaries(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for s in &self.servers {
@@ -367,6 +384,11 @@ impl Server {
                 ));
             }
             _ => {}
+        }
+        for f in &self.files {
+            if f.is_empty() || f.len() > MAX_NAME_LEN || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                return Err(ManifestError::invalid(who, "files", format!("{f:?} is not a file name")));
+            }
         }
         if let Some(cpu) = self.cpu
             && cpu > MAX_CPU
@@ -524,6 +546,7 @@ mod tests {
             restart: Restart::DEFAULT,
             cpu: None,
             machine_exit: false,
+            files: vec![],
         }
     }
 

@@ -33,11 +33,18 @@ pub fn pack_system_partial(manifest_toml: &str, binaries: &MaybeBinary<'_>) -> R
         crate::elf::load_plan(&bytes).map_err(|e| format!("{path}: not a loadable executable: {e}"))?;
         executables.push((path, bytes));
     }
+    let mut data_files: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in manifest.files() {
+        let path = crate::file_path(name);
+        let Some(bytes) = binaries(name).map_err(|e| format!("{path}: {e}"))? else { continue };
+        data_files.push((path, bytes));
+    }
     let mut files = Vec::from([
         File { name: MANIFEST_TOML, data: manifest_toml.as_bytes(), perm: 0o644 },
         File { name: MANIFEST_BIN, data: &encoded, perm: 0o644 },
     ]);
     files.extend(executables.iter().map(|(name, data)| File { name, data, perm: 0o755 }));
+    files.extend(data_files.iter().map(|(name, data)| File { name, data, perm: 0o644 }));
     Ok(pack(&files))
 }
 

@@ -286,6 +286,12 @@ pub fn create_device_frame(dst: CapSlot, phys: u64, pages: u64, src: CapSlot) ->
     plain(Sys::Create, [ObjectType::DeviceMemory as u64, u64::from(dst), phys, u64::from(src), pages, 0]).map(drop)
 }
 
+/// [`Sys::VcpuRun`]: runs the vCPU until an exit for the VMM; returns the
+/// exit reason (`abi::VcpuExit` as a number; details in the run page).
+pub fn vcpu_run(vcpu: CapSlot) -> Result<u64, Error> {
+    plain(Sys::VcpuRun, [u64::from(vcpu), 0, 0, 0, 0, 0]).map(|r| r[0])
+}
+
 /// [`Sys::ThreadSetBudget`]: at most `budget_ns` of CPU time per
 /// `period_ns` (`budget_ns = 0`: no limit).
 pub fn thread_set_budget(thread: CapSlot, budget_ns: u64, period_ns: u64) -> Result<(), Error> {

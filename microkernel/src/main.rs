@@ -60,6 +60,7 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     arch::percpu::init(cpu);
     arch::trap::load();
     arch::init_cpu_late(LAPIC_PHYS.load(core::sync::atomic::Ordering::Relaxed));
+    kernel::vm::init_cpu(cpu);
     arch::smp::signal_started();
     kernel::run_cpu()
 }
@@ -124,7 +125,9 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
         Ok((free_b, total)) => log::info!("memory: {} MiB free of {} MiB managed", free_b >> 20, total >> 20),
         Err(e) => panic!("memory: {e}"),
     }
-    // Interrupt controllers and the other CPUs.
+    // Hardware virtualization, then interrupt controllers and the other CPUs.
+    kernel::vm::init();
+    kernel::vm::init_cpu(0);
     let mut cpus_online = 1;
     if let Some(p) = &platform {
         LAPIC_PHYS.store(p.local_apic_address, core::sync::atomic::Ordering::Relaxed);
@@ -146,8 +149,8 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
     let init_ticks = arch::time::ticks_since_entry() - arch::time::calibration_ticks();
 
     match cmdline.get("alcove.test") {
-        // The userspace suite runs as a server of the test manifest.
-        Some("user") => {
+        // Userspace suites run as servers of the test manifests.
+        Some("user" | "vm") => {
             start_init(&system);
             kernel::run_cpu()
         }

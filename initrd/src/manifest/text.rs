@@ -47,6 +47,8 @@ struct RawServer {
     cpu: Option<i64>,
     #[serde(default)]
     machine_exit: bool,
+    #[serde(default)]
+    files: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +174,7 @@ impl RawServer {
             restart,
             cpu,
             machine_exit: self.machine_exit,
+            files: self.files,
             name,
         })
     }

@@ -134,16 +134,20 @@ pub enum Sys {
     /// `budget_ns` in every `period_ns` (the mechanism behind a zone's
     /// `cpu_cap`); `budget_ns = 0` removes the limit.
     ThreadSetBudget = 32,
+    /// `(vcpu)` → `(exit reason)`: runs the guest on the calling thread until
+    /// an exit the VMM must handle; details are in the vCPU's run page.
+    /// Exits the kernel can finish (CPUID, plain-state MSRs) never return.
+    VcpuRun = 33,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 33] = [
+        const ALL: [Sys; 34] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
-            Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget,
+            Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -241,6 +245,10 @@ pub enum ObjectType {
     DeviceMemory = 8,
     /// The kernel console (debug output).
     Console = 9,
+    /// A guest-physical address space (NPT/EPT) that frames are mapped into.
+    Guest = 10,
+    /// A virtual CPU of a guest, with its run page (see [`VcpuRun`]).
+    Vcpu = 11,
 }
 
 impl ObjectType {
@@ -255,6 +263,8 @@ impl ObjectType {
             7 => Self::IoPorts,
             8 => Self::DeviceMemory,
             9 => Self::Console,
+            10 => Self::Guest,
+            11 => Self::Vcpu,
             _ => return None,
         })
     }
@@ -352,6 +362,134 @@ pub struct IpcBuffer {
 
 const _: () = assert!(core::mem::size_of::<IpcBuffer>() <= PAGE_SIZE as usize);
 
+/// A guest segment register, in AMD's VMCB layout (APM Vol. 2 §15.5.1):
+/// `attrib` packs type (bits 0-3), S (4), DPL (5-6), P (7), AVL (8), L (9),
+/// D/B (10), G (11). VMX's access rights convert to and from it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub selector: u16,
+    pub attrib: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+/// One CPUID answer the kernel gives the guest (`Sys::VcpuRun` answers CPUID
+/// exits from the run page's table without leaving the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidEntry {
+    pub leaf: u32,
+    /// `u32::MAX`: any sub-leaf.
+    pub subleaf: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Why `Sys::VcpuRun` returned.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuExit {
+    /// Port I/O: `port`, `size`, `write`, `data` (for writes); for reads the
+    /// VMM puts the value in `data` and the kernel loads it into RAX (or,
+    /// for string I/O, the VMM emulates and sets the registers itself).
+    Io = 1,
+    /// An access to guest-physical `gpa` that is not RAM (MMIO or a hole):
+    /// `write` tells the direction when the hardware says; the VMM decodes the
+    /// instruction at RIP (through guest memory it maps) and sets `rip`.
+    Mmio = 2,
+    /// RDMSR/WRMSR of an MSR the kernel does not handle: `msr`, `write`,
+    /// `data`; for reads the VMM sets `data` (the kernel loads EDX:EAX) or
+    /// asks for #GP by injecting it.
+    Msr = 3,
+    /// The guest triple-faulted (shutdown).
+    Shutdown = 4,
+    /// The hardware refused the guest state.
+    InvalidState = 5,
+    /// A host interrupt or a reschedule ended the run; just run again.
+    Interrupted = 6,
+    /// HLT with nothing to inject: the VMM may wait for its own events.
+    Hlt = 7,
+    /// An exit the kernel does not know (`hw_code`, `info1`, `info2`).
+    Unhandled = 8,
+}
+
+impl VcpuExit {
+    pub const fn from_u32(n: u32) -> Option<Self> {
+        Some(match n {
+            1 => Self::Io,
+            2 => Self::Mmio,
+            3 => Self::Msr,
+            4 => Self::Shutdown,
+            5 => Self::InvalidState,
+            6 => Self::Interrupted,
+            7 => Self::Hlt,
+            8 => Self::Unhandled,
+            _ => return None,
+        })
+    }
+}
+
+/// The run page: one 4 KiB frame per vCPU, mapped by the VMM and read and
+/// written by the kernel around each run (as KVM's `kvm_run`). The kernel
+/// writes the whole guest state and the exit record on every return; it
+/// loads the state back before the next entry when `load_state` says so.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuRun {
+    /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15 (the x86 register
+    /// numbering, as instruction decoders use).
+    pub gprs: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    /// ES, CS, SS, DS, FS, GS, LDTR, TR.
+    pub segments: [Segment; 8],
+    pub gdtr: Segment,
+    pub idtr: Segment,
+    /// VMM → kernel, cleared by the kernel: bit 0 = load `gprs`, `rip`,
+    /// `rflags`; bit 1 = load control registers, EFER, segments, tables.
+    pub load_state: u64,
+    /// VMM → kernel, cleared when injected: bit 31 valid, bits 0-7 vector,
+    /// bits 8-10 type (0 external interrupt, 2 NMI, 3 exception), bit 11
+    /// error code valid, bits 32-63 the error code.
+    pub inject: u64,
+    // ---- the exit record (kernel → VMM) ----
+    pub exit_reason: u32,
+    pub size: u8,
+    pub write: u8,
+    /// Port I/O: string (`ins`/`outs`) and `rep` flags (bits 0 and 1).
+    pub io_flags: u8,
+    pub _pad: u8,
+    pub port: u16,
+    pub _pad2: [u16; 3],
+    pub data: u64,
+    pub gpa: u64,
+    pub msr: u32,
+    pub _pad3: u32,
+    /// The instruction after the exiting one, when the hardware says.
+    pub next_rip: u64,
+    pub hw_code: u64,
+    pub info1: u64,
+    pub info2: u64,
+    // ---- CPUID table (VMM → kernel) ----
+    pub cpuid_count: u32,
+    pub _pad4: u32,
+    pub cpuid: [CpuidEntry; 64],
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuRun>() <= PAGE_SIZE as usize);
+
+/// `VcpuRun::load_state` bits.
+pub const LOAD_GPRS: u64 = 1;
+pub const LOAD_SYSTEM: u64 = 2;
+
 /// States `ProcessInfo` reports.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -408,8 +546,8 @@ mod tests {
                 assert_eq!(t as u64, n);
             }
         }
-        assert_eq!(Sys::from_u64(32), Some(Sys::ThreadSetBudget));
-        assert_eq!(Sys::from_u64(33), None);
+        assert_eq!(Sys::from_u64(33), Some(Sys::VcpuRun));
+        assert_eq!(Sys::from_u64(34), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

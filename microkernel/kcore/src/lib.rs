@@ -20,3 +20,4 @@ pub mod pagetable;
 pub mod sched;
 pub mod slab;
 pub mod testproto;
+pub mod vlapic;

@@ -11,6 +11,7 @@ pub mod ipc;
 pub mod mem;
 pub mod process;
 pub mod syscall;
+pub mod vm;
 
 use crate::arch::{self, apic, percpu, trap::TrapFrame, MAX_CPUS};
 use abi::{CapSlot, Rights};
@@ -38,6 +39,8 @@ pub enum Obj {
     /// pages that are not RAM, from which MMIO frames are made.
     DeviceMemory { first_page: u64, pages: u64 },
     Console,
+    Guest(Id),
+    Vcpu(Id),
 }
 
 impl Obj {
@@ -53,6 +56,8 @@ impl Obj {
             Obj::IoPorts { .. } => T::IoPorts,
             Obj::DeviceMemory { .. } => T::DeviceMemory,
             Obj::Console => T::Console,
+            Obj::Guest(_) => T::Guest,
+            Obj::Vcpu(_) => T::Vcpu,
         }
     }
 }
@@ -192,6 +197,8 @@ pub struct Kernel {
     pub endpoints: Slab<Endpoint>,
     pub notifications: Slab<Notification>,
     pub frames: Slab<Frame>,
+    pub guests: Slab<vm::Guest>,
+    pub vcpus: Slab<Box<vm::Vcpu>>,
     pub irqs: [IrqLine; apic::IRQ_LINES as usize],
     pub run_queues: Vec<RunQueue<Id>>,
     pub current: [Option<Id>; MAX_CPUS],
@@ -252,6 +259,8 @@ pub fn init(cpus: usize) {
         endpoints: Slab::new(),
         notifications: Slab::new(),
         frames: Slab::new(),
+        guests: Slab::new(),
+        vcpus: Slab::new(),
         irqs: [IrqLine::default(); apic::IRQ_LINES as usize],
         run_queues: (0..MAX_CPUS).map(|_| RunQueue::new()).collect(),
         current: [None; MAX_CPUS],
@@ -626,6 +635,17 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
     percpu::this().in_user.store(false, Ordering::Release);
     let mut k = lock();
     deliver_pending_irqs(&mut k);
+    // Running a vCPU gives up the lock while the guest runs.
+    let cpu = percpu::index();
+    if let Some(me) = k.current[cpu] {
+        let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
+        if let Some((n, slot)) = ctx {
+            if n == abi::Sys::VcpuRun as u64 {
+                let k = vm::vcpu_run(k, me, slot);
+                exit_kernel(k)
+            }
+        }
+    }
     syscall::dispatch(&mut k);
     exit_kernel(k)
 }

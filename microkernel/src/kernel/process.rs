@@ -47,6 +47,16 @@ impl Kernel {
                     p.refs += 1;
                 }
             }
+            Obj::Guest(id) => {
+                if let Some(g) = self.guests.get_mut(id) {
+                    g.refs += 1;
+                }
+            }
+            Obj::Vcpu(id) => {
+                if let Some(v) = self.vcpus.get_mut(id) {
+                    v.refs += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -107,6 +117,20 @@ impl Kernel {
                         self.end_process(id, ProcessState::Exited(0));
                     }
                     self.reap(id);
+                }
+            }
+            Obj::Guest(id) => {
+                let Some(g) = self.guests.get_mut(id) else { return };
+                g.refs = g.refs.saturating_sub(1);
+                if g.refs == 0 {
+                    self.destroy_guest(id);
+                }
+            }
+            Obj::Vcpu(id) => {
+                let Some(v) = self.vcpus.get_mut(id) else { return };
+                v.refs = v.refs.saturating_sub(1);
+                if v.refs == 0 {
+                    self.destroy_vcpu(id);
                 }
             }
             _ => {}

@@ -132,26 +132,30 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         }
         Sys::Create => create(k, pid, space, a),
         Sys::Map => {
-            let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else {
-                return Err(Error::WrongType);
-            };
+            let target = k.cap(space, slot(a[0])?, Rights::MANAGE)?;
             let fcap = k.caps.lookup(space, slot(a[1])?)?;
             let Obj::Frame(f) = fcap.object else { return Err(Error::WrongType) };
             let want = Rights(u32::try_from(a[3]).map_err(|_| Error::InvalidArgument)?);
             if !want.is_valid() || !fcap.rights.contains(want) || !want.contains(Rights::READ) {
                 return Err(Error::NoRights);
             }
-            k.map_frame(target, f, a[2], want)?;
+            match target {
+                Obj::Process(p) => k.map_frame(p, f, a[2], want)?,
+                Obj::Guest(g) => k.guest_map(g, f, a[2], want)?,
+                _ => return Err(Error::WrongType),
+            }
             vals(0, 0, 0)
         }
         Sys::Unmap => {
-            let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else {
-                return Err(Error::WrongType);
-            };
+            let target = k.cap(space, slot(a[0])?, Rights::MANAGE)?;
             if a[1] % mem::PAGE != 0 || a[2] > 1 << 20 {
                 return Err(Error::InvalidArgument);
             }
-            let n = k.unmap_range(target, a[1], a[2])?;
+            let n = match target {
+                Obj::Process(p) => k.unmap_range(p, a[1], a[2])?,
+                Obj::Guest(g) => k.guest_unmap(g, a[1], a[2])?,
+                _ => return Err(Error::WrongType),
+            };
             if n == 0 && a[2] > 0 {
                 return Err(Error::NotMapped);
             }
@@ -187,6 +191,9 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             th.affinity = affinity;
             vals(0, 0, 0)
         }
+        // Handled before dispatch (it gives up the lock); reaching here means
+        // the fast check there did not apply.
+        Sys::VcpuRun => Err(Error::BadState),
         Sys::ThreadSetBudget => {
             let t = thread_cap(k, space, a[0])?;
             let budget = if a[1] == 0 {
@@ -359,6 +366,16 @@ fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> R
                 return Err(Error::InvalidArgument);
             }
             (Obj::IoPorts { first: f as u16, count: c as u16 }, Rights::MANAGE)
+        }
+        ObjectType::Guest => (Obj::Guest(k.create_guest(pid)?), Rights::ALL),
+        ObjectType::Vcpu => {
+            let Obj::Guest(g) = k.cap(space, slot(a[2])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let fcap = k.caps.lookup(space, slot(a[3])?)?;
+            let Obj::Frame(f) = fcap.object else { return Err(Error::WrongType) };
+            if !fcap.rights.contains(Rights::READ | Rights::WRITE) {
+                return Err(Error::NoRights);
+            }
+            (Obj::Vcpu(k.create_vcpu(pid, g, f)?), Rights::ALL)
         }
         ObjectType::DeviceMemory => {
             let Obj::DeviceMemory { first_page, pages } = k.cap(space, slot(a[3])?, Rights::MANAGE)? else {

@@ -237,6 +237,26 @@ fn spawn(
         next_slot += 1;
     }
 
+    for name in &server.files {
+        let path = initrd::file_path(name);
+        let data = match archive.find(&path) {
+            Ok(Some(e)) => e.data,
+            _ => return Err(alloc::format!("no {path} in the boot archive")),
+        };
+        let pages = (data.len() as u64).div_ceil(PAGE_SIZE).max(1);
+        let f = slots.next();
+        sys::create(ObjectType::Frame, f, pages).map_err(e("file frame"))?;
+        sys::map(abi::INIT_SLOT_SELF, f, SCRATCH, rw).map_err(e("map scratch"))?;
+        write_scratch(SCRATCH, data);
+        // SAFETY: nothing in init refers to the scratch window any more.
+        unsafe { sys::unmap(abi::INIT_SLOT_SELF, SCRATCH, pages) }.map_err(e("unmap scratch"))?;
+        let g = sys::cap_grant(proc, f, next_slot, Rights::READ);
+        let _ = sys::cap_delete(f);
+        g.map_err(e("grant file"))?;
+        info.files.push((name.clone(), next_slot, data.len() as u64));
+        next_slot += 1;
+    }
+
     // Start-up information, read-only.
     let bytes = postcard::to_allocvec(&info).map_err(|_| String::from("encoding start info"))?;
     let pages = (bytes.len() as u64).div_ceil(PAGE_SIZE).max(1);

@@ -119,6 +119,42 @@ pub fn poke(addr: u64, bytes: &[u8]) {
     let _ = (addr, bytes);
 }
 
+/// Bytes of a region this process mapped readable (a file, guest RAM).
+pub fn user_bytes(addr: u64, len: usize) -> &'static [u8] {
+    user_slice(addr, len)
+}
+
+/// Bytes of a region this process mapped writable and gives to no one else
+/// (guest RAM a VMM owns).
+pub fn user_bytes_mut(addr: u64, len: usize) -> &'static mut [u8] {
+    #[cfg(target_os = "none")]
+    {
+        // SAFETY: the caller mapped `addr..addr+len` writable in this address
+        // space for this use only (the contract of this function).
+        unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) }
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = (addr, len);
+        &mut []
+    }
+}
+
+/// A `T` in a page this process mapped writable for it (a vCPU run page).
+pub fn user_mut<T>(addr: u64) -> &'static mut T {
+    // SAFETY: the caller mapped a writable page at `addr` holding a `T`
+    // (plain integers, any bit pattern valid) and uses it from one thread.
+    #[cfg(target_os = "none")]
+    unsafe {
+        &mut *(addr as *mut T)
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = addr;
+        panic!("user memory exists only on Alcove")
+    }
+}
+
 /// The bytes at a user address the process was told about at start.
 fn user_slice(addr: u64, len: usize) -> &'static [u8] {
     #[cfg(target_os = "none")]

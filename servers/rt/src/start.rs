@@ -43,6 +43,8 @@ pub struct StartInfo {
     pub ioports: Vec<(u16, u16, CapSlot)>,
     /// Device-memory frame capabilities: (physical address, bytes, slot).
     pub device_memory: Vec<(u64, u64, CapSlot)>,
+    /// Data files from the boot archive: (name, read-only frame slot, bytes).
+    pub files: Vec<(String, CapSlot, u64)>,
     /// Free-form arguments from the manifest.
     pub args: Vec<String>,
 }

@@ -175,7 +175,10 @@ pub fn enable_syscall_and_protection() {
         x86::msr::wrmsr(0xc000_0082, syscall_entry as *const () as u64);
         // IF, TF, DF, AC, NT cleared on entry.
         x86::msr::wrmsr(0xc000_0084, (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14));
-        let mut cr4 = x86::controlregs::cr4();
+        let mut cr4 = x86::controlregs::cr4() | x86::controlregs::Cr4::CR4_ENABLE_SSE;
+        // Processes get no FPU (CR0.TS makes any use fault); guests get
+        // theirs, saved per vCPU (kernel::vm).
+        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
         if smep {
             cr4 |= x86::controlregs::Cr4::CR4_ENABLE_SMEP;
         }
@@ -184,4 +187,30 @@ pub fn enable_syscall_and_protection() {
         }
         x86::controlregs::cr4_write(cr4);
     }
+}
+
+/// Loads a guest's FPU/SSE state (FXRSTOR; CR0.TS cleared for it).
+pub fn fpu_load(area: &[u8; 512]) {
+    // SAFETY: CR4.OSFXSR is set at boot; `area` is 512 bytes, 16-byte
+    // aligned (FxArea is align(64)) and holds an image FXSAVE wrote or the
+    // clean state; CLTS only allows FPU use in ring 0 here.
+    unsafe { asm!("clts", "fxrstor64 [{}]", in(reg) area.as_ptr(), options(nostack)) }
+}
+
+/// Saves the guest's FPU/SSE state and loads the clean state, so nothing a
+/// guest left in the registers reaches the host or another guest; sets
+/// CR0.TS again (processes have no FPU).
+pub fn fpu_save_and_clean(area: &mut [u8; 512], clean: &[u8; 512]) {
+    // SAFETY: as fpu_load; FXSAVE writes exactly 512 bytes into `area`.
+    unsafe {
+        asm!("fxsave64 [{}]", "fxrstor64 [{}]", in(reg) area.as_mut_ptr(), in(reg) clean.as_ptr(), options(nostack));
+        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
+    }
+}
+
+/// Lets a pending host interrupt in (its handler only records it).
+pub fn open_interrupt_window() {
+    // SAFETY: the kernel's interrupt handlers are ready; the window is one
+    // instruction wide and interrupts are off again after it.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
 }

@@ -11,6 +11,7 @@ pub mod percpu;
 #[macro_use]
 pub mod serial;
 pub mod smp;
+pub mod svm;
 pub mod time;
 pub mod trap;
 

@@ -1,0 +1,455 @@
+//! The guest-VMM contract in constants: where the guest is loaded, which ports
+//! it talks on, which tests exist, how failures are coded, and what the VMM
+//! answers. The guest (this crate's bin) and the VMM and host tests all use
+//! these, so the two sides cannot drift apart. See the crate documentation
+//! for the prose version.
+
+/// Guest-physical address of the first loadable segment and of `_start16`.
+pub const ENTRY_GPA: u64 = 0x8000;
+/// SP the VMM sets for vCPU 0 (real mode, SS = 0).
+pub const INITIAL_SP: u16 = 0x7000;
+/// The least guest RAM the guest works with.
+pub const MIN_RAM_BYTES: u64 = 2 << 20;
+/// The SIPI vector the guest sends: an AP starts at `SIPI_VECTOR << 12`,
+/// i.e. CS = 0x0800, IP = 0 (SDM Vol. 3A §9.4.4).
+pub const SIPI_VECTOR: u8 = (ENTRY_GPA >> 12) as u8;
+
+/// Each byte written here is console output (ASCII lines).
+pub const CONSOLE_PORT: u16 = 0xE9;
+/// The guest's single 32-bit result write.
+pub const RESULT_PORT: u16 = 0xF4;
+/// Result meaning every check passed.
+pub const RESULT_PASS: u32 = 0;
+/// Result for a test number the guest does not know.
+pub const UNKNOWN_TEST: u32 = 0xFFFF;
+
+/// The tests the guest runs, selected by BX at entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Test {
+    Cpuid = 1,
+    Pio = 2,
+    Mmio = 3,
+    HltTimer = 4,
+    X2apicTimer = 5,
+    Ipi = 6,
+    Msr = 7,
+    NptFault = 8,
+    TripleFault = 9,
+    Scribble = 10,
+}
+
+/// How a test ends, as the VMM should observe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A 32-bit write to [`RESULT_PORT`], then `cli; hlt` forever.
+    Result,
+    /// A triple fault (shutdown exit); no result write.
+    Shutdown,
+}
+
+impl Test {
+    pub const ALL: [Test; 10] = [
+        Test::Cpuid,
+        Test::Pio,
+        Test::Mmio,
+        Test::HltTimer,
+        Test::X2apicTimer,
+        Test::Ipi,
+        Test::Msr,
+        Test::NptFault,
+        Test::TripleFault,
+        Test::Scribble,
+    ];
+
+    pub fn from_u32(number: u32) -> Option<Test> {
+        Test::ALL.into_iter().find(|t| t.number() == number)
+    }
+
+    pub fn number(self) -> u32 {
+        self as u32
+    }
+
+    /// The name the guest prints at the start of each console line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::Cpuid => "cpuid",
+            Test::Pio => "pio",
+            Test::Mmio => "mmio",
+            Test::HltTimer => "hlt_timer",
+            Test::X2apicTimer => "x2apic_timer",
+            Test::Ipi => "ipi",
+            Test::Msr => "msr",
+            Test::NptFault => "npt_fault",
+            Test::TripleFault => "triple_fault",
+            Test::Scribble => "scribble",
+        }
+    }
+
+    /// How many vCPUs the VMM creates for this test.
+    pub fn vcpus(self) -> u32 {
+        match self {
+            Test::Ipi => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn ending(self) -> Ending {
+        match self {
+            Test::TripleFault | Test::Scribble => Ending::Shutdown,
+            _ => Ending::Result,
+        }
+    }
+}
+
+/// A failure result: `test << 16 | check`. Checks are numbered from 1 in
+/// the order a test prints them (`[n]` on its console line); the numbers
+/// from [`FailureCode::TRAP_BASE`] up are shared by all tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureCode {
+    pub test: u16,
+    pub check: u16,
+}
+
+impl FailureCode {
+    /// `TRAP_BASE | vector`: an exception or interrupt the test did not expect.
+    pub const TRAP_BASE: u16 = 0xFE00;
+    /// The guest panicked (a bug in the guest; the console says where).
+    pub const PANIC: u16 = 0xFFFE;
+
+    pub fn new(test: Test, check: u16) -> FailureCode {
+        FailureCode { test: test as u16, check }
+    }
+
+    pub fn trap(test: Test, vector: u8) -> FailureCode {
+        FailureCode::new(test, FailureCode::TRAP_BASE | u16::from(vector))
+    }
+
+    pub fn to_u32(self) -> u32 {
+        u32::from(self.test) << 16 | u32::from(self.check)
+    }
+
+    /// Splits a result write; `None` for [`RESULT_PASS`].
+    pub fn from_u32(result: u32) -> Option<FailureCode> {
+        (result != RESULT_PASS).then_some(FailureCode {
+            test: (result >> 16) as u16,
+            check: result as u16,
+        })
+    }
+
+    /// The vector of an unexpected trap, if this is one.
+    pub fn trap_vector(self) -> Option<u8> {
+        (self.check & 0xFF00 == FailureCode::TRAP_BASE).then_some(self.check as u8)
+    }
+}
+
+/// Test 1: the hypervisor CPUID leaves the VMM must offer.
+pub mod cpuid {
+    /// CPUID.1:ECX bit 31: running under a hypervisor.
+    pub const HYPERVISOR_BIT: u32 = 1 << 31;
+    /// The hypervisor's base leaf: EAX = max leaf, EBX:ECX:EDX = signature.
+    pub const BASE_LEAF: u32 = 0x4000_0000;
+    /// The least max leaf the base leaf must report.
+    pub const MIN_MAX_LEAF: u32 = 0x4000_0010;
+    /// 12 bytes in EBX, ECX, EDX, like KVM's "KVMKVMKVM\0\0\0".
+    pub const SIGNATURE: [u8; 12] = *b"AlcoveAlcove";
+    /// EAX = TSC frequency in kHz (VMware's and KVM's timing leaf).
+    pub const TSC_FREQ_LEAF: u32 = 0x4000_0010;
+
+    /// [`SIGNATURE`] as the EBX, ECX, EDX values of [`BASE_LEAF`].
+    pub fn signature_regs() -> [u32; 3] {
+        let s = SIGNATURE;
+        [
+            u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+            u32::from_le_bytes([s[4], s[5], s[6], s[7]]),
+            u32::from_le_bytes([s[8], s[9], s[10], s[11]]),
+        ]
+    }
+}
+
+/// Test 2: port I/O.
+pub mod pio {
+    /// The guest writes [`WRITES`] here, in order.
+    pub const WRITE_PORT: u16 = 0x510;
+    /// Reads here are answered by [`read_answer`].
+    pub const READ_PORT: u16 = 0x511;
+    /// (size in bytes, value) of each `out` to [`WRITE_PORT`], in order.
+    pub const WRITES: [(u8, u32); 3] = [(1, 0x11), (2, 0x2233), (4, 0x4455_6677)];
+    /// The string the guest sends to the console with `rep outsb`.
+    pub const OUTSB_STRING: &[u8; 8] = b"ALCOVE!\n";
+    /// Bytes the guest reads from [`READ_PORT`] with `rep insb`.
+    pub const INSB_COUNT: usize = 4;
+    /// Every byte of every read of [`READ_PORT`].
+    pub const READ_BYTE: u8 = 0xA5;
+
+    /// The value the VMM returns for a `size`-byte read of [`READ_PORT`].
+    pub fn read_answer(size: u8) -> u32 {
+        match size {
+            1 => 0xA5,
+            2 => 0xA5A5,
+            _ => 0xA5A5_A5A5,
+        }
+    }
+}
+
+/// Test 3: the emulated MMIO device.
+pub mod mmio {
+    /// Guest-physical base of the device page (not RAM: every access exits).
+    pub const BASE: u64 = 0xD000_0000;
+    pub const PAGE_BYTES: u64 = 0x1000;
+    /// 8 bytes that behave like RAM; the low 4 are "the 32-bit register".
+    pub const SCRATCH_OFFSET: u64 = 0;
+    pub const SCRATCH_BYTES: u64 = 8;
+    /// A read-only 8-byte register.
+    pub const ID_OFFSET: u64 = 8;
+    pub const ID_VALUE: u64 = 0x1234_5678_9ABC_DEF0;
+    /// What every other byte of the page reads as.
+    pub const UNDEFINED_BYTE: u8 = 0xFF;
+
+    /// The reference model of the device, byte by byte, so any access size
+    /// and the byte-wise accesses of `rep movsb` behave alike. The VMM may
+    /// use it as is: `data` is the access's bytes, little-endian, as in a
+    /// KVM MMIO exit.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct TestDevice {
+        scratch: [u8; SCRATCH_BYTES as usize],
+    }
+
+    impl TestDevice {
+        pub const fn new() -> TestDevice {
+            TestDevice { scratch: [0; SCRATCH_BYTES as usize] }
+        }
+
+        /// A read of `data.len()` bytes at `offset` into the page.
+        pub fn read(&self, offset: u64, data: &mut [u8]) {
+            for (i, byte) in data.iter_mut().enumerate() {
+                *byte = offset.checked_add(i as u64).map_or(UNDEFINED_BYTE, |at| self.byte_at(at));
+            }
+        }
+
+        /// A write of `data` at `offset` into the page; only scratch bytes
+        /// change.
+        pub fn write(&mut self, offset: u64, data: &[u8]) {
+            for (i, byte) in data.iter().enumerate() {
+                let at = offset.checked_add(i as u64).and_then(|at| at.checked_sub(SCRATCH_OFFSET));
+                if let Some(at) = at.filter(|&at| at < SCRATCH_BYTES) {
+                    self.scratch[at as usize] = *byte;
+                }
+            }
+        }
+
+        fn byte_at(&self, offset: u64) -> u8 {
+            let scratch = offset.wrapping_sub(SCRATCH_OFFSET);
+            let id = offset.wrapping_sub(ID_OFFSET);
+            if scratch < SCRATCH_BYTES {
+                self.scratch[scratch as usize]
+            } else if id < 8 {
+                ID_VALUE.to_le_bytes()[id as usize]
+            } else {
+                UNDEFINED_BYTE
+            }
+        }
+    }
+}
+
+/// Test 8: an access to guest-physical memory that is neither RAM nor a device.
+pub mod unmapped {
+    pub const GPA: u64 = 0x3000_0000;
+    /// Reads of any size return all ones (as on a PC bus with nothing there).
+    pub const READ_BYTE: u8 = 0xFF;
+    /// The 4-byte write the guest makes after its reads.
+    pub const WRITE_VALUE: u32 = 0x0BAD_F00D;
+}
+
+/// Test 7: MSRs the VMM answers itself.
+pub mod msr {
+    /// The VMM handles reads and writes of this MSR.
+    pub const VMM_MSR: u32 = 0x4B56_4D00;
+    /// EDX:EAX the VMM returns for `rdmsr` of [`VMM_MSR`].
+    pub const VMM_MSR_READ_VALUE: u64 = 0xA1C0_0E00;
+    /// EDX:EAX the guest writes to [`VMM_MSR`].
+    pub const VMM_MSR_WRITE_VALUE: u64 = 0x1234;
+    /// An MSR nobody implements: `rdmsr` must raise #GP in the guest.
+    pub const UNIMPLEMENTED_MSR: u32 = 0x1234_5678;
+}
+
+/// Tests 4-6: local APIC vectors the guest programs.
+pub mod apic {
+    pub const XAPIC_BASE: u64 = 0xFEE0_0000;
+    pub const TIMER_VECTOR: u8 = 0x40;
+    pub const IPI_VECTOR: u8 = 0x41;
+    pub const SPURIOUS_VECTOR: u8 = 0xFF;
+}
+
+/// Test 10: what the scribbler touches.
+pub mod scribble {
+    /// RAM from here up to the size in ECX gets [`pattern`].
+    pub const RAM_START: u64 = 2 << 20;
+    /// The scribbler never writes at or above this (the MMIO hole).
+    pub const RAM_LIMIT: u64 = 0xC000_0000;
+    /// A page filled with 0xFF bytes that the guest finally jumps into.
+    pub const GARBAGE_GPA: u64 = 0x1F_F000;
+    /// The byte written to every port.
+    pub const PORT_VALUE: u8 = 0;
+
+    /// The qword written all over the 4 KiB page at `page_gpa`.
+    pub fn pattern(page_gpa: u64) -> u64 {
+        0x5C81_BB1E_0000_0000 | (page_gpa >> 12)
+    }
+
+    /// Ports the scribbler leaves alone: the console and the result port's
+    /// 4 bytes (a byte write there must not read as a result).
+    pub fn port_is_skipped(port: u16) -> bool {
+        port == super::CONSOLE_PORT || (super::RESULT_PORT..super::RESULT_PORT + 4).contains(&port)
+    }
+
+    /// MSRs with known meanings, on top of the strided sweep.
+    const NOTABLE_MSRS: [u32; 24] = [
+        0x10, 0x1B, 0x3A, 0x48, 0x49, 0x8B, 0xFE, 0x174, 0x175, 0x176, 0x1A0, 0x277, 0x2FF,
+        0x6E0, 0x802, 0x80B, 0x830, 0xC000_0080, 0xC000_0081, 0xC000_0084, 0xC000_0100,
+        0xC000_0102, 0xC000_0103, 0x4000_0000,
+    ];
+
+    /// (start, end, stride) of the sweeps; strides are odd so the numbers
+    /// hit every alignment.
+    const SWEEPS: [(u32, u32, u32); 3] = [
+        (0x0, 0x2000, 0x17),
+        (0xC000_0000, 0xC000_2000, 0x29),
+        (0x4000_0000, 0x4000_0100, 0x3),
+    ];
+
+    /// The few hundred MSR numbers the scribbler reads and writes.
+    pub fn msr_numbers() -> impl Iterator<Item = u32> {
+        NOTABLE_MSRS.into_iter().chain(
+            SWEEPS
+                .into_iter()
+                .flat_map(|(start, end, stride)| (start..end).step_by(stride as usize)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_numbers_round_trip() {
+        for (i, t) in Test::ALL.into_iter().enumerate() {
+            assert_eq!(t.number(), i as u32 + 1);
+            assert_eq!(Test::from_u32(t.number()), Some(t));
+        }
+        assert_eq!(Test::from_u32(0), None);
+        assert_eq!(Test::from_u32(11), None);
+        assert_eq!(Test::from_u32(0x1_0001), None);
+    }
+
+    #[test]
+    fn endings_and_vcpus() {
+        assert_eq!(Test::TripleFault.ending(), Ending::Shutdown);
+        assert_eq!(Test::Scribble.ending(), Ending::Shutdown);
+        assert_eq!(Test::Msr.ending(), Ending::Result);
+        assert_eq!(Test::Ipi.vcpus(), 2);
+        assert_eq!(Test::Cpuid.vcpus(), 1);
+    }
+
+    #[test]
+    fn failure_codes() {
+        let code = FailureCode::new(Test::Mmio, 5).to_u32();
+        assert_eq!(code, 0x0003_0005);
+        assert_eq!(FailureCode::from_u32(code), Some(FailureCode { test: 3, check: 5 }));
+        assert_eq!(FailureCode::from_u32(RESULT_PASS), None);
+        let trap = FailureCode::trap(Test::Msr, 13);
+        assert_eq!(trap.to_u32(), 0x0007_FE0D);
+        assert_eq!(trap.trap_vector(), Some(13));
+        assert_eq!(FailureCode::new(Test::Msr, FailureCode::PANIC).trap_vector(), None);
+        assert_eq!(FailureCode::from_u32(UNKNOWN_TEST), Some(FailureCode { test: 0, check: 0xFFFF }));
+    }
+
+    #[test]
+    fn cpuid_signature_registers() {
+        let [ebx, ecx, edx] = cpuid::signature_regs();
+        let mut bytes = [0u8; 12];
+        bytes[..4].copy_from_slice(&ebx.to_le_bytes());
+        bytes[4..8].copy_from_slice(&ecx.to_le_bytes());
+        bytes[8..].copy_from_slice(&edx.to_le_bytes());
+        assert_eq!(&bytes, b"AlcoveAlcove");
+        assert_eq!(ebx, 0x6f63_6c41); // "Alco"
+    }
+
+    #[test]
+    fn pio_answers() {
+        assert_eq!(pio::read_answer(1), 0xA5);
+        assert_eq!(pio::read_answer(2), 0xA5A5);
+        assert_eq!(pio::read_answer(4), 0xA5A5_A5A5);
+        for (size, value) in pio::WRITES {
+            assert!(u64::from(value) < 1u64 << (8 * u32::from(size)));
+        }
+    }
+
+    #[test]
+    fn sipi_vector_points_at_entry() {
+        assert_eq!(u64::from(SIPI_VECTOR) << 12, ENTRY_GPA);
+    }
+
+    fn read(dev: &mmio::TestDevice, offset: u64, len: usize) -> u64 {
+        let mut data = [0u8; 8];
+        dev.read(offset, &mut data[..len]);
+        u64::from_le_bytes(data)
+    }
+
+    #[test]
+    fn mmio_device_scratch_is_ram_like() {
+        let mut dev = mmio::TestDevice::new();
+        assert_eq!(read(&dev, 0, 8), 0);
+        dev.write(0, &0x8899_AABBu32.to_le_bytes());
+        assert_eq!(read(&dev, 0, 1), 0xBB);
+        assert_eq!(read(&dev, 0, 2), 0xAABB);
+        assert_eq!(read(&dev, 0, 4), 0x8899_AABB);
+        // rep movsb: byte writes at +0..+3.
+        for (i, b) in b"ALCV".iter().enumerate() {
+            dev.write(i as u64, &[*b]);
+        }
+        assert_eq!(read(&dev, 0, 4), u64::from(u32::from_le_bytes(*b"ALCV")));
+        // rep stosd with count 2: dwords at +0 and +4.
+        dev.write(0, &0xDEAD_BEEFu32.to_le_bytes());
+        dev.write(4, &0xDEAD_BEEFu32.to_le_bytes());
+        assert_eq!(read(&dev, 0, 8), 0xDEAD_BEEF_DEAD_BEEF);
+    }
+
+    #[test]
+    fn mmio_device_id_is_read_only() {
+        let mut dev = mmio::TestDevice::new();
+        assert_eq!(read(&dev, mmio::ID_OFFSET, 8), mmio::ID_VALUE);
+        assert_eq!(read(&dev, mmio::ID_OFFSET + 4, 4), 0x1234_5678);
+        dev.write(mmio::ID_OFFSET, &[0; 8]);
+        assert_eq!(read(&dev, mmio::ID_OFFSET, 8), mmio::ID_VALUE);
+        // A write straddling scratch and ID changes only the scratch byte.
+        dev.write(7, &[0x11, 0x22]);
+        assert_eq!(read(&dev, 7, 2), 0xF011);
+        assert_eq!(read(&dev, 0x10, 4), 0xFFFF_FFFF);
+        assert_eq!(read(&dev, 0xFFC, 4), 0xFFFF_FFFF);
+        // Offsets do not wrap around into the scratch bytes.
+        assert_eq!(read(&dev, u64::MAX, 2), 0xFFFF);
+        dev.write(u64::MAX, &[1, 2]);
+        assert_eq!(read(&dev, 0, 1), 0);
+    }
+
+    #[test]
+    fn scribble_msrs_are_a_few_hundred_in_range() {
+        let n = scribble::msr_numbers().count();
+        assert!((300..1000).contains(&n), "{n} MSRs");
+        assert!(scribble::msr_numbers().all(|m| m < 0x2000
+            || (0xC000_0000..0xC000_2000).contains(&m)
+            || (0x4000_0000..0x4000_0100).contains(&m)));
+        assert!(scribble::msr_numbers().all(|m| m != msr::VMM_MSR));
+    }
+
+    #[test]
+    fn scribble_skips_console_and_result_ports() {
+        let skipped: [u16; 5] = [0xE9, 0xF4, 0xF5, 0xF6, 0xF7];
+        for port in 0..=u16::MAX {
+            assert_eq!(scribble::port_is_skipped(port), skipped.contains(&port), "{port:#x}");
+        }
+        assert_eq!(scribble::pattern(0x20_0000), 0x5C81_BB1E_0000_0200);
+    }
+}

@@ -1,0 +1,595 @@
+//! Guests and vCPUs: the hypervisor half of the kernel, shared by the SVM
+//! and (later) VMX backends.
+//!
+//! A guest is a guest-physical address space (nested page tables) that a
+//! VMM maps frames into. A vCPU belongs to a guest and to the first thread
+//! that runs it; `VcpuRun` enters the guest on that thread without holding
+//! the kernel lock and returns only for exits the VMM must see (port I/O,
+//! MMIO, unknown MSRs, HLT, shutdown, invalid state, a host interrupt).
+//! CPUID (from the VMM's table), the plain-state MSRs, XSETBV and the SVM
+//! instructions are finished here. Guest FPU state is saved per vCPU and a
+//! clean state is loaded before anything else runs, so it never leaks.
+
+use super::mem::{self, Tables, PAGE};
+use super::{cost, Kernel, KernelGuard, Obj};
+use crate::arch::{self, percpu, svm};
+use abi::{Error, Rights, VcpuExit, VcpuRun};
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use kcore::pagetable::{self, Flags, Npt};
+use kcore::slab::Id;
+
+/// The highest guest-physical address (exclusive) a guest may map.
+pub const GPA_LIMIT: u64 = 1 << 46;
+
+static BACKEND: spin::Once<Option<Hw>> = spin::Once::new();
+static IOPM_PA: AtomicU64 = AtomicU64::new(0);
+static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
+static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
+
+#[derive(Clone, Copy, Debug)]
+pub enum Hw {
+    Svm(svm::Info),
+}
+
+pub fn backend() -> Option<Hw> {
+    BACKEND.get().copied().flatten()
+}
+
+/// Detects the virtualization extension (on the bootstrap CPU, before the
+/// others start) and builds the shared permission maps.
+pub fn init() {
+    BACKEND.call_once(|| match svm::detect() {
+        Some(info) if info.nested_paging => {
+            let Some(iopm) = mem::alloc_frames(3) else { return None };
+            let Some(msrpm) = mem::alloc_frames(2) else { return None };
+            // SAFETY: freshly allocated, contiguous, kernel-owned frames in
+            // the direct map, shared read-only by every VMCB afterwards.
+            unsafe {
+                core::ptr::write_bytes((iopm + arch::PHYS_OFFSET) as *mut u8, 0xff, 3 * PAGE as usize);
+                let map = core::slice::from_raw_parts_mut((msrpm + arch::PHYS_OFFSET) as *mut u8, 2 * PAGE as usize);
+                svm::fill_msrpm(map);
+            }
+            IOPM_PA.store(iopm, Ordering::Relaxed);
+            MSRPM_PA.store(msrpm, Ordering::Relaxed);
+            Some(Hw::Svm(info))
+        }
+        Some(_) => {
+            log::warn!("vm: SVM without nested paging is not supported");
+            None
+        }
+        None => None,
+    });
+    match backend() {
+        Some(Hw::Svm(i)) => log::info!(
+            "vm: AMD SVM with nested paging, {} ASIDs, NRIP-save {}",
+            i.asids,
+            if i.nrip_save { "yes" } else { "no (instruction lengths decoded)" }
+        ),
+        None => log::info!("vm: no usable hardware virtualization; guests cannot run"),
+    }
+}
+
+/// Enables the extension on the calling CPU.
+pub fn init_cpu(cpu: usize) {
+    if let Some(Hw::Svm(_)) = backend() {
+        match (mem::alloc_frame(), mem::alloc_frame()) {
+            (Some(hsave), Some(vmsave)) => svm::enable_cpu(cpu, hsave, vmsave),
+            _ => log::error!("vm: no memory to enable SVM on CPU {cpu}"),
+        }
+    }
+}
+
+pub struct Guest {
+    pub npt_root: u64,
+    /// Guest-physical page → frame object (a reference each).
+    pub mappings: BTreeMap<u64, Id>,
+    pub tables: u64,
+    pub refs: u32,
+    pub charged_to: Option<Id>,
+    /// Bumped on every unmap: a vCPU that sees a new value flushes its
+    /// guest TLB before the next entry.
+    pub tlb_generation: Arc<AtomicU64>,
+}
+
+pub struct Vcpu {
+    pub guest: Id,
+    pub vmcb: svm::Vmcb,
+    pub run_frame: Id,
+    pub run_pa: u64,
+    /// RAX..R15 (RAX and RSP are kept in the VMCB while the guest runs).
+    pub gprs: [u64; 16],
+    pub thread: Option<Id>,
+    pub running: bool,
+    pub refs: u32,
+    pub charged_to: Option<Id>,
+    pub fpu: Box<FxArea>,
+    pub tsc_aux: u64,
+    pub tlb_generation: Arc<AtomicU64>,
+    pub seen_generation: u64,
+    pub reinject: u64,
+    /// True while the CPU is inside the guest (set and cleared by the vCPU's
+    /// thread without the lock): whoever unmaps guest memory waits for it.
+    pub in_guest: AtomicBool,
+}
+
+/// The legacy FXSAVE area (SDM Vol. 1 §10.5.1).
+#[repr(C, align(64))]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    /// The state after FNINIT with SSE defaults: FCW 0x37f, MXCSR 0x1f80.
+    pub fn clean() -> Self {
+        let mut a = [0u8; 512];
+        a[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        a[28..32].copy_from_slice(&0xffffu32.to_le_bytes()); // MXCSR_MASK
+        Self(a)
+    }
+}
+
+static CLEAN_FPU: spin::Lazy<FxArea> = spin::Lazy::new(FxArea::clean);
+
+impl Kernel {
+    pub fn create_guest(&mut self, payer: Id) -> Result<Id, Error> {
+        if backend().is_none() {
+            return Err(Error::BadState);
+        }
+        self.charge(payer, cost::PAGE_TABLE)?;
+        let Some(root) = mem::alloc_frame() else {
+            self.refund(Some(payer), cost::PAGE_TABLE);
+            return Err(Error::OutOfMemory);
+        };
+        Ok(self.guests.insert(Guest {
+            npt_root: root,
+            mappings: BTreeMap::new(),
+            tables: 0,
+            refs: 0,
+            charged_to: Some(payer),
+            tlb_generation: Arc::new(AtomicU64::new(0)),
+        }))
+    }
+
+    pub fn create_vcpu(&mut self, payer: Id, guest: Id, run_frame: Id) -> Result<Id, Error> {
+        let g = self.guests.get(guest).ok_or(Error::Gone)?;
+        let (root, generation) = (g.npt_root, g.tlb_generation.clone());
+        let f = self.frames.get(run_frame).ok_or(Error::Gone)?;
+        if f.device || f.fixed {
+            return Err(Error::InvalidArgument);
+        }
+        let run_pa = f.phys;
+        let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
+        let max = match backend() {
+            Some(Hw::Svm(i)) => i.asids,
+            None => return Err(Error::BadState),
+        };
+        if asid >= max {
+            return Err(Error::OutOfMemory);
+        }
+        self.charge(payer, cost::PAGE_TABLE + 1024)?;
+        let Some(vmcb_pa) = mem::alloc_frame() else {
+            self.refund(Some(payer), cost::PAGE_TABLE + 1024);
+            return Err(Error::OutOfMemory);
+        };
+        let mut vmcb = svm::Vmcb { pa: vmcb_pa };
+        vmcb.init(IOPM_PA.load(Ordering::Relaxed), MSRPM_PA.load(Ordering::Relaxed), asid, root);
+        self.obj_ref(Obj::Frame(run_frame));
+        if let Some(g) = self.guests.get_mut(guest) {
+            g.refs += 1; // a vCPU keeps its guest
+        }
+        let v = Vcpu {
+            guest,
+            vmcb,
+            run_frame,
+            run_pa,
+            gprs: [0; 16],
+            thread: None,
+            running: false,
+            refs: 0,
+            charged_to: Some(payer),
+            fpu: Box::new(FxArea::clean()),
+            tsc_aux: 0,
+            tlb_generation: generation,
+            seen_generation: 0,
+            reinject: 0,
+            in_guest: AtomicBool::new(false),
+        };
+        let id = self.vcpus.insert(Box::new(v));
+        // The VMM starts from the reset state, written to the run page.
+        let vc = self.vcpus.get(id).expect("new vcpu");
+        let run = run_page(vc.run_pa);
+        vc.vmcb.save(run);
+        run.gprs = [0; 16];
+        run.load_state = 0;
+        run.inject = 0;
+        Ok(id)
+    }
+
+    /// Maps every page of `frame` into the guest at `gpa`.
+    pub fn guest_map(&mut self, guest: Id, frame: Id, gpa: u64, rights: Rights) -> Result<(), Error> {
+        let f = self.frames.get(frame).ok_or(Error::Gone)?;
+        let (phys, pages, device) = (f.phys, u64::from(f.pages), f.device);
+        let end = gpa.checked_add(pages * PAGE).ok_or(Error::InvalidArgument)?;
+        if gpa % PAGE != 0 || end > GPA_LIMIT {
+            return Err(Error::InvalidArgument);
+        }
+        let g = self.guests.get(guest).ok_or(Error::Gone)?;
+        if g.mappings.range(gpa..end).next().is_some() {
+            return Err(Error::AlreadyMapped);
+        }
+        let (root, payer) = (g.npt_root, g.charged_to);
+        let flags = Flags {
+            writable: rights.contains(Rights::WRITE),
+            user: true,
+            executable: rights.contains(Rights::EXECUTE),
+            cache_disable: device,
+            write_through: device,
+            ..Flags::default()
+        };
+        for i in 0..pages {
+            let mut t = Tables::new();
+            let r = pagetable::map::<Npt, _>(&mut t, root, gpa + i * PAGE, phys + i * PAGE, flags);
+            let made = t.allocated as u64;
+            if let Some(p) = payer {
+                let _ = self.charge(p, made * cost::PAGE_TABLE);
+            }
+            match r {
+                Ok(_) => {
+                    let g = self.guests.get_mut(guest).expect("checked");
+                    g.tables += made;
+                    g.mappings.insert(gpa + i * PAGE, frame);
+                    self.obj_ref(Obj::Frame(frame));
+                }
+                Err(e) => {
+                    let _ = self.guest_unmap(guest, gpa, i);
+                    return Err(match e {
+                        pagetable::MapError::OutOfMemory => Error::OutOfMemory,
+                        pagetable::MapError::AlreadyMapped => Error::AlreadyMapped,
+                        _ => Error::InvalidArgument,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn guest_unmap(&mut self, guest: Id, gpa: u64, pages: u64) -> Result<u64, Error> {
+        let g = self.guests.get(guest).ok_or(Error::Gone)?;
+        let root = g.npt_root;
+        let mut gone = alloc::vec::Vec::new();
+        for i in 0..pages {
+            let a = gpa.wrapping_add(i * PAGE);
+            let Some(f) = self.guests.get_mut(guest).expect("checked").mappings.remove(&a) else { continue };
+            let mut t = Tables::new();
+            let _ = pagetable::unmap::<Npt, _>(&mut t, root, a);
+            let g = self.guests.get_mut(guest).expect("checked");
+            g.tables = g.tables.saturating_sub(t.freed as u64);
+            let payer = g.charged_to;
+            self.refund(payer, t.freed as u64 * cost::PAGE_TABLE);
+            gone.push(f);
+        }
+        if !gone.is_empty() {
+            let g = self.guests.get(guest).expect("checked");
+            g.tlb_generation.fetch_add(1, Ordering::AcqRel);
+            // A vCPU inside the guest right now must leave it before the
+            // frames can be reused: kick every CPU running one.
+            self.kick_guest(guest);
+        }
+        let n = gone.len() as u64;
+        for f in gone {
+            self.obj_unref(Obj::Frame(f));
+        }
+        Ok(n)
+    }
+
+    /// Makes every CPU that runs a vCPU of `guest` leave it, and waits
+    /// until it has (so unmapped frames are no longer reachable).
+    fn kick_guest(&mut self, guest: Id) {
+        let me = percpu::index();
+        for (_, v) in self.vcpus.iter() {
+            if v.guest != guest || !v.running {
+                continue;
+            }
+            let Some(t) = v.thread else { continue };
+            let Some(cpu) = self.thread(t).map(|th| th.cpu) else { continue };
+            if cpu == me {
+                continue;
+            }
+            let p = percpu::of(cpu);
+            p.need_resched.store(true, Ordering::Release);
+            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
+            let deadline = arch::time::nanos_since_boot() + 100_000_000;
+            while v.in_guest.load(Ordering::Acquire) {
+                if arch::time::nanos_since_boot() > deadline {
+                    log::error!("vm: CPU {cpu} did not leave its guest");
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    pub fn destroy_guest(&mut self, id: Id) {
+        let Some(g) = self.guests.get(id) else { return };
+        let pages: alloc::vec::Vec<u64> = g.mappings.keys().copied().collect();
+        for p in pages {
+            let _ = self.guest_unmap(id, p, 1);
+        }
+        if let Some(g) = self.guests.remove(id) {
+            let mut t = Tables::new();
+            pagetable::destroy::<Npt, _>(&mut t, g.npt_root, 0..512);
+            mem::free_frames(g.npt_root, 1);
+            self.refund(g.charged_to, cost::PAGE_TABLE);
+        }
+    }
+
+    pub fn destroy_vcpu(&mut self, id: Id) {
+        let Some(v) = self.vcpus.get(id) else { return };
+        if v.running {
+            // Its thread frees it when the run ends (see `vcpu_run`).
+            return;
+        }
+        let v = self.vcpus.remove(id).expect("checked");
+        mem::free_frames(v.vmcb.pa, 1);
+        self.refund(v.charged_to, cost::PAGE_TABLE + 1024);
+        self.obj_unref(Obj::Frame(v.run_frame));
+        self.obj_unref(Obj::Guest(v.guest));
+    }
+}
+
+fn run_page(pa: u64) -> &'static mut VcpuRun {
+    // SAFETY: the run page is a kernel frame (a frame object this vCPU holds
+    // a reference to) inside the direct map. The VMM may write it at any
+    // time from another thread; the kernel only copies plain integers out
+    // of it and validates them (the hardware checks guest state), so a
+    // racing write can give the guest odd state but cannot harm the host.
+    unsafe { &mut *((pa + arch::PHYS_OFFSET) as *mut VcpuRun) }
+}
+
+/// `VcpuRun`: runs the vCPU in `slot` on the calling thread until an exit
+/// for the VMM. Called with the lock held; drops it while the guest runs.
+pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
+    let r = prepare(&mut k, me, slot);
+    let (id, vcpu_ptr) = match r {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(th) = k.thread_mut(me) {
+                th.ctx.rax = e as u64;
+            }
+            return k;
+        }
+    };
+    drop(k);
+    // SAFETY: `prepare` marked the vCPU running and bound to this thread;
+    // while running, nothing else uses or frees it (destroy_vcpu defers, the
+    // object is boxed so its address is stable), so this thread has it
+    // exclusively until it re-takes the lock below.
+    let vcpu = unsafe { &mut *vcpu_ptr };
+    let exit = run_loop(vcpu);
+    let mut k = super::lock();
+    let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
+    if let Some(v) = k.vcpus.get_mut(id) {
+        v.running = false;
+    }
+    if doomed {
+        k.destroy_vcpu(id);
+    }
+    if let Some(th) = k.thread_mut(me) {
+        th.ctx.rax = 0;
+        th.ctx.rdi = exit as u64;
+    }
+    k
+}
+
+fn prepare(k: &mut Kernel, me: Id, slot: u64) -> Result<(Id, *mut Vcpu), Error> {
+    let pid = k.thread(me).ok_or(Error::Gone)?.process;
+    let space = k.processes.get(pid).ok_or(Error::Gone)?.space;
+    let slot = u32::try_from(slot).map_err(|_| Error::InvalidSlot)?;
+    let Obj::Vcpu(id) = k.cap(space, slot, Rights::MANAGE)? else { return Err(Error::WrongType) };
+    let cpu = percpu::index();
+    if !svm::enabled_on(cpu) {
+        return Err(Error::BadState);
+    }
+    let v = k.vcpus.get_mut(id).ok_or(Error::Gone)?;
+    if v.running {
+        return Err(Error::BadState);
+    }
+    match v.thread {
+        None => v.thread = Some(me),
+        Some(t) if t == me => {}
+        Some(_) => return Err(Error::NoRights), // bound to another thread
+    }
+    v.running = true;
+    Ok((id, &mut **v as *mut Vcpu))
+}
+
+const EVENT_VALID: u64 = 1 << 31;
+
+fn inject_exception(vcpu: &mut Vcpu, vector: u8, error: Option<u32>) {
+    let mut ev = u64::from(vector) | (3 << 8) | EVENT_VALID;
+    if let Some(e) = error {
+        ev |= (1 << 11) | (u64::from(e) << 32);
+    }
+    vcpu.vmcb.w64(svm::vmcb::EVENT_INJ, ev);
+}
+
+fn advance(vcpu: &mut Vcpu, len: u64) {
+    let rip = vcpu.vmcb.r64(svm::vmcb::RIP);
+    vcpu.vmcb.w64(svm::vmcb::RIP, rip.wrapping_add(len));
+}
+
+/// Enters the guest until an exit the VMM must see.
+fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
+    use svm::exit as x;
+    use svm::vmcb as f;
+    let cpu = percpu::index();
+    let run = run_page(vcpu.run_pa);
+    // Requests from the VMM, read once.
+    let load = core::mem::take(&mut run.load_state);
+    if load & abi::LOAD_GPRS != 0 {
+        vcpu.gprs = run.gprs;
+    }
+    vcpu.vmcb.load(run, load);
+    let inject = core::mem::take(&mut run.inject);
+    if inject & EVENT_VALID != 0 {
+        vcpu.vmcb.w64(f::EVENT_INJ, inject & 0xffff_ffff_8000_0fff);
+    } else if vcpu.reinject & EVENT_VALID != 0 {
+        vcpu.vmcb.w64(f::EVENT_INJ, vcpu.reinject);
+    }
+    vcpu.reinject = 0;
+    let reason = loop {
+        // Announce the entry before the last check, so an unmapper that
+        // missed `in_guest` has already raised need_resched for us.
+        vcpu.in_guest.store(true, Ordering::SeqCst);
+        if percpu::this().need_resched.load(Ordering::SeqCst) {
+            vcpu.in_guest.store(false, Ordering::Release);
+            break VcpuExit::Interrupted;
+        }
+        let generation = vcpu.tlb_generation.load(Ordering::Acquire);
+        if generation != vcpu.seen_generation {
+            vcpu.vmcb.w8(f::TLB_CONTROL, 1);
+            vcpu.seen_generation = generation;
+        }
+        vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
+        arch::cpu::fpu_load(&vcpu.fpu.0);
+        svm::run(cpu, &vcpu.vmcb, &mut vcpu.gprs);
+        vcpu.in_guest.store(false, Ordering::Release);
+        arch::cpu::fpu_save_and_clean(&mut vcpu.fpu.0, &CLEAN_FPU.0);
+        vcpu.vmcb.w8(f::TLB_CONTROL, 0);
+        vcpu.vmcb.w32(f::CLEAN, 0);
+        vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
+        // An event whose delivery the exit interrupted is delivered again.
+        let iinfo = vcpu.vmcb.r64(f::EXIT_INT_INFO);
+        let code = vcpu.vmcb.r64(f::EXIT_CODE);
+        let info1 = vcpu.vmcb.r64(f::EXIT_INFO1);
+        let info2 = vcpu.vmcb.r64(f::EXIT_INFO2);
+        vcpu.vmcb.w64(f::EVENT_INJ, if iinfo & EVENT_VALID != 0 { iinfo } else { 0 });
+        run.hw_code = code;
+        run.info1 = info1;
+        run.info2 = info2;
+        match code {
+            x::INTR | x::NMI | x::SMI | x::INIT => {
+                // Let the host interrupt in (it marks what it needs).
+                arch::cpu::open_interrupt_window();
+                break VcpuExit::Interrupted;
+            }
+            x::CPUID => {
+                cpuid(vcpu, run);
+                advance(vcpu, 2);
+            }
+            x::MSR => {
+                if !msr(vcpu, info1 == 1) {
+                    let rip = vcpu.vmcb.r64(f::RIP);
+                    run.msr = vcpu.gprs[1] as u32;
+                    run.write = info1 as u8;
+                    run.data = (vcpu.gprs[2] << 32) | (vcpu.gprs[0] & 0xffff_ffff);
+                    run.next_rip = rip + 2;
+                    break VcpuExit::Msr;
+                }
+            }
+            x::IOIO => {
+                let port = (info1 >> 16) as u16;
+                let size = ((info1 >> 4) & 7) as u8; // 1, 2 or 4 as a bit mask
+                run.port = port;
+                run.size = match size {
+                    1 => 1,
+                    2 => 2,
+                    _ => 4,
+                };
+                run.write = u8::from(info1 & 1 == 0);
+                run.io_flags = (((info1 >> 2) & 1) | (((info1 >> 3) & 1) << 1)) as u8;
+                run.data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(run.size)));
+                run.next_rip = info2;
+                break VcpuExit::Io;
+            }
+            x::NPF => {
+                run.gpa = info2;
+                run.write = u8::from(info1 & 2 != 0);
+                run.next_rip = 0;
+                break VcpuExit::Mmio;
+            }
+            x::HLT => {
+                advance(vcpu, 1);
+                break VcpuExit::Hlt;
+            }
+            x::SHUTDOWN => break VcpuExit::Shutdown,
+            x::INVALID => break VcpuExit::InvalidState,
+            // VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, MONITOR,
+            // MWAIT, INVLPGA: not for guests.
+            0x7a | 0x80..=0x86 | 0x8a..=0x8c => inject_exception(vcpu, 6, None),
+            x::XSETBV => {
+                let value = (vcpu.gprs[2] << 32) | (vcpu.gprs[0] & 0xffff_ffff);
+                if vcpu.gprs[1] as u32 == 0 && value == 1 {
+                    advance(vcpu, 3);
+                } else {
+                    inject_exception(vcpu, 13, Some(0));
+                }
+            }
+            _ => break VcpuExit::Unhandled,
+        }
+    };
+    vcpu.vmcb.save(run);
+    run.gprs = vcpu.gprs;
+    run.gprs[4] = vcpu.vmcb.r64(svm::vmcb::RSP);
+    run.exit_reason = reason as u32;
+    reason
+}
+
+/// Answers CPUID from the VMM's table, with the hypervisor bit and the
+/// TSC-frequency leaf the kernel alone knows.
+fn cpuid(vcpu: &mut Vcpu, run: &VcpuRun) {
+    let (leaf, sub) = (vcpu.gprs[0] as u32, vcpu.gprs[1] as u32);
+    let count = (run.cpuid_count as usize).min(run.cpuid.len());
+    let e = run.cpuid[..count]
+        .iter()
+        .find(|e| e.leaf == leaf && (e.subleaf == u32::MAX || e.subleaf == sub))
+        .copied()
+        .unwrap_or_default();
+    let (mut a, b, mut c, d) = (e.eax, e.ebx, e.ecx, e.edx);
+    if leaf == 1 {
+        c |= 1 << 31;
+    }
+    if leaf == 0x4000_0010 && a == 0 {
+        a = arch::time::tsc_khz() as u32;
+    }
+    vcpu.vmcb.w64(svm::vmcb::RAX, u64::from(a));
+    vcpu.gprs[3] = u64::from(b);
+    vcpu.gprs[1] = u64::from(c);
+    vcpu.gprs[2] = u64::from(d);
+}
+
+/// MSRs the kernel finishes; false to hand the access to the VMM.
+fn msr(vcpu: &mut Vcpu, write: bool) -> bool {
+    let index = vcpu.gprs[1] as u32;
+    let value = (vcpu.gprs[2] << 32) | (vcpu.gprs[0] & 0xffff_ffff);
+    let read = |vcpu: &mut Vcpu, v: u64| {
+        vcpu.vmcb.w64(svm::vmcb::RAX, v & 0xffff_ffff);
+        vcpu.gprs[2] = v >> 32;
+    };
+    match (index, write) {
+        // EFER: SVME is the host's; the guest never sees or clears it.
+        (0xc000_0080, false) => {
+            let v = vcpu.vmcb.r64(svm::vmcb::EFER) & !(1 << 12);
+            read(vcpu, v);
+        }
+        (0xc000_0080, true) => {
+            // LME, LMA, NXE, SCE, FFXSR are the guest's; anything else: #GP.
+            let allowed = 1 | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+            if value & !allowed != 0 {
+                inject_exception(vcpu, 13, Some(0));
+                return true;
+            }
+            vcpu.vmcb.w64(svm::vmcb::EFER, value | (1 << 12));
+        }
+        (0xc000_0103, false) => {
+            let v = vcpu.tsc_aux;
+            read(vcpu, v);
+        }
+        (0xc000_0103, true) => vcpu.tsc_aux = value & 0xffff_ffff,
+        _ => return false,
+    }
+    advance(vcpu, 2);
+    true
+}

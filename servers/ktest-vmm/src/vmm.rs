@@ -1,0 +1,395 @@
+//! The test VMM (see main.rs).
+
+use abi::{CapSlot, CpuidEntry, ObjectType, Rights, Segment, VcpuExit, VcpuRun, PAGE_SIZE};
+use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
+use alcove_rt::{println, Start};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use kcore::testproto::PREFIX;
+use libipc::sys;
+use testguest::protocol::{self as p, Test};
+
+const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
+const RAM_PAGES: u64 = 1024; // 4 MiB of guest RAM
+const RAM_VA: u64 = 0x2000_0000;
+const RUN_VA: u64 = 0x3000_0000;
+const FILE_VA: u64 = 0x4000_0000;
+const EXIT_LIMIT: u32 = 200_000;
+
+struct Env {
+    next_slot: CapSlot,
+    image: &'static [u8],
+}
+
+impl Env {
+    fn slot(&mut self) -> CapSlot {
+        let s = self.next_slot;
+        self.next_slot += 1;
+        s
+    }
+}
+
+pub fn main(start: Start) -> u64 {
+    let info = start.server("ktest-vmm");
+    let Some(&(_, file, len)) = info.files.iter().find(|(n, _, _)| n == "testguest") else {
+        println!("{PREFIX} suite vm 0");
+        println!("{PREFIX} fail setup no testguest file was granted");
+        println!("{PREFIX} end 0 1");
+        let _ = sys::machine_exit(SLOT_CONSOLE, 1);
+        return 1;
+    };
+    if let Err(e) = sys::map(SLOT_SELF, file, FILE_VA, Rights::READ) {
+        log::error!("cannot map the guest image: {e}");
+        return 1;
+    }
+    let image = alcove_rt::user_bytes(FILE_VA, len as usize);
+    let mut env = Env { next_slot: 300, image };
+    let tests: &[(&str, Test)] = &[
+        ("guest_cpuid", Test::Cpuid),
+        ("guest_pio", Test::Pio),
+        ("guest_msr", Test::Msr),
+        ("guest_triple_fault", Test::TripleFault),
+        ("guest_scribble", Test::Scribble),
+        ("guest_cpuid_after_scribble", Test::Cpuid),
+    ];
+    println!("{PREFIX} suite vm {}", tests.len());
+    let (mut passed, mut failed) = (0, 0);
+    for &(name, test) in tests {
+        println!("{PREFIX} run {name}");
+        match run_test(&mut env, test) {
+            Ok(()) => {
+                passed += 1;
+                println!("{PREFIX} ok {name}");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("{PREFIX} fail {name} {why}");
+            }
+        }
+    }
+    println!("{PREFIX} end {passed} {failed}");
+    let _ = sys::machine_exit(SLOT_CONSOLE, if failed == 0 { 0 } else { 1 });
+    0
+}
+
+/// What a guest run produced.
+#[derive(Default)]
+struct Outcome {
+    console: String,
+    result: Option<u32>,
+    shutdown: bool,
+    pio_writes: Vec<(u8, u32)>,
+    msr_writes: Vec<(u32, u64)>,
+    exits: u32,
+}
+
+fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
+    let e = |what: &'static str| move |err: abi::Error| format!("{what}: {err}");
+    let guest = env.slot();
+    sys::create(ObjectType::Guest, guest, 0).map_err(e("create guest"))?;
+    let ram = env.slot();
+    sys::create(ObjectType::Frame, ram, RAM_PAGES).map_err(e("guest RAM"))?;
+    let rwx = Rights(RW.0 | Rights::EXECUTE.0);
+    sys::map(guest, ram, 0, rwx).map_err(e("map RAM into the guest"))?;
+    sys::map(SLOT_SELF, ram, RAM_VA, RW).map_err(e("map RAM into the VMM"))?;
+    let cleanup = |env: &Env| {
+        // SAFETY: nothing refers to these mappings once the run is over.
+        let _ = unsafe { sys::unmap(SLOT_SELF, RAM_VA, RAM_PAGES) };
+        let _ = unsafe { sys::unmap(SLOT_SELF, RUN_VA, 1) };
+        let _ = env;
+    };
+    let r = (|| {
+        load_image(env.image)?;
+        let run_frame = env.slot();
+        sys::create(ObjectType::Frame, run_frame, 1).map_err(e("run page"))?;
+        sys::map(SLOT_SELF, run_frame, RUN_VA, RW).map_err(e("map run page"))?;
+        let vcpu = env.slot();
+        sys::create_from(ObjectType::Vcpu, vcpu, u64::from(guest), run_frame).map_err(e("create vcpu"))?;
+        let run = run_page();
+        boot_state(run, test);
+        fill_cpuid(run);
+        let out = drive(vcpu, run)?;
+        let _ = sys::cap_delete(vcpu);
+        let _ = sys::cap_delete(run_frame);
+        check(test, &out)
+    })();
+    cleanup(env);
+    let _ = sys::cap_delete(ram);
+    let _ = sys::cap_delete(guest);
+    r
+}
+
+fn run_page() -> &'static mut VcpuRun {
+    alcove_rt::user_mut::<VcpuRun>(RUN_VA)
+}
+
+fn ram() -> &'static mut [u8] {
+    alcove_rt::user_bytes_mut(RAM_VA, (RAM_PAGES * PAGE_SIZE) as usize)
+}
+
+/// Copies the guest's PT_LOAD segments to their physical addresses.
+fn load_image(image: &[u8]) -> Result<(), String> {
+    let file = elf::ElfBytes::<elf::endian::LittleEndian>::minimal_parse(image).map_err(|e| format!("guest image: {e}"))?;
+    let phdrs = file.segments().ok_or_else(|| String::from("guest image: no program headers"))?;
+    let ram = ram();
+    for ph in phdrs.iter().filter(|ph| ph.p_type == elf::abi::PT_LOAD) {
+        let (pa, off, filesz, memsz) = (ph.p_paddr, ph.p_offset, ph.p_filesz, ph.p_memsz);
+        let end = pa.checked_add(memsz).ok_or("segment overflows")?;
+        if end > ram.len() as u64 || filesz > memsz {
+            return Err(format!("guest segment at {pa:#x}+{memsz:#x} does not fit guest RAM"));
+        }
+        let src = image.get(off as usize..(off + filesz) as usize).ok_or("segment outside the image")?;
+        ram[pa as usize..(pa + filesz) as usize].copy_from_slice(src);
+    }
+    Ok(())
+}
+
+/// Real mode at 0000:8000 with the test number in BX and the RAM size in ECX.
+fn boot_state(run: &mut VcpuRun, test: Test) {
+    let data = Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
+    run.segments = [data; 8];
+    run.segments[1] = Segment { selector: 0, attrib: 0x9b, limit: 0xffff, base: 0 };
+    run.segments[6] = Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
+    run.segments[7] = Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
+    run.gdtr = Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
+    run.idtr = run.gdtr;
+    run.cr0 = 0x10;
+    run.cr3 = 0;
+    run.cr4 = 0;
+    run.efer = 0;
+    run.gprs = [0; 16];
+    run.gprs[3] = u64::from(test.number());
+    run.gprs[1] = RAM_PAGES * PAGE_SIZE;
+    run.gprs[4] = u64::from(p::INITIAL_SP);
+    run.rip = p::ENTRY_GPA;
+    run.rflags = 2;
+    run.load_state = abi::LOAD_GPRS | abi::LOAD_SYSTEM;
+}
+
+fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    // SAFETY: CPUID is unprivileged and only reads.
+    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, sub) };
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// The guest's CPUID: the host's basic leaves without the virtualization
+/// extensions (no nesting offered), and the hypervisor leaves.
+fn fill_cpuid(run: &mut VcpuRun) {
+    let mut n = 0;
+    let mut add = |leaf: u32, r: [u32; 4]| {
+        if n < run.cpuid.len() {
+            run.cpuid[n] = CpuidEntry { leaf, subleaf: u32::MAX, eax: r[0], ebx: r[1], ecx: r[2], edx: r[3] };
+            n += 1;
+        }
+    };
+    let max = host_cpuid(0, 0)[0].min(0xd);
+    for leaf in 0..=max {
+        let mut r = host_cpuid(leaf, 0);
+        if leaf == 1 {
+            r[2] &= !(1 << 5); // no VMX
+        }
+        add(leaf, r);
+    }
+    let xmax = host_cpuid(0x8000_0000, 0)[0].min(0x8000_0008);
+    for leaf in 0x8000_0000..=xmax {
+        let mut r = host_cpuid(leaf, 0);
+        if leaf == 0x8000_0001 {
+            r[2] &= !(1 << 2); // no SVM
+        }
+        add(leaf, r);
+    }
+    let sig = p::cpuid::signature_regs();
+    add(p::cpuid::BASE_LEAF, [p::cpuid::MIN_MAX_LEAF, sig[0], sig[1], sig[2]]);
+    add(p::cpuid::TSC_FREQ_LEAF, [0, 0, 0, 0]); // the kernel fills the frequency
+    run.cpuid_count = n as u32;
+}
+
+fn mask(size: u8) -> u64 {
+    if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
+}
+
+/// Runs the vCPU until the guest reports, shuts down or misbehaves.
+fn drive(vcpu: CapSlot, run: &mut VcpuRun) -> Result<Outcome, String> {
+    let mut out = Outcome::default();
+    let deadline = alcove_rt::clock_ns() + 10_000_000_000;
+    while out.exits < EXIT_LIMIT {
+        out.exits += 1;
+        if alcove_rt::clock_ns() > deadline {
+            return Err(format!("guest ran 10 s without finishing (console: {:?})", out.console));
+        }
+        let reason = sys::vcpu_run(vcpu).map_err(|e| format!("vcpu_run: {e}"))?;
+        match VcpuExit::from_u32(reason as u32) {
+            Some(VcpuExit::Io) => io(run, &mut out)?,
+            Some(VcpuExit::Msr) => msr(run, &mut out),
+            Some(VcpuExit::Interrupted) => {}
+            Some(VcpuExit::Hlt) => {
+                if out.result.is_some() {
+                    return Ok(out);
+                }
+            }
+            Some(VcpuExit::Shutdown) => {
+                out.shutdown = true;
+                return Ok(out);
+            }
+            Some(VcpuExit::Mmio) => {
+                // No MMIO device model yet: reads return all ones, writes
+                // are dropped (the guest's instruction is skipped by
+                // decoding only the forms the robustness test uses).
+                return Err(format!("unexpected MMIO at {:#x}, rip {:#x}", run.gpa, run.rip));
+            }
+            other => {
+                return Err(format!(
+                    "exit {other:?} (code {:#x}, info {:#x} {:#x}) at rip {:#x}; console: {:?}",
+                    run.hw_code, run.info1, run.info2, run.rip, out.console
+                ))
+            }
+        }
+    }
+    Err(format!("{EXIT_LIMIT} exits without an ending; console: {:?}", out.console))
+}
+
+/// Guest-physical address of a guest-virtual one, through the guest's own
+/// page tables (4-level paging; identity when paging is off).
+fn translate(run: &VcpuRun, va: u64) -> Option<u64> {
+    if run.cr0 & (1 << 31) == 0 {
+        return Some(va);
+    }
+    let ram = ram();
+    let read = |pa: u64| -> Option<u64> {
+        let b = ram.get(pa as usize..pa as usize + 8)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    };
+    let mut table = run.cr3 & 0x000f_ffff_ffff_f000;
+    for level in (1..=4).rev() {
+        let idx = (va >> (12 + 9 * (level - 1))) & 0x1ff;
+        let e = read(table + idx * 8)?;
+        if e & 1 == 0 {
+            return None;
+        }
+        let addr = e & 0x000f_ffff_ffff_f000;
+        if level > 1 && e & 0x80 != 0 {
+            let size = 1u64 << (12 + 9 * (level - 1));
+            return Some((addr & !(size - 1)) | (va & (size - 1)));
+        }
+        if level == 1 {
+            return Some(addr | (va & 0xfff));
+        }
+        table = addr;
+    }
+    None
+}
+
+fn io(run: &mut VcpuRun, out: &mut Outcome) -> Result<(), String> {
+    let (port, size, write) = (run.port, run.size, run.write != 0);
+    if run.io_flags & 1 != 0 {
+        return string_io(run, out);
+    }
+    if write {
+        let v = run.data & mask(size);
+        match port {
+            p::CONSOLE_PORT => out.console.push(v as u8 as char),
+            p::RESULT_PORT => out.result = Some(v as u32),
+            p::pio::WRITE_PORT => out.pio_writes.push((size, v as u32)),
+            _ => {}
+        }
+    } else {
+        let v = match port {
+            p::pio::READ_PORT => u64::from(p::pio::read_answer(size)),
+            _ => mask(size),
+        };
+        let m = mask(size);
+        run.gprs[0] = (run.gprs[0] & !m) | (v & m);
+    }
+    run.rip = run.next_rip;
+    run.load_state = abi::LOAD_GPRS;
+    Ok(())
+}
+
+/// `ins`/`outs`, with or without `rep`, byte-sized (what the tests use).
+fn string_io(run: &mut VcpuRun, out: &mut Outcome) -> Result<(), String> {
+    let rep = run.io_flags & 2 != 0;
+    let count = if rep { run.gprs[1] } else { 1 };
+    if count > 4096 || run.size != 1 {
+        return Err(format!("string I/O of {count} x {} bytes not supported", run.size));
+    }
+    let down = run.rflags & (1 << 10) != 0;
+    let write = run.write != 0;
+    for _ in 0..count {
+        let (reg, seg) = if write { (6, 3) } else { (7, 0) }; // RSI with DS, RDI with ES
+        let va = run.segments[seg].base.wrapping_add(run.gprs[reg]);
+        let pa = translate(run, va).ok_or_else(|| format!("string I/O at unmapped {va:#x}"))?;
+        let cell = ram().get_mut(pa as usize).ok_or_else(|| format!("string I/O outside RAM at {pa:#x}"))?;
+        if write {
+            let b = *cell;
+            match run.port {
+                p::CONSOLE_PORT => out.console.push(b as char),
+                p::pio::WRITE_PORT => out.pio_writes.push((1, u32::from(b))),
+                _ => {}
+            }
+        } else {
+            *cell = if run.port == p::pio::READ_PORT { p::pio::READ_BYTE } else { 0xff };
+        }
+        run.gprs[reg] = if down { run.gprs[reg].wrapping_sub(1) } else { run.gprs[reg].wrapping_add(1) };
+    }
+    if rep {
+        run.gprs[1] = 0;
+    }
+    run.rip = run.next_rip;
+    run.load_state = abi::LOAD_GPRS;
+    Ok(())
+}
+
+fn msr(run: &mut VcpuRun, out: &mut Outcome) {
+    if run.msr == p::msr::VMM_MSR {
+        if run.write != 0 {
+            out.msr_writes.push((run.msr, run.data));
+        } else {
+            run.gprs[0] = p::msr::VMM_MSR_READ_VALUE & 0xffff_ffff;
+            run.gprs[2] = p::msr::VMM_MSR_READ_VALUE >> 32;
+        }
+        run.rip = run.next_rip;
+        run.load_state = abi::LOAD_GPRS;
+    } else {
+        // Unknown MSR: #GP(0), as hardware would.
+        run.inject = (1 << 31) | (3 << 8) | 13 | (1 << 11);
+    }
+}
+
+fn check(test: Test, out: &Outcome) -> Result<(), String> {
+    let console = out.console.trim_end();
+    match test.ending() {
+        p::Ending::Shutdown => {
+            if !out.shutdown {
+                return Err(format!("expected a shutdown exit; result {:?}, console {console:?}", out.result));
+            }
+        }
+        p::Ending::Result if test == Test::Scribble => {
+            // The robustness guest never passes; the host surviving is the test.
+        }
+        p::Ending::Result => match out.result {
+            Some(p::RESULT_PASS) => {}
+            Some(code) => return Err(format!("guest reported failure {code:#x}; console {console:?}")),
+            None => return Err(format!("no result; shutdown {}; console {console:?}", out.shutdown)),
+        },
+    }
+    match test {
+        Test::Pio => {
+            let want: Vec<(u8, u32)> = p::pio::WRITES.to_vec();
+            if out.pio_writes != want {
+                return Err(format!("port writes {:?}, expected {want:?}", out.pio_writes));
+            }
+            if !out.console.contains(core::str::from_utf8(p::pio::OUTSB_STRING).unwrap_or("?").trim_end()) {
+                return Err(format!("rep outsb string missing from the console {console:?}"));
+            }
+        }
+        Test::Msr => {
+            if out.msr_writes != [(p::msr::VMM_MSR, p::msr::VMM_MSR_WRITE_VALUE)] {
+                return Err(format!("MSR writes {:?}", out.msr_writes));
+            }
+        }
+        _ => {}
+    }
+    log::info!("{}: {} exits; {}", test.name(), out.exits, console.lines().last().unwrap_or(""));
+    Ok(())
+}
