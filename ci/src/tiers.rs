@@ -195,6 +195,7 @@ fn system_cases() -> Vec<Case> {
         Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
         Case::qemu("vm/qemu64-svm", "vm", Qemu { smp: 2, ..Qemu::default() }),
         Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
+        Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()),
     ]
 }
 

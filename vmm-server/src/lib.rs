@@ -9,6 +9,8 @@
 
 extern crate alloc;
 
+pub mod mmio;
+
 use alcove_rt::Service;
 use libipc::interfaces::{status, ServerStatus};
 

@@ -12,13 +12,13 @@
 
 use super::mem::{self, Tables, PAGE};
 use super::{cost, Kernel, KernelGuard, Obj};
-use crate::arch::{self, percpu, svm};
+use crate::arch::{self, percpu, svm, vmx};
 use abi::{Error, Rights, VcpuExit, VcpuRun};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use kcore::pagetable::{self, Flags, Npt};
+use kcore::pagetable::{self, Ept, Flags, Npt};
 use kcore::slab::Id;
 
 /// The highest guest-physical address (exclusive) a guest may map.
@@ -32,6 +32,7 @@ static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
 #[derive(Clone, Copy, Debug)]
 pub enum Hw {
     Svm(svm::Info),
+    Vmx(vmx::Info),
 }
 
 pub fn backend() -> Option<Hw> {
@@ -60,7 +61,26 @@ pub fn init() {
             log::warn!("vm: SVM without nested paging is not supported");
             None
         }
-        None => None,
+        None => match vmx::detect() {
+            Some(info) if info.ept && info.unrestricted => {
+                let (Some(io), Some(msrs)) = (mem::alloc_frames(2), mem::alloc_frame()) else { return None };
+                // SAFETY: fresh kernel frames in the direct map, read by the
+                // hardware through every VMCS afterwards.
+                unsafe {
+                    core::ptr::write_bytes((io + arch::PHYS_OFFSET) as *mut u8, 0xff, 2 * PAGE as usize);
+                    let map = core::slice::from_raw_parts_mut((msrs + arch::PHYS_OFFSET) as *mut u8, PAGE as usize);
+                    vmx_msr_bitmap(map);
+                }
+                IOPM_PA.store(io, Ordering::Relaxed);
+                MSRPM_PA.store(msrs, Ordering::Relaxed);
+                Some(Hw::Vmx(info))
+            }
+            Some(_) => {
+                log::warn!("vm: VMX without EPT and unrestricted guests is not supported");
+                None
+            }
+            None => None,
+        },
     });
     match backend() {
         Some(Hw::Svm(i)) => log::info!(
@@ -68,17 +88,69 @@ pub fn init() {
             i.asids,
             if i.nrip_save { "yes" } else { "no (instruction lengths decoded)" }
         ),
+        Some(Hw::Vmx(i)) => log::info!("vm: Intel VMX with EPT, unrestricted guests, VPID {}", if i.vpid { "yes" } else { "no" }),
         None => log::info!("vm: no usable hardware virtualization; guests cannot run"),
+    }
+}
+
+/// The VMX MSR bitmap (SDM Vol. 3C §25.6.9): intercept every MSR except those
+/// the VMCS or the MSR-load areas switch.
+fn vmx_msr_bitmap(map: &mut [u8]) {
+    map.fill(0xff);
+    let pass = |map: &mut [u8], msr: u32| {
+        let (off, idx) = match msr {
+            0..=0x1fff => (0, msr),
+            0xc000_0000..=0xc000_1fff => (1024, msr - 0xc000_0000),
+            _ => return,
+        };
+        for base in [off, off + 2048] {
+            map[base + idx as usize / 8] &= !(1 << (idx % 8));
+        }
+    };
+    for m in vmx::SWITCHED_MSRS.iter().copied().chain([0x174, 0x175, 0x176, 0x277, 0xc000_0100, 0xc000_0101]) {
+        pass(map, m);
     }
 }
 
 /// Enables the extension on the calling CPU.
 pub fn init_cpu(cpu: usize) {
-    if let Some(Hw::Svm(_)) = backend() {
-        match (mem::alloc_frame(), mem::alloc_frame()) {
+    match backend() {
+        Some(Hw::Svm(_)) => match (mem::alloc_frame(), mem::alloc_frame()) {
             (Some(hsave), Some(vmsave)) => svm::enable_cpu(cpu, hsave, vmsave),
             _ => log::error!("vm: no memory to enable SVM on CPU {cpu}"),
-        }
+        },
+        Some(Hw::Vmx(info)) => match mem::alloc_frame() {
+            Some(page) => {
+                vmx::enable_cpu(cpu, info, page);
+            }
+            None => log::error!("vm: no memory to enable VMX on CPU {cpu}"),
+        },
+        None => {}
+    }
+}
+
+fn enabled_on(cpu: usize) -> bool {
+    match backend() {
+        Some(Hw::Svm(_)) => svm::enabled_on(cpu),
+        Some(Hw::Vmx(_)) => vmx::enabled_on(cpu),
+        None => false,
+    }
+}
+
+fn is_vmx() -> bool {
+    matches!(backend(), Some(Hw::Vmx(_)))
+}
+
+/// Nested-page-table operations in the backend's format.
+fn nested_map(t: &mut Tables, root: u64, gpa: u64, pa: u64, flags: Flags) -> Result<usize, pagetable::MapError> {
+    if is_vmx() { pagetable::map::<Ept, _>(t, root, gpa, pa, flags) } else { pagetable::map::<Npt, _>(t, root, gpa, pa, flags) }
+}
+
+fn nested_unmap(t: &mut Tables, root: u64, gpa: u64) {
+    if is_vmx() {
+        let _ = pagetable::unmap::<Ept, _>(t, root, gpa);
+    } else {
+        let _ = pagetable::unmap::<Npt, _>(t, root, gpa);
     }
 }
 
@@ -96,7 +168,14 @@ pub struct Guest {
 
 pub struct Vcpu {
     pub guest: Id,
+    /// SVM: the VMCB (pa 0 under VMX).
     pub vmcb: svm::Vmcb,
+    /// VMX: the VMCS (pa 0 under SVM), set up on the first run on the
+    /// vCPU's CPU.
+    pub vmcs: vmx::Vmcs,
+    pub vmcs_ready: bool,
+    pub ept_root: u64,
+    pub vpid: u16,
     pub run_frame: Id,
     pub run_pa: u64,
     /// RAX..R15 (RAX and RSP are kept in the VMCB while the guest runs).
@@ -163,18 +242,25 @@ impl Kernel {
         let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
         let max = match backend() {
             Some(Hw::Svm(i)) => i.asids,
+            Some(Hw::Vmx(_)) => 0xffff,
             None => return Err(Error::BadState),
         };
         if asid >= max {
             return Err(Error::OutOfMemory);
         }
-        self.charge(payer, cost::PAGE_TABLE + 1024)?;
-        let Some(vmcb_pa) = mem::alloc_frame() else {
-            self.refund(Some(payer), cost::PAGE_TABLE + 1024);
+        self.charge(payer, 2 * cost::PAGE_TABLE + 1024)?;
+        let (Some(vmcb_pa), Some(msr_pa)) = (mem::alloc_frame(), mem::alloc_frame()) else {
+            self.refund(Some(payer), 2 * cost::PAGE_TABLE + 1024);
             return Err(Error::OutOfMemory);
         };
-        let mut vmcb = svm::Vmcb { pa: vmcb_pa };
-        vmcb.init(IOPM_PA.load(Ordering::Relaxed), MSRPM_PA.load(Ordering::Relaxed), asid, root);
+        let mut vmcb = svm::Vmcb { pa: 0 };
+        let mut vmcs = vmx::Vmcs { pa: 0, msr_area_pa: msr_pa, launched: false, cpu: 0, cr0_shadow: 0x10, cr4_shadow: 0 };
+        if is_vmx() {
+            vmcs.pa = vmcb_pa;
+        } else {
+            vmcb.pa = vmcb_pa;
+            vmcb.init(IOPM_PA.load(Ordering::Relaxed), MSRPM_PA.load(Ordering::Relaxed), asid, root);
+        }
         self.obj_ref(Obj::Frame(run_frame));
         if let Some(g) = self.guests.get_mut(guest) {
             g.refs += 1; // a vCPU keeps its guest
@@ -182,6 +268,10 @@ impl Kernel {
         let v = Vcpu {
             guest,
             vmcb,
+            vmcs,
+            vmcs_ready: false,
+            ept_root: root,
+            vpid: asid as u16,
             run_frame,
             run_pa,
             gprs: [0; 16],
@@ -200,7 +290,11 @@ impl Kernel {
         // The VMM starts from the reset state, written to the run page.
         let vc = self.vcpus.get(id).expect("new vcpu");
         let run = run_page(vc.run_pa);
-        vc.vmcb.save(run);
+        if is_vmx() {
+            reset_state(run);
+        } else {
+            vc.vmcb.save(run);
+        }
         run.gprs = [0; 16];
         run.load_state = 0;
         run.inject = 0;
@@ -230,7 +324,7 @@ impl Kernel {
         };
         for i in 0..pages {
             let mut t = Tables::new();
-            let r = pagetable::map::<Npt, _>(&mut t, root, gpa + i * PAGE, phys + i * PAGE, flags);
+            let r = nested_map(&mut t, root, gpa + i * PAGE, phys + i * PAGE, flags);
             let made = t.allocated as u64;
             if let Some(p) = payer {
                 let _ = self.charge(p, made * cost::PAGE_TABLE);
@@ -263,7 +357,7 @@ impl Kernel {
             let a = gpa.wrapping_add(i * PAGE);
             let Some(f) = self.guests.get_mut(guest).expect("checked").mappings.remove(&a) else { continue };
             let mut t = Tables::new();
-            let _ = pagetable::unmap::<Npt, _>(&mut t, root, a);
+            nested_unmap(&mut t, root, a);
             let g = self.guests.get_mut(guest).expect("checked");
             g.tables = g.tables.saturating_sub(t.freed as u64);
             let payer = g.charged_to;
@@ -319,7 +413,11 @@ impl Kernel {
         }
         if let Some(g) = self.guests.remove(id) {
             let mut t = Tables::new();
-            pagetable::destroy::<Npt, _>(&mut t, g.npt_root, 0..512);
+            if is_vmx() {
+                pagetable::destroy::<Ept, _>(&mut t, g.npt_root, 0..512);
+            } else {
+                pagetable::destroy::<Npt, _>(&mut t, g.npt_root, 0..512);
+            }
             mem::free_frames(g.npt_root, 1);
             self.refund(g.charged_to, cost::PAGE_TABLE);
         }
@@ -332,8 +430,18 @@ impl Kernel {
             return;
         }
         let v = self.vcpus.remove(id).expect("checked");
-        mem::free_frames(v.vmcb.pa, 1);
-        self.refund(v.charged_to, cost::PAGE_TABLE + 1024);
+        if v.vmcb.pa != 0 {
+            mem::free_frames(v.vmcb.pa, 1);
+        }
+        if v.vmcs.pa != 0 {
+            // A VMCS must be cleared before its memory is reused (SDM Vol.
+            // 3C §25.11.1); this CPU may not be the one it was active on,
+            // but VMCLEAR by address works from any CPU in VMX operation.
+            vmx::clear(v.vmcs.pa);
+            mem::free_frames(v.vmcs.pa, 1);
+        }
+        mem::free_frames(v.vmcs.msr_area_pa, 1);
+        self.refund(v.charged_to, 2 * cost::PAGE_TABLE + 1024);
         self.obj_unref(Obj::Frame(v.run_frame));
         self.obj_unref(Obj::Guest(v.guest));
     }
@@ -362,12 +470,13 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         }
     };
     drop(k);
+    let vmx = is_vmx();
     // SAFETY: `prepare` marked the vCPU running and bound to this thread;
     // while running, nothing else uses or frees it (destroy_vcpu defers, the
     // object is boxed so its address is stable), so this thread has it
     // exclusively until it re-takes the lock below.
     let vcpu = unsafe { &mut *vcpu_ptr };
-    let exit = run_loop(vcpu);
+    let exit = if vmx { run_loop_vmx(vcpu) } else { run_loop(vcpu) };
     let mut k = super::lock();
     let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
     if let Some(v) = k.vcpus.get_mut(id) {
@@ -389,7 +498,7 @@ fn prepare(k: &mut Kernel, me: Id, slot: u64) -> Result<(Id, *mut Vcpu), Error> 
     let slot = u32::try_from(slot).map_err(|_| Error::InvalidSlot)?;
     let Obj::Vcpu(id) = k.cap(space, slot, Rights::MANAGE)? else { return Err(Error::WrongType) };
     let cpu = percpu::index();
-    if !svm::enabled_on(cpu) {
+    if !enabled_on(cpu) {
         return Err(Error::BadState);
     }
     let v = k.vcpus.get_mut(id).ok_or(Error::Gone)?;
@@ -577,10 +686,14 @@ fn msr(vcpu: &mut Vcpu, write: bool) -> bool {
         (0xc000_0080, true) => {
             // LME, LMA, NXE, SCE, FFXSR are the guest's; anything else: #GP.
             let allowed = 1 | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
-            if value & !allowed != 0 {
+            let old = vcpu.vmcb.r64(svm::vmcb::EFER);
+            let paging = vcpu.vmcb.r64(svm::vmcb::CR0) & (1 << 31) != 0;
+            if value & !allowed != 0 || (paging && (old ^ value) & (1 << 8) != 0) {
                 inject_exception(vcpu, 13, Some(0));
                 return true;
             }
+            // LMA is the processor's to set.
+            let value = (value & !(1 << 10)) | (old & (1 << 10));
             vcpu.vmcb.w64(svm::vmcb::EFER, value | (1 << 12));
         }
         (0xc000_0103, false) => {
@@ -592,4 +705,278 @@ fn msr(vcpu: &mut Vcpu, write: bool) -> bool {
     }
     advance(vcpu, 2);
     true
+}
+
+/// The architectural reset state (real mode at F000:FFF0) in the run page.
+fn reset_state(run: &mut VcpuRun) {
+    let data = abi::Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
+    run.segments = [data; 8];
+    run.segments[1] = abi::Segment { selector: 0xf000, attrib: 0x9b, limit: 0xffff, base: 0xffff_0000 };
+    run.segments[6] = abi::Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
+    run.segments[7] = abi::Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
+    run.gdtr = abi::Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
+    run.idtr = run.gdtr;
+    run.rip = 0xfff0;
+    run.rflags = 2;
+    run.cr0 = 0x10;
+    run.cr2 = 0;
+    run.cr3 = 0;
+    run.cr4 = 0;
+    run.efer = 0;
+}
+
+/// The VMX run loop: as `run_loop`, with VMX's exit reasons.
+fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
+    use vmx::exit as x;
+    use vmx::field as f;
+    let cpu = percpu::index();
+    let run = run_page(vcpu.run_pa);
+    if !vcpu.vmcs_ready {
+        let ok = vcpu.vmcs.init(
+            cpu,
+            vcpu.ept_root,
+            vcpu.vpid,
+            MSRPM_PA.load(Ordering::Relaxed),
+            IOPM_PA.load(Ordering::Relaxed),
+        );
+        if !ok {
+            run.exit_reason = VcpuExit::InvalidState as u32;
+            return VcpuExit::InvalidState;
+        }
+        vcpu.vmcs_ready = true;
+    } else if !vcpu.vmcs.load(cpu) {
+        run.exit_reason = VcpuExit::InvalidState as u32;
+        return VcpuExit::InvalidState;
+    }
+    // The thread's address space may differ from when the VMCS was made.
+    vmx::vmwrite(f::HOST_CR3, arch::cpu::read_cr3());
+    let load = core::mem::take(&mut run.load_state);
+    if load & abi::LOAD_GPRS != 0 {
+        vcpu.gprs = run.gprs;
+    }
+    vcpu.vmcs.load_state(run, load);
+    let inject = core::mem::take(&mut run.inject);
+    if inject & EVENT_VALID != 0 {
+        vmx::vmwrite(f::ENTRY_INTR_INFO, inject & 0x8000_0fff);
+        vmx::vmwrite(f::ENTRY_EXCEPTION_ERROR, inject >> 32);
+    } else if vcpu.reinject & EVENT_VALID != 0 {
+        vmx::vmwrite(f::ENTRY_INTR_INFO, vcpu.reinject & 0x8000_0fff);
+        vmx::vmwrite(f::ENTRY_EXCEPTION_ERROR, vcpu.reinject >> 32);
+    }
+    vcpu.reinject = 0;
+    let advance = |len: u64| {
+        let rip = vmx::vmread(f::GUEST_RIP);
+        vmx::vmwrite(f::GUEST_RIP, rip.wrapping_add(len));
+    };
+    let inject_exc = |vector: u64, error: Option<u64>| {
+        let mut ev = vector | (3 << 8) | EVENT_VALID;
+        if let Some(e) = error {
+            ev |= 1 << 11;
+            vmx::vmwrite(f::ENTRY_EXCEPTION_ERROR, e);
+        }
+        vmx::vmwrite(f::ENTRY_INTR_INFO, ev);
+    };
+    let reason = loop {
+        vcpu.in_guest.store(true, Ordering::SeqCst);
+        if percpu::this().need_resched.load(Ordering::SeqCst) {
+            vcpu.in_guest.store(false, Ordering::Release);
+            break VcpuExit::Interrupted;
+        }
+        let generation = vcpu.tlb_generation.load(Ordering::Acquire);
+        if generation != vcpu.seen_generation {
+            vmx::invept_all();
+            vcpu.seen_generation = generation;
+        }
+        arch::cpu::fpu_load(&vcpu.fpu.0);
+        let entered = vmx::run(&mut vcpu.vmcs, &mut vcpu.gprs);
+        vcpu.in_guest.store(false, Ordering::Release);
+        arch::cpu::fpu_save_and_clean(&mut vcpu.fpu.0, &CLEAN_FPU.0);
+        if !entered {
+            run.hw_code = vmx::vmread(f::INSTRUCTION_ERROR);
+            break VcpuExit::InvalidState;
+        }
+        let raw = vmx::vmread(f::EXIT_REASON);
+        let qual = vmx::vmread(f::EXIT_QUALIFICATION);
+        let len = vmx::vmread(f::EXIT_INSTRUCTION_LEN);
+        let vect = vmx::vmread(f::IDT_VECTORING_INFO);
+        // An event whose delivery the exit interrupted is delivered again.
+        if vect & EVENT_VALID != 0 {
+            vmx::vmwrite(f::ENTRY_INTR_INFO, vect & 0x8000_0fff);
+            vmx::vmwrite(f::ENTRY_EXCEPTION_ERROR, vmx::vmread(f::IDT_VECTORING_ERROR));
+        } else {
+            vmx::vmwrite(f::ENTRY_INTR_INFO, 0);
+        }
+        run.hw_code = raw;
+        run.info1 = qual;
+        run.info2 = vmx::vmread(f::GUEST_PHYSICAL_ADDRESS);
+        let basic = (raw & 0xffff) as u32;
+        if raw & (1 << 31) != 0 {
+            break VcpuExit::InvalidState; // VM-entry failure
+        }
+        match basic {
+            x::EXTERNAL_INTERRUPT | x::EXCEPTION_NMI | x::INIT | x::SIPI => {
+                arch::cpu::open_interrupt_window();
+                break VcpuExit::Interrupted;
+            }
+            x::CPUID => {
+                cpuid_regs(&mut vcpu.gprs, run);
+                advance(len);
+            }
+            x::RDMSR | x::WRMSR => {
+                let write = basic == x::WRMSR;
+                match vmx_msr(vcpu, write) {
+                    MsrResult::Done => advance(len),
+                    MsrResult::Gp => inject_exc(13, Some(0)),
+                    MsrResult::Vmm => {
+                        run.msr = vcpu.gprs[1] as u32;
+                        run.write = u8::from(write);
+                        run.data = (vcpu.gprs[2] << 32) | (vcpu.gprs[0] & 0xffff_ffff);
+                        run.next_rip = vmx::vmread(f::GUEST_RIP) + len;
+                        break VcpuExit::Msr;
+                    }
+                }
+            }
+            x::IO => {
+                run.port = (qual >> 16) as u16;
+                run.size = ((qual & 7) + 1) as u8;
+                run.write = u8::from(qual & 8 == 0);
+                run.io_flags = (((qual >> 4) & 1) | (((qual >> 5) & 1) << 1)) as u8;
+                run.data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(run.size.min(8))));
+                run.next_rip = vmx::vmread(f::GUEST_RIP) + len;
+                break VcpuExit::Io;
+            }
+            x::EPT_VIOLATION => {
+                run.gpa = vmx::vmread(f::GUEST_PHYSICAL_ADDRESS);
+                run.write = u8::from(qual & 2 != 0);
+                run.next_rip = 0;
+                break VcpuExit::Mmio;
+            }
+            x::CR_ACCESS => {
+                if !cr_access(vcpu, qual) {
+                    inject_exc(13, Some(0));
+                } else {
+                    advance(len);
+                }
+            }
+            x::HLT => {
+                advance(len);
+                break VcpuExit::Hlt;
+            }
+            x::TRIPLE_FAULT => break VcpuExit::Shutdown,
+            x::INVALID_GUEST_STATE | x::MSR_LOADING | x::EPT_MISCONFIG => break VcpuExit::InvalidState,
+            // VMCALL and the VMX instructions, MONITOR/MWAIT: not for guests.
+            x::VMCALL | 19..=27 | 50 | 53 | x::MWAIT | x::MONITOR => inject_exc(6, None),
+            x::XSETBV => {
+                let value = (vcpu.gprs[2] << 32) | (vcpu.gprs[0] & 0xffff_ffff);
+                if vcpu.gprs[1] as u32 == 0 && value == 1 {
+                    advance(len);
+                } else {
+                    inject_exc(13, Some(0));
+                }
+            }
+            _ => break VcpuExit::Unhandled,
+        }
+    };
+    vcpu.vmcs.save(run);
+    let rsp = run.gprs[4];
+    run.gprs = vcpu.gprs;
+    run.gprs[4] = rsp;
+    run.exit_reason = reason as u32;
+    reason
+}
+
+enum MsrResult {
+    Done,
+    Gp,
+    Vmm,
+}
+
+fn vmx_msr(vcpu: &mut Vcpu, write: bool) -> MsrResult {
+    use vmx::field as f;
+    let index = vcpu.gprs[1] as u32;
+    let value = (vcpu.gprs[2] << 32) | (vcpu.gprs[0] & 0xffff_ffff);
+    let mut read = |v: u64| {
+        vcpu.gprs[0] = v & 0xffff_ffff;
+        vcpu.gprs[2] = v >> 32;
+    };
+    match (index, write) {
+        (0xc000_0080, false) => read(vmx::vmread(f::GUEST_EFER)),
+        (0xc000_0080, true) => {
+            let allowed = 1 | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+            let old = vmx::vmread(f::GUEST_EFER);
+            // LME may not change while paging is on (SDM Vol. 3A §10.8.5).
+            let lme_changes = (old ^ value) & (1 << 8) != 0;
+            if value & !allowed != 0 || (lme_changes && vmx::guest_cr0() & (1 << 31) != 0) {
+                return MsrResult::Gp;
+            }
+            vmx::vmwrite(f::GUEST_EFER, value & !(1 << 10));
+            vcpu.vmcs.update_long_mode();
+        }
+        (0xc000_0103, false) => read(vcpu.tsc_aux),
+        (0xc000_0103, true) => vcpu.tsc_aux = value & 0xffff_ffff,
+        _ => return MsrResult::Vmm,
+    }
+    MsrResult::Done
+}
+
+/// MOV to/from CR0/CR4 (for the bits the host owns), CLTS and LMSW
+/// (SDM Vol. 3C Table 28-3); false to inject #GP.
+fn cr_access(vcpu: &mut Vcpu, qual: u64) -> bool {
+    let cr = qual & 0xf;
+    let kind = (qual >> 4) & 3;
+    let reg = ((qual >> 8) & 0xf) as usize;
+    let value = if reg == 4 { vmx::vmread(vmx::field::GUEST_RSP) } else { vcpu.gprs[reg] };
+    match (kind, cr) {
+        (0, 0) => {
+            // Long mode needs PAE first; PG without PE is invalid.
+            if value & (1 << 31) != 0 && value & 1 == 0 {
+                return false;
+            }
+            vcpu.vmcs.set_cr0(value);
+        }
+        (0, 4) => vcpu.vmcs.set_cr4(value),
+        (1, 0) | (1, 4) => {
+            let v = if cr == 0 { vmx::guest_cr0() } else { vmx::guest_cr4() };
+            if reg == 4 {
+                vmx::vmwrite(vmx::field::GUEST_RSP, v);
+            } else {
+                vcpu.gprs[reg] = v;
+            }
+        }
+        (2, _) => {
+            let v = vmx::guest_cr0() & !(1 << 3);
+            vcpu.vmcs.set_cr0(v);
+        }
+        (3, _) => {
+            // LMSW: the low four bits; cannot clear PE.
+            let src = (qual >> 16) & 0xf;
+            let old = vmx::guest_cr0();
+            let v = (old & !0xe) | (src & 0xf) | (old & 1);
+            vcpu.vmcs.set_cr0(v);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// CPUID from the VMM's table into the register file (VMX keeps RAX there).
+fn cpuid_regs(gprs: &mut [u64; 16], run: &VcpuRun) {
+    let (leaf, sub) = (gprs[0] as u32, gprs[1] as u32);
+    let count = (run.cpuid_count as usize).min(run.cpuid.len());
+    let e = run.cpuid[..count]
+        .iter()
+        .find(|e| e.leaf == leaf && (e.subleaf == u32::MAX || e.subleaf == sub))
+        .copied()
+        .unwrap_or_default();
+    let (mut a, b, mut c, d) = (e.eax, e.ebx, e.ecx, e.edx);
+    if leaf == 1 {
+        c |= 1 << 31;
+    }
+    if leaf == 0x4000_0010 && a == 0 {
+        a = arch::time::tsc_khz() as u32;
+    }
+    gprs[0] = u64::from(a);
+    gprs[3] = u64::from(b);
+    gprs[1] = u64::from(c);
+    gprs[2] = u64::from(d);
 }

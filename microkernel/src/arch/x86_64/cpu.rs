@@ -203,7 +203,7 @@ pub fn fpu_load(area: &[u8; 512]) {
 pub fn fpu_save_and_clean(area: &mut [u8; 512], clean: &[u8; 512]) {
     // SAFETY: as fpu_load; FXSAVE writes exactly 512 bytes into `area`.
     unsafe {
-        asm!("fxsave64 [{}]", "fxrstor64 [{}]", in(reg) area.as_mut_ptr(), in(reg) clean.as_ptr(), options(nostack));
+        asm!("clts", "fxsave64 [{}]", "fxrstor64 [{}]", in(reg) area.as_mut_ptr(), in(reg) clean.as_ptr(), options(nostack));
         x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
     }
 }

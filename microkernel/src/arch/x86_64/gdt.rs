@@ -147,3 +147,28 @@ pub fn set_io_bitmap(cpu: usize, bitmap: Option<&[u8; IOMAP_BYTES]>) {
         }
     }
 }
+
+/// The linear address of CPU `cpu`'s TSS (for VMX host state).
+pub fn tss_base(cpu: usize) -> u64 {
+    // Only the address is taken.
+    // SAFETY: no access, just the field's address inside the static.
+    unsafe { &raw const (*(&raw const CPUS))[cpu].tss as u64 }
+}
+
+/// The linear address of CPU `cpu`'s GDT.
+pub fn gdt_base(cpu: usize) -> u64 {
+    // SAFETY: as tss_base.
+    unsafe { &raw const (*(&raw const CPUS))[cpu].gdt as u64 }
+}
+
+/// Reloads TR on CPU `cpu` (after a VM exit left its limit short): the
+/// descriptor's busy bit is cleared first, as LTR requires.
+pub fn reload_tr(cpu: usize) {
+    // SAFETY: CPU `cpu` is the caller; it rewrites only its own GDT's TSS
+    // descriptor type (busy 0xb back to available 0x9) and loads TR from it.
+    unsafe {
+        let gdt = &mut (*(&raw mut CPUS))[cpu].gdt;
+        gdt[5] &= !(0x2 << 40);
+        x86::task::load_tr(x86::segmentation::SegmentSelector::from_raw(TSS_SEL));
+    }
+}

@@ -13,6 +13,7 @@ pub mod serial;
 pub mod smp;
 pub mod svm;
 pub mod time;
+pub mod vmx;
 pub mod trap;
 
 core::arch::global_asm!(include_str!("boot.s"));

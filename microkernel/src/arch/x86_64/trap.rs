@@ -188,3 +188,8 @@ fn fatal_exception(f: &TrapFrame) -> ! {
     });
     super::exit(super::Exit::Fail)
 }
+
+/// The IDT's linear address (for VMX host state).
+pub fn idt_base() -> u64 {
+    (&raw const IDT) as u64
+}
