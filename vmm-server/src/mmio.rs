@@ -450,7 +450,7 @@ fn result_flags(r: u64, size: u8) -> u64 {
     if r & sign != 0 {
         f |= SF;
     }
-    if (r as u8).count_ones() % 2 == 0 {
+    if (r as u8).count_ones().is_multiple_of(2) {
         f |= PF;
     }
     f

@@ -123,6 +123,9 @@ pub enum ThreadState {
     /// Called, message delivered, waiting for the reply.
     AwaitingReply,
     Waiting { notification: Id },
+    /// A vCPU thread sleeping through a guest HLT (or an AP waiting for its
+    /// start-up IPI); it re-enters `VcpuRun` when woken.
+    GuestHalted,
     Dead,
 }
 
@@ -434,7 +437,10 @@ impl Kernel {
             self.timeouts.remove(&(d, t));
             self.unblock_cleanup(t);
             if let Some(th) = self.thread_mut(t) {
-                th.ctx.rax = abi::Error::Timeout as u64;
+                // A halted vCPU restarts its system call; others time out.
+                if th.state != ThreadState::GuestHalted {
+                    th.ctx.rax = abi::Error::Timeout as u64;
+                }
             }
             self.make_runnable(t);
         }

@@ -20,6 +20,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kcore::pagetable::{self, Ept, Flags, Npt};
 use kcore::slab::Id;
+use kcore::vlapic::{Effect, VLapic, VLapicConfig};
 
 /// The highest guest-physical address (exclusive) a guest may map.
 pub const GPA_LIMIT: u64 = 1 << 46;
@@ -164,6 +165,8 @@ pub struct Guest {
     /// Bumped on every unmap: a vCPU that sees a new value flushes its
     /// guest TLB before the next entry.
     pub tlb_generation: Arc<AtomicU64>,
+    /// Its vCPUs in creation order (the APIC id is the position).
+    pub vcpus: alloc::vec::Vec<Id>,
 }
 
 pub struct Vcpu {
@@ -192,6 +195,14 @@ pub struct Vcpu {
     /// True while the CPU is inside the guest (set and cleared by the vCPU's
     /// thread without the lock): whoever unmaps guest memory waits for it.
     pub in_guest: AtomicBool,
+    /// The local APIC emulated in the kernel; other vCPUs' threads deliver
+    /// IPIs into it.
+    pub lapic: Arc<spin::Mutex<VLapic>>,
+    pub apic_id: u32,
+    /// Set by a run that ends in a HLT to sleep through (APIC time base;
+    /// `u64::MAX`: until an IPI).
+    pub halt_until: Option<u64>,
+    pub sipi_pending: bool,
 }
 
 /// The legacy FXSAVE area (SDM Vol. 1 §10.5.1).
@@ -228,12 +239,17 @@ impl Kernel {
             refs: 0,
             charged_to: Some(payer),
             tlb_generation: Arc::new(AtomicU64::new(0)),
+            vcpus: alloc::vec::Vec::new(),
         }))
     }
 
     pub fn create_vcpu(&mut self, payer: Id, guest: Id, run_frame: Id) -> Result<Id, Error> {
         let g = self.guests.get(guest).ok_or(Error::Gone)?;
         let (root, generation) = (g.npt_root, g.tlb_generation.clone());
+        let apic_id = g.vcpus.len() as u32;
+        if apic_id >= 255 {
+            return Err(Error::InvalidArgument);
+        }
         let f = self.frames.get(run_frame).ok_or(Error::Gone)?;
         if f.device || f.fixed {
             return Err(Error::InvalidArgument);
@@ -285,8 +301,23 @@ impl Kernel {
             seen_generation: 0,
             reinject: 0,
             in_guest: AtomicBool::new(false),
+            lapic: Arc::new(spin::Mutex::new(VLapic::new(
+                apic_id,
+                VLapicConfig {
+                    tsc_hz: arch::time::tsc_khz() * 1000,
+                    bsp: apic_id == 0,
+                    x2apic_supported: true,
+                    max_phys_addr_bits: 46,
+                },
+            ))),
+            apic_id,
+            halt_until: None,
+            sipi_pending: false,
         };
         let id = self.vcpus.insert(Box::new(v));
+        if let Some(g) = self.guests.get_mut(guest) {
+            g.vcpus.push(id);
+        }
         // The VMM starts from the reset state, written to the run page.
         let vc = self.vcpus.get(id).expect("new vcpu");
         let run = run_page(vc.run_pa);
@@ -441,6 +472,9 @@ impl Kernel {
             mem::free_frames(v.vmcs.pa, 1);
         }
         mem::free_frames(v.vmcs.msr_area_pa, 1);
+        if let Some(g) = self.guests.get_mut(v.guest) {
+            g.vcpus.retain(|&x| x != id);
+        }
         self.refund(v.charged_to, 2 * cost::PAGE_TABLE + 1024);
         self.obj_unref(Obj::Frame(v.run_frame));
         self.obj_unref(Obj::Guest(v.guest));
@@ -476,8 +510,42 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
     // object is boxed so its address is stable), so this thread has it
     // exclusively until it re-takes the lock below.
     let vcpu = unsafe { &mut *vcpu_ptr };
-    let exit = if vmx { run_loop_vmx(vcpu) } else { run_loop(vcpu) };
+    // An AP waits for its start-up IPI before it may run at all.
+    let waiting = {
+        let lapic = vcpu.lapic.clone();
+        let mut l = lapic.lock();
+        if l.take_init() {
+            vcpu.sipi_pending = false;
+        }
+        if let Some(vector) = l.take_sipi() {
+            start_at_sipi(vcpu, vector);
+        }
+        l.waiting_for_sipi()
+    };
+    let exit = if waiting {
+        vcpu.halt_until = Some(u64::MAX);
+        VcpuExit::Hlt
+    } else if vmx {
+        run_loop_vmx(vcpu)
+    } else {
+        run_loop(vcpu)
+    };
     let mut k = super::lock();
+    if let Some(until) = vcpu.halt_until.take() {
+        // Sleep in the kernel; the thread re-enters VcpuRun on wake-up
+        // (the system call restarts: RIP back over SYSCALL, RAX its number).
+        if let Some(v) = k.vcpus.get_mut(id) {
+            v.running = false;
+        }
+        if let Some(th) = k.thread_mut(me) {
+            th.ctx.rip = th.ctx.rip.wrapping_sub(2);
+            th.ctx.rax = abi::Sys::VcpuRun as u64;
+            th.state = super::ThreadState::GuestHalted;
+        }
+        let deadline = (until != u64::MAX).then(|| to_boot_ns(until));
+        k.block_current(deadline);
+        return k;
+    }
     let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
     if let Some(v) = k.vcpus.get_mut(id) {
         v.running = false;
@@ -527,6 +595,9 @@ fn inject_exception(vcpu: &mut Vcpu, vector: u8, error: Option<u32>) {
 fn advance(vcpu: &mut Vcpu, len: u64) {
     let rip = vcpu.vmcb.r64(svm::vmcb::RIP);
     vcpu.vmcb.w64(svm::vmcb::RIP, rip.wrapping_add(len));
+    // Skipping an instruction ends an STI/MOV SS interrupt shadow.
+    let st = vcpu.vmcb.r64(svm::vmcb::INT_STATE);
+    vcpu.vmcb.w64(svm::vmcb::INT_STATE, st & !1);
 }
 
 /// Enters the guest until an exit the VMM must see.
@@ -561,6 +632,7 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
             vcpu.vmcb.w8(f::TLB_CONTROL, 1);
             vcpu.seen_generation = generation;
         }
+        pre_entry(vcpu);
         vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
         arch::cpu::fpu_load(&vcpu.fpu.0);
         svm::run(cpu, &vcpu.vmcb, &mut vcpu.gprs);
@@ -614,14 +686,27 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
                 break VcpuExit::Io;
             }
             x::NPF => {
+                vcpu.vmcb.w64(f::RAX, vcpu.gprs[0]);
+                if lapic_mmio(vcpu, info2, run) {
+                    vcpu.vmcb.w64(f::RAX, vcpu.gprs[0]);
+                    continue;
+                }
                 run.gpa = info2;
                 run.write = u8::from(info1 & 2 != 0);
                 run.next_rip = 0;
                 break VcpuExit::Mmio;
             }
+            0x64 => Regs::request_window(vcpu, false), // VINTR: inject on re-entry
             x::HLT => {
                 advance(vcpu, 1);
-                break VcpuExit::Hlt;
+                match on_hlt(vcpu) {
+                    Halt::Continue => {}
+                    Halt::Until(d) => {
+                        vcpu.halt_until = Some(d);
+                        break VcpuExit::Hlt;
+                    }
+                    Halt::ToVmm => break VcpuExit::Hlt,
+                }
             }
             x::SHUTDOWN => break VcpuExit::Shutdown,
             x::INVALID => break VcpuExit::InvalidState,
@@ -677,6 +762,18 @@ fn msr(vcpu: &mut Vcpu, write: bool) -> bool {
         vcpu.vmcb.w64(svm::vmcb::RAX, v & 0xffff_ffff);
         vcpu.gprs[2] = v >> 32;
     };
+    if let Some(r) = lapic_msr(vcpu, index, write, value) {
+        match r {
+            Ok(Some(v)) => read(vcpu, v),
+            Ok(None) => {}
+            Err(()) => {
+                inject_exception(vcpu, 13, Some(0));
+                return true;
+            }
+        }
+        advance(vcpu, 2);
+        return true;
+    }
     match (index, write) {
         // EFER: SVME is the host's; the guest never sees or clears it.
         (0xc000_0080, false) => {
@@ -767,6 +864,9 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
     let advance = |len: u64| {
         let rip = vmx::vmread(f::GUEST_RIP);
         vmx::vmwrite(f::GUEST_RIP, rip.wrapping_add(len));
+        // Skipping an instruction ends an STI/MOV SS interrupt shadow.
+        let st = vmx::vmread(f::GUEST_INTERRUPTIBILITY);
+        vmx::vmwrite(f::GUEST_INTERRUPTIBILITY, st & !3);
     };
     let inject_exc = |vector: u64, error: Option<u64>| {
         let mut ev = vector | (3 << 8) | EVENT_VALID;
@@ -787,6 +887,7 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
             vmx::invept_all();
             vcpu.seen_generation = generation;
         }
+        pre_entry(vcpu);
         arch::cpu::fpu_load(&vcpu.fpu.0);
         let entered = vmx::run(&mut vcpu.vmcs, &mut vcpu.gprs);
         vcpu.in_guest.store(false, Ordering::Release);
@@ -845,7 +946,12 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
                 run.next_rip = vmx::vmread(f::GUEST_RIP) + len;
                 break VcpuExit::Io;
             }
+            7 => Regs::request_window(vcpu, false), // interrupt window: inject on re-entry
             x::EPT_VIOLATION => {
+                let gpa = vmx::vmread(f::GUEST_PHYSICAL_ADDRESS);
+                if lapic_mmio(vcpu, gpa, run) {
+                    continue;
+                }
                 run.gpa = vmx::vmread(f::GUEST_PHYSICAL_ADDRESS);
                 run.write = u8::from(qual & 2 != 0);
                 run.next_rip = 0;
@@ -860,7 +966,14 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
             }
             x::HLT => {
                 advance(len);
-                break VcpuExit::Hlt;
+                match on_hlt(vcpu) {
+                    Halt::Continue => {}
+                    Halt::Until(d) => {
+                        vcpu.halt_until = Some(d);
+                        break VcpuExit::Hlt;
+                    }
+                    Halt::ToVmm => break VcpuExit::Hlt,
+                }
             }
             x::TRIPLE_FAULT => break VcpuExit::Shutdown,
             x::INVALID_GUEST_STATE | x::MSR_LOADING | x::EPT_MISCONFIG => break VcpuExit::InvalidState,
@@ -895,6 +1008,17 @@ fn vmx_msr(vcpu: &mut Vcpu, write: bool) -> MsrResult {
     use vmx::field as f;
     let index = vcpu.gprs[1] as u32;
     let value = (vcpu.gprs[2] << 32) | (vcpu.gprs[0] & 0xffff_ffff);
+    if let Some(r) = lapic_msr(vcpu, index, write, value) {
+        return match r {
+            Ok(Some(v)) => {
+                vcpu.gprs[0] = v & 0xffff_ffff;
+                vcpu.gprs[2] = v >> 32;
+                MsrResult::Done
+            }
+            Ok(None) => MsrResult::Done,
+            Err(()) => MsrResult::Gp,
+        };
+    }
     let mut read = |v: u64| {
         vcpu.gprs[0] = v & 0xffff_ffff;
         vcpu.gprs[2] = v >> 32;
@@ -979,4 +1103,271 @@ fn cpuid_regs(gprs: &mut [u64; 16], run: &VcpuRun) {
     gprs[3] = u64::from(b);
     gprs[1] = u64::from(c);
     gprs[2] = u64::from(d);
+}
+
+// ---- the emulated local APIC ----------------------------------------------
+
+/// The time base of the emulated APICs: ns since the TSC was 0, so guest
+/// TSC-deadline values (host TSC values: no TSC offset) convert exactly.
+fn lapic_now() -> u64 {
+    (u128::from(arch::cpu::rdtsc()) * 1_000_000 / u128::from(arch::time::tsc_khz())) as u64
+}
+
+/// Converts an APIC-time deadline to the scheduler's (ns since boot).
+fn to_boot_ns(lapic_ns: u64) -> u64 {
+    let now = lapic_now();
+    arch::time::nanos_since_boot().saturating_add(lapic_ns.saturating_sub(now))
+}
+
+/// Backend accessors the APIC logic needs.
+struct Regs;
+
+impl Regs {
+    fn rflags(v: &Vcpu) -> u64 {
+        if is_vmx() { vmx::vmread(vmx::field::GUEST_RFLAGS) } else { v.vmcb.r64(svm::vmcb::RFLAGS) }
+    }
+    fn shadow(v: &Vcpu) -> bool {
+        if is_vmx() { vmx::vmread(vmx::field::GUEST_INTERRUPTIBILITY) & 3 != 0 } else { v.vmcb.r64(svm::vmcb::INT_STATE) & 1 != 0 }
+    }
+    fn event_pending(v: &Vcpu) -> bool {
+        if is_vmx() {
+            vmx::vmread(vmx::field::ENTRY_INTR_INFO) & EVENT_VALID != 0
+        } else {
+            v.vmcb.r64(svm::vmcb::EVENT_INJ) & EVENT_VALID != 0
+        }
+    }
+    fn inject_interrupt(v: &mut Vcpu, vector: u8) {
+        let ev = u64::from(vector) | EVENT_VALID;
+        if is_vmx() {
+            vmx::vmwrite(vmx::field::ENTRY_INTR_INFO, ev);
+        } else {
+            v.vmcb.w64(svm::vmcb::EVENT_INJ, ev);
+        }
+    }
+    /// Asks for an exit as soon as the guest can take an interrupt.
+    fn request_window(v: &mut Vcpu, on: bool) {
+        if is_vmx() {
+            let p = vmx::vmread(vmx::field::PROC_CONTROLS);
+            vmx::vmwrite(vmx::field::PROC_CONTROLS, if on { p | (1 << 2) } else { p & !(1 << 2) });
+        } else {
+            // V_IRQ with top priority, TPR ignored, and the VINTR intercept.
+            let c = v.vmcb.r64(svm::vmcb::INT_CTL);
+            let bits = (1 << 8) | (0xf << 16) | (1 << 20);
+            v.vmcb.w64(svm::vmcb::INT_CTL, if on { c | bits } else { c & !bits });
+            let m = v.vmcb.r64(svm::vmcb::INTERCEPT_MISC1) as u32;
+            v.vmcb.w32(svm::vmcb::INTERCEPT_MISC1, if on { m | (1 << 4) } else { m & !(1 << 4) });
+            v.vmcb.w32(svm::vmcb::CLEAN, 0);
+        }
+    }
+    fn clear_shadow(v: &mut Vcpu) {
+        if is_vmx() {
+            let st = vmx::vmread(vmx::field::GUEST_INTERRUPTIBILITY);
+            vmx::vmwrite(vmx::field::GUEST_INTERRUPTIBILITY, st & !3);
+        } else {
+            let st = v.vmcb.r64(svm::vmcb::INT_STATE);
+            v.vmcb.w64(svm::vmcb::INT_STATE, st & !1);
+        }
+    }
+    fn rip(v: &Vcpu) -> u64 {
+        if is_vmx() { vmx::vmread(vmx::field::GUEST_RIP) } else { v.vmcb.r64(svm::vmcb::RIP) }
+    }
+    fn set_rip(v: &mut Vcpu, rip: u64) {
+        if is_vmx() {
+            vmx::vmwrite(vmx::field::GUEST_RIP, rip);
+        } else {
+            v.vmcb.w64(svm::vmcb::RIP, rip);
+        }
+    }
+}
+
+/// Before an entry: advances the APIC timer and injects the highest pending
+/// interrupt if the guest can take one now, else asks for a window.
+fn pre_entry(vcpu: &mut Vcpu) {
+    let now = lapic_now();
+    let lapic = vcpu.lapic.clone();
+    let mut l = lapic.lock();
+    l.tick(now);
+    let Some(vector) = l.pending_interrupt() else {
+        Regs::request_window(vcpu, false);
+        return;
+    };
+    if Regs::event_pending(vcpu) {
+        return;
+    }
+    if Regs::rflags(vcpu) & (1 << 9) != 0 && !Regs::shadow(vcpu) {
+        l.ack(vector);
+        Regs::inject_interrupt(vcpu, vector);
+        Regs::request_window(vcpu, false);
+    } else {
+        Regs::request_window(vcpu, true);
+    }
+}
+
+/// What a HLT becomes.
+enum Halt {
+    /// An interrupt is ready: carry on in the guest.
+    Continue,
+    /// Sleep until the APIC timer (APIC time base) or an IPI.
+    Until(u64),
+    /// Nothing can wake it (interrupts off, no timer): tell the VMM.
+    ToVmm,
+}
+
+fn on_hlt(vcpu: &mut Vcpu) -> Halt {
+    if Regs::rflags(vcpu) & (1 << 9) == 0 {
+        return Halt::ToVmm;
+    }
+    let mut l = vcpu.lapic.lock();
+    l.tick(lapic_now());
+    if l.pending_interrupt().is_some() {
+        return Halt::Continue;
+    }
+    match l.next_timer_deadline() {
+        Some(d) => Halt::Until(d),
+        None => Halt::ToVmm,
+    }
+}
+
+/// An APIC MSR access; None when `index` is not the APIC's.
+fn lapic_msr(vcpu: &mut Vcpu, index: u32, write: bool, value: u64) -> Option<Result<Option<u64>, ()>> {
+    if !kcore::vlapic::is_lapic_msr(index) {
+        return None;
+    }
+    let now = lapic_now();
+    let lapic = vcpu.lapic.clone();
+    let mut l = lapic.lock();
+    if write {
+        match l.msr_write(index, value, now) {
+            Ok(effect) => {
+                drop(l);
+                apply(vcpu, effect);
+                Some(Ok(None))
+            }
+            Err(_) => Some(Err(())),
+        }
+    } else {
+        Some(l.msr_read(index, now).map(Some).map_err(|_| ()))
+    }
+}
+
+/// An access to the xAPIC page at `gpa`: decodes the `mov` at RIP and does
+/// it. False to hand the exit to the VMM (not the APIC, or another form).
+fn lapic_mmio(vcpu: &mut Vcpu, gpa: u64, run: &VcpuRun) -> bool {
+    let base = vcpu.lapic.lock().mmio_base();
+    let Some(base) = base else { return false };
+    if gpa < base || gpa >= base + PAGE {
+        return false;
+    }
+    let mut state = *run;
+    if is_vmx() {
+        vcpu.vmcs.save(&mut state);
+    } else {
+        vcpu.vmcb.save(&mut state);
+    }
+    let long = state.efer & (1 << 10) != 0 && state.segments[1].attrib & (1 << 9) != 0;
+    let mut bytes = [0u8; 15];
+    let va = state.segments[1].base.wrapping_add(state.rip);
+    let root = vcpu.ept_root;
+    let read_gpa = |gpa: u64, out: &mut [u8]| -> bool {
+        let page = gpa & !(PAGE - 1);
+        let hpa = if is_vmx() {
+            pagetable::translate::<Ept, _>(&Tables::new(), root, page)
+        } else {
+            pagetable::translate::<Npt, _>(&Tables::new(), root, page)
+        };
+        let Some((hpa, _)) = hpa else { return false };
+        let off = (gpa & (PAGE - 1)) as usize;
+        let n = out.len().min(PAGE as usize - off);
+        // SAFETY: `hpa` is a frame mapped into this guest (so RAM the kernel
+        // owns), read through the direct map; at most to the page's end.
+        unsafe { core::ptr::copy_nonoverlapping((hpa + arch::PHYS_OFFSET + off as u64) as *const u8, out.as_mut_ptr(), n) };
+        n == out.len()
+    };
+    let walk = |a: u64| -> Option<u64> {
+        let mut b = [0u8; 8];
+        read_gpa(a, &mut b).then(|| u64::from_le_bytes(b))
+    };
+    let Some(pa) = kcore::insn::guest_translate(state.cr0, state.cr3, state.cr4, state.efer, va, walk) else {
+        return false;
+    };
+    if !read_gpa(pa, &mut bytes[..8]) {
+        return false;
+    }
+    let _ = read_gpa(pa + 8, &mut bytes[8..]);
+    let Some(m) = kcore::insn::decode_mov32(&bytes, long) else { return false };
+    let offset = (gpa - base) as u32;
+    let now = lapic_now();
+    if m.write {
+        let value = match m.reg {
+            Some(r) => vcpu.gprs[r as usize] as u32,
+            None => m.imm,
+        };
+        let effect = vcpu.lapic.lock().mmio_write(offset, value, now);
+        apply(vcpu, effect);
+    } else {
+        let value = vcpu.lapic.lock().mmio_read(offset, now);
+        if let Some(r) = m.reg {
+            // A 32-bit load zero-extends in 64-bit mode.
+            vcpu.gprs[r as usize] = u64::from(value);
+        }
+    }
+    let rip = Regs::rip(vcpu);
+    Regs::set_rip(vcpu, rip.wrapping_add(u64::from(m.len)));
+    Regs::clear_shadow(vcpu);
+    true
+}
+
+/// Carries out what an APIC register write asked for: IPIs go to the
+/// matching vCPUs of the same guest (waking a halted one, kicking a running
+/// one off its CPU).
+fn apply(vcpu: &mut Vcpu, effect: Effect) {
+    let Effect::SendIpi(ipi) = effect else { return };
+    let mut k = super::lock();
+    let Some(g) = k.guests.get(vcpu.guest) else { return };
+    let targets: alloc::vec::Vec<Id> = g.vcpus.clone();
+    let mut wake = alloc::vec::Vec::new();
+    for t in targets {
+        let Some(v) = k.vcpus.get(t) else { continue };
+        let lapic = v.lapic.clone();
+        let mut l = if Arc::ptr_eq(&lapic, &vcpu.lapic) {
+            match lapic.try_lock() {
+                Some(l) => l,
+                None => continue,
+            }
+        } else {
+            lapic.lock()
+        };
+        if !l.matches(&ipi.dest) {
+            continue;
+        }
+        l.deliver(ipi.mode, ipi.vector, ipi.trigger);
+        drop(l);
+        if let Some(th) = v.thread {
+            wake.push((th, v.in_guest.load(Ordering::Acquire)));
+        }
+    }
+    let me = percpu::index();
+    for (th, in_guest) in wake {
+        let Some(t) = k.thread(th) else { continue };
+        let cpu = t.cpu;
+        if t.state == super::ThreadState::GuestHalted {
+            k.make_runnable(th);
+        } else if in_guest && cpu != me {
+            let p = percpu::of(cpu);
+            p.need_resched.store(true, Ordering::Release);
+            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
+        }
+    }
+}
+
+/// Puts an AP at its start-up vector: real mode, CS = vector << 8, IP = 0
+/// (SDM Vol. 3A §9.4.4).
+fn start_at_sipi(vcpu: &mut Vcpu, vector: u8) {
+    let run = run_page(vcpu.run_pa);
+    reset_state(run);
+    run.segments[1] = abi::Segment { selector: u16::from(vector) << 8, attrib: 0x9b, limit: 0xffff, base: u64::from(vector) << 12 };
+    run.rip = 0;
+    run.gprs = [0; 16];
+    run.load_state = abi::LOAD_GPRS | abi::LOAD_SYSTEM;
+    vcpu.gprs = [0; 16];
 }

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use kcore::testproto::PREFIX;
 use libipc::sys;
 use testguest::protocol::{self as p, Test};
+use vmm_server::mmio::{self, GuestMemory, MemFault, MmioBus};
 
 const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 const RAM_PAGES: u64 = 1024; // 4 MiB of guest RAM
@@ -49,6 +50,10 @@ pub fn main(start: Start) -> u64 {
         ("guest_cpuid", Test::Cpuid),
         ("guest_pio", Test::Pio),
         ("guest_msr", Test::Msr),
+        ("guest_hlt_timer", Test::HltTimer),
+        ("guest_x2apic_timer", Test::X2apicTimer),
+        ("guest_mmio", Test::Mmio),
+        ("guest_npt_fault", Test::NptFault),
         ("guest_triple_fault", Test::TripleFault),
         ("guest_scribble", Test::Scribble),
         ("guest_cpuid_after_scribble", Test::Cpuid),
@@ -81,6 +86,11 @@ struct Outcome {
     shutdown: bool,
     pio_writes: Vec<(u8, u32)>,
     msr_writes: Vec<(u32, u64)>,
+    /// The MMIO test's device ([`p::mmio::BASE`]).
+    device: p::mmio::TestDevice,
+    /// (gpa, size, value) of writes to guest-physical addresses that are
+    /// neither RAM nor the device.
+    unmapped_writes: Vec<(u64, u8, u64)>,
     exits: u32,
 }
 
@@ -188,6 +198,8 @@ fn fill_cpuid(run: &mut VcpuRun) {
         let mut r = host_cpuid(leaf, 0);
         if leaf == 1 {
             r[2] &= !(1 << 5); // no VMX
+            // The kernel's emulated APIC offers x2APIC and TSC-deadline.
+            r[2] |= (1 << 21) | (1 << 24);
         }
         add(leaf, r);
     }
@@ -232,12 +244,7 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun) -> Result<Outcome, String> {
                 out.shutdown = true;
                 return Ok(out);
             }
-            Some(VcpuExit::Mmio) => {
-                // No MMIO device model yet: reads return all ones, writes
-                // are dropped (the guest's instruction is skipped by
-                // decoding only the forms the robustness test uses).
-                return Err(format!("unexpected MMIO at {:#x}, rip {:#x}", run.gpa, run.rip));
-            }
+            Some(VcpuExit::Mmio) => emulate_mmio(run, &mut out)?,
             other => {
                 return Err(format!(
                     "exit {other:?} (code {:#x}, info {:#x} {:#x}) at rip {:#x}; console: {:?}",
@@ -247,6 +254,77 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun) -> Result<Outcome, String> {
         }
     }
     Err(format!("{EXIT_LIMIT} exits without an ending; console: {:?}", out.console))
+}
+
+/// An access to guest-physical memory that is not RAM: decode the
+/// instruction at RIP and carry it out against the test devices.
+fn emulate_mmio(run: &mut VcpuRun, out: &mut Outcome) -> Result<(), String> {
+    let gpa = run.gpa;
+    let mut ram = GuestRam(*run);
+    let (bytes, len) = mmio::fetch(&mut ram, run).map_err(|f| {
+        format!("MMIO at {gpa:#x}: cannot fetch the instruction at rip {:#x} (no RAM at {:#x})", run.rip, f.gva)
+    })?;
+    mmio::emulate(&bytes[..len], run, gpa, &mut ram, &mut TestBus(out)).map_err(|e| format!("MMIO at {gpa:#x}: {e}"))?;
+    run.load_state = abi::LOAD_GPRS;
+    Ok(())
+}
+
+/// Guest RAM by linear address, through the page tables that the copied
+/// vCPU state points at.
+struct GuestRam(VcpuRun);
+
+impl GuestRam {
+    /// Runs `f` on each page-sized piece of `len` bytes at `gva` with its
+    /// range in [`ram`] and its offset in the access.
+    fn pieces(&self, gva: u64, len: usize, mut f: impl FnMut(usize, core::ops::Range<usize>)) -> Result<(), MemFault> {
+        let mut done = 0;
+        while done < len {
+            let va = gva.wrapping_add(done as u64);
+            let n = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(len - done);
+            let pa = translate(&self.0, va).ok_or(MemFault { gva: va })? as usize;
+            let end = pa.checked_add(n).filter(|&end| end <= ram().len()).ok_or(MemFault { gva: va })?;
+            f(done, pa..end);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let len = buf.len();
+        self.pieces(gva, len, |at, r| buf[at..at + r.len()].copy_from_slice(&ram()[r]))
+    }
+    fn write(&mut self, gva: u64, data: &[u8]) -> Result<(), MemFault> {
+        self.pieces(gva, data.len(), |at, r| ram()[r.clone()].copy_from_slice(&data[at..at + r.len()]))
+    }
+    fn translate(&mut self, gva: u64) -> Option<u64> {
+        translate(&self.0, gva)
+    }
+}
+
+/// The guest-physical bus: the MMIO test's device page, and nothing
+/// elsewhere (reads all ones, writes recorded), as `protocol` describes.
+struct TestBus<'a>(&'a mut Outcome);
+
+impl MmioBus for TestBus<'_> {
+    fn read(&mut self, gpa: u64, size: u8) -> u64 {
+        let mut data = [0u8; 8];
+        let data = &mut data[..usize::from(size.min(8))];
+        match gpa.checked_sub(p::mmio::BASE).filter(|&off| off < p::mmio::PAGE_BYTES) {
+            Some(off) => self.0.device.read(off, data),
+            None => data.fill(p::unmapped::READ_BYTE),
+        }
+        let mut le = [0u8; 8];
+        le[..data.len()].copy_from_slice(data);
+        u64::from_le_bytes(le)
+    }
+    fn write(&mut self, gpa: u64, size: u8, value: u64) {
+        match gpa.checked_sub(p::mmio::BASE).filter(|&off| off < p::mmio::PAGE_BYTES) {
+            Some(off) => self.0.device.write(off, &value.to_le_bytes()[..usize::from(size.min(8))]),
+            None => self.0.unmapped_writes.push((gpa, size, value)),
+        }
+    }
 }
 
 /// Guest-physical address of a guest-virtual one, through the guest's own
@@ -386,6 +464,17 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
         Test::Msr => {
             if out.msr_writes != [(p::msr::VMM_MSR, p::msr::VMM_MSR_WRITE_VALUE)] {
                 return Err(format!("MSR writes {:?}", out.msr_writes));
+            }
+        }
+        Test::Mmio => {
+            if !out.unmapped_writes.is_empty() {
+                return Err(format!("writes outside the device page: {:x?}", out.unmapped_writes));
+            }
+        }
+        Test::NptFault => {
+            let want = [(p::unmapped::GPA, 4, u64::from(p::unmapped::WRITE_VALUE))];
+            if out.unmapped_writes != want {
+                return Err(format!("writes to unmapped memory {:x?}, expected {want:x?}", out.unmapped_writes));
             }
         }
         _ => {}
