@@ -201,7 +201,8 @@ fn system_cases() -> Vec<Case> {
 
 /// `cargo xtask test`.
 pub fn test(args: &[String]) -> Result<ExitCode> {
-    let a = Args::parse(args, &["--tier"], &[])?;
+    let a = Args::parse(args, &["--tier", "--case"], &[])?;
+    let only = a.value("--case").map(str::to_string);
     let all = ["host", "system", "harness"];
     let chosen: Vec<&str> = match a.values("--tier") {
         v if v.is_empty() => all.to_vec(),
@@ -233,6 +234,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         println!("== system tests");
         let kernel = kernel.as_deref().expect("kernel built");
         for case in system_cases() {
+            if only.as_deref().is_some_and(|o| !case.name.contains(o)) {
+                continue;
+            }
             runs += 1;
             let (r, v) = case.run(kernel, None)?;
             report(&case.name, &r, &v);
