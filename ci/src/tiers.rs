@@ -165,6 +165,11 @@ impl Case {
         Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Bochs(b), cmdline }
     }
 
+    fn with_manifest(mut self, manifest: &'static str) -> Self {
+        self.manifest = manifest;
+        self
+    }
+
     fn run(&self, kernel: &Path, timeout: Option<Duration>) -> Result<(Run, Verdict)> {
         let iso_name = format!("test-{}", self.name.replace('/', "-"));
         let iso = image::iso(kernel, &IsoSpec { name: &iso_name, cmdline: &self.cmdline, manifest: self.manifest })?;
@@ -193,9 +198,11 @@ fn system_cases() -> Vec<Case> {
         Case::bochs("boot/bochs-skylake-x", "boot", Bochs::default()),
         Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, ..Qemu::default() }),
         Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
-        Case::qemu("vm/qemu64-svm", "vm", Qemu { smp: 2, ..Qemu::default() }),
+        Case::qemu("vm/qemu64-svm-smp1", "vm", Qemu { smp: 1, ..Qemu::default() }),
         Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
-        Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()),
+        Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()).with_manifest("vm-bochs"),
+        Case::bochs("vm/bochs-ryzen-svm-nrip", "vm", Bochs { cpu_model: "ryzen".into(), ..Bochs::default() })
+            .with_manifest("vm-bochs-svm"),
     ]
 }
 
@@ -310,6 +317,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let cases = [
         Case::qemu("bench/icount-kernel", "bench", Qemu { smp: 1, icount: true, ..Qemu::default() }),
         Case::qemu("bench/icount-user", "user", Qemu { smp: 2, icount: true, ..Qemu::default() }),
+        Case::qemu("bench/icount-vm", "vm", Qemu { smp: 2, icount: true, ..Qemu::default() }),
     ];
     for case in &cases {
         let (r, v) = case.run(&kernel, Some(std::time::Duration::from_secs(300)))?;

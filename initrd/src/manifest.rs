@@ -101,6 +101,10 @@ pub struct Server {
     /// server read-only (e.g. a guest image for a VMM).
     #[serde(deserialize_with = "bounded::vec::<MAX_LIST, _, _>")]
     pub files: Vec<String>,
+    /// Free-form arguments for the server (at most 32, each at most 256
+    /// bytes).
+    #[serde(deserialize_with = "bounded::vec::<MAX_LIST, _, _>")]
+    pub args: Vec<String>,
 }
 
 /// A range of I/O ports: `[first, count]` in TOML.
@@ -385,6 +389,9 @@ impl Server {
             }
             _ => {}
         }
+        if let Some(a) = self.args.iter().find(|a| a.len() > 256) {
+            return Err(ManifestError::invalid(who, "args", format!("an argument of {} bytes (at most 256)", a.len())));
+        }
         for f in &self.files {
             if f.is_empty() || f.len() > MAX_NAME_LEN || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
                 return Err(ManifestError::invalid(who, "files", format!("{f:?} is not a file name")));
@@ -547,6 +554,7 @@ mod tests {
             cpu: None,
             machine_exit: false,
             files: vec![],
+            args: vec![],
         }
     }
 

@@ -292,6 +292,11 @@ pub fn vcpu_run(vcpu: CapSlot) -> Result<u64, Error> {
     plain(Sys::VcpuRun, [u64::from(vcpu), 0, 0, 0, 0, 0]).map(|r| r[0])
 }
 
+/// [`Sys::VcpuKick`]: makes the vCPU's `vcpu_run` return soon.
+pub fn vcpu_kick(vcpu: CapSlot) -> Result<(), Error> {
+    plain(Sys::VcpuKick, [u64::from(vcpu), 0, 0, 0, 0, 0]).map(drop)
+}
+
 /// [`Sys::ThreadSetBudget`]: at most `budget_ns` of CPU time per
 /// `period_ns` (`budget_ns = 0`: no limit).
 pub fn thread_set_budget(thread: CapSlot, budget_ns: u64, period_ns: u64) -> Result<(), Error> {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Boots the test guest on plain QEMU, without Alcove, through a BIOS boot
 # sector (bootsector.s) that enters it as the VMM would. A sanity check of
-# the boot path, the IDT and the tests that need no Alcove device (4-7, and
+# the boot path, the IDT and the tests that need no Alcove device (4-7, 11, and
 # 1 up to the signature check; 2, 3 and 8 fail without the VMM's devices).
 #   usage: images/testguest/qemu/run.sh TEST [QEMU ARGS...]
 #   e.g.   run.sh 4 -cpu qemu64,+x2apic      (TCG)

@@ -87,6 +87,22 @@
 //!     counting #GP, then loads an empty IDT and jumps into a page of 0xFF
 //!     bytes at 0x1F_F000: it triple-faults. It never reports a result; the
 //!     host checks that it is still fine afterwards.
+//! 11. `bench` — VM-exit path lengths, measured with RDTSC (under QEMU's
+//!     `-icount shift=0` a TSC delta is the number of instructions executed,
+//!     host and guest together). Four loops, each one asm block of one
+//!     instruction plus `dec`/`jnz`, run [`bench::WARMUP`](protocol::bench::WARMUP)
+//!     (50) times and then [`bench::ITERATIONS`](protocol::bench::ITERATIONS)
+//!     (1000) times between two RDTSCs; figure = delta / 1000, floored:
+//!     `vmexit_cpuid` (CPUID leaf 0 with EAX, ECX zeroed in the loop: 2
+//!     more instructions per iteration), `vmexit_pio_user` (1-byte `out` to
+//!     [`bench::PIO_PORT`](protocol::bench::PIO_PORT), 0x512, which the VMM
+//!     ignores), `vmexit_mmio_user` (a 4-byte `mov` load from 0xD000_0000,
+//!     the MMIO device's scratch register) and `vmexit_none` (a `nop`: the
+//!     loop's own cost). The guest prints one line per figure, in that order
+//!     ([`bench::NAMES`](protocol::bench::NAMES)), exactly
+//!     `bench <name> <value> instructions` (parsed by
+//!     [`bench::parse_line`](protocol::bench::parse_line)), then checks
+//!     that each delta is nonzero and reports pass.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -37,6 +37,7 @@ pub enum Test {
     NptFault = 8,
     TripleFault = 9,
     Scribble = 10,
+    Bench = 11,
 }
 
 /// How a test ends, as the VMM should observe it.
@@ -49,7 +50,7 @@ pub enum Ending {
 }
 
 impl Test {
-    pub const ALL: [Test; 10] = [
+    pub const ALL: [Test; 11] = [
         Test::Cpuid,
         Test::Pio,
         Test::Mmio,
@@ -60,6 +61,7 @@ impl Test {
         Test::NptFault,
         Test::TripleFault,
         Test::Scribble,
+        Test::Bench,
     ];
 
     pub fn from_u32(number: u32) -> Option<Test> {
@@ -83,6 +85,7 @@ impl Test {
             Test::NptFault => "npt_fault",
             Test::TripleFault => "triple_fault",
             Test::Scribble => "scribble",
+            Test::Bench => "bench",
         }
     }
 
@@ -328,6 +331,43 @@ pub mod scribble {
     }
 }
 
+/// Test 11: path lengths of VM exits, measured by the guest with RDTSC.
+/// Under QEMU's `-icount shift=0` a TSC delta is the number of instructions
+/// executed (host and guest together), so the figures are deterministic.
+pub mod bench {
+    /// Each byte `out` here is one exit the VMM answers in userspace (it
+    /// ignores the value) and resumes from.
+    pub const PIO_PORT: u16 = 0x512;
+    /// Measured iterations of each loop.
+    pub const ITERATIONS: u64 = 1000;
+    /// Iterations of each loop run before the measured ones.
+    pub const WARMUP: u64 = 50;
+    /// What each figure is in: the last word of a result line.
+    pub const UNIT: &str = "instructions";
+    /// The measurements, in the order the guest prints them:
+    /// - `vmexit_cpuid`: CPUID leaf 0, answered by the kernel in ring 0;
+    /// - `vmexit_pio_user`: a 1-byte `out` to [`PIO_PORT`], answered by
+    ///   the VMM in userspace;
+    /// - `vmexit_mmio_user`: a 4-byte `mov` load from
+    ///   [`mmio::BASE`](super::mmio::BASE) + 0, decoded and answered by the
+    ///   VMM's [`TestDevice`](super::mmio::TestDevice);
+    /// - `vmexit_none`: a `nop`, no exit: the cost of the loop itself.
+    pub const NAMES: [&str; 4] = ["vmexit_cpuid", "vmexit_pio_user", "vmexit_mmio_user", "vmexit_none"];
+
+    /// Parses a console line `bench <name> <value> instructions` into
+    /// (name, value); `None` for any other line.
+    pub fn parse_line(line: &str) -> Option<(&str, u64)> {
+        let mut words = line.trim_end_matches(['\r', '\n']).split(' ');
+        let (Some("bench"), Some(name), Some(value), Some(UNIT), None) =
+            (words.next(), words.next(), words.next(), words.next(), words.next())
+        else {
+            return None;
+        };
+        let value = value.parse().ok()?;
+        NAMES.contains(&name).then_some((name, value))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +379,8 @@ mod tests {
             assert_eq!(Test::from_u32(t.number()), Some(t));
         }
         assert_eq!(Test::from_u32(0), None);
-        assert_eq!(Test::from_u32(11), None);
+        assert_eq!(Test::from_u32(11), Some(Test::Bench));
+        assert_eq!(Test::from_u32(12), None);
         assert_eq!(Test::from_u32(0x1_0001), None);
     }
 
@@ -350,6 +391,24 @@ mod tests {
         assert_eq!(Test::Msr.ending(), Ending::Result);
         assert_eq!(Test::Ipi.vcpus(), 2);
         assert_eq!(Test::Cpuid.vcpus(), 1);
+        assert_eq!(Test::Bench.ending(), Ending::Result);
+        assert_eq!(Test::Bench.vcpus(), 1);
+        assert_eq!(Test::Bench.name(), "bench");
+    }
+
+    #[test]
+    fn bench_lines_parse() {
+        assert_eq!(bench::parse_line("bench vmexit_cpuid 1234 instructions"), Some(("vmexit_cpuid", 1234)));
+        assert_eq!(bench::parse_line("bench vmexit_none 3 instructions\n"), Some(("vmexit_none", 3)));
+        assert_eq!(bench::parse_line("bench: [1] vmexit_cpuid: ok"), None);
+        assert_eq!(bench::parse_line("bench vmexit_cpuid 12x instructions"), None);
+        assert_eq!(bench::parse_line("bench vmexit_other 12 instructions"), None);
+        assert_eq!(bench::parse_line("bench vmexit_cpuid 12 instructions extra"), None);
+        // The port is no other test's.
+        assert!(![CONSOLE_PORT, RESULT_PORT, pio::WRITE_PORT, pio::READ_PORT].contains(&bench::PIO_PORT));
+        let mut names = bench::NAMES;
+        names.sort_unstable();
+        assert!(names.windows(2).all(|w| w[0] != w[1]));
     }
 
     #[test]

@@ -49,6 +49,8 @@ struct RawServer {
     machine_exit: bool,
     #[serde(default)]
     files: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +177,7 @@ impl RawServer {
             cpu,
             machine_exit: self.machine_exit,
             files: self.files,
+            args: self.args,
             name,
         })
     }

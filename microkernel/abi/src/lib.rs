@@ -138,16 +138,19 @@ pub enum Sys {
     /// an exit the VMM must handle; details are in the vCPU's run page.
     /// Exits the kernel can finish (CPUID, plain-state MSRs) never return.
     VcpuRun = 33,
+    /// `(vcpu)`: makes the vCPU's `VcpuRun` return (`Interrupted`) soon:
+    /// at once if it runs or sleeps in a HLT, else on its next entry.
+    VcpuKick = 34,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 34] = [
+        const ALL: [Sys; 35] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
-            Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun,
+            Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun, VcpuKick,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -546,8 +549,8 @@ mod tests {
                 assert_eq!(t as u64, n);
             }
         }
-        assert_eq!(Sys::from_u64(33), Some(Sys::VcpuRun));
-        assert_eq!(Sys::from_u64(34), None);
+        assert_eq!(Sys::from_u64(34), Some(Sys::VcpuKick));
+        assert_eq!(Sys::from_u64(35), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

@@ -194,6 +194,11 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         // Handled before dispatch (it gives up the lock); reaching here means
         // the fast check there did not apply.
         Sys::VcpuRun => Err(Error::BadState),
+        Sys::VcpuKick => {
+            let Obj::Vcpu(v) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            k.vcpu_kick(v)?;
+            vals(0, 0, 0)
+        }
         Sys::ThreadSetBudget => {
             let t = thread_cap(k, space, a[0])?;
             let budget = if a[1] == 0 {

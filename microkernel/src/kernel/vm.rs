@@ -203,6 +203,8 @@ pub struct Vcpu {
     /// `u64::MAX`: until an IPI).
     pub halt_until: Option<u64>,
     pub sipi_pending: bool,
+    /// Set by `VcpuKick`: the next check in the run loop returns.
+    pub kicked: AtomicBool,
 }
 
 /// The legacy FXSAVE area (SDM Vol. 1 §10.5.1).
@@ -313,6 +315,7 @@ impl Kernel {
             apic_id,
             halt_until: None,
             sipi_pending: false,
+            kicked: AtomicBool::new(false),
         };
         let id = self.vcpus.insert(Box::new(v));
         if let Some(g) = self.guests.get_mut(guest) {
@@ -522,7 +525,11 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         }
         l.waiting_for_sipi()
     };
-    let exit = if waiting {
+    let exit = if vcpu.kicked.swap(false, Ordering::AcqRel) {
+        let run = run_page(vcpu.run_pa);
+        run.exit_reason = VcpuExit::Interrupted as u32;
+        VcpuExit::Interrupted
+    } else if waiting {
         vcpu.halt_until = Some(u64::MAX);
         VcpuExit::Hlt
     } else if vmx {
@@ -623,7 +630,7 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
         // Announce the entry before the last check, so an unmapper that
         // missed `in_guest` has already raised need_resched for us.
         vcpu.in_guest.store(true, Ordering::SeqCst);
-        if percpu::this().need_resched.load(Ordering::SeqCst) {
+        if percpu::this().need_resched.load(Ordering::SeqCst) || vcpu.kicked.swap(false, Ordering::AcqRel) {
             vcpu.in_guest.store(false, Ordering::Release);
             break VcpuExit::Interrupted;
         }
@@ -878,7 +885,7 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
     };
     let reason = loop {
         vcpu.in_guest.store(true, Ordering::SeqCst);
-        if percpu::this().need_resched.load(Ordering::SeqCst) {
+        if percpu::this().need_resched.load(Ordering::SeqCst) || vcpu.kicked.swap(false, Ordering::AcqRel) {
             vcpu.in_guest.store(false, Ordering::Release);
             break VcpuExit::Interrupted;
         }
@@ -1215,17 +1222,15 @@ enum Halt {
 
 fn on_hlt(vcpu: &mut Vcpu) -> Halt {
     if Regs::rflags(vcpu) & (1 << 9) == 0 {
-        return Halt::ToVmm;
+        return Halt::ToVmm; // nothing but the VMM can end this
     }
     let mut l = vcpu.lapic.lock();
     l.tick(lapic_now());
     if l.pending_interrupt().is_some() {
         return Halt::Continue;
     }
-    match l.next_timer_deadline() {
-        Some(d) => Halt::Until(d),
-        None => Halt::ToVmm,
-    }
+    // Until the APIC timer, an IPI or a kick.
+    Halt::Until(l.next_timer_deadline().unwrap_or(u64::MAX))
 }
 
 /// An APIC MSR access; None when `index` is not the APIC's.
@@ -1315,6 +1320,26 @@ fn lapic_mmio(vcpu: &mut Vcpu, gpa: u64, run: &VcpuRun) -> bool {
     Regs::set_rip(vcpu, rip.wrapping_add(u64::from(m.len)));
     Regs::clear_shadow(vcpu);
     true
+}
+
+impl Kernel {
+    /// `VcpuKick`: see abi.
+    pub fn vcpu_kick(&mut self, id: Id) -> Result<(), Error> {
+        let v = self.vcpus.get(id).ok_or(Error::Gone)?;
+        v.kicked.store(true, Ordering::Release);
+        let in_guest = v.in_guest.load(Ordering::Acquire);
+        let Some(th) = v.thread else { return Ok(()) };
+        let Some(t) = self.thread(th) else { return Ok(()) };
+        let cpu = t.cpu;
+        if t.state == super::ThreadState::GuestHalted {
+            self.make_runnable(th);
+        } else if in_guest && cpu != percpu::index() {
+            let p = percpu::of(cpu);
+            p.need_resched.store(true, Ordering::Release);
+            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
+        }
+        Ok(())
+    }
 }
 
 /// Carries out what an APIC register write asked for: IPIs go to the

@@ -187,7 +187,7 @@ fn spawn(
     let _ = sys::cap_delete(ipcb);
 
     // Capabilities, exactly as the manifest says.
-    let mut info = StartInfo { name: server.name.clone(), ..StartInfo::default() };
+    let mut info = StartInfo { name: server.name.clone(), args: server.args.clone(), ..StartInfo::default() };
     let console_rights = if server.machine_exit { Rights::WRITE | Rights::MANAGE } else { Rights::WRITE };
     sys::cap_grant(proc, abi::INIT_SLOT_CONSOLE, start::SLOT_CONSOLE, console_rights).map_err(e("grant console"))?;
     sys::cap_grant(proc, proc, start::SLOT_SELF, Rights::MANAGE).map_err(e("grant self"))?;

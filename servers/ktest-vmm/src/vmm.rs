@@ -17,10 +17,18 @@ const RAM_VA: u64 = 0x2000_0000;
 const RUN_VA: u64 = 0x3000_0000;
 const FILE_VA: u64 = 0x4000_0000;
 const EXIT_LIMIT: u32 = 200_000;
+/// The second vCPU's run page and its thread's stack.
+const AP_RUN_VA: u64 = 0x3000_2000;
+const AP_STACK_VA: u64 = 0x3001_0000;
+const AP_STACK_PAGES: u64 = 4;
+
+/// Tells the AP thread to stop running its vCPU.
+static AP_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 struct Env {
     next_slot: CapSlot,
     image: &'static [u8],
+    ap_stack: bool,
 }
 
 impl Env {
@@ -45,22 +53,31 @@ pub fn main(start: Start) -> u64 {
         return 1;
     }
     let image = alcove_rt::user_bytes(FILE_VA, len as usize);
-    let mut env = Env { next_slot: 300, image };
+    let mut env = Env { next_slot: 300, image, ap_stack: false };
     let tests: &[(&str, Test)] = &[
         ("guest_cpuid", Test::Cpuid),
         ("guest_pio", Test::Pio),
         ("guest_msr", Test::Msr),
         ("guest_hlt_timer", Test::HltTimer),
         ("guest_x2apic_timer", Test::X2apicTimer),
+        ("guest_ipi", Test::Ipi),
         ("guest_mmio", Test::Mmio),
         ("guest_npt_fault", Test::NptFault),
+        ("guest_exit_costs", Test::Bench),
         ("guest_triple_fault", Test::TripleFault),
         ("guest_scribble", Test::Scribble),
         ("guest_cpuid_after_scribble", Test::Cpuid),
     ];
+    // `skip=NAME` arguments leave tests out where the platform cannot run
+    // them (see the manifests).
+    let skipped: Vec<&str> = info.args.iter().filter_map(|a| a.strip_prefix("skip=")).collect();
+    let tests: Vec<(&str, Test)> = tests.iter().copied().filter(|(n, _)| !skipped.contains(n)).collect();
+    for s in &skipped {
+        log::info!("skipping {s} on this platform (manifest)");
+    }
     println!("{PREFIX} suite vm {}", tests.len());
     let (mut passed, mut failed) = (0, 0);
-    for &(name, test) in tests {
+    for &(name, test) in &tests {
         println!("{PREFIX} run {name}");
         match run_test(&mut env, test) {
             Ok(()) => {
@@ -119,7 +136,22 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
         let run = run_page();
         boot_state(run, test);
         fill_cpuid(run);
-        let out = drive(vcpu, run)?;
+        // Tests with an AP: its vCPU runs on a second thread, waiting in the
+        // kernel for the guest's INIT-SIPI-SIPI.
+        let ap = if test.vcpus() > 1 { Some(start_ap(env, guest)?) } else { None };
+        let out = drive(vcpu, run);
+        if let Some((ap_vcpu, done)) = ap {
+            AP_STOP.store(true, core::sync::atomic::Ordering::Release);
+            let _ = sys::vcpu_kick(ap_vcpu);
+            let stopped = sys::wait(done, 2_000_000_000);
+            if stopped.is_err() {
+                return Err(format!("the AP thread did not stop: {stopped:?}"));
+            }
+            let _ = sys::cap_delete(ap_vcpu);
+            // SAFETY: the AP thread has stopped using its run page.
+            let _ = unsafe { sys::unmap(SLOT_SELF, AP_RUN_VA, 1) };
+        }
+        let out = out?;
         let _ = sys::cap_delete(vcpu);
         let _ = sys::cap_delete(run_frame);
         check(test, &out)
@@ -479,6 +511,70 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
         }
         _ => {}
     }
+    if test == Test::Bench {
+        for line in out.console.lines() {
+            if let Some((name, value)) = p::bench::parse_line(line) {
+                println!("ALCOVE-BENCH {name} {value} instructions");
+            }
+        }
+    }
     log::info!("{}: {} exits; {}", test.name(), out.exits, console.lines().last().unwrap_or(""));
     Ok(())
+}
+
+/// Creates vCPU 1 and a thread that runs it until `AP_STOP`; returns the
+/// vCPU and the notification the thread signals when it stopped.
+fn start_ap(env: &mut Env, guest: CapSlot) -> Result<(CapSlot, CapSlot), String> {
+    let e = |what: &'static str| move |err: abi::Error| format!("{what}: {err}");
+    AP_STOP.store(false, core::sync::atomic::Ordering::Release);
+    let run_frame = env.slot();
+    sys::create(ObjectType::Frame, run_frame, 1).map_err(e("AP run page"))?;
+    sys::map(SLOT_SELF, run_frame, AP_RUN_VA, RW).map_err(e("map AP run page"))?;
+    let vcpu = env.slot();
+    sys::create_from(ObjectType::Vcpu, vcpu, u64::from(guest), run_frame).map_err(e("create AP vcpu"))?;
+    let _ = sys::cap_delete(run_frame);
+    fill_cpuid(alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA));
+    let done = env.slot();
+    sys::create(ObjectType::Notification, done, 0).map_err(e("notification"))?;
+    if !env.ap_stack {
+        let stack = env.slot();
+        sys::create(ObjectType::Frame, stack, AP_STACK_PAGES).map_err(e("AP stack"))?;
+        sys::map(SLOT_SELF, stack, AP_STACK_VA, RW).map_err(e("map AP stack"))?;
+        env.ap_stack = true;
+    }
+    let t = env.slot();
+    sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).map_err(e("AP thread"))?;
+    let top = AP_STACK_VA + AP_STACK_PAGES * PAGE_SIZE - 8;
+    // SAFETY: the stack is mapped for this thread alone; it makes only
+    // register-only system calls, so it needs no IPC buffer.
+    unsafe { sys::thread_configure(t, ap_thread as *const () as u64, top, 0, u64::from(vcpu), u64::from(done)) }
+        .map_err(e("configure AP thread"))?;
+    sys::thread_resume(t).map_err(e("resume AP thread"))?;
+    Ok((vcpu, done))
+}
+
+/// Runs the AP's vCPU: port writes are ignored and reads give all ones,
+/// other exits just run again, until the main thread sets `AP_STOP`.
+extern "C" fn ap_thread(_ipc: u64, vcpu: u64, done: u64) -> ! {
+    let vcpu = vcpu as CapSlot;
+    let run = alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA);
+    while !AP_STOP.load(core::sync::atomic::Ordering::Acquire) {
+        match sys::vcpu_run(vcpu).ok().and_then(|r| VcpuExit::from_u32(r as u32)) {
+            Some(VcpuExit::Io) => {
+                if run.write == 0 {
+                    run.gprs[0] |= mask(run.size);
+                }
+                run.rip = run.next_rip;
+                run.load_state = abi::LOAD_GPRS;
+            }
+            Some(VcpuExit::Msr) => run.inject = (1 << 31) | (3 << 8) | 13 | (1 << 11),
+            Some(VcpuExit::Shutdown | VcpuExit::InvalidState | VcpuExit::Unhandled) | None => break,
+            _ => {}
+        }
+    }
+    let _ = sys::signal(done as CapSlot, 1);
+    // A thread cannot end on its own; park it.
+    loop {
+        let _ = sys::wait(done as CapSlot, abi::FOREVER);
+    }
 }

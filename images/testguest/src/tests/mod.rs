@@ -5,6 +5,7 @@ use core::fmt;
 
 use testguest::protocol::{FailureCode, Test};
 
+mod bench;
 mod cpuid;
 pub mod ipi;
 mod mmio;
@@ -30,6 +31,7 @@ pub fn run(test: Test, ram_bytes: u64) -> Outcome {
         Test::NptFault => npt_fault::run(&mut r),
         Test::TripleFault => triple_fault::run(&mut r),
         Test::Scribble => scribble::run(&mut r, ram_bytes),
+        Test::Bench => bench::run(&mut r),
     }
 }
 
