@@ -158,23 +158,6 @@ pub fn copy_from_user(pml4: u64, vaddr: u64, buf: &mut [u8]) -> bool {
     true
 }
 
-/// Copies into user memory; false if any byte is not mapped writable.
-pub fn copy_to_user(pml4: u64, vaddr: u64, buf: &[u8]) -> bool {
-    let mut done = 0;
-    while done < buf.len() {
-        let va = match vaddr.checked_add(done as u64) {
-            Some(v) => v,
-            None => return false,
-        };
-        let Some(pa) = translate_user(pml4, va, true) else { return false };
-        let chunk = ((PAGE - (va & (PAGE - 1))) as usize).min(buf.len() - done);
-        // SAFETY: as copy_from_user, with the mapping checked writable.
-        unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), (pa + PHYS_OFFSET) as *mut u8, chunk) };
-        done += chunk;
-    }
-    true
-}
-
 /// The IPC buffer of a thread as a kernel pointer, if it is still mapped
 /// writable (it must be one whole page, page-aligned).
 pub fn ipc_buffer(pml4: u64, vaddr: u64) -> Option<*mut abi::IpcBuffer> {

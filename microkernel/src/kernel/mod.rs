@@ -126,7 +126,6 @@ pub enum ThreadState {
     /// A vCPU thread sleeping through a guest HLT (or an AP waiting for its
     /// start-up IPI); it re-enters `VcpuRun` when woken.
     GuestHalted,
-    Dead,
 }
 
 pub struct Thread {
@@ -166,7 +165,6 @@ pub enum ProcessState {
 
 pub struct Mapping {
     pub frame: Id,
-    pub page: u32,
 }
 
 pub struct Process {
@@ -324,7 +322,7 @@ impl Kernel {
     /// Makes a thread runnable on its CPU, preempting there if it should.
     pub fn make_runnable(&mut self, t: Id) {
         let Some(th) = self.thread_mut(t) else { return };
-        if matches!(th.state, ThreadState::Dead | ThreadState::Runnable | ThreadState::Running) {
+        if matches!(th.state, ThreadState::Runnable | ThreadState::Running) {
             return;
         }
         th.state = ThreadState::Runnable;

@@ -364,7 +364,7 @@ impl Kernel {
                 (Ok(_), Ok(())) => {
                     let p = self.processes.get_mut(pid).expect("checked");
                     p.page_tables += made;
-                    p.mappings.insert(va, Mapping { frame, page: i as u32 });
+                    p.mappings.insert(va, Mapping { frame });
                     self.obj_ref(Obj::Frame(frame));
                 }
                 (r, charged) => {

@@ -198,7 +198,6 @@ pub struct Vcpu {
     /// The local APIC emulated in the kernel; other vCPUs' threads deliver
     /// IPIs into it.
     pub lapic: Arc<spin::Mutex<VLapic>>,
-    pub apic_id: u32,
     /// Set by a run that ends in a HLT to sleep through (APIC time base;
     /// `u64::MAX`: until an IPI).
     pub halt_until: Option<u64>,
@@ -272,7 +271,7 @@ impl Kernel {
             return Err(Error::OutOfMemory);
         };
         let mut vmcb = svm::Vmcb { pa: 0 };
-        let mut vmcs = vmx::Vmcs { pa: 0, msr_area_pa: msr_pa, launched: false, cpu: 0, cr0_shadow: 0x10, cr4_shadow: 0 };
+        let mut vmcs = vmx::Vmcs { pa: 0, msr_area_pa: msr_pa, launched: false, cpu: 0 };
         if is_vmx() {
             vmcs.pa = vmcb_pa;
         } else {
@@ -312,7 +311,6 @@ impl Kernel {
                     max_phys_addr_bits: 46,
                 },
             ))),
-            apic_id,
             halt_until: None,
             sipi_pending: false,
             kicked: AtomicBool::new(false),
@@ -599,9 +597,16 @@ fn inject_exception(vcpu: &mut Vcpu, vector: u8, error: Option<u32>) {
     vcpu.vmcb.w64(svm::vmcb::EVENT_INJ, ev);
 }
 
+/// Skips the exiting instruction: to the next RIP the hardware saved when it
+/// has NRIP-save, else by the instruction's known length (QEMU's SVM has no
+/// NRIP-save; every instruction skipped this way has a fixed encoding).
 fn advance(vcpu: &mut Vcpu, len: u64) {
     let rip = vcpu.vmcb.r64(svm::vmcb::RIP);
-    vcpu.vmcb.w64(svm::vmcb::RIP, rip.wrapping_add(len));
+    let nrip = match backend() {
+        Some(Hw::Svm(i)) if i.nrip_save => vcpu.vmcb.r64(svm::vmcb::NEXT_RIP),
+        _ => 0,
+    };
+    vcpu.vmcb.w64(svm::vmcb::RIP, if nrip > rip { nrip } else { rip.wrapping_add(len) });
     // Skipping an instruction ends an STI/MOV SS interrupt shadow.
     let st = vcpu.vmcb.r64(svm::vmcb::INT_STATE);
     vcpu.vmcb.w64(svm::vmcb::INT_STATE, st & !1);

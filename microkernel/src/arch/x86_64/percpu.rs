@@ -3,7 +3,7 @@
 //! offset, so their order is fixed.
 
 use super::MAX_CPUS;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 pub const KERNEL_STACK_SIZE: usize = 32 * 1024;
 
@@ -111,8 +111,4 @@ pub fn set_context_top(top: u64) {
     // (kernel code is not interruptible outside the idle loop).
     unsafe { (*(&raw mut PERCPU))[cpu].context_top = top };
     super::gdt::set_rsp0(cpu, top);
-}
-
-pub fn online_count() -> usize {
-    (0..MAX_CPUS).filter(|&c| of(c).online.load(Ordering::Acquire)).count()
 }
