@@ -182,6 +182,10 @@ impl Case {
     }
 }
 
+fn edu() -> Vec<String> {
+    vec!["-device".into(), "edu".into()]
+}
+
 /// The boot manifest a suite runs under.
 fn manifest_for(suite: &str) -> &'static str {
     match suite {
@@ -196,8 +200,9 @@ fn system_cases() -> Vec<Case> {
         Case::qemu("boot/qemu-seabios-smp4", "boot", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
         Case::qemu("boot/qemu-ovmf", "boot", Qemu { uefi: true, ..Qemu::default() }),
         Case::bochs("boot/bochs-skylake-x", "boot", Bochs::default()),
-        Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, ..Qemu::default() }),
-        Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, ..Qemu::default() }),
+        // QEMU's `edu` device raises MSIs on request, for the MSI test.
+        Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, extra: edu(), ..Qemu::default() }),
+        Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, extra: edu(), ..Qemu::default() }),
         Case::qemu("vm/qemu64-svm-smp1", "vm", Qemu { smp: 1, ..Qemu::default() }),
         Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
         Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()).with_manifest("vm-bochs"),
@@ -316,7 +321,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     // two CPUs so the cross-core round trip is measured too.
     let cases = [
         Case::qemu("bench/icount-kernel", "bench", Qemu { smp: 1, icount: true, ..Qemu::default() }),
-        Case::qemu("bench/icount-user", "user", Qemu { smp: 2, icount: true, ..Qemu::default() }),
+        Case::qemu("bench/icount-user", "user", Qemu { smp: 2, icount: true, extra: edu(), ..Qemu::default() }),
         Case::qemu("bench/icount-vm", "vm", Qemu { smp: 2, icount: true, ..Qemu::default() }),
     ];
     for case in &cases {
@@ -338,7 +343,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     }
     // Wall time: the user suite without -icount; IPC against a null syscall
     // as a ratio of TSC ticks from the same run.
-    let wall = Case::qemu("bench/wall-user", "user", Qemu { smp: 2, ..Qemu::default() });
+    let wall = Case::qemu("bench/wall-user", "user", Qemu { smp: 2, extra: edu(), ..Qemu::default() });
     let (rw, vw) = wall.run(&kernel, None)?;
     let figure = |name: &str| -> Option<f64> {
         rw.serial.lines().find_map(|l| {

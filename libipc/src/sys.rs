@@ -297,6 +297,11 @@ pub fn vcpu_kick(vcpu: CapSlot) -> Result<(), Error> {
     plain(Sys::VcpuKick, [u64::from(vcpu), 0, 0, 0, 0, 0]).map(drop)
 }
 
+/// [`Sys::IrqMsiInfo`]: the (address, data) pair for a PCI MSI capability.
+pub fn irq_msi_info(irq: CapSlot) -> Result<(u64, u64), Error> {
+    plain(Sys::IrqMsiInfo, [u64::from(irq), 0, 0, 0, 0, 0]).map(|r| (r[0], r[1]))
+}
+
 /// [`Sys::ThreadSetBudget`]: at most `budget_ns` of CPU time per
 /// `period_ns` (`budget_ns = 0`: no limit).
 pub fn thread_set_budget(thread: CapSlot, budget_ns: u64, period_ns: u64) -> Result<(), Error> {

@@ -90,7 +90,9 @@ pub enum Sys {
     /// I/O-port capability in slot `src`), the physical address for
     /// `DeviceMemory` (with `src` = the device-memory capability it comes
     /// from and a fifth argument = pages; the result is a frame capability
-    /// over that MMIO range, mapped uncached; RAM is refused).
+    /// over that MMIO range, mapped uncached; RAM is refused), and `arg` = 1
+    /// for `Irq`: a message-signalled interrupt vector (with `src` = an IRQ
+    /// capability, the authority to allocate one).
     Create = 14,
     /// `(process, frame, vaddr, rights)`: maps a frame into a process.
     Map = 15,
@@ -141,16 +143,20 @@ pub enum Sys {
     /// `(vcpu)`: makes the vCPU's `VcpuRun` return (`Interrupted`) soon:
     /// at once if it runs or sleeps in a HLT, else on its next entry.
     VcpuKick = 34,
+    /// `(irq)` → `(address, data)`: what to program into a PCI device's
+    /// MSI capability so that its messages reach this (MSI) IRQ capability.
+    IrqMsiInfo = 35,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 35] = [
+        const ALL: [Sys; 36] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
             Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun, VcpuKick,
+            IrqMsiInfo,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -549,8 +555,8 @@ mod tests {
                 assert_eq!(t as u64, n);
             }
         }
-        assert_eq!(Sys::from_u64(34), Some(Sys::VcpuKick));
-        assert_eq!(Sys::from_u64(35), None);
+        assert_eq!(Sys::from_u64(35), Some(Sys::IrqMsiInfo));
+        assert_eq!(Sys::from_u64(36), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

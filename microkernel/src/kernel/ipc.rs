@@ -282,6 +282,16 @@ pub fn wait(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// An MSI vector (index from MSI_BASE_VECTOR) fired: signal its notification.
+pub fn msi_fired(k: &mut Kernel, index: usize) {
+    match k.msis.get(index).copied().flatten() {
+        Some(super::IrqLine { notification: Some(n), bits, .. }) => {
+            let _ = signal(k, n, bits);
+        }
+        _ => log::warn!("irq: MSI vector {index} fired with no handler bound"),
+    }
+}
+
 /// An IOAPIC line fired: signal its bound notification; the line stays
 /// masked until the driver acknowledges.
 pub fn irq_fired(k: &mut Kernel, line: u8) {

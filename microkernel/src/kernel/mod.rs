@@ -41,6 +41,8 @@ pub enum Obj {
     Console,
     Guest(Id),
     Vcpu(Id),
+    /// A message-signalled interrupt vector.
+    Msi(u8),
 }
 
 impl Obj {
@@ -58,6 +60,7 @@ impl Obj {
             Obj::Console => T::Console,
             Obj::Guest(_) => T::Guest,
             Obj::Vcpu(_) => T::Vcpu,
+            Obj::Msi(_) => T::Irq,
         }
     }
 }
@@ -201,6 +204,8 @@ pub struct Kernel {
     pub guests: Slab<vm::Guest>,
     pub vcpus: Slab<Box<vm::Vcpu>>,
     pub irqs: [IrqLine; apic::IRQ_LINES as usize],
+    /// MSI vectors: allocated, and where each is delivered.
+    pub msis: [Option<IrqLine>; apic::MSI_VECTORS],
     pub run_queues: Vec<RunQueue<Id>>,
     pub current: [Option<Id>; MAX_CPUS],
     /// Threads blocked with a deadline, by (deadline, thread).
@@ -263,6 +268,7 @@ pub fn init(cpus: usize) {
         guests: Slab::new(),
         vcpus: Slab::new(),
         irqs: [IrqLine::default(); apic::IRQ_LINES as usize],
+        msis: [None; apic::MSI_VECTORS],
         run_queues: (0..MAX_CPUS).map(|_| RunQueue::new()).collect(),
         current: [None; MAX_CPUS],
         timeouts: BTreeMap::new(),
@@ -621,6 +627,17 @@ fn idle(next_timeout_us: Option<u64>) -> ! {
 /// Turns IOAPIC lines that fired while this CPU was in the kernel into
 /// notification signals.
 pub fn deliver_pending_irqs(k: &mut Kernel) {
+    for (w, word) in percpu::this().pending_msi.iter().enumerate() {
+        if word.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let bits = word.swap(0, Ordering::AcqRel);
+        for b in 0..64 {
+            if bits & (1 << b) != 0 {
+                ipc::msi_fired(k, w * 64 + b);
+            }
+        }
+    }
     if percpu::this().pending_irqs.load(Ordering::Relaxed) == 0 {
         return;
     }
@@ -675,6 +692,7 @@ extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
             percpu::this().pending_irqs.fetch_or(1 << (v - apic::IRQ_BASE_VECTOR), Ordering::AcqRel);
             apic::eoi();
         }
+        v if (apic::MSI_BASE_VECTOR..apic::TIMER_VECTOR).contains(&v) => msi_arrived(v),
         apic::SPURIOUS_VECTOR => {}
         0..=31 => {
             let mut k = lock();
@@ -707,9 +725,18 @@ pub fn interrupt_in_kernel(vector: u8) {
             percpu::this().pending_irqs.fetch_or(1 << (v - apic::IRQ_BASE_VECTOR), Ordering::AcqRel);
             apic::eoi();
         }
+        v if (apic::MSI_BASE_VECTOR..apic::TIMER_VECTOR).contains(&v) => msi_arrived(v),
         apic::SPURIOUS_VECTOR => {}
         _ => apic::eoi(),
     }
+}
+
+/// An MSI arrived: edge-triggered, so acknowledged at once and delivered at
+/// the next pass through the kernel.
+fn msi_arrived(v: u8) {
+    let i = usize::from(v - apic::MSI_BASE_VECTOR);
+    percpu::this().pending_msi[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
+    apic::eoi();
 }
 
 /// Every CPU ends bring-up here.

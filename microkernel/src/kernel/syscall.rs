@@ -194,6 +194,13 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         // Handled before dispatch (it gives up the lock); reaching here means
         // the fast check there did not apply.
         Sys::VcpuRun => Err(Error::BadState),
+        Sys::IrqMsiInfo => {
+            let Obj::Msi(v) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            // Fixed delivery, edge, physical destination: the bootstrap CPU
+            // (MSI address format: Intel SDM Vol. 3A §12.11.1).
+            let dest = u64::from(percpu::of(0).apic_id.load(core::sync::atomic::Ordering::Relaxed));
+            vals(0xfee0_0000 | (dest << 12), u64::from(v), 0)
+        }
         Sys::VcpuKick => {
             let Obj::Vcpu(v) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
             k.vcpu_kick(v)?;
@@ -245,13 +252,22 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             Ok(Done::Handled)
         }
         Sys::IrqBind => {
-            let Obj::Irq(line) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let irq = k.cap(space, slot(a[0])?, Rights::MANAGE)?;
             let Obj::Notification(n) = k.cap(space, slot(a[1])?, Rights::WRITE)? else {
                 return Err(Error::WrongType);
             };
             if a[2] == 0 {
                 return Err(Error::InvalidArgument);
             }
+            let line = match irq {
+                Obj::Irq(line) => line,
+                Obj::Msi(v) => {
+                    let i = usize::from(v - apic::MSI_BASE_VECTOR);
+                    k.msis[i] = Some(super::IrqLine { notification: Some(n), bits: a[2], pending_ack: false });
+                    return vals(0, 0, 0);
+                }
+                _ => return Err(Error::WrongType),
+            };
             k.irqs[line as usize] = super::IrqLine { notification: Some(n), bits: a[2], pending_ack: false };
             let dest = percpu::of(0).apic_id.load(core::sync::atomic::Ordering::Relaxed);
             let (level, low) = crate::irq_polarity(line);
@@ -260,7 +276,11 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             vals(0, 0, 0)
         }
         Sys::IrqAck => {
-            let Obj::Irq(line) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let line = match k.cap(space, slot(a[0])?, Rights::MANAGE)? {
+                Obj::Irq(line) => line,
+                Obj::Msi(_) => return vals(0, 0, 0), // edge-triggered: nothing to unmask
+                _ => return Err(Error::WrongType),
+            };
             let l = &mut k.irqs[line as usize];
             if l.notification.is_none() {
                 return Err(Error::BadState);
@@ -373,6 +393,15 @@ fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> R
             (Obj::IoPorts { first: f as u16, count: c as u16 }, Rights::MANAGE)
         }
         ObjectType::Guest => (Obj::Guest(k.create_guest(pid)?), Rights::ALL),
+        ObjectType::Irq => {
+            // A message-signalled vector, for a holder of interrupt rights.
+            if !matches!(k.cap(space, slot(a[3])?, Rights::MANAGE)?, Obj::Irq(_) | Obj::Msi(_)) || a[2] != 1 {
+                return Err(Error::InvalidArgument);
+            }
+            let free = k.msis.iter().position(Option::is_none).ok_or(Error::OutOfMemory)?;
+            k.msis[free] = Some(super::IrqLine::default());
+            (Obj::Msi(apic::MSI_BASE_VECTOR + free as u8), Rights::MANAGE)
+        }
         ObjectType::Vcpu => {
             let Obj::Guest(g) = k.cap(space, slot(a[2])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
             let fcap = k.caps.lookup(space, slot(a[3])?)?;

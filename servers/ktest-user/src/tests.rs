@@ -66,6 +66,7 @@ pub fn main(start: Start) -> u64 {
         ("budget_exhaustion", budget_exhaustion),
         ("irq_as_notification", irq_as_notification),
         ("device_memory", device_memory),
+        ("msi_from_a_pci_device", msi_from_a_pci_device),
         ("server_restart", server_restart),
         ("panicking_and_faulting_servers_restart", panicking_and_faulting_servers_restart),
         ("servers_still_answer", servers_answer_status),
@@ -586,4 +587,90 @@ fn panicking_and_faulting_servers_restart(env: &mut Env) -> Result<(), String> {
     check(r == Err(libipc::IpcError::Kernel(Error::Gone)), || format!("a faulting server replied {r:?}"))?;
     let after_fault = st.status().map_err(|e| format!("status after the fault: {e}"))?;
     check(after_fault.requests_served == 1, || format!("not restarted after the fault: {after_fault:?}"))
+}
+
+fn outl(port: u16, v: u32) {
+    // SAFETY: the port was granted to this process and enabled; port I/O
+    // does not touch memory.
+    unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack)) }
+}
+
+fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as outl.
+    unsafe { core::arch::asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack)) };
+    v
+}
+
+fn pci_read(dev: u32, off: u32) -> u32 {
+    outl(0xcf8, 0x8000_0000 | (dev << 11) | (off & 0xfc));
+    inl(0xcfc)
+}
+
+fn pci_write(dev: u32, off: u32, v: u32) {
+    outl(0xcf8, 0x8000_0000 | (dev << 11) | (off & 0xfc));
+    outl(0xcfc, v);
+}
+
+/// QEMU's `edu` PCI device raises an MSI on request: its BAR is moved to
+/// the granted page, its MSI capability programmed with what the kernel
+/// says for a freshly allocated vector, and the interrupt arrives as a
+/// notification.
+fn msi_from_a_pci_device(env: &mut Env) -> Result<(), String> {
+    for &(_, _, slot) in &env.info.ioports {
+        sys::io_port_enable(slot).map_err(|e| format!("io ports: {e}"))?;
+    }
+    let dev = (0..32).find(|&d| pci_read(d, 0) == 0x11e8_1234).ok_or_else(|| String::from("no edu device on bus 0"))?;
+    let &(bar, _, mem) = env.info.device_memory.iter().find(|d| d.0 == 0xe000_0000).ok_or("no BAR page granted")?;
+    pci_write(dev, 0x10, bar as u32);
+    pci_write(dev, 0x04, pci_read(dev, 0x04) | 0b110); // memory space, bus master
+    let va = env.next_va;
+    env.next_va += 2 * PAGE_SIZE;
+    sys::map(SLOT_SELF, mem, va, RW).map_err(|e| format!("map BAR: {e}"))?;
+    let reg = |off: u64| (va + off) as *mut u32;
+    // SAFETY: the edu device's register page, mapped (uncached) above.
+    let ident = unsafe { reg(0).read_volatile() };
+    check(ident & 0xff == 0xed, || format!("edu identification {ident:#x}"))?;
+    // The MSI capability (PCI 3.0 §6.8.1).
+    let mut cap = pci_read(dev, 0x34) & 0xfc;
+    while cap != 0 && pci_read(dev, cap) & 0xff != 0x05 {
+        cap = (pci_read(dev, cap) >> 8) & 0xfc;
+    }
+    check(cap != 0, || "edu has no MSI capability".into())?;
+    let &(_, irq) = env.info.irqs.first().ok_or("no IRQ capability to allocate with")?;
+    let msi = env.slot();
+    sys::create_from(ObjectType::Irq, msi, 1, irq).map_err(|e| format!("allocate an MSI vector: {e}"))?;
+    let (address, data) = sys::irq_msi_info(msi).map_err(|e| format!("msi info: {e}"))?;
+    let n = env.slot();
+    sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
+    sys::irq_bind(msi, n, 1 << 5).map_err(|e| format!("bind: {e}"))?;
+    let control = pci_read(dev, cap) >> 16;
+    pci_write(dev, cap + 4, address as u32);
+    let data_off = if control & (1 << 7) != 0 {
+        pci_write(dev, cap + 8, 0);
+        cap + 12
+    } else {
+        cap + 8
+    };
+    pci_write(dev, data_off, data as u32);
+    pci_write(dev, cap, (pci_read(dev, cap) & 0xffff) | ((control | 1) << 16)); // MSI enable
+    for round in 0..3 {
+        // SAFETY: as above: the "raise interrupt" register (edu spec: 0x60; 0x64 acknowledges).
+        unsafe { reg(0x60).write_volatile(1 << round) };
+        let bits = sys::wait(n, 2_000_000_000).map_err(|e| {
+            // SAFETY: as above: the interrupt status register.
+            let status = unsafe { reg(0x24).read_volatile() };
+            format!(
+                "round {round}: no MSI: {e} (cap {cap:#x}: {:#x} {:#x} {:#x} {:#x}, status {status:#x}, command {:#x}, address {address:#x}, data {data:#x})",
+                pci_read(dev, cap), pci_read(dev, cap + 4), pci_read(dev, cap + 8), pci_read(dev, cap + 12), pci_read(dev, 4)
+            )
+        })?;
+        check(bits == 1 << 5, || format!("round {round}: bits {bits:#b}"))?;
+        // SAFETY: as above.
+        unsafe { reg(0x64).write_volatile(1 << round) };
+    }
+    // SAFETY: nothing refers to the mapping any more.
+    let _ = unsafe { sys::unmap(SLOT_SELF, va, 1) };
+    let _ = sys::cap_delete(n);
+    Ok(())
 }

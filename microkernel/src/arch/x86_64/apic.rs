@@ -10,6 +10,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const IRQ_BASE_VECTOR: u8 = 0x30;
 pub const IRQ_LINES: u32 = 24;
+/// Vectors handed out for message-signalled interrupts.
+pub const MSI_BASE_VECTOR: u8 = 0x50;
+pub const MSI_VECTORS: usize = 0xf0 - 0x50;
 pub const TIMER_VECTOR: u8 = 0xf0;
 pub const RESCHED_VECTOR: u8 = 0xf1;
 pub const TLB_VECTOR: u8 = 0xf2;

@@ -25,6 +25,8 @@ pub struct PerCpu {
     pub need_resched: AtomicBool,
     /// IOAPIC lines that fired while this CPU ran the kernel (bit per line).
     pub pending_irqs: AtomicU64,
+    /// MSI vectors that fired (bit per vector from MSI_BASE_VECTOR).
+    pub pending_msi: [AtomicU64; 3],
     /// Timer interrupts taken.
     pub ticks: AtomicU64,
     pub online: AtomicBool,
@@ -51,6 +53,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         apic_id: AtomicU32::new(0),
         need_resched: AtomicBool::new(false),
         pending_irqs: AtomicU64::new(0),
+        pending_msi: [const { AtomicU64::new(0) }; 3],
         ticks: AtomicU64::new(0),
         online: AtomicBool::new(false),
         in_user: AtomicBool::new(false),
