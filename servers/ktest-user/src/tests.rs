@@ -516,32 +516,39 @@ fn sleep_ns(env: &mut Env, ns: u64) -> Result<(), String> {
     check(r == Err(Error::Timeout), || format!("sleep ended with {r:?}"))
 }
 
-/// A thread capped at 25% of a CPU (2.5 ms per 10 ms) gets about a quarter
-/// of the progress it makes uncapped on the same otherwise idle CPU.
+/// Two spinners share a CPU, one capped at 25% (2.5 ms per 10 ms): the
+/// capped one gets about a quarter of the progress both make together.
+/// Comparing two threads on the same (virtual) CPU in the same window keeps
+/// the result independent of how loaded the host running the emulator is.
 fn cpu_budget_caps_a_spinner(env: &mut Env) -> Result<(), String> {
-    let (_, stack) = env.frame(1, RW)?;
-    let (_, counter) = env.frame(1, RW)?;
-    let t = env.slot();
-    sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).map_err(|e| format!("thread: {e}"))?;
-    let entry = spinner as *const () as u64;
-    // SAFETY: stack and counter are fresh mappings for the new thread.
-    unsafe { sys::thread_configure(t, entry, stack + PAGE_SIZE - 8, 0, counter, 0) }.map_err(|e| format!("{e}"))?;
-    sys::thread_set_priority(t, 50, Some(1)).map_err(|e| format!("{e}"))?;
-    sys::thread_resume(t).map_err(|e| format!("{e}"))?;
-    let window = 200_000_000;
-    let c0 = read_counter(counter);
-    sleep_ns(env, window)?;
-    let full = read_counter(counter) - c0;
-    sys::thread_set_budget(t, 2_500_000, 10_000_000).map_err(|e| format!("budget: {e}"))?;
+    let (_, counters) = env.frame(1, RW)?;
+    let mut threads = [0; 2];
+    for (i, t) in threads.iter_mut().enumerate() {
+        let (_, stack) = env.frame(1, RW)?;
+        *t = env.slot();
+        sys::create(ObjectType::Thread, *t, u64::from(SLOT_SELF)).map_err(|e| format!("thread: {e}"))?;
+        let entry = spinner as *const () as u64;
+        let counter = counters + 64 * i as u64;
+        // SAFETY: stack and counter are fresh mappings for the new thread.
+        unsafe { sys::thread_configure(*t, entry, stack + PAGE_SIZE - 8, 0, counter, 0) }.map_err(|e| format!("{e}"))?;
+        sys::thread_set_priority(*t, 50, Some(1)).map_err(|e| format!("{e}"))?;
+    }
+    sys::thread_set_budget(threads[1], 2_500_000, 10_000_000).map_err(|e| format!("budget: {e}"))?;
+    for t in threads {
+        sys::thread_resume(t).map_err(|e| format!("{e}"))?;
+    }
     sleep_ns(env, 20_000_000)?;
-    let c1 = read_counter(counter);
-    sleep_ns(env, window)?;
-    let capped = read_counter(counter) - c1;
-    sys::thread_suspend(t).map_err(|e| format!("{e}"))?;
-    let ratio = capped as f64 / full.max(1) as f64;
-    log::info!("cpu budget: {full} uncapped, {capped} at a 25% cap: {:.0}%", ratio * 100.0);
-    check(full > 0, || "the spinner never ran".into())?;
-    check((0.10..0.45).contains(&ratio), || format!("a 25% cap let it make {:.0}% of its uncapped progress", ratio * 100.0))
+    let (a0, b0) = (read_counter(counters), read_counter(counters + 64));
+    sleep_ns(env, 300_000_000)?;
+    let (a1, b1) = (read_counter(counters), read_counter(counters + 64));
+    for t in threads {
+        sys::thread_suspend(t).map_err(|e| format!("{e}"))?;
+    }
+    let (free, capped) = (a1 - a0, b1 - b0);
+    let share = capped as f64 / (free + capped).max(1) as f64;
+    log::info!("cpu budget: uncapped {free}, capped at 25%: {capped}, its share {:.0}%", share * 100.0);
+    check(free > 0 && capped > 0, || format!("a spinner never ran ({free}, {capped})"))?;
+    check((0.15..0.35).contains(&share), || format!("a 25% cap got {:.0}% of the CPU next to an uncapped thread", share * 100.0))
 }
 
 /// The manifest grants the HPET's register page: mapped, it reads as an
