@@ -7,6 +7,7 @@
 //! returns to ring 3. Policy lives in kcore (capabilities, budgets, run
 //! queues, page tables); this module wires it to the hardware.
 
+pub mod fastpath;
 pub mod ipc;
 pub mod mem;
 pub mod process;
@@ -659,6 +660,13 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
     // Running a vCPU gives up the lock while the guest runs.
     let cpu = percpu::index();
     if let Some(me) = k.current[cpu] {
+        if fastpath::try_ipc(&mut k, cpu, me) {
+            let next = k.current[cpu].expect("the fast path set the next thread");
+            switch_to(&mut k, cpu, next);
+            percpu::this().in_user.store(true, Ordering::Release);
+            drop(k);
+            arch::enter_user()
+        }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx {
             if n == abi::Sys::VcpuRun as u64 {
