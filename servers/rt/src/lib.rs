@@ -315,3 +315,63 @@ pub fn serve_forever<D: libipc::Dispatch>(slot: CapSlot, server: D) -> u64 {
         }
     }
 }
+
+/// Defines a server type whose only interface so far is `status`: the
+/// struct, its constructor, the `status::Server` implementation through a
+/// [`Service`], `Dispatch`, and a host test over the in-process transport.
+/// Each server starts here and grows its own interfaces.
+#[macro_export]
+macro_rules! status_server {
+    ($(#[$meta:meta])* $ty:ident, $name:literal, $version:expr) => {
+        $(#[$meta])*
+        pub struct $ty {
+            service: $crate::Service,
+        }
+
+        impl $ty {
+            pub fn new() -> Self {
+                Self { service: $crate::Service::new($name, $version) }
+            }
+        }
+
+        impl Default for $ty {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl libipc::interfaces::status::Server for $ty {
+            fn status(&mut self) -> libipc::interfaces::ServerStatus {
+                self.service.status()
+            }
+            fn echo(&mut self, value: u64) -> u64 {
+                self.service.echo(value)
+            }
+        }
+
+        libipc::impl_dispatch!($ty: libipc::interfaces::status);
+
+        #[cfg(test)]
+        mod status_server_tests {
+            extern crate std;
+            use libipc::interfaces::status;
+
+            #[test]
+            fn answers_status_over_the_in_process_transport() {
+                let (client, mut server_end) = libipc::in_process::channel(4);
+                let t = std::thread::spawn(move || {
+                    let mut s = super::$ty::new();
+                    server_end.serve_until_closed(&mut s)
+                });
+                let c = status::Client::new(client);
+                let st = c.status().unwrap();
+                assert_eq!(st.name, $name);
+                assert_eq!(st.version, super::$ty::new().service.version);
+                assert_eq!(c.echo(42).unwrap(), 42);
+                assert_eq!(c.status().unwrap().requests_served, 3);
+                drop(c);
+                assert_eq!(t.join().unwrap(), 3);
+            }
+        }
+    };
+}

@@ -1,0 +1,384 @@
+//! virtio-blk requests end to end: a driver-side mock queue in a
+//! `VecMemory`, the device, and a `MemBackend` disk.
+
+use super::*;
+use crate::virtio::mock::{Buf, MockQueue};
+use crate::virtio::{VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, VecMemory};
+
+const SECTORS: usize = 512; // 256 KiB
+const HDR: u64 = 0x1_0000;
+const DATA: u64 = 0x2_0000;
+const STATUS: u64 = 0x8_0000;
+
+struct Rig<B: BlockBackend> {
+    mem: VecMemory,
+    mock: MockQueue,
+    queues: [Queue; 1],
+    dev: Block<B>,
+}
+
+fn rig() -> Rig<MemBackend> {
+    rig_with(MemBackend::new(SECTORS, b"alcove-disk-0"))
+}
+
+fn rig_with<B: BlockBackend>(backend: B) -> Rig<B> {
+    let mut mem = VecMemory::new(0, 0x10_0000);
+    let mock = MockQueue::new(&mut mem, 0x1000, QUEUE_SIZE);
+    let mut dev = Block::new(backend);
+    dev.ack_features(dev.features());
+    let queue = mock.device_queue();
+    Rig { mem, mock, queues: [queue], dev }
+}
+
+impl<B: BlockBackend> Rig<B> {
+    fn header(&mut self, request_type: u32, sector: u64) {
+        let mut h = [0u8; 16];
+        h[..4].copy_from_slice(&request_type.to_le_bytes());
+        h[4..8].copy_from_slice(&0xdead_beefu32.to_le_bytes()); // reserved: ignored
+        h[8..].copy_from_slice(&sector.to_le_bytes());
+        self.mem.write(HDR, &h).unwrap();
+        self.mem.write(STATUS, &[0xff]).unwrap();
+    }
+
+    /// Submits `bufs` as one request and runs the device; returns the
+    /// status byte at STATUS and the used length.
+    fn submit(&mut self, bufs: &[Buf]) -> (u8, u32) {
+        let head = self.mock.add_chain(&mut self.mem, bufs);
+        self.run().unwrap();
+        let last = self.mock.used_idx(&self.mem).wrapping_sub(1);
+        let (id, len) = self.mock.used_elem(&self.mem, last);
+        assert_eq!(id, u32::from(head));
+        (self.status(), len)
+    }
+
+    fn run(&mut self) -> Result<bool, QueueError> {
+        self.dev.process_queue(0, &mut self.queues, &mut self.mem)
+    }
+
+    fn status(&self) -> u8 {
+        let mut s = [0u8];
+        self.mem.read(STATUS, &mut s).unwrap();
+        s[0]
+    }
+
+    fn fill(&mut self, gpa: u64, len: usize, seed: u8) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect();
+        self.mem.write(gpa, &bytes).unwrap();
+    }
+
+    fn guest(&self, gpa: u64, len: usize) -> Vec<u8> {
+        let mut v = alloc::vec![0u8; len];
+        self.mem.read(gpa, &mut v).unwrap();
+        v
+    }
+}
+
+fn config_u32(dev: &Block<MemBackend>, offset: u64) -> u32 {
+    let mut b = [0u8; 4];
+    dev.read_config(offset, &mut b);
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn identifies_itself_and_lays_out_config_space() {
+    let mut r = rig();
+    let dev = &mut r.dev;
+    assert_eq!(dev.device_type(), 2);
+    assert_eq!(dev.queue_sizes(), &[QUEUE_SIZE]);
+    let f = dev.features();
+    for bit in [VIRTIO_F_VERSION_1, VIRTIO_F_EVENT_IDX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH]
+    {
+        assert_ne!(f & feature(bit), 0, "bit {bit}");
+    }
+    assert_eq!(f & feature(VIRTIO_BLK_F_RO), 0);
+
+    let mut cap = [0u8; 8];
+    dev.read_config(0, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), SECTORS as u64);
+    assert_eq!(config_u32(dev, 4), 0);
+    assert_eq!(config_u32(dev, 12), u32::from(QUEUE_SIZE) - 2);
+    assert_eq!(config_u32(dev, 20), 512);
+    assert_eq!(config_u32(dev, 34), 0);
+    assert_eq!(config_u32(dev, 0x1000), 0);
+    dev.write_config(0, &[1, 2, 3, 4]);
+    assert_eq!(config_u32(dev, 0), SECTORS as u32);
+
+    dev.ack_features(u64::MAX);
+    assert_eq!(dev.acked_features(), f);
+    dev.reset();
+    assert_eq!(dev.acked_features(), 0);
+}
+
+#[test]
+fn writes_then_reads_back_across_descriptors() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_OUT, 3);
+    r.fill(DATA, 1536, 1);
+    let written = r.guest(DATA, 1536);
+    let (status, used) =
+        r.submit(&[(HDR, 16, false), (DATA, 512, false), (DATA + 512, 1024, false), (STATUS, 1, true)]);
+    assert_eq!((status, used), (VIRTIO_BLK_S_OK, 1));
+    assert_eq!(&r.dev.backend().data[3 * 512..3 * 512 + 1536], &written[..]);
+
+    r.header(VIRTIO_BLK_T_IN, 3);
+    let out = DATA + 0x4000;
+    let (status, used) = r.submit(&[
+        (HDR, 16, false),
+        (out, 100, true),
+        (out + 0x1000, 1000, true),
+        (out + 0x2000, 436, true),
+        (STATUS, 1, true),
+    ]);
+    assert_eq!((status, used), (VIRTIO_BLK_S_OK, 1537));
+    let mut back = r.guest(out, 100);
+    back.extend(r.guest(out + 0x1000, 1000));
+    back.extend(r.guest(out + 0x2000, 436));
+    assert_eq!(back, written);
+}
+
+#[test]
+fn framing_is_the_drivers_choice() {
+    // §2.7.4: the header split over two buffers, data and status in one.
+    let mut r = rig();
+    r.dev.backend_mut().data[512..1024].fill(0x5a);
+    r.header(VIRTIO_BLK_T_IN, 1);
+    r.mock.add_chain(&mut r.mem, &[(HDR, 5, false), (HDR + 5, 11, false), (DATA, 513, true)]);
+    assert!(r.run().unwrap());
+    assert_eq!(r.mock.used_elem(&r.mem, 0).1, 513);
+    let got = r.guest(DATA, 513);
+    assert!(got[..512].iter().all(|&b| b == 0x5a));
+    assert_eq!(got[512], VIRTIO_BLK_S_OK);
+}
+
+#[test]
+fn large_requests_move_in_chunks() {
+    let mut r = rig();
+    let len = 2 * CHUNK_BYTES + 1024;
+    r.header(VIRTIO_BLK_T_OUT, 10);
+    r.fill(DATA, len, 3);
+    let written = r.guest(DATA, len);
+    let (status, _) = r.submit(&[(HDR, 16, false), (DATA, len as u32, false), (STATUS, 1, true)]);
+    assert_eq!(status, VIRTIO_BLK_S_OK);
+    assert_eq!(&r.dev.backend().data[10 * 512..10 * 512 + len], &written[..]);
+
+    r.mem.as_mut_slice()[DATA as usize..DATA as usize + len].fill(0);
+    r.header(VIRTIO_BLK_T_IN, 10);
+    let (status, used) = r.submit(&[(HDR, 16, false), (DATA, len as u32, true), (STATUS, 1, true)]);
+    assert_eq!((status, used), (VIRTIO_BLK_S_OK, len as u32 + 1));
+    assert_eq!(r.guest(DATA, len), written);
+}
+
+#[test]
+fn reads_and_writes_reach_the_last_sector_only() {
+    let mut r = rig();
+    let last = SECTORS as u64 - 1;
+    r.header(VIRTIO_BLK_T_OUT, last);
+    r.fill(DATA, 512, 9);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_OK);
+    r.header(VIRTIO_BLK_T_OUT, last);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 1024, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    r.header(VIRTIO_BLK_T_IN, last);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 1024, true), (STATUS, 1, true)]), (VIRTIO_BLK_S_IOERR, 1));
+    r.header(VIRTIO_BLK_T_IN, SECTORS as u64);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    for sector in [u64::MAX, u64::MAX / 512, u64::MAX - 1] {
+        r.header(VIRTIO_BLK_T_IN, sector);
+        assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+        r.header(VIRTIO_BLK_T_OUT, sector);
+        assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    }
+    // An empty read at the end is harmless.
+    r.header(VIRTIO_BLK_T_IN, SECTORS as u64);
+    assert_eq!(r.submit(&[(HDR, 16, false), (STATUS, 1, true)]), (VIRTIO_BLK_S_OK, 1));
+}
+
+#[test]
+fn refuses_partial_sectors() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 511, true), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    r.header(VIRTIO_BLK_T_OUT, 0);
+    r.fill(DATA, 600, 1);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 600, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    assert!(r.dev.backend().data.iter().all(|&b| b == 0), "nothing written");
+}
+
+#[test]
+fn flushes() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (STATUS, 1, true)]), (VIRTIO_BLK_S_OK, 1));
+    assert_eq!(r.dev.backend().flushes, 1);
+    // Data with a flush is malformed.
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    assert_eq!(r.dev.backend().flushes, 1);
+}
+
+#[test]
+fn reports_its_id() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_GET_ID, 0);
+    r.mem.write(DATA, &[0xee; 32]).unwrap();
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 20, true), (STATUS, 1, true)]), (VIRTIO_BLK_S_OK, 21));
+    let mut want = [0u8; 20];
+    want[..13].copy_from_slice(b"alcove-disk-0");
+    assert_eq!(r.guest(DATA, 20), want);
+    // A short buffer gets the start; a long one only 20 bytes.
+    r.mem.write(DATA, &[0xee; 32]).unwrap();
+    r.header(VIRTIO_BLK_T_GET_ID, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 6, true), (STATUS, 1, true)]), (VIRTIO_BLK_S_OK, 7));
+    assert_eq!(r.guest(DATA, 7), b"alcove\xee");
+    r.header(VIRTIO_BLK_T_GET_ID, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 32, true), (STATUS, 1, true)]), (VIRTIO_BLK_S_OK, 21));
+    assert_eq!(r.guest(DATA + 20, 12), [0xee; 12]);
+    // Readable data with GET_ID is the wrong direction.
+    r.header(VIRTIO_BLK_T_GET_ID, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 20, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+}
+
+#[test]
+fn refuses_data_in_the_wrong_direction() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_OUT, 0);
+    r.mem.write(DATA, &[0x11; 512]).unwrap();
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]), (VIRTIO_BLK_S_IOERR, 1));
+    r.header(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    assert!(r.dev.backend().data.iter().all(|&b| b == 0));
+    assert_eq!(r.guest(DATA, 512), [0x11; 512]);
+}
+
+#[test]
+fn short_requests_get_ioerr() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_IN, 0);
+    // A header of 8 bytes.
+    assert_eq!(r.submit(&[(HDR, 8, false), (STATUS, 1, true)]), (VIRTIO_BLK_S_IOERR, 1));
+    // No header at all, only a status byte.
+    r.header(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(r.submit(&[(STATUS, 1, true)]), (VIRTIO_BLK_S_IOERR, 1));
+    // The header as writable: no readable bytes.
+    r.header(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(r.submit(&[(HDR, 16, true), (STATUS, 1, true)]).1, 1);
+    assert_eq!(r.status(), VIRTIO_BLK_S_IOERR);
+}
+
+#[test]
+fn a_request_without_a_status_byte_comes_back_untouched() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_OUT, 0);
+    r.fill(DATA, 512, 1);
+    let head = r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (DATA, 512, false)]);
+    r.run().unwrap();
+    assert_eq!(r.mock.used_elem(&r.mem, 0), (u32::from(head), 0));
+    assert!(r.dev.backend().data.iter().all(|&b| b == 0));
+    assert_eq!(r.status(), 0xff);
+}
+
+#[test]
+fn unknown_types_are_unsupported() {
+    let mut r = rig();
+    for t in [2, 3, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES, 99, u32::MAX] {
+        r.header(t, 0);
+        assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 16, false), (STATUS, 1, true)]), (VIRTIO_BLK_S_UNSUPP, 1));
+    }
+}
+
+#[test]
+fn a_read_only_disk_refuses_writes() {
+    let mut backend = MemBackend::new(SECTORS, b"ro");
+    backend.read_only = true;
+    let mut r = rig_with(backend);
+    assert_ne!(r.dev.features() & feature(VIRTIO_BLK_F_RO), 0);
+    r.header(VIRTIO_BLK_T_OUT, 0);
+    r.fill(DATA, 512, 1);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    assert!(r.dev.backend().data.iter().all(|&b| b == 0));
+    r.header(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]).0, VIRTIO_BLK_S_OK);
+}
+
+/// A disk whose medium has failed.
+struct FailingBackend(MemBackend);
+
+impl BlockBackend for FailingBackend {
+    fn read(&mut self, _: u64, _: &mut [u8]) -> Result<(), BackendError> {
+        Err(BackendError::Io)
+    }
+    fn write(&mut self, _: u64, _: &[u8]) -> Result<(), BackendError> {
+        Err(BackendError::Io)
+    }
+    fn flush(&mut self) -> Result<(), BackendError> {
+        Err(BackendError::Io)
+    }
+    fn capacity_sectors(&self) -> u64 {
+        self.0.capacity_sectors()
+    }
+    fn id(&self) -> [u8; ID_BYTES] {
+        self.0.id()
+    }
+}
+
+#[test]
+fn backend_failures_get_ioerr() {
+    let mut r = rig_with(FailingBackend(MemBackend::new(SECTORS, b"bad")));
+    r.header(VIRTIO_BLK_T_IN, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]), (VIRTIO_BLK_S_IOERR, 1));
+    r.header(VIRTIO_BLK_T_OUT, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(r.submit(&[(HDR, 16, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
+}
+
+#[test]
+fn mem_backend_checks_its_bounds() {
+    let mut b = MemBackend::new(2, b"0123456789abcdefghijKLMN");
+    assert_eq!(&b.id(), b"0123456789abcdefghij");
+    let mut buf = [0u8; 512];
+    assert_eq!(b.read(2, &mut buf), Err(BackendError::OutOfRange));
+    assert_eq!(b.read(u64::MAX, &mut buf), Err(BackendError::OutOfRange));
+    assert_eq!(b.write(1, &[0; 1024]), Err(BackendError::OutOfRange));
+    b.write(1, &[7; 512]).unwrap();
+    b.read(1, &mut buf).unwrap();
+    assert_eq!(buf, [7; 512]);
+}
+
+#[test]
+fn handles_a_batch_and_asks_for_one_interrupt() {
+    let mut r = rig();
+    for sector in 0..4u64 {
+        let hdr = HDR + 0x100 * sector;
+        let mut h = [0u8; 16];
+        h[..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+        h[8..].copy_from_slice(&sector.to_le_bytes());
+        r.mem.write(hdr, &h).unwrap();
+        r.mock.add_chain(
+            &mut r.mem,
+            &[(hdr, 16, false), (DATA + 0x1000 * sector, 512, true), (STATUS + sector, 1, true)],
+        );
+    }
+    assert_eq!(r.run(), Ok(true));
+    assert_eq!(r.mock.used_idx(&r.mem), 4);
+    assert_eq!(r.guest(STATUS, 4), [VIRTIO_BLK_S_OK; 4]);
+    // With used_event ahead of what is used, no interrupt.
+    r.mock.set_used_event(&mut r.mem, 10);
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (STATUS, 1, true)]);
+    assert_eq!(r.run(), Ok(false));
+    assert_eq!(r.mock.used_idx(&r.mem), 5);
+    assert_eq!(r.dev.process_queue(1, &mut r.queues, &mut r.mem), Ok(false));
+}
+
+#[test]
+fn a_malformed_chain_breaks_the_device() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_IN, 0);
+    r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (STATUS, 1, true), (DATA, 512, false)]);
+    assert_eq!(r.run(), Err(QueueError::ReadableAfterWritable));
+    r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (0x10_0000, 1, true)]);
+    assert!(matches!(r.run(), Err(QueueError::DescriptorOutOfRange { .. })));
+    assert_eq!(r.mock.used_idx(&r.mem), 0);
+}
