@@ -28,14 +28,12 @@ pub fn decode_mov32(bytes: &[u8], long_mode: bool) -> Option<MovAccess> {
             _ => break,
         }
     }
-    if long_mode {
-        if let Some(&b) = bytes.get(i) {
-            if b & 0xf0 == 0x40 {
+    if long_mode
+        && let Some(&b) = bytes.get(i)
+            && b & 0xf0 == 0x40 {
                 rex = b;
                 i += 1;
             }
-        }
-    }
     if rex & 0x08 != 0 {
         return None; // REX.W: a 64-bit access, not an APIC register's
     }

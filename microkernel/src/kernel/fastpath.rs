@@ -79,11 +79,10 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         if !e.senders.is_empty() {
             return false; // a message is waiting: the general path receives it
         }
-        if let Some(nt) = k.thread(me).and_then(|t| t.bound_notification).and_then(|n| k.notifications.get(n)) {
-            if nt.bits != 0 {
+        if let Some(nt) = k.thread(me).and_then(|t| t.bound_notification).and_then(|n| k.notifications.get(n))
+            && nt.bits != 0 {
                 return false;
             }
-        }
         let ct = k.thread_mut(c).expect("checked");
         ct.ctx.rax = 0;
         ct.ctx.rdi = 0;

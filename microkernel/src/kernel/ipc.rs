@@ -59,8 +59,8 @@ fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: 
         }
     }
     let mut caps_moved = 0u8;
-    if info.caps > 0 && grant {
-        if let (Some(s), Some(d)) = (src_buf, dst_buf) {
+    if info.caps > 0 && grant
+        && let (Some(s), Some(d)) = (src_buf, dst_buf) {
             for i in 0..(info.caps as usize).min(MSG_MAX_CAPS) {
                 // SAFETY: as above; reads of plain u64 fields.
                 let (from, to) = unsafe { ((*s).send_caps[i], (*d).recv_slots[i]) };
@@ -73,7 +73,6 @@ fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: 
                 }
             }
         }
-    }
     if let Some(d) = dst_buf {
         // SAFETY: as above.
         unsafe { (*d).recv_caps = u64::from(caps_moved) };
@@ -152,9 +151,9 @@ pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
         return Err(Error::NoRights);
     }
     // A bound notification that is already signalled wins.
-    if let Some(n) = k.thread(me).and_then(|t| t.bound_notification) {
-        if let Some(nt) = k.notifications.get_mut(n) {
-            if nt.bits != 0 {
+    if let Some(n) = k.thread(me).and_then(|t| t.bound_notification)
+        && let Some(nt) = k.notifications.get_mut(n)
+            && nt.bits != 0 {
                 let bits = core::mem::take(&mut nt.bits);
                 let ctx = &mut k.thread_mut(me).expect("me").ctx;
                 ctx.rax = 0;
@@ -163,8 +162,6 @@ pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
                 ctx.rdx = bits;
                 return Ok(());
             }
-        }
-    }
     let sender = k.endpoints.get_mut(ep).ok_or(Error::Gone)?.senders.pop_front();
     if let Some(s) = sender {
         let (call, badge, grant, sinfo) = {
@@ -207,15 +204,14 @@ pub fn reply_recv(k: &mut Kernel) -> Result<(), Error> {
     let frame = k.thread(me).expect("me").ctx;
     let info = MsgInfo::decode(frame.rsi).ok_or(Error::InvalidArgument)?;
     let mut direct = None;
-    if let Some(caller) = k.thread_mut(me).expect("me").reply_to.take() {
-        if k.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
+    if let Some(caller) = k.thread_mut(me).expect("me").reply_to.take()
+        && k.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
             transfer(k, me, caller, MsgInfo::new(info.label, info.words, 0), 0, false);
             let c = k.thread_mut(caller).expect("caller");
             c.state = ThreadState::Inactive;
             c.ctx.rdi = 0;
             direct = Some(caller);
         }
-    }
     let r = recv(k, frame.rdi, abi::FOREVER);
     if let Some(caller) = direct {
         // Fast path: the server blocked to receive, so the CPU goes straight

@@ -161,7 +161,7 @@ pub fn copy_from_user(pml4: u64, vaddr: u64, buf: &mut [u8]) -> bool {
 /// The IPC buffer of a thread as a kernel pointer, if it is still mapped
 /// writable (it must be one whole page, page-aligned).
 pub fn ipc_buffer(pml4: u64, vaddr: u64) -> Option<*mut abi::IpcBuffer> {
-    if vaddr == 0 || vaddr % PAGE != 0 {
+    if vaddr == 0 || !vaddr.is_multiple_of(PAGE) {
         return None;
     }
     translate_user(pml4, vaddr, true).map(|pa| (pa + PHYS_OFFSET) as *mut abi::IpcBuffer)

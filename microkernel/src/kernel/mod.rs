@@ -476,13 +476,12 @@ impl Kernel {
         }
         self.current[cpu] = None;
         while let Some((t, _)) = self.run_queues[cpu].pop_highest() {
-            if let Some(th) = self.thread_mut(t) {
-                if th.state == ThreadState::Runnable {
+            if let Some(th) = self.thread_mut(t)
+                && th.state == ThreadState::Runnable {
                     th.state = ThreadState::Running;
                     self.current[cpu] = Some(t);
                     return Some(t);
                 }
-            }
         }
         None
     }
@@ -668,12 +667,11 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
             arch::enter_user()
         }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
-        if let Some((n, slot)) = ctx {
-            if n == abi::Sys::VcpuRun as u64 {
+        if let Some((n, slot)) = ctx
+            && n == abi::Sys::VcpuRun as u64 {
                 let k = vm::vcpu_run(k, me, slot);
                 exit_kernel(k)
             }
-        }
     }
     syscall::dispatch(&mut k);
     exit_kernel(k)

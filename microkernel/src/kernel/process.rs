@@ -95,11 +95,10 @@ impl Kernel {
                     for t in n.waiters {
                         self.fail_blocked(t, Error::Gone);
                     }
-                    if let Some(b) = n.bound {
-                        if let Some(t) = self.thread_mut(b) {
+                    if let Some(b) = n.bound
+                        && let Some(t) = self.thread_mut(b) {
                             t.bound_notification = None;
                         }
-                    }
                     for line in self.irqs.iter_mut() {
                         if line.notification == Some(id) {
                             line.notification = None;
@@ -159,11 +158,10 @@ impl Kernel {
     }
 
     pub fn refund(&mut self, pid: Option<Id>, bytes: u64) {
-        if let Some(p) = pid.and_then(|pid| self.processes.get_mut(pid)) {
-            if p.state == ProcessState::Running {
+        if let Some(p) = pid.and_then(|pid| self.processes.get_mut(pid))
+            && p.state == ProcessState::Running {
                 let _ = p.budget.refund(bytes);
             }
-        }
     }
 
     // ---- creation ------------------------------------------------------------
@@ -302,7 +300,7 @@ impl Kernel {
     /// A frame object over MMIO at `phys` (never RAM, never freed).
     pub fn create_device_frame(&mut self, phys: u64, pages: u64) -> Result<Id, Error> {
         let end = pages.checked_mul(PAGE).and_then(|b| phys.checked_add(b)).ok_or(Error::InvalidArgument)?;
-        if phys % PAGE != 0 || pages == 0 || pages > 1 << 20 || end > 1 << 52 || super::is_ram(phys, end) {
+        if !phys.is_multiple_of(PAGE) || pages == 0 || pages > 1 << 20 || end > 1 << 52 || super::is_ram(phys, end) {
             return Err(Error::InvalidArgument);
         }
         Ok(self.frames.insert(Frame {
@@ -331,7 +329,7 @@ impl Kernel {
         let f = self.frames.get(frame).ok_or(Error::Gone)?;
         let (phys, pages, device) = (f.phys, u64::from(f.pages), f.device);
         let end = vaddr.checked_add(pages * PAGE).ok_or(Error::InvalidArgument)?;
-        if vaddr % PAGE != 0 || vaddr < abi::USER_MIN || end > abi::USER_MAX {
+        if !vaddr.is_multiple_of(PAGE) || vaddr < abi::USER_MIN || end > abi::USER_MAX {
             return Err(Error::InvalidArgument);
         }
         if rights.contains(Rights::WRITE) && rights.contains(Rights::EXECUTE) {
@@ -510,21 +508,19 @@ impl Kernel {
 
     /// Frees the process record once it has ended and nothing names it.
     fn reap(&mut self, pid: Id) {
-        if let Some(p) = self.processes.get(pid) {
-            if p.refs == 0 && p.state != ProcessState::Running {
+        if let Some(p) = self.processes.get(pid)
+            && p.refs == 0 && p.state != ProcessState::Running {
                 self.processes.remove(pid);
             }
-        }
     }
 
     pub fn kill_thread(&mut self, t: Id) {
         self.unblock_cleanup(t);
         // A caller waiting for this thread's reply learns it is gone.
-        if let Some(caller) = self.thread_mut(t).and_then(|th| th.reply_to.take()) {
-            if self.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
+        if let Some(caller) = self.thread_mut(t).and_then(|th| th.reply_to.take())
+            && self.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
                 self.fail_blocked(caller, Error::Gone);
             }
-        }
         // Threads waiting for *its* reply are in no queue; find them.
         let waiting: Vec<Id> = self
             .threads
@@ -537,11 +533,10 @@ impl Kernel {
                 th.reply_to = None;
             }
         }
-        if let Some(n) = self.thread(t).and_then(|th| th.bound_notification) {
-            if let Some(nt) = self.notifications.get_mut(n) {
+        if let Some(n) = self.thread(t).and_then(|th| th.bound_notification)
+            && let Some(nt) = self.notifications.get_mut(n) {
                 nt.bound = None;
             }
-        }
         for cur in self.current.iter_mut() {
             if *cur == Some(t) {
                 *cur = None;
@@ -557,8 +552,8 @@ impl Kernel {
     }
 
     pub fn thread_configure(&mut self, t: Id, entry: u64, stack: u64, ipc_buffer: u64) -> Result<(), Error> {
-        let user = |a: u64| a < abi::USER_MAX && a >= abi::USER_MIN;
-        if !user(entry) || !user(stack) || (ipc_buffer != 0 && (!user(ipc_buffer) || ipc_buffer % PAGE != 0)) {
+        let user = |a: u64| (abi::USER_MIN..abi::USER_MAX).contains(&a);
+        if !user(entry) || !user(stack) || (ipc_buffer != 0 && (!user(ipc_buffer) || !ipc_buffer.is_multiple_of(PAGE))) {
             return Err(Error::InvalidArgument);
         }
         let th = self.thread_mut(t).ok_or(Error::Gone)?;

@@ -148,7 +148,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         }
         Sys::Unmap => {
             let target = k.cap(space, slot(a[0])?, Rights::MANAGE)?;
-            if a[1] % mem::PAGE != 0 || a[2] > 1 << 20 {
+            if !a[1].is_multiple_of(mem::PAGE) || a[2] > 1 << 20 {
                 return Err(Error::InvalidArgument);
             }
             let n = match target {

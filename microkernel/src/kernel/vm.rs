@@ -338,7 +338,7 @@ impl Kernel {
         let f = self.frames.get(frame).ok_or(Error::Gone)?;
         let (phys, pages, device) = (f.phys, u64::from(f.pages), f.device);
         let end = gpa.checked_add(pages * PAGE).ok_or(Error::InvalidArgument)?;
-        if gpa % PAGE != 0 || end > GPA_LIMIT {
+        if !gpa.is_multiple_of(PAGE) || end > GPA_LIMIT {
             return Err(Error::InvalidArgument);
         }
         let g = self.guests.get(guest).ok_or(Error::Gone)?;

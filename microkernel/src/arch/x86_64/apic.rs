@@ -207,7 +207,7 @@ pub fn route_line(line: u32, dest_apic_id: u32, level: bool, active_low: bool) {
     if line >= IRQ_LINES {
         return;
     }
-    let low = u32::from(IRQ_BASE_VECTOR) + line | (u32::from(active_low) << 13) | (u32::from(level) << 15) | (1 << 16);
+    let low = (u32::from(IRQ_BASE_VECTOR) + line) | (u32::from(active_low) << 13) | (u32::from(level) << 15) | (1 << 16);
     ioapic_write(0x10 + 2 * line + 1, dest_apic_id << 24);
     ioapic_write(0x10 + 2 * line, low);
 }
