@@ -224,7 +224,7 @@ pub struct Kernel {
     pub last_run: [Option<(Id, u64)>; MAX_CPUS],
 }
 
-static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
+static KERNEL: Mutex<Kernel> = Mutex::new(Kernel::EMPTY);
 
 /// Takes the big kernel lock. Spins with interrupts enabled so that IPIs
 /// (TLB shootdowns) still reach this CPU while another holds the lock.
@@ -243,23 +243,31 @@ pub fn lock() -> KernelGuard {
     }
 }
 
-pub struct KernelGuard(MutexGuard<'static, Option<Kernel>>);
+pub struct KernelGuard(MutexGuard<'static, Kernel>);
 
 impl core::ops::Deref for KernelGuard {
     type Target = Kernel;
     fn deref(&self) -> &Kernel {
-        self.0.as_ref().expect("kernel initialised")
+        &self.0
     }
 }
 
 impl core::ops::DerefMut for KernelGuard {
     fn deref_mut(&mut self) -> &mut Kernel {
-        self.0.as_mut().expect("kernel initialised")
+        &mut self.0
     }
 }
 
 pub fn init(cpus: usize) {
-    let k = Kernel {
+    let mut k = KERNEL.lock();
+    k.run_queues = (0..MAX_CPUS).map(|_| RunQueue::new()).collect();
+    k.cpus_online = cpus;
+}
+
+impl Kernel {
+    /// The kernel before boot has filled anything in (a constant, so the
+    /// lock guards the state itself rather than an `Option` of it).
+    const EMPTY: Kernel = Kernel {
         caps: CapSystem::new(),
         threads: Slab::new(),
         processes: Slab::new(),
@@ -268,21 +276,18 @@ pub fn init(cpus: usize) {
         frames: Slab::new(),
         guests: Slab::new(),
         vcpus: Slab::new(),
-        irqs: [IrqLine::default(); apic::IRQ_LINES as usize],
+        irqs: [IrqLine { notification: None, bits: 0, pending_ack: false }; apic::IRQ_LINES as usize],
         msis: [None; apic::MSI_VECTORS],
-        run_queues: (0..MAX_CPUS).map(|_| RunQueue::new()).collect(),
+        run_queues: Vec::new(),
         current: [None; MAX_CPUS],
         timeouts: BTreeMap::new(),
         throttled: BTreeMap::new(),
         dead_pml4s: Vec::new(),
-        cpus_online: cpus,
+        cpus_online: 1,
         io_bitmap_owner: [None; MAX_CPUS],
         last_run: [None; MAX_CPUS],
     };
-    *KERNEL.lock() = Some(k);
-}
 
-impl Kernel {
     pub fn thread(&self, id: Id) -> Option<&Thread> {
         self.threads.get(id).map(|b| &**b)
     }
@@ -528,22 +533,22 @@ impl Kernel {
 /// Prepares the CPU to run `t` in ring 3 (address space, saved-context
 /// pointer, I/O bitmap) and the timer for its slice.
 fn switch_to(k: &mut Kernel, cpu: usize, t: Id) {
-    let (top, pml4, pid) = {
+    let (top, pml4, owner) = {
         let th = k.thread(t).expect("current thread exists");
         let top = (&th.ctx as *const TrapFrame as u64) + core::mem::size_of::<TrapFrame>() as u64;
         let proc = k.processes.get(th.process).expect("thread's process exists");
-        (top, proc.pml4, th.process)
+        (top, proc.pml4, proc.io_bitmap.as_ref().map(|_| th.process))
     };
-    if percpu::this().context_top != top {
+    let me = percpu::this();
+    if me.context_top != top {
         percpu::set_context_top(top);
     }
-    if percpu::this().cr3.load(Ordering::Relaxed) != pml4 {
+    if me.cr3.load(Ordering::Relaxed) != pml4 {
         arch::cpu::write_cr3(pml4);
     }
     // The I/O bitmap is 8 KiB: copy it only when the owner changes.
-    let owner = k.processes.get(pid).and_then(|p| p.io_bitmap.as_ref().map(|_| pid));
     if k.io_bitmap_owner[cpu] != owner {
-        let bitmap = k.processes.get(pid).and_then(|p| p.io_bitmap.as_deref());
+        let bitmap = owner.and_then(|pid| k.processes.get(pid)).and_then(|p| p.io_bitmap.as_deref());
         arch::gdt::set_io_bitmap(cpu, bitmap);
         k.io_bitmap_owner[cpu] = owner;
     }
@@ -627,6 +632,9 @@ fn idle(next_timeout_us: Option<u64>) -> ! {
 /// Turns IOAPIC lines that fired while this CPU was in the kernel into
 /// notification signals.
 pub fn deliver_pending_irqs(k: &mut Kernel) {
+    if !percpu::this().any_pending.swap(false, Ordering::AcqRel) {
+        return;
+    }
     for (w, word) in percpu::this().pending_msi.iter().enumerate() {
         if word.load(Ordering::Relaxed) == 0 {
             continue;
@@ -696,6 +704,7 @@ extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
         v if (apic::IRQ_BASE_VECTOR..apic::IRQ_BASE_VECTOR + apic::IRQ_LINES as u8).contains(&v) => {
             apic::set_line_masked(u32::from(v - apic::IRQ_BASE_VECTOR), true);
             percpu::this().pending_irqs.fetch_or(1 << (v - apic::IRQ_BASE_VECTOR), Ordering::AcqRel);
+            percpu::this().any_pending.store(true, Ordering::Release);
             apic::eoi();
         }
         v if (apic::MSI_BASE_VECTOR..apic::TIMER_VECTOR).contains(&v) => msi_arrived(v),
@@ -729,6 +738,7 @@ pub fn interrupt_in_kernel(vector: u8) {
         v if (apic::IRQ_BASE_VECTOR..apic::IRQ_BASE_VECTOR + apic::IRQ_LINES as u8).contains(&v) => {
             apic::set_line_masked(u32::from(v - apic::IRQ_BASE_VECTOR), true);
             percpu::this().pending_irqs.fetch_or(1 << (v - apic::IRQ_BASE_VECTOR), Ordering::AcqRel);
+            percpu::this().any_pending.store(true, Ordering::Release);
             apic::eoi();
         }
         v if (apic::MSI_BASE_VECTOR..apic::TIMER_VECTOR).contains(&v) => msi_arrived(v),
@@ -742,6 +752,7 @@ pub fn interrupt_in_kernel(vector: u8) {
 fn msi_arrived(v: u8) {
     let i = usize::from(v - apic::MSI_BASE_VECTOR);
     percpu::this().pending_msi[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
+    percpu::this().any_pending.store(true, Ordering::Release);
     apic::eoi();
 }
 

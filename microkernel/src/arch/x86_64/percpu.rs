@@ -27,6 +27,9 @@ pub struct PerCpu {
     pub pending_irqs: AtomicU64,
     /// MSI vectors that fired (bit per vector from MSI_BASE_VECTOR).
     pub pending_msi: [AtomicU64; 3],
+    /// Set whenever `pending_irqs` or `pending_msi` gains a bit: one load
+    /// tells the system-call path there is nothing to deliver.
+    pub any_pending: AtomicBool,
     /// Timer interrupts taken.
     pub ticks: AtomicU64,
     pub online: AtomicBool,
@@ -54,6 +57,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         need_resched: AtomicBool::new(false),
         pending_irqs: AtomicU64::new(0),
         pending_msi: [const { AtomicU64::new(0) }; 3],
+        any_pending: AtomicBool::new(false),
         ticks: AtomicU64::new(0),
         online: AtomicBool::new(false),
         in_user: AtomicBool::new(false),
