@@ -491,6 +491,13 @@ pub struct VcpuRun {
     pub cpuid_count: u32,
     pub _pad4: u32,
     pub cpuid: [CpuidEntry; 64],
+    // ---- FPU/SSE state (both ways, on request) ----
+    /// VMM → kernel: bit 0 = write the guest's FPU state into `fpu` when the
+    /// run ends.
+    pub fpu_request: u64,
+    /// The guest's FXSAVE image (SDM Vol. 1 §10.5.1), for `LOAD_FPU` and
+    /// `fpu_request`.
+    pub fpu: [u8; 512],
 }
 
 const _: () = assert!(core::mem::size_of::<VcpuRun>() <= PAGE_SIZE as usize);
@@ -498,6 +505,9 @@ const _: () = assert!(core::mem::size_of::<VcpuRun>() <= PAGE_SIZE as usize);
 /// `VcpuRun::load_state` bits.
 pub const LOAD_GPRS: u64 = 1;
 pub const LOAD_SYSTEM: u64 = 2;
+/// Load the guest's FPU/SSE state from `VcpuRun::fpu` (its MXCSR must not
+/// set reserved bits, or FXRSTOR would fault: the kernel refuses it).
+pub const LOAD_FPU: u64 = 4;
 
 /// States `ProcessInfo` reports.
 #[repr(u64)]

@@ -623,6 +623,9 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
     if load & abi::LOAD_GPRS != 0 {
         vcpu.gprs = run.gprs;
     }
+    if load & abi::LOAD_FPU != 0 {
+        load_fpu(vcpu, run);
+    }
     vcpu.vmcb.load(run, load);
     let inject = core::mem::take(&mut run.inject);
     if inject & EVENT_VALID != 0 {
@@ -740,6 +743,7 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
     run.gprs = vcpu.gprs;
     run.gprs[4] = vcpu.vmcb.r64(svm::vmcb::RSP);
     run.exit_reason = reason as u32;
+    save_fpu(vcpu, run);
     reason
 }
 
@@ -862,6 +866,9 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
     let load = core::mem::take(&mut run.load_state);
     if load & abi::LOAD_GPRS != 0 {
         vcpu.gprs = run.gprs;
+    }
+    if load & abi::LOAD_FPU != 0 {
+        load_fpu(vcpu, run);
     }
     vcpu.vmcs.load_state(run, load);
     let inject = core::mem::take(&mut run.inject);
@@ -1007,6 +1014,7 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
     run.gprs = vcpu.gprs;
     run.gprs[4] = rsp;
     run.exit_reason = reason as u32;
+    save_fpu(vcpu, run);
     reason
 }
 
@@ -1400,4 +1408,22 @@ fn start_at_sipi(vcpu: &mut Vcpu, vector: u8) {
     run.gprs = [0; 16];
     run.load_state = abi::LOAD_GPRS | abi::LOAD_SYSTEM;
     vcpu.gprs = [0; 16];
+}
+
+/// `LOAD_FPU`: takes the VMM's FXSAVE image, unless its MXCSR sets bits the
+/// CPU reserves (FXRSTOR would fault in the kernel).
+fn load_fpu(vcpu: &mut Vcpu, run: &VcpuRun) {
+    let mxcsr = u32::from_le_bytes([run.fpu[24], run.fpu[25], run.fpu[26], run.fpu[27]]);
+    if mxcsr & !0xffff == 0 {
+        vcpu.fpu.0.copy_from_slice(&run.fpu);
+        // The mask is the CPU's, never the VMM's.
+        vcpu.fpu.0[28..32].copy_from_slice(&CLEAN_FPU.0[28..32]);
+    }
+}
+
+/// At the end of a run: the guest's FPU image to the run page if asked.
+fn save_fpu(vcpu: &Vcpu, run: &mut VcpuRun) {
+    if run.fpu_request & 1 != 0 {
+        run.fpu.copy_from_slice(&vcpu.fpu.0);
+    }
 }

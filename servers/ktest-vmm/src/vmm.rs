@@ -29,6 +29,8 @@ struct Env {
     next_slot: CapSlot,
     image: &'static [u8],
     ap_stack: bool,
+    /// Also load an FPU image before the run and read it back after.
+    fpu_check: bool,
 }
 
 impl Env {
@@ -53,7 +55,7 @@ pub fn main(start: Start) -> u64 {
         return 1;
     }
     let image = alcove_rt::user_bytes(FILE_VA, len as usize);
-    let mut env = Env { next_slot: 300, image, ap_stack: false };
+    let mut env = Env { next_slot: 300, image, ap_stack: false, fpu_check: false };
     let tests: &[(&str, Test)] = &[
         ("guest_cpuid", Test::Cpuid),
         ("guest_pio", Test::Pio),
@@ -67,6 +69,7 @@ pub fn main(start: Start) -> u64 {
         ("guest_triple_fault", Test::TripleFault),
         ("guest_scribble", Test::Scribble),
         ("guest_cpuid_after_scribble", Test::Cpuid),
+        ("guest_fpu_state_round_trip", Test::Cpuid),
     ];
     // `skip=NAME` arguments leave tests out where the platform cannot run
     // them (see the manifests).
@@ -79,6 +82,7 @@ pub fn main(start: Start) -> u64 {
     let (mut passed, mut failed) = (0, 0);
     for &(name, test) in &tests {
         println!("{PREFIX} run {name}");
+        env.fpu_check = name == "guest_fpu_state_round_trip";
         match run_test(&mut env, test) {
             Ok(()) => {
                 passed += 1;
@@ -139,7 +143,23 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
         // Tests with an AP: its vCPU runs on a second thread, waiting in the
         // kernel for the guest's INIT-SIPI-SIPI.
         let ap = if test.vcpus() > 1 { Some(start_ap(env, guest)?) } else { None };
+        if env.fpu_check {
+            // An x87 control word and MXCSR of our own; the guest (soft-float)
+            // leaves them alone, so they must come back unchanged.
+            run.fpu = [0; 512];
+            run.fpu[0..2].copy_from_slice(&0x027fu16.to_le_bytes());
+            run.fpu[24..28].copy_from_slice(&0x1fa0u32.to_le_bytes());
+            run.load_state |= abi::LOAD_FPU;
+            run.fpu_request = 1;
+        }
         let out = drive(vcpu, run);
+        if env.fpu_check {
+            let fcw = u16::from_le_bytes([run.fpu[0], run.fpu[1]]);
+            let mxcsr = u32::from_le_bytes([run.fpu[24], run.fpu[25], run.fpu[26], run.fpu[27]]);
+            if (fcw, mxcsr) != (0x027f, 0x1fa0) {
+                return Err(format!("FPU state came back as FCW {fcw:#x} MXCSR {mxcsr:#x}"));
+            }
+        }
         if let Some((ap_vcpu, done)) = ap {
             AP_STOP.store(true, core::sync::atomic::Ordering::Release);
             let _ = sys::vcpu_kick(ap_vcpu);
