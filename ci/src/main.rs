@@ -2,6 +2,7 @@
 //! benchmarking Alcove. CI runs `cargo xtask test` and nothing else.
 
 mod emu;
+mod guest_images;
 mod harness;
 mod image;
 mod setup;
@@ -22,6 +23,7 @@ Commands:
   bochs   Build, then boot the ISO under Bochs with a VMX CPU model
   bench   Run the benchmarks; prints `bench <name> <value> <unit>` lines
   setup   Install the Debian packages and toolchain parts the others need
+  images  Fetch Debian's cloud kernel and busybox; build the Linux test guest
 
 `cargo xtask <command> --help` tells more.";
 
@@ -145,6 +147,7 @@ fn main() -> ExitCode {
         "test" => help(TEST_USAGE).map(Ok).unwrap_or_else(|| tiers::test(rest)),
         "bochs" => help(BOCHS_USAGE).map(Ok).unwrap_or_else(|| tiers::bochs(rest)),
         "bench" => help(BENCH_USAGE).map(Ok).unwrap_or_else(|| tiers::bench(rest)),
+        "images" => help(guest_images::USAGE).map(Ok).unwrap_or_else(|| guest_images::main(rest)),
         "setup" => help(SETUP_USAGE).map(Ok).unwrap_or_else(|| setup::ensure().map(|_| ExitCode::SUCCESS)),
         other => {
             eprintln!("xtask: unknown command {other:?}\n\n{USAGE}");

@@ -484,6 +484,10 @@ pub struct VcpuRun {
     pub _pad3: u32,
     /// The instruction after the exiting one, when the hardware says.
     pub next_rip: u64,
+    /// MMIO exits: the bytes at the guest's RIP (fetched through its page
+    /// tables; fewer than 15 at the end of its memory, 0 if unreadable).
+    pub insn: [u8; 15],
+    pub insn_len: u8,
     pub hw_code: u64,
     pub info1: u64,
     pub info2: u64,

@@ -702,13 +702,14 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
             }
             x::NPF => {
                 vcpu.vmcb.w64(f::RAX, vcpu.gprs[0]);
-                if lapic_mmio(vcpu, info2, run) {
+                if lapic_mmio(vcpu, info2) {
                     vcpu.vmcb.w64(f::RAX, vcpu.gprs[0]);
                     continue;
                 }
                 run.gpa = info2;
                 run.write = u8::from(info1 & 2 != 0);
                 run.next_rip = 0;
+                fill_insn(vcpu, run);
                 break VcpuExit::Mmio;
             }
             0x64 => Regs::request_window(vcpu, false), // VINTR: inject on re-entry
@@ -968,12 +969,13 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
             7 => Regs::request_window(vcpu, false), // interrupt window: inject on re-entry
             x::EPT_VIOLATION => {
                 let gpa = vmx::vmread(f::GUEST_PHYSICAL_ADDRESS);
-                if lapic_mmio(vcpu, gpa, run) {
+                if lapic_mmio(vcpu, gpa) {
                     continue;
                 }
                 run.gpa = vmx::vmread(f::GUEST_PHYSICAL_ADDRESS);
                 run.write = u8::from(qual & 2 != 0);
                 run.next_rip = 0;
+                fill_insn(vcpu, run);
                 break VcpuExit::Mmio;
             }
             x::CR_ACCESS => {
@@ -1268,50 +1270,108 @@ fn lapic_msr(vcpu: &mut Vcpu, index: u32, write: bool, value: u64) -> Option<Res
     }
 }
 
+/// What decoding an instruction needs of the guest's state.
+struct Mode {
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    cs_base: u64,
+    cs_attrib: u16,
+    rip: u64,
+}
+
+fn mode(vcpu: &Vcpu) -> Mode {
+    if is_vmx() {
+        use vmx::field as f;
+        Mode {
+            cr0: vmx::guest_cr0(),
+            cr3: vmx::vmread(f::GUEST_CR3),
+            cr4: vmx::guest_cr4(),
+            efer: vmx::vmread(f::GUEST_EFER),
+            cs_base: vmx::vmread(f::GUEST_ES_BASE + 2),
+            cs_attrib: {
+                let ar = vmx::vmread(f::GUEST_ES_AR + 2);
+                ((ar & 0xff) | ((ar >> 4) & 0xf00)) as u16
+            },
+            rip: vmx::vmread(f::GUEST_RIP),
+        }
+    } else {
+        use svm::vmcb as f;
+        Mode {
+            cr0: vcpu.vmcb.r64(f::CR0),
+            cr3: vcpu.vmcb.r64(f::CR3),
+            cr4: vcpu.vmcb.r64(f::CR4),
+            efer: vcpu.vmcb.r64(f::EFER),
+            cs_base: vcpu.vmcb.r64(f::ES + 16 + 8),
+            // The segment's attributes are the u16 after its selector.
+            cs_attrib: (vcpu.vmcb.r64(f::ES + 16) >> 16) as u16,
+            rip: vcpu.vmcb.r64(f::RIP),
+        }
+    }
+}
+
+/// Reads guest-physical memory through the guest's nested tables (only
+/// frames mapped into this guest, read through the direct map); false if
+/// any of it is not guest RAM.
+fn read_guest(vcpu: &Vcpu, gpa: u64, out: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < out.len() {
+        let a = gpa.wrapping_add(done as u64);
+        let page = a & !(PAGE - 1);
+        let hpa = if is_vmx() {
+            pagetable::translate::<Ept, _>(&Tables::new(), vcpu.ept_root, page)
+        } else {
+            pagetable::translate::<Npt, _>(&Tables::new(), vcpu.ept_root, page)
+        };
+        let Some((hpa, _)) = hpa else { return false };
+        let off = (a & (PAGE - 1)) as usize;
+        let n = (out.len() - done).min(PAGE as usize - off);
+        // SAFETY: `hpa` is a frame mapped into this guest (so RAM the kernel
+        // owns) in the direct map; the copy stays inside that page.
+        unsafe {
+            core::ptr::copy_nonoverlapping((hpa + arch::PHYS_OFFSET + off as u64) as *const u8, out[done..].as_mut_ptr(), n)
+        };
+        done += n;
+    }
+    true
+}
+
+/// The bytes of the instruction at the guest's RIP (up to 15, fewer at the
+/// end of its mapped memory), through its own page tables.
+fn fetch_insn(vcpu: &Vcpu) -> Option<([u8; 15], usize)> {
+    let m = mode(vcpu);
+    let va = m.cs_base.wrapping_add(m.rip);
+    let walk = |a: u64| -> Option<u64> {
+        let mut b = [0u8; 8];
+        read_guest(vcpu, a, &mut b).then(|| u64::from_le_bytes(b))
+    };
+    let mut bytes = [0u8; 15];
+    let mut n = 0;
+    while n < 15 {
+        let Some(pa) = kcore::insn::guest_translate(m.cr0, m.cr3, m.cr4, m.efer, va.wrapping_add(n as u64), walk) else {
+            break;
+        };
+        let chunk = (15 - n).min((PAGE - (pa & (PAGE - 1))) as usize);
+        if !read_guest(vcpu, pa, &mut bytes[n..n + chunk]) {
+            break;
+        }
+        n += chunk;
+    }
+    (n > 0).then_some((bytes, n))
+}
+
 /// An access to the xAPIC page at `gpa`: decodes the `mov` at RIP and does
 /// it. False to hand the exit to the VMM (not the APIC, or another form).
-fn lapic_mmio(vcpu: &mut Vcpu, gpa: u64, run: &VcpuRun) -> bool {
+fn lapic_mmio(vcpu: &mut Vcpu, gpa: u64) -> bool {
     let base = vcpu.lapic.lock().mmio_base();
     let Some(base) = base else { return false };
     if gpa < base || gpa >= base + PAGE {
         return false;
     }
-    let mut state = *run;
-    if is_vmx() {
-        vcpu.vmcs.save(&mut state);
-    } else {
-        vcpu.vmcb.save(&mut state);
-    }
-    let long = state.efer & (1 << 10) != 0 && state.segments[1].attrib & (1 << 9) != 0;
-    let mut bytes = [0u8; 15];
-    let va = state.segments[1].base.wrapping_add(state.rip);
-    let root = vcpu.ept_root;
-    let read_gpa = |gpa: u64, out: &mut [u8]| -> bool {
-        let page = gpa & !(PAGE - 1);
-        let hpa = if is_vmx() {
-            pagetable::translate::<Ept, _>(&Tables::new(), root, page)
-        } else {
-            pagetable::translate::<Npt, _>(&Tables::new(), root, page)
-        };
-        let Some((hpa, _)) = hpa else { return false };
-        let off = (gpa & (PAGE - 1)) as usize;
-        let n = out.len().min(PAGE as usize - off);
-        // SAFETY: `hpa` is a frame mapped into this guest (so RAM the kernel
-        // owns), read through the direct map; at most to the page's end.
-        unsafe { core::ptr::copy_nonoverlapping((hpa + arch::PHYS_OFFSET + off as u64) as *const u8, out.as_mut_ptr(), n) };
-        n == out.len()
-    };
-    let walk = |a: u64| -> Option<u64> {
-        let mut b = [0u8; 8];
-        read_gpa(a, &mut b).then(|| u64::from_le_bytes(b))
-    };
-    let Some(pa) = kcore::insn::guest_translate(state.cr0, state.cr3, state.cr4, state.efer, va, walk) else {
-        return false;
-    };
-    if !read_gpa(pa, &mut bytes[..8]) {
-        return false;
-    }
-    let _ = read_gpa(pa + 8, &mut bytes[8..]);
+    let m0 = mode(vcpu);
+    let long = m0.efer & (1 << 10) != 0 && m0.cs_attrib & (1 << 9) != 0;
+    let Some((bytes, _)) = fetch_insn(vcpu) else { return false };
     let Some(m) = kcore::insn::decode_mov32(&bytes, long) else { return false };
     let offset = (gpa - base) as u32;
     let now = lapic_now();
@@ -1425,5 +1485,16 @@ fn load_fpu(vcpu: &mut Vcpu, run: &VcpuRun) {
 fn save_fpu(vcpu: &Vcpu, run: &mut VcpuRun) {
     if run.fpu_request & 1 != 0 {
         run.fpu.copy_from_slice(&vcpu.fpu.0);
+    }
+}
+
+/// The exiting instruction's bytes for the VMM's decoder.
+fn fill_insn(vcpu: &Vcpu, run: &mut VcpuRun) {
+    match fetch_insn(vcpu) {
+        Some((bytes, n)) => {
+            run.insn = bytes;
+            run.insn_len = n as u8;
+        }
+        None => run.insn_len = 0,
     }
 }

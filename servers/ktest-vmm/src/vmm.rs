@@ -316,6 +316,16 @@ fn emulate_mmio(run: &mut VcpuRun, out: &mut Outcome) -> Result<(), String> {
     let (bytes, len) = mmio::fetch(&mut ram, run).map_err(|f| {
         format!("MMIO at {gpa:#x}: cannot fetch the instruction at rip {:#x} (no RAM at {:#x})", run.rip, f.gva)
     })?;
+    // The kernel fetched them too, through the guest's page tables: the
+    // exit record must agree with what the VMM reads itself.
+    let k = usize::from(run.insn_len).min(len);
+    if k == 0 || run.insn[..k] != bytes[..k] {
+        return Err(format!(
+            "MMIO at {gpa:#x}: the exit's instruction bytes {:02x?} differ from guest memory {:02x?}",
+            &run.insn[..usize::from(run.insn_len).min(15)],
+            &bytes[..len]
+        ));
+    }
     mmio::emulate(&bytes[..len], run, gpa, &mut ram, &mut TestBus(out)).map_err(|e| format!("MMIO at {gpa:#x}: {e}"))?;
     run.load_state = abi::LOAD_GPRS;
     Ok(())
