@@ -559,6 +559,9 @@ const SLICE_US: u64 = 10_000;
 /// Leaves the kernel: to the current thread in ring 3, or to the idle loop.
 pub fn exit_kernel(mut k: KernelGuard) -> ! {
     let cpu = percpu::index();
+    // A loop, not recursion through an idle function: an idle CPU comes back
+    // here after every interrupt, and each pass must not grow the stack.
+    loop {
     if !k.dead_pml4s.is_empty() {
         k.reap_pml4s();
     }
@@ -614,19 +617,14 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             let next = (first != u64::MAX).then(|| first.saturating_sub(now) / 1000 + 1);
             k.last_run[cpu] = None;
             drop(k);
-            idle(next)
+            // Idle: wait for an interrupt that may have made work.
+            apic::arm_oneshot_us(next.unwrap_or(100_000).min(100_000));
+            arch::cpu::wait_for_interrupt();
+            k = lock();
+            deliver_pending_irqs(&mut k);
         }
     }
-}
-
-/// Waits for work with interrupts on; goes back through the scheduler when
-/// an interrupt may have made something runnable.
-fn idle(next_timeout_us: Option<u64>) -> ! {
-    apic::arm_oneshot_us(next_timeout_us.unwrap_or(100_000).min(100_000));
-    arch::cpu::wait_for_interrupt();
-    let mut k = lock();
-    deliver_pending_irqs(&mut k);
-    exit_kernel(k)
+    }
 }
 
 /// Turns IOAPIC lines that fired while this CPU was in the kernel into
