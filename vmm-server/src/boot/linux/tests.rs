@@ -376,6 +376,10 @@ fn blank_run() -> VcpuRun {
         cpuid_count: 0,
         _pad4: 0,
         cpuid: [CpuidEntry::default(); 64],
+        fpu_request: 0,
+        fpu: [0; 512],
+        insn: [0; 15],
+        insn_len: 0,
     }
 }
 
