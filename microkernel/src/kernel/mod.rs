@@ -617,6 +617,11 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             let next = (first != u64::MAX).then(|| first.saturating_sub(now) / 1000 + 1);
             k.last_run[cpu] = None;
             drop(k);
+            // Every pass through here must start from a shallow stack (no
+            // recursion between idling and scheduling: that once overran
+            // the 32 KiB kernel stack after tens of seconds of idling).
+            let depth = percpu::this().kernel_stack_top.saturating_sub(arch::cpu::stack_pointer());
+            assert!(depth < 8 * 1024, "idle at a kernel stack depth of {depth} bytes");
             // Idle: wait for an interrupt that may have made work.
             apic::arm_oneshot_us(next.unwrap_or(100_000).min(100_000));
             arch::cpu::wait_for_interrupt();

@@ -214,3 +214,11 @@ pub fn open_interrupt_window() {
     // instruction wide and interrupts are off again after it.
     unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
 }
+
+/// The current stack pointer (for the kernel's own stack-depth checks).
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reading RSP has no side effects.
+    unsafe { asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
