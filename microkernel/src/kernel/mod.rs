@@ -621,7 +621,7 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             // recursion between idling and scheduling: that once overran
             // the 32 KiB kernel stack after tens of seconds of idling).
             let depth = percpu::this().kernel_stack_top.saturating_sub(arch::cpu::stack_pointer());
-            assert!(depth < 8 * 1024, "idle at a kernel stack depth of {depth} bytes");
+            assert!(depth < 2048, "idle at a kernel stack depth of {depth} bytes");
             // Idle: wait for an interrupt that may have made work.
             apic::arm_oneshot_us(next.unwrap_or(100_000).min(100_000));
             arch::cpu::wait_for_interrupt();
