@@ -302,6 +302,11 @@ pub fn irq_msi_info(irq: CapSlot) -> Result<(u64, u64), Error> {
     plain(Sys::IrqMsiInfo, [u64::from(irq), 0, 0, 0, 0, 0]).map(|r| (r[0], r[1]))
 }
 
+/// [`Sys::VcpuInterrupt`]: a fixed interrupt with `vector` into the vCPU.
+pub fn vcpu_interrupt(vcpu: CapSlot, vector: u8) -> Result<(), Error> {
+    plain(Sys::VcpuInterrupt, [u64::from(vcpu), u64::from(vector), 0, 0, 0, 0]).map(drop)
+}
+
 /// [`Sys::ThreadSetBudget`]: at most `budget_ns` of CPU time per
 /// `period_ns` (`budget_ns = 0`: no limit).
 pub fn thread_set_budget(thread: CapSlot, budget_ns: u64, period_ns: u64) -> Result<(), Error> {

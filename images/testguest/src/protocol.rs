@@ -38,6 +38,7 @@ pub enum Test {
     TripleFault = 9,
     Scribble = 10,
     Bench = 11,
+    VmmInterrupt = 12,
 }
 
 /// How a test ends, as the VMM should observe it.
@@ -50,7 +51,7 @@ pub enum Ending {
 }
 
 impl Test {
-    pub const ALL: [Test; 11] = [
+    pub const ALL: [Test; 12] = [
         Test::Cpuid,
         Test::Pio,
         Test::Mmio,
@@ -62,6 +63,7 @@ impl Test {
         Test::TripleFault,
         Test::Scribble,
         Test::Bench,
+        Test::VmmInterrupt,
     ];
 
     pub fn from_u32(number: u32) -> Option<Test> {
@@ -86,6 +88,7 @@ impl Test {
             Test::TripleFault => "triple_fault",
             Test::Scribble => "scribble",
             Test::Bench => "bench",
+            Test::VmmInterrupt => "vmm_interrupt",
         }
     }
 
@@ -144,6 +147,16 @@ impl FailureCode {
     pub fn trap_vector(self) -> Option<u8> {
         (self.check & 0xFF00 == FailureCode::TRAP_BASE).then_some(self.check as u8)
     }
+}
+
+/// Test 12: an interrupt the VMM injects (as a device model would, through
+/// the IOAPIC): the guest writes [`vmm_interrupt::REQUEST_PORT`], halts with
+/// interrupts on, and must receive [`apic::IPI_VECTOR`] from the VMM.
+pub mod vmm_interrupt {
+    /// A byte written here asks the VMM to inject one interrupt.
+    pub const REQUEST_PORT: u16 = 0x513;
+    /// How many rounds the guest asks for.
+    pub const ROUNDS: u32 = 3;
 }
 
 /// Test 1: the hypervisor CPUID leaves the VMM must offer.

@@ -146,17 +146,21 @@ pub enum Sys {
     /// `(irq)` → `(address, data)`: what to program into a PCI device's
     /// MSI capability so that its messages reach this (MSI) IRQ capability.
     IrqMsiInfo = 35,
+    /// `(vcpu, vector)`: delivers a fixed, edge-triggered interrupt to the
+    /// vCPU's local APIC (what a device model's IOAPIC or MSI would), waking
+    /// it from HLT or making a running vCPU take it.
+    VcpuInterrupt = 36,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 36] = [
+        const ALL: [Sys; 37] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
             Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun, VcpuKick,
-            IrqMsiInfo,
+            IrqMsiInfo, VcpuInterrupt,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -569,8 +573,8 @@ mod tests {
                 assert_eq!(t as u64, n);
             }
         }
-        assert_eq!(Sys::from_u64(35), Some(Sys::IrqMsiInfo));
-        assert_eq!(Sys::from_u64(36), None);
+        assert_eq!(Sys::from_u64(36), Some(Sys::VcpuInterrupt));
+        assert_eq!(Sys::from_u64(37), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

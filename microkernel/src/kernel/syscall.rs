@@ -201,6 +201,15 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             let dest = u64::from(percpu::of(0).apic_id.load(core::sync::atomic::Ordering::Relaxed));
             vals(0xfee0_0000 | (dest << 12), u64::from(v), 0)
         }
+        Sys::VcpuInterrupt => {
+            let Obj::Vcpu(v) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let vector = u8::try_from(a[1]).map_err(|_| Error::InvalidArgument)?;
+            if vector < 16 {
+                return Err(Error::InvalidArgument); // exceptions are injected through the run page
+            }
+            k.vcpu_interrupt(v, vector)?;
+            vals(0, 0, 0)
+        }
         Sys::VcpuKick => {
             let Obj::Vcpu(v) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
             k.vcpu_kick(v)?;

@@ -1396,6 +1396,25 @@ fn lapic_mmio(vcpu: &mut Vcpu, gpa: u64) -> bool {
 }
 
 impl Kernel {
+    /// `VcpuInterrupt`: a fixed interrupt into the vCPU's APIC, then the
+    /// same wake-up as an IPI from another vCPU.
+    pub fn vcpu_interrupt(&mut self, id: Id, vector: u8) -> Result<(), Error> {
+        let v = self.vcpus.get(id).ok_or(Error::Gone)?;
+        v.lapic.lock().accept(vector, kcore::vlapic::TriggerMode::Edge);
+        let in_guest = v.in_guest.load(Ordering::Acquire);
+        let Some(th) = v.thread else { return Ok(()) };
+        let Some(t) = self.thread(th) else { return Ok(()) };
+        let cpu = t.cpu;
+        if t.state == super::ThreadState::GuestHalted {
+            self.make_runnable(th);
+        } else if in_guest && cpu != percpu::index() {
+            let p = percpu::of(cpu);
+            p.need_resched.store(true, Ordering::Release);
+            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
+        }
+        Ok(())
+    }
+
     /// `VcpuKick`: see abi.
     pub fn vcpu_kick(&mut self, id: Id) -> Result<(), Error> {
         let v = self.vcpus.get(id).ok_or(Error::Gone)?;

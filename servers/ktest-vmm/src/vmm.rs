@@ -66,6 +66,7 @@ pub fn main(start: Start) -> u64 {
         ("guest_mmio", Test::Mmio),
         ("guest_npt_fault", Test::NptFault),
         ("guest_exit_costs", Test::Bench),
+        ("guest_vmm_interrupt", Test::VmmInterrupt),
         ("guest_triple_fault", Test::TripleFault),
         ("guest_scribble", Test::Scribble),
         ("guest_cpuid_after_scribble", Test::Cpuid),
@@ -284,7 +285,12 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun) -> Result<Outcome, String> {
         }
         let reason = sys::vcpu_run(vcpu).map_err(|e| format!("vcpu_run: {e}"))?;
         match VcpuExit::from_u32(reason as u32) {
-            Some(VcpuExit::Io) => io(run, &mut out)?,
+            Some(VcpuExit::Io) => {
+                if run.write != 0 && run.port == p::vmm_interrupt::REQUEST_PORT {
+                    sys::vcpu_interrupt(vcpu, p::apic::IPI_VECTOR).map_err(|e| format!("vcpu_interrupt: {e}"))?;
+                }
+                io(run, &mut out)?
+            }
             Some(VcpuExit::Msr) => msr(run, &mut out),
             Some(VcpuExit::Interrupted) => {}
             Some(VcpuExit::Hlt) => {

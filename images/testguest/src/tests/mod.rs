@@ -15,6 +15,7 @@ mod pio;
 mod scribble;
 mod timer;
 mod triple_fault;
+mod vmm_interrupt;
 
 pub type Outcome = Result<(), FailureCode>;
 
@@ -32,6 +33,7 @@ pub fn run(test: Test, ram_bytes: u64) -> Outcome {
         Test::TripleFault => triple_fault::run(&mut r),
         Test::Scribble => scribble::run(&mut r, ram_bytes),
         Test::Bench => bench::run(&mut r),
+        Test::VmmInterrupt => vmm_interrupt::run(&mut r),
     }
 }
 
