@@ -189,6 +189,8 @@ pub struct Vcpu {
     pub charged_to: Option<Id>,
     pub fpu: Box<FxArea>,
     pub tsc_aux: u64,
+    /// IA32_MISC_ENABLE as the guest sees it (fast strings on at reset).
+    pub misc_enable: u64,
     pub tlb_generation: Arc<AtomicU64>,
     pub seen_generation: u64,
     pub reinject: u64,
@@ -298,6 +300,7 @@ impl Kernel {
             charged_to: Some(payer),
             fpu: Box::new(FxArea::clean()),
             tsc_aux: 0,
+            misc_enable: 1,
             tlb_generation: generation,
             seen_generation: 0,
             reinject: 0,
@@ -815,6 +818,12 @@ fn msr(vcpu: &mut Vcpu, write: bool) -> bool {
             read(vcpu, v);
         }
         (0xc000_0103, true) => vcpu.tsc_aux = value & 0xffff_ffff,
+        // IA32_MISC_ENABLE: plain state for the guest (SDM Vol. 4 §2.1).
+        (0x1a0, false) => {
+            let v = vcpu.misc_enable;
+            read(vcpu, v);
+        }
+        (0x1a0, true) => vcpu.misc_enable = value,
         _ => return false,
     }
     advance(vcpu, 2);
@@ -1060,6 +1069,8 @@ fn vmx_msr(vcpu: &mut Vcpu, write: bool) -> MsrResult {
         }
         (0xc000_0103, false) => read(vcpu.tsc_aux),
         (0xc000_0103, true) => vcpu.tsc_aux = value & 0xffff_ffff,
+        (0x1a0, false) => read(vcpu.misc_enable),
+        (0x1a0, true) => vcpu.misc_enable = value,
         _ => return MsrResult::Vmm,
     }
     MsrResult::Done
