@@ -675,7 +675,9 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
                 break VcpuExit::Interrupted;
             }
             x::CPUID => {
-                cpuid(vcpu, run);
+                // SVM keeps the guest's RAX in the VMCB.
+                cpuid_regs(&mut vcpu.gprs, run);
+                vcpu.vmcb.w64(svm::vmcb::RAX, vcpu.gprs[0]);
                 advance(vcpu, 2);
             }
             x::MSR => {
@@ -749,29 +751,6 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
     run.exit_reason = reason as u32;
     save_fpu(vcpu, run);
     reason
-}
-
-/// Answers CPUID from the VMM's table, with the hypervisor bit and the
-/// TSC-frequency leaf the kernel alone knows.
-fn cpuid(vcpu: &mut Vcpu, run: &VcpuRun) {
-    let (leaf, sub) = (vcpu.gprs[0] as u32, vcpu.gprs[1] as u32);
-    let count = (run.cpuid_count as usize).min(run.cpuid.len());
-    let e = run.cpuid[..count]
-        .iter()
-        .find(|e| e.leaf == leaf && (e.subleaf == u32::MAX || e.subleaf == sub))
-        .copied()
-        .unwrap_or_default();
-    let (mut a, b, mut c, d) = (e.eax, e.ebx, e.ecx, e.edx);
-    if leaf == 1 {
-        c |= 1 << 31;
-    }
-    if leaf == 0x4000_0010 && a == 0 {
-        a = arch::time::tsc_khz() as u32;
-    }
-    vcpu.vmcb.w64(svm::vmcb::RAX, u64::from(a));
-    vcpu.gprs[3] = u64::from(b);
-    vcpu.gprs[1] = u64::from(c);
-    vcpu.gprs[2] = u64::from(d);
 }
 
 /// MSRs the kernel finishes; false to hand the access to the VMM.
@@ -1116,7 +1095,8 @@ fn cr_access(vcpu: &mut Vcpu, qual: u64) -> bool {
     true
 }
 
-/// CPUID from the VMM's table into the register file (VMX keeps RAX there).
+/// Answers CPUID from the VMM's table into the register file, with the
+/// hypervisor bit and the TSC-frequency leaf the kernel alone knows.
 fn cpuid_regs(gprs: &mut [u64; 16], run: &VcpuRun) {
     let (leaf, sub) = (gprs[0] as u32, gprs[1] as u32);
     let count = (run.cpuid_count as usize).min(run.cpuid.len());
