@@ -1393,15 +1393,8 @@ impl Kernel {
         let v = self.vcpus.get(id).ok_or(Error::Gone)?;
         v.lapic.lock().accept(vector, kcore::vlapic::TriggerMode::Edge);
         let in_guest = v.in_guest.load(Ordering::Acquire);
-        let Some(th) = v.thread else { return Ok(()) };
-        let Some(t) = self.thread(th) else { return Ok(()) };
-        let cpu = t.cpu;
-        if t.state == super::ThreadState::GuestHalted {
-            self.make_runnable(th);
-        } else if in_guest && cpu != percpu::index() {
-            let p = percpu::of(cpu);
-            p.need_resched.store(true, Ordering::Release);
-            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
+        if let Some(th) = v.thread {
+            self.wake_vcpu_thread(th, in_guest);
         }
         Ok(())
     }
@@ -1411,8 +1404,16 @@ impl Kernel {
         let v = self.vcpus.get(id).ok_or(Error::Gone)?;
         v.kicked.store(true, Ordering::Release);
         let in_guest = v.in_guest.load(Ordering::Acquire);
-        let Some(th) = v.thread else { return Ok(()) };
-        let Some(t) = self.thread(th) else { return Ok(()) };
+        if let Some(th) = v.thread {
+            self.wake_vcpu_thread(th, in_guest);
+        }
+        Ok(())
+    }
+
+    /// Gets a vCPU's thread to look at its APIC or kick flag: a halted one
+    /// becomes runnable, one in the guest on another CPU is made to exit.
+    fn wake_vcpu_thread(&mut self, th: Id, in_guest: bool) {
+        let Some(t) = self.thread(th) else { return };
         let cpu = t.cpu;
         if t.state == super::ThreadState::GuestHalted {
             self.make_runnable(th);
@@ -1421,7 +1422,6 @@ impl Kernel {
             p.need_resched.store(true, Ordering::Release);
             arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
         }
-        Ok(())
     }
 }
 
@@ -1454,17 +1454,8 @@ fn apply(vcpu: &mut Vcpu, effect: Effect) {
             wake.push((th, v.in_guest.load(Ordering::Acquire)));
         }
     }
-    let me = percpu::index();
     for (th, in_guest) in wake {
-        let Some(t) = k.thread(th) else { continue };
-        let cpu = t.cpu;
-        if t.state == super::ThreadState::GuestHalted {
-            k.make_runnable(th);
-        } else if in_guest && cpu != me {
-            let p = percpu::of(cpu);
-            p.need_resched.store(true, Ordering::Release);
-            arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
-        }
+        k.wake_vcpu_thread(th, in_guest);
     }
 }
 
