@@ -510,6 +510,51 @@ pub struct VcpuRun {
 
 const _: () = assert!(core::mem::size_of::<VcpuRun>() <= PAGE_SIZE as usize);
 
+impl VcpuRun {
+    /// Every field zero: a starting point for a run page built by hand
+    /// (`VcpuRun { rip, ..VcpuRun::ZERO }`).
+    pub const ZERO: VcpuRun = {
+        let seg = Segment { selector: 0, attrib: 0, limit: 0, base: 0 };
+        VcpuRun {
+            gprs: [0; 16],
+            rip: 0,
+            rflags: 0,
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            segments: [seg; 8],
+            gdtr: seg,
+            idtr: seg,
+            load_state: 0,
+            inject: 0,
+            exit_reason: 0,
+            size: 0,
+            write: 0,
+            io_flags: 0,
+            _pad: 0,
+            port: 0,
+            _pad2: [0; 3],
+            data: 0,
+            gpa: 0,
+            msr: 0,
+            _pad3: 0,
+            next_rip: 0,
+            insn: [0; 15],
+            insn_len: 0,
+            hw_code: 0,
+            info1: 0,
+            info2: 0,
+            cpuid_count: 0,
+            _pad4: 0,
+            cpuid: [CpuidEntry { leaf: 0, subleaf: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }; 64],
+            fpu_request: 0,
+            fpu: [0; 512],
+        }
+    };
+}
+
 /// `VcpuRun::load_state` bits.
 pub const LOAD_GPRS: u64 = 1;
 pub const LOAD_SYSTEM: u64 = 2;

@@ -6,7 +6,7 @@ extern crate std;
 use std::vec;
 use std::vec::Vec;
 
-use abi::{CpuidEntry, Segment, VcpuRun};
+use abi::{Segment, VcpuRun};
 
 use super::*;
 
@@ -110,41 +110,10 @@ impl MmioBus for Bus {
 
 fn blank() -> VcpuRun {
     VcpuRun {
-        gprs: [0; 16],
         rip: 0x1000,
         rflags: 2,
-        cr0: 0,
-        cr2: 0,
-        cr3: 0,
-        cr4: 0,
-        efer: 0,
         segments: [Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 }; 8],
-        gdtr: Segment::default(),
-        idtr: Segment::default(),
-        load_state: 0,
-        inject: 0,
-        exit_reason: 0,
-        size: 0,
-        write: 0,
-        io_flags: 0,
-        _pad: 0,
-        port: 0,
-        _pad2: [0; 3],
-        data: 0,
-        gpa: 0,
-        msr: 0,
-        _pad3: 0,
-        next_rip: 0,
-        hw_code: 0,
-        info1: 0,
-        info2: 0,
-        cpuid_count: 0,
-        _pad4: 0,
-        cpuid: [CpuidEntry::default(); 64],
-        fpu_request: 0,
-        fpu: [0; 512],
-        insn: [0; 15],
-        insn_len: 0,
+        ..VcpuRun::ZERO
     }
 }
 

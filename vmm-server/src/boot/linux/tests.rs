@@ -3,7 +3,7 @@ extern crate std;
 use super::*;
 use crate::boot::e820::{E820, E820Type};
 use crate::boot::layout;
-use abi::{CpuidEntry, Segment};
+use abi::Segment;
 
 const MIB: u64 = 1 << 20;
 
@@ -350,36 +350,9 @@ fn blank_run() -> VcpuRun {
         rflags: 0x202,
         cr0: 0x10,
         cr2: 5,
-        cr3: 0,
-        cr4: 0,
-        efer: 0,
-        segments: [Segment::default(); 8],
-        gdtr: Segment::default(),
         idtr: Segment { selector: 0, attrib: 0, limit: 0x3ff, base: 0 },
-        load_state: 0,
         inject: (1 << 31) | 32,
-        exit_reason: 0,
-        size: 0,
-        write: 0,
-        io_flags: 0,
-        _pad: 0,
-        port: 0,
-        _pad2: [0; 3],
-        data: 0,
-        gpa: 0,
-        msr: 0,
-        _pad3: 0,
-        next_rip: 0,
-        hw_code: 0,
-        info1: 0,
-        info2: 0,
-        cpuid_count: 0,
-        _pad4: 0,
-        cpuid: [CpuidEntry::default(); 64],
-        fpu_request: 0,
-        fpu: [0; 512],
-        insn: [0; 15],
-        insn_len: 0,
+        ..VcpuRun::ZERO
     }
 }
 
