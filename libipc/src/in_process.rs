@@ -8,6 +8,9 @@
 //! reply queue, and replies are matched to requests by sequence number. Waits
 //! spin (`core::hint::spin_loop`), or yield to the OS with the `std` feature.
 //!
+//! Capabilities do not exist here: what a handler attaches to its reply
+//! ([`crate::reply_caps`]) is discarded, and the reply goes out without it.
+//!
 //! The same limits as on the kernel transport apply (requests and replies of
 //! at most [`MAX_PAYLOAD_BYTES`]), so what works here fits in a message there.
 //! [`Loopback`] is the threadless variant: the call runs the server directly.
@@ -150,6 +153,7 @@ impl ServerEnd {
             Ok(bytes) if bytes.len() > MAX_PAYLOAD_BYTES => Err(RemoteError::ReplyTooLong),
             other => other,
         };
+        crate::reply_caps::discard();
         // The client waits for exactly this reply, so its slot is free; should
         // a stale reply sit there, it is displaced.
         request.reply_to.force_push(Reply { seq: request.seq, result });
@@ -208,7 +212,9 @@ impl<D: Dispatch> Transport for Loopback<D> {
             return Err(IpcError::MessageTooLong);
         }
         let mut server = self.server.try_borrow_mut().map_err(|_| IpcError::Closed)?;
-        match server.dispatch(interface, request) {
+        let result = server.dispatch(interface, request);
+        crate::reply_caps::discard();
+        match result {
             Ok(bytes) if bytes.len() > MAX_PAYLOAD_BYTES => Err(IpcError::ServerError(RemoteError::ReplyTooLong)),
             other => other.map_err(IpcError::from),
         }

@@ -58,3 +58,84 @@ crate::interface! {
         fn fault_now();
     }
 }
+
+/// A disk storaged serves, as [`storage::Server::disks`] lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Where the disk is, e.g. `"virtio-blk 00:04.0"`.
+    pub name: String,
+    /// The device's serial (virtio-blk GET_ID, NULs trimmed; may be empty).
+    pub serial: String,
+    /// Size in 512-byte sectors.
+    pub capacity_sectors: u64,
+    /// Writes are refused.
+    pub read_only: bool,
+}
+
+/// What [`storage::Server::open`] returns; the reply also carries the ring's
+/// frame capability (see [`crate::blkring`] for the layout, and
+/// [`crate::kernel::CapTransport`] for receiving it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenedDisk {
+    /// Names the ring in `kick` and `close`.
+    pub handle: u32,
+    /// The disk behind the ring.
+    pub info: DiskInfo,
+    /// Size of the ring's frame, in 4 KiB pages (map all of it).
+    pub ring_pages: u32,
+}
+
+/// Why storaged refused a `storage` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageError {
+    /// `open(index)` of a disk that does not exist (there are `disks`).
+    #[allow(missing_docs)]
+    NoSuchDisk { index: u32, disks: u32 },
+    /// `kick` or `close` of a handle that is not open.
+    #[allow(missing_docs)]
+    NoSuchHandle { handle: u32 },
+    /// Every ring is in use (`limit` rings at most).
+    #[allow(missing_docs)]
+    TooManyRings { limit: u32 },
+    /// storaged could not make the ring (`why`, e.g. what the kernel said).
+    #[allow(missing_docs)]
+    RingSetup { why: String },
+    /// The client posted `pending` requests; the ring has `slots` slots.
+    #[allow(missing_docs)]
+    RingOverrun { pending: u32, slots: u32 },
+}
+
+impl core::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StorageError::NoSuchDisk { index, disks } => write!(f, "storage: no disk {index} ({disks} disks)"),
+            StorageError::NoSuchHandle { handle } => write!(f, "storage: ring handle {handle} is not open"),
+            StorageError::TooManyRings { limit } => write!(f, "storage: all {limit} rings are in use"),
+            StorageError::RingSetup { why } => write!(f, "storage: cannot set up a ring: {why}"),
+            StorageError::RingOverrun { pending, slots } => {
+                write!(f, "storage: ring overrun: {pending} requests posted, the ring has {slots} slots")
+            }
+        }
+    }
+}
+
+impl core::error::Error for StorageError {}
+
+crate::interface! {
+    /// storaged's block service: VMMs open a machine disk and move its data
+    /// through a shared-memory ring ([`crate::blkring`]); IPC carries only
+    /// the doorbell (`kick`) and these control messages.
+    pub interface storage = 5 {
+        /// The disks storaged serves, in index order.
+        fn disks() -> alloc::vec::Vec<DiskInfo>;
+        /// Opens disk `index`: a new ring, whose frame capability comes with
+        /// the reply.
+        fn open(index: u32) -> Result<OpenedDisk, StorageError>;
+        /// Carries out every request posted on the ring, then replies with
+        /// how many were completed.
+        fn kick(handle: u32) -> Result<u32, StorageError>;
+        /// Closes the ring (storaged drops its mapping; the frame lives on
+        /// until the client deletes its capability too).
+        fn close(handle: u32) -> Result<(), StorageError>;
+    }
+}

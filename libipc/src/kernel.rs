@@ -6,11 +6,17 @@
 //! Messages of up to four words (20 bytes of payload) need no IPC buffer;
 //! longer ones need the buffer registered with [`sys::set_ipc_buffer`] and
 //! fail with `Kernel(BadState)` (client) or `ReplyTooLong` (server) without it.
+//!
+//! Capabilities: a handler attaches them to its reply with
+//! [`crate::reply_caps::attach`] and [`serve`] sends them; a client that
+//! expects some calls through a [`CapTransport`], which names the empty
+//! slots where they land and reports how many arrived.
 
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::convert::Infallible;
 
-use abi::{Error, FOREVER, MSG_REG_WORDS, MsgInfo};
+use abi::{CapSlot, Error, FOREVER, MSG_MAX_CAPS, MSG_REG_WORDS, MsgInfo};
 
 use crate::cap::{Cap, Endpoint};
 use crate::sys;
@@ -39,6 +45,62 @@ impl Transport for KernelTransport {
         read(&reply, |words| wire::reply_bytes(reply.info.label, words))?
     }
 }
+
+/// A [`KernelTransport`] that also receives capabilities from replies: the
+/// kernel copies the ones a server attached (see [`crate::reply_caps`]) into
+/// `slots`, which must be empty, in order. After each call,
+/// [`CapTransport::received`] says how many arrived (0 for a reply without
+/// any, or one that failed). Put it behind a typed client as any transport:
+///
+/// ```ignore
+/// let t = CapTransport::new(endpoint, &[ring_slot]);
+/// let opened = storage::Client::new(&t).open(0)?;
+/// assert_eq!(t.received(), 1); // ring_slot now holds the ring's frame
+/// ```
+#[derive(Debug)]
+pub struct CapTransport {
+    endpoint: Cap<Endpoint>,
+    slots: [u64; MSG_MAX_CAPS],
+    received: Cell<usize>,
+}
+
+impl CapTransport {
+    /// Calls through `endpoint`; capabilities in replies go to `slots` (at
+    /// most [`MSG_MAX_CAPS`]; extra slots are ignored).
+    pub fn new(endpoint: Cap<Endpoint>, slots: &[CapSlot]) -> Self {
+        let mut s = [NO_SLOT; MSG_MAX_CAPS];
+        for (d, &slot) in s.iter_mut().zip(slots) {
+            *d = u64::from(slot);
+        }
+        Self { endpoint, slots: s, received: Cell::new(0) }
+    }
+
+    /// How many capabilities the last reply brought (into the first slots given).
+    pub fn received(&self) -> usize {
+        self.received.get()
+    }
+}
+
+impl Transport for CapTransport {
+    fn call(&self, interface: u32, request: &[u8]) -> Result<Vec<u8>, IpcError> {
+        self.received.set(0);
+        let (words, regs) = load(request)?;
+        sys::with_ipc_buffer(|b| b.recv_slots = self.slots)?;
+        let info = MsgInfo::new(interface, words, 0);
+        let reply = sys::call(self.endpoint.slot(), info, regs);
+        // Disarm at once, so a later call that expects nothing gets nothing.
+        let arrived = sys::with_ipc_buffer(|b| {
+            b.recv_slots = [NO_SLOT; MSG_MAX_CAPS];
+            core::mem::take(&mut b.recv_caps)
+        })?;
+        let reply = reply?;
+        self.received.set(usize::from(reply.info.caps).min(arrived as usize));
+        read(&reply, |words| wire::reply_bytes(reply.info.label, words))?
+    }
+}
+
+/// A `recv_slots` entry naming no slot: the kernel skips it.
+pub const NO_SLOT: u64 = u64::MAX;
 
 /// Packs `bytes` into a message: the word count and the register words (the
 /// rest written to the IPC buffer).
@@ -72,7 +134,9 @@ fn read<R>(message: &Message, f: impl FnOnce(&[u64]) -> R) -> Result<R, Error> {
 }
 
 /// The server loop: receives on `endpoint`, dispatches, replies and receives
-/// again, for ever. A malformed message, an unknown interface or a failing
+/// again, for ever. Capabilities the handler attached
+/// ([`crate::reply_caps::attach`]) go with a successful reply and are dropped
+/// with an error reply. A malformed message, an unknown interface or a failing
 /// handler gets an error reply, a caller that vanished before its reply is
 /// skipped; a bound notification is handed to [`Dispatch::notified`]. Returns
 /// only when receiving on `endpoint` itself fails (wrong or deleted
@@ -88,8 +152,21 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
         // The IPC buffer is released while the handler runs, so that the
         // handler can make calls of its own.
         let request = read(&message, wire::request_bytes).unwrap_or(Err(RemoteError::BadMessage));
+        crate::reply_caps::discard();
         let result = request.and_then(|bytes| server.dispatch(message.info.label, &bytes));
-        let (info, regs) = reply_message(&result);
+        let (mut info, regs) = reply_message(&result);
+        let (caps, count) = crate::reply_caps::take();
+        if count > 0 && info.label == wire::REPLY_OK {
+            let put = sys::with_ipc_buffer(|b| {
+                for (d, s) in b.send_caps.iter_mut().zip(caps).take(count) {
+                    *d = u64::from(s);
+                }
+            });
+            if put.is_ok() {
+                // `count` is at most MSG_MAX_CAPS (4), which fits the header.
+                info = MsgInfo::new(info.label, info.words, count as u8);
+            }
+        }
         message = match sys::reply_recv(endpoint.slot(), info, regs) {
             Ok(next) => next,
             // The reply could not be delivered (the caller died): receive anew.

@@ -19,10 +19,13 @@
 //!   (endpoints, on Alcove) and [`in_process`] (crossbeam queues, anywhere), so
 //!   the same server library runs as a process on Alcove or inside one host
 //!   process for tests and appliance builds.
-//! * [`interfaces`]: the shared interface definitions (`status`, `console`).
+//! * [`interfaces`]: the shared interface definitions (`status`, `console`,
+//!   `storage` …); [`reply_caps`]: capabilities a handler sends with its reply.
+//! * [`blkring`]: the shared-memory block ring between a VMM and storaged
+//!   (pure logic, no `unsafe`); [`pio`] (on Alcove): port I/O for drivers.
 //!
-//! All `unsafe` in Alcove's userspace lives here (the `syscall` instruction
-//! and the IPC buffer); every other userspace crate forbids it.
+//! All `unsafe` in Alcove's userspace lives here (the `syscall` instruction,
+//! the IPC buffer and port I/O); every other userspace crate forbids it.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -40,9 +43,13 @@ pub mod cap;
 mod error;
 pub mod in_process;
 mod interface;
+pub mod blkring;
 pub mod interfaces;
 #[cfg(target_os = "none")]
 pub mod kernel;
+#[cfg(target_os = "none")]
+pub mod pio;
+pub mod reply_caps;
 #[cfg(target_os = "none")]
 pub mod sys;
 mod transport;

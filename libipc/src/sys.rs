@@ -119,6 +119,9 @@ static IPC_BUFFER_BORROWED: AtomicBool = AtomicBool::new(false);
 /// of the process may do IPC (see the module docs).
 pub unsafe fn set_ipc_buffer(buffer: *mut IpcBuffer) {
     IPC_BUFFER.store(buffer, Ordering::Release);
+    // Receive no capabilities until a caller names slots for them
+    // (`kernel::CapTransport`): a zeroed page would name slot 0.
+    let _ = with_ipc_buffer(|b| b.recv_slots = [u64::MAX; abi::MSG_MAX_CAPS]);
 }
 
 /// Runs `f` on the IPC buffer. `Error::BadState` if none is registered or it

@@ -150,7 +150,7 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
 
     match cmdline.get("alcove.test") {
         // Userspace suites run as servers of the test manifests.
-        Some("user" | "vm") => {
+        Some("user" | "vm" | "storage") => {
             start_init(&system);
             kernel::run_cpu()
         }

@@ -61,6 +61,8 @@ pub enum Sys {
     /// [`MsgInfo::NOTIFICATION_LABEL`] and the bits in w0.
     Recv = 4,
     /// `(endpoint, info, w0..w3)`: replies to the last caller, then receives.
+    /// The reply carries `info.caps` capabilities from `send_caps` into the
+    /// caller's `recv_slots` (copies, with the server's rights).
     ReplyRecv = 5,
     /// `(notification, bits)`: ORs bits into the word, wakes a waiter.
     Signal = 6,

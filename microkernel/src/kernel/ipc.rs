@@ -206,7 +206,10 @@ pub fn reply_recv(k: &mut Kernel) -> Result<(), Error> {
     let mut direct = None;
     if let Some(caller) = k.thread_mut(me).expect("me").reply_to.take()
         && k.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
-            transfer(k, me, caller, MsgInfo::new(info.label, info.words, 0), 0, false);
+            // A reply may carry capabilities (a server handing out a frame it
+            // created, as storaged does with its rings); they land only in the
+            // empty slots the caller named in its IPC buffer's `recv_slots`.
+            transfer(k, me, caller, info, 0, true);
             let c = k.thread_mut(caller).expect("caller");
             c.state = ThreadState::Inactive;
             c.ctx.rdi = 0;

@@ -1,0 +1,1060 @@
+//! The block ring: how a VMM and storaged move disk requests and their data
+//! through one shared region, with IPC carrying only the doorbell.
+//!
+//! ```text
+//!  vmm-server (RingClient)              storaged (RingServer + BlockDevice)
+//!   post request in slot, prod += 1
+//!   Doorbell::kick  ── storage.kick(handle) ──▶  pop prod - cons requests,
+//!                                               validate each, do the I/O
+//!                                               to/from the data area,
+//!                                               write status, cons = prod
+//!   read status  ◀──────── reply ──────────────
+//! ```
+//!
+//! The region is a frame storaged creates (contiguous, so the disk's DMA goes
+//! straight to and from the data area) and hands over in the reply to
+//! `storage.open` ([`crate::interfaces::storage`]). Its layout, all integers
+//! little-endian:
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0..64 | header: magic `ABLK`, version, slot count, slot size, slots offset, data offset, data size, sector size, capacity (sectors, u64), flags (bit 0: read-only), `req_prod` (client), `req_cons` (server) |
+//! | 64.. | `slots` request slots of 32 bytes: op (u8), status (u8), data length (u32 at 4), data offset in the data area (u32 at 8), result length (u32 at 12), sector (u64 at 16), tag (u64 at 24) |
+//! | page 1.. | the data area, whole 512-byte sectors |
+//!
+//! The doorbell is synchronous: `kick` returns once storaged carried out
+//! every posted request, so one kick per batch is the whole protocol; the
+//! free-running `req_prod`/`req_cons` indices leave room for an asynchronous
+//! storaged later without a new layout.
+//!
+//! The server treats the region as hostile: it never reads its geometry back
+//! from it (it keeps its own [`Geometry`]), reads each slot once into a local
+//! value and checks every field (op, sector range against the capacity with
+//! overflow checks, data offset and length inside the data area, sector
+//! multiples) before touching the disk; a bad request gets a failing
+//! [`Status`] and never a panic. The client checks the header storaged wrote
+//! before trusting it.
+//!
+//! Both sides take the region as `&mut [u8]` and the [`Doorbell`] hands it
+//! through on `kick`, so host tests wire a client straight to a server in one
+//! process without aliasing. On Alcove the client's and the server's
+//! mappings are separate and the other side writes only during a kick.
+#![forbid(unsafe_code)]
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::interfaces::{StorageError, storage};
+use crate::{IpcError, Transport};
+
+/// Bytes per sector on the ring (the virtio-blk sector, virtio 1.2 §5.2.6).
+pub const SECTOR_BYTES: usize = 512;
+/// Bytes of a GET_ID answer (virtio 1.2 §5.2.6: VIRTIO_BLK_ID_BYTES).
+pub const ID_BYTES: usize = 20;
+/// The page size the layout is built on.
+pub const PAGE_BYTES: usize = 4096;
+/// `ABLK`.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"ABLK");
+/// The layout version this module speaks.
+pub const VERSION: u32 = 1;
+/// Header size; the slots follow it.
+pub const HEADER_BYTES: usize = 64;
+/// Size of one request slot.
+pub const SLOT_BYTES: usize = 32;
+/// Slots a ring made by [`RingServer::format`] has.
+pub const SLOTS: u32 = 64;
+/// Most slots that fit in the header page.
+pub const MAX_SLOTS: u32 = ((PAGE_BYTES - HEADER_BYTES) / SLOT_BYTES) as u32;
+/// The ring size storaged uses: the header page and 64 KiB of data.
+pub const DEFAULT_RING_PAGES: usize = 17;
+
+mod hdr {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
+    pub const SLOTS: usize = 8;
+    pub const SLOT_BYTES: usize = 12;
+    pub const SLOTS_OFFSET: usize = 16;
+    pub const DATA_OFFSET: usize = 20;
+    pub const DATA_BYTES: usize = 24;
+    pub const SECTOR_BYTES: usize = 28;
+    pub const CAPACITY: usize = 32;
+    pub const FLAGS: usize = 40;
+    pub const REQ_PROD: usize = 48;
+    pub const REQ_CONS: usize = 52;
+    pub const FLAG_READ_ONLY: u32 = 1;
+}
+
+mod slot {
+    pub const OP: usize = 0;
+    pub const STATUS: usize = 1;
+    pub const DATA_LEN: usize = 4;
+    pub const DATA_OFFSET: usize = 8;
+    pub const RESULT_LEN: usize = 12;
+    pub const SECTOR: usize = 16;
+    pub const TAG: usize = 24;
+}
+
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// What a request asks for (the slot's op byte).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Sectors from the disk into the data area.
+    Read = 1,
+    /// Sectors from the data area onto the disk.
+    Write = 2,
+    /// Make completed writes durable.
+    Flush = 3,
+    /// The disk's serial, [`ID_BYTES`] bytes into the data area.
+    GetId = 4,
+}
+
+impl Op {
+    /// The op for a slot's byte; `None` for anything else.
+    pub const fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Op::Read,
+            2 => Op::Write,
+            3 => Op::Flush,
+            4 => Op::GetId,
+            _ => return None,
+        })
+    }
+}
+
+/// How a request ended (the slot's status byte). 0..=2 are virtio-blk's own
+/// (virtio 1.2 §5.2.6); the rest say why the server refused it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Done.
+    Ok = 0,
+    /// The disk failed the request.
+    IoError = 1,
+    /// Not an op the ring knows.
+    Unsupported = 2,
+    /// The data offset or length lies outside the data area, is not whole
+    /// sectors, or is empty.
+    BadBuffer = 3,
+    /// The sectors lie (partly) past the end of the disk.
+    OutOfRange = 4,
+    /// A write to a read-only disk.
+    ReadOnly = 5,
+    /// Posted, not yet carried out (the client writes this).
+    Pending = 0xff,
+}
+
+impl Status {
+    /// The status for a slot's byte; `None` for a byte no server writes.
+    pub const fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Status::Ok,
+            1 => Status::IoError,
+            2 => Status::Unsupported,
+            3 => Status::BadBuffer,
+            4 => Status::OutOfRange,
+            5 => Status::ReadOnly,
+            0xff => Status::Pending,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::IoError => "the disk failed the request",
+            Status::Unsupported => "unsupported operation",
+            Status::BadBuffer => "data buffer outside the ring's data area or not whole sectors",
+            Status::OutOfRange => "sectors past the end of the disk",
+            Status::ReadOnly => "the disk is read-only",
+            Status::Pending => "not carried out",
+        })
+    }
+}
+
+/// The shape of one ring: where the slots and the data area are, and the
+/// disk behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Request slots.
+    pub slots: u32,
+    /// Offset of the data area in the region.
+    pub data_offset: usize,
+    /// Size of the data area, whole sectors.
+    pub data_bytes: usize,
+    /// The disk's size in sectors.
+    pub capacity_sectors: u64,
+    /// The disk refuses writes.
+    pub read_only: bool,
+}
+
+impl Geometry {
+    /// The geometry [`RingServer::format`] gives a region of `region_bytes`:
+    /// [`SLOTS`] slots in the first page, the rest data.
+    pub fn for_region(region_bytes: usize, capacity_sectors: u64, read_only: bool) -> Result<Self, RingError> {
+        let need = 2 * PAGE_BYTES;
+        if region_bytes < need {
+            return Err(RingError::RegionTooSmall { bytes: region_bytes, need });
+        }
+        let data_bytes = (region_bytes - PAGE_BYTES) / SECTOR_BYTES * SECTOR_BYTES;
+        if u32::try_from(data_bytes).is_err() {
+            return Err(RingError::BadHeader { field: "data size", value: data_bytes as u64 });
+        }
+        Ok(Self { slots: SLOTS, data_offset: PAGE_BYTES, data_bytes, capacity_sectors, read_only })
+    }
+
+    /// Bytes the region must have.
+    pub const fn region_bytes(&self) -> usize {
+        self.data_offset + self.data_bytes
+    }
+
+    fn slot_at(&self, index: u32) -> usize {
+        HEADER_BYTES + (index % self.slots) as usize * SLOT_BYTES
+    }
+}
+
+/// What is wrong with a ring (its region or its header), or with how the
+/// other side used it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// The region is shorter than the ring needs.
+    #[allow(missing_docs)]
+    RegionTooSmall { bytes: usize, need: usize },
+    /// The header is not a ring's (`field` holds `value`).
+    #[allow(missing_docs)]
+    BadHeader { field: &'static str, value: u64 },
+    /// The client posted more requests than there are slots.
+    #[allow(missing_docs)]
+    Overrun { pending: u32, slots: u32 },
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingError::RegionTooSmall { bytes, need } => {
+                write!(f, "block ring: region of {bytes} bytes, need at least {need}")
+            }
+            RingError::BadHeader { field, value } => write!(f, "block ring: header field {field} is {value:#x}"),
+            RingError::Overrun { pending, slots } => {
+                write!(f, "block ring: {pending} requests posted, the ring has {slots} slots")
+            }
+        }
+    }
+}
+
+impl core::error::Error for RingError {}
+
+impl From<RingError> for StorageError {
+    fn from(e: RingError) -> Self {
+        match e {
+            RingError::Overrun { pending, slots } => StorageError::RingOverrun { pending, slots },
+            other => StorageError::RingSetup { why: alloc::format!("{other}") },
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The server side.
+
+/// A disk failed an operation; the request completes with
+/// [`Status::IoError`]. `what` is for the server's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskError {
+    /// What failed, e.g. `"virtio-blk read"`.
+    pub what: &'static str,
+}
+
+impl fmt::Display for DiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed", self.what)
+    }
+}
+
+/// A disk a ring server drives. The server has checked every range before
+/// calling: sectors lie inside `capacity_sectors()`, buffers are whole,
+/// non-empty sectors.
+pub trait BlockDevice {
+    /// Size in 512-byte sectors.
+    fn capacity_sectors(&self) -> u64;
+    /// Writes are refused.
+    fn read_only(&self) -> bool;
+    /// Reads `buf.len() / 512` sectors from `sector`.
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError>;
+    /// Writes `data.len() / 512` sectors at `sector`.
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError>;
+    /// Makes completed writes durable.
+    fn flush(&mut self) -> Result<(), DiskError>;
+    /// The serial, NUL-padded.
+    fn id(&mut self) -> Result<[u8; ID_BYTES], DiskError>;
+}
+
+impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
+    fn capacity_sectors(&self) -> u64 {
+        (**self).capacity_sectors()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        (**self).read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
+        (**self).write(sector, data)
+    }
+    fn flush(&mut self) -> Result<(), DiskError> {
+        (**self).flush()
+    }
+    fn id(&mut self) -> Result<[u8; ID_BYTES], DiskError> {
+        (**self).id()
+    }
+}
+
+/// A disk in memory: for tests, and as an appliance's RAM disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemDisk {
+    /// The sectors.
+    pub data: Vec<u8>,
+    /// The serial.
+    pub id: [u8; ID_BYTES],
+    /// Refuse writes.
+    pub read_only: bool,
+    /// Flushes seen.
+    pub flushes: u32,
+}
+
+impl MemDisk {
+    /// A zeroed disk of `sectors` sectors with serial `serial` (cut to 20 bytes).
+    pub fn new(sectors: usize, serial: &str) -> Self {
+        let mut id = [0; ID_BYTES];
+        let n = serial.len().min(ID_BYTES);
+        id[..n].copy_from_slice(&serial.as_bytes()[..n]);
+        Self { data: vec![0; sectors * SECTOR_BYTES], id, read_only: false, flushes: 0 }
+    }
+
+    fn range(&self, sector: u64, len: usize) -> Result<core::ops::Range<usize>, DiskError> {
+        let start = usize::try_from(sector).ok().and_then(|s| s.checked_mul(SECTOR_BYTES));
+        let range = start.and_then(|s| Some(s..s.checked_add(len)?));
+        // The ring server checks ranges first; a miss here is a server bug,
+        // reported as a failed I/O rather than a panic.
+        range.filter(|r| r.end <= self.data.len()).ok_or(DiskError { what: "memory disk: range outside the disk" })
+    }
+}
+
+impl BlockDevice for MemDisk {
+    fn capacity_sectors(&self) -> u64 {
+        (self.data.len() / SECTOR_BYTES) as u64
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        let r = self.range(sector, buf.len())?;
+        buf.copy_from_slice(&self.data[r]);
+        Ok(())
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
+        if self.read_only {
+            return Err(DiskError { what: "memory disk: write to a read-only disk" });
+        }
+        let r = self.range(sector, data.len())?;
+        self.data[r].copy_from_slice(data);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), DiskError> {
+        self.flushes += 1;
+        Ok(())
+    }
+    fn id(&mut self) -> Result<[u8; ID_BYTES], DiskError> {
+        Ok(self.id)
+    }
+}
+
+/// One request as the server read it from its slot (read once; the client
+/// may change the slot meanwhile, it changes nothing here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RawRequest {
+    op: u8,
+    data_len: u32,
+    data_offset: u32,
+    sector: u64,
+}
+
+/// What the server's checks make of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checked {
+    Read { sector: u64, data: (usize, usize) },
+    Write { sector: u64, data: (usize, usize) },
+    Flush,
+    GetId { data: usize },
+}
+
+/// The server side of one ring: formats the region, then carries out what
+/// the client posts. Holds its own copy of the geometry and of `req_cons`,
+/// so nothing the client writes can move them.
+#[derive(Clone, Debug)]
+pub struct RingServer {
+    geometry: Geometry,
+    cons: u32,
+    completed: u64,
+    failed: u64,
+}
+
+impl RingServer {
+    /// Writes a fresh header for a disk of `capacity_sectors` into `region`
+    /// (the whole region: header page and data area) and clears the slots.
+    pub fn format(region: &mut [u8], capacity_sectors: u64, read_only: bool) -> Result<Self, RingError> {
+        let g = Geometry::for_region(region.len(), capacity_sectors, read_only)?;
+        region[..g.data_offset].fill(0);
+        put_u32(region, hdr::MAGIC, MAGIC);
+        put_u32(region, hdr::VERSION, VERSION);
+        put_u32(region, hdr::SLOTS, g.slots);
+        put_u32(region, hdr::SLOT_BYTES, SLOT_BYTES as u32);
+        put_u32(region, hdr::SLOTS_OFFSET, HEADER_BYTES as u32);
+        put_u32(region, hdr::DATA_OFFSET, g.data_offset as u32);
+        // `for_region` checked that the data size fits a u32.
+        put_u32(region, hdr::DATA_BYTES, g.data_bytes as u32);
+        put_u32(region, hdr::SECTOR_BYTES, SECTOR_BYTES as u32);
+        put_u64(region, hdr::CAPACITY, capacity_sectors);
+        put_u32(region, hdr::FLAGS, if read_only { hdr::FLAG_READ_ONLY } else { 0 });
+        Ok(Self { geometry: g, cons: 0, completed: 0, failed: 0 })
+    }
+
+    /// The ring's shape.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Requests completed with [`Status::Ok`] and with a failure, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.completed, self.failed)
+    }
+
+    /// Carries out every request posted since the last call and returns how
+    /// many. Fails without touching the disk if the region is not the one
+    /// formatted (shorter) or the client posted more than the ring holds.
+    pub fn serve(&mut self, region: &mut [u8], disk: &mut dyn BlockDevice) -> Result<u32, RingError> {
+        let g = self.geometry;
+        if region.len() < g.region_bytes() {
+            return Err(RingError::RegionTooSmall { bytes: region.len(), need: g.region_bytes() });
+        }
+        let prod = get_u32(region, hdr::REQ_PROD);
+        let pending = prod.wrapping_sub(self.cons);
+        if pending > g.slots {
+            return Err(RingError::Overrun { pending, slots: g.slots });
+        }
+        for i in 0..pending {
+            let at = g.slot_at(self.cons.wrapping_add(i));
+            let raw = RawRequest {
+                op: region[at + slot::OP],
+                data_len: get_u32(region, at + slot::DATA_LEN),
+                data_offset: get_u32(region, at + slot::DATA_OFFSET),
+                sector: get_u64(region, at + slot::SECTOR),
+            };
+            let (status, result_len) = match self.check(raw, disk.read_only()) {
+                Ok(request) => {
+                    let (data_area, _) = region[g.data_offset..].split_at_mut(g.data_bytes);
+                    Self::carry_out(request, data_area, disk)
+                }
+                Err(status) => (status, 0),
+            };
+            if status == Status::Ok {
+                self.completed += 1;
+            } else {
+                self.failed += 1;
+            }
+            region[at + slot::STATUS] = status as u8;
+            put_u32(region, at + slot::RESULT_LEN, result_len);
+        }
+        self.cons = prod;
+        put_u32(region, hdr::REQ_CONS, prod);
+        Ok(pending)
+    }
+
+    /// The boundary: every field of a request checked once, here.
+    fn check(&self, raw: RawRequest, read_only: bool) -> Result<Checked, Status> {
+        let g = &self.geometry;
+        let op = Op::from_u8(raw.op).ok_or(Status::Unsupported)?;
+        let buffer = |min_len: usize| -> Result<(usize, usize), Status> {
+            let (offset, len) = (raw.data_offset as usize, raw.data_len as usize);
+            let end = offset.checked_add(len).ok_or(Status::BadBuffer)?;
+            if len < min_len || end > g.data_bytes {
+                return Err(Status::BadBuffer);
+            }
+            Ok((offset, len))
+        };
+        match op {
+            Op::Read | Op::Write => {
+                let (offset, len) = buffer(SECTOR_BYTES)?;
+                if !len.is_multiple_of(SECTOR_BYTES) {
+                    return Err(Status::BadBuffer);
+                }
+                let sectors = (len / SECTOR_BYTES) as u64;
+                let end = raw.sector.checked_add(sectors).ok_or(Status::OutOfRange)?;
+                if end > g.capacity_sectors {
+                    return Err(Status::OutOfRange);
+                }
+                if op == Op::Write {
+                    if read_only || g.read_only {
+                        return Err(Status::ReadOnly);
+                    }
+                    Ok(Checked::Write { sector: raw.sector, data: (offset, len) })
+                } else {
+                    Ok(Checked::Read { sector: raw.sector, data: (offset, len) })
+                }
+            }
+            Op::Flush => Ok(Checked::Flush),
+            Op::GetId => buffer(ID_BYTES).map(|(offset, _)| Checked::GetId { data: offset }),
+        }
+    }
+
+    fn carry_out(request: Checked, data: &mut [u8], disk: &mut dyn BlockDevice) -> (Status, u32) {
+        let io = |r: Result<(), DiskError>| if r.is_ok() { Status::Ok } else { Status::IoError };
+        match request {
+            Checked::Read { sector, data: (o, n) } => (io(disk.read(sector, &mut data[o..o + n])), n as u32),
+            Checked::Write { sector, data: (o, n) } => (io(disk.write(sector, &data[o..o + n])), n as u32),
+            Checked::Flush => (io(disk.flush()), 0),
+            Checked::GetId { data: o } => match disk.id() {
+                Ok(id) => {
+                    data[o..o + ID_BYTES].copy_from_slice(&id);
+                    (Status::Ok, ID_BYTES as u32)
+                }
+                Err(_) => (Status::IoError, 0),
+            },
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The client side.
+
+/// Why a kick did not go through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KickError {
+    /// The IPC call failed (storaged gone, wrong capability…).
+    Ipc(IpcError),
+    /// storaged refused (unknown handle, overrun…).
+    Refused(StorageError),
+}
+
+impl fmt::Display for KickError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KickError::Ipc(e) => write!(f, "kick: {e}"),
+            KickError::Refused(e) => write!(f, "kick: {e}"),
+        }
+    }
+}
+
+/// Tells the server that requests are posted and waits until it carried
+/// them out. `region` is the ring (the in-process wiring needs it; across
+/// processes the server has its own mapping and the doorbell ignores it).
+pub trait Doorbell {
+    /// Rings, and returns once every posted request is complete.
+    fn kick(&mut self, region: &mut [u8]) -> Result<(), KickError>;
+}
+
+/// The doorbell across processes: `storage.kick(handle)` over any transport
+/// (on Alcove a `KernelTransport` to storaged's endpoint).
+#[derive(Debug)]
+pub struct StorageDoorbell<T: Transport> {
+    client: storage::Client<T>,
+    handle: u32,
+}
+
+impl<T: Transport> StorageDoorbell<T> {
+    /// Kicks ring `handle` (from [`crate::interfaces::OpenedDisk`]) through `transport`.
+    pub const fn new(transport: T, handle: u32) -> Self {
+        Self { client: storage::Client::new(transport), handle }
+    }
+
+    /// The ring's handle.
+    pub const fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// The storage client, for `close`.
+    pub fn client(&self) -> &storage::Client<T> {
+        &self.client
+    }
+}
+
+impl<T: Transport> Doorbell for StorageDoorbell<T> {
+    fn kick(&mut self, _region: &mut [u8]) -> Result<(), KickError> {
+        match self.client.kick(self.handle) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(KickError::Refused(e)),
+            Err(e) => Err(KickError::Ipc(e)),
+        }
+    }
+}
+
+/// The doorbell within one process: runs the server on the spot (host
+/// tests, appliance builds).
+pub struct LocalDoorbell<D: BlockDevice> {
+    /// The server side.
+    pub server: RingServer,
+    /// The disk it drives.
+    pub disk: D,
+}
+
+impl<D: BlockDevice> Doorbell for LocalDoorbell<D> {
+    fn kick(&mut self, region: &mut [u8]) -> Result<(), KickError> {
+        self.server.serve(region, &mut self.disk).map(drop).map_err(|e| KickError::Refused(e.into()))
+    }
+}
+
+/// Why a client request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlkError {
+    /// The buffer is not whole sectors (or is empty).
+    #[allow(missing_docs)]
+    NotWholeSectors { bytes: usize },
+    /// The server failed the request for the sectors from `sector`.
+    #[allow(missing_docs)]
+    Status { op: Op, sector: u64, status: Status },
+    /// The doorbell failed.
+    Kick(KickError),
+    /// The server broke the protocol (`what`).
+    #[allow(missing_docs)]
+    Protocol { what: &'static str },
+}
+
+impl fmt::Display for BlkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlkError::NotWholeSectors { bytes } => write!(f, "block ring: {bytes} bytes is not whole 512-byte sectors"),
+            BlkError::Status { op, sector, status } => write!(f, "block ring: {op:?} at sector {sector}: {status}"),
+            BlkError::Kick(e) => write!(f, "block ring: {e}"),
+            BlkError::Protocol { what } => write!(f, "block ring: server broke the protocol: {what}"),
+        }
+    }
+}
+
+impl core::error::Error for BlkError {}
+
+/// The client side of one ring: what a VMM's virtio-blk backend calls.
+/// Requests are carried out one at a time (post, kick, read the status);
+/// transfers larger than the data area are split.
+///
+/// On Alcove: receive the frame with `storage.open` through a
+/// [`crate::kernel::CapTransport`], map it (all `ring_pages` pages,
+/// read-write), make the mapping a `&'static mut [u8]`, and build
+/// `RingClient::new(region, StorageDoorbell::new(KernelTransport::new(storaged), handle))`.
+pub struct RingClient<R: AsMut<[u8]>, D: Doorbell> {
+    region: R,
+    doorbell: D,
+    geometry: Geometry,
+    prod: u32,
+    tag: u64,
+}
+
+impl<R: AsMut<[u8]>, D: Doorbell> RingClient<R, D> {
+    /// A client of the ring in `region` (formatted by the server), kicking
+    /// through `doorbell`. Checks the header first.
+    pub fn new(mut region: R, doorbell: D) -> Result<Self, RingError> {
+        let r = region.as_mut();
+        if r.len() < PAGE_BYTES {
+            return Err(RingError::RegionTooSmall { bytes: r.len(), need: PAGE_BYTES });
+        }
+        let field = |name: &'static str, at: usize, ok: &dyn Fn(u32) -> bool| {
+            let v = get_u32(r, at);
+            if ok(v) { Ok(v) } else { Err(RingError::BadHeader { field: name, value: u64::from(v) }) }
+        };
+        field("magic", hdr::MAGIC, &|v| v == MAGIC)?;
+        field("version", hdr::VERSION, &|v| v == VERSION)?;
+        let slots = field("slot count", hdr::SLOTS, &|v| (1..=MAX_SLOTS).contains(&v))?;
+        field("slot size", hdr::SLOT_BYTES, &|v| v as usize == SLOT_BYTES)?;
+        field("slots offset", hdr::SLOTS_OFFSET, &|v| v as usize == HEADER_BYTES)?;
+        field("sector size", hdr::SECTOR_BYTES, &|v| v as usize == SECTOR_BYTES)?;
+        let slots_end = HEADER_BYTES + slots as usize * SLOT_BYTES;
+        let data_offset = field("data offset", hdr::DATA_OFFSET, &|v| v as usize >= slots_end)? as usize;
+        let len = r.len();
+        let data_bytes = field("data size", hdr::DATA_BYTES, &|v| {
+            v as usize >= SECTOR_BYTES
+                && (v as usize).is_multiple_of(SECTOR_BYTES)
+                && data_offset.checked_add(v as usize).is_some_and(|end| end <= len)
+        })? as usize;
+        let geometry = Geometry {
+            slots,
+            data_offset,
+            data_bytes,
+            capacity_sectors: get_u64(r, hdr::CAPACITY),
+            read_only: get_u32(r, hdr::FLAGS) & hdr::FLAG_READ_ONLY != 0,
+        };
+        let prod = get_u32(r, hdr::REQ_PROD);
+        Ok(Self { region, doorbell, geometry, prod, tag: 0 })
+    }
+
+    /// The ring's shape (the disk's capacity and read-only flag included).
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// The disk's size in 512-byte sectors.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.geometry.capacity_sectors
+    }
+
+    /// The disk refuses writes.
+    pub fn read_only(&self) -> bool {
+        self.geometry.read_only
+    }
+
+    /// The doorbell (e.g. to `close` the ring through its client).
+    pub fn doorbell(&self) -> &D {
+        &self.doorbell
+    }
+
+    /// Gives the region and the doorbell back.
+    pub fn into_parts(self) -> (R, D) {
+        (self.region, self.doorbell)
+    }
+
+    /// Reads `buf.len() / 512` sectors from `sector`.
+    pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlkError> {
+        let chunk = self.chunk_bytes(buf.len())?;
+        let mut sector = sector;
+        for part in buf.chunks_mut(chunk) {
+            self.submit(Op::Read, sector, part.len())?;
+            let g = self.geometry;
+            part.copy_from_slice(&self.region.as_mut()[g.data_offset..g.data_offset + part.len()]);
+            sector = sector.saturating_add((part.len() / SECTOR_BYTES) as u64);
+        }
+        Ok(())
+    }
+
+    /// Writes `data.len() / 512` sectors at `sector`.
+    pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BlkError> {
+        let chunk = self.chunk_bytes(data.len())?;
+        let mut sector = sector;
+        for part in data.chunks(chunk) {
+            let g = self.geometry;
+            self.region.as_mut()[g.data_offset..g.data_offset + part.len()].copy_from_slice(part);
+            self.submit(Op::Write, sector, part.len())?;
+            sector = sector.saturating_add((part.len() / SECTOR_BYTES) as u64);
+        }
+        Ok(())
+    }
+
+    /// Makes completed writes durable.
+    pub fn flush(&mut self) -> Result<(), BlkError> {
+        self.submit(Op::Flush, 0, 0).map(drop)
+    }
+
+    /// The disk's serial (virtio-blk GET_ID), NUL-padded.
+    pub fn get_id(&mut self) -> Result<[u8; ID_BYTES], BlkError> {
+        let n = self.submit(Op::GetId, 0, ID_BYTES)?;
+        if n as usize != ID_BYTES {
+            return Err(BlkError::Protocol { what: "GET_ID answered with a length other than 20" });
+        }
+        let g = self.geometry;
+        let mut id = [0; ID_BYTES];
+        id.copy_from_slice(&self.region.as_mut()[g.data_offset..g.data_offset + ID_BYTES]);
+        Ok(id)
+    }
+
+    fn chunk_bytes(&self, len: usize) -> Result<usize, BlkError> {
+        if len == 0 || !len.is_multiple_of(SECTOR_BYTES) {
+            return Err(BlkError::NotWholeSectors { bytes: len });
+        }
+        Ok(self.geometry.data_bytes)
+    }
+
+    /// Posts one request with its data at the start of the data area, kicks,
+    /// and returns the result length of a successful request.
+    fn submit(&mut self, op: Op, sector: u64, data_len: usize) -> Result<u32, BlkError> {
+        let g = self.geometry;
+        let at = g.slot_at(self.prod);
+        self.tag = self.tag.wrapping_add(1);
+        let r = self.region.as_mut();
+        r[at..at + SLOT_BYTES].fill(0);
+        r[at + slot::OP] = op as u8;
+        r[at + slot::STATUS] = Status::Pending as u8;
+        // `data_len` is at most the data area, whose size the header gave as a u32.
+        put_u32(r, at + slot::DATA_LEN, data_len as u32);
+        put_u32(r, at + slot::DATA_OFFSET, 0);
+        put_u64(r, at + slot::SECTOR, sector);
+        put_u64(r, at + slot::TAG, self.tag);
+        self.prod = self.prod.wrapping_add(1);
+        put_u32(r, hdr::REQ_PROD, self.prod);
+        self.doorbell.kick(self.region.as_mut()).map_err(BlkError::Kick)?;
+        let r = self.region.as_mut();
+        if get_u32(r, hdr::REQ_CONS) != self.prod {
+            return Err(BlkError::Protocol { what: "the kick returned before the request was consumed" });
+        }
+        let status = Status::from_u8(r[at + slot::STATUS]).ok_or(BlkError::Protocol { what: "unknown status byte" })?;
+        match status {
+            Status::Ok => Ok(get_u32(r, at + slot::RESULT_LEN)),
+            Status::Pending => Err(BlkError::Protocol { what: "request consumed but left pending" }),
+            status => Err(BlkError::Status { op, sector, status }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(sectors: usize) -> RingClient<Vec<u8>, LocalDoorbell<MemDisk>> {
+        let mut region = vec![0u8; DEFAULT_RING_PAGES * PAGE_BYTES];
+        let disk = MemDisk::new(sectors, "alcove-disk-0");
+        let server = RingServer::format(&mut region, disk.capacity_sectors(), false).unwrap();
+        RingClient::new(region, LocalDoorbell { server, disk }).unwrap()
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    #[test]
+    fn read_write_flush_get_id() {
+        let mut c = ring(256);
+        assert_eq!(c.capacity_sectors(), 256);
+        assert!(!c.read_only());
+        let data = pattern(3 * SECTOR_BYTES, 7);
+        c.write(10, &data).unwrap();
+        let mut back = vec![0; data.len()];
+        c.read(10, &mut back).unwrap();
+        assert_eq!(back, data);
+        c.flush().unwrap();
+        let id = c.get_id().unwrap();
+        assert_eq!(&id[..13], b"alcove-disk-0");
+        assert!(id[13..].iter().all(|&b| b == 0));
+        let (_, bell) = c.into_parts();
+        assert_eq!(bell.disk.flushes, 1);
+        assert_eq!(&bell.disk.data[10 * SECTOR_BYTES..13 * SECTOR_BYTES], &data[..]);
+        assert_eq!(bell.server.counts(), (4, 0));
+    }
+
+    #[test]
+    fn transfers_larger_than_the_data_area_are_split() {
+        let mut c = ring(1024);
+        let data_bytes = c.geometry().data_bytes;
+        let data = pattern(data_bytes * 2 + 5 * SECTOR_BYTES, 3);
+        c.write(100, &data).unwrap();
+        let mut back = vec![0; data.len()];
+        c.read(100, &mut back).unwrap();
+        assert_eq!(back, data);
+        // Wrap the slot index past the slot count.
+        for i in 0..(SLOTS as u64 * 2 + 3) {
+            c.write(i % 1000, &data[..SECTOR_BYTES]).unwrap();
+        }
+        let (_, bell) = c.into_parts();
+        assert_eq!(&bell.disk.data[100 * SECTOR_BYTES..100 * SECTOR_BYTES + data.len()], &data[..]);
+    }
+
+    #[test]
+    fn requests_outside_the_disk_fail_and_the_ring_goes_on() {
+        let mut c = ring(16);
+        let mut buf = vec![0; 2 * SECTOR_BYTES];
+        assert_eq!(
+            c.read(15, &mut buf),
+            Err(BlkError::Status { op: Op::Read, sector: 15, status: Status::OutOfRange })
+        );
+        assert_eq!(
+            c.write(u64::MAX, &buf),
+            Err(BlkError::Status { op: Op::Write, sector: u64::MAX, status: Status::OutOfRange })
+        );
+        assert_eq!(c.read(0, &mut buf[..100]), Err(BlkError::NotWholeSectors { bytes: 100 }));
+        assert_eq!(c.read(0, &mut []), Err(BlkError::NotWholeSectors { bytes: 0 }));
+        c.read(14, &mut buf).unwrap();
+    }
+
+    #[test]
+    fn read_only_disks_refuse_writes() {
+        let mut region = vec![0u8; 4 * PAGE_BYTES];
+        let mut disk = MemDisk::new(8, "ro");
+        disk.read_only = true;
+        let server = RingServer::format(&mut region, 8, true).unwrap();
+        let mut c = RingClient::new(region, LocalDoorbell { server, disk }).unwrap();
+        assert!(c.read_only());
+        let r = c.write(0, &[1; SECTOR_BYTES]);
+        assert_eq!(r, Err(BlkError::Status { op: Op::Write, sector: 0, status: Status::ReadOnly }));
+        c.read(0, &mut [0; SECTOR_BYTES]).unwrap();
+    }
+
+    #[test]
+    fn the_client_checks_the_header() {
+        struct Never;
+        impl Doorbell for Never {
+            fn kick(&mut self, _: &mut [u8]) -> Result<(), KickError> {
+                Err(KickError::Refused(StorageError::NoSuchHandle { handle: 0 }))
+            }
+        }
+        let zero = vec![0u8; 4 * PAGE_BYTES];
+        assert!(matches!(RingClient::new(zero, Never), Err(RingError::BadHeader { field: "magic", .. })));
+        let mut region = vec![0u8; 4 * PAGE_BYTES];
+        RingServer::format(&mut region, 8, false).unwrap();
+        let mut bad = region.clone();
+        put_u32(&mut bad, hdr::DATA_BYTES, 1 << 30);
+        assert!(matches!(RingClient::new(bad, Never), Err(RingError::BadHeader { field: "data size", .. })));
+        let mut bad = region.clone();
+        put_u32(&mut bad, hdr::SLOTS, 10_000);
+        assert!(matches!(RingClient::new(bad, Never), Err(RingError::BadHeader { field: "slot count", .. })));
+        assert!(matches!(RingClient::new(vec![0u8; 100], Never), Err(RingError::RegionTooSmall { .. })));
+        let mut c = RingClient::new(region, Never).unwrap();
+        assert!(matches!(c.flush(), Err(BlkError::Kick(KickError::Refused(_)))));
+        assert!(matches!(RingServer::format(&mut [0u8; 4096], 1, false), Err(RingError::RegionTooSmall { .. })));
+    }
+
+    /// A hostile client: requests posted by hand with every bad field.
+    #[test]
+    fn the_server_checks_every_field() {
+        let mut region = vec![0u8; 4 * PAGE_BYTES];
+        let mut server = RingServer::format(&mut region, 64, false).unwrap();
+        let mut disk = MemDisk::new(64, "x");
+        let g = server.geometry();
+        let post = |region: &mut Vec<u8>, i: u32, op: u8, sector: u64, off: u32, len: u32| {
+            let at = g.slot_at(i);
+            region[at + slot::OP] = op;
+            put_u64(region, at + slot::SECTOR, sector);
+            put_u32(region, at + slot::DATA_OFFSET, off);
+            put_u32(region, at + slot::DATA_LEN, len);
+        };
+        let cases: [(u8, u64, u32, u32, Status); 12] = [
+            (0, 0, 0, 512, Status::Unsupported),
+            (9, 0, 0, 512, Status::Unsupported),
+            (1, 64, 0, 512, Status::OutOfRange),
+            (1, 63, 0, 1024, Status::OutOfRange),
+            (2, u64::MAX, 0, 512, Status::OutOfRange),
+            (1, 0, 0, 0, Status::BadBuffer),
+            (1, 0, 0, 100, Status::BadBuffer),
+            (1, 0, g.data_bytes as u32, 512, Status::BadBuffer),
+            (1, 0, u32::MAX, 512, Status::BadBuffer),
+            (4, 0, g.data_bytes as u32 - 10, 20, Status::BadBuffer),
+            (1, 63, 512, 512, Status::Ok),
+            (4, 0, g.data_bytes as u32 - 20, 20, Status::Ok),
+        ];
+        for (i, &(op, sector, off, len, _)) in cases.iter().enumerate() {
+            post(&mut region, i as u32, op, sector, off, len);
+        }
+        put_u32(&mut region, hdr::REQ_PROD, cases.len() as u32);
+        assert_eq!(server.serve(&mut region, &mut disk), Ok(cases.len() as u32));
+        for (i, &(.., want)) in cases.iter().enumerate() {
+            let got = region[g.slot_at(i as u32) + slot::STATUS];
+            assert_eq!(Status::from_u8(got), Some(want), "case {i}: {:?}", cases[i]);
+        }
+        // Nothing new posted: nothing done.
+        assert_eq!(server.serve(&mut region, &mut disk), Ok(0));
+        // More than the ring holds.
+        put_u32(&mut region, hdr::REQ_PROD, cases.len() as u32 + SLOTS + 1);
+        assert_eq!(server.serve(&mut region, &mut disk), Err(RingError::Overrun { pending: SLOTS + 1, slots: SLOTS }));
+        // A shorter region than formatted.
+        assert!(matches!(server.serve(&mut region[..PAGE_BYTES], &mut disk), Err(RingError::RegionTooSmall { .. })));
+    }
+
+    /// xorshift64*: deterministic noise without a dependency.
+    struct Noise(u64);
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    /// A disk that fails the test if the server lets a bad request through.
+    struct Strict(MemDisk);
+    impl Strict {
+        fn check(&self, sector: u64, len: usize) {
+            assert!(len > 0 && len % SECTOR_BYTES == 0, "buffer of {len} bytes reached the disk");
+            let end = sector.checked_add((len / SECTOR_BYTES) as u64).expect("sector overflow reached the disk");
+            assert!(end <= self.0.capacity_sectors(), "sectors {sector}..{end} reached a disk of {}", self.0.capacity_sectors());
+        }
+    }
+    impl BlockDevice for Strict {
+        fn capacity_sectors(&self) -> u64 {
+            self.0.capacity_sectors()
+        }
+        fn read_only(&self) -> bool {
+            self.0.read_only
+        }
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+            self.check(sector, buf.len());
+            self.0.read(sector, buf)
+        }
+        fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
+            self.check(sector, data.len());
+            assert!(!self.0.read_only, "a write reached a read-only disk");
+            self.0.write(sector, data)
+        }
+        fn flush(&mut self) -> Result<(), DiskError> {
+            self.0.flush()
+        }
+        fn id(&mut self) -> Result<[u8; ID_BYTES], DiskError> {
+            self.0.id()
+        }
+    }
+
+    /// Fuzz-style: random bytes in the header and slots, and random but
+    /// plausible requests with edge values, never panic the server and never
+    /// reach the disk with a request outside it ([`Strict`] checks).
+    #[test]
+    fn random_bytes_never_panic_the_server() {
+        let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+        let mut region = vec![0u8; 3 * PAGE_BYTES];
+        for round in 0..3000 {
+            let sectors = 1 + (noise.next() % 64) as usize;
+            let mut server = RingServer::format(&mut region, sectors as u64, round % 7 == 0).unwrap();
+            let mut disk = Strict(MemDisk::new(sectors, "fuzz"));
+            disk.0.read_only = round % 7 == 0;
+            let g = server.geometry();
+            for _ in 0..4 {
+                if round % 2 == 0 {
+                    // Raw noise over the header page.
+                    for b in region[..PAGE_BYTES].iter_mut() {
+                        if noise.next() % 8 == 0 {
+                            *b = noise.next() as u8;
+                        }
+                    }
+                } else {
+                    // Plausible requests with edge values.
+                    let n = (noise.next() % u64::from(SLOTS + 2)) as u32;
+                    let prod = get_u32(&region, hdr::REQ_PROD);
+                    for i in 0..n {
+                        let at = g.slot_at(prod.wrapping_add(i));
+                        let edge = |x: u64, noise: &mut Noise| match noise.next() % 4 {
+                            0 => x,
+                            1 => x.wrapping_sub(1),
+                            2 => x.wrapping_add(1),
+                            _ => noise.next(),
+                        };
+                        region[at + slot::OP] = (noise.next() % 6) as u8;
+                        put_u64(&mut region, at + slot::SECTOR, edge(sectors as u64 - 1, &mut noise) % (sectors as u64 + 2));
+                        put_u32(&mut region, at + slot::DATA_OFFSET, edge(g.data_bytes as u64 - 512, &mut noise) as u32);
+                        put_u32(&mut region, at + slot::DATA_LEN, edge(512, &mut noise) as u32);
+                    }
+                    put_u32(&mut region, hdr::REQ_PROD, prod.wrapping_add(n));
+                }
+                match server.serve(&mut region, &mut disk) {
+                    Ok(n) => assert!(n <= g.slots),
+                    Err(RingError::Overrun { pending, slots }) => assert!(pending > slots),
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+        }
+    }
+}
