@@ -39,6 +39,8 @@ Options:
   --uefi           boot through OVMF (UEFI) instead of SeaBIOS
   --cmdline TEXT   extra kernel command line words
   --timeout SECS   stop QEMU after SECS seconds
+  --manifest NAME  boot initrd/manifests/NAME.toml instead of demo
+  --cpu MODEL      QEMU's -cpu (default qemu64,+svm,+npt)
   -h, --help       this text
 
 Exit status: 0 when QEMU was left by hand or the system reported success,

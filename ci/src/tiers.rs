@@ -71,16 +71,18 @@ pub fn build() -> Result<PathBuf> {
 
 /// `cargo xtask run`.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout"], &["--uefi"])?;
+    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout", "--manifest", "--cpu"], &["--uefi"])?;
     setup::ensure()?;
     let kernel = image::kernel()?;
     let cmdline = a.value("--cmdline").unwrap_or("");
-    let iso = image::iso(&kernel, &IsoSpec { name: "alcove", cmdline, manifest: "demo" })?;
+    let manifest = a.value("--manifest").unwrap_or("demo");
+    let iso = image::iso(&kernel, &IsoSpec { name: "alcove", cmdline, manifest })?;
     let q = Qemu {
         smp: a.number("--smp", 2)? as u32,
         mem_mib: a.number("--mem", 512)? as u32,
         uefi: a.has("--uefi"),
         extra: a.passthrough.clone(),
+        cpu: a.value("--cpu").unwrap_or("qemu64,+svm,+npt").into(),
         ..Qemu::default()
     };
     let mut c = q.command(&iso);

@@ -77,11 +77,14 @@ impl log::Log for ConsoleLogger {
     fn flush(&self) {}
 }
 
+/// The size of every process's heap (a static arena in its image).
+pub const HEAP_BYTES: usize = 512 * 1024;
+
 #[cfg(target_os = "none")]
 mod target {
     use linked_list_allocator::LockedHeap;
 
-    const HEAP_SIZE: usize = 512 * 1024;
+    const HEAP_SIZE: usize = super::HEAP_BYTES;
 
     #[repr(C, align(4096))]
     struct Arena([u8; HEAP_SIZE]);
@@ -374,4 +377,113 @@ macro_rules! status_server {
             }
         }
     };
+}
+
+/// A region this process mapped writable that others write too, while it
+/// reads: guest RAM (the guest's vCPUs and the VMM's threads), a ring shared
+/// with another process. No Rust reference ever points into it; bytes move
+/// in and out by copying, so a concurrent writer can only make the copied
+/// bytes inconsistent, which every user of the data must check anyway.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedMemory {
+    addr: u64,
+    len: u64,
+}
+
+impl SharedMemory {
+    /// The region `addr..addr + len`, which the caller mapped readable and
+    /// writable in this address space and keeps mapped while any copy of
+    /// this handle is used (the contract of this constructor, as for
+    /// [`user_bytes_mut`]).
+    pub const fn new(addr: u64, len: u64) -> Self {
+        Self { addr, len }
+    }
+
+    pub const fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The range `offset..offset + n` if it lies inside the region.
+    fn span(&self, offset: u64, n: usize) -> Option<u64> {
+        let end = offset.checked_add(n as u64)?;
+        (end <= self.len).then(|| self.addr + offset)
+    }
+
+    /// Copies `buf.len()` bytes from `offset`; false (and nothing copied)
+    /// if that runs outside the region.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> bool {
+        let Some(src) = self.span(offset, buf.len()) else { return false };
+        #[cfg(target_os = "none")]
+        // SAFETY: `src..src + len` lies inside the region, mapped readable
+        // per `new`'s contract; `buf` is a distinct, exclusively borrowed
+        // buffer of this process, so the ranges do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len())
+        }
+        #[cfg(not(target_os = "none"))]
+        let _ = src;
+        true
+    }
+
+    /// Copies `data` to `offset`; false (and nothing written) if that runs
+    /// outside the region.
+    pub fn write(&self, offset: u64, data: &[u8]) -> bool {
+        let Some(dst) = self.span(offset, data.len()) else { return false };
+        #[cfg(target_os = "none")]
+        // SAFETY: `dst..dst + len` lies inside the region, mapped writable
+        // per `new`'s contract, where no Rust reference points; `data` is
+        // another buffer, so the ranges do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len())
+        }
+        #[cfg(not(target_os = "none"))]
+        let _ = dst;
+        true
+    }
+
+    /// Reads a little-endian u64 at `offset`.
+    pub fn read_u64(&self, offset: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(offset, &mut b).then(|| u64::from_le_bytes(b))
+    }
+}
+
+/// Unmaps `pages` pages at `va` from this process. The caller promises that
+/// nothing uses the memory any more (no reference into it, no thread that
+/// will touch it), as for [`user_bytes_mut`].
+pub fn unmap_own(va: u64, pages: u64) -> Result<(), abi::Error> {
+    #[cfg(target_os = "none")]
+    {
+        // SAFETY: the caller's promise above: nothing refers to the range.
+        unsafe { libipc::sys::unmap(start::SLOT_SELF, va, pages) }
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = (va, pages);
+        Ok(())
+    }
+}
+
+/// Starts `thread` (created in this process) at `entry(0, arg0, arg1)` on
+/// the stack ending at `stack_top`, without an IPC buffer: the thread may
+/// make only register-only system calls. The caller mapped the stack for
+/// this thread alone and `entry` is an `extern "C" fn(u64, u64, u64) -> !`.
+pub fn start_thread(thread: abi::CapSlot, entry: u64, stack_top: u64, arg0: u64, arg1: u64) -> Result<(), abi::Error> {
+    #[cfg(target_os = "none")]
+    {
+        // SAFETY: the caller's promises above: the stack is the thread's
+        // alone and `entry` is a function of the right type; with no IPC
+        // buffer the kernel writes no memory of this process for it.
+        unsafe { libipc::sys::thread_configure(thread, entry, stack_top, 0, arg0, arg1)? };
+        libipc::sys::thread_resume(thread)
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = (thread, entry, stack_top, arg0, arg1);
+        Err(abi::Error::NoSyscall)
+    }
 }

@@ -46,7 +46,7 @@ pub mod uart16550;
 /// size returns all ones and such a write is ignored. `now_ns` is the VM's
 /// monotonic time: the timer and the clock read out their state at that
 /// moment. Time that goes backwards is treated as standing still.
-pub trait PortIoDevice: Any {
+pub trait PortIoDevice: Any + Send {
     fn read(&mut self, port: u16, size: u8, now_ns: u64) -> u32;
     fn write(&mut self, port: u16, size: u8, value: u32, now_ns: u64);
 }
@@ -56,7 +56,7 @@ pub trait PortIoDevice: Any {
 /// `offset` is relative to the device's base address; `size` is 1, 2, 4 or
 /// 8 bytes, values little-endian in the low bytes (as [`crate::mmio::MmioBus`]
 /// hands them over).
-pub trait MmioDevice: Any {
+pub trait MmioDevice: Any + Send {
     fn read(&mut self, offset: u64, size: u8, now_ns: u64) -> u64;
     fn write(&mut self, offset: u64, size: u8, value: u64, now_ns: u64);
 }

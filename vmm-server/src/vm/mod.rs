@@ -1,0 +1,9 @@
+//! One VM, put together: the platform devices and their interrupt routing
+//! ([`platform`]), the guest's CPUID table ([`cpuid`]) and direct kernel
+//! boot ([`loader`]). The Alcove-only runtime (`src/bin/vmm-server/`) maps
+//! guest memory, runs the vCPU threads and calls into these.
+
+pub mod cpuid;
+pub mod loader;
+pub mod memory;
+pub mod platform;

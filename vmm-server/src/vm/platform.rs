@@ -1,0 +1,403 @@
+//! The PC platform of one VM: the legacy devices on their ports, the I/O
+//! APIC, the ACPI power-management block, and how their interrupt lines
+//! reach the vCPUs.
+//!
+//! The runtime holds one [`Platform`] behind a lock and calls it from every
+//! vCPU thread's exit handler ([`Platform::io_read`], [`Platform::io_write`],
+//! the [`MmioBus`] methods) and from its timer thread ([`Platform::tick`] at
+//! [`Platform::next_event`]). After each call it takes the interrupts to
+//! deliver ([`Platform::take_interrupts`]) and hands each to the vCPUs it
+//! names, and it looks at [`Platform::power_event`].
+//!
+//! Interrupt lines are levels sampled after every access: a change goes to
+//! the 8259 pair (so its registers read true) and to the I/O APIC, pin =
+//! ISA IRQ except the PIT, whose IRQ 0 arrives on pin 2 (the MADT's
+//! interrupt source override). Only the I/O APIC path delivers: a guest
+//! that runs its interrupts through the 8259 (ExtINT) gets none — Linux
+//! with the MADT's I/O APIC never does.
+
+use alloc::vec::Vec;
+
+use crate::boot::acpi::{AcpiPm, Requested, SCI_IRQ};
+use crate::devices::i8042::{AUX_IRQ, I8042, I8042_PORTS, KEYBOARD_IRQ};
+use crate::devices::ioapic::{DeliveryMode, DestinationMode, IOAPIC_BASE, IOAPIC_MMIO_SIZE, IoApic, IoApicInterrupt};
+use crate::devices::pic8259::{DualPic, ELCR_PORTS, MASTER_PORTS, SLAVE_PORTS};
+use crate::devices::pit::{PIT_PORTS, PORT_B, Pit};
+use crate::devices::rtc::{RTC_IRQ, RTC_PORTS, Rtc};
+use crate::devices::uart16550::{COM1_IRQ, COM1_PORTS, Uart16550};
+use crate::devices::{DeviceId, MmioDevice, PortBus, all_ones};
+use crate::mmio::MmioBus;
+
+/// The I/O APIC pin of the PIT's IRQ 0 (MADT interrupt source override).
+pub const PIT_GSI: u8 = 2;
+/// Port 0x80, the POST code port Linux writes to for I/O delays.
+pub const POST_PORT: u16 = 0x80;
+
+/// An interrupt for the local APICs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupt {
+    pub vector: u8,
+    pub target: Target,
+}
+
+/// Which local APICs an interrupt message names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Physical destination mode: the APIC with this ID (0xFF: all).
+    Physical(u8),
+    /// Logical destination mode: a flat-model bit mask. Linux's flat mode
+    /// gives CPU n the logical ID 1 << n, and vCPU n has APIC ID n, so
+    /// bit n names vCPU n.
+    Logical(u8),
+    /// Lowest priority among the named APICs: the runtime picks the first.
+    LowestOf(u8),
+}
+
+impl Target {
+    /// Whether vCPU `index` (APIC ID `index`) is named; for lowest priority,
+    /// only the first named vCPU below `vcpus` is.
+    pub fn names(self, index: u32, vcpus: u32) -> bool {
+        match self {
+            Target::Physical(0xFF) => index < vcpus,
+            Target::Physical(id) => u32::from(id) == index,
+            Target::Logical(mask) => index < 8 && mask & (1 << index) != 0,
+            Target::LowestOf(mask) => {
+                let first = (0..vcpus.min(8)).find(|i| mask & (1 << i) != 0);
+                first == Some(index)
+            }
+        }
+    }
+}
+
+/// How the guest asked to end or restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerEvent {
+    /// ACPI S5 (SLP_TYP 5 with SLP_EN).
+    PowerOff,
+    /// The reset register 0xCF9 or the 8042's reset line.
+    Reboot,
+}
+
+/// The legacy PC devices and the I/O APIC of one VM.
+pub struct Platform {
+    ports: PortBus,
+    uart: DeviceId,
+    pic: DeviceId,
+    pit: DeviceId,
+    rtc: DeviceId,
+    i8042: DeviceId,
+    pm: AcpiPm,
+    ioapic: IoApic,
+    /// ISA lines as last sampled (bit n = IRQ n), PIT excluded.
+    lines: u16,
+    interrupts: Vec<Interrupt>,
+    power: Option<PowerEvent>,
+    /// Accesses to ports and addresses no device answers.
+    pub unclaimed_accesses: u64,
+}
+
+impl Platform {
+    /// The devices at power-on; the RTC starts at `unix_seconds` at VM time
+    /// `now_ns`.
+    pub fn new(unix_seconds: i64, now_ns: u64) -> Self {
+        let mut ports = PortBus::new();
+        // The ranges are the fixed PC ones and cannot overlap.
+        let uart = ports.add(Uart16550::new(), &[COM1_PORTS]).expect("COM1 ports");
+        let pic = ports.add(DualPic::new(), &[MASTER_PORTS, SLAVE_PORTS, ELCR_PORTS]).expect("PIC ports");
+        let pit = ports.add(Pit::new(), &[PIT_PORTS, PORT_B]).expect("PIT ports");
+        let rtc = ports.add(Rtc::new(unix_seconds, now_ns), &[RTC_PORTS]).expect("RTC ports");
+        let i8042 = ports.add(I8042::new(), &I8042_PORTS).expect("i8042 ports");
+        Self {
+            ports,
+            uart,
+            pic,
+            pit,
+            rtc,
+            i8042,
+            pm: AcpiPm::new(),
+            ioapic: IoApic::new(0),
+            lines: 0,
+            interrupts: Vec::new(),
+            power: None,
+            unclaimed_accesses: 0,
+        }
+    }
+
+    /// Whether `port` belongs to a device here (others, e.g. PCI's, are the
+    /// runtime's to route).
+    pub fn claims_port(&self, port: u16) -> bool {
+        port == POST_PORT || AcpiPm::claims(port) || self.ports.lookup(port).is_some()
+    }
+
+    /// An `in` of `size` bytes; ports nobody decodes read all ones.
+    pub fn io_read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
+        let v = if AcpiPm::claims(port) {
+            self.pm.read(port, size, now_ns)
+        } else if port == POST_PORT {
+            all_ones(size)
+        } else {
+            match self.ports.read(port, size, now_ns) {
+                Some(v) => v,
+                None => {
+                    self.unclaimed_accesses += 1;
+                    all_ones(size)
+                }
+            }
+        };
+        self.sample(now_ns);
+        v
+    }
+
+    /// An `out` of `size` bytes; ports nobody decodes ignore it.
+    pub fn io_write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) {
+        if AcpiPm::claims(port) {
+            match self.pm.write(port, size, value) {
+                Some(Requested::PowerOff) => self.power = self.power.or(Some(PowerEvent::PowerOff)),
+                Some(Requested::Reboot) => self.power = self.power.or(Some(PowerEvent::Reboot)),
+                None => {}
+            }
+        } else if port != POST_PORT && !self.ports.write(port, size, value, now_ns) {
+            self.unclaimed_accesses += 1;
+        }
+        if self.ports.device::<I8042>(self.i8042).is_some_and(I8042::reset_requested) {
+            self.power = self.power.or(Some(PowerEvent::Reboot));
+        }
+        self.sample(now_ns);
+    }
+
+    /// Whether a write to `port` may change when the timers fire (the
+    /// runtime then wakes its timer thread).
+    pub fn reprograms_timers(port: u16) -> bool {
+        PIT_PORTS.contains(port) || PORT_B.contains(port) || RTC_PORTS.contains(port)
+    }
+
+    /// When a timer next needs [`Self::tick`].
+    pub fn next_event(&mut self, now_ns: u64) -> Option<u64> {
+        let pit = self.ports.device::<Pit>(self.pit).and_then(|p| p.next_event(now_ns));
+        let rtc = self.ports.device::<Rtc>(self.rtc).and_then(|r| r.next_event(now_ns));
+        match (pit, rtc) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Lets time pass: timer interrupts up to `now_ns`.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.sample(now_ns);
+    }
+
+    /// What the guest wrote to its serial console since the last call.
+    pub fn take_console_output(&mut self) -> Vec<u8> {
+        self.ports.device_mut::<Uart16550>(self.uart).map(Uart16550::take_output).unwrap_or_default()
+    }
+
+    /// Typed input for the guest's serial console; returns how many bytes
+    /// fitted.
+    pub fn push_console_input(&mut self, bytes: &[u8], now_ns: u64) -> usize {
+        let n = self.ports.device_mut::<Uart16550>(self.uart).map_or(0, |u| u.push_input(bytes));
+        self.sample(now_ns);
+        n
+    }
+
+    /// Asks the guest to power off (the ACPI power button).
+    pub fn press_power_button(&mut self, now_ns: u64) {
+        self.pm.press_power_button();
+        self.sample(now_ns);
+    }
+
+    /// The interrupts raised since the last call.
+    pub fn take_interrupts(&mut self) -> Vec<Interrupt> {
+        core::mem::take(&mut self.interrupts)
+    }
+
+    /// A power-off or reboot the guest asked for (stays set).
+    pub fn power_event(&self) -> Option<PowerEvent> {
+        self.power
+    }
+
+    /// Raises or lowers GSI `gsi` (a PCI device's INTx, say) on the I/O
+    /// APIC.
+    pub fn set_gsi(&mut self, gsi: u8, level: bool) {
+        let out = self.ioapic.set_irq(gsi, level);
+        self.route(out);
+    }
+
+    fn route(&mut self, out: Vec<IoApicInterrupt>) {
+        for i in out {
+            let target = match (i.destination_mode, i.delivery_mode) {
+                (DestinationMode::Physical, _) => Target::Physical(i.destination),
+                (DestinationMode::Logical, DeliveryMode::LowestPriority) => Target::LowestOf(i.destination),
+                (DestinationMode::Logical, _) => Target::Logical(i.destination),
+            };
+            // Only fixed and lowest-priority interrupts carry a vector the
+            // APIC accepts this way; SMI/NMI/INIT/ExtINT routes are ignored.
+            if matches!(i.delivery_mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority) {
+                self.interrupts.push(Interrupt { vector: i.vector, target });
+            }
+        }
+    }
+
+    /// Samples every interrupt line and passes changes on.
+    fn sample(&mut self, now_ns: u64) {
+        let edges = self.ports.device_mut::<Pit>(self.pit).map_or(0, |p| p.irq_edges(now_ns));
+        if edges > 0 {
+            // However many periods passed, one interrupt (as a late timer
+            // tick on hardware); the guest's clock reads the counters.
+            if let Some(pic) = self.ports.device_mut::<DualPic>(self.pic) {
+                pic.set_irq(0, true);
+                pic.set_irq(0, false);
+            }
+            let mut out = self.ioapic.set_irq(PIT_GSI, true);
+            out.extend(self.ioapic.set_irq(PIT_GSI, false));
+            self.route(out);
+        }
+        let mut lines = 0u16;
+        if self.ports.device::<Uart16550>(self.uart).is_some_and(Uart16550::irq_level) {
+            lines |= 1 << COM1_IRQ;
+        }
+        if self.ports.device_mut::<Rtc>(self.rtc).is_some_and(|r| r.irq_level(now_ns)) {
+            lines |= 1 << RTC_IRQ;
+        }
+        if let Some(k) = self.ports.device::<I8042>(self.i8042) {
+            if k.irq1_level() {
+                lines |= 1 << KEYBOARD_IRQ;
+            }
+            if k.irq12_level() {
+                lines |= 1 << AUX_IRQ;
+            }
+        }
+        if self.pm.sci_level() {
+            lines |= 1 << SCI_IRQ;
+        }
+        let changed = lines ^ self.lines;
+        self.lines = lines;
+        for irq in (1..16u8).filter(|i| changed & (1 << i) != 0) {
+            let level = lines & (1 << irq) != 0;
+            if let Some(pic) = self.ports.device_mut::<DualPic>(self.pic) {
+                pic.set_irq(irq, level);
+            }
+            let out = self.ioapic.set_irq(irq, level);
+            self.route(out);
+        }
+    }
+
+    /// Whether `gpa` is the I/O APIC's page.
+    fn is_ioapic(gpa: u64) -> bool {
+        gpa.wrapping_sub(IOAPIC_BASE) < IOAPIC_MMIO_SIZE
+    }
+
+    /// Whether an MMIO access at `gpa` belongs to a device here.
+    pub fn claims_mmio(gpa: u64) -> bool {
+        Self::is_ioapic(gpa)
+    }
+}
+
+impl MmioBus for Platform {
+    fn read(&mut self, gpa: u64, size: u8) -> u64 {
+        if Self::is_ioapic(gpa) {
+            self.ioapic.read(gpa - IOAPIC_BASE, size, 0)
+        } else {
+            self.unclaimed_accesses += 1;
+            u64::MAX >> (64 - 8 * u32::from(size.clamp(1, 8)))
+        }
+    }
+
+    fn write(&mut self, gpa: u64, size: u8, value: u64) {
+        if Self::is_ioapic(gpa) {
+            self.ioapic.write(gpa - IOAPIC_BASE, size, value, 0);
+            let out = self.ioapic.take_interrupts();
+            self.route(out);
+        } else {
+            self.unclaimed_accesses += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Programs redirection entry `pin` through the MMIO window.
+    fn redirect(p: &mut Platform, pin: u8, entry: u64) {
+        p.write(IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin));
+        p.write(IOAPIC_BASE + 0x10, 4, entry & 0xffff_ffff);
+        p.write(IOAPIC_BASE, 4, u64::from(0x11 + 2 * pin));
+        p.write(IOAPIC_BASE + 0x10, 4, entry >> 32);
+    }
+
+    #[test]
+    fn uart_interrupt_reaches_the_ioapic_route() {
+        let mut p = Platform::new(0, 0);
+        redirect(&mut p, COM1_IRQ, 0x31 | (1 << 56)); // vector 0x31, APIC 1, edge
+        // Enable the THR-empty interrupt and OUT2 (the ISA IRQ gate).
+        p.io_write(0x3F8 + 4, 1, 0x08, 0);
+        p.io_write(0x3F8 + 1, 1, 0x02, 0);
+        assert_eq!(p.take_interrupts(), [Interrupt { vector: 0x31, target: Target::Physical(1) }]);
+        p.io_write(0x3F8, 1, u32::from(b'A'), 1);
+        assert_eq!(p.take_console_output(), b"A");
+    }
+
+    #[test]
+    fn pit_ticks_arrive_on_pin_2() {
+        let mut p = Platform::new(0, 0);
+        redirect(&mut p, PIT_GSI, 0x30 | (0x1 << 56) | (1 << 11)); // logical, mask 1
+        // Channel 0, mode 2, lobyte/hibyte, 1193 counts (~1 ms).
+        p.io_write(0x43, 1, 0x34, 0);
+        p.io_write(0x40, 1, 1193 & 0xff, 0);
+        p.io_write(0x40, 1, 1193 >> 8, 0);
+        let next = p.next_event(0).expect("the PIT is running");
+        assert!((900_000..1_100_000).contains(&next), "{next}");
+        p.tick(next);
+        let got = p.take_interrupts();
+        assert_eq!(got, [Interrupt { vector: 0x30, target: Target::Logical(1) }]);
+        assert!(got[0].target.names(0, 2) && !got[0].target.names(1, 2));
+        // Masked: nothing.
+        redirect(&mut p, PIT_GSI, 0x30 | (1 << 16));
+        p.tick(next + 5_000_000);
+        assert!(p.take_interrupts().is_empty());
+    }
+
+    #[test]
+    fn poweroff_and_reset_are_reported() {
+        let mut p = Platform::new(0, 0);
+        assert_eq!(p.power_event(), None);
+        p.io_write(0x604, 2, (5 << 10) | (1 << 13), 0);
+        assert_eq!(p.power_event(), Some(PowerEvent::PowerOff));
+        let mut p = Platform::new(0, 0);
+        p.io_write(0xCF9, 1, 0x06, 0);
+        assert_eq!(p.power_event(), Some(PowerEvent::Reboot));
+        let mut p = Platform::new(0, 0);
+        p.io_write(0x64, 1, 0xFE, 0);
+        assert_eq!(p.power_event(), Some(PowerEvent::Reboot));
+    }
+
+    #[test]
+    fn targets_name_the_right_vcpus() {
+        assert!(Target::Physical(0xFF).names(3, 4));
+        assert!(!Target::Physical(0xFF).names(4, 4));
+        assert!(Target::LowestOf(0b110).names(1, 4));
+        assert!(!Target::LowestOf(0b110).names(2, 4));
+        assert!(!Target::Logical(0xFF).names(9, 16));
+    }
+
+    #[test]
+    fn unclaimed_accesses_read_ones_and_never_panic() {
+        let mut p = Platform::new(0, 0);
+        let mut rng = crate::devices::XorShift(0x1234_5678);
+        for i in 0..20_000u64 {
+            let port = rng.below(0x1_0000) as u16;
+            let size = rng.size();
+            if rng.below(2) == 0 {
+                p.io_write(port, size, rng.next() as u32, i * 1000);
+            } else {
+                let _ = p.io_read(port, size, i * 1000);
+            }
+            let gpa = IOAPIC_BASE + rng.below(0x1100);
+            let _ = MmioBus::read(&mut p, gpa, [1, 2, 4, 8][rng.below(4) as usize]);
+            MmioBus::write(&mut p, gpa, 4, rng.next());
+            let _ = p.next_event(i * 1000);
+            let _ = p.take_interrupts();
+        }
+        assert_eq!(p.io_read(0x2F8, 1, 0), 0xFF);
+    }
+}
