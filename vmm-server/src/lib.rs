@@ -14,6 +14,7 @@ pub mod devices;
 pub mod virtio;
 
 pub mod mmio;
+pub mod pci;
 pub mod vm;
 
 pub const VERSION: u32 = 1;
