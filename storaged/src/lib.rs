@@ -2,18 +2,216 @@
 //!
 //! This is the server's logic as a library (host-testable, embeddable in
 //! appliance builds with the in-process transport); `src/bin/storaged.rs` is
-//! the thin process that wires it to its capabilities. For now it answers
-//! the `status` interface; its real work arrives with later issues.
+//! the thin process that finds the machine's disks and wires them and its
+//! capabilities to this library.
+//!
+//! For now storaged serves each machine disk whole: a VMM calls
+//! `storage.open(index)` ([`libipc::interfaces::storage`]) and gets a block
+//! ring ([`libipc::blkring`]) whose frame comes with the reply; it posts
+//! requests in the ring and calls `storage.kick(handle)`, and storaged
+//! carries them out on the disk before it replies (synchronous doorbell).
+//! The copy-on-write pool comes with a later issue; the ring stays.
+//!
+//! What the process provides is behind two traits: the disks
+//! ([`libipc::blkring::BlockDevice`]: virtio-blk on Alcove, memory disks in
+//! tests) and where ring memory comes from ([`RingFactory`]: DMA frames on
+//! Alcove, vectors in tests).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
-pub const VERSION: u32 = 1;
+use alloc::string::String;
+use alloc::vec::Vec;
 
-alcove_rt::status_server!(
-    /// The server's state (its own interfaces come with later issues).
-    Storaged,
-    "storaged",
-    VERSION
-);
+use abi::CapSlot;
+use libipc::blkring::{BlockDevice, DEFAULT_RING_PAGES, RingServer};
+use libipc::cap::{Cap, Frame};
+use libipc::interfaces::{DiskInfo, OpenedDisk, ServerStatus, StorageError, status, storage};
+use libipc::{RemoteError, reply_caps};
+
+pub const VERSION: u32 = 2;
+
+/// Rings open at once, over all disks: bounds the memory a misbehaving
+/// client can make storaged spend (each ring is [`DEFAULT_RING_PAGES`]).
+pub const MAX_RINGS: usize = 8;
+
+/// One ring's memory as storaged sees it.
+pub trait RingMemory {
+    /// The whole region (header page and data area).
+    fn bytes(&mut self) -> &mut [u8];
+}
+
+/// Where ring memory comes from.
+pub trait RingFactory {
+    /// A ring's memory.
+    type Ring: RingMemory;
+    /// A new region of `pages` pages that the client can map: the region and
+    /// the slot of the frame capability to hand over. `Err` says why not.
+    fn create(&mut self, pages: usize) -> Result<(Self::Ring, CapSlot), String>;
+    /// Gives a region back (storaged's mapping and capability go; the
+    /// client's copy keeps the frame alive until it deletes it).
+    fn destroy(&mut self, ring: Self::Ring);
+}
+
+/// A disk storaged serves.
+pub struct Disk<D> {
+    info: DiskInfo,
+    device: D,
+}
+
+impl<D: BlockDevice> Disk<D> {
+    /// `device`, listed as `name`; asks the device for its serial.
+    pub fn new(name: &str, mut device: D) -> Self {
+        let serial = match device.id() {
+            Ok(id) => String::from_utf8_lossy(&id).trim_end_matches('\0').trim().into(),
+            Err(e) => {
+                log::warn!("{name}: no serial ({e})");
+                String::new()
+            }
+        };
+        let info = DiskInfo {
+            name: name.into(),
+            serial,
+            capacity_sectors: device.capacity_sectors(),
+            read_only: device.read_only(),
+        };
+        Self { info, device }
+    }
+
+    /// What `storage.disks` reports about it.
+    pub fn info(&self) -> &DiskInfo {
+        &self.info
+    }
+}
+
+struct OpenRing<R> {
+    handle: u32,
+    disk: usize,
+    server: RingServer,
+    memory: R,
+}
+
+/// The server: its disks, its open rings, its `status`.
+pub struct Storaged<D: BlockDevice, F: RingFactory> {
+    service: alcove_rt::Service,
+    disks: Vec<Disk<D>>,
+    factory: F,
+    rings: Vec<OpenRing<F::Ring>>,
+    next_handle: u32,
+}
+
+impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
+    /// Serves `disks` (index order as given), with rings from `factory`.
+    pub fn new(disks: Vec<Disk<D>>, factory: F) -> Self {
+        Self { service: alcove_rt::Service::new("storaged", VERSION), disks, factory, rings: Vec::new(), next_handle: 1 }
+    }
+
+    /// The disks.
+    pub fn disks(&self) -> &[Disk<D>] {
+        &self.disks
+    }
+
+    /// Rings open now.
+    pub fn open_rings(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// The disk behind disk index `index` (tests look at what landed).
+    pub fn device(&self, index: usize) -> Option<&D> {
+        self.disks.get(index).map(|d| &d.device)
+    }
+
+    /// Ring `handle`'s memory as storaged sees it: for an in-process client
+    /// (host tests, appliance builds) whose doorbell copies its view in and
+    /// out around a kick.
+    pub fn ring_memory(&mut self, handle: u32) -> Option<&mut [u8]> {
+        let i = self.ring(handle).ok()?;
+        Some(self.rings[i].memory.bytes())
+    }
+
+    fn ring(&mut self, handle: u32) -> Result<usize, StorageError> {
+        self.rings.iter().position(|r| r.handle == handle).ok_or(StorageError::NoSuchHandle { handle })
+    }
+}
+
+impl<D: BlockDevice, F: RingFactory> status::Server for Storaged<D, F> {
+    fn status(&mut self) -> ServerStatus {
+        self.service.status()
+    }
+
+    fn echo(&mut self, value: u64) -> u64 {
+        self.service.echo(value)
+    }
+}
+
+impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
+    fn disks(&mut self) -> Vec<DiskInfo> {
+        self.service.requests += 1;
+        self.disks.iter().map(|d| d.info.clone()).collect()
+    }
+
+    fn open(&mut self, index: u32) -> Result<OpenedDisk, StorageError> {
+        self.service.requests += 1;
+        let disks = self.disks.len() as u32;
+        let disk = self.disks.get(index as usize).ok_or(StorageError::NoSuchDisk { index, disks })?;
+        if self.rings.len() >= MAX_RINGS {
+            return Err(StorageError::TooManyRings { limit: MAX_RINGS as u32 });
+        }
+        let info = disk.info.clone();
+        let (mut memory, slot) = self.factory.create(DEFAULT_RING_PAGES).map_err(|why| {
+            log::warn!("open disk {index}: no ring: {why}");
+            StorageError::RingSetup { why }
+        })?;
+        let server = match RingServer::format(memory.bytes(), info.capacity_sectors, info.read_only) {
+            Ok(s) => s,
+            Err(e) => {
+                self.factory.destroy(memory);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = reply_caps::attach(Cap::<Frame>::from_slot(slot)) {
+            self.factory.destroy(memory);
+            return Err(StorageError::RingSetup { why: alloc::format!("{e}") });
+        }
+        let handle = self.next_handle;
+        self.next_handle = self.next_handle.wrapping_add(1).max(1);
+        self.rings.push(OpenRing { handle, disk: index as usize, server, memory });
+        log::info!("{}: ring {handle} open ({} sectors)", info.name, info.capacity_sectors);
+        Ok(OpenedDisk { handle, info, ring_pages: DEFAULT_RING_PAGES as u32 })
+    }
+
+    fn kick(&mut self, handle: u32) -> Result<u32, StorageError> {
+        self.service.requests += 1;
+        let i = self.ring(handle)?;
+        let ring = &mut self.rings[i];
+        let disk = &mut self.disks[ring.disk];
+        ring.server.serve(ring.memory.bytes(), &mut disk.device).map_err(|e| {
+            log::warn!("{}: ring {handle}: {e}", disk.info.name);
+            e.into()
+        })
+    }
+
+    fn close(&mut self, handle: u32) -> Result<(), StorageError> {
+        self.service.requests += 1;
+        let i = self.ring(handle)?;
+        let ring = self.rings.swap_remove(i);
+        let (done, failed) = ring.server.counts();
+        log::info!("ring {handle} closed ({done} requests done, {failed} failed)");
+        self.factory.destroy(ring.memory);
+        Ok(())
+    }
+}
+
+impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        match interface {
+            status::ID => status::dispatch(self, interface, request),
+            storage::ID => storage::dispatch(self, interface, request),
+            _ => Err(RemoteError::WrongInterface),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
