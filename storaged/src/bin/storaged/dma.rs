@@ -1,0 +1,268 @@
+//! Memory the disks reach: DMA frames, the device-memory windows where the
+//! PCI BARs are, and `virtio-drivers`' `Hal` over them.
+//!
+//! **This is storaged's only `unsafe` code**: turning addresses of mappings
+//! this module made into pointers and slices, and the `Hal` contract. Every
+//! block says why it holds.
+//!
+//! * DMA frames are contiguous kernel frames (`Sys::Create` of a frame,
+//!   physical address from `Sys::FrameInfo`), mapped read-write at addresses
+//!   from a bump allocator that never reuses a range.
+//! * Ring regions are DMA frames too, so `share` finds a buffer in the ring's
+//!   data area and gives the device its physical address: the disk's DMA goes
+//!   straight to and from the pages the VMM sees. Any other buffer (the
+//!   request header and status byte `virtio-drivers` keeps on the stack) is
+//!   bounced through a one-page DMA frame from a small pool.
+//! * Device memory: the windows the manifest granted are mapped once at
+//!   start; `mmio_phys_to_virt` translates inside them. Callers check that a
+//!   device's BARs lie inside a window ([`covered`]) before handing the
+//!   device to `virtio-drivers`.
+//!
+//! Single-threaded process: the state sits behind one spin lock that is
+//! never held across a call into `virtio-drivers`.
+
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
+use alcove_rt::start::{SLOT_FREE, SLOT_SELF};
+use libipc::sys;
+use spin::Mutex;
+use virtio_drivers::{BufferDirection, Hal, PhysAddr};
+
+const PAGE: usize = PAGE_SIZE as usize;
+/// Where DMA frames are mapped (bump-allocated, a guard page after each).
+const DMA_VA_BASE: usize = 0x0000_1000_0000_0000;
+/// Where the device-memory windows are mapped.
+const MMIO_VA_BASE: usize = 0x0000_2000_0000_0000;
+/// One-page bounce frames kept for reuse.
+const BOUNCE_POOL: usize = 8;
+
+/// A mapped DMA frame.
+#[derive(Clone, Copy, Debug)]
+pub struct DmaFrame {
+    pub slot: CapSlot,
+    pub va: usize,
+    pub phys: u64,
+    pub pages: usize,
+}
+
+impl DmaFrame {
+    fn contains(&self, va: usize, len: usize) -> bool {
+        va >= self.va && va.checked_add(len).is_some_and(|end| end <= self.va + self.pages * PAGE)
+    }
+}
+
+struct Bounce {
+    frame: DmaFrame,
+    original: usize,
+    len: usize,
+}
+
+struct State {
+    frames: Vec<DmaFrame>,
+    bounce_pool: Vec<DmaFrame>,
+    bounces: Vec<Bounce>,
+    windows: Vec<(u64, u64, usize)>,
+    free_slots: Vec<CapSlot>,
+    next_slot: CapSlot,
+    next_va: usize,
+    next_mmio_va: usize,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    frames: Vec::new(),
+    bounce_pool: Vec::new(),
+    bounces: Vec::new(),
+    windows: Vec::new(),
+    free_slots: Vec::new(),
+    next_slot: SLOT_FREE,
+    next_va: DMA_VA_BASE,
+    next_mmio_va: MMIO_VA_BASE,
+});
+
+impl State {
+    fn slot(&mut self) -> CapSlot {
+        self.free_slots.pop().unwrap_or_else(|| {
+            let s = self.next_slot;
+            self.next_slot += 1;
+            s
+        })
+    }
+
+    fn alloc(&mut self, pages: usize) -> Result<DmaFrame, abi::Error> {
+        let slot = self.slot();
+        if let Err(e) = sys::create(ObjectType::Frame, slot, pages as u64) {
+            self.free_slots.push(slot);
+            return Err(e);
+        }
+        let va = self.next_va;
+        let mapped = sys::map(SLOT_SELF, slot, va as u64, Rights::READ | Rights::WRITE)
+            .and_then(|()| sys::frame_info(slot));
+        let info = match mapped {
+            Ok(info) => info,
+            Err(e) => {
+                // SAFETY: the range was mapped (if at all) just now and
+                // nothing refers to it.
+                let _ = unsafe { sys::unmap(SLOT_SELF, va as u64, pages as u64) };
+                let _ = sys::cap_delete(slot);
+                self.free_slots.push(slot);
+                return Err(e);
+            }
+        };
+        self.next_va += (pages + 1) * PAGE;
+        let frame = DmaFrame { slot, va, phys: info.phys_addr, pages };
+        bytes(&frame).fill(0);
+        self.frames.push(frame);
+        Ok(frame)
+    }
+
+    fn free(&mut self, phys: u64) -> bool {
+        let Some(i) = self.frames.iter().position(|f| f.phys == phys) else { return false };
+        let f = self.frames.swap_remove(i);
+        // SAFETY: the frame was handed out by `alloc` and given back by its
+        // only user (`Hal::dma_dealloc`'s contract, or `free_frame`'s caller),
+        // so no reference into the range is left.
+        let _ = unsafe { sys::unmap(SLOT_SELF, f.va as u64, f.pages as u64) };
+        let _ = sys::cap_delete(f.slot);
+        self.free_slots.push(f.slot);
+        true
+    }
+}
+
+/// The bytes of a DMA frame this module mapped.
+fn bytes(frame: &DmaFrame) -> &'static mut [u8] {
+    alcove_rt::user_bytes_mut(frame.va as u64, frame.pages * PAGE)
+}
+
+/// A new DMA frame of `pages` pages, zeroed and mapped, whose capability the
+/// caller may hand to another process (a ring).
+pub fn alloc_frame(pages: usize) -> Result<(DmaFrame, &'static mut [u8]), abi::Error> {
+    let frame = STATE.lock().alloc(pages)?;
+    Ok((frame, bytes(&frame)))
+}
+
+/// Gives a frame from [`alloc_frame`] back; the caller drops every
+/// reference into it first.
+pub fn free_frame(frame: DmaFrame) {
+    STATE.lock().free(frame.phys);
+}
+
+/// Maps a granted device-memory window (`phys`, `bytes`, frame slot). A
+/// window costs page tables for its whole size, so storaged maps its
+/// windows only once it found a disk.
+pub fn map_window(phys: u64, len: u64, slot: CapSlot) -> Result<(), abi::Error> {
+    let mut s = STATE.lock();
+    let va = s.next_mmio_va;
+    sys::map(SLOT_SELF, slot, va as u64, Rights::READ | Rights::WRITE)?;
+    s.next_mmio_va += (len as usize).div_ceil(PAGE) * PAGE + PAGE;
+    s.windows.push((phys, len, va));
+    Ok(())
+}
+
+/// Whether any window is mapped.
+pub fn has_windows() -> bool {
+    !STATE.lock().windows.is_empty()
+}
+
+/// Whether `phys..phys+len` lies inside a mapped window.
+pub fn covered(phys: u64, len: u64) -> bool {
+    let end = phys.checked_add(len);
+    STATE.lock().windows.iter().any(|&(base, size, _)| phys >= base && end.is_some_and(|e| e <= base + size))
+}
+
+/// `virtio-drivers`' view of this process.
+pub struct AlcoveHal;
+
+// SAFETY: the `Hal` contract:
+// 1. `dma_alloc` returns zeroed, contiguous, mapped pages with their physical
+//    address (a kernel frame is physically contiguous), or paddr 0 on failure.
+// 2. `mmio_phys_to_virt` returns a mapping of device memory (uncached: the
+//    kernel maps device frames so) for addresses inside the windows; callers
+//    check BARs with `covered` first.
+// 3. `share` returns a physical address where the device sees the buffer's
+//    contents (directly, for buffers inside a DMA frame, else a bounce page
+//    filled from the buffer), valid until `unshare`, which copies device
+//    writes back to the buffer.
+unsafe impl Hal for AlcoveHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        match STATE.lock().alloc(pages) {
+            Ok(f) => (f.phys, NonNull::new(f.va as *mut u8).unwrap_or(NonNull::dangling())),
+            Err(e) => {
+                log::error!("DMA: no frame of {pages} pages: {e}");
+                (0, NonNull::dangling())
+            }
+        }
+    }
+
+    unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, _pages: usize) -> i32 {
+        if STATE.lock().free(paddr) { 0 } else { -1 }
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        let s = STATE.lock();
+        let hit = s.windows.iter().find(|&&(base, len, _)| {
+            paddr >= base && paddr.checked_add(size as u64).is_some_and(|e| e <= base + len)
+        });
+        match hit {
+            Some(&(base, _, va)) => NonNull::new((va + (paddr - base) as usize) as *mut u8).unwrap_or(NonNull::dangling()),
+            None => {
+                // Callers check BARs with `covered`; reaching here means a
+                // device moved its BAR since. A dangling pointer faults on
+                // first use and init restarts storaged.
+                log::error!("MMIO at {paddr:#x} (+{size:#x}) is outside the granted windows");
+                NonNull::dangling()
+            }
+        }
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
+        let va = buffer.as_ptr() as *mut u8 as usize;
+        let len = buffer.len();
+        let mut s = STATE.lock();
+        if let Some(f) = s.frames.iter().find(|f| f.contains(va, len)) {
+            return f.phys + (va - f.va) as u64;
+        }
+        let pages = len.div_ceil(PAGE).max(1);
+        let frame = match (pages, s.bounce_pool.pop()) {
+            (1, Some(f)) => f,
+            (_, pooled) => {
+                if let Some(f) = pooled {
+                    s.bounce_pool.push(f);
+                }
+                match s.alloc(pages) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        log::error!("DMA: no bounce frame for {len} bytes: {e}");
+                        return 0;
+                    }
+                }
+            }
+        };
+        if matches!(direction, BufferDirection::DriverToDevice | BufferDirection::Both) {
+            // SAFETY: the `Hal` contract makes `buffer` valid for reads for
+            // the call; the bounce frame is ours, mapped, at least `len` long.
+            unsafe { core::ptr::copy_nonoverlapping(va as *const u8, frame.va as *mut u8, len) };
+        }
+        s.bounces.push(Bounce { frame, original: va, len });
+        frame.phys
+    }
+
+    unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, direction: BufferDirection) {
+        let mut s = STATE.lock();
+        let Some(i) = s.bounces.iter().position(|b| b.frame.phys == paddr) else { return };
+        let b = s.bounces.swap_remove(i);
+        if matches!(direction, BufferDirection::DeviceToDriver | BufferDirection::Both) {
+            let len = b.len.min(buffer.len());
+            // SAFETY: the `Hal` contract makes `buffer` (the one shared, at
+            // `b.original`) valid for writes now that the device is done; the
+            // bounce frame holds at least `len` bytes.
+            unsafe { core::ptr::copy_nonoverlapping(b.frame.va as *const u8, b.original as *mut u8, len) };
+        }
+        if b.frame.pages == 1 && s.bounce_pool.len() < BOUNCE_POOL {
+            s.bounce_pool.push(b.frame);
+        } else {
+            s.free(b.frame.phys);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Host tests: storaged's logic with memory disks and vector rings, its
+//! interfaces over the in-process transport, and the block ring end to end
+//! through `storage.kick`.
+
+extern crate std;
+
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use libipc::blkring::{
+    BlkError, Doorbell, KickError, MemDisk, Op, PAGE_BYTES, RingClient, SECTOR_BYTES, Status,
+};
+use libipc::in_process::Loopback;
+use libipc::interfaces::{StorageError, status, storage};
+use libipc::Dispatch;
+
+use super::*;
+
+/// Rings in vectors; slot numbers counted from 300; `fail` makes creation fail.
+#[derive(Default)]
+struct VecRings {
+    next_slot: CapSlot,
+    live: usize,
+    fail: bool,
+}
+
+struct VecRing(Vec<u8>);
+
+impl RingMemory for VecRing {
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl RingFactory for VecRings {
+    type Ring = VecRing;
+    fn create(&mut self, pages: usize) -> Result<(VecRing, CapSlot), String> {
+        if self.fail {
+            return Err("out of budget".into());
+        }
+        self.live += 1;
+        self.next_slot += 1;
+        Ok((VecRing(vec![0xa5; pages * PAGE_BYTES]), 300 + self.next_slot))
+    }
+    fn destroy(&mut self, _ring: VecRing) {
+        self.live -= 1;
+    }
+}
+
+type Server = Storaged<MemDisk, VecRings>;
+
+fn server() -> Server {
+    let mut ro = MemDisk::new(32, "ro-disk");
+    ro.read_only = true;
+    ro.data[0] = 0x42;
+    Storaged::new(
+        vec![Disk::new("mem 0", MemDisk::new(1024, "disk-zero")), Disk::new("mem 1", ro)],
+        VecRings::default(),
+    )
+}
+
+/// The in-process client's doorbell: its view of the ring is copied into
+/// storaged's before the kick and back after it, as shared pages would be.
+struct SharedDoorbell {
+    storaged: Rc<RefCell<Server>>,
+    handle: u32,
+}
+
+impl Doorbell for SharedDoorbell {
+    fn kick(&mut self, region: &mut [u8]) -> Result<(), KickError> {
+        let mut s = self.storaged.borrow_mut();
+        let theirs = s.ring_memory(self.handle).ok_or(KickError::Refused(StorageError::NoSuchHandle { handle: self.handle }))?;
+        theirs.copy_from_slice(region);
+        storage::Server::kick(&mut *s, self.handle).map_err(KickError::Refused)?;
+        region.copy_from_slice(s.ring_memory(self.handle).expect("still open"));
+        Ok(())
+    }
+}
+
+fn open(storaged: &Rc<RefCell<Server>>, index: u32) -> RingClient<Vec<u8>, SharedDoorbell> {
+    let opened = storage::Server::open(&mut *storaged.borrow_mut(), index).unwrap();
+    let region = storaged.borrow_mut().ring_memory(opened.handle).unwrap().to_vec();
+    assert_eq!(region.len(), opened.ring_pages as usize * PAGE_BYTES);
+    RingClient::new(region, SharedDoorbell { storaged: storaged.clone(), handle: opened.handle }).unwrap()
+}
+
+#[test]
+fn lists_disks_with_serials() {
+    let mut s = server();
+    let disks = storage::Server::disks(&mut s);
+    assert_eq!(disks.len(), 2);
+    assert_eq!(disks[0].name, "mem 0");
+    assert_eq!(disks[0].serial, "disk-zero");
+    assert_eq!(disks[0].capacity_sectors, 1024);
+    assert!(!disks[0].read_only);
+    assert!(disks[1].read_only);
+}
+
+#[test]
+fn a_ring_reads_writes_flushes_and_gets_the_id() {
+    let storaged = Rc::new(RefCell::new(server()));
+    let mut c = open(&storaged, 0);
+    assert_eq!(c.capacity_sectors(), 1024);
+    let pattern: Vec<u8> = (0..200 * SECTOR_BYTES).map(|i| (i * 7 + 3) as u8).collect();
+    c.write(500, &pattern).unwrap();
+    c.flush().unwrap();
+    let mut back = vec![0; pattern.len()];
+    c.read(500, &mut back).unwrap();
+    assert_eq!(back, pattern);
+    assert_eq!(&c.get_id().unwrap()[..9], b"disk-zero");
+    let s = storaged.borrow();
+    let disk = s.device(0).unwrap();
+    assert_eq!(&disk.data[500 * SECTOR_BYTES..700 * SECTOR_BYTES], &pattern[..]);
+    assert_eq!(disk.flushes, 1);
+}
+
+#[test]
+fn bad_requests_fail_and_storaged_goes_on() {
+    let storaged = Rc::new(RefCell::new(server()));
+    let mut c = open(&storaged, 0);
+    let mut buf = vec![0; SECTOR_BYTES];
+    assert_eq!(c.read(1024, &mut buf), Err(BlkError::Status { op: Op::Read, sector: 1024, status: Status::OutOfRange }));
+    let mut ro = open(&storaged, 1);
+    assert_eq!(ro.write(0, &buf), Err(BlkError::Status { op: Op::Write, sector: 0, status: Status::ReadOnly }));
+    ro.read(0, &mut buf).unwrap();
+    assert_eq!(buf[0], 0x42);
+    c.read(1023, &mut buf).unwrap();
+}
+
+#[test]
+fn handles_disks_and_ring_limits_are_checked() {
+    let mut s = server();
+    assert_eq!(storage::Server::open(&mut s, 2), Err(StorageError::NoSuchDisk { index: 2, disks: 2 }));
+    assert_eq!(storage::Server::kick(&mut s, 77), Err(StorageError::NoSuchHandle { handle: 77 }));
+    assert_eq!(storage::Server::close(&mut s, 77), Err(StorageError::NoSuchHandle { handle: 77 }));
+    let mut handles = vec![];
+    for _ in 0..MAX_RINGS {
+        handles.push(storage::Server::open(&mut s, 0).unwrap().handle);
+        libipc::reply_caps::discard();
+    }
+    assert_eq!(storage::Server::open(&mut s, 1), Err(StorageError::TooManyRings { limit: MAX_RINGS as u32 }));
+    for h in &handles {
+        storage::Server::close(&mut s, *h).unwrap();
+    }
+    assert_eq!(s.open_rings(), 0);
+    assert_eq!(s.factory.live, 0);
+    s.factory.fail = true;
+    assert!(matches!(storage::Server::open(&mut s, 0), Err(StorageError::RingSetup { .. })));
+}
+
+#[test]
+fn open_attaches_the_ring_frame_to_the_reply() {
+    let mut s = server();
+    libipc::reply_caps::discard();
+    let opened = storage::Server::open(&mut s, 0).unwrap();
+    let (slots, n) = libipc::reply_caps::take();
+    assert_eq!(n, 1);
+    assert_eq!(slots[0], 301);
+    assert_eq!(opened.info.serial, "disk-zero");
+    // A failing open attaches nothing.
+    let _ = storage::Server::open(&mut s, 9);
+    assert_eq!(libipc::reply_caps::take().1, 0);
+}
+
+#[test]
+fn a_hostile_client_overrunning_the_ring_is_refused() {
+    let storaged = Rc::new(RefCell::new(server()));
+    let c = open(&storaged, 0);
+    let (_, bell) = c.into_parts();
+    let mut s = storaged.borrow_mut();
+    let region = s.ring_memory(bell.handle).unwrap();
+    region[48..52].copy_from_slice(&1000u32.to_le_bytes());
+    let r = storage::Server::kick(&mut *s, bell.handle);
+    assert_eq!(r, Err(StorageError::RingOverrun { pending: 1000, slots: 64 }));
+}
+
+#[test]
+fn interfaces_over_the_in_process_transport() {
+    let t = Loopback::new(server());
+    let st = status::Client::new(&t).status().unwrap();
+    assert_eq!(st.name, "storaged");
+    let c = storage::Client::new(&t);
+    assert_eq!(c.disks().unwrap().len(), 2);
+    let opened = c.open(1).unwrap().unwrap();
+    assert!(opened.info.read_only);
+    // No capabilities in-process: the attached frame was dropped.
+    assert_eq!(libipc::reply_caps::take().1, 0);
+    assert_eq!(c.kick(opened.handle).unwrap(), Ok(0));
+    assert_eq!(c.close(opened.handle).unwrap(), Ok(()));
+    assert_eq!(c.close(opened.handle).unwrap(), Err(StorageError::NoSuchHandle { handle: opened.handle }));
+    let mut s = t.into_inner();
+    assert_eq!(s.dispatch(99, &[]), Err(libipc::RemoteError::WrongInterface));
+    assert_eq!(s.dispatch(storage::ID, &[0xff, 0xff, 0xff]), Err(libipc::RemoteError::BadRequest));
+}
