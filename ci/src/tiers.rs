@@ -188,6 +188,23 @@ fn edu() -> Vec<String> {
     vec!["-device".into(), "edu".into()]
 }
 
+/// A virtio-blk (modern only) drive for the storage case: a fresh 4 MiB raw
+/// image with a signature in sector 0, which the suite reads and then writes
+/// past (`servers/ktest-user/src/storage.rs`).
+fn storage_disk() -> Vec<String> {
+    let img = crate::out_dir().join("storage-d0.img");
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[..24].copy_from_slice(b"ALCOVE-STORAGE-TEST-DISK");
+    // A failure here shows as QEMU failing to open the drive.
+    let _ = std::fs::create_dir_all(crate::out_dir()).and_then(|()| std::fs::write(&img, &bytes));
+    vec![
+        "-drive".into(),
+        format!("file={},if=none,id=d0,format=raw", img.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d0,disable-legacy=on,serial=alcove-d0".into(),
+    ]
+}
+
 /// The boot manifest a suite runs under.
 fn manifest_for(suite: &str) -> &'static str {
     match suite {
@@ -205,6 +222,8 @@ fn system_cases() -> Vec<Case> {
         // QEMU's `edu` device raises MSIs on request, for the MSI test.
         Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, extra: edu(), ..Qemu::default() }),
         Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, extra: edu(), ..Qemu::default() }),
+        Case::qemu("storage/virtio-blk", "storage", Qemu { smp: 1, extra: storage_disk(), ..Qemu::default() })
+            .with_manifest("storage"),
         Case::qemu("vm/qemu64-svm-smp1", "vm", Qemu { smp: 1, ..Qemu::default() }),
         Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
         Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()).with_manifest("vm-bochs"),

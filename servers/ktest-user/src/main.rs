@@ -2,11 +2,15 @@
 //! ordinary server of the test manifest (so it holds only what init granted
 //! it). It reports in `kcore::testproto`'s format on the console and ends the
 //! machine with the verdict (the manifest grants it `machine_exit`).
+//! With the manifest argument `storage` it runs the `storage` suite instead
+//! (storaged's block rings, `storage.rs`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;
 
+#[cfg(target_os = "none")]
+mod storage;
 #[cfg(target_os = "none")]
 mod tests;
 

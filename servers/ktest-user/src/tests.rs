@@ -54,6 +54,9 @@ fn check(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
 
 pub fn main(start: Start) -> u64 {
     let info = start.server("ktest-user");
+    if info.args.first().map(String::as_str) == Some("storage") {
+        return crate::storage::main(info);
+    }
     let mut env = Env { info, next_slot: 200, next_va: 0x1000_0000, cpus: 1 };
     env.cpus = count_cpus(&mut env);
     let mut tests: Vec<(&str, Test)> = alloc::vec![

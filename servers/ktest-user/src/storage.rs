@@ -1,0 +1,220 @@
+//! The `storage` suite (manifest `storage.toml`, selected by the manifest
+//! argument `storage`): a VMM's view of storaged. It opens disk 0 of the
+//! machine (a virtio-blk drive QEMU gets from the test case) through the
+//! `storage` interface, receives the ring's frame in the reply, maps it and
+//! moves data through it with `libipc::blkring::RingClient`, the client
+//! vmm-server uses.
+
+use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
+use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
+use alcove_rt::{StartInfo, println};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use kcore::testproto::PREFIX;
+use libipc::blkring::{BlkError, Op, RingClient, SECTOR_BYTES, Status, StorageDoorbell};
+use libipc::cap::{Cap, Endpoint};
+use libipc::interfaces::{StorageError, storage};
+use libipc::kernel::{CapTransport, KernelTransport};
+use libipc::sys;
+
+/// What the test case put in sector 0 of the image.
+const SIGNATURE: &[u8] = b"ALCOVE-STORAGE-TEST-DISK";
+/// The sector the test writes.
+const TEST_SECTOR: u64 = 5;
+
+type Ring = RingClient<&'static mut [u8], StorageDoorbell<KernelTransport>>;
+
+struct Env {
+    storaged: Cap<Endpoint>,
+    next_slot: CapSlot,
+    next_va: u64,
+}
+
+impl Env {
+    /// Opens disk `index`: the ring's frame arrives in a fresh slot and is
+    /// mapped; returns the client and the frame's slot and address.
+    fn open(&mut self, index: u32) -> Result<(Ring, CapSlot, u64, usize), String> {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let t = CapTransport::new(self.storaged, &[slot]);
+        let opened = storage::Client::new(&t).open(index).map_err(|e| format!("open: {e}"))?.map_err(|e| format!("{e}"))?;
+        if t.received() != 1 {
+            return Err(format!("open replied with {} capabilities, expected the ring's frame", t.received()));
+        }
+        let id = sys::cap_identify(slot).map_err(|e| format!("identify the ring: {e}"))?;
+        if id.object_type != ObjectType::Frame {
+            return Err(format!("the ring capability is a {:?}", id.object_type));
+        }
+        let pages = u64::from(opened.ring_pages);
+        let info = sys::frame_info(slot).map_err(|e| format!("ring frame info: {e}"))?;
+        if info.pages != pages {
+            return Err(format!("ring frame of {} pages, open said {pages}", info.pages));
+        }
+        let va = self.next_va;
+        self.next_va += (pages + 1) * PAGE_SIZE;
+        sys::map(SLOT_SELF, slot, va, Rights::READ | Rights::WRITE).map_err(|e| format!("map the ring: {e}"))?;
+        let len = (pages * PAGE_SIZE) as usize;
+        let region = alcove_rt::user_bytes_mut(va, len);
+        let bell = StorageDoorbell::new(KernelTransport::new(self.storaged), opened.handle);
+        let ring = RingClient::new(region, bell).map_err(|e| format!("ring header: {e}"))?;
+        if ring.capacity_sectors() != opened.info.capacity_sectors {
+            return Err(format!("ring says {} sectors, open said {}", ring.capacity_sectors(), opened.info.capacity_sectors));
+        }
+        Ok((ring, slot, va, pages as usize))
+    }
+
+    fn close(&mut self, ring: Ring, slot: CapSlot, va: u64, pages: usize) -> Result<(), String> {
+        let handle = ring.doorbell().handle();
+        let (_, bell) = ring.into_parts();
+        bell.client().close(handle).map_err(|e| format!("close: {e}"))?.map_err(|e| format!("close: {e}"))?;
+        // SAFETY: the ring client that referred to the mapping is gone.
+        unsafe { sys::unmap(SLOT_SELF, va, pages as u64) }.map_err(|e| format!("unmap the ring: {e}"))?;
+        sys::cap_delete(slot).map_err(|e| format!("delete the ring frame: {e}"))
+    }
+}
+
+type Test = fn(&mut Env) -> Result<(), String>;
+
+pub fn main(info: StartInfo) -> u64 {
+    let tests: Vec<(&str, Test)> = vec![
+        ("storaged_lists_the_disk", lists_the_disk),
+        ("read_write_flush_read_back", read_write_flush_read_back),
+        ("bad_requests_are_failed", bad_requests_are_failed),
+        ("plain_callers_receive_no_capabilities", plain_callers_receive_no_capabilities),
+    ];
+    println!("{PREFIX} suite storage {}", tests.len());
+    let Some(slot) = info.calls("storaged") else {
+        println!("{PREFIX} run {}", tests[0].0);
+        println!("{PREFIX} fail {} no storaged endpoint granted", tests[0].0);
+        println!("{PREFIX} end 0 1");
+        let _ = sys::machine_exit(SLOT_CONSOLE, 1);
+        return 1;
+    };
+    let mut env = Env { storaged: Cap::from_slot(slot), next_slot: 200, next_va: 0x2000_0000 };
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        println!("{PREFIX} run {name}");
+        match test(&mut env) {
+            Ok(()) => {
+                passed += 1;
+                println!("{PREFIX} ok {name}");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("{PREFIX} fail {name} {why}");
+            }
+        }
+    }
+    println!("{PREFIX} end {passed} {failed}");
+    let _ = sys::machine_exit(SLOT_CONSOLE, if failed == 0 { 0 } else { 1 });
+    0
+}
+
+fn lists_the_disk(env: &mut Env) -> Result<(), String> {
+    let disks = storage::Client::new(KernelTransport::new(env.storaged)).disks().map_err(|e| format!("disks: {e}"))?;
+    let d = disks.first().ok_or_else(|| String::from("storaged serves no disk"))?;
+    println!("storage: disk 0: {} serial {:?}, {} sectors{}", d.name, d.serial, d.capacity_sectors, if d.read_only { ", read-only" } else { "" });
+    if d.capacity_sectors < 2 * TEST_SECTOR || d.read_only {
+        return Err(format!("disk 0 is {d:?}, expected a writable test image"));
+    }
+    if d.serial != "alcove-d0" {
+        return Err(format!("disk 0's serial is {:?}, the case sets alcove-d0", d.serial));
+    }
+    Ok(())
+}
+
+fn read_write_flush_read_back(env: &mut Env) -> Result<(), String> {
+    let (mut ring, slot, va, pages) = env.open(0)?;
+    let mut sector0 = vec![0u8; SECTOR_BYTES];
+    ring.read(0, &mut sector0).map_err(|e| format!("read sector 0: {e}"))?;
+    if !sector0.starts_with(SIGNATURE) {
+        return Err(format!("sector 0 starts {:?}, not the image's signature", String::from_utf8_lossy(&sector0[..32])));
+    }
+    let id = ring.get_id().map_err(|e| format!("get id: {e}"))?;
+    if !id.starts_with(b"alcove-d0") {
+        return Err(format!("get id gave {id:?}"));
+    }
+    // A pattern that depends on when it ran, so a stale image cannot pass.
+    let stamp = alcove_rt::clock_ns();
+    let pattern: Vec<u8> = (0..3 * SECTOR_BYTES).map(|i| (i as u64).wrapping_mul(131).wrapping_add(stamp) as u8).collect();
+    ring.write(TEST_SECTOR, &pattern).map_err(|e| format!("write: {e}"))?;
+    ring.flush().map_err(|e| format!("flush: {e}"))?;
+    let mut back = vec![0u8; pattern.len()];
+    ring.read(TEST_SECTOR, &mut back).map_err(|e| format!("read back: {e}"))?;
+    if back != pattern {
+        return Err(String::from("read back differs from what was written"));
+    }
+    // A transfer larger than the ring's data area is split by the client.
+    let big = ring.geometry().data_bytes + 2 * SECTOR_BYTES;
+    let mut whole = vec![0u8; big];
+    ring.read(0, &mut whole).map_err(|e| format!("large read: {e}"))?;
+    if !whole.starts_with(SIGNATURE) || whole[TEST_SECTOR as usize * SECTOR_BYTES..][..pattern.len()] != pattern[..] {
+        return Err(String::from("large read differs from sector-wise reads"));
+    }
+    env.close(ring, slot, va, pages)?;
+    // Through a new ring: the data came from the disk, not from a ring.
+    let (mut ring, slot, va, pages) = env.open(0)?;
+    let mut again = vec![0u8; pattern.len()];
+    ring.read(TEST_SECTOR, &mut again).map_err(|e| format!("read through a new ring: {e}"))?;
+    env.close(ring, slot, va, pages)?;
+    if again != pattern {
+        return Err(String::from("a new ring reads other data than was written"));
+    }
+    Ok(())
+}
+
+fn bad_requests_are_failed(env: &mut Env) -> Result<(), String> {
+    let (mut ring, slot, va, pages) = env.open(0)?;
+    let cap = ring.capacity_sectors();
+    let mut buf = vec![0u8; 2 * SECTOR_BYTES];
+    let r = ring.read(cap - 1, &mut buf);
+    if r != Err(BlkError::Status { op: Op::Read, sector: cap - 1, status: Status::OutOfRange }) {
+        return Err(format!("a read past the end gave {r:?}"));
+    }
+    let r = ring.write(u64::MAX, &buf);
+    if r != Err(BlkError::Status { op: Op::Write, sector: u64::MAX, status: Status::OutOfRange }) {
+        return Err(format!("a write at sector 2^64-1 gave {r:?}"));
+    }
+    // Garbage straight into the shared region (a hostile VMM): storaged
+    // refuses the kick and keeps serving.
+    let region = alcove_rt::user_bytes_mut(va, pages * PAGE_SIZE as usize);
+    region[48..52].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    let handle = ring.doorbell().handle();
+    let r = ring.doorbell().client().kick(handle).map_err(|e| format!("kick: {e}"))?;
+    if !matches!(r, Err(StorageError::RingOverrun { .. })) {
+        return Err(format!("an overrun ring gave {r:?}"));
+    }
+    let r = ring.doorbell().client().kick(handle + 1000).map_err(|e| format!("kick: {e}"))?;
+    if r != Err(StorageError::NoSuchHandle { handle: handle + 1000 }) {
+        return Err(format!("a kick of an unknown handle gave {r:?}"));
+    }
+    env.close(ring, slot, va, pages)?;
+    let r = storage::Client::new(KernelTransport::new(env.storaged)).open(99).map_err(|e| format!("open: {e}"))?;
+    if !matches!(r, Err(StorageError::NoSuchDisk { index: 99, .. })) {
+        return Err(format!("open of disk 99 gave {r:?}"));
+    }
+    // storaged still answers.
+    let (mut ring, slot, va, pages) = env.open(0)?;
+    ring.read(0, &mut buf).map_err(|e| format!("read after the bad requests: {e}"))?;
+    env.close(ring, slot, va, pages)
+}
+
+/// A caller that names no receive slots gets none of the capabilities a
+/// reply carries (the ring's frame stays storaged's).
+fn plain_callers_receive_no_capabilities(env: &mut Env) -> Result<(), String> {
+    let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    let opened = storage::Client::new(KernelTransport::new(env.storaged)).open(0).map_err(|e| format!("open: {e}"))?.map_err(|e| format!("{e}"))?;
+    for slot in [0u32, 1, 2, 3, 4, 5, 128, 199, 200] {
+        if let Ok(id) = sys::cap_identify(slot) && id.object_type == ObjectType::Frame {
+            return Err(format!("slot {slot} holds a frame after a plain open"));
+        }
+    }
+    storage::Client::new(KernelTransport::new(env.storaged)).close(opened.handle).map_err(|e| format!("close: {e}"))?.map_err(|e| format!("{e}"))?;
+    let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    if after != before {
+        return Err(format!("budget used {before} before, {after} after"));
+    }
+    Ok(())
+}
