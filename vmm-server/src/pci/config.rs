@@ -154,7 +154,9 @@ impl fmt::Display for ConfigError {
         match *self {
             ConfigError::BarIndex(i) => write!(f, "pci: BAR {i} does not exist"),
             ConfigError::BarInUse(i) => write!(f, "pci: BAR {i} is already declared"),
-            ConfigError::BarSize { index, size } => write!(f, "pci: BAR {index}: invalid size {size:#x}"),
+            ConfigError::BarSize { index, size } => {
+                write!(f, "pci: BAR {index}: invalid size {size:#x}")
+            }
             ConfigError::NoCapabilitySpace { len } => {
                 write!(f, "pci: no room for a capability of {len} bytes")
             }
@@ -286,9 +288,7 @@ impl ConfigSpace {
         let address = match spec.kind {
             BarKind::Io => u64::from(low & BAR_IO_ADDR_MASK),
             BarKind::Memory32 { .. } => u64::from(low & BAR_MEM_ADDR_MASK),
-            BarKind::Memory64 { .. } => {
-                u64::from(low & BAR_MEM_ADDR_MASK) | u64::from(self.get_u32(at + 4)) << 32
-            }
+            BarKind::Memory64 { .. } => u64::from(low & BAR_MEM_ADDR_MASK) | u64::from(self.get_u32(at + 4)) << 32,
         };
         Some(BarRegion { kind: spec.kind, address, size: spec.size })
     }
@@ -296,7 +296,9 @@ impl ConfigSpace {
     /// Programs BAR `index` as firmware would (the address is masked to the
     /// BAR's alignment). Does nothing for an undeclared BAR.
     pub fn set_bar_address(&mut self, index: usize, address: u64) {
-        let Some(Some(spec)) = self.bars.get(index).copied() else { return };
+        let Some(Some(spec)) = self.bars.get(index).copied() else {
+            return;
+        };
         let at = BAR0 + 4 * index;
         let address = address & !(spec.size - 1);
         let low = self.get_u32(at) & 0xF;
@@ -343,9 +345,8 @@ impl ConfigSpace {
         if !valid_access(offset, size) {
             return crate::devices::all_ones(size);
         }
-        (0..usize::from(size)).fold(0u32, |acc, i| {
-            acc | u32::from(self.bytes.get(offset + i).copied().unwrap_or(0)) << (8 * i)
-        })
+        (0..usize::from(size))
+            .fold(0u32, |acc, i| acc | u32::from(self.bytes.get(offset + i).copied().unwrap_or(0)) << (8 * i))
     }
 
     /// A guest's write of `size` bytes at `offset`: writable bits take the

@@ -160,9 +160,13 @@ pub enum PciError {
     InvalidSlot(u8),
     SlotOccupied(u8),
     /// The 32-bit MMIO window has no room for a BAR of `size` bytes.
-    NoMmioSpace { size: u64 },
+    NoMmioSpace {
+        size: u64,
+    },
     /// The I/O BAR range has no room for `size` ports.
-    NoIoSpace { size: u64 },
+    NoIoSpace {
+        size: u64,
+    },
 }
 
 impl fmt::Display for PciError {
@@ -171,8 +175,12 @@ impl fmt::Display for PciError {
             PciError::BusFull => write!(f, "pci: bus 0 has no free device number"),
             PciError::InvalidSlot(s) => write!(f, "pci: device number {s} is past 31"),
             PciError::SlotOccupied(s) => write!(f, "pci: device number {s} is taken"),
-            PciError::NoMmioSpace { size } => write!(f, "pci: no room in the MMIO window for a BAR of {size:#x}"),
-            PciError::NoIoSpace { size } => write!(f, "pci: no room for an I/O BAR of {size:#x} ports"),
+            PciError::NoMmioSpace { size } => {
+                write!(f, "pci: no room in the MMIO window for a BAR of {size:#x}")
+            }
+            PciError::NoIoSpace { size } => {
+                write!(f, "pci: no room for an I/O BAR of {size:#x} ports")
+            }
         }
     }
 }

@@ -179,15 +179,10 @@ impl Msix {
 
     /// A write to the table; other than aligned dword and qword writes are
     /// ignored. Unmasking an entry with its pending bit set sends it.
-    pub fn write_table(
-        &mut self,
-        offset: u64,
-        size: u8,
-        value: u64,
-        config: &ConfigSpace,
-        out: &mut Vec<MsiMessage>,
-    ) {
-        let Some(i) = dword_index(offset, size, self.table_len()) else { return };
+    pub fn write_table(&mut self, offset: u64, size: u8, value: u64, config: &ConfigSpace, out: &mut Vec<MsiMessage>) {
+        let Some(i) = dword_index(offset, size, self.table_len()) else {
+            return;
+        };
         let dwords = if size == 8 { 2 } else { 1 };
         for k in 0..dwords {
             let field = i % 4 + k;
