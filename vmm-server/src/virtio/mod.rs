@@ -16,6 +16,7 @@
 //! interrupt (§2.1.2), and the device does nothing more until reset.
 
 pub mod block;
+pub mod console;
 pub mod pci;
 pub mod queue;
 pub mod rng;
