@@ -18,6 +18,7 @@ pub mod frames;
 pub mod insn;
 pub mod memmap;
 pub mod pagetable;
+pub mod rangemap;
 pub mod sched;
 pub mod slab;
 pub mod testproto;

@@ -475,7 +475,8 @@ impl VLapic {
             timer: Timer::RESET,
             nmi_pending: false,
             init_pending: false,
-            wait_for_sipi: false,
+            // An AP waits for INIT-SIPI after reset; the BSP runs.
+            wait_for_sipi: !config.bsp,
             sipi: None,
         };
         lapic.reset_registers();
@@ -1782,8 +1783,11 @@ mod tests {
     #[test]
     fn init_sipi_flow() {
         let mut ap = enabled(1);
+        assert!(ap.waiting_for_sipi(), "an AP waits for INIT-SIPI after reset");
+        assert!(!enabled(0).waiting_for_sipi(), "the BSP runs");
+        let mut bsp = enabled(0);
+        assert!(!bsp.accept_sipi(0x10), "SIPI outside wait-for-SIPI is ignored");
         let _ = ap.mmio_write(0x80, 0x20, 0);
-        assert!(!ap.accept_sipi(0x10), "SIPI outside wait-for-SIPI is ignored");
         assert!(ap.deliver(DeliveryMode::Init, 0, TriggerMode::Edge));
         assert!(ap.waiting_for_sipi());
         assert!(ap.deliver(DeliveryMode::Startup, 0x9A, TriggerMode::Edge));

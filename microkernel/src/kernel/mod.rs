@@ -154,6 +154,9 @@ pub struct Thread {
     pub send_grant: bool,
     /// The process whose budget paid for this thread.
     pub charged_to: Id,
+    /// Capabilities naming it; deleting the last one ends the thread (as
+    /// seL4 destroys a TCB with its last capability).
+    pub refs: u32,
     /// CPU-time cap (kcore's policy); unlimited by default.
     pub cpu_budget: kcore::sched::CpuBudget,
     /// When it last entered ring 3 (ns since boot), for charging the budget.
@@ -167,6 +170,7 @@ pub enum ProcessState {
     Faulted(u64),
 }
 
+#[derive(Clone, Copy, Debug)]
 pub struct Mapping {
     pub frame: Id,
 }
@@ -180,7 +184,7 @@ pub struct Process {
     pub threads: Vec<Id>,
     pub state: ProcessState,
     /// User pages, by virtual address.
-    pub mappings: BTreeMap<u64, Mapping>,
+    pub mappings: kcore::rangemap::RangeMap<Mapping>,
     pub page_tables: u64,
     /// Capabilities naming this process.
     pub refs: u32,

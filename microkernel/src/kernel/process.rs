@@ -8,7 +8,7 @@ use super::{cost, Endpoint, Frame, Kernel, Mapping, Notification, Obj, Process, 
 use crate::arch::{self, gdt, percpu, trap::TrapFrame};
 use abi::{CapSlot, Error, Rights};
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use kcore::budget::Budget;
 use kcore::cap::{Removed, NODE_BYTES, SLOT_BYTES};
@@ -35,6 +35,11 @@ impl Kernel {
             Obj::Endpoint(id) => {
                 if let Some(e) = self.endpoints.get_mut(id) {
                     e.refs += 1;
+                }
+            }
+            Obj::Thread(id) => {
+                if let Some(t) = self.thread_mut(id) {
+                    t.refs += 1;
                 }
             }
             Obj::Notification(id) => {
@@ -116,6 +121,15 @@ impl Kernel {
                         self.end_process(id, ProcessState::Exited(0));
                     }
                     self.reap(id);
+                }
+            }
+            Obj::Thread(id) => {
+                let Some(t) = self.thread_mut(id) else { return };
+                t.refs = t.refs.saturating_sub(1);
+                if t.refs == 0 {
+                    // Nobody can reach it any more: stop it wherever it runs.
+                    self.stop_remote(&[id]);
+                    self.kill_thread(id);
                 }
             }
             Obj::Guest(id) => {
@@ -207,7 +221,7 @@ impl Kernel {
             parent,
             threads: Vec::new(),
             state: ProcessState::Running,
-            mappings: BTreeMap::new(),
+            mappings: kcore::rangemap::RangeMap::new(),
             page_tables: 0,
             refs: 0,
             watchers: Vec::new(),
@@ -248,6 +262,7 @@ impl Kernel {
             send_badge: 0,
             send_grant: false,
             charged_to: payer,
+            refs: 0,
             cpu_budget: kcore::sched::CpuBudget::unlimited(),
             ran_since: 0,
         }));
@@ -277,7 +292,10 @@ impl Kernel {
     }
 
     pub fn create_frame(&mut self, payer: Id, pages: u64) -> Result<Id, Error> {
-        if pages == 0 || pages > 1024 {
+        // Up to 64 MiB of contiguous memory in one object (boot files such
+        // as a guest kernel are single frames; guest RAM comes in smaller
+        // pieces so that it survives fragmentation).
+        if pages == 0 || pages > MAX_FRAME_PAGES {
             return Err(Error::InvalidArgument);
         }
         let bytes = pages * PAGE;
@@ -339,7 +357,7 @@ impl Kernel {
         if p.state != ProcessState::Running {
             return Err(Error::Gone);
         }
-        if p.mappings.range(vaddr..end).next().is_some() {
+        if p.mappings.overlaps(vaddr, pages) {
             return Err(Error::AlreadyMapped);
         }
         let pml4 = p.pml4;
@@ -362,7 +380,6 @@ impl Kernel {
                 (Ok(_), Ok(())) => {
                     let p = self.processes.get_mut(pid).expect("checked");
                     p.page_tables += made;
-                    p.mappings.insert(va, Mapping { frame });
                     self.obj_ref(Obj::Frame(frame));
                 }
                 (r, charged) => {
@@ -370,6 +387,9 @@ impl Kernel {
                     if r.is_ok() {
                         let mut t = Tables::new();
                         let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, va);
+                    }
+                    if let Some(p) = self.processes.get_mut(pid) {
+                        p.mappings.insert(vaddr, i, Mapping { frame });
                     }
                     let _ = self.unmap_range(pid, vaddr, i);
                     return Err(match (r, charged) {
@@ -382,6 +402,7 @@ impl Kernel {
                 }
             }
         }
+        self.processes.get_mut(pid).expect("checked").mappings.insert(vaddr, pages, Mapping { frame });
         Ok(())
     }
 
@@ -392,13 +413,14 @@ impl Kernel {
         let pml4 = p.pml4;
         let mut gone = Vec::new();
         let mut tables_freed = 0u64;
-        for i in 0..pages {
-            let va = vaddr.wrapping_add(i * PAGE);
-            let Some(m) = self.processes.get_mut(pid).expect("checked").mappings.remove(&va) else { continue };
-            let mut t = Tables::new();
-            let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, va);
-            tables_freed += t.freed as u64;
-            gone.push(m.frame);
+        let pieces = self.processes.get_mut(pid).expect("checked").mappings.remove(vaddr, pages);
+        for piece in pieces {
+            for i in 0..piece.pages {
+                let mut t = Tables::new();
+                let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, piece.start + i * PAGE);
+                tables_freed += t.freed as u64;
+                gone.push(piece.value.frame);
+            }
         }
         let p = self.processes.get_mut(pid).expect("checked");
         p.page_tables = p.page_tables.saturating_sub(tables_freed);
@@ -474,9 +496,8 @@ impl Kernel {
         }
         let p = self.processes.get(pid).expect("held");
         let (space, pml4) = (p.space, p.pml4);
-        let vaddrs: Vec<u64> = p.mappings.keys().copied().collect();
-        for va in vaddrs {
-            let _ = self.unmap_range(pid, va, 1);
+        for (va, pages) in p.mappings.ranges() {
+            let _ = self.unmap_range(pid, va, pages);
         }
         if let Ok(list) = self.caps.destroy_space(space) {
             self.removed(list);
@@ -684,3 +705,6 @@ pub fn start_init(k: &mut Kernel, elf: &[u8], archive_phys: u64, archive_len: u6
     k.thread_resume(t).map_err(|_| "resume")?;
     Ok(pid)
 }
+
+/// The largest frame object `create_frame` makes, in pages.
+pub const MAX_FRAME_PAGES: u64 = 16 * 1024;

@@ -15,7 +15,6 @@ use super::{cost, Kernel, KernelGuard, Obj};
 use crate::arch::{self, percpu, svm, vmx};
 use abi::{Error, Rights, VcpuExit, VcpuRun};
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kcore::pagetable::{self, Ept, Flags, Npt};
@@ -158,7 +157,7 @@ fn nested_unmap(t: &mut Tables, root: u64, gpa: u64) {
 pub struct Guest {
     pub npt_root: u64,
     /// Guest-physical page → frame object (a reference each).
-    pub mappings: BTreeMap<u64, Id>,
+    pub mappings: kcore::rangemap::RangeMap<Id>,
     pub tables: u64,
     pub refs: u32,
     pub charged_to: Option<Id>,
@@ -237,7 +236,7 @@ impl Kernel {
         };
         Ok(self.guests.insert(Guest {
             npt_root: root,
-            mappings: BTreeMap::new(),
+            mappings: kcore::rangemap::RangeMap::new(),
             tables: 0,
             refs: 0,
             charged_to: Some(payer),
@@ -345,7 +344,7 @@ impl Kernel {
             return Err(Error::InvalidArgument);
         }
         let g = self.guests.get(guest).ok_or(Error::Gone)?;
-        if g.mappings.range(gpa..end).next().is_some() {
+        if g.mappings.overlaps(gpa, pages) {
             return Err(Error::AlreadyMapped);
         }
         let (root, payer) = (g.npt_root, g.charged_to);
@@ -368,10 +367,12 @@ impl Kernel {
                 Ok(_) => {
                     let g = self.guests.get_mut(guest).expect("checked");
                     g.tables += made;
-                    g.mappings.insert(gpa + i * PAGE, frame);
                     self.obj_ref(Obj::Frame(frame));
                 }
                 Err(e) => {
+                    if let Some(g) = self.guests.get_mut(guest) {
+                        g.mappings.insert(gpa, i, frame);
+                    }
                     let _ = self.guest_unmap(guest, gpa, i);
                     return Err(match e {
                         pagetable::MapError::OutOfMemory => Error::OutOfMemory,
@@ -381,6 +382,7 @@ impl Kernel {
                 }
             }
         }
+        self.guests.get_mut(guest).expect("checked").mappings.insert(gpa, pages, frame);
         Ok(())
     }
 
@@ -388,16 +390,17 @@ impl Kernel {
         let g = self.guests.get(guest).ok_or(Error::Gone)?;
         let root = g.npt_root;
         let mut gone = alloc::vec::Vec::new();
-        for i in 0..pages {
-            let a = gpa.wrapping_add(i * PAGE);
-            let Some(f) = self.guests.get_mut(guest).expect("checked").mappings.remove(&a) else { continue };
-            let mut t = Tables::new();
-            nested_unmap(&mut t, root, a);
-            let g = self.guests.get_mut(guest).expect("checked");
-            g.tables = g.tables.saturating_sub(t.freed as u64);
-            let payer = g.charged_to;
-            self.refund(payer, t.freed as u64 * cost::PAGE_TABLE);
-            gone.push(f);
+        let pieces = self.guests.get_mut(guest).expect("checked").mappings.remove(gpa, pages);
+        for piece in pieces {
+            for i in 0..piece.pages {
+                let mut t = Tables::new();
+                nested_unmap(&mut t, root, piece.start + i * PAGE);
+                let g = self.guests.get_mut(guest).expect("checked");
+                g.tables = g.tables.saturating_sub(t.freed as u64);
+                let payer = g.charged_to;
+                self.refund(payer, t.freed as u64 * cost::PAGE_TABLE);
+                gone.push(piece.value);
+            }
         }
         if !gone.is_empty() {
             let g = self.guests.get(guest).expect("checked");
@@ -442,9 +445,8 @@ impl Kernel {
 
     pub fn destroy_guest(&mut self, id: Id) {
         let Some(g) = self.guests.get(id) else { return };
-        let pages: alloc::vec::Vec<u64> = g.mappings.keys().copied().collect();
-        for p in pages {
-            let _ = self.guest_unmap(id, p, 1);
+        for (gpa, pages) in g.mappings.ranges() {
+            let _ = self.guest_unmap(id, gpa, pages);
         }
         if let Some(g) = self.guests.remove(id) {
             let mut t = Tables::new();

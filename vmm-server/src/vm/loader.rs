@@ -70,7 +70,14 @@ fn slot<'r>(ram: &'r mut [u8], gpa: u64, len: u64, what: &'static str) -> Result
 pub fn load_linux(ram: &mut [u8], source: &BootSource<'_>) -> Result<LinuxEntry, LoadError> {
     let ram_bytes = ram.len() as u64;
     let image = BzImage::parse(source.kernel).map_err(LoadError::Kernel)?;
-    let map = E820::pc(ram_bytes).build().map_err(LoadError::MemoryMap)?;
+    // The backing is one block from guest-physical 0, so the RAM the map
+    // places around the holes below 1 MiB must end where the block ends.
+    let below_1m_holes = layout::HIGH_MEMORY_START - layout::LEGACY_HOLE_START;
+    let usable = ram_bytes.checked_sub(below_1m_holes).filter(|&u| u > layout::HIGH_MEMORY_START).ok_or(
+        LoadError::TooSmall { what: "memory map", needed: 2 * layout::HIGH_MEMORY_START, ram: ram_bytes },
+    )?;
+    let map = E820::pc(usable).build().map_err(LoadError::MemoryMap)?;
+    debug_assert!(map.ram_end() <= ram_bytes);
     if ram_bytes > layout::LOW_RAM_END {
         return Err(LoadError::TooSmall { what: "RAM above the PCI hole (not supported yet)", needed: 0, ram: ram_bytes });
     }

@@ -200,14 +200,15 @@ impl Resources {
 
 impl Drop for Resources {
     fn drop(&mut self) {
-        for &(va, pages) in &self.mappings {
-            // Every thread that used these mappings has stopped (`boot`
-            // waits for them) and no reference points into them.
-            let _ = alcove_rt::unmap_own(va, pages);
-        }
-        // Threads and vCPUs first (they hold the guest and frames), then the rest.
+        // Newest first: the threads (deleting a thread's last capability
+        // ends it), then vCPUs and notifications, frames and the guest.
         for &slot in self.slots.iter().rev() {
             let _ = sys::cap_delete(slot);
+        }
+        for &(va, pages) in &self.mappings {
+            // Every thread that used these mappings has ended (above) and
+            // no reference points into them.
+            let _ = alcove_rt::unmap_own(va, pages);
         }
     }
 }
