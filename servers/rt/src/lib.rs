@@ -468,22 +468,34 @@ pub fn unmap_own(va: u64, pages: u64) -> Result<(), abi::Error> {
     }
 }
 
-/// Starts `thread` (created in this process) at `entry(0, arg0, arg1)` on
-/// the stack ending at `stack_top`, without an IPC buffer: the thread may
-/// make only register-only system calls. The caller mapped the stack for
-/// this thread alone and `entry` is an `extern "C" fn(u64, u64, u64) -> !`.
-pub fn start_thread(thread: abi::CapSlot, entry: u64, stack_top: u64, arg0: u64, arg1: u64) -> Result<(), abi::Error> {
+/// Starts `thread` (created in this process) at `entry(ipc, arg0, arg1)` on
+/// the stack ending at `stack_top`. The caller mapped the stack for this
+/// thread alone and `entry` is an `extern "C" fn(u64, u64, u64) -> !`.
+///
+/// With `shared_ipc_buffer` the thread uses the process's IPC buffer (the
+/// one libipc knows): the caller then makes sure that no two threads do IPC
+/// at the same time (libipc's buffer is per process). Without it the thread
+/// may make only register-only system calls.
+pub fn start_thread(
+    thread: abi::CapSlot,
+    entry: u64,
+    stack_top: u64,
+    shared_ipc_buffer: bool,
+    arg0: u64,
+    arg1: u64,
+) -> Result<(), abi::Error> {
     #[cfg(target_os = "none")]
     {
+        let ipc = if shared_ipc_buffer { start::IPC_BUFFER_ADDR } else { 0 };
         // SAFETY: the caller's promises above: the stack is the thread's
-        // alone and `entry` is a function of the right type; with no IPC
-        // buffer the kernel writes no memory of this process for it.
-        unsafe { libipc::sys::thread_configure(thread, entry, stack_top, 0, arg0, arg1)? };
+        // alone, `entry` is a function of the right type, and the IPC
+        // buffer, if shared, is used by one thread at a time.
+        unsafe { libipc::sys::thread_configure(thread, entry, stack_top, ipc, arg0, arg1)? };
         libipc::sys::thread_resume(thread)
     }
     #[cfg(not(target_os = "none"))]
     {
-        let _ = (thread, entry, stack_top, arg0, arg1);
+        let _ = (thread, entry, stack_top, shared_ipc_buffer, arg0, arg1);
         Err(abi::Error::NoSyscall)
     }
 }

@@ -112,7 +112,7 @@ impl MsiMessage {
 
 /// A PCI function's model. The bus does configuration and BAR decoding;
 /// the device reacts to what reaches it.
-pub trait PciDevice: Any {
+pub trait PciDevice: Any + Send {
     /// The function's configuration space as it stands.
     fn config(&self) -> &ConfigSpace;
     fn config_mut(&mut self) -> &mut ConfigSpace;

@@ -659,7 +659,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
     }
 }
 
-impl<D: VirtioDevice + 'static> PciDevice for VirtioPci<D> {
+impl<D: VirtioDevice + Send + 'static> PciDevice for VirtioPci<D> {
     fn config(&self) -> &ConfigSpace {
         &self.config
     }

@@ -26,7 +26,8 @@ use crate::devices::pit::{PIT_PORTS, PORT_B, Pit};
 use crate::devices::rtc::{RTC_IRQ, RTC_PORTS, Rtc};
 use crate::devices::uart16550::{COM1_IRQ, COM1_PORTS, Uart16550};
 use crate::devices::{DeviceId, MmioDevice, PortBus, all_ones};
-use crate::mmio::MmioBus;
+use crate::pci::PciBus;
+use crate::virtio::GuestMemory;
 
 /// The I/O APIC pin of the PIT's IRQ 0 (MADT interrupt source override).
 pub const PIT_GSI: u8 = 2;
@@ -88,6 +89,11 @@ pub struct Platform {
     i8042: DeviceId,
     pm: AcpiPm,
     ioapic: IoApic,
+    /// PCI bus 0 (config ports 0xCF8-0xCFF, ECAM, BARs) with the VM's
+    /// virtio devices.
+    pci: PciBus,
+    /// INTx levels as last passed to the I/O APIC (bit n = GSI n).
+    intx: u32,
     /// ISA lines as last sampled (bit n = IRQ n), PIT excluded.
     lines: u16,
     interrupts: Vec<Interrupt>,
@@ -116,6 +122,8 @@ impl Platform {
             i8042,
             pm: AcpiPm::new(),
             ioapic: IoApic::new(0),
+            pci: PciBus::new(),
+            intx: 0,
             lines: 0,
             interrupts: Vec::new(),
             power: None,
@@ -126,17 +134,24 @@ impl Platform {
     /// Whether `port` belongs to a device here (others, e.g. PCI's, are the
     /// runtime's to route).
     pub fn claims_port(&self, port: u16) -> bool {
-        port == POST_PORT || AcpiPm::claims(port) || self.ports.lookup(port).is_some()
+        port == POST_PORT || AcpiPm::claims(port) || self.ports.lookup(port).is_some() || is_pci_config_port(port)
+    }
+
+    /// The PCI bus, to add devices and reach them.
+    pub fn pci(&mut self) -> &mut PciBus {
+        &mut self.pci
     }
 
     /// An `in` of `size` bytes; ports nobody decodes read all ones.
     pub fn io_read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        let v = if AcpiPm::claims(port) {
+        let v = if is_pci_config_port(port) && !(port == RESET_CONTROL && size == 1) {
+            self.pci.io_read(port, size).unwrap_or_else(|| all_ones(size))
+        } else if AcpiPm::claims(port) {
             self.pm.read(port, size, now_ns)
         } else if port == POST_PORT {
             all_ones(size)
         } else {
-            match self.ports.read(port, size, now_ns) {
+            match self.ports.read(port, size, now_ns).or_else(|| self.pci.io_read(port, size)) {
                 Some(v) => v,
                 None => {
                     self.unclaimed_accesses += 1;
@@ -148,15 +163,22 @@ impl Platform {
         v
     }
 
-    /// An `out` of `size` bytes; ports nobody decodes ignore it.
-    pub fn io_write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) {
-        if AcpiPm::claims(port) {
+    /// An `out` of `size` bytes; ports nobody decodes ignore it. `mem` is
+    /// guest RAM, for the device work a write may set off (a virtqueue
+    /// notification through an I/O BAR).
+    pub fn io_write(&mut self, port: u16, size: u8, value: u32, now_ns: u64, mem: &mut dyn GuestMemory) {
+        if is_pci_config_port(port) && !(port == RESET_CONTROL && size == 1) {
+            self.pci.io_write(port, size, value, mem);
+        } else if AcpiPm::claims(port) {
             match self.pm.write(port, size, value) {
                 Some(Requested::PowerOff) => self.power = self.power.or(Some(PowerEvent::PowerOff)),
                 Some(Requested::Reboot) => self.power = self.power.or(Some(PowerEvent::Reboot)),
                 None => {}
             }
-        } else if port != POST_PORT && !self.ports.write(port, size, value, now_ns) {
+        } else if port != POST_PORT
+            && !self.ports.write(port, size, value, now_ns)
+            && !self.pci.io_write(port, size, value, mem)
+        {
             self.unclaimed_accesses += 1;
         }
         if self.ports.device::<I8042>(self.i8042).is_some_and(I8042::reset_requested) {
@@ -222,6 +244,35 @@ impl Platform {
         self.route(out);
     }
 
+    /// Passes on what the PCI devices raised: MSI messages straight to the
+    /// APICs, INTx levels to the I/O APIC.
+    fn collect_pci(&mut self) {
+        for m in self.pci.take_msi() {
+            if !m.is_interrupt() || !matches!(m.delivery_mode(), 0 | 1) {
+                continue; // a stray write, or SMI/NMI/INIT/ExtINT: not delivered
+            }
+            let dest = m.destination_id();
+            let target = match (m.logical_destination(), m.delivery_mode()) {
+                (false, _) => Target::Physical(dest),
+                (true, 1) => Target::LowestOf(dest),
+                (true, _) => Target::Logical(dest),
+            };
+            self.interrupts.push(Interrupt { vector: m.vector(), target });
+        }
+        let mut levels = 0u32;
+        for line in self.pci.intx_lines() {
+            if line.asserted && line.irq < 32 {
+                levels |= 1 << line.irq;
+            }
+        }
+        let changed = levels ^ self.intx;
+        self.intx = levels;
+        for gsi in (0..32u8).filter(|g| changed & (1 << g) != 0) {
+            let out = self.ioapic.set_irq(gsi, levels & (1 << gsi) != 0);
+            self.route(out);
+        }
+    }
+
     fn route(&mut self, out: Vec<IoApicInterrupt>) {
         for i in out {
             let target = match (i.destination_mode, i.delivery_mode) {
@@ -239,6 +290,7 @@ impl Platform {
 
     /// Samples every interrupt line and passes changes on.
     fn sample(&mut self, now_ns: u64) {
+        self.collect_pci();
         let edges = self.ports.device_mut::<Pit>(self.pit).map_or(0, |p| p.irq_edges(now_ns));
         if edges > 0 {
             // However many periods passed, one interrupt (as a late timer
@@ -286,43 +338,59 @@ impl Platform {
         gpa.wrapping_sub(IOAPIC_BASE) < IOAPIC_MMIO_SIZE
     }
 
-    /// Whether an MMIO access at `gpa` belongs to a device here.
-    pub fn claims_mmio(gpa: u64) -> bool {
-        Self::is_ioapic(gpa)
-    }
-}
-
-impl MmioBus for Platform {
-    fn read(&mut self, gpa: u64, size: u8) -> u64 {
-        if Self::is_ioapic(gpa) {
-            self.ioapic.read(gpa - IOAPIC_BASE, size, 0)
+    /// An MMIO read (the I/O APIC, ECAM, a BAR); nothing there reads all
+    /// ones.
+    pub fn mmio_read(&mut self, gpa: u64, size: u8) -> u64 {
+        let v = if Self::is_ioapic(gpa) {
+            Some(self.ioapic.read(gpa - IOAPIC_BASE, size, 0))
         } else {
+            self.pci.mmio_read(gpa, size)
+        };
+        self.collect_pci();
+        v.unwrap_or_else(|| {
             self.unclaimed_accesses += 1;
             u64::MAX >> (64 - 8 * u32::from(size.clamp(1, 8)))
-        }
+        })
     }
 
-    fn write(&mut self, gpa: u64, size: u8, value: u64) {
+    /// An MMIO write; `mem` is guest RAM for the device work it may set off
+    /// (a virtqueue notification).
+    pub fn mmio_write(&mut self, gpa: u64, size: u8, value: u64, mem: &mut dyn GuestMemory) {
         if Self::is_ioapic(gpa) {
             self.ioapic.write(gpa - IOAPIC_BASE, size, value, 0);
             let out = self.ioapic.take_interrupts();
             self.route(out);
-        } else {
+        } else if !self.pci.mmio_write(gpa, size, value, mem) {
             self.unclaimed_accesses += 1;
         }
+        self.collect_pci();
     }
+}
+
+/// Port 0xCF9, the reset control register, inside the PCI config range
+/// (byte accesses only).
+const RESET_CONTROL: u16 = 0xCF9;
+
+fn is_pci_config_port(port: u16) -> bool {
+    (0xCF8..=0xCFF).contains(&port)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::VecMemory;
+
+    fn mem() -> VecMemory {
+        VecMemory::new(0, 0x1000)
+    }
 
     /// Programs redirection entry `pin` through the MMIO window.
     fn redirect(p: &mut Platform, pin: u8, entry: u64) {
-        p.write(IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin));
-        p.write(IOAPIC_BASE + 0x10, 4, entry & 0xffff_ffff);
-        p.write(IOAPIC_BASE, 4, u64::from(0x11 + 2 * pin));
-        p.write(IOAPIC_BASE + 0x10, 4, entry >> 32);
+        let m = &mut mem();
+        p.mmio_write(IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin), m);
+        p.mmio_write(IOAPIC_BASE + 0x10, 4, entry & 0xffff_ffff, m);
+        p.mmio_write(IOAPIC_BASE, 4, u64::from(0x11 + 2 * pin), m);
+        p.mmio_write(IOAPIC_BASE + 0x10, 4, entry >> 32, m);
     }
 
     #[test]
@@ -330,10 +398,10 @@ mod tests {
         let mut p = Platform::new(0, 0);
         redirect(&mut p, COM1_IRQ, 0x31 | (1 << 56)); // vector 0x31, APIC 1, edge
         // Enable the THR-empty interrupt and OUT2 (the ISA IRQ gate).
-        p.io_write(0x3F8 + 4, 1, 0x08, 0);
-        p.io_write(0x3F8 + 1, 1, 0x02, 0);
+        p.io_write(0x3F8 + 4, 1, 0x08, 0, &mut mem());
+        p.io_write(0x3F8 + 1, 1, 0x02, 0, &mut mem());
         assert_eq!(p.take_interrupts(), [Interrupt { vector: 0x31, target: Target::Physical(1) }]);
-        p.io_write(0x3F8, 1, u32::from(b'A'), 1);
+        p.io_write(0x3F8, 1, u32::from(b'A'), 1, &mut mem());
         assert_eq!(p.take_console_output(), b"A");
     }
 
@@ -342,9 +410,9 @@ mod tests {
         let mut p = Platform::new(0, 0);
         redirect(&mut p, PIT_GSI, 0x30 | (0x1 << 56) | (1 << 11)); // logical, mask 1
         // Channel 0, mode 2, lobyte/hibyte, 1193 counts (~1 ms).
-        p.io_write(0x43, 1, 0x34, 0);
-        p.io_write(0x40, 1, 1193 & 0xff, 0);
-        p.io_write(0x40, 1, 1193 >> 8, 0);
+        p.io_write(0x43, 1, 0x34, 0, &mut mem());
+        p.io_write(0x40, 1, 1193 & 0xff, 0, &mut mem());
+        p.io_write(0x40, 1, 1193 >> 8, 0, &mut mem());
         let next = p.next_event(0).expect("the PIT is running");
         assert!((900_000..1_100_000).contains(&next), "{next}");
         p.tick(next);
@@ -361,13 +429,13 @@ mod tests {
     fn poweroff_and_reset_are_reported() {
         let mut p = Platform::new(0, 0);
         assert_eq!(p.power_event(), None);
-        p.io_write(0x604, 2, (5 << 10) | (1 << 13), 0);
+        p.io_write(0x604, 2, (5 << 10) | (1 << 13), 0, &mut mem());
         assert_eq!(p.power_event(), Some(PowerEvent::PowerOff));
         let mut p = Platform::new(0, 0);
-        p.io_write(0xCF9, 1, 0x06, 0);
+        p.io_write(0xCF9, 1, 0x06, 0, &mut mem());
         assert_eq!(p.power_event(), Some(PowerEvent::Reboot));
         let mut p = Platform::new(0, 0);
-        p.io_write(0x64, 1, 0xFE, 0);
+        p.io_write(0x64, 1, 0xFE, 0, &mut mem());
         assert_eq!(p.power_event(), Some(PowerEvent::Reboot));
     }
 
@@ -388,16 +456,26 @@ mod tests {
             let port = rng.below(0x1_0000) as u16;
             let size = rng.size();
             if rng.below(2) == 0 {
-                p.io_write(port, size, rng.next() as u32, i * 1000);
+                p.io_write(port, size, rng.next() as u32, i * 1000, &mut mem());
             } else {
                 let _ = p.io_read(port, size, i * 1000);
             }
             let gpa = IOAPIC_BASE + rng.below(0x1100);
-            let _ = MmioBus::read(&mut p, gpa, [1, 2, 4, 8][rng.below(4) as usize]);
-            MmioBus::write(&mut p, gpa, 4, rng.next());
+            let _ = p.mmio_read(gpa, [1, 2, 4, 8][rng.below(4) as usize]);
+            p.mmio_write(gpa, 4, rng.next(), &mut mem());
             let _ = p.next_event(i * 1000);
             let _ = p.take_interrupts();
         }
         assert_eq!(p.io_read(0x2F8, 1, 0), 0xFF);
+    }
+
+    #[test]
+    fn pci_config_ports_reach_the_host_bridge_and_cf9_resets() {
+        let mut p = Platform::new(0, 0);
+        p.io_write(0xCF8, 4, 0x8000_0000, 0, &mut mem());
+        assert_eq!(p.io_read(0xCFC, 4, 0), 0x29C0_8086);
+        assert_eq!(p.power_event(), None);
+        p.io_write(0xCF9, 1, 0x06, 0, &mut mem());
+        assert_eq!(p.power_event(), Some(PowerEvent::Reboot));
     }
 }

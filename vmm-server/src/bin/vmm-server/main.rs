@@ -15,11 +15,14 @@ mod runtime;
 fn main(start: alcove_rt::Start) -> u64 {
     let info = start.server("vmm-server");
     match runtime::VmSpec::from_start(&info) {
-        Ok(Some(spec)) => return runtime::run(&info, &spec),
+        Ok(Some(spec)) => return runtime::run(&spec),
         Ok(None) => {}
         Err(e) => {
             log::error!("{e}");
-            runtime::announce_end(&info, &runtime::Ending::Error(e));
+            runtime::announce_end(&info.name, &runtime::Ending::Error(e));
+            if info.args.iter().any(|a| a == "exit-machine") {
+                let _ = libipc::sys::machine_exit(alcove_rt::start::SLOT_CONSOLE, 4);
+            }
             return 2;
         }
     }

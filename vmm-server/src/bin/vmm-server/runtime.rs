@@ -29,7 +29,14 @@ use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::cpuid;
 use vmm_server::vm::loader::{self, BootSource};
 use vmm_server::vm::memory::GuestRam;
+use vmm_server::config::VmConfig;
+use vmm_server::virtio::block::{BackendError, Block, BlockBackend, ID_BYTES};
+use vmm_server::virtio::pci::VirtioPci;
 use vmm_server::vm::platform::{Platform, PowerEvent};
+use libipc::blkring::{RingClient, StorageDoorbell};
+use libipc::cap::{Cap, Endpoint};
+use libipc::interfaces::storage;
+use libipc::kernel::{CapTransport, KernelTransport};
 
 const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 const RWX: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0);
@@ -54,6 +61,11 @@ pub struct VmSpec {
     pub kernel: &'static [u8],
     pub initrd: Option<&'static [u8]>,
     pub cmdline: String,
+    /// How many disks: disk i is storaged's disk i (for now a whole machine
+    /// disk per VM disk).
+    pub disks: usize,
+    /// The storaged endpoint, if granted.
+    pub storaged: Option<CapSlot>,
     /// End the whole machine (QEMU) with the VM: `cargo xtask run --vm`.
     pub exit_machine: bool,
 }
@@ -63,18 +75,34 @@ impl VmSpec {
     /// no `vm.json` (the idle instance), an error naming the property that
     /// is wrong otherwise.
     pub fn from_start(info: &StartInfo) -> Result<Option<VmSpec>, String> {
-        // TEMPORARY (until vm.json parsing lands): key=value arguments.
-        let arg = |k: &str| info.args.iter().find_map(|a| a.strip_prefix(k).and_then(|r| r.strip_prefix('=')));
-        let Some(kname) = arg("kernel") else { return Ok(None) };
-        let kernel = file(info, kname)?.ok_or_else(|| format!("no file {kname}"))?;
-        let initrd = match arg("initrd") { Some(n) => Some(file(info, n)?.ok_or_else(|| format!("no file {n}"))?), None => None };
+        let Some(json) = file(info, "vm.json")? else { return Ok(None) };
+        let text = core::str::from_utf8(json).map_err(|_| String::from("vm.json: not UTF-8"))?;
+        let config = VmConfig::from_json(text).map_err(|e| e.to_string())?;
+        config.check_supported().map_err(|e| e.to_string())?;
+        let by_name = |property: &str, path: &str| -> Result<&'static [u8], String> {
+            let base = path.rsplit('/').next().unwrap_or(path);
+            file(info, base)?
+                .ok_or_else(|| format!("vmadm: property \"{property}\": {path:?} is not among this VM's boot files"))
+        };
+        let kernel = by_name("kernel", &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(p) => Some(by_name("initrd", p)?),
+            None => None,
+        };
+        let name = match (&config.alias, &config.uuid) {
+            (Some(a), _) => a.clone(),
+            (None, Some(u)) => u.to_string(),
+            (None, None) => info.name.clone(),
+        };
         Ok(Some(VmSpec {
-            name: info.name.clone(),
-            ram_mib: arg("ram").and_then(|v| v.parse().ok()).unwrap_or(256),
-            vcpus: arg("vcpus").and_then(|v| v.parse().ok()).unwrap_or(1),
+            name,
+            ram_mib: config.ram_mib,
+            vcpus: config.vcpus,
             kernel,
             initrd,
-            cmdline: arg("cmdline").unwrap_or("").into(),
+            cmdline: config.cmdline.clone(),
+            disks: config.disks.len(),
+            storaged: info.calls("storaged"),
             exit_machine: info.args.iter().any(|a| a == "exit-machine"),
         }))
     }
@@ -127,16 +155,16 @@ impl Ending {
 }
 
 /// The one line that says how a VM ended (the test driver reads it).
-pub fn announce_end(info: &StartInfo, ending: &Ending) {
+pub fn announce_end(name: &str, ending: &Ending) {
     match ending {
-        Ending::Error(why) => println!("vm {}: ended: error: {why}", info.name),
-        e => println!("vm {}: ended: {}", info.name, e.word()),
+        Ending::Error(why) => println!("vm {name}: ended: error: {why}"),
+        e => println!("vm {name}: ended: {}", e.word()),
     }
 }
 
 /// Runs the VM until it ends (rebooting it as often as the guest asks);
 /// the process's exit code.
-pub fn run(info: &StartInfo, spec: &VmSpec) -> u64 {
+pub fn run(spec: &VmSpec) -> u64 {
     let before = sys::budget_info().map(|b| b.used_bytes).unwrap_or(0);
     let ending = loop {
         let ending = match boot(spec) {
@@ -155,7 +183,7 @@ pub fn run(info: &StartInfo, spec: &VmSpec) -> u64 {
         }
         break ending;
     };
-    announce_end(info, &ending);
+    announce_end(&spec.name, &ending);
     if spec.exit_machine {
         let _ = sys::machine_exit(SLOT_CONSOLE, ending.machine_status());
     }
@@ -339,8 +367,14 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let done = res.create(ObjectType::Notification, 0, "done notification")?;
     let park = res.create(ObjectType::Notification, 0, "park notification")?;
     let epoch_ns = alcove_rt::clock_ns();
+    let mut platform = Platform::new(0, 0);
+    for index in 0..spec.disks {
+        let backend = open_disk(&mut res, spec, index)?;
+        let device = VirtioPci::new(Block::new(backend)).map_err(|e| format!("disks[{index}]: {e}"))?;
+        platform.pci().add(alloc::boxed::Box::new(device)).map_err(|e| format!("disks[{index}]: {e}"))?;
+    }
     let shared = Arc::new(Shared {
-        platform: spin::Mutex::new(Platform::new(0, 0)),
+        platform: spin::Mutex::new(platform),
         ram,
         vcpus,
         ending: spin::Mutex::new(None),
@@ -393,6 +427,81 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     Ok(ending)
 }
 
+/// Where disk rings are mapped (one slot of 1 MiB each).
+const RING_VA: u64 = 0x22_0000_0000;
+const RING_STRIDE: u64 = 0x10_0000;
+
+/// A VM disk served by storaged through a block ring: the guest's
+/// virtio-blk requests become ring requests, and each batch one `kick`
+/// IPC (made under the platform lock, so the process's one IPC buffer is
+/// never used by two threads at once).
+struct RingBackend {
+    ring: RingClient<&'static mut [u8], StorageDoorbell<KernelTransport>>,
+    id: [u8; ID_BYTES],
+    handle: u32,
+}
+
+impl Drop for RingBackend {
+    fn drop(&mut self) {
+        // The VM is over (the main thread drops the devices): give the ring
+        // back to storaged.
+        let _ = self.ring.doorbell().client().close(self.handle);
+    }
+}
+
+impl BlockBackend for RingBackend {
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.ring.read(sector, buf).map_err(|_| BackendError::Io)
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.ring.write(sector, data).map_err(|_| BackendError::Io)
+    }
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.ring.flush().map_err(|_| BackendError::Io)
+    }
+    fn capacity_sectors(&self) -> u64 {
+        self.ring.capacity_sectors()
+    }
+    fn id(&self) -> [u8; ID_BYTES] {
+        self.id
+    }
+    fn read_only(&self) -> bool {
+        self.ring.read_only()
+    }
+}
+
+/// Opens storaged's disk `index` for the VM's `disks[index]`.
+fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Result<RingBackend, String> {
+    let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"disks[{index}]\": {e}");
+    let ep = spec.storaged.ok_or_else(|| what(&"no storaged endpoint was granted to this VM"))?;
+    let slot = res.next;
+    let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]);
+    let opened = storage::Client::new(&transport)
+        .open(index as u32)
+        .map_err(|e| what(&e))?
+        .map_err(|e| what(&e))?;
+    if transport.received() != 1 {
+        return Err(what(&"storaged sent no ring"));
+    }
+    res.next += 1;
+    res.slots.push(slot);
+    let pages = u64::from(opened.ring_pages);
+    if pages * PAGE_SIZE > RING_STRIDE {
+        return Err(what(&format!("ring of {pages} pages is too large")));
+    }
+    let va = RING_VA + index as u64 * RING_STRIDE;
+    res.map_self(slot, va, pages, "disk ring")?;
+    let region = alcove_rt::user_bytes_mut(va, (pages * PAGE_SIZE) as usize);
+    let bell = StorageDoorbell::new(KernelTransport::new(Cap::from_slot(ep)), opened.handle);
+    let ring = RingClient::new(region, bell).map_err(|e| what(&e))?;
+    let mut id = [0u8; ID_BYTES];
+    let serial = opened.info.serial.as_bytes();
+    let n = serial.len().min(ID_BYTES);
+    id[..n].copy_from_slice(&serial[..n]);
+    log::info!("disks[{index}]: storaged disk {} ({} sectors)", opened.info.name, ring.capacity_sectors());
+    Ok(RingBackend { ring, id, handle: opened.handle })
+}
+
 /// Prints the figure `cargo xtask bench` reports as `vmm_overhead_kib`:
 /// kernel memory this process is charged for beyond guest RAM (page
 /// tables of both address spaces, vCPUs, run pages, thread stacks and
@@ -415,9 +524,10 @@ fn start_thread(res: &mut Resources, index: u64, timer: bool) -> Result<(), Stri
     res.map_self(stack, va, STACK_PAGES, "thread stack")?;
     let t = res.create(ObjectType::Thread, u64::from(SLOT_SELF), "thread")?;
     let top = va + STACK_PAGES * PAGE_SIZE - 8;
-    // The stack is this thread's alone; it makes only register-only system
-    // calls, so it needs no IPC buffer.
-    alcove_rt::start_thread(t, thread_main as *const () as u64, top, index, u64::from(timer))
+    // The stack is this thread's alone. vCPU threads share the process's
+    // IPC buffer: their only IPC (storaged's doorbell) happens under the
+    // platform lock, one at a time.
+    alcove_rt::start_thread(t, thread_main as *const () as u64, top, !timer, index, u64::from(timer))
         .map_err(|e| format!("start thread {index}: {e}"))?;
     if !timer {
         // vCPU threads run above the servers' default, below init.
@@ -517,7 +627,8 @@ fn io_exit(sh: &Shared, run: &mut VcpuRun) {
     if run.io_flags & 1 != 0 {
         string_io(sh, run, now);
     } else if run.write != 0 {
-        sh.platform.lock().io_write(port, size, (run.data & mask(size)) as u32, now);
+        let mut mem = GuestRam::physical(&sh.ram);
+        sh.platform.lock().io_write(port, size, (run.data & mask(size)) as u32, now, &mut mem);
         if Platform::reprograms_timers(port) {
             let _ = sys::signal(sh.timer, 1);
         }
@@ -550,7 +661,7 @@ fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
         let ok = if write {
             mmio::GuestMemory::read(&mut GuestRam::for_vcpu(mem.mem, run), va, b).is_ok()
                 && {
-                    p.io_write(run.port, run.size, u32::from_le_bytes(buf), now);
+                    p.io_write(run.port, run.size, u32::from_le_bytes(buf), now, &mut GuestRam::physical(mem.mem));
                     true
                 }
         } else {
@@ -572,14 +683,15 @@ fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
 /// The guest-physical bus of an MMIO exit.
 struct Bus<'a> {
     platform: spin::MutexGuard<'a, Platform>,
+    ram: &'a SharedMemory,
 }
 
 impl MmioBus for Bus<'_> {
     fn read(&mut self, gpa: u64, size: u8) -> u64 {
-        self.platform.read(gpa, size)
+        self.platform.mmio_read(gpa, size)
     }
     fn write(&mut self, gpa: u64, size: u8, value: u64) {
-        self.platform.write(gpa, size, value)
+        self.platform.mmio_write(gpa, size, value, &mut GuestRam::physical(self.ram))
     }
 }
 
@@ -595,7 +707,7 @@ fn mmio_exit(sh: &Shared, run: &mut VcpuRun) -> Result<(), String> {
         mmio::fetch(&mut mem, run)
             .map_err(|f| format!("MMIO at {gpa:#x}: cannot fetch the instruction at rip {:#x} ({:#x} unmapped)", run.rip, f.gva))?
     };
-    let mut bus = Bus { platform: sh.platform.lock() };
+    let mut bus = Bus { platform: sh.platform.lock(), ram: &sh.ram };
     mmio::emulate(&bytes[..len], run, gpa, &mut mem, &mut bus)
         .map_err(|e| format!("MMIO at {gpa:#x}, rip {:#x}: {e}", run.rip))?;
     run.load_state = abi::LOAD_GPRS;

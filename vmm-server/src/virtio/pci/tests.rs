@@ -53,7 +53,7 @@ fn disk() -> MemBackend {
 }
 
 impl Guest {
-    fn with<D: VirtioDevice + 'static>(device: D) -> Self {
+    fn with<D: VirtioDevice + Send + 'static>(device: D) -> Self {
         let mut bus = PciBus::new();
         let slot = bus.add(Box::new(VirtioPci::new(device).unwrap())).unwrap();
         let bar = bus.config(slot).unwrap().bar(0).unwrap().address;
@@ -91,7 +91,7 @@ impl Guest {
         self.w(COMMON_DEVICE_STATUS, 1, u64::from(s | bits));
     }
 
-    fn transport<D: VirtioDevice + 'static>(&mut self) -> &mut VirtioPci<D> {
+    fn transport<D: VirtioDevice + Send + 'static>(&mut self) -> &mut VirtioPci<D> {
         self.bus.device_mut::<VirtioPci<D>>(self.slot).unwrap()
     }
 
