@@ -36,6 +36,9 @@ crate::interface! {
     pub interface console = 2 {
         /// Writes `text` to the console as it is (no newline added).
         fn write(text: String);
+        /// Takes up to `max` bytes the operator typed since the last read
+        /// (empty when none). Whoever reads first gets them.
+        fn read(max: u32) -> alloc::vec::Vec<u8>;
     }
 }
 

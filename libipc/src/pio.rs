@@ -22,6 +22,20 @@ pub fn outl(port: u16, value: u32) {
     unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
 }
 
+/// Reads an 8-bit port.
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as `inl`.
+    unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes an 8-bit port.
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: as `inl`.
+    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// The configuration address register of mechanism #1.
 pub const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
 /// The configuration data register of mechanism #1.

@@ -302,6 +302,14 @@ impl<D: libipc::Dispatch> libipc::Dispatch for Managed<D> {
 /// Alcove); logs and exits if the endpoint is unusable.
 #[cfg(target_os = "none")]
 pub fn serve_forever<D: libipc::Dispatch>(slot: CapSlot, server: D) -> u64 {
+    serve_forever_with(slot, server, |_| {})
+}
+
+/// As [`serve_forever`], after `setup` ran with the slot of the thread's
+/// bound notification (bit 0 is the lifecycle's; a server may bind an IRQ
+/// to other bits and learns of them in [`libipc::Dispatch::notified`]).
+#[cfg(target_os = "none")]
+pub fn serve_forever_with<D: libipc::Dispatch>(slot: CapSlot, server: D, setup: impl FnOnce(CapSlot)) -> u64 {
     use start::{SLOT_NOTIFY, SLOT_THREAD};
     if let Err(e) = libipc::sys::create(abi::ObjectType::Notification, SLOT_NOTIFY, 0)
         .and_then(|_| libipc::sys::thread_bind_notification(SLOT_THREAD, SLOT_NOTIFY))
@@ -309,6 +317,7 @@ pub fn serve_forever<D: libipc::Dispatch>(slot: CapSlot, server: D) -> u64 {
         log::error!("cannot set up the lifecycle notification: {e}");
         return 2;
     }
+    setup(SLOT_NOTIFY);
     let mut managed = Managed::new(server, SLOT_NOTIFY);
     match libipc::kernel::serve(libipc::cap::Cap::from_slot(slot), &mut managed) {
         Ok(never) => match never {},
@@ -498,4 +507,34 @@ pub fn start_thread(
         let _ = (thread, entry, stack_top, shared_ipc_buffer, arg0, arg1);
         Err(abi::Error::NoSyscall)
     }
+}
+
+/// 64 random bits from the CPU's RDRAND (Intel SDM Vol. 1 §7.3.17), or
+/// `None` when the CPU has none or it keeps failing (the SDM's ten tries).
+pub fn rdrand_u64() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // CPUID is unprivileged and only reads.
+        let has_rdrand = core::arch::x86_64::__cpuid(1).ecx & (1 << 30) != 0;
+        if !has_rdrand {
+            return None;
+        }
+        #[target_feature(enable = "rdrand")]
+        fn step() -> Option<u64> {
+            let mut v = 0u64;
+            // A safe intrinsic inside a function with its target feature.
+            let ok = core::arch::x86_64::_rdrand64_step(&mut v);
+            (ok == 1).then_some(v)
+        }
+        for _ in 0..10 {
+            // SAFETY: RDRAND is present (checked above), which is all
+            // `step`'s target feature requires.
+            if let Some(v) = unsafe { step() } {
+                return Some(v);
+            }
+        }
+        None
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }

@@ -11,9 +11,40 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("no \"console\" endpoint was granted");
         return 1;
     };
-    let server = console::Console::new(alloc::boxed::Box::new(alcove_rt::print));
-    alcove_rt::serve_forever(slot, server)
+    let mut server = console::Console::new(alloc::boxed::Box::new(alcove_rt::print));
+    // Typed input: COM1's receiver, when the manifest grants its ports and
+    // IRQ 4. The kernel keeps writing COM1 (polled), the receiver is ours.
+    let com1 = info.ioports.iter().find(|&&(first, count, _)| first == COM1 && count >= 8).map(|&(_, _, s)| s);
+    let irq = info.irqs.iter().find(|&&(line, _)| line == 4).map(|&(_, s)| s);
+    let input = match (com1, irq) {
+        (Some(ports), Some(irq)) if libipc::sys::io_port_enable(ports).is_ok() => Some(irq),
+        _ => None,
+    };
+    if let Some(irq) = input {
+        server = server.with_input(alloc::boxed::Box::new(move |put| {
+            // Line status bit 0: a byte waits in the receiver buffer.
+            while libipc::pio::inb(COM1 + 5) & 1 != 0 {
+                put(libipc::pio::inb(COM1));
+            }
+            let _ = libipc::sys::irq_ack(irq);
+        }));
+    }
+    alcove_rt::serve_forever_with(slot, server, |notification| {
+        if let Some(irq) = input {
+            if libipc::sys::irq_bind(irq, notification, INPUT_BIT).is_ok() {
+                // Interrupt on received data; OUT2 gates the IRQ line.
+                libipc::pio::outb(COM1 + 1, 0x01);
+                libipc::pio::outb(COM1 + 4, libipc::pio::inb(COM1 + 4) | 0x08);
+            }
+        }
+    })
 }
+
+#[cfg(target_os = "none")]
+const COM1: u16 = 0x3f8;
+/// The notification bit for typed input (bit 0 is the lifecycle's).
+#[cfg(target_os = "none")]
+const INPUT_BIT: u64 = 1 << 2;
 
 #[cfg(target_os = "none")]
 alcove_rt::entry!(main);

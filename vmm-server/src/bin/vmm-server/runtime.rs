@@ -31,7 +31,10 @@ use vmm_server::vm::loader::{self, BootSource};
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::config::VmConfig;
 use vmm_server::virtio::block::{BackendError, Block, BlockBackend, ID_BYTES};
+use vmm_server::pci::PciSlot;
+use vmm_server::virtio::console::{self, Console};
 use vmm_server::virtio::pci::VirtioPci;
+use vmm_server::virtio::rng::{EntropySource, Rng};
 use vmm_server::vm::platform::{Platform, PowerEvent};
 use libipc::blkring::{RingClient, StorageDoorbell};
 use libipc::cap::{Cap, Endpoint};
@@ -66,6 +69,9 @@ pub struct VmSpec {
     pub disks: usize,
     /// The storaged endpoint, if granted.
     pub storaged: Option<CapSlot>,
+    /// The console server, whose typed input goes to the guest's serial
+    /// port.
+    pub console: Option<CapSlot>,
     /// End the whole machine (QEMU) with the VM: `cargo xtask run --vm`.
     pub exit_machine: bool,
 }
@@ -103,6 +109,7 @@ impl VmSpec {
             cmdline: config.cmdline.clone(),
             disks: config.disks.len(),
             storaged: info.calls("storaged"),
+            console: info.calls("console"),
             exit_machine: info.args.iter().any(|a| a == "exit-machine"),
         }))
     }
@@ -257,6 +264,10 @@ struct Shared {
     /// VM time 0 on the kernel clock.
     epoch_ns: u64,
     console: spin::Mutex<Vec<u8>>,
+    /// The virtio-console's place on the PCI bus.
+    console_slot: PciSlot,
+    /// The console server (operator input for the serial port).
+    console_server: Option<CapSlot>,
     name: String,
 }
 
@@ -291,7 +302,18 @@ impl Shared {
     fn deliver(&self, flush_all: bool) {
         let (interrupts, output, power) = {
             let mut p = self.platform.lock();
-            (p.take_interrupts(), p.take_console_output(), p.power_event())
+            let mut output = p.take_console_output();
+            let mut mem = GuestRam::physical(&self.ram);
+            if let Some(c) = p.pci().device_mut::<VirtioPci<Console>>(self.console_slot) {
+                let more = c.device_mut().take_output();
+                if !more.is_empty() {
+                    output.extend_from_slice(&more);
+                    // Room again: let stalled transmit buffers through.
+                    c.kick(console::TRANSMITQ, &mut mem);
+                }
+            }
+            p.tick(self.now());
+            (p.take_interrupts(), output, p.power_event())
         };
         let n = self.vcpus.len() as u32;
         for i in interrupts {
@@ -373,6 +395,17 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         let device = VirtioPci::new(Block::new(backend)).map_err(|e| format!("disks[{index}]: {e}"))?;
         platform.pci().add(alloc::boxed::Box::new(device)).map_err(|e| format!("disks[{index}]: {e}"))?;
     }
+    // An entropy device when the host CPU has a hardware RNG, and a virtio
+    // console (hvc0) next to the serial one.
+    if alcove_rt::rdrand_u64().is_some() {
+        let rng = VirtioPci::new(Rng::new(CpuRng)).map_err(|e| format!("virtio-rng: {e}"))?;
+        platform.pci().add(alloc::boxed::Box::new(rng)).map_err(|e| format!("virtio-rng: {e}"))?;
+    } else {
+        log::info!("vm {}: no virtio-rng (the host CPU has no RDRAND)", spec.name);
+    }
+    let console = VirtioPci::new(Console::new()).map_err(|e| format!("virtio-console: {e}"))?;
+    let console_slot =
+        platform.pci().add(alloc::boxed::Box::new(console)).map_err(|e| format!("virtio-console: {e}"))?;
     let shared = Arc::new(Shared {
         platform: spin::Mutex::new(platform),
         ram,
@@ -384,6 +417,8 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         park,
         epoch_ns,
         console: spin::Mutex::new(Vec::new()),
+        console_slot,
+        console_server: spec.console,
         name: spec.name.clone(),
     });
     *CURRENT.lock() = Some(shared.clone());
@@ -470,6 +505,28 @@ impl BlockBackend for RingBackend {
     }
 }
 
+/// The guest's entropy: the host CPU's RDRAND, 8 bytes at a time.
+struct CpuRng;
+
+impl EntropySource for CpuRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            // The device exists only when RDRAND works; should it fail
+            // later, wait a little and try again rather than hand out
+            // predictable bytes.
+            let v = loop {
+                match alcove_rt::rdrand_u64() {
+                    Some(v) => break v,
+                    None => {
+                        let _ = sys::yield_now();
+                    }
+                }
+            };
+            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
 /// Opens storaged's disk `index` for the VM's `disks[index]`.
 fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Result<RingBackend, String> {
     let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"disks[{index}]\": {e}");
@@ -524,10 +581,10 @@ fn start_thread(res: &mut Resources, index: u64, timer: bool) -> Result<(), Stri
     res.map_self(stack, va, STACK_PAGES, "thread stack")?;
     let t = res.create(ObjectType::Thread, u64::from(SLOT_SELF), "thread")?;
     let top = va + STACK_PAGES * PAGE_SIZE - 8;
-    // The stack is this thread's alone. vCPU threads share the process's
-    // IPC buffer: their only IPC (storaged's doorbell) happens under the
-    // platform lock, one at a time.
-    alcove_rt::start_thread(t, thread_main as *const () as u64, top, !timer, index, u64::from(timer))
+    // The stack is this thread's alone. The threads share the process's
+    // IPC buffer: their only IPC (storaged's doorbell, the console's
+    // input) happens under the platform lock, one at a time.
+    alcove_rt::start_thread(t, thread_main as *const () as u64, top, true, index, u64::from(timer))
         .map_err(|e| format!("start thread {index}: {e}"))?;
     if !timer {
         // vCPU threads run above the servers' default, below init.
@@ -567,7 +624,20 @@ fn timer_loop(sh: &Shared) {
         let timeout = next.map_or(20_000_000, |t| t.saturating_sub(now)).min(20_000_000);
         let woke_for_output = if timeout > 0 { sys::wait(sh.timer, timeout).is_err() } else { false };
         let now = sh.now();
-        sh.platform.lock().tick(now);
+        {
+            let mut p = sh.platform.lock();
+            p.tick(now);
+            if let Some(ep) = sh.console_server {
+                // Operator input, polled: the console server keeps what was
+                // typed until someone reads it.
+                let client = libipc::interfaces::console::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+                if let Ok(bytes) = client.read(64) {
+                    if !bytes.is_empty() {
+                        p.push_console_input(&bytes, now);
+                    }
+                }
+            }
+        }
         sh.deliver(woke_for_output && next.is_none());
     }
 }
