@@ -148,7 +148,83 @@ impl Bochs {
     }
 }
 
+/// A run whose serial output came through a pipe: every line with the time
+/// it arrived, counted from starting the emulator.
+pub struct TimedRun {
+    pub run: Run,
+    pub lines: Vec<(Duration, String)>,
+}
+
+impl TimedRun {
+    /// When the first line starting with `prefix` arrived.
+    pub fn time_of(&self, prefix: &str) -> Option<Duration> {
+        self.lines.iter().find(|(_, l)| l.starts_with(prefix)).map(|(t, _)| *t)
+    }
+}
+
+/// Runs an emulator whose serial port is its stdout (`-serial stdio` or
+/// `mon:stdio`): each byte goes to `logs/NAME.log` (and to this terminal
+/// with `echo`, which also hands the emulator this terminal's stdin and
+/// stderr), each line is stamped as it arrives, and the emulator is killed
+/// after `timeout`.
+pub fn capture_timed(mut c: Command, name: &str, timeout: Option<Duration>, echo: bool) -> Result<TimedRun> {
+    use std::io::{Read, Write};
+    let log = log_path(name)?;
+    let mut file = fs::File::create(&log)?;
+    c.stdout(Stdio::piped());
+    if echo {
+        c.stdin(Stdio::inherit()).stderr(Stdio::inherit());
+    } else {
+        c.stdin(Stdio::null()).stderr(fs::File::create(log.with_extension("stderr"))?);
+    }
+    let program = c.get_program().to_string_lossy().into_owned();
+    let start = Instant::now();
+    let mut child = c.spawn().map_err(|e| format!("starting {program}: {e}"))?;
+    let mut out = child.stdout.take().ok_or("no stdout pipe")?;
+    let reader = std::thread::spawn(move || -> (Vec<u8>, Vec<(Duration, String)>) {
+        let (mut all, mut lines, mut line) = (Vec::new(), Vec::new(), Vec::new());
+        let mut buf = [0u8; 4096];
+        let mut term = std::io::stdout();
+        while let Ok(n @ 1..) = out.read(&mut buf) {
+            let now = start.elapsed();
+            let chunk = &buf[..n];
+            let _ = file.write_all(chunk);
+            if echo {
+                let _ = term.write_all(chunk);
+                let _ = term.flush();
+            }
+            all.extend_from_slice(chunk);
+            for &b in chunk {
+                if b == b'\n' {
+                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                    lines.push((now, text));
+                    line.clear();
+                } else {
+                    line.push(b);
+                }
+            }
+        }
+        if !line.is_empty() {
+            lines.push((start.elapsed(), String::from_utf8_lossy(&line).into_owned()));
+        }
+        (all, lines)
+    });
+    let status = match timeout {
+        Some(t) => wait(child, t)?,
+        None => Some(child.wait()?),
+    };
+    let elapsed = start.elapsed();
+    let (all, lines) = reader.join().map_err(|_| "the serial reader thread panicked")?;
+    let ending = match status {
+        Some(s) => Ending::Qemu(s.code().unwrap_or(-1)),
+        None => Ending::Timeout(timeout.unwrap_or_default().as_secs()),
+    };
+    let serial = String::from_utf8_lossy(&all).into_owned();
+    Ok(TimedRun { run: Run { ending, serial, log, elapsed }, lines })
+}
+
 /// What a captured run produced.
+#[derive(Clone)]
 pub struct Run {
     pub ending: Ending,
     pub serial: String,

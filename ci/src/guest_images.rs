@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vmm_server::boot::linux::BzImage;
 
 pub const USAGE: &str = "\
@@ -115,8 +115,9 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         for l in run.serial.lines().filter(|l| l.starts_with("alcove-guest: ")) {
             println!("  {l}");
         }
+        let to_init = run.to_init.map(|t| format!("{:.2} s", t.as_secs_f64())).unwrap_or_else(|| "?".into());
         println!(
-            "images: direct boot under QEMU TCG passed in {:.2} s (serial log {})",
+            "images: direct boot under QEMU TCG passed in {:.2} s, {to_init} to init (serial log {})",
             run.elapsed.as_secs_f64(),
             run.log.display()
         );
@@ -624,6 +625,8 @@ pub struct DirectBoot {
     pub log: PathBuf,
     /// From starting QEMU to its exit.
     pub elapsed: Duration,
+    /// From starting QEMU to the guest's first line from /init.
+    pub to_init: Option<Duration>,
 }
 
 /// Boots the images under QEMU TCG without Alcove (`-kernel`, `-initrd`) with
@@ -651,31 +654,19 @@ pub fn boot_direct(img: &Images, smp: u32, timeout: Duration) -> Result<DirectBo
         .args(["-append", "console=ttyS0 panic=-1"])
         .arg("-drive")
         .arg(format!("file={},if=virtio,format=raw", disk.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(log.with_extension("stderr"))?);
-    let start = Instant::now();
-    let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if start.elapsed() >= timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .args(["-serial", "stdio"]);
+    let timed = crate::emu::capture_timed(c, "images-boot-direct", Some(timeout), false)?;
+    let to_init = timed.time_of("alcove-guest: init started");
+    let (elapsed, serial) = (timed.run.elapsed, timed.run.serial);
+    let status = match timed.run.ending {
+        crate::harness::Ending::Qemu(code) => Some(code),
+        _ => None,
     };
-    let elapsed = start.elapsed();
-    let serial = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
 
     let mut problems = Vec::new();
     match status {
         None => problems.push(format!("QEMU still running after {} s (no power-off)", timeout.as_secs())),
-        Some(s) if !s.success() => problems.push(format!("QEMU exited with {s}")),
+        Some(s) if s != 0 => problems.push(format!("QEMU exited with status {s}")),
         Some(_) => {}
     }
     let expect = [
@@ -712,5 +703,5 @@ pub fn boot_direct(img: &Images, smp: u32, timeout: Duration) -> Result<DirectBo
         )
         .into());
     }
-    Ok(DirectBoot { serial, log, elapsed })
+    Ok(DirectBoot { serial, log, elapsed, to_init })
 }

@@ -28,23 +28,46 @@ pub fn kernel() -> Result<PathBuf> {
     Ok(root().join("target").join(KERNEL_TARGET).join("release").join("alcove-kernel"))
 }
 
-/// Packs the boot archive for a manifest (`initrd/manifests/NAME.toml`): the
-/// manifest, validated, as `manifest.toml` and `manifest.bin`, and `bin/init`
-/// and `bin/<binary>` for each server, taken from
+/// What a boot archive is packed from: a manifest's text and where data
+/// files that are not built binaries come from.
+#[derive(Clone, Debug)]
+pub struct BootSystem {
+    /// Where the manifest came from (for error messages).
+    pub origin: String,
+    pub toml: String,
+    /// Archive file name → host path, for the servers' `files` (a VM's
+    /// kernel and initrd) and anything else not in the build output.
+    pub host_files: Vec<(String, PathBuf)>,
+}
+
+impl BootSystem {
+    /// `initrd/manifests/NAME.toml`, everything from the build output.
+    pub fn named(manifest: &str) -> Result<Self> {
+        let path = root().join("initrd/manifests").join(format!("{manifest}.toml"));
+        let toml = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { origin: path.display().to_string(), toml, host_files: vec![] })
+    }
+}
+
+/// Packs the boot archive of a system: the manifest, validated, as
+/// `manifest.toml` and `manifest.bin`, `bin/init` and `bin/<binary>` for
+/// each server, and `files/<name>` for each server's files. A name found in
+/// `host_files` is read from its host path; anything else comes from
 /// `target/x86_64-unknown-none/release/` (built by [`kernel`]). Every binary
-/// is checked as init will load it; a missing one is an error.
-pub fn boot_archive(manifest: &str) -> Result<Vec<u8>> {
-    let path = root().join("initrd/manifests").join(format!("{manifest}.toml"));
-    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// is checked as init will load it; a missing file is an error.
+pub fn boot_archive_of(system: &BootSystem) -> Result<Vec<u8>> {
     let bin_dir = root().join("target").join(KERNEL_TARGET).join("release");
     let binary = |name: &str| -> std::result::Result<Option<Vec<u8>>, String> {
+        if let Some((_, host)) = system.host_files.iter().find(|(n, _)| n == name) {
+            return fs::read(host).map(Some).map_err(|e| format!("{}: {e}", host.display()));
+        }
         let file = bin_dir.join(name);
         match fs::read(&file) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) => Err(format!("{} (build it with `cargo xtask build`): {e}", file.display())),
         }
     };
-    initrd::pack_system_partial(&text, &binary).map_err(|e| format!("{}: {e}", path.display()).into())
+    initrd::pack_system_partial(&system.toml, &binary).map_err(|e| format!("{}: {e}", system.origin).into())
 }
 
 /// One bootable image: a kernel command line and a manifest.
@@ -56,11 +79,17 @@ pub struct IsoSpec<'a> {
 
 /// Builds `target/alcove/NAME.iso` with GRUB for BIOS and UEFI.
 pub fn iso(kernel: &Path, spec: &IsoSpec<'_>) -> Result<PathBuf> {
+    iso_of(kernel, spec.name, spec.cmdline, &BootSystem::named(spec.manifest)?)
+}
+
+/// As [`iso`], for a system given as a [`BootSystem`] (a generated manifest).
+pub fn iso_of(kernel: &Path, name: &str, cmdline: &str, system: &BootSystem) -> Result<PathBuf> {
+    let spec = IsoSpec { name, cmdline, manifest: "" };
     let tree = out_dir().join("iso").join(spec.name);
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(tree.join("boot/grub"))?;
     fs::copy(kernel, tree.join("boot/alcove"))?;
-    fs::write(tree.join("boot/alcove.cpio"), boot_archive(spec.manifest)?)?;
+    fs::write(tree.join("boot/alcove.cpio"), boot_archive_of(system)?)?;
     fs::write(
         tree.join("boot/grub/grub.cfg"),
         format!(

@@ -5,8 +5,10 @@ mod emu;
 mod guest_images;
 mod harness;
 mod image;
+mod linux;
 mod setup;
 mod tiers;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -29,9 +31,31 @@ Commands:
 
 const RUN_USAGE: &str = "\
 Usage: cargo xtask run [options] [-- QEMU_ARGS...]
+       cargo xtask run --vm FILE.json [--bochs] [--timeout SECS] [-- QEMU_ARGS...]
 
 Builds the ISO and boots it under QEMU (TCG, SVM with nested paging) with the
 serial console on this terminal. Ctrl-A X leaves QEMU.
+
+With --vm, Alcove boots with the VM that FILE.json describes (JSON with
+SmartOS property names, checked before anything is built; see
+vmm-server/src/config.rs), e.g.
+  {\"alias\": \"linux-test\", \"brand\": \"bhyve\", \"ram\": 256, \"vcpus\": 2,
+   \"disks\": [{\"path\": \"disk.img\", \"model\": \"virtio\"}],
+   \"kernel\": \"vmlinuz\", \"initrd\": \"initramfs.cpio\",
+   \"cmdline\": \"console=ttyS0 panic=-1\"}
+Relative paths are taken from FILE.json's folder. The kernel and initrd go
+into the boot archive (vm.json, the kernel and the initrd are the VM
+server's boot files, found by their file names); disk i is attached to QEMU
+as virtio-blk drive i, which storaged serves to the VM as its disk i, so
+what the guest writes lands in that file. The machine is EPYC,+svm,+npt with
+2 CPUs and the VM's ram + 768 MiB. QEMU stops when the VM ends; the exit
+status says how:
+  0 poweroff, 2 reboot, 3 halted (boot vCPU halted with interrupts off),
+  4 triple-fault, 5 error (the VMM's reason is printed), 6 no ending was
+  reported (the machine stopped, or --timeout), 1 the driver failed.
+--bochs runs the same under Bochs (corei7_skylake_x: VMX with EPT), which
+has one CPU (the vCPUs share it) and no virtio-blk device: the VM runs
+without its disks.
 
 Options:
   --smp N          CPUs (default 2); `-- -smp N` works too
@@ -40,27 +64,39 @@ Options:
   --cmdline TEXT   extra kernel command line words
   --timeout SECS   stop QEMU after SECS seconds
   --manifest NAME  boot initrd/manifests/NAME.toml instead of demo
-  --cpu MODEL      QEMU's -cpu (default qemu64,+svm,+npt)
+  --cpu MODEL      QEMU's -cpu (default qemu64,+svm,+npt; EPYC,+svm,+npt with --vm)
+  --vm FILE.json   boot Alcove with this VM (above)
+  --bochs          with --vm: under Bochs instead of QEMU
   -h, --help       this text
 
 Exit status: 0 when QEMU was left by hand or the system reported success,
 1 when the system reported a failure (a fault, a panic).";
 
 const TEST_USAGE: &str = "\
-Usage: cargo xtask test [--tier NAME]...
+Usage: cargo xtask test [--tier NAME]... [--slow] [--case TEXT]
 
 Runs every tier CI runs, in order, and stops with a non-zero status if any
 test fails. Serial logs of every run are kept under target/alcove/logs/.
 
 Tiers:
   host      cargo test for every host crate
-  system    the boot suite under QEMU SeaBIOS (2 and 4 CPUs), QEMU OVMF (UEFI)
-            and Bochs (corei7_skylake_x, VMX)
+  system    the boot, user, storage and vm suites under QEMU SeaBIOS, QEMU
+            OVMF (UEFI) and Bochs (corei7_skylake_x VMX, ryzen SVM)
+  linux     end to end: Debian's cloud kernel with the busybox initramfs
+            (`cargo xtask images`, run first if needed) as a VM on Alcove
+            nested in QEMU TCG (EPYC,+svm,+npt; 2 vCPUs, 256 MiB) with an
+            8 MiB disk of random bytes: the guest must see nproc=2, print the
+            disk's SHA-256 (compared with the host's), write a marker into
+            sector 0 (read back from the image file) and power off
   harness   the harness's own test: a faulting, a panicking and a hung kernel
             must each fail the run, with the fault shown
+  slow      not run by default: the same Linux guest under Bochs
+            corei7_skylake_x (VMX), one CPU and no disk; reports its time
 
 Options:
   --tier NAME   run only this tier (repeatable)
+  --slow        add the slow tier
+  --case TEXT   run only the system and Linux cases whose name contains TEXT
   -h, --help    this text";
 
 const BOCHS_USAGE: &str = "\
@@ -80,7 +116,15 @@ Usage: cargo xtask bench
 
 Boots the bench suite under QEMU with `-icount shift=0` (a TSC delta is then
 exactly the instructions executed) and prints `bench <name> <value> <unit>`
-lines. Wall-clock figures are given as ratios taken in the same run.";
+lines. Wall-clock figures are given as ratios taken in the same run, except
+for the Linux guest's:
+  linux_boot_to_init     seconds from `vm NAME: started` to the guest's
+                         `alcove-guest: init started` (serial lines stamped
+                         as they arrive), on Alcove nested in QEMU TCG
+  linux_boot_direct_tcg  the same kernel and initramfs booted directly by
+                         QEMU TCG in the same run: seconds from starting QEMU
+                         to the same line
+  vmm_overhead_kib       the vmm-server's memory beyond guest RAM";
 
 const BUILD_USAGE: &str = "\
 Usage: cargo xtask build

@@ -2,9 +2,10 @@
 //! bench.
 
 use crate::emu::{Bochs, Qemu, Run};
-use crate::harness::{self, Verdict};
+use crate::harness::{self, Ending, Verdict};
+use crate::vm::{STATUS_NO_ENDING, VmLog, VmPlan};
 use crate::image::{self, IsoSpec};
-use crate::{Result, cargo, root, setup};
+use crate::{Result, cargo, guest_images, linux, root, setup};
 use kcore::testproto::{EXIT_FAIL, EXIT_PASS, qemu_status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,10 @@ use std::time::{Duration, Instant};
 
 const QEMU_TIMEOUT: Duration = Duration::from_secs(60);
 const BOCHS_TIMEOUT: Duration = Duration::from_secs(180);
+/// The Linux guest on Alcove nested in QEMU TCG boots in well under a
+/// minute; the limit allows a loaded machine.
+const LINUX_QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+const LINUX_BOCHS_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Flags of the form `--name value` and `--flag`, with everything after `--`
 /// kept apart for the emulator.
@@ -71,7 +76,13 @@ pub fn build() -> Result<PathBuf> {
 
 /// `cargo xtask run`.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout", "--manifest", "--cpu"], &["--uefi"])?;
+    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout", "--manifest", "--cpu", "--vm"], &["--uefi", "--bochs"])?;
+    if let Some(file) = a.value("--vm") {
+        return run_vm(Path::new(file), &a);
+    }
+    if a.has("--bochs") {
+        return Err("--bochs goes with --vm (for the plain system, `cargo xtask bochs`)".into());
+    }
     setup::ensure()?;
     let kernel = image::kernel()?;
     let cmdline = a.value("--cmdline").unwrap_or("");
@@ -125,6 +136,123 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+/// `cargo xtask run --vm FILE.json [--bochs]`: Alcove with that VM started
+/// at boot, the console on this terminal; the exit status says how the VM
+/// ended ([`VmEnding::status`]).
+fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
+    // Check the description before building anything.
+    let mut plan = VmPlan::load(file)?;
+    let bochs = a.has("--bochs");
+    if bochs {
+        if !plan.disks.is_empty() {
+            eprintln!(
+                "xtask: Bochs has no virtio-blk device to attach {} as: the VM runs without its disks",
+                plan.disks.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            plan = plan.without_disks()?;
+        }
+        if plan.config.vcpus > 1 {
+            eprintln!("xtask: Bochs has one CPU: the VM's {} vCPUs take turns on it", plan.config.vcpus);
+        }
+    }
+    setup::ensure()?;
+    let kernel = image::kernel()?;
+    let system = plan.write_boot_files(&crate::out_dir().join("vm").join(&plan.server))?;
+    let iso_name = format!("run-{}", plan.server);
+    let iso = image::iso_of(&kernel, &iso_name, a.value("--cmdline").unwrap_or(""), &system)?;
+    let timeout = match a.value("--timeout") {
+        Some(_) => Some(Duration::from_secs(a.number("--timeout", 0)?)),
+        None => None,
+    };
+    let run = if bochs {
+        let b = plan.bochs();
+        eprintln!("xtask: booting {} under Bochs ({}, 1 CPU, {} MiB)", iso.display(), b.cpu_model, b.mem_mib);
+        bochs_echoed(&b, &iso, &iso_name, timeout.unwrap_or(Duration::from_secs(3600)))?
+    } else {
+        let mut q = plan.qemu();
+        q.smp = a.number("--smp", u64::from(q.smp))? as u32;
+        q.mem_mib = a.number("--mem", u64::from(q.mem_mib))? as u32;
+        if let Some(cpu) = a.value("--cpu") {
+            q.cpu = cpu.into();
+        }
+        q.uefi = a.has("--uefi");
+        q.extra.extend(a.passthrough.iter().cloned());
+        let mut c = q.command(&iso);
+        c.args(["-serial", "mon:stdio"]);
+        eprintln!(
+            "xtask: booting {} under QEMU ({}, {} CPUs, {} MiB{}; Ctrl-A X leaves)",
+            iso.display(),
+            q.cpu,
+            q.smp,
+            q.mem_mib,
+            plan.disks.iter().enumerate().map(|(i, d)| format!(", disk {i} {}", d.display())).collect::<String>()
+        );
+        crate::emu::capture_timed(c, &iso_name, timeout, true)?.run
+    };
+    let log = VmLog::read(run.serial.lines(), &plan.name);
+    let secs = run.elapsed.as_secs_f64();
+    for p in &log.problems {
+        eprintln!("xtask: {p}");
+    }
+    Ok(match log.ending() {
+        Some(e) => {
+            eprintln!("\nxtask: vm {}: ended: {e} ({secs:.1} s; exit status {})", plan.name, e.status());
+            ExitCode::from(e.status())
+        }
+        None => {
+            let machine = match run.ending {
+                Ending::Timeout(s) => format!("stopped after the {s} s timeout"),
+                Ending::Qemu(s) => format!("QEMU exited with status {s}"),
+                Ending::Bochs { .. } => "Bochs stopped".into(),
+            };
+            let n = log.endings.len();
+            eprintln!(
+                "\nxtask: vm {}: {} ({machine}, {secs:.1} s; exit status {STATUS_NO_ENDING}); serial log {}",
+                plan.name,
+                if n == 0 { "no ending was reported".to_string() } else { format!("{n} endings were reported") },
+                run.log.display()
+            );
+            ExitCode::from(STATUS_NO_ENDING)
+        }
+    })
+}
+
+/// Runs Bochs with its serial log copied to this terminal as it grows.
+fn bochs_echoed(b: &Bochs, iso: &Path, name: &str, timeout: Duration) -> Result<Run> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let log = crate::out_dir().join("logs").join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let tail = {
+        let (done, log) = (done.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut at = 0u64;
+            let mut buf = Vec::new();
+            loop {
+                let last = done.load(Ordering::Relaxed);
+                if let Ok(mut f) = std::fs::File::open(&log) {
+                    buf.clear();
+                    if f.seek(SeekFrom::Start(at)).is_ok() && f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
+                        at += buf.len() as u64;
+                        let mut out = std::io::stdout();
+                        let _ = out.write_all(&buf);
+                        let _ = out.flush();
+                    }
+                }
+                if last {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let r = b.run_captured(iso, name, timeout);
+    done.store(true, Ordering::Relaxed);
+    let _ = tail.join();
+    r
 }
 
 /// `cargo xtask bochs`.
@@ -234,11 +362,12 @@ fn system_cases() -> Vec<Case> {
 
 /// `cargo xtask test`.
 pub fn test(args: &[String]) -> Result<ExitCode> {
-    let a = Args::parse(args, &["--tier", "--case"], &[])?;
+    let a = Args::parse(args, &["--tier", "--case"], &["--slow"])?;
     let only = a.value("--case").map(str::to_string);
-    let all = ["host", "system", "harness"];
-    let chosen: Vec<&str> = match a.values("--tier") {
-        v if v.is_empty() => all.to_vec(),
+    let default = ["host", "system", "linux", "harness"];
+    let all = ["host", "system", "linux", "harness", "slow"];
+    let mut chosen: Vec<&str> = match a.values("--tier") {
+        v if v.is_empty() => default.to_vec(),
         v => {
             for t in &v {
                 if !all.contains(t) {
@@ -248,6 +377,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             v
         }
     };
+    if a.has("--slow") && !chosen.contains(&"slow") {
+        chosen.push("slow");
+    }
     setup::ensure()?;
     let start = Instant::now();
     let mut failures: Vec<String> = vec![];
@@ -276,6 +408,38 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             if !v.ok() {
                 failures.push(case.name.clone());
             }
+        }
+    }
+
+    for (tier, machine, case) in [
+        ("linux", linux::Machine::QemuSvm, "linux/qemu-epyc-svm"),
+        ("slow", linux::Machine::BochsVmx, "linux/bochs-skylake-x-vmx"),
+    ] {
+        if !chosen.contains(&tier) || only.as_deref().is_some_and(|o| !case.contains(o)) {
+            continue;
+        }
+        match machine {
+            linux::Machine::QemuSvm => println!("== linux: the Debian cloud kernel as a VM on Alcove"),
+            linux::Machine::BochsVmx => println!("== slow: the Linux guest under Bochs's VMX (one CPU, no disk: Bochs has no virtio-blk)"),
+        }
+        let kernel = kernel.as_deref().expect("kernel built");
+        runs += 1;
+        let images = match guest_images::ensure() {
+            Ok(i) => i,
+            Err(e) => {
+                println!("  FAIL {case}: the guest images (cargo xtask images): {e}");
+                failures.push(case.into());
+                continue;
+            }
+        };
+        let timeout = match machine {
+            linux::Machine::QemuSvm => LINUX_QEMU_TIMEOUT,
+            linux::Machine::BochsVmx => LINUX_BOCHS_TIMEOUT,
+        };
+        let out = linux::run(kernel, &images, machine, case, timeout)?;
+        out.report();
+        if !out.ok() {
+            failures.push(case.into());
         }
     }
 
@@ -386,6 +550,39 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         ok = false;
     }
     println!("bench kernel_source_lines {} lines", kernel_lines()?);
+    // The Linux guest: boot to init on Alcove nested in QEMU TCG, next to
+    // the same kernel and initramfs booted directly by QEMU TCG now.
+    match guest_images::ensure() {
+        Ok(images) => {
+            match guest_images::boot_direct(&images, linux::VCPUS, Duration::from_secs(300)) {
+                Ok(d) => match d.to_init {
+                    Some(t) => println!("bench linux_boot_direct_tcg {:.2} seconds", t.as_secs_f64()),
+                    None => ok = false,
+                },
+                Err(e) => {
+                    println!("  FAIL bench/linux-direct: {e}");
+                    ok = false;
+                }
+            }
+            let out = linux::run(&kernel, &images, linux::Machine::QemuSvm, "bench/linux-qemu-epyc-svm", LINUX_QEMU_TIMEOUT)?;
+            match out.boot_to_init() {
+                Some(t) => println!("bench linux_boot_to_init {:.2} seconds", t.as_secs_f64()),
+                None => ok = false,
+            }
+            match out.overhead_kib() {
+                Some(k) => println!("bench vmm_overhead_kib {k} KiB"),
+                None => ok = false,
+            }
+            if !out.ok() {
+                // The figures stand if they were taken; say what else failed.
+                out.report();
+            }
+        }
+        Err(e) => {
+            println!("  FAIL bench/linux: the guest images (cargo xtask images): {e}");
+            ok = false;
+        }
+    }
     // Wall time: UEFI against BIOS boot, as a ratio from the same run.
     let seabios = Case::qemu("bench/wall-seabios", "boot", Qemu::default());
     let ovmf = Case::qemu("bench/wall-ovmf", "boot", Qemu { uefi: true, ..Qemu::default() });

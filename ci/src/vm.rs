@@ -1,0 +1,490 @@
+//! One VM on Alcove from a VM description: what `cargo xtask run --vm
+//! FILE.json`, the Linux end-to-end test and the Linux benchmarks share.
+//!
+//! The description is JSON with SmartOS's property names, checked here with
+//! vmm-server's own parser before anything is built, so a bad one fails at
+//! once with the property named. From it come a boot manifest (console,
+//! storaged and one `vmm-server` instance holding `vm.json`, the kernel and
+//! the initrd as boot files), the QEMU machine (each disk a virtio-blk drive
+//! that storaged serves to the VM as the same disk number) and, after the
+//! run, a reading of the serial log: `vm NAME: started: ...`, the guest's
+//! console, `ALCOVE-BENCH vmm_overhead_kib N KiB` and one
+//! `vm NAME: ended: WORD`.
+
+use crate::Result;
+use crate::emu::{Bochs, Qemu};
+use crate::image::BootSystem;
+use initrd::manifest::{MAX_BUDGET_KIB, MAX_NAME_LEN};
+use std::path::{Path, PathBuf};
+use vmm_server::config::VmConfig;
+
+/// The QEMU CPU the VM tests and `run --vm` use: SVM with nested paging.
+pub const QEMU_CPU: &str = "EPYC,+svm,+npt";
+/// Machine memory beyond the guest's RAM: Alcove, its servers and the
+/// VMM's own overhead.
+pub const MACHINE_EXTRA_MIB: u64 = 768;
+/// Kernel memory the vmm-server may use beyond guest RAM.
+pub const VMM_BUDGET_EXTRA_KIB: u64 = 16384;
+
+/// A checked VM description and what the driver makes of it.
+#[derive(Clone, Debug)]
+pub struct VmPlan {
+    /// Where the description came from (messages name it).
+    pub source: PathBuf,
+    /// The text packed as `vm.json`.
+    pub json: String,
+    pub config: VmConfig,
+    /// The name in the VM's serial lines (`vm NAME: ...`): its alias, else
+    /// its uuid, else the server's name, as vmm-server chooses.
+    pub name: String,
+    /// The manifest's server (and system) name: `vm-<alias>` made a name.
+    pub server: String,
+    /// Host paths: relative paths in the JSON resolve against its folder.
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub disks: Vec<PathBuf>,
+}
+
+/// `name` made into a manifest name: lower case, a-z 0-9 - _, at most
+/// [`MAX_NAME_LEN`] bytes, starting with a letter.
+pub fn sanitize(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        s.insert_str(0, "vm-");
+    }
+    s.truncate(MAX_NAME_LEN);
+    s
+}
+
+/// The last component of a path as the JSON gives it (vmm-server looks its
+/// boot files up by this).
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// A boot file's name as the boot archive and the manifest need it.
+fn boot_file_name<'a>(property: &str, path: &'a str) -> std::result::Result<&'a str, String> {
+    let b = basename(path);
+    let ok = !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b != "vm.json"
+        && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+    if ok {
+        Ok(b)
+    } else {
+        Err(format!(
+            "vmadm: property \"{property}\": the file name {b:?} cannot be a boot file (1..={MAX_NAME_LEN} of \
+             A-Z a-z 0-9 . - _, not vm.json); copy or link the file under such a name"
+        ))
+    }
+}
+
+impl VmPlan {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let json = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let plan = Self::from_text(&json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (property, host) in plan.host_paths() {
+            if !host.is_file() {
+                return Err(format!("{}: property \"{property}\": {} is not a file", path.display(), host.display()).into());
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Checks a description (pure: paths are not looked at). Relative paths
+    /// resolve against `dir`.
+    pub fn from_text(json: &str, source: &Path, dir: &Path) -> std::result::Result<Self, String> {
+        let config = VmConfig::from_json(json).map_err(|e| e.to_string())?;
+        config.check_supported().map_err(|e| e.to_string())?;
+        let budget = config.ram_mib * 1024 + VMM_BUDGET_EXTRA_KIB;
+        if budget > u64::from(MAX_BUDGET_KIB) {
+            let max = (u64::from(MAX_BUDGET_KIB) - VMM_BUDGET_EXTRA_KIB) / 1024;
+            return Err(format!(
+                "vmadm: property \"ram\": at most {max} (MiB) for now (a server's kernel-memory budget is at most \
+                 {MAX_BUDGET_KIB} KiB), got {}",
+                config.ram_mib
+            ));
+        }
+        let kernel_name = boot_file_name("kernel", &config.kernel)?;
+        if let Some(i) = &config.initrd {
+            let initrd_name = boot_file_name("initrd", i)?;
+            if initrd_name == kernel_name {
+                return Err(format!(
+                    "vmadm: property \"initrd\": has the same file name as \"kernel\" ({initrd_name:?}); the VM \
+                     finds each by its file name"
+                ));
+            }
+        }
+        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { dir.join(p) };
+        let server = sanitize(&format!("vm-{}", config.alias.as_deref().unwrap_or("guest")));
+        let name = match (&config.alias, &config.uuid) {
+            (Some(a), _) => a.clone(),
+            (None, Some(u)) => u.to_string(),
+            (None, None) => server.clone(),
+        };
+        Ok(Self {
+            source: source.to_path_buf(),
+            json: json.to_string(),
+            kernel: resolve(&config.kernel),
+            initrd: config.initrd.as_deref().map(resolve),
+            disks: config.disks.iter().map(|d| resolve(&d.path)).collect(),
+            config,
+            name,
+            server,
+        })
+    }
+
+    /// Each host file the description names, with its property.
+    pub fn host_paths(&self) -> Vec<(String, &Path)> {
+        let mut v = vec![("kernel".to_string(), self.kernel.as_path())];
+        if let Some(i) = &self.initrd {
+            v.push(("initrd".into(), i.as_path()));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            v.push((format!("disks[{i}].path"), d.as_path()));
+        }
+        v
+    }
+
+    /// The same VM without its disks (for Bochs, which has no virtio-blk
+    /// device to attach them as).
+    pub fn without_disks(&self) -> Result<Self> {
+        let mut value: serde_json::Value = serde_json::from_str(&self.json)?;
+        if let Some(o) = value.as_object_mut() {
+            o.remove("disks");
+        }
+        let json = serde_json::to_string_pretty(&value)?;
+        let mut plan = self.clone();
+        plan.config = VmConfig::from_json(&json).map_err(|e| e.to_string())?;
+        plan.json = json;
+        plan.disks.clear();
+        Ok(plan)
+    }
+
+    /// The boot manifest: console and storaged as in `demo.toml`, and one
+    /// vmm-server instance for this VM that ends the machine with it.
+    pub fn manifest_toml(&self) -> String {
+        let source = self.source.display().to_string().replace(['\n', '\r'], " ");
+        let mut files = vec!["\"vm.json\"".to_string(), format!("\"{}\"", basename(&self.config.kernel))];
+        if let Some(i) = &self.config.initrd {
+            files.push(format!("\"{}\"", basename(i)));
+        }
+        format!(
+            "# Generated by `cargo xtask run --vm` from {source}.\n\
+             [system]\n\
+             name = \"{server}\"\n\
+             description = \"one VM from a VM description\"\n\
+             \n\
+             [[server]]\n\
+             name = \"console\"\n\
+             priority = 200\n\
+             budget_kib = 256\n\
+             serves = [\"console\"]\n\
+             ioports = [[0x3f8, 8]]\n\
+             irqs = [4]\n\
+             restart = \"always\"\n\
+             \n\
+             # The machine's disk i is the VM's disk i.\n\
+             [[server]]\n\
+             name = \"storaged\"\n\
+             priority = 160\n\
+             budget_kib = 4096\n\
+             serves = [\"storaged\"]\n\
+             calls = [\"console\"]\n\
+             ioports = [[0xcf8, 8]]\n\
+             device_memory = [[0xfe000000, 0xc00000]]\n\
+             restart = 3\n\
+             \n\
+             [[server]]\n\
+             name = \"{server}\"\n\
+             binary = \"vmm-server\"\n\
+             priority = 100\n\
+             budget_kib = {budget}\n\
+             calls = [\"console\", \"storaged\"]\n\
+             files = [{files}]\n\
+             args = [\"exit-machine\"]\n\
+             machine_exit = true\n\
+             restart = \"never\"\n",
+            server = self.server,
+            budget = self.config.ram_mib * 1024 + VMM_BUDGET_EXTRA_KIB,
+            files = files.join(", "),
+        )
+    }
+
+    /// What the boot archive is packed from.
+    pub fn boot_system(&self) -> BootSystem {
+        let mut host_files = vec![
+            ("vm.json".to_string(), PathBuf::new()),
+            (basename(&self.config.kernel).to_string(), self.kernel.clone()),
+        ];
+        if let (Some(name), Some(path)) = (&self.config.initrd, &self.initrd) {
+            host_files.push((basename(name).to_string(), path.clone()));
+        }
+        BootSystem {
+            origin: format!("the manifest generated from {}", self.source.display()),
+            toml: self.manifest_toml(),
+            host_files,
+        }
+    }
+
+    /// `vm.json` as a host file: written next to the ISO tree, since the
+    /// boot archive takes files from host paths.
+    pub fn write_boot_files(&self, dir: &Path) -> Result<BootSystem> {
+        std::fs::create_dir_all(dir)?;
+        let json = dir.join("vm.json");
+        std::fs::write(&json, &self.json)?;
+        let mut system = self.boot_system();
+        system.host_files[0].1 = json;
+        Ok(system)
+    }
+
+    /// QEMU's drive options: machine disk i is `disks[i]`.
+    pub fn qemu_drives(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (i, d) in self.disks.iter().enumerate() {
+            // QEMU's option syntax doubles a comma inside a value.
+            let file = d.display().to_string().replace(',', ",,");
+            v.push("-drive".into());
+            v.push(format!("file={file},if=none,id=d{i},format=raw"));
+            v.push("-device".into());
+            v.push(format!("virtio-blk-pci,drive=d{i},disable-legacy=on,serial=vm-disk-{i}"));
+        }
+        v
+    }
+
+    /// The QEMU machine: EPYC with SVM and NPT, 2 CPUs, guest RAM plus
+    /// [`MACHINE_EXTRA_MIB`], the disks.
+    pub fn qemu(&self) -> Qemu {
+        Qemu {
+            smp: 2,
+            mem_mib: (self.config.ram_mib + MACHINE_EXTRA_MIB) as u32,
+            cpu: QEMU_CPU.into(),
+            extra: self.qemu_drives(),
+            ..Qemu::default()
+        }
+    }
+
+    /// The Bochs machine: one CPU with VMX (Debian's Bochs has no SMP; the
+    /// VM's vCPUs share it).
+    pub fn bochs(&self) -> Bochs {
+        Bochs { mem_mib: (self.config.ram_mib + MACHINE_EXTRA_MIB) as u32, ..Bochs::default() }
+    }
+}
+
+/// How the VM ended, from its `ended:` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmEnding {
+    PowerOff,
+    Reboot,
+    Halted,
+    TripleFault,
+    Error(String),
+}
+
+impl VmEnding {
+    fn parse(word: &str) -> Self {
+        match word {
+            "poweroff" => VmEnding::PowerOff,
+            "reboot" => VmEnding::Reboot,
+            "halted" => VmEnding::Halted,
+            "triple-fault" => VmEnding::TripleFault,
+            other => VmEnding::Error(other.strip_prefix("error: ").unwrap_or(other).to_string()),
+        }
+    }
+
+    /// `cargo xtask run --vm`'s exit status for this ending.
+    pub fn status(&self) -> u8 {
+        match self {
+            VmEnding::PowerOff => 0,
+            VmEnding::Reboot => 2,
+            VmEnding::Halted => 3,
+            VmEnding::TripleFault => 4,
+            VmEnding::Error(_) => 5,
+        }
+    }
+}
+
+impl std::fmt::Display for VmEnding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmEnding::PowerOff => f.write_str("poweroff"),
+            VmEnding::Reboot => f.write_str("reboot"),
+            VmEnding::Halted => f.write_str("halted"),
+            VmEnding::TripleFault => f.write_str("triple-fault"),
+            VmEnding::Error(why) => write!(f, "error: {why}"),
+        }
+    }
+}
+
+/// `run --vm`'s status when the log has no `ended:` line (the machine
+/// stopped or was stopped first).
+pub const STATUS_NO_ENDING: u8 = 6;
+
+/// What the serial log says about the VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmLog {
+    /// Index (in the lines given) of `vm NAME: started: ...`.
+    pub started: Option<usize>,
+    /// The `ended:` lines, in order (one is right).
+    pub endings: Vec<VmEnding>,
+    pub overhead_kib: Option<u64>,
+    /// Problems with the lines themselves (several starts, a start for
+    /// another name, an ending line before the start).
+    pub problems: Vec<String>,
+}
+
+impl VmLog {
+    /// Reads the VM's lines (each without its line end) for the VM `name`.
+    pub fn read<'a>(lines: impl IntoIterator<Item = &'a str>, name: &str) -> Self {
+        let mut v = VmLog::default();
+        let started = format!("vm {name}: started: ");
+        let ended = format!("vm {name}: ended: ");
+        for (i, line) in lines.into_iter().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.starts_with(&started) {
+                if v.started.is_some() {
+                    v.problems.push(format!("the VM started more than once: {line:?}"));
+                } else {
+                    v.started = Some(i);
+                }
+            } else if let Some(word) = line.strip_prefix(&ended) {
+                if v.started.is_none() {
+                    v.problems.push(format!("an ending before the VM started: {line:?}"));
+                }
+                v.endings.push(VmEnding::parse(word.trim_end()));
+            } else if line.starts_with("vm ") && (line.contains(": started: ") || line.contains(": ended: ")) {
+                v.problems.push(format!("a line for another VM (expected \"vm {name}\"): {line:?}"));
+            } else if let Some(rest) = line.strip_prefix("ALCOVE-BENCH vmm_overhead_kib ") {
+                v.overhead_kib = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+            }
+        }
+        v
+    }
+
+    /// The one ending, if there was exactly one.
+    pub fn ending(&self) -> Option<&VmEnding> {
+        match self.endings.as_slice() {
+            [e] => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the Linux test guest (`images/linux/init`) must print, given the
+/// vCPUs and the host's hash of its disk (`None`: no disk).
+pub fn expected_guest_lines(nproc: u32, disk_sha256: Option<&str>) -> Vec<String> {
+    let mut v = vec!["alcove-guest: init started".to_string(), format!("alcove-guest: nproc={nproc}")];
+    if let Some(h) = disk_sha256 {
+        v.push(format!("alcove-guest: vda-sha256 {h}  /dev/vda"));
+        v.push("alcove-guest: vda-marker written".into());
+    }
+    v.push("alcove-guest: poweroff".into());
+    v
+}
+
+/// Checks a Linux test guest's run under Alcove: the VM lines, the guest's
+/// lines (each missing one named with what came instead) and the ending.
+/// Empty = pass.
+pub fn check_linux_run(serial: &str, vm_name: &str, nproc: u32, disk_sha256: Option<&str>) -> Vec<String> {
+    let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let log = VmLog::read(lines.iter().copied(), vm_name);
+    let mut problems = log.problems.clone();
+    if log.started.is_none() {
+        problems.push(format!("no \"vm {vm_name}: started: ...\" line: the VM never started"));
+    }
+    for want in expected_guest_lines(nproc, disk_sha256) {
+        if lines.iter().any(|l| l.trim_end() == want) {
+            continue;
+        }
+        // For the lines that carry a value, say what came instead.
+        let valued = ["alcove-guest: nproc=", "alcove-guest: vda-sha256 "];
+        let prefix = valued.iter().find(|p| want.starts_with(**p));
+        match prefix.and_then(|p| lines.iter().find(|l| l.starts_with(*p))) {
+            Some(got) => problems.push(format!("expected {want:?}, the guest printed {got:?}")),
+            None => problems.push(format!("no line {want:?}")),
+        }
+    }
+    if let Some(l) = lines.iter().find(|l| l.starts_with("alcove-guest: insmod ")) {
+        problems.push(format!("a guest module failed to load: {l:?}"));
+    }
+    match log.endings.as_slice() {
+        [VmEnding::PowerOff] => {}
+        [] => problems.push(format!("no \"vm {vm_name}: ended: ...\" line")),
+        [e] => problems.push(format!("the VM ended with {e}, expected poweroff")),
+        many => problems.push(format!("{} ending lines (expected one): {many:?}", many.len())),
+    }
+    problems
+}
+
+/// The marker the guest writes into sector 0 of its disk.
+pub fn marker(nproc: u32) -> String {
+    format!("ALCOVE-GUEST-MARKER nproc={nproc}\n")
+}
+
+/// Checks the disk after the run against what it held before: sector 0
+/// must be the marker padded with zero bytes, the rest unchanged. `None` =
+/// as expected.
+pub fn check_disk_after(before: &[u8], after: &[u8], nproc: u32) -> Option<String> {
+    let m = marker(nproc);
+    if after.len() != before.len() {
+        return Some(format!("the disk image is {} bytes now, {} before", after.len(), before.len()));
+    }
+    if after.len() < 512 {
+        return Some("the disk image is smaller than a sector".into());
+    }
+    if !after.starts_with(m.as_bytes()) {
+        let shown = String::from_utf8_lossy(&after[..m.len().min(after.len())]).into_owned();
+        let untouched = after[..512] == before[..512];
+        return Some(format!(
+            "sector 0 does not start with {m:?}: it holds {shown:?}{}",
+            if untouched { " (unchanged: the guest's write did not reach the image)" } else { "" }
+        ));
+    }
+    if let Some(i) = after[m.len()..512].iter().position(|b| *b != 0) {
+        return Some(format!("sector 0 has byte {:#04x} at offset {} after the marker (expected zero padding)", after[m.len() + i], m.len() + i));
+    }
+    if let Some(i) = (512..after.len()).find(|&i| after[i] != before[i]) {
+        return Some(format!("the image changed beyond sector 0, first at byte {i} (sector {})", i / 512));
+    }
+    None
+}
+
+/// `len` bytes that differ on every call (xorshift64*, seeded from the
+/// clock and the process id): the test disk's content.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The SHA-256 of a file, from the host's `sha256sum`.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let out = std::process::Command::new("sha256sum").arg(path).output().map_err(|e| format!("sha256sum: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("sha256sum {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hash = text.split_whitespace().next().unwrap_or_default();
+    if hash.len() != 64 {
+        return Err(format!("sha256sum {}: unexpected output {text:?}", path.display()).into());
+    }
+    Ok(hash.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+use super::*;
+
+const JSON: &str = r#"{"alias":"linux-test","brand":"bhyve","ram":256,"vcpus":2,
+    "disks":[{"path":"disk.img","model":"virtio"}],
+    "kernel":"/images/vmlinuz","initrd":"initramfs.cpio","cmdline":"console=ttyS0 panic=-1"}"#;
+
+fn plan(json: &str) -> std::result::Result<VmPlan, String> {
+    VmPlan::from_text(json, Path::new("/vms/t.json"), Path::new("/vms"))
+}
+
+#[test]
+fn a_description_becomes_a_plan() {
+    let p = plan(JSON).unwrap();
+    assert_eq!(p.name, "linux-test");
+    assert_eq!(p.server, "vm-linux-test");
+    assert_eq!(p.kernel, Path::new("/images/vmlinuz"));
+    assert_eq!(p.initrd.as_deref(), Some(Path::new("/vms/initramfs.cpio")));
+    assert_eq!(p.disks, [PathBuf::from("/vms/disk.img")]);
+    let q = p.qemu();
+    assert_eq!((q.smp, q.mem_mib, q.cpu.as_str()), (2, 1024, "EPYC,+svm,+npt"));
+    assert_eq!(
+        q.extra,
+        [
+            "-drive",
+            "file=/vms/disk.img,if=none,id=d0,format=raw",
+            "-device",
+            "virtio-blk-pci,drive=d0,disable-legacy=on,serial=vm-disk-0"
+        ]
+    );
+}
+
+#[test]
+fn the_manifest_is_valid_and_grants_what_the_vm_needs() {
+    let p = plan(JSON).unwrap();
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    assert_eq!(m.system.name, "vm-linux-test");
+    let names: Vec<&str> = m.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["console", "storaged", "vm-linux-test"]);
+    let vm = m.server("vm-linux-test").unwrap();
+    assert_eq!(vm.binary, "vmm-server");
+    assert_eq!(vm.priority, 100);
+    assert_eq!(vm.budget_kib, 256 * 1024 + 16384);
+    assert_eq!(vm.calls, ["console", "storaged"]);
+    assert_eq!(vm.files, ["vm.json", "vmlinuz", "initramfs.cpio"]);
+    assert_eq!(vm.args, ["exit-machine"]);
+    assert!(vm.machine_exit);
+    let st = m.server("storaged").unwrap();
+    assert_eq!((st.priority, st.serves.as_slice()), (160, ["storaged".to_string()].as_slice()));
+    assert_eq!((st.ioports[0].first, st.ioports[0].count), (0xcf8, 8));
+    assert_eq!((st.device_memory[0].phys_base, st.device_memory[0].bytes), (0xfe00_0000, 0xc0_0000));
+    // The archive's files: vm.json and the two boot files by their names.
+    let sys = p.boot_system();
+    let names: Vec<&str> = sys.host_files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["vm.json", "vmlinuz", "initramfs.cpio"]);
+    assert_eq!(sys.host_files[2].1, Path::new("/vms/initramfs.cpio"));
+}
+
+#[test]
+fn without_an_initrd_or_alias() {
+    let p = plan(r#"{"brand":"kvm","kernel":"bz","uuid":"5a6b2c1e-0000-4000-8000-00000000abcd"}"#).unwrap();
+    assert_eq!(p.name, "5a6b2c1e-0000-4000-8000-00000000abcd");
+    assert_eq!(p.server, "vm-guest");
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    assert_eq!(m.server("vm-guest").unwrap().files, ["vm.json", "bz"]);
+    assert!(p.qemu().extra.is_empty());
+    assert_eq!(p.qemu().mem_mib, 256 + 768);
+}
+
+#[test]
+fn bad_descriptions_name_the_property() {
+    let e = plan(&JSON.replace("\"ram\":256", "\"ram\":16")).unwrap_err();
+    assert!(e.contains("\"ram\"") && e.contains("at least 64"), "{e}");
+    let e = plan(&JSON.replace("\"ram\":256", "\"ram\":2000")).unwrap_err();
+    assert!(e.contains("\"ram\"") && e.contains("at most"), "{e}");
+    let e = plan(&JSON.replace("\"brand\":\"bhyve\"", "\"brand\":\"joyent\"")).unwrap_err();
+    assert!(e.contains("\"brand\""), "{e}");
+    let e = plan(&JSON.replace("\"vcpus\":2", "\"vcpus\":2,\"colour\":1")).unwrap_err();
+    assert!(e.contains("\"colour\""), "{e}");
+    let e = plan(&JSON.replace("\"model\":\"virtio\"", "\"model\":\"ide\"")).unwrap_err();
+    assert!(e.contains("disks[0].model"), "{e}");
+    let e = plan(&JSON.replace("/images/vmlinuz", "/images/vmlinuz with space")).unwrap_err();
+    assert!(e.contains("\"kernel\"") && e.contains("boot file"), "{e}");
+    let e = plan(&JSON.replace("initramfs.cpio", "/x/vmlinuz")).unwrap_err();
+    assert!(e.contains("\"initrd\"") && e.contains("same file name"), "{e}");
+    let e = plan(&JSON.replace("/images/vmlinuz", "/a/vm.json")).unwrap_err();
+    assert!(e.contains("\"kernel\""), "{e}");
+    let e = plan(&JSON.replace("\"disks\"", "\"nics\":[{\"nic_tag\":\"admin\"}],\"disks\"")).unwrap_err();
+    assert!(e.contains("\"nics\""), "{e}");
+}
+
+#[test]
+fn names_are_sanitized() {
+    assert_eq!(sanitize("vm-Linux Test/1"), "vm-linux-test-1");
+    assert_eq!(sanitize("9lives"), "vm-9lives");
+    assert_eq!(sanitize(&"a".repeat(60)).len(), MAX_NAME_LEN);
+}
+
+#[test]
+fn qemu_drive_paths_escape_commas() {
+    let p = plan(&JSON.replace("disk.img", "a,b.img")).unwrap();
+    assert_eq!(p.qemu_drives()[1], "file=/vms/a,,b.img,if=none,id=d0,format=raw");
+}
+
+#[test]
+fn bochs_runs_without_disks() {
+    let p = plan(JSON).unwrap().without_disks().unwrap();
+    assert!(p.disks.is_empty() && p.config.disks.is_empty());
+    assert!(!p.json.contains("disks"));
+    assert_eq!(p.config.vcpus, 2);
+    assert_eq!(p.bochs().mem_mib, 1024);
+}
+
+const HASH: &str = "5f2b8ac1e1ca7bdbd5e7d45f8cbc5cc3a3b8a7e43ab0e9bd95e6fb4b1b2c3d4e";
+
+fn good_log() -> String {
+    format!(
+        "Alcove 0.1.0: 2 CPUs\r\nvm linux-test: started: 2 vCPUs, 256 MiB\r\nALCOVE-BENCH vmm_overhead_kib 1234 KiB\r\n\
+         [    0.000000] Linux version 6.1\r\nalcove-guest: init started\r\nalcove-guest: kernel 6.1.0-cloud-amd64\r\n\
+         alcove-guest: modules loaded virtio virtio_blk\r\nalcove-guest: nproc=2\r\n\
+         alcove-guest: vda-sha256 {HASH}  /dev/vda\r\nalcove-guest: vda-marker written\r\nalcove-guest: poweroff\r\n\
+         [    4.1] reboot: Power down\r\nvm linux-test: ended: poweroff\r\n"
+    )
+}
+
+#[test]
+fn a_good_run_passes() {
+    assert_eq!(check_linux_run(&good_log(), "linux-test", 2, Some(HASH)), Vec::<String>::new());
+    let log = VmLog::read(good_log().lines(), "linux-test");
+    assert_eq!(log.overhead_kib, Some(1234));
+    assert_eq!(log.started, Some(1));
+    assert_eq!(log.ending(), Some(&VmEnding::PowerOff));
+}
+
+#[test]
+fn failures_name_what_differed() {
+    let one = |log: String| -> Vec<String> { check_linux_run(&log, "linux-test", 2, Some(HASH)) };
+    let p = one(good_log().replace("nproc=2", "nproc=1"));
+    assert_eq!(p, ["expected \"alcove-guest: nproc=2\", the guest printed \"alcove-guest: nproc=1\""]);
+    let p = one(good_log().replace(HASH, &"0".repeat(64)));
+    assert!(p[0].starts_with("expected \"alcove-guest: vda-sha256 5f2b") && p[0].contains("0000"), "{p:?}");
+    let p = one(good_log().replace("ended: poweroff", "ended: triple-fault"));
+    assert_eq!(p, ["the VM ended with triple-fault, expected poweroff"]);
+    let p = one(good_log().replace("ended: poweroff", "ended: error: exit 0x7b not handled"));
+    assert_eq!(p, ["the VM ended with error: exit 0x7b not handled, expected poweroff"]);
+    // No disk seen at all: each missing line is named.
+    let no_disk: String = good_log().lines().filter(|l| !l.contains("vda")).map(|l| format!("{l}\n")).collect();
+    let p = one(no_disk);
+    assert!(p.iter().any(|x| x.contains("no line \"alcove-guest: vda-sha256")), "{p:?}");
+    assert!(p.iter().any(|x| x.contains("no line \"alcove-guest: vda-marker written\"")), "{p:?}");
+    // A run that stopped early.
+    let cut: String = good_log().lines().take(5).map(|l| format!("{l}\n")).collect();
+    let p = one(cut);
+    assert!(p.iter().any(|x| x.contains("no \"vm linux-test: ended")), "{p:?}");
+    assert!(p.iter().any(|x| x.contains("no line \"alcove-guest: poweroff\"")), "{p:?}");
+    // Never started; two endings; another VM's lines.
+    assert!(one(String::new()).iter().any(|x| x.contains("never started")));
+    let p = one(good_log() + "vm linux-test: ended: reboot\n");
+    assert!(p.iter().any(|x| x.contains("2 ending lines")), "{p:?}");
+    let p = one(good_log().replace("vm linux-test: started", "vm other: started"));
+    assert!(p.iter().any(|x| x.contains("another VM")), "{p:?}");
+    // A module that did not load.
+    let p = one(good_log().replace("alcove-guest: nproc=2", "alcove-guest: insmod virtio_blk failed\nalcove-guest: nproc=2"));
+    assert!(p.iter().any(|x| x.contains("virtio_blk")), "{p:?}");
+    // Without a disk the disk lines are not asked for.
+    assert_eq!(check_linux_run(&good_log(), "linux-test", 2, None), Vec::<String>::new());
+}
+
+#[test]
+fn endings_and_statuses() {
+    for (word, status) in [("poweroff", 0), ("reboot", 2), ("halted", 3), ("triple-fault", 4), ("error: boom", 5)] {
+        let e = VmEnding::parse(word);
+        assert_eq!(e.status(), status);
+        assert_eq!(e.to_string(), word);
+    }
+    assert_eq!(VmEnding::parse("error: x y"), VmEnding::Error("x y".into()));
+}
+
+#[test]
+fn the_disk_check() {
+    let before = random_bytes(4096);
+    let mut after = before.clone();
+    after[..512].fill(0);
+    after[..marker(2).len()].copy_from_slice(marker(2).as_bytes());
+    assert_eq!(check_disk_after(&before, &after, 2), None);
+    let e = check_disk_after(&before, &before, 2).unwrap();
+    assert!(e.contains("unchanged"), "{e}");
+    let e = check_disk_after(&before, &after, 1).unwrap();
+    assert!(e.contains("nproc=1"), "{e}");
+    let mut pad = after.clone();
+    pad[100] = 7;
+    assert!(check_disk_after(&before, &pad, 2).unwrap().contains("offset 100"));
+    let mut far = after.clone();
+    far[3000] ^= 1;
+    assert!(check_disk_after(&before, &far, 2).unwrap().contains("sector 5"));
+    assert!(check_disk_after(&before, &after[..1024], 2).unwrap().contains("bytes now"));
+}
+
+#[test]
+fn random_bytes_differ() {
+    let a = random_bytes(1000);
+    assert_eq!(a.len(), 1000);
+    assert!(a.iter().any(|b| *b != a[0]));
+}
