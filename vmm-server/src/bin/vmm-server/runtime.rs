@@ -806,7 +806,9 @@ fn msr_exit(run: &mut VcpuRun, index: usize, unknown: &mut u32) {
     }
     if *unknown < 16 {
         *unknown += 1;
-        log::info!(
+        // Linux probes optional MSRs with rdmsr_safe; a #GP is the answer
+        // it expects from hardware without them.
+        log::debug!(
             "vCPU {index}: {} of MSR {:#x} at rip {:#x}: #GP",
             if run.write != 0 { "write" } else { "read" },
             run.msr,
