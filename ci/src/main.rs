@@ -54,8 +54,8 @@ status says how:
   4 triple-fault, 5 error (the VMM's reason is printed), 6 no ending was
   reported (the machine stopped, or --timeout), 1 the driver failed.
 --bochs runs the same under Bochs (corei7_skylake_x: VMX with EPT), which
-has one CPU (the vCPUs share it) and no virtio-blk device: the VM runs
-without its disks.
+has one CPU (the vCPUs share it; Linux with 2 vCPUs stalls bringing up the
+second there) and no virtio-blk device: the VM runs without its disks.
 
 Options:
   --smp N          CPUs (default 2); `-- -smp N` works too
@@ -91,7 +91,8 @@ Tiers:
   harness   the harness's own test: a faulting, a panicking and a hung kernel
             must each fail the run, with the fault shown
   slow      not run by default: the same Linux guest under Bochs
-            corei7_skylake_x (VMX), one CPU and no disk; reports its time
+            corei7_skylake_x (VMX) with one vCPU (two stall in Linux's SMP
+            bring-up on Bochs's one CPU) and no disk; reports its time
 
 Options:
   --tier NAME   run only this tier (repeatable)

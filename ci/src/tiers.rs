@@ -154,7 +154,11 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
             plan = plan.without_disks()?;
         }
         if plan.config.vcpus > 1 {
-            eprintln!("xtask: Bochs has one CPU: the VM's {} vCPUs take turns on it", plan.config.vcpus);
+            eprintln!(
+                "xtask: Bochs has one CPU: the VM's {} vCPUs take turns on it (Linux is known to stall bringing up \
+                 its second CPU there; see ci/src/linux.rs, BOCHS_VCPUS)",
+                plan.config.vcpus
+            );
         }
     }
     setup::ensure()?;
@@ -420,7 +424,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         }
         match machine {
             linux::Machine::QemuSvm => println!("== linux: the Debian cloud kernel as a VM on Alcove"),
-            linux::Machine::BochsVmx => println!("== slow: the Linux guest under Bochs's VMX (one CPU, no disk: Bochs has no virtio-blk)"),
+            linux::Machine::BochsVmx => {
+                println!("== slow: the Linux guest under Bochs's VMX (one vCPU on Bochs's one CPU; no disk: Bochs has no virtio-blk)")
+            }
         }
         let kernel = kernel.as_deref().expect("kernel built");
         runs += 1;
