@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
+/// A command for an emulator that dies with this process (util-linux's
+/// `setpriv --pdeathsig KILL`, which then execs it): a driver stopped by a
+/// signal or a timeout leaves no machine running, not even Bochs, which
+/// ignores SIGTERM.
+pub fn emulator(program: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "KILL", "--", program]);
+    c
+}
+
 /// A QEMU machine.
 #[derive(Clone, Debug)]
 pub struct Qemu {
@@ -33,7 +43,7 @@ impl Default for Qemu {
 impl Qemu {
     /// The command line, without where serial goes.
     pub fn command(&self, iso: &Path) -> Command {
-        let mut c = Command::new("qemu-system-x86_64");
+        let mut c = emulator("qemu-system-x86_64");
         c.args(["-display", "none", "-no-reboot"])
             .args(["-cpu", &self.cpu])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
@@ -123,7 +133,7 @@ impl Bochs {
         fs::write(&cmds, "c\n")?;
         let out = fs::File::create(log.with_extension("stdout"))?;
         let start = Instant::now();
-        let child = Command::new("bochs")
+        let child = emulator("bochs")
             .arg("-q")
             .arg("-f")
             .arg(&rc)
@@ -177,7 +187,12 @@ pub fn capture_timed(mut c: Command, name: &str, timeout: Option<Duration>, echo
     } else {
         c.stdin(Stdio::null()).stderr(fs::File::create(log.with_extension("stderr"))?);
     }
-    let program = c.get_program().to_string_lossy().into_owned();
+    // The emulator's name, behind `setpriv ... --`.
+    let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let program = match args.iter().position(|a| a == "--") {
+        Some(i) if c.get_program() == "setpriv" => args.get(i + 1).cloned().unwrap_or_default(),
+        _ => c.get_program().to_string_lossy().into_owned(),
+    };
     let start = Instant::now();
     let mut child = c.spawn().map_err(|e| format!("starting {program}: {e}"))?;
     let mut out = child.stdout.take().ok_or("no stdout pipe")?;

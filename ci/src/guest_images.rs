@@ -644,7 +644,7 @@ pub fn boot_direct(img: &Images, smp: u32, timeout: Duration) -> Result<DirectBo
     let sum = text(Command::new("sha256sum").arg(&disk), "sha256sum")?;
     let hash = sum.split_whitespace().next().unwrap_or_default().to_string();
 
-    let mut c = Command::new("qemu-system-x86_64");
+    let mut c = crate::emu::emulator("qemu-system-x86_64");
     c.args(["-accel", "tcg", "-display", "none", "-no-reboot", "-monitor", "none"])
         .args(["-m", "256", "-smp", &smp.to_string()])
         .arg("-kernel")
