@@ -178,6 +178,7 @@ macro_rules! __reply_type {
 /// }
 /// impl console::Server for Console {
 ///     fn write(&mut self, _text: String) { self.lines += 1 }
+///     fn read(&mut self, _max: u32) -> Vec<u8> { Vec::new() }
 /// }
 /// libipc::impl_dispatch!(Console: status, console);
 /// ```
