@@ -91,8 +91,8 @@ Tiers:
   harness   the harness's own test: a faulting, a panicking and a hung kernel
             must each fail the run, with the fault shown
   slow      not run by default: the same Linux guest under Bochs
-            corei7_skylake_x (VMX) with one vCPU (two stall in Linux's SMP
-            bring-up on Bochs's one CPU) and no disk; reports its time
+            corei7_skylake_x (VMX), two vCPUs on Bochs's one CPU, no disk
+            (Bochs has no virtio-blk); reports its time
 
 Options:
   --tier NAME   run only this tier (repeatable)

@@ -155,8 +155,7 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
         }
         if plan.config.vcpus > 1 {
             eprintln!(
-                "xtask: Bochs has one CPU: the VM's {} vCPUs take turns on it (Linux is known to stall bringing up \
-                 its second CPU there; see ci/src/linux.rs, BOCHS_VCPUS)",
+                "xtask: Bochs has one CPU: the VM's {} vCPUs take turns on it",
                 plan.config.vcpus
             );
         }
@@ -425,7 +424,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         match machine {
             linux::Machine::QemuSvm => println!("== linux: the Debian cloud kernel as a VM on Alcove"),
             linux::Machine::BochsVmx => {
-                println!("== slow: the Linux guest under Bochs's VMX (one vCPU on Bochs's one CPU; no disk: Bochs has no virtio-blk)")
+                println!("== slow: the Linux guest under Bochs's VMX (two vCPUs on Bochs's one CPU; no disk: Bochs has no virtio-blk)")
             }
         }
         let kernel = kernel.as_deref().expect("kernel built");

@@ -487,6 +487,10 @@ impl Kernel {
     }
 }
 
+/// The longest a vCPU stays in the guest per entry under VMX (the
+/// scheduler's slice), enforced with the VMX-preemption timer.
+const GUEST_SLICE_MS: u64 = 10;
+
 fn run_page(pa: u64) -> &'static mut VcpuRun {
     // SAFETY: the run page is a kernel frame (a frame object this vCPU holds
     // a reference to) inside the direct map. The VMM may write it at any
@@ -898,6 +902,13 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
             vcpu.seen_generation = generation;
         }
         pre_entry(vcpu);
+        if let Some(Hw::Vmx(vmx::Info { preemption_rate: Some(rate), .. })) = backend() {
+            // At most one time slice in the guest per entry, whether or not
+            // the host's timer interrupt gets the guest to exit (Bochs's
+            // does not reliably): then the scheduler runs as on a tick.
+            let ticks = (arch::time::tsc_khz() * GUEST_SLICE_MS) >> rate;
+            vmx::vmwrite(f::PREEMPTION_TIMER_VALUE, ticks.clamp(1, u64::from(u32::MAX)));
+        }
         arch::cpu::fpu_load(&vcpu.fpu.0);
         let entered = vmx::run(&mut vcpu.vmcs, &mut vcpu.gprs);
         vcpu.in_guest.store(false, Ordering::Release);
@@ -927,6 +938,11 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
         match basic {
             x::EXTERNAL_INTERRUPT | x::EXCEPTION_NMI | x::INIT | x::SIPI => {
                 arch::cpu::open_interrupt_window();
+                break VcpuExit::Interrupted;
+            }
+            x::PREEMPTION_TIMER => {
+                arch::cpu::open_interrupt_window();
+                percpu::this().need_resched.store(true, Ordering::Relaxed);
                 break VcpuExit::Interrupted;
             }
             x::CPUID => {

@@ -30,6 +30,7 @@ const IA32_VMX_CR0_FIXED1: u32 = 0x487;
 const IA32_VMX_CR4_FIXED0: u32 = 0x488;
 const IA32_VMX_CR4_FIXED1: u32 = 0x489;
 const IA32_VMX_PROCBASED2: u32 = 0x48b;
+const IA32_VMX_MISC: u32 = 0x485;
 const IA32_VMX_TRUE_PINBASED: u32 = 0x48d;
 const IA32_VMX_TRUE_PROCBASED: u32 = 0x48e;
 const IA32_VMX_TRUE_EXIT: u32 = 0x48f;
@@ -44,6 +45,7 @@ fn rdmsr(m: u32) -> u64 {
 #[allow(dead_code)] // a register table: not every field is used yet
 pub mod field {
     pub const VPID: u64 = 0x0000;
+    pub const PREEMPTION_TIMER_VALUE: u64 = 0x482E;
     pub const GUEST_ES_SELECTOR: u64 = 0x0800;
     pub const HOST_ES_SELECTOR: u64 = 0x0c00;
     pub const HOST_CS_SELECTOR: u64 = 0x0c02;
@@ -144,6 +146,7 @@ pub mod exit {
     pub const PAUSE: u32 = 40;
     pub const EPT_VIOLATION: u32 = 48;
     pub const EPT_MISCONFIG: u32 = 49;
+    pub const PREEMPTION_TIMER: u32 = 52;
     pub const XSETBV: u32 = 55;
 }
 
@@ -152,6 +155,9 @@ pub struct Info {
     pub ept: bool,
     pub vpid: bool,
     pub unrestricted: bool,
+    /// The VMX-preemption timer counts down once every 2^rate TSC ticks
+    /// (SDM Vol. 3C §26.5.1); `None` without the timer.
+    pub preemption_rate: Option<u8>,
     revision: u32,
     true_controls: bool,
 }
@@ -179,7 +185,10 @@ pub fn detect() -> Option<Info> {
         return None; // no secondary controls: no EPT
     }
     let proc2 = rdmsr(IA32_VMX_PROCBASED2) >> 32;
+    let pin_may = rdmsr(if basic & (1 << 55) != 0 { IA32_VMX_TRUE_PINBASED } else { IA32_VMX_PINBASED }) >> 32;
+    let preemption_rate = (pin_may & (1 << 6) != 0).then(|| (rdmsr(IA32_VMX_MISC) & 0x1f) as u8);
     Some(Info {
+        preemption_rate,
         ept: proc2 & (1 << 1) != 0,
         vpid: proc2 & (1 << 5) != 0,
         unrestricted: proc2 & (1 << 7) != 0,
@@ -310,8 +319,10 @@ impl Vmcs {
         } else {
             (IA32_VMX_PINBASED, IA32_VMX_PROCBASED, IA32_VMX_EXIT, IA32_VMX_ENTRY)
         };
-        // External interrupts and NMIs exit (the host keeps control).
-        let Some(pin) = allowed(pin_msr, 0, 1 | (1 << 3)) else { return false };
+        // External interrupts and NMIs exit (the host keeps control); the
+        // VMX-preemption timer, where there is one, bounds each stay in
+        // the guest as well (a backstop for the scheduler's time slice).
+        let Some(pin) = allowed(pin_msr, 1 << 6, 1 | (1 << 3)) else { return false };
         // HLT, unconditional I/O... no: I/O bitmaps, MSR bitmaps, secondary.
         let proc_need = (1 << 7) | (1 << 25) | (1 << 28) | (1 << 31);
         let Some(proc) = allowed(proc_msr, 0, proc_need) else { return false };
