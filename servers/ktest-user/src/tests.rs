@@ -541,17 +541,34 @@ fn cpu_budget_caps_a_spinner(env: &mut Env) -> Result<(), String> {
         sys::thread_resume(t).map_err(|e| format!("{e}"))?;
     }
     sleep_ns(env, 20_000_000)?;
-    let (a0, b0) = (read_counter(counters), read_counter(counters + 64));
-    sleep_ns(env, 300_000_000)?;
-    let (a1, b1) = (read_counter(counters), read_counter(counters + 64));
+    // Three windows of 100 ms and their median share: the machine this
+    // runs on is emulated on a shared host, whose scheduler can stall one
+    // emulated CPU for a while; one stall then spoils one window, not the
+    // verdict.
+    let mut shares = [0f64; 3];
+    let (mut free, mut capped) = (0, 0);
+    for share in shares.iter_mut() {
+        let (a0, b0) = (read_counter(counters), read_counter(counters + 64));
+        sleep_ns(env, 100_000_000)?;
+        let (a1, b1) = (read_counter(counters), read_counter(counters + 64));
+        let (f, c) = (a1 - a0, b1 - b0);
+        *share = c as f64 / (f + c).max(1) as f64;
+        free += f;
+        capped += c;
+    }
     for t in threads {
         sys::thread_suspend(t).map_err(|e| format!("{e}"))?;
     }
-    let (free, capped) = (a1 - a0, b1 - b0);
-    let share = capped as f64 / (free + capped).max(1) as f64;
-    log::info!("cpu budget: uncapped {free}, capped at 25%: {capped}, its share {:.0}%", share * 100.0);
+    shares.sort_by(|a, b| a.total_cmp(b));
+    let share = shares[1];
+    log::info!(
+        "cpu budget: uncapped {free}, capped at 25%: {capped}, its share per window {:.0}% {:.0}% {:.0}%",
+        shares[0] * 100.0,
+        shares[1] * 100.0,
+        shares[2] * 100.0
+    );
     check(free > 0 && capped > 0, || format!("a spinner never ran ({free}, {capped})"))?;
-    check((0.15..0.35).contains(&share), || format!("a 25% cap got {:.0}% of the CPU next to an uncapped thread", share * 100.0))
+    check((0.15..0.35).contains(&share), || format!("a 25% cap got {:.0}% of the CPU next to an uncapped thread (median of three windows)", share * 100.0))
 }
 
 /// The manifest grants the HPET's register page: mapped, it reads as an
