@@ -18,7 +18,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights, VcpuExit, VcpuRun};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_FREE, SLOT_SELF, StartInfo};
@@ -268,6 +268,9 @@ struct Shared {
     console_slot: PciSlot,
     /// The console server (operator input for the serial port).
     console_server: Option<CapSlot>,
+    /// Exits that reached the VMM, by kind: port I/O, of it the serial
+    /// port's, MMIO, MSR, interrupted runs.
+    exits: [AtomicU64; 5],
     name: String,
 }
 
@@ -419,6 +422,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console: spin::Mutex::new(Vec::new()),
         console_slot,
         console_server: spec.console,
+        exits: Default::default(),
         name: spec.name.clone(),
     });
     *CURRENT.lock() = Some(shared.clone());
@@ -455,6 +459,17 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         }
     }
     shared.deliver(true);
+    let n = |k: usize| shared.exits[k].load(Ordering::Relaxed);
+    log::info!(
+        "vm {}: ran {} ms; exits to the VMM: port I/O {} (serial port {}), MMIO {}, MSR {}, interrupted {}",
+        spec.name,
+        shared.now() / 1_000_000,
+        n(0) + n(1),
+        n(1),
+        n(2),
+        n(3),
+        n(4)
+    );
     *CURRENT.lock() = None;
     let ending = shared.ending.lock().clone().unwrap_or(Ending::Error("stopped without a reason".into()));
     drop(shared);
@@ -661,6 +676,17 @@ fn vcpu_loop(sh: &Shared, index: usize) {
                 break;
             }
         };
+        let kind = match exit {
+            Some(VcpuExit::Io) if (0x3f8..0x400).contains(&run.port) => Some(1),
+            Some(VcpuExit::Io) => Some(0),
+            Some(VcpuExit::Mmio) => Some(2),
+            Some(VcpuExit::Msr) => Some(3),
+            Some(VcpuExit::Interrupted) => Some(4),
+            _ => None,
+        };
+        if let Some(k) = kind {
+            sh.exits[k].fetch_add(1, Ordering::Relaxed);
+        }
         match exit {
             Some(VcpuExit::Io) => io_exit(sh, run),
             Some(VcpuExit::Mmio) => {
