@@ -447,6 +447,11 @@ pub fn clock_ns() -> Result<u64, Error> {
     plain(Sys::Clock, [0; 6]).map(|r| r[0])
 }
 
+/// [`Sys::Clock`]'s second result: the TSC frequency in kHz.
+pub fn tsc_khz() -> Result<u64, Error> {
+    plain(Sys::Clock, [0; 6]).map(|r| r[1])
+}
+
 /// What [`process_info`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {

@@ -124,7 +124,8 @@ pub enum Sys {
     FrameInfo = 26,
     /// `()` → `(used bytes, limit bytes)` of the caller's budget.
     BudgetInfo = 27,
-    /// `()` → `(nanoseconds since boot)`.
+    /// `()` → `(nanoseconds since boot, TSC frequency in kHz)` (the TSC
+    /// runs at a constant rate; guests see the host's TSC unchanged).
     Clock = 28,
     /// `(process)` → `(state, exit code)`: see [`ProcessState`].
     ProcessInfo = 29,
@@ -508,6 +509,38 @@ pub struct VcpuRun {
     /// The guest's FXSAVE image (SDM Vol. 1 §10.5.1), for `LOAD_FPU` and
     /// `fpu_request`.
     pub fpu: [u8; 512],
+    // ---- coalesced port I/O (VMM → kernel rules, kernel → VMM ring) ----
+    /// Byte-sized OUTs to these ports (0: unused) are not exits: the kernel
+    /// appends them to `pio_ring` and the guest goes on (KVM's coalesced
+    /// PIO). The VMM must replay the ring, in order, before it handles any
+    /// exit; a full ring ends the run with the OUT that did not fit, and a
+    /// HLT with entries waiting ends it as `Interrupted` (HLT not yet
+    /// executed), so buffered output never waits on an idle guest.
+    pub pio_buffered_ports: [u16; PIO_RULES],
+    /// Byte-sized INs from these ports (0: unused) read the matching
+    /// `pio_constant_values` byte without an exit (a status register the
+    /// VMM keeps current while it offers the rule).
+    pub pio_constant_ports: [u16; PIO_RULES],
+    pub pio_constant_values: [u8; PIO_RULES],
+    /// Ring indices (free-running, modulo [`PIO_RING_LEN`]): the kernel
+    /// writes at `pio_ring_tail`, the VMM consumes from `pio_ring_head`.
+    pub pio_ring_head: u32,
+    pub pio_ring_tail: u32,
+    pub pio_ring: [PioWrite; PIO_RING_LEN],
+}
+
+/// How many coalescing rules of each kind a run page holds.
+pub const PIO_RULES: usize = 4;
+/// Entries in the coalesced-write ring.
+pub const PIO_RING_LEN: usize = 256;
+
+/// One buffered OUT.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PioWrite {
+    pub port: u16,
+    pub value: u8,
+    pub _pad: u8,
 }
 
 const _: () = assert!(core::mem::size_of::<VcpuRun>() <= PAGE_SIZE as usize);
@@ -553,8 +586,47 @@ impl VcpuRun {
             cpuid: [CpuidEntry { leaf: 0, subleaf: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }; 64],
             fpu_request: 0,
             fpu: [0; 512],
+            pio_buffered_ports: [0; PIO_RULES],
+            pio_constant_ports: [0; PIO_RULES],
+            pio_constant_values: [0; PIO_RULES],
+            pio_ring_head: 0,
+            pio_ring_tail: 0,
+            pio_ring: [PioWrite { port: 0, value: 0, _pad: 0 }; PIO_RING_LEN],
         }
     };
+
+    /// Entries waiting in the coalesced-write ring (never more than
+    /// [`PIO_RING_LEN`], whatever the VMM wrote to the head).
+    pub fn pio_pending(&self) -> u32 {
+        self.pio_ring_tail.wrapping_sub(self.pio_ring_head).min(PIO_RING_LEN as u32)
+    }
+
+    /// The kernel's side of coalesced port I/O for a non-string access of
+    /// `size` bytes: `Some(None)` for an OUT it buffered, `Some(Some(v))`
+    /// for an IN it answered with `v`, `None` when the access must exit.
+    /// Rules and indices are the VMM's to write at any time; every value
+    /// is checked here, so a bad one only makes accesses exit.
+    pub fn coalesce_pio(&mut self, port: u16, size: u8, write: bool, value: u8) -> Option<Option<u8>> {
+        if size != 1 || port == 0 {
+            return None;
+        }
+        if write {
+            if !self.pio_buffered_ports.contains(&port) {
+                return None;
+            }
+            let used = self.pio_ring_tail.wrapping_sub(self.pio_ring_head);
+            if used >= PIO_RING_LEN as u32 {
+                return None;
+            }
+            let slot = self.pio_ring_tail as usize % PIO_RING_LEN;
+            self.pio_ring[slot] = PioWrite { port, value, _pad: 0 };
+            self.pio_ring_tail = self.pio_ring_tail.wrapping_add(1);
+            Some(None)
+        } else {
+            let i = self.pio_constant_ports.iter().position(|&p| p == port)?;
+            Some(Some(self.pio_constant_values[i]))
+        }
+    }
 }
 
 /// `VcpuRun::load_state` bits.
@@ -606,6 +678,39 @@ pub const FOREVER: u64 = u64::MAX;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalesced_pio_buffers_answers_and_exits_when_full_or_unlisted() {
+        let mut run = VcpuRun::ZERO;
+        assert_eq!(run.coalesce_pio(0x3f8, 1, true, b'a'), None, "no rule: exit");
+        run.pio_buffered_ports[1] = 0x3f8;
+        run.pio_constant_ports[2] = 0x3fd;
+        run.pio_constant_values[2] = 0x60;
+        assert_eq!(run.coalesce_pio(0x3f8, 1, true, b'a'), Some(None));
+        assert_eq!(run.coalesce_pio(0x3f8, 2, true, 0), None, "only bytes");
+        assert_eq!(run.coalesce_pio(0x3fd, 1, false, 0), Some(Some(0x60)));
+        assert_eq!(run.coalesce_pio(0x3fd, 1, true, 0), None, "a constant port's OUT exits");
+        assert_eq!(run.coalesce_pio(0x3f9, 1, false, 0), None);
+        assert_eq!(run.coalesce_pio(0, 1, false, 0), None, "port 0 is no rule");
+        assert_eq!(run.pio_pending(), 1);
+        assert_eq!(run.pio_ring[0], PioWrite { port: 0x3f8, value: b'a', _pad: 0 });
+        for i in 1..PIO_RING_LEN {
+            assert_eq!(run.coalesce_pio(0x3f8, 1, true, i as u8), Some(None));
+        }
+        assert_eq!(run.coalesce_pio(0x3f8, 1, true, 0), None, "full: exit");
+        run.pio_ring_head = run.pio_ring_tail.wrapping_sub(1);
+        assert_eq!(run.coalesce_pio(0x3f8, 1, true, 7), Some(None));
+        assert_eq!(run.pio_ring[0].value, 7, "wrapped");
+        // A head the VMM scribbled on cannot make the kernel overrun.
+        run.pio_ring_head = run.pio_ring_tail.wrapping_add(5);
+        assert_eq!(run.pio_pending(), PIO_RING_LEN as u32);
+        assert_eq!(run.coalesce_pio(0x3f8, 1, true, 0), None);
+        run.pio_ring_tail = u32::MAX;
+        run.pio_ring_head = u32::MAX;
+        assert_eq!(run.coalesce_pio(0x3f8, 1, true, 9), Some(None));
+        assert_eq!(run.pio_ring_tail, 0);
+        assert_eq!(run.pio_ring[u32::MAX as usize % PIO_RING_LEN].value, 9);
+    }
 
     #[test]
     fn numbers_round_trip() {

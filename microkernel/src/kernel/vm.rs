@@ -709,6 +709,20 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
                 run.io_flags = (((info1 >> 2) & 1) | (((info1 >> 3) & 1) << 1)) as u8;
                 run.data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(run.size)));
                 run.next_rip = info2;
+                // Coalesced port I/O: finished here when the VMM asked so.
+                if run.io_flags == 0 {
+                    if let Some(read) = run.coalesce_pio(port, run.size, run.write != 0, run.data as u8) {
+                        if let Some(v) = read {
+                            let rax = (vcpu.vmcb.r64(f::RAX) & !0xff) | u64::from(v);
+                            vcpu.vmcb.w64(f::RAX, rax);
+                        }
+                        // EXITINFO2 holds the next RIP for IOIO (APM Vol. 2 §15.10.2).
+                        vcpu.vmcb.w64(f::RIP, info2);
+                        let st = vcpu.vmcb.r64(f::INT_STATE);
+                        vcpu.vmcb.w64(f::INT_STATE, st & !1);
+                        continue;
+                    }
+                }
                 break VcpuExit::Io;
             }
             x::NPF => {
@@ -725,6 +739,11 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
             }
             0x64 => Regs::request_window(vcpu, false), // VINTR: inject on re-entry
             x::HLT => {
+                if run.pio_pending() > 0 {
+                    // Let the VMM see the buffered output before the guest
+                    // sleeps; HLT runs again on re-entry.
+                    break VcpuExit::Interrupted;
+                }
                 advance(vcpu, 1);
                 match on_hlt(vcpu) {
                     Halt::Continue => {}
@@ -970,6 +989,17 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
                 run.io_flags = (((qual >> 4) & 1) | (((qual >> 5) & 1) << 1)) as u8;
                 run.data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(run.size.min(8))));
                 run.next_rip = vmx::vmread(f::GUEST_RIP) + len;
+                // Coalesced port I/O: finished here when the VMM asked so.
+                if run.io_flags == 0 {
+                    let port = run.port;
+                    if let Some(read) = run.coalesce_pio(port, run.size, run.write != 0, run.data as u8) {
+                        if let Some(v) = read {
+                            vcpu.gprs[0] = (vcpu.gprs[0] & !0xff) | u64::from(v);
+                        }
+                        advance(len);
+                        continue;
+                    }
+                }
                 break VcpuExit::Io;
             }
             7 => Regs::request_window(vcpu, false), // interrupt window: inject on re-entry
@@ -992,6 +1022,9 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
                 }
             }
             x::HLT => {
+                if run.pio_pending() > 0 {
+                    break VcpuExit::Interrupted; // as under SVM
+                }
                 advance(len);
                 match on_hlt(vcpu) {
                     Halt::Continue => {}

@@ -170,6 +170,19 @@ impl Uart16550 {
         self.mcr & (MCR_OUT2 | MCR_LOOP) == MCR_OUT2 && self.interrupt_id() != IIR_NO_INT
     }
 
+    /// The line status register while the UART is a plain polled output:
+    /// no interrupts enabled, THR (not the divisor latch) at offset 0, no
+    /// loopback, nothing received, transmitter empty, no errors. Then an
+    /// LSR read returns this value and a THR write only adds output, until
+    /// the guest writes another register; the VMM may let the kernel buffer
+    /// such writes and answer such reads (coalesced port I/O). `None`
+    /// otherwise.
+    pub fn polled_output_lsr(&self) -> Option<u8> {
+        let lsr = self.lsr();
+        let plain = self.ier == 0 && self.lcr & LCR_DLAB == 0 && !self.loopback();
+        (plain && lsr == LSR_THRE | LSR_TEMT && self.output.len() < OUTPUT_LIMIT / 2).then_some(lsr)
+    }
+
     /// The divisor latch: the baud rate is 115200 / divisor.
     pub fn divisor(&self) -> u16 {
         self.divisor

@@ -8,8 +8,9 @@
 //! emulated), no MTRRs (guests then use PAT alone), no TSC_ADJUST. Added:
 //! the hypervisor bit, x2APIC and TSC-deadline (the kernel's APIC has
 //! both), the initial APIC ID of each vCPU and a flat topology, and the
-//! hypervisor leaves 0x4000_0000 ("AlcoveAlcove", max 0x4000_0010) and
-//! 0x4000_0010 (TSC and bus frequency in kHz; the kernel fills it).
+//! hypervisor leaves: KVM's signature and, of its paravirtual features,
+//! only the clock (see [`super::pvclock`]) at 0x4000_0000/1, and the TSC
+//! frequency in kHz at 0x4000_0010 (the kernel fills it).
 
 use abi::CpuidEntry;
 use alloc::vec::Vec;
@@ -17,8 +18,11 @@ use alloc::vec::Vec;
 /// Any sub-leaf (`CpuidEntry::subleaf`).
 const ANY: u32 = u32::MAX;
 pub const HYPERVISOR_BASE: u32 = 0x4000_0000;
+pub const KVM_FEATURES_LEAF: u32 = 0x4000_0001;
 pub const HYPERVISOR_TSC_LEAF: u32 = 0x4000_0010;
-pub const SIGNATURE: &[u8; 12] = b"AlcoveAlcove";
+/// KVM's signature: Linux then uses the KVM paravirtual features offered
+/// at 0x4000_0001 (only the clock) and nothing else of KVM's.
+pub const SIGNATURE: &[u8; 12] = b"KVMKVMKVM\0\0\0";
 
 // Leaf 1 ECX / EDX bits.
 const ECX_MONITOR: u32 = 1 << 3;
@@ -114,7 +118,9 @@ pub fn guest_cpuid(host: impl Fn(u32, u32) -> [u32; 4], apic_id: u32, vcpus: u32
         add(leaf, ANY, r);
     }
     let sig = |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
-    add(HYPERVISOR_BASE, ANY, [HYPERVISOR_TSC_LEAF, sig(0), sig(4), sig(8)]);
+    add(HYPERVISOR_BASE, ANY, [KVM_FEATURES_LEAF, sig(0), sig(4), sig(8)]);
+    let features = super::pvclock::KVM_FEATURE_CLOCKSOURCE2 | super::pvclock::KVM_FEATURE_CLOCKSOURCE_STABLE_BIT;
+    add(KVM_FEATURES_LEAF, ANY, [features, 0, 0, 0]);
     add(HYPERVISOR_TSC_LEAF, ANY, [0; 4]);
     out
 }
@@ -154,7 +160,8 @@ mod tests {
         assert_eq!(find(&t, 0x8000_0000).eax, 0x8000_0008);
         assert_eq!(find(&t, 0x8000_0008).ecx, 1);
         let h = find(&t, HYPERVISOR_BASE);
-        assert_eq!(h.eax, HYPERVISOR_TSC_LEAF);
+        assert_eq!(h.eax, KVM_FEATURES_LEAF);
+        assert_eq!(find(&t, KVM_FEATURES_LEAF).eax, (1 << 3) | (1 << 24), "the clock only");
         let mut sig = Vec::new();
         for r in [h.ebx, h.ecx, h.edx] {
             sig.extend_from_slice(&r.to_le_bytes());

@@ -7,3 +7,4 @@ pub mod cpuid;
 pub mod loader;
 pub mod memory;
 pub mod platform;
+pub mod pvclock;

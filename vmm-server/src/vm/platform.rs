@@ -213,6 +213,15 @@ impl Platform {
         self.ports.device_mut::<Uart16550>(self.uart).map(Uart16550::take_output).unwrap_or_default()
     }
 
+    /// Coalescing the serial console allows (see
+    /// `Uart16550::polled_output_lsr`): the port whose byte writes may be
+    /// buffered (THR) and the port whose byte reads may be answered (LSR)
+    /// with the value; `None` while the UART is in any other state.
+    pub fn serial_coalescing(&self) -> Option<(u16, u16, u8)> {
+        let lsr = self.ports.device::<Uart16550>(self.uart)?.polled_output_lsr()?;
+        Some((COM1_PORTS.base, COM1_PORTS.base + 5, lsr))
+    }
+
     /// Typed input for the guest's serial console; returns how many bytes
     /// fitted.
     pub fn push_console_input(&mut self, bytes: &[u8], now_ns: u64) -> usize {
@@ -467,6 +476,24 @@ mod tests {
             let _ = p.take_interrupts();
         }
         assert_eq!(p.io_read(0x2F8, 1, 0), 0xFF);
+    }
+
+    #[test]
+    fn serial_coalescing_only_for_a_plain_polled_uart() {
+        let mut p = Platform::new(0, 0);
+        assert_eq!(p.serial_coalescing(), Some((0x3F8, 0x3FD, 0x60)));
+        p.io_write(0x3F8 + 1, 1, 0x02, 0, &mut mem()); // THRI on
+        assert_eq!(p.serial_coalescing(), None);
+        p.io_write(0x3F8 + 1, 1, 0, 0, &mut mem());
+        p.io_write(0x3F8 + 3, 1, 0x83, 0, &mut mem()); // DLAB
+        assert_eq!(p.serial_coalescing(), None);
+        p.io_write(0x3F8 + 3, 1, 0x03, 0, &mut mem());
+        p.push_console_input(b"x", 0);
+        assert_eq!(p.serial_coalescing(), None, "input waits");
+        assert_eq!(p.io_read(0x3F8, 1, 0), u32::from(b'x'));
+        assert!(p.serial_coalescing().is_some());
+        p.io_write(0x3F8 + 4, 1, 0x10, 0, &mut mem()); // loopback
+        assert_eq!(p.serial_coalescing(), None);
     }
 
     #[test]

@@ -36,6 +36,7 @@ use vmm_server::virtio::console::{self, Console};
 use vmm_server::virtio::pci::VirtioPci;
 use vmm_server::virtio::rng::{EntropySource, Rng};
 use vmm_server::vm::platform::{Platform, PowerEvent};
+use vmm_server::vm::pvclock::{self, KvmClock};
 use libipc::blkring::{RingClient, StorageDoorbell};
 use libipc::cap::{Cap, Endpoint};
 use libipc::interfaces::storage;
@@ -268,6 +269,8 @@ struct Shared {
     console_slot: PciSlot,
     /// The console server (operator input for the serial port).
     console_server: Option<CapSlot>,
+    /// The guest's paravirtual clock (kvmclock).
+    clock: KvmClock,
     /// Exits that reached the VMM, by kind: port I/O, of it the serial
     /// port's, MMIO, MSR, interrupted runs.
     exits: [AtomicU64; 5],
@@ -423,6 +426,8 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console_slot,
         console_server: spec.console,
         exits: Default::default(),
+        // Guests see the host's TSC: system time 0 at TSC 0.
+        clock: KvmClock { tsc_base: 0, tsc_khz: sys::tsc_khz().unwrap_or(1_000_000) },
         name: spec.name.clone(),
     });
     *CURRENT.lock() = Some(shared.clone());
@@ -668,6 +673,8 @@ fn vcpu_loop(sh: &Shared, index: usize) {
     let run = run_page(index);
     let vcpu = sh.vcpus[index];
     let mut unknown_msrs = 0u32;
+    // This vCPU's kvmclock MSRs (wall clock, system time), as last written.
+    let mut kvm_msrs = [0u64; 2];
     while !sh.stopping.load(Ordering::Acquire) {
         let exit = match sys::vcpu_run(vcpu) {
             Ok(r) => VcpuExit::from_u32(r as u32),
@@ -676,6 +683,8 @@ fn vcpu_loop(sh: &Shared, index: usize) {
                 break;
             }
         };
+        // Buffered OUTs happened before this exit: carry them out first.
+        replay_pio_ring(sh, run);
         let kind = match exit {
             Some(VcpuExit::Io) if (0x3f8..0x400).contains(&run.port) => Some(1),
             Some(VcpuExit::Io) => Some(0),
@@ -694,7 +703,7 @@ fn vcpu_loop(sh: &Shared, index: usize) {
                     sh.end(Ending::Error(format!("vCPU {index}: {e}")));
                 }
             }
-            Some(VcpuExit::Msr) => msr_exit(run, index, &mut unknown_msrs),
+            Some(VcpuExit::Msr) => msr_exit(sh, run, index, &mut kvm_msrs, &mut unknown_msrs),
             Some(VcpuExit::Interrupted) => {}
             Some(VcpuExit::Hlt) => {
                 // HLT with interrupts off: only a reset ends it. The boot
@@ -714,6 +723,44 @@ fn vcpu_loop(sh: &Shared, index: usize) {
             ))),
         }
         sh.deliver(false);
+        update_pio_rules(sh, run);
+    }
+}
+
+/// Carries out the OUTs the kernel buffered for this vCPU (coalesced port
+/// I/O), in order.
+fn replay_pio_ring(sh: &Shared, run: &mut VcpuRun) {
+    let n = run.pio_pending();
+    if n == 0 {
+        return;
+    }
+    let now = sh.now();
+    let mut mem = GuestRam::physical(&sh.ram);
+    let mut p = sh.platform.lock();
+    for i in 0..n {
+        let e = run.pio_ring[run.pio_ring_head.wrapping_add(i) as usize % abi::PIO_RING_LEN];
+        p.io_write(e.port, 1, u32::from(e.value), now, &mut mem);
+    }
+    run.pio_ring_head = run.pio_ring_head.wrapping_add(n);
+}
+
+/// Tells the kernel which port accesses it may finish itself: while the
+/// serial port is a plain polled output (how Linux's console writes the
+/// boot log), its THR writes are buffered and its LSR reads answered, two
+/// exits per character fewer. Rechecked after every exit of this vCPU;
+/// every access that could change the UART's state still exits.
+fn update_pio_rules(sh: &Shared, run: &mut VcpuRun) {
+    let rule = sh.platform.lock().serial_coalescing();
+    match rule {
+        Some((thr, lsr_port, lsr)) => {
+            run.pio_buffered_ports[0] = thr;
+            run.pio_constant_ports[0] = lsr_port;
+            run.pio_constant_values[0] = lsr;
+        }
+        None => {
+            run.pio_buffered_ports[0] = 0;
+            run.pio_constant_ports[0] = 0;
+        }
     }
 }
 
@@ -812,23 +859,46 @@ fn mmio_exit(sh: &Shared, run: &mut VcpuRun) -> Result<(), String> {
 
 /// MSRs a Linux guest reads or writes on AMD and Intel CPUs that carry no
 /// state here: reads give 0, writes are dropped (as KVM does for them).
-/// Patch level, HWCR, SYSCFG, TSEG, MMIO_CONF_BASE, LS_CFG, DE_CFG,
-/// BU_CFG2, the microcode update trigger and signature, PLATFORM_ID,
-/// FEATURE_CONTROL.
+/// Patch level, HWCR, SYSCFG, NB_CFG, TSEG, MMIO_CONF_BASE, LS_CFG,
+/// DE_CFG, BU_CFG2, the microcode update trigger and signature,
+/// PLATFORM_ID, FEATURE_CONTROL.
 const QUIET_MSRS: &[u32] = &[
-    0x8b, 0xc001_0015, 0xc001_0010, 0xc001_0112, 0xc001_0058, 0xc001_1020, 0xc001_1029, 0xc001_102a, 0x79, 0x17,
-    0x3a,
+    0x8b, 0xc001_0015, 0xc001_0010, 0xc001_001f, 0xc001_0112, 0xc001_0058, 0xc001_1020, 0xc001_1029, 0xc001_102a,
+    0x79, 0x17, 0x3a,
 ];
 
-fn msr_exit(run: &mut VcpuRun, index: usize, unknown: &mut u32) {
-    if QUIET_MSRS.contains(&run.msr) {
-        if run.write == 0 {
-            run.gprs[0] &= !0xffff_ffff;
-            run.gprs[2] &= !0xffff_ffff;
+fn msr_exit(sh: &Shared, run: &mut VcpuRun, index: usize, kvm: &mut [u64; 2], unknown: &mut u32) {
+    let done = |run: &mut VcpuRun, read: Option<u64>| {
+        if let Some(v) = read {
+            run.gprs[0] = v & 0xffff_ffff;
+            run.gprs[2] = v >> 32;
         }
         run.rip = run.next_rip;
         run.load_state = abi::LOAD_GPRS;
-        return;
+    };
+    let write = run.write != 0;
+    let kvm_index = match run.msr {
+        pvclock::MSR_KVM_WALL_CLOCK_NEW => Some(0),
+        pvclock::MSR_KVM_SYSTEM_TIME_NEW => Some(1),
+        _ => None,
+    };
+    if let Some(i) = kvm_index {
+        if !write {
+            return done(run, Some(kvm[i]));
+        }
+        let value = run.data;
+        kvm[i] = value;
+        // A structure that would not lie in guest RAM is not written (as
+        // KVM does); the guest's clock then reads zeros.
+        if i == 0 {
+            let _ = sh.ram.write(value, &sh.clock.wall_clock(0));
+        } else if value & 1 != 0 {
+            let _ = sh.ram.write(value & !1, &sh.clock.time_info());
+        }
+        return done(run, None);
+    }
+    if QUIET_MSRS.contains(&run.msr) {
+        return done(run, (!write).then_some(0));
     }
     if *unknown < 16 {
         *unknown += 1;
@@ -836,7 +906,7 @@ fn msr_exit(run: &mut VcpuRun, index: usize, unknown: &mut u32) {
         // it expects from hardware without them.
         log::debug!(
             "vCPU {index}: {} of MSR {:#x} at rip {:#x}: #GP",
-            if run.write != 0 { "write" } else { "read" },
+            if write { "write" } else { "read" },
             run.msr,
             run.rip
         );
