@@ -85,7 +85,12 @@ impl Outcome {
         let secs = self.run.elapsed.as_secs_f64();
         if self.ok() {
             let init = self.boot_to_init().map(|t| format!(", {:.1} s from VM start to init", t.as_secs_f64())).unwrap_or_default();
-            let disk = if self.disk_checked { "disk hash matches, marker read back from the image, " } else { "no disk, " };
+            let disk = if self.disk_checked {
+                "disk hash matches, marker read back from the image, rebooted once (marker found), everything returned \
+                 after each boot, "
+            } else {
+                "no disk, "
+            };
             println!("  ok   {}: nproc={}, {disk}powered off; {secs:.1} s{init}", self.name, self.vcpus);
         } else {
             println!("  FAIL {} ({secs:.1} s, {:?}):", self.name, self.run.ending);
@@ -106,12 +111,14 @@ fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// The test's VM description.
+/// The test's VM description. With a disk the guest reboots once
+/// (`alcove.reboot-once`): the marker it wrote tells the second boot.
 pub fn vm_json(images: &Images, vcpus: u32, disk: Option<&str>) -> String {
     let disks = disk.map(|d| format!("\n  \"disks\": [{{\"path\": {}, \"model\": \"virtio\"}}],", json_string(d))).unwrap_or_default();
+    let reboot = if disk.is_some() { " alcove.reboot-once" } else { "" };
     format!(
         "{{\n  \"alias\": \"{ALIAS}\",\n  \"brand\": \"bhyve\",\n  \"ram\": {RAM_MIB},\n  \"vcpus\": {vcpus},{disks}\n  \
-         \"kernel\": {},\n  \"initrd\": {},\n  \"cmdline\": \"console=ttyS0 panic=-1\"\n}}\n",
+         \"kernel\": {},\n  \"initrd\": {},\n  \"cmdline\": \"console=ttyS0 panic=-1{reboot}\"\n}}\n",
         json_string(&images.vmlinuz.display().to_string()),
         json_string(&images.initramfs.display().to_string()),
     )
@@ -149,7 +156,7 @@ pub fn run(kernel: &Path, images: &Images, machine: Machine, name: &str, timeout
         Machine::BochsVmx => (plan.bochs().run_captured(&iso, &log_name, timeout)?, None),
     };
 
-    let mut problems = vm::check_linux_run(&run.serial, &plan.name, vcpus, hash.as_deref());
+    let mut problems = vm::check_linux_run(&run.serial, &plan.name, vcpus, hash.as_deref(), with_disk);
     if let Some(l) = run.serial.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
         problems.push(format!("the kernel reported a fatal error: {}", l.trim_end()));
     }
@@ -193,7 +200,7 @@ mod tests {
         assert_eq!(c.disks[0].path, "disk.img");
         assert_eq!(c.kernel, "/t/images/vmlinuz");
         assert_eq!(c.initrd.as_deref(), Some("/t/images/initramfs \"x\".cpio"));
-        assert_eq!(c.cmdline, "console=ttyS0 panic=-1");
+        assert_eq!(c.cmdline, "console=ttyS0 panic=-1 alcove.reboot-once");
         let c = vmm_server::config::VmConfig::from_json(&vm_json(&images(), 1, None)).unwrap();
         assert!(c.disks.is_empty());
         assert_eq!(c.vcpus, 1);

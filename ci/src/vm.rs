@@ -330,8 +330,13 @@ pub const STATUS_NO_ENDING: u8 = 6;
 /// What the serial log says about the VM.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VmLog {
-    /// Index (in the lines given) of `vm NAME: started: ...`.
+    /// Index (in the lines given) of the first `vm NAME: started: ...`.
     pub started: Option<usize>,
+    /// `vm NAME: guest reboot` lines (the VM starts again after each).
+    pub reboots: usize,
+    /// The VMM's "every frame and capability returned" lines (one per
+    /// boot of the VM).
+    pub budget_returned: usize,
     /// The `ended:` lines, in order (one is right).
     pub endings: Vec<VmEnding>,
     pub overhead_kib: Option<u64>,
@@ -346,14 +351,23 @@ impl VmLog {
         let mut v = VmLog::default();
         let started = format!("vm {name}: started: ");
         let ended = format!("vm {name}: ended: ");
+        let rebooted = format!("vm {name}: guest reboot");
+        let mut starts = 0;
         for (i, line) in lines.into_iter().enumerate() {
             let line = line.trim_end_matches('\r');
+            if line.contains("every frame and capability returned") {
+                v.budget_returned += 1;
+            } else if line.contains("kernel memory not returned") {
+                v.problems.push(format!("the VMM did not return everything: {line:?}"));
+            }
             if line.starts_with(&started) {
-                if v.started.is_some() {
-                    v.problems.push(format!("the VM started more than once: {line:?}"));
-                } else {
-                    v.started = Some(i);
+                starts += 1;
+                if starts > v.reboots + 1 {
+                    v.problems.push(format!("the VM started again without a guest reboot: {line:?}"));
                 }
+                v.started.get_or_insert(i);
+            } else if line == rebooted {
+                v.reboots += 1;
             } else if let Some(word) = line.strip_prefix(&ended) {
                 // (An ending without a start is a VM that failed to set up.)
                 v.endings.push(VmEnding::parse(word.trim_end()));
@@ -376,12 +390,17 @@ impl VmLog {
 }
 
 /// What the Linux test guest (`images/linux/init`) must print, given the
-/// vCPUs and the host's hash of its disk (`None`: no disk).
-pub fn expected_guest_lines(nproc: u32, disk_sha256: Option<&str>) -> Vec<String> {
+/// vCPUs, the host's hash of its disk (`None`: no disk) and whether it
+/// reboots once (`alcove.reboot-once`, with a disk only).
+pub fn expected_guest_lines(nproc: u32, disk_sha256: Option<&str>, reboot: bool) -> Vec<String> {
     let mut v = vec!["alcove-guest: init started".to_string(), format!("alcove-guest: nproc={nproc}")];
     if let Some(h) = disk_sha256 {
         v.push(format!("alcove-guest: vda-sha256 {h}  /dev/vda"));
         v.push("alcove-guest: vda-marker written".into());
+        if reboot {
+            v.push("alcove-guest: reboot".into());
+            v.push("alcove-guest: marker found: second boot".into());
+        }
     }
     v.push("alcove-guest: poweroff".into());
     v
@@ -390,14 +409,24 @@ pub fn expected_guest_lines(nproc: u32, disk_sha256: Option<&str>) -> Vec<String
 /// Checks a Linux test guest's run under Alcove: the VM lines, the guest's
 /// lines (each missing one named with what came instead) and the ending.
 /// Empty = pass.
-pub fn check_linux_run(serial: &str, vm_name: &str, nproc: u32, disk_sha256: Option<&str>) -> Vec<String> {
+pub fn check_linux_run(serial: &str, vm_name: &str, nproc: u32, disk_sha256: Option<&str>, reboot: bool) -> Vec<String> {
     let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
     let log = VmLog::read(lines.iter().copied(), vm_name);
     let mut problems = log.problems.clone();
     if log.started.is_none() {
         problems.push(format!("no \"vm {vm_name}: started: ...\" line: the VM never started"));
     }
-    for want in expected_guest_lines(nproc, disk_sha256) {
+    let boots = if reboot { 2 } else { 1 };
+    if log.reboots + 1 != boots {
+        problems.push(format!("{} guest reboot(s) reported, expected {}", log.reboots, boots - 1));
+    }
+    if log.budget_returned != boots {
+        problems.push(format!(
+            "the VMM reported every frame and capability returned {} time(s), expected once per boot ({boots})",
+            log.budget_returned
+        ));
+    }
+    for want in expected_guest_lines(nproc, disk_sha256, reboot) {
         if lines.iter().any(|l| l.trim_end() == want) {
             continue;
         }

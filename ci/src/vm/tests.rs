@@ -118,13 +118,50 @@ fn good_log() -> String {
          [    0.000000] Linux version 6.1\r\nalcove-guest: init started\r\nalcove-guest: kernel 6.1.0-cloud-amd64\r\n\
          alcove-guest: modules loaded virtio virtio_blk\r\nalcove-guest: nproc=2\r\n\
          alcove-guest: vda-sha256 {HASH}  /dev/vda\r\nalcove-guest: vda-marker written\r\nalcove-guest: poweroff\r\n\
-         [    4.1] reboot: Power down\r\nvm linux-test: ended: poweroff\r\n"
+         [    4.1] reboot: Power down\r\n\
+         [INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n\
+         vm linux-test: ended: poweroff\r\n"
+    )
+}
+
+/// The run with `alcove.reboot-once`: boot, reboot, boot, power off.
+fn rebooting_log() -> String {
+    let good = good_log();
+    let (first, _) = good.split_once("alcove-guest: poweroff").unwrap();
+    format!(
+        "{first}alcove-guest: reboot\r\n\
+         [INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n\
+         vm linux-test: guest reboot\r\nvm linux-test: started: 2 vCPUs, 256 MiB\r\nalcove-guest: init started\r\n\
+         alcove-guest: nproc=2\r\nalcove-guest: marker found: second boot\r\nalcove-guest: poweroff\r\n\
+         [INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n\
+         vm linux-test: ended: poweroff\r\n"
     )
 }
 
 #[test]
+fn a_guest_reboot_restarts_the_vm_and_returns_everything_each_time() {
+    assert_eq!(check_linux_run(&rebooting_log(), "linux-test", 2, Some(HASH), true), Vec::<String>::new());
+    let log = VmLog::read(rebooting_log().lines(), "linux-test");
+    assert_eq!((log.reboots, log.budget_returned), (1, 2));
+    // Expected a reboot, got none.
+    let p = check_linux_run(&good_log(), "linux-test", 2, Some(HASH), true);
+    assert!(p.iter().any(|x| x.contains("0 guest reboot(s) reported, expected 1")), "{p:?}");
+    // A restart without a reboot; a VMM that kept memory.
+    let p = check_linux_run(&rebooting_log().replace("vm linux-test: guest reboot\r\n", ""), "linux-test", 2, Some(HASH), true);
+    assert!(p.iter().any(|x| x.contains("started again without a guest reboot")), "{p:?}");
+    let leak = rebooting_log().replacen(
+        "every frame and capability returned (180 KiB in use, as before)",
+        "kernel memory not returned after the VM: 1 bytes before, 2 after",
+        1,
+    );
+    let p = check_linux_run(&leak, "linux-test", 2, Some(HASH), true);
+    assert!(p.iter().any(|x| x.contains("did not return everything")), "{p:?}");
+    assert!(p.iter().any(|x| x.contains("returned 1 time(s), expected once per boot (2)")), "{p:?}");
+}
+
+#[test]
 fn a_good_run_passes() {
-    assert_eq!(check_linux_run(&good_log(), "linux-test", 2, Some(HASH)), Vec::<String>::new());
+    assert_eq!(check_linux_run(&good_log(), "linux-test", 2, Some(HASH), false), Vec::<String>::new());
     let log = VmLog::read(good_log().lines(), "linux-test");
     assert_eq!(log.overhead_kib, Some(1234));
     assert_eq!(log.started, Some(1));
@@ -133,7 +170,7 @@ fn a_good_run_passes() {
 
 #[test]
 fn failures_name_what_differed() {
-    let one = |log: String| -> Vec<String> { check_linux_run(&log, "linux-test", 2, Some(HASH)) };
+    let one = |log: String| -> Vec<String> { check_linux_run(&log, "linux-test", 2, Some(HASH), false) };
     let p = one(good_log().replace("nproc=2", "nproc=1"));
     assert_eq!(p, ["expected \"alcove-guest: nproc=2\", the guest printed \"alcove-guest: nproc=1\""]);
     let p = one(good_log().replace(HASH, &"0".repeat(64)));
@@ -162,7 +199,7 @@ fn failures_name_what_differed() {
     let p = one(good_log().replace("alcove-guest: nproc=2", "alcove-guest: insmod virtio_blk failed\nalcove-guest: nproc=2"));
     assert!(p.iter().any(|x| x.contains("virtio_blk")), "{p:?}");
     // Without a disk the disk lines are not asked for.
-    assert_eq!(check_linux_run(&good_log(), "linux-test", 2, None), Vec::<String>::new());
+    assert_eq!(check_linux_run(&good_log(), "linux-test", 2, None, false), Vec::<String>::new());
 }
 
 #[test]
