@@ -318,7 +318,7 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun) -> Result<Outcome, String> {
 /// instruction at RIP and carry it out against the test devices.
 fn emulate_mmio(run: &mut VcpuRun, out: &mut Outcome) -> Result<(), String> {
     let gpa = run.gpa;
-    let mut ram = GuestRam(*run);
+    let mut ram = GuestRam { cr0: run.cr0, cr3: run.cr3 };
     let (bytes, len) = mmio::fetch(&mut ram, run).map_err(|f| {
         format!("MMIO at {gpa:#x}: cannot fetch the instruction at rip {:#x} (no RAM at {:#x})", run.rip, f.gva)
     })?;
@@ -337,9 +337,12 @@ fn emulate_mmio(run: &mut VcpuRun, out: &mut Outcome) -> Result<(), String> {
     Ok(())
 }
 
-/// Guest RAM by linear address, through the page tables that the copied
-/// vCPU state points at.
-struct GuestRam(VcpuRun);
+/// Guest RAM by linear address, through the page tables that the vCPU's
+/// CR0 and CR3 (copied at the exit) name.
+struct GuestRam {
+    cr0: u64,
+    cr3: u64,
+}
 
 impl GuestRam {
     /// Runs `f` on each page-sized piece of `len` bytes at `gva` with its
@@ -349,7 +352,7 @@ impl GuestRam {
         while done < len {
             let va = gva.wrapping_add(done as u64);
             let n = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(len - done);
-            let pa = translate(&self.0, va).ok_or(MemFault { gva: va })? as usize;
+            let pa = translate_with(self.cr0, self.cr3, va).ok_or(MemFault { gva: va })? as usize;
             let end = pa.checked_add(n).filter(|&end| end <= ram().len()).ok_or(MemFault { gva: va })?;
             f(done, pa..end);
             done += n;
@@ -367,7 +370,7 @@ impl GuestMemory for GuestRam {
         self.pieces(gva, data.len(), |at, r| ram()[r.clone()].copy_from_slice(&data[at..at + r.len()]))
     }
     fn translate(&mut self, gva: u64) -> Option<u64> {
-        translate(&self.0, gva)
+        translate_with(self.cr0, self.cr3, gva)
     }
 }
 
@@ -398,7 +401,11 @@ impl MmioBus for TestBus<'_> {
 /// Guest-physical address of a guest-virtual one, through the guest's own
 /// page tables (4-level paging; identity when paging is off).
 fn translate(run: &VcpuRun, va: u64) -> Option<u64> {
-    if run.cr0 & (1 << 31) == 0 {
+    translate_with(run.cr0, run.cr3, va)
+}
+
+fn translate_with(cr0: u64, cr3: u64, va: u64) -> Option<u64> {
+    if cr0 & (1 << 31) == 0 {
         return Some(va);
     }
     let ram = ram();
@@ -406,7 +413,7 @@ fn translate(run: &VcpuRun, va: u64) -> Option<u64> {
         let b = ram.get(pa as usize..pa as usize + 8)?;
         Some(u64::from_le_bytes(b.try_into().ok()?))
     };
-    let mut table = run.cr3 & 0x000f_ffff_ffff_f000;
+    let mut table = cr3 & 0x000f_ffff_ffff_f000;
     for level in (1..=4).rev() {
         let idx = (va >> (12 + 9 * (level - 1))) & 0x1ff;
         let e = read(table + idx * 8)?;
