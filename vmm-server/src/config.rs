@@ -35,9 +35,11 @@ pub const MIN_RAM_MIB: u64 = 64;
 pub const MAX_RAM_MIB: u64 = 1024 * 1024;
 /// SmartOS's default `ram` for HVM brands.
 pub const DEFAULT_RAM_MIB: u64 = 256;
-/// The most disks (each a PCI function on bus 0, which also holds the host
-/// bridge and the other devices).
-pub const MAX_DISKS: usize = 16;
+/// The most disks. Each is a PCI function on bus 0 (which also holds the
+/// host bridge and the other devices), one of storaged's block rings, and
+/// up to 64 KiB of the VMM's 512 KiB heap for data in flight: four keep the
+/// monitor's heap safely inside its arena.
+pub const MAX_DISKS: usize = 4;
 /// The most NICs (as for disks).
 pub const MAX_NICS: usize = 8;
 /// Linux's COMMAND_LINE_SIZE on x86 (including the NUL).
