@@ -177,7 +177,20 @@ impl TimedRun {
 /// with `echo`, which also hands the emulator this terminal's stdin and
 /// stderr), each line is stamped as it arrives, and the emulator is killed
 /// after `timeout`.
-pub fn capture_timed(mut c: Command, name: &str, timeout: Option<Duration>, echo: bool) -> Result<TimedRun> {
+pub fn capture_timed(c: Command, name: &str, timeout: Option<Duration>, echo: bool) -> Result<TimedRun> {
+    capture_timed_answering(c, name, timeout, echo, None)
+}
+
+/// As [`capture_timed`]; with `answer = Some((prompt, text))` the first
+/// output line that contains `prompt` gets `text` typed on the emulator's
+/// standard input (its serial port with `-serial stdio`), once.
+pub fn capture_timed_answering(
+    mut c: Command,
+    name: &str,
+    timeout: Option<Duration>,
+    echo: bool,
+    answer: Option<(String, Vec<u8>)>,
+) -> Result<TimedRun> {
     use std::io::{Read, Write};
     let log = log_path(name)?;
     let mut file = fs::File::create(&log)?;
@@ -185,7 +198,8 @@ pub fn capture_timed(mut c: Command, name: &str, timeout: Option<Duration>, echo
     if echo {
         c.stdin(Stdio::inherit()).stderr(Stdio::inherit());
     } else {
-        c.stdin(Stdio::null()).stderr(fs::File::create(log.with_extension("stderr"))?);
+        let stdin = if answer.is_some() { Stdio::piped() } else { Stdio::null() };
+        c.stdin(stdin).stderr(fs::File::create(log.with_extension("stderr"))?);
     }
     // The emulator's name, behind `setpriv ... --`.
     let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -196,8 +210,10 @@ pub fn capture_timed(mut c: Command, name: &str, timeout: Option<Duration>, echo
     let start = Instant::now();
     let mut child = c.spawn().map_err(|e| format!("starting {program}: {e}"))?;
     let mut out = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut typist = child.stdin.take().zip(answer);
     let reader = std::thread::spawn(move || -> (Vec<u8>, Vec<(Duration, String)>) {
         let (mut all, mut lines, mut line) = (Vec::new(), Vec::new(), Vec::new());
+        let mut typed_into = None;
         let mut buf = [0u8; 4096];
         let mut term = std::io::stdout();
         while let Ok(n @ 1..) = out.read(&mut buf) {
@@ -212,6 +228,15 @@ pub fn capture_timed(mut c: Command, name: &str, timeout: Option<Duration>, echo
             for &b in chunk {
                 if b == b'\n' {
                     let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                    if typist.as_ref().is_some_and(|(_, (prompt, _))| text.contains(prompt.as_str())) {
+                        if let Some((mut stdin, (_, typed))) = typist.take() {
+                            let _ = stdin.write_all(&typed);
+                            let _ = stdin.flush();
+                            // Kept open, as a terminal would be, until the
+                            // emulator's output ends.
+                            typed_into = Some(stdin);
+                        }
+                    }
                     lines.push((now, text));
                     line.clear();
                 } else {
@@ -222,6 +247,7 @@ pub fn capture_timed(mut c: Command, name: &str, timeout: Option<Duration>, echo
         if !line.is_empty() {
             lines.push((start.elapsed(), String::from_utf8_lossy(&line).into_owned()));
         }
+        drop(typed_into);
         (all, lines)
     });
     let status = match timeout {

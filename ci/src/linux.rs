@@ -10,7 +10,7 @@
 //! `cargo xtask bench` times it.
 
 use crate::Result;
-use crate::emu::{Run, TimedRun, capture_timed};
+use crate::emu::{Run, TimedRun, capture_timed_answering};
 use crate::guest_images::Images;
 use crate::harness::Ending;
 use crate::image;
@@ -86,8 +86,8 @@ impl Outcome {
         if self.ok() {
             let init = self.boot_to_init().map(|t| format!(", {:.1} s from VM start to init", t.as_secs_f64())).unwrap_or_default();
             let disk = if self.disk_checked {
-                "disk hash matches, marker read back from the image, rebooted once (marker found), everything returned \
-                 after each boot, "
+                "disk hash matches, marker read back from the image, typed line received, rebooted once (marker \
+                 found), everything returned after each boot, "
             } else {
                 "no disk, "
             };
@@ -111,11 +111,17 @@ fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// The test's VM description. With a disk the guest reboots once
-/// (`alcove.reboot-once`): the marker it wrote tells the second boot.
+/// What the test types on the Alcove machine's serial console when the
+/// guest asks (`alcove.console-echo`), and the line the guest must print.
+pub const TYPED: &str = "operator-says-hi";
+
+/// The test's VM description. With a disk (under QEMU) the guest also
+/// reads a line typed on the system console (`alcove.console-echo`) and
+/// reboots once (`alcove.reboot-once`: the marker it wrote tells the second
+/// boot).
 pub fn vm_json(images: &Images, vcpus: u32, disk: Option<&str>) -> String {
     let disks = disk.map(|d| format!("\n  \"disks\": [{{\"path\": {}, \"model\": \"virtio\"}}],", json_string(d))).unwrap_or_default();
-    let reboot = if disk.is_some() { " alcove.reboot-once" } else { "" };
+    let reboot = if disk.is_some() { " alcove.reboot-once alcove.console-echo" } else { "" };
     format!(
         "{{\n  \"alias\": \"{ALIAS}\",\n  \"brand\": \"bhyve\",\n  \"ram\": {RAM_MIB},\n  \"vcpus\": {vcpus},{disks}\n  \
          \"kernel\": {},\n  \"initrd\": {},\n  \"cmdline\": \"console=ttyS0 panic=-1{reboot}\"\n}}\n",
@@ -150,7 +156,8 @@ pub fn run(kernel: &Path, images: &Images, machine: Machine, name: &str, timeout
         Machine::QemuSvm => {
             let mut c = plan.qemu().command(&iso);
             c.args(["-monitor", "none", "-serial", "stdio"]);
-            let t = capture_timed(c, &log_name, Some(timeout), false)?;
+            let answer = Some(("alcove-guest: type a line".to_string(), format!("{TYPED}\n").into_bytes()));
+            let t = capture_timed_answering(c, &log_name, Some(timeout), false, answer)?;
             (t.run.clone(), Some(t))
         }
         Machine::BochsVmx => (plan.bochs().run_captured(&iso, &log_name, timeout)?, None),
@@ -200,7 +207,7 @@ mod tests {
         assert_eq!(c.disks[0].path, "disk.img");
         assert_eq!(c.kernel, "/t/images/vmlinuz");
         assert_eq!(c.initrd.as_deref(), Some("/t/images/initramfs \"x\".cpio"));
-        assert_eq!(c.cmdline, "console=ttyS0 panic=-1 alcove.reboot-once");
+        assert_eq!(c.cmdline, "console=ttyS0 panic=-1 alcove.reboot-once alcove.console-echo");
         let c = vmm_server::config::VmConfig::from_json(&vm_json(&images(), 1, None)).unwrap();
         assert!(c.disks.is_empty());
         assert_eq!(c.vcpus, 1);

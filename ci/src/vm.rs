@@ -398,6 +398,7 @@ pub fn expected_guest_lines(nproc: u32, disk_sha256: Option<&str>, reboot: bool)
         v.push(format!("alcove-guest: vda-sha256 {h}  /dev/vda"));
         v.push("alcove-guest: vda-marker written".into());
         if reboot {
+            v.push(format!("alcove-guest: typed {}", crate::linux::TYPED));
             v.push("alcove-guest: reboot".into());
             v.push("alcove-guest: marker found: second boot".into());
         }
@@ -431,9 +432,10 @@ pub fn check_linux_run(serial: &str, vm_name: &str, nproc: u32, disk_sha256: Opt
             continue;
         }
         // For the lines that carry a value, say what came instead.
-        let valued = ["alcove-guest: nproc=", "alcove-guest: vda-sha256 "];
+        let valued = ["alcove-guest: nproc=", "alcove-guest: vda-sha256 ", "alcove-guest: typed "];
         let prefix = valued.iter().find(|p| want.starts_with(**p));
-        match prefix.and_then(|p| lines.iter().find(|l| l.starts_with(*p))) {
+        let instead = |l: &&&str| prefix.is_some_and(|p| l.starts_with(*p) || (p.ends_with("typed ") && l.starts_with("alcove-guest: nothing typed")));
+        match lines.iter().find(instead) {
             Some(got) => problems.push(format!("expected {want:?}, the guest printed {got:?}")),
             None => problems.push(format!("no line {want:?}")),
         }

@@ -129,7 +129,7 @@ fn rebooting_log() -> String {
     let good = good_log();
     let (first, _) = good.split_once("alcove-guest: poweroff").unwrap();
     format!(
-        "{first}alcove-guest: reboot\r\n\
+        "{first}alcove-guest: type a line\r\nalcove-guest: typed operator-says-hi\r\nalcove-guest: reboot\r\n\
          [INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n\
          vm linux-test: guest reboot\r\nvm linux-test: started: 2 vCPUs, 256 MiB\r\nalcove-guest: init started\r\n\
          alcove-guest: nproc=2\r\nalcove-guest: marker found: second boot\r\nalcove-guest: poweroff\r\n\
@@ -143,6 +143,15 @@ fn a_guest_reboot_restarts_the_vm_and_returns_everything_each_time() {
     assert_eq!(check_linux_run(&rebooting_log(), "linux-test", 2, Some(HASH), true), Vec::<String>::new());
     let log = VmLog::read(rebooting_log().lines(), "linux-test");
     assert_eq!((log.reboots, log.budget_returned), (1, 2));
+    // Typed input that never arrived is named.
+    let p = check_linux_run(
+        &rebooting_log().replace("typed operator-says-hi", "nothing typed"),
+        "linux-test",
+        2,
+        Some(HASH),
+        true,
+    );
+    assert!(p.iter().any(|x| x.contains("the guest printed \"alcove-guest: nothing typed\"")), "{p:?}");
     // Expected a reboot, got none.
     let p = check_linux_run(&good_log(), "linux-test", 2, Some(HASH), true);
     assert!(p.iter().any(|x| x.contains("0 guest reboot(s) reported, expected 1")), "{p:?}");
