@@ -67,6 +67,7 @@ pub fn main(start: Start) -> u64 {
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
         ("budget_exhaustion", budget_exhaustion),
+        ("deleting_a_threads_last_capability_ends_it", deleting_a_threads_last_capability_ends_it),
         ("irq_as_notification", irq_as_notification),
         ("device_memory", device_memory),
         ("msi_from_a_pci_device", msi_from_a_pci_device),
@@ -497,6 +498,57 @@ fn kill_on_another_cpu(env: &mut Env) -> Result<(), String> {
 }
 
 /// Counts as fast as it can into the word at `counter`.
+/// A thread's last capability deleted ends the thread (as seL4 destroys a
+/// TCB with its last capability): a spinner stops counting when another
+/// thread deletes its capability, a thread that deletes its own never
+/// returns from that call, and the kernel memory of both comes back.
+fn deleting_a_threads_last_capability_ends_it(env: &mut Env) -> Result<(), String> {
+    let (_, counters) = env.frame(1, RW)?;
+    let stacks = [env.frame(1, RW)?.1, env.frame(1, RW)?.1];
+    let slots = [env.slot(), env.slot()];
+    // Everything but the two threads is in place: their objects must be
+    // all that comes and goes.
+    let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    let start = |i: usize, entry: u64, counter: u64, arg: u64| -> Result<CapSlot, String> {
+        let t = slots[i];
+        sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).map_err(|e| format!("thread: {e}"))?;
+        // SAFETY: stack and counter are fresh mappings for the new thread.
+        unsafe { sys::thread_configure(t, entry, stacks[i] + PAGE_SIZE - 8, 0, counter, if arg == 0 { u64::from(t) } else { arg }) }
+            .map_err(|e| format!("{e}"))?;
+        sys::thread_resume(t).map_err(|e| format!("{e}"))?;
+        Ok(t)
+    };
+    let spin = start(0, spinner as *const () as u64, counters, 1)?;
+    let _suicide = start(1, delete_self as *const () as u64, counters + 64, 0)?;
+    sleep_ns(env, 30_000_000)?;
+    check(read_counter(counters) > 0, || "the spinner never ran".into())?;
+    sys::cap_delete(spin).map_err(|e| format!("delete: {e}"))?;
+    let stopped_at = read_counter(counters);
+    sleep_ns(env, 30_000_000)?;
+    let after_delete = read_counter(counters);
+    check(after_delete == stopped_at, || format!("the spinner counted on after its capability went ({stopped_at} -> {after_delete})"))?;
+    let own = read_counter(counters + 64);
+    check(own == 1, || format!("the self-deleting thread reached {own} (1: it ran; 2: its delete returned)"))?;
+    let r = sys::thread_resume(spin);
+    check(r == Err(Error::EmptySlot), || format!("resuming the deleted thread gave {r:?}"))?;
+    let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    check(after == before, || format!("kernel memory {before} -> {after} bytes: the threads were not freed"))
+}
+
+/// Marks that it ran, deletes its own (only) capability, and marks again if
+/// that call ever returns.
+extern "C" fn delete_self(_ipc: u64, counter: u64, own_slot: u64) -> ! {
+    let p = counter as *mut u64;
+    // SAFETY: `counter` is a word its creator mapped writable for this.
+    unsafe { p.write_volatile(1) };
+    let _ = sys::cap_delete(own_slot as CapSlot);
+    // SAFETY: as above.
+    unsafe { p.write_volatile(2) };
+    loop {
+        let _ = sys::yield_now();
+    }
+}
+
 extern "C" fn spinner(_ipc: u64, counter: u64, _: u64) -> ! {
     let p = counter as *mut u64;
     loop {
