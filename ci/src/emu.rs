@@ -228,14 +228,14 @@ pub fn capture_timed_answering(
             for &b in chunk {
                 if b == b'\n' {
                     let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
-                    if typist.as_ref().is_some_and(|(_, (prompt, _))| text.contains(prompt.as_str())) {
-                        if let Some((mut stdin, (_, typed))) = typist.take() {
-                            let _ = stdin.write_all(&typed);
-                            let _ = stdin.flush();
-                            // Kept open, as a terminal would be, until the
-                            // emulator's output ends.
-                            typed_into = Some(stdin);
-                        }
+                    if typist.as_ref().is_some_and(|(_, (prompt, _))| text.contains(prompt.as_str()))
+                        && let Some((mut stdin, (_, typed))) = typist.take()
+                    {
+                        let _ = stdin.write_all(&typed);
+                        let _ = stdin.flush();
+                        // Kept open, as a terminal would be, until the
+                        // emulator's output ends.
+                        typed_into = Some(stdin);
                     }
                     lines.push((now, text));
                     line.clear();

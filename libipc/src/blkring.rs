@@ -980,7 +980,7 @@ mod tests {
     struct Strict(MemDisk);
     impl Strict {
         fn check(&self, sector: u64, len: usize) {
-            assert!(len > 0 && len % SECTOR_BYTES == 0, "buffer of {len} bytes reached the disk");
+            assert!(len > 0 && len.is_multiple_of(SECTOR_BYTES), "buffer of {len} bytes reached the disk");
             let end = sector.checked_add((len / SECTOR_BYTES) as u64).expect("sector overflow reached the disk");
             assert!(end <= self.0.capacity_sectors(), "sectors {sector}..{end} reached a disk of {}", self.0.capacity_sectors());
         }
@@ -1026,7 +1026,7 @@ mod tests {
                 if round % 2 == 0 {
                     // Raw noise over the header page.
                     for b in region[..PAGE_BYTES].iter_mut() {
-                        if noise.next() % 8 == 0 {
+                        if noise.next().is_multiple_of(8) {
                             *b = noise.next() as u8;
                         }
                     }

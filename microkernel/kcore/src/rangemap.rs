@@ -74,12 +74,12 @@ impl<V: Copy> RangeMap<V> {
         let end = end_of(start, pages);
         let mut out = Vec::new();
         // An entry that begins before `start` and reaches into the range.
-        if let Some((&s, &e)) = self.entries.range(..start).next_back() {
-            if end_of(s, e.pages) > start {
-                let head = (start - s) / PAGE;
-                self.entries.insert(s, Entry { pages: head, ..e });
-                self.entries.insert(start, Entry { pages: e.pages - head, value: e.value, first_page: e.first_page + head });
-            }
+        if let Some((&s, &e)) = self.entries.range(..start).next_back()
+            && end_of(s, e.pages) > start
+        {
+            let head = (start - s) / PAGE;
+            self.entries.insert(s, Entry { pages: head, ..e });
+            self.entries.insert(start, Entry { pages: e.pages - head, value: e.value, first_page: e.first_page + head });
         }
         let keys: Vec<u64> = self.entries.range(start..end).map(|(&k, _)| k).collect();
         for k in keys {

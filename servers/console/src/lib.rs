@@ -24,6 +24,9 @@ pub const MAX_READ: usize = 2048;
 /// `libipc::wire::MAX_PAYLOAD_BYTES`); longer text is cut, marked.
 pub const MAX_WRITE: usize = 3072;
 
+/// Reads what was typed, handing each byte to the closure it is given.
+pub type InputSource = Box<dyn FnMut(&mut dyn FnMut(u8))>;
+
 pub struct Console {
     service: Service,
     sink: Box<dyn FnMut(&str)>,
@@ -33,7 +36,7 @@ pub struct Console {
     pub input_dropped: u64,
     /// Where typed input comes from (the serial port's receiver on Alcove):
     /// called when the server is notified of new input.
-    source: Option<Box<dyn FnMut(&mut dyn FnMut(u8))>>,
+    source: Option<InputSource>,
 }
 
 impl Console {
@@ -49,7 +52,7 @@ impl Console {
     }
 
     /// Reads typed input from `source` whenever the server is notified.
-    pub fn with_input(mut self, source: Box<dyn FnMut(&mut dyn FnMut(u8))>) -> Self {
+    pub fn with_input(mut self, source: InputSource) -> Self {
         self.source = Some(source);
         self
     }

@@ -30,12 +30,12 @@ fn main(start: alcove_rt::Start) -> u64 {
         }));
     }
     alcove_rt::serve_forever_with(slot, server, |notification| {
-        if let Some(irq) = input {
-            if libipc::sys::irq_bind(irq, notification, INPUT_BIT).is_ok() {
-                // Interrupt on received data; OUT2 gates the IRQ line.
-                libipc::pio::outb(COM1 + 1, 0x01);
-                libipc::pio::outb(COM1 + 4, libipc::pio::inb(COM1 + 4) | 0x08);
-            }
+        if let Some(irq) = input
+            && libipc::sys::irq_bind(irq, notification, INPUT_BIT).is_ok()
+        {
+            // Interrupt on received data; OUT2 gates the IRQ line.
+            libipc::pio::outb(COM1 + 1, 0x01);
+            libipc::pio::outb(COM1 + 4, libipc::pio::inb(COM1 + 4) | 0x08);
         }
     })
 }

@@ -6,8 +6,11 @@
 //! PIT/RTC event and also flushes the guest's console. The main thread sets
 //! the VM up, waits for every thread to finish, frees everything and checks
 //! the kernel-memory budget is what it was before. Device state is one
-//! `Platform` behind a spin lock; vCPU threads make no IPC calls (libipc's
-//! IPC buffer is per process), only register-only system calls.
+//! `Platform` behind a spin lock. The threads share the process's IPC
+//! buffer (libipc's is per process) and make IPC calls (storaged's
+//! doorbell, the console's input) only while they hold that lock.
+//! Exit handling is in [`exits`], the disks and the entropy source in
+//! [`disks`].
 //!
 //! A VM ends when the guest powers off (ACPI S5), triple-faults, halts its
 //! boot vCPU with interrupts off, or an exit cannot be handled (reported
@@ -20,27 +23,30 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights, VcpuExit, VcpuRun};
+use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights, VcpuRun};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_FREE, SLOT_SELF, StartInfo};
 use alcove_rt::{SharedMemory, println};
+use libipc::cap::Cap;
+use libipc::kernel::KernelTransport;
 use libipc::sys;
 use vmm_server::boot::linux;
-use vmm_server::mmio::{self, MmioBus};
+use vmm_server::config::VmConfig;
+use vmm_server::pci::PciSlot;
+use vmm_server::virtio::block::Block;
+use vmm_server::virtio::console::{self, Console};
+use vmm_server::virtio::pci::VirtioPci;
+use vmm_server::virtio::rng::Rng;
 use vmm_server::vm::cpuid;
 use vmm_server::vm::loader::{self, BootSource};
 use vmm_server::vm::memory::GuestRam;
-use vmm_server::config::VmConfig;
-use vmm_server::virtio::block::{BackendError, Block, BlockBackend, ID_BYTES};
-use vmm_server::pci::PciSlot;
-use vmm_server::virtio::console::{self, Console};
-use vmm_server::virtio::pci::VirtioPci;
-use vmm_server::virtio::rng::{EntropySource, Rng};
 use vmm_server::vm::platform::{Platform, PowerEvent};
-use vmm_server::vm::pvclock::{self, KvmClock};
-use libipc::blkring::{RingClient, StorageDoorbell};
-use libipc::cap::{Cap, Endpoint};
-use libipc::interfaces::storage;
-use libipc::kernel::{CapTransport, KernelTransport};
+use vmm_server::vm::pvclock::KvmClock;
+
+use disks::{CpuRng, open_disk};
+use exits::vcpu_loop;
+
+mod disks;
+mod exits;
 
 const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 const RWX: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0);
@@ -53,8 +59,9 @@ const STACK_STRIDE: u64 = 0x10_0000;
 const STACK_PAGES: u64 = 16;
 const FILE_VA: u64 = 0x30_0000_0000;
 const FILE_STRIDE: u64 = 0x1_0000_0000;
-/// Guest RAM comes in frames of at most this many pages (the kernel's
-/// largest frame object).
+/// Guest RAM comes in frames of this many pages (4 MiB): small enough to
+/// find contiguous memory for after the host has run a while, few enough
+/// to map quickly.
 const FRAME_PAGES: u64 = 1024;
 
 /// What the VM boots and how big it is.
@@ -482,103 +489,6 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     Ok(ending)
 }
 
-/// Where disk rings are mapped (one slot of 1 MiB each).
-const RING_VA: u64 = 0x22_0000_0000;
-const RING_STRIDE: u64 = 0x10_0000;
-
-/// A VM disk served by storaged through a block ring: the guest's
-/// virtio-blk requests become ring requests, and each batch one `kick`
-/// IPC (made under the platform lock, so the process's one IPC buffer is
-/// never used by two threads at once).
-struct RingBackend {
-    ring: RingClient<&'static mut [u8], StorageDoorbell<KernelTransport>>,
-    id: [u8; ID_BYTES],
-    handle: u32,
-}
-
-impl Drop for RingBackend {
-    fn drop(&mut self) {
-        // The VM is over (the main thread drops the devices): give the ring
-        // back to storaged.
-        let _ = self.ring.doorbell().client().close(self.handle);
-    }
-}
-
-impl BlockBackend for RingBackend {
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.ring.read(sector, buf).map_err(|_| BackendError::Io)
-    }
-    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
-        self.ring.write(sector, data).map_err(|_| BackendError::Io)
-    }
-    fn flush(&mut self) -> Result<(), BackendError> {
-        self.ring.flush().map_err(|_| BackendError::Io)
-    }
-    fn capacity_sectors(&self) -> u64 {
-        self.ring.capacity_sectors()
-    }
-    fn id(&self) -> [u8; ID_BYTES] {
-        self.id
-    }
-    fn read_only(&self) -> bool {
-        self.ring.read_only()
-    }
-}
-
-/// The guest's entropy: the host CPU's RDRAND, 8 bytes at a time.
-struct CpuRng;
-
-impl EntropySource for CpuRng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            // The device exists only when RDRAND works; should it fail
-            // later, wait a little and try again rather than hand out
-            // predictable bytes.
-            let v = loop {
-                match alcove_rt::rdrand_u64() {
-                    Some(v) => break v,
-                    None => {
-                        let _ = sys::yield_now();
-                    }
-                }
-            };
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
-
-/// Opens storaged's disk `index` for the VM's `disks[index]`.
-fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Result<RingBackend, String> {
-    let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"disks[{index}]\": {e}");
-    let ep = spec.storaged.ok_or_else(|| what(&"no storaged endpoint was granted to this VM"))?;
-    let slot = res.next;
-    let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]);
-    let opened = storage::Client::new(&transport)
-        .open(index as u32)
-        .map_err(|e| what(&e))?
-        .map_err(|e| what(&e))?;
-    if transport.received() != 1 {
-        return Err(what(&"storaged sent no ring"));
-    }
-    res.next += 1;
-    res.slots.push(slot);
-    let pages = u64::from(opened.ring_pages);
-    if pages * PAGE_SIZE > RING_STRIDE {
-        return Err(what(&format!("ring of {pages} pages is too large")));
-    }
-    let va = RING_VA + index as u64 * RING_STRIDE;
-    res.map_self(slot, va, pages, "disk ring")?;
-    let region = alcove_rt::user_bytes_mut(va, (pages * PAGE_SIZE) as usize);
-    let bell = StorageDoorbell::new(KernelTransport::new(Cap::from_slot(ep)), opened.handle);
-    let ring = RingClient::new(region, bell).map_err(|e| what(&e))?;
-    let mut id = [0u8; ID_BYTES];
-    let serial = opened.info.serial.as_bytes();
-    let n = serial.len().min(ID_BYTES);
-    id[..n].copy_from_slice(&serial[..n]);
-    log::info!("disks[{index}]: storaged disk {} ({} sectors)", opened.info.name, ring.capacity_sectors());
-    Ok(RingBackend { ring, id, handle: opened.handle })
-}
-
 /// Prints the figure `cargo xtask bench` reports as `vmm_overhead_kib`:
 /// kernel memory this process is charged for beyond guest RAM (page
 /// tables of both address spaces, vCPUs, run pages, thread stacks and
@@ -651,265 +561,13 @@ fn timer_loop(sh: &Shared) {
                 // Operator input, polled: the console server keeps what was
                 // typed until someone reads it.
                 let client = libipc::interfaces::console::Client::new(KernelTransport::new(Cap::from_slot(ep)));
-                if let Ok(bytes) = client.read(64) {
-                    if !bytes.is_empty() {
-                        p.push_console_input(&bytes, now);
-                    }
+                if let Ok(bytes) = client.read(64)
+                    && !bytes.is_empty()
+                {
+                    p.push_console_input(&bytes, now);
                 }
             }
         }
         sh.deliver(woke_for_output && next.is_none());
     }
-}
-
-fn mask(size: u8) -> u64 {
-    if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
-}
-
-/// #GP(0), as hardware raises for a bad MSR.
-const INJECT_GP0: u64 = (1 << 31) | (3 << 8) | 13 | (1 << 11);
-
-fn vcpu_loop(sh: &Shared, index: usize) {
-    let run = run_page(index);
-    let vcpu = sh.vcpus[index];
-    let mut unknown_msrs = 0u32;
-    // This vCPU's kvmclock MSRs (wall clock, system time), as last written.
-    let mut kvm_msrs = [0u64; 2];
-    while !sh.stopping.load(Ordering::Acquire) {
-        let exit = match sys::vcpu_run(vcpu) {
-            Ok(r) => VcpuExit::from_u32(r as u32),
-            Err(e) => {
-                sh.end(Ending::Error(format!("vCPU {index}: VcpuRun failed: {e}")));
-                break;
-            }
-        };
-        // Buffered OUTs happened before this exit: carry them out first.
-        replay_pio_ring(sh, run);
-        let kind = match exit {
-            Some(VcpuExit::Io) if (0x3f8..0x400).contains(&run.port) => Some(1),
-            Some(VcpuExit::Io) => Some(0),
-            Some(VcpuExit::Mmio) => Some(2),
-            Some(VcpuExit::Msr) => Some(3),
-            Some(VcpuExit::Interrupted) => Some(4),
-            _ => None,
-        };
-        if let Some(k) = kind {
-            sh.exits[k].fetch_add(1, Ordering::Relaxed);
-        }
-        match exit {
-            Some(VcpuExit::Io) => io_exit(sh, run),
-            Some(VcpuExit::Mmio) => {
-                if let Err(e) = mmio_exit(sh, run) {
-                    sh.end(Ending::Error(format!("vCPU {index}: {e}")));
-                }
-            }
-            Some(VcpuExit::Msr) => msr_exit(sh, run, index, &mut kvm_msrs, &mut unknown_msrs),
-            Some(VcpuExit::Interrupted) => {}
-            Some(VcpuExit::Hlt) => {
-                // HLT with interrupts off: only a reset ends it. The boot
-                // vCPU doing so ends the VM; another waits for the end.
-                if index == 0 {
-                    sh.end(Ending::Halted);
-                } else {
-                    while !sh.stopping.load(Ordering::Acquire) {
-                        let _ = sys::wait(sh.park, 10_000_000);
-                    }
-                }
-            }
-            Some(VcpuExit::Shutdown) => sh.end(Ending::TripleFault),
-            other => sh.end(Ending::Error(format!(
-                "vCPU {index}: exit {other:?} (hardware code {:#x}, info {:#x} {:#x}) at rip {:#x}, cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
-                run.hw_code, run.info1, run.info2, run.rip, run.cr0, run.cr3, run.cr4, run.efer
-            ))),
-        }
-        sh.deliver(false);
-        update_pio_rules(sh, run);
-    }
-}
-
-/// Carries out the OUTs the kernel buffered for this vCPU (coalesced port
-/// I/O), in order.
-fn replay_pio_ring(sh: &Shared, run: &mut VcpuRun) {
-    let n = run.pio_pending();
-    if n == 0 {
-        return;
-    }
-    let now = sh.now();
-    let mut mem = GuestRam::physical(&sh.ram);
-    let mut p = sh.platform.lock();
-    for i in 0..n {
-        let e = run.pio_ring[run.pio_ring_head.wrapping_add(i) as usize % abi::PIO_RING_LEN];
-        p.io_write(e.port, 1, u32::from(e.value), now, &mut mem);
-    }
-    run.pio_ring_head = run.pio_ring_head.wrapping_add(n);
-}
-
-/// Tells the kernel which port accesses it may finish itself: while the
-/// serial port is a plain polled output (how Linux's console writes the
-/// boot log), its THR writes are buffered and its LSR reads answered, two
-/// exits per character fewer. Rechecked after every exit of this vCPU;
-/// every access that could change the UART's state still exits.
-fn update_pio_rules(sh: &Shared, run: &mut VcpuRun) {
-    let rule = sh.platform.lock().serial_coalescing();
-    match rule {
-        Some((thr, lsr_port, lsr)) => {
-            run.pio_buffered_ports[0] = thr;
-            run.pio_constant_ports[0] = lsr_port;
-            run.pio_constant_values[0] = lsr;
-        }
-        None => {
-            run.pio_buffered_ports[0] = 0;
-            run.pio_constant_ports[0] = 0;
-        }
-    }
-}
-
-fn io_exit(sh: &Shared, run: &mut VcpuRun) {
-    let now = sh.now();
-    let (port, size) = (run.port, run.size);
-    if run.io_flags & 1 != 0 {
-        string_io(sh, run, now);
-    } else if run.write != 0 {
-        let mut mem = GuestRam::physical(&sh.ram);
-        sh.platform.lock().io_write(port, size, (run.data & mask(size)) as u32, now, &mut mem);
-        if Platform::reprograms_timers(port) {
-            let _ = sys::signal(sh.timer, 1);
-        }
-    } else {
-        let v = u64::from(sh.platform.lock().io_read(port, size, now));
-        let m = mask(size);
-        run.gprs[0] = (run.gprs[0] & !m) | (v & m);
-    }
-    run.rip = run.next_rip;
-    run.load_state = abi::LOAD_GPRS;
-}
-
-/// `ins`/`outs` (with or without `rep`): element by element through the
-/// guest's page tables, DS:RSI for `outs` and ES:RDI for `ins` (segment
-/// overrides are not decoded; 64-bit guests have flat segments anyway).
-fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
-    let rep = run.io_flags & 2 != 0;
-    let size = u64::from(run.size);
-    let count = if rep { run.gprs[1].min(4096) } else { 1 };
-    let down = run.rflags & (1 << 10) != 0;
-    let write = run.write != 0;
-    let (reg, seg) = if write { (6, 3) } else { (7, 0) };
-    let mem = GuestRam::for_vcpu(&sh.ram, run);
-    let mut p = sh.platform.lock();
-    let mut done = 0;
-    while done < count {
-        let va = run.segments[seg].base.wrapping_add(run.gprs[reg]);
-        let mut buf = [0u8; 4];
-        let b = &mut buf[..size as usize];
-        let ok = if write {
-            mmio::GuestMemory::read(&mut GuestRam::for_vcpu(mem.mem, run), va, b).is_ok()
-                && {
-                    p.io_write(run.port, run.size, u32::from_le_bytes(buf), now, &mut GuestRam::physical(mem.mem));
-                    true
-                }
-        } else {
-            let v = p.io_read(run.port, run.size, now).to_le_bytes();
-            b.copy_from_slice(&v[..size as usize]);
-            mmio::GuestMemory::write(&mut GuestRam::for_vcpu(mem.mem, run), va, b).is_ok()
-        };
-        if !ok {
-            break;
-        }
-        run.gprs[reg] = if down { run.gprs[reg].wrapping_sub(size) } else { run.gprs[reg].wrapping_add(size) };
-        done += 1;
-    }
-    if rep {
-        run.gprs[1] -= done;
-    }
-}
-
-/// The guest-physical bus of an MMIO exit.
-struct Bus<'a> {
-    platform: spin::MutexGuard<'a, Platform>,
-    ram: &'a SharedMemory,
-}
-
-impl MmioBus for Bus<'_> {
-    fn read(&mut self, gpa: u64, size: u8) -> u64 {
-        self.platform.mmio_read(gpa, size)
-    }
-    fn write(&mut self, gpa: u64, size: u8, value: u64) {
-        self.platform.mmio_write(gpa, size, value, &mut GuestRam::physical(self.ram))
-    }
-}
-
-fn mmio_exit(sh: &Shared, run: &mut VcpuRun) -> Result<(), String> {
-    let gpa = run.gpa;
-    let mut mem = GuestRam::for_vcpu(&sh.ram, run);
-    let (bytes, len) = if run.insn_len > 0 {
-        let mut b = [0u8; mmio::MAX_INSN_LEN];
-        let n = usize::from(run.insn_len).min(b.len());
-        b[..n].copy_from_slice(&run.insn[..n]);
-        (b, n)
-    } else {
-        mmio::fetch(&mut mem, run)
-            .map_err(|f| format!("MMIO at {gpa:#x}: cannot fetch the instruction at rip {:#x} ({:#x} unmapped)", run.rip, f.gva))?
-    };
-    let mut bus = Bus { platform: sh.platform.lock(), ram: &sh.ram };
-    mmio::emulate(&bytes[..len], run, gpa, &mut mem, &mut bus)
-        .map_err(|e| format!("MMIO at {gpa:#x}, rip {:#x}: {e}", run.rip))?;
-    run.load_state = abi::LOAD_GPRS;
-    Ok(())
-}
-
-/// MSRs a Linux guest reads or writes on AMD and Intel CPUs that carry no
-/// state here: reads give 0, writes are dropped (as KVM does for them).
-/// Patch level, HWCR, SYSCFG, NB_CFG, TSEG, MMIO_CONF_BASE, LS_CFG,
-/// DE_CFG, BU_CFG2, the microcode update trigger and signature,
-/// PLATFORM_ID, FEATURE_CONTROL.
-const QUIET_MSRS: &[u32] = &[
-    0x8b, 0xc001_0015, 0xc001_0010, 0xc001_001f, 0xc001_0112, 0xc001_0058, 0xc001_1020, 0xc001_1029, 0xc001_102a,
-    0x79, 0x17, 0x3a,
-];
-
-fn msr_exit(sh: &Shared, run: &mut VcpuRun, index: usize, kvm: &mut [u64; 2], unknown: &mut u32) {
-    let done = |run: &mut VcpuRun, read: Option<u64>| {
-        if let Some(v) = read {
-            run.gprs[0] = v & 0xffff_ffff;
-            run.gprs[2] = v >> 32;
-        }
-        run.rip = run.next_rip;
-        run.load_state = abi::LOAD_GPRS;
-    };
-    let write = run.write != 0;
-    let kvm_index = match run.msr {
-        pvclock::MSR_KVM_WALL_CLOCK_NEW => Some(0),
-        pvclock::MSR_KVM_SYSTEM_TIME_NEW => Some(1),
-        _ => None,
-    };
-    if let Some(i) = kvm_index {
-        if !write {
-            return done(run, Some(kvm[i]));
-        }
-        let value = run.data;
-        kvm[i] = value;
-        // A structure that would not lie in guest RAM is not written (as
-        // KVM does); the guest's clock then reads zeros.
-        if i == 0 {
-            let _ = sh.ram.write(value, &sh.clock.wall_clock(0));
-        } else if value & 1 != 0 {
-            let _ = sh.ram.write(value & !1, &sh.clock.time_info());
-        }
-        return done(run, None);
-    }
-    if QUIET_MSRS.contains(&run.msr) {
-        return done(run, (!write).then_some(0));
-    }
-    if *unknown < 16 {
-        *unknown += 1;
-        // Linux probes optional MSRs with rdmsr_safe; a #GP is the answer
-        // it expects from hardware without them.
-        log::debug!(
-            "vCPU {index}: {} of MSR {:#x} at rip {:#x}: #GP",
-            if write { "write" } else { "read" },
-            run.msr,
-            run.rip
-        );
-    }
-    run.inject = INJECT_GP0;
 }

@@ -1,0 +1,115 @@
+//! The VM's disks: each a virtio-blk device whose backend is a block ring
+//! to storaged (`libipc::blkring`), and the entropy source of its
+//! virtio-rng.
+
+use alloc::format;
+use alloc::string::String;
+
+use abi::PAGE_SIZE;
+use libipc::blkring::{RingClient, StorageDoorbell};
+use libipc::cap::{Cap, Endpoint};
+use libipc::interfaces::storage;
+use libipc::kernel::{CapTransport, KernelTransport};
+use libipc::sys;
+use vmm_server::virtio::block::{BackendError, BlockBackend, ID_BYTES};
+use vmm_server::virtio::rng::EntropySource;
+
+use super::{Resources, VmSpec};
+
+/// Where disk rings are mapped (one slot of 1 MiB each).
+const RING_VA: u64 = 0x22_0000_0000;
+const RING_STRIDE: u64 = 0x10_0000;
+
+/// A VM disk served by storaged through a block ring: the guest's
+/// virtio-blk requests become ring requests, and each batch one `kick`
+/// IPC (made under the platform lock, so the process's one IPC buffer is
+/// never used by two threads at once).
+pub(super) struct RingBackend {
+    ring: RingClient<&'static mut [u8], StorageDoorbell<KernelTransport>>,
+    id: [u8; ID_BYTES],
+    handle: u32,
+}
+
+impl Drop for RingBackend {
+    fn drop(&mut self) {
+        // The VM is over (the main thread drops the devices): give the ring
+        // back to storaged.
+        let _ = self.ring.doorbell().client().close(self.handle);
+    }
+}
+
+impl BlockBackend for RingBackend {
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.ring.read(sector, buf).map_err(|_| BackendError::Io)
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.ring.write(sector, data).map_err(|_| BackendError::Io)
+    }
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.ring.flush().map_err(|_| BackendError::Io)
+    }
+    fn capacity_sectors(&self) -> u64 {
+        self.ring.capacity_sectors()
+    }
+    fn id(&self) -> [u8; ID_BYTES] {
+        self.id
+    }
+    fn read_only(&self) -> bool {
+        self.ring.read_only()
+    }
+}
+
+/// The guest's entropy: the host CPU's RDRAND, 8 bytes at a time.
+pub(super) struct CpuRng;
+
+impl EntropySource for CpuRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            // The device exists only when RDRAND works; should it fail
+            // later, wait a little and try again rather than hand out
+            // predictable bytes.
+            let v = loop {
+                match alcove_rt::rdrand_u64() {
+                    Some(v) => break v,
+                    None => {
+                        let _ = sys::yield_now();
+                    }
+                }
+            };
+            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Opens storaged's disk `index` for the VM's `disks[index]`.
+pub(super) fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Result<RingBackend, String> {
+    let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"disks[{index}]\": {e}");
+    let ep = spec.storaged.ok_or_else(|| what(&"no storaged endpoint was granted to this VM"))?;
+    let slot = res.next;
+    let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]);
+    let opened = storage::Client::new(&transport)
+        .open(index as u32)
+        .map_err(|e| what(&e))?
+        .map_err(|e| what(&e))?;
+    if transport.received() != 1 {
+        return Err(what(&"storaged sent no ring"));
+    }
+    res.next += 1;
+    res.slots.push(slot);
+    let pages = u64::from(opened.ring_pages);
+    if pages * PAGE_SIZE > RING_STRIDE {
+        return Err(what(&format!("ring of {pages} pages is too large")));
+    }
+    let va = RING_VA + index as u64 * RING_STRIDE;
+    res.map_self(slot, va, pages, "disk ring")?;
+    let region = alcove_rt::user_bytes_mut(va, (pages * PAGE_SIZE) as usize);
+    let bell = StorageDoorbell::new(KernelTransport::new(Cap::from_slot(ep)), opened.handle);
+    let ring = RingClient::new(region, bell).map_err(|e| what(&e))?;
+    let mut id = [0u8; ID_BYTES];
+    let serial = opened.info.serial.as_bytes();
+    let n = serial.len().min(ID_BYTES);
+    id[..n].copy_from_slice(&serial[..n]);
+    log::info!("disks[{index}]: storaged disk {} ({} sectors)", opened.info.name, ring.capacity_sectors());
+    Ok(RingBackend { ring, id, handle: opened.handle })
+}
+

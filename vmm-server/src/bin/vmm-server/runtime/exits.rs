@@ -1,0 +1,269 @@
+//! The vCPU threads' exit handling: port I/O (with the coalesced ring the
+//! kernel fills), MMIO through the instruction emulator, MSRs (kvmclock and
+//! the ones Linux probes), and everything else that ends the VM.
+
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::Ordering;
+
+use abi::{VcpuExit, VcpuRun};
+use libipc::sys;
+use vmm_server::mmio::{self, MmioBus};
+use vmm_server::vm::memory::GuestRam;
+use vmm_server::vm::platform::Platform;
+use vmm_server::vm::pvclock;
+use alcove_rt::SharedMemory;
+
+use super::{Ending, Shared, run_page};
+
+pub(super) fn mask(size: u8) -> u64 {
+    if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
+}
+
+/// #GP(0), as hardware raises for a bad MSR.
+const INJECT_GP0: u64 = (1 << 31) | (3 << 8) | 13 | (1 << 11);
+
+pub(super) fn vcpu_loop(sh: &Shared, index: usize) {
+    let run = run_page(index);
+    let vcpu = sh.vcpus[index];
+    let mut unknown_msrs = 0u32;
+    // This vCPU's kvmclock MSRs (wall clock, system time), as last written.
+    let mut kvm_msrs = [0u64; 2];
+    while !sh.stopping.load(Ordering::Acquire) {
+        let exit = match sys::vcpu_run(vcpu) {
+            Ok(r) => VcpuExit::from_u32(r as u32),
+            Err(e) => {
+                sh.end(Ending::Error(format!("vCPU {index}: VcpuRun failed: {e}")));
+                break;
+            }
+        };
+        // Buffered OUTs happened before this exit: carry them out first.
+        replay_pio_ring(sh, run);
+        let kind = match exit {
+            Some(VcpuExit::Io) if (0x3f8..0x400).contains(&run.port) => Some(1),
+            Some(VcpuExit::Io) => Some(0),
+            Some(VcpuExit::Mmio) => Some(2),
+            Some(VcpuExit::Msr) => Some(3),
+            Some(VcpuExit::Interrupted) => Some(4),
+            _ => None,
+        };
+        if let Some(k) = kind {
+            sh.exits[k].fetch_add(1, Ordering::Relaxed);
+        }
+        match exit {
+            Some(VcpuExit::Io) => io_exit(sh, run),
+            Some(VcpuExit::Mmio) => {
+                if let Err(e) = mmio_exit(sh, run) {
+                    sh.end(Ending::Error(format!("vCPU {index}: {e}")));
+                }
+            }
+            Some(VcpuExit::Msr) => msr_exit(sh, run, index, &mut kvm_msrs, &mut unknown_msrs),
+            Some(VcpuExit::Interrupted) => {}
+            Some(VcpuExit::Hlt) => {
+                // HLT with interrupts off: only a reset ends it. The boot
+                // vCPU doing so ends the VM; another waits for the end.
+                if index == 0 {
+                    sh.end(Ending::Halted);
+                } else {
+                    while !sh.stopping.load(Ordering::Acquire) {
+                        let _ = sys::wait(sh.park, 10_000_000);
+                    }
+                }
+            }
+            Some(VcpuExit::Shutdown) => sh.end(Ending::TripleFault),
+            other => sh.end(Ending::Error(format!(
+                "vCPU {index}: exit {other:?} (hardware code {:#x}, info {:#x} {:#x}) at rip {:#x}, cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
+                run.hw_code, run.info1, run.info2, run.rip, run.cr0, run.cr3, run.cr4, run.efer
+            ))),
+        }
+        sh.deliver(false);
+        update_pio_rules(sh, run);
+    }
+}
+
+/// Carries out the OUTs the kernel buffered for this vCPU (coalesced port
+/// I/O), in order.
+fn replay_pio_ring(sh: &Shared, run: &mut VcpuRun) {
+    let n = run.pio_pending();
+    if n == 0 {
+        return;
+    }
+    let now = sh.now();
+    let mut mem = GuestRam::physical(&sh.ram);
+    let mut p = sh.platform.lock();
+    for i in 0..n {
+        let e = run.pio_ring[run.pio_ring_head.wrapping_add(i) as usize % abi::PIO_RING_LEN];
+        p.io_write(e.port, 1, u32::from(e.value), now, &mut mem);
+    }
+    run.pio_ring_head = run.pio_ring_head.wrapping_add(n);
+}
+
+/// Tells the kernel which port accesses it may finish itself: while the
+/// serial port is a plain polled output (how Linux's console writes the
+/// boot log), its THR writes are buffered and its LSR reads answered, two
+/// exits per character fewer. Rechecked after every exit of this vCPU;
+/// every access that could change the UART's state still exits.
+fn update_pio_rules(sh: &Shared, run: &mut VcpuRun) {
+    let rule = sh.platform.lock().serial_coalescing();
+    match rule {
+        Some((thr, lsr_port, lsr)) => {
+            run.pio_buffered_ports[0] = thr;
+            run.pio_constant_ports[0] = lsr_port;
+            run.pio_constant_values[0] = lsr;
+        }
+        None => {
+            run.pio_buffered_ports[0] = 0;
+            run.pio_constant_ports[0] = 0;
+        }
+    }
+}
+
+fn io_exit(sh: &Shared, run: &mut VcpuRun) {
+    let now = sh.now();
+    let (port, size) = (run.port, run.size);
+    if run.io_flags & 1 != 0 {
+        string_io(sh, run, now);
+    } else if run.write != 0 {
+        let mut mem = GuestRam::physical(&sh.ram);
+        sh.platform.lock().io_write(port, size, (run.data & mask(size)) as u32, now, &mut mem);
+        if Platform::reprograms_timers(port) {
+            let _ = sys::signal(sh.timer, 1);
+        }
+    } else {
+        let v = u64::from(sh.platform.lock().io_read(port, size, now));
+        let m = mask(size);
+        run.gprs[0] = (run.gprs[0] & !m) | (v & m);
+    }
+    run.rip = run.next_rip;
+    run.load_state = abi::LOAD_GPRS;
+}
+
+/// `ins`/`outs` (with or without `rep`): element by element through the
+/// guest's page tables, DS:RSI for `outs` and ES:RDI for `ins` (segment
+/// overrides are not decoded; 64-bit guests have flat segments anyway).
+fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
+    let rep = run.io_flags & 2 != 0;
+    let size = u64::from(run.size);
+    let count = if rep { run.gprs[1].min(4096) } else { 1 };
+    let down = run.rflags & (1 << 10) != 0;
+    let write = run.write != 0;
+    let (reg, seg) = if write { (6, 3) } else { (7, 0) };
+    let mem = GuestRam::for_vcpu(&sh.ram, run);
+    let mut p = sh.platform.lock();
+    let mut done = 0;
+    while done < count {
+        let va = run.segments[seg].base.wrapping_add(run.gprs[reg]);
+        let mut buf = [0u8; 4];
+        let b = &mut buf[..size as usize];
+        let ok = if write {
+            mmio::GuestMemory::read(&mut GuestRam::for_vcpu(mem.mem, run), va, b).is_ok()
+                && {
+                    p.io_write(run.port, run.size, u32::from_le_bytes(buf), now, &mut GuestRam::physical(mem.mem));
+                    true
+                }
+        } else {
+            let v = p.io_read(run.port, run.size, now).to_le_bytes();
+            b.copy_from_slice(&v[..size as usize]);
+            mmio::GuestMemory::write(&mut GuestRam::for_vcpu(mem.mem, run), va, b).is_ok()
+        };
+        if !ok {
+            break;
+        }
+        run.gprs[reg] = if down { run.gprs[reg].wrapping_sub(size) } else { run.gprs[reg].wrapping_add(size) };
+        done += 1;
+    }
+    if rep {
+        run.gprs[1] -= done;
+    }
+}
+
+/// The guest-physical bus of an MMIO exit.
+struct Bus<'a> {
+    platform: spin::MutexGuard<'a, Platform>,
+    ram: &'a SharedMemory,
+}
+
+impl MmioBus for Bus<'_> {
+    fn read(&mut self, gpa: u64, size: u8) -> u64 {
+        self.platform.mmio_read(gpa, size)
+    }
+    fn write(&mut self, gpa: u64, size: u8, value: u64) {
+        self.platform.mmio_write(gpa, size, value, &mut GuestRam::physical(self.ram))
+    }
+}
+
+fn mmio_exit(sh: &Shared, run: &mut VcpuRun) -> Result<(), String> {
+    let gpa = run.gpa;
+    let mut mem = GuestRam::for_vcpu(&sh.ram, run);
+    let (bytes, len) = if run.insn_len > 0 {
+        let mut b = [0u8; mmio::MAX_INSN_LEN];
+        let n = usize::from(run.insn_len).min(b.len());
+        b[..n].copy_from_slice(&run.insn[..n]);
+        (b, n)
+    } else {
+        mmio::fetch(&mut mem, run)
+            .map_err(|f| format!("MMIO at {gpa:#x}: cannot fetch the instruction at rip {:#x} ({:#x} unmapped)", run.rip, f.gva))?
+    };
+    let mut bus = Bus { platform: sh.platform.lock(), ram: &sh.ram };
+    mmio::emulate(&bytes[..len], run, gpa, &mut mem, &mut bus)
+        .map_err(|e| format!("MMIO at {gpa:#x}, rip {:#x}: {e}", run.rip))?;
+    run.load_state = abi::LOAD_GPRS;
+    Ok(())
+}
+
+/// MSRs a Linux guest reads or writes on AMD and Intel CPUs that carry no
+/// state here: reads give 0, writes are dropped (as KVM does for them).
+/// Patch level, HWCR, SYSCFG, NB_CFG, TSEG, MMIO_CONF_BASE, LS_CFG,
+/// DE_CFG, BU_CFG2, the microcode update trigger and signature,
+/// PLATFORM_ID, FEATURE_CONTROL.
+const QUIET_MSRS: &[u32] = &[
+    0x8b, 0xc001_0015, 0xc001_0010, 0xc001_001f, 0xc001_0112, 0xc001_0058, 0xc001_1020, 0xc001_1029, 0xc001_102a,
+    0x79, 0x17, 0x3a,
+];
+
+fn msr_exit(sh: &Shared, run: &mut VcpuRun, index: usize, kvm: &mut [u64; 2], unknown: &mut u32) {
+    let done = |run: &mut VcpuRun, read: Option<u64>| {
+        if let Some(v) = read {
+            run.gprs[0] = v & 0xffff_ffff;
+            run.gprs[2] = v >> 32;
+        }
+        run.rip = run.next_rip;
+        run.load_state = abi::LOAD_GPRS;
+    };
+    let write = run.write != 0;
+    let kvm_index = match run.msr {
+        pvclock::MSR_KVM_WALL_CLOCK_NEW => Some(0),
+        pvclock::MSR_KVM_SYSTEM_TIME_NEW => Some(1),
+        _ => None,
+    };
+    if let Some(i) = kvm_index {
+        if !write {
+            return done(run, Some(kvm[i]));
+        }
+        let value = run.data;
+        kvm[i] = value;
+        // A structure that would not lie in guest RAM is not written (as
+        // KVM does); the guest's clock then reads zeros.
+        if i == 0 {
+            let _ = sh.ram.write(value, &sh.clock.wall_clock(0));
+        } else if value & 1 != 0 {
+            let _ = sh.ram.write(value & !1, &sh.clock.time_info());
+        }
+        return done(run, None);
+    }
+    if QUIET_MSRS.contains(&run.msr) {
+        return done(run, (!write).then_some(0));
+    }
+    if *unknown < 16 {
+        *unknown += 1;
+        // Linux probes optional MSRs with rdmsr_safe; a #GP is the answer
+        // it expects from hardware without them.
+        log::debug!(
+            "vCPU {index}: {} of MSR {:#x} at rip {:#x}: #GP",
+            if write { "write" } else { "read" },
+            run.msr,
+            run.rip
+        );
+    }
+    run.inject = INJECT_GP0;
+}
