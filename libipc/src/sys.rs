@@ -305,9 +305,17 @@ pub fn irq_msi_info(irq: CapSlot) -> Result<(u64, u64), Error> {
     plain(Sys::IrqMsiInfo, [u64::from(irq), 0, 0, 0, 0, 0]).map(|r| (r[0], r[1]))
 }
 
-/// [`Sys::VcpuInterrupt`]: a fixed interrupt with `vector` into the vCPU.
+/// [`Sys::VcpuInterrupt`]: a fixed, edge-triggered interrupt with `vector`
+/// into the vCPU.
 pub fn vcpu_interrupt(vcpu: CapSlot, vector: u8) -> Result<(), Error> {
     plain(Sys::VcpuInterrupt, [u64::from(vcpu), u64::from(vector), 0, 0, 0, 0]).map(drop)
+}
+
+/// [`Sys::VcpuInterrupt`] for a level-triggered interrupt: its EOI ends a
+/// run with `VcpuExit::Eoi`.
+pub fn vcpu_interrupt_level(vcpu: CapSlot, vector: u8) -> Result<(), Error> {
+    let arg = u64::from(vector) | abi::VCPU_INTERRUPT_LEVEL;
+    plain(Sys::VcpuInterrupt, [u64::from(vcpu), arg, 0, 0, 0, 0]).map(drop)
 }
 
 /// [`Sys::ThreadSetBudget`]: at most `budget_ns` of CPU time per

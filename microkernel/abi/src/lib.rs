@@ -149,9 +149,12 @@ pub enum Sys {
     /// `(irq)` → `(address, data)`: what to program into a PCI device's
     /// MSI capability so that its messages reach this (MSI) IRQ capability.
     IrqMsiInfo = 35,
-    /// `(vcpu, vector)`: delivers a fixed, edge-triggered interrupt to the
-    /// vCPU's local APIC (what a device model's IOAPIC or MSI would), waking
-    /// it from HLT or making a running vCPU take it.
+    /// `(vcpu, vector | flags)`: delivers a fixed interrupt to the vCPU's
+    /// local APIC (what a device model's IOAPIC or MSI would), waking it
+    /// from HLT or making a running vCPU take it. With
+    /// [`VCPU_INTERRUPT_LEVEL`] it is level-triggered: the guest's EOI of it
+    /// ends a run with [`VcpuExit::Eoi`] (the EOI broadcast to the VMM's
+    /// I/O APIC).
     VcpuInterrupt = 36,
 }
 
@@ -430,7 +433,14 @@ pub enum VcpuExit {
     Hlt = 7,
     /// An exit the kernel does not know (`hw_code`, `info1`, `info2`).
     Unhandled = 8,
+    /// The guest ended a level-triggered interrupt: `data` is the vector
+    /// (the EOI the local APIC broadcasts to I/O APICs). Just run again
+    /// after telling the VMM's I/O APIC.
+    Eoi = 9,
 }
+
+/// `Sys::VcpuInterrupt` flag: the interrupt is level-triggered.
+pub const VCPU_INTERRUPT_LEVEL: u64 = 1 << 8;
 
 impl VcpuExit {
     pub const fn from_u32(n: u32) -> Option<Self> {
@@ -443,6 +453,7 @@ impl VcpuExit {
             6 => Self::Interrupted,
             7 => Self::Hlt,
             8 => Self::Unhandled,
+            9 => Self::Eoi,
             _ => return None,
         })
     }

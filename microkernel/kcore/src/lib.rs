@@ -15,6 +15,7 @@ pub mod budget;
 pub mod cap;
 pub mod cmdline;
 pub mod frames;
+pub mod idalloc;
 pub mod insn;
 pub mod memmap;
 pub mod pagetable;

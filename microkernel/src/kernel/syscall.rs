@@ -203,11 +203,14 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         }
         Sys::VcpuInterrupt => {
             let Obj::Vcpu(v) = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
-            let vector = u8::try_from(a[1]).map_err(|_| Error::InvalidArgument)?;
+            if a[1] & !(abi::VCPU_INTERRUPT_LEVEL | 0xff) != 0 {
+                return Err(Error::InvalidArgument);
+            }
+            let vector = a[1] as u8;
             if vector < 16 {
                 return Err(Error::InvalidArgument); // exceptions are injected through the run page
             }
-            k.vcpu_interrupt(v, vector)?;
+            k.vcpu_interrupt(v, vector, a[1] & abi::VCPU_INTERRUPT_LEVEL != 0)?;
             vals(0, 0, 0)
         }
         Sys::VcpuKick => {

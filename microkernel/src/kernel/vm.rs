@@ -16,7 +16,7 @@ use crate::arch::{self, percpu, svm, vmx};
 use abi::{Error, Rights, VcpuExit, VcpuRun};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::pagetable::{self, Ept, Flags, Npt};
 use kcore::slab::Id;
 use kcore::vlapic::{Effect, VLapic, VLapicConfig};
@@ -27,7 +27,9 @@ pub const GPA_LIMIT: u64 = 1 << 46;
 static BACKEND: spin::Once<Option<Hw>> = spin::Once::new();
 static IOPM_PA: AtomicU64 = AtomicU64::new(0);
 static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
-static NEXT_ASID: AtomicU32 = AtomicU32::new(1);
+/// ASIDs (SVM) or VPIDs (VMX) of live vCPUs. A reused one is flushed at
+/// the vCPU's first entry (`seen_generation` starts out of date).
+static ASIDS: spin::Mutex<kcore::idalloc::IdAllocator> = spin::Mutex::new(kcore::idalloc::IdAllocator::new());
 
 #[derive(Clone, Copy, Debug)]
 pub enum Hw {
@@ -205,6 +207,10 @@ pub struct Vcpu {
     pub sipi_pending: bool,
     /// Set by `VcpuKick`: the next check in the run loop returns.
     pub kicked: AtomicBool,
+    /// The guest ended a level-triggered interrupt (EOI of a vector the VMM
+    /// delivered as level): the run returns `VcpuExit::Eoi` before the
+    /// next entry, so the VMM's I/O APIC sees the EOI broadcast.
+    pub eoi_exit: Option<u8>,
 }
 
 /// The legacy FXSAVE area (SDM Vol. 1 §10.5.1).
@@ -257,18 +263,20 @@ impl Kernel {
             return Err(Error::InvalidArgument);
         }
         let run_pa = f.phys;
-        let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
         let max = match backend() {
             Some(Hw::Svm(i)) => i.asids,
-            Some(Hw::Vmx(_)) => 0xffff,
+            Some(Hw::Vmx(_)) => 0x1_0000,
             None => return Err(Error::BadState),
         };
-        if asid >= max {
-            return Err(Error::OutOfMemory);
+        // Every live vCPU has its own tag: ASIDs are few (QEMU offers 16).
+        let asid = ASIDS.lock().alloc(max).ok_or(Error::OutOfMemory)?;
+        if let Err(e) = self.charge(payer, 2 * cost::PAGE_TABLE + 1024) {
+            ASIDS.lock().free(asid);
+            return Err(e);
         }
-        self.charge(payer, 2 * cost::PAGE_TABLE + 1024)?;
         let (Some(vmcb_pa), Some(msr_pa)) = (mem::alloc_frame(), mem::alloc_frame()) else {
             self.refund(Some(payer), 2 * cost::PAGE_TABLE + 1024);
+            ASIDS.lock().free(asid);
             return Err(Error::OutOfMemory);
         };
         let mut vmcb = svm::Vmcb { pa: 0 };
@@ -301,7 +309,8 @@ impl Kernel {
             tsc_aux: 0,
             misc_enable: 1,
             tlb_generation: generation,
-            seen_generation: 0,
+            // Out of date: the first entry flushes the (possibly reused) tag.
+            seen_generation: u64::MAX,
             reinject: 0,
             in_guest: AtomicBool::new(false),
             lapic: Arc::new(spin::Mutex::new(VLapic::new(
@@ -316,6 +325,7 @@ impl Kernel {
             halt_until: None,
             sipi_pending: false,
             kicked: AtomicBool::new(false),
+            eoi_exit: None,
         };
         let id = self.vcpus.insert(Box::new(v));
         if let Some(g) = self.guests.get_mut(guest) {
@@ -478,6 +488,7 @@ impl Kernel {
             mem::free_frames(v.vmcs.pa, 1);
         }
         mem::free_frames(v.vmcs.msr_area_pa, 1);
+        ASIDS.lock().free(u32::from(v.vpid));
         if let Some(g) = self.guests.get_mut(v.guest) {
             g.vcpus.retain(|&x| x != id);
         }
@@ -646,6 +657,10 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
     let reason = loop {
         // Announce the entry before the last check, so an unmapper that
         // missed `in_guest` has already raised need_resched for us.
+        if let Some(vector) = vcpu.eoi_exit.take() {
+            run.data = u64::from(vector);
+            break VcpuExit::Eoi;
+        }
         vcpu.in_guest.store(true, Ordering::SeqCst);
         if percpu::this().need_resched.load(Ordering::SeqCst) || vcpu.kicked.swap(false, Ordering::AcqRel) {
             vcpu.in_guest.store(false, Ordering::Release);
@@ -910,6 +925,10 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
         vmx::vmwrite(f::ENTRY_INTR_INFO, ev);
     };
     let reason = loop {
+        if let Some(vector) = vcpu.eoi_exit.take() {
+            run.data = u64::from(vector);
+            break VcpuExit::Eoi;
+        }
         vcpu.in_guest.store(true, Ordering::SeqCst);
         if percpu::this().need_resched.load(Ordering::SeqCst) || vcpu.kicked.swap(false, Ordering::AcqRel) {
             vcpu.in_guest.store(false, Ordering::Release);
@@ -1440,9 +1459,10 @@ fn lapic_mmio(vcpu: &mut Vcpu, gpa: u64) -> bool {
 impl Kernel {
     /// `VcpuInterrupt`: a fixed interrupt into the vCPU's APIC, then the
     /// same wake-up as an IPI from another vCPU.
-    pub fn vcpu_interrupt(&mut self, id: Id, vector: u8) -> Result<(), Error> {
+    pub fn vcpu_interrupt(&mut self, id: Id, vector: u8, level: bool) -> Result<(), Error> {
         let v = self.vcpus.get(id).ok_or(Error::Gone)?;
-        v.lapic.lock().accept(vector, kcore::vlapic::TriggerMode::Edge);
+        let trigger = if level { kcore::vlapic::TriggerMode::Level } else { kcore::vlapic::TriggerMode::Edge };
+        v.lapic.lock().accept(vector, trigger);
         let in_guest = v.in_guest.load(Ordering::Acquire);
         if let Some(th) = v.thread {
             self.wake_vcpu_thread(th, in_guest);
@@ -1480,6 +1500,12 @@ impl Kernel {
 /// matching vCPUs of the same guest (waking a halted one, kicking a running
 /// one off its CPU).
 fn apply(vcpu: &mut Vcpu, effect: Effect) {
+    if let Effect::Eoi { vector, level_triggered: true } = effect {
+        // SDM Vol. 3A §12.8.5: the EOI goes to the I/O APICs (here the
+        // VMM's) for a level-triggered vector.
+        vcpu.eoi_exit = Some(vector);
+        return;
+    }
     let Effect::SendIpi(ipi) = effect else { return };
     let mut k = super::lock();
     let Some(g) = k.guests.get(vcpu.guest) else { return };

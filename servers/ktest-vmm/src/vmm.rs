@@ -31,6 +31,9 @@ struct Env {
     ap_stack: bool,
     /// Also load an FPU image before the run and read it back after.
     fpu_check: bool,
+    /// Deliver the VMM's interrupt level-triggered (its EOI must come back
+    /// as `VcpuExit::Eoi`).
+    level: bool,
 }
 
 impl Env {
@@ -55,7 +58,7 @@ pub fn main(start: Start) -> u64 {
         return 1;
     }
     let image = alcove_rt::user_bytes(FILE_VA, len as usize);
-    let mut env = Env { next_slot: 300, image, ap_stack: false, fpu_check: false };
+    let mut env = Env { next_slot: 300, image, ap_stack: false, fpu_check: false, level: false };
     let tests: &[(&str, Test)] = &[
         ("guest_cpuid", Test::Cpuid),
         ("guest_pio", Test::Pio),
@@ -67,6 +70,7 @@ pub fn main(start: Start) -> u64 {
         ("guest_npt_fault", Test::NptFault),
         ("guest_exit_costs", Test::Bench),
         ("guest_vmm_interrupt", Test::VmmInterrupt),
+        ("guest_vmm_level_interrupt", Test::VmmInterrupt),
         ("guest_triple_fault", Test::TripleFault),
         ("guest_scribble", Test::Scribble),
         ("guest_cpuid_after_scribble", Test::Cpuid),
@@ -84,6 +88,7 @@ pub fn main(start: Start) -> u64 {
     for &(name, test) in &tests {
         println!("{PREFIX} run {name}");
         env.fpu_check = name == "guest_fpu_state_round_trip";
+        env.level = name == "guest_vmm_level_interrupt";
         match run_test(&mut env, test) {
             Ok(()) => {
                 passed += 1;
@@ -114,6 +119,8 @@ struct Outcome {
     /// neither RAM nor the device.
     unmapped_writes: Vec<(u64, u8, u64)>,
     exits: u32,
+    /// Vectors whose EOI ended a run (level-triggered interrupts).
+    eois: Vec<u8>,
 }
 
 fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
@@ -153,7 +160,7 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
             run.load_state |= abi::LOAD_FPU;
             run.fpu_request = 1;
         }
-        let out = drive(vcpu, run);
+        let out = drive(vcpu, run, env.level);
         if env.fpu_check {
             let fcw = u16::from_le_bytes([run.fpu[0], run.fpu[1]]);
             let mxcsr = u32::from_le_bytes([run.fpu[24], run.fpu[25], run.fpu[26], run.fpu[27]]);
@@ -173,6 +180,13 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
             let _ = unsafe { sys::unmap(SLOT_SELF, AP_RUN_VA, 1) };
         }
         let out = out?;
+        // Only a level-triggered interrupt's EOI comes back to the VMM: one
+        // per round of the VMM-interrupt test.
+        let rounds = if env.level { p::vmm_interrupt::ROUNDS as usize } else { 0 };
+        let want = alloc::vec![p::apic::IPI_VECTOR; rounds];
+        if out.eois != want {
+            return Err(format!("EOI exits for vectors {:#x?}, expected {want:#x?}", out.eois));
+        }
         let _ = sys::cap_delete(vcpu);
         let _ = sys::cap_delete(run_frame);
         check(test, &out)
@@ -275,7 +289,7 @@ fn mask(size: u8) -> u64 {
 }
 
 /// Runs the vCPU until the guest reports, shuts down or misbehaves.
-fn drive(vcpu: CapSlot, run: &mut VcpuRun) -> Result<Outcome, String> {
+fn drive(vcpu: CapSlot, run: &mut VcpuRun, level: bool) -> Result<Outcome, String> {
     let mut out = Outcome::default();
     let deadline = alcove_rt::clock_ns() + 10_000_000_000;
     while out.exits < EXIT_LIMIT {
@@ -287,12 +301,18 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun) -> Result<Outcome, String> {
         match VcpuExit::from_u32(reason as u32) {
             Some(VcpuExit::Io) => {
                 if run.write != 0 && run.port == p::vmm_interrupt::REQUEST_PORT {
-                    sys::vcpu_interrupt(vcpu, p::apic::IPI_VECTOR).map_err(|e| format!("vcpu_interrupt: {e}"))?;
+                    let sent = if level {
+                        sys::vcpu_interrupt_level(vcpu, p::apic::IPI_VECTOR)
+                    } else {
+                        sys::vcpu_interrupt(vcpu, p::apic::IPI_VECTOR)
+                    };
+                    sent.map_err(|e| format!("vcpu_interrupt: {e}"))?;
                 }
                 io(run, &mut out)?
             }
             Some(VcpuExit::Msr) => msr(run, &mut out),
             Some(VcpuExit::Interrupted) => {}
+            Some(VcpuExit::Eoi) => out.eois.push(run.data as u8),
             Some(VcpuExit::Hlt) => {
                 if out.result.is_some() {
                     return Ok(out);

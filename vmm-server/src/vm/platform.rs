@@ -20,7 +20,9 @@ use alloc::vec::Vec;
 
 use crate::boot::acpi::{AcpiPm, Requested, SCI_IRQ};
 use crate::devices::i8042::{AUX_IRQ, I8042, I8042_PORTS, KEYBOARD_IRQ};
-use crate::devices::ioapic::{DeliveryMode, DestinationMode, IOAPIC_BASE, IOAPIC_MMIO_SIZE, IoApic, IoApicInterrupt};
+use crate::devices::ioapic::{
+    DeliveryMode, DestinationMode, IOAPIC_BASE, IOAPIC_MMIO_SIZE, IoApic, IoApicInterrupt, TriggerMode,
+};
 use crate::devices::pic8259::{DualPic, ELCR_PORTS, MASTER_PORTS, SLAVE_PORTS};
 use crate::devices::pit::{PIT_PORTS, PORT_B, Pit};
 use crate::devices::rtc::{RTC_IRQ, RTC_PORTS, Rtc};
@@ -39,6 +41,8 @@ pub const POST_PORT: u16 = 0x80;
 pub struct Interrupt {
     pub vector: u8,
     pub target: Target,
+    /// Level-triggered: the guest's EOI must come back ([`Platform::eoi`]).
+    pub level: bool,
 }
 
 /// Which local APICs an interrupt message names.
@@ -246,6 +250,15 @@ impl Platform {
         self.power
     }
 
+    /// A vCPU's local APIC ended level-triggered `vector` (its EOI
+    /// broadcast): the I/O APIC clears remote IRR and sends the interrupt
+    /// again if the line is still asserted.
+    pub fn eoi(&mut self, vector: u8, now_ns: u64) {
+        let out = self.ioapic.eoi(vector);
+        self.route(out);
+        self.sample(now_ns);
+    }
+
     /// Raises or lowers GSI `gsi` (a PCI device's INTx, say) on the I/O
     /// APIC.
     pub fn set_gsi(&mut self, gsi: u8, level: bool) {
@@ -266,7 +279,7 @@ impl Platform {
                 (true, 1) => Target::LowestOf(dest),
                 (true, _) => Target::Logical(dest),
             };
-            self.interrupts.push(Interrupt { vector: m.vector(), target });
+            self.interrupts.push(Interrupt { vector: m.vector(), target, level: m.level_triggered() });
         }
         let mut levels = 0u32;
         for line in self.pci.intx_lines() {
@@ -292,7 +305,8 @@ impl Platform {
             // Only fixed and lowest-priority interrupts carry a vector the
             // APIC accepts this way; SMI/NMI/INIT/ExtINT routes are ignored.
             if matches!(i.delivery_mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority) {
-                self.interrupts.push(Interrupt { vector: i.vector, target });
+                let level = i.trigger == TriggerMode::Level;
+                self.interrupts.push(Interrupt { vector: i.vector, target, level });
             }
         }
     }
@@ -409,7 +423,7 @@ mod tests {
         // Enable the THR-empty interrupt and OUT2 (the ISA IRQ gate).
         p.io_write(0x3F8 + 4, 1, 0x08, 0, &mut mem());
         p.io_write(0x3F8 + 1, 1, 0x02, 0, &mut mem());
-        assert_eq!(p.take_interrupts(), [Interrupt { vector: 0x31, target: Target::Physical(1) }]);
+        assert_eq!(p.take_interrupts(), [Interrupt { vector: 0x31, target: Target::Physical(1), level: false }]);
         p.io_write(0x3F8, 1, u32::from(b'A'), 1, &mut mem());
         assert_eq!(p.take_console_output(), b"A");
     }
@@ -426,12 +440,31 @@ mod tests {
         assert!((900_000..1_100_000).contains(&next), "{next}");
         p.tick(next);
         let got = p.take_interrupts();
-        assert_eq!(got, [Interrupt { vector: 0x30, target: Target::Logical(1) }]);
+        assert_eq!(got, [Interrupt { vector: 0x30, target: Target::Logical(1), level: false }]);
         assert!(got[0].target.names(0, 2) && !got[0].target.names(1, 2));
         // Masked: nothing.
         redirect(&mut p, PIT_GSI, 0x30 | (1 << 16));
         p.tick(next + 5_000_000);
         assert!(p.take_interrupts().is_empty());
+    }
+
+    #[test]
+    fn a_level_triggered_sci_is_sent_again_until_its_status_is_cleared() {
+        let mut p = Platform::new(0, 0);
+        redirect(&mut p, SCI_IRQ, 0x39 | (1 << 15)); // level, APIC 0
+        p.io_write(0x602, 2, 1 << 8, 0, &mut mem()); // PWRBTN_EN
+        p.press_power_button(0);
+        let sci = Interrupt { vector: 0x39, target: Target::Physical(0), level: true };
+        assert_eq!(p.take_interrupts(), [sci]);
+        p.tick(1);
+        assert!(p.take_interrupts().is_empty(), "remote IRR holds it until the EOI");
+        p.eoi(0x39, 2);
+        assert_eq!(p.take_interrupts(), [sci], "still asserted: sent again");
+        p.io_write(0x600, 2, 1 << 8, 3, &mut mem()); // clear PWRBTN_STS
+        p.eoi(0x39, 4);
+        assert!(p.take_interrupts().is_empty());
+        p.eoi(0x77, 5);
+        assert!(p.take_interrupts().is_empty(), "an EOI of another vector");
     }
 
     #[test]

@@ -332,7 +332,11 @@ impl Shared {
         for i in interrupts {
             for (index, &vcpu) in self.vcpus.iter().enumerate() {
                 if i.target.names(index as u32, n) {
-                    let _ = sys::vcpu_interrupt(vcpu, i.vector);
+                    let _ = if i.level {
+                        sys::vcpu_interrupt_level(vcpu, i.vector)
+                    } else {
+                        sys::vcpu_interrupt(vcpu, i.vector)
+                    };
                 }
             }
         }

@@ -59,6 +59,8 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize) {
             }
             Some(VcpuExit::Msr) => msr_exit(sh, run, index, &mut kvm_msrs, &mut unknown_msrs),
             Some(VcpuExit::Interrupted) => {}
+            // The guest ended a level-triggered interrupt.
+            Some(VcpuExit::Eoi) => sh.platform.lock().eoi(run.data as u8, sh.now()),
             Some(VcpuExit::Hlt) => {
                 // HLT with interrupts off: only a reset ends it. The boot
                 // vCPU doing so ends the VM; another waits for the end.
