@@ -322,8 +322,8 @@ fn edu() -> Vec<String> {
 /// A virtio-blk (modern only) drive for the storage case: a fresh 4 MiB raw
 /// image with a signature in sector 0, which the suite reads and then writes
 /// past (`servers/ktest-user/src/storage.rs`).
-fn storage_disk() -> Vec<String> {
-    let img = crate::out_dir().join("storage-d0.img");
+fn storage_disk(file: &str) -> Vec<String> {
+    let img = crate::out_dir().join(file);
     let mut bytes = vec![0u8; 4 << 20];
     bytes[..24].copy_from_slice(b"ALCOVE-STORAGE-TEST-DISK");
     // A failure here shows as QEMU failing to open the drive.
@@ -353,8 +353,16 @@ fn system_cases() -> Vec<Case> {
         // QEMU's `edu` device raises MSIs on request, for the MSI test.
         Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, extra: edu(), ..Qemu::default() }),
         Case::qemu("user/qemu-smp4", "user", Qemu { smp: 4, mem_mib: 1024, extra: edu(), ..Qemu::default() }),
-        Case::qemu("storage/virtio-blk", "storage", Qemu { smp: 1, extra: storage_disk(), ..Qemu::default() })
+        Case::qemu("storage/virtio-blk", "storage", Qemu { smp: 1, extra: storage_disk("storage-d0.img"), ..Qemu::default() })
             .with_manifest("storage"),
+        // OVMF places the BARs elsewhere than SeaBIOS: storaged maps them
+        // wherever they are.
+        Case::qemu(
+            "storage/virtio-blk-ovmf",
+            "storage",
+            Qemu { smp: 1, uefi: true, extra: storage_disk("storage-d0-ovmf.img"), ..Qemu::default() },
+        )
+        .with_manifest("storage"),
         Case::qemu("vm/qemu64-svm-smp1", "vm", Qemu { smp: 1, ..Qemu::default() }),
         Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
         Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()).with_manifest("vm-bochs"),

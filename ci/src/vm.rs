@@ -199,7 +199,7 @@ impl VmPlan {
              serves = [\"storaged\"]\n\
              calls = [\"console\"]\n\
              ioports = [[0xcf8, 8]]\n\
-             device_memory = [[0xfe000000, 0xc00000]]\n\
+             pci_bars = true\n\
              restart = 3\n\
              \n\
              [[server]]\n\

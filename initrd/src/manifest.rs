@@ -97,6 +97,10 @@ pub struct Server {
     pub cpu: Option<u32>,
     /// May end the machine (`MachineExit`): only system-test processes.
     pub machine_exit: bool,
+    /// Gets the device-memory capability itself (any MMIO that is not RAM),
+    /// to map the BARs of the PCI devices it finds at run time wherever the
+    /// firmware put them: for a driver server such as storaged.
+    pub pci_bars: bool,
     /// Data files from the boot archive (`files/<name>`) handed to the
     /// server read-only (e.g. a guest image for a VMM).
     #[serde(deserialize_with = "bounded::vec::<MAX_LIST, _, _>")]
@@ -553,6 +557,7 @@ mod tests {
             restart: Restart::DEFAULT,
             cpu: None,
             machine_exit: false,
+            pci_bars: false,
             files: vec![],
             args: vec![],
         }

@@ -47,7 +47,7 @@ fn the_manifest_is_valid_and_grants_what_the_vm_needs() {
     let st = m.server("storaged").unwrap();
     assert_eq!((st.priority, st.serves.as_slice()), (160, ["storaged".to_string()].as_slice()));
     assert_eq!((st.ioports[0].first, st.ioports[0].count), (0xcf8, 8));
-    assert_eq!((st.device_memory[0].phys_base, st.device_memory[0].bytes), (0xfe00_0000, 0xc0_0000));
+    assert!(st.pci_bars && st.device_memory.is_empty(), "storaged maps the BARs it finds");
     // The archive's files: vm.json and the two boot files by their names.
     let sys = p.boot_system();
     let names: Vec<&str> = sys.host_files.iter().map(|(n, _)| n.as_str()).collect();

@@ -48,6 +48,8 @@ struct RawServer {
     #[serde(default)]
     machine_exit: bool,
     #[serde(default)]
+    pci_bars: bool,
+    #[serde(default)]
     files: Vec<String>,
     #[serde(default)]
     args: Vec<String>,
@@ -176,6 +178,7 @@ impl RawServer {
             restart,
             cpu,
             machine_exit: self.machine_exit,
+            pci_bars: self.pci_bars,
             files: self.files,
             args: self.args,
             name,

@@ -237,6 +237,13 @@ fn spawn(
         next_slot += 1;
     }
 
+    if server.pci_bars {
+        sys::cap_grant(proc, abi::INIT_SLOT_DEVICE_MEMORY, next_slot, Rights::MANAGE)
+            .map_err(e("grant the device-memory capability"))?;
+        info.device_memory_root = Some(next_slot);
+        next_slot += 1;
+    }
+
     for name in &server.files {
         let path = initrd::file_path(name);
         let data = match archive.find(&path) {

@@ -45,6 +45,9 @@ pub struct StartInfo {
     pub device_memory: Vec<(u64, u64, CapSlot)>,
     /// Data files from the boot archive: (name, read-only frame slot, bytes).
     pub files: Vec<(String, CapSlot, u64)>,
+    /// The device-memory capability (any MMIO that is not RAM) for drivers
+    /// that find their devices' BARs at run time (manifest `pci_bars`).
+    pub device_memory_root: Option<CapSlot>,
     /// Free-form arguments from the manifest.
     pub args: Vec<String>,
 }

@@ -70,7 +70,7 @@ impl BlockDevice for VirtioDisk {
 
 /// Every virtio-blk function on bus 0 that could be started, with its name
 /// (`virtio-blk 00:04.0`); one that could not is logged and skipped.
-pub fn find(windows: &[(u64, u64, abi::CapSlot)]) -> Vec<(String, VirtioDisk)> {
+pub fn find(windows: &[(u64, u64, abi::CapSlot)], bar_root: Option<abi::CapSlot>) -> Vec<(String, VirtioDisk)> {
     let mut root = PciRoot::new(PortCam);
     let mut found = Vec::new();
     let functions: Vec<_> = root.enumerate_bus(0).collect();
@@ -86,7 +86,7 @@ pub fn find(windows: &[(u64, u64, abi::CapSlot)]) -> Vec<(String, VirtioDisk)> {
                 }
             }
         }
-        match start(&mut root, df) {
+        match start(&mut root, df, bar_root) {
             Ok(disk) => {
                 log::info!("{name}: {} sectors{}", disk.blk.capacity(), if disk.blk.readonly() { ", read-only" } else { "" });
                 found.push((name, disk));
@@ -97,14 +97,17 @@ pub fn find(windows: &[(u64, u64, abi::CapSlot)]) -> Vec<(String, VirtioDisk)> {
     found
 }
 
-fn start(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Result<VirtioDisk, String> {
+fn start(root: &mut PciRoot<PortCam>, df: DeviceFunction, bar_root: Option<abi::CapSlot>) -> Result<VirtioDisk, String> {
     let bars = root.bars(df).map_err(|e| format!("reading its BARs: {e}"))?;
     for (i, bar) in bars.iter().enumerate() {
-        if let Some((address, size)) = bar.as_ref().and_then(|b| b.memory_address_size())
-            && address != 0
-            && size != 0
-            && !dma::covered(address, size)
-        {
+        let Some((address, size)) = bar.as_ref().and_then(|b| b.memory_address_size()) else { continue };
+        if address == 0 || size == 0 {
+            continue;
+        }
+        if let Some(r) = bar_root {
+            dma::map_bar(r, address, size).map_err(|e| format!("BAR{i} at {address:#x} (+{size:#x}): cannot map: {e}"))?;
+        }
+        if !dma::covered(address, size) {
             return Err(format!(
                 "BAR{i} at {address:#x} (+{size:#x}) is outside storaged's device_memory windows (see the manifest)"
             ));

@@ -160,6 +160,35 @@ pub fn map_window(phys: u64, len: u64, slot: CapSlot) -> Result<(), abi::Error> 
     Ok(())
 }
 
+/// Maps the pages holding `phys..phys+len` (a device's BAR) through a
+/// frame derived from the device-memory capability in `root` (the
+/// manifest's `pci_bars`), unless a mapped window covers them already.
+/// Only the BARs of the devices storaged drives are mapped, wherever the
+/// firmware put them.
+pub fn map_bar(root: CapSlot, phys: u64, len: u64) -> Result<(), abi::Error> {
+    if covered(phys, len) {
+        return Ok(());
+    }
+    let base = phys & !(PAGE as u64 - 1);
+    let end = phys.checked_add(len).ok_or(abi::Error::InvalidArgument)?;
+    let pages = (end - base).div_ceil(PAGE as u64);
+    let mut s = STATE.lock();
+    let slot = s.slot();
+    if let Err(e) = sys::create_device_frame(slot, base, pages, root) {
+        s.free_slots.push(slot);
+        return Err(e);
+    }
+    let va = s.next_mmio_va;
+    if let Err(e) = sys::map(SLOT_SELF, slot, va as u64, Rights::READ | Rights::WRITE) {
+        let _ = sys::cap_delete(slot);
+        s.free_slots.push(slot);
+        return Err(e);
+    }
+    s.next_mmio_va += pages as usize * PAGE + PAGE;
+    s.windows.push((base, pages * PAGE as u64, va));
+    Ok(())
+}
+
 /// Whether any window is mapped.
 pub fn has_windows() -> bool {
     !STATE.lock().windows.is_empty()
