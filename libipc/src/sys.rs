@@ -455,6 +455,12 @@ pub fn clock_ns() -> Result<u64, Error> {
     plain(Sys::Clock, [0; 6]).map(|r| r[0])
 }
 
+/// [`Sys::Clock`]'s third result: seconds since the Unix epoch (0 when the
+/// machine has no clock).
+pub fn unix_seconds() -> Result<u64, Error> {
+    plain(Sys::Clock, [0; 6]).map(|r| r[2])
+}
+
 /// [`Sys::Clock`]'s second result: the TSC frequency in kHz.
 pub fn tsc_khz() -> Result<u64, Error> {
     plain(Sys::Clock, [0; 6]).map(|r| r[1])

@@ -74,6 +74,10 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
     klog::init();
     arch::init_bsp();
     let tsc_khz = arch::time::calibrate();
+    match arch::time::read_wall_clock() {
+        Some(t) => log::info!("wall clock: {t} s since the Unix epoch at boot (CMOS)"),
+        None => log::info!("wall clock: no CMOS clock; Unix time reads 0"),
+    }
 
     let boot = match bootinfo::read(magic, info_phys) {
         Ok(b) => b,

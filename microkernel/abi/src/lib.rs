@@ -124,8 +124,9 @@ pub enum Sys {
     FrameInfo = 26,
     /// `()` → `(used bytes, limit bytes)` of the caller's budget.
     BudgetInfo = 27,
-    /// `()` → `(nanoseconds since boot, TSC frequency in kHz)` (the TSC
-    /// runs at a constant rate; guests see the host's TSC unchanged).
+    /// `()` → `(nanoseconds since boot, TSC frequency in kHz, Unix time in
+    /// seconds or 0 if the machine has no clock)` (the TSC runs at a
+    /// constant rate; guests see the host's TSC unchanged).
     Clock = 28,
     /// `(process)` → `(state, exit code)`: see [`ProcessState`].
     ProcessInfo = 29,

@@ -23,4 +23,5 @@ pub mod rangemap;
 pub mod sched;
 pub mod slab;
 pub mod testproto;
+pub mod wallclock;
 pub mod vlapic;

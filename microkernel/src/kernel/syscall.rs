@@ -323,7 +323,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             let p = k.processes.get(pid).ok_or(Error::Gone)?;
             vals(p.budget.used(), p.budget.limit(), 0)
         }
-        Sys::Clock => vals(arch::time::nanos_since_boot(), arch::time::tsc_khz(), 0),
+        Sys::Clock => vals(arch::time::nanos_since_boot(), arch::time::tsc_khz(), arch::time::unix_seconds()),
         Sys::ProcessInfo => {
             let Obj::Process(target) = k.cap(space, slot(a[0])?, Rights::NONE)? else { return Err(Error::WrongType) };
             let p = k.processes.get(target).ok_or(Error::Gone)?;

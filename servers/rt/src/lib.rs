@@ -538,3 +538,16 @@ pub fn rdrand_u64() -> Option<u64> {
     #[cfg(not(target_arch = "x86_64"))]
     None
 }
+
+/// The time-stamp counter (the guests' TSC too: Alcove gives them the
+/// host's, unchanged).
+pub fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC only reads the counter; Alcove does not set CR4.TSD,
+        // so it is allowed in ring 3.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}

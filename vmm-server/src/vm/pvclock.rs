@@ -54,11 +54,13 @@ pub fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
     ((u128::from(d) * u128::from(mul)) >> 32) as u64
 }
 
-/// The guest's clock: system time 0 at TSC `tsc_base`.
+/// The guest's clock: system time 0 at TSC `tsc_base`, which was wall-clock
+/// time `unix_seconds`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvmClock {
     pub tsc_base: u64,
     pub tsc_khz: u64,
+    pub unix_seconds: u64,
 }
 
 impl KvmClock {
@@ -75,11 +77,12 @@ impl KvmClock {
         b
     }
 
-    /// `pvclock_wall_clock`: the wall-clock time at system time 0.
-    pub fn wall_clock(&self, unix_seconds: u32) -> [u8; WALL_CLOCK_LEN] {
+    /// `pvclock_wall_clock`: the wall-clock time at system time 0 (a
+    /// 32-bit seconds field, as the ABI has it).
+    pub fn wall_clock(&self) -> [u8; WALL_CLOCK_LEN] {
         let mut b = [0u8; WALL_CLOCK_LEN];
         b[0..4].copy_from_slice(&2u32.to_le_bytes());
-        b[4..8].copy_from_slice(&unix_seconds.to_le_bytes());
+        b[4..8].copy_from_slice(&(self.unix_seconds.min(u64::from(u32::MAX)) as u32).to_le_bytes());
         b
     }
 }
@@ -109,14 +112,14 @@ mod tests {
 
     #[test]
     fn structures_have_the_abi_layout() {
-        let c = KvmClock { tsc_base: 0x1122_3344_5566_7788, tsc_khz: 2_000_000 };
+        let c = KvmClock { tsc_base: 0x1122_3344_5566_7788, tsc_khz: 2_000_000, unix_seconds: 1_700_000_000 };
         let t = c.time_info();
         assert_eq!(u32::from_le_bytes(t[0..4].try_into().unwrap()) % 2, 0, "version even: complete");
         assert_eq!(u64::from_le_bytes(t[8..16].try_into().unwrap()), 0x1122_3344_5566_7788);
         let (mul, shift) = (u32::from_le_bytes(t[24..28].try_into().unwrap()), t[28] as i8);
         assert_eq!(scale_delta(2_000_000, mul, shift), 1_000_000);
         assert_eq!(t[29], PVCLOCK_TSC_STABLE_BIT);
-        let w = c.wall_clock(1_700_000_000);
+        let w = c.wall_clock();
         assert_eq!(u32::from_le_bytes(w[4..8].try_into().unwrap()), 1_700_000_000);
     }
 }

@@ -57,6 +57,57 @@ pub fn tsc_khz() -> u64 {
     TSC_KHZ.load(Ordering::Relaxed).max(1)
 }
 
+/// Unix time (seconds) when `nanos_since_boot` was 0; 0 if unknown.
+static BOOT_UNIX: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the CMOS clock once (after the TSC is calibrated): the wall-clock
+/// time the machine booted at. Returns it, or `None` without a clock.
+pub fn read_wall_clock() -> Option<u64> {
+    let cmos = |reg: u8| {
+        outb(0x70, 0x80 | reg); // bit 7 keeps NMIs masked while we read
+        inb(0x71)
+    };
+    let read = || {
+        // Wait out an update in progress (register A bit 7), a few ms at most.
+        let mut spins = 0;
+        while cmos(0x0A) & 0x80 != 0 && spins < 1_000_000 {
+            spins += 1;
+        }
+        kcore::wallclock::CmosDate {
+            second: cmos(0x00),
+            minute: cmos(0x02),
+            hour: cmos(0x04),
+            day: cmos(0x07),
+            month: cmos(0x08),
+            year: cmos(0x09),
+            status_b: cmos(0x0B),
+        }
+    };
+    // Two equal reads in a row: no update fell between the registers.
+    let mut date = read();
+    for _ in 0..4 {
+        let again = read();
+        if again == date {
+            break;
+        }
+        date = again;
+    }
+    outb(0x70, 0x00); // NMIs back on
+    let unix = u64::try_from(date.unix_seconds()?).ok()?;
+    let boot = unix.saturating_sub(nanos_since_boot() / 1_000_000_000);
+    BOOT_UNIX.store(boot, Ordering::Relaxed);
+    Some(boot)
+}
+
+/// Seconds since the Unix epoch now, from the boot-time CMOS reading; 0 if
+/// the machine had no clock.
+pub fn unix_seconds() -> u64 {
+    match BOOT_UNIX.load(Ordering::Relaxed) {
+        0 => 0,
+        boot => boot + nanos_since_boot() / 1_000_000_000,
+    }
+}
+
 pub fn nanos_since_boot() -> u64 {
     let d = rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed));
     (d as u128 * 1_000_000 / tsc_khz() as u128) as u64

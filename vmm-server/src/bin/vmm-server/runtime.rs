@@ -406,7 +406,11 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let done = res.create(ObjectType::Notification, 0, "done notification")?;
     let park = res.create(ObjectType::Notification, 0, "park notification")?;
     let epoch_ns = alcove_rt::clock_ns();
-    let mut platform = Platform::new(0, 0);
+    // The guest's clocks start at the host's wall-clock time (1970 if the
+    // machine has none): the RTC, and kvmclock's wall clock at system time
+    // 0, which is this TSC.
+    let unix_now = sys::unix_seconds().unwrap_or(0);
+    let mut platform = Platform::new(unix_now as i64, 0);
     for index in 0..spec.disks {
         let backend = open_disk(&mut res, spec, index)?;
         let device = VirtioPci::new(Block::new(backend)).map_err(|e| format!("disks[{index}]: {e}"))?;
@@ -437,8 +441,8 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console_slot,
         console_server: spec.console,
         exits: Default::default(),
-        // Guests see the host's TSC: system time 0 at TSC 0.
-        clock: KvmClock { tsc_base: 0, tsc_khz: sys::tsc_khz().unwrap_or(1_000_000) },
+        // Guests see the host's TSC: system time 0 now.
+        clock: KvmClock { tsc_base: alcove_rt::rdtsc(), tsc_khz: sys::tsc_khz().unwrap_or(1_000_000), unix_seconds: unix_now },
         name: spec.name.clone(),
     });
     *CURRENT.lock() = Some(shared.clone());

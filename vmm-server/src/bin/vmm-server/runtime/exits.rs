@@ -247,7 +247,7 @@ fn msr_exit(sh: &Shared, run: &mut VcpuRun, index: usize, kvm: &mut [u64; 2], un
         // A structure that would not lie in guest RAM is not written (as
         // KVM does); the guest's clock then reads zeros.
         if i == 0 {
-            let _ = sh.ram.write(value, &sh.clock.wall_clock(0));
+            let _ = sh.ram.write(value, &sh.clock.wall_clock());
         } else if value & 1 != 0 {
             let _ = sh.ram.write(value & !1, &sh.clock.time_info());
         }
