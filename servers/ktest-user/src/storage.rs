@@ -93,23 +93,7 @@ pub fn main(info: StartInfo) -> u64 {
         return 1;
     };
     let mut env = Env { storaged: Cap::from_slot(slot), next_slot: 200, next_va: 0x2000_0000 };
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        println!("{PREFIX} run {name}");
-        match test(&mut env) {
-            Ok(()) => {
-                passed += 1;
-                println!("{PREFIX} ok {name}");
-            }
-            Err(why) => {
-                failed += 1;
-                println!("{PREFIX} fail {name} {why}");
-            }
-        }
-    }
-    println!("{PREFIX} end {passed} {failed}");
-    let _ = sys::machine_exit(SLOT_CONSOLE, if failed == 0 { 0 } else { 1 });
-    0
+    crate::tests::run_suite(&mut env, tests)
 }
 
 fn lists_the_disk(env: &mut Env) -> Result<(), String> {

@@ -81,10 +81,16 @@ pub fn main(start: Start) -> u64 {
         tests.insert(6, ("cpu_budget_caps_a_spinner", cpu_budget_caps_a_spinner));
     }
     println!("{PREFIX} suite user {}", tests.len());
+    run_suite(&mut env, tests)
+}
+
+/// Runs `tests` on `env`, reporting each by the test protocol, and ends the
+/// machine with the verdict (the suite line is the caller's).
+pub(crate) fn run_suite<E>(env: &mut E, tests: Vec<(&str, fn(&mut E) -> Result<(), String>)>) -> u64 {
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {
         println!("{PREFIX} run {name}");
-        match test(&mut env) {
+        match test(env) {
             Ok(()) => {
                 passed += 1;
                 println!("{PREFIX} ok {name}");

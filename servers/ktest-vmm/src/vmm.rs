@@ -244,12 +244,6 @@ fn boot_state(run: &mut VcpuRun, test: Test) {
     run.load_state = abi::LOAD_GPRS | abi::LOAD_SYSTEM;
 }
 
-fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    // CPUID is unprivileged and only reads (a safe intrinsic on this toolchain).
-    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
 /// The guest's CPUID: the host's basic leaves without the virtualization
 /// extensions (no nesting offered), and the hypervisor leaves.
 fn fill_cpuid(run: &mut VcpuRun) {
@@ -260,9 +254,9 @@ fn fill_cpuid(run: &mut VcpuRun) {
             n += 1;
         }
     };
-    let max = host_cpuid(0, 0)[0].min(0xd);
+    let max = vmm_server::vm::cpuid::host(0, 0)[0].min(0xd);
     for leaf in 0..=max {
-        let mut r = host_cpuid(leaf, 0);
+        let mut r = vmm_server::vm::cpuid::host(leaf, 0);
         if leaf == 1 {
             r[2] &= !(1 << 5); // no VMX
             // The kernel's emulated APIC offers x2APIC and TSC-deadline.
@@ -270,9 +264,9 @@ fn fill_cpuid(run: &mut VcpuRun) {
         }
         add(leaf, r);
     }
-    let xmax = host_cpuid(0x8000_0000, 0)[0].min(0x8000_0008);
+    let xmax = vmm_server::vm::cpuid::host(0x8000_0000, 0)[0].min(0x8000_0008);
     for leaf in 0x8000_0000..=xmax {
-        let mut r = host_cpuid(leaf, 0);
+        let mut r = vmm_server::vm::cpuid::host(leaf, 0);
         if leaf == 0x8000_0001 {
             r[2] &= !(1 << 2); // no SVM
         }

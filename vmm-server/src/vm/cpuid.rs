@@ -48,6 +48,13 @@ const EDX_TM: u32 = 1 << 29;
 const EDX_PBE: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 
+/// The CPU this runs on, as `[eax, ebx, ecx, edx]` of `leaf`/`subleaf`
+/// (what [`guest_cpuid`] starts from). CPUID is unprivileged and only reads.
+pub fn host(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
 /// The table for vCPU `apic_id` of `vcpus`, from the host's CPUID
 /// (`host(leaf, subleaf) -> [eax, ebx, ecx, edx]`). At most `max` entries.
 pub fn guest_cpuid(host: impl Fn(u32, u32) -> [u32; 4], apic_id: u32, vcpus: u32, max: usize) -> Vec<CpuidEntry> {

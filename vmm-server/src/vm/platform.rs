@@ -135,12 +135,6 @@ impl Platform {
         }
     }
 
-    /// Whether `port` belongs to a device here (others, e.g. PCI's, are the
-    /// runtime's to route).
-    pub fn claims_port(&self, port: u16) -> bool {
-        port == POST_PORT || AcpiPm::claims(port) || self.ports.lookup(port).is_some() || is_pci_config_port(port)
-    }
-
     /// The PCI bus, to add devices and reach them.
     pub fn pci(&mut self) -> &mut PciBus {
         &mut self.pci
@@ -148,7 +142,7 @@ impl Platform {
 
     /// An `in` of `size` bytes; ports nobody decodes read all ones.
     pub fn io_read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        let v = if is_pci_config_port(port) && !(port == RESET_CONTROL && size == 1) {
+        let v = if is_pci_config(port, size) {
             self.pci.io_read(port, size).unwrap_or_else(|| all_ones(size))
         } else if AcpiPm::claims(port) {
             self.pm.read(port, size, now_ns)
@@ -171,7 +165,7 @@ impl Platform {
     /// guest RAM, for the device work a write may set off (a virtqueue
     /// notification through an I/O BAR).
     pub fn io_write(&mut self, port: u16, size: u8, value: u32, now_ns: u64, mem: &mut dyn GuestMemory) {
-        if is_pci_config_port(port) && !(port == RESET_CONTROL && size == 1) {
+        if is_pci_config(port, size) {
             self.pci.io_write(port, size, value, mem);
         } else if AcpiPm::claims(port) {
             match self.pm.write(port, size, value) {
@@ -257,13 +251,6 @@ impl Platform {
         let out = self.ioapic.eoi(vector);
         self.route(out);
         self.sample(now_ns);
-    }
-
-    /// Raises or lowers GSI `gsi` (a PCI device's INTx, say) on the I/O
-    /// APIC.
-    pub fn set_gsi(&mut self, gsi: u8, level: bool) {
-        let out = self.ioapic.set_irq(gsi, level);
-        self.route(out);
     }
 
     /// Passes on what the PCI devices raised: MSI messages straight to the
@@ -394,8 +381,10 @@ impl Platform {
 /// (byte accesses only).
 const RESET_CONTROL: u16 = 0xCF9;
 
-fn is_pci_config_port(port: u16) -> bool {
-    (0xCF8..=0xCFF).contains(&port)
+/// An access to the PCI configuration ports 0xCF8-0xCFF, which enclose the
+/// reset control register's byte at 0xCF9.
+fn is_pci_config(port: u16, size: u8) -> bool {
+    (0xCF8..=0xCFF).contains(&port) && !(port == RESET_CONTROL && size == 1)
 }
 
 #[cfg(test)]

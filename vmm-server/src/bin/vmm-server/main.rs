@@ -19,9 +19,10 @@ fn main(start: alcove_rt::Start) -> u64 {
         Ok(None) => {}
         Err(e) => {
             log::error!("{e}");
-            runtime::announce_end(&info.name, &runtime::Ending::Error(e));
+            let ending = runtime::Ending::Error(e);
+            runtime::announce_end(&info.name, &ending);
             if info.args.iter().any(|a| a == "exit-machine") {
-                let _ = libipc::sys::machine_exit(alcove_rt::start::SLOT_CONSOLE, 4);
+                let _ = libipc::sys::machine_exit(alcove_rt::start::SLOT_CONSOLE, ending.machine_status());
             }
             return 2;
         }

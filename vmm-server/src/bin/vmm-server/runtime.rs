@@ -158,7 +158,7 @@ impl Ending {
     }
 
     /// The machine's exit status under `cargo xtask run --vm`.
-    fn machine_status(&self) -> u64 {
+    pub fn machine_status(&self) -> u64 {
         match self {
             Ending::PowerOff => 0,
             Ending::Reboot => 1,
@@ -317,15 +317,20 @@ impl Shared {
             let mut p = self.platform.lock();
             let mut output = p.take_console_output();
             let mut mem = GuestRam::physical(&self.ram);
+            let mut kicked = false;
             if let Some(c) = p.pci().device_mut::<VirtioPci<Console>>(self.console_slot) {
                 let more = c.device_mut().take_output();
                 if !more.is_empty() {
                     output.extend_from_slice(&more);
                     // Room again: let stalled transmit buffers through.
                     c.kick(console::TRANSMITQ, &mut mem);
+                    kicked = true;
                 }
             }
-            p.tick(self.now());
+            if kicked {
+                // Pass on the interrupt the kick may have raised.
+                p.tick(self.now());
+            }
             (p.take_interrupts(), output, p.power_event())
         };
         let n = self.vcpus.len() as u32;
@@ -359,11 +364,6 @@ impl Shared {
     }
 }
 
-fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
 /// One boot of the VM, from empty to ended and freed.
 fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let mut res = Resources::new();
@@ -394,7 +394,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         let vcpu = res.create_from(ObjectType::Vcpu, u64::from(guest), run_frame, "create vCPU")?;
         let run = run_page(index as usize);
         *run = VcpuRun::ZERO;
-        let table = cpuid::guest_cpuid(host_cpuid, index as u32, spec.vcpus, run.cpuid.len());
+        let table = cpuid::guest_cpuid(cpuid::host, index as u32, spec.vcpus, run.cpuid.len());
         run.cpuid[..table.len()].copy_from_slice(&table);
         run.cpuid_count = table.len() as u32;
         if index == 0 {

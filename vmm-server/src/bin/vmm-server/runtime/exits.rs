@@ -150,26 +150,25 @@ fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
     let down = run.rflags & (1 << 10) != 0;
     let write = run.write != 0;
     let (reg, seg) = if write { (6, 3) } else { (7, 0) };
-    let mem = GuestRam::for_vcpu(&sh.ram, run);
+    // The operand by linear address; the device work by physical address.
+    let mut guest = GuestRam::for_vcpu(&sh.ram, run);
+    let mut phys = GuestRam::physical(&sh.ram);
     let mut p = sh.platform.lock();
     let mut done = 0;
     while done < count {
         let va = run.segments[seg].base.wrapping_add(run.gprs[reg]);
         let mut buf = [0u8; 4];
         let b = &mut buf[..size as usize];
-        let ok = if write {
-            mmio::GuestMemory::read(&mut GuestRam::for_vcpu(mem.mem, run), va, b).is_ok()
-                && {
-                    p.io_write(run.port, run.size, u32::from_le_bytes(buf), now, &mut GuestRam::physical(mem.mem));
-                    true
-                }
+        if write {
+            if mmio::GuestMemory::read(&mut guest, va, b).is_err() {
+                break;
+            }
+            p.io_write(run.port, run.size, u32::from_le_bytes(buf), now, &mut phys);
         } else {
-            let v = p.io_read(run.port, run.size, now).to_le_bytes();
-            b.copy_from_slice(&v[..size as usize]);
-            mmio::GuestMemory::write(&mut GuestRam::for_vcpu(mem.mem, run), va, b).is_ok()
-        };
-        if !ok {
-            break;
+            b.copy_from_slice(&p.io_read(run.port, run.size, now).to_le_bytes()[..size as usize]);
+            if mmio::GuestMemory::write(&mut guest, va, b).is_err() {
+                break;
+            }
         }
         run.gprs[reg] = if down { run.gprs[reg].wrapping_sub(size) } else { run.gprs[reg].wrapping_add(size) };
         done += 1;
