@@ -50,7 +50,7 @@ const INIT: &str = include_str!("../../images/linux/init");
 /// looking around).
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "uname", "insmod", "lsmod", "nproc", "sha256sum", "dd", "printf", "echo", "sync",
-    "poweroff", "cat", "ls", "dmesg", "sleep", "mkdir", "head", "hexdump",
+    "poweroff", "cat", "ls", "dmesg", "sleep", "mkdir", "head", "hexdump", "stty", "taskset", "usleep", "cut",
 ];
 /// Modules `/init` loads, and whether the image is useless without them
 /// (unless built in). Their dependencies are added from each module's

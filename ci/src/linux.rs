@@ -62,6 +62,9 @@ pub struct Outcome {
     pub problems: Vec<String>,
     pub disk_checked: bool,
     pub vcpus: u32,
+    /// What a passing run says instead of the standard line (the reset
+    /// stress).
+    pub summary: Option<String>,
 }
 
 impl Outcome {
@@ -83,7 +86,11 @@ impl Outcome {
     /// The `ok`/`FAIL` lines `cargo xtask test` prints.
     pub fn report(&self) {
         let secs = self.run.elapsed.as_secs_f64();
-        if self.ok() {
+        if self.ok()
+            && let Some(summary) = &self.summary
+        {
+            println!("  ok   {}: {summary}; {secs:.1} s", self.name);
+        } else if self.ok() {
             let init = self.boot_to_init().map(|t| format!(", {:.1} s from VM start to init", t.as_secs_f64())).unwrap_or_default();
             let disk = if self.disk_checked {
                 "disk hash matches, marker read back from the image, typed line received, rebooted once (marker \
@@ -180,7 +187,49 @@ pub fn run(kernel: &Path, images: &Images, machine: Machine, name: &str, timeout
             problems.push(format!("{}: {p}", disk.display()));
         }
     }
-    Ok(Outcome { name: name.into(), run, timed, vm_name: plan.name, problems, disk_checked: with_disk, vcpus })
+    Ok(Outcome { name: name.into(), run, timed, vm_name: plan.name, problems, disk_checked: with_disk, vcpus, summary: None })
+}
+
+/// How many times the reset stress resets the guest.
+pub const STRESS_ROUNDS: u32 = 6;
+
+/// The reset stress (`alcove.reset-stress`, see `images/linux/init`): the
+/// guest prints through the kernel console on one vCPU while the other
+/// resets the machine, [`STRESS_ROUNDS`] times over; every line the writer
+/// confirmed before a reset must reach the console before the VMM's reboot
+/// line. The round counter lives on a small disk made for the run.
+pub fn run_stress(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("disk.img"), vec![0u8; 1 << 20])?;
+    let json_path = dir.join("vm.json");
+    let json = vm_json(images, VCPUS, Some("disk.img")).replace(
+        " alcove.reboot-once alcove.console-echo",
+        &format!(" alcove.reset-stress={STRESS_ROUNDS}"),
+    );
+    std::fs::write(&json_path, json)?;
+    let plan = VmPlan::load(&json_path)?;
+    let system = plan.write_boot_files(&dir.join("boot"))?;
+    let iso = image::iso_of(kernel, &format!("test-{}", name.replace('/', "-")), "", &system)?;
+    let mut c = plan.qemu().command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let t = capture_timed_answering(c, &name.replace('/', "-"), Some(timeout), false, None)?;
+    let run = t.run.clone();
+    let (mut problems, confirmed) = vm::check_stress_run(&run.serial, &plan.name, STRESS_ROUNDS);
+    if let Some(l) = run.serial.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
+        problems.push(format!("the kernel reported a fatal error: {}", l.trim_end()));
+    }
+    match run.ending {
+        Ending::Qemu(s) if s == qemu_status(EXIT_PASS) => {}
+        Ending::Timeout(s) => problems.push(format!("timed out after {s} s")),
+        e => problems.push(format!("the machine ended with {e:?} (a powered-off VM ends QEMU with 33)")),
+    }
+    let total: u64 = confirmed.iter().sum();
+    let summary = Some(format!(
+        "{STRESS_ROUNDS} resets while another vCPU printed; all {total} confirmed lines reached the console \
+         before each reset's reboot line (per round: {confirmed:?})"
+    ));
+    Ok(Outcome { name: name.into(), run, timed: Some(t), vm_name: plan.name, problems, disk_checked: true, vcpus: VCPUS, summary })
 }
 
 #[cfg(test)]

@@ -389,69 +389,6 @@ impl VmLog {
     }
 }
 
-/// What the Linux test guest (`images/linux/init`) must print, given the
-/// vCPUs, the host's hash of its disk (`None`: no disk) and whether it
-/// reboots once (`alcove.reboot-once`, with a disk only).
-pub fn expected_guest_lines(nproc: u32, disk_sha256: Option<&str>, reboot: bool) -> Vec<String> {
-    let mut v = vec!["alcove-guest: init started".to_string(), format!("alcove-guest: nproc={nproc}")];
-    if let Some(h) = disk_sha256 {
-        v.push(format!("alcove-guest: vda-sha256 {h}  /dev/vda"));
-        v.push("alcove-guest: vda-marker written".into());
-        if reboot {
-            v.push(format!("alcove-guest: typed {}", crate::linux::TYPED));
-            v.push("alcove-guest: reboot".into());
-            v.push("alcove-guest: marker found: second boot".into());
-        }
-    }
-    v.push("alcove-guest: poweroff".into());
-    v
-}
-
-/// Checks a Linux test guest's run under Alcove: the VM lines, the guest's
-/// lines (each missing one named with what came instead) and the ending.
-/// Empty = pass.
-pub fn check_linux_run(serial: &str, vm_name: &str, nproc: u32, disk_sha256: Option<&str>, reboot: bool) -> Vec<String> {
-    let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
-    let log = VmLog::read(lines.iter().copied(), vm_name);
-    let mut problems = log.problems.clone();
-    if log.started.is_none() {
-        problems.push(format!("no \"vm {vm_name}: started: ...\" line: the VM never started"));
-    }
-    let boots = if reboot { 2 } else { 1 };
-    if log.reboots + 1 != boots {
-        problems.push(format!("{} guest reboot(s) reported, expected {}", log.reboots, boots - 1));
-    }
-    if log.budget_returned != boots {
-        problems.push(format!(
-            "the VMM reported every frame and capability returned {} time(s), expected once per boot ({boots})",
-            log.budget_returned
-        ));
-    }
-    for want in expected_guest_lines(nproc, disk_sha256, reboot) {
-        if lines.iter().any(|l| l.trim_end() == want) {
-            continue;
-        }
-        // For the lines that carry a value, say what came instead.
-        let valued = ["alcove-guest: nproc=", "alcove-guest: vda-sha256 ", "alcove-guest: typed "];
-        let prefix = valued.iter().find(|p| want.starts_with(**p));
-        let instead = |l: &&&str| prefix.is_some_and(|p| l.starts_with(*p) || (p.ends_with("typed ") && l.starts_with("alcove-guest: nothing typed")));
-        match lines.iter().find(instead) {
-            Some(got) => problems.push(format!("expected {want:?}, the guest printed {got:?}")),
-            None => problems.push(format!("no line {want:?}")),
-        }
-    }
-    if let Some(l) = lines.iter().find(|l| l.starts_with("alcove-guest: insmod ")) {
-        problems.push(format!("a guest module failed to load: {l:?}"));
-    }
-    match log.endings.as_slice() {
-        [VmEnding::PowerOff] => {}
-        [] => problems.push(format!("no \"vm {vm_name}: ended: ...\" line")),
-        [e] => problems.push(format!("the VM ended with {e}, expected poweroff")),
-        many => problems.push(format!("{} ending lines (expected one): {many:?}", many.len())),
-    }
-    problems
-}
-
 /// The marker the guest writes into sector 0 of its disk.
 pub fn marker(nproc: u32) -> String {
     format!("ALCOVE-GUEST-MARKER nproc={nproc}\n")
@@ -517,3 +454,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests;
+
+mod linux_check;
+pub use linux_check::{check_linux_run, check_stress_run};

@@ -117,6 +117,7 @@ fn good_log() -> String {
         "Alcove 0.1.0: 2 CPUs\r\nvm linux-test: started: 2 vCPUs, 256 MiB\r\nALCOVE-BENCH vmm_overhead_kib 1234 KiB\r\n\
          [    0.000000] Linux version 6.1\r\nalcove-guest: init started\r\nalcove-guest: kernel 6.1.0-cloud-amd64\r\n\
          alcove-guest: modules loaded virtio virtio_blk\r\nalcove-guest: nproc=2\r\n\
+         alcove-guest: hwrng virtio_rng.0 3dd8a0bcba39d5d0\r\nalcove-guest: hvc0 says hello\r\n\
          alcove-guest: vda-sha256 {HASH}  /dev/vda\r\nalcove-guest: vda-marker written\r\nalcove-guest: poweroff\r\n\
          [    4.1] reboot: Power down\r\n\
          [INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n\
@@ -127,12 +128,16 @@ fn good_log() -> String {
 /// The run with `alcove.reboot-once`: boot, reboot, boot, power off.
 fn rebooting_log() -> String {
     let good = good_log();
-    let (first, _) = good.split_once("alcove-guest: poweroff").unwrap();
+    let (first, _) = good.split_once("alcove-guest: vda-sha256").unwrap();
     format!(
-        "{first}alcove-guest: type a line\r\nalcove-guest: typed operator-says-hi\r\nalcove-guest: reboot\r\n\
+        "{first}alcove-guest: type a line\r\nalcove-guest: typed operator-says-hi\r\n\
+         alcove-guest: vda-sha256 {HASH}  /dev/vda\r\nalcove-guest: vda-marker written\r\nalcove-guest: reboot\r\n\
+         [    5.6] sysrq: Resetting\r\n\
          [INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n\
          vm linux-test: guest reboot\r\nvm linux-test: started: 2 vCPUs, 256 MiB\r\nalcove-guest: init started\r\n\
-         alcove-guest: nproc=2\r\nalcove-guest: marker found: second boot\r\nalcove-guest: poweroff\r\n\
+         alcove-guest: kernel 6.1.0-cloud-amd64\r\nalcove-guest: modules loaded virtio\r\nalcove-guest: hvc0 says hello\r\n\
+         alcove-guest: nproc=2\r\nalcove-guest: hwrng virtio_rng.0 0123456789abcdef\r\n\
+         alcove-guest: marker found: second boot\r\nalcove-guest: poweroff\r\n\
          [INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n\
          vm linux-test: ended: poweroff\r\n"
     )
@@ -182,6 +187,25 @@ fn failures_name_what_differed() {
     let one = |log: String| -> Vec<String> { check_linux_run(&log, "linux-test", 2, Some(HASH), false) };
     let p = one(good_log().replace("nproc=2", "nproc=1"));
     assert_eq!(p, ["expected \"alcove-guest: nproc=2\", the guest printed \"alcove-guest: nproc=1\""]);
+    // The devices the guest promises: virtio-rng and virtio-console.
+    let p = one(good_log().replace("alcove-guest: hvc0 says hello\r\n", ""));
+    assert_eq!(p, ["no line \"alcove-guest: hvc0 says hello\" (virtio-console)"]);
+    let p = one(good_log().replace("alcove-guest: hwrng virtio_rng.0 3dd8a0bcba39d5d0\r\n", ""));
+    assert!(p[0].starts_with("no line \"alcove-guest: hwrng"), "{p:?}");
+    let p = one(good_log().replace("3dd8a0bcba39d5d0", "66687aadf862bd77"));
+    assert!(p[0].contains("zero bytes"), "{p:?}");
+    let p = one(good_log().replace("virtio_rng.0 3dd8a0bcba39d5d0", "virtio_rng.0 3dd8"));
+    assert!(p[0].contains("16 hex digits"), "{p:?}");
+    let p = one(good_log().replace("virtio_rng.0", "tpm-rng"));
+    assert!(p[0].contains("not virtio_rng"), "{p:?}");
+    // Lines out of order, and a line after the VM's ending line.
+    let p = one(good_log().replace(
+        "alcove-guest: vda-marker written\r\nalcove-guest: poweroff",
+        "alcove-guest: poweroff\r\nalcove-guest: vda-marker written",
+    ));
+    assert!(p.iter().any(|x| x.contains("\"alcove-guest: poweroff\" came out of order")), "{p:?}");
+    let p = one(good_log().replace("alcove-guest: poweroff\r\n", "") + "alcove-guest: poweroff\r\n");
+    assert_eq!(p, ["\"alcove-guest: poweroff\" came after the VM's line that ended the boot"]);
     let p = one(good_log().replace(HASH, &"0".repeat(64)));
     assert!(p[0].starts_with("expected \"alcove-guest: vda-sha256 5f2b") && p[0].contains("0000"), "{p:?}");
     let p = one(good_log().replace("ended: poweroff", "ended: triple-fault"));
@@ -246,4 +270,65 @@ fn random_bytes_differ() {
     let a = random_bytes(1000);
     assert_eq!(a.len(), 1000);
     assert!(a.iter().any(|b| *b != a[0]));
+}
+
+#[test]
+fn each_boot_has_its_own_lines_in_order() {
+    let check = |log: &str| check_linux_run(log, "linux-test", 2, Some(HASH), true);
+    // The second boot lost a line the first printed: asked per boot.
+    let p = check(&rebooting_log().replacen("alcove-guest: nproc=2\r\nalcove-guest: hwrng virtio_rng.0 0123", "alcove-guest: hwrng virtio_rng.0 0123", 1));
+    assert_eq!(p, ["boot 2: no line \"alcove-guest: nproc=2\""], "{p:?}");
+    // The first boot's last lines arrived only after the reboot line.
+    let p = check(&rebooting_log().replace(
+        "alcove-guest: reboot\r\n[    5.6] sysrq: Resetting\r\n[INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\nvm linux-test: guest reboot\r\n",
+        "[INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\nvm linux-test: guest reboot\r\nalcove-guest: reboot\r\n",
+    ));
+    assert!(p.iter().any(|x| x == "boot 1: \"alcove-guest: reboot\" came after the VM's line that ended the boot"), "{p:?}");
+    // Both boots read the same "random" bytes.
+    let p = check(&rebooting_log().replace("0123456789abcdef", "3dd8a0bcba39d5d0"));
+    assert_eq!(p, ["both boots read the same bytes from /dev/hwrng (3dd8a0bcba39d5d0)"]);
+}
+
+/// A reset-stress run of `rounds` resets: round k's writer confirmed
+/// `confirmed[k]` lines.
+fn stress_log(confirmed: &[u64], drop_serial: Option<(usize, u64)>) -> String {
+    let mut s = String::from("Alcove 0.1.0\r\n");
+    let ret = "[INFO ] vm-linux-test: vm linux-test: every frame and capability returned (180 KiB in use, as before)\r\n";
+    for (k, &n) in confirmed.iter().enumerate() {
+        s += &format!("vm linux-test: started: 2 vCPUs, 256 MiB\r\nalcove-guest: stress round {k}\r\n");
+        for i in 0..n {
+            if drop_serial != Some((k, i)) {
+                s += &format!("[    4.{i}] alcove-guest: s {k} {i}\r\n");
+            }
+            s += &format!("alcove-guest: c {k} {i}\r\n");
+        }
+        // The reset cut the next line short.
+        s += &format!("[    4.9] alcove-guest: s {k} {n}\r\nalcove-guest: c {k} \r\n[    5.0] sysrq: Resetting\r\n{ret}vm linux-test: guest reboot\r\n");
+    }
+    let k = confirmed.len();
+    s += &format!(
+        "vm linux-test: started: 2 vCPUs, 256 MiB\r\nalcove-guest: stress round {k}\r\nalcove-guest: stress done\r\n\
+         alcove-guest: poweroff\r\n{ret}vm linux-test: ended: poweroff\r\n"
+    );
+    s
+}
+
+#[test]
+fn the_reset_stress_check() {
+    let (p, confirmed) = check_stress_run(&stress_log(&[3, 40, 7], None), "linux-test", 3);
+    assert_eq!(p, Vec::<String>::new());
+    assert_eq!(confirmed, [3, 40, 7]);
+    // A confirmed line that never reached the console.
+    let (p, _) = check_stress_run(&stress_log(&[3, 40, 7], Some((1, 39))), "linux-test", 3);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("boot 2: line \"alcove-guest: s 1 39\" was confirmed"), "{p:?}");
+    // Fewer rounds than asked; a round whose writer confirmed nothing.
+    let (p, _) = check_stress_run(&stress_log(&[3, 40], None), "linux-test", 3);
+    assert!(p.iter().any(|x| x.contains("2 guest reboot(s) reported, expected 3")), "{p:?}");
+    let (p, _) = check_stress_run(&stress_log(&[3, 0, 7], None), "linux-test", 3);
+    assert_eq!(p, ["boot 2: the writer confirmed no line before the reset"]);
+    // The guest outlived its reset.
+    let log = stress_log(&[2], None).replace("[    5.0] sysrq", "alcove-guest: stress: still running after the reset\r\n[    5.0] sysrq");
+    let (p, _) = check_stress_run(&log, "linux-test", 1);
+    assert!(p.iter().any(|x| x.contains("still running")), "{p:?}");
 }

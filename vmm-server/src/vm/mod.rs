@@ -1,8 +1,10 @@
 //! One VM, put together: the platform devices and their interrupt routing
 //! ([`platform`]), the guest's CPUID table ([`cpuid`]) and direct kernel
-//! boot ([`loader`]). The Alcove-only runtime (`src/bin/vmm-server/`) maps
+//! boot ([`loader`]), the guest's console output on its way out
+//! ([`console_out`]). The Alcove-only runtime (`src/bin/vmm-server/`) maps
 //! guest memory, runs the vCPU threads and calls into these.
 
+pub mod console_out;
 pub mod cpuid;
 pub mod loader;
 pub mod memory;

@@ -36,6 +36,7 @@ use vmm_server::virtio::block::Block;
 use vmm_server::virtio::console::{self, Console};
 use vmm_server::virtio::pci::VirtioPci;
 use vmm_server::virtio::rng::Rng;
+use vmm_server::vm::console_out::{ConsoleOut, Source};
 use vmm_server::vm::cpuid;
 use vmm_server::vm::loader::{self, BootSource};
 use vmm_server::vm::memory::GuestRam;
@@ -271,7 +272,10 @@ struct Shared {
     park: CapSlot,
     /// VM time 0 on the kernel clock.
     epoch_ns: u64,
-    console: spin::Mutex<Vec<u8>>,
+    /// The guest's console output: line buffers and what is ready to go.
+    console: spin::Mutex<ConsoleState>,
+    /// Held by the one thread writing `console.ready` out.
+    console_writer: spin::Mutex<()>,
     /// The virtio-console's place on the PCI bus.
     console_slot: PciSlot,
     /// The console server (operator input for the serial port).
@@ -283,6 +287,17 @@ struct Shared {
     exits: [AtomicU64; 5],
     name: String,
 }
+
+/// The guest's console output between the devices and the system console.
+struct ConsoleState {
+    lines: ConsoleOut,
+    /// Bytes ready for the system console, in order.
+    ready: Vec<u8>,
+}
+
+/// How much ready console output may wait before the devices' output is
+/// left in them (the guest then waits on a full transmitter).
+const CONSOLE_READY_LIMIT: usize = 64 * 1024;
 
 /// The boot the threads are running (one at a time).
 static CURRENT: spin::Mutex<Option<Arc<Shared>>> = spin::Mutex::new(None);
@@ -310,28 +325,62 @@ impl Shared {
         }
     }
 
-    /// Hands raised interrupts to the vCPUs, writes finished console lines
-    /// (all output when `flush_all`), and acts on a power request.
-    fn deliver(&self, flush_all: bool) {
-        let (interrupts, output, power) = {
+    /// Hands raised interrupts to the vCPUs, passes the guest's console
+    /// output on (finished lines, and partial lines by age; everything
+    /// when `final_flush`: the VM has ended) and acts on a power request.
+    fn deliver(&self, final_flush: bool) {
+        let now = self.now();
+        let (interrupts, power) = {
             let mut p = self.platform.lock();
-            let mut output = p.take_console_output();
-            let mut mem = GuestRam::physical(&self.ram);
+            // The console lock nests inside the platform lock: output taken
+            // from the devices joins the queue in the order the devices
+            // produced it, whichever thread takes it.
+            let mut c = self.console.lock();
+            // While the system console lags, output stays in the devices,
+            // whose full FIFOs hold the guest back (nothing is dropped).
+            let room = final_flush || c.ready.len() < CONSOLE_READY_LIMIT;
+            let mut serial = Vec::new();
+            if room {
+                loop {
+                    // Taking the output lets the UART's transmit FIFO move
+                    // on: at the end, take until nothing is left.
+                    let more = p.take_console_output();
+                    if more.is_empty() {
+                        break;
+                    }
+                    serial.extend_from_slice(&more);
+                    if !final_flush {
+                        break;
+                    }
+                }
+            }
+            let mut hvc = Vec::new();
             let mut kicked = false;
-            if let Some(c) = p.pci().device_mut::<VirtioPci<Console>>(self.console_slot) {
-                let more = c.device_mut().take_output();
-                if !more.is_empty() {
-                    output.extend_from_slice(&more);
-                    // Room again: let stalled transmit buffers through.
-                    c.kick(console::TRANSMITQ, &mut mem);
-                    kicked = true;
+            if room {
+                let mut mem = GuestRam::physical(&self.ram);
+                if let Some(dev) = p.pci().device_mut::<VirtioPci<Console>>(self.console_slot) {
+                    hvc = dev.device_mut().take_output();
+                    if !hvc.is_empty() {
+                        // Room again: let stalled transmit buffers through.
+                        dev.kick(console::TRANSMITQ, &mut mem);
+                        hvc.extend_from_slice(&dev.device_mut().take_output());
+                        kicked = true;
+                    }
                 }
             }
             if kicked {
                 // Pass on the interrupt the kick may have raised.
-                p.tick(self.now());
+                p.tick(now);
             }
-            (p.take_interrupts(), output, p.power_event())
+            let ConsoleState { lines, ready } = &mut *c;
+            ready.extend_from_slice(&lines.push(Source::Serial, &serial, now));
+            ready.extend_from_slice(&lines.push(Source::Virtio, &hvc, now));
+            ready.extend_from_slice(&lines.take_aged(now));
+            if final_flush {
+                ready.extend_from_slice(&lines.take_all());
+            }
+            drop(c);
+            (p.take_interrupts(), p.power_event())
         };
         let n = self.vcpus.len() as u32;
         for i in interrupts {
@@ -345,22 +394,36 @@ impl Shared {
                 }
             }
         }
-        if !output.is_empty() || flush_all {
-            let mut c = self.console.lock();
-            c.extend_from_slice(&output);
-            let cut = if flush_all { c.len() } else { c.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
-            if cut > 0 {
-                for chunk in c[..cut].chunks(2048) {
-                    let _ = sys::debug_write(SLOT_CONSOLE, chunk);
-                }
-                c.drain(..cut);
-            }
-        }
+        self.write_console(final_flush);
         match power {
             Some(PowerEvent::PowerOff) => self.end(Ending::PowerOff),
             Some(PowerEvent::Reboot) => self.end(Ending::Reboot),
             None => {}
         }
+    }
+
+    /// Writes the queued console output to the system console, in queue
+    /// order. One thread writes at a time; another that finds the writer
+    /// busy leaves its bytes to it (or to the next delivery) unless `wait`.
+    fn write_console(&self, wait: bool) {
+        let writer = if wait { Some(self.console_writer.lock()) } else { self.console_writer.try_lock() };
+        let Some(_writer) = writer else { return };
+        loop {
+            let chunk: Vec<u8> = {
+                let mut c = self.console.lock();
+                let n = c.ready.len().min(2048);
+                c.ready.drain(..n).collect()
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let _ = sys::debug_write(SLOT_CONSOLE, &chunk);
+        }
+    }
+
+    /// When the timer thread must next pass on a partial console line.
+    fn console_due(&self) -> Option<u64> {
+        self.console.lock().lines.next_due()
     }
 }
 
@@ -437,7 +500,8 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         done,
         park,
         epoch_ns,
-        console: spin::Mutex::new(Vec::new()),
+        console: spin::Mutex::new(ConsoleState { lines: ConsoleOut::new(), ready: Vec::new() }),
+        console_writer: spin::Mutex::new(()),
         console_slot,
         console_server: spec.console,
         exits: Default::default(),
@@ -557,10 +621,13 @@ fn timer_loop(sh: &Shared) {
     while !sh.stopping.load(Ordering::Acquire) {
         let now = sh.now();
         let next = sh.platform.lock().next_event(now);
-        // Wake at the next device event, and at least every 20 ms to flush
-        // partial console lines.
-        let timeout = next.map_or(20_000_000, |t| t.saturating_sub(now)).min(20_000_000);
-        let woke_for_output = if timeout > 0 { sys::wait(sh.timer, timeout).is_err() } else { false };
+        // Wake at the next device event, when a partial console line is
+        // due, and at least every 20 ms (operator input is polled).
+        let due = [next, sh.console_due()].into_iter().flatten().min();
+        let timeout = due.map_or(20_000_000, |t| t.saturating_sub(now)).min(20_000_000);
+        if timeout > 0 {
+            let _ = sys::wait(sh.timer, timeout);
+        }
         let now = sh.now();
         {
             let mut p = sh.platform.lock();
@@ -576,6 +643,6 @@ fn timer_loop(sh: &Shared) {
                 }
             }
         }
-        sh.deliver(woke_for_output && next.is_none());
+        sh.deliver(false);
     }
 }

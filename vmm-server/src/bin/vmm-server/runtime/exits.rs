@@ -81,6 +81,9 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize) {
         sh.deliver(false);
         update_pio_rules(sh, run);
     }
+    // Whatever this vCPU still holds goes to the devices before the VM's
+    // final console flush (the main thread's, once every thread is done).
+    replay_pio_ring(sh, run);
 }
 
 /// Carries out the OUTs the kernel buffered for this vCPU (coalesced port
