@@ -35,10 +35,14 @@
 //! [`Status`] and never a panic. The client checks the header storaged wrote
 //! before trusting it.
 //!
-//! Both sides take the region as `&mut [u8]` and the [`Doorbell`] hands it
-//! through on `kick`, so host tests wire a client straight to a server in one
-//! process without aliasing. On Alcove the client's and the server's
-//! mappings are separate and the other side writes only during a kick.
+//! The client reaches the region only through [`RingRegion`]: copies in and
+//! out, never a reference (on Alcove `alcove_rt::SharedMemory`, volatile
+//! copies: the server's process may write the region at any time, and a
+//! hostile or broken server gets inconsistent bytes, never undefined
+//! behaviour). The server takes the region as `&mut [u8]` (storaged's
+//! mapping of a frame it made). In one process ([`LocalDoorbell`]: host
+//! tests, appliance builds) the doorbell hands the client's region to the
+//! server during the kick, so the two never alias.
 #![forbid(unsafe_code)]
 
 use alloc::vec;
@@ -567,12 +571,48 @@ impl fmt::Display for KickError {
     }
 }
 
+/// How the client reaches the ring's region: by copies, never by a
+/// reference the server's writes could change underneath.
+pub trait RingRegion {
+    /// The region's size in bytes.
+    fn len(&self) -> usize;
+    /// Whether the region is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies `buf.len()` bytes from `offset`; the caller keeps inside
+    /// [`Self::len`] (the client checks its geometry against it once).
+    fn read(&self, offset: usize, buf: &mut [u8]);
+    /// Copies `data` to `offset`, inside [`Self::len`].
+    fn write(&mut self, offset: usize, data: &[u8]);
+    /// The region as plain memory of this process, when it is that (an
+    /// in-process ring: [`LocalDoorbell`] serves it in place).
+    fn local_mut(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+}
+
+impl RingRegion for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) {
+        buf.copy_from_slice(&self[offset..offset + buf.len()]);
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        self[offset..offset + data.len()].copy_from_slice(data);
+    }
+    fn local_mut(&mut self) -> Option<&mut [u8]> {
+        Some(self)
+    }
+}
+
 /// Tells the server that requests are posted and waits until it carried
 /// them out. `region` is the ring (the in-process wiring needs it; across
 /// processes the server has its own mapping and the doorbell ignores it).
 pub trait Doorbell {
     /// Rings, and returns once every posted request is complete.
-    fn kick(&mut self, region: &mut [u8]) -> Result<(), KickError>;
+    fn kick(&mut self, region: &mut dyn RingRegion) -> Result<(), KickError>;
 }
 
 /// The doorbell across processes: `storage.kick(handle)` over any transport
@@ -601,7 +641,7 @@ impl<T: Transport> StorageDoorbell<T> {
 }
 
 impl<T: Transport> Doorbell for StorageDoorbell<T> {
-    fn kick(&mut self, _region: &mut [u8]) -> Result<(), KickError> {
+    fn kick(&mut self, _region: &mut dyn RingRegion) -> Result<(), KickError> {
         match self.client.kick(self.handle) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(KickError::Refused(e)),
@@ -620,7 +660,10 @@ pub struct LocalDoorbell<D: BlockDevice> {
 }
 
 impl<D: BlockDevice> Doorbell for LocalDoorbell<D> {
-    fn kick(&mut self, region: &mut [u8]) -> Result<(), KickError> {
+    fn kick(&mut self, region: &mut dyn RingRegion) -> Result<(), KickError> {
+        let Some(region) = region.local_mut() else {
+            return Err(KickError::Refused(RingError::RegionTooSmall { bytes: 0, need: PAGE_BYTES }.into()));
+        };
         self.server.serve(region, &mut self.disk).map(drop).map_err(|e| KickError::Refused(e.into()))
     }
 }
@@ -659,10 +702,10 @@ impl core::error::Error for BlkError {}
 /// transfers larger than the data area are split.
 ///
 /// On Alcove: receive the frame with `storage.open` through a
-/// [`crate::kernel::CapTransport`], map it (all `ring_pages` pages,
-/// read-write), make the mapping a `&'static mut [u8]`, and build
-/// `RingClient::new(region, StorageDoorbell::new(KernelTransport::new(storaged), handle))`.
-pub struct RingClient<R: AsMut<[u8]>, D: Doorbell> {
+/// [`crate::kernel::CapTransport`], map it as an `alcove_rt::SharedMemory`
+/// (all `ring_pages` pages), and build `RingClient::new(memory,
+/// StorageDoorbell::new(KernelTransport::new(storaged), handle))`.
+pub struct RingClient<R: RingRegion, D: Doorbell> {
     region: R,
     doorbell: D,
     geometry: Geometry,
@@ -670,14 +713,18 @@ pub struct RingClient<R: AsMut<[u8]>, D: Doorbell> {
     tag: u64,
 }
 
-impl<R: AsMut<[u8]>, D: Doorbell> RingClient<R, D> {
+impl<R: RingRegion, D: Doorbell> RingClient<R, D> {
     /// A client of the ring in `region` (formatted by the server), kicking
     /// through `doorbell`. Checks the header first.
-    pub fn new(mut region: R, doorbell: D) -> Result<Self, RingError> {
-        let r = region.as_mut();
-        if r.len() < PAGE_BYTES {
-            return Err(RingError::RegionTooSmall { bytes: r.len(), need: PAGE_BYTES });
+    pub fn new(region: R, doorbell: D) -> Result<Self, RingError> {
+        let len = region.len();
+        if len < PAGE_BYTES {
+            return Err(RingError::RegionTooSmall { bytes: len, need: PAGE_BYTES });
         }
+        // One copy of the header, checked.
+        let mut r = [0u8; HEADER_BYTES];
+        region.read(0, &mut r);
+        let r = &r[..];
         let field = |name: &'static str, at: usize, ok: &dyn Fn(u32) -> bool| {
             let v = get_u32(r, at);
             if ok(v) { Ok(v) } else { Err(RingError::BadHeader { field: name, value: u64::from(v) }) }
@@ -690,7 +737,6 @@ impl<R: AsMut<[u8]>, D: Doorbell> RingClient<R, D> {
         field("sector size", hdr::SECTOR_BYTES, &|v| v as usize == SECTOR_BYTES)?;
         let slots_end = HEADER_BYTES + slots as usize * SLOT_BYTES;
         let data_offset = field("data offset", hdr::DATA_OFFSET, &|v| v as usize >= slots_end)? as usize;
-        let len = r.len();
         let data_bytes = field("data size", hdr::DATA_BYTES, &|v| {
             v as usize >= SECTOR_BYTES
                 && (v as usize).is_multiple_of(SECTOR_BYTES)
@@ -738,8 +784,7 @@ impl<R: AsMut<[u8]>, D: Doorbell> RingClient<R, D> {
         let mut sector = sector;
         for part in buf.chunks_mut(chunk) {
             self.submit(Op::Read, sector, part.len())?;
-            let g = self.geometry;
-            part.copy_from_slice(&self.region.as_mut()[g.data_offset..g.data_offset + part.len()]);
+            self.region.read(self.geometry.data_offset, part);
             sector = sector.saturating_add((part.len() / SECTOR_BYTES) as u64);
         }
         Ok(())
@@ -750,8 +795,7 @@ impl<R: AsMut<[u8]>, D: Doorbell> RingClient<R, D> {
         let chunk = self.chunk_bytes(data.len())?;
         let mut sector = sector;
         for part in data.chunks(chunk) {
-            let g = self.geometry;
-            self.region.as_mut()[g.data_offset..g.data_offset + part.len()].copy_from_slice(part);
+            self.region.write(self.geometry.data_offset, part);
             self.submit(Op::Write, sector, part.len())?;
             sector = sector.saturating_add((part.len() / SECTOR_BYTES) as u64);
         }
@@ -769,9 +813,8 @@ impl<R: AsMut<[u8]>, D: Doorbell> RingClient<R, D> {
         if n as usize != ID_BYTES {
             return Err(BlkError::Protocol { what: "GET_ID answered with a length other than 20" });
         }
-        let g = self.geometry;
         let mut id = [0; ID_BYTES];
-        id.copy_from_slice(&self.region.as_mut()[g.data_offset..g.data_offset + ID_BYTES]);
+        self.region.read(self.geometry.data_offset, &mut id);
         Ok(id)
     }
 
@@ -788,25 +831,28 @@ impl<R: AsMut<[u8]>, D: Doorbell> RingClient<R, D> {
         let g = self.geometry;
         let at = g.slot_at(self.prod);
         self.tag = self.tag.wrapping_add(1);
-        let r = self.region.as_mut();
-        r[at..at + SLOT_BYTES].fill(0);
-        r[at + slot::OP] = op as u8;
-        r[at + slot::STATUS] = Status::Pending as u8;
+        let mut r = [0u8; SLOT_BYTES];
+        r[slot::OP] = op as u8;
+        r[slot::STATUS] = Status::Pending as u8;
         // `data_len` is at most the data area, whose size the header gave as a u32.
-        put_u32(r, at + slot::DATA_LEN, data_len as u32);
-        put_u32(r, at + slot::DATA_OFFSET, 0);
-        put_u64(r, at + slot::SECTOR, sector);
-        put_u64(r, at + slot::TAG, self.tag);
+        put_u32(&mut r, slot::DATA_LEN, data_len as u32);
+        put_u32(&mut r, slot::DATA_OFFSET, 0);
+        put_u64(&mut r, slot::SECTOR, sector);
+        put_u64(&mut r, slot::TAG, self.tag);
+        self.region.write(at, &r);
         self.prod = self.prod.wrapping_add(1);
-        put_u32(r, hdr::REQ_PROD, self.prod);
-        self.doorbell.kick(self.region.as_mut()).map_err(BlkError::Kick)?;
-        let r = self.region.as_mut();
-        if get_u32(r, hdr::REQ_CONS) != self.prod {
+        self.region.write(hdr::REQ_PROD, &self.prod.to_le_bytes());
+        self.doorbell.kick(&mut self.region).map_err(BlkError::Kick)?;
+        // One copy each of what the server wrote back, then checked.
+        let mut cons = [0u8; 4];
+        self.region.read(hdr::REQ_CONS, &mut cons);
+        if u32::from_le_bytes(cons) != self.prod {
             return Err(BlkError::Protocol { what: "the kick returned before the request was consumed" });
         }
-        let status = Status::from_u8(r[at + slot::STATUS]).ok_or(BlkError::Protocol { what: "unknown status byte" })?;
+        self.region.read(at, &mut r);
+        let status = Status::from_u8(r[slot::STATUS]).ok_or(BlkError::Protocol { what: "unknown status byte" })?;
         match status {
-            Status::Ok => Ok(get_u32(r, at + slot::RESULT_LEN)),
+            Status::Ok => Ok(get_u32(&r, slot::RESULT_LEN)),
             Status::Pending => Err(BlkError::Protocol { what: "request consumed but left pending" }),
             status => Err(BlkError::Status { op, sector, status }),
         }
@@ -899,7 +945,7 @@ mod tests {
     fn the_client_checks_the_header() {
         struct Never;
         impl Doorbell for Never {
-            fn kick(&mut self, _: &mut [u8]) -> Result<(), KickError> {
+            fn kick(&mut self, _: &mut dyn RingRegion) -> Result<(), KickError> {
                 Err(KickError::Refused(StorageError::NoSuchHandle { handle: 0 }))
             }
         }

@@ -15,16 +15,20 @@
 //! # The IPC buffer
 //!
 //! Message words 4 and up, and capability transfers, go through the calling
-//! thread's IPC buffer. The runtime registers it once at startup with
-//! [`set_ipc_buffer`]; code reaches it only through [`with_ipc_buffer`],
-//! and the IPC calls refuse to run (`Error::BadState`) while it is borrowed,
-//! so the kernel never writes it under a live reference.
-//!
-//! The buffer is kept in one process-wide static: **servers are
-//! single-threaded for now**. A process with several threads doing IPC needs
-//! a per-thread buffer (thread-local storage), which does not exist yet.
+//! thread's IPC buffer. Each thread has its own (the kernel learns it from
+//! [`thread_configure`]): the main thread's is registered with
+//! [`set_ipc_buffer`], and every other thread's with
+//! [`register_thread_buffer`] together with the thread's stack, which is how
+//! libipc tells the threads apart without thread-local storage (the calling
+//! thread is the one whose stack holds the caller's stack pointer). Code
+//! reaches the buffer only through [`with_ipc_buffer`], and the IPC calls
+//! refuse to run (`Error::BadState`) while the calling thread's buffer is
+//! borrowed, so the kernel never writes a buffer under a live reference.
+//! A thread with no buffer of its own (started on the process's) shares
+//! the main thread's, as before: such threads must not do IPC at the same
+//! time.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use abi::{CapSlot, Error, IpcBuffer, MSG_REG_WORDS, MsgInfo, ObjectType, ProcessState, Rights, Sys};
 
@@ -105,58 +109,146 @@ fn plain(number: Sys, args: [u64; 6]) -> Result<[u64; 6], Error> {
 // ----------------------------------------------------------------------------
 // The IPC buffer.
 
-static IPC_BUFFER: AtomicPtr<IpcBuffer> = AtomicPtr::new(core::ptr::null_mut());
-static IPC_BUFFER_BORROWED: AtomicBool = AtomicBool::new(false);
+/// One IPC buffer and the stack of the thread it belongs to.
+struct BufferSlot {
+    buffer: AtomicPtr<IpcBuffer>,
+    borrowed: AtomicBool,
+    /// The owning thread's stack, `stack_lo..stack_hi` (0..0: the main
+    /// thread's, or free).
+    stack_lo: AtomicU64,
+    stack_hi: AtomicU64,
+}
 
-/// Registers the thread's IPC buffer with libipc (the kernel learns it from
-/// [`thread_configure`]). Called once by the runtime at startup.
+impl BufferSlot {
+    const fn new() -> Self {
+        Self {
+            buffer: AtomicPtr::new(core::ptr::null_mut()),
+            borrowed: AtomicBool::new(false),
+            stack_lo: AtomicU64::new(0),
+            stack_hi: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The main thread's buffer (and that of threads started on it).
+static PROCESS_BUFFER: BufferSlot = BufferSlot::new();
+/// How many threads of a process may have buffers of their own.
+pub const MAX_THREAD_BUFFERS: usize = 64;
+static THREAD_BUFFERS: [BufferSlot; MAX_THREAD_BUFFERS] = [const { BufferSlot::new() }; MAX_THREAD_BUFFERS];
+
+/// The calling thread's buffer slot: the one whose stack holds this
+/// frame, else the process's.
+fn current() -> &'static BufferSlot {
+    let marker = 0u8;
+    let sp = core::ptr::addr_of!(marker) as u64;
+    for t in &THREAD_BUFFERS {
+        let lo = t.stack_lo.load(Ordering::Acquire);
+        if lo != 0 && lo <= sp && sp < t.stack_hi.load(Ordering::Acquire) {
+            return t;
+        }
+    }
+    &PROCESS_BUFFER
+}
+
+/// Registers the main thread's IPC buffer with libipc (the kernel learns it
+/// from [`thread_configure`]). Called once by the runtime at startup.
 ///
 /// # Safety
 ///
 /// `buffer` must be valid for reads and writes of an `IpcBuffer`, aligned, the
 /// buffer the kernel has registered for this thread, and used by nothing but
-/// libipc and the kernel for the rest of the process's life. Only one thread
-/// of the process may do IPC (see the module docs).
+/// libipc and the kernel for the rest of the process's life. Threads
+/// started on this buffer (not on one of their own) must not do IPC at the
+/// same time as each other or the main thread.
 pub unsafe fn set_ipc_buffer(buffer: *mut IpcBuffer) {
-    IPC_BUFFER.store(buffer, Ordering::Release);
+    PROCESS_BUFFER.buffer.store(buffer, Ordering::Release);
     // Receive no capabilities until a caller names slots for them
     // (`kernel::CapTransport`): a zeroed page would name slot 0.
     let _ = with_ipc_buffer(|b| b.recv_slots = [u64::MAX; abi::MSG_MAX_CAPS]);
 }
 
-/// Runs `f` on the IPC buffer. `Error::BadState` if none is registered or it
-/// is already borrowed (a nested call).
+/// A thread's own IPC buffer, registered with [`register_thread_buffer`].
+#[derive(Debug)]
+pub struct ThreadBuffer(usize);
+
+/// Registers the IPC buffer of a thread about to start on the stack
+/// `stack_lo..stack_hi`: IPC made on that stack uses `buffer`. Fails with
+/// `Error::OutOfBudget` when [`MAX_THREAD_BUFFERS`] are registered.
+///
+/// # Safety
+///
+/// 1. `buffer` is valid for reads and writes of an `IpcBuffer`, aligned,
+///    used by nothing but libipc and the kernel until
+///    [`unregister_thread_buffer`], and is the buffer given to
+///    [`thread_configure`] for the thread.
+/// 2. `stack_lo..stack_hi` is that thread's stack alone, overlapping no
+///    other registered stack and not the main thread's.
+pub unsafe fn register_thread_buffer(stack_lo: u64, stack_hi: u64, buffer: *mut IpcBuffer) -> Result<ThreadBuffer, Error> {
+    if stack_lo == 0 || stack_hi <= stack_lo || buffer.is_null() {
+        return Err(Error::InvalidArgument);
+    }
+    for (i, t) in THREAD_BUFFERS.iter().enumerate() {
+        // Claim a free entry by its buffer pointer first.
+        if t.buffer.compare_exchange(core::ptr::null_mut(), buffer, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // SAFETY: the caller's contract 1: valid, aligned, unused by
+            // anyone else yet (the thread has not started).
+            unsafe { (*buffer).recv_slots = [u64::MAX; abi::MSG_MAX_CAPS] };
+            t.borrowed.store(false, Ordering::Release);
+            t.stack_hi.store(stack_hi, Ordering::Release);
+            t.stack_lo.store(stack_lo, Ordering::Release);
+            return Ok(ThreadBuffer(i));
+        }
+    }
+    Err(Error::OutOfBudget)
+}
+
+/// Forgets a thread's buffer.
+///
+/// # Safety
+///
+/// The thread has ended (its stack runs no code any more).
+pub unsafe fn unregister_thread_buffer(t: ThreadBuffer) {
+    let slot = &THREAD_BUFFERS[t.0];
+    slot.stack_lo.store(0, Ordering::Release);
+    slot.stack_hi.store(0, Ordering::Release);
+    slot.buffer.store(core::ptr::null_mut(), Ordering::Release);
+}
+
+/// Runs `f` on the calling thread's IPC buffer. `Error::BadState` if none
+/// is registered or it is already borrowed (a nested call).
 pub fn with_ipc_buffer<R>(f: impl FnOnce(&mut IpcBuffer) -> R) -> Result<R, Error> {
-    struct Borrow;
+    struct Borrow(&'static BufferSlot);
     impl Drop for Borrow {
         fn drop(&mut self) {
-            IPC_BUFFER_BORROWED.store(false, Ordering::Release);
+            self.0.borrowed.store(false, Ordering::Release);
         }
     }
 
-    let buffer = IPC_BUFFER.load(Ordering::Acquire);
-    if buffer.is_null() || IPC_BUFFER_BORROWED.swap(true, Ordering::Acquire) {
+    let slot = current();
+    let buffer = slot.buffer.load(Ordering::Acquire);
+    if buffer.is_null() || slot.borrowed.swap(true, Ordering::Acquire) {
         return Err(Error::BadState);
     }
-    let _borrow = Borrow;
+    let _borrow = Borrow(slot);
     // SAFETY:
-    // 1. `set_ipc_buffer`'s contract makes `buffer` valid, aligned and
-    //    reserved for libipc and the kernel.
+    // 1. `set_ipc_buffer`'s or `register_thread_buffer`'s contract makes
+    //    `buffer` valid, aligned and reserved for libipc and the kernel.
     // 2. The flag makes this the only reference: nested calls fail above, and
     //    IPC system calls (the kernel's only accesses) refuse to run while it
-    //    is set, so nothing else reads or writes the buffer during `f`.
+    //    is set, so nothing else reads or writes the buffer during `f`. The
+    //    buffer is this thread's (threads sharing the process's buffer
+    //    promised not to do IPC at the same time).
     Ok(f(unsafe { &mut *buffer }))
 }
 
 /// An IPC system call: the kernel may read and write the IPC buffer.
 fn ipc(number: Sys, args: [u64; 6]) -> Result<[u64; 6], Error> {
-    if IPC_BUFFER_BORROWED.load(Ordering::Acquire) {
+    if current().borrowed.load(Ordering::Acquire) {
         return Err(Error::BadState);
     }
-    // SAFETY: the kernel touches only registers and the IPC buffer, which
-    // `set_ipc_buffer`'s (or `thread_configure`'s) contract reserves for it
-    // and which no reference points into right now (checked above; single
-    // thread).
+    // SAFETY: the kernel touches only registers and the calling thread's
+    // IPC buffer, which the registration contracts reserve for it and
+    // which no reference points into right now (checked above).
     let (status, out) = unsafe { syscall(number, args) };
     check(status).map(|()| out)
 }
@@ -291,8 +383,17 @@ pub fn create_device_frame(dst: CapSlot, phys: u64, pages: u64, src: CapSlot) ->
 
 /// [`Sys::VcpuRun`]: runs the vCPU until an exit for the VMM; returns the
 /// exit reason (`abi::VcpuExit` as a number; details in the run page).
-pub fn vcpu_run(vcpu: CapSlot) -> Result<u64, Error> {
-    plain(Sys::VcpuRun, [u64::from(vcpu), 0, 0, 0, 0, 0]).map(|r| r[0])
+///
+/// # Safety
+///
+/// The kernel reads and writes the vCPU's run page during the call: no
+/// reference into that page may be alive (`alcove_rt::RunPage::run` is
+/// the safe way).
+pub unsafe fn vcpu_run(vcpu: CapSlot) -> Result<u64, Error> {
+    // SAFETY: the kernel writes only the run page, which the caller's
+    // contract leaves unreferenced.
+    let (status, out) = unsafe { syscall(Sys::VcpuRun, [u64::from(vcpu), 0, 0, 0, 0, 0]) };
+    check(status).map(|()| out[0])
 }
 
 /// [`Sys::VcpuKick`]: makes the vCPU's `vcpu_run` return soon.

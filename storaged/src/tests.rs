@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use libipc::blkring::{
-    BlkError, Doorbell, KickError, MemDisk, Op, PAGE_BYTES, RingClient, SECTOR_BYTES, Status,
+    BlkError, Doorbell, KickError, MemDisk, Op, PAGE_BYTES, RingClient, RingRegion, SECTOR_BYTES, Status,
 };
 use libipc::in_process::Loopback;
 use libipc::interfaces::{StorageError, status, storage};
@@ -70,12 +70,12 @@ struct SharedDoorbell {
 }
 
 impl Doorbell for SharedDoorbell {
-    fn kick(&mut self, region: &mut [u8]) -> Result<(), KickError> {
+    fn kick(&mut self, region: &mut dyn RingRegion) -> Result<(), KickError> {
         let mut s = self.storaged.borrow_mut();
         let theirs = s.ring_memory(self.handle).ok_or(KickError::Refused(StorageError::NoSuchHandle { handle: self.handle }))?;
-        theirs.copy_from_slice(region);
+        region.read(0, theirs);
         storage::Server::kick(&mut *s, self.handle).map_err(KickError::Refused)?;
-        region.copy_from_slice(s.ring_memory(self.handle).expect("still open"));
+        region.write(0, s.ring_memory(self.handle).expect("still open"));
         Ok(())
     }
 }

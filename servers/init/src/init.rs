@@ -300,5 +300,8 @@ fn spawn(
 
 /// Writes into the scratch window (mapped writable by the caller).
 fn write_scratch(addr: u64, bytes: &[u8]) {
-    alcove_rt::poke(addr, bytes);
+    // SAFETY: the scratch window is a range init maps frames into only to
+    // fill them (never Rust-managed memory, no reference into it) and the
+    // caller mapped it writable for `bytes`.
+    unsafe { alcove_rt::poke(addr, bytes) };
 }

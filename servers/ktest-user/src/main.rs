@@ -13,6 +13,8 @@ extern crate alloc;
 mod storage;
 #[cfg(target_os = "none")]
 mod tests;
+#[cfg(target_os = "none")]
+mod threads;
 
 #[cfg(target_os = "none")]
 alcove_rt::entry!(tests::main);

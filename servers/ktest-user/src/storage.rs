@@ -5,8 +5,8 @@
 //! moves data through it with `libipc::blkring::RingClient`, the client
 //! vmm-server uses.
 
-use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
-use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
+use abi::{CapSlot, ObjectType, PAGE_SIZE};
+use alcove_rt::start::SLOT_CONSOLE;
 use alcove_rt::{StartInfo, println};
 use alloc::format;
 use alloc::string::String;
@@ -17,6 +17,7 @@ use libipc::blkring::{BlkError, Op, RingClient, SECTOR_BYTES, Status, StorageDoo
 use libipc::cap::{Cap, Endpoint};
 use libipc::interfaces::{StorageError, storage};
 use libipc::kernel::{CapTransport, KernelTransport};
+use alcove_rt::SharedMemory;
 use libipc::sys;
 
 /// What the test case put in sector 0 of the image.
@@ -24,7 +25,7 @@ const SIGNATURE: &[u8] = b"ALCOVE-STORAGE-TEST-DISK";
 /// The sector the test writes.
 const TEST_SECTOR: u64 = 5;
 
-type Ring = RingClient<&'static mut [u8], StorageDoorbell<KernelTransport>>;
+type Ring = RingClient<SharedMemory, StorageDoorbell<KernelTransport>>;
 
 struct Env {
     storaged: Cap<Endpoint>,
@@ -35,7 +36,7 @@ struct Env {
 impl Env {
     /// Opens disk `index`: the ring's frame arrives in a fresh slot and is
     /// mapped; returns the client and the frame's slot and address.
-    fn open(&mut self, index: u32) -> Result<(Ring, CapSlot, u64, usize), String> {
+    fn open(&mut self, index: u32) -> Result<(Ring, CapSlot, SharedMemory), String> {
         let slot = self.next_slot;
         self.next_slot += 1;
         let t = CapTransport::new(self.storaged, &[slot]);
@@ -54,23 +55,21 @@ impl Env {
         }
         let va = self.next_va;
         self.next_va += (pages + 1) * PAGE_SIZE;
-        sys::map(SLOT_SELF, slot, va, Rights::READ | Rights::WRITE).map_err(|e| format!("map the ring: {e}"))?;
-        let len = (pages * PAGE_SIZE) as usize;
-        let region = alcove_rt::user_bytes_mut(va, len);
+        let region = SharedMemory::map_frame(slot, va, pages).map_err(|e| format!("map the ring: {e}"))?;
         let bell = StorageDoorbell::new(KernelTransport::new(self.storaged), opened.handle);
-        let ring = RingClient::new(region, bell).map_err(|e| format!("ring header: {e}"))?;
+        let ring = RingClient::new(region.clone(), bell).map_err(|e| format!("ring header: {e}"))?;
         if ring.capacity_sectors() != opened.info.capacity_sectors {
             return Err(format!("ring says {} sectors, open said {}", ring.capacity_sectors(), opened.info.capacity_sectors));
         }
-        Ok((ring, slot, va, pages as usize))
+        Ok((ring, slot, region))
     }
 
-    fn close(&mut self, ring: Ring, slot: CapSlot, va: u64, pages: usize) -> Result<(), String> {
+    fn close(&mut self, ring: Ring, slot: CapSlot, region: SharedMemory) -> Result<(), String> {
         let handle = ring.doorbell().handle();
-        let (_, bell) = ring.into_parts();
+        let (client_region, bell) = ring.into_parts();
         bell.client().close(handle).map_err(|e| format!("close: {e}"))?.map_err(|e| format!("close: {e}"))?;
-        // SAFETY: the ring client that referred to the mapping is gone.
-        unsafe { sys::unmap(SLOT_SELF, va, pages as u64) }.map_err(|e| format!("unmap the ring: {e}"))?;
+        // The last handles on the mapping go: it is unmapped.
+        drop((client_region, region));
         sys::cap_delete(slot).map_err(|e| format!("delete the ring frame: {e}"))
     }
 }
@@ -110,7 +109,7 @@ fn lists_the_disk(env: &mut Env) -> Result<(), String> {
 }
 
 fn read_write_flush_read_back(env: &mut Env) -> Result<(), String> {
-    let (mut ring, slot, va, pages) = env.open(0)?;
+    let (mut ring, slot, region) = env.open(0)?;
     let mut sector0 = vec![0u8; SECTOR_BYTES];
     ring.read(0, &mut sector0).map_err(|e| format!("read sector 0: {e}"))?;
     if !sector0.starts_with(SIGNATURE) {
@@ -137,12 +136,12 @@ fn read_write_flush_read_back(env: &mut Env) -> Result<(), String> {
     if !whole.starts_with(SIGNATURE) || whole[TEST_SECTOR as usize * SECTOR_BYTES..][..pattern.len()] != pattern[..] {
         return Err(String::from("large read differs from sector-wise reads"));
     }
-    env.close(ring, slot, va, pages)?;
+    env.close(ring, slot, region)?;
     // Through a new ring: the data came from the disk, not from a ring.
-    let (mut ring, slot, va, pages) = env.open(0)?;
+    let (mut ring, slot, region) = env.open(0)?;
     let mut again = vec![0u8; pattern.len()];
     ring.read(TEST_SECTOR, &mut again).map_err(|e| format!("read through a new ring: {e}"))?;
-    env.close(ring, slot, va, pages)?;
+    env.close(ring, slot, region)?;
     if again != pattern {
         return Err(String::from("a new ring reads other data than was written"));
     }
@@ -150,7 +149,7 @@ fn read_write_flush_read_back(env: &mut Env) -> Result<(), String> {
 }
 
 fn bad_requests_are_failed(env: &mut Env) -> Result<(), String> {
-    let (mut ring, slot, va, pages) = env.open(0)?;
+    let (mut ring, slot, region) = env.open(0)?;
     let cap = ring.capacity_sectors();
     let mut buf = vec![0u8; 2 * SECTOR_BYTES];
     let r = ring.read(cap - 1, &mut buf);
@@ -163,8 +162,7 @@ fn bad_requests_are_failed(env: &mut Env) -> Result<(), String> {
     }
     // Garbage straight into the shared region (a hostile VMM): storaged
     // refuses the kick and keeps serving.
-    let region = alcove_rt::user_bytes_mut(va, pages * PAGE_SIZE as usize);
-    region[48..52].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    region.write(48, &0x7fff_0000u32.to_le_bytes());
     let handle = ring.doorbell().handle();
     let r = ring.doorbell().client().kick(handle).map_err(|e| format!("kick: {e}"))?;
     if !matches!(r, Err(StorageError::RingOverrun { .. })) {
@@ -174,15 +172,15 @@ fn bad_requests_are_failed(env: &mut Env) -> Result<(), String> {
     if r != Err(StorageError::NoSuchHandle { handle: handle + 1000 }) {
         return Err(format!("a kick of an unknown handle gave {r:?}"));
     }
-    env.close(ring, slot, va, pages)?;
+    env.close(ring, slot, region)?;
     let r = storage::Client::new(KernelTransport::new(env.storaged)).open(99).map_err(|e| format!("open: {e}"))?;
     if !matches!(r, Err(StorageError::NoSuchDisk { index: 99, .. })) {
         return Err(format!("open of disk 99 gave {r:?}"));
     }
     // storaged still answers.
-    let (mut ring, slot, va, pages) = env.open(0)?;
+    let (mut ring, slot, region) = env.open(0)?;
     ring.read(0, &mut buf).map_err(|e| format!("read after the bad requests: {e}"))?;
-    env.close(ring, slot, va, pages)
+    env.close(ring, slot, region)
 }
 
 /// A caller that names no receive slots gets none of the capabilities a

@@ -22,10 +22,22 @@ pub struct Env {
 }
 
 impl Env {
-    fn slot(&mut self) -> CapSlot {
+    pub(crate) fn slot(&mut self) -> CapSlot {
         let s = self.next_slot;
         self.next_slot += 1;
         s
+    }
+
+    /// `pages` pages of address space nothing uses, and a guard page after.
+    pub(crate) fn reserve_va(&mut self, pages: u64) -> u64 {
+        let va = self.next_va;
+        self.next_va += (pages + 1) * PAGE_SIZE;
+        va
+    }
+
+    /// How many CPUs the kernel runs.
+    pub(crate) fn cpus(&self) -> u32 {
+        self.cpus
     }
 
     /// A new frame mapped into this process; returns (frame slot, address).
@@ -64,6 +76,7 @@ pub fn main(start: Start) -> u64 {
         ("garbage_syscalls_are_refused", garbage_syscalls_are_refused),
         ("wild_processes_are_killed", wild_processes_are_killed),
         ("ipc_same_core", ipc_same_core),
+        ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
         ("budget_exhaustion", budget_exhaustion),
@@ -199,7 +212,8 @@ fn run_wild(env: &mut Env, code: &[u8], ioports: bool) -> Result<(abi::ProcessSt
     let proc = env.slot();
     sys::create(ObjectType::Process, proc, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
     let (cf, cva) = env.frame(1, RW)?;
-    alcove_rt::poke(cva, code);
+    // SAFETY: `env.frame` just mapped a new page at `cva` for this alone.
+    unsafe { alcove_rt::poke(cva, code) };
     sys::map(proc, cf, 0x40_0000, Rights::READ | Rights::EXECUTE).map_err(|e| format!("map code: {e}"))?;
     let (sf, sva) = env.frame(1, RW)?;
     sys::map(proc, sf, 0x80_0000, RW).map_err(|e| format!("map stack: {e}"))?;
@@ -479,7 +493,8 @@ fn kill_on_another_cpu(env: &mut Env) -> Result<(), String> {
         let proc = env.slot();
         sys::create(ObjectType::Process, proc, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
         let (cf, cva) = env.frame(1, RW)?;
-        alcove_rt::poke(cva, &[0xeb, 0xfe]);
+        // SAFETY: `env.frame` just mapped a new page at `cva` for this alone.
+        unsafe { alcove_rt::poke(cva, &[0xeb, 0xfe]) };
         sys::map(proc, cf, 0x40_0000, Rights::READ | Rights::EXECUTE).map_err(|e| format!("{e}"))?;
         let t = env.slot();
         sys::create(ObjectType::Thread, t, u64::from(proc)).map_err(|e| format!("{e}"))?;

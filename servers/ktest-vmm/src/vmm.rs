@@ -197,12 +197,28 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
     r
 }
 
+/// The BSP's run page. This test VMM predates `alcove_rt::RunPage` and
+/// keeps the reference across `vcpu_run`, when the kernel writes the page
+/// (see `run_vcpu` below): it relies on the system call being an opaque memory
+/// clobber. vmm-server uses `RunPage`, which rules that out.
 fn run_page() -> &'static mut VcpuRun {
-    alcove_rt::user_mut::<VcpuRun>(RUN_VA)
+    // SAFETY: a writable page mapped at RUN_VA for this run page only,
+    // plain integers; used from this thread alone (the caveat above).
+    unsafe { alcove_rt::user_mut::<VcpuRun>(RUN_VA) }
 }
 
+/// Guest RAM. The guest writes it while it runs (inside `vcpu_run`): the
+/// same caveat as [`run_page`].
 fn ram() -> &'static mut [u8] {
-    alcove_rt::user_bytes_mut(RAM_VA, (RAM_PAGES * PAGE_SIZE) as usize)
+    // SAFETY: mapped readable and writable at RAM_VA for the test guest's
+    // RAM only, which this thread alone touches outside `vcpu_run`.
+    unsafe { alcove_rt::user_bytes_mut(RAM_VA, (RAM_PAGES * PAGE_SIZE) as usize) }
+}
+
+/// `VcpuRun`, for this test VMM (the caveat of [`run_page`]).
+fn run_vcpu(vcpu: CapSlot) -> Result<u64, abi::Error> {
+    // SAFETY: the test VMM's caveat above; no other thread uses the page.
+    unsafe { sys::vcpu_run(vcpu) }
 }
 
 /// Copies the guest's PT_LOAD segments to their physical addresses.
@@ -291,7 +307,7 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, level: bool) -> Result<Outcome, Strin
         if alcove_rt::clock_ns() > deadline {
             return Err(format!("guest ran 10 s without finishing (console: {:?})", out.console));
         }
-        let reason = sys::vcpu_run(vcpu).map_err(|e| format!("vcpu_run: {e}"))?;
+        let reason = run_vcpu(vcpu).map_err(|e| format!("vcpu_run: {e}"))?;
         match VcpuExit::from_u32(reason as u32) {
             Some(VcpuExit::Io) => {
                 if run.write != 0 && run.port == p::vmm_interrupt::REQUEST_PORT {
@@ -590,7 +606,8 @@ fn start_ap(env: &mut Env, guest: CapSlot) -> Result<(CapSlot, CapSlot), String>
     let vcpu = env.slot();
     sys::create_from(ObjectType::Vcpu, vcpu, u64::from(guest), run_frame).map_err(e("create AP vcpu"))?;
     let _ = sys::cap_delete(run_frame);
-    fill_cpuid(alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA));
+    // SAFETY: the AP's run page, just mapped; its vCPU has not run yet.
+    fill_cpuid(unsafe { alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA) });
     let done = env.slot();
     sys::create(ObjectType::Notification, done, 0).map_err(e("notification"))?;
     if !env.ap_stack {
@@ -614,9 +631,11 @@ fn start_ap(env: &mut Env, guest: CapSlot) -> Result<(CapSlot, CapSlot), String>
 /// other exits just run again, until the main thread sets `AP_STOP`.
 extern "C" fn ap_thread(_ipc: u64, vcpu: u64, done: u64) -> ! {
     let vcpu = vcpu as CapSlot;
-    let run = alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA);
+    // SAFETY: the AP's run page, used by this thread alone (the caveat of
+    // `run_page`).
+    let run = unsafe { alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA) };
     while !AP_STOP.load(core::sync::atomic::Ordering::Acquire) {
-        match sys::vcpu_run(vcpu).ok().and_then(|r| VcpuExit::from_u32(r as u32)) {
+        match run_vcpu(vcpu).ok().and_then(|r| VcpuExit::from_u32(r as u32)) {
             Some(VcpuExit::Io) => {
                 if run.write == 0 {
                     run.gprs[0] |= mask(run.size);

@@ -12,7 +12,14 @@
 
 extern crate alloc;
 
+#[cfg(not(target_os = "none"))]
+mod hostsys;
+pub mod mapping;
 pub mod start;
+pub mod thread;
+
+pub use mapping::{PrivateMapping, RunPage, SharedMemory};
+pub use thread::{Thread, ThreadSlots};
 
 pub use start::{Start, StartInfo};
 
@@ -111,11 +118,16 @@ pub use target::init_heap;
 
 /// Writes bytes at an address of this process's that the caller mapped
 /// writable (init fills frames through a scratch window this way).
-pub fn poke(addr: u64, bytes: &[u8]) {
+///
+/// # Safety
+///
+/// `addr..addr + bytes.len()` is mapped writable in this process, is not
+/// memory Rust manages (a stack, the heap, a static) and no reference
+/// points into it; nobody else writes it meanwhile.
+pub unsafe fn poke(addr: u64, bytes: &[u8]) {
     #[cfg(target_os = "none")]
     {
-        // SAFETY: the caller mapped `addr..addr+len` writable in this address
-        // space and nothing else refers to it (a scratch window).
+        // SAFETY: the caller's contract above.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) }
     }
     #[cfg(not(target_os = "none"))]
@@ -127,13 +139,20 @@ pub fn user_bytes(addr: u64, len: usize) -> &'static [u8] {
     user_slice(addr, len)
 }
 
-/// Bytes of a region this process mapped writable and gives to no one else
-/// (guest RAM a VMM owns).
-pub fn user_bytes_mut(addr: u64, len: usize) -> &'static mut [u8] {
+/// Bytes of a region this process mapped writable. Prefer
+/// [`PrivateMapping`] (memory of one's own) or [`SharedMemory`] (memory
+/// another party writes), which need no such promise.
+///
+/// # Safety
+///
+/// `addr..addr + len` is mapped readable and writable in this process and
+/// stays mapped for as long as the slice is used; for that time nothing
+/// else reads or writes it (no other reference, thread, process, device or
+/// guest).
+pub unsafe fn user_bytes_mut(addr: u64, len: usize) -> &'static mut [u8] {
     #[cfg(target_os = "none")]
     {
-        // SAFETY: the caller mapped `addr..addr+len` writable in this address
-        // space for this use only (the contract of this function).
+        // SAFETY: the caller's contract above.
         unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) }
     }
     #[cfg(not(target_os = "none"))]
@@ -143,11 +162,19 @@ pub fn user_bytes_mut(addr: u64, len: usize) -> &'static mut [u8] {
     }
 }
 
-/// A `T` in a page this process mapped writable for it (a vCPU run page).
-pub fn user_mut<T>(addr: u64) -> &'static mut T {
-    // SAFETY: the caller mapped a writable page at `addr` holding a `T`
-    // (plain integers, any bit pattern valid) and uses it from one thread.
+/// A `T` in a page this process mapped writable for it. Prefer
+/// [`RunPage`] for a vCPU's run page.
+///
+/// # Safety
+///
+/// A writable mapping at `addr` holds a `T` for which every bit pattern is
+/// valid (plain integers), aligned, and stays mapped while the reference
+/// is used; for that time nothing else reads or writes it (no other
+/// reference or thread, and no system call that makes the kernel write it,
+/// such as `VcpuRun` on the vCPU whose run page it is).
+pub unsafe fn user_mut<T>(addr: u64) -> &'static mut T {
     #[cfg(target_os = "none")]
+    // SAFETY: the caller's contract above.
     unsafe {
         &mut *(addr as *mut T)
     }
@@ -388,86 +415,17 @@ macro_rules! status_server {
     };
 }
 
-/// A region this process mapped writable that others write too, while it
-/// reads: guest RAM (the guest's vCPUs and the VMM's threads), a ring shared
-/// with another process. No Rust reference ever points into it; bytes move
-/// in and out by copying, so a concurrent writer can only make the copied
-/// bytes inconsistent, which every user of the data must check anyway.
-#[derive(Clone, Copy, Debug)]
-pub struct SharedMemory {
-    addr: u64,
-    len: u64,
-}
-
-impl SharedMemory {
-    /// The region `addr..addr + len`, which the caller mapped readable and
-    /// writable in this address space and keeps mapped while any copy of
-    /// this handle is used (the contract of this constructor, as for
-    /// [`user_bytes_mut`]).
-    pub const fn new(addr: u64, len: u64) -> Self {
-        Self { addr, len }
-    }
-
-    pub const fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub const fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The range `offset..offset + n` if it lies inside the region.
-    fn span(&self, offset: u64, n: usize) -> Option<u64> {
-        let end = offset.checked_add(n as u64)?;
-        (end <= self.len).then(|| self.addr + offset)
-    }
-
-    /// Copies `buf.len()` bytes from `offset`; false (and nothing copied)
-    /// if that runs outside the region.
-    pub fn read(&self, offset: u64, buf: &mut [u8]) -> bool {
-        let Some(src) = self.span(offset, buf.len()) else { return false };
-        #[cfg(target_os = "none")]
-        // SAFETY: `src..src + len` lies inside the region, mapped readable
-        // per `new`'s contract; `buf` is a distinct, exclusively borrowed
-        // buffer of this process, so the ranges do not overlap.
-        unsafe {
-            core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len())
-        }
-        #[cfg(not(target_os = "none"))]
-        let _ = src;
-        true
-    }
-
-    /// Copies `data` to `offset`; false (and nothing written) if that runs
-    /// outside the region.
-    pub fn write(&self, offset: u64, data: &[u8]) -> bool {
-        let Some(dst) = self.span(offset, data.len()) else { return false };
-        #[cfg(target_os = "none")]
-        // SAFETY: `dst..dst + len` lies inside the region, mapped writable
-        // per `new`'s contract, where no Rust reference points; `data` is
-        // another buffer, so the ranges do not overlap.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len())
-        }
-        #[cfg(not(target_os = "none"))]
-        let _ = dst;
-        true
-    }
-
-    /// Reads a little-endian u64 at `offset`.
-    pub fn read_u64(&self, offset: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        self.read(offset, &mut b).then(|| u64::from_le_bytes(b))
-    }
-}
-
-/// Unmaps `pages` pages at `va` from this process. The caller promises that
-/// nothing uses the memory any more (no reference into it, no thread that
-/// will touch it), as for [`user_bytes_mut`].
-pub fn unmap_own(va: u64, pages: u64) -> Result<(), abi::Error> {
+/// Unmaps `pages` pages at `va` from this process.
+///
+/// # Safety
+///
+/// Nothing uses the memory any more: no reference into it, no thread that
+/// will touch it, no mapping object ([`SharedMemory`], [`PrivateMapping`],
+/// [`RunPage`]) that owns it.
+pub unsafe fn unmap_own(va: u64, pages: u64) -> Result<(), abi::Error> {
     #[cfg(target_os = "none")]
     {
-        // SAFETY: the caller's promise above: nothing refers to the range.
+        // SAFETY: the caller's contract above: nothing refers to the range.
         unsafe { libipc::sys::unmap(start::SLOT_SELF, va, pages) }
     }
     #[cfg(not(target_os = "none"))]
@@ -478,14 +436,20 @@ pub fn unmap_own(va: u64, pages: u64) -> Result<(), abi::Error> {
 }
 
 /// Starts `thread` (created in this process) at `entry(ipc, arg0, arg1)` on
-/// the stack ending at `stack_top`. The caller mapped the stack for this
-/// thread alone and `entry` is an `extern "C" fn(u64, u64, u64) -> !`.
+/// the stack ending at `stack_top`.
 ///
 /// With `shared_ipc_buffer` the thread uses the process's IPC buffer (the
-/// one libipc knows): the caller then makes sure that no two threads do IPC
-/// at the same time (libipc's buffer is per process). Without it the thread
-/// may make only register-only system calls.
-pub fn start_thread(
+/// one libipc knows). Without it the thread may make only register-only
+/// system calls.
+///
+/// # Safety
+///
+/// 1. `entry` is the address of an `extern "C" fn(u64, u64, u64) -> !`.
+/// 2. The stack below `stack_top` is mapped writable, this thread's alone,
+///    and stays mapped while the thread lives.
+/// 3. With `shared_ipc_buffer`, no two threads of the process do IPC at the
+///    same time.
+pub unsafe fn start_thread(
     thread: abi::CapSlot,
     entry: u64,
     stack_top: u64,
@@ -496,9 +460,7 @@ pub fn start_thread(
     #[cfg(target_os = "none")]
     {
         let ipc = if shared_ipc_buffer { start::IPC_BUFFER_ADDR } else { 0 };
-        // SAFETY: the caller's promises above: the stack is the thread's
-        // alone, `entry` is a function of the right type, and the IPC
-        // buffer, if shared, is used by one thread at a time.
+        // SAFETY: the caller's contract above.
         unsafe { libipc::sys::thread_configure(thread, entry, stack_top, ipc, arg0, arg1)? };
         libipc::sys::thread_resume(thread)
     }

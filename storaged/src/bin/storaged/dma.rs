@@ -132,7 +132,12 @@ impl State {
 
 /// The bytes of a DMA frame this module mapped.
 fn bytes(frame: &DmaFrame) -> &'static mut [u8] {
-    alcove_rt::user_bytes_mut(frame.va as u64, frame.pages * PAGE)
+    // SAFETY: `alloc` mapped the frame readable and writable at `va` and it
+    // stays mapped until `free`, whose callers drop every reference first.
+    // Known gap: a ring frame handed to a client is also written by that
+    // client while storaged holds this slice (the security issue's
+    // finding 25: storaged is to move to copies, as the client side did).
+    unsafe { alcove_rt::user_bytes_mut(frame.va as u64, frame.pages * PAGE) }
 }
 
 /// A new DMA frame of `pages` pages, zeroed and mapped, whose capability the

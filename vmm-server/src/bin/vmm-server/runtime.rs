@@ -6,9 +6,12 @@
 //! PIT/RTC event and also flushes the guest's console. The main thread sets
 //! the VM up, waits for every thread to finish, frees everything and checks
 //! the kernel-memory budget is what it was before. Device state is one
-//! `Platform` behind a spin lock. The threads share the process's IPC
-//! buffer (libipc's is per process) and make IPC calls (storaged's
-//! doorbell, the console's input) only while they hold that lock.
+//! `Platform` behind a spin lock. Each thread has its own stack and IPC
+//! buffer (`alcove_rt::Thread`), so their IPC calls (storaged's doorbell,
+//! the console's input) are independent of each other. Guest RAM, run
+//! pages and block rings are reached only through `alcove_rt`'s mapping
+//! objects: volatile copies for memory the guest or storaged writes, a run
+//! page only between two `VcpuRun` calls.
 //! Exit handling is in [`exits`], the disks and the entropy source in
 //! [`disks`].
 //!
@@ -23,9 +26,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights, VcpuRun};
+use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_FREE, SLOT_SELF, StartInfo};
-use alcove_rt::{SharedMemory, println};
+use alcove_rt::{PrivateMapping, RunPage, SharedMemory, Thread, ThreadSlots, println};
 use libipc::cap::Cap;
 use libipc::kernel::KernelTransport;
 use libipc::sys;
@@ -49,7 +52,6 @@ use exits::vcpu_loop;
 mod disks;
 mod exits;
 
-const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 const RWX: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0);
 
 /// Where things live in this process's address space.
@@ -206,17 +208,16 @@ pub fn run(spec: &VmSpec) -> u64 {
     if matches!(ending, Ending::PowerOff) { 0 } else { 1 }
 }
 
-/// Capability slots and mappings of one boot, released in `Drop`.
+/// Capability slots of one boot, deleted in `Drop` (the mappings belong to
+/// their mapping objects: guest RAM, run pages, rings, thread stacks).
 struct Resources {
     next: CapSlot,
     slots: Vec<CapSlot>,
-    /// (address, pages) mapped into this process.
-    mappings: Vec<(u64, u64)>,
 }
 
 impl Resources {
     fn new() -> Self {
-        Self { next: SLOT_FREE, slots: Vec::new(), mappings: Vec::new() }
+        Self { next: SLOT_FREE, slots: Vec::new() }
     }
 
     fn create(&mut self, ty: ObjectType, arg: u64, what: &str) -> Result<CapSlot, String> {
@@ -227,32 +228,30 @@ impl Resources {
         Ok(slot)
     }
 
-    fn create_from(&mut self, ty: ObjectType, arg: u64, src: CapSlot, what: &str) -> Result<CapSlot, String> {
+    /// A fresh slot nobody has used in this boot, to be filled by a mapping
+    /// object (recorded with [`Self::adopt`] if this boot frees it).
+    fn fresh(&mut self) -> CapSlot {
         let slot = self.next;
-        sys::create_from(ty, slot, arg, src).map_err(|e| format!("{what}: {e}"))?;
         self.next += 1;
-        self.slots.push(slot);
-        Ok(slot)
+        slot
     }
 
-    fn map_self(&mut self, frame: CapSlot, va: u64, pages: u64, what: &str) -> Result<(), String> {
-        sys::map(SLOT_SELF, frame, va, RW).map_err(|e| format!("{what}: map: {e}"))?;
-        self.mappings.push((va, pages));
-        Ok(())
+    /// Slots a mapping object filled, to delete at the end of the boot.
+    fn adopt(&mut self, slots: &[CapSlot]) {
+        for &s in slots {
+            self.next = self.next.max(s + 1);
+            self.slots.push(s);
+        }
     }
 }
 
 impl Drop for Resources {
     fn drop(&mut self) {
-        // Newest first: the threads (deleting a thread's last capability
-        // ends it), then vCPUs and notifications, frames and the guest.
+        // Newest first: vCPUs before their run pages, notifications,
+        // frames, then the guest. (Threads, run pages and RAM are gone by
+        // now: their objects were dropped first.)
         for &slot in self.slots.iter().rev() {
             let _ = sys::cap_delete(slot);
-        }
-        for &(va, pages) in &self.mappings {
-            // Every thread that used these mappings has ended (above) and
-            // no reference points into them.
-            let _ = alcove_rt::unmap_own(va, pages);
         }
     }
 }
@@ -262,6 +261,8 @@ struct Shared {
     platform: spin::Mutex<Platform>,
     ram: SharedMemory,
     vcpus: Vec<CapSlot>,
+    /// Each vCPU's run page, taken by its thread when it starts.
+    run_pages: Vec<spin::Mutex<Option<RunPage>>>,
     ending: spin::Mutex<Option<Ending>>,
     stopping: AtomicBool,
     /// Wakes the timer thread (bit 0).
@@ -432,38 +433,40 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let mut res = Resources::new();
     let ram_bytes = spec.ram_mib << 20;
     let guest = res.create(ObjectType::Guest, 0, "create the guest")?;
-    // Guest RAM: frames mapped at the same offsets into the guest (from
-    // guest-physical 0) and into this process (from RAM_VA).
-    let mut gpa = 0;
-    while gpa < ram_bytes {
-        let pages = ((ram_bytes - gpa) / PAGE_SIZE).min(FRAME_PAGES);
-        let frame = res.create(ObjectType::Frame, pages, "guest RAM")?;
-        sys::map(guest, frame, gpa, RWX).map_err(|e| format!("map guest RAM at {gpa:#x}: {e}"))?;
-        res.map_self(frame, RAM_VA + gpa, pages, "guest RAM")?;
-        gpa += pages * PAGE_SIZE;
-    }
-    let ram = SharedMemory::new(RAM_VA, ram_bytes);
+    // Guest RAM: new frames mapped into this process alone while the boot
+    // source is loaded into them, then into the guest at the same offsets
+    // (from guest-physical 0); from then on the guest writes them too and
+    // the VMM reaches them only through volatile copies.
+    let first = res.next;
+    let mut private = PrivateMapping::create(RAM_VA, ram_bytes, FRAME_PAGES, first..)
+        .map_err(|e| format!("guest RAM ({} MiB): {e}", spec.ram_mib))?;
+    res.adopt(private.frames());
     let entry = {
-        // Nothing runs in the guest yet: this thread has its RAM to itself.
-        let bytes = alcove_rt::user_bytes_mut(RAM_VA, ram_bytes as usize);
         let source = BootSource { kernel: spec.kernel, initrd: spec.initrd, cmdline: &spec.cmdline, vcpus: spec.vcpus };
-        loader::load_linux(bytes, &source).map_err(|e| e.to_string())?
+        loader::load_linux(private.bytes_mut(), &source).map_err(|e| e.to_string())?
     };
+    let (ram, frames) = private.share();
+    for (i, &frame) in frames.iter().enumerate() {
+        let gpa = i as u64 * FRAME_PAGES * PAGE_SIZE;
+        sys::map(guest, frame, gpa, RWX).map_err(|e| format!("map guest RAM at {gpa:#x}: {e}"))?;
+    }
 
     let mut vcpus = Vec::new();
+    let mut run_pages = Vec::new();
     for index in 0..u64::from(spec.vcpus) {
-        let run_frame = res.create(ObjectType::Frame, 1, "run page")?;
-        res.map_self(run_frame, RUN_VA + index * PAGE_SIZE, 1, "run page")?;
-        let vcpu = res.create_from(ObjectType::Vcpu, u64::from(guest), run_frame, "create vCPU")?;
-        let run = run_page(index as usize);
-        *run = VcpuRun::ZERO;
+        let (frame_slot, vcpu_slot) = (res.fresh(), res.fresh());
+        let mut page = RunPage::create(guest, frame_slot, vcpu_slot, RUN_VA + index * PAGE_SIZE)
+            .map_err(|e| format!("create vCPU {index}: {e}"))?;
+        res.adopt(&[frame_slot, vcpu_slot]);
+        let run = page.state();
         let table = cpuid::guest_cpuid(cpuid::host, index as u32, spec.vcpus, run.cpuid.len());
         run.cpuid[..table.len()].copy_from_slice(&table);
         run.cpuid_count = table.len() as u32;
         if index == 0 {
             linux::set_boot_vcpu(run, &entry);
         }
-        vcpus.push(vcpu);
+        vcpus.push(page.vcpu());
+        run_pages.push(spin::Mutex::new(Some(page)));
     }
     let timer = res.create(ObjectType::Notification, 0, "timer notification")?;
     let done = res.create(ObjectType::Notification, 0, "done notification")?;
@@ -494,6 +497,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         platform: spin::Mutex::new(platform),
         ram,
         vcpus,
+        run_pages,
         ending: spin::Mutex::new(None),
         stopping: AtomicBool::new(false),
         timer,
@@ -512,18 +516,19 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     *CURRENT.lock() = Some(shared.clone());
 
     // Threads: vCPUs 0..n, then the timer.
-    let threads = spec.vcpus as u64 + 1;
-    let mut started = 0;
+    let count = spec.vcpus as u64 + 1;
+    let mut threads = Vec::new();
     let mut failure = None;
-    for index in 0..threads {
-        match start_thread(&mut res, index, index == threads - 1) {
-            Ok(()) => started += 1,
+    for index in 0..count {
+        match start_thread(&mut res, index, index == count - 1) {
+            Ok(t) => threads.push(t),
             Err(e) => {
                 failure = Some(e);
                 break;
             }
         }
     }
+    let started = threads.len();
     if let Some(e) = &failure {
         shared.end(Ending::Error(e.clone()));
     } else {
@@ -556,6 +561,10 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     );
     *CURRENT.lock() = None;
     let ending = shared.ending.lock().clone().unwrap_or(Ending::Error("stopped without a reason".into()));
+    // The threads end first (each parked after signalling), then what they
+    // used goes: run pages, guest RAM, rings with the platform, and last
+    // the capabilities.
+    drop(threads);
     drop(shared);
     drop(res);
     Ok(ending)
@@ -572,27 +581,18 @@ fn report_overhead(ram_bytes: u64) {
     }
 }
 
-fn run_page(index: usize) -> &'static mut VcpuRun {
-    alcove_rt::user_mut::<VcpuRun>(RUN_VA + index as u64 * PAGE_SIZE)
-}
-
-/// Creates and starts thread `index`: vCPU `index`, or the timer thread.
-fn start_thread(res: &mut Resources, index: u64, timer: bool) -> Result<(), String> {
-    let stack = res.create(ObjectType::Frame, STACK_PAGES, "thread stack")?;
+/// Creates and starts thread `index`: vCPU `index`, or the timer thread,
+/// each on a stack and with an IPC buffer of its own.
+fn start_thread(res: &mut Resources, index: u64, timer: bool) -> Result<Thread, String> {
+    let slots = ThreadSlots { thread: res.fresh(), stack: res.fresh(), ipc: res.fresh() };
     let va = STACK_VA + index * STACK_STRIDE;
-    res.map_self(stack, va, STACK_PAGES, "thread stack")?;
-    let t = res.create(ObjectType::Thread, u64::from(SLOT_SELF), "thread")?;
-    let top = va + STACK_PAGES * PAGE_SIZE - 8;
-    // The stack is this thread's alone. The threads share the process's
-    // IPC buffer: their only IPC (storaged's doorbell, the console's
-    // input) happens under the platform lock, one at a time.
-    alcove_rt::start_thread(t, thread_main as *const () as u64, top, true, index, u64::from(timer))
+    let t = Thread::spawn(slots, va, STACK_PAGES, thread_main, index, u64::from(timer))
         .map_err(|e| format!("start thread {index}: {e}"))?;
     if !timer {
         // vCPU threads run above the servers' default, below init.
-        let _ = sys::thread_set_priority(t, 150, None);
+        let _ = sys::thread_set_priority(t.slot(), 150, None);
     }
-    Ok(())
+    Ok(t)
 }
 
 extern "C" fn thread_main(_ipc: u64, index: u64, timer: u64) -> ! {
@@ -606,8 +606,8 @@ extern "C" fn thread_main(_ipc: u64, index: u64, timer: u64) -> ! {
     if let Some(s) = shared {
         if timer != 0 {
             timer_loop(&s);
-        } else {
-            vcpu_loop(&s, index as usize);
+        } else if let Some(mut page) = s.run_pages.get(index as usize).and_then(|p| p.lock().take()) {
+            vcpu_loop(&s, index as usize, &mut page);
         }
     }
     let _ = sys::signal(done, 1 << index);

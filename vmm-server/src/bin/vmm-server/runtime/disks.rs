@@ -6,6 +6,7 @@ use alloc::format;
 use alloc::string::String;
 
 use abi::PAGE_SIZE;
+use alcove_rt::SharedMemory;
 use libipc::blkring::{RingClient, StorageDoorbell};
 use libipc::cap::{Cap, Endpoint};
 use libipc::interfaces::storage;
@@ -25,7 +26,7 @@ const RING_STRIDE: u64 = 0x10_0000;
 /// IPC (made under the platform lock, so the process's one IPC buffer is
 /// never used by two threads at once).
 pub(super) struct RingBackend {
-    ring: RingClient<&'static mut [u8], StorageDoorbell<KernelTransport>>,
+    ring: RingClient<SharedMemory, StorageDoorbell<KernelTransport>>,
     id: [u8; ID_BYTES],
     handle: u32,
 }
@@ -101,8 +102,7 @@ pub(super) fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Res
         return Err(what(&format!("ring of {pages} pages is too large")));
     }
     let va = RING_VA + index as u64 * RING_STRIDE;
-    res.map_self(slot, va, pages, "disk ring")?;
-    let region = alcove_rt::user_bytes_mut(va, (pages * PAGE_SIZE) as usize);
+    let region = SharedMemory::map_frame(slot, va, pages).map_err(|e| what(&format!("map the ring: {e}")))?;
     let bell = StorageDoorbell::new(KernelTransport::new(Cap::from_slot(ep)), opened.handle);
     let ring = RingClient::new(region, bell).map_err(|e| what(&e))?;
     let mut id = [0u8; ID_BYTES];

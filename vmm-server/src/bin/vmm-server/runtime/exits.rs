@@ -12,9 +12,9 @@ use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::vm::platform::Platform;
 use vmm_server::vm::pvclock;
-use alcove_rt::SharedMemory;
+use alcove_rt::{RunPage, SharedMemory};
 
-use super::{Ending, Shared, run_page};
+use super::{Ending, Shared};
 
 pub(super) fn mask(size: u8) -> u64 {
     if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
@@ -23,20 +23,19 @@ pub(super) fn mask(size: u8) -> u64 {
 /// #GP(0), as hardware raises for a bad MSR.
 const INJECT_GP0: u64 = (1 << 31) | (3 << 8) | 13 | (1 << 11);
 
-pub(super) fn vcpu_loop(sh: &Shared, index: usize) {
-    let run = run_page(index);
-    let vcpu = sh.vcpus[index];
+pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     let mut unknown_msrs = 0u32;
     // This vCPU's kvmclock MSRs (wall clock, system time), as last written.
     let mut kvm_msrs = [0u64; 2];
     while !sh.stopping.load(Ordering::Acquire) {
-        let exit = match sys::vcpu_run(vcpu) {
+        let exit = match page.run() {
             Ok(r) => VcpuExit::from_u32(r as u32),
             Err(e) => {
                 sh.end(Ending::Error(format!("vCPU {index}: VcpuRun failed: {e}")));
                 break;
             }
         };
+        let run = page.state();
         // Buffered OUTs happened before this exit: carry them out first.
         replay_pio_ring(sh, run);
         let kind = match exit {
@@ -83,7 +82,7 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize) {
     }
     // Whatever this vCPU still holds goes to the devices before the VM's
     // final console flush (the main thread's, once every thread is done).
-    replay_pio_ring(sh, run);
+    replay_pio_ring(sh, page.state());
 }
 
 /// Carries out the OUTs the kernel buffered for this vCPU (coalesced port
