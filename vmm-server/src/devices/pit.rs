@@ -41,6 +41,10 @@ fn ns_to_ticks(ns: u64) -> u64 {
 }
 
 /// The first nanosecond at which `ns_to_ticks` reaches `ticks`.
+/// The shortest interval between two timer events of a periodic channel 0
+/// (KVM's `min_timer_period_us` default).
+pub const MIN_PERIOD_NS: u64 = 200_000;
+
 fn ticks_to_ns(ticks: u64) -> u64 {
     let ns = (u128::from(ticks) * u128::from(NS_PER_S)).div_ceil(u128::from(PIT_HZ));
     u64::try_from(ns).unwrap_or(u64::MAX)
@@ -409,7 +413,15 @@ impl Pit {
             return Some(now_ns);
         }
         let t = self.now.max(ns_to_ticks(now_ns));
-        self.channels[0].next_rising_edge(t).map(ticks_to_ns)
+        let next = ticks_to_ns(self.channels[0].next_rising_edge(t)?);
+        // A periodic rate faster than MIN_PERIOD_NS wakes the VMM no more
+        // often than that; the edges in between arrive together (as KVM
+        // clamps the PIT to `min_timer_period_us`, 200 µs). Mode 2 with a
+        // count of 2 would otherwise ask for 600,000 wake-ups a second.
+        match self.channels[0].rising_edge() {
+            Some((period, true)) if ticks_to_ns(period) < MIN_PERIOD_NS => Some(next.max(now_ns.saturating_add(MIN_PERIOD_NS))),
+            _ => Some(next),
+        }
     }
 
     /// The rising edges of channel 0's OUT (IRQ 0) since the last call, up
@@ -598,16 +610,17 @@ mod tests {
             total += q.irq_edges(t);
         }
         assert_eq!(total, edges);
-        // The first edge is N clocks after the load clock.
+        // The first edge is N clocks after the load clock (N = 300: a
+        // period above the clamp of `a_very_fast_periodic_rate_is_clamped`).
         let mut r = Pit::new();
         outb(&mut r, 0x43, 0x34, 0);
-        outb(&mut r, 0x40, 100, 0);
-        outb(&mut r, 0x40, 0, 0);
+        outb(&mut r, 0x40, (300 & 0xff) as u8, 0);
+        outb(&mut r, 0x40, (300 >> 8) as u8, 0);
         r.irq_edges(0);
-        assert_eq!(r.next_event(0), Some(at(101)));
-        assert_eq!(r.irq_edges(at(101) - 1), 0);
-        assert_eq!(r.irq_edges(at(101)), 1);
-        assert_eq!(r.irq_edges(at(101 + 100 * 50)), 50);
+        assert_eq!(r.next_event(0), Some(at(301)));
+        assert_eq!(r.irq_edges(at(301) - 1), 0);
+        assert_eq!(r.irq_edges(at(301)), 1);
+        assert_eq!(r.irq_edges(at(301 + 300 * 50)), 50);
     }
 
     #[test]
@@ -874,5 +887,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_very_fast_periodic_rate_is_clamped() {
+        let mut p = Pit::new();
+        // Channel 0, mode 2, lobyte/hibyte, count 2: 596,591 Hz asked for.
+        p.write(0x43, 1, 0x34, 0);
+        p.write(0x40, 1, 2, 0);
+        p.write(0x40, 1, 0, 0);
+        let mut now = 1_000_000;
+        let mut wakeups = 0;
+        let mut edges = 0u64;
+        while now < 101_000_000 {
+            let next = p.next_event(now).expect("running");
+            assert!(next >= now + MIN_PERIOD_NS || next == now, "woke {} ns after {now}", next - now);
+            now = next.max(now + 1);
+            edges += u64::from(p.irq_edges(now));
+            wakeups += 1;
+        }
+        // 100 ms: at most 500 wake-ups, and the interrupts still come.
+        assert!(wakeups <= 1 + 100_000_000 / MIN_PERIOD_NS, "{wakeups} wake-ups");
+        assert!(edges > 0);
+        // An ordinary rate (1 kHz) is untouched.
+        let mut p = Pit::new();
+        p.write(0x43, 1, 0x34, 0);
+        p.write(0x40, 1, (1193 & 0xff) as u32, 0);
+        p.write(0x40, 1, (1193 >> 8) as u32, 0);
+        let next = p.next_event(0).unwrap();
+        assert!((900_000..1_100_000).contains(&next), "{next}");
     }
 }
