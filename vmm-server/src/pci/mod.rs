@@ -145,6 +145,13 @@ pub trait PciDevice: Any + Send {
     fn intx_asserted(&self) -> bool {
         false
     }
+
+    /// Work the function put off (a virtio queue pass that reached its
+    /// bound), done now; the VMM's timer calls it. Returns whether there
+    /// was any.
+    fn poll(&mut self, _mem: &mut dyn GuestMemory) -> bool {
+        false
+    }
 }
 
 /// A device number on bus 0.
@@ -299,6 +306,16 @@ impl PciBus {
         cfg.set_u8(config::INTERRUPT_LINE, intx_irq.unwrap_or(0xFF));
         self.slots[n] = Some(Slot { device, intx_irq });
         Ok(slot)
+    }
+
+    /// Lets every function do the work it put off ([`PciDevice::poll`]);
+    /// whether any had some.
+    pub fn poll(&mut self, mem: &mut dyn GuestMemory) -> bool {
+        let mut any = false;
+        for slot in self.slots.iter_mut().flatten() {
+            any |= slot.device.poll(mem);
+        }
+        any
     }
 
     /// The device at `slot` as its concrete type.

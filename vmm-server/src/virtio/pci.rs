@@ -341,11 +341,23 @@ impl<D: VirtioDevice> VirtioPci<D> {
         if !self.is_live() || !self.queues.get(index).is_some_and(|q| q.ready) {
             return;
         }
+        self.queues[index].start_pass();
         match self.device.process_queue(index, &mut self.queues, mem) {
             Ok(true) => self.queue_interrupt(index),
             Ok(false) => {}
             Err(error) => self.fail(TransportError::Queue { index, error }),
         }
+    }
+
+    /// Runs another pass over every queue whose last pass stopped at its
+    /// bound (see `Queue::start_pass`); the VMM calls it from its timer,
+    /// outside any one vCPU's exit. Returns whether any queue had work.
+    pub fn run_deferred(&mut self, mem: &mut dyn GuestMemory) -> bool {
+        let waiting: Vec<usize> = (0..self.queues.len()).filter(|&i| self.queues[i].deferred()).collect();
+        for &i in &waiting {
+            self.kick(i, mem);
+        }
+        !waiting.is_empty()
     }
 
     /// The device's configuration changed (§4.1.5.4): a new generation, and
@@ -662,6 +674,10 @@ impl<D: VirtioDevice> VirtioPci<D> {
 impl<D: VirtioDevice + Send + 'static> PciDevice for VirtioPci<D> {
     fn config(&self) -> &ConfigSpace {
         &self.config
+    }
+
+    fn poll(&mut self, mem: &mut dyn GuestMemory) -> bool {
+        self.run_deferred(mem)
     }
 
     fn config_mut(&mut self) -> &mut ConfigSpace {

@@ -449,6 +449,10 @@ pub struct Queue {
     pub indirect_enabled: bool,
     /// Used elements added since the last `needs_notification`.
     num_added: u32,
+    /// Chains `pop` may still hand out in this pass (one notification's
+    /// worth: the queue size), and whether it stopped with more waiting.
+    pass_left: u16,
+    deferred: bool,
 }
 
 impl Queue {
@@ -465,7 +469,24 @@ impl Queue {
             event_idx_enabled: false,
             indirect_enabled: false,
             num_added: 0,
+            pass_left: max_size,
+            deferred: false,
         }
+    }
+
+    /// Starts a pass over the queue (a driver notification): `pop` hands
+    /// out at most the queue's size of chains before it returns `None`, so
+    /// a driver that keeps making buffers available cannot keep the device
+    /// busy for ever; what is left waits for [`Self::deferred`]'s next pass.
+    pub fn start_pass(&mut self) {
+        self.pass_left = self.size;
+        self.deferred = false;
+    }
+
+    /// Whether the last pass stopped at its bound with chains still
+    /// available: run another pass later.
+    pub fn deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Back to the state after `new` (device reset, §2.4).
@@ -526,6 +547,11 @@ impl Queue {
         if pending > size {
             return Err(QueueError::AvailIndexTooFar { avail_idx, next_avail: self.next_avail, size });
         }
+        if self.pass_left == 0 {
+            self.deferred = true;
+            return Ok(None);
+        }
+        self.pass_left -= 1;
         // The ring entries and descriptors were written before avail.idx
         // (§2.7.13): read them only after it.
         fence(Ordering::Acquire);

@@ -632,6 +632,11 @@ fn timer_loop(sh: &Shared) {
         {
             let mut p = sh.platform.lock();
             p.tick(now);
+            // Queue passes that stopped at their bound (a driver that kept
+            // adding buffers) go on here, a bounded pass at a time.
+            if p.pci().poll(&mut GuestRam::physical(&sh.ram)) {
+                p.tick(now);
+            }
             if let Some(ep) = sh.console_server {
                 // Operator input, polled: the console server keeps what was
                 // typed until someone reads it.

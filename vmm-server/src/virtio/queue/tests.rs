@@ -649,3 +649,26 @@ fn fuzz_pop_never_panics_or_runs_away() {
     assert!(chains > 1000, "only {chains} chains popped");
     assert!(errors > 1000, "only {errors} errors");
 }
+
+/// A driver that keeps one more buffer available than the device has taken
+/// (another vCPU refilling as fast as the device pops) gets at most the
+/// queue's size of chains per pass; the rest waits for the next pass.
+#[test]
+fn one_pass_takes_at_most_the_queue_size() {
+    let (mut mem, mut mock, mut q) = setup(8);
+    q.start_pass();
+    let mut taken = 0;
+    mock.add_chain(&mut mem, &[(0x10000, 16, true)]);
+    while let Some(chain) = q.pop(&mut mem).unwrap() {
+        q.add_used(&mut mem, chain.head_index(), 0).unwrap();
+        taken += 1;
+        // The hostile driver: a new buffer for every one used.
+        mock.add_chain(&mut mem, &[(0x10000, 16, true)]);
+        assert!(taken <= 8, "the pass did not stop");
+    }
+    assert_eq!(taken, 8);
+    assert!(q.deferred(), "more was waiting");
+    q.start_pass();
+    assert!(!q.deferred());
+    assert!(q.pop(&mut mem).unwrap().is_some(), "the next pass goes on");
+}
