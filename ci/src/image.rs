@@ -16,16 +16,23 @@ pub const USER_PACKAGES: &[&str] =
 /// Builds the kernel (release, with debug info) and every process binary;
 /// returns the kernel's path.
 pub fn kernel() -> Result<PathBuf> {
-    let mut c = cargo();
-    c.args(["build", "--release", "--quiet", "--target", KERNEL_TARGET, "-p", "alcove-kernel"]);
-    for p in USER_PACKAGES {
-        c.args(["-p", p]);
-    }
-    let status = c.current_dir(root()).status()?;
+    let status = kernel_target_cargo("build").current_dir(root()).status()?;
     if !status.success() {
         return Err("building the kernel and the servers failed".into());
     }
     Ok(root().join("target").join(KERNEL_TARGET).join("release").join("alcove-kernel"))
+}
+
+/// `cargo SUBCOMMAND` over everything built for the kernel target: the
+/// kernel and every process binary, as [`kernel`] builds them (`build`, or
+/// `clippy` for the clippy tier).
+pub fn kernel_target_cargo(subcommand: &str) -> Command {
+    let mut c = cargo();
+    c.args([subcommand, "--release", "--quiet", "--target", KERNEL_TARGET, "-p", "alcove-kernel"]);
+    for p in USER_PACKAGES {
+        c.args(["-p", p]);
+    }
+    c
 }
 
 /// What a boot archive is packed from: a manifest's text and where data

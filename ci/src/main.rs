@@ -21,7 +21,7 @@ Usage: cargo xtask <command> [options]
 Commands:
   build   Build the kernel, the boot archive and the ISO (target/alcove/alcove.iso)
   run     Build, then boot the ISO under QEMU with serial on this terminal
-  test    Run every test tier CI runs (host, system, harness)
+  test    Run every test tier CI runs (clippy, host, system, linux, harness)
   bochs   Build, then boot the ISO under Bochs with a VMX CPU model
   bench   Run the benchmarks; prints `bench <name> <value> <unit>` lines
   setup   Install the Debian packages and toolchain parts the others need
@@ -75,10 +75,13 @@ Exit status: 0 when QEMU was left by hand or the system reported success,
 const TEST_USAGE: &str = "\
 Usage: cargo xtask test [--tier NAME]... [--slow] [--case TEXT]
 
-Runs every tier CI runs, in order, and stops with a non-zero status if any
-test fails. Serial logs of every run are kept under target/alcove/logs/.
+Runs every tier CI runs, in order (clippy first), and exits with a non-zero
+status if any check fails. Serial logs of every run are kept under target/alcove/logs/.
 
 Tiers:
+  clippy    cargo clippy -- -D warnings over the host crates (with their
+            tests) and over the kernel and the processes built for
+            x86_64-unknown-none
   host      cargo test for every host crate
   system    the boot, user, storage and vm suites under QEMU SeaBIOS, QEMU
             OVMF (UEFI) and Bochs (corei7_skylake_x VMX, ryzen SVM)
@@ -136,9 +139,9 @@ makes target/alcove/alcove.iso (GRUB, boots under BIOS and UEFI).";
 const SETUP_USAGE: &str = "\
 Usage: cargo xtask setup
 
-Installs (apt-get) the Debian packages and (rustup) the toolchain component and
-target that building and testing need. `run`, `test`, `bochs` and `bench` do
-this themselves; it is quiet when nothing is missing.";
+Installs (apt-get) the Debian packages and (rustup) the toolchain components
+(rust-src, clippy) and target that building and testing need. `run`, `test`,
+`bochs` and `bench` do this themselves; it is quiet when nothing is missing.";
 
 /// The workspace root.
 pub fn root() -> PathBuf {

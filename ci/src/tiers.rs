@@ -375,8 +375,8 @@ fn system_cases() -> Vec<Case> {
 pub fn test(args: &[String]) -> Result<ExitCode> {
     let a = Args::parse(args, &["--tier", "--case"], &["--slow"])?;
     let only = a.value("--case").map(str::to_string);
-    let default = ["host", "system", "linux", "harness"];
-    let all = ["host", "system", "linux", "harness", "slow"];
+    let default = ["clippy", "host", "system", "linux", "harness"];
+    let all = ["clippy", "host", "system", "linux", "harness", "slow"];
     let mut chosen: Vec<&str> = match a.values("--tier") {
         v if v.is_empty() => default.to_vec(),
         v => {
@@ -396,6 +396,11 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
     let mut failures: Vec<String> = vec![];
     let mut runs = 0;
 
+    if chosen.contains(&"clippy") {
+        println!("== clippy (warnings are errors)");
+        failures.extend(clippy()?);
+    }
+
     if chosen.contains(&"host") {
         println!("== host tests (cargo test)");
         let ok = cargo().args(["test", "--quiet"]).current_dir(root()).status()?.success();
@@ -404,7 +409,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         }
     }
 
-    let kernel = if chosen.iter().any(|t| *t != "host") { Some(image::kernel()?) } else { None };
+    let kernel = if chosen.iter().any(|t| !["clippy", "host"].contains(t)) { Some(image::kernel()?) } else { None };
 
     if chosen.contains(&"system") {
         println!("== system tests");
@@ -490,6 +495,29 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         println!("xtask test: FAILED: {} (in {secs:.0} s)", failures.join(", "));
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The clippy tier: `cargo clippy -- -D warnings` over the host crates (the
+/// workspace's default members, with their tests) and over everything built
+/// for the kernel target (the kernel, which denies
+/// `clippy::undocumented_unsafe_blocks`, and the processes). Returns what
+/// failed.
+fn clippy() -> Result<Vec<String>> {
+    let mut failures = vec![];
+    let mut host = cargo();
+    host.args(["clippy", "--quiet", "--keep-going", "--all-targets", "--", "-D", "warnings"]);
+    let mut kernel = image::kernel_target_cargo("clippy");
+    kernel.args(["--keep-going", "--", "-D", "warnings"]);
+    for (what, mut c) in [("host crates", host), (image::KERNEL_TARGET, kernel)] {
+        let ok = c.current_dir(root()).status()?.success();
+        if ok {
+            println!("  ok   clippy/{what}");
+        } else {
+            println!("  FAIL clippy/{what}: see the warnings above");
+            failures.push(format!("clippy ({what})"));
+        }
+    }
+    Ok(failures)
 }
 
 fn report(name: &str, r: &Run, v: &Verdict) {

@@ -46,7 +46,9 @@ impl Env {
     }
 }
 
-type Test = fn(&mut Env) -> Result<(), String>;
+/// A test of a suite run on an environment `E`.
+pub(crate) type TestOf<E> = fn(&mut E) -> Result<(), String>;
+type Test = TestOf<Env>;
 
 fn check(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if cond { Ok(()) } else { Err(why()) }
@@ -86,7 +88,7 @@ pub fn main(start: Start) -> u64 {
 
 /// Runs `tests` on `env`, reporting each by the test protocol, and ends the
 /// machine with the verdict (the suite line is the caller's).
-pub(crate) fn run_suite<E>(env: &mut E, tests: Vec<(&str, fn(&mut E) -> Result<(), String>)>) -> u64 {
+pub(crate) fn run_suite<E>(env: &mut E, tests: Vec<(&str, TestOf<E>)>) -> u64 {
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {
         println!("{PREFIX} run {name}");
