@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one driver for building, running, testing and
 //! benchmarking Alcove. CI runs `cargo xtask test` and nothing else.
 
+mod bench;
 mod emu;
 mod guest_images;
 mod harness;
@@ -128,7 +129,11 @@ for the Linux guest's:
   linux_boot_direct_tcg  the same kernel and initramfs booted directly by
                          QEMU TCG in the same run: seconds from starting QEMU
                          to the same line
-  vmm_overhead_kib       the vmm-server's memory beyond guest RAM";
+  vmm_overhead_kib       the vmm-server's memory beyond guest RAM
+
+A run prints its figures only if it passed and printed every figure it
+must; a run that failed prints none (its problems instead), and the
+command then exits with status 1.";
 
 const BUILD_USAGE: &str = "\
 Usage: cargo xtask build
