@@ -4,7 +4,7 @@
 use crate::emu::{Bochs, Qemu, Run};
 use crate::harness::{self, Ending, Verdict};
 use crate::vm::{STATUS_NO_ENDING, VmLog, VmPlan};
-use crate::image::{self, IsoSpec};
+use crate::image::{self, BootSystem, IsoSpec};
 use crate::bench::{self, Figure};
 use crate::{Result, cargo, guest_images, linux, root, setup};
 use kcore::testproto::{EXIT_FAIL, EXIT_PASS, qemu_status};
@@ -280,6 +280,10 @@ struct Case {
     manifest: &'static str,
     machine: Machine,
     cmdline: String,
+    /// The CPUs the machine has: the kernel is told on its command line
+    /// (`alcove.expect_cpus`), ktest-user by a manifest argument
+    /// (`expect_cpus=N`), and a system that sees another number fails.
+    cpus: u32,
 }
 
 enum Machine {
@@ -291,12 +295,13 @@ impl Case {
     fn qemu(name: &str, suite: &'static str, q: Qemu) -> Self {
         let cmdline =
             format!("alcove.test={suite} alcove.expect_cpus={} alcove.expect_mem_mib={}", q.smp, q.mem_mib);
-        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Qemu(q), cmdline }
+        let cpus = q.smp;
+        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Qemu(q), cmdline, cpus }
     }
 
     fn bochs(name: &str, suite: &'static str, b: Bochs) -> Self {
         let cmdline = format!("alcove.test={suite} alcove.expect_cpus=1 alcove.expect_mem_mib={}", b.mem_mib);
-        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Bochs(b), cmdline }
+        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Bochs(b), cmdline, cpus: 1 }
     }
 
     fn with_manifest(mut self, manifest: &'static str) -> Self {
@@ -306,7 +311,13 @@ impl Case {
 
     fn run(&self, kernel: &Path, timeout: Option<Duration>) -> Result<(Run, Verdict)> {
         let iso_name = format!("test-{}", self.name.replace('/', "-"));
-        let iso = image::iso(kernel, &IsoSpec { name: &iso_name, cmdline: &self.cmdline, manifest: self.manifest })?;
+        let mut system = BootSystem::named(self.manifest)?;
+        if self.suite == "user" {
+            // ktest-user picks its multi-CPU tests by the CPUs the machine
+            // was given, and fails if it sees another number online.
+            system = system.with_server_args("ktest-user", &[format!("expect_cpus={}", self.cpus)])?;
+        }
+        let iso = image::iso_of(kernel, &iso_name, &self.cmdline, &system)?;
         let r = match &self.machine {
             Machine::Qemu(q) => q.run_captured(&iso, &self.name, timeout.unwrap_or(QEMU_TIMEOUT))?,
             Machine::Bochs(b) => b.run_captured(&iso, &self.name, timeout.unwrap_or(BOCHS_TIMEOUT))?,

@@ -18,7 +18,11 @@ pub struct Env {
     info: StartInfo,
     next_slot: CapSlot,
     next_va: u64,
-    cpus: u32,
+    /// The CPUs the harness gave the machine (`expect_cpus=N`), which
+    /// choose the multi-CPU tests.
+    expected_cpus: Result<u32, String>,
+    /// The CPUs the kernel accepts as a thread's affinity.
+    online_cpus: u32,
 }
 
 impl Env {
@@ -59,9 +63,11 @@ pub fn main(start: Start) -> u64 {
     if info.args.first().map(String::as_str) == Some("storage") {
         return crate::storage::main(info);
     }
-    let mut env = Env { info, next_slot: 200, next_va: 0x1000_0000, cpus: 1 };
-    env.cpus = count_cpus(&mut env);
+    let expected_cpus = expected_cpus(&info.args);
+    let mut env = Env { info, next_slot: 200, next_va: 0x1000_0000, expected_cpus, online_cpus: 1 };
+    env.online_cpus = count_cpus(&mut env);
     let mut tests: Vec<(&str, Test)> = alloc::vec![
+        ("cpus_online_as_the_machine_was_given", cpus_online_as_the_machine_was_given),
         ("servers_answer_status", servers_answer_status),
         ("garbage_syscalls_are_refused", garbage_syscalls_are_refused),
         ("wild_processes_are_killed", wild_processes_are_killed),
@@ -77,10 +83,14 @@ pub fn main(start: Start) -> u64 {
         ("panicking_and_faulting_servers_restart", panicking_and_faulting_servers_restart),
         ("servers_still_answer", servers_answer_status),
     ];
-    if env.cpus > 1 {
-        tests.insert(4, ("ipc_cross_core", ipc_cross_core));
-        tests.insert(5, ("kill_on_another_cpu", kill_on_another_cpu));
-        tests.insert(6, ("cpu_budget_caps_a_spinner", cpu_budget_caps_a_spinner));
+    // Chosen by what the machine was given, not by what the system under
+    // test sees: a CPU that did not come up fails these (and the test
+    // above) instead of leaving them out.
+    let cpus = env.expected_cpus.clone().unwrap_or(env.online_cpus);
+    if cpus > 1 {
+        tests.insert(5, ("ipc_cross_core", ipc_cross_core));
+        tests.insert(6, ("kill_on_another_cpu", kill_on_another_cpu));
+        tests.insert(7, ("cpu_budget_caps_a_spinner", cpu_budget_caps_a_spinner));
     }
     println!("{PREFIX} suite user {}", tests.len());
     run_suite(&mut env, tests)
@@ -108,7 +118,8 @@ pub(crate) fn run_suite<E>(env: &mut E, tests: Vec<(&str, TestOf<E>)>) -> u64 {
     0
 }
 
-/// How many CPUs the kernel accepts as a thread's affinity.
+/// How many CPUs the kernel accepts as a thread's affinity (a thread made
+/// for the probe and deleted after it).
 fn count_cpus(env: &mut Env) -> u32 {
     let t = env.slot();
     if sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).is_err() {
@@ -118,7 +129,29 @@ fn count_cpus(env: &mut Env) -> u32 {
     while n < 64 && sys::thread_set_priority(t, 1, Some(n)).is_ok() {
         n += 1;
     }
+    let _ = sys::cap_delete(t);
     n
+}
+
+/// The manifest argument `expect_cpus=N`: the CPUs the harness gave the
+/// machine (`-smp N`).
+fn expected_cpus(args: &[String]) -> Result<u32, String> {
+    let mut given = args.iter().filter_map(|a| a.strip_prefix("expect_cpus="));
+    match (given.next(), given.next()) {
+        (None, _) => Err("no expect_cpus=N argument: the harness names the CPUs it gave the machine".into()),
+        (Some(_), Some(_)) => Err("expect_cpus= given twice".into()),
+        (Some(v), None) => match v.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("expect_cpus={v}: not a CPU count")),
+        },
+    }
+}
+
+/// The system sees as many CPUs online as the machine was given.
+fn cpus_online_as_the_machine_was_given(env: &mut Env) -> Result<(), String> {
+    let want = env.expected_cpus.clone()?;
+    let seen = env.online_cpus;
+    check(seen == want, || format!("{seen} CPUs online, the machine was given {want}"))
 }
 
 fn servers_answer_status(env: &mut Env) -> Result<(), String> {
