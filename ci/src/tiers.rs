@@ -338,7 +338,9 @@ fn storage_disk(file: &str) -> Vec<String> {
     let img = crate::out_dir().join(file);
     let mut bytes = vec![0u8; 4 << 20];
     bytes[..24].copy_from_slice(b"ALCOVE-STORAGE-TEST-DISK");
-    // A failure here shows as QEMU failing to open the drive.
+    // A failure here shows as QEMU failing to open the drive (the last
+    // run's image is removed first, so it cannot stand in).
+    let _ = std::fs::remove_file(&img);
     let _ = std::fs::create_dir_all(crate::out_dir()).and_then(|()| std::fs::write(&img, &bytes));
     vec![
         "-drive".into(),
