@@ -127,6 +127,99 @@ impl Outcome {
     }
 }
 
+/// Non-blank, non-comment lines of one source file, tests excluded: the
+/// file is counted up to its `#[cfg(test)]` module, which by convention
+/// comes last.
+pub fn source_lines(text: &str) -> usize {
+    let mut n = 0;
+    let mut in_block_comment = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("#[cfg(test)]") {
+            break;
+        }
+        if in_block_comment {
+            in_block_comment = !t.contains("*/");
+            continue;
+        }
+        if t.starts_with("/*") {
+            in_block_comment = !t.contains("*/");
+            continue;
+        }
+        if t.is_empty() || t.starts_with("//") {
+            continue;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The items a source names through `krate::` (`krate::a::b` gives `a`,
+/// `krate::{a, b::c}` gives `a` and `b`).
+fn named_items<'a>(source: &'a str, krate: &str) -> Vec<&'a str> {
+    let ident = |s: &'a str| -> &'a str {
+        let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
+        &s[..end]
+    };
+    let mut out = vec![];
+    let needle = format!("{krate}::");
+    for (i, _) in source.match_indices(&needle) {
+        // Only the crate itself, not a path that merely ends in its name.
+        let before = source[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let rest = &source[i + needle.len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            out.extend(group.split(',').map(|p| ident(p.trim())).filter(|p| !p.is_empty()));
+        } else {
+            out.push(ident(rest));
+        }
+    }
+    out
+}
+
+/// The modules of a library crate (given its `lib.rs` and a reader for
+/// `src/<module>.rs`) that the code in `users` reaches: those it names
+/// through `krate::`, directly (`krate::elf::…`) or through a re-export in
+/// `lib.rs` (`pub use cpio::{Archive, …}` makes `krate::Archive` reach
+/// `cpio`), and the modules those name through `crate::`. Sorted.
+pub fn reached_modules(users: &[String], krate: &str, lib: &str, module: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    // lib.rs's modules and what each re-exports.
+    let mut modules: Vec<(&str, Vec<&str>)> = vec![];
+    for line in lib.lines().map(str::trim) {
+        let decl = line.strip_prefix("pub ").unwrap_or(line);
+        if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.strip_suffix(';')) {
+            modules.push((name.trim(), vec![]));
+        }
+    }
+    for line in lib.lines().map(str::trim) {
+        let Some(path) = line.strip_prefix("pub use ") else { continue };
+        let Some((m, items)) = path.trim_end_matches(';').split_once("::") else { continue };
+        let items: Vec<&str> = items.trim_matches(['{', '}']).split(',').map(|i| i.trim()).collect();
+        if let Some((_, exports)) = modules.iter_mut().find(|(name, _)| *name == m) {
+            exports.extend(items);
+        }
+    }
+    let owner = |item: &str| -> Option<String> {
+        modules.iter().find(|(name, exports)| *name == item || exports.contains(&item)).map(|(name, _)| name.to_string())
+    };
+    let mut reached: Vec<String> = vec![];
+    let mut todo: Vec<String> = users.iter().flat_map(|u| named_items(u, krate)).filter_map(owner).collect();
+    while let Some(m) = todo.pop() {
+        if reached.contains(&m) {
+            continue;
+        }
+        if let Some(text) = module(&m) {
+            todo.extend(named_items(&text, "crate").into_iter().filter_map(owner));
+        }
+        reached.push(m);
+    }
+    reached.sort();
+    reached
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +267,35 @@ mod tests {
         let (figures, _) = parse_serial(&twice);
         let err = judge("bench/user", &[], figures, &["null_syscall"], &[]).unwrap_err();
         assert_eq!(err.problems, ["2 null_syscall figures"]);
+    }
+
+    #[test]
+    fn lines_are_counted_without_comments_blanks_and_tests() {
+        let text = "//! doc\nuse a;\n\n/* block\n still */\nfn f() {\n    // note\n    g();\n}\n#[cfg(test)]\nmod tests { fn t() {} }\n";
+        assert_eq!(source_lines(text), 4);
+    }
+
+    #[test]
+    fn the_library_modules_a_user_reaches_are_found() {
+        let lib = "mod cpio;\npub mod elf;\npub mod manifest;\n#[cfg(feature = \"std\")]\nmod system;\n\
+            pub use cpio::{Archive, Entry};\n#[cfg(feature = \"std\")]\npub use system::{pack_system};\npub const INIT: &str = \"x\";\n";
+        let module = |m: &str| -> Option<String> {
+            match m {
+                "elf" => Some("use crate::cpio::Entry;\nfn f() {}".into()),
+                "manifest" => Some("use crate::elf;".into()),
+                _ => Some(String::new()),
+            }
+        };
+        let users = vec![
+            "let a = initrd::Archive::new(b);\nlet i = initrd::INIT;\nmy_initrd::manifest::x();".to_string(),
+            "let p = initrd::elf::load_plan(e);".to_string(),
+        ];
+        // Archive is cpio's, elf reaches cpio; a constant of lib.rs reaches
+        // no module, and `my_initrd::` is another crate.
+        assert_eq!(reached_modules(&users, "initrd", lib, &module), ["cpio", "elf"]);
+        let users = vec!["use initrd::{manifest, Entry};".to_string()];
+        assert_eq!(reached_modules(&users, "initrd", lib, &module), ["cpio", "elf", "manifest"]);
+        assert!(reached_modules(&["nothing".to_string()], "initrd", lib, &module).is_empty());
     }
 
     #[test]

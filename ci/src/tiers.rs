@@ -669,9 +669,12 @@ fn wall_ratios(f: &[Figure]) -> Vec<Figure> {
     ]
 }
 
-/// Non-blank, non-comment lines of the microkernel (its ring-0 crate and the
-/// portable logic and ABI it links), tests excluded: each file is counted up
-/// to its `#[cfg(test)]` module, which by convention comes last.
+/// Non-blank, non-comment lines of the code that runs in ring 0, tests
+/// excluded ([`bench::source_lines`]): the kernel crate and the portable
+/// logic and ABI it links, whole, and of the boot-archive crate (`initrd`)
+/// its `lib.rs` and the modules the kernel reaches
+/// ([`bench::reached_modules`]: the cpio reader and the ELF loader plan
+/// today).
 fn kernel_lines() -> Result<usize> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for e in std::fs::read_dir(dir)? {
@@ -688,28 +691,14 @@ fn kernel_lines() -> Result<usize> {
     for d in ["microkernel/src", "microkernel/kcore/src", "microkernel/abi/src"] {
         walk(&root().join(d), &mut files)?;
     }
-    let mut n = 0;
-    for f in files {
-        let text = std::fs::read_to_string(&f)?;
-        let mut in_block_comment = false;
-        for line in text.lines() {
-            let t = line.trim();
-            if t.starts_with("#[cfg(test)]") {
-                break;
-            }
-            if in_block_comment {
-                in_block_comment = !t.contains("*/");
-                continue;
-            }
-            if t.starts_with("/*") {
-                in_block_comment = !t.contains("*/");
-                continue;
-            }
-            if t.is_empty() || t.starts_with("//") {
-                continue;
-            }
-            n += 1;
-        }
+    let kernel: Vec<String> = files.iter().map(std::fs::read_to_string).collect::<std::io::Result<_>>()?;
+    let initrd = root().join("initrd/src");
+    let lib = std::fs::read_to_string(initrd.join("lib.rs"))?;
+    let module = |m: &str| std::fs::read_to_string(initrd.join(format!("{m}.rs"))).ok();
+    let mut n: usize = kernel.iter().map(|t| bench::source_lines(t)).sum::<usize>() + bench::source_lines(&lib);
+    for m in bench::reached_modules(&kernel, "initrd", &lib, &module) {
+        let text = module(&m).ok_or_else(|| format!("initrd/src/{m}.rs: the kernel reaches it, but it cannot be read"))?;
+        n += bench::source_lines(&text);
     }
     Ok(n)
 }
