@@ -16,16 +16,23 @@ pub const USER_PACKAGES: &[&str] =
 /// Builds the kernel (release, with debug info) and every process binary;
 /// returns the kernel's path.
 pub fn kernel() -> Result<PathBuf> {
-    let mut c = cargo();
-    c.args(["build", "--release", "--quiet", "--target", KERNEL_TARGET, "-p", "alcove-kernel"]);
-    for p in USER_PACKAGES {
-        c.args(["-p", p]);
-    }
-    let status = c.current_dir(root()).status()?;
+    let status = kernel_target_cargo("build").current_dir(root()).status()?;
     if !status.success() {
         return Err("building the kernel and the servers failed".into());
     }
     Ok(root().join("target").join(KERNEL_TARGET).join("release").join("alcove-kernel"))
+}
+
+/// `cargo SUBCOMMAND` over everything built for the kernel target: the
+/// kernel and every process binary, as [`kernel`] builds them (`build`, or
+/// `clippy` for the clippy tier).
+pub fn kernel_target_cargo(subcommand: &str) -> Command {
+    let mut c = cargo();
+    c.args([subcommand, "--release", "--quiet", "--target", KERNEL_TARGET, "-p", "alcove-kernel"]);
+    for p in USER_PACKAGES {
+        c.args(["-p", p]);
+    }
+    c
 }
 
 /// What a boot archive is packed from: a manifest's text and where data
@@ -47,6 +54,30 @@ impl BootSystem {
         let toml = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self { origin: path.display().to_string(), toml, host_files: vec![] })
     }
+
+    /// This system with `args` appended to server `server`'s arguments
+    /// (the manifest's `args`). An error if no server has that name.
+    pub fn with_server_args(&self, server: &str, args: &[String]) -> Result<Self> {
+        let toml = add_server_args(&self.toml, server, args).map_err(|e| format!("{}: {e}", self.origin))?;
+        Ok(Self { origin: format!("{} (with {server} args {args:?})", self.origin), toml, host_files: self.host_files.clone() })
+    }
+}
+
+/// A manifest's text with `args` appended to server `server`'s `args` (the
+/// result is the same manifest otherwise, written out again by `toml`).
+pub fn add_server_args(manifest: &str, server: &str, args: &[String]) -> std::result::Result<String, String> {
+    let mut doc: toml::Table = manifest.parse().map_err(|e| format!("not TOML: {e}"))?;
+    let entry = doc
+        .get_mut("server")
+        .and_then(toml::Value::as_array_mut)
+        .and_then(|servers| {
+            servers.iter_mut().filter_map(toml::Value::as_table_mut).find(|t| t.get("name").and_then(toml::Value::as_str) == Some(server))
+        })
+        .ok_or_else(|| format!("no server named {server:?}"))?;
+    let list = entry.entry("args").or_insert_with(|| toml::Value::Array(vec![]));
+    let list = list.as_array_mut().ok_or_else(|| format!("server {server:?}: args is not a list"))?;
+    list.extend(args.iter().map(|a| toml::Value::String(a.clone())));
+    toml::to_string(&doc).map_err(|e| format!("writing the manifest: {e}"))
 }
 
 /// Packs the boot archive of a system: the manifest, validated, as
@@ -105,4 +136,36 @@ pub fn iso_of(kernel: &Path, name: &str, cmdline: &str, system: &BootSystem) -> 
     run_quiet(Command::new("grub-mkrescue").arg("-o").arg(&iso).arg(&tree))
         .map_err(|e| format!("grub-mkrescue: {e}"))?;
     Ok(iso)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_args_are_appended_to_the_named_server_only() {
+        let text = fs::read_to_string(root().join("initrd/manifests/storage.toml")).unwrap();
+        let before = initrd::manifest::Manifest::from_toml(&text).unwrap();
+        let out = add_server_args(&text, "ktest-storage", &["expect_cpus=4".into()]).unwrap();
+        let after = initrd::manifest::Manifest::from_toml(&out).unwrap();
+        let server = |m: &initrd::manifest::Manifest, name: &str| m.servers.iter().find(|s| s.name == name).unwrap().clone();
+        assert_eq!(server(&before, "ktest-storage").args, ["storage"]);
+        assert_eq!(server(&after, "ktest-storage").args, ["storage", "expect_cpus=4"]);
+        // Nothing else changed.
+        let mut expected = before.clone();
+        expected.servers.iter_mut().find(|s| s.name == "ktest-storage").unwrap().args.push("expect_cpus=4".into());
+        assert_eq!(after, expected);
+        // A server without arguments gets them.
+        let text = fs::read_to_string(root().join("initrd/manifests/test.toml")).unwrap();
+        let after = initrd::manifest::Manifest::from_toml(&add_server_args(&text, "ktest-user", &["expect_cpus=1".into()]).unwrap()).unwrap();
+        assert_eq!(server(&after, "ktest-user").args, ["expect_cpus=1"]);
+    }
+
+    #[test]
+    fn server_args_for_a_missing_server_are_an_error() {
+        let text = fs::read_to_string(root().join("initrd/manifests/vm.toml")).unwrap();
+        let e = add_server_args(&text, "ktest-user", &["expect_cpus=2".into()]).unwrap_err();
+        assert!(e.contains("no server named \"ktest-user\""), "{e}");
+        assert!(add_server_args("not = [toml", "x", &[]).is_err());
+    }
 }

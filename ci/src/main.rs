@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one driver for building, running, testing and
 //! benchmarking Alcove. CI runs `cargo xtask test` and nothing else.
 
+mod bench;
 mod emu;
 mod guest_images;
 mod harness;
@@ -21,7 +22,7 @@ Usage: cargo xtask <command> [options]
 Commands:
   build   Build the kernel, the boot archive and the ISO (target/alcove/alcove.iso)
   run     Build, then boot the ISO under QEMU with serial on this terminal
-  test    Run every test tier CI runs (host, system, harness)
+  test    Run every test tier CI runs (clippy, host, system, linux, harness)
   bochs   Build, then boot the ISO under Bochs with a VMX CPU model
   bench   Run the benchmarks; prints `bench <name> <value> <unit>` lines
   setup   Install the Debian packages and toolchain parts the others need
@@ -75,10 +76,13 @@ Exit status: 0 when QEMU was left by hand or the system reported success,
 const TEST_USAGE: &str = "\
 Usage: cargo xtask test [--tier NAME]... [--slow] [--case TEXT]
 
-Runs every tier CI runs, in order, and stops with a non-zero status if any
-test fails. Serial logs of every run are kept under target/alcove/logs/.
+Runs every tier CI runs, in order (clippy first), and exits with a non-zero
+status if any check fails. Serial logs of every run are kept under target/alcove/logs/.
 
 Tiers:
+  clippy    cargo clippy -- -D warnings over the host crates (with their
+            tests) and over the kernel and the processes built for
+            x86_64-unknown-none
   host      cargo test for every host crate
   system    the boot, user, storage and vm suites under QEMU SeaBIOS, QEMU
             OVMF (UEFI) and Bochs (corei7_skylake_x VMX, ryzen SVM)
@@ -125,7 +129,11 @@ for the Linux guest's:
   linux_boot_direct_tcg  the same kernel and initramfs booted directly by
                          QEMU TCG in the same run: seconds from starting QEMU
                          to the same line
-  vmm_overhead_kib       the vmm-server's memory beyond guest RAM";
+  vmm_overhead_kib       the vmm-server's memory beyond guest RAM
+
+A run prints its figures only if it passed and printed every figure it
+must; a run that failed prints none (its problems instead), and the
+command then exits with status 1.";
 
 const BUILD_USAGE: &str = "\
 Usage: cargo xtask build
@@ -136,9 +144,9 @@ makes target/alcove/alcove.iso (GRUB, boots under BIOS and UEFI).";
 const SETUP_USAGE: &str = "\
 Usage: cargo xtask setup
 
-Installs (apt-get) the Debian packages and (rustup) the toolchain component and
-target that building and testing need. `run`, `test`, `bochs` and `bench` do
-this themselves; it is quiet when nothing is missing.";
+Installs (apt-get) the Debian packages and (rustup) the toolchain components
+(rust-src, clippy) and target that building and testing need. `run`, `test`,
+`bochs` and `bench` do this themselves; it is quiet when nothing is missing.";
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -1,5 +1,5 @@
 //! Installs what the other commands need, idempotently: Debian packages
-//! through apt-get and the toolchain's component and target through rustup.
+//! through apt-get and the toolchain's components and target through rustup.
 //! Silent when everything is already there.
 
 use crate::{Result, root, run_quiet};
@@ -56,9 +56,14 @@ pub fn ensure() -> Result<()> {
             .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with(what)))
             .unwrap_or(false)
     };
-    if !have(&["component", "list", "--installed"], "rust-src") {
-        eprintln!("xtask: adding the rust-src component");
-        run_quiet(Command::new("rustup").args(["component", "add", "rust-src"]).current_dir(root()))?;
+    // rust-src builds `core` for the kernel target; clippy is the `clippy`
+    // tier (rust-toolchain.toml names both, but an older rustup or a
+    // toolchain installed by hand may lack them).
+    for component in ["rust-src", "clippy"] {
+        if !have(&["component", "list", "--installed"], component) {
+            eprintln!("xtask: adding the {component} component");
+            run_quiet(Command::new("rustup").args(["component", "add", component]).current_dir(root()))?;
+        }
     }
     if !have(&["target", "list", "--installed"], "x86_64-unknown-none") {
         eprintln!("xtask: adding the x86_64-unknown-none target");

@@ -46,8 +46,8 @@ pub fn backend() -> Option<Hw> {
 pub fn init() {
     BACKEND.call_once(|| match svm::detect() {
         Some(info) if info.nested_paging => {
-            let Some(iopm) = mem::alloc_frames(3) else { return None };
-            let Some(msrpm) = mem::alloc_frames(2) else { return None };
+            let iopm = mem::alloc_frames(3)?;
+            let msrpm = mem::alloc_frames(2)?;
             // SAFETY: freshly allocated, contiguous, kernel-owned frames in
             // the direct map, shared read-only by every VMCB afterwards.
             unsafe {
@@ -725,18 +725,18 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
                 run.data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(run.size)));
                 run.next_rip = info2;
                 // Coalesced port I/O: finished here when the VMM asked so.
-                if run.io_flags == 0 {
-                    if let Some(read) = run.coalesce_pio(port, run.size, run.write != 0, run.data as u8) {
-                        if let Some(v) = read {
-                            let rax = (vcpu.vmcb.r64(f::RAX) & !0xff) | u64::from(v);
-                            vcpu.vmcb.w64(f::RAX, rax);
-                        }
-                        // EXITINFO2 holds the next RIP for IOIO (APM Vol. 2 §15.10.2).
-                        vcpu.vmcb.w64(f::RIP, info2);
-                        let st = vcpu.vmcb.r64(f::INT_STATE);
-                        vcpu.vmcb.w64(f::INT_STATE, st & !1);
-                        continue;
+                if run.io_flags == 0
+                    && let Some(read) = run.coalesce_pio(port, run.size, run.write != 0, run.data as u8)
+                {
+                    if let Some(v) = read {
+                        let rax = (vcpu.vmcb.r64(f::RAX) & !0xff) | u64::from(v);
+                        vcpu.vmcb.w64(f::RAX, rax);
                     }
+                    // EXITINFO2 holds the next RIP for IOIO (APM Vol. 2 §15.10.2).
+                    vcpu.vmcb.w64(f::RIP, info2);
+                    let st = vcpu.vmcb.r64(f::INT_STATE);
+                    vcpu.vmcb.w64(f::INT_STATE, st & !1);
+                    continue;
                 }
                 break VcpuExit::Io;
             }

@@ -3,7 +3,9 @@
 //! it). It reports in `kcore::testproto`'s format on the console and ends the
 //! machine with the verdict (the manifest grants it `machine_exit`).
 //! With the manifest argument `storage` it runs the `storage` suite instead
-//! (storaged's block rings, `storage.rs`).
+//! (storaged's block rings, `storage.rs`). The harness adds the argument
+//! `expect_cpus=N`, the CPUs it gave the machine: that number chooses the
+//! multi-CPU tests, and a system that sees another number online fails.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]

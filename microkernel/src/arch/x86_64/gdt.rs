@@ -14,6 +14,8 @@
 //! points into the running thread's saved context (see entry.s), and the I/O
 //! permission bitmap follows the TSS so drivers granted I/O ports can use
 //! `in`/`out` directly (SDM Vol. 1 §19.5.2).
+// clippy's deref_addrof fix for `*(&raw mut STATIC)` names the `static mut` itself, which `static_mut_refs` forbids.
+#![allow(clippy::deref_addrof)]
 
 use super::MAX_CPUS;
 use core::arch::asm;

@@ -1,6 +1,8 @@
 //! Per-CPU data, reached through the GS base while in the kernel (SWAPGS on
 //! every ring-3 entry and exit). entry.s and trap.s use the first fields by
 //! offset, so their order is fixed.
+// clippy's deref_addrof fix for `*(&raw mut STATIC)` names the `static mut` itself, which `static_mut_refs` forbids.
+#![allow(clippy::deref_addrof)]
 
 use super::MAX_CPUS;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
