@@ -262,7 +262,7 @@ pub fn check_stress_run(serial: &str, vm_name: &str, rounds: u32) -> (Vec<String
             continue;
         }
         if k as u32 == rounds {
-            if !b.iter().any(|l| *l == "alcove-guest: stress done") {
+            if !b.contains(&"alcove-guest: stress done") {
                 problems.push(format!("boot {}: no line \"alcove-guest: stress done\"", k + 1));
             }
             continue;

@@ -41,7 +41,7 @@ impl Env {
 
     /// How many CPUs the kernel runs.
     pub(crate) fn cpus(&self) -> u32 {
-        self.cpus
+        self.online_cpus
     }
 
     /// A new frame mapped into this process; returns (frame slot, address).

@@ -259,7 +259,7 @@ impl libipc::blkring::RingRegion for SharedMemory {
 unsafe fn volatile_copy(dst: *mut u8, src: *const u8, n: usize, to_shared: bool) {
     let mut i = 0;
     if (dst as usize) % 8 == (src as usize) % 8 {
-        while i < n && (dst as usize + i) % 8 != 0 {
+        while i < n && !(dst as usize + i).is_multiple_of(8) {
             // SAFETY: `i < n`: inside both ranges (the caller's contract).
             unsafe { copy_byte(dst.add(i), src.add(i), to_shared) };
             i += 1;
