@@ -6,6 +6,7 @@ mod guest_images;
 mod harness;
 mod image;
 mod linux;
+mod memtest;
 mod setup;
 mod tiers;
 mod vm;
