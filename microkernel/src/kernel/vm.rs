@@ -1424,6 +1424,11 @@ fn others_stopped(vcpu: &Vcpu) -> bool {
 /// now (the sender found its thread not yet asleep): then it does not
 /// sleep but enters `VcpuRun` again. Called with the kernel lock held.
 fn woken_meanwhile(vcpu: &Vcpu) -> bool {
+    // `VcpuKick` and IPIs change this state under the kernel lock, and wake
+    // the thread only once it is asleep.
+    if vcpu.kicked.load(Ordering::Acquire) {
+        return true;
+    }
     let l = vcpu.lapic.lock();
     if l.nmi_pending() || l.init_pending() || l.sipi_pending() {
         return true;
