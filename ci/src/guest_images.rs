@@ -9,8 +9,12 @@
 //! * `stamp`: what was built from what; a re-run with the same package
 //!   versions and the same recipe does nothing.
 //!
-//! `--check` parses the kernel with vmm-server's own bzImage parser and lists
-//! the archive; `--boot-direct` boots both under QEMU TCG (no Alcove) as a
+//! It also fetches Debian's memtest86+ (a third-party Linux boot-protocol
+//! image, the `linux` tier's second guest) into
+//! `target/alcove/images/memtest86-x64.bin`.
+//!
+//! `--check` parses both kernels with vmm-server's own bzImage parser and
+//! lists the archive; `--boot-direct` boots both under QEMU TCG (no Alcove) as a
 //! check of the images themselves.
 
 use crate::{Result, out_dir, root};
@@ -29,11 +33,12 @@ Usage: cargo xtask images [--check] [--boot-direct] [--timeout SECS]
 Fetches Debian's cloud kernel (the package linux-image-cloud-amd64 points to)
 and busybox-static with `apt-get download` into images/downloads/ and builds
 target/alcove/images/vmlinuz, modules/<release>/ and initramfs.cpio (busybox,
-images/linux/init, the virtio modules). Does nothing when they are up to date.
+images/linux/init, the virtio modules); fetches memtest86+ the same way into
+target/alcove/images/memtest86-x64.bin. Does nothing when they are up to date.
 
 Options:
-  --check          also parse vmlinuz with vmm-server's bzImage parser and
-                   list the initramfs entries
+  --check          also parse vmlinuz and memtest86-x64.bin with vmm-server's
+                   bzImage parser and list the initramfs entries
   --boot-direct    also boot the images under QEMU TCG (2 CPUs, 256 MiB, a
                    1 MiB virtio disk) and check what /init reports; prints the
                    wall time. The serial log goes to
@@ -107,8 +112,10 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         }
     }
     let images = ensure()?;
+    let memtest = memtest()?;
     if check_it {
         check(&images)?;
+        check_memtest(&memtest)?;
     }
     if boot {
         let run = boot_direct(&images, 2, Duration::from_secs(timeout))?;
@@ -253,6 +260,65 @@ fn fetch(pkg: &Pkg, stale: impl Fn(&str) -> bool) -> Result<PathBuf> {
         &format!("apt-get download {}", pkg.name),
     )?;
     find()?.ok_or_else(|| format!("apt-get download {}: no {prefix}*.deb in {}", pkg.name, dir.display()).into())
+}
+
+// ---------------------------------------------------------------------------
+// memtest86+: a third-party boot-protocol guest
+
+/// The Debian package of memtest86+.
+const MEMTEST: &str = "memtest86+";
+/// Its 64-bit Linux boot-protocol image, inside the package.
+const MEMTEST_IN_PACKAGE: &str = "boot/memtest86+x64.bin";
+/// Where it is installed: a name a boot file may have (no `+`).
+pub const MEMTEST_FILE: &str = "memtest86-x64.bin";
+
+/// `target/alcove/images/memtest86-x64.bin` from the memtest86+ version
+/// apt-cache names (fetched with `apt-get download` into
+/// `images/downloads/` unless the stamp says it is there).
+pub fn memtest() -> Result<PathBuf> {
+    let out = dir();
+    let (bin, stamp_path) = (out.join(MEMTEST_FILE), out.join("memtest.stamp"));
+    let pkg = Pkg { name: MEMTEST.into(), version: candidate(MEMTEST)? };
+    let stamp = format!("{} {}\n", pkg.name, pkg.version);
+    if bin.is_file() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+        return Ok(bin);
+    }
+    let deb = fetch(&pkg, |_| false)?;
+    let work = out.join(".work-memtest");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&work), &format!("dpkg-deb -x {}", deb.display()))?;
+    let from = work.join(MEMTEST_IN_PACKAGE);
+    if !from.is_file() {
+        return Err(format!("{}: no {MEMTEST_IN_PACKAGE} in the package", deb.display()).into());
+    }
+    let _ = fs::remove_file(&stamp_path);
+    fs::rename(&from, &bin)?;
+    fs::write(&stamp_path, stamp)?;
+    fs::remove_dir_all(&work)?;
+    eprintln!("images: {} from {} {}", bin.display(), pkg.name, pkg.version);
+    Ok(bin)
+}
+
+/// Parses memtest86+'s image with vmm-server's bzImage parser.
+pub fn check_memtest(bin: &Path) -> Result<()> {
+    let bytes = fs::read(bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let bz = BzImage::parse(&bytes).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let v = bz.protocol_version();
+    println!(
+        "{}: {} bytes, boot protocol {}.{:02}, load address {:#x}, 64-bit entry {:#x}, init_size {:#x}, \
+         relocatable {}, protected-mode kernel {} bytes",
+        bin.display(),
+        bytes.len(),
+        v >> 8,
+        v & 0xff,
+        bz.load_addr(),
+        bz.entry_64(),
+        bz.init_size(),
+        bz.relocatable(),
+        bz.kernel().len()
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

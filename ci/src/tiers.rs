@@ -6,7 +6,7 @@ use crate::harness::{self, Ending, Verdict};
 use crate::vm::{STATUS_NO_ENDING, VmLog, VmPlan};
 use crate::image::{self, BootSystem, IsoSpec};
 use crate::bench::{self, Figure};
-use crate::{Result, cargo, guest_images, linux, root, setup};
+use crate::{Result, cargo, guest_images, linux, memtest, root, setup};
 use kcore::testproto::{EXIT_FAIL, EXIT_PASS, qemu_status};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +17,9 @@ const BOCHS_TIMEOUT: Duration = Duration::from_secs(180);
 /// The Linux guest on Alcove nested in QEMU TCG boots in well under a
 /// minute; the limit allows a loaded machine.
 const LINUX_QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+/// The memtest86+ case: its screen is complete in about 25 s here.
+const MEMTEST_TIMEOUT: Duration = Duration::from_secs(180);
+const MEMTEST_CASE: &str = "linux/memtest-epyc-svm";
 /// The Linux guest printing on one vCPU while the other resets the VM.
 const LINUX_STRESS_CASE: &str = "linux/reset-stress";
 const LINUX_BOCHS_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -485,6 +488,25 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         out.report();
         if !out.ok() {
             failures.push(case.into());
+        }
+    }
+
+    if chosen.contains(&"linux") && only.as_deref().is_none_or(|o| MEMTEST_CASE.contains(o)) {
+        println!("== linux: memtest86+ (a third-party boot-protocol guest) as a VM on Alcove");
+        runs += 1;
+        let kernel = kernel.as_deref().expect("kernel built");
+        match guest_images::memtest() {
+            Ok(bin) => {
+                let out = memtest::run(kernel, &bin, MEMTEST_CASE, MEMTEST_TIMEOUT)?;
+                out.report();
+                if !out.ok() {
+                    failures.push(MEMTEST_CASE.into());
+                }
+            }
+            Err(e) => {
+                println!("  FAIL {MEMTEST_CASE}: the memtest86+ image (cargo xtask images): {e}");
+                failures.push(MEMTEST_CASE.into());
+            }
         }
     }
 

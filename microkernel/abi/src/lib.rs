@@ -430,7 +430,11 @@ pub enum VcpuExit {
     InvalidState = 5,
     /// A host interrupt or a reschedule ended the run; just run again.
     Interrupted = 6,
-    /// HLT with nothing to inject: the VMM may wait for its own events.
+    /// HLT with interrupts off (RIP is past it): the vCPU is stopped until
+    /// an NMI or INIT, and `VcpuRun::data` is 1 when every vCPU of the
+    /// guest is stopped so (or waits for a start-up IPI), i.e. nothing can
+    /// wake the guest any more, else 0. Running the vCPU again sleeps in
+    /// the kernel until another vCPU's NMI or INIT (or a kick) arrives.
     Hlt = 7,
     /// An exit the kernel does not know (`hw_code`, `info1`, `info2`).
     Unhandled = 8,

@@ -23,5 +23,6 @@ pub mod rangemap;
 pub mod sched;
 pub mod slab;
 pub mod testproto;
+pub mod vcpu_halt;
 pub mod wallclock;
 pub mod vlapic;

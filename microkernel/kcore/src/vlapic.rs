@@ -919,6 +919,21 @@ impl VLapic {
         true
     }
 
+    /// Whether an NMI is latched (left latched).
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
+    }
+
+    /// Whether an INIT is latched and not yet taken.
+    pub fn init_pending(&self) -> bool {
+        self.init_pending
+    }
+
+    /// Whether a start-up IPI is latched and not yet taken.
+    pub fn sipi_pending(&self) -> bool {
+        self.sipi.is_some()
+    }
+
     /// Whether an NMI was latched; clears it.
     pub fn take_nmi(&mut self) -> bool {
         core::mem::take(&mut self.nmi_pending)

@@ -19,6 +19,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::pagetable::{self, Ept, Flags, Npt};
 use kcore::slab::Id;
+use kcore::vcpu_halt::{HltDecision, HltInputs, NmiGate, OtherVcpu, hlt_decision, wakes_from_stop};
 use kcore::vlapic::{Effect, VLapic, VLapicConfig};
 
 /// The highest guest-physical address (exclusive) a guest may map.
@@ -211,6 +212,11 @@ pub struct Vcpu {
     /// delivered as level): the run returns `VcpuExit::Eoi` before the
     /// next entry, so the VMM's I/O APIC sees the EOI broadcast.
     pub eoi_exit: Option<u8>,
+    /// Halted with interrupts off: runs again only after an NMI or INIT
+    /// (read by the guest's other vCPUs, see `others_stopped`).
+    pub stopped: AtomicBool,
+    /// NMI blocking under SVM (VMX tracks it in the interruptibility state).
+    pub nmi_gate: NmiGate,
 }
 
 /// The legacy FXSAVE area (SDM Vol. 1 §10.5.1).
@@ -326,6 +332,8 @@ impl Kernel {
             sipi_pending: false,
             kicked: AtomicBool::new(false),
             eoi_exit: None,
+            stopped: AtomicBool::new(false),
+            nmi_gate: NmiGate::default(),
         };
         let id = self.vcpus.insert(Box::new(v));
         if let Some(g) = self.guests.get_mut(guest) {
@@ -537,11 +545,17 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         let mut l = lapic.lock();
         if l.take_init() {
             vcpu.sipi_pending = false;
+            vcpu.stopped.store(false, Ordering::SeqCst);
+            vcpu.nmi_gate.reset();
         }
         if let Some(vector) = l.take_sipi() {
             start_at_sipi(vcpu, vector);
         }
-        l.waiting_for_sipi()
+        // Halted with interrupts off: only an NMI (or INIT) lets it run.
+        if vcpu.stopped.load(Ordering::SeqCst) && wakes_from_stop(l.nmi_pending(), l.init_pending()) {
+            vcpu.stopped.store(false, Ordering::SeqCst);
+        }
+        l.waiting_for_sipi() || vcpu.stopped.load(Ordering::SeqCst)
     };
     let exit = if vcpu.kicked.swap(false, Ordering::AcqRel) {
         let run = run_page(vcpu.run_pa);
@@ -559,16 +573,22 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
     if let Some(until) = vcpu.halt_until.take() {
         // Sleep in the kernel; the thread re-enters VcpuRun on wake-up
         // (the system call restarts: RIP back over SYSCALL, RAX its number).
+        // If the wake-up came already, it re-enters at once.
+        let woken = woken_meanwhile(vcpu);
         if let Some(v) = k.vcpus.get_mut(id) {
             v.running = false;
         }
         if let Some(th) = k.thread_mut(me) {
             th.ctx.rip = th.ctx.rip.wrapping_sub(2);
             th.ctx.rax = abi::Sys::VcpuRun as u64;
-            th.state = super::ThreadState::GuestHalted;
+            if !woken {
+                th.state = super::ThreadState::GuestHalted;
+            }
         }
-        let deadline = (until != u64::MAX).then(|| to_boot_ns(until));
-        k.block_current(deadline);
+        if !woken {
+            let deadline = (until != u64::MAX).then(|| to_boot_ns(until));
+            k.block_current(deadline);
+        }
         return k;
     }
     let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
@@ -753,6 +773,12 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
                 break VcpuExit::Mmio;
             }
             0x64 => Regs::request_window(vcpu, false), // VINTR: inject on re-entry
+            x::IRET => {
+                // Before the IRET runs: NMIs open once the guest is past it.
+                let rip = vcpu.vmcb.r64(f::RIP);
+                vcpu.nmi_gate.iret_intercepted(rip);
+                Regs::set_iret_intercept(vcpu);
+            }
             x::HLT => {
                 if run.pio_pending() > 0 {
                     // Let the VMM see the buffered output before the guest
@@ -1219,6 +1245,39 @@ impl Regs {
             v.vmcb.r64(svm::vmcb::EVENT_INJ) & EVENT_VALID != 0
         }
     }
+    /// Whether an NMI may be injected: not blocked by a previous one still
+    /// in its handler (VMX: virtual-NMI blocking, which the CPU clears at
+    /// the guest's IRET; SVM: [`NmiGate`]) nor by STI/MOV SS.
+    fn nmi_open(v: &mut Vcpu) -> bool {
+        if is_vmx() {
+            vmx::vmread(vmx::field::GUEST_INTERRUPTIBILITY) & 0b1011 == 0
+        } else {
+            let rip = v.vmcb.r64(svm::vmcb::RIP);
+            v.nmi_gate.can_inject(rip)
+        }
+    }
+    /// Injects an NMI (interruption type 2, vector 2). Under SVM the IRET
+    /// intercept then tells when the handler ends.
+    fn inject_nmi(v: &mut Vcpu) {
+        let ev = 2 | (2 << 8) | EVENT_VALID;
+        if is_vmx() {
+            vmx::vmwrite(vmx::field::ENTRY_INTR_INFO, ev);
+        } else {
+            v.vmcb.w64(svm::vmcb::EVENT_INJ, ev);
+            v.nmi_gate.injected();
+            Regs::set_iret_intercept(v);
+        }
+    }
+    /// SVM: intercept IRET exactly while [`NmiGate::wants_iret_intercept`].
+    fn set_iret_intercept(v: &mut Vcpu) {
+        let m = v.vmcb.r64(svm::vmcb::INTERCEPT_MISC1) as u32;
+        let bit = 1 << 20;
+        let want = if v.nmi_gate.wants_iret_intercept() { m | bit } else { m & !bit };
+        if want != m {
+            v.vmcb.w32(svm::vmcb::INTERCEPT_MISC1, want);
+            v.vmcb.w32(svm::vmcb::CLEAN, 0);
+        }
+    }
     fn inject_interrupt(v: &mut Vcpu, vector: u8) {
         let ev = u64::from(vector) | EVENT_VALID;
         if is_vmx() {
@@ -1270,6 +1329,11 @@ fn pre_entry(vcpu: &mut Vcpu) {
     let lapic = vcpu.lapic.clone();
     let mut l = lapic.lock();
     l.tick(now);
+    // An NMI goes first, whatever RFLAGS.IF says (SDM Vol. 3A §6.7.1).
+    if l.nmi_pending() && !Regs::event_pending(vcpu) && Regs::nmi_open(vcpu) {
+        l.take_nmi();
+        Regs::inject_nmi(vcpu);
+    }
     let Some(vector) = l.pending_interrupt() else {
         Regs::request_window(vcpu, false);
         return;
@@ -1297,16 +1361,79 @@ enum Halt {
 }
 
 fn on_hlt(vcpu: &mut Vcpu) -> Halt {
-    if Regs::rflags(vcpu) & (1 << 9) == 0 {
-        return Halt::ToVmm; // nothing but the VMM can end this
+    let interrupts_on = Regs::rflags(vcpu) & (1 << 9) != 0;
+    let mut inputs = {
+        let mut l = vcpu.lapic.lock();
+        l.tick(lapic_now());
+        HltInputs {
+            interrupts_on,
+            nmi_pending: l.nmi_pending(),
+            interrupt_ready: l.pending_interrupt().is_some(),
+            timer_deadline: l.next_timer_deadline(),
+            others_stopped: false,
+        }
+    };
+    if !interrupts_on && !inputs.nmi_pending {
+        // Announce the stop before looking at the others: of two vCPUs
+        // stopping at once, the second sees the first.
+        vcpu.stopped.store(true, Ordering::SeqCst);
+        inputs.others_stopped = others_stopped(vcpu);
     }
-    let mut l = vcpu.lapic.lock();
-    l.tick(lapic_now());
-    if l.pending_interrupt().is_some() {
-        return Halt::Continue;
+    match hlt_decision(&inputs) {
+        HltDecision::Continue => {
+            vcpu.stopped.store(false, Ordering::SeqCst);
+            Halt::Continue
+        }
+        // Until the APIC timer, an IPI or a kick.
+        HltDecision::SleepUntil(deadline) => Halt::Until(deadline),
+        // Stopped until an NMI or INIT: the VMM decides (it ends the VM
+        // when `all`); running the vCPU again sleeps until one arrives.
+        HltDecision::Stopped { all } => {
+            run_page(vcpu.run_pa).data = u64::from(all);
+            Halt::ToVmm
+        }
     }
-    // Until the APIC timer, an IPI or a kick.
-    Halt::Until(l.next_timer_deadline().unwrap_or(u64::MAX))
+}
+
+/// Whether every other vCPU of `vcpu`'s guest is stopped (halted with
+/// interrupts off or waiting for a start-up IPI, with nothing latched that
+/// wakes it). Takes the kernel lock, then each APIC's (as `apply`).
+fn others_stopped(vcpu: &Vcpu) -> bool {
+    let k = super::lock();
+    let Some(g) = k.guests.get(vcpu.guest) else { return true };
+    for &t in &g.vcpus {
+        let Some(v) = k.vcpus.get(t) else { continue };
+        if Arc::ptr_eq(&v.lapic, &vcpu.lapic) {
+            continue;
+        }
+        let l = v.lapic.lock();
+        let other = OtherVcpu {
+            halted_no_interrupts: v.stopped.load(Ordering::SeqCst),
+            waiting_for_sipi: l.waiting_for_sipi(),
+            sipi_pending: l.sipi_pending(),
+            nmi_or_init_pending: l.nmi_pending() || l.init_pending(),
+        };
+        if !other.stopped() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether what a halted vCPU sleeps for arrived between its HLT exit and
+/// now (the sender found its thread not yet asleep): then it does not
+/// sleep but enters `VcpuRun` again. Called with the kernel lock held.
+fn woken_meanwhile(vcpu: &Vcpu) -> bool {
+    // `VcpuKick` and IPIs change this state under the kernel lock, and wake
+    // the thread only once it is asleep.
+    if vcpu.kicked.load(Ordering::Acquire) {
+        return true;
+    }
+    let l = vcpu.lapic.lock();
+    if l.nmi_pending() || l.init_pending() || l.sipi_pending() {
+        return true;
+    }
+    !vcpu.stopped.load(Ordering::SeqCst) && !l.waiting_for_sipi() && l.pending_interrupt().is_some()
 }
 
 /// An APIC MSR access; None when `index` is not the APIC's.

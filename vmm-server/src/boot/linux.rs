@@ -91,6 +91,8 @@ pub const ZERO_PAGE_SIZE: usize = 4096;
 pub const MAX_E820_ENTRIES: usize = 128;
 
 const SECTOR: usize = 512;
+/// `syssize`'s unit.
+const PARAGRAPH: u64 = 16;
 const ONE_MIB: u64 = 1 << 20;
 /// Where a relocatable kernel goes when its `pref_address` is unusable
 /// (x86-64's `LOAD_PHYSICAL_ADDR` default).
@@ -283,14 +285,23 @@ impl<'a> BzImage<'a> {
         // The boot sector plus the setup sectors; always past the header.
         let kernel_start = (usize::from(setup_sects) + 1) * SECTOR;
         need(image, kernel_start)?;
-        let kernel_len = u64::from(rd32(o::SYSSIZE)) * 16;
-        if kernel_len <= ENTRY_64_OFFSET {
-            return Err(LinuxError::KernelTooSmall { bytes: kernel_len });
+        // `syssize` counts 16-byte paragraphs, rounded up (Linux's
+        // arch/x86/boot/tools/build.c; memtest86+ rounds the same way), so
+        // the file may end up to 15 bytes before `syssize` × 16. QEMU's
+        // `-kernel` (x86_load_linux) and GRUB's `linux` load the whole rest
+        // of the file after the setup sectors and never look at `syssize`;
+        // so do we, but a file that ends before the last paragraph
+        // `syssize` names has lost bytes and is refused.
+        let syssize_bytes = u64::from(rd32(o::SYSSIZE)) * 16;
+        if syssize_bytes <= ENTRY_64_OFFSET {
+            return Err(LinuxError::KernelTooSmall { bytes: syssize_bytes });
         }
-        let kernel_end = kernel_start as u64 + kernel_len;
-        if kernel_end > image.len() as u64 {
-            return Err(LinuxError::Truncated { needed: kernel_end, len: image.len() });
+        let needed = kernel_start as u64 + syssize_bytes - (PARAGRAPH - 1);
+        if needed > image.len() as u64 {
+            return Err(LinuxError::Truncated { needed, len: image.len() });
         }
+        let kernel_end = image.len();
+        let kernel_len = (kernel_end - kernel_start) as u64;
 
         let relocatable = rd8(o::RELOCATABLE_KERNEL) != 0;
         let alignment = rd32(o::KERNEL_ALIGNMENT);
@@ -312,7 +323,7 @@ impl<'a> BzImage<'a> {
             image,
             header_end,
             version,
-            kernel: (kernel_start, kernel_end as usize),
+            kernel: (kernel_start, kernel_end),
             load_addr,
             kernel_alignment,
             relocatable,
@@ -347,7 +358,9 @@ impl<'a> BzImage<'a> {
         self.version
     }
 
-    /// The protected-mode kernel: the bytes to copy to [`Self::load_addr`].
+    /// The protected-mode kernel: the bytes to copy to [`Self::load_addr`],
+    /// everything in the file after the setup sectors (as QEMU and GRUB
+    /// load it: `syssize` only bounds how short the file may be).
     pub fn kernel(&self) -> &'a [u8] {
         self.image.get(self.kernel.0..self.kernel.1).unwrap_or(&[])
     }

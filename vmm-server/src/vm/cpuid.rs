@@ -55,6 +55,9 @@ pub fn host(leaf: u32, subleaf: u32) -> [u32; 4] {
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
+/// AMD's extended topology leaf (APM Vol. 3 §E.4.24).
+pub const TOPOLOGY_EXT_LEAF: u32 = 0x8000_001e;
+
 /// The table for vCPU `apic_id` of `vcpus`, from the host's CPUID
 /// (`host(leaf, subleaf) -> [eax, ebx, ecx, edx]`). At most `max` entries.
 pub fn guest_cpuid(host: impl Fn(u32, u32) -> [u32; 4], apic_id: u32, vcpus: u32, max: usize) -> Vec<CpuidEntry> {
@@ -102,8 +105,14 @@ pub fn guest_cpuid(host: impl Fn(u32, u32) -> [u32; 4], apic_id: u32, vcpus: u32
         }
         add(leaf, ANY, r);
     }
-    let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
-    for leaf in 0x8000_0000..=max_ext {
+    let host_max_ext = host(0x8000_0000, 0)[0];
+    // Up to 0x8000_0008, and 0x8000_001E (AMD's core topology) where the
+    // host has it: without it a guest on an AMD family 17h+ CPU reads the
+    // HTT flag as SMT and counts our vCPUs as threads of one core
+    // (memtest86+ showed "1 Cores 2 Threads"). 0x8000_0009..0x8000_001D
+    // (SVM, IBS, cache topology…) are left out and read as zero.
+    let max_ext = if host_max_ext >= TOPOLOGY_EXT_LEAF { TOPOLOGY_EXT_LEAF } else { host_max_ext.min(0x8000_0008) };
+    for leaf in (0x8000_0000..=max_ext.min(0x8000_0008)).chain((max_ext == TOPOLOGY_EXT_LEAF).then_some(TOPOLOGY_EXT_LEAF)) {
         let mut r = host(leaf, 0);
         match leaf {
             0x8000_0000 => r[0] = max_ext,
@@ -120,6 +129,9 @@ pub fn guest_cpuid(host: impl Fn(u32, u32) -> [u32; 4], apic_id: u32, vcpus: u32
                 // Address sizes; no core-count or extended features.
                 r = [r[0] & 0xffff, 0, (vcpus.saturating_sub(1)) & 0xff, 0];
             }
+            // Extended APIC ID; compute unit = the vCPU, one thread each
+            // (EBX[15:8] = threads per unit - 1); one node.
+            TOPOLOGY_EXT_LEAF => r = [apic_id, apic_id & 0xff, 0, 0],
             _ => {}
         }
         add(leaf, ANY, r);
@@ -164,8 +176,9 @@ mod tests {
         assert_eq!(find(&t, 0).eax, 7);
         assert!(t.iter().all(|e| e.leaf != 0xd && e.leaf != 4), "no XSAVE or cache leaves");
         assert_eq!(find(&t, 0x8000_0001).ecx & (1 << 2), 0, "no SVM");
-        assert_eq!(find(&t, 0x8000_0000).eax, 0x8000_0008);
+        assert_eq!(find(&t, 0x8000_0000).eax, TOPOLOGY_EXT_LEAF);
         assert_eq!(find(&t, 0x8000_0008).ecx, 1);
+        assert!(t.iter().all(|e| !(0x8000_0009..TOPOLOGY_EXT_LEAF).contains(&e.leaf)), "no SVM or IBS leaves");
         let h = find(&t, HYPERVISOR_BASE);
         assert_eq!(h.eax, KVM_FEATURES_LEAF);
         assert_eq!(find(&t, KVM_FEATURES_LEAF).eax, (1 << 3) | (1 << 24), "the clock only");
@@ -174,6 +187,42 @@ mod tests {
             sig.extend_from_slice(&r.to_le_bytes());
         }
         assert_eq!(&sig, SIGNATURE);
+    }
+
+    /// How memtest86+ counts AMD cores (system/cpuid.c): threads from
+    /// 0x8000_0008 ECX, two threads per core when 0x8000_001E says so (or,
+    /// without that leaf, on family 17h+ with HTT).
+    fn amd_cores_as_memtest_counts(t: &[CpuidEntry]) -> (u32, u32) {
+        let get = |leaf| t.iter().find(|e| e.leaf == leaf).copied();
+        let threads = (get(0x8000_0008).unwrap().ecx & 0xff) + 1;
+        let l1 = get(1).unwrap();
+        let ext_family = (l1.eax >> 20) & 0xff;
+        let per_core = match get(0x8000_0000).map(|e| e.eax) {
+            Some(m) if m >= TOPOLOGY_EXT_LEAF => 1 + u32::from((get(TOPOLOGY_EXT_LEAF).unwrap().ebx >> 8) & 3 > 0),
+            _ if l1.edx & EDX_HTT != 0 && ext_family >= 8 => 2,
+            _ => 1,
+        };
+        (threads / per_core, threads)
+    }
+
+    #[test]
+    fn amd_vcpus_are_cores_of_one_thread() {
+        // A Zen host (family 17h: extended family 8) with leaf 0x8000_001E.
+        let zen = |leaf: u32, sub: u32| match leaf {
+            1 => [0x0080_0f12, 0x0001_0800, 0x7ed8_3203, 0x178b_fbff],
+            _ => host(leaf, sub),
+        };
+        for (apic_id, vcpus) in [(0, 2), (1, 2), (3, 4)] {
+            let t = guest_cpuid(zen, apic_id, vcpus, 64);
+            assert_eq!(amd_cores_as_memtest_counts(&t), (vcpus, vcpus), "{vcpus} vCPUs");
+            let e = find(&t, TOPOLOGY_EXT_LEAF);
+            assert_eq!((e.eax, e.ebx & 0xff, (e.ebx >> 8) & 0xff), (apic_id, apic_id, 0));
+        }
+        // A host without the leaf: the table stops at 0x8000_0008.
+        let old = |leaf: u32, sub: u32| if leaf == 0x8000_0000 { [0x8000_0008, 0, 0, 0] } else { zen(leaf, sub) };
+        let t = guest_cpuid(old, 0, 2, 64);
+        assert_eq!(find(&t, 0x8000_0000).eax, 0x8000_0008);
+        assert!(t.iter().all(|e| e.leaf != TOPOLOGY_EXT_LEAF));
     }
 
     #[test]

@@ -145,14 +145,14 @@ fn rejects_every_bad_header() {
         ("syssize 0", |i| put32(i, 0x1f4, 0), LinuxError::KernelTooSmall { bytes: 0 }),
         ("entry outside kernel", |i| put32(i, 0x1f4, 0x20), LinuxError::KernelTooSmall { bytes: 0x200 }),
         (
-            "syssize past end",
+            "syssize a whole paragraph past the end",
             |i| put32(i, 0x1f4, 0x401),
-            LinuxError::Truncated { needed: 28 * 512 + 0x4010, len: 28 * 512 + 0x4000 },
+            LinuxError::Truncated { needed: 28 * 512 + 0x4001, len: 28 * 512 + 0x4000 },
         ),
         (
             "syssize huge",
             |i| put32(i, 0x1f4, u32::MAX),
-            LinuxError::Truncated { needed: 28 * 512 + u64::from(u32::MAX) * 16, len: 28 * 512 + 0x4000 },
+            LinuxError::Truncated { needed: 28 * 512 + u64::from(u32::MAX) * 16 - 15, len: 28 * 512 + 0x4000 },
         ),
         ("alignment 0", |i| put32(i, 0x230, 0), LinuxError::BadKernelAlignment { alignment: 0 }),
         ("alignment 3 MiB", |i| put32(i, 0x230, 0x30_0000), LinuxError::BadKernelAlignment { alignment: 0x30_0000 }),
@@ -192,12 +192,78 @@ fn rejects_every_bad_header() {
 
 #[test]
 fn truncated_files_are_refused_at_every_length() {
+    // syssize (0x400 paragraphs) says the kernel is 0x3ff1..=0x4000 bytes:
+    // a file that ends before the last paragraph has lost bytes.
     let img = image();
-    for len in 0..img.len() {
+    for len in 0..img.len() - 15 {
         let err = BzImage::parse(&img[..len]).unwrap_err();
         assert!(matches!(err, LinuxError::Truncated { .. }), "len {len}: {err:?}");
     }
     assert!(BzImage::parse(&img).is_ok());
+}
+
+#[test]
+fn syssize_rounded_up_past_the_end_of_the_file_is_accepted() {
+    // syssize counts 16-byte paragraphs rounded up, so the file may end up
+    // to 15 bytes before syssize × 16 (memtest86+'s image ends 8 bytes
+    // before); QEMU's -kernel and GRUB's linux load it. The kernel is then
+    // everything after the setup sectors.
+    let full = image();
+    for short in 1..16 {
+        let img = &full[..full.len() - short];
+        let k = BzImage::parse(img).unwrap_or_else(|e| panic!("{short} bytes short: {e}"));
+        assert_eq!(k.kernel_file_range(), 28 * 512..img.len(), "{short} bytes short");
+        assert_eq!(k.kernel(), &img[28 * 512..]);
+        assert_eq!(k.init_size(), 0x0200_0000);
+    }
+    // 16 bytes short: the whole last paragraph is missing.
+    let img = &full[..full.len() - 16];
+    assert_eq!(
+        BzImage::parse(img).unwrap_err(),
+        LinuxError::Truncated { needed: 28 * 512 + 0x4000 - 15, len: img.len() }
+    );
+}
+
+#[test]
+fn bytes_after_syssize_are_loaded_as_qemu_and_grub_do() {
+    // A signed kernel carries its signature after the syssize bytes; the
+    // loaders copy the rest of the file whole.
+    let mut img = image();
+    img.extend_from_slice(&[0x5a; 100]);
+    let k = BzImage::parse(&img).unwrap();
+    assert_eq!(k.kernel_file_range(), 28 * 512..img.len());
+    assert_eq!(k.kernel().len(), 0x4000 + 100);
+    // init_size covers at least what is loaded.
+    put32(&mut img, 0x260, 0x100);
+    assert_eq!(BzImage::parse(&img).unwrap().init_size(), 0x4000 + 100);
+}
+
+/// The header of Debian's memtest86+ 6.10 `memtest86+x64.bin` (an
+/// independent boot-protocol image): protocol 2.12, 2 setup sectors, a
+/// kernel fixed at 1 MiB, `syssize` 0x22dc for a file that ends 8 bytes
+/// before 0x22dc paragraphs.
+#[test]
+fn a_memtest86plus_shaped_header_loads_at_one_mib() {
+    let mut img = image_with(2, 0x22dc * 16);
+    img.truncate(img.len() - 8);
+    put16(&mut img, 0x206, 0x020c);
+    img[0x201] = 0x66; // header ends at 0x268
+    img[0x234] = 0; // not relocatable
+    put32(&mut img, 0x230, 0x1000);
+    put64(&mut img, 0x258, 0x10_0000);
+    put32(&mut img, 0x260, 0x6acf8);
+    put32(&mut img, 0x238, 255);
+    put16(&mut img, 0x236, XLF_KERNEL_64 | (1 << 3));
+    assert_eq!(img.len(), 144_312);
+    let k = BzImage::parse(&img).unwrap();
+    assert_eq!(k.protocol_version(), 0x020c);
+    assert_eq!(k.kernel_file_range(), 3 * 512..144_312);
+    assert_eq!(k.load_addr(), 0x10_0000);
+    assert_eq!(k.entry_64(), 0x10_0200);
+    assert_eq!(k.memory_needed(), 0x10_0000..0x10_0000 + 0x6acf8);
+    assert!(!k.relocatable());
+    assert!(!k.can_load_above_4g());
+    assert_eq!(k.cmdline_max(), 255);
 }
 
 #[test]

@@ -109,6 +109,7 @@ pub mod exit {
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
     pub const CPUID: u64 = 0x72;
+    pub const IRET: u64 = 0x74;
     pub const PAUSE: u64 = 0x77;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7b;

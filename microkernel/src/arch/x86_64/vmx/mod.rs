@@ -322,7 +322,10 @@ impl Vmcs {
         // External interrupts and NMIs exit (the host keeps control); the
         // VMX-preemption timer, where there is one, bounds each stay in
         // the guest as well (a backstop for the scheduler's time slice).
-        let Some(pin) = allowed(pin_msr, 1 << 6, 1 | (1 << 3)) else { return false };
+        // Virtual NMIs: the guest's IRET ends the blocking an injected NMI
+        // sets (with NMI exiting alone it would last until the next exit;
+        // SDM Vol. 3C §26.6.1).
+        let Some(pin) = allowed(pin_msr, (1 << 5) | (1 << 6), 1 | (1 << 3)) else { return false };
         // HLT, unconditional I/O... no: I/O bitmaps, MSR bitmaps, secondary.
         let proc_need = (1 << 7) | (1 << 25) | (1 << 28) | (1 << 31);
         let Some(proc) = allowed(proc_msr, 0, proc_need) else { return false };

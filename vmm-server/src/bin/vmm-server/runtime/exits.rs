@@ -60,17 +60,12 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
             Some(VcpuExit::Interrupted) => {}
             // The guest ended a level-triggered interrupt.
             Some(VcpuExit::Eoi) => sh.platform.lock().eoi(run.data as u8, sh.now()),
-            Some(VcpuExit::Hlt) => {
-                // HLT with interrupts off: only a reset ends it. The boot
-                // vCPU doing so ends the VM; another waits for the end.
-                if index == 0 {
-                    sh.end(Ending::Halted);
-                } else {
-                    while !sh.stopping.load(Ordering::Acquire) {
-                        let _ = sys::wait(sh.park, 10_000_000);
-                    }
-                }
-            }
+            // HLT with interrupts off. Another vCPU may still wake this
+            // one with an NMI (memtest86+'s barriers do): run it again, the
+            // kernel sleeps it until then. Once every vCPU is stopped so,
+            // only a reset would end it.
+            Some(VcpuExit::Hlt) if run.data != 0 => sh.end(Ending::Halted),
+            Some(VcpuExit::Hlt) => {}
             Some(VcpuExit::Shutdown) => sh.end(Ending::TripleFault),
             other => sh.end(Ending::Error(format!(
                 "vCPU {index}: exit {other:?} (hardware code {:#x}, info {:#x} {:#x}) at rip {:#x}, cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
