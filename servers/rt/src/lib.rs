@@ -16,6 +16,7 @@ extern crate alloc;
 mod hostsys;
 pub mod mapping;
 pub mod start;
+pub mod sync;
 pub mod thread;
 
 pub use mapping::{PrivateMapping, RunPage, SharedMemory};

@@ -62,6 +62,9 @@ const STACK_STRIDE: u64 = 0x10_0000;
 const STACK_PAGES: u64 = 16;
 const FILE_VA: u64 = 0x30_0000_0000;
 const FILE_STRIDE: u64 = 0x1_0000_0000;
+/// The priority of vCPU threads: below the servers' default (100), which
+/// the VMM's own main and timer threads have too.
+const VCPU_PRIORITY: u8 = 90;
 /// Guest RAM comes in frames of this many pages (4 MiB): small enough to
 /// find contiguous memory for after the host has run a while, few enough
 /// to map quickly.
@@ -258,7 +261,10 @@ impl Drop for Resources {
 
 /// State every thread of one boot shares.
 struct Shared {
-    platform: spin::Mutex<Platform>,
+    /// The devices. Held briefly by whichever thread handles an exit;
+    /// waiters yield to the holder (which may be in an IPC call to
+    /// storaged) instead of spinning through their time slices.
+    platform: alcove_rt::sync::Mutex<Platform>,
     ram: SharedMemory,
     vcpus: Vec<CapSlot>,
     /// Each vCPU's run page, taken by its thread when it starts.
@@ -494,7 +500,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let console_slot =
         platform.pci().add(alloc::boxed::Box::new(console)).map_err(|e| format!("virtio-console: {e}"))?;
     let shared = Arc::new(Shared {
-        platform: spin::Mutex::new(platform),
+        platform: alcove_rt::sync::Mutex::new(platform),
         ram,
         vcpus,
         run_pages,
@@ -589,8 +595,10 @@ fn start_thread(res: &mut Resources, index: u64, timer: bool) -> Result<Thread, 
     let t = Thread::spawn(slots, va, STACK_PAGES, thread_main, index, u64::from(timer))
         .map_err(|e| format!("start thread {index}: {e}"))?;
     if !timer {
-        // vCPU threads run above the servers' default, below init.
-        let _ = sys::thread_set_priority(t.slot(), 150, None);
+        // vCPU threads run below the servers a VM depends on (storaged,
+        // the console) and below this VMM's timer thread, so a guest
+        // spinning on every vCPU cannot starve them.
+        let _ = sys::thread_set_priority(t.slot(), VCPU_PRIORITY, None);
     }
     Ok(t)
 }
@@ -628,6 +636,12 @@ fn timer_loop(sh: &Shared) {
         if timeout > 0 {
             let _ = sys::wait(sh.timer, timeout);
         }
+        // Operator input, polled outside the platform lock: the console
+        // server keeps what was typed until someone reads it.
+        let mut typed = sh.console_server.and_then(|ep| {
+            let client = libipc::interfaces::console::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            client.read(64).ok().filter(|b| !b.is_empty())
+        });
         let now = sh.now();
         {
             let mut p = sh.platform.lock();
@@ -637,15 +651,8 @@ fn timer_loop(sh: &Shared) {
             if p.pci().poll(&mut GuestRam::physical(&sh.ram)) {
                 p.tick(now);
             }
-            if let Some(ep) = sh.console_server {
-                // Operator input, polled: the console server keeps what was
-                // typed until someone reads it.
-                let client = libipc::interfaces::console::Client::new(KernelTransport::new(Cap::from_slot(ep)));
-                if let Ok(bytes) = client.read(64)
-                    && !bytes.is_empty()
-                {
-                    p.push_console_input(&bytes, now);
-                }
+            if let Some(bytes) = typed.take() {
+                p.push_console_input(&bytes, now);
             }
         }
         sh.deliver(false);
