@@ -381,9 +381,25 @@ impl Kernel {
             let mut t = Tables::new();
             let r = nested_map(&mut t, root, gpa + i * PAGE, phys + i * PAGE, flags);
             let made = t.allocated as u64;
-            if let Some(p) = payer {
-                let _ = self.charge(p, made * cost::PAGE_TABLE);
-            }
+            let charged = payer.map_or(Ok(()), |p| self.charge(p, made * cost::PAGE_TABLE));
+            let r = match (r, charged) {
+                (Ok(_), Err(e)) => {
+                    // The budget cannot pay for the tables this page needed:
+                    // take the page out again (its new tables hold nothing
+                    // else; they were never charged, so nothing is
+                    // refunded) and undo the earlier pages as for any
+                    // failure. Nested tables are kernel memory like any
+                    // other: a VMM gets no more than its budget.
+                    let mut undo = Tables::new();
+                    nested_unmap(&mut undo, root, gpa + i * PAGE);
+                    Err(e)
+                }
+                (r, _) => r.map_err(|e| match e {
+                    pagetable::MapError::OutOfMemory => Error::OutOfMemory,
+                    pagetable::MapError::AlreadyMapped => Error::AlreadyMapped,
+                    _ => Error::InvalidArgument,
+                }),
+            };
             match r {
                 Ok(_) => {
                     let g = self.guests.get_mut(guest).expect("checked");
@@ -395,11 +411,7 @@ impl Kernel {
                         g.mappings.insert(gpa, i, frame);
                     }
                     let _ = self.guest_unmap(guest, gpa, i);
-                    return Err(match e {
-                        pagetable::MapError::OutOfMemory => Error::OutOfMemory,
-                        pagetable::MapError::AlreadyMapped => Error::AlreadyMapped,
-                        _ => Error::InvalidArgument,
-                    });
+                    return Err(e);
                 }
             }
         }

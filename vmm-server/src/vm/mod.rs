@@ -1,6 +1,7 @@
 //! One VM, put together: the platform devices and their interrupt routing
 //! ([`platform`]), the guest's CPUID table ([`cpuid`]) and direct kernel
-//! boot ([`loader`]). The Alcove-only runtime (`src/bin/vmm-server/`) maps
+//! boot ([`loader`]), and what the VM costs in kernel memory
+//! ([`sizing`]). The Alcove-only runtime (`src/bin/vmm-server/`) maps
 //! guest memory, runs the vCPU threads and calls into these.
 
 pub mod cpuid;
@@ -8,3 +9,7 @@ pub mod loader;
 pub mod memory;
 pub mod platform;
 pub mod pvclock;
+pub mod sizing;
+
+#[cfg(test)]
+mod large_ram_tests;

@@ -21,7 +21,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights, VcpuRun};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_FREE, SLOT_SELF, StartInfo};
@@ -29,7 +29,7 @@ use alcove_rt::{SharedMemory, println};
 use libipc::cap::Cap;
 use libipc::kernel::KernelTransport;
 use libipc::sys;
-use vmm_server::boot::linux;
+use vmm_server::boot::{layout, linux};
 use vmm_server::config::VmConfig;
 use vmm_server::pci::PciSlot;
 use vmm_server::virtio::block::Block;
@@ -38,9 +38,10 @@ use vmm_server::virtio::pci::VirtioPci;
 use vmm_server::virtio::rng::Rng;
 use vmm_server::vm::cpuid;
 use vmm_server::vm::loader::{self, BootSource};
-use vmm_server::vm::memory::GuestRam;
+use vmm_server::vm::memory::{GuestRam, RamMap};
 use vmm_server::vm::platform::{Platform, PowerEvent};
 use vmm_server::vm::pvclock::KvmClock;
+use vmm_server::vm::sizing::{self, KernelMemory, VMM_RAM_VA};
 
 use disks::{CpuRng, open_disk};
 use exits::vcpu_loop;
@@ -51,12 +52,12 @@ mod exits;
 const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 const RWX: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0);
 
-/// Where things live in this process's address space.
-const RAM_VA: u64 = 0x10_0000_0000;
+/// Where things live in this process's address space (guest RAM at
+/// [`VMM_RAM_VA`]).
 const RUN_VA: u64 = 0x20_0000_0000;
 const STACK_VA: u64 = 0x21_0000_0000;
 const STACK_STRIDE: u64 = 0x10_0000;
-const STACK_PAGES: u64 = 16;
+const STACK_PAGES: u64 = sizing::THREAD_STACK_PAGES;
 const FILE_VA: u64 = 0x30_0000_0000;
 const FILE_STRIDE: u64 = 0x1_0000_0000;
 /// Guest RAM comes in frames of this many pages (4 MiB): small enough to
@@ -82,6 +83,9 @@ pub struct VmSpec {
     pub console: Option<CapSlot>,
     /// End the whole machine (QEMU) with the VM: `cargo xtask run --vm`.
     pub exit_machine: bool,
+    /// The kernel memory this VM needs (checked against the budget before
+    /// anything is created).
+    pub kernel_memory: KernelMemory,
 }
 
 impl VmSpec {
@@ -108,7 +112,11 @@ impl VmSpec {
             (None, Some(u)) => u.to_string(),
             (None, None) => info.name.clone(),
         };
+        let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len as u64).collect();
+        let kernel_memory =
+            KernelMemory::for_vm(config.ram_bytes(), config.vcpus, config.disks.len() as u32, &boot_files);
         Ok(Some(VmSpec {
+            kernel_memory,
             name,
             ram_mib: config.ram_mib,
             vcpus: config.vcpus,
@@ -220,7 +228,7 @@ impl Resources {
 
     fn create(&mut self, ty: ObjectType, arg: u64, what: &str) -> Result<CapSlot, String> {
         let slot = self.next;
-        sys::create(ty, slot, arg).map_err(|e| format!("{what}: {e}"))?;
+        sys::create(ty, slot, arg).map_err(|e| failed(what, e))?;
         self.next += 1;
         self.slots.push(slot);
         Ok(slot)
@@ -228,16 +236,30 @@ impl Resources {
 
     fn create_from(&mut self, ty: ObjectType, arg: u64, src: CapSlot, what: &str) -> Result<CapSlot, String> {
         let slot = self.next;
-        sys::create_from(ty, slot, arg, src).map_err(|e| format!("{what}: {e}"))?;
+        sys::create_from(ty, slot, arg, src).map_err(|e| failed(what, e))?;
         self.next += 1;
         self.slots.push(slot);
         Ok(slot)
     }
 
     fn map_self(&mut self, frame: CapSlot, va: u64, pages: u64, what: &str) -> Result<(), String> {
-        sys::map(SLOT_SELF, frame, va, RW).map_err(|e| format!("{what}: map: {e}"))?;
+        sys::map(SLOT_SELF, frame, va, RW).map_err(|e| failed(&format!("{what}: map"), e))?;
         self.mappings.push((va, pages));
         Ok(())
+    }
+}
+
+/// A failed system call's message: a budget shortfall says how much is
+/// left of the budget (the kernel's `OutOfBudget`; `OutOfMemory` is the
+/// machine's frame allocator running dry, which no budget can fix).
+fn failed(what: &str, e: abi::Error) -> String {
+    match (e, sys::budget_info()) {
+        (abi::Error::OutOfBudget, Ok(b)) => format!(
+            "{what}: {e}: {} KiB left of the {} KiB budget",
+            b.limit_bytes.saturating_sub(b.used_bytes) / 1024,
+            b.limit_bytes / 1024
+        ),
+        _ => format!("{what}: {e}"),
     }
 }
 
@@ -250,16 +272,27 @@ impl Drop for Resources {
         }
         for &(va, pages) in &self.mappings {
             // Every thread that used these mappings has ended (above) and
-            // no reference points into them.
-            let _ = alcove_rt::unmap_own(va, pages);
+            // no reference points into them. A frame at a time: guest RAM
+            // is one entry per block, and the kernel collects an unmap's
+            // frames before it frees them.
+            let mut done = 0;
+            while done < pages {
+                let n = (pages - done).min(FRAME_PAGES);
+                let _ = alcove_rt::unmap_own(va + done * PAGE_SIZE, n);
+                done += n;
+            }
         }
     }
 }
 
+/// Guest RAM as the device models reach it: each block of
+/// [`layout::ram_blocks`] at its guest-physical address.
+pub type GuestMemory = RamMap<SharedMemory>;
+
 /// State every thread of one boot shares.
 struct Shared {
     platform: spin::Mutex<Platform>,
-    ram: SharedMemory,
+    ram: GuestMemory,
     vcpus: Vec<CapSlot>,
     ending: spin::Mutex<Option<Ending>>,
     stopping: AtomicBool,
@@ -283,6 +316,10 @@ struct Shared {
     exits: [AtomicU64; 5],
     name: String,
 }
+
+/// Threads of the current boot that have stopped (reset before each boot's
+/// threads start).
+static STOPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// The boot the threads are running (one at a time).
 static CURRENT: spin::Mutex<Option<Arc<Shared>>> = spin::Mutex::new(None);
@@ -368,23 +405,52 @@ impl Shared {
 fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let mut res = Resources::new();
     let ram_bytes = spec.ram_mib << 20;
-    let guest = res.create(ObjectType::Guest, 0, "create the guest")?;
-    // Guest RAM: frames mapped at the same offsets into the guest (from
-    // guest-physical 0) and into this process (from RAM_VA).
-    let mut gpa = 0;
-    while gpa < ram_bytes {
-        let pages = ((ram_bytes - gpa) / PAGE_SIZE).min(FRAME_PAGES);
-        let frame = res.create(ObjectType::Frame, pages, "guest RAM")?;
-        sys::map(guest, frame, gpa, RWX).map_err(|e| format!("map guest RAM at {gpa:#x}: {e}"))?;
-        res.map_self(frame, RAM_VA + gpa, pages, "guest RAM")?;
-        gpa += pages * PAGE_SIZE;
+    // Before anything is created: a budget too small for this VM is named
+    // as such, with what it needs, not met halfway through.
+    if let Ok(b) = sys::budget_info() {
+        sizing::check_budget(spec.kernel_memory, b.limit_bytes).map_err(|e| e.to_string())?;
     }
-    let ram = SharedMemory::new(RAM_VA, ram_bytes);
+    let guest = res.create(ObjectType::Guest, 0, "create the guest")?;
+    // Guest RAM: frames mapped into the guest at each block's
+    // guest-physical addresses (below the PCI hole, then from 4 GiB) and
+    // into this process one block after the other from VMM_RAM_VA. The
+    // mappings keep the frames; their capabilities go at once (a large
+    // guest has more frames than the process has capability slots).
+    let blocks = layout::ram_blocks(ram_bytes);
+    let mut views = Vec::new();
+    let mut offset = 0;
+    for block in &blocks {
+        let mut done = 0;
+        while done < block.len {
+            let pages = ((block.len - done) / PAGE_SIZE).min(FRAME_PAGES);
+            let gpa = block.gpa + done;
+            let frame = res.create(ObjectType::Frame, pages, "guest RAM")?;
+            let mapped = sys::map(guest, frame, gpa, RWX)
+                .map_err(|e| failed(&format!("map guest RAM at {gpa:#x}"), e))
+                .and_then(|()| {
+                    sys::map(SLOT_SELF, frame, VMM_RAM_VA + offset + done, RW).map_err(|e| failed("guest RAM: map", e))
+                });
+            // The mappings hold the frame now (or nothing does).
+            let _ = sys::cap_delete(frame);
+            res.slots.pop();
+            res.next -= 1;
+            if let Err(e) = mapped {
+                // What this block mapped into the process so far goes in Drop.
+                res.mappings.push((VMM_RAM_VA + offset, done / PAGE_SIZE));
+                return Err(e);
+            }
+            done += pages * PAGE_SIZE;
+        }
+        res.mappings.push((VMM_RAM_VA + offset, block.len / PAGE_SIZE));
+        views.push((block.gpa, SharedMemory::new(VMM_RAM_VA + offset, block.len)));
+        offset += block.len;
+    }
+    let ram = RamMap::new(views).ok_or("guest RAM blocks overlap")?;
     let entry = {
         // Nothing runs in the guest yet: this thread has its RAM to itself.
-        let bytes = alcove_rt::user_bytes_mut(RAM_VA, ram_bytes as usize);
+        let low = alcove_rt::user_bytes_mut(VMM_RAM_VA, blocks[0].len as usize);
         let source = BootSource { kernel: spec.kernel, initrd: spec.initrd, cmdline: &spec.cmdline, vcpus: spec.vcpus };
-        loader::load_linux(bytes, &source).map_err(|e| e.to_string())?
+        loader::load_linux_in(low, ram_bytes, &source).map_err(|e| e.to_string())?
     };
 
     let mut vcpus = Vec::new();
@@ -449,6 +515,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
 
     // Threads: vCPUs 0..n, then the timer.
     let threads = spec.vcpus as u64 + 1;
+    STOPPED.store(0, Ordering::Release);
     let mut started = 0;
     let mut failure = None;
     for index in 0..threads {
@@ -467,11 +534,11 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         report_overhead(ram_bytes);
     }
     // Wait for every started thread to stop.
-    let all = if started >= 64 { u64::MAX } else { (1u64 << started) - 1 };
-    let mut seen = 0u64;
-    while seen & all != all {
+    // Each thread counts itself out in STOPPED and signals `done` (a VM
+    // may have more threads than a notification has bits).
+    while STOPPED.load(Ordering::Acquire) < started {
         match sys::wait(done, abi::FOREVER) {
-            Ok(bits) => seen |= bits,
+            Ok(_) => {}
             Err(e) => {
                 log::error!("waiting for the VM's threads: {e}");
                 break;
@@ -546,7 +613,8 @@ extern "C" fn thread_main(_ipc: u64, index: u64, timer: u64) -> ! {
             vcpu_loop(&s, index as usize);
         }
     }
-    let _ = sys::signal(done, 1 << index);
+    STOPPED.fetch_add(1, Ordering::AcqRel);
+    let _ = sys::signal(done, 1);
     // A thread cannot end itself: park until the main thread deletes it.
     loop {
         let _ = sys::wait(park, abi::FOREVER);

@@ -12,9 +12,7 @@ use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::vm::platform::Platform;
 use vmm_server::vm::pvclock;
-use alcove_rt::SharedMemory;
-
-use super::{Ending, Shared, run_page};
+use super::{Ending, GuestMemory, Shared, run_page};
 
 pub(super) fn mask(size: u8) -> u64 {
     if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
@@ -181,7 +179,7 @@ fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
 /// The guest-physical bus of an MMIO exit.
 struct Bus<'a> {
     platform: spin::MutexGuard<'a, Platform>,
-    ram: &'a SharedMemory,
+    ram: &'a GuestMemory,
 }
 
 impl MmioBus for Bus<'_> {
