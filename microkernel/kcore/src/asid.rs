@@ -98,8 +98,8 @@ mod tests {
         let mut owner: [Option<usize>; 16] = [None; 16];
         let mut flushes = 0;
         for round in 0..5 {
-            for v in 0..32 {
-                let a = pool.assign(0, 16, &mut tags[v]).unwrap();
+            for (v, tag) in tags.iter_mut().enumerate() {
+                let a = pool.assign(0, 16, tag).unwrap();
                 assert!((1..16).contains(&a.asid), "round {round} vCPU {v}: {a:?}");
                 if a.flush_all {
                     flushes += 1;
