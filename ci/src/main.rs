@@ -2,6 +2,7 @@
 //! benchmarking Alcove. CI runs `cargo xtask test` and nothing else.
 
 mod bench;
+mod bigvm;
 mod emu;
 mod guest_images;
 mod harness;

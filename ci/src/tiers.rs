@@ -509,6 +509,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
+    if let Some(kernel) = kernel.as_deref() {
+        crate::bigvm::run_tiers(kernel, &chosen, only.as_deref(), &mut failures, &mut runs)?;
+    }
 
     if chosen.contains(&"harness") {
         println!("== harness tests (a broken kernel must fail the run)");

@@ -17,14 +17,14 @@ use crate::image::BootSystem;
 use initrd::manifest::{MAX_BUDGET_KIB, MAX_NAME_LEN};
 use std::path::{Path, PathBuf};
 use vmm_server::config::VmConfig;
+use vmm_server::vm::sizing::KernelMemory;
 
 /// The QEMU CPU the VM tests and `run --vm` use: SVM with nested paging.
 pub const QEMU_CPU: &str = "EPYC,+svm,+npt";
 /// Machine memory beyond the guest's RAM: Alcove, its servers and the
-/// VMM's own overhead.
+/// VMM's own overhead (its budget beyond guest RAM, from
+/// `vmm_server::vm::sizing`, is a few MiB: page tables, vCPUs).
 pub const MACHINE_EXTRA_MIB: u64 = 768;
-/// Kernel memory the vmm-server may use beyond guest RAM.
-pub const VMM_BUDGET_EXTRA_KIB: u64 = 16384;
 
 /// A checked VM description and what the driver makes of it.
 #[derive(Clone, Debug)]
@@ -43,6 +43,10 @@ pub struct VmPlan {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub disks: Vec<PathBuf>,
+    /// The boot files' sizes in bytes (`vm.json`, kernel, initrd), for the
+    /// VMM's budget: the kernel and initrd count as 0 until [`VmPlan::load`]
+    /// has looked at them.
+    pub boot_file_bytes: Vec<u64>,
 }
 
 /// `name` made into a manifest name: lower case, a-z 0-9 - _, at most
@@ -89,12 +93,14 @@ impl VmPlan {
         let json = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        let plan = Self::from_text(&json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut plan = Self::from_text(&json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
         for (property, host) in plan.host_paths() {
             if !host.is_file() {
                 return Err(format!("{}: property \"{property}\": {} is not a file", path.display(), host.display()).into());
             }
         }
+        plan.boot_file_bytes = plan.boot_files_on_disk()?;
+        plan.check_budget().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(plan)
     }
 
@@ -103,15 +109,6 @@ impl VmPlan {
     pub fn from_text(json: &str, source: &Path, dir: &Path) -> std::result::Result<Self, String> {
         let config = VmConfig::from_json(json).map_err(|e| e.to_string())?;
         config.check_supported().map_err(|e| e.to_string())?;
-        let budget = config.ram_mib * 1024 + VMM_BUDGET_EXTRA_KIB;
-        if budget > u64::from(MAX_BUDGET_KIB) {
-            let max = (u64::from(MAX_BUDGET_KIB) - VMM_BUDGET_EXTRA_KIB) / 1024;
-            return Err(format!(
-                "vmadm: property \"ram\": at most {max} (MiB) for now (a server's kernel-memory budget is at most \
-                 {MAX_BUDGET_KIB} KiB), got {}",
-                config.ram_mib
-            ));
-        }
         let kernel_name = boot_file_name("kernel", &config.kernel)?;
         if let Some(i) = &config.initrd {
             let initrd_name = boot_file_name("initrd", i)?;
@@ -129,7 +126,12 @@ impl VmPlan {
             (None, Some(u)) => u.to_string(),
             (None, None) => server.clone(),
         };
-        Ok(Self {
+        let mut boot_file_bytes = vec![json.len() as u64, 0];
+        if config.initrd.is_some() {
+            boot_file_bytes.push(0);
+        }
+        let plan = Self {
+            boot_file_bytes,
             source: source.to_path_buf(),
             json: json.to_string(),
             kernel: resolve(&config.kernel),
@@ -138,7 +140,50 @@ impl VmPlan {
             config,
             name,
             server,
-        })
+        };
+        plan.check_budget()?;
+        Ok(plan)
+    }
+
+    /// The boot files' sizes as they are on the host.
+    fn boot_files_on_disk(&self) -> Result<Vec<u64>> {
+        let mut v = vec![self.json.len() as u64];
+        for p in std::iter::once(&self.kernel).chain(self.initrd.iter()) {
+            v.push(std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?.len());
+        }
+        Ok(v)
+    }
+
+    /// The kernel memory the VM's vmm-server needs: its budget
+    /// (`vmm_server::vm::sizing`, the same figures the VMM checks itself).
+    pub fn kernel_memory(&self) -> KernelMemory {
+        KernelMemory::for_vm(
+            self.config.ram_bytes(),
+            self.config.vcpus,
+            self.config.disks.len() as u32,
+            &self.boot_file_bytes,
+        )
+    }
+
+    /// The manifest's `budget_kib` for the VM's vmm-server.
+    pub fn budget_kib(&self) -> u64 {
+        self.kernel_memory().total_kib()
+    }
+
+    /// A budget the manifest cannot hold is the description's fault: name
+    /// the property.
+    fn check_budget(&self) -> std::result::Result<(), String> {
+        let k = self.kernel_memory();
+        if k.total_kib() > u64::from(MAX_BUDGET_KIB) {
+            return Err(format!(
+                "vmadm: property \"ram\": {} (MiB) needs a kernel-memory budget of {} KiB ({}), more than a \
+                 server's budget can be ({MAX_BUDGET_KIB} KiB)",
+                self.config.ram_mib,
+                k.total_kib(),
+                k.breakdown()
+            ));
+        }
+        Ok(())
     }
 
     /// Each host file the description names, with its property.
@@ -163,6 +208,9 @@ impl VmPlan {
         let json = serde_json::to_string_pretty(&value)?;
         let mut plan = self.clone();
         plan.config = VmConfig::from_json(&json).map_err(|e| e.to_string())?;
+        if let Some(len) = plan.boot_file_bytes.first_mut() {
+            *len = json.len() as u64;
+        }
         plan.json = json;
         plan.disks.clear();
         Ok(plan)
@@ -206,6 +254,7 @@ impl VmPlan {
              name = \"{server}\"\n\
              binary = \"vmm-server\"\n\
              priority = 100\n\
+             # {breakdown} (vmm_server::vm::sizing)\n\
              budget_kib = {budget}\n\
              calls = [\"console\", \"storaged\"]\n\
              files = [{files}]\n\
@@ -213,7 +262,8 @@ impl VmPlan {
              machine_exit = true\n\
              restart = \"never\"\n",
             server = self.server,
-            budget = self.config.ram_mib * 1024 + VMM_BUDGET_EXTRA_KIB,
+            budget = self.budget_kib(),
+            breakdown = self.kernel_memory().breakdown(),
             files = files.join(", "),
         )
     }

@@ -28,7 +28,7 @@
 //! the main thread's, as before: such threads must not do IPC at the same
 //! time.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use abi::{CapSlot, Error, IpcBuffer, MSG_REG_WORDS, MsgInfo, ObjectType, ProcessState, Rights, Sys};
 
@@ -133,15 +133,19 @@ impl BufferSlot {
 /// The main thread's buffer (and that of threads started on it).
 static PROCESS_BUFFER: BufferSlot = BufferSlot::new();
 /// How many threads of a process may have buffers of their own.
-pub const MAX_THREAD_BUFFERS: usize = 64;
+pub const MAX_THREAD_BUFFERS: usize = 256;
 static THREAD_BUFFERS: [BufferSlot; MAX_THREAD_BUFFERS] = [const { BufferSlot::new() }; MAX_THREAD_BUFFERS];
+/// How many entries of `THREAD_BUFFERS` have ever been used (the lookup
+/// looks no further).
+static THREAD_BUFFERS_USED: AtomicUsize = AtomicUsize::new(0);
 
 /// The calling thread's buffer slot: the one whose stack holds this
 /// frame, else the process's.
 fn current() -> &'static BufferSlot {
     let marker = 0u8;
     let sp = core::ptr::addr_of!(marker) as u64;
-    for t in &THREAD_BUFFERS {
+    let used = THREAD_BUFFERS_USED.load(Ordering::Acquire);
+    for t in &THREAD_BUFFERS[..used] {
         let lo = t.stack_lo.load(Ordering::Acquire);
         if lo != 0 && lo <= sp && sp < t.stack_hi.load(Ordering::Acquire) {
             return t;
@@ -196,6 +200,7 @@ pub unsafe fn register_thread_buffer(stack_lo: u64, stack_hi: u64, buffer: *mut 
             t.borrowed.store(false, Ordering::Release);
             t.stack_hi.store(stack_hi, Ordering::Release);
             t.stack_lo.store(stack_lo, Ordering::Release);
+            THREAD_BUFFERS_USED.fetch_max(i + 1, Ordering::AcqRel);
             return Ok(ThreadBuffer(i));
         }
     }

@@ -39,7 +39,16 @@ fn the_manifest_is_valid_and_grants_what_the_vm_needs() {
     let vm = m.server("vm-linux-test").unwrap();
     assert_eq!(vm.binary, "vmm-server");
     assert_eq!(vm.priority, 100);
-    assert_eq!(vm.budget_kib, 256 * 1024 + 16384);
+    // Guest RAM, its page tables twice (130 pages each), 2 vCPUs, one
+    // disk, the fixed part and the boot files' tables (sizes unknown here:
+    // 3 pages each), as vmm_server::vm::sizing counts them.
+    let k = vmm_server::vm::sizing::KernelMemory::for_vm(256 << 20, 2, 1, &[JSON.len() as u64, 0, 0]);
+    assert_eq!(u64::from(vm.budget_kib), k.total_kib());
+    assert_eq!(
+        k.total(),
+        (256 << 20) + 260 * 4096 + 2 * vmm_server::vm::sizing::PER_VCPU_BYTES + 3 * 4096 + vmm_server::vm::sizing::FIXED_BYTES + 9 * 4096
+    );
+    assert!(p.manifest_toml().contains("# 256 MiB RAM + 1040 KiB its page tables + 2 vCPUs x 82 KiB"));
     assert_eq!(vm.calls, ["console", "storaged"]);
     assert_eq!(vm.files, ["vm.json", "vmlinuz", "initramfs.cpio"]);
     assert_eq!(vm.args, ["exit-machine"]);
@@ -53,6 +62,22 @@ fn the_manifest_is_valid_and_grants_what_the_vm_needs() {
     let names: Vec<&str> = sys.host_files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["vm.json", "vmlinuz", "initramfs.cpio"]);
     assert_eq!(sys.host_files[2].1, Path::new("/vms/initramfs.cpio"));
+}
+
+/// RAM beyond the old 1008 MiB cap and 32 vCPUs: a budget above 1 GiB
+/// and a machine with room for the guest.
+#[test]
+fn large_vms_get_the_budget_and_machine_they_need() {
+    let p = plan(&JSON.replace("\"ram\":256", "\"ram\":4096").replace("\"vcpus\":2", "\"vcpus\":32")).unwrap();
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    let budget = u64::from(m.server("vm-linux-test").unwrap().budget_kib);
+    // 4 GiB, about 16 MiB of page tables, 32 x 82 KiB.
+    assert!(budget > (4 << 20) + 16 * 1024 + 32 * 82, "{budget}");
+    assert!(budget < (4 << 20) + 24 * 1024, "{budget}");
+    assert_eq!(p.qemu().mem_mib, 4096 + 768);
+    // 1 TiB still fits a manifest's budget; the largest RAM the parser takes.
+    let p = plan(&JSON.replace("\"ram\":256", "\"ram\":1048576")).unwrap();
+    assert!(p.budget_kib() > 1 << 30);
 }
 
 #[test]
@@ -70,8 +95,8 @@ fn without_an_initrd_or_alias() {
 fn bad_descriptions_name_the_property() {
     let e = plan(&JSON.replace("\"ram\":256", "\"ram\":16")).unwrap_err();
     assert!(e.contains("\"ram\"") && e.contains("at least 64"), "{e}");
-    let e = plan(&JSON.replace("\"ram\":256", "\"ram\":2000")).unwrap_err();
-    assert!(e.contains("\"ram\"") && e.contains("at most"), "{e}");
+    let e = plan(&JSON.replace("\"ram\":256", "\"ram\":1048577")).unwrap_err();
+    assert!(e.contains("\"ram\"") && e.contains("at most 1048576"), "{e}");
     let e = plan(&JSON.replace("\"brand\":\"bhyve\"", "\"brand\":\"joyent\"")).unwrap_err();
     assert!(e.contains("\"brand\""), "{e}");
     let e = plan(&JSON.replace("\"vcpus\":2", "\"vcpus\":2,\"colour\":1")).unwrap_err();

@@ -257,13 +257,32 @@ mod tests {
         assert_eq!(m.servers[0].restart, Restart::Always);
     }
 
+    /// A VMM's budget is its guest's RAM and more: 5 GiB (a 4 GiB guest)
+    /// and the field's whole range are accepted; the old cap was 1 GiB.
+    #[test]
+    fn budgets_beyond_1_gib_are_accepted() {
+        for kib in [1u64 << 20, (1 << 20) + 1, 5 << 20, u64::from(u32::MAX)] {
+            let text: String = BASE
+                .lines()
+                .map(|l| if l.trim_start().starts_with("budget_kib ") { format!("budget_kib = {kib}") } else { l.to_string() })
+                .map(|l| l + "\n")
+                .collect();
+            let m = Manifest::from_toml(&text).unwrap_or_else(|e| panic!("{kib} KiB: {e}"));
+            assert_eq!(u64::from(m.servers[0].budget_kib), kib);
+        }
+    }
+
     #[test]
     fn errors_name_server_and_property() {
         let cases = [
             ("irqs = [99]", r#"manifest: server "console": property "irqs": 99 is not an IOAPIC line (0..=23)"#),
             ("irqs = [-1]", r#"manifest: server "console": property "irqs": -1 is not an IOAPIC line (0..=23)"#),
             ("priority = 300", r#"manifest: server "console": property "priority": 300 is outside 1..=254"#),
-            ("budget_kib = 0", r#"manifest: server "console": property "budget_kib": 0 is outside 1..=1048576 (KiB)"#),
+            ("budget_kib = 0", r#"manifest: server "console": property "budget_kib": 0 is outside 1..=4294967295 (KiB)"#),
+            (
+                "budget_kib = 4294967296",
+                r#"manifest: server "console": property "budget_kib": 4294967296 is outside 1..=4294967295 (KiB)"#,
+            ),
             ("ioports = [[0x3f8]]", r#"manifest: server "console": property "ioports": [1016] is not [first, count]"#),
             (
                 "ioports = [[0x10000, 1]]",

@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+pub mod asid;
 pub mod budget;
 pub mod cap;
 pub mod cmdline;

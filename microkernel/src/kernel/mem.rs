@@ -13,13 +13,30 @@ pub const PAGE: u64 = 4096;
 
 static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
 
-/// Sets up the allocator over `ranges` (below the direct map's reach); its
-/// bitmap is carved from the first range large enough.
+/// Sets up the allocator over `ranges`; its bitmap is carved from the first
+/// range large enough. RAM above the boot direct map's 4 GiB is mapped into
+/// the direct map first (2 MiB pages, a GiB at a time, as far as the
+/// direct map's pool of page directories reaches): a machine with more
+/// than 4 GiB has most of its RAM up there (QEMU's pc machine keeps at
+/// most 3 GiB below 4 GiB), and a large guest needs it.
 pub fn init(ranges: &[(u64, u64)]) -> Result<(u64, u64), &'static str> {
+    const GIB: u64 = 1 << 30;
+    let mut reach = u64::MAX;
     let usable: heapless::Vec<(u64, u64), 64> = ranges
         .iter()
         .filter_map(|&(s, e)| {
-            let e = e.min(arch::DIRECT_MAP_LIMIT);
+            let mut end = s.max(arch::DIRECT_MAP_LIMIT);
+            while end < e.min(reach) {
+                let next = ((end / GIB) + 1) * GIB;
+                let next = next.min(e);
+                if let Err(err) = arch::paging::direct_map(end, next - end) {
+                    log::warn!("memory: RAM from {end:#x} left unused: {err}");
+                    reach = end;
+                    break;
+                }
+                end = next;
+            }
+            let e = e.min(end.max(arch::DIRECT_MAP_LIMIT));
             (s < e).then_some((s, e))
         })
         .collect();

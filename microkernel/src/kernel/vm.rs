@@ -28,9 +28,14 @@ pub const GPA_LIMIT: u64 = 1 << 46;
 static BACKEND: spin::Once<Option<Hw>> = spin::Once::new();
 static IOPM_PA: AtomicU64 = AtomicU64::new(0);
 static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
-/// ASIDs (SVM) or VPIDs (VMX) of live vCPUs. A reused one is flushed at
-/// the vCPU's first entry (`seen_generation` starts out of date).
+/// VPIDs (VMX) of live vCPUs. A reused one is flushed at the vCPU's first
+/// entry (`seen_generation` starts out of date).
 static ASIDS: spin::Mutex<kcore::idalloc::IdAllocator> = spin::Mutex::new(kcore::idalloc::IdAllocator::new());
+/// SVM's ASIDs, per CPU by generation (`kcore::asid`): QEMU offers 16, so
+/// vCPUs share them instead of holding one each. Only the CPU itself
+/// takes its pool's lock.
+static SVM_ASIDS: [spin::Mutex<kcore::asid::AsidPool>; arch::MAX_CPUS] =
+    [const { spin::Mutex::new(kcore::asid::AsidPool::new()) }; arch::MAX_CPUS];
 
 #[derive(Clone, Copy, Debug)]
 pub enum Hw {
@@ -195,6 +200,9 @@ pub struct Vcpu {
     pub misc_enable: u64,
     pub tlb_generation: Arc<AtomicU64>,
     pub seen_generation: u64,
+    /// The SVM ASID this vCPU last entered with, on which CPU, in which of
+    /// its generations.
+    pub asid_tag: Option<kcore::asid::AsidTag>,
     pub reinject: u64,
     /// True while the CPU is inside the guest (set and cleared by the vCPU's
     /// thread without the lock): whoever unmaps guest memory waits for it.
@@ -269,13 +277,15 @@ impl Kernel {
             return Err(Error::InvalidArgument);
         }
         let run_pa = f.phys;
-        let max = match backend() {
-            Some(Hw::Svm(i)) => i.asids,
-            Some(Hw::Vmx(_)) => 0x1_0000,
+        // Every live VMX vCPU has its own VPID (65535 of them); SVM's
+        // ASIDs are few (QEMU offers 16) and handed out at each entry by
+        // the CPU it runs on (`SVM_ASIDS`).
+        let asid = match backend() {
+            Some(Hw::Svm(i)) if i.asids < 2 => return Err(Error::BadState),
+            Some(Hw::Svm(_)) => 0,
+            Some(Hw::Vmx(_)) => ASIDS.lock().alloc(0x1_0000).ok_or(Error::BadState)?,
             None => return Err(Error::BadState),
         };
-        // Every live vCPU has its own tag: ASIDs are few (QEMU offers 16).
-        let asid = ASIDS.lock().alloc(max).ok_or(Error::OutOfMemory)?;
         if let Err(e) = self.charge(payer, 2 * cost::PAGE_TABLE + 1024) {
             ASIDS.lock().free(asid);
             return Err(e);
@@ -317,6 +327,7 @@ impl Kernel {
             tlb_generation: generation,
             // Out of date: the first entry flushes the (possibly reused) tag.
             seen_generation: u64::MAX,
+            asid_tag: None,
             reinject: 0,
             in_guest: AtomicBool::new(false),
             lapic: Arc::new(spin::Mutex::new(VLapic::new(
@@ -378,9 +389,25 @@ impl Kernel {
             let mut t = Tables::new();
             let r = nested_map(&mut t, root, gpa + i * PAGE, phys + i * PAGE, flags);
             let made = t.allocated as u64;
-            if let Some(p) = payer {
-                let _ = self.charge(p, made * cost::PAGE_TABLE);
-            }
+            let charged = payer.map_or(Ok(()), |p| self.charge(p, made * cost::PAGE_TABLE));
+            let r = match (r, charged) {
+                (Ok(_), Err(e)) => {
+                    // The budget cannot pay for the tables this page needed:
+                    // take the page out again (its new tables hold nothing
+                    // else; they were never charged, so nothing is
+                    // refunded) and undo the earlier pages as for any
+                    // failure. Nested tables are kernel memory like any
+                    // other: a VMM gets no more than its budget.
+                    let mut undo = Tables::new();
+                    nested_unmap(&mut undo, root, gpa + i * PAGE);
+                    Err(e)
+                }
+                (r, _) => r.map_err(|e| match e {
+                    pagetable::MapError::OutOfMemory => Error::OutOfMemory,
+                    pagetable::MapError::AlreadyMapped => Error::AlreadyMapped,
+                    _ => Error::InvalidArgument,
+                }),
+            };
             match r {
                 Ok(_) => {
                     let g = self.guests.get_mut(guest).expect("checked");
@@ -392,11 +419,7 @@ impl Kernel {
                         g.mappings.insert(gpa, i, frame);
                     }
                     let _ = self.guest_unmap(guest, gpa, i);
-                    return Err(match e {
-                        pagetable::MapError::OutOfMemory => Error::OutOfMemory,
-                        pagetable::MapError::AlreadyMapped => Error::AlreadyMapped,
-                        _ => Error::InvalidArgument,
-                    });
+                    return Err(e);
                 }
             }
         }
@@ -690,6 +713,20 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
         if generation != vcpu.seen_generation {
             vcpu.vmcb.w8(f::TLB_CONTROL, 1);
             vcpu.seen_generation = generation;
+        }
+        // The ASID last: nothing between here and VMRUN leaves this CPU.
+        let limit = match backend() {
+            Some(Hw::Svm(i)) => i.asids,
+            _ => 0,
+        };
+        match SVM_ASIDS[cpu].lock().assign(cpu as u32, limit, &mut vcpu.asid_tag) {
+            Some(a) => {
+                if a.flush_all {
+                    vcpu.vmcb.w8(f::TLB_CONTROL, 1);
+                }
+                vcpu.vmcb.w32(f::ASID, a.asid);
+            }
+            None => break VcpuExit::InvalidState,
         }
         pre_entry(vcpu);
         vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);

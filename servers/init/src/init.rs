@@ -157,8 +157,19 @@ fn spawn(
     }
 
     let proc = slots.next();
-    sys::create_from(ObjectType::Process, proc, u64::from(server.budget_kib) * 1024, abi::CSPACE_SLOTS)
-        .map_err(e("create process"))?;
+    let budget = u64::from(server.budget_kib) * 1024;
+    sys::create_from(ObjectType::Process, proc, budget, abi::CSPACE_SLOTS).map_err(|err| match err {
+        // A budget shortfall names both figures: the manifest asked for
+        // more than init has left to carve from (the machine's memory).
+        abi::Error::OutOfBudget => {
+            let left = sys::budget_info().map(|b| b.limit_bytes.saturating_sub(b.used_bytes) / 1024).unwrap_or(0);
+            alloc::format!(
+                "create process: budget_kib {} KiB is more than init has left ({left} KiB): {err}",
+                server.budget_kib
+            )
+        }
+        _ => alloc::format!("create process: {err}"),
+    })?;
 
     // Segments: fill a frame through the scratch window, then map it in.
     for seg in plan.segments() {

@@ -38,13 +38,23 @@ struct Mapped {
     len: u64,
 }
 
+/// Pages one unmap call covers: the kernel gathers an unmap's frames
+/// before it frees them, so a gigabyte of guest RAM goes in pieces.
+const UNMAP_CHUNK_PAGES: u64 = 1024;
+
 impl Drop for Mapped {
     fn drop(&mut self) {
-        #[cfg(target_os = "none")]
-        // SAFETY: this object made the mapping and is its only owner; it is
-        // dropped when the last handle (and so the last user) goes.
-        unsafe {
-            let _ = sys::unmap(SLOT_SELF, self.va, self.len.div_ceil(PAGE_SIZE));
+        let pages = self.len.div_ceil(PAGE_SIZE);
+        let mut done = 0;
+        while done < pages {
+            let n = (pages - done).min(UNMAP_CHUNK_PAGES);
+            #[cfg(target_os = "none")]
+            // SAFETY: this object made the mapping and is its only owner; it
+            // is dropped when the last handle (and so the last user) goes.
+            unsafe {
+                let _ = sys::unmap(SLOT_SELF, self.va + done * PAGE_SIZE, n);
+            }
+            done += n;
         }
     }
 }

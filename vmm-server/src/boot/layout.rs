@@ -17,6 +17,13 @@
 //! 0xFEE0_0000  local APIC (reserved)
 //! 0x1_0000_0000  RAM above 4 GiB (what did not fit below 0xB000_0000)
 //! ```
+//!
+//! RAM below 4 GiB ends where the ECAM window begins (2.75 GiB, the size
+//! up to which QEMU's q35 also keeps all RAM low); a larger guest gets
+//! its first 2.75 GiB there and the rest from 4 GiB up ([`ram_blocks`]).
+//! QEMU's q35 would drop to 2 GiB below 4 GiB for such a guest to align
+//! the split to 1 GiB pages; nothing here needs that, so the low block
+//! stays as large as the hole allows.
 
 /// Guest-physical address of the boot GDT ([`super::long_mode::BOOT_GDT`]).
 pub const BOOT_GDT: u64 = 0x500;
@@ -63,6 +70,39 @@ pub const APIC_PAGE_SIZE: u64 = 0x1000;
 
 /// 4 GiB: RAM that does not fit below [`LOW_RAM_END`] continues here.
 pub const FOUR_GIB: u64 = 0x1_0000_0000;
+
+/// One block of guest RAM's backing: `len` bytes from guest-physical `gpa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamBlock {
+    pub gpa: u64,
+    pub len: u64,
+}
+
+impl RamBlock {
+    pub fn end(&self) -> u64 {
+        self.gpa + self.len
+    }
+}
+
+/// Where the VMM backs `ram_bytes` of guest RAM: one block from
+/// guest-physical 0 up to [`LOW_RAM_END`] at most and, if that is not
+/// all, a second from [`FOUR_GIB`]. The first block also backs the
+/// holes below 1 MiB (the loader writes the ACPI tables into the firmware
+/// area), so the memory map ([`super::e820::E820::pc`] of `ram_bytes`
+/// less those holes) lists as RAM exactly what these blocks back outside
+/// them. `ram_bytes` is at most `u64::MAX - FOUR_GIB` (the VM description
+/// allows 1 TiB).
+pub fn ram_blocks(ram_bytes: u64) -> alloc::vec::Vec<RamBlock> {
+    let mut v = alloc::vec![RamBlock { gpa: 0, len: ram_bytes.min(LOW_RAM_END) }];
+    if ram_bytes > LOW_RAM_END {
+        v.push(RamBlock { gpa: FOUR_GIB, len: ram_bytes - LOW_RAM_END });
+    }
+    v
+}
+
+/// The holes below 1 MiB (legacy VGA window and firmware area): backed by
+/// the first RAM block, not listed as RAM.
+pub const BELOW_1M_HOLES: u64 = HIGH_MEMORY_START - LEGACY_HOLE_START;
 
 // The boot structures below 1 MiB do not overlap.
 const _: () = assert!(BOOT_GDT + 32 <= ZERO_PAGE);

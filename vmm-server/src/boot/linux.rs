@@ -405,6 +405,11 @@ impl<'a> BzImage<'a> {
         self.cmdline_size
     }
 
+    /// The highest address the initrd may occupy (`initrd_addr_max`).
+    pub fn initrd_addr_max(&self) -> u64 {
+        u64::from(self.initrd_addr_max)
+    }
+
     /// Whether kernel, zero page, command line and initrd may be above 4 GiB.
     pub fn can_load_above_4g(&self) -> bool {
         self.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0

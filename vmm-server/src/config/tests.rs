@@ -137,6 +137,10 @@ fn ram_limits() {
     );
     assert_eq!(parse(&with(minimal(), "ram", json!(64))).unwrap().ram_mib, 64);
     assert_eq!(parse(&with(minimal(), "ram", json!(MAX_RAM_MIB))).unwrap().ram_mib, MAX_RAM_MIB);
+    // Past the old 1008 MiB cap and past the PCI hole (2.75 GiB).
+    for mib in [1009, 2816, 2817, 4096, 65536] {
+        assert_eq!(parse(&with(minimal(), "ram", json!(mib))).unwrap().ram_mib, mib);
+    }
     for bad in [json!(-1), json!(1.5), json!("1024"), json!(null_not()), json!([1])] {
         assert_eq!(
             err(with(minimal(), "ram", bad)),

@@ -35,6 +35,8 @@ pub enum LoadError {
     TooSmall { what: &'static str, needed: u64, ram: u64 },
     /// The command line holds a NUL or does not fit below the legacy hole.
     BadCmdline { len: usize },
+    /// The slice given as the first RAM block is not that block's size.
+    LowBlock { len: u64, expected: u64 },
 }
 
 impl fmt::Display for LoadError {
@@ -46,6 +48,9 @@ impl fmt::Display for LoadError {
             Self::Paging(e) => write!(f, "boot page tables: {e}"),
             Self::TooSmall { what, needed, ram } => {
                 write!(f, "guest RAM of {} MiB is too small for the {what} (needs {needed:#x} bytes)", ram >> 20)
+            }
+            Self::LowBlock { len, expected } => {
+                write!(f, "guest RAM below the PCI hole is {len:#x} bytes, expected {expected:#x}")
             }
             Self::BadCmdline { len } => {
                 write!(f, "cmdline: {len} bytes with a NUL or longer than {} bytes", layout::CMDLINE_MAX - 1)
@@ -69,18 +74,29 @@ fn slot<'r>(ram: &'r mut [u8], gpa: u64, len: u64, what: &'static str) -> Result
 /// where the boot vCPU starts ([`crate::boot::linux::set_boot_vcpu`]).
 pub fn load_linux(ram: &mut [u8], source: &BootSource<'_>) -> Result<LinuxEntry, LoadError> {
     let ram_bytes = ram.len() as u64;
+    load_linux_in(ram, ram_bytes, source)
+}
+
+/// Loads `source` into a guest of `ram_bytes` of RAM backed as
+/// [`layout::ram_blocks`] says: `low` is the first block (from
+/// guest-physical 0), where everything the loader writes goes; the RAM
+/// above 4 GiB only appears in the memory map.
+pub fn load_linux_in(low: &mut [u8], ram_bytes: u64, source: &BootSource<'_>) -> Result<LinuxEntry, LoadError> {
+    let ram = low;
     let image = BzImage::parse(source.kernel).map_err(LoadError::Kernel)?;
-    // The backing is one block from guest-physical 0, so the RAM the map
-    // places around the holes below 1 MiB must end where the block ends.
-    let below_1m_holes = layout::HIGH_MEMORY_START - layout::LEGACY_HOLE_START;
-    let usable = ram_bytes.checked_sub(below_1m_holes).filter(|&u| u > layout::HIGH_MEMORY_START).ok_or(
+    let blocks = layout::ram_blocks(ram_bytes);
+    let low_end = blocks[0].end();
+    if ram.len() as u64 != low_end {
+        return Err(LoadError::LowBlock { len: ram.len() as u64, expected: low_end });
+    }
+    // The first block is backed from guest-physical 0, holes below 1 MiB
+    // included, so the RAM the map places around them ends where the
+    // backing does: below the ECAM window, then from 4 GiB.
+    let usable = ram_bytes.checked_sub(layout::BELOW_1M_HOLES).filter(|&u| u > layout::HIGH_MEMORY_START).ok_or(
         LoadError::TooSmall { what: "memory map", needed: 2 * layout::HIGH_MEMORY_START, ram: ram_bytes },
     )?;
     let map = E820::pc(usable).build().map_err(LoadError::MemoryMap)?;
-    debug_assert!(map.ram_end() <= ram_bytes);
-    if ram_bytes > layout::LOW_RAM_END {
-        return Err(LoadError::TooSmall { what: "RAM above the PCI hole (not supported yet)", needed: 0, ram: ram_bytes });
-    }
+    debug_assert!(map.ram().iter().all(|r| blocks.iter().any(|b| b.gpa <= r.start && r.end <= b.end())));
 
     // The kernel, where its header asks (it decompresses in place up to
     // init_size).
@@ -90,13 +106,16 @@ pub fn load_linux(ram: &mut [u8], source: &BootSource<'_>) -> Result<LinuxEntry,
     let kernel_dst = slot(ram, needed.start, span, "kernel (init_size)")?;
     kernel_dst[..bytes.len()].copy_from_slice(bytes);
 
-    // The initrd at the top of RAM, page-aligned, above the kernel.
+    // The initrd at the top of the RAM below the PCI hole, and not past the
+    // kernel's initrd_addr_max (as QEMU's loader places it), page-aligned,
+    // above the kernel.
     let initrd = match source.initrd.filter(|i| !i.is_empty()) {
         None => None,
         Some(data) => {
             let len = data.len() as u64;
-            let gpa = ram_bytes.checked_sub(len).map(|a| a & !0xfff).filter(|&a| a >= needed.start + span).ok_or(
-                LoadError::TooSmall { what: "initrd above the kernel", needed: needed.end + len, ram: ram_bytes },
+            let top = low_end.min(image.initrd_addr_max().saturating_add(1));
+            let gpa = top.checked_sub(len).map(|a| a & !0xfff).filter(|&a| a >= needed.start + span).ok_or(
+                LoadError::TooSmall { what: "initrd above the kernel", needed: needed.end + len, ram: top },
             )?;
             slot(ram, gpa, len, "initrd")?.copy_from_slice(data);
             Some(GuestRange { gpa, len })

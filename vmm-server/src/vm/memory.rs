@@ -6,7 +6,10 @@
 //! holds references into it). [`GuestRam`] puts the two views on top:
 //! guest-physical addresses for virtqueues ([`crate::virtio::GuestMemory`])
 //! and guest-virtual ones, through the guest's own page tables, for MMIO
-//! instruction emulation ([`crate::mmio::GuestMemory`]).
+//! instruction emulation ([`crate::mmio::GuestMemory`]). RAM larger than
+//! the room below the PCI hole comes in two blocks
+//! ([`crate::boot::layout::ram_blocks`]); [`RamMap`] joins them into one
+//! [`PhysMemory`] by guest-physical address.
 
 use abi::VcpuRun;
 
@@ -14,12 +17,80 @@ use crate::boot::long_mode;
 use crate::mmio::{self, MemFault};
 use crate::virtio::{self, MemError};
 
-/// Bytes of guest RAM by offset from guest-physical 0.
+/// Bytes of guest RAM by guest-physical address.
 pub trait PhysMemory {
+    /// One past the highest address.
     fn size(&self) -> u64;
     /// False, and nothing copied, if the range is not all inside.
     fn read(&self, gpa: u64, buf: &mut [u8]) -> bool;
     fn write(&self, gpa: u64, data: &[u8]) -> bool;
+    /// Whether `gpa..gpa + len` is all RAM (below [`PhysMemory::size`]
+    /// unless the memory has holes).
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        gpa.checked_add(len).is_some_and(|end| end <= self.size())
+    }
+}
+
+/// Guest RAM in blocks, each a [`PhysMemory`] of its own (addressed from
+/// 0) placed at a guest-physical base: RAM below the PCI hole and RAM
+/// above 4 GiB. An access must lie inside one block; one that touches a
+/// hole (or runs from one block into the next) is refused like one past
+/// the end.
+pub struct RamMap<M: PhysMemory> {
+    /// (guest-physical base, block), sorted, not overlapping.
+    blocks: alloc::vec::Vec<(u64, M)>,
+}
+
+impl<M: PhysMemory> RamMap<M> {
+    /// `blocks` as (guest-physical base, memory); `None` if two overlap
+    /// or one runs past 2^64.
+    pub fn new(mut blocks: alloc::vec::Vec<(u64, M)>) -> Option<Self> {
+        blocks.sort_by_key(|(base, _)| *base);
+        let mut end = 0u64;
+        for (base, m) in &blocks {
+            if *base < end {
+                return None;
+            }
+            end = base.checked_add(m.size())?;
+        }
+        Some(Self { blocks })
+    }
+
+    /// The block holding all of `gpa..gpa + len`, and the offset in it.
+    fn find(&self, gpa: u64, len: u64) -> Option<(&M, u64)> {
+        let end = gpa.checked_add(len)?;
+        let (base, m) = self.blocks.iter().rev().find(|(base, _)| *base <= gpa)?;
+        (end - base <= m.size()).then(|| (m, gpa - base))
+    }
+}
+
+impl<M: PhysMemory> RamMap<M> {
+    /// Copies from guest-physical `gpa`; false (nothing copied) unless the
+    /// range lies inside one block.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.find(gpa, buf.len() as u64).is_some_and(|(m, off)| m.read(off, buf))
+    }
+
+    /// Copies to guest-physical `gpa`; false (nothing copied) unless the
+    /// range lies inside one block.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> bool {
+        self.find(gpa, data.len() as u64).is_some_and(|(m, off)| m.write(off, data))
+    }
+}
+
+impl<M: PhysMemory> PhysMemory for RamMap<M> {
+    fn size(&self) -> u64 {
+        self.blocks.last().map_or(0, |(base, m)| base + m.size())
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        RamMap::read(self, gpa, buf)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> bool {
+        RamMap::write(self, gpa, data)
+    }
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        self.find(gpa, len).is_some()
+    }
 }
 
 impl PhysMemory for alcove_rt::SharedMemory {
@@ -109,10 +180,7 @@ impl<M: PhysMemory> mmio::GuestMemory for GuestRam<'_, M> {
 
 impl<M: PhysMemory> virtio::GuestMemory for GuestRam<'_, M> {
     fn check_range(&self, gpa: u64, len: u64) -> Result<(), MemError> {
-        match gpa.checked_add(len) {
-            Some(end) if end <= self.mem.size() => Ok(()),
-            _ => Err(MemError { gpa, len }),
-        }
+        if self.mem.contains(gpa, len) { Ok(()) } else { Err(MemError { gpa, len }) }
     }
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         if self.mem.read(gpa, buf) { Ok(()) } else { Err(MemError { gpa, len: buf.len() as u64 }) }
@@ -180,5 +248,37 @@ mod tests {
         // Paging off: identity.
         let p = GuestRam::physical(&ram);
         assert_eq!(p.translate(0xdead_b000), Some(0xdead_b000));
+    }
+
+    /// RAM below the PCI hole and above 4 GiB, as a 4 GiB guest has it
+    /// (scaled down: 64 KiB blocks at 0 and at 1 MiB).
+    #[test]
+    fn a_ram_map_reaches_both_blocks_and_refuses_the_hole() {
+        let low = Ram(RefCell::new(vec![0u8; 0x1_0000]));
+        let high = Ram(RefCell::new(vec![0u8; 0x1_0000]));
+        let map = RamMap::new(vec![(0x10_0000, high), (0, low)]).unwrap();
+        assert_eq!(map.size(), 0x11_0000);
+        assert!(map.write(0xfffc, &[1, 2, 3, 4]));
+        assert!(map.write(0x10_0000, &[5, 6]));
+        assert!(map.write(0x10_fffe, &[7, 8]));
+        let mut b = [0u8; 4];
+        assert!(map.read(0xfffc, &mut b));
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(map.read(0x10_fffc, &mut b));
+        assert_eq!(b, [0, 0, 7, 8]);
+        assert_eq!(map.blocks[1].1.0.borrow()[0..2], [5, 6]);
+        // The hole, across the hole's edges, past the end, overflow.
+        for (gpa, len) in [(0x1_0000, 1), (0xfffe, 4), (0xf_fffe, 4), (0x10_fffe, 4), (0x11_0000, 1), (u64::MAX, 2)] {
+            let mut buf = vec![0u8; len];
+            assert!(!map.read(gpa, &mut buf), "{gpa:#x}+{len}");
+            assert!(!map.write(gpa, &buf), "{gpa:#x}+{len}");
+            assert!(!map.contains(gpa, len as u64), "{gpa:#x}+{len}");
+            assert!(virtio::GuestMemory::check_range(&GuestRam::physical(&map), gpa, len as u64).is_err());
+        }
+        assert!(virtio::GuestMemory::check_range(&GuestRam::physical(&map), 0x10_8000, 0x8000).is_ok());
+        // Overlapping blocks are refused.
+        let a = Ram(RefCell::new(vec![0u8; 0x2000]));
+        let c = Ram(RefCell::new(vec![0u8; 0x2000]));
+        assert!(RamMap::new(vec![(0, a), (0x1000, c)]).is_none());
     }
 }

@@ -1,7 +1,8 @@
 //! One VM, put together: the platform devices and their interrupt routing
 //! ([`platform`]), the guest's CPUID table ([`cpuid`]) and direct kernel
-//! boot ([`loader`]), the guest's console output on its way out
-//! ([`console_out`]). The Alcove-only runtime (`src/bin/vmm-server/`) maps
+//! boot ([`loader`]), what the VM costs in kernel memory ([`sizing`]) and
+//! the guest's console output on its way out ([`console_out`]). The
+//! Alcove-only runtime (`src/bin/vmm-server/`) maps
 //! guest memory, runs the vCPU threads and calls into these.
 
 pub mod console_out;
@@ -10,3 +11,7 @@ pub mod loader;
 pub mod memory;
 pub mod platform;
 pub mod pvclock;
+pub mod sizing;
+
+#[cfg(test)]
+mod large_ram_tests;

@@ -1,13 +1,16 @@
 //! The kernel's direct map of physical memory at `PHYS_OFFSET`.
 //!
 //! The boot page tables (boot.s) map the first 4 GiB; firmware tables and MMIO
-//! above that are mapped on demand with 2 MiB pages taken from a small static
-//! pool of page directories, up to 512 GiB (one PDPT).
+//! above that are mapped on demand with 2 MiB pages taken from a static pool
+//! of page directories (one per GiB: firmware tables, and RAM above 4 GiB,
+//! which the frame allocator manages), up to 512 GiB (one PDPT).
 
 use super::{DIRECT_MAP_LIMIT, PHYS_OFFSET};
 use spin::Mutex;
 
-const PD_POOL: usize = 8;
+/// Page directories for the direct map above 4 GiB (4 KiB each): RAM up to
+/// about 36 GiB, beyond which the frame allocator leaves it unused.
+const PD_POOL: usize = 32;
 const GIB: u64 = 1 << 30;
 const REACH: u64 = 512 * GIB;
 

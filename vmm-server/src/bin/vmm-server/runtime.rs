@@ -24,7 +24,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_FREE, SLOT_SELF, StartInfo};
@@ -32,7 +32,7 @@ use alcove_rt::{PrivateMapping, RunPage, SharedMemory, Thread, ThreadSlots, prin
 use libipc::cap::Cap;
 use libipc::kernel::KernelTransport;
 use libipc::sys;
-use vmm_server::boot::linux;
+use vmm_server::boot::{layout, linux};
 use vmm_server::config::VmConfig;
 use vmm_server::pci::PciSlot;
 use vmm_server::virtio::block::Block;
@@ -42,9 +42,10 @@ use vmm_server::virtio::rng::Rng;
 use vmm_server::vm::console_out::{ConsoleOut, Source};
 use vmm_server::vm::cpuid;
 use vmm_server::vm::loader::{self, BootSource};
-use vmm_server::vm::memory::GuestRam;
+use vmm_server::vm::memory::{GuestRam, RamMap};
 use vmm_server::vm::platform::{Platform, PowerEvent};
 use vmm_server::vm::pvclock::KvmClock;
+use vmm_server::vm::sizing::{self, KernelMemory, VMM_RAM_VA};
 
 use disks::{CpuRng, open_disk};
 use exits::vcpu_loop;
@@ -54,12 +55,12 @@ mod exits;
 
 const RWX: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0);
 
-/// Where things live in this process's address space.
-const RAM_VA: u64 = 0x10_0000_0000;
+/// Where things live in this process's address space (guest RAM at
+/// [`VMM_RAM_VA`]).
 const RUN_VA: u64 = 0x20_0000_0000;
 const STACK_VA: u64 = 0x21_0000_0000;
 const STACK_STRIDE: u64 = 0x10_0000;
-const STACK_PAGES: u64 = 16;
+const STACK_PAGES: u64 = sizing::THREAD_STACK_PAGES;
 const FILE_VA: u64 = 0x30_0000_0000;
 const FILE_STRIDE: u64 = 0x1_0000_0000;
 /// The priority of vCPU threads: below the servers' default (100), which
@@ -88,6 +89,9 @@ pub struct VmSpec {
     pub console: Option<CapSlot>,
     /// End the whole machine (QEMU) with the VM: `cargo xtask run --vm`.
     pub exit_machine: bool,
+    /// The kernel memory this VM needs (checked against the budget before
+    /// anything is created).
+    pub kernel_memory: KernelMemory,
 }
 
 impl VmSpec {
@@ -114,7 +118,11 @@ impl VmSpec {
             (None, Some(u)) => u.to_string(),
             (None, None) => info.name.clone(),
         };
+        let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len as u64).collect();
+        let kernel_memory =
+            KernelMemory::for_vm(config.ram_bytes(), config.vcpus, config.disks.len() as u32, &boot_files);
         Ok(Some(VmSpec {
+            kernel_memory,
             name,
             ram_mib: config.ram_mib,
             vcpus: config.vcpus,
@@ -225,7 +233,7 @@ impl Resources {
 
     fn create(&mut self, ty: ObjectType, arg: u64, what: &str) -> Result<CapSlot, String> {
         let slot = self.next;
-        sys::create(ty, slot, arg).map_err(|e| format!("{what}: {e}"))?;
+        sys::create(ty, slot, arg).map_err(|e| failed(what, e))?;
         self.next += 1;
         self.slots.push(slot);
         Ok(slot)
@@ -248,6 +256,20 @@ impl Resources {
     }
 }
 
+/// A failed system call's message: a budget shortfall says how much is
+/// left of the budget (the kernel's `OutOfBudget`; `OutOfMemory` is the
+/// machine's frame allocator running dry, which no budget can fix).
+fn failed(what: &str, e: abi::Error) -> String {
+    match (e, sys::budget_info()) {
+        (abi::Error::OutOfBudget, Ok(b)) => format!(
+            "{what}: {e}: {} KiB left of the {} KiB budget",
+            b.limit_bytes.saturating_sub(b.used_bytes) / 1024,
+            b.limit_bytes / 1024
+        ),
+        _ => format!("{what}: {e}"),
+    }
+}
+
 impl Drop for Resources {
     fn drop(&mut self) {
         // Newest first: vCPUs before their run pages, notifications,
@@ -259,13 +281,17 @@ impl Drop for Resources {
     }
 }
 
+/// Guest RAM as the device models reach it: each block of
+/// [`layout::ram_blocks`] at its guest-physical address.
+pub type GuestMemory = RamMap<SharedMemory>;
+
 /// State every thread of one boot shares.
 struct Shared {
     /// The devices. Held briefly by whichever thread handles an exit;
     /// waiters yield to the holder (which may be in an IPC call to
     /// storaged) instead of spinning through their time slices.
     platform: alcove_rt::sync::Mutex<Platform>,
-    ram: SharedMemory,
+    ram: GuestMemory,
     vcpus: Vec<CapSlot>,
     /// Each vCPU's run page, taken by its thread when it starts.
     run_pages: Vec<spin::Mutex<Option<RunPage>>>,
@@ -305,6 +331,10 @@ struct ConsoleState {
 /// How much ready console output may wait before the devices' output is
 /// left in them (the guest then waits on a full transmitter).
 const CONSOLE_READY_LIMIT: usize = 64 * 1024;
+
+/// Threads of the current boot that have stopped (reset before each boot's
+/// threads start).
+static STOPPED: AtomicUsize = AtomicUsize::new(0);
 
 /// The boot the threads are running (one at a time).
 static CURRENT: spin::Mutex<Option<Arc<Shared>>> = spin::Mutex::new(None);
@@ -438,24 +468,66 @@ impl Shared {
 fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let mut res = Resources::new();
     let ram_bytes = spec.ram_mib << 20;
-    let guest = res.create(ObjectType::Guest, 0, "create the guest")?;
-    // Guest RAM: new frames mapped into this process alone while the boot
-    // source is loaded into them, then into the guest at the same offsets
-    // (from guest-physical 0); from then on the guest writes them too and
-    // the VMM reaches them only through volatile copies.
-    let first = res.next;
-    let mut private = PrivateMapping::create(RAM_VA, ram_bytes, FRAME_PAGES, first..)
-        .map_err(|e| format!("guest RAM ({} MiB): {e}", spec.ram_mib))?;
-    res.adopt(private.frames());
-    let entry = {
-        let source = BootSource { kernel: spec.kernel, initrd: spec.initrd, cmdline: &spec.cmdline, vcpus: spec.vcpus };
-        loader::load_linux(private.bytes_mut(), &source).map_err(|e| e.to_string())?
-    };
-    let (ram, frames) = private.share();
-    for (i, &frame) in frames.iter().enumerate() {
-        let gpa = i as u64 * FRAME_PAGES * PAGE_SIZE;
-        sys::map(guest, frame, gpa, RWX).map_err(|e| format!("map guest RAM at {gpa:#x}: {e}"))?;
+    // Before anything is created: a budget too small for this VM is named
+    // as such, with what it needs, not met halfway through.
+    if let Ok(b) = sys::budget_info() {
+        sizing::check_budget(spec.kernel_memory, b.limit_bytes).map_err(|e| e.to_string())?;
     }
+    let guest = res.create(ObjectType::Guest, 0, "create the guest")?;
+    // Guest RAM, a block at a time (below the PCI hole, then from 4 GiB):
+    // new frames mapped into this process alone, one block after the other
+    // from VMM_RAM_VA; the boot source is loaded into the first while
+    // nothing else can reach it; then each block is mapped into the guest
+    // at its guest-physical address and from then on reached only through
+    // volatile copies. The mappings keep the frames; their capabilities go
+    // once mapped (a large guest has more frames than the process has
+    // capability slots).
+    let blocks = layout::ram_blocks(ram_bytes);
+    let mut private = Vec::new();
+    let mut offset = 0;
+    for block in &blocks {
+        let m = PrivateMapping::create(VMM_RAM_VA + offset, block.len, FRAME_PAGES, res.next..)
+            .map_err(|e| failed(&format!("guest RAM ({} MiB)", block.len >> 20), e));
+        match m {
+            Ok(m) => {
+                // Their slots are taken until the frames are mapped.
+                res.next += m.frames().len() as CapSlot;
+                private.push((block.gpa, m));
+            }
+            Err(e) => {
+                release_frames(private);
+                return Err(e);
+            }
+        }
+        offset += block.len;
+    }
+    let loaded = {
+        let source = BootSource { kernel: spec.kernel, initrd: spec.initrd, cmdline: &spec.cmdline, vcpus: spec.vcpus };
+        loader::load_linux_in(private[0].1.bytes_mut(), ram_bytes, &source).map_err(|e| e.to_string())
+    };
+    let entry = match loaded {
+        Ok(entry) => entry,
+        Err(e) => {
+            release_frames(private);
+            return Err(e);
+        }
+    };
+    let mut views = Vec::new();
+    let mut mapped = Ok(());
+    for (gpa, m) in private {
+        let (view, frames) = m.share();
+        for (i, &frame) in frames.iter().enumerate() {
+            let at = gpa + i as u64 * FRAME_PAGES * PAGE_SIZE;
+            if mapped.is_ok() {
+                mapped = sys::map(guest, frame, at, RWX).map_err(|e| failed(&format!("map guest RAM at {at:#x}"), e));
+            }
+            // The mappings hold the frame now (or nothing does).
+            let _ = sys::cap_delete(frame);
+        }
+        views.push((gpa, view));
+    }
+    mapped?;
+    let ram = RamMap::new(views).ok_or("guest RAM blocks overlap")?;
 
     let mut vcpus = Vec::new();
     let mut run_pages = Vec::new();
@@ -523,6 +595,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
 
     // Threads: vCPUs 0..n, then the timer.
     let count = spec.vcpus as u64 + 1;
+    STOPPED.store(0, Ordering::Release);
     let mut threads = Vec::new();
     let mut failure = None;
     for index in 0..count {
@@ -542,11 +615,11 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         report_overhead(ram_bytes);
     }
     // Wait for every started thread to stop.
-    let all = if started >= 64 { u64::MAX } else { (1u64 << started) - 1 };
-    let mut seen = 0u64;
-    while seen & all != all {
+    // Each thread counts itself out in STOPPED and signals `done` (a VM
+    // may have more threads than a notification has bits).
+    while STOPPED.load(Ordering::Acquire) < started {
         match sys::wait(done, abi::FOREVER) {
-            Ok(bits) => seen |= bits,
+            Ok(_) => {}
             Err(e) => {
                 log::error!("waiting for the VM's threads: {e}");
                 break;
@@ -574,6 +647,17 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     drop(shared);
     drop(res);
     Ok(ending)
+}
+
+/// Unmaps guest RAM that never reached the guest and frees its frames.
+fn release_frames(private: Vec<(u64, PrivateMapping)>) {
+    for (_, m) in private {
+        let (view, frames) = m.share();
+        drop(view);
+        for f in frames {
+            let _ = sys::cap_delete(f);
+        }
+    }
 }
 
 /// Prints the figure `cargo xtask bench` reports as `vmm_overhead_kib`:
@@ -618,7 +702,8 @@ extern "C" fn thread_main(_ipc: u64, index: u64, timer: u64) -> ! {
             vcpu_loop(&s, index as usize, &mut page);
         }
     }
-    let _ = sys::signal(done, 1 << index);
+    STOPPED.fetch_add(1, Ordering::AcqRel);
+    let _ = sys::signal(done, 1);
     // A thread cannot end itself: park until the main thread deletes it.
     loop {
         let _ = sys::wait(park, abi::FOREVER);

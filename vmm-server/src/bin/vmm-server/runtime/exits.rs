@@ -12,9 +12,9 @@ use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::vm::platform::Platform;
 use vmm_server::vm::pvclock;
-use alcove_rt::{RunPage, SharedMemory};
+use alcove_rt::RunPage;
 
-use super::{Ending, Shared};
+use super::{Ending, GuestMemory, Shared};
 
 pub(super) fn mask(size: u8) -> u64 {
     if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
@@ -178,7 +178,7 @@ fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
 /// The guest-physical bus of an MMIO exit.
 struct Bus<'a> {
     platform: spin::MutexGuard<'a, Platform>,
-    ram: &'a SharedMemory,
+    ram: &'a GuestMemory,
 }
 
 impl MmioBus for Bus<'_> {
