@@ -12,16 +12,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const QEMU_TIMEOUT: Duration = Duration::from_secs(60);
-const BOCHS_TIMEOUT: Duration = Duration::from_secs(180);
+/// Generous: a loaded host runs the emulated machine many times slower.
+const QEMU_TIMEOUT: Duration = Duration::from_secs(240);
+const BOCHS_TIMEOUT: Duration = Duration::from_secs(600);
 /// The Linux guest on Alcove nested in QEMU TCG boots in well under a
 /// minute; the limit allows a loaded machine.
-const LINUX_QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+const LINUX_QEMU_TIMEOUT: Duration = Duration::from_secs(600);
 /// The memtest86+ case: its screen is complete in about 25 s here.
-const MEMTEST_TIMEOUT: Duration = Duration::from_secs(180);
+const MEMTEST_TIMEOUT: Duration = Duration::from_secs(600);
 const MEMTEST_CASE: &str = "linux/memtest-epyc-svm";
 /// The Linux guest printing on one vCPU while the other resets the VM.
 const LINUX_STRESS_CASE: &str = "linux/reset-stress";
+/// Seven boots of the guest: on a loaded host, several minutes.
+const LINUX_STRESS_TIMEOUT: Duration = Duration::from_secs(900);
 const LINUX_BOCHS_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Flags of the form `--name value` and `--flag`, with everything after `--`
@@ -481,7 +484,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             linux::Machine::BochsVmx => LINUX_BOCHS_TIMEOUT,
         };
         let out = if case == LINUX_STRESS_CASE {
-            linux::run_stress(kernel, &images, case, timeout)?
+            linux::run_stress(kernel, &images, case, LINUX_STRESS_TIMEOUT)?
         } else {
             linux::run(kernel, &images, machine, case, timeout)?
         };

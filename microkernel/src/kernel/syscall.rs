@@ -65,11 +65,10 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             if !mem::copy_from_user(pml4, a[1], &mut buf[..len as usize]) {
                 return Err(Error::BadAddress);
             }
-            let text = core::str::from_utf8(&buf[..len as usize]).unwrap_or("<invalid UTF-8>");
-            arch::serial::with_locked(|w| {
-                use core::fmt::Write;
-                let _ = w.write_str(text);
-            });
+            // Bytes as they came: a guest's console output is not always
+            // UTF-8 (box drawing in code page 437, a character cut at a
+            // chunk boundary), and none of it may be lost.
+            arch::serial::with_locked(|w| w.write_bytes(&buf[..len as usize]));
             vals(len, 0, 0)
         }
         Sys::Yield => {

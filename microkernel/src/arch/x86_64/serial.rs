@@ -33,7 +33,11 @@ fn put(b: u8) {
 }
 
 fn write_raw(s: &str) {
-    for b in s.bytes() {
+    write_bytes_raw(s.as_bytes());
+}
+
+fn write_bytes_raw(bytes: &[u8]) {
+    for &b in bytes {
         if b == b'\n' {
             put(b'\r');
         }
@@ -54,6 +58,14 @@ pub fn flush() {
 /// The serial port as a `core::fmt::Write` sink that holds the lock for the
 /// whole formatted message, so lines from different CPUs never interleave.
 pub struct Writer;
+
+impl Writer {
+    /// Bytes as they are (a guest's console is a byte stream, not always
+    /// UTF-8), newlines as CR LF.
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
+        write_bytes_raw(bytes);
+    }
+}
 
 impl core::fmt::Write for Writer {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {

@@ -118,7 +118,7 @@ impl VmSpec {
             (None, Some(u)) => u.to_string(),
             (None, None) => info.name.clone(),
         };
-        let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len as u64).collect();
+        let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len).collect();
         let kernel_memory =
             KernelMemory::for_vm(config.ram_bytes(), config.vcpus, config.disks.len() as u32, &boot_files);
         Ok(Some(VmSpec {
