@@ -103,6 +103,11 @@
 //!     `bench <name> <value> instructions` (parsed by
 //!     [`bench::parse_line`](protocol::bench::parse_line)), then checks
 //!     that each delta is nonzero and reports pass.
+//! 12. `vmm_interrupt` — see [`vmm_interrupt`](protocol::vmm_interrupt).
+//! 13.-15. `fpu`, `fpu_fresh`, `fpu_race` — the FPU/SSE state through the
+//!     run page, both ways, a new guest's clean state, and a VMM thread
+//!     racing the kernel's read of the image: see [`fpu`](protocol::fpu).
+//!     The guest sets CR4.OSFXSR and reads its state with FXSAVE.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -464,6 +464,14 @@ impl VcpuExit {
 /// written by the kernel around each run (as KVM's `kvm_run`). The kernel
 /// writes the whole guest state and the exit record on every return; it
 /// loads the state back before the next entry when `load_state` says so.
+///
+/// Other VMM threads may write the page at any time, also during a run:
+/// at each entry the kernel reads what it needs exactly once into its own
+/// copy (the state `load_state` names, the FPU image with [`LOAD_FPU`],
+/// `inject`, `fpu_request`, the coalescing rules and ring indices; CPUID
+/// entries when the guest asks) and checks and uses only that copy, so a
+/// racing write can change what the guest gets but never what the kernel
+/// checked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct VcpuRun {
