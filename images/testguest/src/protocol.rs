@@ -191,7 +191,7 @@ pub mod vmm_interrupt {
 pub mod fpu {
     /// The parts of an FXSAVE image (SDM Vol. 1 §10.5.1, Table 10-2) the
     /// FPU tests compare.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct State {
         /// x87 control word (bytes 0-1).
         pub fcw: u16,

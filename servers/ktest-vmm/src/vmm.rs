@@ -42,8 +42,6 @@ struct Env {
     ap_stack: bool,
     /// How many of the writer stacks are mapped.
     writer_stacks: u32,
-    /// Also load an FPU image before the run and read it back after.
-    fpu_check: bool,
     /// Deliver the VMM's interrupt level-triggered (its EOI must come back
     /// as `VcpuExit::Eoi`).
     level: bool,
@@ -71,7 +69,7 @@ pub fn main(start: Start) -> u64 {
         return 1;
     }
     let image = alcove_rt::user_bytes(FILE_VA, len as usize);
-    let mut env = Env { next_slot: 300, image, ap_stack: false, writer_stacks: 0, fpu_check: false, level: false };
+    let mut env = Env { next_slot: 300, image, ap_stack: false, writer_stacks: 0, level: false };
     let tests: &[(&str, Test)] = &[
         ("guest_cpuid", Test::Cpuid),
         ("guest_pio", Test::Pio),
@@ -87,7 +85,8 @@ pub fn main(start: Start) -> u64 {
         ("guest_triple_fault", Test::TripleFault),
         ("guest_scribble", Test::Scribble),
         ("guest_cpuid_after_scribble", Test::Cpuid),
-        ("guest_fpu_state_round_trip", Test::Cpuid),
+        ("guest_fpu_state_round_trip", Test::Fpu),
+        ("guest_fpu_clean_in_the_next_guest", Test::FpuFresh),
         ("guest_fpu_load_races_a_writer", Test::FpuRace),
     ];
     // `skip=NAME` arguments leave tests out where the platform cannot run
@@ -101,7 +100,6 @@ pub fn main(start: Start) -> u64 {
     let (mut passed, mut failed) = (0, 0);
     for &(name, test) in &tests {
         println!("{PREFIX} run {name}");
-        env.fpu_check = name == "guest_fpu_state_round_trip";
         env.level = name == "guest_vmm_level_interrupt";
         match run_test(&mut env, test) {
             Ok(()) => {
@@ -135,6 +133,10 @@ struct Outcome {
     exits: u32,
     /// Vectors whose EOI ended a run (level-triggered interrupts).
     eois: Vec<u8>,
+    /// The FPU state in the run page at each exit on [`p::fpu::SWAP_PORT`].
+    fpu_at_swap: Vec<p::fpu::State>,
+    /// The FPU state in the run page after the last exit.
+    fpu_end: p::fpu::State,
 }
 
 fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
@@ -165,30 +167,26 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
         // Tests with an AP: its vCPU runs on a second thread, waiting in the
         // kernel for the guest's INIT-SIPI-SIPI.
         let ap = if test.vcpus() > 1 { Some(start_ap(env, guest)?) } else { None };
-        if env.fpu_check {
-            // An x87 control word and MXCSR of our own; the guest (soft-float)
-            // leaves them alone, so they must come back unchanged.
-            run.fpu = [0; 512];
-            run.fpu[0..2].copy_from_slice(&0x027fu16.to_le_bytes());
-            run.fpu[24..28].copy_from_slice(&0x1fa0u32.to_le_bytes());
-            run.load_state |= abi::LOAD_FPU;
-            run.fpu_request = 1;
+        // The FPU tests: the guest's image both ways (see protocol::fpu).
+        match test {
+            Test::Fpu => {
+                run.fpu = p::fpu::VMM_FIRST.to_fxsave();
+                run.load_state |= abi::LOAD_FPU;
+            }
+            Test::FpuRace => {
+                run.fpu = p::fpu::State { mxcsr: p::fpu::RACE_MXCSR, ..p::fpu::VMM_FIRST }.to_fxsave();
+                run.load_state |= abi::LOAD_FPU;
+            }
+            _ => {}
         }
-        if test == Test::FpuRace {
-            run.fpu = p::fpu::State { mxcsr: p::fpu::RACE_MXCSR, ..p::fpu::VMM_FIRST }.to_fxsave();
-            run.load_state |= abi::LOAD_FPU;
-        }
+        run.fpu_request = u64::from(matches!(test, Test::Fpu | Test::FpuFresh));
         let writers = if test == Test::FpuRace { Some(start_writers(env)?) } else { None };
-        let out = drive(vcpu, run, test, env.level);
+        let mut out = drive(vcpu, run, test, env.level);
         if let Some(w) = writers {
             stop_writers(&w)?;
         }
-        if env.fpu_check {
-            let fcw = u16::from_le_bytes([run.fpu[0], run.fpu[1]]);
-            let mxcsr = u32::from_le_bytes([run.fpu[24], run.fpu[25], run.fpu[26], run.fpu[27]]);
-            if (fcw, mxcsr) != (0x027f, 0x1fa0) {
-                return Err(format!("FPU state came back as FCW {fcw:#x} MXCSR {mxcsr:#x}"));
-            }
+        if let Ok(o) = out.as_mut() {
+            o.fpu_end = p::fpu::State::from_fxsave(&run.fpu);
         }
         if let Some((ap_vcpu, done)) = ap {
             AP_STOP.store(true, core::sync::atomic::Ordering::Release);
@@ -325,8 +323,14 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Ou
                     sent.map_err(|e| format!("vcpu_interrupt: {e}"))?;
                 }
                 let port = (run.write != 0).then_some(run.port);
+                if port == Some(p::fpu::SWAP_PORT) {
+                    out.fpu_at_swap.push(p::fpu::State::from_fxsave(&run.fpu));
+                }
                 io(run, &mut out)?;
-                if port == Some(p::fpu::RACE_PORT) && test == Test::FpuRace {
+                if port == Some(p::fpu::SWAP_PORT) {
+                    run.fpu = p::fpu::VMM_SECOND.to_fxsave();
+                    run.load_state |= abi::LOAD_FPU;
+                } else if port == Some(p::fpu::RACE_PORT) && test == Test::FpuRace {
                     // The writers flip the image's MXCSR meanwhile.
                     run.load_state |= abi::LOAD_FPU;
                 }
@@ -586,6 +590,20 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
             if !out.unmapped_writes.is_empty() {
                 return Err(format!("writes outside the device page: {:x?}", out.unmapped_writes));
             }
+        }
+        // Guest -> VMM: what the guest loaded itself, at the swap and at the
+        // end (VMM -> guest the guest checked); a new guest: clean.
+        Test::Fpu => {
+            let want = [p::fpu::GUEST];
+            if out.fpu_at_swap != want {
+                return Err(format!("at the swap exit the run page held {:x?}, expected {want:x?}", out.fpu_at_swap));
+            }
+            if out.fpu_end != p::fpu::GUEST {
+                return Err(format!("at the end the run page held {:x?}, expected {:x?}", out.fpu_end, p::fpu::GUEST));
+            }
+        }
+        Test::FpuFresh if out.fpu_end != p::fpu::CLEAN => {
+            return Err(format!("a new guest's state came back as {:x?}, expected {:x?}", out.fpu_end, p::fpu::CLEAN));
         }
         Test::NptFault => {
             let want = [(p::unmapped::GPA, 4, u64::from(p::unmapped::WRITE_VALUE))];
