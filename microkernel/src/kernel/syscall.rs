@@ -72,6 +72,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             });
             vals(len, 0, 0)
         }
+        Sys::Nop => vals(0, 0, 0),
         Sys::Yield => {
             percpu::this().need_resched.store(true, core::sync::atomic::Ordering::Relaxed);
             vals(0, 0, 0)
