@@ -96,7 +96,9 @@ pub fn main(start: Start) -> u64 {
     for s in &skipped {
         log::info!("skipping {s} on this platform (manifest)");
     }
-    println!("{PREFIX} suite vm {}", tests.len());
+    // The host's GDT limit as this process sees it before any guest ran.
+    let gdt_limit = host_gdt_limit();
+    println!("{PREFIX} suite vm {}", tests.len() + 1);
     let (mut passed, mut failed) = (0, 0);
     for &(name, test) in &tests {
         println!("{PREFIX} run {name}");
@@ -111,6 +113,18 @@ pub fn main(start: Start) -> u64 {
                 println!("{PREFIX} fail {name} {why}");
             }
         }
+    }
+    // After thousands of VM exits: a VMX exit sets GDTR's limit to 0xFFFF
+    // (SDM Vol. 3C §28.5.2); the kernel must have put the real one back.
+    let name = "host_gdt_limit_after_vm_exits";
+    println!("{PREFIX} run {name}");
+    let now = host_gdt_limit();
+    if now == gdt_limit {
+        passed += 1;
+        println!("{PREFIX} ok {name}");
+    } else {
+        failed += 1;
+        println!("{PREFIX} fail {name} the GDT limit was {gdt_limit:#x} before the guests ran and is {now:#x} after");
     }
     println!("{PREFIX} end {passed} {failed}");
     let _ = sys::machine_exit(SLOT_CONSOLE, if failed == 0 { 0 } else { 1 });
@@ -833,4 +847,12 @@ extern "C" fn writer_thread(_ipc: u64, slots: u64, bit: u64) -> ! {
     loop {
         let _ = sys::wait(park, abi::FOREVER);
     }
+}
+
+/// GDTR's limit (SGDT works in ring 3: the kernel does not set CR4.UMIP).
+fn host_gdt_limit() -> u16 {
+    let mut gdtr = [0u8; 10];
+    // SAFETY: SGDT stores 10 bytes (limit, base) into the local buffer.
+    unsafe { core::arch::asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack, preserves_flags)) };
+    u16::from_le_bytes([gdtr[0], gdtr[1]])
 }

@@ -551,8 +551,9 @@ pub fn run(vmcs: &mut Vmcs, gprs: &mut [u64; 16]) -> bool {
     if failed == 0 {
         vmcs.launched = true;
     }
-    // A VM exit leaves TR's limit at 0x67 (SDM Vol. 3C §28.5.2), which
-    // would cut off the TSS's I/O bitmap: reload TR.
+    // A VM exit leaves TR's limit at 0x67 and GDTR's at 0xFFFF (SDM Vol.
+    // 3C §28.5.2): reload both (TR's would cut off the TSS's I/O bitmap).
+    gdt::reload_gdt(vmcs.cpu);
     gdt::reload_tr(vmcs.cpu);
     failed == 0
 }
