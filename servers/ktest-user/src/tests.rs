@@ -63,6 +63,7 @@ pub fn main(start: Start) -> u64 {
         ("servers_answer_status", servers_answer_status),
         ("garbage_syscalls_are_refused", garbage_syscalls_are_refused),
         ("wild_processes_are_killed", wild_processes_are_killed),
+        ("io_ports_stay_with_their_process", io_ports_stay_with_their_process),
         ("ipc_same_core", ipc_same_core),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
@@ -195,11 +196,28 @@ fn garbage_syscalls_are_refused(env: &mut Env) -> Result<(), String> {
     servers_answer_status(env)
 }
 
+/// The slot in a wild process where `run_wild_on` puts its I/O ports.
+const WILD_IOPORTS_SLOT: CapSlot = 5;
+
 /// Runs `code` as a new process's only thread and returns how it ended.
-fn run_wild(env: &mut Env, code: &[u8], ioports: bool) -> Result<(abi::ProcessState, u64), String> {
-    let _ = ioports;
+fn run_wild(env: &mut Env, code: &[u8]) -> Result<(abi::ProcessState, u64), String> {
+    run_wild_on(env, code, None, None)
+}
+
+/// As `run_wild`, on `cpu` if given, with a capability for the ports
+/// `(first, count)` (a sub-range of ours) in [`WILD_IOPORTS_SLOT`] if given.
+fn run_wild_on(env: &mut Env, code: &[u8], cpu: Option<u32>, ports: Option<(u16, u16)>) -> Result<(abi::ProcessState, u64), String> {
     let proc = env.slot();
     sys::create(ObjectType::Process, proc, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
+    if let Some((first, count)) = ports {
+        let covers = |&&(f, n, _): &&(u16, u16, CapSlot)| f <= first && u32::from(first) + u32::from(count) <= u32::from(f) + u32::from(n);
+        let &(_, _, src) = env.info.ioports.iter().find(covers).ok_or_else(|| format!("no I/O-port capability covers {first:#x}+{count}"))?;
+        let sub = env.slot();
+        sys::create_from(ObjectType::IoPorts, sub, u64::from(first) | u64::from(count) << 16, src).map_err(|e| format!("io ports: {e}"))?;
+        let granted = sys::cap_grant(proc, sub, WILD_IOPORTS_SLOT, Rights::MANAGE);
+        let _ = sys::cap_delete(sub);
+        granted.map_err(|e| format!("grant io ports: {e}"))?;
+    }
     let (cf, cva) = env.frame(1, RW)?;
     alcove_rt::poke(cva, code);
     sys::map(proc, cf, 0x40_0000, Rights::READ | Rights::EXECUTE).map_err(|e| format!("map code: {e}"))?;
@@ -209,6 +227,9 @@ fn run_wild(env: &mut Env, code: &[u8], ioports: bool) -> Result<(abi::ProcessSt
     sys::create(ObjectType::Thread, t, u64::from(proc)).map_err(|e| format!("thread: {e}"))?;
     // SAFETY: the entry and stack are mapped in the child, not in us.
     unsafe { sys::thread_configure(t, 0x40_0000, 0x80_1000 - 8, 0, 0, 0) }.map_err(|e| format!("configure: {e}"))?;
+    if let Some(cpu) = cpu {
+        sys::thread_set_priority(t, 50, Some(cpu)).map_err(|e| format!("pin to CPU {cpu}: {e}"))?;
+    }
     let n = env.slot();
     sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
     sys::process_watch(proc, n, 1).map_err(|e| format!("watch: {e}"))?;
@@ -249,12 +270,40 @@ fn wild_processes_are_killed(env: &mut Env) -> Result<(), String> {
         ),
     ];
     for (what, code, want) in cases {
-        let got = run_wild(env, code, false)?;
+        let got = run_wild(env, code)?;
         check(got == want, || format!("a process that {what} ended {got:?}, expected {want:?}"))?;
     }
     let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
     check(after == before, || format!("budget used {before} before, {after} after"))?;
     servers_answer_status(env)
+}
+
+/// A process's port permissions leave the CPU with it: after one that
+/// enabled 0xCF8 ran on our CPU, one with no I/O-port capability running
+/// there after it is killed by #GP on `in` from 0xCF8.
+fn io_ports_stay_with_their_process(env: &mut Env) -> Result<(), String> {
+    use abi::ProcessState::{Exited, Faulted};
+    let me = 0; // the manifest pins ktest-user to CPU 0
+    // IoPortEnable(slot 5), on error exit(100 + error); `in eax, dx` from
+    // 0xCF8; exit(0).
+    #[rustfmt::skip]
+    let driver: &[u8] = &[
+        0xbf, WILD_IOPORTS_SLOT as u8, 0, 0, 0, // mov edi, slot
+        0xb8, abi::Sys::IoPortEnable as u8, 0, 0, 0, // mov eax, IoPortEnable
+        0x0f, 0x05, // syscall
+        0x48, 0x85, 0xc0, // test rax, rax
+        0x75, 0x13, // jnz fail
+        0x66, 0xba, 0xf8, 0x0c, 0xed, // mov dx, 0xcf8; in eax, dx
+        0xbf, 0, 0, 0, 0, 0xb8, abi::Sys::Exit as u8, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe, // exit(0)
+        0x48, 0x8d, 0x78, 0x64, // fail: lea rdi, [rax + 100]
+        0xb8, abi::Sys::Exit as u8, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe, // exit(rdi)
+    ];
+    let got = run_wild_on(env, driver, Some(me), Some((0xcf8, 8)))?;
+    check(got == (Exited, 0), || format!("the process given 0xCF8 ended {got:?}, expected to exit 0"))?;
+    // mov dx, 0xcf8; in eax, dx; jmp $
+    let snoop: &[u8] = &[0x66, 0xba, 0xf8, 0x0c, 0xed, 0xeb, 0xfe];
+    let got = run_wild_on(env, snoop, Some(me), None)?;
+    check(got == (Faulted, 13), || format!("a process without ports that ran after it ended {got:?}, expected #GP (Faulted 13)"))
 }
 
 /// An echo server thread: replies with word 0 plus one; for `LABEL_CAP`,
