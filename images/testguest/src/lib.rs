@@ -104,10 +104,11 @@
 //!     [`bench::parse_line`](protocol::bench::parse_line)), then checks
 //!     that each delta is nonzero and reports pass.
 //! 12. `vmm_interrupt` — see [`vmm_interrupt`](protocol::vmm_interrupt).
-//! 13.-15. `fpu`, `fpu_fresh`, `fpu_race` — the FPU/SSE state through the
-//!     run page, both ways, a new guest's clean state, and a VMM thread
-//!     racing the kernel's read of the image: see [`fpu`](protocol::fpu).
-//!     The guest sets CR4.OSFXSR and reads its state with FXSAVE.
+//! 13. `fpu` — the FPU/SSE state through the run page, both ways (the
+//!     guest sets CR4.OSFXSR and reads its state with FXSAVE); see
+//!     [`fpu`](protocol::fpu) for 13 to 15.
+//! 14. `fpu_fresh` — a new guest starts from the clean FPU state.
+//! 15. `fpu_race` — a VMM thread races the kernel's read of the FPU image.
 #![no_std]
 #![forbid(unsafe_code)]
 
