@@ -42,6 +42,7 @@ pub enum Test {
     Fpu = 13,
     FpuFresh = 14,
     FpuRace = 15,
+    DebugExceptions = 16,
 }
 
 /// How a test ends, as the VMM should observe it.
@@ -54,7 +55,7 @@ pub enum Ending {
 }
 
 impl Test {
-    pub const ALL: [Test; 15] = [
+    pub const ALL: [Test; 16] = [
         Test::Cpuid,
         Test::Pio,
         Test::Mmio,
@@ -70,6 +71,7 @@ impl Test {
         Test::Fpu,
         Test::FpuFresh,
         Test::FpuRace,
+        Test::DebugExceptions,
     ];
 
     pub fn from_u32(number: u32) -> Option<Test> {
@@ -98,6 +100,7 @@ impl Test {
             Test::Fpu => "fpu",
             Test::FpuFresh => "fpu_fresh",
             Test::FpuRace => "fpu_race",
+            Test::DebugExceptions => "debug_exceptions",
         }
     }
 
@@ -257,6 +260,14 @@ pub mod fpu {
     pub const RACE_MXCSR: u32 = 0x9f80;
     /// Bits the racing writer ORs in: reserved in every CPU's MXCSR_MASK.
     pub const RACE_RESERVED_BITS: u32 = 0xffff_0000;
+}
+
+/// Test 16: exceptions the hypervisor intercepts and reflects (#DB, #AC)
+/// and INVD, which it must not let reach the host's caches.
+pub mod debug {
+    /// Single steps (TF) the guest takes with its #DB handler; each #DB must
+    /// arrive with DR6.BS set, and the handler clears TF after the last.
+    pub const SINGLE_STEPS: u32 = 5;
 }
 
 /// Test 1: the hypervisor CPUID leaves the VMM must offer.
@@ -494,7 +505,8 @@ mod tests {
         assert_eq!(Test::from_u32(0), None);
         assert_eq!(Test::from_u32(11), Some(Test::Bench));
         assert_eq!(Test::from_u32(12), Some(Test::VmmInterrupt));
-        assert_eq!(Test::from_u32(16), None);
+        assert_eq!(Test::from_u32(16), Some(Test::DebugExceptions));
+        assert_eq!(Test::from_u32(17), None);
         assert_eq!(Test::from_u32(0x1_0001), None);
     }
 

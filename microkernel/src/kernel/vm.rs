@@ -793,6 +793,19 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
                 break VcpuExit::Mmio;
             }
             0x64 => Regs::request_window(vcpu, false), // VINTR: inject on re-entry
+            // #DB and #AC back to the guest (the VMCB's DR6 is already
+            // updated, APM Vol. 2 §15.12.2), unless the exit interrupted
+            // another event's delivery, which goes first (above).
+            c if c == x::EXCEPTION_BASE + u64::from(svm::DB_VECTOR) || c == x::EXCEPTION_BASE + u64::from(svm::AC_VECTOR) => {
+                if iinfo & EVENT_VALID == 0 {
+                    let vector = (c - x::EXCEPTION_BASE) as u8;
+                    let error = (vector == svm::AC_VECTOR).then_some(info1 as u32);
+                    inject_exception(vcpu, vector, error);
+                }
+            }
+            // INVD: as WBINVD, which the guest may do (skipped: the caches
+            // stay coherent), never a real INVD of host memory.
+            x::INVD => advance(vcpu, 2),
             x::HLT => {
                 if run.pio_pending() > 0 {
                     // Let the VMM see the buffered output before the guest
@@ -1010,10 +1023,24 @@ fn run_loop_vmx(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -
             break VcpuExit::InvalidState; // VM-entry failure
         }
         match basic {
+            // #DB and #AC (exception bitmap) back to the guest, unless the
+            // exit interrupted another event's delivery (re-injected above).
+            x::EXCEPTION_NMI if is_reflected_exception(vmx::vmread(f::EXIT_INTR_INFO)) => {
+                let info = vmx::vmread(f::EXIT_INTR_INFO);
+                if vect & EVENT_VALID == 0 {
+                    if info & 0xff == 1 {
+                        vmx::set_guest_dr6(qual);
+                    }
+                    let error = (info & (1 << 11) != 0).then(|| vmx::vmread(f::EXIT_INTR_ERROR));
+                    inject_exc(info & 0xff, error);
+                }
+            }
             x::EXTERNAL_INTERRUPT | x::EXCEPTION_NMI | x::INIT | x::SIPI => {
                 arch::cpu::open_interrupt_window();
                 break VcpuExit::Interrupted;
             }
+            // INVD always exits under VMX: done as WBINVD (skipped).
+            x::INVD => advance(len),
             x::PREEMPTION_TIMER => {
                 arch::cpu::open_interrupt_window();
                 percpu::this().need_resched.store(true, Ordering::Relaxed);
@@ -1116,6 +1143,13 @@ fn run_loop_vmx(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -
     run.gprs[4] = rsp;
     save_fpu(vcpu, run);
     reason
+}
+
+/// A VM-exit interruption information (SDM Vol. 3C §25.9.2) for a hardware
+/// exception the kernel reflects: #DB or #AC.
+fn is_reflected_exception(info: u64) -> bool {
+    let (valid, kind, vector) = (info & EVENT_VALID != 0, (info >> 8) & 7, info & 0xff);
+    valid && kind == 3 && (vector == 1 || vector == 17)
 }
 
 enum MsrResult {

@@ -88,6 +88,7 @@ pub fn main(start: Start) -> u64 {
         ("guest_fpu_state_round_trip", Test::Fpu),
         ("guest_fpu_clean_in_the_next_guest", Test::FpuFresh),
         ("guest_fpu_load_races_a_writer", Test::FpuRace),
+        ("guest_debug_exceptions", Test::DebugExceptions),
     ];
     // `skip=NAME` arguments leave tests out where the platform cannot run
     // them (see the manifests).

@@ -7,6 +7,7 @@ use testguest::protocol::{FailureCode, Test};
 
 mod bench;
 mod cpuid;
+pub mod debug;
 mod fpu;
 pub mod ipi;
 mod mmio;
@@ -38,6 +39,7 @@ pub fn run(test: Test, ram_bytes: u64) -> Outcome {
         Test::Fpu => fpu::run(&mut r),
         Test::FpuFresh => fpu::run_fresh(&mut r),
         Test::FpuRace => fpu::run_race(&mut r),
+        Test::DebugExceptions => debug::run(&mut r),
     }
 }
 
