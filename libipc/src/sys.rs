@@ -287,6 +287,11 @@ pub fn yield_now() -> Result<(), Error> {
     plain(Sys::Yield, [0; 6]).map(drop)
 }
 
+/// [`Sys::Nop`]: a system call that does nothing (the null-syscall cost).
+pub fn nop() -> Result<(), Error> {
+    plain(Sys::Nop, [0; 6]).map(drop)
+}
+
 /// [`Sys::Call`]: sends and waits for the reply. Words 4.. of both messages
 /// are in the IPC buffer.
 pub fn call(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<Message, Error> {

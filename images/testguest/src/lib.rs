@@ -103,6 +103,15 @@
 //!     `bench <name> <value> instructions` (parsed by
 //!     [`bench::parse_line`](protocol::bench::parse_line)), then checks
 //!     that each delta is nonzero and reports pass.
+//! 12. `vmm_interrupt` — see [`vmm_interrupt`](protocol::vmm_interrupt).
+//! 13. `fpu` — the FPU/SSE state through the run page, both ways (the
+//!     guest sets CR4.OSFXSR and reads its state with FXSAVE); see
+//!     [`fpu`](protocol::fpu) for 13 to 15.
+//! 14. `fpu_fresh` — a new guest starts from the clean FPU state.
+//! 15. `fpu_race` — a VMM thread races the kernel's read of the FPU image.
+//! 16. `debug_exceptions` — single-stepping with TF: the guest's #DB handler
+//!     takes [`debug::SINGLE_STEPS`](protocol::debug::SINGLE_STEPS) #DBs,
+//!     each with DR6.BS, then clears TF; `invd` returns normally.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -39,6 +39,10 @@ pub enum Test {
     Scribble = 10,
     Bench = 11,
     VmmInterrupt = 12,
+    Fpu = 13,
+    FpuFresh = 14,
+    FpuRace = 15,
+    DebugExceptions = 16,
 }
 
 /// How a test ends, as the VMM should observe it.
@@ -51,7 +55,7 @@ pub enum Ending {
 }
 
 impl Test {
-    pub const ALL: [Test; 12] = [
+    pub const ALL: [Test; 16] = [
         Test::Cpuid,
         Test::Pio,
         Test::Mmio,
@@ -64,6 +68,10 @@ impl Test {
         Test::Scribble,
         Test::Bench,
         Test::VmmInterrupt,
+        Test::Fpu,
+        Test::FpuFresh,
+        Test::FpuRace,
+        Test::DebugExceptions,
     ];
 
     pub fn from_u32(number: u32) -> Option<Test> {
@@ -89,6 +97,10 @@ impl Test {
             Test::Scribble => "scribble",
             Test::Bench => "bench",
             Test::VmmInterrupt => "vmm_interrupt",
+            Test::Fpu => "fpu",
+            Test::FpuFresh => "fpu_fresh",
+            Test::FpuRace => "fpu_race",
+            Test::DebugExceptions => "debug_exceptions",
         }
     }
 
@@ -157,6 +169,105 @@ pub mod vmm_interrupt {
     pub const REQUEST_PORT: u16 = 0x513;
     /// How many rounds the guest asks for.
     pub const ROUNDS: u32 = 3;
+}
+
+/// Tests 13-15: the guest's FPU/SSE state and the run page's FXSAVE image
+/// (`VcpuRun::fpu`, `abi::LOAD_FPU`, `VcpuRun::fpu_request`).
+///
+/// - 13 (`Fpu`): the VMM loads [`fpu::VMM_FIRST`] before the first entry;
+///   the guest must see it, then loads [`fpu::GUEST`] itself and writes
+///   [`fpu::SWAP_PORT`]. At that exit the VMM must read `GUEST` in the run
+///   page; it loads [`fpu::VMM_SECOND`], which the guest must see next. The
+///   guest loads `GUEST` again and reports; the run page must hold `GUEST`
+///   at the end. All four states differ from each other and from
+///   [`fpu::CLEAN`], so a kernel that ignores either direction fails.
+/// - 14 (`FpuFresh`): a new guest the VMM gives no FPU image (after test 13
+///   in the same VMM) must start from [`fpu::CLEAN`]: nothing of another
+///   guest's or the VMM's state reaches it.
+/// - 15 (`FpuRace`): the guest writes [`fpu::RACE_PORT`] [`fpu::RACE_ROUNDS`]
+///   times, checking the CPUID signature each round; the VMM asks for
+///   `LOAD_FPU` on every re-entry while another of its threads flips the
+///   image's MXCSR between [`fpu::RACE_MXCSR`] and a value with reserved
+///   bits (and the CPUID table's count between valid and huge). The kernel
+///   must never fault (FXRSTOR of a reserved MXCSR bit is a #GP in ring 0)
+///   and the guest must end with `RACE_MXCSR` loaded.
+pub mod fpu {
+    /// The parts of an FXSAVE image (SDM Vol. 1 §10.5.1, Table 10-2) the
+    /// FPU tests compare.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct State {
+        /// x87 control word (bytes 0-1).
+        pub fcw: u16,
+        /// MXCSR (bytes 24-27).
+        pub mxcsr: u32,
+        /// XMM0 (bytes 160-175) and XMM15 (bytes 400-415).
+        pub xmm0: u128,
+        pub xmm15: u128,
+    }
+
+    const XMM0: usize = 160;
+    const XMM15: usize = 160 + 15 * 16;
+
+    impl State {
+        /// The fields of an FXSAVE image.
+        pub fn from_fxsave(image: &[u8; 512]) -> State {
+            let u128_at = |at: usize| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&image[at..at + 16]);
+                u128::from_le_bytes(b)
+            };
+            State {
+                fcw: u16::from_le_bytes([image[0], image[1]]),
+                mxcsr: u32::from_le_bytes([image[24], image[25], image[26], image[27]]),
+                xmm0: u128_at(XMM0),
+                xmm15: u128_at(XMM15),
+            }
+        }
+
+        /// An FXSAVE image with these fields and everything else as after
+        /// FNINIT (empty x87 stack, no exceptions pending).
+        pub fn to_fxsave(self) -> [u8; 512] {
+            let mut image = [0u8; 512];
+            image[0..2].copy_from_slice(&self.fcw.to_le_bytes());
+            image[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
+            image[XMM0..XMM0 + 16].copy_from_slice(&self.xmm0.to_le_bytes());
+            image[XMM15..XMM15 + 16].copy_from_slice(&self.xmm15.to_le_bytes());
+            image
+        }
+    }
+
+    /// After reset/FNINIT with SSE defaults: what a new vCPU starts with.
+    pub const CLEAN: State = State { fcw: 0x037f, mxcsr: 0x1f80, xmm0: 0, xmm15: 0 };
+    /// Loaded by the VMM before the first entry (double precision; the
+    /// precision flag set).
+    pub const VMM_FIRST: State =
+        State { fcw: 0x027f, mxcsr: 0x1fa0, xmm0: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, xmm15: 0x5555_aaaa_5555_aaaa_0f0f_f0f0_0f0f_f0f0 };
+    /// Loaded by the guest itself (round toward zero, flush to zero).
+    pub const GUEST: State =
+        State { fcw: 0x0f7f, mxcsr: 0xff80, xmm0: 0x6767_6767_1111_2222_3333_4444_dead_beef, xmm15: 0x9999_8888_7777_6666_c0ff_ee00_1234_abcd };
+    /// Loaded by the VMM at the [`SWAP_PORT`] exit (round down, single
+    /// precision).
+    pub const VMM_SECOND: State =
+        State { fcw: 0x047f, mxcsr: 0x3f80, xmm0: 0x0bad_cafe_0bad_cafe_0bad_cafe_0bad_cafe, xmm15: 0x7e57_7e57_0000_ffff_ffff_0000_7e57_7e57 };
+    /// A byte written here (after the guest loaded [`GUEST`]) asks the VMM
+    /// to check the run page and load [`VMM_SECOND`].
+    pub const SWAP_PORT: u16 = 0x514;
+
+    /// Each byte written here is one round of test 15.
+    pub const RACE_PORT: u16 = 0x515;
+    pub const RACE_ROUNDS: u32 = 20_000;
+    /// The valid MXCSR of the racing image (flush to zero, all masked).
+    pub const RACE_MXCSR: u32 = 0x9f80;
+    /// Bits the racing writer ORs in: reserved in every CPU's MXCSR_MASK.
+    pub const RACE_RESERVED_BITS: u32 = 0xffff_0000;
+}
+
+/// Test 16: exceptions the hypervisor intercepts and reflects (#DB, #AC)
+/// and INVD, which it must not let reach the host's caches.
+pub mod debug {
+    /// Single steps (TF) the guest takes with its #DB handler; each #DB must
+    /// arrive with DR6.BS set, and the handler clears TF after the last.
+    pub const SINGLE_STEPS: u32 = 5;
 }
 
 /// Test 1: the hypervisor CPUID leaves the VMM must offer.
@@ -393,7 +504,9 @@ mod tests {
         }
         assert_eq!(Test::from_u32(0), None);
         assert_eq!(Test::from_u32(11), Some(Test::Bench));
-        assert_eq!(Test::from_u32(12), None);
+        assert_eq!(Test::from_u32(12), Some(Test::VmmInterrupt));
+        assert_eq!(Test::from_u32(16), Some(Test::DebugExceptions));
+        assert_eq!(Test::from_u32(17), None);
         assert_eq!(Test::from_u32(0x1_0001), None);
     }
 
@@ -422,6 +535,32 @@ mod tests {
         let mut names = bench::NAMES;
         names.sort_unstable();
         assert!(names.windows(2).all(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn fpu_states_differ_and_round_trip_through_an_image() {
+        use fpu::*;
+        let all = [CLEAN, VMM_FIRST, GUEST, VMM_SECOND];
+        for (i, a) in all.iter().enumerate() {
+            assert_eq!(State::from_fxsave(&a.to_fxsave()), *a);
+            for b in &all[i + 1..] {
+                // Every field differs, so no one field can pass for another state.
+                assert!(a.fcw != b.fcw && a.mxcsr != b.mxcsr && a.xmm0 != b.xmm0 && a.xmm15 != b.xmm15, "{a:x?} {b:x?}");
+            }
+            // Valid on every SSE CPU: no reserved and no DAZ bit (MXCSR_MASK
+            // may lack DAZ, SDM Vol. 1 §11.6.6).
+            assert_eq!(a.mxcsr & !0xffbf, 0, "{a:x?}");
+        }
+        assert_eq!(RACE_MXCSR & !0xffbf, 0);
+        assert_ne!(RACE_MXCSR, CLEAN.mxcsr);
+        assert_eq!(RACE_RESERVED_BITS & 0xffff, 0);
+        let image = GUEST.to_fxsave();
+        assert_eq!(&image[24..28], &0xff80u32.to_le_bytes());
+        assert_eq!(image[160], 0xef);
+        assert_eq!(image[400], 0xcd);
+        assert!(![CONSOLE_PORT, RESULT_PORT, pio::WRITE_PORT, pio::READ_PORT, bench::PIO_PORT, vmm_interrupt::REQUEST_PORT]
+            .iter()
+            .any(|&p| p == SWAP_PORT || p == RACE_PORT));
     }
 
     #[test]

@@ -148,6 +148,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             SPURIOUS.fetch_add(1, Ordering::SeqCst);
         }
         13 if cpu::catch_gp(frame) => {}
+        1 if crate::tests::debug::catch_db(frame) => {}
         _ => crate::die_from_trap(frame, on_ap_stack()),
     }
 }

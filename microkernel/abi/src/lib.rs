@@ -157,17 +157,20 @@ pub enum Sys {
     /// ends a run with [`VcpuExit::Eoi`] (the EOI broadcast to the VMM's
     /// I/O APIC).
     VcpuInterrupt = 36,
+    /// `()` → `()`: does nothing and succeeds (arguments ignored). The
+    /// cheapest real system call: what the `null_syscall` benchmark times.
+    Nop = 37,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 37] = [
+        const ALL: [Sys; 38] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
             Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun, VcpuKick,
-            IrqMsiInfo, VcpuInterrupt,
+            IrqMsiInfo, VcpuInterrupt, Nop,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -468,6 +471,14 @@ impl VcpuExit {
 /// written by the kernel around each run (as KVM's `kvm_run`). The kernel
 /// writes the whole guest state and the exit record on every return; it
 /// loads the state back before the next entry when `load_state` says so.
+///
+/// Other VMM threads may write the page at any time, also during a run:
+/// at each entry the kernel reads what it needs exactly once into its own
+/// copy (the state `load_state` names, the FPU image with [`LOAD_FPU`],
+/// `inject`, `fpu_request`, the coalescing rules and ring indices; CPUID
+/// entries when the guest asks) and checks and uses only that copy, so a
+/// racing write can change what the guest gets but never what the kernel
+/// checked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct VcpuRun {
@@ -742,7 +753,8 @@ mod tests {
             }
         }
         assert_eq!(Sys::from_u64(36), Some(Sys::VcpuInterrupt));
-        assert_eq!(Sys::from_u64(37), None);
+        assert_eq!(Sys::from_u64(37), Some(Sys::Nop));
+        assert_eq!(Sys::from_u64(38), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

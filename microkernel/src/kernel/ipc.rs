@@ -45,16 +45,8 @@ fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: 
     let mut words = info.words as usize;
     if words > MSG_REG_WORDS {
         match (src_buf, dst_buf) {
-            (Some(s), Some(d)) if s != d => {
-                // SAFETY: both point at distinct, currently mapped, writable
-                // user pages (checked by ipc_buffer); the kernel lock keeps
-                // the mappings from changing during the copy.
-                unsafe {
-                    let s = &*s;
-                    let d = &mut *d;
-                    d.words[MSG_REG_WORDS..words].copy_from_slice(&s.words[MSG_REG_WORDS..words]);
-                }
-            }
+            // Distinct pages (the kernel lock keeps both mapped meanwhile).
+            (Some(s), Some(d)) if s != d => s.copy_words(d, MSG_REG_WORDS..words),
             _ => words = MSG_REG_WORDS,
         }
     }
@@ -62,8 +54,8 @@ fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: 
     if info.caps > 0 && grant
         && let (Some(s), Some(d)) = (src_buf, dst_buf) {
             for i in 0..(info.caps as usize).min(MSG_MAX_CAPS) {
-                // SAFETY: as above; reads of plain u64 fields.
-                let (from, to) = unsafe { ((*s).send_caps[i], (*d).recv_slots[i]) };
+                // Each read once; the checks below look at these copies.
+                let (from, to) = (s.send_cap(i), d.recv_slot(i));
                 let (Ok(from), Ok(to)) = (u32::try_from(from), u32::try_from(to)) else { continue };
                 let Ok(c) = k.caps.lookup(src_space, from) else { continue };
                 let (obj, rights) = (c.object, c.rights);
@@ -74,8 +66,7 @@ fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: 
             }
         }
     if let Some(d) = dst_buf {
-        // SAFETY: as above.
-        unsafe { (*d).recv_caps = u64::from(caps_moved) };
+        d.set_recv_caps(u64::from(caps_moved));
     }
     let out = MsgInfo::new(info.label, words as u16, caps_moved);
     let d = k.thread_mut(dst).expect("receiver exists");

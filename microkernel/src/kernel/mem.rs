@@ -175,11 +175,51 @@ pub fn copy_from_user(pml4: u64, vaddr: u64, buf: &mut [u8]) -> bool {
     true
 }
 
-/// The IPC buffer of a thread as a kernel pointer, if it is still mapped
-/// writable (it must be one whole page, page-aligned).
-pub fn ipc_buffer(pml4: u64, vaddr: u64) -> Option<*mut abi::IpcBuffer> {
+/// The IPC buffer of a thread, if it is still mapped writable (it must be
+/// one whole page, page-aligned).
+pub fn ipc_buffer(pml4: u64, vaddr: u64) -> Option<UserIpcBuffer> {
     if vaddr == 0 || !vaddr.is_multiple_of(PAGE) {
         return None;
     }
-    translate_user(pml4, vaddr, true).map(|pa| (pa + PHYS_OFFSET) as *mut abi::IpcBuffer)
+    translate_user(pml4, vaddr, true).map(|pa| UserIpcBuffer((pa + PHYS_OFFSET) as *mut abi::IpcBuffer))
+}
+
+/// A thread's IPC buffer in the direct map. Other threads of its process
+/// may write it at any moment, so no Rust reference points into it: each
+/// value is read once (volatile) and used as read, never checked in the
+/// page and read again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserIpcBuffer(*mut abi::IpcBuffer);
+
+impl UserIpcBuffer {
+    /// `send_caps[i]` (`i < MSG_MAX_CAPS`), read once.
+    pub fn send_cap(self, i: usize) -> u64 {
+        // SAFETY: the page is mapped user-writable RAM in the direct map
+        // (`ipc_buffer`) and the kernel lock keeps the mapping while the
+        // caller uses it; the index is bounds-checked on the array place.
+        unsafe { core::ptr::addr_of!((*self.0).send_caps[i]).read_volatile() }
+    }
+
+    /// `recv_slots[i]` (`i < MSG_MAX_CAPS`), read once.
+    pub fn recv_slot(self, i: usize) -> u64 {
+        // SAFETY: as in `send_cap`.
+        unsafe { core::ptr::addr_of!((*self.0).recv_slots[i]).read_volatile() }
+    }
+
+    pub fn set_recv_caps(self, n: u64) {
+        // SAFETY: as in `send_cap`; the page is mapped writable.
+        unsafe { core::ptr::addr_of_mut!((*self.0).recv_caps).write_volatile(n) }
+    }
+
+    /// Copies message words `words` from this buffer to `to`'s (another
+    /// page: the caller checks), each word read once.
+    pub fn copy_words(self, to: UserIpcBuffer, words: core::ops::Range<usize>) {
+        for i in words.start..words.end.min(abi::MSG_MAX_WORDS) {
+            // SAFETY: as in `send_cap`, for both pages; `i` is in bounds.
+            unsafe {
+                let w = core::ptr::addr_of!((*self.0).words[i]).read_volatile();
+                core::ptr::addr_of_mut!((*to.0).words[i]).write_volatile(w);
+            }
+        }
+    }
 }

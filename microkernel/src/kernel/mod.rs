@@ -11,6 +11,7 @@ pub mod fastpath;
 pub mod ipc;
 pub mod mem;
 pub mod process;
+pub mod runpage;
 pub mod syscall;
 pub mod vm;
 

@@ -71,6 +71,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             arch::serial::with_locked(|w| w.write_bytes(&buf[..len as usize]));
             vals(len, 0, 0)
         }
+        Sys::Nop => vals(0, 0, 0),
         Sys::Yield => {
             percpu::this().need_resched.store(true, core::sync::atomic::Ordering::Relaxed);
             vals(0, 0, 0)
@@ -310,7 +311,12 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
                 bm[(port / 8) as usize] &= !(1 << (port % 8));
             }
             let bm: &[u8; arch::gdt::IOMAP_BYTES] = bm;
-            arch::gdt::set_io_bitmap(percpu::index(), Some(bm));
+            let cpu = percpu::index();
+            arch::gdt::set_io_bitmap(cpu, Some(bm));
+            // The TSS now holds this process's bitmap: say so, or the next
+            // switch to a process without ports (owner None, as recorded
+            // when this one had none yet) would keep them open.
+            k.io_bitmap_owner[cpu] = Some(pid);
             vals(0, 0, 0)
         }
         Sys::FrameInfo => {

@@ -11,6 +11,7 @@
 //! clean state is loaded before anything else runs, so it never leaks.
 
 use super::mem::{self, Tables, PAGE};
+use super::runpage::RunPage;
 use super::{cost, Kernel, KernelGuard, Obj};
 use crate::arch::{self, percpu, svm, vmx};
 use abi::{Error, Rights, VcpuExit, VcpuRun};
@@ -213,7 +214,13 @@ pub struct Vcpu {
     /// Set by a run that ends in a HLT to sleep through (APIC time base;
     /// `u64::MAX`: until an IPI).
     pub halt_until: Option<u64>,
-    pub sipi_pending: bool,
+    /// A start-up IPI's vector: the next entry starts there (SDM Vol. 3A
+    /// §9.4.4), replacing the state the VMM loads.
+    pub sipi: Option<u8>,
+    /// The kernel's copy of the run page (see `runpage`): what the VMM asked
+    /// of an entry, read once, and the state and exit record of the run.
+    /// Taken out while the vCPU runs.
+    pub shadow: Option<Box<VcpuRun>>,
     /// Set by `VcpuKick`: the next check in the run loop returns.
     pub kicked: AtomicBool,
     /// The guest ended a level-triggered interrupt (EOI of a vector the VMM
@@ -243,6 +250,14 @@ impl FxArea {
 }
 
 static CLEAN_FPU: spin::Lazy<FxArea> = spin::Lazy::new(FxArea::clean);
+
+/// The MXCSR bits this CPU lets FXRSTOR set (its MXCSR_MASK, SDM Vol. 1
+/// §11.6.6); any other bit in an image makes FXRSTOR raise #GP.
+static MXCSR_MASK: spin::Lazy<u32> = spin::Lazy::new(arch::cpu::mxcsr_mask);
+
+/// Kernel memory a vCPU costs its creator beyond its guest: the VMCB or
+/// VMCS, the MSR area, and the object with its FPU area and run-page copy.
+const VCPU_COST: u64 = 2 * cost::PAGE_TABLE + 1024 + core::mem::size_of::<VcpuRun>() as u64;
 
 impl Kernel {
     pub fn create_guest(&mut self, payer: Id) -> Result<Id, Error> {
@@ -286,12 +301,12 @@ impl Kernel {
             Some(Hw::Vmx(_)) => ASIDS.lock().alloc(0x1_0000).ok_or(Error::BadState)?,
             None => return Err(Error::BadState),
         };
-        if let Err(e) = self.charge(payer, 2 * cost::PAGE_TABLE + 1024) {
+        if let Err(e) = self.charge(payer, VCPU_COST) {
             ASIDS.lock().free(asid);
             return Err(e);
         }
         let (Some(vmcb_pa), Some(msr_pa)) = (mem::alloc_frame(), mem::alloc_frame()) else {
-            self.refund(Some(payer), 2 * cost::PAGE_TABLE + 1024);
+            self.refund(Some(payer), VCPU_COST);
             ASIDS.lock().free(asid);
             return Err(Error::OutOfMemory);
         };
@@ -340,7 +355,8 @@ impl Kernel {
                 },
             ))),
             halt_until: None,
-            sipi_pending: false,
+            sipi: None,
+            shadow: Some(Box::new(VcpuRun::ZERO)),
             kicked: AtomicBool::new(false),
             eoi_exit: None,
             stopped: AtomicBool::new(false),
@@ -351,16 +367,20 @@ impl Kernel {
             g.vcpus.push(id);
         }
         // The VMM starts from the reset state, written to the run page.
-        let vc = self.vcpus.get(id).expect("new vcpu");
-        let run = run_page(vc.run_pa);
-        if is_vmx() {
-            reset_state(run);
-        } else {
-            vc.vmcb.save(run);
+        if let Some(vc) = self.vcpus.get_mut(id) {
+            let vc = &mut **vc;
+            if let Some(shadow) = vc.shadow.as_deref_mut() {
+                if is_vmx() {
+                    reset_state(shadow);
+                } else {
+                    vc.vmcb.save(shadow);
+                }
+                shadow.gprs = [0; 16];
+                // SAFETY: the run frame is RAM (checked above) and this vCPU
+                // holds a reference to it.
+                unsafe { RunPage::at(run_pa) }.publish_state(shadow);
+            }
         }
-        run.gprs = [0; 16];
-        run.load_state = 0;
-        run.inject = 0;
         Ok(id)
     }
 
@@ -523,7 +543,7 @@ impl Kernel {
         if let Some(g) = self.guests.get_mut(v.guest) {
             g.vcpus.retain(|&x| x != id);
         }
-        self.refund(v.charged_to, 2 * cost::PAGE_TABLE + 1024);
+        self.refund(v.charged_to, VCPU_COST);
         self.obj_unref(Obj::Frame(v.run_frame));
         self.obj_unref(Obj::Guest(v.guest));
     }
@@ -533,13 +553,10 @@ impl Kernel {
 /// scheduler's slice), enforced with the VMX-preemption timer.
 const GUEST_SLICE_MS: u64 = 10;
 
-fn run_page(pa: u64) -> &'static mut VcpuRun {
-    // SAFETY: the run page is a kernel frame (a frame object this vCPU holds
-    // a reference to) inside the direct map. The VMM may write it at any
-    // time from another thread; the kernel only copies plain integers out
-    // of it and validates them (the hardware checks guest state), so a
-    // racing write can give the guest odd state but cannot harm the host.
-    unsafe { &mut *((pa + arch::PHYS_OFFSET) as *mut VcpuRun) }
+fn run_page(vcpu: &Vcpu) -> RunPage {
+    // SAFETY: the run frame is RAM (create_vcpu refuses device and fixed
+    // frames) and the vCPU holds a reference to it until it is destroyed.
+    unsafe { RunPage::at(vcpu.run_pa) }
 }
 
 /// `VcpuRun`: runs the vCPU in `slot` on the calling thread until an exit
@@ -567,12 +584,12 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         let lapic = vcpu.lapic.clone();
         let mut l = lapic.lock();
         if l.take_init() {
-            vcpu.sipi_pending = false;
+            vcpu.sipi = None;
             vcpu.stopped.store(false, Ordering::SeqCst);
             vcpu.nmi_gate.reset();
         }
         if let Some(vector) = l.take_sipi() {
-            start_at_sipi(vcpu, vector);
+            vcpu.sipi = Some(vector);
         }
         // Halted with interrupts off: only an NMI (or INIT) lets it run.
         if vcpu.stopped.load(Ordering::SeqCst) && wakes_from_stop(l.nmi_pending(), l.init_pending()) {
@@ -581,16 +598,20 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         l.waiting_for_sipi() || vcpu.stopped.load(Ordering::SeqCst)
     };
     let exit = if vcpu.kicked.swap(false, Ordering::AcqRel) {
-        let run = run_page(vcpu.run_pa);
-        run.exit_reason = VcpuExit::Interrupted as u32;
+        run_page(vcpu).set_exit_reason(VcpuExit::Interrupted as u32);
         VcpuExit::Interrupted
     } else if waiting {
         vcpu.halt_until = Some(u64::MAX);
         VcpuExit::Hlt
-    } else if vmx {
-        run_loop_vmx(vcpu)
     } else {
-        run_loop(vcpu)
+        match vcpu.shadow.take() {
+            Some(mut shadow) => {
+                let exit = enter(vcpu, &mut shadow, vmx);
+                vcpu.shadow = Some(shadow);
+                exit
+            }
+            None => VcpuExit::InvalidState, // only while running, and we are not
+        }
     };
     let mut k = super::lock();
     if let Some(until) = vcpu.halt_until.take() {
@@ -626,6 +647,23 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         th.ctx.rdi = exit as u64;
     }
     k
+}
+
+/// One `VcpuRun` into the guest: takes the VMM's requests from the run
+/// page into `run` (the vCPU's copy, read once), runs, and publishes the
+/// state and exit record.
+fn enter(vcpu: &mut Vcpu, run: &mut VcpuRun, vmx: bool) -> VcpuExit {
+    let page = run_page(vcpu);
+    let mut load = page.take_requests(run);
+    if let Some(vector) = vcpu.sipi.take() {
+        start_at_sipi(vcpu, run, vector);
+        load |= abi::LOAD_GPRS | abi::LOAD_SYSTEM;
+    }
+    let ring_from = run.pio_ring_tail;
+    let exit = if vmx { run_loop_vmx(vcpu, run, &page, load) } else { run_loop(vcpu, run, &page, load) };
+    run.exit_reason = exit as u32;
+    page.publish(run, ring_from);
+    exit
 }
 
 fn prepare(k: &mut Kernel, me: Id, slot: u64) -> Result<(Id, *mut Vcpu), Error> {
@@ -676,13 +714,11 @@ fn advance(vcpu: &mut Vcpu, len: u64) {
 }
 
 /// Enters the guest until an exit the VMM must see.
-fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
+fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> VcpuExit {
     use svm::exit as x;
     use svm::vmcb as f;
     let cpu = percpu::index();
-    let run = run_page(vcpu.run_pa);
-    // Requests from the VMM, read once.
-    let load = core::mem::take(&mut run.load_state);
+    // The VMM's requests, already copied out of the page (`enter`).
     if load & abi::LOAD_GPRS != 0 {
         vcpu.gprs = run.gprs;
     }
@@ -754,7 +790,7 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
             }
             x::CPUID => {
                 // SVM keeps the guest's RAX in the VMCB.
-                cpuid_regs(&mut vcpu.gprs, run);
+                cpuid_regs(&mut vcpu.gprs, page);
                 vcpu.vmcb.w64(svm::vmcb::RAX, vcpu.gprs[0]);
                 advance(vcpu, 2);
             }
@@ -770,20 +806,24 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
             }
             x::IOIO => {
                 let port = (info1 >> 16) as u16;
-                let size = ((info1 >> 4) & 7) as u8; // 1, 2 or 4 as a bit mask
-                run.port = port;
-                run.size = match size {
+                // SZ8/SZ16/SZ32 are one-hot (APM Vol. 2 §15.10.2).
+                let size: u8 = match (info1 >> 4) & 7 {
                     1 => 1,
                     2 => 2,
                     _ => 4,
                 };
-                run.write = u8::from(info1 & 1 == 0);
-                run.io_flags = (((info1 >> 2) & 1) | (((info1 >> 3) & 1) << 1)) as u8;
-                run.data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(run.size)));
+                let write = info1 & 1 == 0;
+                let io_flags = (((info1 >> 2) & 1) | (((info1 >> 3) & 1) << 1)) as u8;
+                let data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(size)));
+                run.port = port;
+                run.size = size;
+                run.write = u8::from(write);
+                run.io_flags = io_flags;
+                run.data = data;
                 run.next_rip = info2;
                 // Coalesced port I/O: finished here when the VMM asked so.
-                if run.io_flags == 0
-                    && let Some(read) = run.coalesce_pio(port, run.size, run.write != 0, run.data as u8)
+                if io_flags == 0
+                    && let Some(read) = run.coalesce_pio(port, size, write, data as u8)
                 {
                     if let Some(v) = read {
                         let rax = (vcpu.vmcb.r64(f::RAX) & !0xff) | u64::from(v);
@@ -816,6 +856,19 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
                 vcpu.nmi_gate.iret_intercepted(rip);
                 Regs::set_iret_intercept(vcpu);
             }
+            // #DB and #AC back to the guest (the VMCB's DR6 is already
+            // updated, APM Vol. 2 §15.12.2), unless the exit interrupted
+            // another event's delivery, which goes first (above).
+            c if c == x::EXCEPTION_BASE + u64::from(svm::DB_VECTOR) || c == x::EXCEPTION_BASE + u64::from(svm::AC_VECTOR) => {
+                if iinfo & EVENT_VALID == 0 {
+                    let vector = (c - x::EXCEPTION_BASE) as u8;
+                    let error = (vector == svm::AC_VECTOR).then_some(info1 as u32);
+                    inject_exception(vcpu, vector, error);
+                }
+            }
+            // INVD: as WBINVD, which the guest may do (skipped: the caches
+            // stay coherent), never a real INVD of host memory.
+            x::INVD => advance(vcpu, 2),
             x::HLT => {
                 if run.pio_pending() > 0 {
                     // Let the VMM see the buffered output before the guest
@@ -829,7 +882,11 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
                         vcpu.halt_until = Some(d);
                         break VcpuExit::Hlt;
                     }
-                    Halt::ToVmm => break VcpuExit::Hlt,
+                    Halt::ToVmm { all } => {
+                        // The exit record: 1 when every vCPU is stopped.
+                        run.data = u64::from(all);
+                        break VcpuExit::Hlt;
+                    }
                 }
             }
             x::SHUTDOWN => break VcpuExit::Shutdown,
@@ -851,7 +908,6 @@ fn run_loop(vcpu: &mut Vcpu) -> VcpuExit {
     vcpu.vmcb.save(run);
     run.gprs = vcpu.gprs;
     run.gprs[4] = vcpu.vmcb.r64(svm::vmcb::RSP);
-    run.exit_reason = reason as u32;
     save_fpu(vcpu, run);
     reason
 }
@@ -931,11 +987,10 @@ fn reset_state(run: &mut VcpuRun) {
 }
 
 /// The VMX run loop: as `run_loop`, with VMX's exit reasons.
-fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
+fn run_loop_vmx(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> VcpuExit {
     use vmx::exit as x;
     use vmx::field as f;
     let cpu = percpu::index();
-    let run = run_page(vcpu.run_pa);
     if !vcpu.vmcs_ready {
         let ok = vcpu.vmcs.init(
             cpu,
@@ -945,17 +1000,15 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
             IOPM_PA.load(Ordering::Relaxed),
         );
         if !ok {
-            run.exit_reason = VcpuExit::InvalidState as u32;
             return VcpuExit::InvalidState;
         }
         vcpu.vmcs_ready = true;
     } else if !vcpu.vmcs.load(cpu) {
-        run.exit_reason = VcpuExit::InvalidState as u32;
         return VcpuExit::InvalidState;
     }
     // The thread's address space may differ from when the VMCS was made.
     vmx::vmwrite(f::HOST_CR3, arch::cpu::read_cr3());
-    let load = core::mem::take(&mut run.load_state);
+    // The VMM's requests, already copied out of the page (`enter`).
     if load & abi::LOAD_GPRS != 0 {
         vcpu.gprs = run.gprs;
     }
@@ -1037,17 +1090,31 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
             break VcpuExit::InvalidState; // VM-entry failure
         }
         match basic {
+            // #DB and #AC (exception bitmap) back to the guest, unless the
+            // exit interrupted another event's delivery (re-injected above).
+            x::EXCEPTION_NMI if is_reflected_exception(vmx::vmread(f::EXIT_INTR_INFO)) => {
+                let info = vmx::vmread(f::EXIT_INTR_INFO);
+                if vect & EVENT_VALID == 0 {
+                    if info & 0xff == 1 {
+                        vmx::set_guest_dr6(qual);
+                    }
+                    let error = (info & (1 << 11) != 0).then(|| vmx::vmread(f::EXIT_INTR_ERROR));
+                    inject_exc(info & 0xff, error);
+                }
+            }
             x::EXTERNAL_INTERRUPT | x::EXCEPTION_NMI | x::INIT | x::SIPI => {
                 arch::cpu::open_interrupt_window();
                 break VcpuExit::Interrupted;
             }
+            // INVD always exits under VMX: done as WBINVD (skipped).
+            x::INVD => advance(len),
             x::PREEMPTION_TIMER => {
                 arch::cpu::open_interrupt_window();
                 percpu::this().need_resched.store(true, Ordering::Relaxed);
                 break VcpuExit::Interrupted;
             }
             x::CPUID => {
-                cpuid_regs(&mut vcpu.gprs, run);
+                cpuid_regs(&mut vcpu.gprs, page);
                 advance(len);
             }
             x::RDMSR | x::WRMSR => {
@@ -1065,22 +1132,27 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
                 }
             }
             x::IO => {
-                run.port = (qual >> 16) as u16;
-                run.size = ((qual & 7) + 1) as u8;
-                run.write = u8::from(qual & 8 == 0);
-                run.io_flags = (((qual >> 4) & 1) | (((qual >> 5) & 1) << 1)) as u8;
-                run.data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(run.size.min(8))));
+                // SDM Vol. 3C Table 28-5: size - 1 in bits 2:0 (0, 1 or 3).
+                let port = (qual >> 16) as u16;
+                let size = ((qual & 3) + 1) as u8;
+                let write = qual & 8 == 0;
+                let io_flags = (((qual >> 4) & 1) | (((qual >> 5) & 1) << 1)) as u8;
+                let data = vcpu.gprs[0] & (u64::MAX >> (64 - 8 * u32::from(size)));
+                run.port = port;
+                run.size = size;
+                run.write = u8::from(write);
+                run.io_flags = io_flags;
+                run.data = data;
                 run.next_rip = vmx::vmread(f::GUEST_RIP) + len;
                 // Coalesced port I/O: finished here when the VMM asked so.
-                if run.io_flags == 0 {
-                    let port = run.port;
-                    if let Some(read) = run.coalesce_pio(port, run.size, run.write != 0, run.data as u8) {
-                        if let Some(v) = read {
-                            vcpu.gprs[0] = (vcpu.gprs[0] & !0xff) | u64::from(v);
-                        }
-                        advance(len);
-                        continue;
+                if io_flags == 0
+                    && let Some(read) = run.coalesce_pio(port, size, write, data as u8)
+                {
+                    if let Some(v) = read {
+                        vcpu.gprs[0] = (vcpu.gprs[0] & !0xff) | u64::from(v);
                     }
+                    advance(len);
+                    continue;
                 }
                 break VcpuExit::Io;
             }
@@ -1114,7 +1186,11 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
                         vcpu.halt_until = Some(d);
                         break VcpuExit::Hlt;
                     }
-                    Halt::ToVmm => break VcpuExit::Hlt,
+                    Halt::ToVmm { all } => {
+                        // The exit record: 1 when every vCPU is stopped.
+                        run.data = u64::from(all);
+                        break VcpuExit::Hlt;
+                    }
                 }
             }
             x::TRIPLE_FAULT => break VcpuExit::Shutdown,
@@ -1136,9 +1212,15 @@ fn run_loop_vmx(vcpu: &mut Vcpu) -> VcpuExit {
     let rsp = run.gprs[4];
     run.gprs = vcpu.gprs;
     run.gprs[4] = rsp;
-    run.exit_reason = reason as u32;
     save_fpu(vcpu, run);
     reason
+}
+
+/// A VM-exit interruption information (SDM Vol. 3C §25.9.2) for a hardware
+/// exception the kernel reflects: #DB or #AC.
+fn is_reflected_exception(info: u64) -> bool {
+    let (valid, kind, vector) = (info & EVENT_VALID != 0, (info >> 8) & 7, info & 0xff);
+    valid && kind == 3 && (vector == 1 || vector == 17)
 }
 
 enum MsrResult {
@@ -1230,14 +1312,9 @@ fn cr_access(vcpu: &mut Vcpu, qual: u64) -> bool {
 
 /// Answers CPUID from the VMM's table into the register file, with the
 /// hypervisor bit and the TSC-frequency leaf the kernel alone knows.
-fn cpuid_regs(gprs: &mut [u64; 16], run: &VcpuRun) {
+fn cpuid_regs(gprs: &mut [u64; 16], page: &RunPage) {
     let (leaf, sub) = (gprs[0] as u32, gprs[1] as u32);
-    let count = (run.cpuid_count as usize).min(run.cpuid.len());
-    let e = run.cpuid[..count]
-        .iter()
-        .find(|e| e.leaf == leaf && (e.subleaf == u32::MAX || e.subleaf == sub))
-        .copied()
-        .unwrap_or_default();
+    let e = page.cpuid(leaf, sub);
     let (mut a, b, mut c, d) = (e.eax, e.ebx, e.ecx, e.edx);
     if leaf == 1 {
         c |= 1 << 31;
@@ -1393,8 +1470,9 @@ enum Halt {
     Continue,
     /// Sleep until the APIC timer (APIC time base) or an IPI.
     Until(u64),
-    /// Nothing can wake it (interrupts off, no timer): tell the VMM.
-    ToVmm,
+    /// Nothing can wake it (interrupts off, no timer): tell the VMM, and
+    /// whether every vCPU of the guest is stopped so.
+    ToVmm { all: bool },
 }
 
 fn on_hlt(vcpu: &mut Vcpu) -> Halt {
@@ -1425,10 +1503,7 @@ fn on_hlt(vcpu: &mut Vcpu) -> Halt {
         HltDecision::SleepUntil(deadline) => Halt::Until(deadline),
         // Stopped until an NMI or INIT: the VMM decides (it ends the VM
         // when `all`); running the vCPU again sleeps until one arrives.
-        HltDecision::Stopped { all } => {
-            run_page(vcpu.run_pa).data = u64::from(all);
-            Halt::ToVmm
-        }
+        HltDecision::Stopped { all } => Halt::ToVmm { all },
     }
 }
 
@@ -1702,21 +1777,22 @@ fn apply(vcpu: &mut Vcpu, effect: Effect) {
 
 /// Puts an AP at its start-up vector: real mode, CS = vector << 8, IP = 0
 /// (SDM Vol. 3A §9.4.4).
-fn start_at_sipi(vcpu: &mut Vcpu, vector: u8) {
-    let run = run_page(vcpu.run_pa);
+/// The caller loads `run`'s registers and system state next.
+fn start_at_sipi(vcpu: &mut Vcpu, run: &mut VcpuRun, vector: u8) {
     reset_state(run);
     run.segments[1] = abi::Segment { selector: u16::from(vector) << 8, attrib: 0x9b, limit: 0xffff, base: u64::from(vector) << 12 };
     run.rip = 0;
     run.gprs = [0; 16];
-    run.load_state = abi::LOAD_GPRS | abi::LOAD_SYSTEM;
     vcpu.gprs = [0; 16];
 }
 
-/// `LOAD_FPU`: takes the VMM's FXSAVE image, unless its MXCSR sets bits the
-/// CPU reserves (FXRSTOR would fault in the kernel).
+/// `LOAD_FPU`: takes the VMM's FXSAVE image from `run`, the kernel's copy
+/// of the run page (never the page itself, which another VMM thread may
+/// change after the check), unless its MXCSR sets bits this CPU reserves:
+/// FXRSTOR would raise #GP in the kernel.
 fn load_fpu(vcpu: &mut Vcpu, run: &VcpuRun) {
     let mxcsr = u32::from_le_bytes([run.fpu[24], run.fpu[25], run.fpu[26], run.fpu[27]]);
-    if mxcsr & !0xffff == 0 {
+    if mxcsr & !*MXCSR_MASK == 0 {
         vcpu.fpu.0.copy_from_slice(&run.fpu);
         // The mask is the CPU's, never the VMM's.
         vcpu.fpu.0[28..32].copy_from_slice(&CLEAN_FPU.0[28..32]);

@@ -83,6 +83,7 @@ pub fn main(start: Start) -> u64 {
         ("servers_answer_status", servers_answer_status),
         ("garbage_syscalls_are_refused", garbage_syscalls_are_refused),
         ("wild_processes_are_killed", wild_processes_are_killed),
+        ("io_ports_stay_with_their_process", io_ports_stay_with_their_process),
         ("ipc_same_core", ipc_same_core),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
@@ -191,8 +192,10 @@ fn garbage_syscalls_are_refused(env: &mut Env) -> Result<(), String> {
     let e = |x: Error| x as u64;
     let kernel = 0xffff_ffff_8010_0000u64;
     // Specific refusals with the error a user would expect.
-    let cases: [(&str, u64, [u64; 6], u64); 12] = [
+    let cases: [(&str, u64, [u64; 6], u64); 14] = [
         ("unknown syscall", 1000, [0; 6], e(Error::NoSyscall)),
+        ("one past the last syscall", abi::Sys::Nop as u64 + 1, [0; 6], e(Error::NoSyscall)),
+        ("the no-op call, with junk arguments", abi::Sys::Nop as u64, [u64::MAX, 1, 2, 3, 4, 5], 0),
         ("slot out of range", abi::Sys::Signal as u64, [1 << 40, 1, 0, 0, 0, 0], e(Error::InvalidSlot)),
         ("empty slot", abi::Sys::Signal as u64, [950, 1, 0, 0, 0, 0], e(Error::EmptySlot)),
         ("kernel pointer", abi::Sys::DebugWrite as u64, [u64::from(SLOT_CONSOLE), kernel, 16, 0, 0, 0], e(Error::BadAddress)),
@@ -241,10 +244,28 @@ fn garbage_syscalls_are_refused(env: &mut Env) -> Result<(), String> {
     servers_answer_status(env)
 }
 
+/// The slot in a wild process where `run_wild_on` puts its I/O ports.
+const WILD_IOPORTS_SLOT: CapSlot = 5;
+
 /// Runs `code` as a new process's only thread and returns how it ended.
 fn run_wild(env: &mut Env, code: &[u8]) -> Result<(abi::ProcessState, u64), String> {
+    run_wild_on(env, code, None, None)
+}
+
+/// As `run_wild`, on `cpu` if given, with a capability for the ports
+/// `(first, count)` (a sub-range of ours) in [`WILD_IOPORTS_SLOT`] if given.
+fn run_wild_on(env: &mut Env, code: &[u8], cpu: Option<u32>, ports: Option<(u16, u16)>) -> Result<(abi::ProcessState, u64), String> {
     let proc = env.slot();
     sys::create(ObjectType::Process, proc, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
+    if let Some((first, count)) = ports {
+        let covers = |&&(f, n, _): &&(u16, u16, CapSlot)| f <= first && u32::from(first) + u32::from(count) <= u32::from(f) + u32::from(n);
+        let &(_, _, src) = env.info.ioports.iter().find(covers).ok_or_else(|| format!("no I/O-port capability covers {first:#x}+{count}"))?;
+        let sub = env.slot();
+        sys::create_from(ObjectType::IoPorts, sub, u64::from(first) | u64::from(count) << 16, src).map_err(|e| format!("io ports: {e}"))?;
+        let granted = sys::cap_grant(proc, sub, WILD_IOPORTS_SLOT, Rights::MANAGE);
+        let _ = sys::cap_delete(sub);
+        granted.map_err(|e| format!("grant io ports: {e}"))?;
+    }
     let (cf, cva) = env.frame(1, RW)?;
     // SAFETY: `env.frame` just mapped a new page at `cva` for this alone.
     unsafe { alcove_rt::poke(cva, code) };
@@ -255,6 +276,9 @@ fn run_wild(env: &mut Env, code: &[u8]) -> Result<(abi::ProcessState, u64), Stri
     sys::create(ObjectType::Thread, t, u64::from(proc)).map_err(|e| format!("thread: {e}"))?;
     // SAFETY: the entry and stack are mapped in the child, not in us.
     unsafe { sys::thread_configure(t, 0x40_0000, 0x80_1000 - 8, 0, 0, 0) }.map_err(|e| format!("configure: {e}"))?;
+    if let Some(cpu) = cpu {
+        sys::thread_set_priority(t, 50, Some(cpu)).map_err(|e| format!("pin to CPU {cpu}: {e}"))?;
+    }
     let n = env.slot();
     sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("{e}"))?;
     sys::process_watch(proc, n, 1).map_err(|e| format!("watch: {e}"))?;
@@ -278,13 +302,16 @@ fn run_wild(env: &mut Env, code: &[u8]) -> Result<(abi::ProcessState, u64), Stri
 fn wild_processes_are_killed(env: &mut Env) -> Result<(), String> {
     use abi::ProcessState::{Exited, Faulted};
     let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
-    let cases: [(&str, &[u8], (abi::ProcessState, u64)); 7] = [
+    let cases: [(&str, &[u8], (abi::ProcessState, u64)); 8] = [
         ("reads unmapped memory", &[0x48, 0x8b, 0x04, 0x25, 0x34, 0x12, 0, 0, 0xeb, 0xfe], (Faulted, 14)),
         ("writes its own code", &[0x48, 0xc7, 0xc0, 0, 0, 0x40, 0, 0xc6, 0, 1, 0xeb, 0xfe], (Faulted, 14)),
         ("jumps into the kernel", &[0x48, 0xb8, 0, 0, 0x10, 0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xe0], (Faulted, 14)),
         ("executes hlt", &[0xf4, 0xeb, 0xfe], (Faulted, 13)),
         ("reads a port it was not given", &[0x66, 0xba, 0xf8, 0x03, 0xec, 0xeb, 0xfe], (Faulted, 13)),
         ("executes garbage", &[0x0f, 0x0b], (Faulted, 6)),
+        // stmxcsr [rsp]: processes have no FPU (CR0.TS), so no guest's
+        // FPU values can reach a VMM's registers: #NM.
+        ("uses the FPU", &[0x0f, 0xae, 0x1c, 0x24, 0xeb, 0xfe], (Faulted, 7)),
         (
             "makes a bad syscall, then exits 42",
             &[0xb8, 14, 0, 0, 0, 0xbf, 0xef, 0xbe, 0xad, 0xde, 0x0f, 0x05, 0xb8, 22, 0, 0, 0, 0xbf, 42, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe],
@@ -298,6 +325,34 @@ fn wild_processes_are_killed(env: &mut Env) -> Result<(), String> {
     let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
     check(after == before, || format!("budget used {before} before, {after} after"))?;
     servers_answer_status(env)
+}
+
+/// A process's port permissions leave the CPU with it: after one that
+/// enabled 0xCF8 ran on our CPU, one with no I/O-port capability running
+/// there after it is killed by #GP on `in` from 0xCF8.
+fn io_ports_stay_with_their_process(env: &mut Env) -> Result<(), String> {
+    use abi::ProcessState::{Exited, Faulted};
+    let me = 0; // the manifest pins ktest-user to CPU 0
+    // IoPortEnable(slot 5), on error exit(100 + error); `in eax, dx` from
+    // 0xCF8; exit(0).
+    #[rustfmt::skip]
+    let driver: &[u8] = &[
+        0xbf, WILD_IOPORTS_SLOT as u8, 0, 0, 0, // mov edi, slot
+        0xb8, abi::Sys::IoPortEnable as u8, 0, 0, 0, // mov eax, IoPortEnable
+        0x0f, 0x05, // syscall
+        0x48, 0x85, 0xc0, // test rax, rax
+        0x75, 0x13, // jnz fail
+        0x66, 0xba, 0xf8, 0x0c, 0xed, // mov dx, 0xcf8; in eax, dx
+        0xbf, 0, 0, 0, 0, 0xb8, abi::Sys::Exit as u8, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe, // exit(0)
+        0x48, 0x8d, 0x78, 0x64, // fail: lea rdi, [rax + 100]
+        0xb8, abi::Sys::Exit as u8, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe, // exit(rdi)
+    ];
+    let got = run_wild_on(env, driver, Some(me), Some((0xcf8, 8)))?;
+    check(got == (Exited, 0), || format!("the process given 0xCF8 ended {got:?}, expected to exit 0"))?;
+    // mov dx, 0xcf8; in eax, dx; jmp $
+    let snoop: &[u8] = &[0x66, 0xba, 0xf8, 0x0c, 0xed, 0xeb, 0xfe];
+    let got = run_wild_on(env, snoop, Some(me), None)?;
+    check(got == (Faulted, 13), || format!("a process without ports that ran after it ended {got:?}, expected #GP (Faulted 13)"))
 }
 
 /// An echo server thread: replies with word 0 plus one; for `LABEL_CAP`,
@@ -373,13 +428,17 @@ fn ping_pong(ep: CapSlot, n: u64) -> Result<u64, String> {
     Ok((rdtsc() - t0) / n)
 }
 
-fn null_syscall_cost() -> u64 {
+/// TSC ticks per `Sys::Nop` round trip (under `-icount`, instructions).
+fn null_syscall_cost() -> Result<u64, String> {
     let n = 1000;
+    let mut failed = 0;
     let t0 = rdtsc();
     for _ in 0..n {
-        raw(1000, [0; 6]);
+        failed += u64::from(sys::nop().is_err());
     }
-    (rdtsc() - t0) / n
+    let per = (rdtsc() - t0) / n;
+    check(failed == 0, || format!("{failed} of {n} no-op system calls failed"))?;
+    Ok(per)
 }
 
 fn ipc_same_core(env: &mut Env) -> Result<(), String> {
@@ -387,7 +446,7 @@ fn ipc_same_core(env: &mut Env) -> Result<(), String> {
     let ep = start_echo(env, me)?;
     ping_pong(ep, 100)?; // warm up
     let per = ping_pong(ep, 1000)?;
-    let null = null_syscall_cost();
+    let null = null_syscall_cost()?;
     println!("ALCOVE-BENCH ipc_roundtrip_same_core {per} instructions");
     println!("ALCOVE-BENCH null_syscall {null} instructions");
     Ok(())

@@ -23,16 +23,27 @@ const GUEST_WALL_LIMIT_NS: u64 = 60_000_000_000;
 const AP_RUN_VA: u64 = 0x3000_2000;
 const AP_STACK_VA: u64 = 0x3001_0000;
 const AP_STACK_PAGES: u64 = 4;
+/// The FPU race's writer threads' stacks, one window per writer.
+const WRITER_STACK_VA: u64 = 0x3002_0000;
+const WRITER_STACK_PAGES: u64 = 2;
+/// At most this many writers (one per CPU the kernel accepts).
+const MAX_WRITERS: u32 = 4;
 
 /// Tells the AP thread to stop running its vCPU.
 static AP_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Tells the FPU race's writer threads to stop.
+static WRITER_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Flips of the run page the writers made (for the log).
+static WRITER_FLIPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Entries whose taking of `LOAD_FPU` a writer saw and aimed a flip at.
+static WRITER_AIMED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 struct Env {
     next_slot: CapSlot,
     image: &'static [u8],
     ap_stack: bool,
-    /// Also load an FPU image before the run and read it back after.
-    fpu_check: bool,
+    /// How many of the writer stacks are mapped.
+    writer_stacks: u32,
     /// Deliver the VMM's interrupt level-triggered (its EOI must come back
     /// as `VcpuExit::Eoi`).
     level: bool,
@@ -60,7 +71,7 @@ pub fn main(start: Start) -> u64 {
         return 1;
     }
     let image = alcove_rt::user_bytes(FILE_VA, len as usize);
-    let mut env = Env { next_slot: 300, image, ap_stack: false, fpu_check: false, level: false };
+    let mut env = Env { next_slot: 300, image, ap_stack: false, writer_stacks: 0, level: false };
     let tests: &[(&str, Test)] = &[
         ("guest_cpuid", Test::Cpuid),
         ("guest_pio", Test::Pio),
@@ -76,7 +87,10 @@ pub fn main(start: Start) -> u64 {
         ("guest_triple_fault", Test::TripleFault),
         ("guest_scribble", Test::Scribble),
         ("guest_cpuid_after_scribble", Test::Cpuid),
-        ("guest_fpu_state_round_trip", Test::Cpuid),
+        ("guest_fpu_state_round_trip", Test::Fpu),
+        ("guest_fpu_clean_in_the_next_guest", Test::FpuFresh),
+        ("guest_fpu_load_races_a_writer", Test::FpuRace),
+        ("guest_debug_exceptions", Test::DebugExceptions),
     ];
     // `skip=NAME` arguments leave tests out where the platform cannot run
     // them (see the manifests).
@@ -85,11 +99,12 @@ pub fn main(start: Start) -> u64 {
     for s in &skipped {
         log::info!("skipping {s} on this platform (manifest)");
     }
-    println!("{PREFIX} suite vm {}", tests.len());
+    // The host's GDT limit as this process sees it before any guest ran.
+    let gdt_limit = host_gdt_limit();
+    println!("{PREFIX} suite vm {}", tests.len() + 1);
     let (mut passed, mut failed) = (0, 0);
     for &(name, test) in &tests {
         println!("{PREFIX} run {name}");
-        env.fpu_check = name == "guest_fpu_state_round_trip";
         env.level = name == "guest_vmm_level_interrupt";
         match run_test(&mut env, test) {
             Ok(()) => {
@@ -101,6 +116,18 @@ pub fn main(start: Start) -> u64 {
                 println!("{PREFIX} fail {name} {why}");
             }
         }
+    }
+    // After thousands of VM exits: a VMX exit sets GDTR's limit to 0xFFFF
+    // (SDM Vol. 3C §28.5.2); the kernel must have put the real one back.
+    let name = "host_gdt_limit_after_vm_exits";
+    println!("{PREFIX} run {name}");
+    let now = host_gdt_limit();
+    if now == gdt_limit {
+        passed += 1;
+        println!("{PREFIX} ok {name}");
+    } else {
+        failed += 1;
+        println!("{PREFIX} fail {name} the GDT limit was {gdt_limit:#x} before the guests ran and is {now:#x} after");
     }
     println!("{PREFIX} end {passed} {failed}");
     let _ = sys::machine_exit(SLOT_CONSOLE, if failed == 0 { 0 } else { 1 });
@@ -123,6 +150,10 @@ struct Outcome {
     exits: u32,
     /// Vectors whose EOI ended a run (level-triggered interrupts).
     eois: Vec<u8>,
+    /// The FPU state in the run page at each exit on [`p::fpu::SWAP_PORT`].
+    fpu_at_swap: Vec<p::fpu::State>,
+    /// The FPU state in the run page after the last exit.
+    fpu_end: p::fpu::State,
 }
 
 fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
@@ -153,22 +184,26 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
         // Tests with an AP: its vCPU runs on a second thread, waiting in the
         // kernel for the guest's INIT-SIPI-SIPI.
         let ap = if test.vcpus() > 1 { Some(start_ap(env, guest)?) } else { None };
-        if env.fpu_check {
-            // An x87 control word and MXCSR of our own; the guest (soft-float)
-            // leaves them alone, so they must come back unchanged.
-            run.fpu = [0; 512];
-            run.fpu[0..2].copy_from_slice(&0x027fu16.to_le_bytes());
-            run.fpu[24..28].copy_from_slice(&0x1fa0u32.to_le_bytes());
-            run.load_state |= abi::LOAD_FPU;
-            run.fpu_request = 1;
-        }
-        let out = drive(vcpu, run, env.level);
-        if env.fpu_check {
-            let fcw = u16::from_le_bytes([run.fpu[0], run.fpu[1]]);
-            let mxcsr = u32::from_le_bytes([run.fpu[24], run.fpu[25], run.fpu[26], run.fpu[27]]);
-            if (fcw, mxcsr) != (0x027f, 0x1fa0) {
-                return Err(format!("FPU state came back as FCW {fcw:#x} MXCSR {mxcsr:#x}"));
+        // The FPU tests: the guest's image both ways (see protocol::fpu).
+        match test {
+            Test::Fpu => {
+                run.fpu = p::fpu::VMM_FIRST.to_fxsave();
+                run.load_state |= abi::LOAD_FPU;
             }
+            Test::FpuRace => {
+                run.fpu = p::fpu::State { mxcsr: p::fpu::RACE_MXCSR, ..p::fpu::VMM_FIRST }.to_fxsave();
+                run.load_state |= abi::LOAD_FPU;
+            }
+            _ => {}
+        }
+        run.fpu_request = u64::from(matches!(test, Test::Fpu | Test::FpuFresh));
+        let writers = if test == Test::FpuRace { Some(start_writers(env)?) } else { None };
+        let mut out = drive(vcpu, run, test, env.level);
+        if let Some(w) = writers {
+            stop_writers(&w)?;
+        }
+        if let Ok(o) = out.as_mut() {
+            o.fpu_end = p::fpu::State::from_fxsave(&run.fpu);
         }
         if let Some((ap_vcpu, done)) = ap {
             AP_STOP.store(true, core::sync::atomic::Ordering::Release);
@@ -301,7 +336,7 @@ fn mask(size: u8) -> u64 {
 }
 
 /// Runs the vCPU until the guest reports, shuts down or misbehaves.
-fn drive(vcpu: CapSlot, run: &mut VcpuRun, level: bool) -> Result<Outcome, String> {
+fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Outcome, String> {
     let mut out = Outcome::default();
     // A guest that stops making progress is caught by EXIT_LIMIT or by
     // this bound, which is generous: on a loaded host each exit can take
@@ -324,7 +359,18 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, level: bool) -> Result<Outcome, Strin
                     };
                     sent.map_err(|e| format!("vcpu_interrupt: {e}"))?;
                 }
-                io(run, &mut out)?
+                let port = (run.write != 0).then_some(run.port);
+                if port == Some(p::fpu::SWAP_PORT) {
+                    out.fpu_at_swap.push(p::fpu::State::from_fxsave(&run.fpu));
+                }
+                io(run, &mut out)?;
+                if port == Some(p::fpu::SWAP_PORT) {
+                    run.fpu = p::fpu::VMM_SECOND.to_fxsave();
+                    run.load_state |= abi::LOAD_FPU;
+                } else if port == Some(p::fpu::RACE_PORT) && test == Test::FpuRace {
+                    // The writers flip the image's MXCSR meanwhile.
+                    run.load_state |= abi::LOAD_FPU;
+                }
             }
             Some(VcpuExit::Msr) => msr(run, &mut out),
             Some(VcpuExit::Interrupted) => {}
@@ -584,6 +630,20 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
                 return Err(format!("writes outside the device page: {:x?}", out.unmapped_writes));
             }
         }
+        // Guest -> VMM: what the guest loaded itself, at the swap and at the
+        // end (VMM -> guest the guest checked); a new guest: clean.
+        Test::Fpu => {
+            let want = [p::fpu::GUEST];
+            if out.fpu_at_swap != want {
+                return Err(format!("at the swap exit the run page held {:x?}, expected {want:x?}", out.fpu_at_swap));
+            }
+            if out.fpu_end != p::fpu::GUEST {
+                return Err(format!("at the end the run page held {:x?}, expected {:x?}", out.fpu_end, p::fpu::GUEST));
+            }
+        }
+        Test::FpuFresh if out.fpu_end != p::fpu::CLEAN => {
+            return Err(format!("a new guest's state came back as {:x?}, expected {:x?}", out.fpu_end, p::fpu::CLEAN));
+        }
         Test::NptFault => {
             let want = [(p::unmapped::GPA, 4, u64::from(p::unmapped::WRITE_VALUE))];
             if out.unmapped_writes != want {
@@ -666,4 +726,166 @@ extern "C" fn ap_thread(_ipc: u64, vcpu: u64, done: u64) -> ! {
     loop {
         let _ = sys::wait(done as CapSlot, abi::FOREVER);
     }
+}
+
+/// The FPU race's writer threads.
+struct Writers {
+    threads: Vec<CapSlot>,
+    /// Each writer signals its bit here when it stopped.
+    done: CapSlot,
+    /// Where stopped writers wait until their capability is deleted.
+    park: CapSlot,
+}
+
+/// Starts the FPU race's writers, one per CPU the kernel accepts (up to
+/// [`MAX_WRITERS`]), at a priority below ours: the one that shares our CPU
+/// barely runs, the others run truly alongside the vCPU thread.
+fn start_writers(env: &mut Env) -> Result<Writers, String> {
+    let e = |what: &'static str| move |err: abi::Error| format!("{what}: {err}");
+    WRITER_STOP.store(false, core::sync::atomic::Ordering::Release);
+    WRITER_FLIPS.store(0, core::sync::atomic::Ordering::Relaxed);
+    WRITER_AIMED.store(0, core::sync::atomic::Ordering::Relaxed);
+    let (done, park) = (env.slot(), env.slot());
+    sys::create(ObjectType::Notification, done, 0).map_err(e("notification"))?;
+    sys::create(ObjectType::Notification, park, 0).map_err(e("notification"))?;
+    let mut w = Writers { threads: Vec::new(), done, park };
+    if let Err(why) = start_each_writer(env, &mut w) {
+        let _ = stop_writers(&w);
+        return Err(why);
+    }
+    log::info!("fpu race: {} writer thread(s)", w.threads.len());
+    Ok(w)
+}
+
+fn start_each_writer(env: &mut Env, w: &mut Writers) -> Result<(), String> {
+    let e = |what: &'static str| move |err: abi::Error| format!("{what}: {err}");
+    for cpu in 0..MAX_WRITERS {
+        let t = env.slot();
+        sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).map_err(e("writer thread"))?;
+        if sys::thread_set_priority(t, 10, Some(cpu)).is_err() {
+            let _ = sys::cap_delete(t);
+            break; // no such CPU
+        }
+        let stack = WRITER_STACK_VA + u64::from(cpu) * (WRITER_STACK_PAGES + 1) * PAGE_SIZE;
+        if env.writer_stacks <= cpu {
+            let f = env.slot();
+            sys::create(ObjectType::Frame, f, WRITER_STACK_PAGES).map_err(e("writer stack"))?;
+            sys::map(SLOT_SELF, f, stack, RW).map_err(e("map writer stack"))?;
+            env.writer_stacks = cpu + 1;
+        }
+        let top = stack + WRITER_STACK_PAGES * PAGE_SIZE - 8;
+        // SAFETY: the stack window is this writer's alone; it makes only
+        // register-only system calls, so it needs no IPC buffer.
+        let slots = u64::from(w.done) | u64::from(w.park) << 32;
+        unsafe { sys::thread_configure(t, writer_thread as *const () as u64, top, 0, slots, 1 << cpu) }
+            .map_err(e("configure writer"))?;
+        sys::thread_resume(t).map_err(e("resume writer"))?;
+        w.threads.push(t);
+    }
+    Ok(())
+}
+
+/// Stops the writers and waits until each has (so the run page may go).
+fn stop_writers(w: &Writers) -> Result<(), String> {
+    WRITER_STOP.store(true, core::sync::atomic::Ordering::Release);
+    let all = (1u64 << w.threads.len()) - 1;
+    let mut seen = 0;
+    while seen != all {
+        match sys::wait(w.done, 2_000_000_000) {
+            Ok(bits) => seen |= bits,
+            Err(e) => return Err(format!("the writer threads did not stop ({seen:#b} of {all:#b}): {e}")),
+        }
+    }
+    for &t in &w.threads {
+        let _ = sys::cap_delete(t); // ends the parked thread
+    }
+    let _ = sys::cap_delete(w.done);
+    let _ = sys::cap_delete(w.park);
+    let (flips, aimed) = (WRITER_FLIPS.load(core::sync::atomic::Ordering::Relaxed), WRITER_AIMED.load(core::sync::atomic::Ordering::Relaxed));
+    // On one CPU the writer (below our priority) hardly runs: the race
+    // needs a second CPU (vm/epyc-svm).
+    log::info!("fpu race: {flips} flips of the run page, {aimed} aimed at an entry's FPU load");
+    Ok(())
+}
+
+/// `n` iterations of a loop the compiler keeps.
+fn busy(n: u32) {
+    for i in 0..n {
+        core::hint::black_box(i);
+    }
+}
+
+/// Flips what the kernel validates in the run page while the vCPU thread
+/// enters the guest: the FPU image's MXCSR between the valid `RACE_MXCSR`
+/// and one with reserved bits (FXRSTOR of it is a #GP), and the CPUID
+/// table's count between the real one and `u32::MAX`.
+///
+/// The kernel's check-then-copy window is a few instructions, so the MXCSR
+/// flips aim at it instead of hoping: the writer waits until the VMM asked
+/// for `LOAD_FPU`, then until the kernel took the request (it clears
+/// `load_state` just before it reads the image), then waits `delay` spins
+/// (0..48 loop iterations, one more each round, so some rounds land between the kernel's
+/// check and its copy) and makes MXCSR bad for a moment.
+extern "C" fn writer_thread(_ipc: u64, slots: u64, bit: u64) -> ! {
+    use core::sync::atomic::Ordering;
+    let (done, park) = (slots as u32 as CapSlot, (slots >> 32) as CapSlot);
+    let field = |offset: usize| (RUN_VA + offset as u64) as *mut u32;
+    let mxcsr = field(core::mem::offset_of!(VcpuRun, fpu) + 24);
+    let count = field(core::mem::offset_of!(VcpuRun, cpuid_count));
+    let load = field(core::mem::offset_of!(VcpuRun, load_state)) as *const u64;
+    let (good, bad) = (p::fpu::RACE_MXCSR, p::fpu::RACE_MXCSR | p::fpu::RACE_RESERVED_BITS);
+    // SAFETY (every access below): the run page is mapped at RUN_VA for the
+    // whole race (the main thread stops the writers before unmapping it);
+    // the fields are aligned integers, accessed with volatile loads and
+    // stores because the kernel and the vCPU thread use the page at the
+    // same time.
+    let valid_count = unsafe { count.read_volatile() };
+    let stop = || WRITER_STOP.load(Ordering::Acquire);
+    let mut flips = 0u64;
+    let mut toggle = false;
+    // Spins until `cond` (flipping the CPUID count meanwhile) or stop.
+    let mut spin_until = |cond: &dyn Fn(u64) -> bool, flips: &mut u64| {
+        // SAFETY: as above.
+        while !cond(unsafe { load.read_volatile() }) && !stop() {
+            toggle = !toggle;
+            unsafe { count.write_volatile(if toggle { u32::MAX } else { valid_count }) };
+            *flips += 1;
+        }
+    };
+    let mut delay = 0u32;
+    while !stop() {
+        spin_until(&|l| l & abi::LOAD_FPU != 0, &mut flips);
+        spin_until(&|l| l & abi::LOAD_FPU == 0, &mut flips);
+        if stop() {
+            break;
+        }
+        WRITER_AIMED.fetch_add(1, Ordering::Relaxed);
+        // Busy loops, not PAUSE: QEMU's TCG leaves its execution loop on a
+        // PAUSE, which takes far longer than the window.
+        busy(delay);
+        // SAFETY: as above.
+        unsafe {
+            mxcsr.write_volatile(bad);
+            busy(4);
+            mxcsr.write_volatile(good);
+        }
+        flips += 1;
+        delay = (delay + 1) % 48;
+    }
+    // SAFETY: as above.
+    unsafe { count.write_volatile(valid_count) };
+    WRITER_FLIPS.fetch_add(flips, Ordering::Relaxed);
+    let _ = sys::signal(done, bit);
+    // A thread cannot end on its own; park it until its capability goes.
+    loop {
+        let _ = sys::wait(park, abi::FOREVER);
+    }
+}
+
+/// GDTR's limit (SGDT works in ring 3: the kernel does not set CR4.UMIP).
+fn host_gdt_limit() -> u16 {
+    let mut gdtr = [0u8; 10];
+    // SAFETY: SGDT stores 10 bytes (limit, base) into the local buffer.
+    unsafe { core::arch::asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack, preserves_flags)) };
+    u16::from_le_bytes([gdtr[0], gdtr[1]])
 }

@@ -7,6 +7,8 @@ use testguest::protocol::{FailureCode, Test};
 
 mod bench;
 mod cpuid;
+pub mod debug;
+mod fpu;
 pub mod ipi;
 mod mmio;
 mod msr;
@@ -34,6 +36,10 @@ pub fn run(test: Test, ram_bytes: u64) -> Outcome {
         Test::Scribble => scribble::run(&mut r, ram_bytes),
         Test::Bench => bench::run(&mut r),
         Test::VmmInterrupt => vmm_interrupt::run(&mut r),
+        Test::Fpu => fpu::run(&mut r),
+        Test::FpuFresh => fpu::run_fresh(&mut r),
+        Test::FpuRace => fpu::run_race(&mut r),
+        Test::DebugExceptions => debug::run(&mut r),
     }
 }
 

@@ -197,6 +197,25 @@ pub fn fpu_load(area: &[u8; 512]) {
     unsafe { asm!("clts", "fxrstor64 [{}]", in(reg) area.as_ptr(), options(nostack)) }
 }
 
+/// This CPU's MXCSR_MASK (SDM Vol. 1 §11.6.6): the MXCSR bits FXRSTOR and
+/// LDMXCSR accept; 0 in the FXSAVE image means the default 0xFFBF.
+pub fn mxcsr_mask() -> u32 {
+    #[repr(C, align(16))]
+    struct Area([u8; 512]);
+    let mut area = Area([0; 512]);
+    // SAFETY: CR4.OSFXSR is set at boot; FXSAVE writes 512 bytes into a
+    // 16-byte aligned local; CR0.TS is set again afterwards (processes have
+    // no FPU) and nothing else used the FPU in between.
+    unsafe {
+        asm!("clts", "fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack));
+        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
+    }
+    match u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]) {
+        0 => 0xffbf,
+        m => m,
+    }
+}
+
 /// Saves the guest's FPU/SSE state and loads the clean state, so nothing a
 /// guest left in the registers reaches the host or another guest; sets
 /// CR0.TS again (processes have no FPU).

@@ -163,6 +163,18 @@ pub fn gdt_base(cpu: usize) -> u64 {
     unsafe { &raw const (*(&raw const CPUS))[cpu].gdt as u64 }
 }
 
+/// Reloads GDTR on CPU `cpu` with its GDT's real limit: a VMX exit sets
+/// the limit to 0xFFFF (SDM Vol. 3C §28.5.2), which would let selectors
+/// past the table's end reach whatever memory follows it.
+pub fn reload_gdt(cpu: usize) {
+    // SAFETY: CPU `cpu` is the caller; the GDT is this CPU's own static
+    // table, already loaded with this base: only the limit changes back.
+    unsafe {
+        let ptr = x86::dtables::DescriptorTablePointer::new(&(*(&raw const CPUS))[cpu].gdt);
+        x86::dtables::lgdt(&ptr);
+    }
+}
+
 /// Reloads TR on CPU `cpu` (after a VM exit left its limit short): the
 /// descriptor's busy bit is cleared first, as LTR requires.
 pub fn reload_tr(cpu: usize) {

@@ -100,10 +100,15 @@ pub mod vmcb {
     pub const G_PAT: usize = 0x668;
 }
 
+/// Exceptions the kernel intercepts and gives straight back to the guest.
+pub const DB_VECTOR: u8 = 1;
+pub const AC_VECTOR: u8 = 17;
+
 /// Exit codes (APM Vol. 2 Appendix C).
 #[allow(dead_code)]
 pub mod exit {
     pub const EXCEPTION_BASE: u64 = 0x40;
+    pub const INVD: u64 = 0x76;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
@@ -160,14 +165,18 @@ impl Vmcb {
     /// (real mode, as after INIT; the VMM overrides it through the run page).
     pub fn init(&mut self, iopm_pa: u64, msrpm_pa: u64, asid: u32, npt_root: u64) {
         use vmcb::*;
-        // INTR, NMI, SMI, INIT, CPUID, INVLPGA, HLT, IOIO, MSR, SHUTDOWN.
-        let misc1: u32 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 18) | (1 << 24) | (1 << 26)
+        // INTR, NMI, SMI, INIT, CPUID, INVD, INVLPGA, HLT, IOIO, MSR,
+        // SHUTDOWN. INVD would drop dirty cache lines of host memory.
+        let misc1: u32 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 18) | (1 << 22) | (1 << 24) | (1 << 26)
             | (1 << 27) | (1 << 28) | (1 << 31);
         // VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, MONITOR,
         // MWAIT, XSETBV: the guest gets #UD or a checked XCR0.
         let misc2: u32 = 0x3f | (1 << 6) | (1 << 10) | (1 << 11) | (1 << 13);
         self.w32(INTERCEPT_CR, 0);
-        self.w32(INTERCEPT_EXCEPTIONS, 1 << 18); // #MC goes to the host
+        // #MC goes to the host; #DB and #AC exit and are reflected, so a
+        // guest cannot wedge the CPU in an endless delivery loop of either
+        // (CVE-2015-8104, CVE-2015-5307): each delivery is an exit.
+        self.w32(INTERCEPT_EXCEPTIONS, (1 << 18) | (1 << DB_VECTOR) | (1 << AC_VECTOR));
         self.w32(INTERCEPT_MISC1, misc1);
         self.w32(INTERCEPT_MISC2, misc2);
         self.w64(IOPM_BASE, iopm_pa);

@@ -84,6 +84,7 @@ pub mod field {
     pub const INSTRUCTION_ERROR: u64 = 0x4400;
     pub const EXIT_REASON: u64 = 0x4402;
     pub const EXIT_INTR_INFO: u64 = 0x4404;
+    pub const EXIT_INTR_ERROR: u64 = 0x4406;
     pub const IDT_VECTORING_INFO: u64 = 0x4408;
     pub const IDT_VECTORING_ERROR: u64 = 0x440a;
     pub const EXIT_INSTRUCTION_LEN: u64 = 0x440c;
@@ -134,6 +135,7 @@ pub mod exit {
     pub const SIPI: u32 = 4;
     pub const CPUID: u32 = 10;
     pub const HLT: u32 = 12;
+    pub const INVD: u32 = 13;
     pub const VMCALL: u32 = 18;
     pub const CR_ACCESS: u32 = 28;
     pub const IO: u32 = 30;
@@ -342,7 +344,9 @@ impl Vmcs {
         vmwrite(PROC_CONTROLS2, u64::from(proc2));
         vmwrite(EXIT_CONTROLS, u64::from(exitc));
         vmwrite(ENTRY_CONTROLS, u64::from(entryc));
-        vmwrite(EXCEPTION_BITMAP, 1 << 18); // #MC goes to the host
+        // #MC goes to the host; #DB and #AC exit and are reflected (see
+        // svm::Vmcb::init: no endless delivery loop without an exit).
+        vmwrite(EXCEPTION_BITMAP, (1 << 18) | (1 << 1) | (1 << 17));
         vmwrite(CR3_TARGET_COUNT, 0);
         vmwrite(IO_BITMAP_A, io_bitmap_pa);
         vmwrite(IO_BITMAP_B, io_bitmap_pa + 4096);
@@ -554,10 +558,22 @@ pub fn run(vmcs: &mut Vmcs, gprs: &mut [u64; 16]) -> bool {
     if failed == 0 {
         vmcs.launched = true;
     }
-    // A VM exit leaves TR's limit at 0x67 (SDM Vol. 3C §28.5.2), which
-    // would cut off the TSS's I/O bitmap: reload TR.
+    // A VM exit leaves TR's limit at 0x67 and GDTR's at 0xFFFF (SDM Vol.
+    // 3C §28.5.2): reload both (TR's would cut off the TSS's I/O bitmap).
+    gdt::reload_gdt(vmcs.cpu);
     gdt::reload_tr(vmcs.cpu);
     failed == 0
+}
+
+/// Sets DR6 for a #DB the kernel reflects into the guest: a #DB exit
+/// leaves DR6 alone and reports its bits in the exit qualification (SDM
+/// Vol. 3C §28.2.1: B0-B3, BD, BS, RTM), so they are merged into DR6's
+/// fixed value before the injection, as the guest's handler expects.
+pub fn set_guest_dr6(qualification: u64) {
+    let dr6 = 0xffff_0ff0u64 | (qualification & 0x1_600f);
+    // SAFETY: the kernel does not use the debug registers; DR6 is the
+    // guest's while VMX guests run (it is not part of the VMCS).
+    unsafe { asm!("mov dr6, {}", in(reg) dr6, options(nomem, nostack, preserves_flags)) }
 }
 
 /// VMCLEAR of a VMCS by address (before its page is reused).
