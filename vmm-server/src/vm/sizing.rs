@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(k.ram_tables, 2 * 130 * PAGE);
         assert_eq!(PER_VCPU_BYTES, 86 * KIB);
         assert_eq!(k.boot_file_tables, (3 + 9 + 3) * PAGE);
-        assert_eq!(k.total(), 256 * MIB + 1040 * KIB + 164 * KIB + 12 * KIB + FIXED_BYTES + 60 * KIB);
+        assert_eq!(k.total(), 256 * MIB + 1040 * KIB + 172 * KIB + 12 * KIB + FIXED_BYTES + 60 * KIB);
         // Far below the old "RAM + 16 MiB".
         assert!(k.overhead() < 2 * MIB, "{}", k.breakdown());
     }
