@@ -48,7 +48,7 @@ fn the_manifest_is_valid_and_grants_what_the_vm_needs() {
         k.total(),
         (256 << 20) + 260 * 4096 + 2 * vmm_server::vm::sizing::PER_VCPU_BYTES + 3 * 4096 + vmm_server::vm::sizing::FIXED_BYTES + 9 * 4096
     );
-    assert!(p.manifest_toml().contains("# 256 MiB RAM + 1040 KiB its page tables + 2 vCPUs x 82 KiB"));
+    assert!(p.manifest_toml().contains("# 256 MiB RAM + 1040 KiB its page tables + 2 vCPUs x 86 KiB"));
     assert_eq!(vm.calls, ["console", "storaged"]);
     assert_eq!(vm.files, ["vm.json", "vmlinuz", "initramfs.cpio"]);
     assert_eq!(vm.args, ["exit-machine"]);
