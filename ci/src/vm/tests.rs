@@ -71,7 +71,7 @@ fn large_vms_get_the_budget_and_machine_they_need() {
     let p = plan(&JSON.replace("\"ram\":256", "\"ram\":4096").replace("\"vcpus\":2", "\"vcpus\":32")).unwrap();
     let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
     let budget = u64::from(m.server("vm-linux-test").unwrap().budget_kib);
-    // 4 GiB, about 16 MiB of page tables, 32 x 82 KiB.
+    // 4 GiB, about 16 MiB of page tables, 32 x 86 KiB.
     assert!(budget > (4 << 20) + 16 * 1024 + 32 * 82, "{budget}");
     assert!(budget < (4 << 20) + 24 * 1024, "{budget}");
     assert_eq!(p.qemu().mem_mib, 4096 + 768);
