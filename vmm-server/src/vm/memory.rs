@@ -10,8 +10,7 @@
 
 use abi::VcpuRun;
 
-use crate::boot::long_mode;
-use crate::mmio::{self, MemFault};
+use crate::mmio::{self, AccessKind, FaultKind, MemFault};
 use crate::virtio::{self, MemError};
 
 /// Bytes of guest RAM by offset from guest-physical 0.
@@ -41,66 +40,267 @@ pub struct GuestRam<'a, M: PhysMemory> {
     cr3: u64,
     cr4: u64,
     efer: u64,
+    /// The current privilege level: SS.DPL in protected mode (APM Vol. 2
+    /// §15.5.1; SDM Vol. 3C §26.3.1.5 keeps it so under VMX), 3 in
+    /// virtual-8086 mode, 0 in real mode.
+    cpl: u8,
+    /// RFLAGS.AC: with CR4.SMAP, supervisor data accesses to user pages are
+    /// allowed only while it is set.
+    ac: bool,
 }
 
+const CR0_PE: u64 = 1 << 0;
+const CR0_WP: u64 = 1 << 16;
 const CR0_PG: u64 = 1 << 31;
+const CR4_PSE: u64 = 1 << 4;
 const CR4_PAE: u64 = 1 << 5;
+const CR4_LA57: u64 = 1 << 12;
+const CR4_SMEP: u64 = 1 << 20;
+const CR4_SMAP: u64 = 1 << 21;
+const EFER_NXE: u64 = 1 << 11;
 const EFER_LMA: u64 = 1 << 10;
+const RFLAGS_AC: u64 = 1 << 18;
+const RFLAGS_VM: u64 = 1 << 17;
+
+// Paging-structure entry bits (SDM Vol. 3A §4.3-§4.5).
+const PTE_P: u64 = 1 << 0;
+const PTE_RW: u64 = 1 << 1;
+const PTE_US: u64 = 1 << 2;
+const PTE_PS: u64 = 1 << 7;
+const PTE_XD: u64 = 1 << 63;
+const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+// Page-fault error code bits (SDM Vol. 3A §4.7, APM Vol. 2 §8.4.2).
+pub const PF_PRESENT: u32 = 1 << 0;
+pub const PF_WRITE: u32 = 1 << 1;
+pub const PF_USER: u32 = 1 << 2;
+pub const PF_RESERVED: u32 = 1 << 3;
+pub const PF_FETCH: u32 = 1 << 4;
+
+/// Why a walk stopped.
+enum Stop {
+    NotPresent,
+    Reserved,
+    NonCanonical,
+    /// A paging structure outside guest RAM.
+    TableNotRam(u64),
+}
+
+/// A finished walk: the physical address and the rights the levels grant
+/// together (U/S and R/W are ANDed, XD ORed: SDM Vol. 3A §4.6.1).
+struct Walk {
+    gpa: u64,
+    user: bool,
+    writable: bool,
+    no_exec: bool,
+}
 
 impl<'a, M: PhysMemory> GuestRam<'a, M> {
-    /// Physical accesses only (virtual ones are identity).
+    /// Physical accesses only (virtual ones are identity, at CPL 0).
     pub fn physical(mem: &'a M) -> Self {
-        Self { mem, cr0: 0, cr3: 0, cr4: 0, efer: 0 }
+        Self { mem, cr0: 0, cr3: 0, cr4: 0, efer: 0, cpl: 0, ac: false }
     }
 
-    /// With the paging state `run` holds.
+    /// With the paging state and privilege level `run` holds.
     pub fn for_vcpu(mem: &'a M, run: &VcpuRun) -> Self {
-        Self { mem, cr0: run.cr0, cr3: run.cr3, cr4: run.cr4, efer: run.efer }
-    }
-
-    /// The guest-physical address of linear `va`: identity without
-    /// paging, a 4-level walk in long mode; `None` where unmapped or in a
-    /// paging mode not handled here (32-bit and PAE paging, which no 64-bit
-    /// guest uses for device access).
-    pub fn translate(&self, va: u64) -> Option<u64> {
-        if self.cr0 & CR0_PG == 0 {
-            return Some(va);
-        }
-        if self.efer & EFER_LMA == 0 || self.cr4 & CR4_PAE == 0 {
-            return None;
-        }
-        let read = |gpa: u64| {
-            let mut b = [0u8; 8];
-            self.mem.read(gpa, &mut b).then(|| u64::from_le_bytes(b))
+        let cpl = if run.cr0 & CR0_PE == 0 {
+            0
+        } else if run.rflags & RFLAGS_VM != 0 {
+            3
+        } else {
+            ((run.segments[2].attrib >> 5) & 3) as u8
         };
-        long_mode::translate(read, self.cr3, va)
+        Self { mem, cr0: run.cr0, cr3: run.cr3, cr4: run.cr4, efer: run.efer, cpl, ac: run.rflags & RFLAGS_AC != 0 }
     }
 
-    /// Runs `f(offset in the access, gpa, length)` for each page-sized
-    /// piece of `len` bytes at linear `va`.
-    fn pieces(&self, va: u64, len: usize, mut f: impl FnMut(usize, u64, usize) -> bool) -> Result<(), MemFault> {
-        let mut done = 0;
-        while done < len {
-            let at = va.wrapping_add(done as u64);
-            let n = ((0x1000 - (at & 0xfff)) as usize).min(len - done);
-            let gpa = self.translate(at).ok_or(MemFault { gva: at })?;
-            if !f(done, gpa, n) {
-                return Err(MemFault { gva: at });
+    /// The guest-physical address of linear `va`, whatever the
+    /// permissions: `None` where unmapped.
+    pub fn translate(&self, va: u64) -> Option<u64> {
+        self.walk(va).ok().map(|w| w.gpa)
+    }
+
+    fn entry(&self, gpa: u64, wide: bool) -> Result<u64, Stop> {
+        let mut b = [0u8; 8];
+        let n = if wide { 8 } else { 4 };
+        if !self.mem.read(gpa, &mut b[..n]) {
+            return Err(Stop::TableNotRam(gpa));
+        }
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Walks the guest's tables for `va` in its paging mode: none, 32-bit
+    /// (4 KiB and, with CR4.PSE, 4 MiB pages), PAE, 4-level and 5-level
+    /// (SDM Vol. 3A §4.3-§4.5). Accessed and dirty bits are not set.
+    fn walk(&self, va: u64) -> Result<Walk, Stop> {
+        let nxe = self.efer & EFER_NXE != 0;
+        let mut w = Walk { gpa: va, user: true, writable: true, no_exec: false };
+        if self.cr0 & CR0_PG == 0 {
+            return Ok(w);
+        }
+        let take = |w: &mut Walk, e: u64| -> Result<(), Stop> {
+            if e & PTE_P == 0 {
+                return Err(Stop::NotPresent);
             }
-            done += n;
+            if e & PTE_XD != 0 && !nxe {
+                return Err(Stop::Reserved);
+            }
+            w.user &= e & PTE_US != 0;
+            w.writable &= e & PTE_RW != 0;
+            w.no_exec |= e & PTE_XD != 0;
+            Ok(())
+        };
+        if self.cr4 & CR4_PAE == 0 {
+            // 32-bit paging: two levels of 4-byte entries, no XD.
+            let va = va & 0xffff_ffff;
+            let pde = self.entry((self.cr3 & 0xffff_f000) + ((va >> 22) & 0x3ff) * 4, false)?;
+            take(&mut w, pde & 0xffff_ffff)?;
+            if pde & PTE_PS != 0 && self.cr4 & CR4_PSE != 0 {
+                // PSE-36: bits 39:32 of the page in PDE bits 20:13.
+                w.gpa = (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32 | (va & 0x3f_ffff);
+                return Ok(w);
+            }
+            let pte = self.entry((pde & 0xffff_f000) + ((va >> 12) & 0x3ff) * 4, false)?;
+            take(&mut w, pte & 0xffff_ffff)?;
+            w.gpa = (pte & 0xffff_f000) | (va & 0xfff);
+            return Ok(w);
+        }
+        let (mut table, top) = if self.efer & EFER_LMA != 0 {
+            let bits = if self.cr4 & CR4_LA57 != 0 { 57 } else { 48 };
+            // Canonical: the bits above the top one copy it (SDM Vol. 1 §3.3.7.1).
+            let high = (va as i64) >> (bits - 1);
+            if high != 0 && high != -1 {
+                return Err(Stop::NonCanonical);
+            }
+            (self.cr3 & PTE_ADDR, if bits == 57 { 4 } else { 3 })
+        } else {
+            // PAE: the PDPTE (no rights of its own), then two levels.
+            let va = va & 0xffff_ffff;
+            let pdpte = self.entry((self.cr3 & 0xffff_ffe0) + ((va >> 30) & 3) * 8, true)?;
+            if pdpte & PTE_P == 0 {
+                return Err(Stop::NotPresent);
+            }
+            if pdpte & (0x1e6 | PTE_XD) != 0 {
+                return Err(Stop::Reserved);
+            }
+            (pdpte & PTE_ADDR, 1)
+        };
+        for level in (0..=top).rev() {
+            let shift = 12 + 9 * level;
+            let e = self.entry(table + ((va >> shift) & 0x1ff) * 8, true)?;
+            take(&mut w, e)?;
+            if level > 0 && e & PTE_PS != 0 {
+                // 2 MiB (PD) and 1 GiB (PDPT) pages; PS is reserved above.
+                if level > 2 {
+                    return Err(Stop::Reserved);
+                }
+                let page_mask = (1u64 << shift) - 1;
+                // Bits 12 (PAT) to the page size are reserved below it.
+                if e & page_mask & !0x1fff & PTE_ADDR != 0 {
+                    return Err(Stop::Reserved);
+                }
+                w.gpa = (e & PTE_ADDR & !page_mask) | (va & page_mask);
+                return Ok(w);
+            }
+            if level == 0 {
+                w.gpa = (e & PTE_ADDR) | (va & 0xfff);
+                return Ok(w);
+            }
+            table = e & PTE_ADDR;
+        }
+        Err(Stop::NotPresent)
+    }
+
+    /// Whether the vCPU may make an access of `kind` at `va` (SDM Vol. 3A
+    /// §4.6: U/S against CPL, R/W with CR0.WP for supervisor writes, XD,
+    /// SMEP and SMAP), and its guest-physical address; a refusal carries
+    /// the page-fault error code the hardware would give (§4.7).
+    pub fn check(&self, va: u64, kind: AccessKind) -> Result<u64, MemFault> {
+        let user = self.cpl == 3;
+        let smep = self.cr4 & CR4_SMEP != 0;
+        let smap = self.cr4 & CR4_SMAP != 0;
+        let pae_nx = self.cr4 & CR4_PAE != 0 && self.efer & EFER_NXE != 0;
+        let mut code = 0;
+        if kind == AccessKind::Write {
+            code |= PF_WRITE;
+        }
+        if user {
+            code |= PF_USER;
+        }
+        if kind == AccessKind::Fetch && (smep || pae_nx) {
+            code |= PF_FETCH;
+        }
+        let page = |error_code| MemFault { gva: va, kind: FaultKind::Page { error_code } };
+        let w = match self.walk(va) {
+            Ok(w) => w,
+            Err(Stop::NotPresent) => return Err(page(code)),
+            Err(Stop::Reserved) => return Err(page(code | PF_PRESENT | PF_RESERVED)),
+            Err(Stop::NonCanonical) => return Err(MemFault { gva: va, kind: FaultKind::General }),
+            Err(Stop::TableNotRam(gpa)) => return Err(MemFault { gva: va, kind: FaultKind::NotRam { gpa } }),
+        };
+        if self.cr0 & CR0_PG == 0 {
+            return Ok(w.gpa);
+        }
+        let allowed = match (kind, user) {
+            (AccessKind::Read, true) => w.user,
+            (AccessKind::Write, true) => w.user && w.writable,
+            (AccessKind::Fetch, true) => w.user && !w.no_exec,
+            (AccessKind::Read, false) => !(w.user && smap && !self.ac),
+            (AccessKind::Write, false) => {
+                (w.writable || self.cr0 & CR0_WP == 0) && !(w.user && smap && !self.ac)
+            }
+            (AccessKind::Fetch, false) => !w.no_exec && !(w.user && smep),
+        };
+        if allowed { Ok(w.gpa) } else { Err(page(code | PF_PRESENT)) }
+    }
+
+    /// Checks every page-sized piece of `len` bytes at linear `va` for
+    /// `kind`, then runs `f(offset in the access, gpa, length)` on each:
+    /// nothing is touched unless the whole access is allowed.
+    fn access(
+        &self,
+        va: u64,
+        len: usize,
+        kind: AccessKind,
+        mut f: impl FnMut(usize, u64, usize) -> bool,
+    ) -> Result<(), MemFault> {
+        for pass in 0..2 {
+            let mut done = 0;
+            while done < len {
+                let at = va.wrapping_add(done as u64);
+                let n = ((0x1000 - (at & 0xfff)) as usize).min(len - done);
+                let gpa = self.check(at, kind)?;
+                if pass == 1 && !f(done, gpa, n) {
+                    return Err(MemFault { gva: at, kind: FaultKind::NotRam { gpa } });
+                }
+                done += n;
+            }
         }
         Ok(())
+    }
+
+    /// Whether `len` bytes at `gpa` are all guest RAM.
+    fn is_ram(&self, gpa: u64, len: usize) -> bool {
+        gpa.checked_add(len as u64).is_some_and(|end| end <= self.mem.size())
     }
 }
 
 impl<M: PhysMemory> mmio::GuestMemory for GuestRam<'_, M> {
     fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         let mem = self.mem;
-        self.pieces(gva, buf.len(), |at, gpa, n| mem.read(gpa, &mut buf[at..at + n]))
+        self.access(gva, buf.len(), AccessKind::Read, |at, gpa, n| mem.read(gpa, &mut buf[at..at + n]))
     }
     fn write(&mut self, gva: u64, data: &[u8]) -> Result<(), MemFault> {
         let mem = self.mem;
-        self.pieces(gva, data.len(), |at, gpa, n| mem.write(gpa, &data[at..at + n]))
+        // All of it must be RAM before any byte is written.
+        self.access(gva, data.len(), AccessKind::Write, |_, gpa, n| self.is_ram(gpa, n))?;
+        self.access(gva, data.len(), AccessKind::Write, |at, gpa, n| mem.write(gpa, &data[at..at + n]))
+    }
+    fn fetch(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        let mem = self.mem;
+        self.access(gva, buf.len(), AccessKind::Fetch, |at, gpa, n| mem.read(gpa, &mut buf[at..at + n]))
+    }
+    fn check(&mut self, gva: u64, kind: AccessKind) -> Result<u64, MemFault> {
+        GuestRam::check(self, gva, kind)
     }
     fn translate(&mut self, gva: u64) -> Option<u64> {
         GuestRam::translate(self, gva)
