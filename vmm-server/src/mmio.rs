@@ -1119,8 +1119,14 @@ impl Cx {
         let mut dst_ok = mmio_address(dst, size, self.gpa).is_some();
         if src_ok && dst_ok {
             let on_page = |p: Option<u64>| p.is_none_or(|p| same_page(p, self.gpa));
-            src_ok = on_page(mem.translate(src));
-            dst_ok = on_page(mem.translate(dst));
+            let (src_t, dst_t) = (mem.translate(src), mem.translate(dst));
+            src_ok = on_page(src_t);
+            dst_ok = on_page(dst_t);
+            // A side known to map to the page beats one that is unknown.
+            if src_ok && dst_ok && src_t.is_some() != dst_t.is_some() {
+                src_ok = src_t.is_some();
+                dst_ok = dst_t.is_some();
+            }
             if src_ok && dst_ok {
                 // Still both: probe the source as RAM (reading RAM has no
                 // side effects).

@@ -328,7 +328,9 @@ mod tests {
     use core::cell::RefCell;
     use alloc::vec;
     use alloc::vec::Vec;
-    use crate::mmio::GuestMemory as _;
+    use crate::boot::long_mode;
+    use crate::mmio::{self, EmulateError, GuestMemory as _, MmioBus};
+    use abi::Segment;
 
     struct Ram(RefCell<Vec<u8>>);
 
@@ -373,12 +375,242 @@ mod tests {
         assert_eq!(b, [1, 2, 3, 4]);
         assert_eq!(mmio::GuestMemory::translate(&mut g, 0x12_3456), Some(0x12_3456));
         // Past 1 GiB nothing is mapped; past RAM nothing is readable.
-        assert_eq!(g.read(0x4000_0000, &mut b), Err(MemFault { gva: 0x4000_0000 }));
+        assert_eq!(g.read(0x4000_0000, &mut b), Err(MemFault { gva: 0x4000_0000, kind: FaultKind::Page { error_code: 0 } }));
         assert!(g.read(0x3f_fffe, &mut b).is_err());
         assert!(virtio::GuestMemory::check_range(&g, u64::MAX, 2).is_err());
         assert!(virtio::GuestMemory::check_range(&g, 0x3f_fffc, 4).is_ok());
         // Paging off: identity.
         let p = GuestRam::physical(&ram);
         assert_eq!(p.translate(0xdead_b000), Some(0xdead_b000));
+    }
+
+    /// 4-level tables for the low 2 MiB: PML4 at 0x1000, PDPT 0x2000,
+    /// PD 0x3000, PT 0x4000; the upper levels allow everything, so each
+    /// page's own entry decides.
+    fn tables(ram: &Ram) -> u64 {
+        let all = PTE_P | PTE_RW | PTE_US;
+        assert!(ram.write(0x1000, &(0x2000 | all).to_le_bytes()));
+        assert!(ram.write(0x2000, &(0x3000 | all).to_le_bytes()));
+        assert!(ram.write(0x3000, &(0x4000 | all).to_le_bytes()));
+        0x1000
+    }
+
+    fn map(ram: &Ram, va: u64, gpa: u64, flags: u64) {
+        assert!(va < 0x20_0000);
+        assert!(ram.write(0x4000 + (va >> 12) * 8, &(gpa | flags).to_le_bytes()));
+    }
+
+    /// A 64-bit vCPU at `cpl` with those tables (NXE on, CR0.WP on).
+    fn vcpu(cpl: u16) -> VcpuRun {
+        let data = Segment { selector: 0, attrib: 0x93 | cpl << 5, limit: u32::MAX, base: 0 };
+        let mut run = VcpuRun {
+            cr0: CR0_PG | CR0_WP | CR0_PE,
+            cr3: 0x1000,
+            cr4: CR4_PAE,
+            efer: EFER_LMA | (1 << 8) | EFER_NXE,
+            rip: 0x8000,
+            rflags: 2,
+            segments: [data; 8],
+            ..VcpuRun::ZERO
+        };
+        run.segments[1].attrib = 0x29b | cpl << 5;
+        run
+    }
+
+    /// A device page that records its accesses.
+    #[derive(Default)]
+    struct Dev(Vec<(bool, u64, u8, u64)>);
+
+    impl MmioBus for Dev {
+        fn read(&mut self, gpa: u64, size: u8) -> u64 {
+            self.0.push((false, gpa, size, 0));
+            0x5a5a_5a5a_5a5a_5a5a & mmio_mask(size)
+        }
+        fn write(&mut self, gpa: u64, size: u8, value: u64) {
+            self.0.push((true, gpa, size, value));
+        }
+    }
+
+    fn mmio_mask(size: u8) -> u64 {
+        if size >= 8 { u64::MAX } else { (1 << (8 * size)) - 1 }
+    }
+
+    const DEV_GPA: u64 = 0xfe00_0000;
+
+    /// Emulates `bytes` for an exit at `DEV_GPA` with `run`'s paging state.
+    fn emu(ram: &Ram, bytes: &[u8], run: &mut VcpuRun, dev: &mut Dev) -> Result<mmio::Done, EmulateError> {
+        let mut mem = GuestRam::for_vcpu(ram, run);
+        mmio::emulate(bytes, run, DEV_GPA, &mut mem, dev)
+    }
+    const P: u64 = PTE_P;
+    const RW: u64 = PTE_RW;
+    const US: u64 = PTE_US;
+
+    fn page_fault(gva: u64, error_code: u32) -> EmulateError {
+        EmulateError::Fault { rip: 0x8000, fault: MemFault { gva, kind: FaultKind::Page { error_code } } }
+    }
+
+    /// Issue finding 23: a guest user process with a device mapping cannot
+    /// use `rep movs` to write a kernel-only or read-only page, nor read a
+    /// kernel-only page: the emulator walks with the vCPU's CPL and rights
+    /// and the guest gets its #PF (error code per SDM Vol. 3A §4.7).
+    #[test]
+    fn finding23_string_moves_honour_the_guests_page_permissions() {
+        let ram = Ram(RefCell::new(vec![0u8; 0x10_0000]));
+        tables(&ram);
+        map(&ram, 0x10_0000, DEV_GPA, P | RW | US); // the user's device mapping
+        map(&ram, 0x11_0000, 0x8_0000, P | RW); // kernel-only
+        map(&ram, 0x12_0000, 0x9_0000, P | US); // user, read-only
+        map(&ram, 0x13_0000, 0xa_0000, P | RW | US); // user, writable
+        assert!(ram.write(0x8_0000, b"secret!!"));
+        // rep movsb from the device into the kernel page, at CPL 3.
+        let movsb = [0xf3, 0xa4];
+        let mut run = vcpu(3);
+        run.gprs[6] = 0x10_0000;
+        run.gprs[7] = 0x11_0000;
+        run.gprs[1] = 8;
+        let mut dev = Dev::default();
+        let e = emu(&ram, &movsb, &mut run, &mut dev).unwrap_err();
+        assert_eq!(e, page_fault(0x11_0000, 0x7)); // P | W | U
+        let mut b = [0u8; 8];
+        assert!(ram.read(0x8_0000, &mut b));
+        assert_eq!(&b, b"secret!!");
+        assert!(dev.0.is_empty(), "the device was read for a write that cannot happen: {:?}", dev.0);
+        assert_eq!((run.rip, run.gprs[1]), (0x8000, 8));
+        // ... into the read-only user page: the same.
+        run.gprs[7] = 0x12_0000;
+        let e = emu(&ram, &movsb, &mut run, &mut dev).unwrap_err();
+        assert_eq!(e, page_fault(0x12_0000, 0x7));
+        // ... from the kernel page to the device: a read refused (P | U).
+        let mut run = vcpu(3);
+        run.gprs[6] = 0x11_0000;
+        run.gprs[7] = 0x10_0000;
+        run.gprs[1] = 8;
+        let e = emu(&ram, &movsb, &mut run, &mut dev).unwrap_err();
+        assert_eq!(e, page_fault(0x11_0000, 0x5));
+        assert!(dev.0.is_empty());
+        // ... from a page that is not mapped: not present (U only).
+        run.gprs[6] = 0x14_0000;
+        let e = emu(&ram, &movsb, &mut run, &mut dev).unwrap_err();
+        assert_eq!(e, page_fault(0x14_0000, 0x4));
+        // Its own writable page works, and so does the kernel at CPL 0.
+        run.gprs[6] = 0x13_0000;
+        emu(&ram, &movsb, &mut run, &mut dev).unwrap();
+        assert_eq!(dev.0.len(), 8);
+        let mut run = vcpu(0);
+        run.gprs[6] = 0x10_0000;
+        run.gprs[7] = 0x11_0000;
+        run.gprs[1] = 8;
+        emu(&ram, &movsb, &mut run, &mut dev).unwrap();
+        assert!(ram.read(0x8_0000, &mut b));
+        assert_eq!(b, [0x5a; 8]);
+        // The kernel writing a read-only page: refused with CR0.WP (P | W),
+        // allowed without.
+        run.rip = 0x8000;
+        run.gprs[1] = 1;
+        run.gprs[6] = 0x10_0000;
+        run.gprs[7] = 0x12_0000;
+        let e = emu(&ram, &movsb, &mut run, &mut dev).unwrap_err();
+        assert_eq!(e, page_fault(0x12_0000, 0x3));
+        run.cr0 &= !CR0_WP;
+        emu(&ram, &movsb, &mut run, &mut dev).unwrap();
+    }
+
+    #[test]
+    fn page_walk_rights_and_error_codes() {
+        let ram = Ram(RefCell::new(vec![0u8; 0x10_0000]));
+        tables(&ram);
+        map(&ram, 0x11_0000, 0x8_0000, P | RW); // kernel
+        map(&ram, 0x12_0000, 0x9_0000, P | RW | US | PTE_XD); // user data, no-exec
+        map(&ram, 0x13_0000, 0xa_0000, P | US); // user code
+        let check = |run: &VcpuRun, va, kind| GuestRam::for_vcpu(&ram, run).check(va, kind);
+        let pf = |gva, error_code| Err::<u64, _>(MemFault { gva, kind: FaultKind::Page { error_code } });
+        let kernel = vcpu(0);
+        let user = vcpu(3);
+        assert_eq!(check(&kernel, 0x11_0123, AccessKind::Write), Ok(0x8_0123));
+        assert_eq!(check(&user, 0x11_0123, AccessKind::Read), pf(0x11_0123, 0x5));
+        // NX: a fetch from a no-exec page (P | I/D, and U at CPL 3).
+        assert_eq!(check(&kernel, 0x12_0000, AccessKind::Fetch), pf(0x12_0000, 0x11));
+        assert_eq!(check(&user, 0x12_0000, AccessKind::Fetch), pf(0x12_0000, 0x15));
+        assert_eq!(check(&user, 0x13_0000, AccessKind::Fetch), Ok(0xa_0000));
+        // SMEP: the kernel fetching user code; SMAP: the kernel reading
+        // user data unless RFLAGS.AC.
+        let mut k = vcpu(0);
+        k.cr4 |= CR4_SMEP | CR4_SMAP;
+        assert_eq!(check(&k, 0x13_0000, AccessKind::Fetch), pf(0x13_0000, 0x11));
+        assert_eq!(check(&k, 0x12_0000, AccessKind::Read), pf(0x12_0000, 0x1));
+        k.rflags |= RFLAGS_AC;
+        assert_eq!(check(&k, 0x12_0000, AccessKind::Read), Ok(0x9_0000));
+        // XD without EFER.NXE is a reserved bit (P | RSVD).
+        let mut old = vcpu(0);
+        old.efer &= !EFER_NXE;
+        assert_eq!(check(&old, 0x12_0000, AccessKind::Read), pf(0x12_0000, 0x9));
+        // Not canonical: #GP, not #PF.
+        assert_eq!(
+            check(&kernel, 0x8000_0000_0000, AccessKind::Read),
+            Err(MemFault { gva: 0x8000_0000_0000, kind: FaultKind::General })
+        );
+        // Writes check every page before any byte is written.
+        let mut g = GuestRam::for_vcpu(&ram, &user);
+        map(&ram, 0x12_1000, 0xb_0000, P | US); // read-only after the data page
+        assert_eq!(g.write(0x12_0ffe, &[1, 2, 3, 4]), pf(0x12_1000, 0x7).map(drop));
+        let mut b = [0u8; 2];
+        assert!(ram.read(0x9_0ffe, &mut b));
+        assert_eq!(b, [0, 0]);
+    }
+
+    /// 32-bit paging (4 KiB and 4 MiB pages) and PAE paging walk too.
+    #[test]
+    fn legacy_paging_modes_translate() {
+        let ram = Ram(RefCell::new(vec![0u8; 0x10_0000]));
+        // 32-bit: PD at 0x1000, PT at 0x2000; 0x0040_0000 a 4 MiB page.
+        assert!(ram.write(0x1000, &(0x2003u32 | 4).to_le_bytes()));
+        assert!(ram.write(0x1004, &(0x0080_0083u32).to_le_bytes()));
+        assert!(ram.write(0x2000 + 5 * 4, &(0x7003u32).to_le_bytes()));
+        let mut run = VcpuRun { cr0: CR0_PG | CR0_PE, cr3: 0x1000, cr4: CR4_PSE, ..VcpuRun::ZERO };
+        run.segments[2].attrib = 0x93;
+        let g = GuestRam::for_vcpu(&ram, &run);
+        assert_eq!(g.translate(0x5123), Some(0x7123));
+        assert_eq!(g.translate(0x0041_2345), Some(0x0081_2345));
+        assert_eq!(g.check(0x6000, AccessKind::Read), Err(MemFault { gva: 0x6000, kind: FaultKind::Page { error_code: 0 } }));
+        // PAE: PDPT at 0x3000 (32-byte aligned), PD 0x4000, PT 0x5000.
+        assert!(ram.write(0x3000, &0x4001u64.to_le_bytes()));
+        assert!(ram.write(0x4000, &0x5007u64.to_le_bytes()));
+        assert!(ram.write(0x5000 + 2 * 8, &0xc001u64.to_le_bytes()));
+        let run = VcpuRun { cr0: CR0_PG | CR0_PE, cr3: 0x3000, cr4: CR4_PAE, ..VcpuRun::ZERO };
+        let g = GuestRam::for_vcpu(&ram, &run);
+        assert_eq!(g.translate(0x2abc), Some(0xcabc));
+        // Read-only: a supervisor write with WP clear is allowed.
+        assert_eq!(g.check(0x2abc, AccessKind::Write), Ok(0xcabc));
+    }
+
+    /// Issue finding 24: an access split across two linear pages that map
+    /// to unrelated physical pages goes to each page's own frame.
+    #[test]
+    fn finding24_split_access_goes_to_each_pages_own_frame() {
+        let ram = Ram(RefCell::new(vec![0u8; 0x10_0000]));
+        tables(&ram);
+        map(&ram, 0x10_0000, 0x8_0000, P | RW); // RAM
+        map(&ram, 0x10_1000, DEV_GPA, P | RW); // the device, elsewhere
+        let mut run = vcpu(0);
+        // mov [rax], ecx with two bytes on each side: the exit is at the
+        // device page's start.
+        run.gprs[0] = 0x10_0ffe;
+        run.gprs[1] = 0x4433_2211;
+        let mut dev = Dev::default();
+        emu(&ram, &[0x89, 0x08], &mut run, &mut dev).unwrap();
+        assert_eq!(dev.0, [(true, DEV_GPA, 2, 0x4433)]);
+        let mut b = [0u8; 2];
+        assert!(ram.read(0x8_0ffe, &mut b));
+        assert_eq!(b, [0x11, 0x22]);
+        assert_eq!(run.rip, 0x8002);
+        // The RAM side read-only at CPL 0 with WP: #PF, nothing written.
+        map(&ram, 0x10_0000, 0x8_0000, P);
+        let mut run = vcpu(0);
+        run.gprs[0] = 0x10_0ffe;
+        let mut dev = Dev::default();
+        let e = emu(&ram, &[0x89, 0x08], &mut run, &mut dev).unwrap_err();
+        assert_eq!(e, page_fault(0x10_0ffe, 0x3));
+        assert!(dev.0.is_empty());
     }
 }
