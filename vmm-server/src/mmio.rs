@@ -433,7 +433,7 @@ pub fn string_io(
     let mut count = 0;
     let mut fault = None;
     while count < total.min(REP_LIMIT) {
-        let va = cx.linear(run, u32::from(op)).ok_or_else(|| cx.unsupported())?;
+        let va = cx.linear(run, op).ok_or_else(|| cx.unsupported())?;
         let mut buf = [0u8; 4];
         let b = &mut buf[..usize::from(size)];
         let r = if write {
