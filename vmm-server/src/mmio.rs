@@ -9,6 +9,13 @@
 //! (the RAM half of `movs`) through [`GuestMemory`], and registers, flags and
 //! RIP are updated in the run page as the hardware would have.
 //!
+//! Every guest memory operand that is not the faulting device access (the
+//! RAM half of `movs`, the other page of an access that straddles a page
+//! boundary, the buffer of `ins`/`outs` in [`string_io`]) goes through
+//! [`GuestMemory`] with the vCPU's paging checks; a refusal comes back as
+//! [`EmulateError::Fault`] carrying the exception the guest takes
+//! ([`MemFault::exception`]: #PF with its error code and CR2, or #GP).
+//!
 //! The instruction bytes are guest input: anything this module does not
 //! recognise, or that does not touch the faulting address, comes back as an
 //! error carrying the bytes, never a panic and never a silent skip.
