@@ -9,6 +9,13 @@
 //! (the RAM half of `movs`) through [`GuestMemory`], and registers, flags and
 //! RIP are updated in the run page as the hardware would have.
 //!
+//! Every guest memory operand that is not the faulting device access (the
+//! RAM half of `movs`, the other page of an access that straddles a page
+//! boundary, the buffer of `ins`/`outs` in [`string_io`]) goes through
+//! [`GuestMemory`] with the vCPU's paging checks; a refusal comes back as
+//! [`EmulateError::Fault`] carrying the exception the guest takes
+//! ([`MemFault::exception`]: #PF with its error code and CR2, or #GP).
+//!
 //! The instruction bytes are guest input: anything this module does not
 //! recognise, or that does not touch the faulting address, comes back as an
 //! error carrying the bytes, never a panic and never a silent skip.
@@ -110,23 +117,73 @@ pub fn cpu_mode(run: &VcpuRun) -> CpuMode {
     }
 }
 
-/// A guest-virtual access that does not reach guest RAM (not mapped by the
-/// guest's page tables, or mapped to something that is not RAM).
+/// How an instruction uses a linear address: decides the paging checks
+/// (SDM Vol. 3A §4.6, AMD APM Vol. 2 §5.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessKind {
+    Read,
+    Write,
+    /// An instruction fetch.
+    Fetch,
+}
+
+/// Why a guest-virtual access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The guest's paging refuses the access: the vCPU takes a page fault
+    /// (#PF) with this error code and CR2 = the address (SDM Vol. 3A §4.7).
+    Page { error_code: u32 },
+    /// A non-canonical address: #GP(0) (SDM Vol. 3A §3.3.7.1).
+    General,
+    /// The guest may access it, but it lands on guest-physical memory that
+    /// is not RAM (another device: the VMM refuses, it does not guess).
+    NotRam { gpa: u64 },
+}
+
+/// A guest-virtual access that does not reach guest RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemFault {
     /// The first guest-virtual (linear) address that failed.
     pub gva: u64,
+    pub kind: FaultKind,
+}
+
+impl MemFault {
+    /// What the vCPU takes for this fault, in the run page's `inject`
+    /// encoding, and the CR2 that goes with it; `None` for a fault the
+    /// guest cannot be told about (not RAM).
+    pub fn exception(&self) -> Option<(u64, Option<u64>)> {
+        const VALID: u64 = 1 << 31;
+        const EXCEPTION: u64 = 3 << 8;
+        const ERROR_VALID: u64 = 1 << 11;
+        match self.kind {
+            FaultKind::Page { error_code } => {
+                Some((VALID | EXCEPTION | ERROR_VALID | 14 | u64::from(error_code) << 32, Some(self.gva)))
+            }
+            FaultKind::General => Some((VALID | EXCEPTION | ERROR_VALID | 13, None)),
+            FaultKind::NotRam { .. } => None,
+        }
+    }
 }
 
 /// Guest RAM as the vCPU sees it: linear addresses, translated through the
-/// guest's page tables by the implementation.
+/// guest's page tables by the implementation with the vCPU's permission
+/// checks (CPL, U/S, R/W with CR0.WP, NX, SMEP, SMAP).
 pub trait GuestMemory {
+    /// A data read at `gva`: as [`GuestMemory::check`] with
+    /// [`AccessKind::Read`] for every page it touches, then the copy.
     fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), MemFault>;
+    /// A data write: every page is checked before any byte is written.
     fn write(&mut self, gva: u64, data: &[u8]) -> Result<(), MemFault>;
-    /// The guest-physical address of `gva`, if the implementation can tell.
-    /// Only used to decide which side of a `movs` is the MMIO one when the
-    /// page offsets alone cannot (both sides at the same offset); `None`
-    /// means "unknown".
+    /// An instruction fetch (execute permission).
+    fn fetch(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), MemFault>;
+    /// Whether the vCPU may make an access of `kind` at `gva`, and the
+    /// guest-physical address it reaches (RAM or not).
+    fn check(&mut self, gva: u64, kind: AccessKind) -> Result<u64, MemFault>;
+    /// The guest-physical address of `gva`, if the implementation can tell,
+    /// whatever the permissions. Only used to decide which side of a `movs`
+    /// is the MMIO one when the page offsets alone cannot (both sides at the
+    /// same offset); `None` means "unknown".
     fn translate(&mut self, _gva: u64) -> Option<u64> {
         None
     }
@@ -157,12 +214,12 @@ pub fn fetch(mem: &mut impl GuestMemory, run: &VcpuRun) -> Result<([u8; MAX_INSN
         // Page by page, so a fault on the second page keeps the first.
         let in_page = (PAGE_OFFSET_MASK + 1 - (at & PAGE_OFFSET_MASK)) as usize;
         let n = in_page.min(MAX_INSN_LEN - got);
-        if mem.read(at, &mut bytes[got..got + n]).is_err() {
+        if mem.fetch(at, &mut bytes[got..got + n]).is_err() {
             // The implementation may fault at a finer grain: go byte-wise.
             let mut byte = [0u8];
-            if mem.read(at, &mut byte).is_err() {
+            if let Err(fault) = mem.fetch(at, &mut byte) {
                 if got == 0 {
-                    return Err(MemFault { gva: at });
+                    return Err(fault);
                 }
                 break;
             }
@@ -210,9 +267,17 @@ pub enum EmulateError {
     /// faulting address (the code changed under us, or the exit was not a
     /// data access of this instruction).
     NotMmio { rip: u64, gpa: u64, bytes: [u8; MAX_INSN_LEN], len: usize },
-    /// The RAM side of a `movs` faulted on the first iteration (the VMM
-    /// should inject a page fault).
+    /// The guest memory side of the instruction (the RAM half of `movs`,
+    /// `ins`/`outs`'s buffer, the other page of a split access) faulted:
+    /// the VMM injects the exception [`MemFault::exception`] names, or, for
+    /// memory that is not RAM, refuses.
     Fault { rip: u64, fault: MemFault },
+    /// A port I/O exit whose instruction at RIP is not the `ins`/`outs`
+    /// the hardware reported (the code changed under us).
+    NotPortIo { rip: u64, port: u16, bytes: [u8; MAX_INSN_LEN], len: usize },
+    /// An access that straddles a page boundary with a device on both
+    /// sides (not emulated: which device gets which bytes is not defined).
+    Straddle { rip: u64, gva: u64, gpa: u64 },
 }
 
 struct Hex<'a>(&'a [u8]);
@@ -240,9 +305,28 @@ impl fmt::Display for EmulateError {
                 "the instruction at rip {rip:#x} ({}) does not access the faulting address {gpa:#x}",
                 Hex(&bytes[..len.min(MAX_INSN_LEN)])
             ),
-            EmulateError::Fault { rip, fault } => {
-                write!(f, "the instruction at rip {rip:#x} faulted on guest RAM at {:#x}", fault.gva)
-            }
+            EmulateError::Fault { rip, fault } => match fault.kind {
+                FaultKind::NotRam { gpa } => write!(
+                    f,
+                    "the instruction at rip {rip:#x} reaches {:#x} (guest-physical {gpa:#x}), which is not RAM",
+                    fault.gva
+                ),
+                FaultKind::Page { error_code } => {
+                    write!(f, "the instruction at rip {rip:#x} page-faults at {:#x} (error code {error_code:#x})", fault.gva)
+                }
+                FaultKind::General => {
+                    write!(f, "the instruction at rip {rip:#x} uses the non-canonical address {:#x}", fault.gva)
+                }
+            },
+            EmulateError::NotPortIo { rip, port, ref bytes, len } => write!(
+                f,
+                "the instruction at rip {rip:#x} ({}) is not the string I/O to port {port:#x} that exited",
+                Hex(&bytes[..len.min(MAX_INSN_LEN)])
+            ),
+            EmulateError::Straddle { rip, gva, gpa } => write!(
+                f,
+                "the instruction at rip {rip:#x} straddles a page boundary into {gva:#x} (guest-physical {gpa:#x}), another device page"
+            ),
         }
     }
 }
@@ -272,8 +356,121 @@ pub fn emulate(
     }
     match instr.op_kind(0) {
         OpKind::MemoryESDI | OpKind::MemoryESEDI | OpKind::MemoryESRDI => cx.string(run, mem, bus),
-        _ => cx.single(run, bus),
+        _ => cx.single(run, mem, bus),
     }
+}
+
+/// The I/O-port side of `ins`/`outs`: accesses of 1, 2 or 4 bytes.
+pub trait PortBus {
+    fn read(&mut self, port: u16, size: u8) -> u32;
+    fn write(&mut self, port: u16, size: u8, value: u32);
+}
+
+/// A string port I/O exit as the hardware reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortExit {
+    pub port: u16,
+    /// 1, 2 or 4.
+    pub size: u8,
+    /// `outs` (memory to port); `ins` otherwise.
+    pub write: bool,
+    pub rep: bool,
+}
+
+/// What [`string_io`] carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortDone {
+    /// Elements transferred.
+    pub count: u64,
+    /// RIP moved past the instruction (false: a `rep` with iterations
+    /// left; the guest re-executes it and exits again, as under KVM).
+    pub finished: bool,
+}
+
+/// Emulates the `ins`/`outs` in `bytes` (from [`fetch`]) at `run.rip` for
+/// the port I/O exit `exit`: at most [`REP_LIMIT`] elements, each between
+/// the port and guest memory at ES:rDI (`ins`) or seg:rSI (`outs`, with
+/// its segment override). Addresses and counts are as wide as the
+/// instruction's address size (16, 32 or 64 bits: RCX/RSI/RDI wrap there
+/// and their upper bits stay, or clear for 32 bits in 64-bit mode); in
+/// 64-bit mode only FS and GS bases apply (SDM Vol. 3A §3.4.4). RIP moves
+/// on only when the count reaches 0 (SDM Vol. 2B "REP"). A guest memory
+/// fault ends the instruction where it happened, as the hardware does:
+/// the registers count the elements done and the error names the fault
+/// for the VMM to inject (#PF with its error code and CR2); for `ins` the
+/// buffer is checked before the port is read, so no input is lost.
+pub fn string_io(
+    bytes: &[u8],
+    run: &mut VcpuRun,
+    exit: PortExit,
+    mem: &mut impl GuestMemory,
+    ports: &mut impl PortBus,
+) -> Result<PortDone, EmulateError> {
+    let mode = cpu_mode(run);
+    let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
+    let mut decoder = Decoder::with_ip(mode.bitness(), bytes, run.rip & mode.ip_mask(), DecoderOptions::NONE);
+    let instr = decoder.decode();
+    let mut shown = [0u8; MAX_INSN_LEN];
+    let len = if instr.is_invalid() { bytes.len() } else { instr.len() };
+    shown[..len].copy_from_slice(&bytes[..len]);
+    let cx = Cx { mode, instr, gpa: 0, rip: run.rip, bytes: shown, len };
+    let mismatch = || EmulateError::NotPortIo { rip: run.rip, port: exit.port, bytes: shown, len };
+    let (write, size) = match instr.mnemonic() {
+        Mnemonic::Insb => (false, 1),
+        Mnemonic::Insw => (false, 2),
+        Mnemonic::Insd => (false, 4),
+        Mnemonic::Outsb => (true, 1),
+        Mnemonic::Outsw => (true, 2),
+        Mnemonic::Outsd => (true, 4),
+        _ => return Err(mismatch()),
+    };
+    let rep = instr.has_rep_prefix() || instr.has_repne_prefix();
+    if instr.is_invalid() || write != exit.write || size != exit.size || rep != exit.rep {
+        return Err(mismatch());
+    }
+    let (op, reg) = if write { (1, RSI) } else { (0, RDI) };
+    let addr_size: u8 = match instr.op_kind(op) {
+        OpKind::MemoryESDI | OpKind::MemorySegSI => 2,
+        OpKind::MemoryESEDI | OpKind::MemorySegESI => 4,
+        OpKind::MemoryESRDI | OpKind::MemorySegRSI => 8,
+        _ => return Err(mismatch()),
+    };
+    let total = if rep { run.gprs[RCX] & mask(addr_size) } else { 1 };
+    let step = if run.rflags & DF != 0 { u64::from(size).wrapping_neg() } else { u64::from(size) };
+    let mut count = 0;
+    let mut fault = None;
+    while count < total.min(REP_LIMIT) {
+        let va = cx.linear(run, op).ok_or_else(|| cx.unsupported())?;
+        let mut buf = [0u8; 4];
+        let b = &mut buf[..usize::from(size)];
+        let r = if write {
+            mem.read(va, b).map(|()| ports.write(exit.port, size, u32::from_le_bytes(buf)))
+        } else {
+            check_range(mem, va, size, AccessKind::Write, mode).and_then(|()| {
+                b.copy_from_slice(&ports.read(exit.port, size).to_le_bytes()[..usize::from(size)]);
+                mem.write(va, b)
+            })
+        };
+        if let Err(f) = r {
+            fault = Some(f);
+            break;
+        }
+        let next = run.gprs[reg].wrapping_add(step);
+        run.gprs[reg] = merge(run.gprs[reg], next, addr_size, mode);
+        count += 1;
+    }
+    let left = total - count;
+    if rep {
+        run.gprs[RCX] = merge(run.gprs[RCX], left, addr_size, mode);
+    }
+    if let Some(fault) = fault {
+        return Err(EmulateError::Fault { rip: run.rip, fault });
+    }
+    let finished = left == 0;
+    if finished {
+        run.rip = cx.next_rip();
+    }
+    Ok(PortDone { count, finished })
 }
 
 /// One decoded instruction and where it came from.
@@ -380,8 +577,84 @@ fn mmio_address(linear: u64, size: u8, gpa: u64) -> Option<u64> {
     (k < u64::from(size)).then(|| gpa.wrapping_sub(k))
 }
 
+/// Whether the vCPU may make an access of `kind` to all `len` bytes at
+/// `gva` (both pages where they straddle a boundary).
+fn check_range(mem: &mut impl GuestMemory, gva: u64, len: u8, kind: AccessKind, mode: CpuMode) -> Result<(), MemFault> {
+    mem.check(gva, kind)?;
+    let last = gva.wrapping_add(u64::from(len.max(1)) - 1) & mode.linear_mask();
+    if !same_page(gva, last) {
+        mem.check(last & !PAGE_OFFSET_MASK, kind)?;
+    }
+    Ok(())
+}
+
 fn same_page(a: u64, b: u64) -> bool {
     a >> PAGE_SHIFT == b >> PAGE_SHIFT
+}
+
+/// A memory operand's bytes: `dev_len` of them from byte `dev_at` on the
+/// device at `dev_gpa`, the rest (`ram`: linear address, offset in the
+/// operand, length) in guest RAM on the next or previous page.
+#[derive(Clone, Copy)]
+struct Target {
+    dev_gpa: u64,
+    dev_at: u8,
+    dev_len: u8,
+    ram: Option<(u64, u8, u8)>,
+}
+
+impl Target {
+    /// Reads the operand: the RAM part first, so a refusal leaves the
+    /// device untouched.
+    fn read(&self, bus: &mut impl MmioBus, mem: &mut impl GuestMemory) -> Result<u64, MemFault> {
+        let mut bytes = [0u8; 8];
+        if let Some((gva, at, len)) = self.ram {
+            mem.read(gva, &mut bytes[usize::from(at)..usize::from(at + len)])?;
+        }
+        let d = bus_read(bus, self.dev_gpa, self.dev_len).to_le_bytes();
+        let at = usize::from(self.dev_at);
+        bytes[at..at + usize::from(self.dev_len)].copy_from_slice(&d[..usize::from(self.dev_len)]);
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Writes the operand (the low bytes of `value`), RAM part first.
+    fn write(&self, bus: &mut impl MmioBus, mem: &mut impl GuestMemory, value: u64) -> Result<(), MemFault> {
+        let bytes = value.to_le_bytes();
+        if let Some((gva, at, len)) = self.ram {
+            mem.write(gva, &bytes[usize::from(at)..usize::from(at + len)])?;
+        }
+        let at = usize::from(self.dev_at);
+        let mut d = [0u8; 8];
+        d[..usize::from(self.dev_len)].copy_from_slice(&bytes[at..at + usize::from(self.dev_len)]);
+        bus_write(bus, self.dev_gpa, self.dev_len, u64::from_le_bytes(d));
+        Ok(())
+    }
+}
+
+/// The device accesses for `len` (1 to 8) bytes at `gpa`: one of 1, 2, 4 or
+/// 8 bytes where `len` is one of those, otherwise the largest naturally
+/// aligned pieces that fit (the part of a split access on one page).
+fn bus_pieces(gpa: u64, len: u8, mut f: impl FnMut(u64, u8, u32)) {
+    if matches!(len, 1 | 2 | 4 | 8) {
+        return f(gpa, len, 0);
+    }
+    let mut done = 0u8;
+    while done < len {
+        let at = gpa.wrapping_add(u64::from(done));
+        let n = [8u8, 4, 2, 1].into_iter().find(|&n| n <= len - done && at % u64::from(n) == 0).unwrap_or(1);
+        f(at, n, 8 * u32::from(done));
+        done += n;
+    }
+}
+
+fn bus_read(bus: &mut impl MmioBus, gpa: u64, len: u8) -> u64 {
+    let mut v = 0;
+    bus_pieces(gpa, len, |at, n, shift| v |= (bus.read(at, n) & mask(n)) << shift);
+    v
+}
+
+fn bus_write(bus: &mut impl MmioBus, gpa: u64, len: u8, value: u64) {
+    bus_pieces(gpa, len, |at, n, shift| bus.write(at, n, (value >> shift) & mask(n)));
 }
 
 /// The arithmetic and logic operations, with their flags per SDM Vol. 2.
@@ -538,8 +811,38 @@ impl Cx {
         Some(va & self.mode.linear_mask())
     }
 
+    /// Where the `size` bytes at `linear` go, the access having exited at
+    /// `self.gpa`: all on the device page, or (an access that straddles a
+    /// page boundary) split between the device and the other page, which
+    /// is translated on its own with the vCPU's checks for `kind` (a
+    /// refusal is the guest's page fault) and must be RAM: a device on both
+    /// sides is refused, never guessed at.
+    fn locate(&self, linear: u64, size: u8, kind: AccessKind, mem: &mut impl GuestMemory) -> Result<Target, EmulateError> {
+        // `gpa` is byte `k` of the access (page offsets agree between
+        // linear and physical addresses).
+        let k = (self.gpa & PAGE_OFFSET_MASK).wrapping_sub(linear & PAGE_OFFSET_MASK) & PAGE_OFFSET_MASK;
+        if k >= u64::from(size) {
+            return Err(self.not_mmio());
+        }
+        let first_len = (PAGE_OFFSET_MASK + 1 - (linear & PAGE_OFFSET_MASK)).min(u64::from(size)) as u8;
+        if first_len == size {
+            return Ok(Target { dev_gpa: self.gpa - k, dev_at: 0, dev_len: size, ram: None });
+        }
+        let second = linear.wrapping_add(u64::from(first_len)) & self.mode.linear_mask();
+        let (dev_gpa, dev_at, dev_len, other) = if k < u64::from(first_len) {
+            (self.gpa - k, 0, first_len, (second, first_len, size - first_len))
+        } else {
+            (self.gpa - (k - u64::from(first_len)), first_len, size - first_len, (linear, 0, first_len))
+        };
+        let other_gpa = mem.check(other.0, kind).map_err(|fault| EmulateError::Fault { rip: self.rip, fault })?;
+        if same_page(other_gpa, dev_gpa) {
+            return Err(EmulateError::Straddle { rip: self.rip, gva: other.0, gpa: other_gpa });
+        }
+        Ok(Target { dev_gpa, dev_at, dev_len, ram: Some(other) })
+    }
+
     /// Instructions with one explicit memory operand.
-    fn single(&self, run: &mut VcpuRun, bus: &mut impl MmioBus) -> Result<Done, EmulateError> {
+    fn single(&self, run: &mut VcpuRun, mem: &mut impl GuestMemory, bus: &mut impl MmioBus) -> Result<Done, EmulateError> {
         let instr = &self.instr;
         let mnemonic = instr.mnemonic();
         let mut ops = [Operand::Mem; 2];
@@ -587,7 +890,21 @@ impl Cx {
                 _ => return Err(self.unsupported()),
             }
         }
-        let at = mmio_address(linear, size, self.gpa).ok_or_else(|| self.not_mmio())?;
+        // Whether the instruction writes its memory operand (for the
+        // paging checks of a part that is not on the device page).
+        let writes = match (mnemonic, ops) {
+            (Mnemonic::Mov, [Operand::Mem, _]) => true,
+            (Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc | Mnemonic::Xchg, _) => true,
+            (Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Neg | Mnemonic::Not, _) => true,
+            (_, [Operand::Mem, _]) => Alu::from_mnemonic(mnemonic).is_some_and(Alu::writes),
+            _ => false,
+        };
+        let kind = if writes { AccessKind::Write } else { AccessKind::Read };
+        let t = self.locate(linear, size, kind, mem)?;
+        let at = t.dev_gpa;
+        let fault = |fault| EmulateError::Fault { rip: self.rip, fault };
+        let rd = |bus: &mut _, mem: &mut _| t.read(bus, mem).map_err(fault);
+        let wr = |bus: &mut _, mem: &mut _, v| t.write(bus, mem, v).map_err(fault);
         let value = |op: Operand, run: &VcpuRun| match op {
             Operand::Reg(r) => r.get(run),
             Operand::Imm(i) => i & mask(size),
@@ -597,67 +914,68 @@ impl Cx {
 
         let access = match (mnemonic, ops) {
             (Mnemonic::Mov, [Operand::Mem, src]) => {
-                bus.write(at, size, value(*src, run));
+                wr(bus, mem, value(*src, run))?;
                 Access::Write
             }
             (Mnemonic::Mov, [Operand::Reg(dst), Operand::Mem]) if dst.size == size => {
-                let v = bus.read(at, size);
+                let v = rd(bus, mem)?;
                 dst.set(run, self.mode, v);
                 Access::Read
             }
             (Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd, [Operand::Reg(dst), Operand::Mem]) => {
-                let v = bus.read(at, size) & mask(size);
+                let v = rd(bus, mem)? & mask(size);
                 let v = if mnemonic == Mnemonic::Movzx { v } else { sign_extend(v, size) };
                 dst.set(run, self.mode, v);
                 Access::Read
             }
             (Mnemonic::Xchg, [Operand::Mem, Operand::Reg(r)] | [Operand::Reg(r), Operand::Mem]) if r.size == size => {
-                let old = bus.read(at, size);
-                bus.write(at, size, r.get(run));
+                let old = rd(bus, mem)?;
+                wr(bus, mem, r.get(run))?;
                 r.set(run, self.mode, old);
                 Access::ReadWrite
             }
             (Mnemonic::Inc | Mnemonic::Dec, [Operand::Mem]) => {
-                let old = bus.read(at, size);
+                let old = rd(bus, mem)?;
                 // Like add/sub of 1, but CF is kept.
                 let (r, f) = if mnemonic == Mnemonic::Inc {
                     add_flags(old & mask(size), 1, 0, size, run.rflags)
                 } else {
                     sub_flags(old & mask(size), 1, 0, size, run.rflags)
                 };
-                bus.write(at, size, r);
+                wr(bus, mem, r)?;
                 run.rflags = (f & !CF) | (run.rflags & CF);
                 Access::ReadWrite
             }
             (Mnemonic::Neg, [Operand::Mem]) => {
-                let old = bus.read(at, size);
+                let old = rd(bus, mem)?;
                 let (r, f) = sub_flags(0, old & mask(size), 0, size, run.rflags);
-                bus.write(at, size, r);
+                wr(bus, mem, r)?;
                 run.rflags = f;
                 Access::ReadWrite
             }
             (Mnemonic::Not, [Operand::Mem]) => {
-                let old = bus.read(at, size);
-                bus.write(at, size, !old & mask(size));
+                let old = rd(bus, mem)?;
+                wr(bus, mem, !old & mask(size))?;
                 Access::ReadWrite
             }
             (Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc, _) => {
-                let old = bus.read(at, size);
+                let old = rd(bus, mem)?;
                 let set = old >> bit & 1 != 0;
-                run.rflags = (run.rflags & !CF) | u64::from(set);
                 let new = match mnemonic {
                     Mnemonic::Bts => Some(old | 1 << bit),
                     Mnemonic::Btr => Some(old & !(1 << bit)),
                     Mnemonic::Btc => Some(old ^ 1 << bit),
                     _ => None,
                 };
-                match new {
+                let access = match new {
                     Some(new) => {
-                        bus.write(at, size, new & mask(size));
+                        wr(bus, mem, new & mask(size))?;
                         Access::ReadWrite
                     }
                     None => Access::Read,
-                }
+                };
+                run.rflags = (run.rflags & !CF) | u64::from(set);
+                access
             }
             (_, [a, b]) if Alu::from_mnemonic(mnemonic).is_some() => {
                 let alu = Alu::from_mnemonic(mnemonic).ok_or_else(|| self.unsupported())?;
@@ -666,14 +984,13 @@ impl Cx {
                 {
                     return Err(self.unsupported());
                 }
-                let mem = bus.read(at, size);
-                let fetch = |op: Operand, run: &VcpuRun| if let Operand::Mem = op { mem } else { value(op, run) };
+                let m = rd(bus, mem)?;
+                let fetch = |op: Operand, run: &VcpuRun| if let Operand::Mem = op { m } else { value(op, run) };
                 let (result, flags) = alu.apply(fetch(*a, run), fetch(*b, run), size, run.rflags);
-                run.rflags = flags;
-                match (alu.writes(), a) {
+                let access = match (alu.writes(), a) {
                     (false, _) => Access::Read,
                     (true, Operand::Mem) => {
-                        bus.write(at, size, result);
+                        wr(bus, mem, result)?;
                         Access::ReadWrite
                     }
                     (true, Operand::Reg(r)) => {
@@ -681,7 +998,9 @@ impl Cx {
                         Access::Read
                     }
                     (true, Operand::Imm(_)) => return Err(self.unsupported()),
-                }
+                };
+                run.rflags = flags;
+                access
             }
             _ => return Err(self.unsupported()),
         };
@@ -725,7 +1044,11 @@ impl Cx {
         let src = |run: &VcpuRun| self.linear(run, 1).ok_or_else(|| self.unsupported());
         let mmio_is_dst = stos || self.movs_destination_is_mmio(size, src(run)?, dst(run)?, mem)?;
         let first = if mmio_is_dst { dst(run)? } else { src(run)? };
-        let phys0 = mmio_address(first, size, self.gpa).ok_or_else(|| self.not_mmio())?;
+        let kind = if mmio_is_dst { AccessKind::Write } else { AccessKind::Read };
+        // The first element is where the exit was; it may straddle a page
+        // boundary (then it is the only one done here).
+        let t0 = self.locate(first, size, kind, mem)?;
+        let phys0 = t0.dev_gpa;
         done.gpa = phys0;
         done.access = if mmio_is_dst { Access::Write } else { Access::Read };
 
@@ -734,37 +1057,43 @@ impl Cx {
             let next = run.gprs[reg].wrapping_add(step);
             run.gprs[reg] = merge(run.gprs[reg], next, addr_size, self.mode);
         };
-        let limit = total.min(REP_LIMIT);
+        let limit = if t0.ram.is_some() { 1 } else { total.min(REP_LIMIT) };
         while done.count < limit {
             let (d, s) = (dst(run)?, if stos { 0 } else { src(run)? });
             let linear = if mmio_is_dst { d } else { s };
-            let at = phys0.wrapping_add(linear.wrapping_sub(first));
-            let last = at.wrapping_add(u64::from(size) - 1);
-            if done.count > 0 && !(same_page(at, phys0) && same_page(last, phys0)) {
-                // Past the device page: the guest re-executes the rest
-                // itself (it exits again if that is MMIO too).
-                break;
-            }
+            let t = if done.count == 0 {
+                t0
+            } else {
+                let at = phys0.wrapping_add(linear.wrapping_sub(first));
+                let last = at.wrapping_add(u64::from(size) - 1);
+                if !(same_page(at, phys0) && same_page(last, phys0)) {
+                    // Past the device page: the guest re-executes the rest
+                    // itself (it exits again if that is MMIO too).
+                    break;
+                }
+                Target { dev_gpa: at, dev_at: 0, dev_len: size, ram: None }
+            };
+            // A fault on the RAM side: on the first element it is the
+            // guest's (RIP stays, the registers count the elements done);
+            // later, the guest re-executes and faults there itself.
             let fault = |fault| EmulateError::Fault { rip: self.rip, fault };
-            if stos {
-                bus.write(at, size, run.gprs[RAX] & mask(size));
+            let r = if stos {
+                t.write(bus, mem, run.gprs[RAX] & mask(size))
             } else if mmio_is_dst {
                 let mut buf = [0u8; 8];
-                if let Err(f) = mem.read(s, &mut buf[..size as usize]) {
-                    if done.count == 0 {
-                        return Err(fault(f));
-                    }
-                    break;
-                }
-                bus.write(at, size, u64::from_le_bytes(buf));
+                mem.read(s, &mut buf[..size as usize]).and_then(|()| t.write(bus, mem, u64::from_le_bytes(buf)))
             } else {
-                let v = bus.read(at, size).to_le_bytes();
-                if let Err(f) = mem.write(d, &v[..size as usize]) {
-                    if done.count == 0 {
-                        return Err(fault(f));
-                    }
-                    break;
+                // May the guest write the destination? Asked before the
+                // device is read, so a refusal loses nothing.
+                check_range(mem, d, size, AccessKind::Write, self.mode)
+                    .and_then(|()| t.read(bus, mem))
+                    .and_then(|v| mem.write(d, &v.to_le_bytes()[..size as usize]))
+            };
+            if let Err(f) = r {
+                if done.count == 0 {
+                    return Err(fault(f));
                 }
+                break;
             }
             advance(run, RDI);
             if !stos {
@@ -797,8 +1126,14 @@ impl Cx {
         let mut dst_ok = mmio_address(dst, size, self.gpa).is_some();
         if src_ok && dst_ok {
             let on_page = |p: Option<u64>| p.is_none_or(|p| same_page(p, self.gpa));
-            src_ok = on_page(mem.translate(src));
-            dst_ok = on_page(mem.translate(dst));
+            let (src_t, dst_t) = (mem.translate(src), mem.translate(dst));
+            src_ok = on_page(src_t);
+            dst_ok = on_page(dst_t);
+            // A side known to map to the page beats one that is unknown.
+            if src_ok && dst_ok && src_t.is_some() != dst_t.is_some() {
+                src_ok = src_t.is_some();
+                dst_ok = dst_t.is_some();
+            }
             if src_ok && dst_ok {
                 // Still both: probe the source as RAM (reading RAM has no
                 // side effects).

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use kcore::testproto::PREFIX;
 use libipc::sys;
 use testguest::protocol::{self as p, Test};
-use vmm_server::mmio::{self, GuestMemory, MemFault, MmioBus};
+use vmm_server::mmio::{self, AccessKind, FaultKind, GuestMemory, MemFault, MmioBus};
 
 const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 const RAM_PAGES: u64 = 1024; // 4 MiB of guest RAM
@@ -434,8 +434,10 @@ impl GuestRam {
         while done < len {
             let va = gva.wrapping_add(done as u64);
             let n = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(len - done);
-            let pa = translate_with(self.cr0, self.cr3, va).ok_or(MemFault { gva: va })? as usize;
-            let end = pa.checked_add(n).filter(|&end| end <= ram().len()).ok_or(MemFault { gva: va })?;
+            let pa = translate_with(self.cr0, self.cr3, va)
+                .ok_or(MemFault { gva: va, kind: FaultKind::Page { error_code: 0 } })? as usize;
+            let not_ram = MemFault { gva: va, kind: FaultKind::NotRam { gpa: pa as u64 } };
+            let end = pa.checked_add(n).filter(|&end| end <= ram().len()).ok_or(not_ram)?;
             f(done, pa..end);
             done += n;
         }
@@ -450,6 +452,14 @@ impl GuestMemory for GuestRam {
     }
     fn write(&mut self, gva: u64, data: &[u8]) -> Result<(), MemFault> {
         self.pieces(gva, data.len(), |at, r| ram()[r.clone()].copy_from_slice(&data[at..at + r.len()]))
+    }
+    fn fetch(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.read(gva, buf)
+    }
+    /// The test guest runs everything at CPL 0 on tables that grant all
+    /// rights: only presence is checked.
+    fn check(&mut self, gva: u64, _kind: AccessKind) -> Result<u64, MemFault> {
+        translate_with(self.cr0, self.cr3, gva).ok_or(MemFault { gva, kind: FaultKind::Page { error_code: 0 } })
     }
     fn translate(&mut self, gva: u64) -> Option<u64> {
         translate_with(self.cr0, self.cr3, gva)

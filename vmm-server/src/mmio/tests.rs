@@ -20,16 +20,33 @@ struct Ram {
     bytes: Vec<u8>,
     /// Answer `translate` (identity) instead of "unknown".
     translates: bool,
+    /// Pages (linear) the guest's paging refuses, with the error code.
+    refused: Vec<(u64, u32)>,
 }
 
 impl Ram {
     fn new() -> Ram {
-        Ram { bytes: vec![0; RAM_BYTES], translates: false }
+        Ram { bytes: vec![0; RAM_BYTES], translates: false, refused: Vec::new() }
+    }
+
+    /// Linear = physical, every page allowed but the `refused` ones.
+    fn allowed(&self, gva: u64, len: usize) -> Result<(), MemFault> {
+        let last = gva.wrapping_add(len.max(1) as u64 - 1);
+        for &(page, error_code) in &self.refused {
+            if gva >> 12 == page >> 12 {
+                return Err(MemFault { gva, kind: FaultKind::Page { error_code } });
+            }
+            if last >> 12 == page >> 12 {
+                return Err(MemFault { gva: page, kind: FaultKind::Page { error_code } });
+            }
+        }
+        Ok(())
     }
 
     fn range(&self, gva: u64, len: usize) -> Result<core::ops::Range<usize>, MemFault> {
+        self.allowed(gva, len)?;
         let start = gva.checked_sub(RAM).filter(|&o| o as usize + len <= self.bytes.len());
-        start.map(|o| o as usize..o as usize + len).ok_or(MemFault { gva })
+        start.map(|o| o as usize..o as usize + len).ok_or(MemFault { gva, kind: FaultKind::NotRam { gpa: gva } })
     }
 }
 
@@ -43,6 +60,12 @@ impl GuestMemory for Ram {
         let r = self.range(gva, data.len())?;
         self.bytes[r].copy_from_slice(data);
         Ok(())
+    }
+    fn fetch(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.read(gva, buf)
+    }
+    fn check(&mut self, gva: u64, _kind: AccessKind) -> Result<u64, MemFault> {
+        self.allowed(gva, 1).map(|()| gva)
     }
     fn translate(&mut self, gva: u64) -> Option<u64> {
         self.translates.then_some(gva)
@@ -437,9 +460,16 @@ fn rep_is_capped_and_stops_at_the_page_end() {
     // 100 dwords from 0xff0: 4 fit in the page.
     let (run, bus, _) = run64(&[0xf3, 0xab], &[(7, DEV + 0xff0), (RCX, 100)], DEV + 0xff0, &[]);
     assert_eq!((bus.log.len(), run.gprs[RCX], run.rip), (4, 96, 0x1000));
-    // A dword that straddles the page end is done when it is the first.
-    let (run, bus, _) = run64(&[0xf3, 0xab], &[(7, DEV + 0xffe), (RCX, 2)], DEV + 0xffe, &[]);
-    assert_eq!((bus.log.len(), run.gprs[RCX]), (1, 1));
+    // A dword that straddles the page end into RAM is done (split) when
+    // it is the first, and alone.
+    let mut run = vcpu(CpuMode::Long64);
+    let (mut ram, mut bus) = (Ram::new(), Bus::at(RAM - 0x1000));
+    run.gprs[7] = RAM - 2;
+    run.gprs[RCX] = 2;
+    run.gprs[RAX] = 0x4433_2211;
+    go(&[0xf3, 0xab], &mut run, RAM - 2, &mut ram, &mut bus).unwrap();
+    assert_eq!(bus.log, [(Op::W, RAM - 2, 2, 0x2211)]);
+    assert_eq!((&ram.bytes[..2], run.gprs[RCX], run.gprs[7]), (&[0x33, 0x44][..], 1, RAM + 2));
     // Qwords: the page holds 512 of them.
     let (run, _, done) = run64(&[0xf3, 0x48, 0xab], &[(7, DEV), (RCX, 5000)], DEV, &[]);
     assert_eq!((done.count, run.gprs[RCX]), (512, 5000 - 512));
@@ -497,7 +527,7 @@ fn rep_movs_between_ram_and_device() {
     run.gprs[6] = 0x10; // not RAM
     run.gprs[7] = DEV;
     let e = go(&[0xa4], &mut run, DEV, &mut ram, &mut bus).unwrap_err();
-    assert_eq!(e, EmulateError::Fault { rip: 0x1000, fault: MemFault { gva: 0x10 } });
+    assert_eq!(e, EmulateError::Fault { rip: 0x1000, fault: MemFault { gva: 0x10, kind: FaultKind::NotRam { gpa: 0x10 } } });
     assert_eq!(run.rip, 0x1000);
     // ... and ends the rep (RIP stays) on a later one.
     let mut run = vcpu(CpuMode::Long64);
@@ -646,7 +676,7 @@ fn fetch_reads_cs_rip_and_stops_at_a_fault() {
     let (bytes, n) = fetch(&mut ram, &run).unwrap();
     assert_eq!((n, bytes[0]), (5, 0xfb));
     run.rip = 0x10;
-    assert_eq!(fetch(&mut ram, &run), Err(MemFault { gva: 0x10 }));
+    assert_eq!(fetch(&mut ram, &run), Err(MemFault { gva: 0x10, kind: FaultKind::NotRam { gpa: 0x10 } }));
     // Real mode: CS.base + IP.
     let mut run = vcpu(CpuMode::Real16);
     run.segments[1].base = RAM;
@@ -770,11 +800,189 @@ fn fuzz_never_panics() {
                 assert_eq!((run.gprs, run.rip, run.rflags), (before.gprs, before.rip, before.rflags));
                 assert!(bus.log.is_empty());
             }
-            Err(EmulateError::Fault { .. }) => {
+            Err(EmulateError::Fault { .. } | EmulateError::Straddle { .. }) => {
                 assert_eq!(run.rip, before.rip);
             }
+            Err(e @ EmulateError::NotPortIo { .. }) => panic!("{e} from emulate"),
         }
     }
     // The loop must reach the emulation paths, not only the error ones.
     assert!(ok > 20_000, "only {ok} of 200000 emulated ({aimed} aimed)");
+}
+
+/// A port that answers 1, 2, 3 … and records what it is given.
+#[derive(Default)]
+struct Port {
+    next: u32,
+    reads: u32,
+    writes: Vec<(u16, u8, u32)>,
+}
+
+impl PortBus for Port {
+    fn read(&mut self, _port: u16, size: u8) -> u32 {
+        self.reads += 1;
+        self.next += 1;
+        self.next & mask(size) as u32
+    }
+    fn write(&mut self, port: u16, size: u8, value: u32) {
+        self.writes.push((port, size, value));
+    }
+}
+
+const INSB: PortExit = PortExit { port: 0x1f0, size: 1, write: false, rep: true };
+
+/// Issue finding 22: a `rep ins` longer than one batch leaves RIP on the
+/// instruction (the guest re-executes it), so every element arrives.
+#[test]
+fn finding22_rep_ins_keeps_rip_until_the_count_is_done() {
+    let mut run = vcpu(CpuMode::Long64);
+    let (mut ram, mut port) = (Ram::new(), Port::default());
+    let n = REP_LIMIT + 100;
+    run.gprs[7] = RAM;
+    run.gprs[RCX] = n;
+    let done = string_io(&[0xf3, 0x6c], &mut run, INSB, &mut ram, &mut port).unwrap();
+    assert_eq!(done, PortDone { count: REP_LIMIT, finished: false });
+    assert_eq!((run.rip, run.gprs[RCX], run.gprs[7]), (0x1000, 100, RAM + REP_LIMIT));
+    // The guest re-executes: the rest arrives, then RIP moves on.
+    let done = string_io(&[0xf3, 0x6c], &mut run, INSB, &mut ram, &mut port).unwrap();
+    assert_eq!(done, PortDone { count: 100, finished: true });
+    assert_eq!((run.rip, run.gprs[RCX], run.gprs[7]), (0x1002, 0, RAM + n));
+    assert!(ram.bytes[..n as usize].iter().enumerate().all(|(i, &b)| b == (i as u32 + 1) as u8));
+    // outsw downwards (DF), no rep: one element, RSI steps back.
+    let mut run = vcpu(CpuMode::Long64);
+    run.rflags |= DF;
+    run.gprs[6] = RAM + 0x10;
+    ram.bytes[0x10..0x12].copy_from_slice(&[0x34, 0x12]);
+    let out = PortExit { port: 0x60, size: 2, write: true, rep: false };
+    assert_eq!(string_io(&[0x66, 0x6f], &mut run, out, &mut ram, &mut port).unwrap(), PortDone { count: 1, finished: true });
+    assert_eq!((port.writes.as_slice(), run.gprs[6], run.rip), (&[(0x60, 2, 0x1234)][..], RAM + 0xe, 0x1002));
+}
+
+/// Issue finding 22: a fault on the guest buffer is the guest's #PF, with
+/// the registers counting the elements done; `ins` does not read the port
+/// for an element it cannot store.
+#[test]
+fn finding22_string_io_fault_is_a_page_fault_for_the_guest() {
+    let mut run = vcpu(CpuMode::Long64);
+    let mut ram = Ram::new();
+    ram.refused.push((RAM + 0x1000, 0x6));
+    let mut port = Port::default();
+    run.gprs[7] = RAM + 0xffd;
+    run.gprs[RCX] = 10;
+    let e = string_io(&[0xf3, 0x6c], &mut run, INSB, &mut ram, &mut port).unwrap_err();
+    let fault = MemFault { gva: RAM + 0x1000, kind: FaultKind::Page { error_code: 0x6 } };
+    assert_eq!(e, EmulateError::Fault { rip: 0x1000, fault });
+    assert_eq!((port.reads, run.gprs[RCX], run.gprs[7], run.rip), (3, 7, RAM + 0x1000, 0x1000));
+    // #PF, error code valid, the code in bits 32-63; CR2 is the address.
+    assert_eq!(fault.exception(), Some(((0x6 << 32) | (1 << 31) | (3 << 8) | (1 << 11) | 14, Some(RAM + 0x1000))));
+    // outs from a refused page: the port sees nothing.
+    let mut run = vcpu(CpuMode::Long64);
+    run.gprs[6] = RAM + 0x1000;
+    let out = PortExit { port: 0x80, size: 1, write: true, rep: false };
+    let e = string_io(&[0x6e], &mut run, out, &mut ram, &mut port).unwrap_err();
+    assert!(matches!(e, EmulateError::Fault { fault: MemFault { kind: FaultKind::Page { .. }, .. }, .. }));
+    assert!(port.writes.is_empty());
+    assert_eq!((run.rip, run.gprs[6]), (0x1000, RAM + 0x1000));
+}
+
+/// Issue finding 22: RCX/RSI/RDI are as wide as the instruction's address
+/// size, and in 64-bit mode the DS/ES bases do not apply (FS/GS do).
+#[test]
+fn finding22_string_io_honours_address_size_and_segments() {
+    let mut ram = Ram { bytes: vec![0; 0x1_0000], ..Ram::new() };
+    let mut port = Port::default();
+    // 32-bit code, `a16 rep insb`: CX counts, DI wraps at 64 KiB, the
+    // upper halves stay.
+    let mut run = vcpu(CpuMode::Protected32);
+    run.segments[0].base = RAM;
+    run.gprs[7] = 0xabcd_ffff;
+    run.gprs[RCX] = 0x1234_0002;
+    string_io(&[0x67, 0xf3, 0x6c], &mut run, INSB, &mut ram, &mut port).unwrap();
+    assert_eq!((ram.bytes[0xffff], ram.bytes[0]), (1, 2));
+    assert_eq!((run.gprs[7], run.gprs[RCX], run.rip), (0xabcd_0001, 0x1234_0000, 0x1003));
+    // 64-bit mode, `a32 rep insb`: ECX counts, EDI and ECX writes clear
+    // the upper halves; ES's base is ignored.
+    let mut run = vcpu(CpuMode::Long64);
+    run.segments[0].base = 0x5000_0000;
+    run.gprs[7] = 0xffff_ffff_0000_0000 | (RAM + 0x100);
+    run.gprs[RCX] = 0x1_0000_0003;
+    string_io(&[0x67, 0xf3, 0x6c], &mut run, INSB, &mut ram, &mut port).unwrap();
+    assert_eq!(&ram.bytes[0x100..0x103], &[3, 4, 5]);
+    assert_eq!((run.gprs[7], run.gprs[RCX]), (RAM + 0x103, 0));
+    // 64-bit `outsb` with DS's base set (ignored) and with an FS override
+    // (applied).
+    let mut run = vcpu(CpuMode::Long64);
+    run.segments[3].base = 0x7000_0000;
+    run.gprs[6] = RAM + 0x100;
+    let out = PortExit { port: 0x80, size: 1, write: true, rep: false };
+    string_io(&[0x6e], &mut run, out, &mut ram, &mut port).unwrap();
+    let mut run = vcpu(CpuMode::Long64);
+    run.segments[4].base = RAM;
+    run.gprs[6] = 0x101;
+    string_io(&[0x64, 0x6e], &mut run, out, &mut ram, &mut port).unwrap();
+    assert_eq!(port.writes, [(0x80, 1, 3), (0x80, 1, 4)]);
+}
+
+#[test]
+fn string_io_refuses_an_instruction_that_is_not_the_exit() {
+    let mut ram = Ram::new();
+    let mut port = Port::default();
+    for (bytes, exit) in [
+        (&[0x90][..], INSB),                                          // nop
+        (&[0x6c][..], INSB),                                          // no rep
+        (&[0xf3, 0x6d][..], INSB),                                    // insd
+        (&[0xf3, 0x6e][..], INSB),                                    // outsb
+        (&[0xf3][..], INSB),                                          // truncated
+    ] {
+        let mut run = vcpu(CpuMode::Long64);
+        run.gprs[7] = RAM;
+        run.gprs[RCX] = 4;
+        let before = run;
+        let e = string_io(bytes, &mut run, exit, &mut ram, &mut port).unwrap_err();
+        assert!(matches!(e, EmulateError::NotPortIo { port: 0x1f0, .. }), "{bytes:02x?}: {e}");
+        assert_eq!((run.gprs, run.rip), (before.gprs, before.rip));
+    }
+    assert_eq!(port.reads, 0);
+}
+
+/// Issue finding 24: an access that straddles the device page and the
+/// page next to it goes to each page separately (here linear = physical,
+/// so the device part must be at the device page's start, never before).
+#[test]
+fn finding24_straddling_access_is_split_at_the_page_boundary() {
+    // mov [rax], ecx with RAM's last 2 bytes, then the device page.
+    let dev = RAM + RAM_BYTES as u64;
+    let mut run = vcpu(CpuMode::Long64);
+    let (mut ram, mut bus) = (Ram::new(), Bus::at(dev));
+    run.gprs[RAX] = dev - 2;
+    run.gprs[RCX] = 0x4433_2211;
+    go(&[0x89, 0x08], &mut run, dev, &mut ram, &mut bus).unwrap();
+    assert_eq!(bus.log, [(Op::W, dev, 2, 0x4433)]);
+    assert_eq!(&ram.bytes[RAM_BYTES - 2..], &[0x11, 0x22]);
+    // mov rax, [rbx]: 3 bytes on the device page's end, 5 in RAM after it.
+    let mut bus = Bus::at(RAM - 0x1000);
+    bus.poke(RAM - 3, 2, 0xbbaa);
+    bus.poke(RAM - 1, 1, 0xcc);
+    ram.bytes[..5].copy_from_slice(&[1, 2, 3, 4, 5]);
+    let mut run = vcpu(CpuMode::Long64);
+    run.gprs[RBX] = RAM - 3;
+    go(&[0x48, 0x8b, 0x03], &mut run, RAM - 3, &mut ram, &mut bus).unwrap();
+    assert_eq!(run.gprs[RAX], 0x0504_0302_01cc_bbaa);
+    assert_eq!(bus.log, [(Op::R, RAM - 3, 1, 0xaa), (Op::R, RAM - 2, 2, 0xccbb)]);
+    // The other page refused by the guest's paging: its #PF, nothing done.
+    ram.refused.push((RAM, 0x7));
+    let mut bus = Bus::at(RAM - 0x1000);
+    let mut run = vcpu(CpuMode::Long64);
+    run.gprs[RBX] = RAM - 3;
+    let e = go(&[0x48, 0x89, 0x03], &mut run, RAM - 3, &mut ram, &mut bus).unwrap_err();
+    assert_eq!(e, EmulateError::Fault { rip: 0x1000, fault: MemFault { gva: RAM, kind: FaultKind::Page { error_code: 0x7 } } });
+    assert!(bus.log.is_empty());
+    // A device on both sides: refused, the device untouched.
+    let mut bus = Bus::at(DEV);
+    let mut run = vcpu(CpuMode::Long64);
+    run.gprs[RAX] = DEV + 0xffe;
+    let e = go(&[0x89, 0x08], &mut run, DEV + 0xffe, &mut ram, &mut bus).unwrap_err();
+    assert!(matches!(e, EmulateError::Fault { fault: MemFault { kind: FaultKind::NotRam { .. }, .. }, .. }), "{e}");
+    assert!(bus.log.is_empty());
+    assert_eq!(run.rip, 0x1000);
 }

@@ -121,7 +121,8 @@ fn io_exit(sh: &Shared, run: &mut VcpuRun) {
     let now = sh.now();
     let (port, size) = (run.port, run.size);
     if run.io_flags & 1 != 0 {
-        string_io(sh, run, now);
+        // RIP moves only when the whole `rep` is done.
+        return string_io(sh, run, now);
     } else if run.write != 0 {
         let mut mem = GuestRam::physical(&sh.ram);
         sh.platform.lock().io_write(port, size, (run.data & mask(size)) as u32, now, &mut mem);
@@ -137,41 +138,67 @@ fn io_exit(sh: &Shared, run: &mut VcpuRun) {
     run.load_state = abi::LOAD_GPRS;
 }
 
-/// `ins`/`outs` (with or without `rep`): element by element through the
-/// guest's page tables, DS:RSI for `outs` and ES:RDI for `ins` (segment
-/// overrides are not decoded; 64-bit guests have flat segments anyway).
+/// `ins`/`outs` (with or without `rep`), emulated by
+/// `vmm_server::mmio::string_io` from the instruction at RIP (its address
+/// size and segment override): a batch of elements per exit, RIP left on
+/// the instruction until RCX reaches 0 (the guest re-executes it, as under
+/// KVM), the guest's page-table permissions honoured and a fault on its
+/// buffer injected as the #PF the hardware would raise.
 fn string_io(sh: &Shared, run: &mut VcpuRun, now: u64) {
-    let rep = run.io_flags & 2 != 0;
-    let size = u64::from(run.size);
-    let count = if rep { run.gprs[1].min(4096) } else { 1 };
-    let down = run.rflags & (1 << 10) != 0;
-    let write = run.write != 0;
-    let (reg, seg) = if write { (6, 3) } else { (7, 0) };
-    // The operand by linear address; the device work by physical address.
-    let mut guest = GuestRam::for_vcpu(&sh.ram, run);
-    let mut phys = GuestRam::physical(&sh.ram);
-    let mut p = sh.platform.lock();
-    let mut done = 0;
-    while done < count {
-        let va = run.segments[seg].base.wrapping_add(run.gprs[reg]);
-        let mut buf = [0u8; 4];
-        let b = &mut buf[..size as usize];
-        if write {
-            if mmio::GuestMemory::read(&mut guest, va, b).is_err() {
-                break;
-            }
-            p.io_write(run.port, run.size, u32::from_le_bytes(buf), now, &mut phys);
-        } else {
-            b.copy_from_slice(&p.io_read(run.port, run.size, now).to_le_bytes()[..size as usize]);
-            if mmio::GuestMemory::write(&mut guest, va, b).is_err() {
-                break;
+    let exit = mmio::PortExit { port: run.port, size: run.size, write: run.write != 0, rep: run.io_flags & 2 != 0 };
+    let mut mem = GuestRam::for_vcpu(&sh.ram, run);
+    let bytes = match mmio::fetch(&mut mem, run) {
+        Ok(b) => b,
+        Err(fault) => return inject_fault(sh, run, fault, "fetching a string I/O instruction"),
+    };
+    let mut ports = Ports { platform: sh.platform.lock(), ram: &sh.ram, now };
+    let r = mmio::string_io(&bytes.0[..bytes.1], run, exit, &mut mem, &mut ports);
+    drop(ports);
+    run.load_state = abi::LOAD_GPRS;
+    match r {
+        Ok(_) => {
+            if exit.write && Platform::reprograms_timers(exit.port) {
+                let _ = sys::signal(sh.timer, 1);
             }
         }
-        run.gprs[reg] = if down { run.gprs[reg].wrapping_sub(size) } else { run.gprs[reg].wrapping_add(size) };
-        done += 1;
+        Err(mmio::EmulateError::Fault { fault, .. }) => inject_fault(sh, run, fault, "string I/O"),
+        Err(e) => sh.end(Ending::Error(format!("string I/O at port {:#x}: {e}", exit.port))),
     }
-    if rep {
-        run.gprs[1] -= done;
+}
+
+/// Hands a fault of the guest's own making back to it: #PF with the error
+/// code and CR2 (CR2 travels with the system state), or #GP(0). A fault
+/// that is no exception (memory that is not RAM) ends the VM.
+fn inject_fault(sh: &Shared, run: &mut VcpuRun, fault: mmio::MemFault, what: &str) {
+    match fault.exception() {
+        Some((event, cr2)) => {
+            run.inject = event;
+            if let Some(cr2) = cr2 {
+                run.cr2 = cr2;
+                run.load_state |= abi::LOAD_SYSTEM;
+            }
+        }
+        None => sh.end(Ending::Error(format!(
+            "{what} at rip {:#x}: {}",
+            run.rip,
+            mmio::EmulateError::Fault { rip: run.rip, fault }
+        ))),
+    }
+}
+
+/// The I/O-port bus of a string I/O exit.
+struct Ports<'a> {
+    platform: spin::MutexGuard<'a, Platform>,
+    ram: &'a SharedMemory,
+    now: u64,
+}
+
+impl mmio::PortBus for Ports<'_> {
+    fn read(&mut self, port: u16, size: u8) -> u32 {
+        self.platform.io_read(port, size, self.now)
+    }
+    fn write(&mut self, port: u16, size: u8, value: u32) {
+        self.platform.io_write(port, size, value, self.now, &mut GuestRam::physical(self.ram));
     }
 }
 
@@ -199,14 +226,30 @@ fn mmio_exit(sh: &Shared, run: &mut VcpuRun) -> Result<(), String> {
         b[..n].copy_from_slice(&run.insn[..n]);
         (b, n)
     } else {
-        mmio::fetch(&mut mem, run)
-            .map_err(|f| format!("MMIO at {gpa:#x}: cannot fetch the instruction at rip {:#x} ({:#x} unmapped)", run.rip, f.gva))?
+        match mmio::fetch(&mut mem, run) {
+            Ok(b) => b,
+            Err(fault) => {
+                inject_fault(sh, run, fault, "fetching an MMIO instruction");
+                return Ok(());
+            }
+        }
     };
     let mut bus = Bus { platform: sh.platform.lock(), ram: &sh.ram };
-    mmio::emulate(&bytes[..len], run, gpa, &mut mem, &mut bus)
-        .map_err(|e| format!("MMIO at {gpa:#x}, rip {:#x}: {e}", run.rip))?;
+    let r = mmio::emulate(&bytes[..len], run, gpa, &mut mem, &mut bus);
+    drop(bus);
+    // A `rep` may have done some elements before a fault: its registers
+    // say so either way.
     run.load_state = abi::LOAD_GPRS;
-    Ok(())
+    match r {
+        Ok(_) => Ok(()),
+        // The guest's own fault on its memory side (RAM half of `movs`,
+        // the other page of a split access): the exception it would take.
+        Err(mmio::EmulateError::Fault { fault, .. }) if fault.exception().is_some() => {
+            inject_fault(sh, run, fault, "MMIO");
+            Ok(())
+        }
+        Err(e) => Err(format!("MMIO at {gpa:#x}, rip {:#x}: {e}", run.rip)),
+    }
 }
 
 /// MSRs a Linux guest reads or writes on AMD and Intel CPUs that carry no
