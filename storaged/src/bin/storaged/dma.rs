@@ -8,9 +8,11 @@
 //! * DMA frames are contiguous kernel frames (`Sys::Create` of a frame,
 //!   physical address from `Sys::FrameInfo`), mapped read-write at addresses
 //!   from a bump allocator that never reuses a range.
-//! * Ring regions are DMA frames too, so `share` finds a buffer in the ring's
-//!   data area and gives the device its physical address: the disk's DMA goes
-//!   straight to and from the pages the VMM sees. Any other buffer (the
+//! * Ring regions are frames a client maps too: storaged reaches them only
+//!   as `alcove_rt::SharedMemory` (volatile copies), never as a slice, and
+//!   no device DMA targets them. The disks' data goes through storaged's
+//!   private bounce frame ([`alloc_private`]), which `share` finds among
+//!   the DMA frames and gives the device directly. Any other buffer (the
 //!   request header and status byte `virtio-drivers` keeps on the stack) is
 //!   bounced through a one-page DMA frame from a small pool.
 //! * Device memory: the windows the manifest granted are mapped once at
@@ -112,7 +114,9 @@ impl State {
         };
         self.next_va += (pages + 1) * PAGE;
         let frame = DmaFrame { slot, va, phys: info.phys_addr, pages };
-        bytes(&frame).fill(0);
+        // SAFETY: the frame was mapped readable and writable at `va` just
+        // now and nobody else maps it yet: plain stores into our own pages.
+        unsafe { core::ptr::write_bytes(va as *mut u8, 0, pages * PAGE) };
         self.frames.push(frame);
         Ok(frame)
     }
@@ -130,27 +134,45 @@ impl State {
     }
 }
 
-/// The bytes of a DMA frame this module mapped.
-fn bytes(frame: &DmaFrame) -> &'static mut [u8] {
-    // SAFETY: `alloc` mapped the frame readable and writable at `va` and it
-    // stays mapped until `free`, whose callers drop every reference first.
-    // Known gap: a ring frame handed to a client is also written by that
-    // client while storaged holds this slice (the security issue's
-    // finding 25: storaged is to move to copies, as the client side did).
-    unsafe { alcove_rt::user_bytes_mut(frame.va as u64, frame.pages * PAGE) }
-}
-
-/// A new DMA frame of `pages` pages, zeroed and mapped, whose capability the
-/// caller may hand to another process (a ring).
-pub fn alloc_frame(pages: usize) -> Result<(DmaFrame, &'static mut [u8]), abi::Error> {
+/// A new frame of `pages` pages, zeroed and mapped, whose capability the
+/// caller hands to another process (a ring), and storaged's own view of
+/// it: volatile copies only, since the other process writes it at will.
+pub fn alloc_shared(pages: usize) -> Result<(DmaFrame, alcove_rt::SharedMemory), abi::Error> {
     let frame = STATE.lock().alloc(pages)?;
-    Ok((frame, bytes(&frame)))
+    // SAFETY: `alloc` mapped `va..va + pages * PAGE` readable and writable;
+    // it stays mapped until the handle's last clone goes (which unmaps it)
+    // or `free_frame` (called after the handle is dropped, see `rings`);
+    // no Rust reference into it is ever made.
+    let memory = unsafe { alcove_rt::SharedMemory::from_raw(frame.va as u64, (pages * PAGE) as u64) };
+    Ok((frame, memory))
 }
 
-/// Gives a frame from [`alloc_frame`] back; the caller drops every
-/// reference into it first.
+/// A new DMA frame of `pages` pages that stays storaged's alone (its
+/// capability is never handed out): the disks' bounce buffer.
+pub fn alloc_private(pages: usize) -> Result<&'static mut [u8], abi::Error> {
+    let frame = STATE.lock().alloc(pages)?;
+    // SAFETY: `alloc` mapped the frame readable and writable at `va`; its
+    // capability stays in this process and the frame is never freed, so
+    // this slice is the only way to the memory for the process's life
+    // (the device reads and writes it only between `share` and `unshare`,
+    // while `virtio-drivers` holds the borrow).
+    Ok(unsafe { core::slice::from_raw_parts_mut(frame.va as *mut u8, pages * PAGE) })
+}
+
+/// Gives a frame from [`alloc_shared`] back; the caller drops its handle
+/// on the memory first.
 pub fn free_frame(frame: DmaFrame) {
     STATE.lock().free(frame.phys);
+}
+
+/// An empty capability slot of this process.
+pub fn take_slot() -> CapSlot {
+    STATE.lock().slot()
+}
+
+/// Gives back a slot from [`take_slot`], emptied by the caller.
+pub fn give_slot(slot: CapSlot) {
+    STATE.lock().free_slots.push(slot);
 }
 
 /// Maps a granted device-memory window (`phys`, `bytes`, frame slot). A
