@@ -9,8 +9,8 @@
 //!   physical address from `Sys::FrameInfo`), mapped read-write at addresses
 //!   from a bump allocator that never reuses a range.
 //! * Ring regions are frames a client maps too: storaged reaches them only
-//!   as `alcove_rt::SharedMemory` (volatile copies), never as a slice, and
-//!   no device DMA targets them. The disks' data goes through storaged's
+//!   by opaque copies ([`SharedFrame`]), never as a slice, and no device
+//!   DMA targets them. The disks' data goes through storaged's
 //!   private bounce frame ([`alloc_private`]), which `share` finds among
 //!   the DMA frames and gives the device directly. Any other buffer (the
 //!   request header and status byte `virtio-drivers` keeps on the stack) is
@@ -134,17 +134,82 @@ impl State {
     }
 }
 
+/// A frame another process maps too (a ring): storaged reaches it only by
+/// [`SharedFrame::read`] and [`SharedFrame::write`], each one string move
+/// (`rep movsq`, then `rep movsb` for the tail) the compiler cannot see
+/// into, as a volatile copy: the other process may write the frame at any
+/// time, and no Rust reference ever points into it. String moves rather
+/// than a loop of volatile words, because the bounce buffer makes every
+/// request's data cross here once more: under QEMU `-icount`, a 64 KiB
+/// read through the ring took about 66k instructions when the disk's DMA
+/// went straight to the ring, 124k with the bounce and a volatile-word
+/// loop, 77k with the bounce and `rep movsq`.
+pub struct SharedFrame {
+    frame: DmaFrame,
+}
+
+impl SharedFrame {
+    /// The frame's capability slot (handed to the client).
+    pub fn slot(&self) -> CapSlot {
+        self.frame.slot
+    }
+
+    /// Bytes in the frame.
+    pub fn len(&self) -> usize {
+        self.frame.pages * PAGE
+    }
+
+    /// Copies `buf.len()` bytes from `offset`; nothing if that runs past the
+    /// end (the ring server checks its ranges first).
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        if offset.checked_add(buf.len()).is_some_and(|end| end <= self.len()) {
+            // SAFETY: `offset..offset + len` lies inside the frame, mapped
+            // readable at `va` until `free_shared` consumes `self`; `buf` is
+            // this process's own memory, distinct from the frame.
+            unsafe { copy_opaque(buf.as_mut_ptr(), (self.frame.va + offset) as *const u8, buf.len()) }
+        }
+    }
+
+    /// Copies `data` to `offset`; nothing if that runs past the end.
+    pub fn write(&mut self, offset: usize, data: &[u8]) {
+        if offset.checked_add(data.len()).is_some_and(|end| end <= self.len()) {
+            // SAFETY: as `read`; the frame is mapped writable.
+            unsafe { copy_opaque((self.frame.va + offset) as *mut u8, data.as_ptr(), data.len()) }
+        }
+    }
+}
+
+/// Copies `n` bytes: `rep movsq` for the whole words, `rep movsb` for the
+/// rest.
+///
+/// # Safety
+///
+/// `dst` is valid for `n` bytes of writes, `src` for `n` bytes of reads,
+/// and the ranges do not overlap.
+unsafe fn copy_opaque(dst: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: the caller's contract; the direction flag is clear (the
+    // System V ABI keeps it so across calls), and the string moves touch
+    // only rdi, rsi, rcx and the two ranges (`rep movsq` leaves rdi and
+    // rsi just past the words for `rep movsb`).
+    unsafe {
+        core::arch::asm!(
+            "rep movsq",
+            "mov rcx, {tail}",
+            "rep movsb",
+            tail = in(reg) n % 8,
+            inout("rcx") n / 8 => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
 /// A new frame of `pages` pages, zeroed and mapped, whose capability the
-/// caller hands to another process (a ring), and storaged's own view of
-/// it: volatile copies only, since the other process writes it at will.
-pub fn alloc_shared(pages: usize) -> Result<(DmaFrame, alcove_rt::SharedMemory), abi::Error> {
+/// caller hands to another process (a ring).
+pub fn alloc_shared(pages: usize) -> Result<SharedFrame, abi::Error> {
     let frame = STATE.lock().alloc(pages)?;
-    // SAFETY: `alloc` mapped `va..va + pages * PAGE` readable and writable;
-    // it stays mapped until the handle's last clone goes (which unmaps it)
-    // or `free_frame` (called after the handle is dropped, see `rings`);
-    // no Rust reference into it is ever made.
-    let memory = unsafe { alcove_rt::SharedMemory::from_raw(frame.va as u64, (pages * PAGE) as u64) };
-    Ok((frame, memory))
+    Ok(SharedFrame { frame })
 }
 
 /// A new DMA frame of `pages` pages that stays storaged's alone (its
@@ -159,10 +224,11 @@ pub fn alloc_private(pages: usize) -> Result<&'static mut [u8], abi::Error> {
     Ok(unsafe { core::slice::from_raw_parts_mut(frame.va as *mut u8, pages * PAGE) })
 }
 
-/// Gives a frame from [`alloc_shared`] back; the caller drops its handle
-/// on the memory first.
-pub fn free_frame(frame: DmaFrame) {
-    STATE.lock().free(frame.phys);
+/// Gives a frame from [`alloc_shared`] back: storaged's mapping and
+/// capability go (the client's copy keeps the frame alive until it
+/// deletes it).
+pub fn free_shared(frame: SharedFrame) {
+    STATE.lock().free(frame.frame.phys);
 }
 
 /// An empty capability slot of this process.

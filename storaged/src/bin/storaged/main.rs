@@ -13,17 +13,16 @@ mod dma;
 
 #[cfg(target_os = "none")]
 mod rings {
-    //! Rings in frames the client maps too (reached by volatile copies),
+    //! Rings in frames the client maps too (reached by opaque copies),
     //! the disks' data through one private DMA frame, and clients watched
     //! through the process capability each `open` brings.
     use abi::{CapSlot, ProcessState};
-    use alcove_rt::SharedMemory;
     use alloc::format;
     use alloc::string::String;
-    use libipc::blkring::{PAGE_BYTES, RingRegion};
+    use libipc::blkring::RingRegion;
     use libipc::{request_caps, sys};
 
-    use crate::dma::{self, DmaFrame};
+    use crate::dma::{self, SharedFrame};
 
     pub struct DmaRings {
         /// The bounce buffer: a ring's data area (16 pages), storaged's own.
@@ -43,20 +42,17 @@ mod rings {
         }
     }
 
-    pub struct DmaRing {
-        frame: DmaFrame,
-        memory: SharedMemory,
-    }
+    pub struct DmaRing(SharedFrame);
 
     impl RingRegion for DmaRing {
         fn len(&self) -> usize {
-            self.memory.len() as usize
+            self.0.len()
         }
         fn read(&self, offset: usize, buf: &mut [u8]) {
-            RingRegion::read(&self.memory, offset, buf)
+            self.0.read(offset, buf)
         }
         fn write(&mut self, offset: usize, data: &[u8]) {
-            RingRegion::write(&mut self.memory, offset, data)
+            self.0.write(offset, data)
         }
     }
 
@@ -68,15 +64,13 @@ mod rings {
         type Client = Client;
 
         fn create(&mut self, pages: usize) -> Result<(DmaRing, CapSlot), String> {
-            let (frame, memory) = dma::alloc_shared(pages).map_err(|e| format!("frame of {pages} pages: {e}"))?;
-            debug_assert_eq!(memory.len() as usize, pages * PAGE_BYTES);
-            Ok((DmaRing { frame, memory }, frame.slot))
+            let frame = dma::alloc_shared(pages).map_err(|e| format!("frame of {pages} pages: {e}"))?;
+            let slot = frame.slot();
+            Ok((DmaRing(frame), slot))
         }
 
         fn destroy(&mut self, ring: DmaRing) {
-            let DmaRing { frame, memory } = ring;
-            drop(memory);
-            dma::free_frame(frame);
+            dma::free_shared(ring.0);
         }
 
         fn bounce(&mut self) -> &mut [u8] {
