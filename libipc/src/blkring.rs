@@ -777,9 +777,10 @@ impl core::error::Error for BlkError {}
 /// transfers larger than the data area are split.
 ///
 /// On Alcove: receive the frame with `storage.open` through a
-/// [`crate::kernel::CapTransport`], map it as an `alcove_rt::SharedMemory`
-/// (all `ring_pages` pages), and build `RingClient::new(memory,
-/// StorageDoorbell::new(KernelTransport::new(storaged), handle))`.
+/// [`crate::kernel::CapTransport`] that also sends a copy of the caller's
+/// process capability (no rights; storaged watches it), map it as an
+/// `alcove_rt::SharedMemory` (all `ring_pages` pages), and build
+/// `RingClient::new(memory, StorageDoorbell::new(KernelTransport::new(storaged), handle))`.
 pub struct RingClient<R: RingRegion, D: Doorbell> {
     region: R,
     doorbell: D,
