@@ -23,7 +23,8 @@
 //! | page 1.. | the data area, whole 512-byte sectors |
 //!
 //! The doorbell is synchronous: `kick` returns once storaged carried out
-//! every posted request, so one kick per batch is the whole protocol; the
+//! the posted requests (up to a per-kick budget: `req_cons` says how far it
+//! got, the client kicks again for the rest), so one kick per batch is the whole protocol; the
 //! free-running `req_prod`/`req_cons` indices leave room for an asynchronous
 //! storaged later without a new layout.
 //!
@@ -35,14 +36,18 @@
 //! [`Status`] and never a panic. The client checks the header storaged wrote
 //! before trusting it.
 //!
-//! The client reaches the region only through [`RingRegion`]: copies in and
+//! Both sides reach the region only through [`RingRegion`]: copies in and
 //! out, never a reference (on Alcove `alcove_rt::SharedMemory`, volatile
-//! copies: the server's process may write the region at any time, and a
-//! hostile or broken server gets inconsistent bytes, never undefined
-//! behaviour). The server takes the region as `&mut [u8]` (storaged's
-//! mapping of a frame it made). In one process ([`LocalDoorbell`]: host
-//! tests, appliance builds) the doorbell hands the client's region to the
-//! server during the kick, so the two never alias.
+//! copies: the other process may write the region at any time, and a
+//! hostile or broken peer gets inconsistent bytes, never undefined
+//! behaviour). The server copies each slot out once, checks the copy and
+//! acts on it alone; the request's data moves between the ring and a
+//! buffer of the server's own, where the disk's DMA goes (storaged: a
+//! private DMA frame, one extra copy of each request's data). A kick does
+//! at most [`KICK_BUDGET_BYTES`] of data, so one client's kick holds
+//! storaged for a bounded time. In one process ([`LocalDoorbell`]: host
+//! tests, appliance builds) the doorbell serves the client's region in place
+//! during the kick.
 #![forbid(unsafe_code)]
 
 use alloc::vec;
@@ -414,9 +419,20 @@ enum Checked {
     GetId { data: usize },
 }
 
+/// Most data one kick moves (reads and writes together) before the server
+/// stops and leaves the rest for the next kick: bounds one client's share
+/// of storaged's time per kick (one request always goes, whatever its size).
+pub const KICK_BUDGET_BYTES: usize = 256 * 1024;
+
 /// The server side of one ring: formats the region, then carries out what
 /// the client posts. Holds its own copy of the geometry and of `req_cons`,
 /// so nothing the client writes can move them.
+///
+/// It reaches the region only through [`RingRegion`] copies: each slot is
+/// copied out once and checked, and the request's data moves between the
+/// ring and a buffer of the server's own (`bounce`, which the disk's DMA
+/// targets), so a client that rewrites the ring during a kick changes what
+/// it gets back, never what the server checked.
 #[derive(Clone, Debug)]
 pub struct RingServer {
     geometry: Geometry,
@@ -428,20 +444,21 @@ pub struct RingServer {
 impl RingServer {
     /// Writes a fresh header for a disk of `capacity_sectors` into `region`
     /// (the whole region: header page and data area) and clears the slots.
-    pub fn format(region: &mut [u8], capacity_sectors: u64, read_only: bool) -> Result<Self, RingError> {
+    pub fn format(region: &mut dyn RingRegion, capacity_sectors: u64, read_only: bool) -> Result<Self, RingError> {
         let g = Geometry::for_region(region.len(), capacity_sectors, read_only)?;
-        region[..g.data_offset].fill(0);
-        put_u32(region, hdr::MAGIC, MAGIC);
-        put_u32(region, hdr::VERSION, VERSION);
-        put_u32(region, hdr::SLOTS, g.slots);
-        put_u32(region, hdr::SLOT_BYTES, SLOT_BYTES as u32);
-        put_u32(region, hdr::SLOTS_OFFSET, HEADER_BYTES as u32);
-        put_u32(region, hdr::DATA_OFFSET, g.data_offset as u32);
+        let mut page = vec![0u8; g.data_offset];
+        put_u32(&mut page, hdr::MAGIC, MAGIC);
+        put_u32(&mut page, hdr::VERSION, VERSION);
+        put_u32(&mut page, hdr::SLOTS, g.slots);
+        put_u32(&mut page, hdr::SLOT_BYTES, SLOT_BYTES as u32);
+        put_u32(&mut page, hdr::SLOTS_OFFSET, HEADER_BYTES as u32);
+        put_u32(&mut page, hdr::DATA_OFFSET, g.data_offset as u32);
         // `for_region` checked that the data size fits a u32.
-        put_u32(region, hdr::DATA_BYTES, g.data_bytes as u32);
-        put_u32(region, hdr::SECTOR_BYTES, SECTOR_BYTES as u32);
-        put_u64(region, hdr::CAPACITY, capacity_sectors);
-        put_u32(region, hdr::FLAGS, if read_only { hdr::FLAG_READ_ONLY } else { 0 });
+        put_u32(&mut page, hdr::DATA_BYTES, g.data_bytes as u32);
+        put_u32(&mut page, hdr::SECTOR_BYTES, SECTOR_BYTES as u32);
+        put_u64(&mut page, hdr::CAPACITY, capacity_sectors);
+        put_u32(&mut page, hdr::FLAGS, if read_only { hdr::FLAG_READ_ONLY } else { 0 });
+        region.write(0, &page);
         Ok(Self { geometry: g, cons: 0, completed: 0, failed: 0 })
     }
 
@@ -455,31 +472,50 @@ impl RingServer {
         (self.completed, self.failed)
     }
 
-    /// Carries out every request posted since the last call and returns how
-    /// many. Fails without touching the disk if the region is not the one
-    /// formatted (shorter) or the client posted more than the ring holds.
-    pub fn serve(&mut self, region: &mut [u8], disk: &mut dyn BlockDevice) -> Result<u32, RingError> {
+    /// Carries out the requests posted since the last call, up to
+    /// [`KICK_BUDGET_BYTES`] of data (at least one request), and returns
+    /// how many; `req_cons` tells the client how far it got. Data moves
+    /// through `bounce` (at least one sector; a request larger than it goes
+    /// in pieces). Fails without touching the disk if the region is not the
+    /// one formatted (shorter), `bounce` is shorter than a sector, or the
+    /// client posted more than the ring holds.
+    pub fn serve(
+        &mut self,
+        region: &mut dyn RingRegion,
+        disk: &mut dyn BlockDevice,
+        bounce: &mut [u8],
+    ) -> Result<u32, RingError> {
         let g = self.geometry;
         if region.len() < g.region_bytes() {
             return Err(RingError::RegionTooSmall { bytes: region.len(), need: g.region_bytes() });
         }
-        let prod = get_u32(region, hdr::REQ_PROD);
+        if bounce.len() < SECTOR_BYTES {
+            return Err(RingError::RegionTooSmall { bytes: bounce.len(), need: SECTOR_BYTES });
+        }
+        let mut word = [0u8; 4];
+        region.read(hdr::REQ_PROD, &mut word);
+        let prod = u32::from_le_bytes(word);
         let pending = prod.wrapping_sub(self.cons);
         if pending > g.slots {
             return Err(RingError::Overrun { pending, slots: g.slots });
         }
-        for i in 0..pending {
-            let at = g.slot_at(self.cons.wrapping_add(i));
+        let mut done = 0;
+        let mut moved = 0usize;
+        while done < pending && (done == 0 || moved < KICK_BUDGET_BYTES) {
+            let at = g.slot_at(self.cons.wrapping_add(done));
+            // The one read of the slot: everything below uses this copy.
+            let mut s = [0u8; SLOT_BYTES];
+            region.read(at, &mut s);
             let raw = RawRequest {
-                op: region[at + slot::OP],
-                data_len: get_u32(region, at + slot::DATA_LEN),
-                data_offset: get_u32(region, at + slot::DATA_OFFSET),
-                sector: get_u64(region, at + slot::SECTOR),
+                op: s[slot::OP],
+                data_len: get_u32(&s, slot::DATA_LEN),
+                data_offset: get_u32(&s, slot::DATA_OFFSET),
+                sector: get_u64(&s, slot::SECTOR),
             };
             let (status, result_len) = match self.check(raw, disk.read_only()) {
                 Ok(request) => {
-                    let (data_area, _) = region[g.data_offset..].split_at_mut(g.data_bytes);
-                    Self::carry_out(request, data_area, disk)
+                    moved = moved.saturating_add(request.data_bytes());
+                    Self::carry_out(request, g.data_offset, region, disk, bounce)
                 }
                 Err(status) => (status, 0),
             };
@@ -488,12 +524,13 @@ impl RingServer {
             } else {
                 self.failed += 1;
             }
-            region[at + slot::STATUS] = status as u8;
-            put_u32(region, at + slot::RESULT_LEN, result_len);
+            region.write(at + slot::STATUS, &[status as u8]);
+            region.write(at + slot::RESULT_LEN, &result_len.to_le_bytes());
+            done += 1;
         }
-        self.cons = prod;
-        put_u32(region, hdr::REQ_CONS, prod);
-        Ok(pending)
+        self.cons = self.cons.wrapping_add(done);
+        region.write(hdr::REQ_CONS, &self.cons.to_le_bytes());
+        Ok(done)
     }
 
     /// The boundary: every field of a request checked once, here.
@@ -533,19 +570,58 @@ impl RingServer {
         }
     }
 
-    fn carry_out(request: Checked, data: &mut [u8], disk: &mut dyn BlockDevice) -> (Status, u32) {
+    /// Does a checked request; the data goes between the ring's data area
+    /// (from `data_offset` in the region) and the disk through `bounce`.
+    fn carry_out(
+        request: Checked,
+        data_offset: usize,
+        region: &mut dyn RingRegion,
+        disk: &mut dyn BlockDevice,
+        bounce: &mut [u8],
+    ) -> (Status, u32) {
         let io = |r: Result<(), DiskError>| if r.is_ok() { Status::Ok } else { Status::IoError };
+        // Whole sectors of the bounce buffer (it holds at least one).
+        let step = bounce.len() / SECTOR_BYTES * SECTOR_BYTES;
         match request {
-            Checked::Read { sector, data: (o, n) } => (io(disk.read(sector, &mut data[o..o + n])), n as u32),
-            Checked::Write { sector, data: (o, n) } => (io(disk.write(sector, &data[o..o + n])), n as u32),
+            Checked::Read { sector, data: (o, n) } => {
+                for (i, start) in (0..n).step_by(step).enumerate() {
+                    let part = &mut bounce[..step.min(n - start)];
+                    if disk.read(sector + (i * step / SECTOR_BYTES) as u64, part).is_err() {
+                        return (Status::IoError, 0);
+                    }
+                    region.write(data_offset + o + start, part);
+                }
+                (Status::Ok, n as u32)
+            }
+            Checked::Write { sector, data: (o, n) } => {
+                for (i, start) in (0..n).step_by(step).enumerate() {
+                    let part = &mut bounce[..step.min(n - start)];
+                    region.read(data_offset + o + start, part);
+                    if disk.write(sector + (i * step / SECTOR_BYTES) as u64, part).is_err() {
+                        return (Status::IoError, 0);
+                    }
+                }
+                (Status::Ok, n as u32)
+            }
             Checked::Flush => (io(disk.flush()), 0),
             Checked::GetId { data: o } => match disk.id() {
                 Ok(id) => {
-                    data[o..o + ID_BYTES].copy_from_slice(&id);
+                    region.write(data_offset + o, &id);
                     (Status::Ok, ID_BYTES as u32)
                 }
                 Err(_) => (Status::IoError, 0),
             },
+        }
+    }
+}
+
+impl Checked {
+    /// Bytes of data the request moves.
+    fn data_bytes(&self) -> usize {
+        match *self {
+            Checked::Read { data: (_, n), .. } | Checked::Write { data: (_, n), .. } => n,
+            Checked::Flush => 0,
+            Checked::GetId { .. } => ID_BYTES,
         }
     }
 }
@@ -585,11 +661,6 @@ pub trait RingRegion {
     fn read(&self, offset: usize, buf: &mut [u8]);
     /// Copies `data` to `offset`, inside [`Self::len`].
     fn write(&mut self, offset: usize, data: &[u8]);
-    /// The region as plain memory of this process, when it is that (an
-    /// in-process ring: [`LocalDoorbell`] serves it in place).
-    fn local_mut(&mut self) -> Option<&mut [u8]> {
-        None
-    }
 }
 
 impl RingRegion for Vec<u8> {
@@ -601,9 +672,6 @@ impl RingRegion for Vec<u8> {
     }
     fn write(&mut self, offset: usize, data: &[u8]) {
         self[offset..offset + data.len()].copy_from_slice(data);
-    }
-    fn local_mut(&mut self) -> Option<&mut [u8]> {
-        Some(self)
     }
 }
 
@@ -651,20 +719,27 @@ impl<T: Transport> Doorbell for StorageDoorbell<T> {
 }
 
 /// The doorbell within one process: runs the server on the spot (host
-/// tests, appliance builds).
+/// tests, appliance builds), on the client's region, through copies.
 pub struct LocalDoorbell<D: BlockDevice> {
     /// The server side.
     pub server: RingServer,
     /// The disk it drives.
     pub disk: D,
+    bounce: Vec<u8>,
+}
+
+impl<D: BlockDevice> LocalDoorbell<D> {
+    /// `server` driving `disk`, with a bounce buffer the size of the ring's
+    /// data area.
+    pub fn new(server: RingServer, disk: D) -> Self {
+        let bounce = vec![0; server.geometry().data_bytes.max(SECTOR_BYTES)];
+        Self { server, disk, bounce }
+    }
 }
 
 impl<D: BlockDevice> Doorbell for LocalDoorbell<D> {
     fn kick(&mut self, region: &mut dyn RingRegion) -> Result<(), KickError> {
-        let Some(region) = region.local_mut() else {
-            return Err(KickError::Refused(RingError::RegionTooSmall { bytes: 0, need: PAGE_BYTES }.into()));
-        };
-        self.server.serve(region, &mut self.disk).map(drop).map_err(|e| KickError::Refused(e.into()))
+        self.server.serve(region, &mut self.disk, &mut self.bounce).map(drop).map_err(|e| KickError::Refused(e.into()))
     }
 }
 
@@ -702,9 +777,10 @@ impl core::error::Error for BlkError {}
 /// transfers larger than the data area are split.
 ///
 /// On Alcove: receive the frame with `storage.open` through a
-/// [`crate::kernel::CapTransport`], map it as an `alcove_rt::SharedMemory`
-/// (all `ring_pages` pages), and build `RingClient::new(memory,
-/// StorageDoorbell::new(KernelTransport::new(storaged), handle))`.
+/// [`crate::kernel::CapTransport`] that also sends a copy of the caller's
+/// process capability (no rights; storaged watches it), map it as an
+/// `alcove_rt::SharedMemory` (all `ring_pages` pages), and build
+/// `RingClient::new(memory, StorageDoorbell::new(KernelTransport::new(storaged), handle))`.
 pub struct RingClient<R: RingRegion, D: Doorbell> {
     region: R,
     doorbell: D,
@@ -867,7 +943,7 @@ mod tests {
         let mut region = vec![0u8; DEFAULT_RING_PAGES * PAGE_BYTES];
         let disk = MemDisk::new(sectors, "alcove-disk-0");
         let server = RingServer::format(&mut region, disk.capacity_sectors(), false).unwrap();
-        RingClient::new(region, LocalDoorbell { server, disk }).unwrap()
+        RingClient::new(region, LocalDoorbell::new(server, disk)).unwrap()
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -934,7 +1010,7 @@ mod tests {
         let mut disk = MemDisk::new(8, "ro");
         disk.read_only = true;
         let server = RingServer::format(&mut region, 8, true).unwrap();
-        let mut c = RingClient::new(region, LocalDoorbell { server, disk }).unwrap();
+        let mut c = RingClient::new(region, LocalDoorbell::new(server, disk)).unwrap();
         assert!(c.read_only());
         let r = c.write(0, &[1; SECTOR_BYTES]);
         assert_eq!(r, Err(BlkError::Status { op: Op::Write, sector: 0, status: Status::ReadOnly }));
@@ -962,7 +1038,7 @@ mod tests {
         assert!(matches!(RingClient::new(vec![0u8; 100], Never), Err(RingError::RegionTooSmall { .. })));
         let mut c = RingClient::new(region, Never).unwrap();
         assert!(matches!(c.flush(), Err(BlkError::Kick(KickError::Refused(_)))));
-        assert!(matches!(RingServer::format(&mut [0u8; 4096], 1, false), Err(RingError::RegionTooSmall { .. })));
+        assert!(matches!(RingServer::format(&mut vec![0u8; 4096], 1, false), Err(RingError::RegionTooSmall { .. })));
     }
 
     /// A hostile client: requests posted by hand with every bad field.
@@ -997,18 +1073,21 @@ mod tests {
             post(&mut region, i as u32, op, sector, off, len);
         }
         put_u32(&mut region, hdr::REQ_PROD, cases.len() as u32);
-        assert_eq!(server.serve(&mut region, &mut disk), Ok(cases.len() as u32));
+        let mut bounce = vec![0u8; g.data_bytes];
+        assert_eq!(server.serve(&mut region, &mut disk, &mut bounce), Ok(cases.len() as u32));
         for (i, &(.., want)) in cases.iter().enumerate() {
             let got = region[g.slot_at(i as u32) + slot::STATUS];
             assert_eq!(Status::from_u8(got), Some(want), "case {i}: {:?}", cases[i]);
         }
         // Nothing new posted: nothing done.
-        assert_eq!(server.serve(&mut region, &mut disk), Ok(0));
+        assert_eq!(server.serve(&mut region, &mut disk, &mut bounce), Ok(0));
         // More than the ring holds.
         put_u32(&mut region, hdr::REQ_PROD, cases.len() as u32 + SLOTS + 1);
-        assert_eq!(server.serve(&mut region, &mut disk), Err(RingError::Overrun { pending: SLOTS + 1, slots: SLOTS }));
+        assert_eq!(server.serve(&mut region, &mut disk, &mut bounce), Err(RingError::Overrun { pending: SLOTS + 1, slots: SLOTS }));
         // A shorter region than formatted.
-        assert!(matches!(server.serve(&mut region[..PAGE_BYTES], &mut disk), Err(RingError::RegionTooSmall { .. })));
+        assert!(matches!(server.serve(&mut region[..PAGE_BYTES].to_vec(), &mut disk, &mut bounce), Err(RingError::RegionTooSmall { .. })));
+        // A bounce buffer shorter than a sector.
+        assert!(matches!(server.serve(&mut region, &mut disk, &mut [0u8; 100]), Err(RingError::RegionTooSmall { .. })));
     }
 
     /// xorshift64*: deterministic noise without a dependency.
@@ -1062,6 +1141,8 @@ mod tests {
     fn random_bytes_never_panic_the_server() {
         let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
         let mut region = vec![0u8; 3 * PAGE_BYTES];
+        // A small bounce buffer: requests go through it in pieces.
+        let mut bounce = vec![0u8; 3 * SECTOR_BYTES];
         for round in 0..3000 {
             let sectors = 1 + (noise.next() % 64) as usize;
             let mut server = RingServer::format(&mut region, sectors as u64, round % 7 == 0).unwrap();
@@ -1095,12 +1176,108 @@ mod tests {
                     }
                     put_u32(&mut region, hdr::REQ_PROD, prod.wrapping_add(n));
                 }
-                match server.serve(&mut region, &mut disk) {
+                match server.serve(&mut region, &mut disk, &mut bounce) {
                     Ok(n) => assert!(n <= g.slots),
                     Err(RingError::Overrun { pending, slots }) => assert!(pending > slots),
                     Err(e) => panic!("unexpected {e}"),
                 }
             }
         }
+    }
+
+    /// A hostile client that rewrites every slot the moment the server has
+    /// read it: sector past the end, op flipped to a write, buffer outside
+    /// the data area. The server acts on what it read once.
+    struct Flipping {
+        bytes: core::cell::RefCell<Vec<u8>>,
+        geometry: Geometry,
+        slot_reads: core::cell::Cell<u32>,
+    }
+    impl RingRegion for Flipping {
+        fn len(&self) -> usize {
+            self.bytes.borrow().len()
+        }
+        fn read(&self, offset: usize, buf: &mut [u8]) {
+            let mut b = self.bytes.borrow_mut();
+            buf.copy_from_slice(&b[offset..offset + buf.len()]);
+            let slots = HEADER_BYTES..HEADER_BYTES + self.geometry.slots as usize * SLOT_BYTES;
+            if slots.contains(&offset) {
+                self.slot_reads.set(self.slot_reads.get() + 1);
+                let at = offset - (offset - HEADER_BYTES) % SLOT_BYTES;
+                b[at + slot::OP] = Op::Write as u8;
+                put_u64(&mut b, at + slot::SECTOR, self.geometry.capacity_sectors);
+                put_u32(&mut b, at + slot::DATA_OFFSET, self.geometry.data_bytes as u32 - SECTOR_BYTES as u32);
+                put_u32(&mut b, at + slot::DATA_LEN, 0x4000_0000);
+            }
+        }
+        fn write(&mut self, offset: usize, data: &[u8]) {
+            self.bytes.get_mut()[offset..offset + data.len()].copy_from_slice(data);
+        }
+    }
+
+    #[test]
+    fn a_slot_changed_between_check_and_use_changes_nothing() {
+        let mut region = vec![0u8; 4 * PAGE_BYTES];
+        let mut server = RingServer::format(&mut region, 16, true).unwrap();
+        let g = server.geometry();
+        let mut disk = Strict(MemDisk::new(16, "flip"));
+        disk.0.read_only = true;
+        disk.0.data[7 * SECTOR_BYTES..8 * SECTOR_BYTES].fill(0x5a);
+        // Two good requests: read sector 7 into the data area's second
+        // sector, and GET_ID into its start.
+        let at = g.slot_at(0);
+        region[at + slot::OP] = Op::Read as u8;
+        put_u64(&mut region, at + slot::SECTOR, 7);
+        put_u32(&mut region, at + slot::DATA_OFFSET, SECTOR_BYTES as u32);
+        put_u32(&mut region, at + slot::DATA_LEN, SECTOR_BYTES as u32);
+        let at = g.slot_at(1);
+        region[at + slot::OP] = Op::GetId as u8;
+        put_u32(&mut region, at + slot::DATA_OFFSET, 0);
+        put_u32(&mut region, at + slot::DATA_LEN, ID_BYTES as u32);
+        put_u32(&mut region, hdr::REQ_PROD, 2);
+        let mut flipping =
+            Flipping { bytes: core::cell::RefCell::new(region), geometry: g, slot_reads: core::cell::Cell::new(0) };
+        let mut bounce = vec![0u8; SECTOR_BYTES];
+        // `Strict` fails the test if a flipped field reached the disk.
+        assert_eq!(server.serve(&mut flipping, &mut disk, &mut bounce), Ok(2));
+        assert_eq!(flipping.slot_reads.get(), 2, "each slot is read exactly once");
+        let region = flipping.bytes.into_inner();
+        for i in 0..2 {
+            assert_eq!(Status::from_u8(region[g.slot_at(i) + slot::STATUS]), Some(Status::Ok), "request {i}");
+        }
+        assert!(region[g.data_offset + SECTOR_BYTES..][..SECTOR_BYTES].iter().all(|&b| b == 0x5a));
+        assert_eq!(&region[g.data_offset..][..4], b"flip");
+        assert_eq!(server.counts(), (2, 0));
+    }
+
+    /// A kick moves at most `KICK_BUDGET_BYTES`; the rest waits for the
+    /// next kick, and `req_cons` says how far the server got.
+    #[test]
+    fn one_kick_does_a_bounded_amount_of_work() {
+        let mut region = vec![0u8; DEFAULT_RING_PAGES * PAGE_BYTES];
+        let mut server = RingServer::format(&mut region, 1024, false).unwrap();
+        let g = server.geometry();
+        let mut disk = MemDisk::new(1024, "budget");
+        for i in 0..SLOTS {
+            let at = g.slot_at(i);
+            region[at + slot::OP] = Op::Read as u8;
+            put_u64(&mut region, at + slot::SECTOR, 0);
+            put_u32(&mut region, at + slot::DATA_OFFSET, 0);
+            put_u32(&mut region, at + slot::DATA_LEN, g.data_bytes as u32);
+        }
+        put_u32(&mut region, hdr::REQ_PROD, SLOTS);
+        let mut bounce = vec![0u8; g.data_bytes];
+        let per_kick = KICK_BUDGET_BYTES.div_ceil(g.data_bytes) as u32;
+        let mut kicks = 0;
+        let mut done = 0;
+        while done < SLOTS {
+            let n = server.serve(&mut region, &mut disk, &mut bounce).unwrap();
+            assert!(n >= 1 && n <= per_kick, "a kick did {n} requests of {} bytes", g.data_bytes);
+            done += n;
+            kicks += 1;
+            assert_eq!(get_u32(&region, hdr::REQ_CONS), done);
+        }
+        assert_eq!(kicks, SLOTS.div_ceil(per_kick));
+        assert_eq!(server.counts(), (u64::from(SLOTS), 0));
     }
 }

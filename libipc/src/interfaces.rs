@@ -106,6 +106,11 @@ pub enum StorageError {
     /// The client posted `pending` requests; the ring has `slots` slots.
     #[allow(missing_docs)]
     RingOverrun { pending: u32, slots: u32 },
+    /// `open` without a process capability storaged can watch (`why`):
+    /// storaged closes a client's rings when the client ends, so it must
+    /// be able to tell.
+    #[allow(missing_docs)]
+    NoClientWatch { why: String },
 }
 
 impl core::fmt::Display for StorageError {
@@ -117,6 +122,9 @@ impl core::fmt::Display for StorageError {
             StorageError::RingSetup { why } => write!(f, "storage: cannot set up a ring: {why}"),
             StorageError::RingOverrun { pending, slots } => {
                 write!(f, "storage: ring overrun: {pending} requests posted, the ring has {slots} slots")
+            }
+            StorageError::NoClientWatch { why } => {
+                write!(f, "storage: open needs the caller's process capability (its rings close when it ends): {why}")
             }
         }
     }
@@ -132,10 +140,14 @@ crate::interface! {
         /// The disks storaged serves, in index order.
         fn disks() -> alloc::vec::Vec<DiskInfo>;
         /// Opens disk `index`: a new ring, whose frame capability comes with
-        /// the reply.
+        /// the reply. The request carries a capability to the process the
+        /// ring is for (the caller's own, no rights needed: see
+        /// [`crate::kernel::CapTransport::sending`]); storaged watches it and
+        /// closes the process's rings when it ends.
         fn open(index: u32) -> Result<OpenedDisk, StorageError>;
-        /// Carries out every request posted on the ring, then replies with
-        /// how many were completed.
+        /// Carries out the requests posted on the ring (up to
+        /// [`crate::blkring::KICK_BUDGET_BYTES`] of data), then replies with
+        /// how many were carried out.
         fn kick(handle: u32) -> Result<u32, StorageError>;
         /// Closes the ring (storaged drops its mapping; the frame lives on
         /// until the client deletes its capability too).

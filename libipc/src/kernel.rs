@@ -10,7 +10,9 @@
 //! Capabilities: a handler attaches them to its reply with
 //! [`crate::reply_caps::attach`] and [`serve`] sends them; a client that
 //! expects some calls through a [`CapTransport`], which names the empty
-//! slots where they land and reports how many arrived.
+//! slots where they land and reports how many arrived. The other way, a
+//! [`CapTransport`] [`sending`](CapTransport::sending) capabilities puts them
+//! in the request, and a server takes one with [`crate::request_caps`].
 
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -61,6 +63,8 @@ impl Transport for KernelTransport {
 pub struct CapTransport {
     endpoint: Cap<Endpoint>,
     slots: [u64; MSG_MAX_CAPS],
+    send: [u64; MSG_MAX_CAPS],
+    send_count: u8,
     received: Cell<usize>,
 }
 
@@ -72,7 +76,21 @@ impl CapTransport {
         for (d, &slot) in s.iter_mut().zip(slots) {
             *d = u64::from(slot);
         }
-        Self { endpoint, slots: s, received: Cell::new(0) }
+        Self { endpoint, slots: s, send: [NO_SLOT; MSG_MAX_CAPS], send_count: 0, received: Cell::new(0) }
+    }
+
+    /// Also sends copies of the capabilities in `slots` with each request
+    /// (at most [`MSG_MAX_CAPS`]; the endpoint capability needs
+    /// `Rights::GRANT`), e.g. the caller's own process capability for
+    /// `storage.open`.
+    pub fn sending(mut self, slots: &[CapSlot]) -> Self {
+        let n = slots.len().min(MSG_MAX_CAPS);
+        for (d, &slot) in self.send.iter_mut().zip(&slots[..n]) {
+            *d = u64::from(slot);
+        }
+        // At most MSG_MAX_CAPS (4).
+        self.send_count = n as u8;
+        self
     }
 
     /// How many capabilities the last reply brought (into the first slots given).
@@ -85,8 +103,11 @@ impl Transport for CapTransport {
     fn call(&self, interface: u32, request: &[u8]) -> Result<Vec<u8>, IpcError> {
         self.received.set(0);
         let (words, regs) = load(request)?;
-        sys::with_ipc_buffer(|b| b.recv_slots = self.slots)?;
-        let info = MsgInfo::new(interface, words, 0);
+        sys::with_ipc_buffer(|b| {
+            b.recv_slots = self.slots;
+            b.send_caps = self.send;
+        })?;
+        let info = MsgInfo::new(interface, words, self.send_count);
         let reply = sys::call(self.endpoint.slot(), info, regs);
         // Disarm at once, so a later call that expects nothing gets nothing.
         let arrived = sys::with_ipc_buffer(|b| {
@@ -142,18 +163,31 @@ fn read<R>(message: &Message, f: impl FnOnce(&[u64]) -> R) -> Result<R, Error> {
 /// only when receiving on `endpoint` itself fails (wrong or deleted
 /// capability: the process's wiring is broken).
 pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> Result<Infallible, Error> {
+    // Names the slot the server offers for a request's capability
+    // (`crate::request_caps`) before each receive.
+    let arm = || {
+        let _ = sys::with_ipc_buffer(|b| {
+            b.recv_caps = 0;
+            b.recv_slots = crate::request_caps::recv_slots();
+        });
+    };
+    arm();
     let mut message = sys::recv(endpoint.slot(), FOREVER)?;
     loop {
         if message.info.label == MsgInfo::NOTIFICATION_LABEL {
             server.notified(message.words[0]);
+            arm();
             message = sys::recv(endpoint.slot(), FOREVER)?;
             continue;
         }
+        let brought = sys::with_ipc_buffer(|b| core::mem::take(&mut b.recv_caps)).unwrap_or(0);
+        crate::request_caps::received(if message.info.caps > 0 { brought } else { 0 });
         // The IPC buffer is released while the handler runs, so that the
         // handler can make calls of its own.
         let request = read(&message, wire::request_bytes).unwrap_or(Err(RemoteError::BadMessage));
         crate::reply_caps::discard();
         let result = request.and_then(|bytes| server.dispatch(message.info.label, &bytes));
+        crate::request_caps::finish();
         let (mut info, regs) = reply_message(&result);
         let (caps, count) = crate::reply_caps::take();
         if count > 0 && info.label == wire::REPLY_OK {
@@ -167,6 +201,7 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
                 info = MsgInfo::new(info.label, info.words, count as u8);
             }
         }
+        arm();
         message = match sys::reply_recv(endpoint.slot(), info, regs) {
             Ok(next) => next,
             // The reply could not be delivered (the caller died): receive anew.

@@ -51,6 +51,8 @@ pub mod kernel;
 pub mod pio;
 pub mod reply_caps;
 #[cfg(target_os = "none")]
+pub mod request_caps;
+#[cfg(target_os = "none")]
 pub mod sys;
 mod transport;
 pub mod wire;

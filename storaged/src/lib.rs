@@ -14,8 +14,11 @@
 //!
 //! What the process provides is behind two traits: the disks
 //! ([`libipc::blkring::BlockDevice`]: virtio-blk on Alcove, memory disks in
-//! tests) and where ring memory comes from ([`RingFactory`]: DMA frames on
-//! Alcove, vectors in tests).
+//! tests) and the rest of the platform ([`RingFactory`]): ring memory
+//! (frames reached by volatile copies on Alcove, vectors in tests), the
+//! private bounce buffer the disks' data goes through, and a watch on each
+//! client (the process capability its `open` brings), so that the rings of
+//! a client that ended are closed ([`Storaged::reclaim`]).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -25,7 +28,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use abi::CapSlot;
-use libipc::blkring::{BlockDevice, DEFAULT_RING_PAGES, RingServer};
+use libipc::blkring::{BlockDevice, DEFAULT_RING_PAGES, RingRegion, RingServer};
 use libipc::cap::{Cap, Frame};
 use libipc::interfaces::{DiskInfo, OpenedDisk, ServerStatus, StorageError, status, storage};
 use libipc::{RemoteError, reply_caps};
@@ -36,23 +39,38 @@ pub const VERSION: u32 = 2;
 /// client can make storaged spend (each ring is [`DEFAULT_RING_PAGES`]).
 pub const MAX_RINGS: usize = 8;
 
-/// One ring's memory as storaged sees it.
-pub trait RingMemory {
-    /// The whole region (header page and data area).
-    fn bytes(&mut self) -> &mut [u8];
-}
-
-/// Where ring memory comes from.
+/// What storaged needs from the process it runs in: ring memory, a
+/// private buffer for the disks' data, and a watch on each client.
 pub trait RingFactory {
-    /// A ring's memory.
-    type Ring: RingMemory;
+    /// A ring's memory as storaged reaches it: by copies, never by a
+    /// reference (the client writes it whenever it likes).
+    type Ring: RingRegion;
+    /// A client storaged watches: it learns when the client ends.
+    type Client;
     /// A new region of `pages` pages that the client can map: the region and
     /// the slot of the frame capability to hand over. `Err` says why not.
     fn create(&mut self, pages: usize) -> Result<(Self::Ring, CapSlot), String>;
     /// Gives a region back (storaged's mapping and capability go; the
     /// client's copy keeps the frame alive until it deletes it).
     fn destroy(&mut self, ring: Self::Ring);
+    /// storaged's own buffer that the disks' data goes through (the DMA
+    /// target; no client can map it): at least a sector, best the size of
+    /// a ring's data area.
+    fn bounce(&mut self) -> &mut [u8];
+    /// The client that sent the request being answered, from now on
+    /// watched (storaged hears of its end through
+    /// [`libipc::Dispatch::notified`] with [`CLIENT_ENDED`]); `Err` says why
+    /// not (on Alcove: the request brought no process capability).
+    fn watch_caller(&mut self) -> Result<Self::Client, String>;
+    /// Whether the client has ended.
+    fn has_ended(&self, client: &Self::Client) -> bool;
+    /// Stops watching a client (its rings are closed).
+    fn release(&mut self, client: Self::Client);
 }
+
+/// The bit of storaged's notification that says a watched client ended
+/// (bit 0 is the lifecycle's, see `alcove_rt::serve_forever_with`).
+pub const CLIENT_ENDED: u64 = 1 << 1;
 
 /// A disk storaged serves.
 pub struct Disk<D> {
@@ -85,11 +103,12 @@ impl<D: BlockDevice> Disk<D> {
     }
 }
 
-struct OpenRing<R> {
+struct OpenRing<R, C> {
     handle: u32,
     disk: usize,
     server: RingServer,
     memory: R,
+    client: C,
 }
 
 /// The server: its disks, its open rings, its `status`.
@@ -97,7 +116,7 @@ pub struct Storaged<D: BlockDevice, F: RingFactory> {
     service: alcove_rt::Service,
     disks: Vec<Disk<D>>,
     factory: F,
-    rings: Vec<OpenRing<F::Ring>>,
+    rings: Vec<OpenRing<F::Ring, F::Client>>,
     next_handle: u32,
 }
 
@@ -125,9 +144,34 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
     /// Ring `handle`'s memory as storaged sees it: for an in-process client
     /// (host tests, appliance builds) whose doorbell copies its view in and
     /// out around a kick.
-    pub fn ring_memory(&mut self, handle: u32) -> Option<&mut [u8]> {
+    pub fn ring_memory(&mut self, handle: u32) -> Option<&mut F::Ring> {
         let i = self.ring(handle).ok()?;
-        Some(self.rings[i].memory.bytes())
+        Some(&mut self.rings[i].memory)
+    }
+
+    /// Closes every ring whose client has ended and returns how many: a
+    /// client that dies (a VMM's panic path runs no destructors) leaves no
+    /// ring behind.
+    pub fn reclaim(&mut self) -> usize {
+        let mut closed = 0;
+        let mut i = 0;
+        while i < self.rings.len() {
+            if self.factory.has_ended(&self.rings[i].client) {
+                let ring = self.rings.swap_remove(i);
+                let (done, failed) = ring.server.counts();
+                log::info!("ring {} closed: its client ended ({done} requests done, {failed} failed)", ring.handle);
+                self.drop_ring(ring);
+                closed += 1;
+            } else {
+                i += 1;
+            }
+        }
+        closed
+    }
+
+    fn drop_ring(&mut self, ring: OpenRing<F::Ring, F::Client>) {
+        self.factory.destroy(ring.memory);
+        self.factory.release(ring.client);
     }
 
     fn ring(&mut self, handle: u32) -> Result<usize, StorageError> {
@@ -155,28 +199,34 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         self.service.requests += 1;
         let disks = self.disks.len() as u32;
         let disk = self.disks.get(index as usize).ok_or(StorageError::NoSuchDisk { index, disks })?;
-        if self.rings.len() >= MAX_RINGS {
+        let info = disk.info.clone();
+        if self.rings.len() >= MAX_RINGS && self.reclaim() == 0 {
             return Err(StorageError::TooManyRings { limit: MAX_RINGS as u32 });
         }
-        let info = disk.info.clone();
-        let (mut memory, slot) = self.factory.create(DEFAULT_RING_PAGES).map_err(|why| {
-            log::warn!("open disk {index}: no ring: {why}");
-            StorageError::RingSetup { why }
-        })?;
-        let server = match RingServer::format(memory.bytes(), info.capacity_sectors, info.read_only) {
-            Ok(s) => s,
-            Err(e) => {
-                self.factory.destroy(memory);
-                return Err(e.into());
+        let client = self.factory.watch_caller().map_err(|why| StorageError::NoClientWatch { why })?;
+        let (mut memory, slot) = match self.factory.create(DEFAULT_RING_PAGES) {
+            Ok(made) => made,
+            Err(why) => {
+                log::warn!("open disk {index}: no ring: {why}");
+                self.factory.release(client);
+                return Err(StorageError::RingSetup { why });
             }
         };
+        let fail = |this: &mut Self, memory, client, e: StorageError| {
+            this.factory.destroy(memory);
+            this.factory.release(client);
+            Err(e)
+        };
+        let server = match RingServer::format(&mut memory, info.capacity_sectors, info.read_only) {
+            Ok(s) => s,
+            Err(e) => return fail(self, memory, client, e.into()),
+        };
         if let Err(e) = reply_caps::attach(Cap::<Frame>::from_slot(slot)) {
-            self.factory.destroy(memory);
-            return Err(StorageError::RingSetup { why: alloc::format!("{e}") });
+            return fail(self, memory, client, StorageError::RingSetup { why: alloc::format!("{e}") });
         }
         let handle = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        self.rings.push(OpenRing { handle, disk: index as usize, server, memory });
+        self.rings.push(OpenRing { handle, disk: index as usize, server, memory, client });
         log::info!("{}: ring {handle} open ({} sectors)", info.name, info.capacity_sectors);
         Ok(OpenedDisk { handle, info, ring_pages: DEFAULT_RING_PAGES as u32 })
     }
@@ -186,7 +236,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         let i = self.ring(handle)?;
         let ring = &mut self.rings[i];
         let disk = &mut self.disks[ring.disk];
-        ring.server.serve(ring.memory.bytes(), &mut disk.device).map_err(|e| {
+        ring.server.serve(&mut ring.memory, &mut disk.device, self.factory.bounce()).map_err(|e| {
             log::warn!("{}: ring {handle}: {e}", disk.info.name);
             e.into()
         })
@@ -198,7 +248,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         let ring = self.rings.swap_remove(i);
         let (done, failed) = ring.server.counts();
         log::info!("ring {handle} closed ({done} requests done, {failed} failed)");
-        self.factory.destroy(ring.memory);
+        self.drop_ring(ring);
         Ok(())
     }
 }
@@ -209,6 +259,12 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
             status::ID => status::dispatch(self, interface, request),
             storage::ID => storage::dispatch(self, interface, request),
             _ => Err(RemoteError::WrongInterface),
+        }
+    }
+
+    fn notified(&mut self, bits: u64) {
+        if bits & CLIENT_ENDED != 0 {
+            self.reclaim();
         }
     }
 }

@@ -19,34 +19,60 @@ use libipc::Dispatch;
 
 use super::*;
 
-/// Rings in vectors; slot numbers counted from 300; `fail` makes creation fail.
-#[derive(Default)]
+/// Rings in vectors; slot numbers counted from 300; `fail` makes creation
+/// fail. Clients are numbers: `caller` is the one the request comes from
+/// (`None`: it brought no process capability), `ended` those that ended.
 struct VecRings {
     next_slot: CapSlot,
     live: usize,
     fail: bool,
+    bounce: Vec<u8>,
+    caller: Option<u32>,
+    ended: Vec<u32>,
+    watched: usize,
 }
 
-struct VecRing(Vec<u8>);
-
-impl RingMemory for VecRing {
-    fn bytes(&mut self) -> &mut [u8] {
-        &mut self.0
+impl Default for VecRings {
+    fn default() -> Self {
+        Self {
+            next_slot: 0,
+            live: 0,
+            fail: false,
+            bounce: vec![0; 16 * PAGE_BYTES],
+            caller: Some(1),
+            ended: Vec::new(),
+            watched: 0,
+        }
     }
 }
 
 impl RingFactory for VecRings {
-    type Ring = VecRing;
-    fn create(&mut self, pages: usize) -> Result<(VecRing, CapSlot), String> {
+    type Ring = Vec<u8>;
+    type Client = u32;
+    fn create(&mut self, pages: usize) -> Result<(Vec<u8>, CapSlot), String> {
         if self.fail {
             return Err("out of budget".into());
         }
         self.live += 1;
         self.next_slot += 1;
-        Ok((VecRing(vec![0xa5; pages * PAGE_BYTES]), 300 + self.next_slot))
+        Ok((vec![0xa5; pages * PAGE_BYTES], 300 + self.next_slot))
     }
-    fn destroy(&mut self, _ring: VecRing) {
+    fn destroy(&mut self, _ring: Vec<u8>) {
         self.live -= 1;
+    }
+    fn bounce(&mut self) -> &mut [u8] {
+        &mut self.bounce
+    }
+    fn watch_caller(&mut self) -> Result<u32, String> {
+        let c = self.caller.ok_or_else(|| String::from("the request brought no capability"))?;
+        self.watched += 1;
+        Ok(c)
+    }
+    fn has_ended(&self, client: &u32) -> bool {
+        self.ended.contains(client)
+    }
+    fn release(&mut self, _client: u32) {
+        self.watched -= 1;
     }
 }
 
@@ -73,7 +99,7 @@ impl Doorbell for SharedDoorbell {
     fn kick(&mut self, region: &mut dyn RingRegion) -> Result<(), KickError> {
         let mut s = self.storaged.borrow_mut();
         let theirs = s.ring_memory(self.handle).ok_or(KickError::Refused(StorageError::NoSuchHandle { handle: self.handle }))?;
-        region.read(0, theirs);
+        region.read(0, &mut theirs[..]);
         storage::Server::kick(&mut *s, self.handle).map_err(KickError::Refused)?;
         region.write(0, s.ring_memory(self.handle).expect("still open"));
         Ok(())
@@ -82,7 +108,7 @@ impl Doorbell for SharedDoorbell {
 
 fn open(storaged: &Rc<RefCell<Server>>, index: u32) -> RingClient<Vec<u8>, SharedDoorbell> {
     let opened = storage::Server::open(&mut *storaged.borrow_mut(), index).unwrap();
-    let region = storaged.borrow_mut().ring_memory(opened.handle).unwrap().to_vec();
+    let region = storaged.borrow_mut().ring_memory(opened.handle).unwrap().clone();
     assert_eq!(region.len(), opened.ring_pages as usize * PAGE_BYTES);
     RingClient::new(region, SharedDoorbell { storaged: storaged.clone(), handle: opened.handle }).unwrap()
 }
@@ -149,6 +175,51 @@ fn handles_disks_and_ring_limits_are_checked() {
     assert_eq!(s.factory.live, 0);
     s.factory.fail = true;
     assert!(matches!(storage::Server::open(&mut s, 0), Err(StorageError::RingSetup { .. })));
+    assert_eq!(s.factory.watched, 0, "a failed open keeps no watch");
+}
+
+/// Finding 18: a client that ends without closing its rings (a VMM's panic
+/// path runs no destructors) gives them back: storaged closes them when it
+/// hears of the end, or at the latest when an open finds every ring taken.
+#[test]
+fn rings_of_a_client_that_ended_are_reclaimed() {
+    let mut s = server();
+    s.factory.caller = Some(7);
+    for _ in 0..MAX_RINGS {
+        storage::Server::open(&mut s, 0).unwrap();
+        libipc::reply_caps::discard();
+    }
+    s.factory.caller = Some(8);
+    assert_eq!(storage::Server::open(&mut s, 0), Err(StorageError::TooManyRings { limit: MAX_RINGS as u32 }));
+    // Client 7 dies; the kernel signals storaged's notification.
+    s.factory.ended.push(7);
+    s.notified(CLIENT_ENDED);
+    assert_eq!(s.open_rings(), 0);
+    assert_eq!((s.factory.live, s.factory.watched), (0, 0));
+    // More opens than the machine-wide limit, all told, now succeed.
+    let mut handles = vec![];
+    for _ in 0..MAX_RINGS {
+        handles.push(storage::Server::open(&mut s, 1).unwrap().handle);
+        libipc::reply_caps::discard();
+    }
+    // Client 8 dies too, and nobody signals: a full open reclaims first.
+    s.factory.ended.push(8);
+    s.factory.caller = Some(9);
+    storage::Server::open(&mut s, 0).unwrap();
+    assert_eq!(s.open_rings(), 1);
+    assert_eq!((s.factory.live, s.factory.watched), (1, 1));
+    for h in handles {
+        assert_eq!(storage::Server::kick(&mut s, h), Err(StorageError::NoSuchHandle { handle: h }));
+    }
+}
+
+#[test]
+fn open_without_a_client_to_watch_is_refused() {
+    let mut s = server();
+    s.factory.caller = None;
+    assert!(matches!(storage::Server::open(&mut s, 0), Err(StorageError::NoClientWatch { .. })));
+    assert_eq!(libipc::reply_caps::take().1, 0);
+    assert_eq!((s.open_rings(), s.factory.live, s.factory.watched), (0, 0, 0));
 }
 
 #[test]

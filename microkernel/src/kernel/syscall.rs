@@ -345,8 +345,14 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             };
             let running = k.processes.get(target).ok_or(Error::Gone)?.state == ProcessState::Running;
             if running {
-                k.obj_ref(Obj::Notification(n));
-                k.processes.get_mut(target).ok_or(Error::Gone)?.watchers.push((n, a[2]));
+                // The same watch again adds nothing: a server that watches
+                // each client request's process (storaged, per ring) must
+                // not grow the kernel's list without bound.
+                let watchers = &mut k.processes.get_mut(target).ok_or(Error::Gone)?.watchers;
+                if !watchers.contains(&(n, a[2])) {
+                    watchers.push((n, a[2]));
+                    k.obj_ref(Obj::Notification(n));
+                }
             } else {
                 ipc::signal(k, n, a[2])?;
             }

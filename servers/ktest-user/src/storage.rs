@@ -3,10 +3,11 @@
 //! machine (a virtio-blk drive QEMU gets from the test case) through the
 //! `storage` interface, receives the ring's frame in the reply, maps it and
 //! moves data through it with `libipc::blkring::RingClient`, the client
-//! vmm-server uses.
+//! vmm-server uses. First, a client that dies holding every ring
+//! (ktest-victim with `storage-client`) must not keep them.
 
-use abi::{CapSlot, ObjectType, PAGE_SIZE};
-use alcove_rt::start::SLOT_CONSOLE;
+use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
+use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
 use alcove_rt::{StartInfo, println};
 use alloc::format;
 use alloc::string::String;
@@ -29,18 +30,31 @@ type Ring = RingClient<SharedMemory, StorageDoorbell<KernelTransport>>;
 
 struct Env {
     storaged: Cap<Endpoint>,
+    victim: Option<CapSlot>,
     next_slot: CapSlot,
     next_va: u64,
 }
 
 impl Env {
+    /// A copy of this process's capability (no rights) in a fresh slot: what
+    /// `open` hands storaged to watch.
+    fn token(&mut self) -> Result<CapSlot, String> {
+        let token = self.next_slot;
+        self.next_slot += 1;
+        sys::cap_copy(SLOT_SELF, token, Rights::NONE, 0).map_err(|e| format!("copy of the process capability: {e}"))?;
+        Ok(token)
+    }
+
     /// Opens disk `index`: the ring's frame arrives in a fresh slot and is
     /// mapped; returns the client and the frame's slot and address.
     fn open(&mut self, index: u32) -> Result<(Ring, CapSlot, SharedMemory), String> {
+        let token = self.token()?;
         let slot = self.next_slot;
         self.next_slot += 1;
-        let t = CapTransport::new(self.storaged, &[slot]);
-        let opened = storage::Client::new(&t).open(index).map_err(|e| format!("open: {e}"))?.map_err(|e| format!("{e}"))?;
+        let t = CapTransport::new(self.storaged, &[slot]).sending(&[token]);
+        let opened = storage::Client::new(&t).open(index);
+        let _ = sys::cap_delete(token);
+        let opened = opened.map_err(|e| format!("open: {e}"))?.map_err(|e| format!("{e}"))?;
         if t.received() != 1 {
             return Err(format!("open replied with {} capabilities, expected the ring's frame", t.received()));
         }
@@ -78,6 +92,8 @@ type Test = fn(&mut Env) -> Result<(), String>;
 
 pub fn main(info: StartInfo) -> u64 {
     let tests: Vec<(&str, Test)> = vec![
+        // First: the victim holds every ring from its start until this test.
+        ("block_rings_leak_when_a_vmm_dies", rings_of_a_dead_client_are_reclaimed),
         ("storaged_lists_the_disk", lists_the_disk),
         ("read_write_flush_read_back", read_write_flush_read_back),
         ("bad_requests_are_failed", bad_requests_are_failed),
@@ -91,8 +107,48 @@ pub fn main(info: StartInfo) -> u64 {
         let _ = sys::machine_exit(SLOT_CONSOLE, 1);
         return 1;
     };
-    let mut env = Env { storaged: Cap::from_slot(slot), next_slot: 200, next_va: 0x2000_0000 };
+    let mut env = Env { storaged: Cap::from_slot(slot), victim: info.calls("victim"), next_slot: 200, next_va: 0x2000_0000 };
     crate::tests::run_suite(&mut env, tests)
+}
+
+/// Finding 18 of the security issue: a client (ktest-victim) opened rings
+/// until storaged refused and panics holding them (the panic path runs no
+/// destructors, as a VMM's would not); storaged takes them back, so more
+/// rings than the machine-wide limit open and work afterwards.
+fn rings_of_a_dead_client_are_reclaimed(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::{fault_injection, status};
+    let victim = env.victim.ok_or_else(|| String::from("no victim endpoint (storage.toml)"))?;
+    let t = KernelTransport::new(Cap::from_slot(victim));
+    // It answers once it holds its rings.
+    status::Client::new(t).status().map_err(|e| format!("victim status: {e}"))?;
+    let token = env.token()?;
+    let probe = CapTransport::new(env.storaged, &[]).sending(&[token]);
+    let r = storage::Client::new(&probe).open(0).map_err(|e| format!("open: {e}"));
+    let _ = sys::cap_delete(token);
+    let limit = match r? {
+        Err(StorageError::TooManyRings { limit }) => limit,
+        other => return Err(format!("with the victim holding rings, open gave {other:?}, expected TooManyRings")),
+    };
+    let r = fault_injection::Client::new(t).panic_now();
+    if r != Err(libipc::IpcError::Kernel(abi::Error::Gone)) {
+        return Err(format!("the victim's panic gave {r:?}"));
+    }
+    // As many rings as the limit, after the victim's: all open and work.
+    let mut open = Vec::new();
+    for i in 0..limit {
+        let (mut ring, slot, region) = env.open(0).map_err(|e| format!("ring {} of {limit} after the victim died: {e}", i + 1))?;
+        let mut sector0 = vec![0u8; SECTOR_BYTES];
+        ring.read(0, &mut sector0).map_err(|e| format!("read through ring {}: {e}", i + 1))?;
+        if !sector0.starts_with(SIGNATURE) {
+            return Err(String::from("a reclaimed ring reads other data than the disk's"));
+        }
+        open.push((ring, slot, region));
+    }
+    println!("storage: {limit} rings open again after their holder died");
+    for (ring, slot, region) in open {
+        env.close(ring, slot, region)?;
+    }
+    Ok(())
 }
 
 fn lists_the_disk(env: &mut Env) -> Result<(), String> {
@@ -177,6 +233,11 @@ fn bad_requests_are_failed(env: &mut Env) -> Result<(), String> {
     if !matches!(r, Err(StorageError::NoSuchDisk { index: 99, .. })) {
         return Err(format!("open of disk 99 gave {r:?}"));
     }
+    // An open that brings no process capability to watch is refused.
+    let r = storage::Client::new(KernelTransport::new(env.storaged)).open(0).map_err(|e| format!("open: {e}"))?;
+    if !matches!(r, Err(StorageError::NoClientWatch { .. })) {
+        return Err(format!("an open without a process capability gave {r:?}"));
+    }
     // storaged still answers.
     let (mut ring, slot, region) = env.open(0)?;
     ring.read(0, &mut buf).map_err(|e| format!("read after the bad requests: {e}"))?;
@@ -194,8 +255,12 @@ fn frame_slots() -> Vec<CapSlot> {
 /// call named for receiving.
 fn plain_callers_receive_no_capabilities(env: &mut Env) -> Result<(), String> {
     let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    let token = env.token()?;
     let frames_before = frame_slots();
-    let opened = storage::Client::new(KernelTransport::new(env.storaged)).open(0).map_err(|e| format!("open: {e}"))?.map_err(|e| format!("{e}"))?;
+    let t = CapTransport::new(env.storaged, &[]).sending(&[token]);
+    let opened = storage::Client::new(&t).open(0);
+    let _ = sys::cap_delete(token);
+    let opened = opened.map_err(|e| format!("open: {e}"))?.map_err(|e| format!("{e}"))?;
     let frames_after = frame_slots();
     if let Some(slot) = frames_after.iter().find(|s| !frames_before.contains(s)) {
         return Err(format!("slot {slot} holds a frame after a plain open"));

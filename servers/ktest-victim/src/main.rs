@@ -1,7 +1,10 @@
 //! ktest-victim: a server of the test manifest that answers `status` and
 //! panics or faults when asked (`fault_injection`), so ktest-user can check
 //! that init restarts a server that dies either way and that it answers
-//! again.
+//! again. With the manifest argument `storage-client` (the storage suite)
+//! it first opens storaged's disk 0 until storaged refuses, and holds those
+//! rings without ever closing them: when it panics, the storage suite checks
+//! that storaged takes them back.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -34,12 +37,55 @@ mod victim {
 
     libipc::impl_dispatch!(Victim: status, fault_injection);
 
+    /// Opens disk 0 through `storaged` until it refuses (each ring's frame
+    /// received in a fresh slot from `first_slot`, the process watched
+    /// through a copy of its capability), and returns how many it opened.
+    fn hold_rings(storaged: abi::CapSlot, first_slot: abi::CapSlot) -> u32 {
+        use libipc::cap::Cap;
+        use libipc::interfaces::storage;
+        use libipc::kernel::CapTransport;
+        use libipc::sys;
+        let token = first_slot;
+        if let Err(e) = sys::cap_copy(alcove_rt::start::SLOT_SELF, token, abi::Rights::NONE, 0) {
+            log::error!("storage-client: copy of the process capability: {e}");
+            return 0;
+        }
+        let mut held = 0;
+        loop {
+            let t = CapTransport::new(Cap::from_slot(storaged), &[first_slot + 1 + held]).sending(&[token]);
+            match storage::Client::new(&t).open(0) {
+                Ok(Ok(_)) if t.received() == 1 => held += 1,
+                Ok(Ok(_)) => log::error!("storage-client: a ring came without its frame"),
+                Ok(Err(e)) => {
+                    log::info!("storage-client: holding {held} rings; storaged says: {e}");
+                    return held;
+                }
+                Err(e) => {
+                    log::error!("storage-client: open: {e}");
+                    return held;
+                }
+            }
+            if held > 64 {
+                log::error!("storage-client: storaged never refuses");
+                return held;
+            }
+        }
+    }
+
     pub fn main(start: alcove_rt::Start) -> u64 {
         let info = start.server("ktest-victim");
         let Some(slot) = info.serves("victim") else {
             log::error!("no \"victim\" endpoint was granted");
             return 1;
         };
+        if info.args.iter().any(|a| a == "storage-client") {
+            match info.calls("storaged") {
+                Some(storaged) => {
+                    hold_rings(storaged, alcove_rt::start::SLOT_FREE + 64);
+                }
+                None => log::error!("storage-client: no \"storaged\" endpoint was granted"),
+            }
+        }
         alcove_rt::serve_forever(slot, Victim(Service::new("victim", 1)))
     }
 }

@@ -8,9 +8,11 @@
 //! * DMA frames are contiguous kernel frames (`Sys::Create` of a frame,
 //!   physical address from `Sys::FrameInfo`), mapped read-write at addresses
 //!   from a bump allocator that never reuses a range.
-//! * Ring regions are DMA frames too, so `share` finds a buffer in the ring's
-//!   data area and gives the device its physical address: the disk's DMA goes
-//!   straight to and from the pages the VMM sees. Any other buffer (the
+//! * Ring regions are frames a client maps too: storaged reaches them only
+//!   by opaque copies ([`SharedFrame`]), never as a slice, and no device
+//!   DMA targets them. The disks' data goes through storaged's
+//!   private bounce frame ([`alloc_private`]), which `share` finds among
+//!   the DMA frames and gives the device directly. Any other buffer (the
 //!   request header and status byte `virtio-drivers` keeps on the stack) is
 //!   bounced through a one-page DMA frame from a small pool.
 //! * Device memory: the windows the manifest granted are mapped once at
@@ -112,7 +114,9 @@ impl State {
         };
         self.next_va += (pages + 1) * PAGE;
         let frame = DmaFrame { slot, va, phys: info.phys_addr, pages };
-        bytes(&frame).fill(0);
+        // SAFETY: the frame was mapped readable and writable at `va` just
+        // now and nobody else maps it yet: plain stores into our own pages.
+        unsafe { core::ptr::write_bytes(va as *mut u8, 0, pages * PAGE) };
         self.frames.push(frame);
         Ok(frame)
     }
@@ -130,27 +134,111 @@ impl State {
     }
 }
 
-/// The bytes of a DMA frame this module mapped.
-fn bytes(frame: &DmaFrame) -> &'static mut [u8] {
-    // SAFETY: `alloc` mapped the frame readable and writable at `va` and it
-    // stays mapped until `free`, whose callers drop every reference first.
-    // Known gap: a ring frame handed to a client is also written by that
-    // client while storaged holds this slice (the security issue's
-    // finding 25: storaged is to move to copies, as the client side did).
-    unsafe { alcove_rt::user_bytes_mut(frame.va as u64, frame.pages * PAGE) }
+/// A frame another process maps too (a ring): storaged reaches it only by
+/// [`SharedFrame::read`] and [`SharedFrame::write`], each one string move
+/// (`rep movsq`, then `rep movsb` for the tail) the compiler cannot see
+/// into, as a volatile copy: the other process may write the frame at any
+/// time, and no Rust reference ever points into it. String moves rather
+/// than a loop of volatile words, because the bounce buffer makes every
+/// request's data cross here once more: under QEMU `-icount`, a 64 KiB
+/// read through the ring took about 66k instructions when the disk's DMA
+/// went straight to the ring, 124k with the bounce and a volatile-word
+/// loop, 77k with the bounce and `rep movsq`.
+pub struct SharedFrame {
+    frame: DmaFrame,
 }
 
-/// A new DMA frame of `pages` pages, zeroed and mapped, whose capability the
-/// caller may hand to another process (a ring).
-pub fn alloc_frame(pages: usize) -> Result<(DmaFrame, &'static mut [u8]), abi::Error> {
+impl SharedFrame {
+    /// The frame's capability slot (handed to the client).
+    pub fn slot(&self) -> CapSlot {
+        self.frame.slot
+    }
+
+    /// Bytes in the frame.
+    pub fn len(&self) -> usize {
+        self.frame.pages * PAGE
+    }
+
+    /// Copies `buf.len()` bytes from `offset`; nothing if that runs past the
+    /// end (the ring server checks its ranges first).
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        if offset.checked_add(buf.len()).is_some_and(|end| end <= self.len()) {
+            // SAFETY: `offset..offset + len` lies inside the frame, mapped
+            // readable at `va` until `free_shared` consumes `self`; `buf` is
+            // this process's own memory, distinct from the frame.
+            unsafe { copy_opaque(buf.as_mut_ptr(), (self.frame.va + offset) as *const u8, buf.len()) }
+        }
+    }
+
+    /// Copies `data` to `offset`; nothing if that runs past the end.
+    pub fn write(&mut self, offset: usize, data: &[u8]) {
+        if offset.checked_add(data.len()).is_some_and(|end| end <= self.len()) {
+            // SAFETY: as `read`; the frame is mapped writable.
+            unsafe { copy_opaque((self.frame.va + offset) as *mut u8, data.as_ptr(), data.len()) }
+        }
+    }
+}
+
+/// Copies `n` bytes: `rep movsq` for the whole words, `rep movsb` for the
+/// rest.
+///
+/// # Safety
+///
+/// `dst` is valid for `n` bytes of writes, `src` for `n` bytes of reads,
+/// and the ranges do not overlap.
+unsafe fn copy_opaque(dst: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: the caller's contract; the direction flag is clear (the
+    // System V ABI keeps it so across calls), and the string moves touch
+    // only rdi, rsi, rcx and the two ranges (`rep movsq` leaves rdi and
+    // rsi just past the words for `rep movsb`).
+    unsafe {
+        core::arch::asm!(
+            "rep movsq",
+            "mov rcx, {tail}",
+            "rep movsb",
+            tail = in(reg) n % 8,
+            inout("rcx") n / 8 => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// A new frame of `pages` pages, zeroed and mapped, whose capability the
+/// caller hands to another process (a ring).
+pub fn alloc_shared(pages: usize) -> Result<SharedFrame, abi::Error> {
     let frame = STATE.lock().alloc(pages)?;
-    Ok((frame, bytes(&frame)))
+    Ok(SharedFrame { frame })
 }
 
-/// Gives a frame from [`alloc_frame`] back; the caller drops every
-/// reference into it first.
-pub fn free_frame(frame: DmaFrame) {
-    STATE.lock().free(frame.phys);
+/// A new DMA frame of `pages` pages that stays storaged's alone (its
+/// capability is never handed out): the disks' bounce buffer.
+pub fn alloc_private(pages: usize) -> Result<&'static mut [u8], abi::Error> {
+    let frame = STATE.lock().alloc(pages)?;
+    // SAFETY: `alloc` mapped the frame readable and writable at `va`; its
+    // capability stays in this process and the frame is never freed, so
+    // this slice is the only way to the memory for the process's life
+    // (the device reads and writes it only between `share` and `unshare`,
+    // while `virtio-drivers` holds the borrow).
+    Ok(unsafe { core::slice::from_raw_parts_mut(frame.va as *mut u8, pages * PAGE) })
+}
+
+/// Gives a frame from [`alloc_shared`] back: storaged's mapping and
+/// capability go (the client's copy keeps the frame alive until it
+/// deletes it).
+pub fn free_shared(frame: SharedFrame) {
+    STATE.lock().free(frame.frame.phys);
+}
+
+/// An empty capability slot of this process.
+pub fn take_slot() -> CapSlot {
+    STATE.lock().slot()
+}
+
+/// Gives back a slot from [`take_slot`], emptied by the caller.
+pub fn give_slot(slot: CapSlot) {
+    STATE.lock().free_slots.push(slot);
 }
 
 /// Maps a granted device-memory window (`phys`, `bytes`, frame slot). A

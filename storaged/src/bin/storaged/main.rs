@@ -13,38 +13,91 @@ mod dma;
 
 #[cfg(target_os = "none")]
 mod rings {
-    //! Rings in DMA frames: the disk's DMA lands in the shared pages.
-    use abi::CapSlot;
+    //! Rings in frames the client maps too (reached by opaque copies),
+    //! the disks' data through one private DMA frame, and clients watched
+    //! through the process capability each `open` brings.
+    use abi::{CapSlot, ProcessState};
     use alloc::format;
     use alloc::string::String;
+    use libipc::blkring::RingRegion;
+    use libipc::{request_caps, sys};
 
-    use crate::dma::{self, DmaFrame};
+    use crate::dma::{self, SharedFrame};
 
-    pub struct DmaRings;
-
-    pub struct DmaRing {
-        frame: DmaFrame,
-        bytes: &'static mut [u8],
+    pub struct DmaRings {
+        /// The bounce buffer: a ring's data area (16 pages), storaged's own.
+        bounce: &'static mut [u8],
+        /// The notification that hears of clients' ends.
+        notify: CapSlot,
     }
 
-    impl storaged::RingMemory for DmaRing {
-        fn bytes(&mut self) -> &mut [u8] {
-            self.bytes
+    impl DmaRings {
+        /// Rings whose clients' ends signal [`storaged::CLIENT_ENDED`] on
+        /// `notify`; offers the first slot for a client's capability.
+        pub fn new(notify: CapSlot) -> Result<Self, String> {
+            let pages = libipc::blkring::DEFAULT_RING_PAGES - 1;
+            let bounce = dma::alloc_private(pages).map_err(|e| format!("bounce frame of {pages} pages: {e}"))?;
+            request_caps::offer(dma::take_slot());
+            Ok(Self { bounce, notify })
         }
     }
+
+    pub struct DmaRing(SharedFrame);
+
+    impl RingRegion for DmaRing {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn read(&self, offset: usize, buf: &mut [u8]) {
+            self.0.read(offset, buf)
+        }
+        fn write(&mut self, offset: usize, data: &[u8]) {
+            self.0.write(offset, data)
+        }
+    }
+
+    /// A client: the process capability its `open` brought.
+    pub struct Client(CapSlot);
 
     impl storaged::RingFactory for DmaRings {
         type Ring = DmaRing;
+        type Client = Client;
 
         fn create(&mut self, pages: usize) -> Result<(DmaRing, CapSlot), String> {
-            let (frame, bytes) = dma::alloc_frame(pages).map_err(|e| format!("DMA frame of {pages} pages: {e}"))?;
-            Ok((DmaRing { frame, bytes }, frame.slot))
+            let frame = dma::alloc_shared(pages).map_err(|e| format!("frame of {pages} pages: {e}"))?;
+            let slot = frame.slot();
+            Ok((DmaRing(frame), slot))
         }
 
         fn destroy(&mut self, ring: DmaRing) {
-            let DmaRing { frame, bytes } = ring;
-            let _ = bytes;
-            dma::free_frame(frame);
+            dma::free_shared(ring.0);
+        }
+
+        fn bounce(&mut self) -> &mut [u8] {
+            self.bounce
+        }
+
+        fn watch_caller(&mut self) -> Result<Client, String> {
+            let slot = request_caps::take().ok_or_else(|| String::from("the request brought no capability"))?;
+            // Offer another slot for the next request's capability.
+            request_caps::offer(dma::take_slot());
+            match sys::process_watch(slot, self.notify, storaged::CLIENT_ENDED) {
+                Ok(()) => Ok(Client(slot)),
+                Err(e) => {
+                    let _ = sys::cap_delete(slot);
+                    dma::give_slot(slot);
+                    Err(format!("cannot watch the capability it brought: {e}"))
+                }
+            }
+        }
+
+        fn has_ended(&self, client: &Client) -> bool {
+            !matches!(sys::process_info(client.0), Ok(info) if info.state == ProcessState::Running)
+        }
+
+        fn release(&mut self, client: Client) {
+            let _ = sys::cap_delete(client.0);
+            dma::give_slot(client.0);
         }
     }
 }
@@ -68,7 +121,17 @@ fn main(start: alcove_rt::Start) -> u64 {
         }
     }
     let disks = found.into_iter().map(|(name, disk)| storaged::Disk::new(&name, disk)).collect();
-    let server = storaged::Storaged::new(disks, rings::DmaRings);
+    // The notification `serve_forever_with` binds (bit 0 its lifecycle's)
+    // also hears of clients' ends.
+    let notify = alcove_rt::start::SLOT_NOTIFY;
+    let rings = match rings::DmaRings::new(notify) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let server = storaged::Storaged::new(disks, rings);
     log::info!("serving {} disk(s)", server.disks().len());
     alcove_rt::serve_forever(slot, server)
 }

@@ -5,7 +5,8 @@
 use alloc::format;
 use alloc::string::String;
 
-use abi::PAGE_SIZE;
+use abi::{PAGE_SIZE, Rights};
+use alcove_rt::start::SLOT_SELF;
 use alcove_rt::SharedMemory;
 use libipc::blkring::{RingClient, StorageDoorbell};
 use libipc::cap::{Cap, Endpoint};
@@ -87,11 +88,14 @@ pub(super) fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Res
     let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"disks[{index}]\": {e}");
     let ep = spec.storaged.ok_or_else(|| what(&"no storaged endpoint was granted to this VM"))?;
     let slot = res.next;
-    let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]);
-    let opened = storage::Client::new(&transport)
-        .open(index as u32)
-        .map_err(|e| what(&e))?
-        .map_err(|e| what(&e))?;
+    // storaged watches this process through a copy of its capability (no
+    // rights) and closes the ring should the VMM end without closing it.
+    let token = slot + 1;
+    sys::cap_copy(SLOT_SELF, token, Rights::NONE, 0).map_err(|e| what(&format!("copy of the process capability: {e}")))?;
+    let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]).sending(&[token]);
+    let opened = storage::Client::new(&transport).open(index as u32);
+    let _ = sys::cap_delete(token);
+    let opened = opened.map_err(|e| what(&e))?.map_err(|e| what(&e))?;
     if transport.received() != 1 {
         return Err(what(&"storaged sent no ring"));
     }
