@@ -189,7 +189,7 @@ fn inject_fault(sh: &Shared, run: &mut VcpuRun, fault: mmio::MemFault, what: &st
 /// The I/O-port bus of a string I/O exit.
 struct Ports<'a> {
     platform: spin::MutexGuard<'a, Platform>,
-    ram: &'a SharedMemory,
+    ram: &'a GuestMemory,
     now: u64,
 }
 
