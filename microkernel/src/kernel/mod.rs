@@ -162,6 +162,9 @@ pub struct Thread {
     pub cpu_budget: kcore::sched::CpuBudget,
     /// When it last entered ring 3 (ns since boot), for charging the budget.
     pub ran_since: u64,
+    /// Its key in `Kernel::throttled` while its CPU budget is spent, so
+    /// every path that wakes or ends it takes it out of there.
+    pub throttled_until: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +227,11 @@ pub struct Kernel {
     pub dead_pml4s: Vec<u64>,
     /// Whose I/O bitmap each CPU's TSS holds (None: all ports denied).
     pub io_bitmap_owner: [Option<Id>; MAX_CPUS],
+    /// Processes whose last capability went, waiting to be ended and freed
+    /// by the teardown loop in `obj_unref` (a work list, not recursion).
+    pub unreachable: Vec<Id>,
+    /// Whether that loop is running (further ends only join the list).
+    pub tearing_down: bool,
     /// The thread each CPU last entered ring 3 with, and the timer deadline
     /// armed for it, so an unchanged thread does not reprogram the timer.
     pub last_run: [Option<(Id, u64)>; MAX_CPUS],
@@ -290,6 +298,8 @@ impl Kernel {
         dead_pml4s: Vec::new(),
         cpus_online: 1,
         io_bitmap_owner: [None; MAX_CPUS],
+        unreachable: Vec::new(),
+        tearing_down: false,
         last_run: [None; MAX_CPUS],
     };
 
@@ -337,11 +347,17 @@ impl Kernel {
     }
 
     /// Makes a thread runnable on its CPU, preempting there if it should.
+    /// It leaves every queue it sat on first (an endpoint's or a
+    /// notification's, the timeouts, the throttled set): a thread in a
+    /// queue it no longer waits in is found there after it is gone.
     pub fn make_runnable(&mut self, t: Id) {
-        let Some(th) = self.thread_mut(t) else { return };
+        let Some(th) = self.thread(t) else { return };
         if matches!(th.state, ThreadState::Runnable | ThreadState::Running) {
             return;
         }
+        self.unblock_cleanup(t);
+        self.unthrottle(t);
+        let Some(th) = self.thread_mut(t) else { return };
         th.state = ThreadState::Runnable;
         let deadline = th.deadline.take();
         let (cpu, prio) = (th.cpu, th.priority);
@@ -391,6 +407,13 @@ impl Kernel {
         }
     }
 
+    /// Takes `t` out of the throttled set, if it is there.
+    pub fn unthrottle(&mut self, t: Id) {
+        if let Some(until) = self.thread_mut(t).and_then(|th| th.throttled_until.take()) {
+            self.throttled.remove(&(until, t));
+        }
+    }
+
     /// Blocks the current thread of this CPU (its state already set by the
     /// caller), with an optional deadline.
     pub fn block_current(&mut self, deadline: Option<u64>) {
@@ -427,7 +450,11 @@ impl Kernel {
         if th.cpu_budget.is_throttled(now) {
             let until = th.cpu_budget.replenish_at().unwrap_or(now + 1_000_000);
             th.state = ThreadState::Inactive;
+            let before = th.throttled_until.replace(until);
             self.current[cpu] = None;
+            if let Some(b) = before {
+                self.throttled.remove(&(b, t));
+            }
             self.throttled.insert((until, t), ());
         }
     }
@@ -439,6 +466,9 @@ impl Kernel {
                 break;
             }
             self.throttled.remove(&(d, t));
+            if let Some(th) = self.thread_mut(t) {
+                th.throttled_until = None;
+            }
             self.make_runnable(t);
         }
     }
@@ -594,7 +624,7 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
                 }
                 let th = k.thread_mut(t).expect("current");
                 th.ran_since = now;
-                first_timeout = first_timeout.min(now + th.cpu_budget.remaining_ns(now).max(1000));
+                first_timeout = first_timeout.min(now.saturating_add(th.cpu_budget.remaining_ns(now).max(1000)));
             }
             let rearm = match k.last_run[cpu] {
                 Some((last, armed)) => slice_over || first_timeout < armed || (limited && last != t),

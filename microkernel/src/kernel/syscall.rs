@@ -130,7 +130,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             k.obj_ref(obj);
             vals(0, 0, 0)
         }
-        Sys::Create => create(k, pid, space, a),
+        Sys::Create => create(k, me, pid, space, a),
         Sys::Map => {
             let target = k.cap(space, slot(a[0])?, Rights::MANAGE)?;
             let fcap = k.caps.lookup(space, slot(a[1])?)?;
@@ -225,6 +225,11 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             } else {
                 kcore::sched::CpuBudget::new(a[1], a[2]).map_err(|_| Error::InvalidArgument)?
             };
+            // A capped thread cannot lift a cap (its own included) or give
+            // a looser one than it has.
+            if !k.thread(me).is_some_and(|t| t.cpu_budget.covers(&budget)) {
+                return Err(Error::NoRights);
+            }
             let th = k.thread_mut(t).ok_or(Error::Gone)?;
             th.cpu_budget = budget;
             th.ran_since = arch::time::nanos_since_boot();
@@ -238,7 +243,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         Sys::ThreadSuspend => {
             let t = thread_cap(k, space, a[0])?;
             k.unblock_cleanup(t);
-            k.throttled.retain(|&(_, id), _| id != t);
+            k.unthrottle(t);
             let cpu = percpu::index();
             if k.current[cpu] == Some(t) {
                 k.current[cpu] = None;
@@ -366,7 +371,7 @@ fn thread_cap(k: &Kernel, space: kcore::cap::SpaceId, s: u64) -> Result<Id, Erro
     }
 }
 
-fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> Result<Done, Error> {
+fn create(k: &mut Kernel, me: Id, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> Result<Done, Error> {
     // A device frame nobody ended up holding must not linger.
     let ty = ObjectType::from_u64(a[0]).ok_or(Error::InvalidArgument)?;
     let dst = slot(a[1])?;
@@ -396,7 +401,7 @@ fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> R
             let Obj::Process(target) = k.cap(space, slot(a[2])?, Rights::MANAGE)? else {
                 return Err(Error::WrongType);
             };
-            (Obj::Thread(k.create_thread(target, pid)?), Rights::ALL)
+            (Obj::Thread(k.create_thread(target, pid, Some(me))?), Rights::ALL)
         }
         ObjectType::IoPorts => {
             // A sub-range of an I/O-port capability the caller holds.
