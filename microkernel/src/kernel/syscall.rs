@@ -54,23 +54,8 @@ fn slot(v: u64) -> Result<u32, Error> {
 fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, Error> {
     let space = k.processes.get(pid).ok_or(Error::Gone)?.space;
     match sys {
-        Sys::DebugWrite => {
-            let Obj::Console = k.cap(space, slot(a[0])?, Rights::WRITE)? else { return Err(Error::WrongType) };
-            let len = a[2];
-            if len > 4096 {
-                return Err(Error::InvalidArgument);
-            }
-            let mut buf = [0u8; 4096];
-            let pml4 = k.processes.get(pid).ok_or(Error::Gone)?.pml4;
-            if !mem::copy_from_user(pml4, a[1], &mut buf[..len as usize]) {
-                return Err(Error::BadAddress);
-            }
-            // Bytes as they came: a guest's console output is not always
-            // UTF-8 (box drawing in code page 437, a character cut at a
-            // chunk boundary), and none of it may be lost.
-            arch::serial::with_locked(|w| w.write_bytes(&buf[..len as usize]));
-            vals(len, 0, 0)
-        }
+        // Handled before dispatch (it writes outside the lock).
+        Sys::DebugWrite => Err(Error::BadState),
         Sys::Nop => vals(0, 0, 0),
         Sys::Yield => {
             percpu::this().need_resched.store(true, core::sync::atomic::Ordering::Relaxed);
@@ -362,6 +347,27 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             arch::exit(if a[1] == 0 { arch::Exit::Pass } else { arch::Exit::Fail })
         }
     }
+}
+
+/// `DebugWrite`'s checks and copy, under the lock: the caller's bytes into
+/// `buf`; returns how many. The UART is driven afterwards, outside the big
+/// lock (`kernel::debug_write`).
+pub fn debug_write_prepare(k: &Kernel, me: Id, buf: &mut [u8; 4096]) -> Result<usize, Error> {
+    let pid = k.thread(me).ok_or(Error::Gone)?.process;
+    let (space, pml4) = {
+        let p = k.processes.get(pid).ok_or(Error::Gone)?;
+        (p.space, p.pml4)
+    };
+    let a = k.thread(me).map(|t| [t.ctx.rdi, t.ctx.rsi, t.ctx.rdx]).ok_or(Error::Gone)?;
+    let Obj::Console = k.cap(space, slot(a[0])?, Rights::WRITE)? else { return Err(Error::WrongType) };
+    let len = a[2];
+    if len > buf.len() as u64 {
+        return Err(Error::InvalidArgument);
+    }
+    if !mem::copy_from_user(pml4, a[1], &mut buf[..len as usize]) {
+        return Err(Error::BadAddress);
+    }
+    Ok(len as usize)
 }
 
 fn thread_cap(k: &Kernel, space: kcore::cap::SpaceId, s: u64) -> Result<Id, Error> {

@@ -102,8 +102,14 @@ pub fn stale_thread_in_an_endpoint_queue(env: &mut Env) -> Result<(), String> {
     // 1 ms per 100 ms: spinning, it is throttled almost at once.
     sys::thread_set_budget(t, 1_000_000, 100_000_000).map_err(|e| format!("budget: {e}"))?;
     sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
-    sleep(env, 20_000_000)?;
+    for _ in 0..100 {
+        sleep(env, 10_000_000)?;
+        if word(page, 2) > 0 {
+            break;
+        }
+    }
     check(word(page, 2) > 0, || "the capped thread never ran".into())?;
+    sleep(env, 10_000_000)?;
     // Throttled now; resume it (again) until it reaches its receive.
     set_word(page, 0, 1);
     for _ in 0..400 {
