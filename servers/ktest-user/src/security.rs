@@ -123,8 +123,13 @@ pub fn stale_thread_in_an_endpoint_queue(env: &mut Env) -> Result<(), String> {
     // Past its next replenishment: it must still be waiting.
     sleep(env, 250_000_000)?;
     let phase = word(page, 1);
-    check(phase == 1, || "a thread blocked in Recv was woken with no message when its CPU budget came back".into())?;
     sys::cap_delete(t).map_err(|e| format!("delete: {e}"))?;
+    if phase != 1 {
+        // Deleting the endpoint, not sending to it, so the later tests
+        // still run on a kernel with the bug.
+        let _ = sys::cap_delete(ep);
+        return Err("a thread blocked in Recv was woken with no message when its CPU budget came back".into());
+    }
     let r = thread(env, receive_once, page, u64::from(ep))?;
     sys::thread_resume(r).map_err(|e| format!("resume: {e}"))?;
     sys::send(ep, MsgInfo::new(1, 1, 0), [0x5eed, 0, 0, 0]).map_err(|e| format!("send: {e}"))?;
@@ -202,7 +207,9 @@ pub fn new_threads_inherit_their_creators_limits(env: &mut Env) -> Result<(), St
         let _ = sys::cap_delete(slot);
     }
     let no_rights = 100 + Error::NoRights as u64;
-    check(made == 1, || format!("the capped creator could not make its thread (code {made})"))?;
+    // (The creator records `made` after resuming its thread, which, when
+    // it outranks its creator, may never let it: its own results say.)
+    check(tighter != 0, || format!("the capped creator's thread never reported (creating it: code {made})"))?;
     check(prio == no_rights, || format!("a thread made by a priority-20 thread gave priority 90 (code {prio}, 1 = allowed)"))?;
     check(lift == no_rights, || format!("a thread made by a capped thread lifted a CPU cap (code {lift}, 1 = allowed)"))?;
     check(tighter == 1, || format!("a tighter CPU cap was refused (code {tighter})"))
