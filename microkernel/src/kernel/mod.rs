@@ -74,6 +74,8 @@ pub mod cost {
     pub const NOTIFICATION: u64 = 128;
     pub const PROCESS: u64 = 4096 + 512; // the PML4 and the bookkeeping
     pub const PAGE_TABLE: u64 = 4096;
+    /// One `ProcessWatch` entry (with room for its vector's growth).
+    pub const WATCH: u64 = 64;
 }
 
 /// Physical pages, owned by the kernel while any capability or mapping
@@ -192,8 +194,17 @@ pub struct Process {
     pub page_tables: u64,
     /// Capabilities naming this process.
     pub refs: u32,
-    pub watchers: Vec<(Id, u64)>,
+    pub watchers: Vec<Watcher>,
     pub io_bitmap: Option<Box<[u8; arch::gdt::IOMAP_BYTES]>>,
+}
+
+/// A notification to signal when a process ends (`ProcessWatch`): one per
+/// notification and process, charged to whoever asked.
+#[derive(Clone, Copy, Debug)]
+pub struct Watcher {
+    pub notification: Id,
+    pub bits: u64,
+    pub payer: Id,
 }
 
 #[derive(Clone, Copy, Default)]

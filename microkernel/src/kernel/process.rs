@@ -550,9 +550,10 @@ impl Kernel {
         let parent = p.parent;
         let watchers = core::mem::take(&mut p.watchers);
         self.give_back(parent, budget);
-        for (n, bits) in watchers {
-            let _ = super::ipc::signal(self, n, bits);
-            self.obj_unref(Obj::Notification(n));
+        for w in watchers {
+            let _ = super::ipc::signal(self, w.notification, w.bits);
+            self.obj_unref(Obj::Notification(w.notification));
+            self.refund(Some(w.payer), cost::WATCH);
         }
         self.obj_unref(Obj::Process(pid));
     }

@@ -335,8 +335,22 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             };
             let running = k.processes.get(target).ok_or(Error::Gone)?.state == ProcessState::Running;
             if running {
+                // One entry per notification, its bits ORed (a loop of
+                // watches used to grow the list until the kernel heap ran
+                // out: security issue finding 2); each entry is charged.
+                let p = k.processes.get_mut(target).ok_or(Error::Gone)?;
+                if let Some(w) = p.watchers.iter_mut().find(|w| w.notification == n) {
+                    w.bits |= a[2];
+                    return vals(0, 0, 0);
+                }
+                k.charge(pid, super::cost::WATCH)?;
+                let p = k.processes.get_mut(target).ok_or(Error::Gone)?;
+                if p.watchers.try_reserve(1).is_err() {
+                    k.refund(Some(pid), super::cost::WATCH);
+                    return Err(Error::OutOfMemory);
+                }
+                p.watchers.push(super::Watcher { notification: n, bits: a[2], payer: pid });
                 k.obj_ref(Obj::Notification(n));
-                k.processes.get_mut(target).ok_or(Error::Gone)?.watchers.push((n, a[2]));
             } else {
                 ipc::signal(k, n, a[2])?;
             }

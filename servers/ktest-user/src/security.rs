@@ -273,3 +273,33 @@ pub fn unbounded_recursion_in_process_teardown(env: &mut Env) -> Result<(), Stri
     sys::create(ObjectType::Process, p, 64 * 1024).map_err(|e| format!("a process after the chain: {e}"))?;
     sys::cap_delete(p).map_err(|e| format!("{e}"))
 }
+
+// ---- finding 2: kernel memory not charged ---------------------------------------
+
+/// `ProcessWatch` calls made in a loop on one process.
+const WATCHES: u64 = 150_000;
+
+/// `ProcessWatch` of one process with one notification, in a loop: the
+/// kernel keeps one entry (the bits ORed), charged to the caller, and the
+/// end of the process signals it once and gives the charge back. Each call
+/// used to add an uncharged entry to a kernel vector until the 4 MiB
+/// kernel heap ran out and the allocation failure panicked the kernel.
+pub fn watching_a_process_in_a_loop(env: &mut Env) -> Result<(), String> {
+    let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    let child = env.slot();
+    sys::create_from(ObjectType::Process, child, 64 * 1024, 4).map_err(|e| format!("create process: {e}"))?;
+    let n = env.slot();
+    sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("notification: {e}"))?;
+    let made = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    for i in 0..WATCHES {
+        sys::process_watch(child, n, 1 << (i % 64)).map_err(|e| format!("watch {i}: {e}"))?;
+    }
+    let watching = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    sys::cap_delete(child).map_err(|e| format!("delete: {e}"))?;
+    let bits = sys::poll(n).map_err(|e| format!("poll: {e}"))?;
+    let _ = sys::cap_delete(n);
+    let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    check(watching > made && watching - made <= 1024, || format!("{WATCHES} watches of one process cost {} bytes of budget", watching.saturating_sub(made)))?;
+    check(bits == u64::MAX, || format!("the process's end signalled {bits:#x}, not every bit watched"))?;
+    check(after == before, || format!("kernel memory {before} -> {after} bytes after the watched process ended"))
+}

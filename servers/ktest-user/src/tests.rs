@@ -94,6 +94,7 @@ pub fn main(start: Start) -> u64 {
         ("new_threads_inherit_their_creators_limits", crate::security::new_threads_inherit_their_creators_limits),
         ("cpu_budgets_that_wrap_are_refused", crate::security::cpu_budgets_that_wrap_are_refused),
         ("unbounded_recursion_in_process_teardown", crate::security::unbounded_recursion_in_process_teardown),
+        ("watching_a_process_in_a_loop", crate::security::watching_a_process_in_a_loop),
         ("irq_as_notification", irq_as_notification),
         ("device_memory", device_memory),
         ("msi_from_a_pci_device", msi_from_a_pci_device),
