@@ -163,7 +163,7 @@ extern "C" fn probe_limits(_ipc: u64, page: u64, target: u64) -> ! {
 /// The creator: makes a thread in slot `slots & 0xffff` that runs
 /// `probe_limits` on the stack whose top is in word 7, and resumes it.
 extern "C" fn create_prober(_ipc: u64, page: u64, slots: u64) -> ! {
-    let (child, target) = ((slots & 0xffff) as CapSlot, (slots >> 16) as u64);
+    let (child, target) = ((slots & 0xffff) as CapSlot, slots >> 16);
     let made = sys::create(ObjectType::Thread, child, u64::from(SLOT_SELF)).and_then(|()| {
         // SAFETY: word 7 holds the top of a stack the test mapped for this
         // thread alone; it uses no IPC buffer.
