@@ -63,19 +63,15 @@ impl Budget {
     }
 
     /// Returns `bytes` after the kernel freed them. Refunding more than is
-    /// charged clamps `used` to zero and reports [`BudgetError::Underflow`]
-    /// so the bug is visible without corrupting the budget.
+    /// charged is a kernel accounting bug: it is refused with
+    /// [`BudgetError::Underflow`] and changes nothing, so `used` never drops
+    /// below what live objects hold (clamping it to zero once let each
+    /// map/unmap cycle of an uncharged nested page table mint budget from
+    /// nothing: security issue finding 5).
     pub fn refund(&mut self, bytes: u64) -> Result<(), BudgetError> {
-        match self.used.checked_sub(bytes) {
-            Some(left) => {
-                self.used = left;
-                Ok(())
-            }
-            None => {
-                self.used = 0;
-                Err(BudgetError::Underflow)
-            }
-        }
+        let left = self.used.checked_sub(bytes).ok_or(BudgetError::Underflow)?;
+        self.used = left;
+        Ok(())
     }
 
     /// Bytes charged and not yet refunded (what `BudgetInfo` reports).
@@ -104,8 +100,8 @@ impl Budget {
 
     /// Takes back a destroyed child's budget: its whole limit returns, used
     /// or not, because by then every object it paid for has been freed.
-    /// Fails with [`BudgetError::Underflow`] (and clamps) if `child` was not
-    /// carved from this budget.
+    /// Fails with [`BudgetError::Underflow`] (changing nothing) if `child`
+    /// could not have been carved from this budget.
     pub fn absorb(&mut self, child: Budget) -> Result<(), BudgetError> {
         self.refund(child.limit)
     }
@@ -146,14 +142,24 @@ mod tests {
         assert_eq!(b.available(), 0);
     }
 
+    /// Security issue finding 5: a refund larger than what is charged must
+    /// not lower `used` below what the live objects hold.
     #[test]
-    fn refund_underflow_clamps() {
+    fn budget_created_from_nothing() {
         let mut b = Budget::new(100);
         b.charge(5).unwrap();
         assert_eq!(b.refund(6), Err(BudgetError::Underflow));
-        assert_eq!(b.used(), 0);
+        assert_eq!(b.used(), 5);
         assert_eq!(b.refund(u64::MAX), Err(BudgetError::Underflow));
-        assert_eq!(b.available(), 100);
+        assert_eq!(b.available(), 95);
+        // Twelve KiB of tables charged, then a refund of 24 KiB for them:
+        // the 12 KiB a live object holds stay charged.
+        let mut b = Budget::new(1 << 20);
+        b.charge(12 * 1024).unwrap();
+        b.charge(12 * 1024).unwrap();
+        b.refund(12 * 1024).unwrap();
+        assert_eq!(b.refund(24 * 1024), Err(BudgetError::Underflow));
+        assert_eq!(b.used(), 12 * 1024);
     }
 
     #[test]
@@ -201,7 +207,7 @@ mod tests {
         let mut parent = Budget::new(1000);
         let _child = parent.carve(10).unwrap();
         assert_eq!(parent.absorb(Budget::new(500)), Err(BudgetError::Underflow));
-        assert_eq!(parent.used(), 0);
+        assert_eq!(parent.used(), 10);
     }
 
     #[test]

@@ -132,7 +132,18 @@ pub enum BudgetError {
     ZeroBudget,
     /// More than the period: a single CPU cannot supply it.
     BudgetExceedsPeriod,
+    /// A period longer than [`MAX_PERIOD_NS`]: deadlines that far out mean
+    /// nothing (and `now + period` must never wrap).
+    PeriodTooLong,
+    /// Less than [`MIN_BUDGET_NS`] per period: less than the kernel can
+    /// measure and enforce between two timer interrupts.
+    BudgetTooSmall,
 }
+
+/// The longest period a CPU budget may have: 10 s.
+pub const MAX_PERIOD_NS: u64 = 10_000_000_000;
+/// The least running time per period a CPU budget may give: 10 µs.
+pub const MIN_BUDGET_NS: u64 = 10_000;
 
 /// CPU bandwidth for a thread or a group (a zone's `cpu_cap`): at most
 /// `budget_ns` of running in each `period_ns`. Periods are aligned to
@@ -161,7 +172,31 @@ impl CpuBudget {
         if budget_ns > period_ns {
             return Err(BudgetError::BudgetExceedsPeriod);
         }
+        if period_ns > MAX_PERIOD_NS {
+            return Err(BudgetError::PeriodTooLong);
+        }
+        if budget_ns < MIN_BUDGET_NS {
+            return Err(BudgetError::BudgetTooSmall);
+        }
         Ok(Self { budget_ns, period_ns, limited: true, period_start_ns: 0, used_ns: 0 })
+    }
+
+    /// The same cap with nothing used yet: what a new thread inherits from
+    /// the thread that created it.
+    pub fn fresh(&self) -> Self {
+        Self { period_start_ns: 0, used_ns: 0, ..*self }
+    }
+
+    /// Whether a holder of this cap may hand out `other`: never a looser
+    /// share of the CPU (budget / period) than its own, and never none at
+    /// all when it has one.
+    pub fn covers(&self, other: &CpuBudget) -> bool {
+        if !self.limited {
+            return true;
+        }
+        other.limited
+            && u128::from(other.budget_ns) * u128::from(self.period_ns)
+                <= u128::from(self.budget_ns) * u128::from(other.period_ns)
     }
 
     /// No cap: never throttled, charges are ignored.
@@ -287,6 +322,29 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
+    fn nonsense_budgets_are_refused() {
+        assert_eq!(CpuBudget::new(u64::MAX, u64::MAX), Err(BudgetError::PeriodTooLong));
+        assert_eq!(CpuBudget::new(1, 10 * MS), Err(BudgetError::BudgetTooSmall));
+        assert!(CpuBudget::new(MAX_PERIOD_NS, MAX_PERIOD_NS).is_ok());
+        // The largest allowed budget never pushes a deadline past u64.
+        let b = CpuBudget::new(MAX_PERIOD_NS, MAX_PERIOD_NS).unwrap();
+        assert!(b.remaining_ns(0) <= MAX_PERIOD_NS);
+    }
+
+    #[test]
+    fn a_cap_covers_only_tighter_caps() {
+        let half = CpuBudget::new(5 * MS, 10 * MS).unwrap();
+        assert!(half.covers(&CpuBudget::new(MS, 10 * MS).unwrap()));
+        assert!(half.covers(&CpuBudget::new(50 * MS, 100 * MS).unwrap()));
+        assert!(!half.covers(&CpuBudget::new(6 * MS, 10 * MS).unwrap()));
+        assert!(!half.covers(&CpuBudget::unlimited()));
+        assert!(CpuBudget::unlimited().covers(&CpuBudget::unlimited()));
+        let mut used = half;
+        used.charge(3 * MS, 3 * MS);
+        assert_eq!(used.fresh(), half);
+    }
+
+    #[test]
     fn round_robin_within_a_level() {
         let mut q = RunQueue::new();
         for t in 1..=3u32 {
@@ -369,7 +427,7 @@ mod tests {
         assert_eq!(CpuBudget::new(1, 0), Err(BudgetError::ZeroPeriod));
         assert_eq!(CpuBudget::new(0, 10), Err(BudgetError::ZeroBudget));
         assert_eq!(CpuBudget::new(11, 10), Err(BudgetError::BudgetExceedsPeriod));
-        assert!(CpuBudget::new(10, 10).is_ok());
+        assert!(CpuBudget::new(MIN_BUDGET_NS, MIN_BUDGET_NS).is_ok());
     }
 
     /// Runs 1 ms ticks from `from` for `ms` ticks, whenever not throttled.

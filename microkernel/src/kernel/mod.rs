@@ -74,6 +74,8 @@ pub mod cost {
     pub const NOTIFICATION: u64 = 128;
     pub const PROCESS: u64 = 4096 + 512; // the PML4 and the bookkeeping
     pub const PAGE_TABLE: u64 = 4096;
+    /// One `ProcessWatch` entry (with room for its vector's growth).
+    pub const WATCH: u64 = 64;
 }
 
 /// Physical pages, owned by the kernel while any capability or mapping
@@ -162,6 +164,9 @@ pub struct Thread {
     pub cpu_budget: kcore::sched::CpuBudget,
     /// When it last entered ring 3 (ns since boot), for charging the budget.
     pub ran_since: u64,
+    /// Its key in `Kernel::throttled` while its CPU budget is spent, so
+    /// every path that wakes or ends it takes it out of there.
+    pub throttled_until: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,8 +194,17 @@ pub struct Process {
     pub page_tables: u64,
     /// Capabilities naming this process.
     pub refs: u32,
-    pub watchers: Vec<(Id, u64)>,
+    pub watchers: Vec<Watcher>,
     pub io_bitmap: Option<Box<[u8; arch::gdt::IOMAP_BYTES]>>,
+}
+
+/// A notification to signal when a process ends (`ProcessWatch`): one per
+/// notification and process, charged to whoever asked.
+#[derive(Clone, Copy, Debug)]
+pub struct Watcher {
+    pub notification: Id,
+    pub bits: u64,
+    pub payer: Id,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -224,6 +238,11 @@ pub struct Kernel {
     pub dead_pml4s: Vec<u64>,
     /// Whose I/O bitmap each CPU's TSS holds (None: all ports denied).
     pub io_bitmap_owner: [Option<Id>; MAX_CPUS],
+    /// Processes whose last capability went, waiting to be ended and freed
+    /// by the teardown loop in `obj_unref` (a work list, not recursion).
+    pub unreachable: Vec<Id>,
+    /// Whether that loop is running (further ends only join the list).
+    pub tearing_down: bool,
     /// The thread each CPU last entered ring 3 with, and the timer deadline
     /// armed for it, so an unchanged thread does not reprogram the timer.
     pub last_run: [Option<(Id, u64)>; MAX_CPUS],
@@ -290,6 +309,8 @@ impl Kernel {
         dead_pml4s: Vec::new(),
         cpus_online: 1,
         io_bitmap_owner: [None; MAX_CPUS],
+        unreachable: Vec::new(),
+        tearing_down: false,
         last_run: [None; MAX_CPUS],
     };
 
@@ -337,11 +358,17 @@ impl Kernel {
     }
 
     /// Makes a thread runnable on its CPU, preempting there if it should.
+    /// It leaves every queue it sat on first (an endpoint's or a
+    /// notification's, the timeouts, the throttled set): a thread in a
+    /// queue it no longer waits in is found there after it is gone.
     pub fn make_runnable(&mut self, t: Id) {
-        let Some(th) = self.thread_mut(t) else { return };
+        let Some(th) = self.thread(t) else { return };
         if matches!(th.state, ThreadState::Runnable | ThreadState::Running) {
             return;
         }
+        self.unblock_cleanup(t);
+        self.unthrottle(t);
+        let Some(th) = self.thread_mut(t) else { return };
         th.state = ThreadState::Runnable;
         let deadline = th.deadline.take();
         let (cpu, prio) = (th.cpu, th.priority);
@@ -391,6 +418,13 @@ impl Kernel {
         }
     }
 
+    /// Takes `t` out of the throttled set, if it is there.
+    pub fn unthrottle(&mut self, t: Id) {
+        if let Some(until) = self.thread_mut(t).and_then(|th| th.throttled_until.take()) {
+            self.throttled.remove(&(until, t));
+        }
+    }
+
     /// Blocks the current thread of this CPU (its state already set by the
     /// caller), with an optional deadline.
     pub fn block_current(&mut self, deadline: Option<u64>) {
@@ -427,7 +461,11 @@ impl Kernel {
         if th.cpu_budget.is_throttled(now) {
             let until = th.cpu_budget.replenish_at().unwrap_or(now + 1_000_000);
             th.state = ThreadState::Inactive;
+            let before = th.throttled_until.replace(until);
             self.current[cpu] = None;
+            if let Some(b) = before {
+                self.throttled.remove(&(b, t));
+            }
             self.throttled.insert((until, t), ());
         }
     }
@@ -439,6 +477,9 @@ impl Kernel {
                 break;
             }
             self.throttled.remove(&(d, t));
+            if let Some(th) = self.thread_mut(t) {
+                th.throttled_until = None;
+            }
             self.make_runnable(t);
         }
     }
@@ -594,7 +635,7 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
                 }
                 let th = k.thread_mut(t).expect("current");
                 th.ran_since = now;
-                first_timeout = first_timeout.min(now + th.cpu_budget.remaining_ns(now).max(1000));
+                first_timeout = first_timeout.min(now.saturating_add(th.cpu_budget.remaining_ns(now).max(1000)));
             }
             let rearm = match k.last_run[cpu] {
                 Some((last, armed)) => slice_over || first_timeout < armed || (limited && last != t),
@@ -688,9 +729,52 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
                 let k = vm::vcpu_run(k, me, slot);
                 exit_kernel(k)
             }
+        if ctx.is_some_and(|(n, _)| n == abi::Sys::DebugWrite as u64) {
+            let k = debug_write(k, cpu, me);
+            exit_kernel(k)
+        }
     }
     syscall::dispatch(&mut k);
     exit_kernel(k)
+}
+
+/// Bytes `DebugWrite` sends to the UART per taking of the serial lock.
+const DEBUG_WRITE_CHUNK: usize = 64;
+
+/// `DebugWrite`: the bytes are checked and copied under the big lock, then
+/// written to the polled UART with only the serial lock held, a chunk at a
+/// time: 4 KiB of newlines takes the UART about 0.7 s at 115200 baud,
+/// which once stalled every CPU waiting for the big lock (security issue
+/// finding 15). The writer's own CPU still spends that time; the kernel's
+/// own messages wait at most one chunk.
+fn debug_write(mut k: KernelGuard, cpu: usize, me: kcore::slab::Id) -> KernelGuard {
+    let mut buf = [0u8; 4096];
+    let r = syscall::debug_write_prepare(&k, me, &mut buf);
+    if let Ok(len) = r {
+        drop(k);
+        // Bytes as they came: a guest's console output is not always
+        // UTF-8 (box drawing in code page 437, a character cut at a chunk
+        // boundary), and none of it may be lost.
+        for chunk in buf[..len].chunks(DEBUG_WRITE_CHUNK) {
+            arch::serial::with_locked(|w| w.write_bytes(chunk));
+        }
+        k = lock();
+        deliver_pending_irqs(&mut k);
+    }
+    // Still this CPU's thread (not ended meanwhile, its id not reused):
+    // only this CPU changes `current[cpu]` to another thread.
+    if k.current[cpu] == Some(me)
+        && let Some(th) = k.thread_mut(me)
+    {
+        match r {
+            Ok(len) => {
+                th.ctx.rax = 0;
+                th.ctx.rdi = len as u64;
+            }
+            Err(e) => th.ctx.rax = e as u64,
+        }
+    }
+    k
 }
 
 #[unsafe(no_mangle)]

@@ -116,11 +116,22 @@ impl Kernel {
                 let Some(p) = self.processes.get_mut(id) else { return };
                 p.refs = p.refs.saturating_sub(1);
                 if p.refs == 0 {
-                    if p.state == ProcessState::Running {
-                        // Nobody can reach it any more: end it.
-                        self.end_process(id, ProcessState::Exited(0));
+                    // Nobody can reach it any more: end it. Ending it drops
+                    // its capabilities, which may end more processes (a
+                    // chain of processes each holding the next): they go
+                    // on a work list, so the kernel stack stays shallow
+                    // however long the chain (security issue finding 4).
+                    self.unreachable.push(id);
+                    if !self.tearing_down {
+                        self.tearing_down = true;
+                        while let Some(pid) = self.unreachable.pop() {
+                            if self.processes.get(pid).is_some_and(|p| p.refs == 0 && p.state == ProcessState::Running) {
+                                self.end_process(pid, ProcessState::Exited(0));
+                            }
+                            self.reap(pid);
+                        }
+                        self.tearing_down = false;
                     }
-                    self.reap(id);
                 }
             }
             Obj::Thread(id) => {
@@ -171,11 +182,16 @@ impl Kernel {
         p.budget.charge(bytes).map_err(Error::from)
     }
 
+    /// Gives `bytes` back to the budget that paid for them. A refund of
+    /// more than is charged changes nothing (kcore refuses it) and is
+    /// reported: it is a kernel accounting bug.
     pub fn refund(&mut self, pid: Option<Id>, bytes: u64) {
         if let Some(p) = pid.and_then(|pid| self.processes.get_mut(pid))
-            && p.state == ProcessState::Running {
-                let _ = p.budget.refund(bytes);
-            }
+            && p.state == ProcessState::Running
+            && p.budget.refund(bytes).is_err()
+        {
+            refund_underflow(&p.name, bytes, p.budget.used());
+        }
     }
 
     // ---- creation ------------------------------------------------------------
@@ -231,15 +247,26 @@ impl Kernel {
 
     fn give_back(&mut self, parent: Option<Id>, budget: Budget) {
         if let Some(p) = parent.and_then(|pp| self.processes.get_mut(pp)) {
-            let _ = p.budget.absorb(budget);
+            let limit = budget.limit();
+            if p.budget.absorb(budget).is_err() {
+                refund_underflow(&p.name, limit, p.budget.used());
+            }
         }
     }
 
-    pub fn create_thread(&mut self, pid: Id, payer: Id) -> Result<Id, Error> {
+    /// A new thread of `pid`, paid for by `payer`. It starts at its
+    /// creator's priority and under its creator's CPU cap (nothing used
+    /// yet), so a thread can never make one that outranks or outruns it;
+    /// with no creator (init's first thread) at 100, uncapped.
+    pub fn create_thread(&mut self, pid: Id, payer: Id, creator: Option<Id>) -> Result<Id, Error> {
         let p = self.processes.get(pid).ok_or(Error::Gone)?;
         if p.state != ProcessState::Running {
             return Err(Error::Gone);
         }
+        let (priority, cpu_budget) = match creator.and_then(|c| self.thread(c)) {
+            Some(c) => (c.priority, c.cpu_budget.fresh()),
+            None => (100, kcore::sched::CpuBudget::unlimited()),
+        };
         self.charge(payer, cost::THREAD)?;
         let ctx = TrapFrame {
             cs: u64::from(gdt::USER_CS),
@@ -251,7 +278,7 @@ impl Kernel {
             ctx,
             process: pid,
             state: ThreadState::Inactive,
-            priority: 100,
+            priority,
             affinity: None,
             cpu: 0,
             ipc_buffer: 0,
@@ -263,8 +290,9 @@ impl Kernel {
             send_grant: false,
             charged_to: payer,
             refs: 0,
-            cpu_budget: kcore::sched::CpuBudget::unlimited(),
+            cpu_budget,
             ran_since: 0,
+            throttled_until: None,
         }));
         self.processes.get_mut(pid).expect("checked").threads.push(t);
         Ok(t)
@@ -424,7 +452,9 @@ impl Kernel {
         }
         let p = self.processes.get_mut(pid).expect("checked");
         p.page_tables = p.page_tables.saturating_sub(tables_freed);
-        let _ = p.budget.refund(tables_freed * cost::PAGE_TABLE);
+        if p.budget.refund(tables_freed * cost::PAGE_TABLE).is_err() {
+            refund_underflow(&p.name, tables_freed * cost::PAGE_TABLE, p.budget.used());
+        }
         if !gone.is_empty() {
             // No CPU may still translate to these frames when they are freed.
             self.shoot_down(pml4);
@@ -520,9 +550,10 @@ impl Kernel {
         let parent = p.parent;
         let watchers = core::mem::take(&mut p.watchers);
         self.give_back(parent, budget);
-        for (n, bits) in watchers {
-            let _ = super::ipc::signal(self, n, bits);
-            self.obj_unref(Obj::Notification(n));
+        for w in watchers {
+            let _ = super::ipc::signal(self, w.notification, w.bits);
+            self.obj_unref(Obj::Notification(w.notification));
+            self.refund(Some(w.payer), cost::WATCH);
         }
         self.obj_unref(Obj::Process(pid));
     }
@@ -563,7 +594,7 @@ impl Kernel {
                 *cur = None;
             }
         }
-        self.throttled.retain(|&(_, id), _| id != t);
+        self.unthrottle(t);
         if let Some(th) = self.threads.remove(t) {
             if let Some(p) = self.processes.get_mut(th.process) {
                 p.threads.retain(|&x| x != t);
@@ -594,7 +625,9 @@ impl Kernel {
         if !th.configured {
             return Err(Error::BadState);
         }
-        if th.state != ThreadState::Inactive {
+        // Running or waiting already; or resumed already and throttled,
+        // so it runs when its CPU budget comes back (`replenish`).
+        if th.state != ThreadState::Inactive || th.throttled_until.is_some() {
             return Ok(());
         }
         let affinity = th.affinity;
@@ -603,6 +636,12 @@ impl Kernel {
         self.make_runnable(t);
         Ok(())
     }
+}
+
+/// A refund larger than its budget's charge: a kernel accounting bug,
+/// reported loudly (the budget itself is left as it was).
+fn refund_underflow(name: &str, bytes: u64, used: u64) {
+    log::error!("kernel bug: refund of {bytes} bytes to \"{name}\" exceeds its {used} bytes charged; refused");
 }
 
 /// Spins (up to 100 ms) until `done`; false if it never happened.
@@ -693,7 +732,7 @@ pub fn start_init(k: &mut Kernel, elf: &[u8], archive_phys: u64, archive_len: u6
     k.obj_ref(Obj::Frame(ipcb));
     k.map_frame(pid, ipcb, abi::INIT_IPC_BUFFER, Rights::READ | Rights::WRITE).map_err(|_| "ipc buffer")?;
     k.obj_unref(Obj::Frame(ipcb));
-    let t = k.create_thread(pid, pid).map_err(|_| "cannot create init's thread")?;
+    let t = k.create_thread(pid, pid, None).map_err(|_| "cannot create init's thread")?;
     k.install(pid, abi::INIT_SLOT_THREAD, Obj::Thread(t), all).map_err(|_| "slot")?;
     k.thread_configure(t, plan.entry(), abi::INIT_STACK_TOP - 8, abi::INIT_IPC_BUFFER).map_err(|_| "configure")?;
     {

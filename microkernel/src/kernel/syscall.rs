@@ -54,23 +54,8 @@ fn slot(v: u64) -> Result<u32, Error> {
 fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, Error> {
     let space = k.processes.get(pid).ok_or(Error::Gone)?.space;
     match sys {
-        Sys::DebugWrite => {
-            let Obj::Console = k.cap(space, slot(a[0])?, Rights::WRITE)? else { return Err(Error::WrongType) };
-            let len = a[2];
-            if len > 4096 {
-                return Err(Error::InvalidArgument);
-            }
-            let mut buf = [0u8; 4096];
-            let pml4 = k.processes.get(pid).ok_or(Error::Gone)?.pml4;
-            if !mem::copy_from_user(pml4, a[1], &mut buf[..len as usize]) {
-                return Err(Error::BadAddress);
-            }
-            // Bytes as they came: a guest's console output is not always
-            // UTF-8 (box drawing in code page 437, a character cut at a
-            // chunk boundary), and none of it may be lost.
-            arch::serial::with_locked(|w| w.write_bytes(&buf[..len as usize]));
-            vals(len, 0, 0)
-        }
+        // Handled before dispatch (it writes outside the lock).
+        Sys::DebugWrite => Err(Error::BadState),
         Sys::Nop => vals(0, 0, 0),
         Sys::Yield => {
             percpu::this().need_resched.store(true, core::sync::atomic::Ordering::Relaxed);
@@ -130,7 +115,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             k.obj_ref(obj);
             vals(0, 0, 0)
         }
-        Sys::Create => create(k, pid, space, a),
+        Sys::Create => create(k, me, pid, space, a),
         Sys::Map => {
             let target = k.cap(space, slot(a[0])?, Rights::MANAGE)?;
             let fcap = k.caps.lookup(space, slot(a[1])?)?;
@@ -225,6 +210,11 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             } else {
                 kcore::sched::CpuBudget::new(a[1], a[2]).map_err(|_| Error::InvalidArgument)?
             };
+            // A capped thread cannot lift a cap (its own included) or give
+            // a looser one than it has.
+            if !k.thread(me).is_some_and(|t| t.cpu_budget.covers(&budget)) {
+                return Err(Error::NoRights);
+            }
             let th = k.thread_mut(t).ok_or(Error::Gone)?;
             th.cpu_budget = budget;
             th.ran_since = arch::time::nanos_since_boot();
@@ -238,7 +228,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         Sys::ThreadSuspend => {
             let t = thread_cap(k, space, a[0])?;
             k.unblock_cleanup(t);
-            k.throttled.retain(|&(_, id), _| id != t);
+            k.unthrottle(t);
             let cpu = percpu::index();
             if k.current[cpu] == Some(t) {
                 k.current[cpu] = None;
@@ -345,14 +335,22 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             };
             let running = k.processes.get(target).ok_or(Error::Gone)?.state == ProcessState::Running;
             if running {
-                // The same watch again adds nothing: a server that watches
-                // each client request's process (storaged, per ring) must
-                // not grow the kernel's list without bound.
-                let watchers = &mut k.processes.get_mut(target).ok_or(Error::Gone)?.watchers;
-                if !watchers.contains(&(n, a[2])) {
-                    watchers.push((n, a[2]));
-                    k.obj_ref(Obj::Notification(n));
+                // One entry per notification, its bits ORed (a loop of
+                // watches used to grow the list until the kernel heap ran
+                // out: security issue finding 2); each entry is charged.
+                let p = k.processes.get_mut(target).ok_or(Error::Gone)?;
+                if let Some(w) = p.watchers.iter_mut().find(|w| w.notification == n) {
+                    w.bits |= a[2];
+                    return vals(0, 0, 0);
                 }
+                k.charge(pid, super::cost::WATCH)?;
+                let p = k.processes.get_mut(target).ok_or(Error::Gone)?;
+                if p.watchers.try_reserve(1).is_err() {
+                    k.refund(Some(pid), super::cost::WATCH);
+                    return Err(Error::OutOfMemory);
+                }
+                p.watchers.push(super::Watcher { notification: n, bits: a[2], payer: pid });
+                k.obj_ref(Obj::Notification(n));
             } else {
                 ipc::signal(k, n, a[2])?;
             }
@@ -365,6 +363,27 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
     }
 }
 
+/// `DebugWrite`'s checks and copy, under the lock: the caller's bytes into
+/// `buf`; returns how many. The UART is driven afterwards, outside the big
+/// lock (`kernel::debug_write`).
+pub fn debug_write_prepare(k: &Kernel, me: Id, buf: &mut [u8; 4096]) -> Result<usize, Error> {
+    let pid = k.thread(me).ok_or(Error::Gone)?.process;
+    let (space, pml4) = {
+        let p = k.processes.get(pid).ok_or(Error::Gone)?;
+        (p.space, p.pml4)
+    };
+    let a = k.thread(me).map(|t| [t.ctx.rdi, t.ctx.rsi, t.ctx.rdx]).ok_or(Error::Gone)?;
+    let Obj::Console = k.cap(space, slot(a[0])?, Rights::WRITE)? else { return Err(Error::WrongType) };
+    let len = a[2];
+    if len > buf.len() as u64 {
+        return Err(Error::InvalidArgument);
+    }
+    if !mem::copy_from_user(pml4, a[1], &mut buf[..len as usize]) {
+        return Err(Error::BadAddress);
+    }
+    Ok(len as usize)
+}
+
 fn thread_cap(k: &Kernel, space: kcore::cap::SpaceId, s: u64) -> Result<Id, Error> {
     match k.cap(space, slot(s)?, Rights::MANAGE)? {
         Obj::Thread(t) => Ok(t),
@@ -372,7 +391,7 @@ fn thread_cap(k: &Kernel, space: kcore::cap::SpaceId, s: u64) -> Result<Id, Erro
     }
 }
 
-fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> Result<Done, Error> {
+fn create(k: &mut Kernel, me: Id, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> Result<Done, Error> {
     // A device frame nobody ended up holding must not linger.
     let ty = ObjectType::from_u64(a[0]).ok_or(Error::InvalidArgument)?;
     let dst = slot(a[1])?;
@@ -402,7 +421,7 @@ fn create(k: &mut Kernel, pid: Id, space: kcore::cap::SpaceId, a: [u64; 6]) -> R
             let Obj::Process(target) = k.cap(space, slot(a[2])?, Rights::MANAGE)? else {
                 return Err(Error::WrongType);
             };
-            (Obj::Thread(k.create_thread(target, pid)?), Rights::ALL)
+            (Obj::Thread(k.create_thread(target, pid, Some(me))?), Rights::ALL)
         }
         ObjectType::IoPorts => {
             // A sub-range of an I/O-port capability the caller holds.

@@ -614,7 +614,12 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         }
     };
     let mut k = super::lock();
-    if let Some(until) = vcpu.halt_until.take() {
+    // Its last capability went while it ran: it is destroyed below, on
+    // every way out, a halt included (security issue finding 7).
+    let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
+    if let Some(until) = vcpu.halt_until.take()
+        && !doomed
+    {
         // Sleep in the kernel; the thread re-enters VcpuRun on wake-up
         // (the system call restarts: RIP back over SYSCALL, RAX its number).
         // If the wake-up came already, it re-enters at once.
@@ -635,7 +640,6 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         }
         return k;
     }
-    let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
     if let Some(v) = k.vcpus.get_mut(id) {
         v.running = false;
     }

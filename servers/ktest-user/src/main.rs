@@ -12,6 +12,8 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod security;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod tests;

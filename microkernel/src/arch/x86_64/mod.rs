@@ -55,6 +55,7 @@ pub fn kernel_phys_range() -> (u64, u64) {
 pub fn init_bsp() {
     gdt::init_cpu(0);
     percpu::init(0);
+    percpu::guard_kernel_stacks();
     trap::init();
     cpu::mask_legacy_pic();
 }

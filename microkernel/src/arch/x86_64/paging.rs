@@ -34,6 +34,8 @@ pub enum MapError {
     OutOfReach,
     /// The static pool of page directories is used up.
     PoolExhausted,
+    /// Not a page of the kernel image mapped by the boot tables.
+    NotKernelImage,
 }
 
 impl core::fmt::Display for MapError {
@@ -41,6 +43,7 @@ impl core::fmt::Display for MapError {
         match self {
             MapError::OutOfReach => write!(f, "beyond the 512 GiB direct map"),
             MapError::PoolExhausted => write!(f, "direct-map page directories used up"),
+            MapError::NotKernelImage => write!(f, "not a page of the kernel image"),
         }
     }
 }
@@ -94,3 +97,68 @@ pub fn direct_map(phys: u64, len: u64) -> Result<u64, MapError> {
 pub fn boot_cr3() -> u64 {
     &raw const boot_pml4 as u64
 }
+
+/// Page tables for splitting 2 MiB pages of the kernel image (the kernel
+/// stacks' guard pages: 32 stacks of 36 KiB span at most 2 such pages).
+const PT_POOL: usize = 4;
+
+static PT_POOL_TABLES: Mutex<(usize, [PageTable; PT_POOL])> = Mutex::new((0, [const { PageTable([0; 512]) }; PT_POOL]));
+
+const PRESENT: u64 = 1;
+const HUGE: u64 = 1 << 7;
+
+/// Unmaps the 4 KiB page at `virt` of the kernel image, splitting the
+/// 2 MiB boot mapping around it into 4 KiB pages first. The boot page
+/// directories also hold the direct map of the same physical memory, so
+/// the page goes from both views; every address space shares them.
+pub fn unmap_kernel_page(virt: u64) -> Result<(), MapError> {
+    if virt < super::KERNEL_VMA || !virt.is_multiple_of(4096) {
+        return Err(MapError::NotKernelImage);
+    }
+    let entry = |table_phys: u64, index: u64| (table_phys + PHYS_OFFSET + index * 8) as *mut u64;
+    let index = |shift: u32| (virt >> shift) & 511;
+    // SAFETY: the boot tables are page tables reached through the direct
+    // map (low 4 GiB, always mapped); this runs on the bootstrap CPU before
+    // any other CPU starts, so nothing walks them concurrently; the split
+    // maps every byte as before (the PD entry changes only after its page
+    // table is complete) except the one page unmapped, which is a guard
+    // page nothing uses.
+    unsafe {
+        let pdpt = *entry(boot_cr3(), index(39));
+        if pdpt & PRESENT == 0 {
+            return Err(MapError::NotKernelImage);
+        }
+        let pd = *entry(pdpt & ADDR, index(30));
+        if pd & PRESENT == 0 || pd & HUGE != 0 {
+            return Err(MapError::NotKernelImage);
+        }
+        let pde = entry(pd & ADDR, index(21));
+        let mut e = *pde;
+        if e & PRESENT == 0 {
+            return Err(MapError::NotKernelImage);
+        }
+        if e & HUGE != 0 {
+            let mut pool = PT_POOL_TABLES.lock();
+            let (used, tables) = &mut *pool;
+            let pt = tables.get_mut(*used).ok_or(MapError::PoolExhausted)?;
+            *used += 1;
+            let base = e & ADDR & !((1 << 21) - 1);
+            // The 2 MiB entry's flags without PS (bit 7, which is PAT in a
+            // 4 KiB entry: 0 for these write-back pages) and its PAT bit 12.
+            let flags = e & !ADDR & !HUGE;
+            for (j, pte) in pt.0.iter_mut().enumerate() {
+                *pte = (base + j as u64 * 4096) | flags;
+            }
+            let pt_phys = pt as *const PageTable as u64 - super::KERNEL_VMA;
+            e = pt_phys | (e & 0x7) | (e & (1 << 63));
+            core::ptr::write_volatile(pde, e);
+        }
+        let pte = entry(e & ADDR, index(12));
+        core::ptr::write_volatile(pte, 0);
+    }
+    super::cpu::write_cr3(super::cpu::read_cr3());
+    Ok(())
+}
+
+/// The address bits of a page-table entry.
+const ADDR: u64 = 0x000f_ffff_ffff_f000;

@@ -43,10 +43,32 @@ pub struct PerCpu {
     pub cr3: AtomicU64,
 }
 
-#[repr(C, align(16))]
-struct KernelStack([u8; KERNEL_STACK_SIZE]);
+/// One CPU's kernel stack with a guard page below it, which
+/// `guard_kernel_stacks` unmaps: an overflow faults (and the #DF handler,
+/// on its own IST stack, reports it) instead of running into the next
+/// CPU's stack or whatever lies below.
+#[repr(C, align(4096))]
+struct KernelStack {
+    guard: [u8; GUARD_SIZE],
+    stack: [u8; KERNEL_STACK_SIZE],
+}
 
-static mut STACKS: [KernelStack; MAX_CPUS] = [const { KernelStack([0; KERNEL_STACK_SIZE]) }; MAX_CPUS];
+const GUARD_SIZE: usize = 4096;
+
+static mut STACKS: [KernelStack; MAX_CPUS] =
+    [const { KernelStack { guard: [0; GUARD_SIZE], stack: [0; KERNEL_STACK_SIZE] } }; MAX_CPUS];
+
+/// Unmaps every CPU's guard page (once, on the bootstrap CPU before the
+/// others start).
+pub fn guard_kernel_stacks() {
+    let base = (&raw const STACKS).cast::<KernelStack>() as u64;
+    for cpu in 0..MAX_CPUS {
+        let guard = base + (cpu * core::mem::size_of::<KernelStack>()) as u64;
+        if let Err(e) = super::paging::unmap_kernel_page(guard) {
+            log::warn!("kernel stack of CPU {cpu}: no guard page ({e:?})");
+        }
+    }
+}
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
@@ -72,7 +94,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
 pub fn kernel_stack_top(cpu: usize) -> u64 {
     // Only the address is taken.
     let base = (&raw const STACKS).cast::<KernelStack>() as u64;
-    base + ((cpu + 1) * KERNEL_STACK_SIZE) as u64
+    base + ((cpu + 1) * core::mem::size_of::<KernelStack>()) as u64
 }
 
 /// Points GS at CPU `cpu`'s data; called once on each CPU at bring-up.
