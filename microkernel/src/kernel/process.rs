@@ -340,6 +340,15 @@ impl Kernel {
         Ok(())
     }
 
+    /// As `install`, as a child of the capability in `src` the object was
+    /// made from (see `CapSystem::insert_derived`).
+    pub fn install_derived(&mut self, pid: Id, src: CapSlot, slot: CapSlot, obj: Obj, rights: Rights) -> Result<(), Error> {
+        let space = self.processes.get(pid).ok_or(Error::Gone)?.space;
+        self.caps.insert_derived(space, src, space, slot, obj, rights, 0)?;
+        self.obj_ref(obj);
+        Ok(())
+    }
+
     // ---- memory ------------------------------------------------------------
 
     /// Maps every page of `frame` at `vaddr` in `pid` with `rights`.

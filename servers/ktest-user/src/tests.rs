@@ -39,6 +39,11 @@ impl Env {
         va
     }
 
+    /// What init granted this process.
+    pub(crate) fn info(&self) -> &StartInfo {
+        &self.info
+    }
+
     /// How many CPUs the kernel runs.
     pub(crate) fn cpus(&self) -> u32 {
         self.online_cpus
@@ -88,10 +93,12 @@ pub fn main(start: Start) -> u64 {
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
+        ("revocation_reaches_objects_created_from_a_capability", crate::revocation::revocation_reaches_objects_created_from_a_capability),
         ("budget_exhaustion", budget_exhaustion),
         ("deleting_a_threads_last_capability_ends_it", deleting_a_threads_last_capability_ends_it),
         ("irq_as_notification", irq_as_notification),
         ("device_memory", device_memory),
+        ("device_frames_not_read_through_the_direct_map", crate::device_frames::device_frames_not_read_through_the_direct_map),
         ("msi_from_a_pci_device", msi_from_a_pci_device),
         ("server_restart", server_restart),
         ("panicking_and_faulting_servers_restart", panicking_and_faulting_servers_restart),
