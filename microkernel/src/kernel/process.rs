@@ -62,6 +62,11 @@ impl Kernel {
                     v.refs += 1;
                 }
             }
+            Obj::Msi(vector) => {
+                if let Some(r) = msi_index(vector).and_then(|i| self.msi_refs.get_mut(i)) {
+                    *r += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -69,6 +74,16 @@ impl Kernel {
     /// A capability or mapping to `obj` went away; frees it with the last one.
     pub fn obj_unref(&mut self, obj: Obj) {
         match obj {
+            Obj::Msi(vector) => {
+                let Some(i) = msi_index(vector) else { return };
+                let Some(r) = self.msi_refs.get_mut(i) else { return };
+                *r = r.saturating_sub(1);
+                if *r == 0 {
+                    // Free for the next allocation; one that still fires
+                    // finds no handler (msi_fired).
+                    self.msis[i] = None;
+                }
+            }
             Obj::Frame(id) => {
                 let Some(f) = self.frames.get_mut(id) else { return };
                 f.refs = f.refs.saturating_sub(1);
@@ -612,6 +627,11 @@ impl Kernel {
         self.make_runnable(t);
         Ok(())
     }
+}
+
+/// The index of an MSI vector in `Kernel::msis`.
+fn msi_index(vector: u8) -> Option<usize> {
+    vector.checked_sub(arch::apic::MSI_BASE_VECTOR).map(usize::from).filter(|&i| i < arch::apic::MSI_VECTORS)
 }
 
 /// Spins (up to 100 ms) until `done`; false if it never happened.

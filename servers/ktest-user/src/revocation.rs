@@ -3,7 +3,8 @@
 //! an interrupt right) hang under that capability in the derivation tree,
 //! so whoever revokes it takes them back too. They used to be installed as
 //! new roots that `CapRevoke` of the source never reached: a driver whose
-//! port range was revoked kept every sub-range it had cut from it.
+//! port range was revoked kept every sub-range it had cut from it. And an
+//! MSI vector is freed with its last capability.
 
 use crate::tests::Env;
 use abi::{Error, ObjectType};
@@ -36,6 +37,20 @@ pub fn revocation_reaches_objects_created_from_a_capability(env: &mut Env) -> Re
     }
     for (what, slot) in [("ports", ports), ("IRQ", irq)] {
         sys::cap_identify(slot).map_err(|e| format!("the revoked {what} capability itself is gone: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Allocates and deletes an MSI vector more times than the machine has
+/// vectors (160): each is free again once its last capability goes. They
+/// used to stay allocated forever, so a driver that restarted often ran
+/// the machine out of them.
+pub fn msi_vectors_are_freed_with_their_last_capability(env: &mut Env) -> Result<(), String> {
+    let &(_, irq) = env.info().irqs.first().ok_or_else(|| String::from("no IRQ granted"))?;
+    let msi = env.slot();
+    for round in 0..400 {
+        sys::create_from(ObjectType::Irq, msi, 1, irq).map_err(|e| format!("allocation {round} of an MSI vector: {e}"))?;
+        sys::cap_delete(msi).map_err(|e| format!("delete MSI {round}: {e}"))?;
     }
     Ok(())
 }

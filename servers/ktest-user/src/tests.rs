@@ -94,6 +94,7 @@ pub fn main(start: Start) -> u64 {
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
         ("revocation_reaches_objects_created_from_a_capability", crate::revocation::revocation_reaches_objects_created_from_a_capability),
+        ("msi_vectors_are_freed_with_their_last_capability", crate::revocation::msi_vectors_are_freed_with_their_last_capability),
         ("budget_exhaustion", budget_exhaustion),
         ("deleting_a_threads_last_capability_ends_it", deleting_a_threads_last_capability_ends_it),
         ("irq_as_notification", irq_as_notification),
