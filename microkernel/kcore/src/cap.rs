@@ -233,6 +233,32 @@ impl<O: Clone> CapSystem<O> {
         Ok(node)
     }
 
+    /// The first capability to a new object made from another capability
+    /// (a sub-range of I/O ports, a frame over part of a device-memory
+    /// range, an MSI vector from an interrupt right), placed as a child of
+    /// that source so revoking the source takes it back too (security
+    /// issue finding 12; an original would be a root nothing reaches).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_derived(
+        &mut self,
+        src_space: SpaceId,
+        src_slot: CapSlot,
+        space: SpaceId,
+        slot: CapSlot,
+        object: O,
+        rights: Rights,
+        badge: u64,
+    ) -> Result<NodeId, CapError> {
+        let parent = self.slot_ref(src_space, src_slot)?.node.index;
+        self.check_empty(space, slot)?;
+        if !rights.is_valid() {
+            return Err(CapError::InvalidArgument);
+        }
+        let node = self.alloc_node(space.index, slot, parent)?;
+        self.place(space, slot, Cap { object, rights, badge, node });
+        Ok(node)
+    }
+
     /// Copies a capability, within a space or across spaces, as a child of
     /// the source so revoking the source takes the copy back. `rights` must
     /// be a subset of the source's (never silently narrowed or widened); a
@@ -677,6 +703,28 @@ mod tests {
         // An original may be created badged, and then cannot be minted.
         cs.insert_original(s, 5, 2, Rights::SEND, 9).unwrap();
         assert_eq!(cs.copy(s, 5, s, 6, Rights::SEND, Some(1)), Err(CapError::InvalidArgument));
+        cs.check_invariants();
+    }
+
+    /// Finding 12: an object created from another capability (I/O ports
+    /// from I/O ports, a device frame from device memory, an MSI from an
+    /// IRQ) is taken back by revoking that capability, wherever its
+    /// capability went since.
+    #[test]
+    fn revocation_reaches_objects_created_from_a_capability() {
+        let mut cs = system();
+        let (a, b) = (cs.create_space(8).unwrap(), cs.create_space(8).unwrap());
+        cs.insert_original(a, 0, 1, Rights::ALL, 0).unwrap(); // the root range
+        cs.copy(a, 0, b, 0, Rights::ALL, None).unwrap(); //   handed to b
+        cs.insert_derived(b, 0, b, 1, 2, Rights::ALL, 0).unwrap(); // b's sub-range
+        cs.copy(b, 1, a, 5, Rights::ALL, None).unwrap(); //   passed on
+        let gone: BTreeSet<_> = cs.revoke(a, 0).unwrap().into_iter().map(|r| (r.space, r.slot, r.object)).collect();
+        assert_eq!(gone, BTreeSet::from([(b, 0, 1), (b, 1, 2), (a, 5, 2)]));
+        assert_eq!(cs.node_count(), 1);
+        // A bad source or a taken slot is refused, and nothing is left over.
+        assert_eq!(cs.insert_derived(b, 0, b, 2, 3, Rights::ALL, 0), Err(CapError::EmptySlot));
+        assert_eq!(cs.insert_derived(a, 0, a, 0, 3, Rights::ALL, 0), Err(CapError::SlotInUse));
+        assert_eq!(cs.node_count(), 1);
         cs.check_invariants();
     }
 

@@ -24,6 +24,7 @@ pub mod rangemap;
 pub mod sched;
 pub mod slab;
 pub mod testproto;
+pub mod vcpu_cpu;
 pub mod vcpu_halt;
 pub mod wallclock;
 pub mod vlapic;

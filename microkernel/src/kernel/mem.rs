@@ -144,13 +144,17 @@ pub fn new_pml4() -> Option<u64> {
     Some(pml4)
 }
 
-/// Where a user virtual address is, if it is mapped with the access asked.
+/// Where a user virtual address is, if it is RAM mapped with the access
+/// asked.
 pub fn translate_user(pml4: u64, vaddr: u64, write: bool) -> Option<u64> {
     if vaddr >= abi::USER_MAX {
         return None;
     }
     let (phys, flags): (u64, Flags) = pagetable::translate::<X86_64, _>(&Tables::new(), pml4, vaddr & !(PAGE - 1))?;
-    if !flags.user || (write && !flags.writable) {
+    // Device frames (mapped uncached, and only they) are never RAM the
+    // direct map covers: a BAR above 4 GiB would fault in ring 0, one below
+    // be read cached (security issue finding 14).
+    if !flags.user || (write && !flags.writable) || flags.cache_disable {
         return None;
     }
     Some(phys + (vaddr & (PAGE - 1)))

@@ -226,6 +226,9 @@ pub struct Kernel {
     pub irqs: [IrqLine; apic::IRQ_LINES as usize],
     /// MSI vectors: allocated, and where each is delivered.
     pub msis: [Option<IrqLine>; apic::MSI_VECTORS],
+    /// Capabilities to each MSI vector: the vector is free again when its
+    /// last one goes (security issue finding 12).
+    pub msi_refs: [u32; apic::MSI_VECTORS],
     pub run_queues: Vec<RunQueue<Id>>,
     pub current: [Option<Id>; MAX_CPUS],
     /// Threads blocked with a deadline, by (deadline, thread).
@@ -302,6 +305,7 @@ impl Kernel {
         vcpus: Slab::new(),
         irqs: [IrqLine { notification: None, bits: 0, pending_ack: false }; apic::IRQ_LINES as usize],
         msis: [None; apic::MSI_VECTORS],
+        msi_refs: [0; apic::MSI_VECTORS],
         run_queues: Vec::new(),
         current: [None; MAX_CPUS],
         timeouts: BTreeMap::new(),

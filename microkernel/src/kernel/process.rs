@@ -62,6 +62,11 @@ impl Kernel {
                     v.refs += 1;
                 }
             }
+            Obj::Msi(vector) => {
+                if let Some(r) = msi_index(vector).and_then(|i| self.msi_refs.get_mut(i)) {
+                    *r += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -69,6 +74,16 @@ impl Kernel {
     /// A capability or mapping to `obj` went away; frees it with the last one.
     pub fn obj_unref(&mut self, obj: Obj) {
         match obj {
+            Obj::Msi(vector) => {
+                let Some(i) = msi_index(vector) else { return };
+                let Some(r) = self.msi_refs.get_mut(i) else { return };
+                *r = r.saturating_sub(1);
+                if *r == 0 {
+                    // Free for the next allocation; one that still fires
+                    // finds no handler (msi_fired).
+                    self.msis[i] = None;
+                }
+            }
             Obj::Frame(id) => {
                 let Some(f) = self.frames.get_mut(id) else { return };
                 f.refs = f.refs.saturating_sub(1);
@@ -368,6 +383,15 @@ impl Kernel {
         Ok(())
     }
 
+    /// As `install`, as a child of the capability in `src` the object was
+    /// made from (see `CapSystem::insert_derived`).
+    pub fn install_derived(&mut self, pid: Id, src: CapSlot, slot: CapSlot, obj: Obj, rights: Rights) -> Result<(), Error> {
+        let space = self.processes.get(pid).ok_or(Error::Gone)?.space;
+        self.caps.insert_derived(space, src, space, slot, obj, rights, 0)?;
+        self.obj_ref(obj);
+        Ok(())
+    }
+
     // ---- memory ------------------------------------------------------------
 
     /// Maps every page of `frame` at `vaddr` in `pid` with `rights`.
@@ -642,6 +666,11 @@ impl Kernel {
 /// reported loudly (the budget itself is left as it was).
 fn refund_underflow(name: &str, bytes: u64, used: u64) {
     log::error!("kernel bug: refund of {bytes} bytes to \"{name}\" exceeds its {used} bytes charged; refused");
+}
+
+/// The index of an MSI vector in `Kernel::msis`.
+fn msi_index(vector: u8) -> Option<usize> {
+    vector.checked_sub(arch::apic::MSI_BASE_VECTOR).map(usize::from).filter(|&i| i < arch::apic::MSI_VECTORS)
 }
 
 /// Spins (up to 100 ms) until `done`; false if it never happened.

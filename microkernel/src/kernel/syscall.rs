@@ -401,6 +401,9 @@ fn create(k: &mut Kernel, me: Id, pid: Id, space: kcore::cap::SpaceId, a: [u64; 
         Err(kcore::cap::CapError::EmptySlot) => {}
         Err(e) => return Err(e.into()),
     }
+    // Objects made from another capability hang under it in the derivation
+    // tree, so revoking that capability reaches them (finding 12).
+    let mut source = None;
     let (obj, rights) = match ty {
         ObjectType::Endpoint => (Obj::Endpoint(k.create_endpoint(pid)?), Rights::SEND | Rights::RECV | Rights::GRANT),
         ObjectType::Notification => (Obj::Notification(k.create_notification(pid)?), Rights::READ | Rights::WRITE),
@@ -432,6 +435,7 @@ fn create(k: &mut Kernel, me: Id, pid: Id, space: kcore::cap::SpaceId, a: [u64; 
             if a[2] >> 32 != 0 || c == 0 || f < u32::from(first) || f + c > u32::from(first) + u32::from(count) {
                 return Err(Error::InvalidArgument);
             }
+            source = Some(slot(a[3])?);
             (Obj::IoPorts { first: f as u16, count: c as u16 }, Rights::MANAGE)
         }
         ObjectType::Guest => (Obj::Guest(k.create_guest(pid)?), Rights::ALL),
@@ -440,6 +444,7 @@ fn create(k: &mut Kernel, me: Id, pid: Id, space: kcore::cap::SpaceId, a: [u64; 
             if !matches!(k.cap(space, slot(a[3])?, Rights::MANAGE)?, Obj::Irq(_) | Obj::Msi(_)) || a[2] != 1 {
                 return Err(Error::InvalidArgument);
             }
+            source = Some(slot(a[3])?);
             let free = k.msis.iter().position(Option::is_none).ok_or(Error::OutOfMemory)?;
             k.msis[free] = Some(super::IrqLine::default());
             (Obj::Msi(apic::MSI_BASE_VECTOR + free as u8), Rights::MANAGE)
@@ -462,11 +467,16 @@ fn create(k: &mut Kernel, me: Id, pid: Id, space: kcore::cap::SpaceId, a: [u64; 
             if page < first_page || page.saturating_add(want) > first_page.saturating_add(pages) {
                 return Err(Error::InvalidArgument);
             }
+            source = Some(slot(a[3])?);
             (Obj::Frame(k.create_device_frame(phys, want)?), Rights::READ | Rights::WRITE)
         }
         _ => return Err(Error::InvalidArgument),
     };
-    if let Err(e) = k.install(pid, dst, obj, rights) {
+    let installed = match source {
+        Some(src) => k.install_derived(pid, src, dst, obj, rights),
+        None => k.install(pid, dst, obj, rights),
+    };
+    if let Err(e) = installed {
         // Cannot happen after the check above, but never leak the object.
         k.obj_ref(obj);
         k.obj_unref(obj);

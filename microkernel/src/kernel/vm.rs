@@ -30,7 +30,7 @@ static BACKEND: spin::Once<Option<Hw>> = spin::Once::new();
 static IOPM_PA: AtomicU64 = AtomicU64::new(0);
 static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
 /// VPIDs (VMX) of live vCPUs. A reused one is flushed at the vCPU's first
-/// entry (`seen_generation` starts out of date).
+/// entry on each CPU (`kcore::vcpu_cpu`).
 static ASIDS: spin::Mutex<kcore::idalloc::IdAllocator> = spin::Mutex::new(kcore::idalloc::IdAllocator::new());
 /// SVM's ASIDs, per CPU by generation (`kcore::asid`): QEMU offers 16, so
 /// vCPUs share them instead of holding one each. Only the CPU itself
@@ -200,7 +200,9 @@ pub struct Vcpu {
     /// IA32_MISC_ENABLE as the guest sees it (fast strings on at reset).
     pub misc_enable: u64,
     pub tlb_generation: Arc<AtomicU64>,
-    pub seen_generation: u64,
+    /// Where it ran last and what an entry elsewhere must redo (guest TLB
+    /// flush, VMX host state and launch: `kcore::vcpu_cpu`).
+    pub placement: kcore::vcpu_cpu::VcpuCpu,
     /// The SVM ASID this vCPU last entered with, on which CPU, in which of
     /// its generations.
     pub asid_tag: Option<kcore::asid::AsidTag>,
@@ -340,8 +342,8 @@ impl Kernel {
             tsc_aux: 0,
             misc_enable: 1,
             tlb_generation: generation,
-            // Out of date: the first entry flushes the (possibly reused) tag.
-            seen_generation: u64::MAX,
+            // No CPU yet: the first entry flushes the (possibly reused) tag.
+            placement: kcore::vcpu_cpu::VcpuCpu::new(),
             asid_tag: None,
             reinject: 0,
             in_guest: AtomicBool::new(false),
@@ -420,6 +422,10 @@ impl Kernel {
                     // other: a VMM gets no more than its budget.
                     let mut undo = Tables::new();
                     nested_unmap(&mut undo, root, gpa + i * PAGE);
+                    if undo.freed > 0 {
+                        // A vCPU may be walking the tables just made.
+                        self.kick_guest(guest);
+                    }
                     Err(e)
                 }
                 (r, _) => r.map_err(|e| match e {
@@ -532,10 +538,10 @@ impl Kernel {
             mem::free_frames(v.vmcb.pa, 1);
         }
         if v.vmcs.pa != 0 {
-            // A VMCS must be cleared before its memory is reused (SDM Vol.
-            // 3C §25.11.1); this CPU may not be the one it was active on,
-            // but VMCLEAR by address works from any CPU in VMX operation.
-            vmx::clear(v.vmcs.pa);
+            // Not running, so not active on any CPU: every run clears it
+            // on its own CPU as it ends (`run_loop_vmx`). A VMCLEAR from
+            // here, perhaps another CPU, could write a stale copy over the
+            // freed page (finding 9).
             mem::free_frames(v.vmcs.pa, 1);
         }
         mem::free_frames(v.vmcs.msr_area_pa, 1);
@@ -749,10 +755,11 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
             vcpu.in_guest.store(false, Ordering::Release);
             break VcpuExit::Interrupted;
         }
+        // Flushed per vCPU on every CPU it comes to, not only where it saw
+        // an unmap (finding 8).
         let generation = vcpu.tlb_generation.load(Ordering::Acquire);
-        if generation != vcpu.seen_generation {
+        if vcpu.placement.enter(cpu as u32, generation).flush_tlb {
             vcpu.vmcb.w8(f::TLB_CONTROL, 1);
-            vcpu.seen_generation = generation;
         }
         // The ASID last: nothing between here and VMRUN leaves this CPU.
         let limit = match backend() {
@@ -990,8 +997,20 @@ fn reset_state(run: &mut VcpuRun) {
     run.efer = 0;
 }
 
-/// The VMX run loop: as `run_loop`, with VMX's exit reasons.
+/// The VMX run loop: as `run_loop`, with VMX's exit reasons. The VMCS is
+/// active on this CPU only during the run: it is cleared here at the end
+/// (SDM Vol. 3C §25.11.1), so the thread may run the vCPU next on another
+/// CPU, and `destroy_vcpu` frees it without a VMCLEAR from a foreign CPU
+/// (finding 9).
 fn run_loop_vmx(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> VcpuExit {
+    let exit = run_loop_vmx_active(vcpu, run, page, load);
+    vmx::clear(vcpu.vmcs.pa);
+    vcpu.vmcs.launched = false;
+    vcpu.placement.cleared();
+    exit
+}
+
+fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> VcpuExit {
     use vmx::exit as x;
     use vmx::field as f;
     let cpu = percpu::index();
@@ -1054,11 +1073,19 @@ fn run_loop_vmx(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -
             vcpu.in_guest.store(false, Ordering::Release);
             break VcpuExit::Interrupted;
         }
+        // A guest TLB flush on every CPU the vCPU comes to, not only where
+        // it saw an unmap (finding 8); the host state of this CPU for its
+        // exits, and VMLAUNCH after the clear that ended the last run
+        // (finding 9).
         let generation = vcpu.tlb_generation.load(Ordering::Acquire);
-        if generation != vcpu.seen_generation {
+        let plan = vcpu.placement.enter(cpu as u32, generation);
+        if plan.flush_tlb {
             vmx::invept_all();
-            vcpu.seen_generation = generation;
         }
+        if plan.write_host_state {
+            vcpu.vmcs.host_state(cpu);
+        }
+        vcpu.vmcs.launched = !plan.launch;
         pre_entry(vcpu);
         if let Some(Hw::Vmx(vmx::Info { preemption_rate: Some(rate), .. })) = backend() {
             // At most one time slice in the guest per entry, whether or not
@@ -1070,6 +1097,9 @@ fn run_loop_vmx(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -
         arch::cpu::fpu_load(&vcpu.fpu.0);
         let entered = vmx::run(&mut vcpu.vmcs, &mut vcpu.gprs);
         vcpu.in_guest.store(false, Ordering::Release);
+        if entered {
+            vcpu.placement.entered();
+        }
         arch::cpu::fpu_save_and_clean(&mut vcpu.fpu.0, &CLEAN_FPU.0);
         if !entered {
             run.hw_code = vmx::vmread(f::INSTRUCTION_ERROR);
@@ -1617,7 +1647,10 @@ fn mode(vcpu: &Vcpu) -> Mode {
 
 /// Reads guest-physical memory through the guest's nested tables (only
 /// frames mapped into this guest, read through the direct map); false if
-/// any of it is not guest RAM.
+/// any of it is not guest RAM. Device frames (mapped uncached, perhaps
+/// above the direct map) are never read: the kernel would fault on a BAR
+/// above 4 GiB and read one below through a cached mapping (finding 14).
+/// Only under [`with_tables`], which keeps the tables from being freed.
 fn read_guest(vcpu: &Vcpu, gpa: u64, out: &mut [u8]) -> bool {
     let mut done = 0;
     while done < out.len() {
@@ -1628,11 +1661,16 @@ fn read_guest(vcpu: &Vcpu, gpa: u64, out: &mut [u8]) -> bool {
         } else {
             pagetable::translate::<Npt, _>(&Tables::new(), vcpu.ept_root, page)
         };
-        let Some((hpa, _)) = hpa else { return false };
+        let Some((hpa, flags)) = hpa else { return false };
+        if !guest_ram(flags) {
+            return false;
+        }
         let off = (a & (PAGE - 1)) as usize;
         let n = (out.len() - done).min(PAGE as usize - off);
-        // SAFETY: `hpa` is a frame mapped into this guest (so RAM the kernel
-        // owns) in the direct map; the copy stays inside that page.
+        // SAFETY: `hpa` is a frame mapped into this guest as RAM (not a
+        // device frame: `guest_ram`), so RAM the kernel owns, in the direct
+        // map; `with_tables` keeps `guest_unmap` from freeing it (or the
+        // tables that led here) meanwhile; the copy stays inside the page.
         unsafe {
             core::ptr::copy_nonoverlapping((hpa + arch::PHYS_OFFSET + off as u64) as *const u8, out[done..].as_mut_ptr(), n)
         };
@@ -1641,9 +1679,37 @@ fn read_guest(vcpu: &Vcpu, gpa: u64, out: &mut [u8]) -> bool {
     true
 }
 
+/// Whether a nested-table leaf maps guest RAM: `guest_map` maps device
+/// frames, and only those, uncached.
+fn guest_ram(flags: Flags) -> bool {
+    !flags.cache_disable
+}
+
+/// Runs `walk` over the guest's nested tables and the frames they map,
+/// outside the guest and without the kernel lock, safe from a concurrent
+/// `guest_unmap` (finding 13): `in_guest` is raised for the walk as for
+/// an entry, and `guest_unmap` changes the tables and frees pages only
+/// under the lock, then waits (`kick_guest`) for every running vCPU of
+/// the guest to have `in_guest` clear before the lock, and with it the
+/// freed pages, go. Whoever raised the flag before the unmapper looked
+/// is waited for; whoever raised it after sees the new tables (the flag's
+/// store and the unmapper's generation bump are both full barriers).
+/// `walk` must not take the kernel lock (the unmapper holds it while it
+/// waits).
+fn with_tables<R>(vcpu: &Vcpu, walk: impl FnOnce() -> R) -> R {
+    vcpu.in_guest.store(true, Ordering::SeqCst);
+    let r = walk();
+    vcpu.in_guest.store(false, Ordering::Release);
+    r
+}
+
 /// The bytes of the instruction at the guest's RIP (up to 15, fewer at the
 /// end of its mapped memory), through its own page tables.
 fn fetch_insn(vcpu: &Vcpu) -> Option<([u8; 15], usize)> {
+    with_tables(vcpu, || fetch_insn_walk(vcpu))
+}
+
+fn fetch_insn_walk(vcpu: &Vcpu) -> Option<([u8; 15], usize)> {
     let m = mode(vcpu);
     let va = m.cs_base.wrapping_add(m.rip);
     let walk = |a: u64| -> Option<u64> {

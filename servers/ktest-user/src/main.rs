@@ -14,6 +14,10 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod security;
 #[cfg(target_os = "none")]
+mod device_frames;
+#[cfg(target_os = "none")]
+mod revocation;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod tests;

@@ -39,6 +39,11 @@ impl Env {
         va
     }
 
+    /// What init granted this process.
+    pub(crate) fn info(&self) -> &StartInfo {
+        &self.info
+    }
+
     /// How many CPUs the kernel runs.
     pub(crate) fn cpus(&self) -> u32 {
         self.online_cpus
@@ -88,6 +93,8 @@ pub fn main(start: Start) -> u64 {
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
+        ("revocation_reaches_objects_created_from_a_capability", crate::revocation::revocation_reaches_objects_created_from_a_capability),
+        ("msi_vectors_are_freed_with_their_last_capability", crate::revocation::msi_vectors_are_freed_with_their_last_capability),
         ("budget_exhaustion", budget_exhaustion),
         ("deleting_a_threads_last_capability_ends_it", deleting_a_threads_last_capability_ends_it),
         ("stale_thread_in_an_endpoint_queue", crate::security::stale_thread_in_an_endpoint_queue),
@@ -97,6 +104,7 @@ pub fn main(start: Start) -> u64 {
         ("watching_a_process_in_a_loop", crate::security::watching_a_process_in_a_loop),
         ("irq_as_notification", irq_as_notification),
         ("device_memory", device_memory),
+        ("device_frames_not_read_through_the_direct_map", crate::device_frames::device_frames_not_read_through_the_direct_map),
         ("msi_from_a_pci_device", msi_from_a_pci_device),
         ("server_restart", server_restart),
         ("panicking_and_faulting_servers_restart", panicking_and_faulting_servers_restart),

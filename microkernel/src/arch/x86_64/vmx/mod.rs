@@ -576,10 +576,12 @@ pub fn set_guest_dr6(qualification: u64) {
     unsafe { asm!("mov dr6, {}", in(reg) dr6, options(nomem, nostack, preserves_flags)) }
 }
 
-/// VMCLEAR of a VMCS by address (before its page is reused).
+/// VMCLEAR of a VMCS by address, on the CPU it is active on (the end of
+/// each run): its data goes to memory and it is active nowhere, so another
+/// CPU may load it next, or its page be freed.
 pub fn clear(pa: u64) {
     // SAFETY: VMCLEAR only writes back and deactivates the VMCS at `pa`,
-    // which is the caller's (a vCPU being destroyed).
+    // the caller's vCPU's, current (if at all) on this CPU only.
     unsafe { asm!("vmclear [{pa}]", pa = in(reg) &pa) }
 }
 
