@@ -313,7 +313,7 @@ impl Kernel {
             return Err(Error::OutOfMemory);
         };
         let mut vmcb = svm::Vmcb { pa: 0 };
-        let mut vmcs = vmx::Vmcs { pa: 0, msr_area_pa: msr_pa, launched: false, cpu: 0 };
+        let mut vmcs = vmx::Vmcs { pa: 0, msr_area_pa: msr_pa, launched: false, cpu: 0, guest_cr2: 0 };
         if is_vmx() {
             vmcs.pa = vmcb_pa;
         } else {

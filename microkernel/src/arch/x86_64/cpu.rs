@@ -42,6 +42,13 @@ pub fn read_cr2() -> u64 {
     unsafe { x86::controlregs::cr2() as u64 }
 }
 
+/// Sets CR2 (a guest's, just before a VMX entry).
+pub fn write_cr2(v: u64) {
+    // SAFETY: CR2 only records the last page-fault address; the kernel reads
+    // it only in its #PF handler, for a fault that happens after this.
+    unsafe { x86::controlregs::cr2_write(v) }
+}
+
 pub fn read_cr3() -> u64 {
     // SAFETY: reading CR3 has no side effects.
     unsafe { x86::controlregs::cr3() & 0x000f_ffff_ffff_f000 }

@@ -8,7 +8,7 @@
 //! and are emulated. The SYSCALL MSRs, which VMX does not switch, travel in
 //! the VM-entry/VM-exit MSR-load areas.
 
-use super::{gdt, percpu, PHYS_OFFSET};
+use super::{cpu, gdt, percpu, PHYS_OFFSET};
 use abi::{Segment, VcpuRun};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -274,6 +274,11 @@ pub struct Vmcs {
     pub msr_area_pa: u64,
     pub launched: bool,
     pub cpu: usize,
+    /// The guest's CR2, which the VMCS does not hold (SDM Vol. 3C §27.3,
+    /// §28.3): loaded into the CPU before each entry and read back after
+    /// each exit, so an injected #PF carries the VMM's CR2 and no guest
+    /// sees another's.
+    pub guest_cr2: u64,
 }
 
 const CR0_OWNED: u64 = (1 << 5) | (1 << 29) | (1 << 30); // NE, NW, CD
@@ -499,6 +504,7 @@ impl Vmcs {
         run.cr3 = vmread(GUEST_CR3);
         run.cr4 = guest_cr4();
         run.efer = vmread(GUEST_EFER);
+        run.cr2 = self.guest_cr2;
         for i in 0..8 {
             run.segments[i] = self.segment(i);
         }
@@ -514,6 +520,7 @@ impl Vmcs {
             vmwrite(GUEST_RFLAGS, run.rflags | 2);
         }
         if what & abi::LOAD_SYSTEM != 0 {
+            self.guest_cr2 = run.cr2;
             vmwrite(GUEST_CR3, run.cr3);
             self.set_cr4(run.cr4);
             vmwrite(GUEST_EFER, run.efer & !(1 << 10));
@@ -547,6 +554,9 @@ fn field_write(f: u64, v: u64) {
 /// Enters the guest once with this VMCS current. Returns false if the entry
 /// itself failed (VM-instruction error in `field::INSTRUCTION_ERROR`).
 pub fn run(vmcs: &mut Vmcs, gprs: &mut [u64; 16]) -> bool {
+    // The guest's CR2 goes in by hand (the VMCS has none); interrupts are
+    // off and nothing between here and the entry can fault.
+    cpu::write_cr2(vmcs.guest_cr2);
     // SAFETY:
     // 1. The VMCS is current on this CPU and fully initialised (`init`),
     //    with host state for this CPU; HOST_RSP/RIP are set by the stub.
@@ -555,6 +565,7 @@ pub fn run(vmcs: &mut Vmcs, gprs: &mut [u64; 16]) -> bool {
     //    kernel opens a window.
     // 3. `vmx_vcpu_run` saves and restores every host register it touches.
     let failed = unsafe { vmx_vcpu_run(gprs, u64::from(vmcs.launched)) };
+    vmcs.guest_cr2 = cpu::read_cr2();
     if failed == 0 {
         vmcs.launched = true;
     }
