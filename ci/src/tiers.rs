@@ -410,7 +410,7 @@ fn system_cases() -> Vec<Case> {
 /// runs others on demand). Finding 12 of the security issue (a mapping made
 /// through a revoked copy survives the revoke) is open: its check counts
 /// instead of failing (`known=12`) until the kernel fix lands.
-const FUZZ_CI: [(u64, u64); 2] = [(0xa1c0_7e57, 300), (0x5eed_0004, 300)];
+const FUZZ_CI: [(u64, u64); 2] = [(0xa1c0_7e57, 1000), (0x5eed_0004, 400)];
 const FUZZ_KNOWN: &[&str] = &["known=12"];
 
 fn fuzz_case(name: &str, cpus: u32, (seed, batches): (u64, u64)) -> Case {
