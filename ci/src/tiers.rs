@@ -407,11 +407,14 @@ fn system_cases() -> Vec<Case> {
 }
 
 /// The fuzz cases' seeds and batches in CI (`cargo xtask fuzz-syscalls`
-/// runs others on demand). Finding 12 of the security issue (a mapping made
-/// through a revoked copy survives the revoke) is open: its check counts
-/// instead of failing (`known=12`) until the kernel fix lands.
+/// runs others on demand). Two findings of the security issue are open,
+/// and the fuzzer finds both: 12 (a mapping made through a revoked copy
+/// survives the revoke) and 5 (a guest's nested page tables mapped although
+/// their charge failed are refunded when freed: a batch ends with less
+/// charged than it began). Their checks count instead of failing
+/// (`known=N`) until the kernel fixes land; drop them then.
 const FUZZ_CI: [(u64, u64); 2] = [(0xa1c0_7e57, 1000), (0x5eed_0004, 400)];
-const FUZZ_KNOWN: &[&str] = &["known=12"];
+const FUZZ_KNOWN: &[&str] = &["known=12", "known=5"];
 
 fn fuzz_case(name: &str, cpus: u32, (seed, batches): (u64, u64)) -> Case {
     let mem_mib = if cpus > 1 { 1024 } else { 512 };
@@ -425,7 +428,7 @@ fn fuzz_case(name: &str, cpus: u32, (seed, batches): (u64, u64)) -> Case {
 /// batches of one's choosing (a failing batch's report names the command
 /// that reruns it), on QEMU with `--smp` CPUs; the serial log is kept.
 pub fn fuzz_syscalls(args: &[String]) -> Result<ExitCode> {
-    let a = Args::parse(args, &["--seed", "--batches", "--first", "--ops", "--smp", "--timeout", "--known"], &[])?;
+    let a = Args::parse(args, &["--seed", "--batches", "--first", "--ops", "--smp", "--timeout", "--known"], &["--trace"])?;
     let seed = match a.value("--seed") {
         Some(v) => match v.strip_prefix("0x") {
             Some(h) => u64::from_str_radix(h, 16).map_err(|_| format!("--seed: not a number: {v}"))?,
@@ -442,6 +445,9 @@ pub fn fuzz_syscalls(args: &[String]) -> Result<ExitCode> {
         if let Some(v) = a.value(flag) {
             case.args.push(format!("{}={v}", &flag[2..]));
         }
+    }
+    if a.has("--trace") {
+        case.args.push("trace=1".into());
     }
     setup::ensure()?;
     let kernel = image::kernel()?;

@@ -37,13 +37,16 @@ pub struct Config {
     /// The CPUs the harness gave the machine (`expect_cpus=N`).
     pub expect_cpus: Option<u32>,
     /// Open kernel findings whose checks only count, not fail
-    /// (`known=12`: mappings made through a revoked copy survive).
+    /// (`known=12`: mappings made through a revoked copy survive;
+    /// `known=5`: a batch leaves the budget's `used` below where it began).
     pub known: Vec<u32>,
+    /// Print every operation (`trace=1`).
+    pub trace: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { seed: 1, first: 0, batches: 100, ops: 60, expect_cpus: None, known: Vec::new() }
+        Self { seed: 1, first: 0, batches: 100, ops: 60, expect_cpus: None, known: Vec::new(), trace: false }
     }
 }
 
@@ -78,8 +81,9 @@ impl Config {
                     let n = u32::try_from(number(k, v)?).ok().filter(|&n| n >= 1);
                     c.expect_cpus = Some(n.ok_or_else(|| format!("argument expect_cpus={v}: not a CPU count"))?);
                 }
+                "trace" => c.trace = number(k, v)? != 0,
                 "known" => c.known.push(u32::try_from(number(k, v)?).map_err(|_| format!("argument known={v}: not a finding number"))?),
-                _ => return Err(format!("argument {a:?}: unknown key {k:?} (seed, first, batches, ops, expect_cpus, known)")),
+                _ => return Err(format!("argument {a:?}: unknown key {k:?} (seed, first, batches, ops, expect_cpus, known, trace)")),
             }
         }
         if c.batches == 0 {
@@ -335,7 +339,8 @@ mod tests {
     #[test]
     fn args_parse_and_name_what_is_wrong() {
         let c = Config::from_args(&["seed=0x2a", "batches=300", "first=7", "expect_cpus=4", "known=12", "ops=9"]).unwrap();
-        assert_eq!(c, Config { seed: 42, first: 7, batches: 300, ops: 9, expect_cpus: Some(4), known: vec![12] });
+        assert_eq!(c, Config { seed: 42, first: 7, batches: 300, ops: 9, expect_cpus: Some(4), known: vec![12], trace: false });
+        assert!(Config::from_args(&["trace=1"]).unwrap().trace);
         assert_eq!(Config::from_args::<&str>(&[]).unwrap(), Config::default());
         let e = Config::from_args(&["seed=x"]).unwrap_err();
         assert!(e.contains("seed=x"), "{e}");
