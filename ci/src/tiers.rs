@@ -415,6 +415,7 @@ fn system_cases() -> Vec<Case> {
 /// (`known=N`) until the kernel fixes land; drop them then.
 const FUZZ_CI: [(u64, u64); 2] = [(0xa1c0_7e57, 1000), (0x5eed_0004, 400)];
 const FUZZ_KNOWN: &[&str] = &["known=12", "known=5"];
+const FUZZ_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn fuzz_case(name: &str, cpus: u32, (seed, batches): (u64, u64)) -> Case {
     let mem_mib = if cpus > 1 { 1024 } else { 512 };
@@ -509,7 +510,8 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 continue;
             }
             runs += 1;
-            let (r, v) = case.run(kernel, None)?;
+            // The fuzz cases take 20-35 s here: room for a loaded host.
+            let (r, v) = case.run(kernel, (case.suite == "fuzz").then_some(FUZZ_TIMEOUT))?;
             report(&case.name, &r, &v);
             if !v.ok() {
                 failures.push(case.name.clone());
