@@ -353,10 +353,7 @@ fn clean_up(f: &mut Fuzz) -> Result<(), Fail> {
     // SAFETY: the window is the fuzzer's alone; nothing refers into it
     // (the generator's accesses are volatile and finished).
     let r = unsafe { sys::unmap(SLOT_SELF, WINDOW, WINDOW_PAGES) };
-    let got = match r {
-        Ok(()) => None,
-        Err(e) => Some(e),
-    };
+    let got = r.err();
     if (expect == 0) != (got == Some(Error::NotMapped)) {
         result = Err(format!("unmapping the window ({expect} pages mapped in the model) gave {got:?}"));
     }
@@ -383,7 +380,8 @@ fn clean_up(f: &mut Fuzz) -> Result<(), Fail> {
 }
 
 /// Weighted operation kinds.
-const OPS: &[(u64, fn(&mut Fuzz) -> Result<(), Fail>)] = &[
+type Op = fn(&mut Fuzz) -> Result<(), Fail>;
+const OPS: &[(u64, Op)] = &[
     (8, create_frame),
     (4, create_small),
     (3, create_process),
@@ -693,7 +691,7 @@ fn map_self(f: &mut Fuzz) -> Result<(), Fail> {
         // Touch it: the mapping is there, with the rights asked for.
         let p = (va + f.rng.below(pages * PAGE_SIZE / 8) * 8) as *mut u64;
         if rights.contains(Rights::WRITE) {
-            let v = f.rng.next();
+            let v = f.rng.next_u64();
             // SAFETY: `p` is in a page of the window just mapped writable
             // (in the model and by the kernel); nothing else uses it.
             let back = unsafe {
@@ -774,7 +772,7 @@ fn unmap_other(f: &mut Fuzz) -> Result<(), Fail> {
     let pages = if f.rng.chance(1, 8) { f.rng.edgy() } else { 1 + f.rng.below(64) };
     let r = f.call("unmap other", Sys::Unmap, [s(target), va, pages, 0, 0, 0])?;
     let space = f.space_of(target);
-    let valid = va % PAGE_SIZE == 0 && pages <= 1 << 20;
+    let valid = va.is_multiple_of(PAGE_SIZE) && pages <= 1 << 20;
     let expected = if valid { f.model.unmapped(space, va, pages) } else { 0 };
     match r {
         Ok(out) => want(valid && out[0] >= expected, || format!("unmap {pages} pages at {va:#x} in slot {target}: {} unmapped, the model had {expected}", out[0])),
@@ -815,7 +813,7 @@ fn child_code(f: &mut Fuzz) -> Vec<u8> {
                     match f.rng.below(4) {
                         0 => f.rng.below(64) as u32,
                         1 => 0x40_0000 + f.rng.below(0x40_0000) as u32,
-                        _ => f.rng.next() as u32,
+                        _ => f.rng.next_u64() as u32,
                     }
                 };
                 c.push(0xb8);
@@ -888,7 +886,7 @@ fn child_program(f: &mut Fuzz) -> Result<(), Fail> {
     let tobj = space;
     f.model.created(t, ObjectType::Thread, ALL_RIGHTS, 0, tobj);
     let ipc = if f.rng.chance(1, 2) { stack } else { 0 };
-    let (a0, a1) = (f.rng.next(), f.rng.next());
+    let (a0, a1) = (f.rng.next_u64(), f.rng.next_u64());
     let _ = f.call("configure child", Sys::ThreadConfigure, [s(t), entry, stack + PAGE_SIZE - 8, ipc, a0, a1])?;
     let prio = f.rng.below(MY_PRIORITY + 1);
     let cpu = if f.rng.chance(1, 2) { u64::MAX } else { f.rng.below(f.cpus) };
@@ -929,7 +927,7 @@ fn thread_control(f: &mut Fuzz) -> Result<(), Fail> {
             f.call("bind", Sys::ThreadBindNotification, [s(t), n, 0, 0, 0, 0]).map(drop)
         }
         5 if !ours => {
-            let a: [u64; 6] = [s(t), f.rng.edgy(), f.rng.edgy(), f.rng.edgy(), f.rng.next(), f.rng.next()];
+            let a: [u64; 6] = [s(t), f.rng.edgy(), f.rng.edgy(), f.rng.edgy(), f.rng.next_u64(), f.rng.next_u64()];
             f.call("configure", Sys::ThreadConfigure, a).map(drop)
         }
         _ => Ok(()),
@@ -979,7 +977,7 @@ fn ipc_with_caps(f: &mut Fuzz) -> Result<(), Fail> {
     })
     .map_err(|e| format!("IPC buffer: {e}"))?;
     f.calls += 1;
-    let r = sys::call(ECHO_EP, MsgInfo::new(LABEL_CAPS, 2, k as u8), [f.rng.next(), f.rng.next(), 0, 0]);
+    let r = sys::call(ECHO_EP, MsgInfo::new(LABEL_CAPS, 2, k as u8), [f.rng.next_u64(), f.rng.next_u64(), 0, 0]);
     f.note(format!("call echo with caps {sent:?} -> {:?}", r.as_ref().map(|m| m.words)));
     let all_held = sent.iter().all(|x| f.model.slots.contains_key(x));
     match r {

@@ -112,7 +112,7 @@ impl Config {
 /// independent of the others, so one reruns alone.
 pub fn batch_seed(seed: u64, index: u64) -> u64 {
     let mut r = Rng::new(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    r.next()
+    r.next_u64()
 }
 
 /// SplitMix64: small, fast, and the same sequence everywhere.
@@ -124,7 +124,7 @@ impl Rng {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -134,7 +134,7 @@ impl Rng {
 
     /// Uniform in `0..n` (`n > 0`; the bias is negligible for small `n`).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 
     /// True with probability `num / den`.
@@ -149,7 +149,7 @@ impl Rng {
 
     /// A subset of `of` (each right kept with probability 1/2).
     pub fn rights_within(&mut self, of: Rights) -> Rights {
-        Rights(of.0 & self.next() as u32)
+        Rights(of.0 & self.next_u64() as u32)
     }
 
     /// A number that is often at an edge: 0, 1, powers of two and their
@@ -161,7 +161,7 @@ impl Rng {
             2 => 1u64 << self.below(64),
             3 => (1u64 << self.below(64)).wrapping_sub(1),
             4 => self.below(4096),
-            _ => self.next(),
+            _ => self.next_u64(),
         }
     }
 }
@@ -364,7 +364,7 @@ mod tests {
         assert_ne!(batch_seed(5, 3), batch_seed(6, 3));
         let (mut a, mut b) = (Rng::new(9), Rng::new(9));
         for _ in 0..100 {
-            assert_eq!(a.next(), b.next());
+            assert_eq!(a.next_u64(), b.next_u64());
         }
         let mut r = Rng::new(1);
         for _ in 0..1000 {
