@@ -790,7 +790,8 @@ fn grant(f: &mut Fuzz) -> Result<(), Fail> {
     let Some(&src) = f.rng.pick(&candidates) else { return Ok(()) };
     let h = f.model.slots[&src].clone();
     let rights = f.rng.rights_within(h.rights);
-    let dst = f.rng.below(64);
+    // Mostly the few slots the children's system calls name most.
+    let dst = if f.rng.chance(1, 2) { f.rng.below(4) } else { f.rng.below(64) };
     let r = f.call("grant", Sys::CapGrant, [s(target), s(src), dst, u64::from(rights.0), 0, 0])?;
     if r.is_ok() {
         f.shared.insert(h.obj);
@@ -808,10 +809,13 @@ fn child_code(f: &mut Fuzz) -> Vec<u8> {
         2 => c.extend_from_slice(&[0xb8, 1, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7]),                   // yield loop
         _ => {
             for _ in 0..1 + f.rng.below(24) {
-                let n = f.rng.below(40) as u32;
+                // IPC and notifications on the slots grants favour, often
+                // (threads blocked in queues when they are throttled,
+                // suspended or deleted), else any call.
+                let n = if f.rng.chance(1, 2) { *f.rng.pick(&[2u32, 3, 4, 5, 6, 7, 8]).expect("non-empty") } else { f.rng.below(40) as u32 };
                 let arg = |f: &mut Fuzz| -> u32 {
                     match f.rng.below(4) {
-                        0 => f.rng.below(64) as u32,
+                        0 => f.rng.below(4) as u32,
                         1 => 0x40_0000 + f.rng.below(0x40_0000) as u32,
                         _ => f.rng.next_u64() as u32,
                     }
@@ -891,6 +895,12 @@ fn child_program(f: &mut Fuzz) -> Result<(), Fail> {
     let prio = f.rng.below(MY_PRIORITY + 1);
     let cpu = if f.rng.chance(1, 2) { u64::MAX } else { f.rng.below(f.cpus) };
     let _ = f.call("child priority", Sys::ThreadSetPriority, [s(t), prio, cpu, 0, 0, 0])?;
+    if f.rng.chance(1, 3) {
+        // A CPU budget that throttles it often (finding 1's ground).
+        let period = 100_000 + f.rng.below(2_000_000);
+        let budget = 1 + f.rng.below(period);
+        let _ = f.call("child budget", Sys::ThreadSetBudget, [s(t), budget, period, 0, 0, 0])?;
+    }
     let _ = f.call("resume child", Sys::ThreadResume, [s(t), 0, 0, 0, 0, 0])?;
     Ok(())
 }
