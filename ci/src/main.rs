@@ -151,9 +151,10 @@ random sequence of M system calls (default 60) followed by the invariant
 checks. A failing batch prints the command that reruns it alone, e.g.
   cargo xtask fuzz-syscalls --seed 0xa1c07e57 --first 17 --batches 1
 Without --seed a fresh one is taken (and printed). --known F turns the check
-for open finding F of the security issue into a count (12: a mapping made
-through a revoked copy survives; 5: a batch ends with less kernel memory
-charged than it began); CI passes --known 12 --known 5 until they are fixed.
+for open kernel bug F into a count (12: a mapping made through a revoked
+copy survives; 5: a batch ends with less kernel memory charged than it
+began; wide-slots: an IPC call takes a slot number modulo 2^32); CI passes
+all three until they are fixed.
 --trace prints every operation (with a failing batch: what led to it).
 
 Options:

@@ -56,6 +56,8 @@ struct Fuzz {
     calls: u64,
     known_12: u64,
     known_5: u64,
+    known_wide: u64,
+    batch: u64,
     console: Option<CapSlot>,
 }
 
@@ -106,6 +108,8 @@ pub fn main(start: Start) -> u64 {
         calls: 0,
         known_12: 0,
         known_5: 0,
+        known_wide: 0,
+        batch: 0,
         console: info.calls("console"),
         cfg,
     };
@@ -164,6 +168,7 @@ fn run(f: &mut Fuzz, _info: &StartInfo) -> u64 {
             continue;
         }
         f.rng = Rng::new(seed);
+        f.batch = i;
         f.trail.clear();
         match batch(f) {
             Ok(()) => {
@@ -179,8 +184,8 @@ fn run(f: &mut Fuzz, _info: &StartInfo) -> u64 {
         }
     }
     println!(
-        "fuzz: {} batches ({} failed), {} system calls; known finding 12 (a mapping through a revoked copy survives) seen {} times, known finding 5 (a batch ends with less charged than it began) {} times",
-        c.batches, failed, f.calls, f.known_12, f.known_5
+        "fuzz: {} batches ({} failed), {} system calls; known finding 12 (a mapping through a revoked copy survives) seen {} times, known finding 5 (a batch ends with less charged than it began) {} times, known wide-slots (an IPC call took a slot number modulo 2^32) {} times",
+        c.batches, failed, f.calls, f.known_12, f.known_5, f.known_wide
     );
     println!("{PREFIX} end {passed} {failed}");
     let _ = sys::machine_exit(SLOT_CONSOLE, if failed == 0 { 0 } else { 1 });
@@ -314,9 +319,10 @@ fn batch(f: &mut Fuzz) -> Result<(), Fail> {
     let ended = clean_up(f);
     ended?;
     let (after, _) = f.used()?;
-    if after < baseline && f.cfg.known.contains(&5) {
+    if after < baseline && f.cfg.known("5") {
         // Open finding 5: a charge that failed was refunded anyway.
         f.known_5 += 1;
+        println!("fuzz: batch {}: known finding 5: {baseline} bytes charged before, {after} after", f.batch);
         return alive(f);
     }
     want(after == baseline, || format!("kernel memory charged: {baseline} bytes before the batch, {after} after deleting everything it made"))?;
@@ -405,6 +411,7 @@ const OPS: &[(u64, Op)] = &[
     (4, wrong_type),
     (6, garbage),
     (1, squeeze),
+    (2, wide_slot),
 ];
 
 fn op(f: &mut Fuzz) -> Result<(), Fail> {
@@ -608,8 +615,9 @@ fn revoke(f: &mut Fuzz) -> Result<(), Fail> {
                 let _ = unsafe { sys::unmap(target, va, 1) };
             }
             Err(Error::AlreadyMapped) => {
-                if f.cfg.known.contains(&12) {
+                if f.cfg.known("12") {
                     f.known_12 += 1;
+                    println!("fuzz: batch {}: known finding 12: page {va:#x} survived the revoke of slot {slot}'s copies", f.batch);
                     // It stays mapped: keep it in the model, with no
                     // capability to revoke it through.
                     let frame = u32::MAX;
@@ -1103,4 +1111,26 @@ fn squeeze(f: &mut Fuzz) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// A slot number beyond the table is refused as such (`InvalidSlot`) by
+/// every call, IPC included. The low 32 bits name an empty slot, so a
+/// kernel that truncates answers `EmptySlot` instead (and blocks on
+/// nothing).
+fn wide_slot(f: &mut Fuzz) -> Result<(), Fail> {
+    let n = *f.rng.pick(&[Sys::Call, Sys::Send, Sys::Recv, Sys::Wait, Sys::Signal, Sys::Poll, Sys::CapIdentify, Sys::CapDelete]).expect("non-empty");
+    let low = u64::from(EMPTY.start) + f.rng.below(u64::from(EMPTY.end - EMPTY.start));
+    let slot = ((1 + f.rng.below(0xffff_ffff)) << 32) | low;
+    let r = f.call("wide slot", n, [slot, 0, 0, 0, 0, 0])?;
+    if r == Err(Error::InvalidSlot) {
+        return Ok(());
+    }
+    if r == Err(Error::EmptySlot) && f.cfg.known("wide-slots") {
+        if f.known_wide == 0 {
+            println!("fuzz: batch {}: known wide-slots: {n:?} on slot {slot:#x} gave EmptySlot (reported once)", f.batch);
+        }
+        f.known_wide += 1;
+        return Ok(());
+    }
+    Err(format!("{n:?} on slot {slot:#x} (beyond the table; {low} modulo 2^32): {r:?}, not InvalidSlot"))
 }

@@ -38,8 +38,9 @@ pub struct Config {
     pub expect_cpus: Option<u32>,
     /// Open kernel findings whose checks only count, not fail
     /// (`known=12`: mappings made through a revoked copy survive;
-    /// `known=5`: a batch leaves the budget's `used` below where it began).
-    pub known: Vec<u32>,
+    /// `known=5`: a batch leaves the budget's `used` below where it began;
+    /// `known=wide-slots`: IPC calls take a slot number modulo 2^32).
+    pub known: Vec<String>,
     /// Print every operation (`trace=1`).
     pub trace: bool,
 }
@@ -59,6 +60,11 @@ fn number(key: &str, v: &str) -> Result<u64, String> {
 }
 
 impl Config {
+    /// Whether open finding `f` only counts.
+    pub fn known(&self, f: &str) -> bool {
+        self.known.iter().any(|k| k == f)
+    }
+
     /// Parses `key=value` arguments: `seed`, `first`, `batches`, `ops`,
     /// `expect_cpus`, `known` (repeatable). Anything else is an error that
     /// names the argument.
@@ -82,7 +88,10 @@ impl Config {
                     c.expect_cpus = Some(n.ok_or_else(|| format!("argument expect_cpus={v}: not a CPU count"))?);
                 }
                 "trace" => c.trace = number(k, v)? != 0,
-                "known" => c.known.push(u32::try_from(number(k, v)?).map_err(|_| format!("argument known={v}: not a finding number"))?),
+                "known" => match v {
+                    "5" | "12" | "wide-slots" => c.known.push(v.into()),
+                    _ => return Err(format!("argument known={v}: not an open finding the fuzzer knows (5, 12, wide-slots)")),
+                },
                 _ => return Err(format!("argument {a:?}: unknown key {k:?} (seed, first, batches, ops, expect_cpus, known, trace)")),
             }
         }
@@ -339,7 +348,8 @@ mod tests {
     #[test]
     fn args_parse_and_name_what_is_wrong() {
         let c = Config::from_args(&["seed=0x2a", "batches=300", "first=7", "expect_cpus=4", "known=12", "ops=9"]).unwrap();
-        assert_eq!(c, Config { seed: 42, first: 7, batches: 300, ops: 9, expect_cpus: Some(4), known: vec![12], trace: false });
+        assert_eq!(c, Config { seed: 42, first: 7, batches: 300, ops: 9, expect_cpus: Some(4), known: vec!["12".into()], trace: false });
+        assert!(Config::from_args(&["known=7"]).is_err());
         assert!(Config::from_args(&["trace=1"]).unwrap().trace);
         assert_eq!(Config::from_args::<&str>(&[]).unwrap(), Config::default());
         let e = Config::from_args(&["seed=x"]).unwrap_err();
