@@ -292,7 +292,10 @@ impl Fuzz {
     fn empty_slot(&mut self) -> u64 {
         match self.rng.below(3) {
             0 => 1024 + self.rng.below(1 << 20),
-            1 => self.rng.edgy() | 1 << 40,
+            // Beyond 2^32, and an empty slot modulo 2^32 (a kernel that
+            // truncates slot numbers, `wide_slot`, must not reach a real
+            // capability through a garbage call and block on it).
+            1 => (self.rng.edgy() << 32) | (1 << 40) | (u64::from(EMPTY.start) + self.rng.below(u64::from(EMPTY.end - EMPTY.start))),
             _ => s(EMPTY.start) + self.rng.below(u64::from(EMPTY.end - EMPTY.start)),
         }
     }
