@@ -292,6 +292,9 @@ struct Case {
     /// (`alcove.expect_cpus`), ktest-user by a manifest argument
     /// (`expect_cpus=N`), and a system that sees another number fails.
     cpus: u32,
+    /// More arguments for the suite's test process (the fuzzer's seed and
+    /// batches).
+    args: Vec<String>,
 }
 
 enum Machine {
@@ -304,12 +307,12 @@ impl Case {
         let cmdline =
             format!("alcove.test={suite} alcove.expect_cpus={} alcove.expect_mem_mib={}", q.smp, q.mem_mib);
         let cpus = q.smp;
-        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Qemu(q), cmdline, cpus }
+        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Qemu(q), cmdline, cpus, args: vec![] }
     }
 
     fn bochs(name: &str, suite: &'static str, b: Bochs) -> Self {
         let cmdline = format!("alcove.test={suite} alcove.expect_cpus=1 alcove.expect_mem_mib={}", b.mem_mib);
-        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Bochs(b), cmdline, cpus: 1 }
+        Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Bochs(b), cmdline, cpus: 1, args: vec![] }
     }
 
     fn with_manifest(mut self, manifest: &'static str) -> Self {
@@ -324,6 +327,11 @@ impl Case {
             // ktest-user picks its multi-CPU tests by the CPUs the machine
             // was given, and fails if it sees another number online.
             system = system.with_server_args("ktest-user", &[format!("expect_cpus={}", self.cpus)])?;
+        }
+        if self.suite == "fuzz" {
+            let mut args = vec![format!("expect_cpus={}", self.cpus)];
+            args.extend(self.args.iter().cloned());
+            system = system.with_server_args("ktest-fuzz", &args)?;
         }
         let iso = image::iso_of(kernel, &iso_name, &self.cmdline, &system)?;
         let r = match &self.machine {
@@ -362,6 +370,7 @@ fn storage_disk(file: &str) -> Vec<String> {
 fn manifest_for(suite: &str) -> &'static str {
     match suite {
         "vm" => "vm",
+        "fuzz" => "fuzz",
         _ => "test",
     }
 }
@@ -393,7 +402,69 @@ fn system_cases() -> Vec<Case> {
         Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()).with_manifest("vm-bochs"),
         Case::bochs("vm/bochs-ryzen-svm-nrip", "vm", Bochs { cpu_model: "ryzen".into(), ..Bochs::default() })
             .with_manifest("vm-bochs-svm"),
+        // The system-call fuzzer (servers/ktest-fuzz), a fixed budget of
+        // batches from fixed seeds: the same sequences in every run.
+        fuzz_case("fuzz/qemu-smp1", 1, FUZZ_CI[0]),
+        fuzz_case("fuzz/qemu-smp4", 4, FUZZ_CI[1]),
     ]
+}
+
+/// The fuzz cases' seeds and batches in CI (`cargo xtask fuzz-syscalls`
+/// runs others on demand). The fuzzer finds three open kernel bugs: the
+/// security issue's findings 12 (a mapping made through a revoked copy
+/// survives the revoke) and 5 (a guest's nested page tables mapped although
+/// their charge failed are refunded when freed: a batch ends with less
+/// charged than it began), and `wide-slots` (Call, Send, Recv and Wait take
+/// a slot number modulo 2^32 instead of refusing one beyond the table).
+/// Their checks count instead of failing (`known=…`) until the kernel fixes
+/// land; drop them then.
+const FUZZ_CI: [(u64, u64); 2] = [(0xa1c0_7e57, 1000), (0x5eed_0004, 400)];
+const FUZZ_KNOWN: &[&str] = &["known=12", "known=5", "known=wide-slots"];
+const FUZZ_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn fuzz_case(name: &str, cpus: u32, (seed, batches): (u64, u64)) -> Case {
+    let mem_mib = if cpus > 1 { 1024 } else { 512 };
+    let mut c = Case::qemu(name, "fuzz", Qemu { smp: cpus, mem_mib, ..Qemu::default() });
+    c.args = vec![format!("seed={seed:#x}"), format!("batches={batches}")];
+    c.args.extend(FUZZ_KNOWN.iter().map(|s| s.to_string()));
+    c
+}
+
+/// `cargo xtask fuzz-syscalls`: the fuzzer with a seed and a number of
+/// batches of one's choosing (a failing batch's report names the command
+/// that reruns it), on QEMU with `--smp` CPUs; the serial log is kept.
+pub fn fuzz_syscalls(args: &[String]) -> Result<ExitCode> {
+    let a = Args::parse(args, &["--seed", "--batches", "--first", "--ops", "--smp", "--timeout", "--known"], &["--trace"])?;
+    let seed = match a.value("--seed") {
+        Some(v) => match v.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).map_err(|_| format!("--seed: not a number: {v}"))?,
+            None => v.parse().map_err(|_| format!("--seed: not a number: {v}"))?,
+        },
+        // A fresh seed each run unless one is given (it is printed).
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64,
+    };
+    let cpus = a.number("--smp", 1)? as u32;
+    let mut case = fuzz_case("fuzz/on-demand", cpus, (seed, a.number("--batches", 1000)?));
+    case.args.retain(|x| !x.starts_with("known="));
+    case.args.extend(a.values("--known").iter().map(|k| format!("known={k}")));
+    for flag in ["--first", "--ops"] {
+        if let Some(v) = a.value(flag) {
+            case.args.push(format!("{}={v}", &flag[2..]));
+        }
+    }
+    if a.has("--trace") {
+        case.args.push("trace=1".into());
+    }
+    setup::ensure()?;
+    let kernel = image::kernel()?;
+    println!("xtask: fuzzing with seed {seed:#x} on {cpus} CPU(s): {}", case.args.join(" "));
+    let timeout = Duration::from_secs(a.number("--timeout", 3600)?);
+    let (r, v) = case.run(&kernel, Some(timeout))?;
+    for line in r.serial.lines().filter(|l| l.starts_with("fuzz:") || l.contains("ALCOVE-TEST fail") || l.contains("ALCOVE-FATAL")) {
+        println!("  {}", line.trim_end());
+    }
+    report(&case.name, &r, &v);
+    Ok(if v.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `cargo xtask test`.
@@ -444,7 +515,8 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 continue;
             }
             runs += 1;
-            let (r, v) = case.run(kernel, None)?;
+            // The fuzz cases take 20-35 s here: room for a loaded host.
+            let (r, v) = case.run(kernel, (case.suite == "fuzz").then_some(FUZZ_TIMEOUT))?;
             report(&case.name, &r, &v);
             if !v.ok() {
                 failures.push(case.name.clone());
@@ -578,7 +650,12 @@ fn clippy() -> Result<Vec<String>> {
 fn report(name: &str, r: &Run, v: &Verdict) {
     let secs = r.elapsed.as_secs_f64();
     if v.ok() {
-        println!("  ok   {name}: {} tests passed in {secs:.1} s ({})", v.passed.len(), v.passed.join(" "));
+        let names = match v.passed.as_slice() {
+            // The fuzz suite's hundreds of batches: the first and the last.
+            [first, .., last] if v.passed.len() > 20 => format!("{first} … {last}"),
+            all => all.join(" "),
+        };
+        println!("  ok   {name}: {} tests passed in {secs:.1} s ({names})", v.passed.len());
     } else {
         println!("  FAIL {name} ({secs:.1} s, {:?}):", r.ending);
         for p in &v.problems {
