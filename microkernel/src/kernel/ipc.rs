@@ -85,7 +85,7 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     let me = current(k);
     let frame = k.thread(me).expect("me").ctx;
     let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
-    let cap = k.caps.lookup(space, frame.rdi as u32)?;
+    let cap = k.caps.lookup(space, user_slot(frame.rdi)?)?;
     let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else {
         return Err(Error::WrongType);
     };
@@ -128,17 +128,24 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     }
 }
 
+/// A slot number from a user's register: beyond 32 bits it names no slot
+/// (it used to be truncated onto a real one; found by the syscall fuzzer).
+fn user_slot(v: u64) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|_| Error::InvalidSlot)
+}
+
 /// `recv` on an endpoint (or a notification, which is `wait`).
 pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
     let me = current(k);
     let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
-    let obj = k.cap(space, slot as u32, Rights::NONE)?;
+    let slot32 = user_slot(slot)?;
+    let obj = k.cap(space, slot32, Rights::NONE)?;
     let ep = match obj {
         Obj::Endpoint(ep) => ep,
         Obj::Notification(_) => return wait(k, slot, timeout_ns),
         _ => return Err(Error::WrongType),
     };
-    if !k.caps.lookup(space, slot as u32)?.rights.contains(Rights::RECV) {
+    if !k.caps.lookup(space, slot32)?.rights.contains(Rights::RECV) {
         return Err(Error::NoRights);
     }
     // A bound notification that is already signalled wins.
@@ -252,7 +259,7 @@ pub fn signal(k: &mut Kernel, n: Id, bits: u64) -> Result<(), Error> {
 pub fn wait(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
     let me = current(k);
     let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
-    let Obj::Notification(n) = k.cap(space, slot as u32, Rights::READ)? else {
+    let Obj::Notification(n) = k.cap(space, user_slot(slot)?, Rights::READ)? else {
         return Err(Error::WrongType);
     };
     let nt = k.notifications.get_mut(n).ok_or(Error::Gone)?;
