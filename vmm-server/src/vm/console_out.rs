@@ -3,11 +3,15 @@
 //! one is never cut into a line from the other.
 //!
 //! A finished line goes out at once. A partial line (a prompt, output that
-//! stops without a newline) goes out once its first byte has waited
-//! [`PARTIAL_LINE_NS`] of elapsed time, whatever else the VM is doing (a
-//! running PIT used to hold partial lines back for ever). A source that
+//! stops without a newline, a line the guest's tty sends 16 bytes per
+//! interrupt) goes out once its first byte has waited [`PARTIAL_LINE_NS`]
+//! of elapsed time, whatever else the VM is doing (a running PIT used to
+//! hold partial lines back for ever). While the system console is in the
+//! middle of one source's line, the other sources' lines wait for it to
+//! end, up to [`HOLD_NS`] after that source last wrote; then the line is
+//! ended on the console (a newline) and the others go out. A source that
 //! holds [`LINE_LIMIT`] bytes without a newline sends them as they are, so
-//! the buffer is bounded whatever the guest writes. At the VM's end,
+//! the buffers are bounded whatever the guest writes. At the VM's end,
 //! [`ConsoleOut::take_all`] hands out everything, complete or not, before
 //! the VMM says how the VM ended (a partial line ended with a newline).
 
@@ -23,9 +27,13 @@ pub enum Source {
 }
 
 const SOURCES: usize = 2;
+const ALL: [Source; SOURCES] = [Source::Serial, Source::Virtio];
 
 /// How long a partial line waits for the rest of it (20 ms).
 pub const PARTIAL_LINE_NS: u64 = 20_000_000;
+/// How long the other sources wait for a line the console is in the
+/// middle of (500 ms after its source last wrote).
+pub const HOLD_NS: u64 = 500_000_000;
 /// The most a source holds without a newline (4 KiB).
 pub const LINE_LIMIT: usize = 4096;
 
@@ -41,6 +49,9 @@ struct Pending {
 #[derive(Default)]
 pub struct ConsoleOut {
     pending: [Pending; SOURCES],
+    /// The source whose line the console is in the middle of, and when it
+    /// last wrote.
+    mid_line: Option<(Source, u64)>,
 }
 
 impl ConsoleOut {
@@ -49,44 +60,23 @@ impl ConsoleOut {
     }
 
     /// Adds what `source` wrote at `now_ns` and returns what is ready to
-    /// go out: every finished line, and any bytes beyond [`LINE_LIMIT`]
-    /// of an unfinished one.
+    /// go out.
     pub fn push(&mut self, source: Source, bytes: &[u8], now_ns: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        if bytes.is_empty() {
-            return out;
-        }
-        let p = &mut self.pending[source as usize];
-        if p.bytes.is_empty() {
-            p.since_ns = now_ns;
-        }
-        p.bytes.extend_from_slice(bytes);
-        if let Some(i) = p.bytes.iter().rposition(|&b| b == b'\n') {
-            out.extend(p.bytes.drain(..=i));
-            // What is left arrived with the bytes just pushed.
-            p.since_ns = now_ns;
-        }
-        if p.bytes.len() >= LINE_LIMIT {
-            out.append(&mut p.bytes);
-        }
-        out
-    }
-
-    /// Partial lines whose first byte has waited [`PARTIAL_LINE_NS`] by
-    /// `now_ns`.
-    pub fn take_aged(&mut self, now_ns: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        for p in &mut self.pending {
-            if !p.bytes.is_empty() && now_ns.saturating_sub(p.since_ns) >= PARTIAL_LINE_NS {
-                out.append(&mut p.bytes);
+        if !bytes.is_empty() {
+            let p = &mut self.pending[source as usize];
+            if p.bytes.is_empty() {
+                p.since_ns = now_ns;
             }
+            p.bytes.extend_from_slice(bytes);
         }
-        out
+        self.collect(now_ns)
     }
 
-    /// When the oldest partial line is due (VM time), if any waits.
-    pub fn next_due(&self) -> Option<u64> {
-        self.pending.iter().filter(|p| !p.bytes.is_empty()).map(|p| p.since_ns.saturating_add(PARTIAL_LINE_NS)).min()
+    /// What is ready by `now_ns` without new bytes: partial lines that
+    /// waited [`PARTIAL_LINE_NS`], lines held for another source's line
+    /// that ended or waited [`HOLD_NS`].
+    pub fn take_aged(&mut self, now_ns: u64) -> Vec<u8> {
+        self.collect(now_ns)
     }
 
     /// Everything still held, serial first: the VM has ended. A partial
@@ -94,6 +84,11 @@ impl ConsoleOut {
     /// VM ended) starts a line of its own.
     pub fn take_all(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
+        // The line the console is in the middle of first, ended.
+        if let Some((open, _)) = self.mid_line.take() {
+            out.append(&mut self.pending[open as usize].bytes);
+            out.push(b'\n');
+        }
         for p in &mut self.pending {
             if !p.bytes.is_empty() {
                 out.append(&mut p.bytes);
@@ -103,9 +98,65 @@ impl ConsoleOut {
         out
     }
 
+    /// When the timer must look again (VM time), if anything waits.
+    pub fn next_due(&self) -> Option<u64> {
+        let mut due = None::<u64>;
+        for s in ALL {
+            let p = &self.pending[s as usize];
+            if p.bytes.is_empty() {
+                continue;
+            }
+            let ready = if p.bytes.contains(&b'\n') { p.since_ns } else { p.since_ns.saturating_add(PARTIAL_LINE_NS) };
+            let t = match self.mid_line {
+                Some((o, last)) if o != s => ready.max(last.saturating_add(HOLD_NS)),
+                _ => ready,
+            };
+            due = Some(due.map_or(t, |d| d.min(t)));
+        }
+        due
+    }
+
     /// Bytes held, all sources.
     pub fn held(&self) -> usize {
         self.pending.iter().map(|p| p.bytes.len()).sum()
+    }
+
+    /// Moves what is ready to the output, the source the console is in the
+    /// middle of first.
+    fn collect(&mut self, now_ns: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let first = self.mid_line.map(|(s, _)| s);
+        let order = match first {
+            Some(Source::Virtio) => [Source::Virtio, Source::Serial],
+            _ => [Source::Serial, Source::Virtio],
+        };
+        for s in order {
+            let p = &mut self.pending[s as usize];
+            if p.bytes.is_empty() {
+                continue;
+            }
+            let complete = p.bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let aged = now_ns.saturating_sub(p.since_ns) >= PARTIAL_LINE_NS || p.bytes.len() >= LINE_LIMIT;
+            let n = if aged { p.bytes.len() } else { complete };
+            if n == 0 {
+                continue;
+            }
+            if let Some((o, last)) = self.mid_line
+                && o != s
+            {
+                if now_ns.saturating_sub(last) < HOLD_NS {
+                    // Wait for the other source's line to end.
+                    continue;
+                }
+                out.push(b'\n');
+                self.mid_line = None;
+            }
+            out.extend(p.bytes.drain(..n));
+            // What is left arrived with the latest bytes.
+            p.since_ns = now_ns;
+            self.mid_line = if out.ends_with(b"\n") { None } else { Some((s, now_ns)) };
+        }
+        out
     }
 }
 
@@ -130,6 +181,41 @@ mod tests {
         assert!(c.push(Source::Serial, b"alcove-guest: np", 0).is_empty());
         assert_eq!(c.push(Source::Virtio, b"alcove-guest: hvc0 says hello\n", 1), b"alcove-guest: hvc0 says hello\n");
         assert_eq!(c.push(Source::Serial, b"roc=2\n", 2), b"alcove-guest: nproc=2\n");
+    }
+
+    /// A serial line the guest's tty sends in pieces, slower than the
+    /// partial-line wait (a loaded host): the piece that went out keeps the
+    /// console in that line, and a virtio-console line waits for its end.
+    #[test]
+    fn a_line_cut_by_time_is_not_cut_into_by_another_source() {
+        let mut c = ConsoleOut::new();
+        let ms = 1_000_000;
+        assert!(c.push(Source::Serial, b"alcove-guest: hwrng ", 0).is_empty());
+        assert_eq!(c.take_aged(30 * ms), b"alcove-guest: hwrng ", "partial, by time");
+        assert!(c.push(Source::Virtio, b"alcove-guest: hvc0 says hello\n", 31 * ms).is_empty(), "held");
+        assert!(c.next_due().is_some_and(|t| t <= 30 * ms + HOLD_NS));
+        assert_eq!(c.push(Source::Serial, b"virtio_rng.0 4eb40e\n", 60 * ms), b"virtio_rng.0 4eb40e\nalcove-guest: hvc0 says hello\n");
+        assert!(c.take_all().is_empty());
+        // At the end, the open line is ended before another source's bytes.
+        c.push(Source::Virtio, b"partial", 0);
+        assert_eq!(c.take_aged(PARTIAL_LINE_NS), b"partial");
+        c.push(Source::Serial, b"tail", PARTIAL_LINE_NS + 1);
+        assert_eq!(c.take_all(), b"\ntail\n");
+    }
+
+    /// A source that never ends its line holds the others at most
+    /// `HOLD_NS`; then its line is ended on the console.
+    #[test]
+    fn a_held_line_goes_out_after_the_hold() {
+        let mut c = ConsoleOut::new();
+        let ms = 1_000_000;
+        c.push(Source::Serial, b"login: ", 0);
+        assert_eq!(c.take_aged(20 * ms), b"login: ");
+        assert!(c.push(Source::Virtio, b"hvc line\n", 21 * ms).is_empty());
+        assert!(c.take_aged(20 * ms + HOLD_NS - 1).is_empty());
+        assert_eq!(c.take_aged(20 * ms + HOLD_NS), b"\nhvc line\n");
+        // The serial line goes on on a line of its own.
+        assert!(c.push(Source::Serial, b"root\n", 20 * ms + HOLD_NS + 1) == b"root\n");
     }
 
     #[test]
