@@ -13,8 +13,8 @@
 //! the PCI hole, a usable e820 range from 4 GiB holding the rest; it
 //! powers off and the VMM returns every frame and capability.
 //!
-//! `linux/qemu-epyc-svm-32-vcpus` (256 MiB) runs in the `linux` tier
-//! (about 40 s here); `linux/qemu-epyc-svm-4-gib` (2 vCPUs) in the `slow`
+//! `linux/qemu-epyc-svm-32-vcpus` (256 MiB) runs in the `slow` tier for
+//! now (about 40 s here; an intermittent triple fault is open); `linux/qemu-epyc-svm-4-gib` (2 vCPUs) in the `slow`
 //! tier: QEMU needs about 5 GiB of host memory and the boot takes about
 //! 70 s, most of it Alcove zeroing and mapping 4 GiB nested in TCG.
 
@@ -44,7 +44,10 @@ pub struct Case {
 pub const CASES: [Case; 2] = [
     Case {
         name: "linux/qemu-epyc-svm-32-vcpus",
-        tier: "linux",
+        // In the slow tier until an intermittent triple fault is found: one
+        // fresh-clone run in about six ended "triple-fault" right after
+        // "PCI: Using ACPI for IRQ routing" (32 vCPUs on 2 host CPUs).
+        tier: "slow",
         vcpus: 32,
         ram_mib: 256,
         timeout: Duration::from_secs(400),
