@@ -331,6 +331,20 @@ impl fmt::Display for EmulateError {
     }
 }
 
+/// Decodes the instruction at the vCPU's RIP from `bytes` (at most
+/// `MAX_INSN_LEN` of them) in its current mode, with what an error report
+/// shows of it.
+fn decode(bytes: &[u8], run: &VcpuRun, gpa: u64) -> Cx {
+    let mode = cpu_mode(run);
+    let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
+    let mut decoder = Decoder::with_ip(mode.bitness(), bytes, run.rip & mode.ip_mask(), DecoderOptions::NONE);
+    let instr = decoder.decode();
+    let mut shown = [0u8; MAX_INSN_LEN];
+    let len = if instr.is_invalid() { bytes.len() } else { instr.len() };
+    shown[..len].copy_from_slice(&bytes[..len]);
+    Cx { mode, instr, gpa, rip: run.rip, bytes: shown, len }
+}
+
 /// Emulates the instruction in `bytes` (from [`fetch`]) at `run.rip`, whose
 /// access to guest-physical `gpa` exited. On success the registers, RFLAGS
 /// and RIP in `run` are what the hardware would have left; the caller sets
@@ -343,14 +357,8 @@ pub fn emulate(
     mem: &mut impl GuestMemory,
     bus: &mut impl MmioBus,
 ) -> Result<Done, EmulateError> {
-    let mode = cpu_mode(run);
-    let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
-    let mut decoder = Decoder::with_ip(mode.bitness(), bytes, run.rip & mode.ip_mask(), DecoderOptions::NONE);
-    let instr = decoder.decode();
-    let mut shown = [0u8; MAX_INSN_LEN];
-    let len = if instr.is_invalid() { bytes.len() } else { instr.len() };
-    shown[..len].copy_from_slice(&bytes[..len]);
-    let cx = Cx { mode, instr, gpa, rip: run.rip, bytes: shown, len };
+    let cx = decode(bytes, run, gpa);
+    let instr = cx.instr;
     if instr.is_invalid() {
         return Err(cx.unsupported());
     }
@@ -406,14 +414,8 @@ pub fn string_io(
     mem: &mut impl GuestMemory,
     ports: &mut impl PortBus,
 ) -> Result<PortDone, EmulateError> {
-    let mode = cpu_mode(run);
-    let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
-    let mut decoder = Decoder::with_ip(mode.bitness(), bytes, run.rip & mode.ip_mask(), DecoderOptions::NONE);
-    let instr = decoder.decode();
-    let mut shown = [0u8; MAX_INSN_LEN];
-    let len = if instr.is_invalid() { bytes.len() } else { instr.len() };
-    shown[..len].copy_from_slice(&bytes[..len]);
-    let cx = Cx { mode, instr, gpa: 0, rip: run.rip, bytes: shown, len };
+    let cx = decode(bytes, run, 0);
+    let (mode, instr, shown, len) = (cx.mode, cx.instr, cx.bytes, cx.len);
     let mismatch = || EmulateError::NotPortIo { rip: run.rip, port: exit.port, bytes: shown, len };
     let (write, size) = match instr.mnemonic() {
         Mnemonic::Insb => (false, 1),
