@@ -28,6 +28,8 @@ use crate::{Dispatch, IpcError, RemoteError, Transport};
 /// A request in flight.
 struct Request {
     seq: u64,
+    /// The sending end's badge.
+    badge: u64,
     interface: u32,
     bytes: Vec<u8>,
     reply_to: Arc<ArrayQueue<Reply>>,
@@ -55,7 +57,7 @@ pub fn channel(capacity: usize) -> (ClientEnd, ServerEnd) {
         clients: AtomicUsize::new(1),
         server_alive: AtomicBool::new(true),
     });
-    (ClientEnd::attach(shared.clone()), ServerEnd { shared })
+    (ClientEnd::attach(shared.clone(), 0), ServerEnd { shared })
 }
 
 /// Waits a moment in a busy loop.
@@ -67,17 +69,28 @@ fn relax() {
 }
 
 /// The calling end. One call at a time per end (it is `Send` but not `Sync`):
-/// clone it for each thread that calls.
+/// clone it for each thread that calls. Its requests carry a badge (0 from
+/// [`channel`], as an unbadged capability; [`ClientEnd::badged`] for
+/// another), which the server sees in [`Dispatch::dispatch_from`], as a
+/// kernel endpoint's badge.
 pub struct ClientEnd {
     shared: Arc<Shared>,
     replies: Arc<ArrayQueue<Reply>>,
     next_seq: Cell<u64>,
+    badge: u64,
 }
 
 impl ClientEnd {
-    fn attach(shared: Arc<Shared>) -> Self {
+    fn attach(shared: Arc<Shared>, badge: u64) -> Self {
         // One call is in flight at a time, so one reply slot is enough.
-        Self { shared, replies: Arc::new(ArrayQueue::new(1)), next_seq: Cell::new(0) }
+        Self { shared, replies: Arc::new(ArrayQueue::new(1)), next_seq: Cell::new(0), badge }
+    }
+
+    /// Another client of the same server whose requests carry `badge` (as
+    /// a capability minted with that badge).
+    pub fn badged(&self, badge: u64) -> Self {
+        self.shared.clients.fetch_add(1, Ordering::AcqRel);
+        Self::attach(self.shared.clone(), badge)
     }
 
     fn server_alive(&self) -> bool {
@@ -86,10 +99,10 @@ impl ClientEnd {
 }
 
 impl Clone for ClientEnd {
-    /// Another client of the same server, with its own reply queue.
+    /// Another client of the same server, with its own reply queue (and
+    /// the same badge).
     fn clone(&self) -> Self {
-        self.shared.clients.fetch_add(1, Ordering::AcqRel);
-        Self::attach(self.shared.clone())
+        self.badged(self.badge)
     }
 }
 
@@ -106,7 +119,8 @@ impl Transport for ClientEnd {
         }
         let seq = self.next_seq.get();
         self.next_seq.set(seq.wrapping_add(1));
-        let mut pending = Request { seq, interface, bytes: request.to_vec(), reply_to: self.replies.clone() };
+        let mut pending =
+            Request { seq, badge: self.badge, interface, bytes: request.to_vec(), reply_to: self.replies.clone() };
         loop {
             if !self.server_alive() {
                 return Err(IpcError::Closed);
@@ -149,7 +163,7 @@ impl ServerEnd {
         let Some(request) = self.shared.requests.pop() else {
             return false;
         };
-        let result = match server.dispatch(request.interface, &request.bytes) {
+        let result = match server.dispatch_from(request.badge, request.interface, &request.bytes) {
             Ok(bytes) if bytes.len() > MAX_PAYLOAD_BYTES => Err(RemoteError::ReplyTooLong),
             other => other,
         };

@@ -186,7 +186,7 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
         // handler can make calls of its own.
         let request = read(&message, wire::request_bytes).unwrap_or(Err(RemoteError::BadMessage));
         crate::reply_caps::discard();
-        let result = request.and_then(|bytes| server.dispatch(message.info.label, &bytes));
+        let result = request.and_then(|bytes| server.dispatch_from(message.badge, message.info.label, &bytes));
         crate::request_caps::finish();
         let (mut info, regs) = reply_message(&result);
         let (caps, count) = crate::reply_caps::take();

@@ -34,6 +34,16 @@ pub trait Dispatch {
     /// Must not panic on any `request` bytes.
     fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError>;
 
+    /// Answers one request from the caller whose capability carried `badge`
+    /// (0: unbadged; init badges each server's endpoints with the caller's
+    /// identity, so a badge names one client). The transports call this;
+    /// a server that tells its clients apart (storaged: whose ring a handle
+    /// is) overrides it, the others answer through [`Dispatch::dispatch`].
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        let _ = badge;
+        self.dispatch(interface, request)
+    }
+
     /// Called by the kernel serve loop when the thread's bound notification
     /// was signalled while it waited for requests (`bits`: the bits taken).
     fn notified(&mut self, bits: u64) {
@@ -44,6 +54,10 @@ pub trait Dispatch {
 impl<D: Dispatch + ?Sized> Dispatch for &mut D {
     fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
         (**self).dispatch(interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        (**self).dispatch_from(badge, interface, request)
     }
 
     fn notified(&mut self, bits: u64) {

@@ -105,6 +105,9 @@ impl<D: BlockDevice> Disk<D> {
 
 struct OpenRing<R, C> {
     handle: u32,
+    /// The badge of the client that opened it: only that client may kick
+    /// or close it (handles are small numbers anyone can guess).
+    owner: u64,
     disk: usize,
     server: RingServer,
     memory: R,
@@ -118,12 +121,21 @@ pub struct Storaged<D: BlockDevice, F: RingFactory> {
     factory: F,
     rings: Vec<OpenRing<F::Ring, F::Client>>,
     next_handle: u32,
+    /// The badge of the request being answered ([`Storaged::set_caller`]).
+    caller: u64,
 }
 
 impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
     /// Serves `disks` (index order as given), with rings from `factory`.
     pub fn new(disks: Vec<Disk<D>>, factory: F) -> Self {
-        Self { service: alcove_rt::Service::new("storaged", VERSION), disks, factory, rings: Vec::new(), next_handle: 1 }
+        Self {
+            service: alcove_rt::Service::new("storaged", VERSION),
+            disks,
+            factory,
+            rings: Vec::new(),
+            next_handle: 1,
+            caller: 0,
+        }
     }
 
     /// The disks.
@@ -136,6 +148,15 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         self.rings.len()
     }
 
+    /// The requests that follow come from the client whose endpoint
+    /// capability carries `badge` ([`libipc::Dispatch::dispatch_from`]
+    /// sets it for each request; host tests that call the `storage` methods
+    /// directly set it here). A ring is its opener's: another client's
+    /// `kick` or `close` of it is refused as `NoSuchHandle`.
+    pub fn set_caller(&mut self, badge: u64) {
+        self.caller = badge;
+    }
+
     /// The disk behind disk index `index` (tests look at what landed).
     pub fn device(&self, index: usize) -> Option<&D> {
         self.disks.get(index).map(|d| &d.device)
@@ -145,7 +166,7 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
     /// (host tests, appliance builds) whose doorbell copies its view in and
     /// out around a kick.
     pub fn ring_memory(&mut self, handle: u32) -> Option<&mut F::Ring> {
-        let i = self.ring(handle).ok()?;
+        let i = self.rings.iter().position(|r| r.handle == handle)?;
         Some(&mut self.rings[i].memory)
     }
 
@@ -174,8 +195,14 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         self.factory.release(ring.client);
     }
 
+    /// The caller's ring `handle`: a ring another client opened is, to
+    /// this caller, not open (no hint that the handle exists).
     fn ring(&mut self, handle: u32) -> Result<usize, StorageError> {
-        self.rings.iter().position(|r| r.handle == handle).ok_or(StorageError::NoSuchHandle { handle })
+        let caller = self.caller;
+        self.rings
+            .iter()
+            .position(|r| r.handle == handle && r.owner == caller)
+            .ok_or(StorageError::NoSuchHandle { handle })
     }
 }
 
@@ -226,7 +253,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         }
         let handle = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        self.rings.push(OpenRing { handle, disk: index as usize, server, memory, client });
+        self.rings.push(OpenRing { handle, owner: self.caller, disk: index as usize, server, memory, client });
         log::info!("{}: ring {handle} open ({} sectors)", info.name, info.capacity_sectors);
         Ok(OpenedDisk { handle, info, ring_pages: DEFAULT_RING_PAGES as u32 })
     }
@@ -255,6 +282,11 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
 
 impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
     fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.set_caller(badge);
         match interface {
             status::ID => status::dispatch(self, interface, request),
             storage::ID => storage::dispatch(self, interface, request),

@@ -266,3 +266,37 @@ fn interfaces_over_the_in_process_transport() {
     assert_eq!(s.dispatch(99, &[]), Err(libipc::RemoteError::WrongInterface));
     assert_eq!(s.dispatch(storage::ID, &[0xff, 0xff, 0xff]), Err(libipc::RemoteError::BadRequest));
 }
+
+/// Ring handles are small sequential numbers: any process holding the
+/// storaged endpoint could guess another client's and kick or close its
+/// ring. The endpoint's badge names the caller, and a ring answers only the
+/// client that opened it; to the others it does not exist.
+#[test]
+fn a_client_cannot_kick_or_close_another_clients_ring() {
+    let (unbadged, mut server_end) = libipc::in_process::channel(4);
+    let vmm_a = unbadged.badged(1);
+    let vmm_b = unbadged.badged(2);
+    let t = std::thread::spawn(move || {
+        let mut s = server();
+        server_end.serve_until_closed(&mut s);
+        s
+    });
+    let a = storage::Client::new(vmm_a);
+    let b = storage::Client::new(vmm_b);
+    let opened = a.open(0).unwrap().unwrap();
+    let h = opened.handle;
+    for thief in [&b, &storage::Client::new(unbadged)] {
+        assert_eq!(thief.kick(h).unwrap(), Err(StorageError::NoSuchHandle { handle: h }));
+        assert_eq!(thief.close(h).unwrap(), Err(StorageError::NoSuchHandle { handle: h }));
+    }
+    // The owner's ring is still open and answers it.
+    assert_eq!(a.kick(h).unwrap(), Ok(0));
+    let mine = b.open(0).unwrap().unwrap();
+    assert_ne!(mine.handle, h);
+    assert_eq!(a.close(mine.handle).unwrap(), Err(StorageError::NoSuchHandle { handle: mine.handle }));
+    assert_eq!(b.close(mine.handle).unwrap(), Ok(()));
+    assert_eq!(a.close(h).unwrap(), Ok(()));
+    drop((a, b));
+    let s = t.join().unwrap();
+    assert_eq!(s.open_rings(), 0);
+}

@@ -92,7 +92,8 @@ type Test = fn(&mut Env) -> Result<(), String>;
 
 pub fn main(info: StartInfo) -> u64 {
     let tests: Vec<(&str, Test)> = vec![
-        // First: the victim holds every ring from its start until this test.
+        // First: the victim holds every ring from its start until these tests.
+        ("ring_handles_answer_only_their_opener", ring_handles_answer_only_their_opener),
         ("block_rings_leak_when_a_vmm_dies", rings_of_a_dead_client_are_reclaimed),
         ("storaged_lists_the_disk", lists_the_disk),
         ("read_write_flush_read_back", read_write_flush_read_back),
@@ -109,6 +110,34 @@ pub fn main(info: StartInfo) -> u64 {
     };
     let mut env = Env { storaged: Cap::from_slot(slot), victim: info.calls("victim"), next_slot: 200, next_va: 0x2000_0000 };
     crate::tests::run_suite(&mut env, tests)
+}
+
+/// Ring handles are small numbers any client can guess: ktest-victim holds
+/// every ring (handles from 1), and this process, which holds the storaged
+/// endpoint too (badged with another identity), tries to kick and close
+/// each handle it might have. storaged answers that none is open, and the
+/// victim still holds them all (an open is still refused).
+fn ring_handles_answer_only_their_opener(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::status;
+    let victim = env.victim.ok_or_else(|| String::from("no victim endpoint (storage.toml)"))?;
+    // It answers once it holds its rings.
+    status::Client::new(KernelTransport::new(Cap::from_slot(victim))).status().map_err(|e| format!("victim status: {e}"))?;
+    let c = storage::Client::new(KernelTransport::new(env.storaged));
+    for h in 1..=64u32 {
+        let k = c.kick(h).map_err(|e| format!("kick {h}: {e}"))?;
+        let x = c.close(h).map_err(|e| format!("close {h}: {e}"))?;
+        if k != Err(StorageError::NoSuchHandle { handle: h }) || x != Err(StorageError::NoSuchHandle { handle: h }) {
+            return Err(format!("another client's ring {h}: kick gave {k:?}, close gave {x:?}"));
+        }
+    }
+    let token = env.token()?;
+    let probe = CapTransport::new(env.storaged, &[]).sending(&[token]);
+    let r = storage::Client::new(&probe).open(0).map_err(|e| format!("open: {e}"));
+    let _ = sys::cap_delete(token);
+    match r? {
+        Err(StorageError::TooManyRings { .. }) => Ok(()),
+        other => Err(format!("after the kicks and closes of others' handles, open gave {other:?}, expected TooManyRings")),
+    }
 }
 
 /// Finding 18 of the security issue: a client (ktest-victim) opened rings

@@ -307,12 +307,21 @@ impl libipc::interfaces::lifecycle::Server for Stopper<'_> {
 
 impl<D: libipc::Dispatch> libipc::Dispatch for Managed<D> {
     fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(
+        &mut self,
+        badge: u64,
+        interface: u32,
+        request: &[u8],
+    ) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
         use libipc::interfaces::lifecycle;
         if interface == lifecycle::ID {
             let mut s = Stopper { stop: &mut self.stop, notification: self.notification };
             return lifecycle::dispatch(&mut s, interface, request);
         }
-        self.inner.dispatch(interface, request)
+        self.inner.dispatch_from(badge, interface, request)
     }
 
     fn notified(&mut self, bits: u64) {
