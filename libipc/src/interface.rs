@@ -179,6 +179,9 @@ macro_rules! __reply_type {
 /// impl console::Server for Console {
 ///     fn write(&mut self, _text: String) { self.lines += 1 }
 ///     fn read(&mut self, _max: u32) -> Vec<u8> { Vec::new() }
+///     fn put(&mut self, bytes: Vec<u8>) -> libipc::interfaces::Put {
+///         libipc::interfaces::Put { taken: bytes.len() as u32, retry_ns: 0 }
+///     }
 /// }
 /// libipc::impl_dispatch!(Console: status, console);
 /// ```

@@ -31,14 +31,35 @@ crate::interface! {
     }
 }
 
+/// What [`console::Server::put`] did with the bytes it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Put {
+    /// How many of the bytes (from the start) went to the console; the
+    /// caller keeps the rest and offers it again.
+    pub taken: u32,
+    /// When the caller may offer the rest: nanoseconds from now until its
+    /// allowance covers the next line (0 when everything was taken).
+    pub retry_ns: u64,
+}
+
 crate::interface! {
-    /// The system console: text from servers to the operator.
+    /// The system console: text from servers to the operator. Each caller
+    /// (told apart by its endpoint's badge) has its own allowance, a token
+    /// bucket: one client writing without pause (a guest flooding its
+    /// UART) gets its rate and no more, and the others' lines still go out.
     pub interface console = 2 {
-        /// Writes `text` to the console as it is (no newline added).
+        /// Writes `text` to the console as it is (no newline added), as far
+        /// as the caller's allowance goes; the rest is dropped, counted,
+        /// and the console says how much.
         fn write(text: String);
         /// Takes up to `max` bytes the operator typed since the last read
         /// (empty when none). Whoever reads first gets them.
         fn read(max: u32) -> alloc::vec::Vec<u8>;
+        /// Writes what the caller's allowance covers of `bytes` (any bytes:
+        /// a guest's output), whole lines where it can, and says how much
+        /// it took: the caller keeps the rest and waits (backpressure, so
+        /// nothing is lost; a VMM holds its guest's UART back meanwhile).
+        fn put(bytes: alloc::vec::Vec<u8>) -> Put;
     }
 }
 

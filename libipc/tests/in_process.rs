@@ -37,6 +37,11 @@ impl console::Server for TestServer {
         self.served += 1;
         b"typed".iter().copied().take(max as usize).collect()
     }
+    fn put(&mut self, bytes: Vec<u8>) -> libipc::interfaces::Put {
+        self.served += 1;
+        self.console.push_str(&String::from_utf8_lossy(&bytes));
+        libipc::interfaces::Put { taken: bytes.len() as u32, retry_ns: 0 }
+    }
 }
 
 libipc::impl_dispatch!(TestServer: status, console);
@@ -324,4 +329,32 @@ fn client_ends_are_send_for_threads() {
     is_send::<ClientEnd>();
     is_send::<ServerEnd>();
     is_send::<status::Client<ClientEnd>>();
+}
+
+/// The badge of the client end a request came through reaches the server's
+/// `dispatch_from`, as a kernel endpoint's badge does.
+#[test]
+fn each_client_ends_badge_reaches_the_server() {
+    struct Badges(Vec<u64>);
+    impl libipc::Dispatch for Badges {
+        fn dispatch(&mut self, _interface: u32, _request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+            Err(libipc::RemoteError::WrongInterface)
+        }
+        fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+            self.0.push(badge);
+            status::dispatch(&mut TestServer::default(), interface, request)
+        }
+    }
+    let (plain, mut server_end) = in_process::channel(4);
+    let seven = plain.badged(7);
+    let t = std::thread::spawn(move || {
+        let mut b = Badges(Vec::new());
+        server_end.serve_until_closed(&mut b);
+        b.0
+    });
+    status::Client::new(&plain).echo(1).unwrap();
+    status::Client::new(&seven).echo(2).unwrap();
+    status::Client::new(seven.clone()).echo(3).unwrap();
+    drop((plain, seven));
+    assert_eq!(t.join().unwrap(), vec![0, 7, 7]);
 }

@@ -2,17 +2,28 @@
 //! it writes whole lines to the operator's console, so output from different
 //! processes never interleaves mid-line. The sink is a closure, so the host
 //! tests (and an appliance build) can capture what is written.
+//!
+//! Each client (told apart by the badge of the endpoint capability it calls
+//! through) has a token bucket ([`rate`]) of [`CLIENT_RATE`]: a VMM whose
+//! guest floods its UART `put`s the guest's lines and gets back how much
+//! went out; the rest waits in the VMM and then in the guest's UART, which
+//! holds the guest back (nothing is lost, the guest is slowed). `write`
+//! (servers' own text) drops what is over the allowance and says so on the
+//! console. Either way one client cannot starve the others' lines.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod rate;
+
 use alcove_rt::Service;
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
-use libipc::interfaces::{console, status, ServerStatus};
+use libipc::interfaces::{Put, ServerStatus, console, status};
+use rate::{Bucket, Rate};
 
 pub const VERSION: u32 = 1;
 /// Typed input held for readers; older bytes go when it is full.
@@ -24,13 +35,36 @@ pub const MAX_READ: usize = 2048;
 /// `libipc::wire::MAX_PAYLOAD_BYTES`); longer text is cut, marked.
 pub const MAX_WRITE: usize = 3072;
 
+/// Each client's allowance: 16 KiB a second, 32 KiB at once (a quiet
+/// guest's boot messages go out at once; a flooding one gets 16 KiB/s).
+pub const CLIENT_RATE: Rate = Rate { bytes_per_s: 16 * 1024, burst: 32 * 1024 };
+
+/// Clients whose buckets are kept; past it, the one quiet longest is
+/// forgotten (a forgotten client's bucket starts full again, as it would be
+/// after being quiet for long). Badges name processes the manifest or
+/// zone-server made, so the number of clients is small.
+pub const MAX_CLIENTS: usize = 64;
+
 /// Reads what was typed, handing each byte to the closure it is given.
 pub type InputSource = Box<dyn FnMut(&mut dyn FnMut(u8))>;
 
+/// Where the console's bytes go (the kernel console on Alcove).
+pub type Sink = Box<dyn FnMut(&[u8])>;
+
+/// The time in nanoseconds (monotonic).
+pub type Clock = Box<dyn FnMut() -> u64>;
+
 pub struct Console {
     service: Service,
-    sink: Box<dyn FnMut(&str)>,
+    sink: Sink,
+    clock: Clock,
+    rate: Rate,
+    buckets: BTreeMap<u64, Bucket>,
+    /// The badge of the request being answered.
+    caller: u64,
     pub bytes_written: u64,
+    /// Bytes `write` dropped because their client was over its allowance.
+    pub bytes_dropped: u64,
     input: VecDeque<u8>,
     /// Input bytes dropped because nobody read them in time.
     pub input_dropped: u64,
@@ -40,15 +74,47 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(sink: Box<dyn FnMut(&str)>) -> Self {
+    /// A console writing to `sink`, timed by `alcove_rt::clock_ns`.
+    pub fn new(sink: Sink) -> Self {
         Self {
             service: Service::new("console", VERSION),
             sink,
+            clock: Box::new(alcove_rt::clock_ns),
+            rate: CLIENT_RATE,
+            buckets: BTreeMap::new(),
+            caller: 0,
             bytes_written: 0,
+            bytes_dropped: 0,
             input: VecDeque::new(),
             input_dropped: 0,
             source: None,
         }
+    }
+
+    /// Times the clients' allowances by `clock`, at `rate` each.
+    pub fn with_rate(mut self, clock: Clock, rate: Rate) -> Self {
+        self.clock = clock;
+        self.rate = rate;
+        self.buckets.clear();
+        self
+    }
+
+    /// The requests that follow come from the client whose capability
+    /// carries `badge` (the serve loop says so through `dispatch_from`).
+    pub fn set_caller(&mut self, badge: u64) {
+        self.caller = badge;
+    }
+
+    /// The caller's bucket, made full if it has none.
+    fn bucket(&mut self, now: u64) -> &mut Bucket {
+        let rate = self.rate;
+        if !self.buckets.contains_key(&self.caller) && self.buckets.len() >= MAX_CLIENTS {
+            let quietest = self.buckets.iter().min_by_key(|(_, b)| b.last_ns()).map(|(&k, _)| k);
+            if let Some(k) = quietest {
+                self.buckets.remove(&k);
+            }
+        }
+        self.buckets.entry(self.caller).or_insert_with(|| Bucket::new(rate, now))
     }
 
     /// Reads typed input from `source` whenever the server is notified.
@@ -85,11 +151,46 @@ impl console::Server for Console {
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        (self.sink)(&text[..end]);
-        if end < text.len() {
-            (self.sink)("…[cut]\n");
+        let cut = end < text.len();
+        let (now, rate) = ((self.clock)(), self.rate);
+        let bucket = self.bucket(now);
+        let available = bucket.available(rate, now);
+        let mut allowed = end.min(usize::try_from(available).unwrap_or(usize::MAX));
+        while !text.is_char_boundary(allowed) {
+            allowed -= 1;
         }
-        self.bytes_written += end as u64;
+        bucket.take(rate, now, allowed as u64);
+        (self.sink)(&text.as_bytes()[..allowed]);
+        self.bytes_written += allowed as u64;
+        if allowed < end {
+            let dropped = text.len() - allowed;
+            self.bytes_dropped += dropped as u64;
+            let note = alloc::format!("…[console: {dropped} bytes from client {} over its rate dropped]\n", self.caller);
+            (self.sink)(note.as_bytes());
+        } else if cut {
+            (self.sink)("…[cut]\n".as_bytes());
+        }
+    }
+
+    fn put(&mut self, bytes: Vec<u8>) -> Put {
+        self.service.requests += 1;
+        let (now, rate) = ((self.clock)(), self.rate);
+        let bucket = self.bucket(now);
+        let n = rate::portion(&bytes, bucket.available(rate, now), rate.burst).min(MAX_WRITE);
+        bucket.take(rate, now, n as u64);
+        let rest = &bytes[n..];
+        let retry_ns = if rest.is_empty() {
+            0
+        } else {
+            // Until the next line (or a full bucket) fits.
+            let line = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+            bucket.wait_ns(rate, now, line as u64).max(1)
+        };
+        if n > 0 {
+            (self.sink)(&bytes[..n]);
+            self.bytes_written += n as u64;
+        }
+        Put { taken: n as u32, retry_ns }
     }
 
     fn read(&mut self, max: u32) -> Vec<u8> {
@@ -101,6 +202,11 @@ impl console::Server for Console {
 
 impl libipc::Dispatch for Console {
     fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        self.set_caller(badge);
         match interface {
             status::ID => status::dispatch(self, interface, request),
             _ => console::dispatch(self, interface, request),
@@ -121,6 +227,7 @@ impl libipc::Dispatch for Console {
 mod tests {
     extern crate std;
     use super::*;
+    use core::sync::atomic::{AtomicU64, Ordering};
     use libipc::in_process;
     use std::sync::{Arc, Mutex};
 
@@ -131,7 +238,8 @@ mod tests {
         let (client, mut server_end) = in_process::channel(4);
         let status_client_end = client.clone();
         let t = std::thread::spawn(move || {
-            let mut c = Console::new(Box::new(move |s| sink_out.lock().unwrap().push_str(s)));
+            let mut c =
+                Console::new(Box::new(move |s| sink_out.lock().unwrap().push_str(core::str::from_utf8(s).unwrap())));
             server_end.serve_until_closed(&mut c);
         });
         let con = console::Client::new(client);
@@ -146,6 +254,114 @@ mod tests {
         assert!(text.starts_with("hello\n"));
         assert!(text.ends_with("…[cut]\n"));
         assert_eq!(text.len(), 6 + MAX_WRITE + "…[cut]\n".len());
+    }
+
+    /// A console on a server thread, timed by a clock the test moves; the
+    /// sink records each piece with the time it was written.
+    fn console_on_a_thread(
+        rate: Rate,
+    ) -> (in_process::ClientEnd, Arc<AtomicU64>, Arc<Mutex<std::vec::Vec<u8>>>, std::thread::JoinHandle<(u64, u64)>) {
+        let out = Arc::new(Mutex::new(std::vec::Vec::new()));
+        let clock = Arc::new(AtomicU64::new(1_000_000_000));
+        let (client, mut server_end) = in_process::channel(4);
+        let (sink_out, c2) = (out.clone(), clock.clone());
+        let t = std::thread::spawn(move || {
+            let mut c = Console::new(Box::new(move |s| sink_out.lock().unwrap().extend_from_slice(s)))
+                .with_rate(Box::new(move || c2.load(Ordering::SeqCst)), rate);
+            server_end.serve_until_closed(&mut c);
+            (c.bytes_written, c.bytes_dropped)
+        });
+        (client, clock, out, t)
+    }
+
+    /// Finding 16 of the security issue: a guest that floods its UART (its
+    /// VMM `put`s line after line) gets its client's rate and no more, while
+    /// another VM's lines go out whole and at once; the flooder loses
+    /// nothing: what was refused goes out, in order, when the rate allows.
+    #[test]
+    fn a_flooding_guest_cannot_starve_another_vms_lines() {
+        let rate = Rate { bytes_per_s: 4096, burst: 8192 };
+        let (plain, clock, out, t) = console_on_a_thread(rate);
+        let flooder = console::Client::new(plain.badged(1));
+        let quiet = console::Client::new(plain.badged(2));
+        let flood_line = |i: usize| std::format!("flood {i:05} {}\n", "x".repeat(100));
+        let mut next_flood = 0;
+        let mut pending: std::vec::Vec<u8> = std::vec::Vec::new();
+        let mut flooder_taken = 0u64;
+        let mut refused = 0;
+        // 5 simulated seconds in 10 ms steps: each step the flooder offers
+        // what it holds plus more lines until the console refuses, and the
+        // quiet VM writes one line every 100 ms.
+        for step in 0..500u64 {
+            // At most 64 offers (128 KiB) a step: a console that never
+            // refused would show in the total below.
+            for _ in 0..64 {
+                while pending.len() < 2048 {
+                    pending.extend_from_slice(flood_line(next_flood).as_bytes());
+                    next_flood += 1;
+                }
+                // As the VMM offers it: up to 2 KiB, whole lines.
+                let end = pending[..2048].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+                let put = flooder.put(pending[..end].to_vec()).unwrap();
+                pending.drain(..put.taken as usize);
+                flooder_taken += u64::from(put.taken);
+                if (put.taken as usize) < end {
+                    assert!(put.retry_ns > 0, "a refusal says when to come back");
+                    refused += 1;
+                    break;
+                }
+            }
+            if step % 10 == 0 {
+                let line = std::format!("quiet vm line {}\n", step / 10);
+                let put = quiet.put(line.clone().into_bytes()).unwrap();
+                assert_eq!((put.taken as usize, put.retry_ns), (line.len(), 0), "the quiet VM's line went out at once");
+            }
+            clock.fetch_add(10_000_000, Ordering::SeqCst);
+        }
+        // At most a burst plus 5 s at the rate (and, as it kept up, close).
+        let most = rate.burst + 5 * rate.bytes_per_s;
+        assert!(flooder_taken <= most, "the flooder got {flooder_taken} bytes, more than {most}");
+        assert!(flooder_taken >= most - 2048, "the flooder got only {flooder_taken} of {most} bytes");
+        assert!(refused > 450, "refused only {refused} times");
+        drop((flooder, quiet, plain));
+        let (written, _) = t.join().unwrap();
+        let text = std::string::String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        // Every quiet line whole, on a line of its own; every flood line
+        // whole and in order, none lost or repeated.
+        let quiet_lines: std::vec::Vec<&str> = text.lines().filter(|l| l.starts_with("quiet")).collect();
+        assert_eq!(quiet_lines.len(), 50);
+        for (i, l) in quiet_lines.iter().enumerate() {
+            assert_eq!(*l, std::format!("quiet vm line {i}"));
+        }
+        let floods: std::vec::Vec<&str> = text.lines().filter(|l| !l.starts_with("quiet")).collect();
+        for (i, l) in floods.iter().enumerate() {
+            assert_eq!(*l, flood_line(i).trim_end());
+        }
+        assert_eq!(written as usize, text.len());
+    }
+
+    /// `write` (servers' own text) over the allowance is dropped, counted and
+    /// reported; the client's next write after a pause goes out.
+    #[test]
+    fn writes_over_the_rate_are_dropped_and_reported() {
+        let rate = Rate { bytes_per_s: 1000, burst: 100 };
+        let (plain, clock, out, t) = console_on_a_thread(rate);
+        let noisy = console::Client::new(plain.badged(5));
+        noisy.write("a".repeat(80)).unwrap();
+        noisy.write("b".repeat(80)).unwrap();
+        console::Client::new(plain.badged(6)).write("other\n".into()).unwrap();
+        clock.fetch_add(1_000_000_000, Ordering::SeqCst);
+        noisy.write("later\n".into()).unwrap();
+        drop((noisy, plain));
+        let (_, dropped) = t.join().unwrap();
+        let text = std::string::String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let expect = std::format!(
+            "{}{}…[console: 60 bytes from client 5 over its rate dropped]\nother\nlater\n",
+            "a".repeat(80),
+            "b".repeat(20)
+        );
+        assert_eq!(text, expect);
+        assert_eq!(dropped, 60);
     }
 
     #[test]

@@ -11,7 +11,12 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("no \"console\" endpoint was granted");
         return 1;
     };
-    let mut server = console::Console::new(alloc::boxed::Box::new(alcove_rt::print));
+    // Guest output may be any bytes: they go to the kernel console as they are.
+    let mut server = console::Console::new(alloc::boxed::Box::new(|bytes: &[u8]| {
+        for chunk in bytes.chunks(4096) {
+            let _ = libipc::sys::debug_write(alcove_rt::start::SLOT_CONSOLE, chunk);
+        }
+    }));
     // Typed input: COM1's receiver, when the manifest grants its ports and
     // IRQ 4. The kernel keeps writing COM1 (polled), the receiver is ours.
     let com1 = info.ioports.iter().find(|&&(first, count, _)| first == COM1 && count >= 8).map(|&(_, _, s)| s);

@@ -328,6 +328,17 @@ struct ConsoleState {
     ready: Vec<u8>,
 }
 
+/// How much of `ready` to offer the console at once: at most `max` bytes,
+/// ending at a line's end where one is in reach (the console server takes
+/// whole lines, so VMs' lines do not interleave).
+fn console_chunk(ready: &[u8], max: usize) -> usize {
+    let n = ready.len().min(max);
+    if n == ready.len() {
+        return n;
+    }
+    ready[..n].iter().rposition(|&b| b == b'\n').map_or(n, |i| i + 1)
+}
+
 /// How much ready console output may wait before the devices' output is
 /// left in them (the guest then waits on a full transmitter).
 const CONSOLE_READY_LIMIT: usize = 64 * 1024;
@@ -440,22 +451,50 @@ impl Shared {
     }
 
     /// Writes the queued console output to the system console, in queue
-    /// order. One thread writes at a time; another that finds the writer
-    /// busy leaves its bytes to it (or to the next delivery) unless `wait`.
+    /// order, through the console server, which takes what this VM's
+    /// allowance covers (finding 16: a guest flooding its UART gets its
+    /// rate; the rest waits here, then in the devices, holding the guest
+    /// back). One thread writes at a time; another that finds the writer
+    /// busy leaves its bytes to it (or to the next delivery) unless `wait`:
+    /// then everything goes out, waiting for the allowance as needed.
     fn write_console(&self, wait: bool) {
         let writer = if wait { Some(self.console_writer.lock()) } else { self.console_writer.try_lock() };
         let Some(_writer) = writer else { return };
         loop {
             let chunk: Vec<u8> = {
-                let mut c = self.console.lock();
-                let n = c.ready.len().min(2048);
-                c.ready.drain(..n).collect()
+                let c = self.console.lock();
+                c.ready[..console_chunk(&c.ready, 2048)].to_vec()
             };
             if chunk.is_empty() {
                 break;
             }
-            let _ = sys::debug_write(SLOT_CONSOLE, &chunk);
+            let (taken, retry_ns) = self.put_console(&chunk);
+            self.console.lock().ready.drain(..taken);
+            if taken < chunk.len() {
+                if !wait {
+                    // The timer thread's next pass (within 20 ms) offers
+                    // the rest.
+                    break;
+                }
+                // The final flush: every other thread has stopped, so `done`
+                // stays quiet and this waits out the time.
+                let _ = sys::wait(self.done, retry_ns.clamp(1_000_000, 100_000_000));
+            }
         }
+    }
+
+    /// Offers `chunk` to the console server: how much it took, and when to
+    /// offer the rest. Without a console server, or should it fail (it is
+    /// being restarted), the bytes go to the kernel console, not lost.
+    fn put_console(&self, chunk: &[u8]) -> (usize, u64) {
+        if let Some(ep) = self.console_server {
+            let client = libipc::interfaces::console::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            if let Ok(put) = client.put(chunk.to_vec()) {
+                return ((put.taken as usize).min(chunk.len()), put.retry_ns);
+            }
+        }
+        let _ = sys::debug_write(SLOT_CONSOLE, chunk);
+        (chunk.len(), 0)
     }
 
     /// When the timer thread must next pass on a partial console line.
