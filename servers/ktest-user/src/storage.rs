@@ -4,7 +4,8 @@
 //! `storage` interface, receives the ring's frame in the reply, maps it and
 //! moves data through it with `libipc::blkring::RingClient`, the client
 //! vmm-server uses. First, a client that dies holding every ring
-//! (ktest-victim with `storage-client`) must not keep them.
+//! (ktest-victim with `storage-client`) must not keep them. Last, the
+//! console server a VMM sends its guest's output to limits a flooding client.
 
 use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
@@ -30,6 +31,7 @@ type Ring = RingClient<SharedMemory, StorageDoorbell<KernelTransport>>;
 
 struct Env {
     storaged: Cap<Endpoint>,
+    console: Option<CapSlot>,
     victim: Option<CapSlot>,
     next_slot: CapSlot,
     next_va: u64,
@@ -99,6 +101,8 @@ pub fn main(info: StartInfo) -> u64 {
         ("read_write_flush_read_back", read_write_flush_read_back),
         ("bad_requests_are_failed", bad_requests_are_failed),
         ("plain_callers_receive_no_capabilities", plain_callers_receive_no_capabilities),
+        // The console server, which VMMs send their guests' output to.
+        ("console_limits_a_flooding_client", console_limits_a_flooding_client),
     ];
     println!("{PREFIX} suite storage {}", tests.len());
     let Some(slot) = info.calls("storaged") else {
@@ -108,7 +112,7 @@ pub fn main(info: StartInfo) -> u64 {
         let _ = sys::machine_exit(SLOT_CONSOLE, 1);
         return 1;
     };
-    let mut env = Env { storaged: Cap::from_slot(slot), victim: info.calls("victim"), next_slot: 200, next_va: 0x2000_0000 };
+    let mut env = Env { storaged: Cap::from_slot(slot), console: info.calls("console"), victim: info.calls("victim"), next_slot: 200, next_va: 0x2000_0000 };
     crate::tests::run_suite(&mut env, tests)
 }
 
@@ -298,6 +302,46 @@ fn plain_callers_receive_no_capabilities(env: &mut Env) -> Result<(), String> {
     let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
     if after != before {
         return Err(format!("budget used {before} before, {after} after"));
+    }
+    Ok(())
+}
+
+/// Finding 16 of the security issue, the console's side: a client that
+/// `put`s line after line (as a VMM whose guest floods its UART does) is
+/// refused once its allowance is spent and told when to come back; after
+/// that wait, on the machine's clock, its next line goes out.
+fn console_limits_a_flooding_client(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::console;
+    let ep = env.console.ok_or_else(|| String::from("no console endpoint (storage.toml)"))?;
+    let c = console::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+    let mut line = String::from("console-flood ");
+    line.push_str(&"x".repeat(2000));
+    line.push('\n');
+    let mut put_ok = 0u32;
+    let mut refusal = None;
+    // The allowance is 32 KiB at once: a console without one never refuses.
+    for _ in 0..64 {
+        let put = c.put(line.clone().into_bytes()).map_err(|e| format!("put: {e}"))?;
+        if put.taken as usize == line.len() {
+            put_ok += 1;
+        } else {
+            refusal = Some(put);
+            break;
+        }
+    }
+    let refusal = refusal.ok_or_else(|| format!("the console took {put_ok} lines of {} bytes, never refusing", line.len()))?;
+    if refusal.taken != 0 || refusal.retry_ns == 0 || refusal.retry_ns > 1_000_000_000 {
+        return Err(format!("a refused line gave {refusal:?}, expected nothing taken and a wait under 1 s"));
+    }
+    println!("console: took {put_ok} lines of {} bytes, then asked to wait {} us", line.len(), refusal.retry_ns / 1000);
+    let n = env.next_slot;
+    env.next_slot += 1;
+    sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("notification: {e}"))?;
+    let _ = sys::wait(n, refusal.retry_ns);
+    let _ = sys::cap_delete(n);
+    let put = c.put(line.clone().into_bytes()).map_err(|e| format!("put: {e}"))?;
+    if put.taken as usize != line.len() {
+        return Err(format!("after the wait the console said {put:?}, expected the whole line taken"));
     }
     Ok(())
 }
