@@ -256,11 +256,14 @@ mod tests {
         assert_eq!(text.len(), 6 + MAX_WRITE + "…[cut]\n".len());
     }
 
+    /// What the sink received.
+    type Output = Arc<Mutex<std::vec::Vec<u8>>>;
+    /// The server thread, which gives back (bytes written, bytes dropped).
+    type Counters = std::thread::JoinHandle<(u64, u64)>;
+
     /// A console on a server thread, timed by a clock the test moves; the
-    /// sink records each piece with the time it was written.
-    fn console_on_a_thread(
-        rate: Rate,
-    ) -> (in_process::ClientEnd, Arc<AtomicU64>, Arc<Mutex<std::vec::Vec<u8>>>, std::thread::JoinHandle<(u64, u64)>) {
+    /// sink records what is written.
+    fn console_on_a_thread(rate: Rate) -> (in_process::ClientEnd, Arc<AtomicU64>, Output, Counters) {
         let out = Arc::new(Mutex::new(std::vec::Vec::new()));
         let clock = Arc::new(AtomicU64::new(1_000_000_000));
         let (client, mut server_end) = in_process::channel(4);
