@@ -29,6 +29,8 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use libipc::framering::{Consumer, Direction, FrameRingError, Geometry, Producer, RingRegion};
+
 use super::queue::Queue;
 use super::{COMMON_FEATURES, GuestMemory, QueueError, VIRTIO_ID_NET, VirtioDevice, feature, read_config_space};
 
@@ -270,6 +272,69 @@ impl VirtioDevice for Net {
         self.stalled = false;
         self.tx.clear();
         self.rx.clear();
+    }
+}
+
+/// What [`FrameLink::pump`] leaves the VMM to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pumped {
+    /// Frames went into the ring: signal netd.
+    pub signal_netd: bool,
+    /// Frames arrived for the guest: kick [`RECEIVEQ`].
+    pub kick_receiveq: bool,
+    /// The device stopped at [`TX_LIMIT`] and has room again: kick
+    /// [`TRANSMITQ`].
+    pub kick_transmitq: bool,
+}
+
+/// The VMM's end of a VNIC's frame rings ([`libipc::framering`]): moves
+/// the guest's frames from the device into the ring to netd and netd's
+/// frames into the device. Frames the ring has no room for wait here (at
+/// most what the device held) and the device takes no more until they
+/// went, so a full ring slows the guest down instead of losing frames.
+pub struct FrameLink<R: RingRegion> {
+    region: R,
+    to_netd: Producer,
+    from_netd: Consumer,
+    waiting: VecDeque<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl<R: RingRegion> FrameLink<R> {
+    /// The link over `region`, which netd formatted (its header checked here).
+    pub fn new(region: R) -> Result<Self, FrameRingError> {
+        let g = Geometry::from_header(&region)?;
+        Ok(Self {
+            region,
+            to_netd: Producer::new(g, Direction::ToNetd),
+            from_netd: Consumer::new(g, Direction::ToVmm),
+            waiting: VecDeque::new(),
+            buf: vec![0; g.slot_bytes],
+        })
+    }
+
+    /// Frames netd sent that were malformed (skipped), and frames the
+    /// guest sent that wait for room in the ring.
+    pub fn counts(&self) -> (u64, usize) {
+        (self.from_netd.malformed, self.waiting.len())
+    }
+
+    /// One round both ways. An error means netd broke the ring protocol.
+    pub fn pump(&mut self, dev: &mut Net) -> Result<Pumped, FrameRingError> {
+        let mut out = Pumped::default();
+        if self.waiting.is_empty() {
+            self.waiting = dev.take_tx();
+        }
+        let n = self.to_netd.push_all(&mut self.region, self.waiting.iter().map(|f| f.as_slice()))?;
+        self.waiting.drain(..n);
+        out.signal_netd = n > 0;
+        out.kick_transmitq = self.waiting.is_empty() && dev.transmit_stalled();
+        let room = RX_LIMIT.saturating_sub(dev.pending_rx()) as u32;
+        let got = self.from_netd.pop_all(&mut self.region, &mut self.buf, room, |f| {
+            dev.push_rx(f);
+        })?;
+        out.kick_receiveq = got > 0;
+        Ok(out)
     }
 }
 

@@ -277,3 +277,193 @@ fn net_through_the_pci_transport() {
     }
     assert_eq!(mac, MAC);
 }
+
+// ---------------------------------------------------------------------------
+// Guest to guest on the host: two virtio-net devices, each with its
+// FrameLink, on one netd Fabric (an etherstub), the regions shared in one
+// process as two processes share a frame.
+
+mod guest_to_guest {
+    use super::*;
+    use alloc::rc::Rc;
+    use core::cell::RefCell;
+    use core::net::{IpAddr, Ipv4Addr};
+    use libipc::framering::RingRegion;
+    use netd::fabric::Fabric;
+    use netd_switch::frame::MacAddr;
+    use netd_switch::{DropReason, SwitchConfig, VnicConfig, VnicId};
+
+    #[derive(Clone)]
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+
+    impl RingRegion for Shared {
+        fn len(&self) -> usize {
+            self.0.borrow().len()
+        }
+        fn read(&self, offset: usize, buf: &mut [u8]) {
+            buf.copy_from_slice(&self.0.borrow()[offset..offset + buf.len()]);
+        }
+        fn write(&mut self, offset: usize, data: &[u8]) {
+            self.0.borrow_mut()[offset..offset + data.len()].copy_from_slice(data);
+        }
+    }
+
+    struct Guest {
+        r: Rig,
+        link: FrameLink<Shared>,
+        id: VnicId,
+        mac: [u8; 6],
+    }
+
+    impl Guest {
+        fn new(fabric: &mut Fabric<Shared>, mac: [u8; 6], ip: Ipv4Addr, maxbw: Option<u32>) -> Self {
+            let mut r = rig();
+            r.dev = Net::new(mac);
+            r.dev.ack_features(u64::MAX);
+            let region = Shared(Rc::new(RefCell::new(vec![0; fabric.geometry().region_bytes()])));
+            let mut cfg = VnicConfig::new(MacAddr(mac));
+            cfg.protection.ip = Some(IpAddr::V4(ip));
+            cfg.maxbw_mbit = maxbw;
+            let id = fabric.attach(cfg, region.clone(), 0).unwrap();
+            let link = FrameLink::new(region).unwrap();
+            Self { r, link, id, mac }
+        }
+
+        /// The guest transmits `frame`; the VMM moves it to the ring.
+        fn send(&mut self, frame: &[u8]) {
+            let at = BUF + u64::from(self.r.tx.avail_idx % 8) * 0x800;
+            self.r.send(at, frame);
+            self.r.run(TRANSMITQ).unwrap();
+            self.link.pump(&mut self.r.dev).unwrap();
+        }
+
+        /// The VMM takes what netd sent; the guest's posted buffers fill.
+        /// Returns the frames received.
+        fn receive(&mut self) -> Vec<Vec<u8>> {
+            let before = self.r.rx.used_idx(&self.r.mem);
+            for i in 0..4u64 {
+                self.r.rx.add_chain(&mut self.r.mem, &[(BUF + 0x8000 + i * 0x800, 0x800, true)]);
+            }
+            self.link.pump(&mut self.r.dev).unwrap();
+            self.r.run(RECEIVEQ).unwrap();
+            let mut got = vec![];
+            for i in before..self.r.rx.used_idx(&self.r.mem) {
+                let (head, len) = self.r.rx.used_elem(&self.r.mem, i);
+                let mut b = vec![0u8; len as usize];
+                self.r.mem.read(BUF + 0x8000 + u64::from(head % 4) * 0x800, &mut b).unwrap();
+                if len > 0 {
+                    got.push(b[HDR_BYTES..].to_vec());
+                }
+            }
+            // The guest's ring is reset for the next round (fresh buffers).
+            self.r.rx = MockQueue::new(&mut self.r.mem, RX_AT, 16);
+            self.r.queues[RECEIVEQ] = self.r.rx.device_queue();
+            got
+        }
+    }
+
+    fn ether(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![];
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn arp(oper: u16, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+        let mut p = vec![0, 1, 8, 0, 6, 4];
+        p.extend_from_slice(&oper.to_be_bytes());
+        p.extend_from_slice(&sha);
+        p.extend_from_slice(&spa.octets());
+        p.extend_from_slice(&[0; 6]);
+        p.extend_from_slice(&tpa.octets());
+        p
+    }
+
+    fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
+        let total = 20 + 8 + len;
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&(total as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+        p.extend((0..len).map(|i| i as u8));
+        p
+    }
+
+    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+    const IP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+    const IP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
+
+    #[test]
+    fn arp_and_ping_cross_the_switch_and_spoofs_do_not() {
+        let mut fabric: Fabric<Shared> = Fabric::new(SwitchConfig::default(), 16).unwrap();
+        let mut a = Guest::new(&mut fabric, MAC_A, IP_A, None);
+        let mut b = Guest::new(&mut fabric, MAC_B, IP_B, None);
+        // A: who has 10.0.0.11?
+        let who_has = ether([0xff; 6], a.mac, 0x0806, &arp(1, a.mac, IP_A, IP_B));
+        a.send(&who_has);
+        let work = fabric.poll(1);
+        assert!(work.signal.contains(&b.id) && work.uplink.is_empty());
+        assert_eq!(b.receive(), vec![who_has]);
+        assert_eq!(a.receive(), Vec::<Vec<u8>>::new(), "not back to the sender");
+        // B: 10.0.0.11 is at B.
+        let is_at = ether(a.mac, b.mac, 0x0806, &arp(2, b.mac, IP_B, IP_A));
+        b.send(&is_at);
+        fabric.poll(2);
+        assert_eq!(a.receive(), vec![is_at]);
+        // A pings B with a full-size frame.
+        let ping = ether(b.mac, a.mac, 0x0800, &icmp_echo(IP_A, IP_B, 1472));
+        assert_eq!(ping.len(), MAX_FRAME);
+        a.send(&ping);
+        fabric.poll(3);
+        assert_eq!(b.receive(), vec![ping]);
+        // A forges its source IP, then its MAC: both dropped at A's port.
+        a.send(&ether(b.mac, a.mac, 0x0800, &icmp_echo(Ipv4Addr::new(10, 0, 0, 66), IP_B, 8)));
+        a.send(&ether(b.mac, [2, 0, 0, 0, 0, 0x66], 0x0800, &icmp_echo(IP_A, IP_B, 8)));
+        fabric.poll(4);
+        assert_eq!(b.receive(), Vec::<Vec<u8>>::new());
+        let st = fabric.stats(a.id).unwrap();
+        assert_eq!((st.in_drops.get(DropReason::IpSpoof), st.in_drops.get(DropReason::MacSpoof)), (1, 1));
+        assert_eq!(st.in_frames, 2);
+        assert_eq!(fabric.stats(b.id).unwrap().out_frames, 2);
+    }
+
+    #[test]
+    fn a_capped_guest_is_slowed_not_dropped() {
+        // A capped at 1 Mbit/s (125 kB/s, a burst of 3028 bytes): of 40
+        // full frames sent at once, two pass now; the rest wait in the
+        // rings and pass as simulated time goes on, none lost.
+        let mut fabric: Fabric<Shared> = Fabric::new(SwitchConfig::default(), 16).unwrap();
+        let mut a = Guest::new(&mut fabric, MAC_A, IP_A, Some(1));
+        let mut b = Guest::new(&mut fabric, MAC_B, IP_B, None);
+        let ping = ether(b.mac, a.mac, 0x0800, &icmp_echo(IP_A, IP_B, 1472));
+        for _ in 0..40 {
+            a.send(&ping);
+        }
+        let work = fabric.poll(0);
+        let wake = work.wake_at_ns.expect("throttled");
+        assert_eq!(fabric.stats(a.id).unwrap().in_frames, 2);
+        assert_eq!(b.receive().len(), 2);
+        let (mut now, mut received) = (wake, 2);
+        while received < 40 {
+            a.link.pump(&mut a.r.dev).unwrap();
+            a.r.run(TRANSMITQ).unwrap();
+            a.link.pump(&mut a.r.dev).unwrap();
+            let work = fabric.poll(now);
+            received += b.receive().len();
+            now = work.wake_at_ns.unwrap_or(now + 1_000_000);
+        }
+        assert_eq!(received, 40);
+        let st = fabric.stats(a.id).unwrap();
+        assert_eq!((st.in_frames, st.in_drops.total()), (40, 0));
+        assert!(st.throttled > 0);
+        // 38 frames beyond the burst at 125 kB/s take about 0.46 s of simulated time.
+        let expect = 38.0 * MAX_FRAME as f64 / 125_000.0;
+        let took = now as f64 / 1e9;
+        assert!(took > expect * 0.9, "took {took} s, expected about {expect} s");
+    }
+}
