@@ -16,6 +16,7 @@
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use libipc::framering::{Consumer, Direction, FrameRingError, Geometry, Producer, RingRegion};
@@ -188,6 +189,53 @@ impl<R: RingRegion> Fabric<R> {
                 a.broken = Some(e);
             }
         }
+    }
+
+    /// What an operator reads in netd's status for this switch, named
+    /// `name` (a nic_tag or an etherstub): one line for the switch, one per
+    /// VNIC with its MAC, VLAN, cap, counters and drops by reason.
+    pub fn status(&self, name: &str) -> String {
+        use core::fmt::Write;
+        let sw = &self.switch;
+        let c = sw.config();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "switch {name}: {}, mtu {}, {} vnics, fdb {}/{} entries ({} not learned: table full)",
+            if c.uplink { "uplink" } else { "etherstub" },
+            c.mtu,
+            self.vnics.len(),
+            sw.fdb_len(),
+            c.fdb_entries,
+            sw.stats().fdb_full,
+        );
+        let drops = |d: &netd_switch::Drops| {
+            let mut s = String::new();
+            for (r, n) in d.nonzero() {
+                let _ = write!(s, " {r}={n}");
+            }
+            if s.is_empty() { String::from(" none") } else { s }
+        };
+        for (id, a) in &self.vnics {
+            let (Some(v), Some(st)) = (sw.vnic(*id), sw.port_stats(Port::Vnic(*id))) else { continue };
+            let _ = writeln!(
+                out,
+                "  vnic {} mac {} vlan {} maxbw {}: in {} frames {} bytes, out {} frames {} bytes, throttled {}, ring full {}{}",
+                id.0,
+                v.mac,
+                v.vlan_id,
+                v.maxbw_mbit.map_or(String::from("none"), |m| alloc::format!("{m} Mbit/s")),
+                st.in_frames,
+                st.in_bytes,
+                st.out_frames,
+                st.out_bytes,
+                st.throttled,
+                a.ring_full,
+                if a.broken.is_some() { ", ring refused" } else { "" },
+            );
+            let _ = writeln!(out, "    drops in:{}; out:{}", drops(&st.in_drops), drops(&st.out_drops));
+        }
+        out
     }
 
     /// The port counters of `id`.

@@ -430,6 +430,13 @@ mod guest_to_guest {
         assert_eq!((st.in_drops.get(DropReason::IpSpoof), st.in_drops.get(DropReason::MacSpoof)), (1, 1));
         assert_eq!(st.in_frames, 2);
         assert_eq!(fabric.stats(b.id).unwrap().out_frames, 2);
+        // What an operator reads.
+        let status = fabric.status("stub0");
+        let lines: Vec<&str> = status.lines().collect();
+        assert!(lines[0].starts_with("switch stub0: etherstub, mtu 1500, 2 vnics, fdb 2/4096 entries"), "{status}");
+        assert!(lines[1].starts_with("  vnic 0 mac 02:00:00:00:00:0a vlan 0 maxbw none: in 2 frames"), "{status}");
+        assert_eq!(lines[2], "    drops in: mac_spoof=1 ip_spoof=1; out: none");
+        assert_eq!(lines[4], "    drops in: none; out: none");
     }
 
     #[test]
