@@ -22,7 +22,8 @@
 //! * [`interfaces`]: the shared interface definitions (`status`, `console`,
 //!   `storage` …); [`reply_caps`]: capabilities a handler sends with its reply.
 //! * [`blkring`]: the shared-memory block ring between a VMM and storaged
-//!   (pure logic, no `unsafe`); [`pio`] (on Alcove): port I/O for drivers.
+//!   (pure logic, no `unsafe`); [`framering`]: the shared-memory frame
+//!   rings between a VMM's virtio-net and netd; [`pio`] (on Alcove): port I/O for drivers.
 //!
 //! All `unsafe` in Alcove's userspace lives here (the `syscall` instruction,
 //! the IPC buffer and port I/O); every other userspace crate forbids it.
@@ -44,6 +45,7 @@ mod error;
 pub mod in_process;
 mod interface;
 pub mod blkring;
+pub mod framering;
 pub mod interfaces;
 #[cfg(target_os = "none")]
 pub mod kernel;

@@ -2,12 +2,16 @@
 //!
 //! This is the server's logic as a library (host-testable, embeddable in
 //! appliance builds with the in-process transport); `src/bin/netd.rs` is
-//! the thin process that wires it to its capabilities. For now it answers
-//! the `status` interface; its real work arrives with later issues.
+//! the thin process that wires it to its capabilities. The process
+//! answers the `status` interface; the frame path is here as a library
+//! ([`fabric`]: a switch from `netd-switch` and its VNICs' frame rings),
+//! tested on the host, not yet wired to the process (issue 13).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+
+pub mod fabric;
 
 pub const VERSION: u32 = 1;
 

@@ -17,6 +17,7 @@
 
 pub mod block;
 pub mod console;
+pub mod net;
 pub mod pci;
 pub mod queue;
 pub mod rng;

@@ -1,0 +1,342 @@
+//! virtio-net (device ID 1, virtio 1.2 §5.1): the guest's NIC, one queue
+//! pair, its frames carried to netd's switch by the VMM.
+//!
+//! Offered: VIRTIO_NET_F_MAC (the VNIC's MAC in the configuration space,
+//! from the VM description's `nics[].mac`), VIRTIO_NET_F_STATUS (link up)
+//! and VIRTIO_NET_F_MTU (1500). No checksum or segmentation offloads and
+//! no mergeable receive buffers yet: every frame is whole in one chain, so
+//! a guest's receive buffers hold [`HDR_BYTES`] + 1514 bytes (Linux's
+//! "small" buffers do).
+//!
+//! The flow with the VMM, as virtio-console's:
+//! * Transmit: on a `transmitq` notification the device checks each chain
+//!   (the 12-byte `virtio_net_hdr` of §5.1.6, then one Ethernet frame):
+//!   a header asking for an offload not negotiated, a frame shorter than
+//!   an Ethernet header or longer than [`MAX_FRAME`] is dropped and
+//!   counted, never passed on. Good frames wait (at most [`TX_LIMIT`])
+//!   until the VMM takes them ([`Net::take_tx`]) for the frame ring; past
+//!   the limit the device leaves the guest's chains in the ring (the guest
+//!   sees back-pressure, no frame is lost) until the VMM took the frames
+//!   and kicked `transmitq` again ([`Net::transmit_stalled`]).
+//! * Receive: [`Net::push_rx`] queues frames from netd (at most
+//!   [`RX_LIMIT`]; more are dropped and counted, as a NIC whose ring is
+//!   full drops), and they go into the guest's receive buffers when
+//!   `receiveq` is processed (the guest's notification, or the VMM's kick
+//!   after pushing). A frame larger than the buffer the guest posted is
+//!   dropped and counted, and the buffer serves the next frame.
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use libipc::framering::{Consumer, Direction, FrameRingError, Geometry, Producer, RingRegion};
+
+use super::queue::Queue;
+use super::{COMMON_FEATURES, GuestMemory, QueueError, VIRTIO_ID_NET, VirtioDevice, feature, read_config_space};
+
+// Feature bits (§5.1.3).
+pub const VIRTIO_NET_F_CSUM: u32 = 0;
+pub const VIRTIO_NET_F_GUEST_CSUM: u32 = 1;
+pub const VIRTIO_NET_F_MTU: u32 = 3;
+pub const VIRTIO_NET_F_MAC: u32 = 5;
+pub const VIRTIO_NET_F_GUEST_TSO4: u32 = 7;
+pub const VIRTIO_NET_F_HOST_TSO4: u32 = 11;
+pub const VIRTIO_NET_F_MRG_RXBUF: u32 = 15;
+pub const VIRTIO_NET_F_STATUS: u32 = 16;
+pub const VIRTIO_NET_F_CTRL_VQ: u32 = 17;
+
+/// `status`: the link is up (§5.1.4).
+pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
+/// `virtio_net_hdr.flags`: the driver left the checksum to the device.
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// `virtio_net_hdr.gso_type`: no segmentation.
+pub const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+
+/// `receiveq1`.
+pub const RECEIVEQ: usize = 0;
+/// `transmitq1`.
+pub const TRANSMITQ: usize = 1;
+/// Each queue's maximum size.
+pub const QUEUE_SIZE: u16 = 256;
+/// `virtio_net_hdr` with `num_buffers`: always 12 bytes once
+/// VIRTIO_F_VERSION_1 is negotiated (§5.1.6).
+pub const HDR_BYTES: usize = 12;
+/// The MTU in the configuration space.
+pub const MTU: u16 = 1500;
+/// The largest frame either way: the MTU and the MAC header (no FCS, no tag).
+pub const MAX_FRAME: usize = MTU as usize + 14;
+/// Frames the device holds for the VMM before it stops taking chains.
+pub const TX_LIMIT: usize = 256;
+/// Frames the device holds for the guest before it drops new ones.
+pub const RX_LIMIT: usize = 256;
+
+// Configuration layout (§5.1.4): mac[6], le16 status,
+// le16 max_virtqueue_pairs, le16 mtu.
+const CONFIG_LEN: usize = 12;
+
+const QUEUE_SIZES: [u16; 2] = [QUEUE_SIZE, QUEUE_SIZE];
+
+/// What the device counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames the guest sent that the device passed on.
+    pub tx_frames: u64,
+    /// Bytes of `tx_frames`.
+    pub tx_bytes: u64,
+    /// Transmit chains dropped: a header asking for offloads not
+    /// negotiated, or shorter than a header and an Ethernet header.
+    pub tx_malformed: u64,
+    /// Transmit chains dropped for a frame over [`MAX_FRAME`].
+    pub tx_oversized: u64,
+    /// Frames put into the guest's buffers.
+    pub rx_frames: u64,
+    /// Bytes of `rx_frames`.
+    pub rx_bytes: u64,
+    /// Frames dropped because [`RX_LIMIT`] frames already waited.
+    pub rx_overflow: u64,
+    /// Frames dropped because the guest's buffer was too small.
+    pub rx_small_buffer: u64,
+}
+
+/// The virtio-net device.
+#[derive(Clone, Debug)]
+pub struct Net {
+    mac: [u8; 6],
+    acked_features: u64,
+    tx: VecDeque<Vec<u8>>,
+    rx: VecDeque<Vec<u8>>,
+    stalled: bool,
+    stats: NetStats,
+}
+
+impl Net {
+    /// A NIC with `mac` (the VNIC's address).
+    pub fn new(mac: [u8; 6]) -> Self {
+        Self { mac, acked_features: 0, tx: VecDeque::new(), rx: VecDeque::new(), stalled: false, stats: NetStats::default() }
+    }
+
+    /// The MAC in the configuration space.
+    pub const fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The counters.
+    pub const fn stats(&self) -> &NetStats {
+        &self.stats
+    }
+
+    /// The frames the guest sent since the last call, oldest first.
+    pub fn take_tx(&mut self) -> VecDeque<Vec<u8>> {
+        core::mem::take(&mut self.tx)
+    }
+
+    /// Whether the device stopped taking `transmitq`'s chains because
+    /// [`TX_LIMIT`] frames wait for the VMM (more chains may be in the
+    /// ring): take the frames, then kick [`TRANSMITQ`].
+    pub const fn transmit_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Queues a frame for the guest; `false` (and counted) if
+    /// [`RX_LIMIT`] frames already wait. Follow with
+    /// `VirtioPci::kick(RECEIVEQ, mem)` to deliver.
+    pub fn push_rx(&mut self, frame: &[u8]) -> bool {
+        if self.rx.len() >= RX_LIMIT {
+            self.stats.rx_overflow += 1;
+            return false;
+        }
+        self.rx.push_back(frame.to_vec());
+        true
+    }
+
+    /// Frames waiting for a guest buffer.
+    pub fn pending_rx(&self) -> usize {
+        self.rx.len()
+    }
+
+    fn receive(&mut self, queue: &mut Queue, mem: &mut dyn GuestMemory) -> Result<(), QueueError> {
+        // num_buffers is 1: every frame is in one chain (§5.1.6.3.1).
+        let mut hdr = [0u8; HDR_BYTES];
+        hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
+        while !self.rx.is_empty() {
+            let Some(chain) = queue.pop(mem)? else { break };
+            let room = chain.writable_len() as usize;
+            // Frames that do not fit this buffer are dropped; the buffer
+            // waits for the next frame.
+            let mut used = 0u32;
+            while let Some(frame) = self.rx.pop_front() {
+                if HDR_BYTES + frame.len() > room {
+                    self.stats.rx_small_buffer += 1;
+                    continue;
+                }
+                chain.write_at(mem, 0, &hdr)?;
+                chain.write_at(mem, HDR_BYTES as u64, &frame)?;
+                self.stats.rx_frames += 1;
+                self.stats.rx_bytes += frame.len() as u64;
+                used = (HDR_BYTES + frame.len()) as u32;
+                break;
+            }
+            queue.add_used(mem, chain.head_index(), used)?;
+        }
+        Ok(())
+    }
+
+    fn transmit(&mut self, queue: &mut Queue, mem: &mut dyn GuestMemory) -> Result<(), QueueError> {
+        self.stalled = false;
+        let offloads = self.acked_features & feature(VIRTIO_NET_F_CSUM) != 0;
+        loop {
+            if self.tx.len() >= TX_LIMIT {
+                self.stalled = queue.ready;
+                return Ok(());
+            }
+            let Some(chain) = queue.pop(mem)? else { return Ok(()) };
+            let len = chain.readable_len() as usize;
+            if len > HDR_BYTES + MAX_FRAME {
+                self.stats.tx_oversized += 1;
+            } else if len < HDR_BYTES + 14 {
+                self.stats.tx_malformed += 1;
+            } else {
+                // One copy of the chain, checked below and then passed on.
+                let mut buf = vec![0u8; len];
+                let got = chain.read_at(mem, 0, &mut buf)?;
+                let (flags, gso_type) = (buf[0], buf[1]);
+                let needs_csum = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+                if got != len || gso_type != VIRTIO_NET_HDR_GSO_NONE || (needs_csum && !offloads) {
+                    self.stats.tx_malformed += 1;
+                } else {
+                    buf.drain(..HDR_BYTES);
+                    self.stats.tx_frames += 1;
+                    self.stats.tx_bytes += buf.len() as u64;
+                    self.tx.push_back(buf);
+                }
+            }
+            queue.add_used(mem, chain.head_index(), 0)?;
+        }
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn features(&self) -> u64 {
+        COMMON_FEATURES | feature(VIRTIO_NET_F_MAC) | feature(VIRTIO_NET_F_STATUS) | feature(VIRTIO_NET_F_MTU)
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.features();
+    }
+
+    fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    fn queue_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    /// mac, status (link up), max_virtqueue_pairs (1), mtu; all read-only.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let mut space = [0u8; CONFIG_LEN];
+        space[..6].copy_from_slice(&self.mac);
+        space[6..8].copy_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
+        space[8..10].copy_from_slice(&1u16.to_le_bytes());
+        space[10..12].copy_from_slice(&MTU.to_le_bytes());
+        read_config_space(&space, offset, data);
+    }
+
+    /// §5.1.4.2: the driver SHOULD NOT write `mac` with VERSION_1; nothing
+    /// here is writable.
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queues: &mut [Queue],
+        mem: &mut dyn GuestMemory,
+    ) -> Result<bool, QueueError> {
+        let Some(queue) = queues.get_mut(index) else { return Ok(false) };
+        match index {
+            RECEIVEQ => self.receive(queue, mem)?,
+            TRANSMITQ => self.transmit(queue, mem)?,
+            _ => return Ok(false),
+        }
+        Ok(queue.needs_notification(mem))
+    }
+
+    /// Forgets the negotiation and the frames in flight (a reset NIC has
+    /// neither); the counters stay.
+    fn reset(&mut self) {
+        self.acked_features = 0;
+        self.stalled = false;
+        self.tx.clear();
+        self.rx.clear();
+    }
+}
+
+/// What [`FrameLink::pump`] leaves the VMM to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pumped {
+    /// Frames went into the ring: signal netd.
+    pub signal_netd: bool,
+    /// Frames arrived for the guest: kick [`RECEIVEQ`].
+    pub kick_receiveq: bool,
+    /// The device stopped at [`TX_LIMIT`] and has room again: kick
+    /// [`TRANSMITQ`].
+    pub kick_transmitq: bool,
+}
+
+/// The VMM's end of a VNIC's frame rings ([`libipc::framering`]): moves
+/// the guest's frames from the device into the ring to netd and netd's
+/// frames into the device. Frames the ring has no room for wait here (at
+/// most what the device held) and the device takes no more until they
+/// went, so a full ring slows the guest down instead of losing frames.
+pub struct FrameLink<R: RingRegion> {
+    region: R,
+    to_netd: Producer,
+    from_netd: Consumer,
+    waiting: VecDeque<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl<R: RingRegion> FrameLink<R> {
+    /// The link over `region`, which netd formatted (its header checked here).
+    pub fn new(region: R) -> Result<Self, FrameRingError> {
+        let g = Geometry::from_header(&region)?;
+        Ok(Self {
+            region,
+            to_netd: Producer::new(g, Direction::ToNetd),
+            from_netd: Consumer::new(g, Direction::ToVmm),
+            waiting: VecDeque::new(),
+            buf: vec![0; g.slot_bytes],
+        })
+    }
+
+    /// Frames netd sent that were malformed (skipped), and frames the
+    /// guest sent that wait for room in the ring.
+    pub fn counts(&self) -> (u64, usize) {
+        (self.from_netd.malformed, self.waiting.len())
+    }
+
+    /// One round both ways. An error means netd broke the ring protocol.
+    pub fn pump(&mut self, dev: &mut Net) -> Result<Pumped, FrameRingError> {
+        let mut out = Pumped::default();
+        if self.waiting.is_empty() {
+            self.waiting = dev.take_tx();
+        }
+        let n = self.to_netd.push_all(&mut self.region, self.waiting.iter().map(|f| f.as_slice()))?;
+        self.waiting.drain(..n);
+        out.signal_netd = n > 0;
+        out.kick_transmitq = self.waiting.is_empty() && dev.transmit_stalled();
+        let room = RX_LIMIT.saturating_sub(dev.pending_rx()) as u32;
+        let got = self.from_netd.pop_all(&mut self.region, &mut self.buf, room, |f| {
+            dev.push_rx(f);
+        })?;
+        out.kick_receiveq = got > 0;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
