@@ -40,13 +40,21 @@ fn the_manifest_is_valid_and_grants_what_the_vm_needs() {
     assert_eq!(vm.binary, "vmm-server");
     assert_eq!(vm.priority, 100);
     // Guest RAM, its page tables twice (130 pages each), 2 vCPUs, one
-    // disk, the fixed part and the boot files' tables (sizes unknown here:
-    // 3 pages each), as vmm_server::vm::sizing counts them.
+    // disk, the fixed part, the boot files' tables (sizes unknown here:
+    // 3 pages each) and every mapping's range-map entry (64 RAM frames
+    // twice, 3 per vCPU, the disk, 3 boot files, 32 fixed), as
+    // vmm_server::vm::sizing counts them.
     let k = vmm_server::vm::sizing::KernelMemory::for_vm(256 << 20, 2, 1, &[JSON.len() as u64, 0, 0]);
     assert_eq!(u64::from(vm.budget_kib), k.total_kib());
     assert_eq!(
         k.total(),
-        (256 << 20) + 260 * 4096 + 2 * vmm_server::vm::sizing::PER_VCPU_BYTES + 3 * 4096 + vmm_server::vm::sizing::FIXED_BYTES + 9 * 4096
+        (256 << 20)
+            + 260 * 4096
+            + 2 * vmm_server::vm::sizing::PER_VCPU_BYTES
+            + 3 * 4096
+            + vmm_server::vm::sizing::FIXED_BYTES
+            + 9 * 4096
+            + (128 + 6 + 1 + 3 + 32) * vmm_server::vm::sizing::MAP_ENTRY
     );
     assert!(p.manifest_toml().contains("# 256 MiB RAM + 1040 KiB its page tables + 2 vCPUs x 86 KiB"));
     assert_eq!(vm.calls, ["console", "storaged"]);

@@ -4,9 +4,12 @@
 //! can exhaust only what it was given, never the kernel's heap.
 //!
 //! Budgets form a tree that mirrors process creation: `Create(Process, bytes)`
-//! carves the child's limit out of the creator's budget, and destroying the
-//! child absorbs that whole limit back. The syscall layer charges before it
-//! allocates and refunds after it frees; this module is only the arithmetic.
+//! carves the child's limit out of the creator's budget. When the child
+//! ends, the part of its limit nothing holds goes back at once
+//! ([`Budget::shrink_to_used`]) and the rest when the last object it paid
+//! for dies ([`Budget::absorb`]): an object's charge stays with it. The
+//! syscall layer charges before it allocates and refunds after it frees;
+//! this module is only the arithmetic.
 
 /// Why a charge or refund was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,8 +101,19 @@ impl Budget {
         Ok(Budget::new(bytes))
     }
 
-    /// Takes back a destroyed child's budget: its whole limit returns, used
-    /// or not, because by then every object it paid for has been freed.
+    /// Lowers the limit to what is charged and returns what it gave up:
+    /// for an ended process whose objects outlive it, the part of its
+    /// budget nothing holds goes back to the parent at once, while what its
+    /// live objects hold stays carved until they die.
+    pub fn shrink_to_used(&mut self) -> u64 {
+        let spare = self.limit - self.used;
+        self.limit = self.used;
+        spare
+    }
+
+    /// Takes back an ended child's budget once every object it paid for has
+    /// been freed (the kernel absorbs it only then): its whole remaining
+    /// limit returns.
     /// Fails with [`BudgetError::Underflow`] (changing nothing) if `child`
     /// could not have been carved from this budget.
     pub fn absorb(&mut self, child: Budget) -> Result<(), BudgetError> {
@@ -200,6 +214,25 @@ mod tests {
         // Destroying the child returns its whole limit, used or not.
         parent.absorb(child).unwrap();
         assert_eq!((parent.used(), parent.available()), (100, 900));
+    }
+
+    /// Security issue finding 6: a child that ends while 300 bytes of its
+    /// objects live on gives back only the rest; the 300 stay charged in
+    /// the parent until the objects die and the child is absorbed.
+    #[test]
+    fn a_dead_childs_live_objects_stay_charged() {
+        let mut parent = Budget::new(1000);
+        let mut child = parent.carve(600).unwrap();
+        child.charge(300).unwrap();
+        let spare = child.shrink_to_used();
+        assert_eq!(spare, 300);
+        parent.refund(spare).unwrap();
+        assert_eq!((parent.used(), child.limit(), child.available()), (300, 300, 0));
+        // Nothing new fits in the shrunk budget.
+        assert!(child.charge(1).is_err());
+        child.refund(300).unwrap();
+        parent.absorb(child).unwrap();
+        assert_eq!(parent.used(), 0);
     }
 
     #[test]

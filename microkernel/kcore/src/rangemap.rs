@@ -73,6 +73,11 @@ impl<V: Copy> RangeMap<V> {
     pub fn remove(&mut self, start: u64, pages: u64) -> Vec<Removed<V>> {
         let end = end_of(start, pages);
         let mut out = Vec::new();
+        // Nothing to take (an empty range inside an entry must not split it:
+        // each split is one more entry the caller pays for).
+        if pages == 0 {
+            return out;
+        }
         // An entry that begins before `start` and reaches into the range.
         if let Some((&s, &e)) = self.entries.range(..start).next_back()
             && end_of(s, e.pages) > start
@@ -94,6 +99,19 @@ impl<V: Copy> RangeMap<V> {
             }
         }
         out
+    }
+
+    /// Whether [`Self::remove`] of `[start, start + pages pages)` would
+    /// leave one more entry than before: the range lies strictly inside
+    /// one entry, which splits in two around it. (Every other removal
+    /// keeps or lowers the count, so a caller that charges per entry
+    /// charges one more only then.)
+    pub fn splits(&self, start: u64, pages: u64) -> bool {
+        if pages == 0 {
+            return false;
+        }
+        let end = end_of(start, pages);
+        self.entries.range(..start).next_back().is_some_and(|(&s, e)| s < start && end_of(s, e.pages) > end)
     }
 
     /// Every entry's start and length.
@@ -143,6 +161,22 @@ mod tests {
         let r = m.remove(0, u64::MAX);
         assert_eq!(r.iter().map(|p| p.pages).sum::<u64>(), 5);
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn splits_is_exactly_when_removal_adds_an_entry() {
+        let mut m = RangeMap::new();
+        m.insert(0x10000, 8, 'a');
+        m.insert(0x20000, 2, 'b');
+        for start in (0xe000..0x24000).step_by(0x1000) {
+            for pages in 0..12 {
+                let mut copy = m.clone();
+                let before = copy.len();
+                copy.remove(start, pages);
+                assert_eq!(m.splits(start, pages), copy.len() > before, "remove({start:#x}, {pages})");
+                assert!(copy.len() <= before + 1);
+            }
+        }
     }
 
     #[test]

@@ -76,6 +76,11 @@ pub mod cost {
     pub const PAGE_TABLE: u64 = 4096;
     /// One `ProcessWatch` entry (with room for its vector's growth).
     pub const WATCH: u64 = 64;
+    /// One range-map entry (a `Map` or `GuestMap`, or the piece a partial
+    /// unmap splits off): a B-tree slot with its share of the node.
+    pub const RANGE_ENTRY: u64 = 128;
+    /// A process's I/O-permission bitmap (made by its first `IoPortEnable`).
+    pub const IO_BITMAP: u64 = crate::arch::gdt::IOMAP_BYTES as u64 + 64;
 }
 
 /// Physical pages, owned by the kernel while any capability or mapping
@@ -196,6 +201,9 @@ pub struct Process {
     pub refs: u32,
     pub watchers: Vec<Watcher>,
     pub io_bitmap: Option<Box<[u8; arch::gdt::IOMAP_BYTES]>>,
+    /// What its record, PML4 and capability space cost its own budget
+    /// (refunded when it ends and they are freed).
+    pub own_charge: u64,
 }
 
 /// A notification to signal when a process ends (`ProcessWatch`): one per

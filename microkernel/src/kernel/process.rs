@@ -192,20 +192,60 @@ impl Kernel {
         self.make_runnable(t);
     }
 
+    /// Charges `bytes` to a running process (an ended one pays for
+    /// nothing new: its budget only waits for its objects to die).
     pub fn charge(&mut self, pid: Id, bytes: u64) -> Result<(), Error> {
         let p = self.processes.get_mut(pid).ok_or(Error::Gone)?;
+        if p.state != ProcessState::Running {
+            return Err(Error::Gone);
+        }
         p.budget.charge(bytes).map_err(Error::from)
     }
 
-    /// Gives `bytes` back to the budget that paid for them. A refund of
-    /// more than is charged changes nothing (kcore refuses it) and is
-    /// reported: it is a kernel accounting bug.
+    /// Gives `bytes` back to the budget that paid for them, ended or not:
+    /// an object's charge stays with its payer until the object dies. A
+    /// refund of more than is charged changes nothing (kcore refuses it)
+    /// and is reported: it is a kernel accounting bug. The last refund to
+    /// an ended process returns its budget to its parent (`settle`).
     pub fn refund(&mut self, pid: Option<Id>, bytes: u64) {
-        if let Some(p) = pid.and_then(|pid| self.processes.get_mut(pid))
-            && p.state == ProcessState::Running
-            && p.budget.refund(bytes).is_err()
-        {
+        let Some(pid) = pid else { return };
+        let Some(p) = self.processes.get_mut(pid) else { return };
+        if p.budget.refund(bytes).is_err() {
             refund_underflow(&p.name, bytes, p.budget.used());
+            return;
+        }
+        if p.state != ProcessState::Running {
+            self.settle(pid);
+        }
+    }
+
+    /// Returns an ended process's budget to its parent once nothing it paid
+    /// for is alive (its used bytes are back to zero), and frees its record
+    /// if nothing names it. Until then the budget stays charged in the
+    /// parent's: frames it handed out, objects it made for others and
+    /// children that outlive it (a cycle of process capabilities) keep
+    /// their charge (security issue finding 6: the whole budget used to
+    /// come back at once, and a loop of such children made memory without
+    /// limit). A parent that has ended too may settle in turn: a loop, not
+    /// recursion.
+    fn settle(&mut self, pid: Id) {
+        let mut next = Some(pid);
+        while let Some(pid) = next.take() {
+            let Some(p) = self.processes.get_mut(pid) else { return };
+            // A limit of zero: given back already.
+            if p.state == ProcessState::Running || p.budget.used() != 0 || p.budget.limit() == 0 {
+                return;
+            }
+            let budget = core::mem::replace(&mut p.budget, Budget::new(0));
+            let parent = p.parent;
+            self.reap(pid);
+            let Some(pp) = parent.and_then(|pp| self.processes.get_mut(pp)) else { return };
+            let limit = budget.limit();
+            if pp.budget.absorb(budget).is_err() {
+                refund_underflow(&pp.name, limit, pp.budget.used());
+            } else if pp.state != ProcessState::Running {
+                next = parent;
+            }
         }
     }
 
@@ -257,6 +297,7 @@ impl Kernel {
             refs: 0,
             watchers: Vec::new(),
             io_bitmap: None,
+            own_charge: own,
         }))
     }
 
@@ -413,6 +454,10 @@ impl Kernel {
             return Err(Error::AlreadyMapped);
         }
         let pml4 = p.pml4;
+        // The range-map entry this call adds is kernel heap on the caller's
+        // behalf (security issue finding 2: a page-at-a-time loop of maps
+        // used to fill the heap for the price of its page tables).
+        self.charge(pid, cost::RANGE_ENTRY)?;
         let flags = Flags {
             writable: rights.contains(Rights::WRITE),
             user: true,
@@ -440,7 +485,11 @@ impl Kernel {
                         let mut t = Tables::new();
                         let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, va);
                     }
-                    if let Some(p) = self.processes.get_mut(pid) {
+                    // The entry charged above pays for the partial one
+                    // unmap_range takes out again (and refunds).
+                    if i == 0 {
+                        self.refund(Some(pid), cost::RANGE_ENTRY);
+                    } else if let Some(p) = self.processes.get_mut(pid) {
                         p.mappings.insert(vaddr, i, Mapping { frame });
                     }
                     let _ = self.unmap_range(pid, vaddr, i);
@@ -459,33 +508,46 @@ impl Kernel {
     }
 
     /// Unmaps `pages` pages from `vaddr` (missing pages are skipped); returns
-    /// how many were mapped.
+    /// how many were mapped. Splitting an entry (a range strictly inside
+    /// one) makes one more, charged first; every entry removed is
+    /// refunded. The frames to release are kept as the removed pieces, one
+    /// per entry (charged), never one per page: a range of millions of
+    /// pages built a vector of millions of ids (finding 2).
     pub fn unmap_range(&mut self, pid: Id, vaddr: u64, pages: u64) -> Result<u64, Error> {
         let p = self.processes.get(pid).ok_or(Error::Gone)?;
         let pml4 = p.pml4;
-        let mut gone = Vec::new();
+        let split = p.mappings.splits(vaddr, pages);
+        if split {
+            self.charge(pid, cost::RANGE_ENTRY)?;
+        }
+        let p = self.processes.get_mut(pid).expect("checked");
+        let entries = p.mappings.len() as u64 + u64::from(split);
+        let pieces = p.mappings.remove(vaddr, pages);
+        let entries_freed = entries.saturating_sub(p.mappings.len() as u64);
         let mut tables_freed = 0u64;
-        let pieces = self.processes.get_mut(pid).expect("checked").mappings.remove(vaddr, pages);
-        for piece in pieces {
+        let mut count = 0u64;
+        for piece in &pieces {
             for i in 0..piece.pages {
                 let mut t = Tables::new();
                 let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, piece.start + i * PAGE);
                 tables_freed += t.freed as u64;
-                gone.push(piece.value.frame);
             }
+            count += piece.pages;
         }
         let p = self.processes.get_mut(pid).expect("checked");
         p.page_tables = p.page_tables.saturating_sub(tables_freed);
-        if p.budget.refund(tables_freed * cost::PAGE_TABLE).is_err() {
-            refund_underflow(&p.name, tables_freed * cost::PAGE_TABLE, p.budget.used());
+        let refund = tables_freed * cost::PAGE_TABLE + entries_freed * cost::RANGE_ENTRY;
+        if p.budget.refund(refund).is_err() {
+            refund_underflow(&p.name, refund, p.budget.used());
         }
-        if !gone.is_empty() {
+        if count > 0 {
             // No CPU may still translate to these frames when they are freed.
             self.shoot_down(pml4);
         }
-        let count = gone.len() as u64;
-        for f in gone {
-            self.obj_unref(Obj::Frame(f));
+        for piece in pieces {
+            for _ in 0..piece.pages {
+                self.obj_unref(Obj::Frame(piece.value.frame));
+            }
         }
         Ok(count)
     }
@@ -569,23 +631,38 @@ impl Kernel {
             // IRQ bindings die with the notification; nothing to do here.
             let _ = line;
         }
+        // Its record, PML4, capability space and I/O bitmap are gone (the
+        // PML4 waits in `dead_pml4s`): refunded. What it paid for that
+        // lives on keeps its charge, and the budget goes back to the
+        // parent only when that is gone too (`settle`).
         let p = self.processes.get_mut(pid).expect("held");
-        let budget = core::mem::replace(&mut p.budget, Budget::new(0));
-        let parent = p.parent;
+        let freed = core::mem::take(&mut p.own_charge) + if p.io_bitmap.take().is_some() { cost::IO_BITMAP } else { 0 };
+        if p.budget.refund(freed).is_err() {
+            refund_underflow(&p.name, freed, p.budget.used());
+        }
         let watchers = core::mem::take(&mut p.watchers);
-        self.give_back(parent, budget);
         for w in watchers {
             let _ = super::ipc::signal(self, w.notification, w.bits);
             self.obj_unref(Obj::Notification(w.notification));
             self.refund(Some(w.payer), cost::WATCH);
         }
+        // What nothing holds goes back to the parent now; the rest when
+        // the objects holding it die.
+        if let Some(p) = self.processes.get_mut(pid)
+            && p.budget.used() > 0
+        {
+            let (spare, parent) = (p.budget.shrink_to_used(), p.parent);
+            self.refund(parent, spare);
+        }
+        self.settle(pid);
         self.obj_unref(Obj::Process(pid));
     }
 
-    /// Frees the process record once it has ended and nothing names it.
+    /// Frees the process record once it has ended, nothing names it and
+    /// its budget has gone back to its parent (`settle`).
     fn reap(&mut self, pid: Id) {
         if let Some(p) = self.processes.get(pid)
-            && p.refs == 0 && p.state != ProcessState::Running {
+            && p.refs == 0 && p.state != ProcessState::Running && p.budget.limit() == 0 {
                 self.processes.remove(pid);
             }
     }

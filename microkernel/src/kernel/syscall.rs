@@ -295,6 +295,10 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             let Obj::IoPorts { first, count } = k.cap(space, slot(a[0])?, Rights::MANAGE)? else {
                 return Err(Error::WrongType);
             };
+            // The bitmap is kernel memory on the caller's behalf (finding 2).
+            if k.processes.get(pid).ok_or(Error::Gone)?.io_bitmap.is_none() {
+                k.charge(pid, super::cost::IO_BITMAP)?;
+            }
             let p = k.processes.get_mut(pid).ok_or(Error::Gone)?;
             let bm = p.io_bitmap.get_or_insert_with(|| alloc::boxed::Box::new([0xff; arch::gdt::IOMAP_BYTES]));
             for port in u32::from(first)..u32::from(first) + u32::from(count) {

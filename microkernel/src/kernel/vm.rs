@@ -399,6 +399,10 @@ impl Kernel {
             return Err(Error::AlreadyMapped);
         }
         let (root, payer) = (g.npt_root, g.charged_to);
+        // The range-map entry is kernel heap on the payer's behalf (finding 2).
+        if let Some(p) = payer {
+            self.charge(p, cost::RANGE_ENTRY)?;
+        }
         let flags = Flags {
             writable: rights.contains(Rights::WRITE),
             user: true,
@@ -441,7 +445,11 @@ impl Kernel {
                     self.obj_ref(Obj::Frame(frame));
                 }
                 Err(e) => {
-                    if let Some(g) = self.guests.get_mut(guest) {
+                    // The entry charged above pays for the partial one
+                    // guest_unmap takes out again (and refunds).
+                    if i == 0 {
+                        self.refund(payer, cost::RANGE_ENTRY);
+                    } else if let Some(g) = self.guests.get_mut(guest) {
                         g.mappings.insert(gpa, i, frame);
                     }
                     let _ = self.guest_unmap(guest, gpa, i);
@@ -455,30 +463,41 @@ impl Kernel {
 
     pub fn guest_unmap(&mut self, guest: Id, gpa: u64, pages: u64) -> Result<u64, Error> {
         let g = self.guests.get(guest).ok_or(Error::Gone)?;
-        let root = g.npt_root;
-        let mut gone = alloc::vec::Vec::new();
-        let pieces = self.guests.get_mut(guest).expect("checked").mappings.remove(gpa, pages);
-        for piece in pieces {
+        let (root, payer) = (g.npt_root, g.charged_to);
+        // Entries as for a process's (`Kernel::unmap_range`): a split is
+        // charged first, each entry removed refunded, and the frames to
+        // release kept one per piece, not one per page (finding 2).
+        let split = g.mappings.splits(gpa, pages);
+        if split && let Some(p) = payer {
+            self.charge(p, cost::RANGE_ENTRY)?;
+        }
+        let g = self.guests.get_mut(guest).expect("checked");
+        let entries = g.mappings.len() as u64 + u64::from(split);
+        let pieces = g.mappings.remove(gpa, pages);
+        let entries_freed = entries.saturating_sub(g.mappings.len() as u64);
+        self.refund(payer, entries_freed * cost::RANGE_ENTRY);
+        let mut n = 0u64;
+        for piece in &pieces {
             for i in 0..piece.pages {
                 let mut t = Tables::new();
                 nested_unmap(&mut t, root, piece.start + i * PAGE);
                 let g = self.guests.get_mut(guest).expect("checked");
                 g.tables = g.tables.saturating_sub(t.freed as u64);
-                let payer = g.charged_to;
                 self.refund(payer, t.freed as u64 * cost::PAGE_TABLE);
-                gone.push(piece.value);
             }
+            n += piece.pages;
         }
-        if !gone.is_empty() {
+        if n > 0 {
             let g = self.guests.get(guest).expect("checked");
             g.tlb_generation.fetch_add(1, Ordering::AcqRel);
             // A vCPU inside the guest right now must leave it before the
             // frames can be reused: kick every CPU running one.
             self.kick_guest(guest);
         }
-        let n = gone.len() as u64;
-        for f in gone {
-            self.obj_unref(Obj::Frame(f));
+        for piece in pieces {
+            for _ in 0..piece.pages {
+                self.obj_unref(Obj::Frame(piece.value));
+            }
         }
         Ok(n)
     }

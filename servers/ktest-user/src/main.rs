@@ -14,6 +14,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod security;
 #[cfg(target_os = "none")]
+mod charging;
+#[cfg(target_os = "none")]
 mod device_frames;
 #[cfg(target_os = "none")]
 mod revocation;

@@ -20,7 +20,11 @@
 //! * fixed ([`FIXED_BYTES`]): the process (its 1024 capability slots), the
 //!   page tables of its image, stack and IPC buffer, the guest's root
 //!   table, three notifications and the timer thread; plus the page
-//!   tables mapping each boot file (`vm.json`, kernel, initrd).
+//!   tables mapping each boot file (`vm.json`, kernel, initrd);
+//! * one range-map entry ([`MAP_ENTRY`], the kernel's `cost::RANGE_ENTRY`)
+//!   per mapping: each 4 MiB RAM frame twice (guest and VMM), each vCPU's
+//!   run page, stack and IPC buffer, each ring, each boot file, and the
+//!   image's own ([`FIXED_MAPPINGS`]).
 //!
 //! Measured under QEMU (`ALCOVE-BENCH vmm_overhead_kib`, which adds the
 //! 512 KiB heap that is part of the image): 80 KiB more per vCPU (16 → 32
@@ -55,6 +59,17 @@ const PROCESS: u64 = PAGE + 512 + abi::CSPACE_SLOTS as u64 * 96;
 /// Page tables of the image, stack and IPC buffer mappings (they sit in a
 /// few 2 MiB regions at both ends of the address space), with room.
 const IMAGE_TABLES: u64 = 16 * PAGE;
+
+/// One mapping's range-map entry (the kernel's `cost::RANGE_ENTRY`).
+pub const MAP_ENTRY: u64 = 128;
+/// Guest RAM comes in frames of this size (the runtime's `FRAME_PAGES`),
+/// each mapped into the guest and into the VMM.
+const RAM_FRAME_BYTES: u64 = 4 << 20;
+/// Mappings whatever the VM's size (image segments, stacks, IPC buffers,
+/// the timer thread's), with room.
+const FIXED_MAPPINGS: u64 = 32;
+/// Mappings each vCPU adds: run page, stack, IPC buffer.
+const VCPU_MAPPINGS: u64 = 3;
 
 /// Each VMM thread's own IPC buffer (`alcove_rt::Thread`).
 const IPC_BUFFER: u64 = PAGE;
@@ -102,6 +117,8 @@ pub struct KernelMemory {
     pub disks: u32,
     /// Tables mapping the boot files.
     pub boot_file_tables: u64,
+    /// The range-map entries of every mapping ([`MAP_ENTRY`] each).
+    pub map_entries: u64,
 }
 
 impl KernelMemory {
@@ -111,7 +128,13 @@ impl KernelMemory {
         let nested: u64 = layout::ram_blocks(ram_bytes).iter().map(|b| page_table_bytes(b.gpa, b.len)).sum();
         let own = page_table_bytes(VMM_RAM_VA, ram_bytes);
         let boot_file_tables = boot_files.iter().map(|&len| page_table_bytes(0, len.max(1))).sum();
-        Self { ram_bytes, ram_tables: nested + own, vcpus, disks, boot_file_tables }
+        let ram_frames: u64 = layout::ram_blocks(ram_bytes).iter().map(|b| b.len.div_ceil(RAM_FRAME_BYTES)).sum();
+        let mappings = 2 * ram_frames
+            + u64::from(vcpus) * VCPU_MAPPINGS
+            + u64::from(disks)
+            + boot_files.len() as u64
+            + FIXED_MAPPINGS;
+        Self { ram_bytes, ram_tables: nested + own, vcpus, disks, boot_file_tables, map_entries: mappings * MAP_ENTRY }
     }
 
     /// Everything beyond guest RAM.
@@ -121,6 +144,7 @@ impl KernelMemory {
             + u64::from(self.disks) * PER_DISK_BYTES
             + FIXED_BYTES
             + self.boot_file_tables
+            + self.map_entries
     }
 
     /// The whole budget, in bytes.
@@ -137,7 +161,7 @@ impl KernelMemory {
     /// vCPUs x 86 KiB + 1 disk x 12 KiB + 172 KiB fixed + 52 KiB boot files`.
     pub fn breakdown(&self) -> String {
         format!(
-            "{} MiB RAM + {} KiB its page tables + {} vCPUs x {} KiB + {} disks x {} KiB + {} KiB fixed + {} KiB boot-file page tables",
+            "{} MiB RAM + {} KiB its page tables + {} vCPUs x {} KiB + {} disks x {} KiB + {} KiB fixed + {} KiB boot-file page tables + {} KiB mapping entries",
             self.ram_bytes >> 20,
             self.ram_tables / KIB,
             self.vcpus,
@@ -146,6 +170,7 @@ impl KernelMemory {
             PER_DISK_BYTES / KIB,
             FIXED_BYTES / KIB,
             self.boot_file_tables / KIB,
+            self.map_entries.div_ceil(KIB),
         )
     }
 }
@@ -205,7 +230,9 @@ mod tests {
         assert_eq!(k.ram_tables, 2 * 130 * PAGE);
         assert_eq!(PER_VCPU_BYTES, 86 * KIB);
         assert_eq!(k.boot_file_tables, (3 + 9 + 3) * PAGE);
-        assert_eq!(k.total(), 256 * MIB + 1040 * KIB + 172 * KIB + 12 * KIB + FIXED_BYTES + 60 * KIB);
+        // 64 RAM frames twice, 2 vCPUs, 1 disk, 3 boot files, the fixed ones.
+        assert_eq!(k.map_entries, (128 + 6 + 1 + 3 + 32) * MAP_ENTRY);
+        assert_eq!(k.total(), 256 * MIB + 1040 * KIB + 172 * KIB + 12 * KIB + FIXED_BYTES + 60 * KIB + k.map_entries);
         // Far below the old "RAM + 16 MiB".
         assert!(k.overhead() < 2 * MIB, "{}", k.breakdown());
     }
@@ -215,7 +242,7 @@ mod tests {
     fn each_vcpu_adds_the_same() {
         let a = KernelMemory::for_vm(256 * MIB, 4, 0, &[]);
         let b = KernelMemory::for_vm(256 * MIB, 32, 0, &[]);
-        assert_eq!(b.total() - a.total(), 28 * PER_VCPU_BYTES);
+        assert_eq!(b.total() - a.total(), 28 * (PER_VCPU_BYTES + VCPU_MAPPINGS * MAP_ENTRY));
     }
 
     /// RAM above the PCI hole is mapped at 4 GiB in the guest and right
