@@ -103,7 +103,7 @@ pub fn main(start: Start) -> u64 {
     }
     // Needs a second CPU: the vCPU must be in its guest there while this
     // thread deletes its capability.
-    let halt_test = "vcpu_deleted_during_a_run_that_halts";
+    let halt_test = "vcpu_deleted_during_a_run_is_freed";
     let run_halt_test = !skipped.contains(&halt_test) && halt_teardown::second_cpu(&mut env);
     // The host's GDT limit as this process sees it before any guest ran.
     let gdt_limit = host_gdt_limit();
@@ -125,7 +125,7 @@ pub fn main(start: Start) -> u64 {
     }
     if run_halt_test {
         println!("{PREFIX} run {halt_test}");
-        match halt_teardown::vcpu_deleted_during_a_run_that_halts(&mut env) {
+        match halt_teardown::vcpu_deleted_during_a_run_is_freed(&mut env) {
             Ok(()) => {
                 passed += 1;
                 println!("{PREFIX} ok {halt_test}");
