@@ -421,13 +421,12 @@ fn system_cases() -> Vec<Case> {
 }
 
 /// The fuzz cases' seeds and batches in CI (`cargo xtask fuzz-syscalls`
-/// runs others on demand). One open kernel bug is counted instead of
-/// failing (`known=12`): the security issue's finding 12, a mapping made
-/// through a revoked copy survives the revoke; drop it once that is fixed.
-/// (Finding 5 and `wide-slots`, a slot number taken modulo 2^32 by Call,
-/// Send, Recv and Wait, which it found too, are fixed.)
+/// runs others on demand). No kernel bug is counted instead of failing any
+/// more: the three it found (finding 12, a mapping made through a revoked
+/// copy surviving the revoke; finding 5; `wide-slots`, a slot number taken
+/// modulo 2^32 by Call, Send, Recv and Wait) are fixed.
 const FUZZ_CI: [(u64, u64); 2] = [(0xa1c0_7e57, 1000), (0x5eed_0004, 400)];
-const FUZZ_KNOWN: &[&str] = &["known=12"];
+const FUZZ_KNOWN: &[&str] = &[];
 const FUZZ_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn fuzz_case(name: &str, cpus: u32, (seed, batches): (u64, u64)) -> Case {

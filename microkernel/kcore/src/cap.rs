@@ -84,6 +84,13 @@ pub struct Removed<O> {
     /// What the holder could do, to undo it (e.g. writable mappings).
     pub rights: Rights,
     pub badge: u64,
+    /// The capability it was copied or derived from, as it was when this
+    /// one went (`None` for a root). After a `delete` the parent lives on
+    /// and inherits what was done through the deleted capability (a
+    /// mapping, say), as its children do, so deleting the middle of a
+    /// chain shields nothing from revocation; after a `revoke` it is
+    /// either revoked too or the capability revoked from.
+    pub parent: Option<NodeId>,
 }
 
 /// Why a capability operation was refused; maps onto [`abi::Error`].
@@ -481,6 +488,7 @@ impl<O: Clone> CapSystem<O> {
     fn remove_leaf(&mut self, index: u32) -> Option<Removed<O>> {
         let node = *self.nodes.get(index as usize)?;
         debug_assert!(node.first_child == NIL && node.space != NIL);
+        let parent = self.nodes.get(node.parent as usize).map(|p| NodeId { index: node.parent, generation: p.generation });
         if node.prev != NIL {
             if let Some(p) = self.node_mut(node.prev) {
                 p.next = node.next;
@@ -521,6 +529,7 @@ impl<O: Clone> CapSystem<O> {
             object: cap.object,
             rights: cap.rights,
             badge: cap.badge,
+            parent,
         })
     }
 
@@ -625,6 +634,26 @@ mod tests {
         assert_eq!(cs.cap_count(s), Some(1));
         assert_eq!(cs.find_free_slot(s), Some(0));
         assert_eq!(cs.caps_in(s).map(|(i, c)| (i, c.object)).collect::<Vec<_>>(), vec![(3, 7)]);
+        cs.check_invariants();
+    }
+
+    /// What was done through a removed capability (a mapping, a queued
+    /// send) must be handed to the capability it came from (finding 12):
+    /// `Removed` names that parent, live after a delete.
+    #[test]
+    fn removed_capabilities_name_their_parent() {
+        let mut cs = system();
+        let s = cs.create_space(8).unwrap();
+        let root = cs.insert_original(s, 0, 1, RW, 0).unwrap();
+        let mid = cs.copy(s, 0, s, 1, RW, None).unwrap();
+        cs.copy(s, 1, s, 2, RW, None).unwrap();
+        let gone = cs.delete(s, 1).unwrap();
+        assert_eq!(gone.parent, Some(root));
+        assert_eq!(gone.node, mid);
+        let revoked = cs.revoke(s, 0).unwrap();
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].parent, Some(root), "the leaf moved up to the root when its parent was deleted");
+        assert_eq!(cs.delete(s, 0).unwrap().parent, None, "a root has no parent");
         cs.check_invariants();
     }
 
@@ -1223,6 +1252,8 @@ mod tests {
                                 (r.space, r.slot, r.object, r.rights, r.badge),
                                 (s, slot, c.object, c.rights, c.badge)
                             );
+                            let parent = r.parent.and_then(|p| cs.node_location(p));
+                            assert_eq!(parent, c.parent, "step {step}: the parent a delete reports");
                             m.delete((s, slot));
                         }
                         (got, want) => assert_eq!(got.err(), want.err(), "step {step}: delete"),

@@ -119,6 +119,19 @@ impl<V: Copy> RangeMap<V> {
         self.entries.iter().map(|(&s, e)| (s, e.pages)).collect()
     }
 
+    /// The start and length of every entry whose value `pick` accepts (the
+    /// mappings made through a capability that is being revoked).
+    pub fn ranges_where(&self, mut pick: impl FnMut(&V) -> bool) -> Vec<(u64, u64)> {
+        self.entries.iter().filter(|(_, e)| pick(&e.value)).map(|(&s, e)| (s, e.pages)).collect()
+    }
+
+    /// Changes values in place (ranges stay as they are).
+    pub fn update_values(&mut self, mut change: impl FnMut(&mut V)) {
+        for e in self.entries.values_mut() {
+            change(&mut e.value);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -131,6 +144,19 @@ impl<V: Copy> RangeMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_found_and_changed_by_value() {
+        let mut m = RangeMap::new();
+        m.insert(0x10000, 4, 'a');
+        m.insert(0x20000, 1, 'b');
+        m.insert(0x30000, 2, 'a');
+        assert_eq!(m.ranges_where(|&v| v == 'a'), [(0x10000, 4), (0x30000, 2)]);
+        m.update_values(|v| if *v == 'a' { *v = 'c' });
+        assert_eq!(m.ranges_where(|&v| v == 'a'), []);
+        assert_eq!(m.ranges_where(|&v| v == 'c'), [(0x10000, 4), (0x30000, 2)]);
+        assert_eq!(m.get(0x20000), Some('b'));
+    }
 
     #[test]
     fn overlap_checks_see_entries_starting_before() {

@@ -86,7 +86,7 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     let frame = k.thread(me).expect("me").ctx;
     let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
     let cap = k.caps.lookup(space, user_slot(frame.rdi)?)?;
-    let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else {
+    let (Obj::Endpoint(ep), badge, rights, node) = (cap.object, cap.badge, cap.rights, cap.node) else {
         return Err(Error::WrongType);
     };
     if !rights.contains(Rights::SEND) {
@@ -122,6 +122,7 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
         th.state = ThreadState::Sending { endpoint: ep, call };
         th.send_badge = badge;
         th.send_grant = grant;
+        th.send_node = Some(node);
         k.endpoints.get_mut(ep).ok_or(Error::Gone)?.senders.push_back(me);
         k.block_current(None);
         Ok(())

@@ -160,6 +160,10 @@ pub struct Thread {
     /// The badge and rights of the capability the pending send used.
     pub send_badge: u64,
     pub send_grant: bool,
+    /// The capability a queued send went through: when it is revoked or
+    /// deleted the send fails with `Gone` rather than being delivered with
+    /// the badge and GRANT right captured above (finding 12).
+    pub send_node: Option<kcore::cap::NodeId>,
     /// The process whose budget paid for this thread.
     pub charged_to: Id,
     /// Capabilities naming it; deleting the last one ends the thread (as
@@ -184,6 +188,11 @@ pub enum ProcessState {
 #[derive(Clone, Copy, Debug)]
 pub struct Mapping {
     pub frame: Id,
+    /// The capability it was mapped through: revoking that capability (or
+    /// an ancestor) unmaps it; deleting it hands the mapping to its parent
+    /// (security issue finding 12). `None` for what the kernel mapped
+    /// itself (init's image) and once the root it came down to is deleted.
+    pub through: Option<kcore::cap::NodeId>,
 }
 
 pub struct Process {

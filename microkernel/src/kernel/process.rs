@@ -11,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use kcore::budget::Budget;
-use kcore::cap::{Removed, NODE_BYTES, SLOT_BYTES};
+use kcore::cap::{NodeId, Removed, NODE_BYTES, SLOT_BYTES};
 use kcore::pagetable::{self, Flags, X86_64};
 use kcore::slab::Id;
 
@@ -176,10 +176,95 @@ impl Kernel {
         }
     }
 
-    /// Handles capabilities that left the system.
+    /// Handles capabilities that `CapRevoke` took back: first undoes what
+    /// was done through them (mappings made through a revoked frame
+    /// capability go, in every process), then as [`Kernel::removed`].
+    pub fn revoked(&mut self, list: Vec<Removed<Obj>>) {
+        let frames: Vec<NodeId> = list.iter().filter(|r| matches!(r.object, Obj::Frame(_))).map(|r| r.node).collect();
+        if !frames.is_empty() {
+            let pids: Vec<Id> = self.processes.ids().collect();
+            for pid in pids {
+                let Some(p) = self.processes.get(pid) else { continue };
+                let ranges = p.mappings.ranges_where(|m| m.through.is_some_and(|n| frames.contains(&n)));
+                for (va, pages) in ranges {
+                    let _ = self.unmap_range(pid, va, pages);
+                }
+            }
+        }
+        self.removed(list);
+    }
+
+    /// Handles capabilities that left the system (deleted, revoked, or
+    /// gone with their process): what was done through one and is still
+    /// standing passes to its parent (mappings), or ends (I/O ports it
+    /// enabled, sends queued through it); then the object loses a
+    /// reference.
     pub fn removed(&mut self, list: Vec<Removed<Obj>>) {
         for r in list {
+            match r.object {
+                Obj::Frame(_) => self.mappings_pass_to_parent(r.node, r.parent),
+                Obj::IoPorts { first, count } => self.io_ports_withdrawn(r.space, first, count),
+                Obj::Endpoint(ep) => self.sends_through_fail(ep, r.node),
+                _ => {}
+            }
             self.obj_unref(r.object);
+        }
+    }
+
+    /// Mappings made through a deleted frame capability now hang on the
+    /// capability it came from, so revoking that still reaches them.
+    fn mappings_pass_to_parent(&mut self, node: NodeId, parent: Option<NodeId>) {
+        let pids: Vec<Id> = self.processes.ids().collect();
+        for pid in pids {
+            let Some(p) = self.processes.get_mut(pid) else { continue };
+            p.mappings.update_values(|m| {
+                if m.through == Some(node) {
+                    m.through = parent;
+                }
+            });
+        }
+    }
+
+    /// The process owning `space` lost a capability for `count` ports from
+    /// `first`: those it holds no other capability for are denied again in
+    /// its I/O bitmap, and in the TSS of every CPU that holds that bitmap
+    /// now (one may be running the process in ring 3 this moment).
+    fn io_ports_withdrawn(&mut self, space: kcore::cap::SpaceId, first: u16, count: u16) {
+        let Some(pid) = self.processes.iter().find(|(_, p)| p.space == space && p.state == ProcessState::Running).map(|(id, _)| id)
+        else {
+            return;
+        };
+        let still: Vec<(u32, u32)> = self
+            .caps
+            .caps_in(space)
+            .filter_map(|(_, c)| match c.object {
+                Obj::IoPorts { first, count } => Some((u32::from(first), u32::from(first) + u32::from(count))),
+                _ => None,
+            })
+            .collect();
+        let Some(bm) = self.processes.get_mut(pid).and_then(|p| p.io_bitmap.as_deref_mut()) else { return };
+        for port in u32::from(first)..u32::from(first) + u32::from(count) {
+            if !still.iter().any(|&(s, e)| (s..e).contains(&port)) {
+                bm[(port / 8) as usize] |= 1 << (port % 8);
+            }
+        }
+        let bm: &[u8; gdt::IOMAP_BYTES] = bm;
+        for cpu in 0..self.cpus_online {
+            if self.io_bitmap_owner[cpu] == Some(pid) {
+                gdt::set_io_bitmap(cpu, Some(bm));
+            }
+        }
+    }
+
+    /// Senders queued on `ep` through the capability `node`, which is gone,
+    /// fail with `Gone` instead of being delivered later with its badge
+    /// and rights.
+    fn sends_through_fail(&mut self, ep: Id, node: NodeId) {
+        let Some(e) = self.endpoints.get(ep) else { return };
+        let stale: Vec<Id> =
+            e.senders.iter().copied().filter(|&t| self.thread(t).is_some_and(|th| th.send_node == Some(node))).collect();
+        for t in stale {
+            self.fail_blocked(t, Error::Gone);
         }
     }
 
@@ -344,6 +429,7 @@ impl Kernel {
             deadline: None,
             send_badge: 0,
             send_grant: false,
+            send_node: None,
             charged_to: payer,
             refs: 0,
             cpu_budget,
@@ -436,7 +522,8 @@ impl Kernel {
     // ---- memory ------------------------------------------------------------
 
     /// Maps every page of `frame` at `vaddr` in `pid` with `rights`.
-    pub fn map_frame(&mut self, pid: Id, frame: Id, vaddr: u64, rights: Rights) -> Result<(), Error> {
+    /// `through` is the capability the caller named (see `Mapping`).
+    pub fn map_frame(&mut self, pid: Id, frame: Id, vaddr: u64, rights: Rights, through: Option<NodeId>) -> Result<(), Error> {
         let f = self.frames.get(frame).ok_or(Error::Gone)?;
         let (phys, pages, device) = (f.phys, u64::from(f.pages), f.device);
         let end = vaddr.checked_add(pages * PAGE).ok_or(Error::InvalidArgument)?;
@@ -490,7 +577,7 @@ impl Kernel {
                     if i == 0 {
                         self.refund(Some(pid), cost::RANGE_ENTRY);
                     } else if let Some(p) = self.processes.get_mut(pid) {
-                        p.mappings.insert(vaddr, i, Mapping { frame });
+                        p.mappings.insert(vaddr, i, Mapping { frame, through });
                     }
                     let _ = self.unmap_range(pid, vaddr, i);
                     return Err(match (r, charged) {
@@ -503,7 +590,7 @@ impl Kernel {
                 }
             }
         }
-        self.processes.get_mut(pid).expect("checked").mappings.insert(vaddr, pages, Mapping { frame });
+        self.processes.get_mut(pid).expect("checked").mappings.insert(vaddr, pages, Mapping { frame, through });
         Ok(())
     }
 
@@ -805,7 +892,7 @@ pub fn start_init(k: &mut Kernel, elf: &[u8], archive_phys: u64, archive_len: u6
         device: false,
     });
     k.install(pid, abi::INIT_SLOT_ARCHIVE, Obj::Frame(fid), Rights::READ).map_err(|_| "slot")?;
-    k.map_frame(pid, fid, abi::INIT_ARCHIVE_BASE, Rights::READ).map_err(|_| "cannot map the boot archive")?;
+    k.map_frame(pid, fid, abi::INIT_ARCHIVE_BASE, Rights::READ, None).map_err(|_| "cannot map the boot archive")?;
     // Segments: a frame per segment, filled from the file, then mapped.
     for seg in plan.segments().iter() {
         let range = seg.pages();
@@ -826,17 +913,17 @@ pub fn start_init(k: &mut Kernel, elf: &[u8], archive_phys: u64, archive_len: u6
             unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst as *mut u8, bytes.len()) };
         }
         k.obj_ref(Obj::Frame(f));
-        k.map_frame(pid, f, start, seg.rights()).map_err(|_| "cannot map an init segment")?;
+        k.map_frame(pid, f, start, seg.rights(), None).map_err(|_| "cannot map an init segment")?;
         k.obj_unref(Obj::Frame(f));
     }
     let stack = k.create_frame(pid, abi::INIT_STACK_PAGES).map_err(|_| "no memory for init's stack")?;
     k.obj_ref(Obj::Frame(stack));
-    k.map_frame(pid, stack, abi::INIT_STACK_TOP - abi::INIT_STACK_PAGES * PAGE, Rights::READ | Rights::WRITE)
+    k.map_frame(pid, stack, abi::INIT_STACK_TOP - abi::INIT_STACK_PAGES * PAGE, Rights::READ | Rights::WRITE, None)
         .map_err(|_| "cannot map init's stack")?;
     k.obj_unref(Obj::Frame(stack));
     let ipcb = k.create_frame(pid, 1).map_err(|_| "no memory for init's IPC buffer")?;
     k.obj_ref(Obj::Frame(ipcb));
-    k.map_frame(pid, ipcb, abi::INIT_IPC_BUFFER, Rights::READ | Rights::WRITE).map_err(|_| "ipc buffer")?;
+    k.map_frame(pid, ipcb, abi::INIT_IPC_BUFFER, Rights::READ | Rights::WRITE, None).map_err(|_| "ipc buffer")?;
     k.obj_unref(Obj::Frame(ipcb));
     let t = k.create_thread(pid, pid, None).map_err(|_| "cannot create init's thread")?;
     k.install(pid, abi::INIT_SLOT_THREAD, Obj::Thread(t), all).map_err(|_| "slot")?;

@@ -91,13 +91,13 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         }
         Sys::CapDelete => {
             let r = k.caps.delete(space, slot(a[0])?)?;
-            k.obj_unref(r.object);
+            k.removed(alloc::vec![r]);
             vals(0, 0, 0)
         }
         Sys::CapRevoke => {
             let list = k.caps.revoke(space, slot(a[0])?)?;
             let n = list.len() as u64;
-            k.removed(list);
+            k.revoked(list);
             vals(n, 0, 0)
         }
         Sys::CapIdentify => {
@@ -119,13 +119,13 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         Sys::Map => {
             let target = k.cap(space, slot(a[0])?, Rights::MANAGE)?;
             let fcap = k.caps.lookup(space, slot(a[1])?)?;
-            let Obj::Frame(f) = fcap.object else { return Err(Error::WrongType) };
+            let (Obj::Frame(f), through) = (fcap.object, fcap.node) else { return Err(Error::WrongType) };
             let want = Rights(u32::try_from(a[3]).map_err(|_| Error::InvalidArgument)?);
             if !want.is_valid() || !fcap.rights.contains(want) || !want.contains(Rights::READ) {
                 return Err(Error::NoRights);
             }
             match target {
-                Obj::Process(p) => k.map_frame(p, f, a[2], want)?,
+                Obj::Process(p) => k.map_frame(p, f, a[2], want, Some(through))?,
                 Obj::Guest(g) => k.guest_map(g, f, a[2], want)?,
                 _ => return Err(Error::WrongType),
             }

@@ -255,8 +255,9 @@ impl Model {
     }
 
     /// Records that `slot` was deleted: its children move to its parent,
-    /// mappings made through it stay (without a capability to revoke).
-    /// Returns the objects no slot holds any more.
+    /// and so do mappings made through it (revoking the parent's ancestors
+    /// still unmaps them; with no parent nothing can). Returns the objects
+    /// no slot holds any more.
     pub fn deleted(&mut self, slot: CapSlot) -> Vec<ObjId> {
         let Some(h) = self.slots.remove(&slot) else { return Vec::new() };
         for c in self.slots.values_mut() {
@@ -266,7 +267,7 @@ impl Model {
         }
         for m in self.pages.values_mut() {
             if m.via == Some(slot) {
-                m.via = None;
+                m.via = h.parent;
             }
         }
         self.forget_unheld(h.obj)
@@ -400,6 +401,21 @@ mod tests {
         assert_eq!(pages, vec![(None, 0x1000), (None, 0x2000)]);
         assert_eq!(m.mapped_in(None, 0, 16), 1, "the mapping through the revoked slot itself stays");
         assert!(m.slots.contains_key(&10));
+    }
+
+    #[test]
+    fn a_deleted_copys_mappings_pass_to_its_parent() {
+        let mut m = Model::default();
+        let f = m.created(10, ObjectType::Frame, Rights::ALL, 1, None);
+        m.copied(10, 11, Rights::READ, 0);
+        m.copied(11, 12, Rights::READ, 0);
+        m.mapped(None, 0x1000, 12, f, 1);
+        m.deleted(12);
+        assert_eq!(m.pages[&(None, 0x1000)].via, Some(11));
+        m.deleted(11);
+        assert_eq!(m.pages[&(None, 0x1000)].via, Some(10));
+        let (_, pages) = m.revoked(10);
+        assert!(pages.is_empty(), "mapped through the root now: revoking it keeps the page");
     }
 
     #[test]

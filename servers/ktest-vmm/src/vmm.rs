@@ -1,5 +1,7 @@
 //! The test VMM (see main.rs).
 
+mod halt_teardown;
+
 use abi::{CapSlot, CpuidEntry, ObjectType, Rights, Segment, VcpuExit, VcpuRun, PAGE_SIZE};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
 use alcove_rt::{println, Start};
@@ -99,9 +101,13 @@ pub fn main(start: Start) -> u64 {
     for s in &skipped {
         log::info!("skipping {s} on this platform (manifest)");
     }
+    // Needs a second CPU: the vCPU must be in its guest there while this
+    // thread deletes its capability.
+    let halt_test = "vcpu_deleted_during_a_run_is_freed";
+    let run_halt_test = !skipped.contains(&halt_test) && halt_teardown::second_cpu(&mut env);
     // The host's GDT limit as this process sees it before any guest ran.
     let gdt_limit = host_gdt_limit();
-    println!("{PREFIX} suite vm {}", tests.len() + 1);
+    println!("{PREFIX} suite vm {}", tests.len() + 1 + usize::from(run_halt_test));
     let (mut passed, mut failed) = (0, 0);
     for &(name, test) in &tests {
         println!("{PREFIX} run {name}");
@@ -114,6 +120,19 @@ pub fn main(start: Start) -> u64 {
             Err(why) => {
                 failed += 1;
                 println!("{PREFIX} fail {name} {why}");
+            }
+        }
+    }
+    if run_halt_test {
+        println!("{PREFIX} run {halt_test}");
+        match halt_teardown::vcpu_deleted_during_a_run_is_freed(&mut env) {
+            Ok(()) => {
+                passed += 1;
+                println!("{PREFIX} ok {halt_test}");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("{PREFIX} fail {halt_test} {why}");
             }
         }
     }

@@ -139,8 +139,15 @@ pub fn set_rsp0(cpu: usize, rsp0: u64) {
 }
 
 /// Installs an I/O permission bitmap (a clear bit allows the port) on `cpu`.
+/// Called under the big kernel lock, for this CPU or (when a revocation
+/// withdraws ports) for another one that may be running the bitmap's
+/// process in ring 3: that CPU reads the bitmap from memory at each port
+/// access (SDM Vol. 1 §19.5.2), so the ports are denied once this returns.
 pub fn set_io_bitmap(cpu: usize, bitmap: Option<&[u8; IOMAP_BYTES]>) {
-    // SAFETY: as `set_rsp0`: the CPU's own TSS, changed while it runs the kernel.
+    // SAFETY: every writer of any TSS's I/O bitmap holds the big kernel
+    // lock, so writes never race each other; the CPUs themselves only read
+    // the bitmap (port accesses in ring 3), and a byte seen before or after
+    // its update is either the old or the new permission, never undefined.
     unsafe {
         let tss = &mut (*(&raw mut CPUS))[cpu].tss;
         match bitmap {
