@@ -16,7 +16,8 @@ use crate::emu::{Bochs, Qemu};
 use crate::image::BootSystem;
 use initrd::manifest::{MAX_BUDGET_KIB, MAX_NAME_LEN};
 use std::path::{Path, PathBuf};
-use vmm_server::config::VmConfig;
+use vmm_server::config::{Bootrom, VmConfig};
+use vmm_server::firmware::SEABIOS_FILE;
 use vmm_server::vm::sizing::KernelMemory;
 
 /// The QEMU CPU the VM tests and `run --vm` use: SVM with nested paging.
@@ -40,6 +41,8 @@ pub struct VmPlan {
     /// The manifest's server (and system) name: `vm-<alias>` made a name.
     pub server: String,
     /// Host paths: relative paths in the JSON resolve against its folder.
+    /// `kernel` is the firmware image for a VM with `bootrom` (Debian's,
+    /// fetched by [`crate::fwboot::seabios`]).
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub disks: Vec<PathBuf>,
@@ -99,6 +102,9 @@ impl VmPlan {
                 return Err(format!("{}: property \"{property}\": {} is not a file", path.display(), host.display()).into());
             }
         }
+        if plan.config.bootrom == Some(Bootrom::Bios) {
+            plan.kernel = crate::fwboot::seabios()?;
+        }
         plan.boot_file_bytes = plan.boot_files_on_disk()?;
         plan.check_budget().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(plan)
@@ -109,7 +115,10 @@ impl VmPlan {
     pub fn from_text(json: &str, source: &Path, dir: &Path) -> std::result::Result<Self, String> {
         let config = VmConfig::from_json(json).map_err(|e| e.to_string())?;
         config.check_supported().map_err(|e| e.to_string())?;
-        let kernel_name = boot_file_name("kernel", &config.kernel)?;
+        let kernel_name = match config.bootrom {
+            Some(_) => SEABIOS_FILE,
+            None => boot_file_name("kernel", &config.kernel)?,
+        };
         if let Some(i) = &config.initrd {
             let initrd_name = boot_file_name("initrd", i)?;
             if initrd_name == kernel_name {
@@ -134,7 +143,10 @@ impl VmPlan {
             boot_file_bytes,
             source: source.to_path_buf(),
             json: json.to_string(),
-            kernel: resolve(&config.kernel),
+            kernel: match config.bootrom {
+                Some(_) => crate::guest_images::dir().join(SEABIOS_FILE),
+                None => resolve(&config.kernel),
+            },
             initrd: config.initrd.as_deref().map(resolve),
             disks: config.disks.iter().map(|d| resolve(&d.path)).collect(),
             config,
@@ -188,7 +200,8 @@ impl VmPlan {
 
     /// Each host file the description names, with its property.
     pub fn host_paths(&self) -> Vec<(String, &Path)> {
-        let mut v = vec![("kernel".to_string(), self.kernel.as_path())];
+        let first = if self.config.bootrom.is_some() { "bootrom" } else { "kernel" };
+        let mut v = vec![(first.to_string(), self.kernel.as_path())];
         if let Some(i) = &self.initrd {
             v.push(("initrd".into(), i.as_path()));
         }
@@ -216,11 +229,16 @@ impl VmPlan {
         Ok(plan)
     }
 
+    /// The boot file that holds the kernel, or the firmware with `bootrom`.
+    fn kernel_file(&self) -> &str {
+        if self.config.bootrom.is_some() { SEABIOS_FILE } else { basename(&self.config.kernel) }
+    }
+
     /// The boot manifest: console and storaged as in `demo.toml`, and one
     /// vmm-server instance for this VM that ends the machine with it.
     pub fn manifest_toml(&self) -> String {
         let source = self.source.display().to_string().replace(['\n', '\r'], " ");
-        let mut files = vec!["\"vm.json\"".to_string(), format!("\"{}\"", basename(&self.config.kernel))];
+        let mut files = vec!["\"vm.json\"".to_string(), format!("\"{}\"", self.kernel_file())];
         if let Some(i) = &self.config.initrd {
             files.push(format!("\"{}\"", basename(i)));
         }
@@ -272,7 +290,7 @@ impl VmPlan {
     pub fn boot_system(&self) -> BootSystem {
         let mut host_files = vec![
             ("vm.json".to_string(), PathBuf::new()),
-            (basename(&self.config.kernel).to_string(), self.kernel.clone()),
+            (self.kernel_file().to_string(), self.kernel.clone()),
         ];
         if let (Some(name), Some(path)) = (&self.config.initrd, &self.initrd) {
             host_files.push((basename(name).to_string(), path.clone()));

@@ -24,6 +24,10 @@ pub mod fw_cfg;
 pub mod rom;
 pub mod table_loader;
 
+/// The boot file a `"bootrom": "bios"` VM carries: Debian's SeaBIOS
+/// (`/usr/share/seabios/bios-256k.bin` of package `seabios`).
+pub const SEABIOS_FILE: &str = "bios-256k.bin";
+
 /// Port 0x402: QEMU's debug console (`-debugcon`), where SeaBIOS writes
 /// its log (banner included). Reads return [`DEBUGCON_READBACK`], which is
 /// how SeaBIOS knows the port is there.
