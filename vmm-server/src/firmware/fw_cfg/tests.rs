@@ -168,7 +168,11 @@ fn dma_to_bad_guest_addresses_is_an_error_not_a_panic() {
     m.read(RAM as u64 - 2, &mut tail).unwrap();
     assert_eq!(tail, [0, 0], "nothing written when any of it is outside RAM");
     // A huge length: refused before anything is written.
+    m.write(BUF, &[0xEE; 8]).unwrap();
     assert_eq!(dma(&mut f, &mut m, DESC, read, u32::MAX, BUF), DMA_CTL_ERROR);
+    let mut head = [0u8; 8];
+    m.read(BUF, &mut head).unwrap();
+    assert_eq!(head, [0xEE; 8], "a refused transfer writes nothing");
     // A write from outside RAM.
     let write = (u32::from(KEY_FILE_FIRST + 2) << 16) | DMA_CTL_SELECT | DMA_CTL_WRITE;
     assert_eq!(dma(&mut f, &mut m, DESC, write, 4, 1 << 40), DMA_CTL_ERROR);
