@@ -97,13 +97,13 @@ impl VmPlan {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         let mut plan = Self::from_text(&json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
+        if plan.config.bootrom == Some(Bootrom::Bios) {
+            plan.kernel = crate::fwboot::seabios()?;
+        }
         for (property, host) in plan.host_paths() {
             if !host.is_file() {
                 return Err(format!("{}: property \"{property}\": {} is not a file", path.display(), host.display()).into());
             }
-        }
-        if plan.config.bootrom == Some(Bootrom::Bios) {
-            plan.kernel = crate::fwboot::seabios()?;
         }
         plan.boot_file_bytes = plan.boot_files_on_disk()?;
         plan.check_budget().map_err(|e| format!("{}: {e}", path.display()))?;
