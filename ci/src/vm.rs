@@ -169,12 +169,18 @@ impl VmPlan {
     /// The kernel memory the VM's vmm-server needs: its budget
     /// (`vmm_server::vm::sizing`, the same figures the VMM checks itself).
     pub fn kernel_memory(&self) -> KernelMemory {
-        KernelMemory::for_vm(
+        let k = KernelMemory::for_vm(
             self.config.ram_bytes(),
             self.config.vcpus,
             self.config.disks.len() as u32,
             &self.boot_file_bytes,
-        )
+        );
+        // With `bootrom` the second boot file is the firmware, which the
+        // VMM copies into frames the guest may execute.
+        match (self.config.bootrom, self.boot_file_bytes.get(1)) {
+            (Some(_), Some(&len)) => k.with_firmware(len),
+            _ => k,
+        }
     }
 
     /// The manifest's `budget_kib` for the VM's vmm-server.

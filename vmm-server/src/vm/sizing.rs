@@ -102,6 +102,10 @@ pub struct KernelMemory {
     pub disks: u32,
     /// Tables mapping the boot files.
     pub boot_file_tables: u64,
+    /// A `bootrom` VM's copy of its firmware image (frames the guest may
+    /// execute, which a read-only boot file is not) and the tables that
+    /// map it in the guest and in the VMM ([`Self::with_firmware`]).
+    pub firmware_bytes: u64,
 }
 
 impl KernelMemory {
@@ -111,7 +115,14 @@ impl KernelMemory {
         let nested: u64 = layout::ram_blocks(ram_bytes).iter().map(|b| page_table_bytes(b.gpa, b.len)).sum();
         let own = page_table_bytes(VMM_RAM_VA, ram_bytes);
         let boot_file_tables = boot_files.iter().map(|&len| page_table_bytes(0, len.max(1))).sum();
-        Self { ram_bytes, ram_tables: nested + own, vcpus, disks, boot_file_tables }
+        Self { ram_bytes, ram_tables: nested + own, vcpus, disks, boot_file_tables, firmware_bytes: 0 }
+    }
+
+    /// The same VM booting a firmware image of `image_bytes`.
+    pub fn with_firmware(self, image_bytes: u64) -> Self {
+        let len = image_bytes.next_multiple_of(PAGE);
+        let at = layout::FOUR_GIB.saturating_sub(len);
+        Self { firmware_bytes: len + page_table_bytes(at, len) + page_table_bytes(0, len), ..self }
     }
 
     /// Everything beyond guest RAM.
@@ -121,6 +132,7 @@ impl KernelMemory {
             + u64::from(self.disks) * PER_DISK_BYTES
             + FIXED_BYTES
             + self.boot_file_tables
+            + self.firmware_bytes
     }
 
     /// The whole budget, in bytes.
@@ -137,7 +149,7 @@ impl KernelMemory {
     /// vCPUs x 86 KiB + 1 disk x 12 KiB + 172 KiB fixed + 52 KiB boot files`.
     pub fn breakdown(&self) -> String {
         format!(
-            "{} MiB RAM + {} KiB its page tables + {} vCPUs x {} KiB + {} disks x {} KiB + {} KiB fixed + {} KiB boot-file page tables",
+            "{} MiB RAM + {} KiB its page tables + {} vCPUs x {} KiB + {} disks x {} KiB + {} KiB fixed + {} KiB boot-file page tables{}",
             self.ram_bytes >> 20,
             self.ram_tables / KIB,
             self.vcpus,
@@ -146,6 +158,7 @@ impl KernelMemory {
             PER_DISK_BYTES / KIB,
             FIXED_BYTES / KIB,
             self.boot_file_tables / KIB,
+            if self.firmware_bytes > 0 { format!(" + {} KiB firmware", self.firmware_bytes / KIB) } else { String::new() },
         )
     }
 }

@@ -81,7 +81,7 @@ pub struct VmSpec {
     pub initrd: Option<&'static [u8]>,
     /// `bootrom`: the firmware image (a boot file, mapped into the guest
     /// at the top of 4 GiB as it is) and its frame, instead of a kernel.
-    pub firmware: Option<(&'static [u8], CapSlot)>,
+    pub firmware: Option<&'static [u8]>,
     /// The disk marked `"boot": true`.
     pub boot_disk: Option<usize>,
     pub cmdline: String,
@@ -119,8 +119,7 @@ impl VmSpec {
                 let bytes = file(info, SEABIOS_FILE)?.ok_or_else(|| {
                     format!("vmadm: property \"bootrom\": the firmware {SEABIOS_FILE:?} is not among this VM's boot files")
                 })?;
-                let slot = info.files.iter().find(|(n, _, _)| n == SEABIOS_FILE).map(|f| f.1).unwrap_or_default();
-                Some((bytes, slot))
+                Some(bytes)
             }
             Some(Bootrom::Uefi) => return Err("vmadm: property \"bootrom\": \"uefi\" is not supported yet".into()),
             None => None,
@@ -136,8 +135,11 @@ impl VmSpec {
             (None, None) => info.name.clone(),
         };
         let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len).collect();
-        let kernel_memory =
+        let mut kernel_memory =
             KernelMemory::for_vm(config.ram_bytes(), config.vcpus, config.disks.len() as u32, &boot_files);
+        if let Some(image) = firmware {
+            kernel_memory = kernel_memory.with_firmware(image.len() as u64);
+        }
         Ok(Some(VmSpec {
             kernel_memory,
             name,
@@ -520,7 +522,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         }
         offset += block.len;
     }
-    let loaded = if let Some((image, _)) = spec.firmware {
+    let loaded = if let Some(image) = spec.firmware {
         // Firmware boot: the image's low alias into RAM at 0xE0000; the
         // firmware finds everything else through fw_cfg.
         FirmwareImage::new(image).map_err(|e| e.to_string()).and_then(|f| {
@@ -557,14 +559,15 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     }
     mapped?;
     let ram = RamMap::new(views).ok_or("guest RAM blocks overlap")?;
-    if let Some((image, frame)) = spec.firmware {
-        // The image at the top of 4 GiB: the boot file's own frame,
-        // read-only and executable (a ROM: a write there is an MMIO exit
-        // that nothing claims).
-        let at = FirmwareImage::new(image).map_err(|e| e.to_string())?.high_base();
-        let rx = Rights(Rights::READ.0 | Rights::EXECUTE.0);
-        sys::map(guest, frame, at, rx).map_err(|e| failed(&format!("map the firmware at {at:#x}"), e))?;
-    }
+    // The firmware image at the top of 4 GiB: a copy in frames of its own
+    // (the boot file is read-only, not executable), mapped into the guest
+    // read-only and executable (a ROM: a write there is an MMIO exit that
+    // nothing claims). Its view here goes with the boot; the guest's
+    // mapping holds the frames.
+    let rom = match spec.firmware {
+        Some(image) => Some(map_firmware(&mut res, guest, image)?),
+        None => None,
+    };
 
     let mut vcpus = Vec::new();
     let mut run_pages = Vec::new();
@@ -695,8 +698,29 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     // the capabilities.
     drop(threads);
     drop(shared);
+    drop(rom);
     drop(res);
     Ok(ending)
+}
+
+/// Where the VMM's own view of the firmware copy goes.
+const ROM_VA: u64 = 0x28_0000_0000;
+
+/// Copies `image` into new frames and maps them into `guest` where the
+/// image belongs (ending at 4 GiB), read-only and executable.
+fn map_firmware(res: &mut Resources, guest: CapSlot, image: &[u8]) -> Result<SharedMemory, String> {
+    let at = FirmwareImage::new(image).map_err(|e| e.to_string())?.high_base();
+    let mut m = PrivateMapping::create(ROM_VA, image.len() as u64, FRAME_PAGES, res.next..)
+        .map_err(|e| failed("the firmware's frames", e))?;
+    res.adopt(m.frames());
+    m.bytes_mut()[..image.len()].copy_from_slice(image);
+    let (view, frames) = m.share();
+    let rx = Rights(Rights::READ.0 | Rights::EXECUTE.0);
+    for (i, &frame) in frames.iter().enumerate() {
+        let gpa = at + i as u64 * FRAME_PAGES * PAGE_SIZE;
+        sys::map(guest, frame, gpa, rx).map_err(|e| failed(&format!("map the firmware at {gpa:#x}"), e))?;
+    }
+    Ok(view)
 }
 
 /// Unmaps guest RAM that never reached the guest and frees its frames.
