@@ -145,7 +145,7 @@ impl Platform {
 
     /// Makes this a firmware-booted machine ([`crate::firmware`]): the
     /// fw_cfg device on its ports, the debug console on 0x402 (its output
-    /// joins the serial console's), and the CMOS bytes that describe
+    /// is [`Self::take_debug_output`]), and the CMOS bytes that describe
     /// memory and vCPUs.
     pub fn attach_firmware(&mut self, fw_cfg: FwCfg, cmos: &[(u8, u8)]) {
         self.fw_cfg = Some(fw_cfg);
@@ -245,11 +245,14 @@ impl Platform {
     }
 
     /// What the guest wrote to its serial console since the last call.
-    /// (Under firmware, the debug console's bytes come first.)
     pub fn take_console_output(&mut self) -> Vec<u8> {
-        let mut out = core::mem::take(&mut self.debugcon);
-        out.extend(self.ports.device_mut::<Uart16550>(self.uart).map(Uart16550::take_output).unwrap_or_default());
-        out
+        self.ports.device_mut::<Uart16550>(self.uart).map(Uart16550::take_output).unwrap_or_default()
+    }
+
+    /// What the firmware wrote to its debug console (port 0x402) since
+    /// the last call.
+    pub fn take_debug_output(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.debugcon)
     }
 
     /// Coalescing the serial console allows (see
@@ -579,7 +582,8 @@ mod tests {
             p.io_write(DEBUGCON_PORT, 1, u32::from(*b), 0, &mut mem());
         }
         p.io_write(0x3F8, 1, u32::from(b'x'), 0, &mut mem());
-        assert_eq!(p.take_console_output(), b"SeaBIOS\nx");
+        assert_eq!(p.take_debug_output(), b"SeaBIOS\n");
+        assert_eq!(p.take_console_output(), b"x");
         assert_eq!(p.unclaimed_accesses, before);
         // CMOS 0x5F: vCPUs less one, through the RTC's ports.
         p.io_write(0x70, 1, 0x5F, 0, &mut mem());
@@ -588,7 +592,7 @@ mod tests {
         for _ in 0..100_000 {
             p.io_write(DEBUGCON_PORT, 1, u32::from(b'.'), 0, &mut mem());
         }
-        assert_eq!(p.take_console_output().len(), DEBUGCON_LIMIT);
+        assert_eq!(p.take_debug_output().len(), DEBUGCON_LIMIT);
     }
 
     #[test]

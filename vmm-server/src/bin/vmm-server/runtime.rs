@@ -412,6 +412,7 @@ impl Shared {
                     }
                 }
             }
+            let debug = if room { p.take_debug_output() } else { Vec::new() };
             let mut hvc = Vec::new();
             let mut kicked = false;
             if room {
@@ -433,6 +434,7 @@ impl Shared {
             let ConsoleState { lines, ready } = &mut *c;
             ready.extend_from_slice(&lines.push(Source::Serial, &serial, now));
             ready.extend_from_slice(&lines.push(Source::Virtio, &hvc, now));
+            ready.extend_from_slice(&lines.push(Source::Firmware, &debug, now));
             ready.extend_from_slice(&lines.take_aged(now));
             if final_flush {
                 ready.extend_from_slice(&lines.take_all());
