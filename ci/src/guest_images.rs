@@ -91,7 +91,7 @@ pub fn dir() -> PathBuf {
     out_dir().join("images")
 }
 
-fn downloads() -> PathBuf {
+pub(crate) fn downloads() -> PathBuf {
     root().join("images").join("downloads")
 }
 
@@ -137,7 +137,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
 
 /// Runs `c`; on failure the error says `what` failed and why (the last lines
 /// of its stderr).
-fn output(c: &mut Command, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn output(c: &mut Command, what: &str) -> Result<Vec<u8>> {
     let out = c.stdin(Stdio::null()).output().map_err(|e| format!("{what} failed: {e}"))?;
     if out.status.success() {
         return Ok(out.stdout);
@@ -180,14 +180,14 @@ fn apt_update_once() -> Result<bool> {
 // Which packages
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Pkg {
-    name: String,
-    version: String,
+pub(crate) struct Pkg {
+    pub(crate) name: String,
+    pub(crate) version: String,
 }
 
 /// The candidate version of `name`, updating the package lists once if
 /// there is none.
-fn candidate(name: &str) -> Result<String> {
+pub(crate) fn candidate(name: &str) -> Result<String> {
     loop {
         let policy = text(Command::new("apt-cache").args(["policy", name]), &format!("apt-cache policy {name}"))?;
         let cand = policy.lines().find_map(|l| l.trim().strip_prefix("Candidate: ")).map(str::to_string);
@@ -229,7 +229,7 @@ fn deb_field(deb: &Path, field: &str) -> Result<String> {
 /// The .deb of `pkg` in `images/downloads/`, downloading it if it is not
 /// there. Other versions of the same package, and older packages of the same
 /// family (`stale`), are removed.
-fn fetch(pkg: &Pkg, stale: impl Fn(&str) -> bool) -> Result<PathBuf> {
+pub(crate) fn fetch(pkg: &Pkg, stale: impl Fn(&str) -> bool) -> Result<PathBuf> {
     let dir = downloads();
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let prefix = format!("{}_", pkg.name);

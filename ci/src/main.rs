@@ -4,6 +4,7 @@
 mod bench;
 mod bigvm;
 mod emu;
+mod fwboot;
 mod guest_images;
 mod harness;
 mod image;

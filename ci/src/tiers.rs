@@ -596,6 +596,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
     }
     if let Some(kernel) = kernel.as_deref() {
         crate::bigvm::run_tiers(kernel, &chosen, only.as_deref(), &mut failures, &mut runs)?;
+        crate::fwboot::run_tiers(kernel, &chosen, only.as_deref(), &mut failures, &mut runs)?;
     }
 
     if chosen.contains(&"harness") {

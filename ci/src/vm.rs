@@ -16,7 +16,8 @@ use crate::emu::{Bochs, Qemu};
 use crate::image::BootSystem;
 use initrd::manifest::{MAX_BUDGET_KIB, MAX_NAME_LEN};
 use std::path::{Path, PathBuf};
-use vmm_server::config::VmConfig;
+use vmm_server::config::{Bootrom, VmConfig};
+use vmm_server::firmware::SEABIOS_FILE;
 use vmm_server::vm::sizing::KernelMemory;
 
 /// The QEMU CPU the VM tests and `run --vm` use: SVM with nested paging.
@@ -40,6 +41,8 @@ pub struct VmPlan {
     /// The manifest's server (and system) name: `vm-<alias>` made a name.
     pub server: String,
     /// Host paths: relative paths in the JSON resolve against its folder.
+    /// `kernel` is the firmware image for a VM with `bootrom` (Debian's,
+    /// fetched by [`crate::fwboot::seabios`]).
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub disks: Vec<PathBuf>,
@@ -94,6 +97,9 @@ impl VmPlan {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         let mut plan = Self::from_text(&json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
+        if plan.config.bootrom == Some(Bootrom::Bios) {
+            plan.kernel = crate::fwboot::seabios()?;
+        }
         for (property, host) in plan.host_paths() {
             if !host.is_file() {
                 return Err(format!("{}: property \"{property}\": {} is not a file", path.display(), host.display()).into());
@@ -109,7 +115,10 @@ impl VmPlan {
     pub fn from_text(json: &str, source: &Path, dir: &Path) -> std::result::Result<Self, String> {
         let config = VmConfig::from_json(json).map_err(|e| e.to_string())?;
         config.check_supported().map_err(|e| e.to_string())?;
-        let kernel_name = boot_file_name("kernel", &config.kernel)?;
+        let kernel_name = match config.bootrom {
+            Some(_) => SEABIOS_FILE,
+            None => boot_file_name("kernel", &config.kernel)?,
+        };
         if let Some(i) = &config.initrd {
             let initrd_name = boot_file_name("initrd", i)?;
             if initrd_name == kernel_name {
@@ -134,7 +143,10 @@ impl VmPlan {
             boot_file_bytes,
             source: source.to_path_buf(),
             json: json.to_string(),
-            kernel: resolve(&config.kernel),
+            kernel: match config.bootrom {
+                Some(_) => crate::guest_images::dir().join(SEABIOS_FILE),
+                None => resolve(&config.kernel),
+            },
             initrd: config.initrd.as_deref().map(resolve),
             disks: config.disks.iter().map(|d| resolve(&d.path)).collect(),
             config,
@@ -157,12 +169,18 @@ impl VmPlan {
     /// The kernel memory the VM's vmm-server needs: its budget
     /// (`vmm_server::vm::sizing`, the same figures the VMM checks itself).
     pub fn kernel_memory(&self) -> KernelMemory {
-        KernelMemory::for_vm(
+        let k = KernelMemory::for_vm(
             self.config.ram_bytes(),
             self.config.vcpus,
             self.config.disks.len() as u32,
             &self.boot_file_bytes,
-        )
+        );
+        // With `bootrom` the second boot file is the firmware, which the
+        // VMM copies into frames the guest may execute.
+        match (self.config.bootrom, self.boot_file_bytes.get(1)) {
+            (Some(_), Some(&len)) => k.with_firmware(len),
+            _ => k,
+        }
     }
 
     /// The manifest's `budget_kib` for the VM's vmm-server.
@@ -188,7 +206,8 @@ impl VmPlan {
 
     /// Each host file the description names, with its property.
     pub fn host_paths(&self) -> Vec<(String, &Path)> {
-        let mut v = vec![("kernel".to_string(), self.kernel.as_path())];
+        let first = if self.config.bootrom.is_some() { "bootrom" } else { "kernel" };
+        let mut v = vec![(first.to_string(), self.kernel.as_path())];
         if let Some(i) = &self.initrd {
             v.push(("initrd".into(), i.as_path()));
         }
@@ -216,11 +235,16 @@ impl VmPlan {
         Ok(plan)
     }
 
+    /// The boot file that holds the kernel, or the firmware with `bootrom`.
+    fn kernel_file(&self) -> &str {
+        if self.config.bootrom.is_some() { SEABIOS_FILE } else { basename(&self.config.kernel) }
+    }
+
     /// The boot manifest: console and storaged as in `demo.toml`, and one
     /// vmm-server instance for this VM that ends the machine with it.
     pub fn manifest_toml(&self) -> String {
         let source = self.source.display().to_string().replace(['\n', '\r'], " ");
-        let mut files = vec!["\"vm.json\"".to_string(), format!("\"{}\"", basename(&self.config.kernel))];
+        let mut files = vec!["\"vm.json\"".to_string(), format!("\"{}\"", self.kernel_file())];
         if let Some(i) = &self.config.initrd {
             files.push(format!("\"{}\"", basename(i)));
         }
@@ -272,7 +296,7 @@ impl VmPlan {
     pub fn boot_system(&self) -> BootSystem {
         let mut host_files = vec![
             ("vm.json".to_string(), PathBuf::new()),
-            (basename(&self.config.kernel).to_string(), self.kernel.clone()),
+            (self.kernel_file().to_string(), self.kernel.clone()),
         ];
         if let (Some(name), Some(path)) = (&self.config.initrd, &self.initrd) {
             host_files.push((basename(name).to_string(), path.clone()));

@@ -11,7 +11,11 @@
 //!
 //! Accepted top-level properties: `alias`, `autoboot`, `brand`, `cmdline`,
 //! `cpu_cap`, `cpu_shares`, `customer_metadata`, `disks`, `initrd`,
-//! `kernel`, `max_physical_memory`, `nics`, `quota`, `ram`, `uuid`, `vcpus`.
+//! `kernel`, `max_physical_memory`, `nics`, `quota`, `ram`, `uuid`, `vcpus`,
+//! and SmartOS's `bootrom` (`"bios"` | `"uefi"`): a VM with `bootrom` and
+//! no `kernel` boots through that firmware from the disk marked
+//! `"boot": true` (see [`crate::firmware`]); with `kernel` it boots that
+//! kernel directly (the fast path), as before.
 //! Defaults follow SmartOS for HVM brands: `ram` 256 MiB, `vcpus` 1.
 //! Things that parse but this VMM cannot do yet (NICs) are reported by
 //! [`VmConfig::check_supported`], so a SmartOS payload validates and the
@@ -50,6 +54,7 @@ pub const MAX_STRING_BYTES: usize = 4096;
 const TOP_LEVEL: &[&str] = &[
     "alias",
     "autoboot",
+    "bootrom",
     "brand",
     "cmdline",
     "cpu_cap",
@@ -256,6 +261,15 @@ pub enum Brand {
     Kvm,
 }
 
+/// SmartOS's `bootrom`: the firmware a VM without `kernel` boots through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootrom {
+    /// SeaBIOS (Debian's `seabios`, `bios-256k.bin`).
+    Bios,
+    /// OVMF (Debian's `ovmf`).
+    Uefi,
+}
+
 /// How a disk is presented. Only virtio is implemented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskModel {
@@ -336,8 +350,11 @@ pub struct VmConfig {
     pub customer_metadata: BTreeMap<String, String>,
     pub disks: Vec<DiskConfig>,
     pub nics: Vec<NicConfig>,
-    /// The kernel image to boot directly (bzImage).
+    /// The kernel image to boot directly (bzImage); empty when the VM
+    /// boots through `bootrom` instead.
     pub kernel: String,
+    /// The firmware of a VM without `kernel`.
+    pub bootrom: Option<Bootrom>,
     pub initrd: Option<String>,
     pub cmdline: String,
 }
@@ -496,13 +513,40 @@ impl VmConfig {
                 out
             }
         };
-        let kernel = p
-            .text("kernel")?
-            .ok_or(ConfigError::Missing {
-                property: "kernel".into(),
-                why: "there is no firmware yet: the VM boots a kernel directly",
-            })?
-            .to_owned();
+        let bootrom = match p.string("bootrom")? {
+            None => None,
+            Some("bios") => Some(Bootrom::Bios),
+            Some("uefi") => Some(Bootrom::Uefi),
+            Some(other) => return Err(p.invalid("bootrom", "\"bios\" or \"uefi\"", other)),
+        };
+        let kernel = match (p.text("kernel")?, bootrom) {
+            (Some(k), None) => k.to_owned(),
+            (None, Some(_)) => String::new(),
+            (None, None) => {
+                return Err(ConfigError::Missing {
+                    property: "kernel".into(),
+                    why: "a kernel to boot directly, or \"bootrom\" and a disk with \"boot\": true",
+                });
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    property: "kernel".into(),
+                    expected: "absent when \"bootrom\" is given (the firmware boots the boot disk)".into(),
+                    got: "a kernel".into(),
+                });
+            }
+        };
+        if bootrom.is_some() {
+            for property in ["initrd", "cmdline"] {
+                if p.get(property).is_some() {
+                    return Err(ConfigError::Invalid {
+                        property: property.into(),
+                        expected: "absent when \"bootrom\" is given (the boot disk's loader has its own)".into(),
+                        got: "a value".into(),
+                    });
+                }
+            }
+        }
         let initrd = p.text("initrd")?.map(str::to_owned);
         let cmdline = p.string("cmdline")?.unwrap_or("").to_owned();
         if cmdline.len() > MAX_CMDLINE_BYTES {
@@ -536,6 +580,13 @@ impl VmConfig {
                 property: "disks".into(),
                 expected: "at most one disk with \"boot\": true".into(),
                 got: format!("{}", disks.iter().filter(|d| d.boot).count()),
+            });
+        }
+
+        if bootrom.is_some() && !disks.iter().any(|d| d.boot) {
+            return Err(ConfigError::Missing {
+                property: "disks".into(),
+                why: "with \"bootrom\", one disk with \"boot\": true to boot from",
             });
         }
 
@@ -576,6 +627,7 @@ impl VmConfig {
             disks,
             nics,
             kernel,
+            bootrom,
             initrd,
             cmdline,
         })
@@ -588,7 +640,15 @@ impl VmConfig {
         if !self.nics.is_empty() {
             return Err(ConfigError::NotSupported { property: "nics".into(), what: "NICs are".into() });
         }
+        if self.bootrom == Some(Bootrom::Uefi) {
+            return Err(ConfigError::NotSupported { property: "bootrom".into(), what: "\"uefi\" (OVMF) VMs are".into() });
+        }
         Ok(())
+    }
+
+    /// The index in `disks` of the boot disk, if one is marked.
+    pub fn boot_disk(&self) -> Option<usize> {
+        self.disks.iter().position(|d| d.boot)
     }
 
     /// Guest RAM in bytes.

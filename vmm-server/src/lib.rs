@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod boot;
 pub mod config;
 pub mod devices;
+pub mod firmware;
 pub mod virtio;
 
 pub mod mmio;

@@ -30,6 +30,8 @@ impl HostBridge {
         let mut config = ConfigSpace::new(HOST_BRIDGE_IDS, 0);
         // As firmware leaves it: the bridge forwards memory and I/O.
         config.set_command(super::config::COMMAND_IO | super::config::COMMAND_MEMORY);
+        // PAM and PCIEXBAR, which firmware programs (crate::firmware::chipset).
+        crate::firmware::chipset::make_firmware_registers_writable(&mut config);
         Self { config }
     }
 }

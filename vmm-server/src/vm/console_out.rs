@@ -24,10 +24,12 @@ pub enum Source {
     Serial = 0,
     /// The virtio console (hvc0).
     Virtio = 1,
+    /// The firmware's debug console (port 0x402, `bootrom` VMs).
+    Firmware = 2,
 }
 
-const SOURCES: usize = 2;
-const ALL: [Source; SOURCES] = [Source::Serial, Source::Virtio];
+const SOURCES: usize = 3;
+const ALL: [Source; SOURCES] = [Source::Serial, Source::Virtio, Source::Firmware];
 
 /// How long a partial line waits for the rest of it (20 ms).
 pub const PARTIAL_LINE_NS: u64 = 20_000_000;
@@ -125,11 +127,8 @@ impl ConsoleOut {
     /// middle of first.
     fn collect(&mut self, now_ns: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        let first = self.mid_line.map(|(s, _)| s);
-        let order = match first {
-            Some(Source::Virtio) => [Source::Virtio, Source::Serial],
-            _ => [Source::Serial, Source::Virtio],
-        };
+        let first = self.mid_line.map_or(Source::Serial, |(s, _)| s);
+        let order = core::iter::once(first).chain(ALL.into_iter().filter(|&s| s != first));
         for s in order {
             let p = &mut self.pending[s as usize];
             if p.bytes.is_empty() {
@@ -163,6 +162,18 @@ impl ConsoleOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firmware_debug_lines_do_not_interleave_with_the_serial_console() {
+        let mut c = ConsoleOut::new();
+        let mut out = Vec::new();
+        for (i, (a, b)) in b"SeaBIOS\n".iter().zip(b"SeaBIOS\n").enumerate() {
+            out.extend(c.push(Source::Firmware, &[*a], i as u64));
+            out.extend(c.push(Source::Serial, &[*b], i as u64));
+        }
+        out.extend(c.take_all());
+        assert_eq!(out, b"SeaBIOS\nSeaBIOS\n");
+    }
 
     #[test]
     fn finished_lines_go_out_at_once_and_partial_ones_wait() {

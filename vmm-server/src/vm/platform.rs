@@ -28,6 +28,8 @@ use crate::devices::pit::{PIT_PORTS, PORT_B, Pit};
 use crate::devices::rtc::{RTC_IRQ, RTC_PORTS, Rtc};
 use crate::devices::uart16550::{COM1_IRQ, COM1_PORTS, Uart16550};
 use crate::devices::{DeviceId, MmioDevice, PortBus, all_ones};
+use crate::firmware::fw_cfg::FwCfg;
+use crate::firmware::{DEBUGCON_PORT, DEBUGCON_READBACK};
 use crate::pci::PciBus;
 use crate::virtio::GuestMemory;
 
@@ -104,6 +106,10 @@ pub struct Platform {
     power: Option<PowerEvent>,
     /// Accesses to ports and addresses no device answers.
     pub unclaimed_accesses: u64,
+    /// Firmware boot only ([`Self::attach_firmware`]): fw_cfg, and what
+    /// the firmware wrote to the debug console (port 0x402).
+    fw_cfg: Option<FwCfg>,
+    debugcon: Vec<u8>,
 }
 
 impl Platform {
@@ -132,7 +138,27 @@ impl Platform {
             interrupts: Vec::new(),
             power: None,
             unclaimed_accesses: 0,
+            fw_cfg: None,
+            debugcon: Vec::new(),
         }
+    }
+
+    /// Makes this a firmware-booted machine ([`crate::firmware`]): the
+    /// fw_cfg device on its ports, the debug console on 0x402 (its output
+    /// is [`Self::take_debug_output`]), and the CMOS bytes that describe
+    /// memory and vCPUs.
+    pub fn attach_firmware(&mut self, fw_cfg: FwCfg, cmos: &[(u8, u8)]) {
+        self.fw_cfg = Some(fw_cfg);
+        if let Some(rtc) = self.ports.device_mut::<Rtc>(self.rtc) {
+            for &(i, v) in cmos {
+                rtc.set_nvram(i, v);
+            }
+        }
+    }
+
+    /// The fw_cfg device, if attached.
+    pub fn fw_cfg(&self) -> Option<&FwCfg> {
+        self.fw_cfg.as_ref()
     }
 
     /// The PCI bus, to add devices and reach them.
@@ -148,6 +174,10 @@ impl Platform {
             self.pm.read(port, size, now_ns)
         } else if port == POST_PORT {
             all_ones(size)
+        } else if let Some(f) = self.fw_cfg.as_mut().filter(|_| FwCfg::claims(port)) {
+            f.io_read(port, size)
+        } else if port == DEBUGCON_PORT && self.fw_cfg.is_some() && size == 1 {
+            u32::from(DEBUGCON_READBACK)
         } else {
             match self.ports.read(port, size, now_ns).or_else(|| self.pci.io_read(port, size)) {
                 Some(v) => v,
@@ -172,6 +202,14 @@ impl Platform {
                 Some(Requested::PowerOff) => self.power = self.power.or(Some(PowerEvent::PowerOff)),
                 Some(Requested::Reboot) => self.power = self.power.or(Some(PowerEvent::Reboot)),
                 None => {}
+            }
+        } else if let Some(f) = self.fw_cfg.as_mut().filter(|_| FwCfg::claims(port)) {
+            f.io_write(port, size, value, mem);
+        } else if port == DEBUGCON_PORT && self.fw_cfg.is_some() {
+            // Bounded like the UART's FIFO: a guest that writes without
+            // end loses the excess, the VMM's memory does not grow.
+            if size == 1 && self.debugcon.len() < DEBUGCON_LIMIT {
+                self.debugcon.push(value as u8);
             }
         } else if port != POST_PORT
             && !self.ports.write(port, size, value, now_ns)
@@ -209,6 +247,12 @@ impl Platform {
     /// What the guest wrote to its serial console since the last call.
     pub fn take_console_output(&mut self) -> Vec<u8> {
         self.ports.device_mut::<Uart16550>(self.uart).map(Uart16550::take_output).unwrap_or_default()
+    }
+
+    /// What the firmware wrote to its debug console (port 0x402) since
+    /// the last call.
+    pub fn take_debug_output(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.debugcon)
     }
 
     /// Coalescing the serial console allows (see
@@ -377,6 +421,9 @@ impl Platform {
     }
 }
 
+/// The most debug-console bytes held between two takes.
+const DEBUGCON_LIMIT: usize = 16 * 1024;
+
 /// Port 0xCF9, the reset control register, inside the PCI config range
 /// (byte accesses only).
 const RESET_CONTROL: u16 = 0xCF9;
@@ -516,6 +563,36 @@ mod tests {
         assert!(p.serial_coalescing().is_some());
         p.io_write(0x3F8 + 4, 1, 0x10, 0, &mut mem()); // loopback
         assert_eq!(p.serial_coalescing(), None);
+    }
+
+    #[test]
+    fn firmware_devices_answer_only_when_attached() {
+        let mut p = Platform::new(0, 0);
+        p.io_write(0x510, 2, 0, 0, &mut mem());
+        assert_eq!(p.io_read(0x511, 1, 0), 0xFF, "no fw_cfg on a direct-boot VM");
+        assert_eq!(p.io_read(DEBUGCON_PORT, 1, 0), 0xFF);
+        let before = p.unclaimed_accesses;
+        let fw = crate::firmware::fw_cfg_for_vm(256 << 20, 2, None).unwrap();
+        p.attach_firmware(fw, &crate::firmware::chipset::cmos_bytes(256 << 20, 2));
+        p.io_write(0x510, 2, 0, 0, &mut mem());
+        let sig: Vec<u8> = (0..4).map(|_| p.io_read(0x511, 1, 0) as u8).collect();
+        assert_eq!(sig, b"QEMU");
+        assert_eq!(p.io_read(DEBUGCON_PORT, 1, 0), 0xE9);
+        for b in b"SeaBIOS\n" {
+            p.io_write(DEBUGCON_PORT, 1, u32::from(*b), 0, &mut mem());
+        }
+        p.io_write(0x3F8, 1, u32::from(b'x'), 0, &mut mem());
+        assert_eq!(p.take_debug_output(), b"SeaBIOS\n");
+        assert_eq!(p.take_console_output(), b"x");
+        assert_eq!(p.unclaimed_accesses, before);
+        // CMOS 0x5F: vCPUs less one, through the RTC's ports.
+        p.io_write(0x70, 1, 0x5F, 0, &mut mem());
+        assert_eq!(p.io_read(0x71, 1, 0), 1);
+        // A debug console written without end stays bounded.
+        for _ in 0..100_000 {
+            p.io_write(DEBUGCON_PORT, 1, u32::from(b'.'), 0, &mut mem());
+        }
+        assert_eq!(p.take_debug_output().len(), DEBUGCON_LIMIT);
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub struct KernelMemory {
     pub boot_file_tables: u64,
     /// The range-map entries of every mapping ([`MAP_ENTRY`] each).
     pub map_entries: u64,
+    /// A `bootrom` VM's copy of its firmware image (frames the guest may
+    /// execute, which a read-only boot file is not), the tables that map
+    /// it in the guest and in the VMM, and those mappings' range-map
+    /// entries ([`Self::with_firmware`]).
+    pub firmware_bytes: u64,
 }
 
 impl KernelMemory {
@@ -134,7 +139,15 @@ impl KernelMemory {
             + u64::from(disks)
             + boot_files.len() as u64
             + FIXED_MAPPINGS;
-        Self { ram_bytes, ram_tables: nested + own, vcpus, disks, boot_file_tables, map_entries: mappings * MAP_ENTRY }
+        Self { ram_bytes, ram_tables: nested + own, vcpus, disks, boot_file_tables, map_entries: mappings * MAP_ENTRY, firmware_bytes: 0 }
+    }
+
+    /// The same VM booting a firmware image of `image_bytes`.
+    pub fn with_firmware(self, image_bytes: u64) -> Self {
+        let len = image_bytes.next_multiple_of(PAGE);
+        let at = layout::FOUR_GIB.saturating_sub(len);
+        // Two mappings of the copy: in the guest and in the VMM.
+        Self { firmware_bytes: len + page_table_bytes(at, len) + page_table_bytes(0, len) + 2 * MAP_ENTRY, ..self }
     }
 
     /// Everything beyond guest RAM.
@@ -145,6 +158,7 @@ impl KernelMemory {
             + FIXED_BYTES
             + self.boot_file_tables
             + self.map_entries
+            + self.firmware_bytes
     }
 
     /// The whole budget, in bytes.
@@ -161,7 +175,7 @@ impl KernelMemory {
     /// vCPUs x 86 KiB + 1 disk x 12 KiB + 172 KiB fixed + 52 KiB boot files`.
     pub fn breakdown(&self) -> String {
         format!(
-            "{} MiB RAM + {} KiB its page tables + {} vCPUs x {} KiB + {} disks x {} KiB + {} KiB fixed + {} KiB boot-file page tables + {} KiB mapping entries",
+            "{} MiB RAM + {} KiB its page tables + {} vCPUs x {} KiB + {} disks x {} KiB + {} KiB fixed + {} KiB boot-file page tables + {} KiB mapping entries{}",
             self.ram_bytes >> 20,
             self.ram_tables / KIB,
             self.vcpus,
@@ -171,6 +185,7 @@ impl KernelMemory {
             FIXED_BYTES / KIB,
             self.boot_file_tables / KIB,
             self.map_entries.div_ceil(KIB),
+            if self.firmware_bytes > 0 { format!(" + {} KiB firmware", self.firmware_bytes / KIB) } else { String::new() },
         )
     }
 }

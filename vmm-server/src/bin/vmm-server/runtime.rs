@@ -33,7 +33,8 @@ use libipc::cap::Cap;
 use libipc::kernel::KernelTransport;
 use libipc::sys;
 use vmm_server::boot::{layout, linux};
-use vmm_server::config::VmConfig;
+use vmm_server::config::{Bootrom, VmConfig};
+use vmm_server::firmware::{self, SEABIOS_FILE, rom::FirmwareImage};
 use vmm_server::pci::PciSlot;
 use vmm_server::virtio::block::Block;
 use vmm_server::virtio::console::{self, Console};
@@ -78,6 +79,11 @@ pub struct VmSpec {
     pub vcpus: u32,
     pub kernel: &'static [u8],
     pub initrd: Option<&'static [u8]>,
+    /// `bootrom`: the firmware image (a boot file, mapped into the guest
+    /// at the top of 4 GiB as it is) and its frame, instead of a kernel.
+    pub firmware: Option<&'static [u8]>,
+    /// The disk marked `"boot": true`.
+    pub boot_disk: Option<usize>,
     pub cmdline: String,
     /// How many disks: disk i is storaged's disk i (for now a whole machine
     /// disk per VM disk).
@@ -108,7 +114,17 @@ impl VmSpec {
             file(info, base)?
                 .ok_or_else(|| format!("vmadm: property \"{property}\": {path:?} is not among this VM's boot files"))
         };
-        let kernel = by_name("kernel", &config.kernel)?;
+        let firmware = match config.bootrom {
+            Some(Bootrom::Bios) => {
+                let bytes = file(info, SEABIOS_FILE)?.ok_or_else(|| {
+                    format!("vmadm: property \"bootrom\": the firmware {SEABIOS_FILE:?} is not among this VM's boot files")
+                })?;
+                Some(bytes)
+            }
+            Some(Bootrom::Uefi) => return Err("vmadm: property \"bootrom\": \"uefi\" is not supported yet".into()),
+            None => None,
+        };
+        let kernel = if firmware.is_some() { &[][..] } else { by_name("kernel", &config.kernel)? };
         let initrd = match &config.initrd {
             Some(p) => Some(by_name("initrd", p)?),
             None => None,
@@ -119,8 +135,11 @@ impl VmSpec {
             (None, None) => info.name.clone(),
         };
         let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len).collect();
-        let kernel_memory =
+        let mut kernel_memory =
             KernelMemory::for_vm(config.ram_bytes(), config.vcpus, config.disks.len() as u32, &boot_files);
+        if let Some(image) = firmware {
+            kernel_memory = kernel_memory.with_firmware(image.len() as u64);
+        }
         Ok(Some(VmSpec {
             kernel_memory,
             name,
@@ -128,6 +147,8 @@ impl VmSpec {
             vcpus: config.vcpus,
             kernel,
             initrd,
+            firmware,
+            boot_disk: config.boot_disk(),
             cmdline: config.cmdline.clone(),
             disks: config.disks.len(),
             storaged: info.calls("storaged"),
@@ -402,6 +423,7 @@ impl Shared {
                     }
                 }
             }
+            let debug = if room { p.take_debug_output() } else { Vec::new() };
             let mut hvc = Vec::new();
             let mut kicked = false;
             if room {
@@ -423,6 +445,7 @@ impl Shared {
             let ConsoleState { lines, ready } = &mut *c;
             ready.extend_from_slice(&lines.push(Source::Serial, &serial, now));
             ready.extend_from_slice(&lines.push(Source::Virtio, &hvc, now));
+            ready.extend_from_slice(&lines.push(Source::Firmware, &debug, now));
             ready.extend_from_slice(&lines.take_aged(now));
             if final_flush {
                 ready.extend_from_slice(&lines.take_all());
@@ -540,9 +563,19 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         }
         offset += block.len;
     }
-    let loaded = {
+    let loaded = if let Some(image) = spec.firmware {
+        // Firmware boot: the image's low alias into RAM at 0xE0000; the
+        // firmware finds everything else through fw_cfg.
+        FirmwareImage::new(image).map_err(|e| e.to_string()).and_then(|f| {
+            let (at, tail) = f.low_alias();
+            let low = private[0].1.bytes_mut();
+            let dst = low.get_mut(at as usize..at as usize + tail.len()).ok_or("guest RAM ends below 1 MiB")?;
+            dst.copy_from_slice(tail);
+            Ok(None)
+        })
+    } else {
         let source = BootSource { kernel: spec.kernel, initrd: spec.initrd, cmdline: &spec.cmdline, vcpus: spec.vcpus };
-        loader::load_linux_in(private[0].1.bytes_mut(), ram_bytes, &source).map_err(|e| e.to_string())
+        loader::load_linux_in(private[0].1.bytes_mut(), ram_bytes, &source).map(Some).map_err(|e| e.to_string())
     };
     let entry = match loaded {
         Ok(entry) => entry,
@@ -567,6 +600,15 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     }
     mapped?;
     let ram = RamMap::new(views).ok_or("guest RAM blocks overlap")?;
+    // The firmware image at the top of 4 GiB: a copy in frames of its own
+    // (the boot file is read-only, not executable), mapped into the guest
+    // read-only and executable (a ROM: a write there is an MMIO exit that
+    // nothing claims). Its view here goes with the boot; the guest's
+    // mapping holds the frames.
+    let rom = match spec.firmware {
+        Some(image) => Some(map_firmware(&mut res, guest, image)?),
+        None => None,
+    };
 
     let mut vcpus = Vec::new();
     let mut run_pages = Vec::new();
@@ -579,8 +621,14 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         let table = cpuid::guest_cpuid(cpuid::host, index as u32, spec.vcpus, run.cpuid.len());
         run.cpuid[..table.len()].copy_from_slice(&table);
         run.cpuid_count = table.len() as u32;
-        if index == 0 {
-            linux::set_boot_vcpu(run, &entry);
+        match (&entry, index) {
+            (Some(entry), 0) => linux::set_boot_vcpu(run, entry),
+            // The reset state, EDX the processor signature (CPUID 1 EAX).
+            (None, 0) => {
+                let sig = table.iter().find(|e| e.leaf == 1).map_or(0x600, |e| e.eax);
+                firmware::rom::set_reset_state(run, sig);
+            }
+            _ => {}
         }
         vcpus.push(page.vcpu());
         run_pages.push(spin::Mutex::new(Some(page)));
@@ -594,10 +642,12 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     // 0, which is this TSC.
     let unix_now = sys::unix_seconds().unwrap_or(0);
     let mut platform = Platform::new(unix_now as i64, 0);
+    let mut disk_slots = Vec::new();
     for index in 0..spec.disks {
         let backend = open_disk(&mut res, spec, index)?;
         let device = VirtioPci::new(Block::new(backend)).map_err(|e| format!("disks[{index}]: {e}"))?;
-        platform.pci().add(alloc::boxed::Box::new(device)).map_err(|e| format!("disks[{index}]: {e}"))?;
+        let slot = platform.pci().add(alloc::boxed::Box::new(device)).map_err(|e| format!("disks[{index}]: {e}"))?;
+        disk_slots.push(slot);
     }
     // An entropy device when the host CPU has a hardware RNG, and a virtio
     // console (hvc0) next to the serial one.
@@ -606,6 +656,11 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         platform.pci().add(alloc::boxed::Box::new(rng)).map_err(|e| format!("virtio-rng: {e}"))?;
     } else {
         log::info!("vm {}: no virtio-rng (the host CPU has no RDRAND)", spec.name);
+    }
+    if spec.firmware.is_some() {
+        let boot_slot = spec.boot_disk.and_then(|i| disk_slots.get(i).copied());
+        let fw = firmware::fw_cfg_for_vm(ram_bytes, spec.vcpus, boot_slot)?;
+        platform.attach_firmware(fw, &firmware::chipset::cmos_bytes(ram_bytes, spec.vcpus));
     }
     let console = VirtioPci::new(Console::new()).map_err(|e| format!("virtio-console: {e}"))?;
     let console_slot =
@@ -684,8 +739,29 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     // the capabilities.
     drop(threads);
     drop(shared);
+    drop(rom);
     drop(res);
     Ok(ending)
+}
+
+/// Where the VMM's own view of the firmware copy goes.
+const ROM_VA: u64 = 0x28_0000_0000;
+
+/// Copies `image` into new frames and maps them into `guest` where the
+/// image belongs (ending at 4 GiB), read-only and executable.
+fn map_firmware(res: &mut Resources, guest: CapSlot, image: &[u8]) -> Result<SharedMemory, String> {
+    let at = FirmwareImage::new(image).map_err(|e| e.to_string())?.high_base();
+    let mut m = PrivateMapping::create(ROM_VA, image.len() as u64, FRAME_PAGES, res.next..)
+        .map_err(|e| failed("the firmware's frames", e))?;
+    res.adopt(m.frames());
+    m.bytes_mut()[..image.len()].copy_from_slice(image);
+    let (view, frames) = m.share();
+    let rx = Rights(Rights::READ.0 | Rights::EXECUTE.0);
+    for (i, &frame) in frames.iter().enumerate() {
+        let gpa = at + i as u64 * FRAME_PAGES * PAGE_SIZE;
+        sys::map(guest, frame, gpa, rx).map_err(|e| failed(&format!("map the firmware at {gpa:#x}"), e))?;
+    }
+    Ok(view)
 }
 
 /// Unmaps guest RAM that never reached the guest and frees its frames.

@@ -1,0 +1,373 @@
+//! Firmware boot end to end: a VM with `"bootrom": "bios"` and no kernel
+//! boots Debian's SeaBIOS (fetched with `apt-get download seabios` into
+//! `images/downloads/`, as the guest images are) on Alcove nested in QEMU
+//! TCG, and SeaBIOS boots the VM's virtio-blk disk marked `"boot": true`.
+//!
+//! The disk is made for the run: sector 0 is a boot sector (16-bit code
+//! assembled here) that prints a line on COM1, reads sector 1 through the
+//! BIOS (int 13h, i.e. SeaBIOS's virtio-blk driver) and prints it, then
+//! powers the VM off through the ACPI PM block. Sector 1 holds a line with
+//! a nonce new each run, so only a real read of the disk can print it.
+//! The test reads the serial log: SeaBIOS's banner (its debug console,
+//! port 0x402), the boot sector's line and the nonce line after it, the
+//! VM's `poweroff` ending and everything returned.
+
+use crate::Result;
+use crate::guest_images::{self, Pkg};
+use crate::image;
+use crate::vm::{VmEnding, VmLog, VmPlan};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vmm_server::firmware::SEABIOS_FILE;
+
+pub const CASE: &str = "linux/seabios-boot-disk-epyc-svm";
+const TIMEOUT: Duration = Duration::from_secs(300);
+const ALIAS: &str = "fwboot";
+const SEABIOS: &str = "seabios";
+const SEABIOS_IN_PACKAGE: &str = "usr/share/seabios/bios-256k.bin";
+pub const BOOT_SECTOR_LINE: &str = "ALCOVE-BOOTSECTOR: started by the firmware";
+
+/// `target/alcove/images/bios-256k.bin` from the seabios version apt-cache
+/// names (fetched into `images/downloads/` unless the stamp says it is
+/// there).
+pub fn seabios() -> Result<PathBuf> {
+    let out = guest_images::dir();
+    fs::create_dir_all(&out)?;
+    let (bin, stamp_path) = (out.join(SEABIOS_FILE), out.join("seabios.stamp"));
+    let pkg = Pkg { name: SEABIOS.into(), version: guest_images::candidate(SEABIOS)? };
+    let stamp = format!("{} {}\n", pkg.name, pkg.version);
+    if bin.is_file() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+        return Ok(bin);
+    }
+    let deb = guest_images::fetch(&pkg, |_| false)?;
+    let work = out.join(".work-seabios");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    guest_images::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&work), &format!("dpkg-deb -x {}", deb.display()))?;
+    let from = work.join(SEABIOS_IN_PACKAGE);
+    if !from.is_file() {
+        return Err(format!("{}: no {SEABIOS_IN_PACKAGE} in the package", deb.display()).into());
+    }
+    let _ = fs::remove_file(&stamp_path);
+    fs::rename(&from, &bin)?;
+    fs::write(&stamp_path, stamp)?;
+    fs::remove_dir_all(&work)?;
+    eprintln!("images: {} from {} {}", bin.display(), pkg.name, pkg.version);
+    Ok(bin)
+}
+
+/// A tiny 16-bit assembler: bytes with labels and relative fix-ups.
+struct Asm {
+    code: Vec<u8>,
+    org: u16,
+    labels: Vec<(&'static str, usize)>,
+    /// (where, label, width 1 or 2, relative?)
+    fixups: Vec<(usize, &'static str, usize, bool)>,
+}
+
+impl Asm {
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.code.extend_from_slice(b);
+        self
+    }
+    fn label(&mut self, name: &'static str) -> &mut Self {
+        self.labels.push((name, self.code.len()));
+        self
+    }
+    /// An opcode followed by a rel8 to `label`.
+    fn rel8(&mut self, op: u8, label: &'static str) -> &mut Self {
+        self.code.push(op);
+        self.fixups.push((self.code.len(), label, 1, true));
+        self.code.push(0);
+        self
+    }
+    /// `call rel16`.
+    fn call(&mut self, label: &'static str) -> &mut Self {
+        self.code.push(0xE8);
+        self.fixups.push((self.code.len(), label, 2, true));
+        self.code.extend_from_slice(&[0, 0]);
+        self
+    }
+    /// `mov si, imm16` with the label's absolute address.
+    fn mov_si(&mut self, label: &'static str) -> &mut Self {
+        self.abs16(&[0xBE], label)
+    }
+    /// Opcode bytes followed by the label's absolute address (imm16 or
+    /// disp16).
+    fn abs16(&mut self, op: &[u8], label: &'static str) -> &mut Self {
+        self.code.extend_from_slice(op);
+        self.fixups.push((self.code.len(), label, 2, false));
+        self.code.extend_from_slice(&[0, 0]);
+        self
+    }
+    fn finish(mut self) -> Vec<u8> {
+        for (at, label, width, relative) in std::mem::take(&mut self.fixups) {
+            let target = self.labels.iter().find(|(n, _)| *n == label).map(|l| l.1).expect("label defined");
+            let v: i64 =
+                if relative { target as i64 - (at + width) as i64 } else { i64::from(self.org) + target as i64 };
+            self.code[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
+        }
+        self.code
+    }
+}
+
+/// The boot sector: prints [`BOOT_SECTOR_LINE`], reads sector 1 to 0x8000
+/// with int 13h AH=02 (drive in DL as the BIOS passed it; up to three
+/// tries with a reset between, as boot sectors do, each failure printed
+/// with its status), prints it (a NUL-ended string), powers off (PM1a_CNT
+/// 0x604: SLP_TYP 5, SLP_EN).
+pub fn boot_sector() -> Vec<u8> {
+    let mut a = Asm { code: Vec::new(), org: 0x7C00, labels: Vec::new(), fixups: Vec::new() };
+    a.bytes(&[0xFA, 0xFC]) // cli; cld
+        .bytes(&[0x31, 0xC0, 0x8E, 0xD8, 0x8E, 0xC0, 0x8E, 0xD0]) // xor ax,ax; mov ds/es/ss,ax
+        .bytes(&[0xBC, 0x00, 0x7C, 0xFB]) // mov sp,0x7c00; sti
+        .mov_si("hello")
+        .abs16(&[0x88, 0x16], "drive") // mov [drive],dl
+        .call("print")
+        .bytes(&[0xBF, 0x03, 0x00]) // mov di,3
+        .label("retry")
+        .abs16(&[0x8A, 0x16], "drive") // mov dl,[drive]
+        .bytes(&[0xB8, 0x01, 0x02, 0xB9, 0x02, 0x00, 0xB6, 0x00, 0xBB, 0x00, 0x80]) // ax=0201 cx=0002 dh=0 bx=8000
+        .bytes(&[0xCD, 0x13]) // int 13h
+        .rel8(0x73, "ok") // jnc ok
+        .abs16(&[0xBB], "hex") // mov bx,hex
+        .bytes(&[0x88, 0xE0, 0xC0, 0xE8, 0x04, 0xD7]) // mov al,ah; shr al,4; xlat
+        .abs16(&[0xA2], "status") // mov [status],al
+        .bytes(&[0x88, 0xE0, 0x24, 0x0F, 0xD7]) // mov al,ah; and al,0xf; xlat
+        .abs16(&[0xA2], "status1") // mov [status+1],al
+        .mov_si("failed")
+        .call("print")
+        .abs16(&[0x8A, 0x16], "drive") // mov dl,[drive]
+        .bytes(&[0x31, 0xC0, 0xCD, 0x13]) // xor ax,ax; int 13h (reset)
+        .bytes(&[0x4F]) // dec di
+        .rel8(0x75, "retry") // jnz retry
+        .rel8(0xEB, "hang")
+        .label("ok")
+        .bytes(&[0xBE, 0x00, 0x80]) // mov si,0x8000
+        .call("print")
+        .bytes(&[0xBA, 0x04, 0x06, 0xB8, 0x00, 0x34, 0xEF]) // mov dx,0x604; mov ax,0x3400; out dx,ax
+        .label("hang")
+        .bytes(&[0xFA, 0xF4]) // cli; hlt
+        .rel8(0xEB, "hang")
+        .label("print")
+        .bytes(&[0xAC, 0x84, 0xC0]) // lodsb; test al,al
+        .rel8(0x74, "done")
+        .bytes(&[0x88, 0xC3, 0xBA, 0xFD, 0x03]) // mov bl,al; mov dx,0x3fd
+        .label("wait")
+        .bytes(&[0xEC, 0xA8, 0x20]) // in al,dx; test al,0x20
+        .rel8(0x74, "wait")
+        .bytes(&[0xBA, 0xF8, 0x03, 0x88, 0xD8, 0xEE]) // mov dx,0x3f8; mov al,bl; out dx,al
+        .rel8(0xEB, "print")
+        .label("done")
+        .bytes(&[0xC3])
+        .label("drive")
+        .bytes(&[0])
+        .label("hex")
+        .bytes(b"0123456789abcdef")
+        .label("hello")
+        .bytes(format!("{BOOT_SECTOR_LINE}\r\n\0").as_bytes())
+        .label("failed")
+        .bytes(FAILED_PREFIX.as_bytes())
+        .label("status")
+        .bytes(b"?")
+        .label("status1")
+        .bytes(b"?\r\n\0");
+    let mut code = a.finish();
+    assert!(code.len() <= 510, "boot sector too long");
+    code.resize(510, 0);
+    code.extend_from_slice(&[0x55, 0xAA]);
+    code
+}
+
+/// What the boot sector prints before the status of a failed read.
+pub const FAILED_PREFIX: &str = "ALCOVE-BOOTSECTOR: int 13h read failed, status 0x";
+
+/// The line sector 1 holds for this run.
+pub fn nonce_line(nonce: u64) -> String {
+    format!("ALCOVE-BOOTDISK: sector 1 read through int 13h, nonce {nonce:016x}")
+}
+
+/// A 1 MiB disk: the boot sector, then sector 1 with the nonce line.
+pub fn disk_image(nonce: u64) -> Vec<u8> {
+    let mut d = boot_sector();
+    let mut s1 = format!("{}\r\n\0", nonce_line(nonce)).into_bytes();
+    s1.resize(512, 0);
+    d.extend_from_slice(&s1);
+    d.resize(1 << 20, 0);
+    d
+}
+
+pub struct Outcome {
+    pub problems: Vec<String>,
+    pub seconds: f64,
+    pub log: PathBuf,
+    pub tail: Vec<String>,
+}
+
+pub fn run(kernel: &Path) -> Result<Outcome> {
+    let dir = crate::out_dir().join("fwboot-e2e");
+    fs::create_dir_all(&dir)?;
+    let nonce = u64::from_le_bytes(crate::vm::random_bytes(8).try_into().unwrap_or([7; 8]));
+    let disk = dir.join("boot-disk.img");
+    fs::write(&disk, disk_image(nonce))?;
+    let json_path = dir.join("vm.json");
+    fs::write(
+        &json_path,
+        format!(
+            "{{\n  \"alias\": \"{ALIAS}\",\n  \"brand\": \"bhyve\",\n  \"ram\": 128,\n  \"vcpus\": 2,\n  \
+             \"bootrom\": \"bios\",\n  \"disks\": [{{\"path\": \"boot-disk.img\", \"boot\": true}}]\n}}\n"
+        ),
+    )?;
+    let plan = VmPlan::load(&json_path)?;
+    let system = plan.write_boot_files(&dir.join("boot"))?;
+    let iso = image::iso_of(kernel, "test-fwboot", "", &system)?;
+    let logs = crate::out_dir().join("logs");
+    fs::create_dir_all(&logs)?;
+    let log = logs.join(format!("{}.log", CASE.replace('/', "-")));
+    let mut c = plan.qemu().command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(fs::File::create(log.with_extension("stderr"))?);
+    let start = Instant::now();
+    let mut child = c.spawn().map_err(|e| format!("starting QEMU: {e}"))?;
+    let mut out = child.stdout.take().ok_or("no stdout pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = out.read_to_end(&mut all);
+        all
+    });
+    let mut timed_out = false;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if start.elapsed() >= TIMEOUT {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let serial = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    fs::write(&log, &serial)?;
+    let mut problems = judge(&serial, &plan.name, nonce);
+    if timed_out {
+        problems.push(format!("timed out after {} s", TIMEOUT.as_secs()));
+    }
+    let tail = serial.lines().rev().take(25).map(str::to_string).collect::<Vec<_>>().into_iter().rev().collect();
+    Ok(Outcome { problems, seconds, log, tail })
+}
+
+/// Everything that fails the run, from the serial log.
+pub fn judge(serial: &str, vm_name: &str, nonce: u64) -> Vec<String> {
+    let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let log = VmLog::read(lines.iter().copied(), vm_name);
+    let mut problems = log.problems.clone();
+    let Some(started) = log.started else {
+        problems.push(format!("no \"vm {vm_name}: started: ...\" line: the VM never started"));
+        return problems;
+    };
+    let after = &lines[started..];
+    let find = |needle: &str| after.iter().position(|l| l.contains(needle));
+    let banner = find("SeaBIOS (version ");
+    let sector = find(BOOT_SECTOR_LINE);
+    let read = find(&nonce_line(nonce));
+    match (banner, sector, read) {
+        (None, _, _) => problems.push("no \"SeaBIOS (version ...)\" banner after the VM started".into()),
+        (Some(_), None, _) => problems.push(format!("SeaBIOS started but the boot sector never ran ({BOOT_SECTOR_LINE:?})")),
+        (Some(b), Some(s), _) if s < b => problems.push("the boot sector's line came before SeaBIOS's banner".into()),
+        (_, Some(_), None) => problems.push(format!("the boot sector did not print sector 1 ({:?})", nonce_line(nonce))),
+        (_, Some(s), Some(r)) if r < s => problems.push("sector 1's line came before the boot sector's".into()),
+        _ => {}
+    }
+    let failures: Vec<&&str> = lines.iter().filter(|l| l.contains(FAILED_PREFIX)).collect();
+    if read.is_none() && !failures.is_empty() {
+        problems.push(format!("the boot sector's int 13h reads failed: {failures:?}"));
+    }
+    match log.ending() {
+        Some(VmEnding::PowerOff) => {}
+        Some(e) => problems.push(format!("the VM ended with {e}, expected poweroff")),
+        None => problems.push(format!("expected one \"vm {vm_name}: ended: poweroff\" line, got {:?}", log.endings)),
+    }
+    if log.budget_returned != 1 {
+        problems.push(format!("expected the VMM to return everything once, saw {} such lines", log.budget_returned));
+    }
+    if let Some(l) = lines.iter().find(|l| l.contains("ALCOVE-FATAL")) {
+        problems.push(format!("the kernel reported a fatal error: {l}"));
+    }
+    problems
+}
+
+pub fn run_tiers(
+    kernel: &Path,
+    chosen: &[&str],
+    only: Option<&str>,
+    failures: &mut Vec<String>,
+    runs: &mut usize,
+) -> Result<()> {
+    if !chosen.contains(&"linux") || only.is_some_and(|o| !CASE.contains(o)) {
+        return Ok(());
+    }
+    println!("== linux: SeaBIOS boots a VM's boot disk on Alcove (\"bootrom\": \"bios\")");
+    *runs += 1;
+    let out = match run(kernel) {
+        Ok(o) => o,
+        Err(e) => {
+            println!("  FAIL {CASE}: {e}");
+            failures.push(CASE.into());
+            return Ok(());
+        }
+    };
+    if out.problems.is_empty() {
+        println!(
+            "  ok   {CASE}: SeaBIOS banner, the boot sector ran and read sector 1 through int 13h, powered off, everything returned; {:.1} s",
+            out.seconds
+        );
+    } else {
+        println!("  FAIL {CASE} ({:.1} s):", out.seconds);
+        for p in &out.problems {
+            println!("         {p}");
+        }
+        for l in &out.tail {
+            println!("         | {l}");
+        }
+        println!("       log: {}", out.log.display());
+        failures.push(CASE.into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_boot_sector_is_a_boot_sector_with_its_strings() {
+        let s = boot_sector();
+        assert_eq!(s.len(), 512);
+        assert_eq!(&s[510..], &[0x55, 0xAA]);
+        let text = String::from_utf8_lossy(&s);
+        assert!(text.contains(BOOT_SECTOR_LINE));
+        // mov si, hello points at the string (org 0x7C00).
+        let at = s.windows(BOOT_SECTOR_LINE.len()).position(|w| w == BOOT_SECTOR_LINE.as_bytes()).unwrap();
+        let si = u16::from_le_bytes([s[15], s[16]]);
+        assert_eq!(s[14], 0xBE, "mov si, hello");
+        assert_eq!(usize::from(si) - 0x7C00, at);
+    }
+
+    #[test]
+    fn judge_wants_banner_sector_read_and_poweroff_in_order() {
+        let good = "vm fwboot: started: 2 vCPUs, 128 MiB\nSeaBIOS (version 1.16.2-debian-1.16.2-1)\n\
+                    ALCOVE-BOOTSECTOR: started by the firmware\r\n\
+                    ALCOVE-BOOTDISK: sector 1 read through int 13h, nonce 00000000000000ff\r\n\
+                    vm fwboot: every frame and capability returned (1 KiB in use, as before)\nvm fwboot: ended: poweroff\n";
+        assert_eq!(judge(good, "fwboot", 0xff), Vec::<String>::new());
+        assert_eq!(judge(good, "fwboot", 0xfe).len(), 1, "another nonce");
+        assert_eq!(judge(&good.replace("SeaBIOS (version", "x"), "fwboot", 0xff).len(), 1);
+        assert_eq!(judge(&good.replace("poweroff", "triple-fault"), "fwboot", 0xff).len(), 1);
+    }
+}
