@@ -1842,14 +1842,11 @@ fn apply(vcpu: &mut Vcpu, effect: Effect) {
     for t in targets {
         let Some(v) = k.vcpus.get(t) else { continue };
         let lapic = v.lapic.clone();
-        let mut l = if Arc::ptr_eq(&lapic, &vcpu.lapic) {
-            match lapic.try_lock() {
-                Some(l) => l,
-                None => continue,
-            }
-        } else {
-            lapic.lock()
-        };
+        // The sender's own APIC too (a self-IPI, an all-including-self
+        // broadcast): its callers drop their guard before `apply`, so the
+        // lock is only ever held briefly by another thread delivering to
+        // it. A try-lock here dropped the self-IPI whenever one was.
+        let mut l = lapic.lock();
         if !l.matches(&ipi.dest) {
             continue;
         }
