@@ -24,6 +24,10 @@ const MEMTEST_CASE: &str = "linux/memtest-epyc-svm";
 /// The Linux guest printing on one vCPU while the other resets the VM.
 const LINUX_STRESS_CASE: &str = "linux/reset-stress";
 
+/// Seven boots of the guest: on a loaded host, several minutes.
+const LINUX_STRESS_TIMEOUT: Duration = Duration::from_secs(900);
+const LINUX_BOCHS_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// How many times each large-VM and reset-stress case runs: the
 /// `ALCOVE_TEST_REPEAT` environment variable (default 1), to show an
 /// intermittent failure is gone (`ALCOVE_TEST_REPEAT=8 cargo xtask test
@@ -31,9 +35,6 @@ const LINUX_STRESS_CASE: &str = "linux/reset-stress";
 pub fn repeat_count() -> u32 {
     std::env::var("ALCOVE_TEST_REPEAT").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(1)
 }
-/// Seven boots of the guest: on a loaded host, several minutes.
-const LINUX_STRESS_TIMEOUT: Duration = Duration::from_secs(900);
-const LINUX_BOCHS_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Flags of the form `--name value` and `--flag`, with everything after `--`
 /// kept apart for the emulator.

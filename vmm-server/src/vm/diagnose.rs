@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn report_names_where_the_guest_was_and_its_last_exits() {
-        let mut run = VcpuRun { rip: 0xffff_ffff_8100_0000, cr3: 0x1234_000, exit_int_info: (1 << 31) | (3 << 8) | 8 | (1 << 11), ..VcpuRun::ZERO };
+        let mut run = VcpuRun { rip: 0xffff_ffff_8100_0000, cr3: 0x0123_4000, exit_int_info: (1 << 31) | (3 << 8) | 8 | (1 << 11), ..VcpuRun::ZERO };
         run.segments[1].selector = 0x10;
         run.hw_code = 0x7f;
         run.trace_exit(ExitTrace { rip: 0x1000, code: 0x7b, injected: (1 << 31) | 0x30, int_info: 0, info: 0x3f80000 });
