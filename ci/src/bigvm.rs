@@ -154,7 +154,8 @@ pub struct Outcome {
 }
 
 /// Boots the case's VM on Alcove under QEMU and checks it.
-pub fn run(kernel: &Path, images: &Images, case: &Case) -> Result<Outcome> {
+/// `round` (from 1) names the log of a repeated run (`ALCOVE_TEST_REPEAT`).
+pub fn run(kernel: &Path, images: &Images, case: &Case, round: u32) -> Result<Outcome> {
     let dir = crate::out_dir().join("linux-e2e").join(case.name.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
     let json_path = dir.join("vm.json");
@@ -164,7 +165,11 @@ pub fn run(kernel: &Path, images: &Images, case: &Case) -> Result<Outcome> {
     let iso = image::iso_of(kernel, &format!("test-{}", case.name.replace('/', "-")), "", &system)?;
     let mut c = plan.qemu().command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
-    let t = capture_timed_answering(c, &case.name.replace('/', "-"), Some(case.timeout), false, None)?;
+    let log_name = match round {
+        1 => case.name.replace('/', "-"),
+        n => format!("{}-{n}", case.name.replace('/', "-")),
+    };
+    let t = capture_timed_answering(c, &log_name, Some(case.timeout), false, None)?;
     let run = t.run;
     let mut problems = vm::check_linux_run(&run.serial, &plan.name, case.vcpus, None, false);
     problems.extend(check_memory(&run.serial, case.ram_mib));
@@ -178,7 +183,13 @@ pub fn run(kernel: &Path, images: &Images, case: &Case) -> Result<Outcome> {
         other => problems.push(format!("unexpected ending {other:?}")),
     }
     let lines: Vec<&str> = run.serial.lines().collect();
-    let tail = lines[lines.len().saturating_sub(12)..].iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
+    // The last lines, or from the VMM's triple-fault report on (where
+    // the guest was and its last exits) if there is one.
+    let from = lines
+        .iter()
+        .position(|l| l.contains(": triple fault at rip"))
+        .map_or(lines.len().saturating_sub(12), |i| i.min(lines.len().saturating_sub(12)));
+    let tail = lines[from..].iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
     Ok(Outcome { problems, seconds: run.elapsed.as_secs_f64(), log: run.log.clone(), tail })
 }
 
@@ -205,26 +216,32 @@ pub fn run_tiers(
                 continue;
             }
         };
-        let out = run(kernel, &images, case)?;
-        if out.problems.is_empty() {
-            println!(
-                "  ok   {}: nproc={}, {} MiB seen by the guest{}, powered off, everything returned; {:.1} s",
-                case.name,
-                case.vcpus,
-                case.ram_mib,
-                if case.ram_mib << 20 > LOW_RAM_END { " (from 4 GiB above the PCI hole)" } else { "" },
-                out.seconds
-            );
-        } else {
-            println!("  FAIL {} ({:.1} s):", case.name, out.seconds);
-            for p in &out.problems {
-                println!("         {p}");
+        for round in 1..=crate::tiers::repeat_count() {
+            if round > 1 {
+                *runs += 1;
+                println!("   (round {round} of {})", crate::tiers::repeat_count());
             }
-            for l in &out.tail {
-                println!("         | {l}");
+            let out = run(kernel, &images, case, round)?;
+            if out.problems.is_empty() {
+                println!(
+                    "  ok   {}: nproc={}, {} MiB seen by the guest{}, powered off, everything returned; {:.1} s",
+                    case.name,
+                    case.vcpus,
+                    case.ram_mib,
+                    if case.ram_mib << 20 > LOW_RAM_END { " (from 4 GiB above the PCI hole)" } else { "" },
+                    out.seconds
+                );
+            } else {
+                println!("  FAIL {} ({:.1} s):", case.name, out.seconds);
+                for p in &out.problems {
+                    println!("         {p}");
+                }
+                for l in &out.tail {
+                    println!("         | {l}");
+                }
+                println!("       log: {}", out.log.display());
+                failures.push(case.name.into());
             }
-            println!("       log: {}", out.log.display());
-            failures.push(case.name.into());
         }
     }
     Ok(())

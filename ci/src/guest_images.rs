@@ -51,6 +51,57 @@ const KERNEL_META: &str = "linux-image-cloud-amd64";
 const BUSYBOX: &str = "busybox-static";
 /// The guest's `/init`.
 const INIT: &str = include_str!("../../images/linux/init");
+
+/// `/bin/cf9-reset` in the initramfs: a static x86-64 ELF of 173 bytes
+/// that asks for port 0xCF9 (`ioperm`) and writes 6 to it (PCI reset
+/// control: hard reset), then exits 2; 1 if `ioperm` was refused. The
+/// reset stress resets with it: Debian's cloud kernel has no `/dev/port`
+/// (`CONFIG_DEVPORT` is off), and sysrq b prints first, which can strand
+/// another CPU's printk lines (a guest-side loss, not the VMM's).
+pub fn cf9_reset_elf() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    #[rustfmt::skip]
+    let code: [u8; 53] = [
+        0xbf, 0xf9, 0x0c, 0x00, 0x00, // mov edi, 0xcf9   (from)
+        0xbe, 0x01, 0x00, 0x00, 0x00, // mov esi, 1       (count)
+        0xba, 0x01, 0x00, 0x00, 0x00, // mov edx, 1       (turn on)
+        0xb8, 0xad, 0x00, 0x00, 0x00, // mov eax, 173     (ioperm)
+        0x0f, 0x05,                   // syscall
+        0x48, 0x85, 0xc0,             // test rax, rax
+        0x75, 0x0e,                   // jnz refused
+        0x66, 0xba, 0xf9, 0x0c,       // mov dx, 0xcf9
+        0xb0, 0x06,                   // mov al, 6
+        0xee,                         // out dx, al
+        0xbf, 0x02, 0x00, 0x00, 0x00, // mov edi, 2       (still here)
+        0xeb, 0x05,                   // jmp exit
+        0xbf, 0x01, 0x00, 0x00, 0x00, // refused: mov edi, 1
+        0xb8, 0x3c, 0x00, 0x00, 0x00, // exit: mov eax, 60 (exit)
+        0x0f, 0x05,                   // syscall
+    ];
+    let size = HEADERS + code.len() as u64;
+    let mut e = Vec::new();
+    // ELF header (System V gABI; x86-64 psABI): 64-bit, little-endian, executable.
+    e.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // program headers
+    e.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    e.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        e.extend_from_slice(&v.to_le_bytes());
+    }
+    // One PT_LOAD, read and execute, the whole file at BASE.
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&5u32.to_le_bytes());
+    for v in [0, BASE, BASE, size, size, 0x1000] {
+        e.extend_from_slice(&v.to_le_bytes());
+    }
+    e.extend_from_slice(&code);
+    e
+}
 /// Busybox applets linked into `/bin` (what `/init` uses, and a few more for
 /// looking around).
 const APPLETS: &[&str] = &[
@@ -339,7 +390,7 @@ fn fnv(parts: &[&[u8]]) -> u64 {
 /// the module list.
 fn recipe_line() -> String {
     let modules: Vec<String> = MODULES.iter().map(|(m, r)| format!("{m}:{r}")).collect();
-    let hash = fnv(&[INIT.as_bytes(), APPLETS.join(" ").as_bytes(), modules.join(" ").as_bytes()]);
+    let hash = fnv(&[INIT.as_bytes(), APPLETS.join(" ").as_bytes(), modules.join(" ").as_bytes(), &cf9_reset_elf()]);
     format!("recipe {RECIPE} {hash:016x}\n")
 }
 
@@ -451,6 +502,8 @@ fn build(kernel: &Pkg, busybox: &Pkg, head: &str) -> Result<Images> {
     for a in APPLETS {
         std::os::unix::fs::symlink("busybox", st.join("bin").join(a))?;
     }
+    fs::write(st.join("bin/cf9-reset"), cf9_reset_elf())?;
+    set_mode(&st.join("bin/cf9-reset"), 0o755)?;
     fs::write(st.join("init"), INIT)?;
     set_mode(&st.join("init"), 0o755)?;
     let mut load = String::new();
@@ -770,4 +823,33 @@ pub fn boot_direct(img: &Images, smp: u32, timeout: Duration) -> Result<DirectBo
         .into());
     }
     Ok(DirectBoot { serial, log, elapsed, to_init })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reset program is a well-formed ELF whose one segment covers the
+    /// file and whose entry is its first instruction. (Never run on the
+    /// host: it would reset the machine it runs on.)
+    #[test]
+    fn the_reset_program_is_one_loadable_segment() {
+        let e = cf9_reset_elf();
+        let u16_at = |o: usize| u16::from_le_bytes([e[o], e[o + 1]]);
+        let u64_at = |o: usize| u64::from_le_bytes(e[o..o + 8].try_into().unwrap());
+        assert_eq!(&e[..4], b"\x7fELF");
+        assert_eq!((e[4], e[5], u16_at(16), u16_at(18)), (2, 1, 2, 0x3e), "64-bit LE x86-64 executable");
+        assert_eq!((u64_at(32), u16_at(54), u16_at(56)), (64, 56, 1), "one program header after the ELF header");
+        let (vaddr, filesz, memsz) = (u64_at(64 + 16), u64_at(64 + 32), u64_at(64 + 40));
+        assert_eq!((filesz, memsz), (e.len() as u64, e.len() as u64));
+        assert_eq!(u64_at(24), vaddr + 120, "entry at the code after the headers");
+        // ioperm(0xCF9, 1, 1), then `out dx, al` with DX = 0xCF9, AL = 6.
+        let code = &e[120..];
+        assert_eq!(&code[..5], &[0xbf, 0xf9, 0x0c, 0, 0]);
+        assert_eq!(&code[15..22], &[0xb8, 173, 0, 0, 0, 0x0f, 0x05]);
+        let out = code.windows(7).position(|w| w == [0x66, 0xba, 0xf9, 0x0c, 0xb0, 0x06, 0xee]);
+        assert!(out.is_some());
+        // Both branches end in exit(60).
+        assert_eq!(&code[code.len() - 7..], &[0xb8, 60, 0, 0, 0, 0x0f, 0x05]);
+    }
 }

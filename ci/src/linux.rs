@@ -198,7 +198,8 @@ pub const STRESS_ROUNDS: u32 = 6;
 /// resets the machine, [`STRESS_ROUNDS`] times over; every line the writer
 /// confirmed before a reset must reach the console before the VMM's reboot
 /// line. The round counter lives on a small disk made for the run.
-pub fn run_stress(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<Outcome> {
+/// `round` (from 1) names the log of a repeated run (`ALCOVE_TEST_REPEAT`).
+pub fn run_stress(kernel: &Path, images: &Images, name: &str, timeout: Duration, round: u32) -> Result<Outcome> {
     let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("disk.img"), vec![0u8; 1 << 20])?;
@@ -213,7 +214,11 @@ pub fn run_stress(kernel: &Path, images: &Images, name: &str, timeout: Duration)
     let iso = image::iso_of(kernel, &format!("test-{}", name.replace('/', "-")), "", &system)?;
     let mut c = plan.qemu().command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
-    let t = capture_timed_answering(c, &name.replace('/', "-"), Some(timeout), false, None)?;
+    let log_name = match round {
+        1 => name.replace('/', "-"),
+        n => format!("{}-{n}", name.replace('/', "-")),
+    };
+    let t = capture_timed_answering(c, &log_name, Some(timeout), false, None)?;
     let run = t.run.clone();
     let (mut problems, confirmed) = vm::check_stress_run(&run.serial, &plan.name, STRESS_ROUNDS);
     if let Some(l) = run.serial.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {

@@ -554,6 +554,40 @@ pub struct VcpuRun {
     pub pio_ring_head: u32,
     pub pio_ring_tail: u32,
     pub pio_ring: [PioWrite; PIO_RING_LEN],
+    // ---- diagnosis (kernel → VMM) ----
+    /// The event the hardware was delivering when the last exit happened
+    /// (SVM EXITINTINFO, VMX IDT-vectoring information, in `inject`'s
+    /// format; bit 31 clear: none). The kernel delivers it again itself.
+    pub exit_int_info: u64,
+    /// The last hardware exits of this vCPU, those the kernel finished
+    /// itself included: the newest is at `exit_trace_next - 1` (modulo
+    /// [`EXIT_TRACE_LEN`]). What an operator reads after a triple fault.
+    pub exit_trace: [ExitTrace; EXIT_TRACE_LEN],
+    /// Free-running count of the exits traced.
+    pub exit_trace_next: u32,
+    pub _pad5: u32,
+}
+
+/// Entries in [`VcpuRun::exit_trace`].
+pub const EXIT_TRACE_LEN: usize = 16;
+
+/// One hardware exit as the kernel saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitTrace {
+    /// The guest's RIP at the exit.
+    pub rip: u64,
+    /// The hardware's exit code (SVM EXITCODE, VMX basic exit reason;
+    /// `u32::MAX` for SVM's VMEXIT_INVALID).
+    pub code: u32,
+    /// The event the entry before it injected (`inject`'s low half; bit 31
+    /// clear: none).
+    pub injected: u32,
+    /// The event being delivered when it exited (EXITINTINFO, IDT-vectoring
+    /// information: low half).
+    pub int_info: u32,
+    /// The first exit information (SVM EXITINFO1 / VMX qualification), low half.
+    pub info: u32,
 }
 
 /// How many coalescing rules of each kind a run page holds.
@@ -619,8 +653,26 @@ impl VcpuRun {
             pio_ring_head: 0,
             pio_ring_tail: 0,
             pio_ring: [PioWrite { port: 0, value: 0, _pad: 0 }; PIO_RING_LEN],
+            exit_int_info: 0,
+            exit_trace: [ExitTrace { rip: 0, code: 0, injected: 0, int_info: 0, info: 0 }; EXIT_TRACE_LEN],
+            exit_trace_next: 0,
+            _pad5: 0,
         }
     };
+
+    /// Records one hardware exit in the trace (the oldest entry goes).
+    pub fn trace_exit(&mut self, entry: ExitTrace) {
+        self.exit_trace[self.exit_trace_next as usize % EXIT_TRACE_LEN] = entry;
+        self.exit_trace_next = self.exit_trace_next.wrapping_add(1);
+    }
+
+    /// The traced exits, oldest first (at most [`EXIT_TRACE_LEN`]; the VMM
+    /// may have written the index: any value gives a bounded answer).
+    pub fn recent_exits(&self) -> impl Iterator<Item = ExitTrace> + '_ {
+        let n = self.exit_trace_next;
+        let count = n.min(EXIT_TRACE_LEN as u32);
+        (0..count).map(move |i| self.exit_trace[n.wrapping_sub(count).wrapping_add(i) as usize % EXIT_TRACE_LEN])
+    }
 
     /// Entries waiting in the coalesced-write ring (never more than
     /// [`PIO_RING_LEN`], whatever the VMM wrote to the head).
@@ -705,6 +757,19 @@ pub const FOREVER: u64 = u64::MAX;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_trace_keeps_the_newest_in_order() {
+        let mut run = VcpuRun::ZERO;
+        assert_eq!(run.recent_exits().count(), 0);
+        for i in 0..20u64 {
+            run.trace_exit(ExitTrace { rip: i, code: i as u32, ..ExitTrace::default() });
+        }
+        assert!(run.recent_exits().map(|e| e.rip).eq(4..20));
+        // A wrapped or hostile index still gives a bounded, in-range answer.
+        run.exit_trace_next = u32::MAX;
+        assert_eq!(run.recent_exits().count(), EXIT_TRACE_LEN);
+    }
 
     #[test]
     fn coalesced_pio_buffers_answers_and_exits_when_full_or_unlisted() {

@@ -134,6 +134,9 @@ impl RunPage {
         Self::write(at!(self, hw_code), shadow.hw_code);
         Self::write(at!(self, info1), shadow.info1);
         Self::write(at!(self, info2), shadow.info2);
+        Self::write(at!(self, exit_int_info), shadow.exit_int_info);
+        Self::write(at!(self, exit_trace), shadow.exit_trace);
+        Self::write(at!(self, exit_trace_next), shadow.exit_trace_next);
         if shadow.fpu_request & 1 != 0 {
             Self::write(at!(self, fpu), shadow.fpu);
         }

@@ -796,6 +796,7 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         }
         pre_entry(vcpu);
         vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
+        let injected = vcpu.vmcb.r64(f::EVENT_INJ) as u32;
         arch::cpu::fpu_load(&vcpu.fpu.0);
         svm::run(cpu, &vcpu.vmcb, &mut vcpu.gprs);
         vcpu.in_guest.store(false, Ordering::Release);
@@ -809,6 +810,14 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         let info1 = vcpu.vmcb.r64(f::EXIT_INFO1);
         let info2 = vcpu.vmcb.r64(f::EXIT_INFO2);
         vcpu.vmcb.w64(f::EVENT_INJ, if iinfo & EVENT_VALID != 0 { iinfo } else { 0 });
+        run.exit_int_info = iinfo;
+        run.trace_exit(abi::ExitTrace {
+            rip: vcpu.vmcb.r64(f::RIP),
+            code: code as u32,
+            injected,
+            int_info: iinfo as u32,
+            info: info1 as u32,
+        });
         run.hw_code = code;
         run.info1 = info1;
         run.info2 = info2;
@@ -1113,6 +1122,7 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
             let ticks = (arch::time::tsc_khz() * GUEST_SLICE_MS) >> rate;
             vmx::vmwrite(f::PREEMPTION_TIMER_VALUE, ticks.clamp(1, u64::from(u32::MAX)));
         }
+        let injected = vmx::vmread(f::ENTRY_INTR_INFO) as u32;
         arch::cpu::fpu_load(&vcpu.fpu.0);
         let entered = vmx::run(&mut vcpu.vmcs, &mut vcpu.gprs);
         vcpu.in_guest.store(false, Ordering::Release);
@@ -1135,6 +1145,15 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
         } else {
             vmx::vmwrite(f::ENTRY_INTR_INFO, 0);
         }
+        run.exit_int_info =
+            if vect & (1 << 11) != 0 { (vect & 0xffff_ffff) | (vmx::vmread(f::IDT_VECTORING_ERROR) << 32) } else { vect & 0xffff_ffff };
+        run.trace_exit(abi::ExitTrace {
+            rip: vmx::vmread(f::GUEST_RIP),
+            code: raw as u32,
+            injected,
+            int_info: vect as u32,
+            info: qual as u32,
+        });
         run.hw_code = raw;
         run.info1 = qual;
         run.info2 = vmx::vmread(f::GUEST_PHYSICAL_ADDRESS);
@@ -1842,14 +1861,11 @@ fn apply(vcpu: &mut Vcpu, effect: Effect) {
     for t in targets {
         let Some(v) = k.vcpus.get(t) else { continue };
         let lapic = v.lapic.clone();
-        let mut l = if Arc::ptr_eq(&lapic, &vcpu.lapic) {
-            match lapic.try_lock() {
-                Some(l) => l,
-                None => continue,
-            }
-        } else {
-            lapic.lock()
-        };
+        // The sender's own APIC too (a self-IPI, an all-including-self
+        // broadcast): its callers drop their guard before `apply`, so the
+        // lock is only ever held briefly by another thread delivering to
+        // it. A try-lock here dropped the self-IPI whenever one was.
+        let mut l = lapic.lock();
         if !l.matches(&ipi.dest) {
             continue;
         }

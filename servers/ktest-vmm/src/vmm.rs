@@ -173,6 +173,9 @@ struct Outcome {
     fpu_at_swap: Vec<p::fpu::State>,
     /// The FPU state in the run page after the last exit.
     fpu_end: p::fpu::State,
+    /// At a shutdown exit: the newest exit of the kernel's trace and the
+    /// RIP the run page reported (what the VMM prints after a triple fault).
+    shutdown_trace: Option<(abi::ExitTrace, u64)>,
 }
 
 fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
@@ -401,6 +404,7 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Ou
             }
             Some(VcpuExit::Shutdown) => {
                 out.shutdown = true;
+                out.shutdown_trace = run.recent_exits().last().map(|e| (e, run.rip));
                 return Ok(out);
             }
             Some(VcpuExit::Mmio) => emulate_mmio(run, &mut out)?,
@@ -626,6 +630,13 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
         p::Ending::Shutdown => {
             if !out.shutdown {
                 return Err(format!("expected a shutdown exit; result {:?}, console {console:?}", out.result));
+            }
+            // The kernel's exit trace ends with the shutdown itself (SVM
+            // exit code 0x7f, VMX basic reason 2) at the RIP the run page
+            // says: what an operator reads after a guest's triple fault.
+            match out.shutdown_trace {
+                Some((e, rip)) if (e.code == 0x7f || e.code & 0xffff == 2) && e.rip == rip => {}
+                other => return Err(format!("the exit trace does not end with the shutdown: {other:x?}")),
             }
         }
         p::Ending::Result if test == Test::Scribble => {

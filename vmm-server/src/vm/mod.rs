@@ -7,6 +7,7 @@
 
 pub mod console_out;
 pub mod cpuid;
+pub mod diagnose;
 pub mod loader;
 pub mod memory;
 pub mod platform;

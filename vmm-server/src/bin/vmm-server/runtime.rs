@@ -317,6 +317,9 @@ struct Shared {
     /// Each vCPU's run page, taken by its thread when it starts.
     run_pages: Vec<spin::Mutex<Option<RunPage>>>,
     ending: spin::Mutex<Option<Ending>>,
+    /// What the vCPU that triple-faulted left (`vm::diagnose`), printed
+    /// after the guest's last console output, before the ending line.
+    fault_report: spin::Mutex<Option<Vec<String>>>,
     stopping: AtomicBool,
     /// Wakes the timer thread (bit 0).
     timer: CapSlot,
@@ -671,6 +674,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         vcpus,
         run_pages,
         ending: spin::Mutex::new(None),
+        fault_report: spin::Mutex::new(None),
         stopping: AtomicBool::new(false),
         timer,
         done,
@@ -721,6 +725,11 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         }
     }
     shared.deliver(true);
+    if let Some(report) = shared.fault_report.lock().take() {
+        for line in report {
+            println!("vm {}: {line}", spec.name);
+        }
+    }
     let n = |k: usize| shared.exits[k].load(Ordering::Relaxed);
     log::info!(
         "vm {}: ran {} ms; exits to the VMM: port I/O {} (serial port {}), MMIO {}, MSR {}, interrupted {}",

@@ -9,6 +9,7 @@ use core::sync::atomic::Ordering;
 use abi::{VcpuExit, VcpuRun};
 use libipc::sys;
 use vmm_server::mmio::{self, MmioBus};
+use vmm_server::vm::diagnose;
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::vm::platform::Platform;
 use vmm_server::vm::pvclock;
@@ -66,7 +67,16 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
             // only a reset would end it.
             Some(VcpuExit::Hlt) if run.data != 0 => sh.end(Ending::Halted),
             Some(VcpuExit::Hlt) => {}
-            Some(VcpuExit::Shutdown) => sh.end(Ending::TripleFault),
+            Some(VcpuExit::Shutdown) => {
+                // Where the guest was, for the operator (printed once the
+                // guest's own output is out); the first vCPU's report wins.
+                let mut report = sh.fault_report.lock();
+                if report.is_none() {
+                    *report = Some(diagnose::shutdown_report(index, run));
+                }
+                drop(report);
+                sh.end(Ending::TripleFault)
+            }
             other => sh.end(Ending::Error(format!(
                 "vCPU {index}: exit {other:?} (hardware code {:#x}, info {:#x} {:#x}) at rip {:#x}, cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
                 run.hw_code, run.info1, run.info2, run.rip, run.cr0, run.cr3, run.cr4, run.efer
