@@ -163,6 +163,8 @@ pub struct Pool<D: Disk> {
     mos: BlockPtr,
     /// A commit failed part way: nothing more is written until re-import.
     suspended: bool,
+    /// Children the labels list (more than present: degraded).
+    children_total: usize,
 }
 
 impl<D: Disk> Pool<D> {
@@ -206,6 +208,7 @@ impl<D: Disk> Pool<D> {
             next_id: 1,
             mos: BlockPtr::HOLE,
             suspended: false,
+            children_total: children.len(),
         };
         pool.sync()?;
         Ok(pool)
@@ -230,6 +233,7 @@ impl<D: Disk> Pool<D> {
         found.sort_by_key(|(h, _)| h.child);
         let Some((first, _)) = found.first() else { return Err(Error::Invalid("no disks".into())) };
         let (guid, name, asize) = (first.pool_guid, first.pool_name.clone(), first.asize);
+        let children_total = first.children.len();
         if found.iter().any(|(h, d)| h.asize != asize || asize_of(d.size()) < asize) {
             return Err(Error::Invalid("disks disagree on the pool's size".into()));
         }
@@ -276,6 +280,7 @@ impl<D: Disk> Pool<D> {
                         next_id,
                         mos: ub.mos,
                         suspended: false,
+                        children_total,
                     });
                 }
                 Err(e) => last_err = e,
@@ -293,6 +298,23 @@ impl<D: Disk> Pool<D> {
     /// The last committed transaction group.
     pub fn txg(&self) -> u64 {
         self.txg
+    }
+    /// `zpool status`'s state: ONLINE, DEGRADED (a mirror child missing or
+    /// erroring), FAULTED (a commit failed: suspended).
+    pub fn state(&self) -> &'static str {
+        if self.suspended {
+            "FAULTED"
+        } else if self.vdev.children.len() < self.children_total
+            || self.vdev.stats.iter().any(|s| s.read_errors + s.write_errors > 0)
+        {
+            "DEGRADED"
+        } else {
+            "ONLINE"
+        }
+    }
+    /// Children the labels name (present or not).
+    pub fn children_total(&self) -> usize {
+        self.children_total
     }
     pub fn child_stats(&self) -> &[ChildStats] {
         &self.vdev.stats
