@@ -371,6 +371,12 @@ impl<'a> Reader<'a> {
         }
         Ok(n as usize)
     }
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        self.take(n)
+    }
+    pub fn remaining(&self) -> usize {
+        self.b.len() - self.at
+    }
     pub fn done(&self) -> bool {
         self.at == self.b.len()
     }

@@ -23,6 +23,8 @@ use crate::format::*;
 use crate::space::SpaceMap;
 use crate::vdev::{ChildStats, Vdev};
 
+mod send;
+
 /// Volumes at most this large (bytes).
 pub const MAX_VOLSIZE: u64 = 1 << 50;
 pub const DEFAULT_VOLBLOCKSIZE: u32 = 8192;
@@ -78,6 +80,9 @@ struct Dead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Dataset {
     id: u64,
+    /// Names this dataset across pools: a received snapshot keeps its
+    /// source's, so an incremental stream finds its base by it.
+    guid: u64,
     name: String,
     snapshot: bool,
     /// For a snapshot: the volume it belongs to. For a volume: itself.
@@ -124,6 +129,7 @@ fn span(level: u8) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetInfo {
     pub name: String,
+    pub guid: u64,
     pub snapshot: bool,
     pub volsize: u64,
     pub volblocksize: u32,
@@ -341,6 +347,10 @@ impl<D: Disk> Pool<D> {
         Ok(())
     }
 
+    fn new_guid(&self, id: u64) -> u64 {
+        mix(self.guid ^ mix(id ^ (self.txg << 24)))
+    }
+
     fn id_of(&self, name: &str) -> Result<u64, Error> {
         self.datasets.values().find(|d| d.name == name).map(|d| d.id).ok_or_else(|| Error::NotFound(name.to_string()))
     }
@@ -378,6 +388,7 @@ impl<D: Disk> Pool<D> {
             id,
             Dataset {
                 id,
+                guid: self.new_guid(id),
                 name: name.to_string(),
                 snapshot: false,
                 head: id,
@@ -405,6 +416,7 @@ impl<D: Disk> Pool<D> {
     fn info(&self, d: &Dataset) -> DatasetInfo {
         DatasetInfo {
             name: d.name.clone(),
+            guid: d.guid,
             snapshot: d.snapshot,
             volsize: d.volsize,
             volblocksize: d.volblocksize,
@@ -710,6 +722,7 @@ impl<D: Disk> Pool<D> {
         w.u64(self.datasets.len() as u64);
         for d in self.datasets.values() {
             w.u64(d.id);
+            w.u64(d.guid);
             w.str(&d.name);
             w.u8(d.snapshot as u8);
             w.u64(d.head);
@@ -746,6 +759,10 @@ impl<D: Disk> Pool<D> {
 
     /// `VOLUME@SNAP`: instant and read-only; committed before it returns.
     pub fn snapshot(&mut self, full: &str) -> Result<(), Error> {
+        self.snapshot_with_guid(full, None)
+    }
+
+    fn snapshot_with_guid(&mut self, full: &str, guid: Option<u64>) -> Result<(), Error> {
         self.check_live()?;
         let (vol, snap) = full.split_once('@').ok_or_else(|| Error::Invalid(format!("{full:?}: a snapshot is VOLUME@NAME")))?;
         if !valid_component(snap) {
@@ -762,9 +779,11 @@ impl<D: Disk> Pool<D> {
         let t = self.txg;
         let id = self.next_id;
         self.next_id += 1;
+        let guid = guid.unwrap_or_else(|| self.new_guid(id));
         let h = self.datasets.get_mut(&head).ok_or(Error::NotFound(vol.into()))?;
         let snapd = Dataset {
             id,
+            guid,
             name: full.to_string(),
             snapshot: true,
             head,
@@ -797,6 +816,7 @@ impl<D: Disk> Pool<D> {
             id,
             Dataset {
                 id,
+                guid: self.new_guid(id),
                 name: name.to_string(),
                 snapshot: false,
                 head: id,
@@ -1089,6 +1109,7 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
     let mut names = BTreeSet::new();
     for _ in 0..n {
         let id = r.u64()?;
+        let guid = r.u64()?;
         let name = r.str()?;
         let snapshot = r.u8()? != 0;
         let head = r.u64()?;
@@ -1121,6 +1142,7 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
         }
         let d = Dataset {
             id,
+            guid,
             name,
             snapshot,
             head,

@@ -53,6 +53,17 @@ fn mirror_import_snapshot_clone_export_scrub() {
     let again = ok(&dir, &["a.img", "b.img", "scrub"]);
     let bline = again.lines().find(|l| l.contains("b.img")).unwrap_or_default().to_string();
     assert_eq!(bline.split_whitespace().nth(3), Some("0"), "repaired:\n{again}");
+    // send / receive into another pool through files.
+    ok(&dir, &["c.img", "create", "zones", "--size", "16"]);
+    ok(&dir, &["a.img", "b.img", "send", "zones/vm-disk0@base", "full.stream"]);
+    ok(&dir, &["c.img", "receive", "zones/copy-disk0", "full.stream"]);
+    ok(&dir, &["c.img", "export-raw", "zones/copy-disk0", "copy.raw"]);
+    assert!(std::fs::read(dir.join("copy.raw")).unwrap() == out, "received volume equals its source");
+    let mut stream = std::fs::read(dir.join("full.stream")).unwrap();
+    stream.truncate(stream.len() / 2);
+    std::fs::write(dir.join("cut.stream"), &stream).unwrap();
+    let (refused, text) = tool(&dir, &["c.img", "receive", "zones/other-disk0", "cut.stream"]);
+    assert!(!refused && text.contains("cut short"), "{text}");
     let (refused, text) = tool(&dir, &["a.img", "b.img", "destroy", "zones/vm-disk0@base"]);
     assert!(!refused && text.contains("clones depend on it"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -13,6 +13,8 @@
 //! alcove-pool POOL.img... rollback VOLUME@SNAP
 //! alcove-pool POOL.img... destroy [-r] NAME
 //! alcove-pool POOL.img... rename FROM TO
+//! alcove-pool POOL.img... send VOLUME@SNAP [--from VOLUME@EARLIER] FILE
+//! alcove-pool POOL.img... receive VOLUME FILE
 //! alcove-pool POOL.img... import-raw FILE VOLUME
 //! alcove-pool POOL.img... export-raw VOLUME FILE
 //! ```
@@ -27,7 +29,7 @@ use alcove_pool::pool::DEFAULT_VOLBLOCKSIZE;
 
 const COMMANDS: &[&str] = &[
     "create", "status", "list", "get", "set", "volume", "snapshot", "clone", "rollback", "destroy", "rename", "scrub",
-    "import-raw", "export-raw",
+    "import-raw", "export-raw", "send", "receive",
 ];
 
 const MIB: u64 = 1024 * 1024;
@@ -70,6 +72,10 @@ fn import(files: &mut [PathBuf]) -> Result<Pool<FileDisk>, String> {
 
 fn progress(what: &str, done: u64, total: u64) {
     if std::io::stderr().is_terminal() {
+        if total == u64::MAX {
+            eprint!("\r{what}: {} MiB", done / MIB);
+            return;
+        }
         eprint!("\r{what}: {} of {} MiB", done / MIB, total.div_ceil(MIB));
         if done >= total {
             eprintln!();
@@ -173,6 +179,42 @@ fn run(args: &[String]) -> Result<(), String> {
             let recursive = rest.first().is_some_and(|a| a == "-r");
             let name = arg(usize::from(recursive), "dataset")?;
             import(&mut files)?.destroy(name, recursive).map_err(e)?;
+        }
+        "send" => {
+            let snap = arg(0, "VOLUME@SNAP")?;
+            let (from, file) = if rest.get(1).is_some_and(|a| a == "--from") {
+                (Some(arg(2, "base snapshot")?), arg(3, "stream file")?)
+            } else {
+                (None, arg(1, "stream file")?)
+            };
+            let mut pool = import(&mut files)?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(file).map_err(|e| format!("{file}: {e}"))?);
+            let mut werr = None;
+            let mut sent = 0u64;
+            let n = pool
+                .send(snap, from, &mut |b| {
+                    sent += b.len() as u64;
+                    if werr.is_none() {
+                        werr = out.write_all(b).err();
+                    }
+                    if sent % (16 * MIB) < b.len() as u64 {
+                        progress("send", sent, u64::MAX);
+                    }
+                })
+                .map_err(e)?;
+            if let Some(err) = werr {
+                return Err(format!("{file}: {err}"));
+            }
+            out.flush().map_err(|e| format!("{file}: {e}"))?;
+            println!("sent {snap}{}: {n} bytes", from.map(|f| format!(" since {f}")).unwrap_or_default());
+        }
+        "receive" => {
+            let vol = arg(0, "volume")?;
+            let file = arg(1, "stream file")?;
+            let stream = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+            let mut pool = import(&mut files)?;
+            let snap = pool.receive(vol, &stream).map_err(e)?;
+            println!("received {snap}");
         }
         "import-raw" => {
             let src = arg(0, "raw file")?;
