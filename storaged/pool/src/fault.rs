@@ -24,6 +24,8 @@ pub struct Power {
 pub struct Rng(pub u64);
 
 impl Rng {
+    // Not an Iterator: it never ends, and tests call it as a plain function.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         let mut x = self.0.max(1);
         x ^= x >> 12;

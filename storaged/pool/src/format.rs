@@ -143,7 +143,7 @@ impl BlockPtr {
             }
             return Ok(bp);
         }
-        if bp.psize == 0 || u64::from(bp.psize) % BLOCK != 0 || bp.offset % BLOCK != 0 {
+        if bp.psize == 0 || u64::from(bp.psize) % BLOCK != 0 || !bp.offset.is_multiple_of(BLOCK) {
             return Err(FormatError::BadField("block pointer size or offset"));
         }
         if bp.lsize == 0 || bp.lsize > bp.psize || bp.comp != 0 || bp.birth == 0 {

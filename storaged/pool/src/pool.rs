@@ -263,7 +263,7 @@ impl<D: Disk> Pool<D> {
                 }
             }
         }
-        ubs.sort_by(|a, b| b.txg.cmp(&a.txg));
+        ubs.sort_by_key(|u| core::cmp::Reverse(u.txg));
         let mut last_err = Error::Corrupt("no valid uberblock".into());
         for ub in ubs {
             let mos = match vdev.read_block(&ub.mos) {
@@ -377,7 +377,7 @@ impl<D: Disk> Pool<D> {
         if !volblocksize.is_power_of_two() || !(512..=131072).contains(&volblocksize) {
             return Err(Error::Invalid(format!("volblocksize {volblocksize}: must be a power of two from 512 to 128K")));
         }
-        if volsize == 0 || volsize % u64::from(volblocksize) != 0 || volsize > MAX_VOLSIZE {
+        if volsize == 0 || !volsize.is_multiple_of(u64::from(volblocksize)) || volsize > MAX_VOLSIZE {
             return Err(Error::Invalid(format!(
                 "volsize {volsize}: must be a non-zero multiple of volblocksize ({volblocksize}) up to {MAX_VOLSIZE}"
             )));
@@ -433,13 +433,15 @@ impl<D: Disk> Pool<D> {
         if !key.contains(':') || !valid_component(key) || value.len() > 8 * 1024 {
             return Err(Error::Invalid(format!("property {key:?}: user properties are module:key, values up to 8 KiB")));
         }
-        self.datasets.get_mut(&id).map(|d| d.props.insert(key.to_string(), value.to_string()));
+        if let Some(d) = self.datasets.get_mut(&id) {
+            d.props.insert(key.to_string(), value.to_string());
+        }
         Ok(())
     }
 
     fn check_range(d: &Dataset, offset: u64, len: usize) -> Result<(), Error> {
         let end = offset.checked_add(len as u64);
-        if offset % SECTOR != 0 || len as u64 % SECTOR != 0 || end.is_none_or(|e| e > d.volsize) {
+        if !offset.is_multiple_of(SECTOR) || !(len as u64).is_multiple_of(SECTOR) || end.is_none_or(|e| e > d.volsize) {
             return Err(Error::Invalid(format!(
                 "{}: request at {offset} of {len} bytes: must be 512-byte aligned within volsize {}",
                 d.name, d.volsize
@@ -946,7 +948,9 @@ impl<D: Disk> Pool<D> {
             if self.id_of(to).is_ok() {
                 return Err(Error::Exists(to.to_string()));
             }
-            self.datasets.get_mut(&id).map(|d| d.name = to.to_string());
+            if let Some(d) = self.datasets.get_mut(&id) {
+                d.name = to.to_string();
+            }
         } else {
             self.check_new_volume_name(to)?;
             for s in self.snapshots_of(id) {
@@ -954,7 +958,9 @@ impl<D: Disk> Pool<D> {
                 let snap = d.name.split_once('@').map(|(_, s)| s.to_string()).unwrap_or_default();
                 d.name = format!("{to}@{snap}");
             }
-            self.datasets.get_mut(&id).map(|d| d.name = to.to_string());
+            if let Some(d) = self.datasets.get_mut(&id) {
+                d.name = to.to_string();
+            }
         }
         self.sync()
     }

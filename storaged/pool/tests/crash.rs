@@ -14,7 +14,7 @@ const VOL: &str = "zones/c-disk0";
 const VOLSIZE: usize = 1 << 20;
 
 fn disks(images: &[Vec<u8>], power: &Rc<Power>, seed: u64) -> Vec<CrashDisk> {
-    images.iter().enumerate().map(|(i, im)| CrashDisk::new(im.clone(), power.clone(), seed ^ (i as u64 + 1) * 7919)).collect()
+    images.iter().enumerate().map(|(i, im)| CrashDisk::new(im.clone(), power.clone(), seed ^ ((i as u64 + 1) * 7919))).collect()
 }
 
 fn contents(pool: &mut Pool<CrashDisk>, name: &str) -> Vec<u8> {
@@ -24,9 +24,9 @@ fn contents(pool: &mut Pool<CrashDisk>, name: &str) -> Vec<u8> {
 }
 
 /// One step of the scenario: a change made then committed by the pool.
-type Step = fn(&mut Pool<CrashDisk>, &mut Vec<u8>, &mut Rng);
+type Step = fn(&mut Pool<CrashDisk>, &mut [u8], &mut Rng);
 
-fn write_and_sync(pool: &mut Pool<CrashDisk>, model: &mut Vec<u8>, rng: &mut Rng) {
+fn write_and_sync(pool: &mut Pool<CrashDisk>, model: &mut [u8], rng: &mut Rng) {
     for _ in 0..6 {
         let blocks = 1 + rng.below(8) as usize;
         let at = rng.below((VOLSIZE / 512 - blocks * 8) as u64) as usize * 512;
