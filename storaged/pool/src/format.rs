@@ -35,6 +35,14 @@ pub const MOS_MAGIC: u64 = u64::from_le_bytes(*b"ALCVMOS1");
 
 pub type Checksum = [u8; 32];
 
+/// Block pointer `comp` values.
+pub const COMP_OFF: u8 = 0;
+/// LZ4 block format (`lz4_flex`): the physical block is the compressed
+/// length (u32) then the compressed bytes, zero-padded.
+pub const COMP_LZ4: u8 = 1;
+/// The largest logical block (volblocksize's limit).
+pub const MAX_LSIZE: u32 = 128 * 1024;
+
 /// SHA-256 (FIPS 180-4) of `data`.
 pub fn checksum(data: &[u8]) -> Checksum {
     Sha256::digest(data).into()
@@ -91,7 +99,7 @@ pub struct BlockPtr {
     /// The transaction group that wrote it.
     pub birth: u64,
     pub kind: u8,
-    /// 0: none. (1: lz4, reserved.)
+    /// [`COMP_OFF`] or [`COMP_LZ4`] (data blocks only).
     pub comp: u8,
     /// 0 for data, n for an indirect block n levels above data.
     pub level: u8,
@@ -146,7 +154,12 @@ impl BlockPtr {
         if bp.psize == 0 || u64::from(bp.psize) % BLOCK != 0 || !bp.offset.is_multiple_of(BLOCK) {
             return Err(FormatError::BadField("block pointer size or offset"));
         }
-        if bp.lsize == 0 || bp.lsize > bp.psize || bp.comp != 0 || bp.birth == 0 {
+        let sizes_ok = match bp.comp {
+            COMP_OFF => bp.lsize <= bp.psize,
+            COMP_LZ4 => bp.kind == BlockKind::Data as u8 && bp.lsize <= MAX_LSIZE && bp.psize < bp.lsize.next_multiple_of(BLOCK as u32),
+            _ => false,
+        };
+        if bp.lsize == 0 || !sizes_ok || bp.birth == 0 {
             return Err(FormatError::BadField("block pointer lsize, compression or birth"));
         }
         match bp.kind {

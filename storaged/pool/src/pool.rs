@@ -28,6 +28,8 @@ mod send;
 /// Volumes at most this large (bytes).
 pub const MAX_VOLSIZE: u64 = 1 << 50;
 pub const DEFAULT_VOLBLOCKSIZE: u32 = 8192;
+/// The native property that selects compression: `off` or `lz4`.
+pub const PROP_COMPRESSION: &str = "compression";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -136,6 +138,20 @@ pub struct DatasetInfo {
     pub creation_txg: u64,
     pub origin: Option<String>,
     pub props: BTreeMap<String, String>,
+}
+
+/// A dataset's space, as `zfs get referenced,logicalreferenced,compressratio`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceInfo {
+    pub referenced: u64,
+    pub logical: u64,
+}
+
+impl SpaceInfo {
+    /// logical / referenced, in hundredths (`compressratio` 1.00x = 100).
+    pub fn compressratio_x100(&self) -> u64 {
+        if self.referenced == 0 { 100 } else { self.logical * 100 / self.referenced }
+    }
 }
 
 /// What a full verify or a scrub found.
@@ -426,6 +442,26 @@ impl<D: Disk> Pool<D> {
         }
     }
 
+    /// Sets `compression` (`off` | `lz4`: blocks written from now on) or a
+    /// user property (`module:key`), committed with the next group.
+    pub fn set_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
+        self.check_live()?;
+        let id = self.id_of(name)?;
+        if self.ds(id).snapshot {
+            return Err(Error::Invalid(format!("{name}: snapshots are read-only")));
+        }
+        if key == PROP_COMPRESSION {
+            if value != "off" && value != "lz4" {
+                return Err(Error::Invalid(format!("property \"compression\": must be off or lz4, got {value:?}")));
+            }
+            if let Some(d) = self.datasets.get_mut(&id) {
+                d.props.insert(key.to_string(), value.to_string());
+            }
+            return Ok(());
+        }
+        self.set_user_prop(name, key, value)
+    }
+
     /// Sets a user property (`module:key`), committed with the next group.
     pub fn set_user_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
         self.check_live()?;
@@ -533,9 +569,7 @@ impl<D: Disk> Pool<D> {
         if bp.lsize != d.volblocksize || bp.kind != BlockKind::Data as u8 {
             return Err(Error::Corrupt(format!("{}: block {blk} has size {} kind {}", d.name, bp.lsize, bp.kind)));
         }
-        let mut b = self.read_bp(&bp)?;
-        b.truncate(bp.lsize as usize);
-        Ok(b)
+        self.read_data(&bp)
     }
 
     fn read_bp(&mut self, bp: &BlockPtr) -> Result<Vec<u8>, Error> {
@@ -568,22 +602,49 @@ impl<D: Disk> Pool<D> {
     }
 
     fn write_new(&mut self, kind: BlockKind, level: u8, data: &[u8], txg: u64) -> Result<BlockPtr, Error> {
-        let psize = (data.len() as u64).div_ceil(BLOCK) * BLOCK;
+        self.write_phys(kind, level, data, data.len() as u32, COMP_OFF, txg)
+    }
+
+    /// A data block, LZ4-compressed when that saves at least one [`BLOCK`].
+    fn write_data(&mut self, data: &[u8], compress: bool, txg: u64) -> Result<BlockPtr, Error> {
+        if compress {
+            let c = lz4_flex::block::compress(data);
+            let phys = (4u64 + c.len() as u64).div_ceil(BLOCK);
+            if phys < (data.len() as u64).div_ceil(BLOCK) {
+                let mut buf = Vec::with_capacity(4 + c.len());
+                buf.extend_from_slice(&(c.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&c);
+                return self.write_phys(BlockKind::Data, 0, &buf, data.len() as u32, COMP_LZ4, txg);
+            }
+        }
+        self.write_new(BlockKind::Data, 0, data, txg)
+    }
+
+    fn write_phys(&mut self, kind: BlockKind, level: u8, phys: &[u8], lsize: u32, comp: u8, txg: u64) -> Result<BlockPtr, Error> {
+        let psize = (phys.len() as u64).div_ceil(BLOCK) * BLOCK;
         let offset = self.space.alloc(psize).ok_or(Error::NoSpace)?;
-        let mut buf = data.to_vec();
+        let mut buf = phys.to_vec();
         buf.resize(psize as usize, 0);
-        let bp = BlockPtr {
-            offset,
-            psize: psize as u32,
-            lsize: data.len() as u32,
-            birth: txg,
-            kind: kind as u8,
-            comp: 0,
-            level,
-            checksum: checksum(&buf),
-        };
+        let bp = BlockPtr { offset, psize: psize as u32, lsize, birth: txg, kind: kind as u8, comp, level, checksum: checksum(&buf) };
         self.vdev.write(offset, &buf).map_err(|_| Error::Io(format!("write at {offset:#x} reached no disk")))?;
         Ok(bp)
+    }
+
+    /// A data block's logical bytes (verified, decompressed).
+    fn read_data(&mut self, bp: &BlockPtr) -> Result<Vec<u8>, Error> {
+        let mut b = self.read_bp(bp)?;
+        if bp.comp == COMP_OFF {
+            b.truncate(bp.lsize as usize);
+            return Ok(b);
+        }
+        let bad = || Error::Corrupt(format!("block at {:#x}: bad LZ4 data", bp.offset));
+        let clen = u32::from_le_bytes(b[..4].try_into().map_err(|_| bad())?) as usize;
+        let src = b.get(4..4usize.checked_add(clen).ok_or_else(bad)?).ok_or_else(bad)?;
+        let mut out = vec![0u8; bp.lsize as usize];
+        match lz4_flex::block::decompress_into(src, &mut out) {
+            Ok(n) if n == out.len() => Ok(out),
+            _ => Err(bad()),
+        }
     }
 
     /// `bp` leaves a volume's tree: freed once the group commits if only the
@@ -609,6 +670,7 @@ impl<D: Disk> Pool<D> {
         prev_snap_txg: u64,
         dead: &mut Vec<Dead>,
         txg: u64,
+        compress: bool,
     ) -> Result<BlockPtr, Error> {
         if level == 0 {
             let data = &dirty[&first];
@@ -616,7 +678,7 @@ impl<D: Disk> Pool<D> {
             if data.iter().all(|&b| b == 0) {
                 return Ok(BlockPtr::HOLE);
             }
-            return self.write_new(BlockKind::Data, 0, data, txg);
+            return self.write_data(data, compress, txg);
         }
         let cs = span(level - 1);
         let mut children = if old.is_hole() { vec![BlockPtr::HOLE; BP_PER_INDIRECT as usize] } else { self.read_indirect(&old)? };
@@ -624,7 +686,7 @@ impl<D: Disk> Pool<D> {
             let lo = first.saturating_add(cs.saturating_mul(i as u64));
             let hi = lo.saturating_add(cs);
             if dirty.range(lo..hi).next().is_some() {
-                *child = self.sync_node(*child, level - 1, lo, dirty, prev_snap_txg, dead, txg)?;
+                *child = self.sync_node(*child, level - 1, lo, dirty, prev_snap_txg, dead, txg, compress)?;
             }
         }
         self.kill(&old, prev_snap_txg, dead);
@@ -657,7 +719,8 @@ impl<D: Disk> Pool<D> {
         for (id, blocks) in &dirty {
             let d = self.ds(*id).clone();
             let mut dead = d.deadlist.clone();
-            let root = self.sync_node(d.root, d.height(), 0, blocks, d.prev_snap_txg, &mut dead, txg)?;
+            let compress = d.props.get(PROP_COMPRESSION).is_some_and(|v| v == "lz4");
+            let root = self.sync_node(d.root, d.height(), 0, blocks, d.prev_snap_txg, &mut dead, txg, compress)?;
             let ds = self.datasets.get_mut(id).ok_or(Error::NotFound(d.name))?;
             ds.root = root;
             ds.deadlist = dead;
@@ -829,7 +892,7 @@ impl<D: Disk> Pool<D> {
                 origin: sid,
                 prev_snap_txg: s.creation_txg,
                 deadlist: Vec::new(),
-                props: BTreeMap::new(),
+                props: s.props.iter().filter(|(k, _)| *k == PROP_COMPRESSION).map(|(k, v)| (k.clone(), v.clone())).collect(),
             },
         );
         self.sync()
@@ -1047,6 +1110,30 @@ impl<D: Disk> Pool<D> {
         if bp.level > 0 {
             for c in self.read_indirect(&bp)? {
                 self.walk(c, scrub, seen, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `referenced` (bytes allocated for the dataset's blocks, shared or
+    /// not), `logicalreferenced` (their bytes before compression) and
+    /// `compressratio`, by walking its tree.
+    pub fn space_of(&mut self, name: &str) -> Result<SpaceInfo, Error> {
+        let d = self.ds(self.id_of(name)?).clone();
+        let mut info = SpaceInfo::default();
+        self.space_walk(d.root, &mut info)?;
+        Ok(info)
+    }
+
+    fn space_walk(&mut self, bp: BlockPtr, info: &mut SpaceInfo) -> Result<(), Error> {
+        if bp.is_hole() {
+            return Ok(());
+        }
+        info.referenced += u64::from(bp.psize);
+        info.logical += u64::from(bp.lsize);
+        if bp.level > 0 {
+            for c in self.read_indirect(&bp)? {
+                self.space_walk(c, info)?;
             }
         }
         Ok(())

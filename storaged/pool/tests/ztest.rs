@@ -1,4 +1,5 @@
-//! ztest for alcove-pool: random sequences of writes, syncs, snapshots,
+//! ztest for alcove-pool: random sequences of writes (on volumes with and
+//! without LZ4 compression), syncs, snapshots,
 //! clones, rollbacks and destroys against a model, with injected faults
 //! (power cuts during a commit that lose any unflushed writes in any order,
 //! torn sectors, bit flips on one side of a mirror), and after each cut and
@@ -82,7 +83,14 @@ impl Run {
                 let sectors = 1 + self.rng.below(40);
                 let at = self.rng.below(VOLSIZE / 512 - sectors) * 512;
                 let len = (sectors * 512) as usize;
-                let data: Vec<u8> = if self.rng.below(6) == 0 { vec![0; len] } else { (0..len).map(|_| self.rng.next() as u8).collect() };
+                let data: Vec<u8> = match self.rng.below(6) {
+                    0 => vec![0; len],
+                    1 | 2 => {
+                        let b = self.rng.next() as u8;
+                        (0..len).map(|i| b.wrapping_add((i / 64) as u8)).collect()
+                    }
+                    _ => (0..len).map(|_| self.rng.next() as u8).collect(),
+                };
                 if let Err(e) = self.pool().write(&v, at, &data) {
                     self.fail(&format!("write {v} at {at}: {e}"));
                 }
@@ -143,7 +151,8 @@ impl Run {
         self.next_name += 1;
         let v = format!("zones/{:08x}-disk{}", self.seed as u32, self.next_name);
         let bs = 512u32 << self.rng.below(5);
-        let r = self.pool().create_volume(&v, VOLSIZE, bs);
+        let lz4 = self.rng.below(2) == 0;
+        let r = self.pool().create_volume(&v, VOLSIZE, bs).and_then(|()| if lz4 { self.pool().set_prop(&v, "compression", "lz4") } else { Ok(()) });
         self.model.data.insert(v, vec![0; VOLSIZE as usize]);
         self.committed_op(r, "create");
     }

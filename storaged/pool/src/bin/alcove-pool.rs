@@ -6,6 +6,7 @@
 //! alcove-pool POOL.img... create [NAME] [--size MIB]
 //! alcove-pool POOL.img... status|list|scrub
 //! alcove-pool POOL.img... get NAME
+//! alcove-pool POOL.img... set NAME compression=off|lz4
 //! alcove-pool POOL.img... set NAME module:key=value
 //! alcove-pool POOL.img... volume NAME SIZE_MIB [VOLBLOCKSIZE]
 //! alcove-pool POOL.img... snapshot VOLUME@SNAP
@@ -143,23 +144,29 @@ fn run(args: &[String]) -> Result<(), String> {
             }
         }
         "get" => {
-            let pool = import(&mut files)?;
-            let d = pool.get(arg(0, "dataset")?).map_err(e)?;
+            let mut pool = import(&mut files)?;
+            let name = arg(0, "dataset")?;
+            let d = pool.get(name).map_err(e)?;
+            let space = pool.space_of(name).map_err(e)?;
             println!("type\t{}", if d.snapshot { "snapshot" } else { "volume" });
             println!("volsize\t{}", d.volsize);
             println!("volblocksize\t{}", d.volblocksize);
             println!("creation_txg\t{}", d.creation_txg);
             println!("origin\t{}", d.origin.unwrap_or_else(|| "-".into()));
             println!("checksum\tsha256");
-            println!("compression\toff");
-            for (k, v) in d.props {
+            println!("compression\t{}", d.props.get("compression").map_or("off", String::as_str));
+            println!("referenced\t{}", space.referenced);
+            println!("logicalreferenced\t{}", space.logical);
+            let r = space.compressratio_x100();
+            println!("compressratio\t{}.{:02}x", r / 100, r % 100);
+            for (k, v) in d.props.iter().filter(|(k, _)| k.contains(':')) {
                 println!("{k}\t{v}");
             }
         }
         "set" => {
             let mut pool = import(&mut files)?;
             let (k, v) = arg(1, "module:key=value")?.split_once('=').ok_or("set: give module:key=value")?;
-            pool.set_user_prop(arg(0, "dataset")?, k, v).map_err(e)?;
+            pool.set_prop(arg(0, "dataset")?, k, v).map_err(e)?;
             pool.sync().map_err(e)?;
         }
         "volume" => {

@@ -85,8 +85,7 @@ impl<D: Disk> Pool<D> {
                 sink.put(&first.to_le_bytes());
                 sink.put(&1u64.to_le_bytes());
             } else {
-                let mut data = self.read_bp(&b)?;
-                data.truncate(d.volblocksize as usize);
+                let data = self.read_data(&b)?;
                 sink.put(&[REC_WRITE]);
                 sink.put(&first.to_le_bytes());
                 sink.put(&data);
