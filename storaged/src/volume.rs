@@ -25,13 +25,13 @@ impl<D: BlockDevice> alcove_pool::Disk for MachineDisk<D> {
         self.0.capacity_sectors() * SECTOR_BYTES as u64
     }
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), alcove_pool::disk::DiskError> {
-        if offset % SECTOR_BYTES as u64 != 0 {
+        if !offset.is_multiple_of(SECTOR_BYTES as u64) {
             return Err(alcove_pool::disk::DiskError);
         }
         self.0.read(offset / SECTOR_BYTES as u64, buf).map_err(|_| alcove_pool::disk::DiskError)
     }
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), alcove_pool::disk::DiskError> {
-        if offset % SECTOR_BYTES as u64 != 0 {
+        if !offset.is_multiple_of(SECTOR_BYTES as u64) {
             return Err(alcove_pool::disk::DiskError);
         }
         self.0.write(offset / SECTOR_BYTES as u64, data).map_err(|_| alcove_pool::disk::DiskError)

@@ -150,7 +150,7 @@ pub struct SpaceInfo {
 impl SpaceInfo {
     /// logical / referenced, in hundredths (`compressratio` 1.00x = 100).
     pub fn compressratio_x100(&self) -> u64 {
-        if self.referenced == 0 { 100 } else { self.logical * 100 / self.referenced }
+        (self.logical * 100).checked_div(self.referenced).unwrap_or(100)
     }
 }
 
