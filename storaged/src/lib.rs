@@ -24,6 +24,8 @@
 
 extern crate alloc;
 
+pub mod volume;
+
 use alloc::string::String;
 use alloc::vec::Vec;
 

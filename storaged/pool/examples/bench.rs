@@ -1,0 +1,73 @@
+//! Pool figures on the host (memory disks, so they measure the pool's own
+//! work: checksums, copy-on-write, commits), printed as `bench NAME VALUE
+//! UNIT`. Run: `cargo run --release -p alcove-pool --example bench`.
+//! Nothing asserts on them.
+
+use std::time::Instant;
+
+use alcove_pool::fault::Rng;
+use alcove_pool::{Disk, MemDisk, Pool};
+
+const MIB: u64 = 1024 * 1024;
+
+fn filled(size_mib: u64, rng: &mut Rng) -> (Pool<MemDisk>, f64) {
+    let mut pool = Pool::create("zones", vec![MemDisk::new(((size_mib + 64) * MIB) as usize)], 1).unwrap();
+    pool.create_volume("zones/v-disk0", size_mib * MIB, 8192).unwrap();
+    let chunk: Vec<u8> = (0..MIB).map(|_| rng.next() as u8).collect();
+    let t = Instant::now();
+    for i in 0..size_mib {
+        pool.write("zones/v-disk0", i * MIB, &chunk).unwrap();
+        if i % 32 == 31 {
+            pool.sync().unwrap();
+        }
+    }
+    pool.sync().unwrap();
+    let mbps = size_mib as f64 / t.elapsed().as_secs_f64();
+    (pool, mbps)
+}
+
+fn main() {
+    let mut rng = Rng(1);
+    for size in [64u64, 512] {
+        let (mut pool, write_mbps) = filled(size, &mut rng);
+        let t = Instant::now();
+        pool.snapshot("zones/v-disk0@s").unwrap();
+        pool.clone_snapshot("zones/v-disk0@s", "zones/c-disk0").unwrap();
+        println!("bench pool_snapshot_clone_{size}mib {:.2} ms", t.elapsed().as_secs_f64() * 1000.0);
+        if size == 512 {
+            println!("bench pool_seq_write {write_mbps:.0} MB/s");
+            let mut buf = vec![0u8; MIB as usize];
+            let t = Instant::now();
+            for i in 0..size {
+                pool.read("zones/v-disk0", i * MIB, &mut buf).unwrap();
+            }
+            println!("bench pool_seq_read {:.0} MB/s", size as f64 / t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let r = pool.scrub().unwrap();
+            println!("bench pool_scrub {:.0} MB/s", r.bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64());
+            // The same bytes straight to a memory disk: the pool's cost as a ratio.
+            let mut raw = MemDisk::new((size * MIB) as usize);
+            let t = Instant::now();
+            for i in 0..size {
+                raw.write(i * MIB, &buf).unwrap();
+            }
+            let raw_mbps = size as f64 / t.elapsed().as_secs_f64();
+            println!("bench pool_write_vs_raw_disk {:.3} ratio", write_mbps / raw_mbps);
+        }
+    }
+    let mut pool = Pool::create("zones", vec![MemDisk::new((128 * MIB) as usize)], 2).unwrap();
+    pool.create_volume("zones/text-disk0", 64 * MIB, 16384).unwrap();
+    pool.set_prop("zones/text-disk0", "compression", "lz4").unwrap();
+    let words = ["alcove", "zone", "volume", "snapshot", "clone", "mirror", "scrub", "kernel", "guest", "ring"];
+    let mut text = Vec::new();
+    while text.len() < (32 * MIB) as usize {
+        text.extend_from_slice(words[rng.below(words.len() as u64) as usize].as_bytes());
+        text.push(b' ');
+    }
+    text.truncate((32 * MIB) as usize);
+    pool.write("zones/text-disk0", 0, &text).unwrap();
+    pool.sync().unwrap();
+    let s = pool.space_of("zones/text-disk0").unwrap();
+    let r = s.compressratio_x100();
+    println!("bench pool_compressratio_words {}.{:02} x", r / 100, r % 100);
+}

@@ -1,0 +1,293 @@
+//! alcove-pool: the pool tool on the host, built from the same library
+//! storaged uses (as `zdb` and `zfs` on an exported pool). The pool is one
+//! or more image files (two or more make a mirror):
+//!
+//! ```text
+//! alcove-pool POOL.img... create [NAME] [--size MIB]
+//! alcove-pool POOL.img... status|list|scrub
+//! alcove-pool POOL.img... get NAME
+//! alcove-pool POOL.img... set NAME compression=off|lz4
+//! alcove-pool POOL.img... set NAME module:key=value
+//! alcove-pool POOL.img... volume NAME SIZE_MIB [VOLBLOCKSIZE]
+//! alcove-pool POOL.img... snapshot VOLUME@SNAP
+//! alcove-pool POOL.img... clone VOLUME@SNAP NEWVOLUME
+//! alcove-pool POOL.img... rollback VOLUME@SNAP
+//! alcove-pool POOL.img... destroy [-r] NAME
+//! alcove-pool POOL.img... rename FROM TO
+//! alcove-pool POOL.img... send VOLUME@SNAP [--from VOLUME@EARLIER] FILE
+//! alcove-pool POOL.img... receive VOLUME FILE
+//! alcove-pool POOL.img... import-raw FILE VOLUME
+//! alcove-pool POOL.img... export-raw VOLUME FILE
+//! ```
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use alcove_pool::Pool;
+use alcove_pool::disk::FileDisk;
+use alcove_pool::pool::DEFAULT_VOLBLOCKSIZE;
+
+const COMMANDS: &[&str] = &[
+    "create", "status", "list", "get", "set", "volume", "snapshot", "clone", "rollback", "destroy", "rename", "scrub",
+    "import-raw", "export-raw", "send", "receive",
+];
+
+const MIB: u64 = 1024 * 1024;
+/// Bytes gathered in memory before a commit during import-raw.
+const COMMIT_EVERY: u64 = 64 * MIB;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alcove-pool: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> String {
+    format!("usage: alcove-pool POOL.img... COMMAND ARGS (commands: {})", COMMANDS.join(", "))
+}
+
+fn open(files: &[PathBuf]) -> Result<Vec<FileDisk>, String> {
+    files.iter().map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))).collect()
+}
+
+/// Imports the pool; `files` is put in the pool's child order (as the
+/// labels say) so that status lines name the right file.
+fn import(files: &mut [PathBuf]) -> Result<Pool<FileDisk>, String> {
+    let mut disks = open(files)?;
+    let mut order: Vec<(u32, usize)> = Vec::new();
+    for (i, d) in disks.iter_mut().enumerate() {
+        let h = alcove_pool::pool::read_label(d).ok_or_else(|| format!("{}: no pool label; left untouched", files[i].display()))?;
+        order.push((h.child, i));
+    }
+    order.sort();
+    let sorted: Vec<PathBuf> = order.iter().map(|&(_, i)| files[i].clone()).collect();
+    files.clone_from_slice(&sorted);
+    Pool::import(open(files)?).map_err(|e| e.to_string())
+}
+
+fn progress(what: &str, done: u64, total: u64) {
+    if std::io::stderr().is_terminal() {
+        if total == u64::MAX {
+            eprint!("\r{what}: {} MiB", done / MIB);
+            return;
+        }
+        eprint!("\r{what}: {} of {} MiB", done / MIB, total.div_ceil(MIB));
+        if done >= total {
+            eprintln!();
+        }
+        let _ = std::io::stderr().flush();
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let Some(ci) = args.iter().position(|a| COMMANDS.contains(&a.as_str())) else { return Err(usage()) };
+    let mut files: Vec<PathBuf> = args[..ci].iter().map(PathBuf::from).collect();
+    if files.is_empty() {
+        return Err(usage());
+    }
+    let cmd = args[ci].as_str();
+    let rest = &args[ci + 1..];
+    let arg = |i: usize, what: &str| rest.get(i).map(String::as_str).ok_or_else(|| format!("{cmd}: missing {what}"));
+    let e = |e: alcove_pool::Error| e.to_string();
+    match cmd {
+        "create" => {
+            let mut name = "zones".to_string();
+            let mut size_mib = None;
+            let mut i = 0;
+            while i < rest.len() {
+                if rest[i] == "--size" {
+                    size_mib = Some(arg(i + 1, "size in MiB")?.parse::<u64>().map_err(|_| "--size: MiB as a number".to_string())?);
+                    i += 2;
+                } else {
+                    name = rest[i].clone();
+                    i += 1;
+                }
+            }
+            for f in &files {
+                if !f.exists() {
+                    let size = size_mib.ok_or_else(|| format!("{}: does not exist; give --size MIB to make it", f.display()))?;
+                    let file = std::fs::File::create(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                    file.set_len(size * MIB).map_err(|e| format!("{}: {e}", f.display()))?;
+                }
+            }
+            let mut disks = open(&files)?;
+            for (f, d) in files.iter().zip(disks.iter_mut()) {
+                if alcove_pool::pool::read_label(d).is_some() {
+                    return Err(format!("{}: already holds a pool; not touched", f.display()));
+                }
+            }
+            let guid = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+            let pool = Pool::create(&name, disks, guid).map_err(e)?;
+            println!("created pool {} ({} disk{}, {} MiB)", pool.name(), files.len(), if files.len() > 1 { "s, mirror" } else { "" }, pool.size_bytes() / MIB);
+        }
+        "status" => {
+            let pool = import(&mut files)?;
+            print_status(&pool, &files);
+        }
+        "scrub" => {
+            let mut pool = import(&mut files)?;
+            let r = pool.scrub().map_err(e)?;
+            println!("scrub: {} blocks, {} MiB verified", r.blocks, r.bytes / MIB);
+            print_status(&pool, &files);
+        }
+        "list" => {
+            let pool = import(&mut files)?;
+            println!("{:<56} {:>12} {:>8}  ORIGIN", "NAME", "VOLSIZE", "VOLBLOCK");
+            for d in pool.list() {
+                println!("{:<56} {:>12} {:>8}  {}", d.name, d.volsize, d.volblocksize, d.origin.unwrap_or_else(|| "-".into()));
+            }
+        }
+        "get" => {
+            let mut pool = import(&mut files)?;
+            let name = arg(0, "dataset")?;
+            let d = pool.get(name).map_err(e)?;
+            let space = pool.space_of(name).map_err(e)?;
+            println!("type\t{}", if d.snapshot { "snapshot" } else { "volume" });
+            println!("volsize\t{}", d.volsize);
+            println!("volblocksize\t{}", d.volblocksize);
+            println!("creation_txg\t{}", d.creation_txg);
+            println!("origin\t{}", d.origin.unwrap_or_else(|| "-".into()));
+            println!("checksum\tsha256");
+            println!("compression\t{}", d.props.get("compression").map_or("off", String::as_str));
+            println!("referenced\t{}", space.referenced);
+            println!("logicalreferenced\t{}", space.logical);
+            let r = space.compressratio_x100();
+            println!("compressratio\t{}.{:02}x", r / 100, r % 100);
+            for (k, v) in d.props.iter().filter(|(k, _)| k.contains(':')) {
+                println!("{k}\t{v}");
+            }
+        }
+        "set" => {
+            let mut pool = import(&mut files)?;
+            let (k, v) = arg(1, "module:key=value")?.split_once('=').ok_or("set: give module:key=value")?;
+            pool.set_prop(arg(0, "dataset")?, k, v).map_err(e)?;
+            pool.sync().map_err(e)?;
+        }
+        "volume" => {
+            let mut pool = import(&mut files)?;
+            let size: u64 = arg(1, "size in MiB")?.parse().map_err(|_| "volume: size in MiB as a number".to_string())?;
+            let bs: u32 = match rest.get(2) {
+                Some(b) => b.parse().map_err(|_| "volume: volblocksize in bytes".to_string())?,
+                None => DEFAULT_VOLBLOCKSIZE,
+            };
+            pool.create_volume(arg(0, "volume name")?, size * MIB, bs).map_err(e)?;
+        }
+        "snapshot" => import(&mut files)?.snapshot(arg(0, "VOLUME@SNAP")?).map_err(e)?,
+        "clone" => import(&mut files)?.clone_snapshot(arg(0, "VOLUME@SNAP")?, arg(1, "new volume")?).map_err(e)?,
+        "rollback" => import(&mut files)?.rollback(arg(0, "VOLUME@SNAP")?).map_err(e)?,
+        "rename" => import(&mut files)?.rename(arg(0, "from")?, arg(1, "to")?).map_err(e)?,
+        "destroy" => {
+            let recursive = rest.first().is_some_and(|a| a == "-r");
+            let name = arg(usize::from(recursive), "dataset")?;
+            import(&mut files)?.destroy(name, recursive).map_err(e)?;
+        }
+        "send" => {
+            let snap = arg(0, "VOLUME@SNAP")?;
+            let (from, file) = if rest.get(1).is_some_and(|a| a == "--from") {
+                (Some(arg(2, "base snapshot")?), arg(3, "stream file")?)
+            } else {
+                (None, arg(1, "stream file")?)
+            };
+            let mut pool = import(&mut files)?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(file).map_err(|e| format!("{file}: {e}"))?);
+            let mut werr = None;
+            let mut sent = 0u64;
+            let n = pool
+                .send(snap, from, &mut |b| {
+                    sent += b.len() as u64;
+                    if werr.is_none() {
+                        werr = out.write_all(b).err();
+                    }
+                    if sent % (16 * MIB) < b.len() as u64 {
+                        progress("send", sent, u64::MAX);
+                    }
+                })
+                .map_err(e)?;
+            if let Some(err) = werr {
+                return Err(format!("{file}: {err}"));
+            }
+            out.flush().map_err(|e| format!("{file}: {e}"))?;
+            println!("sent {snap}{}: {n} bytes", from.map(|f| format!(" since {f}")).unwrap_or_default());
+        }
+        "receive" => {
+            let vol = arg(0, "volume")?;
+            let file = arg(1, "stream file")?;
+            let stream = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+            let mut pool = import(&mut files)?;
+            let snap = pool.receive(vol, &stream).map_err(e)?;
+            println!("received {snap}");
+        }
+        "import-raw" => {
+            let src = arg(0, "raw file")?;
+            let vol = arg(1, "volume")?;
+            let mut f = std::fs::File::open(src).map_err(|e| format!("{src}: {e}"))?;
+            let len = f.metadata().map_err(|e| format!("{src}: {e}"))?.len();
+            let bs = u64::from(DEFAULT_VOLBLOCKSIZE);
+            let mut pool = import(&mut files)?;
+            pool.create_volume(vol, len.div_ceil(bs).max(1) * bs, DEFAULT_VOLBLOCKSIZE).map_err(e)?;
+            let mut buf = vec![0u8; MIB as usize];
+            let mut at = 0u64;
+            let mut since_commit = 0u64;
+            while at < len {
+                let n = (len - at).min(MIB) as usize;
+                f.read_exact(&mut buf[..n]).map_err(|e| format!("{src}: {e}"))?;
+                let padded = n.div_ceil(512) * 512;
+                buf[n..padded].fill(0);
+                pool.write(vol, at, &buf[..padded]).map_err(e)?;
+                at += n as u64;
+                since_commit += n as u64;
+                if since_commit >= COMMIT_EVERY {
+                    pool.sync().map_err(e)?;
+                    since_commit = 0;
+                }
+                progress("import-raw", at, len);
+            }
+            pool.sync().map_err(e)?;
+        }
+        "export-raw" => {
+            let vol = arg(0, "volume")?;
+            let dst = arg(1, "raw file")?;
+            let mut pool = import(&mut files)?;
+            let size = pool.get(vol).map_err(e)?.volsize;
+            let mut out = std::fs::File::create(dst).map_err(|e| format!("{dst}: {e}"))?;
+            let mut buf = vec![0u8; MIB as usize];
+            let mut at = 0u64;
+            while at < size {
+                let n = (size - at).min(MIB) as usize;
+                pool.read(vol, at, &mut buf[..n]).map_err(e)?;
+                out.write_all(&buf[..n]).map_err(|e| format!("{dst}: {e}"))?;
+                at += n as u64;
+                progress("export-raw", at, size);
+            }
+            out.sync_all().map_err(|e| format!("{dst}: {e}"))?;
+        }
+        _ => return Err(usage()),
+    }
+    Ok(())
+}
+
+fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf]) {
+    println!("  pool: {}", pool.name());
+    println!(" state: {}", pool.state());
+    println!("   txg: {}", pool.txg());
+    println!("  size: {} MiB, {} MiB free", pool.size_bytes() / MIB, pool.free_bytes() / MIB);
+    let kind = if pool.children_total() > 1 { "mirror" } else { "disk" };
+    println!("config: {kind}, {} of {} disks present", files.len(), pool.children_total());
+    println!("\t{:<40} {:>6} {:>6} {:>6} {:>10}", "NAME", "READ", "WRITE", "CKSUM", "REPAIRED");
+    for (f, s) in files.iter().zip(pool.child_stats()) {
+        println!(
+            "\t{:<40} {:>6} {:>6} {:>6} {:>10}",
+            f.display(),
+            s.read_errors,
+            s.write_errors,
+            s.checksum_errors,
+            format!("{}K", s.repaired_bytes / 1024)
+        );
+    }
+}

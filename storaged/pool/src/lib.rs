@@ -1,0 +1,28 @@
+//! alcove-pool: the copy-on-write pool storaged keeps on the machine's disks.
+//!
+//! Where it sits: a VM's block request arrives in storaged's block ring, names
+//! a volume (`zones/<uuid>-disk<N>`), and becomes [`Pool::write`] /
+//! [`Pool::read`] / [`Pool::sync`] here; the pool turns it into checksummed,
+//! copy-on-write blocks on a single disk or an n-way mirror ([`vdev`]) behind
+//! the [`Disk`] trait (virtio-blk on Alcove, memory or files on the host).
+//!
+//! The on-disk format is documented field by field in `FORMAT.md` beside this
+//! crate; [`format`] is its code. Transaction groups: writes gather in memory
+//! and [`Pool::sync`] commits them atomically (data and metadata, a flush
+//! barrier, then the uberblock, a flush). A guest's FLUSH forces the group.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod disk;
+pub mod fault;
+pub mod format;
+pub mod pool;
+pub mod space;
+pub mod vdev;
+
+pub use disk::{Disk, MemDisk};
+pub use pool::{DatasetInfo, Error, Pool, VerifyReport};

@@ -1,0 +1,1267 @@
+//! The pool: datasets (volumes and their snapshots) as copy-on-write block
+//! trees, the transaction group that commits them, and import.
+//!
+//! A volume's data is `volsize / volblocksize` blocks addressed by a tree of
+//! indirect blocks of [`BP_PER_INDIRECT`] block pointers; a hole reads as
+//! zeros (volumes are sparse). Writes land in the open group's dirty map;
+//! [`Pool::sync`] writes the new blocks (never over a live one), the tree
+//! paths above them, the MOS, flushes, writes the uberblock into every
+//! label's ring and flushes again. A block the open group stops using is
+//! freed only once the group is durable, or not at all while a snapshot
+//! still references it: then it goes on the dataset's deadlist (ZFS's
+//! birth-time rule, see FORMAT.md "Frees and snapshots").
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::disk::Disk;
+use crate::format::*;
+use crate::space::SpaceMap;
+use crate::vdev::{ChildStats, Vdev};
+
+mod send;
+
+/// Volumes at most this large (bytes).
+pub const MAX_VOLSIZE: u64 = 1 << 50;
+pub const DEFAULT_VOLBLOCKSIZE: u32 = 8192;
+/// The native property that selects compression: `off` or `lz4`.
+pub const PROP_COMPRESSION: &str = "compression";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A disk request failed (named), or the pool was suspended by an
+    /// earlier failed commit.
+    Io(String),
+    /// A block could not be read from any copy: its checksum never matched.
+    Checksum { offset: u64 },
+    Format(String),
+    NoSpace,
+    NotFound(String),
+    Exists(String),
+    /// Refused while something depends on it (named).
+    Busy(String),
+    Invalid(String),
+    /// Verify found the on-disk state inconsistent.
+    Corrupt(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(s) => write!(f, "I/O error: {s}"),
+            Error::Checksum { offset } => write!(f, "checksum error: no good copy of the block at {offset:#x}"),
+            Error::Format(s) => write!(f, "bad on-disk structure: {s}"),
+            Error::NoSpace => write!(f, "out of space"),
+            Error::NotFound(s) => write!(f, "{s}: no such dataset"),
+            Error::Exists(s) => write!(f, "{s}: dataset already exists"),
+            Error::Busy(s) => write!(f, "{s}"),
+            Error::Invalid(s) => write!(f, "{s}"),
+            Error::Corrupt(s) => write!(f, "pool corrupt: {s}"),
+        }
+    }
+}
+
+impl From<FormatError> for Error {
+    fn from(e: FormatError) -> Self {
+        Error::Format(format!("{e:?}"))
+    }
+}
+
+/// A block a snapshot still references that its successor stopped using.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Dead {
+    offset: u64,
+    psize: u32,
+    birth: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dataset {
+    id: u64,
+    /// Names this dataset across pools: a received snapshot keeps its
+    /// source's, so an incremental stream finds its base by it.
+    guid: u64,
+    name: String,
+    snapshot: bool,
+    /// For a snapshot: the volume it belongs to. For a volume: itself.
+    head: u64,
+    volsize: u64,
+    volblocksize: u32,
+    root: BlockPtr,
+    creation_txg: u64,
+    /// For a clone: the snapshot it was made from (0: none).
+    origin: u64,
+    /// Volumes: the txg of the newest snapshot whose blocks it shares (its
+    /// latest snapshot, else its origin's, else 0). Blocks born after it are
+    /// the volume's alone.
+    prev_snap_txg: u64,
+    deadlist: Vec<Dead>,
+    props: BTreeMap<String, String>,
+}
+
+impl Dataset {
+    fn nblocks(&self) -> u64 {
+        self.volsize / u64::from(self.volblocksize)
+    }
+    fn height(&self) -> u8 {
+        height(self.nblocks())
+    }
+}
+
+/// Levels of indirect blocks above data for `nblocks` blocks.
+fn height(nblocks: u64) -> u8 {
+    let mut h = 0;
+    let mut span = 1u64;
+    while span < nblocks {
+        span = span.saturating_mul(BP_PER_INDIRECT);
+        h += 1;
+    }
+    h
+}
+
+fn span(level: u8) -> u64 {
+    BP_PER_INDIRECT.saturating_pow(u32::from(level))
+}
+
+/// What [`Pool::list`] and [`Pool::get`] report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetInfo {
+    pub name: String,
+    pub guid: u64,
+    pub snapshot: bool,
+    pub volsize: u64,
+    pub volblocksize: u32,
+    pub creation_txg: u64,
+    pub origin: Option<String>,
+    pub props: BTreeMap<String, String>,
+}
+
+/// A dataset's space, as `zfs get referenced,logicalreferenced,compressratio`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceInfo {
+    pub referenced: u64,
+    pub logical: u64,
+}
+
+impl SpaceInfo {
+    /// logical / referenced, in hundredths (`compressratio` 1.00x = 100).
+    pub fn compressratio_x100(&self) -> u64 {
+        (self.logical * 100).checked_div(self.referenced).unwrap_or(100)
+    }
+}
+
+/// What a full verify or a scrub found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub txg: u64,
+    pub datasets: usize,
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+/// `zones/<uuid>-disk<N>`: the name SmartOS gives an instance's disk.
+pub fn volume_name(pool: &str, uuid: &str, disk: u32) -> String {
+    format!("{pool}/{uuid}-disk{disk}")
+}
+
+fn valid_component(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+pub struct Pool<D: Disk> {
+    vdev: Vdev<D>,
+    name: String,
+    guid: u64,
+    /// The last committed transaction group.
+    txg: u64,
+    space: SpaceMap,
+    datasets: BTreeMap<u64, Dataset>,
+    dirty: BTreeMap<u64, BTreeMap<u64, Vec<u8>>>,
+    next_id: u64,
+    mos: BlockPtr,
+    /// A commit failed part way: nothing more is written until re-import.
+    suspended: bool,
+    /// Children the labels list (more than present: degraded).
+    children_total: usize,
+}
+
+impl<D: Disk> Pool<D> {
+    /// Makes a new pool on blank `disks` (one disk, or an n-way mirror).
+    /// `guid` names the pool (the caller's entropy: the tool uses the time).
+    pub fn create(name: &str, mut disks: Vec<D>, guid: u64) -> Result<Self, Error> {
+        if !valid_component(name) {
+            return Err(Error::Invalid(format!("pool name {name:?}: use letters, digits and -_.:")));
+        }
+        if disks.is_empty() || disks.len() > MAX_CHILDREN {
+            return Err(Error::Invalid(format!("a pool takes 1 to {MAX_CHILDREN} disks, got {}", disks.len())));
+        }
+        let asize = disks.iter().map(|d| asize_of(d.size())).min().unwrap_or(0);
+        if asize < MIN_DISK {
+            return Err(Error::Invalid(format!("disk too small: {asize} bytes, need {MIN_DISK}")));
+        }
+        let children: Vec<u64> = (0..disks.len() as u64).map(|i| mix(guid ^ mix(i + 1))).collect();
+        for (i, d) in disks.iter_mut().enumerate() {
+            let h = LabelHeader {
+                pool_guid: guid,
+                pool_name: name.to_string(),
+                vdev_guid: children[i],
+                child: i as u32,
+                children: children.clone(),
+                asize,
+            };
+            for l in 0..LABELS {
+                d.write(label_offset(asize, l), &h.encode(l as u32)).map_err(|_| Error::Io(format!("disk {i}: label write")))?;
+            }
+            d.flush().map_err(|_| Error::Io(format!("disk {i}: flush")))?;
+        }
+        let (start, end) = data_region(asize);
+        let mut pool = Pool {
+            vdev: Vdev::new(disks, asize),
+            name: name.to_string(),
+            guid,
+            txg: 0,
+            space: SpaceMap::new(start, end),
+            datasets: BTreeMap::new(),
+            dirty: BTreeMap::new(),
+            next_id: 1,
+            mos: BlockPtr::HOLE,
+            suspended: false,
+            children_total: children.len(),
+        };
+        pool.sync()?;
+        Ok(pool)
+    }
+
+    /// Imports the pool on `disks` (any order): labels say who is who, and
+    /// the highest uberblock whose checksum and MOS verify wins.
+    pub fn import(disks: Vec<D>) -> Result<Self, Error> {
+        let mut found: Vec<(LabelHeader, D)> = Vec::new();
+        for (i, mut d) in disks.into_iter().enumerate() {
+            let h = read_label(&mut d).ok_or_else(|| Error::Invalid(format!("disk {i}: no pool label; left untouched")))?;
+            if let Some((first, _)) = found.first()
+                && (first.pool_guid != h.pool_guid || first.children != h.children)
+            {
+                return Err(Error::Invalid(format!("disk {i}: belongs to another pool ({})", h.pool_name)));
+            }
+            if found.iter().any(|(o, _)| o.child == h.child) {
+                return Err(Error::Invalid(format!("disk {i}: given twice (child {})", h.child)));
+            }
+            found.push((h, d));
+        }
+        found.sort_by_key(|(h, _)| h.child);
+        let Some((first, _)) = found.first() else { return Err(Error::Invalid("no disks".into())) };
+        let (guid, name, asize) = (first.pool_guid, first.pool_name.clone(), first.asize);
+        let children_total = first.children.len();
+        if found.iter().any(|(h, d)| h.asize != asize || asize_of(d.size()) < asize) {
+            return Err(Error::Invalid("disks disagree on the pool's size".into()));
+        }
+        let disks: Vec<D> = found.into_iter().map(|(_, d)| d).collect();
+        let mut vdev = Vdev::new(disks, asize);
+        let mut ubs: Vec<Uberblock> = Vec::new();
+        let mut slot = vec![0u8; UB_SLOT as usize];
+        for c in 0..vdev.children.len() {
+            for l in 0..LABELS {
+                let base = label_offset(asize, l);
+                for s in 0..UB_SLOTS {
+                    if vdev.children[c].read(base + BLOCK + s * UB_SLOT, &mut slot).is_err() {
+                        continue;
+                    }
+                    if let Ok(ub) = Uberblock::decode(&slot)
+                        && ub.pool_guid == guid
+                        && !ubs.contains(&ub)
+                    {
+                        ubs.push(ub);
+                    }
+                }
+            }
+        }
+        ubs.sort_by_key(|u| core::cmp::Reverse(u.txg));
+        let mut last_err = Error::Corrupt("no valid uberblock".into());
+        for ub in ubs {
+            let mos = match vdev.read_block(&ub.mos) {
+                Ok(b) => b,
+                Err(_) => {
+                    last_err = Error::Checksum { offset: ub.mos.offset };
+                    continue;
+                }
+            };
+            match decode_mos(&mos[..ub.mos.lsize as usize], guid, ub.txg, asize) {
+                Ok((datasets, space, next_id)) => {
+                    return Ok(Pool {
+                        vdev,
+                        name,
+                        guid,
+                        txg: ub.txg,
+                        space,
+                        datasets,
+                        dirty: BTreeMap::new(),
+                        next_id,
+                        mos: ub.mos,
+                        suspended: false,
+                        children_total,
+                    });
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn guid(&self) -> u64 {
+        self.guid
+    }
+    /// The last committed transaction group.
+    pub fn txg(&self) -> u64 {
+        self.txg
+    }
+    /// `zpool status`'s state: ONLINE, DEGRADED (a mirror child missing or
+    /// erroring), FAULTED (a commit failed: suspended).
+    pub fn state(&self) -> &'static str {
+        if self.suspended {
+            "FAULTED"
+        } else if self.vdev.children.len() < self.children_total
+            || self.vdev.stats.iter().any(|s| s.read_errors + s.write_errors > 0)
+        {
+            "DEGRADED"
+        } else {
+            "ONLINE"
+        }
+    }
+    /// Children the labels name (present or not).
+    pub fn children_total(&self) -> usize {
+        self.children_total
+    }
+    pub fn child_stats(&self) -> &[ChildStats] {
+        &self.vdev.stats
+    }
+    pub fn free_bytes(&self) -> u64 {
+        self.space.free_bytes()
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.space.size()
+    }
+    /// Gives the disks back (export).
+    pub fn into_disks(self) -> Vec<D> {
+        self.vdev.children
+    }
+    /// The disks, for fault injection in tests.
+    pub fn disks_mut(&mut self) -> &mut [D] {
+        &mut self.vdev.children
+    }
+
+    fn check_live(&self) -> Result<(), Error> {
+        if self.suspended {
+            return Err(Error::Io("pool suspended after a failed commit; import it again".into()));
+        }
+        Ok(())
+    }
+
+    fn new_guid(&self, id: u64) -> u64 {
+        mix(self.guid ^ mix(id ^ (self.txg << 24)))
+    }
+
+    fn id_of(&self, name: &str) -> Result<u64, Error> {
+        self.datasets.values().find(|d| d.name == name).map(|d| d.id).ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    fn ds(&self, id: u64) -> &Dataset {
+        &self.datasets[&id]
+    }
+
+    fn check_new_volume_name(&self, name: &str) -> Result<(), Error> {
+        let comp = name.strip_prefix(&self.name).and_then(|r| r.strip_prefix('/'));
+        if !comp.is_some_and(valid_component) {
+            return Err(Error::Invalid(format!("volume name {name:?}: must be {}/NAME with letters, digits and -_.:", self.name)));
+        }
+        if self.datasets.values().any(|d| d.name == name) {
+            return Err(Error::Exists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A new sparse volume, committed before it returns.
+    pub fn create_volume(&mut self, name: &str, volsize: u64, volblocksize: u32) -> Result<(), Error> {
+        self.check_live()?;
+        self.check_new_volume_name(name)?;
+        if !volblocksize.is_power_of_two() || !(512..=131072).contains(&volblocksize) {
+            return Err(Error::Invalid(format!("volblocksize {volblocksize}: must be a power of two from 512 to 128K")));
+        }
+        if volsize == 0 || !volsize.is_multiple_of(u64::from(volblocksize)) || volsize > MAX_VOLSIZE {
+            return Err(Error::Invalid(format!(
+                "volsize {volsize}: must be a non-zero multiple of volblocksize ({volblocksize}) up to {MAX_VOLSIZE}"
+            )));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.datasets.insert(
+            id,
+            Dataset {
+                id,
+                guid: self.new_guid(id),
+                name: name.to_string(),
+                snapshot: false,
+                head: id,
+                volsize,
+                volblocksize,
+                root: BlockPtr::HOLE,
+                creation_txg: self.txg + 1,
+                origin: 0,
+                prev_snap_txg: 0,
+                deadlist: Vec::new(),
+                props: BTreeMap::new(),
+            },
+        );
+        self.sync()
+    }
+
+    pub fn list(&self) -> Vec<DatasetInfo> {
+        self.datasets.values().map(|d| self.info(d)).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<DatasetInfo, Error> {
+        Ok(self.info(self.ds(self.id_of(name)?)))
+    }
+
+    fn info(&self, d: &Dataset) -> DatasetInfo {
+        DatasetInfo {
+            name: d.name.clone(),
+            guid: d.guid,
+            snapshot: d.snapshot,
+            volsize: d.volsize,
+            volblocksize: d.volblocksize,
+            creation_txg: d.creation_txg,
+            origin: self.datasets.get(&d.origin).map(|o| o.name.clone()),
+            props: d.props.clone(),
+        }
+    }
+
+    /// Sets `compression` (`off` | `lz4`: blocks written from now on) or a
+    /// user property (`module:key`), committed with the next group.
+    pub fn set_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
+        self.check_live()?;
+        let id = self.id_of(name)?;
+        if self.ds(id).snapshot {
+            return Err(Error::Invalid(format!("{name}: snapshots are read-only")));
+        }
+        if key == PROP_COMPRESSION {
+            if value != "off" && value != "lz4" {
+                return Err(Error::Invalid(format!("property \"compression\": must be off or lz4, got {value:?}")));
+            }
+            if let Some(d) = self.datasets.get_mut(&id) {
+                d.props.insert(key.to_string(), value.to_string());
+            }
+            return Ok(());
+        }
+        self.set_user_prop(name, key, value)
+    }
+
+    /// Sets a user property (`module:key`), committed with the next group.
+    pub fn set_user_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
+        self.check_live()?;
+        let id = self.id_of(name)?;
+        if !key.contains(':') || !valid_component(key) || value.len() > 8 * 1024 {
+            return Err(Error::Invalid(format!("property {key:?}: user properties are module:key, values up to 8 KiB")));
+        }
+        if let Some(d) = self.datasets.get_mut(&id) {
+            d.props.insert(key.to_string(), value.to_string());
+        }
+        Ok(())
+    }
+
+    fn check_range(d: &Dataset, offset: u64, len: usize) -> Result<(), Error> {
+        let end = offset.checked_add(len as u64);
+        if !offset.is_multiple_of(SECTOR) || !(len as u64).is_multiple_of(SECTOR) || end.is_none_or(|e| e > d.volsize) {
+            return Err(Error::Invalid(format!(
+                "{}: request at {offset} of {len} bytes: must be 512-byte aligned within volsize {}",
+                d.name, d.volsize
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads from a volume or a snapshot.
+    pub fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let id = self.id_of(name)?;
+        let d = self.ds(id).clone();
+        Self::check_range(&d, offset, buf.len())?;
+        let bs = u64::from(d.volblocksize);
+        let mut at = 0usize;
+        while at < buf.len() {
+            let pos = offset + at as u64;
+            let blk = pos / bs;
+            let within = (pos % bs) as usize;
+            let n = (bs as usize - within).min(buf.len() - at);
+            let block = self.block_contents(&d, blk)?;
+            buf[at..at + n].copy_from_slice(&block[within..within + n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Writes to a volume; durable after the next [`Pool::sync`].
+    pub fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), Error> {
+        self.check_live()?;
+        let id = self.id_of(name)?;
+        let d = self.ds(id).clone();
+        if d.snapshot {
+            return Err(Error::Invalid(format!("{name}: snapshots are read-only")));
+        }
+        Self::check_range(&d, offset, data.len())?;
+        let bs = u64::from(d.volblocksize);
+        let new_blocks = {
+            let dirty = self.dirty.get(&id);
+            let first = offset / bs;
+            let last = (offset + data.len() as u64).div_ceil(bs);
+            (first..last).filter(|b| dirty.is_none_or(|m| !m.contains_key(b))).count() as u64
+        };
+        self.reserve(new_blocks, &d)?;
+        let mut at = 0usize;
+        while at < data.len() {
+            let pos = offset + at as u64;
+            let blk = pos / bs;
+            let within = (pos % bs) as usize;
+            let n = (bs as usize - within).min(data.len() - at);
+            let mut block = self.block_contents(&d, blk)?;
+            block[within..within + n].copy_from_slice(&data[at..at + n]);
+            self.dirty.entry(id).or_default().insert(blk, block);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Refuses a write whose worst-case commit (the data, a new path of
+    /// indirect blocks per block, the MOS) would not fit.
+    fn reserve(&self, new_blocks: u64, d: &Dataset) -> Result<(), Error> {
+        let per_block = |ds: &Dataset| u64::from(ds.volblocksize) + u64::from(ds.height()) * INDIRECT_SIZE as u64;
+        let mut need = new_blocks * per_block(d);
+        for (id, m) in &self.dirty {
+            need += m.len() as u64 * per_block(self.ds(*id));
+        }
+        need += self.mos_estimate() * 2;
+        if need > self.space.free_bytes() { Err(Error::NoSpace) } else { Ok(()) }
+    }
+
+    fn mos_estimate(&self) -> u64 {
+        let mut n = 4096 + self.space.allocated().len() as u64 * 16;
+        for d in self.datasets.values() {
+            n += 256 + d.name.len() as u64 + d.deadlist.len() as u64 * 20;
+            n += d.props.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>() as u64;
+        }
+        n.div_ceil(BLOCK) * BLOCK
+    }
+
+    /// One data block of `d`: dirty, from its tree, or zeros for a hole.
+    fn block_contents(&mut self, d: &Dataset, blk: u64) -> Result<Vec<u8>, Error> {
+        if let Some(b) = self.dirty.get(&d.id).and_then(|m| m.get(&blk)) {
+            return Ok(b.clone());
+        }
+        let bp = self.lookup(d, blk)?;
+        if bp.is_hole() {
+            return Ok(vec![0; d.volblocksize as usize]);
+        }
+        if bp.lsize != d.volblocksize || bp.kind != BlockKind::Data as u8 {
+            return Err(Error::Corrupt(format!("{}: block {blk} has size {} kind {}", d.name, bp.lsize, bp.kind)));
+        }
+        self.read_data(&bp)
+    }
+
+    fn read_bp(&mut self, bp: &BlockPtr) -> Result<Vec<u8>, Error> {
+        self.vdev.read_block(bp).map_err(|_| Error::Checksum { offset: bp.offset })
+    }
+
+    fn read_indirect(&mut self, bp: &BlockPtr) -> Result<Vec<BlockPtr>, Error> {
+        let b = self.read_bp(bp)?;
+        let mut out = Vec::with_capacity(BP_PER_INDIRECT as usize);
+        for i in 0..BP_PER_INDIRECT as usize {
+            let c = BlockPtr::decode(&b[i * BP_SIZE..(i + 1) * BP_SIZE])?;
+            if !c.is_hole() && (c.level + 1 != bp.level || c.birth > bp.birth) {
+                return Err(Error::Corrupt(format!("indirect block at {:#x}: child {i} level/birth", bp.offset)));
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    fn lookup(&mut self, d: &Dataset, blk: u64) -> Result<BlockPtr, Error> {
+        let mut bp = d.root;
+        if !bp.is_hole() && bp.level != d.height() {
+            return Err(Error::Corrupt(format!("{}: root level {} for height {}", d.name, bp.level, d.height())));
+        }
+        while !bp.is_hole() && bp.level > 0 {
+            let idx = (blk / span(bp.level - 1)) % BP_PER_INDIRECT;
+            bp = self.read_indirect(&bp)?[idx as usize];
+        }
+        Ok(bp)
+    }
+
+    fn write_new(&mut self, kind: BlockKind, level: u8, data: &[u8], txg: u64) -> Result<BlockPtr, Error> {
+        self.write_phys(kind, level, data, data.len() as u32, COMP_OFF, txg)
+    }
+
+    /// A data block, LZ4-compressed when that saves at least one [`BLOCK`].
+    fn write_data(&mut self, data: &[u8], compress: bool, txg: u64) -> Result<BlockPtr, Error> {
+        if compress {
+            let c = lz4_flex::block::compress(data);
+            let phys = (4u64 + c.len() as u64).div_ceil(BLOCK);
+            if phys < (data.len() as u64).div_ceil(BLOCK) {
+                let mut buf = Vec::with_capacity(4 + c.len());
+                buf.extend_from_slice(&(c.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&c);
+                return self.write_phys(BlockKind::Data, 0, &buf, data.len() as u32, COMP_LZ4, txg);
+            }
+        }
+        self.write_new(BlockKind::Data, 0, data, txg)
+    }
+
+    fn write_phys(&mut self, kind: BlockKind, level: u8, phys: &[u8], lsize: u32, comp: u8, txg: u64) -> Result<BlockPtr, Error> {
+        let psize = (phys.len() as u64).div_ceil(BLOCK) * BLOCK;
+        let offset = self.space.alloc(psize).ok_or(Error::NoSpace)?;
+        let mut buf = phys.to_vec();
+        buf.resize(psize as usize, 0);
+        let bp = BlockPtr { offset, psize: psize as u32, lsize, birth: txg, kind: kind as u8, comp, level, checksum: checksum(&buf) };
+        self.vdev.write(offset, &buf).map_err(|_| Error::Io(format!("write at {offset:#x} reached no disk")))?;
+        Ok(bp)
+    }
+
+    /// A data block's logical bytes (verified, decompressed).
+    fn read_data(&mut self, bp: &BlockPtr) -> Result<Vec<u8>, Error> {
+        let mut b = self.read_bp(bp)?;
+        if bp.comp == COMP_OFF {
+            b.truncate(bp.lsize as usize);
+            return Ok(b);
+        }
+        let bad = || Error::Corrupt(format!("block at {:#x}: bad LZ4 data", bp.offset));
+        let clen = u32::from_le_bytes(b[..4].try_into().map_err(|_| bad())?) as usize;
+        let src = b.get(4..4usize.checked_add(clen).ok_or_else(bad)?).ok_or_else(bad)?;
+        let mut out = vec![0u8; bp.lsize as usize];
+        match lz4_flex::block::decompress_into(src, &mut out) {
+            Ok(n) if n == out.len() => Ok(out),
+            _ => Err(bad()),
+        }
+    }
+
+    /// `bp` leaves a volume's tree: freed once the group commits if only the
+    /// volume had it, else kept for the snapshot on the volume's deadlist.
+    fn kill(&mut self, bp: &BlockPtr, prev_snap_txg: u64, dead: &mut Vec<Dead>) {
+        if bp.is_hole() {
+            return;
+        }
+        if bp.birth > prev_snap_txg {
+            self.space.defer_free(bp.offset, u64::from(bp.psize));
+        } else {
+            dead.push(Dead { offset: bp.offset, psize: bp.psize, birth: bp.birth });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sync_node(
+        &mut self,
+        old: BlockPtr,
+        level: u8,
+        first: u64,
+        dirty: &BTreeMap<u64, Vec<u8>>,
+        prev_snap_txg: u64,
+        dead: &mut Vec<Dead>,
+        txg: u64,
+        compress: bool,
+    ) -> Result<BlockPtr, Error> {
+        if level == 0 {
+            let data = &dirty[&first];
+            self.kill(&old, prev_snap_txg, dead);
+            if data.iter().all(|&b| b == 0) {
+                return Ok(BlockPtr::HOLE);
+            }
+            return self.write_data(data, compress, txg);
+        }
+        let cs = span(level - 1);
+        let mut children = if old.is_hole() { vec![BlockPtr::HOLE; BP_PER_INDIRECT as usize] } else { self.read_indirect(&old)? };
+        for (i, child) in children.iter_mut().enumerate() {
+            let lo = first.saturating_add(cs.saturating_mul(i as u64));
+            let hi = lo.saturating_add(cs);
+            if dirty.range(lo..hi).next().is_some() {
+                *child = self.sync_node(*child, level - 1, lo, dirty, prev_snap_txg, dead, txg, compress)?;
+            }
+        }
+        self.kill(&old, prev_snap_txg, dead);
+        if children.iter().all(BlockPtr::is_hole) {
+            return Ok(BlockPtr::HOLE);
+        }
+        let mut buf = vec![0u8; INDIRECT_SIZE];
+        for (i, c) in children.iter().enumerate() {
+            c.encode(&mut buf[i * BP_SIZE..]);
+        }
+        self.write_new(BlockKind::Indirect, level, &buf, txg)
+    }
+
+    /// Commits the open transaction group: every dirty block and the tree
+    /// above it, the MOS, a flush, the uberblock in every label, a flush.
+    /// Returns once the group is durable. A failure suspends the pool (the
+    /// on-disk state stays the last committed group).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.check_live()?;
+        let r = self.sync_inner();
+        if r.is_err() {
+            self.suspended = true;
+        }
+        r
+    }
+
+    fn sync_inner(&mut self) -> Result<(), Error> {
+        let txg = self.txg + 1;
+        let dirty = core::mem::take(&mut self.dirty);
+        for (id, blocks) in &dirty {
+            let d = self.ds(*id).clone();
+            let mut dead = d.deadlist.clone();
+            let compress = d.props.get(PROP_COMPRESSION).is_some_and(|v| v == "lz4");
+            let root = self.sync_node(d.root, d.height(), 0, blocks, d.prev_snap_txg, &mut dead, txg, compress)?;
+            let ds = self.datasets.get_mut(id).ok_or(Error::NotFound(d.name))?;
+            ds.root = root;
+            ds.deadlist = dead;
+        }
+        if !self.mos.is_hole() {
+            self.space.defer_free(self.mos.offset, u64::from(self.mos.psize));
+        }
+        // The MOS records its own block in the space map: allocate first,
+        // then encode; retry larger if the map grew past the estimate.
+        let mut psize = self.mos_estimate();
+        let (mos_off, bytes) = loop {
+            let off = self.space.alloc(psize).ok_or(Error::NoSpace)?;
+            let bytes = self.encode_mos(txg);
+            if bytes.len() as u64 <= psize {
+                break (off, bytes);
+            }
+            self.space.free_now(off, psize);
+            psize = (bytes.len() as u64 + 4 * BLOCK).div_ceil(BLOCK) * BLOCK;
+        };
+        let mut buf = bytes.clone();
+        buf.resize(psize as usize, 0);
+        let mos = BlockPtr {
+            offset: mos_off,
+            psize: psize as u32,
+            lsize: bytes.len() as u32,
+            birth: txg,
+            kind: BlockKind::Mos as u8,
+            comp: 0,
+            level: 0,
+            checksum: checksum(&buf),
+        };
+        let io = |what: &str| Error::Io(format!("txg {txg}: {what}"));
+        self.vdev.write(mos_off, &buf).map_err(|_| io("MOS write"))?;
+        self.vdev.flush().map_err(|_| io("flush before the uberblock"))?;
+        let ub = Uberblock { txg, pool_guid: self.guid, mos }.encode();
+        let asize = self.vdev.asize;
+        for l in 0..LABELS {
+            let at = Uberblock::slot_offset(label_offset(asize, l), txg);
+            self.vdev.write(at, &ub).map_err(|_| io("uberblock write"))?;
+        }
+        self.vdev.flush().map_err(|_| io("flush after the uberblock"))?;
+        self.txg = txg;
+        self.mos = mos;
+        self.space.release_deferred();
+        Ok(())
+    }
+
+    fn encode_mos(&self, txg: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u64(MOS_MAGIC);
+        w.u32(VERSION);
+        w.u64(self.guid);
+        w.u64(txg);
+        w.u64(self.next_id);
+        // What the committed group uses: the frees it made are free in it.
+        let mut after = self.space.clone();
+        after.release_deferred();
+        let alloc = after.allocated();
+        w.u64(alloc.len() as u64);
+        for (o, l) in alloc {
+            w.u64(o);
+            w.u64(l);
+        }
+        w.u64(self.datasets.len() as u64);
+        for d in self.datasets.values() {
+            w.u64(d.id);
+            w.u64(d.guid);
+            w.str(&d.name);
+            w.u8(d.snapshot as u8);
+            w.u64(d.head);
+            w.u64(d.volsize);
+            w.u32(d.volblocksize);
+            w.bp(&d.root);
+            w.u64(d.creation_txg);
+            w.u64(d.origin);
+            w.u64(d.prev_snap_txg);
+            w.u64(d.deadlist.len() as u64);
+            for x in &d.deadlist {
+                w.u64(x.offset);
+                w.u32(x.psize);
+                w.u64(x.birth);
+            }
+            w.u64(d.props.len() as u64);
+            for (k, v) in &d.props {
+                w.str(k);
+                w.str(v);
+            }
+        }
+        w.buf
+    }
+
+    fn snapshots_of(&self, head: u64) -> Vec<u64> {
+        let mut v: Vec<&Dataset> = self.datasets.values().filter(|d| d.snapshot && d.head == head).collect();
+        v.sort_by_key(|d| d.creation_txg);
+        v.into_iter().map(|d| d.id).collect()
+    }
+
+    fn clones_of(&self, snap: u64) -> Vec<String> {
+        self.datasets.values().filter(|d| !d.snapshot && d.origin == snap).map(|d| d.name.clone()).collect()
+    }
+
+    /// `VOLUME@SNAP`: instant and read-only; committed before it returns.
+    pub fn snapshot(&mut self, full: &str) -> Result<(), Error> {
+        self.snapshot_with_guid(full, None)
+    }
+
+    fn snapshot_with_guid(&mut self, full: &str, guid: Option<u64>) -> Result<(), Error> {
+        self.check_live()?;
+        let (vol, snap) = full.split_once('@').ok_or_else(|| Error::Invalid(format!("{full:?}: a snapshot is VOLUME@NAME")))?;
+        if !valid_component(snap) {
+            return Err(Error::Invalid(format!("snapshot name {snap:?}: use letters, digits and -_.:")));
+        }
+        let head = self.id_of(vol)?;
+        if self.ds(head).snapshot {
+            return Err(Error::Invalid(format!("{vol}: cannot snapshot a snapshot")));
+        }
+        if self.id_of(full).is_ok() {
+            return Err(Error::Exists(full.to_string()));
+        }
+        self.sync()?;
+        let t = self.txg;
+        let id = self.next_id;
+        self.next_id += 1;
+        let guid = guid.unwrap_or_else(|| self.new_guid(id));
+        let h = self.datasets.get_mut(&head).ok_or(Error::NotFound(vol.into()))?;
+        let snapd = Dataset {
+            id,
+            guid,
+            name: full.to_string(),
+            snapshot: true,
+            head,
+            volsize: h.volsize,
+            volblocksize: h.volblocksize,
+            root: h.root,
+            creation_txg: t,
+            origin: 0,
+            prev_snap_txg: t,
+            deadlist: core::mem::take(&mut h.deadlist),
+            props: h.props.clone(),
+        };
+        h.prev_snap_txg = t;
+        self.datasets.insert(id, snapd);
+        self.sync()
+    }
+
+    /// A writable volume sharing every block of `snap` until overwritten.
+    pub fn clone_snapshot(&mut self, snap: &str, name: &str) -> Result<(), Error> {
+        self.check_live()?;
+        let sid = self.id_of(snap)?;
+        let s = self.ds(sid).clone();
+        if !s.snapshot {
+            return Err(Error::Invalid(format!("{snap}: clones are made from snapshots")));
+        }
+        self.check_new_volume_name(name)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.datasets.insert(
+            id,
+            Dataset {
+                id,
+                guid: self.new_guid(id),
+                name: name.to_string(),
+                snapshot: false,
+                head: id,
+                volsize: s.volsize,
+                volblocksize: s.volblocksize,
+                root: s.root,
+                creation_txg: self.txg + 1,
+                origin: sid,
+                prev_snap_txg: s.creation_txg,
+                deadlist: Vec::new(),
+                props: s.props.iter().filter(|(k, _)| *k == PROP_COMPRESSION).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            },
+        );
+        self.sync()
+    }
+
+    /// Frees the blocks of the tree at `bp` born after `min_birth` (older
+    /// subtrees belong to a snapshot: copy-on-write never puts a younger
+    /// block under an older one).
+    fn free_tree(&mut self, bp: BlockPtr, min_birth: u64) -> Result<(), Error> {
+        if bp.is_hole() || bp.birth <= min_birth {
+            return Ok(());
+        }
+        if bp.level > 0 {
+            for c in self.read_indirect(&bp)? {
+                self.free_tree(c, min_birth)?;
+            }
+        }
+        self.space.defer_free(bp.offset, u64::from(bp.psize));
+        Ok(())
+    }
+
+    /// Returns `VOLUME` to its latest snapshot `VOLUME@SNAP`.
+    pub fn rollback(&mut self, snap: &str) -> Result<(), Error> {
+        self.check_live()?;
+        let sid = self.id_of(snap)?;
+        let s = self.ds(sid).clone();
+        if !s.snapshot {
+            return Err(Error::Invalid(format!("{snap}: not a snapshot")));
+        }
+        let snaps = self.snapshots_of(s.head);
+        if snaps.last() != Some(&sid) {
+            let later: Vec<String> = snaps.iter().skip_while(|&&x| x != sid).skip(1).map(|x| self.ds(*x).name.clone()).collect();
+            return Err(Error::Busy(format!("{snap}: not the latest snapshot; destroy {} first", later.join(", "))));
+        }
+        self.dirty.remove(&s.head);
+        let root = self.ds(s.head).root;
+        self.free_tree(root, s.creation_txg)?;
+        let h = self.datasets.get_mut(&s.head).ok_or(Error::NotFound(snap.into()))?;
+        h.root = s.root;
+        h.deadlist.clear();
+        self.sync()
+    }
+
+    /// Destroys a volume (with its snapshots if `recursive`) or a snapshot.
+    /// Refused while a clone depends on it.
+    pub fn destroy(&mut self, name: &str, recursive: bool) -> Result<(), Error> {
+        self.check_live()?;
+        let id = self.id_of(name)?;
+        if self.ds(id).snapshot {
+            self.destroy_snapshot(id)?;
+            return self.sync();
+        }
+        let snaps = self.snapshots_of(id);
+        if !snaps.is_empty() && !recursive {
+            return Err(Error::Busy(format!("{name}: has snapshots ({}); destroy them or ask for recursive", snaps.len())));
+        }
+        for &s in &snaps {
+            let clones = self.clones_of(s);
+            if !clones.is_empty() {
+                return Err(Error::Busy(format!("{}: clones depend on it: {}", self.ds(s).name, clones.join(", "))));
+            }
+        }
+        for &s in snaps.iter().rev() {
+            self.destroy_snapshot(s)?;
+        }
+        self.dirty.remove(&id);
+        let d = self.ds(id).clone();
+        self.free_tree(d.root, d.prev_snap_txg)?;
+        self.datasets.remove(&id);
+        self.sync()
+    }
+
+    fn destroy_snapshot(&mut self, sid: u64) -> Result<(), Error> {
+        let s = self.ds(sid).clone();
+        let clones = self.clones_of(sid);
+        if !clones.is_empty() {
+            return Err(Error::Busy(format!("{}: clones depend on it: {}", s.name, clones.join(", "))));
+        }
+        let snaps = self.snapshots_of(s.head);
+        let idx = snaps.iter().position(|&x| x == sid).unwrap_or(0);
+        let head = self.ds(s.head).clone();
+        let prev_txg = match idx {
+            0 => self.datasets.get(&head.origin).map_or(0, |o| o.creation_txg),
+            i => self.ds(snaps[i - 1]).creation_txg,
+        };
+        let next = snaps.get(idx + 1).copied().unwrap_or(s.head);
+        let next_dead = core::mem::take(&mut self.datasets.get_mut(&next).ok_or(Error::NotFound(s.name.clone()))?.deadlist);
+        let mut keep = Vec::new();
+        for x in next_dead {
+            if x.birth > prev_txg {
+                self.space.defer_free(x.offset, u64::from(x.psize));
+            } else {
+                keep.push(x);
+            }
+        }
+        keep.extend_from_slice(&s.deadlist);
+        let n = self.datasets.get_mut(&next).ok_or(Error::NotFound(s.name.clone()))?;
+        n.deadlist = keep;
+        if next == s.head {
+            n.prev_snap_txg = prev_txg;
+        }
+        self.datasets.remove(&sid);
+        Ok(())
+    }
+
+    /// Renames a volume (its snapshots follow) or a snapshot.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), Error> {
+        self.check_live()?;
+        let id = self.id_of(from)?;
+        if self.ds(id).snapshot {
+            let (vol, _) = from.split_once('@').unwrap_or((from, ""));
+            let (tvol, tsnap) = to.split_once('@').ok_or_else(|| Error::Invalid(format!("{to:?}: a snapshot is VOLUME@NAME")))?;
+            if tvol != vol || !valid_component(tsnap) {
+                return Err(Error::Invalid(format!("{to:?}: a snapshot keeps its volume; new name must be {vol}@NAME")));
+            }
+            if self.id_of(to).is_ok() {
+                return Err(Error::Exists(to.to_string()));
+            }
+            if let Some(d) = self.datasets.get_mut(&id) {
+                d.name = to.to_string();
+            }
+        } else {
+            self.check_new_volume_name(to)?;
+            for s in self.snapshots_of(id) {
+                let d = self.datasets.get_mut(&s).ok_or(Error::NotFound(from.into()))?;
+                let snap = d.name.split_once('@').map(|(_, s)| s.to_string()).unwrap_or_default();
+                d.name = format!("{to}@{snap}");
+            }
+            if let Some(d) = self.datasets.get_mut(&id) {
+                d.name = to.to_string();
+            }
+        }
+        self.sync()
+    }
+
+    /// Walks every block of every dataset once (shared blocks once), reading
+    /// and verifying each; with `scrub`, every copy of each is read and the
+    /// bad ones repaired. Then checks the space map against what is
+    /// referenced: nothing leaked, nothing used twice, every deadlist entry
+    /// still referenced. Call on a pool with no open writes.
+    pub fn verify(&mut self, scrub: bool) -> Result<VerifyReport, Error> {
+        if self.dirty.values().any(|m| !m.is_empty()) {
+            return Err(Error::Invalid("verify needs a synced pool".into()));
+        }
+        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut report = VerifyReport { txg: self.txg, datasets: self.datasets.len(), ..Default::default() };
+        let mos = self.mos;
+        self.visit(&mos, scrub, &mut seen, &mut report)?;
+        let roots: Vec<(String, BlockPtr, u8, u64)> = self
+            .datasets
+            .values()
+            .map(|d| (d.name.clone(), d.root, d.height(), if d.snapshot { d.creation_txg } else { self.txg }))
+            .collect();
+        for (name, root, h, max_birth) in roots {
+            if root.is_hole() {
+                continue;
+            }
+            if root.level != h || root.birth > max_birth {
+                return Err(Error::Corrupt(format!("{name}: root level {} birth {}", root.level, root.birth)));
+            }
+            self.walk(root, scrub, &mut seen, &mut report)?;
+        }
+        // Referenced extents, coalesced, must be exactly the allocated ones.
+        let mut refd: Vec<(u64, u64)> = Vec::new();
+        for (&o, &l) in &seen {
+            let l = u64::from(l);
+            match refd.last_mut() {
+                Some((po, pl)) if *po + *pl > o => return Err(Error::Corrupt(format!("blocks overlap at {o:#x}"))),
+                Some((po, pl)) if *po + *pl == o => *pl += l,
+                _ => refd.push((o, l)),
+            }
+        }
+        let alloc = self.space.allocated();
+        if refd != alloc || !self.space.deferred().is_empty() {
+            let leaked: u64 = alloc.iter().map(|e| e.1).sum::<u64>().saturating_sub(refd.iter().map(|e| e.1).sum());
+            return Err(Error::Corrupt(format!(
+                "space map disagrees with the blocks referenced ({} allocated extents, {} referenced, {leaked} bytes leaked)",
+                alloc.len(),
+                refd.len()
+            )));
+        }
+        for d in self.datasets.values() {
+            for x in &d.deadlist {
+                if seen.get(&x.offset) != Some(&x.psize) {
+                    return Err(Error::Corrupt(format!("{}: deadlist block {:#x} no longer referenced", d.name, x.offset)));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn visit(&mut self, bp: &BlockPtr, scrub: bool, seen: &mut BTreeMap<u64, u32>, r: &mut VerifyReport) -> Result<(), Error> {
+        if scrub {
+            self.vdev.scrub_block(bp).map_err(|_| Error::Checksum { offset: bp.offset })?;
+        } else {
+            self.read_bp(bp)?;
+        }
+        seen.insert(bp.offset, bp.psize);
+        r.blocks += 1;
+        r.bytes += u64::from(bp.psize);
+        Ok(())
+    }
+
+    fn walk(&mut self, bp: BlockPtr, scrub: bool, seen: &mut BTreeMap<u64, u32>, r: &mut VerifyReport) -> Result<(), Error> {
+        if bp.is_hole() {
+            return Ok(());
+        }
+        if let Some(&p) = seen.get(&bp.offset) {
+            if p != bp.psize {
+                return Err(Error::Corrupt(format!("block {:#x} referenced with two sizes", bp.offset)));
+            }
+            return Ok(());
+        }
+        self.visit(&bp, scrub, seen, r)?;
+        if bp.level > 0 {
+            for c in self.read_indirect(&bp)? {
+                self.walk(c, scrub, seen, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `referenced` (bytes allocated for the dataset's blocks, shared or
+    /// not), `logicalreferenced` (their bytes before compression) and
+    /// `compressratio`, by walking its tree.
+    pub fn space_of(&mut self, name: &str) -> Result<SpaceInfo, Error> {
+        let d = self.ds(self.id_of(name)?).clone();
+        let mut info = SpaceInfo::default();
+        self.space_walk(d.root, &mut info)?;
+        Ok(info)
+    }
+
+    fn space_walk(&mut self, bp: BlockPtr, info: &mut SpaceInfo) -> Result<(), Error> {
+        if bp.is_hole() {
+            return Ok(());
+        }
+        info.referenced += u64::from(bp.psize);
+        info.logical += u64::from(bp.lsize);
+        if bp.level > 0 {
+            for c in self.read_indirect(&bp)? {
+                self.space_walk(c, info)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every copy of every block and repairs bad copies from good
+    /// ones; the per-child counters ([`Pool::child_stats`]) say what was found.
+    pub fn scrub(&mut self) -> Result<VerifyReport, Error> {
+        self.check_live()?;
+        self.sync()?;
+        self.verify(true)
+    }
+}
+
+/// splitmix64's finaliser: spreads a guid.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The first valid label header of a disk (front labels first, then the end
+/// ones located from the front's size or, failing that, the disk's own).
+pub fn read_label<D: Disk>(d: &mut D) -> Option<LabelHeader> {
+    let mut buf = vec![0u8; BLOCK as usize];
+    let own = asize_of(d.size());
+    if own < MIN_DISK {
+        return None;
+    }
+    for l in 0..LABELS {
+        if d.read(label_offset(own, l), &mut buf).is_ok()
+            && let Ok((h, _)) = LabelHeader::decode(&buf)
+            && h.asize <= own
+        {
+            return Some(h);
+        }
+    }
+    None
+}
+
+type Mos = (BTreeMap<u64, Dataset>, SpaceMap, u64);
+
+fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
+    let bad = |s: &str| Error::Corrupt(format!("MOS of txg {txg}: {s}"));
+    let mut r = Reader::new(b);
+    if r.u64()? != MOS_MAGIC {
+        return Err(bad("magic"));
+    }
+    if r.u32()? != VERSION {
+        return Err(bad("version"));
+    }
+    if r.u64()? != guid || r.u64()? != txg {
+        return Err(bad("pool guid or txg does not match the uberblock"));
+    }
+    let next_id = r.u64()?;
+    let n = r.count(16)?;
+    let mut alloc = Vec::with_capacity(n);
+    for _ in 0..n {
+        alloc.push((r.u64()?, r.u64()?));
+    }
+    let (start, end) = data_region(asize);
+    let space = SpaceMap::from_allocated(start, end, &alloc).ok_or_else(|| bad("space map overlaps or leaves the disk"))?;
+    let n = r.count(64)?;
+    let mut datasets = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for _ in 0..n {
+        let id = r.u64()?;
+        let guid = r.u64()?;
+        let name = r.str()?;
+        let snapshot = r.u8()? != 0;
+        let head = r.u64()?;
+        let volsize = r.u64()?;
+        let volblocksize = r.u32()?;
+        let root = r.bp()?;
+        let creation_txg = r.u64()?;
+        let origin = r.u64()?;
+        let prev_snap_txg = r.u64()?;
+        let nd = r.count(20)?;
+        let mut deadlist = Vec::with_capacity(nd);
+        for _ in 0..nd {
+            deadlist.push(Dead { offset: r.u64()?, psize: r.u32()?, birth: r.u64()? });
+        }
+        let np = r.count(8)?;
+        let mut props = BTreeMap::new();
+        for _ in 0..np {
+            props.insert(r.str()?, r.str()?);
+        }
+        if id == 0 || id >= next_id || datasets.contains_key(&id) || !names.insert(name.clone()) {
+            return Err(bad("dataset id or name repeated"));
+        }
+        if !volblocksize.is_power_of_two()
+            || !(512..=131072).contains(&volblocksize)
+            || volsize == 0
+            || volsize % u64::from(volblocksize) != 0
+            || volsize > MAX_VOLSIZE
+        {
+            return Err(bad("volsize or volblocksize"));
+        }
+        let d = Dataset {
+            id,
+            guid,
+            name,
+            snapshot,
+            head,
+            volsize,
+            volblocksize,
+            root,
+            creation_txg,
+            origin,
+            prev_snap_txg,
+            deadlist,
+            props,
+        };
+        if !root.is_hole() && (root.level != d.height() || root.birth > txg) {
+            return Err(bad("dataset root level or birth"));
+        }
+        datasets.insert(id, d);
+    }
+    if !r.done() {
+        return Err(bad("trailing bytes"));
+    }
+    for d in datasets.values() {
+        let head_ok = if d.snapshot { datasets.get(&d.head).is_some_and(|h| !h.snapshot) } else { d.head == d.id };
+        let origin_ok = d.origin == 0 || (!d.snapshot && datasets.get(&d.origin).is_some_and(|o| o.snapshot));
+        if !head_ok || !origin_ok {
+            return Err(bad("dataset head or origin"));
+        }
+    }
+    Ok((datasets, space, next_id))
+}

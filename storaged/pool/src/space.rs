@@ -1,0 +1,168 @@
+//! The space map: which byte ranges of the data region are allocated.
+//!
+//! In memory it is the set of free extents (first fit); on disk (in the MOS)
+//! the condensed list of allocated extents, rewritten each transaction group.
+//! Frees made in the open group are held back ([`SpaceMap::defer_free`])
+//! and return to the free set only after the group's uberblock is durable
+//! ([`SpaceMap::release_deferred`]): until then the last committed group may
+//! still point at them.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceMap {
+    start: u64,
+    end: u64,
+    /// start -> length, disjoint, never adjacent.
+    free: BTreeMap<u64, u64>,
+    deferred: Vec<(u64, u64)>,
+}
+
+impl SpaceMap {
+    /// Everything in `[start, end)` free.
+    pub fn new(start: u64, end: u64) -> Self {
+        let mut free = BTreeMap::new();
+        if end > start {
+            free.insert(start, end - start);
+        }
+        SpaceMap { start, end, free, deferred: Vec::new() }
+    }
+
+    /// From the allocated extents recorded on disk; `None` if they overlap
+    /// or fall outside the region.
+    pub fn from_allocated(start: u64, end: u64, allocated: &[(u64, u64)]) -> Option<Self> {
+        let mut m = SpaceMap::new(start, end);
+        for &(off, len) in allocated {
+            if !m.claim(off, len) {
+                return None;
+            }
+        }
+        Some(m)
+    }
+
+    /// The allocated extents, sorted and coalesced (what goes on disk). The
+    /// deferred frees are still allocated.
+    pub fn allocated(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = self.start;
+        for (&s, &l) in &self.free {
+            if s > at {
+                out.push((at, s - at));
+            }
+            at = s + l;
+        }
+        if self.end > at {
+            out.push((at, self.end - at));
+        }
+        out
+    }
+
+    pub fn free_bytes(&self) -> u64 {
+        self.free.values().sum()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// First fit.
+    pub fn alloc(&mut self, len: u64) -> Option<u64> {
+        let (&s, &l) = self.free.iter().find(|&(_, &l)| l >= len)?;
+        self.free.remove(&s);
+        if l > len {
+            self.free.insert(s + len, l - len);
+        }
+        Some(s)
+    }
+
+    /// Marks `[off, off+len)` allocated; false if any of it is not free.
+    pub fn claim(&mut self, off: u64, len: u64) -> bool {
+        let Some((&s, &l)) = self.free.range(..=off).next_back() else { return false };
+        let Some(end) = off.checked_add(len) else { return false };
+        if len == 0 || end > s + l {
+            return false;
+        }
+        self.free.remove(&s);
+        if off > s {
+            self.free.insert(s, off - s);
+        }
+        if s + l > end {
+            self.free.insert(end, s + l - end);
+        }
+        true
+    }
+
+    /// Frees at once (a block written in the open group and never committed).
+    pub fn free_now(&mut self, off: u64, len: u64) {
+        let mut s = off;
+        let mut l = len;
+        if let Some((&ps, &pl)) = self.free.range(..off).next_back() {
+            debug_assert!(ps + pl <= off, "double free at {off:#x}");
+            if ps + pl == off {
+                self.free.remove(&ps);
+                s = ps;
+                l += pl;
+            }
+        }
+        if let Some(&nl) = self.free.get(&(off + len)) {
+            self.free.remove(&(off + len));
+            l += nl;
+        }
+        self.free.insert(s, l);
+    }
+
+    pub fn is_free(&self, off: u64, len: u64) -> bool {
+        self.free.range(..=off).next_back().is_some_and(|(&s, &l)| off + len <= s + l)
+    }
+
+    /// Frees after the open group commits.
+    pub fn defer_free(&mut self, off: u64, len: u64) {
+        self.deferred.push((off, len));
+    }
+
+    pub fn release_deferred(&mut self) {
+        for (o, l) in core::mem::take(&mut self.deferred) {
+            self.free_now(o, l);
+        }
+    }
+
+    pub fn deferred(&self) -> &[(u64, u64)] {
+        &self.deferred
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_coalesce_round_trip() {
+        let mut m = SpaceMap::new(0x1000, 0x11000);
+        let a = m.alloc(0x2000).unwrap();
+        let b = m.alloc(0x1000).unwrap();
+        let c = m.alloc(0x3000).unwrap();
+        assert_eq!((a, b, c), (0x1000, 0x3000, 0x4000));
+        m.free_now(b, 0x1000);
+        assert_eq!(m.allocated(), [(0x1000, 0x2000), (0x4000, 0x3000)]);
+        let back = SpaceMap::from_allocated(0x1000, 0x11000, &m.allocated()).unwrap();
+        assert_eq!(back.free, m.free);
+        m.free_now(a, 0x2000);
+        m.free_now(c, 0x3000);
+        assert_eq!(m.allocated(), []);
+        assert_eq!(m.free.len(), 1);
+        assert!(SpaceMap::from_allocated(0x1000, 0x11000, &[(0x1000, 0x2000), (0x2000, 0x1000)]).is_none());
+        assert!(SpaceMap::from_allocated(0x1000, 0x11000, &[(0x10000, 0x2000)]).is_none());
+    }
+
+    #[test]
+    fn deferred_frees_stay_allocated_until_released() {
+        let mut m = SpaceMap::new(0, 0x4000);
+        let a = m.alloc(0x4000).unwrap();
+        m.defer_free(a, 0x4000);
+        assert_eq!(m.alloc(0x1000), None);
+        assert_eq!(m.allocated(), [(0, 0x4000)]);
+        m.release_deferred();
+        assert_eq!(m.alloc(0x1000), Some(0));
+    }
+}
