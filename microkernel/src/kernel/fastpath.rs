@@ -10,8 +10,14 @@
 use super::{Kernel, Obj, ThreadState};
 use crate::arch::percpu;
 use abi::{MsgInfo, Rights, Sys, MSG_REG_WORDS};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::slab::Id;
+
+/// Set by the boot flag `alcove.fastpath=off`: every system call takes the
+/// general path (the null call's assembly path included, entry.s reads it),
+/// so a test suite run both ways shows the two paths agree.
+#[unsafe(no_mangle)]
+pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 
 /// Tries the fast path for the current thread `me` on `cpu`; on success the
 /// next thread is current and the caller only has to leave the kernel.
@@ -25,7 +31,8 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     } else {
         return false;
     };
-    if percpu::this().need_resched.load(Ordering::Relaxed) || !k.throttled.is_empty() || !th.cpu_budget.is_unlimited() {
+    if FASTPATH_OFF.load(Ordering::Relaxed)
+        || percpu::this().need_resched.load(Ordering::Relaxed) || !k.throttled.is_empty() || !th.cpu_budget.is_unlimited() {
         return false;
     }
     let (slot, raw_info, regs) = (th.ctx.rdi, th.ctx.rsi, [th.ctx.rdx, th.ctx.r10, th.ctx.r8, th.ctx.r9]);
@@ -34,9 +41,14 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         return false;
     }
     let Some(space) = k.processes.get(th.process).map(|p| p.space) else { return false };
+    super::phases::stamp(2);
     let Ok(slot) = u32::try_from(slot) else { return false };
     let Ok(cap) = k.caps.lookup(space, slot) else { return false };
     let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else { return false };
+    if !rights.contains(if call { Rights::SEND } else { Rights::RECV }) {
+        return false;
+    }
+    super::phases::stamp(3);
     let my_prio = th.priority;
     let highest_ready = k.run_queues[cpu].peek_highest_priority();
     // The thread that gets the CPU must be the one the scheduler would pick.
