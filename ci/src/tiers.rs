@@ -321,6 +321,14 @@ impl Case {
         self
     }
 
+    /// The same suite with the kernel's fast paths off
+    /// (`alcove.fastpath=off`; the suite is told with `fastpath=off`): the
+    /// general path must give the same results.
+    fn without_fast_path(mut self) -> Self {
+        self.cmdline.push_str(" alcove.fastpath=off");
+        self.with_args(&["fastpath=off"])
+    }
+
     fn with_manifest(mut self, manifest: &'static str) -> Self {
         self.manifest = manifest;
         self
@@ -394,6 +402,7 @@ fn system_cases() -> Vec<Case> {
         Case::bochs("boot/bochs-skylake-x", "boot", Bochs::default()),
         // QEMU's `edu` device raises MSIs on request, for the MSI test.
         Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, extra: edu(), ..Qemu::default() }),
+        Case::qemu("user/qemu-smp1-no-fastpath", "user", Qemu { smp: 1, extra: edu(), ..Qemu::default() }).without_fast_path(),
         // Under -icount: the CPU-budget test measures shares in instructions,
         // which match shares of (virtual) time only when time is counted in
         // instructions; a loaded host stalling one emulated CPU skewed them.

@@ -16,6 +16,8 @@ mod security;
 #[cfg(target_os = "none")]
 mod device_frames;
 #[cfg(target_os = "none")]
+mod fastpath;
+#[cfg(target_os = "none")]
 mod revocation;
 #[cfg(target_os = "none")]
 mod storage;
