@@ -112,3 +112,36 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         true
     }
 }
+
+/// The way back from a system call that leaves the caller current (a
+/// `VcpuRun` whose exit goes to the VMM): straight back to ring 3 when the
+/// general exit (`exit_kernel`) would pick the same thread and change
+/// nothing: no reschedule asked for, no thread of higher priority ready, no
+/// CPU budget to charge, no page tables to reap, and the timer already
+/// armed for this thread no later than the first timeout (its interrupt
+/// then does what the general path would, as it does for a thread that
+/// never entered the kernel). Otherwise gives the lock back for the general
+/// path.
+pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::KernelGuard {
+    if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
+        return k;
+    }
+    if k.current[cpu] != Some(me) {
+        return k;
+    }
+    let Some(th) = k.thread(me) else { return k };
+    if th.state != ThreadState::Running || !th.cpu_budget.is_unlimited() {
+        return k;
+    }
+    if k.run_queues[cpu].peek_highest_priority().is_some_and(|p| p > th.priority) {
+        return k;
+    }
+    match k.last_run[cpu] {
+        Some((t, armed)) if t == me && k.first_deadline() >= armed => {}
+        _ => return k,
+    }
+    super::switch_to(&mut k, cpu, me);
+    percpu::this().in_user.store(true, Ordering::Release);
+    drop(k);
+    crate::arch::enter_user()
+}

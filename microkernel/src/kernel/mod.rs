@@ -735,7 +735,9 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx
             && n == abi::Sys::VcpuRun as u64 {
-                let k = vm::vcpu_run(k, me, slot);
+                let mut k = vm::vcpu_run(k, me, slot);
+                deliver_pending_irqs(&mut k);
+                let k = fastpath::resume_caller(k, cpu, me);
                 exit_kernel(k)
             }
         if ctx.is_some_and(|(n, _)| n == abi::Sys::DebugWrite as u64) {

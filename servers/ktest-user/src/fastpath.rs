@@ -79,7 +79,8 @@ extern "C" fn client(_ipc: u64, endpoint: u64, notes: u64) -> ! {
     }
 }
 
-fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64) -> Result<(), String> {
+/// Starts a thread on CPU 0; returns its capability.
+fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64) -> Result<CapSlot, String> {
     let (_, stack) = env.frame(4, Rights::READ.union(Rights::WRITE))?;
     let (_, ipc) = env.frame(1, Rights::READ.union(Rights::WRITE))?;
     let t = env.slot();
@@ -89,7 +90,8 @@ fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: 
         .map_err(|e| format!("configure: {e}"))?;
     // CPU 0, with the suite's main thread (the manifest pins it there).
     sys::thread_set_priority(t, prio, Some(0)).map_err(|e| format!("priority: {e}"))?;
-    sys::thread_resume(t).map_err(|e| format!("resume: {e}"))
+    sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
+    Ok(t)
 }
 
 /// One-way calls the fast path completed on this CPU since the last reset.
@@ -108,7 +110,7 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
         sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("notification: {e}"))?;
     }
     // All at or below our own priority 100, on our CPU.
-    spawn(env, probe_server, 100, u64::from(ep), u64::from(note))?;
+    let server = spawn(env, probe_server, 100, u64::from(ep), u64::from(note))?;
     spawn(env, waker, 80, u64::from(note), 0)?;
     sys::yield_now().map_err(|e| format!("yield: {e}"))?; // let the server reach its Recv
     let call = |slot: CapSlot, w0: u64| sys::call(slot, MsgInfo::new(LABEL_PLAIN, 1, 0), [w0, 0, 0, 0]);
@@ -142,7 +144,19 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
     let r = call(ep, 44).map_err(|e| format!("call after the refused one: {e}"))?;
     check(r.words[1] == before + 1 && r.words[2] == 44, || format!("the refused call reached the server: reply {:?}", r.words))?;
 
-    // 4. A higher-priority thread made ready during the call: the reply to
+    // 4. A server with a CPU budget: its time is charged from the moment
+    // it gets the CPU, which only the general path does; the reply comes
+    // the same, and no call takes the fast path.
+    sys::thread_set_budget(server, 50_000_000, 100_000_000).map_err(|e| format!("server budget: {e}"))?;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let before = RECEIVED.load(Ordering::SeqCst);
+    let r = call(ep, 45).map_err(|e| format!("call to a budgeted server: {e}"))?;
+    let fast = fast_calls()?;
+    sys::thread_set_budget(server, 0, 0).map_err(|e| format!("server budget removed: {e}"))?;
+    check(r.words == [0, before + 1, 45, 0], || format!("call to a budgeted server: reply {:?}", r.words))?;
+    check(fast == 0, || format!("call to a budgeted server: {fast} fast-path calls, expected 0"))?;
+
+    // 5. A higher-priority thread made ready during the call: the reply to
     // a priority-50 client must let the waker (80) run first, as the
     // scheduler would. The fast path takes the Call, not the ReplyRecv.
     WOKEN.store(0, Ordering::SeqCst);
