@@ -117,11 +117,10 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
 /// `VcpuRun` whose exit goes to the VMM): straight back to ring 3 when the
 /// general exit (`exit_kernel`) would pick the same thread and change
 /// nothing: no reschedule asked for, no thread of higher priority ready, no
-/// CPU budget to charge, no page tables to reap, and the timer already
-/// armed for this thread no later than the first timeout (its interrupt
-/// then does what the general path would, as it does for a thread that
-/// never entered the kernel). Otherwise gives the lock back for the general
-/// path.
+/// CPU budget to charge, no page tables to reap, no timeout due (the next
+/// one's timer interrupt then does what the general path would, as for a
+/// thread that never entered the kernel). Otherwise gives the lock back for
+/// the general path.
 pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::KernelGuard {
     if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
         return k;
@@ -136,9 +135,16 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::Ke
     if k.run_queues[cpu].peek_highest_priority().is_some_and(|p| p > th.priority) {
         return k;
     }
-    match k.last_run[cpu] {
-        Some((t, armed)) if t == me && k.first_deadline() >= armed => {}
-        _ => return k,
+    // This CPU's timer is armed for the slice (for whichever thread ran
+    // then: only a thread with a budget, excluded above, needs it armed for
+    // itself); a timeout is armed by the CPU that set it, but one already
+    // due is expired now, by the general path.
+    if k.last_run[cpu].is_none() {
+        return k;
+    }
+    let first = k.first_deadline();
+    if first != u64::MAX && first <= crate::arch::time::nanos_since_boot() {
+        return k;
     }
     super::switch_to(&mut k, cpu, me);
     percpu::this().in_user.store(true, Ordering::Release);
