@@ -759,7 +759,8 @@ mod tests {
         }
         assert_eq!(Sys::from_u64(36), Some(Sys::VcpuInterrupt));
         assert_eq!(Sys::from_u64(37), Some(Sys::Nop));
-        assert_eq!(Sys::from_u64(38), None);
+        assert_eq!(Sys::from_u64(38), Some(Sys::BenchPhases));
+        assert_eq!(Sys::from_u64(39), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }
