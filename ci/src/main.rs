@@ -125,8 +125,10 @@ Options:
   -h, --help       this text";
 
 const BENCH_USAGE: &str = "\
-Usage: cargo xtask bench
+Usage: cargo xtask bench [--case TEXT]
 
+`--case TEXT` runs only the runs whose name contains TEXT (bench/icount-user,
+bench/icount-vm, bench/wall-user, bench/linux, bench/wall-boot...).
 Boots the bench suite under QEMU with `-icount shift=0` (a TSC delta is then
 exactly the instructions executed) and prints `bench <name> <value> <unit>`
 lines. Wall-clock figures are given as ratios taken in the same run, except

@@ -330,6 +330,14 @@ impl Case {
         self
     }
 
+    /// The same suite with the kernel's fast paths off
+    /// (`alcove.fastpath=off`; the suite is told with `fastpath=off`): the
+    /// general path must give the same results.
+    fn without_fast_path(mut self) -> Self {
+        self.cmdline.push_str(" alcove.fastpath=off");
+        self.with_args(&["fastpath=off"])
+    }
+
     fn with_manifest(mut self, manifest: &'static str) -> Self {
         self.manifest = manifest;
         self
@@ -403,6 +411,7 @@ fn system_cases() -> Vec<Case> {
         Case::bochs("boot/bochs-skylake-x", "boot", Bochs::default()),
         // QEMU's `edu` device raises MSIs on request, for the MSI test.
         Case::qemu("user/qemu-smp1", "user", Qemu { smp: 1, extra: edu(), ..Qemu::default() }),
+        Case::qemu("user/qemu-smp1-no-fastpath", "user", Qemu { smp: 1, extra: edu(), ..Qemu::default() }).without_fast_path(),
         // Under -icount: the CPU-budget test measures shares in instructions,
         // which match shares of (virtual) time only when time is counted in
         // instructions; a loaded host stalling one emulated CPU skewed them.
@@ -701,7 +710,19 @@ fn report(name: &str, r: &Run, v: &Verdict) {
 /// Figures the bench runs must print (each exactly once).
 const KERNEL_FIGURES: &[&str] = &["kernel_entry_to_banner", "trap_roundtrip"];
 /// ktest-user's figures (`servers/ktest-user/src/tests.rs`) and init's.
-const USER_FIGURES: &[&str] = &["ipc_roundtrip_same_core", "null_syscall", "ipc_roundtrip_cross_core", "boot_to_ready"];
+const USER_FIGURES: &[&str] = &[
+    "ipc_roundtrip_same_core",
+    "null_syscall",
+    "ipc_roundtrip_cross_core",
+    "boot_to_ready",
+    // One way of the same-core round trip by phase (kernel::phases).
+    "ipc_phase_lock",
+    "ipc_phase_decode",
+    "ipc_phase_cap",
+    "ipc_phase_switch",
+    "ipc_phase_exit",
+    "ipc_phase_entry_exit_user",
+];
 /// The test guest's exit costs (`testguest::protocol::bench::NAMES`).
 const VM_FIGURES: &[&str] = &["vmexit_cpuid", "vmexit_pio_user", "vmexit_mmio_user", "vmexit_none"];
 
@@ -726,7 +747,9 @@ fn bench_case(
 /// `cargo xtask bench`: prints the figures of every run that passed; exits
 /// non-zero if any run failed (a failed run prints no figures).
 pub fn bench(args: &[String]) -> Result<ExitCode> {
-    Args::parse(args, &[], &[])?;
+    let a = Args::parse(args, &["--case"], &[])?;
+    // `--case TEXT`: only the runs whose name contains TEXT.
+    let only = |name: &str| a.value("--case").is_none_or(|c| name.contains(c));
     setup::ensure()?;
     let kernel = image::kernel()?;
     let mut out = bench::Outcome::default();
@@ -747,7 +770,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             &["boot_to_ready"][..],
         ),
     ];
-    for (case, expect, skip) in &icount {
+    for (case, expect, skip) in icount.iter().filter(|(c, _, _)| only(&c.name)) {
         let (_, judged) = bench_case(case, &kernel, Some(Duration::from_secs(300)), expect, skip)?;
         out.take(judged);
     }
@@ -758,13 +781,16 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     // there).
     let wall = Case::qemu("bench/wall-user", "user", Qemu { smp: 2, extra: edu(), ..Qemu::default() })
         .with_args(&["skip=cpu_budget_caps_a_spinner"]);
-    let (_, judged) = bench_case(&wall, &kernel, None, USER_FIGURES, &[])?;
-    out.take(judged.map(|f| wall_ratios(&f)));
+    if only(&wall.name) {
+        let (_, judged) = bench_case(&wall, &kernel, None, USER_FIGURES, &[])?;
+        out.take(judged.map(|f| wall_ratios(&f)));
+    }
     out.take(Ok(vec![Figure::new("kernel_source_lines", kernel_lines()?, "lines")]));
     // The Linux guest: boot to init on Alcove nested in QEMU TCG, next to
     // the same kernel and initramfs booted directly by QEMU TCG now.
-    match guest_images::ensure() {
-        Ok(images) => {
+    match if only("bench/linux") { guest_images::ensure().map(Some) } else { Ok(None) } {
+        Ok(None) => {}
+        Ok(Some(images)) => {
             let direct = match guest_images::boot_direct(&images, linux::VCPUS, Duration::from_secs(300)) {
                 Ok(d) => {
                     let figures = d.to_init.map(|t| Figure::new("linux_boot_direct_tcg", format!("{:.2}", t.as_secs_f64()), "seconds"));
@@ -797,6 +823,9 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     // Wall time: UEFI against BIOS boot, as a ratio from the same run.
     let seabios = Case::qemu("bench/wall-seabios", "boot", Qemu::default());
     let ovmf = Case::qemu("bench/wall-ovmf", "boot", Qemu { uefi: true, ..Qemu::default() });
+    if !only("bench/wall-boot") {
+        return Ok(if out.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     let (rs, js) = bench_case(&seabios, &kernel, None, &[], &[])?;
     let (ro, jo) = bench_case(&ovmf, &kernel, None, &[], &[])?;
     let boot = js.and(jo).map(|_| {

@@ -292,6 +292,12 @@ pub fn nop() -> Result<(), Error> {
     plain(Sys::Nop, [0; 6]).map(drop)
 }
 
+/// [`Sys::BenchPhases`]: the kernel's per-phase counts of fast-path system
+/// calls (benchmarks; needs the console capability).
+pub fn bench_phases(console: CapSlot, op: u64) -> Result<(u64, u64), Error> {
+    plain(Sys::BenchPhases, [u64::from(console), op, 0, 0, 0, 0]).map(|r| (r[0], r[1]))
+}
+
 /// [`Sys::Call`]: sends and waits for the reply. Words 4.. of both messages
 /// are in the IPC buffer.
 pub fn call(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<Message, Error> {

@@ -86,6 +86,9 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
     heap::init();
 
     let cmdline = CmdLine::new(boot.cmdline);
+    if cmdline.get("alcove.fastpath") == Some("off") {
+        kernel::fastpath::FASTPATH_OFF.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
     log::info!(
         "Alcove {VERSION} booted by {} ({}), cmdline \"{}\"",
         if boot.bootloader.is_empty() { "an unnamed loader" } else { boot.bootloader },

@@ -160,17 +160,22 @@ pub enum Sys {
     /// `()` → `()`: does nothing and succeeds (arguments ignored). The
     /// cheapest real system call: what the `null_syscall` benchmark times.
     Nop = 37,
+    /// `(console, op)` → `(ticks, calls)`: the benchmark's per-phase count
+    /// of fast-path system calls (needs the console capability). `op` 0
+    /// clears the counts and starts counting, 1 stops, `2 + i` reads phase
+    /// `i` (lock, decode, cap, switch, exit) on the caller's CPU.
+    BenchPhases = 38,
 }
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 38] = [
+        const ALL: [Sys; 39] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
             Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun, VcpuKick,
-            IrqMsiInfo, VcpuInterrupt, Nop,
+            IrqMsiInfo, VcpuInterrupt, Nop, BenchPhases,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -819,7 +824,8 @@ mod tests {
         }
         assert_eq!(Sys::from_u64(36), Some(Sys::VcpuInterrupt));
         assert_eq!(Sys::from_u64(37), Some(Sys::Nop));
-        assert_eq!(Sys::from_u64(38), None);
+        assert_eq!(Sys::from_u64(38), Some(Sys::BenchPhases));
+        assert_eq!(Sys::from_u64(39), None);
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

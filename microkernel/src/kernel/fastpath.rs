@@ -10,8 +10,14 @@
 use super::{Kernel, Obj, ThreadState};
 use crate::arch::percpu;
 use abi::{MsgInfo, Rights, Sys, MSG_REG_WORDS};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::slab::Id;
+
+/// Set by the boot flag `alcove.fastpath=off`: every system call takes the
+/// general path (the null call's assembly path included, entry.s reads it),
+/// so a test suite run both ways shows the two paths agree.
+#[unsafe(no_mangle)]
+pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 
 /// Tries the fast path for the current thread `me` on `cpu`; on success the
 /// next thread is current and the caller only has to leave the kernel.
@@ -25,7 +31,8 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     } else {
         return false;
     };
-    if percpu::this().need_resched.load(Ordering::Relaxed) || !k.throttled.is_empty() || !th.cpu_budget.is_unlimited() {
+    if FASTPATH_OFF.load(Ordering::Relaxed)
+        || percpu::this().need_resched.load(Ordering::Relaxed) || !k.throttled.is_empty() || !th.cpu_budget.is_unlimited() {
         return false;
     }
     let (slot, raw_info, regs) = (th.ctx.rdi, th.ctx.rsi, [th.ctx.rdx, th.ctx.r10, th.ctx.r8, th.ctx.r9]);
@@ -34,9 +41,14 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         return false;
     }
     let Some(space) = k.processes.get(th.process).map(|p| p.space) else { return false };
+    super::phases::stamp(2);
     let Ok(slot) = u32::try_from(slot) else { return false };
     let Ok(cap) = k.caps.lookup(space, slot) else { return false };
     let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else { return false };
+    if !rights.contains(if call { Rights::SEND } else { Rights::RECV }) {
+        return false;
+    }
+    super::phases::stamp(3);
     let my_prio = th.priority;
     let highest_ready = k.run_queues[cpu].peek_highest_priority();
     // The thread that gets the CPU must be the one the scheduler would pick.
@@ -99,4 +111,43 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         k.current[cpu] = Some(c);
         true
     }
+}
+
+/// The way back from a system call that leaves the caller current (a
+/// `VcpuRun` whose exit goes to the VMM): straight back to ring 3 when the
+/// general exit (`exit_kernel`) would pick the same thread and change
+/// nothing: no reschedule asked for, no thread of higher priority ready, no
+/// CPU budget to charge, no page tables to reap, no timeout due (the next
+/// one's timer interrupt then does what the general path would, as for a
+/// thread that never entered the kernel). Otherwise gives the lock back for
+/// the general path.
+pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::KernelGuard {
+    if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
+        return k;
+    }
+    if k.current[cpu] != Some(me) {
+        return k;
+    }
+    let Some(th) = k.thread(me) else { return k };
+    if th.state != ThreadState::Running || !th.cpu_budget.is_unlimited() {
+        return k;
+    }
+    if k.run_queues[cpu].peek_highest_priority().is_some_and(|p| p > th.priority) {
+        return k;
+    }
+    // This CPU's timer is armed for the slice (for whichever thread ran
+    // then: only a thread with a budget, excluded above, needs it armed for
+    // itself); a timeout is armed by the CPU that set it, but one already
+    // due is expired now, by the general path.
+    if k.last_run[cpu].is_none() {
+        return k;
+    }
+    let first = k.first_deadline();
+    if first != u64::MAX && first <= crate::arch::time::nanos_since_boot() {
+        return k;
+    }
+    super::switch_to(&mut k, cpu, me);
+    percpu::this().in_user.store(true, Ordering::Release);
+    drop(k);
+    crate::arch::enter_user()
 }

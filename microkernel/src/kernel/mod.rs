@@ -10,6 +10,7 @@
 pub mod fastpath;
 pub mod ipc;
 pub mod mem;
+pub mod phases;
 pub mod process;
 pub mod runpage;
 pub mod syscall;
@@ -731,23 +732,29 @@ pub fn deliver_pending_irqs(k: &mut Kernel) {
 extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
     // The frame is the current thread's saved context; dispatch reaches it
     // through the thread object, never through this pointer.
+    phases::stamp(0);
     percpu::this().in_user.store(false, Ordering::Release);
     let mut k = lock();
     deliver_pending_irqs(&mut k);
+    phases::stamp(1);
     // Running a vCPU gives up the lock while the guest runs.
     let cpu = percpu::index();
     if let Some(me) = k.current[cpu] {
         if fastpath::try_ipc(&mut k, cpu, me) {
             let next = k.current[cpu].expect("the fast path set the next thread");
             switch_to(&mut k, cpu, next);
+            phases::stamp(4);
             percpu::this().in_user.store(true, Ordering::Release);
             drop(k);
+            phases::done();
             arch::enter_user()
         }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx
             && n == abi::Sys::VcpuRun as u64 {
-                let k = vm::vcpu_run(k, me, slot);
+                let mut k = vm::vcpu_run(k, me, slot);
+                deliver_pending_irqs(&mut k);
+                let k = fastpath::resume_caller(k, cpu, me);
                 exit_kernel(k)
             }
         if ctx.is_some_and(|(n, _)| n == abi::Sys::DebugWrite as u64) {

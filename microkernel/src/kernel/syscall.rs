@@ -360,6 +360,11 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             }
             vals(0, 0, 0)
         }
+        Sys::BenchPhases => {
+            let Obj::Console = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let (ticks, calls) = super::phases::control(a[1]).ok_or(Error::InvalidArgument)?;
+            vals(ticks, calls, 0)
+        }
         Sys::MachineExit => {
             let Obj::Console = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
             arch::exit(if a[1] == 0 { arch::Exit::Pass } else { arch::Exit::Fail })

@@ -18,6 +18,8 @@ mod charging;
 #[cfg(target_os = "none")]
 mod device_frames;
 #[cfg(target_os = "none")]
+mod fastpath;
+#[cfg(target_os = "none")]
 mod revocation;
 #[cfg(target_os = "none")]
 mod storage;

@@ -50,7 +50,7 @@ impl Env {
     }
 
     /// A new frame mapped into this process; returns (frame slot, address).
-    fn frame(&mut self, pages: u64, rights: Rights) -> Result<(CapSlot, u64), String> {
+    pub(crate) fn frame(&mut self, pages: u64, rights: Rights) -> Result<(CapSlot, u64), String> {
         let f = self.slot();
         sys::create(ObjectType::Frame, f, pages).map_err(|e| format!("create frame: {e}"))?;
         let va = self.next_va;
@@ -91,6 +91,7 @@ pub fn main(start: Start) -> u64 {
         ("io_ports_stay_with_their_process", io_ports_stay_with_their_process),
         ("io_ports_stay_with_their_process_through_a_direct_switch", crate::revocation::io_ports_stay_with_their_process_through_a_direct_switch),
         ("ipc_same_core", ipc_same_core),
+        ("fast_and_general_paths_agree", crate::fastpath::fast_and_general_paths_agree),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
@@ -222,7 +223,7 @@ fn garbage_syscalls_are_refused(env: &mut Env) -> Result<(), String> {
     // Specific refusals with the error a user would expect.
     let cases: [(&str, u64, [u64; 6], u64); 14] = [
         ("unknown syscall", 1000, [0; 6], e(Error::NoSyscall)),
-        ("one past the last syscall", abi::Sys::Nop as u64 + 1, [0; 6], e(Error::NoSyscall)),
+        ("one past the last syscall", abi::Sys::BenchPhases as u64 + 1, [0; 6], e(Error::NoSyscall)),
         ("the no-op call, with junk arguments", abi::Sys::Nop as u64, [u64::MAX, 1, 2, 3, 4, 5], 0),
         ("slot out of range", abi::Sys::Signal as u64, [1 << 40, 1, 0, 0, 0, 0], e(Error::InvalidSlot)),
         ("empty slot", abi::Sys::Signal as u64, [950, 1, 0, 0, 0, 0], e(Error::EmptySlot)),
@@ -477,6 +478,43 @@ fn ipc_same_core(env: &mut Env) -> Result<(), String> {
     let null = null_syscall_cost()?;
     println!("ALCOVE-BENCH ipc_roundtrip_same_core {per} instructions");
     println!("ALCOVE-BENCH null_syscall {null} instructions");
+    let fast_off = env.info().args.iter().any(|a| a == "fastpath=off");
+    ipc_phases(ep, per, fast_off)
+}
+
+/// The kernel's per-phase breakdown of one way of the same-core round trip
+/// (a `Call` or a `ReplyRecv` the fast path completed), counted in a second
+/// run so that the stamps do not change the figure above; what the kernel's
+/// stamps do not cover (the assembly entry and exit, the user code of both
+/// sides) is `ipc_phase_entry_exit_user`, from the round trip's own count.
+fn ipc_phases(ep: CapSlot, per_roundtrip: u64, fast_off: bool) -> Result<(), String> {
+    const NAMES: [&str; 5] = ["lock", "decode", "cap", "switch", "exit"];
+    let n = 1000;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let run = ping_pong(ep, n);
+    let mut sums = [0u64; 5];
+    let mut calls = 0;
+    for (i, s) in sums.iter_mut().enumerate() {
+        let (ticks, c) = sys::bench_phases(SLOT_CONSOLE, 2 + i as u64).map_err(|e| format!("phase {i}: {e}"))?;
+        (*s, calls) = (ticks, c);
+    }
+    sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
+    run?;
+    // Both ways of every round trip take the fast path (a few calls more:
+    // the reads above and the first call's setup).
+    if fast_off {
+        // The general path only: nothing to break down, and nothing may
+        // have been counted.
+        return check(calls == 0, || format!("{calls} calls took the fast path with alcove.fastpath=off"));
+    }
+    check(calls >= 2 * n, || format!("only {calls} of {} one-way calls took the fast path", 2 * n))?;
+    let mut kernel = 0;
+    for (name, s) in NAMES.iter().zip(sums) {
+        let per = s / calls;
+        kernel += per;
+        println!("ALCOVE-BENCH ipc_phase_{name} {per} instructions");
+    }
+    println!("ALCOVE-BENCH ipc_phase_entry_exit_user {} instructions", (per_roundtrip / 2).saturating_sub(kernel));
     Ok(())
 }
 

@@ -12,13 +12,42 @@
 .set PERCPU_USER_RSP, 8
 .set PERCPU_KSTACK, 16
 .set PERCPU_CTX_TOP, 24
+.set PERCPU_NEED_RESCHED, 44
+.set PERCPU_ANY_PENDING, 80
 .set FRAME_SIZE, 22 * 8
+.set SYS_NOP, 37
 
 .section .text
 .balign 16
 .global syscall_entry
 syscall_entry:
     swapgs
+    /* The null system call (Sys::Nop) returns at once: nothing saved, no
+     * lock, SYSRET. It takes the full path when this CPU has kernel work
+     * that a kernel entry would do (a reschedule asked for, interrupts to
+     * deliver) or the fast paths are off (alcove.fastpath=off). Interrupts
+     * are masked here (SFMASK), so one that arrives meanwhile is taken right
+     * after SYSRET, as it would be after the full path's IRETQ. */
+    cmp rax, SYS_NOP
+    jne 1f
+    cmp byte ptr gs:[PERCPU_NEED_RESCHED], 0
+    jne 1f
+    cmp byte ptr gs:[PERCPU_ANY_PENDING], 0
+    jne 1f
+    cmp byte ptr [rip + FASTPATH_OFF], 0
+    jne 1f
+    /* SYSRET to a non-canonical RIP faults in ring 0 on Intel CPUs with the
+     * user's RSP (CVE-2012-0217): only a lower-half RCX returns this way
+     * (Nop ignores its arguments, so RDI may be used). */
+    mov rdi, rcx
+    shr rdi, 47
+    jnz 1f
+    xor eax, eax
+    xor esi, esi
+    xor edx, edx
+    swapgs
+    sysretq
+1:
     mov gs:[PERCPU_USER_RSP], rsp
     mov rsp, gs:[PERCPU_CTX_TOP]
     push 0x1b                   /* ss: user data */

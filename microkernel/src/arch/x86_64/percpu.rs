@@ -41,7 +41,22 @@ pub struct PerCpu {
     pub tlb_acks: AtomicU64,
     /// The address-space root this CPU has loaded.
     pub cr3: AtomicU64,
+    /// Time stamps of the system-call phases (`kernel::phases`), written
+    /// only by this CPU while phase counting is on.
+    pub phase_stamps: [AtomicU64; PHASE_STAMPS],
+    /// Instructions (TSC ticks) per phase over the fast-path system calls
+    /// counted, and how many were counted.
+    pub phase_sums: [AtomicU64; PHASE_STAMPS - 1],
+    pub phase_ops: AtomicU64,
 }
+
+/// Stamps of one system call: entry to Rust, lock taken, decoded,
+/// capability looked up, switched, about to leave.
+pub const PHASE_STAMPS: usize = 6;
+
+// entry.s reads these two flags by offset (the null system call's check).
+const _: () = assert!(core::mem::offset_of!(PerCpu, need_resched) == 44);
+const _: () = assert!(core::mem::offset_of!(PerCpu, any_pending) == 80);
 
 /// One CPU's kernel stack with a guard page below it, which
 /// `guard_kernel_stacks` unmaps: an overflow faults (and the #DF handler,
@@ -87,6 +102,9 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         in_user: AtomicBool::new(false),
         tlb_acks: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
+        phase_stamps: [const { AtomicU64::new(0) }; PHASE_STAMPS],
+        phase_sums: [const { AtomicU64::new(0) }; PHASE_STAMPS - 1],
+        phase_ops: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 

@@ -1,0 +1,74 @@
+//! Where a fast-path system call spends its instructions: the benchmark's
+//! per-phase breakdown (`cargo xtask bench`, `ipc_phase_*`). Off unless a
+//! holder of the console capability turns it on (`Sys::BenchPhases`); each
+//! stamp is then one RDTSC, which under QEMU `-icount shift=0` counts
+//! instructions. Off, a stamp costs a load and a branch.
+//!
+//! Phases of one system call that the fast path completed, from the entry
+//! to Rust (`syscall_from_user`) to the jump back to ring 3: `lock` (the
+//! big lock and pending interrupts), `decode` (the caller's thread, number
+//! and message info), `cap` (the capability lookup and rights), `switch`
+//! (the peer's checks, the message, the thread switch), `exit` (leaving the
+//! lock, up to the register restore). The assembly entry and exit and the
+//! user code are what the benchmark's own count leaves over.
+
+use crate::arch::percpu::{self, PHASE_STAMPS};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+fn tsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Stamps phase boundary `i` on this CPU (0 = entry to Rust).
+#[inline(always)]
+pub fn stamp(i: usize) {
+    if ON.load(Ordering::Relaxed) {
+        percpu::this().phase_stamps[i].store(tsc(), Ordering::Relaxed);
+    }
+}
+
+/// The fast path completed a call: the last stamp, and the differences
+/// between stamps added to this CPU's sums.
+#[inline(always)]
+pub fn done() {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let p = percpu::this();
+    p.phase_stamps[PHASE_STAMPS - 1].store(tsc(), Ordering::Relaxed);
+    for i in 0..PHASE_STAMPS - 1 {
+        let d = p.phase_stamps[i + 1].load(Ordering::Relaxed).wrapping_sub(p.phase_stamps[i].load(Ordering::Relaxed));
+        p.phase_sums[i].fetch_add(d, Ordering::Relaxed);
+    }
+    p.phase_ops.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `Sys::BenchPhases` operations: 0 clears every CPU's sums and starts
+/// counting, 1 stops, `2 + i` reads phase `i` of the caller's CPU as
+/// `(ticks, calls counted)`.
+pub fn control(op: u64) -> Option<(u64, u64)> {
+    match op {
+        0 => {
+            for cpu in 0..crate::arch::MAX_CPUS {
+                let p = percpu::of(cpu);
+                p.phase_sums.iter().for_each(|s| s.store(0, Ordering::Relaxed));
+                p.phase_ops.store(0, Ordering::Relaxed);
+            }
+            ON.store(true, Ordering::Relaxed);
+            Some((0, 0))
+        }
+        1 => {
+            ON.store(false, Ordering::Relaxed);
+            Some((0, 0))
+        }
+        n if n >= 2 && ((n - 2) as usize) < PHASE_STAMPS - 1 => {
+            let p = percpu::this();
+            Some((p.phase_sums[(n - 2) as usize].load(Ordering::Relaxed), p.phase_ops.load(Ordering::Relaxed)))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,173 @@
+//! The kernel's IPC fast path (`microkernel/src/kernel/fastpath.rs`) gives
+//! what the general path gives: the same replies, badges and refusals, and
+//! the same scheduling outcome. Each case is designed so that a fast path
+//! that skipped the check would show it: a refused call reaching the server,
+//! a lost badge, or the caller resuming before a higher-priority thread that
+//! became ready. The kernel's phase counts (`Sys::BenchPhases`) show which
+//! calls the fast path completed, so the cases also check that it took the
+//! simple ones and fell back on the others. The suite runs twice in CI, with
+//! the fast path on and off (`alcove.fastpath=off`, manifest argument
+//! `fastpath=off`): with it off, nothing may take it.
+
+use abi::{CapSlot, MsgInfo, ObjectType, Rights, FOREVER, PAGE_SIZE};
+use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::{AtomicU64, Ordering};
+use libipc::sys;
+
+use crate::tests::Env;
+
+/// Asks the probe server to make the waker thread ready before it replies.
+const LABEL_WAKE: u32 = 7;
+const LABEL_PLAIN: u32 = 8;
+
+/// Times the waker thread ran.
+static WOKEN: AtomicU64 = AtomicU64::new(0);
+/// Messages the probe server received.
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+fn check(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(why()) }
+}
+
+/// The probe server: replies `[badge, messages received, word 0, 0]`; for
+/// `LABEL_WAKE` it first signals the waker's notification (`note`).
+extern "C" fn probe_server(_ipc: u64, endpoint: u64, note: u64) -> ! {
+    let ep = endpoint as CapSlot;
+    let mut msg = match sys::recv(ep, FOREVER) {
+        Ok(m) => m,
+        Err(_) => sys::exit(92),
+    };
+    loop {
+        let n = RECEIVED.fetch_add(1, Ordering::SeqCst) + 1;
+        if msg.info.label == LABEL_WAKE {
+            let _ = sys::signal(note as CapSlot, 1);
+        }
+        let reply = [msg.badge, n, msg.words[0], 0];
+        msg = match sys::reply_recv(ep, MsgInfo::new(msg.info.label, 4, 0), reply) {
+            Ok(m) => m,
+            Err(_) => match sys::recv(ep, FOREVER) {
+                Ok(m) => m,
+                Err(_) => sys::exit(93),
+            },
+        };
+    }
+}
+
+/// The waker: counts each signal of its notification.
+extern "C" fn waker(_ipc: u64, note: u64, _: u64) -> ! {
+    loop {
+        if sys::wait(note as CapSlot, FOREVER).is_ok() {
+            WOKEN.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The low-priority client: one `LABEL_WAKE` call, then signals `done`
+/// with `1 | (WOKEN seen right after the reply) << 1`, or `1 | 1 << 40` if
+/// the call failed; then parks on `park`.
+extern "C" fn client(_ipc: u64, endpoint: u64, notes: u64) -> ! {
+    let (done, park) = ((notes & 0xffff_ffff) as CapSlot, (notes >> 32) as CapSlot);
+    let bits = match sys::call(endpoint as CapSlot, MsgInfo::new(LABEL_WAKE, 1, 0), [5, 0, 0, 0]) {
+        Ok(_) => 1 | (WOKEN.load(Ordering::SeqCst) << 1),
+        Err(_) => 1 | 1 << 40,
+    };
+    let _ = sys::signal(done, bits);
+    loop {
+        let _ = sys::wait(park, FOREVER);
+    }
+}
+
+/// Starts a thread on CPU 0; returns its capability.
+fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64) -> Result<CapSlot, String> {
+    let (_, stack) = env.frame(4, Rights::READ.union(Rights::WRITE))?;
+    let (_, ipc) = env.frame(1, Rights::READ.union(Rights::WRITE))?;
+    let t = env.slot();
+    sys::create(ObjectType::Thread, t, u64::from(SLOT_SELF)).map_err(|e| format!("thread: {e}"))?;
+    // SAFETY: stack and IPC buffer are fresh mappings owned by the new thread.
+    unsafe { sys::thread_configure(t, entry as *const () as u64, stack + 4 * PAGE_SIZE - 8, ipc, a0, a1) }
+        .map_err(|e| format!("configure: {e}"))?;
+    // CPU 0, with the suite's main thread (the manifest pins it there).
+    sys::thread_set_priority(t, prio, Some(0)).map_err(|e| format!("priority: {e}"))?;
+    sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
+    Ok(t)
+}
+
+/// One-way calls the fast path completed on this CPU since the last reset.
+fn fast_calls() -> Result<u64, String> {
+    sys::bench_phases(SLOT_CONSOLE, 2).map(|(_, calls)| calls).map_err(|e| format!("phase counts: {e}"))
+}
+
+pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
+    let fast_on = !env.info().args.iter().any(|a| a == "fastpath=off");
+    // With the fast path off nothing may take it; on, a simple round trip
+    // is two fast calls (the Call and the ReplyRecv).
+    let want = |n: u64| if fast_on { n } else { 0 };
+    let (ep, note, done, park) = (env.slot(), env.slot(), env.slot(), env.slot());
+    sys::create(ObjectType::Endpoint, ep, 0).map_err(|e| format!("endpoint: {e}"))?;
+    for n in [note, done, park] {
+        sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("notification: {e}"))?;
+    }
+    // All at or below our own priority 100, on our CPU.
+    let server = spawn(env, probe_server, 100, u64::from(ep), u64::from(note))?;
+    spawn(env, waker, 80, u64::from(note), 0)?;
+    sys::yield_now().map_err(|e| format!("yield: {e}"))?; // let the server reach its Recv
+    let call = |slot: CapSlot, w0: u64| sys::call(slot, MsgInfo::new(LABEL_PLAIN, 1, 0), [w0, 0, 0, 0]);
+
+    // 1. A plain call: the reply, and both ways on the fast path.
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let before = RECEIVED.load(Ordering::SeqCst);
+    let r = call(ep, 41).map_err(|e| format!("plain call: {e}"))?;
+    let fast = fast_calls()?;
+    check(r.words == [0, before + 1, 41, 0] && r.info.label == LABEL_PLAIN, || format!("plain call: reply {:?}", r.words))?;
+    check(fast == want(2), || format!("plain call: {fast} fast-path calls, expected {}", want(2)))?;
+
+    // 2. A badged capability: the server sees the badge either way.
+    let badged = env.slot();
+    sys::cap_copy(ep, badged, Rights::SEND.union(Rights::RECV), 0x77).map_err(|e| format!("badged copy: {e}"))?;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let r = call(badged, 42).map_err(|e| format!("badged call: {e}"))?;
+    let fast = fast_calls()?;
+    check(r.words[0] == 0x77 && r.words[2] == 42, || format!("badged call: reply {:?}, expected badge 0x77", r.words))?;
+    check(fast == want(2), || format!("badged call: {fast} fast-path calls, expected {}", want(2)))?;
+
+    // 3. No SEND right: refused, and the server never hears of it.
+    let recv_only = env.slot();
+    sys::cap_copy(ep, recv_only, Rights::RECV, 0).map_err(|e| format!("receive-only copy: {e}"))?;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let before = RECEIVED.load(Ordering::SeqCst);
+    let got = call(recv_only, 43);
+    let fast = fast_calls()?;
+    check(got.as_ref().err() == Some(&abi::Error::NoRights), || format!("call without SEND: {got:?}, expected NoRights"))?;
+    check(fast == 0, || format!("call without SEND: {fast} fast-path calls"))?;
+    let r = call(ep, 44).map_err(|e| format!("call after the refused one: {e}"))?;
+    check(r.words[1] == before + 1 && r.words[2] == 44, || format!("the refused call reached the server: reply {:?}", r.words))?;
+
+    // 4. A server with a CPU budget: its time is charged from the moment
+    // it gets the CPU, which only the general path does; the reply comes
+    // the same, and no call takes the fast path.
+    sys::thread_set_budget(server, 50_000_000, 100_000_000).map_err(|e| format!("server budget: {e}"))?;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let before = RECEIVED.load(Ordering::SeqCst);
+    let r = call(ep, 45).map_err(|e| format!("call to a budgeted server: {e}"))?;
+    let fast = fast_calls()?;
+    sys::thread_set_budget(server, 0, 0).map_err(|e| format!("server budget removed: {e}"))?;
+    check(r.words == [0, before + 1, 45, 0], || format!("call to a budgeted server: reply {:?}", r.words))?;
+    check(fast == 0, || format!("call to a budgeted server: {fast} fast-path calls, expected 0"))?;
+
+    // 5. A higher-priority thread made ready during the call: the reply to
+    // a priority-50 client must let the waker (80) run first, as the
+    // scheduler would. The fast path takes the Call, not the ReplyRecv.
+    WOKEN.store(0, Ordering::SeqCst);
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    spawn(env, client, 50, u64::from(ep), u64::from(done) | u64::from(park) << 32)?;
+    let bits = sys::wait(done, FOREVER).map_err(|e| format!("waiting for the client: {e}"))?;
+    let fast = fast_calls()?;
+    sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
+    check(bits & 1 << 40 == 0, || "the client's call failed".into())?;
+    let seen = bits >> 1;
+    check(seen == 1, || format!("the client resumed having seen the waker run {seen} times, expected 1 (it must run first)"))?;
+    check(fast == want(1), || format!("wake case: {fast} fast-path calls, expected {}", want(1)))?;
+    Ok(())
+}
