@@ -12,6 +12,7 @@
 extern crate alloc;
 
 pub mod fabric;
+pub mod sockets;
 pub mod stack;
 
 pub const VERSION: u32 = 1;
