@@ -193,6 +193,17 @@ pub enum SocketState {
     Closed,
 }
 
+/// A datagram [`socket::Server::recv_from`] took, with its sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    /// Its payload (cut to the `max` asked for).
+    pub data: alloc::vec::Vec<u8>,
+    /// The sender's IPv4 address.
+    pub ip: [u8; 4],
+    /// The sender's port.
+    pub port: u16,
+}
+
 /// Why netd refused a `socket` request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SocketError {
@@ -280,7 +291,7 @@ crate::interface! {
         /// Sends one datagram; `false` when the socket has no room now.
         fn send_to(socket: u32, ip: [u8; 4], port: u16, data: alloc::vec::Vec<u8>) -> Result<bool, SocketError>;
         /// The next datagram (at most `max` bytes) and its sender, if any.
-        fn recv_from(socket: u32, max: u32) -> Result<Option<(alloc::vec::Vec<u8>, [u8; 4], u16)>, SocketError>;
+        fn recv_from(socket: u32, max: u32) -> Result<Option<Datagram>, SocketError>;
         /// Closes the socket (a connection sends what is queued, then FIN);
         /// the handle is no longer valid.
         fn close(socket: u32) -> Result<(), SocketError>;

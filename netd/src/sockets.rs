@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
 use libipc::blkring::RingRegion;
-use libipc::interfaces::{SOCKET_INLINE_MAX, SocketError, SocketState, socket};
+use libipc::interfaces::{Datagram, SOCKET_INLINE_MAX, SocketError, SocketState, socket};
 use libipc::RemoteError;
 
 use crate::stack::{HostStack, MAX_SOCKETS, SocketId, StackError, TCP_BUFFER_BYTES, TcpState};
@@ -223,12 +223,12 @@ impl<B: RingRegion, W: Wire> socket::Server for SocketServer<B, W> {
         self.stack.send_to(s, Ipv4Addr::from(ip), port, &data).map_err(stack_error)
     }
 
-    fn recv_from(&mut self, socket: u32, max: u32) -> Result<Option<(Vec<u8>, [u8; 4], u16)>, SocketError> {
+    fn recv_from(&mut self, socket: u32, max: u32) -> Result<Option<Datagram>, SocketError> {
         let s = self.own(socket)?;
         if max > SOCKET_INLINE_MAX {
             return Err(SocketError::TooLarge { bytes: u64::from(max), max: SOCKET_INLINE_MAX });
         }
-        Ok(self.stack.recv_from(s, max as usize).map_err(stack_error)?.map(|(d, ip, port)| (d, ip.octets(), port)))
+        Ok(self.stack.recv_from(s, max as usize).map_err(stack_error)?.map(|(data, ip, port)| Datagram { data, ip: ip.octets(), port }))
     }
 
     fn close(&mut self, socket: u32) -> Result<(), SocketError> {

@@ -142,7 +142,7 @@ impl Device for Queues {
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        (self.tx.len() < TX_QUEUE).then(|| Tx(&mut self.tx))
+        (self.tx.len() < TX_QUEUE).then_some(Tx(&mut self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -212,9 +212,9 @@ impl HostStack {
 
     /// The host's address and prefix length, once it has one.
     pub fn address(&self) -> Option<(Ipv4Addr, u8)> {
-        self.iface.ip_addrs().iter().find_map(|c| match c {
-            IpCidr::Ipv4(c) => Some((c.address(), c.prefix_len())),
-        })
+        self.iface.ip_addrs().iter().map(|c| match c {
+            IpCidr::Ipv4(c) => (c.address(), c.prefix_len()),
+        }).next()
     }
 
     /// A frame from the switch for this stack.

@@ -9,7 +9,7 @@ use std::thread;
 
 use libipc::blkring::RingRegion;
 use libipc::in_process::{ClientEnd, channel};
-use libipc::interfaces::{SOCKET_INLINE_MAX, SocketError, SocketState, socket};
+use libipc::interfaces::{Datagram, SOCKET_INLINE_MAX, SocketError, SocketState, socket};
 use netd::sockets::{PER_CLIENT_SOCKETS, SocketServer, Wire};
 use netd::stack::{AddressConfig, HostStack, MAX_SOCKETS, TcpState};
 
@@ -186,7 +186,7 @@ fn a_client_connects_out_and_uses_udp() {
     assert_eq!((d.as_slice(), from, from_port), (&b"query"[..], HOST_IP, port));
     r.peer.lock().unwrap().send_to(pu, HOST_IP, port, b"answer").unwrap();
     let got = (0..10).find_map(|_| c.recv_from(u, 100).unwrap().unwrap());
-    assert_eq!(got, Some((b"answer".to_vec(), PEER_IP.octets(), 5353)));
+    assert_eq!(got, Some(Datagram { data: b"answer".to_vec(), ip: PEER_IP.octets(), port: 5353 }));
     drop(c);
     finish(r);
 }
