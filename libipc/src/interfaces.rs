@@ -175,3 +175,125 @@ crate::interface! {
         fn close(handle: u32) -> Result<(), StorageError>;
     }
 }
+
+/// Bytes `send` and `recv` carry inside the message; more goes through
+/// the caller's shared buffer (`send_buffered`, `recv_buffered`).
+pub const SOCKET_INLINE_MAX: u32 = 2048;
+
+/// A TCP socket's state as [`socket::Server::state`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketState {
+    /// A listener, or a connection not yet answered.
+    Pending,
+    /// Data flows both ways.
+    Established,
+    /// The peer closed its side; what it sent can still be read.
+    PeerClosed,
+    /// Closed or reset by the peer.
+    Closed,
+}
+
+/// A datagram [`socket::Server::recv_from`] took, with its sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    /// Its payload (cut to the `max` asked for).
+    pub data: alloc::vec::Vec<u8>,
+    /// The sender's IPv4 address.
+    pub ip: [u8; 4],
+    /// The sender's port.
+    pub port: u16,
+}
+
+/// Why netd refused a `socket` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketError {
+    /// The handle names no socket of the caller's (closed, never opened,
+    /// or another client's: they look the same).
+    #[allow(missing_docs)]
+    NoSuchSocket { socket: u32 },
+    /// The caller holds `limit` sockets already (each client's share).
+    #[allow(missing_docs)]
+    TooManySockets { limit: u32 },
+    /// The host stack has no socket left for anyone (`limit` in all).
+    #[allow(missing_docs)]
+    StackFull { limit: u32 },
+    /// The call does not apply to this socket (e.g. `send` on a listener).
+    #[allow(missing_docs)]
+    WrongKind { socket: u32 },
+    /// Another socket has the port.
+    #[allow(missing_docs)]
+    PortInUse { port: u16 },
+    /// Port 0, an unspecified, broadcast or multicast peer.
+    BadAddress,
+    /// The connection is not (or no longer) open for this call.
+    #[allow(missing_docs)]
+    NotConnected { socket: u32 },
+    /// More bytes than the call carries (`max` at most).
+    #[allow(missing_docs)]
+    TooLarge { bytes: u64, max: u32 },
+    /// The caller has no shared buffer (see [`socket::Server::buffer`]).
+    NoBuffer,
+    /// `offset + len` runs past the caller's shared buffer of `size` bytes.
+    #[allow(missing_docs)]
+    OutsideBuffer { offset: u32, len: u32, size: u32 },
+}
+
+impl core::fmt::Display for SocketError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SocketError::NoSuchSocket { socket } => write!(f, "socket: no socket {socket}"),
+            SocketError::TooManySockets { limit } => write!(f, "socket: this client holds its {limit} sockets already"),
+            SocketError::StackFull { limit } => write!(f, "socket: all {limit} sockets of the host stack are in use"),
+            SocketError::WrongKind { socket } => write!(f, "socket: socket {socket} does not do that"),
+            SocketError::PortInUse { port } => write!(f, "socket: port {port} is in use"),
+            SocketError::BadAddress => f.write_str("socket: bad address (port 0, or an unspecified, broadcast or multicast peer)"),
+            SocketError::NotConnected { socket } => write!(f, "socket: socket {socket} is not connected"),
+            SocketError::TooLarge { bytes, max } => write!(f, "socket: {bytes} bytes asked for, {max} at most"),
+            SocketError::NoBuffer => f.write_str("socket: the caller has no shared buffer"),
+            SocketError::OutsideBuffer { offset, len, size } => {
+                write!(f, "socket: {len} bytes at {offset} run past the shared buffer of {size} bytes")
+            }
+        }
+    }
+}
+
+impl core::error::Error for SocketError {}
+
+crate::interface! {
+    /// netd's host TCP/IP for other servers (the control plane's HTTP API
+    /// listens here): TCP listeners and connections, UDP. Sockets are
+    /// named by handles that belong to the client that opened them (told
+    /// apart by its endpoint's badge) and are never reused; each client
+    /// holds a bounded number of them. Small data travels in the message
+    /// (up to [`SOCKET_INLINE_MAX`] bytes); bulk data through the client's
+    /// shared buffer, a memory region the client and netd both map.
+    pub interface socket = 6 {
+        /// Listens for TCP connections on `port` (the host's addresses).
+        fn listen(port: u16) -> Result<u32, SocketError>;
+        /// A connection that arrived on `listener` (a new socket), or none yet.
+        fn accept(listener: u32) -> Result<Option<u32>, SocketError>;
+        /// Opens a TCP connection to `ip:port`; `Pending` until answered.
+        fn connect(ip: [u8; 4], port: u16) -> Result<u32, SocketError>;
+        /// A TCP socket's state.
+        fn state(socket: u32) -> Result<SocketState, SocketError>;
+        /// Queues what fits of `data` on a connection: the bytes taken.
+        fn send(socket: u32, data: alloc::vec::Vec<u8>) -> Result<u32, SocketError>;
+        /// Up to `max` received bytes (empty when none arrived yet).
+        fn recv(socket: u32, max: u32) -> Result<alloc::vec::Vec<u8>, SocketError>;
+        /// The size of the caller's shared buffer, in bytes.
+        fn buffer() -> Result<u32, SocketError>;
+        /// As `send`, the data being `len` bytes at `offset` of the buffer.
+        fn send_buffered(socket: u32, offset: u32, len: u32) -> Result<u32, SocketError>;
+        /// As `recv`, into the buffer at `offset`: the bytes written there.
+        fn recv_buffered(socket: u32, offset: u32, max: u32) -> Result<u32, SocketError>;
+        /// A UDP socket on `port` (0: any free port): its handle and port.
+        fn udp_bind(port: u16) -> Result<(u32, u16), SocketError>;
+        /// Sends one datagram; `false` when the socket has no room now.
+        fn send_to(socket: u32, ip: [u8; 4], port: u16, data: alloc::vec::Vec<u8>) -> Result<bool, SocketError>;
+        /// The next datagram (at most `max` bytes) and its sender, if any.
+        fn recv_from(socket: u32, max: u32) -> Result<Option<Datagram>, SocketError>;
+        /// Closes the socket (a connection sends what is queued, then FIN);
+        /// the handle is no longer valid.
+        fn close(socket: u32) -> Result<(), SocketError>;
+    }
+}

@@ -5,13 +5,17 @@
 //! the thin process that wires it to its capabilities. The process
 //! answers the `status` interface; the frame path is here as a library
 //! ([`fabric`]: a switch from `netd-switch` and its VNICs' frame rings),
-//! tested on the host, not yet wired to the process (issue 13).
+//! and so are the host's TCP/IP ([`stack`], smoltcp on a VNIC) and the
+//! `socket` interface over it ([`sockets`]), tested on the host, not yet
+//! wired to the process (issue 13).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod fabric;
+pub mod sockets;
+pub mod stack;
 
 pub const VERSION: u32 = 1;
 

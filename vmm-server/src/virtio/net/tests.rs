@@ -476,4 +476,187 @@ mod guest_to_guest {
         let took = now as f64 / 1e9;
         assert!(took > expect * 0.9, "took {took} s, expected about {expect} s");
     }
+
+    // -----------------------------------------------------------------
+    // The host's own TCP/IP (netd::stack, smoltcp) on a VNIC of the same
+    // switch. The guest's OS is a second smoltcp stack driving the
+    // guest's virtio-net device, so every frame goes through the device
+    // model, its FrameLink, the rings, the switch and the host's RingPort.
+
+    mod host_stack {
+        use super::*;
+        use netd::stack::{AddressConfig, HostStack, RingPort, StackError, TcpState};
+
+        const HOST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+        const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+        struct Net2 {
+            fabric: Fabric<Shared>,
+            guest: Guest,
+            host: HostStack,
+            host_region: Shared,
+            port: RingPort,
+            now: u64,
+        }
+
+        fn net() -> Net2 {
+            let mut fabric: Fabric<Shared> = Fabric::new(SwitchConfig::default(), 16).unwrap();
+            let guest = Guest::new(&mut fabric, MAC_A, IP_A, None);
+            let host_region = Shared(Rc::new(RefCell::new(vec![0; fabric.geometry().region_bytes()])));
+            let mut cfg = VnicConfig::new(MacAddr(HOST_MAC));
+            cfg.protection.ip = Some(IpAddr::V4(HOST_IP));
+            fabric.attach(cfg, host_region.clone(), 0).unwrap();
+            let port = RingPort::new(&host_region).unwrap();
+            let host = HostStack::new(HOST_MAC, AddressConfig::Static { ip: HOST_IP, prefix: 24, gateway: None }, 1, 0).unwrap();
+            Net2 { fabric, guest, host, host_region, port, now: 0 }
+        }
+
+        impl Net2 {
+            /// One round: the host's frames into the switch, the switch,
+            /// and what reaches the guest. Returns the guest's frames.
+            fn step(&mut self) -> Vec<Vec<u8>> {
+                self.now += 1_000_000;
+                let mut region = self.host_region.clone();
+                self.port.pump(&mut region, &mut self.host, self.now).unwrap();
+                self.fabric.poll(self.now);
+                self.port.pump(&mut region, &mut self.host, self.now).unwrap();
+                self.fabric.poll(self.now);
+                self.guest.receive()
+            }
+        }
+
+        fn checksum(bytes: &[u8]) -> u16 {
+            let mut sum = 0u32;
+            for c in bytes.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            !(sum as u16)
+        }
+
+        /// `icmp_echo` with its checksums filled in (smoltcp checks them).
+        fn ping_packet(len: usize) -> Vec<u8> {
+            let mut p = icmp_echo(IP_A, HOST_IP, len);
+            let c = checksum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            let c = checksum(&p[20..]);
+            p[22..24].copy_from_slice(&c.to_be_bytes());
+            p
+        }
+
+        #[test]
+        fn a_guest_resolves_and_pings_the_host_stack() {
+            let mut n = net();
+            let who_has = ether([0xff; 6], MAC_A, 0x0806, &arp(1, MAC_A, IP_A, HOST_IP));
+            n.guest.send(&who_has);
+            let got = n.step();
+            assert_eq!(got.len(), 1, "one ARP reply");
+            let reply = &got[0];
+            assert_eq!((&reply[..6], &reply[6..12], &reply[12..14]), (&MAC_A[..], &HOST_MAC[..], &[8u8, 6][..]));
+            assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
+            assert_eq!((&reply[22..28], &reply[28..32]), (&HOST_MAC[..], &HOST_IP.octets()[..]));
+            // A full-size ping: the reply carries the same data back.
+            let ping = ether(HOST_MAC, MAC_A, 0x0800, &ping_packet(1472));
+            assert_eq!(ping.len(), MAX_FRAME);
+            n.guest.send(&ping);
+            let got = n.step();
+            assert_eq!(got.len(), 1, "one echo reply");
+            let r = &got[0];
+            assert_eq!(r.len(), MAX_FRAME);
+            assert_eq!((&r[26..30], &r[30..34]), (&HOST_IP.octets()[..], &IP_A.octets()[..]));
+            assert_eq!(r[34], 0, "echo reply");
+            assert_eq!(&r[38..], &ping[38..], "identifier, sequence and data echoed");
+            // A ping with a bad checksum gets no answer.
+            let mut bad = ping_packet(8);
+            bad[30] ^= 1;
+            n.guest.send(&ether(HOST_MAC, MAC_A, 0x0800, &bad));
+            assert_eq!(n.step(), Vec::<Vec<u8>>::new());
+        }
+
+        #[test]
+        fn a_guest_connects_to_a_listener_on_the_host_and_data_crosses_both_ways() {
+            let mut n = net();
+            let mut os = HostStack::new(MAC_A, AddressConfig::Static { ip: IP_A, prefix: 24, gateway: None }, 2, 0).unwrap();
+            let listener = n.host.listen(8080).unwrap();
+            assert_eq!(n.host.listen(8080), Err(StackError::PortInUse(8080)));
+            let conn = os.connect(HOST_IP, 8080).unwrap();
+            let up: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+            let down: Vec<u8> = (0..70_000u32).map(|i| (i * 13 + 5) as u8).collect();
+            let (mut sent_up, mut sent_down, mut got_up, mut got_down) = (0, 0, Vec::new(), Vec::new());
+            let mut accepted = None;
+            for _ in 0..5_000 {
+                // The guest's OS runs, its frames go out through the device.
+                os.poll(n.now);
+                for f in os.take_tx() {
+                    n.guest.send(&f);
+                }
+                for f in n.step() {
+                    os.push_rx(&f);
+                }
+                os.poll(n.now);
+                if accepted.is_none() {
+                    accepted = n.host.accept(listener).unwrap();
+                }
+                let Some(server) = accepted else { continue };
+                if os.tcp_state(conn) == Ok(TcpState::Established) && sent_up < up.len() {
+                    sent_up += os.send(conn, &up[sent_up..]).unwrap();
+                }
+                got_up.extend(n.host.recv(server, 4096).unwrap());
+                if sent_down < down.len() {
+                    sent_down += n.host.send(server, &down[sent_down..]).unwrap();
+                }
+                got_down.extend(os.recv(conn, 4096).unwrap());
+                if got_up.len() == up.len() && got_down.len() == down.len() {
+                    break;
+                }
+            }
+            assert!(accepted.is_some(), "the connection was accepted");
+            assert_eq!(got_up.len(), up.len());
+            assert!(got_up == up, "guest to host: the same bytes");
+            assert!(got_down == down, "host to guest: the same bytes");
+            // The guest closes: the host sees the end, then closes too.
+            os.close(conn).unwrap();
+            let server = accepted.unwrap();
+            for _ in 0..50 {
+                os.poll(n.now);
+                for f in os.take_tx() {
+                    n.guest.send(&f);
+                }
+                for f in n.step() {
+                    os.push_rx(&f);
+                }
+                if n.host.tcp_state(server) == Ok(TcpState::PeerClosed) {
+                    break;
+                }
+            }
+            assert_eq!(n.host.tcp_state(server), Ok(TcpState::PeerClosed));
+            assert_eq!(n.host.recv(server, 10), Err(StackError::NotConnected(server)));
+            n.host.close(server).unwrap();
+            assert_eq!(n.host.recv(server, 10), Err(StackError::NoSocket(server)), "a closed id stays invalid");
+            // The listener listens again: a second connection is accepted.
+            let again = os.connect(HOST_IP, 8080).unwrap();
+            let mut second = None;
+            for _ in 0..50 {
+                os.poll(n.now);
+                for f in os.take_tx() {
+                    n.guest.send(&f);
+                }
+                for f in n.step() {
+                    os.push_rx(&f);
+                }
+                second = n.host.accept(listener).unwrap();
+                if second.is_some() {
+                    break;
+                }
+            }
+            let second = second.expect("a second connection");
+            assert_ne!(second, server);
+            os.poll(n.now);
+            assert_eq!(os.tcp_state(again), Ok(TcpState::Established));
+            let st = n.fabric.stats(n.guest.id).unwrap();
+            assert_eq!(st.in_drops.total(), 0, "nothing the guest sent was dropped");
+        }
+    }
 }

@@ -1,0 +1,261 @@
+//! The `socket` interface ([`libipc::interfaces::socket`]) over the host
+//! stack ([`crate::stack::HostStack`]): what other servers call to listen,
+//! accept, connect, send, receive and close.
+//!
+//! Each client is told apart by the badge of its endpoint capability
+//! ([`libipc::Dispatch::dispatch_from`]). A socket handle belongs to the
+//! client that opened (or accepted) it: another client's handle, a closed
+//! one and one never issued all get `NoSuchSocket`. Each client holds at
+//! most [`PER_CLIENT_SOCKETS`] sockets, so one client cannot take the
+//! stack's [`MAX_SOCKETS`] from the others; [`SocketServer::client_gone`]
+//! closes everything a client held when it ends. Bulk data goes through
+//! the client's shared buffer (a region both map, given to the server with
+//! [`SocketServer::give_buffer`]; on Alcove it arrives as a frame
+//! capability, embedded in one process it is a shared allocation); every
+//! offset and length is checked against it.
+//!
+//! The server drives the stack's frames through its [`Wire`] before and
+//! after each request (on Alcove: the host VNIC's rings, see
+//! [`crate::stack::RingPort`]).
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use libipc::blkring::RingRegion;
+use libipc::interfaces::{Datagram, SOCKET_INLINE_MAX, SocketError, SocketState, socket};
+use libipc::RemoteError;
+
+use crate::stack::{HostStack, MAX_SOCKETS, SocketId, StackError, TCP_BUFFER_BYTES, TcpState};
+
+/// Sockets one client may hold at once.
+pub const PER_CLIENT_SOCKETS: usize = 16;
+
+/// Moves the stack's frames to and from its switch port, and keeps time.
+pub trait Wire {
+    /// One round: frames out, frames in, a poll of the stack.
+    fn pump(&mut self, stack: &mut HostStack);
+}
+
+struct Client<B> {
+    sockets: BTreeSet<u32>,
+    buffer: Option<B>,
+}
+
+impl<B> Default for Client<B> {
+    fn default() -> Self {
+        Self { sockets: BTreeSet::new(), buffer: None }
+    }
+}
+
+/// The socket server; see the module's description.
+pub struct SocketServer<B: RingRegion, W: Wire> {
+    stack: HostStack,
+    wire: W,
+    clients: BTreeMap<u64, Client<B>>,
+    caller: u64,
+}
+
+fn stack_error(e: StackError) -> SocketError {
+    match e {
+        StackError::NoSocket(s) => SocketError::NoSuchSocket { socket: s.0 },
+        StackError::TooManySockets { limit } => SocketError::StackFull { limit: limit as u32 },
+        StackError::WrongKind(s) => SocketError::WrongKind { socket: s.0 },
+        StackError::PortInUse(port) => SocketError::PortInUse { port },
+        StackError::BadAddress => SocketError::BadAddress,
+        StackError::NotConnected(s) => SocketError::NotConnected { socket: s.0 },
+    }
+}
+
+impl<B: RingRegion, W: Wire> SocketServer<B, W> {
+    /// Serves `stack`, whose frames `wire` moves.
+    pub fn new(stack: HostStack, wire: W) -> Self {
+        Self { stack, wire, clients: BTreeMap::new(), caller: 0 }
+    }
+
+    /// The stack (its address, the sockets open).
+    pub fn stack(&self) -> &HostStack {
+        &self.stack
+    }
+
+    /// Makes `buffer` the shared buffer of the client with `badge` (a
+    /// previous one is dropped).
+    pub fn give_buffer(&mut self, badge: u64, buffer: B) {
+        self.clients.entry(badge).or_default().buffer = Some(buffer);
+    }
+
+    /// The client with `badge` ended: its sockets are closed (connections
+    /// send FIN) and its buffer dropped. Returns how many sockets it held.
+    pub fn client_gone(&mut self, badge: u64) -> usize {
+        let Some(c) = self.clients.remove(&badge) else { return 0 };
+        for s in &c.sockets {
+            let _ = self.stack.close(SocketId(*s));
+        }
+        self.wire.pump(&mut self.stack);
+        c.sockets.len()
+    }
+
+    /// Sockets the client with `badge` holds.
+    pub fn sockets_of(&self, badge: u64) -> usize {
+        self.clients.get(&badge).map_or(0, |c| c.sockets.len())
+    }
+
+    fn client(&mut self) -> &mut Client<B> {
+        self.clients.entry(self.caller).or_default()
+    }
+
+    fn own(&mut self, socket: u32) -> Result<SocketId, SocketError> {
+        if self.clients.get(&self.caller).is_some_and(|c| c.sockets.contains(&socket)) {
+            Ok(SocketId(socket))
+        } else {
+            Err(SocketError::NoSuchSocket { socket })
+        }
+    }
+
+    fn room(&mut self) -> Result<(), SocketError> {
+        if self.client().sockets.len() >= PER_CLIENT_SOCKETS {
+            return Err(SocketError::TooManySockets { limit: PER_CLIENT_SOCKETS as u32 });
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, id: SocketId) -> u32 {
+        self.client().sockets.insert(id.0);
+        id.0
+    }
+
+    /// The caller's buffer and its size, with `offset..offset + len` inside.
+    fn window(&mut self, offset: u32, len: u32) -> Result<&mut B, SocketError> {
+        let b = self.client().buffer.as_mut().ok_or(SocketError::NoBuffer)?;
+        let size = b.len();
+        if u64::from(offset) + u64::from(len) > size as u64 {
+            return Err(SocketError::OutsideBuffer { offset, len, size: size.min(u32::MAX as usize) as u32 });
+        }
+        Ok(b)
+    }
+}
+
+impl<B: RingRegion, W: Wire> socket::Server for SocketServer<B, W> {
+    fn listen(&mut self, port: u16) -> Result<u32, SocketError> {
+        self.room()?;
+        let id = self.stack.listen(port).map_err(stack_error)?;
+        Ok(self.record(id))
+    }
+
+    fn accept(&mut self, listener: u32) -> Result<Option<u32>, SocketError> {
+        let l = self.own(listener)?;
+        // A connection waiting needs room in the caller's share.
+        if self.stack.tcp_state(l).map_err(stack_error)? == TcpState::Pending {
+            return Ok(None);
+        }
+        self.room()?;
+        Ok(self.stack.accept(l).map_err(stack_error)?.map(|id| self.record(id)))
+    }
+
+    fn connect(&mut self, ip: [u8; 4], port: u16) -> Result<u32, SocketError> {
+        self.room()?;
+        let id = self.stack.connect(Ipv4Addr::from(ip), port).map_err(stack_error)?;
+        Ok(self.record(id))
+    }
+
+    fn state(&mut self, socket: u32) -> Result<SocketState, SocketError> {
+        let s = self.own(socket)?;
+        Ok(match self.stack.tcp_state(s).map_err(stack_error)? {
+            TcpState::Pending => SocketState::Pending,
+            TcpState::Established => SocketState::Established,
+            TcpState::PeerClosed => SocketState::PeerClosed,
+            TcpState::Closed => SocketState::Closed,
+        })
+    }
+
+    fn send(&mut self, socket: u32, data: Vec<u8>) -> Result<u32, SocketError> {
+        let s = self.own(socket)?;
+        if data.len() > SOCKET_INLINE_MAX as usize {
+            return Err(SocketError::TooLarge { bytes: data.len() as u64, max: SOCKET_INLINE_MAX });
+        }
+        Ok(self.stack.send(s, &data).map_err(stack_error)? as u32)
+    }
+
+    fn recv(&mut self, socket: u32, max: u32) -> Result<Vec<u8>, SocketError> {
+        let s = self.own(socket)?;
+        if max > SOCKET_INLINE_MAX {
+            return Err(SocketError::TooLarge { bytes: u64::from(max), max: SOCKET_INLINE_MAX });
+        }
+        self.stack.recv(s, max as usize).map_err(stack_error)
+    }
+
+    fn buffer(&mut self) -> Result<u32, SocketError> {
+        let b = self.client().buffer.as_ref().ok_or(SocketError::NoBuffer)?;
+        Ok(b.len().min(u32::MAX as usize) as u32)
+    }
+
+    fn send_buffered(&mut self, socket: u32, offset: u32, len: u32) -> Result<u32, SocketError> {
+        let s = self.own(socket)?;
+        // At most a send buffer's worth is read out of the shared buffer.
+        let take = (len as usize).min(TCP_BUFFER_BYTES);
+        let b = self.window(offset, len)?;
+        let mut data = vec![0u8; take];
+        b.read(offset as usize, &mut data);
+        Ok(self.stack.send(s, &data).map_err(stack_error)? as u32)
+    }
+
+    fn recv_buffered(&mut self, socket: u32, offset: u32, max: u32) -> Result<u32, SocketError> {
+        let s = self.own(socket)?;
+        self.window(offset, max)?;
+        let data = self.stack.recv(s, max as usize).map_err(stack_error)?;
+        let b = self.window(offset, max)?;
+        b.write(offset as usize, &data);
+        Ok(data.len() as u32)
+    }
+
+    fn udp_bind(&mut self, port: u16) -> Result<(u32, u16), SocketError> {
+        self.room()?;
+        let (id, port) = self.stack.udp_bind(port).map_err(stack_error)?;
+        Ok((self.record(id), port))
+    }
+
+    fn send_to(&mut self, socket: u32, ip: [u8; 4], port: u16, data: Vec<u8>) -> Result<bool, SocketError> {
+        let s = self.own(socket)?;
+        if data.len() > SOCKET_INLINE_MAX as usize {
+            return Err(SocketError::TooLarge { bytes: data.len() as u64, max: SOCKET_INLINE_MAX });
+        }
+        self.stack.send_to(s, Ipv4Addr::from(ip), port, &data).map_err(stack_error)
+    }
+
+    fn recv_from(&mut self, socket: u32, max: u32) -> Result<Option<Datagram>, SocketError> {
+        let s = self.own(socket)?;
+        if max > SOCKET_INLINE_MAX {
+            return Err(SocketError::TooLarge { bytes: u64::from(max), max: SOCKET_INLINE_MAX });
+        }
+        Ok(self.stack.recv_from(s, max as usize).map_err(stack_error)?.map(|(data, ip, port)| Datagram { data, ip: ip.octets(), port }))
+    }
+
+    fn close(&mut self, socket: u32) -> Result<(), SocketError> {
+        let s = self.own(socket)?;
+        self.client().sockets.remove(&socket);
+        self.stack.close(s).map_err(stack_error)
+    }
+}
+
+impl<B: RingRegion, W: Wire> libipc::Dispatch for SocketServer<B, W> {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.caller = badge;
+        self.wire.pump(&mut self.stack);
+        let reply = socket::dispatch(self, interface, request);
+        self.wire.pump(&mut self.stack);
+        // A client that asked for nothing but failed holds no entry.
+        if self.clients.get(&badge).is_some_and(|c| c.sockets.is_empty() && c.buffer.is_none()) {
+            self.clients.remove(&badge);
+        }
+        reply
+    }
+}
+
+// The limits fit together: the stack holds every client's full share of
+// four clients.
+const _: () = assert!(PER_CLIENT_SOCKETS * 4 <= MAX_SOCKETS);

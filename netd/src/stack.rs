@@ -1,0 +1,543 @@
+//! The host's own TCP/IP: `smoltcp` on a VNIC of a switch, as the design
+//! puts it (the admin address, ARP and ping, TCP and UDP sockets for other
+//! servers). [`HostStack`] is the stack with its frame queues; [`RingPort`]
+//! connects it to a VNIC's frame rings ([`libipc::framering`]) from the
+//! VMM's side of the region, so to the switch the host is one more VNIC.
+//! Time comes from the caller, in nanoseconds.
+//!
+//! Addresses: static (`ip/prefix`, a gateway) or a DHCP client, which sets
+//! the address and default route it is given and drops them when the lease
+//! is lost. smoltcp answers ARP and ICMP echo itself.
+//!
+//! Sockets are named by [`SocketId`]s that are never reused, so a stale id
+//! is an error, never another socket. A TCP listener holds one listening
+//! socket: when a peer connects, [`HostStack::accept`] hands the connection
+//! out under a new id and the listener listens again (a backlog of one).
+//! Every socket's buffers are bounded ([`TCP_BUFFER_BYTES`],
+//! [`UDP_BUFFER_BYTES`]) and there are at most [`MAX_SOCKETS`].
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use libipc::framering::{Consumer, Direction, FrameRingError, Geometry, Producer, RingRegion};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::{dhcpv4, tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr};
+
+/// Sockets the stack holds at most (listeners and connections, TCP and UDP).
+pub const MAX_SOCKETS: usize = 64;
+/// Each TCP socket's receive and send buffer.
+pub const TCP_BUFFER_BYTES: usize = 16 * 1024;
+/// Each UDP socket's receive and send buffer (payload bytes), and datagrams.
+pub const UDP_BUFFER_BYTES: usize = 16 * 1024;
+const UDP_DATAGRAMS: usize = 16;
+/// Frames waiting to go out before smoltcp is told to hold back.
+pub const TX_QUEUE: usize = 64;
+/// Frames received and not yet processed, beyond which more are dropped.
+pub const RX_QUEUE: usize = 256;
+/// The largest Ethernet frame (MTU 1500, no FCS).
+pub const MAX_FRAME: usize = 1514;
+const EPHEMERAL_FIRST: u16 = 49152;
+
+/// How the host's address is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressConfig {
+    /// A fixed address (the boot configuration's `ip`, `netmask` as a
+    /// prefix length, `gateway`).
+    Static { ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr> },
+    /// Asked for with DHCP.
+    Dhcp,
+}
+
+/// A socket of the host stack. Ids are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SocketId(pub u32);
+
+/// Why the stack refused a socket call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StackError {
+    /// No such socket (closed, or never opened).
+    NoSocket(SocketId),
+    /// Every one of the [`MAX_SOCKETS`] sockets is in use.
+    TooManySockets { limit: usize },
+    /// The call does not apply to this socket (e.g. `send` on a listener).
+    WrongKind(SocketId),
+    /// The port is taken by another listener or UDP socket.
+    PortInUse(u16),
+    /// Port 0, an unspecified or broadcast peer, or no address yet.
+    BadAddress,
+    /// The connection is not (or no longer) open for this call.
+    NotConnected(SocketId),
+}
+
+impl core::fmt::Display for StackError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StackError::NoSocket(s) => write!(f, "no socket {}", s.0),
+            StackError::TooManySockets { limit } => write!(f, "all {limit} sockets are in use"),
+            StackError::WrongKind(s) => write!(f, "socket {} does not do that", s.0),
+            StackError::PortInUse(p) => write!(f, "port {p} is in use"),
+            StackError::BadAddress => f.write_str("bad address"),
+            StackError::NotConnected(s) => write!(f, "socket {} is not connected", s.0),
+        }
+    }
+}
+
+impl core::error::Error for StackError {}
+
+/// The state of a TCP socket as a caller sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    /// Listening (a listener), or connecting.
+    Pending,
+    /// Data flows both ways.
+    Established,
+    /// The peer closed its side: what it sent can still be read.
+    PeerClosed,
+    /// Closed or reset.
+    Closed,
+}
+
+enum Kind {
+    Listener { port: u16, handle: SocketHandle },
+    Tcp(SocketHandle),
+    Udp { port: u16, handle: SocketHandle },
+}
+
+/// The frames between smoltcp and the port.
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        self.0.push_back(frame);
+        r
+    }
+}
+
+impl Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        (self.tx.len() < TX_QUEUE).then_some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME;
+        caps
+    }
+}
+
+/// The host's TCP/IP stack; see the module's description.
+pub struct HostStack {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: Queues,
+    dhcp: Option<SocketHandle>,
+    table: BTreeMap<SocketId, Kind>,
+    /// Closed connections still sending their FIN (they count against
+    /// [`MAX_SOCKETS`] until they finish).
+    orphans: Vec<SocketHandle>,
+    next_id: u32,
+    next_port: u16,
+    /// Frames dropped because [`RX_QUEUE`] frames were waiting.
+    pub rx_dropped: u64,
+}
+
+fn now(ns: u64) -> Instant {
+    Instant::from_micros((ns / 1000) as i64)
+}
+
+impl HostStack {
+    /// A stack with MAC `mac` and its address set by `addr`; `seed` seeds
+    /// smoltcp's choices (initial sequence numbers, DHCP transaction ids).
+    pub fn new(mac: [u8; 6], addr: AddressConfig, seed: u64, now_ns: u64) -> Result<Self, StackError> {
+        let mut dev = Queues { rx: VecDeque::new(), tx: VecDeque::new() };
+        let mut config = Config::new(EthernetAddress(mac).into());
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut dev, now(now_ns));
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut dhcp = None;
+        match addr {
+            AddressConfig::Static { ip, prefix, gateway } => {
+                if prefix == 0 || prefix > 32 || ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                    return Err(StackError::BadAddress);
+                }
+                iface.update_ip_addrs(|a| {
+                    let _ = a.push(IpCidr::Ipv4(Ipv4Cidr::new(ip, prefix)));
+                });
+                if let Some(gw) = gateway {
+                    iface.routes_mut().add_default_ipv4_route(gw).map_err(|_| StackError::BadAddress)?;
+                }
+            }
+            AddressConfig::Dhcp => dhcp = Some(sockets.add(dhcpv4::Socket::new())),
+        }
+        Ok(Self {
+            iface,
+            sockets,
+            dev,
+            dhcp,
+            table: BTreeMap::new(),
+            orphans: Vec::new(),
+            next_id: 1,
+            next_port: EPHEMERAL_FIRST,
+            rx_dropped: 0,
+        })
+    }
+
+    /// The host's address and prefix length, once it has one.
+    pub fn address(&self) -> Option<(Ipv4Addr, u8)> {
+        self.iface.ip_addrs().iter().map(|c| match c {
+            IpCidr::Ipv4(c) => (c.address(), c.prefix_len()),
+        }).next()
+    }
+
+    /// A frame from the switch for this stack.
+    pub fn push_rx(&mut self, frame: &[u8]) {
+        if self.dev.rx.len() >= RX_QUEUE {
+            self.rx_dropped += 1;
+        } else {
+            self.dev.rx.push_back(frame.to_vec());
+        }
+    }
+
+    /// Frames the stack sent, in order.
+    pub fn take_tx(&mut self) -> VecDeque<Vec<u8>> {
+        core::mem::take(&mut self.dev.tx)
+    }
+
+    /// Processes what arrived and what sockets want to send; runs the DHCP
+    /// client. Returns when it wants to run again (nanoseconds, absolute),
+    /// if it has a timer.
+    pub fn poll(&mut self, now_ns: u64) -> Option<u64> {
+        let t = now(now_ns);
+        self.iface.poll(t, &mut self.dev, &mut self.sockets);
+        if let Some(h) = self.dhcp {
+            let event = self.sockets.get_mut::<dhcpv4::Socket>(h).poll();
+            match event {
+                Some(dhcpv4::Event::Configured(c)) => {
+                    let (address, router) = (c.address, c.router);
+                    self.iface.update_ip_addrs(|a| {
+                        a.clear();
+                        let _ = a.push(IpCidr::Ipv4(address));
+                    });
+                    self.iface.routes_mut().remove_default_ipv4_route();
+                    if let Some(r) = router {
+                        let _ = self.iface.routes_mut().add_default_ipv4_route(r);
+                    }
+                    log::info!("netd: host address {address} from DHCP");
+                    // Sockets waiting for an address may go now.
+                    self.iface.poll(t, &mut self.dev, &mut self.sockets);
+                }
+                Some(dhcpv4::Event::Deconfigured) => {
+                    self.iface.update_ip_addrs(|a| a.clear());
+                    self.iface.routes_mut().remove_default_ipv4_route();
+                    log::info!("netd: DHCP lease lost; no host address");
+                }
+                None => {}
+            }
+        }
+        self.reap();
+        self.iface.poll_delay(t, &self.sockets).map(|d| now_ns.saturating_add(d.total_micros().saturating_mul(1000)))
+    }
+
+    fn new_id(&mut self) -> Result<SocketId, StackError> {
+        self.reap();
+        if self.table.len() + self.orphans.len() >= MAX_SOCKETS {
+            return Err(StackError::TooManySockets { limit: MAX_SOCKETS });
+        }
+        let id = SocketId(self.next_id);
+        self.next_id = self.next_id.checked_add(1).ok_or(StackError::TooManySockets { limit: MAX_SOCKETS })?;
+        Ok(id)
+    }
+
+    fn port_taken(&self, port: u16) -> bool {
+        self.table.values().any(|k| match k {
+            Kind::Listener { port: p, .. } | Kind::Udp { port: p, .. } => *p == port,
+            Kind::Tcp(h) => self.sockets.get::<tcp::Socket>(*h).local_endpoint().is_some_and(|e| e.port == port),
+        })
+    }
+
+    fn tcp_socket() -> tcp::Socket<'static> {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER_BYTES]),
+        )
+    }
+
+    /// Listens for TCP connections on `port` (all the host's addresses).
+    pub fn listen(&mut self, port: u16) -> Result<SocketId, StackError> {
+        if port == 0 {
+            return Err(StackError::BadAddress);
+        }
+        if self.port_taken(port) {
+            return Err(StackError::PortInUse(port));
+        }
+        let id = self.new_id()?;
+        let mut s = Self::tcp_socket();
+        s.listen(port).map_err(|_| StackError::BadAddress)?;
+        let handle = self.sockets.add(s);
+        self.table.insert(id, Kind::Listener { port, handle });
+        Ok(id)
+    }
+
+    /// A connection that arrived on `listener`, if one did: it gets its own
+    /// id, and the listener listens again.
+    pub fn accept(&mut self, listener: SocketId) -> Result<Option<SocketId>, StackError> {
+        let (port, handle) = match self.table.get(&listener) {
+            Some(Kind::Listener { port, handle }) => (*port, *handle),
+            Some(_) => return Err(StackError::WrongKind(listener)),
+            None => return Err(StackError::NoSocket(listener)),
+        };
+        let state = self.sockets.get::<tcp::Socket>(handle).state();
+        if matches!(state, tcp::State::Listen | tcp::State::SynReceived) {
+            return Ok(None);
+        }
+        // The connection needs an id and the new listener a socket slot.
+        let id = self.new_id()?;
+        let mut s = Self::tcp_socket();
+        s.listen(port).map_err(|_| StackError::BadAddress)?;
+        let fresh = self.sockets.add(s);
+        self.table.insert(listener, Kind::Listener { port, handle: fresh });
+        self.table.insert(id, Kind::Tcp(handle));
+        Ok(Some(id))
+    }
+
+    /// Opens a TCP connection to `ip:port` from an ephemeral port; it is
+    /// [`TcpState::Pending`] until the peer answers.
+    pub fn connect(&mut self, ip: Ipv4Addr, port: u16) -> Result<SocketId, StackError> {
+        if port == 0 || ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err(StackError::BadAddress);
+        }
+        let id = self.new_id()?;
+        let local = self.ephemeral_port()?;
+        let mut s = Self::tcp_socket();
+        s.connect(self.iface.context(), IpEndpoint::new(IpAddress::Ipv4(ip), port), local)
+            .map_err(|_| StackError::BadAddress)?;
+        let handle = self.sockets.add(s);
+        self.table.insert(id, Kind::Tcp(handle));
+        Ok(id)
+    }
+
+    fn ephemeral_port(&mut self) -> Result<u16, StackError> {
+        for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
+            let p = self.next_port;
+            self.next_port = if p == u16::MAX { EPHEMERAL_FIRST } else { p + 1 };
+            if !self.port_taken(p) {
+                return Ok(p);
+            }
+        }
+        Err(StackError::TooManySockets { limit: MAX_SOCKETS })
+    }
+
+    /// Binds a UDP socket to `port` (0: an ephemeral port).
+    pub fn udp_bind(&mut self, port: u16) -> Result<(SocketId, u16), StackError> {
+        let port = if port == 0 { self.ephemeral_port()? } else { port };
+        if self.port_taken(port) {
+            return Err(StackError::PortInUse(port));
+        }
+        let id = self.new_id()?;
+        let meta = || vec![udp::PacketMetadata::EMPTY; UDP_DATAGRAMS];
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(meta(), vec![0; UDP_BUFFER_BYTES]),
+            udp::PacketBuffer::new(meta(), vec![0; UDP_BUFFER_BYTES]),
+        );
+        s.bind(IpListenEndpoint { addr: None, port }).map_err(|_| StackError::BadAddress)?;
+        let handle = self.sockets.add(s);
+        self.table.insert(id, Kind::Udp { port, handle });
+        Ok((id, port))
+    }
+
+    fn tcp(&mut self, id: SocketId) -> Result<&mut tcp::Socket<'static>, StackError> {
+        match self.table.get(&id) {
+            Some(Kind::Tcp(h)) => Ok(self.sockets.get_mut::<tcp::Socket>(*h)),
+            Some(_) => Err(StackError::WrongKind(id)),
+            None => Err(StackError::NoSocket(id)),
+        }
+    }
+
+    fn udp(&mut self, id: SocketId) -> Result<&mut udp::Socket<'static>, StackError> {
+        match self.table.get(&id) {
+            Some(Kind::Udp { handle, .. }) => Ok(self.sockets.get_mut::<udp::Socket>(*handle)),
+            Some(_) => Err(StackError::WrongKind(id)),
+            None => Err(StackError::NoSocket(id)),
+        }
+    }
+
+    /// The state of a TCP connection or listener.
+    pub fn tcp_state(&mut self, id: SocketId) -> Result<TcpState, StackError> {
+        let s = match self.table.get(&id) {
+            Some(Kind::Tcp(h)) | Some(Kind::Listener { handle: h, .. }) => self.sockets.get::<tcp::Socket>(*h).state(),
+            Some(Kind::Udp { .. }) => return Err(StackError::WrongKind(id)),
+            None => return Err(StackError::NoSocket(id)),
+        };
+        Ok(match s {
+            tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived => TcpState::Pending,
+            tcp::State::Established => TcpState::Established,
+            tcp::State::CloseWait => TcpState::PeerClosed,
+            _ => TcpState::Closed,
+        })
+    }
+
+    /// Queues what fits of `data` on a TCP connection: how many bytes it
+    /// took (0 when its send buffer is full).
+    pub fn send(&mut self, id: SocketId, data: &[u8]) -> Result<usize, StackError> {
+        let s = self.tcp(id)?;
+        if !s.may_send() {
+            return Err(StackError::NotConnected(id));
+        }
+        s.send_slice(data).map_err(|_| StackError::NotConnected(id))
+    }
+
+    /// Takes up to `max` received bytes from a TCP connection (empty when
+    /// none arrived yet). Once the peer closed and everything is read,
+    /// [`StackError::NotConnected`].
+    pub fn recv(&mut self, id: SocketId, max: usize) -> Result<Vec<u8>, StackError> {
+        let s = self.tcp(id)?;
+        if !s.can_recv() {
+            return if s.may_recv() || matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived) {
+                Ok(Vec::new())
+            } else {
+                Err(StackError::NotConnected(id))
+            };
+        }
+        let mut buf = vec![0u8; max.min(TCP_BUFFER_BYTES)];
+        let n = s.recv_slice(&mut buf).map_err(|_| StackError::NotConnected(id))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Sends one datagram from a UDP socket; `false` when its send buffer
+    /// has no room now.
+    pub fn send_to(&mut self, id: SocketId, ip: Ipv4Addr, port: u16, data: &[u8]) -> Result<bool, StackError> {
+        if port == 0 || ip.is_unspecified() || data.len() > UDP_BUFFER_BYTES {
+            return Err(StackError::BadAddress);
+        }
+        let s = self.udp(id)?;
+        match s.send_slice(data, IpEndpoint::new(IpAddress::Ipv4(ip), port)) {
+            Ok(()) => Ok(true),
+            Err(udp::SendError::BufferFull) => Ok(false),
+            Err(udp::SendError::Unaddressable) => Err(StackError::BadAddress),
+        }
+    }
+
+    /// The next datagram a UDP socket received, with its sender (at most
+    /// `max` bytes of it; the rest is cut off).
+    pub fn recv_from(&mut self, id: SocketId, max: usize) -> Result<Option<(Vec<u8>, Ipv4Addr, u16)>, StackError> {
+        let s = self.udp(id)?;
+        match s.recv() {
+            Ok((data, meta)) => {
+                let IpAddress::Ipv4(ip) = meta.endpoint.addr;
+                Ok(Some((data[..data.len().min(max)].to_vec(), ip, meta.endpoint.port)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Closes a socket: a TCP connection sends FIN (what was queued goes
+    /// first) and its slot is freed; the id is no longer valid.
+    pub fn close(&mut self, id: SocketId) -> Result<(), StackError> {
+        let kind = self.table.remove(&id).ok_or(StackError::NoSocket(id))?;
+        match kind {
+            Kind::Tcp(h) => {
+                // The FIN goes out on the next poll; smoltcp keeps the
+                // socket until then, we keep it as an orphan below.
+                self.sockets.get_mut::<tcp::Socket>(h).close();
+                self.orphans_push(h);
+            }
+            Kind::Listener { handle, .. } => {
+                self.sockets.remove(handle);
+            }
+            Kind::Udp { handle, .. } => {
+                self.sockets.remove(handle);
+            }
+        }
+        Ok(())
+    }
+
+    fn orphans_push(&mut self, h: SocketHandle) {
+        // A closed connection's socket lives until its FIN is acknowledged
+        // or it times out; `reap` frees it then.
+        self.orphans.push(h);
+    }
+
+    /// Frees closed connections' sockets whose close finished.
+    fn reap(&mut self) {
+        let sockets = &mut self.sockets;
+        self.orphans.retain(|h| {
+            let done = matches!(sockets.get::<tcp::Socket>(*h).state(), tcp::State::Closed | tcp::State::TimeWait);
+            if done {
+                sockets.remove(*h);
+            }
+            !done
+        });
+    }
+
+    /// Sockets open (not counting closed connections still finishing).
+    #[must_use]
+    pub fn sockets_open(&self) -> usize {
+        self.table.len()
+    }
+}
+
+/// The host stack's end of a VNIC's frame rings: the same role as a VMM's
+/// `FrameLink` (frames to netd's switch on one ring, frames from it on the
+/// other), over a region the switch's fabric formatted.
+pub struct RingPort {
+    to_netd: Producer,
+    from_netd: Consumer,
+    waiting: VecDeque<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl RingPort {
+    /// The port over `region` (its header checked here).
+    pub fn new(region: &dyn RingRegion) -> Result<Self, FrameRingError> {
+        let g = Geometry::from_header(region)?;
+        Ok(Self {
+            to_netd: Producer::new(g, Direction::ToNetd),
+            from_netd: Consumer::new(g, Direction::ToVmm),
+            waiting: VecDeque::new(),
+            buf: vec![0; g.slot_bytes],
+        })
+    }
+
+    /// One round both ways: frames the stack sent into the ring, frames
+    /// the switch delivered into the stack, then a poll of the stack.
+    /// Returns whether the switch should be signalled (frames went in).
+    pub fn pump(&mut self, region: &mut dyn RingRegion, stack: &mut HostStack, now_ns: u64) -> Result<bool, FrameRingError> {
+        let got = self.from_netd.pop_all(region, &mut self.buf, RX_QUEUE as u32, |f| stack.push_rx(f))?;
+        if got > 0 || self.waiting.is_empty() {
+            stack.poll(now_ns);
+        }
+        self.waiting.extend(stack.take_tx());
+        let n = self.to_netd.push_all(region, self.waiting.iter().map(|f| f.as_slice()))?;
+        self.waiting.drain(..n);
+        Ok(n > 0)
+    }
+}
