@@ -212,12 +212,12 @@ impl<D: Disk> Pool<D> {
         for rec in records {
             match *rec {
                 Record::Write(blk, data) => {
-                    self.write(target, blk * bs, data)?;
+                    self.recv_write(target, blk * bs, data)?;
                     pending += data.len();
                 }
                 Record::Free(blk, n) => {
                     for b in blk..blk + n {
-                        self.write(target, b * bs, &zeros)?;
+                        self.recv_write(target, b * bs, &zeros)?;
                         pending += zeros.len();
                     }
                 }
@@ -228,5 +228,17 @@ impl<D: Disk> Pool<D> {
             }
         }
         Ok(())
+    }
+
+    /// A received block; commits first when the caller's dirty bound
+    /// would refuse it (the bound holds during a receive too).
+    fn recv_write(&mut self, target: &str, at: u64, data: &[u8]) -> Result<(), Error> {
+        match self.write(target, at, data) {
+            Err(Error::DirtyFull { .. }) => {
+                self.sync()?;
+                self.write(target, at, data)
+            }
+            r => r,
+        }
     }
 }
