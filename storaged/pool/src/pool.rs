@@ -943,15 +943,16 @@ impl<D: Disk> Pool<D> {
 
     /// `bp` leaves a volume's tree: freed once the group commits if only the
     /// volume had it, else kept for the snapshot on the volume's deadlist.
-    fn kill(&mut self, bp: &BlockPtr, prev_snap_txg: u64, dead: &mut Vec<Dead>) {
+    fn kill(&mut self, bp: &BlockPtr, prev_snap_txg: u64, dead: &mut Vec<Dead>) -> Result<(), Error> {
         if bp.is_hole() {
-            return;
+            return Ok(());
         }
         if bp.birth > prev_snap_txg {
-            self.space.defer_free(bp.offset, u64::from(bp.psize));
+            self.free_block(bp.offset, bp.psize)?;
         } else {
             dead.push(Dead { offset: bp.offset, psize: bp.psize, birth: bp.birth });
         }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -968,7 +969,7 @@ impl<D: Disk> Pool<D> {
     ) -> Result<BlockPtr, Error> {
         if level == 0 {
             let data = &dirty[&first];
-            self.kill(&old, prev_snap_txg, dead);
+            self.kill(&old, prev_snap_txg, dead)?;
             if data.iter().all(|&b| b == 0) {
                 return Ok(BlockPtr::HOLE);
             }
@@ -983,7 +984,7 @@ impl<D: Disk> Pool<D> {
                 *child = self.sync_node(*child, level - 1, lo, dirty, prev_snap_txg, dead, txg, compress)?;
             }
         }
-        self.kill(&old, prev_snap_txg, dead);
+        self.kill(&old, prev_snap_txg, dead)?;
         if children.iter().all(BlockPtr::is_hole) {
             return Ok(BlockPtr::HOLE);
         }
@@ -1015,10 +1016,10 @@ impl<D: Disk> Pool<D> {
             let mut dead = d.deadlist.clone();
             let compress = d.props.get(PROP_COMPRESSION).is_some_and(|v| v == "lz4");
             let (free0, dead0) = (self.space.free_bytes(), dead.len());
-            let freed0: u64 = self.space.deferred().iter().map(|e| e.1).sum();
+            let freed0 = self.space.deferred_bytes();
             let root = self.sync_node(d.root, d.height(), 0, blocks, d.prev_snap_txg, &mut dead, txg, compress)?;
             let written = free0 - self.space.free_bytes();
-            let freed = self.space.deferred().iter().map(|e| e.1).sum::<u64>() - freed0;
+            let freed = self.space.deferred_bytes() - freed0;
             let origin_txg = self.origin_txg(&d);
             let shared_killed: u64 = dead[dead0..].iter().filter(|x| x.birth > origin_txg).map(|x| u64::from(x.psize)).sum();
             if let Some(a) = self.acct.get_mut(id) {
@@ -1031,7 +1032,7 @@ impl<D: Disk> Pool<D> {
         }
         self.dirty_charge.clear();
         if !self.mos.is_hole() {
-            self.space.defer_free(self.mos.offset, u64::from(self.mos.psize));
+            self.free_block(self.mos.offset, self.mos.psize)?;
         }
         // The MOS records its own block in the space map: allocate first,
         // then encode; retry larger if the map grew past the estimate.
@@ -1231,8 +1232,17 @@ impl<D: Disk> Pool<D> {
                 self.free_tree(c, min_birth)?;
             }
         }
-        self.space.defer_free(bp.offset, u64::from(bp.psize));
-        Ok(())
+        self.free_block(bp.offset, bp.psize)
+    }
+
+    /// Frees a block once the open group commits; a block the space map
+    /// does not hold as allocated (a damaged or forged pool) is an error.
+    fn free_block(&mut self, offset: u64, psize: u32) -> Result<(), Error> {
+        if self.space.defer_free(offset, u64::from(psize)) {
+            Ok(())
+        } else {
+            Err(Error::Corrupt(format!("block at {offset:#x} ({psize} bytes) freed but not allocated")))
+        }
     }
 
     /// Returns `VOLUME` to its latest snapshot `VOLUME@SNAP`.
@@ -1308,7 +1318,7 @@ impl<D: Disk> Pool<D> {
         let mut keep = Vec::new();
         for x in next_dead {
             if x.birth > prev_txg {
-                self.space.defer_free(x.offset, u64::from(x.psize));
+                self.free_block(x.offset, x.psize)?;
             } else {
                 keep.push(x);
             }

@@ -216,7 +216,9 @@ impl<D: Disk> Pool<D> {
                     pending += data.len();
                 }
                 Record::Free(blk, n) => {
-                    for b in blk..blk + n {
+                    // Only blocks holding data need zeros: a FREE over a
+                    // huge sparse range costs what it frees, not its length.
+                    for b in self.blocks_with_data(target, blk, blk.saturating_add(n))? {
                         self.recv_write(target, b * bs, &zeros)?;
                         pending += zeros.len();
                     }
@@ -226,6 +228,31 @@ impl<D: Disk> Pool<D> {
                 self.sync()?;
                 pending = 0;
             }
+        }
+        Ok(())
+    }
+
+    /// The blocks in `[lo, hi)` of volume `name` that are not holes (dirty
+    /// or in its tree), by a walk that skips hole subtrees.
+    fn blocks_with_data(&mut self, name: &str, lo: u64, hi: u64) -> Result<Vec<u64>, Error> {
+        let d = self.ds(self.id_of(name)?).clone();
+        let mut out: BTreeSet<u64> = self.dirty.get(&d.id).map(|m| m.range(lo..hi).map(|(k, _)| *k).collect()).unwrap_or_default();
+        self.data_walk(d.root, 0, lo, hi, &mut out)?;
+        Ok(out.into_iter().collect())
+    }
+
+    fn data_walk(&mut self, bp: BlockPtr, first: u64, lo: u64, hi: u64, out: &mut BTreeSet<u64>) -> Result<(), Error> {
+        let end = first.saturating_add(span(bp.level));
+        if bp.is_hole() || end <= lo || first >= hi {
+            return Ok(());
+        }
+        if bp.level == 0 {
+            out.insert(first);
+            return Ok(());
+        }
+        let cs = span(bp.level - 1);
+        for (i, c) in self.read_indirect(&bp)?.into_iter().enumerate() {
+            self.data_walk(c, first.saturating_add(cs.saturating_mul(i as u64)), lo, hi, out)?;
         }
         Ok(())
     }
