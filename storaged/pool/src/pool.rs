@@ -30,6 +30,61 @@ pub const MAX_VOLSIZE: u64 = 1 << 50;
 pub const DEFAULT_VOLBLOCKSIZE: u32 = 8192;
 /// The native property that selects compression: `off` or `lz4`.
 pub const PROP_COMPRESSION: &str = "compression";
+/// Native space properties (bytes, or absent = none), ZFS's semantics for
+/// volumes: `quota` bounds `used` (the volume, its snapshots' own blocks);
+/// `reservation` guarantees `used` up to it; `refreservation` guarantees the
+/// volume's unique (not snapshot-shared) blocks up to it.
+pub const PROP_QUOTA: &str = "quota";
+pub const PROP_RESERVATION: &str = "reservation";
+pub const PROP_REFRESERVATION: &str = "refreservation";
+const SPACE_PROPS: [&str; 3] = [PROP_QUOTA, PROP_RESERVATION, PROP_REFRESERVATION];
+
+/// `none`, a byte count, or a number with a K/M/G/T suffix (powers of 1024).
+pub fn parse_size(v: &str) -> Option<u64> {
+    if v == "none" {
+        return Some(0);
+    }
+    let (num, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        b'T' | b't' => (&v[..v.len() - 1], 40),
+        _ => (v, 0),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+}
+
+/// A volume's space accounting, as `zfs get used,usedbydataset,...`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// usedbydataset + usedbysnapshots + usedbyrefreservation.
+    pub used: u64,
+    /// The volume's blocks not shared with its origin (freed if it and its
+    /// snapshots were destroyed).
+    pub usedbydataset: u64,
+    /// Blocks only its snapshots still hold (the deadlists).
+    pub usedbysnapshots: u64,
+    /// refreservation − unique, when positive.
+    pub usedbyrefreservation: u64,
+    /// What the volume may still write: the pool's unreserved free space
+    /// (plus its own unused reservation), bounded by its quota.
+    pub available: u64,
+    pub quota: u64,
+    pub reservation: u64,
+    pub refreservation: u64,
+}
+
+/// Cached per-volume figures (not on disk; recomputed by a tree walk).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Acct {
+    /// Tree blocks born after the origin's txg.
+    tree: u64,
+    /// Tree blocks born after `prev_snap_txg` (no snapshot shares them).
+    unique: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -47,6 +102,14 @@ pub enum Error {
     Invalid(String),
     /// Verify found the on-disk state inconsistent.
     Corrupt(String),
+    /// A volume's `quota` would be exceeded (EDQUOT): what, by how much.
+    Quota(String),
+    /// Not enough unreserved space for a reservation, refreservation or a
+    /// snapshot of a volume with a refreservation (ENOSPC, with the figures).
+    Space(String),
+    /// The open group already holds the caller's dirty bound: commit
+    /// ([`Pool::sync`]) first, then retry.
+    DirtyFull { dirty: u64, limit: u64 },
 }
 
 impl fmt::Display for Error {
@@ -61,6 +124,11 @@ impl fmt::Display for Error {
             Error::Busy(s) => write!(f, "{s}"),
             Error::Invalid(s) => write!(f, "{s}"),
             Error::Corrupt(s) => write!(f, "pool corrupt: {s}"),
+            Error::Quota(s) => write!(f, "disk quota exceeded: {s}"),
+            Error::Space(s) => write!(f, "out of space: {s}"),
+            Error::DirtyFull { dirty, limit } => {
+                write!(f, "open transaction group holds {dirty} dirty bytes (limit {limit}): commit first")
+            }
         }
     }
 }
@@ -187,6 +255,12 @@ pub struct Pool<D: Disk> {
     suspended: bool,
     /// Children the labels list (more than present: degraded).
     children_total: usize,
+    /// Per volume: what its dirty blocks may add to its `used` (quota).
+    dirty_charge: BTreeMap<u64, u64>,
+    /// Per volume: [`Acct`], filled on demand, kept up to date by commits.
+    acct: BTreeMap<u64, Acct>,
+    /// The caller's bound on dirty bytes in the open group (None: no bound).
+    dirty_limit: Option<u64>,
 }
 
 impl<D: Disk> Pool<D> {
@@ -231,6 +305,9 @@ impl<D: Disk> Pool<D> {
             mos: BlockPtr::HOLE,
             suspended: false,
             children_total: children.len(),
+            dirty_charge: BTreeMap::new(),
+            acct: BTreeMap::new(),
+            dirty_limit: None,
         };
         pool.sync()?;
         Ok(pool)
@@ -303,6 +380,9 @@ impl<D: Disk> Pool<D> {
                         mos: ub.mos,
                         suspended: false,
                         children_total,
+                        dirty_charge: BTreeMap::new(),
+                        acct: BTreeMap::new(),
+                        dirty_limit: None,
                     });
                 }
                 Err(e) => last_err = e,
@@ -459,7 +539,186 @@ impl<D: Disk> Pool<D> {
             }
             return Ok(());
         }
+        if SPACE_PROPS.contains(&key) {
+            return self.set_space_prop(id, key, value);
+        }
         self.set_user_prop(name, key, value)
+    }
+
+    fn set_space_prop(&mut self, id: u64, key: &str, value: &str) -> Result<(), Error> {
+        let name = self.ds(id).name.clone();
+        let v = parse_size(value)
+            .ok_or_else(|| Error::Invalid(format!("property {key:?}: a size in bytes (or with K, M, G, T) or none, got {value:?}")))?;
+        let u = self.usage_of(id)?;
+        let (quota, res) = match key {
+            PROP_QUOTA => (v, u.reservation),
+            PROP_RESERVATION => (u.quota, v),
+            _ => (u.quota, u.reservation),
+        };
+        if key == PROP_QUOTA && v != 0 && v < u.used - u.usedbyrefreservation {
+            return Err(Error::Invalid(format!("{name}: quota {v} is less than the {} bytes already used", u.used)));
+        }
+        if quota != 0 && res > quota {
+            return Err(Error::Invalid(format!("{name}: reservation {res} is larger than quota {quota}")));
+        }
+        if key != PROP_QUOTA {
+            let a = self.acct(id)?;
+            let data = u.usedbydataset + u.usedbysnapshots;
+            let (r, rr) = if key == PROP_RESERVATION { (v, u.refreservation) } else { (u.reservation, v) };
+            let new_held = held(r, rr, data, a.unique);
+            let old_held = held(u.reservation, u.refreservation, data, a.unique);
+            let spare = self.unreserved()?;
+            if new_held > old_held && new_held - old_held > spare {
+                return Err(Error::Space(format!(
+                    "{name}: {key}={v} needs {} bytes more than the pool's {spare} unreserved bytes",
+                    new_held - old_held - spare
+                )));
+            }
+        }
+        if let Some(d) = self.datasets.get_mut(&id) {
+            if v == 0 {
+                d.props.remove(key);
+            } else {
+                d.props.insert(key.to_string(), v.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn space_prop(d: &Dataset, key: &str) -> u64 {
+        d.props.get(key).and_then(|v| parse_size(v)).unwrap_or(0)
+    }
+
+    /// The volume's [`Acct`], by a walk of its tree the first time.
+    fn acct(&mut self, id: u64) -> Result<Acct, Error> {
+        if let Some(a) = self.acct.get(&id) {
+            return Ok(*a);
+        }
+        let d = self.ds(id).clone();
+        let origin_txg = self.origin_txg(&d);
+        let mut a = Acct::default();
+        self.acct_walk(d.root, origin_txg, d.prev_snap_txg, &mut a)?;
+        self.acct.insert(id, a);
+        Ok(a)
+    }
+
+    fn acct_walk(&mut self, bp: BlockPtr, origin_txg: u64, prev_snap_txg: u64, a: &mut Acct) -> Result<(), Error> {
+        if bp.is_hole() || bp.birth <= origin_txg {
+            return Ok(());
+        }
+        a.tree += u64::from(bp.psize);
+        if bp.birth > prev_snap_txg {
+            a.unique += u64::from(bp.psize);
+        }
+        if bp.level > 0 {
+            for c in self.read_indirect(&bp)? {
+                self.acct_walk(c, origin_txg, prev_snap_txg, a)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn origin_txg(&self, d: &Dataset) -> u64 {
+        self.datasets.get(&d.origin).map_or(0, |o| o.creation_txg)
+    }
+
+    /// usedbysnapshots: deadlist blocks of the volume and its snapshots
+    /// born after its origin (older ones are the origin's).
+    fn snap_used(&self, id: u64) -> u64 {
+        let origin_txg = self.origin_txg(self.ds(id));
+        let mut ids = self.snapshots_of(id);
+        ids.push(id);
+        ids.iter()
+            .flat_map(|i| self.ds(*i).deadlist.iter())
+            .filter(|x| x.birth > origin_txg)
+            .map(|x| u64::from(x.psize))
+            .sum()
+    }
+
+    fn usage_of(&mut self, id: u64) -> Result<Usage, Error> {
+        let a = self.acct(id)?;
+        let d = self.ds(id).clone();
+        let snaps = self.snap_used(id);
+        let (quota, reservation, refreservation) =
+            (Self::space_prop(&d, PROP_QUOTA), Self::space_prop(&d, PROP_RESERVATION), Self::space_prop(&d, PROP_REFRESERVATION));
+        let byref = refreservation.saturating_sub(a.unique);
+        let data = a.tree + snaps;
+        let own = held(reservation, refreservation, data, a.unique).saturating_sub(self.dirty_cost(id, 0));
+        let mut available = self.unreserved()? + own;
+        if quota != 0 {
+            available = available.min(quota.saturating_sub(data + self.dirty_charge.get(&id).copied().unwrap_or(0)));
+        }
+        Ok(Usage {
+            used: data + byref,
+            usedbydataset: a.tree,
+            usedbysnapshots: snaps,
+            usedbyrefreservation: byref,
+            available,
+            quota,
+            reservation,
+            refreservation,
+        })
+    }
+
+    /// `used`, `usedbydataset`, `usedbysnapshots`, `usedbyrefreservation`,
+    /// `available` and the space properties of a volume (a snapshot: its
+    /// volume's).
+    pub fn usage(&mut self, name: &str) -> Result<Usage, Error> {
+        let id = self.id_of(name)?;
+        let head = self.ds(id).head;
+        self.usage_of(head)
+    }
+
+    /// Worst-case commit cost of a volume's dirty blocks (and `extra` more).
+    fn dirty_cost(&self, id: u64, extra: u64) -> u64 {
+        let d = self.ds(id);
+        let per_block = u64::from(d.volblocksize) + u64::from(d.height()) * INDIRECT_SIZE as u64;
+        (self.dirty.get(&id).map_or(0, |m| m.len() as u64) + extra) * per_block
+    }
+
+    /// Space every volume's reservations hold back, less what their own
+    /// dirty blocks will use of it (counted at their worst-case cost, as
+    /// the commit check counts them), with `extra` new blocks of one.
+    fn reserved(&mut self, extra: Option<(u64, u64)>) -> Result<u64, Error> {
+        let ids: Vec<u64> = self
+            .datasets
+            .values()
+            .filter(|d| !d.snapshot && (d.props.contains_key(PROP_RESERVATION) || d.props.contains_key(PROP_REFRESERVATION)))
+            .map(|d| d.id)
+            .collect();
+        let mut total = 0u64;
+        for id in ids {
+            let a = self.acct(id)?;
+            let d = self.ds(id);
+            let h = held(Self::space_prop(d, PROP_RESERVATION), Self::space_prop(d, PROP_REFRESERVATION), a.tree + self.snap_used(id), a.unique);
+            let more = extra.filter(|e| e.0 == id).map_or(0, |e| e.1);
+            total += h.saturating_sub(self.dirty_cost(id, more));
+        }
+        Ok(total)
+    }
+
+    /// Free space neither reserved nor needed by the open group's commit.
+    fn unreserved(&mut self) -> Result<u64, Error> {
+        let need = self.commit_need(0, None);
+        let reserved = self.reserved(None)?;
+        Ok(self.space.free_bytes().saturating_sub(need + reserved))
+    }
+
+    /// Bytes of data the open group holds in memory.
+    pub fn dirty_bytes(&self) -> u64 {
+        self.dirty.iter().map(|(id, m)| m.len() as u64 * u64::from(self.ds(*id).volblocksize)).sum()
+    }
+
+    /// Bounds the open group's dirty bytes: a write that would pass `limit`
+    /// is refused with [`Error::DirtyFull`] (nothing written) until the
+    /// caller commits. A write into an empty group always goes in, so one
+    /// request larger than the bound still makes progress. `None`: no bound.
+    pub fn set_dirty_limit(&mut self, limit: Option<u64>) {
+        self.dirty_limit = limit;
+    }
+
+    pub fn dirty_limit(&self) -> Option<u64> {
+        self.dirty_limit
     }
 
     /// Sets a user property (`module:key`), committed with the next group.
@@ -515,13 +774,40 @@ impl<D: Disk> Pool<D> {
         }
         Self::check_range(&d, offset, data.len())?;
         let bs = u64::from(d.volblocksize);
-        let new_blocks = {
+        let new: Vec<u64> = {
             let dirty = self.dirty.get(&id);
             let first = offset / bs;
             let last = (offset + data.len() as u64).div_ceil(bs);
-            (first..last).filter(|b| dirty.is_none_or(|m| !m.contains_key(b))).count() as u64
+            (first..last).filter(|b| dirty.is_none_or(|m| !m.contains_key(b))).collect()
         };
+        let new_blocks = new.len() as u64;
+        if let Some(limit) = self.dirty_limit {
+            let dirty = self.dirty_bytes();
+            if dirty > 0 && dirty + new_blocks * bs > limit {
+                return Err(Error::DirtyFull { dirty, limit });
+            }
+        }
+        // What the new dirty blocks may add to the volume's `used`: a block
+        // only this volume holds is replaced, one a snapshot shares is not.
+        let mut charge = 0u64;
+        let quota = Self::space_prop(&d, PROP_QUOTA);
+        for &b in &new {
+            let old = if quota != 0 { self.lookup(&d, b)? } else { BlockPtr::HOLE };
+            let freed = if !old.is_hole() && old.birth > d.prev_snap_txg { u64::from(old.psize) } else { 0 };
+            charge += bs.saturating_sub(freed);
+        }
+        if quota != 0 {
+            let a = self.acct(id)?;
+            let used = a.tree + self.snap_used(id);
+            let pending = self.dirty_charge.get(&id).copied().unwrap_or(0);
+            if used + pending + charge > quota {
+                return Err(Error::Quota(format!(
+                    "{name}: quota {quota}, used {used}, {pending} bytes pending, this write needs {charge}"
+                )));
+            }
+        }
         self.reserve(new_blocks, &d)?;
+        *self.dirty_charge.entry(id).or_default() += charge;
         let mut at = 0usize;
         while at < data.len() {
             let pos = offset + at as u64;
@@ -537,15 +823,23 @@ impl<D: Disk> Pool<D> {
     }
 
     /// Refuses a write whose worst-case commit (the data, a new path of
-    /// indirect blocks per block, the MOS) would not fit.
-    fn reserve(&self, new_blocks: u64, d: &Dataset) -> Result<(), Error> {
+    /// indirect blocks per block, the MOS) would not fit beside what other
+    /// volumes' reservations hold back (its own reservation is its to use).
+    fn reserve(&mut self, new_blocks: u64, d: &Dataset) -> Result<(), Error> {
+        let need = self.commit_need(new_blocks, Some(d));
+        let reserved = self.reserved(Some((d.id, new_blocks)))?;
+        if need + reserved > self.space.free_bytes() { Err(Error::NoSpace) } else { Ok(()) }
+    }
+
+    /// Worst-case bytes the open group's commit needs, with `new_blocks`
+    /// more blocks of `d`.
+    fn commit_need(&self, new_blocks: u64, d: Option<&Dataset>) -> u64 {
         let per_block = |ds: &Dataset| u64::from(ds.volblocksize) + u64::from(ds.height()) * INDIRECT_SIZE as u64;
-        let mut need = new_blocks * per_block(d);
+        let mut need = d.map_or(0, |d| new_blocks * per_block(d));
         for (id, m) in &self.dirty {
             need += m.len() as u64 * per_block(self.ds(*id));
         }
-        need += self.mos_estimate() * 2;
-        if need > self.space.free_bytes() { Err(Error::NoSpace) } else { Ok(()) }
+        need + self.mos_estimate() * 2
     }
 
     fn mos_estimate(&self) -> u64 {
@@ -649,15 +943,16 @@ impl<D: Disk> Pool<D> {
 
     /// `bp` leaves a volume's tree: freed once the group commits if only the
     /// volume had it, else kept for the snapshot on the volume's deadlist.
-    fn kill(&mut self, bp: &BlockPtr, prev_snap_txg: u64, dead: &mut Vec<Dead>) {
+    fn kill(&mut self, bp: &BlockPtr, prev_snap_txg: u64, dead: &mut Vec<Dead>) -> Result<(), Error> {
         if bp.is_hole() {
-            return;
+            return Ok(());
         }
         if bp.birth > prev_snap_txg {
-            self.space.defer_free(bp.offset, u64::from(bp.psize));
+            self.free_block(bp.offset, bp.psize)?;
         } else {
             dead.push(Dead { offset: bp.offset, psize: bp.psize, birth: bp.birth });
         }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -674,7 +969,7 @@ impl<D: Disk> Pool<D> {
     ) -> Result<BlockPtr, Error> {
         if level == 0 {
             let data = &dirty[&first];
-            self.kill(&old, prev_snap_txg, dead);
+            self.kill(&old, prev_snap_txg, dead)?;
             if data.iter().all(|&b| b == 0) {
                 return Ok(BlockPtr::HOLE);
             }
@@ -689,7 +984,7 @@ impl<D: Disk> Pool<D> {
                 *child = self.sync_node(*child, level - 1, lo, dirty, prev_snap_txg, dead, txg, compress)?;
             }
         }
-        self.kill(&old, prev_snap_txg, dead);
+        self.kill(&old, prev_snap_txg, dead)?;
         if children.iter().all(BlockPtr::is_hole) {
             return Ok(BlockPtr::HOLE);
         }
@@ -720,13 +1015,24 @@ impl<D: Disk> Pool<D> {
             let d = self.ds(*id).clone();
             let mut dead = d.deadlist.clone();
             let compress = d.props.get(PROP_COMPRESSION).is_some_and(|v| v == "lz4");
+            let (free0, dead0) = (self.space.free_bytes(), dead.len());
+            let freed0 = self.space.deferred_bytes();
             let root = self.sync_node(d.root, d.height(), 0, blocks, d.prev_snap_txg, &mut dead, txg, compress)?;
+            let written = free0 - self.space.free_bytes();
+            let freed = self.space.deferred_bytes() - freed0;
+            let origin_txg = self.origin_txg(&d);
+            let shared_killed: u64 = dead[dead0..].iter().filter(|x| x.birth > origin_txg).map(|x| u64::from(x.psize)).sum();
+            if let Some(a) = self.acct.get_mut(id) {
+                a.unique = (a.unique + written).saturating_sub(freed);
+                a.tree = (a.tree + written).saturating_sub(freed + shared_killed);
+            }
             let ds = self.datasets.get_mut(id).ok_or(Error::NotFound(d.name))?;
             ds.root = root;
             ds.deadlist = dead;
         }
+        self.dirty_charge.clear();
         if !self.mos.is_hole() {
-            self.space.defer_free(self.mos.offset, u64::from(self.mos.psize));
+            self.free_block(self.mos.offset, self.mos.psize)?;
         }
         // The MOS records its own block in the space map: allocate first,
         // then encode; retry larger if the map grew past the estimate.
@@ -841,6 +1147,22 @@ impl<D: Disk> Pool<D> {
             return Err(Error::Exists(full.to_string()));
         }
         self.sync()?;
+        // A snapshot makes all the volume's blocks shared: its
+        // refreservation must then be guaranteed in full (ZFS refuses too).
+        let refres = Self::space_prop(self.ds(head), PROP_REFRESERVATION);
+        if refres != 0 {
+            let a = self.acct(head)?;
+            let grow = a.unique.min(refres);
+            let spare = self.unreserved()?;
+            if grow > spare {
+                return Err(Error::Space(format!(
+                    "cannot snapshot {vol}: its refreservation {refres} needs {grow} bytes more, {spare} unreserved"
+                )));
+            }
+        }
+        if let Some(a) = self.acct.get_mut(&head) {
+            a.unique = 0;
+        }
         let t = self.txg;
         let id = self.next_id;
         self.next_id += 1;
@@ -910,8 +1232,17 @@ impl<D: Disk> Pool<D> {
                 self.free_tree(c, min_birth)?;
             }
         }
-        self.space.defer_free(bp.offset, u64::from(bp.psize));
-        Ok(())
+        self.free_block(bp.offset, bp.psize)
+    }
+
+    /// Frees a block once the open group commits; a block the space map
+    /// does not hold as allocated (a damaged or forged pool) is an error.
+    fn free_block(&mut self, offset: u64, psize: u32) -> Result<(), Error> {
+        if self.space.defer_free(offset, u64::from(psize)) {
+            Ok(())
+        } else {
+            Err(Error::Corrupt(format!("block at {offset:#x} ({psize} bytes) freed but not allocated")))
+        }
     }
 
     /// Returns `VOLUME` to its latest snapshot `VOLUME@SNAP`.
@@ -928,6 +1259,8 @@ impl<D: Disk> Pool<D> {
             return Err(Error::Busy(format!("{snap}: not the latest snapshot; destroy {} first", later.join(", "))));
         }
         self.dirty.remove(&s.head);
+        self.dirty_charge.remove(&s.head);
+        self.acct.clear();
         let root = self.ds(s.head).root;
         self.free_tree(root, s.creation_txg)?;
         let h = self.datasets.get_mut(&s.head).ok_or(Error::NotFound(snap.into()))?;
@@ -941,6 +1274,7 @@ impl<D: Disk> Pool<D> {
     pub fn destroy(&mut self, name: &str, recursive: bool) -> Result<(), Error> {
         self.check_live()?;
         let id = self.id_of(name)?;
+        self.acct.clear();
         if self.ds(id).snapshot {
             self.destroy_snapshot(id)?;
             return self.sync();
@@ -959,6 +1293,7 @@ impl<D: Disk> Pool<D> {
             self.destroy_snapshot(s)?;
         }
         self.dirty.remove(&id);
+        self.dirty_charge.remove(&id);
         let d = self.ds(id).clone();
         self.free_tree(d.root, d.prev_snap_txg)?;
         self.datasets.remove(&id);
@@ -983,7 +1318,7 @@ impl<D: Disk> Pool<D> {
         let mut keep = Vec::new();
         for x in next_dead {
             if x.birth > prev_txg {
-                self.space.defer_free(x.offset, u64::from(x.psize));
+                self.free_block(x.offset, x.psize)?;
             } else {
                 keep.push(x);
             }
@@ -1148,6 +1483,13 @@ impl<D: Disk> Pool<D> {
     }
 }
 
+/// What a volume's reservations hold back from the pool: its
+/// `refreservation` beyond its unique blocks, or its `reservation` beyond its
+/// `used`, whichever is larger (ZFS: `used` includes `usedbyrefreservation`).
+fn held(reservation: u64, refreservation: u64, used_data: u64, unique: u64) -> u64 {
+    refreservation.saturating_sub(unique).max(reservation.saturating_sub(used_data))
+}
+
 /// splitmix64's finaliser: spreads a guid.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -1250,6 +1592,9 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
         };
         if !root.is_hole() && (root.level != d.height() || root.birth > txg) {
             return Err(bad("dataset root level or birth"));
+        }
+        if SPACE_PROPS.iter().any(|k| d.props.get(*k).is_some_and(|v| parse_size(v).is_none())) {
+            return Err(bad("space property value"));
         }
         datasets.insert(id, d);
     }

@@ -16,7 +16,8 @@ pub struct SpaceMap {
     end: u64,
     /// start -> length, disjoint, never adjacent.
     free: BTreeMap<u64, u64>,
-    deferred: Vec<(u64, u64)>,
+    /// start -> length, disjoint: freed in the open group.
+    deferred: BTreeMap<u64, u64>,
 }
 
 impl SpaceMap {
@@ -26,7 +27,7 @@ impl SpaceMap {
         if end > start {
             free.insert(start, end - start);
         }
-        SpaceMap { start, end, free, deferred: Vec::new() }
+        SpaceMap { start, end, free, deferred: BTreeMap::new() }
     }
 
     /// From the allocated extents recorded on disk; `None` if they overlap
@@ -116,9 +117,19 @@ impl SpaceMap {
         self.free.range(..=off).next_back().is_some_and(|(&s, &l)| off + len <= s + l)
     }
 
-    /// Frees after the open group commits.
-    pub fn defer_free(&mut self, off: u64, len: u64) {
-        self.deferred.push((off, len));
+    /// Frees after the open group commits. Refuses (false, nothing
+    /// changed) a range that is not wholly allocated, or already freed in
+    /// this group: a hostile or damaged pool names such blocks, and freeing
+    /// them would let two blocks share space.
+    #[must_use]
+    pub fn defer_free(&mut self, off: u64, len: u64) -> bool {
+        let Some(end) = off.checked_add(len) else { return false };
+        let overlaps = |m: &BTreeMap<u64, u64>| m.range(..end).next_back().is_some_and(|(&s, &l)| s + l > off);
+        if len == 0 || off < self.start || end > self.end || overlaps(&self.free) || overlaps(&self.deferred) {
+            return false;
+        }
+        self.deferred.insert(off, len);
+        true
     }
 
     pub fn release_deferred(&mut self) {
@@ -127,8 +138,13 @@ impl SpaceMap {
         }
     }
 
-    pub fn deferred(&self) -> &[(u64, u64)] {
-        &self.deferred
+    pub fn deferred_bytes(&self) -> u64 {
+        self.deferred.values().sum()
+    }
+
+    /// The ranges freed in the open group, sorted.
+    pub fn deferred(&self) -> Vec<(u64, u64)> {
+        self.deferred.iter().map(|(&o, &l)| (o, l)).collect()
     }
 }
 
@@ -155,11 +171,32 @@ mod tests {
         assert!(SpaceMap::from_allocated(0x1000, 0x11000, &[(0x10000, 0x2000)]).is_none());
     }
 
+    /// Regression (found by tests/fuzz.rs): a forged block pointer to free
+    /// space, or one named twice, was freed anyway: a debug assertion
+    /// panicked, a release build merged overlapping free extents.
+    #[test]
+    fn freeing_what_is_not_allocated_is_refused() {
+        let mut m = SpaceMap::new(0x1000, 0x11000);
+        let a = m.alloc(0x2000).unwrap();
+        assert!(!m.defer_free(0x8000, 0x1000), "free space");
+        assert!(!m.defer_free(a + 0x1000, 0x2000), "runs into free space");
+        assert!(!m.defer_free(0, 0x1000), "outside the region");
+        assert!(!m.defer_free(a, 0), "empty");
+        assert!(!m.defer_free(u64::MAX - 10, 0x1000), "overflow");
+        assert!(m.defer_free(a, 0x1000));
+        assert!(!m.defer_free(a, 0x1000), "freed twice in a group");
+        assert!(!m.defer_free(a, 0x2000), "overlaps a deferred free");
+        assert!(m.defer_free(a + 0x1000, 0x1000));
+        m.release_deferred();
+        assert_eq!(m.allocated(), []);
+        assert_eq!(m.free.len(), 1);
+    }
+
     #[test]
     fn deferred_frees_stay_allocated_until_released() {
         let mut m = SpaceMap::new(0, 0x4000);
         let a = m.alloc(0x4000).unwrap();
-        m.defer_free(a, 0x4000);
+        assert!(m.defer_free(a, 0x4000));
         assert_eq!(m.alloc(0x1000), None);
         assert_eq!(m.allocated(), [(0, 0x4000)]);
         m.release_deferred();

@@ -36,6 +36,9 @@ fn mirror_import_snapshot_clone_export_scrub() {
     assert!(list.contains("zones/vm2-disk0") && list.contains("zones/vm-disk0@base"), "{list}");
     let get = ok(&dir, &["a.img", "b.img", "get", "zones/vm2-disk0"]);
     assert!(get.contains("origin\tzones/vm-disk0@base") && get.contains("alcove:alias\tweb"), "{get}");
+    ok(&dir, &["a.img", "b.img", "set", "zones/vm2-disk0", "quota=8M"]);
+    let get = ok(&dir, &["a.img", "b.img", "get", "zones/vm2-disk0"]);
+    assert!(get.contains("quota\t8388608") && get.contains("reservation\tnone") && get.contains("\nused\t"), "{get}");
     ok(&dir, &["a.img", "b.img", "export-raw", "zones/vm2-disk0", "out.raw"]);
     let out = std::fs::read(dir.join("out.raw")).unwrap();
     assert_eq!(out.len(), raw.len().div_ceil(8192) * 8192);

@@ -1,8 +1,9 @@
 //! ztest for alcove-pool: random sequences of writes (on volumes with and
-//! without LZ4 compression), syncs, snapshots,
-//! clones, rollbacks and destroys against a model, with injected faults
-//! (power cuts during a commit that lose any unflushed writes in any order,
-//! torn sectors, bit flips on one side of a mirror), and after each cut and
+//! without LZ4 compression), syncs, snapshots, clones, rollbacks, destroys,
+//! renames and send/receive against a model, with injected faults (power
+//! cuts during a commit, and during snapshot, clone, rollback, destroy and
+//! rename, that lose any unflushed writes in any order, torn sectors, bit
+//! flips on one side of a mirror), and after each cut and
 //! at the end: import, a full verify (every checksum, the space map against
 //! every referenced block) and every dataset compared byte for byte.
 //!
@@ -51,6 +52,10 @@ struct Run {
     next_name: u32,
     mirror: bool,
     cuts: u32,
+    /// Cuts during snapshot, clone, rollback, destroy or rename.
+    op_cuts: u32,
+    receives: u32,
+    renames: u32,
     flips: u32,
 }
 
@@ -101,16 +106,19 @@ impl Run {
                 self.committed_op(r, "sync");
             }
             57..=60 => self.create(),
+            61..=68 if self.rng.below(4) == 0 => self.rename(),
             61..=68 => {
                 let Some(v) = self.pick(&vols) else { return };
                 self.next_name += 1;
                 let s = format!("{v}@s{}", self.next_name);
+                self.arm();
                 let r = self.pool().snapshot(&s);
                 let d = self.model.data[&v].clone();
                 self.model.data.insert(s.clone(), d);
                 self.model.snaps.entry(v).or_default().push(s);
-                self.committed_op(r, "snapshot");
+                self.finish(r, "snapshot");
             }
+            69..=74 if self.rng.below(2) == 0 => self.send_receive(),
             69..=74 => {
                 let Some(s) = self.pick(&self.model.snapshots()) else { return };
                 if vols.len() >= 6 {
@@ -118,19 +126,21 @@ impl Run {
                 }
                 self.next_name += 1;
                 let c = format!("zones/clone{}", self.next_name);
+                self.arm();
                 let r = self.pool().clone_snapshot(&s, &c);
                 let d = self.model.data[&s].clone();
                 self.model.data.insert(c.clone(), d);
                 self.model.origin.insert(c, s);
-                self.committed_op(r, "clone");
+                self.finish(r, "clone");
             }
             75..=79 => {
                 let Some(v) = self.pick(&vols) else { return };
                 let Some(latest) = self.model.snaps.get(&v).and_then(|s| s.last().cloned()) else { return };
+                self.arm();
                 let r = self.pool().rollback(&latest);
                 let d = self.model.data[&latest].clone();
                 self.model.data.insert(v, d);
-                self.committed_op(r, "rollback");
+                self.finish(r, "rollback");
             }
             80..=87 => self.destroy(),
             88..=93 => self.power_cut(),
@@ -167,8 +177,10 @@ impl Run {
             let snaps = self.model.snaps.get(&n).cloned().unwrap_or_default();
             (!snaps.is_empty() && !recursive) || snaps.iter().any(|s| self.model.clones_of(s) > 0)
         };
+        self.arm();
         let r = self.pool().destroy(&n, recursive);
         if busy {
+            self.power.cut_at.set(None);
             if !matches!(r, Err(Error::Busy(_))) {
                 self.fail(&format!("destroy {n} (recursive {recursive}) should be refused, got {r:?}"));
             }
@@ -185,7 +197,117 @@ impl Run {
             self.model.data.remove(&n);
             self.model.origin.remove(&n);
         }
-        self.committed_op(r, "destroy");
+        self.finish(r, "destroy");
+    }
+
+    /// Commits what is open (so a cut during the next operation leaves
+    /// either the state before it or after it), then, one time in three,
+    /// arms a power cut a few writes ahead.
+    fn arm(&mut self) {
+        if self.power.off.get() {
+            return;
+        }
+        let r = self.pool().sync();
+        self.committed_op(r, "sync before an operation");
+        if self.rng.below(3) == 0 {
+            let at = self.power.writes.get() + 1 + self.rng.below(30);
+            self.power.cut_at.set(Some(at));
+        }
+    }
+
+    /// After an armed operation: if the power went, reboot and accept the
+    /// state before the operation or after it (the model already holds the
+    /// one after); else the operation must have succeeded.
+    fn finish(&mut self, r: Result<(), Error>, what: &str) {
+        self.power.cut_at.set(None);
+        if self.power.off.get() {
+            self.cuts += 1;
+            self.op_cuts += 1;
+            let images: Vec<Vec<u8>> = self.pool.take().unwrap().into_disks().into_iter().map(CrashDisk::after_power_cut).collect();
+            return self.reboot(images, false);
+        }
+        self.committed_op(r, what);
+    }
+
+    /// Renames a volume (its snapshots follow) or a snapshot.
+    fn rename(&mut self) {
+        let names: Vec<String> = self.model.data.keys().cloned().collect();
+        let Some(from) = self.pick(&names) else { return };
+        self.next_name += 1;
+        let to = match from.split_once('@') {
+            Some((v, _)) => format!("{v}@r{}", self.next_name),
+            None => format!("zones/ren{}", self.next_name),
+        };
+        self.arm();
+        let r = self.pool().rename(&from, &to);
+        let m = &mut self.model;
+        let mut moves = vec![(from.clone(), to.clone())];
+        if !from.contains('@') {
+            for s in m.snaps.remove(&from).unwrap_or_default() {
+                let t = format!("{to}@{}", s.split_once('@').unwrap().1);
+                moves.push((s, t));
+            }
+            m.snaps.insert(to.clone(), moves[1..].iter().map(|x| x.1.clone()).collect());
+            if let Some(o) = m.origin.remove(&from) {
+                m.origin.insert(to.clone(), o);
+            }
+        } else {
+            let v = from.split_once('@').unwrap().0.to_string();
+            for s in m.snaps.get_mut(&v).unwrap() {
+                if *s == from {
+                    s.clone_from(&to);
+                }
+            }
+        }
+        for (f, t) in &moves {
+            let d = m.data.remove(f).unwrap();
+            m.data.insert(t.clone(), d);
+            for o in m.origin.values_mut() {
+                if o == f {
+                    o.clone_from(t);
+                }
+            }
+        }
+        self.renames += 1;
+        self.finish(r, "rename");
+    }
+
+    /// A full send of a snapshot received as a new volume (and its
+    /// snapshot), then an incremental one when the volume has a later
+    /// snapshot; the copies must read as the originals.
+    fn send_receive(&mut self) {
+        let Some(s) = self.pick(&self.model.snapshots()) else { return };
+        if self.model.volumes().len() >= 6 {
+            return;
+        }
+        self.next_name += 1;
+        let target = format!("zones/recv{}", self.next_name);
+        let (vol, snap) = s.split_once('@').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+        let mut stream = Vec::new();
+        if let Err(e) = self.pool().send(&s, None, &mut |b| stream.extend_from_slice(b)) {
+            self.fail(&format!("send {s}: {e}"));
+        }
+        let r = self.pool().receive(&target, &stream).map(|_| ());
+        let d = self.model.data[&s].clone();
+        self.model.data.insert(target.clone(), d.clone());
+        self.model.data.insert(format!("{target}@{snap}"), d);
+        self.model.snaps.insert(target.clone(), vec![format!("{target}@{snap}")]);
+        self.committed_op(r, "receive (full)");
+        self.receives += 1;
+        let later = self.model.snaps[&vol].iter().skip_while(|x| **x != s).nth(1).cloned();
+        if let Some(later) = later {
+            let mut stream = Vec::new();
+            if let Err(e) = self.pool().send(&later, Some(&s), &mut |b| stream.extend_from_slice(b)) {
+                self.fail(&format!("send {later} from {s}: {e}"));
+            }
+            let r = self.pool().receive(&target, &stream).map(|_| ());
+            let name = format!("{target}@{}", later.split_once('@').unwrap().1);
+            let d = self.model.data[&later].clone();
+            self.model.data.insert(target.clone(), d.clone());
+            self.model.data.insert(name.clone(), d);
+            self.model.snaps.get_mut(&target).unwrap().push(name);
+            self.committed_op(r, "receive (incremental)");
+        }
     }
 
     /// Power off during a sync, then bring the machine back.
@@ -294,6 +416,9 @@ fn run(seed: u64, ops: u32) {
         next_name: 0,
         mirror,
         cuts: 0,
+        op_cuts: 0,
+        receives: 0,
+        renames: 0,
         flips: 0,
     };
     for i in 0..ops {
@@ -304,7 +429,10 @@ fn run(seed: u64, ops: u32) {
     }
     run.full_check();
     let txg = run.pool().txg();
-    eprintln!("ztest seed {seed}: ok ({} power cuts, {} flip rounds, txg {txg})", run.cuts, run.flips);
+    eprintln!(
+        "ztest seed {seed}: ok ({} power cuts, {} of them during an operation, {} receives, {} renames, {} flip rounds, txg {txg})",
+        run.cuts, run.op_cuts, run.receives, run.renames, run.flips
+    );
 }
 
 fn env(name: &str) -> Option<u64> {

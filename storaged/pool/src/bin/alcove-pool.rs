@@ -7,6 +7,7 @@
 //! alcove-pool POOL.img... status|list|scrub
 //! alcove-pool POOL.img... get NAME
 //! alcove-pool POOL.img... set NAME compression=off|lz4
+//! alcove-pool POOL.img... set NAME quota|reservation|refreservation=SIZE|none
 //! alcove-pool POOL.img... set NAME module:key=value
 //! alcove-pool POOL.img... volume NAME SIZE_MIB [VOLBLOCKSIZE]
 //! alcove-pool POOL.img... snapshot VOLUME@SNAP
@@ -159,6 +160,16 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("logicalreferenced\t{}", space.logical);
             let r = space.compressratio_x100();
             println!("compressratio\t{}.{:02}x", r / 100, r % 100);
+            let u = pool.usage(name).map_err(e)?;
+            let none = |v: u64| if v == 0 { "none".to_string() } else { v.to_string() };
+            println!("used\t{}", u.used);
+            println!("usedbydataset\t{}", u.usedbydataset);
+            println!("usedbysnapshots\t{}", u.usedbysnapshots);
+            println!("usedbyrefreservation\t{}", u.usedbyrefreservation);
+            println!("available\t{}", u.available);
+            println!("quota\t{}", none(u.quota));
+            println!("reservation\t{}", none(u.reservation));
+            println!("refreservation\t{}", none(u.refreservation));
             for (k, v) in d.props.iter().filter(|(k, _)| k.contains(':')) {
                 println!("{k}\t{v}");
             }

@@ -212,12 +212,14 @@ impl<D: Disk> Pool<D> {
         for rec in records {
             match *rec {
                 Record::Write(blk, data) => {
-                    self.write(target, blk * bs, data)?;
+                    self.recv_write(target, blk * bs, data)?;
                     pending += data.len();
                 }
                 Record::Free(blk, n) => {
-                    for b in blk..blk + n {
-                        self.write(target, b * bs, &zeros)?;
+                    // Only blocks holding data need zeros: a FREE over a
+                    // huge sparse range costs what it frees, not its length.
+                    for b in self.blocks_with_data(target, blk, blk.saturating_add(n))? {
+                        self.recv_write(target, b * bs, &zeros)?;
                         pending += zeros.len();
                     }
                 }
@@ -228,5 +230,42 @@ impl<D: Disk> Pool<D> {
             }
         }
         Ok(())
+    }
+
+    /// The blocks in `[lo, hi)` of volume `name` that are not holes (dirty
+    /// or in its tree), by a walk that skips hole subtrees.
+    fn blocks_with_data(&mut self, name: &str, lo: u64, hi: u64) -> Result<Vec<u64>, Error> {
+        let d = self.ds(self.id_of(name)?).clone();
+        let mut out: BTreeSet<u64> = self.dirty.get(&d.id).map(|m| m.range(lo..hi).map(|(k, _)| *k).collect()).unwrap_or_default();
+        self.data_walk(d.root, 0, lo, hi, &mut out)?;
+        Ok(out.into_iter().collect())
+    }
+
+    fn data_walk(&mut self, bp: BlockPtr, first: u64, lo: u64, hi: u64, out: &mut BTreeSet<u64>) -> Result<(), Error> {
+        let end = first.saturating_add(span(bp.level));
+        if bp.is_hole() || end <= lo || first >= hi {
+            return Ok(());
+        }
+        if bp.level == 0 {
+            out.insert(first);
+            return Ok(());
+        }
+        let cs = span(bp.level - 1);
+        for (i, c) in self.read_indirect(&bp)?.into_iter().enumerate() {
+            self.data_walk(c, first.saturating_add(cs.saturating_mul(i as u64)), lo, hi, out)?;
+        }
+        Ok(())
+    }
+
+    /// A received block; commits first when the caller's dirty bound
+    /// would refuse it (the bound holds during a receive too).
+    fn recv_write(&mut self, target: &str, at: u64, data: &[u8]) -> Result<(), Error> {
+        match self.write(target, at, data) {
+            Err(Error::DirtyFull { .. }) => {
+                self.sync()?;
+                self.write(target, at, data)
+            }
+            r => r,
+        }
     }
 }
