@@ -702,7 +702,17 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
 
 /// Turns IOAPIC lines that fired while this CPU was in the kernel into
 /// notification signals.
+#[inline(always)]
 pub fn deliver_pending_irqs(k: &mut Kernel) {
+    // Checked inline (every system call passes here); the swap and the
+    // delivery only when something is pending.
+    if percpu::this().any_pending.load(Ordering::Relaxed) {
+        deliver_pending_irqs_slow(k);
+    }
+}
+
+#[inline(never)]
+fn deliver_pending_irqs_slow(k: &mut Kernel) {
     if !percpu::this().any_pending.swap(false, Ordering::AcqRel) {
         return;
     }
