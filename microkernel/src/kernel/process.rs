@@ -178,7 +178,7 @@ impl Kernel {
 
     /// Handles capabilities that `CapRevoke` took back: first undoes what
     /// was done through them (mappings made through a revoked frame
-    /// capability go, in every process), then as [`Kernel::removed`].
+    /// capability go, in every process and guest), then as [`Kernel::removed`].
     pub fn revoked(&mut self, list: Vec<Removed<Obj>>) {
         let frames: Vec<NodeId> = list.iter().filter(|r| matches!(r.object, Obj::Frame(_))).map(|r| r.node).collect();
         if !frames.is_empty() {
@@ -188,6 +188,16 @@ impl Kernel {
                 let ranges = p.mappings.ranges_where(|m| m.through.is_some_and(|n| frames.contains(&n)));
                 for (va, pages) in ranges {
                     let _ = self.unmap_range(pid, va, pages);
+                }
+            }
+            // Guests too: a frame mapped into a guest through a revoked
+            // copy leaves the guest's nested tables.
+            let gids: Vec<Id> = self.guests.ids().collect();
+            for gid in gids {
+                let Some(g) = self.guests.get(gid) else { continue };
+                let ranges = g.mappings.ranges_where(|m| m.through.is_some_and(|n| frames.contains(&n)));
+                for (gpa, pages) in ranges {
+                    let _ = self.guest_unmap(gid, gpa, pages);
                 }
             }
         }
@@ -211,13 +221,22 @@ impl Kernel {
         }
     }
 
-    /// Mappings made through a deleted frame capability now hang on the
-    /// capability it came from, so revoking that still reaches them.
+    /// Mappings made through a deleted frame capability (in processes and
+    /// guests) now hang on the capability it came from, so revoking that still reaches them.
     fn mappings_pass_to_parent(&mut self, node: NodeId, parent: Option<NodeId>) {
         let pids: Vec<Id> = self.processes.ids().collect();
         for pid in pids {
             let Some(p) = self.processes.get_mut(pid) else { continue };
             p.mappings.update_values(|m| {
+                if m.through == Some(node) {
+                    m.through = parent;
+                }
+            });
+        }
+        let gids: Vec<Id> = self.guests.ids().collect();
+        for gid in gids {
+            let Some(g) = self.guests.get_mut(gid) else { continue };
+            g.mappings.update_values(|m| {
                 if m.through == Some(node) {
                     m.through = parent;
                 }

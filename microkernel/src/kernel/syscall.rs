@@ -126,7 +126,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             }
             match target {
                 Obj::Process(p) => k.map_frame(p, f, a[2], want, Some(through))?,
-                Obj::Guest(g) => k.guest_map(g, f, a[2], want)?,
+                Obj::Guest(g) => k.guest_map(g, f, a[2], want, Some(through))?,
                 _ => return Err(Error::WrongType),
             }
             vals(0, 0, 0)

@@ -165,8 +165,10 @@ fn nested_unmap(t: &mut Tables, root: u64, gpa: u64) {
 
 pub struct Guest {
     pub npt_root: u64,
-    /// Guest-physical page → frame object (a reference each).
-    pub mappings: kcore::rangemap::RangeMap<Id>,
+    /// Guest-physical page → frame object (a reference each) and the
+    /// capability it was mapped through, as a process's (`Mapping`):
+    /// revoking that capability unmaps it (finding 12).
+    pub mappings: kcore::rangemap::RangeMap<super::Mapping>,
     pub tables: u64,
     pub refs: u32,
     pub charged_to: Option<Id>,
@@ -386,8 +388,9 @@ impl Kernel {
         Ok(id)
     }
 
-    /// Maps every page of `frame` into the guest at `gpa`.
-    pub fn guest_map(&mut self, guest: Id, frame: Id, gpa: u64, rights: Rights) -> Result<(), Error> {
+    /// Maps every page of `frame` into the guest at `gpa`; `through` is the
+    /// capability the caller named (see `Mapping`).
+    pub fn guest_map(&mut self, guest: Id, frame: Id, gpa: u64, rights: Rights, through: Option<kcore::cap::NodeId>) -> Result<(), Error> {
         let f = self.frames.get(frame).ok_or(Error::Gone)?;
         let (phys, pages, device) = (f.phys, u64::from(f.pages), f.device);
         let end = gpa.checked_add(pages * PAGE).ok_or(Error::InvalidArgument)?;
@@ -450,14 +453,14 @@ impl Kernel {
                     if i == 0 {
                         self.refund(payer, cost::RANGE_ENTRY);
                     } else if let Some(g) = self.guests.get_mut(guest) {
-                        g.mappings.insert(gpa, i, frame);
+                        g.mappings.insert(gpa, i, super::Mapping { frame, through });
                     }
                     let _ = self.guest_unmap(guest, gpa, i);
                     return Err(e);
                 }
             }
         }
-        self.guests.get_mut(guest).expect("checked").mappings.insert(gpa, pages, frame);
+        self.guests.get_mut(guest).expect("checked").mappings.insert(gpa, pages, super::Mapping { frame, through });
         Ok(())
     }
 
@@ -496,7 +499,7 @@ impl Kernel {
         }
         for piece in pieces {
             for _ in 0..piece.pages {
-                self.obj_unref(Obj::Frame(piece.value));
+                self.obj_unref(Obj::Frame(piece.value.frame));
             }
         }
         Ok(n)

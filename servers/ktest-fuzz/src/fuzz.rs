@@ -769,10 +769,17 @@ fn unmap_self(f: &mut Fuzz) -> Result<(), Fail> {
     let pages = (1 + f.rng.below(32)).min(WINDOW_PAGES - first);
     let va = WINDOW + first * PAGE_SIZE;
     let r = f.call("unmap self", Sys::Unmap, [s(SLOT_SELF), va, pages, 0, 0, 0])?;
-    let expected = f.model.unmapped(None, va, pages);
+    let expected = f.model.mapped_in(None, va, pages);
     match r {
-        Ok(out) => want(out[0] == expected && expected > 0, || format!("unmap {pages} pages at {va:#x}: {} unmapped, the model had {expected}", out[0])),
+        Ok(out) => {
+            f.model.unmapped(None, va, pages);
+            want(out[0] == expected && expected > 0, || format!("unmap {pages} pages at {va:#x}: {} unmapped, the model had {expected}", out[0]))
+        }
         Err(Error::NotMapped) => want(expected == 0, || format!("unmap {pages} pages at {va:#x}: NotMapped, the model had {expected}")),
+        // Cutting a mapping in two takes a kernel range entry, charged
+        // before anything is unmapped (finding 2): with the budget spent,
+        // the unmap is refused and everything stays mapped.
+        Err(Error::OutOfBudget) => want(expected > 0, || format!("unmap {pages} pages at {va:#x}: OutOfBudget with nothing mapped there in the model")),
         Err(e) => Err(format!("unmap {pages} pages at {va:#x}: {e}")),
     }
 }
