@@ -6,7 +6,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::sync::atomic::AtomicU8;
+use core::sync::atomic::{AtomicU32, Ordering};
 use std::collections::BTreeMap;
 
 fn region(slots: u32) -> (Geometry, Vec<u8>) {
@@ -204,23 +204,45 @@ fn each_descriptor_is_read_once() {
     assert_eq!(f.reads.borrow()[&Direction::ToNetd.prod_at()], 1, "prod read once per batch");
 }
 
-/// Shared bytes two threads reach by atomic copies, as two processes reach
-/// a mapped frame.
+/// Shared memory as the two sides of a real ring see it: aligned 32-bit
+/// words, each read or written in one access (as an aligned `mov` is on
+/// x86), so an index is never seen half-written; other bytes are updated
+/// inside their word atomically.
 #[derive(Clone)]
-struct Shared(Arc<[AtomicU8]>);
+struct Shared(Arc<[AtomicU32]>);
+
+impl Shared {
+    fn new(bytes: usize) -> Self {
+        Shared((0..bytes.div_ceil(4)).map(|_| AtomicU32::new(0)).collect())
+    }
+}
 
 impl RingRegion for Shared {
     fn len(&self) -> usize {
-        self.0.len()
+        self.0.len() * 4
     }
     fn read(&self, offset: usize, buf: &mut [u8]) {
-        for (b, a) in buf.iter_mut().zip(&self.0[offset..]) {
-            *b = a.load(Ordering::Relaxed);
+        if offset.is_multiple_of(4) && buf.len() == 4 {
+            buf.copy_from_slice(&self.0[offset / 4].load(Ordering::SeqCst).to_le_bytes());
+            return;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = offset + i;
+            *b = self.0[at / 4].load(Ordering::SeqCst).to_le_bytes()[at % 4];
         }
     }
     fn write(&mut self, offset: usize, data: &[u8]) {
-        for (b, a) in data.iter().zip(&self.0[offset..]) {
-            a.store(*b, Ordering::Relaxed);
+        if offset.is_multiple_of(4) && data.len() == 4 {
+            self.0[offset / 4].store(u32::from_le_bytes(data.try_into().expect("4 bytes")), Ordering::SeqCst);
+            return;
+        }
+        for (i, b) in data.iter().enumerate() {
+            let at = offset + i;
+            let _ = self.0[at / 4].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                let mut bytes = w.to_le_bytes();
+                bytes[at % 4] = *b;
+                Some(u32::from_le_bytes(bytes))
+            });
         }
     }
 }
@@ -228,7 +250,7 @@ impl RingRegion for Shared {
 #[test]
 fn two_threads_move_frames_through_one_region() {
     let g = Geometry::new(16).unwrap();
-    let mut shared = Shared((0..g.region_bytes()).map(|_| AtomicU8::new(0)).collect());
+    let mut shared = Shared::new(g.region_bytes());
     g.format(&mut shared).unwrap();
     const N: u32 = 20_000;
     let mut tx = shared.clone();
