@@ -1,0 +1,343 @@
+//! What the API serves: the [`Backend`] trait zone-server implements (and
+//! the tests mock), and the routes that reach it, VMAPI/IMGAPI-style:
+//!
+//! | method and path | backend call |
+//! |---|---|
+//! | `GET /ping` (no token needed) | [`Backend::ping`] |
+//! | `GET /vms?field=value...` | [`Backend::list_vms`] |
+//! | `POST /vms` (payload) | [`Backend::create_vm`] (201) |
+//! | `POST /vms?action=validate` (payload) | [`Backend::validate_vm`] |
+//! | `GET /vms/:uuid` | [`Backend::get_vm`] |
+//! | `POST /vms/:uuid?action=start` | [`Backend::vm_action`] [`VmAction::Start`] |
+//! | `POST /vms/:uuid?action=stop[&force=true][&timeout=S]` | [`VmAction::Stop`] |
+//! | `POST /vms/:uuid?action=reboot[&force=true][&timeout=S]` | [`VmAction::Reboot`] |
+//! | `POST /vms/:uuid?action=update` (properties) | [`VmAction::Update`] |
+//! | `DELETE /vms/:uuid` | [`Backend::delete_vm`] (204 when it returns `null`) |
+//! | `GET /images?field=value...` | [`Backend::list_images`] |
+//! | `GET /images/:uuid` | [`Backend::get_image`] |
+//! | `POST /images?action=import` (manifest) | [`Backend::import_image`] (201) |
+//! | `POST /images/:uuid?action=import` (manifest) | [`Backend::import_image`] (201; the uuid must agree) |
+//! | `POST /images/:uuid?action=import-remote[&source=URL]` | [`Backend::import_remote_image`] |
+//! | `DELETE /images/:uuid` | [`Backend::delete_image`] (204 when it returns `null`) |
+//! | `GET /sources` | [`Backend::image_sources`] |
+//! | `GET /sources/images?field=value...` | [`Backend::available_images`] (`imgadm avail`) |
+//!
+//! Paths and query parameters are checked here (a UUID where one belongs,
+//! known actions and parameters, `force` a boolean, `timeout` a number of
+//! seconds); bodies are checked to be JSON objects. What the JSON means is
+//! the backend's to judge (alcove-vmadm's validation, alcove-images').
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ErrorCode, quote};
+use crate::query::Query;
+use crate::uuid::Uuid;
+
+/// What `POST /vms/:uuid?action=...` asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum VmAction {
+    /// Boot the VM.
+    Start,
+    /// Stop it: the ACPI power button, then forced after `timeout_s` (the
+    /// backend's default when `None`); at once with `force`.
+    Stop { force: bool, timeout_s: Option<u32> },
+    /// Reboot it, with the same `force` and `timeout_s` as a stop.
+    Reboot { force: bool, timeout_s: Option<u32> },
+    /// Change these properties (a JSON object, as `vmadm update -f`).
+    Update(Value),
+}
+
+/// The control plane behind the API. Each method takes and returns JSON;
+/// an error becomes its status and a `{"code", "message"}` body.
+pub trait Backend {
+    /// `GET /ping`: the service's health (answered without a token).
+    fn ping(&mut self) -> Result<Value, ApiError>;
+    /// `GET /vms`: the VMs matching every `field=value` filter.
+    fn list_vms(&mut self, filters: &[(String, String)]) -> Result<Value, ApiError>;
+    /// `POST /vms`: create a VM from a SmartOS payload (a JSON object).
+    fn create_vm(&mut self, payload: Value) -> Result<Value, ApiError>;
+    /// `POST /vms?action=validate`: validate a create payload.
+    fn validate_vm(&mut self, payload: Value) -> Result<Value, ApiError>;
+    /// `GET /vms/:uuid`.
+    fn get_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError>;
+    /// `POST /vms/:uuid?action=...`.
+    fn vm_action(&mut self, uuid: Uuid, action: VmAction) -> Result<Value, ApiError>;
+    /// `DELETE /vms/:uuid`.
+    fn delete_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError>;
+    /// `GET /images`: the installed images matching every filter.
+    fn list_images(&mut self, filters: &[(String, String)]) -> Result<Value, ApiError>;
+    /// `GET /images/:uuid`.
+    fn get_image(&mut self, uuid: Uuid) -> Result<Value, ApiError>;
+    /// `POST /images?action=import`: add an image from its manifest (a JSON
+    /// object; its file comes by another way).
+    fn import_image(&mut self, manifest: Value) -> Result<Value, ApiError>;
+    /// `POST /images/:uuid?action=import-remote`: fetch the image from an
+    /// image source (`source`, or the configured ones).
+    fn import_remote_image(&mut self, uuid: Uuid, source: Option<&str>) -> Result<Value, ApiError>;
+    /// `DELETE /images/:uuid`.
+    fn delete_image(&mut self, uuid: Uuid) -> Result<Value, ApiError>;
+    /// `GET /sources`: the configured image sources.
+    fn image_sources(&mut self) -> Result<Value, ApiError>;
+    /// `GET /sources/images`: the images the sources offer.
+    fn available_images(&mut self, filters: &[(String, String)]) -> Result<Value, ApiError>;
+}
+
+/// A resource of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Ping,
+    Vms,
+    Vm(Uuid),
+    Images,
+    Image(Uuid),
+    Sources,
+    SourceImages,
+}
+
+/// Methods HTTP defines; any other is answered 501, these 405 where the
+/// resource does not take them.
+pub(crate) const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+impl Route {
+    /// Resolves the path of a request target (no query).
+    pub(crate) fn resolve(path: &str) -> Result<Route, ApiError> {
+        let trimmed = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        let not_found = || ApiError::not_found(format!("no such resource: {}", quote(path)));
+        let Some(rest) = trimmed.strip_prefix('/') else { return Err(not_found()) };
+        let mut segs = rest.split('/');
+        let (a, b, c) = (segs.next(), segs.next(), segs.next());
+        let uuid = |s: &str| Uuid::parse(s).map_err(|_| ApiError::invalid_argument(format!("{} is not a UUID", quote(s))));
+        Ok(match (a, b, c) {
+            (Some("ping"), None, _) => Route::Ping,
+            (Some("vms"), None, _) => Route::Vms,
+            (Some("vms"), Some(id), None) => Route::Vm(uuid(id)?),
+            (Some("images"), None, _) => Route::Images,
+            (Some("images"), Some(id), None) => Route::Image(uuid(id)?),
+            (Some("sources"), None, _) => Route::Sources,
+            (Some("sources"), Some("images"), None) => Route::SourceImages,
+            _ => return Err(not_found()),
+        })
+    }
+
+    /// The methods it takes (what a 405's `Allow` lists).
+    pub(crate) fn allowed(self) -> &'static [&'static str] {
+        match self {
+            Route::Ping | Route::Sources | Route::SourceImages => &["GET"],
+            Route::Vms | Route::Images => &["GET", "POST"],
+            Route::Vm(_) | Route::Image(_) => &["GET", "POST", "DELETE"],
+        }
+    }
+
+    /// Answered without a token.
+    pub(crate) fn public(self) -> bool {
+        self == Route::Ping
+    }
+}
+
+/// A successful answer: its status and JSON body (none for 204).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Option<Value>,
+    pub location: Option<String>,
+}
+
+fn ok(body: Value) -> Answer {
+    Answer { status: 200, body: Some(body), location: None }
+}
+
+fn created(body: Value, collection: &str) -> Answer {
+    let location = body.get("uuid").and_then(Value::as_str).filter(|u| Uuid::parse(u).is_ok()).map(|u| format!("/{collection}/{u}"));
+    Answer { status: 201, body: Some(body), location }
+}
+
+fn deleted(body: Value) -> Answer {
+    if body.is_null() { Answer { status: 204, body: None, location: None } } else { ok(body) }
+}
+
+/// The body as a JSON object.
+fn object_body(body: &[u8], what: &str) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(ErrorCode::InvalidContent, format!("the body is empty: {what} takes a JSON object")));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidContent, format!("the body is not valid JSON: {e}")))?;
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::new(ErrorCode::InvalidContent, format!("the body must be a JSON object, not {}", kind(&other)))),
+    }
+}
+
+/// Nothing, or an empty object.
+fn no_body(body: &[u8], what: &str) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Err(e) => Err(ApiError::new(ErrorCode::InvalidContent, format!("the body is not valid JSON: {e}"))),
+        Ok(Value::Object(m)) if m.is_empty() => Ok(()),
+        Ok(_) => Err(ApiError::new(ErrorCode::InvalidContent, format!("{what} takes no body (its parameters go in the query)"))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Refuses any query parameter outside `allowed`.
+fn only(query: &Query, allowed: &[&str], what: &str) -> Result<(), ApiError> {
+    match query.pairs().iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some((k, _)) => Err(ApiError::invalid_argument(format!("{what} takes no query parameter {}", quote(k)))),
+    }
+}
+
+fn boolean(query: &Query, key: &str) -> Result<bool, ApiError> {
+    match query.get(key) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("") | Some("true") | Some("1") => Ok(true),
+        Some(v) => Err(ApiError::invalid_argument(format!("{key}={}: must be true or false", quote(v)))),
+    }
+}
+
+/// The longest stop timeout taken, in seconds (a day).
+pub const MAX_TIMEOUT_S: u32 = 86_400;
+
+fn timeout(query: &Query) -> Result<Option<u32>, ApiError> {
+    let Some(v) = query.get("timeout") else { return Ok(None) };
+    match v.parse::<u32>() {
+        Ok(s) if s <= MAX_TIMEOUT_S => Ok(Some(s)),
+        _ => Err(ApiError::invalid_argument(format!("timeout={}: must be a number of seconds from 0 to {MAX_TIMEOUT_S}", quote(v)))),
+    }
+}
+
+fn action<'q>(query: &'q Query, what: &str, choices: &[&str]) -> Result<Option<&'q str>, ApiError> {
+    match query.get("action") {
+        None => Ok(None),
+        Some(a) if choices.contains(&a) => Ok(Some(a)),
+        Some(a) => Err(ApiError::invalid_argument(format!("action={}: {what} takes action={}", quote(a), choices.join("|")))),
+    }
+}
+
+/// Calls the backend for `method` on `route` (both checked already).
+pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, method: &str, query: &Query, body: &[u8]) -> Result<Answer, ApiError> {
+    match (route, method) {
+        (Route::Ping, _) => {
+            only(query, &[], "GET /ping")?;
+            backend.ping().map(ok)
+        }
+        (Route::Vms, "GET") => {
+            no_body(body, "GET /vms")?;
+            backend.list_vms(query.pairs()).map(ok)
+        }
+        (Route::Vms, _) => {
+            only(query, &["action"], "POST /vms")?;
+            match action(query, "POST /vms", &["create", "validate"])? {
+                Some("validate") => backend.validate_vm(Value::Object(object_body(body, "POST /vms?action=validate")?)).map(ok),
+                _ => backend.create_vm(Value::Object(object_body(body, "POST /vms")?)).map(|v| created(v, "vms")),
+            }
+        }
+        (Route::Vm(uuid), "GET") => {
+            only(query, &[], "GET /vms/:uuid")?;
+            no_body(body, "GET /vms/:uuid")?;
+            backend.get_vm(uuid).map(ok)
+        }
+        (Route::Vm(uuid), "DELETE") => {
+            only(query, &[], "DELETE /vms/:uuid")?;
+            no_body(body, "DELETE /vms/:uuid")?;
+            backend.delete_vm(uuid).map(deleted)
+        }
+        (Route::Vm(uuid), _) => {
+            let Some(a) = action(query, "POST /vms/:uuid", &["start", "stop", "reboot", "update"])? else {
+                return Err(ApiError::invalid_argument("POST /vms/:uuid needs action=start|stop|reboot|update"));
+            };
+            let what = format!("POST /vms/:uuid?action={a}");
+            let act = match a {
+                "start" => {
+                    only(query, &["action"], &what)?;
+                    no_body(body, &what)?;
+                    VmAction::Start
+                }
+                "update" => {
+                    only(query, &["action"], &what)?;
+                    VmAction::Update(Value::Object(object_body(body, &what)?))
+                }
+                _ => {
+                    only(query, &["action", "force", "timeout"], &what)?;
+                    no_body(body, &what)?;
+                    let (force, timeout_s) = (boolean(query, "force")?, timeout(query)?);
+                    if a == "stop" { VmAction::Stop { force, timeout_s } } else { VmAction::Reboot { force, timeout_s } }
+                }
+            };
+            backend.vm_action(uuid, act).map(ok)
+        }
+        (Route::Images, "GET") => {
+            no_body(body, "GET /images")?;
+            backend.list_images(query.pairs()).map(ok)
+        }
+        (Route::Images, _) => {
+            only(query, &["action"], "POST /images")?;
+            if action(query, "POST /images", &["import"])?.is_none() {
+                return Err(ApiError::invalid_argument("POST /images needs action=import (and the manifest as the body)"));
+            }
+            backend.import_image(Value::Object(object_body(body, "POST /images?action=import")?)).map(|v| created(v, "images"))
+        }
+        (Route::Image(uuid), "GET") => {
+            only(query, &[], "GET /images/:uuid")?;
+            no_body(body, "GET /images/:uuid")?;
+            backend.get_image(uuid).map(ok)
+        }
+        (Route::Image(uuid), "DELETE") => {
+            only(query, &[], "DELETE /images/:uuid")?;
+            no_body(body, "DELETE /images/:uuid")?;
+            backend.delete_image(uuid).map(deleted)
+        }
+        (Route::Image(uuid), _) => match action(query, "POST /images/:uuid", &["import", "import-remote"])? {
+            Some("import") => {
+                only(query, &["action"], "POST /images/:uuid?action=import")?;
+                let mut m = object_body(body, "POST /images/:uuid?action=import")?;
+                let want = uuid.to_string_lower();
+                match m.get("uuid") {
+                    None => {
+                        m.insert("uuid".to_string(), Value::String(want));
+                    }
+                    Some(Value::String(s)) if Uuid::parse(s) == Ok(uuid) => {}
+                    Some(other) => {
+                        let shown = other.as_str().map_or_else(|| other.to_string(), ToOwned::to_owned);
+                        return Err(ApiError::invalid_argument(format!("the manifest's uuid {} is not the path's {want}", quote(&shown))));
+                    }
+                }
+                backend.import_image(Value::Object(m)).map(|v| created(v, "images"))
+            }
+            Some(_) => {
+                only(query, &["action", "source"], "POST /images/:uuid?action=import-remote")?;
+                no_body(body, "POST /images/:uuid?action=import-remote")?;
+                backend.import_remote_image(uuid, query.get("source")).map(ok)
+            }
+            None => Err(ApiError::invalid_argument("POST /images/:uuid needs action=import|import-remote")),
+        },
+        (Route::Sources, _) => {
+            only(query, &[], "GET /sources")?;
+            backend.image_sources().map(ok)
+        }
+        (Route::SourceImages, _) => backend.available_images(query.pairs()).map(ok),
+    }
+}
+
+/// `Allow`'s value for `route`.
+pub(crate) fn allow_header(route: Route) -> String {
+    route.allowed().join(", ")
+}

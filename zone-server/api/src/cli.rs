@@ -1,0 +1,361 @@
+//! The argument plumbing of the host's `vmadm` and `imgadm`: each command
+//! line becomes one API [`Call`], which [`run`] sends and whose JSON (or
+//! error) it prints. Exit codes as vmadm's: 0 done, 1 failed, 2 usage.
+//!
+//! Two seams are left for alcove-vmadm (the instance model) to plug into
+//! once merged, so the host CLI speaks exactly as the console's `vmadm`:
+//! * [`vmadm_call`] is a plain argv reader; alcove-vmadm's argv parser
+//!   replaces it, producing the same [`Call`];
+//! * [`print_vm_list`] prints `vmadm list`'s VMs as JSON; alcove-vmadm's
+//!   list formatter (columns, `-o`, `-s`, `-p`, `-H`) replaces it. Until
+//!   then those options are refused rather than ignored.
+
+use std::io::{self, Write};
+use std::string::{String, ToString};
+use std::vec::Vec;
+use std::{eprintln, format, println, vec};
+
+use serde_json::{Map, Value};
+
+use crate::blocking::{Client, ClientError};
+use crate::query::{encode, encode_pairs};
+use crate::uuid::Uuid;
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// The call failed.
+pub const EXIT_ERROR: i32 = 1;
+/// The command line is wrong.
+pub const EXIT_USAGE: i32 = 2;
+
+/// How the answer is printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The JSON, indented (as `vmadm get`).
+    Json,
+    /// `vmadm list`: through [`print_vm_list`].
+    VmList,
+    /// `vmadm lookup`: each VM's uuid on a line (`one`: exactly one match).
+    Uuids { one: bool },
+}
+
+/// One request of a command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path and query.
+    pub target: String,
+    /// The body, as JSON.
+    pub body: Option<Value>,
+    /// How the answer is printed.
+    pub output: Output,
+}
+
+/// Why a command line makes no call: its exit code and what to print
+/// (help goes to stdout with exit 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// [`EXIT_USAGE`], [`EXIT_ERROR`], or [`EXIT_OK`] for `-h`.
+    pub exit: i32,
+    /// The message.
+    pub message: String,
+}
+
+fn usage(tool: &str, message: impl Into<String>, help: &str) -> Refusal {
+    Refusal { exit: EXIT_USAGE, message: format!("{tool}: {}\n{help}", message.into()) }
+}
+
+/// `vmadm`'s usage.
+pub const VMADM_USAGE: &str = "usage: vmadm create [-f FILE]
+       vmadm validate create [-f FILE]
+       vmadm list [field=value ...]
+       vmadm lookup [-j] [-1] [field=value ...]
+       vmadm get UUID
+       vmadm start UUID
+       vmadm stop UUID [-F] [-t SECONDS]
+       vmadm reboot UUID [-F]
+       vmadm update UUID [-f FILE | property=value ...]
+       vmadm delete UUID
+(talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
+
+/// `imgadm`'s usage.
+pub const IMGADM_USAGE: &str = "usage: imgadm list [field=value ...]
+       imgadm show UUID
+       imgadm get UUID
+       imgadm import UUID [-S SOURCE_URL]
+       imgadm delete UUID
+       imgadm sources
+       imgadm avail [field=value ...]
+(talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
+
+fn uuid_arg(tool: &str, verb: &str, arg: Option<&String>, help: &str) -> Result<Uuid, Refusal> {
+    let Some(a) = arg else { return Err(usage(tool, format!("{verb}: a UUID is needed"), help)) };
+    Uuid::parse(a).map_err(|_| Refusal { exit: EXIT_ERROR, message: format!("{tool} {verb}: {a:?} is not a UUID") })
+}
+
+fn filters(tool: &str, verb: &str, args: &[String], help: &str) -> Result<Vec<(String, String)>, Refusal> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.starts_with('-') => Ok((k.to_string(), v.to_string())),
+            _ => Err(usage(tool, format!("{verb}: {a:?} is not field=value"), help)),
+        })
+        .collect()
+}
+
+/// Reads `-f FILE` (or standard input for `-` or no `-f`) as a JSON payload.
+fn payload(tool: &str, verb: &str, file: Option<&str>, read: &mut dyn FnMut(Option<&str>) -> io::Result<String>) -> Result<Value, Refusal> {
+    let shown = file.unwrap_or("standard input");
+    let text = read(file.filter(|f| *f != "-")).map_err(|e| Refusal { exit: EXIT_ERROR, message: format!("{tool} {verb}: {shown}: {e}") })?;
+    serde_json::from_str(&text).map_err(|e| Refusal { exit: EXIT_ERROR, message: format!("{tool} {verb}: {shown} is not valid JSON: {e}") })
+}
+
+/// The one `-f FILE` option of `args`, refusing anything else.
+fn only_file(tool: &str, verb: &str, args: &[String], help: &str) -> Result<Option<String>, Refusal> {
+    match args {
+        [] => Ok(None),
+        [f, path] if f == "-f" => Ok(Some(path.clone())),
+        _ => Err(usage(tool, format!("{verb}: expected [-f FILE], got {:?}", args.join(" ")), help)),
+    }
+}
+
+fn help(args: &[String], text: &str) -> Option<Refusal> {
+    (args.is_empty() || matches!(args[0].as_str(), "-h" | "--help" | "help")).then(|| Refusal {
+        exit: if args.is_empty() { EXIT_USAGE } else { EXIT_OK },
+        message: text.to_string(),
+    })
+}
+
+/// The call a `vmadm` command line makes (`args` without the program
+/// name); `read` reads a payload file, or standard input for `None`.
+///
+/// This is the seam for alcove-vmadm's argv parser: it is to replace
+/// this function, making the same [`Call`]s.
+pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Result<String>) -> Result<Call, Refusal> {
+    const T: &str = "vmadm";
+    let h = VMADM_USAGE;
+    if let Some(r) = help(args, h) {
+        return Err(r);
+    }
+    let verb = args[0].as_str();
+    let rest = &args[1..];
+    let call = |method, target: String, body, output| Ok(Call { method, target, body, output });
+    match verb {
+        "create" => {
+            let file = only_file(T, verb, rest, h)?;
+            call("POST", "/vms".to_string(), Some(payload(T, verb, file.as_deref(), read)?), Output::Json)
+        }
+        "validate" => {
+            if rest.first().map(String::as_str) != Some("create") {
+                return Err(usage(T, "validate: only `validate create` is known", h));
+            }
+            let file = only_file(T, verb, &rest[1..], h)?;
+            call("POST", "/vms?action=validate".to_string(), Some(payload(T, verb, file.as_deref(), read)?), Output::Json)
+        }
+        "list" => {
+            if let Some(opt) = rest.iter().find(|a| a.starts_with('-')) {
+                return Err(Refusal {
+                    exit: EXIT_USAGE,
+                    message: format!(
+                        "vmadm list {opt}: the table output (-o, -s, -p, -H) comes with alcove-vmadm's formatter, not wired into the host CLI yet; without options the VMs are printed as JSON"
+                    ),
+                });
+            }
+            let f = filters(T, verb, rest, h)?;
+            call("GET", format!("/vms{}", encode_pairs(&f)), None, Output::VmList)
+        }
+        "lookup" => {
+            let (mut json, mut one, mut rest2) = (false, false, Vec::new());
+            for a in rest {
+                match a.as_str() {
+                    "-j" => json = true,
+                    "-1" => one = true,
+                    _ => rest2.push(a.clone()),
+                }
+            }
+            let f = filters(T, verb, &rest2, h)?;
+            let output = if json { Output::Json } else { Output::Uuids { one } };
+            call("GET", format!("/vms{}", encode_pairs(&f)), None, output)
+        }
+        "get" | "start" | "delete" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            if rest.len() > 1 {
+                return Err(usage(T, format!("{verb}: unexpected {:?}", rest[1..].join(" ")), h));
+            }
+            match verb {
+                "get" => call("GET", format!("/vms/{u}"), None, Output::Json),
+                "start" => call("POST", format!("/vms/{u}?action=start"), None, Output::Json),
+                _ => call("DELETE", format!("/vms/{u}"), None, Output::Json),
+            }
+        }
+        "stop" | "reboot" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            let mut q = vec![("action".to_string(), verb.to_string())];
+            let mut it = rest[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "-F" => q.push(("force".to_string(), "true".to_string())),
+                    "-t" if verb == "stop" => {
+                        let Some(t) = it.next().filter(|t| t.parse::<u32>().is_ok()) else {
+                            return Err(usage(T, "stop -t: a number of seconds is needed", h));
+                        };
+                        q.push(("timeout".to_string(), t.clone()));
+                    }
+                    other => return Err(usage(T, format!("{verb}: unknown option {other:?}"), h)),
+                }
+            }
+            call("POST", format!("/vms/{u}{}", encode_pairs(&q)), None, Output::Json)
+        }
+        "update" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            let rest = &rest[1..];
+            let body = if rest.first().is_some_and(|a| a == "-f") || rest.is_empty() {
+                let file = only_file(T, verb, rest, h)?;
+                payload(T, verb, file.as_deref(), read)?
+            } else {
+                // vmadm coerces these strings into each property's type;
+                // the server does the same.
+                let mut m = Map::new();
+                for (k, v) in filters(T, verb, rest, h)? {
+                    m.insert(k, Value::String(v));
+                }
+                Value::Object(m)
+            };
+            call("POST", format!("/vms/{u}?action=update"), Some(body), Output::Json)
+        }
+        "console" | "info" | "sysrq" | "send" | "receive" | "events" => Err(Refusal {
+            exit: EXIT_ERROR,
+            message: format!("vmadm {verb}: not available over the HTTP API yet; use the operator shell on Alcove's console"),
+        }),
+        other => Err(usage(T, format!("unknown command {other:?}"), h)),
+    }
+}
+
+/// The call an `imgadm` command line makes (`args` without the program
+/// name).
+pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
+    const T: &str = "imgadm";
+    let h = IMGADM_USAGE;
+    if let Some(r) = help(args, h) {
+        return Err(r);
+    }
+    let verb = args[0].as_str();
+    let rest = &args[1..];
+    let call = |method, target: String| Ok(Call { method, target, body: None, output: Output::Json });
+    match verb {
+        "list" => call("GET", format!("/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
+        "avail" => call("GET", format!("/sources/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
+        "sources" if rest.is_empty() => call("GET", "/sources".to_string()),
+        "sources" => Err(usage(T, "sources: changing the sources is not over the HTTP API yet", h)),
+        "show" | "get" | "delete" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            if rest.len() > 1 {
+                return Err(usage(T, format!("{verb}: unexpected {:?}", rest[1..].join(" ")), h));
+            }
+            call(if verb == "delete" { "DELETE" } else { "GET" }, format!("/images/{u}"))
+        }
+        "import" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            let target = match &rest[1..] {
+                [] => format!("/images/{u}?action=import-remote"),
+                [s, url] if s == "-S" => format!("/images/{u}?action=import-remote&source={}", encode(url)),
+                more => return Err(usage(T, format!("import: unexpected {:?}", more.join(" ")), h)),
+            };
+            call("POST", target)
+        }
+        "install" => Err(Refusal {
+            exit: EXIT_ERROR,
+            message: "imgadm install: uploading an image file is not over the HTTP API yet; use `imgadm import` from an image source, or the operator shell on Alcove's console".to_string(),
+        }),
+        other => Err(usage(T, format!("unknown command {other:?}"), h)),
+    }
+}
+
+/// Prints `vmadm list`'s VMs: for now their JSON.
+///
+/// This is the seam for alcove-vmadm's list formatter (SmartOS's columns
+/// `UUID TYPE RAM STATE ALIAS`, `-o`, `-s`, `-p`, `-H`): it is to replace
+/// this function's body.
+pub fn print_vm_list(vms: &Value, out: &mut dyn Write) -> io::Result<()> {
+    print_json(vms, out)
+}
+
+fn print_json(v: &Value, out: &mut dyn Write) -> io::Result<()> {
+    if v.is_null() {
+        return Ok(());
+    }
+    let text = serde_json::to_string_pretty(v).map_err(|e| io::Error::other(format!("{e}")))?;
+    writeln!(out, "{text}")
+}
+
+/// Sends `call` with `client` and prints the answer to `out` (an error to
+/// `err`, as `TOOL: message`, with the details of a validation failure).
+/// Returns the exit code.
+pub fn run(tool: &str, call: &Call, client: &Client, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match client.call(call.method, &call.target, call.body.as_ref()) {
+        Ok(v) => {
+            let printed = match &call.output {
+                Output::Json => print_json(&v, out),
+                Output::VmList => print_vm_list(&v, out),
+                Output::Uuids { one } => {
+                    let uuids: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|vm| vm.get("uuid")?.as_str()).collect()).unwrap_or_default();
+                    if *one && uuids.len() != 1 {
+                        let _ = writeln!(err, "{tool}: lookup -1: {} VMs match, not one", uuids.len());
+                        return EXIT_ERROR;
+                    }
+                    uuids.iter().try_for_each(|u| writeln!(out, "{u}"))
+                }
+            };
+            match printed {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    let _ = writeln!(err, "{tool}: writing the answer: {e}");
+                    EXIT_ERROR
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{tool}: {e}");
+            if let ClientError::Api { body, .. } = &e
+                && let Some(details) = body.get("errors")
+            {
+                let _ = print_json(details, err);
+            }
+            EXIT_ERROR
+        }
+    }
+}
+
+/// The whole of a host binary: parse `args`, build the client from the
+/// environment, run. Returns the exit code.
+pub fn main(tool: &str, args: &[String]) -> i32 {
+    let mut read = |path: Option<&str>| -> io::Result<String> {
+        match path {
+            Some(p) => std::fs::read_to_string(p),
+            None => io::read_to_string(io::stdin()),
+        }
+    };
+    let call = match tool {
+        "vmadm" => vmadm_call(args, &mut read),
+        _ => imgadm_call(args),
+    };
+    let call = match call {
+        Ok(c) => c,
+        Err(r) => {
+            if r.exit == EXIT_OK {
+                println!("{}", r.message);
+            } else {
+                eprintln!("{}", r.message);
+            }
+            return r.exit;
+        }
+    };
+    let client = match Client::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{tool}: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    run(tool, &call, &client, &mut io::stdout().lock(), &mut io::stderr().lock())
+}
