@@ -1,0 +1,99 @@
+//! The host CLIs' argument plumbing: which request each command line makes,
+//! and the exit codes of what makes none.
+
+use std::io;
+
+use alcove_api::cli::{Call, EXIT_ERROR, EXIT_OK, EXIT_USAGE, Output, imgadm_call, vmadm_call};
+use serde_json::json;
+
+const U: &str = "5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10";
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn vmadm(s: &str) -> Result<Call, (i32, String)> {
+    let mut read = |path: Option<&str>| -> io::Result<String> {
+        match path {
+            Some("vm.json") => Ok(r#"{"brand":"bhyve","ram":512}"#.into()),
+            Some("bad.json") => Ok("{nope".into()),
+            Some(p) => Err(io::Error::new(io::ErrorKind::NotFound, format!("no file {p}"))),
+            None => Ok(r#"{"from":"stdin"}"#.into()),
+        }
+    };
+    vmadm_call(&args(s), &mut read).map_err(|r| (r.exit, r.message))
+}
+
+fn target(r: Result<Call, (i32, String)>) -> (&'static str, String) {
+    let c = r.unwrap();
+    (c.method, c.target)
+}
+
+#[test]
+fn vmadm_verbs_make_their_requests() {
+    let c = vmadm("create -f vm.json").unwrap();
+    assert_eq!((c.method, c.target.as_str(), c.body), ("POST", "/vms", Some(json!({"brand":"bhyve","ram":512}))));
+    assert_eq!(vmadm("create").unwrap().body, Some(json!({"from":"stdin"})));
+    assert_eq!(vmadm("create -f -").unwrap().body, Some(json!({"from":"stdin"})));
+    assert_eq!(target(vmadm("validate create -f vm.json")), ("POST", "/vms?action=validate".into()));
+    let c = vmadm("list state=running alias=web 01").unwrap_err();
+    assert_eq!(c.0, EXIT_USAGE, "01 is not field=value");
+    let c = vmadm("list state=running brand=bhyve").unwrap();
+    assert_eq!((c.target.as_str(), c.output), ("/vms?state=running&brand=bhyve", Output::VmList));
+    assert_eq!(vmadm("lookup -1 alias=web").unwrap().output, Output::Uuids { one: true });
+    assert_eq!(vmadm("lookup -j alias=web").unwrap().output, Output::Json);
+    assert_eq!(target(vmadm(&format!("get {U}"))), ("GET", format!("/vms/{U}")));
+    assert_eq!(target(vmadm(&format!("start {U}"))), ("POST", format!("/vms/{U}?action=start")));
+    assert_eq!(target(vmadm(&format!("stop {U}"))), ("POST", format!("/vms/{U}?action=stop")));
+    assert_eq!(target(vmadm(&format!("stop {U} -F -t 30"))), ("POST", format!("/vms/{U}?action=stop&force=true&timeout=30")));
+    assert_eq!(target(vmadm(&format!("reboot {U} -F"))), ("POST", format!("/vms/{U}?action=reboot&force=true")));
+    assert_eq!(target(vmadm(&format!("delete {U}"))), ("DELETE", format!("/vms/{U}")));
+    let c = vmadm(&format!("update {U} ram=1024 alias=db")).unwrap();
+    assert_eq!((c.target, c.body), (format!("/vms/{U}?action=update"), Some(json!({"ram": "1024", "alias": "db"}))));
+    assert_eq!(vmadm(&format!("update {U} -f vm.json")).unwrap().body, Some(json!({"brand":"bhyve","ram":512})));
+}
+
+#[test]
+fn vmadm_refusals_and_exit_codes() {
+    for (line, exit, says) in [
+        ("", EXIT_USAGE, "usage: vmadm create"),
+        ("-h", EXIT_OK, "usage: vmadm create"),
+        ("frobnicate", EXIT_USAGE, "vmadm: unknown command \"frobnicate\""),
+        ("start", EXIT_USAGE, "vmadm: start: a UUID is needed"),
+        ("start web01", EXIT_ERROR, "vmadm start: \"web01\" is not a UUID"),
+        ("stop 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10 -t soon", EXIT_USAGE, "stop -t: a number of seconds is needed"),
+        ("reboot 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10 -t 5", EXIT_USAGE, "reboot: unknown option \"-t\""),
+        ("create -f nope.json", EXIT_ERROR, "vmadm create: nope.json: no file nope.json"),
+        ("create -f bad.json", EXIT_ERROR, "vmadm create: bad.json is not valid JSON: key must be a string at line 1 column 2"),
+        ("create vm.json", EXIT_USAGE, "create: expected [-f FILE]"),
+        ("validate update -f vm.json", EXIT_USAGE, "only `validate create` is known"),
+        ("list -o uuid,alias", EXIT_USAGE, "alcove-vmadm's formatter"),
+        ("console 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10", EXIT_ERROR, "not available over the HTTP API yet"),
+    ] {
+        let (code, message) = vmadm(line).unwrap_err();
+        assert_eq!(code, exit, "{line:?}: {message}");
+        assert!(message.contains(says), "{line:?}: {message}");
+    }
+}
+
+#[test]
+fn imgadm_verbs_make_their_requests() {
+    let i = |s: &str| imgadm_call(&args(s)).map_err(|r| (r.exit, r.message));
+    assert_eq!(target(i("list type=zvol")), ("GET", "/images?type=zvol".into()));
+    assert_eq!(target(i("avail os=linux")), ("GET", "/sources/images?os=linux".into()));
+    assert_eq!(target(i("sources")), ("GET", "/sources".into()));
+    assert_eq!(target(i(&format!("show {U}"))), ("GET", format!("/images/{U}")));
+    assert_eq!(target(i(&format!("get {U}"))), ("GET", format!("/images/{U}")));
+    assert_eq!(target(i(&format!("delete {U}"))), ("DELETE", format!("/images/{U}")));
+    assert_eq!(target(i(&format!("import {U}"))), ("POST", format!("/images/{U}?action=import-remote")));
+    assert_eq!(
+        target(i(&format!("import {U} -S http://10.0.2.2:8081"))),
+        ("POST", format!("/images/{U}?action=import-remote&source=http%3A%2F%2F10.0.2.2%3A8081"))
+    );
+    assert_eq!(i("import").unwrap_err().0, EXIT_USAGE);
+    assert_eq!(i("import debian").unwrap_err().0, EXIT_ERROR);
+    assert_eq!(i("sources -a http://x").unwrap_err().0, EXIT_USAGE);
+    let (code, msg) = i("install -m m.json -f f.zfs").unwrap_err();
+    assert_eq!(code, EXIT_ERROR);
+    assert!(msg.contains("not over the HTTP API yet"), "{msg}");
+}

@@ -1,0 +1,187 @@
+//! End to end on the host: the blocking client and the host binaries
+//! against the sans-IO server run over real localhost sockets
+//! (`std_server`, a thread per connection), with the mock backend.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use alcove_api::blocking::{Client, ClientError};
+use alcove_api::std_server::{Shared, serve};
+use alcove_api::{Config, Limits, Server, Token};
+use common::{Mock, TOKEN};
+use serde_json::{Value, json};
+
+/// A server on a free localhost port: its base URL and the shared server.
+fn start(limits: Limits) -> (String, Shared<Mock>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = Arc::new(Mutex::new(Server::new(Mock::default(), Config { token: Token::new(TOKEN).unwrap(), limits })));
+    let s = Arc::clone(&server);
+    thread::spawn(move || serve(listener, s));
+    (url, server)
+}
+
+#[test]
+fn client_and_server_over_tcp() {
+    let (url, server) = start(Limits::default());
+    let c = Client::new(&url, Some(TOKEN)).unwrap();
+    let vm = c.call("POST", "/vms", Some(&json!({"brand": "bhyve", "ram": 512, "alias": "web"}))).unwrap();
+    let uuid = vm["uuid"].as_str().unwrap().to_string();
+    assert_eq!(c.call("GET", &format!("/vms/{uuid}"), None).unwrap()["alias"], "web");
+    assert_eq!(c.call("POST", &format!("/vms/{uuid}?action=start"), None).unwrap()["state"], "running");
+    assert_eq!(c.call("GET", "/vms?state=running", None).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(c.call("DELETE", &format!("/vms/{uuid}"), None).unwrap(), Value::Null);
+
+    // A 4xx: the server's code and message.
+    match c.call("GET", &format!("/vms/{uuid}"), None) {
+        Err(ClientError::Api { status: 404, code, message, .. }) => {
+            assert_eq!((code.as_str(), message), ("ResourceNotFound", format!("VM {uuid} not found")));
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.call("POST", "/vms", Some(&json!({"ram": "lots"}))) {
+        Err(e @ ClientError::Api { status: 422, .. }) => {
+            assert_eq!(e.to_string(), "Invalid VM payload (422 ValidationFailed)");
+            let ClientError::Api { body, .. } = e else { unreachable!() };
+            assert_eq!(body["errors"]["bad_values"], json!(["ram"]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // No token, a wrong one.
+    let e = Client::new(&url, None).unwrap().call("GET", "/vms", None).unwrap_err();
+    assert!(matches!(e, ClientError::Unauthorized(_)), "{e:?}");
+    assert!(e.to_string().starts_with("the API wants a token (set ALCOVE_TOKEN"), "{e}");
+    let e = Client::new(&url, Some("not-the-token-at-all-0000")).unwrap().call("GET", "/vms", None).unwrap_err();
+    assert!(matches!(e, ClientError::Forbidden(_)), "{e:?}");
+    // Ping needs none.
+    assert_eq!(Client::new(&url, None).unwrap().call("GET", "/ping", None).unwrap(), json!({"ping": "pong"}));
+    // Every connection was closed (the client asks for it).
+    for _ in 0..100 {
+        if server.lock().unwrap().connections() == 0 {
+            break;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(server.lock().unwrap().connections(), 0);
+}
+
+#[test]
+fn connection_refused_is_said_plainly() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = Client::new(&format!("http://127.0.0.1:{port}"), Some(TOKEN)).unwrap().call("GET", "/vms", None).unwrap_err();
+    assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!("cannot connect to http://127.0.0.1:{port}: connection refused (is Alcove's API up there? ALCOVE_URL sets the address)")
+    );
+    let e = Client::new("https://127.0.0.1", None).unwrap_err();
+    assert_eq!(e.to_string(), "API address: https://127.0.0.1: only http:// addresses are taken (no TLS here)");
+    let e = Client::new("http://127.0.0.1", Some("short")).unwrap_err();
+    assert!(e.to_string().contains("needs 16 to 512"), "{e}");
+}
+
+#[test]
+fn pipelined_and_split_over_a_real_socket() {
+    let (url, _server) = start(Limits::default());
+    let mut s = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    let one = format!("GET /vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    let last = format!("GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let all = format!("{one}{one}{last}");
+    // In small writes, with pauses the server reads between.
+    for piece in all.as_bytes().chunks(7) {
+        s.write_all(piece).unwrap();
+        s.flush().unwrap();
+    }
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 3, "{out}");
+    assert!(out.ends_with("{\"ping\":\"pong\"}"), "{out}");
+}
+
+#[test]
+fn oversized_request_over_a_real_socket() {
+    let (url, _server) = start(Limits { max_body_bytes: 1000, ..Limits::default() });
+    let mut s = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    s.write_all(format!("POST /vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5000\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 413 Content Too Large\r\n"), "{out}");
+    assert!(out.contains("Connection: close"));
+    assert!(out.ends_with(r#"{"code":"RequestEntityTooLarge","message":"the body is 5000 bytes; this API takes at most 1000 bytes"}"#), "{out}");
+}
+
+fn cli(bin: &str, url: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("ALCOVE_URL", url).env_remove("ALCOVE_TOKEN").env_remove("ALCOVE_TOKEN_FILE");
+    if let Some(t) = token {
+        cmd.env("ALCOVE_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn host_binaries_against_the_server() {
+    let (url, server) = start(Limits::default());
+    let vmadm = env!("CARGO_BIN_EXE_vmadm");
+    let imgadm = env!("CARGO_BIN_EXE_imgadm");
+    let dir = std::env::temp_dir().join(format!("alcove-api-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = dir.join("vm.json");
+    std::fs::write(&payload, r#"{"brand":"bhyve","ram":512,"alias":"db"}"#).unwrap();
+
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["create", "-f", payload.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let vm: Value = serde_json::from_str(&out).unwrap();
+    let uuid = vm["uuid"].as_str().unwrap().to_string();
+    let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["get", &uuid]);
+    assert_eq!((code, serde_json::from_str::<Value>(&out).unwrap()["alias"].clone()), (0, json!("db")));
+    let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["lookup", "alias=db"]);
+    assert_eq!((code, out), (0, format!("{uuid}\n")));
+    let (code, _, _) = cli(vmadm, &url, Some(TOKEN), &["stop", &uuid, "-F"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["delete", &uuid]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["get", &uuid]);
+    assert_eq!((code, err), (1, format!("vmadm: VM {uuid} not found (404 ResourceNotFound)\n")));
+    let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["validate", "create", "-f", dir.join("none.json").to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    std::fs::write(&payload, r#"{"ram":"lots"}"#).unwrap();
+    let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["validate", "create", "-f", payload.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("vmadm: Invalid VM payload (422 ValidationFailed)\n{\n  \"bad_properties\""), "{err}");
+    let (code, _, err) = cli(vmadm, &url, None, &["list"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("vmadm: the API wants a token"), "{err}");
+    let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["bogus"]);
+    assert_eq!(code, 2, "{err}");
+    // The token from a file (with the line end an editor leaves).
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let out = Command::new(imgadm)
+        .args(["list"])
+        .env("ALCOVE_URL", &url)
+        .env_remove("ALCOVE_TOKEN")
+        .env("ALCOVE_TOKEN_FILE", &token_file)
+        .output()
+        .unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim()), (Some(0), "[]"));
+    let img = "01b2c898-945f-11e1-a523-af1afbe22822";
+    let (code, out, err) = cli(imgadm, &url, Some(TOKEN), &["import", img, "-S", "http://10.0.2.2:8081"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["source"], "http://10.0.2.2:8081");
+    assert!(server.lock().unwrap().backend().images.contains_key(img));
+    // Nothing listening.
+    let (code, _, err) = cli(vmadm, "http://127.0.0.1:1", Some(TOKEN), &["list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("connection refused"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
