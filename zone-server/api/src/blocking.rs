@@ -17,8 +17,8 @@ use serde_json::Value;
 use crate::client::{BufferedResponse, DecodeError, Request, Url};
 use crate::server::Token;
 
-/// Where the API is when `ALCOVE_URL` is not set: the port `cargo xtask
-/// run` forwards to the admin address.
+/// Where the API is when `ALCOVE_URL` is not set: [`crate::DEFAULT_PORT`]
+/// on this host (where a port forward to Alcove's admin address goes).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 /// The largest response body taken (a `GET /vms` of many VMs).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;

@@ -37,6 +37,9 @@ pub mod cli;
 #[cfg(feature = "std")]
 pub mod std_server;
 
+/// The TCP port the API listens on unless configured otherwise.
+pub const DEFAULT_PORT: u16 = 8080;
+
 pub use backend::{Backend, VmAction};
 pub use error::{ApiError, ErrorCode};
 pub use server::{Config, ConnId, Limits, Server, Token};

@@ -22,7 +22,7 @@ pub struct Mock {
 fn matches(v: &Value, filters: &[(String, String)]) -> bool {
     filters.iter().all(|(k, want)| match v.get(k) {
         Some(Value::String(s)) => s == want,
-        Some(other) => other.to_string() == *want,
+        Some(other) => want.parse::<Value>().is_ok_and(|w| w == *other),
         None => false,
     })
 }
