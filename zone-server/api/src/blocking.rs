@@ -184,3 +184,12 @@ impl Client {
 fn decode_error(e: DecodeError) -> ClientError {
     ClientError::Protocol(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_url_is_on_the_default_port() {
+        let u = crate::client::Url::parse(super::DEFAULT_URL).unwrap();
+        assert_eq!(u.port, crate::DEFAULT_PORT);
+    }
+}

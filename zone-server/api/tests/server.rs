@@ -373,6 +373,9 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let id = s.accept(0).unwrap();
     let mut raw = String::new();
     raw += &req("POST", "/vms", Some(&format!(r#"{{"uuid":"{VM}"}}"#)));
+    // Some clients end a body with a line break it does not count: RFC
+    // 9112 §2.2 says to skip empty lines before a request line.
+    raw += "\r\n";
     raw += &req("GET", &format!("/vms/{VM}"), None);
     raw += &req("GET", "/nope", None);
     raw += &req("POST", &format!("/vms/{VM}?action=start"), None);
@@ -561,7 +564,7 @@ fn slow_requests_get_408_and_idle_connections_are_dropped() {
 }
 
 #[test]
-fn hostile_bytes_never_panic_and_never_hold_more_than_the_bounds() {
+fn hostile_bytes_never_panic_and_every_connection_ends() {
     // xorshift: reproducible garbage, and garbage shaped like requests.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move || {
@@ -588,6 +591,7 @@ fn hostile_bytes_never_panic_and_never_hold_more_than_the_bounds() {
             }
         }
         let out = feed(&mut s, id, &bytes, (rnd() % 17 + 1) as usize);
+        assert!(s.room(id) <= 512 + 256);
         // Whatever came back is well-formed HTTP.
         for r in responses(out) {
             assert!((200..600).contains(&r.status()), "{r:?}");
