@@ -42,5 +42,5 @@ pub const DEFAULT_PORT: u16 = 8080;
 
 pub use backend::{Backend, VmAction};
 pub use error::{ApiError, ErrorCode};
-pub use server::{Config, ConnId, Limits, Server, Token};
+pub use server::{Config, ConnId, Http, Limits, Server, Token};
 pub use uuid::Uuid;

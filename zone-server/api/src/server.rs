@@ -1,6 +1,6 @@
-//! The API server, sans-IO: [`Server`] is fed the bytes each connection
-//! receives and hands back the bytes to send; the caller owns the sockets
-//! and the clock (zone-server over netd's `socket` interface on Alcove, a
+//! The API server, sans-IO: [`Server`] (or [`Http`], where the caller
+//! keeps the backend) is fed the bytes each connection receives and hands
+//! back the bytes to send; the caller owns the sockets and the clock (zone-server over netd's `socket` interface on Alcove, a
 //! thread per `TcpStream` on the host: [`crate::std_server`]).
 //!
 //! HTTP/1.1 (RFC 9112) with persistent connections and pipelining; bodies
@@ -18,6 +18,17 @@
 //! Every request but `GET /ping` needs `Authorization: Bearer <token>` with
 //! the token configured at boot ([`Token`], compared in constant time): 401
 //! without one, 403 with another.
+//!
+//! Over netd's `socket` interface (`libipc::interfaces::socket`) the loop
+//! is: `listen(port)` once (8080, [`crate::DEFAULT_PORT`]); each round,
+//! `accept(listener)` until `None`, each new socket to [`Http::accept`]
+//! (on `None`, `close` it at once); for each connection, `send` what
+//! [`Http::output`] holds and report [`Http::sent`], `recv` at most
+//! [`Http::room`] bytes (and `SOCKET_INLINE_MAX`) into [`Http::receive`],
+//! [`Http::peer_closed`] once `state` says `PeerClosed`, and `close` the
+//! socket when [`Http::wants_close`]; [`Http::expire`] with the clock.
+//! netd gives a client 16 sockets: the listener, 8 connections
+//! ([`Limits::max_connections`]) and the image source's client sockets fit.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -154,12 +165,19 @@ struct Connection {
     last_progress_ms: u64,
 }
 
-/// The server: its backend, its configuration and its connections.
-pub struct Server<B> {
-    backend: B,
+/// The connections and their HTTP, apart from the backend: for a caller
+/// whose backend is its whole state, reached by other ways too (IPC, the
+/// console shell), and lent to each call that may answer a request.
+pub struct Http {
     config: Config,
     connections: BTreeMap<ConnId, Connection>,
     next: u64,
+}
+
+/// [`Http`] with the backend it serves: the usual way to run the API.
+pub struct Server<B> {
+    backend: B,
+    http: Http,
 }
 
 enum Step {
@@ -492,20 +510,10 @@ impl Connection {
     }
 }
 
-impl<B: Backend> Server<B> {
-    /// A server over `backend` with no connection yet.
-    pub fn new(backend: B, config: Config) -> Self {
-        Self { backend, config, connections: BTreeMap::new(), next: 1 }
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
-    /// The backend, to change.
-    pub fn backend_mut(&mut self) -> &mut B {
-        &mut self.backend
+impl Http {
+    /// No connection yet.
+    pub fn new(config: Config) -> Self {
+        Self { config, connections: BTreeMap::new(), next: 1 }
     }
 
     /// The configuration.
@@ -552,7 +560,7 @@ impl<B: Backend> Server<B> {
     /// and answers what requests are complete. Returns how many bytes it
     /// took; the rest is the caller's to offer again later (or to leave in
     /// the socket).
-    pub fn receive(&mut self, id: ConnId, bytes: &[u8], now_ms: u64) -> usize {
+    pub fn receive<B: Backend + ?Sized>(&mut self, backend: &mut B, id: ConnId, bytes: &[u8], now_ms: u64) -> usize {
         let take = bytes.len().min(self.room(id));
         let Some(c) = self.connections.get_mut(&id) else { return 0 };
         if take > 0 {
@@ -562,7 +570,7 @@ impl<B: Backend> Server<B> {
             c.input.extend_from_slice(&bytes[..take]);
             c.last_progress_ms = now_ms;
         }
-        c.process(&self.config, &mut self.backend, now_ms);
+        c.process(&self.config, backend, now_ms);
         take
     }
 
@@ -573,22 +581,22 @@ impl<B: Backend> Server<B> {
 
     /// The caller sent the first `n` bytes of [`Server::output`]; the
     /// requests waiting behind the response are answered now.
-    pub fn sent(&mut self, id: ConnId, n: usize, now_ms: u64) {
+    pub fn sent<B: Backend + ?Sized>(&mut self, backend: &mut B, id: ConnId, n: usize, now_ms: u64) {
         let Some(c) = self.connections.get_mut(&id) else { return };
         let n = n.min(c.output.len());
         c.output.drain(..n);
         if n > 0 {
             c.last_progress_ms = now_ms;
         }
-        c.process(&self.config, &mut self.backend, now_ms);
+        c.process(&self.config, backend, now_ms);
     }
 
     /// The peer closed its side: complete requests are still answered,
     /// then the connection wants closing.
-    pub fn peer_closed(&mut self, id: ConnId, now_ms: u64) {
+    pub fn peer_closed<B: Backend + ?Sized>(&mut self, backend: &mut B, id: ConnId, now_ms: u64) {
         let Some(c) = self.connections.get_mut(&id) else { return };
         c.peer_closed = true;
-        c.process(&self.config, &mut self.backend, now_ms);
+        c.process(&self.config, backend, now_ms);
     }
 
     /// Whether connection `id` is done: its output is sent and nothing
@@ -631,5 +639,82 @@ impl<B: Backend> Server<B> {
             self.connections.remove(id);
         }
         dropped
+    }
+}
+
+impl<B: Backend> Server<B> {
+    /// A server over `backend` with no connection yet.
+    pub fn new(backend: B, config: Config) -> Self {
+        Self { backend, http: Http::new(config) }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, to change.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The connections, apart from the backend.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        self.http.config()
+    }
+
+    /// See [`Http::connections`].
+    pub fn connections(&self) -> usize {
+        self.http.connections()
+    }
+
+    /// See [`Http::accept`].
+    pub fn accept(&mut self, now_ms: u64) -> Option<ConnId> {
+        self.http.accept(now_ms)
+    }
+
+    /// See [`Http::room`].
+    pub fn room(&self, id: ConnId) -> usize {
+        self.http.room(id)
+    }
+
+    /// See [`Http::receive`].
+    pub fn receive(&mut self, id: ConnId, bytes: &[u8], now_ms: u64) -> usize {
+        self.http.receive(&mut self.backend, id, bytes, now_ms)
+    }
+
+    /// See [`Http::output`].
+    pub fn output(&self, id: ConnId) -> &[u8] {
+        self.http.output(id)
+    }
+
+    /// See [`Http::sent`].
+    pub fn sent(&mut self, id: ConnId, n: usize, now_ms: u64) {
+        self.http.sent(&mut self.backend, id, n, now_ms)
+    }
+
+    /// See [`Http::peer_closed`].
+    pub fn peer_closed(&mut self, id: ConnId, now_ms: u64) {
+        self.http.peer_closed(&mut self.backend, id, now_ms)
+    }
+
+    /// See [`Http::wants_close`].
+    pub fn wants_close(&self, id: ConnId) -> bool {
+        self.http.wants_close(id)
+    }
+
+    /// See [`Http::close`].
+    pub fn close(&mut self, id: ConnId) {
+        self.http.close(id)
+    }
+
+    /// See [`Http::expire`].
+    pub fn expire(&mut self, now_ms: u64) -> Vec<ConnId> {
+        self.http.expire(now_ms)
     }
 }

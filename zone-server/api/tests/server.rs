@@ -5,7 +5,7 @@
 mod common;
 
 use alcove_api::client::{Event, ResponseDecoder, ResponseHead};
-use alcove_api::{Config, ConnId, Limits, Server, Token, VmAction};
+use alcove_api::{Config, ConnId, Http, Limits, Server, Token, VmAction};
 use common::{Mock, TOKEN};
 use serde_json::{Value, json};
 
@@ -602,4 +602,21 @@ fn hostile_bytes_never_panic_and_every_connection_ends() {
         s.close(id);
     }
     assert_eq!(s.connections(), 0);
+}
+
+#[test]
+fn http_serves_a_backend_the_caller_keeps() {
+    // zone-server's shape: the state is its own, lent to each call.
+    let mut state = Mock::default();
+    let mut http = Http::new(config(Limits::default()));
+    let id = http.accept(0).unwrap();
+    let raw = req("POST", "/vms", Some("{}"));
+    assert_eq!(http.receive(&mut state, id, raw.as_bytes(), 0), raw.len());
+    assert_eq!(responses(http.output(id).to_vec())[0].status(), 201);
+    assert_eq!(state.vms.len(), 1);
+    state.vms.clear();
+    let n = http.output(id).len();
+    http.sent(&mut state, id, n, 0);
+    http.receive(&mut state, id, req("GET", "/vms", None).as_bytes(), 0);
+    assert_eq!(responses(http.output(id).to_vec())[0].body, json!([]));
 }
