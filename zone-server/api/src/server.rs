@@ -323,6 +323,7 @@ fn check_head(method: &str, target: &str, auth: Option<&[u8]>, token: &Token) ->
         return Err(Reply::error(&ApiError::not_implemented(format!("method {}: not implemented", quote(method)))));
     }
     if !route.allowed().contains(&method) {
+        // The path is a resource's (checked above), so short and plain.
         let e = ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} {path}: this resource takes {}", allow_header(route)));
         let mut r = Reply::error(&e);
         r.headers.push(("Allow", allow_header(route)));

@@ -137,3 +137,37 @@ fn imgapi_requests_and_answers() {
     let e = imgapi::manifest(&response(502, "Bad Gateway")).unwrap_err();
     assert_eq!(e.to_string(), "the image source answered 502: Bad Gateway");
 }
+
+#[test]
+fn garbage_never_panics_the_decoder() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pieces: [&[u8]; 8] = [
+        b"HTTP/1.1 200 OK\r\n", b"Transfer-Encoding: chunked\r\n", b"Content-Length: 3\r\n", b"\r\n", b"5\r\n", b"ffffffffffffffffff\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n", b"abc",
+    ];
+    for _ in 0..3000 {
+        let mut bytes = Vec::new();
+        for _ in 0..(rnd() % 12) {
+            if rnd() % 4 == 0 {
+                bytes.extend((0..rnd() % 8).map(|_| rnd() as u8));
+            } else {
+                bytes.extend_from_slice(pieces[(rnd() % pieces.len() as u64) as usize]);
+            }
+        }
+        let mut b = BufferedResponse::new(1 << 16);
+        for piece in bytes.chunks((rnd() % 9 + 1) as usize) {
+            b.push(piece);
+            if b.poll().is_err() {
+                break;
+            }
+        }
+        b.finish();
+        let _ = b.poll();
+    }
+}
