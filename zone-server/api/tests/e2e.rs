@@ -185,3 +185,33 @@ fn host_binaries_against_the_server() {
     assert!(err.contains("connection refused"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn many_connections_at_once_over_tcp() {
+    let (url, server) = start(Limits { max_connections: 4, ..Limits::default() });
+    let addr = url.trim_start_matches("http://").to_string();
+    let one = format!("GET /vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n");
+    // Four clients each send half a request and wait.
+    let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    for s in &mut held {
+        s.write_all(&one.as_bytes()[..20]).unwrap();
+    }
+    // Wait until the server has all four.
+    while server.lock().unwrap().connections() < 4 {
+        thread::yield_now();
+    }
+    // A fifth is told the server is busy.
+    let mut busy = TcpStream::connect(&addr).unwrap();
+    let mut out = String::new();
+    busy.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{out}");
+    // The four finish their requests and are answered.
+    for s in &mut held {
+        s.write_all(&one.as_bytes()[20..]).unwrap();
+    }
+    for mut s in held {
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    }
+}
