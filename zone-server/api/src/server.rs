@@ -163,6 +163,23 @@ struct Connection {
     request_started_ms: Option<u64>,
     /// When a byte last moved either way.
     last_progress_ms: u64,
+    /// The length of the request at the head of `input`, once its head
+    /// has been parsed and passed: its body is awaited without parsing
+    /// the head again for every byte (a body sent a byte at a time would
+    /// otherwise cost a parse of up to 8 KiB per byte).
+    need: Option<usize>,
+    /// How much of `input` was searched for the end of the head, found
+    /// nowhere: the head is parsed only once it may be complete.
+    scanned: usize,
+}
+
+/// Whether `input` may hold a whole request head (an empty line, CRLF or
+/// bare LF, past `scanned`, where the last search stopped).
+fn head_may_be_complete(input: &[u8], scanned: &mut usize) -> bool {
+    let from = scanned.saturating_sub(3).min(input.len());
+    *scanned = input.len();
+    let rest = &input[from..];
+    rest.windows(2).any(|w| w == b"\n\n") || rest.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// The connections and their HTTP, apart from the backend: for a caller
@@ -181,8 +198,9 @@ pub struct Server<B> {
 }
 
 enum Step {
-    /// More bytes are needed; send `100 Continue` first if asked.
-    Incomplete { send_continue: bool },
+    /// More bytes are needed; send `100 Continue` first if asked. `total`:
+    /// the request's length in bytes, once its head is in and passed.
+    Incomplete { send_continue: bool, total: Option<usize> },
     /// One answer; `consumed` bytes of input are done with; `close` ends
     /// the connection once it is sent.
     Respond { reply: Reply, consumed: usize, close: bool },
@@ -346,7 +364,7 @@ fn step<B: Backend + ?Sized>(input: &[u8], continued: bool, config: &Config, bac
             );
             return fatal(e, input);
         }
-        Ok(httparse::Status::Partial) => return Step::Incomplete { send_continue: false },
+        Ok(httparse::Status::Partial) => return Step::Incomplete { send_continue: false, total: None },
         Ok(httparse::Status::Complete(n)) => n,
         Err(httparse::Error::TooManyHeaders) => {
             let e = ApiError::new(ErrorCode::RequestHeaderFieldsTooLarge, format!("more than {MAX_HEADERS} header fields"));
@@ -457,7 +475,7 @@ fn step<B: Backend + ?Sized>(input: &[u8], continued: bool, config: &Config, bac
         }
     };
     if !complete {
-        return Step::Incomplete { send_continue: expect_continue && !continued };
+        return Step::Incomplete { send_continue: expect_continue && !continued, total: Some(total) };
     }
     let body = &input[head_len..total];
     let mut reply = match dispatch(backend, route, method, &query, body) {
@@ -478,14 +496,24 @@ impl Connection {
             continued: false,
             request_started_ms: None,
             last_progress_ms: now_ms,
+            need: None,
+            scanned: 0,
         }
     }
 
     /// Answers what complete requests `input` holds, one response at a time.
     fn process<B: Backend + ?Sized>(&mut self, config: &Config, backend: &mut B, now_ms: u64) {
         while !self.closing && self.output.is_empty() && !self.input.is_empty() {
+            match self.need {
+                Some(total) if self.input.len() < total => break,
+                Some(_) => {}
+                None if self.input.len() > config.limits.max_header_bytes => {}
+                None if !head_may_be_complete(&self.input, &mut self.scanned) => break,
+                None => {}
+            }
             match step(&self.input, self.continued, config, backend) {
-                Step::Incomplete { send_continue } => {
+                Step::Incomplete { send_continue, total } => {
+                    self.need = total;
                     if send_continue {
                         self.output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                         self.continued = true;
@@ -496,6 +524,8 @@ impl Connection {
                     reply.write(close, &mut self.output);
                     self.input.drain(..consumed.min(self.input.len()));
                     self.continued = false;
+                    self.need = None;
+                    self.scanned = 0;
                     self.request_started_ms = (!self.input.is_empty()).then_some(now_ms);
                     if close {
                         self.closing = true;
