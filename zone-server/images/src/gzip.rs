@@ -65,7 +65,9 @@ fn header_len(h: &[u8]) -> Result<Option<usize>, Error> {
     }
     let mut at = 10;
     if flags & FEXTRA != 0 {
-        let Some(x) = h.get(at..at + 2) else { return Ok(None) };
+        let Some(x) = h.get(at..at + 2) else {
+            return Ok(None);
+        };
         at += 2 + usize::from(u16::from_le_bytes([x[0], x[1]]));
     }
     for flag in [FNAME, FCOMMENT] {
@@ -129,7 +131,9 @@ impl GzipReader {
                         Ok(MZStatus::StreamEnd) => self.state = State::Trailer(Vec::new()),
                         Ok(_) => {}
                         Err(MZError::Buf) if r.bytes_consumed > 0 || r.bytes_written > 0 => {}
-                        Err(MZError::Buf) => return Err(bad("deflate data makes no progress (corrupt)")),
+                        Err(MZError::Buf) => {
+                            return Err(bad("deflate data makes no progress (corrupt)"));
+                        }
                         Err(_) => return Err(bad("corrupt deflate data")),
                     }
                 }

@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 
 use serde_json::Value;
 
-use crate::manifest::{Manifest, ManifestError, is_uuid};
 use crate::Error;
+use crate::manifest::{Manifest, ManifestError, is_uuid};
 
 /// The largest `/images` answer read (bytes of JSON).
 pub const MAX_LIST_BODY: usize = 16 << 20;
@@ -26,7 +26,10 @@ pub struct Source {
 impl Source {
     pub fn new(url: &str) -> Result<Source, Error> {
         let bad = |why: &str| Error::Invalid(format!("image source {url:?}: {why}"));
-        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(|| bad("must start with http:// or https://"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| bad("must start with http:// or https://"))?;
         if url.len() > 2048 {
             return Err(bad("longer than 2048 characters"));
         }
@@ -154,7 +157,13 @@ impl Progress {
         let filled = (p / 5) as usize;
         let mut bar = String::new();
         for i in 0..20 {
-            bar.push(if i < filled { '=' } else if i == filled { '>' } else { ' ' });
+            bar.push(if i < filled {
+                '='
+            } else if i == filled {
+                '>'
+            } else {
+                ' '
+            });
         }
         format!("Downloading image {} [{bar}] {p:>3}%  {} of {}", &self.uuid[..8], mib(self.done), mib(self.total))
     }

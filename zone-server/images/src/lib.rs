@@ -45,15 +45,28 @@ pub enum Error {
     /// The image is installed already.
     Exists(String),
     /// Refused while instance volumes are clones of the image.
-    InUse { image: String, clones: Vec<String> },
+    InUse {
+        image: String,
+        clones: Vec<String>,
+    },
     /// The file holds more bytes than `files[0].size` says.
-    FileTooLong { declared: u64 },
+    FileTooLong {
+        declared: u64,
+    },
     /// The file ended before `files[0].size` bytes.
-    Truncated { declared: u64, got: u64 },
+    Truncated {
+        declared: u64,
+        got: u64,
+    },
     /// The file's SHA-1 is not `files[0].sha1`.
-    Sha1 { expected: String, got: String },
+    Sha1 {
+        expected: String,
+        got: String,
+    },
     /// The disk image is larger than `image_size` (bytes).
-    TooLarge { limit: u64 },
+    TooLarge {
+        limit: u64,
+    },
     Gzip(String),
     /// A pool send stream inside the file does not fit the manifest.
     Stream(String),

@@ -226,7 +226,9 @@ impl Manifest {
         match m.get("v") {
             None => {}
             Some(v) if v.as_u64() == Some(2) => {}
-            Some(v) => return Err(err("v", format!("only IMGAPI v2 manifests are read, got {}", show(v)))),
+            Some(v) => {
+                return Err(err("v", format!("only IMGAPI v2 manifests are read, got {}", show(v))));
+            }
         }
         let uuid = required_string(m, "uuid", "uuid")?;
         if !is_uuid(uuid) {
@@ -252,9 +254,14 @@ impl Manifest {
         let image_type = match required_string(m, "type", "type")? {
             "zvol" => ImageType::Zvol,
             t if OTHER_TYPES.contains(&t) => {
-                return Err(err("type", format!("{t:?} images are not supported yet: Alcove runs HVM instances from \"zvol\" images")));
+                return Err(err(
+                    "type",
+                    format!("{t:?} images are not supported yet: Alcove runs HVM instances from \"zvol\" images"),
+                ));
             }
-            t => return Err(err("type", format!("{t:?}: must be one of zvol, {}", OTHER_TYPES.join(", ")))),
+            t => {
+                return Err(err("type", format!("{t:?}: must be one of zvol, {}", OTHER_TYPES.join(", "))));
+            }
         };
         let os = required_string(m, "os", "os")?;
         if !OSES.contains(&os) {
@@ -286,7 +293,10 @@ impl Manifest {
             if let Some(v) = m.get(key).filter(|v| !v.is_null())
                 && !(v.is_object() || (key == "billing_tags" && v.is_array()))
             {
-                return Err(err(key, format!("must be {}, got {}", if key == "billing_tags" { "a list" } else { "an object" }, show(v))));
+                return Err(err(
+                    key,
+                    format!("must be {}, got {}", if key == "billing_tags" { "a list" } else { "an object" }, show(v)),
+                ));
             }
         }
         Ok(Manifest {
@@ -309,9 +319,13 @@ impl Manifest {
 
     fn files(m: &Map<String, Value>) -> Result<ImageFile, ManifestError> {
         let files = match m.get("files") {
-            None | Some(Value::Null) => return Err(err("files", "is required: a list of one file")),
+            None | Some(Value::Null) => {
+                return Err(err("files", "is required: a list of one file"));
+            }
             Some(Value::Array(a)) => a,
-            Some(v) => return Err(err("files", format!("must be a list of one file, got {}", show(v)))),
+            Some(v) => {
+                return Err(err("files", format!("must be a list of one file, got {}", show(v))));
+            }
         };
         if files.len() != 1 {
             return Err(err("files", format!("must hold exactly one file, got {}", files.len())));
@@ -329,8 +343,12 @@ impl Manifest {
                     "\"xz\" is not supported: no well-kept pure-Rust xz decoder builds without std here; recompress the file with gzip",
                 ));
             }
-            "bzip2" => return Err(err("files[0].compression", "\"bzip2\" is not supported; recompress the file with gzip")),
-            c => return Err(err("files[0].compression", format!("{c:?}: must be gzip or none"))),
+            "bzip2" => {
+                return Err(err("files[0].compression", "\"bzip2\" is not supported; recompress the file with gzip"));
+            }
+            c => {
+                return Err(err("files[0].compression", format!("{c:?}: must be gzip or none")));
+            }
         };
         Ok(ImageFile { sha1, size, compression })
     }
@@ -339,13 +357,17 @@ impl Manifest {
         let r = match m.get("requirements") {
             None | Some(Value::Null) => return Ok(Requirements::default()),
             Some(Value::Object(r)) => r,
-            Some(v) => return Err(err("requirements", format!("must be an object, got {}", show(v)))),
+            Some(v) => {
+                return Err(err("requirements", format!("must be an object, got {}", show(v))));
+            }
         };
         let bootrom = match string(r, "bootrom", "requirements.bootrom")? {
             None => None,
             Some("bios") => Some(Bootrom::Bios),
             Some("uefi") => Some(Bootrom::Uefi),
-            Some(b) => return Err(err("requirements.bootrom", format!("{b:?}: must be bios or uefi"))),
+            Some(b) => {
+                return Err(err("requirements.bootrom", format!("{b:?}: must be bios or uefi")));
+            }
         };
         let min_ram_mib = number(r, "min_ram", "requirements.min_ram", 1, 1 << 30)?;
         let max_ram_mib = number(r, "max_ram", "requirements.max_ram", 1, 1 << 30)?;

@@ -42,7 +42,9 @@ impl ListOptions {
                     let list = it.next().ok_or_else(|| Error::Invalid("imgadm list: -o needs a list of fields".into()))?;
                     o.columns = list.split(',').map(ToString::to_string).collect();
                 }
-                other => return Err(Error::Invalid(format!("imgadm list: unknown option {other:?}"))),
+                other => {
+                    return Err(Error::Invalid(format!("imgadm list: unknown option {other:?}")));
+                }
             }
         }
         for c in &o.columns {
@@ -86,8 +88,7 @@ pub fn list_table(records: &[ImageRecord], opts: &ListOptions) -> String {
     for r in records {
         rows.push(cols.iter().map(|c| field(r, c)).collect());
     }
-    let widths: Vec<usize> =
-        (0..cols.len()).map(|i| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols.len()).map(|i| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();

@@ -66,11 +66,7 @@ pub fn image_volume<P: PoolOps + ?Sized>(pool: &P, uuid: &str) -> String {
 }
 
 fn check_uuid(what: &str, uuid: &str) -> Result<(), Error> {
-    if is_uuid(uuid) {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!("{what} {uuid:?}: must be a lower-case UUID")))
-    }
+    if is_uuid(uuid) { Ok(()) } else { Err(Error::Invalid(format!("{what} {uuid:?}: must be a lower-case UUID"))) }
 }
 
 enum Format {
@@ -232,7 +228,7 @@ impl<'p, P: PoolOps> Install<'p, P> {
         let volume = image_volume(pool, &manifest.uuid);
         let partial = format!("{volume}-partial");
         let names: Vec<String> = pool.list().into_iter().map(|d| d.name).collect();
-        if names.iter().any(|n| *n == volume) {
+        if names.contains(&volume) {
             return Err(Error::Exists(manifest.uuid.clone()));
         }
         if let Some(s) = source
@@ -240,7 +236,7 @@ impl<'p, P: PoolOps> Install<'p, P> {
         {
             return Err(Error::Invalid(format!("image source {s:?}: at most 4096 characters, no control characters")));
         }
-        if names.iter().any(|n| *n == partial) {
+        if names.contains(&partial) {
             // An interrupted install of this image.
             pool.destroy(&partial, true)?;
         }

@@ -93,10 +93,13 @@ fn hostile_and_malformed_manifests_name_the_property() {
         ("image_size", Box::new(|m| m["image_size"] = json!(1.5))),
         ("image_size", Box::new(|m| m.as_object_mut().unwrap().remove("image_size").map(|_| ()).unwrap())),
         ("files", Box::new(|m| m["files"] = json!([]))),
-        ("files", Box::new(|m| {
-            let f = m["files"][0].clone();
-            m["files"] = json!([f.clone(), f]);
-        })),
+        (
+            "files",
+            Box::new(|m| {
+                let f = m["files"][0].clone();
+                m["files"] = json!([f.clone(), f]);
+            }),
+        ),
         ("files", Box::new(|m| m["files"] = json!({"sha1": "x"}))),
         ("files[0]", Box::new(|m| m["files"] = json!(["file"]))),
         ("files[0].sha1", Box::new(|m| m["files"][0]["sha1"] = json!("abc"))),

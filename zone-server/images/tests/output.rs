@@ -35,7 +35,8 @@ fn list_prints_imgadms_columns_sorted_by_publication() {
          c0ffee00-1111-4222-8333-444455556666  alpine     3.19.1    linux  zvol  2023-12-01\n\
          0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d  debian-12  20240131  linux  zvol  2024-01-31\n"
     );
-    let out = output::list(&recs, &ListOptions::parse(&["-H", "-o", "uuid,clones,image_size,requirements.bootrom,source"]).unwrap());
+    let out =
+        output::list(&recs, &ListOptions::parse(&["-H", "-o", "uuid,clones,image_size,requirements.bootrom,source"]).unwrap());
     assert_eq!(
         out,
         "c0ffee00-1111-4222-8333-444455556666  0  2  bios  http://images.example\n\

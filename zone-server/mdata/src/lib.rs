@@ -59,8 +59,10 @@ pub const MAX_LINE: usize = 256 * 1024;
 
 /// Standard base64; decoding accepts a payload with or without padding, as
 /// the SmartOS agent (Node's lenient decoder) does.
-const B64_IN: GeneralPurpose =
-    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
+const B64_IN: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// The instance properties an `sdc:` key may read (the SmartOS agent's
 /// list, less the zone-only ones that have no meaning for an HVM instance).
