@@ -347,6 +347,11 @@ impl<'p, P: PoolOps> Install<'p, P> {
         })
     }
 
+    /// Gives up: the partial volume is destroyed.
+    pub fn cancel(mut self) {
+        self.abort();
+    }
+
     fn abort(&mut self) {
         self.failed = true;
         if self.sink.created || self.pool.list().iter().any(|d| d.name == self.sink.volume) {
@@ -372,14 +377,61 @@ fn store_manifest(pool: &mut dyn PoolOps, volume: &str, json: &str) -> Result<()
     Ok(())
 }
 
-/// Installs an image whose whole file is in memory (`imgadm install -m
-/// MANIFEST -f FILE`).
-pub fn install<P: PoolOps>(pool: &mut P, manifest: Manifest, file: &[u8], source: Option<&str>) -> Result<ImageRecord, Error> {
+/// Yields an image file's bytes: a download in progress, a file.
+pub trait FileReader {
+    /// Fills the front of `buf` with the next bytes; 0 at the end of the file.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error>;
+}
+
+impl FileReader for &[u8] {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let n = buf.len().min(self.len());
+        buf[..n].copy_from_slice(&self[..n]);
+        *self = &self[n..];
+        Ok(n)
+    }
+}
+
+/// Installs an image from a reader (`imgadm import`: the transport's body
+/// of `GET /images/:uuid/file`), handing each new progress line (see
+/// [`crate::imgapi::Progress`]) to `progress`. A reader that fails leaves
+/// nothing behind, as a bad file does.
+pub fn install_from<P: PoolOps, R: FileReader + ?Sized>(
+    pool: &mut P,
+    manifest: Manifest,
+    reader: &mut R,
+    source: Option<&str>,
+    progress: &mut dyn FnMut(String),
+) -> Result<ImageRecord, Error> {
+    let mut meter = crate::imgapi::Progress::new(&manifest);
     let mut inst = Install::begin(pool, manifest, source)?;
-    for piece in file.chunks(256 * 1024) {
-        inst.write(piece)?;
+    let mut buf = alloc::vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n.min(buf.len()),
+            Err(e) => {
+                inst.cancel();
+                return Err(e);
+            }
+        };
+        inst.write(&buf[..n])?;
+        if let Some(line) = meter.advance(n as u64) {
+            progress(line);
+        }
     }
     inst.finish()
+}
+
+/// Installs an image whose whole file is in memory (`imgadm install -m
+/// MANIFEST -f FILE`).
+pub fn install<P: PoolOps>(
+    pool: &mut P,
+    manifest: Manifest,
+    mut file: &[u8],
+    source: Option<&str>,
+) -> Result<ImageRecord, Error> {
+    install_from(pool, manifest, &mut file, source, &mut |_| {})
 }
 
 /// Every installed image, oldest `published_at` first, then by name (as

@@ -111,3 +111,37 @@ fn the_progress_line_moves_by_whole_percents() {
     assert_eq!(lines.last().unwrap(), "Downloading image 0b7b3b7e [====================] 100%  3.0MiB of 3.0MiB");
     assert!(lines[0].contains("[>                   ]   0%"), "{}", lines[0]);
 }
+
+#[test]
+fn list_filters_and_sorts_as_imgadm() {
+    let p = two_images();
+    let recs = store::list(&p);
+    let o = ListOptions::parse(&["-H", "-o", "name", "name=alpine"]).unwrap();
+    assert_eq!(output::list(&recs, &o), "alpine\n");
+    let o = ListOptions::parse(&["-H", "-o", "name,image_size", "-s", "-image_size"]).unwrap();
+    assert_eq!(output::list(&recs, &o), "alpine     2\ndebian-12  1\n");
+    let o = ListOptions::parse(&["-H", "-o", "name", "-s", "name"]).unwrap();
+    assert_eq!(output::list(&recs, &o), "alpine\ndebian-12\n");
+    let o = ListOptions::parse(&["-j", "clones=1"]).unwrap();
+    let v: Value = serde_json::from_str(&output::list(&recs, &o)).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["manifest"]["uuid"], IMAGE);
+    let o = ListOptions::parse(&["os=windows"]).unwrap();
+    assert_eq!(output::list(&recs, &o), "UUID  NAME  VERSION  OS  TYPE  PUB\n");
+    assert!(ListOptions::parse(&["../x=1"]).is_err());
+    assert!(ListOptions::parse(&["-s", "-"]).is_err());
+}
+
+#[test]
+fn avail_lists_what_a_source_offers() {
+    let mut zone = manifest_json(OTHER, b"y", "gzip", 1);
+    zone["type"] = json!("zone-dataset");
+    let body = json!([manifest_json(IMAGE, b"x", "gzip", 1), zone]).to_string();
+    let l = imgapi::parse_list(body.as_bytes()).unwrap();
+    let out = output::avail_table(&l, &ListOptions::parse(&[]).unwrap());
+    assert_eq!(
+        out,
+        "UUID                                  NAME       VERSION   OS     TYPE  PUB\n\
+         0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d  debian-12  20240131  linux  zvol  2024-01-31\n"
+    );
+}

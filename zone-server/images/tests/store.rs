@@ -260,3 +260,40 @@ fn two_instances_share_the_images_blocks() {
     // Clones cost metadata only, far less than the image's data.
     assert!(free_before - p.free_bytes() < 256 << 10, "clones used {} bytes", free_before - p.free_bytes());
 }
+
+/// A download that fails part way.
+struct Flaky<'a> {
+    data: &'a [u8],
+    fail_at: usize,
+    at: usize,
+}
+
+impl store::FileReader for Flaky<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if self.at >= self.fail_at {
+            return Err(Error::Invalid("connection reset by peer".into()));
+        }
+        let n = buf.len().min(1000).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_streamed_import_reports_progress_and_a_failed_download_leaves_nothing() {
+    let mut p = pool();
+    let file = gzip(&disk_image(900_000, 13));
+    let mut lines = Vec::new();
+    let mut r = Flaky { data: &file, fail_at: usize::MAX, at: 0 };
+    store::install_from(&mut p, manifest(IMAGE, &file, "gzip", 1), &mut r, Some("http://10.0.2.2:8080"), &mut |l| lines.push(l))
+        .unwrap();
+    assert!(lines.last().unwrap().contains("100%"), "{lines:?}");
+    assert!(lines.len() > 10);
+    store::delete(&mut p, IMAGE).unwrap();
+
+    let mut r = Flaky { data: &file, fail_at: file.len() / 2, at: 0 };
+    let e = store::install_from(&mut p, manifest(IMAGE, &file, "gzip", 1), &mut r, None, &mut |_| {}).unwrap_err();
+    assert_eq!(e, Error::Invalid("connection reset by peer".into()));
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+}
