@@ -45,6 +45,10 @@ pub const SEND_MAGIC: &[u8; 8] = b"ALCVSEND";
 /// Bytes written between commits while installing (the pool holds an open
 /// group's blocks in memory).
 const COMMIT_EVERY: u64 = 32 << 20;
+/// The largest send-stream image held in memory by default (bytes of
+/// stream): the pool receives a stream whole. Raw images have no such
+/// bound (they are written as they arrive).
+pub const DEFAULT_STREAM_MEMORY: u64 = 256 << 20;
 /// Raw images are written in pieces of this many bytes.
 const WRITE_CHUNK: usize = 128 * 1024;
 
@@ -87,6 +91,8 @@ struct Sink {
     pending: Vec<u8>,
     since_commit: u64,
     created: bool,
+    /// Bytes of send stream this install may hold in memory.
+    stream_memory: u64,
 }
 
 impl Sink {
@@ -127,8 +133,15 @@ impl Sink {
             Format::Unknown(_) => Ok(()),
             Format::Stream(buf) => {
                 let limit = Self::stream_limit(self.volsize);
-                if buf.len() as u64 + data.len() as u64 > limit {
+                let len = buf.len() as u64 + data.len() as u64;
+                if len > limit {
                     return Err(Error::Stream(format!("longer than a stream of image_size ({limit} bytes at most)")));
+                }
+                if len > self.stream_memory {
+                    return Err(Error::Stream(format!(
+                        "longer than {} bytes, the most this store holds in memory to receive; install the image as a raw disk image",
+                        self.stream_memory
+                    )));
                 }
                 buf.extend_from_slice(data);
                 Ok(())
@@ -259,10 +272,17 @@ impl<'p, P: PoolOps> Install<'p, P> {
                 pending: Vec::new(),
                 since_commit: 0,
                 created: false,
+                stream_memory: DEFAULT_STREAM_MEMORY,
             },
             manifest,
             failed: false,
         })
+    }
+
+    /// Bounds the memory a send-stream image may take (bytes of stream;
+    /// [`DEFAULT_STREAM_MEMORY`] unless set).
+    pub fn set_stream_memory(&mut self, bytes: u64) {
+        self.sink.stream_memory = bytes;
     }
 
     /// Bytes of the file taken so far.
@@ -465,6 +485,9 @@ fn record(pool_name: &str, all: &[alcove_pool::DatasetInfo], volume: &str) -> Re
     }
     let manifest =
         Manifest::parse(json.as_bytes()).map_err(|e| Error::Corrupt(format!("{volume}: stored manifest unreadable: {e}")))?;
+    if volume.rsplit('/').next() != Some(manifest.uuid.as_str()) {
+        return Err(Error::Corrupt(format!("{volume}: its stored manifest is image {}", manifest.uuid)));
+    }
     let snap_prefix = format!("{volume}@");
     let mut clones: Vec<String> = all
         .iter()

@@ -297,3 +297,34 @@ fn a_streamed_import_reports_progress_and_a_failed_download_leaves_nothing() {
     assert_eq!(e, Error::Invalid("connection reset by peer".into()));
     assert!(names(&p).is_empty(), "{:?}", names(&p));
 }
+
+#[test]
+fn a_send_stream_image_is_bounded_in_memory() {
+    let mut src = pool();
+    src.create_volume("zones/golden", 1 << 20, 8192).unwrap();
+    src.write("zones/golden", 0, &disk_image(512 << 10, 3)).unwrap();
+    src.snapshot("zones/golden@final").unwrap();
+    let mut stream = Vec::new();
+    src.send("zones/golden@final", None, &mut |b| stream.extend_from_slice(b)).unwrap();
+    let mut p = pool();
+    let mut inst = Install::begin(&mut p, manifest(IMAGE, &stream, "none", 1), None).unwrap();
+    inst.set_stream_memory(64 << 10);
+    let e = stream.chunks(4096).try_for_each(|c| inst.write(c)).unwrap_err();
+    assert!(matches!(&e, Error::Stream(s) if s.contains("raw disk image")), "{e}");
+    drop(inst);
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+    // With the default bound it installs, its snapshot already named final.
+    store::install(&mut p, manifest(IMAGE, &stream, "none", 1), &stream, None).unwrap();
+    assert_eq!(read_volume(&mut p, &format!("zones/{IMAGE}@final"), 512 << 10), disk_image(512 << 10, 3));
+}
+
+#[test]
+fn a_volume_whose_stored_manifest_is_another_image_is_not_listed() {
+    let mut p = pool();
+    let file = disk_image(4096, 1);
+    store::install(&mut p, manifest(IMAGE, &file, "none", 1), &file, None).unwrap();
+    let other = "11111111-2222-4333-8444-555555555555";
+    p.rename(&format!("zones/{IMAGE}"), &format!("zones/{other}")).unwrap();
+    assert!(store::list(&p).is_empty());
+    assert!(matches!(store::get(&p, other), Err(Error::Corrupt(_))));
+}

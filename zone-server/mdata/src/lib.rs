@@ -57,6 +57,11 @@ use serde_json::{Map, Value};
 /// 128 KiB value is base64-encoded twice (×16/9) and still fits.
 pub const MAX_LINE: usize = 256 * 1024;
 
+/// The most metadata (keys and values of `customer_metadata` and
+/// `internal_metadata`, bytes) a guest's `PUT`s may bring the instance to:
+/// a guest cannot grow the control plane's memory without bound.
+pub const MAX_METADATA: usize = 1 << 20;
+
 /// Standard base64; decoding accepts a payload with or without padding, as
 /// the SmartOS agent (Node's lenient decoder) does.
 const B64_IN: GeneralPurpose = GeneralPurpose::new(
@@ -422,6 +427,20 @@ impl MetadataServer {
             return Answer::Failure(format!("Cannot update the \"{ns}\" Namespace."));
         }
         let store = if key.ends_with("_pw") || key == "operator-script" { Store::Internal } else { Store::Customer };
+        if let Some(v) = &value {
+            let size = |st: Store| -> usize {
+                self.map(st).map_or(0, |m| {
+                    m.iter()
+                        .filter(|(k, _)| !(st == store && k.as_str() == key))
+                        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                        .sum()
+                })
+            };
+            let total = size(Store::Customer) + size(Store::Internal) + key.len() + v.len();
+            if total > MAX_METADATA {
+                return Answer::Failure(format!("metadata would grow to {total} bytes, at most {MAX_METADATA}"));
+            }
+        }
         let Some(vm) = self.vm.as_object_mut() else {
             return Answer::Failure("instance has no metadata".into());
         };

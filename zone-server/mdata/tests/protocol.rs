@@ -312,3 +312,24 @@ fn an_instance_without_metadata_answers_notfound() {
     assert_eq!(get(&mut s, "sdc:uuid").0, "NOTFOUND");
     assert_eq!(put(&mut s, "k", "v").0, "FAILURE");
 }
+
+#[test]
+fn puts_cannot_grow_the_metadata_without_bound() {
+    let mut s = MetadataServer::new(vm());
+    let value = "v".repeat(100_000);
+    let mut ok = 0;
+    for i in 0..40 {
+        let (code, msg) = put(&mut s, &format!("k{i}"), &value);
+        if code == "SUCCESS" {
+            ok += 1;
+        } else {
+            assert!(msg.unwrap().contains("at most 1048576"), "k{i}");
+        }
+    }
+    assert_eq!(ok, 10, "ten 100 KB values fit in 1 MiB beside the rest");
+    // Replacing a value with one of the same size still works; deleting frees room.
+    assert_eq!(put(&mut s, "k0", &value).0, "SUCCESS");
+    assert_eq!(answer(&s.feed(frame("cafe0009", "DELETE", Some(b"k0")).as_bytes())).1, "SUCCESS");
+    assert_eq!(put(&mut s, "k30", &value).0, "SUCCESS");
+    assert_eq!(s.take_updates().len(), 13);
+}
