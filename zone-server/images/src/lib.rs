@@ -15,6 +15,7 @@
 //! * [`gzip`]: a streaming gzip reader with an output bound.
 //! * [`store`]: install, list, get, delete, clones.
 //! * [`output`]: `imgadm list` / `show` / `get` as SmartOS prints them.
+//! * [`cli`]: `imgadm list|show|get|delete` with imgadm's errors and exit statuses.
 //! * [`imgapi`]: an IMGAPI client's logic without its transport (the URLs
 //!   to fetch, the answers parsed, the progress line).
 #![no_std]
@@ -28,6 +29,7 @@ use core::fmt;
 
 use alcove_pool::{DatasetInfo, Disk, Pool};
 
+pub mod cli;
 pub mod gzip;
 pub mod imgapi;
 pub mod manifest;
@@ -40,8 +42,11 @@ pub use manifest::{Manifest, ManifestError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     Manifest(ManifestError),
-    /// No image with this uuid is installed.
-    NotFound(String),
+    /// No image with this uuid is installed on the pool.
+    NotFound {
+        uuid: String,
+        zpool: String,
+    },
     /// The image is installed already.
     Exists(String),
     /// Refused while instance volumes are clones of the image.
@@ -80,11 +85,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Manifest(e) => write!(f, "{e}"),
-            Error::NotFound(u) => write!(f, "image {u} is not installed"),
-            Error::Exists(u) => write!(f, "image {u} is already installed"),
-            Error::InUse { image, clones } => {
-                write!(f, "image {image} is in use: instance volumes are clones of it: {}", clones.join(", "))
-            }
+            Error::NotFound { uuid, zpool } => write!(f, "image \"{uuid}\" was not found on zpool \"{zpool}\""),
+            Error::Exists(u) => write!(f, "image \"{u}\" is already installed"),
+            Error::InUse { image, clones } => write!(f, "image \"{image}\" has dependent clones: {}", clones.join(", ")),
             Error::FileTooLong { declared } => {
                 write!(f, "image file is longer than files[0].size ({declared} bytes)")
             }
@@ -102,6 +105,31 @@ impl fmt::Display for Error {
             Error::Invalid(s) => write!(f, "{s}"),
             Error::Corrupt(s) => write!(f, "{s}"),
             Error::Pool(e) => write!(f, "pool: {e}"),
+        }
+    }
+}
+
+impl Error {
+    /// imgadm's error code (`imgadm: error (CODE): message`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Manifest(_) => "InvalidManifest",
+            Error::NotFound { .. } => "ImageNotInstalled",
+            Error::Exists(_) => "ImageAlreadyInstalled",
+            Error::InUse { .. } => "ImageHasDependentClones",
+            Error::FileTooLong { .. } | Error::Truncated { .. } | Error::Sha1 { .. } => "DownloadError",
+            Error::TooLarge { .. } | Error::Gzip(_) => "UncompressionError",
+            Error::Stream(_) => "InvalidImageFile",
+            Error::Invalid(_) => "Usage",
+            Error::Corrupt(_) | Error::Pool(_) => "InternalError",
+        }
+    }
+
+    /// imgadm's exit status: 3 for an image that is not installed, else 1.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Error::NotFound { .. } => 3,
+            _ => 1,
         }
     }
 }

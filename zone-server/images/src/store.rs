@@ -472,7 +472,7 @@ pub fn list<P: PoolOps + ?Sized>(pool: &P) -> Vec<ImageRecord> {
 }
 
 fn record(pool_name: &str, all: &[alcove_pool::DatasetInfo], volume: &str) -> Result<ImageRecord, Error> {
-    let d = all.iter().find(|d| d.name == volume).ok_or_else(|| Error::NotFound(volume.to_string()))?;
+    let d = all.iter().find(|d| d.name == volume).ok_or_else(|| Error::Corrupt(format!("{volume}: no such volume")))?;
     let mut json = String::new();
     for i in 0.. {
         match d.props.get(&format!("{PROP_MANIFEST}.{i}")) {
@@ -510,7 +510,7 @@ pub fn get<P: PoolOps + ?Sized>(pool: &P, uuid: &str) -> Result<ImageRecord, Err
     let volume = image_volume(pool, uuid);
     let all = pool.list();
     if !all.iter().any(|d| d.name == volume) {
-        return Err(Error::NotFound(uuid.to_string()));
+        return Err(Error::NotFound { uuid: uuid.to_string(), zpool: pool.pool_name() });
     }
     record(&pool.pool_name(), &all, &volume)
 }

@@ -145,3 +145,33 @@ fn avail_lists_what_a_source_offers() {
          0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d  debian-12  20240131  linux  zvol  2024-01-31\n"
     );
 }
+
+#[test]
+fn the_imgadm_verbs_print_and_exit_as_imgadm() {
+    use alcove_images::cli;
+    let mut p = two_images();
+    let out = cli::run(&mut p, &["list", "-H", "-o", "uuid"]);
+    assert_eq!((out.stdout.as_str(), out.status), (format!("{OTHER}\n{IMAGE}\n").as_str(), 0));
+    let out = cli::run(&mut p, &["show", IMAGE]);
+    assert_eq!(out.status, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap()["uuid"], IMAGE);
+    let missing = "11111111-2222-4333-8444-555555555555";
+    let out = cli::run(&mut p, &["get", missing]);
+    assert_eq!(out.status, 3);
+    assert_eq!(out.stderr, format!("imgadm: error (ImageNotInstalled): image \"{missing}\" was not found on zpool \"zones\"\n"));
+    let out = cli::run(&mut p, &["delete", IMAGE]);
+    assert_eq!(out.status, 1);
+    assert_eq!(
+        out.stderr,
+        format!("imgadm: error (ImageHasDependentClones): image \"{IMAGE}\" has dependent clones: zones/{INSTANCE}-disk0\n")
+    );
+    let out = cli::run(&mut p, &["delete", OTHER]);
+    assert_eq!((out.stdout, out.status), (format!("Deleted image {OTHER}\n"), 0));
+    for bad in [&["show"][..], &["show", "a", "b"], &["show", "../../x"], &["frob"], &["list", "-q"]] {
+        let out = cli::run(&mut p, bad);
+        assert_eq!(out.status, 1, "{bad:?}");
+        assert!(out.stderr.starts_with("imgadm: error ("), "{bad:?}: {}", out.stderr);
+    }
+    assert_eq!(cli::run(&mut p, &[]).status, 1);
+    assert!(cli::run(&mut p, &["help"]).stdout.contains("imgadm list"));
+}

@@ -104,7 +104,7 @@ fn a_wrong_sha1_installs_nothing() {
     assert_eq!(e, Error::Sha1 { expected: sha1_hex(b"something else"), got: sha1_hex(&file) });
     assert!(e.to_string().contains("files[0].sha1"), "{e}");
     assert!(names(&p).is_empty(), "{:?}", names(&p));
-    assert!(matches!(store::get(&p, IMAGE), Err(Error::NotFound(_))));
+    assert!(matches!(store::get(&p, IMAGE), Err(Error::NotFound { .. })));
 }
 
 #[test]
@@ -227,7 +227,7 @@ fn instances_clone_the_image_and_delete_waits_for_them() {
     p.destroy(&disk0, true).unwrap();
     store::delete(&mut p, IMAGE).unwrap();
     assert!(names(&p).is_empty(), "{:?}", names(&p));
-    assert_eq!(store::delete(&mut p, IMAGE).unwrap_err(), Error::NotFound(IMAGE.into()));
+    assert_eq!(store::delete(&mut p, IMAGE).unwrap_err(), Error::NotFound { uuid: IMAGE.into(), zpool: "zones".into() });
 }
 
 #[test]
@@ -241,7 +241,10 @@ fn clone_names_are_checked() {
     }
     assert!(matches!(store::clone_for_instance(&mut p, "../../x", INSTANCE, 0), Err(Error::Invalid(_))));
     let other = "11111111-2222-4333-8444-555555555555";
-    assert_eq!(store::clone_for_instance(&mut p, other, INSTANCE, 0).unwrap_err(), Error::NotFound(other.into()));
+    assert_eq!(
+        store::clone_for_instance(&mut p, other, INSTANCE, 0).unwrap_err(),
+        Error::NotFound { uuid: other.into(), zpool: "zones".into() }
+    );
     store::clone_for_instance(&mut p, IMAGE, INSTANCE, 1).unwrap();
     assert!(matches!(store::clone_for_instance(&mut p, IMAGE, INSTANCE, 1), Err(Error::Pool(_))));
     assert_eq!(names(&p).len(), 3);
