@@ -151,3 +151,67 @@ fn whole_documents_that_are_not_manifests_are_refused() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     assert!(Manifest::parse(deep.as_bytes()).is_err());
 }
+
+#[test]
+fn random_mutations_never_panic_and_accepted_ones_are_sane() {
+    let hostile = [
+        json!(null),
+        json!(-1),
+        json!(0),
+        json!(1e308),
+        json!(u64::MAX),
+        json!(""),
+        json!("../.."),
+        json!("\u{0}"),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!("x".repeat(5000)),
+    ];
+    let base = base();
+    let keys: Vec<String> = base.as_object().unwrap().keys().cloned().collect();
+    let mut x: u64 = 0x853c_49e6_748f_ea9b;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut accepted = 0;
+    for _ in 0..5000 {
+        let mut m = base.clone();
+        for _ in 0..1 + next() % 3 {
+            let v = hostile[(next() % hostile.len() as u64) as usize].clone();
+            match next() % 3 {
+                0 => m[&keys[(next() % keys.len() as u64) as usize]] = v,
+                1 => {
+                    if let Some(f) = m.pointer_mut("/files/0").filter(|f| f.is_object()) {
+                        f[["sha1", "size", "compression"][(next() % 3) as usize]] = v;
+                    }
+                }
+                _ => {
+                    if let Some(r) = m.pointer_mut("/requirements").filter(|r| r.is_object()) {
+                        r[["bootrom", "min_ram", "max_ram"][(next() % 3) as usize]] = v;
+                    }
+                }
+            }
+        }
+        // Also as text with a byte changed.
+        let mut text = m.to_string().into_bytes();
+        let at = (next() % text.len() as u64) as usize;
+        let _ = Manifest::parse(&{
+            let mut t = text.clone();
+            t[at] = next() as u8;
+            t
+        });
+        text.truncate(at);
+        let _ = Manifest::parse(&text);
+        if let Ok(ok) = Manifest::from_json(m) {
+            accepted += 1;
+            assert!(alcove_images::manifest::is_uuid(&ok.uuid));
+            assert!(ok.image_size_mib >= 1 && ok.file.size >= 1);
+            assert!(!ok.name.contains('/') && !ok.name.is_empty());
+        }
+    }
+    assert!(accepted > 20, "{accepted}");
+}
