@@ -25,7 +25,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if (i / MIB) % 2 == 0 { x as u8 } else { b"alcove image "[i % 13] }
+            if (i / MIB).is_multiple_of(2) { x as u8 } else { b"alcove image "[i % 13] }
         })
         .collect()
 }
