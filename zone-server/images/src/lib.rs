@@ -11,6 +11,12 @@
 //! reached through [`PoolOps`]: the `alcove-pool` library in tests and the
 //! host tool, storaged's pool interface on Alcove.
 //!
+//! Wiring (not done yet): zone-server implements [`PoolOps`] over
+//! storaged's pool interface (writes through a shared buffer, not IPC
+//! copies), runs [`cli::run`] for the shell and the API, and drives
+//! `import` with its HTTP client: [`imgapi::Source`]'s URLs, the body of
+//! `/images/:uuid/file` into [`store::install_from`].
+//!
 //! * [`manifest`]: IMGAPI v2 manifests, checked, with errors naming the property.
 //! * [`gzip`]: a streaming gzip reader with an output bound.
 //! * [`store`]: install, list, get, delete, clones.

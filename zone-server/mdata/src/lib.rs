@@ -35,6 +35,14 @@
 //!   `internal_metadata`, as SmartOS's `mdata-put` does); the caller takes
 //!   the changes with [`MetadataServer::take_updates`] to persist them.
 //!
+//! Wiring (not done yet): vmm-server needs a second 16550 (COM2, ports
+//! 0x2F8-0x2FF, IRQ 3) whose transmitted bytes go to a `MetadataServer`
+//! and whose receive FIFO is filled with its answers (with the line status
+//! and interrupt a driver polls or waits for); the server lives either in
+//! zone-server (a small IPC interface carrying the bytes both ways) or in
+//! the vmm-server with the instance's JSON handed over at start, its
+//! [`MetadataServer::take_updates`] sent back to zone-server to persist.
+//!
 //! Bounds: a line longer than [`MAX_LINE`] bytes is dropped as it arrives
 //! (the buffer never grows past it); garbage, half lines and invalid UTF-8
 //! get an answer or are dropped, never a panic.
