@@ -331,3 +331,52 @@ fn a_volume_whose_stored_manifest_is_another_image_is_not_listed() {
     assert!(store::list(&p).is_empty());
     assert!(matches!(store::get(&p, other), Err(Error::Corrupt(_))));
 }
+
+/// The `image_file` fuzz target's property over generated files: with a
+/// manifest that matches the file (size, SHA-1), an install either
+/// succeeds with `@final` in place or fails leaving no volume.
+#[test]
+fn an_install_is_all_or_nothing_for_mangled_files() {
+    let disk = disk_image(300_032, 17);
+    let mut src = pool();
+    src.create_volume("zones/s", 1 << 20, 8192).unwrap();
+    src.write("zones/s", 0, &disk).unwrap();
+    src.snapshot("zones/s@final").unwrap();
+    let mut stream = Vec::new();
+    src.send("zones/s@final", None, &mut |b| stream.extend_from_slice(b)).unwrap();
+    let seeds = [gzip(&disk), gzip(&stream), stream.clone(), disk.clone()];
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let (mut ok, mut failed) = (0, 0);
+    for case in 0..120 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut file = seeds[case % seeds.len()].clone();
+        match (x >> 8) % 4 {
+            0 => {}
+            1 => {
+                let at = (x >> 16) as usize % file.len();
+                file[at] ^= 1 << (x % 8);
+            }
+            2 => file.truncate(1 + (x >> 16) as usize % file.len()),
+            _ => file.extend_from_slice(&x.to_le_bytes()),
+        }
+        let compression = if case % 2 == 0 { "gzip" } else { "none" };
+        let mut p = pool();
+        let mut inst = Install::begin(&mut p, manifest(IMAGE, &file, compression, 1), None).unwrap();
+        let piece = 1 + (x >> 40) as usize % 9000;
+        let r = file.chunks(piece).try_for_each(|c| inst.write(c)).and_then(|()| inst.finish());
+        let all = names(&p);
+        match r {
+            Ok(_) => {
+                ok += 1;
+                assert!(all.contains(&format!("zones/{IMAGE}@{FINAL}")), "case {case}: {all:?}");
+            }
+            Err(e) => {
+                failed += 1;
+                assert!(all.is_empty(), "case {case} ({e}): left {all:?}");
+            }
+        }
+    }
+    assert!(ok > 10 && failed > 10, "ok {ok}, failed {failed}");
+}
