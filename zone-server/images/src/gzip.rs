@@ -24,12 +24,53 @@ const FEXTRA: u8 = 4;
 const FNAME: u8 = 8;
 const FCOMMENT: u8 = 16;
 
+/// Where in a member header the reader is; each input byte is looked at
+/// once, so a header of any length costs its length.
+enum Header {
+    /// The fixed 10 bytes (those so far).
+    Fixed(Vec<u8>),
+    /// FEXTRA's 2-byte length (the bytes so far).
+    ExtraLen(Vec<u8>),
+    /// FEXTRA's bytes still to skip.
+    Extra(usize),
+    /// Inside FNAME (`true`) or FCOMMENT, until a zero byte.
+    Text(bool),
+    /// FHCRC's bytes still to skip.
+    Crc(usize),
+}
+
 enum State {
-    /// Gathering a member's header (its bytes so far).
-    Header(Vec<u8>),
+    Header {
+        at: Header,
+        flags: u8,
+        len: usize,
+    },
     Body,
     /// Gathering the 8-byte trailer.
     Trailer(Vec<u8>),
+}
+
+/// The part after `done` in the order RFC 1952 §2.3 puts them, or `None`
+/// when the header is complete. `done`: 0 fixed, 1 extra, 2 name,
+/// 3 comment.
+fn next_part(flags: u8, done: u8) -> Option<Header> {
+    if done < 1 && flags & FEXTRA != 0 {
+        return Some(Header::ExtraLen(Vec::new()));
+    }
+    if done < 2 && flags & FNAME != 0 {
+        return Some(Header::Text(true));
+    }
+    if done < 3 && flags & FCOMMENT != 0 {
+        return Some(Header::Text(false));
+    }
+    if flags & FHCRC != 0 {
+        return Some(Header::Crc(2));
+    }
+    None
+}
+
+fn new_member() -> State {
+    State::Header { at: Header::Fixed(Vec::new()), flags: 0, len: 0 }
 }
 
 pub struct GzipReader {
@@ -48,47 +89,11 @@ fn bad(s: &str) -> Error {
     Error::Gzip(s.into())
 }
 
-/// The header's length once `h` holds all of it; `None` while it is short.
-fn header_len(h: &[u8]) -> Result<Option<usize>, Error> {
-    if h.len() >= 2 && h[..2] != [0x1f, 0x8b] {
-        return Err(bad("not gzip data (bad magic)"));
-    }
-    if h.len() >= 3 && h[2] != 8 {
-        return Err(bad("unknown compression method (only deflate)"));
-    }
-    if h.len() < 10 {
-        return Ok(None);
-    }
-    let flags = h[3];
-    if flags & 0xe0 != 0 {
-        return Err(bad("reserved header flags set"));
-    }
-    let mut at = 10;
-    if flags & FEXTRA != 0 {
-        let Some(x) = h.get(at..at + 2) else {
-            return Ok(None);
-        };
-        at += 2 + usize::from(u16::from_le_bytes([x[0], x[1]]));
-    }
-    for flag in [FNAME, FCOMMENT] {
-        if flags & flag != 0 {
-            match h.get(at..).and_then(|r| r.iter().position(|&b| b == 0)) {
-                Some(z) => at += z + 1,
-                None => return Ok(None),
-            }
-        }
-    }
-    if flags & FHCRC != 0 {
-        at += 2;
-    }
-    Ok((h.len() >= at).then_some(at))
-}
-
 impl GzipReader {
     /// A reader whose total output may not pass `limit` bytes.
     pub fn new(limit: u64) -> Self {
         GzipReader {
-            state: State::Header(Vec::new()),
+            state: new_member(),
             inflate: InflateState::new_boxed(DataFormat::Raw),
             crc: crc32fast::Hasher::new(),
             member_out: 0,
@@ -108,19 +113,71 @@ impl GzipReader {
     pub fn feed(&mut self, mut input: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> {
         while !input.is_empty() {
             match &mut self.state {
-                State::Header(h) => {
-                    // Take only what the header may need, a byte at a time
-                    // past the fixed part (names end at a zero byte).
-                    let want = if h.len() < 10 { 10 - h.len() } else { 1 };
-                    let n = want.min(input.len());
-                    h.extend_from_slice(&input[..n]);
-                    input = &input[n..];
-                    if h.len() > MAX_HEADER {
+                State::Header { at, flags, len } => {
+                    let before = input.len();
+                    let next = match at {
+                        Header::Fixed(h) => {
+                            let n = (10 - h.len()).min(input.len());
+                            h.extend_from_slice(&input[..n]);
+                            input = &input[n..];
+                            if h.len() >= 2 && h[..2] != [0x1f, 0x8b] {
+                                return Err(bad("not gzip data (bad magic)"));
+                            }
+                            if h.len() >= 3 && h[2] != 8 {
+                                return Err(bad("unknown compression method (only deflate)"));
+                            }
+                            if h.len() < 10 {
+                                continue;
+                            }
+                            *flags = h[3];
+                            if *flags & 0xe0 != 0 {
+                                return Err(bad("reserved header flags set"));
+                            }
+                            next_part(*flags, 0)
+                        }
+                        Header::ExtraLen(x) => {
+                            let n = (2 - x.len()).min(input.len());
+                            x.extend_from_slice(&input[..n]);
+                            input = &input[n..];
+                            if x.len() < 2 {
+                                continue;
+                            }
+                            Some(Header::Extra(usize::from(u16::from_le_bytes([x[0], x[1]]))))
+                        }
+                        Header::Extra(left) | Header::Crc(left) => {
+                            let n = (*left).min(input.len());
+                            input = &input[n..];
+                            *left -= n;
+                            if *left > 0 {
+                                continue;
+                            }
+                            match at {
+                                Header::Extra(_) => next_part(*flags, 1),
+                                _ => None,
+                            }
+                        }
+                        Header::Text(name) => match input.iter().position(|&b| b == 0) {
+                            Some(z) => {
+                                input = &input[z + 1..];
+                                next_part(*flags, if *name { 2 } else { 3 })
+                            }
+                            None => {
+                                input = &[];
+                                *len += before;
+                                if *len > MAX_HEADER {
+                                    return Err(bad("header longer than 1 MiB"));
+                                }
+                                continue;
+                            }
+                        },
+                    };
+                    *len += before - input.len();
+                    if *len > MAX_HEADER {
                         return Err(bad("header longer than 1 MiB"));
                     }
-                    if let Some(len) = header_len(h)? {
-                        debug_assert_eq!(len, h.len());
-                        self.state = State::Body;
+                    match next {
+                        Some(part) => *at = part,
+                        None => self.state = State::Body,
                     }
                 }
                 State::Body => {
@@ -154,7 +211,7 @@ impl GzipReader {
                         self.members += 1;
                         self.member_out = 0;
                         self.inflate = InflateState::new_boxed(DataFormat::Raw);
-                        self.state = State::Header(Vec::new());
+                        self.state = new_member();
                     }
                 }
             }
@@ -191,9 +248,9 @@ impl GzipReader {
     /// The input ended: it must end after a whole member.
     pub fn finish(&self) -> Result<(), Error> {
         match &self.state {
-            State::Header(h) if h.is_empty() && self.members > 0 => Ok(()),
-            State::Header(h) if h.is_empty() => Err(bad("empty file")),
-            State::Header(_) => Err(bad("file ends inside a member header")),
+            State::Header { at: Header::Fixed(h), .. } if h.is_empty() && self.members > 0 => Ok(()),
+            State::Header { at: Header::Fixed(h), .. } if h.is_empty() => Err(bad("empty file")),
+            State::Header { .. } => Err(bad("file ends inside a member header")),
             State::Body => Err(bad("file ends inside the compressed data (truncated)")),
             State::Trailer(_) => Err(bad("file ends inside the trailer (truncated)")),
         }

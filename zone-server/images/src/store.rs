@@ -194,7 +194,11 @@ impl Sink {
         }
         match core::mem::replace(&mut self.format, Format::Raw) {
             Format::Stream(buf) => {
-                let snap = pool.receive(&self.volume, &buf).map_err(|e| Error::Stream(e.to_string()))?;
+                let snap = pool.receive(&self.volume, &buf).map_err(|e| match e {
+                    // The pool's refusals of the stream itself.
+                    alcove_pool::Error::Invalid(s) if s.starts_with("receive:") => Error::Stream(s),
+                    e => Error::Pool(e),
+                })?;
                 self.created = true;
                 let size = pool.list().into_iter().find(|d| d.name == self.volume).map_or(0, |d| d.volsize);
                 if size != self.volsize {

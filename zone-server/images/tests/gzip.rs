@@ -91,3 +91,21 @@ fn corrupted_files_fail_without_panicking() {
     assert!(decode(&[0x1f, 0x8b, 8, 0xe0, 0, 0, 0, 0, 0, 3], 10, 1).is_err(), "reserved flags");
     assert!(decode(&[0x1f, 0x8b, 7], 10, 1).is_err(), "not deflate");
 }
+
+#[test]
+fn a_long_header_costs_its_length_and_too_long_is_refused() {
+    let d = data(10_000);
+    let gz = |name_len: usize| {
+        let mut e = flate2::GzBuilder::new()
+            .filename(vec![b'n'; name_len])
+            .comment(vec![b'c'; 1000])
+            .write(Vec::new(), flate2::Compression::default());
+        e.write_all(&d).unwrap();
+        e.finish().unwrap()
+    };
+    // 600 KB of file name, a byte at a time: each byte is looked at once.
+    let file = gz(600_000);
+    assert_eq!(decode(&file, 1 << 20, 1).unwrap(), d);
+    let e = decode(&gz((1 << 20) + 10), 1 << 20, 4096).unwrap_err();
+    assert_eq!(e, Error::Gzip("header longer than 1 MiB".into()));
+}
