@@ -519,7 +519,12 @@ pub fn check_create(m: &Map<String, Value>) -> Checked {
     if let Some(b) = &brand {
         payload.insert("brand".into(), Value::String(b.clone()));
     }
-    cross_checks(&mut payload, &mut out);
+    // Rules between properties only once each property is fine on its
+    // own (a refused disk would read as "no boot disk").
+    let disks_ok = !out.bad_values.iter().chain(&out.missing_properties).any(|p| p.starts_with("disks"));
+    if brand.is_some() {
+        cross_checks(&mut payload, disks_ok, &mut out);
+    }
     Checked { brand: brand.unwrap_or_default(), payload, problems: out }
 }
 
@@ -709,7 +714,7 @@ pub fn check_nic(path: &str, v: &Value, action: Action, out: &mut Problems) -> O
 }
 
 /// Rules between properties of a create payload.
-fn cross_checks(p: &mut Map<String, Value>, out: &mut Problems) {
+fn cross_checks(p: &mut Map<String, Value>, disks_ok: bool, out: &mut Problems) {
     let ram = p.get("ram").and_then(Value::as_i64).unwrap_or(256);
     if let Some(mpm) = p.get("max_physical_memory").and_then(Value::as_i64)
         && mpm < ram
@@ -733,7 +738,9 @@ fn cross_checks(p: &mut Map<String, Value>, out: &mut Problems) {
             }
         }
     }
-    check_disk_set(p.get("disks"), !p.contains_key("kernel"), "disks", out);
+    if disks_ok {
+        check_disk_set(p.get("disks"), !p.contains_key("kernel"), "disks", out);
+    }
     check_nic_set(p.get("nics"), "nics", out);
 }
 
