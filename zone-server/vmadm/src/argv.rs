@@ -118,7 +118,9 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
         "validate" => {
             let (action, brand, more) = match rest {
                 ["create", more @ ..] => (Action::Create, None, more),
-                ["update", brand, more @ ..] if !brand.starts_with('-') => (Action::Update, Some((*brand).into()), more),
+                ["update", brand, more @ ..] if !brand.starts_with('-') => {
+                    (Action::Update, Some((*brand).into()), more)
+                }
                 ["update", ..] => return Err(usage("validate update: missing brand")),
                 _ => return Err(usage("validate: expected \"create\" or \"update <brand>\"")),
             };
@@ -141,7 +143,9 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
                     ("list", "-H") => format.header = false,
                     ("lookup", "-j") => json = true,
                     ("lookup", "-1") => one = true,
-                    (_, s) if s.starts_with('-') => return Err(usage(format!("{verb}: unknown option \"{}\"", clip(s)))),
+                    (_, s) if s.starts_with('-') => {
+                        return Err(usage(format!("{verb}: unknown option \"{}\"", clip(s))));
+                    }
                     (_, s) => filters.push(Filter::parse(s).map_err(|e| usage(format!("{verb}: {e}")))?),
                 }
             }
@@ -149,7 +153,8 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
                 return Err(usage(format!("{verb}: at most 64 filters")));
             }
             for f in &filters {
-                list::check_fields(core::slice::from_ref(&f.field), false).map_err(|e| usage(format!("{verb}: {e}")))?;
+                list::check_fields(core::slice::from_ref(&f.field), false)
+                    .map_err(|e| usage(format!("{verb}: {e}")))?;
             }
             if verb == "list" {
                 if let Some(f) = out_fields {
@@ -205,11 +210,13 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
                     "-F" => force = true,
                     "-t" if verb == "stop" => {
                         let t = it.next().ok_or_else(|| usage("stop: -t needs a timeout in seconds"))?;
-                        timeout = t
-                            .parse::<u32>()
-                            .ok()
-                            .filter(|t| (1..=MAX_STOP_TIMEOUT).contains(t))
-                            .ok_or_else(|| usage(format!("stop: -t: expected 1 to {MAX_STOP_TIMEOUT} seconds, got \"{}\"", clip(t))))?;
+                        timeout =
+                            t.parse::<u32>().ok().filter(|t| (1..=MAX_STOP_TIMEOUT).contains(t)).ok_or_else(|| {
+                                usage(format!(
+                                    "stop: -t: expected 1 to {MAX_STOP_TIMEOUT} seconds, got \"{}\"",
+                                    clip(t)
+                                ))
+                            })?;
                     }
                     other => return Err(usage(format!("{verb}: unexpected argument \"{}\"", clip(other)))),
                 }

@@ -41,16 +41,24 @@ pub const MAX_DEPTH: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Text: no NUL or other control characters, at most `max` bytes.
-    Str { max: usize },
+    Str {
+        max: usize,
+    },
     /// An alias: text without `/`, not `.` or `..`, at most [`MAX_ALIAS`].
     Alias,
     /// An RFC 1123 hostname.
     Hostname,
     Uuid,
     Bool,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// A power of two in `min..=max` (block sizes).
-    Pow2 { min: i64, max: i64 },
+    Pow2 {
+        min: i64,
+        max: i64,
+    },
     /// One of these strings.
     Enum(&'static [&'static str]),
     Ipv4,
@@ -68,7 +76,10 @@ pub enum Kind {
     /// A flat object of string, number or boolean values (`tags`).
     TagMap,
     /// An array of at most `max` items.
-    List { item: Item, max: usize },
+    List {
+        item: Item,
+        max: usize,
+    },
     /// `disks[]`, with [`DISK`] properties.
     Disks,
     /// `nics[]`, with [`NIC`] properties.
@@ -80,7 +91,9 @@ pub enum Kind {
 /// The items of a [`Kind::List`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Item {
-    Str { max: usize },
+    Str {
+        max: usize,
+    },
     Ipv4,
     /// `nics.*.ips`: an address with its prefix (`10.0.0.5/24`, IPv4 or
     /// IPv6), `dhcp` or `addrconf`.
@@ -224,8 +237,7 @@ pub const TOP: &[Prop] = &[
         .honoured()
         .default(Default::Computed),
     p("max_swap", Int { min: 256, max: i64::MAX >> 1 }, true, Stored, true).default(Default::Computed),
-    p("nic_driver", Enum(&["virtio", "e1000", "rtl8139"]), true, NextStart, false)
-        .only(&["virtio"], "NIC drivers are"),
+    p("nic_driver", Enum(&["virtio", "e1000", "rtl8139"]), true, NextStart, false).only(&["virtio"], "NIC drivers are"),
     p("nics", Nics, true, NextStart, true).honoured(),
     p("owner_uuid", Uuid, true, Stored, true).default(Default::Str("00000000-0000-0000-0000-000000000000")),
     p("package_name", S, true, Stored, true),
@@ -270,11 +282,17 @@ pub const TOP: &[Prop] = &[
 pub const DISK: &[Prop] = &[
     p("block_size", Pow2 { min: 512, max: 131072 }, true, No, false).honoured(),
     p("boot", Bool, true, NextStart, true).honoured().default(Default::Bool(false)),
-    p("compression", Enum(&[
-            "on", "off", "gzip", "gzip-1", "gzip-2", "gzip-3", "gzip-4", "gzip-5", "gzip-6", "gzip-7", "gzip-8", "gzip-9", "lz4",
-            "lzjb", "zle",
-        ]), true, Stored, false)
-        .default(Default::Str("off")),
+    p(
+        "compression",
+        Enum(&[
+            "on", "off", "gzip", "gzip-1", "gzip-2", "gzip-3", "gzip-4", "gzip-5", "gzip-6", "gzip-7", "gzip-8",
+            "gzip-9", "lz4", "lzjb", "zle",
+        ]),
+        true,
+        Stored,
+        false,
+    )
+    .default(Default::Str("off")),
     p("guest_block_size", GuestBlockSize, true, NextStart, true).not_yet("a guest block size other than the disk's is"),
     p("image_name", S, true, Stored, true),
     p("image_size", Int { min: 1, max: MAX_DISK_MIB }, true, Stored, true),

@@ -149,7 +149,9 @@ impl Filter {
             return Err(format!("Invalid filter \"{arg}\": expected field=value"));
         }
         if value.starts_with('~') {
-            return Err(format!("Invalid filter \"{arg}\": regular expression filters (field=~value) are not supported yet"));
+            return Err(format!(
+                "Invalid filter \"{arg}\": regular expression filters (field=~value) are not supported yet"
+            ));
         }
         Ok(Self { field: field.into(), value: value.into() })
     }

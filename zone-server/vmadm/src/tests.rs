@@ -87,8 +87,14 @@ fn coercions_as_vmadm() {
     assert_eq!(c.payload["do_not_inventory"], true);
     assert_eq!(c.payload["archive_on_delete"], true);
     // But not anything that merely looks like a number or a boolean.
-    for (k, v) in [("ram", json!("512MB")), ("ram", json!(512.5)), ("ram", json!(" 512")), ("autoboot", json!("yes")),
-        ("autoboot", json!(2)), ("vcpus", json!(true))] {
+    for (k, v) in [
+        ("ram", json!("512MB")),
+        ("ram", json!(512.5)),
+        ("ram", json!(" 512")),
+        ("autoboot", json!("yes")),
+        ("autoboot", json!(2)),
+        ("vcpus", json!(true)),
+    ] {
         let c = create(json!({"brand": "bhyve", "kernel": "k", k: v}));
         assert_eq!(c.problems.bad_values, vec![k.to_owned()], "{k}={v}");
     }
@@ -165,20 +171,32 @@ fn brands() {
 #[test]
 fn what_alcove_cannot_do_is_refused_by_name() {
     let cases = [
-        (json!({"disks": [{"boot": true, "size": 10, "model": "ahci"}]}), "disks.0.model", "\"ahci\" disk models are not supported yet"),
+        (
+            json!({"disks": [{"boot": true, "size": 10, "model": "ahci"}]}),
+            "disks.0.model",
+            "\"ahci\" disk models are not supported yet",
+        ),
         (json!({"disks": [{"boot": true, "size": 10, "model": "nvme"}]}), "disks.0.model", "nvme"),
         (json!({"disks": [{"boot": true, "media": "cdrom", "path": "x.iso"}]}), "disks.0.media", "cdrom"),
         (json!({"disks": [{"boot": true, "size": 10, "pci_slot": "0:4:0"}]}), "disks.0.pci_slot", "PCI slot"),
         (json!({"kernel": "k", "nics": [{"nic_tag": "a", "model": "e1000"}]}), "nics.0.model", "e1000"),
         (json!({"kernel": "k", "vnc_port": 5900}), "vnc_port", "VNC"),
         (json!({"kernel": "k", "bhyve_extra_opts": "-s 9,foo"}), "bhyve_extra_opts", "bhyve"),
-        (json!({"bootrom": "uefi", "disks": [{"boot": true, "size": 10}]}), "bootrom", "\"uefi\" bootroms are not supported yet"),
+        (
+            json!({"bootrom": "uefi", "disks": [{"boot": true, "size": 10}]}),
+            "bootrom",
+            "\"uefi\" bootroms are not supported yet",
+        ),
     ];
     for (mut p, prop, words) in cases {
         p["brand"] = json!("bhyve");
         let c = create(p);
         assert_eq!(c.problems.bad_values, vec![prop.to_owned()], "{prop}");
-        assert!(c.problems.reasons.iter().any(|r| r.contains(prop) && r.contains(words)), "{prop}: {:?}", c.problems.reasons);
+        assert!(
+            c.problems.reasons.iter().any(|r| r.contains(prop) && r.contains(words)),
+            "{prop}: {:?}",
+            c.problems.reasons
+        );
     }
 }
 
@@ -207,9 +225,30 @@ fn every_table_is_sorted_and_every_property_consistent() {
         }
     }
     // The properties issue 15 names are all there.
-    for name in ["hostname", "resolvers", "tags", "customer_metadata", "internal_metadata", "owner_uuid", "billing_id",
-        "cpu_type", "flexible_disk_size", "do_not_inventory", "uuid", "state", "zone_state", "create_timestamp",
-        "last_modified", "zonename", "zonepath", "server_uuid", "pid", "max_physical_memory", "quota", "cpu_cap"] {
+    for name in [
+        "hostname",
+        "resolvers",
+        "tags",
+        "customer_metadata",
+        "internal_metadata",
+        "owner_uuid",
+        "billing_id",
+        "cpu_type",
+        "flexible_disk_size",
+        "do_not_inventory",
+        "uuid",
+        "state",
+        "zone_state",
+        "create_timestamp",
+        "last_modified",
+        "zonename",
+        "zonepath",
+        "server_uuid",
+        "pid",
+        "max_physical_memory",
+        "quota",
+        "cpu_cap",
+    ] {
         assert!(properties::top(name).is_some(), "{name}");
     }
     assert!(properties::listable("nics.0.ip") && properties::listable("disks.*.size") && properties::listable("ram"));
@@ -238,8 +277,16 @@ fn state_machine() {
         assert_eq!(state::next(s, e), Ok(want), "{s} {e:?}");
     }
     let all_states = [Provisioning, Stopped, Running, Stopping, Failed];
-    let all_events =
-        [Provisioned { boot: true }, Provisioned { boot: false }, ProvisionFailed, Start, StopRequested, Halted, Exited, Reboot];
+    let all_events = [
+        Provisioned { boot: true },
+        Provisioned { boot: false },
+        ProvisionFailed,
+        Start,
+        StopRequested,
+        Halted,
+        Exited,
+        Reboot,
+    ];
     let mut refused = 0;
     for s in all_states {
         for e in all_events {
@@ -281,7 +328,7 @@ fn instance_records_what_vmadm_records() {
     assert_eq!(j["create_timestamp"], "2026-12-03T10:00:00.000Z");
     assert_eq!(j["boot_timestamp"], "2026-12-03T10:00:01.000Z");
     vm.apply(Event::StopRequested, "2026-12-03T10:00:02.000Z").unwrap();
-    assert_eq!(vm.autoboot(), false);
+    assert!(!vm.autoboot());
     vm.apply(Event::Halted, "2026-12-03T10:00:03.000Z").unwrap();
     let j = vm.to_json("x");
     assert_eq!((j["state"].as_str(), j["zone_state"].as_str()), (Some("stopped"), Some("installed")));
@@ -383,7 +430,10 @@ fn vmm_server_accepts_a_direct_boot_instance() {
         "ram": "128", "cpu_cap": 0, "quota": 0, "disks": [{"path": "disk.img", "nocreate": true, "boot": true}]}));
     let json = crate::vmm::vm_config_json(&p);
     let c = VmConfig::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
-    assert_eq!((c.kernel.as_str(), c.initrd.as_deref(), c.cmdline.as_str()), ("bzImage", Some("initrd.img"), "console=ttyS0"));
+    assert_eq!(
+        (c.kernel.as_str(), c.initrd.as_deref(), c.cmdline.as_str()),
+        ("bzImage", Some("initrd.img"), "console=ttyS0")
+    );
     assert_eq!(c.bootrom, None);
     assert_eq!(c.ram_mib, 128);
     // vmadm's 0 = "no cap" / "no quota" is left out.

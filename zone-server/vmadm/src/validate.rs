@@ -285,7 +285,10 @@ fn check_map(path: &str, v: &Value, tags: bool, out: &mut Problems) -> Option<Va
         let fine = match val {
             Value::String(s) => {
                 if s.len() > properties::MAX_META_VALUE {
-                    out.bad_value(&kp, format!("must be at most {} bytes, got {}", properties::MAX_META_VALUE, s.len()));
+                    out.bad_value(
+                        &kp,
+                        format!("must be at most {} bytes, got {}", properties::MAX_META_VALUE, s.len()),
+                    );
                     false
                 } else if s.contains('\0') {
                     out.bad_value(&kp, "must not contain NUL bytes");
@@ -336,7 +339,10 @@ pub fn check_value(path: &str, prop: &Prop, v: &Value, out: &mut Problems) -> Op
             match Uuid::parse(&s) {
                 Some(u) => Some(Value::String(u.text())),
                 None => {
-                    out.bad_value(path, format!("must be a UUID like 01234567-89ab-cdef-0123-456789abcdef, got \"{s}\""));
+                    out.bad_value(
+                        path,
+                        format!("must be a UUID like 01234567-89ab-cdef-0123-456789abcdef, got \"{s}\""),
+                    );
                     None
                 }
             }
@@ -427,7 +433,10 @@ pub fn check_value(path: &str, prop: &Prop, v: &Value, out: &mut Problems) -> Op
                     p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|n| n <= *max)
                 });
             if !ok {
-                out.bad_value(path, format!("must be <bus>:<device>:<function>, <device>:<function> or <device>, got \"{s}\""));
+                out.bad_value(
+                    path,
+                    format!("must be <bus>:<device>:<function>, <device>:<function> or <device>, got \"{s}\""),
+                );
                 return None;
             }
             Some(Value::String(s))
@@ -479,7 +488,10 @@ fn check_brand(m: &Map<String, Value>, out: &mut Problems) -> Option<String> {
                 None
             }
             _ => {
-                out.bad_value("brand", format!("must be \"bhyve\" or \"kvm\", got {}", describe(&Value::String(b.clone()))));
+                out.bad_value(
+                    "brand",
+                    format!("must be \"bhyve\" or \"kvm\", got {}", describe(&Value::String(b.clone()))),
+                );
                 None
             }
         },
@@ -508,8 +520,12 @@ pub fn check_create(m: &Map<String, Value>) -> Checked {
             continue;
         }
         let checked = match prop.kind {
-            Kind::Disks => check_list(k, v, properties::MAX_DISKS, &mut out, |p, d, o| check_disk(p, d, Action::Create, o)),
-            Kind::Nics => check_list(k, v, properties::MAX_NICS, &mut out, |p, n, o| check_nic(p, n, Action::Create, o)),
+            Kind::Disks => {
+                check_list(k, v, properties::MAX_DISKS, &mut out, |p, d, o| check_disk(p, d, Action::Create, o))
+            }
+            Kind::Nics => {
+                check_list(k, v, properties::MAX_NICS, &mut out, |p, n, o| check_nic(p, n, Action::Create, o))
+            }
             _ => check_value(k, prop, v, &mut out),
         };
         if let Some(v) = checked {
@@ -650,7 +666,10 @@ pub fn check_nic(path: &str, v: &Value, action: Action, out: &mut Problems) -> O
     if let Some(tag) = n.get("nic_tag").and_then(Value::as_str)
         && (tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
     {
-        out.bad_value(&format!("{path}.nic_tag"), format!("must be a link name (letters, digits, \"_\"), got \"{tag}\""));
+        out.bad_value(
+            &format!("{path}.nic_tag"),
+            format!("must be a link name (letters, digits, \"_\"), got \"{tag}\""),
+        );
         return None;
     }
     if n.get("primary") == Some(&Value::Bool(false)) {
@@ -683,7 +702,9 @@ pub fn check_nic(path: &str, v: &Value, action: Action, out: &mut Problems) -> O
             }
         }
     } else if let Some(first) = n.get("ips").and_then(Value::as_array).and_then(|ips| {
-        ips.iter().filter_map(Value::as_str).find(|s| *s == "dhcp" || s.split('/').next().is_some_and(|a| a.parse::<Ipv4Addr>().is_ok()))
+        ips.iter()
+            .filter_map(Value::as_str)
+            .find(|s| *s == "dhcp" || s.split('/').next().is_some_and(|a| a.parse::<Ipv4Addr>().is_ok()))
     }) {
         let first = first.to_owned();
         if first == "dhcp" {
@@ -702,7 +723,10 @@ pub fn check_nic(path: &str, v: &Value, action: Action, out: &mut Problems) -> O
             }
             Some(gws) => {
                 if gws.first().and_then(Value::as_str) != Some(gw.as_str()) {
-                    out.bad_value(&format!("{path}.gateway"), format!("\"{gw}\" disagrees with \"gateways\" (give one of them)"));
+                    out.bad_value(
+                        &format!("{path}.gateway"),
+                        format!("\"{gw}\" disagrees with \"gateways\" (give one of them)"),
+                    );
                     return None;
                 }
             }
@@ -804,12 +828,8 @@ pub fn check_update(brand: &str, m: &Map<String, Value>) -> Checked {
             .or_else(|| k.strip_prefix("add_").map(|r| ("add", r)))
             .or_else(|| k.strip_prefix("update_").map(|r| ("update", r)));
         let checked = match special {
-            Some(("set", name)) if MAPS.contains(&name) => {
-                check_map(k, v, name == "tags", &mut out)
-            }
-            Some(("remove", name)) if MAPS.contains(&name) => {
-                check_value(k, &KEY_LIST, v, &mut out)
-            }
+            Some(("set", name)) if MAPS.contains(&name) => check_map(k, v, name == "tags", &mut out),
+            Some(("remove", name)) if MAPS.contains(&name) => check_value(k, &KEY_LIST, v, &mut out),
             Some(("add", "disks")) => {
                 check_list(k, v, properties::MAX_DISKS, &mut out, |p, d, o| check_disk(p, d, Action::Create, o))
             }
@@ -825,7 +845,11 @@ pub fn check_update(brand: &str, m: &Map<String, Value>) -> Checked {
             Some(("remove", "disks")) => check_value(k, &PATH_LIST, v, &mut out),
             Some(("remove", "nics")) => check_value(k, &MAC_LIST, v, &mut out).map(|v| {
                 let macs = v.as_array().map(|a| {
-                    a.iter().filter_map(Value::as_str).filter_map(parse_mac).map(|m| Value::String(mac_text(m))).collect()
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .filter_map(parse_mac)
+                        .map(|m| Value::String(mac_text(m)))
+                        .collect()
                 });
                 Value::Array(macs.unwrap_or_default())
             }),
@@ -835,7 +859,8 @@ pub fn check_update(brand: &str, m: &Map<String, Value>) -> Checked {
                     None
                 }
                 Some(p) if matches!(p.update, Update::No) => {
-                    let why = if p.read_only() { "set by the system" } else { "cannot be updated (only given at create)" };
+                    let why =
+                        if p.read_only() { "set by the system" } else { "cannot be updated (only given at create)" };
                     out.bad_property(k, why);
                     None
                 }
@@ -864,7 +889,10 @@ const KEY_LIST: Prop = Prop {
     default: None,
     support: Support::Kept,
 };
-const PATH_LIST: Prop = Prop { kind: Kind::List { item: Item::Str { max: properties::MAX_STRING }, max: properties::MAX_DISKS }, ..KEY_LIST };
+const PATH_LIST: Prop = Prop {
+    kind: Kind::List { item: Item::Str { max: properties::MAX_STRING }, max: properties::MAX_DISKS },
+    ..KEY_LIST
+};
 const MAC_LIST: Prop = Prop { kind: Kind::List { item: Item::Str { max: 32 }, max: properties::MAX_NICS }, ..KEY_LIST };
 
 /// Fills in what `vmadm create` adds to a checked payload: the table's
@@ -917,13 +945,7 @@ fn plain_default(prop: &Prop) -> Option<Value> {
 
 /// Defaults of new disks (at create, or `add_disks`): `first` is the
 /// index of the first new one among the instance's disks.
-pub fn fill_disks(
-    disks: &mut [Value],
-    first: usize,
-    vm_uuid: &str,
-    model: &Value,
-    random: &mut dyn FnMut(&mut [u8]),
-) {
+pub fn fill_disks(disks: &mut [Value], first: usize, vm_uuid: &str, model: &Value, random: &mut dyn FnMut(&mut [u8])) {
     for (i, d) in disks.iter_mut().enumerate() {
         let Value::Object(d) = d else { continue };
         for prop in properties::DISK {

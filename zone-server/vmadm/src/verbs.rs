@@ -356,7 +356,11 @@ fn update_verb(
     let applied = match update::apply(&mut props, &checked.payload, &mut |b| host.random(b)) {
         Ok(a) => a,
         Err(p) => {
-            return Output::fail(format!("Unable to update VM {uuid}: {}\n{}", summary(&p), problem_lines(&p).trim_end()));
+            return Output::fail(format!(
+                "Unable to update VM {uuid}: {}\n{}",
+                summary(&p),
+                problem_lines(&p).trim_end()
+            ));
         }
     };
     if let Err(e) = reg.check_macs(uuid, &crate::registry::macs_of(&props)) {
@@ -399,7 +403,9 @@ fn delete(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Output {
 }
 
 fn info(reg: &Registry, uuid: &Uuid, types: &[String]) -> Output {
-    let Some(vm) = reg.get(uuid) else { return Output::fail(format!("Unable to get info for VM {uuid}: VM not found")) };
+    let Some(vm) = reg.get(uuid) else {
+        return Output::fail(format!("Unable to get info for VM {uuid}: VM not found"));
+    };
     if vm.state != State::Running {
         return Output::fail(format!("Unable to get info for VM {uuid}: VM is not running"));
     }

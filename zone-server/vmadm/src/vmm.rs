@@ -49,8 +49,11 @@ fn copy(from: &Map<String, Value>, to: &mut Map<String, Value>, keys: &[&str]) {
 fn nic(n: &Map<String, Value>) -> Value {
     let mut out = Map::new();
     copy(n, &mut out, NIC);
-    let ips: Vec<&str> =
-        n.get("ips").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let ips: Vec<&str> = n
+        .get("ips")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let v4 = ips.iter().find(|s| s.split('/').next().is_some_and(|a| a.parse::<core::net::Ipv4Addr>().is_ok()));
     if let Some(Some((addr, len))) = v4.map(|s| s.split_once('/')) {
         let len: u32 = len.parse().unwrap_or(32).min(32);
@@ -94,8 +97,14 @@ pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
     if !disks.is_empty() {
         out.insert("disks".into(), Value::Array(disks));
     }
-    let nics: Vec<Value> =
-        props.get("nics").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_object).map(nic).collect();
+    let nics: Vec<Value> = props
+        .get("nics")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .map(nic)
+        .collect();
     if !nics.is_empty() {
         out.insert("nics".into(), Value::Array(nics));
     }

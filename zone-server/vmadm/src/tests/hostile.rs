@@ -39,45 +39,100 @@ fn cases() -> Vec<(&'static str, Value, List, &'static str)> {
         ("uuid path trick", json!({"uuid": "../11111111-1111-4111-8111-11111111111"}), BadValue, "uuid"),
         ("brand a number", json!({"brand": 5}), BadValue, "brand"),
         ("disks an object", json!({"disks": {"boot": true}}), BadValue, "disks"),
-        ("five disks", json!({"disks": [{"size": 1}, {"size": 1}, {"size": 1}, {"size": 1}, {"size": 1}]}), BadValue, "disks"),
+        (
+            "five disks",
+            json!({"disks": [{"size": 1}, {"size": 1}, {"size": 1}, {"size": 1}, {"size": 1}]}),
+            BadValue,
+            "disks",
+        ),
         ("disk size zero", json!({"disks": [{"size": 0}]}), BadValue, "disks.0.size"),
         ("disk size huge", json!({"disks": [{"size": 1i64 << 40}]}), BadValue, "disks.0.size"),
         ("disk path trick", json!({"disks": [{"path": "../../dev/sda"}]}), BadValue, "disks.0.path"),
         ("disk path dot", json!({"disks": [{"path": "/zones/./x"}]}), BadValue, "disks.0.path"),
-        ("disk block size not a power of two", json!({"disks": [{"size": 10, "block_size": 1000}]}), BadValue, "disks.0.block_size"),
+        (
+            "disk block size not a power of two",
+            json!({"disks": [{"size": 10, "block_size": 1000}]}),
+            BadValue,
+            "disks.0.block_size",
+        ),
         ("two boot disks", json!({"disks": [{"size": 1, "boot": true}, {"size": 1, "boot": true}]}), BadValue, "disks"),
         ("firmware boot without a boot disk", disk(json!({"size": 10})), BadValue, "disks"),
-        ("image and size", json!({"disks": [{"image_uuid": "462d1d03-8457-e134-a408-cf9ea2b9be96", "size": 1}]}), BadValue, "disks.0.size"),
+        (
+            "image and size",
+            json!({"disks": [{"image_uuid": "462d1d03-8457-e134-a408-cf9ea2b9be96", "size": 1}]}),
+            BadValue,
+            "disks.0.size",
+        ),
         ("disk without size or image", json!({"disks": [{"boot": true}]}), Missing, "disks.0.size"),
-        ("duplicate disk uuids", json!({"disks": [{"size": 1, "uuid": "462d1d03-8457-e134-a408-cf9ea2b9be96"},
-            {"size": 1, "uuid": "462D1D03-8457-E134-A408-CF9EA2B9BE96"}]}), BadValue, "disks.1.uuid"),
+        (
+            "duplicate disk uuids",
+            json!({"disks": [{"size": 1, "uuid": "462d1d03-8457-e134-a408-cf9ea2b9be96"},
+            {"size": 1, "uuid": "462D1D03-8457-E134-A408-CF9EA2B9BE96"}]}),
+            BadValue,
+            "disks.1.uuid",
+        ),
         ("nine nics", json!({"nics": vec![json!({"nic_tag": "a"}); 9]}), BadValue, "nics"),
         ("nic without nic_tag", json!({"nics": [{"ip": "dhcp"}]}), Missing, "nics.0.nic_tag"),
         ("nic_tag path trick", nic(json!({"nic_tag": "../admin"})), BadValue, "nics.0.nic_tag"),
         ("multicast mac", nic(json!({"mac": "01:00:5e:00:00:01"})), BadValue, "nics.0.mac"),
         ("garbage mac", nic(json!({"mac": "zz:zz"})), BadValue, "nics.0.mac"),
-        ("duplicate macs", json!({"nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"},
-            {"nic_tag": "b", "mac": "90:B8:D0:0:0:1"}]}), BadValue, "nics.1.mac"),
-        ("two primaries", json!({"nics": [{"nic_tag": "a", "primary": true}, {"nic_tag": "b", "primary": "true"}]}), BadValue, "nics"),
+        (
+            "duplicate macs",
+            json!({"nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"},
+            {"nic_tag": "b", "mac": "90:B8:D0:0:0:1"}]}),
+            BadValue,
+            "nics.1.mac",
+        ),
+        (
+            "two primaries",
+            json!({"nics": [{"nic_tag": "a", "primary": true}, {"nic_tag": "b", "primary": "true"}]}),
+            BadValue,
+            "nics",
+        ),
         ("vlan out of range", nic(json!({"vlan_id": 5000})), BadValue, "nics.0.vlan_id"),
         ("static ip without netmask", nic(json!({"ip": "10.0.0.5"})), Missing, "nics.0.netmask"),
         ("ips without prefix", nic(json!({"ips": ["10.0.0.5"]})), BadValue, "nics.0.ips.0"),
-        ("ip disagrees with ips", nic(json!({"ip": "10.0.0.5", "netmask": "255.0.0.0", "ips": ["10.0.0.6/8"]})), BadValue, "nics.0.ip"),
-        ("non-contiguous netmask", nic(json!({"ip": "10.0.0.5", "netmask": "255.0.255.0"})), BadValue, "nics.0.netmask"),
+        (
+            "ip disagrees with ips",
+            nic(json!({"ip": "10.0.0.5", "netmask": "255.0.0.0", "ips": ["10.0.0.6/8"]})),
+            BadValue,
+            "nics.0.ip",
+        ),
+        (
+            "non-contiguous netmask",
+            nic(json!({"ip": "10.0.0.5", "netmask": "255.0.255.0"})),
+            BadValue,
+            "nics.0.netmask",
+        ),
         ("unknown nic property", nic(json!({"colour": "red"})), BadProperty, "nics.0.colour"),
         ("unknown property", json!({"foo": 1}), BadProperty, "foo"),
         ("read-only property", json!({"state": "running"}), BadProperty, "state"),
         ("zone-only property", json!({"dns_domain": "example.com"}), BadProperty, "dns_domain"),
         ("nested metadata", json!({"customer_metadata": {"a": {"b": "c"}}}), BadValue, "customer_metadata.a"),
         ("metadata with 300 keys", json!({"customer_metadata": many_keys}), BadValue, "customer_metadata"),
-        ("huge metadata value", json!({"customer_metadata": {"a": "x".repeat(100_000)}}), BadValue, "customer_metadata.a"),
-        ("metadata key with control characters", json!({"internal_metadata": {"a\nb": "c"}}), BadValue, "internal_metadata"),
+        (
+            "huge metadata value",
+            json!({"customer_metadata": {"a": "x".repeat(100_000)}}),
+            BadValue,
+            "customer_metadata.a",
+        ),
+        (
+            "metadata key with control characters",
+            json!({"internal_metadata": {"a\nb": "c"}}),
+            BadValue,
+            "internal_metadata",
+        ),
         ("tag value an array", json!({"tags": {"a": [1]}}), BadValue, "tags.a"),
         ("100 resolvers", json!({"resolvers": vec![json!("8.8.8.8"); 100]}), BadValue, "resolvers"),
         ("resolver not an address", json!({"resolvers": ["dns.example.com"]}), BadValue, "resolvers.0"),
         ("kernel and bootrom", json!({"bootrom": "bios"}), BadValue, "kernel"),
         ("cmdline with NUL", json!({"cmdline": "console=ttyS0\u{0}init=/bin/sh"}), BadValue, "cmdline"),
-        ("max_physical_memory below ram", json!({"ram": 1024, "max_physical_memory": 512}), BadValue, "max_physical_memory"),
+        (
+            "max_physical_memory below ram",
+            json!({"ram": 1024, "max_physical_memory": 512}),
+            BadValue,
+            "max_physical_memory",
+        ),
         ("billing_id not a uuid", json!({"billing_id": "abc"}), BadValue, "billing_id"),
     ]
 }
@@ -175,7 +230,8 @@ fn a_duplicate_uuid_is_refused_and_changes_nothing() {
     let p = json!({"brand": "bhyve", "kernel": "k", "uuid": "11111111-1111-4111-8111-111111111111", "alias": "first"});
     assert_eq!(run_stdin("create", &p.to_string(), &mut reg, &mut host).code, 0);
     let before = (reg.clone(), host.calls.clone(), host.stored.clone());
-    let p2 = json!({"brand": "bhyve", "kernel": "k", "uuid": "11111111-1111-4111-8111-111111111111", "alias": "second"});
+    let p2 =
+        json!({"brand": "bhyve", "kernel": "k", "uuid": "11111111-1111-4111-8111-111111111111", "alias": "second"});
     let out = run_stdin("create", &p2.to_string(), &mut reg, &mut host);
     assert_eq!(out.code, 1);
     assert_eq!(out.stderr, "Failed to create VM: VM with UUID 11111111-1111-4111-8111-111111111111 already exists\n");

@@ -21,13 +21,21 @@ fn make(reg: &mut Registry, host: &mut FakeHost, p: Value) -> Output {
 fn validate_prints_vmadms_lines() {
     let (mut reg, mut host) = machine();
     let out = run_stdin("validate create", &smartos_payload().to_string(), &mut reg, &mut host);
-    assert_eq!(out, Output { stdout: "VALID 'create' payload for bhyve brand VMs.\n".into(), stderr: String::new(), code: 0 });
+    assert_eq!(
+        out,
+        Output { stdout: "VALID 'create' payload for bhyve brand VMs.\n".into(), stderr: String::new(), code: 0 }
+    );
     host.files.insert("vm.json".into(), json!({"brand": "kvm", "kernel": "k"}).to_string());
     let out = run("validate create -f vm.json", &mut reg, &mut host);
     assert_eq!(out.stdout, "VALID 'create' payload for kvm brand VMs.\n");
     let out = run_stdin("validate update bhyve", r#"{"ram": 2048, "set_tags": {"a": "b"}}"#, &mut reg, &mut host);
     assert_eq!(out.stdout, "VALID 'update' payload for bhyve brand VMs.\n");
-    let out = run_stdin("validate create", r#"{"brand": "bhyve", "kernel": "k", "ram": "lots", "foo": 1}"#, &mut reg, &mut host);
+    let out = run_stdin(
+        "validate create",
+        r#"{"brand": "bhyve", "kernel": "k", "ram": "lots", "foo": 1}"#,
+        &mut reg,
+        &mut host,
+    );
     assert_eq!(out.code, 1);
     assert_eq!(out.stdout, "");
     assert_eq!(out.stderr, "{\"bad_values\":[\"ram\"],\"bad_properties\":[\"foo\"],\"missing_properties\":[]}\n");
@@ -57,13 +65,19 @@ fn the_lifecycle_of_a_vm() {
     let stored: Value = serde_json::from_str(&host.stored[U1]).unwrap();
     assert_eq!(stored, j);
 
-    assert_eq!(run(&format!("start {U1}"), &mut reg, &mut host).stderr, format!("Unable to start VM {U1}: VM is already running\n"));
+    assert_eq!(
+        run(&format!("start {U1}"), &mut reg, &mut host).stderr,
+        format!("Unable to start VM {U1}: VM is already running\n")
+    );
     let out = run(&format!("stop {U1} -t 30"), &mut reg, &mut host);
     assert_eq!((out.code, out.stderr.clone()), (0, format!("Successfully completed stop for VM {U1}\n")));
     assert_eq!(host.calls.last().unwrap(), &format!("stop {U1} force=false timeout=30 state=stopping"));
     let out = run(&format!("stop {U1}"), &mut reg, &mut host);
-    assert_eq!((out.code, out.stderr.as_str()), (1, format!("Unable to stop VM {U1}: VM is already stopped\n").as_str()));
-    assert_eq!(reg.get(&Uuid::parse(U1).unwrap()).unwrap().autoboot(), false);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (1, format!("Unable to stop VM {U1}: VM is already stopped\n").as_str())
+    );
+    assert!(!reg.get(&Uuid::parse(U1).unwrap()).unwrap().autoboot());
 
     // Update ram while stopped: next start; max_physical_memory follows.
     let out = run(&format!("update {U1} ram=2048"), &mut reg, &mut host);
@@ -96,7 +110,10 @@ fn create_generates_a_uuid_and_warns_about_unknown_properties() {
     let (mut reg, mut host) = machine();
     let out = make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "autoboot": false, "frob": 1}));
     let uuid = reg.iter().next().unwrap().uuid;
-    assert_eq!(out.stderr, format!("WARNING: ignoring property \"frob\": not a bhyve create property\nSuccessfully created VM {uuid}\n"));
+    assert_eq!(
+        out.stderr,
+        format!("WARNING: ignoring property \"frob\": not a bhyve create property\nSuccessfully created VM {uuid}\n")
+    );
     let vm = reg.get(&uuid).unwrap();
     assert_eq!(vm.state, State::Stopped);
     assert!(!vm.props.contains_key("frob"));
@@ -111,7 +128,10 @@ fn a_failed_provision_leaves_a_failed_vm() {
     p["uuid"] = json!(U1);
     let out = run_stdin("create", &p.to_string(), &mut reg, &mut host);
     assert_eq!(out.code, 1);
-    assert_eq!(out.stderr, format!("Failed to create VM {U1}: image 462d1d03-8457-e134-a408-cf9ea2b9be96 is not installed\n"));
+    assert_eq!(
+        out.stderr,
+        format!("Failed to create VM {U1}: image 462d1d03-8457-e134-a408-cf9ea2b9be96 is not installed\n")
+    );
     assert_eq!(reg.get(&Uuid::parse(U1).unwrap()).unwrap().state, State::Failed);
     assert!(host.stored[U1].contains("\"state\":\"failed\""));
     let out = run(&format!("start {U1}"), &mut reg, &mut host);
@@ -151,7 +171,10 @@ fn list_prints_as_smartos() {
     );
     assert_eq!(out.stdout, want);
     let out = run("list -p", &mut reg, &mut host);
-    assert_eq!(out.stdout, format!("{U3}:KVM:256:stopped:-\n{U1}:BHYVE:1024:running:web\n{U2}:BHYVE:1024:running:db\n"));
+    assert_eq!(
+        out.stdout,
+        format!("{U3}:KVM:256:stopped:-\n{U1}:BHYVE:1024:running:web\n{U2}:BHYVE:1024:running:db\n")
+    );
     let out = run("list -H -o alias,ram -s -ram,alias state=running", &mut reg, &mut host);
     assert_eq!(out.stdout, "db     1024\nweb    1024\n");
     let out = run("list -o uuid,vcpus type=KVM", &mut reg, &mut host);
@@ -187,8 +210,12 @@ fn info_reports_a_running_vm() {
 #[test]
 fn update_live_and_next_start() {
     let (mut reg, mut host) = machine();
-    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1,
-        "customer_metadata": {"a": "1", "b": "2"}, "nics": [{"nic_tag": "admin", "mac": "90:b8:d0:00:00:01"}]}));
+    make(
+        &mut reg,
+        &mut host,
+        json!({"brand": "bhyve", "kernel": "k", "uuid": U1,
+        "customer_metadata": {"a": "1", "b": "2"}, "nics": [{"nic_tag": "admin", "mac": "90:b8:d0:00:00:01"}]}),
+    );
     let u = Uuid::parse(U1).unwrap();
     // Live on a running VM: the machine hears of it.
     let out = run(&format!("update {U1} cpu_cap=150 hostname=web1"), &mut reg, &mut host);
@@ -200,18 +227,33 @@ fn update_live_and_next_start() {
     assert_eq!(host.calls.len(), calls);
     assert_eq!(reg.get(&u).unwrap().props["vcpus"], 4);
     // The key/value forms.
-    let out = run_stdin(&format!("update {U1}"), r#"{"set_customer_metadata": {"c": "3"}, "remove_customer_metadata": ["a"]}"#, &mut reg, &mut host);
+    let out = run_stdin(
+        &format!("update {U1}"),
+        r#"{"set_customer_metadata": {"c": "3"}, "remove_customer_metadata": ["a"]}"#,
+        &mut reg,
+        &mut host,
+    );
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(reg.get(&u).unwrap().props["customer_metadata"], json!({"b": "2", "c": "3"}));
     // NICs: add (the new one primary), update by MAC, remove by MAC.
-    let out = run_stdin(&format!("update {U1}"), r#"{"add_nics": [{"nic_tag": "external", "ips": ["10.1.1.5/24"], "primary": true}]}"#, &mut reg, &mut host);
+    let out = run_stdin(
+        &format!("update {U1}"),
+        r#"{"add_nics": [{"nic_tag": "external", "ips": ["10.1.1.5/24"], "primary": true}]}"#,
+        &mut reg,
+        &mut host,
+    );
     assert_eq!(out.code, 0, "{out:?}");
     let nics = reg.get(&u).unwrap().props["nics"].clone();
     assert_eq!(nics.as_array().unwrap().len(), 2);
     assert_eq!((nics[0].get("primary"), nics[1]["primary"].as_bool()), (None, Some(true)));
     assert_eq!(nics[1]["interface"], "net1");
     let mac1 = nics[1]["mac"].as_str().unwrap().to_owned();
-    let out = run_stdin(&format!("update {U1}"), r#"{"update_nics": [{"mac": "90:B8:D0:00:00:01", "vlan_id": 20}]}"#, &mut reg, &mut host);
+    let out = run_stdin(
+        &format!("update {U1}"),
+        r#"{"update_nics": [{"mac": "90:B8:D0:00:00:01", "vlan_id": 20}]}"#,
+        &mut reg,
+        &mut host,
+    );
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(reg.get(&u).unwrap().props["nics"][0]["vlan_id"], 20);
     let out = run_stdin(&format!("update {U1}"), &json!({"remove_nics": [mac1]}).to_string(), &mut reg, &mut host);
@@ -237,7 +279,11 @@ fn update_disks() {
     let shrink = json!({"update_disks": [{"path": format!("/dev/zvol/rdsk/zones/{U1}/disk1"), "size": 10}]});
     let out = run_stdin(&format!("update {U1}"), &shrink.to_string(), &mut reg, &mut host);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("\"update_disks.0.size\": shrinking a disk (4096 to 10 MiB) loses data"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("\"update_disks.0.size\": shrinking a disk (4096 to 10 MiB) loses data"),
+        "{}",
+        out.stderr
+    );
     // The boot disk cannot go: a firmware VM needs one.
     let rm = json!({"remove_disks": [format!("/dev/zvol/rdsk/zones/{U1}/disk0")]});
     let out = run_stdin(&format!("update {U1}"), &rm.to_string(), &mut reg, &mut host);
@@ -250,12 +296,27 @@ fn update_disks() {
 #[test]
 fn a_mac_in_use_by_another_vm_is_refused() {
     let (mut reg, mut host) = machine();
-    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1, "nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}]}));
-    let out = run_stdin("create", &json!({"brand": "bhyve", "kernel": "k", "uuid": U2,
-        "nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}]}).to_string(), &mut reg, &mut host);
+    make(
+        &mut reg,
+        &mut host,
+        json!({"brand": "bhyve", "kernel": "k", "uuid": U1, "nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}]}),
+    );
+    let out = run_stdin(
+        "create",
+        &json!({"brand": "bhyve", "kernel": "k", "uuid": U2,
+        "nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}]})
+        .to_string(),
+        &mut reg,
+        &mut host,
+    );
     assert_eq!(out.stderr, format!("Failed to create VM: MAC address 90:b8:d0:00:00:01 is already used by VM {U1}\n"));
     make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U2}));
-    let out = run_stdin(&format!("update {U2}"), r#"{"add_nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}]}"#, &mut reg, &mut host);
+    let out = run_stdin(
+        &format!("update {U2}"),
+        r#"{"add_nics": [{"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}]}"#,
+        &mut reg,
+        &mut host,
+    );
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("already used by VM"), "{}", out.stderr);
 }
