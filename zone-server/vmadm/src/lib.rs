@@ -19,6 +19,7 @@ extern crate alloc;
 
 pub mod argv;
 pub mod coerce;
+pub mod devices;
 pub mod list;
 pub mod properties;
 pub mod registry;
@@ -26,6 +27,7 @@ pub mod state;
 pub mod update;
 pub mod uuid;
 pub mod validate;
+pub mod values;
 pub mod verbs;
 pub mod vmm;
 

@@ -287,6 +287,56 @@ impl Registry {
         self.instances.values()
     }
 
+    /// Rebuilds the registry from stored records (`vmadm get` JSON).
+    ///
+    /// After a zone-server restart (`machine_boot` false) the VMs kept
+    /// running and every state stands. After a machine boot no vmm-server
+    /// survives: a running or stopping VM is stopped now, one that was
+    /// still provisioning has failed. Returns the registry, the VMs to
+    /// start because their `autoboot` is set (machine boot only; by uuid),
+    /// and one message per record that could not be taken back (bad JSON,
+    /// no uuid, a duplicate) — those are skipped, never fatal.
+    pub fn restore(
+        server_uuid: &str,
+        records: &[&str],
+        machine_boot: bool,
+        now: &str,
+    ) -> (Self, Vec<Uuid>, Vec<String>) {
+        let mut reg = Registry::new(server_uuid);
+        let mut errors = Vec::new();
+        for (i, text) in records.iter().enumerate() {
+            let vm = serde_json::from_str::<Map<String, Value>>(text)
+                .map_err(|e| e.to_string())
+                .and_then(Instance::from_stored);
+            let mut vm = match vm {
+                Ok(vm) => vm,
+                Err(e) => {
+                    errors.push(format!("vmadm: stored record {i} skipped: {e}"));
+                    continue;
+                }
+            };
+            if machine_boot {
+                let event = match vm.state {
+                    State::Running | State::Stopping => Some(Event::Exited),
+                    State::Provisioning => Some(Event::ProvisionFailed),
+                    State::Stopped | State::Failed => None,
+                };
+                if let Some(e) = event {
+                    let _ = vm.apply(e, now);
+                }
+            }
+            if let Err(e) = reg.add(vm) {
+                errors.push(format!("vmadm: stored record {i} skipped: {e}"));
+            }
+        }
+        let boot = if machine_boot {
+            reg.iter().filter(|vm| vm.state == State::Stopped && vm.autoboot()).map(|vm| vm.uuid).collect()
+        } else {
+            Vec::new()
+        };
+        (reg, boot, errors)
+    }
+
     /// The instances matching every filter, as `vmadm get` objects, by uuid.
     pub fn lookup(&self, filters: &[Filter]) -> Vec<(Uuid, Map<String, Value>)> {
         self.instances

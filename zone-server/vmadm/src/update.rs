@@ -148,6 +148,7 @@ pub fn apply(
         } else if k == "update_disks" || k == "update_nics" {
             let (list, key) = if k == "update_disks" { ("disks", "path") } else { ("nics", "mac") };
             let entries = list_mut(&mut new, list);
+            let mut new_primary = None;
             for (i, change) in v.as_array().into_iter().flatten().enumerate() {
                 let Some(change) = change.as_object() else { continue };
                 let id = change.get(key).and_then(Value::as_str).unwrap_or_default();
@@ -169,17 +170,38 @@ pub fn apply(
                     );
                     continue;
                 }
+                if list == "nics" {
+                    // The form the change gives replaces both forms of the old value.
+                    for (deprecated, current, also) in [("ip", "ips", "netmask"), ("gateway", "gateways", "")] {
+                        if change.contains_key(deprecated) && !change.contains_key(current) {
+                            target.remove(current);
+                        }
+                        if change.contains_key(current) && !change.contains_key(deprecated) {
+                            target.remove(deprecated);
+                            if !also.is_empty() && !change.contains_key(also) {
+                                target.remove(also);
+                            }
+                        }
+                    }
+                    if change.contains_key("netmask") && !change.contains_key("ips") {
+                        target.remove("ips");
+                    }
+                }
                 for (ck, cv) in change {
                     target.insert(ck.clone(), cv.clone());
                 }
-                if list == "nics" && change.get("primary") == Some(&Value::Bool(true)) {
-                    let me = id.to_owned();
-                    for n in entries.iter_mut().filter_map(Value::as_object_mut) {
-                        if n.get("mac").and_then(Value::as_str) != Some(me.as_str()) {
-                            n.remove("primary");
-                        }
+                if list == "nics" {
+                    validate::fold_nic(target, &format!("{k}.{i}"), &mut out);
+                    if change.get("primary") == Some(&Value::Bool(true)) {
+                        new_primary = Some(id.to_owned());
                     }
-                    break;
+                }
+            }
+            if let Some(me) = new_primary {
+                for n in entries.iter_mut().filter_map(Value::as_object_mut) {
+                    if n.get("mac").and_then(Value::as_str) != Some(me.as_str()) {
+                        n.remove("primary");
+                    }
                 }
             }
             done.note(list, Update::NextStart);

@@ -260,6 +260,25 @@ fn update_live_and_next_start() {
     assert_eq!(out.code, 0, "{out:?}");
     let nics = reg.get(&u).unwrap().props["nics"].clone();
     assert_eq!((nics.as_array().unwrap().len(), nics[0]["primary"].as_bool()), (1, Some(true)));
+    // Changing the address in either form keeps both forms consistent.
+    let out = run_stdin(
+        &format!("update {U1}"),
+        r#"{"update_nics": [{"mac": "90:b8:d0:00:00:01", "ip": "10.3.3.3", "netmask": "255.255.0.0"}]}"#,
+        &mut reg,
+        &mut host,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let n = reg.get(&u).unwrap().props["nics"][0].clone();
+    assert_eq!((n["ip"].as_str(), n["ips"].clone()), (Some("10.3.3.3"), json!(["10.3.3.3/16"])));
+    let out = run_stdin(
+        &format!("update {U1}"),
+        r#"{"update_nics": [{"mac": "90:b8:d0:00:00:01", "ips": ["dhcp"]}]}"#,
+        &mut reg,
+        &mut host,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let n = reg.get(&u).unwrap().props["nics"][0].clone();
+    assert_eq!((n["ip"].as_str(), n.get("netmask")), (Some("dhcp"), None));
     let out = run_stdin(&format!("update {U1}"), r#"{"remove_nics": ["90:b8:d0:99:99:99"]}"#, &mut reg, &mut host);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("no NIC has MAC address 90:b8:d0:99:99:99"), "{}", out.stderr);
@@ -330,4 +349,31 @@ fn a_registry_rebuilt_from_stored_records_is_the_same() {
         back.add(Instance::from_stored(m).unwrap()).unwrap();
     }
     assert_eq!(back, reg);
+}
+
+#[test]
+fn restore_after_a_machine_boot_and_after_a_zone_server_restart() {
+    let (mut reg, mut host) = three_vms();
+    // U1 and U2 run (autoboot set by start), U3 is stopped (autoboot false).
+    run(&format!("stop {U2}"), &mut reg, &mut host);
+    run(&format!("update {U2} autoboot=true"), &mut reg, &mut host);
+    let mut records: Vec<String> = host.stored.values().cloned().collect();
+    records.push("{not json".into());
+    records.push(host.stored[U1].clone());
+    let texts: Vec<&str> = records.iter().map(String::as_str).collect();
+
+    // zone-server restarted: the VMs kept running; nothing to start.
+    let (back, boot, errors) = Registry::restore(&reg.server_uuid, &texts, false, "t");
+    assert_eq!(back, reg);
+    assert!(boot.is_empty());
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[1].contains("already exists"), "{errors:?}");
+
+    // The machine rebooted: nothing runs; autoboot VMs are to be started.
+    let (back, boot, _) = Registry::restore(&reg.server_uuid, &texts, true, "t");
+    let states: Vec<State> = back.iter().map(|vm| vm.state).collect();
+    assert_eq!(states, vec![State::Stopped; 3]);
+    let u = |s: &str| Uuid::parse(s).unwrap();
+    assert_eq!(boot, vec![u(U1), u(U2)]);
+    assert_eq!(back.get(&u(U1)).unwrap().props.get("pid"), None);
 }
