@@ -14,7 +14,7 @@ use core::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use crate::properties;
-use crate::registry::{resolve, text_of};
+use crate::registry::{Instance, text_of};
 
 pub const DEFAULT_FIELDS: &[&str] = &["uuid", "type", "ram", "state", "alias"];
 pub const DEFAULT_SORT: &[&str] = &["ram", "uuid"];
@@ -54,15 +54,6 @@ pub fn check_fields(fields: &[String], sort: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn field_value<'a>(vm: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
-    let parts: Vec<&str> = field.split('.').collect();
-    resolve(vm, &parts).into_iter().next()
-}
-
-fn cell(vm: &Map<String, Value>, field: &str) -> String {
-    field_value(vm, field).and_then(text_of).unwrap_or_else(|| "-".to_owned())
-}
-
 fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
         (None, None) => Ordering::Equal,
@@ -75,22 +66,31 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
 }
 
-/// Sorts `vmadm get` objects by `keys`.
-pub fn sort(vms: &mut [Map<String, Value>], keys: &[String]) {
-    vms.sort_by(|a, b| {
-        for k in keys {
-            let (name, desc) = match k.strip_prefix('-') {
-                Some(n) => (n, true),
-                None => (k.as_str(), false),
-            };
-            let o = compare(field_value(a, name), field_value(b, name));
-            let o = if desc { o.reverse() } else { o };
+/// Orders instances by `keys` (`-key` descending); each instance's keys
+/// are looked up once.
+pub fn sort<'a>(vms: Vec<&'a Instance>, keys: &[String], server_uuid: &str) -> Vec<&'a Instance> {
+    let parsed: Vec<(&str, bool)> = keys
+        .iter()
+        .map(|k| match k.strip_prefix('-') {
+            Some(n) => (n, true),
+            None => (k.as_str(), false),
+        })
+        .collect();
+    let mut keyed: Vec<(Vec<Option<Value>>, &Instance)> = vms
+        .into_iter()
+        .map(|vm| (parsed.iter().map(|(name, _)| vm.field(name, server_uuid).into_iter().next()).collect(), vm))
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        for (i, (_, desc)) in parsed.iter().enumerate() {
+            let o = compare(a[i].as_ref(), b[i].as_ref());
+            let o = if *desc { o.reverse() } else { o };
             if o != Ordering::Equal {
                 return o;
             }
         }
         Ordering::Equal
     });
+    keyed.into_iter().map(|(_, vm)| vm).collect()
 }
 
 fn min_width(field: &str) -> usize {
@@ -103,9 +103,11 @@ fn min_width(field: &str) -> usize {
     }
 }
 
-/// The text of `vmadm list` for these `vmadm get` objects.
-pub fn render(mut vms: Vec<Map<String, Value>>, fmt: &ListFormat) -> String {
-    sort(&mut vms, &fmt.sort);
+/// The text of `vmadm list` for these instances.
+pub fn render(vms: Vec<&Instance>, server_uuid: &str, fmt: &ListFormat) -> String {
+    let vms = sort(vms, &fmt.sort, server_uuid);
+    let cell =
+        |vm: &Instance, f: &str| vm.field(f, server_uuid).first().and_then(text_of).unwrap_or_else(|| "-".to_owned());
     let rows: Vec<Vec<String>> = vms.iter().map(|vm| fmt.fields.iter().map(|f| cell(vm, f)).collect()).collect();
     let mut out = String::new();
     if fmt.parsable {

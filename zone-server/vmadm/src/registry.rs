@@ -111,6 +111,32 @@ impl Instance {
         m
     }
 
+    /// A property [`Instance::to_json`] computes, without building the
+    /// whole object.
+    pub fn computed(&self, name: &str, server_uuid: &str) -> Option<Value> {
+        Some(match name {
+            "state" => Value::String(self.state.name().into()),
+            "zone_state" => Value::String(self.state.zone_state().into()),
+            "type" => Value::String(if self.brand() == "kvm" { "KVM" } else { "BHYVE" }.into()),
+            "hvm" => Value::Bool(true),
+            "zonename" => Value::String(self.uuid.text()),
+            "zonepath" => Value::String(format!("/zones/{}", self.uuid)),
+            "server_uuid" => Value::String(server_uuid.into()),
+            "v" => Value::from(1),
+            _ => return None,
+        })
+    }
+
+    /// The values at a dotted field path (`ram`, `nics.*.ip`), as
+    /// [`resolve`] finds them in [`Instance::to_json`], without building it.
+    pub fn field(&self, path: &str, server_uuid: &str) -> Vec<Value> {
+        let parts: Vec<&str> = path.split('.').collect();
+        if let Some(v) = self.computed(parts[0], server_uuid) {
+            return if parts.len() == 1 { alloc::vec![v] } else { Vec::new() };
+        }
+        resolve(&self.props, &parts).into_iter().cloned().collect()
+    }
+
     /// MAC addresses of the instance's NICs.
     pub fn macs(&self) -> Vec<String> {
         macs_of(&self.props)
@@ -156,9 +182,8 @@ impl Filter {
         Ok(Self { field: field.into(), value: value.into() })
     }
 
-    pub fn matches(&self, vm: &Map<String, Value>) -> bool {
-        let parts: Vec<&str> = self.field.split('.').collect();
-        resolve(vm, &parts).iter().any(|v| text_of(v).as_deref() == Some(self.value.as_str()))
+    pub fn matches(&self, vm: &Instance, server_uuid: &str) -> bool {
+        vm.field(&self.field, server_uuid).iter().any(|v| text_of(v).as_deref() == Some(self.value.as_str()))
     }
 }
 
@@ -337,12 +362,13 @@ impl Registry {
         (reg, boot, errors)
     }
 
+    /// The instances matching every filter, by uuid.
+    pub fn select(&self, filters: &[Filter]) -> Vec<&Instance> {
+        self.instances.values().filter(|vm| filters.iter().all(|f| f.matches(vm, &self.server_uuid))).collect()
+    }
+
     /// The instances matching every filter, as `vmadm get` objects, by uuid.
     pub fn lookup(&self, filters: &[Filter]) -> Vec<(Uuid, Map<String, Value>)> {
-        self.instances
-            .values()
-            .map(|vm| (vm.uuid, vm.to_json(&self.server_uuid)))
-            .filter(|(_, j)| filters.iter().all(|f| f.matches(j)))
-            .collect()
+        self.select(filters).into_iter().map(|vm| (vm.uuid, vm.to_json(&self.server_uuid))).collect()
     }
 }

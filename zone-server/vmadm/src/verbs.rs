@@ -126,20 +126,17 @@ pub fn execute(cmd: Command, reg: &mut Registry, host: &mut dyn Host) -> Output 
         Command::Help => Output::out(argv::USAGE.to_owned()),
         Command::Validate { action, brand, file } => validate_verb(action, brand.as_deref(), file.as_deref(), host),
         Command::Create { file } => create(file.as_deref(), reg, host),
-        Command::List { format, filters } => {
-            let vms = reg.lookup(&filters).into_iter().map(|(_, j)| j).collect();
-            Output::out(list::render(vms, &format))
-        }
+        Command::List { format, filters } => Output::out(list::render(reg.select(&filters), &reg.server_uuid, &format)),
         Command::Lookup { json, one, fields, filters } => {
-            let found = reg.lookup(&filters);
+            let found = reg.select(&filters);
             if one && found.len() != 1 {
                 return Output::fail(format!("Requested unique lookup but found {} results.", found.len()));
             }
             if json {
-                let vms: Vec<Map<String, Value>> = found.into_iter().map(|(_, j)| j).collect();
+                let vms: Vec<Map<String, Value>> = found.iter().map(|vm| vm.to_json(&reg.server_uuid)).collect();
                 Output::out(list::lookup_json(&vms, fields.as_deref()))
             } else {
-                Output::out(found.iter().map(|(u, _)| format!("{u}\n")).collect())
+                Output::out(found.iter().map(|vm| format!("{}\n", vm.uuid)).collect())
             }
         }
         Command::Get { uuid } => match reg.get(&uuid) {

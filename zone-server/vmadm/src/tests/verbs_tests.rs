@@ -381,8 +381,12 @@ fn restore_after_a_machine_boot_and_after_a_zone_server_restart() {
 #[test]
 fn update_nics_applies_every_entry_even_after_a_new_primary() {
     let (mut reg, mut host) = machine();
-    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1, "nics": [
-        {"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}, {"nic_tag": "b", "mac": "90:b8:d0:00:00:02"}]}));
+    make(
+        &mut reg,
+        &mut host,
+        json!({"brand": "bhyve", "kernel": "k", "uuid": U1, "nics": [
+        {"nic_tag": "a", "mac": "90:b8:d0:00:00:01"}, {"nic_tag": "b", "mac": "90:b8:d0:00:00:02"}]}),
+    );
     let out = run_stdin(
         &format!("update {U1}"),
         r#"{"update_nics": [{"mac": "90:b8:d0:00:00:02", "primary": true}, {"mac": "90:b8:d0:00:00:01", "vlan_id": 7}]}"#,
