@@ -87,12 +87,6 @@ pub fn check_disk(path: &str, v: &Value, action: Action, out: &mut Problems) -> 
         }
         return Some(Value::Object(d));
     }
-    if let Some(p) = d.get("path").and_then(Value::as_str)
-        && (p.is_empty() || p.split('/').any(|c| c == ".." || c == "."))
-    {
-        out.bad_value(&format!("{path}.path"), format!("must not contain \".\" or \"..\" components, got \"{p}\""));
-        return None;
-    }
     let image = d.contains_key("image_uuid");
     let media_disk = d.get("media").and_then(Value::as_str).unwrap_or("disk") == "disk";
     let existing = d.get("nocreate") == Some(&Value::Bool(true)) || d.contains_key("path");

@@ -44,6 +44,9 @@ pub enum Kind {
     Str {
         max: usize,
     },
+    /// A path (kernel, initrd, a disk's volume): non-empty text without
+    /// `.` or `..` components, at most [`MAX_STRING`] bytes.
+    Path,
     /// An alias: text without `/`, not `.` or `..`, at most [`MAX_ALIAS`].
     Alias,
     /// An RFC 1123 hostname.
@@ -226,10 +229,10 @@ pub const TOP: &[Prop] = &[
     p("image_uuid", Uuid, true, No, true),
     p("indestructible_delegated", Bool, true, Stored, true),
     p("indestructible_zoneroot", Bool, true, Stored, true),
-    p("initrd", S, true, NextStart, false).honoured(),
+    p("initrd", Path, true, NextStart, false).honoured(),
     p("internal_metadata", StrMap, true, Live, false).honoured().default(Default::EmptyMap),
     p("internal_metadata_namespaces", List { item: Item::Str { max: 256 }, max: 64 }, true, Stored, false),
-    p("kernel", S, true, NextStart, false).honoured(),
+    p("kernel", Path, true, NextStart, false).honoured(),
     p("last_modified", Timestamp, RO, No, true),
     p("max_locked_memory", Int { min: 0, max: MAX_RAM + 1024 }, true, Stored, true).default(Default::Computed),
     p("max_lwps", Int { min: 0, max: i64::MAX >> 1 }, true, Stored, true).default(Default::Int(2000)),
@@ -305,7 +308,7 @@ pub const DISK: &[Prop] = &[
         .only(&["virtio"], "disk models are"),
     p("nocreate", Bool, true, No, false),
     p("notrim", Bool, true, NextStart, true),
-    p("path", S, true, No, true).honoured(),
+    p("path", Path, true, No, true).honoured(),
     p("pci_slot", PciSlot, true, NextStart, true).not_yet("choosing a disk's PCI slot is"),
     p("refreservation", Int { min: 0, max: MAX_DISK_MIB }, true, Stored, false),
     p("size", Int { min: 1, max: MAX_DISK_MIB }, true, NextStart, true).honoured(),

@@ -22,6 +22,7 @@ use crate::validate::{self, Checked};
 use crate::verbs::{self, Host, Output};
 
 mod hostile;
+mod random;
 mod verbs_tests;
 
 fn obj(v: Value) -> Map<String, Value> {

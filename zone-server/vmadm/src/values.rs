@@ -197,6 +197,14 @@ pub(crate) fn check_map(path: &str, v: &Value, tags: bool, out: &mut Problems) -
 pub fn check_value(path: &str, prop: &Prop, v: &Value, out: &mut Problems) -> Option<Value> {
     let value = match prop.kind {
         Kind::Str { max } => check_str(path, v, max, out).map(Value::String),
+        Kind::Path => {
+            let s = check_str(path, v, properties::MAX_STRING, out)?;
+            if s.is_empty() || s.split('/').any(|c| c == "." || c == "..") {
+                out.bad_value(path, format!("must be a path without \".\" or \"..\" components, got \"{s}\""));
+                return None;
+            }
+            Some(Value::String(s))
+        }
         Kind::Alias => {
             let s = check_str(path, v, properties::MAX_ALIAS, out)?;
             if s.is_empty() || s == "." || s == ".." || s.contains('/') {
