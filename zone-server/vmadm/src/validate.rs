@@ -59,17 +59,42 @@ fn push_once(list: &mut Vec<String>, name: &str) {
     }
 }
 
+/// The longest property name repeated in a message.
+pub const MAX_NAME_SHOWN: usize = 128;
+
+/// A property name as messages show it: control characters escaped (a
+/// payload's key must not drive the terminal that prints the error) and
+/// cut to [`MAX_NAME_SHOWN`] characters.
+pub fn printable(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == MAX_NAME_SHOWN {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Problems {
     pub fn bad_value(&mut self, property: &str, why: impl AsRef<str>) {
-        push_once(&mut self.bad_values, property);
+        let property = printable(property);
+        push_once(&mut self.bad_values, &property);
         self.reasons.push(format!("vmadm: property \"{property}\": {}", why.as_ref()));
     }
     pub fn bad_property(&mut self, property: &str, why: impl AsRef<str>) {
-        push_once(&mut self.bad_properties, property);
+        let property = printable(property);
+        push_once(&mut self.bad_properties, &property);
         self.reasons.push(format!("vmadm: property \"{property}\": {}", why.as_ref()));
     }
     pub fn missing(&mut self, property: &str, why: impl AsRef<str>) {
-        push_once(&mut self.missing_properties, property);
+        let property = printable(property);
+        push_once(&mut self.missing_properties, &property);
         self.reasons.push(format!("vmadm: property \"{property}\": required ({})", why.as_ref()));
     }
     /// Nothing wrong at all (what `validate` needs).

@@ -297,3 +297,23 @@ fn hostile_updates_are_refused_by_name() {
         assert_eq!(reg, before, "{args}");
     }
 }
+
+#[test]
+fn hostile_property_names_cannot_drive_the_terminal() {
+    let mut reg = Registry::new("s");
+    let mut host = FakeHost::default();
+    let name = format!("\u{1b}]0;pwned\u{7}\u{1b}[2J{}", "x".repeat(10_000));
+    let mut p = json!({"brand": "bhyve", "kernel": "k"});
+    p[name.as_str()] = json!(1);
+    p["customer_metadata"] = json!({ name.as_str(): {"nested": 1} });
+    let out = run_stdin("validate create", &p.to_string(), &mut reg, &mut host);
+    assert_eq!(out.code, 1);
+    assert!(!out.stderr.trim_end().chars().any(|c| c.is_control()), "{:?}", out.stderr);
+    assert!(out.stderr.len() < 1000, "{}", out.stderr.len());
+    assert!(out.stderr.contains(r#"\\u{1b}]0;pwned\\u{7}"#), "{}", &out.stderr[..200]);
+    p["customer_metadata"] = json!({});
+    let out = run_stdin("create", &p.to_string(), &mut reg, &mut host);
+    assert_eq!(out.code, 0);
+    let warning = out.stderr.lines().next().unwrap();
+    assert!(!warning.chars().any(|c| c.is_control()) && warning.len() < 250, "{warning:?}");
+}
