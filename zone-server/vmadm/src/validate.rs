@@ -81,21 +81,29 @@ pub fn printable(name: &str) -> String {
     out
 }
 
+/// A reason cut to 256 characters (it may quote the value given).
+fn short(why: &str) -> String {
+    match why.char_indices().nth(256) {
+        Some((i, _)) => format!("{}...", &why[..i]),
+        None => why.to_owned(),
+    }
+}
+
 impl Problems {
     pub fn bad_value(&mut self, property: &str, why: impl AsRef<str>) {
         let property = printable(property);
         push_once(&mut self.bad_values, &property);
-        self.reasons.push(format!("vmadm: property \"{property}\": {}", why.as_ref()));
+        self.reasons.push(format!("vmadm: property \"{property}\": {}", short(why.as_ref())));
     }
     pub fn bad_property(&mut self, property: &str, why: impl AsRef<str>) {
         let property = printable(property);
         push_once(&mut self.bad_properties, &property);
-        self.reasons.push(format!("vmadm: property \"{property}\": {}", why.as_ref()));
+        self.reasons.push(format!("vmadm: property \"{property}\": {}", short(why.as_ref())));
     }
     pub fn missing(&mut self, property: &str, why: impl AsRef<str>) {
         let property = printable(property);
         push_once(&mut self.missing_properties, &property);
-        self.reasons.push(format!("vmadm: property \"{property}\": required ({})", why.as_ref()));
+        self.reasons.push(format!("vmadm: property \"{property}\": required ({})", short(why.as_ref())));
     }
     /// Nothing wrong at all (what `validate` needs).
     pub fn is_empty(&self) -> bool {

@@ -92,6 +92,7 @@ fn cases() -> Vec<(&'static str, Value, List, &'static str)> {
         ("vlan out of range", nic(json!({"vlan_id": 5000})), BadValue, "nics.0.vlan_id"),
         ("static ip without netmask", nic(json!({"ip": "10.0.0.5"})), Missing, "nics.0.netmask"),
         ("ips without prefix", nic(json!({"ips": ["10.0.0.5"]})), BadValue, "nics.0.ips.0"),
+        ("huge ips entry", nic(json!({"ips": ["1".repeat(4000)]})), BadValue, "nics.0.ips.0"),
         (
             "ip disagrees with ips",
             nic(json!({"ip": "10.0.0.5", "netmask": "255.0.0.0", "ips": ["10.0.0.6/8"]})),
