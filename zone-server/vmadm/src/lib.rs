@@ -6,7 +6,8 @@
 //! deprecated forms ([`validate`], [`coerce`]), the instance record and its
 //! state machine ([`state`]), the set of instances ([`registry`]), the
 //! verbs with vmadm's argv, output formats, messages and exit codes
-//! ([`argv`], [`list`], [`update`], [`verbs`]), and the bridge to the JSON a
+//! ([`argv`], [`list`], [`update`], [`verbs`]; [`ops`] has the same
+//! operations with structured results, for the HTTP API), and the bridge to the JSON a
 //! `vmm-server` is started from ([`vmm`]).
 //!
 //! Nothing here touches hardware, IPC or storage: the side effects of a verb
@@ -21,6 +22,7 @@ pub mod argv;
 pub mod coerce;
 pub mod devices;
 pub mod list;
+pub mod ops;
 pub mod properties;
 pub mod registry;
 pub mod state;

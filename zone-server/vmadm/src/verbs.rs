@@ -11,7 +11,7 @@
 
 use alloc::borrow::ToOwned;
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde_json::{Map, Value};
@@ -19,12 +19,10 @@ use serde_json::{Map, Value};
 use crate::argv::{self, Command};
 use crate::coerce;
 use crate::list;
+use crate::ops::{self, OpError};
 use crate::registry::{Instance, Registry};
-use crate::state::{Event, State};
-use crate::update;
 use crate::uuid::Uuid;
 use crate::validate::{self, Action, Problems};
-use crate::vmm;
 
 /// What the verbs need from the machine. zone-server implements it with
 /// storaged, netd and vmm-server processes; tests with a fake.
@@ -86,38 +84,30 @@ pub fn run(args: &[&str], reg: &mut Registry, host: &mut dyn Host) -> Output {
     }
 }
 
-fn record(reg: &Registry, vm: &Instance) -> String {
-    Value::Object(vm.to_json(&reg.server_uuid)).to_string()
-}
-
-fn save(reg: &Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), String> {
-    match reg.get(uuid) {
-        Some(vm) => host.persist(uuid, Some(&record(reg, vm))),
-        None => host.persist(uuid, None),
-    }
-}
-
 fn problem_lines(p: &Problems) -> String {
     let mut s = String::new();
     for r in &p.reasons {
-        s.push_str(r);
         s.push('\n');
+        s.push_str(r);
     }
     s
 }
 
-fn summary(p: &Problems) -> String {
-    let mut parts = Vec::new();
-    if !p.bad_values.is_empty() {
-        parts.push(format!("Invalid value(s) for: {}", p.bad_values.join(",")));
+/// vmadm's failure text for `verb`: `Unable to <verb> VM <uuid>: <why>`,
+/// and one line per refused property.
+fn unable(verb: &str, uuid: &Uuid, e: &OpError) -> Output {
+    let details = match e {
+        OpError::Invalid(p) => problem_lines(p),
+        _ => String::new(),
+    };
+    Output::fail(format!("Unable to {verb} VM {uuid}: {}{details}", e.reason()))
+}
+
+fn done(r: Result<(), OpError>, verb: &str, uuid: &Uuid, success: String) -> Output {
+    match r {
+        Ok(()) => Output::ok_err(success),
+        Err(e) => unable(verb, uuid, &e),
     }
-    if !p.missing_properties.is_empty() {
-        parts.push(format!("Missing required properties: {}", p.missing_properties.join(",")));
-    }
-    if !p.bad_properties.is_empty() {
-        parts.push(format!("Invalid properties: {}", p.bad_properties.join(",")));
-    }
-    parts.join("; ")
 }
 
 /// Executes a parsed command.
@@ -143,21 +133,32 @@ pub fn execute(cmd: Command, reg: &mut Registry, host: &mut dyn Host) -> Output 
             Some(vm) => Output::out(list::get_json(&vm.to_json(&reg.server_uuid))),
             None => Output::fail(format!("Unable to get VM {uuid}: VM not found")),
         },
-        Command::Info { uuid, types } => info(reg, &uuid, &types),
-        Command::Start { uuid } => start(reg, host, &uuid),
-        Command::Stop { uuid, force, timeout } => stop(reg, host, &uuid, force, timeout),
-        Command::Reboot { uuid, force } => reboot(reg, host, &uuid, force),
+        Command::Info { uuid, types } => match ops::info(reg, &uuid, &types) {
+            Ok(m) => Output::out(list::get_json(&m)),
+            Err(e) => Output::fail(format!("Unable to get info for VM {uuid}: {}", e.reason())),
+        },
+        Command::Start { uuid } => {
+            done(ops::start(reg, host, &uuid), "start", &uuid, format!("Successfully started VM {uuid}"))
+        }
+        Command::Stop { uuid, force, timeout } => done(
+            ops::stop(reg, host, &uuid, force, timeout),
+            "stop",
+            &uuid,
+            format!("Successfully completed stop for VM {uuid}"),
+        ),
+        Command::Reboot { uuid, force } => done(
+            ops::reboot(reg, host, &uuid, force, argv::DEFAULT_STOP_TIMEOUT),
+            "reboot",
+            &uuid,
+            format!("Successfully completed reboot for VM {uuid}"),
+        ),
         Command::Update { uuid, file, props } => update_verb(reg, host, &uuid, file.as_deref(), &props),
-        Command::Delete { uuid } => delete(reg, host, &uuid),
-        Command::Console { uuid } => match reg.get(&uuid) {
-            None => Output::fail(format!("Unable to connect to console of VM {uuid}: VM not found")),
-            Some(vm) if vm.state != State::Running && vm.state != State::Stopping => {
-                Output::fail(format!("Unable to connect to console of VM {uuid}: VM is not running"))
-            }
-            Some(vm) => match host.console(vm) {
-                Ok(()) => Output::default(),
-                Err(e) => Output::fail(format!("Unable to connect to console of VM {uuid}: {e}")),
-            },
+        Command::Delete { uuid } => {
+            done(ops::delete(reg, host, &uuid), "delete", &uuid, format!("Successfully deleted VM {uuid}"))
+        }
+        Command::Console { uuid } => match ops::console(reg, host, &uuid) {
+            Ok(()) => Output::default(),
+            Err(e) => Output::fail(format!("Unable to connect to console of VM {uuid}: {}", e.reason())),
         },
     }
 }
@@ -192,134 +193,24 @@ fn validate_verb(action: Action, brand: Option<&str>, file: Option<&str>, host: 
 }
 
 fn create(file: Option<&str>, reg: &mut Registry, host: &mut dyn Host) -> Output {
-    let m = match payload(host, file) {
-        Ok(m) => m,
+    let text = match host.read_payload(file) {
+        Ok(t) => t,
         Err(e) => return Output::fail(format!("Failed to create VM: {e}")),
     };
-    let checked = validate::check_create(&m);
-    let p = &checked.problems;
-    if !p.only_bad_properties() {
-        return Output::fail(format!("Failed to create VM: {}\n{}", summary(p), problem_lines(p).trim_end()));
-    }
-    let mut warnings = String::new();
-    for name in &p.bad_properties {
-        warnings.push_str(&format!("WARNING: ignoring property \"{name}\": not a bhyve create property\n"));
-    }
-    let mut props = checked.payload;
-    validate::create_defaults(&mut props, &mut |b| host.random(b));
-    let now = host.now();
-    let vm = match Instance::new(props, &now) {
-        Ok(vm) => vm,
-        Err(e) => return Output::fail(format!("{warnings}Failed to create VM: {e}")),
-    };
-    let uuid = vm.uuid;
-    if let Err(e) = reg.add(vm) {
-        return Output::fail(format!("{warnings}Failed to create VM: {e}"));
-    }
-    let fail = |reg: &mut Registry, host: &mut dyn Host, e: String, warnings: &str| {
-        let now = host.now();
-        if let Some(vm) = reg.get_mut(&uuid) {
-            let _ = vm.apply(Event::ProvisionFailed, &now);
-        }
-        let _ = save(reg, host, &uuid);
-        Output::fail(format!("{warnings}Failed to create VM {uuid}: {e}"))
-    };
-    let vm = reg.get(&uuid).expect("just added");
-    let config = vmm::vm_config_json(&vm.props);
-    let boot = vm.autoboot();
-    if let Err(e) = host.provision(vm, &config) {
-        return fail(reg, host, e, &warnings);
-    }
-    if boot {
-        match host.start(vm, &config) {
-            Ok(pid) => {
-                let vm = reg.get_mut(&uuid).expect("just added");
-                let _ = vm.apply(Event::Provisioned { boot: true }, &now);
-                vm.props.insert("pid".into(), Value::from(pid));
+    match ops::create(&text, reg, host) {
+        Ok(c) => {
+            let mut s = String::new();
+            for w in &c.warnings {
+                s.push_str(w);
+                s.push('\n');
             }
-            Err(e) => return fail(reg, host, e, &warnings),
+            Output::ok_err(format!("{s}Successfully created VM {}", c.uuid))
         }
-    } else {
-        let _ = reg.get_mut(&uuid).expect("just added").apply(Event::Provisioned { boot: false }, &now);
-    }
-    if let Err(e) = save(reg, host, &uuid) {
-        warnings.push_str(&format!("WARNING: VM {uuid} was created but its record was not saved: {e}\n"));
-    }
-    Output::ok_err(format!("{warnings}Successfully created VM {uuid}"))
-}
-
-fn start(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Output {
-    let Some(vm) = reg.get(uuid) else { return Output::fail(format!("Unable to start VM {uuid}: VM not found")) };
-    if let Err(r) = crate::state::next(vm.state, Event::Start) {
-        return Output::fail(format!("Unable to start VM {uuid}: {r}"));
-    }
-    let config = vmm::vm_config_json(&vm.props);
-    match host.start(vm, &config) {
-        Ok(pid) => {
-            let now = host.now();
-            let vm = reg.get_mut(uuid).expect("present");
-            let _ = vm.apply(Event::Start, &now);
-            vm.props.insert("pid".into(), Value::from(pid));
-            let _ = save(reg, host, uuid);
-            Output::ok_err(format!("Successfully started VM {uuid}"))
+        Err(OpError::Failed { uuid: Some(u), why }) => Output::fail(format!("Failed to create VM {u}: {why}")),
+        Err(OpError::Invalid(p)) => {
+            Output::fail(format!("Failed to create VM: {}{}", ops::summary(&p), problem_lines(&p)))
         }
-        Err(e) => Output::fail(format!("Unable to start VM {uuid}: {e}")),
-    }
-}
-
-fn stop(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout: u32) -> Output {
-    let now = host.now();
-    let Some(vm) = reg.get_mut(uuid) else { return Output::fail(format!("Unable to stop VM {uuid}: VM not found")) };
-    let before = vm.clone();
-    let first = if force { Event::Halted } else { Event::StopRequested };
-    if let Err(r) = crate::state::next(vm.state, first) {
-        return Output::fail(format!("Unable to stop VM {uuid}: {r}"));
-    }
-    if !force {
-        let _ = vm.apply(Event::StopRequested, &now);
-    }
-    let vm_now = vm.clone();
-    match host.stop(&vm_now, force, timeout) {
-        Ok(()) => {
-            let now = host.now();
-            let vm = reg.get_mut(uuid).expect("present");
-            let _ = vm.apply(Event::Halted, &now);
-            let _ = save(reg, host, uuid);
-            Output::ok_err(format!("Successfully completed stop for VM {uuid}"))
-        }
-        Err(e) => {
-            *reg.get_mut(uuid).expect("present") = before;
-            Output::fail(format!("Unable to stop VM {uuid}: {e}"))
-        }
-    }
-}
-
-fn reboot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool) -> Output {
-    let Some(vm) = reg.get(uuid) else { return Output::fail(format!("Unable to reboot VM {uuid}: VM not found")) };
-    if let Err(r) = crate::state::next(vm.state, Event::Reboot) {
-        return Output::fail(format!("Unable to reboot VM {uuid}: {r}"));
-    }
-    let vm = vm.clone();
-    if let Err(e) = host.stop(&vm, force, argv::DEFAULT_STOP_TIMEOUT) {
-        return Output::fail(format!("Unable to reboot VM {uuid}: {e}"));
-    }
-    // The new vmm-server gets the properties changed for the next start.
-    let config = vmm::vm_config_json(&vm.props);
-    let now = host.now();
-    match host.start(&vm, &config) {
-        Ok(pid) => {
-            let vm = reg.get_mut(uuid).expect("present");
-            let _ = vm.apply(Event::Reboot, &now);
-            vm.props.insert("pid".into(), Value::from(pid));
-            let _ = save(reg, host, uuid);
-            Output::ok_err(format!("Successfully completed reboot for VM {uuid}"))
-        }
-        Err(e) => {
-            let vm = reg.get_mut(uuid).expect("present");
-            let _ = vm.apply(Event::Exited, &now);
-            let _ = save(reg, host, uuid);
-            Output::fail(format!("Unable to reboot VM {uuid}: stopped, but did not start again: {e}"))
-        }
+        Err(e) => Output::fail(format!("Failed to create VM: {}", e.reason())),
     }
 }
 
@@ -330,114 +221,16 @@ fn update_verb(
     file: Option<&str>,
     pairs: &[(String, String)],
 ) -> Output {
-    let Some(vm) = reg.get(uuid) else { return Output::fail(format!("Unable to update VM {uuid}: VM not found")) };
-    if matches!(vm.state, State::Provisioning | State::Failed) {
-        let why = crate::state::next(vm.state, Event::Start).err().map(|r| r.0).unwrap_or("VM cannot be updated now");
-        return Output::fail(format!("Unable to update VM {uuid}: {why}"));
+    if reg.get(uuid).is_none() {
+        return unable("update", uuid, &OpError::NotFound);
     }
-    let brand = vm.brand().to_owned();
     let m = if pairs.is_empty() {
         match payload(host, file) {
             Ok(m) => m,
-            Err(e) => return Output::fail(format!("Unable to update VM {uuid}: {e}")),
+            Err(e) => return unable("update", uuid, &OpError::Payload(e)),
         }
     } else {
         pairs.iter().map(|(k, v)| (k.clone(), coerce::from_cli(v))).collect()
     };
-    let checked = validate::check_update(&brand, &m);
-    if !checked.problems.is_empty() {
-        let p = &checked.problems;
-        return Output::fail(format!("Unable to update VM {uuid}: {}\n{}", summary(p), problem_lines(p).trim_end()));
-    }
-    let mut props = vm.props.clone();
-    let applied = match update::apply(&mut props, &checked.payload, &mut |b| host.random(b)) {
-        Ok(a) => a,
-        Err(p) => {
-            return Output::fail(format!(
-                "Unable to update VM {uuid}: {}\n{}",
-                summary(&p),
-                problem_lines(&p).trim_end()
-            ));
-        }
-    };
-    if let Err(e) = reg.check_macs(uuid, &crate::registry::macs_of(&props)) {
-        return Output::fail(format!("Unable to update VM {uuid}: {e}"));
-    }
-    let now = host.now();
-    let vm = reg.get_mut(uuid).expect("present");
-    vm.props = props;
-    vm.props.insert("last_modified".into(), Value::String(now));
-    let running = vm.state == State::Running;
-    let vm = vm.clone();
-    if running
-        && !applied.live.is_empty()
-        && let Err(e) = host.update_live(&vm, &applied.live)
-    {
-        let _ = save(reg, host, uuid);
-        return Output::fail(format!(
-            "Unable to update VM {uuid}: saved, but the running VM did not take {}: {e}",
-            applied.live.join(",")
-        ));
-    }
-    let _ = save(reg, host, uuid);
-    Output::ok_err(format!("Successfully updated VM {uuid}"))
-}
-
-fn delete(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Output {
-    let Some(vm) = reg.get(uuid) else { return Output::fail(format!("Unable to delete VM {uuid}: VM not found")) };
-    let vm = vm.clone();
-    if matches!(vm.state, State::Running | State::Stopping)
-        && let Err(e) = host.stop(&vm, true, 0)
-    {
-        return Output::fail(format!("Unable to delete VM {uuid}: could not halt it: {e}"));
-    }
-    if let Err(e) = host.destroy(&vm) {
-        return Output::fail(format!("Unable to delete VM {uuid}: {e}"));
-    }
-    let _ = reg.remove(uuid);
-    let _ = host.persist(uuid, None);
-    Output::ok_err(format!("Successfully deleted VM {uuid}"))
-}
-
-fn info(reg: &Registry, uuid: &Uuid, types: &[String]) -> Output {
-    let Some(vm) = reg.get(uuid) else {
-        return Output::fail(format!("Unable to get info for VM {uuid}: VM not found"));
-    };
-    if vm.state != State::Running {
-        return Output::fail(format!("Unable to get info for VM {uuid}: VM is not running"));
-    }
-    let want = |t: &str| types.is_empty() || types.iter().any(|x| x == t || x == "all");
-    let mut m = Map::new();
-    if want("block") {
-        let disks = vm.props.get("disks").and_then(Value::as_array).cloned().unwrap_or_default();
-        let block: Vec<Value> = disks
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let mut b = Map::new();
-                b.insert("device".into(), Value::String(format!("virtio{i}")));
-                for k in ["path", "model", "size", "boot", "media"] {
-                    if let Some(v) = d.get(k) {
-                        b.insert(k.into(), v.clone());
-                    }
-                }
-                Value::Object(b)
-            })
-            .collect();
-        m.insert("block".into(), Value::Array(block));
-    }
-    if want("chardev") {
-        let mut c = Map::new();
-        c.insert("serial0".into(), Value::String("console".into()));
-        c.insert("serial1".into(), Value::String("metadata".into()));
-        m.insert("chardev".into(), Value::Object(c));
-    }
-    if want("cpus") {
-        let n = vm.props.get("vcpus").and_then(Value::as_u64).unwrap_or(1);
-        m.insert("cpus".into(), Value::Array((0..n).map(|i| serde_json::json!({ "cpu": i })).collect()));
-    }
-    if want("version") {
-        m.insert("version".into(), Value::String(format!("alcove vmm-server (vmadm {})", env!("CARGO_PKG_VERSION"))));
-    }
-    Output::out(list::get_json(&m))
+    done(ops::update(reg, host, uuid, &m).map(|_| ()), "update", uuid, format!("Successfully updated VM {uuid}"))
 }

@@ -398,3 +398,27 @@ fn update_nics_applies_every_entry_even_after_a_new_primary() {
     assert_eq!((nics[0].get("primary"), nics[1]["primary"].as_bool()), (None, Some(true)));
     assert_eq!(nics[0]["vlan_id"], 7);
 }
+
+#[test]
+fn operations_answer_with_structured_errors() {
+    use crate::ops::{self, OpError};
+    let (mut reg, mut host) = machine();
+    let u = Uuid::parse(U1).unwrap();
+    assert_eq!(ops::start(&mut reg, &mut host, &u), Err(OpError::NotFound));
+    assert!(matches!(ops::create("{", &mut reg, &mut host), Err(OpError::Payload(_))));
+    match ops::create(r#"{"brand": "bhyve", "kernel": "k", "ram": 1}"#, &mut reg, &mut host) {
+        Err(OpError::Invalid(p)) => assert_eq!(p.bad_values, vec!["ram"]),
+        other => panic!("{other:?}"),
+    }
+    let c = ops::create(&json!({"brand": "bhyve", "kernel": "k", "uuid": U1, "x": 1}).to_string(), &mut reg, &mut host);
+    assert_eq!(c.map(|c| (c.uuid, c.warnings.len())), Ok((u, 1)));
+    assert_eq!(ops::start(&mut reg, &mut host, &u), Err(OpError::Conflict("VM is already running".into())));
+    host.fail.insert("provision", "no space".into());
+    let e = ops::create(&json!({"brand": "bhyve", "kernel": "k", "uuid": U2}).to_string(), &mut reg, &mut host);
+    assert_eq!(e, Err(OpError::Failed { uuid: Some(Uuid::parse(U2).unwrap()), why: "no space".into() }));
+    let applied = ops::update(&mut reg, &mut host, &u, &obj(json!({"cpu_cap": 50, "ram": 512, "alias": "a"}))).unwrap();
+    assert_eq!(
+        (applied.live, applied.next_start, applied.stored),
+        (vec!["cpu_cap".to_owned()], vec!["ram".to_owned()], vec!["alias".to_owned()])
+    );
+}
