@@ -95,6 +95,7 @@ pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Cre
         .map(|name| format!("WARNING: ignoring property \"{name}\": not a bhyve create property"))
         .collect();
     let mut props = checked.payload;
+    images(props.get_mut("disks"), "disks", host)?;
     validate::create_defaults(&mut props, &mut |b| host.random(b));
     let now = host.now();
     let vm = Instance::new(props, &now).map_err(OpError::Payload)?;
@@ -125,6 +126,28 @@ pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Cre
             Err(OpError::Failed { uuid: Some(uuid), why })
         }
     }
+}
+
+/// Disks cloned from an image: the image must be installed; the disk
+/// gets the image's size as `image_size` (unless given) and `size` (as
+/// vmadm shows every disk's size).
+fn images(disks: Option<&mut Value>, name: &str, host: &mut dyn Host) -> Result<(), OpError> {
+    let mut problems = Problems::default();
+    if let Some(Value::Array(disks)) = disks {
+        for (i, d) in disks.iter_mut().enumerate() {
+            let Some(d) = d.as_object_mut() else { continue };
+            let Some(image) = d.get("image_uuid").and_then(Value::as_str).and_then(Uuid::parse) else { continue };
+            match host.image_size(&image) {
+                Ok(mib) => {
+                    let size = d.get("image_size").and_then(Value::as_u64).unwrap_or(mib);
+                    d.insert("image_size".into(), Value::from(size));
+                    d.insert("size".into(), Value::from(size));
+                }
+                Err(why) => problems.bad_value(&format!("{name}.{i}.image_uuid"), format!("image {image}: {why}")),
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(OpError::Invalid(problems)) }
 }
 
 fn found<'a>(reg: &'a Registry, uuid: &Uuid) -> Result<&'a Instance, OpError> {
@@ -214,8 +237,10 @@ pub fn update(
     if !checked.problems.is_empty() {
         return Err(OpError::Invalid(checked.problems));
     }
+    let mut payload = checked.payload;
+    images(payload.get_mut("add_disks"), "add_disks", host)?;
     let mut props = vm.props.clone();
-    let applied = update::apply(&mut props, &checked.payload, &mut |b| host.random(b)).map_err(OpError::Invalid)?;
+    let applied = update::apply(&mut props, &payload, &mut |b| host.random(b)).map_err(OpError::Invalid)?;
     reg.check_macs(uuid, &macs_of(&props)).map_err(|e| OpError::Conflict(e.to_string()))?;
     let now = host.now();
     let vm = reg.get_mut(uuid).expect("found");

@@ -362,6 +362,21 @@ impl Registry {
         (reg, boot, errors)
     }
 
+    /// The VMs with a disk cloned from `image` (imgadm refuses to delete
+    /// an image in use).
+    pub fn using_image(&self, image: &Uuid) -> Vec<Uuid> {
+        let text = image.text();
+        self.instances
+            .values()
+            .filter(|vm| {
+                vm.props.get("disks").and_then(Value::as_array).is_some_and(|d| {
+                    d.iter().any(|d| d.get("image_uuid").and_then(Value::as_str) == Some(text.as_str()))
+                })
+            })
+            .map(|vm| vm.uuid)
+            .collect()
+    }
+
     /// The instances matching every filter, by uuid.
     pub fn select(&self, filters: &[Filter]) -> Vec<&Instance> {
         self.instances.values().filter(|vm| filters.iter().all(|f| f.matches(vm, &self.server_uuid))).collect()

@@ -483,6 +483,12 @@ impl Host for FakeHost {
             None => self.stdin.take().ok_or_else(|| "refusing to read a payload from a terminal; use -f".into()),
         }
     }
+    fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
+        match image.text().as_str() {
+            "462d1d03-8457-e134-a408-cf9ea2b9be96" => Ok(10240),
+            _ => Err("not installed (imgadm list)".into()),
+        }
+    }
     fn provision(&mut self, vm: &Instance, vmm_json: &str) -> Result<(), String> {
         vmm_server::config::VmConfig::from_json(vmm_json).map_err(|e| e.to_string())?;
         self.call("provision", vm)

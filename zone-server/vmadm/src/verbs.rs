@@ -34,6 +34,9 @@ pub trait Host {
     /// The payload of `create`/`validate`/`update`: the file's text with
     /// `-f FILE`, stdin's without (refused when stdin is a terminal).
     fn read_payload(&mut self, file: Option<&str>) -> Result<String, String>;
+    /// The size in MiB of an installed image (`imgadm list`), or why it
+    /// cannot be used (not installed, not a zvol image).
+    fn image_size(&mut self, image: &Uuid) -> Result<u64, String>;
     /// Sets up a new instance's resources (volumes cloned from images or
     /// made with their size, VNICs). `vmm_json` is its vmm-server
     /// description.

@@ -422,3 +422,31 @@ fn operations_answer_with_structured_errors() {
         (vec!["cpu_cap".to_owned()], vec!["ram".to_owned()], vec!["alias".to_owned()])
     );
 }
+
+#[test]
+fn disks_from_images_need_the_image_installed() {
+    let (mut reg, mut host) = machine();
+    let p = json!({"brand": "bhyve", "uuid": U1, "disks": [{"boot": true, "image_uuid": "c1a2b3c4-0000-4000-8000-000000000000"}]});
+    let out = run_stdin("create", &p.to_string(), &mut reg, &mut host);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr,
+        "Failed to create VM: Invalid value(s) for: disks.0.image_uuid\nvmadm: property \"disks.0.image_uuid\": \
+         image c1a2b3c4-0000-4000-8000-000000000000: not installed (imgadm list)\n"
+    );
+    assert!(reg.is_empty() && host.calls.is_empty());
+    let mut p = smartos_payload();
+    p["uuid"] = json!(U1);
+    make(&mut reg, &mut host, p);
+    let d = reg.get(&Uuid::parse(U1).unwrap()).unwrap().props["disks"][0].clone();
+    assert_eq!((d["image_size"].as_u64(), d["size"].as_u64()), (Some(10240), Some(10240)));
+    assert_eq!(
+        reg.using_image(&Uuid::parse("462d1d03-8457-e134-a408-cf9ea2b9be96").unwrap()),
+        vec![Uuid::parse(U1).unwrap()]
+    );
+    assert!(reg.using_image(&Uuid::parse(U2).unwrap()).is_empty());
+    let add = r#"{"add_disks": [{"image_uuid": "c1a2b3c4-0000-4000-8000-000000000000"}]}"#;
+    let out = run_stdin(&format!("update {U1}"), add, &mut reg, &mut host);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("Invalid value(s) for: add_disks.0.image_uuid"), "{}", out.stderr);
+}
