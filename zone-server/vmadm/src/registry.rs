@@ -61,6 +61,12 @@ impl Instance {
         self.props.get("brand").and_then(Value::as_str).unwrap_or("bhyve")
     }
 
+    /// The `type` property: `KVM`, or `BHYV` for bhyve (as `vmadm list`
+    /// prints it on SmartOS, in its four-character TYPE column).
+    pub fn type_name(&self) -> &'static str {
+        if self.brand() == "kvm" { "KVM" } else { "BHYV" }
+    }
+
     pub fn alias(&self) -> Option<&str> {
         self.props.get("alias").and_then(Value::as_str)
     }
@@ -101,8 +107,7 @@ impl Instance {
         let uuid = self.uuid.text();
         m.insert("state".into(), Value::String(self.state.name().into()));
         m.insert("zone_state".into(), Value::String(self.state.zone_state().into()));
-        let ty = if self.brand() == "kvm" { "KVM" } else { "BHYVE" };
-        m.insert("type".into(), Value::String(ty.into()));
+        m.insert("type".into(), Value::String(self.type_name().into()));
         m.insert("hvm".into(), Value::Bool(true));
         m.insert("zonename".into(), Value::String(uuid.clone()));
         m.insert("zonepath".into(), Value::String(format!("/zones/{uuid}")));
@@ -117,7 +122,7 @@ impl Instance {
         Some(match name {
             "state" => Value::String(self.state.name().into()),
             "zone_state" => Value::String(self.state.zone_state().into()),
-            "type" => Value::String(if self.brand() == "kvm" { "KVM" } else { "BHYVE" }.into()),
+            "type" => Value::String(self.type_name().into()),
             "hvm" => Value::Bool(true),
             "zonename" => Value::String(self.uuid.text()),
             "zonepath" => Value::String(format!("/zones/{}", self.uuid)),

@@ -101,7 +101,7 @@ pub fn next(state: State, event: Event) -> Result<State, Refused> {
         (Stopping, Start) => Err(Refused("VM is stopping; start it once it has stopped")),
         (Running, StopRequested) => Ok(Stopping),
         (Stopping, StopRequested) => Ok(Stopping),
-        (Stopped, StopRequested | Halted) => Err(Refused("VM is already stopped")),
+        (Stopped, StopRequested | Halted) => Err(Refused("VM is already not 'running' (currently: stopped)")),
         (Running | Stopping, Halted | Exited) => Ok(Stopped),
         (Stopped, Exited) => Err(Refused("VM is not running")),
         (Running, Reboot) => Ok(Running),

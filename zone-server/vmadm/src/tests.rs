@@ -323,7 +323,7 @@ fn instance_records_what_vmadm_records() {
     let j = vm.to_json("00000000-0000-0000-0000-0000000000aa");
     assert_eq!(j["state"], "running");
     assert_eq!(j["zone_state"], "running");
-    assert_eq!(j["type"], "BHYVE");
+    assert_eq!(j["type"], "BHYV");
     assert_eq!(j["zonename"], "11111111-1111-4111-8111-111111111111");
     assert_eq!(j["zonepath"], "/zones/11111111-1111-4111-8111-111111111111");
     assert_eq!(j["create_timestamp"], "2026-12-03T10:00:00.000Z");
@@ -352,7 +352,7 @@ fn registry_refuses_duplicates_and_filters() {
     assert_eq!(r.len(), 2);
     let f = |s: &str| Filter::parse(s).unwrap();
     assert_eq!(r.lookup(&[f("ram=256")]).len(), 1);
-    assert_eq!(r.lookup(&[f("type=BHYVE"), f("state=provisioning")]).len(), 2);
+    assert_eq!(r.lookup(&[f("type=BHYV"), f("state=provisioning")]).len(), 2);
     assert_eq!(r.lookup(&[f("alias=a"), f("ram=256")]).len(), 0);
     assert!(Filter::parse("alias=~^a").unwrap_err().contains("not supported yet"));
     let u = Uuid::parse("22222222-2222-4222-8222-222222222222").unwrap();

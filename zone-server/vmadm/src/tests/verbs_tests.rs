@@ -75,7 +75,7 @@ fn the_lifecycle_of_a_vm() {
     let out = run(&format!("stop {U1}"), &mut reg, &mut host);
     assert_eq!(
         (out.code, out.stderr.as_str()),
-        (1, format!("Unable to stop VM {U1}: VM is already stopped\n").as_str())
+        (1, format!("Unable to stop VM {U1}: VM is already not 'running' (currently: stopped)\n").as_str())
     );
     assert!(!reg.get(&Uuid::parse(U1).unwrap()).unwrap().autoboot());
 
@@ -163,17 +163,17 @@ fn list_prints_as_smartos() {
     let (mut reg, mut host) = three_vms();
     let out = run("list", &mut reg, &mut host);
     let want = format!(
-        "UUID                                  TYPE   RAM      STATE             ALIAS
-{U3}  KVM    256      stopped           -
-{U1}  BHYVE  1024     running           web
-{U2}  BHYVE  1024     running           db
+        "UUID                                  TYPE  RAM      STATE             ALIAS
+{U3}  KVM   256      stopped           -
+{U1}  BHYV  1024     running           web
+{U2}  BHYV  1024     running           db
 "
     );
     assert_eq!(out.stdout, want);
     let out = run("list -p", &mut reg, &mut host);
     assert_eq!(
         out.stdout,
-        format!("{U3}:KVM:256:stopped:-\n{U1}:BHYVE:1024:running:web\n{U2}:BHYVE:1024:running:db\n")
+        format!("{U3}:KVM:256:stopped:-\n{U1}:BHYV:1024:running:web\n{U2}:BHYV:1024:running:db\n")
     );
     let out = run("list -H -o alias,ram -s -ram,alias state=running", &mut reg, &mut host);
     assert_eq!(out.stdout, "db     1024\nweb    1024\n");
