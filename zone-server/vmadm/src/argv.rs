@@ -16,8 +16,9 @@
 //! vmadm delete UUID
 //! vmadm console UUID
 //! ```
-//! A usage error is a [`Usage`] whose text vmadm prints before the usage
-//! summary, with exit code 2.
+//! A usage error ([`ArgError::Usage`]) is printed before the usage summary
+//! with exit code 2; a bad field, filter or option combination
+//! ([`ArgError::Invalid`]) is printed alone with exit code 1, as vmadm.
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -52,38 +53,49 @@ pub enum Command {
     Help,
 }
 
-/// A usage error.
+/// Why the command line was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Usage(pub String);
+pub enum ArgError {
+    /// Printed before the usage summary; exit 2.
+    Usage(String),
+    /// Printed alone; exit 1.
+    Invalid(String),
+}
 
-pub const USAGE: &str = "Usage: vmadm <command> [command-specific arguments]
+pub const USAGE: &str = "Usage: vmadm <command> [options]
 
-    create [-f <filename>]
-    console <uuid>
-    delete <uuid>
-    get <uuid>
-    info <uuid> [type,...]
-    list [-p] [-H] [-o field,...] [-s field,...] [field=value ...]
-    lookup [-j|-1] [-o field,...] [field=value ...]
-    reboot <uuid> [-F]
-    start <uuid>
-    stop <uuid> [-F] [-t timeout]
-    update <uuid> [-f <filename>]
-    update <uuid> property=value [property=value ...]
-    validate create [-f <filename>]
-    validate update <brand> [-f <filename>]
+create [-f <filename>]
+console <uuid>
+delete <uuid>
+get <uuid>
+info <uuid> [type,...]
+list [-p] [-H] [-o field,...] [-s field,...] [field=value ...]
+lookup [-j|-1] [-o field,...] [field=value ...]
+reboot <uuid> [-F]
+start <uuid>
+stop <uuid> [-F] [-t timeout]
+update <uuid> [-f <filename>]
+ -or- update <uuid> property=value [property=value ...]
+validate create [-f <filename>]
+validate update <brand> [-f <filename>]
+
+For more detailed information on the use of this command,type 'man vmadm'.
 ";
 
 const INFO_TYPES: &[&str] = &["all", "block", "blockstats", "chardev", "cpus", "kvm", "pci", "spice", "version", "vnc"];
 
-fn usage(msg: impl Into<String>) -> Usage {
-    Usage(msg.into())
+fn usage(msg: impl Into<String>) -> ArgError {
+    ArgError::Usage(msg.into())
 }
 
-fn uuid_arg(verb: &str, arg: Option<&str>) -> Result<Uuid, Usage> {
+fn invalid(msg: impl Into<String>) -> ArgError {
+    ArgError::Invalid(msg.into())
+}
+
+fn uuid_arg(verb: &str, arg: Option<&str>) -> Result<Uuid, ArgError> {
     match arg {
-        None => Err(usage(format!("{verb}: missing UUID"))),
-        Some(s) => Uuid::parse(s).ok_or_else(|| usage(format!("{verb}: invalid UUID \"{}\"", clip(s)))),
+        None => Err(usage(format!("Invalid or missing UUID for {verb}"))),
+        Some(s) => Uuid::parse(s).ok_or_else(|| usage(format!("Invalid or missing UUID for {verb}"))),
     }
 }
 
@@ -96,7 +108,7 @@ fn clip(s: &str) -> String {
     out
 }
 
-fn fields(verb: &str, flag: &str, v: Option<&&str>) -> Result<Vec<String>, Usage> {
+fn fields(verb: &str, flag: &str, v: Option<&&str>) -> Result<Vec<String>, ArgError> {
     let v = v.ok_or_else(|| usage(format!("{verb}: {flag} needs a comma-separated list of fields")))?;
     let list: Vec<String> = v.split(',').map(str::to_owned).collect();
     if list.iter().any(String::is_empty) || list.len() > 64 {
@@ -106,10 +118,10 @@ fn fields(verb: &str, flag: &str, v: Option<&&str>) -> Result<Vec<String>, Usage
 }
 
 /// Parses vmadm's arguments (without the program name).
-pub fn parse(args: &[&str]) -> Result<Command, Usage> {
-    let Some((&verb, rest)) = args.split_first() else { return Err(usage("no command given")) };
+pub fn parse(args: &[&str]) -> Result<Command, ArgError> {
+    let Some((&verb, rest)) = args.split_first() else { return Err(usage("")) };
     match verb {
-        "help" | "-h" | "--help" => Ok(Command::Help),
+        "help" | "-h" | "-?" | "--help" => Ok(Command::Help),
         "create" => match rest {
             [] => Ok(Command::Create { file: None }),
             ["-f", f] => Ok(Command::Create { file: Some((*f).into()) }),
@@ -121,8 +133,8 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
                 ["update", brand, more @ ..] if !brand.starts_with('-') => {
                     (Action::Update, Some((*brand).into()), more)
                 }
-                ["update", ..] => return Err(usage("validate update: missing brand")),
-                _ => return Err(usage("validate: expected \"create\" or \"update <brand>\"")),
+                ["update", ..] => return Err(usage("Will not validate without a valid action and brand.")),
+                _ => return Err(usage("Will not validate without a valid action.")),
             };
             let file = match more {
                 [] => None,
@@ -146,32 +158,41 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
                     (_, s) if s.starts_with('-') => {
                         return Err(usage(format!("{verb}: unknown option \"{}\"", clip(s))));
                     }
-                    (_, s) => filters.push(Filter::parse(s).map_err(|e| usage(format!("{verb}: {e}")))?),
+                    (_, s) => {
+                        filters.push(
+                            Filter::parse(s)
+                                .map_err(|e| if e.starts_with("Bad arguments") { usage(e) } else { invalid(e) })?,
+                        )
+                    }
                 }
             }
             if filters.len() > 64 {
                 return Err(usage(format!("{verb}: at most 64 filters")));
             }
             for f in &filters {
-                list::check_fields(core::slice::from_ref(&f.field), false)
-                    .map_err(|e| usage(format!("{verb}: {e}")))?;
+                if !list::filter_key(&f.field) {
+                    let what = if verb == "list" { "filter" } else { "lookup" };
+                    return Err(invalid(format!("Invalid {what} key: \"{}\"", clip(&f.field))));
+                }
             }
             if verb == "list" {
                 if let Some(f) = out_fields {
                     format.fields = f;
                 }
-                list::check_fields(&format.fields, false).map_err(|e| usage(format!("list: {e}")))?;
-                list::check_fields(&format.sort, true).map_err(|e| usage(format!("list: {e}")))?;
+                for (keys, what) in [(&format.fields, "order"), (&format.sort, "sort")] {
+                    if let Some(k) = keys.iter().find(|k| k.contains(".*")) {
+                        return Err(invalid(format!("Invalid {what} key: \"{}\"", clip(k))));
+                    }
+                }
+                list::check_fields(&format.fields, false).map_err(invalid)?;
+                list::check_fields(&format.sort, true).map_err(invalid)?;
                 if format.parsable {
                     format.header = false;
                 }
                 Ok(Command::List { format, filters })
             } else {
-                if json && one {
-                    return Err(usage("lookup: -j and -1 cannot be used together"));
-                }
                 if out_fields.is_some() && !json {
-                    return Err(usage("lookup: -o can only be used with -j"));
+                    return Err(invalid("Cannot specify -o without -j"));
                 }
                 Ok(Command::Lookup { json, one, fields: out_fields, filters })
             }
@@ -194,7 +215,7 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
             for a in rest.iter().skip(1) {
                 for t in a.split(',').filter(|t| !t.is_empty()) {
                     if !INFO_TYPES.contains(&t) {
-                        return Err(usage(format!("info: unknown type \"{}\"", clip(t))));
+                        return Err(usage(format!("Invalid info type: {}", clip(t))));
                     }
                     types.push(t.to_owned());
                 }
@@ -240,6 +261,6 @@ pub fn parse(args: &[&str]) -> Result<Command, Usage> {
                 }
             }
         }
-        other => Err(usage(format!("unknown command \"{}\"", clip(other)))),
+        other => Err(usage(format!("Invalid command: \"{}\".", clip(other)))),
     }
 }

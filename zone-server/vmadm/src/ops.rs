@@ -30,6 +30,9 @@ pub enum OpError {
     Invalid(Problems),
     /// The VM's state or another VM forbids it (the reason).
     Conflict(String),
+    /// Nothing to do: the VM is already running (start) or stopped (stop).
+    /// vmadm prints `VM <uuid> <this>` and exits 0.
+    Noop(String),
     /// The machine failed to do it (the reason); for a create, the VM
     /// exists and is `failed`.
     Failed { uuid: Option<Uuid>, why: String },
@@ -43,6 +46,7 @@ impl OpError {
             OpError::Payload(m) => m.clone(),
             OpError::Invalid(p) => summary(p),
             OpError::Conflict(m) => m.clone(),
+            OpError::Noop(m) => m.clone(),
             OpError::Failed { why, .. } => why.clone(),
         }
     }
@@ -161,6 +165,9 @@ fn allowed(vm: &Instance, event: Event) -> Result<(), OpError> {
 /// `vmadm start`.
 pub fn start(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), OpError> {
     let vm = found(reg, uuid)?;
+    if vm.state == State::Running {
+        return Err(OpError::Noop("is already running".into()));
+    }
     allowed(vm, Event::Start)?;
     let config = vmm::vm_config_json(&vm.props);
     let pid = host.start(vm, &config).map_err(|why| OpError::Failed { uuid: None, why })?;
@@ -177,6 +184,9 @@ pub fn start(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(),
 pub fn stop(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout: u32) -> Result<(), OpError> {
     let now = host.now();
     let vm = found(reg, uuid)?;
+    if vm.state == State::Stopped {
+        return Err(OpError::Noop("is already not 'running' (currently: stopped)".into()));
+    }
     allowed(vm, if force { Event::Halted } else { Event::StopRequested })?;
     let before = vm.clone();
     let vm = reg.get_mut(uuid).expect("found");

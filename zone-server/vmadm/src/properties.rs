@@ -362,19 +362,3 @@ pub fn disk(name: &str) -> Option<&'static Prop> {
 pub fn nic(name: &str) -> Option<&'static Prop> {
     find(NIC, name)
 }
-
-/// Whether `field` (`ram`, `nics.0.ip`, `disks.*.size`) may be used by
-/// `list -o/-s` and as a filter.
-pub fn listable(field: &str) -> bool {
-    let mut parts = field.split('.');
-    let head = parts.next().unwrap_or("");
-    match (head, parts.next(), parts.next(), parts.next()) {
-        (_, None, _, _) => top(head).is_some_and(|p| p.listable),
-        ("disks" | "nics", Some(idx), Some(sub), None) if idx == "*" || idx.parse::<u8>().is_ok() => {
-            let p = if head == "disks" { disk(sub) } else { nic(sub) };
-            p.is_some_and(|p| p.listable)
-        }
-        ("customer_metadata" | "internal_metadata" | "tags", Some(_), None, _) => true,
-        _ => false,
-    }
-}

@@ -173,15 +173,16 @@ impl Filter {
     /// Parses `field=value`. `field=~regex` is refused: regular
     /// expressions are not supported yet.
     pub fn parse(arg: &str) -> Result<Self, String> {
+        let shown: String = arg.chars().filter(|c| !c.is_control()).take(64).collect();
         let Some((field, value)) = arg.split_once('=') else {
-            return Err(format!("Invalid filter \"{arg}\": expected field=value"));
+            return Err(format!("Bad arguments: unable to split {shown}"));
         };
         if field.is_empty() {
-            return Err(format!("Invalid filter \"{arg}\": expected field=value"));
+            return Err(format!("Bad arguments: unable to split {shown}"));
         }
         if value.starts_with('~') {
             return Err(format!(
-                "Invalid filter \"{arg}\": regular expression filters (field=~value) are not supported yet"
+                "Invalid filter \"{shown}\": regular expression filters (field=~value) are not supported yet"
             ));
         }
         Ok(Self { field: field.into(), value: value.into() })

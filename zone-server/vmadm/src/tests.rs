@@ -252,8 +252,14 @@ fn every_table_is_sorted_and_every_property_consistent() {
     ] {
         assert!(properties::top(name).is_some(), "{name}");
     }
-    assert!(properties::listable("nics.0.ip") && properties::listable("disks.*.size") && properties::listable("ram"));
-    assert!(!properties::listable("customer_metadata") && !properties::listable("nics.0.mtu"));
+    use crate::list::{column, filter_key};
+    assert_eq!(column("state"), Some(("STATE".into(), 16)));
+    assert_eq!(column("cpu_shares"), Some(("CPU_SHARE".into(), 9)));
+    assert_eq!(column("nics.0.ip"), Some(("NICS.0.IP".into(), 20)));
+    assert_eq!(column("tags.role"), Some(("TAGS.ROLE".into(), 20)));
+    assert!(column("customer_metadata").is_none() && column("nics.*.ip").is_none() && column("kernel").is_none());
+    assert!(filter_key("nics.*.nic_tag") && filter_key("disks.0.size") && filter_key("customer_metadata.a.b"));
+    assert!(!filter_key("nics.0.mtu") && !filter_key("kernel"));
 }
 
 // ---- the state machine ----

@@ -114,7 +114,25 @@ impl Problems {
     pub fn only_bad_properties(&self) -> bool {
         self.bad_values.is_empty() && self.missing_properties.is_empty()
     }
-    /// vmadm's failure object: `{"bad_values":[..],"bad_properties":[..],"missing_properties":[..]}`.
+    /// The failure object as `vmadm validate` prints it: pretty JSON with
+    /// a two-space indent, members in vmadm's order.
+    pub fn json_pretty(&self) -> String {
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                return "[]".to_owned();
+            }
+            let items: Vec<String> = v.iter().map(|s| format!("    {}", Value::String(s.clone()))).collect();
+            format!("[\n{}\n  ]", items.join(",\n"))
+        };
+        format!(
+            "{{\n  \"bad_values\": {},\n  \"bad_properties\": {},\n  \"missing_properties\": {}\n}}",
+            list(&self.bad_values),
+            list(&self.bad_properties),
+            list(&self.missing_properties)
+        )
+    }
+
+    /// The failure object on one line: `{"bad_values":[..],"bad_properties":[..],"missing_properties":[..]}`.
     pub fn json(&self) -> String {
         let list = |v: &Vec<String>| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
         let mut m = Map::new();
@@ -146,18 +164,18 @@ pub struct Checked {
 pub fn parse(text: &str) -> Result<Map<String, Value>, String> {
     if text.len() > properties::MAX_PAYLOAD {
         return Err(format!(
-            "vmadm: payload is {} bytes; at most {} are accepted",
+            "Invalid JSON payload: {} bytes; at most {} are accepted",
             text.len(),
             properties::MAX_PAYLOAD
         ));
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("vmadm: invalid JSON payload: {e}"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("Invalid JSON payload: {e}"))?;
     if depth(&value) > properties::MAX_DEPTH {
-        return Err(format!("vmadm: payload nests deeper than {} levels", properties::MAX_DEPTH));
+        return Err(format!("Invalid JSON payload: nests deeper than {} levels", properties::MAX_DEPTH));
     }
     match value {
         Value::Object(m) => Ok(m),
-        _ => Err("vmadm: the payload must be a JSON object".into()),
+        _ => Err("Invalid JSON payload: must be a JSON object".into()),
     }
 }
 

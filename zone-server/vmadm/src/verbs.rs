@@ -83,7 +83,11 @@ impl Output {
 pub fn run(args: &[&str], reg: &mut Registry, host: &mut dyn Host) -> Output {
     match argv::parse(args) {
         Ok(cmd) => execute(cmd, reg, host),
-        Err(argv::Usage(msg)) => Output { stdout: String::new(), stderr: format!("{msg}\n{}", argv::USAGE), code: 2 },
+        Err(argv::ArgError::Usage(msg)) => {
+            let msg = if msg.is_empty() { msg } else { msg + "\n" };
+            Output { stdout: String::new(), stderr: format!("{msg}{}", argv::USAGE), code: 2 }
+        }
+        Err(argv::ArgError::Invalid(msg)) => Output::fail(msg),
     }
 }
 
@@ -109,6 +113,9 @@ fn unable(verb: &str, uuid: &Uuid, e: &OpError) -> Output {
 fn done(r: Result<(), OpError>, verb: &str, uuid: &Uuid, success: String) -> Output {
     match r {
         Ok(()) => Output::ok_err(success),
+        // vmadm treats starting a running VM or stopping a stopped one as
+        // done: the message, exit 0.
+        Err(OpError::Noop(why)) => Output::ok_err(format!("VM {uuid} {why}")),
         Err(e) => unable(verb, uuid, &e),
     }
 }
@@ -138,7 +145,7 @@ pub fn execute(cmd: Command, reg: &mut Registry, host: &mut dyn Host) -> Output 
         },
         Command::Info { uuid, types } => match ops::info(reg, &uuid, &types) {
             Ok(m) => Output::out(list::get_json(&m)),
-            Err(e) => Output::fail(format!("Unable to get info for VM {uuid}: {}", e.reason())),
+            Err(e) => Output::fail(format!("Unable to get VM info for VM {uuid}: {}", e.reason())),
         },
         Command::Start { uuid } => {
             done(ops::start(reg, host, &uuid), "start", &uuid, format!("Successfully started VM {uuid}"))
@@ -156,9 +163,10 @@ pub fn execute(cmd: Command, reg: &mut Registry, host: &mut dyn Host) -> Output 
             format!("Successfully completed reboot for VM {uuid}"),
         ),
         Command::Update { uuid, file, props } => update_verb(reg, host, &uuid, file.as_deref(), &props),
-        Command::Delete { uuid } => {
-            done(ops::delete(reg, host, &uuid), "delete", &uuid, format!("Successfully deleted VM {uuid}"))
-        }
+        Command::Delete { uuid } => match ops::delete(reg, host, &uuid) {
+            Ok(()) => Output::ok_err(format!("Successfully deleted VM {uuid}")),
+            Err(e) => Output::fail(format!("Failed to delete VM {uuid}: {}", e.reason())),
+        },
         Command::Console { uuid } => match ops::console(reg, host, &uuid) {
             Ok(()) => Output::default(),
             Err(e) => Output::fail(format!("Unable to connect to console of VM {uuid}: {}", e.reason())),
@@ -189,16 +197,16 @@ fn validate_verb(action: Action, brand: Option<&str>, file: Option<&str>, host: 
     };
     if checked.problems.is_empty() {
         let brand = brand.map(str::to_owned).unwrap_or(checked.brand);
-        Output::out(format!("VALID '{}' payload for {brand} brand VMs.\n", action.name()))
+        Output::ok_err(format!("VALID '{}' payload for {brand} brand VMs.", action.name()))
     } else {
-        Output { stdout: String::new(), stderr: format!("{}\n", checked.problems.json()), code: 1 }
+        Output::fail(checked.problems.json_pretty())
     }
 }
 
 fn create(file: Option<&str>, reg: &mut Registry, host: &mut dyn Host) -> Output {
     let text = match host.read_payload(file) {
         Ok(t) => t,
-        Err(e) => return Output::fail(format!("Failed to create VM: {e}")),
+        Err(e) => return Output::fail(e),
     };
     match ops::create(&text, reg, host) {
         Ok(c) => {
@@ -213,6 +221,7 @@ fn create(file: Option<&str>, reg: &mut Registry, host: &mut dyn Host) -> Output
         Err(OpError::Invalid(p)) => {
             Output::fail(format!("Failed to create VM: {}{}", ops::summary(&p), problem_lines(&p)))
         }
+        Err(OpError::Payload(e)) => Output::fail(e),
         Err(e) => Output::fail(format!("Failed to create VM: {}", e.reason())),
     }
 }

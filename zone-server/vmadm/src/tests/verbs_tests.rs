@@ -23,13 +23,13 @@ fn validate_prints_vmadms_lines() {
     let out = run_stdin("validate create", &smartos_payload().to_string(), &mut reg, &mut host);
     assert_eq!(
         out,
-        Output { stdout: "VALID 'create' payload for bhyve brand VMs.\n".into(), stderr: String::new(), code: 0 }
+        Output { stdout: String::new(), stderr: "VALID 'create' payload for bhyve brand VMs.\n".into(), code: 0 }
     );
     host.files.insert("vm.json".into(), json!({"brand": "kvm", "kernel": "k"}).to_string());
     let out = run("validate create -f vm.json", &mut reg, &mut host);
-    assert_eq!(out.stdout, "VALID 'create' payload for kvm brand VMs.\n");
+    assert_eq!(out.stderr, "VALID 'create' payload for kvm brand VMs.\n");
     let out = run_stdin("validate update bhyve", r#"{"ram": 2048, "set_tags": {"a": "b"}}"#, &mut reg, &mut host);
-    assert_eq!(out.stdout, "VALID 'update' payload for bhyve brand VMs.\n");
+    assert_eq!(out.stderr, "VALID 'update' payload for bhyve brand VMs.\n");
     let out = run_stdin(
         "validate create",
         r#"{"brand": "bhyve", "kernel": "k", "ram": "lots", "foo": 1}"#,
@@ -38,7 +38,10 @@ fn validate_prints_vmadms_lines() {
     );
     assert_eq!(out.code, 1);
     assert_eq!(out.stdout, "");
-    assert_eq!(out.stderr, "{\"bad_values\":[\"ram\"],\"bad_properties\":[\"foo\"],\"missing_properties\":[]}\n");
+    assert_eq!(
+        out.stderr,
+        "{\n  \"bad_values\": [\n    \"ram\"\n  ],\n  \"bad_properties\": [\n    \"foo\"\n  ],\n  \"missing_properties\": []\n}\n"
+    );
     let out = run_stdin("validate update joyent", "{}", &mut reg, &mut host);
     assert_eq!((out.code, out.stderr.as_str()), (1, "{\"bad_brand\":\"joyent\"}\n"));
     host.stdin = None;
@@ -65,18 +68,14 @@ fn the_lifecycle_of_a_vm() {
     let stored: Value = serde_json::from_str(&host.stored[U1]).unwrap();
     assert_eq!(stored, j);
 
-    assert_eq!(
-        run(&format!("start {U1}"), &mut reg, &mut host).stderr,
-        format!("Unable to start VM {U1}: VM is already running\n")
-    );
+    // Starting a running VM or stopping a stopped one is done already (exit 0).
+    let out = run(&format!("start {U1}"), &mut reg, &mut host);
+    assert_eq!((out.code, out.stderr), (0, format!("VM {U1} is already running\n")));
     let out = run(&format!("stop {U1} -t 30"), &mut reg, &mut host);
     assert_eq!((out.code, out.stderr.clone()), (0, format!("Successfully completed stop for VM {U1}\n")));
     assert_eq!(host.calls.last().unwrap(), &format!("stop {U1} force=false timeout=30 state=stopping"));
     let out = run(&format!("stop {U1}"), &mut reg, &mut host);
-    assert_eq!(
-        (out.code, out.stderr.as_str()),
-        (1, format!("Unable to stop VM {U1}: VM is already not 'running' (currently: stopped)\n").as_str())
-    );
+    assert_eq!((out.code, out.stderr), (0, format!("VM {U1} is already not 'running' (currently: stopped)\n")));
     assert!(!reg.get(&Uuid::parse(U1).unwrap()).unwrap().autoboot());
 
     // Update ram while stopped: next start; max_physical_memory follows.
@@ -171,12 +170,9 @@ fn list_prints_as_smartos() {
     );
     assert_eq!(out.stdout, want);
     let out = run("list -p", &mut reg, &mut host);
-    assert_eq!(
-        out.stdout,
-        format!("{U3}:KVM:256:stopped:-\n{U1}:BHYV:1024:running:web\n{U2}:BHYV:1024:running:db\n")
-    );
+    assert_eq!(out.stdout, format!("{U3}:KVM:256:stopped:\n{U1}:BHYV:1024:running:web\n{U2}:BHYV:1024:running:db\n"));
     let out = run("list -H -o alias,ram -s -ram,alias state=running", &mut reg, &mut host);
-    assert_eq!(out.stdout, "db     1024\nweb    1024\n");
+    assert_eq!(out.stdout, "db          1024\nweb         1024\n");
     let out = run("list -o uuid,vcpus type=KVM", &mut reg, &mut host);
     assert_eq!(out.stdout, format!("UUID                                  VCPUS\n{U3}  1\n"));
     let out = run("list alias=nothing", &mut reg, &mut host);
@@ -204,7 +200,7 @@ fn info_reports_a_running_vm() {
     assert_eq!(j["cpus"], json!([{"cpu": 0}]));
     assert!(j.get("block").is_none());
     let out = run(&format!("info {U3}"), &mut reg, &mut host);
-    assert_eq!(out.stderr, format!("Unable to get info for VM {U3}: VM is not running\n"));
+    assert_eq!(out.stderr, format!("Unable to get VM info for VM {U3}: VM is not running\n"));
 }
 
 #[test]
@@ -412,7 +408,10 @@ fn operations_answer_with_structured_errors() {
     }
     let c = ops::create(&json!({"brand": "bhyve", "kernel": "k", "uuid": U1, "x": 1}).to_string(), &mut reg, &mut host);
     assert_eq!(c.map(|c| (c.uuid, c.warnings.len())), Ok((u, 1)));
-    assert_eq!(ops::start(&mut reg, &mut host, &u), Err(OpError::Conflict("VM is already running".into())));
+    assert_eq!(ops::start(&mut reg, &mut host, &u), Err(OpError::Noop("is already running".into())));
+    ops::stop(&mut reg, &mut host, &u, true, 1).unwrap();
+    assert_eq!(ops::reboot(&mut reg, &mut host, &u, false, 1), Err(OpError::Conflict("VM is not running".into())));
+    ops::start(&mut reg, &mut host, &u).unwrap();
     host.fail.insert("provision", "no space".into());
     let e = ops::create(&json!({"brand": "bhyve", "kernel": "k", "uuid": U2}).to_string(), &mut reg, &mut host);
     assert_eq!(e, Err(OpError::Failed { uuid: Some(Uuid::parse(U2).unwrap()), why: "no space".into() }));
@@ -449,4 +448,30 @@ fn disks_from_images_need_the_image_installed() {
     let out = run_stdin(&format!("update {U1}"), add, &mut reg, &mut host);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("Invalid value(s) for: add_disks.0.image_uuid"), "{}", out.stderr);
+}
+
+#[test]
+fn list_keeps_vmadms_fixed_widths_and_its_false_values() {
+    let (mut reg, mut host) = machine();
+    make(
+        &mut reg,
+        &mut host,
+        json!({"brand": "bhyve", "kernel": "k", "uuid": U1, "alias": "a-rather-long-alias", "cpu_cap": 0}),
+    );
+    make(
+        &mut reg,
+        &mut host,
+        json!({"brand": "bhyve", "kernel": "k", "uuid": U2, "alias": "b", "cpu_cap": 50, "autoboot": false}),
+    );
+    let out = run("list -o alias,cpu_cap,autoboot -s cpu_cap", &mut reg, &mut host);
+    // ALIAS is 10 wide, CPU_CAP 7: a longer alias pushes the line right;
+    // 0 and false print as "-" and sort after the others, as vmadm.
+    assert_eq!(
+        out.stdout,
+        "ALIAS       CPU_CAP  AUTOBOOT\nb           50       -\na-rather-long-alias  -        true\n"
+    );
+    let out = run("list -p -o alias,cpu_cap -s -cpu_cap", &mut reg, &mut host);
+    assert_eq!(out.stdout, "a-rather-long-alias:\nb:50\n");
+    let out = run("list -H -o uuid,nics.0.ip", &mut reg, &mut host);
+    assert_eq!(out.stdout, format!("{U1}  -\n{U2}  -\n"));
 }
