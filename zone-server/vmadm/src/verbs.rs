@@ -1,0 +1,248 @@
+//! The verbs: one `vmadm` command run against the registry, with its side
+//! effects done through [`Host`], producing what vmadm prints and its exit
+//! code. The operator shell, the HTTP API and the host CLI all come here.
+//!
+//! Messages (on stderr, as vmadm): `Successfully created VM <uuid>`,
+//! `Successfully started VM <uuid>`, `Successfully completed stop for VM
+//! <uuid>`, `Successfully completed reboot for VM <uuid>`, `Successfully
+//! updated VM <uuid>`, `Successfully deleted VM <uuid>`; failures `Unable to
+//! <verb> VM <uuid>: <why>` (create: `Failed to create VM: <why>` and one
+//! line per problem). Exit codes: 0 done, 1 refused or failed, 2 usage.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde_json::{Map, Value};
+
+use crate::argv::{self, Command};
+use crate::coerce;
+use crate::list;
+use crate::ops::{self, OpError};
+use crate::registry::{Instance, Registry};
+use crate::uuid::Uuid;
+use crate::validate::{self, Action, Problems};
+
+/// What the verbs need from the machine. zone-server implements it with
+/// storaged, netd and vmm-server processes; tests with a fake.
+pub trait Host {
+    /// The time now, ISO 8601 (`2026-12-03T17:32:13.000Z`).
+    fn now(&mut self) -> String;
+    /// Fills `buf` with random bytes (uuids, MACs).
+    fn random(&mut self, buf: &mut [u8]);
+    /// The payload of `create`/`validate`/`update`: the file's text with
+    /// `-f FILE`, stdin's without (refused when stdin is a terminal).
+    fn read_payload(&mut self, file: Option<&str>) -> Result<String, String>;
+    /// The size in MiB of an installed image (`imgadm list`), or why it
+    /// cannot be used (not installed, not a zvol image).
+    fn image_size(&mut self, image: &Uuid) -> Result<u64, String>;
+    /// Sets up a new instance's resources (volumes cloned from images or
+    /// made with their size, VNICs). `vmm_json` is its vmm-server
+    /// description.
+    fn provision(&mut self, vm: &Instance, vmm_json: &str) -> Result<(), String>;
+    /// Starts the instance's vmm-server; returns its process id.
+    fn start(&mut self, vm: &Instance, vmm_json: &str) -> Result<u64, String>;
+    /// Stops the VM: with `force` at once, else the ACPI power button and
+    /// a halt after `timeout` seconds. Returns when it has stopped.
+    fn stop(&mut self, vm: &Instance, force: bool, timeout: u32) -> Result<(), String>;
+    /// Applies properties changed live (`cpu_cap`, metadata...) to a
+    /// running VM.
+    fn update_live(&mut self, vm: &Instance, changed: &[String]) -> Result<(), String>;
+    /// Returns the instance's resources (volumes, VNICs) after it stopped.
+    fn destroy(&mut self, vm: &Instance) -> Result<(), String>;
+    /// Attaches the caller's terminal to the VM's serial console until
+    /// the user types CTRL-].
+    fn console(&mut self, vm: &Instance) -> Result<(), String>;
+    /// Keeps the instance's record (`vmadm get` JSON) where it survives a
+    /// reboot; `None` forgets it (delete).
+    fn persist(&mut self, uuid: &Uuid, record: Option<&str>) -> Result<(), String>;
+}
+
+/// What a command printed and its exit code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Output {
+    fn ok_err(msg: String) -> Self {
+        Self { stdout: String::new(), stderr: msg + "\n", code: 0 }
+    }
+    fn fail(msg: String) -> Self {
+        Self { stdout: String::new(), stderr: msg + "\n", code: 1 }
+    }
+    fn out(text: String) -> Self {
+        Self { stdout: text, stderr: String::new(), code: 0 }
+    }
+}
+
+/// Runs `vmadm ARGS...` (without the program name).
+pub fn run(args: &[&str], reg: &mut Registry, host: &mut dyn Host) -> Output {
+    match argv::parse(args) {
+        Ok(cmd) => execute(cmd, reg, host),
+        Err(argv::ArgError::Usage(msg)) => {
+            let msg = if msg.is_empty() { msg } else { msg + "\n" };
+            Output { stdout: String::new(), stderr: format!("{msg}{}", argv::USAGE), code: 2 }
+        }
+        Err(argv::ArgError::Invalid(msg)) => Output::fail(msg),
+    }
+}
+
+fn problem_lines(p: &Problems) -> String {
+    let mut s = String::new();
+    for r in &p.reasons {
+        s.push('\n');
+        s.push_str(r);
+    }
+    s
+}
+
+/// vmadm's failure text for `verb`: `Unable to <verb> VM <uuid>: <why>`,
+/// and one line per refused property.
+fn unable(verb: &str, uuid: &Uuid, e: &OpError) -> Output {
+    let details = match e {
+        OpError::Invalid(p) => problem_lines(p),
+        _ => String::new(),
+    };
+    Output::fail(format!("Unable to {verb} VM {uuid}: {}{details}", e.reason()))
+}
+
+fn done(r: Result<(), OpError>, verb: &str, uuid: &Uuid, success: String) -> Output {
+    match r {
+        Ok(()) => Output::ok_err(success),
+        // vmadm treats starting a running VM or stopping a stopped one as
+        // done: the message, exit 0.
+        Err(OpError::Noop(why)) => Output::ok_err(format!("VM {uuid} {why}")),
+        Err(e) => unable(verb, uuid, &e),
+    }
+}
+
+/// Executes a parsed command.
+pub fn execute(cmd: Command, reg: &mut Registry, host: &mut dyn Host) -> Output {
+    match cmd {
+        Command::Help => Output::out(argv::USAGE.to_owned()),
+        Command::Validate { action, brand, file } => validate_verb(action, brand.as_deref(), file.as_deref(), host),
+        Command::Create { file } => create(file.as_deref(), reg, host),
+        Command::List { format, filters } => Output::out(list::render(reg.select(&filters), &reg.server_uuid, &format)),
+        Command::Lookup { json, one, fields, filters } => {
+            let found = reg.select(&filters);
+            if one && found.len() != 1 {
+                return Output::fail(format!("Requested unique lookup but found {} results.", found.len()));
+            }
+            if json {
+                let vms: Vec<Map<String, Value>> = found.iter().map(|vm| vm.to_json(&reg.server_uuid)).collect();
+                Output::out(list::lookup_json(&vms, fields.as_deref()))
+            } else {
+                Output::out(found.iter().map(|vm| format!("{}\n", vm.uuid)).collect())
+            }
+        }
+        Command::Get { uuid } => match reg.get(&uuid) {
+            Some(vm) => Output::out(list::get_json(&vm.to_json(&reg.server_uuid))),
+            None => Output::fail(format!("Unable to get VM {uuid}: VM not found")),
+        },
+        Command::Info { uuid, types } => match ops::info(reg, &uuid, &types) {
+            Ok(m) => Output::out(list::get_json(&m)),
+            Err(e) => Output::fail(format!("Unable to get VM info for VM {uuid}: {}", e.reason())),
+        },
+        Command::Start { uuid } => {
+            done(ops::start(reg, host, &uuid), "start", &uuid, format!("Successfully started VM {uuid}"))
+        }
+        Command::Stop { uuid, force, timeout } => done(
+            ops::stop(reg, host, &uuid, force, timeout),
+            "stop",
+            &uuid,
+            format!("Successfully completed stop for VM {uuid}"),
+        ),
+        Command::Reboot { uuid, force } => done(
+            ops::reboot(reg, host, &uuid, force, argv::DEFAULT_STOP_TIMEOUT),
+            "reboot",
+            &uuid,
+            format!("Successfully completed reboot for VM {uuid}"),
+        ),
+        Command::Update { uuid, file, props } => update_verb(reg, host, &uuid, file.as_deref(), &props),
+        Command::Delete { uuid } => match ops::delete(reg, host, &uuid) {
+            Ok(()) => Output::ok_err(format!("Successfully deleted VM {uuid}")),
+            Err(e) => Output::fail(format!("Failed to delete VM {uuid}: {}", e.reason())),
+        },
+        Command::Console { uuid } => match ops::console(reg, host, &uuid) {
+            Ok(()) => Output::default(),
+            Err(e) => Output::fail(format!("Unable to connect to console of VM {uuid}: {}", e.reason())),
+        },
+    }
+}
+
+fn payload(host: &mut dyn Host, file: Option<&str>) -> Result<Map<String, Value>, String> {
+    let text = host.read_payload(file)?;
+    validate::parse(&text)
+}
+
+fn validate_verb(action: Action, brand: Option<&str>, file: Option<&str>, host: &mut dyn Host) -> Output {
+    if let Some(b) = brand
+        && b != "bhyve"
+        && b != "kvm"
+    {
+        let b = Value::String(b.chars().take(64).collect());
+        return Output::fail(format!("{{\"bad_brand\":{b}}}"));
+    }
+    let m = match payload(host, file) {
+        Ok(m) => m,
+        Err(e) => return Output::fail(e),
+    };
+    let checked = match action {
+        Action::Create => validate::check_create(&m),
+        Action::Update => validate::check_update(brand.unwrap_or("bhyve"), &m),
+    };
+    if checked.problems.is_empty() {
+        let brand = brand.map(str::to_owned).unwrap_or(checked.brand);
+        Output::ok_err(format!("VALID '{}' payload for {brand} brand VMs.", action.name()))
+    } else {
+        Output::fail(checked.problems.json_pretty())
+    }
+}
+
+fn create(file: Option<&str>, reg: &mut Registry, host: &mut dyn Host) -> Output {
+    let text = match host.read_payload(file) {
+        Ok(t) => t,
+        Err(e) => return Output::fail(e),
+    };
+    match ops::create(&text, reg, host) {
+        Ok(c) => {
+            let mut s = String::new();
+            for w in &c.warnings {
+                s.push_str(w);
+                s.push('\n');
+            }
+            Output::ok_err(format!("{s}Successfully created VM {}", c.uuid))
+        }
+        Err(OpError::Failed { uuid: Some(u), why }) => Output::fail(format!("Failed to create VM {u}: {why}")),
+        Err(OpError::Invalid(p)) => {
+            Output::fail(format!("Failed to create VM: {}{}", ops::summary(&p), problem_lines(&p)))
+        }
+        Err(OpError::Payload(e)) => Output::fail(e),
+        Err(e) => Output::fail(format!("Failed to create VM: {}", e.reason())),
+    }
+}
+
+fn update_verb(
+    reg: &mut Registry,
+    host: &mut dyn Host,
+    uuid: &Uuid,
+    file: Option<&str>,
+    pairs: &[(String, String)],
+) -> Output {
+    if reg.get(uuid).is_none() {
+        return unable("update", uuid, &OpError::NotFound);
+    }
+    let m = if pairs.is_empty() {
+        match payload(host, file) {
+            Ok(m) => m,
+            Err(e) => return unable("update", uuid, &OpError::Payload(e)),
+        }
+    } else {
+        pairs.iter().map(|(k, v)| (k.clone(), coerce::from_cli(v))).collect()
+    };
+    done(ops::update(reg, host, uuid, &m).map(|_| ()), "update", uuid, format!("Successfully updated VM {uuid}"))
+}
