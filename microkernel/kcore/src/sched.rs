@@ -73,12 +73,18 @@ impl<T: Copy + Eq> RunQueue<T> {
 
     /// The priority `pop_highest` would return, to decide on preemption
     /// without dequeuing.
+    #[inline(always)]
     pub fn peek_highest_priority(&self) -> Option<u8> {
         // The IPC fast path asks on every call, nearly always of an empty
-        // queue: answer that without walking the bitmap.
+        // queue: answer that inline, without a call or walking the bitmap.
         if self.len == 0 {
             return None;
         }
+        self.highest_nonempty()
+    }
+
+    #[inline(never)]
+    fn highest_nonempty(&self) -> Option<u8> {
         (0..self.nonempty.len()).rev().find_map(|w| {
             let word = self.nonempty[w];
             (word != 0).then(|| (w * 64 + 63 - word.leading_zeros() as usize) as u8)

@@ -80,6 +80,30 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Two distinct live objects at once (the IPC fast path writes the
+    /// caller and its peer); `None` if either is gone or both are one.
+    pub fn get2_mut(&mut self, a: Id, b: Id) -> Option<(&mut T, &mut T)> {
+        let (ia, ib) = (a.index as usize, b.index as usize);
+        if ia == ib {
+            return None;
+        }
+        let (lo, hi) = (ia.min(ib), ia.max(ib));
+        if hi >= self.entries.len() {
+            return None; // past the end (split_at_mut would panic)
+        }
+        let (head, tail) = self.entries.split_at_mut(hi);
+        let (x, y) = (head.get_mut(lo)?, tail.first_mut()?);
+        let (ea, eb) = if ia < ib { (x, y) } else { (y, x) };
+        match (ea, eb) {
+            (Entry::Used { generation: ga, value: va }, Entry::Used { generation: gb, value: vb })
+                if *ga == a.generation && *gb == b.generation =>
+            {
+                Some((va, vb))
+            }
+            _ => None,
+        }
+    }
+
     pub fn contains(&self, id: Id) -> bool {
         self.get(id).is_some()
     }
@@ -134,5 +158,24 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.ids().collect::<alloc::vec::Vec<_>>(), [c, b]);
         assert_eq!(s.get(Id { index: 99, generation: 0 }), None);
+    }
+
+    #[test]
+    fn two_at_once() {
+        let mut s = Slab::new();
+        let a = s.insert(1);
+        let b = s.insert(2);
+        let (x, y) = s.get2_mut(a, b).expect("both live");
+        (*x, *y) = (*x + 10, *y + 20);
+        let (y, x) = s.get2_mut(b, a).expect("either order");
+        assert_eq!((*x, *y), (11, 22));
+        assert!(s.get2_mut(a, a).is_none(), "one object twice");
+        assert!(s.get2_mut(a, Id { index: 7, generation: 0 }).is_none(), "past the end");
+        assert_eq!(s.remove(b), Some(22));
+        assert!(s.get2_mut(a, b).is_none(), "a stale id");
+        let c = s.insert(3);
+        assert_eq!(c.index, b.index);
+        assert!(s.get2_mut(b, a).is_none(), "a stale id whose slot is reused");
+        assert!(s.get2_mut(c, a).is_some());
     }
 }
