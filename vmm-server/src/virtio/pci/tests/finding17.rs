@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use super::*;
+use crate::virtio::MemError;
 
 /// Guest RAM that any thread reaches on its own, each access whole.
 #[derive(Clone)]
