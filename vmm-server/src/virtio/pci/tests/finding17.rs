@@ -172,7 +172,7 @@ fn finding17_a_reset_during_a_request_writes_nothing_into_the_new_ring() {
     let mut new_mock = {
         let mut p = platform.lock().unwrap();
         let mut m = ram.0.lock().unwrap();
-        let bus = core::mem::replace(&mut *p, PciBus::new());
+        let bus = core::mem::take(&mut *p);
         let mem = core::mem::replace(&mut *m, VecMemory::new(0, 0));
         let mut g = Guest { bus, mem, slot, bar, disk: None };
         let new_mock = g.linux_init(true, u64::MAX);
