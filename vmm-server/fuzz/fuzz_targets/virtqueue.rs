@@ -41,8 +41,11 @@ fuzz_target!(|data: &[u8]| {
     if prepare_queues(&mut queues, features | (1 << 32), &mem).is_err() {
         return;
     }
-    // Twice: the second pass sees the used ring the first one wrote.
+    // Twice: the second pass sees the used ring the first one wrote. Each
+    // pass as the VMM runs it: queue, execute, complete.
     for _ in 0..2 {
         let _ = disk.process_queue(0, &mut queues, &mut mem);
+        disk.disk().execute(&mut mem);
+        let _ = disk.complete_queue(0, &mut queues, &mut mem);
     }
 });

@@ -147,8 +147,8 @@ pub trait PciDevice: Any + Send {
     }
 
     /// Work the function put off (a virtio queue pass that reached its
-    /// bound), done now; the VMM's timer calls it. Returns whether there
-    /// was any.
+    /// bound, requests carried out but not yet completed), done now; the
+    /// VMM's timer calls it. Returns whether there was any.
     fn poll(&mut self, _mem: &mut dyn GuestMemory) -> bool {
         false
     }

@@ -13,8 +13,16 @@
 //! disk) or that the backend fails gets VIRTIO_BLK_S_IOERR, an unknown type
 //! VIRTIO_BLK_S_UNSUPP; only a broken ring (a [`QueueError`]) stops the
 //! device.
+//!
+//! The backend is not called under the VMM's device lock: a notification
+//! only queues the requests, the VMM carries them out with the lock
+//! released ([`Disk::execute`]) and completes them under it again (see
+//! [`Disk`]).
 
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::queue::{DescriptorChain, Queue};
 use super::{COMMON_FEATURES, GuestMemory, QueueError, VIRTIO_ID_BLOCK, VirtioDevice, feature, read_config_space};
@@ -153,6 +161,7 @@ impl BlockBackend for MemBackend {
 
 /// The outcome of one request: its status and the data bytes written to
 /// the guest before the status byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Completion {
     status: u8,
     data_written: u32,
@@ -164,82 +173,182 @@ impl Completion {
     }
 }
 
-/// The virtio-blk device.
-pub struct Block<B: BlockBackend> {
+/// What a checked request asks of the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// VIRTIO_BLK_T_IN: `len` bytes from `sector` into the writable stream.
+    Read { sector: u64, len: u32 },
+    /// VIRTIO_BLK_T_OUT: the `len` bytes of the readable stream after the
+    /// header to `sector`.
+    Write { sector: u64, len: u32 },
+    /// VIRTIO_BLK_T_FLUSH.
+    Flush,
+}
+
+/// What the queue step makes of a request with a status byte.
+enum Checked {
+    /// Carry it out on the backend.
+    Queue(Op),
+    /// Complete it now with this outcome (malformed, unsupported, GET_ID).
+    Now(Completion),
+}
+
+/// A request waiting for the backend: its chain (checked by
+/// [`Queue::pop`]), what it asks and the device generation it belongs to.
+struct Request {
+    generation: u64,
+    chain: DescriptorChain,
+    op: Op,
+}
+
+/// A request the backend carried out, waiting to be completed. An error
+/// is guest memory that failed (the device then needs a reset).
+struct Done {
+    generation: u64,
+    chain: DescriptorChain,
+    outcome: Result<Completion, QueueError>,
+}
+
+/// The backend and the buffer data moves through: whoever holds them
+/// carries requests out.
+struct Executor<B> {
     backend: B,
-    acked_features: u64,
-    queue_sizes: [u16; 1],
     /// Reused between requests: at most [`CHUNK_BYTES`].
     scratch: Vec<u8>,
 }
 
-impl<B: BlockBackend> Block<B> {
-    pub fn new(backend: B) -> Self {
-        Self { backend, acked_features: 0, queue_sizes: [QUEUE_SIZE], scratch: Vec::new() }
+/// The request side of a virtio-blk disk, shared between the [`Block`]
+/// device (which lives under the VMM's device lock) and the threads that
+/// carry requests out with that lock released (issue 10, finding 17: the
+/// backend's doorbell is a synchronous IPC call to storaged, and no lock
+/// the vCPUs contend for may be held across it).
+///
+/// A notification is handled in three steps:
+/// 1. **queue** (device lock held): [`VirtioDevice::process_queue`] pops
+///    the available chains (a bounded pass, finding 21), checks each
+///    request's header, direction and bounds, and records it here;
+/// 2. **execute** (no device lock): [`Disk::execute`] moves the data
+///    between guest RAM and the backend. The backend has a lock of its
+///    own, only ever *tried*: the thread that holds it carries out every
+///    request waiting, including those queued meanwhile by threads that
+///    found it busy, so one disk's backend (its ring to storaged) is driven
+///    by one thread at a time, in the order the requests were made
+///    available (a FLUSH follows the writes before it), and nobody waits
+///    for it;
+/// 3. **complete** (device lock held again):
+///    [`VirtioDevice::complete_queue`] writes the status bytes and the
+///    used ring and asks for the interrupt.
+///
+/// Requests may complete in another order than they were made available
+/// (two vCPUs, or GET_ID answered at once): virtio allows it, since
+/// VIRTIO_F_IN_ORDER is not offered (§2.7.9). A device reset starts a new
+/// generation: requests of the old one that are still waiting are
+/// dropped, and one being carried out is not completed (its data went to
+/// guest RAM the guest owns, but no used entry reaches the new rings).
+pub struct Disk<B: BlockBackend> {
+    capacity_sectors: u64,
+    id: [u8; ID_BYTES],
+    read_only: bool,
+    /// Bumped by every device reset.
+    generation: AtomicU64,
+    waiting: spin::Mutex<VecDeque<Request>>,
+    done: spin::Mutex<Vec<Done>>,
+    executor: spin::Mutex<Executor<B>>,
+}
+
+impl<B: BlockBackend> Disk<B> {
+    fn new(backend: B) -> Self {
+        Self {
+            capacity_sectors: backend.capacity_sectors(),
+            id: backend.id(),
+            read_only: backend.read_only(),
+            generation: AtomicU64::new(0),
+            waiting: spin::Mutex::new(VecDeque::new()),
+            done: spin::Mutex::new(Vec::new()),
+            executor: spin::Mutex::new(Executor { backend, scratch: Vec::new() }),
+        }
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
+    /// Carries out the requests waiting for the backend, with guest RAM
+    /// `mem`; call it with no device lock held. If another thread is
+    /// carrying out this disk's requests it returns at once: that thread
+    /// takes the waiting ones too. One call carries out at most
+    /// [`EXECUTE_BUDGET`] requests (finding 21: vCPUs that keep adding
+    /// requests while others complete them cannot hold this thread for
+    /// ever): see [`Executed::budget_spent`].
+    pub fn execute(&self, mem: &mut dyn GuestMemory) -> Executed {
+        self.execute_at_most(mem, EXECUTE_BUDGET)
     }
 
-    pub fn backend_mut(&mut self) -> &mut B {
-        &mut self.backend
-    }
-
-    fn config_space(&self) -> [u8; CONFIG_LEN] {
-        let mut c = [0u8; CONFIG_LEN];
-        c[CONFIG_CAPACITY..CONFIG_CAPACITY + 8].copy_from_slice(&self.backend.capacity_sectors().to_le_bytes());
-        // As QEMU: the header and the status take two of a chain's
-        // descriptors.
-        let seg_max = u32::from(self.queue_sizes[0]).saturating_sub(2);
-        c[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&seg_max.to_le_bytes());
-        c[CONFIG_BLK_SIZE..CONFIG_BLK_SIZE + 4].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
-        c
-    }
-
-    /// Carries out one request. Only a guest-memory failure is an error;
-    /// everything else the guest gets to see as a status.
-    fn execute(&mut self, chain: &DescriptorChain, mem: &mut dyn GuestMemory) -> Result<Completion, QueueError> {
-        // Bytes past the header in the readable part, and before the status
-        // byte in the writable part.
-        let (Some(readable_data), Some(writable_data)) =
-            (chain.readable_len().checked_sub(REQUEST_HEADER_SIZE), chain.writable_len().checked_sub(1))
-        else {
-            return Ok(Completion::status(VIRTIO_BLK_S_IOERR));
-        };
-        let mut header = [0u8; REQUEST_HEADER_SIZE as usize];
-        chain.read_at(mem, 0, &mut header)?;
-        let request_type = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let sector = u64::from_le_bytes([
-            header[8], header[9], header[10], header[11], header[12], header[13], header[14], header[15],
-        ]);
-        Ok(match request_type {
-            VIRTIO_BLK_T_IN if readable_data == 0 => self.read(chain, mem, sector, writable_data)?,
-            VIRTIO_BLK_T_OUT if writable_data == 0 => self.write(chain, mem, sector, readable_data)?,
-            VIRTIO_BLK_T_FLUSH if readable_data == 0 && writable_data == 0 => match self.backend.flush() {
-                Ok(()) => Completion::status(VIRTIO_BLK_S_OK),
-                Err(_) => Completion::status(VIRTIO_BLK_S_IOERR),
-            },
-            VIRTIO_BLK_T_GET_ID if readable_data == 0 => {
-                let id = self.backend.id();
-                let n = (writable_data as usize).min(ID_BYTES);
-                let put = chain.write_at(mem, 0, &id[..n])?;
-                Completion { status: VIRTIO_BLK_S_OK, data_written: put as u32 }
+    /// [`Self::execute`] with a budget of `budget` requests.
+    pub fn execute_at_most(&self, mem: &mut dyn GuestMemory, mut budget: usize) -> Executed {
+        let mut budget_spent = false;
+        'tries: while let Some(mut executor) = self.executor.try_lock() {
+            loop {
+                if budget == 0 {
+                    budget_spent = self.has_work();
+                    break 'tries;
+                }
+                let next = self.waiting.lock().pop_front();
+                let Some(request) = next else { break };
+                budget -= 1;
+                if request.generation != self.generation.load(Ordering::Acquire) {
+                    // Queued before a reset: the driver has forgotten it.
+                    continue;
+                }
+                let outcome = executor.run(request.op, &request.chain, mem);
+                self.done.lock().push(Done { generation: request.generation, chain: request.chain, outcome });
             }
-            // A known type with data in the wrong direction.
-            VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_FLUSH | VIRTIO_BLK_T_GET_ID => {
-                Completion::status(VIRTIO_BLK_S_IOERR)
+            drop(executor);
+            // A request queued after the last look, by a thread that found
+            // the backend busy, is this thread's to carry out.
+            if self.waiting.lock().is_empty() {
+                break;
             }
-            _ => Completion::status(VIRTIO_BLK_S_UNSUPP),
-        })
+        }
+        Executed { to_complete: self.has_completions(), budget_spent }
     }
 
-    /// Whether `len` bytes from `sector` are whole sectors inside the disk
-    /// (§5.2.6.1: the driver must not ask for more).
-    fn in_disk(&self, sector: u64, len: u32) -> bool {
-        let len = u64::from(len);
-        len % SECTOR_SIZE == 0
-            && sector.checked_add(len / SECTOR_SIZE).is_some_and(|end| end <= self.backend.capacity_sectors())
+    /// Whether requests wait for the backend.
+    pub fn has_work(&self) -> bool {
+        !self.waiting.lock().is_empty()
+    }
+
+    /// Whether carried-out requests wait to be completed.
+    pub fn has_completions(&self) -> bool {
+        !self.done.lock().is_empty()
+    }
+
+    /// Runs `f` on the backend, waiting for a thread that is carrying out
+    /// requests to finish (for set-up and tests).
+    pub fn with_backend<R>(&self, f: impl FnOnce(&mut B) -> R) -> R {
+        f(&mut self.executor.lock().backend)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A device reset: a new generation; what waits is forgotten.
+    fn reset(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.waiting.lock().clear();
+        self.done.lock().clear();
+    }
+}
+
+impl<B: BlockBackend> Executor<B> {
+    /// Carries out one checked request. Only a guest-memory failure is an
+    /// error; everything else the guest gets to see as a status.
+    fn run(&mut self, op: Op, chain: &DescriptorChain, mem: &mut dyn GuestMemory) -> Result<Completion, QueueError> {
+        match op {
+            Op::Read { sector, len } => self.read(chain, mem, sector, len),
+            Op::Write { sector, len } => self.write(chain, mem, sector, len),
+            Op::Flush => Ok(Completion::status(match self.backend.flush() {
+                Ok(()) => VIRTIO_BLK_S_OK,
+                Err(_) => VIRTIO_BLK_S_IOERR,
+            })),
+        }
     }
 
     /// Makes the scratch buffer big enough for one chunk of `len` bytes.
@@ -258,9 +367,6 @@ impl<B: BlockBackend> Block<B> {
         sector: u64,
         len: u32,
     ) -> Result<Completion, QueueError> {
-        if !self.in_disk(sector, len) {
-            return Ok(Completion::status(VIRTIO_BLK_S_IOERR));
-        }
         self.grow_scratch(len);
         let mut done = 0u32;
         while done < len {
@@ -283,10 +389,6 @@ impl<B: BlockBackend> Block<B> {
         sector: u64,
         len: u32,
     ) -> Result<Completion, QueueError> {
-        // §5.2.6.2: with VIRTIO_BLK_F_RO offered, IOERR and write nothing.
-        if self.backend.read_only() || !self.in_disk(sector, len) {
-            return Ok(Completion::status(VIRTIO_BLK_S_IOERR));
-        }
         self.grow_scratch(len);
         let mut done = 0u32;
         while done < len {
@@ -302,6 +404,138 @@ impl<B: BlockBackend> Block<B> {
     }
 }
 
+/// What a [`Disk::execute`] call leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Executed {
+    /// Requests carried out wait to be completed
+    /// ([`VirtioDevice::complete_queue`], through `VirtioPci::complete`).
+    pub to_complete: bool,
+    /// The call stopped at its budget with requests still waiting: call
+    /// it again (on Alcove, the VMM's timer thread does).
+    pub budget_spent: bool,
+}
+
+/// The most requests one [`Disk::execute`] carries out: a queue's worth.
+pub const EXECUTE_BUDGET: usize = QUEUE_SIZE as usize;
+
+/// How many descriptors the requests in flight (queued, being carried out
+/// or waiting for completion) may hold between them before the device
+/// stops taking more: their chains live in the VMM's heap (512 KiB) until
+/// completed, 16 bytes a descriptor. One more chain may pass the mark (at
+/// most the queue size plus an indirect table, `Queue::pop`'s bounds), so
+/// a disk holds at most about 36 KiB of them. Linux's requests take 3 to
+/// 256 descriptors.
+pub const MAX_IN_FLIGHT_DESCRIPTORS: usize = 1024;
+
+/// The virtio-blk device.
+pub struct Block<B: BlockBackend> {
+    disk: Arc<Disk<B>>,
+    acked_features: u64,
+    queue_sizes: [u16; 1],
+    /// Requests popped and not yet completed, and their descriptors. A
+    /// driver never has more than a queue's worth of chains out (each takes
+    /// a descriptor of the table); one that reuses descriptors of chains
+    /// in flight waits for them.
+    in_flight: u16,
+    in_flight_descriptors: usize,
+}
+
+impl<B: BlockBackend> Block<B> {
+    pub fn new(backend: B) -> Self {
+        Self {
+            disk: Arc::new(Disk::new(backend)),
+            acked_features: 0,
+            queue_sizes: [QUEUE_SIZE],
+            in_flight: 0,
+            in_flight_descriptors: 0,
+        }
+    }
+
+    /// The request side, for the threads that carry requests out.
+    pub fn disk(&self) -> &Arc<Disk<B>> {
+        &self.disk
+    }
+
+    fn config_space(&self) -> [u8; CONFIG_LEN] {
+        let mut c = [0u8; CONFIG_LEN];
+        c[CONFIG_CAPACITY..CONFIG_CAPACITY + 8].copy_from_slice(&self.disk.capacity_sectors.to_le_bytes());
+        // As QEMU: the header and the status take two of a chain's
+        // descriptors.
+        let seg_max = u32::from(self.queue_sizes[0]).saturating_sub(2);
+        c[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&seg_max.to_le_bytes());
+        c[CONFIG_BLK_SIZE..CONFIG_BLK_SIZE + 4].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        c
+    }
+
+    /// Checks a request that has a status byte: its header, the direction
+    /// and size of its data and the sectors it names. Only a guest-memory
+    /// failure is an error.
+    fn check(&self, chain: &DescriptorChain, mem: &mut dyn GuestMemory) -> Result<Checked, QueueError> {
+        // Bytes past the header in the readable part, and before the status
+        // byte in the writable part.
+        let (Some(readable_data), Some(writable_data)) =
+            (chain.readable_len().checked_sub(REQUEST_HEADER_SIZE), chain.writable_len().checked_sub(1))
+        else {
+            return Ok(Checked::Now(Completion::status(VIRTIO_BLK_S_IOERR)));
+        };
+        let mut header = [0u8; REQUEST_HEADER_SIZE as usize];
+        chain.read_at(mem, 0, &mut header)?;
+        let request_type = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let sector = u64::from_le_bytes([
+            header[8], header[9], header[10], header[11], header[12], header[13], header[14], header[15],
+        ]);
+        let ioerr = Checked::Now(Completion::status(VIRTIO_BLK_S_IOERR));
+        Ok(match request_type {
+            VIRTIO_BLK_T_IN if readable_data == 0 => {
+                if self.in_disk(sector, writable_data) {
+                    Checked::Queue(Op::Read { sector, len: writable_data })
+                } else {
+                    ioerr
+                }
+            }
+            // §5.2.6.2: with VIRTIO_BLK_F_RO offered, IOERR and write nothing.
+            VIRTIO_BLK_T_OUT if writable_data == 0 => {
+                if !self.disk.read_only && self.in_disk(sector, readable_data) {
+                    Checked::Queue(Op::Write { sector, len: readable_data })
+                } else {
+                    ioerr
+                }
+            }
+            VIRTIO_BLK_T_FLUSH if readable_data == 0 && writable_data == 0 => Checked::Queue(Op::Flush),
+            // The serial is known without the backend: answered at once.
+            VIRTIO_BLK_T_GET_ID if readable_data == 0 => {
+                let n = (writable_data as usize).min(ID_BYTES);
+                let put = chain.write_at(mem, 0, &self.disk.id[..n])?;
+                Checked::Now(Completion { status: VIRTIO_BLK_S_OK, data_written: put as u32 })
+            }
+            // A known type with data in the wrong direction.
+            VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_FLUSH | VIRTIO_BLK_T_GET_ID => ioerr,
+            _ => Checked::Now(Completion::status(VIRTIO_BLK_S_UNSUPP)),
+        })
+    }
+
+    /// Whether `len` bytes from `sector` are whole sectors inside the disk
+    /// (§5.2.6.1: the driver must not ask for more).
+    fn in_disk(&self, sector: u64, len: u32) -> bool {
+        let len = u64::from(len);
+        len % SECTOR_SIZE == 0
+            && sector.checked_add(len / SECTOR_SIZE).is_some_and(|end| end <= self.disk.capacity_sectors)
+    }
+
+    /// Whether the requests in flight leave room for another.
+    fn room(&self, queue: &Queue) -> bool {
+        self.in_flight < queue.size && self.in_flight_descriptors < MAX_IN_FLIGHT_DESCRIPTORS
+    }
+}
+
+/// Writes a request's status, its last writable byte whatever the request
+/// wrote before it (§5.2.6), and returns the chain to the driver.
+fn finish(queue: &mut Queue, mem: &mut dyn GuestMemory, chain: &DescriptorChain, done: Completion) -> Result<(), QueueError> {
+    let status_at = chain.writable_len().saturating_sub(1);
+    chain.write_at(mem, u64::from(status_at), &[done.status])?;
+    queue.add_used(mem, chain.head_index(), done.data_written + 1)
+}
+
 impl<B: BlockBackend> VirtioDevice for Block<B> {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_BLOCK
@@ -312,7 +546,7 @@ impl<B: BlockBackend> VirtioDevice for Block<B> {
             | feature(VIRTIO_BLK_F_SEG_MAX)
             | feature(VIRTIO_BLK_F_BLK_SIZE)
             | feature(VIRTIO_BLK_F_FLUSH);
-        if self.backend.read_only() {
+        if self.disk.read_only {
             f |= feature(VIRTIO_BLK_F_RO);
         }
         f
@@ -338,6 +572,9 @@ impl<B: BlockBackend> VirtioDevice for Block<B> {
     /// which is not offered (§5.2.4).
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
+    /// The queue step (see [`Disk`]): pops what the driver made available,
+    /// answers at once what needs no backend, and records the rest for
+    /// [`Disk::execute`].
     fn process_queue(
         &mut self,
         index: usize,
@@ -348,25 +585,69 @@ impl<B: BlockBackend> VirtioDevice for Block<B> {
             return Ok(false);
         }
         let Some(queue) = queues.get_mut(0) else { return Ok(false) };
-        while let Some(chain) = queue.pop(mem)? {
-            let used_len = match chain.writable_len().checked_sub(1) {
-                // Nowhere to put a status: hand the chain back untouched.
-                None => 0,
-                Some(status_at) => {
-                    let done = self.execute(&chain, mem)?;
-                    // The status is the last writable byte whatever the
-                    // request wrote before it (§5.2.6).
-                    chain.write_at(mem, u64::from(status_at), &[done.status])?;
-                    done.data_written + 1
+        let generation = self.disk.generation();
+        loop {
+            if !self.room(queue) {
+                // The rest waits for a later pass (the VMM's timer runs
+                // deferred passes).
+                if queue.has_available(mem)? {
+                    queue.defer();
                 }
-            };
-            queue.add_used(mem, chain.head_index(), used_len)?;
+                break;
+            }
+            let Some(chain) = queue.pop(mem)? else { break };
+            if chain.writable_len() == 0 {
+                // Nowhere to put a status: hand the chain back untouched.
+                queue.add_used(mem, chain.head_index(), 0)?;
+                continue;
+            }
+            match self.check(&chain, mem)? {
+                Checked::Now(done) => finish(queue, mem, &chain, done)?,
+                Checked::Queue(op) => {
+                    let mut chain = chain;
+                    chain.shrink_to_fit();
+                    self.in_flight += 1;
+                    self.in_flight_descriptors += chain.descriptors().len();
+                    self.disk.waiting.lock().push_back(Request { generation, chain, op });
+                }
+            }
+        }
+        Ok(queue.needs_notification(mem))
+    }
+
+    /// The complete step (see [`Disk`]): status bytes and used entries of
+    /// the requests carried out since, but none for a generation before
+    /// the last reset.
+    fn complete_queue(
+        &mut self,
+        index: usize,
+        queues: &mut [Queue],
+        mem: &mut dyn GuestMemory,
+    ) -> Result<bool, QueueError> {
+        if index != 0 {
+            return Ok(false);
+        }
+        let Some(queue) = queues.get_mut(0) else { return Ok(false) };
+        let generation = self.disk.generation();
+        let done = core::mem::take(&mut *self.disk.done.lock());
+        for d in done {
+            if d.generation != generation {
+                // Carried out for the driver before a reset: its chain
+                // belongs to rings that are gone or set up anew.
+                continue;
+            }
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.in_flight_descriptors = self.in_flight_descriptors.saturating_sub(d.chain.descriptors().len());
+            finish(queue, mem, &d.chain, d.outcome?)?;
         }
         Ok(queue.needs_notification(mem))
     }
 
     fn reset(&mut self) {
         self.acked_features = 0;
+        self.in_flight = 0;
+        self.in_flight_descriptors = 0;
+        self.disk.reset();
     }
 }
 

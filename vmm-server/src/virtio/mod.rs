@@ -14,6 +14,14 @@
 //! interrupt. If it answers an error, the guest broke the ring protocol: the
 //! transport sets DEVICE_NEEDS_RESET and sends a configuration-change
 //! interrupt (§2.1.2), and the device does nothing more until reset.
+//!
+//! A device whose work waits on another process (virtio-blk on storaged)
+//! splits it in three, so that no lock the VMM's devices share is held
+//! across that wait (issue 10, finding 17): `process_queue` only *queues*
+//! the requests (pops and checks them, under the caller's device lock),
+//! the VMM *executes* them with that lock released
+//! ([`block::Disk::execute`]), and [`VirtioDevice::complete_queue`], under
+//! the lock again, *completes* them (status, used ring, interrupt).
 
 pub mod block;
 pub mod console;
@@ -123,8 +131,21 @@ pub trait VirtioDevice {
         queues: &mut [Queue],
         mem: &mut dyn GuestMemory,
     ) -> Result<bool, QueueError>;
+    /// Hands back to queue `index` the requests the device carried out
+    /// since `process_queue` queued them (see the module documentation);
+    /// answers as `process_queue` does. Devices that finish everything in
+    /// `process_queue` have nothing to complete.
+    fn complete_queue(
+        &mut self,
+        _index: usize,
+        _queues: &mut [Queue],
+        _mem: &mut dyn GuestMemory,
+    ) -> Result<bool, QueueError> {
+        Ok(false)
+    }
     /// Device reset (§2.4): forget negotiated features and any request
-    /// state. The transport resets the queues.
+    /// state (a request still being carried out must not reach the rings
+    /// the driver sets up next). The transport resets the queues.
     fn reset(&mut self);
 }
 

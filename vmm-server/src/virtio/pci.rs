@@ -22,7 +22,9 @@
 //! registers, the queues' configuration, and interrupts. On a notification
 //! (a write to the queue's notify address, or [`VirtioPci::kick`] from the
 //! VMM) it calls [`VirtioDevice::process_queue`] with guest memory and, if
-//! the device asks, raises the queue's interrupt. A ring protocol error
+//! the device asks, raises the queue's interrupt; what a device carries out
+//! away from the transport (virtio-blk) comes back through
+//! [`VirtioPci::complete`], which does the same. A ring protocol error
 //! sets DEVICE_NEEDS_RESET and sends a configuration-change interrupt
 //! (§2.1.2); the device then does nothing more until the driver resets it.
 //!
@@ -336,7 +338,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
     /// is raised (collect it with `take_msi` / `intx_asserted`). Does
     /// nothing unless the device is live and the queue enabled. The VMM
     /// calls it after giving the device new work of its own (console
-    /// input) or when a backend completes.
+    /// input).
     pub fn kick(&mut self, index: usize, mem: &mut dyn GuestMemory) {
         if !self.is_live() || !self.queues.get(index).is_some_and(|q| q.ready) {
             return;
@@ -347,6 +349,39 @@ impl<D: VirtioDevice> VirtioPci<D> {
             Ok(false) => {}
             Err(error) => self.fail(TransportError::Queue { index, error }),
         }
+    }
+
+    /// Completes what the device carried out away from the transport
+    /// ([`VirtioDevice::complete_queue`]: virtio-blk's requests, executed by
+    /// `block::Disk::execute` with the VMM's device lock released) and
+    /// raises the interrupts the driver asks for. Nothing reaches the rings
+    /// unless the device is live (a reset drops what was in flight).
+    /// Returns whether it raised an interrupt or the device failed.
+    pub fn complete(&mut self, mem: &mut dyn GuestMemory) -> bool {
+        let mut raised = false;
+        for index in 0..self.queues.len() {
+            if !self.is_live() || !self.queues[index].ready {
+                continue;
+            }
+            match self.device.complete_queue(index, &mut self.queues, mem) {
+                Ok(true) => {
+                    self.queue_interrupt(index);
+                    raised = true;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    self.fail(TransportError::Queue { index, error });
+                    raised = true;
+                }
+            }
+        }
+        raised
+    }
+
+    /// Whether a queue's last pass stopped before taking everything
+    /// available (see [`Self::run_deferred`]).
+    pub fn has_deferred(&self) -> bool {
+        self.queues.iter().any(Queue::deferred)
     }
 
     /// Runs another pass over every queue whose last pass stopped at its
@@ -676,8 +711,11 @@ impl<D: VirtioDevice + Send + 'static> PciDevice for VirtioPci<D> {
         &self.config
     }
 
+    /// Completions first (a request carried out by a thread that has not
+    /// completed it yet), then the deferred passes.
     fn poll(&mut self, mem: &mut dyn GuestMemory) -> bool {
-        self.run_deferred(mem)
+        let completed = self.complete(mem);
+        self.run_deferred(mem) | completed
     }
 
     fn config_mut(&mut self) -> &mut ConfigSpace {

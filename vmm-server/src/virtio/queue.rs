@@ -277,6 +277,12 @@ impl DescriptorChain {
         &self.descriptors[self.first_writable..]
     }
 
+    /// Frees the room the walk left past the descriptors (for a chain a
+    /// device keeps while its request is in flight).
+    pub fn shrink_to_fit(&mut self) {
+        self.descriptors.shrink_to_fit();
+    }
+
     /// Total bytes of the device-readable buffers.
     pub fn readable_len(&self) -> u32 {
         self.readable_len
@@ -487,6 +493,23 @@ impl Queue {
     /// available: run another pass later.
     pub fn deferred(&self) -> bool {
         self.deferred
+    }
+
+    /// Ends this pass early, as if it had reached its bound: a device that
+    /// cannot take more chains now (virtio-blk with a queue's worth of
+    /// requests in flight) leaves the rest for a later pass.
+    pub fn defer(&mut self) {
+        self.pass_left = 0;
+        self.deferred = true;
+    }
+
+    /// Whether the driver has made chains available that `pop` has not
+    /// taken yet.
+    pub fn has_available(&self, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+        if !self.ready || self.size == 0 {
+            return Ok(false);
+        }
+        Ok(read_u16(mem, at(self.avail_ring, RING_IDX, 2)?)? != self.next_avail)
     }
 
     /// Back to the state after `new` (device reset, §2.4).

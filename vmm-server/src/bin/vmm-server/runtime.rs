@@ -6,9 +6,12 @@
 //! PIT/RTC event and also flushes the guest's console. The main thread sets
 //! the VM up, waits for every thread to finish, frees everything and checks
 //! the kernel-memory budget is what it was before. Device state is one
-//! `Platform` behind a spin lock. Each thread has its own stack and IPC
-//! buffer (`alcove_rt::Thread`), so their IPC calls (storaged's doorbell,
-//! the console's input) are independent of each other. Guest RAM, run
+//! `Platform` behind a lock that is never held across an IPC call: a
+//! disk request is queued under it, carried out (storaged's doorbell)
+//! without it and completed under it again ([`disks::run_disks`]); the
+//! console's input is read and its output written outside it. Each thread
+//! has its own stack and IPC buffer (`alcove_rt::Thread`), so their IPC
+//! calls are independent of each other. Guest RAM, run
 //! pages and block rings are reached only through `alcove_rt`'s mapping
 //! objects: volatile copies for memory the guest or storaged writes, a run
 //! page only between two `VcpuRun` calls.
@@ -48,7 +51,7 @@ use vmm_server::vm::platform::{Platform, PowerEvent};
 use vmm_server::vm::pvclock::KvmClock;
 use vmm_server::vm::sizing::{self, KernelMemory, VMM_RAM_VA};
 
-use disks::{CpuRng, open_disk};
+use disks::{CpuRng, VmDisk, open_disk, run_disks};
 use exits::vcpu_loop;
 
 mod disks;
@@ -308,10 +311,13 @@ pub type GuestMemory = RamMap<SharedMemory>;
 
 /// State every thread of one boot shares.
 struct Shared {
-    /// The devices. Held briefly by whichever thread handles an exit;
-    /// waiters yield to the holder (which may be in an IPC call to
-    /// storaged) instead of spinning through their time slices.
+    /// The devices. Held briefly by whichever thread handles an exit,
+    /// never across an IPC call (storaged's doorbell rings from
+    /// [`run_disks`], outside it); waiters yield to the holder instead of
+    /// spinning through their time slices.
     platform: alcove_rt::sync::Mutex<Platform>,
+    /// The disks' request sides, carried out without the platform lock.
+    disks: Vec<VmDisk>,
     ram: GuestMemory,
     vcpus: Vec<CapSlot>,
     /// Each vCPU's run page, taken by its thread when it starts.
@@ -646,11 +652,14 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     let unix_now = sys::unix_seconds().unwrap_or(0);
     let mut platform = Platform::new(unix_now as i64, 0);
     let mut disk_slots = Vec::new();
+    let mut disks = Vec::new();
     for index in 0..spec.disks {
         let backend = open_disk(&mut res, spec, index)?;
         let device = VirtioPci::new(Block::new(backend)).map_err(|e| format!("disks[{index}]: {e}"))?;
+        let requests = device.device().disk().clone();
         let slot = platform.pci().add(alloc::boxed::Box::new(device)).map_err(|e| format!("disks[{index}]: {e}"))?;
         disk_slots.push(slot);
+        disks.push(VmDisk { slot, requests });
     }
     // An entropy device when the host CPU has a hardware RNG, and a virtio
     // console (hvc0) next to the serial one.
@@ -670,6 +679,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         platform.pci().add(alloc::boxed::Box::new(console)).map_err(|e| format!("virtio-console: {e}"))?;
     let shared = Arc::new(Shared {
         platform: alcove_rt::sync::Mutex::new(platform),
+        disks,
         ram,
         vcpus,
         run_pages,
@@ -864,6 +874,8 @@ fn timer_loop(sh: &Shared) {
                 p.push_console_input(&bytes, now);
             }
         }
+        // What those passes queued for the disks, outside the lock.
+        run_disks(sh);
         sh.deliver(false);
     }
 }

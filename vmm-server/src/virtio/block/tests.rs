@@ -51,8 +51,13 @@ impl<B: BlockBackend> Rig<B> {
         (self.status(), len)
     }
 
+    /// A notification as the VMM handles it: queue (the device lock
+    /// held), execute (released), complete (held again).
     fn run(&mut self) -> Result<bool, QueueError> {
-        self.dev.process_queue(0, &mut self.queues, &mut self.mem)
+        let queued = self.dev.process_queue(0, &mut self.queues, &mut self.mem)?;
+        assert!(!self.dev.disk().execute(&mut self.mem).budget_spent);
+        let completed = self.dev.complete_queue(0, &mut self.queues, &mut self.mem)?;
+        Ok(queued | completed)
     }
 
     fn status(&self) -> u8 {
@@ -70,6 +75,17 @@ impl<B: BlockBackend> Rig<B> {
         let mut v = alloc::vec![0u8; len];
         self.mem.read(gpa, &mut v).unwrap();
         v
+    }
+}
+
+impl Rig<MemBackend> {
+    /// The disk's bytes.
+    fn data(&self) -> Vec<u8> {
+        self.dev.disk().with_backend(|b| b.data.clone())
+    }
+
+    fn flushes(&self) -> u32 {
+        self.dev.disk().with_backend(|b| b.flushes)
     }
 }
 
@@ -118,7 +134,7 @@ fn writes_then_reads_back_across_descriptors() {
     let (status, used) =
         r.submit(&[(HDR, 16, false), (DATA, 512, false), (DATA + 512, 1024, false), (STATUS, 1, true)]);
     assert_eq!((status, used), (VIRTIO_BLK_S_OK, 1));
-    assert_eq!(&r.dev.backend().data[3 * 512..3 * 512 + 1536], &written[..]);
+    assert_eq!(&r.data()[3 * 512..3 * 512 + 1536], &written[..]);
 
     r.header(VIRTIO_BLK_T_IN, 3);
     let out = DATA + 0x4000;
@@ -140,7 +156,7 @@ fn writes_then_reads_back_across_descriptors() {
 fn framing_is_the_drivers_choice() {
     // §2.7.4: the header split over two buffers, data and status in one.
     let mut r = rig();
-    r.dev.backend_mut().data[512..1024].fill(0x5a);
+    r.dev.disk().with_backend(|b| b.data[512..1024].fill(0x5a));
     r.header(VIRTIO_BLK_T_IN, 1);
     r.mock.add_chain(&mut r.mem, &[(HDR, 5, false), (HDR + 5, 11, false), (DATA, 513, true)]);
     assert!(r.run().unwrap());
@@ -159,7 +175,7 @@ fn large_requests_move_in_chunks() {
     let written = r.guest(DATA, len);
     let (status, _) = r.submit(&[(HDR, 16, false), (DATA, len as u32, false), (STATUS, 1, true)]);
     assert_eq!(status, VIRTIO_BLK_S_OK);
-    assert_eq!(&r.dev.backend().data[10 * 512..10 * 512 + len], &written[..]);
+    assert_eq!(&r.data()[10 * 512..10 * 512 + len], &written[..]);
 
     r.mem.as_mut_slice()[DATA as usize..DATA as usize + len].fill(0);
     r.header(VIRTIO_BLK_T_IN, 10);
@@ -200,7 +216,7 @@ fn refuses_partial_sectors() {
     r.header(VIRTIO_BLK_T_OUT, 0);
     r.fill(DATA, 600, 1);
     assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 600, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
-    assert!(r.dev.backend().data.iter().all(|&b| b == 0), "nothing written");
+    assert!(r.data().iter().all(|&b| b == 0), "nothing written");
 }
 
 #[test]
@@ -208,13 +224,13 @@ fn flushes() {
     let mut r = rig();
     r.header(VIRTIO_BLK_T_FLUSH, 0);
     assert_eq!(r.submit(&[(HDR, 16, false), (STATUS, 1, true)]), (VIRTIO_BLK_S_OK, 1));
-    assert_eq!(r.dev.backend().flushes, 1);
+    assert_eq!(r.flushes(), 1);
     // Data with a flush is malformed.
     r.header(VIRTIO_BLK_T_FLUSH, 0);
     assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
     r.header(VIRTIO_BLK_T_FLUSH, 0);
     assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
-    assert_eq!(r.dev.backend().flushes, 1);
+    assert_eq!(r.flushes(), 1);
 }
 
 #[test]
@@ -247,7 +263,7 @@ fn refuses_data_in_the_wrong_direction() {
     assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]), (VIRTIO_BLK_S_IOERR, 1));
     r.header(VIRTIO_BLK_T_IN, 0);
     assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
-    assert!(r.dev.backend().data.iter().all(|&b| b == 0));
+    assert!(r.data().iter().all(|&b| b == 0));
     assert_eq!(r.guest(DATA, 512), [0x11; 512]);
 }
 
@@ -274,7 +290,7 @@ fn a_request_without_a_status_byte_comes_back_untouched() {
     let head = r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (DATA, 512, false)]);
     r.run().unwrap();
     assert_eq!(r.mock.used_elem(&r.mem, 0), (u32::from(head), 0));
-    assert!(r.dev.backend().data.iter().all(|&b| b == 0));
+    assert!(r.data().iter().all(|&b| b == 0));
     assert_eq!(r.status(), 0xff);
 }
 
@@ -296,7 +312,7 @@ fn a_read_only_disk_refuses_writes() {
     r.header(VIRTIO_BLK_T_OUT, 0);
     r.fill(DATA, 512, 1);
     assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_IOERR);
-    assert!(r.dev.backend().data.iter().all(|&b| b == 0));
+    assert!(r.data().iter().all(|&b| b == 0));
     r.header(VIRTIO_BLK_T_IN, 0);
     assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]).0, VIRTIO_BLK_S_OK);
 }
@@ -381,4 +397,119 @@ fn a_malformed_chain_breaks_the_device() {
     r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (0x10_0000, 1, true)]);
     assert!(matches!(r.run(), Err(QueueError::DescriptorOutOfRange { .. })));
     assert_eq!(r.mock.used_idx(&r.mem), 0);
+}
+
+#[test]
+fn a_notification_only_queues_requests_for_the_backend() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_OUT, 2);
+    r.fill(DATA, 512, 4);
+    let written = r.guest(DATA, 512);
+    let head = r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+    // Queue: popped and checked, nothing carried out or returned yet.
+    assert_eq!(r.dev.process_queue(0, &mut r.queues, &mut r.mem), Ok(false));
+    assert!(r.dev.disk().has_work());
+    assert!(r.data().iter().all(|&b| b == 0));
+    assert_eq!((r.mock.used_idx(&r.mem), r.status()), (0, 0xff));
+    // Execute: on the disk, still not returned.
+    assert!(r.dev.disk().execute(&mut r.mem).to_complete);
+    assert!(!r.dev.disk().has_work());
+    assert_eq!(&r.data()[2 * 512..3 * 512], &written[..]);
+    assert_eq!((r.mock.used_idx(&r.mem), r.status()), (0, 0xff));
+    // Complete: status, used entry, interrupt.
+    assert_eq!(r.dev.complete_queue(0, &mut r.queues, &mut r.mem), Ok(true));
+    assert!(!r.dev.disk().has_completions());
+    assert_eq!(r.status(), VIRTIO_BLK_S_OK);
+    assert_eq!(r.mock.used_elem(&r.mem, 0), (u32::from(head), 1));
+    // Nothing twice.
+    assert!(!r.dev.disk().execute(&mut r.mem).to_complete);
+    assert_eq!(r.dev.complete_queue(0, &mut r.queues, &mut r.mem), Ok(false));
+    assert_eq!(r.mock.used_idx(&r.mem), 1);
+}
+
+#[test]
+fn requests_queued_before_a_reset_are_dropped() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_OUT, 0);
+    r.fill(DATA, 512, 4);
+    r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+    r.dev.process_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    // The transport's reset: the device's, then its queues'.
+    r.dev.reset();
+    r.queues[0] = r.mock.device_queue();
+    r.queues[0].next_avail = 1;
+    assert!(!r.dev.disk().execute(&mut r.mem).to_complete, "nothing to carry out");
+    assert!(r.data().iter().all(|&b| b == 0), "the forgotten write reached the disk");
+    assert_eq!(r.dev.complete_queue(0, &mut r.queues, &mut r.mem), Ok(false));
+    assert_eq!((r.mock.used_idx(&r.mem), r.status()), (0, 0xff));
+}
+
+#[test]
+fn requests_in_flight_are_bounded() {
+    // A driver that reuses table entries of chains still in flight: at
+    // most a queue's worth of them is taken.
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    for _ in 0..QUEUE_SIZE {
+        r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (STATUS, 1, true)]);
+    }
+    r.queues[0].start_pass();
+    r.dev.process_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    assert!(!r.queues[0].deferred());
+    r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (STATUS, 1, true)]);
+    r.queues[0].start_pass();
+    r.dev.process_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    assert!(r.queues[0].deferred(), "a request past the queue size was taken");
+    assert_eq!(r.queues[0].next_avail, QUEUE_SIZE);
+    r.dev.disk().execute(&mut r.mem);
+    r.dev.complete_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    assert_eq!(r.flushes(), u32::from(QUEUE_SIZE));
+    // Once they are back, the next pass takes the rest.
+    r.queues[0].start_pass();
+    r.dev.process_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    assert!(!r.queues[0].deferred());
+    r.dev.disk().execute(&mut r.mem);
+    r.dev.complete_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    assert_eq!(r.mock.used_idx(&r.mem), QUEUE_SIZE + 1);
+
+    // And their descriptors (they live in the VMM's heap until completed):
+    // flushes with 1023 empty descriptors in an indirect table each.
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    let mut bufs = alloc::vec![(HDR, 16, false)];
+    bufs.extend(core::iter::repeat_n((DATA, 0, false), 1022));
+    bufs.push((STATUS, 1, true));
+    for i in 0..3u64 {
+        r.mock.add_indirect_chain(&mut r.mem, 0x4_0000 + 0x4000 * i, &bufs);
+    }
+    r.queues[0].start_pass();
+    r.dev.process_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    assert!(r.queues[0].deferred());
+    assert_eq!(r.queues[0].next_avail, (MAX_IN_FLIGHT_DESCRIPTORS / 1024) as u16);
+    // Each completion makes room for the next.
+    for done in 1..=3 {
+        r.queues[0].start_pass();
+        r.run().unwrap();
+        assert_eq!(r.mock.used_idx(&r.mem), done);
+    }
+    assert_eq!(r.mock.used_idx(&r.mem), 3);
+    assert_eq!(r.flushes(), 3);
+}
+
+#[test]
+fn one_execute_carries_out_at_most_its_budget() {
+    let mut r = rig();
+    r.header(VIRTIO_BLK_T_FLUSH, 0);
+    for _ in 0..5 {
+        r.mock.add_chain(&mut r.mem, &[(HDR, 16, false), (STATUS, 1, true)]);
+    }
+    r.dev.process_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    let disk = r.dev.disk().clone();
+    assert_eq!(disk.execute_at_most(&mut r.mem, 2), Executed { to_complete: true, budget_spent: true });
+    assert_eq!(r.flushes(), 2);
+    assert!(disk.has_work());
+    assert_eq!(disk.execute_at_most(&mut r.mem, 3), Executed { to_complete: true, budget_spent: false });
+    assert_eq!(r.flushes(), 5);
+    r.dev.complete_queue(0, &mut r.queues, &mut r.mem).unwrap();
+    assert_eq!(r.mock.used_idx(&r.mem), 5);
 }

@@ -6,7 +6,7 @@
 use super::*;
 use crate::devices::XorShift;
 use crate::pci::{PciBus, PciSlot};
-use crate::virtio::block::{Block, MemBackend, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN};
+use crate::virtio::block::{BackendError, Block, BlockBackend, ID_BYTES, MemBackend, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN};
 use crate::virtio::mock::MockQueue;
 use crate::virtio::queue::VecMemory;
 use crate::virtio::rng::{EntropySource, Rng};
@@ -42,7 +42,13 @@ struct Guest {
     mem: VecMemory,
     slot: PciSlot,
     bar: u64,
+    /// For a virtio-blk device: what the VMM does after each exit (carry
+    /// out the queued requests with the device lock released, then
+    /// complete them).
+    disk: Option<DiskRunner>,
 }
+
+type DiskRunner = Box<dyn FnMut(&mut PciBus, PciSlot, &mut VecMemory)>;
 
 fn disk() -> MemBackend {
     let mut b = MemBackend::new(64, b"pci-disk");
@@ -57,11 +63,34 @@ impl Guest {
         let mut bus = PciBus::new();
         let slot = bus.add(Box::new(VirtioPci::new(device).unwrap())).unwrap();
         let bar = bus.config(slot).unwrap().bar(0).unwrap().address;
-        Self { bus, mem: VecMemory::new(0, 0x10_0000), slot, bar }
+        Self { bus, mem: VecMemory::new(0, 0x10_0000), slot, bar, disk: None }
     }
 
     fn block() -> Self {
-        Self::with(Block::new(disk()))
+        Self::with_disk(disk())
+    }
+
+    /// A virtio-blk device on `backend`, its requests run after each exit.
+    fn with_disk<B: BlockBackend + Send + 'static>(backend: B) -> Self {
+        let mut g = Self::with(Block::new(backend));
+        g.attach_disk::<B>();
+        g
+    }
+
+    fn attach_disk<B: BlockBackend + Send + 'static>(&mut self) {
+        let disk = self.bus.device::<VirtioPci<Block<B>>>(self.slot).unwrap().device().disk().clone();
+        self.disk = Some(Box::new(move |bus, slot, mem| {
+            if disk.execute(mem).to_complete {
+                bus.device_mut::<VirtioPci<Block<B>>>(slot).unwrap().complete(mem);
+            }
+        }));
+    }
+
+    /// What the VMM does after an exit: run the disk's requests.
+    fn after_exit(&mut self) {
+        if let Some(run) = self.disk.as_mut() {
+            run(&mut self.bus, self.slot, &mut self.mem);
+        }
     }
 
     fn cfg_r(&mut self, reg: u16, size: u8) -> u32 {
@@ -72,6 +101,7 @@ impl Guest {
     fn cfg_w(&mut self, reg: u16, size: u8, v: u32) {
         let gpa = crate::boot::layout::ECAM_BASE + (u64::from(self.slot.0) << 15) + u64::from(reg);
         assert!(self.bus.mmio_write(gpa, size, u64::from(v), &mut self.mem));
+        self.after_exit();
     }
 
     fn r(&mut self, off: u64, size: u8) -> u64 {
@@ -80,6 +110,7 @@ impl Guest {
 
     fn w(&mut self, off: u64, size: u8, v: u64) {
         assert!(self.bus.mmio_write(self.bar + off, size, v, &mut self.mem));
+        self.after_exit();
     }
 
     fn status(&mut self) -> u8 {
@@ -201,13 +232,18 @@ impl Guest {
 
     /// The same, leaving used_event as it is.
     fn block_read_no_event(&mut self, mock: &mut MockQueue, sector: u64) {
+        self.post_read(mock, sector);
+        self.w(NOTIFY_OFFSET, 2, 0);
+    }
+
+    /// Makes a one-sector read of `sector` available, without notifying.
+    fn post_read(&mut self, mock: &mut MockQueue, sector: u64) {
         let mut h = [0u8; 16];
         h[..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
         h[8..].copy_from_slice(&sector.to_le_bytes());
         self.mem.write(HDR, &h).unwrap();
         self.mem.write(STATUS_BYTE, &[0xFF]).unwrap();
         mock.add_chain(&mut self.mem, &[(HDR, 16, false), (DATA, 512, true), (STATUS_BYTE, 1, true)]);
-        self.w(NOTIFY_OFFSET, 2, 0);
     }
 }
 
@@ -700,3 +736,5 @@ fn fuzz_the_transport() {
         assert_eq!(g.bus.take_msi(), [QUEUE_MSI], "round {round}");
     }
 }
+
+mod finding17;

@@ -82,6 +82,9 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
                 run.hw_code, run.info1, run.info2, run.rip, run.cr0, run.cr3, run.cr4, run.efer
             ))),
         }
+        // Disk requests the exit queued: carried out without the platform
+        // lock, completed under it.
+        super::run_disks(sh);
         sh.deliver(false);
         update_pio_rules(sh, run);
     }
