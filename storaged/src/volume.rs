@@ -7,7 +7,11 @@
 //! A guest's FLUSH forces the pool's open transaction group
 //! ([`alcove_pool::Pool::sync`]): it completes only once everything written
 //! before it is durable (data, a flush barrier, the uberblock, a flush). The
-//! cost is one commit per FLUSH; an intent log would make it cheaper.
+//! cost is one commit per FLUSH; an intent log would make it cheaper. A
+//! write that finds the open group at its bound
+//! ([`alcove_pool::Pool::set_dirty_limit`], [`crate::DIRTY_LIMIT_BYTES`] in
+//! storaged) commits the group first, so unflushed writes never pile up in
+//! storaged's memory.
 
 use alloc::format;
 use alloc::rc::Rc;
@@ -92,7 +96,16 @@ impl<P: alcove_pool::Disk> BlockDevice for PoolVolume<P> {
     }
     fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
         let at = sector.checked_mul(SECTOR_BYTES as u64).ok_or(DiskError { what: "pool volume write" })?;
-        self.pool.borrow_mut().write(&self.name, at, data).map_err(|e| io(&self.name, "pool volume write", e))
+        let mut pool = self.pool.borrow_mut();
+        match pool.write(&self.name, at, data) {
+            // The open group holds its bound: commit it, then write.
+            Err(PoolError::DirtyFull { .. }) => {
+                pool.sync().map_err(|e| io(&self.name, "pool commit (dirty bound)", e))?;
+                pool.write(&self.name, at, data)
+            }
+            other => other,
+        }
+        .map_err(|e| io(&self.name, "pool volume write", e))
     }
     fn flush(&mut self) -> Result<(), DiskError> {
         self.pool.borrow_mut().sync().map_err(|e| io(&self.name, "pool commit", e))
