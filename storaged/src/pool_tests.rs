@@ -204,8 +204,13 @@ fn boot_never_writes_a_disk_it_was_not_given_blank() {
     assert_eq!(pool::Server::status(as_(&mut s, 0)), Err(PoolError::NoPool));
 }
 
+/// A pool on vd0 with volumes a and b, and a machine disk `raw` holding
+/// data, served whole to the manifest's clients (and only to them).
 fn pool_server() -> Server {
-    let mut s = booted(vec![disk("vd0", 16)], Some(&plan("zones", false, &["0"])));
+    let mut raw = MemDisk::new(2048, "raw");
+    raw.data[0] = 0xeb;
+    let mut s = booted(vec![disk("vd0", 16), Disk::new("raw", raw)], Some(&plan("zones", false, &["0"])));
+    assert_eq!(s.disks().len(), 1);
     assert!(s.pool.is_some());
     for v in ["zones/a-disk0", "zones/b-disk0"] {
         pool::Server::create(as_(&mut s, ADMIN), v.into(), 4 * MIB, 4096).unwrap();
@@ -239,6 +244,9 @@ fn a_grant_reaches_exactly_its_volumes() {
         let mut st = s.borrow_mut();
         let st = as_(&mut st, thief);
         assert!(storage::Server::disks(st).iter().all(|d| d.name != "zones/a-disk0"), "{what} sees A's volume");
+        if thief != MANIFEST_VMM {
+            assert!(storage::Server::disks(st).iter().all(|d| d.name != "raw"), "{what} sees a machine disk");
+        }
         let r = storage::Server::open(st, 1);
         assert!(matches!(r, Err(StorageError::NoSuchDisk { index: 1, .. })), "{what}: {r:?}");
         assert_eq!(storage::Server::kick(st, handle), Err(StorageError::NoSuchHandle { handle }), "{what}");
@@ -266,7 +274,11 @@ fn a_grant_reaches_exactly_its_volumes() {
     assert_eq!(pool::Server::revoke(as_(&mut s.borrow_mut(), ADMIN), ga), Ok(1));
     assert!(a.read(8, &mut got).is_err());
     assert_eq!(storage::Server::open(as_(&mut s.borrow_mut(), ga), 0), Err(StorageError::NoSuchDisk { index: 0, disks: 0 }));
-    assert!(storage::Server::disks(as_(&mut s.borrow_mut(), ga)).is_empty());
+    assert!(storage::Server::disks(as_(&mut s.borrow_mut(), ga)).is_empty(), "a revoked grant falls back to nothing");
+    // The manifest's client has the machine disk, whole.
+    let mut raw = open(&s, MANIFEST_VMM, 0).unwrap();
+    raw.read(0, &mut got[..512]).unwrap();
+    assert_eq!(got[0], 0xeb);
     assert_eq!(s.borrow().factory.minted.len(), 1, "the revoked grant's capability was taken back");
     pool::Server::destroy(as_(&mut s.borrow_mut(), ADMIN), "zones/a-disk0".into(), true).unwrap();
 }
