@@ -235,6 +235,29 @@ mod tests {
         pool.borrow_mut().verify(false).unwrap();
     }
 
+    /// A guest that writes and never flushes: the open group reaches the
+    /// pool's dirty bound, and the write commits it instead of failing or
+    /// holding ever more in storaged's memory.
+    #[test]
+    fn writes_past_the_dirty_bound_commit_the_group() {
+        let pool = Pool::create("zones", vec![MachineDisk(MemDisk::new(16 * 2048, "d"))], 11).unwrap();
+        let pool = Rc::new(RefCell::new(pool));
+        pool.borrow_mut().create_volume("zones/v", 4 << 20, 4096).unwrap();
+        pool.borrow_mut().set_dirty_limit(Some(64 * 1024));
+        let txg = pool.borrow().txg();
+        let s = serve(&pool, &["zones/v"]);
+        let mut c = ring(&s, 0);
+        let chunk: Vec<u8> = (0..32 * 1024).map(|i| (i % 253) as u8 | 1).collect();
+        for i in 0..32u64 {
+            c.write(i * 64, &chunk).unwrap();
+            assert!(pool.borrow().dirty_bytes() <= 64 * 1024 + chunk.len() as u64);
+        }
+        assert!(pool.borrow().txg() > txg, "the bound made commits");
+        let mut back = vec![0u8; chunk.len()];
+        c.read(31 * 64, &mut back).unwrap();
+        assert_eq!(back, chunk);
+    }
+
     #[test]
     fn a_full_pool_is_an_io_error_and_the_ring_goes_on() {
         let pool = Pool::create("zones", vec![MachineDisk(MemDisk::new(4 * 2048, "small"))], 10).unwrap();
