@@ -51,9 +51,19 @@ enum Kind {
     Receive { target: String, data: Vec<u8> },
 }
 
+/// Bytes of a disk's name in `status` at most.
+const DISK_NAME_MAX: usize = 64;
+/// Bytes of a report's text in `status` at most (so a full status, every
+/// child and report at its longest, still fits in one message).
+const REPORT_MAX: usize = 200;
+
 /// `s`, cut to at most [`POOL_TEXT_MAX`] bytes at a character boundary.
 pub(crate) fn text(s: &str) -> String {
-    let max = POOL_TEXT_MAX as usize;
+    cut(s, POOL_TEXT_MAX as usize)
+}
+
+/// `s`, cut to at most `max` bytes (at least 4) at a character boundary.
+fn cut(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -141,7 +151,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             .reports
             .iter()
             .take(POOL_REPORTS_MAX as usize)
-            .map(|r| DiskReport { disk: text(&r.disk), what: text(&r.what) })
+            .map(|r| DiskReport { disk: cut(&r.disk, DISK_NAME_MAX), what: cut(&r.what, REPORT_MAX) })
             .collect();
         let reports_total = self.reports.len() as u32;
         let names = self.pool_disks.clone();
@@ -151,7 +161,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             .iter()
             .enumerate()
             .map(|(i, s)| PoolChild {
-                disk: text(names.get(i).map_or("?", |n| n.as_str())),
+                disk: cut(names.get(i).map_or("?", |n| n.as_str()), DISK_NAME_MAX),
                 state: String::from(if s.faulted {
                     "FAULTED"
                 } else if s.read_errors + s.write_errors + s.checksum_errors > 0 {

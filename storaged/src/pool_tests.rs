@@ -206,6 +206,27 @@ fn boot_never_writes_a_disk_it_was_not_given_blank() {
 
 /// A pool on vd0 with volumes a and b, and a machine disk `raw` holding
 /// data, served whole to the manifest's clients (and only to them).
+/// `status` fits in one message with every disk and report at its longest.
+#[test]
+fn status_is_bounded() {
+    let mut disks = vec![];
+    for i in 0..8 {
+        disks.push(disk(&format!("{}{i}", "m".repeat(300)), 2));
+    }
+    for i in 0..20 {
+        let mut d = MemDisk::new(4096, "junk");
+        d.data[i] = 1;
+        disks.push(Disk::new(&format!("{}{i:02}", "j".repeat(500)), d));
+    }
+    let sels: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    let plan = PoolPlan { name: "z".repeat(200), mirror: true, disks: sels };
+    let s = booted(disks, Some(&plan));
+    let t = Loopback::new(s);
+    let st = pool::Client::new(&t).status().unwrap().unwrap();
+    assert_eq!((st.children.len(), st.reports.len(), st.reports_total), (8, 8, 20));
+    assert!(st.reports[0].what.contains("does not recognise"));
+}
+
 fn pool_server() -> Server {
     let mut raw = MemDisk::new(2048, "raw");
     raw.data[0] = 0xeb;
