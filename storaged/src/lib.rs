@@ -126,7 +126,12 @@ impl<D: BlockDevice> Disk<D> {
     /// `device`, listed as `name`; asks the device for its serial.
     pub fn new(name: &str, mut device: D) -> Self {
         let serial = match device.id() {
-            Ok(id) => String::from_utf8_lossy(&id).trim_end_matches('\0').trim().into(),
+            // virtio 1.2 §5.2.6: the ID ends at its first NUL when shorter
+            // than 20 bytes; what follows is not the device's.
+            Ok(id) => {
+                let end = id.iter().position(|&b| b == 0).unwrap_or(id.len());
+                String::from_utf8_lossy(&id[..end]).trim().into()
+            }
             Err(e) => {
                 log::warn!("{name}: no serial ({e})");
                 String::new()

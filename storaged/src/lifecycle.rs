@@ -216,7 +216,14 @@ pub fn bring_up<D: BlockDevice>(disks: Vec<Disk<D>>, plan: Option<&PoolPlan>, gu
         }
     }
 
-    for (_, name, _, found, md) in seen {
+    for (_, name, serial, found, md) in seen {
+        // The disk as found at boot (its serial not asked for again).
+        let info = libipc::interfaces::DiskInfo {
+            name: name.clone(),
+            serial,
+            capacity_sectors: md.0.capacity_sectors(),
+            read_only: md.0.read_only(),
+        };
         match found {
             Found::Member(h) => report(
                 &mut booted,
@@ -225,11 +232,11 @@ pub fn bring_up<D: BlockDevice>(disks: Vec<Disk<D>>, plan: Option<&PoolPlan>, gu
             ),
             Found::Foreign(why) => {
                 report(&mut booted, &name, format!("{why}; left untouched"));
-                booted.free.push(Disk::new(&name, md.0));
+                booted.free.push(Disk { info, device: md.0 });
             }
             Found::Blank => {
                 log::info!("{name}: blank, not in the pool");
-                booted.free.push(Disk::new(&name, md.0));
+                booted.free.push(Disk { info, device: md.0 });
             }
         }
     }
