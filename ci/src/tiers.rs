@@ -375,9 +375,10 @@ fn edu() -> Vec<String> {
     vec!["-device".into(), "edu".into()]
 }
 
-/// A virtio-blk (modern only) drive for the storage case: a fresh 4 MiB raw
-/// image with a signature in sector 0, which the suite reads and then writes
-/// past (`servers/ktest-user/src/storage.rs`).
+/// The virtio-blk (modern only) drives for the storage case: a fresh 4 MiB
+/// raw image with a signature in sector 0, which the suite reads and then
+/// writes past (`servers/ktest-user/src/storage.rs`), and a blank 8 MiB one
+/// for storaged's pool.
 fn storage_disk(file: &str) -> Vec<String> {
     let img = crate::out_dir().join(file);
     let mut bytes = vec![0u8; 4 << 20];
@@ -386,11 +387,19 @@ fn storage_disk(file: &str) -> Vec<String> {
     // run's image is removed first, so it cannot stand in).
     let _ = std::fs::remove_file(&img);
     let _ = std::fs::create_dir_all(crate::out_dir()).and_then(|()| std::fs::write(&img, &bytes));
+    // A blank second drive: storaged makes its pool there (storage.toml).
+    let pool = crate::out_dir().join(file.replace("-d0", "-d1"));
+    let _ = std::fs::remove_file(&pool);
+    let _ = std::fs::write(&pool, vec![0u8; 8 << 20]);
     vec![
         "-drive".into(),
         format!("file={},if=none,id=d0,format=raw", img.display()),
         "-device".into(),
         "virtio-blk-pci,drive=d0,disable-legacy=on,serial=alcove-d0".into(),
+        "-drive".into(),
+        format!("file={},if=none,id=d1,format=raw", pool.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d1,disable-legacy=on,serial=alcove-d1".into(),
     ]
 }
 

@@ -132,6 +132,9 @@ pub enum StorageError {
     /// be able to tell.
     #[allow(missing_docs)]
     NoClientWatch { why: String },
+    /// The pool volume a grant names is gone (or storaged has no pool).
+    #[allow(missing_docs)]
+    NoSuchVolume { name: String },
 }
 
 impl core::fmt::Display for StorageError {
@@ -147,6 +150,7 @@ impl core::fmt::Display for StorageError {
             StorageError::NoClientWatch { why } => {
                 write!(f, "storage: open needs the caller's process capability (its rings close when it ends): {why}")
             }
+            StorageError::NoSuchVolume { name } => write!(f, "storage: no pool volume {name}"),
         }
     }
 }
@@ -295,5 +299,335 @@ crate::interface! {
         /// Closes the socket (a connection sends what is queued, then FIN);
         /// the handle is no longer valid.
         fn close(socket: u32) -> Result<(), SocketError>;
+    }
+}
+
+/// Bytes of stream data one `send_chunk` reply or `receive_chunk` request
+/// carries (a send or receive stream moves in many such messages).
+pub const POOL_CHUNK_BYTES: u32 = 2048;
+
+/// Bytes of names a `list` or `props` page holds at most (at least one
+/// entry always goes in): a page always fits in one message.
+pub const POOL_PAGE_BYTES: u32 = 2048;
+
+/// Volumes one `grant` names at most.
+pub const POOL_GRANT_MAX: u32 = 8;
+
+/// Disks a `status` reply reports by name at most (more are counted).
+pub const POOL_REPORTS_MAX: u32 = 8;
+
+/// Bytes of a reason in a [`PoolError`] or a report at most (longer ones are
+/// cut, with `…`).
+pub const POOL_TEXT_MAX: u32 = 400;
+
+/// One disk of the pool as `pool.status` reports it, `zpool status`'s line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolChild {
+    /// The machine disk, e.g. `"virtio-blk 00:04.0"`.
+    pub disk: String,
+    /// `ONLINE`, `DEGRADED` (errors counted) or `FAULTED` (out of service:
+    /// a write or a flush failed on it).
+    pub state: String,
+    #[allow(missing_docs)]
+    pub read_errors: u64,
+    #[allow(missing_docs)]
+    pub write_errors: u64,
+    #[allow(missing_docs)]
+    pub checksum_errors: u64,
+    /// Bytes rewritten on it from a good copy (self-healing, scrub).
+    pub repaired_bytes: u64,
+}
+
+/// A machine disk storaged found at boot and did not put in the pool, and
+/// why (data it does not recognise, another pool's member, …): left
+/// untouched.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskReport {
+    /// The machine disk.
+    pub disk: String,
+    /// What storaged found on it and did.
+    pub what: String,
+}
+
+/// `pool.status`: the pool, its disks, and the disks left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// The pool's name (`zones`).
+    pub name: String,
+    #[allow(missing_docs)]
+    pub guid: u64,
+    /// `ONLINE`, `DEGRADED` or `FAULTED` (a commit failed: suspended).
+    pub state: String,
+    /// The last committed transaction group.
+    pub txg: u64,
+    /// `disk` or `mirror`.
+    pub vdev: String,
+    /// The disks present, in the labels' order.
+    pub children: alloc::vec::Vec<PoolChild>,
+    /// Disks the labels name (present or not).
+    pub children_total: u32,
+    /// Bytes of the data region, and of it free.
+    pub size_bytes: u64,
+    #[allow(missing_docs)]
+    pub free_bytes: u64,
+    /// Disks left out at boot (at most [`POOL_REPORTS_MAX`]) …
+    pub reports: alloc::vec::Vec<DiskReport>,
+    /// … and how many there were in all.
+    pub reports_total: u32,
+    /// Grants live (VMM capabilities naming volumes).
+    pub grants: u32,
+}
+
+/// A dataset in a `list` page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetEntry {
+    /// `zones/NAME` or `zones/NAME@SNAP`.
+    pub name: String,
+    #[allow(missing_docs)]
+    pub snapshot: bool,
+    /// Bytes.
+    pub volsize: u64,
+}
+
+/// A page of `list` (names in order); `next` is the `after` that gets the
+/// next page (`None`: that was the last).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetPage {
+    #[allow(missing_docs)]
+    pub datasets: alloc::vec::Vec<DatasetEntry>,
+    #[allow(missing_docs)]
+    pub next: Option<String>,
+}
+
+/// `pool.get`: a volume's or snapshot's native properties (as `zfs get`).
+/// User properties are read with `props` and `get_prop`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    #[allow(missing_docs)]
+    pub name: String,
+    #[allow(missing_docs)]
+    pub guid: u64,
+    #[allow(missing_docs)]
+    pub snapshot: bool,
+    #[allow(missing_docs)]
+    pub volsize: u64,
+    #[allow(missing_docs)]
+    pub volblocksize: u32,
+    /// The transaction group that made it.
+    pub creation_txg: u64,
+    /// A clone's snapshot.
+    pub origin: Option<String>,
+    /// `off` or `lz4`.
+    pub compression: String,
+    /// Bytes, ZFS's meaning (volumes; 0 for a snapshot).
+    pub used: u64,
+    #[allow(missing_docs)]
+    pub available: u64,
+    #[allow(missing_docs)]
+    pub referenced: u64,
+    /// Hundredths: 100 is 1.00x.
+    pub compressratio_x100: u64,
+    /// Bytes, 0 for none.
+    pub quota: u64,
+    #[allow(missing_docs)]
+    pub reservation: u64,
+    #[allow(missing_docs)]
+    pub refreservation: u64,
+    /// How many user properties (`module:key`) it has.
+    pub user_props: u32,
+}
+
+/// A page of user-property keys; `next` as in [`DatasetPage`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropPage {
+    #[allow(missing_docs)]
+    pub keys: alloc::vec::Vec<String>,
+    #[allow(missing_docs)]
+    pub next: Option<String>,
+}
+
+/// A piece of a property's value (UTF-8 bytes; a piece may end inside a
+/// character: join the pieces, then decode).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropChunk {
+    /// At most [`POOL_CHUNK_BYTES`] bytes from the offset asked for.
+    pub bytes: alloc::vec::Vec<u8>,
+    /// The value's whole length.
+    pub total_bytes: u32,
+}
+
+/// A send stream storaged made ready: read it with `send_chunk`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamOpened {
+    /// Names the stream in `send_chunk` and `close_stream`.
+    pub stream: u32,
+    /// Its length.
+    pub bytes: u64,
+}
+
+/// What `pool.scrub` found, as `zpool status` after a scrub.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// The transaction group scrubbed.
+    pub txg: u64,
+    #[allow(missing_docs)]
+    pub datasets: u32,
+    /// Blocks and bytes verified.
+    pub blocks: u64,
+    #[allow(missing_docs)]
+    pub bytes: u64,
+    /// Over all disks, since import.
+    pub checksum_errors: u64,
+    #[allow(missing_docs)]
+    pub repaired_bytes: u64,
+    /// The pool's state afterwards.
+    pub state: String,
+}
+
+/// What `pool.grant` made: the reply carries an endpoint capability for
+/// storaged with this badge; a VMM holding it reaches exactly the granted
+/// volumes (`storage.disks` lists them, `storage.open(i)` opens the i-th).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    /// Names the grant in `revoke`.
+    pub badge: u64,
+}
+
+/// Why storaged refused a `pool` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolError {
+    /// The caller may not use the pool interface (the control plane and
+    /// init only; a VMM reaches its volumes through `storage`).
+    NotPermitted,
+    /// storaged has no pool (none found on the disks, none configured).
+    NoPool,
+    /// No dataset, grant or property of that name.
+    #[allow(missing_docs)]
+    NotFound { name: String },
+    /// A dataset of that name exists.
+    #[allow(missing_docs)]
+    Exists { name: String },
+    /// Refused while something depends on it or uses it (`why` says what).
+    #[allow(missing_docs)]
+    Busy { why: String },
+    /// The request is not valid (`why`).
+    #[allow(missing_docs)]
+    Invalid { why: String },
+    /// The pool is out of space.
+    NoSpace,
+    /// A quota would be passed (`why`, with the figures).
+    #[allow(missing_docs)]
+    Quota { why: String },
+    /// Not enough unreserved space (`why`, with the figures).
+    #[allow(missing_docs)]
+    Space { why: String },
+    /// A disk failed, or the pool is suspended after a failed commit.
+    #[allow(missing_docs)]
+    Io { why: String },
+    /// A block had no copy matching its checksum.
+    #[allow(missing_docs)]
+    Checksum { offset: u64 },
+    /// The on-disk state is inconsistent, or a stream is damaged (`why`).
+    #[allow(missing_docs)]
+    Corrupt { why: String },
+    /// `what` is larger than storaged takes (`max` bytes or items).
+    #[allow(missing_docs)]
+    TooLarge { what: String, max: u64 },
+    /// No stream of the caller's with that number.
+    #[allow(missing_docs)]
+    NoSuchStream { stream: u32 },
+    /// Every stream slot is in use (`limit`).
+    #[allow(missing_docs)]
+    TooManyStreams { limit: u32 },
+    /// storaged could not make the capability a grant hands over (`why`).
+    #[allow(missing_docs)]
+    GrantSetup { why: String },
+}
+
+impl core::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PoolError::NotPermitted => f.write_str("pool: this client may not use the pool interface (control plane and init only)"),
+            PoolError::NoPool => f.write_str("pool: storaged has no pool"),
+            PoolError::NotFound { name } => write!(f, "pool: {name}: not found"),
+            PoolError::Exists { name } => write!(f, "pool: {name}: already exists"),
+            PoolError::Busy { why } => write!(f, "pool: busy: {why}"),
+            PoolError::Invalid { why } => write!(f, "pool: {why}"),
+            PoolError::NoSpace => f.write_str("pool: out of space"),
+            PoolError::Quota { why } => write!(f, "pool: disk quota exceeded: {why}"),
+            PoolError::Space { why } => write!(f, "pool: out of space: {why}"),
+            PoolError::Io { why } => write!(f, "pool: I/O error: {why}"),
+            PoolError::Checksum { offset } => write!(f, "pool: checksum error: no good copy of the block at {offset:#x}"),
+            PoolError::Corrupt { why } => write!(f, "pool: corrupt: {why}"),
+            PoolError::TooLarge { what, max } => write!(f, "pool: {what}: more than {max}"),
+            PoolError::NoSuchStream { stream } => write!(f, "pool: no stream {stream}"),
+            PoolError::TooManyStreams { limit } => write!(f, "pool: all {limit} stream slots are in use"),
+            PoolError::GrantSetup { why } => write!(f, "pool: cannot make the grant's capability: {why}"),
+        }
+    }
+}
+
+impl core::error::Error for PoolError {}
+
+crate::interface! {
+    /// storaged's pool, for the control plane and init (other callers get
+    /// [`PoolError::NotPermitted`]): volumes (`zones/<uuid>-disk<N>`) and
+    /// their snapshots, clones, properties, send and receive streams, scrub,
+    /// status, and grants, the capabilities that let a VMM open exactly its
+    /// volumes as block rings. Every reply fits in one message: lists come
+    /// in pages, streams and long values in chunks of [`POOL_CHUNK_BYTES`].
+    pub interface pool = 7 {
+        /// The pool, its disks, the disks left out at boot.
+        fn status() -> Result<PoolStatus, PoolError>;
+        /// Datasets whose names sort after `after` ("" for the first page).
+        fn list(after: String) -> Result<DatasetPage, PoolError>;
+        /// A new sparse volume (`volblocksize` 0: 8 KiB), committed.
+        fn create(name: String, volsize: u64, volblocksize: u32) -> Result<(), PoolError>;
+        /// Destroys a volume (with its snapshots if `recursive`) or a
+        /// snapshot; refused while clones, grants or open rings use it.
+        fn destroy(name: String, recursive: bool) -> Result<(), PoolError>;
+        /// A dataset's native properties.
+        fn get(name: String) -> Result<VolumeInfo, PoolError>;
+        /// Its user-property keys after `after`, a page.
+        fn props(name: String, after: String) -> Result<PropPage, PoolError>;
+        /// A piece of property `key`'s value from byte `offset`.
+        fn get_prop(name: String, key: String, offset: u32) -> Result<PropChunk, PoolError>;
+        /// Sets `compression`, `quota`, `reservation`, `refreservation` or a
+        /// user property `module:key` (with `append`, adds `value` to the
+        /// end of the current one: a long value in several messages),
+        /// committed before the reply.
+        fn set(name: String, key: String, value: String, append: bool) -> Result<(), PoolError>;
+        /// `VOLUME@SNAP`, committed.
+        fn snapshot(name: String) -> Result<(), PoolError>;
+        /// A writable volume `name` sharing `snapshot`'s blocks.
+        fn clone_snapshot(snapshot: String, name: String) -> Result<(), PoolError>;
+        /// Returns the volume to its latest snapshot; refused while a ring
+        /// is open on it.
+        fn rollback(snapshot: String) -> Result<(), PoolError>;
+        /// Makes the stream of `snapshot` (incremental from `from`) ready
+        /// to be read with `send_chunk`.
+        fn send(snapshot: String, from: Option<String>) -> Result<StreamOpened, PoolError>;
+        /// Up to [`POOL_CHUNK_BYTES`] of send stream `stream` from `offset`
+        /// (empty at the end).
+        fn send_chunk(stream: u32, offset: u64) -> Result<alloc::vec::Vec<u8>, PoolError>;
+        /// Starts receiving a stream into volume `target`: the stream's
+        /// number for `receive_chunk` and `receive_end`.
+        fn receive(target: String) -> Result<u32, PoolError>;
+        /// Appends up to [`POOL_CHUNK_BYTES`] to receive stream `stream`:
+        /// the bytes it holds now.
+        fn receive_chunk(stream: u32, bytes: alloc::vec::Vec<u8>) -> Result<u64, PoolError>;
+        /// Checks the whole stream and applies it: the snapshot it made.
+        /// A stream cut short or altered is refused, nothing written.
+        fn receive_end(stream: u32) -> Result<String, PoolError>;
+        /// Drops a send or receive stream of the caller's.
+        fn close_stream(stream: u32) -> Result<(), PoolError>;
+        /// Reads every copy of every block, repairs bad copies.
+        fn scrub() -> Result<ScrubReport, PoolError>;
+        /// A capability (with the reply) for a VMM that reaches exactly
+        /// `volumes` (at most [`POOL_GRANT_MAX`]), in that order.
+        fn grant(volumes: alloc::vec::Vec<String>) -> Result<Granted, PoolError>;
+        /// Ends grant `badge`: its rings close, its capability opens
+        /// nothing more. Returns how many rings were closed.
+        fn revoke(badge: u64) -> Result<u32, PoolError>;
     }
 }

@@ -5,12 +5,25 @@
 //! the thin process that finds the machine's disks and wires them and its
 //! capabilities to this library.
 //!
-//! For now storaged serves each machine disk whole: a VMM calls
-//! `storage.open(index)` ([`libipc::interfaces::storage`]) and gets a block
-//! ring ([`libipc::blkring`]) whose frame comes with the reply; it posts
-//! requests in the ring and calls `storage.kick(handle)`, and storaged
-//! carries them out on the disk before it replies (synchronous doorbell).
-//! The copy-on-write pool comes with a later issue; the ring stays.
+//! A VMM calls `storage.open(index)` ([`libipc::interfaces::storage`]) and
+//! gets a block ring ([`libipc::blkring`]) whose frame comes with the reply;
+//! it posts requests in the ring and calls `storage.kick(handle)`, and
+//! storaged carries them out before it replies (synchronous doorbell).
+//!
+//! What `index` names depends on who calls, told by the badge of the
+//! caller's endpoint capability ([`libipc::Dispatch::dispatch_from`]):
+//! * a **grant**'s holder (a VMM the control plane started with a
+//!   capability from `pool.grant`, badges from [`GRANT_BADGE_BASE`]) sees
+//!   exactly the pool volumes the grant names, in order, and nothing else;
+//!   a revoked grant sees nothing;
+//! * a client init started from the manifest sees the machine disks that
+//!   are not in the pool (whole, as before the pool).
+//!
+//! The pool ([`lifecycle`] imports or creates it at boot) is managed over
+//! the `pool` interface ([`libipc::interfaces::pool`], module `pool_api`),
+//! which answers only the admins: init (badge 0, the unbadged endpoint) and
+//! the badges [`Storaged::set_admins`] names (the control plane). A ring
+//! answers only the client that opened it.
 //!
 //! What the process provides is behind two traits: the disks
 //! ([`libipc::blkring::BlockDevice`]: virtio-blk on Alcove, memory disks in
@@ -24,18 +37,31 @@
 
 extern crate alloc;
 
+pub mod lifecycle;
+mod pool_api;
 pub mod volume;
 
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use abi::CapSlot;
 use libipc::blkring::{BlockDevice, DEFAULT_RING_PAGES, RingRegion, RingServer};
 use libipc::cap::{Cap, Frame};
-use libipc::interfaces::{DiskInfo, OpenedDisk, ServerStatus, StorageError, status, storage};
+use libipc::interfaces::{DiskInfo, DiskReport, OpenedDisk, ServerStatus, StorageError, pool, status, storage};
 use libipc::{RemoteError, reply_caps};
 
-pub const VERSION: u32 = 2;
+use volume::{MachineDisk, PoolVolume};
+
+pub const VERSION: u32 = 3;
+
+/// The pool storaged keeps on machine disks.
+pub type MachinePool<D> = alcove_pool::Pool<MachineDisk<D>>;
+
+/// Badges storaged mints for grants start here (init's badges are small:
+/// a server's place in the manifest, plus one), so they never collide.
+pub const GRANT_BADGE_BASE: u64 = 1 << 48;
 
 /// Rings open at once, over all disks: bounds the memory a misbehaving
 /// client can make storaged spend (each ring is [`DEFAULT_RING_PAGES`]).
@@ -68,7 +94,23 @@ pub trait RingFactory {
     fn has_ended(&self, client: &Self::Client) -> bool;
     /// Stops watching a client (its rings are closed).
     fn release(&mut self, client: Self::Client);
+    /// A copy of storaged's own endpoint capability carrying `badge`, for
+    /// a grant (the reply hands it over): its slot. `Err` says why not.
+    fn mint(&mut self, badge: u64) -> Result<CapSlot, String> {
+        let _ = badge;
+        Err("this platform hands out no capabilities".into())
+    }
+    /// Takes back a capability [`RingFactory::mint`] made, and what was
+    /// copied from it where the platform can (a revoked grant).
+    fn unmint(&mut self, slot: CapSlot) {
+        let _ = slot;
+    }
 }
+
+/// The bound on the pool's open transaction group: a write past it commits
+/// the group first (besides every FLUSH), so a guest that never flushes
+/// cannot make storaged hold its writes in memory without end.
+pub const DIRTY_LIMIT_BYTES: u64 = 1 << 20;
 
 /// The bit of storaged's notification that says a watched client ended
 /// (bit 0 is the lifecycle's, see `alcove_rt::serve_forever_with`).
@@ -84,7 +126,12 @@ impl<D: BlockDevice> Disk<D> {
     /// `device`, listed as `name`; asks the device for its serial.
     pub fn new(name: &str, mut device: D) -> Self {
         let serial = match device.id() {
-            Ok(id) => String::from_utf8_lossy(&id).trim_end_matches('\0').trim().into(),
+            // virtio 1.2 §5.2.6: the ID ends at its first NUL when shorter
+            // than 20 bytes; what follows is not the device's.
+            Ok(id) => {
+                let end = id.iter().position(|&b| b == 0).unwrap_or(id.len());
+                String::from_utf8_lossy(&id[..end]).trim().into()
+            }
             Err(e) => {
                 log::warn!("{name}: no serial ({e})");
                 String::new()
@@ -105,30 +152,69 @@ impl<D: BlockDevice> Disk<D> {
     }
 }
 
-struct OpenRing<R, C> {
+/// What a ring carries requests to.
+enum Backend<D: BlockDevice> {
+    /// A whole machine disk (index in `Storaged::disks`).
+    Disk(usize),
+    /// A pool volume (or a snapshot, read-only).
+    Volume(PoolVolume<MachineDisk<D>>),
+}
+
+struct OpenRing<R, C, D: BlockDevice> {
     handle: u32,
     /// The badge of the client that opened it: only that client may kick
     /// or close it (handles are small numbers anyone can guess).
     owner: u64,
-    disk: usize,
+    backend: Backend<D>,
     server: RingServer,
     memory: R,
     client: C,
 }
 
-/// The server: its disks, its open rings, its `status`.
+/// A grant: the volumes one badge reaches.
+struct Grant {
+    badge: u64,
+    volumes: Vec<String>,
+    /// storaged's copy of the minted capability (revoked with the grant).
+    slot: Option<CapSlot>,
+}
+
+/// Who the caller is, for `storage`.
+enum Caller<'a> {
+    /// A grant's holder: these volumes.
+    Grant(&'a [String]),
+    /// A grant badge whose grant was revoked (or never made): nothing.
+    Revoked,
+    /// A client init started: the machine disks outside the pool.
+    Manifest,
+}
+
+/// The server: its disks, its pool, its open rings, its `status`.
 pub struct Storaged<D: BlockDevice, F: RingFactory> {
     service: alcove_rt::Service,
+    /// Machine disks outside the pool, served whole.
     disks: Vec<Disk<D>>,
     factory: F,
-    rings: Vec<OpenRing<F::Ring, F::Client>>,
+    rings: Vec<OpenRing<F::Ring, F::Client, D>>,
     next_handle: u32,
     /// The badge of the request being answered ([`Storaged::set_caller`]).
     caller: u64,
+    pool: Option<Rc<RefCell<MachinePool<D>>>>,
+    /// The machine disks in the pool, in the labels' order.
+    pool_disks: Vec<String>,
+    /// Disks left out at boot, and why.
+    reports: Vec<DiskReport>,
+    /// Badges besides 0 (init) that may use the pool interface.
+    admins: Vec<u64>,
+    grants: Vec<Grant>,
+    next_grant: u64,
+    streams: Vec<pool_api::Stream>,
+    next_stream: u32,
 }
 
 impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
-    /// Serves `disks` (index order as given), with rings from `factory`.
+    /// Serves `disks` whole (index order as given), with rings from
+    /// `factory`, and no pool.
     pub fn new(disks: Vec<Disk<D>>, factory: F) -> Self {
         Self {
             service: alcove_rt::Service::new("storaged", VERSION),
@@ -137,6 +223,55 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             rings: Vec::new(),
             next_handle: 1,
             caller: 0,
+            pool: None,
+            pool_disks: Vec::new(),
+            reports: Vec::new(),
+            admins: Vec::new(),
+            grants: Vec::new(),
+            next_grant: GRANT_BADGE_BASE,
+            streams: Vec::new(),
+            next_stream: 1,
+        }
+    }
+
+    /// Serves what the boot found ([`lifecycle::bring_up`]): its pool, and
+    /// the disks left out of it whole.
+    pub fn from_boot(boot: lifecycle::Booted<D>, factory: F) -> Self {
+        let mut s = Self::new(boot.free, factory);
+        s.reports = boot.reports;
+        if let Some(mut pool) = boot.pool {
+            pool.set_dirty_limit(Some(DIRTY_LIMIT_BYTES));
+            s.pool = Some(Rc::new(RefCell::new(pool)));
+            s.pool_disks = boot.pool_disks;
+        }
+        s
+    }
+
+    /// Badges (besides init's 0) that may use the pool interface: the
+    /// control plane's.
+    pub fn set_admins(&mut self, badges: &[u64]) {
+        self.admins = badges.to_vec();
+    }
+
+    /// The pool, if there is one (tests look at it).
+    pub fn pool(&self) -> Option<core::cell::RefMut<'_, MachinePool<D>>> {
+        self.pool.as_ref().map(|p| p.borrow_mut())
+    }
+
+    /// Disks left out of the pool at boot, and why.
+    pub fn reports(&self) -> &[DiskReport] {
+        &self.reports
+    }
+
+    fn is_admin(&self) -> bool {
+        self.caller == 0 || self.admins.contains(&self.caller)
+    }
+
+    fn caller_kind(&self) -> Caller<'_> {
+        match self.grants.iter().find(|g| g.badge == self.caller) {
+            Some(g) => Caller::Grant(&g.volumes),
+            None if self.caller >= GRANT_BADGE_BASE => Caller::Revoked,
+            None => Caller::Manifest,
         }
     }
 
@@ -192,7 +327,7 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         closed
     }
 
-    fn drop_ring(&mut self, ring: OpenRing<F::Ring, F::Client>) {
+    fn drop_ring(&mut self, ring: OpenRing<F::Ring, F::Client, D>) {
         self.factory.destroy(ring.memory);
         self.factory.release(ring.client);
     }
@@ -221,14 +356,33 @@ impl<D: BlockDevice, F: RingFactory> status::Server for Storaged<D, F> {
 impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
     fn disks(&mut self) -> Vec<DiskInfo> {
         self.service.requests += 1;
-        self.disks.iter().map(|d| d.info.clone()).collect()
+        match self.caller_kind() {
+            Caller::Grant(volumes) => {
+                let volumes = volumes.to_vec();
+                volumes.iter().filter_map(|v| self.volume(v).ok()).map(|d| d.info.clone()).collect()
+            }
+            Caller::Revoked => Vec::new(),
+            Caller::Manifest => self.disks.iter().map(|d| d.info.clone()).collect(),
+        }
     }
 
     fn open(&mut self, index: u32) -> Result<OpenedDisk, StorageError> {
         self.service.requests += 1;
-        let disks = self.disks.len() as u32;
-        let disk = self.disks.get(index as usize).ok_or(StorageError::NoSuchDisk { index, disks })?;
-        let info = disk.info.clone();
+        let (backend, info) = match self.caller_kind() {
+            Caller::Grant(volumes) => {
+                let disks = volumes.len() as u32;
+                let name = volumes.get(index as usize).ok_or(StorageError::NoSuchDisk { index, disks })?.clone();
+                let disk = self.volume(&name)?;
+                let info = disk.info.clone();
+                (Backend::Volume(disk.device), info)
+            }
+            Caller::Revoked => return Err(StorageError::NoSuchDisk { index, disks: 0 }),
+            Caller::Manifest => {
+                let disks = self.disks.len() as u32;
+                let disk = self.disks.get(index as usize).ok_or(StorageError::NoSuchDisk { index, disks })?;
+                (Backend::Disk(index as usize), disk.info.clone())
+            }
+        };
         if self.rings.len() >= MAX_RINGS && self.reclaim() == 0 {
             return Err(StorageError::TooManyRings { limit: MAX_RINGS as u32 });
         }
@@ -236,7 +390,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         let (mut memory, slot) = match self.factory.create(DEFAULT_RING_PAGES) {
             Ok(made) => made,
             Err(why) => {
-                log::warn!("open disk {index}: no ring: {why}");
+                log::warn!("open {}: no ring: {why}", info.name);
                 self.factory.release(client);
                 return Err(StorageError::RingSetup { why });
             }
@@ -255,7 +409,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         }
         let handle = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        self.rings.push(OpenRing { handle, owner: self.caller, disk: index as usize, server, memory, client });
+        self.rings.push(OpenRing { handle, owner: self.caller, backend, server, memory, client });
         log::info!("{}: ring {handle} open ({} sectors)", info.name, info.capacity_sectors);
         Ok(OpenedDisk { handle, info, ring_pages: DEFAULT_RING_PAGES as u32 })
     }
@@ -264,9 +418,16 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         self.service.requests += 1;
         let i = self.ring(handle)?;
         let ring = &mut self.rings[i];
-        let disk = &mut self.disks[ring.disk];
-        ring.server.serve(&mut ring.memory, &mut disk.device, self.factory.bounce()).map_err(|e| {
-            log::warn!("{}: ring {handle}: {e}", disk.info.name);
+        let bounce = self.factory.bounce();
+        let (result, name) = match &mut ring.backend {
+            Backend::Disk(d) => {
+                let disk = &mut self.disks[*d];
+                (ring.server.serve(&mut ring.memory, &mut disk.device, bounce), disk.info.name.as_str())
+            }
+            Backend::Volume(v) => (ring.server.serve(&mut ring.memory, v, bounce), v.name()),
+        };
+        result.map_err(|e| {
+            log::warn!("{name}: ring {handle}: {e}");
             e.into()
         })
     }
@@ -282,6 +443,28 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
     }
 }
 
+impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
+    /// Pool volume `name` as a disk a ring can serve.
+    fn volume(&self, name: &str) -> Result<Disk<PoolVolume<MachineDisk<D>>>, StorageError> {
+        let pool = self.pool.as_ref().ok_or_else(|| StorageError::NoSuchVolume { name: name.into() })?;
+        let v = PoolVolume::open(pool.clone(), name).map_err(|_| StorageError::NoSuchVolume { name: name.into() })?;
+        Ok(Disk::new(name, v))
+    }
+
+    /// Whether a grant or an open ring uses dataset `name` (or, for a
+    /// volume, one of its snapshots).
+    fn in_use(&self, name: &str) -> Option<String> {
+        let hit = |v: &str| v == name || v.strip_prefix(name).is_some_and(|r| r.starts_with('@'));
+        if let Some(g) = self.grants.iter().find(|g| g.volumes.iter().any(|v| hit(v))) {
+            return Some(alloc::format!("{name}: granted to a VMM (grant {:#x}); revoke it first", g.badge));
+        }
+        self.rings.iter().find_map(|r| match &r.backend {
+            Backend::Volume(v) if hit(v.name()) => Some(alloc::format!("{name}: a ring is open on it (ring {})", r.handle)),
+            _ => None,
+        })
+    }
+}
+
 impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
     fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
         self.dispatch_from(0, interface, request)
@@ -292,6 +475,7 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
         match interface {
             status::ID => status::dispatch(self, interface, request),
             storage::ID => storage::dispatch(self, interface, request),
+            pool::ID => pool::dispatch(self, interface, request),
             _ => Err(RemoteError::WrongInterface),
         }
     }
@@ -305,3 +489,5 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod pool_tests;

@@ -7,7 +7,11 @@
 //! A guest's FLUSH forces the pool's open transaction group
 //! ([`alcove_pool::Pool::sync`]): it completes only once everything written
 //! before it is durable (data, a flush barrier, the uberblock, a flush). The
-//! cost is one commit per FLUSH; an intent log would make it cheaper.
+//! cost is one commit per FLUSH; an intent log would make it cheaper. A
+//! write that finds the open group at its bound
+//! ([`alcove_pool::Pool::set_dirty_limit`], [`crate::DIRTY_LIMIT_BYTES`] in
+//! storaged) commits the group first, so unflushed writes never pile up in
+//! storaged's memory.
 
 use alloc::format;
 use alloc::rc::Rc;
@@ -92,7 +96,16 @@ impl<P: alcove_pool::Disk> BlockDevice for PoolVolume<P> {
     }
     fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
         let at = sector.checked_mul(SECTOR_BYTES as u64).ok_or(DiskError { what: "pool volume write" })?;
-        self.pool.borrow_mut().write(&self.name, at, data).map_err(|e| io(&self.name, "pool volume write", e))
+        let mut pool = self.pool.borrow_mut();
+        match pool.write(&self.name, at, data) {
+            // The open group holds its bound: commit it, then write.
+            Err(PoolError::DirtyFull { .. }) => {
+                pool.sync().map_err(|e| io(&self.name, "pool commit (dirty bound)", e))?;
+                pool.write(&self.name, at, data)
+            }
+            other => other,
+        }
+        .map_err(|e| io(&self.name, "pool volume write", e))
     }
     fn flush(&mut self) -> Result<(), DiskError> {
         self.pool.borrow_mut().sync().map_err(|e| io(&self.name, "pool commit", e))
@@ -220,6 +233,29 @@ mod tests {
         clone.read(100, &mut got[..512]).unwrap();
         assert_eq!(&got[..512], &[9u8; 512]);
         pool.borrow_mut().verify(false).unwrap();
+    }
+
+    /// A guest that writes and never flushes: the open group reaches the
+    /// pool's dirty bound, and the write commits it instead of failing or
+    /// holding ever more in storaged's memory.
+    #[test]
+    fn writes_past_the_dirty_bound_commit_the_group() {
+        let pool = Pool::create("zones", vec![MachineDisk(MemDisk::new(16 * 2048, "d"))], 11).unwrap();
+        let pool = Rc::new(RefCell::new(pool));
+        pool.borrow_mut().create_volume("zones/v", 4 << 20, 4096).unwrap();
+        pool.borrow_mut().set_dirty_limit(Some(64 * 1024));
+        let txg = pool.borrow().txg();
+        let s = serve(&pool, &["zones/v"]);
+        let mut c = ring(&s, 0);
+        let chunk: Vec<u8> = (0..32 * 1024).map(|i| (i % 253) as u8 | 1).collect();
+        for i in 0..32u64 {
+            c.write(i * 64, &chunk).unwrap();
+            assert!(pool.borrow().dirty_bytes() <= 64 * 1024 + chunk.len() as u64);
+        }
+        assert!(pool.borrow().txg() > txg, "the bound made commits");
+        let mut back = vec![0u8; chunk.len()];
+        c.read(31 * 64, &mut back).unwrap();
+        assert_eq!(back, chunk);
     }
 
     #[test]

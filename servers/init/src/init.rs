@@ -65,6 +65,16 @@ pub fn main(start: Start) -> u64 {
         return 1;
     }
 
+    // Who calls each endpoint and the badge its calls carry, so a server
+    // can tell its clients apart by name (storaged: the control plane).
+    let callers: Vec<(String, String, u64)> = manifest
+        .servers
+        .iter()
+        .enumerate()
+        .flat_map(|(j, s)| s.calls.iter().map(move |c| (c.clone(), s.name.clone(), j as u64 + 1)))
+        .collect();
+    let endpoints = Endpoints { slots: endpoints, callers };
+
     let mut children: Vec<Child> =
         manifest.servers.iter().map(|s| Child { server: s.clone(), process: None, restarts: 0 }).collect();
     for (i, c) in children.iter_mut().enumerate() {
@@ -77,7 +87,7 @@ pub fn main(start: Start) -> u64 {
     // Ready when every endpoint answers `status`.
     let t0 = sys::clock_ns().unwrap_or(0);
     let mut answered = 0;
-    for (name, ep) in &endpoints {
+    for (name, ep) in &endpoints.slots {
         let client = libipc::interfaces::status::Client::new(libipc::kernel::KernelTransport::new(
             libipc::cap::Cap::from_slot(*ep),
         ));
@@ -95,7 +105,7 @@ pub fn main(start: Start) -> u64 {
     println!("ALCOVE-BENCH boot_to_ready {t1} ns");
     println!(
         "init: ready: {answered} of {} endpoints answered status ({} us after the first call; {} ms since boot)",
-        endpoints.len(),
+        endpoints.slots.len(),
         (t1 - t0) / 1000,
         t1 / 1_000_000
     );
@@ -137,15 +147,23 @@ pub fn main(start: Start) -> u64 {
     }
 }
 
+/// The endpoints init made (name, slot), and their callers (endpoint,
+/// caller's name, the badge its calls carry).
+struct Endpoints {
+    slots: Vec<(String, CapSlot)>,
+    callers: Vec<(String, String, u64)>,
+}
+
 /// Builds and starts one server's process.
 fn spawn(
     archive: &initrd::Archive<'_>,
     server: &Server,
     index: usize,
-    endpoints: &[(String, CapSlot)],
+    all: &Endpoints,
     watch: CapSlot,
     slots: &mut Slots,
 ) -> Result<CapSlot, String> {
+    let endpoints = &all.slots[..];
     let path = initrd::binary_path(&server.binary);
     let elf = match archive.find(&path) {
         Ok(Some(e)) => e.data,
@@ -208,6 +226,7 @@ fn spawn(
         sys::cap_grant(proc, *ep, next_slot, Rights::SEND | Rights::RECV | Rights::GRANT).map_err(e("grant served endpoint"))?;
         info.serves.push(Named { name: name.clone(), slot: next_slot });
         next_slot += 1;
+        info.clients.extend(all.callers.iter().filter(|(ep, _, _)| ep == name).cloned());
     }
     for name in &server.calls {
         let Some((_, ep)) = endpoints.iter().find(|(n, _)| n == name) else { continue };

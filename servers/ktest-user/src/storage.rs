@@ -4,8 +4,11 @@
 //! `storage` interface, receives the ring's frame in the reply, maps it and
 //! moves data through it with `libipc::blkring::RingClient`, the client
 //! vmm-server uses. First, a client that dies holding every ring
-//! (ktest-victim with `storage-client`) must not keep them. Last, the
-//! console server a VMM sends its guest's output to limits a flooding client.
+//! (ktest-victim with `storage-client`) must not keep them. Then the pool
+//! storaged created on the blank second disk (`storage.toml`'s arguments;
+//! this process is its admin there): a grant's capability reaches exactly
+//! its volume. Last, the console server a VMM sends its guest's output to
+//! limits a flooding client.
 
 use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
@@ -50,10 +53,15 @@ impl Env {
     /// Opens disk `index`: the ring's frame arrives in a fresh slot and is
     /// mapped; returns the client and the frame's slot and address.
     fn open(&mut self, index: u32) -> Result<(Ring, CapSlot, SharedMemory), String> {
+        self.open_via(self.storaged, index)
+    }
+
+    /// As [`Env::open`], through endpoint capability `ep` (a grant's).
+    fn open_via(&mut self, ep: Cap<Endpoint>, index: u32) -> Result<(Ring, CapSlot, SharedMemory), String> {
         let token = self.token()?;
         let slot = self.next_slot;
         self.next_slot += 1;
-        let t = CapTransport::new(self.storaged, &[slot]).sending(&[token]);
+        let t = CapTransport::new(ep, &[slot]).sending(&[token]);
         let opened = storage::Client::new(&t).open(index);
         let _ = sys::cap_delete(token);
         let opened = opened.map_err(|e| format!("open: {e}"))?.map_err(|e| format!("{e}"))?;
@@ -72,7 +80,7 @@ impl Env {
         let va = self.next_va;
         self.next_va += (pages + 1) * PAGE_SIZE;
         let region = SharedMemory::map_frame(slot, va, pages).map_err(|e| format!("map the ring: {e}"))?;
-        let bell = StorageDoorbell::new(KernelTransport::new(self.storaged), opened.handle);
+        let bell = StorageDoorbell::new(KernelTransport::new(ep), opened.handle);
         let ring = RingClient::new(region.clone(), bell).map_err(|e| format!("ring header: {e}"))?;
         if ring.capacity_sectors() != opened.info.capacity_sectors {
             return Err(format!("ring says {} sectors, open said {}", ring.capacity_sectors(), opened.info.capacity_sectors));
@@ -101,6 +109,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("read_write_flush_read_back", read_write_flush_read_back),
         ("bad_requests_are_failed", bad_requests_are_failed),
         ("plain_callers_receive_no_capabilities", plain_callers_receive_no_capabilities),
+        ("a_pool_grant_reaches_exactly_its_volume", a_pool_grant_reaches_exactly_its_volume),
         // The console server, which VMMs send their guests' output to.
         ("console_limits_a_flooding_client", console_limits_a_flooding_client),
     ];
@@ -344,4 +353,89 @@ fn console_limits_a_flooding_client(env: &mut Env) -> Result<(), String> {
         return Err(format!("after the wait the console said {put:?}, expected the whole line taken"));
     }
     Ok(())
+}
+
+/// The pool storaged made at boot on the blank disk `alcove-d1`: this
+/// process (the manifest's `pool-admin`) makes a volume and grants it; the
+/// capability that comes with the reply is storaged's endpoint with the
+/// grant's badge. Through it the volume is disk 0 and moves data; it
+/// reaches no machine disk and not the pool interface; this process's own
+/// endpoint sees the machine disk and not the volume; after `revoke` the
+/// capability opens nothing.
+fn a_pool_grant_reaches_exactly_its_volume(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::{PoolError, pool};
+    let admin = pool::Client::new(KernelTransport::new(env.storaged));
+    let st = admin.status().map_err(|e| format!("status: {e}"))?.map_err(|e| format!("status: {e}"))?;
+    if st.name != "zones" || st.state != "ONLINE" || st.children.len() != 1 {
+        return Err(format!("pool status {st:?}, expected zones ONLINE on one disk"));
+    }
+    println!("storage: pool {} {} on {}, {} disk(s) reported", st.name, st.state, st.children[0].disk, st.reports_total);
+    let vol = String::from("zones/ktest-disk0");
+    admin.create(vol.clone(), 1 << 20, 0).map_err(|e| format!("create: {e}"))?.map_err(|e| format!("create: {e}"))?;
+    let slot = env.next_slot;
+    env.next_slot += 1;
+    let t = CapTransport::new(env.storaged, &[slot]);
+    let granted = pool::Client::new(&t).grant(vec![vol.clone()]).map_err(|e| format!("grant: {e}"))?.map_err(|e| format!("grant: {e}"))?;
+    if t.received() != 1 {
+        return Err(format!("grant replied with {} capabilities, expected one endpoint", t.received()));
+    }
+    let id = sys::cap_identify(slot).map_err(|e| format!("identify the grant: {e}"))?;
+    if id.object_type != ObjectType::Endpoint || id.badge != granted.badge {
+        return Err(format!("the grant's capability is {id:?}, expected an endpoint with badge {:#x}", granted.badge));
+    }
+    let vmm = Cap::<Endpoint>::from_slot(slot);
+    let disks = storage::Client::new(KernelTransport::new(vmm)).disks().map_err(|e| format!("disks: {e}"))?;
+    if disks.len() != 1 || disks[0].name != vol {
+        return Err(format!("the grant lists {disks:?}, expected only {vol}"));
+    }
+    let (mut ring, rslot, region) = env.open_via(vmm, 0)?;
+    let stamp = alcove_rt::clock_ns();
+    let pattern: Vec<u8> = (0..4 * SECTOR_BYTES).map(|i| (i as u64).wrapping_mul(29).wrapping_add(stamp) as u8 | 1).collect();
+    ring.write(8, &pattern).map_err(|e| format!("volume write: {e}"))?;
+    ring.flush().map_err(|e| format!("volume flush: {e}"))?;
+    let mut back = vec![0u8; pattern.len()];
+    ring.read(8, &mut back).map_err(|e| format!("volume read: {e}"))?;
+    if back != pattern {
+        return Err(String::from("the volume read back other data"));
+    }
+    // The grant reaches no machine disk and not the pool interface.
+    let r = storage::Client::new(KernelTransport::new(vmm)).open(1).map_err(|e| format!("open: {e}"))?;
+    if !matches!(r, Err(StorageError::NoSuchDisk { index: 1, disks: 1 })) {
+        return Err(format!("the grant's open(1) gave {r:?}"));
+    }
+    let r = pool::Client::new(KernelTransport::new(vmm)).list(String::new()).map_err(|e| format!("list: {e}"))?;
+    if r != Err(PoolError::NotPermitted) {
+        return Err(format!("the grant's pool.list gave {r:?}, expected NotPermitted"));
+    }
+    // This process's own endpoint (another badge) cannot touch the ring,
+    // and sees the machine disk, not the volume.
+    let handle = ring.doorbell().handle();
+    let mine = storage::Client::new(KernelTransport::new(env.storaged));
+    let (k, c) = (mine.kick(handle).map_err(|e| format!("kick: {e}"))?, mine.close(handle).map_err(|e| format!("close: {e}"))?);
+    if k != Err(StorageError::NoSuchHandle { handle }) || c != Err(StorageError::NoSuchHandle { handle }) {
+        return Err(format!("another badge's kick gave {k:?}, close {c:?}"));
+    }
+    let whole = mine.disks().map_err(|e| format!("disks: {e}"))?;
+    if whole.iter().any(|d| d.name == vol) || whole.first().is_none_or(|d| d.serial != "alcove-d0") {
+        return Err(format!("this process's disks are {whole:?}"));
+    }
+    ring.read(8, &mut back).map_err(|e| format!("volume read after the refusals: {e}"))?;
+    if back != pattern {
+        return Err(String::from("the volume changed"));
+    }
+    env.close(ring, rslot, region)?;
+    let closed = admin.revoke(granted.badge).map_err(|e| format!("revoke: {e}"))?.map_err(|e| format!("revoke: {e}"))?;
+    // storaged revoked its copy, and with it ours (derived from it), or
+    // the badge now names nothing: either way the grant reaches nothing.
+    let r = storage::Client::new(KernelTransport::new(vmm)).disks();
+    let _ = sys::cap_delete(slot);
+    match r {
+        Ok(listed) if !listed.is_empty() => return Err(format!("after revoke the grant lists {listed:?}")),
+        Err(libipc::IpcError::Kernel(_)) | Ok(_) => {}
+        Err(e) => return Err(format!("after revoke: disks gave {e}")),
+    }
+    if closed != 0 {
+        return Err(format!("revoke closed {closed} rings; the one opened was closed already"));
+    }
+    admin.destroy(vol, false).map_err(|e| format!("destroy: {e}"))?.map_err(|e| format!("destroy: {e}"))
 }

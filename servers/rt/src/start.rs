@@ -50,6 +50,9 @@ pub struct StartInfo {
     pub device_memory_root: Option<CapSlot>,
     /// Free-form arguments from the manifest.
     pub args: Vec<String>,
+    /// Who calls the endpoints it serves: (endpoint, the caller's name,
+    /// the badge the caller's requests carry).
+    pub clients: Vec<(String, String, u64)>,
 }
 
 impl StartInfo {

@@ -1479,7 +1479,10 @@ impl<D: Disk> Pool<D> {
     pub fn scrub(&mut self) -> Result<VerifyReport, Error> {
         self.check_live()?;
         self.sync()?;
-        self.verify(true)
+        let report = self.verify(true)?;
+        // The repairs are writes like any other: durable only once flushed.
+        self.vdev.flush().map_err(|_| Error::Io("flush after scrub repairs".into()))?;
+        Ok(report)
     }
 }
 

@@ -4,6 +4,13 @@
 //! child is tried, and once a good copy is found it is written back over the
 //! bad ones (self-healing). With no good copy the caller gets an error,
 //! never wrong data.
+//!
+//! A child that fails a write or a flush is **faulted**: it may lack data
+//! the pool counts on, so it takes no more writes (reads may still try it:
+//! checksums catch what it lacks) until the pool is imported again. A
+//! write or a flush succeeds only when every child still in service did it,
+//! and at least one is: a commit never claims durability on a copy that
+//! did not get the data or did not flush it.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -19,6 +26,8 @@ pub struct ChildStats {
     pub checksum_errors: u64,
     /// Bytes rewritten on this child from a good copy.
     pub repaired_bytes: u64,
+    /// Out of service: a write or a flush failed on it (until re-import).
+    pub faulted: bool,
 }
 
 /// What went wrong reading a block: no child had a copy matching its checksum.
@@ -28,7 +37,7 @@ pub enum ReadError {
     NoGoodCopy,
 }
 
-/// Writing reached no child.
+/// Writing or flushing left no child in service that holds the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteError;
 
@@ -75,6 +84,9 @@ impl<D: Disk> Vdev<D> {
             return Err(ReadError::NoGoodCopy);
         }
         for c in bad {
+            if self.stats[c].faulted {
+                continue;
+            }
             if self.children[c].write(bp.offset, &buf).is_ok() {
                 self.stats[c].repaired_bytes += len as u64;
             } else {
@@ -113,6 +125,9 @@ impl<D: Disk> Vdev<D> {
         }
         let good = good.ok_or(ReadError::NoGoodCopy)?;
         for c in bad {
+            if self.stats[c].faulted {
+                continue;
+            }
             if self.children[c].write(bp.offset, &good).is_ok() {
                 self.stats[c].repaired_bytes += len as u64;
             } else {
@@ -122,30 +137,46 @@ impl<D: Disk> Vdev<D> {
         Ok(())
     }
 
-    /// Writes to every child; succeeds if at least one child took it.
+    /// Writes to every child in service; a child that fails is faulted.
+    /// Succeeds if a child is still in service (each of them took it).
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
-        let mut ok = false;
         for c in 0..self.children.len() {
-            if self.children[c].write(offset, data).is_ok() {
-                ok = true;
-            } else {
-                self.stats[c].write_errors += 1;
+            if self.stats[c].faulted {
+                continue;
+            }
+            if self.children[c].write(offset, data).is_err() {
+                self.fault(c);
             }
         }
-        if ok { Ok(()) } else { Err(WriteError) }
+        self.any_in_service()
     }
 
-    /// Flushes every child; succeeds only if every child that is writable
-    /// flushed (a barrier must hold on every copy we count on).
+    /// Flushes every child in service; a child that fails is faulted (what
+    /// it took may not be durable). Succeeds only if a child is still in
+    /// service: every one of them flushed.
     pub fn flush(&mut self) -> Result<(), WriteError> {
-        let mut ok = false;
         for c in 0..self.children.len() {
-            if self.children[c].flush().is_ok() {
-                ok = true;
-            } else {
-                self.stats[c].write_errors += 1;
+            if self.stats[c].faulted {
+                continue;
+            }
+            if self.children[c].flush().is_err() {
+                self.fault(c);
             }
         }
-        if ok { Ok(()) } else { Err(WriteError) }
+        self.any_in_service()
+    }
+
+    fn fault(&mut self, c: usize) {
+        self.stats[c].write_errors += 1;
+        self.stats[c].faulted = true;
+    }
+
+    fn any_in_service(&self) -> Result<(), WriteError> {
+        if self.stats.iter().any(|s| !s.faulted) { Ok(()) } else { Err(WriteError) }
+    }
+
+    /// Children still in service.
+    pub fn in_service(&self) -> usize {
+        self.stats.iter().filter(|s| !s.faulted).count()
     }
 }

@@ -293,12 +293,13 @@ fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf]) {
     println!("\t{:<40} {:>6} {:>6} {:>6} {:>10}", "NAME", "READ", "WRITE", "CKSUM", "REPAIRED");
     for (f, s) in files.iter().zip(pool.child_stats()) {
         println!(
-            "\t{:<40} {:>6} {:>6} {:>6} {:>10}",
+            "\t{:<40} {:>6} {:>6} {:>6} {:>10}{}",
             f.display(),
             s.read_errors,
             s.write_errors,
             s.checksum_errors,
-            format!("{}K", s.repaired_bytes / 1024)
+            format!("{}K", s.repaired_bytes / 1024),
+            if s.faulted { "  FAULTED (a write or flush failed)" } else { "" }
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The storaged process: maps the PCI windows and enables the configuration
 //! ports init granted, finds the machine's virtio-blk disks, and serves
-//! `status` and `storage` on its endpoint (the logic is the library's).
+//! `status` and `storage` on its endpoint (the logic is the library's),
+//! brings the pool up on them (`storaged::lifecycle`) and serves `pool`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -29,16 +30,18 @@ mod rings {
         bounce: &'static mut [u8],
         /// The notification that hears of clients' ends.
         notify: CapSlot,
+        /// storaged's endpoint, which grants' capabilities are minted from.
+        endpoint: CapSlot,
     }
 
     impl DmaRings {
         /// Rings whose clients' ends signal [`storaged::CLIENT_ENDED`] on
         /// `notify`; offers the first slot for a client's capability.
-        pub fn new(notify: CapSlot) -> Result<Self, String> {
+        pub fn new(notify: CapSlot, endpoint: CapSlot) -> Result<Self, String> {
             let pages = libipc::blkring::DEFAULT_RING_PAGES - 1;
             let bounce = dma::alloc_private(pages).map_err(|e| format!("bounce frame of {pages} pages: {e}"))?;
             request_caps::offer(dma::take_slot());
-            Ok(Self { bounce, notify })
+            Ok(Self { bounce, notify, endpoint })
         }
     }
 
@@ -99,6 +102,24 @@ mod rings {
             let _ = sys::cap_delete(client.0);
             dma::give_slot(client.0);
         }
+
+        fn mint(&mut self, badge: u64) -> Result<CapSlot, String> {
+            let slot = dma::take_slot();
+            match sys::cap_copy(self.endpoint, slot, abi::Rights::SEND | abi::Rights::GRANT, badge) {
+                Ok(()) => Ok(slot),
+                Err(e) => {
+                    dma::give_slot(slot);
+                    Err(format!("badged copy of storaged's endpoint: {e}"))
+                }
+            }
+        }
+
+        fn unmint(&mut self, slot: CapSlot) {
+            // The holder's copy came from this one: revoke takes it too.
+            let _ = sys::cap_revoke(slot);
+            let _ = sys::cap_delete(slot);
+            dma::give_slot(slot);
+        }
     }
 }
 
@@ -121,18 +142,39 @@ fn main(start: alcove_rt::Start) -> u64 {
         }
     }
     let disks = found.into_iter().map(|(name, disk)| storaged::Disk::new(&name, disk)).collect();
+    // The pool: imported from the disks' labels, or created as the
+    // arguments say on blank disks; every other disk reported.
+    let plan = storaged::lifecycle::parse_args(&info.args).unwrap_or_else(|e| {
+        log::error!("pool configuration: {e}; creating no pool");
+        None
+    });
+    let guid = alcove_rt::rdtsc() ^ alcove_rt::clock_ns().rotate_left(32) ^ 0xa1c0_7e00_0000_0000;
+    let booted = storaged::lifecycle::bring_up(disks, plan.as_ref(), guid);
     // The notification `serve_forever_with` binds (bit 0 its lifecycle's)
     // also hears of clients' ends.
     let notify = alcove_rt::start::SLOT_NOTIFY;
-    let rings = match rings::DmaRings::new(notify) {
+    let rings = match rings::DmaRings::new(notify, slot) {
         Ok(r) => r,
         Err(e) => {
             log::error!("{e}");
             return 1;
         }
     };
-    let server = storaged::Storaged::new(disks, rings);
-    log::info!("serving {} disk(s)", server.disks().len());
+    let mut server = storaged::Storaged::from_boot(booted, rings);
+    let admins = storaged::lifecycle::admin_names(&info.args);
+    let badges: alloc::vec::Vec<u64> = info
+        .clients
+        .iter()
+        .filter(|(ep, name, _)| ep == "storaged" && admins.contains(name))
+        .map(|&(_, _, badge)| badge)
+        .collect();
+    server.set_admins(&badges);
+    log::info!(
+        "serving {} disk(s) whole; pool {}; {} pool admin(s) besides init",
+        server.disks().len(),
+        if server.pool().is_some() { "up" } else { "none" },
+        badges.len()
+    );
     alcove_rt::serve_forever(slot, server)
 }
 

@@ -1,0 +1,460 @@
+//! Host tests of the pool as storaged serves it: the boot (import or
+//! create, foreign disks left alone), the `pool` interface (admins only,
+//! bounded replies, streams in chunks), grants (a VMM reaches exactly its
+//! volumes; another client's open, kick, close and pool calls are refused
+//! and change nothing).
+
+extern crate std;
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use libipc::blkring::{Doorbell, KickError, MemDisk, PAGE_BYTES, RingClient, RingRegion, SECTOR_BYTES};
+use libipc::in_process::Loopback;
+use libipc::interfaces::{PoolError, StorageError, pool, storage};
+
+use super::*;
+use crate::lifecycle::{PoolPlan, bring_up, parse_args};
+
+const MIB: u64 = 1 << 20;
+
+/// Rings in vectors; every caller is a live client; grants mint fake slots.
+#[derive(Default)]
+struct Rings {
+    bounce: Vec<u8>,
+    next_slot: CapSlot,
+    minted: Vec<CapSlot>,
+}
+
+impl RingFactory for Rings {
+    type Ring = Vec<u8>;
+    type Client = ();
+    fn create(&mut self, pages: usize) -> Result<(Vec<u8>, CapSlot), String> {
+        self.next_slot += 1;
+        Ok((vec![0; pages * PAGE_BYTES], 500 + self.next_slot))
+    }
+    fn destroy(&mut self, _ring: Vec<u8>) {}
+    fn bounce(&mut self) -> &mut [u8] {
+        if self.bounce.is_empty() {
+            self.bounce = vec![0; 16 * PAGE_BYTES];
+        }
+        &mut self.bounce
+    }
+    fn watch_caller(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn has_ended(&self, _client: &()) -> bool {
+        false
+    }
+    fn release(&mut self, _client: ()) {}
+    fn mint(&mut self, _badge: u64) -> Result<CapSlot, String> {
+        self.next_slot += 1;
+        self.minted.push(900 + self.next_slot);
+        Ok(900 + self.next_slot)
+    }
+    fn unmint(&mut self, slot: CapSlot) {
+        self.minted.retain(|&s| s != slot);
+    }
+}
+
+type Server = Storaged<MemDisk, Rings>;
+
+/// The control plane's badge in these tests (init's is 0).
+const ADMIN: u64 = 5;
+/// A client init started from the manifest, not an admin.
+const MANIFEST_VMM: u64 = 3;
+
+fn disk(name: &str, mib: u64) -> Disk<MemDisk> {
+    Disk::new(name, MemDisk::new((mib * MIB) as usize / SECTOR_BYTES, name))
+}
+
+fn plan(name: &str, mirror: bool, disks: &[&str]) -> PoolPlan {
+    PoolPlan { name: name.into(), mirror, disks: disks.iter().map(|s| s.to_string()).collect() }
+}
+
+/// Back from a pool to machine disks, as the next boot finds them.
+fn power_cycle(s: Server) -> Vec<Disk<MemDisk>> {
+    let Storaged { pool, disks, .. } = s;
+    let mut out = disks;
+    if let Some(p) = pool {
+        let p = Rc::try_unwrap(p).ok().expect("no volume open").into_inner();
+        for (i, d) in p.into_disks().into_iter().enumerate() {
+            out.push(Disk::new(&format!("pool side {i}"), d.0));
+        }
+    }
+    out
+}
+
+fn booted(disks: Vec<Disk<MemDisk>>, plan: Option<&PoolPlan>) -> Server {
+    let mut s = Storaged::from_boot(bring_up(disks, plan, 0x5eed), Rings::default());
+    s.set_admins(&[ADMIN]);
+    s
+}
+
+fn as_(s: &mut Server, badge: u64) -> &mut Server {
+    s.set_caller(badge);
+    s
+}
+
+/// The client's doorbell: sets the caller's badge, copies the client's view
+/// of the ring in and out around the kick (as shared pages would be).
+struct Bell {
+    storaged: Rc<RefCell<Server>>,
+    handle: u32,
+    badge: u64,
+}
+
+impl Doorbell for Bell {
+    fn kick(&mut self, region: &mut dyn RingRegion) -> Result<(), KickError> {
+        let mut s = self.storaged.borrow_mut();
+        s.set_caller(self.badge);
+        let theirs = s.ring_memory(self.handle).ok_or(KickError::Refused(StorageError::NoSuchHandle { handle: self.handle }))?;
+        region.read(0, &mut theirs[..]);
+        storage::Server::kick(&mut *s, self.handle).map_err(KickError::Refused)?;
+        region.write(0, s.ring_memory(self.handle).expect("still open"));
+        Ok(())
+    }
+}
+
+fn open(s: &Rc<RefCell<Server>>, badge: u64, index: u32) -> Result<RingClient<Vec<u8>, Bell>, StorageError> {
+    let opened = storage::Server::open(as_(&mut s.borrow_mut(), badge), index)?;
+    libipc::reply_caps::discard();
+    let region = s.borrow_mut().ring_memory(opened.handle).unwrap().clone();
+    Ok(RingClient::new(region, Bell { storaged: s.clone(), handle: opened.handle, badge }).unwrap())
+}
+
+#[test]
+fn boot_arguments() {
+    let args = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(args(&["other=1"]), Ok(None));
+    assert_eq!(args(&["pool=zones", "pool-vdev=mirror", "pool-disks=0,1"]), Ok(Some(plan("zones", true, &["0", "1"]))));
+    assert_eq!(args(&["pool=zones", "pool-disks=serial-a"]), Ok(Some(plan("zones", false, &["serial-a"]))));
+    assert!(args(&["pool=zones", "pool-vdev=mirror", "pool-disks=0"]).unwrap_err().contains("2 to 8"));
+    assert!(args(&["pool=zones", "pool-vdev=raidz", "pool-disks=0"]).unwrap_err().contains("disk or mirror"));
+    assert!(args(&["pool-disks=0"]).is_err());
+    assert!(args(&["pool=zones"]).is_err());
+    assert!(args(&["pool=zones", "pool-disk=0"]).unwrap_err().contains("unknown"));
+}
+
+/// Item 9: blank disks named by the configuration become the pool; the next
+/// boot imports it from its labels (same pool, same data), whatever the
+/// configuration says then; a disk with data storaged does not recognise
+/// is reported and not written, and still served whole.
+#[test]
+fn boot_creates_then_imports_and_leaves_foreign_disks_alone() {
+    let mut foreign = MemDisk::new((4 * MIB / 512) as usize, "ext4-ish");
+    foreign.data[1024..1030].copy_from_slice(b"\x53\xefEXT4");
+    let foreign_bytes = foreign.data.clone();
+    let disks = vec![disk("vd0", 8), disk("vd1", 8), Disk::new("vd2", foreign)];
+    let mut s = booted(disks, Some(&plan("zones", true, &["0", "vd1"])));
+    assert_eq!(s.reports().len(), 1);
+    assert_eq!(s.reports()[0].disk, "vd2");
+    assert!(s.reports()[0].what.contains("does not recognise"), "{:?}", s.reports());
+    let st = pool::Server::status(as_(&mut s, 0)).unwrap();
+    assert_eq!((st.name.as_str(), st.vdev.as_str(), st.state.as_str()), ("zones", "mirror", "ONLINE"));
+    assert_eq!(st.children.iter().map(|c| c.disk.as_str()).collect::<Vec<_>>(), ["vd0", "vd1"]);
+    assert_eq!(st.reports_total, 1);
+    pool::Server::create(as_(&mut s, ADMIN), "zones/vm-disk0".into(), 2 * MIB, 0).unwrap();
+    s.pool().unwrap().write("zones/vm-disk0", 4096, &[0x5a; 8192]).unwrap();
+    s.pool().unwrap().sync().unwrap();
+    let guid = st.guid;
+    // The machine serves the foreign disk whole; nothing wrote it.
+    assert_eq!(storage::Server::disks(as_(&mut s, MANIFEST_VMM)).len(), 1);
+    assert_eq!(s.device(0).unwrap().data, foreign_bytes);
+
+    // Next boot, disks in another order, another configuration: imported.
+    let mut disks = power_cycle(s);
+    disks.reverse();
+    let mut s = booted(disks, Some(&plan("other", false, &["0"])));
+    let st = pool::Server::status(as_(&mut s, ADMIN)).unwrap();
+    assert_eq!((st.name.as_str(), st.guid, st.state.as_str()), ("zones", guid, "ONLINE"));
+    let mut back = vec![0u8; 8192];
+    s.pool().unwrap().read("zones/vm-disk0", 4096, &mut back).unwrap();
+    assert_eq!(back, [0x5a; 8192]);
+    assert_eq!(s.device(0).unwrap().data, foreign_bytes, "the foreign disk is still untouched");
+
+    // One side of the mirror gone: imported DEGRADED from the other.
+    let mut disks = power_cycle(s);
+    disks.retain(|d| d.info().name != "pool side 1");
+    let mut s = booted(disks, None);
+    let st = pool::Server::status(as_(&mut s, ADMIN)).unwrap();
+    assert_eq!((st.state.as_str(), st.children.len(), st.children_total), ("DEGRADED", 1, 2));
+}
+
+/// No configuration, blank disks: no pool, nothing written, disks served
+/// whole. A configuration naming a disk that holds data creates nothing.
+#[test]
+fn boot_never_writes_a_disk_it_was_not_given_blank() {
+    let s = booted(vec![disk("vd0", 4)], None);
+    assert!(s.pool.is_none());
+    assert!(s.device(0).unwrap().data.iter().all(|&b| b == 0));
+    let mut used = MemDisk::new((4 * MIB / 512) as usize, "used");
+    let last = used.data.len() - 1;
+    used.data[last] = 1; // e.g. a GPT backup header at the end
+    let before = used.data.clone();
+    let mut s = booted(vec![Disk::new("vd0", used), disk("vd1", 4)], Some(&plan("zones", true, &["0", "1"])));
+    assert!(s.pool.is_none());
+    assert_eq!(s.device(0).unwrap().data, before);
+    assert!(s.device(1).unwrap().data.iter().all(|&b| b == 0), "the blank half of the mirror was not written either");
+    assert!(s.reports().iter().any(|r| r.disk == "vd0" && r.what.contains("not blank")), "{:?}", s.reports());
+    assert_eq!(pool::Server::status(as_(&mut s, 0)), Err(PoolError::NoPool));
+}
+
+/// A pool on vd0 with volumes a and b, and a machine disk `raw` holding
+/// data, served whole to the manifest's clients (and only to them).
+/// `status` fits in one message with every disk and report at its longest.
+#[test]
+fn status_is_bounded() {
+    let mut disks = vec![];
+    for i in 0..8 {
+        disks.push(disk(&format!("{}{i}", "m".repeat(300)), 2));
+    }
+    for i in 0..20 {
+        let mut d = MemDisk::new(4096, "junk");
+        d.data[i] = 1;
+        disks.push(Disk::new(&format!("{}{i:02}", "j".repeat(500)), d));
+    }
+    let sels: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    let plan = PoolPlan { name: "z".repeat(200), mirror: true, disks: sels };
+    let s = booted(disks, Some(&plan));
+    let t = Loopback::new(s);
+    let st = pool::Client::new(&t).status().unwrap().unwrap();
+    assert_eq!((st.children.len(), st.reports.len(), st.reports_total), (8, 8, 20));
+    assert!(st.reports[0].what.contains("does not recognise"));
+}
+
+fn pool_server() -> Server {
+    let mut raw = MemDisk::new(2048, "raw");
+    raw.data[0] = 0xeb;
+    let mut s = booted(vec![disk("vd0", 16), Disk::new("raw", raw)], Some(&plan("zones", false, &["0"])));
+    assert_eq!(s.disks().len(), 1);
+    assert!(s.pool.is_some());
+    for v in ["zones/a-disk0", "zones/b-disk0"] {
+        pool::Server::create(as_(&mut s, ADMIN), v.into(), 4 * MIB, 4096).unwrap();
+    }
+    s
+}
+
+/// Item 11: VMM A's grant reaches its volume alone; VMM B (another grant)
+/// and a manifest client try A's volume, ring and the pool interface and
+/// are refused, while A's I/O goes on and nothing else changes.
+#[test]
+fn a_grant_reaches_exactly_its_volumes() {
+    let mut s = pool_server();
+    let ga = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/a-disk0".into()]).unwrap().badge;
+    assert_eq!(libipc::reply_caps::take().1, 1, "the grant's capability goes with the reply");
+    let gb = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/b-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    assert!(ga >= GRANT_BADGE_BASE && gb != ga);
+    let s = Rc::new(RefCell::new(s));
+    let listed = storage::Server::disks(as_(&mut s.borrow_mut(), ga));
+    assert_eq!(listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["zones/a-disk0"]);
+    assert_eq!(listed[0].capacity_sectors, 4 * MIB / 512);
+    let mut a = open(&s, ga, 0).unwrap();
+    let data: Vec<u8> = (0..64 * 512).map(|i| (i * 7 + 1) as u8).collect();
+    a.write(8, &data).unwrap();
+    a.flush().unwrap();
+    let handle = a.doorbell().handle;
+    let txg = s.borrow().pool().unwrap().txg();
+
+    for (thief, what) in [(gb, "VMM B"), (MANIFEST_VMM, "a manifest client"), (GRANT_BADGE_BASE + 99, "a forged grant badge")] {
+        let mut st = s.borrow_mut();
+        let st = as_(&mut st, thief);
+        assert!(storage::Server::disks(st).iter().all(|d| d.name != "zones/a-disk0"), "{what} sees A's volume");
+        if thief != MANIFEST_VMM {
+            assert!(storage::Server::disks(st).iter().all(|d| d.name != "raw"), "{what} sees a machine disk");
+        }
+        let r = storage::Server::open(st, 1);
+        assert!(matches!(r, Err(StorageError::NoSuchDisk { index: 1, .. })), "{what}: {r:?}");
+        assert_eq!(storage::Server::kick(st, handle), Err(StorageError::NoSuchHandle { handle }), "{what}");
+        assert_eq!(storage::Server::close(st, handle), Err(StorageError::NoSuchHandle { handle }), "{what}");
+        assert_eq!(pool::Server::list(st, String::new()), Err(PoolError::NotPermitted), "{what}");
+        assert_eq!(pool::Server::destroy(st, "zones/a-disk0".into(), true), Err(PoolError::NotPermitted));
+        assert_eq!(pool::Server::grant(st, vec!["zones/a-disk0".into()]), Err(PoolError::NotPermitted));
+        assert_eq!(pool::Server::revoke(st, ga), Err(PoolError::NotPermitted));
+        assert_eq!(pool::Server::rollback(st, "zones/a-disk0@x".into()), Err(PoolError::NotPermitted));
+        assert_eq!(libipc::reply_caps::take().1, 0, "{what} got no capability");
+    }
+    // B opens its own volume, index 0, and it is not A's.
+    let mut b = open(&s, gb, 0).unwrap();
+    let mut got = vec![0u8; data.len()];
+    b.read(8, &mut got).unwrap();
+    assert!(got.iter().all(|&x| x == 0), "B's volume is its own");
+    // Nothing changed for A: its ring answers, its data is there.
+    a.read(8, &mut got).unwrap();
+    assert_eq!(got, data);
+    assert_eq!(s.borrow().pool().unwrap().txg(), txg, "no commit came from the refused calls");
+    // The control plane cannot destroy a volume a VMM holds.
+    let r = pool::Server::destroy(as_(&mut s.borrow_mut(), ADMIN), "zones/a-disk0".into(), true);
+    assert!(matches!(r, Err(PoolError::Busy { .. })), "{r:?}");
+    // Revoked: A's ring closes, its capability opens nothing.
+    assert_eq!(pool::Server::revoke(as_(&mut s.borrow_mut(), ADMIN), ga), Ok(1));
+    assert!(a.read(8, &mut got).is_err());
+    assert_eq!(storage::Server::open(as_(&mut s.borrow_mut(), ga), 0), Err(StorageError::NoSuchDisk { index: 0, disks: 0 }));
+    assert!(storage::Server::disks(as_(&mut s.borrow_mut(), ga)).is_empty(), "a revoked grant falls back to nothing");
+    // The manifest's client has the machine disk, whole.
+    let mut raw = open(&s, MANIFEST_VMM, 0).unwrap();
+    raw.read(0, &mut got[..512]).unwrap();
+    assert_eq!(got[0], 0xeb);
+    assert_eq!(s.borrow().factory.minted.len(), 1, "the revoked grant's capability was taken back");
+    pool::Server::destroy(as_(&mut s.borrow_mut(), ADMIN), "zones/a-disk0".into(), true).unwrap();
+}
+
+/// The same refusals through the in-process transport: the badges are the
+/// ones `dispatch_from` hands storaged, as the kernel's endpoint badges.
+#[test]
+fn grants_over_the_transport() {
+    let (unbadged, mut server_end) = libipc::in_process::channel(4);
+    let admin = pool::Client::new(unbadged.badged(ADMIN));
+    let t = std::thread::spawn(move || {
+        let mut s = pool_server();
+        server_end.serve_until_closed(&mut s);
+        s.open_rings()
+    });
+    let ga = admin.grant(vec!["zones/a-disk0".into()]).unwrap().unwrap().badge;
+    let vmm_a = storage::Client::new(unbadged.badged(ga));
+    let opened = vmm_a.open(0).unwrap().unwrap();
+    assert_eq!(opened.info.name, "zones/a-disk0");
+    let gb = admin.grant(vec!["zones/b-disk0".into()]).unwrap().unwrap().badge;
+    let vmm_b = storage::Client::new(unbadged.badged(gb));
+    let h = opened.handle;
+    assert_eq!(vmm_b.kick(h).unwrap(), Err(StorageError::NoSuchHandle { handle: h }));
+    assert_eq!(vmm_b.close(h).unwrap(), Err(StorageError::NoSuchHandle { handle: h }));
+    assert_eq!(vmm_b.open(1).unwrap(), Err(StorageError::NoSuchDisk { index: 1, disks: 1 }));
+    let b_pool = pool::Client::new(unbadged.badged(gb));
+    assert_eq!(b_pool.status().unwrap(), Err(PoolError::NotPermitted));
+    assert_eq!(b_pool.create("zones/x".into(), MIB, 0).unwrap(), Err(PoolError::NotPermitted));
+    assert_eq!(vmm_a.kick(h).unwrap(), Ok(0), "A's ring still answers A");
+    assert_eq!(admin.list(String::new()).unwrap().unwrap().datasets.len(), 2, "nothing was created");
+    // init (unbadged) is an admin too.
+    assert!(pool::Client::new(unbadged).status().unwrap().is_ok());
+    assert_eq!(vmm_a.close(h).unwrap(), Ok(()));
+    drop((admin, vmm_a, vmm_b, b_pool));
+    assert_eq!(t.join().unwrap(), 0);
+}
+
+/// Every reply fits in one message however long the names and values
+/// (the loopback refuses a reply longer than a message), and long values
+/// and lists come whole in pieces.
+#[test]
+fn replies_are_bounded_and_pages_and_pieces_add_up() {
+    let t = Loopback::new(pool_server());
+    let c = pool::Client::new(&t);
+    let long = |i: usize| format!("zones/{}{i:03}", "v".repeat(240));
+    for i in 0..12 {
+        c.create(long(i), MIB, 0).unwrap().unwrap();
+        c.snapshot(format!("{}@{}", long(i), "s".repeat(200))).unwrap().unwrap();
+    }
+    let mut names = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c.list(after.clone()).unwrap().unwrap();
+        pages += 1;
+        names.extend(page.datasets.iter().map(|d| d.name.clone()));
+        match page.next {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 2 + 24);
+    assert!(pages > 2, "{pages} pages");
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, names, "each once, in order");
+    // An 8 KiB user property set in pieces, read back in pieces.
+    let value: String = (0..8192).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    for (k, piece) in value.as_bytes().chunks(2000).enumerate() {
+        let piece = String::from_utf8(piece.to_vec()).unwrap();
+        c.set(long(0), "sdc:json".into(), piece, k > 0).unwrap().unwrap();
+    }
+    let r = c.set(long(0), "sdc:json".into(), "x".into(), true).unwrap();
+    assert!(matches!(r, Err(PoolError::TooLarge { .. })), "{r:?}");
+    let mut got = Vec::new();
+    loop {
+        let chunk = c.get_prop(long(0), "sdc:json".into(), got.len() as u32).unwrap().unwrap();
+        assert_eq!(chunk.total_bytes, 8192);
+        if chunk.bytes.is_empty() {
+            break;
+        }
+        got.extend(chunk.bytes);
+    }
+    assert_eq!(got, value.as_bytes());
+    for k in 0..30 {
+        c.set(long(1), format!("{}:{k:02}", "m".repeat(200)), "v".into(), false).unwrap().unwrap();
+    }
+    let (mut keys, mut after) = (0, String::new());
+    loop {
+        let p = c.props(long(1), after.clone()).unwrap().unwrap();
+        keys += p.keys.len();
+        match p.next {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(keys, 30);
+    let info = c.get(long(0)).unwrap().unwrap();
+    assert_eq!((info.user_props, info.volsize, info.compression.as_str()), (1, MIB, "off"));
+    c.set(long(0), "compression".into(), "lz4".into(), false).unwrap().unwrap();
+    c.set(long(0), "quota".into(), "1M".into(), false).unwrap().unwrap();
+    let info = c.get(long(0)).unwrap().unwrap();
+    assert_eq!((info.compression.as_str(), info.quota), ("lz4", MIB));
+    let r = c.set(long(0), "compression".into(), "gzip".into(), false).unwrap();
+    assert!(matches!(r, Err(PoolError::Invalid { .. })), "{r:?}");
+    assert!(c.get("zones/nope".into()).unwrap().is_err());
+}
+
+/// Send and receive move through many bounded messages; the received volume
+/// equals the source; a stream altered or cut short is refused and makes
+/// nothing.
+#[test]
+fn send_and_receive_in_chunks() {
+    let s = pool_server();
+    let data: Vec<u8> = (0..256 * 1024).map(|i| ((i * 31) >> 3) as u8 | 1).collect();
+    s.pool().unwrap().write("zones/a-disk0", 0, &data).unwrap();
+    let t = Loopback::new(s);
+    let c = pool::Client::new(&t);
+    c.snapshot("zones/a-disk0@one".into()).unwrap().unwrap();
+    let opened = c.send("zones/a-disk0@one".into(), None).unwrap().unwrap();
+    let mut stream = Vec::new();
+    loop {
+        let chunk = c.send_chunk(opened.stream, stream.len() as u64).unwrap().unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= libipc::interfaces::POOL_CHUNK_BYTES as usize);
+        stream.extend(chunk);
+    }
+    assert_eq!(stream.len() as u64, opened.bytes);
+    c.close_stream(opened.stream).unwrap().unwrap();
+    let receive = |bytes: &[u8], target: &str| -> Result<String, PoolError> {
+        let id = c.receive(target.into()).unwrap()?;
+        for chunk in bytes.chunks(2048) {
+            c.receive_chunk(id, chunk.to_vec()).unwrap()?;
+        }
+        c.receive_end(id).unwrap()
+    };
+    let mut altered = stream.clone();
+    altered[stream.len() / 2] ^= 0x10;
+    assert!(matches!(receive(&altered, "zones/copy"), Err(PoolError::Corrupt { .. } | PoolError::Invalid { .. })));
+    assert!(receive(&stream[..stream.len() - 100], "zones/copy").is_err());
+    assert!(c.get("zones/copy".into()).unwrap().is_err(), "a refused stream made nothing");
+    assert_eq!(receive(&stream, "zones/copy").unwrap(), "zones/copy@one");
+    let mut s = t.into_inner();
+    let mut back = vec![0u8; data.len()];
+    s.pool().unwrap().read("zones/copy", 0, &mut back).unwrap();
+    assert_eq!(back, data);
+    // Oversized chunks and other callers' streams are refused.
+    let id = pool::Server::receive(as_(&mut s, ADMIN), "zones/other".into()).unwrap();
+    let r = pool::Server::receive_chunk(&mut s, id, vec![0; 4096]);
+    assert!(matches!(r, Err(PoolError::TooLarge { .. })), "{r:?}");
+    assert_eq!(pool::Server::receive_end(as_(&mut s, 0), id), Err(PoolError::NoSuchStream { stream: id }));
+    let report = pool::Server::scrub(as_(&mut s, ADMIN)).unwrap();
+    assert_eq!((report.state.as_str(), report.repaired_bytes), ("ONLINE", 0));
+    assert!(report.blocks > 0);
+}
