@@ -16,6 +16,7 @@ extern crate alloc;
 pub mod fabric;
 pub mod sockets;
 pub mod stack;
+pub mod vnics;
 
 pub const VERSION: u32 = 1;
 
