@@ -53,6 +53,7 @@ use exits::vcpu_loop;
 
 mod disks;
 mod exits;
+mod nics;
 
 const RWX: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0);
 
@@ -90,6 +91,10 @@ pub struct VmSpec {
     pub disks: usize,
     /// The storaged endpoint, if granted.
     pub storaged: Option<CapSlot>,
+    /// The netd endpoint, if granted (the VM's NICs attach there).
+    pub netd: Option<CapSlot>,
+    /// The VM's description (its `nics[]`).
+    pub config: VmConfig,
     /// The console server, whose typed input goes to the guest's serial
     /// port.
     pub console: Option<CapSlot>,
@@ -152,6 +157,8 @@ impl VmSpec {
             cmdline: config.cmdline.clone(),
             disks: config.disks.len(),
             storaged: info.calls("storaged"),
+            netd: info.calls("netd"),
+            config: config.clone(),
             console: info.calls("console"),
             exit_machine: info.args.iter().any(|a| a == "exit-machine"),
         }))
@@ -337,6 +344,8 @@ struct Shared {
     console_slot: PciSlot,
     /// The console server (operator input for the serial port).
     console_server: Option<CapSlot>,
+    /// The NICs' frame rings to netd; the lock nests inside the platform's.
+    nics: spin::Mutex<nics::Nics>,
     /// The guest's paravirtual clock (kvmclock).
     clock: KvmClock,
     /// Exits that reached the VMM, by kind: port I/O, of it the serial
@@ -404,6 +413,10 @@ impl Shared {
         let now = self.now();
         let (interrupts, power) = {
             let mut p = self.platform.lock();
+            // Frames both ways between the NICs and netd's rings (netd's
+            // doorbell is an IPC: made before the console's spin lock is
+            // taken, which the console writer takes without this one).
+            let nic_kicked = self.nics.lock().pump(p.pci(), &mut GuestRam::physical(&self.ram));
             // The console lock nests inside the platform lock: output taken
             // from the devices joins the queue in the order the devices
             // produced it, whichever thread takes it.
@@ -441,7 +454,7 @@ impl Shared {
                     }
                 }
             }
-            if kicked {
+            if kicked || nic_kicked {
                 // Pass on the interrupt the kick may have raised.
                 p.tick(now);
             }
@@ -652,6 +665,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         let slot = platform.pci().add(alloc::boxed::Box::new(device)).map_err(|e| format!("disks[{index}]: {e}"))?;
         disk_slots.push(slot);
     }
+    let nic_set = nics::attach(&mut res, spec, platform.pci())?;
     // An entropy device when the host CPU has a hardware RNG, and a virtio
     // console (hvc0) next to the serial one.
     if alcove_rt::rdrand_u64().is_some() {
@@ -684,6 +698,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console_writer: spin::Mutex::new(()),
         console_slot,
         console_server: spec.console,
+        nics: spin::Mutex::new(nic_set),
         exits: Default::default(),
         // Guests see the host's TSC: system time 0 now.
         clock: KvmClock { tsc_base: alcove_rt::rdtsc(), tsc_khz: sys::tsc_khz().unwrap_or(1_000_000), unix_seconds: unix_now },
