@@ -267,6 +267,23 @@ impl libipc::blkring::RingRegion for SharedMemory {
 /// Both ranges are valid for the access and do not overlap.
 #[cfg(target_os = "none")]
 unsafe fn volatile_copy(dst: *mut u8, src: *const u8, n: usize, to_shared: bool) {
+    // An aligned 32-bit word on the shared side (a frame ring's index) is
+    // one access, whatever the private side's alignment: a peer on another
+    // CPU updating it is never seen half old, half new.
+    let shared = if to_shared { dst as usize } else { src as usize };
+    if n == 4 && shared.is_multiple_of(4) {
+        // SAFETY: both ranges are valid for 4 bytes (the caller's
+        // contract); the shared side is 4-aligned, the private side is
+        // accessed unaligned.
+        unsafe {
+            if to_shared {
+                dst.cast::<u32>().write_volatile(src.cast::<u32>().read_unaligned());
+            } else {
+                dst.cast::<u32>().write_unaligned(src.cast::<u32>().read_volatile());
+            }
+        }
+        return;
+    }
     let mut i = 0;
     if (dst as usize) % 8 == (src as usize) % 8 {
         while i < n && !(dst as usize + i).is_multiple_of(8) {
