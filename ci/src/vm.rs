@@ -172,7 +172,8 @@ impl VmPlan {
         let k = KernelMemory::for_vm(
             self.config.ram_bytes(),
             self.config.vcpus,
-            self.config.disks.len() as u32,
+            // A VNIC's frame ring is mapped as a disk's block ring is.
+            (self.config.disks.len() + self.config.nics.len()) as u32,
             &self.boot_file_bytes,
         );
         // With `bootrom` the second boot file is the firmware, which the

@@ -221,7 +221,7 @@ fn frames_cross_between_two_vmms_and_forged_ones_are_dropped_and_counted() {
     let hello = arp(MAC_A, [10, 0, 0, 1]);
     vmm_a.send(&hello);
     assert_eq!(a.kick(ha).unwrap(), Ok(1));
-    assert_eq!(vmm_b.received(), [hello.clone()]);
+    assert_eq!(vmm_b.received(), [hello]);
     assert!(r.seen.lock().unwrap().signals.contains(&(B, 1)), "B's VMM is told");
     // Only stub0's VNICs saw it: an etherstub has no uplink.
     assert!(r.seen.lock().unwrap().uplink.is_empty());

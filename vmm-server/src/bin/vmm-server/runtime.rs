@@ -141,7 +141,8 @@ impl VmSpec {
         };
         let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len).collect();
         let mut kernel_memory =
-            KernelMemory::for_vm(config.ram_bytes(), config.vcpus, config.disks.len() as u32, &boot_files);
+            // A VNIC's frame ring is mapped as a disk's block ring is.
+            KernelMemory::for_vm(config.ram_bytes(), config.vcpus, (config.disks.len() + config.nics.len()) as u32, &boot_files);
         if let Some(image) = firmware {
             kernel_memory = kernel_memory.with_firmware(image.len() as u64);
         }

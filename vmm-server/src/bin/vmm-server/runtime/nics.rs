@@ -50,12 +50,11 @@ impl Nics {
             match port.pump(bus, mem) {
                 Ok(r) => {
                     kicked |= r.kicked_device;
-                    if r.kick_netd {
-                        if let Some(netd) = &self.netd {
-                            if let Err(e) = netd.kick(port.handle) {
-                                log::warn!("nics[{i}]: netd's doorbell: {e}");
-                            }
-                        }
+                    if r.kick_netd
+                        && let Some(netd) = &self.netd
+                        && let Err(e) = netd.kick(port.handle)
+                    {
+                        log::warn!("nics[{i}]: netd's doorbell: {e}");
                     }
                 }
                 Err(e) => {
