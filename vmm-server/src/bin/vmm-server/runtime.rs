@@ -757,6 +757,10 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         n(3),
         n(4)
     );
+    {
+        let mut p = shared.platform.lock();
+        shared.nics.lock().report(&spec.name, p.pci());
+    }
     *CURRENT.lock() = None;
     let ending = shared.ending.lock().clone().unwrap_or(Ending::Error("stopped without a reason".into()));
     // The threads end first (each parked after signalling), then what they

@@ -67,6 +67,28 @@ impl Nics {
     }
 }
 
+impl Nics {
+    /// One line per NIC with its device's counters, for the operator at
+    /// the end of a boot.
+    pub(super) fn report(&self, vm: &str, bus: &PciBus) {
+        for (i, port) in self.ports.iter().enumerate() {
+            let Some(s) = port.stats(bus) else { continue };
+            log::info!(
+                "vm {vm}: nics[{i}]: sent {} frames ({} bytes; dropped: {} malformed, {} oversized), received {} frames ({} bytes; dropped: {} ring overflow, {} buffer too small){}",
+                s.tx_frames,
+                s.tx_bytes,
+                s.tx_malformed,
+                s.tx_oversized,
+                s.rx_frames,
+                s.rx_bytes,
+                s.rx_overflow,
+                s.rx_small_buffer,
+                if self.broken[i] { "; ring refused" } else { "" },
+            );
+        }
+    }
+}
+
 impl Drop for Nics {
     fn drop(&mut self) {
         if let Some(netd) = &self.netd {
