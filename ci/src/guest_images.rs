@@ -107,6 +107,7 @@ pub fn cf9_reset_elf() -> Vec<u8> {
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "uname", "insmod", "lsmod", "nproc", "sha256sum", "dd", "printf", "echo", "sync",
     "poweroff", "cat", "ls", "dmesg", "sleep", "mkdir", "head", "hexdump", "stty", "taskset", "usleep", "cut",
+    "ip", "arping", "grep",
 ];
 /// Modules `/init` loads, and whether the image is useless without them
 /// (unless built in). Their dependencies are added from each module's
@@ -118,9 +119,10 @@ const MODULES: &[(&str, bool)] = &[
     ("virtio_blk", true),
     ("virtio_rng", false),
     ("virtio_console", false),
+    ("virtio_net", false),
 ];
 /// Bump when the recipe changes in a way the stamp's hash does not see.
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 /// The file in the initramfs's modules directory that lists the load order.
 const LOAD_LIST: &str = "modules.alcove";
 

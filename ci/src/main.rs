@@ -9,6 +9,7 @@ mod guest_images;
 mod harness;
 mod image;
 mod linux;
+mod linux_net;
 mod memtest;
 mod setup;
 mod tiers;

@@ -631,3 +631,87 @@ crate::interface! {
         fn revoke(badge: u64) -> Result<u32, PoolError>;
     }
 }
+
+/// One of the caller's VNICs, as [`vnic::Server::vnics`] lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnicInfo {
+    /// netd's number for the VNIC (what `attach` takes).
+    pub vnic: u32,
+    /// Its MAC (the guest's NIC shows it).
+    pub mac: [u8; 6],
+    /// 0 (untagged) to 4094.
+    pub vlan_id: u16,
+    /// The switch it is on: a nic_tag or an etherstub.
+    pub switch: String,
+    /// Whether a ring is attached now.
+    pub attached: bool,
+}
+
+/// What [`vnic::Server::attach`] returns; the reply also carries the frame
+/// capability of the ring region ([`crate::framering`]; netd formatted it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedVnic {
+    /// Names the attachment in `kick` and `detach`; never reused.
+    pub handle: u32,
+    /// The VNIC's MAC.
+    pub mac: [u8; 6],
+    /// The switch's MTU.
+    pub mtu: u16,
+    /// Size of the region, in 4 KiB pages (map all of it).
+    pub ring_pages: u32,
+}
+
+/// Why netd refused a `vnic` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VnicError {
+    /// The VNIC is not one of the caller's (another client's, or none:
+    /// they look the same).
+    #[allow(missing_docs)]
+    NoSuchVnic { vnic: u32 },
+    /// `kick` or `detach` of a handle the caller does not hold (detached,
+    /// never given, or another client's).
+    #[allow(missing_docs)]
+    NoSuchHandle { handle: u32 },
+    /// Ring slots asked for: 0 (netd's default) to `max`.
+    #[allow(missing_docs)]
+    TooLarge { slots: u32, max: u32 },
+    /// netd could not make the ring or put the VNIC on its switch (`why`).
+    #[allow(missing_docs)]
+    Setup { why: String },
+}
+
+impl core::fmt::Display for VnicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VnicError::NoSuchVnic { vnic } => write!(f, "vnic: no VNIC {vnic} of this client"),
+            VnicError::NoSuchHandle { handle } => write!(f, "vnic: handle {handle} is not attached"),
+            VnicError::TooLarge { slots, max } => write!(f, "vnic: {slots} ring slots asked for, 0 to {max}"),
+            VnicError::Setup { why } => write!(f, "vnic: cannot attach: {why}"),
+        }
+    }
+}
+
+impl core::error::Error for VnicError {}
+
+crate::interface! {
+    /// netd's VNICs for VMMs: a VMM attaches to a VNIC it was given (the
+    /// boot configuration, later the control plane, names each VNIC's
+    /// client by its endpoint's badge) and gets a frame-ring region
+    /// ([`crate::framering`]) whose frame capability comes with the reply;
+    /// frames move through it, IPC carries only the `kick` doorbell. Every
+    /// call is checked against the caller's badge: another client's VNIC
+    /// or handle looks as if it did not exist.
+    pub interface vnic = 8 {
+        /// The caller's VNICs, in netd's order.
+        fn vnics() -> alloc::vec::Vec<VnicInfo>;
+        /// Attaches VNIC `vnic` with rings of `slots` slots (0: netd's
+        /// default): the VNIC joins its switch. Attaching a VNIC the caller
+        /// attached before replaces that attachment (its handle goes stale).
+        fn attach(vnic: u32, slots: u32) -> Result<AttachedVnic, VnicError>;
+        /// The doorbell: netd moves what the caller's guest sent through
+        /// the switch, then replies with how many frames it took.
+        fn kick(handle: u32) -> Result<u32, VnicError>;
+        /// Takes the VNIC off its switch; the handle is no longer valid.
+        fn detach(handle: u32) -> Result<(), VnicError>;
+    }
+}

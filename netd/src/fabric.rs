@@ -28,6 +28,7 @@ pub const POLL_BUDGET: u32 = 32;
 /// A VNIC's rings.
 struct Attached<R: RingRegion> {
     region: R,
+    geometry: Geometry,
     from_vmm: Consumer,
     to_vmm: Producer,
     /// Frames read from the ring, not yet through the switch (throttled).
@@ -74,14 +75,33 @@ impl<R: RingRegion> Fabric<R> {
     }
 
     /// Adds a VNIC and formats `region` as its rings.
-    pub fn attach(&mut self, config: VnicConfig, mut region: R, now_ns: u64) -> Result<VnicId, AttachError> {
-        self.geometry.format(&mut region).map_err(AttachError::Ring)?;
-        let id = self.switch.add_vnic(config, now_ns).map_err(AttachError::Switch)?;
+    pub fn attach(&mut self, config: VnicConfig, region: R, now_ns: u64) -> Result<VnicId, AttachError> {
         let g = self.geometry;
+        self.attach_with(config, region, g, now_ns).map_err(|(e, _)| e)
+    }
+
+    /// As [`Fabric::attach`], with rings of geometry `g` instead of the
+    /// fabric's own (a client that asked for another ring size). A region
+    /// that could not be attached comes back with the error.
+    pub fn attach_with(
+        &mut self,
+        config: VnicConfig,
+        mut region: R,
+        g: Geometry,
+        now_ns: u64,
+    ) -> Result<VnicId, (AttachError, R)> {
+        if let Err(e) = g.format(&mut region) {
+            return Err((AttachError::Ring(e), region));
+        }
+        let id = match self.switch.add_vnic(config, now_ns) {
+            Ok(id) => id,
+            Err(e) => return Err((AttachError::Switch(e), region)),
+        };
         self.vnics.insert(
             id,
             Attached {
                 region,
+                geometry: g,
                 from_vmm: Consumer::new(g, Direction::ToNetd),
                 to_vmm: Producer::new(g, Direction::ToVmm),
                 held: VecDeque::new(),
@@ -105,6 +125,11 @@ impl<R: RingRegion> Fabric<R> {
         self.vnics.get_mut(&id).map(|a| &mut a.region)
     }
 
+    /// Frames taken from `id`'s ring so far (malformed slots not counted).
+    pub fn taken(&self, id: VnicId) -> Option<u64> {
+        self.vnics.get(&id).map(|a| a.from_vmm.frames)
+    }
+
     /// Frames for `id` dropped because its ring was full, and whether (why)
     /// its ring is refused.
     pub fn ring_state(&self, id: VnicId) -> Option<(u64, Option<&FrameRingError>)> {
@@ -118,6 +143,9 @@ impl<R: RingRegion> Fabric<R> {
         let mut buf = vec![0u8; self.geometry.slot_bytes];
         for id in ids {
             let Some(a) = self.vnics.get_mut(&id) else { continue };
+            if buf.len() < a.geometry.slot_bytes {
+                buf.resize(a.geometry.slot_bytes, 0);
+            }
             if a.broken.is_some() || (!a.held.is_empty() && now_ns < a.retry_at_ns) {
                 if !a.held.is_empty() {
                     work.wake_at_ns = Some(work.wake_at_ns.map_or(a.retry_at_ns, |w| w.min(a.retry_at_ns)));

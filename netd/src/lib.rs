@@ -3,11 +3,12 @@
 //! This is the server's logic as a library (host-testable, embeddable in
 //! appliance builds with the in-process transport); `src/bin/netd.rs` is
 //! the thin process that wires it to its capabilities. The process
-//! answers the `status` interface; the frame path is here as a library
-//! ([`fabric`]: a switch from `netd-switch` and its VNICs' frame rings),
-//! and so are the host's TCP/IP ([`stack`], smoltcp on a VNIC) and the
-//! `socket` interface over it ([`sockets`]), tested on the host, not yet
-//! wired to the process (issue 13).
+//! serves `status` and `vnic` ([`vnics`]: the VNICs of its boot
+//! configuration, attached by the VMMs they belong to, over [`fabric`]: a
+//! switch from `netd-switch` and its VNICs' frame rings). The host's
+//! TCP/IP ([`stack`], smoltcp on a VNIC) and the `socket` interface over
+//! it ([`sockets`]) are tested on the host, not yet wired to the process
+//! (issue 13).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ extern crate alloc;
 pub mod fabric;
 pub mod sockets;
 pub mod stack;
+pub mod vnics;
 
 pub const VERSION: u32 = 1;
 

@@ -314,7 +314,8 @@ pub enum NicModel {
     Rtl8139,
 }
 
-/// One entry of `nics[]` (parsed; NICs are not implemented yet).
+/// One entry of `nics[]`: a virtio-net device on the VNIC netd holds for
+/// this VM (`vm::nics`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NicConfig {
     pub nic_tag: String,
@@ -634,11 +635,25 @@ impl VmConfig {
     }
 
     /// What this VMM cannot run yet, as the error the runtime reports:
-    /// today, any NIC (`vmadm: property "nics": NICs are not supported
-    /// yet`).
+    /// NICs of another model than `virtio` (`vmadm: property
+    /// "nics[0].model": "e1000" NICs are not supported yet`) or with an
+    /// MTU other than 1500, and `"uefi"` firmware.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        if !self.nics.is_empty() {
-            return Err(ConfigError::NotSupported { property: "nics".into(), what: "NICs are".into() });
+        for (i, nic) in self.nics.iter().enumerate() {
+            let name = match nic.model {
+                NicModel::Virtio => None,
+                NicModel::E1000 => Some("e1000"),
+                NicModel::Rtl8139 => Some("rtl8139"),
+            };
+            if let Some(m) = name {
+                return Err(ConfigError::NotSupported { property: format!("nics[{i}].model"), what: format!("\"{m}\" NICs are") });
+            }
+            if let Some(mtu) = nic.mtu.filter(|&m| m != 1500) {
+                return Err(ConfigError::NotSupported {
+                    property: format!("nics[{i}].mtu"),
+                    what: format!("MTUs other than 1500 ({mtu}) are"),
+                });
+            }
         }
         if self.bootrom == Some(Bootrom::Uefi) {
             return Err(ConfigError::NotSupported { property: "bootrom".into(), what: "\"uefi\" (OVMF) VMs are".into() });

@@ -117,8 +117,8 @@ fn bad_descriptions_name_the_property() {
     assert!(e.contains("\"initrd\"") && e.contains("same file name"), "{e}");
     let e = plan(&JSON.replace("/images/vmlinuz", "/a/vm.json")).unwrap_err();
     assert!(e.contains("\"kernel\""), "{e}");
-    let e = plan(&JSON.replace("\"disks\"", "\"nics\":[{\"nic_tag\":\"admin\"}],\"disks\"")).unwrap_err();
-    assert!(e.contains("\"nics\""), "{e}");
+    let e = plan(&JSON.replace("\"disks\"", "\"nics\":[{\"nic_tag\":\"admin\",\"model\":\"e1000\"}],\"disks\"")).unwrap_err();
+    assert!(e.contains("\"nics[0].model\""), "{e}");
 }
 
 #[test]
@@ -364,4 +364,31 @@ fn the_reset_stress_check() {
     let log = stress_log(&[2], None).replace("[    5.0] sysrq", "alcove-guest: stress: still running after the reset\r\n[    5.0] sysrq");
     let (p, _) = check_stress_run(&log, "linux-test", 1);
     assert!(p.iter().any(|x| x.contains("still running")), "{p:?}");
+}
+
+#[test]
+fn a_vm_with_nics_gets_netd_and_its_vnics() {
+    let json = JSON.replace(
+        r#""kernel""#,
+        r#""nics":[{"nic_tag":"stub0","ip":"10.0.0.20","netmask":"255.255.255.0"},{"nic_tag":"admin","vlan_id":4}],"kernel""#,
+    );
+    let p = plan(&json).unwrap();
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    let names: Vec<&str> = m.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["console", "storaged", "netd", "vm-linux-test"]);
+    // init badges a caller's endpoints with its index + 1: the VNICs'
+    // client in netd.conf must be that badge.
+    let index = names.iter().position(|n| *n == "vm-linux-test").unwrap() as u64;
+    assert_eq!(index + 1, VmPlan::VMM_BADGE);
+    assert!(m.server("vm-linux-test").unwrap().calls.iter().any(|c| c == "netd"));
+    assert_eq!(m.server("netd").unwrap().files, ["netd.conf"]);
+    let conf = p.netd_conf();
+    assert!(conf.contains("\netherstub admin\netherstub stub0\n"), "{conf}");
+    assert!(conf.contains("vnic client=4 switch=stub0 mac=02:") && conf.contains(" ip=10.0.0.20 "), "{conf}");
+    assert!(conf.contains("switch=admin") && conf.contains("vlan_id=4"), "{conf}");
+    let system = p.boot_system();
+    assert!(system.host_files.iter().any(|(n, _)| n == "netd.conf"));
+    // Without NICs, no netd.
+    let plain = plan(JSON).unwrap();
+    assert!(!plain.manifest_toml().contains("netd"));
 }

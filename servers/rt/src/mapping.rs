@@ -265,8 +265,25 @@ impl libipc::blkring::RingRegion for SharedMemory {
 /// # Safety
 ///
 /// Both ranges are valid for the access and do not overlap.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", test))]
 unsafe fn volatile_copy(dst: *mut u8, src: *const u8, n: usize, to_shared: bool) {
+    // An aligned 32-bit word on the shared side (a frame ring's index) is
+    // one access, whatever the private side's alignment: a peer on another
+    // CPU updating it is never seen half old, half new.
+    let shared = if to_shared { dst as usize } else { src as usize };
+    if n == 4 && shared.is_multiple_of(4) {
+        // SAFETY: both ranges are valid for 4 bytes (the caller's
+        // contract); the shared side is 4-aligned, the private side is
+        // accessed unaligned.
+        unsafe {
+            if to_shared {
+                dst.cast::<u32>().write_volatile(src.cast::<u32>().read_unaligned());
+            } else {
+                dst.cast::<u32>().write_unaligned(src.cast::<u32>().read_volatile());
+            }
+        }
+        return;
+    }
     let mut i = 0;
     if (dst as usize) % 8 == (src as usize) % 8 {
         while i < n && !(dst as usize + i).is_multiple_of(8) {
@@ -294,7 +311,7 @@ unsafe fn volatile_copy(dst: *mut u8, src: *const u8, n: usize, to_shared: bool)
 /// # Safety
 ///
 /// Both pointers are valid for one byte.
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", test))]
 unsafe fn copy_byte(dst: *mut u8, src: *const u8, to_shared: bool) {
     // SAFETY: the caller's contract.
     unsafe {
@@ -360,5 +377,49 @@ impl RunPage {
         {
             panic!("run pages exist only on Alcove")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::volatile_copy;
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A frame ring's index in shared memory, read by `volatile_copy` into
+    /// a private buffer of any alignment while a peer thread keeps storing
+    /// to it: every value read is one the peer stored, never half of two.
+    #[test]
+    fn an_aligned_word_is_read_whole_while_a_peer_writes_it() {
+        const VALUES: [u32; 2] = [0x0000_0000, 0xffff_ffff];
+        let word = Arc::new(AtomicU32::new(VALUES[0]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (word, stop) = (word.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    word.store(VALUES[i % 2], Ordering::Relaxed);
+                }
+            })
+        };
+        let mut torn = 0u32;
+        let mut buf = [0u8; 5];
+        for _ in 0..2_000_000 {
+            // SAFETY: the word is 4 bytes, aligned, alive for the loop (the
+            // Arc); `buf[1..5]` is this thread's own memory (unaligned on
+            // purpose). The peer only stores whole aligned words.
+            unsafe { volatile_copy(buf.as_mut_ptr().add(1), word.as_ptr().cast::<u8>(), 4, false) };
+            let v = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            if !VALUES.contains(&v) {
+                torn += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert_eq!(torn, 0, "reads of the word saw a mix of two stores");
     }
 }

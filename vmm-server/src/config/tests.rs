@@ -119,11 +119,18 @@ fn defaults_follow_smartos() {
 }
 
 #[test]
-fn nics_parse_but_are_not_supported_yet() {
+fn virtio_nics_are_supported_other_models_and_mtus_are_named() {
     let c = parse(&full()).unwrap();
-    let e = c.check_supported().unwrap_err();
-    assert_eq!(e.property(), Some("nics"));
-    assert_eq!(e.to_string(), "vmadm: property \"nics\": NICs are not supported yet");
+    assert_eq!(c.check_supported(), Ok(()));
+    let e1000 = parse(&with(full(), "nics", json!([{"nic_tag": "admin"}, {"nic_tag": "admin", "model": "e1000"}]))).unwrap();
+    let e = e1000.check_supported().unwrap_err();
+    assert_eq!(e.property(), Some("nics[1].model"));
+    assert_eq!(e.to_string(), "vmadm: property \"nics[1].model\": \"e1000\" NICs are not supported yet");
+    let jumbo = parse(&with(full(), "nics", json!([{"nic_tag": "admin", "mtu": 9000}]))).unwrap();
+    assert_eq!(
+        jumbo.check_supported().unwrap_err().to_string(),
+        "vmadm: property \"nics[0].mtu\": MTUs other than 1500 (9000) are not supported yet"
+    );
     let no_nics = parse(&with(full(), "nics", json!([]))).unwrap();
     assert_eq!(no_nics.check_supported(), Ok(()));
 }

@@ -31,7 +31,7 @@ pub mod queue;
 pub mod rng;
 
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 
 use core::fmt;
 

@@ -1,7 +1,8 @@
 //! One VM, put together: the platform devices and their interrupt routing
 //! ([`platform`]), the guest's CPUID table ([`cpuid`]) and direct kernel
 //! boot ([`loader`]), what the VM costs in kernel memory ([`sizing`]) and
-//! the guest's console output on its way out ([`console_out`]). The
+//! the guest's console output on its way out ([`console_out`]), and its
+//! NICs between vm.json, netd and the PCI bus ([`nics`]). The
 //! Alcove-only runtime (`src/bin/vmm-server/`) maps
 //! guest memory, runs the vCPU threads and calls into these.
 
@@ -10,6 +11,7 @@ pub mod cpuid;
 pub mod diagnose;
 pub mod loader;
 pub mod memory;
+pub mod nics;
 pub mod platform;
 pub mod pvclock;
 pub mod sizing;

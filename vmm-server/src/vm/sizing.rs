@@ -77,7 +77,8 @@ const IPC_BUFFER: u64 = PAGE;
 /// buffer and one page table for those mappings.
 pub const PER_VCPU_BYTES: u64 = RUN_PAGE + VCPU_OBJECT + THREAD_OBJECT + THREAD_STACK_PAGES * PAGE + IPC_BUFFER + PAGE;
 /// Kernel memory each disk adds: the page tables mapping its block ring
-/// (a table, a directory and a PDPT at most).
+/// (a table, a directory and a PDPT at most). A NIC's frame ring (netd's
+/// frame, at most 1 MiB) costs the same and is counted as a disk.
 pub const PER_DISK_BYTES: u64 = 3 * PAGE;
 /// Room for what the parts above do not itemise (kernel bookkeeping that
 /// changes with the code): the measured figures stay 44 to 100 KiB below

@@ -56,6 +56,7 @@ use exits::vcpu_loop;
 
 mod disks;
 mod exits;
+mod nics;
 
 const RWX: Rights = Rights(Rights::READ.0 | Rights::WRITE.0 | Rights::EXECUTE.0);
 
@@ -93,6 +94,10 @@ pub struct VmSpec {
     pub disks: usize,
     /// The storaged endpoint, if granted.
     pub storaged: Option<CapSlot>,
+    /// The netd endpoint, if granted (the VM's NICs attach there).
+    pub netd: Option<CapSlot>,
+    /// The VM's description (its `nics[]`).
+    pub config: VmConfig,
     /// The console server, whose typed input goes to the guest's serial
     /// port.
     pub console: Option<CapSlot>,
@@ -139,7 +144,8 @@ impl VmSpec {
         };
         let boot_files: Vec<u64> = info.files.iter().map(|(_, _, len)| *len).collect();
         let mut kernel_memory =
-            KernelMemory::for_vm(config.ram_bytes(), config.vcpus, config.disks.len() as u32, &boot_files);
+            // A VNIC's frame ring is mapped as a disk's block ring is.
+            KernelMemory::for_vm(config.ram_bytes(), config.vcpus, (config.disks.len() + config.nics.len()) as u32, &boot_files);
         if let Some(image) = firmware {
             kernel_memory = kernel_memory.with_firmware(image.len() as u64);
         }
@@ -155,6 +161,8 @@ impl VmSpec {
             cmdline: config.cmdline.clone(),
             disks: config.disks.len(),
             storaged: info.calls("storaged"),
+            netd: info.calls("netd"),
+            config: config.clone(),
             console: info.calls("console"),
             exit_machine: info.args.iter().any(|a| a == "exit-machine"),
         }))
@@ -343,6 +351,8 @@ struct Shared {
     console_slot: PciSlot,
     /// The console server (operator input for the serial port).
     console_server: Option<CapSlot>,
+    /// The NICs' frame rings to netd; the lock nests inside the platform's.
+    nics: spin::Mutex<nics::Nics>,
     /// The guest's paravirtual clock (kvmclock).
     clock: KvmClock,
     /// Exits that reached the VMM, by kind: port I/O, of it the serial
@@ -410,6 +420,10 @@ impl Shared {
         let now = self.now();
         let (interrupts, power) = {
             let mut p = self.platform.lock();
+            // Frames both ways between the NICs and netd's rings (netd's
+            // doorbell is an IPC: made before the console's spin lock is
+            // taken, which the console writer takes without this one).
+            let nic_kicked = self.nics.lock().pump(p.pci(), &mut GuestRam::physical(&self.ram));
             // The console lock nests inside the platform lock: output taken
             // from the devices joins the queue in the order the devices
             // produced it, whichever thread takes it.
@@ -447,7 +461,7 @@ impl Shared {
                     }
                 }
             }
-            if kicked {
+            if kicked || nic_kicked {
                 // Pass on the interrupt the kick may have raised.
                 p.tick(now);
             }
@@ -661,6 +675,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         disk_slots.push(slot);
         disks.push(VmDisk { slot, requests });
     }
+    let nic_set = nics::attach(&mut res, spec, platform.pci())?;
     // An entropy device when the host CPU has a hardware RNG, and a virtio
     // console (hvc0) next to the serial one.
     if alcove_rt::rdrand_u64().is_some() {
@@ -694,6 +709,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console_writer: spin::Mutex::new(()),
         console_slot,
         console_server: spec.console,
+        nics: spin::Mutex::new(nic_set),
         exits: Default::default(),
         // Guests see the host's TSC: system time 0 now.
         clock: KvmClock { tsc_base: alcove_rt::rdtsc(), tsc_khz: sys::tsc_khz().unwrap_or(1_000_000), unix_seconds: unix_now },
@@ -751,6 +767,10 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         n(3),
         n(4)
     );
+    {
+        let mut p = shared.platform.lock();
+        shared.nics.lock().report(&spec.name, p.pci());
+    }
     *CURRENT.lock() = None;
     let ending = shared.ending.lock().clone().unwrap_or(Ending::Error("stopped without a reason".into()));
     // The threads end first (each parked after signalling), then what they

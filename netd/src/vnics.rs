@@ -1,0 +1,508 @@
+//! netd's VNICs and the VMMs that attach to them: the `vnic` interface
+//! ([`libipc::interfaces::vnic`]) over one [`Fabric`] per switch.
+//!
+//! ```text
+//!  netd.conf ──▶ NetConfig ──▶ VnicServer: switches (nic_tags, etherstubs), VNICs with their client
+//!  VMM ── vnic.attach(vnic) ──▶ checks the caller's badge ─▶ region + Fabric::attach ─▶ frame cap in the reply
+//!  VMM ── vnic.kick(handle) ──▶ Fabric::poll ─▶ signal the VMMs whose rings got frames
+//! ```
+//!
+//! Which client may attach which VNIC comes from the boot configuration
+//! (the control plane will create VNICs at run time): each VNIC names its
+//! client by the badge of the client's netd endpoint (init badges a
+//! caller's endpoints with its identity, see `servers/init`). Every call is
+//! checked against the caller's badge: another client's VNIC or handle
+//! answers as if it did not exist, a handle that was detached is never
+//! valid again (handles are not reused). A client's second `attach` of a
+//! VNIC replaces its first (a VMM restarted by init finds its VNIC
+//! attached by its dead self: the ring starts afresh, the old handle goes
+//! stale); `client_gone` detaches everything of a client that ended.
+//!
+//! What the process provides is behind [`VnicPlatform`]: ring memory (a
+//! frame the VMM maps; a vector in host tests), the signal to a VMM, the
+//! machine's NIC for frames to a nic_tag's uplink, and the clock.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::net::IpAddr;
+use core::str::FromStr;
+
+use abi::CapSlot;
+use libipc::cap::{Cap, Frame};
+use libipc::framering::{Geometry, MAX_SLOTS, RingRegion, SLOTS};
+use libipc::interfaces::{AttachedVnic, ServerStatus, VnicError, VnicInfo, status, vnic};
+use libipc::{RemoteError, reply_caps};
+use netd_switch::frame::MacAddr;
+use netd_switch::protect::IpNet;
+use netd_switch::{Protection, SwitchConfig, VnicConfig, VnicId};
+
+use crate::fabric::{AttachError, Fabric, Work};
+
+/// Most switches in a configuration.
+pub const MAX_SWITCHES: usize = 64;
+/// Most VNICs in a configuration.
+pub const MAX_VNICS: usize = 1024;
+
+/// A switch of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchSpec {
+    /// The nic_tag or etherstub name.
+    pub name: String,
+    /// A nic_tag (frames for unknown stations go to the machine's NIC)
+    /// or an etherstub (a switch of its own).
+    pub uplink: bool,
+}
+
+/// A VNIC of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VnicSpec {
+    /// The badge of the one client that may attach it.
+    pub client: u64,
+    /// The switch it is on (a [`SwitchSpec::name`]).
+    pub switch: String,
+    /// MAC, VLAN, link protection, cap.
+    pub config: VnicConfig,
+}
+
+/// netd's boot configuration: its switches and VNICs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetConfig {
+    pub switches: Vec<SwitchSpec>,
+    pub vnics: Vec<VnicSpec>,
+}
+
+/// A line of the configuration that is wrong, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based.
+    pub line: usize,
+    pub why: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "netd.conf line {}: {}", self.line, self.why)
+    }
+}
+
+impl NetConfig {
+    /// Parses `netd.conf`: one item per line, `#` starts a comment.
+    ///
+    /// ```text
+    /// etherstub stub0
+    /// nic_tag admin
+    /// vnic client=3 switch=stub0 mac=02:08:20:00:00:01 vlan_id=0 ip=10.0.0.1 allowed_ips=10.0.1.0/24,10.0.2.7
+    ///      allow_ip_spoofing=false allow_mac_spoofing=false allow_dhcp_spoofing=false
+    ///      allow_restricted_traffic=false maxbw=20
+    /// ```
+    ///
+    /// (a `vnic` is one line; `client`, `switch` and `mac` are required,
+    /// the rest take SmartOS's defaults). A MAC twice on one switch, an
+    /// unknown switch or property is an error naming the line and property.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut config = NetConfig::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let err = |why: String| ConfigError { line, why };
+            let content = raw.split('#').next().unwrap_or("").trim();
+            let mut words = content.split_whitespace();
+            let Some(kind) = words.next() else { continue };
+            match kind {
+                "etherstub" | "nic_tag" => {
+                    let name = words.next().ok_or_else(|| err(alloc::format!("{kind}: a name is missing")))?;
+                    if let Some(extra) = words.next() {
+                        return Err(err(alloc::format!("{kind} {name}: unexpected {extra:?}")));
+                    }
+                    if config.switches.iter().any(|s| s.name == name) {
+                        return Err(err(alloc::format!("switch {name:?} is defined twice")));
+                    }
+                    if config.switches.len() >= MAX_SWITCHES {
+                        return Err(err(alloc::format!("more than {MAX_SWITCHES} switches")));
+                    }
+                    config.switches.push(SwitchSpec { name: name.into(), uplink: kind == "nic_tag" });
+                }
+                "vnic" => {
+                    if config.vnics.len() >= MAX_VNICS {
+                        return Err(err(alloc::format!("more than {MAX_VNICS} VNICs")));
+                    }
+                    let spec = parse_vnic(words).map_err(err)?;
+                    if !config.switches.iter().any(|s| s.name == spec.switch) {
+                        return Err(err(alloc::format!(
+                            "property \"switch\": {:?} is no etherstub or nic_tag defined above",
+                            spec.switch
+                        )));
+                    }
+                    if config.vnics.iter().any(|v| {
+                        v.switch == spec.switch && v.config.mac == spec.config.mac && v.config.vlan_id == spec.config.vlan_id
+                    }) {
+                        return Err(err(alloc::format!(
+                            "property \"mac\": {} is already on switch {:?}, VLAN {}",
+                            spec.config.mac, spec.switch, spec.config.vlan_id
+                        )));
+                    }
+                    config.vnics.push(spec);
+                }
+                other => return Err(err(alloc::format!("{other:?} is not etherstub, nic_tag or vnic"))),
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn parse_vnic<'a>(words: impl Iterator<Item = &'a str>) -> Result<VnicSpec, String> {
+    let (mut client, mut switch, mut mac) = (None, None, None);
+    let mut vlan_id = 0u16;
+    let mut protection = Protection::default();
+    let mut maxbw = None;
+    for w in words {
+        let (key, value) = w.split_once('=').ok_or_else(|| alloc::format!("{w:?} is not property=value"))?;
+        let bad = |expected: &str| alloc::format!("property {key:?}: expected {expected}, got {value:?}");
+        let boolean = || match value {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad("true or false")),
+        };
+        match key {
+            "client" => client = Some(value.parse::<u64>().map_err(|_| bad("a client's badge (a number)"))?),
+            "switch" => switch = Some(String::from(value)),
+            "mac" => {
+                let m = MacAddr::from_str(value).map_err(|_| bad("a MAC address like 02:08:20:00:00:01"))?;
+                if !m.is_station() {
+                    return Err(bad("a unicast MAC address"));
+                }
+                mac = Some(m);
+            }
+            "vlan_id" => {
+                vlan_id = value.parse::<u16>().ok().filter(|v| *v <= netd_switch::frame::MAX_VLAN_ID).ok_or_else(|| bad("0 to 4094"))?;
+            }
+            "ip" => protection.ip = Some(value.parse::<IpAddr>().map_err(|_| bad("an IP address"))?),
+            "allowed_ips" => {
+                for a in value.split(',') {
+                    protection.allowed_ips.push(IpNet::from_str(a).map_err(|_| bad("addresses or prefixes, comma-separated"))?);
+                }
+            }
+            "allow_ip_spoofing" => protection.allow_ip_spoofing = boolean()?,
+            "allow_mac_spoofing" => protection.allow_mac_spoofing = boolean()?,
+            "allow_dhcp_spoofing" => protection.allow_dhcp_spoofing = boolean()?,
+            "allow_restricted_traffic" => protection.allow_restricted_traffic = boolean()?,
+            "maxbw" => maxbw = Some(value.parse::<u32>().ok().filter(|m| *m > 0).ok_or_else(|| bad("Mbit/s, at least 1"))?),
+            _ => return Err(alloc::format!("property {key:?} is not a VNIC property")),
+        }
+    }
+    let missing = |p: &str| alloc::format!("property {p:?} is missing");
+    let config = VnicConfig { mac: mac.ok_or_else(|| missing("mac"))?, vlan_id, protection, maxbw_mbit: maxbw };
+    Ok(VnicSpec { client: client.ok_or_else(|| missing("client"))?, switch: switch.ok_or_else(|| missing("switch"))?, config })
+}
+
+/// What netd needs from the process it runs in.
+pub trait VnicPlatform {
+    /// A ring region as netd reaches it: by copies (the VMM writes it
+    /// whenever it likes).
+    type Region: RingRegion;
+    /// A new region of `pages` pages a client can map: the region and the
+    /// slot of the frame capability to hand over. `Err` says why not.
+    fn create(&mut self, pages: usize) -> Result<(Self::Region, CapSlot), String>;
+    /// Gives a region back (netd's mapping and capability go).
+    fn destroy(&mut self, region: Self::Region);
+    /// Tells the client `client` that the ring of its VNIC `vnic` has
+    /// frames for it or room again.
+    fn signal(&mut self, client: u64, vnic: u32);
+    /// Sends `frame` (as it goes on the wire) out of the machine's NIC of
+    /// nic_tag `switch`.
+    fn uplink(&mut self, switch: &str, frame: &[u8]);
+    /// Nanoseconds on a clock that does not go back.
+    fn now_ns(&self) -> u64;
+}
+
+struct Attachment {
+    handle: u32,
+    id: VnicId,
+}
+
+struct Entry {
+    spec: VnicSpec,
+    switch: usize,
+    attached: Option<Attachment>,
+}
+
+/// The server: its switches, its VNICs and who may attach them.
+pub struct VnicServer<P: VnicPlatform> {
+    service: alcove_rt::Service,
+    platform: P,
+    switches: Vec<(String, Fabric<P::Region>)>,
+    vnics: Vec<Entry>,
+    next_handle: u32,
+    /// The badge of the request being answered ([`VnicServer::set_caller`]).
+    caller: u64,
+}
+
+impl<P: VnicPlatform> VnicServer<P> {
+    /// The switches and VNICs of `config`, nothing attached yet.
+    pub fn new(config: &NetConfig, platform: P) -> Self {
+        let switches = config
+            .switches
+            .iter()
+            .filter_map(|s| {
+                let sc = SwitchConfig { uplink: s.uplink, ..SwitchConfig::default() };
+                // SLOTS is inside 1..=MAX_SLOTS: this does not fail.
+                match Fabric::new(sc, SLOTS) {
+                    Ok(fabric) => Some((s.name.clone(), fabric)),
+                    Err(e) => {
+                        log::error!("netd: switch {}: {e}", s.name);
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
+        let vnics = config
+            .vnics
+            .iter()
+            .filter_map(|v| {
+                let switch = switches.iter().position(|(n, _)| *n == v.switch)?;
+                Some(Entry { spec: v.clone(), switch, attached: None })
+            })
+            .collect();
+        Self {
+            service: alcove_rt::Service::new("netd", crate::VERSION),
+            platform,
+            switches,
+            vnics,
+            next_handle: 1,
+            caller: 0,
+        }
+    }
+
+    /// The requests that follow come from the client whose endpoint
+    /// capability carries `badge` (set by [`libipc::Dispatch::dispatch_from`]).
+    pub fn set_caller(&mut self, badge: u64) {
+        self.caller = badge;
+    }
+
+    /// The platform (tests look at what it was asked to do).
+    pub fn platform(&mut self) -> &mut P {
+        &mut self.platform
+    }
+
+    /// VNICs attached now.
+    pub fn attached(&self) -> usize {
+        self.vnics.iter().filter(|e| e.attached.is_some()).count()
+    }
+
+    /// Moves what every attached guest sent (the process calls this on its
+    /// timer: a throttled VNIC goes on when its bucket allows). Returns
+    /// when to poll again, if a VNIC waits for its bucket.
+    pub fn poll(&mut self) -> Option<u64> {
+        let now = self.platform.now_ns();
+        let mut wake: Option<u64> = None;
+        for s in 0..self.switches.len() {
+            let work = self.switches[s].1.poll(now);
+            if let Some(w) = work.wake_at_ns {
+                wake = Some(wake.map_or(w, |x| x.min(w)));
+            }
+            self.finish(s, work);
+        }
+        wake
+    }
+
+    /// A frame from the machine's NIC of nic_tag `switch`.
+    pub fn from_uplink(&mut self, switch: &str, frame: &[u8]) {
+        let now = self.platform.now_ns();
+        let Some(s) = self.switches.iter().position(|(n, f)| n == switch && f.switch().config().uplink) else { return };
+        let work = self.switches[s].1.from_uplink(frame, now);
+        self.finish(s, work);
+    }
+
+    /// Detaches every VNIC of a client that ended; returns how many.
+    pub fn client_gone(&mut self, client: u64) -> usize {
+        let handles: Vec<u32> = self
+            .vnics
+            .iter()
+            .filter(|e| e.spec.client == client)
+            .filter_map(|e| e.attached.as_ref().map(|a| a.handle))
+            .collect();
+        for &h in &handles {
+            let _ = self.detach_handle(client, h);
+        }
+        handles.len()
+    }
+
+    /// What an operator reads: each switch with its attached VNICs
+    /// ([`Fabric::status`]), then each VNIC not attached.
+    pub fn status_text(&self) -> String {
+        use core::fmt::Write;
+        let mut out = String::new();
+        for (name, fabric) in &self.switches {
+            out.push_str(&fabric.status(name));
+        }
+        for (i, e) in self.vnics.iter().enumerate() {
+            if e.attached.is_none() {
+                let _ = writeln!(
+                    out,
+                    "vnic {i} mac {} vlan {} on {}: not attached (client {})",
+                    e.spec.config.mac, e.spec.config.vlan_id, e.spec.switch, e.spec.client
+                );
+            }
+        }
+        out
+    }
+
+    /// The caller's VNIC `vnic`.
+    fn own_vnic(&self, vnic: u32) -> Result<usize, VnicError> {
+        let i = vnic as usize;
+        match self.vnics.get(i) {
+            Some(e) if e.spec.client == self.caller => Ok(i),
+            _ => Err(VnicError::NoSuchVnic { vnic }),
+        }
+    }
+
+    /// The caller's attachment `handle`: its VNIC's index.
+    fn own_handle(&self, client: u64, handle: u32) -> Result<usize, VnicError> {
+        self.vnics
+            .iter()
+            .position(|e| e.spec.client == client && e.attached.as_ref().is_some_and(|a| a.handle == handle))
+            .ok_or(VnicError::NoSuchHandle { handle })
+    }
+
+    fn detach_handle(&mut self, client: u64, handle: u32) -> Result<(), VnicError> {
+        let i = self.own_handle(client, handle)?;
+        let e = &mut self.vnics[i];
+        let Some(a) = e.attached.take() else { return Err(VnicError::NoSuchHandle { handle }) };
+        let fabric = &mut self.switches[e.switch].1;
+        let taken = fabric.taken(a.id).unwrap_or(0);
+        match fabric.detach(a.id) {
+            Ok(region) => self.platform.destroy(region),
+            Err(e) => log::warn!("netd: vnic {i}: detach: {e}"),
+        }
+        log::info!("netd: vnic {i} detached (handle {handle}, {taken} frames taken)");
+        Ok(())
+    }
+
+    /// Signals the clients of the VNICs in `work` and sends its uplink frames.
+    fn finish(&mut self, switch: usize, work: Work) {
+        for id in work.signal {
+            if let Some((i, e)) = self
+                .vnics
+                .iter()
+                .enumerate()
+                .find(|(_, e)| e.switch == switch && e.attached.as_ref().is_some_and(|a| a.id == id))
+            {
+                self.platform.signal(e.spec.client, i as u32);
+            }
+        }
+        let name = &self.switches[switch].0;
+        for frame in &work.uplink {
+            self.platform.uplink(name, frame);
+        }
+    }
+}
+
+impl<P: VnicPlatform> status::Server for VnicServer<P> {
+    fn status(&mut self) -> ServerStatus {
+        self.service.status()
+    }
+
+    fn echo(&mut self, value: u64) -> u64 {
+        self.service.echo(value)
+    }
+}
+
+impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
+    fn vnics(&mut self) -> Vec<VnicInfo> {
+        self.service.requests += 1;
+        let caller = self.caller;
+        self.vnics
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.spec.client == caller)
+            .map(|(i, e)| VnicInfo {
+                vnic: i as u32,
+                mac: e.spec.config.mac.0,
+                vlan_id: e.spec.config.vlan_id,
+                switch: e.spec.switch.clone(),
+                attached: e.attached.is_some(),
+            })
+            .collect()
+    }
+
+    fn attach(&mut self, vnic: u32, slots: u32) -> Result<AttachedVnic, VnicError> {
+        self.service.requests += 1;
+        let i = self.own_vnic(vnic)?;
+        if slots > MAX_SLOTS {
+            return Err(VnicError::TooLarge { slots, max: MAX_SLOTS });
+        }
+        // The client's new attach replaces its earlier one (a VMM that was
+        // restarted, or rebooted its guest without detaching): the old
+        // handle is stale from here on.
+        if let Some(old) = self.vnics[i].attached.as_ref().map(|a| a.handle) {
+            log::info!("netd: vnic {vnic}: attached again by its client; handle {old} dropped");
+            self.detach_handle(self.caller, old)?;
+        }
+        let geometry = Geometry::new(if slots == 0 { SLOTS } else { slots })
+            .map_err(|e| VnicError::Setup { why: e.to_string() })?;
+        let (region, slot) = self.platform.create(geometry.region_pages()).map_err(|why| {
+            log::warn!("netd: vnic {vnic}: no ring: {why}");
+            VnicError::Setup { why }
+        })?;
+        let now = self.platform.now_ns();
+        let e = &mut self.vnics[i];
+        let fabric = &mut self.switches[e.switch].1;
+        let id = match fabric.attach_with(e.spec.config.clone(), region, geometry, now) {
+            Ok(id) => id,
+            Err((err, region)) => {
+                self.platform.destroy(region);
+                let why = match err {
+                    AttachError::Switch(s) => s.to_string(),
+                    AttachError::Ring(r) => r.to_string(),
+                };
+                return Err(VnicError::Setup { why });
+            }
+        };
+        if let Err(err) = reply_caps::attach(Cap::<Frame>::from_slot(slot)) {
+            if let Ok(region) = fabric.detach(id) {
+                self.platform.destroy(region);
+            }
+            return Err(VnicError::Setup { why: err.to_string() });
+        }
+        let handle = self.next_handle;
+        self.next_handle = self.next_handle.wrapping_add(1).max(1);
+        let mtu = fabric.switch().config().mtu.min(usize::from(u16::MAX)) as u16;
+        e.attached = Some(Attachment { handle, id });
+        log::info!("netd: vnic {vnic} ({}) attached on {} as handle {handle}", e.spec.config.mac, e.spec.switch);
+        Ok(AttachedVnic { handle, mac: e.spec.config.mac.0, mtu, ring_pages: geometry.region_pages() as u32 })
+    }
+
+    fn kick(&mut self, handle: u32) -> Result<u32, VnicError> {
+        self.service.requests += 1;
+        let i = self.own_handle(self.caller, handle)?;
+        let (switch, id) = match &self.vnics[i].attached {
+            Some(a) => (self.vnics[i].switch, a.id),
+            None => return Err(VnicError::NoSuchHandle { handle }),
+        };
+        let before = self.switches[switch].1.taken(id).unwrap_or(0);
+        let now = self.platform.now_ns();
+        let work = self.switches[switch].1.poll(now);
+        let after = self.switches[switch].1.taken(id).unwrap_or(0);
+        self.finish(switch, work);
+        Ok(after.saturating_sub(before).min(u64::from(u32::MAX)) as u32)
+    }
+
+    fn detach(&mut self, handle: u32) -> Result<(), VnicError> {
+        self.service.requests += 1;
+        self.detach_handle(self.caller, handle)
+    }
+}
+
+impl<P: VnicPlatform> libipc::Dispatch for VnicServer<P> {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.set_caller(badge);
+        match interface {
+            status::ID => status::dispatch(self, interface, request),
+            vnic::ID => vnic::dispatch(self, interface, request),
+            _ => Err(RemoteError::WrongInterface),
+        }
+    }
+}

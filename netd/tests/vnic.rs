@@ -1,0 +1,322 @@
+//! The `vnic` interface from the VMMs' side, through the in-process
+//! transport with badged clients: who may attach what, handles that went
+//! stale, sizes out of range, hostile rings, and frames crossing the
+//! switch between two VMMs' rings.
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use libipc::blkring::RingRegion;
+use libipc::framering::{Consumer, Direction, Geometry, MAX_SLOTS, Producer};
+use libipc::in_process::{ClientEnd, channel};
+use libipc::interfaces::{VnicError, vnic};
+use netd::vnics::{NetConfig, VnicPlatform, VnicServer};
+
+/// A region both sides reach (netd's frame, mapped by the VMM too).
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl RingRegion for Shared {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) {
+        buf.copy_from_slice(&self.0.lock().unwrap()[offset..offset + buf.len()]);
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        self.0.lock().unwrap()[offset..offset + data.len()].copy_from_slice(data);
+    }
+}
+
+/// What the platform was asked to do, shared with the test.
+#[derive(Default)]
+struct Seen {
+    /// Regions made, in order (the "frame capability" the VMM receives).
+    regions: Vec<Shared>,
+    destroyed: usize,
+    signals: Vec<(u64, u32)>,
+    uplink: Vec<Vec<u8>>,
+    /// Refuse region sizes above this many pages.
+    max_pages: usize,
+}
+
+struct Platform(Arc<Mutex<Seen>>);
+
+impl VnicPlatform for Platform {
+    type Region = Shared;
+    fn create(&mut self, pages: usize) -> Result<(Shared, u32), String> {
+        let mut s = self.0.lock().unwrap();
+        if pages > s.max_pages {
+            return Err(format!("no frame of {pages} pages"));
+        }
+        let r = Shared(Arc::new(Mutex::new(vec![0xa5; pages * 4096])));
+        s.regions.push(r.clone());
+        Ok((r, 100 + s.regions.len() as u32))
+    }
+    fn destroy(&mut self, _region: Shared) {
+        self.0.lock().unwrap().destroyed += 1;
+    }
+    fn signal(&mut self, client: u64, vnic: u32) {
+        self.0.lock().unwrap().signals.push((client, vnic));
+    }
+    fn uplink(&mut self, _switch: &str, frame: &[u8]) {
+        self.0.lock().unwrap().uplink.push(frame.to_vec());
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+}
+
+const A: u64 = 3;
+const B: u64 = 4;
+const MAC_A: [u8; 6] = [0x02, 0x08, 0x20, 0, 0, 1];
+const MAC_B: [u8; 6] = [0x02, 0x08, 0x20, 0, 0, 2];
+
+const CONF: &str = "\
+# two VMs on one etherstub, one more VNIC of A's on another VLAN
+etherstub stub0
+nic_tag admin
+vnic client=3 switch=stub0 mac=02:08:20:00:00:01 ip=10.0.0.1
+vnic client=4 switch=stub0 mac=02:08:20:00:00:02 ip=10.0.0.2
+vnic client=3 switch=stub0 mac=02:08:20:00:00:03 vlan_id=7 allow_ip_spoofing=true
+";
+
+struct Rig {
+    seen: Arc<Mutex<Seen>>,
+    unbadged: ClientEnd,
+    server: thread::JoinHandle<String>,
+}
+
+fn rig() -> Rig {
+    let seen = Arc::new(Mutex::new(Seen { max_pages: 128, ..Seen::default() }));
+    let config = NetConfig::parse(CONF).unwrap();
+    let (unbadged, mut end) = channel(8);
+    let platform = Platform(seen.clone());
+    let server = thread::spawn(move || {
+        let mut s = VnicServer::new(&config, platform);
+        end.serve_until_closed(&mut s);
+        s.status_text()
+    });
+    Rig { seen, unbadged, server }
+}
+
+impl Rig {
+    fn client(&self, badge: u64) -> vnic::Client<ClientEnd> {
+        vnic::Client::new(self.unbadged.badged(badge))
+    }
+    fn region(&self, n: usize) -> Shared {
+        self.seen.lock().unwrap().regions[n].clone()
+    }
+    fn finish(self) -> (String, Arc<Mutex<Seen>>) {
+        drop(self.unbadged);
+        (self.server.join().unwrap(), self.seen)
+    }
+}
+
+/// A broadcast ARP request from `mac`/`ip` for 10.0.0.9.
+fn arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 0, 9]);
+    f.resize(60, 0);
+    f
+}
+
+/// The VMM's side of a region.
+struct Vmm {
+    region: Shared,
+    tx: Producer,
+    rx: Consumer,
+}
+
+impl Vmm {
+    fn new(region: Shared) -> Self {
+        let g = Geometry::from_header(&region).unwrap();
+        Self { region, tx: Producer::new(g, Direction::ToNetd), rx: Consumer::new(g, Direction::ToVmm) }
+    }
+    fn send(&mut self, frame: &[u8]) {
+        assert!(self.tx.push(&mut self.region, frame).unwrap());
+    }
+    fn received(&mut self) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = vec![0; 2048];
+        self.rx.pop_all(&mut self.region, &mut buf, 64, |f| got.push(f.to_vec())).unwrap();
+        got
+    }
+}
+
+#[test]
+fn a_vmm_attaches_only_its_own_vnics_and_handles_do_not_outlive_detach() {
+    let r = rig();
+    let (a, b) = (r.client(A), r.client(B));
+    let anyone = vnic::Client::new(r.unbadged.clone());
+
+    let listed: Vec<_> = a.vnics().unwrap().into_iter().map(|v| (v.vnic, v.mac, v.vlan_id, v.attached)).collect();
+    assert_eq!(listed, [(0, MAC_A, 0, false), (2, [0x02, 0x08, 0x20, 0, 0, 3], 7, false)]);
+    assert_eq!(b.vnics().unwrap().iter().map(|v| v.vnic).collect::<Vec<_>>(), [1]);
+    assert!(anyone.vnics().unwrap().is_empty());
+
+    // Another client's VNIC, an unbadged caller's, one that does not exist:
+    // all look the same.
+    assert_eq!(b.attach(0, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: 0 }));
+    assert_eq!(anyone.attach(0, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: 0 }));
+    assert_eq!(a.attach(1, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: 1 }));
+    assert_eq!(a.attach(u32::MAX, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: u32::MAX }));
+    // Sizes out of range: refused before anything is made.
+    assert_eq!(a.attach(0, u32::MAX).unwrap(), Err(VnicError::TooLarge { slots: u32::MAX, max: MAX_SLOTS }));
+    assert_eq!(a.attach(0, MAX_SLOTS + 1).unwrap(), Err(VnicError::TooLarge { slots: MAX_SLOTS + 1, max: MAX_SLOTS }));
+    // The largest ring needs more pages than this platform gives: a clear
+    // error, nothing attached.
+    match a.attach(0, MAX_SLOTS).unwrap() {
+        Err(VnicError::Setup { why }) => assert!(why.contains("no frame of"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(r.seen.lock().unwrap().regions.is_empty());
+
+    let got = a.attach(0, 0).unwrap().unwrap();
+    assert_eq!((got.mac, got.mtu, got.ring_pages), (MAC_A, 1500, 65));
+    assert!(a.vnics().unwrap()[0].attached);
+    // Attached again by its client (a restarted VMM): the first handle
+    // goes stale, its region is given back.
+    let h_old = got.handle;
+    let got = a.attach(0, 0).unwrap().unwrap();
+    assert_ne!(got.handle, h_old);
+    assert_eq!(a.kick(h_old).unwrap(), Err(VnicError::NoSuchHandle { handle: h_old }));
+    assert_eq!(r.seen.lock().unwrap().destroyed, 1);
+    let h = got.handle;
+    // B and the unbadged caller cannot ring or drop A's ring.
+    assert_eq!(b.kick(h).unwrap(), Err(VnicError::NoSuchHandle { handle: h }));
+    assert_eq!(b.detach(h).unwrap(), Err(VnicError::NoSuchHandle { handle: h }));
+    assert_eq!(anyone.kick(h).unwrap(), Err(VnicError::NoSuchHandle { handle: h }));
+    assert_eq!(a.kick(u32::MAX).unwrap(), Err(VnicError::NoSuchHandle { handle: u32::MAX }));
+    assert_eq!(a.kick(h).unwrap(), Ok(0));
+
+    assert_eq!(a.detach(h).unwrap(), Ok(()));
+    assert_eq!(r.seen.lock().unwrap().destroyed, 2);
+    // A stale handle stays stale, also once the VNIC is attached again.
+    assert_eq!(a.kick(h).unwrap(), Err(VnicError::NoSuchHandle { handle: h }));
+    assert_eq!(a.detach(h).unwrap(), Err(VnicError::NoSuchHandle { handle: h }));
+    let again = a.attach(0, 16).unwrap().unwrap();
+    assert_ne!(again.handle, h);
+    assert_eq!(again.ring_pages, 17);
+    assert_eq!(a.kick(h).unwrap(), Err(VnicError::NoSuchHandle { handle: h }));
+    assert_eq!(a.kick(again.handle).unwrap(), Ok(0));
+    drop((a, b, anyone));
+    let (status, _) = r.finish();
+    assert!(status.contains("vnic 1 mac 02:08:20:00:00:02 vlan 0 on stub0: not attached (client 4)"), "{status}");
+}
+
+#[test]
+fn frames_cross_between_two_vmms_and_forged_ones_are_dropped_and_counted() {
+    let r = rig();
+    let (a, b) = (r.client(A), r.client(B));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    let hb = b.attach(1, 0).unwrap().unwrap().handle;
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+
+    let hello = arp(MAC_A, [10, 0, 0, 1]);
+    vmm_a.send(&hello);
+    assert_eq!(a.kick(ha).unwrap(), Ok(1));
+    assert_eq!(vmm_b.received(), [hello]);
+    assert!(r.seen.lock().unwrap().signals.contains(&(B, 1)), "B's VMM is told");
+    // Only stub0's VNICs saw it: an etherstub has no uplink.
+    assert!(r.seen.lock().unwrap().uplink.is_empty());
+
+    // B answers with a forged source IP, then a forged source MAC: both
+    // are taken from its ring and dropped by the switch.
+    vmm_b.send(&arp(MAC_B, [10, 0, 0, 66]));
+    vmm_b.send(&arp([0x02, 0, 0, 0, 0, 0x66], [10, 0, 0, 2]));
+    let real = arp(MAC_B, [10, 0, 0, 2]);
+    vmm_b.send(&real);
+    assert_eq!(b.kick(hb).unwrap(), Ok(3));
+    assert_eq!(vmm_a.received(), [real]);
+
+    drop((a, b));
+    let (status, _) = r.finish();
+    assert!(status.contains("ip_spoof=1") && status.contains("mac_spoof=1"), "{status}");
+}
+
+#[test]
+fn a_hostile_ring_costs_its_own_frames_only() {
+    let r = rig();
+    let (a, b) = (r.client(A), r.client(B));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    let hb = b.attach(1, 0).unwrap().unwrap().handle;
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+
+    // A descriptor claiming a huge frame: skipped, the next one goes.
+    vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    let mut ra = r.region(0);
+    ra.write(512, &u32::MAX.to_le_bytes());
+    let good = arp(MAC_A, [10, 0, 0, 1]);
+    vmm_a.send(&good);
+    assert_eq!(a.kick(ha).unwrap(), Ok(1));
+    assert_eq!(vmm_b.received(), [good]);
+
+    // A producer index far ahead of the ring: A's ring is refused from
+    // now on, B's still works.
+    ra.write(64, &0x7fff_0000u32.to_le_bytes());
+    assert_eq!(a.kick(ha).unwrap(), Ok(0));
+    let from_b = arp(MAC_B, [10, 0, 0, 2]);
+    vmm_b.send(&from_b);
+    assert_eq!(b.kick(hb).unwrap(), Ok(1));
+    assert!(vmm_a.received().is_empty(), "a refused ring gets nothing");
+    drop((a, b));
+    let (status, _) = r.finish();
+    assert!(status.contains("ring refused"), "{status}");
+}
+
+#[test]
+fn an_ended_client_leaves_no_ring_behind() {
+    let seen = Arc::new(Mutex::new(Seen { max_pages: 128, ..Seen::default() }));
+    let mut s = VnicServer::new(&NetConfig::parse(CONF).unwrap(), Platform(seen.clone()));
+    s.set_caller(A);
+    use libipc::interfaces::vnic::Server;
+    s.attach(0, 0).unwrap();
+    s.attach(2, 0).unwrap();
+    s.set_caller(B);
+    s.attach(1, 0).unwrap();
+    assert_eq!(s.client_gone(A), 2);
+    assert_eq!(s.attached(), 1);
+    assert_eq!(seen.lock().unwrap().destroyed, 2);
+    assert_eq!(s.client_gone(A), 0);
+}
+
+#[test]
+fn the_configuration_names_what_is_wrong() {
+    let bad = |text: &str| NetConfig::parse(text).unwrap_err().to_string();
+    assert_eq!(bad("etherstub s\nvnic client=1 switch=t mac=02:00:00:00:00:01"), "netd.conf line 2: property \"switch\": \"t\" is no etherstub or nic_tag defined above");
+    assert_eq!(bad("etherstub s\nvnic client=1 switch=s"), "netd.conf line 2: property \"mac\" is missing");
+    assert_eq!(bad("etherstub s\nvnic switch=s mac=02:00:00:00:00:01"), "netd.conf line 2: property \"client\" is missing");
+    assert_eq!(
+        bad("etherstub s\nvnic client=1 switch=s mac=03:00:00:00:00:01"),
+        "netd.conf line 2: property \"mac\": expected a unicast MAC address, got \"03:00:00:00:00:01\""
+    );
+    assert_eq!(
+        bad("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01 vlan_id=4095"),
+        "netd.conf line 2: property \"vlan_id\": expected 0 to 4094, got \"4095\""
+    );
+    assert_eq!(
+        bad("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01 maxbw=0"),
+        "netd.conf line 2: property \"maxbw\": expected Mbit/s, at least 1, got \"0\""
+    );
+    assert_eq!(
+        bad("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01 allow_ip_spoofing=yes"),
+        "netd.conf line 2: property \"allow_ip_spoofing\": expected true or false, got \"yes\""
+    );
+    assert_eq!(bad("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01 speed=10"), "netd.conf line 2: property \"speed\" is not a VNIC property");
+    assert_eq!(
+        bad("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01\nvnic client=2 switch=s mac=02:00:00:00:00:01"),
+        "netd.conf line 3: property \"mac\": 02:00:00:00:00:01 is already on switch \"s\", VLAN 0"
+    );
+    assert_eq!(bad("etherstub s\netherstub s"), "netd.conf line 2: switch \"s\" is defined twice");
+    assert_eq!(bad("bridge x"), "netd.conf line 1: \"bridge\" is not etherstub, nic_tag or vnic");
+    let ok = NetConfig::parse(CONF).unwrap();
+    assert_eq!((ok.switches.len(), ok.vnics.len()), (2, 3));
+    assert!(ok.vnics[2].config.protection.allow_ip_spoofing);
+    assert_eq!(ok.vnics[2].config.vlan_id, 7);
+}

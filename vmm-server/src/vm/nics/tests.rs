@@ -1,0 +1,277 @@
+//! The NICs between vm.json and netd: MACs, netd's configuration lines,
+//! matching netd's VNICs, and two guests' virtio-net devices (driven over
+//! the PCI transport as Linux drives them) exchanging frames through
+//! netd's `vnic` interface on the in-process transport.
+
+extern crate std;
+
+use super::*;
+use crate::config::{MacAddr, VmConfig};
+use crate::virtio::mock::MockQueue;
+use crate::virtio::net::{HDR_BYTES, VIRTIO_NET_F_MAC};
+use crate::virtio::pci::*;
+use crate::virtio::{
+    VIRTIO_F_VERSION_1, VIRTIO_STATUS_ACKNOWLEDGE, VIRTIO_STATUS_DRIVER, VIRTIO_STATUS_DRIVER_OK,
+    VIRTIO_STATUS_FEATURES_OK, VecMemory, feature,
+};
+use alloc::vec;
+use libipc::interfaces::{VnicError, vnic};
+use netd::vnics::{NetConfig, VnicPlatform, VnicServer};
+use std::sync::{Arc, Mutex};
+
+fn vm(alias: &str, nics: &str) -> VmConfig {
+    let json = format!(r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "vcpus": 1, "kernel": "k", "nics": [{nics}]}}"#);
+    VmConfig::from_json(&json).unwrap()
+}
+
+#[test]
+fn generated_macs_are_stable_local_unicast_and_per_nic() {
+    let a = vm("web", r#"{"nic_tag": "stub0"}, {"nic_tag": "stub0"}"#);
+    let (m0, m1) = (nic_mac(&a, 0), nic_mac(&a, 1));
+    assert_eq!(m0, nic_mac(&vm("web", r#"{"nic_tag": "stub0"}"#), 0), "the same every time");
+    assert_ne!(m0, m1);
+    assert_ne!(m0, nic_mac(&vm("db", r#"{"nic_tag": "stub0"}"#), 0));
+    for m in [m0, m1] {
+        assert_eq!(m[0] & 0x03, 0x02, "locally administered, unicast: {m:x?}");
+    }
+    let given = vm("web", r#"{"nic_tag": "stub0", "mac": "90:b8:d0:c0:ff:ee"}"#);
+    assert_eq!(nic_mac(&given, 0), [0x90, 0xb8, 0xd0, 0xc0, 0xff, 0xee]);
+}
+
+#[test]
+fn netd_conf_lines_are_what_netd_reads() {
+    let c = vm(
+        "web",
+        r#"{"nic_tag": "stub0", "mac": "02:00:00:00:00:0a", "ip": "10.0.0.10", "netmask": "255.255.255.0", "vlan_id": 5},
+           {"nic_tag": "admin", "allow_ip_spoofing": true}"#,
+    );
+    let text = format!("etherstub stub0\nnic_tag admin\n{}", netd_conf(&c, 7));
+    let parsed = NetConfig::parse(&text).unwrap();
+    assert_eq!(parsed.vnics.len(), 2);
+    let v0 = &parsed.vnics[0];
+    assert_eq!((v0.client, v0.switch.as_str(), v0.config.mac.0, v0.config.vlan_id), (7, "stub0", [2, 0, 0, 0, 0, 0xa], 5));
+    assert_eq!(v0.config.protection.ip, Some("10.0.0.10".parse().unwrap()));
+    assert!(!v0.config.protection.allow_ip_spoofing);
+    assert_eq!(parsed.vnics[1].config.mac.0, nic_mac(&c, 1));
+    assert!(parsed.vnics[1].config.protection.allow_ip_spoofing);
+}
+
+#[test]
+fn each_nic_finds_its_vnic_or_is_named() {
+    let c = vm("web", r#"{"nic_tag": "stub0"}, {"nic_tag": "stub0", "vlan_id": 3}"#);
+    let info = |vnic, mac, vlan_id, switch: &str| VnicInfo { vnic, mac, vlan_id, switch: switch.into(), attached: false };
+    let offered = [info(9, nic_mac(&c, 1), 3, "stub0"), info(4, nic_mac(&c, 0), 0, "stub0")];
+    assert_eq!(match_vnics(&c, &offered).unwrap(), [4, 9]);
+    let wrong_vlan = [info(4, nic_mac(&c, 0), 0, "stub0"), info(9, nic_mac(&c, 1), 0, "stub0")];
+    let e = match_vnics(&c, &wrong_vlan).unwrap_err();
+    assert!(e.starts_with("vmadm: property \"nics[1]\": netd holds no VNIC for this VM with mac "), "{e}");
+    assert!(e.contains(&format!("{}", MacAddr(nic_mac(&c, 1)))) && e.contains("VLAN 3"), "{e}");
+    assert!(match_vnics(&c, &[]).unwrap_err().contains("nics[0]"));
+}
+
+// ---------------------------------------------------------------------------
+// Two VMMs and netd, in one process.
+
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl RingRegion for Shared {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) {
+        buf.copy_from_slice(&self.0.lock().unwrap()[offset..offset + buf.len()]);
+    }
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        self.0.lock().unwrap()[offset..offset + data.len()].copy_from_slice(data);
+    }
+}
+
+/// netd's platform: regions handed out in order (the test passes each to
+/// the VMM that attached, as the frame capability in the reply would).
+struct Platform(Arc<Mutex<Vec<Shared>>>);
+
+impl VnicPlatform for Platform {
+    type Region = Shared;
+    fn create(&mut self, pages: usize) -> Result<(Shared, u32), String> {
+        let r = Shared(Arc::new(Mutex::new(vec![0; pages * 4096])));
+        self.0.lock().unwrap().push(r.clone());
+        Ok((r, 0))
+    }
+    fn destroy(&mut self, _region: Shared) {}
+    fn signal(&mut self, _client: u64, _vnic: u32) {}
+    fn uplink(&mut self, _switch: &str, _frame: &[u8]) {}
+    fn now_ns(&self) -> u64 {
+        0
+    }
+}
+
+const RX_AT: u64 = 0x1000;
+const TX_AT: u64 = 0x4000;
+const RX_BUF: u64 = 0x2_0000;
+const TX_BUF: u64 = 0x4_0000;
+
+/// One VMM: its guest's RAM and PCI bus, the virtio-net device on it
+/// (driven as Linux's virtio_net does: two queues, VERSION_1 and MAC),
+/// and its netd client.
+struct Vmm {
+    bus: PciBus,
+    mem: VecMemory,
+    port: NicPort<Shared>,
+    bar: u64,
+    rx: MockQueue,
+    tx: MockQueue,
+    sent: u16,
+    netd: vnic::Client<libipc::in_process::ClientEnd>,
+}
+
+impl Vmm {
+    fn boot(config: &VmConfig, netd: vnic::Client<libipc::in_process::ClientEnd>, regions: &Arc<Mutex<Vec<Shared>>>) -> Self {
+        let vnics = match_vnics(config, &netd.vnics().unwrap()).unwrap();
+        let attached = netd.attach(vnics[0], 0).unwrap().unwrap();
+        assert_eq!(attached.mac, nic_mac(config, 0));
+        let region = regions.lock().unwrap().last().unwrap().clone();
+        let mut bus = PciBus::new();
+        let port = NicPort::add(&mut bus, attached.mac, region, attached.handle).unwrap();
+        let bar = bus.config(port.slot).unwrap().bar(0).unwrap().address;
+        let mut mem = VecMemory::new(0, 0x10_0000);
+        let rx = MockQueue::new(&mut mem, RX_AT, 16);
+        let tx = MockQueue::new(&mut mem, TX_AT, 16);
+        let mut v = Self { bus, mem, port, bar, rx, tx, sent: 0, netd };
+        v.driver_init();
+        v
+    }
+
+    fn w(&mut self, off: u64, size: u8, val: u64) {
+        assert!(self.bus.mmio_write(self.bar + off, size, val, &mut self.mem));
+    }
+
+    fn r(&mut self, off: u64, size: u8) -> u64 {
+        self.bus.mmio_read(self.bar + off, size).unwrap()
+    }
+
+    /// virtio 1.2 §3.1.1, both queues, then receive buffers posted.
+    fn driver_init(&mut self) {
+        self.w(COMMON_DEVICE_STATUS, 1, 0);
+        self.w(COMMON_DEVICE_STATUS, 1, u64::from(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER));
+        let want = feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_MAC);
+        for sel in 0..2u64 {
+            self.w(COMMON_DRIVER_FEATURE_SELECT, 4, sel);
+            self.w(COMMON_DRIVER_FEATURE, 4, (want >> (32 * sel)) & 0xffff_ffff);
+        }
+        let s = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
+        self.w(COMMON_DEVICE_STATUS, 1, u64::from(s));
+        assert_ne!(self.r(COMMON_DEVICE_STATUS, 1) as u8 & VIRTIO_STATUS_FEATURES_OK, 0);
+        for q in 0..2u64 {
+            let (desc, avail, used) = {
+                let m = if q == 0 { &self.rx } else { &self.tx };
+                (m.desc_table, m.avail_ring, m.used_ring)
+            };
+            self.w(COMMON_QUEUE_SELECT, 2, q);
+            self.w(COMMON_QUEUE_SIZE, 2, 16);
+            for (reg, addr) in [(COMMON_QUEUE_DESC, desc), (COMMON_QUEUE_DRIVER, avail), (COMMON_QUEUE_DEVICE, used)] {
+                self.w(reg, 4, addr & 0xffff_ffff);
+                self.w(reg + 4, 4, addr >> 32);
+            }
+            self.w(COMMON_QUEUE_ENABLE, 2, 1);
+        }
+        self.w(COMMON_DEVICE_STATUS, 1, u64::from(s | VIRTIO_STATUS_DRIVER_OK));
+        assert_eq!(self.r(COMMON_DEVICE_STATUS, 1) as u8 & 0x40, 0, "no NEEDS_RESET");
+        for i in 0..8u64 {
+            self.rx.add_chain(&mut self.mem, &[(RX_BUF + i * 0x800, 0x800, true)]);
+        }
+        self.w(NOTIFY_OFFSET, 2, 0);
+    }
+
+    /// The guest sends `frame` and notifies transmitq; the VMM pumps and,
+    /// as asked, rings netd's doorbell. Returns the frames netd took.
+    fn send(&mut self, frame: &[u8]) -> u32 {
+        let at = TX_BUF + u64::from(self.sent % 8) * 0x800;
+        self.sent += 1;
+        self.mem.write(at, &[0; HDR_BYTES]).unwrap();
+        self.mem.write(at + HDR_BYTES as u64, frame).unwrap();
+        self.tx.add_chain(&mut self.mem, &[(at, (HDR_BYTES + frame.len()) as u32, false)]);
+        self.w(NOTIFY_OFFSET + u64::from(NOTIFY_OFF_MULTIPLIER), 2, 1);
+        let p = self.port.pump(&mut self.bus, &mut self.mem).unwrap();
+        assert!(p.kick_netd);
+        self.netd.kick(self.port.handle).unwrap().unwrap()
+    }
+
+    /// The VMM pumps; returns what landed in the guest's buffers since the
+    /// last call.
+    fn receive(&mut self, seen: &mut u16) -> Vec<Vec<u8>> {
+        self.port.pump(&mut self.bus, &mut self.mem).unwrap();
+        let mut got = vec![];
+        let used = self.rx.used_idx(&self.mem);
+        while *seen != used {
+            let (head, len) = self.rx.used_elem(&self.mem, *seen);
+            let mut b = vec![0u8; len as usize];
+            self.mem.read(RX_BUF + u64::from(head) * 0x800, &mut b).unwrap();
+            got.push(b[HDR_BYTES..].to_vec());
+            *seen += 1;
+        }
+        got
+    }
+}
+
+fn arp(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 0, 99]);
+    f.resize(60, 0);
+    f
+}
+
+#[test]
+fn two_guests_talk_through_netd_and_one_cannot_take_the_others_vnic() {
+    let a = vm("a", r#"{"nic_tag": "stub0", "ip": "10.0.0.1", "netmask": "255.255.255.0"}"#);
+    let b = vm("b", r#"{"nic_tag": "stub0", "ip": "10.0.0.2", "netmask": "255.255.255.0"}"#);
+    let text = format!("etherstub stub0\n{}{}", netd_conf(&a, 1), netd_conf(&b, 2));
+    let config = NetConfig::parse(&text).unwrap();
+    let regions = Arc::new(Mutex::new(Vec::new()));
+    let (unbadged, mut end) = libipc::in_process::channel(8);
+    let platform = Platform(regions.clone());
+    let server = std::thread::spawn(move || {
+        let mut s = VnicServer::new(&config, platform);
+        end.serve_until_closed(&mut s);
+        s.status_text()
+    });
+
+    let netd_b = vnic::Client::new(unbadged.badged(2));
+    // B cannot attach A's VNIC: netd lists B only its own, and A's number
+    // is refused.
+    let theirs = vnic::Client::new(unbadged.badged(1)).vnics().unwrap()[0].vnic;
+    assert_eq!(netd_b.attach(theirs, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: theirs }));
+
+    let mut vmm_a = Vmm::boot(&a, vnic::Client::new(unbadged.badged(1)), &regions);
+    let mut vmm_b = Vmm::boot(&b, netd_b, &regions);
+    let (mut seen_a, mut seen_b) = (0u16, 0u16);
+
+    let mac_a = nic_mac(&a, 0);
+    let hello = arp(mac_a, [10, 0, 0, 1]);
+    assert_eq!(vmm_a.send(&hello), 1);
+    assert_eq!(vmm_b.receive(&mut seen_b), [hello]);
+    assert!(vmm_a.receive(&mut seen_a).is_empty(), "not back to the sender");
+
+    // B forges A's address: taken by netd, dropped by the switch.
+    assert_eq!(vmm_b.send(&arp(nic_mac(&b, 0), [10, 0, 0, 1])), 1);
+    assert!(vmm_a.receive(&mut seen_a).is_empty());
+    let reply = arp(nic_mac(&b, 0), [10, 0, 0, 2]);
+    assert_eq!(vmm_b.send(&reply), 1);
+    assert_eq!(vmm_a.receive(&mut seen_a), [reply]);
+
+    let sa = vmm_a.port.stats(&vmm_a.bus).unwrap();
+    assert_eq!((sa.tx_frames, sa.rx_frames), (1, 1));
+    // A VM that ends detaches; its handle is gone for good.
+    let h = vmm_a.port.handle;
+    assert_eq!(vmm_a.netd.detach(h).unwrap(), Ok(()));
+    assert_eq!(vmm_a.netd.kick(h).unwrap(), Err(VnicError::NoSuchHandle { handle: h }));
+    drop((vmm_a, vmm_b, unbadged));
+    let status = server.join().unwrap();
+    assert!(status.contains("ip_spoof=1"), "{status}");
+    assert!(status.contains("not attached (client 1)"), "{status}");
+}
