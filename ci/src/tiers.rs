@@ -313,8 +313,14 @@ enum Machine {
 
 impl Case {
     fn qemu(name: &str, suite: &'static str, q: Qemu) -> Self {
-        let cmdline =
+        let mut cmdline =
             format!("alcove.test={suite} alcove.expect_cpus={} alcove.expect_mem_mib={}", q.smp, q.mem_mib);
+        if suite == "user" {
+            // The kernel's fault injection, for the tests of the security
+            // review's race findings (servers/ktest-user/src/inject.rs);
+            // disarmed it changes nothing, and no other image has it.
+            cmdline.push_str(" alcove.inject=on");
+        }
         let cpus = q.smp;
         Self { name: name.into(), suite, manifest: manifest_for(suite), machine: Machine::Qemu(q), cmdline, cpus, args: vec![] }
     }

@@ -298,6 +298,15 @@ pub fn bench_phases(console: CapSlot, op: u64) -> Result<(u64, u64), Error> {
     plain(Sys::BenchPhases, [u64::from(console), op, 0, 0, 0, 0]).map(|r| (r[0], r[1]))
 }
 
+/// [`Sys::FaultInject`]: the test kernel's fault injection (needs
+/// `alcove.inject=on` on the kernel command line and the console
+/// capability with MANAGE). `op` is one of `abi::FAULT_*`; returns the
+/// armed point (0: none) and its phase.
+pub fn fault_inject(console: CapSlot, op: u64, point: u64, ns: u64) -> Result<(u64, abi::FaultPhase), Error> {
+    let r = plain(Sys::FaultInject, [u64::from(console), op, point, ns, 0, 0])?;
+    Ok((r[0], abi::FaultPhase::from_u64(r[1]).unwrap_or(abi::FaultPhase::Idle)))
+}
+
 /// [`Sys::Call`]: sends and waits for the reply. Words 4.. of both messages
 /// are in the IPC buffer.
 pub fn call(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<Message, Error> {

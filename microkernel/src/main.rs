@@ -89,6 +89,12 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
     if cmdline.get("alcove.fastpath") == Some("off") {
         kernel::fastpath::FASTPATH_OFF.store(true, core::sync::atomic::Ordering::Relaxed);
     }
+    // The system tests' fault injection (kernel/inject.rs): only when the
+    // boot command line asks for it.
+    if cmdline.get("alcove.inject") == Some("on") {
+        kernel::inject::enable();
+        log::warn!("fault injection is on (alcove.inject=on): for system tests only");
+    }
     log::info!(
         "Alcove {VERSION} booted by {} ({}), cmdline \"{}\"",
         if boot.bootloader.is_empty() { "an unnamed loader" } else { boot.bootloader },

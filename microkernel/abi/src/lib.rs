@@ -165,17 +165,105 @@ pub enum Sys {
     /// clears the counts and starts counting, 1 stops, `2 + i` reads phase
     /// `i` (lock, decode, cap, switch, exit) on the caller's CPU.
     BenchPhases = 38,
+    /// `(console, op, point, ns)` → `(point, phase)`: the test kernel's
+    /// fault injection ([`FaultPoint`]; system tests only). Exists only
+    /// when the kernel was booted with `alcove.inject=on` (otherwise
+    /// `Error::NoSyscall`, as for a number that is not a call) and needs
+    /// the console capability with `Rights::MANAGE`. `op`:
+    /// [`FAULT_ARM`] `point` (a pause lasts at most `ns`, up to
+    /// [`FAULT_MAX_PAUSE_NS`]), [`FAULT_STATUS`], [`FAULT_RELEASE`] (ends a
+    /// pause), [`FAULT_DISARM`]; each answers the armed point (0: none)
+    /// and its [`FaultPhase`] as a number.
+    FaultInject = 39,
 }
+
+/// Where the kernel's fault injection ([`Sys::FaultInject`]) widens a race
+/// window, as KCSAN's delay injection does: each stands for one finding of
+/// the security review whose window is otherwise too narrow for a test to
+/// hit under an emulator. A point fires once per arming, on whichever CPU
+/// reaches it first.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Reschedule on the return from a successful `IoPortEnable` (as a
+    /// timer tick landing during the call would): the CPU goes to the next
+    /// ready thread of the same priority, perhaps another process's
+    /// (finding 3).
+    IoPortEnableReturn = 1,
+    /// Pause a vCPU's thread between a run's HLT exit (one the kernel
+    /// sleeps through) and its retaking the kernel lock, so that another
+    /// CPU can delete the vCPU's last capability there (finding 7).
+    HaltExit = 2,
+    /// Pause a walk of a guest's nested page tables outside the guest
+    /// (instruction fetch for an MMIO exit, the APIC page, `read_guest`)
+    /// between the translation and the read of the page it found, so that
+    /// another CPU can unmap that page (finding 13). A pause ends early
+    /// 5 ms after the guest's tables change. While this point is armed
+    /// every page the kernel frees is filled with [`FAULT_POISON`], so a
+    /// read of a freed page shows.
+    GuestWalk = 3,
+}
+
+impl FaultPoint {
+    pub const fn from_u64(n: u64) -> Option<Self> {
+        match n {
+            1 => Some(FaultPoint::IoPortEnableReturn),
+            2 => Some(FaultPoint::HaltExit),
+            3 => Some(FaultPoint::GuestWalk),
+            _ => None,
+        }
+    }
+}
+
+/// Where an armed [`FaultPoint`] stands.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPhase {
+    /// Nothing armed.
+    Idle = 0,
+    /// Armed; no CPU has reached the point yet.
+    Armed = 1,
+    /// A CPU waits at the point (a pause).
+    Paused = 2,
+    /// Released while paused; the CPU is about to go on.
+    Released = 3,
+    /// The point fired and the CPU went on.
+    Done = 4,
+}
+
+impl FaultPhase {
+    pub const fn from_u64(n: u64) -> Option<Self> {
+        match n {
+            0 => Some(FaultPhase::Idle),
+            1 => Some(FaultPhase::Armed),
+            2 => Some(FaultPhase::Paused),
+            3 => Some(FaultPhase::Released),
+            4 => Some(FaultPhase::Done),
+            _ => None,
+        }
+    }
+}
+
+/// [`Sys::FaultInject`] operations.
+pub const FAULT_ARM: u64 = 0;
+pub const FAULT_STATUS: u64 = 1;
+pub const FAULT_RELEASE: u64 = 2;
+pub const FAULT_DISARM: u64 = 3;
+/// The longest pause a point may be armed with.
+pub const FAULT_MAX_PAUSE_NS: u64 = 5_000_000_000;
+/// The byte freed pages are filled with while [`FaultPoint::GuestWalk`] is
+/// armed (Linux's slab poison).
+pub const FAULT_POISON: u8 = 0x6b;
 
 impl Sys {
     pub const fn from_u64(n: u64) -> Option<Self> {
         use Sys::*;
-        const ALL: [Sys; 39] = [
+        const ALL: [Sys; 40] = [
             DebugWrite, Yield, Call, Send, Recv, ReplyRecv, Signal, Wait, Poll, CapCopy, CapDelete, CapRevoke,
             CapIdentify, CapGrant, Create, Map, Unmap, ThreadConfigure, ThreadSetPriority, ThreadResume,
             ThreadSuspend, ThreadBindNotification, Exit, IrqBind, IrqAck, IoPortEnable, FrameInfo, BudgetInfo,
             Clock, ProcessInfo, ProcessWatch, MachineExit, ThreadSetBudget, VcpuRun, VcpuKick,
-            IrqMsiInfo, VcpuInterrupt, Nop, BenchPhases,
+            IrqMsiInfo, VcpuInterrupt, Nop, BenchPhases, FaultInject,
         ];
         if (n as usize) < ALL.len() { Some(ALL[n as usize]) } else { None }
     }
@@ -825,7 +913,16 @@ mod tests {
         assert_eq!(Sys::from_u64(36), Some(Sys::VcpuInterrupt));
         assert_eq!(Sys::from_u64(37), Some(Sys::Nop));
         assert_eq!(Sys::from_u64(38), Some(Sys::BenchPhases));
-        assert_eq!(Sys::from_u64(39), None);
+        assert_eq!(Sys::from_u64(39), Some(Sys::FaultInject));
+        assert_eq!(Sys::from_u64(40), None);
+        for n in 0..8 {
+            if let Some(p) = FaultPoint::from_u64(n) {
+                assert_eq!(p as u64, n);
+            }
+            if let Some(p) = FaultPhase::from_u64(n) {
+                assert_eq!(p as u64, n);
+            }
+        }
         assert_eq!(Error::from_u64(0), None);
         assert_eq!(Error::from_u64(16), Some(Error::OutOfMemory));
     }

@@ -17,6 +17,7 @@ pub mod cap;
 pub mod cmdline;
 pub mod frames;
 pub mod idalloc;
+pub mod inject;
 pub mod insn;
 pub mod memmap;
 pub mod pagetable;

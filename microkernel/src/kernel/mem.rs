@@ -75,6 +75,14 @@ pub fn alloc_frames(pages: usize) -> Option<u64> {
 }
 
 pub fn free_frames(phys: u64, pages: usize) {
+    if super::inject::poisoning() {
+        // Test-only (kernel/inject.rs): a freed page read later shows as
+        // the poison byte.
+        // SAFETY: frames being freed are RAM in the direct map that nothing
+        // may use any more (the caller gives them up); they are written
+        // before the allocator can hand them out again.
+        unsafe { core::ptr::write_bytes((phys + PHYS_OFFSET) as *mut u8, abi::FAULT_POISON, pages * PAGE as usize) };
+    }
     if let Some(fa) = FRAMES.lock().as_mut() {
         let r = if pages == 1 { fa.free(phys) } else { fa.free_contiguous(phys, pages) };
         if let Err(e) = r {

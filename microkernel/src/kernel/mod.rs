@@ -8,6 +8,7 @@
 //! queues, page tables); this module wires it to the hardware.
 
 pub mod fastpath;
+pub mod inject;
 pub mod ipc;
 pub mod mem;
 pub mod phases;

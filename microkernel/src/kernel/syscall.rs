@@ -311,6 +311,13 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             // switch to a process without ports (owner None, as recorded
             // when this one had none yet) would keep them open.
             k.io_bitmap_owner[cpu] = Some(pid);
+            // Test-only (kernel/inject.rs): as if a timer tick had landed
+            // during the call, the return goes to the next ready thread,
+            // perhaps another process's: the switch that must not keep
+            // this process's ports in the TSS (finding 3).
+            if super::inject::fire(abi::FaultPoint::IoPortEnableReturn) {
+                percpu::this().need_resched.store(true, core::sync::atomic::Ordering::Relaxed);
+            }
             vals(0, 0, 0)
         }
         Sys::FrameInfo => {
@@ -364,6 +371,16 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             let Obj::Console = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
             let (ticks, calls) = super::phases::control(a[1]).ok_or(Error::InvalidArgument)?;
             vals(ticks, calls, 0)
+        }
+        Sys::FaultInject => {
+            // Absent unless the boot command line enabled it; then only for
+            // a holder of the right to end the machine (system tests).
+            if !super::inject::enabled() {
+                return Err(Error::NoSyscall);
+            }
+            let Obj::Console = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
+            let (point, phase) = super::inject::control(a[1], a[2], a[3]).ok_or(Error::InvalidArgument)?;
+            vals(point, phase, 0)
         }
         Sys::MachineExit => {
             let Obj::Console = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };

@@ -641,6 +641,12 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
             None => VcpuExit::InvalidState, // only while running, and we are not
         }
     };
+    // Test-only (kernel/inject.rs): hold the thread between a HLT exit it
+    // would sleep through and the lock, where another CPU may delete the
+    // vCPU's last capability (finding 7).
+    if vcpu.halt_until.is_some() && super::inject::armed(abi::FaultPoint::HaltExit) {
+        super::inject::pause(abi::FaultPoint::HaltExit, || false);
+    }
     let mut k = super::lock();
     // Its last capability went while it ran: it is destroyed below, on
     // every way out, a halt included (security issue finding 7).
@@ -1705,6 +1711,13 @@ fn read_guest(vcpu: &Vcpu, gpa: u64, out: &mut [u8]) -> bool {
         let Some((hpa, flags)) = hpa else { return false };
         if !guest_ram(flags) {
             return false;
+        }
+        // Test-only (kernel/inject.rs): hold the walk between the
+        // translation and the read, where another CPU may unmap the page
+        // (finding 13); the pause ends soon after the tables change.
+        if super::inject::armed(abi::FaultPoint::GuestWalk) {
+            let generation = vcpu.tlb_generation.load(Ordering::SeqCst);
+            super::inject::pause(abi::FaultPoint::GuestWalk, || vcpu.tlb_generation.load(Ordering::SeqCst) != generation);
         }
         let off = (a & (PAGE - 1)) as usize;
         let n = (out.len() - done).min(PAGE as usize - off);

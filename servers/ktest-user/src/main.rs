@@ -20,6 +20,8 @@ mod device_frames;
 #[cfg(target_os = "none")]
 mod fastpath;
 #[cfg(target_os = "none")]
+mod inject;
+#[cfg(target_os = "none")]
 mod revocation;
 #[cfg(target_os = "none")]
 mod storage;

@@ -65,10 +65,10 @@ pub fn msi_vectors_are_freed_with_their_last_capability(env: &mut Env) -> Result
 const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 
 /// Machine code for the small processes below, one instruction at a time.
-struct Code(Vec<u8>);
+pub(crate) struct Code(Vec<u8>);
 
 impl Code {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Code(Vec::new())
     }
     fn bytes(mut self, b: &[u8]) -> Self {
@@ -81,39 +81,39 @@ impl Code {
         self.bytes(&[opcode, a, b, c, d])
     }
     /// `syscall` number `n` with rdi = `a0`, rsi = `a1`.
-    fn sys(self, n: Sys, a0: u32, a1: u32) -> Self {
+    pub(crate) fn sys(self, n: Sys, a0: u32, a1: u32) -> Self {
         self.mov(0xbf, a0).mov(0xbe, a1).mov(0xb8, n as u32).bytes(&[0x0f, 0x05])
     }
     /// `mov rsi, -1` (FOREVER), then `syscall` number `n` with rdi = `a0`.
-    fn sys_forever(self, n: Sys, a0: u32) -> Self {
+    pub(crate) fn sys_forever(self, n: Sys, a0: u32) -> Self {
         self.mov(0xbf, a0).bytes(&[0x48, 0xc7, 0xc6, 0xff, 0xff, 0xff, 0xff]).mov(0xb8, n as u32).bytes(&[0x0f, 0x05])
     }
     /// If the last system call failed, `exit(100 + error)`.
-    fn or_exit(self) -> Self {
+    pub(crate) fn or_exit(self) -> Self {
         // test rax, rax; jz +13; lea rdi, [rax + 100]; mov eax, Exit; syscall; jmp $
         self.bytes(&[0x48, 0x85, 0xc0, 0x74, 0x0d, 0x48, 0x8d, 0x78, 0x64]).mov(0xb8, Sys::Exit as u32).bytes(&[0x0f, 0x05, 0xeb, 0xfe])
     }
     /// `mov dx, 0xcf8; in eax, dx`, once or forever.
-    fn read_cf8(self, forever: bool) -> Self {
+    pub(crate) fn read_cf8(self, forever: bool) -> Self {
         let c = self.bytes(&[0x66, 0xba, 0xf8, 0x0c, 0xed]);
         if forever { c.bytes(&[0xeb, 0xfd]) } else { c }
     }
-    fn exit(self, code: u32) -> Self {
+    pub(crate) fn exit(self, code: u32) -> Self {
         self.sys(Sys::Exit, code, 0).bytes(&[0xeb, 0xfe])
     }
 }
 
 /// A process running `code` (not yet resumed), watched through its own
 /// notification. Capabilities go in with [`Child::grant`].
-struct Child {
-    process: CapSlot,
+pub(crate) struct Child {
+    pub(crate) process: CapSlot,
     thread: CapSlot,
     ended: CapSlot,
     frames: [(CapSlot, u64); 2],
 }
 
 impl Child {
-    fn new(env: &mut Env, code: &Code, cpu: u32) -> Result<Child, String> {
+    pub(crate) fn new(env: &mut Env, code: &Code, cpu: u32) -> Result<Child, String> {
         let process = env.slot();
         sys::create(ObjectType::Process, process, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
         let mut frames = [(0, 0); 2];
@@ -140,16 +140,16 @@ impl Child {
         Ok(Child { process, thread, ended, frames })
     }
 
-    fn grant(&self, ours: CapSlot, theirs: CapSlot, rights: Rights) -> Result<(), String> {
+    pub(crate) fn grant(&self, ours: CapSlot, theirs: CapSlot, rights: Rights) -> Result<(), String> {
         sys::cap_grant(self.process, ours, theirs, rights).map_err(|e| format!("grant into slot {theirs}: {e}"))
     }
 
-    fn start(&self) -> Result<(), String> {
+    pub(crate) fn start(&self) -> Result<(), String> {
         sys::thread_resume(self.thread).map_err(|e| format!("resume: {e}"))
     }
 
     /// How it ended within `ns` (Running if it did not).
-    fn outcome(&self, ns: u64) -> Result<(abi::ProcessState, u64), String> {
+    pub(crate) fn outcome(&self, ns: u64) -> Result<(abi::ProcessState, u64), String> {
         match sys::wait(self.ended, ns) {
             Ok(_) | Err(Error::Timeout) => {}
             Err(e) => return Err(format!("waiting for the child: {e}")),
@@ -159,7 +159,7 @@ impl Child {
     }
 
     /// Ends it (if it still runs) and frees what it used.
-    fn remove(self) {
+    pub(crate) fn remove(self) {
         let _ = sys::cap_delete(self.thread);
         let _ = sys::cap_delete(self.process);
         let _ = sys::cap_delete(self.ended);
@@ -172,7 +172,7 @@ impl Child {
 }
 
 /// Our capability for I/O ports covering 0xCF8..0xD00.
-fn cf8_ports(env: &Env) -> Result<CapSlot, String> {
+pub(crate) fn cf8_ports(env: &Env) -> Result<CapSlot, String> {
     env.info()
         .ioports
         .iter()

@@ -90,6 +90,8 @@ pub fn main(start: Start) -> u64 {
         ("wild_processes_are_killed", wild_processes_are_killed),
         ("io_ports_stay_with_their_process", io_ports_stay_with_their_process),
         ("io_ports_stay_with_their_process_through_a_direct_switch", crate::revocation::io_ports_stay_with_their_process_through_a_direct_switch),
+        ("fault_injection_needs_the_right_to_end_the_machine", crate::inject::fault_injection_needs_the_right_to_end_the_machine),
+        ("io_port_permissions_leak_to_the_next_process", crate::inject::io_port_permissions_leak_to_the_next_process),
         ("ipc_same_core", ipc_same_core),
         ("fast_and_general_paths_agree", crate::fastpath::fast_and_general_paths_agree),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
@@ -224,7 +226,7 @@ fn garbage_syscalls_are_refused(env: &mut Env) -> Result<(), String> {
     // Specific refusals with the error a user would expect.
     let cases: [(&str, u64, [u64; 6], u64); 14] = [
         ("unknown syscall", 1000, [0; 6], e(Error::NoSyscall)),
-        ("one past the last syscall", abi::Sys::BenchPhases as u64 + 1, [0; 6], e(Error::NoSyscall)),
+        ("one past the last syscall", abi::Sys::FaultInject as u64 + 1, [0; 6], e(Error::NoSyscall)),
         ("the no-op call, with junk arguments", abi::Sys::Nop as u64, [u64::MAX, 1, 2, 3, 4, 5], 0),
         ("slot out of range", abi::Sys::Signal as u64, [1 << 40, 1, 0, 0, 0, 0], e(Error::InvalidSlot)),
         ("empty slot", abi::Sys::Signal as u64, [950, 1, 0, 0, 0, 0], e(Error::EmptySlot)),

@@ -9,7 +9,11 @@
 //! the guest's `sti; hlt` put the vCPU to sleep in the kernel, and the
 //! thread's next `VcpuRun` found the capability gone; the window the
 //! finding needs (the capability deleted between the HLT exit and the run
-//! taking the kernel lock again) is not one a test can hit at will.
+//! taking the kernel lock again) is not one a test can hit at will
+//! without help: the user suite's
+//! `vcpu_leaked_when_deleted_during_a_run_ending_in_hlt` holds it open
+//! with the kernel's fault injection (`alcove.inject=on`) and fails
+//! without the fix.
 
 use super::{boot_state, fill_cpuid, Env, RW};
 use abi::{CapSlot, ObjectType, Rights, VcpuExit, VcpuRun, PAGE_SIZE};
