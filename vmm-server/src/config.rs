@@ -177,49 +177,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// A UUID (RFC 9562 text form: 8-4-4-4-12 hex digits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid(pub [u8; 16]);
-
-impl Uuid {
-    /// Parses the 36-character hyphenated form, either case.
-    pub fn parse(s: &str) -> Option<Self> {
-        let b = s.as_bytes();
-        if b.len() != 36 {
-            return None;
-        }
-        let mut out = [0u8; 16];
-        let mut n = 0;
-        let mut i = 0;
-        while i < 36 {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if b[i] != b'-' {
-                    return None;
-                }
-                i += 1;
-                continue;
-            }
-            let hi = (b[i] as char).to_digit(16)?;
-            let lo = (b[i + 1] as char).to_digit(16)?;
-            out[n] = (hi << 4 | lo) as u8;
-            n += 1;
-            i += 2;
-        }
-        Some(Self(out))
-    }
-}
-
-impl fmt::Display for Uuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
+/// The UUID of the VM description (one type for every interface).
+pub use alcove_uuid::Uuid;
 
 /// A MAC address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -112,7 +112,7 @@ impl Route {
         let Some(rest) = trimmed.strip_prefix('/') else { return Err(not_found()) };
         let mut segs = rest.split('/');
         let (a, b, c) = (segs.next(), segs.next(), segs.next());
-        let uuid = |s: &str| Uuid::parse(s).map_err(|_| ApiError::invalid_argument(format!("{} is not a UUID", quote(s))));
+        let uuid = |s: &str| Uuid::parse(s).ok_or_else(|| ApiError::invalid_argument(format!("{} is not a UUID", quote(s))));
         Ok(match (a, b, c) {
             (Some("ping"), None, _) => Route::Ping,
             (Some("vms"), None, _) => Route::Vms,
@@ -153,7 +153,7 @@ fn ok(body: Value) -> Answer {
 }
 
 fn created(body: Value, collection: &str) -> Answer {
-    let location = body.get("uuid").and_then(Value::as_str).filter(|u| Uuid::parse(u).is_ok()).map(|u| format!("/{collection}/{u}"));
+    let location = body.get("uuid").and_then(Value::as_str).filter(|u| Uuid::parse(u).is_some()).map(|u| format!("/{collection}/{u}"));
     Answer { status: 201, body: Some(body), location }
 }
 
@@ -309,12 +309,12 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
             Some("import") => {
                 only(query, &["action"], "POST /images/:uuid?action=import")?;
                 let mut m = object_body(body, "POST /images/:uuid?action=import")?;
-                let want = uuid.to_string_lower();
+                let want = uuid.text();
                 match m.get("uuid") {
                     None => {
                         m.insert("uuid".to_string(), Value::String(want));
                     }
-                    Some(Value::String(s)) if Uuid::parse(s) == Ok(uuid) => {}
+                    Some(Value::String(s)) if Uuid::parse(s) == Some(uuid) => {}
                     Some(other) => {
                         let shown = other.as_str().map_or_else(|| other.to_string(), ToOwned::to_owned);
                         return Err(ApiError::invalid_argument(format!("the manifest's uuid {} is not the path's {want}", quote(&shown))));

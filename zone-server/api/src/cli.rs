@@ -91,7 +91,7 @@ pub const IMGADM_USAGE: &str = "usage: imgadm list [field=value ...]
 
 fn uuid_arg(tool: &str, verb: &str, arg: Option<&String>, help: &str) -> Result<Uuid, Refusal> {
     let Some(a) = arg else { return Err(usage(tool, format!("{verb}: a UUID is needed"), help)) };
-    Uuid::parse(a).map_err(|_| Refusal { exit: EXIT_ERROR, message: format!("{tool} {verb}: {a:?} is not a UUID") })
+    Uuid::parse(a).ok_or_else(|| Refusal { exit: EXIT_ERROR, message: format!("{tool} {verb}: {a:?} is not a UUID") })
 }
 
 fn filters(tool: &str, verb: &str, args: &[String], help: &str) -> Result<Vec<(String, String)>, Refusal> {
