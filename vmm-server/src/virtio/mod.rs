@@ -30,8 +30,10 @@ pub mod pci;
 pub mod queue;
 pub mod rng;
 
-#[cfg(test)]
-pub(crate) mod mock;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod mock;
 
 use core::fmt;
 
