@@ -169,5 +169,20 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
     let seen = bits >> 1;
     check(seen == 1, || format!("the client resumed having seen the waker run {seen} times, expected 1 (it must run first)"))?;
     check(fast == want(1), || format!("wake case: {fast} fast-path calls, expected {}", want(1)))?;
+
+    // 6. A call made while the caller's own IPC buffer is borrowed (inside
+    // `with_ipc_buffer`) is refused by libipc before it reaches the kernel,
+    // which could otherwise write the buffer under that borrow; libipc
+    // checks the flag only when some buffer is borrowed (a count), so this
+    // fails if the count missed the borrow. Outside it, calls work again.
+    let before = RECEIVED.load(Ordering::SeqCst);
+    let nested = sys::with_ipc_buffer(|_| call(ep, 46)).map_err(|e| format!("borrowing the IPC buffer: {e}"))?;
+    check(nested.as_ref().err() == Some(&abi::Error::BadState), || {
+        format!("a call with the IPC buffer borrowed: {nested:?}, expected BadState")
+    })?;
+    let r = call(ep, 47).map_err(|e| format!("call after the refused nested one: {e}"))?;
+    check(r.words[1] == before + 1 && r.words[2] == 47, || {
+        format!("the nested call reached the server: reply {:?}, {before} received before", r.words)
+    })?;
     Ok(())
 }
