@@ -7,7 +7,7 @@
 //! timeout, a CPU budget, a long message — takes the general path in
 //! `ipc.rs`, which gives the same results.
 
-use super::{Kernel, Obj, ThreadState};
+use super::{Kernel, Obj, Thread, ThreadState};
 use crate::arch::percpu;
 use abi::{Rights, Sys, MSG_REG_WORDS};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -56,10 +56,12 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     if info >> 32 > MSG_REG_WORDS as u64 {
         return false;
     }
-    let regs = [th.ctx.rdx, th.ctx.r10, th.ctx.r8, th.ctx.r9];
-    let (my_prio, my_process, reply_to, bound) = (th.priority, th.process, th.reply_to, th.bound_notification);
+    // Only what the checks before the switch need is read here; the rest
+    // comes from the caller's thread once both threads are borrowed (read
+    // early, it would sit in stack slots across the lookups).
+    let (my_process, reply_to) = (th.process, th.reply_to);
     let Some(proc) = processes.get(my_process) else { return false };
-    let (space, my_pml4, my_io) = (proc.space, proc.pml4, proc.io_bitmap.is_some());
+    let space = proc.space;
     super::phases::stamp(2);
     let Ok(slot) = u32::try_from(th.ctx.rdi) else { return false };
     let Ok(cap) = caps.lookup(space, slot) else { return false };
@@ -77,7 +79,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         if !e.senders.is_empty() {
             return false; // a message is waiting: the general path receives it
         }
-        if let Some(nt) = bound.and_then(|n| notifications.get(n))
+        if let Some(nt) = th.bound_notification.and_then(|n| notifications.get(n))
             && nt.bits != 0
         {
             return false; // a bound notification is signalled: it wins
@@ -86,13 +88,15 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     };
     let highest_ready = run_queues[cpu].peek_highest_priority();
     let Some((mt, pt)) = threads.get2_mut(me, peer) else { return false };
+    // Through the boxes once: each write below is then one store.
+    let (mt, pt): (&mut Thread, &mut Thread) = (&mut **mt, &mut **pt);
     // The thread that gets the CPU must be the one the scheduler would pick.
     let fits = pt.cpu == cpu
         && pt.deadline.is_none()
         && pt.cpu_budget.is_unlimited()
         && highest_ready.is_none_or(|p| p <= pt.priority)
         && if call {
-            pt.priority >= my_prio && matches!(pt.state, ThreadState::Receiving { .. })
+            pt.priority >= mt.priority && matches!(pt.state, ThreadState::Receiving { .. })
         } else {
             matches!(pt.state, ThreadState::AwaitingReply)
         };
@@ -101,22 +105,21 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     }
     // The peer's address space and I/O bitmap: the caller's when both are
     // threads of one process.
-    let (pml4, io) = if pt.process == my_process {
-        (my_pml4, my_io)
+    let pp = if pt.process == my_process {
+        proc
     } else {
-        match processes.get(pt.process) {
-            Some(p) => (p.pml4, p.io_bitmap.is_some()),
-            None => return false,
-        }
+        let Some(pp) = processes.get(pt.process) else { return false };
+        pp
     };
+    let (pml4, io) = (pp.pml4, pp.io_bitmap.is_some());
     // Committed: nothing below fails.
     pt.ctx.rax = 0;
     pt.ctx.rdi = if call { badge } else { 0 };
     pt.ctx.rsi = info;
-    pt.ctx.rdx = regs[0];
-    pt.ctx.r10 = regs[1];
-    pt.ctx.r8 = regs[2];
-    pt.ctx.r9 = regs[3];
+    pt.ctx.rdx = mt.ctx.rdx;
+    pt.ctx.r10 = mt.ctx.r10;
+    pt.ctx.r8 = mt.ctx.r8;
+    pt.ctx.r9 = mt.ctx.r9;
     pt.state = ThreadState::Running;
     if call {
         e.receivers.pop_front();

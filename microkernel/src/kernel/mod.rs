@@ -776,7 +776,7 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
             percpu::this().in_user.store(true, Ordering::Release);
             drop(k);
             phases::done();
-            arch::enter_user()
+            arch::enter_user_flagged()
         }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx
