@@ -86,6 +86,7 @@ pub unsafe fn raw(number: u64, args: [u64; 6]) -> (u64, [u64; 6]) {
 }
 
 /// Maps `rax` to a result.
+#[inline]
 fn check(status: u64) -> Result<(), Error> {
     match status {
         0 => Ok(()),
@@ -138,6 +139,12 @@ static THREAD_BUFFERS: [BufferSlot; MAX_THREAD_BUFFERS] = [const { BufferSlot::n
 /// How many entries of `THREAD_BUFFERS` have ever been used (the lookup
 /// looks no further).
 static THREAD_BUFFERS_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many buffers are borrowed right now (by `with_ipc_buffer`), in any
+/// thread. An IPC call checks its own thread's buffer only when some buffer
+/// is borrowed: nearly always none is, and one load then replaces the
+/// search by stack pointer in `current`.
+static BORROWED: AtomicUsize = AtomicUsize::new(0);
 
 /// The calling thread's buffer slot: the one whose stack holds this
 /// frame, else the process's.
@@ -226,6 +233,7 @@ pub fn with_ipc_buffer<R>(f: impl FnOnce(&mut IpcBuffer) -> R) -> Result<R, Erro
     impl Drop for Borrow {
         fn drop(&mut self) {
             self.0.borrowed.store(false, Ordering::Release);
+            BORROWED.fetch_sub(1, Ordering::Release);
         }
     }
 
@@ -234,6 +242,9 @@ pub fn with_ipc_buffer<R>(f: impl FnOnce(&mut IpcBuffer) -> R) -> Result<R, Erro
     if buffer.is_null() || slot.borrowed.swap(true, Ordering::Acquire) {
         return Err(Error::BadState);
     }
+    // Counted before `f` runs: an IPC call made inside it sees the count
+    // (this thread's own store, in program order) and checks the flag.
+    BORROWED.fetch_add(1, Ordering::AcqRel);
     let _borrow = Borrow(slot);
     // SAFETY:
     // 1. `set_ipc_buffer`'s or `register_thread_buffer`'s contract makes
@@ -247,8 +258,11 @@ pub fn with_ipc_buffer<R>(f: impl FnOnce(&mut IpcBuffer) -> R) -> Result<R, Erro
 }
 
 /// An IPC system call: the kernel may read and write the IPC buffer.
+#[inline]
 fn ipc(number: Sys, args: [u64; 6]) -> Result<[u64; 6], Error> {
-    if current().borrowed.load(Ordering::Acquire) {
+    // The calling thread's own borrow, if any, is counted in `BORROWED`
+    // (its own earlier store): with none counted it has none.
+    if BORROWED.load(Ordering::Acquire) != 0 && current().borrowed.load(Ordering::Acquire) {
         return Err(Error::BadState);
     }
     // SAFETY: the kernel touches only registers and the calling thread's
@@ -259,12 +273,14 @@ fn ipc(number: Sys, args: [u64; 6]) -> Result<[u64; 6], Error> {
 }
 
 /// An IPC call that receives a message.
+#[inline]
 fn ipc_receive(number: Sys, args: [u64; 6]) -> Result<Message, Error> {
     let out = ipc(number, args)?;
     let info = MsgInfo::decode(out[1]).ok_or(Error::NoSyscall)?;
     Ok(Message { badge: out[0], info, words: [out[2], out[3], out[4], out[5]] })
 }
 
+#[inline]
 fn send_args(slot: CapSlot, info: MsgInfo, w: [u64; MSG_REG_WORDS]) -> [u64; 6] {
     [u64::from(slot), info.encode(), w[0], w[1], w[2], w[3]]
 }
@@ -309,6 +325,7 @@ pub fn fault_inject(console: CapSlot, op: u64, point: u64, ns: u64) -> Result<(u
 
 /// [`Sys::Call`]: sends and waits for the reply. Words 4.. of both messages
 /// are in the IPC buffer.
+#[inline]
 pub fn call(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<Message, Error> {
     ipc_receive(Sys::Call, send_args(endpoint, info, words))
 }
@@ -320,11 +337,13 @@ pub fn send(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Re
 
 /// [`Sys::Recv`]: waits up to `timeout_ns` (`abi::FOREVER`; 0 polls) for a
 /// message on an endpoint or a signal on a notification.
+#[inline]
 pub fn recv(slot: CapSlot, timeout_ns: u64) -> Result<Message, Error> {
     ipc_receive(Sys::Recv, [u64::from(slot), timeout_ns, 0, 0, 0, 0])
 }
 
 /// [`Sys::ReplyRecv`]: replies to the last caller, then receives.
+#[inline]
 pub fn reply_recv(endpoint: CapSlot, info: MsgInfo, words: [u64; MSG_REG_WORDS]) -> Result<Message, Error> {
     ipc_receive(Sys::ReplyRecv, send_args(endpoint, info, words))
 }

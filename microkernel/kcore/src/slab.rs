@@ -82,6 +82,8 @@ impl<T> Slab<T> {
 
     /// Two distinct live objects at once (the IPC fast path writes the
     /// caller and its peer); `None` if either is gone or both are one.
+    /// Inline: the fast path calls it once per message.
+    #[inline(always)]
     pub fn get2_mut(&mut self, a: Id, b: Id) -> Option<(&mut T, &mut T)> {
         let (ia, ib) = (a.index as usize, b.index as usize);
         if ia == ib {

@@ -604,10 +604,23 @@ impl Kernel {
 fn switch_to(k: &mut Kernel, cpu: usize, t: Id) {
     let (top, pml4, owner) = {
         let th = k.thread(t).expect("current thread exists");
-        let top = (&th.ctx as *const TrapFrame as u64) + core::mem::size_of::<TrapFrame>() as u64;
         let proc = k.processes.get(th.process).expect("thread's process exists");
-        (top, proc.pml4, proc.io_bitmap.as_ref().map(|_| th.process))
+        (context_top_of(th), proc.pml4, proc.io_bitmap.as_ref().map(|_| th.process))
     };
+    load_context(top, pml4);
+    set_io_bitmap_owner(&mut k.io_bitmap_owner, &k.processes, cpu, owner);
+}
+
+/// Where `PerCpu.context_top` points for thread `th`: just past its saved
+/// registers.
+fn context_top_of(th: &Thread) -> u64 {
+    (&th.ctx as *const TrapFrame as u64) + core::mem::size_of::<TrapFrame>() as u64
+}
+
+/// The register and address-space part of `switch_to`: the saved-context
+/// pointer (and TSS.RSP0) and CR3, each written only when it changes.
+#[inline(always)]
+fn load_context(top: u64, pml4: u64) {
     let me = percpu::this();
     if me.context_top != top {
         percpu::set_context_top(top);
@@ -615,11 +628,17 @@ fn switch_to(k: &mut Kernel, cpu: usize, t: Id) {
     if me.cr3.load(Ordering::Relaxed) != pml4 {
         arch::cpu::write_cr3(pml4);
     }
-    // The I/O bitmap is 8 KiB: copy it only when the owner changes.
-    if k.io_bitmap_owner[cpu] != owner {
-        let bitmap = owner.and_then(|pid| k.processes.get(pid)).and_then(|p| p.io_bitmap.as_deref());
+}
+
+/// The I/O-bitmap part of `switch_to`: `owner` is the process whose bitmap
+/// this CPU's TSS must hold (None: all ports denied). The bitmap is 8 KiB:
+/// copied only when the owner changes.
+#[inline(always)]
+fn set_io_bitmap_owner(owners: &mut [Option<Id>; MAX_CPUS], processes: &Slab<Process>, cpu: usize, owner: Option<Id>) {
+    if owners[cpu] != owner {
+        let bitmap = owner.and_then(|pid| processes.get(pid)).and_then(|p| p.io_bitmap.as_deref());
         arch::gdt::set_io_bitmap(cpu, bitmap);
-        k.io_bitmap_owner[cpu] = owner;
+        owners[cpu] = owner;
     }
 }
 
@@ -752,13 +771,12 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
     let cpu = percpu::index();
     if let Some(me) = k.current[cpu] {
         if fastpath::try_ipc(&mut k, cpu, me) {
-            let next = k.current[cpu].expect("the fast path set the next thread");
-            switch_to(&mut k, cpu, next);
+            // The fast path has switched to the next thread itself.
             phases::stamp(4);
             percpu::this().in_user.store(true, Ordering::Release);
             drop(k);
             phases::done();
-            arch::enter_user()
+            arch::enter_user_flagged()
         }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx

@@ -9,7 +9,7 @@
 //! the fast path on and off (`alcove.fastpath=off`, manifest argument
 //! `fastpath=off`): with it off, nothing may take it.
 
-use abi::{CapSlot, MsgInfo, ObjectType, Rights, FOREVER, PAGE_SIZE};
+use abi::{CapSlot, IpcBuffer, MsgInfo, ObjectType, Rights, FOREVER, PAGE_SIZE};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
 use alloc::format;
 use alloc::string::String;
@@ -21,6 +21,16 @@ use crate::tests::Env;
 /// Asks the probe server to make the waker thread ready before it replies.
 const LABEL_WAKE: u32 = 7;
 const LABEL_PLAIN: u32 = 8;
+/// A long message both ways: the probe replies with five words, word 4 (in
+/// its IPC buffer) being the word 4 it received plus one.
+const LABEL_LONG: u32 = 9;
+/// Carries one capability (a notification): the probe signals it with word
+/// 0's bits, deletes it, and replies `[badge, n, the signal's error code (0
+/// = it could), capabilities received]`.
+const LABEL_CAP: u32 = 10;
+/// The empty slot where the probe receives capabilities (set before it
+/// starts).
+static PROBE_RECV_SLOT: AtomicU64 = AtomicU64::new(0);
 
 /// Times the waker thread ran.
 static WOKEN: AtomicU64 = AtomicU64::new(0);
@@ -32,20 +42,48 @@ fn check(cond: bool, why: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 /// The probe server: replies `[badge, messages received, word 0, 0]`; for
-/// `LABEL_WAKE` it first signals the waker's notification (`note`).
-extern "C" fn probe_server(_ipc: u64, endpoint: u64, note: u64) -> ! {
+/// `LABEL_WAKE` it first signals the waker's notification (`note`); see
+/// `LABEL_LONG` and `LABEL_CAP` for those.
+extern "C" fn probe_server(ipc: u64, endpoint: u64, note: u64) -> ! {
     let ep = endpoint as CapSlot;
+    let buffer = ipc as *mut IpcBuffer;
+    let recv_slot = PROBE_RECV_SLOT.load(Ordering::SeqCst);
+    let arm = move || {
+        // SAFETY: `ipc` is this thread's own IPC buffer page, mapped
+        // writable by its creator; only this thread touches it.
+        unsafe { (*buffer).recv_slots[0] = recv_slot };
+    };
+    arm();
     let mut msg = match sys::recv(ep, FOREVER) {
         Ok(m) => m,
         Err(_) => sys::exit(92),
     };
     loop {
         let n = RECEIVED.fetch_add(1, Ordering::SeqCst) + 1;
-        if msg.info.label == LABEL_WAKE {
-            let _ = sys::signal(note as CapSlot, 1);
-        }
-        let reply = [msg.badge, n, msg.words[0], 0];
-        msg = match sys::reply_recv(ep, MsgInfo::new(msg.info.label, 4, 0), reply) {
+        let mut words = 4;
+        let reply = match msg.info.label {
+            LABEL_WAKE => {
+                let _ = sys::signal(note as CapSlot, 1);
+                [msg.badge, n, msg.words[0], 0]
+            }
+            LABEL_LONG => {
+                words = 5;
+                // SAFETY: as above; the kernel wrote word 4 there.
+                unsafe { (*buffer).words[4] = (*buffer).words[4].wrapping_add(1) };
+                [msg.badge, n, msg.words[0], u64::from(msg.info.words)]
+            }
+            LABEL_CAP => {
+                // SAFETY: as above.
+                let got = unsafe { (*buffer).recv_caps };
+                let slot = recv_slot as CapSlot;
+                let r = sys::signal(slot, msg.words[0]).err().map_or(0, |e| e as u64);
+                let _ = sys::cap_delete(slot);
+                [msg.badge, n, r, got]
+            }
+            _ => [msg.badge, n, msg.words[0], 0],
+        };
+        arm();
+        msg = match sys::reply_recv(ep, MsgInfo::new(msg.info.label, words, 0), reply) {
             Ok(m) => m,
             Err(_) => match sys::recv(ep, FOREVER) {
                 Ok(m) => m,
@@ -109,6 +147,8 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
     for n in [note, done, park] {
         sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("notification: {e}"))?;
     }
+    let probe_recv = env.slot();
+    PROBE_RECV_SLOT.store(u64::from(probe_recv), Ordering::SeqCst);
     // All at or below our own priority 100, on our CPU.
     let server = spawn(env, probe_server, 100, u64::from(ep), u64::from(note))?;
     spawn(env, waker, 80, u64::from(note), 0)?;
@@ -169,5 +209,49 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
     let seen = bits >> 1;
     check(seen == 1, || format!("the client resumed having seen the waker run {seen} times, expected 1 (it must run first)"))?;
     check(fast == want(1), || format!("wake case: {fast} fast-path calls, expected {}", want(1)))?;
+
+    // 6. A call made while the caller's own IPC buffer is borrowed (inside
+    // `with_ipc_buffer`) is refused by libipc before it reaches the kernel,
+    // which could otherwise write the buffer under that borrow; libipc
+    // checks the flag only when some buffer is borrowed (a count), so this
+    // fails if the count missed the borrow. Outside it, calls work again.
+    let before = RECEIVED.load(Ordering::SeqCst);
+    let nested = sys::with_ipc_buffer(|_| call(ep, 46)).map_err(|e| format!("borrowing the IPC buffer: {e}"))?;
+    check(nested.as_ref().err() == Some(&abi::Error::BadState), || {
+        format!("a call with the IPC buffer borrowed: {nested:?}, expected BadState")
+    })?;
+    let r = call(ep, 47).map_err(|e| format!("call after the refused nested one: {e}"))?;
+    check(r.words[1] == before + 1 && r.words[2] == 47, || {
+        format!("the nested call reached the server: reply {:?}, {before} received before", r.words)
+    })?;
+
+    // 7. A long message both ways (word 4 travels in the IPC buffers): the
+    // fast path carries registers only, so it must leave both ways to the
+    // general path, which copies word 4 there and back.
+    sys::with_ipc_buffer(|b| b.words[4] = 1000).map_err(|e| format!("IPC buffer: {e}"))?;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let r = sys::call(ep, MsgInfo::new(LABEL_LONG, 5, 0), [48, 0, 0, 0]).map_err(|e| format!("long call: {e}"))?;
+    let fast = fast_calls()?;
+    let w4 = sys::with_ipc_buffer(|b| b.words[4]).map_err(|e| format!("IPC buffer: {e}"))?;
+    check(r.words[2] == 48 && r.words[3] == 5 && r.info.words == 5 && w4 == 1001, || {
+        format!("long call: reply {:?} of {} words, word 4 {w4}; expected the server to see 5 words and word 4 1000+1", r.words, r.info.words)
+    })?;
+    check(fast == 0, || format!("long call: {fast} fast-path calls, expected 0"))?;
+
+    // 8. A capability transfer: only the general path moves it; the reply
+    // (short, none) may take the fast path.
+    let gift = env.slot();
+    sys::create(ObjectType::Notification, gift, 0).map_err(|e| format!("notification: {e}"))?;
+    sys::with_ipc_buffer(|b| b.send_caps[0] = u64::from(gift)).map_err(|e| format!("IPC buffer: {e}"))?;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let r = sys::call(ep, MsgInfo::new(LABEL_CAP, 1, 1), [0b110, 0, 0, 0]).map_err(|e| format!("capability call: {e}"))?;
+    let fast = fast_calls()?;
+    sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
+    let bits = sys::poll(gift).map_err(|e| format!("poll: {e}"))?;
+    let _ = sys::cap_delete(gift);
+    check(r.words[2] == 0 && r.words[3] == 1 && bits == 0b110, || {
+        format!("capability call: reply {:?}, notification bits {bits:#b}; expected the server to get 1 capability and signal 0b110", r.words)
+    })?;
+    check(fast == want(1), || format!("capability call: {fast} fast-path calls, expected {}", want(1)))?;
     Ok(())
 }

@@ -73,10 +73,17 @@ pub fn init_cpu_late(lapic_phys: u64) {
 
 /// Leaves for ring 3 with the current thread's saved context.
 pub fn enter_user() -> ! {
+    percpu::this().in_user.store(true, core::sync::atomic::Ordering::Release);
+    enter_user_flagged()
+}
+
+/// [`enter_user`] for a caller that has already set `PerCpu.in_user` (the
+/// IPC fast path, which must set it before it lets go of the lock).
+#[inline(always)]
+pub fn enter_user_flagged() -> ! {
     unsafe extern "C" {
         fn return_to_user() -> !;
     }
-    percpu::this().in_user.store(true, core::sync::atomic::Ordering::Release);
     // SAFETY: PerCpu.context_top points just past a saved TrapFrame of a
     // ring-3 thread whose address space is loaded (kernel::switch_to); the
     // frame's CS/SS are user selectors and RIP/RFLAGS were validated when set.
