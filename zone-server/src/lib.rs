@@ -2,18 +2,102 @@
 //!
 //! This is the server's logic as a library (host-testable, embeddable in
 //! appliance builds with the in-process transport); `src/bin/zone-server.rs` is
-//! the thin process that wires it to its capabilities. For now it answers
-//! the `status` interface; its real work arrives with later issues.
+//! the thin process that wires it to its capabilities. It serves `status`
+//! to everyone and `vmadm` (SmartOS's verbs, [`alcove_vmadm`]) to the
+//! clients its arguments name; a verb's side effects go through
+//! [`host::ZoneHost`] to storaged's pool and init's `proc`.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
-pub const VERSION: u32 = 1;
+pub mod host;
 
-alcove_rt::status_server!(
-    /// The server's state (its own interfaces come with later issues).
-    ZoneServer,
-    "zone-server",
-    VERSION
-);
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use alcove_vmadm::registry::Registry;
+use libipc::interfaces::{VMADM_REQUEST_MAX, VmadmOutput, status, vmadm};
+
+pub use host::{Machine, ZoneHost};
+
+pub const VERSION: u32 = 2;
+
+/// The machine's uuid as vmadm reports it (`server_uuid`) until the
+/// platform reports one.
+pub const SERVER_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// zone-server's state: the instances, the machine behind them, and who
+/// may use `vmadm` (badges of the clients named by `vmadm-clients=`).
+pub struct ZoneServer<M> {
+    service: alcove_rt::Service,
+    pub registry: Registry,
+    pub host: ZoneHost<M>,
+    vmadm_badges: Vec<u64>,
+}
+
+impl<M: Machine> ZoneServer<M> {
+    /// A server with no instances whose `vmadm` answers the callers whose
+    /// badges are in `vmadm_badges` (others find no such interface).
+    pub fn new(machine: M, vmadm_badges: Vec<u64>) -> Self {
+        Self {
+            service: alcove_rt::Service::new("zone-server", VERSION),
+            registry: Registry::new(SERVER_UUID),
+            host: ZoneHost::new(machine),
+            vmadm_badges,
+        }
+    }
+
+    /// Runs `vmadm ARGS...` with `stdin` as the payload.
+    pub fn vmadm(&mut self, args: &[String], stdin: String) -> VmadmOutput {
+        let size = args.iter().map(String::len).sum::<usize>() + stdin.len();
+        if size > VMADM_REQUEST_MAX as usize {
+            return VmadmOutput {
+                stdout: String::new(),
+                stderr: alloc::format!("vmadm: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n"),
+                code: 1,
+            };
+        }
+        self.host.stdin = stdin;
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = alcove_vmadm::verbs::run(&argv, &mut self.registry, &mut self.host);
+        self.host.stdin.clear();
+        VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.code }
+    }
+}
+
+impl<M: Machine> status::Server for ZoneServer<M> {
+    fn status(&mut self) -> libipc::interfaces::ServerStatus {
+        self.service.status()
+    }
+    fn echo(&mut self, value: u64) -> u64 {
+        self.service.echo(value)
+    }
+}
+
+impl<M: Machine> vmadm::Server for ZoneServer<M> {
+    fn run(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
+        self.vmadm(&args, stdin)
+    }
+}
+
+impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        if interface == vmadm::ID {
+            if !self.vmadm_badges.contains(&badge) {
+                // Not one of the control plane's clients: for it there is
+                // no such interface.
+                return Err(libipc::RemoteError::WrongInterface);
+            }
+            return vmadm::dispatch(self, interface, request);
+        }
+        status::dispatch(self, interface, request)
+    }
+}
+
+#[cfg(test)]
+mod tests;
