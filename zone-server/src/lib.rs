@@ -17,6 +17,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use alcove_vmadm::registry::Registry;
+use alcove_vmadm::state::Event;
+use alcove_vmadm::verbs::Host;
+use alcove_vmadm::uuid::Uuid;
+use alloc::string::ToString;
 use libipc::interfaces::{VMADM_REQUEST_MAX, VmadmOutput, status, vmadm};
 
 pub use host::{Machine, ZoneHost};
@@ -58,12 +62,61 @@ impl<M: Machine> ZoneServer<M> {
                 code: 1,
             };
         }
+        if args.first().is_some_and(|a| a == "create")
+            && let Some(refusal) = refuse_unsupported(&stdin)
+        {
+            // Refused before the VM is recorded: a refused payload changes
+            // nothing.
+            return VmadmOutput { stdout: String::new(), stderr: alloc::format!("Failed to create VM: {refusal}\n"), code: 1 };
+        }
+        self.refresh();
         self.host.stdin = stdin;
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = alcove_vmadm::verbs::run(&argv, &mut self.registry, &mut self.host);
         self.host.stdin.clear();
         VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.code }
     }
+}
+
+impl<M: Machine> ZoneServer<M> {
+    /// VMs whose VMM ended by itself (the guest powered off, the VMM
+    /// failed) are `stopped` now: the VMM is reaped, its grant revoked and
+    /// the record saved, as vmadm shows a VM whose guest halted.
+    pub fn refresh(&mut self) {
+        let ended: Vec<Uuid> = self
+            .host
+            .running
+            .iter()
+            .map(|(u, r)| (*u, r.instance))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter(|(_, instance)| matches!(self.host.machine.vmm_running(*instance), Ok(false)))
+            .map(|(u, _)| u)
+            .collect();
+        for uuid in ended {
+            let Some(r) = self.host.running.remove(&uuid) else { continue };
+            let _ = self.host.machine.stop_vmm(r.instance);
+            let _ = self.host.machine.revoke(r.grant);
+            let now = self.host.now();
+            let server_uuid = self.registry.server_uuid.clone();
+            if let Some(vm) = self.registry.get_mut(&uuid) {
+                let _ = vm.apply(Event::Exited, &now);
+                let record = serde_json::Value::Object(vm.to_json(&server_uuid)).to_string();
+                let _ = self.host.persist(&uuid, Some(&record));
+            }
+            log::info!("VM {uuid}: its VMM ended (instance {}): stopped", r.instance);
+        }
+    }
+}
+
+/// What a create payload asks for that Alcove cannot do yet, named (the
+/// rest of the checking is vmadm's).
+fn refuse_unsupported(payload: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    if v.get("nics").and_then(serde_json::Value::as_array).is_some_and(|n| !n.is_empty()) {
+        return Some("vmadm: property \"nics\": VNICs for VMs created at run time are not supported yet".into());
+    }
+    None
 }
 
 impl<M: Machine> status::Server for ZoneServer<M> {

@@ -193,6 +193,25 @@ fn nics_are_refused_by_name_before_anything_is_made() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("\"nics\""), "{out:?}");
     assert!(s.host.machine.volumes.is_empty() && s.host.machine.vmms.is_empty());
+    // Not even a failed VM is left.
+    assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "");
+}
+
+#[test]
+fn a_vmm_that_ends_by_itself_leaves_the_vm_stopped() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
+    // The guest powers off: its VMM exits.
+    s.host.machine.vmms.values_mut().for_each(|v| v.0 = false);
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
+    // Reaped and its grant revoked; the record says stopped.
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    let rec = &s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1[crate::host::RECORD_PROP];
+    assert!(rec.contains("\"state\":\"stopped\""), "{rec}");
+    // It starts again.
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
 }
 
 #[test]
