@@ -132,7 +132,7 @@ fn create_list_stop_delete_gives_everything_back() {
     assert_eq!(vols, [disk0.clone(), disk1.clone()]);
     let config = vmm_server::config::VmConfig::from_json(&json).unwrap();
     assert_eq!((config.ram_mib, config.disks.len(), config.kernel.as_str()), (64, 2, "/zone-guest"));
-    assert!(budget >= 64 * 1024 && budget < 80 * 1024, "{budget}");
+    assert!((64 * 1024..80 * 1024).contains(&budget), "{budget}");
 
     let list = run(&mut s, &["list", "-p", "-o", "uuid,state,alias"], "");
     assert_eq!(list.stdout, alloc::format!("{uuid}:running:web0\n"));
