@@ -23,6 +23,10 @@ use serde_json::Value;
 
 /// The user property holding an instance's record.
 pub const RECORD_PROP: &str = "alcove:vmadm";
+/// The user property of the record volume naming the running VMM: its
+/// init instance and its pool grant (`INSTANCE:GRANT`), so a restarted
+/// zone-server finds it again.
+pub const VMM_PROP: &str = "alcove:vmm";
 /// The record volume's size (the smallest the pool makes).
 pub const RECORD_VOLSIZE: u64 = 8192;
 /// Bytes of a record one `pool.set` carries (longer ones are appended).
@@ -52,6 +56,13 @@ pub trait Machine {
     fn stop_vmm(&mut self, instance: u32) -> Result<(), String>;
     /// Ends a grant: its rings close.
     fn revoke(&mut self, grant: u64) -> Result<(), String>;
+    /// Every dataset of the pool, by name.
+    fn list_volumes(&mut self) -> Result<Vec<String>, String>;
+    /// User property `key` of `name` (`None`: it has none).
+    fn get_property(&mut self, name: &str, key: &str) -> Result<Option<String>, String>;
+    /// How many VMM instances of this zone-server init runs (0 after a
+    /// machine boot).
+    fn vmm_instances(&mut self) -> Result<u32, String>;
 }
 
 /// The volume of disk `index` of `vm`.
@@ -185,6 +196,10 @@ impl<M: Machine> Host for ZoneHost<M> {
         let volumes: Vec<String> = (0..Self::disks(vm).len()).map(|i| disk_volume(&vm.uuid, i)).collect();
         let (instance, grant) = self.machine.start_vmm(&volumes, vmm_json, budget)?;
         self.running.insert(vm.uuid, Running { instance, grant });
+        // Where a restarted zone-server finds this VMM again.
+        if let Err(e) = self.machine.set_property(&record_volume(&vm.uuid), VMM_PROP, &format!("{instance}:{grant}"), false) {
+            log::warn!("VM {}: its VMM is not recorded (a restarted zone-server will not find it): {e}", vm.uuid);
+        }
         Ok(u64::from(instance))
     }
 

@@ -109,6 +109,85 @@ impl<M: Machine> ZoneServer<M> {
     }
 }
 
+impl<M: Machine> ZoneServer<M> {
+    /// Takes the instances back from their records on the pool (at start):
+    /// after a zone-server restart the VMMs that still run are found again
+    /// (by the instance and grant their record volume names) and stay
+    /// `running`; after a machine boot (init runs no VMM of ours) every VM
+    /// is stopped and those with `autoboot` start. Returns one message per
+    /// record or VM that could not be taken back.
+    pub fn restore(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let names = match self.host.machine.list_volumes() {
+            Ok(n) => n,
+            Err(e) => return alloc::vec![alloc::format!("vmadm: cannot list the pool: {e}")],
+        };
+        let mut records = Vec::new();
+        for name in &names {
+            let Some(uuid) = name.strip_prefix("zones/").and_then(|n| n.strip_suffix("-vm")).and_then(Uuid::parse) else {
+                continue;
+            };
+            match self.host.machine.get_property(name, host::RECORD_PROP) {
+                Ok(Some(r)) => records.push((uuid, r)),
+                Ok(None) => problems.push(alloc::format!("vmadm: {name} has no record")),
+                Err(e) => problems.push(alloc::format!("vmadm: {name}: {e}")),
+            }
+        }
+        let machine_boot = self.host.machine.vmm_instances().map(|n| n == 0).unwrap_or(true);
+        let now = self.host.now();
+        let texts: Vec<&str> = records.iter().map(|(_, r)| r.as_str()).collect();
+        let (reg, boot, errors) = Registry::restore(SERVER_UUID, &texts, machine_boot, &now);
+        self.registry = reg;
+        problems.extend(errors);
+        if !machine_boot {
+            for (uuid, _) in &records {
+                let Some(vm) = self.registry.get(uuid) else { continue };
+                if !matches!(vm.state, alcove_vmadm::state::State::Running | alcove_vmadm::state::State::Stopping) {
+                    continue;
+                }
+                let vmm = self
+                    .host
+                    .machine
+                    .get_property(&host::record_volume(uuid), host::VMM_PROP)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| {
+                        let (i, g) = v.split_once(':')?;
+                        Some(host::Running { instance: i.parse().ok()?, grant: g.parse().ok()? })
+                    });
+                match vmm {
+                    Some(r) => {
+                        // `refresh` stops it if that VMM has ended meanwhile.
+                        self.host.running.insert(*uuid, r);
+                    }
+                    None => {
+                        let server_uuid = self.registry.server_uuid.clone();
+                        if let Some(vm) = self.registry.get_mut(uuid) {
+                            let _ = vm.apply(Event::Exited, &now);
+                            let record = serde_json::Value::Object(vm.to_json(&server_uuid)).to_string();
+                            let _ = self.host.persist(uuid, Some(&record));
+                        }
+                        problems.push(alloc::format!("VM {uuid}: its VMM is not recorded: stopped"));
+                    }
+                }
+            }
+            self.refresh();
+        }
+        for uuid in boot {
+            if let Err(e) = alcove_vmadm::ops::start(&mut self.registry, &mut self.host, &uuid) {
+                problems.push(alloc::format!("VM {uuid}: autoboot failed: {}", e.reason()));
+            }
+        }
+        log::info!(
+            "vmadm: {} instance(s) restored ({}), {} running",
+            self.registry.len(),
+            if machine_boot { "machine boot" } else { "zone-server restart" },
+            self.host.running.len()
+        );
+        problems
+    }
+}
+
 /// What a create payload asks for that Alcove cannot do yet, named (the
 /// rest of the checking is vmadm's).
 fn refuse_unsupported(payload: &str) -> Option<String> {

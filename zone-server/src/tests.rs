@@ -20,7 +20,7 @@ struct Fake {
     vmms: BTreeMap<u32, (bool, Vec<String>, String, u32)>,
     grants: Vec<u64>,
     next: u32,
-    seed: u8,
+    seed: u64,
     fail_create_of: Option<String>,
 }
 
@@ -30,8 +30,9 @@ impl Machine for Fake {
     }
     fn random(&mut self, buf: &mut [u8]) {
         for b in buf {
-            self.seed = self.seed.wrapping_mul(31).wrapping_add(7);
-            *b = self.seed;
+            // A 64-bit LCG (Knuth's MMIX constants), top byte.
+            self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            *b = (self.seed >> 56) as u8;
         }
     }
     fn create_volume(&mut self, name: &str, bytes: u64) -> Result<(), String> {
@@ -80,6 +81,16 @@ impl Machine for Fake {
         let at = self.grants.iter().position(|&g| g == grant).ok_or("pool: no grant")?;
         self.grants.remove(at);
         Ok(())
+    }
+    fn list_volumes(&mut self) -> Result<Vec<String>, String> {
+        Ok(self.volumes.keys().cloned().collect())
+    }
+    fn get_property(&mut self, name: &str, key: &str) -> Result<Option<String>, String> {
+        let (_, props) = self.volumes.get(name).ok_or_else(|| alloc::format!("pool: {name}: not found"))?;
+        Ok(props.get(key).cloned())
+    }
+    fn vmm_instances(&mut self) -> Result<u32, String> {
+        Ok(self.vmms.len() as u32)
     }
 }
 
@@ -251,4 +262,65 @@ fn timestamps_are_iso_8601() {
     assert_eq!(crate::host::iso8601(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(crate::host::iso8601(1_764_782_733), "2025-12-03T17:25:33.000Z");
     assert_eq!(crate::host::iso8601(951_782_400), "2000-02-29T00:00:00.000Z");
+}
+
+/// zone-server restarted while a VM runs: the new one finds the VM
+/// running (its VMM untouched) and can stop and delete it.
+#[test]
+fn a_restarted_zone_server_finds_its_running_vms() {
+    let mut s = server();
+    let running = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let stopped = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web1")));
+    assert_eq!(run(&mut s, &["stop", &stopped], "").code, 0);
+    let machine = s.host.machine;
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    assert_eq!(s.restore(), Vec::<String>::new());
+    let list = run(&mut s, &["list", "-p", "-s", "alias", "-o", "uuid,state"], "").stdout;
+    assert_eq!(list, alloc::format!("{running}:running\n{stopped}:stopped\n"));
+    // The same VMM: nothing was started again.
+    assert_eq!(s.host.machine.vmms.len(), 1);
+    assert_eq!(run(&mut s, &["stop", &running], "").code, 0);
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    for u in [&running, &stopped] {
+        assert_eq!(run(&mut s, &["delete", u], "").code, 0);
+    }
+    assert!(s.host.machine.volumes.is_empty());
+}
+
+/// After a machine boot no VMM survives: running VMs come back stopped,
+/// and those with autoboot (set by create and start) start again.
+#[test]
+fn after_a_machine_boot_autoboot_vms_start() {
+    let mut s = server();
+    let auto = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let manual = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web1")));
+    // `vmadm stop` clears autoboot (as SmartOS).
+    assert_eq!(run(&mut s, &["stop", &manual], "").code, 0);
+    let mut machine = s.host.machine;
+    machine.vmms.clear();
+    machine.grants.clear();
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    assert_eq!(s.restore(), Vec::<String>::new());
+    let list = run(&mut s, &["list", "-p", "-s", "alias", "-o", "uuid,state"], "").stdout;
+    assert_eq!(list, alloc::format!("{auto}:running\n{manual}:stopped\n"));
+    assert_eq!(s.host.machine.vmms.len(), 1);
+}
+
+/// A record that is not JSON is skipped with a message, the others stay.
+#[test]
+fn a_damaged_record_is_skipped() {
+    let mut s = server();
+    let good = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let mut machine = s.host.machine;
+    machine.volumes.insert("zones/0b0e0e0e-0000-4000-8000-000000000009-vm".into(), (8192, BTreeMap::new()));
+    machine
+        .volumes
+        .get_mut("zones/0b0e0e0e-0000-4000-8000-000000000009-vm")
+        .unwrap()
+        .1
+        .insert(crate::host::RECORD_PROP.into(), "{not json".into());
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    let problems = s.restore();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "uuid"], "").stdout, alloc::format!("{good}\n"));
 }

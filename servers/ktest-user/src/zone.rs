@@ -105,6 +105,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("a_bad_payload_gets_vmadm_s_error_and_changes_nothing", a_bad_payload_gets_vmadm_s_error),
         ("create_list_stop_delete_gives_everything_back", create_list_stop_delete),
         ("a_guest_that_powers_off_is_seen_stopped", a_guest_that_powers_off_is_seen_stopped),
+        ("a_restarted_zone_server_finds_its_running_vm", a_restarted_zone_server_finds_its_running_vm),
         ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
         ("other_clients_reach_neither_vmadm_nor_proc", other_clients_reach_neither_vmadm_nor_proc),
     ];
@@ -256,6 +257,43 @@ fn a_guest_that_powers_off_is_seen_stopped(env: &mut Env) -> Result<(), String> 
     }
     // Started again, it runs (and powers off again).
     env.ok(&["start", &uuid], "")?;
+    env.ok(&["delete", &uuid], "")?;
+    let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&uuid)).collect();
+    let init_after = env.init_used_kib()?;
+    if !left.is_empty() || init_after != init_before {
+        return Err(format!("after delete: pool {left:?}, init {init_before} -> {init_after} KiB"));
+    }
+    Ok(())
+}
+
+/// zone-server is stopped (init restarts it) while a VM runs: the VM's
+/// VMM keeps running, and the new zone-server, from the records on the
+/// pool, lists it `running` and can stop and delete it.
+fn a_restarted_zone_server_finds_its_running_vm(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let uuid = created(&env.ok(&["create"], &payload("zone-keep", "zone-guest-halt"))?)?;
+    let st = status::Client::new(client(env.zone));
+    let first = st.status().map_err(|e| format!("status: {e}"))?;
+    libipc::interfaces::lifecycle::Client::new(client(env.zone)).stop(0).map_err(|e| format!("stop zone-server: {e}"))?;
+    // The next call waits in the endpoint until init has restarted it.
+    let again = st.status().map_err(|e| format!("status after the restart: {e}"))?;
+    if again.requests_served != 1 {
+        return Err(format!("expected a fresh zone-server (1 request), got {} (was {})", again.requests_served, first.requests_served));
+    }
+    println!("zone: zone-server restarted");
+    let line = env.ok(&["list", "-p", "-o", "uuid,state,alias"], "")?.stdout;
+    if line.trim() != format!("{uuid}:running:zone-keep") {
+        return Err(format!("the restarted zone-server lists {line:?}"));
+    }
+    let init_running = env.init_used_kib()?;
+    if init_running <= init_before {
+        return Err(format!("the VMM did not survive zone-server's restart (init {init_before} -> {init_running} KiB)"));
+    }
+    env.ok(&["stop", &uuid], "")?;
+    let state = env.state(&uuid)?;
+    if state != "stopped" {
+        return Err(format!("after stop by the restarted zone-server, the state is {state:?}"));
+    }
     env.ok(&["delete", &uuid], "")?;
     let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&uuid)).collect();
     let init_after = env.init_used_kib()?;

@@ -113,6 +113,45 @@ mod machine {
         fn revoke(&mut self, grant: u64) -> Result<(), String> {
             self.pool()?.revoke(grant).map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| format!("{e}"))
         }
+
+        fn list_volumes(&mut self) -> Result<Vec<String>, String> {
+            let c = self.pool()?;
+            let mut names = Vec::new();
+            let mut after = String::new();
+            // Each page holds at least one name, so this ends.
+            loop {
+                let page = c.list(after).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                names.extend(page.datasets.into_iter().map(|d| d.name));
+                match page.next {
+                    Some(n) => after = n,
+                    None => return Ok(names),
+                }
+            }
+        }
+
+        fn get_property(&mut self, name: &str, key: &str) -> Result<Option<String>, String> {
+            let c = self.pool()?;
+            let mut bytes = Vec::new();
+            loop {
+                let offset = u32::try_from(bytes.len()).map_err(|_| "property too long")?;
+                match c.get_prop(name.into(), key.into(), offset).map_err(|e| e.to_string())? {
+                    Ok(chunk) => {
+                        let done = chunk.bytes.is_empty() || bytes.len() + chunk.bytes.len() >= chunk.total_bytes as usize;
+                        bytes.extend(chunk.bytes);
+                        if done {
+                            break;
+                        }
+                    }
+                    Err(libipc::interfaces::PoolError::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            String::from_utf8(bytes).map(Some).map_err(|_| format!("{name} {key}: not UTF-8"))
+        }
+
+        fn vmm_instances(&mut self) -> Result<u32, String> {
+            Ok(self.proc()?.usage().map_err(|e| e.to_string())?.instances)
+        }
     }
 
     /// The badges of the clients `vmadm-clients=` names.
@@ -139,7 +178,12 @@ fn main(start: alcove_rt::Start) -> u64 {
     if !badges.is_empty() {
         log::info!("vmadm: {} client(s); pool {}, proc {}", badges.len(), m.storaged.is_some(), m.proc.is_some());
     }
-    let server = zone_server::ZoneServer::new(m, badges);
+    let mut server = zone_server::ZoneServer::new(m, badges);
+    if info.calls("storaged").is_some() && info.calls("proc").is_some() {
+        for problem in server.restore() {
+            log::warn!("{problem}");
+        }
+    }
     alcove_rt::serve_forever(slot, server)
 }
 
