@@ -38,6 +38,9 @@ pub struct ZoneServer<M> {
     pub registry: Registry,
     pub host: ZoneHost<M>,
     vmadm_badges: Vec<u64>,
+    /// Whether [`ZoneServer::restore`] is still to run before the next
+    /// `vmadm` request.
+    restore_pending: bool,
 }
 
 impl<M: Machine> ZoneServer<M> {
@@ -49,7 +52,16 @@ impl<M: Machine> ZoneServer<M> {
             registry: Registry::new(SERVER_UUID),
             host: ZoneHost::new(machine),
             vmadm_badges,
+            restore_pending: false,
         }
+    }
+
+    /// Has [`ZoneServer::restore`] run before the first `vmadm` request
+    /// rather than at start: at machine boot init, which serves `proc`,
+    /// waits for every server's `status` before it serves, so a call to
+    /// init while starting would never be answered.
+    pub fn restore_before_first_request(&mut self) {
+        self.restore_pending = true;
     }
 
     /// Runs `vmadm ARGS...` with `stdin` as the payload.
@@ -68,6 +80,11 @@ impl<M: Machine> ZoneServer<M> {
             // Refused before the VM is recorded: a refused payload changes
             // nothing.
             return VmadmOutput { stdout: String::new(), stderr: alloc::format!("Failed to create VM: {refusal}\n"), code: 1 };
+        }
+        if core::mem::take(&mut self.restore_pending) {
+            for problem in self.restore() {
+                log::warn!("{problem}");
+            }
         }
         self.refresh();
         self.host.stdin = stdin;

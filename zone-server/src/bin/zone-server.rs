@@ -180,9 +180,7 @@ fn main(start: alcove_rt::Start) -> u64 {
     }
     let mut server = zone_server::ZoneServer::new(m, badges);
     if info.calls("storaged").is_some() && info.calls("proc").is_some() {
-        for problem in server.restore() {
-            log::warn!("{problem}");
-        }
+        server.restore_before_first_request();
     }
     alcove_rt::serve_forever(slot, server)
 }
