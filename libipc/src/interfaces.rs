@@ -813,7 +813,8 @@ crate::interface! {
         /// `files`; it serves nothing) plus `start_data` as the boot file
         /// `vm.json` (at most [`PROC_START_DATA_MAX`] bytes) and a budget of
         /// `budget_kib`. A capability sent with the request (an endpoint:
-        /// a pool grant's) replaces the template's `storaged` endpoint.
+        /// a pool grant's) is its `storaged` endpoint; the template's own
+        /// never is (without one it has no `storaged`).
         /// Returns the instance's number, never reused.
         fn start(template: String, start_data: alloc::vec::Vec<u8>, budget_kib: u32) -> Result<u32, ProcError>;
         /// The instance's state.

@@ -260,6 +260,11 @@ impl ProcCall<'_, '_> {
     ) -> Result<u32, ProcError> {
         let init = &mut *self.init;
         let t = init.instances.check_start(&init.manifest, self.owner, template, start_data.len(), budget_kib)?;
+        if let Some(slot) = given
+            && sys::cap_identify(slot).map(|c| c.object_type) != Ok(ObjectType::Endpoint)
+        {
+            return Err(ProcError::Start { why: "the capability sent with start is not an endpoint".into() });
+        }
         let owner = self.owner.ok_or(ProcError::NotPermitted { template: template.into() })?;
         let mut server = init.manifest.servers[t].clone();
         server.budget_kib = budget_kib;
@@ -270,6 +275,7 @@ impl ProcCall<'_, '_> {
             storaged: given,
             name: Some(alloc::format!("{}-{}", server.name, init.instances.next_id())),
             watch_bit: Some(INSTANCE_BIT),
+            instance: true,
         };
         let p = spawn(&init.archive, &server, t, &init.endpoints, init.watch, &mut init.slots, &extra)
             .map_err(|why| ProcError::Start { why })?;
@@ -309,6 +315,8 @@ struct Extra {
     name: Option<String>,
     /// The watch bit its end signals (default: its server's).
     watch_bit: Option<u64>,
+    /// An instance started through `proc` (not a manifest server).
+    instance: bool,
 }
 
 /// The endpoints init made (name, slot), and their callers (endpoint,
@@ -399,9 +407,12 @@ fn spawn(
     for name in &server.calls {
         let ep = if name == initrd::manifest::PROC_ENDPOINT {
             &all.proc
-        } else if let (Some(given), "storaged") = (&extra.storaged, name.as_str()) {
-            // Already badged by whoever made it (storaged, for a grant).
-            sys::cap_grant(proc, *given, next_slot, Rights::SEND | Rights::GRANT).map_err(e("grant the given endpoint"))?;
+        } else if extra.instance && name == "storaged" {
+            // An instance reaches storaged only through the endpoint its
+            // starter sent (a pool grant's, badged by storaged), never
+            // through the template's own: without one it has none.
+            let Some(given) = extra.storaged else { continue };
+            sys::cap_grant(proc, given, next_slot, Rights::SEND | Rights::GRANT).map_err(e("grant the given endpoint"))?;
             info.calls.push(Named { name: name.clone(), slot: next_slot });
             next_slot += 1;
             continue;

@@ -339,6 +339,15 @@ fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> 
             return Err(format!("stop of instance {n}, not ours: {got:?}"));
         }
     }
+    // A capability that is not an endpoint cannot stand in for storaged.
+    let note = 198;
+    sys::create(abi::ObjectType::Notification, note, 0).map_err(|e| format!("notification: {e}"))?;
+    let t = libipc::kernel::CapTransport::new(Cap::from_slot(env.proc), &[]).sending(&[note]);
+    let got = proc::Client::new(&t).start("vmm-server".into(), b"{}".to_vec(), limit);
+    let _ = sys::cap_delete(note);
+    if !matches!(got, Ok(Err(ProcError::Start { ref why })) if why.contains("not an endpoint")) {
+        return Err(format!("start with a notification as its storaged: {got:?}"));
+    }
     // A real one: a VMM with a description it refuses ends with an error.
     let id = call(p.start("vmm-server".into(), b"{\"ram\": 1}".to_vec(), limit))?
         .map_err(|e| format!("start of a VMM within the budget: {e}"))?;

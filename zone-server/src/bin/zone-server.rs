@@ -79,6 +79,15 @@ mod machine {
         fn start_vmm(&mut self, volumes: &[String], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
             let storaged = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
             let procs = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
+            if volumes.is_empty() {
+                // No disks: the VMM gets no storaged endpoint at all.
+                let t = CapTransport::new(Cap::from_slot(procs), &[]);
+                let id = proc::Client::new(&t)
+                    .start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib)
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                return Ok((id, 0));
+            }
             let t = CapTransport::new(Cap::from_slot(storaged), &[GRANT_SLOT]);
             let granted = pool::Client::new(&t)
                 .grant(volumes.to_vec())
@@ -111,6 +120,9 @@ mod machine {
         }
 
         fn revoke(&mut self, grant: u64) -> Result<(), String> {
+            if grant == 0 {
+                return Ok(()); // a VM without disks holds no grant
+            }
             self.pool()?.revoke(grant).map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| format!("{e}"))
         }
 
