@@ -338,17 +338,12 @@ fn spawn(
     slots: &mut Slots,
     extra: &Extra,
 ) -> Result<CapSlot, String> {
-    let endpoints = &all.slots[..];
     let path = initrd::binary_path(&server.binary);
     let elf = match archive.find(&path) {
         Ok(Some(e)) => e.data,
         _ => return Err(alloc::format!("no {path} in the boot archive")),
     };
     let plan = initrd::elf::load_plan(elf).map_err(|e| alloc::format!("{path}: {e:?}"))?;
-    fn e(what: &'static str) -> impl Fn(abi::Error) -> String {
-        move |err| alloc::format!("{what}: {err}")
-    }
-
     let proc = slots.next();
     let budget = u64::from(server.budget_kib) * 1024;
     sys::create_from(ObjectType::Process, proc, budget, abi::CSPACE_SLOTS).map_err(|err| match err {
@@ -363,6 +358,34 @@ fn spawn(
         }
         _ => alloc::format!("create process: {err}"),
     })?;
+    let built = build(Parts { archive, server, index, all, watch, extra, elf, plan: &plan }, slots, proc);
+    if built.is_err() {
+        // A half-built process is ended and freed, not left behind.
+        let _ = sys::cap_revoke(proc);
+        let _ = sys::cap_delete(proc);
+    }
+    built.map(|()| proc)
+}
+
+/// What [`build`] builds a process from.
+struct Parts<'a> {
+    archive: &'a initrd::Archive<'a>,
+    server: &'a Server,
+    index: usize,
+    all: &'a Endpoints,
+    watch: CapSlot,
+    extra: &'a Extra,
+    elf: &'a [u8],
+    plan: &'a initrd::elf::LoadPlan,
+}
+
+/// Fills process `proc` (made by [`spawn`]) and starts its thread.
+fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), String> {
+    let Parts { archive, server, index, all, watch, extra, elf, plan } = parts;
+    let endpoints = &all.slots[..];
+    fn e(what: &'static str) -> impl Fn(abi::Error) -> String {
+        move |err| alloc::format!("{what}: {err}")
+    }
 
     // Segments: fill a frame through the scratch window, then map it in.
     for seg in plan.segments() {
@@ -519,7 +542,7 @@ fn spawn(
     sys::process_watch(proc, watch, extra.watch_bit.unwrap_or(1 << (index % 64))).map_err(e("watch"))?;
     sys::thread_resume(thread).map_err(e("resume"))?;
     let _ = sys::cap_delete(thread);
-    Ok(proc)
+    Ok(())
 }
 
 /// Writes into the scratch window (mapped writable by the caller).
