@@ -14,6 +14,7 @@ mod memtest;
 mod setup;
 mod tiers;
 mod vm;
+mod zone;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};

@@ -49,6 +49,10 @@ pub const MAX_RESTARTS: u32 = 1000;
 pub const MAX_CPU: u32 = 255;
 /// The name reserved for the root task, which no manifest lists.
 pub const INIT: &str = "init";
+/// The endpoint init itself serves (`libipc::interfaces::proc`): servers
+/// that list it in `calls` reach it, and those that also name templates in
+/// `spawns` may start instances of them at run time. No server serves it.
+pub const PROC_ENDPOINT: &str = "proc";
 
 const PAGE_SIZE: u64 = abi::PAGE_SIZE;
 
@@ -112,6 +116,17 @@ pub struct Server {
     /// bytes).
     #[serde(deserialize_with = "bounded::vec::<MAX_LIST, _, _>")]
     pub args: Vec<String>,
+    /// Servers of this manifest it may start more instances of at run time
+    /// through init's `proc` endpoint (which it must call): zone-server
+    /// starts one `vmm-server` per VM.
+    #[serde(deserialize_with = "bounded::vec::<MAX_LIST, _, _>")]
+    pub spawns: Vec<String>,
+    /// Kernel memory, in KiB, the instances it starts may hold in all (each
+    /// instance's budget comes out of it and goes back when it ends).
+    pub spawn_budget_kib: u32,
+    /// Not started at boot: only a template for instances started through
+    /// `proc`.
+    pub on_demand: bool,
 }
 
 /// A range of I/O ports: `[first, count]` in TOML.
@@ -341,7 +356,22 @@ impl Manifest {
             }
         }
         for s in &self.servers {
+            for t in &s.spawns {
+                if self.server(t).is_none() {
+                    return Err(ManifestError::invalid(Some(&s.name), "spawns", format!("no server is named \"{t}\"")));
+                }
+            }
+            if !s.spawns.is_empty() && !s.calls.iter().any(|c| c == PROC_ENDPOINT) {
+                return Err(ManifestError::invalid(
+                    Some(&s.name),
+                    "spawns",
+                    format!("starting instances needs init's endpoint: add \"{PROC_ENDPOINT}\" to calls"),
+                ));
+            }
             for e in &s.calls {
+                if e == PROC_ENDPOINT {
+                    continue;
+                }
                 if self.server_serving(e).is_none() {
                     return Err(ManifestError::invalid(
                         Some(&s.name),
@@ -409,7 +439,10 @@ impl Server {
         {
             return Err(ManifestError::invalid(who, "cpu", format!("{cpu} is beyond CPU {MAX_CPU}")));
         }
-        for (property, list) in [("serves", &self.serves), ("calls", &self.calls)] {
+        if self.serves.iter().any(|e| e == PROC_ENDPOINT) {
+            return Err(ManifestError::invalid(who, "serves", format!("\"{PROC_ENDPOINT}\" is init's endpoint")));
+        }
+        for (property, list) in [("serves", &self.serves), ("calls", &self.calls), ("spawns", &self.spawns)] {
             check_len(who, property, list.len())?;
             for (i, e) in list.iter().enumerate() {
                 check_name(who, property, e)?;
@@ -563,7 +596,35 @@ mod tests {
             pci_bars: false,
             files: vec![],
             args: vec![],
+            spawns: vec![],
+            spawn_budget_kib: 0,
+            on_demand: false,
         }
+    }
+
+    /// `spawns` names servers of the manifest and needs init's `proc`
+    /// endpoint in `calls`; nobody serves `proc` but init.
+    #[test]
+    fn spawning_needs_init_s_endpoint_and_a_known_template() {
+        let mut m = sample();
+        m.servers[1].spawns = vec!["console".to_string()];
+        assert_eq!(
+            err(&m),
+            r#"manifest: server "netd": property "spawns": starting instances needs init's endpoint: add "proc" to calls"#
+        );
+        m.servers[1].calls.push(PROC_ENDPOINT.to_string());
+        assert_eq!(m.validate(), Ok(()));
+        m.servers[1].spawns = vec!["vmm".to_string()];
+        assert_eq!(err(&m), r#"manifest: server "netd": property "spawns": no server is named "vmm""#);
+        let mut m = sample();
+        m.servers[1].serves.push(PROC_ENDPOINT.to_string());
+        assert_eq!(err(&m), r#"manifest: server "netd": property "serves": "proc" is init's endpoint"#);
+        // Calling `proc` alone is allowed (init refuses it what it may not start).
+        let mut m = sample();
+        m.servers[1].calls.push(PROC_ENDPOINT.to_string());
+        m.servers[1].on_demand = true;
+        let bytes = m.encode().unwrap();
+        assert_eq!(Manifest::decode(&bytes), Ok(m));
     }
 
     fn sample() -> Manifest {

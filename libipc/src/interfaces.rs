@@ -715,3 +715,142 @@ crate::interface! {
         fn detach(handle: u32) -> Result<(), VnicError>;
     }
 }
+
+/// Bytes of start-up data (an instance's `vm.json`) one `proc.start` takes
+/// at most.
+pub const PROC_START_DATA_MAX: u32 = 2048;
+
+/// Instances init runs for its `proc` callers at most, in all.
+pub const PROC_INSTANCES_MAX: u32 = 32;
+
+/// An instance's state as [`proc::Server::state`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcState {
+    /// Its threads run (or wait).
+    Running,
+    /// It ended with this exit code.
+    #[allow(missing_docs)]
+    Exited { code: u64 },
+    /// It faulted (the CPU exception's vector).
+    #[allow(missing_docs)]
+    Faulted { vector: u64 },
+}
+
+/// What [`proc::Server::usage`] reports about the caller's instances.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcUsage {
+    /// The caller's instances that exist (running or ended, not yet reaped
+    /// by `stop`).
+    pub instances: u32,
+    /// Kernel memory their budgets take from the caller's `spawn_budget_kib`.
+    pub budget_used_kib: u32,
+    /// The caller's `spawn_budget_kib` (the manifest's).
+    pub budget_limit_kib: u32,
+    /// Kernel memory init itself holds now, in KiB (instances' processes
+    /// are carved from it: it comes back when they are gone).
+    pub init_used_kib: u64,
+}
+
+/// Why init refused a `proc` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcError {
+    /// The caller may not start instances of `template` (the manifest's
+    /// `spawns` does not name it for this caller).
+    #[allow(missing_docs)]
+    NotPermitted { template: String },
+    /// No server of the manifest is named `template`.
+    #[allow(missing_docs)]
+    UnknownTemplate { template: String },
+    /// `what` is larger than init takes (`max`).
+    #[allow(missing_docs)]
+    TooLarge { what: String, max: u64 },
+    /// The instance's budget does not fit in what is left of the caller's
+    /// `spawn_budget_kib`.
+    #[allow(missing_docs)]
+    OutOfBudget { asked_kib: u32, left_kib: u32 },
+    /// No instance of the caller's with that number (never started, or
+    /// stopped already; another caller's look the same).
+    #[allow(missing_docs)]
+    NoSuchInstance { instance: u32 },
+    /// Every instance slot is in use (`limit`).
+    #[allow(missing_docs)]
+    TooMany { limit: u32 },
+    /// Building the process failed (`why`: what the kernel or the boot
+    /// archive said).
+    #[allow(missing_docs)]
+    Start { why: String },
+}
+
+impl core::fmt::Display for ProcError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProcError::NotPermitted { template } => write!(f, "proc: this client may not start \"{template}\" (manifest: spawns)"),
+            ProcError::UnknownTemplate { template } => write!(f, "proc: no server \"{template}\" in the manifest"),
+            ProcError::TooLarge { what, max } => write!(f, "proc: {what}: more than {max}"),
+            ProcError::OutOfBudget { asked_kib, left_kib } => {
+                write!(f, "proc: a budget of {asked_kib} KiB is more than the {left_kib} KiB left of spawn_budget_kib")
+            }
+            ProcError::NoSuchInstance { instance } => write!(f, "proc: no instance {instance} of this client"),
+            ProcError::TooMany { limit } => write!(f, "proc: all {limit} instance slots are in use"),
+            ProcError::Start { why } => write!(f, "proc: cannot start the instance: {why}"),
+        }
+    }
+}
+
+impl core::error::Error for ProcError {}
+
+crate::interface! {
+    /// init's process service for the control plane: start another instance
+    /// of a server the manifest declares (zone-server starts one
+    /// `vmm-server` per VM), watch it, stop it. Only callers whose manifest
+    /// entry names the template in `spawns` may start it; each instance's
+    /// kernel memory comes out of the caller's `spawn_budget_kib`, and
+    /// instances are the caller's alone (another caller's numbers look
+    /// unknown).
+    pub interface proc = 9 {
+        /// Starts an instance of server `template` with the template's
+        /// capabilities (its `calls`, badged as the template's, and its
+        /// `files`; it serves nothing) plus `start_data` as the boot file
+        /// `vm.json` (at most [`PROC_START_DATA_MAX`] bytes) and a budget of
+        /// `budget_kib`. A capability sent with the request (an endpoint:
+        /// a pool grant's) is its `storaged` endpoint; the template's own
+        /// never is (without one it has no `storaged`).
+        /// Returns the instance's number, never reused.
+        fn start(template: String, start_data: alloc::vec::Vec<u8>, budget_kib: u32) -> Result<u32, ProcError>;
+        /// The instance's state.
+        fn state(instance: u32) -> Result<ProcState, ProcError>;
+        /// Ends the instance (if it still runs) and frees it: its kernel
+        /// memory comes back and its number is no longer valid. Returns
+        /// its state before.
+        fn stop(instance: u32) -> Result<ProcState, ProcError>;
+        /// The caller's instances and budget.
+        fn usage() -> ProcUsage;
+    }
+}
+
+/// What a `vmadm` command printed and its exit code, as SmartOS's vmadm
+/// would have (`stdout`, `stderr`, `code`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmadmOutput {
+    #[allow(missing_docs)]
+    pub stdout: String,
+    #[allow(missing_docs)]
+    pub stderr: String,
+    /// 0 success, 1 failure, 2 usage.
+    pub code: i32,
+}
+
+/// Bytes of arguments plus payload one `vmadm.run` takes at most.
+pub const VMADM_REQUEST_MAX: u32 = 3072;
+
+crate::interface! {
+    /// zone-server's control plane: SmartOS's `vmadm` (create, validate,
+    /// list, get, start, stop, delete, ...) with its arguments, output and
+    /// exit codes; `stdin` is the payload `-f` would read (a payload goes
+    /// in the message: at most [`VMADM_REQUEST_MAX`] bytes in all). Only the
+    /// clients zone-server's arguments name (`vmadm-clients=`) may call it.
+    pub interface vmadm = 10 {
+        /// Runs `vmadm ARGS...`.
+        fn run(args: alloc::vec::Vec<String>, stdin: String) -> VmadmOutput;
+    }
+}

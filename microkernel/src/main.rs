@@ -163,7 +163,7 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
 
     match cmdline.get("alcove.test") {
         // Userspace suites run as servers of the test manifests.
-        Some("user" | "vm" | "storage" | "fuzz") => {
+        Some("user" | "vm" | "storage" | "fuzz" | "zone") => {
             start_init(&system);
             kernel::run_cpu()
         }

@@ -2,18 +2,251 @@
 //!
 //! This is the server's logic as a library (host-testable, embeddable in
 //! appliance builds with the in-process transport); `src/bin/zone-server.rs` is
-//! the thin process that wires it to its capabilities. For now it answers
-//! the `status` interface; its real work arrives with later issues.
+//! the thin process that wires it to its capabilities. It serves `status`
+//! to everyone and `vmadm` (SmartOS's verbs, [`alcove_vmadm`]) to the
+//! clients its arguments name; a verb's side effects go through
+//! [`host::ZoneHost`] to storaged's pool and init's `proc`.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
-pub const VERSION: u32 = 1;
+pub mod host;
 
-alcove_rt::status_server!(
-    /// The server's state (its own interfaces come with later issues).
-    ZoneServer,
-    "zone-server",
-    VERSION
-);
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use alcove_vmadm::registry::Registry;
+use alcove_vmadm::state::Event;
+use alcove_vmadm::verbs::Host;
+use alcove_vmadm::uuid::Uuid;
+use alloc::string::ToString;
+use libipc::interfaces::{VMADM_REQUEST_MAX, VmadmOutput, status, vmadm};
+
+pub use host::{Machine, ZoneHost};
+
+pub const VERSION: u32 = 2;
+
+/// The machine's uuid as vmadm reports it (`server_uuid`) until the
+/// platform reports one.
+pub const SERVER_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// zone-server's state: the instances, the machine behind them, and who
+/// may use `vmadm` (badges of the clients named by `vmadm-clients=`).
+pub struct ZoneServer<M> {
+    service: alcove_rt::Service,
+    pub registry: Registry,
+    pub host: ZoneHost<M>,
+    vmadm_badges: Vec<u64>,
+    /// Whether [`ZoneServer::restore`] is still to run before the next
+    /// `vmadm` request.
+    restore_pending: bool,
+}
+
+impl<M: Machine> ZoneServer<M> {
+    /// A server with no instances whose `vmadm` answers the callers whose
+    /// badges are in `vmadm_badges` (others find no such interface).
+    pub fn new(machine: M, vmadm_badges: Vec<u64>) -> Self {
+        Self {
+            service: alcove_rt::Service::new("zone-server", VERSION),
+            registry: Registry::new(SERVER_UUID),
+            host: ZoneHost::new(machine),
+            vmadm_badges,
+            restore_pending: false,
+        }
+    }
+
+    /// Has [`ZoneServer::restore`] run before the first `vmadm` request
+    /// rather than at start: at machine boot init, which serves `proc`,
+    /// waits for every server's `status` before it serves, so a call to
+    /// init while starting would never be answered.
+    pub fn restore_before_first_request(&mut self) {
+        self.restore_pending = true;
+    }
+
+    /// Runs `vmadm ARGS...` with `stdin` as the payload.
+    pub fn vmadm(&mut self, args: &[String], stdin: String) -> VmadmOutput {
+        let size = args.iter().map(String::len).sum::<usize>() + stdin.len();
+        if size > VMADM_REQUEST_MAX as usize {
+            return VmadmOutput {
+                stdout: String::new(),
+                stderr: alloc::format!("vmadm: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n"),
+                code: 1,
+            };
+        }
+        if args.first().is_some_and(|a| a == "create")
+            && let Some(refusal) = refuse_unsupported(&stdin)
+        {
+            // Refused before the VM is recorded: a refused payload changes
+            // nothing.
+            return VmadmOutput { stdout: String::new(), stderr: alloc::format!("Failed to create VM: {refusal}\n"), code: 1 };
+        }
+        if core::mem::take(&mut self.restore_pending) {
+            for problem in self.restore() {
+                log::warn!("{problem}");
+            }
+        }
+        self.refresh();
+        self.host.stdin = stdin;
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = alcove_vmadm::verbs::run(&argv, &mut self.registry, &mut self.host);
+        self.host.stdin.clear();
+        VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.code }
+    }
+}
+
+impl<M: Machine> ZoneServer<M> {
+    /// VMs whose VMM ended by itself (the guest powered off, the VMM
+    /// failed) are `stopped` now: the VMM is reaped, its grant revoked and
+    /// the record saved, as vmadm shows a VM whose guest halted.
+    pub fn refresh(&mut self) {
+        let ended: Vec<Uuid> = self
+            .host
+            .running
+            .iter()
+            .map(|(u, r)| (*u, r.instance))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter(|(_, instance)| matches!(self.host.machine.vmm_running(*instance), Ok(false)))
+            .map(|(u, _)| u)
+            .collect();
+        for uuid in ended {
+            let Some(r) = self.host.running.remove(&uuid) else { continue };
+            let _ = self.host.machine.stop_vmm(r.instance);
+            let _ = self.host.machine.revoke(r.grant);
+            let now = self.host.now();
+            let server_uuid = self.registry.server_uuid.clone();
+            if let Some(vm) = self.registry.get_mut(&uuid) {
+                let _ = vm.apply(Event::Exited, &now);
+                let record = serde_json::Value::Object(vm.to_json(&server_uuid)).to_string();
+                let _ = self.host.persist(&uuid, Some(&record));
+            }
+            log::info!("VM {uuid}: its VMM ended (instance {}): stopped", r.instance);
+        }
+    }
+}
+
+impl<M: Machine> ZoneServer<M> {
+    /// Takes the instances back from their records on the pool (at start):
+    /// after a zone-server restart the VMMs that still run are found again
+    /// (by the instance and grant their record volume names) and stay
+    /// `running`; after a machine boot (init runs no VMM of ours) every VM
+    /// is stopped and those with `autoboot` start. Returns one message per
+    /// record or VM that could not be taken back.
+    pub fn restore(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let names = match self.host.machine.list_volumes() {
+            Ok(n) => n,
+            Err(e) => return alloc::vec![alloc::format!("vmadm: cannot list the pool: {e}")],
+        };
+        let mut records = Vec::new();
+        for name in &names {
+            let Some(uuid) = name.strip_prefix("zones/").and_then(|n| n.strip_suffix("-vm")).and_then(Uuid::parse) else {
+                continue;
+            };
+            match self.host.machine.get_property(name, host::RECORD_PROP) {
+                Ok(Some(r)) => records.push((uuid, r)),
+                Ok(None) => problems.push(alloc::format!("vmadm: {name} has no record")),
+                Err(e) => problems.push(alloc::format!("vmadm: {name}: {e}")),
+            }
+        }
+        let machine_boot = self.host.machine.vmm_instances().map(|n| n == 0).unwrap_or(true);
+        let now = self.host.now();
+        let texts: Vec<&str> = records.iter().map(|(_, r)| r.as_str()).collect();
+        let (reg, boot, errors) = Registry::restore(SERVER_UUID, &texts, machine_boot, &now);
+        self.registry = reg;
+        problems.extend(errors);
+        if !machine_boot {
+            for (uuid, _) in &records {
+                let Some(vm) = self.registry.get(uuid) else { continue };
+                if !matches!(vm.state, alcove_vmadm::state::State::Running | alcove_vmadm::state::State::Stopping) {
+                    continue;
+                }
+                let vmm = self
+                    .host
+                    .machine
+                    .get_property(&host::record_volume(uuid), host::VMM_PROP)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| {
+                        let (i, g) = v.split_once(':')?;
+                        Some(host::Running { instance: i.parse().ok()?, grant: g.parse().ok()? })
+                    });
+                match vmm {
+                    Some(r) => {
+                        // `refresh` stops it if that VMM has ended meanwhile.
+                        self.host.running.insert(*uuid, r);
+                    }
+                    None => {
+                        let server_uuid = self.registry.server_uuid.clone();
+                        if let Some(vm) = self.registry.get_mut(uuid) {
+                            let _ = vm.apply(Event::Exited, &now);
+                            let record = serde_json::Value::Object(vm.to_json(&server_uuid)).to_string();
+                            let _ = self.host.persist(uuid, Some(&record));
+                        }
+                        problems.push(alloc::format!("VM {uuid}: its VMM is not recorded: stopped"));
+                    }
+                }
+            }
+            self.refresh();
+        }
+        for uuid in boot {
+            if let Err(e) = alcove_vmadm::ops::start(&mut self.registry, &mut self.host, &uuid) {
+                problems.push(alloc::format!("VM {uuid}: autoboot failed: {}", e.reason()));
+            }
+        }
+        log::info!(
+            "vmadm: {} instance(s) restored ({}), {} running",
+            self.registry.len(),
+            if machine_boot { "machine boot" } else { "zone-server restart" },
+            self.host.running.len()
+        );
+        problems
+    }
+}
+
+/// What a create payload asks for that Alcove cannot do yet, named (the
+/// rest of the checking is vmadm's).
+fn refuse_unsupported(payload: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    if v.get("nics").and_then(serde_json::Value::as_array).is_some_and(|n| !n.is_empty()) {
+        return Some("vmadm: property \"nics\": VNICs for VMs created at run time are not supported yet".into());
+    }
+    None
+}
+
+impl<M: Machine> status::Server for ZoneServer<M> {
+    fn status(&mut self) -> libipc::interfaces::ServerStatus {
+        self.service.status()
+    }
+    fn echo(&mut self, value: u64) -> u64 {
+        self.service.echo(value)
+    }
+}
+
+impl<M: Machine> vmadm::Server for ZoneServer<M> {
+    fn run(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
+        self.vmadm(&args, stdin)
+    }
+}
+
+impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        if interface == vmadm::ID {
+            if !self.vmadm_badges.contains(&badge) {
+                // Not one of the control plane's clients: for it there is
+                // no such interface.
+                return Err(libipc::RemoteError::WrongInterface);
+            }
+            return vmadm::dispatch(self, interface, request);
+        }
+        status::dispatch(self, interface, request)
+    }
+}
+
+#[cfg(test)]
+mod tests;

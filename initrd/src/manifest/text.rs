@@ -53,6 +53,11 @@ struct RawServer {
     files: Vec<String>,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default)]
+    spawns: Vec<String>,
+    spawn_budget_kib: Option<i64>,
+    #[serde(default)]
+    on_demand: bool,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +171,14 @@ impl RawServer {
                 u32::try_from(cpu).map_err(|_| ManifestError::invalid(who, "cpu", format!("{cpu} is not a CPU index")))
             })
             .transpose()?;
+        let spawn_budget = self.spawn_budget_kib.unwrap_or(0);
+        let spawn_budget_kib = u32::try_from(spawn_budget).map_err(|_| {
+            ManifestError::invalid(who, "spawn_budget_kib", format!("{spawn_budget} is outside 0..={MAX_BUDGET_KIB} (KiB)"))
+        })?;
         Ok(Server {
+            spawns: self.spawns,
+            spawn_budget_kib,
+            on_demand: self.on_demand,
             binary: self.binary.unwrap_or_else(|| name.clone()),
             priority,
             budget_kib,

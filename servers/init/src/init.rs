@@ -6,7 +6,10 @@ use alcove_rt::{println, Start};
 use alloc::string::String;
 use alloc::vec::Vec;
 use initrd::manifest::{Manifest, Server};
+use libipc::interfaces::{ProcError, ProcState, ProcUsage, proc};
 use libipc::sys;
+
+use crate::instances::Instances;
 
 /// A scratch window in init's address space for filling frames.
 const SCRATCH: u64 = 0x0000_5000_0000_0000;
@@ -59,6 +62,13 @@ pub fn main(start: Start) -> u64 {
         }
         endpoints.push((String::from(name), s));
     }
+    // init's own endpoint (`proc`): servers that call it start instances
+    // of the manifest's servers at run time (zone-server: one VMM per VM).
+    let proc_ep = slots.next();
+    if let Err(e) = sys::create(ObjectType::Endpoint, proc_ep, 0) {
+        log::error!("cannot create the proc endpoint: {e}");
+        return 1;
+    }
     let watch = slots.next();
     if let Err(e) = sys::create(ObjectType::Notification, watch, 0) {
         log::error!("cannot create the watch notification: {e}");
@@ -73,12 +83,15 @@ pub fn main(start: Start) -> u64 {
         .enumerate()
         .flat_map(|(j, s)| s.calls.iter().map(move |c| (c.clone(), s.name.clone(), j as u64 + 1)))
         .collect();
-    let endpoints = Endpoints { slots: endpoints, callers };
+    let endpoints = Endpoints { slots: endpoints, callers, proc: proc_ep };
 
     let mut children: Vec<Child> =
         manifest.servers.iter().map(|s| Child { server: s.clone(), process: None, restarts: 0 }).collect();
     for (i, c) in children.iter_mut().enumerate() {
-        match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots) {
+        if c.server.on_demand {
+            continue; // a template: instances start through `proc`
+        }
+        match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots, &Extra::default()) {
             Ok(p) => c.process = Some(p),
             Err(e) => log::error!("cannot start server \"{}\": {e}", c.server.name),
         }
@@ -110,15 +123,43 @@ pub fn main(start: Start) -> u64 {
         t1 / 1_000_000
     );
 
-    loop {
-        let bits = match sys::wait(watch, abi::FOREVER) {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!("waiting for servers: {e}");
-                continue;
-            }
-        };
-        for (i, c) in children.iter_mut().enumerate() {
+    // From here init serves `proc`; the watch notification, bound to its
+    // thread, arrives through the same loop.
+    if let Err(e) = sys::thread_bind_notification(abi::INIT_SLOT_THREAD, watch) {
+        log::error!("cannot bind the watch notification: {e}");
+        return 1;
+    }
+    let offered = slots.next();
+    libipc::request_caps::offer(offered);
+    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default() };
+    match libipc::kernel::serve(libipc::cap::Cap::from_slot(proc_ep), &mut init) {
+        Ok(never) => match never {},
+        Err(e) => {
+            log::error!("cannot serve the proc endpoint: {e}");
+            1
+        }
+    }
+}
+
+/// The watch bit every instance started through `proc` signals.
+const INSTANCE_BIT: u64 = 1 << 63;
+
+/// init after boot: its servers, and the instances it runs for `proc`
+/// callers.
+struct Init<'a> {
+    archive: initrd::Archive<'a>,
+    manifest: Manifest,
+    endpoints: Endpoints,
+    children: Vec<Child>,
+    watch: CapSlot,
+    slots: Slots,
+    instances: Instances<CapSlot>,
+}
+
+impl Init<'_> {
+    /// A server (or instance) ended: restart what its policy allows.
+    fn servers_ended(&mut self, bits: u64) {
+        for (i, c) in self.children.iter_mut().enumerate() {
             if bits & (1 << (i % 64)) == 0 {
                 continue;
             }
@@ -136,7 +177,7 @@ pub fn main(start: Start) -> u64 {
             if c.server.restart.allows(c.restarts) {
                 c.restarts += 1;
                 log::warn!("server \"{}\" {how}; restarting ({})", c.server.name, c.restarts);
-                match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots) {
+                match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &Extra::default()) {
                     Ok(p) => c.process = Some(p),
                     Err(e) => log::error!("cannot restart \"{}\": {e}", c.server.name),
                 }
@@ -144,7 +185,138 @@ pub fn main(start: Start) -> u64 {
                 log::warn!("server \"{}\" {how}; not restarting (restart policy)", c.server.name);
             }
         }
+        if bits & INSTANCE_BIT != 0 {
+            for ins in self.instances.live_mut() {
+                if let Some(state) = process_state(ins.process)
+                    && state != ProcState::Running
+                {
+                    log::info!("instance {} ended: {state:?}", ins.id);
+                    ins.ended = Some(state);
+                }
+            }
+        }
     }
+}
+
+/// A process's state, `None` if the kernel does not answer.
+fn process_state(p: CapSlot) -> Option<ProcState> {
+    let info = sys::process_info(p).ok()?;
+    Some(match info.state {
+        abi::ProcessState::Running => ProcState::Running,
+        abi::ProcessState::Exited => ProcState::Exited { code: info.code },
+        abi::ProcessState::Faulted => ProcState::Faulted { vector: info.code },
+    })
+}
+
+/// The `proc` handlers, for the caller `owner` (from its badge).
+struct ProcCall<'a, 'b> {
+    init: &'a mut Init<'b>,
+    owner: Option<usize>,
+}
+
+impl proc::Server for ProcCall<'_, '_> {
+    fn start(&mut self, template: String, start_data: Vec<u8>, budget_kib: u32) -> Result<u32, ProcError> {
+        let given = libipc::request_caps::take();
+        let r = self.start_with(&template, &start_data, budget_kib, given);
+        if let Some(slot) = given {
+            // The instance got its own copy; init keeps none.
+            let _ = sys::cap_delete(slot);
+            libipc::request_caps::offer(slot);
+        }
+        r
+    }
+
+    fn state(&mut self, instance: u32) -> Result<ProcState, ProcError> {
+        let ins = self.init.instances.get(self.owner, instance)?;
+        Ok(ins.ended.or_else(|| process_state(ins.process)).unwrap_or(ProcState::Exited { code: 0 }))
+    }
+
+    fn stop(&mut self, instance: u32) -> Result<ProcState, ProcError> {
+        let ins = self.init.instances.remove(self.owner, instance)?;
+        let before = ins.ended.or_else(|| process_state(ins.process)).unwrap_or(ProcState::Exited { code: 0 });
+        // Revoking takes every capability derived from init's (the
+        // instance's own, and copies it handed out); with the last one
+        // gone the kernel ends the process and frees its memory.
+        let _ = sys::cap_revoke(ins.process);
+        let _ = sys::cap_delete(ins.process);
+        log::info!("instance {instance} stopped ({before:?} before)");
+        Ok(before)
+    }
+
+    fn usage(&mut self) -> ProcUsage {
+        let mut u = self.init.instances.usage(&self.init.manifest, self.owner);
+        u.init_used_kib = sys::budget_info().map(|b| b.used_bytes / 1024).unwrap_or(0);
+        u
+    }
+}
+
+impl ProcCall<'_, '_> {
+    fn start_with(
+        &mut self,
+        template: &str,
+        start_data: &[u8],
+        budget_kib: u32,
+        given: Option<CapSlot>,
+    ) -> Result<u32, ProcError> {
+        let init = &mut *self.init;
+        let t = init.instances.check_start(&init.manifest, self.owner, template, start_data.len(), budget_kib)?;
+        if let Some(slot) = given
+            && sys::cap_identify(slot).map(|c| c.object_type) != Ok(ObjectType::Endpoint)
+        {
+            return Err(ProcError::Start { why: "the capability sent with start is not an endpoint".into() });
+        }
+        let owner = self.owner.ok_or(ProcError::NotPermitted { template: template.into() })?;
+        let mut server = init.manifest.servers[t].clone();
+        server.budget_kib = budget_kib;
+        server.serves.clear();
+        server.restart = initrd::manifest::Restart::Never;
+        let extra = Extra {
+            files: alloc::vec![(String::from("vm.json"), start_data.to_vec())],
+            storaged: given,
+            name: Some(alloc::format!("{}-{}", server.name, init.instances.next_id())),
+            watch_bit: Some(INSTANCE_BIT),
+            instance: true,
+        };
+        let p = spawn(&init.archive, &server, t, &init.endpoints, init.watch, &mut init.slots, &extra)
+            .map_err(|why| ProcError::Start { why })?;
+        let id = init.instances.add(owner, t, budget_kib, p);
+        log::info!(
+            "instance {id} of \"{template}\" started for \"{}\" ({budget_kib} KiB)",
+            init.manifest.servers[owner].name
+        );
+        Ok(id)
+    }
+}
+
+impl libipc::Dispatch for Init<'_> {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        let owner = crate::instances::caller(&self.manifest, badge);
+        proc::dispatch(&mut ProcCall { init: self, owner }, interface, request)
+    }
+
+    fn notified(&mut self, bits: u64) {
+        self.servers_ended(bits);
+    }
+}
+
+/// What an instance gets beyond its template's capabilities.
+#[derive(Default)]
+struct Extra {
+    /// Boot files given as bytes (`vm.json`).
+    files: Vec<(String, Vec<u8>)>,
+    /// An endpoint that stands in for the template's `storaged` (a pool
+    /// grant's).
+    storaged: Option<CapSlot>,
+    /// The instance's name in its start-up information.
+    name: Option<String>,
+    /// The watch bit its end signals (default: its server's).
+    watch_bit: Option<u64>,
+    /// An instance started through `proc` (not a manifest server).
+    instance: bool,
 }
 
 /// The endpoints init made (name, slot), and their callers (endpoint,
@@ -152,6 +324,8 @@ pub fn main(start: Start) -> u64 {
 struct Endpoints {
     slots: Vec<(String, CapSlot)>,
     callers: Vec<(String, String, u64)>,
+    /// init's own `proc` endpoint.
+    proc: CapSlot,
 }
 
 /// Builds and starts one server's process.
@@ -162,18 +336,14 @@ fn spawn(
     all: &Endpoints,
     watch: CapSlot,
     slots: &mut Slots,
+    extra: &Extra,
 ) -> Result<CapSlot, String> {
-    let endpoints = &all.slots[..];
     let path = initrd::binary_path(&server.binary);
     let elf = match archive.find(&path) {
         Ok(Some(e)) => e.data,
         _ => return Err(alloc::format!("no {path} in the boot archive")),
     };
     let plan = initrd::elf::load_plan(elf).map_err(|e| alloc::format!("{path}: {e:?}"))?;
-    fn e(what: &'static str) -> impl Fn(abi::Error) -> String {
-        move |err| alloc::format!("{what}: {err}")
-    }
-
     let proc = slots.next();
     let budget = u64::from(server.budget_kib) * 1024;
     sys::create_from(ObjectType::Process, proc, budget, abi::CSPACE_SLOTS).map_err(|err| match err {
@@ -188,6 +358,34 @@ fn spawn(
         }
         _ => alloc::format!("create process: {err}"),
     })?;
+    let built = build(Parts { archive, server, index, all, watch, extra, elf, plan: &plan }, slots, proc);
+    if built.is_err() {
+        // A half-built process is ended and freed, not left behind.
+        let _ = sys::cap_revoke(proc);
+        let _ = sys::cap_delete(proc);
+    }
+    built.map(|()| proc)
+}
+
+/// What [`build`] builds a process from.
+struct Parts<'a> {
+    archive: &'a initrd::Archive<'a>,
+    server: &'a Server,
+    index: usize,
+    all: &'a Endpoints,
+    watch: CapSlot,
+    extra: &'a Extra,
+    elf: &'a [u8],
+    plan: &'a initrd::elf::LoadPlan,
+}
+
+/// Fills process `proc` (made by [`spawn`]) and starts its thread.
+fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), String> {
+    let Parts { archive, server, index, all, watch, extra, elf, plan } = parts;
+    let endpoints = &all.slots[..];
+    fn e(what: &'static str) -> impl Fn(abi::Error) -> String {
+        move |err| alloc::format!("{what}: {err}")
+    }
 
     // Segments: fill a frame through the scratch window, then map it in.
     for seg in plan.segments() {
@@ -216,7 +414,8 @@ fn spawn(
     let _ = sys::cap_delete(ipcb);
 
     // Capabilities, exactly as the manifest says.
-    let mut info = StartInfo { name: server.name.clone(), args: server.args.clone(), ..StartInfo::default() };
+    let name = extra.name.clone().unwrap_or_else(|| server.name.clone());
+    let mut info = StartInfo { name, args: server.args.clone(), ..StartInfo::default() };
     let console_rights = if server.machine_exit { Rights::WRITE | Rights::MANAGE } else { Rights::WRITE };
     sys::cap_grant(proc, abi::INIT_SLOT_CONSOLE, start::SLOT_CONSOLE, console_rights).map_err(e("grant console"))?;
     sys::cap_grant(proc, proc, start::SLOT_SELF, Rights::MANAGE).map_err(e("grant self"))?;
@@ -229,7 +428,21 @@ fn spawn(
         info.clients.extend(all.callers.iter().filter(|(ep, _, _)| ep == name).cloned());
     }
     for name in &server.calls {
-        let Some((_, ep)) = endpoints.iter().find(|(n, _)| n == name) else { continue };
+        let ep = if name == initrd::manifest::PROC_ENDPOINT {
+            &all.proc
+        } else if extra.instance && name == "storaged" {
+            // An instance reaches storaged only through the endpoint its
+            // starter sent (a pool grant's, badged by storaged), never
+            // through the template's own: without one it has none.
+            let Some(given) = extra.storaged else { continue };
+            sys::cap_grant(proc, given, next_slot, Rights::SEND | Rights::GRANT).map_err(e("grant the given endpoint"))?;
+            info.calls.push(Named { name: name.clone(), slot: next_slot });
+            next_slot += 1;
+            continue;
+        } else {
+            let Some((_, ep)) = endpoints.iter().find(|(n, _)| n == name) else { continue };
+            ep
+        };
         // Badged with the caller's identity, so the server knows who calls.
         let tmp = slots.next();
         sys::cap_copy(*ep, tmp, Rights::SEND | Rights::GRANT, index as u64 + 1).map_err(e("badge endpoint"))?;
@@ -274,12 +487,16 @@ fn spawn(
         next_slot += 1;
     }
 
-    for name in &server.files {
+    let given = extra.files.iter().map(|(n, d)| Ok((n, &d[..])));
+    let archived = server.files.iter().map(|name| {
         let path = initrd::file_path(name);
-        let data = match archive.find(&path) {
-            Ok(Some(e)) => e.data,
-            _ => return Err(alloc::format!("no {path} in the boot archive")),
-        };
+        match archive.find(&path) {
+            Ok(Some(e)) => Ok((name, e.data)),
+            _ => Err(alloc::format!("no {path} in the boot archive")),
+        }
+    });
+    for file in archived.chain(given) {
+        let (name, data) = file?;
         let pages = (data.len() as u64).div_ceil(PAGE_SIZE).max(1);
         let f = slots.next();
         sys::create(ObjectType::Frame, f, pages).map_err(e("file frame"))?;
@@ -322,10 +539,10 @@ fn spawn(
     }
     .map_err(e("configure thread"))?;
     sys::thread_set_priority(thread, server.priority, server.cpu).map_err(e("priority"))?;
-    sys::process_watch(proc, watch, 1 << (index % 64)).map_err(e("watch"))?;
+    sys::process_watch(proc, watch, extra.watch_bit.unwrap_or(1 << (index % 64))).map_err(e("watch"))?;
     sys::thread_resume(thread).map_err(e("resume"))?;
     let _ = sys::cap_delete(thread);
-    Ok(proc)
+    Ok(())
 }
 
 /// Writes into the scratch window (mapped writable by the caller).

@@ -11,6 +11,8 @@ extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod init;
+#[allow(dead_code)]
+mod instances;
 
 #[cfg(target_os = "none")]
 alcove_rt::entry!(init::main);

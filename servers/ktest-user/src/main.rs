@@ -3,7 +3,8 @@
 //! it). It reports in `kcore::testproto`'s format on the console and ends the
 //! machine with the verdict (the manifest grants it `machine_exit`).
 //! With the manifest argument `storage` it runs the `storage` suite instead
-//! (storaged's block rings, `storage.rs`). The harness adds the argument
+//! (storaged's block rings, `storage.rs`); with `zone` or `zone-other`, the
+//! `zone` suite (the control plane at run time, `zone.rs`). The harness adds the argument
 //! `expect_cpus=N`, the CPUs it gave the machine: that number chooses the
 //! multi-CPU tests, and a system that sees another number online fails.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -29,6 +30,8 @@ mod storage;
 mod tests;
 #[cfg(target_os = "none")]
 mod threads;
+#[cfg(target_os = "none")]
+mod zone;
 
 #[cfg(target_os = "none")]
 alcove_rt::entry!(tests::main);

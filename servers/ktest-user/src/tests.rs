@@ -80,6 +80,9 @@ pub fn main(start: Start) -> u64 {
     if info.args.first().map(String::as_str) == Some("storage") {
         return crate::storage::main(info);
     }
+    if info.args.first().is_some_and(|a| a == "zone" || a == "zone-other") {
+        return crate::zone::main(info);
+    }
     let expected_cpus = expected_cpus(&info.args);
     let mut env = Env { info, next_slot: 200, next_va: 0x1000_0000, expected_cpus, online_cpus: 1 };
     env.online_cpus = count_cpus(&mut env);

@@ -1,6 +1,182 @@
 //! The zone-server process: takes its start-up information from init and serves
-//! its endpoint.
+//! its endpoint: `status` to everyone, `vmadm` to the clients its argument
+//! `vmadm-clients=NAME,...` names. It calls storaged's `pool` (it is the
+//! pool's admin) and init's `proc` (manifest `spawns = ["vmm-server"]`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod machine {
+    use abi::CapSlot;
+    use alloc::format;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+    use libipc::cap::Cap;
+    use libipc::interfaces::{ProcState, pool, proc};
+    use libipc::kernel::{CapTransport, KernelTransport};
+    use libipc::sys;
+    use zone_server::Machine;
+    use zone_server::host::VMM_TEMPLATE;
+
+    /// Where a grant's endpoint lands between `pool.grant` and `proc.start`.
+    const GRANT_SLOT: CapSlot = 200;
+
+    /// storaged's pool and init's proc over the kernel.
+    pub struct KernelMachine {
+        pub storaged: Option<CapSlot>,
+        pub proc: Option<CapSlot>,
+        pub rng: u64,
+    }
+
+    impl KernelMachine {
+        fn pool(&self) -> Result<pool::Client<KernelTransport>, String> {
+            let ep = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
+            Ok(pool::Client::new(KernelTransport::new(Cap::from_slot(ep))))
+        }
+
+        fn proc(&self) -> Result<proc::Client<KernelTransport>, String> {
+            let ep = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
+            Ok(proc::Client::new(KernelTransport::new(Cap::from_slot(ep))))
+        }
+    }
+
+    impl Machine for KernelMachine {
+        fn unix_seconds(&mut self) -> u64 {
+            sys::unix_seconds().unwrap_or(0)
+        }
+
+        fn random(&mut self, buf: &mut [u8]) {
+            for chunk in buf.chunks_mut(8) {
+                let r = alcove_rt::rdrand_u64().unwrap_or_else(|| {
+                    // xorshift over the clock when the CPU has no RDRAND.
+                    self.rng ^= alcove_rt::rdtsc();
+                    self.rng ^= self.rng << 13;
+                    self.rng ^= self.rng >> 7;
+                    self.rng ^= self.rng << 17;
+                    self.rng
+                });
+                chunk.copy_from_slice(&r.to_le_bytes()[..chunk.len()]);
+            }
+        }
+
+        fn create_volume(&mut self, name: &str, bytes: u64) -> Result<(), String> {
+            self.pool()?.create(name.into(), bytes, 0).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
+        fn destroy_volume(&mut self, name: &str) -> Result<(), String> {
+            self.pool()?.destroy(name.into(), true).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
+        fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String> {
+            self.pool()?
+                .set(name.into(), key.into(), value.into(), append)
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }
+
+        fn start_vmm(&mut self, volumes: &[String], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
+            let storaged = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
+            let procs = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
+            if volumes.is_empty() {
+                // No disks: the VMM gets no storaged endpoint at all.
+                let t = CapTransport::new(Cap::from_slot(procs), &[]);
+                let id = proc::Client::new(&t)
+                    .start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib)
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                return Ok((id, 0));
+            }
+            let t = CapTransport::new(Cap::from_slot(storaged), &[GRANT_SLOT]);
+            let granted = pool::Client::new(&t)
+                .grant(volumes.to_vec())
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if t.received() != 1 {
+                let _ = self.revoke(granted.badge);
+                return Err("pool: the grant came without its capability".into());
+            }
+            let t = CapTransport::new(Cap::from_slot(procs), &[]).sending(&[GRANT_SLOT]);
+            let started = proc::Client::new(&t).start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib);
+            // The VMM holds its own copy.
+            let _ = sys::cap_delete(GRANT_SLOT);
+            match started.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                Ok(instance) => Ok((instance, granted.badge)),
+                Err(e) => {
+                    let _ = self.revoke(granted.badge);
+                    Err(e)
+                }
+            }
+        }
+
+        fn vmm_running(&mut self, instance: u32) -> Result<bool, String> {
+            let s = self.proc()?.state(instance).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            Ok(s == ProcState::Running)
+        }
+
+        fn stop_vmm(&mut self, instance: u32) -> Result<(), String> {
+            self.proc()?.stop(instance).map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| e.to_string())
+        }
+
+        fn revoke(&mut self, grant: u64) -> Result<(), String> {
+            if grant == 0 {
+                return Ok(()); // a VM without disks holds no grant
+            }
+            self.pool()?.revoke(grant).map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| format!("{e}"))
+        }
+
+        fn list_volumes(&mut self) -> Result<Vec<String>, String> {
+            let c = self.pool()?;
+            let mut names = Vec::new();
+            let mut after = String::new();
+            // Each page holds at least one name, so this ends.
+            loop {
+                let page = c.list(after).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                names.extend(page.datasets.into_iter().map(|d| d.name));
+                match page.next {
+                    Some(n) => after = n,
+                    None => return Ok(names),
+                }
+            }
+        }
+
+        fn get_property(&mut self, name: &str, key: &str) -> Result<Option<String>, String> {
+            let c = self.pool()?;
+            let mut bytes = Vec::new();
+            loop {
+                let offset = u32::try_from(bytes.len()).map_err(|_| "property too long")?;
+                match c.get_prop(name.into(), key.into(), offset).map_err(|e| e.to_string())? {
+                    Ok(chunk) => {
+                        let done = chunk.bytes.is_empty() || bytes.len() + chunk.bytes.len() >= chunk.total_bytes as usize;
+                        bytes.extend(chunk.bytes);
+                        if done {
+                            break;
+                        }
+                    }
+                    Err(libipc::interfaces::PoolError::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            String::from_utf8(bytes).map(Some).map_err(|_| format!("{name} {key}: not UTF-8"))
+        }
+
+        fn vmm_instances(&mut self) -> Result<u32, String> {
+            Ok(self.proc()?.usage().map_err(|e| e.to_string())?.instances)
+        }
+    }
+
+    /// The badges of the clients `vmadm-clients=` names.
+    pub fn vmadm_badges(info: &alcove_rt::StartInfo) -> Vec<u64> {
+        let names: Vec<&str> =
+            info.args.iter().filter_map(|a| a.strip_prefix("vmadm-clients=")).flat_map(|l| l.split(',')).collect();
+        info.clients
+            .iter()
+            .filter(|(ep, name, _)| ep == "zone-server" && names.contains(&name.as_str()))
+            .map(|(_, _, badge)| *badge)
+            .collect()
+    }
+}
 
 #[cfg(target_os = "none")]
 fn main(start: alcove_rt::Start) -> u64 {
@@ -9,7 +185,15 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("no \"zone-server\" endpoint was granted");
         return 1;
     };
-    let server = zone_server::ZoneServer::new();
+    let m = machine::KernelMachine { storaged: info.calls("storaged"), proc: info.calls("proc"), rng: alcove_rt::rdtsc() | 1 };
+    let badges = machine::vmadm_badges(&info);
+    if !badges.is_empty() {
+        log::info!("vmadm: {} client(s); pool {}, proc {}", badges.len(), m.storaged.is_some(), m.proc.is_some());
+    }
+    let mut server = zone_server::ZoneServer::new(m, badges);
+    if info.calls("storaged").is_some() && info.calls("proc").is_some() {
+        server.restore_before_first_request();
+    }
     alcove_rt::serve_forever(slot, server)
 }
 

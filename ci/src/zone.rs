@@ -1,0 +1,113 @@
+//! The `zone` system case's machine: the blank drive storaged makes its
+//! pool on, and the two test kernels its VMs boot (synthetic bzImages,
+//! Linux boot protocol 2.15 with a 64-bit entry, as vmm-server loads
+//! Debian's kernel): each writes a line to its UART; `zone-guest-halt`
+//! then spins for ever, `zone-guest-off` powers the VM off through the
+//! ACPI PM1a control port (0x604, SLP_TYP 5 | SLP_EN). The suite is in
+//! `servers/ktest-user/src/zone.rs`, the manifest `initrd/manifests/zone.toml`.
+
+use crate::Result;
+use std::path::PathBuf;
+
+/// What the powering-off guest prints (the case fails without it).
+pub const GUEST_OFF_LINE: &str = "zone-guest: powering off";
+/// What the spinning guest prints.
+pub const GUEST_HALT_LINE: &str = "zone-guest: running";
+
+/// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
+pub fn pool_drive() -> Vec<String> {
+    let img = crate::out_dir().join("zone-pool.img");
+    let _ = std::fs::remove_file(&img);
+    let _ = std::fs::create_dir_all(crate::out_dir());
+    let _ = std::fs::File::create(&img).and_then(|f| f.set_len(64 << 20));
+    vec![
+        "-drive".into(),
+        format!("file={},if=none,id=d1,format=raw", img.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d1,disable-legacy=on,serial=alcove-d1".into(),
+    ]
+}
+
+/// The guest's code at the 64-bit entry: prints `line` (then a newline) on
+/// COM1, then powers off (`off`) or spins.
+fn code(line: &str, off: bool) -> Vec<u8> {
+    const MSG: usize = 96;
+    let mut c = vec![0xfc]; // cld
+    c.extend([0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    // lea rsi, [rip + MSG - 12]: the instruction ends at 12.
+    c.extend([0x48, 0x8d, 0x35]);
+    c.extend(((MSG - 12) as u32).to_le_bytes());
+    c.push(0xac); // 12: lodsb
+    c.extend([0x84, 0xc0]); // test al, al
+    c.extend([0x74, 0x03]); // jz 20
+    c.push(0xee); // out dx, al
+    c.extend([0xeb, 0xf8]); // jmp 12
+    assert_eq!(c.len(), 20);
+    if off {
+        c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
+        c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401
+        c.extend([0x66, 0xef]); // out dx, ax
+    }
+    c.extend([0xf3, 0x90, 0xeb, 0xfc]); // 1: pause; jmp 1b
+    assert!(c.len() <= MSG);
+    c.resize(MSG, 0x90);
+    c.extend(line.as_bytes());
+    c.extend(b"\n\0");
+    c
+}
+
+/// A bzImage of `code` at the 64-bit entry (protected-mode kernel + 0x200).
+fn bzimage(code: &[u8]) -> Vec<u8> {
+    let sects = 4usize;
+    let kernel_len = 0x1000usize;
+    let mut img = vec![0u8; (sects + 1) * 512 + kernel_len];
+    img[0x1f1] = sects as u8;
+    img[0x1f4..0x1f8].copy_from_slice(&((kernel_len / 16) as u32).to_le_bytes());
+    img[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    img[0x200] = 0xeb; // the jump over the header, as boot.rst says
+    img[0x201] = 0x6a;
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    img[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    img[0x211] = 1; // LOADED_HIGH
+    img[0x22c..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes()); // initrd_addr_max
+    img[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes()); // kernel_alignment
+    img[0x234] = 1; // relocatable
+    img[0x236..0x238].copy_from_slice(&3u16.to_le_bytes()); // XLF_KERNEL_64 | above 4G
+    img[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes()); // cmdline_size
+    img[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes()); // pref_address
+    img[0x260..0x264].copy_from_slice(&0x40_0000u32.to_le_bytes()); // init_size
+    let entry = (sects + 1) * 512 + 0x200;
+    img[entry..entry + code.len()].copy_from_slice(code);
+    img
+}
+
+/// Writes the two kernels: (boot-file name, host path) for the archive.
+pub fn guests() -> Result<Vec<(String, PathBuf)>> {
+    let dir = crate::out_dir().join("zone");
+    std::fs::create_dir_all(&dir)?;
+    let mut out = Vec::new();
+    for (name, line, off) in [("zone-guest-halt", GUEST_HALT_LINE, false), ("zone-guest-off", GUEST_OFF_LINE, true)] {
+        let path = dir.join(name);
+        std::fs::write(&path, bzimage(&code(line, off)))?;
+        out.push((name.to_string(), path));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vmm-server's own loader takes the kernels, with the entry where the
+    /// code is.
+    #[test]
+    fn vmm_server_accepts_the_test_kernels() {
+        for off in [false, true] {
+            let img = bzimage(&code("x", off));
+            let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
+            assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
+            let at = 5 * 512 + 0x200;
+            assert_eq!(img[at], 0xfc);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The `zone` suite (manifest `zone.toml`, manifest argument `zone`): the
+//! control plane at run time. This process is zone-server's `vmadm` client
+//! (and may look at storaged's pool); it creates VMs from SmartOS payloads,
+//! sees them in `vmadm list`, stops and deletes them, and checks that the
+//! volumes and init's kernel memory come back. It also calls init's `proc`
+//! with a small `spawns` budget of its own, for the abuse cases; and
+//! `ktest-zone-other` (argument `zone-other`), a process that is not a
+//! control-plane client, reports whether `vmadm` and `proc` refused it.
+//!
+//! The VMs boot the test kernels the harness packs (`zone-guest-halt`:
+//! prints a line and spins; `zone-guest-off`: prints a line and powers the
+//! VM off), so a stop by the guest itself is seen too.
+
+use abi::CapSlot;
+use alcove_rt::start::SLOT_CONSOLE;
+use alcove_rt::{StartInfo, println};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use kcore::testproto::PREFIX;
+use libipc::IpcError;
+use libipc::cap::Cap;
+use libipc::interfaces::{PROC_START_DATA_MAX, ProcError, ProcState, VmadmOutput, pool, proc, status, vmadm};
+use libipc::kernel::KernelTransport;
+use libipc::sys;
+
+struct Env {
+    zone: CapSlot,
+    storaged: CapSlot,
+    proc: CapSlot,
+    other: Option<CapSlot>,
+    /// A VM the lifecycle test created (for the tests after it).
+    vm: Option<String>,
+}
+
+type Test = fn(&mut Env) -> Result<(), String>;
+
+fn client(slot: CapSlot) -> KernelTransport {
+    KernelTransport::new(Cap::from_slot(slot))
+}
+
+impl Env {
+    fn vmadm(&self, args: &[&str], stdin: &str) -> Result<VmadmOutput, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        vmadm::Client::new(client(self.zone)).run(args.clone(), stdin.into()).map_err(|e| format!("vmadm {args:?}: {e}"))
+    }
+
+    /// `vmadm ARGS`, which must succeed: its stdout.
+    fn ok(&self, args: &[&str], stdin: &str) -> Result<VmadmOutput, String> {
+        let out = self.vmadm(args, stdin)?;
+        if out.code != 0 {
+            return Err(format!("vmadm {args:?} exited {}: {}{}", out.code, out.stdout, out.stderr));
+        }
+        Ok(out)
+    }
+
+    fn datasets(&self) -> Result<Vec<String>, String> {
+        let c = pool::Client::new(client(self.storaged));
+        let mut names = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = c.list(after).map_err(|e| format!("pool.list: {e}"))?.map_err(|e| format!("pool.list: {e}"))?;
+            names.extend(page.datasets.into_iter().map(|d| d.name));
+            match page.next {
+                Some(n) => after = n,
+                None => return Ok(names),
+            }
+        }
+    }
+
+    fn init_used_kib(&self) -> Result<u64, String> {
+        Ok(proc::Client::new(client(self.proc)).usage().map_err(|e| format!("proc.usage: {e}"))?.init_used_kib)
+    }
+
+    /// The VM's `vmadm list` state.
+    fn state(&self, uuid: &str) -> Result<String, String> {
+        let out = self.ok(&["list", "-p", "-o", "state", &format!("uuid={uuid}")], "")?;
+        Ok(out.stdout.trim().to_string())
+    }
+}
+
+/// A bhyve payload for one of the test kernels, with one disk of 16 MiB.
+fn payload(alias: &str, kernel: &str) -> String {
+    format!(
+        r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "vcpus": 1, "kernel": "/{kernel}",
+  "customer_metadata": {{"role": "test"}}, "disks": [{{"size": 16}}]}}"#
+    )
+}
+
+fn created(out: &VmadmOutput) -> Result<String, String> {
+    // vmadm: "Successfully created VM <uuid>".
+    out.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Successfully created VM "))
+        .map(|u| u.trim().to_string())
+        .ok_or_else(|| format!("no \"Successfully created VM\" line: {out:?}"))
+}
+
+pub fn main(info: StartInfo) -> u64 {
+    if info.args.first().map(String::as_str) == Some("zone-other") {
+        return other_main(info);
+    }
+    let tests: Vec<(&str, Test)> = vec![
+        ("a_bad_payload_gets_vmadm_s_error_and_changes_nothing", a_bad_payload_gets_vmadm_s_error),
+        ("create_list_stop_delete_gives_everything_back", create_list_stop_delete),
+        ("a_guest_that_powers_off_is_seen_stopped", a_guest_that_powers_off_is_seen_stopped),
+        ("a_restarted_zone_server_finds_its_running_vm", a_restarted_zone_server_finds_its_running_vm),
+        ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
+        ("other_clients_reach_neither_vmadm_nor_proc", other_clients_reach_neither_vmadm_nor_proc),
+    ];
+    println!("{PREFIX} suite zone {}", tests.len());
+    let (Some(zone), Some(storaged), Some(procs)) = (info.calls("zone-server"), info.calls("storaged"), info.calls("proc"))
+    else {
+        println!("{PREFIX} run {}", tests[0].0);
+        println!("{PREFIX} fail {} zone.toml grants no zone-server, storaged or proc endpoint", tests[0].0);
+        println!("{PREFIX} end 0 1");
+        let _ = sys::machine_exit(SLOT_CONSOLE, 1);
+        return 1;
+    };
+    let mut env = Env { zone, storaged, proc: procs, other: info.calls("zone-other"), vm: None };
+    crate::tests::run_suite(&mut env, tests)
+}
+
+/// A payload with a wrong type and an unknown property: `validate`
+/// answers SmartOS's problem object, `create` refuses it naming both, and
+/// nothing is made.
+fn a_bad_payload_gets_vmadm_s_error(env: &mut Env) -> Result<(), String> {
+    let before = env.datasets()?;
+    let bad = r#"{"brand": "bhyve", "ram": "lots", "kernel": "/zone-guest-halt", "frobnicate": true}"#;
+    let out = env.vmadm(&["validate", "create"], bad)?;
+    let ok = out.code == 1
+        && out.stderr.contains("\"bad_values\"")
+        && out.stderr.contains("\"ram\"")
+        && out.stderr.contains("\"bad_properties\"")
+        && out.stderr.contains("\"frobnicate\"");
+    if !ok {
+        return Err(format!("validate create of a bad payload: {out:?}"));
+    }
+    let out = env.vmadm(&["create"], bad)?;
+    if out.code != 1 || !out.stderr.contains("ram") {
+        return Err(format!("create of a bad payload: {out:?}"));
+    }
+    let out = env.vmadm(&["create"], "{\"brand\": ")?;
+    if out.code != 1 {
+        return Err(format!("create of broken JSON: {out:?}"));
+    }
+    // A NIC: refused by name until VNICs are wired.
+    let nic = r#"{"brand": "bhyve", "ram": 64, "kernel": "/zone-guest-halt", "disks": [{"size": 8}],
+        "nics": [{"nic_tag": "admin", "ips": ["dhcp"]}]}"#;
+    let out = env.vmadm(&["create"], nic)?;
+    if out.code != 1 || !out.stderr.contains("\"nics\"") {
+        return Err(format!("create with a NIC: {out:?}"));
+    }
+    let list = env.ok(&["list", "-p", "-o", "uuid"], "")?;
+    if !list.stdout.is_empty() {
+        return Err(format!("after refused payloads, vmadm list shows {:?}", list.stdout));
+    }
+    let after = env.datasets()?;
+    if after != before {
+        return Err(format!("refused payloads changed the pool: {before:?} -> {after:?}"));
+    }
+    Ok(())
+}
+
+fn create_list_stop_delete(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let out = env.ok(&["create"], &payload("zone-halt", "zone-guest-halt"))?;
+    let uuid = created(&out)?;
+    env.vm = Some(uuid.clone());
+    println!("zone: created VM {uuid}");
+    // Its volume exists and is the VMM's: storaged refuses to destroy it.
+    let volume = format!("zones/{uuid}-disk0");
+    let sets = env.datasets()?;
+    if !sets.contains(&volume) || !sets.contains(&format!("zones/{uuid}-vm")) {
+        return Err(format!("after create the pool holds {sets:?}, without {volume} and its record"));
+    }
+    let c = pool::Client::new(client(env.storaged));
+    match c.destroy(volume.clone(), true).map_err(|e| format!("pool.destroy: {e}"))? {
+        Err(libipc::interfaces::PoolError::Busy { .. }) => {}
+        other => return Err(format!("destroying a running VM's volume gave {other:?}, expected Busy (granted)")),
+    }
+    let line = env.ok(&["list", "-p", "-o", "uuid,type,ram,state,alias"], "")?.stdout;
+    if line.trim() != format!("{uuid}:BHYV:64:running:zone-halt") {
+        return Err(format!("vmadm list -p: {line:?}"));
+    }
+    let got = env.ok(&["get", &uuid], "")?.stdout;
+    if !got.contains("\"role\": \"test\"") || !got.contains("\"state\": \"running\"") {
+        return Err(format!("vmadm get: {got}"));
+    }
+    // A VMM runs: init's kernel memory holds its process.
+    let init_running = env.init_used_kib()?;
+    if init_running <= init_before {
+        return Err(format!("init's kernel memory did not grow while a VMM ran ({init_before} -> {init_running} KiB)"));
+    }
+    println!("zone: stopping VM {uuid}");
+    env.ok(&["stop", &uuid], "")?;
+    let state = env.state(&uuid)?;
+    if state != "stopped" {
+        return Err(format!("after stop, the state is {state:?}"));
+    }
+    // Its volume is no longer granted: the record stays until delete.
+    env.ok(&["delete", &uuid], "")?;
+    env.vm = None;
+    let list = env.ok(&["list", "-p"], "")?.stdout;
+    if !list.is_empty() {
+        return Err(format!("after delete, vmadm list shows {list:?}"));
+    }
+    let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&uuid)).collect();
+    if !left.is_empty() {
+        return Err(format!("after delete, the pool still holds {left:?}"));
+    }
+    let out = env.vmadm(&["get", &uuid], "")?;
+    if out.code != 1 {
+        return Err(format!("vmadm get of a deleted VM: {out:?}"));
+    }
+    let init_after = env.init_used_kib()?;
+    if init_after != init_before {
+        return Err(format!("init held {init_before} KiB before the VM and {init_after} KiB after its delete"));
+    }
+    Ok(())
+}
+
+/// Polls `done` until it says so, waiting `step_ns` between tries; gives
+/// up after many tries (a generous bound for a loaded host, not a timing
+/// assertion).
+fn wait_for(mut done: impl FnMut() -> Result<bool, String>, step_ns: u64) -> Result<bool, String> {
+    let n = sys::create(abi::ObjectType::Notification, 199, 0).is_ok();
+    for _ in 0..600 {
+        if done()? {
+            if n {
+                let _ = sys::cap_delete(199);
+            }
+            return Ok(true);
+        }
+        if n {
+            let _ = sys::wait(199, step_ns);
+        } else {
+            let _ = sys::yield_now();
+        }
+    }
+    if n {
+        let _ = sys::cap_delete(199);
+    }
+    Ok(false)
+}
+
+/// The guest writes its line and powers the VM off: zone-server sees its
+/// VMM end and `vmadm list` says `stopped`; delete gives everything back.
+fn a_guest_that_powers_off_is_seen_stopped(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let out = env.ok(&["create"], &payload("zone-off", "zone-guest-off"))?;
+    let uuid = created(&out)?;
+    let stopped = wait_for(|| Ok(env.state(&uuid)? == "stopped"), 500_000_000)?;
+    if !stopped {
+        return Err(format!("the VM whose guest powers off is still {:?}", env.state(&uuid)?));
+    }
+    // Started again, it runs (and powers off again).
+    env.ok(&["start", &uuid], "")?;
+    env.ok(&["delete", &uuid], "")?;
+    let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&uuid)).collect();
+    let init_after = env.init_used_kib()?;
+    if !left.is_empty() || init_after != init_before {
+        return Err(format!("after delete: pool {left:?}, init {init_before} -> {init_after} KiB"));
+    }
+    Ok(())
+}
+
+/// zone-server is stopped (init restarts it) while a VM runs: the VM's
+/// VMM keeps running, and the new zone-server, from the records on the
+/// pool, lists it `running` and can stop and delete it.
+fn a_restarted_zone_server_finds_its_running_vm(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let uuid = created(&env.ok(&["create"], &payload("zone-keep", "zone-guest-halt"))?)?;
+    let st = status::Client::new(client(env.zone));
+    let first = st.status().map_err(|e| format!("status: {e}"))?;
+    libipc::interfaces::lifecycle::Client::new(client(env.zone)).stop(0).map_err(|e| format!("stop zone-server: {e}"))?;
+    // The next call waits in the endpoint until init has restarted it.
+    let again = st.status().map_err(|e| format!("status after the restart: {e}"))?;
+    if again.requests_served != 1 {
+        return Err(format!("expected a fresh zone-server (1 request), got {} (was {})", again.requests_served, first.requests_served));
+    }
+    println!("zone: zone-server restarted");
+    let line = env.ok(&["list", "-p", "-o", "uuid,state,alias"], "")?.stdout;
+    if line.trim() != format!("{uuid}:running:zone-keep") {
+        return Err(format!("the restarted zone-server lists {line:?}"));
+    }
+    let init_running = env.init_used_kib()?;
+    if init_running <= init_before {
+        return Err(format!("the VMM did not survive zone-server's restart (init {init_before} -> {init_running} KiB)"));
+    }
+    env.ok(&["stop", &uuid], "")?;
+    let state = env.state(&uuid)?;
+    if state != "stopped" {
+        return Err(format!("after stop by the restarted zone-server, the state is {state:?}"));
+    }
+    env.ok(&["delete", &uuid], "")?;
+    let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&uuid)).collect();
+    let init_after = env.init_used_kib()?;
+    if !left.is_empty() || init_after != init_before {
+        return Err(format!("after delete: pool {left:?}, init {init_before} -> {init_after} KiB"));
+    }
+    Ok(())
+}
+
+/// This process may start `vmm-server` with a small budget (zone.toml):
+/// init refuses an unknown template, start data beyond its limit, a budget
+/// beyond what is left, and instance numbers that are not (or no longer)
+/// the caller's; an instance that starts and ends is reported, then reaped.
+fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> {
+    let p = proc::Client::new(client(env.proc));
+    let call = |r: Result<Result<u32, ProcError>, IpcError>| r.map_err(|e| format!("proc: {e}"));
+    let got = call(p.start("ktest-zone".into(), vec![], 64))?;
+    if got != Err(ProcError::NotPermitted { template: "ktest-zone".into() }) {
+        return Err(format!("start of a server not in spawns: {got:?}"));
+    }
+    let got = call(p.start("no-such-server".into(), vec![], 64))?;
+    if got != Err(ProcError::UnknownTemplate { template: "no-such-server".into() }) {
+        return Err(format!("start of an unknown template: {got:?}"));
+    }
+    let huge = vec![b'{'; PROC_START_DATA_MAX as usize + 1];
+    let got = call(p.start("vmm-server".into(), huge, 64))?;
+    if !matches!(got, Err(ProcError::TooLarge { .. })) {
+        return Err(format!("start with too much start data: {got:?}"));
+    }
+    let limit = p.usage().map_err(|e| format!("proc.usage: {e}"))?.budget_limit_kib;
+    let got = call(p.start("vmm-server".into(), vec![], limit + 1))?;
+    if got != Err(ProcError::OutOfBudget { asked_kib: limit + 1, left_kib: limit }) {
+        return Err(format!("start beyond the spawn budget of {limit} KiB: {got:?}"));
+    }
+    // Numbers that are not ours: never given, and zone-server's (1, 2...).
+    for n in [0, 1, 2, 3, 9999, u32::MAX] {
+        let got = p.state(n).map_err(|e| format!("proc.state: {e}"))?;
+        if got != Err(ProcError::NoSuchInstance { instance: n }) {
+            return Err(format!("state of instance {n}, not ours: {got:?}"));
+        }
+        let got = p.stop(n).map_err(|e| format!("proc.stop: {e}"))?;
+        if got != Err(ProcError::NoSuchInstance { instance: n }) {
+            return Err(format!("stop of instance {n}, not ours: {got:?}"));
+        }
+    }
+    // A capability that is not an endpoint cannot stand in for storaged.
+    let note = 198;
+    sys::create(abi::ObjectType::Notification, note, 0).map_err(|e| format!("notification: {e}"))?;
+    let t = libipc::kernel::CapTransport::new(Cap::from_slot(env.proc), &[]).sending(&[note]);
+    let got = proc::Client::new(&t).start("vmm-server".into(), b"{}".to_vec(), limit);
+    let _ = sys::cap_delete(note);
+    if !matches!(got, Ok(Err(ProcError::Start { ref why })) if why.contains("not an endpoint")) {
+        return Err(format!("start with a notification as its storaged: {got:?}"));
+    }
+    // A real one: a VMM with a description it refuses ends with an error.
+    let id = call(p.start("vmm-server".into(), b"{\"ram\": 1}".to_vec(), limit))?
+        .map_err(|e| format!("start of a VMM within the budget: {e}"))?;
+    let mut state = ProcState::Running;
+    wait_for(
+        || {
+            state = p.state(id).map_err(|e| format!("proc.state: {e}"))?.map_err(|e| format!("proc.state: {e}"))?;
+            Ok(state != ProcState::Running)
+        },
+        100_000_000,
+    )?;
+    if !matches!(state, ProcState::Exited { code } if code != 0) {
+        return Err(format!("a VMM given a bad description is {state:?}, expected an error exit"));
+    }
+    let got = p.stop(id).map_err(|e| format!("proc.stop: {e}"))?;
+    if got != Ok(state) {
+        return Err(format!("stop of the ended instance: {got:?}"));
+    }
+    // Stale now.
+    let got = p.stop(id).map_err(|e| format!("proc.stop: {e}"))?;
+    if got != Err(ProcError::NoSuchInstance { instance: id }) {
+        return Err(format!("a second stop of instance {id}: {got:?}"));
+    }
+    let u = p.usage().map_err(|e| format!("proc.usage: {e}"))?;
+    if u.instances != 0 || u.budget_used_kib != 0 {
+        return Err(format!("after the stop: {u:?}"));
+    }
+    Ok(())
+}
+
+/// `ktest-zone-other` holds zone-server's and init's endpoints but is
+/// neither a vmadm client nor allowed to start anything: asked through its
+/// `status.echo`, it tries both and answers 0 when both refused it.
+fn other_clients_reach_neither_vmadm_nor_proc(env: &mut Env) -> Result<(), String> {
+    let other = env.other.ok_or("zone.toml grants no zone-other endpoint")?;
+    let code = status::Client::new(client(other)).echo(1).map_err(|e| format!("zone-other: {e}"))?;
+    match code {
+        0 => Ok(()),
+        1 => Err("vmadm answered a process that is not one of its clients".into()),
+        2 => Err("init let a process that may spawn nothing start a VMM".into()),
+        n => Err(format!("zone-other answered {n}")),
+    }
+}
+
+/// `zone-other`: serves `status`; `echo(1)` runs the two attempts.
+fn other_main(info: StartInfo) -> u64 {
+    struct Other {
+        zone: Option<CapSlot>,
+        proc: Option<CapSlot>,
+        service: alcove_rt::Service,
+    }
+    impl status::Server for Other {
+        fn status(&mut self) -> libipc::interfaces::ServerStatus {
+            self.service.status()
+        }
+        fn echo(&mut self, value: u64) -> u64 {
+            if value != 1 {
+                return value;
+            }
+            let (Some(zone), Some(procs)) = (self.zone, self.proc) else { return 3 };
+            let v = vmadm::Client::new(client(zone)).run(vec!["list".into()], String::new());
+            if !matches!(v, Err(IpcError::WrongInterface)) {
+                println!("zone-other: vmadm answered: {v:?}");
+                return 1;
+            }
+            let p = proc::Client::new(client(procs)).start("vmm-server".into(), b"{}".to_vec(), 64);
+            if p != Ok(Err(ProcError::NotPermitted { template: "vmm-server".into() })) {
+                println!("zone-other: proc.start answered: {p:?}");
+                return 2;
+            }
+            0
+        }
+    }
+    libipc::impl_dispatch!(Other: libipc::interfaces::status);
+    let Some(slot) = info.serves("zone-other") else { return 1 };
+    let server = Other {
+        zone: info.calls("zone-server"),
+        proc: info.calls("proc"),
+        service: alcove_rt::Service::new("zone-other", 1),
+    };
+    alcove_rt::serve_forever(slot, server)
+}

@@ -1,0 +1,257 @@
+//! vmadm's [`Host`] on Alcove: what a verb does to the machine, over the
+//! two services zone-server drives, storaged's `pool` (volumes, their
+//! grants, the instance records) and init's `proc` (one vmm-server process
+//! per running VM). Those calls go through the [`Machine`] trait, which the
+//! binary implements over IPC and the host tests with a fake, so the flow
+//! (which volumes, in which order, what the VMM is started with, what is
+//! given back) is tested here.
+//!
+//! Names on the pool: disk `N` of VM `UUID` is volume `zones/UUID-diskN`
+//! (whatever `path` the payload gave: that stays a label); the VM's record
+//! (`vmadm get` JSON) is the user property [`RECORD_PROP`] of its small
+//! record volume `zones/UUID-vm`, so it survives a restart.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use alcove_vmadm::registry::Instance;
+use alcove_vmadm::uuid::Uuid;
+use alcove_vmadm::verbs::Host;
+use serde_json::Value;
+
+/// The user property holding an instance's record.
+pub const RECORD_PROP: &str = "alcove:vmadm";
+/// The user property of the record volume naming the running VMM: its
+/// init instance and its pool grant (`INSTANCE:GRANT`), so a restarted
+/// zone-server finds it again.
+pub const VMM_PROP: &str = "alcove:vmm";
+/// The record volume's size (the smallest the pool makes).
+pub const RECORD_VOLSIZE: u64 = 8192;
+/// Bytes of a record one `pool.set` carries (longer ones are appended).
+pub const RECORD_CHUNK: usize = 1024;
+/// The template init starts a VM's VMM from (manifest `spawns`).
+pub const VMM_TEMPLATE: &str = "vmm-server";
+/// What the VMM's budget assumes for the template's own boot files (the
+/// kernel): their page tables are a few KiB per MiB.
+const BOOT_FILES_BOUND: u64 = 64 << 20;
+
+/// The services a VM's life goes through (storaged's `pool`, init's
+/// `proc`), each call's error as a message.
+pub trait Machine {
+    /// Seconds since 1970 (0 if the machine has no clock).
+    fn unix_seconds(&mut self) -> u64;
+    fn random(&mut self, buf: &mut [u8]);
+    fn create_volume(&mut self, name: &str, bytes: u64) -> Result<(), String>;
+    fn destroy_volume(&mut self, name: &str) -> Result<(), String>;
+    /// Sets user property `key` (appending to it with `append`).
+    fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String>;
+    /// Grants `volumes` and starts a VMM instance holding the grant, with
+    /// `vm_json` and a budget of `budget_kib`: (the instance, the grant).
+    fn start_vmm(&mut self, volumes: &[String], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String>;
+    /// Whether the instance still runs (`Err`: init does not know it).
+    fn vmm_running(&mut self, instance: u32) -> Result<bool, String>;
+    /// Ends the instance and frees it.
+    fn stop_vmm(&mut self, instance: u32) -> Result<(), String>;
+    /// Ends a grant: its rings close.
+    fn revoke(&mut self, grant: u64) -> Result<(), String>;
+    /// Every dataset of the pool, by name.
+    fn list_volumes(&mut self) -> Result<Vec<String>, String>;
+    /// User property `key` of `name` (`None`: it has none).
+    fn get_property(&mut self, name: &str, key: &str) -> Result<Option<String>, String>;
+    /// How many VMM instances of this zone-server init runs (0 after a
+    /// machine boot).
+    fn vmm_instances(&mut self) -> Result<u32, String>;
+}
+
+/// The volume of disk `index` of `vm`.
+pub fn disk_volume(vm: &Uuid, index: usize) -> String {
+    format!("zones/{vm}-disk{index}")
+}
+
+/// The record volume of `vm`.
+pub fn record_volume(vm: &Uuid) -> String {
+    format!("zones/{vm}-vm")
+}
+
+/// A running VM's VMM: the instance init runs and the grant it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Running {
+    pub instance: u32,
+    pub grant: u64,
+}
+
+/// vmadm's [`Host`] over a [`Machine`]. `stdin` is the payload of the
+/// request being served (what `-f FILE` or stdin reads: over IPC the client
+/// sends the file's text).
+pub struct ZoneHost<M> {
+    pub machine: M,
+    pub stdin: String,
+    pub running: BTreeMap<Uuid, Running>,
+}
+
+impl<M: Machine> ZoneHost<M> {
+    pub fn new(machine: M) -> Self {
+        Self { machine, stdin: String::new(), running: BTreeMap::new() }
+    }
+
+    fn disks(vm: &Instance) -> Vec<&Value> {
+        vm.props.get("disks").and_then(Value::as_array).map(|d| d.iter().collect()).unwrap_or_default()
+    }
+
+    /// The kernel memory (KiB) a VMM for `vm_json` needs, as vmm-server
+    /// computes it (`vmm_server::vm::sizing`), or the description's error.
+    pub fn vmm_budget_kib(vm_json: &str) -> Result<u32, String> {
+        let config = vmm_server::config::VmConfig::from_json(vm_json).map_err(|e| e.to_string())?;
+        config.check_supported().map_err(|e| e.to_string())?;
+        let mut need = vmm_server::vm::sizing::KernelMemory::for_vm(
+            config.ram_bytes(),
+            config.vcpus,
+            (config.disks.len() + config.nics.len()) as u32,
+            &[vm_json.len() as u64, BOOT_FILES_BOUND, BOOT_FILES_BOUND],
+        );
+        if config.bootrom.is_some() {
+            need = need.with_firmware(1 << 20);
+        }
+        u32::try_from(need.total_kib()).map_err(|_| format!("vmadm: property \"ram\": a VMM of {} KiB is too large", need.total_kib()))
+    }
+}
+
+/// ISO 8601 (`2026-12-03T17:32:13.000Z`) of `secs` since 1970.
+pub fn iso8601(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+impl<M: Machine> Host for ZoneHost<M> {
+    fn now(&mut self) -> String {
+        iso8601(self.machine.unix_seconds())
+    }
+
+    fn random(&mut self, buf: &mut [u8]) {
+        self.machine.random(buf);
+    }
+
+    fn read_payload(&mut self, _file: Option<&str>) -> Result<String, String> {
+        if self.stdin.is_empty() {
+            return Err("vmadm: no payload: send the JSON with the request".into());
+        }
+        Ok(core::mem::take(&mut self.stdin))
+    }
+
+    fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
+        Err(format!("image {image} is not installed (imgadm import is not available on Alcove yet)"))
+    }
+
+    fn provision(&mut self, vm: &Instance, vmm_json: &str) -> Result<(), String> {
+        // What Alcove cannot do yet is refused before anything is made.
+        if vm.props.get("nics").and_then(Value::as_array).is_some_and(|n| !n.is_empty()) {
+            return Err("vmadm: property \"nics\": VNICs for VMs created at run time are not supported yet".into());
+        }
+        Self::vmm_budget_kib(vmm_json)?;
+        self.machine.create_volume(&record_volume(&vm.uuid), RECORD_VOLSIZE)?;
+        let mut made: Vec<String> = Vec::new();
+        for (i, d) in Self::disks(vm).into_iter().enumerate() {
+            let mib = d.get("size").and_then(Value::as_u64).unwrap_or(0);
+            let name = disk_volume(&vm.uuid, i);
+            let r = if mib == 0 {
+                Err(format!("vmadm: property \"disks.{i}.size\": a disk needs a size (MiB)"))
+            } else {
+                self.machine.create_volume(&name, mib << 20)
+            };
+            if let Err(e) = r {
+                for v in made.iter().rev() {
+                    let _ = self.machine.destroy_volume(v);
+                }
+                return Err(e);
+            }
+            made.push(name);
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, vm: &Instance, vmm_json: &str) -> Result<u64, String> {
+        if let Some(r) = self.running.get(&vm.uuid).copied() {
+            if self.machine.vmm_running(r.instance).unwrap_or(false) {
+                return Err(format!("VM {} already has a VMM (instance {})", vm.uuid, r.instance));
+            }
+            // It ended on its own (the guest powered off): tidy up first.
+            let _ = self.machine.stop_vmm(r.instance);
+            let _ = self.machine.revoke(r.grant);
+            self.running.remove(&vm.uuid);
+        }
+        let budget = Self::vmm_budget_kib(vmm_json)?;
+        let volumes: Vec<String> = (0..Self::disks(vm).len()).map(|i| disk_volume(&vm.uuid, i)).collect();
+        let (instance, grant) = self.machine.start_vmm(&volumes, vmm_json, budget)?;
+        self.running.insert(vm.uuid, Running { instance, grant });
+        // Where a restarted zone-server finds this VMM again.
+        if let Err(e) = self.machine.set_property(&record_volume(&vm.uuid), VMM_PROP, &format!("{instance}:{grant}"), false) {
+            log::warn!("VM {}: its VMM is not recorded (a restarted zone-server will not find it): {e}", vm.uuid);
+        }
+        Ok(u64::from(instance))
+    }
+
+    fn stop(&mut self, vm: &Instance, _force: bool, _timeout: u32) -> Result<(), String> {
+        // Without a control channel to the VMM (its ACPI power button is
+        // not wired yet) every stop halts the VM at once, as `stop -F`.
+        let Some(r) = self.running.remove(&vm.uuid) else {
+            return Ok(()); // no VMM of ours runs it (zone-server restarted)
+        };
+        let stopped = self.machine.stop_vmm(r.instance);
+        let revoked = self.machine.revoke(r.grant);
+        stopped.and(revoked)
+    }
+
+    fn update_live(&mut self, _vm: &Instance, changed: &[String]) -> Result<(), String> {
+        Err(format!("live updates ({}) are not supported yet: they apply at the next start", changed.join(",")))
+    }
+
+    fn destroy(&mut self, vm: &Instance) -> Result<(), String> {
+        for i in 0..Self::disks(vm).len() {
+            let name = disk_volume(&vm.uuid, i);
+            if let Err(e) = self.machine.destroy_volume(&name) {
+                // A failed provisioning may have made only some.
+                if !e.contains("not found") {
+                    return Err(e);
+                }
+            }
+        }
+        match self.machine.destroy_volume(&record_volume(&vm.uuid)) {
+            Err(e) if !e.contains("not found") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn console(&mut self, _vm: &Instance) -> Result<(), String> {
+        Err("vmadm console: not supported yet".into())
+    }
+
+    fn persist(&mut self, uuid: &Uuid, record: Option<&str>) -> Result<(), String> {
+        let Some(record) = record else { return Ok(()) }; // destroy took the volume
+        let volume = record_volume(uuid);
+        let mut rest = record;
+        let mut first = true;
+        while first || !rest.is_empty() {
+            let mut end = rest.len().min(RECORD_CHUNK);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.machine.set_property(&volume, RECORD_PROP, &rest[..end], !first)?;
+            rest = &rest[end..];
+            first = false;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! The control plane's flow against a fake machine: what a verb creates,
+//! starts, stops and gives back on the pool and through init.
+
+extern crate std;
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use std::collections::BTreeMap;
+
+use libipc::interfaces::{VmadmOutput, vmadm};
+
+use crate::{Machine, ZoneServer};
+
+/// Volumes (name → bytes, user properties), VMM instances (id → running,
+/// volumes, json, budget) and grants, as storaged and init would keep them.
+#[derive(Default)]
+struct Fake {
+    volumes: BTreeMap<String, (u64, BTreeMap<String, String>)>,
+    vmms: BTreeMap<u32, (bool, Vec<String>, String, u32)>,
+    grants: Vec<u64>,
+    next: u32,
+    seed: u64,
+    fail_create_of: Option<String>,
+}
+
+impl Machine for Fake {
+    fn unix_seconds(&mut self) -> u64 {
+        1_764_782_733
+    }
+    fn random(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            // A 64-bit LCG (Knuth's MMIX constants), top byte.
+            self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            *b = (self.seed >> 56) as u8;
+        }
+    }
+    fn create_volume(&mut self, name: &str, bytes: u64) -> Result<(), String> {
+        if self.fail_create_of.as_deref() == Some(name) {
+            return Err("pool: out of space".into());
+        }
+        if self.volumes.contains_key(name) {
+            return Err(alloc::format!("pool: {name}: already exists"));
+        }
+        self.volumes.insert(name.into(), (bytes, BTreeMap::new()));
+        Ok(())
+    }
+    fn destroy_volume(&mut self, name: &str) -> Result<(), String> {
+        if self.vmms.values().any(|(run, vols, _, _)| *run && vols.iter().any(|v| v == name)) {
+            return Err(alloc::format!("pool: busy: {name} is granted"));
+        }
+        self.volumes.remove(name).map(|_| ()).ok_or_else(|| alloc::format!("pool: {name}: not found"))
+    }
+    fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String> {
+        let (_, props) = self.volumes.get_mut(name).ok_or_else(|| alloc::format!("pool: {name}: not found"))?;
+        let v = props.entry(key.into()).or_default();
+        if !append {
+            v.clear();
+        }
+        v.push_str(value);
+        Ok(())
+    }
+    fn start_vmm(&mut self, volumes: &[String], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
+        for v in volumes {
+            if !self.volumes.contains_key(v) {
+                return Err(alloc::format!("pool: {v}: not found"));
+            }
+        }
+        self.next += 1;
+        self.vmms.insert(self.next, (true, volumes.to_vec(), vm_json.into(), budget_kib));
+        self.grants.push(u64::from(self.next) + 100);
+        Ok((self.next, u64::from(self.next) + 100))
+    }
+    fn vmm_running(&mut self, instance: u32) -> Result<bool, String> {
+        self.vmms.get(&instance).map(|v| v.0).ok_or_else(|| "proc: no instance".into())
+    }
+    fn stop_vmm(&mut self, instance: u32) -> Result<(), String> {
+        self.vmms.remove(&instance).map(|_| ()).ok_or_else(|| "proc: no instance".into())
+    }
+    fn revoke(&mut self, grant: u64) -> Result<(), String> {
+        let at = self.grants.iter().position(|&g| g == grant).ok_or("pool: no grant")?;
+        self.grants.remove(at);
+        Ok(())
+    }
+    fn list_volumes(&mut self) -> Result<Vec<String>, String> {
+        Ok(self.volumes.keys().cloned().collect())
+    }
+    fn get_property(&mut self, name: &str, key: &str) -> Result<Option<String>, String> {
+        let (_, props) = self.volumes.get(name).ok_or_else(|| alloc::format!("pool: {name}: not found"))?;
+        Ok(props.get(key).cloned())
+    }
+    fn vmm_instances(&mut self) -> Result<u32, String> {
+        Ok(self.vmms.len() as u32)
+    }
+}
+
+const BADGE: u64 = 5;
+
+fn server() -> ZoneServer<Fake> {
+    ZoneServer::new(Fake::default(), vec![BADGE])
+}
+
+fn run(s: &mut ZoneServer<Fake>, args: &[&str], stdin: &str) -> VmadmOutput {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    s.vmadm(&args, stdin.into())
+}
+
+const PAYLOAD: &str = r#"{
+  "brand": "bhyve",
+  "alias": "web0",
+  "ram": 64,
+  "vcpus": 1,
+  "kernel": "/zone-guest",
+  "disks": [{"size": 16}, {"size": 8}]
+}"#;
+
+fn created_uuid(out: &VmadmOutput) -> String {
+    assert_eq!(out.code, 0, "{out:?}");
+    // vmadm: "Successfully created VM <uuid>" on stderr.
+    out.stderr.trim().rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn create_list_stop_delete_gives_everything_back() {
+    let mut s = server();
+    let out = run(&mut s, &["create"], PAYLOAD);
+    let uuid = created_uuid(&out);
+    let f = &s.host.machine;
+    // The record volume and one volume per disk, with the disk's size.
+    let disk0 = alloc::format!("zones/{uuid}-disk0");
+    let disk1 = alloc::format!("zones/{uuid}-disk1");
+    let rec = alloc::format!("zones/{uuid}-vm");
+    assert_eq!(f.volumes.get(&disk0).map(|v| v.0), Some(16 << 20));
+    assert_eq!(f.volumes.get(&disk1).map(|v| v.0), Some(8 << 20));
+    // The record holds the instance, running.
+    let record: serde_json::Value = serde_json::from_str(&f.volumes[&rec].1[crate::host::RECORD_PROP]).unwrap();
+    assert_eq!(record["uuid"], uuid.as_str());
+    assert_eq!(record["state"], "running");
+    // One VMM holding exactly its volumes, in disk order, with a budget
+    // that covers its RAM and a description vmm-server accepts.
+    assert_eq!(f.vmms.len(), 1);
+    let (_, vols, json, budget) = f.vmms.values().next().unwrap().clone();
+    assert_eq!(vols, [disk0.clone(), disk1.clone()]);
+    let config = vmm_server::config::VmConfig::from_json(&json).unwrap();
+    assert_eq!((config.ram_mib, config.disks.len(), config.kernel.as_str()), (64, 2, "/zone-guest"));
+    assert!((64 * 1024..80 * 1024).contains(&budget), "{budget}");
+
+    let list = run(&mut s, &["list", "-p", "-o", "uuid,state,alias"], "");
+    assert_eq!(list.stdout, alloc::format!("{uuid}:running:web0\n"));
+
+    let out = run(&mut s, &["stop", &uuid], "");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    let list = run(&mut s, &["list", "-p", "-o", "state"], "");
+    assert_eq!(list.stdout, "stopped\n");
+
+    // Started again: a new VMM.
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    assert_eq!(s.host.machine.vmms.len(), 1);
+
+    // Delete halts it and gives back every volume.
+    let out = run(&mut s, &["delete", &uuid], "");
+    assert_eq!(out.code, 0, "{out:?}");
+    let f = &s.host.machine;
+    assert!(f.volumes.is_empty(), "{:?}", f.volumes.keys().collect::<Vec<_>>());
+    assert!(f.vmms.is_empty() && f.grants.is_empty());
+    assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "");
+}
+
+#[test]
+fn a_bad_payload_gets_vmadm_s_error_json_and_changes_nothing() {
+    let mut s = server();
+    let bad = r#"{"brand": "bhyve", "ram": "lots", "kernel": "/k", "bogus": 1}"#;
+    let out = run(&mut s, &["create"], bad);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("Invalid value(s) for: ram") && out.stderr.contains("\"bogus\""), "{out:?}");
+    // validate prints SmartOS's problem object.
+    let out = run(&mut s, &["validate", "create"], bad);
+    assert_eq!(out.code, 1, "{out:?}");
+    let json = &out.stderr[out.stderr.find('{').unwrap_or_else(|| panic!("{out:?}"))..];
+    let err: serde_json::Value = serde_json::from_str(json.trim()).unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(err["bad_values"].as_array().unwrap().iter().any(|v| v == "ram"), "{err}");
+    assert!(err["bad_properties"].as_array().unwrap().iter().any(|v| v == "bogus"), "{err}");
+    assert!(s.host.machine.volumes.is_empty() && s.host.machine.vmms.is_empty());
+    assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "");
+    // Not JSON at all.
+    let out = run(&mut s, &["create"], "{not json");
+    assert_eq!(out.code, 1);
+    assert!(s.host.machine.volumes.is_empty());
+    // No payload.
+    assert_eq!(run(&mut s, &["create"], "").code, 1);
+    // Too large for one request.
+    let huge = "x".repeat(libipc::interfaces::VMADM_REQUEST_MAX as usize + 1);
+    let out = run(&mut s, &["create"], &huge);
+    assert!(out.code == 1 && out.stderr.contains("at most"), "{out:?}");
+}
+
+#[test]
+fn nics_are_refused_by_name_before_anything_is_made() {
+    let mut s = server();
+    let payload = r#"{"brand": "bhyve", "ram": 64, "kernel": "/k", "disks": [{"size": 8}],
+        "nics": [{"nic_tag": "admin", "ips": ["dhcp"]}]}"#;
+    let out = run(&mut s, &["create"], payload);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("\"nics\""), "{out:?}");
+    assert!(s.host.machine.volumes.is_empty() && s.host.machine.vmms.is_empty());
+    // Not even a failed VM is left.
+    assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "");
+}
+
+#[test]
+fn a_vmm_that_ends_by_itself_leaves_the_vm_stopped() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
+    // The guest powers off: its VMM exits.
+    s.host.machine.vmms.values_mut().for_each(|v| v.0 = false);
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
+    // Reaped and its grant revoked; the record says stopped.
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    let rec = &s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1[crate::host::RECORD_PROP];
+    assert!(rec.contains("\"state\":\"stopped\""), "{rec}");
+    // It starts again.
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
+}
+
+#[test]
+fn a_failed_disk_takes_back_what_was_made() {
+    let mut s = server();
+    s.host.machine.fail_create_of = Some(String::new()); // armed below
+    // The uuid is not known before; fail every second disk by its suffix.
+    let payload = r#"{"brand": "bhyve", "uuid": "0b0e0e0e-0000-4000-8000-000000000001", "ram": 64,
+        "kernel": "/k", "disks": [{"size": 8}, {"size": 8}]}"#;
+    s.host.machine.fail_create_of = Some("zones/0b0e0e0e-0000-4000-8000-000000000001-disk1".into());
+    let out = run(&mut s, &["create"], payload);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("out of space"), "{out:?}");
+    // Only the record remains (vmadm keeps the failed VM until deleted).
+    let names: Vec<&String> = s.host.machine.volumes.keys().collect();
+    assert_eq!(names, ["zones/0b0e0e0e-0000-4000-8000-000000000001-vm"]);
+    assert!(s.host.machine.vmms.is_empty());
+    assert_eq!(run(&mut s, &["delete", "0b0e0e0e-0000-4000-8000-000000000001"], "").code, 0);
+    assert!(s.host.machine.volumes.is_empty());
+}
+
+#[test]
+fn only_the_named_clients_reach_vmadm() {
+    use libipc::Dispatch;
+    let mut s = server();
+    let req = libipc::wire::encode(&vmadm::Request::run { args: vec!["list".into()], stdin: String::new() }).unwrap();
+    assert_eq!(s.dispatch_from(BADGE + 1, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
+    assert_eq!(s.dispatch_from(0, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
+    assert!(s.dispatch_from(BADGE, vmadm::ID, &req).is_ok());
+    // status is for everyone.
+    let st = libipc::wire::encode(&libipc::interfaces::status::Request::echo { value: 3 }).unwrap();
+    assert!(s.dispatch_from(BADGE + 1, libipc::interfaces::status::ID, &st).is_ok());
+}
+
+#[test]
+fn timestamps_are_iso_8601() {
+    assert_eq!(crate::host::iso8601(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(crate::host::iso8601(1_764_782_733), "2025-12-03T17:25:33.000Z");
+    assert_eq!(crate::host::iso8601(951_782_400), "2000-02-29T00:00:00.000Z");
+}
+
+/// zone-server restarted while a VM runs: the new one finds the VM
+/// running (its VMM untouched) and can stop and delete it.
+#[test]
+fn a_restarted_zone_server_finds_its_running_vms() {
+    let mut s = server();
+    let running = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let stopped = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web1")));
+    assert_eq!(run(&mut s, &["stop", &stopped], "").code, 0);
+    let machine = s.host.machine;
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    assert_eq!(s.restore(), Vec::<String>::new());
+    let list = run(&mut s, &["list", "-p", "-s", "alias", "-o", "uuid,state"], "").stdout;
+    assert_eq!(list, alloc::format!("{running}:running\n{stopped}:stopped\n"));
+    // The same VMM: nothing was started again.
+    assert_eq!(s.host.machine.vmms.len(), 1);
+    assert_eq!(run(&mut s, &["stop", &running], "").code, 0);
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    for u in [&running, &stopped] {
+        assert_eq!(run(&mut s, &["delete", u], "").code, 0);
+    }
+    assert!(s.host.machine.volumes.is_empty());
+}
+
+/// After a machine boot no VMM survives: running VMs come back stopped,
+/// and those with autoboot (set by create and start) start again.
+#[test]
+fn after_a_machine_boot_autoboot_vms_start() {
+    let mut s = server();
+    let auto = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let manual = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web1")));
+    // `vmadm stop` clears autoboot (as SmartOS).
+    assert_eq!(run(&mut s, &["stop", &manual], "").code, 0);
+    let mut machine = s.host.machine;
+    machine.vmms.clear();
+    machine.grants.clear();
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    assert_eq!(s.restore(), Vec::<String>::new());
+    let list = run(&mut s, &["list", "-p", "-s", "alias", "-o", "uuid,state"], "").stdout;
+    assert_eq!(list, alloc::format!("{auto}:running\n{manual}:stopped\n"));
+    assert_eq!(s.host.machine.vmms.len(), 1);
+}
+
+/// A record that is not JSON is skipped with a message, the others stay.
+#[test]
+fn a_damaged_record_is_skipped() {
+    let mut s = server();
+    let good = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let mut machine = s.host.machine;
+    machine.volumes.insert("zones/0b0e0e0e-0000-4000-8000-000000000009-vm".into(), (8192, BTreeMap::new()));
+    machine
+        .volumes
+        .get_mut("zones/0b0e0e0e-0000-4000-8000-000000000009-vm")
+        .unwrap()
+        .1
+        .insert(crate::host::RECORD_PROP.into(), "{not json".into());
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    let problems = s.restore();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "uuid"], "").stdout, alloc::format!("{good}\n"));
+}
