@@ -79,6 +79,20 @@ impl<B: RingRegion, W: Wire> SocketServer<B, W> {
         &self.stack
     }
 
+    /// The stack, to move its frames (a server that pumps it itself, with
+    /// a [`Wire`] that does nothing: see [`crate::host`]).
+    pub fn stack_mut(&mut self) -> &mut HostStack {
+        &mut self.stack
+    }
+
+    /// The calls of [`socket::Server`] made directly (not dispatched) act
+    /// for the client with `badge` (netd's own services use a badge of
+    /// their own, [`crate::host::OWN_BADGE`]).
+    pub fn act_as(&mut self, badge: u64) -> &mut Self {
+        self.caller = badge;
+        self
+    }
+
     /// Makes `buffer` the shared buffer of the client with `badge` (a
     /// previous one is dropped).
     pub fn give_buffer(&mut self, badge: u64, buffer: B) {

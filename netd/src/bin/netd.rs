@@ -1,10 +1,17 @@
 //! The netd process: reads its boot configuration (`netd.conf`, the
-//! switches and VNICs: `netd::vnics::NetConfig`), then serves `status`
-//! and `vnic` on its endpoint (the logic is the library's). Each VNIC's
-//! ring region is a frame netd makes and maps, whose capability goes to
-//! the VMM with the `attach` reply. VMMs pump their rings on their own
-//! timer, so netd signals nobody yet; the machine's NIC (the nic_tags'
-//! uplink) is not driven yet, so frames for it are counted and dropped.
+//! switches, VNICs and host address: `netd::vnics::NetConfig`), then
+//! serves `status`, `vnic` and `socket` on its endpoint (the logic is the
+//! library's `netd::host::Netd`). Each VNIC's ring region is a frame netd
+//! makes and maps, whose capability goes to the VMM with the `attach`
+//! reply. VMMs pump their rings on their own timer, so netd signals
+//! nobody yet; the machine's NIC (the nic_tags' uplink) is not driven
+//! yet, so frames for it are counted and dropped.
+//!
+//! A second thread is netd's timer: it sleeps until the time the server
+//! last asked for (`Netd::wake_at_ns`: the host stack's retransmits and
+//! ARP, a VNIC waiting for its bandwidth bucket), or for ever when nothing
+//! waits, then signals bit 1 of the serving thread's notification, which
+//! runs `Netd::tick`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -59,6 +66,12 @@ mod frames {
     impl Frames {
         pub const fn new() -> Self {
             Self { next_slot: SLOT_FREE, free_slots: Vec::new(), free_places: Vec::new(), next_place: 0, uplink_dropped: 0 }
+        }
+
+        /// A capability slot nothing uses (for the timer thread's objects).
+        pub fn fresh_slot(&mut self) -> CapSlot {
+            self.next_slot += 1;
+            self.next_slot - 1
         }
     }
 
@@ -122,6 +135,87 @@ mod frames {
 }
 
 #[cfg(target_os = "none")]
+mod timer {
+    //! netd's timer thread (see the module's description).
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use libipc::sys;
+
+    /// When the server wants its tick (ns on `clock_ns`; MAX: never).
+    static WAKE_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+    /// The shortest sleep: a stack that keeps asking for "now" does not
+    /// spin the CPU.
+    const MIN_SLEEP_NS: u64 = 1_000_000;
+    /// The bit the timer signals on the serving thread's notification.
+    pub const TICK_BIT: u64 = 2;
+    const STACK_VA: u64 = 0x50_0000_0000;
+    const STACK_PAGES: u64 = 4;
+
+    /// Starts the thread; `tick` is its own notification (created here),
+    /// `main` the serving thread's bound notification.
+    pub fn start(slots: alcove_rt::ThreadSlots, tick: abi::CapSlot, main: abi::CapSlot) -> Result<(), abi::Error> {
+        sys::create(abi::ObjectType::Notification, tick, 0)?;
+        let t = alcove_rt::Thread::spawn(slots, STACK_VA, STACK_PAGES, run, u64::from(tick), u64::from(main))?;
+        // It runs as long as the process.
+        core::mem::forget(t);
+        Ok(())
+    }
+
+    /// Publishes the server's next wake-up (`None`: nothing waits) and
+    /// wakes the timer if that is earlier than what it sleeps towards.
+    pub fn set(at: Option<u64>, tick: abi::CapSlot) {
+        let at = at.map_or(u64::MAX, |a| a.max(alcove_rt::clock_ns().saturating_add(MIN_SLEEP_NS)));
+        if at < WAKE_AT.swap(at, Ordering::AcqRel) {
+            let _ = sys::signal(tick, 1);
+        }
+    }
+
+    extern "C" fn run(_ipc: u64, tick: u64, main: u64) -> ! {
+        let (tick, main) = (tick as abi::CapSlot, main as abi::CapSlot);
+        loop {
+            let at = WAKE_AT.load(Ordering::Acquire);
+            let now = alcove_rt::clock_ns();
+            if at != u64::MAX && at <= now {
+                // Taken: the server publishes its next time after the tick.
+                if WAKE_AT.compare_exchange(at, u64::MAX, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let _ = sys::signal(main, TICK_BIT);
+                }
+                continue;
+            }
+            let sleep = if at == u64::MAX { abi::FOREVER } else { at - now };
+            let _ = sys::wait(tick, sleep);
+        }
+    }
+}
+
+/// The server, publishing its next wake-up to the timer after each
+/// request and tick.
+#[cfg(target_os = "none")]
+struct Timed {
+    netd: netd::host::Netd<frames::Frames>,
+    tick: abi::CapSlot,
+}
+
+#[cfg(target_os = "none")]
+impl libipc::Dispatch for Timed {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
+        let r = self.netd.dispatch_from(badge, interface, request);
+        timer::set(self.netd.wake_at_ns(), self.tick);
+        r
+    }
+
+    fn notified(&mut self, bits: u64) {
+        if bits & timer::TICK_BIT != 0 {
+            self.netd.notified(bits);
+            timer::set(self.netd.wake_at_ns(), self.tick);
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
 fn main(start: alcove_rt::Start) -> u64 {
     use abi::Rights;
     use alcove_rt::start::SLOT_SELF;
@@ -154,9 +248,27 @@ fn main(start: alcove_rt::Start) -> u64 {
             }
         }
     };
-    let server = netd::vnics::VnicServer::new(&config, frames::Frames::new());
+    let mut frames = frames::Frames::new();
+    let tick = frames.fresh_slot();
+    let thread = alcove_rt::ThreadSlots { thread: frames.fresh_slot(), stack: frames.fresh_slot(), ipc: frames.fresh_slot() };
+    let seed = alcove_rt::rdrand_u64().unwrap_or_else(alcove_rt::rdtsc);
+    let netd = netd::host::Netd::new(&config, frames, seed);
     log::info!("{} switch(es), {} VNIC(s)", config.switches.len(), config.vnics.len());
-    alcove_rt::serve_forever(slot, server)
+    if let Some(h) = &config.host {
+        match netd.host_address() {
+            Some((ip, prefix)) => log::info!("host address {ip}/{prefix} on {} ({})", h.switch, h.mac),
+            None => log::info!("host on {} ({}): no address yet", h.switch, h.mac),
+        }
+        if let Some(p) = h.echo_port {
+            log::info!("echo service on TCP port {p}");
+        }
+    }
+    let server = Timed { netd, tick };
+    alcove_rt::serve_forever_with(slot, server, |main| {
+        if let Err(e) = timer::start(thread, tick, main) {
+            log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");
+        }
+    })
 }
 
 #[cfg(target_os = "none")]
