@@ -286,8 +286,20 @@ pub trait VnicPlatform {
     /// Gives a region back (netd's mapping and capability go).
     fn destroy(&mut self, region: Self::Region);
     /// Tells the client `client` that the ring of its VNIC `vnic` has
-    /// frames for it or room again.
+    /// frames for it or room again (through its doorbell, if it gave one).
     fn signal(&mut self, client: u64, vnic: u32);
+    /// `client` just attached its VNIC `vnic`: the doorbell its `attach`
+    /// brought (on Alcove, a notification capability with the request),
+    /// if any, is the one [`VnicPlatform::signal`] rings from now on. A
+    /// platform without doorbells ignores it.
+    fn doorbell(&mut self, client: u64, vnic: u32) {
+        let _ = (client, vnic);
+    }
+    /// `client`'s VNIC `vnic` was detached: its doorbell goes (netd must
+    /// not keep a VMM's kernel object alive after the VMM let it go).
+    fn detached(&mut self, client: u64, vnic: u32) {
+        let _ = (client, vnic);
+    }
     /// Sends `frame` (as it goes on the wire) out of the machine's NIC of
     /// nic_tag `switch`.
     fn uplink(&mut self, switch: &str, frame: &[u8]);
@@ -501,6 +513,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             Ok(region) => self.platform.destroy(region),
             Err(e) => log::warn!("netd: vnic {i}: detach: {e}"),
         }
+        self.platform.detached(client, i as u32);
         log::info!("netd: vnic {i} detached (handle {handle}, {taken} frames taken)");
         Ok(())
     }
@@ -595,6 +608,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
         let mtu = fabric.switch().config().mtu.min(usize::from(u16::MAX)) as u16;
         e.attached = Some(Attachment { handle, id });
+        self.platform.doorbell(self.caller, vnic);
         log::info!("netd: vnic {vnic} ({}) attached on {} as handle {handle}", e.spec.config.mac, e.spec.switch);
         Ok(AttachedVnic { handle, mac: e.spec.config.mac.0, mtu, ring_pages: geometry.region_pages() as u32 })
     }

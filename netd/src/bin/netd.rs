@@ -3,9 +3,11 @@
 //! serves `status`, `vnic` and `socket` on its endpoint (the logic is the
 //! library's `netd::host::Netd`). Each VNIC's ring region is a frame netd
 //! makes and maps, whose capability goes to the VMM with the `attach`
-//! reply. VMMs pump their rings on their own timer, so netd signals
-//! nobody yet; the machine's NIC (the nic_tags' uplink) is not driven
-//! yet, so frames for it are counted and dropped.
+//! reply. A VMM's `attach` brings its doorbell, a notification netd may
+//! only signal: netd rings it when the VNIC's ring got frames or room
+//! (the VMM still polls its rings on its timer as well). The machine's
+//! NIC (the nic_tags' uplink) is not driven yet, so frames for it are
+//! counted and dropped.
 //!
 //! A second thread is netd's timer: it sleeps until the time the server
 //! last asked for (`Netd::wake_at_ns`: the host stack's retransmits and
@@ -21,7 +23,8 @@ extern crate alloc;
 mod frames {
     //! Ring regions: frames netd creates, maps at a slot of its own
     //! address space and reaches by volatile copies.
-    use abi::{CapSlot, ObjectType};
+    use abi::{CapSlot, ObjectType, Rights};
+    use alloc::collections::BTreeMap;
     use alloc::format;
     use alloc::string::String;
     use alloc::vec::Vec;
@@ -35,6 +38,8 @@ mod frames {
     const REGION_VA: u64 = 0x40_0000_0000;
     const REGION_STRIDE: u64 = 0x10_0000;
     const MAX_REGIONS: u64 = 1024;
+    /// The bit netd sets on a VMM's doorbell.
+    const DOORBELL_BIT: u64 = 2;
 
     pub struct Region {
         mem: SharedMemory,
@@ -61,11 +66,28 @@ mod frames {
         next_place: u64,
         /// Frames for a nic_tag's uplink, dropped (no NIC driver yet).
         pub uplink_dropped: u64,
+        /// Each attached VNIC's doorbell: a notification of its VMM's
+        /// (signal right only), brought with `attach`.
+        doorbells: BTreeMap<(u64, u32), CapSlot>,
     }
 
     impl Frames {
         pub const fn new() -> Self {
-            Self { next_slot: SLOT_FREE, free_slots: Vec::new(), free_places: Vec::new(), next_place: 0, uplink_dropped: 0 }
+            Self {
+                next_slot: SLOT_FREE,
+                free_slots: Vec::new(),
+                free_places: Vec::new(),
+                next_place: 0,
+                uplink_dropped: 0,
+                doorbells: BTreeMap::new(),
+            }
+        }
+
+        /// Offers a slot for the capability the next request may bring
+        /// (a VMM's doorbell with `attach`).
+        pub fn offer_slot(&mut self) {
+            let slot = self.free_slots.pop().unwrap_or_else(|| self.fresh_slot());
+            libipc::request_caps::offer(slot);
         }
 
         /// A capability slot nothing uses (for the timer thread's objects).
@@ -122,7 +144,37 @@ mod frames {
             self.free_places.push(index);
         }
 
-        fn signal(&mut self, _client: u64, _vnic: u32) {}
+        fn signal(&mut self, client: u64, vnic: u32) {
+            if let Some(&slot) = self.doorbells.get(&(client, vnic)) {
+                let _ = sys::signal(slot, DOORBELL_BIT);
+            }
+        }
+
+        fn doorbell(&mut self, client: u64, vnic: u32) {
+            let Some(slot) = libipc::request_caps::take() else { return };
+            self.offer_slot();
+            // Only a notification this VMM may signal is kept; anything
+            // else it sent is dropped (the VMM then polls, as before).
+            let ok = sys::cap_identify(slot)
+                .is_ok_and(|i| i.object_type == ObjectType::Notification && i.rights.contains(Rights::WRITE));
+            if !ok {
+                log::warn!("netd: vnic {vnic}: the doorbell client {client} sent is no notification it may signal; ignored");
+                let _ = sys::cap_delete(slot);
+                self.free_slots.push(slot);
+                return;
+            }
+            if let Some(old) = self.doorbells.insert((client, vnic), slot) {
+                let _ = sys::cap_delete(old);
+                self.free_slots.push(old);
+            }
+        }
+
+        fn detached(&mut self, client: u64, vnic: u32) {
+            if let Some(old) = self.doorbells.remove(&(client, vnic)) {
+                let _ = sys::cap_delete(old);
+                self.free_slots.push(old);
+            }
+        }
 
         fn uplink(&mut self, _switch: &str, _frame: &[u8]) {
             self.uplink_dropped += 1;
@@ -251,6 +303,7 @@ fn main(start: alcove_rt::Start) -> u64 {
     let mut frames = frames::Frames::new();
     let tick = frames.fresh_slot();
     let thread = alcove_rt::ThreadSlots { thread: frames.fresh_slot(), stack: frames.fresh_slot(), ipc: frames.fresh_slot() };
+    frames.offer_slot();
     let seed = alcove_rt::rdrand_u64().unwrap_or_else(alcove_rt::rdtsc);
     let netd = netd::host::Netd::new(&config, frames, seed);
     log::info!("{} switch(es), {} VNIC(s)", config.switches.len(), config.vnics.len());
