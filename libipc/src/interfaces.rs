@@ -299,6 +299,11 @@ crate::interface! {
         /// Closes the socket (a connection sends what is queued, then FIN);
         /// the handle is no longer valid.
         fn close(socket: u32) -> Result<(), SocketError>;
+        /// The frame capability this request brings (on Alcove) becomes
+        /// the caller's shared buffer, replacing an earlier one: its size
+        /// in bytes. `NoBuffer` when the request brought no frame,
+        /// `TooLarge` when the frame is over netd's limit for a buffer.
+        fn share_buffer() -> Result<u32, SocketError>;
     }
 }
 

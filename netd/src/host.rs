@@ -188,7 +188,7 @@ impl<P: VnicPlatform> Netd<P> {
     /// netd's own services, until nothing moves (at most [`PUMP_ROUNDS`]
     /// rounds). Returns when to run again ([`Netd::wake_at_ns`]).
     pub fn pump(&mut self) -> Option<u64> {
-        let Some(h) = self.host.as_mut() else { return None };
+        let h = self.host.as_mut()?;
         if h.broken {
             return None;
         }
@@ -248,9 +248,24 @@ impl<P: VnicPlatform> Dispatch for Netd<P> {
         let reply = if interface == socket::ID {
             // What arrived before the call is visible to it.
             self.pump();
+            let brought = self.vnics.platform().take_buffer();
             match self.host.as_mut() {
-                Some(h) if badge != OWN_BADGE => h.sockets.dispatch_from(badge, interface, request),
-                _ => Err(RemoteError::WrongInterface),
+                Some(h) if badge != OWN_BADGE => {
+                    if let Some(b) = brought {
+                        h.sockets.bring(b);
+                    }
+                    let reply = h.sockets.dispatch_from(badge, interface, request);
+                    for b in h.sockets.take_released() {
+                        self.vnics.platform().destroy(b);
+                    }
+                    reply
+                }
+                _ => {
+                    if let Some(Ok(b)) = brought {
+                        self.vnics.platform().destroy(b);
+                    }
+                    Err(RemoteError::WrongInterface)
+                }
             }
         } else {
             self.vnics.dispatch_from(badge, interface, request)

@@ -295,6 +295,13 @@ pub trait VnicPlatform {
     fn doorbell(&mut self, client: u64, vnic: u32) {
         let _ = (client, vnic);
     }
+    /// The frame capability the request being answered brought, mapped
+    /// as a region (for `socket.share_buffer`), or why it cannot be one;
+    /// `None` when it brought none. The region goes back with
+    /// [`VnicPlatform::destroy`].
+    fn take_buffer(&mut self) -> Option<Result<Self::Region, libipc::interfaces::SocketError>> {
+        None
+    }
     /// `client`'s VNIC `vnic` was detached: its doorbell goes (netd must
     /// not keep a VMM's kernel object alive after the VMM let it go).
     fn detached(&mut self, client: u64, vnic: u32) {

@@ -33,10 +33,13 @@ impl RingRegion for Shared {
     }
 }
 
-/// Regions made, in order; time moves 1 ms each time netd looks.
+/// Regions made, in order; time moves 1 ms each time netd looks. What
+/// the next request "brings" (a client's frame) is put in `bring`.
 struct Platform {
     regions: Arc<Mutex<Vec<Shared>>>,
     clock: Arc<AtomicU64>,
+    bring: Arc<Mutex<Option<Result<Shared, SocketError>>>>,
+    destroyed: Arc<AtomicU64>,
 }
 
 impl VnicPlatform for Platform {
@@ -47,7 +50,12 @@ impl VnicPlatform for Platform {
         v.push(r.clone());
         Ok((r, 100 + v.len() as u32))
     }
-    fn destroy(&mut self, _region: Shared) {}
+    fn destroy(&mut self, _region: Shared) {
+        self.destroyed.fetch_add(1, Ordering::AcqRel);
+    }
+    fn take_buffer(&mut self) -> Option<Result<Shared, SocketError>> {
+        self.bring.lock().unwrap().take()
+    }
     fn signal(&mut self, _client: u64, _vnic: u32) {}
     fn uplink(&mut self, _switch: &str, _frame: &[u8]) {}
     fn now_ns(&self) -> u64 {
@@ -72,6 +80,8 @@ host switch=admin mac=02:08:20:ff:00:01 ip=10.0.2.15/24 gateway=10.0.2.2 echo=7
 struct Rig {
     regions: Arc<Mutex<Vec<Shared>>>,
     clock: Arc<AtomicU64>,
+    bring: Arc<Mutex<Option<Result<Shared, SocketError>>>>,
+    destroyed: Arc<AtomicU64>,
     unbadged: ClientEnd,
     server: thread::JoinHandle<String>,
 }
@@ -80,14 +90,16 @@ fn rig(conf: &str) -> Rig {
     let config = NetConfig::parse(conf).unwrap();
     let regions = Arc::new(Mutex::new(Vec::new()));
     let clock = Arc::new(AtomicU64::new(0));
-    let platform = Platform { regions: regions.clone(), clock: clock.clone() };
+    let bring = Arc::new(Mutex::new(None));
+    let destroyed = Arc::new(AtomicU64::new(0));
+    let platform = Platform { regions: regions.clone(), clock: clock.clone(), bring: bring.clone(), destroyed: destroyed.clone() };
     let (unbadged, mut end) = channel(8);
     let server = thread::spawn(move || {
         let mut n = Netd::new(&config, platform, 1);
         end.serve_until_closed(&mut n);
         n.status_text()
     });
-    Rig { regions, clock, unbadged, server }
+    Rig { regions, clock, bring, destroyed, unbadged, server }
 }
 
 /// The guest: its VMM's vnic client, the VMM's side of the ring, and a
@@ -319,4 +331,80 @@ fn a_wrong_host_line_is_named() {
     );
     let ok = NetConfig::parse("nic_tag admin\nhost switch=admin mac=02:08:20:ff:00:01 ip=dhcp\n").unwrap();
     assert_eq!(ok.host.unwrap().addr, AddressConfig::Dhcp);
+}
+
+#[test]
+fn a_client_shares_a_buffer_and_moves_bulk_data_through_it() {
+    let r = rig(CONF);
+    let mut guest = Guest::attach(&r);
+    let http = socket::Client::new(r.unbadged.badged(HTTP));
+    let bring = |b: Result<Shared, SocketError>| *r.bring.lock().unwrap() = Some(b);
+    let destroyed = || r.destroyed.load(Ordering::Acquire);
+    // Nothing brought, or something that is no buffer: refused.
+    assert_eq!(http.share_buffer().unwrap(), Err(SocketError::NoBuffer));
+    bring(Err(SocketError::TooLarge { bytes: 4 << 20, max: 1 << 20 }));
+    assert_eq!(http.share_buffer().unwrap(), Err(SocketError::TooLarge { bytes: 4 << 20, max: 1 << 20 }));
+    // A buffer brought with another call is not kept.
+    bring(Ok(Shared(Arc::new(Mutex::new(vec![0; 4096])))));
+    let before = destroyed();
+    assert_eq!(http.buffer().unwrap(), Err(SocketError::NoBuffer));
+    assert_eq!(destroyed(), before + 1, "the unclaimed buffer was given back");
+    // A first buffer, replaced by a second: the first is given back.
+    bring(Ok(Shared(Arc::new(Mutex::new(vec![0; 4096])))));
+    assert_eq!(http.share_buffer().unwrap(), Ok(4096));
+    let buf = Shared(Arc::new(Mutex::new(vec![0; 64 * 1024])));
+    bring(Ok(buf.clone()));
+    assert_eq!(http.share_buffer().unwrap(), Ok(64 * 1024));
+    assert_eq!(destroyed(), before + 2, "the replaced buffer was given back");
+    assert_eq!(http.buffer().unwrap(), Ok(64 * 1024));
+
+    let l = http.listen(8080).unwrap().unwrap();
+    let conn = guest.os.connect(HOST_IP, 8080).unwrap();
+    let c = (0..200)
+        .find_map(|_| {
+            guest.step();
+            http.accept(l).unwrap().unwrap()
+        })
+        .expect("accepted");
+    assert_eq!(
+        http.recv_buffered(c, 60 * 1024, 8 * 1024).unwrap(),
+        Err(SocketError::OutsideBuffer { offset: 60 * 1024, len: 8 * 1024, size: 64 * 1024 })
+    );
+    assert_eq!(
+        http.send_buffered(c, u32::MAX, 2).unwrap(),
+        Err(SocketError::OutsideBuffer { offset: u32::MAX, len: 2, size: 64 * 1024 })
+    );
+    // Guest to server, 100 KB, read through the buffer.
+    let up: Vec<u8> = (0..100_000u32).map(|i| (i * 31 + i / 977) as u8).collect();
+    let (mut sent, mut got) = (0, Vec::new());
+    for _ in 0..5_000 {
+        if sent < up.len() {
+            sent += guest.os.send(conn, &up[sent..]).unwrap();
+        }
+        guest.step();
+        let n = http.recv_buffered(c, 1000, 32 * 1024).unwrap().unwrap() as usize;
+        let mut chunk = vec![0; n];
+        buf.read(1000, &mut chunk);
+        got.extend(chunk);
+        if got.len() == up.len() {
+            break;
+        }
+    }
+    assert!(got == up, "guest to server: {} of {} bytes, the same", got.len(), up.len());
+    // Server to guest, 50 KB, written into the buffer and sent from there.
+    let down: Vec<u8> = (0..50_000u32).map(|i| (i * 17 + 3) as u8).collect();
+    let mut w = buf.clone();
+    w.write(0, &down);
+    let (mut sent, mut got) = (0, Vec::new());
+    for _ in 0..5_000 {
+        if sent < down.len() {
+            sent += http.send_buffered(c, sent as u32, (down.len() - sent) as u32).unwrap().unwrap() as usize;
+        }
+        guest.step();
+        got.extend(guest.os.recv(conn, 65536).unwrap_or_default());
+        if got.len() == down.len() {
+            break;
+        }
+    }
+    assert!(got == down, "server to guest: {} of {} bytes, the same", got.len(), down.len());
 }

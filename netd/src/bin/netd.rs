@@ -3,7 +3,9 @@
 //! serves `status`, `vnic` and `socket` on its endpoint (the logic is the
 //! library's `netd::host::Netd`). Each VNIC's ring region is a frame netd
 //! makes and maps, whose capability goes to the VMM with the `attach`
-//! reply. A VMM's `attach` brings its doorbell, a notification netd may
+//! reply. A `socket.share_buffer` request brings a frame of the
+//! client's, which netd maps in the same places (1 MiB at most) as the
+//! client's shared buffer. A VMM's `attach` brings its doorbell, a notification netd may
 //! only signal: netd rings it when the VNIC's ring got frames or room
 //! (the VMM still polls its rings on its timer as well). The machine's
 //! NIC (the nic_tags' uplink) is not driven yet, so frames for it are
@@ -31,6 +33,7 @@ mod frames {
     use alcove_rt::SharedMemory;
     use alcove_rt::start::SLOT_FREE;
     use libipc::blkring::RingRegion;
+    use libipc::interfaces::SocketError;
     use libipc::sys;
 
     /// Where regions are mapped, one slot of 1 MiB each (the largest
@@ -83,6 +86,18 @@ mod frames {
             }
         }
 
+        /// A free place to map a region at, if any is left.
+        fn place(&mut self) -> Option<u64> {
+            match self.free_places.pop() {
+                Some(i) => Some(i),
+                None if self.next_place < MAX_REGIONS => {
+                    self.next_place += 1;
+                    Some(self.next_place - 1)
+                }
+                None => None,
+            }
+        }
+
         /// Offers a slot for the capability the next request may bring
         /// (a VMM's doorbell with `attach`).
         pub fn offer_slot(&mut self) {
@@ -104,14 +119,7 @@ mod frames {
             if pages as u64 * 4096 > REGION_STRIDE {
                 return Err(format!("a region of {pages} pages does not fit its place"));
             }
-            let index = match self.free_places.pop() {
-                Some(i) => i,
-                None if self.next_place < MAX_REGIONS => {
-                    self.next_place += 1;
-                    self.next_place - 1
-                }
-                None => return Err(format!("all {MAX_REGIONS} region places are in use")),
-            };
+            let index = self.place().ok_or_else(|| format!("all {MAX_REGIONS} region places are in use"))?;
             let slot = self.free_slots.pop().unwrap_or_else(|| {
                 self.next_slot += 1;
                 self.next_slot - 1
@@ -166,6 +174,36 @@ mod frames {
             if let Some(old) = self.doorbells.insert((client, vnic), slot) {
                 let _ = sys::cap_delete(old);
                 self.free_slots.push(old);
+            }
+        }
+
+        fn take_buffer(&mut self) -> Option<Result<Region, SocketError>> {
+            let slot = libipc::request_caps::take()?;
+            self.offer_slot();
+            let refuse = |frames: &mut Self, e: SocketError| {
+                let _ = sys::cap_delete(slot);
+                frames.free_slots.push(slot);
+                Some(Err(e))
+            };
+            let pages = match sys::cap_identify(slot) {
+                Ok(i) if i.object_type == ObjectType::Frame => match sys::frame_info(slot) {
+                    Ok(f) => f.pages,
+                    Err(_) => return refuse(self, SocketError::NoBuffer),
+                },
+                _ => return refuse(self, SocketError::NoBuffer),
+            };
+            if pages.saturating_mul(4096) > REGION_STRIDE {
+                let bytes = pages.saturating_mul(4096);
+                return refuse(self, SocketError::TooLarge { bytes, max: REGION_STRIDE as u32 });
+            }
+            let Some(index) = self.place() else { return refuse(self, SocketError::NoBuffer) };
+            match SharedMemory::map_frame(slot, REGION_VA + index * REGION_STRIDE, pages) {
+                Ok(mem) => Some(Ok(Region { mem, slot, index })),
+                Err(e) => {
+                    log::warn!("netd: a client's shared buffer ({pages} pages): cannot map it: {e}");
+                    self.free_places.push(index);
+                    refuse(self, SocketError::NoBuffer)
+                }
             }
         }
 
