@@ -712,6 +712,10 @@ crate::interface! {
         /// Attaches VNIC `vnic` with rings of `slots` slots (0: netd's
         /// default): the VNIC joins its switch. Attaching a VNIC the caller
         /// attached before replaces that attachment (its handle goes stale).
+        /// On Alcove the request may bring the caller's doorbell, a
+        /// notification netd may signal (the signal right is enough):
+        /// netd signals it when the ring has frames or room, and deletes
+        /// its copy at detach; anything else brought is dropped.
         fn attach(vnic: u32, slots: u32) -> Result<AttachedVnic, VnicError>;
         /// The doorbell: netd moves what the caller's guest sent through
         /// the switch, then replies with how many frames it took.
