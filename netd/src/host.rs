@@ -193,6 +193,7 @@ impl<P: VnicPlatform> Netd<P> {
             return None;
         }
         let mut switch_wake = None;
+        let mut busy = true;
         for _ in 0..PUMP_ROUNDS {
             let now = self.vnics.now_ns();
             let Some(region) = self.vnics.host_region(h.switch, h.id) else { break };
@@ -208,11 +209,13 @@ impl<P: VnicPlatform> Netd<P> {
             let (got, wake) = self.vnics.poll_switch(h.switch, h.id);
             switch_wake = wake;
             if !sent && !served && !got {
+                busy = false;
                 break;
             }
         }
-        // Frames the ring had no room for go on the next tick.
-        let soon = (h.port.waiting() > 0).then(|| self.vnics.now_ns().saturating_add(1_000_000));
+        // Frames the ring had no room for, or traffic still moving after
+        // the last round, go on at the next tick.
+        let soon = (busy || h.port.waiting() > 0).then(|| self.vnics.now_ns().saturating_add(1_000_000));
         self.wake_at_ns = [h.port.next_poll_ns(), switch_wake, soon].into_iter().flatten().min();
         self.wake_at_ns
     }
