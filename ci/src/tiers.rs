@@ -650,16 +650,22 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
-    // Two NICs of one guest on an etherstub (issue 13): only when asked for
-    // by name (`--case linux/net-pair`), not yet in CI's runs.
-    if chosen.contains(&"linux") && only.as_deref().is_some_and(|o| o.contains("net-pair")) {
-        println!("== linux: a guest's two NICs on one etherstub through netd");
+    // Two NICs of one guest on an etherstub, and a guest reaching netd's
+    // host TCP/IP (issue 13).
+    let net_cases = [
+        (crate::linux_net::CASE, crate::linux_net::ALIAS, "a guest's two NICs on one etherstub through netd"),
+        (crate::linux_net::HOST_CASE, crate::linux_net::HOST_ALIAS, "a guest pings netd's host address and uses its TCP echo"),
+    ];
+    for (case, alias, title) in net_cases {
+        if !chosen.contains(&"linux") || only.as_deref().is_some_and(|o| !case.contains(o) && !o.contains(alias)) {
+            continue;
+        }
+        println!("== linux: {title}");
         runs += 1;
         let kernel = kernel.as_deref().expect("kernel built");
-        let case = crate::linux_net::CASE;
         match guest_images::ensure() {
             Ok(images) => {
-                let (run, problems) = crate::linux_net::run(kernel, &images, LINUX_QEMU_TIMEOUT)?;
+                let (run, problems) = crate::linux_net::run(case, kernel, &images, LINUX_QEMU_TIMEOUT)?;
                 if problems.is_empty() {
                     println!("  ok   {case} ({:.1} s)", run.elapsed.as_secs_f64());
                 } else {

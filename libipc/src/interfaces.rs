@@ -299,6 +299,11 @@ crate::interface! {
         /// Closes the socket (a connection sends what is queued, then FIN);
         /// the handle is no longer valid.
         fn close(socket: u32) -> Result<(), SocketError>;
+        /// The frame capability this request brings (on Alcove) becomes
+        /// the caller's shared buffer, replacing an earlier one: its size
+        /// in bytes. `NoBuffer` when the request brought no frame,
+        /// `TooLarge` when the frame is over netd's limit for a buffer.
+        fn share_buffer() -> Result<u32, SocketError>;
     }
 }
 
@@ -707,6 +712,10 @@ crate::interface! {
         /// Attaches VNIC `vnic` with rings of `slots` slots (0: netd's
         /// default): the VNIC joins its switch. Attaching a VNIC the caller
         /// attached before replaces that attachment (its handle goes stale).
+        /// On Alcove the request may bring the caller's doorbell, a
+        /// notification netd may signal (the signal right is enough):
+        /// netd signals it when the ring has frames or room, and deletes
+        /// its copy at detach; anything else brought is dropped.
         fn attach(vnic: u32, slots: u32) -> Result<AttachedVnic, VnicError>;
         /// The doorbell: netd moves what the caller's guest sent through
         /// the switch, then replies with how many frames it took.

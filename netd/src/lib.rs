@@ -5,16 +5,17 @@
 //! the thin process that wires it to its capabilities. The process
 //! serves `status` and `vnic` ([`vnics`]: the VNICs of its boot
 //! configuration, attached by the VMMs they belong to, over [`fabric`]: a
-//! switch from `netd-switch` and its VNICs' frame rings). The host's
-//! TCP/IP ([`stack`], smoltcp on a VNIC) and the `socket` interface over
-//! it ([`sockets`]) are tested on the host, not yet wired to the process
-//! (issue 13).
+//! switch from `netd-switch` and its VNICs' frame rings), and `socket`
+//! ([`host`]: the host's TCP/IP, [`stack`], smoltcp on a VNIC of the
+//! switch `netd.conf`'s `host` line names, with the socket server
+//! [`sockets`] over it).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod fabric;
+pub mod host;
 pub mod sockets;
 pub mod stack;
 pub mod vnics;

@@ -9,10 +9,12 @@
 //! most [`PER_CLIENT_SOCKETS`] sockets, so one client cannot take the
 //! stack's [`MAX_SOCKETS`] from the others; [`SocketServer::client_gone`]
 //! closes everything a client held when it ends. Bulk data goes through
-//! the client's shared buffer (a region both map, given to the server with
-//! [`SocketServer::give_buffer`]; on Alcove it arrives as a frame
-//! capability, embedded in one process it is a shared allocation); every
-//! offset and length is checked against it.
+//! the client's shared buffer (a region both map: on Alcove a frame the
+//! client sends with `share_buffer`, which the process maps and hands in
+//! with [`SocketServer::bring`]; embedded in one process a shared
+//! allocation given with [`SocketServer::give_buffer`]); every offset and
+//! length is checked against it. Buffers the server lets go of come back
+//! through [`SocketServer::take_released`] for the process to unmap.
 //!
 //! The server drives the stack's frames through its [`Wire`] before and
 //! after each request (on Alcove: the host VNIC's rings, see
@@ -55,6 +57,10 @@ pub struct SocketServer<B: RingRegion, W: Wire> {
     wire: W,
     clients: BTreeMap<u64, Client<B>>,
     caller: u64,
+    /// What the request being answered brought for `share_buffer`.
+    brought: Option<Result<B, SocketError>>,
+    /// Buffers let go of (replaced, unclaimed), for their owner to free.
+    released: Vec<B>,
 }
 
 fn stack_error(e: StackError) -> SocketError {
@@ -71,7 +77,26 @@ fn stack_error(e: StackError) -> SocketError {
 impl<B: RingRegion, W: Wire> SocketServer<B, W> {
     /// Serves `stack`, whose frames `wire` moves.
     pub fn new(stack: HostStack, wire: W) -> Self {
-        Self { stack, wire, clients: BTreeMap::new(), caller: 0 }
+        Self { stack, wire, clients: BTreeMap::new(), caller: 0, brought: None, released: Vec::new() }
+    }
+
+    /// The request about to be dispatched brought `buffer` (or a
+    /// capability that cannot be one: the error `share_buffer` answers).
+    /// A `share_buffer` call claims it; otherwise it is released.
+    pub fn bring(&mut self, buffer: Result<B, SocketError>) {
+        if let Some(Ok(old)) = self.brought.replace(buffer) {
+            self.released.push(old);
+        }
+    }
+
+    /// Buffers the server let go of since the last call (replaced by a
+    /// newer one, or brought by a request that was not `share_buffer`):
+    /// the embedding process unmaps them and deletes their capabilities.
+    pub fn take_released(&mut self) -> Vec<B> {
+        if let Some(Ok(b)) = self.brought.take() {
+            self.released.push(b);
+        }
+        core::mem::take(&mut self.released)
     }
 
     /// The stack (its address, the sockets open).
@@ -79,16 +104,35 @@ impl<B: RingRegion, W: Wire> SocketServer<B, W> {
         &self.stack
     }
 
+    /// The stack, to move its frames (a server that pumps it itself, with
+    /// a [`Wire`] that does nothing: see [`crate::host`]).
+    pub fn stack_mut(&mut self) -> &mut HostStack {
+        &mut self.stack
+    }
+
+    /// The calls of [`socket::Server`] made directly (not dispatched) act
+    /// for the client with `badge` (netd's own services use a badge of
+    /// their own, [`crate::host::OWN_BADGE`]).
+    pub fn act_as(&mut self, badge: u64) -> &mut Self {
+        self.caller = badge;
+        self
+    }
+
     /// Makes `buffer` the shared buffer of the client with `badge` (a
     /// previous one is dropped).
     pub fn give_buffer(&mut self, badge: u64, buffer: B) {
-        self.clients.entry(badge).or_default().buffer = Some(buffer);
+        if let Some(old) = self.clients.entry(badge).or_default().buffer.replace(buffer) {
+            self.released.push(old);
+        }
     }
 
     /// The client with `badge` ended: its sockets are closed (connections
     /// send FIN) and its buffer dropped. Returns how many sockets it held.
     pub fn client_gone(&mut self, badge: u64) -> usize {
-        let Some(c) = self.clients.remove(&badge) else { return 0 };
+        let Some(mut c) = self.clients.remove(&badge) else { return 0 };
+        if let Some(b) = c.buffer.take() {
+            self.released.push(b);
+        }
         for s in &c.sockets {
             let _ = self.stack.close(SocketId(*s));
         }
@@ -236,6 +280,13 @@ impl<B: RingRegion, W: Wire> socket::Server for SocketServer<B, W> {
         self.client().sockets.remove(&socket);
         self.stack.close(s).map_err(stack_error)
     }
+
+    fn share_buffer(&mut self) -> Result<u32, SocketError> {
+        let b = self.brought.take().unwrap_or(Err(SocketError::NoBuffer))?;
+        let size = b.len().min(u32::MAX as usize) as u32;
+        self.give_buffer(self.caller, b);
+        Ok(size)
+    }
 }
 
 impl<B: RingRegion, W: Wire> libipc::Dispatch for SocketServer<B, W> {
@@ -248,6 +299,10 @@ impl<B: RingRegion, W: Wire> libipc::Dispatch for SocketServer<B, W> {
         self.wire.pump(&mut self.stack);
         let reply = socket::dispatch(self, interface, request);
         self.wire.pump(&mut self.stack);
+        // What a request brought and did not claim goes.
+        if let Some(Ok(b)) = self.brought.take() {
+            self.released.push(b);
+        }
         // A client that asked for nothing but failed holds no entry.
         if self.clients.get(&badge).is_some_and(|c| c.sockets.is_empty() && c.buffer.is_none()) {
             self.clients.remove(&badge);

@@ -513,6 +513,7 @@ pub struct RingPort {
     from_netd: Consumer,
     waiting: VecDeque<Vec<u8>>,
     buf: Vec<u8>,
+    next_poll_ns: Option<u64>,
 }
 
 impl RingPort {
@@ -524,6 +525,7 @@ impl RingPort {
             from_netd: Consumer::new(g, Direction::ToVmm),
             waiting: VecDeque::new(),
             buf: vec![0; g.slot_bytes],
+            next_poll_ns: None,
         })
     }
 
@@ -533,11 +535,22 @@ impl RingPort {
     pub fn pump(&mut self, region: &mut dyn RingRegion, stack: &mut HostStack, now_ns: u64) -> Result<bool, FrameRingError> {
         let got = self.from_netd.pop_all(region, &mut self.buf, RX_QUEUE as u32, |f| stack.push_rx(f))?;
         if got > 0 || self.waiting.is_empty() {
-            stack.poll(now_ns);
+            self.next_poll_ns = stack.poll(now_ns);
         }
         self.waiting.extend(stack.take_tx());
         let n = self.to_netd.push_all(region, self.waiting.iter().map(|f| f.as_slice()))?;
         self.waiting.drain(..n);
         Ok(n > 0)
+    }
+
+    /// When the stack wants to be polled again (its timers: retransmits,
+    /// ARP, DHCP), as of the last [`RingPort::pump`] that polled it.
+    pub fn next_poll_ns(&self) -> Option<u64> {
+        self.next_poll_ns
+    }
+
+    /// Frames the stack sent that the ring had no room for yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
     }
 }

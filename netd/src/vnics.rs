@@ -24,7 +24,7 @@
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr};
 use core::str::FromStr;
 
 use abi::CapSlot;
@@ -37,6 +37,7 @@ use netd_switch::protect::IpNet;
 use netd_switch::{Protection, SwitchConfig, VnicConfig, VnicId};
 
 use crate::fabric::{AttachError, Fabric, Work};
+use crate::stack::AddressConfig;
 
 /// Most switches in a configuration.
 pub const MAX_SWITCHES: usize = 64;
@@ -64,11 +65,27 @@ pub struct VnicSpec {
     pub config: VnicConfig,
 }
 
-/// netd's boot configuration: its switches and VNICs.
+/// The host's own TCP/IP on a VNIC of a switch (the `host` line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSpec {
+    /// The switch its VNIC is on (`admin` by default in generated files).
+    pub switch: String,
+    /// Its VNIC's MAC.
+    pub mac: MacAddr,
+    /// Its address: static or DHCP.
+    pub addr: AddressConfig,
+    /// A TCP port where netd echoes what it is sent (a diagnostic, off
+    /// unless given).
+    pub echo_port: Option<u16>,
+}
+
+/// netd's boot configuration: its switches and VNICs, and the host's
+/// TCP/IP.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetConfig {
     pub switches: Vec<SwitchSpec>,
     pub vnics: Vec<VnicSpec>,
+    pub host: Option<HostSpec>,
 }
 
 /// A line of the configuration that is wrong, and why.
@@ -97,10 +114,19 @@ impl NetConfig {
     /// ```
     ///
     /// (a `vnic` is one line; `client`, `switch` and `mac` are required,
-    /// the rest take SmartOS's defaults). A MAC twice on one switch, an
-    /// unknown switch or property is an error naming the line and property.
+    /// the rest take SmartOS's defaults). At most one `host` line gives
+    /// the host's own TCP/IP a VNIC and an address:
+    ///
+    /// ```text
+    /// host switch=admin mac=02:08:20:ff:00:01 ip=10.0.2.15/24 gateway=10.0.2.2 echo=7
+    /// host switch=admin mac=02:08:20:ff:00:01 ip=dhcp
+    /// ```
+    ///
+    /// A MAC twice on one switch, an unknown switch or property is an
+    /// error naming the line and property.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let mut config = NetConfig::default();
+        let mut host_line = 0;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let err = |why: String| ConfigError { line, why };
@@ -142,11 +168,66 @@ impl NetConfig {
                     }
                     config.vnics.push(spec);
                 }
-                other => return Err(err(alloc::format!("{other:?} is not etherstub, nic_tag or vnic"))),
+                "host" => {
+                    if config.host.is_some() {
+                        return Err(err(String::from("a second \"host\" line (the host has one address)")));
+                    }
+                    config.host = Some(parse_host(words).map_err(err)?);
+                    host_line = line;
+                }
+                other => return Err(err(alloc::format!("{other:?} is not etherstub, nic_tag, vnic or host"))),
+            }
+        }
+        if let Some(h) = &config.host {
+            let err = |why: String| ConfigError { line: host_line, why };
+            if !config.switches.iter().any(|s| s.name == h.switch) {
+                return Err(err(alloc::format!("property \"switch\": {:?} is no etherstub or nic_tag defined", h.switch)));
+            }
+            if config.vnics.iter().any(|v| v.switch == h.switch && v.config.mac == h.mac && v.config.vlan_id == 0) {
+                return Err(err(alloc::format!("property \"mac\": {} is already a VNIC's on switch {:?}", h.mac, h.switch)));
             }
         }
         Ok(config)
     }
+}
+
+fn parse_host<'a>(words: impl Iterator<Item = &'a str>) -> Result<HostSpec, String> {
+    let (mut switch, mut mac, mut addr, mut gateway, mut echo_port) = (None, None, None, None, None);
+    for w in words {
+        let (key, value) = w.split_once('=').ok_or_else(|| alloc::format!("{w:?} is not property=value"))?;
+        let bad = |expected: &str| alloc::format!("property {key:?}: expected {expected}, got {value:?}");
+        match key {
+            "switch" => switch = Some(String::from(value)),
+            "mac" => {
+                let m = MacAddr::from_str(value).map_err(|_| bad("a MAC address like 02:08:20:ff:00:01"))?;
+                if !m.is_station() {
+                    return Err(bad("a unicast MAC address"));
+                }
+                mac = Some(m);
+            }
+            "ip" if value == "dhcp" => addr = Some(None),
+            "ip" => {
+                let expected = "an IPv4 address with its prefix length (10.0.2.15/24), or dhcp";
+                let (ip, prefix) = value.split_once('/').ok_or_else(|| bad(expected))?;
+                let ip = ip.parse::<Ipv4Addr>().map_err(|_| bad(expected))?;
+                let prefix = prefix.parse::<u8>().ok().filter(|p| (1..=32).contains(p)).ok_or_else(|| bad(expected))?;
+                if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                    return Err(bad("a unicast IPv4 address"));
+                }
+                addr = Some(Some((ip, prefix)));
+            }
+            "gateway" => gateway = Some(value.parse::<Ipv4Addr>().map_err(|_| bad("an IPv4 address"))?),
+            "echo" => echo_port = Some(value.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("a TCP port, 1 to 65535"))?),
+            _ => return Err(alloc::format!("property {key:?} is not a host property")),
+        }
+    }
+    let missing = |p: &str| alloc::format!("property {p:?} is missing");
+    let addr = match addr.ok_or_else(|| missing("ip"))? {
+        Some((ip, prefix)) => AddressConfig::Static { ip, prefix, gateway },
+        None if gateway.is_some() => return Err(String::from("property \"gateway\": DHCP gives the gateway")),
+        None => AddressConfig::Dhcp,
+    };
+    Ok(HostSpec { switch: switch.ok_or_else(|| missing("switch"))?, mac: mac.ok_or_else(|| missing("mac"))?, addr, echo_port })
 }
 
 fn parse_vnic<'a>(words: impl Iterator<Item = &'a str>) -> Result<VnicSpec, String> {
@@ -205,8 +286,27 @@ pub trait VnicPlatform {
     /// Gives a region back (netd's mapping and capability go).
     fn destroy(&mut self, region: Self::Region);
     /// Tells the client `client` that the ring of its VNIC `vnic` has
-    /// frames for it or room again.
+    /// frames for it or room again (through its doorbell, if it gave one).
     fn signal(&mut self, client: u64, vnic: u32);
+    /// `client` just attached its VNIC `vnic`: the doorbell its `attach`
+    /// brought (on Alcove, a notification capability with the request),
+    /// if any, is the one [`VnicPlatform::signal`] rings from now on. A
+    /// platform without doorbells ignores it.
+    fn doorbell(&mut self, client: u64, vnic: u32) {
+        let _ = (client, vnic);
+    }
+    /// The frame capability the request being answered brought, mapped
+    /// as a region (for `socket.share_buffer`), or why it cannot be one;
+    /// `None` when it brought none. The region goes back with
+    /// [`VnicPlatform::destroy`].
+    fn take_buffer(&mut self) -> Option<Result<Self::Region, libipc::interfaces::SocketError>> {
+        None
+    }
+    /// `client`'s VNIC `vnic` was detached: its doorbell goes (netd must
+    /// not keep a VMM's kernel object alive after the VMM let it go).
+    fn detached(&mut self, client: u64, vnic: u32) {
+        let _ = (client, vnic);
+    }
     /// Sends `frame` (as it goes on the wire) out of the machine's NIC of
     /// nic_tag `switch`.
     fn uplink(&mut self, switch: &str, frame: &[u8]);
@@ -346,6 +446,53 @@ impl<P: VnicPlatform> VnicServer<P> {
         out
     }
 
+    /// Nanoseconds on the platform's clock.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.platform.now_ns()
+    }
+
+    /// Attaches the host stack's VNIC (`spec`) to its switch, over a
+    /// region of netd's own: the switch and the VNIC's id.
+    pub(crate) fn attach_host(&mut self, spec: &HostSpec) -> Result<(usize, VnicId), String> {
+        let s = self
+            .switches
+            .iter()
+            .position(|(n, _)| *n == spec.switch)
+            .ok_or_else(|| alloc::format!("host: no switch {:?}", spec.switch))?;
+        let geometry = self.switches[s].1.geometry();
+        // The capability is not handed to anyone: the region stays netd's.
+        let (region, _slot) = self.platform.create(geometry.region_pages())?;
+        let mut config = VnicConfig::new(spec.mac);
+        if let AddressConfig::Static { ip, .. } = spec.addr {
+            config.protection.ip = Some(IpAddr::V4(ip));
+        }
+        let now = self.platform.now_ns();
+        match self.switches[s].1.attach_with(config, region, geometry, now) {
+            Ok(id) => Ok((s, id)),
+            Err((e, region)) => {
+                self.platform.destroy(region);
+                Err(alloc::format!("host: {e}"))
+            }
+        }
+    }
+
+    /// The host VNIC's region.
+    pub(crate) fn host_region(&mut self, switch: usize, id: VnicId) -> Option<&mut P::Region> {
+        self.switches.get_mut(switch)?.1.region_mut(id)
+    }
+
+    /// Runs switch `switch` once (frames the host or guests queued):
+    /// whether VNIC `host` got frames, and when to run again if a VNIC
+    /// waits for its bucket.
+    pub(crate) fn poll_switch(&mut self, switch: usize, host: VnicId) -> (bool, Option<u64>) {
+        let now = self.platform.now_ns();
+        let work = self.switches[switch].1.poll(now);
+        let got = work.signal.contains(&host);
+        let wake = work.wake_at_ns;
+        self.finish(switch, work);
+        (got, wake)
+    }
+
     /// The caller's VNIC `vnic`.
     fn own_vnic(&self, vnic: u32) -> Result<usize, VnicError> {
         let i = vnic as usize;
@@ -373,6 +520,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             Ok(region) => self.platform.destroy(region),
             Err(e) => log::warn!("netd: vnic {i}: detach: {e}"),
         }
+        self.platform.detached(client, i as u32);
         log::info!("netd: vnic {i} detached (handle {handle}, {taken} frames taken)");
         Ok(())
     }
@@ -467,6 +615,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
         let mtu = fabric.switch().config().mtu.min(usize::from(u16::MAX)) as u16;
         e.attached = Some(Attachment { handle, id });
+        self.platform.doorbell(self.caller, vnic);
         log::info!("netd: vnic {vnic} ({}) attached on {} as handle {handle}", e.spec.config.mac, e.spec.switch);
         Ok(AttachedVnic { handle, mac: e.spec.config.mac.0, mtu, ring_pages: geometry.region_pages() as u32 })
     }

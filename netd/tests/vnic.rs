@@ -38,6 +38,9 @@ struct Seen {
     uplink: Vec<Vec<u8>>,
     /// Refuse region sizes above this many pages.
     max_pages: usize,
+    /// Doorbells taken with an attach, and given back at a detach.
+    doorbells: Vec<(u64, u32)>,
+    doorbells_gone: Vec<(u64, u32)>,
 }
 
 struct Platform(Arc<Mutex<Seen>>);
@@ -61,6 +64,12 @@ impl VnicPlatform for Platform {
     }
     fn uplink(&mut self, _switch: &str, frame: &[u8]) {
         self.0.lock().unwrap().uplink.push(frame.to_vec());
+    }
+    fn doorbell(&mut self, client: u64, vnic: u32) {
+        self.0.lock().unwrap().doorbells.push((client, vnic));
+    }
+    fn detached(&mut self, client: u64, vnic: u32) {
+        self.0.lock().unwrap().doorbells_gone.push((client, vnic));
     }
     fn now_ns(&self) -> u64 {
         0
@@ -284,6 +293,11 @@ fn an_ended_client_leaves_no_ring_behind() {
     assert_eq!(s.attached(), 1);
     assert_eq!(seen.lock().unwrap().destroyed, 2);
     assert_eq!(s.client_gone(A), 0);
+    // Each attach took the client's doorbell; each detach let it go (a
+    // VMM's notification must not outlive its VNIC in netd).
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.doorbells, [(A, 0), (A, 2), (B, 1)]);
+    assert_eq!(seen.doorbells_gone, [(A, 0), (A, 2)]);
 }
 
 #[test]
@@ -314,7 +328,7 @@ fn the_configuration_names_what_is_wrong() {
         "netd.conf line 3: property \"mac\": 02:00:00:00:00:01 is already on switch \"s\", VLAN 0"
     );
     assert_eq!(bad("etherstub s\netherstub s"), "netd.conf line 2: switch \"s\" is defined twice");
-    assert_eq!(bad("bridge x"), "netd.conf line 1: \"bridge\" is not etherstub, nic_tag or vnic");
+    assert_eq!(bad("bridge x"), "netd.conf line 1: \"bridge\" is not etherstub, nic_tag, vnic or host");
     let ok = NetConfig::parse(CONF).unwrap();
     assert_eq!((ok.switches.len(), ok.vnics.len()), (2, 3));
     assert!(ok.vnics[2].config.protection.allow_ip_spoofing);

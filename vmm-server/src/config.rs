@@ -77,6 +77,7 @@ const NIC_PROPERTIES: &[&str] = &[
     "gateway",
     "ip",
     "mac",
+    "maxbw",
     "model",
     "mtu",
     "netmask",
@@ -289,6 +290,9 @@ pub struct NicConfig {
     pub allow_ip_spoofing: bool,
     pub allow_mac_spoofing: bool,
     pub mtu: Option<u16>,
+    /// `maxbw`: a cap in Mbit/s on both directions (Crossbow's link
+    /// property; vmadm has none), enforced by netd's switch.
+    pub maxbw_mbit: Option<u32>,
 }
 
 /// A checked VM description.
@@ -722,6 +726,7 @@ fn parse_nic(value: &Value, path: String) -> Result<NicConfig, ConfigError> {
         allow_ip_spoofing: p.boolean("allow_ip_spoofing")?.unwrap_or(false),
         allow_mac_spoofing: p.boolean("allow_mac_spoofing")?.unwrap_or(false),
         mtu: p.integer("mtu", 576, 9000, "bytes")?.map(|n| n as u16),
+        maxbw_mbit: p.integer("maxbw", 1, 100_000, "Mbit/s")?.map(|n| n as u32),
     })
 }
 

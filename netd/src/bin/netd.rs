@@ -1,10 +1,21 @@
 //! The netd process: reads its boot configuration (`netd.conf`, the
-//! switches and VNICs: `netd::vnics::NetConfig`), then serves `status`
-//! and `vnic` on its endpoint (the logic is the library's). Each VNIC's
-//! ring region is a frame netd makes and maps, whose capability goes to
-//! the VMM with the `attach` reply. VMMs pump their rings on their own
-//! timer, so netd signals nobody yet; the machine's NIC (the nic_tags'
-//! uplink) is not driven yet, so frames for it are counted and dropped.
+//! switches, VNICs and host address: `netd::vnics::NetConfig`), then
+//! serves `status`, `vnic` and `socket` on its endpoint (the logic is the
+//! library's `netd::host::Netd`). Each VNIC's ring region is a frame netd
+//! makes and maps, whose capability goes to the VMM with the `attach`
+//! reply. A `socket.share_buffer` request brings a frame of the
+//! client's, which netd maps in the same places (1 MiB at most) as the
+//! client's shared buffer. A VMM's `attach` brings its doorbell, a notification netd may
+//! only signal: netd rings it when the VNIC's ring got frames or room
+//! (the VMM still polls its rings on its timer as well). The machine's
+//! NIC (the nic_tags' uplink) is not driven yet, so frames for it are
+//! counted and dropped.
+//!
+//! A second thread is netd's timer: it sleeps until the time the server
+//! last asked for (`Netd::wake_at_ns`: the host stack's retransmits and
+//! ARP, a VNIC waiting for its bandwidth bucket), or for ever when nothing
+//! waits, then signals bit 1 of the serving thread's notification, which
+//! runs `Netd::tick`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -14,13 +25,15 @@ extern crate alloc;
 mod frames {
     //! Ring regions: frames netd creates, maps at a slot of its own
     //! address space and reaches by volatile copies.
-    use abi::{CapSlot, ObjectType};
+    use abi::{CapSlot, ObjectType, Rights};
+    use alloc::collections::BTreeMap;
     use alloc::format;
     use alloc::string::String;
     use alloc::vec::Vec;
     use alcove_rt::SharedMemory;
     use alcove_rt::start::SLOT_FREE;
     use libipc::blkring::RingRegion;
+    use libipc::interfaces::SocketError;
     use libipc::sys;
 
     /// Where regions are mapped, one slot of 1 MiB each (the largest
@@ -28,6 +41,8 @@ mod frames {
     const REGION_VA: u64 = 0x40_0000_0000;
     const REGION_STRIDE: u64 = 0x10_0000;
     const MAX_REGIONS: u64 = 1024;
+    /// The bit netd sets on a VMM's doorbell.
+    const DOORBELL_BIT: u64 = 2;
 
     pub struct Region {
         mem: SharedMemory,
@@ -54,11 +69,46 @@ mod frames {
         next_place: u64,
         /// Frames for a nic_tag's uplink, dropped (no NIC driver yet).
         pub uplink_dropped: u64,
+        /// Each attached VNIC's doorbell: a notification of its VMM's
+        /// (signal right only), brought with `attach`.
+        doorbells: BTreeMap<(u64, u32), CapSlot>,
     }
 
     impl Frames {
         pub const fn new() -> Self {
-            Self { next_slot: SLOT_FREE, free_slots: Vec::new(), free_places: Vec::new(), next_place: 0, uplink_dropped: 0 }
+            Self {
+                next_slot: SLOT_FREE,
+                free_slots: Vec::new(),
+                free_places: Vec::new(),
+                next_place: 0,
+                uplink_dropped: 0,
+                doorbells: BTreeMap::new(),
+            }
+        }
+
+        /// A free place to map a region at, if any is left.
+        fn place(&mut self) -> Option<u64> {
+            match self.free_places.pop() {
+                Some(i) => Some(i),
+                None if self.next_place < MAX_REGIONS => {
+                    self.next_place += 1;
+                    Some(self.next_place - 1)
+                }
+                None => None,
+            }
+        }
+
+        /// Offers a slot for the capability the next request may bring
+        /// (a VMM's doorbell with `attach`).
+        pub fn offer_slot(&mut self) {
+            let slot = self.free_slots.pop().unwrap_or_else(|| self.fresh_slot());
+            libipc::request_caps::offer(slot);
+        }
+
+        /// A capability slot nothing uses (for the timer thread's objects).
+        pub fn fresh_slot(&mut self) -> CapSlot {
+            self.next_slot += 1;
+            self.next_slot - 1
         }
     }
 
@@ -69,14 +119,7 @@ mod frames {
             if pages as u64 * 4096 > REGION_STRIDE {
                 return Err(format!("a region of {pages} pages does not fit its place"));
             }
-            let index = match self.free_places.pop() {
-                Some(i) => i,
-                None if self.next_place < MAX_REGIONS => {
-                    self.next_place += 1;
-                    self.next_place - 1
-                }
-                None => return Err(format!("all {MAX_REGIONS} region places are in use")),
-            };
+            let index = self.place().ok_or_else(|| format!("all {MAX_REGIONS} region places are in use"))?;
             let slot = self.free_slots.pop().unwrap_or_else(|| {
                 self.next_slot += 1;
                 self.next_slot - 1
@@ -109,7 +152,67 @@ mod frames {
             self.free_places.push(index);
         }
 
-        fn signal(&mut self, _client: u64, _vnic: u32) {}
+        fn signal(&mut self, client: u64, vnic: u32) {
+            if let Some(&slot) = self.doorbells.get(&(client, vnic)) {
+                let _ = sys::signal(slot, DOORBELL_BIT);
+            }
+        }
+
+        fn doorbell(&mut self, client: u64, vnic: u32) {
+            let Some(slot) = libipc::request_caps::take() else { return };
+            self.offer_slot();
+            // Only a notification this VMM may signal is kept; anything
+            // else it sent is dropped (the VMM then polls, as before).
+            let ok = sys::cap_identify(slot)
+                .is_ok_and(|i| i.object_type == ObjectType::Notification && i.rights.contains(Rights::WRITE));
+            if !ok {
+                log::warn!("netd: vnic {vnic}: the doorbell client {client} sent is no notification it may signal; ignored");
+                let _ = sys::cap_delete(slot);
+                self.free_slots.push(slot);
+                return;
+            }
+            if let Some(old) = self.doorbells.insert((client, vnic), slot) {
+                let _ = sys::cap_delete(old);
+                self.free_slots.push(old);
+            }
+        }
+
+        fn take_buffer(&mut self) -> Option<Result<Region, SocketError>> {
+            let slot = libipc::request_caps::take()?;
+            self.offer_slot();
+            let refuse = |frames: &mut Self, e: SocketError| {
+                let _ = sys::cap_delete(slot);
+                frames.free_slots.push(slot);
+                Some(Err(e))
+            };
+            let pages = match sys::cap_identify(slot) {
+                Ok(i) if i.object_type == ObjectType::Frame => match sys::frame_info(slot) {
+                    Ok(f) => f.pages,
+                    Err(_) => return refuse(self, SocketError::NoBuffer),
+                },
+                _ => return refuse(self, SocketError::NoBuffer),
+            };
+            if pages.saturating_mul(4096) > REGION_STRIDE {
+                let bytes = pages.saturating_mul(4096);
+                return refuse(self, SocketError::TooLarge { bytes, max: REGION_STRIDE as u32 });
+            }
+            let Some(index) = self.place() else { return refuse(self, SocketError::NoBuffer) };
+            match SharedMemory::map_frame(slot, REGION_VA + index * REGION_STRIDE, pages) {
+                Ok(mem) => Some(Ok(Region { mem, slot, index })),
+                Err(e) => {
+                    log::warn!("netd: a client's shared buffer ({pages} pages): cannot map it: {e}");
+                    self.free_places.push(index);
+                    refuse(self, SocketError::NoBuffer)
+                }
+            }
+        }
+
+        fn detached(&mut self, client: u64, vnic: u32) {
+            if let Some(old) = self.doorbells.remove(&(client, vnic)) {
+                let _ = sys::cap_delete(old);
+                self.free_slots.push(old);
+            }
+        }
 
         fn uplink(&mut self, _switch: &str, _frame: &[u8]) {
             self.uplink_dropped += 1;
@@ -117,6 +220,87 @@ mod frames {
 
         fn now_ns(&self) -> u64 {
             alcove_rt::clock_ns()
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
+mod timer {
+    //! netd's timer thread (see the module's description).
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use libipc::sys;
+
+    /// When the server wants its tick (ns on `clock_ns`; MAX: never).
+    static WAKE_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+    /// The shortest sleep: a stack that keeps asking for "now" does not
+    /// spin the CPU.
+    const MIN_SLEEP_NS: u64 = 1_000_000;
+    /// The bit the timer signals on the serving thread's notification.
+    pub const TICK_BIT: u64 = 2;
+    const STACK_VA: u64 = 0x50_0000_0000;
+    const STACK_PAGES: u64 = 4;
+
+    /// Starts the thread; `tick` is its own notification (created here),
+    /// `main` the serving thread's bound notification.
+    pub fn start(slots: alcove_rt::ThreadSlots, tick: abi::CapSlot, main: abi::CapSlot) -> Result<(), abi::Error> {
+        sys::create(abi::ObjectType::Notification, tick, 0)?;
+        let t = alcove_rt::Thread::spawn(slots, STACK_VA, STACK_PAGES, run, u64::from(tick), u64::from(main))?;
+        // It runs as long as the process.
+        core::mem::forget(t);
+        Ok(())
+    }
+
+    /// Publishes the server's next wake-up (`None`: nothing waits) and
+    /// wakes the timer if that is earlier than what it sleeps towards.
+    pub fn set(at: Option<u64>, tick: abi::CapSlot) {
+        let at = at.map_or(u64::MAX, |a| a.max(alcove_rt::clock_ns().saturating_add(MIN_SLEEP_NS)));
+        if at < WAKE_AT.swap(at, Ordering::AcqRel) {
+            let _ = sys::signal(tick, 1);
+        }
+    }
+
+    extern "C" fn run(_ipc: u64, tick: u64, main: u64) -> ! {
+        let (tick, main) = (tick as abi::CapSlot, main as abi::CapSlot);
+        loop {
+            let at = WAKE_AT.load(Ordering::Acquire);
+            let now = alcove_rt::clock_ns();
+            if at != u64::MAX && at <= now {
+                // Taken: the server publishes its next time after the tick.
+                if WAKE_AT.compare_exchange(at, u64::MAX, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let _ = sys::signal(main, TICK_BIT);
+                }
+                continue;
+            }
+            let sleep = if at == u64::MAX { abi::FOREVER } else { at - now };
+            let _ = sys::wait(tick, sleep);
+        }
+    }
+}
+
+/// The server, publishing its next wake-up to the timer after each
+/// request and tick.
+#[cfg(target_os = "none")]
+struct Timed {
+    netd: netd::host::Netd<frames::Frames>,
+    tick: abi::CapSlot,
+}
+
+#[cfg(target_os = "none")]
+impl libipc::Dispatch for Timed {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
+        let r = self.netd.dispatch_from(badge, interface, request);
+        timer::set(self.netd.wake_at_ns(), self.tick);
+        r
+    }
+
+    fn notified(&mut self, bits: u64) {
+        if bits & timer::TICK_BIT != 0 {
+            self.netd.notified(bits);
+            timer::set(self.netd.wake_at_ns(), self.tick);
         }
     }
 }
@@ -154,9 +338,28 @@ fn main(start: alcove_rt::Start) -> u64 {
             }
         }
     };
-    let server = netd::vnics::VnicServer::new(&config, frames::Frames::new());
+    let mut frames = frames::Frames::new();
+    let tick = frames.fresh_slot();
+    let thread = alcove_rt::ThreadSlots { thread: frames.fresh_slot(), stack: frames.fresh_slot(), ipc: frames.fresh_slot() };
+    frames.offer_slot();
+    let seed = alcove_rt::rdrand_u64().unwrap_or_else(alcove_rt::rdtsc);
+    let netd = netd::host::Netd::new(&config, frames, seed);
     log::info!("{} switch(es), {} VNIC(s)", config.switches.len(), config.vnics.len());
-    alcove_rt::serve_forever(slot, server)
+    if let Some(h) = &config.host {
+        match netd.host_address() {
+            Some((ip, prefix)) => log::info!("host address {ip}/{prefix} on {} ({})", h.switch, h.mac),
+            None => log::info!("host on {} ({}): no address yet", h.switch, h.mac),
+        }
+        if let Some(p) = h.echo_port {
+            log::info!("echo service on TCP port {p}");
+        }
+    }
+    let server = Timed { netd, tick };
+    alcove_rt::serve_forever_with(slot, server, |main| {
+        if let Err(e) = timer::start(thread, tick, main) {
+            log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");
+        }
+    })
 }
 
 #[cfg(target_os = "none")]

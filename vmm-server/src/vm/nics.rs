@@ -66,6 +66,9 @@ pub fn netd_conf(config: &VmConfig, client: u64) -> String {
         if let Some(NicIp::Static(ip)) = nic.ip {
             out.push_str(&format!(" ip={ip}"));
         }
+        if let Some(m) = nic.maxbw_mbit {
+            out.push_str(&format!(" maxbw={m}"));
+        }
         out.push_str(&format!(
             " allow_ip_spoofing={} allow_mac_spoofing={}\n",
             nic.allow_ip_spoofing, nic.allow_mac_spoofing

@@ -675,7 +675,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         disk_slots.push(slot);
         disks.push(VmDisk { slot, requests });
     }
-    let nic_set = nics::attach(&mut res, spec, platform.pci())?;
+    let nic_set = nics::attach(&mut res, spec, platform.pci(), timer)?;
     // An entropy device when the host CPU has a hardware RNG, and a virtio
     // console (hvc0) next to the serial one.
     if alcove_rt::rdrand_u64().is_some() {

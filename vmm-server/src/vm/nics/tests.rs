@@ -43,7 +43,7 @@ fn netd_conf_lines_are_what_netd_reads() {
     let c = vm(
         "web",
         r#"{"nic_tag": "stub0", "mac": "02:00:00:00:00:0a", "ip": "10.0.0.10", "netmask": "255.255.255.0", "vlan_id": 5},
-           {"nic_tag": "admin", "allow_ip_spoofing": true}"#,
+           {"nic_tag": "admin", "allow_ip_spoofing": true, "maxbw": 20}"#,
     );
     let text = format!("etherstub stub0\nnic_tag admin\n{}", netd_conf(&c, 7));
     let parsed = NetConfig::parse(&text).unwrap();
@@ -54,6 +54,15 @@ fn netd_conf_lines_are_what_netd_reads() {
     assert!(!v0.config.protection.allow_ip_spoofing);
     assert_eq!(parsed.vnics[1].config.mac.0, nic_mac(&c, 1));
     assert!(parsed.vnics[1].config.protection.allow_ip_spoofing);
+    // `maxbw` (Mbit/s) becomes the VNIC's cap in netd's switch.
+    assert_eq!((v0.config.maxbw_mbit, parsed.vnics[1].config.maxbw_mbit), (None, Some(20)));
+    let json = |maxbw: &str| {
+        format!(r#"{{"brand": "bhyve", "alias": "w", "ram": 64, "vcpus": 1, "kernel": "k", "nics": [{{"nic_tag": "a", "maxbw": {maxbw}}}]}}"#)
+    };
+    for bad in ["0", "100001", "\"20M\"", "-1"] {
+        let e = format!("{:?}", VmConfig::from_json(&json(bad)).unwrap_err());
+        assert!(e.contains("nics[0].maxbw"), "{bad}: {e}");
+    }
 }
 
 #[test]

@@ -4,13 +4,17 @@
 //! `vmm_server::vm::nics`). The rings are pumped whenever the devices'
 //! state is delivered (after exits and on the timer thread's pass, at
 //! least every 20 ms), under the platform lock, and netd's doorbell is
-//! rung when frames went into a ring.
+//! rung when frames went into a ring. Each `attach` gives netd this
+//! VMM's doorbell the other way: a copy of the timer thread's
+//! notification that can only be signalled, which netd rings when a ring
+//! got frames, so they wait for no timer.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use abi::PAGE_SIZE;
+use abi::{CapSlot, PAGE_SIZE, Rights};
+use libipc::sys;
 use alcove_rt::SharedMemory;
 use libipc::cap::{Cap, Endpoint};
 use libipc::interfaces::vnic;
@@ -101,7 +105,7 @@ impl Drop for Nics {
 
 /// Attaches the VM's NICs to the VNICs netd holds for this VMM and puts
 /// a virtio-net device for each on `bus`.
-pub(super) fn attach(res: &mut Resources, spec: &VmSpec, bus: &mut PciBus) -> Result<Nics, String> {
+pub(super) fn attach(res: &mut Resources, spec: &VmSpec, bus: &mut PciBus, timer: CapSlot) -> Result<Nics, String> {
     if spec.config.nics.is_empty() {
         return Ok(Nics::none());
     }
@@ -112,9 +116,15 @@ pub(super) fn attach(res: &mut Resources, spec: &VmSpec, bus: &mut PciBus) -> Re
     let mut nics = Nics { netd: Some(netd), ports: Vec::new(), broken: Vec::new() };
     for (index, &id) in ids.iter().enumerate() {
         let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"nics[{index}]\": {e}");
+        // The doorbell: the timer's notification, signal right only.
+        let doorbell = res.next;
+        sys::cap_copy(timer, doorbell, Rights::WRITE, 0).map_err(|e| what(&format!("copy the doorbell: {e}")))?;
+        res.next += 1;
         let slot = res.next;
-        let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]);
+        let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]).sending(&[doorbell]);
         let attached = vnic::Client::new(&transport).attach(id, 0);
+        // netd holds its own copy now (or none, if the call failed).
+        let _ = sys::cap_delete(doorbell);
         let attached = attached.map_err(|e| what(&e))?.map_err(|e| what(&e))?;
         if transport.received() != 1 {
             return Err(what(&"netd sent no ring"));
