@@ -21,35 +21,57 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vmm_server::firmware::SEABIOS_FILE;
+use vmm_server::config::Bootrom;
+use vmm_server::firmware::{OVMF_FILE, SEABIOS_FILE};
 
 pub const CASE: &str = "linux/seabios-boot-disk-epyc-svm";
 const TIMEOUT: Duration = Duration::from_secs(300);
 const ALIAS: &str = "fwboot";
 const SEABIOS: &str = "seabios";
 const SEABIOS_IN_PACKAGE: &str = "usr/share/seabios/bios-256k.bin";
+const OVMF: &str = "ovmf";
+const OVMF_IN_PACKAGE: &str = "usr/share/ovmf/OVMF.fd";
 pub const BOOT_SECTOR_LINE: &str = "ALCOVE-BOOTSECTOR: started by the firmware";
 
 /// `target/alcove/images/bios-256k.bin` from the seabios version apt-cache
 /// names (fetched into `images/downloads/` unless the stamp says it is
 /// there).
 pub fn seabios() -> Result<PathBuf> {
+    firmware_image(SEABIOS, SEABIOS_IN_PACKAGE, SEABIOS_FILE)
+}
+
+/// `target/alcove/images/OVMF.fd` from Debian's `ovmf`, as [`seabios`].
+pub fn ovmf() -> Result<PathBuf> {
+    firmware_image(OVMF, OVMF_IN_PACKAGE, OVMF_FILE)
+}
+
+/// The firmware image of `bootrom`.
+pub fn image(bootrom: Bootrom) -> Result<PathBuf> {
+    match bootrom {
+        Bootrom::Bios => seabios(),
+        Bootrom::Uefi => ovmf(),
+    }
+}
+
+/// `file` in the images folder: `in_package` of the Debian package
+/// `package` at the version apt-cache names.
+fn firmware_image(package: &str, in_package: &str, file: &str) -> Result<PathBuf> {
     let out = guest_images::dir();
     fs::create_dir_all(&out)?;
-    let (bin, stamp_path) = (out.join(SEABIOS_FILE), out.join("seabios.stamp"));
-    let pkg = Pkg { name: SEABIOS.into(), version: guest_images::candidate(SEABIOS)? };
+    let (bin, stamp_path) = (out.join(file), out.join(format!("{package}.stamp")));
+    let pkg = Pkg { name: package.into(), version: guest_images::candidate(package)? };
     let stamp = format!("{} {}\n", pkg.name, pkg.version);
     if bin.is_file() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(bin);
     }
     let deb = guest_images::fetch(&pkg, |_| false)?;
-    let work = out.join(".work-seabios");
+    let work = out.join(format!(".work-{package}"));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     guest_images::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&work), &format!("dpkg-deb -x {}", deb.display()))?;
-    let from = work.join(SEABIOS_IN_PACKAGE);
+    let from = work.join(in_package);
     if !from.is_file() {
-        return Err(format!("{}: no {SEABIOS_IN_PACKAGE} in the package", deb.display()).into());
+        return Err(format!("{}: no {in_package} in the package", deb.display()).into());
     }
     let _ = fs::remove_file(&stamp_path);
     fs::rename(&from, &bin)?;
