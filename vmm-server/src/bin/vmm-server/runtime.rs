@@ -36,7 +36,7 @@ use libipc::cap::Cap;
 use libipc::kernel::KernelTransport;
 use libipc::sys;
 use vmm_server::boot::{layout, linux};
-use vmm_server::config::{Bootrom, VmConfig};
+use vmm_server::config::VmConfig;
 use vmm_server::firmware::{self, rom::FirmwareImage};
 use vmm_server::pci::PciSlot;
 use vmm_server::virtio::block::Block;
