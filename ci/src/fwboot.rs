@@ -21,35 +21,57 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vmm_server::firmware::SEABIOS_FILE;
+use vmm_server::config::Bootrom;
+use vmm_server::firmware::{OVMF_FILE, SEABIOS_FILE};
 
 pub const CASE: &str = "linux/seabios-boot-disk-epyc-svm";
 const TIMEOUT: Duration = Duration::from_secs(300);
 const ALIAS: &str = "fwboot";
 const SEABIOS: &str = "seabios";
 const SEABIOS_IN_PACKAGE: &str = "usr/share/seabios/bios-256k.bin";
+const OVMF: &str = "ovmf";
+const OVMF_IN_PACKAGE: &str = "usr/share/ovmf/OVMF.fd";
 pub const BOOT_SECTOR_LINE: &str = "ALCOVE-BOOTSECTOR: started by the firmware";
 
 /// `target/alcove/images/bios-256k.bin` from the seabios version apt-cache
 /// names (fetched into `images/downloads/` unless the stamp says it is
 /// there).
 pub fn seabios() -> Result<PathBuf> {
+    firmware_image(SEABIOS, SEABIOS_IN_PACKAGE, SEABIOS_FILE)
+}
+
+/// `target/alcove/images/OVMF.fd` from Debian's `ovmf`, as [`seabios`].
+pub fn ovmf() -> Result<PathBuf> {
+    firmware_image(OVMF, OVMF_IN_PACKAGE, OVMF_FILE)
+}
+
+/// The firmware image of `bootrom`.
+pub fn image(bootrom: Bootrom) -> Result<PathBuf> {
+    match bootrom {
+        Bootrom::Bios => seabios(),
+        Bootrom::Uefi => ovmf(),
+    }
+}
+
+/// `file` in the images folder: `in_package` of the Debian package
+/// `package` at the version apt-cache names.
+fn firmware_image(package: &str, in_package: &str, file: &str) -> Result<PathBuf> {
     let out = guest_images::dir();
     fs::create_dir_all(&out)?;
-    let (bin, stamp_path) = (out.join(SEABIOS_FILE), out.join("seabios.stamp"));
-    let pkg = Pkg { name: SEABIOS.into(), version: guest_images::candidate(SEABIOS)? };
+    let (bin, stamp_path) = (out.join(file), out.join(format!("{package}.stamp")));
+    let pkg = Pkg { name: package.into(), version: guest_images::candidate(package)? };
     let stamp = format!("{} {}\n", pkg.name, pkg.version);
     if bin.is_file() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(bin);
     }
     let deb = guest_images::fetch(&pkg, |_| false)?;
-    let work = out.join(".work-seabios");
+    let work = out.join(format!(".work-{package}"));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     guest_images::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&work), &format!("dpkg-deb -x {}", deb.display()))?;
-    let from = work.join(SEABIOS_IN_PACKAGE);
+    let from = work.join(in_package);
     if !from.is_file() {
-        return Err(format!("{}: no {SEABIOS_IN_PACKAGE} in the package", deb.display()).into());
+        return Err(format!("{}: no {in_package} in the package", deb.display()).into());
     }
     let _ = fs::remove_file(&stamp_path);
     fs::rename(&from, &bin)?;
@@ -302,6 +324,161 @@ pub fn judge(serial: &str, vm_name: &str, nonce: u64) -> Vec<String> {
     problems
 }
 
+/// The Linux guest booted from its own disk through firmware: a GRUB
+/// disk made with `grub-mkrescue` (GRUB for `i386-pc` in the MBR and for
+/// `x86_64-efi` in an EFI system partition, both from the host's GRUB
+/// packages; `xorriso` and `mtools` build it, no root or loop devices)
+/// holding the Debian cloud kernel and the test initramfs, booted by
+/// OVMF or SeaBIOS. The data disk (vda) is the direct-boot test's: the
+/// same checks (nproc, hash, marker, console echo, one reboot, poweroff,
+/// everything returned), and each boot must pass through the firmware and
+/// GRUB again (the reboot goes back through the firmware).
+pub const OVMF_LINUX_CASE: &str = "linux/ovmf-boot-disk-epyc-svm";
+pub const SEABIOS_LINUX_CASE: &str = "linux/seabios-grub-disk-epyc-svm";
+/// What the disk's grub.cfg prints before it loads Linux.
+pub const GRUB_LINE: &str = "ALCOVE-GRUB: started by the firmware";
+const FW_LINUX_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The boot disk's `grub.cfg`: GRUB on COM1, its line, then Linux with
+/// `cmdline`.
+pub fn grub_cfg(cmdline: &str) -> String {
+    format!(
+        "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\nset timeout=0\n\
+         echo \"{GRUB_LINE} (${{grub_platform}})\"\n\
+         linux /boot/vmlinuz {cmdline}\ninitrd /boot/initrd.img\nboot\n"
+    )
+}
+
+/// `dir/boot-disk.img`: the GRUB disk with `images`' kernel and initramfs.
+pub fn grub_disk(dir: &Path, images: &guest_images::Images, cmdline: &str) -> Result<PathBuf> {
+    let tree = dir.join("grub-tree");
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(tree.join("boot/grub"))?;
+    fs::copy(&images.vmlinuz, tree.join("boot/vmlinuz"))?;
+    fs::copy(&images.initramfs, tree.join("boot/initrd.img"))?;
+    fs::write(tree.join("boot/grub/grub.cfg"), grub_cfg(cmdline))?;
+    let disk = dir.join("boot-disk.img");
+    let _ = fs::remove_file(&disk);
+    guest_images::output(Command::new("grub-mkrescue").arg("-o").arg(&disk).arg(&tree), "grub-mkrescue")?;
+    fs::remove_dir_all(&tree)?;
+    Ok(disk)
+}
+
+/// The VM: the data disk first (the guest's vda), the boot disk second.
+pub fn linux_vm_json(bootrom: Bootrom, vcpus: u32) -> String {
+    let rom = match bootrom {
+        Bootrom::Bios => "bios",
+        Bootrom::Uefi => "uefi",
+    };
+    format!(
+        "{{\n  \"alias\": \"{}\",\n  \"brand\": \"bhyve\",\n  \"ram\": {},\n  \"vcpus\": {vcpus},\n  \
+         \"bootrom\": \"{rom}\",\n  \"disks\": [{{\"path\": \"disk.img\"}}, {{\"path\": \"boot-disk.img\", \"boot\": true}}]\n}}\n",
+        crate::linux::ALIAS,
+        crate::linux::RAM_MIB
+    )
+}
+
+/// What a firmware prints once per boot.
+pub fn firmware_banner(bootrom: Bootrom) -> &'static str {
+    match bootrom {
+        Bootrom::Bios => "SeaBIOS (version ",
+        Bootrom::Uefi => "BdsDxe: starting ",
+    }
+}
+
+/// The firmware and GRUB lines each of `boots` boots must show, in order.
+pub fn judge_firmware_boots(serial: &str, bootrom: Bootrom, boots: usize) -> Vec<String> {
+    let banner = firmware_banner(bootrom);
+    let mut problems = Vec::new();
+    let mut order = Vec::new();
+    for l in serial.lines() {
+        if l.contains(banner) {
+            order.push('F');
+        } else if l.contains(GRUB_LINE) {
+            order.push('G');
+        } else if l.contains("alcove-guest: init started") {
+            order.push('L');
+        }
+    }
+    let want: String = "FGL".repeat(boots);
+    let got: String = order.iter().collect();
+    // The firmware may print its banner line more than once per boot
+    // (BdsDxe: one per option tried): collapse repeats.
+    let mut collapsed = String::new();
+    for c in got.chars() {
+        if !collapsed.ends_with(c) {
+            collapsed.push(c);
+        }
+    }
+    if collapsed != want {
+        problems.push(format!(
+            "expected {boots} boot(s) each through the firmware ({banner:?}), GRUB ({GRUB_LINE:?}) and the guest's init, \
+             in that order; saw {collapsed:?} (F firmware, G GRUB, L init)"
+        ));
+    }
+    problems
+}
+
+/// Boots the Linux test guest from the GRUB disk through `bootrom`.
+pub fn run_linux(kernel: &Path, images: &guest_images::Images, bootrom: Bootrom, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    use crate::emu::capture_timed_answering;
+    use crate::harness::Ending;
+    use kcore::testproto::{EXIT_PASS, qemu_status};
+    let dir = crate::out_dir().join("fwboot-linux").join(name.replace('/', "-"));
+    fs::create_dir_all(&dir)?;
+    let vcpus = crate::linux::VCPUS;
+    let disk = dir.join("disk.img");
+    let before = crate::vm::random_bytes(crate::linux::DISK_BYTES);
+    fs::write(&disk, &before)?;
+    let hash = crate::vm::sha256_file(&disk)?;
+    grub_disk(&dir, images, "console=ttyS0 panic=-1 alcove.reboot-once alcove.console-echo")?;
+    let json_path = dir.join("vm.json");
+    fs::write(&json_path, linux_vm_json(bootrom, vcpus))?;
+    let plan = VmPlan::load(&json_path)?;
+    let system = plan.write_boot_files(&dir.join("boot"))?;
+    let iso = image::iso_of(kernel, &format!("test-{}", name.replace('/', "-")), "", &system)?;
+    let mut c = plan.qemu().command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let answer = Some(("alcove-guest: type a line".to_string(), format!("{}\n", crate::linux::TYPED).into_bytes()));
+    let t = capture_timed_answering(c, &name.replace('/', "-"), Some(timeout), false, answer)?;
+    let run = t.run.clone();
+    let mut problems = crate::vm::check_linux_run(&run.serial, &plan.name, vcpus, Some(&hash), true);
+    problems.extend(judge_firmware_boots(&run.serial, bootrom, 2));
+    if let Some(l) = run.serial.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
+        problems.push(format!("the kernel reported a fatal error: {}", l.trim_end()));
+    }
+    match run.ending {
+        Ending::Qemu(s) if s == qemu_status(EXIT_PASS) => {}
+        Ending::Qemu(s) => problems.push(format!("QEMU exited with status {s} (a powered-off VM ends it with 33)")),
+        Ending::Timeout(s) => problems.push(format!("timed out after {s} s")),
+        Ending::Bochs { .. } => problems.push("not a QEMU run".into()),
+    }
+    let after = fs::read(&disk)?;
+    if let Some(p) = crate::vm::check_disk_after(&before, &after, vcpus) {
+        problems.push(format!("{}: {p}", disk.display()));
+    }
+    let summary = problems.is_empty().then(|| {
+        let init = crate::linux::Outcome::first_init(&t, &plan.name)
+            .map(|d| format!(", {:.1} s from VM start to init", d.as_secs_f64()))
+            .unwrap_or_default();
+        format!(
+            "{} -> GRUB -> Linux twice (reboot through the firmware), nproc={vcpus}, disk hash matches, marker read \
+             back, typed line received, powered off, everything returned after each boot{init}",
+            if bootrom == Bootrom::Uefi { "OVMF" } else { "SeaBIOS" }
+        )
+    });
+    Ok(crate::linux::Outcome {
+        name: name.into(),
+        run,
+        timed: Some(t),
+        vm_name: plan.name,
+        problems,
+        disk_checked: true,
+        vcpus,
+        summary,
+    })
+}
+
 pub fn run_tiers(
     kernel: &Path,
     chosen: &[&str],
@@ -309,7 +486,37 @@ pub fn run_tiers(
     failures: &mut Vec<String>,
     runs: &mut usize,
 ) -> Result<()> {
-    if !chosen.contains(&"linux") || only.is_some_and(|o| !CASE.contains(o)) {
+    if !chosen.contains(&"linux") {
+        return Ok(());
+    }
+    // The GRUB-disk cases run by name only (`--case ovmf-boot-disk`,
+    // `--case seabios-grub`): OVMF's takes about 240 s here, SeaBIOS's
+    // 46-234 s (over the 90 s a CI case may take once in five runs).
+    for (case, bootrom, in_ci) in [(OVMF_LINUX_CASE, Bootrom::Uefi, false), (SEABIOS_LINUX_CASE, Bootrom::Bios, false)] {
+        let asked = match only {
+            Some(o) => case.contains(o),
+            None => in_ci,
+        };
+        if !asked {
+            continue;
+        }
+        let fw = if bootrom == Bootrom::Uefi { "OVMF" } else { "SeaBIOS" };
+        println!("== linux: a GRUB boot disk through {fw} (\"bootrom\") on Alcove: Linux, one reboot through the firmware");
+        *runs += 1;
+        let out = match guest_images::ensure().and_then(|images| run_linux(kernel, &images, bootrom, case, FW_LINUX_TIMEOUT)) {
+            Ok(o) => o,
+            Err(e) => {
+                println!("  FAIL {case}: {e}");
+                failures.push(case.into());
+                continue;
+            }
+        };
+        out.report();
+        if !out.ok() {
+            failures.push(case.into());
+        }
+    }
+    if only.is_some_and(|o| !CASE.contains(o)) {
         return Ok(());
     }
     println!("== linux: SeaBIOS boots a VM's boot disk on Alcove (\"bootrom\": \"bios\")");
@@ -369,5 +576,31 @@ mod tests {
         assert_eq!(judge(good, "fwboot", 0xfe).len(), 1, "another nonce");
         assert_eq!(judge(&good.replace("SeaBIOS (version", "x"), "fwboot", 0xff).len(), 1);
         assert_eq!(judge(&good.replace("poweroff", "triple-fault"), "fwboot", 0xff).len(), 1);
+    }
+
+    #[test]
+    fn firmware_boots_are_firmware_then_grub_then_init_each_time() {
+        let boot = "BdsDxe: loading Boot0001\nBdsDxe: starting Boot0001 \"UEFI Misc Device\"\n\
+                    ALCOVE-GRUB: started by the firmware (efi)\n[    0.0] Linux\nalcove-guest: init started\n";
+        assert_eq!(judge_firmware_boots(&boot.repeat(2), Bootrom::Uefi, 2), Vec::<String>::new());
+        // One boot only, or the second boot straight to init (no firmware).
+        assert_eq!(judge_firmware_boots(boot, Bootrom::Uefi, 2).len(), 1);
+        let direct = format!("{boot}alcove-guest: init started\n");
+        assert_eq!(judge_firmware_boots(&direct, Bootrom::Uefi, 2).len(), 1);
+        // The other firmware's banner does not count.
+        assert_eq!(judge_firmware_boots(&boot.repeat(2), Bootrom::Bios, 2).len(), 1);
+        let bios = "SeaBIOS (version 1.16.2)\nALCOVE-GRUB: started by the firmware (pc)\nalcove-guest: init started\n";
+        assert_eq!(judge_firmware_boots(&bios.repeat(2), Bootrom::Bios, 2), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_grub_disk_config_prints_its_line_and_boots_the_kernel() {
+        let cfg = grub_cfg("console=ttyS0 x");
+        assert!(cfg.contains("serial --unit=0"));
+        assert!(cfg.contains(&format!("echo \"{GRUB_LINE} (${{grub_platform}})\"")), "{cfg}");
+        assert!(cfg.contains("linux /boot/vmlinuz console=ttyS0 x\ninitrd /boot/initrd.img\nboot\n"));
+        let json = linux_vm_json(Bootrom::Uefi, 2);
+        let c = vmm_server::config::VmConfig::from_json(&json).unwrap();
+        assert_eq!((c.bootrom, c.boot_disk(), c.vcpus), (Some(Bootrom::Uefi), Some(1), 2));
     }
 }

@@ -79,6 +79,13 @@ impl Outcome {
         Some(t.time_of("alcove-guest: init started")?.saturating_sub(start))
     }
 
+    /// From `vm NAME: started` to the first `alcove-guest: init started`
+    /// of a timed run.
+    pub fn first_init(t: &TimedRun, vm_name: &str) -> Option<Duration> {
+        let start = t.time_of(&format!("vm {vm_name}: started: "))?;
+        Some(t.time_of("alcove-guest: init started")?.saturating_sub(start))
+    }
+
     pub fn overhead_kib(&self) -> Option<u64> {
         VmLog::read(self.run.serial.lines(), &self.vm_name).overhead_kib
     }

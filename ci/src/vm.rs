@@ -16,8 +16,8 @@ use crate::emu::{Bochs, Qemu};
 use crate::image::BootSystem;
 use initrd::manifest::{MAX_BUDGET_KIB, MAX_NAME_LEN};
 use std::path::{Path, PathBuf};
-use vmm_server::config::{Bootrom, VmConfig};
-use vmm_server::firmware::SEABIOS_FILE;
+use vmm_server::config::VmConfig;
+use vmm_server::firmware::image_file;
 use vmm_server::vm::sizing::KernelMemory;
 
 /// The QEMU CPU the VM tests and `run --vm` use: SVM with nested paging.
@@ -46,7 +46,7 @@ pub struct VmPlan {
     pub server: String,
     /// Host paths: relative paths in the JSON resolve against its folder.
     /// `kernel` is the firmware image for a VM with `bootrom` (Debian's,
-    /// fetched by [`crate::fwboot::seabios`]).
+    /// fetched by [`crate::fwboot::image`]).
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub disks: Vec<PathBuf>,
@@ -101,8 +101,8 @@ impl VmPlan {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         let mut plan = Self::from_text(&json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
-        if plan.config.bootrom == Some(Bootrom::Bios) {
-            plan.kernel = crate::fwboot::seabios()?;
+        if let Some(bootrom) = plan.config.bootrom {
+            plan.kernel = crate::fwboot::image(bootrom)?;
         }
         for (property, host) in plan.host_paths() {
             if !host.is_file() {
@@ -120,7 +120,7 @@ impl VmPlan {
         let config = VmConfig::from_json(json).map_err(|e| e.to_string())?;
         config.check_supported().map_err(|e| e.to_string())?;
         let kernel_name = match config.bootrom {
-            Some(_) => SEABIOS_FILE,
+            Some(b) => image_file(b),
             None => boot_file_name("kernel", &config.kernel)?,
         };
         if let Some(i) = &config.initrd {
@@ -148,7 +148,7 @@ impl VmPlan {
             source: source.to_path_buf(),
             json: json.to_string(),
             kernel: match config.bootrom {
-                Some(_) => crate::guest_images::dir().join(SEABIOS_FILE),
+                Some(b) => crate::guest_images::dir().join(image_file(b)),
                 None => resolve(&config.kernel),
             },
             initrd: config.initrd.as_deref().map(resolve),
@@ -242,7 +242,10 @@ impl VmPlan {
 
     /// The boot file that holds the kernel, or the firmware with `bootrom`.
     fn kernel_file(&self) -> &str {
-        if self.config.bootrom.is_some() { SEABIOS_FILE } else { basename(&self.config.kernel) }
+        match self.config.bootrom {
+            Some(b) => image_file(b),
+            None => basename(&self.config.kernel),
+        }
     }
 
     /// The boot manifest: console and storaged as in `demo.toml`, and one

@@ -226,7 +226,7 @@ pub enum Brand {
 pub enum Bootrom {
     /// SeaBIOS (Debian's `seabios`, `bios-256k.bin`).
     Bios,
-    /// OVMF (Debian's `ovmf`).
+    /// OVMF (Debian's `ovmf`, `OVMF.fd`).
     Uefi,
 }
 
@@ -600,7 +600,7 @@ impl VmConfig {
     /// What this VMM cannot run yet, as the error the runtime reports:
     /// NICs of another model than `virtio` (`vmadm: property
     /// "nics[0].model": "e1000" NICs are not supported yet`) or with an
-    /// MTU other than 1500, and `"uefi"` firmware.
+    /// MTU other than 1500.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
         for (i, nic) in self.nics.iter().enumerate() {
             let name = match nic.model {
@@ -617,9 +617,6 @@ impl VmConfig {
                     what: format!("MTUs other than 1500 ({mtu}) are"),
                 });
             }
-        }
-        if self.bootrom == Some(Bootrom::Uefi) {
-            return Err(ConfigError::NotSupported { property: "bootrom".into(), what: "\"uefi\" (OVMF) VMs are".into() });
         }
         Ok(())
     }

@@ -80,6 +80,54 @@ pub fn decode_mov32(bytes: &[u8], long_mode: bool) -> Option<MovAccess> {
     Some(MovAccess { len: i as u8, ..access })
 }
 
+/// A decoded `mov cr8, reg`: the source register (0 = RAX … 15 = R15) and
+/// the instruction's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MovToCr8 {
+    pub reg: u8,
+    pub len: u8,
+}
+
+/// Decodes a write of CR8: `REX.R 0F 22 /r` with ModRM.reg 0 (64-bit
+/// code), or AMD's `F0 0F 22 /r` (LOCK MOV CR0 names CR8, any mode; APM
+/// Vol. 3 "MOV CRn"). ModRM.mod is ignored (the operand is always a
+/// register). Other prefixes or another control register: `None`.
+pub fn decode_mov_to_cr8(bytes: &[u8], long_mode: bool) -> Option<MovToCr8> {
+    let mut i = 0;
+    let mut lock = false;
+    // Operand-size and segment prefixes do not change MOV CRn; LOCK is
+    // AMD's CR8 selector.
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            0xf0 => lock = true,
+            0x66 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
+            _ => break,
+        }
+        i += 1;
+        if i >= 14 {
+            return None;
+        }
+    }
+    let mut rex = 0u8;
+    if long_mode
+        && let Some(&b) = bytes.get(i)
+        && b & 0xf0 == 0x40
+    {
+        rex = b;
+        i += 1;
+    }
+    if bytes.get(i..i + 2)? != [0x0f, 0x22] {
+        return None;
+    }
+    let modrm = *bytes.get(i + 2)?;
+    let cr = ((modrm >> 3) & 7) | ((rex & 4) << 1) | if lock { 8 } else { 0 };
+    if cr != 8 || (lock && rex & 4 != 0) {
+        return None;
+    }
+    let reg = (modrm & 7) | ((rex & 1) << 3);
+    Some(MovToCr8 { reg, len: (i + 3) as u8 })
+}
+
 /// Walks a guest's 4-level page tables (long mode), or returns the address
 /// unchanged when paging is off; `read_phys(gpa)` reads a table entry.
 /// 32-bit paging modes (non-PAE, PAE) are walked too.
@@ -203,5 +251,26 @@ mod tests {
         assert_eq!(guest_translate(cr0, 0x1000, cr4, efer, 0x5abc, read), Some(0x7000_0abc));
         assert_eq!(guest_translate(cr0, 0x1000, cr4, efer, 0x8000_0000, read), None);
         assert_eq!(guest_translate(0, 0x1000, 0, 0, 0x1234, read), Some(0x1234));
+    }
+
+    #[test]
+    fn mov_to_cr8_is_decoded_in_both_encodings() {
+        // mov cr8, rax / mov cr8, rcx / mov cr8, r9
+        assert_eq!(decode_mov_to_cr8(&[0x44, 0x0f, 0x22, 0xc0], true), Some(MovToCr8 { reg: 0, len: 4 }));
+        assert_eq!(decode_mov_to_cr8(&[0x44, 0x0f, 0x22, 0xc1, 0x90], true), Some(MovToCr8 { reg: 1, len: 4 }));
+        assert_eq!(decode_mov_to_cr8(&[0x45, 0x0f, 0x22, 0xc1], true), Some(MovToCr8 { reg: 9, len: 4 }));
+        // REX.W does not matter; ModRM.mod is ignored.
+        assert_eq!(decode_mov_to_cr8(&[0x4c, 0x0f, 0x22, 0x02], true), Some(MovToCr8 { reg: 2, len: 4 }));
+        // lock mov cr0, eax = mov cr8, eax (32-bit code too).
+        assert_eq!(decode_mov_to_cr8(&[0xf0, 0x0f, 0x22, 0xc0], false), Some(MovToCr8 { reg: 0, len: 4 }));
+        assert_eq!(decode_mov_to_cr8(&[0xf0, 0x41, 0x0f, 0x22, 0xc3], true), Some(MovToCr8 { reg: 11, len: 5 }));
+        // Other control registers, a REX outside long mode, truncated bytes.
+        assert_eq!(decode_mov_to_cr8(&[0x0f, 0x22, 0xc0], true), None, "cr0");
+        assert_eq!(decode_mov_to_cr8(&[0x0f, 0x22, 0xd8], true), None, "cr3");
+        assert_eq!(decode_mov_to_cr8(&[0x44, 0x0f, 0x22, 0xd8], true), None, "cr11");
+        assert_eq!(decode_mov_to_cr8(&[0x44, 0x0f, 0x22, 0xc0], false), None, "inc esp; mov cr0");
+        assert_eq!(decode_mov_to_cr8(&[0x44, 0x0f, 0x22], true), None);
+        assert_eq!(decode_mov_to_cr8(&[0x44, 0x0f, 0x20, 0xc0], true), None, "a read");
+        assert_eq!(decode_mov_to_cr8(&[0xf0; 15], true), None);
     }
 }

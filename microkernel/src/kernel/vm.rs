@@ -898,6 +898,11 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
                 break VcpuExit::Mmio;
             }
             0x64 => Regs::request_window(vcpu, false), // VINTR: inject on re-entry
+            x::CR8_WRITE => {
+                if !cr8_write(vcpu) {
+                    break VcpuExit::Unhandled;
+                }
+            }
             x::IRET => {
                 // Before the IRET runs: NMIs open once the guest is past it.
                 let rip = vcpu.vmcb.r64(f::RIP);
@@ -1783,6 +1788,33 @@ fn fetch_insn_walk(vcpu: &Vcpu) -> Option<([u8; 15], usize)> {
         n += chunk;
     }
     (n > 0).then_some((bytes, n))
+}
+
+/// SVM: the guest's `mov cr8, reg` (intercepted, see `Vmcb::init`), done
+/// as the CPU does it with V_INTR_MASKING: the value goes to V_TPR
+/// (INT_CTL bits 3:0); reserved bits set: #GP(0). False when the bytes at
+/// RIP are not such a `mov` (the VMM reports the exit).
+fn cr8_write(vcpu: &mut Vcpu) -> bool {
+    use svm::vmcb as f;
+    let m = mode(vcpu);
+    let long = m.efer & (1 << 10) != 0 && m.cs_attrib & (1 << 9) != 0;
+    let Some((bytes, n)) = fetch_insn(vcpu) else { return false };
+    let Some(d) = kcore::insn::decode_mov_to_cr8(&bytes[..n], long) else { return false };
+    // RAX and RSP live in the VMCB.
+    let value = match d.reg {
+        0 => vcpu.vmcb.r64(f::RAX),
+        4 => vcpu.vmcb.r64(f::RSP),
+        r => vcpu.gprs[usize::from(r)],
+    };
+    let value = if long { value } else { value & 0xffff_ffff };
+    if value & !0xf != 0 {
+        inject_exception(vcpu, 13, Some(0));
+        return true;
+    }
+    let c = vcpu.vmcb.r64(f::INT_CTL);
+    vcpu.vmcb.w64(f::INT_CTL, (c & !0xf) | value);
+    advance(vcpu, u64::from(d.len));
+    true
 }
 
 /// An access to the xAPIC page at `gpa`: decodes the `mov` at RIP and does

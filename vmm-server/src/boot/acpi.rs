@@ -516,6 +516,8 @@ pub struct AcpiPm {
     enable: u16,
     control: u16,
     reset: u8,
+    /// SLP_TYP 0 with SLP_EN is soft-off too ([`Self::treat_slp_typ_0_as_off`]).
+    typ0_off: bool,
 }
 
 impl Default for AcpiPm {
@@ -528,7 +530,15 @@ impl AcpiPm {
     /// Power-on state: ACPI mode (SCI_EN) already on, as the FADT has no
     /// SMI_CMD to switch it.
     pub const fn new() -> Self {
-        Self { status: 0, enable: 0, control: PM1_CNT_SCI_EN, reset: 0 }
+        Self { status: 0, enable: 0, control: PM1_CNT_SCI_EN, reset: 0, typ0_off: false }
+    }
+
+    /// Firmware-booted VMs: SLP_TYP 0 with SLP_EN powers off as well, as
+    /// on QEMU's PIIX4 and ICH9 PM (whose DSDTs name S5 as 0). OVMF's
+    /// `ResetSystem (EfiResetShutdown)` writes exactly that; the guest OS
+    /// still uses our DSDT's `\_S5_` value.
+    pub fn treat_slp_typ_0_as_off(&mut self) {
+        self.typ0_off = true;
     }
 
     /// Whether `port` belongs to this device.
@@ -620,7 +630,7 @@ impl AcpiPm {
                     let slp_typ = (self.control & PM1_CNT_SLP_TYP) >> PM1_CNT_SLP_TYP_SHIFT;
                     // Only S5 is described in the DSDT; other sleep types
                     // are not states this platform has.
-                    if slp_typ == u16::from(SLP_TYP_S5) {
+                    if slp_typ == u16::from(SLP_TYP_S5) || (self.typ0_off && slp_typ == 0) {
                         return Some(Requested::PowerOff);
                     }
                 }

@@ -390,9 +390,10 @@ fn bootrom_boots_the_boot_disk_instead_of_a_kernel() {
     assert_eq!(c.kernel, "");
     assert_eq!(c.boot_disk(), Some(1));
     assert!(c.check_supported().is_ok());
-    // uefi parses (a SmartOS payload validates) and is reported as not yet supported.
+    // uefi boots the same disk through OVMF.
     let uefi = parse(&with(bios.clone(), "bootrom", json!("uefi"))).unwrap();
-    assert_eq!(uefi.check_supported().unwrap_err().property(), Some("bootrom"));
+    assert_eq!(uefi.bootrom, Some(Bootrom::Uefi));
+    assert!(uefi.check_supported().is_ok());
     assert_eq!(
         msg(with(bios.clone(), "bootrom", json!("coreboot"))),
         "vmadm: property \"bootrom\": must be \"bios\" or \"uefi\", got \"coreboot\""

@@ -11,6 +11,9 @@
 //! * [`rom`]: the image at the top of 4 GiB and its low alias, and the
 //!   vCPU's reset state.
 //!
+//! * [`lpc`]: the ICH9 LPC bridge at 00:1f.0, where OVMF reads the PM
+//!   base (firmware-booted VMs only).
+//!
 //! Direct kernel boot uses none of this.
 
 use alloc::string::String;
@@ -21,12 +24,34 @@ use crate::pci::PciSlot;
 
 pub mod chipset;
 pub mod fw_cfg;
+pub mod lpc;
 pub mod rom;
 pub mod table_loader;
 
 /// The boot file a `"bootrom": "bios"` VM carries: Debian's SeaBIOS
 /// (`/usr/share/seabios/bios-256k.bin` of package `seabios`).
 pub const SEABIOS_FILE: &str = "bios-256k.bin";
+
+/// The boot file a `"bootrom": "uefi"` VM carries: Debian's OVMF
+/// (`/usr/share/ovmf/OVMF.fd` of package `ovmf`: the 2 MiB image with the
+/// code and the initial variable store in one). It is mapped as a ROM, so
+/// OVMF's flash probe finds no writable flash and it keeps its variables
+/// in RAM (a volatile store: variables set at run time last until the VM
+/// stops; what Debian ships in the image is the starting content).
+pub const OVMF_FILE: &str = "OVMF.fd";
+
+/// The boot file of `bootrom`.
+pub fn image_file(bootrom: crate::config::Bootrom) -> &'static str {
+    match bootrom {
+        crate::config::Bootrom::Bios => SEABIOS_FILE,
+        crate::config::Bootrom::Uefi => OVMF_FILE,
+    }
+}
+
+/// `opt/ovmf/X-PciMmio64Mb`: OVMF's 64-bit PCI aperture in MiB. 0: none,
+/// so OVMF places every BAR (virtio's 64-bit ones too) in the 32-bit
+/// window below the I/O APIC, as SeaBIOS does and as the bus placed them.
+pub const OVMF_MMIO64_FILE: &str = "opt/ovmf/X-PciMmio64Mb";
 
 /// Port 0x402: QEMU's debug console (`-debugcon`), where SeaBIOS writes
 /// its log (banner included). Reads return [`DEBUGCON_READBACK`], which is
@@ -40,7 +65,8 @@ pub const DEBUGCON_READBACK: u8 = 0xE9;
 /// Files: `etc/e820` (RAM and the reserved ranges of [`E820::pc`] without
 /// the holes below 1 MiB, which the firmware manages itself), `bootorder`
 /// (the boot disk's OpenFirmware path, as QEMU writes it, then `HALT`),
-/// `etc/show-boot-menu` 0 (no "Press ESC" pause), the ACPI tables with
+/// `etc/show-boot-menu` 0 (no "Press ESC" pause), OVMF's 64-bit aperture
+/// off ([`OVMF_MMIO64_FILE`]), the ACPI tables with
 /// `etc/table-loader` ([`table_loader`]).
 pub fn fw_cfg_for_vm(ram_bytes: u64, vcpus: u32, boot_disk: Option<PciSlot>) -> Result<fw_cfg::FwCfg, String> {
     let mut f = fw_cfg::FwCfg::new(ram_bytes, vcpus.min(u32::from(u16::MAX)) as u16);
@@ -67,6 +93,7 @@ pub fn fw_cfg_for_vm(ram_bytes: u64, vcpus: u32, boot_disk: Option<PciSlot>) -> 
     order.push_str("HALT");
     f.add_file("bootorder", order.into_bytes(), false).map_err(err)?;
     f.add_file("etc/show-boot-menu", 0u16.to_le_bytes().to_vec(), false).map_err(err)?;
+    f.add_file(OVMF_MMIO64_FILE, b"0".to_vec(), false).map_err(err)?;
     let acpi = table_loader::acpi_files(vcpus).map_err(|e| alloc::format!("{e}"))?;
     f.add_file(table_loader::TABLES_FILE, acpi.tables, false).map_err(err)?;
     f.add_file(table_loader::RSDP_FILE, acpi.rsdp, false).map_err(err)?;

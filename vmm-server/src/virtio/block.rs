@@ -63,6 +63,9 @@ pub const ID_BYTES: usize = 20;
 pub const QUEUE_SIZE: u16 = 256;
 /// Data moves between guest RAM and the backend in pieces of this size.
 const CHUNK_BYTES: usize = 64 * 1024;
+/// The smallest chunk [`Executor::grow_scratch`] falls back to (a page;
+/// a whole number of sectors).
+const MIN_SCRATCH_BYTES: usize = 4096;
 
 // Configuration layout offsets (§5.2.4).
 const CONFIG_CAPACITY: usize = 0;
@@ -351,11 +354,34 @@ impl<B: BlockBackend> Executor<B> {
         }
     }
 
-    /// Makes the scratch buffer big enough for one chunk of `len` bytes.
-    fn grow_scratch(&mut self, len: u32) {
+    /// Makes the scratch buffer big enough for one chunk of `len` bytes,
+    /// as far as the heap allows; returns the chunk size to use (0: no
+    /// buffer at all). The old buffer goes before the new one is taken (no
+    /// realloc holding both), and when the heap has no room for a whole
+    /// chunk a smaller one does: a VMM with many disks in its fixed heap
+    /// (`alcove_rt::HEAP_BYTES`) moves a request in more pieces instead of
+    /// aborting (a firmware-booted VM with a boot disk and a data disk did:
+    /// "memory allocation of 65536 bytes failed").
+    fn grow_scratch(&mut self, len: u32) -> usize {
         let want = (len as usize).min(CHUNK_BYTES);
-        if self.scratch.len() < want {
-            self.scratch.resize(want, 0);
+        if self.scratch.len() >= want {
+            return want;
+        }
+        let have = core::mem::take(&mut self.scratch);
+        let mut size = want;
+        loop {
+            let mut v = Vec::new();
+            if v.try_reserve_exact(size).is_ok() {
+                v.resize(size, 0);
+                self.scratch = v;
+                return size;
+            }
+            if size <= MIN_SCRATCH_BYTES {
+                // Keep what there was (it may still serve smaller chunks).
+                self.scratch = have;
+                return self.scratch.len().min(want);
+            }
+            size = (size / 2).max(MIN_SCRATCH_BYTES);
         }
     }
 
@@ -367,10 +393,13 @@ impl<B: BlockBackend> Executor<B> {
         sector: u64,
         len: u32,
     ) -> Result<Completion, QueueError> {
-        self.grow_scratch(len);
+        let chunk = self.grow_scratch(len);
+        if chunk == 0 && len > 0 {
+            return Ok(Completion { status: VIRTIO_BLK_S_IOERR, data_written: 0 });
+        }
         let mut done = 0u32;
         while done < len {
-            let n = ((len - done) as usize).min(CHUNK_BYTES);
+            let n = ((len - done) as usize).min(chunk);
             let buf = &mut self.scratch[..n];
             if self.backend.read(sector + u64::from(done) / SECTOR_SIZE, buf).is_err() {
                 return Ok(Completion { status: VIRTIO_BLK_S_IOERR, data_written: done });
@@ -389,10 +418,13 @@ impl<B: BlockBackend> Executor<B> {
         sector: u64,
         len: u32,
     ) -> Result<Completion, QueueError> {
-        self.grow_scratch(len);
+        let chunk = self.grow_scratch(len);
+        if chunk == 0 && len > 0 {
+            return Ok(Completion::status(VIRTIO_BLK_S_IOERR));
+        }
         let mut done = 0u32;
         while done < len {
-            let n = ((len - done) as usize).min(CHUNK_BYTES);
+            let n = ((len - done) as usize).min(chunk);
             let buf = &mut self.scratch[..n];
             chain.read_at(mem, u64::from(REQUEST_HEADER_SIZE + done), buf)?;
             if self.backend.write(sector + u64::from(done) / SECTOR_SIZE, buf).is_err() {

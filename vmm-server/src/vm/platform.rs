@@ -149,6 +149,7 @@ impl Platform {
     /// memory and vCPUs.
     pub fn attach_firmware(&mut self, fw_cfg: FwCfg, cmos: &[(u8, u8)]) {
         self.fw_cfg = Some(fw_cfg);
+        self.pm.treat_slp_typ_0_as_off();
         if let Some(rtc) = self.ports.device_mut::<Rtc>(self.rtc) {
             for &(i, v) in cmos {
                 rtc.set_nvram(i, v);
@@ -563,6 +564,28 @@ mod tests {
         assert!(p.serial_coalescing().is_some());
         p.io_write(0x3F8 + 4, 1, 0x10, 0, &mut mem()); // loopback
         assert_eq!(p.serial_coalescing(), None);
+    }
+
+    #[test]
+    fn ovmf_reset_system_shutdown_powers_a_firmware_vm_off() {
+        // OVMF's ResetShutdown: SLP_TYP := 0 (bits 10-13 cleared), then
+        // SLP_EN, on PM1a_CNT (0x604).
+        let shutdown = |p: &mut Platform| {
+            let v = p.io_read(0x604, 2, 0) & !(0xF << 10);
+            p.io_write(0x604, 2, v, 0, &mut mem());
+            let v = p.io_read(0x604, 2, 0);
+            p.io_write(0x604, 2, v | (1 << 13), 0, &mut mem());
+        };
+        let mut direct = Platform::new(0, 0);
+        shutdown(&mut direct);
+        assert_eq!(direct.power_event(), None, "direct boot: only the DSDT's S5 value");
+        let mut fw = Platform::new(0, 0);
+        fw.attach_firmware(crate::firmware::fw_cfg_for_vm(256 << 20, 2, None).unwrap(), &[]);
+        shutdown(&mut fw);
+        assert_eq!(fw.power_event(), Some(PowerEvent::PowerOff));
+        // The DSDT's value works on both.
+        direct.io_write(0x604, 2, 0x3400, 0, &mut mem());
+        assert_eq!(direct.power_event(), Some(PowerEvent::PowerOff));
     }
 
     #[test]

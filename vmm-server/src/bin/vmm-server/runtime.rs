@@ -36,8 +36,8 @@ use libipc::cap::Cap;
 use libipc::kernel::KernelTransport;
 use libipc::sys;
 use vmm_server::boot::{layout, linux};
-use vmm_server::config::{Bootrom, VmConfig};
-use vmm_server::firmware::{self, SEABIOS_FILE, rom::FirmwareImage};
+use vmm_server::config::VmConfig;
+use vmm_server::firmware::{self, rom::FirmwareImage};
 use vmm_server::pci::PciSlot;
 use vmm_server::virtio::block::Block;
 use vmm_server::virtio::console::{self, Console};
@@ -123,13 +123,15 @@ impl VmSpec {
                 .ok_or_else(|| format!("vmadm: property \"{property}\": {path:?} is not among this VM's boot files"))
         };
         let firmware = match config.bootrom {
-            Some(Bootrom::Bios) => {
-                let bytes = file(info, SEABIOS_FILE)?.ok_or_else(|| {
-                    format!("vmadm: property \"bootrom\": the firmware {SEABIOS_FILE:?} is not among this VM's boot files")
+            Some(bootrom) => {
+                let name = firmware::image_file(bootrom);
+                let bytes = file(info, name)?.ok_or_else(|| {
+                    format!("vmadm: property \"bootrom\": the firmware {name:?} is not among this VM's boot files")
                 })?;
+                // A bad image (size) is refused before anything is made.
+                FirmwareImage::new(bytes).map_err(|e| format!("vmadm: property \"bootrom\": {name}: {e}"))?;
                 Some(bytes)
             }
-            Some(Bootrom::Uefi) => return Err("vmadm: property \"bootrom\": \"uefi\" is not supported yet".into()),
             None => None,
         };
         let kernel = if firmware.is_some() { &[][..] } else { by_name("kernel", &config.kernel)? };
@@ -688,6 +690,11 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         let boot_slot = spec.boot_disk.and_then(|i| disk_slots.get(i).copied());
         let fw = firmware::fw_cfg_for_vm(ram_bytes, spec.vcpus, boot_slot)?;
         platform.attach_firmware(fw, &firmware::chipset::cmos_bytes(ram_bytes, spec.vcpus));
+        // The LPC bridge where OVMF reads the PM base (firmware VMs only).
+        platform
+            .pci()
+            .add_at(firmware::lpc::LPC_SLOT, alloc::boxed::Box::new(firmware::lpc::Lpc::new()))
+            .map_err(|e| format!("the LPC bridge: {e}"))?;
     }
     let console = VirtioPci::new(Console::new()).map_err(|e| format!("virtio-console: {e}"))?;
     let console_slot =

@@ -228,3 +228,41 @@ fn random_port_traffic_never_panics() {
     }
     assert_eq!(read_pio(&mut f, KEY_SIGNATURE, 4), b"QEMU");
 }
+
+#[test]
+fn unaligned_descriptors_and_odd_control_bits_behave_as_qemu() {
+    let mut f = dev();
+    let mut m = mem();
+    let key = u32::from(KEY_FILE_FIRST) << 16;
+    // A descriptor at an odd address (the spec asks no alignment).
+    assert_eq!(dma(&mut f, &mut m, DESC + 3, key | DMA_CTL_SELECT | DMA_CTL_READ, 5, BUF + 1), 0);
+    assert_eq!(&m.as_slice()[BUF as usize + 1..BUF as usize + 6], &[1, 2, 3, 4, 5]);
+    // READ, WRITE and SKIP together: READ wins (as QEMU's
+    // fw_cfg_dma_transfer), so a read-only file is not written.
+    m.write(BUF, &[0xAA; 5]).unwrap();
+    let all = key | DMA_CTL_SELECT | DMA_CTL_READ | DMA_CTL_WRITE | DMA_CTL_SKIP;
+    assert_eq!(dma(&mut f, &mut m, DESC, all, 5, BUF), 0);
+    assert_eq!(&m.as_slice()[BUF as usize..BUF as usize + 5], &[1, 2, 3, 4, 5]);
+    assert_eq!(f.file("etc/e820"), Some(&[1u8, 2, 3, 4, 5][..]));
+    // Unknown control bits are ignored; the write bit (14) and the arch
+    // bit (15) of a selector name the same item.
+    let odd = (u32::from(KEY_FILE_FIRST | 0xC000) << 16) | 0xFFE0 | DMA_CTL_SELECT | DMA_CTL_READ;
+    assert_eq!(dma(&mut f, &mut m, DESC, odd, 2, BUF), 0);
+    assert_eq!(&m.as_slice()[BUF as usize..BUF as usize + 2], &[1, 2]);
+    // ERROR set by the guest alone, no operation: done, status 0.
+    assert_eq!(dma(&mut f, &mut m, DESC, DMA_CTL_ERROR, 4, 1 << 40), 0);
+    // A write through DMA to a file that is not writable, and past the
+    // end of a writable one: errors, the files unchanged.
+    let w = (u32::from(KEY_FILE_FIRST) << 16) | DMA_CTL_SELECT | DMA_CTL_WRITE;
+    assert_eq!(dma(&mut f, &mut m, DESC, w, 1, BUF), DMA_CTL_ERROR);
+    let w = (u32::from(KEY_FILE_FIRST + 2) << 16) | DMA_CTL_SELECT | DMA_CTL_WRITE;
+    assert_eq!(dma(&mut f, &mut m, DESC, w, 9, BUF), DMA_CTL_ERROR);
+    assert_eq!(f.file("etc/scratch"), Some(&[0u8; 8][..]));
+    // A skip that would pass 4 GiB saturates; the next read gives zeros.
+    let skip = key | DMA_CTL_SELECT | DMA_CTL_SKIP;
+    assert_eq!(dma(&mut f, &mut m, DESC, skip, u32::MAX, 0), 0);
+    assert_eq!(dma(&mut f, &mut m, DESC, DMA_CTL_SKIP, u32::MAX, 0), 0);
+    m.write(BUF, &[0xAA; 4]).unwrap();
+    assert_eq!(dma(&mut f, &mut m, DESC, DMA_CTL_READ, 4, BUF), 0);
+    assert_eq!(&m.as_slice()[BUF as usize..BUF as usize + 4], &[0; 4]);
+}
