@@ -92,9 +92,12 @@ pub fn build() -> Result<PathBuf> {
     Ok(iso)
 }
 
+/// The size of a pool file `run --vm` makes (sparse).
+const POOL_FILE_MIB: u64 = 4096;
+
 /// `cargo xtask run`.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout", "--manifest", "--cpu", "--vm"], &["--uefi", "--bochs"])?;
+    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout", "--manifest", "--cpu", "--vm", "--pool"], &["--uefi", "--bochs"])?;
     if let Some(file) = a.value("--vm") {
         return run_vm(Path::new(file), &a);
     }
@@ -162,6 +165,17 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
 fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
     // Check the description before building anything.
     let mut plan = VmPlan::load(file)?;
+    if plan.has_volumes() {
+        // Disks on pool volumes: the pool's files are the machine's disks
+        // (made blank if absent; storaged then creates the pool on them).
+        let files: Vec<PathBuf> = match a.value("--pool") {
+            Some(v) => v.split(',').map(PathBuf::from).collect(),
+            None => plan.pool.clone(),
+        };
+        plan = plan.with_pool(&files, POOL_FILE_MIB)?;
+    } else if a.value("--pool").is_some() {
+        return Err("--pool goes with a VM whose disks are pool volumes (zones/...)".into());
+    }
     let bochs = a.has("--bochs");
     if bochs {
         if !plan.disks.is_empty() {
@@ -208,7 +222,7 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
             q.cpu,
             q.smp,
             q.mem_mib,
-            plan.disks.iter().enumerate().map(|(i, d)| format!(", disk {i} {}", d.display())).collect::<String>()
+            plan.disks.iter().enumerate().map(|(i, d)| format!(", disk {i} {}", d.display())).chain(plan.pool.iter().map(|p| format!(", pool {}", p.display()))).collect::<String>()
         );
         crate::emu::capture_timed(c, &iso_name, timeout, true)?.run
     };
@@ -637,6 +651,33 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
+    // A Linux VM on a pool volume, its data across a restart (issue 12):
+    // only when asked for by name (`--case linux/pool`) until it has
+    // passed three times in a row.
+    if chosen.contains(&"linux") && only.as_deref().is_some_and(|o| crate::linux_pool::CASE.contains(o) && o.contains("pool")) {
+        println!("== linux: a Linux VM on a pool volume, its data across a machine restart");
+        let kernel = kernel.as_deref().expect("kernel built");
+        let case = crate::linux_pool::CASE;
+        for round in 1..=repeat_count() {
+            runs += 1;
+            match guest_images::ensure() {
+                Ok(images) => {
+                    let out = crate::linux_pool::run(kernel, &images, case, LINUX_QEMU_TIMEOUT)?;
+                    out.report();
+                    if !out.ok() {
+                        failures.push(case.into());
+                    }
+                }
+                Err(e) => {
+                    println!("  FAIL {case}: the guest images (cargo xtask images): {e}");
+                    failures.push(case.into());
+                }
+            }
+            if round < repeat_count() {
+                println!("   (round {} of {})", round + 1, repeat_count());
+            }
+        }
+    }
     // Two NICs of one guest on an etherstub (issue 13): only when asked for
     // by name (`--case linux/net-pair`), not yet in CI's runs.
     if chosen.contains(&"linux") && only.as_deref().is_some_and(|o| o.contains("net-pair")) {
@@ -857,6 +898,27 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
                 problems: vec![format!("the guest images (cargo xtask images): {e}")],
             }));
         }
+    }
+    // The guest's disk throughput on a pool volume against a whole machine
+    // disk, in the same run (issue 12).
+    if only("bench/linux-disk") {
+        let case = "bench/linux-disk";
+        let _ = match guest_images::ensure() {
+            Ok(images) => {
+                let (figures, problems) = crate::linux_pool::bench(&kernel, &images, LINUX_QEMU_TIMEOUT)?;
+                let figures = figures.into_iter().map(|(n, v, u)| Figure::new(&n, v, u)).collect();
+                let expect = [
+                    "linux_pool_write",
+                    "linux_pool_read",
+                    "linux_disk_write",
+                    "linux_disk_read",
+                    "linux_pool_over_disk_write",
+                    "linux_pool_over_disk_read",
+                ];
+                out.take(bench::judge(case, &problems, figures, &expect, &[]))
+            }
+            Err(e) => out.take(Err(bench::Failed { case: case.into(), problems: vec![format!("the guest images: {e}")] })),
+        };
     }
     // Wall time: UEFI against BIOS boot, as a ratio from the same run.
     let seabios = Case::qemu("bench/wall-seabios", "boot", Qemu::default());

@@ -1,0 +1,265 @@
+//! A Linux VM whose disk is a pool volume (issue 12), end to end.
+//!
+//! `linux/pool-volume` (the `linux` tier): the QEMU machine's one drive is
+//! a blank pool file, where storaged creates the pool `zones` at the first
+//! boot. The VM's description has a disk without a path and with a `size`:
+//! at boot init creates the volume `zones/<uuid>-disk0` and hands the VMM a
+//! grant for exactly it. The guest writes random data to the volume
+//! (`alcove.disk-write`, see `images/linux/init`: fsync, sync) and powers
+//! off. The Alcove machine is then started again on the same pool file and
+//! a second boot of the guest reads the data back (`alcove.disk-read`): the
+//! same hash. Last, the host imports the pool file with the pool library
+//! (as `alcove-pool` does), scrubs it (no errors) and hashes the volume
+//! itself.
+//!
+//! `bench/linux-disk` (`cargo xtask bench`): the guest's sequential write
+//! and read throughput on a pool volume and on a whole machine disk, in
+//! the same run, timed on the host between the guest's start and result
+//! lines (their arrival on the serial port).
+
+use crate::Result;
+use crate::emu::{TimedRun, capture_timed_answering};
+use crate::guest_images::Images;
+use crate::harness::Ending;
+use crate::image;
+use crate::vm::{VmEnding, VmLog, VmPlan};
+use kcore::testproto::{EXIT_PASS, qemu_status};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const CASE: &str = "linux/pool-volume";
+/// The VM's uuid: its volume is `zones/<UUID>-disk0`.
+pub const UUID: &str = "5e1f0c2a-7b3d-4e9f-a1c2-3d4e5f6a7b8c";
+/// The volume's size (`disks[0].size`).
+pub const VOLUME_MIB: u64 = 32;
+/// Random data the guest writes and reads back.
+pub const DATA_MIB: u64 = 8;
+/// The pool file (sparse).
+pub const POOL_MIB: u64 = 256;
+const MIB: u64 = 1 << 20;
+
+/// The volume the test VM's disk is.
+pub fn volume() -> String {
+    format!("zones/{UUID}-disk0")
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The VM description: `disk` is the `disks[0]` object, `words` go on the
+/// guest's command line.
+pub fn vm_json(images: &Images, alias: &str, disk: &str, words: &str) -> String {
+    format!(
+        "{{\n  \"uuid\": \"{UUID}\",\n  \"alias\": \"{alias}\",\n  \"brand\": \"bhyve\",\n  \"ram\": {},\n  \
+         \"vcpus\": {},\n  \"disks\": [{disk}],\n  \"kernel\": {},\n  \"initrd\": {},\n  \
+         \"cmdline\": \"console=ttyS0 panic=-1 {words}\"\n}}\n",
+        crate::linux::RAM_MIB,
+        crate::linux::VCPUS,
+        json_string(&images.vmlinuz.display().to_string()),
+        json_string(&images.initramfs.display().to_string()),
+    )
+}
+
+/// One boot of the Alcove machine with the VM, and what went wrong.
+pub struct Boot {
+    pub timed: TimedRun,
+    pub plan: VmPlan,
+    pub problems: Vec<String>,
+}
+
+impl Boot {
+    fn serial(&self) -> &str {
+        &self.timed.run.serial
+    }
+
+    /// The hash on the guest's `alcove-guest: disk-<what> <MiB> <hash>`.
+    pub fn hash(&self, what: &str) -> Option<String> {
+        let prefix = format!("alcove-guest: disk-{what} {DATA_MIB} ");
+        self.serial().lines().find_map(|l| {
+            let h = l.trim_end().strip_prefix(&prefix)?;
+            (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| h.to_string())
+        })
+    }
+
+    /// Seconds from the guest's `disk-<what> start` line to its result.
+    pub fn seconds(&self, what: &str) -> Option<f64> {
+        let start = self.timed.time_of(&format!("alcove-guest: disk-{what} start"))?;
+        let done = self.timed.time_of(&format!("alcove-guest: disk-{what} {DATA_MIB} "))?;
+        Some(done.checked_sub(start)?.as_secs_f64())
+    }
+}
+
+/// Boots Alcove with the VM `json` describes (its disks host files in
+/// `dir`, or pool volumes on `pool`) and checks that it powered off.
+pub fn boot(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBuf], timeout: Duration) -> Result<Boot> {
+    std::fs::create_dir_all(dir)?;
+    let json_path = dir.join(format!("{log_name}.json"));
+    std::fs::write(&json_path, json)?;
+    let mut plan = VmPlan::load(&json_path)?;
+    if plan.has_volumes() {
+        plan = plan.with_pool(pool, POOL_MIB)?;
+    }
+    let system = plan.write_boot_files(&dir.join(format!("boot-{log_name}")))?;
+    let iso = image::iso_of(kernel, &format!("test-{log_name}"), "", &system)?;
+    let mut c = plan.qemu().command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let timed = capture_timed_answering(c, log_name, Some(timeout), false, None)?;
+    let mut problems = Vec::new();
+    let run = &timed.run;
+    let log = VmLog::read(run.serial.lines(), &plan.name);
+    problems.extend(log.problems.iter().cloned());
+    match log.ending() {
+        Some(VmEnding::PowerOff) => {}
+        Some(e) => problems.push(format!("the VM ended with {e:?}, expected poweroff")),
+        None => problems.push("the VM reported no ending".into()),
+    }
+    if let Some(l) = run.serial.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
+        problems.push(format!("the kernel reported a fatal error: {}", l.trim_end()));
+    }
+    match run.ending {
+        Ending::Qemu(s) if s == qemu_status(EXIT_PASS) => {}
+        Ending::Timeout(s) => problems.push(format!("timed out after {s} s")),
+        ref e => problems.push(format!("the machine ended with {e:?} (a powered-off VM ends QEMU with 33)")),
+    }
+    Ok(Boot { timed, plan, problems })
+}
+
+/// init's line for the VMM's grant: `server "NAME": volumes ... granted`.
+fn grant_line<'a>(serial: &'a str, server: &str) -> Option<&'a str> {
+    let needle = format!("server \"{server}\": volumes ");
+    serial.lines().find(|l| l.contains(&needle) && l.contains(" granted ("))
+}
+
+/// The pool file as the host sees it after the runs: imports, scrubs
+/// clean, and the volume's first [`DATA_MIB`] MiB hash to `expected`.
+pub fn check_pool_file(files: &[PathBuf], expected: &str) -> std::result::Result<String, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let disks = files
+        .iter()
+        .map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display())))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("the pool does not import: {e}"))?;
+    let report = pool.scrub().map_err(|e| format!("scrub: {e}"))?;
+    let errors: u64 = pool.child_stats().iter().map(|s| s.read_errors + s.write_errors + s.checksum_errors).sum();
+    let repaired: u64 = pool.child_stats().iter().map(|s| s.repaired_bytes).sum();
+    if errors != 0 || repaired != 0 || pool.state() != "ONLINE" {
+        return Err(format!("scrub found {errors} errors, repaired {repaired} bytes, pool {}", pool.state()));
+    }
+    let vol = volume();
+    let info = pool.get(&vol).map_err(|e| format!("{vol}: {e}"))?;
+    if info.volsize != VOLUME_MIB * MIB {
+        return Err(format!("{vol}: volsize {} bytes, expected {} MiB", info.volsize, VOLUME_MIB));
+    }
+    let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
+    pool.read(&vol, 0, &mut data).map_err(|e| format!("{vol}: read: {e}"))?;
+    let hash: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    if hash != expected {
+        return Err(format!("{vol} read on the host hashes to {hash}, the guest wrote {expected}"));
+    }
+    Ok(format!("scrub of txg {}: {} blocks, no errors", report.txg, report.blocks))
+}
+
+/// `linux/pool-volume`: write on one boot, read back after the machine
+/// is started again on the same pool file, check the file on the host.
+pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"size\": {VOLUME_MIB}, \"model\": \"virtio\"}}");
+    let write = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}"));
+    let first = boot(kernel, &dir, &format!("{log}-write"), &write, &pool, timeout)?;
+    let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
+    let vol = volume();
+    match grant_line(first.serial(), &first.plan.server) {
+        Some(l) if l.contains(&format!("created {vol}")) => {}
+        other => problems.push(format!("boot 1: init did not report creating and granting {vol}: {other:?}")),
+    }
+    let written = first.hash("write");
+    if written.is_none() {
+        problems.push("boot 1: the guest reported no disk-write hash".into());
+    }
+    let mut second = None;
+    if problems.is_empty() {
+        let read = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}"));
+        let b = boot(kernel, &dir, &format!("{log}-read"), &read, &pool, timeout)?;
+        problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
+        match grant_line(b.serial(), &b.plan.server) {
+            Some(l) if !l.contains("created") => {}
+            other => problems.push(format!("boot 2: init did not grant the existing {vol} alone: {other:?}")),
+        }
+        match (b.hash("read"), &written) {
+            (Some(r), Some(w)) if &r == w => {}
+            (r, w) => problems.push(format!("boot 2: the guest read {r:?}, it had written {w:?}")),
+        }
+        second = Some(b);
+    }
+    let mut summary = None;
+    if problems.is_empty() {
+        let written = written.clone().unwrap_or_default();
+        match check_pool_file(&pool, &written) {
+            Ok(scrub) => {
+                summary = Some(format!(
+                    "{DATA_MIB} MiB of random data written to {vol} (created at boot 1, {VOLUME_MIB} MiB), read back \
+                     with the same sha256 after the machine restarted on the same pool file; on the host the pool \
+                     imports, {scrub}, the volume hashes the same"
+                ))
+            }
+            Err(e) => problems.push(format!("{}: {e}", pool[0].display())),
+        }
+    }
+    let last = second.unwrap_or(first);
+    Ok(crate::linux::Outcome {
+        name: name.into(),
+        run: last.timed.run.clone(),
+        timed: Some(last.timed),
+        vm_name: last.plan.name,
+        problems,
+        disk_checked: true,
+        vcpus: crate::linux::VCPUS,
+        summary,
+    })
+}
+
+/// `bench/linux-disk`: one boot writing then reading [`DATA_MIB`] MiB on a
+/// pool volume, one on a whole machine disk; MB/s of each and the ratios.
+/// Returns the figures (name, value, unit) and the problems.
+pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<(String, String, &'static str)>, Vec<String>)> {
+    let dir = crate::out_dir().join("linux-e2e").join("bench-linux-disk");
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let raw = dir.join("raw.img");
+    std::fs::File::create(&raw)?.set_len(VOLUME_MIB * MIB)?;
+    let words = format!("alcove.disk-write={DATA_MIB} alcove.disk-read={DATA_MIB}");
+    let on_pool = vm_json(images, "disk-bench", &format!("{{\"size\": {VOLUME_MIB}}}"), &words);
+    let on_raw = vm_json(images, "disk-bench", "{\"path\": \"raw.img\"}", &words);
+    let mut figures = Vec::new();
+    let mut problems = Vec::new();
+    let mut rates = Vec::new();
+    for (what, json) in [("pool", on_pool), ("disk", on_raw)] {
+        let b = boot(kernel, &dir, &format!("bench-linux-disk-{what}"), &json, &pool, timeout)?;
+        problems.extend(b.problems.iter().map(|p| format!("{what}: {p}")));
+        if b.hash("write").is_none() || b.hash("write") != b.hash("read") {
+            problems.push(format!("{what}: the guest read back {:?}, wrote {:?}", b.hash("read"), b.hash("write")));
+        }
+        let mb = (DATA_MIB * MIB) as f64 / 1e6;
+        let (w, r) = (b.seconds("write").map(|s| mb / s), b.seconds("read").map(|s| mb / s));
+        for (dir_name, rate) in [("write", w), ("read", r)] {
+            match rate {
+                Some(v) => figures.push((format!("linux_{what}_{dir_name}"), format!("{v:.2}"), "MB/s")),
+                None => problems.push(format!("{what}: no {dir_name} timing")),
+            }
+        }
+        rates.push((w, r));
+    }
+    if let [(Some(pw), Some(pr)), (Some(dw), Some(dr))] = rates[..] {
+        figures.push(("linux_pool_over_disk_write".into(), format!("{:.2}", pw / dw), "ratio"));
+        figures.push(("linux_pool_over_disk_read".into(), format!("{:.2}", pr / dr), "ratio"));
+    }
+    Ok((figures, problems))
+}
