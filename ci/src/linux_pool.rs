@@ -18,6 +18,7 @@
 //! lines (their arrival on the serial port).
 
 use crate::Result;
+use crate::bench::Figure;
 use crate::emu::{TimedRun, capture_timed_answering};
 use crate::guest_images::Images;
 use crate::harness::Ending;
@@ -198,6 +199,25 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
         }
         second = Some(b);
     }
+    // A VM naming a volume the pool lacks (and nothing to make it from):
+    // init says why, the VMM ends with an error naming its disk, nothing
+    // panics, and the pool is left as it was.
+    if problems.is_empty() {
+        let missing = vm_json(images, "linux-pool", "{\"path\": \"zones/absent-disk0\"}", "");
+        let b = boot(kernel, &dir, &format!("{log}-absent"), &missing, &pool, timeout)?;
+        let serial = b.serial();
+        let why = "volume zones/absent-disk0: no such volume in the pool, and no size or image to create it from";
+        if !serial.lines().any(|l| l.contains("init: server \"vm-linux-pool\": ") && l.contains(why)) {
+            problems.push(format!("absent volume: init did not say {why:?}"));
+        }
+        match VmLog::read(serial.lines(), &b.plan.name).ending() {
+            Some(VmEnding::Error(e)) if e.contains("disks[0]") && e.contains("no storaged endpoint") => {}
+            other => problems.push(format!("absent volume: the VM ended with {other:?}, expected an error naming disks[0]")),
+        }
+        if serial.contains("panic in ") || serial.contains("ALCOVE-FATAL") {
+            problems.push("absent volume: something panicked".into());
+        }
+    }
     let mut summary = None;
     if problems.is_empty() {
         let written = written.clone().unwrap_or_default();
@@ -205,8 +225,9 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
             Ok(scrub) => {
                 summary = Some(format!(
                     "{DATA_MIB} MiB of random data written to {vol} (created at boot 1, {VOLUME_MIB} MiB), read back \
-                     with the same sha256 after the machine restarted on the same pool file; on the host the pool \
-                     imports, {scrub}, the volume hashes the same"
+                     with the same sha256 after the machine restarted on the same pool file; a VM naming an absent \
+                     volume ended with an error naming its disk; on the host the pool imports, {scrub}, the volume \
+                     hashes the same"
                 ))
             }
             Err(e) => problems.push(format!("{}: {e}", pool[0].display())),
@@ -227,8 +248,8 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
 
 /// `bench/linux-disk`: one boot writing then reading [`DATA_MIB`] MiB on a
 /// pool volume, one on a whole machine disk; MB/s of each and the ratios.
-/// Returns the figures (name, value, unit) and the problems.
-pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<(String, String, &'static str)>, Vec<String>)> {
+/// Returns the figures and the problems.
+pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<Figure>, Vec<String>)> {
     let dir = crate::out_dir().join("linux-e2e").join("bench-linux-disk");
     std::fs::create_dir_all(&dir)?;
     let pool = vec![dir.join("pool.img")];
@@ -251,15 +272,15 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<(
         let (w, r) = (b.seconds("write").map(|s| mb / s), b.seconds("read").map(|s| mb / s));
         for (dir_name, rate) in [("write", w), ("read", r)] {
             match rate {
-                Some(v) => figures.push((format!("linux_{what}_{dir_name}"), format!("{v:.2}"), "MB/s")),
+                Some(v) => figures.push(Figure::new(&format!("linux_{what}_{dir_name}"), format!("{v:.2}"), "MB/s")),
                 None => problems.push(format!("{what}: no {dir_name} timing")),
             }
         }
         rates.push((w, r));
     }
     if let [(Some(pw), Some(pr)), (Some(dw), Some(dr))] = rates[..] {
-        figures.push(("linux_pool_over_disk_write".into(), format!("{:.2}", pw / dw), "ratio"));
-        figures.push(("linux_pool_over_disk_read".into(), format!("{:.2}", pr / dr), "ratio"));
+        figures.push(Figure::new("linux_pool_over_disk_write", format!("{:.2}", pw / dw), "ratio"));
+        figures.push(Figure::new("linux_pool_over_disk_read", format!("{:.2}", pr / dr), "ratio"));
     }
     Ok((figures, problems))
 }

@@ -906,7 +906,6 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         let _ = match guest_images::ensure() {
             Ok(images) => {
                 let (figures, problems) = crate::linux_pool::bench(&kernel, &images, LINUX_QEMU_TIMEOUT)?;
-                let figures = figures.into_iter().map(|(n, v, u)| Figure::new(&n, v, u)).collect();
                 let expect = [
                     "linux_pool_write",
                     "linux_pool_read",
