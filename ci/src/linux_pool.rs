@@ -284,3 +284,137 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<F
     }
     Ok((figures, problems))
 }
+
+pub const MIRROR_CASE: &str = "linux/pool-mirror-heal";
+/// Blocks flipped on one side before the guest reads, and after.
+const FLIP_READ: usize = 6;
+const FLIP_SCRUB: usize = 5;
+/// The volume's block size (the pool's default `volblocksize`).
+const VOLBLOCK: usize = 8192;
+
+/// Where on the pool file `file` the volume's first [`DATA_MIB`] MiB lie:
+/// (offset in the file, index of the volume block) for each data block,
+/// found by content (the guest's data is random, compression is off, the
+/// pool allocates in 4 KiB units). Read-only.
+fn data_block_offsets(files: &[PathBuf], file: &Path) -> std::result::Result<Vec<(u64, usize)>, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    use std::collections::HashMap;
+    let disks = files.iter().map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+    let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
+    pool.read(&volume(), 0, &mut data).map_err(|e| format!("read: {e}"))?;
+    drop(pool);
+    let blocks: HashMap<&[u8], usize> = data.chunks(VOLBLOCK).enumerate().map(|(i, b)| (&b[..32], i)).collect();
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut found = Vec::new();
+    let mut at = 0usize;
+    while at + VOLBLOCK <= bytes.len() {
+        if let Some(&i) = blocks.get(&bytes[at..at + 32])
+            && bytes[at..at + VOLBLOCK] == data[i * VOLBLOCK..(i + 1) * VOLBLOCK]
+        {
+            found.push((at as u64, i));
+        }
+        at += 4096;
+    }
+    Ok(found)
+}
+
+/// Flips one byte in each of `blocks` (file offsets) of `file`.
+fn flip(file: &Path, blocks: &[(u64, usize)]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
+    for &(off, _) in blocks {
+        let at = off + 1000;
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut b)?;
+        f.seek(SeekFrom::Start(at))?;
+        f.write_all(&[!b[0]])?;
+    }
+    f.sync_all()
+}
+
+/// Host scrub: (checksum errors, repaired bytes) per side.
+fn scrub(files: &[PathBuf]) -> std::result::Result<Vec<(u64, u64)>, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let disks = files.iter().map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+    pool.scrub().map_err(|e| format!("scrub: {e}"))?;
+    Ok(pool.child_stats().iter().map(|s| (s.checksum_errors, s.repaired_bytes)).collect())
+}
+
+/// `linux/pool-mirror-heal`: the VM's volume on a two-way mirror. After
+/// the guest wrote its data, one byte in each of [`FLIP_READ`] of the
+/// volume's blocks is flipped on the second side; the guest's next boot
+/// reads the right data (self-healing on read) and a host scrub then finds
+/// nothing to repair. [`FLIP_SCRUB`] other blocks flipped after that are
+/// what the scrub reports and repairs, exactly, on that side alone.
+pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool-a.img"), dir.join("pool-b.img")];
+    for f in &pool {
+        let _ = std::fs::remove_file(f);
+    }
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"size\": {VOLUME_MIB}}}");
+    let first = boot(kernel, &dir, &format!("{log}-write"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}")), &pool, timeout)?;
+    let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
+    let written = first.hash("write");
+    let mut last = first;
+    let mut summary = None;
+    if problems.is_empty() {
+        let blocks = data_block_offsets(&pool, &pool[1]).map_err(|e| format!("{}: {e}", pool[1].display()))?;
+        if blocks.len() < FLIP_READ + FLIP_SCRUB {
+            problems.push(format!("found {} of the volume's blocks on {}", blocks.len(), pool[1].display()));
+        } else {
+            // Spread over the data: every k-th block.
+            let step = blocks.len() / (FLIP_READ + FLIP_SCRUB);
+            let chosen: Vec<(u64, usize)> = (0..FLIP_READ + FLIP_SCRUB).map(|i| blocks[i * step]).collect();
+            flip(&pool[1], &chosen[..FLIP_READ])?;
+            let b = boot(kernel, &dir, &format!("{log}-read"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}")), &pool, timeout)?;
+            problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
+            match (b.hash("read"), &written) {
+                (Some(r), Some(w)) if &r == w => {}
+                (r, w) => problems.push(format!("boot 2: with {FLIP_READ} blocks flipped on one side the guest read {r:?}, it had written {w:?}")),
+            }
+            last = b;
+            match scrub(&pool) {
+                Ok(s) if s.iter().all(|&(e, r)| e == 0 && r == 0) => {}
+                Ok(s) => problems.push(format!("after the guest's read, scrub still found (checksum errors, repaired bytes) per side {s:?}")),
+                Err(e) => problems.push(e),
+            }
+            flip(&pool[1], &chosen[FLIP_READ..])?;
+            let want = (FLIP_SCRUB as u64, (FLIP_SCRUB * VOLBLOCK) as u64);
+            match scrub(&pool) {
+                Ok(s) if s.len() == 2 && s[0] == (0, 0) && s[1] == want => {
+                    summary = Some(format!(
+                        "{DATA_MIB} MiB written on a two-way mirror; {FLIP_READ} blocks flipped on one side: the \
+                         guest read the right data and left nothing for scrub; {FLIP_SCRUB} more flipped: scrub \
+                         found and repaired exactly those ({} bytes) on that side",
+                        want.1
+                    ))
+                }
+                Ok(s) => problems.push(format!("scrub after {FLIP_SCRUB} flips found (checksum errors, repaired bytes) per side {s:?}, expected [(0, 0), {want:?}]")),
+                Err(e) => problems.push(e),
+            }
+            match scrub(&pool) {
+                Ok(s) if s.iter().all(|&(e, r)| e == 0 && r == 0) => {}
+                Ok(s) => problems.push(format!("a second scrub found {s:?}: the repairs did not hold")),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    Ok(crate::linux::Outcome {
+        name: name.into(),
+        run: last.timed.run.clone(),
+        timed: Some(last.timed),
+        vm_name: last.plan.name,
+        problems,
+        disk_checked: true,
+        vcpus: crate::linux::VCPUS,
+        summary,
+    })
+}

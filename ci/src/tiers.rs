@@ -651,30 +651,38 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
-    // A Linux VM on a pool volume, its data across a restart (issue 12):
-    // only when asked for by name (`--case linux/pool`) until it has
-    // passed three times in a row.
-    if chosen.contains(&"linux") && only.as_deref().is_some_and(|o| crate::linux_pool::CASE.contains(o) && o.contains("pool")) {
-        println!("== linux: a Linux VM on a pool volume, its data across a machine restart");
+    // A Linux VM on a pool volume, its data across a restart, and on a
+    // mirror with one side damaged (issue 12): only when asked for by name
+    // (`--case linux/pool` runs both) until each has passed three times in
+    // a row.
+    let pool_cases = [crate::linux_pool::CASE, crate::linux_pool::MIRROR_CASE];
+    let wanted = |c: &str| chosen.contains(&"linux") && only.as_deref().is_some_and(|o| o.contains("pool") && c.contains(o));
+    if pool_cases.iter().any(|c| wanted(c)) {
+        println!("== linux: a Linux VM on pool volumes (data across a machine restart; a damaged mirror side)");
         let kernel = kernel.as_deref().expect("kernel built");
-        let case = crate::linux_pool::CASE;
         for round in 1..=repeat_count() {
-            runs += 1;
-            match guest_images::ensure() {
-                Ok(images) => {
-                    let out = crate::linux_pool::run(kernel, &images, case, LINUX_QEMU_TIMEOUT)?;
-                    out.report();
-                    if !out.ok() {
-                        failures.push(case.into());
-                    }
-                }
+            if round > 1 {
+                println!("   (round {round} of {})", repeat_count());
+            }
+            let images = match guest_images::ensure() {
+                Ok(images) => images,
                 Err(e) => {
-                    println!("  FAIL {case}: the guest images (cargo xtask images): {e}");
+                    println!("  FAIL linux/pool: the guest images (cargo xtask images): {e}");
+                    failures.push("linux/pool".into());
+                    break;
+                }
+            };
+            for case in pool_cases.into_iter().filter(|c| wanted(c)) {
+                runs += 1;
+                let out = if case == crate::linux_pool::CASE {
+                    crate::linux_pool::run(kernel, &images, case, LINUX_QEMU_TIMEOUT)?
+                } else {
+                    crate::linux_pool::run_mirror(kernel, &images, case, LINUX_QEMU_TIMEOUT)?
+                };
+                out.report();
+                if !out.ok() {
                     failures.push(case.into());
                 }
-            }
-            if round < repeat_count() {
-                println!("   (round {} of {})", round + 1, repeat_count());
             }
         }
     }
