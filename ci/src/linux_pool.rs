@@ -320,6 +320,20 @@ fn data_block_offsets(files: &[PathBuf], file: &Path) -> std::result::Result<Vec
     Ok(found)
 }
 
+/// `files` in the pool's child order (their labels'), as the pool's
+/// per-side counts are.
+fn by_child(files: &[PathBuf]) -> std::result::Result<Vec<PathBuf>, String> {
+    use alcove_pool::disk::FileDisk;
+    let mut order = Vec::new();
+    for f in files {
+        let mut d = FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let h = alcove_pool::pool::read_label(&mut d).ok_or_else(|| format!("{}: no pool label", f.display()))?;
+        order.push((h.child, f.clone()));
+    }
+    order.sort();
+    Ok(order.into_iter().map(|(_, f)| f).collect())
+}
+
 /// Flips one byte in each of `blocks` (file offsets) of `file`.
 fn flip(file: &Path, blocks: &[(u64, usize)]) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
@@ -347,10 +361,12 @@ fn scrub(files: &[PathBuf]) -> std::result::Result<Vec<(u64, u64)>, String> {
 
 /// `linux/pool-mirror-heal`: the VM's volume on a two-way mirror. After
 /// the guest wrote its data, one byte in each of [`FLIP_READ`] of the
-/// volume's blocks is flipped on the second side; the guest's next boot
-/// reads the right data (self-healing on read) and a host scrub then finds
-/// nothing to repair. [`FLIP_SCRUB`] other blocks flipped after that are
-/// what the scrub reports and repairs, exactly, on that side alone.
+/// volume's blocks is flipped on the side the pool reads first; the
+/// guest's next boot reads the right data (from the other side, repairing
+/// the bad copies: self-healing on read) and a host scrub then finds
+/// nothing to repair. [`FLIP_SCRUB`] other blocks flipped on the second
+/// side after that are what the scrub reports and repairs, exactly, on
+/// that side alone.
 pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
     let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
@@ -366,6 +382,9 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
     let mut last = first;
     let mut summary = None;
     if problems.is_empty() {
+        // Side 0 is read first: damage there makes the guest's reads fall
+        // back to side 1 and repair side 0.
+        let pool = by_child(&pool)?;
         let blocks = data_block_offsets(&pool, &pool[1]).map_err(|e| format!("{}: {e}", pool[1].display()))?;
         if blocks.len() < FLIP_READ + FLIP_SCRUB {
             problems.push(format!("found {} of the volume's blocks on {}", blocks.len(), pool[1].display()));
@@ -373,7 +392,7 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
             // Spread over the data: every k-th block.
             let step = blocks.len() / (FLIP_READ + FLIP_SCRUB);
             let chosen: Vec<(u64, usize)> = (0..FLIP_READ + FLIP_SCRUB).map(|i| blocks[i * step]).collect();
-            flip(&pool[1], &chosen[..FLIP_READ])?;
+            flip(&pool[0], &chosen[..FLIP_READ])?;
             let b = boot(kernel, &dir, &format!("{log}-read"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}")), &pool, timeout)?;
             problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
             match (b.hash("read"), &written) {
@@ -391,9 +410,9 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
             match scrub(&pool) {
                 Ok(s) if s.len() == 2 && s[0] == (0, 0) && s[1] == want => {
                     summary = Some(format!(
-                        "{DATA_MIB} MiB written on a two-way mirror; {FLIP_READ} blocks flipped on one side: the \
-                         guest read the right data and left nothing for scrub; {FLIP_SCRUB} more flipped: scrub \
-                         found and repaired exactly those ({} bytes) on that side",
+                        "{DATA_MIB} MiB written on a two-way mirror; {FLIP_READ} blocks flipped on the side read \
+                         first: the guest read the right data and its reads repaired them (scrub clean); \
+                         {FLIP_SCRUB} flipped on the other side: scrub found and repaired exactly those ({} bytes)",
                         want.1
                     ))
                 }
