@@ -174,6 +174,7 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
     let disk = format!("{{\"size\": {VOLUME_MIB}, \"model\": \"virtio\"}}");
     let write = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}"));
     let first = boot(kernel, &dir, &format!("{log}-write"), &write, &pool, timeout)?;
+    let mut total = first.timed.run.elapsed;
     let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
     let vol = volume();
     match grant_line(first.serial(), &first.plan.server) {
@@ -188,6 +189,7 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
     if problems.is_empty() {
         let read = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}"));
         let b = boot(kernel, &dir, &format!("{log}-read"), &read, &pool, timeout)?;
+        total += b.timed.run.elapsed;
         problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
         match grant_line(b.serial(), &b.plan.server) {
             Some(l) if !l.contains("created") => {}
@@ -205,6 +207,7 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
     if problems.is_empty() {
         let missing = vm_json(images, "linux-pool", "{\"path\": \"zones/absent-disk0\"}", "");
         let b = boot(kernel, &dir, &format!("{log}-absent"), &missing, &pool, timeout)?;
+        total += b.timed.run.elapsed;
         let serial = b.serial();
         let why = "volume zones/absent-disk0: no such volume in the pool, and no size or image to create it from";
         if !serial.lines().any(|l| l.contains("init: server \"vm-linux-pool\": ") && l.contains(why)) {
@@ -234,9 +237,12 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
         }
     }
     let last = second.unwrap_or(first);
+    // The report's time is the whole case's: every boot's.
+    let mut run = last.timed.run.clone();
+    run.elapsed = total;
     Ok(crate::linux::Outcome {
         name: name.into(),
-        run: last.timed.run.clone(),
+        run,
         timed: Some(last.timed),
         vm_name: last.plan.name,
         problems,
@@ -377,6 +383,7 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
     let log = name.replace('/', "-");
     let disk = format!("{{\"size\": {VOLUME_MIB}}}");
     let first = boot(kernel, &dir, &format!("{log}-write"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}")), &pool, timeout)?;
+    let mut total = first.timed.run.elapsed;
     let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
     let written = first.hash("write");
     let mut last = first;
@@ -394,6 +401,7 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
             let chosen: Vec<(u64, usize)> = (0..FLIP_READ + FLIP_SCRUB).map(|i| blocks[i * step]).collect();
             flip(&pool[0], &chosen[..FLIP_READ])?;
             let b = boot(kernel, &dir, &format!("{log}-read"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}")), &pool, timeout)?;
+            total += b.timed.run.elapsed;
             problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
             match (b.hash("read"), &written) {
                 (Some(r), Some(w)) if &r == w => {}
@@ -426,9 +434,11 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
             }
         }
     }
+    let mut run = last.timed.run.clone();
+    run.elapsed = total;
     Ok(crate::linux::Outcome {
         name: name.into(),
-        run: last.timed.run.clone(),
+        run,
         timed: Some(last.timed),
         vm_name: last.plan.name,
         problems,
