@@ -10,6 +10,7 @@ mod harness;
 mod image;
 mod linux;
 mod linux_net;
+mod linux_pool;
 mod memtest;
 mod setup;
 mod tiers;
@@ -60,6 +61,15 @@ status says how:
   0 poweroff, 2 reboot, 3 halted (boot vCPU halted with interrupts off),
   4 triple-fault, 5 error (the VMM's reason is printed), 6 no ending was
   reported (the machine stopped, or --timeout), 1 the driver failed.
+Disks may be pool volumes instead (issue 12): `\"path\": \"zones/NAME\"` names
+a volume of the pool `zones`, and a disk without a path but with `size`
+(MiB) or `image_uuid` is the volume `zones/<uuid>-disk<N>` (the VM needs a
+`uuid`). At boot init creates an absent volume (empty, `size` MiB; or cloned
+from `zones/<image_uuid>@final`) and hands the VMM a grant for exactly its
+volumes. Either every disk is a volume or none is. The pool lives in
+--pool FILE[,FILE] (two files make a mirror; default
+target/alcove/pool.img), the machine's disks; a file that does not exist is
+made blank and sparse (4 GiB) and storaged creates the pool on it.
 --bochs runs the same under Bochs (corei7_skylake_x: VMX with EPT), which
 has one CPU (the vCPUs share it; Linux with 2 vCPUs stalls bringing up the
 second there) and no virtio-blk device: the VM runs without its disks.
@@ -74,6 +84,7 @@ Options:
   --cpu MODEL      QEMU's -cpu (default qemu64,+svm,+npt; EPYC,+svm,+npt with --vm)
   --vm FILE.json   boot Alcove with this VM (above)
   --bochs          with --vm: under Bochs instead of QEMU
+  --pool FILE[,F]  with --vm on pool volumes: the pool's files
   -h, --help       this text
 
 Exit status: 0 when QEMU was left by hand or the system reported success,

@@ -49,7 +49,13 @@ pub struct VmPlan {
     /// fetched by [`crate::fwboot::image`]).
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
+    /// Host files attached as machine disks, `disks[i]` as disk i (empty
+    /// when the disks are pool volumes).
     pub disks: Vec<PathBuf>,
+    /// The pool's image files when the disks are pool volumes (one: a
+    /// single disk, two: a mirror), attached as the machine's disks; where
+    /// storaged finds (or, on blank files, creates) the pool `zones`.
+    pub pool: Vec<PathBuf>,
     /// The boot files' sizes in bytes (`vm.json`, kernel, initrd), for the
     /// VMM's budget: the kernel and initrd count as 0 until [`VmPlan::load`]
     /// has looked at them.
@@ -104,6 +110,9 @@ impl VmPlan {
         if let Some(bootrom) = plan.config.bootrom {
             plan.kernel = crate::fwboot::image(bootrom)?;
         }
+        if plan.has_volumes() {
+            plan.pool = vec![crate::out_dir().join("pool.img")];
+        }
         for (property, host) in plan.host_paths() {
             if !host.is_file() {
                 return Err(format!("{}: property \"{property}\": {} is not a file", path.display(), host.display()).into());
@@ -152,13 +161,57 @@ impl VmPlan {
                 None => resolve(&config.kernel),
             },
             initrd: config.initrd.as_deref().map(resolve),
-            disks: config.disks.iter().map(|d| resolve(&d.path)).collect(),
+            disks: config.disks.iter().filter(|d| d.volume().is_none()).map(|d| resolve(&d.path)).collect(),
+            pool: Vec::new(),
             config,
             name,
             server,
         };
         plan.check_budget()?;
         Ok(plan)
+    }
+
+    /// Whether the VM's disks are pool volumes.
+    pub fn has_volumes(&self) -> bool {
+        self.config.disks.iter().any(|d| d.volume().is_some())
+    }
+
+    /// The same VM on the pool in `files` (one file, or two for a mirror):
+    /// they are the machine's disks. Absent files are made blank (sparse,
+    /// `mib` MiB each), where storaged creates the pool at boot.
+    pub fn with_pool(mut self, files: &[PathBuf], mib: u64) -> Result<Self> {
+        if !(1..=2).contains(&files.len()) {
+            return Err(format!("a pool is one file or two (a mirror), got {}", files.len()).into());
+        }
+        for f in files {
+            if !f.exists() {
+                if let Some(dir) = f.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::File::create(f)?.set_len(mib << 20)?;
+            }
+        }
+        self.pool = files.to_vec();
+        Ok(self)
+    }
+
+    /// storaged's arguments: the pool on the machine's disks.
+    fn storaged_args(&self) -> String {
+        match self.pool.len() {
+            0 => String::new(),
+            1 => "args = [\"pool=zones\", \"pool-disks=0\"]\n".into(),
+            _ => "args = [\"pool=zones\", \"pool-vdev=mirror\", \"pool-disks=0,1\"]\n".into(),
+        }
+    }
+
+    /// The VMM's `volumes` line: what init provisions and grants it.
+    fn volumes_line(&self) -> String {
+        let specs = self.config.volume_specs();
+        if specs.is_empty() {
+            return String::new();
+        }
+        let texts: Vec<String> = specs.iter().map(|s| serde_json::Value::String(s.to_text()).to_string()).collect();
+        format!("volumes = [{}]\n", texts.join(", "))
     }
 
     /// The boot files' sizes as they are on the host.
@@ -289,7 +342,8 @@ impl VmPlan {
              irqs = [4]\n\
              restart = \"always\"\n\
              \n\
-             # The machine's disk i is the VM's disk i.\n\
+             # The machine's disk i is the VM's disk i, or the disks hold\n\
+             # the pool whose volumes the VM's disks are.\n\
              [[server]]\n\
              name = \"storaged\"\n\
              priority = 160\n\
@@ -298,6 +352,7 @@ impl VmPlan {
              calls = [\"console\"]\n\
              ioports = [[0xcf8, 8]]\n\
              pci_bars = true\n\
+             {storaged_args}\
              restart = 3\n\
              \n\
              {netd}\
@@ -310,12 +365,15 @@ impl VmPlan {
              calls = [{calls}]\n\
              files = [{files}]\n\
              args = [\"exit-machine\"]\n\
+             {volumes}\
              machine_exit = true\n\
              restart = \"never\"\n",
             server = self.server,
             budget = self.budget_kib(),
             breakdown = self.kernel_memory().breakdown(),
             files = files.join(", "),
+            storaged_args = self.storaged_args(),
+            volumes = self.volumes_line(),
         )
     }
 
@@ -379,10 +437,11 @@ impl VmPlan {
         Ok(system)
     }
 
-    /// QEMU's drive options: machine disk i is `disks[i]`.
+    /// QEMU's drive options: machine disk i is `disks[i]`, or the pool's
+    /// file i.
     pub fn qemu_drives(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for (i, d) in self.disks.iter().enumerate() {
+        for (i, d) in self.disks.iter().chain(&self.pool).enumerate() {
             // QEMU's option syntax doubles a comma inside a value.
             let file = d.display().to_string().replace(',', ",,");
             v.push("-drive".into());

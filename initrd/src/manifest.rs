@@ -127,7 +127,17 @@ pub struct Server {
     /// Not started at boot: only a template for instances started through
     /// `proc`.
     pub on_demand: bool,
+    /// Pool volumes for a VMM (`libipc::provision::VolumeSpec` text:
+    /// `NAME`, `NAME volsize=BYTES` or `NAME origin=VOLUME@SNAP`; at most
+    /// [`MAX_VOLUMES`]). init makes them ready in storaged's pool and
+    /// hands the server a grant for exactly these, in order, as its
+    /// `storaged` endpoint instead of the machine's disks.
+    #[serde(deserialize_with = "bounded::vec::<MAX_LIST, _, _>")]
+    pub volumes: Vec<String>,
 }
+
+/// Volumes one server may be granted (storaged's `POOL_GRANT_MAX`).
+pub const MAX_VOLUMES: usize = 8;
 
 /// A range of I/O ports: `[first, count]` in TOML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -429,6 +439,15 @@ impl Server {
         if let Some(a) = self.args.iter().find(|a| a.len() > 256) {
             return Err(ManifestError::invalid(who, "args", format!("an argument of {} bytes (at most 256)", a.len())));
         }
+        if !self.volumes.is_empty() && !self.calls.iter().any(|c| c == "storaged") {
+            return Err(ManifestError::invalid(who, "volumes", "a server granted volumes must call \"storaged\""));
+        }
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(ManifestError::invalid(who, "volumes", format!("{} volumes (at most {MAX_VOLUMES})", self.volumes.len())));
+        }
+        if let Some(v) = self.volumes.iter().find(|v| v.is_empty() || v.len() > 256) {
+            return Err(ManifestError::invalid(who, "volumes", format!("a volume spec of {} bytes (1 to 256)", v.len())));
+        }
         for f in &self.files {
             if f.is_empty() || f.len() > MAX_NAME_LEN || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
                 return Err(ManifestError::invalid(who, "files", format!("{f:?} is not a file name")));
@@ -599,6 +618,7 @@ mod tests {
             spawns: vec![],
             spawn_budget_kib: 0,
             on_demand: false,
+            volumes: vec![],
         }
     }
 

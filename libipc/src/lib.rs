@@ -47,6 +47,7 @@ mod interface;
 pub mod blkring;
 pub mod framering;
 pub mod interfaces;
+pub mod provision;
 #[cfg(target_os = "none")]
 pub mod kernel;
 #[cfg(target_os = "none")]

@@ -109,8 +109,11 @@ pub trait RingFactory {
 
 /// The bound on the pool's open transaction group: a write past it commits
 /// the group first (besides every FLUSH), so a guest that never flushes
-/// cannot make storaged hold its writes in memory without end.
-pub const DIRTY_LIMIT_BYTES: u64 = 1 << 20;
+/// cannot make storaged hold its writes in memory without end. With the
+/// largest ring request (64 KiB) and a commit's own buffers it must fit in
+/// storaged's heap (`alcove_rt::HEAP_BYTES`, 512 KiB): at 1 MiB a guest
+/// writing 8 MiB ran storaged out of memory (`tests/heap_bound.rs`).
+pub const DIRTY_LIMIT_BYTES: u64 = 256 << 10;
 
 /// The bit of storaged's notification that says a watched client ended
 /// (bit 0 is the lifecycle's, see `alcove_rt::serve_forever_with`).

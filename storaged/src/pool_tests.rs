@@ -458,3 +458,87 @@ fn send_and_receive_in_chunks() {
     assert_eq!((report.state.as_str(), report.repaired_bytes), ("ONLINE", 0));
     assert!(report.blocks > 0);
 }
+
+/// Issue 12, a VM on pool volumes: `libipc::provision` (what init runs at
+/// boot for a VMM with `volumes`, and the control plane at run time) keeps
+/// an existing volume, creates an absent one with its `volsize`, clones
+/// one from an image's snapshot, and grants exactly those, in order: the
+/// VM's disk i is the grant's disk i. Run again (the next boot) it creates
+/// nothing and the data is there. A volume that is absent with nothing to
+/// make it from, a missing origin, and a caller that is not an admin each
+/// get a clear error, and nothing is created or granted.
+#[test]
+fn provisioning_makes_a_vms_volumes_and_grants_exactly_those() {
+    use libipc::provision::{IfAbsent, ProvisionError, VolumeSpec, provision};
+    let mut s = pool_server();
+    let image: Vec<u8> = (0..8192).map(|i| (i * 13 + 5) as u8).collect();
+    {
+        let mut p = s.pool().unwrap();
+        p.write("zones/a-disk0", 0, &image).unwrap();
+        p.sync().unwrap();
+    }
+    pool::Server::snapshot(as_(&mut s, ADMIN), "zones/a-disk0@final".into()).unwrap();
+    let specs = [
+        VolumeSpec::parse("zones/b-disk0").unwrap(),
+        VolumeSpec::parse(&format!("zones/vm-disk1 volsize={}", 2 * MIB)).unwrap(),
+        VolumeSpec::parse("zones/vm-disk2 origin=zones/a-disk0@final").unwrap(),
+    ];
+    let t = Loopback::new(s);
+    let done = provision(&pool::Client::new(&t), &specs).unwrap();
+    assert_eq!(done.created, ["zones/vm-disk1", "zones/vm-disk2"]);
+    let mut s = t.into_inner();
+    let listed = storage::Server::disks(as_(&mut s, done.granted.badge));
+    let names: Vec<&str> = listed.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["zones/b-disk0", "zones/vm-disk1", "zones/vm-disk2"]);
+    assert_eq!(listed[1].capacity_sectors, 2 * MIB / 512);
+    let s = Rc::new(RefCell::new(s));
+    let mut clone = open(&s, done.granted.badge, 2).unwrap();
+    let mut got = vec![0u8; image.len()];
+    clone.read(0, &mut got).unwrap();
+    assert_eq!(got, image, "the clone holds the image's data");
+    clone.write(0, &[0xffu8; 512]).unwrap();
+    clone.flush().unwrap();
+    drop(clone);
+    let mut s = Rc::try_unwrap(s).ok().unwrap().into_inner();
+    let mut origin = vec![0u8; 512];
+    s.pool().unwrap().read("zones/a-disk0", 0, &mut origin).unwrap();
+    assert_eq!(origin, image[..512], "the clone's write left the origin alone");
+    assert_eq!(pool::Server::revoke(as_(&mut s, ADMIN), done.granted.badge), Ok(1), "the ring on the clone closes");
+
+    // The next boot: the same specs find every volume and create nothing.
+    let t = Loopback::new(s);
+    let again = provision(&pool::Client::new(&t), &specs).unwrap();
+    assert!(again.created.is_empty(), "{:?}", again.created);
+    assert_ne!(again.granted.badge, done.granted.badge);
+
+    // Refusals: nothing is created, nothing granted.
+    let absent = VolumeSpec { name: "zones/nope-disk0".into(), if_absent: IfAbsent::Fail };
+    let r = provision(&pool::Client::new(&t), &[specs[0].clone(), absent]);
+    assert_eq!(r, Err(ProvisionError::Absent { volume: "zones/nope-disk0".into() }));
+    assert!(r.unwrap_err().to_string().contains("no such volume in the pool"));
+    let r = provision(&pool::Client::new(&t), &[VolumeSpec::parse("zones/c-disk0 origin=zones/img@final").unwrap()]);
+    assert!(matches!(&r, Err(ProvisionError::Pool { step: "clone", error: PoolError::NotFound { .. }, .. })), "{r:?}");
+    let r = provision(&pool::Client::new(&t), &[specs[0].clone(), specs[0].clone()]);
+    assert!(matches!(&r, Err(ProvisionError::Specs(why)) if why.contains("twice")), "{r:?}");
+    assert!(matches!(provision(&pool::Client::new(&t), &[]), Err(ProvisionError::Specs(_))));
+    let mut s = t.into_inner();
+    let before = pool::Server::list(as_(&mut s, ADMIN), String::new()).unwrap().datasets.len();
+    let grants = s.grants.len();
+    let t = Badged(RefCell::new(s), MANIFEST_VMM);
+    let r = provision(&pool::Client::new(&t), &[VolumeSpec::parse("zones/d-disk0 volsize=4096").unwrap()]);
+    assert!(matches!(&r, Err(ProvisionError::Pool { error: PoolError::NotPermitted, .. })), "{r:?}");
+    let mut s = t.0.into_inner();
+    assert_eq!(pool::Server::list(as_(&mut s, ADMIN), String::new()).unwrap().datasets.len(), before);
+    assert_eq!(s.grants.len(), grants);
+}
+
+/// A transport whose calls carry `badge` (the loopback's carry 0, init's).
+struct Badged(RefCell<Server>, u64);
+
+impl libipc::Transport for Badged {
+    fn call(&self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::IpcError> {
+        let r = libipc::Dispatch::dispatch_from(&mut *self.0.borrow_mut(), self.1, interface, request);
+        libipc::reply_caps::discard();
+        r.map_err(libipc::IpcError::from)
+    }
+}

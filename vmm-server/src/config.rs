@@ -29,6 +29,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::Ipv4Addr;
 
+use libipc::provision::{IfAbsent, VolumeSpec};
 use serde_json::{Map, Value};
 
 use crate::boot::acpi::MAX_VCPUS;
@@ -241,10 +242,52 @@ pub enum DiskMedia {
     Disk,
 }
 
+/// The pool whose volumes a disk's `path` names: `zones/<name>`.
+pub const POOL: &str = "zones";
+/// The snapshot of an image's volume (`zones/<image_uuid>`) that a disk
+/// with `image_uuid` is cloned from.
+pub const IMAGE_SNAPSHOT: &str = "final";
+
+/// Pool volumes among the disks: a `path` of `zones/<name>` names a volume
+/// in the machine's pool; a disk without `path` (with `size` or
+/// `image_uuid`) is `zones/<uuid>-disk<N>`, which needs the VM's `uuid`.
+/// Either every disk is a pool volume or none is (a VMM reaches storaged
+/// through one endpoint: a grant of volumes, or the machine's disks).
+fn check_pool_disks(disks: &mut [DiskConfig], uuid: Option<Uuid>) -> Result<(), ConfigError> {
+    for (i, d) in disks.iter_mut().enumerate() {
+        if d.path.is_empty() {
+            let Some(uuid) = uuid else {
+                return Err(ConfigError::Missing {
+                    property: format!("disks[{i}].path"),
+                    why: "a volume name (zones/<name>), or the VM's \"uuid\" to name a new volume zones/<uuid>-disk<N>",
+                });
+            };
+            d.path = format!("{POOL}/{uuid}-disk{i}");
+        }
+        if d.path.starts_with(POOL) && d.path[POOL.len()..].starts_with('/') {
+            libipc::provision::check_name(&d.path, false).map_err(|why| ConfigError::Invalid {
+                property: format!("disks[{i}].path"),
+                expected: "a pool volume zones/<name> (letters, digits, - _ . :, at most 200)".into(),
+                got: why,
+            })?;
+        }
+    }
+    let volumes = disks.iter().filter(|d| d.volume().is_some()).count();
+    if volumes != 0 && volumes != disks.len() {
+        return Err(ConfigError::Invalid {
+            property: "disks".into(),
+            expected: "every disk a pool volume (zones/...) or none".into(),
+            got: format!("{volumes} of {}", disks.len()),
+        });
+    }
+    Ok(())
+}
+
 /// One entry of `disks[]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskConfig {
-    /// The backing image (a path storaged resolves).
+    /// The backing image: a machine disk or host file, or a pool volume
+    /// `zones/<name>` ([`DiskConfig::volume`]).
     pub path: String,
     pub model: DiskModel,
     pub media: DiskMedia,
@@ -256,6 +299,27 @@ pub struct DiskConfig {
     pub image_uuid: Option<Uuid>,
     /// Logical block size in bytes (512 to 128 KiB, a power of two).
     pub block_size: Option<u32>,
+}
+
+impl DiskConfig {
+    /// The pool volume this disk is (`zones/<name>`), or `None` for a
+    /// machine disk or host file.
+    pub fn volume(&self) -> Option<&str> {
+        self.path.strip_prefix(POOL).filter(|r| r.starts_with('/')).map(|_| self.path.as_str())
+    }
+
+    /// What to provision for it: the volume, and what to make it from
+    /// when the pool lacks it (a clone of `zones/<image_uuid>@final`, or an
+    /// empty volume of `size` MiB; otherwise it must exist).
+    pub fn volume_spec(&self) -> Option<VolumeSpec> {
+        let name = self.volume()?.to_string();
+        let if_absent = match (self.image_uuid, self.size_mib) {
+            (Some(image), _) => IfAbsent::Clone { origin: format!("{POOL}/{image}@{IMAGE_SNAPSHOT}") },
+            (None, Some(mib)) => IfAbsent::Create { volsize: mib << 20 },
+            (None, None) => IfAbsent::Fail,
+        };
+        Some(VolumeSpec { name, if_absent })
+    }
 }
 
 /// How a NIC gets its IPv4 address.
@@ -539,6 +603,8 @@ impl VmConfig {
             .enumerate()
             .map(|(i, v)| parse_disk(v, format!("disks[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut disks = disks;
+        check_pool_disks(&mut disks, uuid)?;
         if disks.iter().filter(|d| d.boot).count() > 1 {
             return Err(ConfigError::Invalid {
                 property: "disks".into(),
@@ -621,6 +687,13 @@ impl VmConfig {
         Ok(())
     }
 
+    /// The pool volumes the VM's disks are, in `disks` order (empty when
+    /// its disks are machine disks or host files): what init (at boot) or
+    /// the control plane provisions and grants before starting its VMM.
+    pub fn volume_specs(&self) -> Vec<VolumeSpec> {
+        self.disks.iter().filter_map(DiskConfig::volume_spec).collect()
+    }
+
     /// The index in `disks` of the boot disk, if one is marked.
     pub fn boot_disk(&self) -> Option<usize> {
         self.disks.iter().position(|d| d.boot)
@@ -634,10 +707,19 @@ impl VmConfig {
 
 fn parse_disk(value: &Value, path: String) -> Result<DiskConfig, ConfigError> {
     let p = Props::new(value, path, DISK_PROPERTIES)?;
-    let disk_path = p
-        .text("path")?
-        .ok_or_else(|| ConfigError::Missing { property: p.name("path"), why: "the disk's image" })?
-        .to_owned();
+    let size_mib = p.integer("size", 1, u64::MAX >> 20, "MiB")?;
+    // Without a path, a disk with a size (or an image) is a new pool volume
+    // named after the VM ([`VmConfig::from_json`] fills the name in).
+    let disk_path = match p.text("path")? {
+        Some(path) => path.to_owned(),
+        None if size_mib.is_some() || p.uuid("image_uuid")?.is_some() => String::new(),
+        None => {
+            return Err(ConfigError::Missing {
+                property: p.name("path"),
+                why: "the disk's image, or \"size\" (MiB) for a new pool volume",
+            });
+        }
+    };
     let model = match p.string("model")? {
         None | Some("virtio") => DiskModel::Virtio,
         Some(m @ ("ide" | "scsi" | "ahci" | "nvme")) => {
@@ -667,7 +749,7 @@ fn parse_disk(value: &Value, path: String) -> Result<DiskConfig, ConfigError> {
         model,
         media,
         boot: p.boolean("boot")?.unwrap_or(false),
-        size_mib: p.integer("size", 1, u64::MAX >> 20, "MiB")?,
+        size_mib,
         image_uuid: p.uuid("image_uuid")?,
         block_size,
     })

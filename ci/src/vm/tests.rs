@@ -392,3 +392,42 @@ fn a_vm_with_nics_gets_netd_and_its_vnics() {
     let plain = plan(JSON).unwrap();
     assert!(!plain.manifest_toml().contains("netd"));
 }
+
+/// Issue 12: a VM on pool volumes gets storaged on the pool's files (one
+/// or a mirror of two) and its manifest entry lists the volumes init
+/// provisions and grants; host files are not attached.
+#[test]
+fn a_vm_on_pool_volumes_gets_the_pool_and_its_volumes() {
+    let json = r#"{"uuid":"5e1f0c2a-7b3d-4e9f-a1c2-3d4e5f6a7b8c","alias":"on-pool","brand":"bhyve","ram":256,
+        "disks":[{"size":32},{"path":"zones/data-disk0"}],
+        "kernel":"/images/vmlinuz","cmdline":"console=ttyS0"}"#;
+    let dir = std::env::temp_dir().join(format!("alcove-pool-plan-{}", std::process::id()));
+    let files = [dir.join("a.img"), dir.join("b.img")];
+    let p = plan(json).unwrap();
+    assert!(p.has_volumes());
+    assert!(p.disks.is_empty(), "no host file is attached: {:?}", p.disks);
+    let p = p.with_pool(&files, 64).unwrap();
+    assert_eq!(std::fs::metadata(&files[1]).unwrap().len(), 64 << 20, "a missing pool file is made blank");
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    assert_eq!(m.server("storaged").unwrap().args, ["pool=zones", "pool-vdev=mirror", "pool-disks=0,1"]);
+    let vm = m.server("vm-on-pool").unwrap();
+    assert_eq!(
+        vm.volumes,
+        ["zones/5e1f0c2a-7b3d-4e9f-a1c2-3d4e5f6a7b8c-disk0 volsize=33554432", "zones/data-disk0"]
+    );
+    assert!(m.server("storaged").unwrap().volumes.is_empty());
+    let drives = p.qemu().extra.join(" ");
+    assert!(drives.contains("a.img") && drives.contains("b.img") && drives.contains("id=d1"), "{drives}");
+    // One file: a single-disk pool.
+    let p = plan(json).unwrap().with_pool(&files[..1], 64).unwrap();
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    assert_eq!(m.server("storaged").unwrap().args, ["pool=zones", "pool-disks=0"]);
+    assert!(plan(json).unwrap().with_pool(&[], 64).is_err());
+    // Without volumes: no pool, no volumes line.
+    let p = plan(JSON).unwrap();
+    assert!(!p.has_volumes());
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    assert!(m.server("storaged").unwrap().args.is_empty());
+    assert!(m.server("vm-linux-test").unwrap().volumes.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

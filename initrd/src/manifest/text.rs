@@ -58,6 +58,8 @@ struct RawServer {
     spawn_budget_kib: Option<i64>,
     #[serde(default)]
     on_demand: bool,
+    #[serde(default)]
+    volumes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +195,7 @@ impl RawServer {
             pci_bars: self.pci_bars,
             files: self.files,
             args: self.args,
+            volumes: self.volumes,
             name,
         })
     }
@@ -221,6 +224,27 @@ mod tests {
         ioports = [[0x3f8, 8]]
         irqs = [4]
     "#;
+
+    /// A VMM granted pool volumes (issue 12): the specs travel as text
+    /// through the binary manifest; one that calls no storaged, too many,
+    /// or an empty spec is refused.
+    #[test]
+    fn volumes_for_a_vmm() {
+        let vmm = |calls: &str, volumes: &str| {
+            format!(
+                "{BASE}\n[[server]]\nname = \"storaged\"\npriority = 160\nbudget_kib = 256\nserves = [\"storaged\"]\n\
+                 [[server]]\nname = \"vm\"\nbinary = \"vmm-server\"\npriority = 100\nbudget_kib = 256\nserves = []\ncalls = [{calls}]\nvolumes = [{volumes}]\n"
+            )
+        };
+        let m = Manifest::from_toml(&vmm("\"storaged\"", "\"zones/a-disk0 volsize=1048576\", \"zones/b\"")).unwrap();
+        let back = Manifest::decode(&m.encode().unwrap()).unwrap();
+        assert_eq!(back.server("vm").unwrap().volumes, ["zones/a-disk0 volsize=1048576", "zones/b"]);
+        assert!(back.server("storaged").unwrap().volumes.is_empty());
+        assert!(error(&vmm("\"console\"", "\"zones/a\"")).contains("must call \"storaged\""));
+        let nine = (0..9).map(|i| format!("\"zones/v{i}\"")).collect::<Vec<_>>().join(", ");
+        assert!(error(&vmm("\"storaged\"", &nine)).contains("at most 8"));
+        assert!(error(&vmm("\"storaged\"", "\"\"")).contains("1 to 256"));
+    }
 
     #[test]
     fn shipped_manifests_are_valid() {

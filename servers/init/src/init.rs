@@ -443,6 +443,23 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
             let Some((_, ep)) = endpoints.iter().find(|(n, _)| n == name) else { continue };
             ep
         };
+        if name == "storaged" && !server.volumes.is_empty() {
+            // A VMM on pool volumes: its storaged endpoint is a grant for
+            // exactly its volumes (made ready first), not the machine's
+            // disks. Should that fail, it gets no storaged endpoint at all
+            // and its disks fail to open; the reason is logged here.
+            match grant_volumes(*ep, server, slots) {
+                Ok(granted) => {
+                    let r = sys::cap_grant(proc, granted, next_slot, Rights::SEND | Rights::GRANT);
+                    let _ = sys::cap_delete(granted);
+                    r.map_err(e("grant the volumes' endpoint"))?;
+                    info.calls.push(Named { name: name.clone(), slot: next_slot });
+                    next_slot += 1;
+                }
+                Err(why) => log::error!("server \"{}\": {why}; it gets no storaged endpoint", server.name),
+            }
+            continue;
+        }
         // Badged with the caller's identity, so the server knows who calls.
         let tmp = slots.next();
         sys::cap_copy(*ep, tmp, Rights::SEND | Rights::GRANT, index as u64 + 1).map_err(e("badge endpoint"))?;
@@ -543,6 +560,30 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
     sys::thread_resume(thread).map_err(e("resume"))?;
     let _ = sys::cap_delete(thread);
     Ok(())
+}
+
+/// Makes `server`'s pool volumes ready through storaged's endpoint `ep`
+/// (init's own copy: init may use the pool interface) and returns the slot
+/// of the grant's capability, storaged's endpoint with the grant's badge.
+fn grant_volumes(ep: CapSlot, server: &Server, slots: &mut Slots) -> Result<CapSlot, String> {
+    use libipc::provision::{VolumeSpec, provision};
+    let specs = server.volumes.iter().map(|v| VolumeSpec::parse(v)).collect::<Result<Vec<_>, _>>()?;
+    let slot = slots.next();
+    let t = libipc::kernel::CapTransport::new(libipc::cap::Cap::from_slot(ep), &[slot]);
+    let done = provision(&libipc::interfaces::pool::Client::new(&t), &specs).map_err(|e| alloc::format!("{e}"))?;
+    if t.received() != 1 {
+        return Err(alloc::format!("storaged's grant {:#x} came without its capability", done.granted.badge));
+    }
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    log::info!(
+        "server \"{}\": volumes {} granted ({:#x}){}{}",
+        server.name,
+        names.join(", "),
+        done.granted.badge,
+        if done.created.is_empty() { "" } else { ", created " },
+        done.created.join(", ")
+    );
+    Ok(slot)
 }
 
 /// Writes into the scratch window (mapped writable by the caller).

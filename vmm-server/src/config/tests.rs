@@ -283,6 +283,52 @@ fn disk_rules() {
     assert_eq!(err(with(minimal(), "disks", Value::Array(many))).property(), Some("disks"));
 }
 
+/// Issue 12: a disk names a pool volume (`zones/<name>`), or has no path
+/// and a size (or an image) and is `zones/<uuid>-disk<N>`; what init or
+/// the control plane provisions comes from that.
+#[test]
+fn pool_volume_disks() {
+    use libipc::provision::{IfAbsent, VolumeSpec};
+    let disks = |d: Value| with(minimal(), "disks", d);
+    let vm = |d: Value| parse(&with(disks(d), "uuid", json!(UUID))).unwrap();
+    let c = vm(json!([
+        {"path": "zones/data-disk0"},
+        {"size": 64},
+        {"image_uuid": "A0B1C2D3-E4F5-4617-8899-AABBCCDDEEFF", "boot": true},
+        {"path": "zones/kept", "size": 2}
+    ]));
+    let specs = c.volume_specs();
+    let image = "zones/a0b1c2d3-e4f5-4617-8899-aabbccddeeff@final";
+    assert_eq!(
+        specs,
+        vec![
+            VolumeSpec { name: "zones/data-disk0".into(), if_absent: IfAbsent::Fail },
+            VolumeSpec { name: format!("zones/{UUID}-disk1"), if_absent: IfAbsent::Create { volsize: 64 << 20 } },
+            VolumeSpec { name: format!("zones/{UUID}-disk2"), if_absent: IfAbsent::Clone { origin: image.into() } },
+            VolumeSpec { name: "zones/kept".into(), if_absent: IfAbsent::Create { volsize: 2 << 20 } },
+        ]
+    );
+    assert_eq!(c.disks[1].path, format!("zones/{UUID}-disk1"));
+    // Every spec reads back as init gets it from the manifest.
+    for s in &specs {
+        assert_eq!(&VolumeSpec::parse(&s.to_text()).unwrap(), s);
+    }
+    // Host files and machine disks are no volumes.
+    assert!(parse(&disks(json!([{"path": "disk.img"}, {"path": "/x/zones/a"}]))).unwrap().volume_specs().is_empty());
+    // Errors name the property.
+    let e = err(disks(json!([{"size": 64}])));
+    assert_eq!(e.property(), Some("disks[0].path"));
+    assert!(e.to_string().contains("uuid"), "{e}");
+    for bad in ["zones/", "zones/a/b", "zones/a@snap", "zones/a b", "zones/\u{e9}"] {
+        let e = err(with(disks(json!([{"path": bad}])), "uuid", json!(UUID)));
+        assert_eq!(e.property(), Some("disks[0].path"), "{bad}");
+        assert!(e.to_string().contains("pool volume"), "{bad}: {e}");
+    }
+    let e = err(disks(json!([{"path": "zones/a"}, {"path": "disk.img"}])));
+    assert_eq!(e.property(), Some("disks"));
+    assert!(e.to_string().contains("every disk a pool volume"), "{e}");
+}
+
 #[test]
 fn nic_rules() {
     let nic = |n: Value| with(minimal(), "nics", json!([n]));

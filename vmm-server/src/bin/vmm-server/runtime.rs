@@ -89,8 +89,8 @@ pub struct VmSpec {
     /// The disk marked `"boot": true`.
     pub boot_disk: Option<usize>,
     pub cmdline: String,
-    /// How many disks: disk i is storaged's disk i (for now a whole machine
-    /// disk per VM disk).
+    /// How many disks: disk i is storaged's disk i (a whole machine disk,
+    /// or the i-th volume of the VMM's pool grant).
     pub disks: usize,
     /// The storaged endpoint, if granted.
     pub storaged: Option<CapSlot>,

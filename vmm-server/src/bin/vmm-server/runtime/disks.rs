@@ -133,7 +133,7 @@ impl EntropySource for CpuRng {
 /// Opens storaged's disk `index` for the VM's `disks[index]`.
 pub(super) fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Result<RingBackend, String> {
     let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"disks[{index}]\": {e}");
-    let ep = spec.storaged.ok_or_else(|| what(&"no storaged endpoint was granted to this VM"))?;
+    let ep = spec.storaged.ok_or_else(|| what(&"no storaged endpoint was granted to this VM (see init's log)"))?;
     let slot = res.next;
     // storaged watches this process through a copy of its capability (no
     // rights) and closes the ring should the VMM end without closing it.
@@ -143,6 +143,13 @@ pub(super) fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Res
     let opened = storage::Client::new(&transport).open(index as u32);
     let _ = sys::cap_delete(token);
     let opened = opened.map_err(|e| what(&e))?.map_err(|e| what(&e))?;
+    // On pool volumes the grant lists exactly the VM's volumes in order:
+    // disk i must be the volume `disks[i]` names.
+    let expected = spec.config.disks.get(index).and_then(|d| d.volume());
+    if let Some(v) = expected.filter(|v| *v != opened.info.name) {
+        let _ = storage::Client::new(KernelTransport::new(Cap::<Endpoint>::from_slot(ep))).close(opened.handle);
+        return Err(what(&format!("storaged's disk {index} is {:?}, not the volume {v}", opened.info.name)));
+    }
     if transport.received() != 1 {
         return Err(what(&"storaged sent no ring"));
     }

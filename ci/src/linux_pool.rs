@@ -1,0 +1,449 @@
+//! A Linux VM whose disk is a pool volume (issue 12), end to end.
+//!
+//! `linux/pool-volume` (the `linux` tier): the QEMU machine's one drive is
+//! a blank pool file, where storaged creates the pool `zones` at the first
+//! boot. The VM's description has a disk without a path and with a `size`:
+//! at boot init creates the volume `zones/<uuid>-disk0` and hands the VMM a
+//! grant for exactly it. The guest writes random data to the volume
+//! (`alcove.disk-write`, see `images/linux/init`: fsync, sync) and powers
+//! off. The Alcove machine is then started again on the same pool file and
+//! a second boot of the guest reads the data back (`alcove.disk-read`): the
+//! same hash. Last, the host imports the pool file with the pool library
+//! (as `alcove-pool` does), scrubs it (no errors) and hashes the volume
+//! itself.
+//!
+//! `bench/linux-disk` (`cargo xtask bench`): the guest's sequential write
+//! and read throughput on a pool volume and on a whole machine disk, in
+//! the same run, timed on the host between the guest's start and result
+//! lines (their arrival on the serial port).
+
+use crate::Result;
+use crate::bench::Figure;
+use crate::emu::{TimedRun, capture_timed_answering};
+use crate::guest_images::Images;
+use crate::harness::Ending;
+use crate::image;
+use crate::vm::{VmEnding, VmLog, VmPlan};
+use kcore::testproto::{EXIT_PASS, qemu_status};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const CASE: &str = "linux/pool-volume";
+/// The VM's uuid: its volume is `zones/<UUID>-disk0`.
+pub const UUID: &str = "5e1f0c2a-7b3d-4e9f-a1c2-3d4e5f6a7b8c";
+/// The volume's size (`disks[0].size`).
+pub const VOLUME_MIB: u64 = 32;
+/// Random data the guest writes and reads back.
+pub const DATA_MIB: u64 = 8;
+/// The pool file (sparse).
+pub const POOL_MIB: u64 = 256;
+const MIB: u64 = 1 << 20;
+
+/// The volume the test VM's disk is.
+pub fn volume() -> String {
+    format!("zones/{UUID}-disk0")
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The VM description: `disk` is the `disks[0]` object, `words` go on the
+/// guest's command line.
+pub fn vm_json(images: &Images, alias: &str, disk: &str, words: &str) -> String {
+    format!(
+        "{{\n  \"uuid\": \"{UUID}\",\n  \"alias\": \"{alias}\",\n  \"brand\": \"bhyve\",\n  \"ram\": {},\n  \
+         \"vcpus\": {},\n  \"disks\": [{disk}],\n  \"kernel\": {},\n  \"initrd\": {},\n  \
+         \"cmdline\": \"console=ttyS0 panic=-1 {words}\"\n}}\n",
+        crate::linux::RAM_MIB,
+        crate::linux::VCPUS,
+        json_string(&images.vmlinuz.display().to_string()),
+        json_string(&images.initramfs.display().to_string()),
+    )
+}
+
+/// One boot of the Alcove machine with the VM, and what went wrong.
+pub struct Boot {
+    pub timed: TimedRun,
+    pub plan: VmPlan,
+    pub problems: Vec<String>,
+}
+
+impl Boot {
+    fn serial(&self) -> &str {
+        &self.timed.run.serial
+    }
+
+    /// The hash on the guest's `alcove-guest: disk-<what> <MiB> <hash>`.
+    pub fn hash(&self, what: &str) -> Option<String> {
+        let prefix = format!("alcove-guest: disk-{what} {DATA_MIB} ");
+        self.serial().lines().find_map(|l| {
+            let h = l.trim_end().strip_prefix(&prefix)?;
+            (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| h.to_string())
+        })
+    }
+
+    /// Seconds from the guest's `disk-<what> start` line to its result.
+    pub fn seconds(&self, what: &str) -> Option<f64> {
+        let start = self.timed.time_of(&format!("alcove-guest: disk-{what} start"))?;
+        let done = self.timed.time_of(&format!("alcove-guest: disk-{what} {DATA_MIB} "))?;
+        Some(done.checked_sub(start)?.as_secs_f64())
+    }
+}
+
+/// Boots Alcove with the VM `json` describes (its disks host files in
+/// `dir`, or pool volumes on `pool`) and checks that it powered off.
+pub fn boot(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBuf], timeout: Duration) -> Result<Boot> {
+    std::fs::create_dir_all(dir)?;
+    let json_path = dir.join(format!("{log_name}.json"));
+    std::fs::write(&json_path, json)?;
+    let mut plan = VmPlan::load(&json_path)?;
+    if plan.has_volumes() {
+        plan = plan.with_pool(pool, POOL_MIB)?;
+    }
+    let system = plan.write_boot_files(&dir.join(format!("boot-{log_name}")))?;
+    let iso = image::iso_of(kernel, &format!("test-{log_name}"), "", &system)?;
+    let mut c = plan.qemu().command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let timed = capture_timed_answering(c, log_name, Some(timeout), false, None)?;
+    let mut problems = Vec::new();
+    let run = &timed.run;
+    let log = VmLog::read(run.serial.lines(), &plan.name);
+    problems.extend(log.problems.iter().cloned());
+    match log.ending() {
+        Some(VmEnding::PowerOff) => {}
+        Some(e) => problems.push(format!("the VM ended with {e:?}, expected poweroff")),
+        None => problems.push("the VM reported no ending".into()),
+    }
+    if let Some(l) = run.serial.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
+        problems.push(format!("the kernel reported a fatal error: {}", l.trim_end()));
+    }
+    match run.ending {
+        Ending::Qemu(s) if s == qemu_status(EXIT_PASS) => {}
+        Ending::Timeout(s) => problems.push(format!("timed out after {s} s")),
+        ref e => problems.push(format!("the machine ended with {e:?} (a powered-off VM ends QEMU with 33)")),
+    }
+    Ok(Boot { timed, plan, problems })
+}
+
+/// init's line for the VMM's grant: `server "NAME": volumes ... granted`.
+fn grant_line<'a>(serial: &'a str, server: &str) -> Option<&'a str> {
+    let needle = format!("server \"{server}\": volumes ");
+    serial.lines().find(|l| l.contains(&needle) && l.contains(" granted ("))
+}
+
+/// The pool file as the host sees it after the runs: imports, scrubs
+/// clean, and the volume's first [`DATA_MIB`] MiB hash to `expected`.
+pub fn check_pool_file(files: &[PathBuf], expected: &str) -> std::result::Result<String, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let disks = files
+        .iter()
+        .map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display())))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("the pool does not import: {e}"))?;
+    let report = pool.scrub().map_err(|e| format!("scrub: {e}"))?;
+    let errors: u64 = pool.child_stats().iter().map(|s| s.read_errors + s.write_errors + s.checksum_errors).sum();
+    let repaired: u64 = pool.child_stats().iter().map(|s| s.repaired_bytes).sum();
+    if errors != 0 || repaired != 0 || pool.state() != "ONLINE" {
+        return Err(format!("scrub found {errors} errors, repaired {repaired} bytes, pool {}", pool.state()));
+    }
+    let vol = volume();
+    let info = pool.get(&vol).map_err(|e| format!("{vol}: {e}"))?;
+    if info.volsize != VOLUME_MIB * MIB {
+        return Err(format!("{vol}: volsize {} bytes, expected {} MiB", info.volsize, VOLUME_MIB));
+    }
+    let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
+    pool.read(&vol, 0, &mut data).map_err(|e| format!("{vol}: read: {e}"))?;
+    let hash: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    if hash != expected {
+        return Err(format!("{vol} read on the host hashes to {hash}, the guest wrote {expected}"));
+    }
+    Ok(format!("scrub of txg {}: {} blocks, no errors", report.txg, report.blocks))
+}
+
+/// `linux/pool-volume`: write on one boot, read back after the machine
+/// is started again on the same pool file, check the file on the host.
+pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"size\": {VOLUME_MIB}, \"model\": \"virtio\"}}");
+    let write = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}"));
+    let first = boot(kernel, &dir, &format!("{log}-write"), &write, &pool, timeout)?;
+    let mut total = first.timed.run.elapsed;
+    let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
+    let vol = volume();
+    match grant_line(first.serial(), &first.plan.server) {
+        Some(l) if l.contains(&format!("created {vol}")) => {}
+        other => problems.push(format!("boot 1: init did not report creating and granting {vol}: {other:?}")),
+    }
+    let written = first.hash("write");
+    if written.is_none() {
+        problems.push("boot 1: the guest reported no disk-write hash".into());
+    }
+    let mut second = None;
+    if problems.is_empty() {
+        let read = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}"));
+        let b = boot(kernel, &dir, &format!("{log}-read"), &read, &pool, timeout)?;
+        total += b.timed.run.elapsed;
+        problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
+        match grant_line(b.serial(), &b.plan.server) {
+            Some(l) if !l.contains("created") => {}
+            other => problems.push(format!("boot 2: init did not grant the existing {vol} alone: {other:?}")),
+        }
+        match (b.hash("read"), &written) {
+            (Some(r), Some(w)) if &r == w => {}
+            (r, w) => problems.push(format!("boot 2: the guest read {r:?}, it had written {w:?}")),
+        }
+        second = Some(b);
+    }
+    // A VM naming a volume the pool lacks (and nothing to make it from):
+    // init says why, the VMM ends with an error naming its disk, nothing
+    // panics, and the pool is left as it was.
+    if problems.is_empty() {
+        let missing = vm_json(images, "linux-pool", "{\"path\": \"zones/absent-disk0\"}", "");
+        let b = boot(kernel, &dir, &format!("{log}-absent"), &missing, &pool, timeout)?;
+        total += b.timed.run.elapsed;
+        let serial = b.serial();
+        let why = "volume zones/absent-disk0: no such volume in the pool, and no size or image to create it from";
+        if !serial.lines().any(|l| l.contains("init: server \"vm-linux-pool\": ") && l.contains(why)) {
+            problems.push(format!("absent volume: init did not say {why:?}"));
+        }
+        match VmLog::read(serial.lines(), &b.plan.name).ending() {
+            Some(VmEnding::Error(e)) if e.contains("disks[0]") && e.contains("no storaged endpoint") => {}
+            other => problems.push(format!("absent volume: the VM ended with {other:?}, expected an error naming disks[0]")),
+        }
+        if serial.contains("panic in ") || serial.contains("ALCOVE-FATAL") {
+            problems.push("absent volume: something panicked".into());
+        }
+    }
+    let mut summary = None;
+    if problems.is_empty() {
+        let written = written.clone().unwrap_or_default();
+        match check_pool_file(&pool, &written) {
+            Ok(scrub) => {
+                summary = Some(format!(
+                    "{DATA_MIB} MiB of random data written to {vol} (created at boot 1, {VOLUME_MIB} MiB), read back \
+                     with the same sha256 after the machine restarted on the same pool file; a VM naming an absent \
+                     volume ended with an error naming its disk; on the host the pool imports, {scrub}, the volume \
+                     hashes the same"
+                ))
+            }
+            Err(e) => problems.push(format!("{}: {e}", pool[0].display())),
+        }
+    }
+    let last = second.unwrap_or(first);
+    // The report's time is the whole case's: every boot's.
+    let mut run = last.timed.run.clone();
+    run.elapsed = total;
+    Ok(crate::linux::Outcome {
+        name: name.into(),
+        run,
+        timed: Some(last.timed),
+        vm_name: last.plan.name,
+        problems,
+        disk_checked: true,
+        vcpus: crate::linux::VCPUS,
+        summary,
+    })
+}
+
+/// `bench/linux-disk`: one boot writing then reading [`DATA_MIB`] MiB on a
+/// pool volume, one on a whole machine disk; MB/s of each and the ratios.
+/// Returns the figures and the problems.
+pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<Figure>, Vec<String>)> {
+    let dir = crate::out_dir().join("linux-e2e").join("bench-linux-disk");
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let raw = dir.join("raw.img");
+    std::fs::File::create(&raw)?.set_len(VOLUME_MIB * MIB)?;
+    let words = format!("alcove.disk-write={DATA_MIB} alcove.disk-read={DATA_MIB}");
+    let on_pool = vm_json(images, "disk-bench", &format!("{{\"size\": {VOLUME_MIB}}}"), &words);
+    let on_raw = vm_json(images, "disk-bench", "{\"path\": \"raw.img\"}", &words);
+    let mut figures = Vec::new();
+    let mut problems = Vec::new();
+    let mut rates = Vec::new();
+    for (what, json) in [("pool", on_pool), ("disk", on_raw)] {
+        let b = boot(kernel, &dir, &format!("bench-linux-disk-{what}"), &json, &pool, timeout)?;
+        problems.extend(b.problems.iter().map(|p| format!("{what}: {p}")));
+        if b.hash("write").is_none() || b.hash("write") != b.hash("read") {
+            problems.push(format!("{what}: the guest read back {:?}, wrote {:?}", b.hash("read"), b.hash("write")));
+        }
+        let mb = (DATA_MIB * MIB) as f64 / 1e6;
+        let (w, r) = (b.seconds("write").map(|s| mb / s), b.seconds("read").map(|s| mb / s));
+        for (dir_name, rate) in [("write", w), ("read", r)] {
+            match rate {
+                Some(v) => figures.push(Figure::new(&format!("linux_{what}_{dir_name}"), format!("{v:.2}"), "MB/s")),
+                None => problems.push(format!("{what}: no {dir_name} timing")),
+            }
+        }
+        rates.push((w, r));
+    }
+    if let [(Some(pw), Some(pr)), (Some(dw), Some(dr))] = rates[..] {
+        figures.push(Figure::new("linux_pool_over_disk_write", format!("{:.2}", pw / dw), "ratio"));
+        figures.push(Figure::new("linux_pool_over_disk_read", format!("{:.2}", pr / dr), "ratio"));
+    }
+    Ok((figures, problems))
+}
+
+pub const MIRROR_CASE: &str = "linux/pool-mirror-heal";
+/// Blocks flipped on one side before the guest reads, and after.
+const FLIP_READ: usize = 6;
+const FLIP_SCRUB: usize = 5;
+/// The volume's block size (the pool's default `volblocksize`).
+const VOLBLOCK: usize = 8192;
+
+/// Where on the pool file `file` the volume's first [`DATA_MIB`] MiB lie:
+/// (offset in the file, index of the volume block) for each data block,
+/// found by content (the guest's data is random, compression is off, the
+/// pool allocates in 4 KiB units). Read-only.
+fn data_block_offsets(files: &[PathBuf], file: &Path) -> std::result::Result<Vec<(u64, usize)>, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    use std::collections::HashMap;
+    let disks = files.iter().map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+    let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
+    pool.read(&volume(), 0, &mut data).map_err(|e| format!("read: {e}"))?;
+    drop(pool);
+    let blocks: HashMap<&[u8], usize> = data.chunks(VOLBLOCK).enumerate().map(|(i, b)| (&b[..32], i)).collect();
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut found = Vec::new();
+    let mut at = 0usize;
+    while at + VOLBLOCK <= bytes.len() {
+        if let Some(&i) = blocks.get(&bytes[at..at + 32])
+            && bytes[at..at + VOLBLOCK] == data[i * VOLBLOCK..(i + 1) * VOLBLOCK]
+        {
+            found.push((at as u64, i));
+        }
+        at += 4096;
+    }
+    Ok(found)
+}
+
+/// `files` in the pool's child order (their labels'), as the pool's
+/// per-side counts are.
+fn by_child(files: &[PathBuf]) -> std::result::Result<Vec<PathBuf>, String> {
+    use alcove_pool::disk::FileDisk;
+    let mut order = Vec::new();
+    for f in files {
+        let mut d = FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let h = alcove_pool::pool::read_label(&mut d).ok_or_else(|| format!("{}: no pool label", f.display()))?;
+        order.push((h.child, f.clone()));
+    }
+    order.sort();
+    Ok(order.into_iter().map(|(_, f)| f).collect())
+}
+
+/// Flips one byte in each of `blocks` (file offsets) of `file`.
+fn flip(file: &Path, blocks: &[(u64, usize)]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
+    for &(off, _) in blocks {
+        let at = off + 1000;
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut b)?;
+        f.seek(SeekFrom::Start(at))?;
+        f.write_all(&[!b[0]])?;
+    }
+    f.sync_all()
+}
+
+/// Host scrub: (checksum errors, repaired bytes) per side.
+fn scrub(files: &[PathBuf]) -> std::result::Result<Vec<(u64, u64)>, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let disks = files.iter().map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+    pool.scrub().map_err(|e| format!("scrub: {e}"))?;
+    Ok(pool.child_stats().iter().map(|s| (s.checksum_errors, s.repaired_bytes)).collect())
+}
+
+/// `linux/pool-mirror-heal`: the VM's volume on a two-way mirror. After
+/// the guest wrote its data, one byte in each of [`FLIP_READ`] of the
+/// volume's blocks is flipped on the side the pool reads first; the
+/// guest's next boot reads the right data (from the other side, repairing
+/// the bad copies: self-healing on read) and a host scrub then finds
+/// nothing to repair. [`FLIP_SCRUB`] other blocks flipped on the second
+/// side after that are what the scrub reports and repairs, exactly, on
+/// that side alone.
+pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool-a.img"), dir.join("pool-b.img")];
+    for f in &pool {
+        let _ = std::fs::remove_file(f);
+    }
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"size\": {VOLUME_MIB}}}");
+    let first = boot(kernel, &dir, &format!("{log}-write"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}")), &pool, timeout)?;
+    let mut total = first.timed.run.elapsed;
+    let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
+    let written = first.hash("write");
+    let mut last = first;
+    let mut summary = None;
+    if problems.is_empty() {
+        // Side 0 is read first: damage there makes the guest's reads fall
+        // back to side 1 and repair side 0.
+        let pool = by_child(&pool)?;
+        let blocks = data_block_offsets(&pool, &pool[1]).map_err(|e| format!("{}: {e}", pool[1].display()))?;
+        if blocks.len() < FLIP_READ + FLIP_SCRUB {
+            problems.push(format!("found {} of the volume's blocks on {}", blocks.len(), pool[1].display()));
+        } else {
+            // Spread over the data: every k-th block.
+            let step = blocks.len() / (FLIP_READ + FLIP_SCRUB);
+            let chosen: Vec<(u64, usize)> = (0..FLIP_READ + FLIP_SCRUB).map(|i| blocks[i * step]).collect();
+            flip(&pool[0], &chosen[..FLIP_READ])?;
+            let b = boot(kernel, &dir, &format!("{log}-read"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}")), &pool, timeout)?;
+            total += b.timed.run.elapsed;
+            problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
+            match (b.hash("read"), &written) {
+                (Some(r), Some(w)) if &r == w => {}
+                (r, w) => problems.push(format!("boot 2: with {FLIP_READ} blocks flipped on one side the guest read {r:?}, it had written {w:?}")),
+            }
+            last = b;
+            match scrub(&pool) {
+                Ok(s) if s.iter().all(|&(e, r)| e == 0 && r == 0) => {}
+                Ok(s) => problems.push(format!("after the guest's read, scrub still found (checksum errors, repaired bytes) per side {s:?}")),
+                Err(e) => problems.push(e),
+            }
+            flip(&pool[1], &chosen[FLIP_READ..])?;
+            let want = (FLIP_SCRUB as u64, (FLIP_SCRUB * VOLBLOCK) as u64);
+            match scrub(&pool) {
+                Ok(s) if s.len() == 2 && s[0] == (0, 0) && s[1] == want => {
+                    summary = Some(format!(
+                        "{DATA_MIB} MiB written on a two-way mirror; {FLIP_READ} blocks flipped on the side read \
+                         first: the guest read the right data and its reads repaired them (scrub clean); \
+                         {FLIP_SCRUB} flipped on the other side: scrub found and repaired exactly those ({} bytes)",
+                        want.1
+                    ))
+                }
+                Ok(s) => problems.push(format!("scrub after {FLIP_SCRUB} flips found (checksum errors, repaired bytes) per side {s:?}, expected [(0, 0), {want:?}]")),
+                Err(e) => problems.push(e),
+            }
+            match scrub(&pool) {
+                Ok(s) if s.iter().all(|&(e, r)| e == 0 && r == 0) => {}
+                Ok(s) => problems.push(format!("a second scrub found {s:?}: the repairs did not hold")),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    let mut run = last.timed.run.clone();
+    run.elapsed = total;
+    Ok(crate::linux::Outcome {
+        name: name.into(),
+        run,
+        timed: Some(last.timed),
+        vm_name: last.plan.name,
+        problems,
+        disk_checked: true,
+        vcpus: crate::linux::VCPUS,
+        summary,
+    })
+}
