@@ -236,11 +236,15 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
             Err(e) => problems.push(format!("{}: {e}", pool[0].display())),
         }
     }
-    let last = second.unwrap_or(first);
-    // The report's time is the whole case's: every boot's.
+    Ok(outcome(name, second.unwrap_or(first), total, problems, summary))
+}
+
+/// A case's outcome from its last boot; the reported time is the whole
+/// case's (every boot's).
+fn outcome(name: &str, last: Boot, total: Duration, problems: Vec<String>, summary: Option<String>) -> crate::linux::Outcome {
     let mut run = last.timed.run.clone();
     run.elapsed = total;
-    Ok(crate::linux::Outcome {
+    crate::linux::Outcome {
         name: name.into(),
         run,
         timed: Some(last.timed),
@@ -249,7 +253,7 @@ pub fn run(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Res
         disk_checked: true,
         vcpus: crate::linux::VCPUS,
         summary,
-    })
+    }
 }
 
 /// `bench/linux-disk`: one boot writing then reading [`DATA_MIB`] MiB on a
@@ -434,16 +438,5 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
             }
         }
     }
-    let mut run = last.timed.run.clone();
-    run.elapsed = total;
-    Ok(crate::linux::Outcome {
-        name: name.into(),
-        run,
-        timed: Some(last.timed),
-        vm_name: last.plan.name,
-        problems,
-        disk_checked: true,
-        vcpus: crate::linux::VCPUS,
-        summary,
-    })
+    Ok(outcome(name, last, total, problems, summary))
 }

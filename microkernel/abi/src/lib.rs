@@ -700,6 +700,26 @@ pub struct PioWrite {
 const _: () = assert!(core::mem::size_of::<VcpuRun>() <= PAGE_SIZE as usize);
 
 impl VcpuRun {
+    /// Real mode with flat 64 KiB segments at 0, at `rip`, interrupts off,
+    /// general registers zero, paging and long mode off: the state a test
+    /// VMM loads (with `load_state` = 3) to start a guest at a known place.
+    pub fn set_real_mode_at(&mut self, rip: u64) {
+        let data = Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
+        self.segments = [data; 8];
+        self.segments[1] = Segment { selector: 0, attrib: 0x9b, limit: 0xffff, base: 0 };
+        self.segments[6] = Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
+        self.segments[7] = Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
+        self.gdtr = Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
+        self.idtr = self.gdtr;
+        self.cr0 = 0x10;
+        self.cr3 = 0;
+        self.cr4 = 0;
+        self.efer = 0;
+        self.gprs = [0; 16];
+        self.rip = rip;
+        self.rflags = 2;
+    }
+
     /// Every field zero: a starting point for a run page built by hand
     /// (`VcpuRun { rip, ..VcpuRun::ZERO }`).
     pub const ZERO: VcpuRun = {

@@ -14,7 +14,7 @@
 use crate::revocation::{cf8_ports, Child, Code};
 use crate::tests::Env;
 use abi::{
-    CapSlot, Error, FaultPhase, FaultPoint, ObjectType, Rights, Segment, Sys, VcpuExit, VcpuRun, FAULT_ARM, FAULT_DISARM,
+    CapSlot, Error, FaultPhase, FaultPoint, ObjectType, Rights, Sys, VcpuExit, VcpuRun, FAULT_ARM, FAULT_DISARM,
     FAULT_POISON, FAULT_RELEASE, FAULT_STATUS, LOAD_GPRS, LOAD_SYSTEM, PAGE_SIZE,
 };
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
@@ -182,25 +182,6 @@ pub fn io_port_permissions_leak_to_the_next_process(env: &mut Env) -> Result<(),
 
 // ---- a one-vCPU VM for findings 7 and 13 ----------------------------------
 
-/// Real mode, flat segments at 0, at `rip`, interrupts off.
-fn real_mode_at(run: &mut VcpuRun, rip: u64) {
-    let data = Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
-    run.segments = [data; 8];
-    run.segments[1] = Segment { selector: 0, attrib: 0x9b, limit: 0xffff, base: 0 };
-    run.segments[6] = Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
-    run.segments[7] = Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
-    run.gdtr = Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
-    run.idtr = run.gdtr;
-    run.cr0 = 0x10;
-    run.cr3 = 0;
-    run.cr4 = 0;
-    run.efer = 0;
-    run.gprs = [0; 16];
-    run.rip = rip;
-    run.rflags = 2;
-    run.load_state = LOAD_GPRS | LOAD_SYSTEM;
-}
-
 /// Runs `vcpu` until an exit other than `Interrupted`, signals `done` (the
 /// low half of `done_me`) with `1 << exit reason` (`1 << 30` if the run
 /// failed), and suspends itself (the high half is its own thread's slot)
@@ -278,7 +259,8 @@ impl TinyVm {
         {
             // SAFETY: the run page just mapped; its vCPU has not run yet.
             let run = unsafe { alcove_rt::user_mut::<VcpuRun>(self.run_va) };
-            real_mode_at(run, gpa);
+            run.set_real_mode_at(gpa);
+            run.load_state = LOAD_GPRS | LOAD_SYSTEM;
         }
         sys::create(ObjectType::Notification, self.done, 0).map_err(|e| format!("notification: {e}"))?;
         sys::create(ObjectType::Thread, self.thread, u64::from(SLOT_SELF)).map_err(|e| format!("thread: {e}"))?;

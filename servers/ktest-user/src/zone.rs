@@ -41,6 +41,18 @@ fn client(slot: CapSlot) -> KernelTransport {
 }
 
 impl Env {
+    /// `vmadm delete UUID`, after which the pool holds nothing of the VM and
+    /// init's kernel memory is back at `init_before` KiB.
+    fn delete_leaving_nothing(&self, uuid: &str, init_before: u64) -> Result<(), String> {
+        self.ok(&["delete", uuid], "")?;
+        let left: Vec<String> = self.datasets()?.into_iter().filter(|d| d.contains(uuid)).collect();
+        let init_after = self.init_used_kib()?;
+        if !left.is_empty() || init_after != init_before {
+            return Err(format!("after delete: pool {left:?}, init {init_before} -> {init_after} KiB"));
+        }
+        Ok(())
+    }
+
     fn vmadm(&self, args: &[&str], stdin: &str) -> Result<VmadmOutput, String> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         vmadm::Client::new(client(self.zone)).run(args.clone(), stdin.into()).map_err(|e| format!("vmadm {args:?}: {e}"))
@@ -257,13 +269,7 @@ fn a_guest_that_powers_off_is_seen_stopped(env: &mut Env) -> Result<(), String> 
     }
     // Started again, it runs (and powers off again).
     env.ok(&["start", &uuid], "")?;
-    env.ok(&["delete", &uuid], "")?;
-    let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&uuid)).collect();
-    let init_after = env.init_used_kib()?;
-    if !left.is_empty() || init_after != init_before {
-        return Err(format!("after delete: pool {left:?}, init {init_before} -> {init_after} KiB"));
-    }
-    Ok(())
+    env.delete_leaving_nothing(&uuid, init_before)
 }
 
 /// zone-server is stopped (init restarts it) while a VM runs: the VM's
@@ -294,13 +300,7 @@ fn a_restarted_zone_server_finds_its_running_vm(env: &mut Env) -> Result<(), Str
     if state != "stopped" {
         return Err(format!("after stop by the restarted zone-server, the state is {state:?}"));
     }
-    env.ok(&["delete", &uuid], "")?;
-    let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&uuid)).collect();
-    let init_after = env.init_used_kib()?;
-    if !left.is_empty() || init_after != init_before {
-        return Err(format!("after delete: pool {left:?}, init {init_before} -> {init_after} KiB"));
-    }
-    Ok(())
+    env.delete_leaving_nothing(&uuid, init_before)
 }
 
 /// This process may start `vmm-server` with a small budget (zone.toml):

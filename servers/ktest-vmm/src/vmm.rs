@@ -2,7 +2,7 @@
 
 mod halt_teardown;
 
-use abi::{CapSlot, CpuidEntry, ObjectType, Rights, Segment, VcpuExit, VcpuRun, PAGE_SIZE};
+use abi::{CapSlot, CpuidEntry, ObjectType, Rights, VcpuExit, VcpuRun, PAGE_SIZE};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
 use alcove_rt::{println, Start};
 use alloc::format;
@@ -299,23 +299,10 @@ fn load_image(image: &[u8]) -> Result<(), String> {
 
 /// Real mode at 0000:8000 with the test number in BX and the RAM size in ECX.
 fn boot_state(run: &mut VcpuRun, test: Test) {
-    let data = Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
-    run.segments = [data; 8];
-    run.segments[1] = Segment { selector: 0, attrib: 0x9b, limit: 0xffff, base: 0 };
-    run.segments[6] = Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
-    run.segments[7] = Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
-    run.gdtr = Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 };
-    run.idtr = run.gdtr;
-    run.cr0 = 0x10;
-    run.cr3 = 0;
-    run.cr4 = 0;
-    run.efer = 0;
-    run.gprs = [0; 16];
+    run.set_real_mode_at(p::ENTRY_GPA);
     run.gprs[3] = u64::from(test.number());
     run.gprs[1] = RAM_PAGES * PAGE_SIZE;
     run.gprs[4] = u64::from(p::INITIAL_SP);
-    run.rip = p::ENTRY_GPA;
-    run.rflags = 2;
     run.load_state = abi::LOAD_GPRS | abi::LOAD_SYSTEM;
 }
 
