@@ -634,6 +634,11 @@ crate::interface! {
         /// Ends grant `badge`: its rings close, its capability opens
         /// nothing more. Returns how many rings were closed.
         fn revoke(badge: u64) -> Result<u32, PoolError>;
+        /// Renames a volume (with its snapshots) or a snapshot within its
+        /// volume (`zfs rename`), committed; refused while a grant or ring
+        /// uses the volume. (The image store installs into
+        /// `zones/<uuid>-partial` and renames it once the file checked out.)
+        fn rename(from: String, to: String) -> Result<(), PoolError>;
     }
 }
 
@@ -861,5 +866,11 @@ crate::interface! {
     pub interface vmadm = 10 {
         /// Runs `vmadm ARGS...`.
         fn run(args: alloc::vec::Vec<String>, stdin: String) -> VmadmOutput;
+        /// Runs `imgadm ARGS...` (`list`, `show`, `get`, `delete`,
+        /// `install -m - -f zones/VOLUME`): for `install`, `stdin` is the
+        /// manifest's JSON and `-f` names a pool volume holding the image
+        /// file (its first `files[0].size` bytes), which zone-server reads
+        /// through a block ring, never through IPC messages.
+        fn imgadm(args: alloc::vec::Vec<String>, stdin: String) -> VmadmOutput;
     }
 }

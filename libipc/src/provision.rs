@@ -163,6 +163,17 @@ pub struct Provisioned {
 /// holder. `pool` must be an admin's (init's or the control plane's) client
 /// whose transport takes the grant's capability with the reply.
 pub fn provision<T: Transport>(pool: &pool::Client<T>, specs: &[VolumeSpec]) -> Result<Provisioned, ProvisionError> {
+    let created = prepare(pool, specs)?;
+    let names = specs.iter().map(|s| s.name.clone()).collect();
+    let granted = pool.grant(names).map_err(ProvisionError::Ipc)?.map_err(|e| fail_all(specs, e))?;
+    Ok(Provisioned { granted, created })
+}
+
+/// Makes `specs` ready in storaged's pool without granting them (the
+/// control plane's `vmadm create` of a VM that is not started yet): each
+/// is looked up, and an absent one created or cloned as its spec says.
+/// Returns the volumes it created, in order.
+pub fn prepare<T: Transport>(pool: &pool::Client<T>, specs: &[VolumeSpec]) -> Result<Vec<String>, ProvisionError> {
     if specs.is_empty() || specs.len() > POOL_GRANT_MAX as usize {
         return Err(ProvisionError::Specs(format!("1 to {POOL_GRANT_MAX} volumes, got {}", specs.len())));
     }
@@ -194,9 +205,7 @@ pub fn provision<T: Transport>(pool: &pool::Client<T>, specs: &[VolumeSpec]) -> 
         }
         created.push(s.name.clone());
     }
-    let names = specs.iter().map(|s| s.name.clone()).collect();
-    let granted = pool.grant(names).map_err(ProvisionError::Ipc)?.map_err(|e| fail_all(specs, e))?;
-    Ok(Provisioned { granted, created })
+    Ok(created)
 }
 
 fn fail_all(specs: &[VolumeSpec], error: PoolError) -> ProvisionError {

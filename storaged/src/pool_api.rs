@@ -294,6 +294,16 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
         p.clone_snapshot(&snapshot, &name).map_err(err)
     }
 
+    fn rename(&mut self, from: String, to: String) -> Result<(), PoolError> {
+        self.admin()?;
+        let volume = from.split_once('@').map_or(from.as_str(), |(v, _)| v);
+        self.busy(volume)?;
+        let mut p = self.admin_pool()?;
+        p.rename(&from, &to).map_err(err)?;
+        log::info!("pool: renamed {from} to {to}");
+        Ok(())
+    }
+
     fn rollback(&mut self, snapshot: String) -> Result<(), PoolError> {
         self.admin()?;
         let volume = snapshot.split_once('@').map_or(snapshot.as_str(), |(v, _)| v);

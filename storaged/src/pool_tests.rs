@@ -542,3 +542,30 @@ impl libipc::Transport for Badged {
         r.map_err(libipc::IpcError::from)
     }
 }
+
+/// `pool.rename` (the image store's `-partial` volume becoming the image):
+/// a volume moves with its snapshots, a snapshot within its volume; a
+/// volume a grant holds, a non-admin and a bad name are refused.
+#[test]
+fn rename_moves_a_volume_with_its_snapshots_and_refuses_a_granted_one() {
+    let mut s = pool_server();
+    let st = as_(&mut s, ADMIN);
+    pool::Server::snapshot(st, "zones/a-disk0@s1".into()).unwrap();
+    pool::Server::rename(st, "zones/a-disk0".into(), "zones/img".into()).unwrap();
+    assert!(matches!(pool::Server::get(st, "zones/a-disk0".into()), Err(PoolError::NotFound { .. })));
+    assert_eq!(pool::Server::get(st, "zones/img@s1".into()).unwrap().name, "zones/img@s1");
+    pool::Server::rename(st, "zones/img@s1".into(), "zones/img@final".into()).unwrap();
+    assert!(pool::Server::get(st, "zones/img@final".into()).unwrap().snapshot);
+    let r = pool::Server::rename(st, "zones/img@final".into(), "zones/b-disk0@final".into());
+    assert!(matches!(r, Err(PoolError::Invalid { .. })), "{r:?}");
+    let r = pool::Server::rename(st, "zones/img".into(), "zones/b-disk0".into());
+    assert!(matches!(r, Err(PoolError::Exists { .. })), "{r:?}");
+    let g = pool::Server::grant(st, vec!["zones/b-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let r = pool::Server::rename(st, "zones/b-disk0".into(), "zones/c".into());
+    assert!(matches!(r, Err(PoolError::Busy { .. })), "{r:?}");
+    pool::Server::revoke(st, g).unwrap();
+    pool::Server::rename(st, "zones/b-disk0".into(), "zones/c".into()).unwrap();
+    let r = pool::Server::rename(as_(&mut s, MANIFEST_VMM), "zones/c".into(), "zones/d".into());
+    assert_eq!(r, Err(PoolError::NotPermitted));
+}

@@ -7,7 +7,9 @@
 //! given back) is tested here.
 //!
 //! Names on the pool: disk `N` of VM `UUID` is volume `zones/UUID-diskN`
-//! (whatever `path` the payload gave: that stays a label); the VM's record
+//! (made by `libipc::provision`: empty, or a clone of an installed
+//! image's `zones/IMAGE@final`); an image is `zones/IMAGE`
+//! ([`alcove_images`]); the VM's record
 //! (`vmadm get` JSON) is the user property [`RECORD_PROP`] of its small
 //! record volume `zones/UUID-vm`, so it survives a restart.
 
@@ -19,6 +21,9 @@ use alloc::vec::Vec;
 use alcove_vmadm::registry::Instance;
 use alcove_vmadm::uuid::Uuid;
 use alcove_vmadm::verbs::Host;
+use alcove_images::PoolOps;
+use alcove_images::store::FileReader;
+use libipc::provision::VolumeSpec;
 use serde_json::Value;
 
 /// The user property holding an instance's record.
@@ -40,16 +45,29 @@ const BOOT_FILES_BOUND: u64 = 64 << 20;
 /// The services a VM's life goes through (storaged's `pool`, init's
 /// `proc`), each call's error as a message.
 pub trait Machine {
+    /// The image store's view of the pool (`imgadm`).
+    type Images: PoolOps;
+    /// An image file being read (`imgadm install -f`).
+    type File: FileReader;
+    fn images(&mut self) -> &mut Self::Images;
+    /// Opens the image file held in pool volume `volume` (its first
+    /// `bytes` bytes): a client put it there. Closed when dropped.
+    fn open_file(&mut self, volume: &str, bytes: u64) -> Result<Self::File, String>;
     /// Seconds since 1970 (0 if the machine has no clock).
     fn unix_seconds(&mut self) -> u64;
     fn random(&mut self, buf: &mut [u8]);
     fn create_volume(&mut self, name: &str, bytes: u64) -> Result<(), String>;
+    /// Makes the VM's disk volumes exist, creating or cloning the absent
+    /// ones as their specs say ([`libipc::provision::prepare`]): the
+    /// volumes it created.
+    fn prepare_volumes(&mut self, specs: &[VolumeSpec]) -> Result<Vec<String>, String>;
     fn destroy_volume(&mut self, name: &str) -> Result<(), String>;
     /// Sets user property `key` (appending to it with `append`).
     fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String>;
-    /// Grants `volumes` and starts a VMM instance holding the grant, with
-    /// `vm_json` and a budget of `budget_kib`: (the instance, the grant).
-    fn start_vmm(&mut self, volumes: &[String], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String>;
+    /// Makes `volumes` ready and grants them ([`libipc::provision::provision`])
+    /// and starts a VMM instance holding the grant, with `vm_json` and a
+    /// budget of `budget_kib`: (the instance, the grant; 0 without volumes).
+    fn start_vmm(&mut self, volumes: &[VolumeSpec], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String>;
     /// Whether the instance still runs (`Err`: init does not know it).
     fn vmm_running(&mut self, instance: u32) -> Result<bool, String>;
     /// Ends the instance and frees it.
@@ -98,6 +116,25 @@ impl<M: Machine> ZoneHost<M> {
 
     fn disks(vm: &Instance) -> Vec<&Value> {
         vm.props.get("disks").and_then(Value::as_array).map(|d| d.iter().collect()).unwrap_or_default()
+    }
+
+    /// The pool volumes of the VMM described by `vm_json`, as vmm-server
+    /// reads them (`VmConfig::volume_specs`): `zones/<uuid>-disk<N>`, made
+    /// from `size` or cloned from `zones/<image_uuid>@final`.
+    pub fn volume_specs(vm_json: &str) -> Result<Vec<VolumeSpec>, String> {
+        let config = vmm_server::config::VmConfig::from_json(vm_json).map_err(|e| e.to_string())?;
+        let specs = config.volume_specs();
+        for (i, d) in config.disks.iter().enumerate() {
+            // Disk N is the VM's own volume (what delete destroys).
+            let own = config.uuid.map(|u| disk_volume(&u, i));
+            if d.volume().is_none() || d.volume() != own.as_deref() {
+                return Err(format!(
+                    "vmadm: property \"disks.{i}.path\": a VM's disk is its own pool volume zones/<uuid>-disk{i}, got {:?}",
+                    d.path
+                ));
+            }
+        }
+        Ok(specs)
     }
 
     /// The kernel memory (KiB) a VMM for `vm_json` needs, as vmm-server
@@ -152,7 +189,13 @@ impl<M: Machine> Host for ZoneHost<M> {
     }
 
     fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
-        Err(format!("image {image} is not installed (imgadm import is not available on Alcove yet)"))
+        let uuid = image.to_string();
+        alcove_images::store::get(self.machine.images(), &uuid)
+            .map(|r| r.manifest.image_size_mib)
+            .map_err(|e| match e {
+                alcove_images::Error::NotFound { .. } => "is not installed (imgadm install)".to_string(),
+                e => e.to_string(),
+            })
     }
 
     fn provision(&mut self, vm: &Instance, vmm_json: &str) -> Result<(), String> {
@@ -161,23 +204,18 @@ impl<M: Machine> Host for ZoneHost<M> {
             return Err("vmadm: property \"nics\": VNICs for VMs created at run time are not supported yet".into());
         }
         Self::vmm_budget_kib(vmm_json)?;
+        let specs = Self::volume_specs(vmm_json)?;
         self.machine.create_volume(&record_volume(&vm.uuid), RECORD_VOLSIZE)?;
-        let mut made: Vec<String> = Vec::new();
-        for (i, d) in Self::disks(vm).into_iter().enumerate() {
-            let mib = d.get("size").and_then(Value::as_u64).unwrap_or(0);
-            let name = disk_volume(&vm.uuid, i);
-            let r = if mib == 0 {
-                Err(format!("vmadm: property \"disks.{i}.size\": a disk needs a size (MiB)"))
-            } else {
-                self.machine.create_volume(&name, mib << 20)
-            };
-            if let Err(e) = r {
-                for v in made.iter().rev() {
-                    let _ = self.machine.destroy_volume(v);
-                }
-                return Err(e);
+        if specs.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.machine.prepare_volumes(&specs) {
+            // The names are the new VM's own: whatever exists of them was
+            // made just now.
+            for s in specs.iter().rev() {
+                let _ = self.machine.destroy_volume(&s.name);
             }
-            made.push(name);
+            return Err(e);
         }
         Ok(())
     }
@@ -193,8 +231,8 @@ impl<M: Machine> Host for ZoneHost<M> {
             self.running.remove(&vm.uuid);
         }
         let budget = Self::vmm_budget_kib(vmm_json)?;
-        let volumes: Vec<String> = (0..Self::disks(vm).len()).map(|i| disk_volume(&vm.uuid, i)).collect();
-        let (instance, grant) = self.machine.start_vmm(&volumes, vmm_json, budget)?;
+        let specs = Self::volume_specs(vmm_json)?;
+        let (instance, grant) = self.machine.start_vmm(&specs, vmm_json, budget)?;
         self.running.insert(vm.uuid, Running { instance, grant });
         // Where a restarted zone-server finds this VMM again.
         if let Err(e) = self.machine.set_property(&record_volume(&vm.uuid), VMM_PROP, &format!("{instance}:{grant}"), false) {
@@ -253,5 +291,33 @@ impl<M: Machine> Host for ZoneHost<M> {
             first = false;
         }
         Ok(())
+    }
+}
+
+/// Bytes of an image file read at a time (zone-server's heap is small).
+pub const INSTALL_READ_BYTES: usize = 16 * 1024;
+/// Bytes of an image given as a pool send stream held in memory at most
+/// (the pool receives a stream whole); larger images go in raw.
+pub const INSTALL_STREAM_MEMORY: u64 = 64 * 1024;
+
+impl<M: Machine> ZoneHost<M> {
+    /// Runs `imgadm ARGS...`; `stdin` is the manifest for `install`,
+    /// whose `-f` names the pool volume holding the image file.
+    pub fn imgadm(&mut self, args: &[&str], stdin: &str) -> alcove_images::cli::Output {
+        use alcove_images::cli;
+        if args.first() != Some(&"install") {
+            return cli::run(self.machine.images(), args);
+        }
+        let r = cli::parse_install(args, stdin).and_then(|req| {
+            libipc::provision::check_name(&req.file, false)
+                .map_err(|e| alcove_images::Error::Invalid(format!("imgadm install -f: the file is a pool volume: {e}")))?;
+            let mut file = self
+                .machine
+                .open_file(&req.file, req.manifest.file.size)
+                .map_err(|e| alcove_images::Error::Invalid(format!("imgadm install -f {}: {e}", req.file)))?;
+            let limits = cli::InstallLimits { read_bytes: INSTALL_READ_BYTES, stream_memory: INSTALL_STREAM_MEMORY };
+            cli::install(self.machine.images(), req, &mut file, &limits)
+        });
+        cli::output(r)
     }
 }

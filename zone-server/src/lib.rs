@@ -3,9 +3,10 @@
 //! This is the server's logic as a library (host-testable, embeddable in
 //! appliance builds with the in-process transport); `src/bin/zone-server.rs` is
 //! the thin process that wires it to its capabilities. It serves `status`
-//! to everyone and `vmadm` (SmartOS's verbs, [`alcove_vmadm`]) to the
-//! clients its arguments name; a verb's side effects go through
-//! [`host::ZoneHost`] to storaged's pool and init's `proc`.
+//! to everyone and `vmadm` (SmartOS's verbs, [`alcove_vmadm`], and
+//! `imgadm`'s, [`alcove_images`]) to the clients its arguments name; a
+//! verb's side effects go through [`host::ZoneHost`] to storaged's pool
+//! and init's `proc`.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -96,6 +97,27 @@ impl<M: Machine> ZoneServer<M> {
 }
 
 impl<M: Machine> ZoneServer<M> {
+    /// Runs `imgadm ARGS...` with `stdin` as the manifest of `install`.
+    pub fn imgadm(&mut self, args: &[String], stdin: String) -> VmadmOutput {
+        let size = args.iter().map(String::len).sum::<usize>() + stdin.len();
+        if size > VMADM_REQUEST_MAX as usize {
+            return VmadmOutput {
+                stdout: String::new(),
+                stderr: alloc::format!("imgadm: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n"),
+                code: 1,
+            };
+        }
+        if core::mem::take(&mut self.restore_pending) {
+            for problem in self.restore() {
+                log::warn!("{problem}");
+            }
+        }
+        self.refresh();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.host.imgadm(&argv, &stdin);
+        VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.status }
+    }
+
     /// VMs whose VMM ended by itself (the guest powered off, the VMM
     /// failed) are `stopped` now: the VMM is reaped, its grant revoked and
     /// the record saved, as vmadm shows a VM whose guest halted.
@@ -227,6 +249,9 @@ impl<M: Machine> status::Server for ZoneServer<M> {
 impl<M: Machine> vmadm::Server for ZoneServer<M> {
     fn run(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
         self.vmadm(&args, stdin)
+    }
+    fn imgadm(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
+        ZoneServer::imgadm(self, &args, stdin)
     }
 }
 

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use std::collections::BTreeMap;
 
 use libipc::interfaces::{VmadmOutput, vmadm};
+use libipc::provision::{IfAbsent, VolumeSpec};
 
 use crate::{Machine, ZoneServer};
 
@@ -16,6 +17,11 @@ use crate::{Machine, ZoneServer};
 /// volumes, json, budget) and grants, as storaged and init would keep them.
 #[derive(Default)]
 struct Fake {
+    /// The image store's pool (a real one, in memory): images, and the
+    /// instance disks cloned from them.
+    pool: Option<alcove_pool::Pool<alcove_pool::MemDisk>>,
+    /// Volumes that hold an image file a client put there.
+    files: BTreeMap<String, Vec<u8>>,
     volumes: BTreeMap<String, (u64, BTreeMap<String, String>)>,
     vmms: BTreeMap<u32, (bool, Vec<String>, String, u32)>,
     grants: Vec<u64>,
@@ -24,7 +30,33 @@ struct Fake {
     fail_create_of: Option<String>,
 }
 
+/// An image file's bytes, read from the front.
+struct FileBytes(Vec<u8>, usize);
+
+impl alcove_images::store::FileReader for FileBytes {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, alcove_images::Error> {
+        let n = buf.len().min(self.0.len() - self.1);
+        buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+        self.1 += n;
+        Ok(n)
+    }
+}
+
 impl Machine for Fake {
+    type Images = alcove_pool::Pool<alcove_pool::MemDisk>;
+    type File = FileBytes;
+    fn images(&mut self) -> &mut Self::Images {
+        self.pool.get_or_insert_with(|| {
+            alcove_pool::Pool::create("zones", vec![alcove_pool::MemDisk::new(48 << 20)], 0x1234).expect("pool")
+        })
+    }
+    fn open_file(&mut self, volume: &str, bytes: u64) -> Result<FileBytes, String> {
+        let data = self.files.get(volume).ok_or_else(|| alloc::format!("pool: {volume}: not found"))?;
+        if (data.len() as u64) < bytes {
+            return Err(alloc::format!("the volume holds {} bytes, files[0].size says {bytes}", data.len()));
+        }
+        Ok(FileBytes(data[..bytes as usize].to_vec(), 0))
+    }
     fn unix_seconds(&mut self) -> u64 {
         1_764_782_733
     }
@@ -49,6 +81,9 @@ impl Machine for Fake {
         if self.vmms.values().any(|(run, vols, _, _)| *run && vols.iter().any(|v| v == name)) {
             return Err(alloc::format!("pool: busy: {name} is granted"));
         }
+        if self.images().get(name).is_ok() {
+            self.images().destroy(name, true).map_err(|e| alloc::format!("pool: {e}"))?;
+        }
         self.volumes.remove(name).map(|_| ()).ok_or_else(|| alloc::format!("pool: {name}: not found"))
     }
     fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String> {
@@ -60,14 +95,30 @@ impl Machine for Fake {
         v.push_str(value);
         Ok(())
     }
-    fn start_vmm(&mut self, volumes: &[String], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
-        for v in volumes {
-            if !self.volumes.contains_key(v) {
-                return Err(alloc::format!("pool: {v}: not found"));
+    fn prepare_volumes(&mut self, specs: &[VolumeSpec]) -> Result<Vec<String>, String> {
+        let mut created = Vec::new();
+        for s in specs {
+            if self.volumes.contains_key(&s.name) {
+                continue;
             }
+            match &s.if_absent {
+                IfAbsent::Fail => return Err(alloc::format!("volume {}: no such volume", s.name)),
+                IfAbsent::Create { volsize } => self.create_volume(&s.name, *volsize)?,
+                IfAbsent::Clone { origin } => {
+                    self.images().clone_snapshot(origin, &s.name).map_err(|e| alloc::format!("pool: {e}"))?;
+                    let bytes = self.images().get(&s.name).map_err(|e| alloc::format!("pool: {e}"))?.volsize;
+                    self.volumes.insert(s.name.clone(), (bytes, BTreeMap::new()));
+                }
+            }
+            created.push(s.name.clone());
         }
+        Ok(created)
+    }
+    fn start_vmm(&mut self, specs: &[VolumeSpec], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
+        self.prepare_volumes(specs)?;
+        let volumes: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         self.next += 1;
-        self.vmms.insert(self.next, (true, volumes.to_vec(), vm_json.into(), budget_kib));
+        self.vmms.insert(self.next, (true, volumes, vm_json.into(), budget_kib));
         self.grants.push(u64::from(self.next) + 100);
         Ok((self.next, u64::from(self.next) + 100))
     }
@@ -323,4 +374,100 @@ fn a_damaged_record_is_skipped() {
     let problems = s.restore();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(run(&mut s, &["list", "-p", "-o", "uuid"], "").stdout, alloc::format!("{good}\n"));
+}
+
+const IMAGE: &str = "0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d";
+
+/// A raw disk image of `len` bytes (data, then zeros) and its manifest.
+fn image_file(len: usize) -> (Vec<u8>, String) {
+    use sha1::{Digest, Sha1};
+    let mut file = vec![0u8; len];
+    for (i, b) in file.iter_mut().enumerate().take(len / 2) {
+        *b = (i * 7 % 251) as u8;
+    }
+    let sha1: String = Sha1::digest(&file).iter().map(|x| alloc::format!("{x:02x}")).collect();
+    let manifest = serde_json::json!({
+        "v": 2, "uuid": IMAGE, "owner": "930896af-bf8c-48d4-885c-6573a94b1853",
+        "name": "test-disk", "version": "1.0", "type": "zvol", "os": "linux",
+        "state": "active", "disabled": false, "public": true, "image_size": 2,
+        "files": [{"sha1": sha1, "size": len, "compression": "none"}]
+    });
+    (file, manifest.to_string())
+}
+
+fn imgadm(s: &mut ZoneServer<Fake>, args: &[&str], stdin: &str) -> VmadmOutput {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    s.imgadm(&args, stdin.into())
+}
+
+const FROM_IMAGE: &str = r#"{"brand": "bhyve", "ram": 64, "kernel": "/k",
+    "disks": [{"boot": true, "image_uuid": "0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d"}]}"#;
+
+/// `imgadm install` takes the file from a pool volume, checks it and keeps
+/// it as `zones/<uuid>@final`; VMs created from it get clones of that
+/// snapshot; the image cannot be deleted while they exist.
+#[test]
+fn vms_from_an_installed_image_are_clones_of_it() {
+    let mut s = server();
+    let (file, manifest) = image_file(1 << 20);
+    s.host.machine.files.insert("zones/upload".into(), file.clone());
+    // Not installed yet: create names the disk's image.
+    let out = run(&mut s, &["create"], FROM_IMAGE);
+    assert!(out.code == 1 && out.stderr.contains("disks.0.image_uuid") && out.stderr.contains("not installed"), "{out:?}");
+    let out = imgadm(&mut s, &["install", "-m", "-", "-f", "zones/upload"], &manifest);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, alloc::format!("Installed image {IMAGE} (test-disk@1.0)\n"));
+    let list = imgadm(&mut s, &["list", "-H", "-o", "uuid,name,version"], "");
+    assert_eq!(list.stdout.split_whitespace().collect::<Vec<_>>(), [IMAGE, "test-disk", "1.0"], "{list:?}");
+    // The image's volume holds the file.
+    let mut back = vec![0u8; file.len()];
+    s.host.machine.images().read(&alloc::format!("zones/{IMAGE}@final"), 0, &mut back).unwrap();
+    assert!(back == file);
+
+    let a = created_uuid(&run(&mut s, &["create"], FROM_IMAGE));
+    let b = created_uuid(&run(&mut s, &["create"], FROM_IMAGE));
+    for vm in [&a, &b] {
+        let disk = alloc::format!("zones/{vm}-disk0");
+        let info = s.host.machine.images().get(&disk).unwrap();
+        assert_eq!(info.origin.as_deref(), Some(alloc::format!("zones/{IMAGE}@final").as_str()));
+        // The VMM was started with that volume, and the disk got the image's size.
+        assert!(s.host.machine.vmms.values().any(|v| v.1 == [disk.clone()]));
+        let got = run(&mut s, &["get", vm], "").stdout;
+        assert!(got.contains("\"image_size\": 2"), "{got}");
+    }
+    let out = imgadm(&mut s, &["delete", IMAGE], "");
+    assert!(out.code == 1 && out.stderr.contains("ImageHasDependentClones") && out.stderr.contains(&a), "{out:?}");
+    for vm in [&a, &b] {
+        assert_eq!(run(&mut s, &["delete", vm], "").code, 0);
+    }
+    let out = imgadm(&mut s, &["delete", IMAGE], "");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(imgadm(&mut s, &["list", "-H"], "").stdout, "");
+}
+
+/// A file whose SHA-1 or size is not the manifest's is refused, naming the
+/// figure, and nothing is installed; so are bad arguments.
+#[test]
+fn a_bad_image_file_is_refused_and_leaves_nothing() {
+    let mut s = server();
+    let (mut file, manifest) = image_file(64 * 1024);
+    file[100] ^= 1;
+    s.host.machine.files.insert("zones/upload".into(), file);
+    let out = imgadm(&mut s, &["install", "-m", "-", "-f", "zones/upload"], &manifest);
+    assert!(out.code == 1 && out.stderr.contains("SHA-1"), "{out:?}");
+    s.host.machine.files.insert("zones/short".into(), vec![1; 1000]);
+    let out = imgadm(&mut s, &["install", "-m", "-", "-f", "zones/short"], &manifest);
+    assert!(out.code == 1 && out.stderr.contains("files[0].size"), "{out:?}");
+    for (args, says) in [
+        (&["install", "-f", "zones/upload"][..], "usage"),
+        (&["install", "-m", "-", "-f", "../etc/passwd"][..], "pool volume"),
+        (&["install", "-m", "-", "-f", "zones/none"][..], "not found"),
+    ] {
+        let out = imgadm(&mut s, args, &manifest);
+        assert!(out.code == 1 && out.stderr.contains(says), "{args:?}: {out:?}");
+    }
+    let out = imgadm(&mut s, &["install", "-m", "-", "-f", "zones/upload"], "{\"v\": 2}");
+    assert!(out.code == 1 && out.stderr.contains("InvalidManifest"), "{out:?}");
+    let names: Vec<String> = s.host.machine.images().list().into_iter().map(|d| d.name).collect();
+    assert!(names.is_empty(), "{names:?}");
 }

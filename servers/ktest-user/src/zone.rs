@@ -53,6 +53,16 @@ impl Env {
         Ok(())
     }
 
+    fn imgadm(&self, args: &[&str], stdin: &str) -> Result<VmadmOutput, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        vmadm::Client::new(client(self.zone)).imgadm(args.clone(), stdin.into()).map_err(|e| format!("imgadm {args:?}: {e}"))
+    }
+
+    fn pool_free(&self) -> Result<u64, String> {
+        let c = pool::Client::new(client(self.storaged));
+        Ok(c.status().map_err(|e| format!("pool.status: {e}"))?.map_err(|e| format!("pool.status: {e}"))?.free_bytes)
+    }
+
     fn vmadm(&self, args: &[&str], stdin: &str) -> Result<VmadmOutput, String> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         vmadm::Client::new(client(self.zone)).run(args.clone(), stdin.into()).map_err(|e| format!("vmadm {args:?}: {e}"))
@@ -118,6 +128,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("create_list_stop_delete_gives_everything_back", create_list_stop_delete),
         ("a_guest_that_powers_off_is_seen_stopped", a_guest_that_powers_off_is_seen_stopped),
         ("a_restarted_zone_server_finds_its_running_vm", a_restarted_zone_server_finds_its_running_vm),
+        ("two_vms_from_an_installed_image_share_its_blocks", two_vms_from_an_installed_image_share_its_blocks),
         ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
         ("other_clients_reach_neither_vmadm_nor_proc", other_clients_reach_neither_vmadm_nor_proc),
     ];
@@ -429,4 +440,147 @@ fn other_main(info: StartInfo) -> u64 {
         service: alcove_rt::Service::new("zone-other", 1),
     };
     alcove_rt::serve_forever(slot, server)
+}
+
+/// The test image: `IMAGE_DATA` bytes of data, then zeros to `IMAGE_FILE`
+/// bytes (the file), on a disk of 2 MiB (`image_size`).
+const IMAGE_UUID: &str = "0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d";
+const IMAGE_FILE: usize = 1536 * 1024;
+const IMAGE_DATA: usize = 1024 * 1024;
+/// The volume the test puts the image file in (the `-f` of install).
+const UPLOAD: &str = "zones/upload";
+
+fn image_byte(i: usize) -> u8 {
+    if i < IMAGE_DATA { (i.wrapping_mul(7919) % 251) as u8 ^ (i >> 12) as u8 | 1 } else { 0 }
+}
+
+/// Writes the image file into a new volume `UPLOAD` through a block ring
+/// of this process's own grant (as a client of the pool would upload it).
+fn upload_image_file(env: &Env) -> Result<(), String> {
+    use abi::{PAGE_SIZE, Rights};
+    use alcove_rt::SharedMemory;
+    use alcove_rt::start::SLOT_SELF;
+    use libipc::blkring::{RingClient, StorageDoorbell};
+    use libipc::interfaces::storage;
+    use libipc::kernel::CapTransport;
+    let (grant, frame, token) = (190, 191, 192);
+    let c = pool::Client::new(client(env.storaged));
+    c.create(UPLOAD.into(), IMAGE_FILE as u64, 0).map_err(|e| format!("pool.create: {e}"))?.map_err(|e| format!("pool.create: {e}"))?;
+    let t = CapTransport::new(Cap::from_slot(env.storaged), &[grant]);
+    let g = pool::Client::new(&t).grant(vec![UPLOAD.into()]).map_err(|e| format!("grant: {e}"))?.map_err(|e| format!("grant: {e}"))?;
+    sys::cap_copy(SLOT_SELF, token, Rights::NONE, 0).map_err(|e| format!("cap_copy: {e}"))?;
+    let t = CapTransport::new(Cap::from_slot(grant), &[frame]).sending(&[token]);
+    let opened = storage::Client::new(&t).open(0);
+    let _ = sys::cap_delete(token);
+    let opened = opened.map_err(|e| format!("open: {e}"))?.map_err(|e| format!("open: {e}"))?;
+    let pages = u64::from(opened.ring_pages);
+    let region = SharedMemory::map_frame(frame, 0x2800_0000, pages).map_err(|e| format!("map: {e}"))?;
+    let _ = PAGE_SIZE;
+    let bell = StorageDoorbell::new(client(grant), opened.handle);
+    let mut ring = RingClient::new(region, bell).map_err(|e| format!("ring: {e}"))?;
+    let mut piece = vec![0u8; 64 * 1024];
+    let mut written = Ok(());
+    for at in (0..IMAGE_DATA).step_by(piece.len()) {
+        for (i, b) in piece.iter_mut().enumerate() {
+            *b = image_byte(at + i);
+        }
+        written = ring.write((at / 512) as u64, &piece).map_err(|e| format!("write at {at}: {e}"));
+        if written.is_err() {
+            break;
+        }
+    }
+    let written = written.and_then(|()| ring.flush().map_err(|e| format!("flush: {e}")));
+    let (region, bell) = ring.into_parts();
+    let _ = bell.client().close(opened.handle);
+    drop(region);
+    let _ = sys::cap_delete(frame);
+    let _ = sys::cap_delete(grant);
+    c.revoke(g.badge).map_err(|e| format!("revoke: {e}"))?.map_err(|e| format!("revoke: {e}"))?;
+    written
+}
+
+fn image_manifest() -> String {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    let mut piece = vec![0u8; 64 * 1024];
+    for at in (0..IMAGE_FILE).step_by(piece.len()) {
+        for (i, b) in piece.iter_mut().enumerate() {
+            *b = image_byte(at + i);
+        }
+        h.update(&piece);
+    }
+    let sha1: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        r#"{{"v": 2, "uuid": "{IMAGE_UUID}", "owner": "930896af-bf8c-48d4-885c-6573a94b1853", "name": "zone-test",
+  "version": "1.0", "type": "zvol", "os": "linux", "state": "active", "disabled": false, "public": true,
+  "image_size": 2, "files": [{{"sha1": "{sha1}", "size": {IMAGE_FILE}, "compression": "none"}}]}}"#
+    )
+}
+
+/// `imgadm install` takes the file from a volume on the pool (read through
+/// a ring, its size and SHA-1 checked) as `zones/<uuid>@final`; two VMs
+/// created from it boot on clones of that snapshot, so the pool's free
+/// space drops by far less than one copy of the image; the image cannot
+/// be deleted while they exist, and everything is given back after.
+fn two_vms_from_an_installed_image_share_its_blocks(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let before = env.datasets()?;
+    upload_image_file(env)?;
+    let manifest = image_manifest();
+    // A manifest whose size (so SHA-1) is not the file's is refused.
+    let bad = manifest.replace("\"size\": 1572864", "\"size\": 1572352");
+    let out = env.imgadm(&["install", "-m", "-", "-f", UPLOAD], &bad)?;
+    if out.code != 1 || !out.stderr.contains("SHA-1") {
+        return Err(format!("install of a file whose SHA-1 is not the manifest's: {out:?}"));
+    }
+    let out = env.imgadm(&["install", "-m", "-", "-f", UPLOAD], &manifest)?;
+    if out.code != 0 {
+        return Err(format!("imgadm install: {out:?}"));
+    }
+    println!("zone: {}", out.stdout.trim());
+    let list = env.imgadm(&["list", "-H", "-o", "uuid,name,version"], "")?.stdout;
+    if list.split_whitespace().collect::<Vec<_>>() != [IMAGE_UUID, "zone-test", "1.0"] {
+        return Err(format!("imgadm list: {list:?}"));
+    }
+    let free_before = env.pool_free()?;
+    let payload = |alias: &str| {
+        format!(
+            r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "kernel": "/zone-guest-halt",
+  "disks": [{{"boot": true, "image_uuid": "{IMAGE_UUID}"}}]}}"#
+        )
+    };
+    let a = created(&env.ok(&["create"], &payload("img-a"))?)?;
+    let b = created(&env.ok(&["create"], &payload("img-b"))?)?;
+    let c = pool::Client::new(client(env.storaged));
+    for vm in [&a, &b] {
+        let disk = format!("zones/{vm}-disk0");
+        let info = c.get(disk.clone()).map_err(|e| format!("pool.get: {e}"))?.map_err(|e| format!("pool.get {disk}: {e}"))?;
+        if info.origin.as_deref() != Some(&*format!("zones/{IMAGE_UUID}@final")) || info.volsize != 2 << 20 {
+            return Err(format!("{disk}: origin {:?}, volsize {}", info.origin, info.volsize));
+        }
+        if env.state(vm)? != "running" {
+            return Err(format!("VM {vm} from the image is {:?}", env.state(vm)?));
+        }
+    }
+    let grew = free_before.saturating_sub(env.pool_free()?);
+    println!("zone: two VMs from a {IMAGE_DATA}-byte image took {grew} bytes of the pool");
+    if grew >= IMAGE_DATA as u64 {
+        return Err(format!("two clones took {grew} bytes of the pool: the image's {IMAGE_DATA} bytes were copied"));
+    }
+    let out = env.imgadm(&["delete", IMAGE_UUID], "")?;
+    if out.code != 1 || !out.stderr.contains("ImageHasDependentClones") {
+        return Err(format!("imgadm delete of an image in use: {out:?}"));
+    }
+    env.ok(&["delete", &a], "")?;
+    env.delete_leaving_nothing(&b, init_before)?;
+    let out = env.imgadm(&["delete", IMAGE_UUID], "")?;
+    if out.code != 0 {
+        return Err(format!("imgadm delete once unused: {out:?}"));
+    }
+    c.destroy(UPLOAD.into(), true).map_err(|e| format!("pool.destroy: {e}"))?.map_err(|e| format!("pool.destroy: {e}"))?;
+    let after = env.datasets()?;
+    if after != before {
+        return Err(format!("the pool held {before:?} before and {after:?} after"));
+    }
+    Ok(())
 }

@@ -9,7 +9,8 @@ use alloc::format;
 use alloc::string::String;
 
 use crate::output::{self, ListOptions};
-use crate::{Error, PoolOps, store};
+use crate::store::{FileReader, Install};
+use crate::{Error, Manifest, PoolOps, store};
 
 /// What a command printed and its exit status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,8 +27,11 @@ Usage: imgadm COMMAND [ARGS]
   imgadm show UUID          the image's manifest (JSON)
   imgadm get UUID           the image's manifest, zpool and clones (JSON)
   imgadm delete UUID        refused while an instance's disk is a clone of it
+  imgadm install -m MANIFEST -f FILE
+                            installs the image FILE holds (IMGAPI v2 manifest,
+                            type zvol; size and files[0].sha1 checked)
 
-import, install and avail come with the control plane's image transport.
+import and avail come with the control plane's HTTP transport.
 ";
 
 fn fail(e: &Error) -> Output {
@@ -55,11 +59,87 @@ pub fn run<P: PoolOps>(pool: &mut P, args: &[&str]) -> Output {
             store::delete(pool, u)?;
             Ok(format!("Deleted image {u}\n"))
         }),
-        "import" | "install" | "avail" | "sources" => {
+        "install" => Err(Error::Invalid(String::from("imgadm install: the caller reads MANIFEST and opens FILE (see cli::install)"))),
+        "import" | "avail" | "sources" => {
             Err(Error::Invalid(format!("imgadm {verb}: needs the control plane's image transport (not wired yet)")))
         }
         other => Err(Error::Invalid(format!("unknown command: \"{other}\""))),
     };
+    match r {
+        Ok(stdout) => Output { stdout, stderr: String::new(), status: 0 },
+        Err(e) => fail(&e),
+    }
+}
+
+/// What `imgadm install` reads and how much memory it may use.
+pub struct InstallLimits {
+    /// Bytes of the file read at a time.
+    pub read_bytes: usize,
+    /// Bytes of send stream held in memory at most (a raw image has no
+    /// such bound).
+    pub stream_memory: u64,
+}
+
+/// `imgadm install -m MANIFEST -f FILE`, its arguments read.
+#[derive(Debug, Clone)]
+pub struct InstallRequest {
+    pub manifest: Manifest,
+    /// FILE, as given.
+    pub file: String,
+}
+
+/// Reads `imgadm install -m MANIFEST -f FILE` (the arguments after
+/// `imgadm`) with `manifest`, the text MANIFEST names (the caller read it).
+pub fn parse_install(args: &[&str], manifest: &str) -> Result<InstallRequest, Error> {
+    let usage = || Error::Invalid(String::from("imgadm install: usage: imgadm install -m MANIFEST -f FILE"));
+    let (mut m, mut f) = (None, None);
+    let mut it = args.iter();
+    if it.next() != Some(&"install") {
+        return Err(usage());
+    }
+    while let Some(&a) = it.next() {
+        match a {
+            "-m" => m = Some(*it.next().ok_or_else(usage)?),
+            "-f" => f = Some(*it.next().ok_or_else(usage)?),
+            _ => return Err(usage()),
+        }
+    }
+    let (Some(_), Some(file)) = (m, f) else { return Err(usage()) };
+    let manifest = Manifest::parse(manifest.as_bytes())?;
+    Ok(InstallRequest { manifest, file: String::from(file) })
+}
+
+/// Installs `req`'s image from `reader` as `store::Install` does (size,
+/// SHA-1 and decompression checked before it is visible; any failure
+/// leaves nothing behind): imgadm's line on success.
+pub fn install<P: PoolOps, R: FileReader + ?Sized>(
+    pool: &mut P,
+    req: InstallRequest,
+    reader: &mut R,
+    limits: &InstallLimits,
+) -> Result<String, Error> {
+    let m = &req.manifest;
+    let done = format!("Installed image {} ({}@{})\n", m.uuid, m.name, m.version);
+    let mut inst = Install::begin(pool, req.manifest, None)?;
+    inst.set_stream_memory(limits.stream_memory);
+    let mut buf = alloc::vec![0u8; limits.read_bytes.max(512)];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n.min(buf.len()),
+            Err(e) => {
+                inst.cancel();
+                return Err(e);
+            }
+        };
+        inst.write(&buf[..n])?;
+    }
+    inst.finish()?;
+    Ok(done)
+}
+
+/// imgadm's output for a result.
+pub fn output(r: Result<String, Error>) -> Output {
     match r {
         Ok(stdout) => Output { stdout, stderr: String::new(), status: 0 },
         Err(e) => fail(&e),

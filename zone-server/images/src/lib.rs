@@ -11,17 +11,18 @@
 //! reached through [`PoolOps`]: the `alcove-pool` library in tests and the
 //! host tool, storaged's pool interface on Alcove.
 //!
-//! Wiring (not done yet): zone-server implements [`PoolOps`] over
-//! storaged's pool interface (writes through a shared buffer, not IPC
-//! copies), runs [`cli::run`] for the shell and the API, and drives
-//! `import` with its HTTP client: [`imgapi::Source`]'s URLs, the body of
-//! `/images/:uuid/file` into [`store::install_from`].
+//! Wiring: zone-server implements [`PoolOps`] over storaged's pool
+//! interface (image volumes written through a block ring, not IPC
+//! copies) and serves [`cli::run`] and [`cli::install`] (the file read
+//! from a pool volume through a ring) on its `vmadm` interface. Not yet:
+//! `import` with an HTTP client ([`imgapi::Source`]'s URLs, the body of
+//! `/images/:uuid/file` into [`store::install_from`]).
 //!
 //! * [`manifest`]: IMGAPI v2 manifests, checked, with errors naming the property.
 //! * [`gzip`]: a streaming gzip reader with an output bound.
 //! * [`store`]: install, list, get, delete, clones.
 //! * [`output`]: `imgadm list` / `show` / `get` as SmartOS prints them.
-//! * [`cli`]: `imgadm list|show|get|delete` with imgadm's errors and exit statuses.
+//! * [`cli`]: `imgadm list|show|get|delete|install` with imgadm's errors and exit statuses.
 //! * [`imgapi`]: an IMGAPI client's logic without its transport (the URLs
 //!   to fetch, the answers parsed, the progress line).
 #![no_std]

@@ -419,7 +419,9 @@ fn vmm_server_accepts_what_the_bridge_makes() {
     assert!(c.disks[0].boot && c.disks[0].model == DiskModel::Virtio);
     assert_eq!(c.disks[0].image_uuid.map(|u| u.to_string()).as_deref(), Some("462d1d03-8457-e134-a408-cf9ea2b9be96"));
     assert_eq!(c.disks[1].size_mib, Some(10240));
-    assert_eq!(c.disks[1].path, format!("/dev/zvol/rdsk/zones/{}/disk1", p["uuid"].as_str().unwrap()));
+    // The VMM opens the pool volume behind SmartOS's device path.
+    assert_eq!(c.disks[1].path, format!("zones/{}-disk1", p["uuid"].as_str().unwrap()));
+    assert_eq!(c.volume_specs()[0].to_text(), format!("zones/{}-disk0 origin=zones/462d1d03-8457-e134-a408-cf9ea2b9be96@final", p["uuid"].as_str().unwrap()));
     assert_eq!(c.nics.len(), 2);
     assert_eq!(c.nics[0].ip, Some(NicIp::Static("10.88.88.50".parse().unwrap())));
     assert_eq!(c.nics[0].netmask, Some("255.255.255.0".parse().unwrap()));

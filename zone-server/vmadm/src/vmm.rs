@@ -6,8 +6,10 @@
 //!
 //! Mapping notes: `cpu_cap`/`cpu_shares`/`quota` of 0 mean "none" to
 //! vmadm and are left out (the VMM wants at least 1); a disk's `path` is
-//! passed as it is (`/dev/zvol/rdsk/zones/<uuid>/diskN`, the name
-//! zone-server has storaged give the volume); a NIC's address is its
+//! SmartOS's device path (`/dev/zvol/rdsk/zones/<uuid>/diskN`) crosses as
+//! the pool volume zone-server has storaged make for it,
+//! `zones/<uuid>-diskN`, when every disk has such a path (otherwise the
+//! paths cross as they are); a NIC's address is its
 //! first IPv4 `ips` entry (or `dhcp`/`addrconf`) as `ip`/`netmask`, and its
 //! gateway the first of `gateways`; `internal_metadata` is not the
 //! guest's customer data and stays out.
@@ -71,6 +73,18 @@ fn nic(n: &Map<String, Value>) -> Value {
 
 use alloc::string::ToString;
 
+/// The pool volume behind SmartOS's device path of a VM's disk:
+/// `/dev/zvol/rdsk/zones/UUID/diskN` is volume `zones/UUID-diskN` (the
+/// pool keeps volumes flat); other paths are not pool volumes.
+fn pool_volume(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/dev/zvol/rdsk/")?;
+    let (pool, rest) = rest.split_once('/')?;
+    let (vm, disk) = rest.split_once('/')?;
+    let n = disk.strip_prefix("disk")?;
+    let ok = |s: &str| !s.is_empty() && !s.contains('/');
+    (ok(pool) && ok(vm) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| alloc::format!("{pool}/{vm}-disk{n}"))
+}
+
 /// The vmm-server description of an instance (its `props`).
 pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
@@ -82,6 +96,12 @@ pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
             out.insert((*k).into(), v.clone());
         }
     }
+    // A VM reaches either only pool volumes or none (vmm-server's rule):
+    // device paths become volume names only when every disk has one.
+    let all_zvols = props
+        .get("disks")
+        .and_then(Value::as_array)
+        .is_some_and(|d| d.iter().all(|d| d.get("path").and_then(Value::as_str).and_then(pool_volume).is_some()));
     let disks: Vec<Value> = props
         .get("disks")
         .and_then(Value::as_array)
@@ -91,6 +111,9 @@ pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
         .map(|d| {
             let mut o = Map::new();
             copy(d, &mut o, DISK);
+            if let Some(volume) = o.get("path").and_then(Value::as_str).and_then(pool_volume).filter(|_| all_zvols) {
+                o.insert("path".into(), Value::String(volume));
+            }
             Value::Object(o)
         })
         .collect();

@@ -8,6 +8,9 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod images;
+
+#[cfg(target_os = "none")]
 mod machine {
     use abi::CapSlot;
     use alloc::format;
@@ -16,6 +19,7 @@ mod machine {
     use libipc::cap::Cap;
     use libipc::interfaces::{ProcState, pool, proc};
     use libipc::kernel::{CapTransport, KernelTransport};
+    use libipc::provision::VolumeSpec;
     use libipc::sys;
     use zone_server::Machine;
     use zone_server::host::VMM_TEMPLATE;
@@ -28,6 +32,7 @@ mod machine {
         pub storaged: Option<CapSlot>,
         pub proc: Option<CapSlot>,
         pub rng: u64,
+        pub images: crate::images::IpcPool,
     }
 
     impl KernelMachine {
@@ -43,6 +48,18 @@ mod machine {
     }
 
     impl Machine for KernelMachine {
+        type Images = crate::images::IpcPool;
+        type File = crate::images::VolumeFile;
+
+        fn images(&mut self) -> &mut Self::Images {
+            &mut self.images
+        }
+
+        fn open_file(&mut self, volume: &str, bytes: u64) -> Result<Self::File, String> {
+            let ep = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
+            crate::images::VolumeFile::open(ep, volume, bytes)
+        }
+
         fn unix_seconds(&mut self) -> u64 {
             sys::unix_seconds().unwrap_or(0)
         }
@@ -69,6 +86,10 @@ mod machine {
             self.pool()?.destroy(name.into(), true).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
         }
 
+        fn prepare_volumes(&mut self, specs: &[VolumeSpec]) -> Result<Vec<String>, String> {
+            libipc::provision::prepare(&self.pool()?, specs).map_err(|e| e.to_string())
+        }
+
         fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String> {
             self.pool()?
                 .set(name.into(), key.into(), value.into(), append)
@@ -76,7 +97,7 @@ mod machine {
                 .map_err(|e| e.to_string())
         }
 
-        fn start_vmm(&mut self, volumes: &[String], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
+        fn start_vmm(&mut self, volumes: &[VolumeSpec], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
             let storaged = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
             let procs = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
             if volumes.is_empty() {
@@ -89,10 +110,7 @@ mod machine {
                 return Ok((id, 0));
             }
             let t = CapTransport::new(Cap::from_slot(storaged), &[GRANT_SLOT]);
-            let granted = pool::Client::new(&t)
-                .grant(volumes.to_vec())
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let granted = libipc::provision::provision(&pool::Client::new(&t), volumes).map_err(|e| e.to_string())?.granted;
             if t.received() != 1 {
                 let _ = self.revoke(granted.badge);
                 return Err("pool: the grant came without its capability".into());
@@ -185,7 +203,12 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("no \"zone-server\" endpoint was granted");
         return 1;
     };
-    let m = machine::KernelMachine { storaged: info.calls("storaged"), proc: info.calls("proc"), rng: alcove_rt::rdtsc() | 1 };
+    let m = machine::KernelMachine {
+        storaged: info.calls("storaged"),
+        proc: info.calls("proc"),
+        rng: alcove_rt::rdtsc() | 1,
+        images: images::IpcPool::new(info.calls("storaged")),
+    };
     let badges = machine::vmadm_badges(&info);
     if !badges.is_empty() {
         log::info!("vmadm: {} client(s); pool {}, proc {}", badges.len(), m.storaged.is_some(), m.proc.is_some());
