@@ -857,6 +857,36 @@ pub struct VmadmOutput {
 /// Bytes of arguments plus payload one `vmadm.run` takes at most.
 pub const VMADM_REQUEST_MAX: u32 = 3072;
 
+/// Bytes of stdout plus stderr one `vmadm.run` or `vmadm.imgadm` reply
+/// carries at most; a longer output is read with `vmadm.start` and
+/// `vmadm.read` ([`vmadm_run_whole`]).
+pub const VMADM_REPLY_MAX: u32 = 3584;
+
+/// Bytes one `vmadm.read` reply carries at most.
+pub const VMADM_CHUNK_BYTES: u32 = 3072;
+
+/// What `vmadm.start` ran: its exit code and the length of its output,
+/// kept for the caller to read with `vmadm.read` until its next `start`
+/// or `run`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmadmStarted {
+    #[allow(missing_docs)]
+    pub stdout_bytes: u32,
+    #[allow(missing_docs)]
+    pub stderr_bytes: u32,
+    /// 0 success, 1 failure, 2 usage.
+    pub code: i32,
+}
+
+/// Which of a command's outputs `vmadm.read` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmadmStream {
+    #[allow(missing_docs)]
+    Stdout,
+    #[allow(missing_docs)]
+    Stderr,
+}
+
 crate::interface! {
     /// zone-server's control plane: SmartOS's `vmadm` (create, validate,
     /// list, get, start, stop, delete, ...) with its arguments, output and
@@ -872,5 +902,37 @@ crate::interface! {
         /// file (its first `files[0].size` bytes), which zone-server reads
         /// through a block ring, never through IPC messages.
         fn imgadm(args: alloc::vec::Vec<String>, stdin: String) -> VmadmOutput;
+        /// Runs `program` (`"vmadm"` or `"imgadm"`) with `args` and
+        /// `stdin` as `run` and `imgadm` do, and keeps its output for the
+        /// caller, however long: its code and lengths.
+        fn start(program: String, args: alloc::vec::Vec<String>, stdin: String) -> VmadmStarted;
+        /// Up to [`VMADM_CHUNK_BYTES`] of the caller's last output from
+        /// byte `offset` (empty past the end).
+        fn read(stream: VmadmStream, offset: u32) -> alloc::vec::Vec<u8>;
     }
+}
+
+/// Runs `program ARGS` through `vmadm.start` and reads its whole output
+/// with `vmadm.read`: what `run` answers, without its length limit.
+pub fn vmadm_run_whole<T: crate::Transport>(
+    client: &vmadm::Client<T>,
+    program: &str,
+    args: alloc::vec::Vec<String>,
+    stdin: String,
+) -> Result<VmadmOutput, crate::IpcError> {
+    let started = client.start(program.into(), args, stdin)?;
+    let whole = |stream, len: u32| -> Result<String, crate::IpcError> {
+        let mut bytes = alloc::vec::Vec::new();
+        while bytes.len() < len as usize {
+            let piece = client.read(stream, bytes.len() as u32)?;
+            if piece.is_empty() {
+                break; // another start replaced it: what there is
+            }
+            bytes.extend(piece);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let stdout = whole(VmadmStream::Stdout, started.stdout_bytes)?;
+    let stderr = whole(VmadmStream::Stderr, started.stderr_bytes)?;
+    Ok(VmadmOutput { stdout, stderr, code: started.code })
 }

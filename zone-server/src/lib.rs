@@ -22,7 +22,10 @@ use alcove_vmadm::state::Event;
 use alcove_vmadm::verbs::Host;
 use alcove_vmadm::uuid::Uuid;
 use alloc::string::ToString;
-use libipc::interfaces::{VMADM_REQUEST_MAX, VmadmOutput, status, vmadm};
+use alloc::collections::BTreeMap;
+use libipc::interfaces::{
+    VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VmadmOutput, VmadmStarted, VmadmStream, status, vmadm,
+};
 
 pub use host::{Machine, ZoneHost};
 
@@ -42,6 +45,11 @@ pub struct ZoneServer<M> {
     /// Whether [`ZoneServer::restore`] is still to run before the next
     /// `vmadm` request.
     restore_pending: bool,
+    /// The badge of the request being served.
+    caller: u64,
+    /// Each client's last output, for `vmadm.read` (one per client: the
+    /// clients are the few `vmadm-clients=` names).
+    outputs: BTreeMap<u64, VmadmOutput>,
 }
 
 impl<M: Machine> ZoneServer<M> {
@@ -54,6 +62,8 @@ impl<M: Machine> ZoneServer<M> {
             host: ZoneHost::new(machine),
             vmadm_badges,
             restore_pending: false,
+            caller: 0,
+            outputs: BTreeMap::new(),
         }
     }
 
@@ -246,12 +256,62 @@ impl<M: Machine> status::Server for ZoneServer<M> {
     }
 }
 
+impl<M: Machine> ZoneServer<M> {
+    /// Keeps `out` as the caller's last output and answers it, or, when it
+    /// is longer than one reply carries, says so (it is read with
+    /// `vmadm.read`).
+    fn reply(&mut self, out: VmadmOutput) -> VmadmOutput {
+        let len = out.stdout.len() + out.stderr.len();
+        let code = out.code;
+        let short = len <= VMADM_REPLY_MAX as usize;
+        let answer = if short { out.clone() } else { VmadmOutput::default() };
+        self.outputs.insert(self.caller, out);
+        if short {
+            return answer;
+        }
+        VmadmOutput {
+            stdout: String::new(),
+            stderr: alloc::format!(
+                "vmadm: the output is {len} bytes (exit code {code}), more than one reply carries ({VMADM_REPLY_MAX}): read it with vmadm.start and vmadm.read\n"
+            ),
+            code: 1,
+        }
+    }
+}
+
 impl<M: Machine> vmadm::Server for ZoneServer<M> {
     fn run(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
-        self.vmadm(&args, stdin)
+        let out = self.vmadm(&args, stdin);
+        self.reply(out)
     }
     fn imgadm(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
-        ZoneServer::imgadm(self, &args, stdin)
+        let out = ZoneServer::imgadm(self, &args, stdin);
+        self.reply(out)
+    }
+    fn start(&mut self, program: String, args: Vec<String>, stdin: String) -> VmadmStarted {
+        let out = match program.as_str() {
+            "vmadm" => self.vmadm(&args, stdin),
+            "imgadm" => ZoneServer::imgadm(self, &args, stdin),
+            _ => VmadmOutput {
+                stdout: String::new(),
+                stderr: alloc::format!("vmadm.start: no program {program:?} (vmadm or imgadm)\n"),
+                code: 2,
+            },
+        };
+        let started =
+            VmadmStarted { stdout_bytes: out.stdout.len() as u32, stderr_bytes: out.stderr.len() as u32, code: out.code };
+        self.outputs.insert(self.caller, out);
+        started
+    }
+    fn read(&mut self, stream: VmadmStream, offset: u32) -> Vec<u8> {
+        let Some(out) = self.outputs.get(&self.caller) else { return Vec::new() };
+        let text = match stream {
+            VmadmStream::Stdout => out.stdout.as_bytes(),
+            VmadmStream::Stderr => out.stderr.as_bytes(),
+        };
+        let from = (offset as usize).min(text.len());
+        let to = (from + VMADM_CHUNK_BYTES as usize).min(text.len());
+        text[from..to].to_vec()
     }
 }
 
@@ -267,6 +327,7 @@ impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
                 // no such interface.
                 return Err(libipc::RemoteError::WrongInterface);
             }
+            self.caller = badge;
             return vmadm::dispatch(self, interface, request);
         }
         status::dispatch(self, interface, request)

@@ -471,3 +471,37 @@ fn a_bad_image_file_is_refused_and_leaves_nothing() {
     let names: Vec<String> = s.host.machine.images().list().into_iter().map(|d| d.name).collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+/// An output longer than one reply (`vmadm lookup -j` of VMs with large
+/// metadata): `run` says so instead of failing the call, and
+/// `vmadm.start` + `vmadm.read` (`vmadm_run_whole`) bring all of it,
+/// over the in-process transport with the kernel's message limits.
+#[test]
+fn outputs_longer_than_one_reply_are_read_in_pieces() {
+    use libipc::in_process::Loopback;
+    let mut s = ZoneServer::new(Fake::default(), vec![0]);
+    let big = "x".repeat(2000);
+    for i in 0..4 {
+        let payload = alloc::format!(
+            r#"{{"brand": "bhyve", "alias": "vm{i}", "ram": 64, "kernel": "/k", "disks": [{{"size": 8}}],
+              "customer_metadata": {{"blob": "{big}"}}}}"#
+        );
+        created_uuid(&run(&mut s, &["create"], &payload));
+    }
+    let whole = run(&mut s, &["lookup", "-j"], "");
+    assert_eq!(whole.code, 0);
+    assert!(whole.stdout.len() > 8000, "{}", whole.stdout.len());
+    let t = Loopback::new(s);
+    let c = vmadm::Client::new(&t);
+    let out = c.run(vec!["lookup".into(), "-j".into()], String::new()).unwrap();
+    assert!(out.code == 1 && out.stderr.contains("vmadm.read"), "{out:?}");
+    let got = libipc::interfaces::vmadm_run_whole(&c, "vmadm", vec!["lookup".into(), "-j".into()], String::new()).unwrap();
+    assert_eq!(got, whole);
+    let vms: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(vms.as_array().map(Vec::len), Some(4));
+    // Short outputs still come in the reply; unknown programs are named.
+    assert_eq!(c.run(vec!["list".into(), "-H".into(), "-o".into(), "alias".into(), "-s".into(), "alias".into()], String::new()).unwrap().stdout, "vm0\nvm1\nvm2\nvm3\n");
+    let bad = libipc::interfaces::vmadm_run_whole(&c, "zfs", vec![], String::new()).unwrap();
+    assert!(bad.code == 2 && bad.stderr.contains("\"zfs\""), "{bad:?}");
+    assert_eq!(c.read(libipc::interfaces::VmadmStream::Stdout, u32::MAX).unwrap(), Vec::<u8>::new());
+}
