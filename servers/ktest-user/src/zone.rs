@@ -543,10 +543,13 @@ fn two_vms_from_an_installed_image_share_its_blocks(env: &mut Env) -> Result<(),
         return Err(format!("imgadm list: {list:?}"));
     }
     let free_before = env.pool_free()?;
+    // Metadata enough that `vmadm lookup -j` of the two is longer than
+    // one reply.
+    let blob = "m".repeat(1500);
     let payload = |alias: &str| {
         format!(
             r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "kernel": "/zone-guest-halt",
-  "disks": [{{"boot": true, "image_uuid": "{IMAGE_UUID}"}}]}}"#
+  "customer_metadata": {{"blob": "{blob}"}}, "disks": [{{"boot": true, "image_uuid": "{IMAGE_UUID}"}}]}}"#
         )
     };
     let a = created(&env.ok(&["create"], &payload("img-a"))?)?;
@@ -567,6 +570,28 @@ fn two_vms_from_an_installed_image_share_its_blocks(env: &mut Env) -> Result<(),
     if grew >= IMAGE_DATA as u64 {
         return Err(format!("two clones took {grew} bytes of the pool: the image's {IMAGE_DATA} bytes were copied"));
     }
+    // ram is taken at the next start: a reboot starts a VMM with it.
+    let out = env.vmadm(&["update", &a, "ram=96"], "")?;
+    if out.code != 0 {
+        return Err(format!("vmadm update ram of a running VM: {out:?}"));
+    }
+    env.ok(&["reboot", &a], "")?;
+    let line = env.ok(&["list", "-p", "-o", "ram,state", &format!("uuid={a}")], "")?.stdout;
+    if line.trim() != "96:running" {
+        return Err(format!("after update ram=96 and reboot, vmadm list says {line:?}"));
+    }
+    // An output longer than one reply, read in pieces.
+    let args: Vec<String> = ["lookup", "-j"].iter().map(|a| a.to_string()).collect();
+    let c2 = vmadm::Client::new(client(env.zone));
+    let whole = libipc::interfaces::vmadm_run_whole(&c2, "vmadm", args.clone(), String::new())
+        .map_err(|e| format!("vmadm.start/read: {e}"))?;
+    let short = c2.run(args, String::new()).map_err(|e| format!("vmadm.run: {e}"))?;
+    let n = whole.stdout.matches("\"uuid\": \"").count();
+    let fits = whole.stdout.len() + whole.stderr.len() <= libipc::interfaces::VMADM_REPLY_MAX as usize;
+    if whole.code != 0 || n < 2 || fits || !whole.stdout.contains(&blob) || !short.stderr.contains("vmadm.read") {
+        return Err(format!("vmadm lookup -j: {} bytes, {n} VMs, code {}; run said {short:?}", whole.stdout.len(), whole.code));
+    }
+    println!("zone: vmadm lookup -j: {} bytes read with vmadm.start/read", whole.stdout.len());
     let out = env.imgadm(&["delete", IMAGE_UUID], "")?;
     if out.code != 1 || !out.stderr.contains("ImageHasDependentClones") {
         return Err(format!("imgadm delete of an image in use: {out:?}"));
