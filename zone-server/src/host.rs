@@ -88,6 +88,11 @@ pub fn disk_volume(vm: &Uuid, index: usize) -> String {
     format!("zones/{vm}-disk{index}")
 }
 
+/// Whether `name` is a disk volume of `vm` (`zones/<vm>-disk<N>`).
+pub fn is_disk_of(vm: &Uuid, name: &str) -> bool {
+    name.strip_prefix(&format!("zones/{vm}-disk")).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The record volume of `vm`.
 pub fn record_volume(vm: &Uuid) -> String {
     format!("zones/{vm}-vm")
@@ -125,11 +130,11 @@ impl<M: Machine> ZoneHost<M> {
         let config = vmm_server::config::VmConfig::from_json(vm_json).map_err(|e| e.to_string())?;
         let specs = config.volume_specs();
         for (i, d) in config.disks.iter().enumerate() {
-            // Disk N is the VM's own volume (what delete destroys).
-            let own = config.uuid.map(|u| disk_volume(&u, i));
-            if d.volume().is_none() || d.volume() != own.as_deref() {
+            // A disk is one of the VM's own volumes (what delete destroys).
+            let own = config.uuid.zip(d.volume()).is_some_and(|(u, v)| is_disk_of(&u, v));
+            if !own {
                 return Err(format!(
-                    "vmadm: property \"disks.{i}.path\": a VM's disk is its own pool volume zones/<uuid>-disk{i}, got {:?}",
+                    "vmadm: property \"disks.{i}.path\": a VM's disk is its own pool volume zones/<uuid>-disk<N>, got {:?}",
                     d.path
                 ));
             }
@@ -257,13 +262,15 @@ impl<M: Machine> Host for ZoneHost<M> {
     }
 
     fn destroy(&mut self, vm: &Instance) -> Result<(), String> {
-        for i in 0..Self::disks(vm).len() {
-            let name = disk_volume(&vm.uuid, i);
-            if let Err(e) = self.machine.destroy_volume(&name) {
-                // A failed provisioning may have made only some.
-                if !e.contains("not found") {
-                    return Err(e);
-                }
+        // Every disk volume of the VM's, listed or not: a failed
+        // provisioning may have made only some, and a disk `update`
+        // removed keeps its volume until now.
+        let names = self.machine.list_volumes()?;
+        for name in names.iter().filter(|n| is_disk_of(&vm.uuid, n)) {
+            if let Err(e) = self.machine.destroy_volume(name)
+                && !e.contains("not found")
+            {
+                return Err(e);
             }
         }
         match self.machine.destroy_volume(&record_volume(&vm.uuid)) {

@@ -505,3 +505,24 @@ fn outputs_longer_than_one_reply_are_read_in_pieces() {
     assert!(bad.code == 2 && bad.stderr.contains("\"zfs\""), "{bad:?}");
     assert_eq!(c.read(libipc::interfaces::VmadmStream::Stdout, u32::MAX).unwrap(), Vec::<u8>::new());
 }
+
+/// Disks added and removed by `update` of a stopped VM: the next start
+/// makes the new volume and hands the VMM exactly the VM's disks; delete
+/// takes back every volume, the removed disk's too.
+#[test]
+fn disks_updated_take_effect_at_start_and_delete_takes_back_every_volume() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    assert_eq!(run(&mut s, &["stop", &uuid], "").code, 0);
+    let update = alloc::format!(r#"{{"remove_disks": ["/dev/zvol/rdsk/zones/{uuid}/disk0"], "add_disks": [{{"size": 4}}]}}"#);
+    let out = run(&mut s, &["update", &uuid], &update);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = run(&mut s, &["start", &uuid], "");
+    assert_eq!(out.code, 0, "{out:?}");
+    let (_, vols, _, _) = s.host.machine.vmms.values().next().unwrap().clone();
+    assert_eq!(vols.len(), 2, "{vols:?}");
+    assert!(vols[0].ends_with("-disk1") && !vols.iter().any(|v| v.ends_with("-disk0")), "{vols:?}");
+    assert_eq!(s.host.machine.volumes[&vols[1]].0, 4 << 20);
+    assert_eq!(run(&mut s, &["delete", &uuid], "").code, 0);
+    assert!(s.host.machine.volumes.is_empty(), "{:?}", s.host.machine.volumes.keys().collect::<Vec<_>>());
+}
