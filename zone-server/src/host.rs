@@ -119,10 +119,6 @@ impl<M: Machine> ZoneHost<M> {
         Self { machine, stdin: String::new(), running: BTreeMap::new() }
     }
 
-    fn disks(vm: &Instance) -> Vec<&Value> {
-        vm.props.get("disks").and_then(Value::as_array).map(|d| d.iter().collect()).unwrap_or_default()
-    }
-
     /// The pool volumes of the VMM described by `vm_json`, as vmm-server
     /// reads them (`VmConfig::volume_specs`): `zones/<uuid>-disk<N>`, made
     /// from `size` or cloned from `zones/<image_uuid>@final`.
