@@ -303,6 +303,25 @@ fn only_the_named_clients_reach_vmadm() {
     assert_eq!(s.dispatch_from(BADGE + 1, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
     assert_eq!(s.dispatch_from(0, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
     assert!(s.dispatch_from(BADGE, vmadm::ID, &req).is_ok());
+    // The same for imgadm and the long-output calls; one client's kept
+    // output is not another's.
+    let more = [
+        vmadm::Request::imgadm { args: vec!["list".into()], stdin: String::new() },
+        vmadm::Request::start { program: "vmadm".into(), args: vec!["list".into()], stdin: String::new() },
+        vmadm::Request::read { stream: libipc::interfaces::VmadmStream::Stdout, offset: 0 },
+    ];
+    for r in &more {
+        let req = libipc::wire::encode(r).unwrap();
+        assert_eq!(s.dispatch_from(BADGE + 1, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface), "{r:?}");
+    }
+    let mut s = ZoneServer::new(Fake::default(), vec![BADGE, BADGE + 1]);
+    created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let start = libipc::wire::encode(&more[1]).unwrap();
+    let read = libipc::wire::encode(&more[2]).unwrap();
+    assert!(s.dispatch_from(BADGE, vmadm::ID, &start).is_ok());
+    let theirs = s.dispatch_from(BADGE + 1, vmadm::ID, &read).unwrap();
+    let mine = s.dispatch_from(BADGE, vmadm::ID, &read).unwrap();
+    assert_ne!(theirs, mine, "another client read this one's output");
     // status is for everyone.
     let st = libipc::wire::encode(&libipc::interfaces::status::Request::echo { value: 3 }).unwrap();
     assert!(s.dispatch_from(BADGE + 1, libipc::interfaces::status::ID, &st).is_ok());
