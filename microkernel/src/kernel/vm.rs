@@ -697,10 +697,10 @@ fn enter(vcpu: &mut Vcpu, run: &mut VcpuRun, vmx: bool) -> VcpuExit {
         start_at_sipi(vcpu, run, vector);
         load |= abi::LOAD_GPRS | abi::LOAD_SYSTEM;
     }
-    let ring_from = run.pio_ring_tail;
+    let (ring_from, trace_from) = (run.pio_ring_tail, run.exit_trace_next);
     let exit = if vmx { run_loop_vmx(vcpu, run, &page, load) } else { run_loop(vcpu, run, &page, load) };
     run.exit_reason = exit as u32;
-    page.publish(run, ring_from);
+    page.publish(run, ring_from, trace_from);
     exit
 }
 
