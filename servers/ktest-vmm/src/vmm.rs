@@ -176,6 +176,9 @@ struct Outcome {
     /// At a shutdown exit: the newest exit of the kernel's trace and the
     /// RIP the run page reported (what the VMM prints after a triple fault).
     shutdown_trace: Option<(abi::ExitTrace, u64)>,
+    /// The newest entry of the exit trace at the last exit checked, with
+    /// its index (`check_trace`).
+    last_traced: Option<(u32, abi::ExitTrace)>,
 }
 
 fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
@@ -363,6 +366,12 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Ou
             return Err(format!("guest ran {} s without finishing (console: {:?})", GUEST_WALL_LIMIT_NS / 1_000_000_000, out.console));
         }
         let reason = run_vcpu(vcpu).map_err(|e| format!("vcpu_run: {e}"))?;
+        // Not in the benchmark's loop: its figure is the exit path's.
+        if test != Test::Bench
+            && matches!(VcpuExit::from_u32(reason as u32), Some(VcpuExit::Io | VcpuExit::Mmio | VcpuExit::Msr))
+        {
+            check_trace(run, &mut out.last_traced)?;
+        }
         match VcpuExit::from_u32(reason as u32) {
             Some(VcpuExit::Io) => {
                 if run.write != 0 && run.port == p::vmm_interrupt::REQUEST_PORT {
@@ -409,6 +418,36 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Ou
         }
     }
     Err(format!("{EXIT_LIMIT} exits without an ending; console: {:?}", out.console))
+}
+
+/// The kernel's exit trace after an exit the hardware made in this run
+/// (the page is written as a ring, only the entries each run added): the
+/// newest entry is this exit (its code and RIP), and the entry that was
+/// newest at the last exit checked is still in its slot unless a whole
+/// trace's worth of exits came since.
+fn check_trace(run: &VcpuRun, last: &mut Option<(u32, abi::ExitTrace)>) -> Result<(), String> {
+    let len = abi::EXIT_TRACE_LEN as u32;
+    let next = run.exit_trace_next;
+    let newest_at = next.wrapping_sub(1);
+    let newest = run.exit_trace[(newest_at % len) as usize];
+    if u64::from(newest.code) != run.hw_code & 0xffff_ffff || newest.rip != run.rip {
+        return Err(format!(
+            "exit trace: newest entry {newest:x?} (index {newest_at}) is not this exit (code {:#x}, rip {:#x})",
+            run.hw_code, run.rip
+        ));
+    }
+    if let Some((at, entry)) = *last
+        && next.wrapping_sub(at) <= len
+        && run.exit_trace[(at % len) as usize] != entry
+    {
+        return Err(format!(
+            "exit trace: entry {at} was {entry:x?}, now {:x?} after {} exits",
+            run.exit_trace[(at % len) as usize],
+            next.wrapping_sub(at) - 1
+        ));
+    }
+    *last = Some((newest_at, newest));
+    Ok(())
 }
 
 /// An access to guest-physical memory that is not RAM: decode the
