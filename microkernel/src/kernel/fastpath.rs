@@ -181,5 +181,6 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::Ke
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
     percpu::this().in_user.store(true, Ordering::Release);
     drop(k);
-    crate::arch::enter_user()
+    super::phases::done();
+    crate::arch::enter_user_flagged()
 }
