@@ -21,7 +21,7 @@ const _: () = assert!(offset_of!(VcpuRun, gprs) == 0 && offset_of!(VcpuRun, idtr
 /// `exit_reason` before them is written last, on its own).
 const RECORD_FROM: usize = offset_of!(VcpuRun, port);
 const RECORD_WORDS: usize = (offset_of!(VcpuRun, info2) + 8 - RECORD_FROM) / 8;
-const _: () = assert!(RECORD_FROM % 8 == 0 && offset_of!(VcpuRun, size) + 4 == RECORD_FROM);
+const _: () = assert!(RECORD_FROM.is_multiple_of(8) && offset_of!(VcpuRun, size) + 4 == RECORD_FROM);
 const _: () = assert!(offset_of!(VcpuRun, size) % 4 == 0 && offset_of!(VcpuRun, _pad) == offset_of!(VcpuRun, size) + 3);
 const _: () = assert!(size_of::<PioWrite>() == 4 && offset_of!(VcpuRun, pio_ring) % 4 == 0);
 
@@ -117,7 +117,7 @@ impl RunPage {
     /// same place of the page: one `rep movsq`, each word stored once, none
     /// read back (what a volatile copy promises).
     fn copy_words(&self, shadow: &VcpuRun, offset: usize, words: usize) {
-        debug_assert!(offset % 8 == 0 && offset + 8 * words <= core::mem::size_of::<VcpuRun>());
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 * words <= core::mem::size_of::<VcpuRun>());
         let src = (shadow as *const VcpuRun).cast::<u8>().wrapping_add(offset);
         let dst = self.0.cast::<u8>().wrapping_add(offset);
         // SAFETY: both ranges lie inside a whole `VcpuRun` (the callers pass
