@@ -828,6 +828,13 @@ const USER_FIGURES: &[&str] = &[
     "ipc_phase_exit",
     "ipc_phase_entry_exit_user",
 ];
+/// One port exit to the VMM by phase (`kernel::phases`, ktest-vmm's
+/// `vm_phases`).
+const VM_PHASE_FIGURES: &[&str] =
+    &["vmexit_phase_lock", "vmexit_phase_entry", "vmexit_phase_guest", "vmexit_phase_exit", "vmexit_phase_return"];
+/// The user suite's figures with `alcove.fastpath=off` (no phases: the
+/// fast path's).
+const GENERAL_FIGURES: &[&str] = &["ipc_roundtrip_same_core", "null_syscall", "ipc_roundtrip_cross_core"];
 /// The test guest's exit costs (`testguest::protocol::bench::NAMES`).
 const VM_FIGURES: &[&str] = &["vmexit_cpuid", "vmexit_pio_user", "vmexit_mmio_user", "vmexit_none"];
 
@@ -875,9 +882,29 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             &["boot_to_ready"][..],
         ),
     ];
+    // The port exit by phase, in a run of its own (the stamps cost
+    // instructions): the vmexit_* figures of that run are left out.
+    let vm_phases = Case::qemu("bench/icount-vm-phases", "vm", Qemu { smp: 2, icount: true, ..Qemu::default() })
+        .with_args(&["skip=guest_fpu_load_races_a_writer", "vm_phases"]);
+    let mut vm_skip: Vec<&str> = VM_FIGURES.to_vec();
+    vm_skip.push("boot_to_ready");
+    let icount: Vec<_> = icount.into_iter().chain([(vm_phases, VM_PHASE_FIGURES, &vm_skip[..])]).collect();
     for (case, expect, skip) in icount.iter().filter(|(c, _, _)| only(&c.name)) {
         let (_, judged) = bench_case(case, &kernel, Some(Duration::from_secs(300)), expect, skip)?;
         out.take(judged);
+    }
+    // The same round trips with the fast paths off (`general_*`): the
+    // general path's length, and with it what the cross-core round trip
+    // adds to the same work on one CPU (the IPIs, the other CPU's wake-up
+    // from idle and its interrupt entry: under -icount both CPUs' turns
+    // count, one after the other).
+    let general = Case::qemu("bench/icount-user-general", "user", Qemu { smp: 2, icount: true, extra: edu(), ..Qemu::default() })
+        .without_fast_path();
+    if only(&general.name) {
+        let (_, judged) = bench_case(&general, &kernel, Some(Duration::from_secs(300)), GENERAL_FIGURES, &["boot_to_ready"])?;
+        out.take(judged.map(|f| {
+            f.into_iter().map(|f| Figure { name: format!("general_{}", f.name), ..f }).collect()
+        }));
     }
     // Wall time: the user suite without -icount; IPC against a null syscall
     // as a ratio of TSC ticks from the same run.

@@ -655,6 +655,10 @@ pub struct VcpuRun {
     /// The last hardware exits of this vCPU, those the kernel finished
     /// itself included: the newest is at `exit_trace_next - 1` (modulo
     /// [`EXIT_TRACE_LEN`]). What an operator reads after a triple fault.
+    /// Written as a ring, as `pio_ring`: each run's end writes only the
+    /// entries added during the run (the whole trace is written when the
+    /// vCPU is made), so bytes a VMM writes here stay until an exit lands
+    /// in their slot.
     pub exit_trace: [ExitTrace; EXIT_TRACE_LEN],
     /// Free-running count of the exits traced.
     pub exit_trace_next: u32,

@@ -169,8 +169,18 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::Ke
     if first != u64::MAX && first <= crate::arch::time::nanos_since_boot() {
         return k;
     }
-    super::switch_to(&mut k, cpu, me);
+    // No `switch_to`: the thread never left this CPU, so the context
+    // pointer (TSS.RSP0) is still its own, and the CR3 too (a VM exit
+    // restores the host CR3 the entry saved, and nothing on this CPU loads
+    // another while the lock is down). Only the TSS's I/O bitmap is looked
+    // at: another thread of the process may have been given ports on
+    // another CPU meanwhile, which the next switch here would pick up.
+    let pid = th.process;
+    let owner = k.processes.get(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
+    let super::Kernel { io_bitmap_owner, processes, .. } = &mut *k;
+    super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
     percpu::this().in_user.store(true, Ordering::Release);
     drop(k);
-    crate::arch::enter_user()
+    super::phases::done();
+    crate::arch::enter_user_flagged()
 }

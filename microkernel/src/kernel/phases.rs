@@ -11,6 +11,17 @@
 //! (the peer's checks, the message, the thread switch), `exit` (leaving the
 //! lock, up to the register restore). The assembly entry and exit and the
 //! user code are what the benchmark's own count leaves over.
+//!
+//! A `VcpuRun` whose exit goes back to the VMM by `resume_caller` is
+//! counted with the same stamps and other boundaries (`vmexit_phase_*`):
+//! `lock` as above, `entry` (the capability, the run page's requests, the
+//! VMCB/VMCS loads and the virtual APIC's work, up to VMRUN/VMRESUME; with
+//! the exits the kernel finished itself in the same run), `guest` (the world
+//! switch both ways and the guest's own instructions up to its exit),
+//! `exit` (the exit's decoding, the state saved and the run page
+//! published), `return` (the lock taken again, the checks of the way back).
+//! A run that never entered the guest leaves stale stamps, which `done`
+//! recognises by their order and does not count.
 
 use crate::arch::percpu::{self, PHASE_STAMPS};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +51,11 @@ pub fn done() {
     }
     let p = percpu::this();
     p.phase_stamps[PHASE_STAMPS - 1].store(tsc(), Ordering::Relaxed);
+    // Stamps out of order belong to an earlier call (a `VcpuRun` that did
+    // not enter the guest): nothing to count.
+    if (0..PHASE_STAMPS - 1).any(|i| p.phase_stamps[i + 1].load(Ordering::Relaxed) < p.phase_stamps[i].load(Ordering::Relaxed)) {
+        return;
+    }
     for i in 0..PHASE_STAMPS - 1 {
         let d = p.phase_stamps[i + 1].load(Ordering::Relaxed).wrapping_sub(p.phase_stamps[i].load(Ordering::Relaxed));
         p.phase_sums[i].fetch_add(d, Ordering::Relaxed);

@@ -9,8 +9,21 @@
 //! between: an MXCSR with reserved bits after the check makes FXRSTOR
 //! fault in ring 0.)
 
-use abi::{CpuidEntry, PioWrite, VcpuRun, PIO_RING_LEN};
+use abi::{CpuidEntry, PioWrite, VcpuRun, EXIT_TRACE_LEN, PIO_RING_LEN};
+use core::mem::{offset_of, size_of};
 use core::ptr::addr_of_mut;
+
+/// The guest state at the page's start: `gprs` up to the end of `idtr`,
+/// in words (`load_state` follows: the VMM's, never written back).
+const STATE_WORDS: usize = offset_of!(VcpuRun, load_state) / 8;
+const _: () = assert!(offset_of!(VcpuRun, gprs) == 0 && offset_of!(VcpuRun, idtr) + size_of::<abi::Segment>() == 8 * STATE_WORDS);
+/// The exit record's words from `port` to `info2` (after the byte fields;
+/// `exit_reason` before them is written last, on its own).
+const RECORD_FROM: usize = offset_of!(VcpuRun, port);
+const RECORD_WORDS: usize = (offset_of!(VcpuRun, info2) + 8 - RECORD_FROM) / 8;
+const _: () = assert!(RECORD_FROM.is_multiple_of(8) && offset_of!(VcpuRun, size) + 4 == RECORD_FROM);
+const _: () = assert!(offset_of!(VcpuRun, size) % 4 == 0 && offset_of!(VcpuRun, _pad) == offset_of!(VcpuRun, size) + 3);
+const _: () = assert!(size_of::<PioWrite>() == 4 && offset_of!(VcpuRun, pio_ring) % 4 == 0);
 
 /// A vCPU's run page in the direct map.
 #[derive(Clone, Copy)]
@@ -100,51 +113,64 @@ impl RunPage {
         CpuidEntry::default()
     }
 
-    /// Publishes the guest state from `shadow` (registers, control
-    /// registers, segments and tables).
-    pub fn publish_state(&self, shadow: &VcpuRun) {
-        Self::write(at!(self, gprs), shadow.gprs);
-        Self::write(at!(self, rip), shadow.rip);
-        Self::write(at!(self, rflags), shadow.rflags);
-        Self::write(at!(self, cr0), shadow.cr0);
-        Self::write(at!(self, cr2), shadow.cr2);
-        Self::write(at!(self, cr3), shadow.cr3);
-        Self::write(at!(self, cr4), shadow.cr4);
-        Self::write(at!(self, efer), shadow.efer);
-        Self::write(at!(self, segments), shadow.segments);
-        Self::write(at!(self, gdtr), shadow.gdtr);
-        Self::write(at!(self, idtr), shadow.idtr);
+    /// Copies `words` 8-byte words at byte `offset` of `shadow` into the
+    /// same place of the page: one `rep movsq`, each word stored once, none
+    /// read back (what a volatile copy promises).
+    fn copy_words(&self, shadow: &VcpuRun, offset: usize, words: usize) {
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 * words <= core::mem::size_of::<VcpuRun>());
+        let src = (shadow as *const VcpuRun).cast::<u8>().wrapping_add(offset);
+        let dst = self.0.cast::<u8>().wrapping_add(offset);
+        // SAFETY: both ranges lie inside a whole `VcpuRun` (the callers pass
+        // constant ranges checked at compile time below): `shadow` is the
+        // kernel's own copy, borrowed shared for the call, and the page is
+        // mapped and allocated (`at`'s contract). Plain-integer fields only,
+        // so any bytes are valid. DF is clear in the kernel (the entries
+        // do CLD).
+        unsafe {
+            core::arch::asm!(
+                "rep movsq",
+                inout("rcx") words => _,
+                inout("rdi") dst => _,
+                inout("rsi") src => _,
+                options(nostack, preserves_flags),
+            );
+        }
     }
 
-    /// After a run: the state, the whole exit record, the FPU image if the
-    /// VMM asked for it at entry, and the coalesced writes since the ring's
-    /// tail was `ring_from`. The VMM's requests and rules are left alone.
-    pub fn publish(&self, shadow: &VcpuRun, ring_from: u32) {
-        self.publish_state(shadow);
-        Self::write(at!(self, size), shadow.size);
-        Self::write(at!(self, write), shadow.write);
-        Self::write(at!(self, io_flags), shadow.io_flags);
-        Self::write(at!(self, port), shadow.port);
-        Self::write(at!(self, data), shadow.data);
-        Self::write(at!(self, gpa), shadow.gpa);
-        Self::write(at!(self, msr), shadow.msr);
-        Self::write(at!(self, next_rip), shadow.next_rip);
-        Self::write(at!(self, insn), shadow.insn);
-        Self::write(at!(self, insn_len), shadow.insn_len);
-        Self::write(at!(self, hw_code), shadow.hw_code);
-        Self::write(at!(self, info1), shadow.info1);
-        Self::write(at!(self, info2), shadow.info2);
-        Self::write(at!(self, exit_int_info), shadow.exit_int_info);
+    /// Publishes the guest state from `shadow` (registers, control
+    /// registers, segments and tables), and the exit trace whole: the
+    /// reset state of a new vCPU.
+    pub fn publish_state(&self, shadow: &VcpuRun) {
+        self.copy_words(shadow, 0, STATE_WORDS);
         Self::write(at!(self, exit_trace), shadow.exit_trace);
         Self::write(at!(self, exit_trace_next), shadow.exit_trace_next);
+    }
+
+    /// After a run: the state, the exit record, the FPU image if the VMM
+    /// asked for it at entry, the exit-trace entries added since the trace
+    /// index was `trace_from` and the coalesced writes since the ring's tail
+    /// was `ring_from` (entries already published are not written again,
+    /// as in a ring). The VMM's requests and rules are left alone.
+    pub fn publish(&self, shadow: &VcpuRun, ring_from: u32, trace_from: u32) {
+        self.copy_words(shadow, 0, STATE_WORDS);
+        // size, write, io_flags (and the pad byte) in one store, then from
+        // `port` to `info2` in words.
+        Self::write(at!(self, size).cast::<u32>(), u32::from_le_bytes([shadow.size, shadow.write, shadow.io_flags, shadow._pad]));
+        self.copy_words(shadow, RECORD_FROM, RECORD_WORDS);
         if shadow.fpu_request & 1 != 0 {
             Self::write(at!(self, fpu), shadow.fpu);
         }
+        let traced = shadow.exit_trace_next.wrapping_sub(trace_from).min(EXIT_TRACE_LEN as u32);
+        for i in 0..traced {
+            let slot = shadow.exit_trace_next.wrapping_sub(traced).wrapping_add(i) as usize % EXIT_TRACE_LEN;
+            Self::write(at!(self, exit_trace[slot]), shadow.exit_trace[slot]);
+        }
+        Self::write(at!(self, exit_trace_next), shadow.exit_trace_next);
         let added = shadow.pio_ring_tail.wrapping_sub(ring_from).min(PIO_RING_LEN as u32);
         for i in 0..added {
             let slot = ring_from.wrapping_add(i) as usize % PIO_RING_LEN;
             let entry: PioWrite = shadow.pio_ring[slot];
-            Self::write(at!(self, pio_ring[slot]), entry);
+            Self::write(at!(self, pio_ring[slot]).cast::<u32>(), u32::from_le_bytes([entry.port as u8, (entry.port >> 8) as u8, entry.value, entry._pad]));
         }
         Self::write(at!(self, pio_ring_tail), shadow.pio_ring_tail);
         // Last, so a VMM that polls it sees the rest of the record.

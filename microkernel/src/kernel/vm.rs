@@ -697,10 +697,11 @@ fn enter(vcpu: &mut Vcpu, run: &mut VcpuRun, vmx: bool) -> VcpuExit {
         start_at_sipi(vcpu, run, vector);
         load |= abi::LOAD_GPRS | abi::LOAD_SYSTEM;
     }
-    let ring_from = run.pio_ring_tail;
+    let (ring_from, trace_from) = (run.pio_ring_tail, run.exit_trace_next);
     let exit = if vmx { run_loop_vmx(vcpu, run, &page, load) } else { run_loop(vcpu, run, &page, load) };
     run.exit_reason = exit as u32;
-    page.publish(run, ring_from);
+    page.publish(run, ring_from, trace_from);
+    super::phases::stamp(4);
     exit
 }
 
@@ -807,7 +808,9 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
         let injected = vcpu.vmcb.r64(f::EVENT_INJ) as u32;
         arch::cpu::fpu_load(&vcpu.fpu.0);
+        super::phases::stamp(2);
         svm::run(cpu, &vcpu.vmcb, &mut vcpu.gprs);
+        super::phases::stamp(3);
         vcpu.in_guest.store(false, Ordering::Release);
         arch::cpu::fpu_save_and_clean(&mut vcpu.fpu.0, &CLEAN_FPU.0);
         vcpu.vmcb.w8(f::TLB_CONTROL, 0);
@@ -1138,7 +1141,9 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
         }
         let injected = vmx::vmread(f::ENTRY_INTR_INFO) as u32;
         arch::cpu::fpu_load(&vcpu.fpu.0);
+        super::phases::stamp(2);
         let entered = vmx::run(&mut vcpu.vmcs, &mut vcpu.gprs);
+        super::phases::stamp(3);
         vcpu.in_guest.store(false, Ordering::Release);
         if entered {
             vcpu.placement.entered();

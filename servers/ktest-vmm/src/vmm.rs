@@ -49,6 +49,10 @@ struct Env {
     /// Deliver the VMM's interrupt level-triggered (its EOI must come back
     /// as `VcpuExit::Eoi`).
     level: bool,
+    /// `vm_phases`: the benchmark guest's port exits are counted by the
+    /// kernel's phase stamps (`Sys::BenchPhases`), and the per-phase
+    /// figures printed (a run of its own: the stamps cost instructions).
+    phases: bool,
 }
 
 impl Env {
@@ -73,7 +77,7 @@ pub fn main(start: Start) -> u64 {
         return 1;
     }
     let image = alcove_rt::user_bytes(FILE_VA, len as usize);
-    let mut env = Env { next_slot: 300, image, ap_stack: false, writer_stacks: 0, level: false };
+    let mut env = Env { next_slot: 300, image, ap_stack: false, writer_stacks: 0, level: false, phases: info.args.iter().any(|a| a == "vm_phases") };
     let tests: &[(&str, Test)] = &[
         ("guest_cpuid", Test::Cpuid),
         ("guest_pio", Test::Pio),
@@ -176,6 +180,9 @@ struct Outcome {
     /// At a shutdown exit: the newest exit of the kernel's trace and the
     /// RIP the run page reported (what the VMM prints after a triple fault).
     shutdown_trace: Option<(abi::ExitTrace, u64)>,
+    /// The newest entry of the exit trace at the last exit checked, with
+    /// its index (`check_trace`).
+    last_traced: Option<(u32, abi::ExitTrace)>,
 }
 
 fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
@@ -220,7 +227,7 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
         }
         run.fpu_request = u64::from(matches!(test, Test::Fpu | Test::FpuFresh));
         let writers = if test == Test::FpuRace { Some(start_writers(env)?) } else { None };
-        let mut out = drive(vcpu, run, test, env.level);
+        let mut out = drive(vcpu, run, test, env.level, env.phases && test == Test::Bench);
         if let Some(w) = writers {
             stop_writers(&w)?;
         }
@@ -345,8 +352,9 @@ fn mask(size: u8) -> u64 {
 }
 
 /// Runs the vCPU until the guest reports, shuts down or misbehaves.
-fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Outcome, String> {
+fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool, phases: bool) -> Result<Outcome, String> {
     let mut out = Outcome::default();
+    let mut counting = PhaseCount::Before;
     // A guest that stops making progress is caught by EXIT_LIMIT or by
     // this bound, which is generous: on a loaded host each exit can take
     // far longer than on an idle one (the scribble test makes 65,000 port
@@ -363,6 +371,15 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Ou
             return Err(format!("guest ran {} s without finishing (console: {:?})", GUEST_WALL_LIMIT_NS / 1_000_000_000, out.console));
         }
         let reason = run_vcpu(vcpu).map_err(|e| format!("vcpu_run: {e}"))?;
+        if phases {
+            counting = count_phases(counting, run, VcpuExit::from_u32(reason as u32))?;
+        }
+        // Not in the benchmark's loop: its figure is the exit path's.
+        if test != Test::Bench
+            && matches!(VcpuExit::from_u32(reason as u32), Some(VcpuExit::Io | VcpuExit::Mmio | VcpuExit::Msr))
+        {
+            check_trace(run, &mut out.last_traced)?;
+        }
         match VcpuExit::from_u32(reason as u32) {
             Some(VcpuExit::Io) => {
                 if run.write != 0 && run.port == p::vmm_interrupt::REQUEST_PORT {
@@ -409,6 +426,77 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool) -> Result<Ou
         }
     }
     Err(format!("{EXIT_LIMIT} exits without an ending; console: {:?}", out.console))
+}
+
+/// Where the phase count of the benchmark guest's port exits stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PhaseCount {
+    Before,
+    On,
+    Done,
+}
+
+/// The kernel's phase stamps over the benchmark guest's port loop: on at
+/// its first exit on [`p::bench::PIO_PORT`] (a warm-up one), read and off
+/// at the first MMIO exit (the next loop's), each phase printed per exit
+/// as `vmexit_phase_NAME` (`kernel::phases`). What they leave of
+/// `vmexit_pio_user` is the VMM's code and the system call's assembly.
+fn count_phases(state: PhaseCount, run: &VcpuRun, exit: Option<VcpuExit>) -> Result<PhaseCount, String> {
+    const NAMES: [&str; 5] = ["lock", "entry", "guest", "exit", "return"];
+    match (state, exit) {
+        (PhaseCount::Before, Some(VcpuExit::Io)) if run.port == p::bench::PIO_PORT => {
+            sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+            Ok(PhaseCount::On)
+        }
+        (PhaseCount::On, Some(VcpuExit::Mmio)) => {
+            let mut sums = [0u64; 5];
+            let mut calls = 0;
+            for (i, s) in sums.iter_mut().enumerate() {
+                (*s, calls) = sys::bench_phases(SLOT_CONSOLE, 2 + i as u64).map_err(|e| format!("phase {i}: {e}"))?;
+            }
+            sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
+            // Every port exit of the loop returned the lean way.
+            let want = p::bench::ITERATIONS;
+            if calls < want {
+                return Err(format!("only {calls} of the {want} port exits were counted by phase"));
+            }
+            for (name, s) in NAMES.iter().zip(sums) {
+                println!("ALCOVE-BENCH vmexit_phase_{name} {} instructions", s / calls);
+            }
+            Ok(PhaseCount::Done)
+        }
+        (s, _) => Ok(s),
+    }
+}
+
+/// The kernel's exit trace after an exit the hardware made in this run
+/// (the page is written as a ring, only the entries each run added): the
+/// newest entry is this exit (its code and RIP), and the entry that was
+/// newest at the last exit checked is still in its slot unless a whole
+/// trace's worth of exits came since.
+fn check_trace(run: &VcpuRun, last: &mut Option<(u32, abi::ExitTrace)>) -> Result<(), String> {
+    let len = abi::EXIT_TRACE_LEN as u32;
+    let next = run.exit_trace_next;
+    let newest_at = next.wrapping_sub(1);
+    let newest = run.exit_trace[(newest_at % len) as usize];
+    if u64::from(newest.code) != run.hw_code & 0xffff_ffff || newest.rip != run.rip {
+        return Err(format!(
+            "exit trace: newest entry {newest:x?} (index {newest_at}) is not this exit (code {:#x}, rip {:#x})",
+            run.hw_code, run.rip
+        ));
+    }
+    if let Some((at, entry)) = *last
+        && next.wrapping_sub(at) <= len
+        && run.exit_trace[(at % len) as usize] != entry
+    {
+        return Err(format!(
+            "exit trace: entry {at} was {entry:x?}, now {:x?} after {} exits",
+            run.exit_trace[(at % len) as usize],
+            next.wrapping_sub(at) - 1
+        ));
+    }
+    *last = Some((newest_at, newest));
+    Ok(())
 }
 
 /// An access to guest-physical memory that is not RAM: decode the
