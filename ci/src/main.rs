@@ -9,6 +9,7 @@ mod guest_images;
 mod harness;
 mod image;
 mod linux;
+mod linux_hostfwd;
 mod linux_net;
 mod linux_pool;
 mod memtest;

@@ -735,6 +735,11 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
     let net_cases = [
         (crate::linux_net::CASE, crate::linux_net::ALIAS, "a guest's two NICs on one etherstub through netd"),
         (crate::linux_net::HOST_CASE, crate::linux_net::HOST_ALIAS, "a guest pings netd's host address and uses its TCP echo"),
+        (
+            crate::linux_hostfwd::CASE,
+            crate::linux_hostfwd::ALIAS,
+            "this host reaches netd and a guest through the machine's NIC, and the guest this host",
+        ),
     ];
     for (case, alias, title) in net_cases {
         if !chosen.contains(&"linux") || only.as_deref().is_some_and(|o| !case.contains(o) && !o.contains(alias)) {
@@ -745,7 +750,11 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         let kernel = kernel.as_deref().expect("kernel built");
         match guest_images::ensure() {
             Ok(images) => {
-                let (run, problems) = crate::linux_net::run(case, kernel, &images, LINUX_QEMU_TIMEOUT)?;
+                let (run, problems) = if case == crate::linux_hostfwd::CASE {
+                    crate::linux_hostfwd::run(kernel, &images, LINUX_QEMU_TIMEOUT)?
+                } else {
+                    crate::linux_net::run(case, kernel, &images, LINUX_QEMU_TIMEOUT)?
+                };
                 if problems.is_empty() {
                     println!("  ok   {case} ({:.1} s)", run.elapsed.as_secs_f64());
                 } else {
