@@ -106,28 +106,62 @@ fn serve(listener: TcpListener, deadline: Duration) -> std::result::Result<Serve
     Ok(Served { got, sent })
 }
 
+/// One exchange through a forward, tried again (up to 20 times, a
+/// second apart) while QEMU's end resets it with nothing echoed: the
+/// guest prints that it listens just before its `nc` does, and QEMU
+/// accepts on this host before it knows whether the guest will.
+fn exchange_retrying(port: u16, what: &str) -> std::result::Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match exchange(port, what) {
+            Err(Attempt::Refused(why)) => {
+                last = why;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(Attempt::Failed(why)) => return Err(why),
+            Ok(()) => return Ok(()),
+        }
+    }
+    Err(last)
+}
+
+enum Attempt {
+    /// Reset or closed with nothing echoed: nobody listened yet.
+    Refused(String),
+    Failed(String),
+}
+
 /// One exchange through a forward: [`BYTES`] sent, the peer's echo read.
-fn exchange(port: u16, what: &str) -> std::result::Result<(), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("{what}: connect to 127.0.0.1:{port}: {e}"))?;
+fn exchange(port: u16, what: &str) -> std::result::Result<(), Attempt> {
+    exchange_once(port, what).map_err(|(why, echoed)| if echoed == 0 { Attempt::Refused(why) } else { Attempt::Failed(why) })
+}
+
+/// As [`exchange`]; an error comes with the bytes echoed before it.
+fn exchange_once(port: u16, what: &str) -> std::result::Result<(), (String, usize)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| (format!("{what}: connect to 127.0.0.1:{port}: {e}"), 0))?;
     let sent = random_bytes(BYTES);
     // Written from a thread of its own: the echo answers while we send.
-    let mut w = s.try_clone().map_err(|e| format!("{what}: {e}"))?;
+    let mut w = s.try_clone().map_err(|e| (format!("{what}: {e}"), 0))?;
     let data = sent.clone();
     let writer = std::thread::spawn(move || {
         let r = w.write_all(&data);
         let _ = w.shutdown(Shutdown::Write);
         r
     });
-    let back = read_all(&mut s, Duration::from_secs(120)).map_err(|e| format!("{what}: reading the echo: {e}"))?;
-    writer.join().map_err(|_| format!("{what}: the writer panicked"))?.map_err(|e| format!("{what}: sending: {e}"))?;
+    let back = read_all(&mut s, Duration::from_secs(120)).map_err(|e| (format!("{what}: reading the echo: {e}"), 0))?;
+    let wrote = writer.join().map_err(|_| (format!("{what}: the writer panicked"), back.len()))?;
+    if back.is_empty() {
+        return Err((format!("{what}: closed with nothing echoed"), 0));
+    }
+    wrote.map_err(|e| (format!("{what}: sending: {e}"), back.len()))?;
     if back != sent {
-        return Err(format!(
+        return Err((format!(
             "{what}: sent {} bytes (sha256 {}), got back {} bytes (sha256 {})",
             sent.len(),
             sha256(&sent),
             back.len(),
             sha256(&back)
-        ));
+        ), back.len()));
     }
     Ok(())
 }
@@ -212,9 +246,9 @@ pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Ve
     std::thread::spawn(move || {
         let mut problems = Vec::new();
         if wait_for_line(&log, LISTENING, timeout) {
-            // netd's echo, then the guest (which ends after one connection).
-            for (port, what) in [(to_echo, "netd's echo through the machine's NIC"), (to_guest, "the guest's nc -l")] {
-                if let Err(e) = exchange(port, what) {
+            // The guest first (it listens for a while only), then netd's echo.
+            for (port, what) in [(to_guest, "the guest's nc -l"), (to_echo, "netd's echo through the machine's NIC")] {
+                if let Err(e) = exchange_retrying(port, what) {
                     problems.push(e);
                 }
             }
