@@ -204,7 +204,7 @@ pub fn covered(phys: u64, len: u64) -> bool {
 /// PCI is) at `phys`, which must lie inside a mapped BAR; `false` if it
 /// does not (nothing is written).
 pub fn mmio_write(phys: u64, value: u32, bytes: usize) -> bool {
-    if !matches!(bytes, 1 | 2 | 4) || phys % bytes as u64 != 0 {
+    if !matches!(bytes, 1 | 2 | 4) || !phys.is_multiple_of(bytes as u64) {
         return false;
     }
     let Some(va) = STATE.lock().window(phys, bytes) else { return false };
@@ -223,7 +223,7 @@ pub fn mmio_write(phys: u64, value: u32, bytes: usize) -> bool {
 
 /// A device register read, as [`mmio_write`]; `None` outside the BARs.
 pub fn mmio_read(phys: u64, bytes: usize) -> Option<u32> {
-    if !matches!(bytes, 1 | 2 | 4) || phys % bytes as u64 != 0 {
+    if !matches!(bytes, 1 | 2 | 4) || !phys.is_multiple_of(bytes as u64) {
         return None;
     }
     let va = STATE.lock().window(phys, bytes)?;

@@ -25,6 +25,7 @@
 //! waits, then signals bit 1 of the serving thread's notification, which
 //! runs `Netd::tick`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;
