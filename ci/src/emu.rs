@@ -273,7 +273,7 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
-fn log_path(name: &str) -> Result<PathBuf> {
+pub fn log_path(name: &str) -> Result<PathBuf> {
     let dir = out_dir().join("logs");
     fs::create_dir_all(&dir)?;
     Ok(dir.join(format!("{}.log", name.replace('/', "-"))))

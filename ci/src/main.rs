@@ -9,6 +9,7 @@ mod guest_images;
 mod harness;
 mod image;
 mod linux;
+mod linux_hostfwd;
 mod linux_net;
 mod linux_pool;
 mod memtest;
@@ -85,6 +86,13 @@ Options:
   --vm FILE.json   boot Alcove with this VM (above)
   --bochs          with --vm: under Bochs instead of QEMU
   --pool FILE[,F]  with --vm on pool volumes: the pool's files
+  --hostfwd tcp:HOSTPORT-IP:PORT  with --vm: forward a host port to an
+                   address on the machine's NIC (QEMU's hostfwd syntax;
+                   repeatable). A VM with a NIC on nic_tag admin gives the
+                   machine a virtio-net on QEMU user networking (10.0.2.0/24,
+                   gateway 10.0.2.2), the uplink of netd's admin switch, and
+                   a free host port forwarded to netd's admin address
+                   10.0.2.15 port 80 (printed at start)
   -h, --help       this text
 
 Exit status: 0 when QEMU was left by hand or the system reported success,

@@ -3,7 +3,7 @@
 
 use crate::emu::{Bochs, Qemu, Run};
 use crate::harness::{self, Ending, Verdict};
-use crate::vm::{STATUS_NO_ENDING, VmLog, VmPlan};
+use crate::vm::{HostFwd, STATUS_NO_ENDING, VmLog, VmPlan};
 use crate::image::{self, BootSystem, IsoSpec};
 use crate::bench::{self, Figure};
 use crate::{Result, cargo, guest_images, linux, memtest, root, setup};
@@ -97,9 +97,16 @@ const POOL_FILE_MIB: u64 = 4096;
 
 /// `cargo xtask run`.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let a = Args::parse(args, &["--smp", "--mem", "--cmdline", "--timeout", "--manifest", "--cpu", "--vm", "--pool"], &["--uefi", "--bochs"])?;
+    let a = Args::parse(
+        args,
+        &["--smp", "--mem", "--cmdline", "--timeout", "--manifest", "--cpu", "--vm", "--pool", "--hostfwd"],
+        &["--uefi", "--bochs"],
+    )?;
     if let Some(file) = a.value("--vm") {
         return run_vm(Path::new(file), &a);
+    }
+    if a.has("--hostfwd") {
+        return Err("--hostfwd goes with --vm (a VM with a NIC on nic_tag admin gives the machine its NIC)".into());
     }
     if a.has("--bochs") {
         return Err("--bochs goes with --vm (for the plain system, `cargo xtask bochs`)".into());
@@ -206,7 +213,32 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
         eprintln!("xtask: booting {} under Bochs ({}, 1 CPU, {} MiB)", iso.display(), b.cpu_model, b.mem_mib);
         bochs_echoed(&b, &iso, &iso_name, timeout.unwrap_or(Duration::from_secs(3600)))?
     } else {
-        let mut q = plan.qemu();
+        let mut forwards = a.values("--hostfwd").into_iter().map(HostFwd::parse).collect::<std::result::Result<Vec<_>, _>>()?;
+        if plan.on_admin() {
+            // The admin address is reachable from this host at once.
+            let port = crate::vm::free_port()?;
+            forwards.insert(
+                0,
+                HostFwd {
+                    udp: false,
+                    host_addr: "127.0.0.1".into(),
+                    host_port: port,
+                    guest_addr: crate::vm::HOST_ADDRESS.into(),
+                    guest_port: crate::vm::ADMIN_PORT,
+                },
+            );
+            eprintln!(
+                "xtask: the machine's NIC is on QEMU user networking (nic_tag admin); netd's admin address {}:{} is 127.0.0.1:{port} here",
+                crate::vm::HOST_ADDRESS,
+                crate::vm::ADMIN_PORT
+            );
+            for f in &forwards[1..] {
+                eprintln!("xtask: forwarding {} ", f.qemu());
+            }
+        } else if !forwards.is_empty() {
+            return Err("--hostfwd needs a VM with a NIC on nic_tag admin (which gives the machine its NIC)".into());
+        }
+        let mut q = plan.qemu_forwarding(&forwards);
         q.smp = a.number("--smp", u64::from(q.smp))? as u32;
         q.mem_mib = a.number("--mem", u64::from(q.mem_mib))? as u32;
         if let Some(cpu) = a.value("--cpu") {
@@ -703,6 +735,11 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
     let net_cases = [
         (crate::linux_net::CASE, crate::linux_net::ALIAS, "a guest's two NICs on one etherstub through netd"),
         (crate::linux_net::HOST_CASE, crate::linux_net::HOST_ALIAS, "a guest pings netd's host address and uses its TCP echo"),
+        (
+            crate::linux_hostfwd::CASE,
+            crate::linux_hostfwd::ALIAS,
+            "this host reaches netd and a guest through the machine's NIC, and the guest this host",
+        ),
     ];
     for (case, alias, title) in net_cases {
         if !chosen.contains(&"linux") || only.as_deref().is_some_and(|o| !case.contains(o) && !o.contains(alias)) {
@@ -713,7 +750,11 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         let kernel = kernel.as_deref().expect("kernel built");
         match guest_images::ensure() {
             Ok(images) => {
-                let (run, problems) = crate::linux_net::run(case, kernel, &images, LINUX_QEMU_TIMEOUT)?;
+                let (run, problems) = if case == crate::linux_hostfwd::CASE {
+                    crate::linux_hostfwd::run(kernel, &images, LINUX_QEMU_TIMEOUT)?
+                } else {
+                    crate::linux_net::run(case, kernel, &images, LINUX_QEMU_TIMEOUT)?
+                };
                 if problems.is_empty() {
                     println!("  ok   {case} ({:.1} s)", run.elapsed.as_secs_f64());
                 } else {

@@ -26,6 +26,80 @@ pub const QEMU_CPU: &str = "EPYC,+svm,+npt";
 pub const HOST_ADDRESS: &str = "10.0.2.15";
 /// The MAC of netd's host VNIC there.
 pub const HOST_MAC: &str = "02:08:20:ff:00:01";
+/// The port on netd's host address `run --vm` forwards a host port to by
+/// default: HTTP, where the control plane's API listens.
+pub const ADMIN_PORT: u16 = 80;
+/// The IOAPIC line netd holds, not for the line (nothing drives it) but as
+/// the authority to allocate its NIC's MSI-X vector.
+pub const NETD_IRQ: u8 = 23;
+
+/// A forward from a host port to an address on the machine's `admin` NIC
+/// (QEMU user networking's `hostfwd`): `tcp:HOSTPORT-IP:PORT`, or QEMU's
+/// own `tcp:[HOSTADDR]:HOSTPORT-[IP]:PORT` (`udp:` alike).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostFwd {
+    pub udp: bool,
+    /// The host address it listens on (empty: every address).
+    pub host_addr: String,
+    pub host_port: u16,
+    /// The address on the user network (empty: QEMU's first guest
+    /// address, 10.0.2.15, which is netd's).
+    pub guest_addr: String,
+    pub guest_port: u16,
+}
+
+impl HostFwd {
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let bad = |why: &str| format!("--hostfwd {text:?}: {why} (tcp:HOSTPORT-IP:PORT, as QEMU's hostfwd)");
+        let (proto, rest) = text.split_once(':').ok_or_else(|| bad("no protocol"))?;
+        let udp = match proto {
+            "tcp" => false,
+            "udp" => true,
+            _ => return Err(bad("the protocol is tcp or udp")),
+        };
+        let (host, guest) = rest.split_once('-').ok_or_else(|| bad("no '-' between the host and the guest side"))?;
+        let (host_addr, host_port) = match host.rsplit_once(':') {
+            Some((a, p)) => (a, p),
+            None => ("", host),
+        };
+        let (guest_addr, guest_port) = guest.rsplit_once(':').ok_or_else(|| bad("the guest side is IP:PORT"))?;
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad(&format!("{p:?} is no port")));
+        for a in [host_addr, guest_addr] {
+            if !a.is_empty() && a.parse::<std::net::Ipv4Addr>().is_err() {
+                return Err(bad(&format!("{a:?} is no IPv4 address")));
+            }
+        }
+        Ok(Self {
+            udp,
+            host_addr: host_addr.into(),
+            host_port: port(host_port)?,
+            guest_addr: guest_addr.into(),
+            guest_port: port(guest_port)?,
+        })
+    }
+
+    /// As QEMU's `hostfwd=` takes it.
+    pub fn qemu(&self) -> String {
+        let proto = if self.udp { "udp" } else { "tcp" };
+        format!("{proto}:{}:{}-{}:{}", self.host_addr, self.host_port, self.guest_addr, self.guest_port)
+    }
+}
+
+/// The machine's NIC on the `admin` nic_tag: a modern virtio-net on
+/// QEMU's user network (10.0.2.0/24, gateway 10.0.2.2), with `forwards`.
+pub fn admin_nic(forwards: &[HostFwd]) -> Vec<String> {
+    let mut netdev = String::from("user,id=admin,net=10.0.2.0/24");
+    for f in forwards {
+        netdev.push_str(",hostfwd=");
+        netdev.push_str(&f.qemu());
+    }
+    vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=admin,disable-legacy=on".into()]
+}
+
+/// A TCP port on 127.0.0.1 free now (for a forward).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
 /// Machine memory beyond the guest's RAM: Alcove, its servers and the
 /// VMM's own overhead (its budget beyond guest RAM, from
 /// `vmm_server::vm::sizing`, is a few MiB: page tables, vCPUs).
@@ -312,19 +386,27 @@ impl VmPlan {
         // With NICs, netd (before the VMM, whose calls it answers) holds
         // the VM's VNICs from its boot configuration.
         let nets = !self.config.nics.is_empty();
+        // netd drives the machine's NIC (the `admin` uplink): it shares
+        // the PCI configuration ports with storaged and holds an IRQ line
+        // to allocate its MSI-X vector with.
         let netd = if nets {
-            "# The VM's VNICs and their switches (netd.conf).\n\
-             [[server]]\n\
-             name = \"netd\"\n\
-             priority = 160\n\
-             budget_kib = 4096\n\
-             serves = [\"netd\"]\n\
-             calls = [\"console\"]\n\
-             files = [\"netd.conf\"]\n\
-             restart = 3\n\
-             \n"
+            format!(
+                "# The VM's VNICs and their switches (netd.conf), and the machine's NIC.\n\
+                 [[server]]\n\
+                 name = \"netd\"\n\
+                 priority = 160\n\
+                 budget_kib = 4096\n\
+                 serves = [\"netd\"]\n\
+                 calls = [\"console\", \"storaged\"]\n\
+                 ioports = [[0xcf8, 8]]\n\
+                 irqs = [{NETD_IRQ}]\n\
+                 pci_bars = true\n\
+                 files = [\"netd.conf\"]\n\
+                 restart = 3\n\
+                 \n"
+            )
         } else {
-            ""
+            String::new()
         };
         let calls = if nets { "\"console\", \"storaged\", \"netd\"" } else { "\"console\", \"storaged\"" };
         format!(
@@ -381,19 +463,21 @@ impl VmPlan {
     /// [`Self::manifest_toml`] plus one (console, storaged, netd, the VMM).
     pub const VMM_BADGE: u64 = 4;
 
-    /// netd's boot configuration for this VM: an etherstub for each
-    /// nic_tag its NICs name (the machine's NIC is not driven yet, so a
-    /// nic_tag is a switch of its own), and the VM's VNICs. With a NIC on
-    /// `admin`, the host's own TCP/IP sits on that switch too: address
-    /// [`HOST_ADDRESS`] (QEMU user networking's usual guest address) with
-    /// its TCP echo diagnostic on port 7.
+    /// netd's boot configuration for this VM: the nic_tag `admin`, whose
+    /// uplink is the machine's NIC ([`admin_nic`]: NIC 0, netd's default),
+    /// an etherstub for each other nic_tag its NICs name (the machine has
+    /// one NIC), and the VM's VNICs. With a NIC on `admin`, the host's own
+    /// TCP/IP sits on that switch too: address [`HOST_ADDRESS`] (QEMU user
+    /// networking's usual guest address) with its TCP echo diagnostic on
+    /// port 7.
     pub fn netd_conf(&self) -> String {
         let mut out = format!("# Generated by `cargo xtask run --vm` from {}.\n", self.source.display()).replace(['\r'], " ");
         let mut tags: Vec<&str> = self.config.nics.iter().map(|n| n.nic_tag.as_str()).collect();
         tags.sort_unstable();
         tags.dedup();
         for t in &tags {
-            out.push_str(&format!("etherstub {t}\n"));
+            let kind = if *t == "admin" { "nic_tag" } else { "etherstub" };
+            out.push_str(&format!("{kind} {t}\n"));
         }
         out.push_str(&vmm_server::vm::nics::netd_conf(&self.config, Self::VMM_BADGE));
         if tags.contains(&"admin") {
@@ -452,16 +536,25 @@ impl VmPlan {
         v
     }
 
+    /// Whether a NIC of the VM is on `admin` (the machine then has its NIC).
+    pub fn on_admin(&self) -> bool {
+        self.config.nics.iter().any(|n| n.nic_tag == "admin")
+    }
+
     /// The QEMU machine: EPYC with SVM and NPT, 2 CPUs, guest RAM plus
-    /// [`MACHINE_EXTRA_MIB`], the disks.
+    /// [`MACHINE_EXTRA_MIB`], the disks, and with a NIC on `admin` the
+    /// machine's NIC (no forwards).
     pub fn qemu(&self) -> Qemu {
-        Qemu {
-            smp: 2,
-            mem_mib: (self.config.ram_mib + MACHINE_EXTRA_MIB) as u32,
-            cpu: QEMU_CPU.into(),
-            extra: self.qemu_drives(),
-            ..Qemu::default()
+        self.qemu_forwarding(&[])
+    }
+
+    /// As [`VmPlan::qemu`], the machine's NIC with `forwards`.
+    pub fn qemu_forwarding(&self, forwards: &[HostFwd]) -> Qemu {
+        let mut extra = self.qemu_drives();
+        if self.on_admin() {
+            extra.extend(admin_nic(forwards));
         }
+        Qemu { smp: 2, mem_mib: (self.config.ram_mib + MACHINE_EXTRA_MIB) as u32, cpu: QEMU_CPU.into(), extra, ..Qemu::default() }
     }
 
     /// The Bochs machine: one CPU with VMX (Debian's Bochs has no SMP; the

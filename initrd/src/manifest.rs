@@ -139,6 +139,11 @@ pub struct Server {
 /// Volumes one server may be granted (storaged's `POOL_GRANT_MAX`).
 pub const MAX_VOLUMES: usize = 8;
 
+/// PCI configuration mechanism #1 (0xCF8..0xCFF), the one range several
+/// servers may hold (exactly this range; anything overlapping it otherwise
+/// is refused as any other clash).
+pub const PCI_CONFIG_PORTS: IoPorts = IoPorts { first: 0xcf8, count: 8 };
+
 /// A range of I/O ports: `[first, count]` in TOML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IoPorts {
@@ -334,8 +339,13 @@ impl Manifest {
                 }
             }
             for p in &s.ioports {
-                let clash =
-                    earlier.iter().find_map(|o| o.ioports.iter().find(|q| overlaps_ports(p, q)).map(|q| (o, q)));
+                // The PCI configuration ports are the one range driver
+                // servers share (storaged, netd): each uses them only while
+                // it starts, and netd waits for storaged to serve first.
+                let shared = |q: &IoPorts| *p == PCI_CONFIG_PORTS && *q == PCI_CONFIG_PORTS;
+                let clash = earlier
+                    .iter()
+                    .find_map(|o| o.ioports.iter().find(|q| overlaps_ports(p, q) && !shared(q)).map(|q| (o, q)));
                 if let Some((o, q)) = clash {
                     return Err(ManifestError::invalid(
                         who,
@@ -694,6 +704,18 @@ mod tests {
         assert_eq!(
             err(&m),
             r#"manifest: server "netd": property "ioports": [0x3f0, 16] overlaps [0x3f8, 8] of server "console""#
+        );
+
+        // The PCI configuration ports, exactly, may be shared; a range
+        // overlapping them may not.
+        let mut m = sample();
+        m.servers[0].ioports = vec![PCI_CONFIG_PORTS];
+        m.servers[1].ioports = vec![PCI_CONFIG_PORTS];
+        assert!(m.validate().is_ok(), "{:?}", m.validate());
+        m.servers[1].ioports = vec![IoPorts { first: 0xcf8, count: 4 }];
+        assert_eq!(
+            err(&m),
+            r#"manifest: server "netd": property "ioports": [0xcf8, 4] overlaps [0xcf8, 8] of server "console""#
         );
 
         let mut m = sample();

@@ -244,6 +244,14 @@ impl<R: RingRegion> Fabric<R> {
             }
             if s.is_empty() { String::from(" none") } else { s }
         };
+        if let Some(st) = sw.port_stats(Port::Uplink) {
+            let _ = writeln!(
+                out,
+                "  uplink: in {} frames {} bytes, out {} frames {} bytes",
+                st.in_frames, st.in_bytes, st.out_frames, st.out_bytes
+            );
+            let _ = writeln!(out, "    drops in:{}; out:{}", drops(&st.in_drops), drops(&st.out_drops));
+        }
         for (id, a) in &self.vnics {
             let (Some(v), Some(st)) = (sw.vnic(*id), sw.port_stats(Port::Vnic(*id))) else { continue };
             let _ = writeln!(

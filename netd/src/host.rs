@@ -220,6 +220,23 @@ impl<P: VnicPlatform> Netd<P> {
         self.wake_at_ns
     }
 
+    /// Frames from the machine's NICs ([`VnicPlatform::receive`]) into
+    /// their nic_tags' switches, at most `budget` of them; then the host
+    /// stack answers what it got. Returns how many were taken (a caller
+    /// that got `budget` runs it again, after other requests).
+    pub fn nic_input(&mut self, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            let Some((tag, frame)) = self.vnics.platform().receive() else { break };
+            self.vnics.from_uplink(&tag, &frame);
+            n += 1;
+        }
+        if n > 0 {
+            self.pump();
+        }
+        n
+    }
+
     /// What an operator reads: the host's address and sockets, then each
     /// switch and VNIC.
     pub fn status_text(&self) -> String {

@@ -1,7 +1,7 @@
 //! netd: NICs, the virtual switch, VNICs and TCP/IP.
 //!
 //! This is the server's logic as a library (host-testable, embeddable in
-//! appliance builds with the in-process transport); `src/bin/netd.rs` is
+//! appliance builds with the in-process transport); `src/bin/netd/main.rs` is
 //! the thin process that wires it to its capabilities. The process
 //! serves `status` and `vnic` ([`vnics`]: the VNICs of its boot
 //! configuration, attached by the VMMs they belong to, over [`fabric`]: a

@@ -79,13 +79,29 @@ pub struct HostSpec {
     pub echo_port: Option<u16>,
 }
 
-/// netd's boot configuration: its switches and VNICs, and the host's
-/// TCP/IP.
+/// A machine NIC and the nic_tag whose uplink it is (the `nic` line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicSpec {
+    /// The NIC's number: the machine's virtio-net functions in PCI order
+    /// (bus 0, device, function), from 0.
+    pub index: u32,
+    /// The nic_tag (a `nic_tag` switch) it is the uplink of.
+    pub nic_tag: String,
+}
+
+/// The nic_tag the machine's first NIC serves when no `nic` line says.
+pub const DEFAULT_NIC_TAG: &str = "admin";
+
+/// netd's boot configuration: its switches and VNICs, the machine's NICs
+/// and the host's TCP/IP.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetConfig {
     pub switches: Vec<SwitchSpec>,
     pub vnics: Vec<VnicSpec>,
     pub host: Option<HostSpec>,
+    /// `nic` lines; none: NIC 0 is the uplink of [`DEFAULT_NIC_TAG`] if
+    /// that nic_tag is defined ([`NetConfig::uplink_of`]).
+    pub nics: Vec<NicSpec>,
 }
 
 /// A line of the configuration that is wrong, and why.
@@ -120,6 +136,14 @@ impl NetConfig {
     /// ```text
     /// host switch=admin mac=02:08:20:ff:00:01 ip=10.0.2.15/24 gateway=10.0.2.2 echo=7
     /// host switch=admin mac=02:08:20:ff:00:01 ip=dhcp
+    /// ```
+    ///
+    /// A `nic` line makes machine NIC N (its virtio-net functions in PCI
+    /// order, from 0) the uplink of a nic_tag; without one, NIC 0 is the
+    /// uplink of `admin` when that nic_tag is defined:
+    ///
+    /// ```text
+    /// nic 0 nic_tag=admin
     /// ```
     ///
     /// A MAC twice on one switch, an unknown switch or property is an
@@ -175,7 +199,32 @@ impl NetConfig {
                     config.host = Some(parse_host(words).map_err(err)?);
                     host_line = line;
                 }
-                other => return Err(err(alloc::format!("{other:?} is not etherstub, nic_tag, vnic or host"))),
+                "nic" => {
+                    let nic = parse_nic(words).map_err(err)?;
+                    match config.switches.iter().find(|s| s.name == nic.nic_tag) {
+                        Some(s) if s.uplink => {}
+                        Some(_) => {
+                            return Err(err(alloc::format!(
+                                "property \"nic_tag\": {:?} is an etherstub (it has no uplink)",
+                                nic.nic_tag
+                            )));
+                        }
+                        None => {
+                            return Err(err(alloc::format!(
+                                "property \"nic_tag\": {:?} is no nic_tag defined above",
+                                nic.nic_tag
+                            )));
+                        }
+                    }
+                    if let Some(o) = config.nics.iter().find(|n| n.index == nic.index || n.nic_tag == nic.nic_tag) {
+                        return Err(err(alloc::format!(
+                            "NIC {} is already the uplink of {:?} (one NIC a nic_tag, one nic_tag a NIC)",
+                            o.index, o.nic_tag
+                        )));
+                    }
+                    config.nics.push(nic);
+                }
+                other => return Err(err(alloc::format!("{other:?} is not etherstub, nic_tag, vnic, nic or host"))),
             }
         }
         if let Some(h) = &config.host {
@@ -189,6 +238,36 @@ impl NetConfig {
         }
         Ok(config)
     }
+}
+
+impl NetConfig {
+    /// The nic_tag machine NIC `index` is the uplink of, if any (see
+    /// [`NetConfig::parse`]).
+    pub fn uplink_of(&self, index: u32) -> Option<&str> {
+        if self.nics.is_empty() {
+            let default = self.switches.iter().any(|s| s.uplink && s.name == DEFAULT_NIC_TAG);
+            return (index == 0 && default).then_some(DEFAULT_NIC_TAG);
+        }
+        self.nics.iter().find(|n| n.index == index).map(|n| n.nic_tag.as_str())
+    }
+}
+
+fn parse_nic<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<NicSpec, String> {
+    let index = words.next().ok_or_else(|| String::from("nic: the NIC's number is missing (nic 0 nic_tag=admin)"))?;
+    let index = index
+        .parse::<u32>()
+        .ok()
+        .filter(|i| *i < 64)
+        .ok_or_else(|| alloc::format!("nic: expected the NIC's number (0 to 63), got {index:?}"))?;
+    let mut nic_tag = None;
+    for w in words {
+        let (key, value) = w.split_once('=').ok_or_else(|| alloc::format!("{w:?} is not property=value"))?;
+        match key {
+            "nic_tag" => nic_tag = Some(String::from(value)),
+            _ => return Err(alloc::format!("property {key:?} is not a NIC property")),
+        }
+    }
+    Ok(NicSpec { index, nic_tag: nic_tag.ok_or_else(|| String::from("property \"nic_tag\" is missing"))? })
 }
 
 fn parse_host<'a>(words: impl Iterator<Item = &'a str>) -> Result<HostSpec, String> {
@@ -310,6 +389,16 @@ pub trait VnicPlatform {
     /// Sends `frame` (as it goes on the wire) out of the machine's NIC of
     /// nic_tag `switch`.
     fn uplink(&mut self, switch: &str, frame: &[u8]);
+    /// The next frame a machine NIC received, as it came off the wire,
+    /// with the nic_tag it is the uplink of; `None` when none waits.
+    /// netd's serving loop drains this ([`crate::host::Netd::nic_input`]).
+    fn receive(&mut self) -> Option<(String, Vec<u8>)> {
+        None
+    }
+    /// One line per machine NIC for netd's status (empty: none).
+    fn nic_status(&self) -> String {
+        String::new()
+    }
     /// Nanoseconds on a clock that does not go back.
     fn now_ns(&self) -> u64;
 }
@@ -404,12 +493,18 @@ impl<P: VnicPlatform> VnicServer<P> {
         wake
     }
 
-    /// A frame from the machine's NIC of nic_tag `switch`.
-    pub fn from_uplink(&mut self, switch: &str, frame: &[u8]) {
+    /// A frame from the machine's NIC of nic_tag `switch`: whether a
+    /// switch took it (frames for no nic_tag are dropped here; runts,
+    /// oversized frames and bad tags are dropped and counted on the
+    /// switch's uplink port).
+    pub fn from_uplink(&mut self, switch: &str, frame: &[u8]) -> bool {
         let now = self.platform.now_ns();
-        let Some(s) = self.switches.iter().position(|(n, f)| n == switch && f.switch().config().uplink) else { return };
+        let Some(s) = self.switches.iter().position(|(n, f)| n == switch && f.switch().config().uplink) else {
+            return false;
+        };
         let work = self.switches[s].1.from_uplink(frame, now);
         self.finish(s, work);
+        true
     }
 
     /// Detaches every VNIC of a client that ended; returns how many.
@@ -430,7 +525,7 @@ impl<P: VnicPlatform> VnicServer<P> {
     /// ([`Fabric::status`]), then each VNIC not attached.
     pub fn status_text(&self) -> String {
         use core::fmt::Write;
-        let mut out = String::new();
+        let mut out = self.platform.nic_status();
         for (name, fabric) in &self.switches {
             out.push_str(&fabric.status(name));
         }

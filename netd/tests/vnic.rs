@@ -328,7 +328,7 @@ fn the_configuration_names_what_is_wrong() {
         "netd.conf line 3: property \"mac\": 02:00:00:00:00:01 is already on switch \"s\", VLAN 0"
     );
     assert_eq!(bad("etherstub s\netherstub s"), "netd.conf line 2: switch \"s\" is defined twice");
-    assert_eq!(bad("bridge x"), "netd.conf line 1: \"bridge\" is not etherstub, nic_tag, vnic or host");
+    assert_eq!(bad("bridge x"), "netd.conf line 1: \"bridge\" is not etherstub, nic_tag, vnic, nic or host");
     let ok = NetConfig::parse(CONF).unwrap();
     assert_eq!((ok.switches.len(), ok.vnics.len()), (2, 3));
     assert!(ok.vnics[2].config.protection.allow_ip_spoofing);

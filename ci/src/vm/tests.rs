@@ -383,7 +383,21 @@ fn a_vm_with_nics_gets_netd_and_its_vnics() {
     assert!(m.server("vm-linux-test").unwrap().calls.iter().any(|c| c == "netd"));
     assert_eq!(m.server("netd").unwrap().files, ["netd.conf"]);
     let conf = p.netd_conf();
-    assert!(conf.contains("\netherstub admin\netherstub stub0\n"), "{conf}");
+    assert!(conf.contains("\nnic_tag admin\netherstub stub0\n"), "{conf}");
+    // netd drives the machine's NIC: the PCI configuration ports (shared
+    // with storaged, whose answer it waits for), the BARs, an IRQ to
+    // allocate the MSI-X vector with; QEMU gives the machine that NIC.
+    let netd = m.server("netd").unwrap();
+    assert_eq!(netd.ioports, [initrd::manifest::PCI_CONFIG_PORTS]);
+    assert!(netd.pci_bars && netd.irqs == [crate::vm::NETD_IRQ] && netd.calls.iter().any(|c| c == "storaged"));
+    let q = p.qemu().extra.join(" ");
+    assert!(q.contains("-netdev user,id=admin,net=10.0.2.0/24 -device virtio-net-pci,netdev=admin"), "{q}");
+    let fw = [HostFwd::parse("tcp:4280-10.0.2.20:22").unwrap()];
+    let q = p.qemu_forwarding(&fw).extra.join(" ");
+    assert!(q.contains("user,id=admin,net=10.0.2.0/24,hostfwd=tcp::4280-10.0.2.20:22 "), "{q}");
+    // A VM on etherstubs only: no machine NIC.
+    let stub = plan(&JSON.replace(r#""kernel""#, r#""nics":[{"nic_tag":"stub0"}],"kernel""#)).unwrap();
+    assert!(!stub.qemu().extra.iter().any(|a| a.contains("virtio-net")));
     assert!(conf.contains("vnic client=4 switch=stub0 mac=02:") && conf.contains(" ip=10.0.0.20 "), "{conf}");
     assert!(conf.contains("switch=admin") && conf.contains("vlan_id=4"), "{conf}");
     let system = p.boot_system();
@@ -430,4 +444,27 @@ fn a_vm_on_pool_volumes_gets_the_pool_and_its_volumes() {
     assert!(m.server("storaged").unwrap().args.is_empty());
     assert!(m.server("vm-linux-test").unwrap().volumes.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn hostfwd_takes_qemus_syntax_and_names_what_is_wrong() {
+    let f = HostFwd::parse("tcp:8080-10.0.2.20:80").unwrap();
+    assert_eq!((f.udp, f.host_addr.as_str(), f.host_port, f.guest_addr.as_str(), f.guest_port), (false, "", 8080, "10.0.2.20", 80));
+    assert_eq!(f.qemu(), "tcp::8080-10.0.2.20:80");
+    let f = HostFwd::parse("udp:127.0.0.1:5353-:53").unwrap();
+    assert_eq!(f.qemu(), "udp:127.0.0.1:5353-:53");
+    assert_eq!(HostFwd::parse("tcp::22-10.0.2.15:22").unwrap().qemu(), "tcp::22-10.0.2.15:22");
+    for (bad, why) in [
+        ("8080-10.0.2.20:80", "the protocol is tcp or udp"),
+        ("tcp", "no protocol"),
+        ("sctp:1-10.0.2.20:80", "the protocol is tcp or udp"),
+        ("tcp:8080", "no '-'"),
+        ("tcp:8080-10.0.2.20", "the guest side is IP:PORT"),
+        ("tcp:0-10.0.2.20:80", "\"0\" is no port"),
+        ("tcp:99999-10.0.2.20:80", "\"99999\" is no port"),
+        ("tcp:1-10.0.2:80", "\"10.0.2\" is no IPv4 address"),
+    ] {
+        let e = HostFwd::parse(bad).unwrap_err();
+        assert!(e.contains(why) && e.starts_with(&format!("--hostfwd {bad:?}")), "{bad}: {e}");
+    }
 }

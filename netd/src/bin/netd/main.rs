@@ -7,9 +7,17 @@
 //! client's, which netd maps in the same places (1 MiB at most) as the
 //! client's shared buffer. A VMM's `attach` brings its doorbell, a notification netd may
 //! only signal: netd rings it when the VNIC's ring got frames or room
-//! (the VMM still polls its rings on its timer as well). The machine's
-//! NIC (the nic_tags' uplink) is not driven yet, so frames for it are
-//! counted and dropped.
+//! (the VMM still polls its rings on its timer as well).
+//!
+//! The machine's NICs ([`nic`]: virtio-net on PCI bus 0, with `dma` the
+//! memory they reach) are found at start when netd.conf makes one a
+//! nic_tag's uplink (`nic` lines; NIC 0 serves `admin` by default). The
+//! PCI configuration ports are storaged's too: netd asks storaged for its
+//! status first, which storaged answers only after its own look at the
+//! bus. A NIC's receive interrupt (MSI-X) sets bit 2 of the serving
+//! thread's notification; netd then drains the NIC into its switch
+//! ([`netd::host::Netd::nic_input`]). Frames for a nic_tag with no NIC
+//! are counted and dropped.
 //!
 //! A second thread is netd's timer: it sleeps until the time the server
 //! last asked for (`Netd::wake_at_ns`: the host stack's retransmits and
@@ -17,9 +25,15 @@
 //! waits, then signals bit 1 of the serving thread's notification, which
 //! runs `Netd::tick`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod dma;
+#[cfg(target_os = "none")]
+mod nic;
 
 #[cfg(target_os = "none")]
 mod frames {
@@ -31,7 +45,6 @@ mod frames {
     use alloc::string::String;
     use alloc::vec::Vec;
     use alcove_rt::SharedMemory;
-    use alcove_rt::start::SLOT_FREE;
     use libipc::blkring::RingRegion;
     use libipc::interfaces::SocketError;
     use libipc::sys;
@@ -63,12 +76,14 @@ mod frames {
     }
 
     pub struct Frames {
-        next_slot: CapSlot,
-        free_slots: Vec<CapSlot>,
         free_places: Vec<u64>,
         next_place: u64,
-        /// Frames for a nic_tag's uplink, dropped (no NIC driver yet).
+        /// Frames for a nic_tag with no NIC, dropped.
         pub uplink_dropped: u64,
+        /// The machine's NICs, each a nic_tag's uplink.
+        pub nics: Vec<crate::nic::Nic>,
+        /// The NIC [`netd::vnics::VnicPlatform::receive`] looks at first.
+        next_nic: usize,
         /// Each attached VNIC's doorbell: a notification of its VMM's
         /// (signal right only), brought with `attach`.
         doorbells: BTreeMap<(u64, u32), CapSlot>,
@@ -77,11 +92,11 @@ mod frames {
     impl Frames {
         pub const fn new() -> Self {
             Self {
-                next_slot: SLOT_FREE,
-                free_slots: Vec::new(),
                 free_places: Vec::new(),
                 next_place: 0,
                 uplink_dropped: 0,
+                nics: Vec::new(),
+                next_nic: 0,
                 doorbells: BTreeMap::new(),
             }
         }
@@ -101,14 +116,16 @@ mod frames {
         /// Offers a slot for the capability the next request may bring
         /// (a VMM's doorbell with `attach`).
         pub fn offer_slot(&mut self) {
-            let slot = self.free_slots.pop().unwrap_or_else(|| self.fresh_slot());
-            libipc::request_caps::offer(slot);
+            libipc::request_caps::offer(crate::dma::take_slot());
         }
 
         /// A capability slot nothing uses (for the timer thread's objects).
         pub fn fresh_slot(&mut self) -> CapSlot {
-            self.next_slot += 1;
-            self.next_slot - 1
+            crate::dma::take_slot()
+        }
+
+        fn free_slot(&mut self, slot: CapSlot) {
+            crate::dma::give_slot(slot);
         }
     }
 
@@ -120,10 +137,7 @@ mod frames {
                 return Err(format!("a region of {pages} pages does not fit its place"));
             }
             let index = self.place().ok_or_else(|| format!("all {MAX_REGIONS} region places are in use"))?;
-            let slot = self.free_slots.pop().unwrap_or_else(|| {
-                self.next_slot += 1;
-                self.next_slot - 1
-            });
+            let slot = crate::dma::take_slot();
             let made = sys::create(ObjectType::Frame, slot, pages as u64)
                 .map_err(|e| format!("frame of {pages} pages: {e}"))
                 .and_then(|()| {
@@ -135,7 +149,7 @@ mod frames {
             match made {
                 Ok(mem) => Ok((Region { mem, slot, index }, slot)),
                 Err(e) => {
-                    self.free_slots.push(slot);
+                    self.free_slot(slot);
                     self.free_places.push(index);
                     Err(e)
                 }
@@ -148,7 +162,7 @@ mod frames {
             // goes; the VMM's copy keeps the frame alive until it deletes it.
             drop(mem);
             let _ = sys::cap_delete(slot);
-            self.free_slots.push(slot);
+            self.free_slot(slot);
             self.free_places.push(index);
         }
 
@@ -168,12 +182,12 @@ mod frames {
             if !ok {
                 log::warn!("netd: vnic {vnic}: the doorbell client {client} sent is no notification it may signal; ignored");
                 let _ = sys::cap_delete(slot);
-                self.free_slots.push(slot);
+                self.free_slot(slot);
                 return;
             }
             if let Some(old) = self.doorbells.insert((client, vnic), slot) {
                 let _ = sys::cap_delete(old);
-                self.free_slots.push(old);
+                self.free_slot(old);
             }
         }
 
@@ -182,7 +196,7 @@ mod frames {
             self.offer_slot();
             let refuse = |frames: &mut Self, e: SocketError| {
                 let _ = sys::cap_delete(slot);
-                frames.free_slots.push(slot);
+                frames.free_slot(slot);
                 Some(Err(e))
             };
             let pages = match sys::cap_identify(slot) {
@@ -210,12 +224,36 @@ mod frames {
         fn detached(&mut self, client: u64, vnic: u32) {
             if let Some(old) = self.doorbells.remove(&(client, vnic)) {
                 let _ = sys::cap_delete(old);
-                self.free_slots.push(old);
+                self.free_slot(old);
             }
         }
 
-        fn uplink(&mut self, _switch: &str, _frame: &[u8]) {
-            self.uplink_dropped += 1;
+        fn uplink(&mut self, switch: &str, frame: &[u8]) {
+            match self.nics.iter_mut().find(|n| n.tag == switch) {
+                Some(nic) => nic.send(frame),
+                None => self.uplink_dropped += 1,
+            }
+        }
+
+        fn receive(&mut self) -> Option<(String, Vec<u8>)> {
+            // Round robin: one busy NIC does not starve the others.
+            for _ in 0..self.nics.len() {
+                let i = self.next_nic % self.nics.len();
+                self.next_nic = i + 1;
+                let nic = &mut self.nics[i];
+                if let Some(frame) = nic.receive() {
+                    return Some((nic.tag.clone(), frame));
+                }
+            }
+            None
+        }
+
+        fn nic_status(&self) -> String {
+            let mut out: String = self.nics.iter().enumerate().map(|(i, n)| n.status(i)).collect();
+            if self.uplink_dropped > 0 {
+                out.push_str(&format!("{} frames for a nic_tag with no NIC dropped\n", self.uplink_dropped));
+            }
+            out
         }
 
         fn now_ns(&self) -> u64 {
@@ -298,11 +336,55 @@ impl libipc::Dispatch for Timed {
     }
 
     fn notified(&mut self, bits: u64) {
+        if bits & NIC_BIT != 0 {
+            // A NIC that has more than a budget's worth waiting goes on
+            // after the requests queued meanwhile.
+            if self.netd.nic_input(NIC_BUDGET) == NIC_BUDGET {
+                let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, NIC_BIT);
+            }
+            timer::set(self.netd.wake_at_ns(), self.tick);
+        }
         if bits & timer::TICK_BIT != 0 {
             self.netd.notified(bits);
             timer::set(self.netd.wake_at_ns(), self.tick);
         }
     }
+}
+
+/// The bit a NIC's receive interrupt sets on the serving thread's
+/// notification.
+#[cfg(target_os = "none")]
+const NIC_BIT: u64 = 4;
+/// Frames taken from the NICs per notification.
+#[cfg(target_os = "none")]
+const NIC_BUDGET: usize = 64;
+
+/// The machine's NICs that netd.conf makes uplinks. The PCI configuration
+/// ports are shared with storaged, which uses them only before it serves:
+/// netd waits for storaged's answer first.
+#[cfg(target_os = "none")]
+fn find_nics(info: &alcove_rt::start::StartInfo, config: &netd::vnics::NetConfig) -> alloc::vec::Vec<nic::Nic> {
+    use alloc::string::ToString;
+    if config.uplink_of(0).is_none() && config.nics.is_empty() {
+        return alloc::vec::Vec::new();
+    }
+    let pci = info.ioports.iter().find(|&&(first, count, _)| first <= 0xcf8 && u32::from(first) + u32::from(count) >= 0xd00);
+    let (Some(&(_, _, ports)), Some(root)) = (pci, info.device_memory_root) else {
+        log::error!("netd.conf names a NIC, but netd holds no PCI configuration ports or pci_bars (manifest); no NIC used");
+        return alloc::vec::Vec::new();
+    };
+    if let Some(ep) = info.calls("storaged") {
+        let storaged = libipc::interfaces::status::Client::new(libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(ep)));
+        if let Err(e) = storaged.status() {
+            log::warn!("storaged did not answer ({e}); looking at the PCI bus anyway");
+        }
+    }
+    if let Err(e) = libipc::sys::io_port_enable(ports) {
+        log::error!("the PCI configuration ports: {e}; no NIC used");
+        return alloc::vec::Vec::new();
+    }
+    let irq = info.irqs.first().map(|&(_, slot)| slot);
+    nic::find(|i| config.uplink_of(i).map(ToString::to_string), root, irq)
 }
 
 #[cfg(target_os = "none")]
@@ -339,11 +421,12 @@ fn main(start: alcove_rt::Start) -> u64 {
         }
     };
     let mut frames = frames::Frames::new();
+    frames.nics = find_nics(&info, &config);
     let tick = frames.fresh_slot();
     let thread = alcove_rt::ThreadSlots { thread: frames.fresh_slot(), stack: frames.fresh_slot(), ipc: frames.fresh_slot() };
     frames.offer_slot();
     let seed = alcove_rt::rdrand_u64().unwrap_or_else(alcove_rt::rdtsc);
-    let netd = netd::host::Netd::new(&config, frames, seed);
+    let mut netd = netd::host::Netd::new(&config, frames, seed);
     log::info!("{} switch(es), {} VNIC(s)", config.switches.len(), config.vnics.len());
     if let Some(h) = &config.host {
         match netd.host_address() {
@@ -354,10 +437,22 @@ fn main(start: alcove_rt::Start) -> u64 {
             log::info!("echo service on TCP port {p}");
         }
     }
+    let msis: alloc::vec::Vec<(alloc::string::String, abi::CapSlot)> =
+        netd.vnics().platform().nics.iter().filter_map(|n| n.msi().map(|m| (n.name.clone(), m))).collect();
     let server = Timed { netd, tick };
     alcove_rt::serve_forever_with(slot, server, |main| {
         if let Err(e) = timer::start(thread, tick, main) {
             log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");
+        }
+        for (name, msi) in &msis {
+            if let Err(e) = libipc::sys::irq_bind(*msi, main, NIC_BIT) {
+                log::error!("{name}: its receive interrupt cannot be bound: {e}; it will not be heard");
+            }
+        }
+        // Frames that came before the binding: one look now (after it,
+        // each new frame interrupts).
+        if !msis.is_empty() {
+            let _ = libipc::sys::signal(main, NIC_BIT);
         }
     })
 }
