@@ -8,6 +8,7 @@ use core::sync::atomic::Ordering;
 
 use abi::{VcpuExit, VcpuRun};
 use libipc::sys;
+use vmm_server::boot::acpi;
 use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::diagnose;
 use vmm_server::vm::memory::GuestRam;
@@ -31,6 +32,16 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     let mut kvm_msrs = [0u64; 2];
     // This vCPU's port-I/O exits by port, merged into the VM's at the end.
     let mut ports = PortCounts::new();
+    // Firmware VMs: the kernel answers the ACPI PM timer's 4-byte reads
+    // itself (OVMF polls it through every delay: some 280,000 exits per
+    // boot otherwise), from the clock and epoch `Platform`'s own PM-timer
+    // reads use, so both give the same count.
+    if sh.platform.lock().fw_cfg().is_some() {
+        let run = page.state();
+        run.pio_clock_port = acpi::PM_TMR_BLK;
+        run.pio_clock_hz = acpi::PM_TIMER_HZ as u32;
+        run.pio_clock_epoch_ns = sh.epoch_ns;
+    }
     while !sh.stopping.load(Ordering::Acquire) {
         let exit = match page.run() {
             Ok(r) => VcpuExit::from_u32(r as u32),
