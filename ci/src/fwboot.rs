@@ -410,6 +410,19 @@ pub fn judge_firmware_boots(serial: &str, bootrom: Bootrom, boots: usize) -> Vec
             collapsed.push(c);
         }
     }
+    // The VM's first disk is the data disk, the boot disk is second: a
+    // firmware that follows `bootorder` goes to the boot disk first and
+    // never tries (and fails on) the data disk.
+    let tried_other = match bootrom {
+        Bootrom::Uefi => "BdsDxe: failed to load ",
+        Bootrom::Bios => "Boot failed: ",
+    };
+    if let Some(l) = serial.lines().find(|l| l.contains(tried_other)) {
+        problems.push(format!(
+            "the firmware tried another device before the disk marked \"boot\": true (bootorder not followed): {}",
+            l.trim()
+        ));
+    }
     if collapsed != want {
         problems.push(format!(
             "expected {boots} boot(s) each through the firmware ({banner:?}), GRUB ({GRUB_LINE:?}) and the guest's init, \
@@ -424,7 +437,7 @@ pub fn run_linux(kernel: &Path, images: &guest_images::Images, bootrom: Bootrom,
     use crate::emu::capture_timed_answering;
     use crate::harness::Ending;
     use kcore::testproto::{EXIT_PASS, qemu_status};
-    let dir = crate::out_dir().join("fwboot-linux").join(name.replace('/', "-"));
+    let dir = linux_run_dir(name);
     fs::create_dir_all(&dir)?;
     let vcpus = crate::linux::VCPUS;
     let disk = dir.join("disk.img");
@@ -477,6 +490,134 @@ pub fn run_linux(kernel: &Path, images: &guest_images::Images, bootrom: Bootrom,
         vcpus,
         summary,
     })
+}
+
+/// Where [`run_linux`] keeps the files of run `name` (its boot disk too).
+fn linux_run_dir(name: &str) -> PathBuf {
+    crate::out_dir().join("fwboot-linux").join(name.replace('/', "-"))
+}
+
+/// Plain QEMU TCG (q35, EPYC, 2 CPUs, 256 MiB, no Alcove) boots `dir`'s
+/// `boot-disk.img` through `bootrom`'s firmware image, the disk second
+/// with `bootindex` as in the Alcove VM, a fresh data disk first. Returns
+/// the time from starting QEMU to the guest's init.
+pub fn boot_plain_qemu(bootrom: Bootrom, dir: &Path, timeout: Duration) -> Result<Duration> {
+    let firmware = image(bootrom)?;
+    let boot_disk = dir.join("boot-disk.img");
+    if !boot_disk.is_file() {
+        return Err(format!("{}: no boot disk (run the Alcove boot first)", boot_disk.display()).into());
+    }
+    let data = dir.join("plain-qemu-data.img");
+    fs::write(&data, crate::vm::random_bytes(crate::linux::DISK_BYTES))?;
+    let rom = if bootrom == Bootrom::Uefi { "ovmf" } else { "seabios" };
+    let mut c = crate::emu::emulator("qemu-system-x86_64");
+    c.args(["-machine", "q35", "-cpu", "EPYC", "-accel", "tcg", "-display", "none", "-no-reboot", "-monitor", "none"])
+        .args(["-m", &crate::linux::RAM_MIB.to_string(), "-smp", &crate::linux::VCPUS.to_string()])
+        .arg("-bios")
+        .arg(&firmware)
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=data,format=raw", data.display()))
+        .args(["-device", "virtio-blk-pci,drive=data"])
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=boot,format=raw,snapshot=on", boot_disk.display()))
+        .args(["-device", "virtio-blk-pci,drive=boot,bootindex=0", "-serial", "stdio"]);
+    let answer = Some(("alcove-guest: type a line".to_string(), format!("{}\n", crate::linux::TYPED).into_bytes()));
+    let t = crate::emu::capture_timed_answering(c, &format!("fwboot-plain-qemu-{rom}"), Some(timeout), false, answer)?;
+    let _ = fs::remove_file(&data);
+    t.time_of("alcove-guest: init started")
+        .ok_or_else(|| format!("plain QEMU with {rom}: the guest's init never started ({:.0} s)", t.run.elapsed.as_secs_f64()).into())
+}
+
+/// The same-run firmware benchmark (`cargo xtask bench --case bench/fwboot`):
+/// the GRUB disk through OVMF and through SeaBIOS on Alcove nested in QEMU
+/// TCG (seconds from `vm NAME: started` to the guest's init), direct
+/// kernel boot on Alcove, and the same disks booted by plain QEMU TCG with
+/// the same firmware images, plus the kernel booted directly by QEMU, all
+/// in this run. Figures and the problems that void them.
+pub fn bench(
+    kernel: &Path,
+    images: &guest_images::Images,
+    timeout: Duration,
+) -> Result<(Vec<crate::bench::Figure>, Vec<String>)> {
+    use crate::bench::Figure;
+    let mut figures = Vec::new();
+    let mut problems = Vec::new();
+    let secs = |d: Duration| format!("{:.2}", d.as_secs_f64());
+    let mut alcove = std::collections::BTreeMap::new();
+    let mut qemu = std::collections::BTreeMap::new();
+    for (bootrom, fw) in [(Bootrom::Uefi, "ovmf"), (Bootrom::Bios, "seabios")] {
+        let case = format!("bench/fwboot-{fw}");
+        let run = run_linux(kernel, images, bootrom, &case, timeout)?;
+        if !run.ok() {
+            run.report();
+            problems.extend(run.problems.iter().map(|p| format!("{case}: {p}")));
+        }
+        match run.timed.as_ref().and_then(|t| crate::linux::Outcome::first_init(t, &run.vm_name)) {
+            Some(d) => {
+                alcove.insert(fw, d.as_secs_f64());
+                figures.push(Figure::new(&format!("fwboot-{fw}-alcove"), secs(d), "s"));
+            }
+            None => problems.push(format!("{case}: no time from VM start to init")),
+        }
+        match boot_plain_qemu(bootrom, &linux_run_dir(&case), timeout) {
+            Ok(d) => {
+                qemu.insert(fw, d.as_secs_f64());
+                figures.push(Figure::new(&format!("fwboot-{fw}-qemu"), secs(d), "s"));
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let direct = crate::linux::run(kernel, images, crate::linux::Machine::QemuSvm, "bench/fwboot-direct", timeout)?;
+    if !direct.ok() {
+        direct.report();
+        problems.extend(direct.problems.iter().map(|p| format!("bench/fwboot-direct: {p}")));
+    }
+    match direct.boot_to_init() {
+        Some(d) => {
+            alcove.insert("direct", d.as_secs_f64());
+            figures.push(Figure::new("fwboot-direct-alcove", secs(d), "s"));
+        }
+        None => problems.push("bench/fwboot-direct: no time from VM start to init".into()),
+    }
+    match guest_images::boot_direct(images, crate::linux::VCPUS, timeout) {
+        Ok(d) => match d.to_init {
+            Some(t) => {
+                qemu.insert("direct", t.as_secs_f64());
+                figures.push(Figure::new("fwboot-direct-qemu", secs(t), "s"));
+            }
+            None => problems.push("plain QEMU direct boot: the guest's init never started".into()),
+        },
+        Err(e) => problems.push(format!("plain QEMU direct boot: {e}")),
+    }
+    figures.extend(fw_ratios(&alcove, &qemu));
+    Ok((figures, problems))
+}
+
+/// The ratio lines: for each firmware, how many times longer than direct
+/// boot the firmware boot takes on Alcove, over the same on plain QEMU
+/// (`(alcove_fw / alcove_direct) / (qemu_fw / qemu_direct)`: 1 or less
+/// means the firmware path costs Alcove no more than it costs QEMU, each
+/// against its own direct boot, so the nesting's overall slowdown cancels
+/// out), and the plain Alcove-over-QEMU time ratio.
+pub fn fw_ratios(
+    alcove: &std::collections::BTreeMap<&str, f64>,
+    qemu: &std::collections::BTreeMap<&str, f64>,
+) -> Vec<crate::bench::Figure> {
+    let mut out = Vec::new();
+    for fw in ["ovmf", "seabios"] {
+        let (Some(a), Some(q)) = (alcove.get(fw), qemu.get(fw)) else { continue };
+        if *q > 0.0 {
+            out.push(crate::bench::Figure::new(&format!("fwboot-{fw}-alcove-over-qemu"), format!("{:.2}", a / q), "x"));
+        }
+        if let (Some(ad), Some(qd)) = (alcove.get("direct"), qemu.get("direct"))
+            && *ad > 0.0
+            && *qd > 0.0
+            && *q > 0.0
+        {
+            out.push(crate::bench::Figure::new(&format!("fwboot-{fw}-ratio"), format!("{:.2}", (a / ad) / (q / qd)), "x"));
+        }
+    }
+    out
 }
 
 pub fn run_tiers(
@@ -589,8 +730,24 @@ mod tests {
         assert_eq!(judge_firmware_boots(&direct, Bootrom::Uefi, 2).len(), 1);
         // The other firmware's banner does not count.
         assert_eq!(judge_firmware_boots(&boot.repeat(2), Bootrom::Bios, 2).len(), 1);
+        // OVMF tried the data disk first: bootorder not followed.
+        let data_first = format!(
+            "BdsDxe: failed to load Boot0001 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x1,0x0): Not Found\n{boot}"
+        );
+        let problems = judge_firmware_boots(&data_first.repeat(2), Bootrom::Uefi, 2);
+        assert!(problems.len() == 1 && problems[0].contains("bootorder not followed"), "{problems:?}");
         let bios = "SeaBIOS (version 1.16.2)\nALCOVE-GRUB: started by the firmware (pc)\nalcove-guest: init started\n";
         assert_eq!(judge_firmware_boots(&bios.repeat(2), Bootrom::Bios, 2), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_ratio_is_the_firmware_slowdown_on_alcove_over_that_on_qemu() {
+        let alcove = std::collections::BTreeMap::from([("ovmf", 60.0), ("direct", 6.0), ("seabios", 12.0)]);
+        let qemu = std::collections::BTreeMap::from([("ovmf", 10.0), ("direct", 2.0)]);
+        let lines: Vec<String> = fw_ratios(&alcove, &qemu).iter().map(ToString::to_string).collect();
+        // OVMF: 10x direct on Alcove, 5x on QEMU: ratio 2. SeaBIOS: no QEMU figure, no line.
+        assert_eq!(lines, ["bench fwboot-ovmf-alcove-over-qemu 6.00 x", "bench fwboot-ovmf-ratio 2.00 x"]);
+        assert!(fw_ratios(&alcove, &Default::default()).is_empty());
     }
 
     #[test]

@@ -149,7 +149,7 @@ const BENCH_USAGE: &str = "\
 Usage: cargo xtask bench [--case TEXT]
 
 `--case TEXT` runs only the runs whose name contains TEXT (bench/icount-user,
-bench/icount-vm, bench/wall-user, bench/linux, bench/wall-boot...).
+bench/icount-vm, bench/wall-user, bench/linux, bench/wall-boot, bench/fwboot...).
 Boots the bench suite under QEMU with `-icount shift=0` (a TSC delta is then
 exactly the instructions executed) and prints `bench <name> <value> <unit>`
 lines. Wall-clock figures are given as ratios taken in the same run, except
@@ -161,6 +161,15 @@ for the Linux guest's:
                          QEMU TCG in the same run: seconds from starting QEMU
                          to the same line
   vmm_overhead_kib       the vmm-server's memory beyond guest RAM
+  fwboot-<fw>-<path>     bench/fwboot: seconds to the guest's init from its
+                         own GRUB disk through <fw> (ovmf, seabios; direct:
+                         direct kernel boot) on <path> (alcove: nested, from
+                         `vm NAME: started`; qemu: plain QEMU TCG from its
+                         start), all in one run
+  fwboot-<fw>-ratio      (alcove_fw / alcove_direct) / (qemu_fw / qemu_direct):
+                         1 or less, the firmware costs Alcove no more than
+                         it costs QEMU; fwboot-<fw>-alcove-over-qemu the
+                         plain time ratio
 
 A run prints its figures only if it passed and printed every figure it
 must; a run that failed prints none (its problems instead), and the

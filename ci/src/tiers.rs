@@ -993,6 +993,29 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             }));
         }
     }
+    // Firmware boot (issue 14): OVMF and SeaBIOS on Alcove next to direct
+    // boot and next to plain QEMU TCG with the same firmware and disk.
+    if only("bench/fwboot") {
+        let case = "bench/fwboot";
+        let judged = match guest_images::ensure() {
+            Ok(images) => {
+                let (figures, problems) = crate::fwboot::bench(&kernel, &images, LINUX_QEMU_TIMEOUT)?;
+                let expect = [
+                    "fwboot-ovmf-alcove",
+                    "fwboot-seabios-alcove",
+                    "fwboot-direct-alcove",
+                    "fwboot-ovmf-qemu",
+                    "fwboot-seabios-qemu",
+                    "fwboot-direct-qemu",
+                    "fwboot-ovmf-ratio",
+                    "fwboot-seabios-ratio",
+                ];
+                bench::judge(case, &problems, figures, &expect, &[])
+            }
+            Err(e) => Err(bench::Failed { case: case.into(), problems: vec![format!("the guest images: {e}")] }),
+        };
+        out.take(judged);
+    }
     // The guest's disk throughput on a pool volume against a whole machine
     // disk, in the same run (issue 12).
     if only("bench/linux-disk") {

@@ -647,6 +647,16 @@ pub struct VcpuRun {
     pub pio_ring_head: u32,
     pub pio_ring_tail: u32,
     pub pio_ring: [PioWrite; PIO_RING_LEN],
+    /// A port whose 4-byte INs the kernel answers with a free-running
+    /// counter of `pio_clock_hz` (the ACPI PM timer, which firmware polls
+    /// for every delay): `(now - pio_clock_epoch_ns) * pio_clock_hz / 10^9`
+    /// truncated to 32 bits, `now` being the kernel's monotonic clock
+    /// (`Sys::Clock`'s nanoseconds since boot). 0: none. Other sizes and
+    /// OUTs exit as usual.
+    pub pio_clock_port: u16,
+    pub _pad6: u16,
+    pub pio_clock_hz: u32,
+    pub pio_clock_epoch_ns: u64,
     // ---- diagnosis (kernel → VMM) ----
     /// The event the hardware was delivering when the last exit happened
     /// (SVM EXITINTINFO, VMX IDT-vectoring information, in `inject`'s
@@ -770,6 +780,10 @@ impl VcpuRun {
             pio_ring_head: 0,
             pio_ring_tail: 0,
             pio_ring: [PioWrite { port: 0, value: 0, _pad: 0 }; PIO_RING_LEN],
+            pio_clock_port: 0,
+            _pad6: 0,
+            pio_clock_hz: 0,
+            pio_clock_epoch_ns: 0,
             exit_int_info: 0,
             exit_trace: [ExitTrace { rip: 0, code: 0, injected: 0, int_info: 0, info: 0 }; EXIT_TRACE_LEN],
             exit_trace_next: 0,
@@ -797,6 +811,25 @@ impl VcpuRun {
         self.pio_ring_tail.wrapping_sub(self.pio_ring_head).min(PIO_RING_LEN as u32)
     }
 
+    /// The counter value a 4-byte IN of the clock port reads at `now_ns`
+    /// (see [`VcpuRun::pio_clock_port`]); a clock that has not reached the
+    /// epoch reads 0.
+    pub fn pio_clock_at(&self, now_ns: u64) -> u32 {
+        let elapsed = now_ns.saturating_sub(self.pio_clock_epoch_ns);
+        (u128::from(elapsed) * u128::from(self.pio_clock_hz) / 1_000_000_000) as u32
+    }
+
+    /// Port I/O the kernel finishes itself: the clock port's 4-byte IN
+    /// (`now_ns` is asked only then), else [`VcpuRun::coalesce_pio`].
+    /// `Some(None)` for a buffered OUT, `Some(Some(v))` for an IN answered
+    /// with `v` (put into RAX with [`merge_in`]), `None` when it must exit.
+    pub fn kernel_pio(&mut self, port: u16, size: u8, write: bool, value: u8, now_ns: impl FnOnce() -> u64) -> Option<Option<u32>> {
+        if !write && size == 4 && port != 0 && port == self.pio_clock_port {
+            return Some(Some(self.pio_clock_at(now_ns())));
+        }
+        self.coalesce_pio(port, size, write, value).map(|r| r.map(u32::from))
+    }
+
     /// The kernel's side of coalesced port I/O for a non-string access of
     /// `size` bytes: `Some(None)` for an OUT it buffered, `Some(Some(v))`
     /// for an IN it answered with `v`, `None` when the access must exit.
@@ -822,6 +855,17 @@ impl VcpuRun {
             let i = self.pio_constant_ports.iter().position(|&p| p == port)?;
             Some(Some(self.pio_constant_values[i]))
         }
+    }
+}
+
+/// RAX after an IN of `size` bytes (1, 2 or 4) read `value`: a byte or
+/// word IN keeps the rest of RAX, a doubleword IN zero-extends into it (as
+/// every 32-bit register write does in 64-bit mode).
+pub fn merge_in(rax: u64, size: u8, value: u32) -> u64 {
+    match size {
+        1 => (rax & !0xff) | u64::from(value & 0xff),
+        2 => (rax & !0xffff) | u64::from(value & 0xffff),
+        _ => u64::from(value),
     }
 }
 
@@ -886,6 +930,41 @@ mod tests {
         // A wrapped or hostile index still gives a bounded, in-range answer.
         run.exit_trace_next = u32::MAX;
         assert_eq!(run.recent_exits().count(), EXIT_TRACE_LEN);
+    }
+
+    #[test]
+    fn the_clock_port_answers_4_byte_ins_from_the_kernel_clock() {
+        let mut run = VcpuRun::ZERO;
+        let never = || -> u64 { panic!("the clock is read only for the clock port") };
+        assert_eq!(run.kernel_pio(0x608, 4, false, 0, never), None, "no rule: exit");
+        run.pio_clock_port = 0x608;
+        run.pio_clock_hz = 3_579_545;
+        run.pio_clock_epoch_ns = 1_000_000_000;
+        // One second after the epoch: the counter's rate in ticks.
+        assert_eq!(run.kernel_pio(0x608, 4, false, 0, || 2_000_000_000), Some(Some(3_579_545)));
+        // Before the epoch: 0, never a wrapped value.
+        assert_eq!(run.kernel_pio(0x608, 4, false, 0, || 5), Some(Some(0)));
+        // 32 bits, wrapping as the guest expects (a 32-bit PM timer).
+        let wrap_ns = (1u128 << 32) * 1_000_000_000 / 3_579_545;
+        let v = run.kernel_pio(0x608, 4, false, 0, || 1_000_000_000 + wrap_ns as u64 + 1_000_000_000).unwrap().unwrap();
+        assert!(v.abs_diff(3_579_545) <= 1, "{v}");
+        // Other sizes, OUTs and other ports go on to the usual rules (and exit).
+        assert_eq!(run.kernel_pio(0x608, 2, false, 0, never), None);
+        assert_eq!(run.kernel_pio(0x608, 4, true, 0, never), None);
+        assert_eq!(run.kernel_pio(0x60c, 4, false, 0, never), None);
+        run.pio_constant_ports[0] = 0x3fd;
+        run.pio_constant_values[0] = 0x60;
+        assert_eq!(run.kernel_pio(0x3fd, 1, false, 0, never), Some(Some(0x60)));
+        run.pio_clock_port = 0;
+        assert_eq!(run.kernel_pio(0, 4, false, 0, never), None, "port 0 is no rule");
+    }
+
+    #[test]
+    fn merge_in_keeps_or_clears_the_rest_of_rax_as_the_hardware() {
+        let rax = 0x1122_3344_5566_7788;
+        assert_eq!(merge_in(rax, 1, 0xabcd), 0x1122_3344_5566_77cd);
+        assert_eq!(merge_in(rax, 2, 0xabcd_ef01), 0x1122_3344_5566_ef01);
+        assert_eq!(merge_in(rax, 4, 0xabcd_ef01), 0xabcd_ef01);
     }
 
     #[test]

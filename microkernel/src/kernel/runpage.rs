@@ -65,8 +65,8 @@ impl RunPage {
     /// Copies what the VMM asks of the coming entry into `shadow`, each
     /// field read once, and clears `load_state` and `inject` in the page:
     /// the guest state `load_state` names (and the FPU image with
-    /// `LOAD_FPU`), `inject`, `fpu_request`, the coalescing rules and the
-    /// ring indices. Returns the `load_state` bits.
+    /// `LOAD_FPU`), `inject`, `fpu_request`, the coalescing rules (the
+    /// clock port's too) and the ring indices. Returns the `load_state` bits.
     pub fn take_requests(&self, shadow: &mut VcpuRun) -> u64 {
         let load = Self::read(at!(self, load_state));
         Self::write(at!(self, load_state), 0);
@@ -96,6 +96,9 @@ impl RunPage {
         shadow.pio_constant_values = Self::read(at!(self, pio_constant_values));
         shadow.pio_ring_head = Self::read(at!(self, pio_ring_head));
         shadow.pio_ring_tail = Self::read(at!(self, pio_ring_tail));
+        shadow.pio_clock_port = Self::read(at!(self, pio_clock_port));
+        shadow.pio_clock_hz = Self::read(at!(self, pio_clock_hz));
+        shadow.pio_clock_epoch_ns = Self::read(at!(self, pio_clock_epoch_ns));
         load
     }
 

@@ -874,10 +874,10 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
                 run.next_rip = info2;
                 // Coalesced port I/O: finished here when the VMM asked so.
                 if io_flags == 0
-                    && let Some(read) = run.coalesce_pio(port, size, write, data as u8)
+                    && let Some(read) = run.kernel_pio(port, size, write, data as u8, arch::time::nanos_since_boot)
                 {
                     if let Some(v) = read {
-                        let rax = (vcpu.vmcb.r64(f::RAX) & !0xff) | u64::from(v);
+                        let rax = abi::merge_in(vcpu.vmcb.r64(f::RAX), size, v);
                         vcpu.vmcb.w64(f::RAX, rax);
                     }
                     // EXITINFO2 holds the next RIP for IOIO (APM Vol. 2 §15.10.2).
@@ -1237,10 +1237,10 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
                 run.next_rip = vmx::vmread(f::GUEST_RIP) + len;
                 // Coalesced port I/O: finished here when the VMM asked so.
                 if io_flags == 0
-                    && let Some(read) = run.coalesce_pio(port, size, write, data as u8)
+                    && let Some(read) = run.kernel_pio(port, size, write, data as u8, arch::time::nanos_since_boot)
                 {
                     if let Some(v) = read {
-                        vcpu.gprs[0] = (vcpu.gprs[0] & !0xff) | u64::from(v);
+                        vcpu.gprs[0] = abi::merge_in(vcpu.gprs[0], size, v);
                     }
                     advance(len);
                     continue;

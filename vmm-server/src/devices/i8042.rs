@@ -13,6 +13,13 @@
 //! what a PS/2 controller reports when no device clocks the data in, so
 //! Linux's atkbd and psmouse probes fail at once instead of waiting.
 //!
+//! A firmware-booted VM has a PS/2 keyboard attached ([`I8042::with_keyboard`]),
+//! as QEMU's PC machines always do: it answers its commands as QEMU's
+//! `ps2.c` keyboard does (ACK 0xFA, reset's 0xAA, the MF2 ID, echo, scan
+//! code set) and never sends a key. OVMF's PS/2 keyboard driver waits a
+//! full second for each ACK it does not get (polling the status port and
+//! the PM timer all the while: some 390,000 exits per boot without it).
+//!
 //! Pulsing output port bit 0 low (command 0xFE, any 0xF0-0xFF with bit 0
 //! clear, or 0xD1 with bit 0 clear) resets the CPU: the model raises
 //! [`I8042::reset_requested`] and the VMM reboots the VM. It is Linux's
@@ -80,7 +87,25 @@ pub struct I8042 {
     /// Output port bits: reset line (bit 0, active low) and A20 (bit 1).
     output_port: u8,
     reset_requested: bool,
+    /// The attached keyboard, if any.
+    keyboard: Option<Keyboard>,
 }
+
+/// A PS/2 keyboard without keys: it only answers commands.
+#[derive(Clone, Copy, Debug, Default)]
+struct Keyboard {
+    /// A command waiting for its argument byte (0xED LEDs, 0xF0 scan code
+    /// set, 0xF3 typematic rate).
+    awaiting: Option<u8>,
+    /// The scan code set (1 to 3; 2 after reset).
+    set: u8,
+}
+
+// Keyboard replies (QEMU hw/input/ps2.c).
+const KBD_ACK: u8 = 0xFA;
+const KBD_RESEND: u8 = 0xFE;
+const KBD_BAT_OK: u8 = 0xAA;
+const KBD_ECHO: u8 = 0xEE;
 
 impl Default for I8042 {
     fn default() -> Self {
@@ -101,6 +126,59 @@ impl I8042 {
             system_flag: true,
             output_port: OUT_RESET | OUT_A20,
             reset_requested: false,
+            keyboard: None,
+        }
+    }
+
+    /// The controller with a PS/2 keyboard on its first port (firmware
+    /// VMs).
+    pub fn with_keyboard() -> Self {
+        Self { keyboard: Some(Keyboard { awaiting: None, set: 2 }), ..Self::new() }
+    }
+
+    /// A byte sent to the keyboard port: the keyboard's answer, or the
+    /// controller's "no device" with the timeout bit.
+    fn keyboard_byte(&mut self, value: u8) {
+        let translated = self.command_byte & CTR_TRANSLATE != 0;
+        let Some(kbd) = self.keyboard.as_mut() else {
+            return self.push(NO_DEVICE, false, true);
+        };
+        let mut replies: [Option<u8>; 3] = [None; 3];
+        match kbd.awaiting.take() {
+            // The scan code set: 0 asks which (as the translated code
+            // when the controller translates), 1-3 select.
+            Some(0xF0) => match value {
+                0 => {
+                    let code = if translated { [0, 0x43, 0x41, 0x3F][usize::from(kbd.set)] } else { kbd.set };
+                    replies = [Some(KBD_ACK), Some(code), None];
+                }
+                1..=3 => {
+                    kbd.set = value;
+                    replies[0] = Some(KBD_ACK);
+                }
+                _ => replies[0] = Some(KBD_RESEND),
+            },
+            // LEDs, typematic rate: taken.
+            Some(_) => replies[0] = Some(KBD_ACK),
+            None => match value {
+                0xED | 0xF0 | 0xF3 => {
+                    kbd.awaiting = Some(value);
+                    replies[0] = Some(KBD_ACK);
+                }
+                KBD_ECHO => replies[0] = Some(KBD_ECHO),
+                // Identify: an MF2 keyboard (0xAB 0x83; 0x41 translated).
+                0xF2 => replies = [Some(KBD_ACK), Some(0xAB), Some(if translated { 0x41 } else { 0x83 })],
+                // Enable, disable, defaults, the set-3 key modes.
+                0xF4..=0xFD => replies[0] = Some(KBD_ACK),
+                0xFF => {
+                    kbd.set = 2;
+                    replies = [Some(KBD_ACK), Some(KBD_BAT_OK), None];
+                }
+                _ => replies[0] = Some(KBD_RESEND),
+            },
+        }
+        for r in replies.into_iter().flatten() {
+            self.push(r, false, false);
         }
     }
 
@@ -217,8 +295,8 @@ impl I8042 {
             Some(0xD3) => self.push(value, true, false),
             // To the mouse, which is not there.
             Some(0xD4) => self.push(NO_DEVICE, true, true),
-            // To the keyboard, which is not there either.
-            _ => self.push(NO_DEVICE, false, true),
+            // To the keyboard (not there either, unless attached).
+            _ => self.keyboard_byte(value),
         }
     }
 }
@@ -267,6 +345,44 @@ mod tests {
     /// drivers/input/serio/i8042.c: __i8042_command's wait for OBF, then read.
     fn read_reply(k: &mut I8042) -> Option<u8> {
         (status(k) & STATUS_OBF != 0).then(|| k.read(DATA_PORT, 1, 0) as u8)
+    }
+
+    #[test]
+    fn an_attached_keyboard_answers_as_qemus_and_a_missing_one_times_out() {
+        // Without a keyboard: 0xFE with the timeout bit (Linux's atkbd gives up at once).
+        let mut k = I8042::new();
+        data_out(&mut k, 0xFF);
+        assert_eq!(status(&mut k) & STATUS_TIMEOUT, STATUS_TIMEOUT);
+        assert_eq!(read_reply(&mut k), Some(NO_DEVICE));
+        let mut k = I8042::with_keyboard();
+        let ask = |k: &mut I8042, bytes: &[u8]| -> alloc::vec::Vec<u8> {
+            for &b in bytes {
+                data_out(k, b);
+            }
+            assert_eq!(status(k) & STATUS_TIMEOUT, 0);
+            core::iter::from_fn(|| read_reply(k)).collect()
+        };
+        // OVMF's Ps2KeyboardDxe: enable, reset, scan code set 2, LEDs, typematic.
+        assert_eq!(ask(&mut k, &[0xF4]), [KBD_ACK]);
+        assert_eq!(ask(&mut k, &[0xFF]), [KBD_ACK, KBD_BAT_OK]);
+        assert_eq!(ask(&mut k, &[0xF0, 0x02]), [KBD_ACK, KBD_ACK]);
+        assert_eq!(ask(&mut k, &[0xED, 0x07]), [KBD_ACK, KBD_ACK]);
+        assert_eq!(ask(&mut k, &[0xF3, 0x20]), [KBD_ACK, KBD_ACK]);
+        // Linux's atkbd: identify, echo, ask the scan code set (translated).
+        assert_eq!(ask(&mut k, &[0xF2]), [KBD_ACK, 0xAB, 0x41]);
+        assert_eq!(ask(&mut k, &[KBD_ECHO]), [KBD_ECHO]);
+        assert_eq!(ask(&mut k, &[0xF0, 0x00]), [KBD_ACK, KBD_ACK, 0x41]);
+        assert_eq!(ask(&mut k, &[0xF0, 0x09]), [KBD_ACK, KBD_RESEND]);
+        assert_eq!(ask(&mut k, &[0x12]), [KBD_RESEND], "no such command");
+        // Untranslated: the raw answers.
+        command(&mut k, 0x60);
+        data_out(&mut k, CTR_KBD_INT | CTR_SYS);
+        assert_eq!(ask(&mut k, &[0xF2]), [KBD_ACK, 0xAB, 0x83]);
+        assert_eq!(ask(&mut k, &[0xF0, 0x00]), [KBD_ACK, KBD_ACK, 0x02]);
+        // The mouse is still absent.
+        command(&mut k, 0xD4);
+        data_out(&mut k, 0xFF);
+        assert_eq!(status(&mut k) & (STATUS_TIMEOUT | STATUS_AUX), STATUS_TIMEOUT | STATUS_AUX);
     }
 
     #[test]

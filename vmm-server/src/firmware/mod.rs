@@ -91,7 +91,11 @@ pub fn fw_cfg_for_vm(ram_bytes: u64, vcpus: u32, boot_disk: Option<PciSlot>) -> 
         order.push('\n');
     }
     order.push_str("HALT");
-    f.add_file("bootorder", order.into_bytes(), false).map_err(err)?;
+    // NUL-terminated, as QEMU writes it: OVMF refuses a file whose last
+    // byte is not NUL (and then keeps its own order, the first disk first).
+    let mut order = order.into_bytes();
+    order.push(0);
+    f.add_file("bootorder", order, false).map_err(err)?;
     f.add_file("etc/show-boot-menu", 0u16.to_le_bytes().to_vec(), false).map_err(err)?;
     f.add_file(OVMF_MMIO64_FILE, b"0".to_vec(), false).map_err(err)?;
     let acpi = table_loader::acpi_files(vcpus).map_err(|e| alloc::format!("{e}"))?;
@@ -101,11 +105,14 @@ pub fn fw_cfg_for_vm(ram_bytes: u64, vcpus: u32, boot_disk: Option<PciSlot>) -> 
     Ok(f)
 }
 
-/// A PCI function's path as QEMU lists it in `bootorder` and SeaBIOS
-/// matches it (`/pci@i0cf8/*@DEV`).
+/// A virtio-blk disk's path as QEMU writes it in `bootorder`
+/// (`/pci@i0cf8/scsi@DEV/disk@0,0`: the PCI class name of a virtio-blk
+/// function, mass storage/SCSI, then the disk). SeaBIOS matches it with its
+/// glob `/pci@i0cf8/*@DEV`; OVMF's QemuBootOrderLib translates it to
+/// `PciRoot(0x0)/Pci(0xDEV,0x0)/HD(` and boots the option it prefixes first.
 pub fn openfirmware_path(slot: PciSlot) -> String {
     // Every device here is function 0 of its slot.
-    alloc::format!("/pci@i0cf8/*@{:x}", slot.0)
+    alloc::format!("/pci@i0cf8/scsi@{:x}/disk@0,0", slot.0)
 }
 
 #[cfg(test)]
@@ -140,7 +147,7 @@ mod tests {
         assert!(entries.iter().any(|e| e.0 == 0x10_0000 && e.0 + e.1 == 256 << 20 && e.2 == 1), "{entries:x?}");
         assert!(ram <= 256 << 20);
         assert!(!entries.iter().any(|e| e.0 > 0 && e.0 < 0x10_0000));
-        assert_eq!(read_file(&mut f, "bootorder").unwrap(), b"/pci@i0cf8/*@3\nHALT");
+        assert_eq!(read_file(&mut f, "bootorder").unwrap(), b"/pci@i0cf8/scsi@3/disk@0,0\nHALT\0");
         assert!(read_file(&mut f, "etc/table-loader").is_some_and(|l| l.len() % 128 == 0));
         assert_eq!(read_file(&mut f, "etc/acpi/rsdp").unwrap()[..8], *b"RSD PTR ");
         // What the guest reads through DMA is the same.
@@ -151,7 +158,7 @@ mod tests {
 
     #[test]
     fn openfirmware_paths_name_the_device_in_hex() {
-        assert_eq!(openfirmware_path(PciSlot(0x1f)), "/pci@i0cf8/*@1f");
-        assert_eq!(openfirmware_path(PciSlot(4)), "/pci@i0cf8/*@4");
+        assert_eq!(openfirmware_path(PciSlot(0x1f)), "/pci@i0cf8/scsi@1f/disk@0,0");
+        assert_eq!(openfirmware_path(PciSlot(4)), "/pci@i0cf8/scsi@4/disk@0,0");
     }
 }

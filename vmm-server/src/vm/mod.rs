@@ -13,6 +13,7 @@ pub mod loader;
 pub mod memory;
 pub mod nics;
 pub mod platform;
+pub mod port_counts;
 pub mod pvclock;
 pub mod sizing;
 

@@ -150,6 +150,11 @@ impl Platform {
     pub fn attach_firmware(&mut self, fw_cfg: FwCfg, cmos: &[(u8, u8)]) {
         self.fw_cfg = Some(fw_cfg);
         self.pm.treat_slp_typ_0_as_off();
+        // A PS/2 keyboard, as on QEMU's machines: OVMF waits a second
+        // for every keyboard ACK that does not come.
+        if let Some(k) = self.ports.device_mut::<I8042>(self.i8042) {
+            *k = I8042::with_keyboard();
+        }
         if let Some(rtc) = self.ports.device_mut::<Rtc>(self.rtc) {
             for &(i, v) in cmos {
                 rtc.set_nvram(i, v);
@@ -586,6 +591,20 @@ mod tests {
         // The DSDT's value works on both.
         direct.io_write(0x604, 2, 0x3400, 0, &mut mem());
         assert_eq!(direct.power_event(), Some(PowerEvent::PowerOff));
+    }
+
+    #[test]
+    fn a_firmware_vm_has_a_ps2_keyboard_a_direct_boot_vm_none() {
+        // OVMF's keyboard check: enable (0xF4), then wait for the ACK.
+        let answer = |p: &mut Platform| {
+            p.io_write(0x60, 1, 0xF4, 0, &mut mem());
+            (p.io_read(0x64, 1, 0) as u8 & 0x41, p.io_read(0x60, 1, 0) as u8)
+        };
+        let mut direct = Platform::new(0, 0);
+        assert_eq!(answer(&mut direct), (0x41, 0xFE), "direct boot: no keyboard, timeout");
+        let mut fw = Platform::new(0, 0);
+        fw.attach_firmware(crate::firmware::fw_cfg_for_vm(256 << 20, 2, None).unwrap(), &[]);
+        assert_eq!(answer(&mut fw), (0x01, 0xFA), "firmware VM: the keyboard's ACK");
     }
 
     #[test]

@@ -48,6 +48,7 @@ use vmm_server::vm::cpuid;
 use vmm_server::vm::loader::{self, BootSource};
 use vmm_server::vm::memory::{GuestRam, RamMap};
 use vmm_server::vm::platform::{Platform, PowerEvent};
+use vmm_server::vm::port_counts::PortCounts;
 use vmm_server::vm::pvclock::KvmClock;
 use vmm_server::vm::sizing::{self, KernelMemory, VMM_RAM_VA};
 
@@ -360,6 +361,8 @@ struct Shared {
     /// Exits that reached the VMM, by kind: port I/O, of it the serial
     /// port's, MMIO, MSR, interrupted runs.
     exits: [AtomicU64; 5],
+    /// The port-I/O exits by port, each vCPU's added as it stops.
+    port_exits: spin::Mutex<PortCounts>,
     name: String,
 }
 
@@ -718,6 +721,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console_server: spec.console,
         nics: spin::Mutex::new(nic_set),
         exits: Default::default(),
+        port_exits: spin::Mutex::new(PortCounts::new()),
         // Guests see the host's TSC: system time 0 now.
         clock: KvmClock { tsc_base: alcove_rt::rdtsc(), tsc_khz: sys::tsc_khz().unwrap_or(1_000_000), unix_seconds: unix_now },
         name: spec.name.clone(),
@@ -774,6 +778,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         n(3),
         n(4)
     );
+    log::info!("vm {}: port I/O exits by port: {}", spec.name, shared.port_exits.lock().summary(8));
     {
         let mut p = shared.platform.lock();
         shared.nics.lock().report(&spec.name, p.pci());

@@ -8,10 +8,12 @@ use core::sync::atomic::Ordering;
 
 use abi::{VcpuExit, VcpuRun};
 use libipc::sys;
+use vmm_server::boot::acpi;
 use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::diagnose;
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::vm::platform::Platform;
+use vmm_server::vm::port_counts::PortCounts;
 use vmm_server::vm::pvclock;
 use alcove_rt::RunPage;
 
@@ -28,6 +30,18 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     let mut unknown_msrs = 0u32;
     // This vCPU's kvmclock MSRs (wall clock, system time), as last written.
     let mut kvm_msrs = [0u64; 2];
+    // This vCPU's port-I/O exits by port, merged into the VM's at the end.
+    let mut ports = PortCounts::new();
+    // Firmware VMs: the kernel answers the ACPI PM timer's 4-byte reads
+    // itself (OVMF polls it through every delay: some 280,000 exits per
+    // boot otherwise), from the clock and epoch `Platform`'s own PM-timer
+    // reads use, so both give the same count.
+    if sh.platform.lock().fw_cfg().is_some() {
+        let run = page.state();
+        run.pio_clock_port = acpi::PM_TMR_BLK;
+        run.pio_clock_hz = acpi::PM_TIMER_HZ as u32;
+        run.pio_clock_epoch_ns = sh.epoch_ns;
+    }
     while !sh.stopping.load(Ordering::Acquire) {
         let exit = match page.run() {
             Ok(r) => VcpuExit::from_u32(r as u32),
@@ -49,6 +63,9 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
         };
         if let Some(k) = kind {
             sh.exits[k].fetch_add(1, Ordering::Relaxed);
+        }
+        if exit == Some(VcpuExit::Io) {
+            ports.add(run.port, run.write != 0, 1);
         }
         match exit {
             Some(VcpuExit::Io) => io_exit(sh, run),
@@ -91,6 +108,7 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     // Whatever this vCPU still holds goes to the devices before the VM's
     // final console flush (the main thread's, once every thread is done).
     replay_pio_ring(sh, page.state());
+    sh.port_exits.lock().merge(&ports);
 }
 
 /// Carries out the OUTs the kernel buffered for this vCPU (coalesced port
