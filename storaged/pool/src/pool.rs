@@ -268,6 +268,9 @@ pub struct Pool<D: Disk> {
     acct: BTreeMap<u64, Acct>,
     /// The caller's bound on dirty bytes in the open group (None: no bound).
     dirty_limit: Option<u64>,
+    /// The caller's bound on the open group's blocks (its memory: a block
+    /// pointer each, whatever the block size).
+    dirty_block_limit: Option<u64>,
     meta_cache: MetaCache,
 }
 
@@ -393,6 +396,7 @@ impl<D: Disk> Pool<D> {
             dirty_charge: BTreeMap::new(),
             acct: BTreeMap::new(),
             dirty_limit: None,
+            dirty_block_limit: None,
             meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
         };
         pool.sync()?;
@@ -469,6 +473,7 @@ impl<D: Disk> Pool<D> {
                         dirty_charge: BTreeMap::new(),
                         acct: BTreeMap::new(),
                         dirty_limit: None,
+                        dirty_block_limit: None,
                         meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
                     });
                 }
@@ -851,6 +856,18 @@ impl<D: Disk> Pool<D> {
         self.dirty_limit
     }
 
+    /// Blocks the open group holds (a block pointer each in memory).
+    pub fn dirty_blocks(&self) -> u64 {
+        self.dirty.values().map(|m| m.len() as u64).sum()
+    }
+
+    /// Bounds the open group's blocks as [`Pool::set_dirty_limit`] bounds
+    /// its bytes (a write past it is refused with [`Error::DirtyFull`]):
+    /// what the group costs in memory, whatever the volumes' block sizes.
+    pub fn set_dirty_block_limit(&mut self, limit: Option<u64>) {
+        self.dirty_block_limit = limit;
+    }
+
     /// Sets a user property (`module:key`), committed with the next group.
     pub fn set_user_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
         self.check_live()?;
@@ -962,6 +979,12 @@ impl<D: Disk> Pool<D> {
             let dirty = self.dirty_bytes();
             if dirty > 0 && dirty + new_blocks * bs > limit {
                 return Err(Error::DirtyFull { dirty, limit });
+            }
+        }
+        if let Some(limit) = self.dirty_block_limit {
+            let blocks = self.dirty_blocks();
+            if blocks > 0 && blocks + new_blocks > limit {
+                return Err(Error::DirtyFull { dirty: self.dirty_bytes(), limit: limit * bs });
             }
         }
         // What the new dirty blocks may add to the volume's `used`: a block
