@@ -1559,7 +1559,7 @@ impl<D: Disk> Pool<D> {
                 origin: sid,
                 prev_snap_txg: s.creation_txg,
                 deadlist: Vec::new(),
-                props: s.props.iter().filter(|(k, _)| *k == PROP_COMPRESSION).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                props: s.props.iter().filter(|(k, _)| *k == PROP_COMPRESSION || *k == PROP_CHECKSUM).map(|(k, v)| (k.clone(), v.clone())).collect(),
             },
         );
         self.sync()
