@@ -40,11 +40,10 @@ fn per_checksum(rng: &mut Rng) {
     for algo in [CKSUM_SHA256, CKSUM_BLAKE3] {
         let name = cksum_name(algo);
         let t = Instant::now();
-        let mut sum = 0u8;
         for _ in 0..256 {
-            sum ^= checksum_with(algo, &chunk)[0];
+            std::hint::black_box(checksum_with(algo, std::hint::black_box(&chunk)));
         }
-        println!("bench checksum_{name} {:.0} MB/s", 16.0 / t.elapsed().as_secs_f64() + f64::from(sum & 0));
+        println!("bench checksum_{name} {:.0} MB/s", 16.0 / t.elapsed().as_secs_f64());
         let mut pool = Pool::create("zones", vec![MemDisk::new((128 * MIB) as usize)], 3).unwrap();
         pool.set_clock(Some(clock));
         pool.create_volume("zones/v-disk0", 64 * MIB, 8192).unwrap();
