@@ -109,11 +109,60 @@ pub trait RingFactory {
 
 /// The bound on the pool's open transaction group: a write past it commits
 /// the group first (besides every FLUSH), so a guest that never flushes
-/// cannot make storaged hold its writes in memory without end. With the
-/// largest ring request (64 KiB) and a commit's own buffers it must fit in
-/// storaged's heap (`alcove_rt::HEAP_BYTES`, 512 KiB): at 1 MiB a guest
-/// writing 8 MiB ran storaged out of memory (`tests/heap_bound.rs`).
-pub const DIRTY_LIMIT_BYTES: u64 = 256 << 10;
+/// gets its writes committed in groups of this size. The data itself is
+/// not held in memory (the pool writes it to fresh space at once); the
+/// group holds a block pointer per block, bounded by
+/// [`DIRTY_LIMIT_BLOCKS`]. Larger groups mean fewer commits (each rewrites
+/// the tree paths, the MOS, the uberblocks and flushes twice).
+pub const DIRTY_LIMIT_BYTES: u64 = 4 << 20;
+
+/// The open group's blocks at most: its memory in storaged's heap
+/// (`alcove_rt::HEAP_BYTES`, 512 KiB) is about 100 bytes a block, whatever
+/// the volume's block size (`tests/heap_bound.rs`).
+pub const DIRTY_LIMIT_BLOCKS: u64 = 1024;
+
+/// Indirect blocks (4 KiB each) storaged's pool keeps cached: a
+/// sequential reader or writer needs one path (the tree's height, 2 or 3
+/// blocks); this many serve several VMs' disks at once.
+pub const META_CACHE_BLOCKS: usize = 24;
+
+/// What storaged sets on the pool it serves: the bounds of its open group
+/// and of its metadata cache (its heap), and the clock its [`alcove_pool::vdev::Meter`]
+/// reads (the TSC).
+pub fn configure<D: alcove_pool::Disk>(pool: &mut alcove_pool::Pool<D>) {
+    pool.set_dirty_limit(Some(DIRTY_LIMIT_BYTES));
+    pool.set_dirty_block_limit(Some(DIRTY_LIMIT_BLOCKS));
+    pool.set_meta_cache_blocks(META_CACHE_BLOCKS);
+    pool.set_clock(Some(alcove_rt::rdtsc));
+}
+
+/// The pool's [`alcove_pool::vdev::Meter`] as one log line: where its time
+/// went since boot (`ticks_per_ms`: the clock's rate; 0 prints ticks).
+pub fn meter_line(m: &alcove_pool::vdev::Meter, ticks_per_ms: u64) -> String {
+    let t = |ticks: u64| match ticks_per_ms {
+        0 => alloc::format!("{ticks} ticks"),
+        r => alloc::format!("{} ms", ticks / r),
+    };
+    alloc::format!(
+        "pool meter: {} commits in {}; checksums {} KiB in {}; compression {}; disk reads {} ({} KiB) in {}; \
+         disk writes {} ({} KiB) in {}; flushes {} in {}; metadata cache {} hits, {} misses",
+        m.commits,
+        t(m.commit_ticks),
+        m.checksum_bytes / 1024,
+        t(m.checksum_ticks),
+        t(m.compress_ticks),
+        m.disk_reads,
+        m.disk_read_bytes / 1024,
+        t(m.disk_read_ticks),
+        m.disk_writes,
+        m.disk_write_bytes / 1024,
+        t(m.disk_write_ticks),
+        m.flushes,
+        t(m.flush_ticks),
+        m.meta_hits,
+        m.meta_misses,
+    )
+}
 
 /// The bit of storaged's notification that says a watched client ended
 /// (bit 0 is the lifecycle's, see `alcove_rt::serve_forever_with`).
@@ -213,6 +262,8 @@ pub struct Storaged<D: BlockDevice, F: RingFactory> {
     next_grant: u64,
     streams: Vec<pool_api::Stream>,
     next_stream: u32,
+    /// The pool meter's clock ticks per millisecond (0: unknown).
+    ticks_per_ms: u64,
 }
 
 impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
@@ -234,6 +285,7 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             next_grant: GRANT_BADGE_BASE,
             streams: Vec::new(),
             next_stream: 1,
+            ticks_per_ms: 0,
         }
     }
 
@@ -243,11 +295,25 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         let mut s = Self::new(boot.free, factory);
         s.reports = boot.reports;
         if let Some(mut pool) = boot.pool {
-            pool.set_dirty_limit(Some(DIRTY_LIMIT_BYTES));
+            configure(&mut pool);
             s.pool = Some(Rc::new(RefCell::new(pool)));
             s.pool_disks = boot.pool_disks;
         }
         s
+    }
+
+    /// The rate of the pool meter's clock ([`configure`]: the TSC), for
+    /// the meter line logged when a volume's ring closes.
+    pub fn set_ticks_per_ms(&mut self, ticks_per_ms: u64) {
+        self.ticks_per_ms = ticks_per_ms;
+    }
+
+    /// Logs where the pool's time went (after a volume's ring closed: a VM
+    /// stopped using it).
+    fn log_meter(&self, backend: &Backend<D>) {
+        if let (Backend::Volume(_), Some(pool)) = (backend, &self.pool) {
+            log::info!("{}", meter_line(&pool.borrow().meter(), self.ticks_per_ms));
+        }
     }
 
     /// Badges (besides init's 0) that may use the pool interface: the
@@ -321,6 +387,7 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
                 let ring = self.rings.swap_remove(i);
                 let (done, failed) = ring.server.counts();
                 log::info!("ring {} closed: its client ended ({done} requests done, {failed} failed)", ring.handle);
+                self.log_meter(&ring.backend);
                 self.drop_ring(ring);
                 closed += 1;
             } else {
@@ -441,6 +508,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         let ring = self.rings.swap_remove(i);
         let (done, failed) = ring.server.counts();
         log::info!("ring {handle} closed ({done} requests done, {failed} failed)");
+        self.log_meter(&ring.backend);
         self.drop_ring(ring);
         Ok(())
     }

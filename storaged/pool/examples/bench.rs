@@ -1,11 +1,13 @@
 //! Pool figures on the host (memory disks, so they measure the pool's own
 //! work: checksums, copy-on-write, commits), printed as `bench NAME VALUE
-//! UNIT`. Run: `cargo run --release -p alcove-pool --example bench`.
+//! UNIT`; with each checksum, the share of the write's time spent
+//! checksumming, on the disk and committing. Run: `cargo run --release -p alcove-pool --example bench`.
 //! Nothing asserts on them.
 
 use std::time::Instant;
 
 use alcove_pool::fault::Rng;
+use alcove_pool::format::{CKSUM_BLAKE3, CKSUM_SHA256, checksum_with, cksum_name};
 use alcove_pool::{Disk, MemDisk, Pool};
 
 const MIB: u64 = 1024 * 1024;
@@ -26,8 +28,62 @@ fn filled(size_mib: u64, rng: &mut Rng) -> (Pool<MemDisk>, f64) {
     (pool, mbps)
 }
 
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Sequential write (commits every 4 MiB, as storaged's dirty bound) and
+/// read of 64 MiB with each checksum, and where the write's time went.
+fn per_checksum(rng: &mut Rng) {
+    let chunk: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
+    for algo in [CKSUM_SHA256, CKSUM_BLAKE3] {
+        let name = cksum_name(algo);
+        let t = Instant::now();
+        for _ in 0..256 {
+            std::hint::black_box(checksum_with(algo, std::hint::black_box(&chunk)));
+        }
+        println!("bench checksum_{name} {:.0} MB/s", 16.0 / t.elapsed().as_secs_f64());
+        let mut pool = Pool::create("zones", vec![MemDisk::new((128 * MIB) as usize)], 3).unwrap();
+        pool.set_clock(Some(clock));
+        pool.create_volume("zones/v-disk0", 64 * MIB, 8192).unwrap();
+        pool.set_prop("zones/v-disk0", "checksum", name).unwrap();
+        pool.set_dirty_limit(Some(4 * MIB));
+        let m0 = pool.meter();
+        let t = Instant::now();
+        for i in 0..(64 * MIB / chunk.len() as u64) {
+            let at = i * chunk.len() as u64;
+            if let Err(alcove_pool::Error::DirtyFull { .. }) = pool.write("zones/v-disk0", at, &chunk) {
+                pool.sync().unwrap();
+                pool.write("zones/v-disk0", at, &chunk).unwrap();
+            }
+        }
+        pool.sync().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        println!("bench pool_seq_write_{name} {:.0} MB/s", 64.0 / secs);
+        let m = pool.meter();
+        let ms = |ticks: u64| ticks as f64 / 1e6;
+        println!(
+            "bench pool_write_{name}_share checksum {:.0}% disk {:.0}% commit-tree {:.0}% ({} commits, {} disk writes, {} flushes)",
+            100.0 * ms(m.checksum_ticks - m0.checksum_ticks) / (secs * 1e3),
+            100.0 * ms(m.disk_write_ticks - m0.disk_write_ticks) / (secs * 1e3),
+            100.0 * ms(m.commit_ticks - m0.commit_ticks) / (secs * 1e3),
+            m.commits - m0.commits,
+            m.disk_writes - m0.disk_writes,
+            m.flushes - m0.flushes,
+        );
+        let mut buf = vec![0u8; chunk.len()];
+        let t = Instant::now();
+        for i in 0..(64 * MIB / chunk.len() as u64) {
+            pool.read("zones/v-disk0", i * chunk.len() as u64, &mut buf).unwrap();
+        }
+        println!("bench pool_seq_read_{name} {:.0} MB/s", 64.0 / t.elapsed().as_secs_f64());
+    }
+}
+
 fn main() {
     let mut rng = Rng(1);
+    per_checksum(&mut rng);
     for size in [64u64, 512] {
         let (mut pool, write_mbps) = filled(size, &mut rng);
         let t = Instant::now();

@@ -21,7 +21,7 @@ use core::fmt;
 use crate::disk::Disk;
 use crate::format::*;
 use crate::space::SpaceMap;
-use crate::vdev::{ChildStats, Vdev};
+use crate::vdev::{ChildStats, Meter, Vdev};
 
 mod send;
 
@@ -37,6 +37,11 @@ pub const PROP_COMPRESSION: &str = "compression";
 pub const PROP_QUOTA: &str = "quota";
 pub const PROP_RESERVATION: &str = "reservation";
 pub const PROP_REFRESERVATION: &str = "refreservation";
+/// The native property that selects the checksum of a volume's new blocks:
+/// `sha256` or `blake3` (absent or `on`: blake3).
+pub const PROP_CHECKSUM: &str = "checksum";
+/// Indirect blocks the metadata cache holds by default (4 KiB each).
+pub const DEFAULT_META_CACHE_BLOCKS: usize = 64;
 const SPACE_PROPS: [&str; 3] = [PROP_QUOTA, PROP_RESERVATION, PROP_REFRESERVATION];
 
 /// `none`, a byte count, or a number with a K/M/G/T suffix (powers of 1024).
@@ -248,7 +253,9 @@ pub struct Pool<D: Disk> {
     txg: u64,
     space: SpaceMap,
     datasets: BTreeMap<u64, Dataset>,
-    dirty: BTreeMap<u64, BTreeMap<u64, Vec<u8>>>,
+    /// Per volume: the open group's blocks, already written to fresh
+    /// space (a hole for a block of zeros), not yet in the tree.
+    dirty: BTreeMap<u64, BTreeMap<u64, BlockPtr>>,
     next_id: u64,
     mos: BlockPtr,
     /// A commit failed part way: nothing more is written until re-import.
@@ -261,6 +268,87 @@ pub struct Pool<D: Disk> {
     acct: BTreeMap<u64, Acct>,
     /// The caller's bound on dirty bytes in the open group (None: no bound).
     dirty_limit: Option<u64>,
+    /// The caller's bound on the open group's blocks (its memory: a block
+    /// pointer each, whatever the block size).
+    dirty_block_limit: Option<u64>,
+    meta_cache: MetaCache,
+}
+
+/// Recently used indirect blocks, verified, keyed by where they are and
+/// what they hash to: a block at the same offset with the same checksum
+/// has the same bytes, so nothing needs invalidating when space is reused.
+/// Reads and the commit's copy-on-write find a volume's tree path here
+/// instead of reading (and hashing) it again for every block.
+struct MetaCache {
+    entries: Vec<CachedBlock>,
+    capacity: usize,
+    stamp: u64,
+}
+
+struct CachedBlock {
+    offset: u64,
+    checksum: Checksum,
+    used: u64,
+    bytes: Vec<u8>,
+}
+
+impl MetaCache {
+    fn new(capacity: usize) -> Self {
+        MetaCache { entries: Vec::new(), capacity, stamp: 0 }
+    }
+
+    fn get(&mut self, bp: &BlockPtr) -> Option<&[u8]> {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let e = self.entries.iter_mut().find(|e| e.offset == bp.offset && e.checksum == bp.checksum)?;
+        e.used = stamp;
+        Some(&e.bytes)
+    }
+
+    fn put(&mut self, bp: &BlockPtr, bytes: &[u8]) {
+        self.stamp += 1;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.offset == bp.offset) {
+            e.checksum = bp.checksum;
+            e.used = self.stamp;
+            e.bytes.clear();
+            e.bytes.extend_from_slice(bytes);
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            let lru = self.entries.iter().enumerate().min_by_key(|(_, e)| e.used).map_or(0, |(i, _)| i);
+            self.entries.swap_remove(lru);
+        }
+        self.entries.push(CachedBlock { offset: bp.offset, checksum: bp.checksum, used: self.stamp, bytes: bytes.to_vec() });
+    }
+
+    fn resize(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        while self.entries.len() > capacity {
+            let lru = self.entries.iter().enumerate().min_by_key(|(_, e)| e.used).map_or(0, |(i, _)| i);
+            self.entries.swap_remove(lru);
+        }
+    }
+}
+
+/// What the write and read paths need of a volume, without copying its
+/// deadlist and properties for every request.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    id: u64,
+    volsize: u64,
+    volblocksize: u32,
+    root: BlockPtr,
+    snapshot: bool,
+    prev_snap_txg: u64,
+    quota: u64,
+    compress: bool,
+    cksum: u8,
+}
+
+impl View {
+    fn height(&self) -> u8 {
+        height(self.volsize / u64::from(self.volblocksize))
+    }
 }
 
 impl<D: Disk> Pool<D> {
@@ -308,6 +396,8 @@ impl<D: Disk> Pool<D> {
             dirty_charge: BTreeMap::new(),
             acct: BTreeMap::new(),
             dirty_limit: None,
+            dirty_block_limit: None,
+            meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
         };
         pool.sync()?;
         Ok(pool)
@@ -383,6 +473,8 @@ impl<D: Disk> Pool<D> {
                         dirty_charge: BTreeMap::new(),
                         acct: BTreeMap::new(),
                         dirty_limit: None,
+                        dirty_block_limit: None,
+                        meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
                     });
                 }
                 Err(e) => last_err = e,
@@ -421,6 +513,19 @@ impl<D: Disk> Pool<D> {
     pub fn child_stats(&self) -> &[ChildStats] {
         &self.vdev.stats
     }
+    /// Where the pool's time went so far (counts; ticks with a clock).
+    pub fn meter(&self) -> Meter {
+        self.vdev.metered.meter
+    }
+    /// The tick counter [`Pool::meter`]'s `*_ticks` read (none: 0).
+    pub fn set_clock(&mut self, clock: Option<fn() -> u64>) {
+        self.vdev.metered.clock = clock;
+    }
+    /// How many indirect blocks (4 KiB each) the metadata cache keeps
+    /// ([`DEFAULT_META_CACHE_BLOCKS`] unless told; at least 1).
+    pub fn set_meta_cache_blocks(&mut self, blocks: usize) {
+        self.meta_cache.resize(blocks.max(1));
+    }
     pub fn free_bytes(&self) -> u64 {
         self.space.free_bytes()
     }
@@ -453,6 +558,26 @@ impl<D: Disk> Pool<D> {
 
     fn ds(&self, id: u64) -> &Dataset {
         &self.datasets[&id]
+    }
+
+    fn view(&self, id: u64) -> View {
+        let d = self.ds(id);
+        View {
+            id,
+            volsize: d.volsize,
+            volblocksize: d.volblocksize,
+            root: d.root,
+            snapshot: d.snapshot,
+            prev_snap_txg: d.prev_snap_txg,
+            quota: Self::space_prop(d, PROP_QUOTA),
+            compress: d.props.get(PROP_COMPRESSION).is_some_and(|v| v == "lz4"),
+            cksum: Self::cksum_of(d),
+        }
+    }
+
+    /// The checksum function of `d`'s new blocks.
+    fn cksum_of(d: &Dataset) -> u8 {
+        d.props.get(PROP_CHECKSUM).and_then(|v| cksum_from_name(v)).unwrap_or(CKSUM_BLAKE3)
     }
 
     fn check_new_volume_name(&self, name: &str) -> Result<(), Error> {
@@ -522,8 +647,9 @@ impl<D: Disk> Pool<D> {
         }
     }
 
-    /// Sets `compression` (`off` | `lz4`: blocks written from now on) or a
-    /// user property (`module:key`), committed with the next group.
+    /// Sets `compression` (`off` | `lz4`), `checksum` (`on` | `sha256` |
+    /// `blake3`; both for blocks written from now on), a space property or
+    /// a user property (`module:key`), committed with the next group.
     pub fn set_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
         self.check_live()?;
         let id = self.id_of(name)?;
@@ -533,6 +659,15 @@ impl<D: Disk> Pool<D> {
         if key == PROP_COMPRESSION {
             if value != "off" && value != "lz4" {
                 return Err(Error::Invalid(format!("property \"compression\": must be off or lz4, got {value:?}")));
+            }
+            if let Some(d) = self.datasets.get_mut(&id) {
+                d.props.insert(key.to_string(), value.to_string());
+            }
+            return Ok(());
+        }
+        if key == PROP_CHECKSUM {
+            if cksum_from_name(value).is_none() {
+                return Err(Error::Invalid(format!("property \"checksum\": must be on, sha256 or blake3, got {value:?}")));
             }
             if let Some(d) = self.datasets.get_mut(&id) {
                 d.props.insert(key.to_string(), value.to_string());
@@ -721,6 +856,18 @@ impl<D: Disk> Pool<D> {
         self.dirty_limit
     }
 
+    /// Blocks the open group holds (a block pointer each in memory).
+    pub fn dirty_blocks(&self) -> u64 {
+        self.dirty.values().map(|m| m.len() as u64).sum()
+    }
+
+    /// Bounds the open group's blocks as [`Pool::set_dirty_limit`] bounds
+    /// its bytes (a write past it is refused with [`Error::DirtyFull`]):
+    /// what the group costs in memory, whatever the volumes' block sizes.
+    pub fn set_dirty_block_limit(&mut self, limit: Option<u64>) {
+        self.dirty_block_limit = limit;
+    }
+
     /// Sets a user property (`module:key`), committed with the next group.
     pub fn set_user_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
         self.check_live()?;
@@ -734,46 +881,93 @@ impl<D: Disk> Pool<D> {
         Ok(())
     }
 
-    fn check_range(d: &Dataset, offset: u64, len: usize) -> Result<(), Error> {
+    fn check_range(&self, v: &View, offset: u64, len: usize) -> Result<(), Error> {
         let end = offset.checked_add(len as u64);
-        if !offset.is_multiple_of(SECTOR) || !(len as u64).is_multiple_of(SECTOR) || end.is_none_or(|e| e > d.volsize) {
+        if !offset.is_multiple_of(SECTOR) || !(len as u64).is_multiple_of(SECTOR) || end.is_none_or(|e| e > v.volsize) {
             return Err(Error::Invalid(format!(
                 "{}: request at {offset} of {len} bytes: must be 512-byte aligned within volsize {}",
-                d.name, d.volsize
+                self.ds(v.id).name,
+                v.volsize
             )));
         }
         Ok(())
     }
 
-    /// Reads from a volume or a snapshot.
+    /// The open group's block `blk` of volume `id`, if it wrote one.
+    fn dirty_bp(&self, id: u64, blk: u64) -> Option<BlockPtr> {
+        self.dirty.get(&id).and_then(|m| m.get(&blk)).copied()
+    }
+
+    /// Reads from a volume or a snapshot. Whole blocks that lie end to end
+    /// on disk are read with one request and verified block by block.
     pub fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         let id = self.id_of(name)?;
-        let d = self.ds(id).clone();
-        Self::check_range(&d, offset, buf.len())?;
-        let bs = u64::from(d.volblocksize);
+        let v = self.view(id);
+        self.check_range(&v, offset, buf.len())?;
+        let bs = u64::from(v.volblocksize);
+        let direct = bs.is_multiple_of(BLOCK);
+        // A run of whole, uncompressed blocks laid end to end: where it
+        // starts in `buf`, and their block pointers.
+        let mut run: Vec<BlockPtr> = Vec::new();
+        let mut run_at = 0usize;
         let mut at = 0usize;
         while at < buf.len() {
             let pos = offset + at as u64;
             let blk = pos / bs;
             let within = (pos % bs) as usize;
             let n = (bs as usize - within).min(buf.len() - at);
-            let block = self.block_contents(&d, blk)?;
-            buf[at..at + n].copy_from_slice(&block[within..within + n]);
+            let bp = match self.dirty_bp(id, blk) {
+                Some(bp) => bp,
+                None => self.lookup(&v, blk)?,
+            };
+            if !bp.is_hole() && (bp.lsize != v.volblocksize || bp.kind != BlockKind::Data as u8) {
+                return Err(Error::Corrupt(format!("{name}: block {blk} has size {} kind {}", bp.lsize, bp.kind)));
+            }
+            let whole = direct && n == bs as usize && !bp.is_hole() && bp.comp == COMP_OFF && u64::from(bp.psize) == bs;
+            let extends = run.last().is_some_and(|l| l.offset + u64::from(l.psize) == bp.offset);
+            if !run.is_empty() && !(whole && extends) {
+                self.read_run(&run, &mut buf[run_at..at])?;
+                run.clear();
+            }
+            if whole {
+                if run.is_empty() {
+                    run_at = at;
+                }
+                run.push(bp);
+            } else if bp.is_hole() {
+                buf[at..at + n].fill(0);
+            } else {
+                let block = self.read_data(&bp)?;
+                buf[at..at + n].copy_from_slice(&block[within..within + n]);
+            }
             at += n;
+        }
+        if !run.is_empty() {
+            self.read_run(&run, &mut buf[run_at..])?;
         }
         Ok(())
     }
 
+    fn read_run(&mut self, run: &[BlockPtr], buf: &mut [u8]) -> Result<(), Error> {
+        self.vdev.read_run(run, buf).map_err(|_| Error::Checksum { offset: run[0].offset })
+    }
+
     /// Writes to a volume; durable after the next [`Pool::sync`].
+    ///
+    /// The data goes to disk now, to freshly allocated space that no
+    /// committed group references (a power cut before the commit leaves it
+    /// unreferenced, free at import); the open group keeps only the new
+    /// block pointers, and the commit writes the tree above them. Whole
+    /// blocks of a request that lie end to end go out in one disk request.
     pub fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), Error> {
         self.check_live()?;
         let id = self.id_of(name)?;
-        let d = self.ds(id).clone();
-        if d.snapshot {
+        let v = self.view(id);
+        if v.snapshot {
             return Err(Error::Invalid(format!("{name}: snapshots are read-only")));
         }
-        Self::check_range(&d, offset, data.len())?;
-        let bs = u64::from(d.volblocksize);
+        self.check_range(&v, offset, data.len())?;
+        let bs = u64::from(v.volblocksize);
         let new: Vec<u64> = {
             let dirty = self.dirty.get(&id);
             let first = offset / bs;
@@ -787,16 +981,22 @@ impl<D: Disk> Pool<D> {
                 return Err(Error::DirtyFull { dirty, limit });
             }
         }
+        if let Some(limit) = self.dirty_block_limit {
+            let blocks = self.dirty_blocks();
+            if blocks > 0 && blocks + new_blocks > limit {
+                return Err(Error::DirtyFull { dirty: self.dirty_bytes(), limit: limit * bs });
+            }
+        }
         // What the new dirty blocks may add to the volume's `used`: a block
         // only this volume holds is replaced, one a snapshot shares is not.
         let mut charge = 0u64;
-        let quota = Self::space_prop(&d, PROP_QUOTA);
         for &b in &new {
-            let old = if quota != 0 { self.lookup(&d, b)? } else { BlockPtr::HOLE };
-            let freed = if !old.is_hole() && old.birth > d.prev_snap_txg { u64::from(old.psize) } else { 0 };
+            let old = if v.quota != 0 { self.lookup(&v, b)? } else { BlockPtr::HOLE };
+            let freed = if !old.is_hole() && old.birth > v.prev_snap_txg { u64::from(old.psize) } else { 0 };
             charge += bs.saturating_sub(freed);
         }
-        if quota != 0 {
+        if v.quota != 0 {
+            let quota = v.quota;
             let a = self.acct(id)?;
             let used = a.tree + self.snap_used(id);
             let pending = self.dirty_charge.get(&id).copied().unwrap_or(0);
@@ -806,44 +1006,147 @@ impl<D: Disk> Pool<D> {
                 )));
             }
         }
-        self.reserve(new_blocks, &d)?;
+        self.reserve(new_blocks, id)?;
         *self.dirty_charge.entry(id).or_default() += charge;
+        let txg = self.txg + 1;
+        // Whole, non-zero blocks written as they are (no compression) are
+        // gathered into one run: [run_first, run_first + run_len) blocks.
+        let runs = bs.is_multiple_of(BLOCK) && !v.compress;
+        let (mut run_first, mut run_len, mut run_at) = (0u64, 0u64, 0usize);
         let mut at = 0usize;
         while at < data.len() {
             let pos = offset + at as u64;
             let blk = pos / bs;
             let within = (pos % bs) as usize;
             let n = (bs as usize - within).min(data.len() - at);
-            let mut block = self.block_contents(&d, blk)?;
-            block[within..within + n].copy_from_slice(&data[at..at + n]);
-            self.dirty.entry(id).or_default().insert(blk, block);
+            let piece = &data[at..at + n];
+            let whole = n == bs as usize;
+            if runs && whole && !is_zero(piece) {
+                if run_len == 0 {
+                    (run_first, run_at) = (blk, at);
+                }
+                run_len += 1;
+            } else {
+                if run_len > 0 {
+                    self.write_run(&v, run_first, &data[run_at..at], txg)?;
+                    run_len = 0;
+                }
+                if whole {
+                    self.put_block(&v, blk, piece, txg)?;
+                } else {
+                    let mut block = self.block_contents(&v, blk)?;
+                    block[within..within + n].copy_from_slice(piece);
+                    self.put_block(&v, blk, &block, txg)?;
+                }
+            }
             at += n;
         }
+        if run_len > 0 {
+            self.write_run(&v, run_first, &data[run_at..], txg)?;
+        }
         Ok(())
+    }
+
+    /// The open group's new block `blk` of `v` (a hole when all zeros),
+    /// written to fresh space; the one it replaces in the group is freed.
+    fn put_block(&mut self, v: &View, blk: u64, contents: &[u8], txg: u64) -> Result<(), Error> {
+        let bp = if is_zero(contents) { BlockPtr::HOLE } else { self.write_data(contents, v.compress, v.cksum, txg)? };
+        self.set_dirty(v.id, blk, bp);
+        Ok(())
+    }
+
+    /// Whole blocks `first..` of `v` (`data` is a multiple of the block
+    /// size) in one extent and one disk request, each block checksummed on
+    /// its own; block by block when no extent that large is free.
+    fn write_run(&mut self, v: &View, first: u64, data: &[u8], txg: u64) -> Result<(), Error> {
+        let bs = v.volblocksize as usize;
+        let Some(offset) = self.space.alloc(data.len() as u64) else {
+            for (i, block) in data.chunks(bs).enumerate() {
+                self.put_block(v, first + i as u64, block, txg)?;
+            }
+            return Ok(());
+        };
+        let mut bps = Vec::with_capacity(data.len() / bs);
+        for (i, block) in data.chunks(bs).enumerate() {
+            let checksum = self.vdev.metered.checksum(v.cksum, block);
+            bps.push(BlockPtr {
+                offset: offset + (i * bs) as u64,
+                psize: bs as u32,
+                lsize: bs as u32,
+                birth: txg,
+                kind: BlockKind::Data as u8,
+                comp: COMP_OFF,
+                level: 0,
+                cksum: v.cksum,
+                checksum,
+            });
+        }
+        self.disk_write(offset, data)?;
+        for (i, bp) in bps.into_iter().enumerate() {
+            self.set_dirty(v.id, first + i as u64, bp);
+        }
+        Ok(())
+    }
+
+    /// Records `bp` as block `blk` of volume `id` in the open group; the
+    /// block it replaces there (never referenced by a committed group) is
+    /// free at once.
+    fn set_dirty(&mut self, id: u64, blk: u64, bp: BlockPtr) {
+        if let Some(old) = self.dirty.entry(id).or_default().insert(blk, bp)
+            && !old.is_hole()
+        {
+            self.space.free_now(old.offset, u64::from(old.psize));
+        }
+    }
+
+    /// Forgets volume `id`'s open-group blocks (rollback, destroy): their
+    /// space was never committed, so it is free at once.
+    fn drop_dirty(&mut self, id: u64) {
+        for bp in self.dirty.remove(&id).unwrap_or_default().into_values() {
+            if !bp.is_hole() {
+                self.space.free_now(bp.offset, u64::from(bp.psize));
+            }
+        }
+        self.dirty_charge.remove(&id);
+    }
+
+    /// One write to every child in service. A write that reached none
+    /// (every copy failed) suspends the pool: nothing it holds can commit.
+    fn disk_write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        self.vdev.write(offset, data).map_err(|_| {
+            self.suspended = true;
+            Error::Io(format!("write at {offset:#x} reached no disk"))
+        })
     }
 
     /// Refuses a write whose worst-case commit (the data, a new path of
     /// indirect blocks per block, the MOS) would not fit beside what other
     /// volumes' reservations hold back (its own reservation is its to use).
-    fn reserve(&mut self, new_blocks: u64, d: &Dataset) -> Result<(), Error> {
-        let need = self.commit_need(new_blocks, Some(d));
-        let reserved = self.reserved(Some((d.id, new_blocks)))?;
+    fn reserve(&mut self, new_blocks: u64, id: u64) -> Result<(), Error> {
+        let need = self.commit_need(new_blocks, Some(id));
+        let reserved = self.reserved(Some((id, new_blocks)))?;
         if need + reserved > self.space.free_bytes() { Err(Error::NoSpace) } else { Ok(()) }
     }
 
-    /// Worst-case bytes the open group's commit needs, with `new_blocks`
-    /// more blocks of `d`.
-    fn commit_need(&self, new_blocks: u64, d: Option<&Dataset>) -> u64 {
-        let per_block = |ds: &Dataset| u64::from(ds.volblocksize) + u64::from(ds.height()) * INDIRECT_SIZE as u64;
-        let mut need = d.map_or(0, |d| new_blocks * per_block(d));
+    /// Worst-case bytes the open group's commit still needs, with
+    /// `new_blocks` more blocks of volume `id`: the indirect blocks above
+    /// every dirty block (their data is already allocated), the data and
+    /// indirect blocks of the new ones, and the MOS.
+    fn commit_need(&self, new_blocks: u64, id: Option<u64>) -> u64 {
+        let tree = |ds: &Dataset| u64::from(ds.height()) * INDIRECT_SIZE as u64;
+        let mut need = id.map_or(0, |id| {
+            let d = self.ds(id);
+            new_blocks * (u64::from(d.volblocksize) + tree(d))
+        });
         for (id, m) in &self.dirty {
-            need += m.len() as u64 * per_block(self.ds(*id));
+            need += m.len() as u64 * tree(self.ds(*id));
         }
         need + self.mos_estimate() * 2
     }
 
     fn mos_estimate(&self) -> u64 {
-        let mut n = 4096 + self.space.allocated().len() as u64 * 16;
+        // Allocated extents lie between free ones: at most one more.
+        let mut n = 4096 + (self.space.free_extents() as u64 + 1) * 16;
         for d in self.datasets.values() {
             n += 256 + d.name.len() as u64 + d.deadlist.len() as u64 * 20;
             n += d.props.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>() as u64;
@@ -851,17 +1154,18 @@ impl<D: Disk> Pool<D> {
         n.div_ceil(BLOCK) * BLOCK
     }
 
-    /// One data block of `d`: dirty, from its tree, or zeros for a hole.
-    fn block_contents(&mut self, d: &Dataset, blk: u64) -> Result<Vec<u8>, Error> {
-        if let Some(b) = self.dirty.get(&d.id).and_then(|m| m.get(&blk)) {
-            return Ok(b.clone());
-        }
-        let bp = self.lookup(d, blk)?;
+    /// One data block of `v`: the open group's, from its tree, or zeros
+    /// for a hole.
+    fn block_contents(&mut self, v: &View, blk: u64) -> Result<Vec<u8>, Error> {
+        let bp = match self.dirty_bp(v.id, blk) {
+            Some(bp) => bp,
+            None => self.lookup(v, blk)?,
+        };
         if bp.is_hole() {
-            return Ok(vec![0; d.volblocksize as usize]);
+            return Ok(vec![0; v.volblocksize as usize]);
         }
-        if bp.lsize != d.volblocksize || bp.kind != BlockKind::Data as u8 {
-            return Err(Error::Corrupt(format!("{}: block {blk} has size {} kind {}", d.name, bp.lsize, bp.kind)));
+        if bp.lsize != v.volblocksize || bp.kind != BlockKind::Data as u8 {
+            return Err(Error::Corrupt(format!("{}: block {blk} has size {} kind {}", self.ds(v.id).name, bp.lsize, bp.kind)));
         }
         self.read_data(&bp)
     }
@@ -870,57 +1174,89 @@ impl<D: Disk> Pool<D> {
         self.vdev.read_block(bp).map_err(|_| Error::Checksum { offset: bp.offset })
     }
 
+    /// An indirect block's bytes, from the metadata cache or verified from
+    /// disk (and then cached).
+    fn indirect_bytes(&mut self, bp: &BlockPtr) -> Result<&[u8], Error> {
+        if self.meta_cache.get(bp).is_some() {
+            self.vdev.metered.meter.meta_hits += 1;
+        } else {
+            self.vdev.metered.meter.meta_misses += 1;
+            let b = self.read_bp(bp)?;
+            self.meta_cache.put(bp, &b);
+        }
+        self.meta_cache.get(bp).ok_or(Error::Checksum { offset: bp.offset })
+    }
+
+    /// Child `i` of indirect block `bp`, checked against its parent.
+    fn indirect_child(&mut self, bp: &BlockPtr, i: usize) -> Result<BlockPtr, Error> {
+        let b = self.indirect_bytes(bp)?;
+        let c = BlockPtr::decode(&b[i * BP_SIZE..(i + 1) * BP_SIZE])?;
+        if !c.is_hole() && (c.level + 1 != bp.level || c.birth > bp.birth) {
+            return Err(Error::Corrupt(format!("indirect block at {:#x}: child {i} level/birth", bp.offset)));
+        }
+        Ok(c)
+    }
+
     fn read_indirect(&mut self, bp: &BlockPtr) -> Result<Vec<BlockPtr>, Error> {
-        let b = self.read_bp(bp)?;
         let mut out = Vec::with_capacity(BP_PER_INDIRECT as usize);
         for i in 0..BP_PER_INDIRECT as usize {
-            let c = BlockPtr::decode(&b[i * BP_SIZE..(i + 1) * BP_SIZE])?;
-            if !c.is_hole() && (c.level + 1 != bp.level || c.birth > bp.birth) {
-                return Err(Error::Corrupt(format!("indirect block at {:#x}: child {i} level/birth", bp.offset)));
-            }
-            out.push(c);
+            out.push(self.indirect_child(bp, i)?);
         }
         Ok(out)
     }
 
-    fn lookup(&mut self, d: &Dataset, blk: u64) -> Result<BlockPtr, Error> {
-        let mut bp = d.root;
-        if !bp.is_hole() && bp.level != d.height() {
-            return Err(Error::Corrupt(format!("{}: root level {} for height {}", d.name, bp.level, d.height())));
+    fn lookup(&mut self, v: &View, blk: u64) -> Result<BlockPtr, Error> {
+        let mut bp = v.root;
+        if !bp.is_hole() && bp.level != v.height() {
+            return Err(Error::Corrupt(format!("{}: root level {} for height {}", self.ds(v.id).name, bp.level, v.height())));
         }
         while !bp.is_hole() && bp.level > 0 {
             let idx = (blk / span(bp.level - 1)) % BP_PER_INDIRECT;
-            bp = self.read_indirect(&bp)?[idx as usize];
+            bp = self.indirect_child(&bp, idx as usize)?;
         }
         Ok(bp)
     }
 
-    fn write_new(&mut self, kind: BlockKind, level: u8, data: &[u8], txg: u64) -> Result<BlockPtr, Error> {
-        self.write_phys(kind, level, data, data.len() as u32, COMP_OFF, txg)
+    fn write_new(&mut self, kind: BlockKind, level: u8, data: &[u8], cksum: u8, txg: u64) -> Result<BlockPtr, Error> {
+        self.write_phys(kind, level, data, data.len() as u32, COMP_OFF, cksum, txg)
     }
 
     /// A data block, LZ4-compressed when that saves at least one [`BLOCK`].
-    fn write_data(&mut self, data: &[u8], compress: bool, txg: u64) -> Result<BlockPtr, Error> {
+    fn write_data(&mut self, data: &[u8], compress: bool, cksum: u8, txg: u64) -> Result<BlockPtr, Error> {
         if compress {
+            let t0 = self.vdev.metered.now();
             let c = lz4_flex::block::compress(data);
+            self.vdev.metered.meter.compress_ticks += self.vdev.metered.since(t0);
             let phys = (4u64 + c.len() as u64).div_ceil(BLOCK);
             if phys < (data.len() as u64).div_ceil(BLOCK) {
                 let mut buf = Vec::with_capacity(4 + c.len());
                 buf.extend_from_slice(&(c.len() as u32).to_le_bytes());
                 buf.extend_from_slice(&c);
-                return self.write_phys(BlockKind::Data, 0, &buf, data.len() as u32, COMP_LZ4, txg);
+                return self.write_phys(BlockKind::Data, 0, &buf, data.len() as u32, COMP_LZ4, cksum, txg);
             }
         }
-        self.write_new(BlockKind::Data, 0, data, txg)
+        self.write_new(BlockKind::Data, 0, data, cksum, txg)
     }
 
-    fn write_phys(&mut self, kind: BlockKind, level: u8, phys: &[u8], lsize: u32, comp: u8, txg: u64) -> Result<BlockPtr, Error> {
+    #[allow(clippy::too_many_arguments)]
+    fn write_phys(&mut self, kind: BlockKind, level: u8, phys: &[u8], lsize: u32, comp: u8, cksum: u8, txg: u64) -> Result<BlockPtr, Error> {
         let psize = (phys.len() as u64).div_ceil(BLOCK) * BLOCK;
         let offset = self.space.alloc(psize).ok_or(Error::NoSpace)?;
-        let mut buf = phys.to_vec();
-        buf.resize(psize as usize, 0);
-        let bp = BlockPtr { offset, psize: psize as u32, lsize, birth: txg, kind: kind as u8, comp, level, checksum: checksum(&buf) };
-        self.vdev.write(offset, &buf).map_err(|_| Error::Io(format!("write at {offset:#x} reached no disk")))?;
+        let padded;
+        let buf = if phys.len() as u64 == psize {
+            phys
+        } else {
+            let mut b = phys.to_vec();
+            b.resize(psize as usize, 0);
+            padded = b;
+            &padded[..]
+        };
+        let checksum = self.vdev.metered.checksum(cksum, buf);
+        let bp = BlockPtr { offset, psize: psize as u32, lsize, birth: txg, kind: kind as u8, comp, level, cksum, checksum };
+        if let Err(e) = self.disk_write(offset, buf) {
+            self.space.free_now(offset, psize);
+            return Err(e);
+        }
         Ok(bp)
     }
 
@@ -935,7 +1271,10 @@ impl<D: Disk> Pool<D> {
         let clen = u32::from_le_bytes(b[..4].try_into().map_err(|_| bad())?) as usize;
         let src = b.get(4..4usize.checked_add(clen).ok_or_else(bad)?).ok_or_else(bad)?;
         let mut out = vec![0u8; bp.lsize as usize];
-        match lz4_flex::block::decompress_into(src, &mut out) {
+        let t0 = self.vdev.metered.now();
+        let r = lz4_flex::block::decompress_into(src, &mut out);
+        self.vdev.metered.meter.compress_ticks += self.vdev.metered.since(t0);
+        match r {
             Ok(n) if n == out.len() => Ok(out),
             _ => Err(bad()),
         }
@@ -961,19 +1300,16 @@ impl<D: Disk> Pool<D> {
         old: BlockPtr,
         level: u8,
         first: u64,
-        dirty: &BTreeMap<u64, Vec<u8>>,
+        dirty: &BTreeMap<u64, BlockPtr>,
         prev_snap_txg: u64,
         dead: &mut Vec<Dead>,
         txg: u64,
-        compress: bool,
+        cksum: u8,
     ) -> Result<BlockPtr, Error> {
         if level == 0 {
-            let data = &dirty[&first];
+            // The open group wrote this block already.
             self.kill(&old, prev_snap_txg, dead)?;
-            if data.iter().all(|&b| b == 0) {
-                return Ok(BlockPtr::HOLE);
-            }
-            return self.write_data(data, compress, txg);
+            return Ok(dirty[&first]);
         }
         let cs = span(level - 1);
         let mut children = if old.is_hole() { vec![BlockPtr::HOLE; BP_PER_INDIRECT as usize] } else { self.read_indirect(&old)? };
@@ -981,7 +1317,7 @@ impl<D: Disk> Pool<D> {
             let lo = first.saturating_add(cs.saturating_mul(i as u64));
             let hi = lo.saturating_add(cs);
             if dirty.range(lo..hi).next().is_some() {
-                *child = self.sync_node(*child, level - 1, lo, dirty, prev_snap_txg, dead, txg, compress)?;
+                *child = self.sync_node(*child, level - 1, lo, dirty, prev_snap_txg, dead, txg, cksum)?;
             }
         }
         self.kill(&old, prev_snap_txg, dead)?;
@@ -992,16 +1328,21 @@ impl<D: Disk> Pool<D> {
         for (i, c) in children.iter().enumerate() {
             c.encode(&mut buf[i * BP_SIZE..]);
         }
-        self.write_new(BlockKind::Indirect, level, &buf, txg)
+        let bp = self.write_new(BlockKind::Indirect, level, &buf, cksum, txg)?;
+        self.meta_cache.put(&bp, &buf);
+        Ok(bp)
     }
 
-    /// Commits the open transaction group: every dirty block and the tree
-    /// above it, the MOS, a flush, the uberblock in every label, a flush.
+    /// Commits the open transaction group: the tree above every block the
+    /// group wrote, the MOS, a flush, the uberblock in every label, a flush.
     /// Returns once the group is durable. A failure suspends the pool (the
     /// on-disk state stays the last committed group).
     pub fn sync(&mut self) -> Result<(), Error> {
         self.check_live()?;
+        let t0 = self.vdev.metered.now();
         let r = self.sync_inner();
+        self.vdev.metered.meter.commits += 1;
+        self.vdev.metered.meter.commit_ticks += self.vdev.metered.since(t0);
         if r.is_err() {
             self.suspended = true;
         }
@@ -1014,11 +1355,14 @@ impl<D: Disk> Pool<D> {
         for (id, blocks) in &dirty {
             let d = self.ds(*id).clone();
             let mut dead = d.deadlist.clone();
-            let compress = d.props.get(PROP_COMPRESSION).is_some_and(|v| v == "lz4");
+            let cksum = Self::cksum_of(&d);
             let (free0, dead0) = (self.space.free_bytes(), dead.len());
             let freed0 = self.space.deferred_bytes();
-            let root = self.sync_node(d.root, d.height(), 0, blocks, d.prev_snap_txg, &mut dead, txg, compress)?;
-            let written = free0 - self.space.free_bytes();
+            // The data blocks were allocated when written; the tree's
+            // indirect blocks are allocated now.
+            let data: u64 = blocks.values().map(|bp| u64::from(bp.psize)).sum();
+            let root = self.sync_node(d.root, d.height(), 0, blocks, d.prev_snap_txg, &mut dead, txg, cksum)?;
+            let written = free0 - self.space.free_bytes() + data;
             let freed = self.space.deferred_bytes() - freed0;
             let origin_txg = self.origin_txg(&d);
             let shared_killed: u64 = dead[dead0..].iter().filter(|x| x.birth > origin_txg).map(|x| u64::from(x.psize)).sum();
@@ -1056,7 +1400,8 @@ impl<D: Disk> Pool<D> {
             kind: BlockKind::Mos as u8,
             comp: 0,
             level: 0,
-            checksum: checksum(&buf),
+            cksum: CKSUM_BLAKE3,
+            checksum: self.vdev.metered.checksum(CKSUM_BLAKE3, &buf),
         };
         let io = |what: &str| Error::Io(format!("txg {txg}: {what}"));
         self.vdev.write(mos_off, &buf).map_err(|_| io("MOS write"))?;
@@ -1214,7 +1559,7 @@ impl<D: Disk> Pool<D> {
                 origin: sid,
                 prev_snap_txg: s.creation_txg,
                 deadlist: Vec::new(),
-                props: s.props.iter().filter(|(k, _)| *k == PROP_COMPRESSION).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                props: s.props.iter().filter(|(k, _)| *k == PROP_COMPRESSION || *k == PROP_CHECKSUM).map(|(k, v)| (k.clone(), v.clone())).collect(),
             },
         );
         self.sync()
@@ -1258,8 +1603,7 @@ impl<D: Disk> Pool<D> {
             let later: Vec<String> = snaps.iter().skip_while(|&&x| x != sid).skip(1).map(|x| self.ds(*x).name.clone()).collect();
             return Err(Error::Busy(format!("{snap}: not the latest snapshot; destroy {} first", later.join(", "))));
         }
-        self.dirty.remove(&s.head);
-        self.dirty_charge.remove(&s.head);
+        self.drop_dirty(s.head);
         self.acct.clear();
         let root = self.ds(s.head).root;
         self.free_tree(root, s.creation_txg)?;
@@ -1292,8 +1636,7 @@ impl<D: Disk> Pool<D> {
         for &s in snaps.iter().rev() {
             self.destroy_snapshot(s)?;
         }
-        self.dirty.remove(&id);
-        self.dirty_charge.remove(&id);
+        self.drop_dirty(id);
         let d = self.ds(id).clone();
         self.free_tree(d.root, d.prev_snap_txg)?;
         self.datasets.remove(&id);
@@ -1612,4 +1955,9 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
         }
     }
     Ok((datasets, space, next_id))
+}
+
+/// Whether every byte is zero (such a block is written as a hole).
+fn is_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
 }

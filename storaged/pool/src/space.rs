@@ -59,6 +59,12 @@ impl SpaceMap {
         out
     }
 
+    /// How many free extents there are (the allocated ones number at
+    /// most one more).
+    pub fn free_extents(&self) -> usize {
+        self.free.len()
+    }
+
     pub fn free_bytes(&self) -> u64 {
         self.free.values().sum()
     }

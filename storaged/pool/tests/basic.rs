@@ -267,7 +267,7 @@ fn parsers_reject_garbage_without_panicking() {
     let h = LabelHeader { pool_guid: 1, pool_name: "zones".into(), vdev_guid: 9, child: 0, children: vec![9], asize: 16 << 20 };
     let good = h.encode(0);
     assert_eq!(LabelHeader::decode(&good).unwrap().0, h);
-    let ub = Uberblock { txg: 3, pool_guid: 1, mos: BlockPtr { offset: 4096 * 64, psize: 4096, lsize: 100, birth: 3, kind: 3, comp: 0, level: 0, checksum: [7; 32] } };
+    let ub = Uberblock { txg: 3, pool_guid: 1, mos: BlockPtr { offset: 4096 * 64, psize: 4096, lsize: 100, birth: 3, kind: 3, comp: 0, level: 0, cksum: 0, checksum: [7; 32] } };
     let good_ub = ub.encode();
     assert_eq!(Uberblock::decode(&good_ub).unwrap(), ub);
     for _ in 0..20000 {

@@ -160,7 +160,7 @@ fn forge_mos(img: &mut [u8], mut mos: Vec<u8>) {
     mos.resize(ub.mos.psize as usize, 0);
     let at = ub.mos.offset as usize;
     img[at..at + mos.len()].copy_from_slice(&mos);
-    let bp = BlockPtr { lsize, checksum: checksum(&mos), ..ub.mos };
+    let bp = BlockPtr { lsize, checksum: checksum_with(ub.mos.cksum, &mos), ..ub.mos };
     let enc = Uberblock { mos: bp, ..ub }.encode();
     for l in 0..LABELS {
         let at = Uberblock::slot_offset(label_offset(asize(), l), ub.txg) as usize;
@@ -261,9 +261,9 @@ fn mutate(rng: &mut Rng, b: &mut [u8]) {
 fn parsers_take_random_and_mutated_bytes() {
     let h = LabelHeader { pool_guid: 1, pool_name: "f".into(), vdev_guid: 2, child: 0, children: vec![2, 3], asize: 1 << 30 };
     let label = h.encode(0);
-    let ub = Uberblock { txg: 5, pool_guid: 1, mos: BlockPtr { offset: 1 << 20, psize: 4096, lsize: 100, birth: 5, kind: 3, comp: 0, level: 0, checksum: [7; 32] } }.encode();
+    let ub = Uberblock { txg: 5, pool_guid: 1, mos: BlockPtr { offset: 1 << 20, psize: 4096, lsize: 100, birth: 5, kind: 3, comp: 0, level: 0, cksum: 0, checksum: [7; 32] } }.encode();
     let mut bp = [0u8; BP_SIZE];
-    BlockPtr { offset: 1 << 20, psize: 8192, lsize: 8192, birth: 3, kind: 1, comp: 1, level: 0, checksum: [1; 32] }.encode(&mut bp);
+    BlockPtr { offset: 1 << 20, psize: 8192, lsize: 8192, birth: 3, kind: 1, comp: 1, level: 0, cksum: 0, checksum: [1; 32] }.encode(&mut bp);
     for seed in seeds(1000, 300) {
         println!("fuzz seed {seed}");
         let mut rng = Rng(seed);
@@ -413,7 +413,7 @@ fn forged_indirect_blocks_never_panic() {
         }
         let mut b = img.clone();
         b[evil_at as usize..][..BLOCK as usize].copy_from_slice(&blk);
-        let evil = BlockPtr { offset: evil_at, checksum: checksum(&blk), ..root };
+        let evil = BlockPtr { offset: evil_at, checksum: checksum_with(root.cksum, &blk), ..root };
         let mut x = mos.clone();
         evil.encode(&mut x[*at..*at + BP_SIZE]);
         forge_mos(&mut b, x);

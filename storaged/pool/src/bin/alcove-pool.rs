@@ -7,6 +7,7 @@
 //! alcove-pool POOL.img... status|list|scrub
 //! alcove-pool POOL.img... get NAME
 //! alcove-pool POOL.img... set NAME compression=off|lz4
+//! alcove-pool POOL.img... set NAME checksum=on|blake3|sha256
 //! alcove-pool POOL.img... set NAME quota|reservation|refreservation=SIZE|none
 //! alcove-pool POOL.img... set NAME module:key=value
 //! alcove-pool POOL.img... volume NAME SIZE_MIB [VOLBLOCKSIZE]
@@ -154,7 +155,9 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("volblocksize\t{}", d.volblocksize);
             println!("creation_txg\t{}", d.creation_txg);
             println!("origin\t{}", d.origin.unwrap_or_else(|| "-".into()));
-            println!("checksum\tsha256");
+            // The function of the volume's new blocks (each block pointer
+            // names its own: a pool from before BLAKE3 reads as SHA-256).
+            println!("checksum\t{}", d.props.get("checksum").map_or("on", String::as_str));
             println!("compression\t{}", d.props.get("compression").map_or("off", String::as_str));
             println!("referenced\t{}", space.referenced);
             println!("logicalreferenced\t{}", space.logical);

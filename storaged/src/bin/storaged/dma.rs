@@ -12,9 +12,11 @@
 //!   by opaque copies ([`SharedFrame`]), never as a slice, and no device
 //!   DMA targets them. The disks' data goes through storaged's
 //!   private bounce frame ([`alloc_private`]), which `share` finds among
-//!   the DMA frames and gives the device directly. Any other buffer (the
-//!   request header and status byte `virtio-drivers` keeps on the stack) is
-//!   bounced through a one-page DMA frame from a small pool.
+//!   the DMA frames and gives the device directly (the pool reads and
+//!   writes a request's whole blocks there too). Any other buffer (the
+//!   request header and status byte `virtio-drivers` keeps on the stack,
+//!   the pool's metadata and partial blocks from the heap) is bounced
+//!   through a DMA frame from a small pool of reused frames.
 //! * Device memory: the windows the manifest granted are mapped once at
 //!   start; `mmio_phys_to_virt` translates inside them. Callers check that a
 //!   device's BARs lie inside a window ([`covered`]) before handing the
@@ -37,8 +39,13 @@ const PAGE: usize = PAGE_SIZE as usize;
 const DMA_VA_BASE: usize = 0x0000_1000_0000_0000;
 /// Where the device-memory windows are mapped.
 const MMIO_VA_BASE: usize = 0x0000_2000_0000_0000;
-/// One-page bounce frames kept for reuse.
+/// Bounce frames kept for reuse (creating, mapping and zeroing a frame for
+/// every request of more than a page cost the pool's block reads and
+/// writes more than the copy): at most this many, of at most
+/// [`BOUNCE_POOL_FRAME_PAGES`] pages each and [`BOUNCE_POOL_PAGES`] in all.
 const BOUNCE_POOL: usize = 8;
+const BOUNCE_POOL_FRAME_PAGES: usize = 16;
+const BOUNCE_POOL_PAGES: usize = 64;
 
 /// A mapped DMA frame.
 #[derive(Clone, Copy, Debug)]
@@ -346,12 +353,11 @@ unsafe impl Hal for AlcoveHal {
             return f.phys + (va - f.va) as u64;
         }
         let pages = len.div_ceil(PAGE).max(1);
-        let frame = match (pages, s.bounce_pool.pop()) {
-            (1, Some(f)) => f,
-            (_, pooled) => {
-                if let Some(f) = pooled {
-                    s.bounce_pool.push(f);
-                }
+        // The smallest pooled frame that holds the buffer.
+        let pooled = s.bounce_pool.iter().enumerate().filter(|(_, f)| f.pages >= pages).min_by_key(|(_, f)| f.pages).map(|(i, _)| i);
+        let frame = match pooled {
+            Some(i) => s.bounce_pool.swap_remove(i),
+            None => {
                 match s.alloc(pages) {
                     Ok(f) => f,
                     Err(e) => {
@@ -381,7 +387,11 @@ unsafe impl Hal for AlcoveHal {
             // bounce frame holds at least `len` bytes.
             unsafe { core::ptr::copy_nonoverlapping(b.frame.va as *const u8, b.original as *mut u8, len) };
         }
-        if b.frame.pages == 1 && s.bounce_pool.len() < BOUNCE_POOL {
+        let pooled_pages: usize = s.bounce_pool.iter().map(|f| f.pages).sum();
+        if b.frame.pages <= BOUNCE_POOL_FRAME_PAGES
+            && s.bounce_pool.len() < BOUNCE_POOL
+            && pooled_pages + b.frame.pages <= BOUNCE_POOL_PAGES
+        {
             s.bounce_pool.push(b.frame);
         } else {
             s.free(b.frame.phys);
