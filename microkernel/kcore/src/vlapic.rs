@@ -1280,6 +1280,22 @@ impl VLapic {
         true
     }
 
+    /// Whether the timer needs [`VLapic::tick`] at all: exactly when
+    /// [`VLapic::next_timer_deadline`] is `Some`, without working out when.
+    /// While it is `false` a tick raises nothing, so a caller may skip
+    /// reading the clock and ticking (the kernel does before every entry).
+    #[inline]
+    pub fn timer_armed(&self) -> bool {
+        if self.lvt[Lvt::Timer as usize] & LVT_MASKED != 0 {
+            return false;
+        }
+        match self.timer_mode() {
+            TimerMode::OneShot | TimerMode::Periodic => self.timer.countdown.is_some(),
+            TimerMode::TscDeadline => self.timer.tsc_deadline != 0,
+            TimerMode::Reserved => false,
+        }
+    }
+
     /// When (in `now_ns` time) the timer next needs [`VLapic::tick`], if it
     /// runs and is unmasked. It may already have passed. A masked timer
     /// needs no tick: every access catches the count up from the time.
@@ -1620,6 +1636,56 @@ mod tests {
             assert_eq!(l.mmio_write(0x380, 0, 12 * period), Effect::TimerChanged);
             assert_eq!((l.next_timer_deadline(), l.mmio_read(0x390, 13 * period)), (None, 0));
         }
+    }
+
+    /// `timer_armed` is `next_timer_deadline().is_some()`, and while it is
+    /// false a tick, however late, raises nothing: the kernel skips the
+    /// clock and the tick then. Armed, the tick at the deadline raises the
+    /// vector.
+    #[test]
+    fn timer_armed_exactly_when_a_tick_can_raise_the_timer() {
+        let check = |l: &VLapic, what: &str| {
+            assert_eq!(l.timer_armed(), l.next_timer_deadline().is_some(), "{what}");
+            let mut ticked = l.clone();
+            match l.next_timer_deadline() {
+                None => {
+                    let _ = ticked.tick(u64::MAX / 4);
+                    assert_eq!(ticked.pending_interrupt(), l.pending_interrupt(), "{what}: a tick raised something");
+                }
+                Some(at) => {
+                    assert!(ticked.tick(at), "{what}: not fired at its deadline");
+                    assert!(ticked.pending_interrupt().is_some(), "{what}: nothing pending after firing");
+                }
+            }
+        };
+        let mut l = enabled(0);
+        check(&l, "after reset");
+        let _ = l.mmio_write(0x3E0, 0xB, 0); // divide by 1
+        let _ = l.mmio_write(0x320, 0x30, 0); // one-shot, unmasked
+        check(&l, "one-shot, no count");
+        let _ = l.mmio_write(0x380, 1000, 0);
+        check(&l, "one-shot, counting");
+        let _ = l.mmio_write(0x320, 0x30 | LVT_MASKED, 10);
+        check(&l, "one-shot, masked");
+        let _ = l.mmio_write(0x320, 0x30, 20);
+        check(&l, "one-shot, unmasked again");
+        assert!(l.tick(1000));
+        assert!(l.ack(0x30));
+        let _ = l.eoi();
+        check(&l, "one-shot, fired");
+        let _ = l.mmio_write(0x320, 0x31 | (1 << 17), 2000); // periodic
+        let _ = l.mmio_write(0x380, 100, 2000);
+        check(&l, "periodic");
+        let _ = l.mmio_write(0x380, 0, 2050);
+        check(&l, "periodic, stopped");
+        let _ = l.mmio_write(0x320, 0x40 | (2 << 17), 3000); // TSC deadline
+        check(&l, "TSC deadline, none set");
+        let _ = l.msr_write(MSR_IA32_TSC_DEADLINE, 1 << 20, 3000);
+        check(&l, "TSC deadline, set");
+        let _ = l.msr_write(MSR_IA32_TSC_DEADLINE, 0, 3000);
+        check(&l, "TSC deadline, cleared");
+        let _ = l.mmio_write(0x320, 0x40 | (3 << 17), 3000); // reserved mode
+        check(&l, "reserved mode");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::{Kernel, Obj, Thread, ThreadState};
 use crate::arch::percpu;
 use abi::{Rights, Sys, MSG_REG_WORDS};
 use core::sync::atomic::{AtomicBool, Ordering};
+use kcore::cap::CapSystem;
 use kcore::slab::Id;
 
 /// Set by the boot flag `alcove.fastpath=off`: every system call takes the
@@ -60,39 +61,48 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     // comes from the caller's thread once both threads are borrowed (read
     // early, it would sit in stack slots across the lookups).
     let (my_process, reply_to) = (th.process, th.reply_to);
-    let Some(proc) = processes.get(my_process) else { return false };
-    let space = proc.space;
-    super::phases::stamp(2);
     let Ok(slot) = u32::try_from(th.ctx.rdi) else { return false };
-    let Ok(cap) = caps.lookup(space, slot) else { return false };
-    let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else { return false };
-    if !rights.contains(if call { Rights::SEND } else { Rights::RECV }) {
-        return false;
-    }
-    super::phases::stamp(3);
-    let Some(e) = endpoints.get_mut(ep) else { return false };
-    let peer = if call {
+    super::phases::stamp(2);
+    // A peer on another CPU takes the general path (which wakes it there):
+    // its CPU is checked as soon as the peer is known, before any other
+    // lookup, so a cross-CPU round trip wastes as little as it can here.
+    // A reply's peer is known from the caller alone, before the capability
+    // lookup; a call's is the endpoint's first waiting receiver.
+    let (peer, ep, badge, proc, e, mt, pt) = if call {
+        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return false };
+        super::phases::stamp(3);
+        let Some(e) = endpoints.get_mut(ep) else { return false };
         let Some(&r) = e.receivers.front() else { return false };
-        r
+        let Some((mt, pt)) = threads.get2_mut(me, r) else { return false };
+        if pt.cpu != cpu {
+            return false;
+        }
+        (r, ep, badge, proc, e, mt, pt)
     } else {
         let Some(c) = reply_to else { return false };
+        let Some((mt, pt)) = threads.get2_mut(me, c) else { return false };
+        if pt.cpu != cpu {
+            return false;
+        }
+        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::RECV) else { return false };
+        super::phases::stamp(3);
+        let Some(e) = endpoints.get_mut(ep) else { return false };
         if !e.senders.is_empty() {
             return false; // a message is waiting: the general path receives it
         }
-        if let Some(nt) = th.bound_notification.and_then(|n| notifications.get(n))
+        if let Some(nt) = mt.bound_notification.and_then(|n| notifications.get(n))
             && nt.bits != 0
         {
             return false; // a bound notification is signalled: it wins
         }
-        c
+        (c, ep, badge, proc, e, mt, pt)
     };
-    let highest_ready = run_queues[cpu].peek_highest_priority();
-    let Some((mt, pt)) = threads.get2_mut(me, peer) else { return false };
     // Through the boxes once: each write below is then one store.
     let (mt, pt): (&mut Thread, &mut Thread) = (&mut **mt, &mut **pt);
-    // The thread that gets the CPU must be the one the scheduler would pick.
-    let fits = pt.cpu == cpu
-        && pt.deadline.is_none()
+    // The thread that gets the CPU must be the one the scheduler would pick
+    // (its CPU is this one, checked above).
+    let highest_ready = run_queues[cpu].peek_highest_priority();
+    let fits = pt.deadline.is_none()
         && pt.cpu_budget.is_unlimited()
         && highest_ready.is_none_or(|p| p <= pt.priority)
         && if call {
@@ -183,4 +193,20 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::Ke
     drop(k);
     super::phases::done();
     crate::arch::enter_user_flagged()
+}
+
+/// The endpoint that capability `slot` of `process`'s table names, with the
+/// capability's badge and the process, if it holds `right`.
+#[inline(always)]
+fn endpoint_of<'p>(
+    caps: &CapSystem<Obj>,
+    processes: &'p kcore::slab::Slab<super::Process>,
+    process: Id,
+    slot: u32,
+    right: Rights,
+) -> Option<(Id, u64, &'p super::Process)> {
+    let proc = processes.get(process)?;
+    let cap = caps.lookup(proc.space, slot).ok()?;
+    let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else { return None };
+    rights.contains(right).then_some((ep, badge, proc))
 }

@@ -609,8 +609,9 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
     let vcpu = unsafe { &mut *vcpu_ptr };
     // An AP waits for its start-up IPI before it may run at all.
     let waiting = {
-        let lapic = vcpu.lapic.clone();
-        let mut l = lapic.lock();
+        // The APIC's lock borrows only `vcpu.lapic`: the other fields stay
+        // writable beside it (no `Arc` clone on every run).
+        let mut l = vcpu.lapic.lock();
         if l.take_init() {
             vcpu.sipi = None;
             vcpu.stopped.store(false, Ordering::SeqCst);
@@ -1529,17 +1530,30 @@ impl Regs {
 
 /// Before an entry: advances the APIC timer and injects the highest pending
 /// interrupt if the guest can take one now, else asks for a window.
+///
+/// The clock is read and the timer ticked only while it is armed
+/// (`VLapic::timer_armed`): otherwise a tick raises nothing. The APIC's
+/// lock borrows only `vcpu.lapic`, so the VMCB/VMCS reads go on beside it;
+/// the writes (which take the whole vCPU) come after it is let go, the
+/// decision having been made under it. Only this vCPU's thread takes its
+/// NMI or acknowledges its interrupts, so nothing taken here can be taken
+/// by another CPU meanwhile.
 fn pre_entry(vcpu: &mut Vcpu) {
-    let now = lapic_now();
-    let lapic = vcpu.lapic.clone();
-    let mut l = lapic.lock();
-    l.tick(now);
+    let mut l = vcpu.lapic.lock();
+    if l.timer_armed() {
+        l.tick(lapic_now());
+    }
     // An NMI goes first, whatever RFLAGS.IF says (SDM Vol. 3A §6.7.1).
-    if l.nmi_pending() && !Regs::event_pending(vcpu) && Regs::nmi_open(vcpu) {
-        l.take_nmi();
-        Regs::inject_nmi(vcpu);
+    if l.nmi_pending() {
+        drop(l);
+        if !Regs::event_pending(vcpu) && Regs::nmi_open(vcpu) {
+            vcpu.lapic.lock().take_nmi();
+            Regs::inject_nmi(vcpu);
+        }
+        l = vcpu.lapic.lock();
     }
     let Some(vector) = l.pending_interrupt() else {
+        drop(l);
         Regs::request_window(vcpu, false);
         return;
     };
@@ -1548,9 +1562,11 @@ fn pre_entry(vcpu: &mut Vcpu) {
     }
     if Regs::rflags(vcpu) & (1 << 9) != 0 && !Regs::shadow(vcpu) {
         l.ack(vector);
+        drop(l);
         Regs::inject_interrupt(vcpu, vector);
         Regs::request_window(vcpu, false);
     } else {
+        drop(l);
         Regs::request_window(vcpu, true);
     }
 }

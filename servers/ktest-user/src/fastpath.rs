@@ -28,6 +28,9 @@ const LABEL_LONG: u32 = 9;
 /// 0's bits, deletes it, and replies `[badge, n, the signal's error code (0
 /// = it could), capabilities received]`.
 const LABEL_CAP: u32 = 10;
+/// The probe replies `[badge, n, one-way calls the fast path completed on
+/// its CPU since the counts were reset, 0]`.
+const LABEL_FAST_COUNT: u32 = 11;
 /// The empty slot where the probe receives capabilities (set before it
 /// starts).
 static PROBE_RECV_SLOT: AtomicU64 = AtomicU64::new(0);
@@ -80,6 +83,7 @@ extern "C" fn probe_server(ipc: u64, endpoint: u64, note: u64) -> ! {
                 let _ = sys::cap_delete(slot);
                 [msg.badge, n, r, got]
             }
+            LABEL_FAST_COUNT => [msg.badge, n, fast_calls().unwrap_or(u64::MAX), 0],
             _ => [msg.badge, n, msg.words[0], 0],
         };
         arm();
@@ -119,6 +123,11 @@ extern "C" fn client(_ipc: u64, endpoint: u64, notes: u64) -> ! {
 
 /// Starts a thread on CPU 0; returns its capability.
 fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64) -> Result<CapSlot, String> {
+    spawn_on(env, entry, prio, a0, a1, 0)
+}
+
+/// Starts a thread on CPU `cpu`; returns its capability.
+fn spawn_on(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64, cpu: u32) -> Result<CapSlot, String> {
     let (_, stack) = env.frame(4, Rights::READ.union(Rights::WRITE))?;
     let (_, ipc) = env.frame(1, Rights::READ.union(Rights::WRITE))?;
     let t = env.slot();
@@ -126,8 +135,8 @@ fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: 
     // SAFETY: stack and IPC buffer are fresh mappings owned by the new thread.
     unsafe { sys::thread_configure(t, entry as *const () as u64, stack + 4 * PAGE_SIZE - 8, ipc, a0, a1) }
         .map_err(|e| format!("configure: {e}"))?;
-    // CPU 0, with the suite's main thread (the manifest pins it there).
-    sys::thread_set_priority(t, prio, Some(0)).map_err(|e| format!("priority: {e}"))?;
+    // CPU 0 is the suite's main thread's (the manifest pins it there).
+    sys::thread_set_priority(t, prio, Some(cpu)).map_err(|e| format!("priority: {e}"))?;
     sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
     Ok(t)
 }
@@ -253,5 +262,30 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
         format!("capability call: reply {:?}, notification bits {bits:#b}; expected the server to get 1 capability and signal 0b110", r.words)
     })?;
     check(fast == want(1), || format!("capability call: {fast} fast-path calls, expected {}", want(1)))?;
+
+    // 9. A server on another CPU (machines with more than one): the fast
+    // path switches only between threads of one CPU, so neither the call
+    // (here) nor the reply (there) may take it; the general path wakes the
+    // other CPU, and the replies are the same. A fast path that let a
+    // cross-CPU peer through would run the server here, and count.
+    if env.cpus() > 1 {
+        let far_ep = env.slot();
+        sys::create(ObjectType::Endpoint, far_ep, 0).map_err(|e| format!("endpoint: {e}"))?;
+        spawn_on(env, probe_server, 100, u64::from(far_ep), u64::from(note), 1)?;
+        // The first call may find the server not yet waiting; after its
+        // reply it waits on the endpoint, as a server does.
+        call(far_ep, 60).map_err(|e| format!("first call to the server on CPU 1: {e}"))?;
+        sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+        let before = RECEIVED.load(Ordering::SeqCst);
+        let r = call(far_ep, 61).map_err(|e| format!("cross-core call: {e}"))?;
+        let there = sys::call(far_ep, MsgInfo::new(LABEL_FAST_COUNT, 1, 0), [0, 0, 0, 0])
+            .map_err(|e| format!("asking the server on CPU 1 for its count: {e}"))?;
+        let here = fast_calls()?;
+        sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
+        check(r.words == [0, before + 1, 61, 0] && r.info.label == LABEL_PLAIN, || format!("cross-core call: reply {:?}", r.words))?;
+        check(here == 0 && there.words[2] == 0, || {
+            format!("cross-core calls: {here} fast-path calls on this CPU, {} on the server's; expected none", there.words[2])
+        })?;
+    }
     Ok(())
 }
