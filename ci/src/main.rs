@@ -12,6 +12,7 @@ mod linux;
 mod linux_net;
 mod linux_pool;
 mod memtest;
+mod pool_disks;
 mod setup;
 mod tiers;
 mod vm;
