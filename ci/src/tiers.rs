@@ -699,11 +699,16 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
     // A Linux VM on a pool volume, its data across a restart, and on a
     // mirror with one side damaged, QEMU killed during the guest's writes,
     // a VM booted from a clone of an image's snapshot, grants given back
-    // as a VMM ends (issue 12; each in the tier after three passes in a
+    // as a VMM ends, a damaged block on a single disk (issue 12; each in the tier after three passes in a
     // row; `--case linux/pool` runs them all).
-    let in_tier = [crate::linux_pool::CASE, crate::linux_pool::MIRROR_CASE, crate::linux_pool::SIGKILL_CASE];
+    let in_tier = [
+        crate::linux_pool::CASE,
+        crate::linux_pool::MIRROR_CASE,
+        crate::linux_pool::SIGKILL_CASE,
+        crate::linux_pool::GRANTS_CASE,
+    ];
     // Cases on trial run only when `--case` names them.
-    let on_trial = [crate::linux_pool::CLONE_CASE, crate::linux_pool::GRANTS_CASE];
+    let on_trial = [crate::linux_pool::CLONE_CASE, crate::linux_pool::DAMAGED_CASE];
     let pool_cases: Vec<&str> = in_tier.into_iter().chain(on_trial).collect();
     let wanted = |c: &str| {
         chosen.contains(&"linux")
@@ -734,6 +739,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                     crate::linux_pool::MIRROR_CASE => crate::linux_pool::run_mirror(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
                     crate::linux_pool::SIGKILL_CASE => crate::linux_pool::run_sigkill(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
                     crate::linux_pool::CLONE_CASE => crate::linux_pool::run_clone(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
+                    crate::linux_pool::DAMAGED_CASE => crate::linux_pool::run_damaged(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
                     _ => crate::linux_pool::run_grants(kernel, case, LINUX_QEMU_TIMEOUT)?,
                 };
                 out.report();
