@@ -728,6 +728,98 @@ pub fn run_clone(kernel: &Path, images: &Images, name: &str, timeout: Duration) 
     Ok(outcome(name, b, total, problems, summary))
 }
 
+pub const DAMAGED_CASE: &str = "linux/pool-damaged";
+
+/// The guest's `disk-read error after <bytes> bytes <sha256>` line.
+pub fn read_error(serial: &str) -> Option<(u64, String)> {
+    serial.lines().find_map(|l| {
+        let rest = l.trim_end().strip_prefix("alcove-guest: disk-read error after ")?;
+        let (n, h) = rest.split_once(" bytes ")?;
+        Some((n.parse().ok()?, h.to_string()))
+    })
+}
+
+/// `linux/pool-damaged`: a single-disk pool (no other copy). After the
+/// guest wrote its data, one byte of one of the volume's blocks is
+/// flipped in the pool file; the guest's next boot reads the volume and
+/// must get an I/O error at that block, never wrong data: everything it
+/// read before the error is what it wrote. A host scrub then fails on
+/// the block (one checksum error, nothing repaired).
+pub fn run_damaged(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"size\": {VOLUME_MIB}}}");
+    let first = boot(kernel, &dir, &format!("{log}-write"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}")), &pool, timeout)?;
+    let mut total = first.timed.run.elapsed;
+    let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
+    if first.hash("write").is_none() {
+        problems.push("boot 1: the guest reported no disk-write hash".into());
+    }
+    let mut last = first;
+    let mut summary = None;
+    if problems.is_empty() {
+        let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
+        {
+            let disks = vec![FileDisk::open(&pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?];
+            let mut p = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+            p.read(&volume(), 0, &mut data).map_err(|e| format!("read: {e}"))?;
+        }
+        let blocks = data_block_offsets(&pool, &pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?;
+        let Some(&(at, index)) = blocks.get(blocks.len() / 2) else {
+            return Err(format!("none of the volume's blocks found in {}", pool[0].display()).into());
+        };
+        flip(&pool[0], &[(at, index)])?;
+        let b = boot(kernel, &dir, &format!("{log}-read"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}")), &pool, timeout)?;
+        total += b.timed.run.elapsed;
+        problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
+        let bad_at = (index * VOLBLOCK) as u64;
+        match read_error(b.serial()) {
+            Some((n, h)) if n <= bad_at && h == hex(&Sha256::digest(&data[..n as usize])) => {
+                summary = Some(format!(
+                    "one byte flipped in volume block {index} on a single-disk pool: the guest's read failed with \
+                     an I/O error after {n} bytes (the block starts at {bad_at}), every byte before it as written"
+                ));
+            }
+            Some((n, h)) => problems.push(format!(
+                "boot 2: the read failed after {n} bytes hashing to {h}; the damaged block starts at {bad_at}, \
+                 and the written data's first {n} bytes hash to {}",
+                hex(&Sha256::digest(&data[..(n as usize).min(data.len())]))
+            )),
+            None => problems.push(format!(
+                "boot 2: the guest reported no read error with block {index} damaged (read {:?})",
+                b.hash("read")
+            )),
+        }
+        if !b.serial().lines().any(|l| l.contains("I/O error") && l.contains("vda")) {
+            problems.push("boot 2: the guest's kernel logged no I/O error on vda".into());
+        }
+        last = b;
+        // With no good copy, scrub reports the block and fails, as the
+        // guest's read did; it counts one checksum error, repairs nothing.
+        let disks = vec![FileDisk::open(&pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?];
+        let mut p = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+        let scrubbed = p.scrub();
+        let counts: Vec<(u64, u64)> = p.child_stats().iter().map(|s| (s.checksum_errors, s.repaired_bytes)).collect();
+        match scrubbed {
+            Err(e) if e.to_string().contains("no good copy") && counts == [(1, 0)] => {}
+            r => problems.push(format!(
+                "scrub of the damaged pool: {:?}, (checksum errors, repaired bytes) {counts:?}; expected an error \
+                 naming the block and [(1, 0)]",
+                r.map(|r| r.blocks)
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        summary = None;
+    }
+    Ok(outcome(name, last, total, problems, summary))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -846,96 +938,4 @@ pub fn run_grants(kernel: &Path, name: &str, timeout: Duration) -> Result<crate:
     });
     let total = timed.run.elapsed;
     Ok(outcome(name, Boot { timed, plan, problems: Vec::new() }, total, problems, summary))
-}
-
-pub const DAMAGED_CASE: &str = "linux/pool-damaged";
-
-/// The guest's `disk-read error after <bytes> bytes <sha256>` line.
-pub fn read_error(serial: &str) -> Option<(u64, String)> {
-    serial.lines().find_map(|l| {
-        let rest = l.trim_end().strip_prefix("alcove-guest: disk-read error after ")?;
-        let (n, h) = rest.split_once(" bytes ")?;
-        Some((n.parse().ok()?, h.to_string()))
-    })
-}
-
-/// `linux/pool-damaged`: a single-disk pool (no other copy). After the
-/// guest wrote its data, one byte of one of the volume's blocks is
-/// flipped in the pool file; the guest's next boot reads the volume and
-/// must get an I/O error at that block, never wrong data: everything it
-/// read before the error is what it wrote. A host scrub then fails on
-/// the block (one checksum error, nothing repaired).
-pub fn run_damaged(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
-    use alcove_pool::Pool;
-    use alcove_pool::disk::FileDisk;
-    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
-    std::fs::create_dir_all(&dir)?;
-    let pool = vec![dir.join("pool.img")];
-    let _ = std::fs::remove_file(&pool[0]);
-    let log = name.replace('/', "-");
-    let disk = format!("{{\"size\": {VOLUME_MIB}}}");
-    let first = boot(kernel, &dir, &format!("{log}-write"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}")), &pool, timeout)?;
-    let mut total = first.timed.run.elapsed;
-    let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
-    if first.hash("write").is_none() {
-        problems.push("boot 1: the guest reported no disk-write hash".into());
-    }
-    let mut last = first;
-    let mut summary = None;
-    if problems.is_empty() {
-        let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
-        {
-            let disks = vec![FileDisk::open(&pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?];
-            let mut p = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
-            p.read(&volume(), 0, &mut data).map_err(|e| format!("read: {e}"))?;
-        }
-        let blocks = data_block_offsets(&pool, &pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?;
-        let Some(&(at, index)) = blocks.get(blocks.len() / 2) else {
-            return Err(format!("none of the volume's blocks found in {}", pool[0].display()).into());
-        };
-        flip(&pool[0], &[(at, index)])?;
-        let b = boot(kernel, &dir, &format!("{log}-read"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}")), &pool, timeout)?;
-        total += b.timed.run.elapsed;
-        problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
-        let bad_at = (index * VOLBLOCK) as u64;
-        match read_error(b.serial()) {
-            Some((n, h)) if n <= bad_at && h == hex(&Sha256::digest(&data[..n as usize])) => {
-                summary = Some(format!(
-                    "one byte flipped in volume block {index} on a single-disk pool: the guest's read failed with \
-                     an I/O error after {n} bytes (the block starts at {bad_at}), every byte before it as written"
-                ));
-            }
-            Some((n, h)) => problems.push(format!(
-                "boot 2: the read failed after {n} bytes hashing to {h}; the damaged block starts at {bad_at}, \
-                 and the written data's first {n} bytes hash to {}",
-                hex(&Sha256::digest(&data[..(n as usize).min(data.len())]))
-            )),
-            None => problems.push(format!(
-                "boot 2: the guest reported no read error with block {index} damaged (read {:?})",
-                b.hash("read")
-            )),
-        }
-        if !b.serial().lines().any(|l| l.contains("I/O error") && l.contains("vda")) {
-            problems.push("boot 2: the guest's kernel logged no I/O error on vda".into());
-        }
-        last = b;
-        // With no good copy, scrub reports the block and fails, as the
-        // guest's read did; it counts one checksum error, repairs nothing.
-        let disks = vec![FileDisk::open(&pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?];
-        let mut p = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
-        let scrubbed = p.scrub();
-        let counts: Vec<(u64, u64)> = p.child_stats().iter().map(|s| (s.checksum_errors, s.repaired_bytes)).collect();
-        match scrubbed {
-            Err(e) if e.to_string().contains("no good copy") && counts == [(1, 0)] => {}
-            r => problems.push(format!(
-                "scrub of the damaged pool: {:?}, (checksum errors, repaired bytes) {counts:?}; expected an error \
-                 naming the block and [(1, 0)]",
-                r.map(|r| r.blocks)
-            )),
-        }
-    }
-    if !problems.is_empty() {
-        summary = None;
-    }
-    Ok(outcome(name, last, total, problems, summary))
 }

@@ -718,7 +718,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
     };
     if pool_cases.iter().any(|c| wanted(c)) {
-        println!("== linux: a Linux VM on pool volumes (data across a machine restart; a damaged mirror side)");
+        println!("== linux: a Linux VM on pool volumes (issue 12)");
         let kernel = kernel.as_deref().expect("kernel built");
         for round in 1..=repeat_count() {
             if round > 1 {
