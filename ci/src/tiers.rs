@@ -701,23 +701,15 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
     // a VM booted from a clone of an image's snapshot, grants given back
     // as a VMM ends, a damaged block on a single disk (issue 12; each in the tier after three passes in a
     // row; `--case linux/pool` runs them all).
-    let in_tier = [
+    let pool_cases = [
         crate::linux_pool::CASE,
         crate::linux_pool::MIRROR_CASE,
         crate::linux_pool::SIGKILL_CASE,
         crate::linux_pool::GRANTS_CASE,
         crate::linux_pool::CLONE_CASE,
+        crate::linux_pool::DAMAGED_CASE,
     ];
-    // Cases on trial run only when `--case` names them.
-    let on_trial = [crate::linux_pool::DAMAGED_CASE];
-    let pool_cases: Vec<&str> = in_tier.into_iter().chain(on_trial).collect();
-    let wanted = |c: &str| {
-        chosen.contains(&"linux")
-            && match only.as_deref() {
-                None => in_tier.contains(&c),
-                Some(o) => c.contains(o),
-            }
-    };
+    let wanted = |c: &str| chosen.contains(&"linux") && only.as_deref().is_none_or(|o| c.contains(o));
     if pool_cases.iter().any(|c| wanted(c)) {
         println!("== linux: a Linux VM on pool volumes (issue 12)");
         let kernel = kernel.as_deref().expect("kernel built");
@@ -733,7 +725,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                     break;
                 }
             };
-            for case in pool_cases.iter().copied().filter(|c| wanted(c)) {
+            for case in pool_cases.into_iter().filter(|c| wanted(c)) {
                 runs += 1;
                 let out = match case {
                     crate::linux_pool::CASE => crate::linux_pool::run(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
