@@ -820,41 +820,6 @@ pub fn run_damaged(kernel: &Path, images: &Images, name: &str, timeout: Duration
     Ok(outcome(name, last, total, problems, summary))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Only whole `chunk <k> <sha256>` lines count as acknowledged: a
-    /// failed chunk, a cut-off line (the kill can land mid-line) or
-    /// another line does not.
-    #[test]
-    fn only_whole_chunk_lines_are_acknowledged() {
-        let h = "ab".repeat(32);
-        let serial = format!(
-            "alcove-guest: chunk 0 {h}\r\nalcove-guest: chunk 1 failed\nvm x: chunk 2 {h}\nalcove-guest: chunk 3 {h}\nalcove-guest: chunk 4 {}",
-            &h[..20]
-        );
-        assert_eq!(acknowledged_chunks(serial.lines()), [(0, h.clone()), (3, h)]);
-    }
-
-    #[test]
-    fn a_read_error_line_gives_its_length_and_hash() {
-        let serial = "alcove-guest: disk-read start 8\nalcove-guest: disk-read error after 4194304 bytes abc\r\n";
-        assert_eq!(read_error(serial), Some((4194304, "abc".to_string())));
-        assert_eq!(read_error("alcove-guest: disk-read 8 abc\n"), None);
-    }
-
-    #[test]
-    fn grant_events_read_storageds_lines() {
-        let serial = "[INFO ] storaged: pool: grant 0x10000: zones/a-disk0, zones/b (1 live)
-                      [INFO ] storaged: pool: grant 0x10000 revoked (1 rings closed, 0 live)
-                      [INFO ] storaged: pool: grant 0x10001: zones/a-disk0 (2 live)
-                      [INFO ] storaged: pool: grant 0x10001 revoked (0 rings closed)
-";
-        assert_eq!(grant_events(serial.lines()), [(true, 1), (false, 0), (true, 2)]);
-    }
-}
-
 pub const GRANTS_CASE: &str = "linux/pool-grants";
 /// Times init restarts the VMM (its manifest's `restart`).
 const GRANT_RESTARTS: usize = 3;
@@ -938,4 +903,39 @@ pub fn run_grants(kernel: &Path, name: &str, timeout: Duration) -> Result<crate:
     });
     let total = timed.run.elapsed;
     Ok(outcome(name, Boot { timed, plan, problems: Vec::new() }, total, problems, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only whole `chunk <k> <sha256>` lines count as acknowledged: a
+    /// failed chunk, a cut-off line (the kill can land mid-line) or
+    /// another line does not.
+    #[test]
+    fn only_whole_chunk_lines_are_acknowledged() {
+        let h = "ab".repeat(32);
+        let serial = format!(
+            "alcove-guest: chunk 0 {h}\r\nalcove-guest: chunk 1 failed\nvm x: chunk 2 {h}\nalcove-guest: chunk 3 {h}\nalcove-guest: chunk 4 {}",
+            &h[..20]
+        );
+        assert_eq!(acknowledged_chunks(serial.lines()), [(0, h.clone()), (3, h)]);
+    }
+
+    #[test]
+    fn a_read_error_line_gives_its_length_and_hash() {
+        let serial = "alcove-guest: disk-read start 8\nalcove-guest: disk-read error after 4194304 bytes abc\r\n";
+        assert_eq!(read_error(serial), Some((4194304, "abc".to_string())));
+        assert_eq!(read_error("alcove-guest: disk-read 8 abc\n"), None);
+    }
+
+    #[test]
+    fn grant_events_read_storageds_lines() {
+        let serial = "[INFO ] storaged: pool: grant 0x10000: zones/a-disk0, zones/b (1 live)
+                      [INFO ] storaged: pool: grant 0x10000 revoked (1 rings closed, 0 live)
+                      [INFO ] storaged: pool: grant 0x10001: zones/a-disk0 (2 live)
+                      [INFO ] storaged: pool: grant 0x10001 revoked (0 rings closed)
+";
+        assert_eq!(grant_events(serial.lines()), [(true, 1), (false, 0), (true, 2)]);
+    }
 }
