@@ -27,7 +27,8 @@ use crate::vm::{VmEnding, VmLog, VmPlan};
 use kcore::testproto::{EXIT_PASS, qemu_status};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 pub const CASE: &str = "linux/pool-volume";
 /// The VM's uuid: its volume is `zones/<UUID>-disk0`.
@@ -92,9 +93,10 @@ impl Boot {
     }
 }
 
-/// Boots Alcove with the VM `json` describes (its disks host files in
-/// `dir`, or pool volumes on `pool`) and checks that it powered off.
-pub fn boot(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBuf], timeout: Duration) -> Result<Boot> {
+/// The plan and the QEMU command (serial on its stdout) for the VM
+/// `json` describes, its disks host files in `dir` or pool volumes on
+/// `pool`.
+fn machine(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBuf]) -> Result<(VmPlan, Command)> {
     std::fs::create_dir_all(dir)?;
     let json_path = dir.join(format!("{log_name}.json"));
     std::fs::write(&json_path, json)?;
@@ -106,6 +108,13 @@ pub fn boot(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathB
     let iso = image::iso_of(kernel, &format!("test-{log_name}"), "", &system)?;
     let mut c = plan.qemu().command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
+    Ok((plan, c))
+}
+
+/// Boots Alcove with the VM `json` describes (its disks host files in
+/// `dir`, or pool volumes on `pool`) and checks that it powered off.
+pub fn boot(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBuf], timeout: Duration) -> Result<Boot> {
+    let (plan, c) = machine(kernel, dir, log_name, json, pool)?;
     let timed = capture_timed_answering(c, log_name, Some(timeout), false, None)?;
     let mut problems = Vec::new();
     let run = &timed.run;
@@ -439,4 +448,494 @@ pub fn run_mirror(kernel: &Path, images: &Images, name: &str, timeout: Duration)
         }
     }
     Ok(outcome(name, last, total, problems, summary))
+}
+
+pub const SIGKILL_CASE: &str = "linux/pool-sigkill";
+/// 1 MiB chunks the guest writes (`alcove.disk-chunks`), each fsync'd.
+const CHUNKS: usize = 16;
+/// QEMU is killed once this many chunks were acknowledged.
+const KILL_AFTER: usize = 4;
+
+/// The guest's acknowledged chunks in `lines`: (k, sha256) from each
+/// `alcove-guest: chunk <k> <sha256>`, in order.
+pub fn acknowledged_chunks<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<(u64, String)> {
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            let rest = l.trim_end().strip_prefix("alcove-guest: chunk ")?;
+            let (k, h) = rest.split_once(' ')?;
+            let k = k.parse().ok()?;
+            (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (k, h.to_string()))
+        })
+        .collect()
+}
+
+/// Runs `c` (serial on its stdout, logged to `logs/NAME.log`) and kills
+/// it with SIGKILL as soon as `kill_on` says so of a serial line, or at
+/// `timeout`. Returns the run (ending `Qemu(-1)` when the kill ended it)
+/// and whether `kill_on` brought the kill.
+fn capture_killing(
+    mut c: Command,
+    name: &str,
+    timeout: Duration,
+    mut kill_on: impl FnMut(&str) -> bool + Send + 'static,
+) -> Result<(TimedRun, bool)> {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let logs = crate::out_dir().join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log = logs.join(format!("{}.log", name.replace('/', "-")));
+    let mut file = std::fs::File::create(&log)?;
+    c.stdout(Stdio::piped()).stdin(Stdio::null()).stderr(std::fs::File::create(log.with_extension("stderr"))?);
+    let start = Instant::now();
+    let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+    let mut out = child.stdout.take().ok_or("no stdout pipe")?;
+    let kill = Arc::new(AtomicBool::new(false));
+    let seen = kill.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut all, mut lines, mut line) = (Vec::new(), Vec::new(), Vec::new());
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = out.read(&mut buf) {
+            let now = start.elapsed();
+            let _ = file.write_all(&buf[..n]);
+            all.extend_from_slice(&buf[..n]);
+            for &b in &buf[..n] {
+                if b != b'\n' {
+                    line.push(b);
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                if kill_on(&text) {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                lines.push((now, text));
+                line.clear();
+            }
+        }
+        (all, lines)
+    });
+    let deadline = start + timeout;
+    let (status, by_count) = loop {
+        if let Some(s) = child.try_wait()? {
+            break (Some(s), false);
+        }
+        let by_count = kill.load(Ordering::SeqCst);
+        if by_count || Instant::now() >= deadline {
+            // Child::kill is SIGKILL: QEMU gets no chance to flush or
+            // finish anything.
+            let _ = child.kill();
+            let s = child.wait()?;
+            break (by_count.then_some(s), by_count);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    let (all, lines) = reader.join().map_err(|_| "the serial reader thread panicked")?;
+    let ending = match status {
+        Some(s) => Ending::Qemu(s.code().unwrap_or(-1)),
+        None => Ending::Timeout(timeout.as_secs()),
+    };
+    let run = crate::emu::Run { ending, serial: String::from_utf8_lossy(&all).into_owned(), log, elapsed };
+    Ok((TimedRun { run, lines }, by_count))
+}
+
+/// The pool file after the kill, as the host tool sees it: imports,
+/// scrubs clean, and every chunk in `acked` reads back with its hash.
+fn check_chunks(files: &[PathBuf], acked: &[(u64, String)]) -> std::result::Result<String, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let disks = files.iter().map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("the pool does not import after the kill: {e}"))?;
+    let report = pool.scrub().map_err(|e| format!("scrub: {e}"))?;
+    let errors: u64 = pool.child_stats().iter().map(|s| s.read_errors + s.write_errors + s.checksum_errors).sum();
+    if errors != 0 || pool.state() != "ONLINE" {
+        return Err(format!("scrub after the kill found {errors} errors, pool {}", pool.state()));
+    }
+    let vol = volume();
+    let mut lost = Vec::new();
+    let mut chunk = vec![0u8; MIB as usize];
+    for (k, want) in acked {
+        pool.read(&vol, k * MIB, &mut chunk).map_err(|e| format!("{vol}: chunk {k}: {e}"))?;
+        let got: String = Sha256::digest(&chunk).iter().map(|b| format!("{b:02x}")).collect();
+        if &got != want {
+            lost.push(format!("chunk {k} hashes to {got}, acknowledged {want}"));
+        }
+    }
+    if !lost.is_empty() {
+        return Err(format!("acknowledged writes lost: {}", lost.join("; ")));
+    }
+    Ok(format!("scrub of txg {}: {} blocks, no errors", report.txg, report.blocks))
+}
+
+/// `linux/pool-sigkill`: the guest writes fsync'd 1 MiB chunks to its pool
+/// volume, printing each one's hash once the disk acknowledged it; QEMU is
+/// killed with SIGKILL after [`KILL_AFTER`] of them, while the guest goes
+/// on writing. On the host the pool file then imports, scrubs clean, and
+/// every chunk acknowledged before the kill reads back with its hash.
+pub fn run_sigkill(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"size\": {VOLUME_MIB}}}");
+    let json = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-chunks={CHUNKS}"));
+    let (plan, c) = machine(kernel, &dir, &log, &json, &pool)?;
+    let mut acked = 0;
+    let count = move |line: &str| {
+        acked += acknowledged_chunks([line]).len();
+        acked >= KILL_AFTER
+    };
+    let (timed, killed) = capture_killing(c, &log, timeout, count)?;
+    let mut problems = Vec::new();
+    let serial = &timed.run.serial;
+    let acked = acknowledged_chunks(serial.lines());
+    if !killed {
+        problems.push(format!("QEMU was not killed: {} chunks acknowledged, ending {:?}", acked.len(), timed.run.ending));
+    }
+    if serial.contains("alcove-guest: chunks done") {
+        problems.push("the guest finished every chunk before the kill: it did not land during the writes".into());
+    }
+    if let Some(l) = serial.lines().find(|l| l.contains("alcove-guest: chunk ") && l.trim_end().ends_with(" failed")) {
+        problems.push(format!("the guest's write failed: {}", l.trim_end()));
+    }
+    if serial.contains("panic in ") || serial.contains("ALCOVE-FATAL") {
+        problems.push("something panicked before the kill".into());
+    }
+    let mut summary = None;
+    if problems.is_empty() {
+        match check_chunks(&pool, &acked) {
+            Ok(scrub) => {
+                summary = Some(format!(
+                    "QEMU killed (SIGKILL) after the guest's {} acknowledged 1 MiB chunks while it wrote more; on \
+                     the host the pool imports, {scrub}, every acknowledged chunk reads back with its hash",
+                    acked.len()
+                ))
+            }
+            Err(e) => problems.push(format!("{}: {e}", pool[0].display())),
+        }
+    }
+    let total = timed.run.elapsed;
+    Ok(outcome(name, Boot { timed, plan, problems: Vec::new() }, total, problems, summary))
+}
+
+pub const CLONE_CASE: &str = "linux/pool-clone";
+/// The image whose volume, `zones/<IMAGE_UUID>`, the clone test's VM is
+/// cloned from (its snapshot `@final`, as SmartOS's `image_uuid`).
+pub const IMAGE_UUID: &str = "7c0a1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new single-disk pool `zones` in `file` made on the host with the
+/// pool library (as `alcove-pool create`, `import-raw` and `snapshot`
+/// do): the image volume `zones/<IMAGE_UUID>` holds [`DATA_MIB`] MiB of
+/// random data, snapshotted as `@final`. Returns the data's sha256.
+fn make_image_pool(file: &Path) -> std::result::Result<String, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let io = |e: std::io::Error| format!("{}: {e}", file.display());
+    std::fs::File::create(file).and_then(|f| f.set_len(POOL_MIB * MIB)).map_err(io)?;
+    let disk = FileDisk::open(file).map_err(io)?;
+    let mut pool = Pool::create("zones", vec![disk], 0x5eed_c10e).map_err(|e| format!("create: {e}"))?;
+    let vol = format!("zones/{IMAGE_UUID}");
+    pool.create_volume(&vol, VOLUME_MIB * MIB, alcove_pool::pool::DEFAULT_VOLBLOCKSIZE).map_err(|e| format!("{vol}: {e}"))?;
+    let data = crate::vm::random_bytes((DATA_MIB * MIB) as usize);
+    pool.write(&vol, 0, &data).map_err(|e| format!("{vol}: write: {e}"))?;
+    pool.sync().map_err(|e| format!("sync: {e}"))?;
+    pool.snapshot(&format!("{vol}@final")).map_err(|e| format!("{vol}@final: {e}"))?;
+    Ok(hex(&Sha256::digest(&data)))
+}
+
+/// The pool after the clone's boot: scrub clean, the image volume and its
+/// snapshot still hash to `image`, the clone (origin the snapshot) to what
+/// the guest wrote.
+fn check_clone(files: &[PathBuf], image: &str, written: &str) -> std::result::Result<String, String> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let disks = files.iter().map(|f| FileDisk::open(f).map_err(|e| format!("{}: {e}", f.display()))).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut pool = Pool::import(disks).map_err(|e| format!("the pool does not import: {e}"))?;
+    let report = pool.scrub().map_err(|e| format!("scrub: {e}"))?;
+    let errors: u64 = pool.child_stats().iter().map(|s| s.read_errors + s.write_errors + s.checksum_errors).sum();
+    if errors != 0 || pool.state() != "ONLINE" {
+        return Err(format!("scrub found {errors} errors, pool {}", pool.state()));
+    }
+    let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
+    let origin = format!("zones/{IMAGE_UUID}");
+    let snap = format!("{origin}@final");
+    for (name, want) in [(origin.as_str(), image), (snap.as_str(), image), (volume().as_str(), written)] {
+        pool.read(name, 0, &mut data).map_err(|e| format!("{name}: read: {e}"))?;
+        let got = hex(&Sha256::digest(&data));
+        if got != want {
+            return Err(format!("{name} hashes to {got} on the host, expected {want}"));
+        }
+    }
+    let info = pool.get(&volume()).map_err(|e| format!("{}: {e}", volume()))?;
+    if info.origin.as_deref() != Some(snap.as_str()) {
+        return Err(format!("{}: origin {:?}, expected {snap}", volume(), info.origin));
+    }
+    Ok(format!("scrub of txg {}: {} blocks, no errors", report.txg, report.blocks))
+}
+
+/// `linux/pool-clone`: an image volume with data and its snapshot
+/// `@final` are made on the host; the VM's disk names the image
+/// (`image_uuid`), so at boot init clones `zones/<uuid>-disk0` from the
+/// snapshot and grants it. The guest reads the clone (the image's data:
+/// the clone shares its blocks), then overwrites it with new random data
+/// and powers off. On the host the origin and its snapshot still hash as
+/// before, the clone to what the guest wrote, and scrub is clean.
+pub fn run_clone(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let image = make_image_pool(&pool[0])?;
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"image_uuid\": \"{IMAGE_UUID}\"}}");
+    let words = format!("alcove.disk-read-first alcove.disk-read={DATA_MIB} alcove.disk-write={DATA_MIB}");
+    let b = boot(kernel, &dir, &log, &vm_json(images, "linux-clone", &disk, &words), &pool, timeout)?;
+    let mut problems = b.problems.clone();
+    let vol = volume();
+    match grant_line(b.serial(), &b.plan.server) {
+        Some(l) if l.contains(&format!("created {vol}")) => {}
+        other => problems.push(format!("init did not report cloning and granting {vol}: {other:?}")),
+    }
+    match b.hash("read") {
+        Some(h) if h == image => {}
+        h => problems.push(format!("the guest read {h:?} from the new clone, the image holds {image}")),
+    }
+    let written = b.hash("write");
+    match &written {
+        Some(w) if *w != image => {}
+        w => problems.push(format!("the guest reported writing {w:?}")),
+    }
+    let mut summary = None;
+    if problems.is_empty() {
+        match check_clone(&pool, &image, written.as_deref().unwrap_or_default()) {
+            Ok(scrub) => {
+                summary = Some(format!(
+                    "{vol} cloned at boot from zones/{IMAGE_UUID}@final: the guest read the image's {DATA_MIB} MiB \
+                     from it, then overwrote them; on the host the origin and its snapshot hash as before, the \
+                     clone as the guest wrote, {scrub}"
+                ))
+            }
+            Err(e) => problems.push(format!("{}: {e}", pool[0].display())),
+        }
+    }
+    let total = b.timed.run.elapsed;
+    Ok(outcome(name, b, total, problems, summary))
+}
+
+pub const DAMAGED_CASE: &str = "linux/pool-damaged";
+
+/// The guest's `disk-read error after <bytes> bytes <sha256>` line.
+pub fn read_error(serial: &str) -> Option<(u64, String)> {
+    serial.lines().find_map(|l| {
+        let rest = l.trim_end().strip_prefix("alcove-guest: disk-read error after ")?;
+        let (n, h) = rest.split_once(" bytes ")?;
+        Some((n.parse().ok()?, h.to_string()))
+    })
+}
+
+/// `linux/pool-damaged`: a single-disk pool (no other copy). After the
+/// guest wrote its data, one byte of one of the volume's blocks is
+/// flipped in the pool file; the guest's next boot reads the volume and
+/// must get an I/O error at that block, never wrong data: everything it
+/// read before the error is what it wrote. A host scrub then fails on
+/// the block (one checksum error, nothing repaired).
+pub fn run_damaged(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    use alcove_pool::Pool;
+    use alcove_pool::disk::FileDisk;
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let log = name.replace('/', "-");
+    let disk = format!("{{\"size\": {VOLUME_MIB}}}");
+    let first = boot(kernel, &dir, &format!("{log}-write"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-write={DATA_MIB}")), &pool, timeout)?;
+    let mut total = first.timed.run.elapsed;
+    let mut problems: Vec<String> = first.problems.iter().map(|p| format!("boot 1: {p}")).collect();
+    if first.hash("write").is_none() {
+        problems.push("boot 1: the guest reported no disk-write hash".into());
+    }
+    let mut last = first;
+    let mut summary = None;
+    if problems.is_empty() {
+        let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
+        {
+            let disks = vec![FileDisk::open(&pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?];
+            let mut p = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+            p.read(&volume(), 0, &mut data).map_err(|e| format!("read: {e}"))?;
+        }
+        let blocks = data_block_offsets(&pool, &pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?;
+        let Some(&(at, index)) = blocks.get(blocks.len() / 2) else {
+            return Err(format!("none of the volume's blocks found in {}", pool[0].display()).into());
+        };
+        flip(&pool[0], &[(at, index)])?;
+        let b = boot(kernel, &dir, &format!("{log}-read"), &vm_json(images, "linux-pool", &disk, &format!("alcove.disk-read={DATA_MIB}")), &pool, timeout)?;
+        total += b.timed.run.elapsed;
+        problems.extend(b.problems.iter().map(|p| format!("boot 2: {p}")));
+        let bad_at = (index * VOLBLOCK) as u64;
+        match read_error(b.serial()) {
+            Some((n, h)) if n <= bad_at && h == hex(&Sha256::digest(&data[..n as usize])) => {
+                summary = Some(format!(
+                    "one byte flipped in volume block {index} on a single-disk pool: the guest's read failed with \
+                     an I/O error after {n} bytes (the block starts at {bad_at}), every byte before it as written"
+                ));
+            }
+            Some((n, h)) => problems.push(format!(
+                "boot 2: the read failed after {n} bytes hashing to {h}; the damaged block starts at {bad_at}, \
+                 and the written data's first {n} bytes hash to {}",
+                hex(&Sha256::digest(&data[..(n as usize).min(data.len())]))
+            )),
+            None => problems.push(format!(
+                "boot 2: the guest reported no read error with block {index} damaged (read {:?})",
+                b.hash("read")
+            )),
+        }
+        if !b.serial().lines().any(|l| l.contains("I/O error") && l.contains("vda")) {
+            problems.push("boot 2: the guest's kernel logged no I/O error on vda".into());
+        }
+        last = b;
+        // With no good copy, scrub reports the block and fails, as the
+        // guest's read did; it counts one checksum error, repairs nothing.
+        let disks = vec![FileDisk::open(&pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?];
+        let mut p = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
+        let scrubbed = p.scrub();
+        let counts: Vec<(u64, u64)> = p.child_stats().iter().map(|s| (s.checksum_errors, s.repaired_bytes)).collect();
+        match scrubbed {
+            Err(e) if e.to_string().contains("no good copy") && counts == [(1, 0)] => {}
+            r => problems.push(format!(
+                "scrub of the damaged pool: {:?}, (checksum errors, repaired bytes) {counts:?}; expected an error \
+                 naming the block and [(1, 0)]",
+                r.map(|r| r.blocks)
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        summary = None;
+    }
+    Ok(outcome(name, last, total, problems, summary))
+}
+
+pub const GRANTS_CASE: &str = "linux/pool-grants";
+/// Times init restarts the VMM (its manifest's `restart`).
+const GRANT_RESTARTS: usize = 3;
+
+/// storaged's `pool: grant 0x..: VOLUMES (N live)` and
+/// `pool: grant 0x.. revoked (.. rings closed, N live)` lines: for each,
+/// whether it made (true) or revoked (false) a grant, and the live count
+/// after it.
+pub fn grant_events<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<(bool, u64)> {
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            let rest = &l[l.find("pool: grant 0x")?..];
+            let live = rest.trim_end().strip_suffix(" live)")?;
+            let n = live[live.rfind(['(', ' '])? + 1..].parse().ok()?;
+            Some((!rest.contains(" revoked ("), n))
+        })
+        .collect()
+}
+
+/// `linux/pool-grants`: a VMM on a pool volume, in a manifest that
+/// restarts it [`GRANT_RESTARTS`] times and does not end the machine with
+/// it, whose VM cannot start (its kernel is not a bzImage), so each run
+/// ends at once. Each start gets a new grant from init; each end must give
+/// it back: storaged's count of live grants is 1 after every grant and 0
+/// after every revoke, never growing with the starts.
+pub fn run_grants(kernel: &Path, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let pool = vec![dir.join("pool.img")];
+    let _ = std::fs::remove_file(&pool[0]);
+    let log = name.replace('/', "-");
+    std::fs::write(dir.join("not-a-kernel.bin"), vec![0u8; 64 << 10])?;
+    let json = format!(
+        "{{\"uuid\": \"{UUID}\", \"alias\": \"grants\", \"brand\": \"bhyve\", \"ram\": 64, \"vcpus\": 1, \
+         \"disks\": [{{\"size\": 16}}], \"kernel\": \"not-a-kernel.bin\", \"cmdline\": \"console=ttyS0\"}}"
+    );
+    let json_path = dir.join(format!("{log}.json"));
+    std::fs::write(&json_path, &json)?;
+    let plan = VmPlan::load(&json_path)?.with_pool(&pool, POOL_MIB)?;
+    let mut system = plan.write_boot_files(&dir.join(format!("boot-{log}")))?;
+    // The VMM restarts and leaves the machine running when it ends.
+    let mut toml = system.toml.clone();
+    for (from, to) in [
+        ("args = [\"exit-machine\"]\n", String::new()),
+        ("machine_exit = true\n", String::new()),
+        ("restart = \"never\"\n", format!("restart = {GRANT_RESTARTS}\n")),
+    ] {
+        if toml.matches(from).count() != 1 {
+            return Err(format!("the generated manifest has no single {from:?}").into());
+        }
+        toml = toml.replace(from, &to);
+    }
+    system.toml = toml;
+    let iso = image::iso_of(kernel, &format!("test-{log}"), "", &system)?;
+    let mut c = plan.qemu().command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let last = format!("server \"{}\" ", plan.server);
+    let (timed, ended) = capture_killing(c, &log, timeout, move |l| l.contains(&last) && l.contains("not restarting"))?;
+    let serial = &timed.run.serial;
+    let mut problems = Vec::new();
+    if !ended {
+        problems.push(format!("init never said it would not restart the VMM (ending {:?})", timed.run.ending));
+    }
+    let events = grant_events(serial.lines());
+    let made = events.iter().filter(|(m, _)| *m).count();
+    let revoked = events.len() - made;
+    let runs = GRANT_RESTARTS + 1;
+    if made != runs || revoked != runs {
+        problems.push(format!("{runs} starts of the VMM made {made} grants and revoked {revoked}; expected {runs} of each"));
+    }
+    if let Some((m, n)) = events.iter().find(|&&(m, n)| n != u64::from(m)) {
+        let what = if *m { "a grant" } else { "a revoke" };
+        problems.push(format!("after {what} storaged held {n} live grants (events {events:?})"));
+    }
+    if serial.contains("panic in ") || serial.contains("ALCOVE-FATAL") {
+        problems.push("something panicked".into());
+    }
+    let summary = problems.is_empty().then(|| {
+        format!("the VMM started {runs} times on its pool volume, each start granted and each end revoked: storaged held one live grant at most (events {events:?})")
+    });
+    let total = timed.run.elapsed;
+    Ok(outcome(name, Boot { timed, plan, problems: Vec::new() }, total, problems, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only whole `chunk <k> <sha256>` lines count as acknowledged: a
+    /// failed chunk, a cut-off line (the kill can land mid-line) or
+    /// another line does not.
+    #[test]
+    fn only_whole_chunk_lines_are_acknowledged() {
+        let h = "ab".repeat(32);
+        let serial = format!(
+            "alcove-guest: chunk 0 {h}\r\nalcove-guest: chunk 1 failed\nvm x: chunk 2 {h}\nalcove-guest: chunk 3 {h}\nalcove-guest: chunk 4 {}",
+            &h[..20]
+        );
+        assert_eq!(acknowledged_chunks(serial.lines()), [(0, h.clone()), (3, h)]);
+    }
+
+    #[test]
+    fn a_read_error_line_gives_its_length_and_hash() {
+        let serial = "alcove-guest: disk-read start 8\nalcove-guest: disk-read error after 4194304 bytes abc\r\n";
+        assert_eq!(read_error(serial), Some((4194304, "abc".to_string())));
+        assert_eq!(read_error("alcove-guest: disk-read 8 abc\n"), None);
+    }
+
+    #[test]
+    fn grant_events_read_storageds_lines() {
+        let serial = "[INFO ] storaged: pool: grant 0x10000: zones/a-disk0, zones/b (1 live)
+                      [INFO ] storaged: pool: grant 0x10000 revoked (1 rings closed, 0 live)
+                      [INFO ] storaged: pool: grant 0x10001: zones/a-disk0 (2 live)
+                      [INFO ] storaged: pool: grant 0x10001 revoked (0 rings closed)
+";
+        assert_eq!(grant_events(serial.lines()), [(true, 1), (false, 0), (true, 2)]);
+    }
 }

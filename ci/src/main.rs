@@ -13,6 +13,7 @@ mod linux_hostfwd;
 mod linux_net;
 mod linux_pool;
 mod memtest;
+mod pool_disks;
 mod setup;
 mod tiers;
 mod vm;

@@ -178,9 +178,16 @@ impl VmPlan {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let json = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::load_text(&json, path)
+    }
+
+    /// As [`Self::load`], with the description's text given (`run --vm`'s
+    /// rewritten one, [`crate::pool_disks`]); `path` names it and its
+    /// folder resolves relative paths.
+    pub fn load_text(json: &str, path: &Path) -> Result<Self> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        let mut plan = Self::from_text(&json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut plan = Self::from_text(json, path, &dir).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(bootrom) = plan.config.bootrom {
             plan.kernel = crate::fwboot::image(bootrom)?;
         }

@@ -431,7 +431,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             return Err(PoolError::GrantSetup { why: format!("{e}") });
         }
         self.next_grant += 1;
-        log::info!("pool: grant {badge:#x}: {}", volumes.join(", "));
+        log::info!("pool: grant {badge:#x}: {} ({} live)", volumes.join(", "), self.grants.len() + 1);
         self.grants.push(Grant { badge, volumes, slot: Some(slot) });
         Ok(Granted { badge })
     }
@@ -453,7 +453,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             self.drop_ring(ring);
             closed += 1;
         }
-        log::info!("pool: grant {badge:#x} revoked ({closed} rings closed)");
+        log::info!("pool: grant {badge:#x} revoked ({closed} rings closed, {} live)", self.grants.len());
         Ok(closed)
     }
 }

@@ -28,6 +28,9 @@ struct Child {
     server: Server,
     process: Option<CapSlot>,
     restarts: u32,
+    /// The pool grant (storaged's badge) init made for this server's
+    /// volumes, revoked when the process ends.
+    grant: Option<u64>,
 }
 
 pub fn main(start: Start) -> u64 {
@@ -86,15 +89,17 @@ pub fn main(start: Start) -> u64 {
     let endpoints = Endpoints { slots: endpoints, callers, proc: proc_ep };
 
     let mut children: Vec<Child> =
-        manifest.servers.iter().map(|s| Child { server: s.clone(), process: None, restarts: 0 }).collect();
+        manifest.servers.iter().map(|s| Child { server: s.clone(), process: None, restarts: 0, grant: None }).collect();
     for (i, c) in children.iter_mut().enumerate() {
         if c.server.on_demand {
             continue; // a template: instances start through `proc`
         }
-        match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots, &Extra::default()) {
+        let extra = Extra::default();
+        match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots, &extra) {
             Ok(p) => c.process = Some(p),
             Err(e) => log::error!("cannot start server \"{}\": {e}", c.server.name),
         }
+        c.grant = extra.grant.get();
     }
 
     // Ready when every endpoint answers `status`.
@@ -174,13 +179,20 @@ impl Init<'_> {
             };
             let _ = sys::cap_delete(p);
             c.process = None;
+            // Its pool grant goes with it: storaged drops the grant's
+            // state and closes its rings (a restart gets a new one).
+            if let Some(badge) = c.grant.take() {
+                revoke_grant(&self.endpoints, &c.server.name, badge);
+            }
             if c.server.restart.allows(c.restarts) {
                 c.restarts += 1;
                 log::warn!("server \"{}\" {how}; restarting ({})", c.server.name, c.restarts);
-                match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &Extra::default()) {
+                let extra = Extra::default();
+                match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &extra) {
                     Ok(p) => c.process = Some(p),
                     Err(e) => log::error!("cannot restart \"{}\": {e}", c.server.name),
                 }
+                c.grant = extra.grant.get();
             } else {
                 log::warn!("server \"{}\" {how}; not restarting (restart policy)", c.server.name);
             }
@@ -276,6 +288,8 @@ impl ProcCall<'_, '_> {
             name: Some(alloc::format!("{}-{}", server.name, init.instances.next_id())),
             watch_bit: Some(INSTANCE_BIT),
             instance: true,
+            // An instance's grant is its starter's to revoke (zone-server).
+            grant: Default::default(),
         };
         let p = spawn(&init.archive, &server, t, &init.endpoints, init.watch, &mut init.slots, &extra)
             .map_err(|why| ProcError::Start { why })?;
@@ -317,6 +331,8 @@ struct Extra {
     watch_bit: Option<u64>,
     /// An instance started through `proc` (not a manifest server).
     instance: bool,
+    /// Set by [`spawn`]: the pool grant made for the server's volumes.
+    grant: core::cell::Cell<Option<u64>>,
 }
 
 /// The endpoints init made (name, slot), and their callers (endpoint,
@@ -449,7 +465,8 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
             // disks. Should that fail, it gets no storaged endpoint at all
             // and its disks fail to open; the reason is logged here.
             match grant_volumes(*ep, server, slots) {
-                Ok(granted) => {
+                Ok((granted, badge)) => {
+                    extra.grant.set(Some(badge));
                     let r = sys::cap_grant(proc, granted, next_slot, Rights::SEND | Rights::GRANT);
                     let _ = sys::cap_delete(granted);
                     r.map_err(e("grant the volumes' endpoint"))?;
@@ -564,8 +581,9 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
 
 /// Makes `server`'s pool volumes ready through storaged's endpoint `ep`
 /// (init's own copy: init may use the pool interface) and returns the slot
-/// of the grant's capability, storaged's endpoint with the grant's badge.
-fn grant_volumes(ep: CapSlot, server: &Server, slots: &mut Slots) -> Result<CapSlot, String> {
+/// of the grant's capability, storaged's endpoint with the grant's badge,
+/// and the badge.
+fn grant_volumes(ep: CapSlot, server: &Server, slots: &mut Slots) -> Result<(CapSlot, u64), String> {
     use libipc::provision::{VolumeSpec, provision};
     let specs = server.volumes.iter().map(|v| VolumeSpec::parse(v)).collect::<Result<Vec<_>, _>>()?;
     let slot = slots.next();
@@ -583,7 +601,19 @@ fn grant_volumes(ep: CapSlot, server: &Server, slots: &mut Slots) -> Result<CapS
         if done.created.is_empty() { "" } else { ", created " },
         done.created.join(", ")
     );
-    Ok(slot)
+    Ok((slot, done.granted.badge))
+}
+
+/// Revokes the pool grant `badge` made for `server`, which ended, through
+/// init's own storaged endpoint (init may use the pool interface).
+fn revoke_grant(endpoints: &Endpoints, server: &str, badge: u64) {
+    let Some((_, ep)) = endpoints.slots.iter().find(|(n, _)| n == "storaged") else { return };
+    let t = libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(*ep));
+    match libipc::interfaces::pool::Client::new(&t).revoke(badge) {
+        Ok(Ok(closed)) => log::info!("server \"{server}\" ended: its pool grant {badge:#x} revoked ({closed} rings closed)"),
+        Ok(Err(e)) => log::warn!("server \"{server}\" ended: revoking its pool grant {badge:#x}: {e}"),
+        Err(e) => log::warn!("server \"{server}\" ended: storaged did not answer the revoke of {badge:#x}: {e}"),
+    }
 }
 
 /// Writes into the scratch window (mapped writable by the caller).
