@@ -460,6 +460,11 @@ impl Case {
             // VMM zone-server started (its UART line reaches the console).
             v.problems.push(format!("the zone suite's guest never printed {:?}", crate::zone::GUEST_OFF_LINE));
         }
+        if self.suite == "zone" && !r.serial.contains(crate::zone::BUTTON_END_LINE) {
+            // `vmadm stop` pressed the power button and the guest powered
+            // off by itself (a VMM ended by force prints no end).
+            v.problems.push(format!("the VM stopped by its power button never printed {:?}", crate::zone::BUTTON_END_LINE));
+        }
         Ok((r, v))
     }
 }

@@ -3,7 +3,11 @@
 //! Linux boot protocol 2.15 with a 64-bit entry, as vmm-server loads
 //! Debian's kernel): each writes a line to its UART; `zone-guest-halt`
 //! then spins for ever, `zone-guest-off` powers the VM off through the
-//! ACPI PM1a control port (0x604, SLP_TYP 5 | SLP_EN). The suite is in
+//! ACPI PM1a control port (0x604, SLP_TYP 5 | SLP_EN) at once. The
+//! spinning guest watches the ACPI power button (PWRBTN_STS in PM1a_STS,
+//! port 0x600) as an OS does and powers off when it is pressed
+//! (`vmadm stop`); `zone-guest-deaf` spins and ignores it (a stop falls
+//! back to halting the VM after its timeout). The suite is in
 //! `servers/ktest-user/src/zone.rs`, the manifest `initrd/manifests/zone.toml`.
 
 use crate::Result;
@@ -13,6 +17,10 @@ use std::path::PathBuf;
 pub const GUEST_OFF_LINE: &str = "zone-guest: powering off";
 /// What the spinning guest prints.
 pub const GUEST_HALT_LINE: &str = "zone-guest: running";
+/// What the VMM of the suite's first VM (`zone-guest-halt`, alias
+/// `zone-halt`) prints when its guest powered off on `vmadm stop`'s ACPI
+/// power button.
+pub const BUTTON_END_LINE: &str = "vm zone-halt: ended: poweroff";
 
 /// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
 pub fn pool_drive() -> Vec<String> {
@@ -28,9 +36,20 @@ pub fn pool_drive() -> Vec<String> {
     ]
 }
 
+/// What a test guest does after its line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Then {
+    /// Powers the VM off at once.
+    Off,
+    /// Powers it off once the ACPI power button is pressed.
+    Button,
+    /// Spins for ever.
+    Spin,
+}
+
 /// The guest's code at the 64-bit entry: prints `line` (then a newline) on
-/// COM1, then powers off (`off`) or spins.
-fn code(line: &str, off: bool) -> Vec<u8> {
+/// COM1, then does what `then` says.
+fn code(line: &str, then: Then) -> Vec<u8> {
     const MSG: usize = 96;
     let mut c = vec![0xfc]; // cld
     c.extend([0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
@@ -43,7 +62,16 @@ fn code(line: &str, off: bool) -> Vec<u8> {
     c.push(0xee); // out dx, al
     c.extend([0xeb, 0xf8]); // jmp 12
     assert_eq!(c.len(), 20);
-    if off {
+    if then == Then::Button {
+        c.extend([0x66, 0xba, 0x00, 0x06]); // 20: mov dx, 0x600 (PM1a_STS)
+        c.extend([0xb9, 0x00, 0x00, 0x10, 0x00]); // 24: mov ecx, 0x100000
+        c.extend([0xf3, 0x90, 0xe2, 0xfc]); // 29: pause; loop 29
+        c.extend([0x66, 0xed]); // 33: in ax, dx
+        c.extend([0xf6, 0xc4, 0x01]); // test ah, 1 (PWRBTN_STS, bit 8)
+        c.extend([0x74, 0xf0]); // jz 24
+        assert_eq!(c.len(), 40);
+    }
+    if then != Then::Spin {
         c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
         c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401
         c.extend([0x66, 0xef]); // out dx, ax
@@ -86,9 +114,13 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let dir = crate::out_dir().join("zone");
     std::fs::create_dir_all(&dir)?;
     let mut out = Vec::new();
-    for (name, line, off) in [("zone-guest-halt", GUEST_HALT_LINE, false), ("zone-guest-off", GUEST_OFF_LINE, true)] {
+    for (name, line, then) in [
+        ("zone-guest-halt", GUEST_HALT_LINE, Then::Button),
+        ("zone-guest-off", GUEST_OFF_LINE, Then::Off),
+        ("zone-guest-deaf", GUEST_HALT_LINE, Then::Spin),
+    ] {
         let path = dir.join(name);
-        std::fs::write(&path, bzimage(&code(line, off)))?;
+        std::fs::write(&path, bzimage(&code(line, then)))?;
         out.push((name.to_string(), path));
     }
     Ok(out)
@@ -102,8 +134,8 @@ mod tests {
     /// code is.
     #[test]
     fn vmm_server_accepts_the_test_kernels() {
-        for off in [false, true] {
-            let img = bzimage(&code("x", off));
+        for then in [Then::Off, Then::Button, Then::Spin] {
+            let img = bzimage(&code("x", then));
             let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
             assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
             let at = 5 * 512 + 0x200;

@@ -793,7 +793,22 @@ pub enum ProcError {
     /// archive said).
     #[allow(missing_docs)]
     Start { why: String },
+    /// `give` refused the capability for `name` (`why`: not a name an
+    /// instance takes, no capability sent, or not of the kind it needs).
+    #[allow(missing_docs)]
+    BadCapability { name: String, why: String },
 }
+
+/// The names [`proc::Server::give`] takes, and the kind of object each
+/// must be: `netd` (an endpoint, a per-VM grant of netd's) and `control`
+/// (a notification the instance waits on; zone-server keeps a copy to
+/// signal it, bit [`VMM_CONTROL_POWER_BUTTON`]).
+pub const PROC_GIVE_NAMES: [(&str, abi::ObjectType); 2] =
+    [("netd", abi::ObjectType::Endpoint), ("control", abi::ObjectType::Notification)];
+
+/// The bit of a VMM's `control` notification that presses its guest's ACPI
+/// power button.
+pub const VMM_CONTROL_POWER_BUTTON: u64 = 1;
 
 impl core::fmt::Display for ProcError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -807,6 +822,7 @@ impl core::fmt::Display for ProcError {
             ProcError::NoSuchInstance { instance } => write!(f, "proc: no instance {instance} of this client"),
             ProcError::TooMany { limit } => write!(f, "proc: all {limit} instance slots are in use"),
             ProcError::Start { why } => write!(f, "proc: cannot start the instance: {why}"),
+            ProcError::BadCapability { name, why } => write!(f, "proc: give \"{name}\": {why}"),
         }
     }
 }
@@ -839,6 +855,13 @@ crate::interface! {
         fn stop(instance: u32) -> Result<ProcState, ProcError>;
         /// The caller's instances and budget.
         fn usage() -> ProcUsage;
+        /// Keeps the capability sent with the request as the `name`
+        /// capability of the caller's next `start` (one of
+        /// [`PROC_GIVE_NAMES`], of the kind it names; giving a name again
+        /// replaces the earlier one). `start` takes every one given, or,
+        /// when it fails, drops them; an instance never gets the
+        /// template's own endpoint for one of these names.
+        fn give(name: String) -> Result<(), ProcError>;
     }
 }
 

@@ -36,6 +36,8 @@ pub const VMM_PROP: &str = "alcove:vmm";
 pub const RECORD_VOLSIZE: u64 = 8192;
 /// Bytes of a record one `pool.set` carries (longer ones are appended).
 pub const RECORD_CHUNK: usize = 1024;
+/// How often a graceful `stop` looks whether the guest has powered off.
+const STOP_POLL_MS: u64 = 100;
 /// The template init starts a VM's VMM from (manifest `spawns`).
 pub const VMM_TEMPLATE: &str = "vmm-server";
 /// What the VMM's budget assumes for the template's own boot files (the
@@ -72,6 +74,12 @@ pub trait Machine {
     fn vmm_running(&mut self, instance: u32) -> Result<bool, String>;
     /// Ends the instance and frees it.
     fn stop_vmm(&mut self, instance: u32) -> Result<(), String>;
+    /// Presses the ACPI power button of the instance's guest (through the
+    /// `control` notification it was started with); `Err` when it has
+    /// none (a VMM a restarted zone-server found again).
+    fn power_button(&mut self, instance: u32) -> Result<(), String>;
+    /// Waits about `ms` milliseconds (between looks at a stopping VM).
+    fn sleep_ms(&mut self, ms: u64);
     /// Ends a grant: its rings close.
     fn revoke(&mut self, grant: u64) -> Result<(), String>;
     /// Every dataset of the pool, by name.
@@ -242,12 +250,29 @@ impl<M: Machine> Host for ZoneHost<M> {
         Ok(u64::from(instance))
     }
 
-    fn stop(&mut self, vm: &Instance, _force: bool, _timeout: u32) -> Result<(), String> {
-        // Without a control channel to the VMM (its ACPI power button is
-        // not wired yet) every stop halts the VM at once, as `stop -F`.
-        let Some(r) = self.running.remove(&vm.uuid) else {
+    fn stop(&mut self, vm: &Instance, force: bool, timeout: u32) -> Result<(), String> {
+        let Some(&Running { instance, .. }) = self.running.get(&vm.uuid) else {
             return Ok(()); // no VMM of ours runs it (zone-server restarted)
         };
+        // As SmartOS: the guest's ACPI power button, then up to `timeout`
+        // seconds for the guest to power off; then (or with `-F` at once)
+        // the VMM is ended.
+        if !force {
+            match self.machine.power_button(instance) {
+                Ok(()) => {
+                    let mut waited_ms = 0u64;
+                    while self.machine.vmm_running(instance) == Ok(true) && waited_ms < u64::from(timeout) * 1000 {
+                        self.machine.sleep_ms(STOP_POLL_MS);
+                        waited_ms += STOP_POLL_MS;
+                    }
+                    if self.machine.vmm_running(instance) == Ok(true) {
+                        log::warn!("VM {}: the guest did not power off within {timeout} s: halting it", vm.uuid);
+                    }
+                }
+                Err(e) => log::warn!("VM {}: {e}: halting it", vm.uuid),
+            }
+        }
+        let Some(r) = self.running.remove(&vm.uuid) else { return Ok(()) };
         let stopped = self.machine.stop_vmm(r.instance);
         let revoked = self.machine.revoke(r.grant);
         stopped.and(revoked)

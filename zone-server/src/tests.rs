@@ -28,6 +28,12 @@ struct Fake {
     next: u32,
     seed: u64,
     fail_create_of: Option<String>,
+    /// Instances whose power button was pressed, in order.
+    buttons: Vec<u32>,
+    /// Whether the guests power off when the button is pressed.
+    guests_listen: bool,
+    /// Milliseconds `sleep_ms` was asked to wait, in all.
+    slept_ms: u64,
 }
 
 /// An image file's bytes, read from the front.
@@ -127,6 +133,18 @@ impl Machine for Fake {
     }
     fn stop_vmm(&mut self, instance: u32) -> Result<(), String> {
         self.vmms.remove(&instance).map(|_| ()).ok_or_else(|| "proc: no instance".into())
+    }
+    fn power_button(&mut self, instance: u32) -> Result<(), String> {
+        let vmm = self.vmms.get_mut(&instance).ok_or("proc: no instance")?;
+        self.buttons.push(instance);
+        // A guest listening to the button powers off (its VMM ends).
+        if self.guests_listen {
+            vmm.0 = false;
+        }
+        Ok(())
+    }
+    fn sleep_ms(&mut self, ms: u64) {
+        self.slept_ms += ms;
     }
     fn revoke(&mut self, grant: u64) -> Result<(), String> {
         let at = self.grants.iter().position(|&g| g == grant).ok_or("pool: no grant")?;
@@ -274,6 +292,38 @@ fn a_vmm_that_ends_by_itself_leaves_the_vm_stopped() {
     // It starts again.
     assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
     assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
+}
+
+#[test]
+fn stop_presses_the_power_button_then_halts_after_its_timeout_and_dash_f_halts_at_once() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let first = *s.host.machine.vmms.keys().next().unwrap();
+    // A guest that listens powers off: no waiting, the VMM is reaped.
+    s.host.machine.guests_listen = true;
+    assert_eq!(run(&mut s, &["stop", &uuid], "").code, 0);
+    assert_eq!(s.host.machine.buttons, [first]);
+    assert_eq!(s.host.machine.slept_ms, 0);
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
+
+    // A guest that ignores it: the button, `-t` seconds of waiting, then
+    // the VMM is ended all the same.
+    s.host.machine.guests_listen = false;
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    let second = *s.host.machine.vmms.keys().next().unwrap();
+    assert_eq!(run(&mut s, &["stop", &uuid, "-t", "3"], "").code, 0);
+    assert_eq!(s.host.machine.buttons, [first, second]);
+    assert_eq!(s.host.machine.slept_ms, 3000);
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
+
+    // -F: no button, no waiting.
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+    assert_eq!(s.host.machine.buttons.len(), 2);
+    assert_eq!(s.host.machine.slept_ms, 3000);
+    assert!(s.host.machine.vmms.is_empty());
 }
 
 #[test]

@@ -136,7 +136,7 @@ pub fn main(start: Start) -> u64 {
     }
     let offered = slots.next();
     libipc::request_caps::offer(offered);
-    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default() };
+    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default(), given: Vec::new(), spare: Vec::new() };
     match libipc::kernel::serve(libipc::cap::Cap::from_slot(proc_ep), &mut init) {
         Ok(never) => match never {},
         Err(e) => {
@@ -159,6 +159,12 @@ struct Init<'a> {
     watch: CapSlot,
     slots: Slots,
     instances: Instances<CapSlot>,
+    /// Capabilities `proc.give` kept for a caller's next `start`:
+    /// (caller, name, init's slot).
+    given: Vec<(usize, String, CapSlot)>,
+    /// Slots `given` used and gave back (reused, so giving never runs
+    /// init's slots out).
+    spare: Vec<CapSlot>,
 }
 
 impl Init<'_> {
@@ -235,6 +241,18 @@ impl proc::Server for ProcCall<'_, '_> {
             let _ = sys::cap_delete(slot);
             libipc::request_caps::offer(slot);
         }
+        // What `give` kept is used or, when the start failed, dropped.
+        self.drop_given();
+        r
+    }
+
+    fn give(&mut self, name: String) -> Result<(), ProcError> {
+        let sent = libipc::request_caps::take();
+        let r = self.give_with(&name, sent);
+        if let (Err(_), Some(slot)) = (&r, sent) {
+            let _ = sys::cap_delete(slot);
+            libipc::request_caps::offer(slot);
+        }
         r
     }
 
@@ -263,6 +281,62 @@ impl proc::Server for ProcCall<'_, '_> {
 }
 
 impl ProcCall<'_, '_> {
+    /// `give`: keeps `sent` (init's slot) as `name` for the caller's next
+    /// `start`; on `Err` the caller of this frees `sent`.
+    fn give_with(&mut self, name: &str, sent: Option<CapSlot>) -> Result<(), ProcError> {
+        let bad = |why: &str| ProcError::BadCapability { name: crate::instances::clip(name), why: why.into() };
+        let owner = self.owner.ok_or_else(|| bad("this client starts no instances"))?;
+        if self.init.manifest.servers[owner].spawns.is_empty() {
+            return Err(bad("this client starts no instances (manifest: spawns)"));
+        }
+        let Some(&(_, kind)) = libipc::interfaces::PROC_GIVE_NAMES.iter().find(|(n, _)| *n == name) else {
+            return Err(bad("not a name an instance takes (netd, control)"));
+        };
+        let slot = sent.ok_or_else(|| bad("no capability was sent with the request"))?;
+        // What the instance needs of it: to wait on a notification, to
+        // call through an endpoint.
+        let needs = if kind == ObjectType::Endpoint { Rights::SEND } else { Rights::READ };
+        let rights = match sys::cap_identify(slot) {
+            Ok(c) if c.object_type == kind && c.rights.contains(needs) => c.rights,
+            Ok(c) if c.object_type == kind => return Err(bad("the capability sent lacks the right the instance needs")),
+            _ => {
+                return Err(bad(if kind == ObjectType::Endpoint {
+                    "the capability sent is not an endpoint"
+                } else {
+                    "the capability sent is not a notification"
+                }));
+            }
+        };
+        // Init keeps it in a slot of its own (the request's slot is reused).
+        let kept = self.init.spare.pop().unwrap_or_else(|| self.init.slots.next());
+        if let Err(err) = sys::cap_copy(slot, kept, rights, 0) {
+            self.init.spare.push(kept);
+            return Err(bad(&alloc::format!("cannot keep it: {err}")));
+        }
+        let _ = sys::cap_delete(slot);
+        libipc::request_caps::offer(slot);
+        if let Some(old) = self.init.given.iter().position(|(o, n, _)| *o == owner && n == name) {
+            let (_, _, s) = self.init.given.remove(old);
+            let _ = sys::cap_delete(s);
+            self.init.spare.push(s);
+        }
+        self.init.given.push((owner, name.into(), kept));
+        Ok(())
+    }
+
+    /// Deletes init's copies of what the caller gave (after a `start`).
+    fn drop_given(&mut self) {
+        let Some(owner) = self.owner else { return };
+        let init = &mut *self.init;
+        init.given.retain(|(o, _, s)| {
+            if *o == owner {
+                let _ = sys::cap_delete(*s);
+                init.spare.push(*s);
+            }
+            *o != owner
+        });
+    }
+
     fn start_with(
         &mut self,
         template: &str,
@@ -285,6 +359,7 @@ impl ProcCall<'_, '_> {
         let extra = Extra {
             files: alloc::vec![(String::from("vm.json"), start_data.to_vec())],
             storaged: given,
+            named: init.given.iter().filter(|(o, _, _)| *o == owner).map(|(_, n, s)| (n.clone(), *s)).collect(),
             name: Some(alloc::format!("{}-{}", server.name, init.instances.next_id())),
             watch_bit: Some(INSTANCE_BIT),
             instance: true,
@@ -325,6 +400,8 @@ struct Extra {
     /// An endpoint that stands in for the template's `storaged` (a pool
     /// grant's).
     storaged: Option<CapSlot>,
+    /// Capabilities `proc.give` kept, by name ([`libipc::interfaces::PROC_GIVE_NAMES`]).
+    named: Vec<(String, CapSlot)>,
     /// The instance's name in its start-up information.
     name: Option<String>,
     /// The watch bit its end signals (default: its server's).
@@ -443,7 +520,24 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         next_slot += 1;
         info.clients.extend(all.callers.iter().filter(|(ep, _, _)| ep == name).cloned());
     }
+    if extra.instance {
+        // What the starter gave, under its names; the template's own
+        // endpoints of those names are never the instance's.
+        for (name, given) in &extra.named {
+            // Waiting (control) or calling (netd), and passing on what it
+            // sends when the giver allowed that; `give` checked the rest.
+            let wanted = if name == "control" { Rights::READ } else { Rights::SEND | Rights::GRANT };
+            let held = sys::cap_identify(*given).map(|c| c.rights).unwrap_or(Rights::NONE);
+            let rights = Rights(wanted.0 & held.0);
+            sys::cap_grant(proc, *given, next_slot, rights).map_err(e("grant a given capability"))?;
+            info.calls.push(Named { name: name.clone(), slot: next_slot });
+            next_slot += 1;
+        }
+    }
     for name in &server.calls {
+        if extra.instance && libipc::interfaces::PROC_GIVE_NAMES.iter().any(|(n, _)| n == name) {
+            continue;
+        }
         let ep = if name == initrd::manifest::PROC_ENDPOINT {
             &all.proc
         } else if extra.instance && name == "storaged" {

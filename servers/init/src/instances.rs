@@ -140,7 +140,7 @@ impl<P: Copy> Instances<P> {
 }
 
 /// A caller's name for an error message, cut to a sane length.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     if s.len() <= 64 {
         return s.into();
     }

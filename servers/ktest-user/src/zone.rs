@@ -127,6 +127,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("a_bad_payload_gets_vmadm_s_error_and_changes_nothing", a_bad_payload_gets_vmadm_s_error),
         ("create_list_stop_delete_gives_everything_back", create_list_stop_delete),
         ("a_guest_that_powers_off_is_seen_stopped", a_guest_that_powers_off_is_seen_stopped),
+        ("a_guest_deaf_to_the_power_button_is_halted", a_guest_deaf_to_the_power_button_is_halted),
         ("a_restarted_zone_server_finds_its_running_vm", a_restarted_zone_server_finds_its_running_vm),
         ("two_vms_from_an_installed_image_share_its_blocks", two_vms_from_an_installed_image_share_its_blocks),
         ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
@@ -216,8 +217,10 @@ fn create_list_stop_delete(env: &mut Env) -> Result<(), String> {
     if init_running <= init_before {
         return Err(format!("init's kernel memory did not grow while a VMM ran ({init_before} -> {init_running} KiB)"));
     }
+    // A graceful stop: the guest sees the ACPI power button and powers off
+    // (the harness checks its VMM's "ended: poweroff" line).
     println!("zone: stopping VM {uuid}");
-    env.ok(&["stop", &uuid], "")?;
+    env.ok(&["stop", &uuid, "-t", "60"], "")?;
     let state = env.state(&uuid)?;
     if state != "stopped" {
         return Err(format!("after stop, the state is {state:?}"));
@@ -266,6 +269,30 @@ fn wait_for(mut done: impl FnMut() -> Result<bool, String>, step_ns: u64) -> Res
         let _ = sys::cap_delete(199);
     }
     Ok(false)
+}
+
+/// `zone-guest-deaf` ignores the ACPI power button: `stop -t 1` presses
+/// it, waits its second and halts the VM all the same; `stop -F` halts it
+/// at once. Either way it ends `stopped` with its volume no longer granted.
+fn a_guest_deaf_to_the_power_button_is_halted(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let uuid = created(&env.ok(&["create"], &payload("zone-deaf", "zone-guest-deaf"))?)?;
+    for how in [&["-t", "1"][..], &["-F"][..]] {
+        if env.state(&uuid)? != "running" {
+            return Err(format!("before stop {how:?}, the deaf VM is {:?}", env.state(&uuid)?));
+        }
+        let mut args = vec!["stop", uuid.as_str()];
+        args.extend_from_slice(how);
+        env.ok(&args, "")?;
+        let state = env.state(&uuid)?;
+        if state != "stopped" {
+            return Err(format!("after stop {how:?} of a guest deaf to the button, the state is {state:?}"));
+        }
+        if how[0] == "-t" {
+            env.ok(&["start", &uuid], "")?;
+        }
+    }
+    env.delete_leaving_nothing(&uuid, init_before)
 }
 
 /// The guest writes its line and powers the VM off: zone-server sees its
@@ -359,6 +386,35 @@ fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> 
     if !matches!(got, Ok(Err(ProcError::Start { ref why })) if why.contains("not an endpoint")) {
         return Err(format!("start with a notification as its storaged: {got:?}"));
     }
+    // `give`: only the names an instance takes, each of its own kind, and
+    // only with a capability sent.
+    let give = |name: &str, sent: Option<CapSlot>| {
+        let slots: Vec<CapSlot> = sent.into_iter().collect();
+        let t = libipc::kernel::CapTransport::new(Cap::from_slot(env.proc), &[]).sending(&slots);
+        proc::Client::new(&t).give(name.into()).map_err(|e| format!("proc.give: {e}"))
+    };
+    sys::create(abi::ObjectType::Notification, note, 0).map_err(|e| format!("notification: {e}"))?;
+    for (name, sent, why) in [
+        ("storaged", Some(note), "not a name"),
+        ("console", Some(env.zone), "not a name"),
+        ("control", None, "no capability"),
+        ("control", Some(env.zone), "not a notification"),
+        ("netd", Some(note), "not an endpoint"),
+    ] {
+        let got = give(name, sent)?;
+        if !matches!(&got, Err(ProcError::BadCapability { name: n, why: w }) if n == name && w.contains(why)) {
+            let _ = sys::cap_delete(note);
+            return Err(format!("give {name:?} with {sent:?}: {got:?}, expected BadCapability ({why})"));
+        }
+    }
+    // Ours are still ours after a refusal.
+    if sys::cap_identify(note).is_err() || vmadm::Client::new(client(env.zone)).run(vec!["list".into()], String::new()).is_err() {
+        return Err("a refused give took the caller's own capability".into());
+    }
+    // A right one is kept for the next start (the VMM below takes it).
+    let got = give("control", Some(note))?;
+    let _ = sys::cap_delete(note);
+    got.map_err(|e| format!("give \"control\" with a notification: {e}"))?;
     // A real one: a VMM with a description it refuses ends with an error.
     let id = call(p.start("vmm-server".into(), b"{\"ram\": 1}".to_vec(), limit))?
         .map_err(|e| format!("start of a VMM within the budget: {e}"))?;

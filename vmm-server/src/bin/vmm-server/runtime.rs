@@ -102,6 +102,9 @@ pub struct VmSpec {
     /// The console server, whose typed input goes to the guest's serial
     /// port.
     pub console: Option<CapSlot>,
+    /// The notification its starter (zone-server) signals: bit
+    /// `VMM_CONTROL_POWER_BUTTON` presses the guest's ACPI power button.
+    pub control: Option<CapSlot>,
     /// End the whole machine (QEMU) with the VM: `cargo xtask run --vm`.
     pub exit_machine: bool,
     /// The kernel memory this VM needs (checked against the budget before
@@ -167,6 +170,7 @@ impl VmSpec {
             netd: info.calls("netd"),
             config: config.clone(),
             console: info.calls("console"),
+            control: info.calls("control"),
             exit_machine: info.args.iter().any(|a| a == "exit-machine"),
         }))
     }
@@ -354,6 +358,8 @@ struct Shared {
     console_slot: PciSlot,
     /// The console server (operator input for the serial port).
     console_server: Option<CapSlot>,
+    /// The starter's control notification (polled on each timer pass).
+    control: Option<CapSlot>,
     /// The NICs' frame rings to netd; the lock nests inside the platform's.
     nics: spin::Mutex<nics::Nics>,
     /// The guest's paravirtual clock (kvmclock).
@@ -719,6 +725,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console_writer: spin::Mutex::new(()),
         console_slot,
         console_server: spec.console,
+        control: spec.control,
         nics: spin::Mutex::new(nic_set),
         exits: Default::default(),
         port_exits: spin::Mutex::new(PortCounts::new()),
@@ -904,6 +911,12 @@ fn timer_loop(sh: &Shared) {
             }
             if let Some(bytes) = typed.take() {
                 p.push_console_input(&bytes, now);
+            }
+            // The starter's control bits, polled (at least every 20 ms).
+            let control = sh.control.and_then(|c| sys::poll(c).ok()).unwrap_or(0);
+            if control & libipc::interfaces::VMM_CONTROL_POWER_BUTTON != 0 {
+                log::info!("vm: the ACPI power button was pressed");
+                p.press_power_button(now);
             }
         }
         // What those passes queued for the disks, outside the lock.

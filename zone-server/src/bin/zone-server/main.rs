@@ -26,6 +26,12 @@ mod machine {
 
     /// Where a grant's endpoint lands between `pool.grant` and `proc.start`.
     const GRANT_SLOT: CapSlot = 200;
+    /// A notification of zone-server's own that nobody signals (its waits
+    /// with a timeout are its sleeps).
+    const SLEEP_SLOT: CapSlot = 299;
+    /// Where the VMMs' control notifications are kept: one slot per
+    /// instance init may run for us.
+    const CONTROL_SLOTS: core::ops::Range<CapSlot> = 300..300 + libipc::interfaces::PROC_INSTANCES_MAX;
 
     /// storaged's pool and init's proc over the kernel.
     pub struct KernelMachine {
@@ -33,6 +39,8 @@ mod machine {
         pub proc: Option<CapSlot>,
         pub rng: u64,
         pub images: crate::images::IpcPool,
+        /// Each running VMM's control notification (instance → slot).
+        pub controls: alloc::collections::BTreeMap<u32, CapSlot>,
     }
 
     impl KernelMachine {
@@ -44,6 +52,48 @@ mod machine {
         fn proc(&self) -> Result<proc::Client<KernelTransport>, String> {
             let ep = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
             Ok(proc::Client::new(KernelTransport::new(Cap::from_slot(ep))))
+        }
+
+        /// [`Machine::start_vmm`] with `control` given as the VMM's
+        /// `control` capability.
+        fn start_vmm_with(
+            &mut self,
+            volumes: &[VolumeSpec],
+            vm_json: &str,
+            budget_kib: u32,
+            control: CapSlot,
+        ) -> Result<(u32, u64), String> {
+            let storaged = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
+            let procs = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
+            // Its control notification first: init keeps it for the start.
+            let t = CapTransport::new(Cap::from_slot(procs), &[]).sending(&[control]);
+            proc::Client::new(&t).give("control".into()).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            if volumes.is_empty() {
+                // No disks: the VMM gets no storaged endpoint at all.
+                let t = CapTransport::new(Cap::from_slot(procs), &[]);
+                let id = proc::Client::new(&t)
+                    .start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib)
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                return Ok((id, 0));
+            }
+            let t = CapTransport::new(Cap::from_slot(storaged), &[GRANT_SLOT]);
+            let granted = libipc::provision::provision(&pool::Client::new(&t), volumes).map_err(|e| e.to_string())?.granted;
+            if t.received() != 1 {
+                let _ = self.revoke(granted.badge);
+                return Err("pool: the grant came without its capability".into());
+            }
+            let t = CapTransport::new(Cap::from_slot(procs), &[]).sending(&[GRANT_SLOT]);
+            let started = proc::Client::new(&t).start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib);
+            // The VMM holds its own copy.
+            let _ = sys::cap_delete(GRANT_SLOT);
+            match started.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                Ok(instance) => Ok((instance, granted.badge)),
+                Err(e) => {
+                    let _ = self.revoke(granted.badge);
+                    Err(e)
+                }
+            }
         }
     }
 
@@ -98,34 +148,37 @@ mod machine {
         }
 
         fn start_vmm(&mut self, volumes: &[VolumeSpec], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
-            let storaged = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
-            let procs = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
-            if volumes.is_empty() {
-                // No disks: the VMM gets no storaged endpoint at all.
-                let t = CapTransport::new(Cap::from_slot(procs), &[]);
-                let id = proc::Client::new(&t)
-                    .start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib)
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                return Ok((id, 0));
-            }
-            let t = CapTransport::new(Cap::from_slot(storaged), &[GRANT_SLOT]);
-            let granted = libipc::provision::provision(&pool::Client::new(&t), volumes).map_err(|e| e.to_string())?.granted;
-            if t.received() != 1 {
-                let _ = self.revoke(granted.badge);
-                return Err("pool: the grant came without its capability".into());
-            }
-            let t = CapTransport::new(Cap::from_slot(procs), &[]).sending(&[GRANT_SLOT]);
-            let started = proc::Client::new(&t).start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib);
-            // The VMM holds its own copy.
-            let _ = sys::cap_delete(GRANT_SLOT);
-            match started.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-                Ok(instance) => Ok((instance, granted.badge)),
-                Err(e) => {
-                    let _ = self.revoke(granted.badge);
-                    Err(e)
+            // The VMM's control notification: it waits on it, we signal.
+            let control = CONTROL_SLOTS
+                .clone()
+                .find(|s| !self.controls.values().any(|c| c == s))
+                .ok_or("zone-server: every control slot is in use")?;
+            let _ = sys::cap_delete(control);
+            sys::create(abi::ObjectType::Notification, control, 0).map_err(|e| format!("control notification: {e}"))?;
+            let started = self.start_vmm_with(volumes, vm_json, budget_kib, control);
+            match &started {
+                Ok((instance, _)) => {
+                    self.controls.insert(*instance, control);
+                }
+                Err(_) => {
+                    let _ = sys::cap_delete(control);
                 }
             }
+            started
+        }
+
+        fn power_button(&mut self, instance: u32) -> Result<(), String> {
+            let control = *self.controls.get(&instance).ok_or("its VMM has no control notification of ours")?;
+            sys::signal(control, libipc::interfaces::VMM_CONTROL_POWER_BUTTON).map_err(|e| format!("power button: {e}"))
+        }
+
+        fn sleep_ms(&mut self, ms: u64) {
+            // A wait with a timeout on a notification nobody signals.
+            if sys::cap_identify(SLEEP_SLOT).map(|c| c.object_type) != Ok(abi::ObjectType::Notification) {
+                let _ = sys::cap_delete(SLEEP_SLOT);
+                let _ = sys::create(abi::ObjectType::Notification, SLEEP_SLOT, 0);
+            }
+            let _ = sys::wait(SLEEP_SLOT, ms.saturating_mul(1_000_000));
         }
 
         fn vmm_running(&mut self, instance: u32) -> Result<bool, String> {
@@ -134,8 +187,12 @@ mod machine {
         }
 
         fn stop_vmm(&mut self, instance: u32) -> Result<(), String> {
+            if let Some(control) = self.controls.remove(&instance) {
+                let _ = sys::cap_delete(control);
+            }
             self.proc()?.stop(instance).map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| e.to_string())
         }
+
 
         fn revoke(&mut self, grant: u64) -> Result<(), String> {
             if grant == 0 {
@@ -208,6 +265,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         proc: info.calls("proc"),
         rng: alcove_rt::rdtsc() | 1,
         images: images::IpcPool::new(info.calls("storaged")),
+        controls: Default::default(),
     };
     let badges = machine::vmadm_badges(&info);
     if !badges.is_empty() {
