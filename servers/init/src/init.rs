@@ -102,10 +102,20 @@ pub fn main(start: Start) -> u64 {
         c.grant = extra.grant.get();
     }
 
-    // Ready when every endpoint answers `status`.
+    // Ready when every endpoint answers `status`, except those of servers
+    // that call init's `proc` (the control plane): such a server may be
+    // calling init already (a client's first `vmadm` request makes
+    // zone-server look for its VMMs), and init, which serves `proc` only
+    // after this round, would wait for it while it waits for init.
     let t0 = sys::clock_ns().unwrap_or(0);
     let mut answered = 0;
+    let mut asked = 0;
     for (name, ep) in &endpoints.slots {
+        if manifest.endpoints().any(|(e, s)| e == name && s.calls.iter().any(|c| c == initrd::manifest::PROC_ENDPOINT)) {
+            log::info!("{name}: not asked for status (its server calls proc)");
+            continue;
+        }
+        asked += 1;
         let client = libipc::interfaces::status::Client::new(libipc::kernel::KernelTransport::new(
             libipc::cap::Cap::from_slot(*ep),
         ));
@@ -122,8 +132,7 @@ pub fn main(start: Start) -> u64 {
     // so this is the instruction count from kernel entry to ready.
     println!("ALCOVE-BENCH boot_to_ready {t1} ns");
     println!(
-        "init: ready: {answered} of {} endpoints answered status ({} us after the first call; {} ms since boot)",
-        endpoints.slots.len(),
+        "init: ready: {answered} of {asked} endpoints answered status ({} us after the first call; {} ms since boot)",
         (t1 - t0) / 1000,
         t1 / 1_000_000
     );
