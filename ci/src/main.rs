@@ -15,6 +15,7 @@ mod memtest;
 mod setup;
 mod tiers;
 mod vm;
+mod shell;
 mod zone;
 
 use std::path::PathBuf;
