@@ -99,6 +99,9 @@ fn main(start: alcove_rt::Start) -> u64 {
     }
     let system = machine::KernelSystem { zone: info.calls("zone-server"), init: info.calls("proc") };
     let mut sh = shell::Shell::new(system, shell::Config::from_args(&info.args));
+    // init answers on its endpoint only once every server is up: waiting
+    // for it keeps the prompt below the start-up lines.
+    let _ = shell::System::machine(&mut sh.system);
     let banner =
         alloc::format!("\nAlcove operator shell on {} (type help)\n{}", sh.config.hostname, sh.prompt());
     write(&con, banner.as_bytes());
