@@ -5,7 +5,8 @@
 //! `help`, `sysinfo`, `svcs`, an unknown command, a line with an
 //! unterminated quote, lines edited with backspace, ^U, ^W and the up
 //! arrow, control characters, a 64 KiB line, then `vmadm list` again (the
-//! shell still answers) and `poweroff` (which ends the machine).
+//! shell still answers), `zpool status` and `zfs list` (storaged's new pool
+//! on a blank drive) and `poweroff` (which ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
 use crate::harness::Ending;
@@ -75,7 +76,9 @@ fn script() -> Vec<(String, Vec<u8>)> {
         ("svc:/alcove/shell".into(), b"\x01v\x02m\x04a\x05d\x06m \x0el\x0fi\x10s\x11t\r".to_vec()),
         ("UUID".into(), flood),
         ("longer than 4096".into(), b"vmadm list\r".to_vec()),
-        ("UUID".into(), b"poweroff\r".to_vec()),
+        ("UUID".into(), b"zpool status\r".to_vec()),
+        ("errors:".into(), b"zfs list\r".to_vec()),
+        ("VOLSIZE".into(), b"poweroff\r".to_vec()),
     ]
 }
 
@@ -83,7 +86,8 @@ fn script() -> Vec<(String, Vec<u8>)> {
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let system = BootSystem::named("shell")?;
     let iso = image::iso_of(kernel, "test-shell-console", "", &system)?;
-    let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, ..Qemu::default() };
+    // storaged makes its pool `zones` on a blank drive (as the zone case's).
+    let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, extra: crate::zone::pool_drive(), ..Qemu::default() };
     let mut c = q.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script())?;
@@ -167,6 +171,18 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     check(
         serial.contains(&format!("shell: the line is {} bytes, longer than 4096: ignored", FLOOD_BYTES + 6)),
         "the over-long line was not refused as too long".into(),
+    );
+    let zpool = answer("zpool status", 0).unwrap_or_default();
+    check(
+        zpool.starts_with(" pool: zones\nstate: ONLINE\n")
+            && zpool.lines().any(|l| l.trim_start().starts_with("virtio-blk") && l.contains("ONLINE"))
+            && zpool.ends_with("errors: No known data errors\n"),
+        format!("`zpool status` printed {zpool:?}"),
+    );
+    let zfs = answer("zfs list", 0);
+    check(
+        zfs.as_deref().is_some_and(|t| t.lines().count() == 1 && t.split_whitespace().eq(["NAME", "TYPE", "VOLSIZE"])),
+        format!("`zfs list` on a new pool printed {zfs:?}"),
     );
     check(
         ending == Ending::Qemu(qemu_status(EXIT_PASS)),

@@ -19,7 +19,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use editor::{Editor, Input, MAX_LINE};
-use libipc::interfaces::{MachineInfo, SvcInfo, SvcState, VmadmOutput};
+use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, SvcState, VmadmOutput};
 
 /// What the shell needs of the machine.
 pub trait System {
@@ -30,6 +30,10 @@ pub trait System {
     fn services(&mut self) -> Result<Vec<SvcInfo>, String>;
     /// What init can tell of the machine.
     fn machine(&mut self) -> Result<MachineInfo, String>;
+    /// storaged's pool (`zpool status`).
+    fn pool_status(&mut self) -> Result<PoolStatus, String>;
+    /// The pool's volumes and snapshots, by name (`zfs list`).
+    fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String>;
     /// Seconds since the Unix epoch now, and since boot.
     fn clock(&mut self) -> (u64, u64);
     /// Ends the machine; returns only if it could not, saying why.
@@ -84,6 +88,8 @@ Alcove operator shell. Commands:
   imgadm ARGS...          SmartOS's imgadm, at zone-server
   sysinfo                 the machine, as JSON
   svcs                    the servers init runs and their states
+  zpool status | list     storaged's pool, its disks and their errors
+  zfs list                the pool's volumes and snapshots (NAME TYPE VOLSIZE)
   help                    this text
   poweroff                end the machine
 Editing: Backspace, ^U (line), ^W (word), ^C (drop the line), Up/Down (history).
@@ -161,6 +167,15 @@ impl<S: System> Shell<S> {
             "svcs" if args.is_empty() => self.svcs(),
             "poweroff" if args.is_empty() => Reply::fail(format!("poweroff: {}\n", self.system.poweroff()), 1),
             "sysinfo" | "svcs" | "poweroff" => Reply::fail(format!("{name}: takes no arguments\n"), 2),
+            "zpool" => match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["status"] => self.zpool(true),
+                ["list"] => self.zpool(false),
+                _ => Reply::fail("zpool: usage: zpool status | zpool list\n".into(), 2),
+            },
+            "zfs" => match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["list"] => self.zfs_list(),
+                _ => Reply::fail("zfs: usage: zfs list\n".into(), 2),
+            },
             _ => Reply::fail(format!("shell: {}: command not found (try help)\n", printable(name)), 127),
         }
     }
@@ -208,6 +223,90 @@ impl<S: System> Shell<S> {
             text.push_str(&format!("{state:<12} {:>8} {:>9}  svc:/alcove/{}:default\n", s.restarts, s.instances, s.name));
         }
         Reply::ok(text)
+    }
+}
+
+impl<S: System> Shell<S> {
+    /// `zpool status` (as ZFS prints it) or `zpool list`.
+    fn zpool(&mut self, status: bool) -> Reply {
+        let p = match self.system.pool_status() {
+            Ok(p) => p,
+            Err(e) => return Reply::fail(format!("zpool: {e}\n"), 1),
+        };
+        if !status {
+            let used = p.size_bytes.saturating_sub(p.free_bytes);
+            return Reply::ok(format!(
+                "{:<10} {:>7} {:>7} {:>7}  {}\n{:<10} {:>7} {:>7} {:>7}  {}\n",
+                "NAME", "SIZE", "ALLOC", "FREE", "HEALTH",
+                p.name, human(p.size_bytes), human(used), human(p.free_bytes), p.state
+            ));
+        }
+        let mut t = format!(" pool: {}\nstate: {}\n  txg: {}\nconfig:\n\n", p.name, p.state, p.txg);
+        let row = |t: &mut String, indent: usize, name: &str, state: &str, r: u64, w: u64, c: u64| {
+            let name = format!("{}{name}", " ".repeat(indent));
+            t.push_str(&format!("\t{name:<28} {state:<9} {r:>5} {w:>5} {c:>5}\n"));
+        };
+        t.push_str(&format!("\t{:<28} {:<9} {:>5} {:>5} {:>5}\n", "NAME", "STATE", "READ", "WRITE", "CKSUM"));
+        let sum = |f: fn(&libipc::interfaces::PoolChild) -> u64| p.children.iter().map(f).sum::<u64>();
+        let (r, w, c) = (sum(|d| d.read_errors), sum(|d| d.write_errors), sum(|d| d.checksum_errors));
+        row(&mut t, 0, &p.name, &p.state, r, w, c);
+        let disk_indent = if p.vdev == "mirror" {
+            row(&mut t, 2, "mirror-0", &p.state, r, w, c);
+            4
+        } else {
+            2
+        };
+        for d in &p.children {
+            row(&mut t, disk_indent, &d.disk, &d.state, d.read_errors, d.write_errors, d.checksum_errors);
+        }
+        let missing = (p.children_total as usize).saturating_sub(p.children.len());
+        for _ in 0..missing {
+            row(&mut t, disk_indent, "(missing)", "UNAVAIL", 0, 0, 0);
+        }
+        for rep in &p.reports {
+            t.push_str(&format!("\nleft out: {}: {}", rep.disk, rep.what));
+        }
+        t.push_str(if r + w + c == 0 { "\nerrors: No known data errors\n" } else { "\nerrors: see the counts above\n" });
+        Reply::ok(t)
+    }
+
+    /// `zfs list`: NAME TYPE VOLSIZE.
+    fn zfs_list(&mut self) -> Reply {
+        let list = match self.system.datasets() {
+            Ok(l) => l,
+            Err(e) => return Reply::fail(format!("zfs: {e}\n"), 1),
+        };
+        let width = list.iter().map(|d| d.name.len()).max().unwrap_or(0).max(4);
+        let mut t = format!("{:<width$}  {:<8}  {:>7}\n", "NAME", "TYPE", "VOLSIZE");
+        for d in list {
+            let kind = if d.snapshot { "snapshot" } else { "volume" };
+            t.push_str(&format!("{:<width$}  {kind:<8}  {:>7}\n", d.name, human(d.volsize)));
+        }
+        Reply::ok(t)
+    }
+}
+
+/// Bytes as ZFS shows them: `512`, `64M`, `1.50G`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut unit = 0;
+    let mut div: u128 = 1024;
+    while u128::from(bytes) / div >= 1024 && unit + 1 < UNITS.len() {
+        div *= 1024;
+        unit += 1;
+    }
+    // In hundredths of the unit, cut (not rounded), as integers (no_std).
+    let v = u128::from(bytes) * 100 / div;
+    let u = UNITS[unit];
+    if v >= 10_000 || v % 100 == 0 {
+        format!("{}{u}", v / 100)
+    } else if v >= 1000 {
+        format!("{}.{}{u}", v / 100, v % 100 / 10)
+    } else {
+        format!("{}.{:02}{u}", v / 100, v % 100)
     }
 }
 

@@ -32,6 +32,37 @@ impl System for Mock {
     fn machine(&mut self) -> Result<MachineInfo, String> {
         Ok(MachineInfo { cpus: 4, memory_kib: 450 * 1024 + 17, servers: 6 })
     }
+    fn pool_status(&mut self) -> Result<PoolStatus, String> {
+        if self.down {
+            return Err("pool: no pool".into());
+        }
+        Ok(PoolStatus {
+            name: "zones".into(),
+            state: "ONLINE".into(),
+            txg: 42,
+            vdev: "mirror".into(),
+            children: vec![
+                libipc::interfaces::PoolChild { disk: "virtio-blk 00:04.0".into(), state: "ONLINE".into(), ..Default::default() },
+                libipc::interfaces::PoolChild {
+                    disk: "virtio-blk 00:05.0".into(),
+                    state: "DEGRADED".into(),
+                    checksum_errors: 3,
+                    ..Default::default()
+                },
+            ],
+            children_total: 2,
+            size_bytes: 64 << 20,
+            free_bytes: 48 << 20,
+            ..Default::default()
+        })
+    }
+    fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String> {
+        Ok(vec![
+            DatasetEntry { name: "zones/img".into(), snapshot: false, volsize: 1536 << 20 },
+            DatasetEntry { name: "zones/img@final".into(), snapshot: true, volsize: 1536 << 20 },
+            DatasetEntry { name: "zones/x-disk0".into(), snapshot: false, volsize: 512 },
+        ])
+    }
     fn clock(&mut self) -> (u64, u64) {
         (1_700_000_100, 100)
     }
@@ -242,4 +273,28 @@ fn a_flood_of_random_bytes_never_panics_and_lines_stay_bounded() {
         assert!(args.iter().map(String::len).sum::<usize>() + stdin.len() <= MAX_LINE + 1);
     }
     assert!(s.editor.history.len() <= editor::HISTORY_LINES);
+}
+
+#[test]
+fn zpool_and_zfs_show_the_pool() {
+    let mut s = shell();
+    let r = s.run("zpool status");
+    assert_eq!(r.code, 0);
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(&lines[..3], [" pool: zones", "state: ONLINE", "  txg: 42"]);
+    let rows: Vec<Vec<&str>> = r.text.lines().filter(|l| l.starts_with('\t')).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "STATE", "READ", "WRITE", "CKSUM"]);
+    assert_eq!(rows[1], ["zones", "ONLINE", "0", "0", "3"]);
+    assert_eq!(rows[2], ["mirror-0", "ONLINE", "0", "0", "3"]);
+    assert_eq!(rows[4], ["virtio-blk", "00:05.0", "DEGRADED", "0", "0", "3"]);
+    assert!(r.text.ends_with("errors: see the counts above\n"));
+    let r = s.run("zpool list");
+    assert_eq!(r.text.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["zones", "64M", "16M", "48M", "ONLINE"]);
+    let r = s.run("zfs list");
+    let rows: Vec<Vec<&str>> = r.text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows, [vec!["NAME", "TYPE", "VOLSIZE"], vec!["zones/img", "volume", "1.50G"], vec!["zones/img@final", "snapshot", "1.50G"], vec!["zones/x-disk0", "volume", "512"]]);
+    assert_eq!(s.run("zfs destroy zones/img").code, 2);
+    assert_eq!(s.run("zpool").code, 2);
+    s.system.down = true;
+    assert_eq!(s.run("zpool status"), Reply::fail("zpool: pool: no pool\n".into(), 1));
 }

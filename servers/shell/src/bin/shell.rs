@@ -2,7 +2,9 @@
 //! server (`console.read`), runs the lines through `shell::Shell`, and
 //! writes the echo and output back (`console.write`). It calls
 //! zone-server's `vmadm` (manifest: `calls` "zone-server", and zone-server's
-//! `vmadm-clients=` names the shell) and init's `svc` (`calls` "proc").
+//! `vmadm-clients=` names the shell), init's `svc` (`calls` "proc") and
+//! storaged's `pool` (`calls` "storaged"; storaged's `pool-admin=` names
+//! the shell).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -14,13 +16,21 @@ mod machine {
     use alloc::string::{String, ToString};
     use alloc::vec::Vec;
     use libipc::cap::Cap;
-    use libipc::interfaces::{MachineInfo, SvcInfo, VmadmOutput, svc, vmadm};
+    use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, VmadmOutput, pool, svc, vmadm};
     use libipc::kernel::KernelTransport;
     use libipc::sys;
 
     pub struct KernelSystem {
         pub zone: Option<CapSlot>,
         pub init: Option<CapSlot>,
+        pub storaged: Option<CapSlot>,
+    }
+
+    impl KernelSystem {
+        fn pool(&self) -> Result<pool::Client<KernelTransport>, String> {
+            let ep = self.storaged.ok_or_else(|| missing("storaged"))?;
+            Ok(pool::Client::new(KernelTransport::new(Cap::from_slot(ep))))
+        }
     }
 
     fn missing(what: &str) -> String {
@@ -41,6 +51,25 @@ mod machine {
         fn machine(&mut self) -> Result<MachineInfo, String> {
             let ep = self.init.ok_or_else(|| missing("proc (init's)"))?;
             svc::Client::new(KernelTransport::new(Cap::from_slot(ep))).machine().map_err(|e| e.to_string())
+        }
+
+        fn pool_status(&mut self) -> Result<PoolStatus, String> {
+            self.pool()?.status().map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
+        fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String> {
+            let c = self.pool()?;
+            let mut all = Vec::new();
+            let mut after = String::new();
+            // Each page holds at least one name, so this ends.
+            loop {
+                let page = c.list(after).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                all.extend(page.datasets);
+                match page.next {
+                    Some(n) => after = n,
+                    None => return Ok(all),
+                }
+            }
         }
 
         fn clock(&mut self) -> (u64, u64) {
@@ -97,7 +126,11 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("cannot create the idle notification: {e}");
         return 1;
     }
-    let system = machine::KernelSystem { zone: info.calls("zone-server"), init: info.calls("proc") };
+    let system = machine::KernelSystem {
+        zone: info.calls("zone-server"),
+        init: info.calls("proc"),
+        storaged: info.calls("storaged"),
+    };
     let mut sh = shell::Shell::new(system, shell::Config::from_args(&info.args));
     // init answers on its endpoint only once every server is up: waiting
     // for it keeps the prompt below the start-up lines.
