@@ -6,7 +6,9 @@
 //! unterminated quote, lines edited with backspace, ^U, ^W and the up
 //! arrow, control characters, a 64 KiB line, then `vmadm list` again (the
 //! shell still answers), `zpool status` and `zfs list` (storaged's new pool
-//! on a blank drive) and `poweroff` (which ends the machine).
+//! on a blank drive), `vmadm create <<< PAYLOAD` (a VM booting the zone
+//! case's test kernel), `vmadm list`, `zfs list`, `vmadm delete`, and
+//! `poweroff` (which ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
 use crate::harness::Ending;
@@ -20,6 +22,9 @@ pub const CASE: &str = "shell/console-qemu";
 const HOSTNAME: &str = "shelltest";
 const UUID: &str = "5e11c0de-0000-4000-8000-000000000001";
 const CPUS: u32 = 2;
+/// The VM created from the shell: the zone case's spinning test kernel.
+const VM: &str = "5e11c0de-0000-4000-8000-0000000000a1";
+const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{"size": 16}]}"#;
 const MEM_MIB: u32 = 512;
 /// The over-long line typed (a paste): 16 times the shell's limit. It
 /// found the console's lost-interrupt bug (a byte arriving between the
@@ -78,13 +83,18 @@ fn script() -> Vec<(String, Vec<u8>)> {
         ("longer than 4096".into(), b"vmadm list\r".to_vec()),
         ("UUID".into(), b"zpool status\r".to_vec()),
         ("errors:".into(), b"zfs list\r".to_vec()),
-        ("VOLSIZE".into(), b"poweroff\r".to_vec()),
+        ("VOLSIZE".into(), format!("vmadm create <<< '{PAYLOAD}'\r").into_bytes()),
+        ("Successfully created VM".into(), b"vmadm list\r".to_vec()),
+        ("BHYV".into(), b"zfs list\r".to_vec()),
+        ("-disk0".into(), format!("vmadm delete {VM}\r").into_bytes()),
+        ("Successfully deleted VM".into(), b"poweroff\r".to_vec()),
     ]
 }
 
 /// Runs the case.
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
-    let system = BootSystem::named("shell")?;
+    let mut system = BootSystem::named("shell")?;
+    system.host_files.extend(crate::zone::guests()?);
     let iso = image::iso_of(kernel, "test-shell-console", "", &system)?;
     // storaged makes its pool `zones` on a blank drive (as the zone case's).
     let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, extra: crate::zone::pool_drive(), ..Qemu::default() };
@@ -96,6 +106,19 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     Ok(o)
 }
 
+/// `text` without the servers' log lines, which the console writes whole
+/// but may put in the middle of the shell's echo of a line being typed.
+fn strip_logs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = ["[INFO ] ", "[WARN ] ", "[ERROR] ", "[DEBUG] "].iter().filter_map(|m| rest.find(m)).min() {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find('\n').map_or("", |e| &rest[i + e + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     let mut check = |ok: bool, what: String| {
         o.checks += 1;
@@ -103,7 +126,7 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
             o.problems.push(what);
         }
     };
-    let serial = &serial.replace("\r\n", "\n").replace('\r', "");
+    let serial = &strip_logs(&serial.replace("\r\n", "\n").replace('\r', ""));
     // The shell's answer to the `n`th (from 0) time `cmd` was typed as it
     // stands: the text between its echo and the next prompt (lines end in
     // \n here; on the wire, \r\n).
@@ -167,7 +190,7 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     );
     // After the control characters, `vmadm list` again: header alone.
     let lists = serial.lines().filter(|l| header_alone(l)).count();
-    check(lists == 3, format!("vmadm's header came {lists} times, not 3 (list; list typed among control characters; list after the flood)"));
+    check(lists == 4, format!("vmadm's header came {lists} times, not 4 (list; list typed among control characters; list after the flood; list of the VM)"));
     check(
         serial.contains(&format!("shell: the line is {} bytes, longer than 4096: ignored", FLOOD_BYTES + 6)),
         "the over-long line was not refused as too long".into(),
@@ -184,6 +207,23 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         zfs.as_deref().is_some_and(|t| t.lines().count() == 1 && t.split_whitespace().eq(["NAME", "TYPE", "VOLSIZE"])),
         format!("`zfs list` on a new pool printed {zfs:?}"),
     );
+    // A VM made from a payload given with <<<, running, its volumes on
+    // the pool, then deleted.
+    let create = answer(&format!("vmadm create <<< '{PAYLOAD}'"), 0).unwrap_or_default();
+    check(create.contains(&format!("Successfully created VM {VM}")), format!("`vmadm create` printed {create:?}"));
+    let list = answer("vmadm list", 3).unwrap_or_default();
+    check(
+        list.lines().any(|l| l.split_whitespace().eq([VM, "BHYV", "64", "running", "web"])),
+        format!("`vmadm list` does not show the VM running: {list:?}"),
+    );
+    let zfs = answer("zfs list", 1).unwrap_or_default();
+    check(
+        zfs.lines().any(|l| l.split_whitespace().eq([format!("zones/{VM}-disk0").as_str(), "volume", "16M"])),
+        format!("`zfs list` does not show the VM's 16M volume: {zfs:?}"),
+    );
+    // (The VMM's own lines may land inside the echo of `vmadm delete`.)
+    let deleted = format!("\nSuccessfully deleted VM {VM}\n[root@{HOSTNAME} ~]# ");
+    check(serial.contains(&deleted), "`vmadm delete` did not say it deleted the VM".into());
     check(
         ending == Ending::Qemu(qemu_status(EXIT_PASS)),
         format!("the machine did not end by `poweroff` ({ending:?})"),
