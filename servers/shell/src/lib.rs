@@ -301,7 +301,7 @@ fn human(bytes: u64) -> String {
     // In hundredths of the unit, cut (not rounded), as integers (no_std).
     let v = u128::from(bytes) * 100 / div;
     let u = UNITS[unit];
-    if v >= 10_000 || v % 100 == 0 {
+    if v >= 10_000 || v.is_multiple_of(100) {
         format!("{}{u}", v / 100)
     } else if v >= 1000 {
         format!("{}.{}{u}", v / 100, v % 100 / 10)
