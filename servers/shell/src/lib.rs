@@ -23,9 +23,9 @@ use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, SvcStat
 
 /// What the shell needs of the machine.
 pub trait System {
-    /// Runs `vmadm ARGS...` (or, with `imgadm` first, `imgadm ARGS...`) at
+    /// Runs `program ARGS...` (`program` is `vmadm` or `imgadm`) at
     /// zone-server with `stdin` as the payload.
-    fn vmadm(&mut self, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
+    fn vmadm(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
     /// init's servers and their states.
     fn services(&mut self) -> Result<Vec<SvcInfo>, String>;
     /// What init can tell of the machine.
@@ -146,12 +146,7 @@ impl<S: System> Shell<S> {
         match name.as_str() {
             "help" => Reply::ok(HELP.into()),
             "vmadm" | "imgadm" => {
-                let mut argv: Vec<String> = Vec::new();
-                if name == "imgadm" {
-                    argv.push("imgadm".into());
-                }
-                argv.extend(args.iter().cloned());
-                match self.system.vmadm(argv, cmd.stdin.unwrap_or_default()) {
+                match self.system.vmadm(name, args.to_vec(), cmd.stdin.unwrap_or_default()) {
                     Ok(o) => {
                         let mut text = o.stdout;
                         text.push_str(&o.stderr);

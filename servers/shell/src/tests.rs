@@ -12,9 +12,12 @@ struct Mock {
 }
 
 impl System for Mock {
-    fn vmadm(&mut self, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
+    fn vmadm(&mut self, program: &str, mut args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
         if self.down {
             return Err("the endpoint is gone".into());
+        }
+        if program == "imgadm" {
+            args.insert(0, "imgadm".into()); // recorded as one list below
         }
         self.calls.push((args.clone(), stdin));
         Ok(match args.first().map(String::as_str) {

@@ -27,15 +27,15 @@ use alloc::vec::Vec;
 use libipc::interfaces::VmadmOutput;
 use serde_json::{Value, json};
 
-/// Runs one command at zone-server (`imgadm` commands have `imgadm` as
-/// their first argument): its output, or why zone-server did not answer.
+/// Runs `program ARGS` at zone-server (`program` is `vmadm` or
+/// `imgadm`): its output, or why zone-server did not answer.
 pub trait Vmadm {
-    fn run(&mut self, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
+    fn run(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
 }
 
-impl<F: FnMut(Vec<String>, String) -> Result<VmadmOutput, String>> Vmadm for F {
-    fn run(&mut self, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
-        self(args, stdin)
+impl<F: FnMut(&str, Vec<String>, String) -> Result<VmadmOutput, String>> Vmadm for F {
+    fn run(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
+        self(program, args, stdin)
     }
 }
 
@@ -51,13 +51,19 @@ impl<V: Vmadm> VmadmBackend<V> {
         Self { vmadm, calls: 0 }
     }
 
-    /// Runs `args` with `stdin`; a non-zero exit is an error.
-    fn call(&mut self, args: Vec<String>, stdin: String) -> Result<VmadmOutput, ApiError> {
+    /// Runs `args` with `stdin` (`imgadm ARGS` when the first word is
+    /// `imgadm`); a non-zero exit is an error.
+    fn call(&mut self, mut args: Vec<String>, stdin: String) -> Result<VmadmOutput, ApiError> {
         self.calls += 1;
-        let tool = if args.first().is_some_and(|a| a == "imgadm") { "imgadm" } else { "vmadm" };
+        let tool = if args.first().is_some_and(|a| a == "imgadm") {
+            args.remove(0);
+            "imgadm"
+        } else {
+            "vmadm"
+        };
         let out = self
             .vmadm
-            .run(args, stdin)
+            .run(tool, args, stdin)
             .map_err(|e| ApiError::new(ErrorCode::ServiceUnavailable, format!("{tool}: zone-server did not answer: {e}")))?;
         if out.code == 0 { Ok(out) } else { Err(failure(tool, &out)) }
     }

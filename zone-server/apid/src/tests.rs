@@ -60,11 +60,14 @@ impl RingRegion for NoBuffer {
 }
 
 type Calls = Arc<Mutex<Vec<(Vec<String>, String)>>>;
-type Vmadm = std::boxed::Box<dyn FnMut(Vec<String>, String) -> Result<VmadmOutput, String>>;
+type Vmadm = std::boxed::Box<dyn FnMut(&str, Vec<String>, String) -> Result<VmadmOutput, String>>;
 
 /// A zone-server with one VM, `VM`.
 fn zone_server(calls: Calls) -> Vmadm {
-    std::boxed::Box::new(move |args: Vec<String>, stdin: String| {
+    std::boxed::Box::new(move |program: &str, mut args: Vec<String>, stdin: String| {
+        if program == "imgadm" {
+            args.insert(0, program.into()); // recorded and matched as one list
+        }
         calls.lock().unwrap().push((args.clone(), stdin.clone()));
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let ok = |stdout: &str, stderr: &str| Ok(VmadmOutput { stdout: stdout.into(), stderr: stderr.into(), code: 0 });

@@ -38,8 +38,15 @@ mod machine {
     }
 
     impl shell::System for KernelSystem {
-        fn vmadm(&mut self, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
+        fn vmadm(&mut self, program: &str, mut args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
             let ep = self.zone.ok_or_else(|| missing("zone-server"))?;
+            // This branch's zone-server has `run` alone; `imgadm` goes as
+            // its first argument. (With main's vmadm interface this is
+            // `libipc::interfaces::vmadm_run_whole(&client, program, args,
+            // stdin)`: imgadm's own method and no reply-size limit.)
+            if program == "imgadm" {
+                args.insert(0, program.into());
+            }
             vmadm::Client::new(KernelTransport::new(Cap::from_slot(ep))).run(args, stdin).map_err(|e| e.to_string())
         }
 

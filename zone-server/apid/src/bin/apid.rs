@@ -41,7 +41,13 @@ fn main(start: alcove_rt::Start) -> u64 {
         return 1;
     }
     let zone = vmadm::Client::new(KernelTransport::new(Cap::from_slot(zone)));
-    let run = move |args: Vec<String>, stdin: String| -> Result<VmadmOutput, String> {
+    // This branch's zone-server has `run` alone; `imgadm` goes as its
+    // first argument. (With main's vmadm interface this is
+    // `libipc::interfaces::vmadm_run_whole(&zone, program, args, stdin)`.)
+    let run = move |program: &str, mut args: Vec<String>, stdin: String| -> Result<VmadmOutput, String> {
+        if program == "imgadm" {
+            args.insert(0, program.into());
+        }
         zone.run(args, stdin).map_err(|e| e.to_string())
     };
     let mut server = alcove_api::Server::new(apid::backend::VmadmBackend::new(run), settings.config);
