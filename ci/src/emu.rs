@@ -185,11 +185,25 @@ pub fn capture_timed(c: Command, name: &str, timeout: Option<Duration>, echo: bo
 /// output line that contains `prompt` gets `text` typed on the emulator's
 /// standard input (its serial port with `-serial stdio`), once.
 pub fn capture_timed_answering(
-    mut c: Command,
+    c: Command,
     name: &str,
     timeout: Option<Duration>,
     echo: bool,
     answer: Option<(String, Vec<u8>)>,
+) -> Result<TimedRun> {
+    capture_timed_script(c, name, timeout, echo, answer.into_iter().collect())
+}
+
+/// As [`capture_timed`], typing a script: each `(prompt, text)` in turn
+/// waits for an output line that contains `prompt` (after the previous
+/// step's text was typed), then types `text` on the emulator's standard
+/// input (its serial port with `-serial stdio`).
+pub fn capture_timed_script(
+    mut c: Command,
+    name: &str,
+    timeout: Option<Duration>,
+    echo: bool,
+    script: Vec<(String, Vec<u8>)>,
 ) -> Result<TimedRun> {
     use std::io::{Read, Write};
     let log = log_path(name)?;
@@ -198,7 +212,7 @@ pub fn capture_timed_answering(
     if echo {
         c.stdin(Stdio::inherit()).stderr(Stdio::inherit());
     } else {
-        let stdin = if answer.is_some() { Stdio::piped() } else { Stdio::null() };
+        let stdin = if script.is_empty() { Stdio::null() } else { Stdio::piped() };
         c.stdin(stdin).stderr(fs::File::create(log.with_extension("stderr"))?);
     }
     // The emulator's name, behind `setpriv ... --`.
@@ -210,10 +224,10 @@ pub fn capture_timed_answering(
     let start = Instant::now();
     let mut child = c.spawn().map_err(|e| format!("starting {program}: {e}"))?;
     let mut out = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut typist = child.stdin.take().zip(answer);
+    let mut stdin = child.stdin.take();
+    let mut script = script.into_iter().peekable();
     let reader = std::thread::spawn(move || -> (Vec<u8>, Vec<(Duration, String)>) {
         let (mut all, mut lines, mut line) = (Vec::new(), Vec::new(), Vec::new());
-        let mut typed_into = None;
         let mut buf = [0u8; 4096];
         let mut term = std::io::stdout();
         while let Ok(n @ 1..) = out.read(&mut buf) {
@@ -228,14 +242,14 @@ pub fn capture_timed_answering(
             for &b in chunk {
                 if b == b'\n' {
                     let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
-                    if typist.as_ref().is_some_and(|(_, (prompt, _))| text.contains(prompt.as_str()))
-                        && let Some((mut stdin, (_, typed))) = typist.take()
+                    if let Some(input) = stdin.as_mut()
+                        && script.peek().is_some_and(|(prompt, _)| text.contains(prompt.as_str()))
+                        && let Some((_, typed)) = script.next()
                     {
-                        let _ = stdin.write_all(&typed);
-                        let _ = stdin.flush();
                         // Kept open, as a terminal would be, until the
                         // emulator's output ends.
-                        typed_into = Some(stdin);
+                        let _ = input.write_all(&typed);
+                        let _ = input.flush();
                     }
                     lines.push((now, text));
                     line.clear();
@@ -247,7 +261,7 @@ pub fn capture_timed_answering(
         if !line.is_empty() {
             lines.push((start.elapsed(), String::from_utf8_lossy(&line).into_owned()));
         }
-        drop(typed_into);
+        drop(stdin);
         (all, lines)
     });
     let status = match timeout {

@@ -11,7 +11,7 @@ pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 /// The processes that go into boot archives (each a package with a binary of
 /// the same name).
 pub const USER_PACKAGES: &[&str] =
-    &["init", "console", "storaged", "netd", "zone-server", "vmm-server", "ktest-user", "ktest-fuzz", "ktest-victim", "ktest-vmm", "testguest"];
+    &["init", "console", "shell", "storaged", "netd", "zone-server", "apid", "vmm-server", "ktest-user", "ktest-fuzz", "ktest-victim", "ktest-vmm", "testguest"];
 
 /// Builds the kernel (release, with debug info) and every process binary;
 /// returns the kernel's path.

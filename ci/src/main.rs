@@ -17,6 +17,7 @@ mod pool_disks;
 mod setup;
 mod tiers;
 mod vm;
+mod shell;
 mod zone;
 
 use std::path::PathBuf;

@@ -658,6 +658,15 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 failures.push(case.name.clone());
             }
         }
+        // The operator shell, typed at over the serial console.
+        if only.as_deref().is_none_or(|o| crate::shell::CASE.contains(o)) {
+            runs += 1;
+            let out = crate::shell::run(kernel, QEMU_TIMEOUT)?;
+            out.report();
+            if !out.ok() {
+                failures.push(crate::shell::CASE.into());
+            }
+        }
     }
 
     for (tier, machine, case) in [

@@ -959,3 +959,52 @@ pub fn vmadm_run_whole<T: crate::Transport>(
     let stderr = whole(VmadmStream::Stderr, started.stderr_bytes)?;
     Ok(VmadmOutput { stdout, stderr, code: started.code })
 }
+
+/// A manifest server's state as init sees it (`svcs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SvcState {
+    /// Its process runs.
+    Online,
+    /// It ended and its restart policy allows no more restarts (or it
+    /// could not be started).
+    Maintenance,
+    /// A template (`on_demand`): not started at boot, only through `proc`.
+    OnDemand,
+}
+
+/// One manifest server, for [`svc::Client::services`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvcInfo {
+    /// The manifest's name.
+    pub name: String,
+    /// Running, ended for good, or a template.
+    pub state: SvcState,
+    /// Times init restarted it.
+    pub restarts: u32,
+    /// Its instances started through `proc` that are still held.
+    pub instances: u32,
+}
+
+/// What init can tell of the machine (`sysinfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    /// CPUs online (the kernel accepts them as thread affinities).
+    pub cpus: u32,
+    /// Memory the kernel handed to init at boot: all that is free once
+    /// the kernel and the boot archive are in place.
+    pub memory_kib: u64,
+    /// Servers in the manifest.
+    pub servers: u32,
+}
+
+crate::interface! {
+    /// init's service view for operators (the console shell's `svcs` and
+    /// `sysinfo`), served on init's `proc` endpoint to every caller of it:
+    /// read-only.
+    pub interface svc = 11 {
+        /// The manifest's servers, in manifest order.
+        fn services() -> alloc::vec::Vec<SvcInfo>;
+        /// CPUs and memory.
+        fn machine() -> MachineInfo;
+    }
+}

@@ -6,7 +6,7 @@ use alcove_rt::{println, Start};
 use alloc::string::String;
 use alloc::vec::Vec;
 use initrd::manifest::{Manifest, Server};
-use libipc::interfaces::{ProcError, ProcState, ProcUsage, proc};
+use libipc::interfaces::{MachineInfo, ProcError, ProcState, ProcUsage, SvcInfo, SvcState, proc, svc};
 use libipc::sys;
 
 use crate::instances::Instances;
@@ -52,6 +52,13 @@ pub fn main(start: Start) -> u64 {
     };
     log::info!("system \"{}\": {} servers", manifest.system.name, manifest.servers.len());
     let mut slots = Slots(abi::INIT_SLOT_FREE);
+    // What `svc.machine` reports, taken before any server is charged:
+    // init's budget is then all the memory the kernel left free.
+    let machine = MachineInfo {
+        cpus: cpus_online(slots.next()),
+        memory_kib: sys::budget_info().map(|b| b.limit_bytes / 1024).unwrap_or(0),
+        servers: manifest.servers.len() as u32,
+    };
 
     // One endpoint per served name; init keeps the originals, so endpoints
     // outlive the servers behind them and clients' capabilities stay valid
@@ -145,7 +152,7 @@ pub fn main(start: Start) -> u64 {
     }
     let offered = slots.next();
     libipc::request_caps::offer(offered);
-    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default(), given: Vec::new(), spare: Vec::new() };
+    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default(), given: Vec::new(), spare: Vec::new(), machine };
     match libipc::kernel::serve(libipc::cap::Cap::from_slot(proc_ep), &mut init) {
         Ok(never) => match never {},
         Err(e) => {
@@ -174,6 +181,52 @@ struct Init<'a> {
     /// Slots `given` used and gave back (reused, so giving never runs
     /// init's slots out).
     spare: Vec<CapSlot>,
+    /// CPUs and memory as found at boot.
+    machine: MachineInfo,
+}
+
+/// The CPUs online: the kernel takes a CPU number as a thread's affinity
+/// only if that CPU is online, so a thread made (inactive) for the purpose
+/// in `slot` is pinned to 0, 1, ... until it refuses; then freed.
+fn cpus_online(slot: CapSlot) -> u32 {
+    if sys::create(ObjectType::Thread, slot, u64::from(abi::INIT_SLOT_SELF)).is_err() {
+        return 0;
+    }
+    let mut n = 0;
+    while n < 1024 && sys::thread_set_priority(slot, 1, Some(n)).is_ok() {
+        n += 1;
+    }
+    let _ = sys::cap_delete(slot);
+    n
+}
+
+impl svc::Server for Init<'_> {
+    fn services(&mut self) -> Vec<SvcInfo> {
+        let mut held = alloc::vec![0u32; self.children.len()];
+        for i in self.instances.live_mut() {
+            if let Some(n) = held.get_mut(i.template) {
+                *n += 1;
+            }
+        }
+        self.children
+            .iter()
+            .enumerate()
+            .map(|(t, c)| {
+                let state = if c.server.on_demand {
+                    SvcState::OnDemand
+                } else if c.process.and_then(process_state) == Some(ProcState::Running) {
+                    SvcState::Online
+                } else {
+                    SvcState::Maintenance
+                };
+                SvcInfo { name: c.server.name.clone(), state, restarts: c.restarts, instances: held[t] }
+            })
+            .collect()
+    }
+
+    fn machine(&mut self) -> MachineInfo {
+        self.machine.clone()
+    }
 }
 
 impl Init<'_> {
@@ -392,6 +445,9 @@ impl libipc::Dispatch for Init<'_> {
     }
 
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        if interface == svc::ID {
+            return svc::dispatch(self, interface, request);
+        }
         let owner = crate::instances::caller(&self.manifest, badge);
         proc::dispatch(&mut ProcCall { init: self, owner }, interface, request)
     }

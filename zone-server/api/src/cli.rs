@@ -6,9 +6,9 @@
 //! once merged, so the host CLI speaks exactly as the console's `vmadm`:
 //! * [`vmadm_call`] is a plain argv reader; alcove-vmadm's argv parser
 //!   replaces it, producing the same [`Call`];
-//! * [`print_vm_list`] prints `vmadm list`'s VMs as JSON; alcove-vmadm's
-//!   list formatter (columns, `-o`, `-s`, `-p`, `-H`) replaces it. Until
-//!   then those options are refused rather than ignored.
+//! * [`print_vm_list`] prints `vmadm list`'s VMs with alcove-vmadm's own
+//!   list formatter (columns, `-o`, `-s`, `-p`, `-H`), as the console's
+//!   `vmadm list` does.
 
 use std::io::{self, Write};
 use std::string::{String, ToString};
@@ -33,8 +33,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub enum Output {
     /// The JSON, indented (as `vmadm get`).
     Json,
-    /// `vmadm list`: through [`print_vm_list`].
-    VmList,
+    /// `vmadm list`: through [`print_vm_list`], in this format.
+    VmList(alcove_vmadm::list::ListFormat),
     /// `vmadm lookup`: each VM's uuid on a line (`one`: exactly one match).
     Uuids { one: bool },
 }
@@ -153,16 +153,28 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
             call("POST", "/vms?action=validate".to_string(), Some(payload(T, verb, file.as_deref(), read)?), Output::Json)
         }
         "list" => {
-            if let Some(opt) = rest.iter().find(|a| a.starts_with('-')) {
-                return Err(Refusal {
-                    exit: EXIT_USAGE,
-                    message: format!(
-                        "vmadm list {opt}: the table output (-o, -s, -p, -H) comes with alcove-vmadm's formatter, not wired into the host CLI yet; without options the VMs are printed as JSON"
-                    ),
-                });
+            let mut fmt = alcove_vmadm::list::ListFormat::default();
+            let mut pairs = Vec::new();
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "-o" | "-s" => {
+                        let Some(v) = it.next() else { return Err(usage(T, format!("list {a}: needs a field list"), h)) };
+                        let fields: Vec<String> = v.split(',').map(str::to_string).collect();
+                        alcove_vmadm::list::check_fields(&fields, a == "-s").map_err(|e| usage(T, e, h))?;
+                        if a == "-o" { fmt.fields = fields } else { fmt.sort = fields }
+                    }
+                    "-p" => {
+                        fmt.parsable = true;
+                        fmt.header = false;
+                    }
+                    "-H" => fmt.header = false,
+                    o if o.starts_with('-') => return Err(usage(T, format!("list: unknown option {o}"), h)),
+                    _ => pairs.push(a.clone()),
+                }
             }
-            let f = filters(T, verb, rest, h)?;
-            call("GET", format!("/vms{}", encode_pairs(&f)), None, Output::VmList)
+            let f = filters(T, verb, &pairs, h)?;
+            call("GET", format!("/vms{}", encode_pairs(&f)), None, Output::VmList(fmt))
         }
         "lookup" => {
             let (mut json, mut one, mut rest2) = (false, false, Vec::new());
@@ -276,8 +288,18 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
 /// This is the seam for alcove-vmadm's list formatter (SmartOS's columns
 /// `UUID TYPE RAM STATE ALIAS`, `-o`, `-s`, `-p`, `-H`): it is to replace
 /// this function's body.
-pub fn print_vm_list(vms: &Value, out: &mut dyn Write) -> io::Result<()> {
-    print_json(vms, out)
+pub fn print_vm_list(vms: &Value, fmt: &alcove_vmadm::list::ListFormat, out: &mut dyn Write) -> io::Result<()> {
+    let list = vms.as_array().ok_or_else(|| io::Error::other("the answer to GET /vms is not a list"))?;
+    let texts: Vec<String> = list.iter().map(Value::to_string).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let server_uuid =
+        list.first().and_then(|v| v.get("server_uuid")).and_then(Value::as_str).unwrap_or("00000000-0000-0000-0000-000000000000");
+    // The VMs as zone-server keeps them (not a machine boot: states stay).
+    let (reg, _, problems) = alcove_vmadm::registry::Registry::restore(server_uuid, &texts, false, "");
+    if let Some(p) = problems.first() {
+        return Err(io::Error::other(format!("a VM in the answer is not one vmadm reads: {p}")));
+    }
+    write!(out, "{}", alcove_vmadm::list::render(reg.select(&[]), server_uuid, fmt))
 }
 
 fn print_json(v: &Value, out: &mut dyn Write) -> io::Result<()> {
@@ -296,7 +318,7 @@ pub fn run(tool: &str, call: &Call, client: &Client, out: &mut dyn Write, err: &
         Ok(v) => {
             let printed = match &call.output {
                 Output::Json => print_json(&v, out),
-                Output::VmList => print_vm_list(&v, out),
+                Output::VmList(fmt) => print_vm_list(&v, fmt, out),
                 Output::Uuids { one } => {
                     let uuids: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|vm| vm.get("uuid")?.as_str()).collect()).unwrap_or_default();
                     if *one && uuids.len() != 1 {

@@ -39,7 +39,7 @@ fn vmadm_verbs_make_their_requests() {
     let c = vmadm("list state=running alias=web 01").unwrap_err();
     assert_eq!(c.0, EXIT_USAGE, "01 is not field=value");
     let c = vmadm("list state=running brand=bhyve").unwrap();
-    assert_eq!((c.target.as_str(), c.output), ("/vms?state=running&brand=bhyve", Output::VmList));
+    assert_eq!((c.target.as_str(), c.output), ("/vms?state=running&brand=bhyve", Output::VmList(Default::default())));
     assert_eq!(vmadm("lookup -1 alias=web").unwrap().output, Output::Uuids { one: true });
     assert_eq!(vmadm("lookup -j alias=web").unwrap().output, Output::Json);
     assert_eq!(target(vmadm(&format!("get {U}"))), ("GET", format!("/vms/{U}")));
@@ -67,7 +67,10 @@ fn vmadm_refusals_and_exit_codes() {
         ("create -f bad.json", EXIT_ERROR, "vmadm create: bad.json is not valid JSON: key must be a string at line 1 column 2"),
         ("create vm.json", EXIT_USAGE, "create: expected [-f FILE]"),
         ("validate update -f vm.json", EXIT_USAGE, "only `validate create` is known"),
-        ("list -o uuid,alias", EXIT_USAGE, "alcove-vmadm's formatter"),
+        ("list -o uuid,bogus", EXIT_USAGE, "invalid order field: bogus"),
+        ("list -s -nope", EXIT_USAGE, "invalid sort field: -nope"),
+        ("list -o", EXIT_USAGE, "list -o: needs a field list"),
+        ("list -x", EXIT_USAGE, "list: unknown option -x"),
         ("console 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10", EXIT_ERROR, "not available over the HTTP API yet"),
     ] {
         let (code, message) = vmadm(line).unwrap_err();

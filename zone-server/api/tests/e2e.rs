@@ -146,6 +146,15 @@ fn host_binaries_against_the_server() {
     assert_eq!((code, serde_json::from_str::<Value>(&out).unwrap()["alias"].clone()), (0, json!("db")));
     let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["lookup", "alias=db"]);
     assert_eq!((code, out), (0, format!("{uuid}\n")));
+    // `vmadm list` as vmadm prints it: the default columns, or -o/-p/-H.
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["list"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines, [vec!["UUID", "TYPE", "RAM", "STATE", "ALIAS"], vec![uuid.as_str(), "BHYV", "512", "stopped", "db"]], "{out}");
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["list", "-p", "-o", "alias,ram", "alias=db"]);
+    assert_eq!((code, out.as_str()), (0, "db:512\n"), "{err}");
+    let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["list", "-H", "alias=nobody"]);
+    assert_eq!((code, out.as_str()), (0, ""));
     let (code, _, _) = cli(vmadm, &url, Some(TOKEN), &["stop", &uuid, "-F"]);
     assert_eq!(code, 0);
     let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["delete", &uuid]);

@@ -28,16 +28,29 @@ fn main(start: alcove_rt::Start) -> u64 {
     if let Some(irq) = input {
         server = server.with_input(alloc::boxed::Box::new(move |put| {
             // Line status bit 0: a byte waits in the receiver buffer.
-            while libipc::pio::inb(COM1 + 5) & 1 != 0 {
-                put(libipc::pio::inb(COM1));
+            loop {
+                while libipc::pio::inb(COM1 + 5) & 1 != 0 {
+                    put(libipc::pio::inb(COM1));
+                }
+                let _ = libipc::sys::irq_ack(irq);
+                // IRQ 4 is edge-triggered: a byte that came after the last
+                // check and before the ack raised no new edge, and would
+                // wait (with all typed after it) for an interrupt that
+                // never comes. Look once more after the ack.
+                if libipc::pio::inb(COM1 + 5) & 1 == 0 {
+                    break;
+                }
             }
-            let _ = libipc::sys::irq_ack(irq);
         }));
     }
     alcove_rt::serve_forever_with(slot, server, |notification| {
         if let Some(irq) = input
             && libipc::sys::irq_bind(irq, notification, INPUT_BIT).is_ok()
         {
+            // The receive FIFO on (interrupt at 14 bytes or after a pause):
+            // without it each typed byte costs an interrupt, and a pasted
+            // block trickles in at one byte per round trip.
+            libipc::pio::outb(COM1 + 2, 0xc7);
             // Interrupt on received data; OUT2 gates the IRQ line.
             libipc::pio::outb(COM1 + 1, 0x01);
             libipc::pio::outb(COM1 + 4, libipc::pio::inb(COM1 + 4) | 0x08);

@@ -1,0 +1,239 @@
+//! The `shell/console-qemu` system case: the operator shell
+//! (`servers/shell`, manifest `initrd/manifests/shell.toml`) driven over the
+//! serial console as an operator would: the harness types lines on QEMU's
+//! `-serial stdio` and reads what comes back. It types `vmadm list`,
+//! `help`, `sysinfo`, `svcs`, an unknown command, a line with an
+//! unterminated quote, lines edited with backspace, ^U, ^W and the up
+//! arrow, control characters, a 64 KiB line, then `vmadm list` again (the
+//! shell still answers), `zpool status` and `zfs list` (storaged's new pool
+//! on a blank drive), `vmadm create <<< PAYLOAD` (a VM booting the zone
+//! case's test kernel), `vmadm list`, `zfs list`, `vmadm delete`, and
+//! `poweroff` (which ends the machine).
+
+use crate::emu::{Qemu, capture_timed_script};
+use crate::harness::Ending;
+use crate::image::{self, BootSystem};
+use crate::Result;
+use kcore::testproto::{EXIT_PASS, qemu_status};
+use std::path::Path;
+use std::time::Duration;
+
+pub const CASE: &str = "shell/console-qemu";
+const HOSTNAME: &str = "shelltest";
+const UUID: &str = "5e11c0de-0000-4000-8000-000000000001";
+const CPUS: u32 = 2;
+/// The VM created from the shell: the zone case's spinning test kernel.
+const VM: &str = "5e11c0de-0000-4000-8000-0000000000a1";
+const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{"size": 16}]}"#;
+const MEM_MIB: u32 = 512;
+/// The over-long line typed (a paste): 16 times the shell's limit. It
+/// found the console's lost-interrupt bug (a byte arriving between the
+/// last read and the IRQ ack left the rest of the input waiting for ever).
+const FLOOD_BYTES: usize = 64 * 1024;
+
+/// What the case found.
+pub struct Outcome {
+    pub problems: Vec<String>,
+    pub checks: usize,
+    pub elapsed: Duration,
+    pub log: std::path::PathBuf,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn report(&self) {
+        let secs = self.elapsed.as_secs_f64();
+        if self.ok() {
+            println!("  ok   {CASE}: {} checks passed in {secs:.1} s", self.checks);
+        } else {
+            println!("  FAIL {CASE} ({secs:.1} s; log {}):", self.log.display());
+            for p in &self.problems {
+                println!("         {p}");
+            }
+        }
+    }
+}
+
+/// What is typed, step by step: each waits for a line of output that
+/// contains its first part.
+fn script() -> Vec<(String, Vec<u8>)> {
+    let mut flood = b"vmadm ".to_vec();
+    flood.extend(std::iter::repeat_n(b'x', FLOOD_BYTES));
+    flood.push(b'\r');
+    vec![
+        // The banner, then one line at a time after each answer.
+        (format!("Alcove operator shell on {HOSTNAME}"), b"vmadm list\r".to_vec()),
+        ("UUID".into(), b"help\r".to_vec()),
+        ("poweroff".into(), b"frobnicate now\r".to_vec()),
+        ("command not found".into(), b"vmadm get 'oops\r".to_vec()),
+        ("syntax error".into(), b"sysinfo\r".to_vec()),
+        ("Hostname".into(), b"svcs\r".to_vec()),
+        // Backspace, then ^U, then ^W, then the up arrow: each line, as
+        // edited, is `svcs`.
+        ("svc:/alcove/shell".into(), b"svcx\x7fs\r".to_vec()),
+        ("svc:/alcove/shell".into(), b"vmadm delete everything\x15svcs\r".to_vec()),
+        ("svc:/alcove/shell".into(), b"svcs junk  \x17\r".to_vec()),
+        ("svc:/alcove/shell".into(), b"sysinfo\r\x1b[A\x1b[A\r".to_vec()),
+        // Control characters are dropped: `v\x01m\x02a...` is vmadm.
+        ("svc:/alcove/shell".into(), b"\x01v\x02m\x04a\x05d\x06m \x0el\x0fi\x10s\x11t\r".to_vec()),
+        ("UUID".into(), flood),
+        ("longer than 4096".into(), b"vmadm list\r".to_vec()),
+        ("UUID".into(), b"zpool status\r".to_vec()),
+        ("errors:".into(), b"zfs list\r".to_vec()),
+        ("VOLSIZE".into(), format!("vmadm create <<< '{PAYLOAD}'\r").into_bytes()),
+        ("Successfully created VM".into(), b"vmadm list\r".to_vec()),
+        ("BHYV".into(), b"zfs list\r".to_vec()),
+        ("-disk0".into(), format!("vmadm delete {VM}\r").into_bytes()),
+        ("Successfully deleted VM".into(), b"poweroff\r".to_vec()),
+    ]
+}
+
+/// Runs the case.
+pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
+    let mut system = BootSystem::named("shell")?;
+    system.host_files.extend(crate::zone::guests()?);
+    let iso = image::iso_of(kernel, "test-shell-console", "", &system)?;
+    // storaged makes its pool `zones` on a blank drive (as the zone case's).
+    let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, extra: crate::zone::pool_drive(), ..Qemu::default() };
+    let mut c = q.command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script())?;
+    let mut o = Outcome { problems: vec![], checks: 0, elapsed: t.run.elapsed, log: t.run.log.clone() };
+    judge(&t.run.serial, t.run.ending, &mut o);
+    Ok(o)
+}
+
+/// `text` without the servers' log lines, which the console writes whole
+/// but may put in the middle of the shell's echo of a line being typed.
+fn strip_logs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = ["[INFO ] ", "[WARN ] ", "[ERROR] ", "[DEBUG] "].iter().filter_map(|m| rest.find(m)).min() {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find('\n').map_or("", |e| &rest[i + e + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
+    let mut check = |ok: bool, what: String| {
+        o.checks += 1;
+        if !ok {
+            o.problems.push(what);
+        }
+    };
+    let serial = &strip_logs(&serial.replace("\r\n", "\n").replace('\r', ""));
+    // The shell's answer to the `n`th (from 0) time `cmd` was typed as it
+    // stands: the text between its echo and the next prompt (lines end in
+    // \n here; on the wire, \r\n).
+    let answer = |cmd: &str, n: usize| -> Option<String> {
+        let prompt = format!("[root@{HOSTNAME} ~]# ");
+        let echoed = format!("{prompt}{cmd}\n");
+        let start = serial.match_indices(&echoed).nth(n)?.0 + echoed.len();
+        let end = serial[start..].find(&prompt).map_or(serial.len(), |i| start + i);
+        Some(serial[start..end].to_string())
+    };
+    let list = answer("vmadm list", 0);
+    let header_alone = |t: &str| {
+        t.lines().count() == 1 && t.split_whitespace().eq(["UUID", "TYPE", "RAM", "STATE", "ALIAS"])
+    };
+    check(
+        list.as_deref().is_some_and(header_alone),
+        format!("`vmadm list` with no VMs printed {list:?}, not vmadm's header alone"),
+    );
+    let help = answer("help", 0).unwrap_or_default();
+    check(help.contains("vmadm ARGS") && help.contains("sysinfo"), format!("`help` printed {help:?}"));
+    let unknown = answer("frobnicate now", 0);
+    check(
+        unknown.as_deref() == Some("shell: frobnicate: command not found (try help)\n"),
+        format!("an unknown command got {unknown:?}"),
+    );
+    let quote = answer("vmadm get 'oops", 0);
+    check(
+        quote.as_deref() == Some("shell: syntax error: unterminated single quote\n"),
+        format!("a bad quote got {quote:?}"),
+    );
+    match answer("sysinfo", 0).map(|t| serde_json::from_str::<serde_json::Value>(&t)) {
+        Some(Ok(v)) => {
+            check(v["Hostname"] == HOSTNAME, format!("sysinfo Hostname {}", v["Hostname"]));
+            check(v["UUID"] == UUID, format!("sysinfo UUID {}", v["UUID"]));
+            check(v["CPU Total Cores"] == CPUS, format!("sysinfo CPU Total Cores {} on a {CPUS}-CPU machine", v["CPU Total Cores"]));
+            let mib: u32 = v["MiB of Memory"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            // What the kernel left free for init: the machine's memory less
+            // the firmware's, the kernel's and the boot archive's.
+            check(
+                (MEM_MIB - 96..MEM_MIB).contains(&mib),
+                format!("sysinfo MiB of Memory {} on a {MEM_MIB} MiB machine", v["MiB of Memory"]),
+            );
+            check(v["Live Image"].as_str().is_some_and(|s| s.starts_with("alcove-")), format!("sysinfo Live Image {}", v["Live Image"]));
+            check(v["Boot Time"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()), format!("sysinfo Boot Time {}", v["Boot Time"]));
+        }
+        other => check(false, format!("`sysinfo` printed no JSON: {other:?}")),
+    }
+    let svcs = answer("svcs", 0).unwrap_or_default();
+    for (state, name) in [("online", "console"), ("online", "zone-server"), ("online", "shell"), ("on-demand", "vmm-server")] {
+        check(
+            svcs.lines().any(|l| l.starts_with(state) && l.ends_with(&format!("svc:/alcove/{name}:default"))),
+            format!("`svcs` does not show {name} {state}: {svcs:?}"),
+        );
+    }
+    // The edited lines ran `svcs` (the ^U'd delete never reached vmadm).
+    let runs = serial.matches("svc:/alcove/shell:default").count();
+    check(runs == 5, format!("`svcs` answered {runs} times, not 5 (one typed, three edited, one recalled)"));
+    check(
+        !serial.contains("delete everything") || answer("vmadm delete everything", 0).is_none(),
+        "the line killed with ^U ran".into(),
+    );
+    // After the control characters, `vmadm list` again: header alone.
+    let lists = serial.lines().filter(|l| header_alone(l)).count();
+    check(lists == 4, format!("vmadm's header came {lists} times, not 4 (list; list typed among control characters; list after the flood; list of the VM)"));
+    check(
+        // How many bytes reach the shell depends on the host's speed: the
+        // console keeps at most 4 KiB of unread input and drops the oldest
+        // (a quiet host feeds the UART faster than the shell reads).
+        serial.lines().any(|l| {
+            l.strip_prefix("shell: the line is ")
+                .and_then(|r| r.strip_suffix(" bytes, longer than 4096: ignored"))
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n > 4096 && n <= FLOOD_BYTES + 6)
+        }),
+        "the over-long line was not refused as too long".into(),
+    );
+    let zpool = answer("zpool status", 0).unwrap_or_default();
+    check(
+        zpool.starts_with(" pool: zones\nstate: ONLINE\n")
+            && zpool.lines().any(|l| l.trim_start().starts_with("virtio-blk") && l.contains("ONLINE"))
+            && zpool.ends_with("errors: No known data errors\n"),
+        format!("`zpool status` printed {zpool:?}"),
+    );
+    let zfs = answer("zfs list", 0);
+    check(
+        zfs.as_deref().is_some_and(|t| t.lines().count() == 1 && t.split_whitespace().eq(["NAME", "TYPE", "VOLSIZE"])),
+        format!("`zfs list` on a new pool printed {zfs:?}"),
+    );
+    // A VM made from a payload given with <<<, running, its volumes on
+    // the pool, then deleted.
+    let create = answer(&format!("vmadm create <<< '{PAYLOAD}'"), 0).unwrap_or_default();
+    check(create.contains(&format!("Successfully created VM {VM}")), format!("`vmadm create` printed {create:?}"));
+    let list = answer("vmadm list", 3).unwrap_or_default();
+    check(
+        list.lines().any(|l| l.split_whitespace().eq([VM, "BHYV", "64", "running", "web"])),
+        format!("`vmadm list` does not show the VM running: {list:?}"),
+    );
+    let zfs = answer("zfs list", 1).unwrap_or_default();
+    check(
+        zfs.lines().any(|l| l.split_whitespace().eq([format!("zones/{VM}-disk0").as_str(), "volume", "16M"])),
+        format!("`zfs list` does not show the VM's 16M volume: {zfs:?}"),
+    );
+    // (The VMM's own lines may land inside the echo of `vmadm delete`.)
+    let deleted = format!("\nSuccessfully deleted VM {VM}\n[root@{HOSTNAME} ~]# ");
+    check(serial.contains(&deleted), "`vmadm delete` did not say it deleted the VM".into());
+    check(
+        ending == Ending::Qemu(qemu_status(EXIT_PASS)),
+        format!("the machine did not end by `poweroff` ({ending:?})"),
+    );
+}

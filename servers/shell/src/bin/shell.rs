@@ -1,0 +1,167 @@
+//! The shell process: reads what the operator types from the console
+//! server (`console.read`), runs the lines through `shell::Shell`, and
+//! writes the echo and output back (`console.write`). It calls
+//! zone-server's `vmadm` (manifest: `calls` "zone-server", and zone-server's
+//! `vmadm-clients=` names the shell), init's `svc` (`calls` "proc") and
+//! storaged's `pool` (`calls` "storaged"; storaged's `pool-admin=` names
+//! the shell).
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod machine {
+    use abi::CapSlot;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+    use libipc::cap::Cap;
+    use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, VmadmOutput, pool, svc, vmadm};
+    use libipc::kernel::KernelTransport;
+    use libipc::sys;
+
+    pub struct KernelSystem {
+        pub zone: Option<CapSlot>,
+        pub init: Option<CapSlot>,
+        pub storaged: Option<CapSlot>,
+    }
+
+    impl KernelSystem {
+        fn pool(&self) -> Result<pool::Client<KernelTransport>, String> {
+            let ep = self.storaged.ok_or_else(|| missing("storaged"))?;
+            Ok(pool::Client::new(KernelTransport::new(Cap::from_slot(ep))))
+        }
+    }
+
+    fn missing(what: &str) -> String {
+        alloc::format!("no {what} endpoint was granted (manifest: calls)")
+    }
+
+    impl shell::System for KernelSystem {
+        fn vmadm(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
+            let ep = self.zone.ok_or_else(|| missing("zone-server"))?;
+            // `vmadm.start` + `vmadm.read`: the program's own method and
+            // no reply-size limit.
+            let client = vmadm::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            libipc::interfaces::vmadm_run_whole(&client, program, args, stdin).map_err(|e| e.to_string())
+        }
+
+        fn services(&mut self) -> Result<Vec<SvcInfo>, String> {
+            let ep = self.init.ok_or_else(|| missing("proc (init's)"))?;
+            svc::Client::new(KernelTransport::new(Cap::from_slot(ep))).services().map_err(|e| e.to_string())
+        }
+
+        fn machine(&mut self) -> Result<MachineInfo, String> {
+            let ep = self.init.ok_or_else(|| missing("proc (init's)"))?;
+            svc::Client::new(KernelTransport::new(Cap::from_slot(ep))).machine().map_err(|e| e.to_string())
+        }
+
+        fn pool_status(&mut self) -> Result<PoolStatus, String> {
+            self.pool()?.status().map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
+        fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String> {
+            let c = self.pool()?;
+            let mut all = Vec::new();
+            let mut after = String::new();
+            // Each page holds at least one name, so this ends.
+            loop {
+                let page = c.list(after).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                all.extend(page.datasets);
+                match page.next {
+                    Some(n) => after = n,
+                    None => return Ok(all),
+                }
+            }
+        }
+
+        fn clock(&mut self) -> (u64, u64) {
+            (sys::unix_seconds().unwrap_or(0), sys::clock_ns().unwrap_or(0) / 1_000_000_000)
+        }
+
+        fn poweroff(&mut self) -> String {
+            match sys::machine_exit(alcove_rt::start::SLOT_CONSOLE, 0) {
+                Ok(()) => "the machine did not end".into(),
+                Err(e) => alloc::format!("this shell may not end the machine (manifest: machine_exit): {e}"),
+            }
+        }
+    }
+}
+
+/// Bytes of output per `console.write` (under the console's per-request
+/// limit, cut at a character boundary).
+#[cfg(target_os = "none")]
+const WRITE_CHUNK: usize = 2048;
+/// How long the shell sleeps when nothing was typed.
+#[cfg(target_os = "none")]
+const IDLE_NS: u64 = 20_000_000;
+/// Most typed bytes taken per read (the console gives at most 2 KiB).
+#[cfg(target_os = "none")]
+const READ_MAX: u32 = 2048;
+/// The notification the shell sleeps on (nobody signals it).
+#[cfg(target_os = "none")]
+const IDLE_SLOT: abi::CapSlot = alcove_rt::start::SLOT_FREE;
+
+#[cfg(target_os = "none")]
+fn write(con: &libipc::interfaces::console::Client<libipc::kernel::KernelTransport>, bytes: &[u8]) {
+    let text = alloc::string::String::from_utf8_lossy(bytes);
+    let mut rest: &str = &text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(WRITE_CHUNK);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = con.write(rest[..end].into());
+        rest = &rest[end..];
+    }
+}
+
+#[cfg(target_os = "none")]
+fn main(start: alcove_rt::Start) -> u64 {
+    use libipc::interfaces::console;
+    let info = start.server("shell");
+    let Some(console_ep) = info.calls("console") else {
+        log::error!("no \"console\" endpoint was granted");
+        return 1;
+    };
+    let con = console::Client::new(libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(console_ep)));
+    if let Err(e) = libipc::sys::create(abi::ObjectType::Notification, IDLE_SLOT, 0) {
+        log::error!("cannot create the idle notification: {e}");
+        return 1;
+    }
+    let system = machine::KernelSystem {
+        zone: info.calls("zone-server"),
+        init: info.calls("proc"),
+        storaged: info.calls("storaged"),
+    };
+    let mut sh = shell::Shell::new(system, shell::Config::from_args(&info.args));
+    // init answers on its endpoint only once every server is up: waiting
+    // for it keeps the prompt below the start-up lines.
+    let _ = shell::System::machine(&mut sh.system);
+    let banner =
+        alloc::format!("\nAlcove operator shell on {} (type help)\n{}", sh.config.hostname, sh.prompt());
+    write(&con, banner.as_bytes());
+    loop {
+        match con.read(READ_MAX) {
+            Ok(bytes) if !bytes.is_empty() => {
+                let out = sh.input(&bytes);
+                write(&con, &out);
+            }
+            Ok(_) => {
+                let _ = libipc::sys::wait(IDLE_SLOT, IDLE_NS);
+            }
+            Err(e) => {
+                log::error!("console read failed: {e}");
+                let _ = libipc::sys::wait(IDLE_SLOT, 1_000_000_000);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
+alcove_rt::entry!(main);
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("shell runs only on Alcove (build it for x86_64-unknown-none)");
+}

@@ -1,0 +1,324 @@
+//! The operator shell on the system console, as SmartOS's global-zone
+//! prompt: `vmadm` and `imgadm` (forwarded to zone-server's `vmadm`
+//! interface, so the shell, the HTTP API and the host CLI share one
+//! implementation), `sysinfo`, `svcs`, `help`, `poweroff`.
+//!
+//! The logic is here (host-testable): [`editor`] turns typed bytes into
+//! lines (editing, history), [`parse`] splits a line into words, [`Shell`]
+//! runs it against a [`System`], which the process (`src/bin/shell.rs`)
+//! implements over IPC and the tests mock.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod editor;
+pub mod parse;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use editor::{Editor, Input, MAX_LINE};
+use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, SvcState, VmadmOutput};
+
+/// What the shell needs of the machine.
+pub trait System {
+    /// Runs `program ARGS...` (`program` is `vmadm` or `imgadm`) at
+    /// zone-server with `stdin` as the payload.
+    fn vmadm(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
+    /// init's servers and their states.
+    fn services(&mut self) -> Result<Vec<SvcInfo>, String>;
+    /// What init can tell of the machine.
+    fn machine(&mut self) -> Result<MachineInfo, String>;
+    /// storaged's pool (`zpool status`).
+    fn pool_status(&mut self) -> Result<PoolStatus, String>;
+    /// The pool's volumes and snapshots, by name (`zfs list`).
+    fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String>;
+    /// Seconds since the Unix epoch now, and since boot.
+    fn clock(&mut self) -> (u64, u64);
+    /// Ends the machine; returns only if it could not, saying why.
+    fn poweroff(&mut self) -> String;
+}
+
+/// The boot configuration's part in what the shell shows.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `Hostname` in `sysinfo` and the prompt.
+    pub hostname: String,
+    /// `UUID` in `sysinfo` (the machine's).
+    pub uuid: String,
+    /// `Live Image` in `sysinfo`.
+    pub live_image: String,
+}
+
+impl Config {
+    /// From the manifest arguments `hostname=` and `uuid=` (defaults
+    /// `alcove` and zone-server's `server_uuid`, all zeros).
+    pub fn from_args(args: &[String]) -> Self {
+        let arg = |k: &str| args.iter().find_map(|a| a.strip_prefix(k)).map(String::from);
+        Self {
+            hostname: arg("hostname=").unwrap_or_else(|| "alcove".into()),
+            uuid: arg("uuid=").unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into()),
+            live_image: format!("alcove-{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What a command printed and its exit status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    pub text: String,
+    pub code: i32,
+}
+
+impl Reply {
+    fn ok(text: String) -> Self {
+        Self { text, code: 0 }
+    }
+    fn fail(text: String, code: i32) -> Self {
+        Self { text, code }
+    }
+}
+
+pub const HELP: &str = "\
+Alcove operator shell. Commands:
+  vmadm ARGS...           SmartOS's vmadm (create, validate, list, get, start, stop,
+                          reboot, update, delete, ...); a payload with <<< 'JSON'
+                          e.g. vmadm create <<< '{\"brand\":\"bhyve\",\"ram\":256}'
+  imgadm ARGS...          SmartOS's imgadm, at zone-server
+  sysinfo                 the machine, as JSON
+  svcs                    the servers init runs and their states
+  zpool status | list     storaged's pool, its disks and their errors
+  zfs list                the pool's volumes and snapshots (NAME TYPE VOLSIZE)
+  help                    this text
+  poweroff                end the machine
+Editing: Backspace, ^U (line), ^W (word), ^C (drop the line), Up/Down (history).
+Quoting: 'single', \"double\", \\x; # starts a comment.
+";
+
+/// The shell: the line being typed and the system it drives.
+pub struct Shell<S> {
+    pub system: S,
+    pub config: Config,
+    pub editor: Editor,
+    /// The last command's exit status.
+    pub status: i32,
+}
+
+impl<S: System> Shell<S> {
+    pub fn new(system: S, config: Config) -> Self {
+        Self { system, config, editor: Editor::new(), status: 0 }
+    }
+
+    /// `[root@HOSTNAME ~]# `, as SmartOS's.
+    pub fn prompt(&self) -> String {
+        format!("[root@{} ~]# ", self.config.hostname)
+    }
+
+    /// Takes typed bytes; returns what the terminal shows: the echo, the
+    /// output of every line they completed and a new prompt after each
+    /// (lines end in LF: the kernel's console sends CR LF).
+    pub fn input(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            let Some(input) = self.editor.feed(b, &mut out) else { continue };
+            let reply = match input {
+                Input::Line(line) => self.run(&line),
+                Input::TooLong(n) => {
+                    Reply::fail(format!("shell: the line is {n} bytes, longer than {MAX_LINE}: ignored\n"), 2)
+                }
+                Input::Cancelled => Reply::fail(String::new(), 130),
+            };
+            self.status = reply.code;
+            out.extend_from_slice(reply.text.as_bytes());
+            out.extend_from_slice(self.prompt().as_bytes());
+        }
+        out
+    }
+
+    /// Runs one command line.
+    pub fn run(&mut self, line: &str) -> Reply {
+        let cmd = match parse::parse(line) {
+            Ok(c) => c,
+            Err(e) => return Reply::fail(format!("shell: syntax error: {e}\n"), 2),
+        };
+        let Some((name, args)) = cmd.words.split_first() else { return Reply::default() };
+        match name.as_str() {
+            "help" => Reply::ok(HELP.into()),
+            "vmadm" | "imgadm" => {
+                match self.system.vmadm(name, args.to_vec(), cmd.stdin.unwrap_or_default()) {
+                    Ok(o) => {
+                        let mut text = o.stdout;
+                        text.push_str(&o.stderr);
+                        if !text.is_empty() && !text.ends_with('\n') {
+                            text.push('\n');
+                        }
+                        Reply { text, code: o.code }
+                    }
+                    Err(e) => Reply::fail(format!("{name}: zone-server did not answer: {e}\n"), 1),
+                }
+            }
+            "sysinfo" if args.is_empty() => self.sysinfo(),
+            "svcs" if args.is_empty() => self.svcs(),
+            "poweroff" if args.is_empty() => Reply::fail(format!("poweroff: {}\n", self.system.poweroff()), 1),
+            "sysinfo" | "svcs" | "poweroff" => Reply::fail(format!("{name}: takes no arguments\n"), 2),
+            "zpool" => match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["status"] => self.zpool(true),
+                ["list"] => self.zpool(false),
+                _ => Reply::fail("zpool: usage: zpool status | zpool list\n".into(), 2),
+            },
+            "zfs" => match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["list"] => self.zfs_list(),
+                _ => Reply::fail("zfs: usage: zfs list\n".into(), 2),
+            },
+            _ => Reply::fail(format!("shell: {}: command not found (try help)\n", printable(name)), 127),
+        }
+    }
+
+    /// `sysinfo`: the machine as JSON, with SmartOS's property names.
+    fn sysinfo(&mut self) -> Reply {
+        let m = match self.system.machine() {
+            Ok(m) => m,
+            Err(e) => return Reply::fail(format!("sysinfo: init did not answer: {e}\n"), 1),
+        };
+        let (now, up) = self.system.clock();
+        let mut o = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            o.insert(k.to_string(), v);
+        };
+        put("Live Image", self.config.live_image.clone().into());
+        put("System Type", "Alcove".into());
+        // SmartOS gives the boot time as a string of Unix seconds; 0 when
+        // the machine has no clock.
+        put("Boot Time", (if now == 0 { 0 } else { now.saturating_sub(up) }).to_string().into());
+        put("UUID", self.config.uuid.clone().into());
+        put("Hostname", self.config.hostname.clone().into());
+        put("VM Capable", true.into());
+        put("CPU Total Cores", m.cpus.into());
+        put("MiB of Memory", (m.memory_kib / 1024).to_string().into());
+        put("Servers", m.servers.into());
+        let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(o)).unwrap_or_default();
+        text.push('\n');
+        Reply::ok(text)
+    }
+
+    /// `svcs`: one line per server, SmartOS's `STATE ... FMRI` columns.
+    fn svcs(&mut self) -> Reply {
+        let list = match self.system.services() {
+            Ok(l) => l,
+            Err(e) => return Reply::fail(format!("svcs: init did not answer: {e}\n"), 1),
+        };
+        let mut text = format!("{:<12} {:>8} {:>9}  {}\n", "STATE", "RESTARTS", "INSTANCES", "FMRI");
+        for s in list {
+            let state = match s.state {
+                SvcState::Online => "online",
+                SvcState::Maintenance => "maintenance",
+                SvcState::OnDemand => "on-demand",
+            };
+            text.push_str(&format!("{state:<12} {:>8} {:>9}  svc:/alcove/{}:default\n", s.restarts, s.instances, s.name));
+        }
+        Reply::ok(text)
+    }
+}
+
+impl<S: System> Shell<S> {
+    /// `zpool status` (as ZFS prints it) or `zpool list`.
+    fn zpool(&mut self, status: bool) -> Reply {
+        let p = match self.system.pool_status() {
+            Ok(p) => p,
+            Err(e) => return Reply::fail(format!("zpool: {e}\n"), 1),
+        };
+        if !status {
+            let used = p.size_bytes.saturating_sub(p.free_bytes);
+            return Reply::ok(format!(
+                "{:<10} {:>7} {:>7} {:>7}  {}\n{:<10} {:>7} {:>7} {:>7}  {}\n",
+                "NAME", "SIZE", "ALLOC", "FREE", "HEALTH",
+                p.name, human(p.size_bytes), human(used), human(p.free_bytes), p.state
+            ));
+        }
+        let mut t = format!(" pool: {}\nstate: {}\n  txg: {}\nconfig:\n\n", p.name, p.state, p.txg);
+        let row = |t: &mut String, indent: usize, name: &str, state: &str, r: u64, w: u64, c: u64| {
+            let name = format!("{}{name}", " ".repeat(indent));
+            t.push_str(&format!("\t{name:<28} {state:<9} {r:>5} {w:>5} {c:>5}\n"));
+        };
+        t.push_str(&format!("\t{:<28} {:<9} {:>5} {:>5} {:>5}\n", "NAME", "STATE", "READ", "WRITE", "CKSUM"));
+        let sum = |f: fn(&libipc::interfaces::PoolChild) -> u64| p.children.iter().map(f).sum::<u64>();
+        let (r, w, c) = (sum(|d| d.read_errors), sum(|d| d.write_errors), sum(|d| d.checksum_errors));
+        row(&mut t, 0, &p.name, &p.state, r, w, c);
+        let disk_indent = if p.vdev == "mirror" {
+            row(&mut t, 2, "mirror-0", &p.state, r, w, c);
+            4
+        } else {
+            2
+        };
+        for d in &p.children {
+            row(&mut t, disk_indent, &d.disk, &d.state, d.read_errors, d.write_errors, d.checksum_errors);
+        }
+        let missing = (p.children_total as usize).saturating_sub(p.children.len());
+        for _ in 0..missing {
+            row(&mut t, disk_indent, "(missing)", "UNAVAIL", 0, 0, 0);
+        }
+        for rep in &p.reports {
+            t.push_str(&format!("\nleft out: {}: {}", rep.disk, rep.what));
+        }
+        t.push_str(if r + w + c == 0 { "\nerrors: No known data errors\n" } else { "\nerrors: see the counts above\n" });
+        Reply::ok(t)
+    }
+
+    /// `zfs list`: NAME TYPE VOLSIZE.
+    fn zfs_list(&mut self) -> Reply {
+        let list = match self.system.datasets() {
+            Ok(l) => l,
+            Err(e) => return Reply::fail(format!("zfs: {e}\n"), 1),
+        };
+        let width = list.iter().map(|d| d.name.len()).max().unwrap_or(0).max(4);
+        let mut t = format!("{:<width$}  {:<8}  {:>7}\n", "NAME", "TYPE", "VOLSIZE");
+        for d in list {
+            let kind = if d.snapshot { "snapshot" } else { "volume" };
+            t.push_str(&format!("{:<width$}  {kind:<8}  {:>7}\n", d.name, human(d.volsize)));
+        }
+        Reply::ok(t)
+    }
+}
+
+/// Bytes as ZFS shows them: `512`, `64M`, `1.50G`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut unit = 0;
+    let mut div: u128 = 1024;
+    while u128::from(bytes) / div >= 1024 && unit + 1 < UNITS.len() {
+        div *= 1024;
+        unit += 1;
+    }
+    // In hundredths of the unit, cut (not rounded), as integers (no_std).
+    let v = u128::from(bytes) * 100 / div;
+    let u = UNITS[unit];
+    if v >= 10_000 || v.is_multiple_of(100) {
+        format!("{}{u}", v / 100)
+    } else if v >= 1000 {
+        format!("{}.{}{u}", v / 100, v % 100 / 10)
+    } else {
+        format!("{}.{:02}{u}", v / 100, v % 100)
+    }
+}
+
+/// `s` with control characters shown as `^X` (an error message must not
+/// carry the terminal escapes someone typed).
+fn printable(s: &str) -> String {
+    let mut t = String::new();
+    for c in s.chars() {
+        if (c as u32) < 0x20 || c as u32 == 0x7f {
+            t.push('^');
+            t.push(((c as u8) ^ 0x40) as char);
+        } else {
+            t.push(c);
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests;

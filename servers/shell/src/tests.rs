@@ -1,0 +1,303 @@
+extern crate std;
+
+use super::*;
+use alloc::vec;
+use parse::{ParseError, parse};
+
+/// A machine that records what reached zone-server.
+#[derive(Default)]
+struct Mock {
+    calls: Vec<(Vec<String>, String)>,
+    down: bool,
+}
+
+impl System for Mock {
+    fn vmadm(&mut self, program: &str, mut args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
+        if self.down {
+            return Err("the endpoint is gone".into());
+        }
+        if program == "imgadm" {
+            args.insert(0, "imgadm".into()); // recorded as one list below
+        }
+        self.calls.push((args.clone(), stdin));
+        Ok(match args.first().map(String::as_str) {
+            Some("list") => VmadmOutput { stdout: "UUID  TYPE  RAM  STATE  ALIAS\n".into(), stderr: String::new(), code: 0 },
+            _ => VmadmOutput { stdout: String::new(), stderr: "vmadm: bad verb".into(), code: 2 },
+        })
+    }
+    fn services(&mut self) -> Result<Vec<SvcInfo>, String> {
+        Ok(vec![
+            SvcInfo { name: "console".into(), state: SvcState::Online, restarts: 0, instances: 0 },
+            SvcInfo { name: "vmm-server".into(), state: SvcState::OnDemand, restarts: 0, instances: 2 },
+            SvcInfo { name: "netd".into(), state: SvcState::Maintenance, restarts: 3, instances: 0 },
+        ])
+    }
+    fn machine(&mut self) -> Result<MachineInfo, String> {
+        Ok(MachineInfo { cpus: 4, memory_kib: 450 * 1024 + 17, servers: 6 })
+    }
+    fn pool_status(&mut self) -> Result<PoolStatus, String> {
+        if self.down {
+            return Err("pool: no pool".into());
+        }
+        Ok(PoolStatus {
+            name: "zones".into(),
+            state: "ONLINE".into(),
+            txg: 42,
+            vdev: "mirror".into(),
+            children: vec![
+                libipc::interfaces::PoolChild { disk: "virtio-blk 00:04.0".into(), state: "ONLINE".into(), ..Default::default() },
+                libipc::interfaces::PoolChild {
+                    disk: "virtio-blk 00:05.0".into(),
+                    state: "DEGRADED".into(),
+                    checksum_errors: 3,
+                    ..Default::default()
+                },
+            ],
+            children_total: 2,
+            size_bytes: 64 << 20,
+            free_bytes: 48 << 20,
+            ..Default::default()
+        })
+    }
+    fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String> {
+        Ok(vec![
+            DatasetEntry { name: "zones/img".into(), snapshot: false, volsize: 1536 << 20 },
+            DatasetEntry { name: "zones/img@final".into(), snapshot: true, volsize: 1536 << 20 },
+            DatasetEntry { name: "zones/x-disk0".into(), snapshot: false, volsize: 512 },
+        ])
+    }
+    fn clock(&mut self) -> (u64, u64) {
+        (1_700_000_100, 100)
+    }
+    fn poweroff(&mut self) -> String {
+        "not permitted".into()
+    }
+}
+
+fn shell() -> Shell<Mock> {
+    Shell::new(Mock::default(), Config::from_args(&["hostname=box1".into()]))
+}
+
+fn typed(s: &mut Shell<Mock>, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&s.input(bytes)).into_owned()
+}
+
+fn words(line: &str) -> Vec<String> {
+    parse(line).unwrap().words
+}
+
+#[test]
+fn quoting_follows_posix() {
+    assert_eq!(words("  vmadm   get  abc "), ["vmadm", "get", "abc"]);
+    assert_eq!(words(r#"a 'b c' "d \"e\" \n" f\ g h''i"#), ["a", "b c", "d \"e\" \\n", "f g", "hi"]);
+    assert_eq!(words("a '' b"), ["a", "", "b"]);
+    assert_eq!(words("a # comment 'unclosed"), ["a"]);
+    assert_eq!(words("a#b"), ["a#b"]);
+    assert!(words("   ").is_empty());
+    assert_eq!(parse("echo 'abc").unwrap_err(), ParseError::UnterminatedQuote('\''));
+    assert_eq!(parse("echo \"a\\\"").unwrap_err(), ParseError::UnterminatedQuote('"'));
+    assert_eq!(parse("echo a\\").unwrap_err(), ParseError::TrailingBackslash);
+    assert_eq!(parse("vmadm create <<<").unwrap_err(), ParseError::MissingHereString);
+    assert_eq!(parse("x <<< a <<< b").unwrap_err(), ParseError::TwoHereStrings);
+}
+
+#[test]
+fn a_here_string_is_the_payload() {
+    let c = parse(r#"vmadm create <<< '{"ram": 256}'"#).unwrap();
+    assert_eq!(c.words, ["vmadm", "create"]);
+    assert_eq!(c.stdin.as_deref(), Some("{\"ram\": 256}\n"));
+    // Quoted, `<<<` is a word like any other.
+    assert_eq!(words("echo '<<<' x"), ["echo", "<<<", "x"]);
+}
+
+#[test]
+fn commands_reach_zone_server_with_their_words_and_payload() {
+    let mut s = shell();
+    let out = typed(&mut s, b"vmadm list\r");
+    assert_eq!(out, "vmadm list\nUUID  TYPE  RAM  STATE  ALIAS\n[root@box1 ~]# ");
+    assert_eq!(s.status, 0);
+    let out = typed(&mut s, b"vmadm update 'a b' <<< '{}'\n");
+    assert!(out.ends_with("vmadm: bad verb\n[root@box1 ~]# "), "{out:?}");
+    assert_eq!(s.status, 2);
+    let out = typed(&mut s, b"imgadm list\n");
+    assert!(out.contains("vmadm: bad verb"));
+    assert_eq!(
+        s.system.calls,
+        [
+            (vec!["list".to_string()], String::new()),
+            (vec!["update".into(), "a b".into()], "{}\n".into()),
+            (vec!["imgadm".into(), "list".into()], String::new()),
+        ]
+    );
+    s.system.down = true;
+    assert_eq!(s.run("vmadm list"), Reply::fail("vmadm: zone-server did not answer: the endpoint is gone\n".into(), 1));
+}
+
+#[test]
+fn unknown_commands_and_bad_quotes_get_an_error_and_reach_nobody() {
+    let mut s = shell();
+    let out = typed(&mut s, b"frobnicate now\r");
+    assert_eq!(out, "frobnicate now\nshell: frobnicate: command not found (try help)\n[root@box1 ~]# ");
+    assert_eq!(s.status, 127);
+    let out = typed(&mut s, b"vmadm get 'oops\r");
+    assert!(out.contains("shell: syntax error: unterminated single quote\n"), "{out:?}");
+    assert_eq!(s.status, 2);
+    assert!(s.system.calls.is_empty());
+    // A name typed with escapes is shown without them.
+    assert_eq!(s.run("a\u{1b}[2Jb").text, "shell: a^[[2Jb: command not found (try help)\n");
+    assert_eq!(s.run("sysinfo -x").code, 2);
+}
+
+#[test]
+fn help_sysinfo_svcs() {
+    let mut s = shell();
+    assert!(s.run("help").text.contains("vmadm ARGS"));
+    let r = s.run("sysinfo");
+    let v: serde_json::Value = serde_json::from_str(&r.text).unwrap();
+    assert_eq!(v["Hostname"], "box1");
+    assert_eq!(v["UUID"], "00000000-0000-0000-0000-000000000000");
+    assert_eq!(v["CPU Total Cores"], 4);
+    assert_eq!(v["MiB of Memory"], "450");
+    assert_eq!(v["Boot Time"], "1700000000");
+    assert!(v["Live Image"].as_str().unwrap().starts_with("alcove-"));
+    let r = s.run("svcs");
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(lines[0], "STATE        RESTARTS INSTANCES  FMRI");
+    assert_eq!(lines[1], "online              0         0  svc:/alcove/console:default");
+    assert_eq!(lines[2], "on-demand           0         2  svc:/alcove/vmm-server:default");
+    assert_eq!(lines[3], "maintenance         3         0  svc:/alcove/netd:default");
+    assert_eq!(s.run("poweroff"), Reply::fail("poweroff: not permitted\n".into(), 1));
+}
+
+#[test]
+fn backspace_ctrl_u_ctrl_w_edit_the_line() {
+    let mut s = shell();
+    // "vmadm lisx", backspace, "t": vmadm list.
+    let out = typed(&mut s, b"vmadm lisx\x7ft\r");
+    assert!(out.starts_with("vmadm lisx\x08 \x08t\n"), "{out:?}");
+    assert_eq!(s.system.calls.len(), 1);
+    typed(&mut s, b"garbage here\x15vmadm list\r");
+    assert_eq!(s.system.calls.len(), 2);
+    typed(&mut s, b"vmadm get junk  \x17list\r");
+    assert_eq!(s.system.calls[2].0, ["get", "list"]);
+    // ^H works as backspace too; backspace on an empty line does nothing.
+    typed(&mut s, b"\x08\x08vmadm x\x08list\n");
+    assert_eq!(s.system.calls[3].0, ["list"]);
+    // ^C drops the line.
+    let out = typed(&mut s, b"vmadm delete x\x03");
+    assert!(out.ends_with("^C\n[root@box1 ~]# "));
+    assert_eq!(s.system.calls.len(), 4);
+    // A multi-byte character goes with one backspace.
+    typed(&mut s, "vmadm é\x7flist\r".as_bytes());
+    assert_eq!(s.system.calls[4].0, ["list"]);
+}
+
+#[test]
+fn up_and_down_walk_the_history() {
+    let mut s = shell();
+    typed(&mut s, b"vmadm list\r");
+    typed(&mut s, b"vmadm get a\r");
+    typed(&mut s, b"\r"); // empty lines are not kept
+    // Up twice: "vmadm list"; Enter runs it again.
+    typed(&mut s, b"\x1b[A\x1b[A\r");
+    assert_eq!(s.system.calls[2].0, ["list"]);
+    // Up past the oldest stays there; down comes back to the draft.
+    typed(&mut s, b"vmadm dr\x1b[A\x1b[A\x1b[A\x1b[A\x1b[B\x1b[B\x1b[B\x1bOB\r");
+    assert_eq!(s.system.calls[3].0, ["dr"]);
+    // Other sequences (left arrow, F5) are ignored whole.
+    typed(&mut s, b"vmadm \x1b[D\x1b[15~li\x1bOAst\r");
+    assert_eq!(s.system.calls[4].0, ["drst"], "ESC O A is up: the newest line replaced 'vmadm li', then 'st' was typed");
+    typed(&mut s, b"vmadm \x1b[D\x1b[15~list\r");
+    assert_eq!(s.system.calls[5].0, ["list"]);
+    assert!(s.editor.history.len() <= editor::HISTORY_LINES);
+}
+
+#[test]
+fn crlf_is_one_enter_and_lf_alone_is_one() {
+    let mut s = shell();
+    // CR LF, LF, then an empty line: two commands, and the empty line
+    // is a prompt of its own.
+    let out = typed(&mut s, b"vmadm list\r\nvmadm list\n\n");
+    assert_eq!(s.system.calls.len(), 2);
+    assert_eq!(out.matches("[root@box1 ~]# ").count(), 3);
+}
+
+/// Abuse: a 64 KiB line, every control character, a flood of lines.
+#[test]
+fn a_64_kib_line_is_refused_whole_and_echo_stays_bounded() {
+    let mut s = shell();
+    let mut line = b"vmadm ".to_vec();
+    line.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    line.push(b'\r');
+    let out = s.input(&line);
+    assert!(out.len() < MAX_LINE + 200, "echo of {} bytes", out.len());
+    assert_eq!(out.iter().filter(|&&b| b == 0x07).count(), 1, "one bell");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains(&format!("shell: the line is {} bytes, longer than {MAX_LINE}: ignored", 64 * 1024 + 6)));
+    assert!(s.system.calls.is_empty());
+    assert!(s.editor.history.is_empty(), "not kept in the history");
+    // The next line is fine.
+    typed(&mut s, b"vmadm list\r");
+    assert_eq!(s.system.calls.len(), 1);
+}
+
+#[test]
+fn control_characters_do_not_reach_commands_or_the_terminal() {
+    let mut s = shell();
+    let mut bytes: Vec<u8> = b"vmadm ".to_vec();
+    for c in 0u8..0x20 {
+        if ![b'\r', b'\n', 0x03, 0x08, 0x15, 0x17, 0x1b, b'\t'].contains(&c) {
+            bytes.push(c);
+        }
+    }
+    bytes.extend_from_slice(b"list\r");
+    let out = s.input(&bytes);
+    assert_eq!(s.system.calls[0].0, ["list"]);
+    assert!(out.iter().all(|&b| b >= 0x20 || b == b'\r' || b == b'\n' || b == 0x08), "{out:?}");
+}
+
+#[test]
+fn a_flood_of_random_bytes_never_panics_and_lines_stay_bounded() {
+    let mut s = shell();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..200 {
+        let chunk: Vec<u8> = (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = s.input(&chunk);
+        assert!(s.editor.current().len() <= MAX_LINE);
+    }
+    for (args, stdin) in &s.system.calls {
+        assert!(args.iter().map(String::len).sum::<usize>() + stdin.len() <= MAX_LINE + 1);
+    }
+    assert!(s.editor.history.len() <= editor::HISTORY_LINES);
+}
+
+#[test]
+fn zpool_and_zfs_show_the_pool() {
+    let mut s = shell();
+    let r = s.run("zpool status");
+    assert_eq!(r.code, 0);
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(&lines[..3], [" pool: zones", "state: ONLINE", "  txg: 42"]);
+    let rows: Vec<Vec<&str>> = r.text.lines().filter(|l| l.starts_with('\t')).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "STATE", "READ", "WRITE", "CKSUM"]);
+    assert_eq!(rows[1], ["zones", "ONLINE", "0", "0", "3"]);
+    assert_eq!(rows[2], ["mirror-0", "ONLINE", "0", "0", "3"]);
+    assert_eq!(rows[4], ["virtio-blk", "00:05.0", "DEGRADED", "0", "0", "3"]);
+    assert!(r.text.ends_with("errors: see the counts above\n"));
+    let r = s.run("zpool list");
+    assert_eq!(r.text.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["zones", "64M", "16M", "48M", "ONLINE"]);
+    let r = s.run("zfs list");
+    let rows: Vec<Vec<&str>> = r.text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows, [vec!["NAME", "TYPE", "VOLSIZE"], vec!["zones/img", "volume", "1.50G"], vec!["zones/img@final", "snapshot", "1.50G"], vec!["zones/x-disk0", "volume", "512"]]);
+    assert_eq!(s.run("zfs destroy zones/img").code, 2);
+    assert_eq!(s.run("zpool").code, 2);
+    s.system.down = true;
+    assert_eq!(s.run("zpool status"), Reply::fail("zpool: pool: no pool\n".into(), 1));
+}

@@ -1,0 +1,230 @@
+//! alcove-api's [`Backend`] as `vmadm`/`imgadm` commands at zone-server:
+//!
+//! | request | command (stdin) |
+//! |---|---|
+//! | `GET /vms?k=v` | `vmadm lookup -j k=v ...` |
+//! | `POST /vms` | `vmadm create` (the payload), then `vmadm get UUID` |
+//! | `POST /vms?action=validate` | `vmadm validate create` (the payload) |
+//! | `GET /vms/:uuid` | `vmadm get UUID` |
+//! | `POST /vms/:uuid?action=start\|stop\|reboot` | `vmadm start\|stop\|reboot UUID [-F] [-t S]`, then `get` |
+//! | `POST /vms/:uuid?action=update` | `vmadm update UUID` (the properties), then `get` |
+//! | `DELETE /vms/:uuid` | `vmadm delete UUID` |
+//! | `GET /images`, `GET /images/:uuid`, `DELETE /images/:uuid` | `imgadm list -j k=v ...`, `imgadm get UUID`, `imgadm delete UUID` |
+//! | `POST /images/:uuid?action=import-remote` | `imgadm import UUID [-S URL]` |
+//! | `GET /sources`, `GET /sources/images` | `imgadm sources -j`, `imgadm avail -j` |
+//!
+//! A failed command becomes an [`ApiError`] from its exit code and stderr:
+//! 2 (usage) is 400; "not found" 404; a validation failure's JSON
+//! (`bad_values`, `bad_properties`, `missing_properties`) or `Failed to
+//! create VM` 422 with the text; any other refusal 409. zone-server not
+//! answering is 503.
+
+use alcove_api::{ApiError, Backend, ErrorCode, Uuid, VmAction};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use libipc::interfaces::VmadmOutput;
+use serde_json::{Value, json};
+
+/// Runs `program ARGS` at zone-server (`program` is `vmadm` or
+/// `imgadm`): its output, or why zone-server did not answer.
+pub trait Vmadm {
+    fn run(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
+}
+
+impl<F: FnMut(&str, Vec<String>, String) -> Result<VmadmOutput, String>> Vmadm for F {
+    fn run(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
+        self(program, args, stdin)
+    }
+}
+
+/// The API's backend: every call one or two commands.
+pub struct VmadmBackend<V> {
+    pub vmadm: V,
+    /// Requests answered (`GET /ping` reports it).
+    pub calls: u64,
+}
+
+impl<V: Vmadm> VmadmBackend<V> {
+    pub fn new(vmadm: V) -> Self {
+        Self { vmadm, calls: 0 }
+    }
+
+    /// Runs `args` with `stdin` (`imgadm ARGS` when the first word is
+    /// `imgadm`); a non-zero exit is an error.
+    fn call(&mut self, mut args: Vec<String>, stdin: String) -> Result<VmadmOutput, ApiError> {
+        self.calls += 1;
+        let tool = if args.first().is_some_and(|a| a == "imgadm") {
+            args.remove(0);
+            "imgadm"
+        } else {
+            "vmadm"
+        };
+        let out = self
+            .vmadm
+            .run(tool, args, stdin)
+            .map_err(|e| ApiError::new(ErrorCode::ServiceUnavailable, format!("{tool}: zone-server did not answer: {e}")))?;
+        if out.code == 0 { Ok(out) } else { Err(failure(tool, &out)) }
+    }
+
+    /// A command whose stdout is JSON.
+    fn json(&mut self, args: Vec<String>, stdin: String) -> Result<Value, ApiError> {
+        let out = self.call(args, stdin)?;
+        serde_json::from_str(&out.stdout)
+            .map_err(|e| ApiError::internal(format!("zone-server's answer is not JSON ({e}): {}", cut(&out.stdout))))
+    }
+
+    fn get(&mut self, uuid: &str) -> Result<Value, ApiError> {
+        self.json(words(&["get", uuid]), String::new())
+    }
+}
+
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
+/// `k=v` words for vmadm's filters.
+fn filter_words(filters: &[(String, String)]) -> Vec<String> {
+    filters.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// At most 512 bytes of `s`, for an error message.
+fn cut(s: &str) -> &str {
+    let mut end = s.len().min(512);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].trim_end()
+}
+
+/// The error a failed command stands for.
+fn failure(tool: &str, out: &VmadmOutput) -> ApiError {
+    let text = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
+    if out.code == 2 {
+        return ApiError::invalid_argument(format!("{tool}: {}", cut(text)));
+    }
+    if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+        && ["bad_values", "bad_properties", "missing_properties"].iter().any(|k| v.get(k).is_some())
+    {
+        return ApiError::validation("the payload is not valid", v);
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("not found") || lower.contains("no such") {
+        return ApiError::not_found(cut(text));
+    }
+    if text.starts_with("Failed to create VM") || text.contains("Invalid value") || text.contains("property") {
+        return ApiError::new(ErrorCode::ValidationFailed, cut(text));
+    }
+    ApiError::conflict(cut(text))
+}
+
+/// The uuid in `Successfully created VM <uuid>`.
+fn created_uuid(out: &VmadmOutput) -> Option<String> {
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    all.lines()
+        .find_map(|l| l.trim().strip_prefix("Successfully created VM "))
+        .and_then(|u| Uuid::parse(u.trim()))
+        .map(|u| u.to_string())
+}
+
+impl<V: Vmadm> Backend for VmadmBackend<V> {
+    fn ping(&mut self) -> Result<Value, ApiError> {
+        Ok(json!({ "ping": "pong", "requests": self.calls }))
+    }
+
+    fn list_vms(&mut self, filters: &[(String, String)]) -> Result<Value, ApiError> {
+        let mut args = words(&["lookup", "-j"]);
+        args.extend(filter_words(filters));
+        self.json(args, String::new())
+    }
+
+    fn create_vm(&mut self, payload: Value) -> Result<Value, ApiError> {
+        let out = self.call(words(&["create"]), payload.to_string())?;
+        let uuid = created_uuid(&out)
+            .ok_or_else(|| ApiError::internal(format!("vmadm create said no uuid: {}", cut(&out.stderr))))?;
+        self.get(&uuid)
+    }
+
+    fn validate_vm(&mut self, payload: Value) -> Result<Value, ApiError> {
+        let out = self.call(words(&["validate", "create"]), payload.to_string())?;
+        let message = format!("{}{}", out.stdout, out.stderr);
+        Ok(json!({ "valid": true, "message": message.trim() }))
+    }
+
+    fn get_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError> {
+        self.get(&uuid.to_string())
+    }
+
+    fn vm_action(&mut self, uuid: Uuid, action: VmAction) -> Result<Value, ApiError> {
+        let u = uuid.to_string();
+        let (args, stdin) = match action {
+            VmAction::Start => (words(&["start", &u]), String::new()),
+            VmAction::Stop { force, timeout_s } => {
+                let mut a = words(&["stop", &u]);
+                if force {
+                    a.push("-F".into());
+                }
+                if let Some(t) = timeout_s {
+                    a.extend([String::from("-t"), t.to_string()]);
+                }
+                (a, String::new())
+            }
+            VmAction::Reboot { force, .. } => {
+                let mut a = words(&["reboot", &u]);
+                if force {
+                    a.push("-F".into());
+                }
+                (a, String::new())
+            }
+            VmAction::Update(props) => (words(&["update", &u]), props.to_string()),
+        };
+        self.call(args, stdin)?;
+        self.get(&u)
+    }
+
+    fn delete_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError> {
+        self.call(words(&["delete", &uuid.to_string()]), String::new())?;
+        Ok(Value::Null)
+    }
+
+    fn list_images(&mut self, filters: &[(String, String)]) -> Result<Value, ApiError> {
+        let mut args = words(&["imgadm", "list", "-j"]);
+        args.extend(filter_words(filters));
+        self.json(args, String::new())
+    }
+
+    fn get_image(&mut self, uuid: Uuid) -> Result<Value, ApiError> {
+        self.json(words(&["imgadm", "get", &uuid.to_string()]), String::new())
+    }
+
+    fn import_image(&mut self, _manifest: Value) -> Result<Value, ApiError> {
+        Err(ApiError::not_implemented(
+            "imgadm install over the API needs the image file beside its manifest; import from a source (action=import-remote)",
+        ))
+    }
+
+    fn import_remote_image(&mut self, uuid: Uuid, source: Option<&str>) -> Result<Value, ApiError> {
+        let mut args = words(&["imgadm", "import", &uuid.to_string()]);
+        if let Some(s) = source {
+            args.extend([String::from("-S"), s.to_string()]);
+        }
+        self.call(args, String::new())?;
+        self.get_image(uuid)
+    }
+
+    fn delete_image(&mut self, uuid: Uuid) -> Result<Value, ApiError> {
+        self.call(words(&["imgadm", "delete", &uuid.to_string()]), String::new())?;
+        Ok(Value::Null)
+    }
+
+    fn image_sources(&mut self) -> Result<Value, ApiError> {
+        self.json(vec!["imgadm".into(), "sources".into(), "-j".into()], String::new())
+    }
+
+    fn available_images(&mut self, filters: &[(String, String)]) -> Result<Value, ApiError> {
+        let mut args = words(&["imgadm", "avail", "-j"]);
+        args.extend(filter_words(filters));
+        self.json(args, String::new())
+    }
+}

@@ -1,0 +1,84 @@
+//! The apid process: alcove-api's HTTP server on netd's `socket` interface
+//! (manifest: `calls` "netd"), every request a command at zone-server's
+//! `vmadm` interface (`calls` "zone-server"; zone-server's `vmadm-clients=`
+//! names apid). Arguments: `token=SECRET` (required), `port=N`.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+/// How long apid sleeps when no byte moved.
+#[cfg(target_os = "none")]
+const IDLE_NS: u64 = 10_000_000;
+/// How long it waits before trying to listen again.
+#[cfg(target_os = "none")]
+const RETRY_NS: u64 = 2_000_000_000;
+#[cfg(target_os = "none")]
+const IDLE_SLOT: abi::CapSlot = alcove_rt::start::SLOT_FREE;
+
+#[cfg(target_os = "none")]
+fn main(start: alcove_rt::Start) -> u64 {
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+    use libipc::cap::Cap;
+    use libipc::interfaces::{VmadmOutput, socket, vmadm};
+    use libipc::kernel::KernelTransport;
+
+    let info = start.server("apid");
+    let settings = match apid::settings(&info.args) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let (Some(netd), Some(zone)) = (info.calls("netd"), info.calls("zone-server")) else {
+        log::error!("needs the endpoints \"netd\" and \"zone-server\" (manifest: calls)");
+        return 1;
+    };
+    if let Err(e) = libipc::sys::create(abi::ObjectType::Notification, IDLE_SLOT, 0) {
+        log::error!("cannot create the idle notification: {e}");
+        return 1;
+    }
+    let zone = vmadm::Client::new(KernelTransport::new(Cap::from_slot(zone)));
+    // `vmadm.start` + `vmadm.read`: the program's own method (vmadm or
+    // imgadm) and no reply-size limit.
+    let run = move |program: &str, args: Vec<String>, stdin: String| -> Result<VmadmOutput, String> {
+        libipc::interfaces::vmadm_run_whole(&zone, program, args, stdin).map_err(|e| e.to_string())
+    };
+    let mut server = alcove_api::Server::new(apid::backend::VmadmBackend::new(run), settings.config);
+    let mut net = socket::Client::new(KernelTransport::new(Cap::from_slot(netd)));
+    let mut pump = apid::pump::Pump::new(settings.port, apid::NETD_SOCKETS);
+    let mut listening = false;
+    let mut told = false;
+    loop {
+        let now_ms = alcove_rt::clock_ns() / 1_000_000;
+        match pump.step(&mut server, &mut net, now_ms) {
+            Ok(moved) => {
+                if !listening {
+                    listening = true;
+                    log::info!("the HTTP API listens on port {} of the admin address", settings.port);
+                }
+                if !moved {
+                    let _ = libipc::sys::wait(IDLE_SLOT, IDLE_NS);
+                }
+            }
+            Err(e) => {
+                // Said once: netd may have no admin address yet, and the
+                // operator's console is no place for a line every 2 s.
+                if !core::mem::replace(&mut told, true) {
+                    log::warn!("cannot listen on port {}: {e}; trying again every 2 s", settings.port);
+                }
+                let _ = libipc::sys::wait(IDLE_SLOT, RETRY_NS);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
+alcove_rt::entry!(main);
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("apid runs only on Alcove (build it for x86_64-unknown-none)");
+}

@@ -1,0 +1,58 @@
+//! apid: the control plane's HTTP JSON API on the host's admin address.
+//!
+//! alcove-api's sans-IO [`Server`](alcove_api::Server) (routing, bearer
+//! token, limits, `{"code","message"}` errors) runs over netd's `socket`
+//! interface ([`pump`]); every request becomes a `vmadm` or `imgadm`
+//! command at zone-server ([`backend::VmadmBackend`]), the same commands
+//! the console shell sends, so one implementation (alcove-vmadm's verbs in
+//! zone-server) is behind the shell, the API and the host CLI.
+//!
+//! Boot configuration (the manifest's `args`): `token=SECRET` (required:
+//! without it apid serves nothing), `port=N` (default 8080).
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod backend;
+pub mod pump;
+
+#[cfg(test)]
+mod tests;
+
+use alcove_api::{Config, Limits, Token};
+use alloc::format;
+use alloc::string::String;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 7;
+/// The sockets netd gives one client (`netd::sockets::PER_CLIENT_SOCKETS`).
+pub const NETD_SOCKETS: usize = 16;
+
+/// What the manifest's arguments configure.
+pub struct Settings {
+    pub config: Config,
+    pub port: u16,
+}
+
+/// Reads `token=` and `port=` from the server's arguments.
+pub fn settings(args: &[String]) -> Result<Settings, String> {
+    let arg = |k: &str| args.iter().find_map(|a| a.strip_prefix(k));
+    let token = arg("token=").ok_or("no token= argument: the API would take anyone's requests, so it serves none")?;
+    let token = Token::new(token).map_err(|e| format!("token=: {e}"))?;
+    let port = match arg("port=") {
+        None => alcove_api::DEFAULT_PORT,
+        Some(p) => p.parse().ok().filter(|&p| p != 0).ok_or_else(|| format!("port={p}: not a TCP port"))?,
+    };
+    // A body is a payload for zone-server's `vmadm`, which takes at most
+    // VMADM_REQUEST_MAX bytes with the arguments: a larger one is refused
+    // here, with 413, before it is read.
+    // At most 7 connections served and 7 more being told 503: with the
+    // listener, 15 sockets, under the 16 netd gives a client.
+    let limits = Limits {
+        max_body_bytes: libipc::interfaces::VMADM_REQUEST_MAX as usize - 256,
+        max_connections: MAX_CONNECTIONS,
+        ..Limits::default()
+    };
+    Ok(Settings { config: Config { token, limits }, port })
+}
