@@ -10,7 +10,7 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod disks;
 #[cfg(target_os = "none")]
-mod dma;
+use alcove_hal::dma;
 
 #[cfg(target_os = "none")]
 mod rings {
