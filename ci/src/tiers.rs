@@ -455,6 +455,11 @@ impl Case {
             Machine::Bochs(b) => b.run_captured(&iso, &self.name, timeout.unwrap_or(BOCHS_TIMEOUT))?,
         };
         let mut v = harness::judge(&r.serial, r.ending, self.suite);
+        if self.suite == "user"
+            && let Some(problem) = ready_round_problem(&r.serial, &system.toml)
+        {
+            v.problems.push(problem);
+        }
         if self.suite == "zone" && !r.serial.contains(crate::zone::GUEST_OFF_LINE) {
             // The guest that powers its VM off ran its code through the
             // VMM zone-server started (its UART line reaches the console).
@@ -1166,4 +1171,39 @@ fn kernel_lines() -> Result<usize> {
         n += bench::source_lines(&text);
     }
     Ok(n)
+}
+
+/// What is wrong with init's ready round in `serial`, if anything: every
+/// endpoint `manifest` serves must answer `status`, a server's that calls
+/// init's `proc` before it answers too (the test manifest's ktest-victim,
+/// `proc-first`: init serves `proc` while the round waits).
+fn ready_round_problem(serial: &str, manifest: &str) -> Option<String> {
+    let doc: toml::Table = match manifest.parse() {
+        Ok(d) => d,
+        Err(e) => return Some(format!("the manifest is not TOML: {e}")),
+    };
+    let servers = doc.get("server").and_then(|s| s.as_array()).map(Vec::as_slice).unwrap_or_default();
+    let n: usize = servers.iter().filter_map(|s| s.get("serves")?.as_array().map(Vec::len)).sum();
+    let want = format!("init: ready: {n} of {n} endpoints answered status");
+    if serial.contains(&want) {
+        return None;
+    }
+    let got = serial.lines().find(|l| l.contains("init: ready:")).unwrap_or("no ready line");
+    Some(format!("init's ready round: expected {want:?}, got {got:?}"))
+}
+
+#[cfg(test)]
+mod ready_round_tests {
+    use super::ready_round_problem;
+
+    const MANIFEST: &str = "[[server]]\nname = \"a\"\nserves = [\"a\", \"b\"]\n[[server]]\nname = \"v\"\nserves = [\"victim\"]\ncalls = [\"proc\"]\n";
+
+    #[test]
+    fn every_endpoint_must_answer_the_ready_round() {
+        assert_eq!(ready_round_problem("x\ninit: ready: 3 of 3 endpoints answered status (1 us)\n", MANIFEST), None);
+        let skipped = ready_round_problem("init: ready: 2 of 2 endpoints answered status (1 us)\n", MANIFEST).unwrap();
+        assert!(skipped.contains("expected \"init: ready: 3 of 3") && skipped.contains("2 of 2"), "{skipped}");
+        let hung = ready_round_problem("init: system \"test\"\n", MANIFEST).unwrap();
+        assert!(hung.contains("no ready line"), "{hung}");
+    }
 }

@@ -5,7 +5,6 @@
 //! over the in-process transport with badged clients.
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -16,52 +15,8 @@ use libipc::in_process::{ClientEnd, channel};
 use libipc::interfaces::{SocketError, SocketState, socket, vnic};
 use netd::host::Netd;
 use netd::stack::{AddressConfig, HostStack, RingPort, TcpState};
-use netd::vnics::{NetConfig, VnicPlatform};
-
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl RingRegion for Shared {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) {
-        buf.copy_from_slice(&self.0.lock().unwrap()[offset..offset + buf.len()]);
-    }
-    fn write(&mut self, offset: usize, data: &[u8]) {
-        self.0.lock().unwrap()[offset..offset + data.len()].copy_from_slice(data);
-    }
-}
-
-/// Regions made, in order; time moves 1 ms each time netd looks. What
-/// the next request "brings" (a client's frame) is put in `bring`.
-struct Platform {
-    regions: Arc<Mutex<Vec<Shared>>>,
-    clock: Arc<AtomicU64>,
-    bring: Arc<Mutex<Option<Result<Shared, SocketError>>>>,
-    destroyed: Arc<AtomicU64>,
-}
-
-impl VnicPlatform for Platform {
-    type Region = Shared;
-    fn create(&mut self, pages: usize) -> Result<(Shared, u32), String> {
-        let r = Shared(Arc::new(Mutex::new(vec![0xa5; pages * 4096])));
-        let mut v = self.regions.lock().unwrap();
-        v.push(r.clone());
-        Ok((r, 100 + v.len() as u32))
-    }
-    fn destroy(&mut self, _region: Shared) {
-        self.destroyed.fetch_add(1, Ordering::AcqRel);
-    }
-    fn take_buffer(&mut self) -> Option<Result<Shared, SocketError>> {
-        self.bring.lock().unwrap().take()
-    }
-    fn signal(&mut self, _client: u64, _vnic: u32) {}
-    fn uplink(&mut self, _switch: &str, _frame: &[u8]) {}
-    fn now_ns(&self) -> u64 {
-        self.clock.fetch_add(1_000_000, Ordering::AcqRel)
-    }
-}
+use netd::vnics::NetConfig;
+use netd_testkit::{Platform, Seen, Shared, ether};
 
 const VMM: u64 = 3;
 const HTTP: u64 = 5;
@@ -77,29 +32,25 @@ vnic client=3 switch=admin mac=02:08:20:00:00:01 ip=10.0.2.20
 host switch=admin mac=02:08:20:ff:00:01 ip=10.0.2.15/24 gateway=10.0.2.2 echo=7
 ";
 
+/// netd on its thread: regions made in order, time moving 1 ms each
+/// time netd looks, what the next request "brings" (a client's frame) in
+/// `seen.bring`.
 struct Rig {
-    regions: Arc<Mutex<Vec<Shared>>>,
-    clock: Arc<AtomicU64>,
-    bring: Arc<Mutex<Option<Result<Shared, SocketError>>>>,
-    destroyed: Arc<AtomicU64>,
+    seen: Arc<Mutex<Seen>>,
     unbadged: ClientEnd,
     server: thread::JoinHandle<String>,
 }
 
 fn rig(conf: &str) -> Rig {
     let config = NetConfig::parse(conf).unwrap();
-    let regions = Arc::new(Mutex::new(Vec::new()));
-    let clock = Arc::new(AtomicU64::new(0));
-    let bring = Arc::new(Mutex::new(None));
-    let destroyed = Arc::new(AtomicU64::new(0));
-    let platform = Platform { regions: regions.clone(), clock: clock.clone(), bring: bring.clone(), destroyed: destroyed.clone() };
+    let (platform, seen) = Platform::new(Seen { tick_ns: 1_000_000, ..Seen::default() });
     let (unbadged, mut end) = channel(8);
     let server = thread::spawn(move || {
         let mut n = Netd::new(&config, platform, 1);
         end.serve_until_closed(&mut n);
         n.status_text()
     });
-    Rig { regions, clock, bring, destroyed, unbadged, server }
+    Rig { seen, unbadged, server }
 }
 
 /// The guest: its VMM's vnic client, the VMM's side of the ring, and a
@@ -110,22 +61,22 @@ struct Guest {
     region: Shared,
     port: RingPort,
     os: HostStack,
-    clock: Arc<AtomicU64>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Guest {
     fn attach(r: &Rig) -> Self {
         let vnic = vnic::Client::new(r.unbadged.badged(VMM));
         let a = vnic.attach(0, 0).unwrap().unwrap();
-        let region = r.regions.lock().unwrap().last().unwrap().clone();
+        let region = r.seen.lock().unwrap().regions.last().unwrap().clone();
         let port = RingPort::new(&region).unwrap();
         let os = HostStack::new(GUEST_MAC, AddressConfig::Static { ip: GUEST_IP, prefix: 24, gateway: None }, 2, 0).unwrap();
-        Self { vnic, handle: a.handle, region, port, os, clock: r.clock.clone() }
+        Self { vnic, handle: a.handle, region, port, os, seen: r.seen.clone() }
     }
 
     /// The guest's OS runs; its frames go to netd with a kick.
     fn step(&mut self) {
-        let now = self.clock.load(Ordering::Acquire);
+        let now = self.seen.lock().unwrap().now_ns;
         self.port.pump(&mut self.region, &mut self.os, now).unwrap();
         self.vnic.kick(self.handle).unwrap().unwrap();
         self.port.pump(&mut self.region, &mut self.os, now).unwrap();
@@ -143,21 +94,12 @@ fn checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn ether(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f.resize(f.len().max(60), 0);
-    f
-}
-
 #[test]
 fn a_guest_on_the_admin_switch_resolves_and_pings_the_host() {
     let r = rig(CONF);
     let vnic = vnic::Client::new(r.unbadged.badged(VMM));
     let a = vnic.attach(0, 0).unwrap().unwrap();
-    let mut region = r.regions.lock().unwrap().last().unwrap().clone();
+    let mut region = r.seen.lock().unwrap().regions.last().unwrap().clone();
     let g = Geometry::from_header(&region).unwrap();
     let (mut tx, mut rx) = (Producer::new(g, Direction::ToNetd), Consumer::new(g, Direction::ToVmm));
     let mut exchange = |frame: &[u8]| {
@@ -338,21 +280,21 @@ fn a_client_shares_a_buffer_and_moves_bulk_data_through_it() {
     let r = rig(CONF);
     let mut guest = Guest::attach(&r);
     let http = socket::Client::new(r.unbadged.badged(HTTP));
-    let bring = |b: Result<Shared, SocketError>| *r.bring.lock().unwrap() = Some(b);
-    let destroyed = || r.destroyed.load(Ordering::Acquire);
+    let bring = |b: Result<Shared, SocketError>| r.seen.lock().unwrap().bring = Some(b);
+    let destroyed = || r.seen.lock().unwrap().destroyed;
     // Nothing brought, or something that is no buffer: refused.
     assert_eq!(http.share_buffer().unwrap(), Err(SocketError::NoBuffer));
     bring(Err(SocketError::TooLarge { bytes: 4 << 20, max: 1 << 20 }));
     assert_eq!(http.share_buffer().unwrap(), Err(SocketError::TooLarge { bytes: 4 << 20, max: 1 << 20 }));
     // A buffer brought with another call is not kept.
-    bring(Ok(Shared(Arc::new(Mutex::new(vec![0; 4096])))));
+    bring(Ok(Shared::zeroed(4096)));
     let before = destroyed();
     assert_eq!(http.buffer().unwrap(), Err(SocketError::NoBuffer));
     assert_eq!(destroyed(), before + 1, "the unclaimed buffer was given back");
     // A first buffer, replaced by a second: the first is given back.
-    bring(Ok(Shared(Arc::new(Mutex::new(vec![0; 4096])))));
+    bring(Ok(Shared::zeroed(4096)));
     assert_eq!(http.share_buffer().unwrap(), Ok(4096));
-    let buf = Shared(Arc::new(Mutex::new(vec![0; 64 * 1024])));
+    let buf = Shared::zeroed(64 * 1024);
     bring(Ok(buf.clone()));
     assert_eq!(http.share_buffer().unwrap(), Ok(64 * 1024));
     assert_eq!(destroyed(), before + 2, "the replaced buffer was given back");

@@ -3,90 +3,25 @@
 //! machine's stack (another smoltcp stack, the "remote end"), with clients
 //! told apart by their badges.
 
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::thread;
 
 use libipc::blkring::RingRegion;
-use libipc::in_process::{ClientEnd, channel};
 use libipc::interfaces::{Datagram, SOCKET_INLINE_MAX, SocketError, SocketState, socket};
-use netd::sockets::{PER_CLIENT_SOCKETS, SocketServer, Wire};
-use netd::stack::{AddressConfig, HostStack, MAX_SOCKETS, TcpState};
-
-const HOST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-
-/// A wire straight to the peer's stack; time moves 1 ms per pump.
-struct ToPeer {
-    peer: Arc<Mutex<HostStack>>,
-    now: u64,
-}
-
-impl Wire for ToPeer {
-    fn pump(&mut self, stack: &mut HostStack) {
-        let mut peer = self.peer.lock().unwrap();
-        for _ in 0..4 {
-            self.now += 1_000_000;
-            stack.poll(self.now);
-            for f in stack.take_tx() {
-                peer.push_rx(&f);
-            }
-            peer.poll(self.now);
-            for f in peer.take_tx() {
-                stack.push_rx(&f);
-            }
-        }
-        stack.poll(self.now);
-    }
-}
-
-/// A shared buffer both sides reach (a frame both map, on Alcove).
-#[derive(Clone)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl RingRegion for Buffer {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) {
-        buf.copy_from_slice(&self.0.lock().unwrap()[offset..offset + buf.len()]);
-    }
-    fn write(&mut self, offset: usize, data: &[u8]) {
-        self.0.lock().unwrap()[offset..offset + data.len()].copy_from_slice(data);
-    }
-}
+use netd::sockets::{PER_CLIENT_SOCKETS, SocketServer};
+use netd::stack::{MAX_SOCKETS, TcpState};
+use netd_testkit::{HOST_IP, PEER_IP, Shared as Buffer, SocketRig, ToPeer};
 
 type Server = SocketServer<Buffer, ToPeer>;
-
-struct Rig {
-    peer: Arc<Mutex<HostStack>>,
-    client: ClientEnd,
-    server: thread::JoinHandle<Server>,
-}
+type Rig = SocketRig<Buffer>;
 
 /// The server on its thread; clients are `rig.client.badged(n)`. The
 /// buffers are given before it starts: `buffers` (badge, bytes).
 fn rig(buffers: &[(u64, Buffer)]) -> Rig {
-    let peer = HostStack::new(PEER_MAC, AddressConfig::Static { ip: PEER_IP, prefix: 24, gateway: None }, 7, 0).unwrap();
-    let peer = Arc::new(Mutex::new(peer));
-    let host = HostStack::new(HOST_MAC, AddressConfig::Static { ip: HOST_IP, prefix: 24, gateway: None }, 8, 0).unwrap();
-    let mut server = SocketServer::new(host, ToPeer { peer: peer.clone(), now: 0 });
-    for (badge, b) in buffers {
-        server.give_buffer(*badge, b.clone());
-    }
-    let (client, mut end) = channel(4);
-    let server = thread::spawn(move || {
-        end.serve_until_closed(&mut server);
-        server
-    });
-    Rig { peer, client, server }
+    SocketRig::start(buffers)
 }
 
 fn finish(rig: Rig) -> Server {
-    drop(rig.client);
-    rig.server.join().unwrap()
+    rig.finish()
 }
 
 #[test]

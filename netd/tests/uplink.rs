@@ -12,6 +12,7 @@ use libipc::in_process::channel;
 use libipc::interfaces::{VnicError, vnic};
 use netd::host::Netd;
 use netd::vnics::{NetConfig, NicSpec, VnicPlatform};
+use netd_testkit::ether;
 
 struct Region(Vec<u8>);
 
@@ -64,15 +65,6 @@ host switch=admin mac=02:08:20:ff:00:01 ip=10.0.2.15/24 gateway=10.0.2.2 echo=7
 /// QEMU user networking's gateway (slirp's MAC for 10.0.2.2).
 const SLIRP_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 const HOST_MAC: [u8; 6] = [0x02, 0x08, 0x20, 0xff, 0, 1];
-
-fn ether(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f.resize(f.len().max(60), 0);
-    f
-}
 
 /// An ARP request from the gateway: who has `ip`?
 fn arp_request(ip: [u8; 4]) -> Vec<u8> {

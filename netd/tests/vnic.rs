@@ -10,71 +10,8 @@ use libipc::blkring::RingRegion;
 use libipc::framering::{Consumer, Direction, Geometry, MAX_SLOTS, Producer};
 use libipc::in_process::{ClientEnd, channel};
 use libipc::interfaces::{VnicError, vnic};
-use netd::vnics::{NetConfig, VnicPlatform, VnicServer};
-
-/// A region both sides reach (netd's frame, mapped by the VMM too).
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl RingRegion for Shared {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) {
-        buf.copy_from_slice(&self.0.lock().unwrap()[offset..offset + buf.len()]);
-    }
-    fn write(&mut self, offset: usize, data: &[u8]) {
-        self.0.lock().unwrap()[offset..offset + data.len()].copy_from_slice(data);
-    }
-}
-
-/// What the platform was asked to do, shared with the test.
-#[derive(Default)]
-struct Seen {
-    /// Regions made, in order (the "frame capability" the VMM receives).
-    regions: Vec<Shared>,
-    destroyed: usize,
-    signals: Vec<(u64, u32)>,
-    uplink: Vec<Vec<u8>>,
-    /// Refuse region sizes above this many pages.
-    max_pages: usize,
-    /// Doorbells taken with an attach, and given back at a detach.
-    doorbells: Vec<(u64, u32)>,
-    doorbells_gone: Vec<(u64, u32)>,
-}
-
-struct Platform(Arc<Mutex<Seen>>);
-
-impl VnicPlatform for Platform {
-    type Region = Shared;
-    fn create(&mut self, pages: usize) -> Result<(Shared, u32), String> {
-        let mut s = self.0.lock().unwrap();
-        if pages > s.max_pages {
-            return Err(format!("no frame of {pages} pages"));
-        }
-        let r = Shared(Arc::new(Mutex::new(vec![0xa5; pages * 4096])));
-        s.regions.push(r.clone());
-        Ok((r, 100 + s.regions.len() as u32))
-    }
-    fn destroy(&mut self, _region: Shared) {
-        self.0.lock().unwrap().destroyed += 1;
-    }
-    fn signal(&mut self, client: u64, vnic: u32) {
-        self.0.lock().unwrap().signals.push((client, vnic));
-    }
-    fn uplink(&mut self, _switch: &str, frame: &[u8]) {
-        self.0.lock().unwrap().uplink.push(frame.to_vec());
-    }
-    fn doorbell(&mut self, client: u64, vnic: u32) {
-        self.0.lock().unwrap().doorbells.push((client, vnic));
-    }
-    fn detached(&mut self, client: u64, vnic: u32) {
-        self.0.lock().unwrap().doorbells_gone.push((client, vnic));
-    }
-    fn now_ns(&self) -> u64 {
-        0
-    }
-}
+use netd::vnics::{NetConfig, VnicServer};
+use netd_testkit::{Platform, Seen, Shared};
 
 const A: u64 = 3;
 const B: u64 = 4;
@@ -97,10 +34,9 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let seen = Arc::new(Mutex::new(Seen { max_pages: 128, ..Seen::default() }));
+    let (platform, seen) = Platform::new(Seen { max_pages: 128, ..Seen::default() });
     let config = NetConfig::parse(CONF).unwrap();
     let (unbadged, mut end) = channel(8);
-    let platform = Platform(seen.clone());
     let server = thread::spawn(move || {
         let mut s = VnicServer::new(&config, platform);
         end.serve_until_closed(&mut s);

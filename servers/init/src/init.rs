@@ -109,20 +109,140 @@ pub fn main(start: Start) -> u64 {
         c.grant = extra.grant.get();
     }
 
-    // Ready when every endpoint answers `status`, except those of servers
-    // that call init's `proc` (the control plane): such a server may be
-    // calling init already (a client's first `vmadm` request makes
-    // zone-server look for its VMMs), and init, which serves `proc` only
-    // after this round, would wait for it while it waits for init.
+    // Ready when every endpoint answers `status`. The round runs on a
+    // thread of its own while this one serves `proc` from the start: a
+    // server may call init before it answers (zone-server, restoring its
+    // VMs on a client's first `vmadm` request, starts VMMs through
+    // `proc`), and a round that blocked init's only thread waited for that
+    // server while the server waited for init.
+    let ready = match ReadyThread::start(&endpoints.slots, watch, &mut slots) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log::error!("init: no ready round (its thread: {e})");
+            None
+        }
+    };
+
+    // init serves `proc`; the watch notification, bound to its thread,
+    // arrives through the same loop (and with it the ready round's end).
+    if let Err(e) = sys::thread_bind_notification(abi::INIT_SLOT_THREAD, watch) {
+        log::error!("cannot bind the watch notification: {e}");
+        return 1;
+    }
+    let offered = slots.next();
+    libipc::request_caps::offer(offered);
+    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default(), given: Vec::new(), spare: Vec::new(), machine, ready };
+    match libipc::kernel::serve(libipc::cap::Cap::from_slot(proc_ep), &mut init) {
+        Ok(never) => match never {},
+        Err(e) => {
+            log::error!("cannot serve the proc endpoint: {e}");
+            1
+        }
+    }
+}
+
+/// The watch bit every instance started through `proc` signals.
+const INSTANCE_BIT: u64 = 1 << 63;
+/// The watch bit the ready round signals when it is done (shared, as
+/// [`INSTANCE_BIT`] is, with one server's bit, which then only makes
+/// init look at that server's state).
+const READY_BIT: u64 = 1 << 62;
+/// Where the ready round's stack and, on the page above it, its IPC
+/// buffer are mapped in init.
+const READY_STACK_VA: u64 = 0x0000_5100_0000_0000;
+const READY_STACK_PAGES: u64 = 8;
+
+/// What the ready round asks (endpoint names and init's originals) and
+/// where it says it is done; handed to its thread.
+struct ReadyRound {
+    endpoints: Vec<(String, CapSlot)>,
+    watch: CapSlot,
+    thread: CapSlot,
+}
+
+static READY_ROUND: spin::Mutex<Option<ReadyRound>> = spin::Mutex::new(None);
+
+/// The ready round's thread and the memory it runs on, given back once
+/// the round signalled [`READY_BIT`].
+struct ReadyThread {
+    thread: CapSlot,
+    stack: CapSlot,
+    ipc: CapSlot,
+    buffer: Option<sys::ThreadBuffer>,
+}
+
+impl ReadyThread {
+    /// Starts the round over `endpoints` on a new thread of init (at
+    /// init's priority), which signals `watch` with [`READY_BIT`] when
+    /// every endpoint answered or failed.
+    fn start(endpoints: &[(String, CapSlot)], watch: CapSlot, slots: &mut Slots) -> Result<Self, abi::Error> {
+        let ipc_va = READY_STACK_VA + READY_STACK_PAGES * PAGE_SIZE;
+        let mut t = ReadyThread { thread: slots.next(), stack: slots.next(), ipc: slots.next(), buffer: None };
+        let rw = Rights::READ | Rights::WRITE;
+        let made = sys::create(ObjectType::Frame, t.stack, READY_STACK_PAGES)
+            .and_then(|()| sys::map(abi::INIT_SLOT_SELF, t.stack, READY_STACK_VA, rw))
+            .and_then(|()| sys::create(ObjectType::Frame, t.ipc, 1))
+            .and_then(|()| sys::map(abi::INIT_SLOT_SELF, t.ipc, ipc_va, rw))
+            .and_then(|()| sys::create(ObjectType::Thread, t.thread, u64::from(abi::INIT_SLOT_SELF)));
+        if let Err(e) = made {
+            t.end();
+            return Err(e);
+        }
+        // SAFETY: the buffer is the page just mapped at `ipc_va` (new,
+        // zeroed, aligned), used only by libipc and the kernel for the new
+        // thread; the stack below it is that thread's alone and overlaps
+        // no other registered stack.
+        match unsafe { sys::register_thread_buffer(READY_STACK_VA, ipc_va, ipc_va as *mut abi::IpcBuffer) } {
+            Ok(b) => t.buffer = Some(b),
+            Err(e) => {
+                t.end();
+                return Err(e);
+            }
+        }
+        *READY_ROUND.lock() = Some(ReadyRound { endpoints: endpoints.to_vec(), watch, thread: t.thread });
+        // SAFETY: `ready_round` is an `extern "C"` function that never
+        // returns; its stack (top less the return-address slot) and IPC
+        // buffer are the pages mapped above, reserved for this thread,
+        // and stay mapped until `end` has ended it.
+        let run = unsafe { sys::thread_configure(t.thread, ready_round as *const () as usize as u64, ipc_va - 8, ipc_va, 0, 0) }
+            .and_then(|()| sys::thread_resume(t.thread));
+        if let Err(e) = run {
+            READY_ROUND.lock().take();
+            t.end();
+            return Err(e);
+        }
+        Ok(t)
+    }
+
+    /// Ends the thread (deleting its capability), then gives back its
+    /// buffer's registration and its memory.
+    fn end(mut self) {
+        let _ = sys::cap_delete(self.thread);
+        if let Some(b) = self.buffer.take() {
+            // SAFETY: the thread has ended (above).
+            unsafe { sys::unregister_thread_buffer(b) };
+        }
+        // SAFETY: these pages are the ended thread's stack and IPC buffer,
+        // which nothing else refers to.
+        let _ = unsafe { sys::unmap(abi::INIT_SLOT_SELF, READY_STACK_VA, READY_STACK_PAGES + 1) };
+        let _ = sys::cap_delete(self.stack);
+        let _ = sys::cap_delete(self.ipc);
+    }
+}
+
+/// The ready round's thread: asks every endpoint for its status, prints
+/// the outcome (and the `boot_to_ready` figure), signals
+/// [`READY_BIT`], and stops until init ends it.
+extern "C" fn ready_round(_: u64, _: u64, _: u64) -> ! {
+    let round = READY_ROUND.lock().take();
+    let Some(round) = round else {
+        loop {
+            let _ = sys::yield_now();
+        }
+    };
     let t0 = sys::clock_ns().unwrap_or(0);
     let mut answered = 0;
-    let mut asked = 0;
-    for (name, ep) in &endpoints.slots {
-        if manifest.endpoints().any(|(e, s)| e == name && s.calls.iter().any(|c| c == initrd::manifest::PROC_ENDPOINT)) {
-            log::info!("{name}: not asked for status (its server calls proc)");
-            continue;
-        }
-        asked += 1;
+    for (name, ep) in &round.endpoints {
         let client = libipc::interfaces::status::Client::new(libipc::kernel::KernelTransport::new(
             libipc::cap::Cap::from_slot(*ep),
         ));
@@ -139,31 +259,17 @@ pub fn main(start: Start) -> u64 {
     // so this is the instruction count from kernel entry to ready.
     println!("ALCOVE-BENCH boot_to_ready {t1} ns");
     println!(
-        "init: ready: {answered} of {asked} endpoints answered status ({} us after the first call; {} ms since boot)",
+        "init: ready: {answered} of {} endpoints answered status ({} us after the first call; {} ms since boot)",
+        round.endpoints.len(),
         (t1 - t0) / 1000,
         t1 / 1_000_000
     );
-
-    // From here init serves `proc`; the watch notification, bound to its
-    // thread, arrives through the same loop.
-    if let Err(e) = sys::thread_bind_notification(abi::INIT_SLOT_THREAD, watch) {
-        log::error!("cannot bind the watch notification: {e}");
-        return 1;
-    }
-    let offered = slots.next();
-    libipc::request_caps::offer(offered);
-    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default(), given: Vec::new(), spare: Vec::new(), machine };
-    match libipc::kernel::serve(libipc::cap::Cap::from_slot(proc_ep), &mut init) {
-        Ok(never) => match never {},
-        Err(e) => {
-            log::error!("cannot serve the proc endpoint: {e}");
-            1
-        }
+    let _ = sys::signal(round.watch, READY_BIT);
+    loop {
+        let _ = sys::thread_suspend(round.thread);
+        let _ = sys::yield_now();
     }
 }
-
-/// The watch bit every instance started through `proc` signals.
-const INSTANCE_BIT: u64 = 1 << 63;
 
 /// init after boot: its servers, and the instances it runs for `proc`
 /// callers.
@@ -183,6 +289,8 @@ struct Init<'a> {
     spare: Vec<CapSlot>,
     /// CPUs and memory as found at boot.
     machine: MachineInfo,
+    /// The ready round's thread until it is done.
+    ready: Option<ReadyThread>,
 }
 
 /// The CPUs online: the kernel takes a CPU number as a thread's affinity
@@ -453,6 +561,11 @@ impl libipc::Dispatch for Init<'_> {
     }
 
     fn notified(&mut self, bits: u64) {
+        if bits & READY_BIT != 0
+            && let Some(t) = self.ready.take()
+        {
+            t.end();
+        }
         self.servers_ended(bits);
     }
 }

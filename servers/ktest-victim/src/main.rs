@@ -4,7 +4,9 @@
 //! again. With the manifest argument `storage-client` (the storage suite)
 //! it first opens storaged's disk 0 until storaged refuses, and holds those
 //! rings without ever closing them: when it panics, the storage suite checks
-//! that storaged takes them back.
+//! that storaged takes them back. With `proc-first` (the test manifest)
+//! it calls init's `proc` endpoint before it serves `victim`, as
+//! zone-server may while init's ready round waits for its status.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -84,6 +86,20 @@ mod victim {
                     hold_rings(storaged, alcove_rt::start::SLOT_FREE + 64);
                 }
                 None => log::error!("storage-client: no \"storaged\" endpoint was granted"),
+            }
+        }
+        if info.args.iter().any(|a| a == "proc-first") {
+            match info.calls("proc") {
+                Some(proc) => {
+                    let svc = libipc::interfaces::svc::Client::new(libipc::kernel::KernelTransport::new(
+                        libipc::cap::Cap::from_slot(proc),
+                    ));
+                    match svc.services() {
+                        Ok(s) => log::info!("proc-first: init answered ({} services) before the victim serves", s.len()),
+                        Err(e) => log::error!("proc-first: init's proc: {e}"),
+                    }
+                }
+                None => log::error!("proc-first: no \"proc\" endpoint was granted"),
             }
         }
         alcove_rt::serve_forever(slot, Victim(Service::new("victim", 1)))

@@ -11,53 +11,14 @@ use alcove_api::Server;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use libipc::blkring::RingRegion;
 use libipc::in_process::{ClientEnd, channel};
 use libipc::interfaces::{VmadmOutput, socket};
-use netd::sockets::{PER_CLIENT_SOCKETS, SocketServer, Wire};
-use netd::stack::{AddressConfig, HostStack, SocketId, TcpState};
-use std::net::Ipv4Addr;
+use netd::sockets::PER_CLIENT_SOCKETS;
+use netd::stack::{HostStack, SocketId, TcpState};
+use netd_testkit::{HOST_IP, NoBuffer, SocketRig};
 use std::sync::{Arc, Mutex};
-use std::thread;
-
-const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const TOKEN: &str = "s3cret-token-0123456789";
 const VM: &str = "54f1cc77-68f1-42ab-acac-5c4f64f5d6e0";
-
-struct ToPeer {
-    peer: Arc<Mutex<HostStack>>,
-    now: u64,
-}
-
-impl Wire for ToPeer {
-    fn pump(&mut self, stack: &mut HostStack) {
-        let mut peer = self.peer.lock().unwrap();
-        for _ in 0..4 {
-            self.now += 1_000_000;
-            stack.poll(self.now);
-            for f in stack.take_tx() {
-                peer.push_rx(&f);
-            }
-            peer.poll(self.now);
-            for f in peer.take_tx() {
-                stack.push_rx(&f);
-            }
-        }
-        stack.poll(self.now);
-    }
-}
-
-#[derive(Clone)]
-struct NoBuffer;
-
-impl RingRegion for NoBuffer {
-    fn len(&self) -> usize {
-        0
-    }
-    fn read(&self, _: usize, _: &mut [u8]) {}
-    fn write(&mut self, _: usize, _: &[u8]) {}
-}
 
 type Calls = Arc<Mutex<Vec<(Vec<String>, String)>>>;
 type Vmadm = std::boxed::Box<dyn FnMut(&str, Vec<String>, String) -> Result<VmadmOutput, String>>;
@@ -97,24 +58,18 @@ struct Rig {
     pump: Pump,
     now_ms: u64,
     calls: Calls,
-    netd: Option<(ClientEnd, thread::JoinHandle<()>)>,
+    netd: Option<SocketRig<NoBuffer>>,
 }
 
 impl Rig {
     fn new() -> Self {
-        let peer = HostStack::new([2, 0, 0, 0, 0, 2], AddressConfig::Static { ip: PEER_IP, prefix: 24, gateway: None }, 7, 0).unwrap();
-        let peer = Arc::new(Mutex::new(peer));
-        let host = HostStack::new([2, 0, 0, 0, 0, 1], AddressConfig::Static { ip: HOST_IP, prefix: 24, gateway: None }, 8, 0).unwrap();
-        let mut netd: SocketServer<NoBuffer, ToPeer> = SocketServer::new(host, ToPeer { peer: peer.clone(), now: 0 });
-        let (client, mut end) = channel(4);
-        let t = thread::spawn(move || {
-            end.serve_until_closed(&mut netd);
-        });
+        let netd = SocketRig::<NoBuffer>::start(&[]);
+        let peer = netd.peer.clone();
         let calls: Calls = Arc::default();
         let s = settings(&["token=".to_string() + TOKEN, "port=8080".into()]).unwrap();
         let api = Server::new(VmadmBackend::new(zone_server(calls.clone())), s.config);
-        let net = socket::Client::new(client.badged(3));
-        let mut r = Rig { peer, net, api, pump: Pump::new(s.port, super::NETD_SOCKETS), now_ms: 0, calls, netd: Some((client, t)) };
+        let net = socket::Client::new(netd.client.badged(3));
+        let mut r = Rig { peer, net, api, pump: Pump::new(s.port, super::NETD_SOCKETS), now_ms: 0, calls, netd: Some(netd) };
         r.step(); // listening before anyone connects
         r
     }
@@ -175,10 +130,9 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        if let Some((client, t)) = self.netd.take() {
-            drop(client);
+        if let Some(netd) = self.netd.take() {
             drop(core::mem::replace(&mut self.net, socket::Client::new(channel(1).0)));
-            let _ = t.join();
+            netd.finish();
         }
     }
 }

@@ -31,7 +31,7 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
-mod dma;
+use alcove_hal::dma;
 #[cfg(target_os = "none")]
 mod nic;
 

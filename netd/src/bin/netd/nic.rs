@@ -18,13 +18,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use libipc::pio;
+use alcove_hal::dma::{self, AlcoveHal};
+use alcove_hal::pci::{self, PortCam};
 use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::transport::DeviceType;
-
-use crate::dma::{self, AlcoveHal};
 
 /// Receive and transmit queue size (QEMU offers 256).
 const QUEUE: usize = 64;
@@ -45,23 +44,6 @@ const COMMON_MSIX_CONFIG: u64 = 0x10;
 const COMMON_QUEUE_SELECT: u64 = 0x16;
 const COMMON_QUEUE_MSIX_VECTOR: u64 = 0x1a;
 const NO_VECTOR: u32 = 0xffff;
-
-/// Configuration space through ports 0xCF8/0xCFC.
-pub struct PortCam;
-
-impl ConfigurationAccess for PortCam {
-    fn read_word(&self, df: DeviceFunction, register_offset: u8) -> u32 {
-        pio::pci_config_read(df.bus, df.device, df.function, register_offset)
-    }
-
-    fn write_word(&mut self, df: DeviceFunction, register_offset: u8, data: u32) {
-        pio::pci_config_write(df.bus, df.device, df.function, register_offset, data)
-    }
-
-    unsafe fn unsafe_clone(&self) -> Self {
-        PortCam
-    }
-}
 
 /// Counters an operator reads in netd's status.
 #[derive(Clone, Copy, Debug, Default)]
@@ -219,17 +201,9 @@ fn start(
     root: abi::CapSlot,
     irq: Option<abi::CapSlot>,
 ) -> Result<Nic, String> {
-    let bars = pci.bars(df).map_err(|e| format!("reading its BARs: {e}"))?;
-    let bar_address = |i: usize| bars.get(i).and_then(|b| b.as_ref()).and_then(|b| b.memory_address_size());
-    for i in 0..bars.len() {
-        let Some((address, size)) = bar_address(i) else { continue };
-        if address == 0 || size == 0 {
-            continue;
-        }
-        dma::map_bar(root, address, size).map_err(|e| format!("BAR{i} at {address:#x} (+{size:#x}): cannot map: {e}"))?;
-    }
-    let (_, command) = pci.get_status_command(df);
-    pci.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    let bars = pci::map_bars(pci, df, Some(root), "netd")?;
+    let bar_address = |i: usize| bars.get(i).copied().flatten();
+    pci::enable(pci, df);
     let transport = PciTransport::new::<AlcoveHal, _>(pci, df).map_err(|e| format!("virtio PCI transport: {e}"))?;
     let net = VirtIONetRaw::<AlcoveHal, _, QUEUE>::new(transport).map_err(|e| format!("virtio-net start: {e}"))?;
     let rx_area = dma::alloc_private(QUEUE * RX_BUF / 4096).map_err(|e| format!("receive buffers: {e}"))?;

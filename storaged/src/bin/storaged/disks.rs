@@ -1,5 +1,5 @@
 //! Finding the machine's virtio-blk disks on PCI bus 0 (configuration
-//! mechanism #1, ports 0xCF8..0xCFF) and driving them with `virtio-drivers`
+//! mechanism #1, ports 0xCF8..0xCFF, through `alcove_hal::pci`) and driving them with `virtio-drivers`
 //! (its modern PCI transport, virtio 1.2 §4.1). Completion is polled: a
 //! request spins on the used ring until the device is done, which is fine
 //! while storaged carries out one kick at a time; interrupt-driven
@@ -9,31 +9,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use alcove_hal::dma::{self, AlcoveHal};
+use alcove_hal::pci::{self, PortCam};
 use libipc::blkring::{BlockDevice, DiskError, ID_BYTES};
-use libipc::pio;
 use virtio_drivers::device::blk::VirtIOBlk;
-use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::transport::DeviceType;
-
-use crate::dma::{self, AlcoveHal};
-
-/// Configuration space through ports 0xCF8/0xCFC.
-pub struct PortCam;
-
-impl ConfigurationAccess for PortCam {
-    fn read_word(&self, df: DeviceFunction, register_offset: u8) -> u32 {
-        pio::pci_config_read(df.bus, df.device, df.function, register_offset)
-    }
-
-    fn write_word(&mut self, df: DeviceFunction, register_offset: u8, data: u32) {
-        pio::pci_config_write(df.bus, df.device, df.function, register_offset, data)
-    }
-
-    unsafe fn unsafe_clone(&self) -> Self {
-        PortCam
-    }
-}
 
 /// One virtio-blk disk.
 pub struct VirtioDisk {
@@ -98,23 +80,8 @@ pub fn find(windows: &[(u64, u64, abi::CapSlot)], bar_root: Option<abi::CapSlot>
 }
 
 fn start(root: &mut PciRoot<PortCam>, df: DeviceFunction, bar_root: Option<abi::CapSlot>) -> Result<VirtioDisk, String> {
-    let bars = root.bars(df).map_err(|e| format!("reading its BARs: {e}"))?;
-    for (i, bar) in bars.iter().enumerate() {
-        let Some((address, size)) = bar.as_ref().and_then(|b| b.memory_address_size()) else { continue };
-        if address == 0 || size == 0 {
-            continue;
-        }
-        if let Some(r) = bar_root {
-            dma::map_bar(r, address, size).map_err(|e| format!("BAR{i} at {address:#x} (+{size:#x}): cannot map: {e}"))?;
-        }
-        if !dma::covered(address, size) {
-            return Err(format!(
-                "BAR{i} at {address:#x} (+{size:#x}) is outside storaged's device_memory windows (see the manifest)"
-            ));
-        }
-    }
-    let (_, command) = root.get_status_command(df);
-    root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    pci::map_bars(root, df, bar_root, "storaged")?;
+    pci::enable(root, df);
     let transport = PciTransport::new::<AlcoveHal, _>(root, df).map_err(|e| format!("virtio PCI transport: {e}"))?;
     let blk = VirtIOBlk::<AlcoveHal, _>::new(transport).map_err(|e| format!("virtio-blk start: {e}"))?;
     Ok(VirtioDisk { blk })

@@ -3,6 +3,7 @@
 //! `status` and `storage` on its endpoint (the logic is the library's),
 //! brings the pool up on them (`storaged::lifecycle`) and serves `pool`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;
@@ -10,7 +11,7 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod disks;
 #[cfg(target_os = "none")]
-mod dma;
+use alcove_hal::dma;
 
 #[cfg(target_os = "none")]
 mod rings {

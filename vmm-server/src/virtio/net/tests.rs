@@ -285,28 +285,11 @@ fn net_through_the_pci_transport() {
 
 mod guest_to_guest {
     use super::*;
-    use alloc::rc::Rc;
-    use core::cell::RefCell;
     use core::net::{IpAddr, Ipv4Addr};
-    use libipc::framering::RingRegion;
     use netd::fabric::Fabric;
     use netd_switch::frame::MacAddr;
     use netd_switch::{DropReason, SwitchConfig, VnicConfig, VnicId};
-
-    #[derive(Clone)]
-    struct Shared(Rc<RefCell<Vec<u8>>>);
-
-    impl RingRegion for Shared {
-        fn len(&self) -> usize {
-            self.0.borrow().len()
-        }
-        fn read(&self, offset: usize, buf: &mut [u8]) {
-            buf.copy_from_slice(&self.0.borrow()[offset..offset + buf.len()]);
-        }
-        fn write(&mut self, offset: usize, data: &[u8]) {
-            self.0.borrow_mut()[offset..offset + data.len()].copy_from_slice(data);
-        }
-    }
+    use netd_testkit::Shared;
 
     struct Guest {
         r: Rig,
@@ -320,7 +303,7 @@ mod guest_to_guest {
             let mut r = rig();
             r.dev = Net::new(mac);
             r.dev.ack_features(u64::MAX);
-            let region = Shared(Rc::new(RefCell::new(vec![0; fabric.geometry().region_bytes()])));
+            let region = Shared::zeroed(fabric.geometry().region_bytes());
             let mut cfg = VnicConfig::new(MacAddr(mac));
             cfg.protection.ip = Some(IpAddr::V4(ip));
             cfg.maxbw_mbit = maxbw;
@@ -502,7 +485,7 @@ mod guest_to_guest {
         fn net() -> Net2 {
             let mut fabric: Fabric<Shared> = Fabric::new(SwitchConfig::default(), 16).unwrap();
             let guest = Guest::new(&mut fabric, MAC_A, IP_A, None);
-            let host_region = Shared(Rc::new(RefCell::new(vec![0; fabric.geometry().region_bytes()])));
+            let host_region = Shared::zeroed(fabric.geometry().region_bytes());
             let mut cfg = VnicConfig::new(MacAddr(HOST_MAC));
             cfg.protection.ip = Some(IpAddr::V4(HOST_IP));
             fabric.attach(cfg, host_region.clone(), 0).unwrap();

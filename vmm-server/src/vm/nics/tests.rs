@@ -16,7 +16,8 @@ use crate::virtio::{
 };
 use alloc::vec;
 use libipc::interfaces::{VnicError, vnic};
-use netd::vnics::{NetConfig, VnicPlatform, VnicServer};
+use netd::vnics::{NetConfig, VnicServer};
+use netd_testkit::{Platform, Seen, Shared};
 use std::sync::{Arc, Mutex};
 
 fn vm(alias: &str, nics: &str) -> VmConfig {
@@ -81,40 +82,6 @@ fn each_nic_finds_its_vnic_or_is_named() {
 // ---------------------------------------------------------------------------
 // Two VMMs and netd, in one process.
 
-#[derive(Clone)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl RingRegion for Shared {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn read(&self, offset: usize, buf: &mut [u8]) {
-        buf.copy_from_slice(&self.0.lock().unwrap()[offset..offset + buf.len()]);
-    }
-    fn write(&mut self, offset: usize, data: &[u8]) {
-        self.0.lock().unwrap()[offset..offset + data.len()].copy_from_slice(data);
-    }
-}
-
-/// netd's platform: regions handed out in order (the test passes each to
-/// the VMM that attached, as the frame capability in the reply would).
-struct Platform(Arc<Mutex<Vec<Shared>>>);
-
-impl VnicPlatform for Platform {
-    type Region = Shared;
-    fn create(&mut self, pages: usize) -> Result<(Shared, u32), String> {
-        let r = Shared(Arc::new(Mutex::new(vec![0; pages * 4096])));
-        self.0.lock().unwrap().push(r.clone());
-        Ok((r, 0))
-    }
-    fn destroy(&mut self, _region: Shared) {}
-    fn signal(&mut self, _client: u64, _vnic: u32) {}
-    fn uplink(&mut self, _switch: &str, _frame: &[u8]) {}
-    fn now_ns(&self) -> u64 {
-        0
-    }
-}
-
 const RX_AT: u64 = 0x1000;
 const TX_AT: u64 = 0x4000;
 const RX_BUF: u64 = 0x2_0000;
@@ -135,11 +102,11 @@ struct Vmm {
 }
 
 impl Vmm {
-    fn boot(config: &VmConfig, netd: vnic::Client<libipc::in_process::ClientEnd>, regions: &Arc<Mutex<Vec<Shared>>>) -> Self {
+    fn boot(config: &VmConfig, netd: vnic::Client<libipc::in_process::ClientEnd>, seen: &Arc<Mutex<Seen>>) -> Self {
         let vnics = match_vnics(config, &netd.vnics().unwrap()).unwrap();
         let attached = netd.attach(vnics[0], 0).unwrap().unwrap();
         assert_eq!(attached.mac, nic_mac(config, 0));
-        let region = regions.lock().unwrap().last().unwrap().clone();
+        let region = seen.lock().unwrap().regions.last().unwrap().clone();
         let mut bus = PciBus::new();
         let port = NicPort::add(&mut bus, attached.mac, region, attached.handle).unwrap();
         let bar = bus.config(port.slot).unwrap().bar(0).unwrap().address;
@@ -241,9 +208,8 @@ fn two_guests_talk_through_netd_and_one_cannot_take_the_others_vnic() {
     let b = vm("b", r#"{"nic_tag": "stub0", "ip": "10.0.0.2", "netmask": "255.255.255.0"}"#);
     let text = format!("etherstub stub0\n{}{}", netd_conf(&a, 1), netd_conf(&b, 2));
     let config = NetConfig::parse(&text).unwrap();
-    let regions = Arc::new(Mutex::new(Vec::new()));
+    let (platform, seen) = Platform::new(Seen::default());
     let (unbadged, mut end) = libipc::in_process::channel(8);
-    let platform = Platform(regions.clone());
     let server = std::thread::spawn(move || {
         let mut s = VnicServer::new(&config, platform);
         end.serve_until_closed(&mut s);
@@ -256,8 +222,8 @@ fn two_guests_talk_through_netd_and_one_cannot_take_the_others_vnic() {
     let theirs = vnic::Client::new(unbadged.badged(1)).vnics().unwrap()[0].vnic;
     assert_eq!(netd_b.attach(theirs, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: theirs }));
 
-    let mut vmm_a = Vmm::boot(&a, vnic::Client::new(unbadged.badged(1)), &regions);
-    let mut vmm_b = Vmm::boot(&b, netd_b, &regions);
+    let mut vmm_a = Vmm::boot(&a, vnic::Client::new(unbadged.badged(1)), &seen);
+    let mut vmm_b = Vmm::boot(&b, netd_b, &seen);
     let (mut seen_a, mut seen_b) = (0u16, 0u16);
 
     let mac_a = nic_mac(&a, 0);

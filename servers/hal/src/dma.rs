@@ -1,66 +1,47 @@
-//! Memory the disks reach: DMA frames, the device-memory windows where the
-//! PCI BARs are, and `virtio-drivers`' `Hal` over them.
-//!
-//! **This is storaged's only `unsafe` code**: turning addresses of mappings
-//! this module made into pointers and slices, and the `Hal` contract. Every
-//! block says why it holds.
+//! Memory a driver's devices reach: DMA frames, the device-memory windows
+//! where the PCI BARs are, and `virtio-drivers`' `Hal` over them.
 //!
 //! * DMA frames are contiguous kernel frames (`Sys::Create` of a frame,
-//!   physical address from `Sys::FrameInfo`), mapped read-write at addresses
-//!   from a bump allocator that never reuses a range.
-//! * Ring regions are frames a client maps too: storaged reaches them only
-//!   by opaque copies ([`SharedFrame`]), never as a slice, and no device
-//!   DMA targets them. The disks' data goes through storaged's
-//!   private bounce frame ([`alloc_private`]), which `share` finds among
-//!   the DMA frames and gives the device directly (the pool reads and
-//!   writes a request's whole blocks there too). Any other buffer (the
-//!   request header and status byte `virtio-drivers` keeps on the stack,
-//!   the pool's metadata and partial blocks from the heap) is bounced
-//!   through a DMA frame from a small pool of reused frames.
-//! * Device memory: the windows the manifest granted are mapped once at
-//!   start; `mmio_phys_to_virt` translates inside them. Callers check that a
-//!   device's BARs lie inside a window ([`covered`]) before handing the
-//!   device to `virtio-drivers`.
+//!   physical address from `Sys::FrameInfo`), mapped read-write at
+//!   addresses from a bump allocator that never reuses a range (a guard
+//!   page after each).
+//! * Frames shared with another process (storaged's rings) are reached
+//!   only by opaque copies ([`SharedFrame`]), never as a slice, and no
+//!   device DMA targets them. A driver's own buffers are private frames
+//!   ([`alloc_private`]: storaged's bounce frame, netd's receive and
+//!   transmit buffers) that `share` finds among the DMA frames and gives
+//!   the device directly. Any other buffer (the request headers and
+//!   status bytes `virtio-drivers` keeps on the stack, storaged's pool
+//!   metadata from the heap) is bounced through a DMA frame from a small
+//!   pool of reused frames ([`crate::table::BouncePool`]).
+//! * Device memory: windows the manifest granted whole ([`map_window`],
+//!   storaged's `device_memory`) or each BAR through a frame derived from
+//!   the manifest's `pci_bars` capability ([`map_bar`]);
+//!   `mmio_phys_to_virt`, [`mmio_read`] and [`mmio_write`] translate inside
+//!   them only. Callers check that a device's BARs lie inside a window
+//!   ([`covered`]) before handing the device to `virtio-drivers`.
+//! * Capability slots: this module hands out every free slot of the
+//!   process ([`take_slot`]), so the driver's frames and whatever else the
+//!   process receives never collide.
 //!
-//! Single-threaded process: the state sits behind one spin lock that is
-//! never held across a call into `virtio-drivers`.
+//! A driver drives its devices from one thread; the state sits behind one
+//! spin lock that is never held across a call into `virtio-drivers`.
 
-use alloc::vec::Vec;
 use core::ptr::NonNull;
 
-use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
+use abi::{CapSlot, ObjectType, Rights};
 use alcove_rt::start::{SLOT_FREE, SLOT_SELF};
+use alloc::vec::Vec;
 use libipc::sys;
 use spin::Mutex;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
-const PAGE: usize = PAGE_SIZE as usize;
+use crate::table::{BouncePool, DmaFrame, PAGE, Slots, Windows};
+
 /// Where DMA frames are mapped (bump-allocated, a guard page after each).
 const DMA_VA_BASE: usize = 0x0000_1000_0000_0000;
 /// Where the device-memory windows are mapped.
 const MMIO_VA_BASE: usize = 0x0000_2000_0000_0000;
-/// Bounce frames kept for reuse (creating, mapping and zeroing a frame for
-/// every request of more than a page cost the pool's block reads and
-/// writes more than the copy): at most this many, of at most
-/// [`BOUNCE_POOL_FRAME_PAGES`] pages each and [`BOUNCE_POOL_PAGES`] in all.
-const BOUNCE_POOL: usize = 8;
-const BOUNCE_POOL_FRAME_PAGES: usize = 16;
-const BOUNCE_POOL_PAGES: usize = 64;
-
-/// A mapped DMA frame.
-#[derive(Clone, Copy, Debug)]
-pub struct DmaFrame {
-    pub slot: CapSlot,
-    pub va: usize,
-    pub phys: u64,
-    pub pages: usize,
-}
-
-impl DmaFrame {
-    fn contains(&self, va: usize, len: usize) -> bool {
-        va >= self.va && va.checked_add(len).is_some_and(|end| end <= self.va + self.pages * PAGE)
-    }
-}
 
 struct Bounce {
     frame: DmaFrame,
@@ -70,44 +51,34 @@ struct Bounce {
 
 struct State {
     frames: Vec<DmaFrame>,
-    bounce_pool: Vec<DmaFrame>,
+    bounce_pool: BouncePool,
     bounces: Vec<Bounce>,
-    windows: Vec<(u64, u64, usize)>,
-    free_slots: Vec<CapSlot>,
-    next_slot: CapSlot,
+    windows: Windows,
+    slots: Slots,
     next_va: usize,
     next_mmio_va: usize,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     frames: Vec::new(),
-    bounce_pool: Vec::new(),
+    bounce_pool: BouncePool::new(),
     bounces: Vec::new(),
-    windows: Vec::new(),
-    free_slots: Vec::new(),
-    next_slot: SLOT_FREE,
+    windows: Windows::new(),
+    slots: Slots::new(SLOT_FREE),
     next_va: DMA_VA_BASE,
     next_mmio_va: MMIO_VA_BASE,
 });
 
 impl State {
-    fn slot(&mut self) -> CapSlot {
-        self.free_slots.pop().unwrap_or_else(|| {
-            let s = self.next_slot;
-            self.next_slot += 1;
-            s
-        })
-    }
-
     fn alloc(&mut self, pages: usize) -> Result<DmaFrame, abi::Error> {
-        let slot = self.slot();
+        let slot = self.slots.take();
         if let Err(e) = sys::create(ObjectType::Frame, slot, pages as u64) {
-            self.free_slots.push(slot);
+            self.slots.give(slot);
             return Err(e);
         }
         let va = self.next_va;
-        let mapped = sys::map(SLOT_SELF, slot, va as u64, Rights::READ | Rights::WRITE)
-            .and_then(|()| sys::frame_info(slot));
+        let mapped =
+            sys::map(SLOT_SELF, slot, va as u64, Rights::READ | Rights::WRITE).and_then(|()| sys::frame_info(slot));
         let info = match mapped {
             Ok(info) => info,
             Err(e) => {
@@ -115,7 +86,7 @@ impl State {
                 // nothing refers to it.
                 let _ = unsafe { sys::unmap(SLOT_SELF, va as u64, pages as u64) };
                 let _ = sys::cap_delete(slot);
-                self.free_slots.push(slot);
+                self.slots.give(slot);
                 return Err(e);
             }
         };
@@ -132,25 +103,25 @@ impl State {
         let Some(i) = self.frames.iter().position(|f| f.phys == phys) else { return false };
         let f = self.frames.swap_remove(i);
         // SAFETY: the frame was handed out by `alloc` and given back by its
-        // only user (`Hal::dma_dealloc`'s contract, or `free_frame`'s caller),
-        // so no reference into the range is left.
+        // only user (`Hal::dma_dealloc`'s contract, `free_shared`'s caller,
+        // or a bounce that ended), so no reference into the range is left.
         let _ = unsafe { sys::unmap(SLOT_SELF, f.va as u64, f.pages as u64) };
         let _ = sys::cap_delete(f.slot);
-        self.free_slots.push(f.slot);
+        self.slots.give(f.slot);
         true
     }
 }
 
-/// A frame another process maps too (a ring): storaged reaches it only by
-/// [`SharedFrame::read`] and [`SharedFrame::write`], each one string move
-/// (`rep movsq`, then `rep movsb` for the tail) the compiler cannot see
-/// into, as a volatile copy: the other process may write the frame at any
-/// time, and no Rust reference ever points into it. String moves rather
-/// than a loop of volatile words, because the bounce buffer makes every
-/// request's data cross here once more: under QEMU `-icount`, a 64 KiB
-/// read through the ring took about 66k instructions when the disk's DMA
-/// went straight to the ring, 124k with the bounce and a volatile-word
-/// loop, 77k with the bounce and `rep movsq`.
+/// A frame another process maps too (a ring): the driver reaches it only
+/// by [`SharedFrame::read`] and [`SharedFrame::write`], each one string
+/// move (`rep movsq`, then `rep movsb` for the tail) the compiler cannot
+/// see into, as a volatile copy: the other process may write the frame at
+/// any time, and no Rust reference ever points into it. String moves
+/// rather than a loop of volatile words, because storaged's bounce buffer
+/// makes every request's data cross here once more: under QEMU `-icount`,
+/// a 64 KiB read through the ring took about 66k instructions when the
+/// disk's DMA went straight to the ring, 124k with the bounce and a
+/// volatile-word loop, 77k with the bounce and `rep movsq`.
 pub struct SharedFrame {
     frame: DmaFrame,
 }
@@ -163,7 +134,12 @@ impl SharedFrame {
 
     /// Bytes in the frame.
     pub fn len(&self) -> usize {
-        self.frame.pages * PAGE
+        self.frame.bytes()
+    }
+
+    /// Whether the frame holds no bytes (never: a frame has a page at least).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Copies `buf.len()` bytes from `offset`; nothing if that runs past the
@@ -219,8 +195,15 @@ pub fn alloc_shared(pages: usize) -> Result<SharedFrame, abi::Error> {
     Ok(SharedFrame { frame })
 }
 
-/// A new DMA frame of `pages` pages that stays storaged's alone (its
-/// capability is never handed out): the disks' bounce buffer.
+/// Gives a frame from [`alloc_shared`] back: this process's mapping and
+/// capability go (the client's copy keeps the frame alive until it
+/// deletes it).
+pub fn free_shared(frame: SharedFrame) {
+    STATE.lock().free(frame.frame.phys);
+}
+
+/// A new DMA frame of `pages` pages that stays this process's alone (its
+/// capability is never handed out): a driver's own buffers.
 pub fn alloc_private(pages: usize) -> Result<&'static mut [u8], abi::Error> {
     let frame = STATE.lock().alloc(pages)?;
     // SAFETY: `alloc` mapped the frame readable and writable at `va`; its
@@ -228,42 +211,35 @@ pub fn alloc_private(pages: usize) -> Result<&'static mut [u8], abi::Error> {
     // this slice is the only way to the memory for the process's life
     // (the device reads and writes it only between `share` and `unshare`,
     // while `virtio-drivers` holds the borrow).
-    Ok(unsafe { core::slice::from_raw_parts_mut(frame.va as *mut u8, pages * PAGE) })
-}
-
-/// Gives a frame from [`alloc_shared`] back: storaged's mapping and
-/// capability go (the client's copy keeps the frame alive until it
-/// deletes it).
-pub fn free_shared(frame: SharedFrame) {
-    STATE.lock().free(frame.frame.phys);
+    Ok(unsafe { core::slice::from_raw_parts_mut(frame.va as *mut u8, frame.bytes()) })
 }
 
 /// An empty capability slot of this process.
 pub fn take_slot() -> CapSlot {
-    STATE.lock().slot()
+    STATE.lock().slots.take()
 }
 
 /// Gives back a slot from [`take_slot`], emptied by the caller.
 pub fn give_slot(slot: CapSlot) {
-    STATE.lock().free_slots.push(slot);
+    STATE.lock().slots.give(slot);
 }
 
-/// Maps a granted device-memory window (`phys`, `bytes`, frame slot). A
-/// window costs page tables for its whole size, so storaged maps its
-/// windows only once it found a disk.
+/// Maps a granted device-memory window (`phys`, `len` bytes, frame
+/// `slot`). A window costs page tables for its whole size, so a driver
+/// maps its windows only once it found a device.
 pub fn map_window(phys: u64, len: u64, slot: CapSlot) -> Result<(), abi::Error> {
     let mut s = STATE.lock();
     let va = s.next_mmio_va;
     sys::map(SLOT_SELF, slot, va as u64, Rights::READ | Rights::WRITE)?;
     s.next_mmio_va += (len as usize).div_ceil(PAGE) * PAGE + PAGE;
-    s.windows.push((phys, len, va));
+    s.windows.push(phys, len, va);
     Ok(())
 }
 
 /// Maps the pages holding `phys..phys+len` (a device's BAR) through a
 /// frame derived from the device-memory capability in `root` (the
 /// manifest's `pci_bars`), unless a mapped window covers them already.
-/// Only the BARs of the devices storaged drives are mapped, wherever the
+/// Only the BARs of the devices a driver drives are mapped, wherever the
 /// firmware put them.
 pub fn map_bar(root: CapSlot, phys: u64, len: u64) -> Result<(), abi::Error> {
     if covered(phys, len) {
@@ -273,19 +249,19 @@ pub fn map_bar(root: CapSlot, phys: u64, len: u64) -> Result<(), abi::Error> {
     let end = phys.checked_add(len).ok_or(abi::Error::InvalidArgument)?;
     let pages = (end - base).div_ceil(PAGE as u64);
     let mut s = STATE.lock();
-    let slot = s.slot();
+    let slot = s.slots.take();
     if let Err(e) = sys::create_device_frame(slot, base, pages, root) {
-        s.free_slots.push(slot);
+        s.slots.give(slot);
         return Err(e);
     }
     let va = s.next_mmio_va;
     if let Err(e) = sys::map(SLOT_SELF, slot, va as u64, Rights::READ | Rights::WRITE) {
         let _ = sys::cap_delete(slot);
-        s.free_slots.push(slot);
+        s.slots.give(slot);
         return Err(e);
     }
     s.next_mmio_va += pages as usize * PAGE + PAGE;
-    s.windows.push((base, pages * PAGE as u64, va));
+    s.windows.push(base, pages * PAGE as u64, va);
     Ok(())
 }
 
@@ -296,8 +272,45 @@ pub fn has_windows() -> bool {
 
 /// Whether `phys..phys+len` lies inside a mapped window.
 pub fn covered(phys: u64, len: u64) -> bool {
-    let end = phys.checked_add(len);
-    STATE.lock().windows.iter().any(|&(base, size, _)| phys >= base && end.is_some_and(|e| e <= base + size))
+    STATE.lock().windows.covers(phys, len)
+}
+
+/// A device register write: `value` (1, 2 or 4 bytes, little-endian as
+/// PCI is) at `phys`, which must lie inside a mapped window; `false` if it
+/// does not (nothing is written).
+pub fn mmio_write(phys: u64, value: u32, bytes: usize) -> bool {
+    if !matches!(bytes, 1 | 2 | 4) || !phys.is_multiple_of(bytes as u64) {
+        return false;
+    }
+    let Some(va) = STATE.lock().windows.translate(phys, bytes as u64) else { return false };
+    // SAFETY: `va..va + bytes` lies inside a window mapped (uncached: the
+    // kernel maps device frames so) by `map_bar` or `map_window` and never
+    // unmapped; it is aligned to its size, and device memory is reached
+    // only by volatile accesses, never by references.
+    unsafe {
+        match bytes {
+            1 => (va as *mut u8).write_volatile(value as u8),
+            2 => (va as *mut u16).write_volatile(value as u16),
+            _ => (va as *mut u32).write_volatile(value),
+        }
+    }
+    true
+}
+
+/// A device register read, as [`mmio_write`]; `None` outside the windows.
+pub fn mmio_read(phys: u64, bytes: usize) -> Option<u32> {
+    if !matches!(bytes, 1 | 2 | 4) || !phys.is_multiple_of(bytes as u64) {
+        return None;
+    }
+    let va = STATE.lock().windows.translate(phys, bytes as u64)?;
+    // SAFETY: as in `mmio_write`.
+    Some(unsafe {
+        match bytes {
+            1 => u32::from((va as *const u8).read_volatile()),
+            2 => u32::from((va as *const u16).read_volatile()),
+            _ => (va as *const u32).read_volatile(),
+        }
+    })
 }
 
 /// `virtio-drivers`' view of this process.
@@ -310,7 +323,7 @@ pub struct AlcoveHal;
 //    kernel maps device frames so) for addresses inside the windows; callers
 //    check BARs with `covered` first.
 // 3. `share` returns a physical address where the device sees the buffer's
-//    contents (directly, for buffers inside a DMA frame, else a bounce page
+//    contents (directly, for buffers inside a DMA frame, else a bounce frame
 //    filled from the buffer), valid until `unshare`, which copies device
 //    writes back to the buffer.
 unsafe impl Hal for AlcoveHal {
@@ -329,17 +342,13 @@ unsafe impl Hal for AlcoveHal {
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
-        let s = STATE.lock();
-        let hit = s.windows.iter().find(|&&(base, len, _)| {
-            paddr >= base && paddr.checked_add(size as u64).is_some_and(|e| e <= base + len)
-        });
-        match hit {
-            Some(&(base, _, va)) => NonNull::new((va + (paddr - base) as usize) as *mut u8).unwrap_or(NonNull::dangling()),
+        match STATE.lock().windows.translate(paddr, size as u64) {
+            Some(va) => NonNull::new(va as *mut u8).unwrap_or(NonNull::dangling()),
             None => {
                 // Callers check BARs with `covered`; reaching here means a
                 // device moved its BAR since. A dangling pointer faults on
-                // first use and init restarts storaged.
-                log::error!("MMIO at {paddr:#x} (+{size:#x}) is outside the granted windows");
+                // first use and init restarts the driver.
+                log::error!("MMIO at {paddr:#x} (+{size:#x}) is outside the mapped windows");
                 NonNull::dangling()
             }
         }
@@ -350,22 +359,18 @@ unsafe impl Hal for AlcoveHal {
         let len = buffer.len();
         let mut s = STATE.lock();
         if let Some(f) = s.frames.iter().find(|f| f.contains(va, len)) {
-            return f.phys + (va - f.va) as u64;
+            return f.phys_of(va);
         }
         let pages = len.div_ceil(PAGE).max(1);
-        // The smallest pooled frame that holds the buffer.
-        let pooled = s.bounce_pool.iter().enumerate().filter(|(_, f)| f.pages >= pages).min_by_key(|(_, f)| f.pages).map(|(i, _)| i);
-        let frame = match pooled {
-            Some(i) => s.bounce_pool.swap_remove(i),
-            None => {
-                match s.alloc(pages) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        log::error!("DMA: no bounce frame for {len} bytes: {e}");
-                        return 0;
-                    }
+        let frame = match s.bounce_pool.take(pages) {
+            Some(f) => f,
+            None => match s.alloc(pages) {
+                Ok(f) => f,
+                Err(e) => {
+                    log::error!("DMA: no bounce frame for {len} bytes: {e}");
+                    return 0;
                 }
-            }
+            },
         };
         if matches!(direction, BufferDirection::DriverToDevice | BufferDirection::Both) {
             // SAFETY: the `Hal` contract makes `buffer` valid for reads for
@@ -387,14 +392,8 @@ unsafe impl Hal for AlcoveHal {
             // bounce frame holds at least `len` bytes.
             unsafe { core::ptr::copy_nonoverlapping(b.frame.va as *const u8, b.original as *mut u8, len) };
         }
-        let pooled_pages: usize = s.bounce_pool.iter().map(|f| f.pages).sum();
-        if b.frame.pages <= BOUNCE_POOL_FRAME_PAGES
-            && s.bounce_pool.len() < BOUNCE_POOL
-            && pooled_pages + b.frame.pages <= BOUNCE_POOL_PAGES
-        {
-            s.bounce_pool.push(b.frame);
-        } else {
-            s.free(b.frame.phys);
+        if let Err(f) = s.bounce_pool.keep(b.frame) {
+            s.free(f.phys);
         }
     }
 }
