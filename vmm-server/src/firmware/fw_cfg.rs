@@ -108,6 +108,9 @@ pub struct DmaStats {
     pub bad_descriptors: u64,
 }
 
+/// Rows of [`FwCfg::dma_by_key`]; keys past them are not tallied.
+pub const DMA_KEY_ROWS: usize = 16;
+
 /// The fw_cfg device with its items.
 #[derive(Clone, Debug)]
 pub struct FwCfg {
@@ -119,6 +122,9 @@ pub struct FwCfg {
     offset: u32,
     dma_high: u32,
     pub stats: DmaStats,
+    /// Transfers by the item selected when each ran: (key, transfers,
+    /// bytes), in the order first seen (which item a firmware reads how).
+    pub dma_by_key: Vec<(u16, u64, u64)>,
 }
 
 impl FwCfg {
@@ -132,6 +138,7 @@ impl FwCfg {
             offset: 0,
             dma_high: 0,
             stats: DmaStats::default(),
+            dma_by_key: Vec::new(),
         };
         s.set(KEY_SIGNATURE, b"QEMU".to_vec());
         s.set(KEY_ID, (ID_TRADITIONAL | ID_DMA).to_le_bytes().to_vec());
@@ -272,6 +279,15 @@ impl FwCfg {
             true
         };
         let status = if ok { 0 } else { DMA_CTL_ERROR };
+        let key = self.selector & KEY_INDEX_MASK;
+        match self.dma_by_key.iter().position(|r| r.0 == key) {
+            Some(i) => {
+                self.dma_by_key[i].1 += 1;
+                self.dma_by_key[i].2 += u64::from(length);
+            }
+            None if self.dma_by_key.len() < DMA_KEY_ROWS => self.dma_by_key.push((key, 1, u64::from(length))),
+            None => {}
+        }
         self.stats.done += 1;
         if !ok {
             self.stats.errors += 1;
@@ -279,6 +295,21 @@ impl FwCfg {
         if mem.write(desc, &status.to_be_bytes()).is_err() {
             self.stats.bad_descriptors += 1;
         }
+    }
+
+    /// "key 0x19 3 transfers 1234 bytes (etc/…), …": the items DMA
+    /// transfers went to, busiest first, with their file names.
+    pub fn dma_summary(&self) -> String {
+        let mut rows = self.dma_by_key.clone();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let parts: Vec<String> = rows
+            .iter()
+            .map(|&(key, n, bytes)| {
+                let name = self.files.iter().find(|f| f.1 == key).map(|f| alloc::format!(" ({})", f.0)).unwrap_or_default();
+                alloc::format!("key {key:#x}{name} {n} transfers {bytes} bytes")
+            })
+            .collect();
+        if parts.is_empty() { "none".into() } else { parts.join(", ") }
     }
 
     /// Item bytes from the offset to `address`, zeros past the item's end.

@@ -794,6 +794,9 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     log::info!("vm {}: {}", spec.name, shared.kernel_exits.lock().summary(8));
     {
         let mut p = shared.platform.lock();
+        if let Some(f) = p.fw_cfg() {
+            log::info!("vm {}: fw_cfg DMA transfers by item: {}", spec.name, f.dma_summary());
+        }
         shared.nics.lock().report(&spec.name, p.pci());
     }
     *CURRENT.lock() = None;

@@ -266,3 +266,21 @@ fn unaligned_descriptors_and_odd_control_bits_behave_as_qemu() {
     assert_eq!(dma(&mut f, &mut m, DESC, DMA_CTL_READ, 4, BUF), 0);
     assert_eq!(&m.as_slice()[BUF as usize..BUF as usize + 4], &[0; 4]);
 }
+
+#[test]
+fn dma_transfers_are_tallied_by_the_item_they_went_to() {
+    let mut f = dev();
+    let mut m = mem();
+    let read = |key: u16| (u32::from(key) << 16) | DMA_CTL_SELECT | DMA_CTL_READ;
+    assert_eq!(dma(&mut f, &mut m, DESC, read(KEY_FILE_FIRST + 1), 4, BUF), 0);
+    assert_eq!(dma(&mut f, &mut m, DESC, DMA_CTL_READ, 4, BUF), 0);
+    assert_eq!(dma(&mut f, &mut m, DESC, read(KEY_NB_CPUS), 2, BUF), 0);
+    assert_eq!(f.dma_summary(), "key 0x21 (bootorder) 2 transfers 8 bytes, key 0x5 1 transfers 2 bytes");
+    // Many keys: the table stops at its rows, the transfers still run.
+    for k in 0..100u16 {
+        assert_eq!(dma(&mut f, &mut m, DESC, read(0x100 + k), 1, BUF), 0);
+    }
+    assert_eq!(f.dma_by_key.len(), DMA_KEY_ROWS);
+    assert_eq!(f.stats.done, 103);
+    assert_eq!(FwCfg::new(1 << 20, 1).dma_summary(), "none");
+}
