@@ -45,8 +45,12 @@ pub const KEY_MAX_CPUS: u16 = 0x000F;
 pub const KEY_FILE_DIR: u16 = 0x0019;
 /// The first key given to a named file.
 pub const KEY_FILE_FIRST: u16 = 0x0020;
-/// Keys are 14 bits; above go bit 14 (write) and bit 15 (arch).
-const KEY_INDEX_MASK: u16 = 0x3FFF;
+/// Keys are 14 bits; above go bit 14 (write) and bit 15 (arch). The
+/// write bit does not change the item; the arch bit picks QEMU's second,
+/// architecture-local table (x86: 0x8000 ACPI tables, 0x8001 SMBIOS,
+/// 0x8003 the legacy e820 table), where this device has no items, so
+/// those keys read as zeros as in QEMU (`fw_cfg.c`: `entries[arch]`).
+const KEY_INDEX_MASK: u16 = 0xBFFF;
 /// The most named files (QEMU's default `x-file-slots`).
 pub const MAX_FILES: usize = 0x20;
 /// A file name's room in the directory, NUL included.
