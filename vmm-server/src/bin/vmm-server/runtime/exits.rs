@@ -137,9 +137,15 @@ fn replay_pio_ring(sh: &Shared, run: &mut VcpuRun) {
 /// serial port is a plain polled output (how Linux's console writes the
 /// boot log), its THR writes are buffered and its LSR reads answered, two
 /// exits per character fewer. Rechecked after every exit of this vCPU;
-/// every access that could change the UART's state still exits.
+/// every access that could change the UART's state still exits. A
+/// firmware VM's rules besides (`Platform::firmware_pio_rules`: the debug
+/// console and POST port buffered, the CMOS index and port 0x92 answered)
+/// take rule slots 1 and 2.
 fn update_pio_rules(sh: &Shared, run: &mut VcpuRun) {
-    let rule = sh.platform.lock().serial_coalescing();
+    let (rule, firmware) = {
+        let p = sh.platform.lock();
+        (p.serial_coalescing(), p.firmware_pio_rules())
+    };
     match rule {
         Some((thr, lsr_port, lsr)) => {
             run.pio_buffered_ports[0] = thr;
@@ -149,6 +155,13 @@ fn update_pio_rules(sh: &Shared, run: &mut VcpuRun) {
         None => {
             run.pio_buffered_ports[0] = 0;
             run.pio_constant_ports[0] = 0;
+        }
+    }
+    if let Some(f) = firmware {
+        run.pio_buffered_ports[1..3].copy_from_slice(&f.buffered);
+        for (i, &(port, value)) in f.constant.iter().enumerate() {
+            run.pio_constant_ports[1 + i] = port;
+            run.pio_constant_values[1 + i] = value;
         }
     }
 }
