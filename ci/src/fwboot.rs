@@ -474,9 +474,10 @@ pub fn run_linux(kernel: &Path, images: &guest_images::Images, bootrom: Bootrom,
         let init = crate::linux::Outcome::first_init(&t, &plan.name)
             .map(|d| format!(", {:.1} s from VM start to init", d.as_secs_f64()))
             .unwrap_or_default();
+        let phases = boot_phases(&t.lines, &plan.name, bootrom).map(|p| format!(" ({p})")).unwrap_or_default();
         format!(
             "{} -> GRUB -> Linux twice (reboot through the firmware), nproc={vcpus}, disk hash matches, marker read \
-             back, typed line received, powered off, everything returned after each boot{init}",
+             back, typed line received, powered off, everything returned after each boot{init}{phases}",
             if bootrom == Bootrom::Uefi { "OVMF" } else { "SeaBIOS" }
         )
     });
@@ -490,6 +491,28 @@ pub fn run_linux(kernel: &Path, images: &guest_images::Images, bootrom: Bootrom,
         vcpus,
         summary,
     })
+}
+
+/// The first boot's phases from the stamped serial lines: VM start to
+/// the firmware's banner, banner to GRUB's line (the firmware finding and
+/// starting GRUB), GRUB's line to Linux's first console line (GRUB reading
+/// the kernel and initramfs through the firmware) and on to the guest's
+/// init. `None` when a mark is missing.
+pub fn boot_phases(lines: &[(Duration, String)], vm_name: &str, bootrom: Bootrom) -> Option<String> {
+    let start = lines.iter().find(|(_, l)| l.starts_with(&format!("vm {vm_name}: started: ")))?.0;
+    let after = |from: Duration, mark: &str| lines.iter().find(|(t, l)| *t >= from && l.contains(mark)).map(|(t, _)| *t);
+    let banner = after(start, firmware_banner(bootrom))?;
+    let grub = after(banner, GRUB_LINE)?;
+    let linux = after(grub, "] Linux version ").or_else(|| after(grub, "] Command line: "))?;
+    let init = after(linux, "alcove-guest: init started")?;
+    let s = |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64();
+    Some(format!(
+        "start to firmware banner {:.1} s, firmware to GRUB {:.1} s, GRUB loading Linux {:.1} s, Linux to init {:.1} s",
+        s(start, banner),
+        s(banner, grub),
+        s(grub, linux),
+        s(linux, init)
+    ))
 }
 
 /// Where [`run_linux`] keeps the files of run `name` (its boot disk too).
@@ -738,6 +761,27 @@ mod tests {
         assert!(problems.len() == 1 && problems[0].contains("bootorder not followed"), "{problems:?}");
         let bios = "SeaBIOS (version 1.16.2)\nALCOVE-GRUB: started by the firmware (pc)\nalcove-guest: init started\n";
         assert_eq!(judge_firmware_boots(&bios.repeat(2), Bootrom::Bios, 2), Vec::<String>::new());
+    }
+
+    #[test]
+    fn boot_phases_split_the_first_boot_at_banner_grub_linux_and_init() {
+        let at = |s: u64, l: &str| (Duration::from_millis(s), l.to_string());
+        let lines = [
+            at(100, "SeaBIOS (version old, before the VM)"),
+            at(1000, "vm linux-test: started: 2 vCPUs, 256 MiB"),
+            at(1500, "SeaBIOS (version 1.16.2)"),
+            at(4500, "ALCOVE-GRUB: started by the firmware (pc)"),
+            at(14500, "[    0.000000] Linux version 6.1"),
+            at(20500, "alcove-guest: init started"),
+        ];
+        assert_eq!(
+            boot_phases(&lines, "linux-test", Bootrom::Bios).as_deref(),
+            Some(
+                "start to firmware banner 0.5 s, firmware to GRUB 3.0 s, GRUB loading Linux 10.0 s, Linux to init 6.0 s"
+            )
+        );
+        assert_eq!(boot_phases(&lines, "linux-test", Bootrom::Uefi), None, "no OVMF banner");
+        assert_eq!(boot_phases(&lines[..5], "linux-test", Bootrom::Bios), None, "no init");
     }
 
     #[test]

@@ -45,8 +45,12 @@ pub const KEY_MAX_CPUS: u16 = 0x000F;
 pub const KEY_FILE_DIR: u16 = 0x0019;
 /// The first key given to a named file.
 pub const KEY_FILE_FIRST: u16 = 0x0020;
-/// Keys are 14 bits; above go bit 14 (write) and bit 15 (arch).
-const KEY_INDEX_MASK: u16 = 0x3FFF;
+/// Keys are 14 bits; above go bit 14 (write) and bit 15 (arch). The
+/// write bit does not change the item; the arch bit picks QEMU's second,
+/// architecture-local table (x86: 0x8000 ACPI tables, 0x8001 SMBIOS,
+/// 0x8003 the legacy e820 table), where this device has no items, so
+/// those keys read as zeros as in QEMU (`fw_cfg.c`: `entries[arch]`).
+const KEY_INDEX_MASK: u16 = 0xBFFF;
 /// The most named files (QEMU's default `x-file-slots`).
 pub const MAX_FILES: usize = 0x20;
 /// A file name's room in the directory, NUL included.
@@ -108,6 +112,9 @@ pub struct DmaStats {
     pub bad_descriptors: u64,
 }
 
+/// Rows of [`FwCfg::dma_by_key`]; keys past them are not tallied.
+pub const DMA_KEY_ROWS: usize = 16;
+
 /// The fw_cfg device with its items.
 #[derive(Clone, Debug)]
 pub struct FwCfg {
@@ -119,6 +126,9 @@ pub struct FwCfg {
     offset: u32,
     dma_high: u32,
     pub stats: DmaStats,
+    /// Transfers by the item selected when each ran: (key, transfers,
+    /// bytes), in the order first seen (which item a firmware reads how).
+    pub dma_by_key: Vec<(u16, u64, u64)>,
 }
 
 impl FwCfg {
@@ -132,6 +142,7 @@ impl FwCfg {
             offset: 0,
             dma_high: 0,
             stats: DmaStats::default(),
+            dma_by_key: Vec::new(),
         };
         s.set(KEY_SIGNATURE, b"QEMU".to_vec());
         s.set(KEY_ID, (ID_TRADITIONAL | ID_DMA).to_le_bytes().to_vec());
@@ -272,6 +283,15 @@ impl FwCfg {
             true
         };
         let status = if ok { 0 } else { DMA_CTL_ERROR };
+        let key = self.selector & KEY_INDEX_MASK;
+        match self.dma_by_key.iter().position(|r| r.0 == key) {
+            Some(i) => {
+                self.dma_by_key[i].1 += 1;
+                self.dma_by_key[i].2 += u64::from(length);
+            }
+            None if self.dma_by_key.len() < DMA_KEY_ROWS => self.dma_by_key.push((key, 1, u64::from(length))),
+            None => {}
+        }
         self.stats.done += 1;
         if !ok {
             self.stats.errors += 1;
@@ -279,6 +299,21 @@ impl FwCfg {
         if mem.write(desc, &status.to_be_bytes()).is_err() {
             self.stats.bad_descriptors += 1;
         }
+    }
+
+    /// "key 0x19 3 transfers 1234 bytes (etc/…), …": the items DMA
+    /// transfers went to, busiest first, with their file names.
+    pub fn dma_summary(&self) -> String {
+        let mut rows = self.dma_by_key.clone();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let parts: Vec<String> = rows
+            .iter()
+            .map(|&(key, n, bytes)| {
+                let name = self.files.iter().find(|f| f.1 == key).map(|f| alloc::format!(" ({})", f.0)).unwrap_or_default();
+                alloc::format!("key {key:#x}{name} {n} transfers {bytes} bytes")
+            })
+            .collect();
+        if parts.is_empty() { "none".into() } else { parts.join(", ") }
     }
 
     /// Item bytes from the offset to `address`, zeros past the item's end.

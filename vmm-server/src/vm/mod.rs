@@ -9,6 +9,7 @@
 pub mod console_out;
 pub mod cpuid;
 pub mod diagnose;
+pub mod exit_counts;
 pub mod loader;
 pub mod memory;
 pub mod nics;

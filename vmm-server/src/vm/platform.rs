@@ -38,6 +38,15 @@ pub const PIT_GSI: u8 = 2;
 /// Port 0x80, the POST code port Linux writes to for I/O delays.
 pub const POST_PORT: u16 = 0x80;
 
+/// See [`Platform::firmware_pio_rules`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirmwarePioRules {
+    /// Byte OUTs the kernel may buffer.
+    pub buffered: [u16; 2],
+    /// Byte INs the kernel may answer: (port, value).
+    pub constant: [(u16, u8); 2],
+}
+
 /// An interrupt for the local APICs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interrupt {
@@ -268,6 +277,19 @@ impl Platform {
     pub fn serial_coalescing(&self) -> Option<(u16, u16, u8)> {
         let lsr = self.ports.device::<Uart16550>(self.uart)?.polled_output_lsr()?;
         Some((COM1_PORTS.base, COM1_PORTS.base + 5, lsr))
+    }
+
+    /// The port rules a firmware VM's vCPUs hand the kernel besides the
+    /// serial port's (`None` for a direct-boot VM): OUTs to the firmware's
+    /// debug console (0x402) and to the POST port (0x80, ignored) are
+    /// buffered and replayed in order at the next exit, and INs whose
+    /// answer never changes are answered without an exit: the CMOS index
+    /// register 0x70 (write-only, reads 0xFF) and port 0x92 (not decoded
+    /// here, reads 0xFF), which SeaBIOS reads on every switch between real
+    /// and protected mode (some 2,300 exits per boot).
+    pub fn firmware_pio_rules(&self) -> Option<FirmwarePioRules> {
+        self.fw_cfg.as_ref()?;
+        Some(FirmwarePioRules { buffered: [DEBUGCON_PORT, POST_PORT], constant: [(0x70, 0xFF), (0x92, 0xFF)] })
     }
 
     /// Typed input for the guest's serial console; returns how many bytes
@@ -605,6 +627,42 @@ mod tests {
         let mut fw = Platform::new(0, 0);
         fw.attach_firmware(crate::firmware::fw_cfg_for_vm(256 << 20, 2, None).unwrap(), &[]);
         assert_eq!(answer(&mut fw), (0x01, 0xFA), "firmware VM: the keyboard's ACK");
+    }
+
+    /// The kernel finishing a firmware VM's rule ports itself must be
+    /// invisible to the guest: each constant is what the platform answers
+    /// whatever was written before, and buffered OUTs replayed give the
+    /// same debug output.
+    #[test]
+    fn firmware_pio_rules_answer_as_the_platform_would() {
+        assert_eq!(Platform::new(0, 0).firmware_pio_rules(), None, "direct boot: no rules");
+        let mut fw = Platform::new(0, 0);
+        fw.attach_firmware(crate::firmware::fw_cfg_for_vm(256 << 20, 2, None).unwrap(), &[]);
+        let rules = fw.firmware_pio_rules().unwrap();
+        let mut run = abi::VcpuRun::ZERO;
+        run.pio_buffered_ports[1..3].copy_from_slice(&rules.buffered);
+        for (i, &(port, value)) in rules.constant.iter().enumerate() {
+            run.pio_constant_ports[1 + i] = port;
+            run.pio_constant_values[1 + i] = value;
+        }
+        // What SeaBIOS writes around its mode switches and CMOS reads.
+        for &(port, value) in &[(0x70u16, 0x8Fu8), (0x71, 0x00), (0x92, 0x02), (0x70, 0x0D), (0x92, 0xFD), (0x70, 0x80)] {
+            fw.io_write(port, 1, u32::from(value), 0, &mut mem());
+            for &(p, v) in &rules.constant {
+                assert_eq!(run.coalesce_pio(p, 1, false, 0), Some(Some(v)));
+                assert_eq!(fw.io_read(p, 1, 0), u32::from(v), "port {p:#x} after {value:#x} to {port:#x}");
+            }
+        }
+        // Debug-console bytes through the ring come out as written.
+        for &b in b"SeaBIOS\n" {
+            assert_eq!(run.coalesce_pio(DEBUGCON_PORT, 1, true, b), Some(None));
+        }
+        assert_eq!(run.coalesce_pio(POST_PORT, 1, true, 0x12), Some(None));
+        for i in 0..run.pio_pending() {
+            let e = run.pio_ring[i as usize];
+            fw.io_write(e.port, 1, u32::from(e.value), 0, &mut mem());
+        }
+        assert_eq!(fw.take_debug_output(), b"SeaBIOS\n");
     }
 
     #[test]

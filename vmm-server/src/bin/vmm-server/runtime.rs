@@ -48,6 +48,7 @@ use vmm_server::vm::cpuid;
 use vmm_server::vm::loader::{self, BootSource};
 use vmm_server::vm::memory::{GuestRam, RamMap};
 use vmm_server::vm::platform::{Platform, PowerEvent};
+use vmm_server::vm::exit_counts::KernelExits;
 use vmm_server::vm::port_counts::PortCounts;
 use vmm_server::vm::pvclock::KvmClock;
 use vmm_server::vm::sizing::{self, KernelMemory, VMM_RAM_VA};
@@ -369,6 +370,9 @@ struct Shared {
     exits: [AtomicU64; 5],
     /// The port-I/O exits by port, each vCPU's added as it stops.
     port_exits: spin::Mutex<PortCounts>,
+    /// The hardware exits (the kernel's own included), each vCPU's added
+    /// as it stops.
+    kernel_exits: spin::Mutex<KernelExits>,
     name: String,
 }
 
@@ -729,6 +733,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         nics: spin::Mutex::new(nic_set),
         exits: Default::default(),
         port_exits: spin::Mutex::new(PortCounts::new()),
+        kernel_exits: spin::Mutex::new(KernelExits::new(&abi::VcpuRun::ZERO)),
         // Guests see the host's TSC: system time 0 now.
         clock: KvmClock { tsc_base: alcove_rt::rdtsc(), tsc_khz: sys::tsc_khz().unwrap_or(1_000_000), unix_seconds: unix_now },
         name: spec.name.clone(),
@@ -786,8 +791,12 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         n(4)
     );
     log::info!("vm {}: port I/O exits by port: {}", spec.name, shared.port_exits.lock().summary(8));
+    log::info!("vm {}: {}", spec.name, shared.kernel_exits.lock().summary(8));
     {
         let mut p = shared.platform.lock();
+        if let Some(f) = p.fw_cfg() {
+            log::info!("vm {}: fw_cfg DMA transfers by item: {}", spec.name, f.dma_summary());
+        }
         shared.nics.lock().report(&spec.name, p.pci());
     }
     *CURRENT.lock() = None;

@@ -244,9 +244,9 @@ fn unaligned_descriptors_and_odd_control_bits_behave_as_qemu() {
     assert_eq!(dma(&mut f, &mut m, DESC, all, 5, BUF), 0);
     assert_eq!(&m.as_slice()[BUF as usize..BUF as usize + 5], &[1, 2, 3, 4, 5]);
     assert_eq!(f.file("etc/e820"), Some(&[1u8, 2, 3, 4, 5][..]));
-    // Unknown control bits are ignored; the write bit (14) and the arch
-    // bit (15) of a selector name the same item.
-    let odd = (u32::from(KEY_FILE_FIRST | 0xC000) << 16) | 0xFFE0 | DMA_CTL_SELECT | DMA_CTL_READ;
+    // Unknown control bits are ignored; the write bit (14) of a selector
+    // names the same item (the arch bit 15 another table: below).
+    let odd = (u32::from(KEY_FILE_FIRST | 0x4000) << 16) | 0xFFE0 | DMA_CTL_SELECT | DMA_CTL_READ;
     assert_eq!(dma(&mut f, &mut m, DESC, odd, 2, BUF), 0);
     assert_eq!(&m.as_slice()[BUF as usize..BUF as usize + 2], &[1, 2]);
     // ERROR set by the guest alone, no operation: done, status 0.
@@ -265,4 +265,46 @@ fn unaligned_descriptors_and_odd_control_bits_behave_as_qemu() {
     m.write(BUF, &[0xAA; 4]).unwrap();
     assert_eq!(dma(&mut f, &mut m, DESC, DMA_CTL_READ, 4, BUF), 0);
     assert_eq!(&m.as_slice()[BUF as usize..BUF as usize + 4], &[0; 4]);
+}
+
+#[test]
+fn dma_transfers_are_tallied_by_the_item_they_went_to() {
+    let mut f = dev();
+    let mut m = mem();
+    let read = |key: u16| (u32::from(key) << 16) | DMA_CTL_SELECT | DMA_CTL_READ;
+    assert_eq!(dma(&mut f, &mut m, DESC, read(KEY_FILE_FIRST + 1), 4, BUF), 0);
+    assert_eq!(dma(&mut f, &mut m, DESC, DMA_CTL_READ, 4, BUF), 0);
+    assert_eq!(dma(&mut f, &mut m, DESC, read(KEY_NB_CPUS), 2, BUF), 0);
+    assert_eq!(f.dma_summary(), "key 0x21 (bootorder) 2 transfers 8 bytes, key 0x5 1 transfers 2 bytes");
+    // Many keys: the table stops at its rows, the transfers still run.
+    for k in 0..100u16 {
+        assert_eq!(dma(&mut f, &mut m, DESC, read(0x100 + k), 1, BUF), 0);
+    }
+    assert_eq!(f.dma_by_key.len(), DMA_KEY_ROWS);
+    assert_eq!(f.stats.done, 103);
+    assert_eq!(FwCfg::new(1 << 20, 1).dma_summary(), "none");
+}
+
+/// Bit 15 selects QEMU's architecture-local table (x86: 0x8000 ACPI
+/// tables, 0x8001 SMBIOS entries, 0x8003 the legacy e820 table), where
+/// this device has no items: they read as zeros, as a missing item does,
+/// never as the generic item with the same low bits (0x8000 read as the
+/// "QEMU" signature made SeaBIOS count 0x4551 legacy ACPI tables and read
+/// each one's length: 17,747 DMA exits per boot).
+#[test]
+fn arch_local_keys_are_their_own_items_not_the_generic_ones() {
+    let mut f = dev();
+    for key in [0x8000, 0x8001, 0x8002, 0x8003, 0x8000 | KEY_FILE_DIR] {
+        assert_eq!(read_pio(&mut f, key, 4), [0; 4], "key {key:#x} through the data port");
+        let mut m = mem();
+        m.write(BUF, &[0xAA; 4]).unwrap();
+        let control = (u32::from(key) << 16) | DMA_CTL_SELECT | DMA_CTL_READ;
+        assert_eq!(dma(&mut f, &mut m, DESC, control, 4, BUF), 0);
+        let mut got = [0u8; 4];
+        m.read(BUF, &mut got).unwrap();
+        assert_eq!(got, [0; 4], "key {key:#x} through DMA");
+    }
+    // The write bit (14) is not part of the item: 0x4000 | key reads key.
+    assert_eq!(read_pio(&mut f, 0x4000 | KEY_SIGNATURE, 4), b"QEMU");
+    assert_eq!(read_pio(&mut f, KEY_SIGNATURE, 4), b"QEMU");
 }

@@ -13,6 +13,7 @@ use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::diagnose;
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::vm::platform::Platform;
+use vmm_server::vm::exit_counts::KernelExits;
 use vmm_server::vm::port_counts::PortCounts;
 use vmm_server::vm::pvclock;
 use alcove_rt::RunPage;
@@ -32,6 +33,8 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     let mut kvm_msrs = [0u64; 2];
     // This vCPU's port-I/O exits by port, merged into the VM's at the end.
     let mut ports = PortCounts::new();
+    // The exits the kernel finished itself, from the run page's trace.
+    let mut kernel_exits = KernelExits::new(page.state());
     // Firmware VMs: the kernel answers the ACPI PM timer's 4-byte reads
     // itself (OVMF polls it through every delay: some 280,000 exits per
     // boot otherwise), from the clock and epoch `Platform`'s own PM-timer
@@ -51,6 +54,7 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
             }
         };
         let run = page.state();
+        kernel_exits.absorb(run);
         // Buffered OUTs happened before this exit: carry them out first.
         replay_pio_ring(sh, run);
         let kind = match exit {
@@ -109,6 +113,7 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     // final console flush (the main thread's, once every thread is done).
     replay_pio_ring(sh, page.state());
     sh.port_exits.lock().merge(&ports);
+    sh.kernel_exits.lock().merge(&kernel_exits);
 }
 
 /// Carries out the OUTs the kernel buffered for this vCPU (coalesced port
@@ -132,9 +137,15 @@ fn replay_pio_ring(sh: &Shared, run: &mut VcpuRun) {
 /// serial port is a plain polled output (how Linux's console writes the
 /// boot log), its THR writes are buffered and its LSR reads answered, two
 /// exits per character fewer. Rechecked after every exit of this vCPU;
-/// every access that could change the UART's state still exits.
+/// every access that could change the UART's state still exits. A
+/// firmware VM's rules besides (`Platform::firmware_pio_rules`: the debug
+/// console and POST port buffered, the CMOS index and port 0x92 answered)
+/// take rule slots 1 and 2.
 fn update_pio_rules(sh: &Shared, run: &mut VcpuRun) {
-    let rule = sh.platform.lock().serial_coalescing();
+    let (rule, firmware) = {
+        let p = sh.platform.lock();
+        (p.serial_coalescing(), p.firmware_pio_rules())
+    };
     match rule {
         Some((thr, lsr_port, lsr)) => {
             run.pio_buffered_ports[0] = thr;
@@ -144,6 +155,13 @@ fn update_pio_rules(sh: &Shared, run: &mut VcpuRun) {
         None => {
             run.pio_buffered_ports[0] = 0;
             run.pio_constant_ports[0] = 0;
+        }
+    }
+    if let Some(f) = firmware {
+        run.pio_buffered_ports[1..3].copy_from_slice(&f.buffered);
+        for (i, &(port, value)) in f.constant.iter().enumerate() {
+            run.pio_constant_ports[1 + i] = port;
+            run.pio_constant_values[1 + i] = value;
         }
     }
 }
