@@ -667,6 +667,15 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 failures.push(crate::shell::CASE.into());
             }
         }
+        // The HTTP API from this host over the machine's NIC (hostfwd).
+        if only.as_deref().is_some_and(|o| crate::api::CASE.contains(o)) {
+            runs += 1;
+            let out = crate::api::run(kernel, QEMU_TIMEOUT)?;
+            out.report();
+            if !out.ok() {
+                failures.push(crate::api::CASE.into());
+            }
+        }
     }
 
     for (tier, machine, case) in [
