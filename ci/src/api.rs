@@ -12,6 +12,7 @@
 //! (the VM `running`), the host `vmadm list` against the same address
 //! (vmadm's table with the VM), `DELETE /vms/:uuid`, and `GET /vms`
 //! again (`[]`). Then the machine is ended (apid cannot power it off).
+//! In the system tier (three passes in a row beside two CPU hogs).
 
 use crate::Result;
 use crate::emu::{Qemu, log_path};
