@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one driver for building, running, testing and
 //! benchmarking Alcove. CI runs `cargo xtask test` and nothing else.
 
+mod api;
 mod bench;
 mod bigvm;
 mod emu;

@@ -663,16 +663,22 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 failures.push(case.name.clone());
             }
         }
-        // The operator shell, typed at over the serial console: by name
-        // only (`--case shell`) until its input stall under load is found
-        // (a fresh-clone run beside a CPU hog stopped echoing in the middle
-        // of a typed `vmadm delete` while the VM's guest printed).
-        if only.as_deref().is_some_and(|o| crate::shell::CASE.contains(o)) {
+        // The operator shell, typed at over the serial console.
+        if only.as_deref().is_none_or(|o| crate::shell::CASE.contains(o)) {
             runs += 1;
             let out = crate::shell::run(kernel, QEMU_TIMEOUT)?;
             out.report();
             if !out.ok() {
                 failures.push(crate::shell::CASE.into());
+            }
+        }
+        // The HTTP API from this host over the machine's NIC (hostfwd).
+        if only.as_deref().is_none_or(|o| crate::api::CASE.contains(o)) {
+            runs += 1;
+            let out = crate::api::run(kernel, QEMU_TIMEOUT)?;
+            out.report();
+            if !out.ok() {
+                failures.push(crate::api::CASE.into());
             }
         }
     }

@@ -10,6 +10,16 @@
 //! holds the guest back (nothing is lost, the guest is slowed). `write`
 //! (servers' own text) drops what is over the allowance and says so on the
 //! console. Either way one client cannot starve the others' lines.
+//!
+//! Typed input has one reader, as a terminal has one foreground process:
+//! the clients the manifest names (`input=shell`), else the first client
+//! that reads. Before, every client that polled `read` took a share, and a
+//! running VM's VMM (which polls for its guest's UART) took bytes out of
+//! the middle of what the operator typed at the shell. Input is
+//! flow-controlled: the console takes bytes from the UART only while it
+//! has room for them ([`INPUT_LIMIT`]); the rest waits in the UART and,
+//! behind it, in whatever feeds the serial line, so a long paste arrives
+//! whole instead of losing its oldest bytes.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -26,7 +36,7 @@ use libipc::interfaces::{Put, ServerStatus, console, status};
 use rate::{Bucket, Rate};
 
 pub const VERSION: u32 = 1;
-/// Typed input held for readers; older bytes go when it is full.
+/// Typed input held for the reader; the UART holds the rest (flow control).
 pub const INPUT_LIMIT: usize = 4096;
 /// Most bytes one `read` returns (a reply fits the IPC buffer).
 pub const MAX_READ: usize = 2048;
@@ -45,8 +55,12 @@ pub const CLIENT_RATE: Rate = Rate { bytes_per_s: 16 * 1024, burst: 32 * 1024 };
 /// zone-server made, so the number of clients is small.
 pub const MAX_CLIENTS: usize = 64;
 
-/// Reads what was typed, handing each byte to the closure it is given.
-pub type InputSource = Box<dyn FnMut(&mut dyn FnMut(u8))>;
+/// Reads what was typed: at most `room` bytes, each handed to the closure
+/// it is given. Returns true when it stopped for want of room with bytes
+/// still waiting (the source then leaves the UART's interrupt unacknowledged
+/// and is called again once a `read` has made room); false when the UART
+/// was emptied and its interrupt acknowledged.
+pub type InputSource = Box<dyn FnMut(usize, &mut dyn FnMut(u8)) -> bool>;
 
 /// Where the console's bytes go (the kernel console on Alcove).
 pub type Sink = Box<dyn FnMut(&[u8])>;
@@ -66,8 +80,16 @@ pub struct Console {
     /// Bytes `write` dropped because their client was over its allowance.
     pub bytes_dropped: u64,
     input: VecDeque<u8>,
-    /// Input bytes dropped because nobody read them in time.
+    /// Input bytes dropped (only by `push_input` past the limit: a source
+    /// is never asked for more than there is room for).
     pub input_dropped: u64,
+    /// The badges whose `read`s get typed input (empty: the first reader's
+    /// becomes the one).
+    readers: Vec<u64>,
+    /// `read`s refused because their client is not the input's reader.
+    pub reads_refused: u64,
+    /// The source stopped for want of room: pull again after a `read`.
+    source_held: bool,
     /// Where typed input comes from (the serial port's receiver on Alcove):
     /// called when the server is notified of new input.
     source: Option<InputSource>,
@@ -87,6 +109,9 @@ impl Console {
             bytes_dropped: 0,
             input: VecDeque::new(),
             input_dropped: 0,
+            readers: Vec::new(),
+            reads_refused: 0,
+            source_held: false,
             source: None,
         }
     }
@@ -121,6 +146,25 @@ impl Console {
     pub fn with_input(mut self, source: InputSource) -> Self {
         self.source = Some(source);
         self
+    }
+
+    /// Typed input goes only to `read`s through capabilities badged
+    /// `badges` (the manifest's `input=` names); with none, to the first
+    /// client that reads.
+    pub fn with_input_readers(mut self, badges: &[u64]) -> Self {
+        self.readers = badges.to_vec();
+        self
+    }
+
+    /// Takes what the source has, as far as there is room.
+    fn pull(&mut self) {
+        if let Some(mut source) = self.source.take() {
+            let room = INPUT_LIMIT.saturating_sub(self.input.len());
+            let mut got = Vec::new();
+            self.source_held = source(room, &mut |b| got.push(b));
+            self.push_input(&got);
+            self.source = Some(source);
+        }
     }
 
     /// Keeps typed bytes for the next `read`.
@@ -195,8 +239,19 @@ impl console::Server for Console {
 
     fn read(&mut self, max: u32) -> Vec<u8> {
         self.service.requests += 1;
+        if self.readers.is_empty() {
+            self.readers.push(self.caller);
+        }
+        if !self.readers.contains(&self.caller) {
+            self.reads_refused += 1;
+            return Vec::new();
+        }
         let n = self.input.len().min(max as usize).min(MAX_READ);
-        self.input.drain(..n).collect()
+        let out: Vec<u8> = self.input.drain(..n).collect();
+        if self.source_held && n > 0 {
+            self.pull();
+        }
+        out
     }
 }
 
@@ -214,12 +269,7 @@ impl libipc::Dispatch for Console {
     }
 
     fn notified(&mut self, _bits: u64) {
-        if let Some(mut source) = self.source.take() {
-            let mut got = Vec::new();
-            source(&mut |b| got.push(b));
-            self.push_input(&got);
-            self.source = Some(source);
-        }
+        self.pull();
     }
 }
 
@@ -371,10 +421,11 @@ mod tests {
     fn typed_input_is_read_once_and_bounded() {
         use libipc::Dispatch;
         let mut typed: std::vec::Vec<u8> = b"ls\n".to_vec();
-        let mut c = Console::new(Box::new(|_| {})).with_input(Box::new(move |put| {
+        let mut c = Console::new(Box::new(|_| {})).with_input(Box::new(move |_room, put| {
             for b in typed.drain(..) {
                 put(b);
             }
+            false
         }));
         c.notified(4);
         assert_eq!(console::Server::read(&mut c, 2), b"ls");
@@ -383,5 +434,85 @@ mod tests {
         c.push_input(&[7u8; INPUT_LIMIT + 5]);
         assert_eq!(c.input_dropped, 5);
         assert_eq!(console::Server::read(&mut c, u32::MAX).len(), MAX_READ);
+    }
+
+    /// A UART that holds `pending` bytes: hands out at most `room` a call,
+    /// as the console's hardware glue does.
+    fn uart(pending: std::sync::Arc<Mutex<VecDeque<u8>>>) -> InputSource {
+        Box::new(move |room, put| {
+            let mut p = pending.lock().unwrap();
+            for _ in 0..room {
+                match p.pop_front() {
+                    Some(b) => put(b),
+                    None => return false,
+                }
+            }
+            !p.is_empty()
+        })
+    }
+
+    /// The lead's shell-case failure beside a CPU hog: with a VM running,
+    /// its VMM (polling `read` for its guest's UART every 20 ms) took part
+    /// of a line typed at the shell, which then waited for ever for the
+    /// rest. Input now goes to one reader: the manifest's `input=` clients,
+    /// else the first that reads.
+    #[test]
+    fn typed_input_goes_to_its_one_reader_and_never_to_a_vmm() {
+        use libipc::Dispatch;
+        let (shell, vmm) = (5u64, 9u64);
+        let line = b"vmadm delete 5e11c0de-0000-4000-8000-0000000000a1\r".to_vec();
+        for named in [true, false] {
+            let pending = Arc::new(Mutex::new(VecDeque::new()));
+            let mut c = Console::new(Box::new(|_| {})).with_input(uart(pending.clone()));
+            if named {
+                c = c.with_input_readers(&[shell]);
+            } else {
+                // The shell reads first (at boot, before any VM runs).
+                c.set_caller(shell);
+                assert!(console::Server::read(&mut c, 64).is_empty());
+            }
+            let mut got = std::vec::Vec::new();
+            // The line arrives 14 bytes (the FIFO's trigger level) at a
+            // time; the VMM and the shell poll in turns between arrivals.
+            for chunk in line.chunks(14) {
+                pending.lock().unwrap().extend(chunk);
+                c.notified(4);
+                c.set_caller(vmm);
+                assert!(console::Server::read(&mut c, 64).is_empty(), "the VMM got typed input");
+                c.set_caller(shell);
+                got.extend(console::Server::read(&mut c, 64));
+            }
+            assert_eq!(got, line, "named readers: {named}");
+            assert_eq!(c.reads_refused, 4);
+        }
+    }
+
+    /// A paste longer than the console's buffer arrives whole: the console
+    /// takes from the UART only what it has room for and takes the rest as
+    /// reads make room (it used to drop the oldest bytes past 4 KiB).
+    #[test]
+    fn a_paste_past_the_buffer_arrives_whole_and_in_order() {
+        let paste: std::vec::Vec<u8> = (0..65_542u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let pending = Arc::new(Mutex::new(paste.iter().copied().collect::<VecDeque<u8>>()));
+        let mut c = Console::new(Box::new(|_| {})).with_input(uart(pending.clone()));
+        use libipc::Dispatch;
+        c.notified(4);
+        assert_eq!(pending.lock().unwrap().len(), paste.len() - INPUT_LIMIT, "took more than it has room for");
+        let mut got = std::vec::Vec::new();
+        loop {
+            let r = console::Server::read(&mut c, 2048);
+            if r.is_empty() {
+                break;
+            }
+            got.extend(r);
+        }
+        assert_eq!(c.input_dropped, 0);
+        assert_eq!(got.len(), paste.len());
+        assert!(got == paste, "bytes lost or reordered");
+        // Once the UART is empty, new typing comes in through the
+        // interrupt again.
+        pending.lock().unwrap().extend(b"ls\r");
+        c.notified(4);
+        assert_eq!(console::Server::read(&mut c, 64), b"ls\r");
     }
 }

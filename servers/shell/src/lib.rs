@@ -119,9 +119,23 @@ impl<S: System> Shell<S> {
     /// output of every line they completed and a new prompt after each
     /// (lines end in LF: the kernel's console sends CR LF).
     pub fn input(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut all = Vec::new();
+        self.input_to(bytes, &mut |b| all.extend_from_slice(b));
+        all
+    }
+
+    /// As [`Shell::input`], but hands what the terminal shows to `show` as
+    /// it comes: the echo of a completed line goes out before the command
+    /// runs, so a slow command (a `vmadm delete` halting a VM) never holds
+    /// back the echo of what was typed.
+    pub fn input_to(&mut self, bytes: &[u8], show: &mut dyn FnMut(&[u8])) {
         let mut out = Vec::new();
         for &b in bytes {
             let Some(input) = self.editor.feed(b, &mut out) else { continue };
+            if !out.is_empty() {
+                show(&out);
+                out.clear();
+            }
             let reply = match input {
                 Input::Line(line) => self.run(&line),
                 Input::TooLong(n) => {
@@ -133,7 +147,9 @@ impl<S: System> Shell<S> {
             out.extend_from_slice(reply.text.as_bytes());
             out.extend_from_slice(self.prompt().as_bytes());
         }
-        out
+        if !out.is_empty() {
+            show(&out);
+        }
     }
 
     /// Runs one command line.

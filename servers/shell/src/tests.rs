@@ -9,6 +9,9 @@ use parse::{ParseError, parse};
 struct Mock {
     calls: Vec<(Vec<String>, String)>,
     down: bool,
+    /// What the terminal had shown (through `input_to`) by each call.
+    screen: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+    shown_at_calls: Vec<Vec<u8>>,
 }
 
 impl System for Mock {
@@ -20,6 +23,7 @@ impl System for Mock {
             args.insert(0, "imgadm".into()); // recorded as one list below
         }
         self.calls.push((args.clone(), stdin));
+        self.shown_at_calls.push(self.screen.borrow().clone());
         Ok(match args.first().map(String::as_str) {
             Some("list") => VmadmOutput { stdout: "UUID  TYPE  RAM  STATE  ALIAS\n".into(), stderr: String::new(), code: 0 },
             _ => VmadmOutput { stdout: String::new(), stderr: "vmadm: bad verb".into(), code: 2 },
@@ -300,4 +304,27 @@ fn zpool_and_zfs_show_the_pool() {
     assert_eq!(s.run("zpool").code, 2);
     s.system.down = true;
     assert_eq!(s.run("zpool status"), Reply::fail("zpool: pool: no pool\n".into(), 1));
+}
+
+/// The lead's shell-case failure beside a CPU hog: the echo of the rest of
+/// `vmadm delete UUID` never came while the delete ran (halting the VM), so
+/// the line looked stuck at the first 14 bytes the UART's FIFO delivered.
+/// The echo of a completed line (its newline included) now reaches the
+/// terminal before the command runs; the output after it.
+#[test]
+fn the_echo_of_a_line_is_shown_before_its_command_runs() {
+    let mut sh = shell();
+    let screen = sh.system.screen.clone();
+    let mut show = |b: &[u8]| screen.borrow_mut().extend_from_slice(b);
+    sh.input_to(b"vmadm delete 5", &mut show);
+    sh.input_to(b"e11\rvmadm list\r", &mut show);
+    let calls = &sh.system.shown_at_calls;
+    assert_eq!(calls.len(), 2);
+    assert_eq!(std::string::String::from_utf8_lossy(&calls[0]), "vmadm delete 5e11\n");
+    assert!(std::string::String::from_utf8_lossy(&calls[1]).ends_with("[root@box1 ~]# vmadm list\n"));
+    let all = std::string::String::from_utf8(screen.borrow().clone()).unwrap();
+    assert_eq!(all, "vmadm delete 5e11\nvmadm: bad verb\n[root@box1 ~]# vmadm list\nUUID  TYPE  RAM  STATE  ALIAS\n[root@box1 ~]# ");
+    // `input` still gives the same bytes in one piece.
+    let mut sh2 = shell();
+    assert_eq!(sh2.input(b"vmadm delete 5e11\rvmadm list\r"), all.as_bytes());
 }

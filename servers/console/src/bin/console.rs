@@ -26,22 +26,47 @@ fn main(start: alcove_rt::Start) -> u64 {
         _ => None,
     };
     if let Some(irq) = input {
-        server = server.with_input(alloc::boxed::Box::new(move |put| {
+        server = server.with_input(alloc::boxed::Box::new(move |room, put| {
             // Line status bit 0: a byte waits in the receiver buffer.
+            let ready = || libipc::pio::inb(COM1 + 5) & 1 != 0;
+            let mut taken = 0;
             loop {
-                while libipc::pio::inb(COM1 + 5) & 1 != 0 {
+                while taken < room && ready() {
                     put(libipc::pio::inb(COM1));
+                    taken += 1;
+                }
+                if ready() {
+                    // No room: the bytes wait in the UART (whose full
+                    // FIFO holds back the serial line) and IRQ 4 stays
+                    // masked until a read makes room and we come back.
+                    return true;
                 }
                 let _ = libipc::sys::irq_ack(irq);
                 // IRQ 4 is edge-triggered: a byte that came after the last
                 // check and before the ack raised no new edge, and would
                 // wait (with all typed after it) for an interrupt that
                 // never comes. Look once more after the ack.
-                if libipc::pio::inb(COM1 + 5) & 1 == 0 {
-                    break;
+                if !ready() {
+                    return false;
                 }
             }
         }));
+        // One reader for typed input (the operator shell), so a VMM
+        // polling for its guest takes nothing typed at the shell.
+        let names: alloc::vec::Vec<&str> =
+            info.args.iter().filter_map(|a| a.strip_prefix("input=")).flat_map(|v| v.split(',')).collect();
+        if !names.is_empty() {
+            let badges: alloc::vec::Vec<u64> = info
+                .clients
+                .iter()
+                .filter(|(ep, name, _)| ep == "console" && names.contains(&name.as_str()))
+                .map(|&(_, _, badge)| badge)
+                .collect();
+            if badges.is_empty() {
+                log::warn!("input={}: no such client of the console; the first to read gets typed input", names.join(","));
+            }
+            server = server.with_input_readers(&badges);
+        }
     }
     alcove_rt::serve_forever_with(slot, server, |notification| {
         if let Some(irq) = input

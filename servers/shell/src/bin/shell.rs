@@ -144,8 +144,8 @@ fn main(start: alcove_rt::Start) -> u64 {
     loop {
         match con.read(READ_MAX) {
             Ok(bytes) if !bytes.is_empty() => {
-                let out = sh.input(&bytes);
-                write(&con, &out);
+                // The echo of a line goes out before its command runs.
+                sh.input_to(&bytes, &mut |out| write(&con, out));
             }
             Ok(_) => {
                 let _ = libipc::sys::wait(IDLE_SLOT, IDLE_NS);

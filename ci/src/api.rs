@@ -1,0 +1,216 @@
+//! The `api/http-qemu` system case: the HTTP API reached from this host
+//! over the network, as an operator's laptop would reach it.
+//!
+//! ```text
+//!  test ─ 127.0.0.1:P ─ QEMU slirp (hostfwd) ─ machine virtio-net ─ netd (admin, 10.0.2.15) ─ socket ─ apid ─ zone-server
+//! ```
+//!
+//! Manifest `initrd/manifests/api.toml`. The case waits for `GET /ping`,
+//! then: `GET /vms` without a token (401) and with a wrong one (403),
+//! with the token (200, `[]`), bad JSON (400), `POST /vms` with a payload
+//! (201, the VM booting the zone case's spinning test kernel), `GET /vms`
+//! (the VM `running`), the host `vmadm list` against the same address
+//! (vmadm's table with the VM), `DELETE /vms/:uuid`, and `GET /vms`
+//! again (`[]`). Then the machine is ended (apid cannot power it off).
+//! In the system tier (three passes in a row beside two CPU hogs).
+
+use crate::Result;
+use crate::emu::{Qemu, log_path};
+use crate::image::{self, BootSystem};
+use crate::vm::{HOST_ADDRESS, HOST_MAC, HostFwd, admin_nic, free_port};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CASE: &str = "api/http-qemu";
+const TOKEN: &str = "api-case-token-4b1d";
+const API_PORT: u16 = 8080;
+const VM: &str = "a91c0de0-0000-4000-8000-0000000000b2";
+const PAYLOAD: &str = r#"{"uuid": "a91c0de0-0000-4000-8000-0000000000b2", "brand": "bhyve", "alias": "api-web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{"size": 16}]}"#;
+
+/// What the case found.
+pub struct Outcome {
+    pub problems: Vec<String>,
+    pub checks: usize,
+    pub elapsed: Duration,
+    pub log: std::path::PathBuf,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn report(&self) {
+        let secs = self.elapsed.as_secs_f64();
+        if self.ok() {
+            println!("  ok   {CASE}: {} checks passed in {secs:.1} s", self.checks);
+        } else {
+            println!("  FAIL {CASE} ({secs:.1} s; log {}):", self.log.display());
+            for p in &self.problems {
+                println!("         {p}");
+            }
+        }
+    }
+
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        self.checks += 1;
+        if !ok {
+            self.problems.push(what());
+        }
+    }
+}
+
+/// An HTTP/1.1 answer: the status and the body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+/// One request on a connection of its own; `token` as a bearer token.
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> std::io::Result<Answer> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    // Generous: a loaded host runs the emulated machine slowly.
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: alcove\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status line in {:?}", text.get(..80).unwrap_or(&text))))?;
+    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+    Ok(Answer { status, body })
+}
+
+/// The host `vmadm` (alcove-api's CLI), built for this host.
+fn host_vmadm() -> Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(crate::root())
+        .args(["build", "-q", "-p", "alcove-api", "--bin", "vmadm"])
+        .status()?;
+    if !st.success() {
+        return Err("building the host vmadm (cargo build -p alcove-api --bin vmadm) failed".into());
+    }
+    Ok(crate::root().join("target/debug/vmadm"))
+}
+
+/// Runs the case.
+pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
+    let vmadm = host_vmadm()?;
+    let mut system = BootSystem::named("api")?;
+    system.host_files.extend(crate::zone::guests()?);
+    let dir = crate::out_dir().join("api");
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("netd.conf");
+    std::fs::write(
+        &conf,
+        format!("# The API case (ci/src/api.rs)\nnic_tag admin\nhost switch=admin mac={HOST_MAC} ip={HOST_ADDRESS}/24 gateway=10.0.2.2\n"),
+    )?;
+    system.host_files.push(("netd.conf".into(), conf));
+    let iso = image::iso_of(kernel, "test-api-http", "", &system)?;
+    let port = free_port()?;
+    let fwd = HostFwd {
+        udp: false,
+        host_addr: "127.0.0.1".into(),
+        host_port: port,
+        guest_addr: HOST_ADDRESS.into(),
+        guest_port: API_PORT,
+    };
+    let mut extra = crate::zone::pool_drive();
+    extra.extend(admin_nic(&[fwd]));
+    let q = Qemu { smp: 2, mem_mib: 512, extra, ..Qemu::default() };
+    let log = log_path(&CASE.replace('/', "-"))?;
+    let _ = std::fs::remove_file(&log);
+    let mut c = q.command(&iso);
+    c.args(["-monitor", "none", "-serial"]).arg(format!("file:{}", log.display()));
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log.with_extension("stderr"))?);
+    let start = Instant::now();
+    let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+    let mut o = Outcome { problems: vec![], checks: 0, elapsed: Duration::ZERO, log: log.clone() };
+    let steps = steps(port, &vmadm, start, timeout, &mut o);
+    let _ = child.kill();
+    let _ = child.wait();
+    o.elapsed = start.elapsed();
+    if let Err(e) = steps {
+        o.problems.push(e);
+    }
+    let serial = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    o.check(!serial.contains("panicked"), || "a server or the kernel panicked (see the log)".into());
+    Ok(o)
+}
+
+/// The requests, in order; `Err` when one could not be made at all.
+fn steps(port: u16, vmadm: &Path, start: Instant, timeout: Duration, o: &mut Outcome) -> std::result::Result<(), String> {
+    // apid listens once netd has its address: wait for `GET /ping`.
+    loop {
+        match http(port, "GET", "/ping", None, None) {
+            Ok(a) if a.status == 200 => break,
+            _ if start.elapsed() > timeout => return Err(format!("apid did not answer GET /ping within {timeout:?}")),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    let req = |method: &str, path: &str, token: Option<&str>, body: Option<&str>| {
+        http(port, method, path, token, body).map_err(|e| format!("{method} {path}: {e}"))
+    };
+    let a = req("GET", "/vms", None, None)?;
+    o.check(a.status == 401, || format!("GET /vms without a token: {a:?}, not 401"));
+    let a = req("GET", "/vms", Some("not-the-token"), None)?;
+    o.check(a.status == 403, || format!("GET /vms with a wrong token: {a:?}, not 403"));
+    let a = req("POST", "/vms", None, Some(PAYLOAD))?;
+    o.check(a.status == 401, || format!("POST /vms without a token: {a:?}, not 401"));
+    let a = req("GET", "/vms", Some(TOKEN), None)?;
+    let list: Option<serde_json::Value> = serde_json::from_str(&a.body).ok();
+    o.check(a.status == 200 && list.as_ref().is_some_and(|l| l.as_array().is_some_and(|v| v.is_empty())), || {
+        format!("GET /vms on a new machine: {a:?}, not 200 and []")
+    });
+    let a = req("POST", "/vms", Some(TOKEN), Some("{\"brand\": \"bhyve\", "))?;
+    o.check(a.status == 400, || format!("POST /vms with bad JSON: {a:?}, not 400"));
+    let a = req("POST", "/vms", Some(TOKEN), Some(PAYLOAD))?;
+    o.check(a.status == 201 && a.body.contains(VM), || format!("POST /vms: {a:?}, not 201 naming {VM}"));
+    let a = req("GET", "/vms", Some(TOKEN), None)?;
+    let vms: Vec<serde_json::Value> = serde_json::from_str(&a.body).unwrap_or_default();
+    o.check(
+        a.status == 200
+            && vms.len() == 1
+            && vms[0]["uuid"] == VM
+            && vms[0]["state"] == "running"
+            && vms[0]["alias"] == "api-web",
+        || format!("GET /vms after the create: {a:?}, not the VM running"),
+    );
+    let out = Command::new(vmadm)
+        .arg("list")
+        .env("ALCOVE_URL", format!("http://127.0.0.1:{port}"))
+        .env("ALCOVE_TOKEN", TOKEN)
+        .env_remove("ALCOVE_TOKEN_FILE")
+        .output()
+        .map_err(|e| format!("running {}: {e}", vmadm.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    o.check(
+        out.status.success()
+            && text.lines().next().is_some_and(|h| h.split_whitespace().eq(["UUID", "TYPE", "RAM", "STATE", "ALIAS"]))
+            && text.lines().any(|l| l.split_whitespace().eq([VM, "BHYV", "64", "running", "api-web"])),
+        || format!("the host `vmadm list` printed {text:?} ({}; {})", out.status, String::from_utf8_lossy(&out.stderr)),
+    );
+    let a = req("DELETE", &format!("/vms/{VM}"), Some(TOKEN), None)?;
+    o.check((200..300).contains(&a.status), || format!("DELETE /vms/{VM}: {a:?}, not 2xx"));
+    let a = req("GET", "/vms", Some(TOKEN), None)?;
+    o.check(a.status == 200 && a.body.trim() == "[]", || format!("GET /vms after the delete: {a:?}, not []"));
+    Ok(())
+}
