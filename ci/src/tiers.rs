@@ -465,6 +465,13 @@ impl Case {
             // off by itself (a VMM ended by force prints no end).
             v.problems.push(format!("the VM stopped by its power button never printed {:?}", crate::zone::BUTTON_END_LINE));
         }
+        for line in crate::zone::VNIC_ATTACHED_LINES {
+            if self.suite == "zone" && !r.serial.contains(line) {
+                // The VMM of a VM with a NIC attached its VNIC through
+                // the netd endpoint of its own grant.
+                v.problems.push(format!("netd never printed {line:?}"));
+            }
+        }
         Ok((r, v))
     }
 }

@@ -7,7 +7,9 @@
 //! spinning guest watches the ACPI power button (PWRBTN_STS in PM1a_STS,
 //! port 0x600) as an OS does and powers off when it is pressed
 //! (`vmadm stop`); `zone-guest-deaf` spins and ignores it (a stop falls
-//! back to halting the VM after its timeout). The suite is in
+//! back to halting the VM after its timeout). netd (`NETD_CONF`) has one
+//! etherstub, `stub0`, with the host's address on it; the suite's VMs with
+//! `nics[]` get their VNICs there. The suite is in
 //! `servers/ktest-user/src/zone.rs`, the manifest `initrd/manifests/zone.toml`.
 
 use crate::Result;
@@ -21,6 +23,15 @@ pub const GUEST_HALT_LINE: &str = "zone-guest: running";
 /// `zone-halt`) prints when its guest powered off on `vmadm stop`'s ACPI
 /// power button.
 pub const BUTTON_END_LINE: &str = "vm zone-halt: ended: poweroff";
+
+/// netd's configuration in the zone case: the etherstub the suite's VMs'
+/// NICs are on, and the host's TCP/IP on it (the suite's own granted VNIC
+/// asks it for its MAC).
+pub const NETD_CONF: &str = "etherstub stub0\nhost switch=stub0 mac=02:08:20:ff:00:01 ip=10.9.0.1/24\n";
+
+/// netd's lines when the VMMs of the suite's two VMs with a NIC attached
+/// their VNICs (through the grants zone-server gave them).
+pub const VNIC_ATTACHED_LINES: [&str; 2] = ["(02:08:20:07:00:01) attached on stub0", "(02:08:20:07:00:02) attached on stub0"];
 
 /// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
 pub fn pool_drive() -> Vec<String> {
@@ -123,6 +134,9 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
         std::fs::write(&path, bzimage(&code(line, then)))?;
         out.push((name.to_string(), path));
     }
+    let conf = dir.join("netd.conf");
+    std::fs::write(&conf, NETD_CONF)?;
+    out.push(("netd.conf".to_string(), conf));
     Ok(out)
 }
 
