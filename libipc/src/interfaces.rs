@@ -700,6 +700,9 @@ pub enum VnicError {
 /// VNICs one [`vnic::Server::grant`] makes at most (a VM's `nics[]`).
 pub const VNIC_GRANT_MAX: u32 = 8;
 
+/// VNICs one [`vnic::Server::show`] lists at most.
+pub const VNIC_SHOW_MAX: usize = 48;
+
 /// What [`vnic::Server::grant`] returns; the reply also carries the
 /// badged netd endpoint that reaches exactly these VNICs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -760,6 +763,9 @@ crate::interface! {
         /// deleted, its endpoint reaches nothing more. Returns how many
         /// VNICs went.
         fn revoke(badge: u64) -> Result<u32, VnicError>;
+        /// Admins only (`dladm show-vnic`): every VNIC from number `from`
+        /// on, at most [`VNIC_SHOW_MAX`] a call, with whether it is attached.
+        fn show(from: u32) -> Result<alloc::vec::Vec<VnicInfo>, VnicError>;
     }
 }
 

@@ -855,6 +855,28 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         Ok(libipc::interfaces::VnicGranted { badge, vnics: made })
     }
 
+    fn show(&mut self, from: u32) -> Result<Vec<VnicInfo>, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            return Err(VnicError::NotPermitted);
+        }
+        Ok(self
+            .vnics
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .filter(|(_, e)| e.spec.client != NO_CLIENT)
+            .take(libipc::interfaces::VNIC_SHOW_MAX)
+            .map(|(i, e)| VnicInfo {
+                vnic: i as u32,
+                mac: e.spec.config.mac.0,
+                vlan_id: e.spec.config.vlan_id,
+                switch: e.spec.switch.clone(),
+                attached: e.attached.is_some(),
+            })
+            .collect())
+    }
+
     fn revoke(&mut self, badge: u64) -> Result<u32, VnicError> {
         self.service.requests += 1;
         if !self.is_admin() {

@@ -386,6 +386,11 @@ fn granted_vnics_reach_only_their_holder_and_go_at_revoke() {
     // Frames pass between the two granted VNICs on stub0.
     let h1 = v1.attach(3, 0).unwrap().unwrap();
     let h2 = v2.attach(5, 0).unwrap().unwrap();
+    // An admin sees every VNIC and which are attached; nobody else may.
+    let shown: Vec<_> = admin.show(0).unwrap().unwrap().into_iter().map(|v| (v.vnic, v.attached)).collect();
+    assert_eq!(shown, [(0, false), (1, false), (2, false), (3, true), (4, false), (5, true)]);
+    assert_eq!(admin.show(4).unwrap().unwrap().len(), 2);
+    assert_eq!(v1.show(0).unwrap(), Err(VnicError::NotPermitted));
     let (mut m1, mut m2) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
     let ask = arp([2, 0, 0, 0, 1, 5], [10, 0, 0, 5]);
     m1.send(&ask);
@@ -396,6 +401,7 @@ fn granted_vnics_reach_only_their_holder_and_go_at_revoke() {
     assert_eq!(admin.revoke(g2.badge).unwrap(), Ok(1));
     assert_eq!(r.seen.lock().unwrap().unminted, 1);
     assert!(v2.vnics().unwrap().is_empty());
+    assert!(admin.show(0).unwrap().unwrap().iter().all(|v| v.vnic != 5));
     assert_eq!(v2.kick(h2.handle).unwrap(), Err(VnicError::NoSuchHandle { handle: h2.handle }));
     assert_eq!(admin.revoke(g2.badge).unwrap(), Err(VnicError::Invalid { why: format!("no grant {:#x}", g2.badge) }));
     // Its MAC is free again; its slot is reused.

@@ -428,6 +428,15 @@ fn a_vm_s_nics_are_vnics_only_its_vmm_reaches(env: &mut Env) -> Result<(), Strin
             return Err(format!("VM {uuid} with a NIC is {state:?}"));
         }
     }
+    // Each VMM attaches its VNIC as it starts (through its own grant).
+    let attached = |mac: &str| -> Result<bool, String> {
+        let shown = netd_admin(env)?.show(0).map_err(|e| format!("vnic.show: {e}"))?.map_err(|e| format!("vnic.show: {e}"))?;
+        Ok(shown.iter().any(|v| format!("{}", MacText(v.mac)) == mac && v.attached && v.switch == "stub0"))
+    };
+    if !wait_for(|| Ok(attached(NET_MAC_A)? && attached(NET_MAC_B)?), 200_000_000)? {
+        return Err("the VMs' VMMs never attached their VNICs on stub0".into());
+    }
+    println!("zone: both VMs' VMMs attached their VNICs");
     let got = env.ok(&["get", &a], "")?.stdout;
     if !got.contains(NET_MAC_A) || !got.contains("\"nic_tag\": \"stub0\"") {
         return Err(format!("vmadm get of a VM with a NIC: {got}"));
