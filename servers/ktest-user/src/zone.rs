@@ -132,6 +132,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("a_guest_deaf_to_the_power_button_is_halted", a_guest_deaf_to_the_power_button_is_halted),
         ("a_restarted_zone_server_finds_its_running_vms", a_restarted_zone_server_finds_its_running_vms),
         ("a_vm_s_nics_are_vnics_only_its_vmm_reaches", a_vm_s_nics_are_vnics_only_its_vmm_reaches),
+        ("a_guest_reads_its_metadata_on_com2", a_guest_reads_its_metadata_on_com2),
         ("two_vms_from_an_installed_image_share_its_blocks", two_vms_from_an_installed_image_share_its_blocks),
         ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
         ("other_clients_reach_neither_vmadm_nor_proc", other_clients_reach_neither_vmadm_nor_proc),
@@ -372,6 +373,25 @@ fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), St
     }
     env.ok(&["delete", &keep], "")?;
     env.delete_leaving_nothing(&net, init_before)
+}
+
+/// The metadata guest asks COM2 for `sdc:hostname` and `customer_metadata`
+/// key `role`, copies the answers to its console (the harness checks the
+/// values and the `FAILURE` of its malformed request) and powers off:
+/// the VM is seen `stopped`, and delete leaves nothing.
+fn a_guest_reads_its_metadata_on_com2(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let payload = r#"{"brand": "bhyve", "alias": "zone-md", "hostname": "zone-md-host", "ram": 64, "vcpus": 1,
+  "kernel": "/zone-guest-mdata", "customer_metadata": {"role": "mdata-role-value"}, "disks": [{"size": 8}]}"#;
+    let uuid = created(&env.ok(&["create"], payload)?)?;
+    let got = env.ok(&["get", &uuid], "")?.stdout;
+    if !got.contains("\"hostname\": \"zone-md-host\"") {
+        return Err(format!("vmadm get of a VM with a hostname: {got}"));
+    }
+    if !wait_for(|| Ok(env.state(&uuid)? == "stopped"), 500_000_000)? {
+        return Err(format!("the metadata guest's VM is still {:?}", env.state(&uuid)?));
+    }
+    env.delete_leaving_nothing(&uuid, init_before)
 }
 
 /// MACs of the suite's VMs' NICs (on zone.toml's etherstub `stub0`).

@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod diagnose;
 pub mod loader;
 pub mod memory;
+pub mod metadata;
 pub mod nics;
 pub mod platform;
 pub mod port_counts;
