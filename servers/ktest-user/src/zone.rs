@@ -182,7 +182,7 @@ fn a_bad_payload_gets_vmadm_s_error(env: &mut Env) -> Result<(), String> {
         return Err(format!("create with a NIC on an unknown nic_tag: {out:?}"));
     }
     // Bad nics[] values: each refused naming the property.
-    let nine = vec![r#"{"nic_tag": "stub0"}"#; 9].join(",");
+    let nine = [r#"{"nic_tag": "stub0"}"#; 9].join(",");
     for (nics, property) in [
         (r#"[{"nic_tag": "stub0", "mac": "zz:08:20:00:00:01"}]"#.to_string(), "mac"),
         (r#"[{"nic_tag": "stub0", "vlan_id": 4095}]"#.to_string(), "vlan_id"),
