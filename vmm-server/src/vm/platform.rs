@@ -571,7 +571,8 @@ mod tests {
             let _ = p.next_event(i * 1000);
             let _ = p.take_interrupts();
         }
-        assert_eq!(p.io_read(0x2F8, 1, 0), 0xFF);
+        // COM3 (0x3E8): no device (COM2 is the metadata port).
+        assert_eq!(p.io_read(0x3E8, 1, 0), 0xFF);
     }
 
     #[test]
