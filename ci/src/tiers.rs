@@ -470,6 +470,21 @@ impl Case {
             // off by itself (a VMM ended by force prints no end).
             v.problems.push(format!("the VM stopped by its power button never printed {:?}", crate::zone::BUTTON_END_LINE));
         }
+        for line in [crate::zone::MDATA_HOSTNAME, crate::zone::MDATA_ROLE, "FAILURE"] {
+            if self.suite == "zone" && !r.serial.contains(line) {
+                // The metadata guest copied the metadata port's answers
+                // (its VM's hostname and customer_metadata key, and the
+                // error for a malformed request) to its console.
+                v.problems.push(format!("the metadata guest never printed {line:?}"));
+            }
+        }
+        for line in crate::zone::VNIC_ATTACHED_LINES {
+            if self.suite == "zone" && !r.serial.contains(line) {
+                // The VMM of a VM with a NIC attached its VNIC through
+                // the netd endpoint of its own grant.
+                v.problems.push(format!("netd never printed {line:?}"));
+            }
+        }
         Ok((r, v))
     }
 }

@@ -7,7 +7,11 @@
 //! spinning guest watches the ACPI power button (PWRBTN_STS in PM1a_STS,
 //! port 0x600) as an OS does and powers off when it is pressed
 //! (`vmadm stop`); `zone-guest-deaf` spins and ignores it (a stop falls
-//! back to halting the VM after its timeout). The suite is in
+//! back to halting the VM after its timeout). `zone-guest-mdata` asks the
+//! metadata port (COM2) for its hostname and a `customer_metadata` key,
+//! copies the answers to its console and powers off. netd (`NETD_CONF`) has one
+//! etherstub, `stub0`, with the host's address on it; the suite's VMs with
+//! `nics[]` get their VNICs there. The suite is in
 //! `servers/ktest-user/src/zone.rs`, the manifest `initrd/manifests/zone.toml`.
 
 use crate::Result;
@@ -21,6 +25,15 @@ pub const GUEST_HALT_LINE: &str = "zone-guest: running";
 /// `zone-halt`) prints when its guest powered off on `vmadm stop`'s ACPI
 /// power button.
 pub const BUTTON_END_LINE: &str = "vm zone-halt: ended: poweroff";
+
+/// netd's configuration in the zone case: the etherstub the suite's VMs'
+/// NICs are on, and the host's TCP/IP on it (the suite's own granted VNIC
+/// asks it for its MAC).
+pub const NETD_CONF: &str = "etherstub stub0\nhost switch=stub0 mac=02:08:20:ff:00:01 ip=10.9.0.1/24\n";
+
+/// netd's lines when the VMMs of the suite's two VMs with a NIC attached
+/// their VNICs (through the grants zone-server gave them).
+pub const VNIC_ATTACHED_LINES: [&str; 2] = ["(02:08:20:07:00:01) attached on stub0", "(02:08:20:07:00:02) attached on stub0"];
 
 /// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
 pub fn pool_drive() -> Vec<String> {
@@ -84,6 +97,51 @@ fn code(line: &str, then: Then) -> Vec<u8> {
     c
 }
 
+/// What the metadata guest's VM is given (the suite's payload) and the
+/// guest copies to its console from the metadata port: its
+/// `sdc:hostname` and its `customer_metadata` key `role`.
+pub const MDATA_HOSTNAME: &str = "zone-md-host";
+pub const MDATA_ROLE: &str = "mdata-role-value";
+
+/// The metadata guest's code: writes `GET sdc:hostname`, `GET role` and a
+/// malformed `BOGUS` to COM2 (the metadata port, SmartOS's protocol v1),
+/// copies COM2's answers to COM1 until it has seen their 7 lines
+/// (`SUCCESS`, the value, `.` twice, then `FAILURE`), then powers off.
+fn mdata_code() -> Vec<u8> {
+    const MSG: usize = 96;
+    let mut c = vec![0xfc]; // 0: cld
+    c.extend([0x66, 0xba, 0xf8, 0x02]); // 1: mov dx, 0x2f8
+    c.extend([0x48, 0x8d, 0x35]); // 5: lea rsi, [rip + MSG - 12]
+    c.extend(((MSG - 12) as u32).to_le_bytes());
+    c.push(0xac); // 12: lodsb
+    c.extend([0x84, 0xc0]); // test al, al
+    c.extend([0x74, 0x03]); // jz 20
+    c.push(0xee); // out dx, al
+    c.extend([0xeb, 0xf8]); // jmp 12
+    assert_eq!(c.len(), 20);
+    c.extend([0xb9, 7, 0, 0, 0]); // 20: mov ecx, 7 (lines to copy)
+    c.extend([0x66, 0xba, 0xfd, 0x02]); // 25: mov dx, 0x2fd (COM2 LSR)
+    c.push(0xec); // 29: in al, dx
+    c.extend([0xa8, 0x01]); // 30: test al, 1 (data ready)
+    c.extend([0x74, 0xf7]); // 32: jz 25
+    c.extend([0x66, 0xba, 0xf8, 0x02]); // 34: mov dx, 0x2f8
+    c.push(0xec); // 38: in al, dx
+    c.extend([0x66, 0xba, 0xf8, 0x03]); // 39: mov dx, 0x3f8
+    c.push(0xee); // 43: out dx, al
+    c.extend([0x3c, 0x0a]); // 44: cmp al, 10
+    c.extend([0x75, 0xe9]); // 46: jne 25
+    c.extend([0xe2, 0xe7]); // 48: loop 25
+    assert_eq!(c.len(), 50);
+    c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
+    c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401 (S5 | SLP_EN)
+    c.extend([0x66, 0xef]); // out dx, ax
+    c.extend([0xf3, 0x90, 0xeb, 0xfc]); // 1: pause; jmp 1b
+    assert!(c.len() <= MSG);
+    c.resize(MSG, 0x90);
+    c.extend(b"GET sdc:hostname\nGET role\nBOGUS\n\0");
+    c
+}
+
 /// A bzImage of `code` at the 64-bit entry (protected-mode kernel + 0x200).
 fn bzimage(code: &[u8]) -> Vec<u8> {
     let sects = 4usize;
@@ -123,6 +181,12 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
         std::fs::write(&path, bzimage(&code(line, then)))?;
         out.push((name.to_string(), path));
     }
+    let path = dir.join("zone-guest-mdata");
+    std::fs::write(&path, bzimage(&mdata_code()))?;
+    out.push(("zone-guest-mdata".to_string(), path));
+    let conf = dir.join("netd.conf");
+    std::fs::write(&conf, NETD_CONF)?;
+    out.push(("netd.conf".to_string(), conf));
     Ok(out)
 }
 
@@ -141,5 +205,8 @@ mod tests {
             let at = 5 * 512 + 0x200;
             assert_eq!(img[at], 0xfc);
         }
+        let img = bzimage(&mdata_code());
+        let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
+        assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
     }
 }

@@ -688,6 +688,29 @@ pub enum VnicError {
     /// netd could not make the ring or put the VNIC on its switch (`why`).
     #[allow(missing_docs)]
     Setup { why: String },
+    /// `grant` and `revoke` answer netd's admins only (init and the
+    /// control plane).
+    NotPermitted,
+    /// A `grant` that names a bad VNIC (`why` names the entry and
+    /// property), or a `revoke` of no grant.
+    #[allow(missing_docs)]
+    Invalid { why: String },
+}
+
+/// VNICs one [`vnic::Server::grant`] makes at most (a VM's `nics[]`).
+pub const VNIC_GRANT_MAX: u32 = 8;
+
+/// VNICs one [`vnic::Server::show`] lists at most.
+pub const VNIC_SHOW_MAX: usize = 48;
+
+/// What [`vnic::Server::grant`] returns; the reply also carries the
+/// badged netd endpoint that reaches exactly these VNICs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnicGranted {
+    /// Names the grant in `revoke` (the holder's badge).
+    pub badge: u64,
+    /// The VNICs made, in the order asked (what the holder's `vnics` lists).
+    pub vnics: alloc::vec::Vec<u32>,
 }
 
 impl core::fmt::Display for VnicError {
@@ -697,6 +720,8 @@ impl core::fmt::Display for VnicError {
             VnicError::NoSuchHandle { handle } => write!(f, "vnic: handle {handle} is not attached"),
             VnicError::TooLarge { slots, max } => write!(f, "vnic: {slots} ring slots asked for, 0 to {max}"),
             VnicError::Setup { why } => write!(f, "vnic: cannot attach: {why}"),
+            VnicError::NotPermitted => f.write_str("vnic: this client may not grant or revoke VNICs (control plane and init only)"),
+            VnicError::Invalid { why } => write!(f, "vnic: {why}"),
         }
     }
 }
@@ -727,6 +752,20 @@ crate::interface! {
         fn kick(handle: u32) -> Result<u32, VnicError>;
         /// Takes the VNIC off its switch; the handle is no longer valid.
         fn detach(handle: u32) -> Result<(), VnicError>;
+        /// Admins only: makes one VNIC per line (a `netd.conf` `vnic` line
+        /// without `client`: `switch=… mac=… [vlan_id=…] [ip=…] …`, at
+        /// most [`VNIC_GRANT_MAX`]) for a new client, and returns (with the
+        /// reply) a netd endpoint badged for it: its holder (a VMM) lists
+        /// and attaches exactly these VNICs. Nothing is made if a line is
+        /// bad, its switch unknown or its MAC taken on that switch and VLAN.
+        fn grant(vnics: alloc::vec::Vec<String>) -> Result<VnicGranted, VnicError>;
+        /// Admins only: ends grant `badge`: its VNICs are detached and
+        /// deleted, its endpoint reaches nothing more. Returns how many
+        /// VNICs went.
+        fn revoke(badge: u64) -> Result<u32, VnicError>;
+        /// Admins only (`dladm show-vnic`): every VNIC from number `from`
+        /// on, at most [`VNIC_SHOW_MAX`] a call, with whether it is attached.
+        fn show(from: u32) -> Result<alloc::vec::Vec<VnicInfo>, VnicError>;
     }
 }
 

@@ -43,6 +43,12 @@ use crate::stack::AddressConfig;
 pub const MAX_SWITCHES: usize = 64;
 /// Most VNICs in a configuration.
 pub const MAX_VNICS: usize = 1024;
+/// The first badge of a `vnic.grant`'s endpoint (init badges its clients
+/// with small identities, below this).
+pub const GRANT_BADGE_BASE: u64 = 1 << 48;
+/// What an entry whose grant was revoked holds as its client: nobody's
+/// (the slot is reused by a later grant).
+const NO_CLIENT: u64 = u64::MAX;
 
 /// A switch of the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,6 +407,18 @@ pub trait VnicPlatform {
     }
     /// Nanoseconds on a clock that does not go back.
     fn now_ns(&self) -> u64;
+    /// A copy of netd's endpoint badged `badge` for a `vnic.grant`'s
+    /// holder: the slot of the capability to hand over (netd keeps it to
+    /// revoke the holder's copy). A platform that cannot grant says why.
+    fn mint(&mut self, badge: u64) -> Result<CapSlot, String> {
+        let _ = badge;
+        Err(String::from("this netd cannot grant endpoints"))
+    }
+    /// Revokes and deletes a capability [`VnicPlatform::mint`] made (the
+    /// holder's copy goes with it).
+    fn unmint(&mut self, slot: CapSlot) {
+        let _ = slot;
+    }
 }
 
 struct Attachment {
@@ -414,6 +432,12 @@ struct Entry {
     attached: Option<Attachment>,
 }
 
+/// A `vnic.grant`: its holder's badge and netd's copy of its endpoint.
+struct Grant {
+    badge: u64,
+    slot: CapSlot,
+}
+
 /// The server: its switches, its VNICs and who may attach them.
 pub struct VnicServer<P: VnicPlatform> {
     service: alcove_rt::Service,
@@ -421,6 +445,10 @@ pub struct VnicServer<P: VnicPlatform> {
     switches: Vec<(String, Fabric<P::Region>)>,
     vnics: Vec<Entry>,
     next_handle: u32,
+    /// Badges that may `grant` and `revoke` besides init's (0).
+    admins: Vec<u64>,
+    grants: Vec<Grant>,
+    next_grant: u64,
     /// The badge of the request being answered ([`VnicServer::set_caller`]).
     caller: u64,
 }
@@ -457,8 +485,61 @@ impl<P: VnicPlatform> VnicServer<P> {
             switches,
             vnics,
             next_handle: 1,
+            admins: Vec::new(),
+            grants: Vec::new(),
+            next_grant: GRANT_BADGE_BASE,
             caller: 0,
         }
+    }
+
+    /// The badges (besides init's, 0) that may `grant` and `revoke`: the
+    /// control plane's (netd's `vnic-admin=` argument names them).
+    pub fn set_admins(&mut self, badges: &[u64]) {
+        self.admins = badges.to_vec();
+    }
+
+    fn is_admin(&self) -> bool {
+        self.caller == 0 || self.admins.contains(&self.caller)
+    }
+
+    /// Grants live now.
+    pub fn grants(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// The specs of a grant's lines for client `badge`, checked against
+    /// the switches and the VNICs that exist (and each other).
+    fn grant_specs(&self, lines: &[String], badge: u64) -> Result<Vec<VnicSpec>, VnicError> {
+        let max = libipc::interfaces::VNIC_GRANT_MAX as usize;
+        if lines.is_empty() || lines.len() > max {
+            return Err(VnicError::Invalid { why: alloc::format!("a grant makes 1 to {max} VNICs, got {}", lines.len()) });
+        }
+        let client = alloc::format!("client={badge}");
+        let mut specs: Vec<VnicSpec> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let bad = |why: String| VnicError::Invalid { why: alloc::format!("VNIC {i}: {why}") };
+            if line.split_whitespace().any(|w| w.starts_with("client=")) {
+                return Err(bad(String::from("property \"client\": netd names the grant's client itself")));
+            }
+            let spec = parse_vnic(core::iter::once(client.as_str()).chain(line.split_whitespace())).map_err(bad)?;
+            if !self.switches.iter().any(|(n, _)| *n == spec.switch) {
+                return Err(bad(alloc::format!("property \"switch\": {:?} is no etherstub or nic_tag of netd", spec.switch)));
+            }
+            let taken = |v: &VnicSpec| {
+                v.client != NO_CLIENT
+                    && v.switch == spec.switch
+                    && v.config.mac == spec.config.mac
+                    && v.config.vlan_id == spec.config.vlan_id
+            };
+            if self.vnics.iter().any(|e| taken(&e.spec)) || specs.iter().any(taken) {
+                return Err(bad(alloc::format!(
+                    "property \"mac\": {} is already on switch {:?}, VLAN {}",
+                    spec.config.mac, spec.switch, spec.config.vlan_id
+                )));
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
     }
 
     /// The requests that follow come from the client whose endpoint
@@ -530,7 +611,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             out.push_str(&fabric.status(name));
         }
         for (i, e) in self.vnics.iter().enumerate() {
-            if e.attached.is_none() {
+            if e.attached.is_none() && e.spec.client != NO_CLIENT {
                 let _ = writeln!(
                     out,
                     "vnic {i} mac {} vlan {} on {}: not attached (client {})",
@@ -592,7 +673,7 @@ impl<P: VnicPlatform> VnicServer<P> {
     fn own_vnic(&self, vnic: u32) -> Result<usize, VnicError> {
         let i = vnic as usize;
         match self.vnics.get(i) {
-            Some(e) if e.spec.client == self.caller => Ok(i),
+            Some(e) if e.spec.client == self.caller && e.spec.client != NO_CLIENT => Ok(i),
             _ => Err(VnicError::NoSuchVnic { vnic }),
         }
     }
@@ -733,6 +814,90 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
     fn detach(&mut self, handle: u32) -> Result<(), VnicError> {
         self.service.requests += 1;
         self.detach_handle(self.caller, handle)
+    }
+
+    fn grant(&mut self, lines: Vec<String>) -> Result<libipc::interfaces::VnicGranted, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            log::warn!("netd: vnic.grant from badge {:#x} refused: not an admin", self.caller);
+            return Err(VnicError::NotPermitted);
+        }
+        let badge = self.next_grant;
+        let specs = self.grant_specs(&lines, badge)?;
+        let free = self.vnics.iter().filter(|e| e.spec.client == NO_CLIENT).count();
+        if self.vnics.len() - free + specs.len() > MAX_VNICS {
+            return Err(VnicError::Invalid { why: alloc::format!("netd holds {MAX_VNICS} VNICs at most") });
+        }
+        let slot = self.platform.mint(badge).map_err(|why| VnicError::Setup { why })?;
+        if let Err(e) = reply_caps::attach(Cap::<libipc::cap::Endpoint>::from_slot(slot)) {
+            self.platform.unmint(slot);
+            return Err(VnicError::Setup { why: e.to_string() });
+        }
+        self.next_grant += 1;
+        let mut made = Vec::with_capacity(specs.len());
+        for spec in specs {
+            // The switch exists: grant_specs checked it.
+            let switch = self.switches.iter().position(|(n, _)| *n == spec.switch).unwrap_or(0);
+            let entry = Entry { spec, switch, attached: None };
+            match self.vnics.iter().position(|e| e.spec.client == NO_CLIENT) {
+                Some(i) => {
+                    self.vnics[i] = entry;
+                    made.push(i as u32);
+                }
+                None => {
+                    self.vnics.push(entry);
+                    made.push((self.vnics.len() - 1) as u32);
+                }
+            }
+        }
+        log::info!("netd: grant {badge:#x}: VNICs {made:?} ({} grants live)", self.grants.len() + 1);
+        self.grants.push(Grant { badge, slot });
+        Ok(libipc::interfaces::VnicGranted { badge, vnics: made })
+    }
+
+    fn show(&mut self, from: u32) -> Result<Vec<VnicInfo>, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            return Err(VnicError::NotPermitted);
+        }
+        Ok(self
+            .vnics
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .filter(|(_, e)| e.spec.client != NO_CLIENT)
+            .take(libipc::interfaces::VNIC_SHOW_MAX)
+            .map(|(i, e)| VnicInfo {
+                vnic: i as u32,
+                mac: e.spec.config.mac.0,
+                vlan_id: e.spec.config.vlan_id,
+                switch: e.spec.switch.clone(),
+                attached: e.attached.is_some(),
+            })
+            .collect())
+    }
+
+    fn revoke(&mut self, badge: u64) -> Result<u32, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            log::warn!("netd: vnic.revoke from badge {:#x} refused: not an admin", self.caller);
+            return Err(VnicError::NotPermitted);
+        }
+        let i = self
+            .grants
+            .iter()
+            .position(|g| g.badge == badge)
+            .ok_or_else(|| VnicError::Invalid { why: alloc::format!("no grant {badge:#x}") })?;
+        let grant = self.grants.swap_remove(i);
+        self.platform.unmint(grant.slot);
+        self.client_gone(badge);
+        let mut gone = 0;
+        for e in self.vnics.iter_mut().filter(|e| e.spec.client == badge) {
+            e.spec.client = NO_CLIENT;
+            gone += 1;
+        }
+        log::info!("netd: grant {badge:#x} revoked: {gone} VNIC(s) deleted ({} grants live)", self.grants.len());
+        Ok(gone)
     }
 }
 

@@ -270,3 +270,111 @@ fn the_configuration_names_what_is_wrong() {
     assert!(ok.vnics[2].config.protection.allow_ip_spoofing);
     assert_eq!(ok.vnics[2].config.vlan_id, 7);
 }
+
+/// The control plane (an admin: init's unbadged endpoint here) grants each
+/// run-time VM its VNICs: the holder of a grant's badge lists and attaches
+/// exactly its own, never another grant's or the boot configuration's;
+/// frames cross between two granted VNICs on one etherstub; revoke
+/// detaches and deletes them, and their MACs can be granted again.
+#[test]
+fn granted_vnics_reach_only_their_holder_and_go_at_revoke() {
+    let r = rig();
+    let admin = vnic::Client::new(r.unbadged.clone());
+    // Not an admin: a VMM of the boot configuration.
+    let line = |mac: &str| format!("switch=stub0 mac={mac} ip=10.0.0.{}", &mac[mac.len() - 1..]);
+    assert_eq!(r.client(A).grant(vec![line("02:00:00:00:01:05")]).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(r.client(A).revoke(1 << 48).unwrap(), Err(VnicError::NotPermitted));
+
+    let g1 = admin.grant(vec![line("02:00:00:00:01:05"), "switch=admin mac=02:00:00:00:01:06 vlan_id=12".into()]).unwrap().unwrap();
+    let g2 = admin.grant(vec![line("02:00:00:00:02:07")]).unwrap().unwrap();
+    assert_ne!(g1.badge, g2.badge);
+    assert!(g1.badge >= netd::vnics::GRANT_BADGE_BASE && g2.badge >= netd::vnics::GRANT_BADGE_BASE);
+    assert_eq!(g1.vnics, [3, 4]);
+    assert_eq!(g2.vnics, [5]);
+    assert_eq!(r.seen.lock().unwrap().minted, [g1.badge, g2.badge]);
+    let (v1, v2) = (r.client(g1.badge), r.client(g2.badge));
+    let listed: Vec<_> = v1.vnics().unwrap().into_iter().map(|v| (v.vnic, v.mac, v.vlan_id, v.switch)).collect();
+    assert_eq!(
+        listed,
+        [(3, [2, 0, 0, 0, 1, 5], 0, "stub0".to_string()), (4, [2, 0, 0, 0, 1, 6], 12, "admin".to_string())]
+    );
+    assert_eq!(v2.vnics().unwrap().iter().map(|v| v.vnic).collect::<Vec<_>>(), [5]);
+    // The abuse: one VMM's grant attaching another's VNIC, or a boot
+    // VNIC; a boot client attaching a granted one. All look absent.
+    assert_eq!(v1.attach(5, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: 5 }));
+    assert_eq!(v1.attach(0, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: 0 }));
+    assert_eq!(r.client(A).attach(3, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: 3 }));
+    // A granted VMM cannot grant either.
+    assert_eq!(v1.grant(vec![line("02:00:00:00:03:08")]).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(v2.revoke(g1.badge).unwrap(), Err(VnicError::NotPermitted));
+
+    // Frames pass between the two granted VNICs on stub0.
+    let h1 = v1.attach(3, 0).unwrap().unwrap();
+    let h2 = v2.attach(5, 0).unwrap().unwrap();
+    // An admin sees every VNIC and which are attached; nobody else may.
+    let shown: Vec<_> = admin.show(0).unwrap().unwrap().into_iter().map(|v| (v.vnic, v.attached)).collect();
+    assert_eq!(shown, [(0, false), (1, false), (2, false), (3, true), (4, false), (5, true)]);
+    assert_eq!(admin.show(4).unwrap().unwrap().len(), 2);
+    assert_eq!(v1.show(0).unwrap(), Err(VnicError::NotPermitted));
+    let (mut m1, mut m2) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+    let ask = arp([2, 0, 0, 0, 1, 5], [10, 0, 0, 5]);
+    m1.send(&ask);
+    assert_eq!(v1.kick(h1.handle).unwrap(), Ok(1));
+    assert_eq!(m2.received(), [ask]);
+
+    // Revoked: detached, deleted, the endpoint minted for it revoked.
+    assert_eq!(admin.revoke(g2.badge).unwrap(), Ok(1));
+    assert_eq!(r.seen.lock().unwrap().unminted, 1);
+    assert!(v2.vnics().unwrap().is_empty());
+    assert!(admin.show(0).unwrap().unwrap().iter().all(|v| v.vnic != 5));
+    assert_eq!(v2.kick(h2.handle).unwrap(), Err(VnicError::NoSuchHandle { handle: h2.handle }));
+    assert_eq!(admin.revoke(g2.badge).unwrap(), Err(VnicError::Invalid { why: format!("no grant {:#x}", g2.badge) }));
+    // Its MAC is free again; its slot is reused.
+    let g3 = admin.grant(vec![line("02:00:00:00:02:07")]).unwrap().unwrap();
+    assert_eq!(g3.vnics, [5]);
+    assert!(r.client(g2.badge).vnics().unwrap().is_empty());
+    assert_eq!(admin.revoke(g1.badge).unwrap(), Ok(2));
+    assert_eq!(admin.revoke(g3.badge).unwrap(), Ok(1));
+    drop((admin, v1, v2));
+    let (status, seen) = r.finish();
+    assert!(!status.contains("02:00:00:00:01"), "{status}");
+    assert_eq!(seen.lock().unwrap().unminted, 3);
+}
+
+/// Hostile grants: each refused naming the VNIC and property, nothing made.
+#[test]
+fn a_bad_grant_names_what_is_wrong_and_makes_nothing() {
+    let r = rig();
+    let admin = vnic::Client::new(r.unbadged.clone());
+    let nine: Vec<String> = (0..9).map(|i| format!("switch=stub0 mac=02:00:00:00:09:0{i}")).collect();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![], "1 to 8 VNICs, got 0"),
+        (nine, "1 to 8 VNICs, got 9"),
+        (vec!["switch=stub0 mac=02:00:00:00:01:05 client=3".into()], "VNIC 0: property \"client\""),
+        (vec!["switch=nosuch mac=02:00:00:00:01:05".into()], "VNIC 0: property \"switch\": \"nosuch\""),
+        (vec!["switch=stub0 mac=zz:00:00:00:01:05".into()], "VNIC 0: property \"mac\""),
+        (vec!["switch=stub0 mac=01:00:5e:00:00:01".into()], "VNIC 0: property \"mac\""),
+        (vec!["switch=stub0 mac=02:00:00:00:01:05 vlan_id=4095".into()], "VNIC 0: property \"vlan_id\""),
+        (vec!["switch=stub0 mac=02:00:00:00:01:05 vlan_id=-1".into()], "VNIC 0: property \"vlan_id\""),
+        (vec!["switch=stub0 mac=02:00:00:00:01:05 ip=10.0.0.300".into()], "VNIC 0: property \"ip\""),
+        (vec!["switch=stub0".into()], "VNIC 0: property \"mac\" is missing"),
+        (vec!["mac=02:00:00:00:01:05".into()], "VNIC 0: property \"switch\" is missing"),
+        (vec!["switch=stub0 mac=02:00:00:00:01:05 frob=1".into()], "VNIC 0: property \"frob\""),
+        // The boot configuration's A already has this MAC on stub0.
+        (vec!["switch=stub0 mac=02:08:20:00:00:01".into()], "VNIC 0: property \"mac\": 02:08:20:00:00:01 is already on switch \"stub0\""),
+        (
+            vec!["switch=stub0 mac=02:00:00:00:01:05".into(), "switch=stub0 mac=02:00:00:00:01:05".into()],
+            "VNIC 1: property \"mac\"",
+        ),
+    ];
+    for (lines, want) in cases {
+        match admin.grant(lines.clone()).unwrap() {
+            Err(VnicError::Invalid { why }) => assert!(why.contains(want), "{lines:?}: {why}"),
+            other => panic!("{lines:?}: {other:?}"),
+        }
+    }
+    assert!(r.seen.lock().unwrap().minted.is_empty());
+    drop(admin);
+    let (status, _) = r.finish();
+    assert!(!status.contains("02:00:00:00:01:05"), "{status}");
+}

@@ -62,6 +62,7 @@ const TOP_LEVEL: &[&str] = &[
     "cpu_shares",
     "customer_metadata",
     "disks",
+    "hostname",
     "initrd",
     "kernel",
     "max_physical_memory",
@@ -376,6 +377,8 @@ pub struct VmConfig {
     pub quota_gib: Option<u64>,
     pub autoboot: Option<bool>,
     pub customer_metadata: BTreeMap<String, String>,
+    /// What the metadata service answers for `hostname`/`sdc:hostname`.
+    pub hostname: Option<String>,
     pub disks: Vec<DiskConfig>,
     pub nics: Vec<NicConfig>,
     /// The kernel image to boot directly (bzImage); empty when the VM
@@ -526,6 +529,7 @@ impl VmConfig {
         let cpu_shares = p.integer("cpu_shares", 1, u64::from(u32::MAX), "")?.map(|n| n as u32);
         let quota_gib = p.integer("quota", 0, u64::MAX, "GiB")?;
         let autoboot = p.boolean("autoboot")?;
+        let hostname = p.text("hostname")?.map(str::to_owned);
         let customer_metadata = match p.get("customer_metadata") {
             None => BTreeMap::new(),
             Some(v) => {
@@ -654,6 +658,7 @@ impl VmConfig {
             quota_gib,
             autoboot,
             customer_metadata,
+            hostname,
             disks,
             nics,
             kernel,

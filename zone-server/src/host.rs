@@ -24,13 +24,13 @@ use alcove_vmadm::verbs::Host;
 use alcove_images::PoolOps;
 use alcove_images::store::FileReader;
 use libipc::provision::VolumeSpec;
-use serde_json::Value;
 
 /// The user property holding an instance's record.
 pub const RECORD_PROP: &str = "alcove:vmadm";
 /// The user property of the record volume naming the running VMM: its
-/// init instance and its pool grant (`INSTANCE:GRANT`), so a restarted
-/// zone-server finds it again.
+/// init instance, its pool grant and its netd VNIC grant
+/// (`INSTANCE:GRANT:VNICS`, 0 for none), so a restarted zone-server finds
+/// it again and can give both grants back when it stops it.
 pub const VMM_PROP: &str = "alcove:vmm";
 /// The record volume's size (the smallest the pool makes).
 pub const RECORD_VOLSIZE: u64 = 8192;
@@ -82,6 +82,14 @@ pub trait Machine {
     fn sleep_ms(&mut self, ms: u64);
     /// Ends a grant: its rings close.
     fn revoke(&mut self, grant: u64) -> Result<(), String>;
+    /// Has netd make the VNICs `lines` describe (`vnic.grant`: `switch=…
+    /// mac=… …` each) for one VMM: the grant's badge. The next
+    /// [`Machine::start_vmm`] hands the VMM the grant's endpoint as its
+    /// `netd` (through `proc.give`), so it reaches exactly these VNICs.
+    fn grant_vnics(&mut self, lines: &[String]) -> Result<u64, String>;
+    /// Ends a VNIC grant: netd detaches and deletes its VNICs (and a
+    /// capability kept for the next start goes).
+    fn revoke_vnics(&mut self, badge: u64) -> Result<(), String>;
     /// Every dataset of the pool, by name.
     fn list_volumes(&mut self) -> Result<Vec<String>, String>;
     /// User property `key` of `name` (`None`: it has none).
@@ -106,11 +114,47 @@ pub fn record_volume(vm: &Uuid) -> String {
     format!("zones/{vm}-vm")
 }
 
-/// A running VM's VMM: the instance init runs and the grant it holds.
+/// A running VM's VMM: the instance init runs and the grants it holds
+/// (storaged's, netd's; 0 for none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Running {
     pub instance: u32,
     pub grant: u64,
+    pub vnics: u64,
+}
+
+impl Running {
+    /// [`VMM_PROP`]'s value.
+    pub fn to_prop(&self) -> String {
+        format!("{}:{}:{}", self.instance, self.grant, self.vnics)
+    }
+
+    /// [`VMM_PROP`]'s value read back (`INSTANCE:GRANT` of an older
+    /// zone-server: no VNICs).
+    pub fn from_prop(v: &str) -> Option<Self> {
+        let mut parts = v.split(':');
+        let instance = parts.next()?.parse().ok()?;
+        let grant = parts.next()?.parse().ok()?;
+        let vnics = match parts.next() {
+            None => 0,
+            Some(n) => n.parse().ok()?,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self { instance, grant, vnics })
+    }
+}
+
+/// The VNIC lines (`vnic.grant`) for the VM `vm_json` describes, one per
+/// `nics[]` entry, as vmm-server reads them (`vm::nics::netd_conf`): the
+/// switch is the NIC's `nic_tag`, its MAC the given one or the stable one
+/// made from the VM's uuid and the NIC's index, its VLAN, `ip` and link
+/// protections.
+pub fn vnic_lines(vm_json: &str) -> Result<Vec<String>, String> {
+    let config = vmm_server::config::VmConfig::from_json(vm_json).map_err(|e| e.to_string())?;
+    let conf = vmm_server::vm::nics::netd_conf(&config, 0);
+    Ok(conf.lines().map(|l| l.strip_prefix("vnic client=0 ").unwrap_or(l).to_string()).collect())
 }
 
 /// vmadm's [`Host`] over a [`Machine`]. `stdin` is the payload of the
@@ -144,6 +188,13 @@ impl<M: Machine> ZoneHost<M> {
             }
         }
         Ok(specs)
+    }
+
+    /// Gives back what an ended VMM held: its pool grant and its VNICs.
+    pub fn give_back(&mut self, r: Running) -> Result<(), String> {
+        let revoked = self.machine.revoke(r.grant);
+        let vnics = if r.vnics == 0 { Ok(()) } else { self.machine.revoke_vnics(r.vnics) };
+        revoked.and(vnics)
     }
 
     /// The kernel memory (KiB) a VMM for `vm_json` needs, as vmm-server
@@ -208,12 +259,16 @@ impl<M: Machine> Host for ZoneHost<M> {
     }
 
     fn provision(&mut self, vm: &Instance, vmm_json: &str) -> Result<(), String> {
-        // What Alcove cannot do yet is refused before anything is made.
-        if vm.props.get("nics").and_then(Value::as_array).is_some_and(|n| !n.is_empty()) {
-            return Err("vmadm: property \"nics\": VNICs for VMs created at run time are not supported yet".into());
-        }
         Self::vmm_budget_kib(vmm_json)?;
         let specs = Self::volume_specs(vmm_json)?;
+        // The NICs: netd checks them (their nic_tag exists, their MAC is
+        // free on it) by granting them once; they are made for real at
+        // each start, as SmartOS makes a VM's VNICs when it boots.
+        let lines = vnic_lines(vmm_json)?;
+        if !lines.is_empty() {
+            let badge = self.machine.grant_vnics(&lines).map_err(|e| format!("vmadm: property \"nics\": {e}"))?;
+            self.machine.revoke_vnics(badge)?;
+        }
         self.machine.create_volume(&record_volume(&vm.uuid), RECORD_VOLSIZE)?;
         if specs.is_empty() {
             return Ok(());
@@ -236,15 +291,30 @@ impl<M: Machine> Host for ZoneHost<M> {
             }
             // It ended on its own (the guest powered off): tidy up first.
             let _ = self.machine.stop_vmm(r.instance);
-            let _ = self.machine.revoke(r.grant);
+            let _ = self.give_back(r);
             self.running.remove(&vm.uuid);
         }
         let budget = Self::vmm_budget_kib(vmm_json)?;
         let specs = Self::volume_specs(vmm_json)?;
-        let (instance, grant) = self.machine.start_vmm(&specs, vmm_json, budget)?;
-        self.running.insert(vm.uuid, Running { instance, grant });
+        let lines = vnic_lines(vmm_json)?;
+        let vnics = if lines.is_empty() {
+            0
+        } else {
+            self.machine.grant_vnics(&lines).map_err(|e| format!("vmadm: property \"nics\": {e}"))?
+        };
+        let (instance, grant) = match self.machine.start_vmm(&specs, vmm_json, budget) {
+            Ok(started) => started,
+            Err(e) => {
+                if vnics != 0 {
+                    let _ = self.machine.revoke_vnics(vnics);
+                }
+                return Err(e);
+            }
+        };
+        let running = Running { instance, grant, vnics };
+        self.running.insert(vm.uuid, running);
         // Where a restarted zone-server finds this VMM again.
-        if let Err(e) = self.machine.set_property(&record_volume(&vm.uuid), VMM_PROP, &format!("{instance}:{grant}"), false) {
+        if let Err(e) = self.machine.set_property(&record_volume(&vm.uuid), VMM_PROP, &running.to_prop(), false) {
             log::warn!("VM {}: its VMM is not recorded (a restarted zone-server will not find it): {e}", vm.uuid);
         }
         Ok(u64::from(instance))
@@ -274,7 +344,7 @@ impl<M: Machine> Host for ZoneHost<M> {
         }
         let Some(r) = self.running.remove(&vm.uuid) else { return Ok(()) };
         let stopped = self.machine.stop_vmm(r.instance);
-        let revoked = self.machine.revoke(r.grant);
+        let revoked = self.give_back(r);
         stopped.and(revoked)
     }
 

@@ -86,10 +86,10 @@ impl<M: Machine> ZoneServer<M> {
             };
         }
         if args.first().is_some_and(|a| a == "create")
-            && let Some(refusal) = refuse_unsupported(&stdin)
+            && let Some(refusal) = self.unknown_nic_tag(&stdin)
         {
             // Refused before the VM is recorded: a refused payload changes
-            // nothing.
+            // nothing (as SmartOS's vmadm checks nic_tags at validation).
             return VmadmOutput { stdout: String::new(), stderr: alloc::format!("Failed to create VM: {refusal}\n"), code: 1 };
         }
         if core::mem::take(&mut self.restore_pending) {
@@ -145,7 +145,7 @@ impl<M: Machine> ZoneServer<M> {
         for uuid in ended {
             let Some(r) = self.host.running.remove(&uuid) else { continue };
             let _ = self.host.machine.stop_vmm(r.instance);
-            let _ = self.host.machine.revoke(r.grant);
+            let _ = self.host.give_back(r);
             let now = self.host.now();
             let server_uuid = self.registry.server_uuid.clone();
             if let Some(vm) = self.registry.get_mut(&uuid) {
@@ -200,10 +200,7 @@ impl<M: Machine> ZoneServer<M> {
                     .get_property(&host::record_volume(uuid), host::VMM_PROP)
                     .ok()
                     .flatten()
-                    .and_then(|v| {
-                        let (i, g) = v.split_once(':')?;
-                        Some(host::Running { instance: i.parse().ok()?, grant: g.parse().ok()? })
-                    });
+                    .and_then(|v| host::Running::from_prop(&v));
                 match vmm {
                     Some(r) => {
                         // `refresh` stops it if that VMM has ended meanwhile.
@@ -237,14 +234,37 @@ impl<M: Machine> ZoneServer<M> {
     }
 }
 
-/// What a create payload asks for that Alcove cannot do yet, named (the
-/// rest of the checking is vmadm's).
-fn refuse_unsupported(payload: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
-    if v.get("nics").and_then(serde_json::Value::as_array).is_some_and(|n| !n.is_empty()) {
-        return Some("vmadm: property \"nics\": VNICs for VMs created at run time are not supported yet".into());
+impl<M: Machine> ZoneServer<M> {
+    /// A create payload's `nics[i].nic_tag` that netd has no switch for,
+    /// named: netd is asked to grant one VNIC per NIC on its nic_tag and
+    /// the grant is given back at once (the MAC here is a stand-in, any
+    /// other refusal is left to provisioning, which grants the real ones).
+    fn unknown_nic_tag(&mut self, payload: &str) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+        let nics = v.get("nics")?.as_array()?;
+        if nics.is_empty() || nics.len() > libipc::interfaces::VNIC_GRANT_MAX as usize {
+            return None; // vmadm's validation names the count
+        }
+        let mut lines = Vec::new();
+        for (i, n) in nics.iter().enumerate() {
+            let tag = n.get("nic_tag")?.as_str()?;
+            if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Some(alloc::format!("vmadm: property \"nics.{i}.nic_tag\": {tag:?} is no nic_tag or etherstub name"));
+            }
+            lines.push(alloc::format!("switch={tag} mac=02:00:5e:00:00:{:02x}", i + 1));
+        }
+        match self.host.machine.grant_vnics(&lines) {
+            Ok(badge) => {
+                let _ = self.host.machine.revoke_vnics(badge);
+                None
+            }
+            Err(e) if e.contains("\"switch\"") => {
+                let i = e.split("VNIC ").nth(1).and_then(|r| r.split(':').next()).unwrap_or("0");
+                Some(alloc::format!("vmadm: property \"nics.{i}.nic_tag\": {e}"))
+            }
+            Err(_) => None,
+        }
     }
-    None
 }
 
 impl<M: Machine> status::Server for ZoneServer<M> {

@@ -34,6 +34,10 @@ struct Fake {
     guests_listen: bool,
     /// Milliseconds `sleep_ms` was asked to wait, in all.
     slept_ms: u64,
+    /// Live VNIC grants (badge → lines), as netd keeps them.
+    vnic_grants: BTreeMap<u64, Vec<String>>,
+    /// VNIC grants made, in all.
+    vnic_grants_made: u64,
 }
 
 /// An image file's bytes, read from the front.
@@ -151,6 +155,22 @@ impl Machine for Fake {
         self.grants.remove(at);
         Ok(())
     }
+    fn grant_vnics(&mut self, lines: &[String]) -> Result<u64, String> {
+        // netd's switches here: an etherstub and a nic_tag.
+        for (i, l) in lines.iter().enumerate() {
+            let switch = l.split_whitespace().find_map(|w| w.strip_prefix("switch=")).unwrap_or("");
+            if switch != "stub0" && switch != "admin" {
+                return Err(alloc::format!("vnic: VNIC {i}: property \"switch\": {switch:?} is no etherstub or nic_tag of netd"));
+            }
+        }
+        self.vnic_grants_made += 1;
+        let badge = (1 << 48) + self.vnic_grants_made;
+        self.vnic_grants.insert(badge, lines.to_vec());
+        Ok(badge)
+    }
+    fn revoke_vnics(&mut self, badge: u64) -> Result<(), String> {
+        self.vnic_grants.remove(&badge).map(|_| ()).ok_or_else(|| alloc::format!("vnic: no grant {badge:#x}"))
+    }
     fn list_volumes(&mut self) -> Result<Vec<String>, String> {
         Ok(self.volumes.keys().cloned().collect())
     }
@@ -264,17 +284,86 @@ fn a_bad_payload_gets_vmadm_s_error_json_and_changes_nothing() {
     assert!(out.code == 1 && out.stderr.contains("at most"), "{out:?}");
 }
 
+const NIC_PAYLOAD: &str = r#"{"brand": "bhyve", "alias": "net0", "ram": 64, "kernel": "/k", "disks": [{"size": 8}],
+    "nics": [{"nic_tag": "stub0", "ips": ["10.0.0.5/24"], "vlan_id": 12, "primary": true},
+             {"nic_tag": "admin", "mac": "02:08:20:aa:bb:cc", "ips": ["dhcp"], "allow_ip_spoofing": true}]}"#;
+
+/// A VM's `nics[]` become a netd VNIC grant at each start (MAC given or
+/// made stable from the uuid, VLAN, IP, protections), held by its VMM
+/// alone; the grant goes back when the VMM ends and at delete.
 #[test]
-fn nics_are_refused_by_name_before_anything_is_made() {
+fn nics_become_a_vnic_grant_for_each_start_and_go_back_at_stop() {
     let mut s = server();
-    let payload = r#"{"brand": "bhyve", "ram": 64, "kernel": "/k", "disks": [{"size": 8}],
-        "nics": [{"nic_tag": "admin", "ips": ["dhcp"]}]}"#;
-    let out = run(&mut s, &["create"], payload);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("\"nics\""), "{out:?}");
-    assert!(s.host.machine.volumes.is_empty() && s.host.machine.vmms.is_empty());
-    // Not even a failed VM is left.
-    assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "");
+    let uuid = created_uuid(&run(&mut s, &["create"], NIC_PAYLOAD));
+    let f = &s.host.machine;
+    // The nic_tag check and provisioning's check were granted and given
+    // back, then the start's.
+    assert_eq!(f.vnic_grants_made, 3);
+    assert_eq!(f.vnic_grants.len(), 1);
+    let (badge, lines) = f.vnic_grants.iter().next().map(|(b, l)| (*b, l.clone())).unwrap();
+    assert_eq!(lines.len(), 2);
+    // vmadm made the first NIC's MAC (SmartOS's 90:b8:d0 prefix) and keeps it.
+    assert!(lines[0].starts_with("switch=stub0 mac=90:b8:d0:") && lines[0].contains(" vlan_id=12 ip=10.0.0.5 "), "{lines:?}");
+    assert!(lines[0].contains("allow_ip_spoofing=false allow_mac_spoofing=false"), "{lines:?}");
+    assert_eq!(lines[1], "switch=admin mac=02:08:20:aa:bb:cc vlan_id=0 allow_ip_spoofing=true allow_mac_spoofing=false");
+    // The VMM is started with both NICs (it attaches them through the grant).
+    let (_, _, json, _) = f.vmms.values().next().unwrap().clone();
+    assert_eq!(vmm_server::config::VmConfig::from_json(&json).unwrap().nics.len(), 2);
+    // Where a restarted zone-server finds both grants.
+    let rec = alloc::format!("zones/{uuid}-vm");
+    let prop = &f.volumes[&rec].1[crate::host::VMM_PROP];
+    assert!(prop.ends_with(&alloc::format!(":{badge}")), "{prop}");
+
+    assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+    assert!(s.host.machine.vnic_grants.is_empty());
+    // Started again: the same VNICs (the generated MAC is stable).
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    let again: Vec<Vec<String>> = s.host.machine.vnic_grants.values().cloned().collect();
+    assert_eq!(again, [lines]);
+    // A VMM that ends by itself gives its VNICs back at the next look.
+    let instance = *s.host.machine.vmms.keys().next().unwrap();
+    s.host.machine.vmms.get_mut(&instance).unwrap().0 = false;
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
+    assert!(s.host.machine.vnic_grants.is_empty());
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    assert_eq!(run(&mut s, &["delete", &uuid], "").code, 0);
+    let f = &s.host.machine;
+    assert!(f.vnic_grants.is_empty() && f.vmms.is_empty() && f.grants.is_empty() && f.volumes.is_empty());
+}
+
+/// Bad `nics[]` values are refused naming the property, and nothing is
+/// made: a wrong MAC, a multicast MAC, vlan_id out of range, an unknown
+/// nic_tag (netd's answer), 9 NICs, a missing nic_tag, a wrong type.
+#[test]
+fn bad_nics_are_refused_by_name_and_make_nothing() {
+    let mut s = server();
+    let with = |nics: &str| {
+        alloc::format!(r#"{{"brand": "bhyve", "ram": 64, "kernel": "/k", "disks": [{{"size": 8}}], "nics": {nics}}}"#)
+    };
+    let nine: Vec<String> = (0..9).map(|_| String::from(r#"{"nic_tag": "stub0"}"#)).collect();
+    let nine = alloc::format!("[{}]", nine.join(","));
+    let cases = [
+        (with(r#"[{"nic_tag": "stub0", "mac": "zz:00:00:00:00:01"}]"#), "mac"),
+        (with(r#"[{"nic_tag": "stub0", "mac": "01:00:5e:00:00:01"}]"#), "mac"),
+        (with(r#"[{"nic_tag": "stub0", "vlan_id": 4095}]"#), "vlan_id"),
+        (with(r#"[{"nic_tag": "stub0", "vlan_id": -1}]"#), "vlan_id"),
+        (with(r#"[{"nic_tag": "nosuch"}]"#), "nics"),
+        (with(&nine), "nics"),
+        (with(r#"[{"ips": ["dhcp"]}]"#), "nic_tag"),
+        (with(r#"[{"nic_tag": 7}]"#), "nic_tag"),
+        (with(r#""stub0""#), "nics"),
+    ];
+    for (payload, property) in cases {
+        let out = run(&mut s, &["create"], &payload);
+        assert_eq!(out.code, 1, "{payload}: {out:?}");
+        assert!(out.stderr.contains(property), "{payload}: {out:?}");
+        let f = &s.host.machine;
+        assert!(f.volumes.is_empty() && f.vmms.is_empty() && f.vnic_grants.is_empty(), "{payload}");
+        assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "", "{payload}");
+    }
+    // The unknown nic_tag's message is netd's.
+    let out = run(&mut s, &["create"], &with(r#"[{"nic_tag": "nosuch"}]"#));
+    assert!(out.stderr.contains("\"nosuch\" is no etherstub or nic_tag"), "{out:?}");
 }
 
 #[test]
@@ -391,17 +480,21 @@ fn a_restarted_zone_server_finds_its_running_vms() {
     let mut s = server();
     let running = created_uuid(&run(&mut s, &["create"], PAYLOAD));
     let stopped = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web1")));
+    let netted = created_uuid(&run(&mut s, &["create"], NIC_PAYLOAD));
     assert_eq!(run(&mut s, &["stop", &stopped], "").code, 0);
     let machine = s.host.machine;
     let mut s = ZoneServer::new(machine, vec![BADGE]);
     assert_eq!(s.restore(), Vec::<String>::new());
     let list = run(&mut s, &["list", "-p", "-s", "alias", "-o", "uuid,state"], "").stdout;
-    assert_eq!(list, alloc::format!("{running}:running\n{stopped}:stopped\n"));
-    // The same VMM: nothing was started again.
-    assert_eq!(s.host.machine.vmms.len(), 1);
-    assert_eq!(run(&mut s, &["stop", &running], "").code, 0);
-    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
-    for u in [&running, &stopped] {
+    assert_eq!(list, alloc::format!("{netted}:running\n{running}:running\n{stopped}:stopped\n"));
+    // The same VMMs: nothing was started again.
+    assert_eq!(s.host.machine.vmms.len(), 2);
+    assert_eq!(s.host.machine.vnic_grants.len(), 1);
+    for u in [&running, &netted] {
+        assert_eq!(run(&mut s, &["stop", u], "").code, 0);
+    }
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty() && s.host.machine.vnic_grants.is_empty());
+    for u in [&running, &stopped, &netted] {
         assert_eq!(run(&mut s, &["delete", u], "").code, 0);
     }
     assert!(s.host.machine.volumes.is_empty());

@@ -88,6 +88,9 @@ pub struct Seen {
     /// reads it.
     pub now_ns: u64,
     pub tick_ns: u64,
+    /// Badged endpoints made for VNIC grants, and how many were revoked.
+    pub minted: Vec<u64>,
+    pub unminted: usize,
 }
 
 impl Default for Seen {
@@ -106,6 +109,8 @@ impl Default for Seen {
             bring: None,
             now_ns: 0,
             tick_ns: 0,
+            minted: Vec::new(),
+            unminted: 0,
         }
     }
 }
@@ -157,6 +162,15 @@ impl VnicPlatform for Platform {
         let now = s.now_ns;
         s.now_ns += s.tick_ns;
         now
+    }
+    /// A grant's endpoint: slot 900 plus the number of grants made.
+    fn mint(&mut self, badge: u64) -> Result<u32, String> {
+        let mut s = self.0.lock().unwrap();
+        s.minted.push(badge);
+        Ok(900 + s.minted.len() as u32)
+    }
+    fn unmint(&mut self, _slot: u32) {
+        self.0.lock().unwrap().unminted += 1;
     }
 }
 

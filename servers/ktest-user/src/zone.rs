@@ -30,6 +30,8 @@ struct Env {
     storaged: CapSlot,
     proc: CapSlot,
     other: Option<CapSlot>,
+    /// netd (this process is one of its `vnic-admin`s in zone.toml).
+    netd: Option<CapSlot>,
     /// A VM the lifecycle test created (for the tests after it).
     vm: Option<String>,
 }
@@ -128,7 +130,9 @@ pub fn main(info: StartInfo) -> u64 {
         ("create_list_stop_delete_gives_everything_back", create_list_stop_delete),
         ("a_guest_that_powers_off_is_seen_stopped", a_guest_that_powers_off_is_seen_stopped),
         ("a_guest_deaf_to_the_power_button_is_halted", a_guest_deaf_to_the_power_button_is_halted),
-        ("a_restarted_zone_server_finds_its_running_vm", a_restarted_zone_server_finds_its_running_vm),
+        ("a_restarted_zone_server_finds_its_running_vms", a_restarted_zone_server_finds_its_running_vms),
+        ("a_vm_s_nics_are_vnics_only_its_vmm_reaches", a_vm_s_nics_are_vnics_only_its_vmm_reaches),
+        ("a_guest_reads_its_metadata_on_com2", a_guest_reads_its_metadata_on_com2),
         ("two_vms_from_an_installed_image_share_its_blocks", two_vms_from_an_installed_image_share_its_blocks),
         ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
         ("other_clients_reach_neither_vmadm_nor_proc", other_clients_reach_neither_vmadm_nor_proc),
@@ -142,7 +146,7 @@ pub fn main(info: StartInfo) -> u64 {
         let _ = sys::machine_exit(SLOT_CONSOLE, 1);
         return 1;
     };
-    let mut env = Env { zone, storaged, proc: procs, other: info.calls("zone-other"), vm: None };
+    let mut env = Env { zone, storaged, proc: procs, other: info.calls("zone-other"), netd: info.calls("netd"), vm: None };
     crate::tests::run_suite(&mut env, tests)
 }
 
@@ -169,12 +173,27 @@ fn a_bad_payload_gets_vmadm_s_error(env: &mut Env) -> Result<(), String> {
     if out.code != 1 {
         return Err(format!("create of broken JSON: {out:?}"));
     }
-    // A NIC: refused by name until VNICs are wired.
+    // A NIC on a nic_tag netd does not have (zone.toml's netd has the
+    // etherstub stub0 only): refused by name.
     let nic = r#"{"brand": "bhyve", "ram": 64, "kernel": "/zone-guest-halt", "disks": [{"size": 8}],
         "nics": [{"nic_tag": "admin", "ips": ["dhcp"]}]}"#;
     let out = env.vmadm(&["create"], nic)?;
-    if out.code != 1 || !out.stderr.contains("\"nics\"") {
-        return Err(format!("create with a NIC: {out:?}"));
+    if out.code != 1 || !out.stderr.contains("\"nics.0.nic_tag\"") || !out.stderr.contains("\"admin\"") {
+        return Err(format!("create with a NIC on an unknown nic_tag: {out:?}"));
+    }
+    // Bad nics[] values: each refused naming the property.
+    let nine = [r#"{"nic_tag": "stub0"}"#; 9].join(",");
+    for (nics, property) in [
+        (r#"[{"nic_tag": "stub0", "mac": "zz:08:20:00:00:01"}]"#.to_string(), "mac"),
+        (r#"[{"nic_tag": "stub0", "vlan_id": 4095}]"#.to_string(), "vlan_id"),
+        (r#"[{"nic_tag": "../stub0"}]"#.to_string(), "nic_tag"),
+        (format!("[{nine}]"), "nics"),
+    ] {
+        let payload = format!(r#"{{"brand": "bhyve", "ram": 64, "kernel": "/zone-guest-halt", "nics": {nics}}}"#);
+        let out = env.vmadm(&["create"], &payload)?;
+        if out.code != 1 || !out.stderr.contains(property) {
+            return Err(format!("create with nics {nics}: {out:?}"));
+        }
     }
     let list = env.ok(&["list", "-p", "-o", "uuid"], "")?;
     if !list.stdout.is_empty() {
@@ -310,12 +329,16 @@ fn a_guest_that_powers_off_is_seen_stopped(env: &mut Env) -> Result<(), String> 
     env.delete_leaving_nothing(&uuid, init_before)
 }
 
-/// zone-server is stopped (init restarts it) while a VM runs: the VM's
-/// VMM keeps running, and the new zone-server, from the records on the
-/// pool, lists it `running` and can stop and delete it.
-fn a_restarted_zone_server_finds_its_running_vm(env: &mut Env) -> Result<(), String> {
+/// zone-server is stopped (init restarts it) while two VMs run, one with
+/// a NIC: both VMMs keep running, and the new zone-server, from the
+/// records on the pool (`alcove:vmm` of each record volume names the VMM's
+/// init instance, its pool grant and its VNIC grant), lists them
+/// `running`, stops them (giving back the VNIC: its MAC can be granted
+/// again) and deletes them.
+fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), String> {
     let init_before = env.init_used_kib()?;
-    let uuid = created(&env.ok(&["create"], &payload("zone-keep", "zone-guest-halt"))?)?;
+    let keep = created(&env.ok(&["create"], &payload("zone-keep", "zone-guest-halt"))?)?;
+    let net = created(&env.ok(&["create"], &nic_payload("zone-keep-net", NET_MAC_C, "10.9.0.13"))?)?;
     let st = status::Client::new(client(env.zone));
     let first = st.status().map_err(|e| format!("status: {e}"))?;
     libipc::interfaces::lifecycle::Client::new(client(env.zone)).stop(0).map_err(|e| format!("stop zone-server: {e}"))?;
@@ -324,21 +347,246 @@ fn a_restarted_zone_server_finds_its_running_vm(env: &mut Env) -> Result<(), Str
     if again.requests_served != 1 {
         return Err(format!("expected a fresh zone-server (1 request), got {} (was {})", again.requests_served, first.requests_served));
     }
-    println!("zone: zone-server restarted");
-    let line = env.ok(&["list", "-p", "-o", "uuid,state,alias"], "")?.stdout;
-    if line.trim() != format!("{uuid}:running:zone-keep") {
-        return Err(format!("the restarted zone-server lists {line:?}"));
+    println!("zone: zone-server restarted with two VMs running");
+    let lines = env.ok(&["list", "-p", "-s", "alias", "-o", "uuid,state,alias"], "")?.stdout;
+    let want = format!("{keep}:running:zone-keep\n{net}:running:zone-keep-net\n");
+    if lines != want {
+        return Err(format!("the restarted zone-server lists {lines:?}, expected {want:?}"));
     }
     let init_running = env.init_used_kib()?;
     if init_running <= init_before {
-        return Err(format!("the VMM did not survive zone-server's restart (init {init_before} -> {init_running} KiB)"));
+        return Err(format!("the VMMs did not survive zone-server's restart (init {init_before} -> {init_running} KiB)"));
     }
-    env.ok(&["stop", &uuid], "")?;
-    let state = env.state(&uuid)?;
-    if state != "stopped" {
-        return Err(format!("after stop by the restarted zone-server, the state is {state:?}"));
+    // The running VM's MAC is taken on stub0.
+    if granted_mac_is_free(env, NET_MAC_C)? {
+        return Err(format!("netd granted {NET_MAC_C} while VM {net} holds it"));
+    }
+    for uuid in [&keep, &net] {
+        env.ok(&["stop", uuid], "")?;
+        let state = env.state(uuid)?;
+        if state != "stopped" {
+            return Err(format!("after stop by the restarted zone-server, {uuid} is {state:?}"));
+        }
+    }
+    if !granted_mac_is_free(env, NET_MAC_C)? {
+        return Err(format!("after stop by the restarted zone-server, netd still holds VM {net}'s VNIC ({NET_MAC_C})"));
+    }
+    env.ok(&["delete", &keep], "")?;
+    env.delete_leaving_nothing(&net, init_before)
+}
+
+/// The metadata guest asks COM2 for `sdc:hostname` and `customer_metadata`
+/// key `role`, copies the answers to its console (the harness checks the
+/// values and the `FAILURE` of its malformed request) and powers off:
+/// the VM is seen `stopped`, and delete leaves nothing.
+fn a_guest_reads_its_metadata_on_com2(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let payload = r#"{"brand": "bhyve", "alias": "zone-md", "hostname": "zone-md-host", "ram": 64, "vcpus": 1,
+  "kernel": "/zone-guest-mdata", "customer_metadata": {"role": "mdata-role-value"}, "disks": [{"size": 8}]}"#;
+    let uuid = created(&env.ok(&["create"], payload)?)?;
+    let got = env.ok(&["get", &uuid], "")?.stdout;
+    if !got.contains("\"hostname\": \"zone-md-host\"") {
+        return Err(format!("vmadm get of a VM with a hostname: {got}"));
+    }
+    if !wait_for(|| Ok(env.state(&uuid)? == "stopped"), 500_000_000)? {
+        return Err(format!("the metadata guest's VM is still {:?}", env.state(&uuid)?));
     }
     env.delete_leaving_nothing(&uuid, init_before)
+}
+
+/// MACs of the suite's VMs' NICs (on zone.toml's etherstub `stub0`).
+const NET_MAC_A: &str = "02:08:20:07:00:01";
+const NET_MAC_B: &str = "02:08:20:07:00:02";
+const NET_MAC_C: &str = "02:08:20:07:00:03";
+/// A VNIC of this process's own grant (the abuse case).
+const OWN_MAC: &str = "02:08:20:07:00:09";
+
+/// A payload with one NIC on `stub0`.
+fn nic_payload(alias: &str, mac: &str, ip: &str) -> String {
+    format!(
+        r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt",
+  "disks": [{{"size": 8}}], "nics": [{{"nic_tag": "stub0", "mac": "{mac}", "ips": ["{ip}/24"], "primary": true}}]}}"#
+    )
+}
+
+fn netd_admin(env: &Env) -> Result<libipc::interfaces::vnic::Client<KernelTransport>, String> {
+    let netd = env.netd.ok_or("zone.toml grants ktest-zone no netd endpoint")?;
+    Ok(libipc::interfaces::vnic::Client::new(client(netd)))
+}
+
+/// Whether netd grants a VNIC with `mac` on stub0 now (it refuses a MAC a
+/// VNIC holds); the grant is given back at once.
+fn granted_mac_is_free(env: &Env, mac: &str) -> Result<bool, String> {
+    let v = netd_admin(env)?;
+    match v.grant(vec![format!("switch=stub0 mac={mac}")]).map_err(|e| format!("vnic.grant: {e}"))? {
+        Ok(g) => {
+            v.revoke(g.badge).map_err(|e| format!("vnic.revoke: {e}"))?.map_err(|e| format!("vnic.revoke: {e}"))?;
+            Ok(true)
+        }
+        Err(libipc::interfaces::VnicError::Invalid { why }) if why.contains("already on switch") => Ok(false),
+        Err(e) => Err(format!("vnic.grant of {mac}: {e}")),
+    }
+}
+
+/// Two VMs with a NIC each on the etherstub: zone-server had netd make
+/// their VNICs and gave each VMM a netd endpoint of its own grant (the
+/// harness checks netd's line that each VMM attached its VNIC). A grant of
+/// this process's reaches its own VNIC only: every other VNIC number,
+/// the VMs' included, answers "no such VNIC"; its endpoint cannot grant;
+/// its VNIC passes frames (an ARP request to netd's host address on the
+/// etherstub is answered). Stopping a VM gives its VNIC back; delete
+/// leaves nothing.
+fn a_vm_s_nics_are_vnics_only_its_vmm_reaches(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::{VnicError, vnic};
+    use libipc::kernel::CapTransport;
+    let init_before = env.init_used_kib()?;
+    let a = created(&env.ok(&["create"], &nic_payload("zone-net-a", NET_MAC_A, "10.9.0.11"))?)?;
+    let b = created(&env.ok(&["create"], &nic_payload("zone-net-b", NET_MAC_B, "10.9.0.12"))?)?;
+    for uuid in [&a, &b] {
+        let state = env.state(uuid)?;
+        if state != "running" {
+            return Err(format!("VM {uuid} with a NIC is {state:?}"));
+        }
+    }
+    // Each VMM attaches its VNIC as it starts (through its own grant).
+    let attached = |mac: &str| -> Result<bool, String> {
+        let shown = netd_admin(env)?.show(0).map_err(|e| format!("vnic.show: {e}"))?.map_err(|e| format!("vnic.show: {e}"))?;
+        Ok(shown.iter().any(|v| format!("{}", MacText(v.mac)) == mac && v.attached && v.switch == "stub0"))
+    };
+    if !wait_for(|| Ok(attached(NET_MAC_A)? && attached(NET_MAC_B)?), 200_000_000)? {
+        return Err("the VMs' VMMs never attached their VNICs on stub0".into());
+    }
+    println!("zone: both VMs' VMMs attached their VNICs");
+    let got = env.ok(&["get", &a], "")?.stdout;
+    if !got.contains(NET_MAC_A) || !got.contains("\"nic_tag\": \"stub0\"") {
+        return Err(format!("vmadm get of a VM with a NIC: {got}"));
+    }
+    // The VMs' MACs are taken: a grant of one is refused by name.
+    for mac in [NET_MAC_A, NET_MAC_B] {
+        if granted_mac_is_free(env, mac)? {
+            return Err(format!("netd granted {mac} while a VM holds it"));
+        }
+    }
+    // The abuse case: a grant of our own.
+    let netd = env.netd.ok_or("zone.toml grants ktest-zone no netd endpoint")?;
+    let (own, frame) = (193, 194);
+    let t = CapTransport::new(Cap::from_slot(netd), &[own]);
+    let g = vnic::Client::new(&t)
+        .grant(vec![format!("switch=stub0 mac={OWN_MAC} ip=10.9.0.9")])
+        .map_err(|e| format!("vnic.grant: {e}"))?
+        .map_err(|e| format!("vnic.grant: {e}"))?;
+    if t.received() != 1 {
+        return Err("vnic.grant: no endpoint came with the reply".into());
+    }
+    let mine = vnic::Client::new(client(own));
+    let result = (|| -> Result<(), String> {
+        let listed = mine.vnics().map_err(|e| format!("vnics: {e}"))?;
+        if listed.len() != 1 || listed[0].vnic != g.vnics[0] || format!("{}", MacText(listed[0].mac)) != OWN_MAC {
+            return Err(format!("our grant lists {listed:?}"));
+        }
+        for n in 0..32 {
+            if n == g.vnics[0] {
+                continue;
+            }
+            match mine.attach(n, 0).map_err(|e| format!("attach {n}: {e}"))? {
+                Err(VnicError::NoSuchVnic { .. }) => {}
+                other => return Err(format!("our grant attaching VNIC {n} (another's or none) got {other:?}")),
+            }
+        }
+        match mine.grant(vec![format!("switch=stub0 mac=02:08:20:07:00:0a")]).map_err(|e| format!("grant: {e}"))? {
+            Err(VnicError::NotPermitted) => {}
+            other => return Err(format!("a grant's endpoint granting got {other:?}")),
+        }
+        arp_through_own_vnic(own, frame, g.vnics[0])
+    })();
+    let _ = sys::cap_delete(frame);
+    let v = netd_admin(env)?;
+    let revoked = v.revoke(g.badge).map_err(|e| format!("vnic.revoke: {e}"))?;
+    let _ = sys::cap_delete(own);
+    result?;
+    if revoked != Ok(1) {
+        return Err(format!("vnic.revoke of our grant: {revoked:?}"));
+    }
+    // Stopped, A's VNIC is gone; B's is still held.
+    env.ok(&["stop", &a, "-F"], "")?;
+    if !granted_mac_is_free(env, NET_MAC_A)? || granted_mac_is_free(env, NET_MAC_B)? {
+        return Err("after stopping VM A, netd should hold B's VNIC only".into());
+    }
+    env.ok(&["delete", &a], "")?;
+    env.delete_leaving_nothing(&b, init_before)?;
+    if !granted_mac_is_free(env, NET_MAC_B)? {
+        return Err(format!("after delete, netd still holds {NET_MAC_B}"));
+    }
+    Ok(())
+}
+
+struct MacText([u8; 6]);
+
+impl core::fmt::Display for MacText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// Attaches VNIC `vnic` through the grant endpoint `own` (its ring's frame
+/// lands in `frame`), sends an ARP request for netd's host address
+/// 10.9.0.1 (zone.toml's netd.conf) and waits for the reply.
+fn arp_through_own_vnic(own: CapSlot, frame: CapSlot, vnic_id: u32) -> Result<(), String> {
+    use alcove_rt::SharedMemory;
+    use libipc::framering::{Consumer, Direction, Geometry, Producer};
+    use libipc::interfaces::vnic;
+    use libipc::kernel::CapTransport;
+    let t = CapTransport::new(Cap::from_slot(own), &[frame]);
+    let attached = vnic::Client::new(&t).attach(vnic_id, 0).map_err(|e| format!("attach: {e}"))?.map_err(|e| format!("attach: {e}"))?;
+    if t.received() != 1 {
+        return Err("attach: no ring came with the reply".into());
+    }
+    let mine = vnic::Client::new(client(own));
+    let mut region =
+        SharedMemory::map_frame(frame, 0x2c00_0000, u64::from(attached.ring_pages)).map_err(|e| format!("map the ring: {e}"))?;
+    let g = Geometry::from_header(&region).map_err(|e| format!("ring header: {e}"))?;
+    let (mut tx, mut rx) = (Producer::new(g, Direction::ToNetd), Consumer::new(g, Direction::ToVmm));
+    let mac = attached.mac;
+    let mut ask = vec![0xff; 6];
+    ask.extend_from_slice(&mac);
+    ask.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    ask.extend_from_slice(&mac);
+    ask.extend_from_slice(&[10, 9, 0, 9]);
+    ask.extend_from_slice(&[0; 6]);
+    ask.extend_from_slice(&[10, 9, 0, 1]);
+    ask.resize(60, 0);
+    let mut answered = false;
+    let mut buf = vec![0u8; 2048];
+    let note = sys::create(abi::ObjectType::Notification, 199, 0).is_ok();
+    for round in 0..200 {
+        if round % 20 == 0 {
+            tx.push(&mut region, &ask).map_err(|e| format!("ring: {e}"))?;
+        }
+        mine.kick(attached.handle).map_err(|e| format!("kick: {e}"))?.map_err(|e| format!("kick: {e}"))?;
+        rx.pop_all(&mut region, &mut buf, 16, |f| {
+            if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == [10, 9, 0, 1] && f[32..38] == mac {
+                answered = true;
+            }
+        })
+        .map_err(|e| format!("ring: {e}"))?;
+        if answered {
+            break;
+        }
+        if note {
+            let _ = sys::wait(199, 50_000_000);
+        }
+    }
+    if note {
+        let _ = sys::cap_delete(199);
+    }
+    let _ = mine.detach(attached.handle);
+    drop(region);
+    if !answered {
+        return Err("no ARP reply from netd's host address 10.9.0.1 through our granted VNIC".into());
+    }
+    println!("zone: a granted VNIC's ARP request to 10.9.0.1 was answered");
+    Ok(())
 }
 
 /// This process may start `vmm-server` with a small budget (zone.toml):

@@ -23,6 +23,10 @@ pub const COM1_BASE: u16 = 0x3F8;
 pub const COM1_IRQ: u8 = 4;
 /// The eight registers of one UART.
 pub const COM1_PORTS: PortRange = PortRange::new(COM1_BASE, 8);
+/// COM2's ports and ISA IRQ: the metadata port (`vm::metadata`).
+pub const COM2_BASE: u16 = 0x2F8;
+pub const COM2_IRQ: u8 = 3;
+pub const COM2_PORTS: PortRange = PortRange::new(COM2_BASE, 8);
 
 /// FIFO depth of the 16550A (datasheet §7.1).
 pub const FIFO_SIZE: usize = 16;

@@ -12,6 +12,7 @@ pub mod diagnose;
 pub mod exit_counts;
 pub mod loader;
 pub mod memory;
+pub mod metadata;
 pub mod nics;
 pub mod platform;
 pub mod port_counts;

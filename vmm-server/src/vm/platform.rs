@@ -26,7 +26,7 @@ use crate::devices::ioapic::{
 use crate::devices::pic8259::{DualPic, ELCR_PORTS, MASTER_PORTS, SLAVE_PORTS};
 use crate::devices::pit::{PIT_PORTS, PORT_B, Pit};
 use crate::devices::rtc::{RTC_IRQ, RTC_PORTS, Rtc};
-use crate::devices::uart16550::{COM1_IRQ, COM1_PORTS, Uart16550};
+use crate::devices::uart16550::{COM1_IRQ, COM1_PORTS, COM2_IRQ, COM2_PORTS, Uart16550};
 use crate::devices::{DeviceId, MmioDevice, PortBus, all_ones};
 use crate::firmware::fw_cfg::FwCfg;
 use crate::firmware::{DEBUGCON_PORT, DEBUGCON_READBACK};
@@ -98,6 +98,9 @@ pub enum PowerEvent {
 pub struct Platform {
     ports: PortBus,
     uart: DeviceId,
+    /// COM2, the metadata port (`vm::metadata` answers what the guest
+    /// writes to it).
+    com2: DeviceId,
     pic: DeviceId,
     pit: DeviceId,
     rtc: DeviceId,
@@ -128,6 +131,7 @@ impl Platform {
         let mut ports = PortBus::new();
         // The ranges are the fixed PC ones and cannot overlap.
         let uart = ports.add(Uart16550::new(), &[COM1_PORTS]).expect("COM1 ports");
+        let com2 = ports.add(Uart16550::new(), &[COM2_PORTS]).expect("COM2 ports");
         let pic = ports.add(DualPic::new(), &[MASTER_PORTS, SLAVE_PORTS, ELCR_PORTS]).expect("PIC ports");
         let pit = ports.add(Pit::new(), &[PIT_PORTS, PORT_B]).expect("PIT ports");
         let rtc = ports.add(Rtc::new(unix_seconds, now_ns), &[RTC_PORTS]).expect("RTC ports");
@@ -135,6 +139,7 @@ impl Platform {
         Self {
             ports,
             uart,
+            com2,
             pic,
             pit,
             rtc,
@@ -264,6 +269,19 @@ impl Platform {
         self.ports.device_mut::<Uart16550>(self.uart).map(Uart16550::take_output).unwrap_or_default()
     }
 
+    /// What the guest wrote to its metadata port (COM2) since the last call.
+    pub fn take_metadata_output(&mut self) -> Vec<u8> {
+        self.ports.device_mut::<Uart16550>(self.com2).map(Uart16550::take_output).unwrap_or_default()
+    }
+
+    /// Answers for the guest on its metadata port; returns how many bytes
+    /// fitted.
+    pub fn push_metadata_input(&mut self, bytes: &[u8], now_ns: u64) -> usize {
+        let n = self.ports.device_mut::<Uart16550>(self.com2).map_or(0, |u| u.push_input(bytes));
+        self.sample(now_ns);
+        n
+    }
+
     /// What the firmware wrote to its debug console (port 0x402) since
     /// the last call.
     pub fn take_debug_output(&mut self) -> Vec<u8> {
@@ -388,6 +406,9 @@ impl Platform {
         let mut lines = 0u16;
         if self.ports.device::<Uart16550>(self.uart).is_some_and(Uart16550::irq_level) {
             lines |= 1 << COM1_IRQ;
+        }
+        if self.ports.device::<Uart16550>(self.com2).is_some_and(Uart16550::irq_level) {
+            lines |= 1 << COM2_IRQ;
         }
         if self.ports.device_mut::<Rtc>(self.rtc).is_some_and(|r| r.irq_level(now_ns)) {
             lines |= 1 << RTC_IRQ;
@@ -572,7 +593,8 @@ mod tests {
             let _ = p.next_event(i * 1000);
             let _ = p.take_interrupts();
         }
-        assert_eq!(p.io_read(0x2F8, 1, 0), 0xFF);
+        // COM3 (0x3E8): no device (COM2 is the metadata port).
+        assert_eq!(p.io_read(0x3E8, 1, 0), 0xFF);
     }
 
     #[test]

@@ -35,13 +35,12 @@
 //!   `internal_metadata`, as SmartOS's `mdata-put` does); the caller takes
 //!   the changes with [`MetadataServer::take_updates`] to persist them.
 //!
-//! Wiring (not done yet): vmm-server needs a second 16550 (COM2, ports
+//! Wiring: every VM's VMM has a second 16550 (COM2, ports
 //! 0x2F8-0x2FF, IRQ 3) whose transmitted bytes go to a `MetadataServer`
-//! and whose receive FIFO is filled with its answers (with the line status
-//! and interrupt a driver polls or waits for); the server lives either in
-//! zone-server (a small IPC interface carrying the bytes both ways) or in
-//! the vmm-server with the instance's JSON handed over at start, its
-//! [`MetadataServer::take_updates`] sent back to zone-server to persist.
+//! made from its `vm.json` and whose receive FIFO gets the answers
+//! (`vmm_server::vm::metadata`). The guest's `PUT`s change the VMM's copy
+//! only; sending [`MetadataServer::take_updates`] back to zone-server to
+//! persist is not done yet.
 //!
 //! Bounds: a line longer than [`MAX_LINE`] bytes is dropped as it arrives
 //! (the buffer never grows past it); garbage, half lines and invalid UTF-8

@@ -26,6 +26,7 @@ const TOP: &[&str] = &[
     "brand",
     "cmdline",
     "customer_metadata",
+    "hostname",
     "initrd",
     "kernel",
     "max_physical_memory",

@@ -87,6 +87,8 @@ mod frames {
         /// Each attached VNIC's doorbell: a notification of its VMM's
         /// (signal right only), brought with `attach`.
         doorbells: BTreeMap<(u64, u32), CapSlot>,
+        /// netd's endpoint, which `vnic.grant`'s badged copies are made from.
+        pub endpoint: Option<CapSlot>,
     }
 
     impl Frames {
@@ -98,6 +100,7 @@ mod frames {
                 nics: Vec::new(),
                 next_nic: 0,
                 doorbells: BTreeMap::new(),
+                endpoint: None,
             }
         }
 
@@ -164,6 +167,25 @@ mod frames {
             let _ = sys::cap_delete(slot);
             self.free_slot(slot);
             self.free_places.push(index);
+        }
+
+        fn mint(&mut self, badge: u64) -> Result<CapSlot, String> {
+            let endpoint = self.endpoint.ok_or_else(|| String::from("netd serves no endpoint to copy"))?;
+            let slot = crate::dma::take_slot();
+            match sys::cap_copy(endpoint, slot, Rights::SEND | Rights::GRANT, badge) {
+                Ok(()) => Ok(slot),
+                Err(e) => {
+                    self.free_slot(slot);
+                    Err(format!("badged copy of netd's endpoint: {e}"))
+                }
+            }
+        }
+
+        fn unmint(&mut self, slot: CapSlot) {
+            // The holder's copy came from this one: revoke takes it too.
+            let _ = sys::cap_revoke(slot);
+            let _ = sys::cap_delete(slot);
+            self.free_slot(slot);
         }
 
         fn signal(&mut self, client: u64, vnic: u32) {
@@ -421,12 +443,27 @@ fn main(start: alcove_rt::Start) -> u64 {
         }
     };
     let mut frames = frames::Frames::new();
+    frames.endpoint = Some(slot);
     frames.nics = find_nics(&info, &config);
     let tick = frames.fresh_slot();
     let thread = alcove_rt::ThreadSlots { thread: frames.fresh_slot(), stack: frames.fresh_slot(), ipc: frames.fresh_slot() };
     frames.offer_slot();
     let seed = alcove_rt::rdrand_u64().unwrap_or_else(alcove_rt::rdtsc);
     let mut netd = netd::host::Netd::new(&config, frames, seed);
+    // Who may grant VNICs to VMMs: the control plane (`vnic-admin=NAME,…`,
+    // zone-server by default), besides init.
+    let admins: alloc::vec::Vec<&str> = info
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("vnic-admin="))
+        .map_or_else(|| alloc::vec!["zone-server"], |v| v.split(',').collect());
+    let badges: alloc::vec::Vec<u64> = info
+        .clients
+        .iter()
+        .filter(|(ep, name, _)| ep == "netd" && admins.contains(&name.as_str()))
+        .map(|&(_, _, badge)| badge)
+        .collect();
+    netd.vnics().set_admins(&badges);
     log::info!("{} switch(es), {} VNIC(s)", config.switches.len(), config.vnics.len());
     if let Some(h) = &config.host {
         match netd.host_address() {

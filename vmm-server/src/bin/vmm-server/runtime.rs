@@ -363,6 +363,8 @@ struct Shared {
     control: Option<CapSlot>,
     /// The NICs' frame rings to netd; the lock nests inside the platform's.
     nics: spin::Mutex<nics::Nics>,
+    /// The metadata service on COM2; the lock nests inside the platform's.
+    metadata: spin::Mutex<vmm_server::vm::metadata::MetadataPort>,
     /// The guest's paravirtual clock (kvmclock).
     clock: KvmClock,
     /// Exits that reached the VMM, by kind: port I/O, of it the serial
@@ -439,6 +441,8 @@ impl Shared {
             // doorbell is an IPC: made before the console's spin lock is
             // taken, which the console writer takes without this one).
             let nic_kicked = self.nics.lock().pump(p.pci(), &mut GuestRam::physical(&self.ram));
+            // The guest's metadata requests on COM2, answered.
+            self.metadata.lock().pump(&mut p, now);
             // The console lock nests inside the platform lock: output taken
             // from the devices joins the queue in the order the devices
             // produced it, whichever thread takes it.
@@ -731,6 +735,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         console_server: spec.console,
         control: spec.control,
         nics: spin::Mutex::new(nic_set),
+        metadata: spin::Mutex::new(vmm_server::vm::metadata::MetadataPort::new(&spec.config)),
         exits: Default::default(),
         port_exits: spin::Mutex::new(PortCounts::new()),
         kernel_exits: spin::Mutex::new(KernelExits::new(&abi::VcpuRun::ZERO)),

@@ -1,7 +1,8 @@
 //! The zone-server process: takes its start-up information from init and serves
 //! its endpoint: `status` to everyone, `vmadm` to the clients its argument
 //! `vmadm-clients=NAME,...` names. It calls storaged's `pool` (it is the
-//! pool's admin) and init's `proc` (manifest `spawns = ["vmm-server"]`).
+//! pool's admin), init's `proc` (manifest `spawns = ["vmm-server"]`) and,
+//! for VMs with `nics[]`, netd's `vnic` (it is netd's `vnic-admin`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -17,7 +18,7 @@ mod machine {
     use alloc::string::{String, ToString};
     use alloc::vec::Vec;
     use libipc::cap::Cap;
-    use libipc::interfaces::{ProcState, pool, proc};
+    use libipc::interfaces::{ProcState, pool, proc, vnic};
     use libipc::kernel::{CapTransport, KernelTransport};
     use libipc::provision::VolumeSpec;
     use libipc::sys;
@@ -26,6 +27,9 @@ mod machine {
 
     /// Where a grant's endpoint lands between `pool.grant` and `proc.start`.
     const GRANT_SLOT: CapSlot = 200;
+    /// Where a VNIC grant's endpoint waits between `vnic.grant` and
+    /// `proc.give("netd")`.
+    const VNIC_GRANT_SLOT: CapSlot = 201;
     /// A notification of zone-server's own that nobody signals (its waits
     /// with a timeout are its sleeps).
     const SLEEP_SLOT: CapSlot = 299;
@@ -41,6 +45,11 @@ mod machine {
         pub images: crate::images::IpcPool,
         /// Each running VMM's control notification (instance → slot).
         pub controls: alloc::collections::BTreeMap<u32, CapSlot>,
+        /// netd's endpoint (manifest `calls`), for VMs with NICs.
+        pub netd: Option<CapSlot>,
+        /// The VNIC grant whose endpoint sits in [`VNIC_GRANT_SLOT`] for
+        /// the next start.
+        pub vnics_staged: Option<u64>,
     }
 
     impl KernelMachine {
@@ -68,6 +77,14 @@ mod machine {
             // Its control notification first: init keeps it for the start.
             let t = CapTransport::new(Cap::from_slot(procs), &[]).sending(&[control]);
             proc::Client::new(&t).give("control".into()).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            // Its VNICs' grant: the VMM's `netd` reaches only them.
+            if self.vnics_staged.take().is_some() {
+                let t = CapTransport::new(Cap::from_slot(procs), &[]).sending(&[VNIC_GRANT_SLOT]);
+                let given = proc::Client::new(&t).give("netd".into());
+                // init keeps its own copy for the start.
+                let _ = sys::cap_delete(VNIC_GRANT_SLOT);
+                given.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            }
             if volumes.is_empty() {
                 // No disks: the VMM gets no storaged endpoint at all.
                 let t = CapTransport::new(Cap::from_slot(procs), &[]);
@@ -201,6 +218,35 @@ mod machine {
             self.pool()?.revoke(grant).map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| format!("{e}"))
         }
 
+        fn grant_vnics(&mut self, lines: &[String]) -> Result<u64, String> {
+            let ep = self.netd.ok_or("zone-server: no netd endpoint was granted (manifest: calls \"netd\")")?;
+            if let Some(old) = self.vnics_staged.take() {
+                let _ = sys::cap_delete(VNIC_GRANT_SLOT);
+                let _ = self.revoke_vnics(old);
+            }
+            let t = CapTransport::new(Cap::from_slot(ep), &[VNIC_GRANT_SLOT]);
+            let granted = vnic::Client::new(&t).grant(lines.to_vec()).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            if t.received() != 1 {
+                let _ = self.revoke_vnics(granted.badge);
+                return Err("netd: the grant came without its capability".into());
+            }
+            self.vnics_staged = Some(granted.badge);
+            Ok(granted.badge)
+        }
+
+        fn revoke_vnics(&mut self, badge: u64) -> Result<(), String> {
+            if self.vnics_staged == Some(badge) {
+                self.vnics_staged = None;
+                let _ = sys::cap_delete(VNIC_GRANT_SLOT);
+            }
+            let ep = self.netd.ok_or("zone-server: no netd endpoint was granted")?;
+            vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)))
+                .revoke(badge)
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+
         fn list_volumes(&mut self) -> Result<Vec<String>, String> {
             let c = self.pool()?;
             let mut names = Vec::new();
@@ -266,6 +312,8 @@ fn main(start: alcove_rt::Start) -> u64 {
         rng: alcove_rt::rdtsc() | 1,
         images: images::IpcPool::new(info.calls("storaged")),
         controls: Default::default(),
+        netd: info.calls("netd"),
+        vnics_staged: None,
     };
     let badges = machine::vmadm_badges(&info);
     if !badges.is_empty() {
