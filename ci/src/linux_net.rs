@@ -13,7 +13,19 @@
 //! bytes to the echo; the test wants 3 replies, the line back unchanged,
 //! and the bytes back with the same SHA-256.
 //!
-//! Both are in the linux tier (each passed at least three runs in a row
+//! `linux/net-two` (issue 13): two VMs (not one VM with two NICs), each
+//! in its own vmm-server in one Alcove machine, on etherstub `stub0`: the
+//! receiver at 10.0.0.2, the sender at 10.0.0.1 (`alcove.net-two=recv` /
+//! `send` in the guest's `/init`). Each pings the other (ARP first), the
+//! sender sends [`TWO_BYTES`] random bytes with busybox `nc`, and the test
+//! wants the receiver's SHA-256 and length equal to the sender's, all 3
+//! pings answered each way, and the receiver powered off (it ends the
+//! machine). `bench/net-maxbw` (`cargo xtask bench --case bench/net`) runs
+//! the same machine with the sender's VNIC capped at [`MAXBW_MBIT`] Mbit/s
+//! next to an uncapped run, and prints the measured throughputs, the
+//! capped one over the cap, and the ping round trip.
+//!
+//! The first two are in the linux tier (each passed at least three runs in a row
 //! here first); `cargo xtask test --tier linux --case net-pair` (or
 //! `--case net-host`) runs one.
 
@@ -141,6 +153,153 @@ pub fn judge(serial: &str, vm_name: &str) -> Vec<String> {
     problems
 }
 
+pub const TWO_CASE: &str = "linux/net-two";
+pub const TWO_ALIAS: &str = "net-two";
+/// The sender's and the receiver's aliases (the receiver, given last,
+/// ends the machine).
+pub const SENDER: &str = "net-send";
+pub const RECEIVER: &str = "net-recv";
+/// What the sender sends: 8 MiB.
+pub const TWO_BYTES: u64 = 8 << 20;
+/// The cap of `bench/net-maxbw`, on the sender's VNIC.
+pub const MAXBW_MBIT: u32 = 20;
+
+/// One of `linux/net-two`'s VMs: 1 vCPU, 256 MiB, one NIC on `stub0`
+/// (with `maxbw`, capped), the guest's `/init` told its `role`.
+pub fn two_vm_json(images: &Images, role: &str, maxbw: Option<u32>, bytes: u64) -> String {
+    let (alias, mac, ip) = if role == "send" { (SENDER, MACS[0], "10.0.0.1") } else { (RECEIVER, MACS[1], "10.0.0.2") };
+    let cap = maxbw.map(|m| format!(", \"maxbw\": {m}")).unwrap_or_default();
+    format!(
+        "{{\n  \"alias\": \"{alias}\",\n  \"brand\": \"bhyve\",\n  \"ram\": 256,\n  \"vcpus\": 1,\n  \
+         \"nics\": [\n    {{\"nic_tag\": \"stub0\", \"mac\": \"{mac}\", \"ip\": \"{ip}\", \"netmask\": \"255.255.255.0\"{cap}}}\n  ],\n  \
+         \"kernel\": {},\n  \"initrd\": {},\n  \"cmdline\": \"console=ttyS0 panic=-1 alcove.net-two={role} alcove.net-two-bytes={bytes}\"\n}}\n",
+        json_string(&images.vmlinuz.display().to_string()),
+        json_string(&images.initramfs.display().to_string()),
+    )
+}
+
+/// What `linux/net-two`'s log says: the transfer's length and time as the
+/// sender saw them, and the average ping round trip each way.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TwoFigures {
+    pub bytes: u64,
+    /// The sender's time for it (its uptime, in centiseconds).
+    pub centis: u64,
+    /// busybox ping's `round-trip min/avg/max`: the average, ms.
+    pub send_rtt_ms: Option<f64>,
+    pub recv_rtt_ms: Option<f64>,
+}
+
+impl TwoFigures {
+    /// Throughput in Mbit/s.
+    pub fn mbit_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / 1e6 / (self.centis.max(1) as f64 / 100.0)
+    }
+}
+
+/// What is wrong with `linux/net-two`'s serial log (empty: it passed), and
+/// its figures.
+pub fn judge_two(serial: &str, machine: &crate::vm::Machine, bytes: u64) -> (Vec<String>, TwoFigures) {
+    let mut problems = Vec::new();
+    let mut fig = TwoFigures::default();
+    let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let field = |prefix: &str| lines.iter().find_map(|l| l.strip_prefix(prefix)).map(str::trim);
+    for role in ["send", "recv"] {
+        let prefix = format!("alcove-guest: net-two {role} ping: ");
+        let ping: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str())).collect();
+        if !ping.iter().any(|l| l.contains("3 packets transmitted, 3 packets received")) {
+            problems.push(format!("the {role} VM's 3 pings were not all answered; ping said: {ping:?}"));
+        }
+        // "round-trip min/avg/max = 0.512/1.234/2.000 ms"
+        let rtt = ping
+            .iter()
+            .find_map(|l| l.strip_prefix("round-trip min/avg/max = "))
+            .and_then(|v| v.split('/').nth(1))
+            .and_then(|v| v.parse::<f64>().ok());
+        if role == "send" { fig.send_rtt_ms = rtt } else { fig.recv_rtt_ms = rtt }
+    }
+    let want_len = bytes.to_string();
+    let sent = field("alcove-guest: net-two send sent ");
+    let got = field("alcove-guest: net-two recv got ");
+    match (sent, got) {
+        (Some(s), Some(g)) if s == g && s.split_whitespace().nth(1) == Some(want_len.as_str()) => {}
+        (s, g) => problems.push(format!("the receiver did not get the {bytes} bytes the sender sent: sent {s:?}, got {g:?}")),
+    }
+    match field("alcove-guest: net-two recv sender said ").map(|s| s.split_whitespace().collect::<Vec<_>>()) {
+        Some(w) if w.len() == 3 && Some(w[0]) == sent.and_then(|s| s.split_whitespace().next()) => {
+            fig.bytes = w[1].parse().unwrap_or(0);
+            fig.centis = w[2].parse().unwrap_or(0);
+        }
+        other => problems.push(format!("the sender's report did not reach the receiver: {other:?}")),
+    }
+    for (i, vm) in machine.vms.iter().enumerate() {
+        let log = machine.log_of(serial, i);
+        problems.extend(log.problems.iter().map(|p| format!("vm {}: {p}", vm.name)));
+        let last = i + 1 == machine.vms.len();
+        if last {
+            match log.ending() {
+                Some(e) if e.to_string().contains("poweroff") => {}
+                other => problems.push(format!("vm {}: did not power off: {other:?}", vm.name)),
+            }
+        } else if log.started.is_none() {
+            problems.push(format!("vm {}: did not start", vm.name));
+        }
+    }
+    (problems, fig)
+}
+
+/// Boots `linux/net-two`'s machine (the sender capped at `maxbw` Mbit/s if
+/// given) under QEMU's SVM and judges its log; `case` names its log.
+pub fn run_two(case: &str, kernel: &Path, images: &Images, maxbw: Option<u32>, bytes: u64, timeout: Duration) -> Result<(Run, Vec<String>, TwoFigures)> {
+    let dir = crate::out_dir().join("linux-e2e").join(case.replace('/', "-"));
+    std::fs::create_dir_all(&dir)?;
+    let mut plans = Vec::new();
+    for role in ["send", "recv"] {
+        let path = dir.join(format!("{role}.json"));
+        std::fs::write(&path, two_vm_json(images, role, if role == "send" { maxbw } else { None }, bytes))?;
+        plans.push(VmPlan::load(&path)?);
+    }
+    let machine = crate::vm::Machine::new(plans)?;
+    let system = machine.write_boot_files(&dir.join("boot"))?;
+    let iso = image::iso_of(kernel, &format!("test-{}", case.replace('/', "-")), "", &system)?;
+    let mut c = machine.qemu_forwarding(&[]).command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let t = capture_timed_answering(c, &case.replace('/', "-"), Some(timeout), false, None)?;
+    let (mut problems, fig) = judge_two(&t.run.serial, &machine, bytes);
+    match t.run.ending {
+        Ending::Qemu(s) if s == qemu_status(EXIT_PASS) => {}
+        Ending::Qemu(s) => problems.push(format!("QEMU exited with status {s} (a powered-off VM ends it with 33)")),
+        Ending::Timeout(s) => problems.push(format!("timed out after {s} s")),
+        Ending::Bochs { .. } => {}
+    }
+    Ok((t.run, problems, fig))
+}
+
+/// `bench/net-maxbw`: the two-VM transfer uncapped, then with the sender
+/// capped at [`MAXBW_MBIT`]; figures only from runs that passed.
+pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<crate::bench::Figure>, Vec<String>)> {
+    use crate::bench::Figure;
+    let mut figures = Vec::new();
+    let mut problems = Vec::new();
+    let (_, p, free) = run_two("bench/net-two", kernel, images, None, TWO_BYTES, timeout)?;
+    if p.is_empty() {
+        figures.push(Figure::new("net_guest_to_guest", format!("{:.1}", free.mbit_s()), "Mbit/s"));
+        if let Some(rtt) = free.send_rtt_ms {
+            figures.push(Figure::new("net_guest_ping_rtt", format!("{rtt:.3}"), "ms"));
+        }
+    } else {
+        problems.extend(p.into_iter().map(|p| format!("bench/net-two: {p}")));
+    }
+    let (_, p, capped) = run_two("bench/net-maxbw", kernel, images, Some(MAXBW_MBIT), TWO_BYTES, timeout)?;
+    if p.is_empty() {
+        figures.push(Figure::new("net_maxbw_20_measured", format!("{:.2}", capped.mbit_s()), "Mbit/s"));
+        figures.push(Figure::new("net_maxbw_20_ratio", format!("{:.3}", capped.mbit_s() / f64::from(MAXBW_MBIT)), "ratio"));
+    } else {
+        problems.extend(p.into_iter().map(|p| format!("bench/net-maxbw: {p}")));
+    }
+    Ok((figures, problems))
+}
+
 /// Boots case `case`'s VM ([`CASE`] or [`HOST_CASE`]) on Alcove under
 /// QEMU's SVM and judges its log.
 pub fn run(case: &str, kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Vec<String>)> {
@@ -226,5 +385,57 @@ mod tests {
         assert!(p.len() == 1 && p[0].contains("did not all come back"), "{p:?}");
         let p = judge_host(&host_log(all, ECHO_LINE, "e3b0c442 131072"), HOST_ALIAS);
         assert!(p.len() == 1 && p[0].contains("did not all come back"), "{p:?}");
+    }
+
+    fn two_machine() -> crate::vm::Machine {
+        let dir = Path::new("/img");
+        let images = Images {
+            vmlinuz: dir.join("vmlinuz"),
+            initramfs: dir.join("initramfs.cpio"),
+            modules: dir.into(),
+            release: String::new(),
+            kernel_package: String::new(),
+        };
+        let plans = ["send", "recv"]
+            .iter()
+            .map(|r| VmPlan::from_text(&two_vm_json(&images, r, None, 100), Path::new("/t/x.json"), dir).unwrap())
+            .collect();
+        crate::vm::Machine::new(plans).unwrap()
+    }
+
+    fn two_log(got: &str, said: &str, recv_ping: &str) -> String {
+        format!(
+            "vm {SENDER}: started: 1 vCPUs, 256 MiB\r\n\
+             vm {RECEIVER}: started: 1 vCPUs, 256 MiB\r\n\
+             alcove-guest: net-two send sent abcd 100\r\n\
+             alcove-guest: net-two send ping: 3 packets transmitted, 3 packets received, 0% packet loss\r\n\
+             alcove-guest: net-two send ping: round-trip min/avg/max = 0.500/1.250/2.000 ms\r\n\
+             alcove-guest: net-two recv ping: {recv_ping}\r\n\
+             vm {SENDER}: ended: poweroff\r\n\
+             alcove-guest: net-two recv got {got}\r\n\
+             alcove-guest: net-two recv sender said {said}\r\n\
+             vm {RECEIVER}: ended: poweroff\r\n"
+        )
+    }
+
+    #[test]
+    fn two_vms_pass_only_with_every_ping_and_the_same_bytes() {
+        let m = two_machine();
+        let all = "3 packets transmitted, 3 packets received, 0% packet loss";
+        let (p, f) = judge_two(&two_log("abcd 100", "abcd 100 50", all), &m, 100);
+        assert_eq!(p, Vec::<String>::new());
+        assert_eq!((f.bytes, f.centis, f.send_rtt_ms, f.recv_rtt_ms), (100, 50, Some(1.25), None));
+        assert!((f.mbit_s() - 0.0016).abs() < 1e-9, "{}", f.mbit_s());
+        let (p, _) = judge_two(&two_log("abce 100", "abcd 100 50", all), &m, 100);
+        assert!(p.len() == 1 && p[0].starts_with("the receiver did not get"), "{p:?}");
+        let (p, _) = judge_two(&two_log("abcd 99", "abcd 100 50", all), &m, 100);
+        assert!(p.len() == 1 && p[0].starts_with("the receiver did not get"), "{p:?}");
+        let (p, _) = judge_two(&two_log("abcd 100", "", all), &m, 100);
+        assert!(p.len() == 1 && p[0].starts_with("the sender's report"), "{p:?}");
+        let (p, _) = judge_two(&two_log("abcd 100", "abcd 100 50", "3 packets transmitted, 0 packets received, 100% packet loss"), &m, 100);
+        assert!(p.len() == 1 && p[0].starts_with("the recv VM's 3 pings"), "{p:?}");
+        let cut = two_log("abcd 100", "abcd 100 50", all).replace(&format!("vm {RECEIVER}: ended: poweroff"), "");
+        let (p, _) = judge_two(&cut, &m, 100);
+        assert!(p.len() == 1 && p[0].contains("did not power off"), "{p:?}");
     }
 }

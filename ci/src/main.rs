@@ -44,6 +44,7 @@ Commands:
 const RUN_USAGE: &str = "\
 Usage: cargo xtask run [options] [-- QEMU_ARGS...]
        cargo xtask run --vm FILE.json [--bochs] [--timeout SECS] [-- QEMU_ARGS...]
+       cargo xtask run --vm A.json --vm B.json ... [--timeout SECS]
 
 Builds the ISO and boots it under QEMU (TCG, SVM with nested paging) with the
 serial console on this terminal. Ctrl-A X leaves QEMU.
@@ -74,6 +75,13 @@ volumes. Either every disk is a volume or none is. The pool lives in
 --pool FILE[,FILE] (two files make a mirror; default
 target/alcove/pool.img), the machine's disks; a file that does not exist is
 made blank and sparse (4 GiB) and storaged creates the pool on it.
+Several --vm (issue 13) boot one machine with each VM in its own vmm-server
+with its own VNICs (netd.conf lists each VM's VNICs for its VMM); each
+description is its own boot file (<server>.json). The machine has the VMs'
+ram + 768 MiB and ends with the last VM given (its ending is the exit
+status); the others end alone. Under QEMU only, and without disks for now;
+two VMs with one alias, or boot files of one name from different host files,
+are refused.
 --bochs runs the same under Bochs (corei7_skylake_x: VMX with EPT), which
 has one CPU (the vCPUs share it; Linux with 2 vCPUs stalls bringing up the
 second there) and no virtio-blk device: the VM runs without its disks.
@@ -86,7 +94,7 @@ Options:
   --timeout SECS   stop QEMU after SECS seconds
   --manifest NAME  boot initrd/manifests/NAME.toml instead of demo
   --cpu MODEL      QEMU's -cpu (default qemu64,+svm,+npt; EPYC,+svm,+npt with --vm)
-  --vm FILE.json   boot Alcove with this VM (above)
+  --vm FILE.json   boot Alcove with this VM (above); repeatable
   --bochs          with --vm: under Bochs instead of QEMU
   --pool FILE[,F]  with --vm on pool volumes: the pool's files
   --hostfwd tcp:HOSTPORT-IP:PORT  with --vm: forward a host port to an

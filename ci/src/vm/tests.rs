@@ -468,3 +468,88 @@ fn hostfwd_takes_qemus_syntax_and_names_what_is_wrong() {
         assert!(e.contains(why) && e.starts_with(&format!("--hostfwd {bad:?}")), "{bad}: {e}");
     }
 }
+
+fn two_vm(alias: &str, mac: &str, initrd: &str) -> VmPlan {
+    let json = format!(
+        r#"{{"alias":"{alias}","brand":"bhyve","ram":256,"vcpus":1,
+        "nics":[{{"nic_tag":"stub0","mac":"{mac}","ip":"10.0.0.9","netmask":"255.255.255.0"}}],
+        "kernel":"/images/vmlinuz","initrd":"{initrd}","cmdline":"console=ttyS0"}}"#
+    );
+    VmPlan::from_text(&json, Path::new(&format!("/vms/{alias}.json")), Path::new("/vms")).unwrap()
+}
+
+/// Issue 13: `run --vm A --vm B`: one manifest with a VMM per VM, each
+/// with its own description and, in netd.conf, its own VNICs under the
+/// badge init gives it; only the last ends the machine.
+#[test]
+fn several_vms_get_a_vmm_each_with_their_own_vnics() {
+    let a = two_vm("net-send", "02:08:20:00:00:01", "initramfs.cpio");
+    let b = two_vm("net-recv", "02:08:20:00:00:02", "initramfs.cpio");
+    let m = Machine::new(vec![a, b]).unwrap();
+    let manifest = initrd::manifest::Manifest::from_toml(&m.manifest_toml()).unwrap();
+    let names: Vec<&str> = manifest.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["console", "storaged", "netd", "vm-net-send", "vm-net-recv"]);
+    let conf = m.netd_conf();
+    for (i, server) in ["vm-net-send", "vm-net-recv"].iter().enumerate() {
+        let index = names.iter().position(|n| n == server).unwrap() as u64;
+        assert_eq!(m.badge(i), index + 1);
+        let vmm = manifest.server(server).unwrap();
+        let config = format!("{server}.json");
+        assert_eq!(vmm.files, [config.as_str(), "vmlinuz", "initramfs.cpio"]);
+        assert!(vmm.args.contains(&format!("config={config}")), "{:?}", vmm.args);
+        assert!(vmm.calls.iter().any(|c| c == "netd"));
+        let mac = format!("02:08:20:00:00:0{}", i + 1);
+        assert!(conf.contains(&format!("vnic client={} switch=stub0 mac={mac} ", index + 1)), "{conf}");
+    }
+    assert_eq!(conf.matches("etherstub stub0\n").count(), 1, "{conf}");
+    // The machine ends with the last VM only.
+    let (send, recv) = (manifest.server("vm-net-send").unwrap(), manifest.server("vm-net-recv").unwrap());
+    assert!(!send.machine_exit && !send.args.iter().any(|a| a == "exit-machine"));
+    assert!(recv.machine_exit && recv.args.iter().any(|a| a == "exit-machine"));
+    // Each description is its own boot file; shared files once.
+    let sys = m.boot_system();
+    let files: Vec<&str> = sys.host_files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(files, ["vm-net-send.json", "vmlinuz", "initramfs.cpio", "vm-net-recv.json", "netd.conf"]);
+    assert_eq!(m.qemu_forwarding(&[]).mem_mib as u64, 512 + MACHINE_EXTRA_MIB);
+    // One VM alone is as before: vm.json, no config= argument.
+    let one = Machine::one(&m.vms[0]);
+    let manifest = initrd::manifest::Manifest::from_toml(&one.manifest_toml()).unwrap();
+    let vmm = manifest.server("vm-net-send").unwrap();
+    assert_eq!(vmm.files[0], "vm.json");
+    assert_eq!(vmm.args, ["exit-machine"]);
+}
+
+#[test]
+fn a_machine_refuses_what_its_vms_cannot_share() {
+    let a = two_vm("net-send", "02:08:20:00:00:01", "initramfs.cpio");
+    // The same alias: one server name.
+    let e = Machine::new(vec![a.clone(), a.clone()]).unwrap_err();
+    assert!(e.contains("property \"alias\"") && e.contains("vm-net-send"), "{e}");
+    // Two initrds of one file name from different host files.
+    let b = two_vm("net-recv", "02:08:20:00:00:02", "/other/initramfs.cpio");
+    let e = Machine::new(vec![a.clone(), b]).unwrap_err();
+    assert!(e.contains("\"initramfs.cpio\"") && e.contains("/other/initramfs.cpio"), "{e}");
+    // Disks with several VMs.
+    let d = plan(JSON).unwrap();
+    let e = Machine::new(vec![a, d]).unwrap_err();
+    assert!(e.contains("property \"disks\""), "{e}");
+    assert!(Machine::new(vec![]).is_err());
+}
+
+/// The other VMs' `vm NAME:` lines are not a problem of this VM's log.
+#[test]
+fn each_vm_of_a_machine_reads_its_own_lines() {
+    let a = two_vm("net-send", "02:08:20:00:00:01", "initramfs.cpio");
+    let b = two_vm("net-recv", "02:08:20:00:00:02", "initramfs.cpio");
+    let m = Machine::new(vec![a, b]).unwrap();
+    let serial = "vm net-send: started: 1 vCPUs\nvm net-recv: started: 1 vCPUs\nvm net-send: ended: poweroff\nvm net-recv: ended: reboot\n";
+    let s = m.log_of(serial, 0);
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+    assert_eq!(s.ending(), Some(&VmEnding::PowerOff));
+    let r = m.log_of(serial, 1);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.ending(), Some(&VmEnding::Reboot));
+    // A third name is still a problem.
+    let r = m.log_of(&format!("{serial}vm stranger: started: 1 vCPUs\n"), 1);
+    assert!(r.problems.iter().any(|p| p.contains("another VM")), "{:?}", r.problems);
+}

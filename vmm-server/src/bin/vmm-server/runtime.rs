@@ -118,8 +118,16 @@ impl VmSpec {
     /// no `vm.json` (the idle instance), an error naming the property that
     /// is wrong otherwise.
     pub fn from_start(info: &StartInfo) -> Result<Option<VmSpec>, String> {
-        let Some(json) = file(info, "vm.json")? else { return Ok(None) };
-        let text = core::str::from_utf8(json).map_err(|_| String::from("vm.json: not UTF-8"))?;
+        // Several VMs in one boot archive each have their own description:
+        // `config=NAME` names this one's (`cargo xtask run --vm A --vm B`).
+        let name = info.args.iter().find_map(|a| a.strip_prefix("config=")).unwrap_or("vm.json");
+        let Some(json) = file(info, name)? else {
+            if name != "vm.json" {
+                return Err(format!("config={name}: no such boot file among this server's files"));
+            }
+            return Ok(None);
+        };
+        let text = core::str::from_utf8(json).map_err(|_| format!("{name}: not UTF-8"))?;
         let config = VmConfig::from_json(text).map_err(|e| e.to_string())?;
         config.check_supported().map_err(|e| e.to_string())?;
         let by_name = |property: &str, path: &str| -> Result<&'static [u8], String> {
