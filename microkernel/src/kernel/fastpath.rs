@@ -85,7 +85,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
     // lookup; a call's is the endpoint's first waiting receiver.
     let mut handoff = None;
     let (peer, ep, badge, proc, e, mt, pt) = if call {
-        let Some((res, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return Attempt::General };
+        let Some((res, proc)) = endpoint_of(caps, processes, my_process, slot, info, Rights::SEND) else { return Attempt::General };
         super::phases::stamp(3);
         // From here a failure hands the resolved capability on.
         handoff = Some(res);
@@ -102,7 +102,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
         if pt.cpu != cpu {
             return Attempt::General;
         }
-        let Some((Resolved { ep, badge, .. }, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::RECV) else { return Attempt::General };
+        let Some((Resolved { ep, badge, .. }, proc)) = endpoint_of(caps, processes, my_process, slot, info, Rights::RECV) else { return Attempt::General };
         super::phases::stamp(3);
         let Some(e) = endpoints.get_mut(ep) else { return Attempt::General };
         if !e.senders.is_empty() {
@@ -223,10 +223,11 @@ fn endpoint_of<'p>(
     processes: &'p kcore::slab::Slab<super::Process>,
     process: Id,
     slot: u32,
+    info: u64,
     right: Rights,
 ) -> Option<(Resolved, &'p super::Process)> {
     let proc = processes.get(process)?;
     let cap = caps.lookup(proc.space, slot).ok()?;
     let Obj::Endpoint(ep) = cap.object else { return None };
-    cap.rights.contains(right).then_some((Resolved { ep, badge: cap.badge, rights: cap.rights, node: cap.node }, proc))
+    cap.rights.contains(right).then_some((Resolved { ep, badge: cap.badge, rights: cap.rights, node: cap.node, info }, proc))
 }

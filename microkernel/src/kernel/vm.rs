@@ -840,13 +840,7 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         run.info2 = info2;
         match code {
             x::INTR | x::NMI | x::SMI | x::INIT => {
-                // Let the host interrupt in (it marks what it needs).
-                arch::cpu::open_interrupt_window();
-                // Only the early timer for the guest's APIC timer, and
-                // nothing for the kernel to deliver: straight back in
-                // (the loop's top still sees a reschedule or a kick).
-                let p = percpu::this();
-                if p.guest_timer_fired.swap(false, Ordering::Relaxed) && !p.any_pending.load(Ordering::Relaxed) {
+                if host_interrupt_resumes() {
                     continue;
                 }
                 break VcpuExit::Interrupted;
@@ -978,6 +972,18 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
     run.gprs[4] = vcpu.vmcb.r64(svm::vmcb::RSP);
     save_fpu(vcpu, run);
     reason
+}
+
+/// An SVM exit for a host interrupt: lets it in (it marks what it needs);
+/// true if it was only the early timer for the guest's APIC timer and the
+/// kernel has nothing to deliver, so the guest goes straight back in (the
+/// loop's top still sees a reschedule or a kick). Out of line: the loop's
+/// common exits do not carry it.
+#[inline(never)]
+fn host_interrupt_resumes() -> bool {
+    arch::cpu::open_interrupt_window();
+    let p = percpu::this();
+    p.guest_timer_fired.swap(false, Ordering::Relaxed) && !p.any_pending.load(Ordering::Relaxed)
 }
 
 /// MSRs the kernel finishes; false to hand the access to the VMM.
