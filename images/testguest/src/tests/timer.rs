@@ -109,6 +109,9 @@ pub fn run_x2apic(r: &mut Run) -> Outcome {
 /// and a branch: nothing in it exits to the hypervisor, so the interrupt
 /// must come from the hypervisor noticing the timer by itself. If it never
 /// does, the vCPU spins on (the host test's timeout catches that).
+// No PAUSE (`spin_loop`): a hypervisor may intercept it, and this loop
+// must give the hypervisor no exit.
+#[allow(clippy::missing_spin_loop)]
 fn spin_until_ticks(since: u32, target: u32) -> u32 {
     // SAFETY: the IDT handles every vector; handlers preserve all registers.
     unsafe { asm!("sti", options(nomem, nostack)) }
