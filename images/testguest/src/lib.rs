@@ -112,6 +112,12 @@
 //! 16. `debug_exceptions` — single-stepping with TF: the guest's #DB handler
 //!     takes [`debug::SINGLE_STEPS`](protocol::debug::SINGLE_STEPS) #DBs,
 //!     each with DR6.BS, then clears TF; `invd` returns normally.
+//! 17. `spin_timer` — the xAPIC timer reaching a vCPU that never halts: the
+//!     one-shot timer, then the TSC-deadline timer if offered, each waited
+//!     for with interrupts on in a loop of plain loads (no HLT, no PAUSE, no
+//!     exit of the guest's own); one interrupt each. How far past its
+//!     deadline the TSC-deadline interrupt came is printed (TSC cycles), not
+//!     checked.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -43,6 +43,7 @@ pub enum Test {
     FpuFresh = 14,
     FpuRace = 15,
     DebugExceptions = 16,
+    SpinTimer = 17,
 }
 
 /// How a test ends, as the VMM should observe it.
@@ -55,7 +56,7 @@ pub enum Ending {
 }
 
 impl Test {
-    pub const ALL: [Test; 16] = [
+    pub const ALL: [Test; 17] = [
         Test::Cpuid,
         Test::Pio,
         Test::Mmio,
@@ -72,6 +73,7 @@ impl Test {
         Test::FpuFresh,
         Test::FpuRace,
         Test::DebugExceptions,
+        Test::SpinTimer,
     ];
 
     pub fn from_u32(number: u32) -> Option<Test> {
@@ -101,6 +103,7 @@ impl Test {
             Test::FpuFresh => "fpu_fresh",
             Test::FpuRace => "fpu_race",
             Test::DebugExceptions => "debug_exceptions",
+            Test::SpinTimer => "spin_timer",
         }
     }
 
@@ -506,7 +509,8 @@ mod tests {
         assert_eq!(Test::from_u32(11), Some(Test::Bench));
         assert_eq!(Test::from_u32(12), Some(Test::VmmInterrupt));
         assert_eq!(Test::from_u32(16), Some(Test::DebugExceptions));
-        assert_eq!(Test::from_u32(17), None);
+        assert_eq!(Test::from_u32(17), Some(Test::SpinTimer));
+        assert_eq!(Test::from_u32(18), None);
         assert_eq!(Test::from_u32(0x1_0001), None);
     }
 

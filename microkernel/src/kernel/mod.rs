@@ -770,13 +770,22 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
     // Running a vCPU gives up the lock while the guest runs.
     let cpu = percpu::index();
     if let Some(me) = k.current[cpu] {
-        if fastpath::try_ipc(&mut k, cpu, me) {
-            // The fast path has switched to the next thread itself.
-            phases::stamp(4);
-            percpu::this().in_user.store(true, Ordering::Release);
-            drop(k);
-            phases::done();
-            arch::enter_user_flagged()
+        match fastpath::try_ipc(&mut k, cpu, me) {
+            fastpath::Attempt::Done => {
+                // The fast path has switched to the next thread itself.
+                phases::stamp(4);
+                percpu::this().in_user.store(true, Ordering::Release);
+                drop(k);
+                phases::done();
+                arch::enter_user_flagged()
+            }
+            fastpath::Attempt::Call(cap) => {
+                // The general `Call`, from the capability the fast path
+                // resolved.
+                syscall::call_resolved(&mut k, cpu, me, cap);
+                exit_kernel(k)
+            }
+            fastpath::Attempt::General => {}
         }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx
@@ -839,6 +848,12 @@ extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
     percpu::this().in_user.store(false, Ordering::Release);
     let vector = frame.vector as u8;
     match vector {
+        // An early timer for a guest's APIC timer (the vCPU's thread came
+        // back to its VMM before it fired): re-armed, nothing to do.
+        apic::TIMER_VECTOR if apic::early_timer_fired() => {
+            apic::eoi();
+            arch::enter_user();
+        }
         apic::TIMER_VECTOR | apic::RESCHED_VECTOR => {
             percpu::this().need_resched.store(true, Ordering::Relaxed);
             percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
@@ -874,6 +889,9 @@ extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
 /// only record them; the next pass through the scheduler acts on them.
 pub fn interrupt_in_kernel(vector: u8) {
     match vector {
+        // An early timer for a guest's APIC timer: re-armed; the vCPU loop
+        // sees `guest_timer_fired` and goes back into the guest.
+        apic::TIMER_VECTOR if apic::early_timer_fired() => apic::eoi(),
         apic::TIMER_VECTOR | apic::RESCHED_VECTOR => {
             percpu::this().need_resched.store(true, Ordering::Relaxed);
             percpu::this().ticks.fetch_add(1, Ordering::Relaxed);

@@ -40,6 +40,7 @@ pub fn run(test: Test, ram_bytes: u64) -> Outcome {
         Test::FpuFresh => fpu::run_fresh(&mut r),
         Test::FpuRace => fpu::run_race(&mut r),
         Test::DebugExceptions => debug::run(&mut r),
+        Test::SpinTimer => timer::run_spinning(&mut r),
     }
 }
 
