@@ -612,7 +612,7 @@ fn writes_nobody_flushes_commit_after_the_txg_timeout() {
     storage::Server::close(as_(&mut s.borrow_mut(), ga), handle).unwrap();
     let s = Rc::try_unwrap(s).ok().expect("one owner").into_inner();
     // Power cut: no FLUSH ever came, the data is there.
-    let mut s = booted(power_cycle(s), None);
+    let s = booted(power_cycle(s), None);
     let mut got = vec![0u8; data.len()];
     s.pool().unwrap().read("zones/a-disk0", 16 * 512, &mut got).unwrap();
     assert_eq!(got, data, "the writes committed by time survived");

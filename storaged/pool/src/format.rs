@@ -412,7 +412,7 @@ impl LogBlock {
             return Err(FormatError::Truncated);
         }
         let len = u32le(&b[12..16]) as usize;
-        if len == 0 || len as u64 % BLOCK != 0 || len as u64 > LOG_BLOCK {
+        if len == 0 || !(len as u64).is_multiple_of(BLOCK) || len as u64 > LOG_BLOCK {
             return Err(FormatError::BadField("log block length"));
         }
         let body = unseal(b, len)?;
