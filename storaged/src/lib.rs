@@ -108,7 +108,7 @@ pub trait RingFactory {
 }
 
 /// The bound on the pool's open transaction group: a write past it commits
-/// the group first (besides every FLUSH), so a guest that never flushes
+/// the group first (a FLUSH only writes the intent log), so a guest that never flushes
 /// gets its writes committed in groups of this size. The data itself is
 /// not held in memory (the pool writes it to fresh space at once); the
 /// group holds a block pointer per block, bounded by
@@ -145,7 +145,7 @@ pub fn meter_line(m: &alcove_pool::vdev::Meter, ticks_per_ms: u64) -> String {
     };
     alloc::format!(
         "pool meter: {} commits in {}; checksums {} KiB in {}; compression {}; disk reads {} ({} KiB) in {}; \
-         disk writes {} ({} KiB) in {}; flushes {} in {}; metadata cache {} hits, {} misses",
+         disk writes {} ({} KiB) in {}; flushes {} in {}; intent log {} FLUSHes in {} blocks; metadata cache {} hits, {} misses",
         m.commits,
         t(m.commit_ticks),
         m.checksum_bytes / 1024,
@@ -159,6 +159,8 @@ pub fn meter_line(m: &alcove_pool::vdev::Meter, ticks_per_ms: u64) -> String {
         t(m.disk_write_ticks),
         m.flushes,
         t(m.flush_ticks),
+        m.log_flushes,
+        m.log_blocks,
         m.meta_hits,
         m.meta_misses,
     )
@@ -264,6 +266,10 @@ pub struct Storaged<D: BlockDevice, F: RingFactory> {
     next_stream: u32,
     /// The pool meter's clock ticks per millisecond (0: unknown).
     ticks_per_ms: u64,
+    /// The clock commit-by-time reads (the meter's, `ticks_per_ms`), and
+    /// the timer it drives ([`alcove_pool::pool::TXG_TIMEOUT_MS`]).
+    clock: Option<fn() -> u64>,
+    commit_timer: alcove_pool::pool::CommitTimer,
 }
 
 impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
@@ -286,6 +292,8 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             streams: Vec::new(),
             next_stream: 1,
             ticks_per_ms: 0,
+            clock: None,
+            commit_timer: alcove_pool::pool::CommitTimer::new(alcove_pool::pool::TXG_TIMEOUT_MS),
         }
     }
 
@@ -306,6 +314,29 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
     /// the meter line logged when a volume's ring closes.
     pub fn set_ticks_per_ms(&mut self, ticks_per_ms: u64) {
         self.ticks_per_ms = ticks_per_ms;
+    }
+
+    /// The clock (ticks at [`Storaged::set_ticks_per_ms`]'s rate) that
+    /// commit-by-time reads: the TSC on Alcove, a fake one in tests. None,
+    /// or an unknown rate: no commit by time.
+    pub fn set_clock(&mut self, clock: Option<fn() -> u64>) {
+        self.clock = clock;
+    }
+
+    /// Commits the pool's open group if it has held blocks for
+    /// [`alcove_pool::pool::TXG_TIMEOUT_MS`] (checked at every request and
+    /// notification storaged handles).
+    fn commit_by_time(&mut self) {
+        let (Some(clock), Some(pool)) = (self.clock, &self.pool) else { return };
+        if self.ticks_per_ms == 0 {
+            return;
+        }
+        let now = clock() / self.ticks_per_ms;
+        match self.commit_timer.tick(&mut pool.borrow_mut(), now) {
+            Ok(true) => log::debug!("pool: open group committed by time"),
+            Ok(false) => {}
+            Err(e) => log::error!("pool: commit by time failed: {e}"),
+        }
     }
 
     /// Logs where the pool's time went (after a volume's ring closed: a VM
@@ -496,10 +527,12 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
             }
             Backend::Volume(v) => (ring.server.serve(&mut ring.memory, v, bounce), v.name()),
         };
-        result.map_err(|e| {
+        let result = result.map_err(|e| {
             log::warn!("{name}: ring {handle}: {e}");
             e.into()
-        })
+        });
+        self.commit_by_time();
+        result
     }
 
     fn close(&mut self, handle: u32) -> Result<(), StorageError> {
@@ -543,18 +576,21 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
 
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
         self.set_caller(badge);
-        match interface {
+        let r = match interface {
             status::ID => status::dispatch(self, interface, request),
             storage::ID => storage::dispatch(self, interface, request),
             pool::ID => pool::dispatch(self, interface, request),
             _ => Err(RemoteError::WrongInterface),
-        }
+        };
+        self.commit_by_time();
+        r
     }
 
     fn notified(&mut self, bits: u64) {
         if bits & CLIENT_ENDED != 0 {
             self.reclaim();
         }
+        self.commit_by_time();
     }
 }
 

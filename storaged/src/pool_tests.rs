@@ -569,3 +569,51 @@ fn rename_moves_a_volume_with_its_snapshots_and_refuses_a_granted_one() {
     let r = pool::Server::rename(as_(&mut s, MANIFEST_VMM), "zones/c".into(), "zones/d".into());
     assert_eq!(r, Err(PoolError::NotPermitted));
 }
+
+/// The fake clock of [`writes_nobody_flushes_commit_after_the_txg_timeout`]
+/// (milliseconds).
+static FAKE_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn fake_clock() -> u64 {
+    FAKE_MS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Commit by time: a guest that writes and never FLUSHes has its writes
+/// committed once the open group is `TXG_TIMEOUT_MS` old (at the next
+/// request storaged handles), not before; after a power cut they are there.
+#[test]
+fn writes_nobody_flushes_commit_after_the_txg_timeout() {
+    use core::sync::atomic::Ordering::Relaxed;
+    let mut s = pool_server();
+    s.set_ticks_per_ms(1);
+    s.set_clock(Some(fake_clock));
+    let ga = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/a-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let s = Rc::new(RefCell::new(s));
+    let mut a = open(&s, ga, 0).unwrap();
+    let txg = s.borrow().pool().unwrap().txg();
+    FAKE_MS.store(1_000, Relaxed);
+    let data: Vec<u8> = (0..16 * 512).map(|i| (i * 5 + 3) as u8).collect();
+    a.write(16, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    FAKE_MS.store(1_000 + alcove_pool::pool::TXG_TIMEOUT_MS - 1, Relaxed);
+    a.read(16, &mut back).unwrap();
+    assert_eq!(s.borrow().pool().unwrap().txg(), txg, "no commit before the timeout");
+    FAKE_MS.store(1_000 + alcove_pool::pool::TXG_TIMEOUT_MS, Relaxed);
+    a.read(16, &mut back).unwrap();
+    assert_eq!(s.borrow().pool().unwrap().txg(), txg + 1, "the open group committed by time");
+    assert_eq!(back, data);
+    // Nothing new: no more commits however long it waits.
+    FAKE_MS.store(100_000, Relaxed);
+    a.read(16, &mut back).unwrap();
+    assert_eq!(s.borrow().pool().unwrap().txg(), txg + 1);
+    let handle = a.doorbell().handle;
+    drop(a);
+    storage::Server::close(as_(&mut s.borrow_mut(), ga), handle).unwrap();
+    let s = Rc::try_unwrap(s).ok().expect("one owner").into_inner();
+    // Power cut: no FLUSH ever came, the data is there.
+    let s = booted(power_cycle(s), None);
+    let mut got = vec![0u8; data.len()];
+    s.pool().unwrap().read("zones/a-disk0", 16 * 512, &mut got).unwrap();
+    assert_eq!(got, data, "the writes committed by time survived");
+}

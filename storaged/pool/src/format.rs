@@ -33,6 +33,19 @@ pub const LABEL_MAGIC: u64 = u64::from_le_bytes(*b"ALCVLABL");
 pub const UB_MAGIC: u64 = u64::from_le_bytes(*b"ALCVUBER");
 pub const MOS_MAGIC: u64 = u64::from_le_bytes(*b"ALCVMOS1");
 
+pub const LOG_MAGIC: u64 = u64::from_le_bytes(*b"ALCVZIL1");
+
+/// The space each intent-log block is given (it is written only as far as
+/// its records reach, in whole [`BLOCK`]s).
+pub const LOG_BLOCK: u64 = 32 * 1024;
+/// A log block's fixed header: magic, version, len, pool guid, txg, seq,
+/// next, record count.
+pub const LOG_HEADER: usize = 8 + 4 + 4 + 8 + 8 + 8 + 8 + 4;
+/// One log record: volume id, block index, block pointer.
+pub const LOG_RECORD: usize = 8 + 8 + BP_SIZE;
+/// Records one log block holds.
+pub const LOG_RECORDS_PER_BLOCK: usize = (LOG_BLOCK as usize - LOG_HEADER - 32) / LOG_RECORD;
+
 pub type Checksum = [u8; 32];
 
 /// Block pointer `comp` values.
@@ -288,6 +301,10 @@ pub struct Uberblock {
     pub pool_guid: u64,
     /// The meta object set: the dataset directory and the space map.
     pub mos: BlockPtr,
+    /// Where this group's intent log starts ([`LOG_BLOCK`] bytes the MOS's
+    /// space map holds as allocated; 0: no log). An uberblock written
+    /// before the field existed reads 0 here (its sealed padding).
+    pub log: u64,
 }
 
 impl Uberblock {
@@ -299,6 +316,7 @@ impl Uberblock {
         w.u64(self.txg);
         w.u64(self.pool_guid);
         w.bp(&self.mos);
+        w.u64(self.log);
         seal(w.buf, UB_SLOT as usize)
     }
 
@@ -316,15 +334,132 @@ impl Uberblock {
         let txg = r.u64()?;
         let pool_guid = r.u64()?;
         let mos = r.bp()?;
+        let log = r.u64()?;
         if txg == 0 || mos.is_hole() || mos.kind != BlockKind::Mos as u8 {
             return Err(FormatError::BadField("uberblock txg or mos"));
         }
-        Ok(Uberblock { txg, pool_guid, mos })
+        if !log.is_multiple_of(BLOCK) {
+            return Err(FormatError::BadField("uberblock log offset"));
+        }
+        Ok(Uberblock { txg, pool_guid, mos, log })
     }
 
     /// Its slot in each label's ring.
     pub fn slot_offset(label: u64, txg: u64) -> u64 {
         label + BLOCK + (txg % UB_SLOTS) * UB_SLOT
+    }
+}
+
+/// One intent-log record: block `block` of volume `volume` is now `bp` (a
+/// data block already on disk, or a hole), born in the open group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRecord {
+    pub volume: u64,
+    pub block: u64,
+    pub bp: BlockPtr,
+}
+
+/// One block of the intent log of the group after committed txg `txg`
+/// (FORMAT.md "Intent log"): sealed over its first `len` bytes, written
+/// once, chained forward through `next` (space allocated before the block
+/// was written, so the next block's place is known before its contents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogBlock {
+    pub pool_guid: u64,
+    /// The committed txg this log extends (its generation).
+    pub txg: u64,
+    /// 0 for the block the uberblock names, then 1, 2, …
+    pub seq: u64,
+    /// Where the next block will go ([`LOG_BLOCK`] bytes).
+    pub next: u64,
+    pub records: Vec<LogRecord>,
+}
+
+impl LogBlock {
+    /// The sealed bytes: a multiple of [`BLOCK`], at most [`LOG_BLOCK`].
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(
+            self.records.len() <= LOG_RECORDS_PER_BLOCK,
+            "log block overfull"
+        );
+        let body = LOG_HEADER + self.records.len() * LOG_RECORD;
+        let len = (body as u64 + 32).div_ceil(BLOCK) * BLOCK;
+        let mut w = Writer {
+            buf: Vec::with_capacity(len as usize),
+        };
+        w.u64(LOG_MAGIC);
+        w.u32(VERSION);
+        w.u32(len as u32);
+        w.u64(self.pool_guid);
+        w.u64(self.txg);
+        w.u64(self.seq);
+        w.u64(self.next);
+        w.u32(self.records.len() as u32);
+        for r in &self.records {
+            w.u64(r.volume);
+            w.u64(r.block);
+            w.bp(&r.bp);
+        }
+        seal(w.buf, len as usize)
+    }
+
+    /// Parses a log block from the [`LOG_BLOCK`] bytes at its place: its
+    /// seal, magic and version, the fields' shapes. Whether it belongs to
+    /// this pool and generation, and whether its records make sense for
+    /// the pool, the reader checks.
+    pub fn decode(b: &[u8]) -> Result<LogBlock, FormatError> {
+        if b.len() < LOG_HEADER {
+            return Err(FormatError::Truncated);
+        }
+        let len = u32le(&b[12..16]) as usize;
+        if len == 0 || !(len as u64).is_multiple_of(BLOCK) || len as u64 > LOG_BLOCK {
+            return Err(FormatError::BadField("log block length"));
+        }
+        let body = unseal(b, len)?;
+        let mut r = Reader::new(body);
+        if r.u64()? != LOG_MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let v = r.u32()?;
+        if v != VERSION {
+            return Err(FormatError::BadVersion(v));
+        }
+        r.u32()?;
+        let pool_guid = r.u64()?;
+        let txg = r.u64()?;
+        let seq = r.u64()?;
+        let next = r.u64()?;
+        let n = r.u32()? as usize;
+        if n > LOG_RECORDS_PER_BLOCK || n * LOG_RECORD > r.remaining() {
+            return Err(FormatError::BadField("log record count"));
+        }
+        if (LOG_HEADER as u64 + (n * LOG_RECORD) as u64 + 32).div_ceil(BLOCK) * BLOCK != len as u64
+        {
+            return Err(FormatError::BadField("log block length for its records"));
+        }
+        if next == 0 || !next.is_multiple_of(BLOCK) {
+            return Err(FormatError::BadField("log next offset"));
+        }
+        let mut records = Vec::with_capacity(n);
+        for _ in 0..n {
+            let volume = r.u64()?;
+            let block = r.u64()?;
+            let bp = r.bp()?;
+            if !bp.is_hole() && (bp.kind != BlockKind::Data as u8 || bp.level != 0) {
+                return Err(FormatError::BadField("log record block kind"));
+            }
+            records.push(LogRecord { volume, block, bp });
+        }
+        if body[body.len() - r.remaining()..].iter().any(|&x| x != 0) {
+            return Err(FormatError::BadField("log block padding"));
+        }
+        Ok(LogBlock {
+            pool_guid,
+            txg,
+            seq,
+            next,
+            records,
+        })
     }
 }
 

@@ -42,7 +42,51 @@ pub const PROP_REFRESERVATION: &str = "refreservation";
 pub const PROP_CHECKSUM: &str = "checksum";
 /// Indirect blocks the metadata cache holds by default (4 KiB each).
 pub const DEFAULT_META_CACHE_BLOCKS: usize = 64;
+/// A FLUSH whose records need more log blocks than this commits instead.
+pub const LOG_MAX_BLOCKS_PER_FLUSH: usize = 4;
+/// A group's log chain at most this long: past it a FLUSH commits.
+pub const LOG_MAX_CHAIN: usize = 256;
 const SPACE_PROPS: [&str; 3] = [PROP_QUOTA, PROP_RESERVATION, PROP_REFRESERVATION];
+
+/// How long the open group may hold blocks before it commits without a
+/// FLUSH or a bound (ZFS's `zfs_txg_timeout`, 5 s), in milliseconds.
+pub const TXG_TIMEOUT_MS: u64 = 5000;
+
+/// Commit by time, for the pool's caller (the pool has no clock of its own):
+/// the open group commits once it has held blocks for `timeout`, so writes
+/// nobody FLUSHes do not stay uncommitted (and their block pointers in
+/// memory) for ever. The caller calls [`CommitTimer::tick`] whenever it runs,
+/// with its clock's time in the unit of `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitTimer {
+    /// When the caller first saw the open group holding blocks.
+    opened: Option<u64>,
+    pub timeout: u64,
+}
+
+impl CommitTimer {
+    pub fn new(timeout: u64) -> Self {
+        CommitTimer { opened: None, timeout }
+    }
+
+    /// Commits `pool`'s open group if it has held blocks for `timeout` or
+    /// more by `now`; true if it committed. A group that commits for
+    /// another reason (FLUSH past the log, the bound) starts the clock
+    /// again at its next write.
+    pub fn tick<D: Disk>(&mut self, pool: &mut Pool<D>, now: u64) -> Result<bool, Error> {
+        if pool.dirty_blocks() == 0 {
+            self.opened = None;
+            return Ok(false);
+        }
+        let since = *self.opened.get_or_insert(now);
+        if now.saturating_sub(since) < self.timeout {
+            return Ok(false);
+        }
+        self.opened = None;
+        pool.sync()?;
+        Ok(true)
+    }
+}
 
 /// `none`, a byte count, or a number with a K/M/G/T suffix (powers of 1024).
 pub fn parse_size(v: &str) -> Option<u64> {
@@ -272,6 +316,22 @@ pub struct Pool<D: Disk> {
     /// pointer each, whatever the block size).
     dirty_block_limit: Option<u64>,
     meta_cache: MetaCache,
+    /// The intent log (FORMAT.md "Intent log"): the committed uberblock's
+    /// log block (0: none).
+    log_head: u64,
+    /// Where this group's next log block goes (allocated already); 0: the
+    /// log cannot take records this group, a FLUSH commits.
+    log_next: u64,
+    log_seq: u64,
+    /// Every log block this group holds (the head, those written, the next
+    /// one): freed once the group commits.
+    log_blocks: Vec<u64>,
+    /// The open group's blocks written since the last log write; the
+    /// others' block pointers are in the log (replacing one defers its
+    /// free to the commit: a replay reads it).
+    unlogged: BTreeSet<(u64, u64)>,
+    /// Records the import replayed from the log.
+    replayed: u64,
 }
 
 /// Recently used indirect blocks, verified, keyed by where they are and
@@ -398,6 +458,12 @@ impl<D: Disk> Pool<D> {
             dirty_limit: None,
             dirty_block_limit: None,
             meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
+            log_head: 0,
+            log_next: 0,
+            log_seq: 0,
+            log_blocks: Vec::new(),
+            unlogged: BTreeSet::new(),
+            replayed: 0,
         };
         pool.sync()?;
         Ok(pool)
@@ -458,7 +524,7 @@ impl<D: Disk> Pool<D> {
             };
             match decode_mos(&mos[..ub.mos.lsize as usize], guid, ub.txg, asize) {
                 Ok((datasets, space, next_id)) => {
-                    return Ok(Pool {
+                    let mut pool = Pool {
                         vdev,
                         name,
                         guid,
@@ -475,7 +541,15 @@ impl<D: Disk> Pool<D> {
                         dirty_limit: None,
                         dirty_block_limit: None,
                         meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
-                    });
+                        log_head: 0,
+                        log_next: 0,
+                        log_seq: 0,
+                        log_blocks: Vec::new(),
+                        unlogged: BTreeSet::new(),
+                        replayed: 0,
+                    };
+                    pool.replay_log(ub.log);
+                    return Ok(pool);
                 }
                 Err(e) => last_err = e,
             }
@@ -531,6 +605,15 @@ impl<D: Disk> Pool<D> {
     }
     pub fn size_bytes(&self) -> u64 {
         self.space.size()
+    }
+    /// Intent-log records the import replayed (FLUSHed writes whose group
+    /// had not committed): they sit in the open group until the next commit.
+    pub fn log_replayed(&self) -> u64 {
+        self.replayed
+    }
+    /// Where the committed group's intent log starts (0: none).
+    pub fn log_head(&self) -> u64 {
+        self.log_head
     }
     /// Gives the disks back (export).
     pub fn into_disks(self) -> Vec<D> {
@@ -1090,21 +1173,174 @@ impl<D: Disk> Pool<D> {
 
     /// Records `bp` as block `blk` of volume `id` in the open group; the
     /// block it replaces there (never referenced by a committed group) is
-    /// free at once.
+    /// free at once, or at the commit if the intent log names it (a replay
+    /// after a power cut reads it).
     fn set_dirty(&mut self, id: u64, blk: u64, bp: BlockPtr) {
+        let logged = self.unlogged.insert((id, blk));
         if let Some(old) = self.dirty.entry(id).or_default().insert(blk, bp)
             && !old.is_hole()
         {
-            self.space.free_now(old.offset, u64::from(old.psize));
+            self.release_dirty(old, logged);
+        }
+    }
+
+    /// Frees a block the open group wrote and no longer uses: at once, or
+    /// at the commit if the log names it.
+    fn release_dirty(&mut self, bp: BlockPtr, logged: bool) {
+        if !logged {
+            self.space.free_now(bp.offset, u64::from(bp.psize));
+        } else if !self.space.defer_free(bp.offset, u64::from(bp.psize)) {
+            // Allocated when written and named once: cannot happen; if it
+            // did, keeping the space leaks it until import, never shares it.
+        }
+    }
+
+    /// Makes every write so far durable, as a guest's FLUSH asks: its
+    /// blocks' pointers go into the intent log (one log write and one
+    /// flush barrier: the data is on disk already), or, when the log cannot
+    /// take them (no log this group, too many records, a long chain, no
+    /// space), the group commits ([`Pool::sync`]).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.check_live()?;
+        if self.unlogged.is_empty() {
+            return Ok(());
+        }
+        let nblocks = self.unlogged.len().div_ceil(LOG_RECORDS_PER_BLOCK);
+        if self.log_next == 0
+            || nblocks > LOG_MAX_BLOCKS_PER_FLUSH
+            || self.log_blocks.len() + nblocks > LOG_MAX_CHAIN
+        {
+            return self.sync();
+        }
+        let mut places = vec![self.log_next];
+        for _ in 0..nblocks {
+            match self.space.alloc(LOG_BLOCK) {
+                Some(o) => places.push(o),
+                None => break,
+            }
+        }
+        if places.len() != nblocks + 1 || self.space.free_bytes() < self.commit_need(0, None) {
+            for &o in &places[1..] {
+                self.space.free_now(o, LOG_BLOCK);
+            }
+            return self.sync();
+        }
+        self.log_blocks.extend_from_slice(&places[1..]);
+        // One log block at a time (storaged's heap holds one, not all).
+        let keys: Vec<(u64, u64)> = self.unlogged.iter().copied().collect();
+        for (i, chunk) in keys.chunks(LOG_RECORDS_PER_BLOCK).enumerate() {
+            let mut records = Vec::with_capacity(chunk.len());
+            records.extend(chunk.iter().filter_map(|&(id, blk)| {
+                self.dirty_bp(id, blk).map(|bp| LogRecord {
+                    volume: id,
+                    block: blk,
+                    bp,
+                })
+            }));
+            let lb = LogBlock {
+                pool_guid: self.guid,
+                txg: self.txg,
+                seq: self.log_seq + i as u64,
+                next: places[i + 1],
+                records,
+            };
+            self.disk_write(places[i], &lb.encode())?;
+        }
+        if self.vdev.flush().is_err() {
+            self.suspended = true;
+            return Err(Error::Io("flush after the intent log write".into()));
+        }
+        self.log_next = places[nblocks];
+        self.log_seq += nblocks as u64;
+        self.unlogged.clear();
+        self.vdev.metered.meter.log_blocks += nblocks as u64;
+        self.vdev.metered.meter.log_flushes += 1;
+        Ok(())
+    }
+
+    /// Replays the intent log that starts at `head` (the uberblock's) into
+    /// the open group: block by block while each is sealed, names this
+    /// pool, this txg and the next sequence number, and every block its
+    /// records name reads back with its checksum from space the committed
+    /// group holds free. The first that fails ends the log (a FLUSH was
+    /// acknowledged only after its log block and data were flushed, so
+    /// what follows was never acknowledged). The replayed blocks and the
+    /// log's own stay allocated until the next commit; this session writes
+    /// no log of this generation (its first FLUSH commits), so a chain
+    /// never mixes two sessions' blocks.
+    fn replay_log(&mut self, head: u64) {
+        self.log_head = 0;
+        if head == 0 || !self.space.is_allocated(head, LOG_BLOCK) {
+            return;
+        }
+        self.log_head = head;
+        self.log_blocks.push(head);
+        let (guid, txg) = (self.guid, self.txg);
+        let mut at = head;
+        for seq in 0..LOG_MAX_CHAIN as u64 {
+            let Some(lb) = self.vdev.read_any(at, LOG_BLOCK as usize, |b| {
+                LogBlock::decode(b)
+                    .ok()
+                    .filter(|lb| lb.pool_guid == guid && lb.txg == txg && lb.seq == seq)
+            }) else {
+                break;
+            };
+            let mut space = self.space.clone();
+            let mut ok = true;
+            for r in &lb.records {
+                let Some(d) = self.datasets.get(&r.volume) else {
+                    ok = false;
+                    break;
+                };
+                if d.snapshot || r.block >= d.nblocks() {
+                    ok = false;
+                    break;
+                }
+                if r.bp.is_hole() {
+                    continue;
+                }
+                if r.bp.lsize != d.volblocksize
+                    || r.bp.birth != txg + 1
+                    || !space.claim(r.bp.offset, u64::from(r.bp.psize))
+                {
+                    ok = false;
+                    break;
+                }
+                if self.vdev.read_block(&r.bp).is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            if !ok || !space.claim(lb.next, LOG_BLOCK) {
+                break;
+            }
+            self.space = space;
+            for r in lb.records {
+                let bs = u64::from(self.ds(r.volume).volblocksize);
+                match self
+                    .dirty
+                    .entry(r.volume)
+                    .or_default()
+                    .insert(r.block, r.bp)
+                {
+                    Some(old) if !old.is_hole() => self.release_dirty(old, true),
+                    Some(_) => {}
+                    None => *self.dirty_charge.entry(r.volume).or_default() += bs,
+                }
+                self.replayed += 1;
+            }
+            self.log_blocks.push(lb.next);
+            at = lb.next;
         }
     }
 
     /// Forgets volume `id`'s open-group blocks (rollback, destroy): their
     /// space was never committed, so it is free at once.
     fn drop_dirty(&mut self, id: u64) {
-        for bp in self.dirty.remove(&id).unwrap_or_default().into_values() {
+        for (blk, bp) in self.dirty.remove(&id).unwrap_or_default() {
+            let logged = !self.unlogged.remove(&(id, blk));
             if !bp.is_hole() {
-                self.space.free_now(bp.offset, u64::from(bp.psize));
+                self.release_dirty(bp, logged);
             }
         }
         self.dirty_charge.remove(&id);
@@ -1378,6 +1614,12 @@ impl<D: Disk> Pool<D> {
         if !self.mos.is_hole() {
             self.free_block(self.mos.offset, self.mos.psize)?;
         }
+        // This group's log is obsolete once it commits; the next group's
+        // log starts in a block the new MOS holds as allocated.
+        for off in core::mem::take(&mut self.log_blocks) {
+            self.free_block(off, LOG_BLOCK as u32)?;
+        }
+        let log = self.space.alloc(LOG_BLOCK).unwrap_or(0);
         // The MOS records its own block in the space map: allocate first,
         // then encode; retry larger if the map grew past the estimate.
         let mut psize = self.mos_estimate();
@@ -1406,7 +1648,7 @@ impl<D: Disk> Pool<D> {
         let io = |what: &str| Error::Io(format!("txg {txg}: {what}"));
         self.vdev.write(mos_off, &buf).map_err(|_| io("MOS write"))?;
         self.vdev.flush().map_err(|_| io("flush before the uberblock"))?;
-        let ub = Uberblock { txg, pool_guid: self.guid, mos }.encode();
+        let ub = Uberblock { txg, pool_guid: self.guid, mos, log }.encode();
         let asize = self.vdev.asize;
         for l in 0..LABELS {
             let at = Uberblock::slot_offset(label_offset(asize, l), txg);
@@ -1416,6 +1658,11 @@ impl<D: Disk> Pool<D> {
         self.txg = txg;
         self.mos = mos;
         self.space.release_deferred();
+        (self.log_head, self.log_next, self.log_seq) = (log, log, 0);
+        if log != 0 {
+            self.log_blocks.push(log);
+        }
+        self.unlogged.clear();
         Ok(())
     }
 
@@ -1719,6 +1966,10 @@ impl<D: Disk> Pool<D> {
         let mut report = VerifyReport { txg: self.txg, datasets: self.datasets.len(), ..Default::default() };
         let mos = self.mos;
         self.visit(&mos, scrub, &mut seen, &mut report)?;
+        if self.log_head != 0 {
+            // The log's first block: allocated, not checksummed by a pointer.
+            seen.insert(self.log_head, LOG_BLOCK as u32);
+        }
         let roots: Vec<(String, BlockPtr, u8, u64)> = self
             .datasets
             .values()

@@ -119,6 +119,21 @@ impl SpaceMap {
         self.free.insert(s, l);
     }
 
+    /// Whether `[off, off+len)` lies in the region and none of it is free.
+    pub fn is_allocated(&self, off: u64, len: u64) -> bool {
+        let Some(end) = off.checked_add(len) else {
+            return false;
+        };
+        len > 0
+            && off >= self.start
+            && end <= self.end
+            && !self
+                .free
+                .range(..end)
+                .next_back()
+                .is_some_and(|(&s, &l)| s + l > off)
+    }
+
     pub fn is_free(&self, off: u64, len: u64) -> bool {
         self.free.range(..=off).next_back().is_some_and(|(&s, &l)| off + len <= s + l)
     }

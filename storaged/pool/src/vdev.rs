@@ -40,6 +40,10 @@ pub struct Meter {
     /// Transaction groups committed, and the time in `sync` (all of it).
     pub commits: u64,
     pub commit_ticks: u64,
+    /// Intent-log blocks written, and the FLUSHes they answered without a
+    /// commit.
+    pub log_blocks: u64,
+    pub log_flushes: u64,
     /// Indirect blocks found in the metadata cache, and read from disk.
     pub meta_hits: u64,
     pub meta_misses: u64,
@@ -198,6 +202,31 @@ impl<D: Disk> Vdev<D> {
             }
         }
         Ok(buf)
+    }
+
+    /// The first child's copy of `len` bytes at `offset` that `accept`
+    /// takes (an intent-log block: sealed, no block pointer names it).
+    pub fn read_any<T>(
+        &mut self,
+        offset: u64,
+        len: usize,
+        accept: impl Fn(&[u8]) -> Option<T>,
+    ) -> Option<T> {
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|e| e > self.asize)
+        {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        for c in 0..self.children.len() {
+            if self.child_read(c, offset, &mut buf).is_ok()
+                && let Some(t) = accept(&buf)
+            {
+                return Some(t);
+            }
+        }
+        None
     }
 
     /// Reads every child's copy and repairs the bad ones (scrub): unlike

@@ -164,6 +164,7 @@ fn main(start: alcove_rt::Start) -> u64 {
     let mut server = storaged::Storaged::from_boot(booted, rings);
     // The pool meter reads the TSC: its rate turns ticks into milliseconds.
     server.set_ticks_per_ms(libipc::sys::tsc_khz().unwrap_or(0));
+    server.set_clock(Some(alcove_rt::rdtsc));
     let admins = storaged::lifecycle::admin_names(&info.args);
     let badges: alloc::vec::Vec<u64> = info
         .clients
