@@ -137,7 +137,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         None => log::info!("no PCI configuration ports (0xcf8..0xcff) granted: serving no disks"),
         Some(&(_, _, ports)) => {
             match libipc::sys::io_port_enable(ports) {
-                Ok(()) => found = disks::find(&info.device_memory, info.device_memory_root),
+                Ok(()) => found = disks::find(&info.device_memory, info.device_memory_root, info.calls("proc")),
                 Err(e) => log::error!("PCI configuration ports: cannot enable: {e}"),
             }
         }
