@@ -551,6 +551,11 @@ impl Case {
         {
             v.problems.push(problem);
         }
+        if self.suite == "storage"
+            && let Some(problem) = dead_driver_problem(&r.serial)
+        {
+            v.problems.push(problem);
+        }
         if self.suite == "zone" && !r.serial.contains(crate::zone::GUEST_OFF_LINE) {
             // The guest that powers its VM off ran its code through the
             // VMM zone-server started (its UART line reaches the console).
@@ -1310,6 +1315,37 @@ fn kernel_lines() -> Result<usize> {
     Ok(n)
 }
 
+/// What is wrong with the storage case's dead driver in `serial`, if
+/// anything: storaged (manifest `test-exit-after-create`) exits once after
+/// enabling both disks, and init must clear bus mastering of exactly the
+/// functions it registered (both disks) before restarting it; the
+/// restarted storaged must import the pool (the suite then uses it).
+fn dead_driver_problem(serial: &str) -> Option<String> {
+    // init clears, then says it restarts.
+    let Some(exited) = serial.find("server \"storaged\" exited with code 3; restarting") else {
+        return Some("storaged did not exit once (manifest: test-exit-after-create)".into());
+    };
+    let (before, after) = serial.split_at(exited);
+    let held: Vec<&str> = before
+        .lines()
+        .filter_map(|l| l.split("init: server \"storaged\" holds PCI ").nth(1))
+        .map(str::trim)
+        .collect();
+    if held.len() != 2 {
+        return Some(format!("storaged registered {} PCI functions before it died, not its 2 disks: {held:?}", held.len()));
+    }
+    for f in &held {
+        let off = format!("init: server \"storaged\" ended: PCI {f} bus mastering off");
+        if !before.contains(&off) {
+            return Some(format!("init did not clear bus mastering of {f} before storaged restarted (expected {off:?})"));
+        }
+    }
+    if !after.contains("storaged: pool zones: imported") {
+        return Some("the restarted storaged did not import pool zones".into());
+    }
+    None
+}
+
 /// What is wrong with init's ready round in `serial`, if anything: every
 /// endpoint `manifest` serves must answer `status`, a server's that calls
 /// init's `proc` before it answers too (the test manifest's ktest-victim,
@@ -1342,5 +1378,31 @@ mod ready_round_tests {
         assert!(skipped.contains("expected \"init: ready: 3 of 3") && skipped.contains("2 of 2"), "{skipped}");
         let hung = ready_round_problem("init: system \"test\"\n", MANIFEST).unwrap();
         assert!(hung.contains("no ready line"), "{hung}");
+    }
+}
+
+#[cfg(test)]
+mod dead_driver_tests {
+    use super::dead_driver_problem;
+
+    const HELD: &str = "[INFO ] init: server \"storaged\" holds PCI 00:04.0\n[INFO ] init: server \"storaged\" holds PCI 00:05.0\n";
+    const OFF: &str = "[INFO ] init: server \"storaged\" ended: PCI 00:04.0 bus mastering off (command 0x0107 -> 0x0103)\n[INFO ] init: server \"storaged\" ended: PCI 00:05.0 bus mastering off (command 0x0107 -> 0x0103)\n";
+    const EXIT: &str = "[WARN ] init: server \"storaged\" exited with code 3; restarting (1)\n";
+    const IMPORT: &str = "[INFO ] storaged: pool zones: imported from virtio-blk 00:05.0 (single disk, txg 2)\n";
+
+    #[test]
+    fn init_must_clear_both_disks_before_the_restart() {
+        assert_eq!(dead_driver_problem(&[HELD, OFF, EXIT, IMPORT].concat()), None);
+        // Not cleared (init without the fix): both claims seen, no "off".
+        let p = dead_driver_problem(&[HELD, EXIT, IMPORT].concat()).unwrap();
+        assert!(p.contains("did not clear bus mastering of 00:04.0"), "{p}");
+        // Only one of the two cleared.
+        let p = dead_driver_problem(&[HELD, &OFF[..OFF.find('\n').unwrap() + 1], EXIT, IMPORT].concat()).unwrap();
+        assert!(p.contains("00:05.0"), "{p}");
+        // Never registered (drivers without the claim call).
+        let p = dead_driver_problem(&[EXIT, IMPORT].concat()).unwrap();
+        assert!(p.contains("registered 0 PCI functions"), "{p}");
+        assert!(dead_driver_problem(&[HELD, OFF, IMPORT].concat()).unwrap().contains("did not exit"));
+        assert!(dead_driver_problem(&[HELD, OFF, EXIT].concat()).unwrap().contains("did not import"));
     }
 }

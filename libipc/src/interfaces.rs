@@ -836,7 +836,30 @@ pub enum ProcError {
     /// instance takes, no capability sent, or not of the kind it needs).
     #[allow(missing_docs)]
     BadCapability { name: String, why: String },
+    /// `pci_claim` refused `function` (`why`: not a driver holding the
+    /// configuration ports, no such function, another driver's, or more
+    /// than [`PCI_CLAIMS_MAX`]).
+    #[allow(missing_docs)]
+    PciClaim { function: PciFunction, why: String },
 }
+
+/// A PCI function's address (bus, device < 32, function < 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct PciFunction {
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl core::fmt::Display for PciFunction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+    }
+}
+
+/// PCI functions one driver may register through `proc.pci_claim` at most.
+pub const PCI_CLAIMS_MAX: usize = 16;
 
 /// The names [`proc::Server::give`] takes, and the kind of object each
 /// must be: `netd` (an endpoint, a per-VM grant of netd's) and `control`
@@ -862,6 +885,7 @@ impl core::fmt::Display for ProcError {
             ProcError::TooMany { limit } => write!(f, "proc: all {limit} instance slots are in use"),
             ProcError::Start { why } => write!(f, "proc: cannot start the instance: {why}"),
             ProcError::BadCapability { name, why } => write!(f, "proc: give \"{name}\": {why}"),
+            ProcError::PciClaim { function, why } => write!(f, "proc: pci_claim {function}: {why}"),
         }
     }
 }
@@ -901,6 +925,13 @@ crate::interface! {
         /// when it fails, drops them; an instance never gets the
         /// template's own endpoint for one of these names.
         fn give(name: String) -> Result<(), ProcError>;
+        /// A driver registers `function`, whose bus mastering it turned
+        /// on: when the driver ends, init clears that function's Bus
+        /// Master Enable before restarting it (no IOMMU: a dead driver's
+        /// device would go on writing into freed memory). Only a server
+        /// holding the configuration ports may claim; a function is one
+        /// driver's; at most [`PCI_CLAIMS_MAX`] per driver.
+        fn pci_claim(function: PciFunction) -> Result<(), ProcError>;
     }
 }
 

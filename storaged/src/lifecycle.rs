@@ -113,6 +113,8 @@ pub struct Booted<D: BlockDevice> {
     pub free: Vec<Disk<D>>,
     /// Every disk left out of the pool, and why.
     pub reports: Vec<DiskReport>,
+    /// The pool was created at this start (not imported).
+    pub created: bool,
 }
 
 enum Found {
@@ -154,7 +156,7 @@ pub fn bring_up<D: BlockDevice>(disks: Vec<Disk<D>>, plan: Option<&PoolPlan>, gu
         let found = classify(&mut md);
         seen.push((i, info.name, info.serial, found, md));
     }
-    let mut booted = Booted { pool: None, pool_disks: Vec::new(), free: Vec::new(), reports: Vec::new() };
+    let mut booted = Booted { pool: None, pool_disks: Vec::new(), free: Vec::new(), reports: Vec::new(), created: false };
     let report = |b: &mut Booted<D>, disk: &str, what: String| {
         log::warn!("{disk}: {what}");
         b.reports.push(DiskReport { disk: disk.into(), what });
@@ -302,6 +304,7 @@ fn create<D: BlockDevice>(
             );
             booted.pool = Some(pool);
             booted.pool_disks = names;
+            booted.created = true;
         }
         Err(e) => {
             for n in &names {

@@ -186,7 +186,7 @@ impl Machine {
                  priority = 160\n\
                  budget_kib = 4096\n\
                  serves = [\"netd\"]\n\
-                 calls = [\"console\", \"storaged\"]\n\
+                 calls = [\"console\", \"storaged\", \"proc\"]\n\
                  ioports = [[0xcf8, 8]]\n\
                  irqs = [{NETD_IRQ}]\n\
                  pci_bars = true\n\
@@ -225,7 +225,7 @@ impl Machine {
              priority = 160\n\
              budget_kib = 4096\n\
              serves = [\"storaged\"]\n\
-             calls = [\"console\"]\n\
+             calls = [\"console\", \"proc\"]\n\
              ioports = [[0xcf8, 8]]\n\
              pci_bars = true\n\
              {storaged_args}\

@@ -12,6 +12,7 @@ use alloc::format;
 use alloc::string::String;
 
 use abi::CapSlot;
+use libipc::interfaces::PciFunction;
 use libipc::pio;
 use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
 
@@ -69,10 +70,33 @@ pub fn map_bars(
     Ok(memory)
 }
 
-/// Turns on `df`'s memory decoding and bus mastering (the device may then
-/// DMA into any physical memory: there is no IOMMU, so only a driver
-/// trusted with DMA frames takes a function).
-pub fn enable(pci: &mut PciRoot<PortCam>, df: DeviceFunction) {
+/// Registers `df` with init (`proc.pci_claim` through `proc`, init's
+/// endpoint, when the manifest lets the driver call it), then turns on its
+/// memory decoding and bus mastering. The device may then DMA into any
+/// physical memory: there is no IOMMU, so only a driver trusted with DMA
+/// frames takes a function, and init, knowing which functions are this
+/// driver's, clears their bus mastering when the driver dies, before it
+/// restarts it. A function init refuses (another driver's) is not
+/// enabled; without a `proc` endpoint the function is enabled and the
+/// driver says that its death leaves the device mastering.
+pub fn enable(pci: &mut PciRoot<PortCam>, df: DeviceFunction, proc: Option<CapSlot>, driver: &str) -> Result<(), String> {
+    let function = PciFunction { bus: df.bus, device: df.device, function: df.function };
+    match proc {
+        Some(ep) => {
+            let client = libipc::interfaces::proc::Client::new(libipc::kernel::KernelTransport::new(
+                libipc::cap::Cap::from_slot(ep),
+            ));
+            match client.pci_claim(function) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("init refused it: {e}")),
+                Err(e) => return Err(format!("registering it with init: {e}")),
+            }
+        }
+        None => log::warn!(
+            "{driver}: PCI {function}: no \"proc\" endpoint to register it with init (manifest calls); if {driver} dies the device keeps bus mastering"
+        ),
+    }
     let (_, command) = pci.get_status_command(df);
     pci.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    Ok(())
 }

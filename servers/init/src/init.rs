@@ -131,7 +131,24 @@ pub fn main(start: Start) -> u64 {
     }
     let offered = slots.next();
     libipc::request_caps::offer(offered);
-    let mut init = Init { archive, manifest, endpoints, children, watch, slots, instances: Instances::default(), given: Vec::new(), spare: Vec::new(), machine, ready };
+    // The PCI configuration ports, for clearing a dead driver's bus
+    // mastering (only while that driver is dead; see `servers_ended`).
+    let config_ports = enable_config_ports(&mut slots);
+    let mut init = Init {
+        archive,
+        manifest,
+        endpoints,
+        children,
+        watch,
+        slots,
+        instances: Instances::default(),
+        given: Vec::new(),
+        spare: Vec::new(),
+        machine,
+        ready,
+        pci: crate::pci::Claims::default(),
+        config_ports,
+    };
     match libipc::kernel::serve(libipc::cap::Cap::from_slot(proc_ep), &mut init) {
         Ok(never) => match never {},
         Err(e) => {
@@ -291,6 +308,57 @@ struct Init<'a> {
     machine: MachineInfo,
     /// The ready round's thread until it is done.
     ready: Option<ReadyThread>,
+    /// The PCI functions each driver registered (`proc.pci_claim`).
+    pci: crate::pci::Claims,
+    /// Whether init could enable the PCI configuration ports for itself.
+    config_ports: bool,
+}
+
+/// Enables ports 0xCF8..0xCFF for init itself (derived from the root
+/// I/O-port capability); false, logged, if the kernel refuses.
+fn enable_config_ports(slots: &mut Slots) -> bool {
+    let (first, count) = crate::pci::CONFIG_PORTS;
+    let s = slots.next();
+    let r = sys::create_from(ObjectType::IoPorts, s, u64::from(first) | (u64::from(count) << 16), abi::INIT_SLOT_IOPORTS)
+        .and_then(|()| sys::io_port_enable(s));
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("PCI configuration ports: cannot enable for init: {e}; a dead driver's devices keep bus mastering");
+            false
+        }
+    }
+}
+
+/// Clears the Bus Master Enable bit (command register, bit 2) of the
+/// functions `server` held: it ended, and without an IOMMU its devices
+/// would go on DMA-ing into the frames the kernel took back. Its other
+/// command bits stay as they were; the restarted driver turns bus
+/// mastering on again when it takes the function.
+///
+/// Config space has one user at a time: the dead driver is gone, and the
+/// other drivers touch config space only while they start (before they
+/// answer `status`); init clears only for a driver that died, before it
+/// starts the next one.
+fn stop_bus_mastering(server: &str, functions: &[libipc::interfaces::PciFunction]) {
+    const COMMAND: u8 = 0x04;
+    const BUS_MASTER: u32 = 1 << 2;
+    for f in functions {
+        let word = libipc::pio::pci_config_read(f.bus, f.device, f.function, COMMAND);
+        if word == u32::MAX {
+            log::warn!("server \"{server}\" ended: PCI {f} does not answer; bus mastering not cleared");
+            continue;
+        }
+        // The status half (upper 16 bits) is write-1-to-clear: write 0s.
+        let command = word & 0xffff & !BUS_MASTER;
+        libipc::pio::pci_config_write(f.bus, f.device, f.function, COMMAND, command);
+        let after = libipc::pio::pci_config_read(f.bus, f.device, f.function, COMMAND) & 0xffff;
+        if after & BUS_MASTER == 0 {
+            log::info!("server \"{server}\" ended: PCI {f} bus mastering off (command {:#06x} -> {after:#06x})", word & 0xffff);
+        } else {
+            log::error!("server \"{server}\" ended: PCI {f} bus mastering still on (command {after:#06x})");
+        }
+    }
 }
 
 /// The CPUs online: the kernel takes a CPU number as a thread's affinity
@@ -355,6 +423,16 @@ impl Init<'_> {
             };
             let _ = sys::cap_delete(p);
             c.process = None;
+            // Its devices stop DMA before anything else reuses its memory
+            // or a new instance of it takes them.
+            let held = self.pci.release(i);
+            if !held.is_empty() {
+                if self.config_ports {
+                    stop_bus_mastering(&c.server.name, &held);
+                } else {
+                    log::error!("server \"{}\" ended: cannot clear bus mastering of its {} PCI functions", c.server.name, held.len());
+                }
+            }
             // Its pool grant goes with it: storaged drops the grant's
             // state and closes its rings (a restart gets a new one).
             if let Some(badge) = c.grant.take() {
@@ -441,6 +519,16 @@ impl proc::Server for ProcCall<'_, '_> {
         let _ = sys::cap_delete(ins.process);
         log::info!("instance {instance} stopped ({before:?} before)");
         Ok(before)
+    }
+
+    fn pci_claim(&mut self, function: libipc::interfaces::PciFunction) -> Result<(), ProcError> {
+        let r = self.init.pci.claim(&self.init.manifest, self.owner, function);
+        match (&r, self.owner.and_then(|o| self.init.manifest.servers.get(o))) {
+            (Ok(()), Some(s)) => log::info!("server \"{}\" holds PCI {function}", s.name),
+            (Err(e), _) => log::warn!("{e}"),
+            _ => {}
+        }
+        r
     }
 
     fn usage(&mut self) -> ProcUsage {

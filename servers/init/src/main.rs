@@ -13,6 +13,8 @@ extern crate alloc;
 mod init;
 #[allow(dead_code)]
 mod instances;
+#[allow(dead_code)]
+mod pci;
 
 #[cfg(target_os = "none")]
 alcove_rt::entry!(init::main);

@@ -406,7 +406,7 @@ fn find_nics(info: &alcove_rt::start::StartInfo, config: &netd::vnics::NetConfig
         return alloc::vec::Vec::new();
     }
     let irq = info.irqs.first().map(|&(_, slot)| slot);
-    nic::find(|i| config.uplink_of(i).map(ToString::to_string), root, irq)
+    nic::find(|i| config.uplink_of(i).map(ToString::to_string), root, irq, info.calls("proc"))
 }
 
 #[cfg(target_os = "none")]

@@ -167,8 +167,14 @@ impl Nic {
 /// nic_tag (by their number in PCI order); `root` is the device-memory
 /// capability (manifest `pci_bars`), `irq` the IRQ capability netd
 /// allocates MSI vectors with. One that cannot be started is logged and
-/// skipped.
-pub fn find(tag_of: impl Fn(u32) -> Option<String>, root: abi::CapSlot, irq: Option<abi::CapSlot>) -> Vec<Nic> {
+/// skipped. Each is registered with init through `proc` (see
+/// `alcove_hal::pci::enable`).
+pub fn find(
+    tag_of: impl Fn(u32) -> Option<String>,
+    root: abi::CapSlot,
+    irq: Option<abi::CapSlot>,
+    proc: Option<abi::CapSlot>,
+) -> Vec<Nic> {
     let mut pci = PciRoot::new(PortCam);
     let functions: Vec<_> = pci.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network)).collect();
     let mut nics = Vec::new();
@@ -178,7 +184,7 @@ pub fn find(tag_of: impl Fn(u32) -> Option<String>, root: abi::CapSlot, irq: Opt
             log::info!("{name}: NIC {index} is no nic_tag's uplink (netd.conf); not used");
             continue;
         };
-        match start(&mut pci, df, name.clone(), tag, root, irq) {
+        match start(&mut pci, df, name.clone(), tag, root, irq, proc) {
             Ok(nic) => {
                 let m = nic.mac();
                 log::info!(
@@ -200,10 +206,11 @@ fn start(
     tag: String,
     root: abi::CapSlot,
     irq: Option<abi::CapSlot>,
+    proc: Option<abi::CapSlot>,
 ) -> Result<Nic, String> {
     let bars = pci::map_bars(pci, df, Some(root), "netd")?;
     let bar_address = |i: usize| bars.get(i).copied().flatten();
-    pci::enable(pci, df);
+    pci::enable(pci, df, proc, "netd")?;
     let transport = PciTransport::new::<AlcoveHal, _>(pci, df).map_err(|e| format!("virtio PCI transport: {e}"))?;
     let net = VirtIONetRaw::<AlcoveHal, _, QUEUE>::new(transport).map_err(|e| format!("virtio-net start: {e}"))?;
     let rx_area = dma::alloc_private(QUEUE * RX_BUF / 4096).map_err(|e| format!("receive buffers: {e}"))?;

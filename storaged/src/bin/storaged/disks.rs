@@ -52,7 +52,12 @@ impl BlockDevice for VirtioDisk {
 
 /// Every virtio-blk function on bus 0 that could be started, with its name
 /// (`virtio-blk 00:04.0`); one that could not is logged and skipped.
-pub fn find(windows: &[(u64, u64, abi::CapSlot)], bar_root: Option<abi::CapSlot>) -> Vec<(String, VirtioDisk)> {
+/// Each is registered with init through `proc` (see `pci::enable`).
+pub fn find(
+    windows: &[(u64, u64, abi::CapSlot)],
+    bar_root: Option<abi::CapSlot>,
+    proc: Option<abi::CapSlot>,
+) -> Vec<(String, VirtioDisk)> {
     let mut root = PciRoot::new(PortCam);
     let mut found = Vec::new();
     let functions: Vec<_> = root.enumerate_bus(0).collect();
@@ -68,7 +73,7 @@ pub fn find(windows: &[(u64, u64, abi::CapSlot)], bar_root: Option<abi::CapSlot>
                 }
             }
         }
-        match start(&mut root, df, bar_root) {
+        match start(&mut root, df, bar_root, proc) {
             Ok(disk) => {
                 log::info!("{name}: {} sectors{}", disk.blk.capacity(), if disk.blk.readonly() { ", read-only" } else { "" });
                 found.push((name, disk));
@@ -79,9 +84,14 @@ pub fn find(windows: &[(u64, u64, abi::CapSlot)], bar_root: Option<abi::CapSlot>
     found
 }
 
-fn start(root: &mut PciRoot<PortCam>, df: DeviceFunction, bar_root: Option<abi::CapSlot>) -> Result<VirtioDisk, String> {
+fn start(
+    root: &mut PciRoot<PortCam>,
+    df: DeviceFunction,
+    bar_root: Option<abi::CapSlot>,
+    proc: Option<abi::CapSlot>,
+) -> Result<VirtioDisk, String> {
     pci::map_bars(root, df, bar_root, "storaged")?;
-    pci::enable(root, df);
+    pci::enable(root, df, proc, "storaged")?;
     let transport = PciTransport::new::<AlcoveHal, _>(root, df).map_err(|e| format!("virtio PCI transport: {e}"))?;
     let blk = VirtIOBlk::<AlcoveHal, _>::new(transport).map_err(|e| format!("virtio-blk start: {e}"))?;
     Ok(VirtioDisk { blk })

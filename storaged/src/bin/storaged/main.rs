@@ -137,7 +137,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         None => log::info!("no PCI configuration ports (0xcf8..0xcff) granted: serving no disks"),
         Some(&(_, _, ports)) => {
             match libipc::sys::io_port_enable(ports) {
-                Ok(()) => found = disks::find(&info.device_memory, info.device_memory_root),
+                Ok(()) => found = disks::find(&info.device_memory, info.device_memory_root, info.calls("proc")),
                 Err(e) => log::error!("PCI configuration ports: cannot enable: {e}"),
             }
         }
@@ -151,6 +151,14 @@ fn main(start: alcove_rt::Start) -> u64 {
     });
     let guid = alcove_rt::rdtsc() ^ alcove_rt::clock_ns().rotate_left(32) ^ 0xa1c0_7e00_0000_0000;
     let booted = storaged::lifecycle::bring_up(disks, plan.as_ref(), guid);
+    // Test manifests only (storage.toml): the driver dies once, with its
+    // disks' bus mastering on, right after it created its pool; restarted,
+    // it imports the pool and serves. The storage case checks that init
+    // cleared the dead driver's bus mastering and the restarted one works.
+    if booted.created && info.args.iter().any(|a| a == "test-exit-after-create") {
+        log::warn!("test-exit-after-create: exiting with the pool created and the disks enabled");
+        return 3;
+    }
     // The notification `serve_forever_with` binds (bit 0 its lifecycle's)
     // also hears of clients' ends.
     let notify = alcove_rt::start::SLOT_NOTIFY;
