@@ -802,6 +802,10 @@ pub struct ProcUsage {
     /// Kernel memory init itself holds now, in KiB (instances' processes
     /// are carved from it: it comes back when they are gone).
     pub init_used_kib: u64,
+    /// init's ready round is over: every server was asked for its status
+    /// and the round's thread and memory are given back (until then
+    /// `init_used_kib` still counts them).
+    pub init_ready: bool,
 }
 
 /// Why init refused a `proc` request.

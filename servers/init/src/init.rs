@@ -534,6 +534,7 @@ impl proc::Server for ProcCall<'_, '_> {
     fn usage(&mut self) -> ProcUsage {
         let mut u = self.init.instances.usage(&self.init.manifest, self.owner);
         u.init_used_kib = sys::budget_info().map(|b| b.used_bytes / 1024).unwrap_or(0);
+        u.init_ready = self.init.ready.is_none();
         u
     }
 }

@@ -135,6 +135,7 @@ impl<P: Copy> Instances<P> {
             budget_used_kib: self.used_kib(owner),
             budget_limit_kib: manifest.servers[owner].spawn_budget_kib,
             init_used_kib: 0,
+            init_ready: false,
         }
     }
 }
@@ -229,7 +230,7 @@ mod tests {
         assert_eq!(ins.check_start(&m, Some(0), "vmm-server", 1, 0), Err(ProcError::OutOfBudget { asked_kib: 0, left_kib: 1000 }));
         let a = ins.add(0, 2, 600, 7);
         assert_eq!(ins.check_start(&m, Some(0), "vmm-server", 1, 500), Err(ProcError::OutOfBudget { asked_kib: 500, left_kib: 400 }));
-        assert_eq!(ins.usage(&m, Some(0)), ProcUsage { instances: 1, budget_used_kib: 600, budget_limit_kib: 1000, init_used_kib: 0 });
+        assert_eq!(ins.usage(&m, Some(0)), ProcUsage { instances: 1, budget_used_kib: 600, budget_limit_kib: 1000, init_used_kib: 0, init_ready: false });
         // Stopping gives the budget back.
         assert_eq!(ins.remove(Some(0), a).map(|i| i.process), Ok(7));
         assert_eq!(ins.check_start(&m, Some(0), "vmm-server", 1, 1000), Ok(2));

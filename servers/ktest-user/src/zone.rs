@@ -93,8 +93,15 @@ impl Env {
         }
     }
 
+    /// init's kernel memory, read once init's ready round is over (its
+    /// thread's stack and buffer, given back when the round ends, would
+    /// otherwise come and go between two readings).
     fn init_used_kib(&self) -> Result<u64, String> {
-        Ok(proc::Client::new(client(self.proc)).usage().map_err(|e| format!("proc.usage: {e}"))?.init_used_kib)
+        let usage = || proc::Client::new(client(self.proc)).usage().map_err(|e| format!("proc.usage: {e}"));
+        if !wait_for(|| Ok(usage()?.init_ready), 50_000_000)? {
+            return Err("init's ready round did not end".into());
+        }
+        Ok(usage()?.init_used_kib)
     }
 
     /// The VM's `vmadm list` state.
