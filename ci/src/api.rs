@@ -31,37 +31,7 @@ const VM: &str = "a91c0de0-0000-4000-8000-0000000000b2";
 const PAYLOAD: &str = r#"{"uuid": "a91c0de0-0000-4000-8000-0000000000b2", "brand": "bhyve", "alias": "api-web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{"size": 16}]}"#;
 
 /// What the case found.
-pub struct Outcome {
-    pub problems: Vec<String>,
-    pub checks: usize,
-    pub elapsed: Duration,
-    pub log: std::path::PathBuf,
-}
-
-impl Outcome {
-    pub fn ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    pub fn report(&self) {
-        let secs = self.elapsed.as_secs_f64();
-        if self.ok() {
-            println!("  ok   {CASE}: {} checks passed in {secs:.1} s", self.checks);
-        } else {
-            println!("  FAIL {CASE} ({secs:.1} s; log {}):", self.log.display());
-            for p in &self.problems {
-                println!("         {p}");
-            }
-        }
-    }
-
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        self.checks += 1;
-        if !ok {
-            self.problems.push(what());
-        }
-    }
-}
+pub type Outcome = crate::harness::Checks;
 
 /// An HTTP/1.1 answer: the status and the body.
 #[derive(Debug)]
@@ -143,7 +113,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log.with_extension("stderr"))?);
     let start = Instant::now();
     let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
-    let mut o = Outcome { problems: vec![], checks: 0, elapsed: Duration::ZERO, log: log.clone() };
+    let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
     let steps = steps(port, &vmadm, start, timeout, &mut o);
     let _ = child.kill();
     let _ = child.wait();

@@ -136,6 +136,46 @@ pub fn judge(log: &str, ending: Ending, suite: &str) -> Verdict {
     v
 }
 
+/// What a scripted case (the operator shell, the HTTP API) found: each
+/// check it made, and what failed.
+pub struct Checks {
+    pub case: &'static str,
+    pub problems: Vec<String>,
+    pub checks: usize,
+    pub elapsed: std::time::Duration,
+    pub log: std::path::PathBuf,
+}
+
+impl Checks {
+    pub fn new(case: &'static str, elapsed: std::time::Duration, log: std::path::PathBuf) -> Self {
+        Self { case, problems: vec![], checks: 0, elapsed, log }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn report(&self) {
+        let secs = self.elapsed.as_secs_f64();
+        if self.ok() {
+            println!("  ok   {}: {} checks passed in {secs:.1} s", self.case, self.checks);
+        } else {
+            println!("  FAIL {} ({secs:.1} s; log {}):", self.case, self.log.display());
+            for p in &self.problems {
+                println!("         {p}");
+            }
+        }
+    }
+
+    /// Counts a check; `what` says what went wrong when it did.
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        self.checks += 1;
+        if !ok {
+            self.problems.push(what());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,30 +40,7 @@ fn long_word() -> String {
 }
 
 /// What the case found.
-pub struct Outcome {
-    pub problems: Vec<String>,
-    pub checks: usize,
-    pub elapsed: Duration,
-    pub log: std::path::PathBuf,
-}
-
-impl Outcome {
-    pub fn ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    pub fn report(&self) {
-        let secs = self.elapsed.as_secs_f64();
-        if self.ok() {
-            println!("  ok   {CASE}: {} checks passed in {secs:.1} s", self.checks);
-        } else {
-            println!("  FAIL {CASE} ({secs:.1} s; log {}):", self.log.display());
-            for p in &self.problems {
-                println!("         {p}");
-            }
-        }
-    }
-}
+pub type Outcome = crate::harness::Checks;
 
 /// What is typed, step by step: each waits for a line of output that
 /// contains its first part.
@@ -110,7 +87,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let mut c = q.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script())?;
-    let mut o = Outcome { problems: vec![], checks: 0, elapsed: t.run.elapsed, log: t.run.log.clone() };
+    let mut o = Outcome::new(CASE, t.run.elapsed, t.run.log.clone());
     judge(&t.run.serial, t.run.ending, &mut o);
     Ok(o)
 }

@@ -236,39 +236,9 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
         eprintln!("xtask: booting {} under Bochs ({}, 1 CPU, {} MiB)", iso.display(), b.cpu_model, b.mem_mib);
         bochs_echoed(&b, &iso, &iso_name, timeout.unwrap_or(Duration::from_secs(3600)))?
     } else {
-        let mut forwards = a.values("--hostfwd").into_iter().map(HostFwd::parse).collect::<std::result::Result<Vec<_>, _>>()?;
-        if plan.on_admin() {
-            // The admin address is reachable from this host at once.
-            let port = crate::vm::free_port()?;
-            forwards.insert(
-                0,
-                HostFwd {
-                    udp: false,
-                    host_addr: "127.0.0.1".into(),
-                    host_port: port,
-                    guest_addr: crate::vm::HOST_ADDRESS.into(),
-                    guest_port: crate::vm::ADMIN_PORT,
-                },
-            );
-            eprintln!(
-                "xtask: the machine's NIC is on QEMU user networking (nic_tag admin); netd's admin address {}:{} is 127.0.0.1:{port} here",
-                crate::vm::HOST_ADDRESS,
-                crate::vm::ADMIN_PORT
-            );
-            for f in &forwards[1..] {
-                eprintln!("xtask: forwarding {} ", f.qemu());
-            }
-        } else if !forwards.is_empty() {
-            return Err("--hostfwd needs a VM with a NIC on nic_tag admin (which gives the machine its NIC)".into());
-        }
+        let forwards = run_forwards(a, plan.on_admin())?;
         let mut q = plan.qemu_forwarding(&forwards);
-        q.smp = a.number("--smp", u64::from(q.smp))? as u32;
-        q.mem_mib = a.number("--mem", u64::from(q.mem_mib))? as u32;
-        if let Some(cpu) = a.value("--cpu") {
-            q.cpu = cpu.into();
-        }
-        q.uefi = a.has("--uefi");
-        q.extra.extend(a.passthrough.iter().cloned());
+        run_qemu_options(&mut q, a)?;
         let mut c = q.command(&iso);
         c.args(["-serial", "mon:stdio"]);
         eprintln!(
@@ -322,6 +292,53 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
     })
 }
 
+/// The host ports `run` forwards: `--hostfwd`'s, and first, when a VM has
+/// a NIC on `admin` (which gives the machine its NIC), a free host port to
+/// netd's admin address (printed, with the others).
+fn run_forwards(a: &Args, on_admin: bool) -> Result<Vec<HostFwd>> {
+    let mut forwards = a.values("--hostfwd").into_iter().map(HostFwd::parse).collect::<std::result::Result<Vec<_>, _>>()?;
+    if !on_admin {
+        if !forwards.is_empty() {
+            return Err("--hostfwd needs a VM with a NIC on nic_tag admin (which gives the machine its NIC)".into());
+        }
+        return Ok(forwards);
+    }
+    // The admin address is reachable from this host at once.
+    let port = crate::vm::free_port()?;
+    forwards.insert(
+        0,
+        HostFwd {
+            udp: false,
+            host_addr: "127.0.0.1".into(),
+            host_port: port,
+            guest_addr: crate::vm::HOST_ADDRESS.into(),
+            guest_port: crate::vm::ADMIN_PORT,
+        },
+    );
+    eprintln!(
+        "xtask: the machine's NIC is on QEMU user networking (nic_tag admin); netd's admin address {}:{} is 127.0.0.1:{port} here",
+        crate::vm::HOST_ADDRESS,
+        crate::vm::ADMIN_PORT
+    );
+    for f in &forwards[1..] {
+        eprintln!("xtask: forwarding {} ", f.qemu());
+    }
+    Ok(forwards)
+}
+
+/// `run`'s QEMU options over the plan's: `--smp`, `--mem`, `--cpu`,
+/// `--uefi` and what follows `--`.
+fn run_qemu_options(q: &mut Qemu, a: &Args) -> Result<()> {
+    q.smp = a.number("--smp", u64::from(q.smp))? as u32;
+    q.mem_mib = a.number("--mem", u64::from(q.mem_mib))? as u32;
+    if let Some(cpu) = a.value("--cpu") {
+        q.cpu = cpu.into();
+    }
+    q.uefi = a.has("--uefi");
+    q.extra.extend(a.passthrough.iter().cloned());
+    Ok(())
+}
+
 /// `cargo xtask run --vm A.json --vm B.json ...`: one Alcove machine with
 /// each VM in its own vmm-server with its own VNICs ([`crate::vm::Machine`]); the
 /// machine ends with the last VM given, and the exit status says how that
@@ -341,38 +358,9 @@ fn run_vms(files: &[&str], a: &Args) -> Result<ExitCode> {
         Some(_) => Some(Duration::from_secs(a.number("--timeout", 0)?)),
         None => None,
     };
-    let mut forwards = a.values("--hostfwd").into_iter().map(HostFwd::parse).collect::<std::result::Result<Vec<_>, _>>()?;
-    if machine.on_admin() {
-        let port = crate::vm::free_port()?;
-        forwards.insert(
-            0,
-            HostFwd {
-                udp: false,
-                host_addr: "127.0.0.1".into(),
-                host_port: port,
-                guest_addr: crate::vm::HOST_ADDRESS.into(),
-                guest_port: crate::vm::ADMIN_PORT,
-            },
-        );
-        eprintln!(
-            "xtask: the machine's NIC is on QEMU user networking (nic_tag admin); netd's admin address {}:{} is 127.0.0.1:{port} here",
-            crate::vm::HOST_ADDRESS,
-            crate::vm::ADMIN_PORT
-        );
-        for f in &forwards[1..] {
-            eprintln!("xtask: forwarding {} ", f.qemu());
-        }
-    } else if !forwards.is_empty() {
-        return Err("--hostfwd needs a VM with a NIC on nic_tag admin (which gives the machine its NIC)".into());
-    }
+    let forwards = run_forwards(a, machine.on_admin())?;
     let mut q = machine.qemu_forwarding(&forwards);
-    q.smp = a.number("--smp", u64::from(q.smp))? as u32;
-    q.mem_mib = a.number("--mem", u64::from(q.mem_mib))? as u32;
-    if let Some(cpu) = a.value("--cpu") {
-        q.cpu = cpu.into();
-    }
-    q.uefi = a.has("--uefi");
-    q.extra.extend(a.passthrough.iter().cloned());
+    run_qemu_options(&mut q, a)?;
     let mut c = q.command(&iso);
     c.args(["-serial", "mon:stdio"]);
     let names: Vec<&str> = machine.vms.iter().map(|v| v.name.as_str()).collect();
