@@ -432,6 +432,19 @@ struct Entry {
     attached: Option<Attachment>,
 }
 
+impl Entry {
+    /// What `vnics` and `show` say of VNIC number `i`.
+    fn info(&self, i: usize) -> VnicInfo {
+        VnicInfo {
+            vnic: i as u32,
+            mac: self.spec.config.mac.0,
+            vlan_id: self.spec.config.vlan_id,
+            switch: self.spec.switch.clone(),
+            attached: self.attached.is_some(),
+        }
+    }
+}
+
 /// A `vnic.grant`: its holder's badge and netd's copy of its endpoint.
 struct Grant {
     badge: u64,
@@ -738,13 +751,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
             .iter()
             .enumerate()
             .filter(|(_, e)| e.spec.client == caller)
-            .map(|(i, e)| VnicInfo {
-                vnic: i as u32,
-                mac: e.spec.config.mac.0,
-                vlan_id: e.spec.config.vlan_id,
-                switch: e.spec.switch.clone(),
-                attached: e.attached.is_some(),
-            })
+            .map(|(i, e)| e.info(i))
             .collect()
     }
 
@@ -867,13 +874,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
             .skip(from as usize)
             .filter(|(_, e)| e.spec.client != NO_CLIENT)
             .take(libipc::interfaces::VNIC_SHOW_MAX)
-            .map(|(i, e)| VnicInfo {
-                vnic: i as u32,
-                mac: e.spec.config.mac.0,
-                vlan_id: e.spec.config.vlan_id,
-                switch: e.spec.switch.clone(),
-                attached: e.attached.is_some(),
-            })
+            .map(|(i, e)| e.info(i))
             .collect())
     }
 
