@@ -60,21 +60,29 @@ enum Then {
     Spin,
 }
 
-/// The guest's code at the 64-bit entry: prints `line` (then a newline) on
-/// COM1, then does what `then` says.
-fn code(line: &str, then: Then) -> Vec<u8> {
-    const MSG: usize = 96;
-    let mut c = vec![0xfc]; // cld
-    c.extend([0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
-    // lea rsi, [rip + MSG - 12]: the instruction ends at 12.
+/// 20 bytes of guest code that write the NUL-ended message at offset
+/// `msg` of the code to the serial port at `port`, then go on at 20.
+fn print_message(port: u16, msg: usize) -> Vec<u8> {
+    let mut c = vec![0xfc]; // 0: cld
+    c.extend([0x66, 0xba]); // 1: mov dx, port
+    c.extend(port.to_le_bytes());
+    // 5: lea rsi, [rip + msg - 12]: the instruction ends at 12.
     c.extend([0x48, 0x8d, 0x35]);
-    c.extend(((MSG - 12) as u32).to_le_bytes());
+    c.extend(((msg - 12) as u32).to_le_bytes());
     c.push(0xac); // 12: lodsb
     c.extend([0x84, 0xc0]); // test al, al
     c.extend([0x74, 0x03]); // jz 20
     c.push(0xee); // out dx, al
     c.extend([0xeb, 0xf8]); // jmp 12
     assert_eq!(c.len(), 20);
+    c
+}
+
+/// The guest's code at the 64-bit entry: prints `line` (then a newline) on
+/// COM1, then does what `then` says.
+fn code(line: &str, then: Then) -> Vec<u8> {
+    const MSG: usize = 96;
+    let mut c = print_message(0x3f8, MSG);
     if then == Then::Button {
         c.extend([0x66, 0xba, 0x00, 0x06]); // 20: mov dx, 0x600 (PM1a_STS)
         c.extend([0xb9, 0x00, 0x00, 0x10, 0x00]); // 24: mov ecx, 0x100000
@@ -109,16 +117,7 @@ pub const MDATA_ROLE: &str = "mdata-role-value";
 /// (`SUCCESS`, the value, `.` twice, then `FAILURE`), then powers off.
 fn mdata_code() -> Vec<u8> {
     const MSG: usize = 96;
-    let mut c = vec![0xfc]; // 0: cld
-    c.extend([0x66, 0xba, 0xf8, 0x02]); // 1: mov dx, 0x2f8
-    c.extend([0x48, 0x8d, 0x35]); // 5: lea rsi, [rip + MSG - 12]
-    c.extend(((MSG - 12) as u32).to_le_bytes());
-    c.push(0xac); // 12: lodsb
-    c.extend([0x84, 0xc0]); // test al, al
-    c.extend([0x74, 0x03]); // jz 20
-    c.push(0xee); // out dx, al
-    c.extend([0xeb, 0xf8]); // jmp 12
-    assert_eq!(c.len(), 20);
+    let mut c = print_message(0x2f8, MSG);
     c.extend([0xb9, 7, 0, 0, 0]); // 20: mov ecx, 7 (lines to copy)
     c.extend([0x66, 0xba, 0xfd, 0x02]); // 25: mov dx, 0x2fd (COM2 LSR)
     c.push(0xec); // 29: in al, dx
