@@ -176,6 +176,10 @@ impl RunPage {
             Self::write(at!(self, pio_ring[slot]).cast::<u32>(), u32::from_le_bytes([entry.port as u8, (entry.port >> 8) as u8, entry.value, entry._pad]));
         }
         Self::write(at!(self, pio_ring_tail), shadow.pio_ring_tail);
+        // The event the exit interrupted (with its error code): read only
+        // by the VMM's diagnostics (a triple fault's report said "none"
+        // above a trace that showed a #PF being delivered).
+        Self::write(at!(self, exit_int_info), shadow.exit_int_info);
         // Last, so a VMM that polls it sees the rest of the record.
         Self::write(at!(self, exit_reason), shadow.exit_reason);
     }

@@ -181,6 +181,8 @@ struct Outcome {
     /// At a shutdown exit: the newest exit of the kernel's trace and the
     /// RIP the run page reported (what the VMM prints after a triple fault).
     shutdown_trace: Option<(abi::ExitTrace, u64)>,
+    /// The run page's `exit_int_info` at the shutdown exit.
+    shutdown_int_info: u64,
     /// The newest entry of the exit trace at the last exit checked, with
     /// its index (`check_trace`).
     last_traced: Option<(u32, abi::ExitTrace)>,
@@ -415,6 +417,7 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool, phases: bool
             Some(VcpuExit::Shutdown) => {
                 out.shutdown = true;
                 out.shutdown_trace = run.recent_exits().last().map(|e| (e, run.rip));
+                out.shutdown_int_info = run.exit_int_info;
                 return Ok(out);
             }
             Some(VcpuExit::Mmio) => emulate_mmio(run, &mut out)?,
@@ -718,6 +721,16 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
             match out.shutdown_trace {
                 Some((e, rip)) if (e.code == 0x7f || e.code & 0xffff == 2) && e.rip == rip => {}
                 other => return Err(format!("the exit trace does not end with the shutdown: {other:x?}")),
+            }
+            // The run page says which event the shutdown interrupted, as
+            // the trace does (the VMM's triple-fault report prints it).
+            if let Some((e, _)) = out.shutdown_trace
+                && out.shutdown_int_info as u32 != e.int_info
+            {
+                return Err(format!(
+                    "the run page's exit_int_info {:#x} is not the trace's event being delivered {:#x}",
+                    out.shutdown_int_info, e.int_info
+                ));
             }
         }
         p::Ending::Result if test == Test::Scribble => {
