@@ -87,6 +87,13 @@ pub fn add_server_args(manifest: &str, server: &str, args: &[String]) -> std::re
 /// `target/x86_64-unknown-none/release/` (built by [`kernel`]). Every binary
 /// is checked as init will load it; a missing file is an error.
 pub fn boot_archive_of(system: &BootSystem) -> Result<Vec<u8>> {
+    // Two host files of one name would leave the archive with whichever
+    // came first (the API case once booted with the zone case's netd.conf).
+    for (i, (name, path)) in system.host_files.iter().enumerate() {
+        if let Some((_, other)) = system.host_files[..i].iter().find(|(n, _)| n == name) {
+            return Err(format!("two boot files named {name}: {} and {}", other.display(), path.display()).into());
+        }
+    }
     let bin_dir = root().join("target").join(KERNEL_TARGET).join("release");
     let binary = |name: &str| -> std::result::Result<Option<Vec<u8>>, String> {
         if let Some((_, host)) = system.host_files.iter().find(|(n, _)| n == name) {

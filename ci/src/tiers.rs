@@ -520,8 +520,9 @@ impl Case {
             system = system.with_server_args("ktest-vmm", &self.args)?;
         }
         if self.suite == "zone" {
-            // The kernels the suite's VMs boot.
+            // The kernels the suite's VMs boot, and netd's etherstub.
             system.host_files.extend(crate::zone::guests()?);
+            system.host_files.push(crate::zone::netd_conf()?);
         }
         if self.suite == "fuzz" {
             let mut args = vec![format!("expect_cpus={}", self.cpus)];

@@ -183,10 +183,17 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let path = dir.join("zone-guest-mdata");
     std::fs::write(&path, bzimage(&mdata_code()))?;
     out.push(("zone-guest-mdata".to_string(), path));
+    Ok(out)
+}
+
+/// The zone case's netd.conf (its etherstub and VNIC admins), apart from
+/// [`guests`], which other cases with their own netd.conf use too.
+pub fn netd_conf() -> Result<(String, PathBuf)> {
+    let dir = crate::out_dir().join("zone");
+    std::fs::create_dir_all(&dir)?;
     let conf = dir.join("netd.conf");
     std::fs::write(&conf, NETD_CONF)?;
-    out.push(("netd.conf".to_string(), conf));
-    Ok(out)
+    Ok(("netd.conf".to_string(), conf))
 }
 
 #[cfg(test)]
