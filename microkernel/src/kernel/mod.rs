@@ -848,12 +848,6 @@ extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
     percpu::this().in_user.store(false, Ordering::Release);
     let vector = frame.vector as u8;
     match vector {
-        // An early timer for a guest's APIC timer (the vCPU's thread came
-        // back to its VMM before it fired): re-armed, nothing to do.
-        apic::TIMER_VECTOR if apic::early_timer_fired() => {
-            apic::eoi();
-            arch::enter_user();
-        }
         apic::TIMER_VECTOR | apic::RESCHED_VECTOR => {
             percpu::this().need_resched.store(true, Ordering::Relaxed);
             percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
@@ -889,9 +883,6 @@ extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
 /// only record them; the next pass through the scheduler acts on them.
 pub fn interrupt_in_kernel(vector: u8) {
     match vector {
-        // An early timer for a guest's APIC timer: re-armed; the vCPU loop
-        // sees `guest_timer_fired` and goes back into the guest.
-        apic::TIMER_VECTOR if apic::early_timer_fired() => apic::eoi(),
         apic::TIMER_VECTOR | apic::RESCHED_VECTOR => {
             percpu::this().need_resched.store(true, Ordering::Relaxed);
             percpu::this().ticks.fetch_add(1, Ordering::Relaxed);

@@ -577,7 +577,7 @@ impl Kernel {
     }
 }
 
-/// The longest a vCPU stays in the guest per `VcpuRun` under VMX (the
+/// The longest a vCPU stays in the guest per entry under VMX (the
 /// scheduler's slice), enforced with the VMX-preemption timer.
 const GUEST_SLICE_MS: u64 = 10;
 
@@ -805,11 +805,7 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
             }
             None => break VcpuExit::InvalidState,
         }
-        if let Some(deadline) = pre_entry(vcpu) {
-            // No preemption timer on SVM: this CPU's own timer, armed
-            // early if the guest's comes first.
-            arch::apic::arm_early(deadline);
-        }
+        pre_entry(vcpu);
         vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
         let injected = vcpu.vmcb.r64(f::EVENT_INJ) as u32;
         arch::cpu::fpu_load(&vcpu.fpu.0);
@@ -840,9 +836,8 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         run.info2 = info2;
         match code {
             x::INTR | x::NMI | x::SMI | x::INIT => {
-                if host_interrupt_resumes() {
-                    continue;
-                }
+                // Let the host interrupt in (it marks what it needs).
+                arch::cpu::open_interrupt_window();
                 break VcpuExit::Interrupted;
             }
             x::CPUID => {
@@ -974,18 +969,6 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
     reason
 }
 
-/// An SVM exit for a host interrupt: lets it in (it marks what it needs);
-/// true if it was only the early timer for the guest's APIC timer and the
-/// kernel has nothing to deliver, so the guest goes straight back in (the
-/// loop's top still sees a reschedule or a kick). Out of line: the loop's
-/// common exits do not carry it.
-#[inline(never)]
-fn host_interrupt_resumes() -> bool {
-    arch::cpu::open_interrupt_window();
-    let p = percpu::this();
-    p.guest_timer_fired.swap(false, Ordering::Relaxed) && !p.any_pending.load(Ordering::Relaxed)
-}
-
 /// MSRs the kernel finishes; false to hand the access to the VMM.
 fn msr(vcpu: &mut Vcpu, write: bool) -> bool {
     let index = vcpu.gprs[1] as u32;
@@ -1111,8 +1094,6 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
         vmx::vmwrite(f::ENTRY_EXCEPTION_ERROR, vcpu.reinject >> 32);
     }
     vcpu.reinject = 0;
-    // The end of this `VcpuRun`'s time slice (TSC).
-    let slice_end = arch::cpu::rdtsc().saturating_add(arch::time::tsc_khz() * GUEST_SLICE_MS);
     let advance = |len: u64| {
         let rip = vmx::vmread(f::GUEST_RIP);
         vmx::vmwrite(f::GUEST_RIP, rip.wrapping_add(len));
@@ -1151,15 +1132,12 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
             vcpu.vmcs.host_state(cpu);
         }
         vcpu.vmcs.launched = !plan.launch;
-        let guest_timer = pre_entry(vcpu);
+        pre_entry(vcpu);
         if let Some(Hw::Vmx(vmx::Info { preemption_rate: Some(rate), .. })) = backend() {
-            // At most one time slice in the guest per `VcpuRun`, whether or
-            // not the host's timer interrupt gets the guest to exit
-            // (Bochs's does not reliably): then the scheduler runs as on a
-            // tick. Sooner if the guest's APIC timer is due first.
-            let now = arch::cpu::rdtsc();
-            let until = guest_timer.map_or(slice_end, |d| d.min(slice_end));
-            let ticks = until.saturating_sub(now) >> rate;
+            // At most one time slice in the guest per entry, whether or not
+            // the host's timer interrupt gets the guest to exit (Bochs's
+            // does not reliably): then the scheduler runs as on a tick.
+            let ticks = (arch::time::tsc_khz() * GUEST_SLICE_MS) >> rate;
             vmx::vmwrite(f::PREEMPTION_TIMER_VALUE, ticks.clamp(1, u64::from(u32::MAX)));
         }
         let injected = vmx::vmread(f::ENTRY_INTR_INFO) as u32;
@@ -1223,11 +1201,6 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
             // INVD always exits under VMX: done as WBINVD (skipped).
             x::INVD => advance(len),
             x::PREEMPTION_TIMER => {
-                // Before the slice's end it stopped the guest for its
-                // APIC timer: back in, where `pre_entry` raises it.
-                if arch::cpu::rdtsc() < slice_end {
-                    continue;
-                }
                 arch::cpu::open_interrupt_window();
                 percpu::this().need_resched.store(true, Ordering::Relaxed);
                 break VcpuExit::Interrupted;
@@ -1455,11 +1428,6 @@ fn lapic_now() -> u64 {
     (u128::from(arch::cpu::rdtsc()) * 1_000_000 / u128::from(arch::time::tsc_khz())) as u64
 }
 
-/// Converts an APIC-time value to the TSC's (the inverse of `lapic_now`).
-fn to_tsc(lapic_ns: u64) -> u64 {
-    (u128::from(lapic_ns) * u128::from(arch::time::tsc_khz()) / 1_000_000).min(u128::from(u64::MAX)) as u64
-}
-
 /// Converts an APIC-time deadline to the scheduler's (ns since boot).
 fn to_boot_ns(lapic_ns: u64) -> u64 {
     let now = lapic_now();
@@ -1561,10 +1529,7 @@ impl Regs {
 }
 
 /// Before an entry: advances the APIC timer and injects the highest pending
-/// interrupt if the guest can take one now, else asks for a window. Returns
-/// the TSC value at which the APIC timer next needs a tick, if it is armed:
-/// the entry must not outlast it (a guest that spins with interrupts on
-/// exits for nothing else).
+/// interrupt if the guest can take one now, else asks for a window.
 ///
 /// The clock is read and the timer ticked only while it is armed
 /// (`VLapic::timer_armed`): otherwise a tick raises nothing. The APIC's
@@ -1573,14 +1538,11 @@ impl Regs {
 /// decision having been made under it. Only this vCPU's thread takes its
 /// NMI or acknowledges its interrupts, so nothing taken here can be taken
 /// by another CPU meanwhile.
-fn pre_entry(vcpu: &mut Vcpu) -> Option<u64> {
+fn pre_entry(vcpu: &mut Vcpu) {
     let mut l = vcpu.lapic.lock();
-    let timer = if l.timer_armed() {
+    if l.timer_armed() {
         l.tick(lapic_now());
-        l.next_timer_deadline().map(to_tsc)
-    } else {
-        None
-    };
+    }
     // An NMI goes first, whatever RFLAGS.IF says (SDM Vol. 3A §6.7.1).
     if l.nmi_pending() {
         drop(l);
@@ -1593,10 +1555,10 @@ fn pre_entry(vcpu: &mut Vcpu) -> Option<u64> {
     let Some(vector) = l.pending_interrupt() else {
         drop(l);
         Regs::request_window(vcpu, false);
-        return timer;
+        return;
     };
     if Regs::event_pending(vcpu) {
-        return timer;
+        return;
     }
     if Regs::rflags(vcpu) & (1 << 9) != 0 && !Regs::shadow(vcpu) {
         l.ack(vector);
@@ -1607,7 +1569,6 @@ fn pre_entry(vcpu: &mut Vcpu) -> Option<u64> {
         drop(l);
         Regs::request_window(vcpu, true);
     }
-    timer
 }
 
 /// What a HLT becomes.

@@ -144,11 +144,9 @@ pub fn run_spinning(r: &mut Run) -> Outcome {
     let deadline = cpu::rdtsc() + TSC_DEADLINE_CYCLES;
     // SAFETY: arming the deadline timer does not affect guest memory.
     let armed = unsafe { cpu::wrmsr(apic::MSR_TSC_DEADLINE, deadline) };
-    // Straight into the loop: a console line here would exit to the VMM
-    // and count in the lateness.
-    let taken = if armed.is_ok() { spin_until_ticks(before, before + 1) } else { 0 };
-    let late = cpu::rdtsc().saturating_sub(deadline);
     r.expect("tsc-deadline: wrmsr 0x6E0", armed.is_ok(), format_args!("{armed:?}"))?;
+    let taken = spin_until_ticks(before, before + 1);
+    let late = cpu::rdtsc().saturating_sub(deadline);
     r.expect_eq("tsc-deadline: one interrupt while spinning", taken.into(), 1)?;
     r.note(format_args!("tsc-deadline: the interrupt was handled {late} TSC cycles after the deadline"));
     let msr = cpu::rdmsr(apic::MSR_TSC_DEADLINE);

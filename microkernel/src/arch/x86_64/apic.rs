@@ -5,7 +5,7 @@
 //! Vectors: 0x30 + line for IOAPIC lines 0..=23, [`TIMER_VECTOR`] for the
 //! local timer, [`RESCHED_VECTOR`] and [`TLB_VECTOR`] for IPIs.
 
-use super::{cpu, paging, percpu, time};
+use super::{cpu, paging, time};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const IRQ_BASE_VECTOR: u8 = 0x30;
@@ -157,11 +157,8 @@ pub fn calibrate_timer() {
 
 /// Arms this CPU's timer to fire once after `us` microseconds.
 pub fn arm_oneshot_us(us: u64) {
-    let p = percpu::this();
-    p.timer_early_restore.store(0, Ordering::Relaxed);
-    let deadline = cpu::rdtsc().saturating_add(us.saturating_mul(time::tsc_khz()) / 1000);
-    p.timer_tsc.store(deadline, Ordering::Relaxed);
     if TSC_DEADLINE.load(Ordering::Relaxed) {
+        let deadline = cpu::rdtsc().saturating_add(us.saturating_mul(time::tsc_khz()) / 1000);
         // SAFETY: the CPU has TSC-deadline mode (checked in init_local) and
         // the LVT timer is in that mode; the MSR only arms the timer.
         unsafe { x86::msr::wrmsr(IA32_TSC_DEADLINE, deadline.max(1)) };
@@ -171,53 +168,6 @@ pub fn arm_oneshot_us(us: u64) {
     write(REG_TIMER_DIV, 0b0011);
     write(REG_LVT_TIMER, u32::from(TIMER_VECTOR)); // one-shot, unmasked
     write(REG_TIMER_INIT, ticks as u32);
-}
-
-/// Arms the timer for TSC value `deadline` (recorded in `timer_tsc`).
-fn arm_at(deadline: u64) {
-    percpu::this().timer_tsc.store(deadline, Ordering::Relaxed);
-    if TSC_DEADLINE.load(Ordering::Relaxed) {
-        // SAFETY: the CPU has TSC-deadline mode (checked in init_local) and
-        // the LVT timer is in that mode; the MSR only arms the timer.
-        unsafe { x86::msr::wrmsr(IA32_TSC_DEADLINE, deadline.max(1)) };
-        return;
-    }
-    let us = deadline.saturating_sub(cpu::rdtsc()).saturating_mul(1000) / time::tsc_khz().max(1) + 1;
-    let ticks = (TIMER_TICKS_PER_MS.load(Ordering::Relaxed).max(1) * us / 1000).clamp(1, u64::from(u32::MAX));
-    write(REG_TIMER_DIV, 0b0011);
-    write(REG_LVT_TIMER, u32::from(TIMER_VECTOR)); // one-shot, unmasked
-    write(REG_TIMER_INIT, ticks as u32);
-}
-
-/// Before entering a guest whose APIC timer is due at TSC value
-/// `deadline`: if this CPU's timer would fire later, arms it for the
-/// guest's deadline, so a guest that never exits by itself still gets its
-/// timer interrupt on time. That early interrupt then re-arms the timer as
-/// it was ([`early_timer_fired`]) rather than ending the slice.
-pub fn arm_early(deadline: u64) {
-    let p = percpu::this();
-    let armed = p.timer_tsc.load(Ordering::Relaxed);
-    if deadline >= armed {
-        return;
-    }
-    if p.timer_early_restore.load(Ordering::Relaxed) == 0 {
-        p.timer_early_restore.store(armed, Ordering::Relaxed);
-    }
-    arm_at(deadline);
-}
-
-/// A timer interrupt on this CPU: true if it was only an early one for a
-/// guest's APIC timer (the timer is armed again for what it was armed for
-/// before, and the slice goes on), false for the scheduler's own.
-pub fn early_timer_fired() -> bool {
-    let p = percpu::this();
-    let restore = p.timer_early_restore.swap(0, Ordering::Relaxed);
-    if restore == 0 || cpu::rdtsc() >= restore {
-        return false;
-    }
-    arm_at(restore);
-    p.guest_timer_fired.store(true, Ordering::Relaxed);
-    true
 }
 
 // ---- IOAPIC ---------------------------------------------------------------

@@ -48,15 +48,6 @@ pub struct PerCpu {
     /// counted, and how many were counted.
     pub phase_sums: [AtomicU64; PHASE_STAMPS - 1],
     pub phase_ops: AtomicU64,
-    /// The TSC value this CPU's timer is armed for (`apic::arm_oneshot_us`).
-    pub timer_tsc: AtomicU64,
-    /// While the timer is armed early for a guest's APIC timer
-    /// (`apic::arm_early`): the TSC value it was armed for before, which
-    /// its interrupt then arms again instead of ending the slice. 0: none.
-    pub timer_early_restore: AtomicU64,
-    /// Set by a timer interrupt that was only a guest's APIC deadline (the
-    /// vCPU loop re-enters the guest for it instead of leaving).
-    pub guest_timer_fired: AtomicBool,
 }
 
 /// Stamps of one system call: entry to Rust, lock taken, decoded,
@@ -114,9 +105,6 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         phase_stamps: [const { AtomicU64::new(0) }; PHASE_STAMPS],
         phase_sums: [const { AtomicU64::new(0) }; PHASE_STAMPS - 1],
         phase_ops: AtomicU64::new(0),
-        timer_tsc: AtomicU64::new(0),
-        timer_early_restore: AtomicU64::new(0),
-        guest_timer_fired: AtomicBool::new(false),
     }
 }; MAX_CPUS];
 
