@@ -7,7 +7,6 @@
 //! timeout, a CPU budget, a long message — takes the general path in
 //! `ipc.rs`, which gives the same results.
 
-use super::ipc::Resolved;
 use super::{Kernel, Obj, Thread, ThreadState};
 use crate::arch::percpu;
 use abi::{Rights, Sys, MSG_REG_WORDS};
@@ -21,23 +20,9 @@ use kcore::slab::Id;
 #[unsafe(no_mangle)]
 pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 
-/// What came of a fast-path attempt.
-pub enum Attempt {
-    /// Done: the next thread is current, its context and address space are
-    /// loaded, and the caller only has to leave the kernel.
-    Done,
-    /// Not taken, nothing changed: the general dispatcher takes the call.
-    General,
-    /// A `Call` whose capability was resolved (an endpoint, with SEND) but
-    /// that the fast path cannot finish (the receiver is on another CPU,
-    /// none is waiting, a higher-priority thread is ready, ...). Nothing
-    /// changed; the general `Call` goes on from the capability
-    /// (`ipc::send_to`) instead of looking it up again.
-    Call(Resolved),
-}
-
-/// Tries the fast path for the current thread `me` on `cpu` (see
-/// [`Attempt`] for what comes of it).
+/// Tries the fast path for the current thread `me` on `cpu`; on success the
+/// next thread is current, its context and address space are loaded, and
+/// the caller only has to leave the kernel. On failure nothing has changed.
 ///
 /// Each object is looked up once (the kernel's fields are borrowed apart,
 /// the caller and its peer together), the message header is checked with
@@ -47,71 +32,68 @@ pub enum Attempt {
 /// (soft-float target) and user FPU/SSE registers stay in the CPU, as on
 /// every other thread switch.
 #[inline(always)]
-pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
+pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, .. } = k;
-    let Some(th) = threads.get(me) else { return Attempt::General };
+    let Some(th) = threads.get(me) else { return false };
     let n = th.ctx.rax;
     let call = if n == Sys::Call as u64 {
         true
     } else if n == Sys::ReplyRecv as u64 {
         false
     } else {
-        return Attempt::General;
+        return false;
     };
     if FASTPATH_OFF.load(Ordering::Relaxed)
         || percpu::this().need_resched.load(Ordering::Relaxed)
         || !throttled.is_empty()
         || !th.cpu_budget.is_unlimited()
     {
-        return Attempt::General;
+        return false;
     }
     // The header in one compare: above bit 32 only a word count of at most
     // MSG_REG_WORDS (no capabilities, no stray bits). Such a header is
     // exactly what the receiver sees (`MsgInfo::new(label, words, 0)`).
     let info = th.ctx.rsi;
     if info >> 32 > MSG_REG_WORDS as u64 {
-        return Attempt::General;
+        return false;
     }
     // Only what the checks before the switch need is read here; the rest
     // comes from the caller's thread once both threads are borrowed (read
     // early, it would sit in stack slots across the lookups).
     let (my_process, reply_to) = (th.process, th.reply_to);
-    let Ok(slot) = u32::try_from(th.ctx.rdi) else { return Attempt::General };
+    let Ok(slot) = u32::try_from(th.ctx.rdi) else { return false };
     super::phases::stamp(2);
     // A peer on another CPU takes the general path (which wakes it there):
     // its CPU is checked as soon as the peer is known, before any other
     // lookup, so a cross-CPU round trip wastes as little as it can here.
     // A reply's peer is known from the caller alone, before the capability
     // lookup; a call's is the endpoint's first waiting receiver.
-    let mut handoff = None;
     let (peer, ep, badge, proc, e, mt, pt) = if call {
-        let Some((res, proc)) = endpoint_of(caps, processes, my_process, slot, info, Rights::SEND) else { return Attempt::General };
+        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return false };
         super::phases::stamp(3);
-        // From here a failure hands the resolved capability on.
-        handoff = Some(res);
-        let Some(e) = endpoints.get_mut(res.ep) else { return Attempt::Call(res) };
-        let Some(&r) = e.receivers.front() else { return Attempt::Call(res) };
-        let Some((mt, pt)) = threads.get2_mut(me, r) else { return Attempt::Call(res) };
+        let Some(e) = endpoints.get_mut(ep) else { return false };
+        let Some(&r) = e.receivers.front() else { return false };
+        let Some((mt, pt)) = threads.get2_mut(me, r) else { return false };
         if pt.cpu != cpu {
-            return Attempt::Call(res);
+            return false;
         }
-        (r, res.ep, res.badge, proc, e, mt, pt)
+        (r, ep, badge, proc, e, mt, pt)
     } else {
-        let Some(c) = reply_to else { return Attempt::General };
-        let Some((mt, pt)) = threads.get2_mut(me, c) else { return Attempt::General };
+        let Some(c) = reply_to else { return false };
+        let Some((mt, pt)) = threads.get2_mut(me, c) else { return false };
         if pt.cpu != cpu {
-            return Attempt::General;
+            return false;
         }
-        let Some((Resolved { ep, badge, .. }, proc)) = endpoint_of(caps, processes, my_process, slot, info, Rights::RECV) else { return Attempt::General };
+        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::RECV) else { return false };
         super::phases::stamp(3);
-        let Some(e) = endpoints.get_mut(ep) else { return Attempt::General };
+        let Some(e) = endpoints.get_mut(ep) else { return false };
         if !e.senders.is_empty() {
-            return Attempt::General; // a message is waiting: the general path receives it
+            return false; // a message is waiting: the general path receives it
         }
         if let Some(nt) = mt.bound_notification.and_then(|n| notifications.get(n))
             && nt.bits != 0
         {
-            return Attempt::General; // a bound notification is signalled: it wins
+            return false; // a bound notification is signalled: it wins
         }
         (c, ep, badge, proc, e, mt, pt)
     };
@@ -128,16 +110,15 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
         } else {
             matches!(pt.state, ThreadState::AwaitingReply)
         };
-    let fallback = || handoff.map_or(Attempt::General, Attempt::Call);
     if !fits {
-        return fallback();
+        return false;
     }
     // The peer's address space and I/O bitmap: the caller's when both are
     // threads of one process.
     let pp = if pt.process == my_process {
         proc
     } else {
-        let Some(pp) = processes.get(pt.process) else { return fallback() };
+        let Some(pp) = processes.get(pt.process) else { return false };
         pp
     };
     let (pml4, io) = (pp.pml4, pp.io_bitmap.is_some());
@@ -162,7 +143,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
     current[cpu] = Some(peer);
     super::load_context(super::context_top_of(pt), pml4);
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, io.then_some(pt.process));
-    Attempt::Done
+    true
 }
 
 /// The way back from a system call that leaves the caller current (a
@@ -214,20 +195,18 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::Ke
     crate::arch::enter_user_flagged()
 }
 
-/// The endpoint that capability `slot` of `process`'s table names, as
-/// resolved for `ipc::send_to`, and the process, if the capability holds
-/// `right` (without it the general path gives the refusal).
+/// The endpoint that capability `slot` of `process`'s table names, with the
+/// capability's badge and the process, if it holds `right`.
 #[inline(always)]
 fn endpoint_of<'p>(
     caps: &CapSystem<Obj>,
     processes: &'p kcore::slab::Slab<super::Process>,
     process: Id,
     slot: u32,
-    info: u64,
     right: Rights,
-) -> Option<(Resolved, &'p super::Process)> {
+) -> Option<(Id, u64, &'p super::Process)> {
     let proc = processes.get(process)?;
     let cap = caps.lookup(proc.space, slot).ok()?;
-    let Obj::Endpoint(ep) = cap.object else { return None };
-    cap.rights.contains(right).then_some((Resolved { ep, badge: cap.badge, rights: cap.rights, node: cap.node, info }, proc))
+    let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else { return None };
+    rights.contains(right).then_some((ep, badge, proc))
 }

@@ -83,39 +83,16 @@ fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: 
 /// `send` and `call` on an endpoint capability.
 pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     let me = current(k);
-    let (slot, info, pid) = {
-        let th = k.thread(me).expect("me");
-        (th.ctx.rdi, th.ctx.rsi, th.process)
-    };
-    let space = k.processes.get(pid).expect("proc").space;
-    let cap = k.caps.lookup(space, user_slot(slot)?)?;
+    let frame = k.thread(me).expect("me").ctx;
+    let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
+    let cap = k.caps.lookup(space, user_slot(frame.rdi)?)?;
     let (Obj::Endpoint(ep), badge, rights, node) = (cap.object, cap.badge, cap.rights, cap.node) else {
         return Err(Error::WrongType);
     };
-    send_to(k, me, call, Resolved { ep, badge, rights, node, info })
-}
-
-/// An endpoint capability as `send` resolved it (or the fast path, which
-/// hands a `Call` it cannot finish over at this point instead of having it
-/// looked up again).
-#[derive(Clone, Copy)]
-pub struct Resolved {
-    pub ep: Id,
-    pub badge: u64,
-    pub rights: Rights,
-    pub node: kcore::cap::NodeId,
-    /// The caller's message info word (its RSI), not yet decoded.
-    pub info: u64,
-}
-
-/// `send` and `call` by thread `me` (current) once its capability is
-/// resolved: the checks of the rights and the message, then the rendezvous.
-pub fn send_to(k: &mut Kernel, me: Id, call: bool, cap: Resolved) -> Result<(), Error> {
-    let Resolved { ep, badge, rights, node, info } = cap;
     if !rights.contains(Rights::SEND) {
         return Err(Error::NoRights);
     }
-    let info = MsgInfo::decode(info).ok_or(Error::InvalidArgument)?;
+    let info = MsgInfo::decode(frame.rsi).ok_or(Error::InvalidArgument)?;
     if info.caps > 0 && !rights.contains(Rights::GRANT) {
         return Err(Error::NoRights);
     }

@@ -770,22 +770,13 @@ extern "C" fn syscall_from_user(_frame: *mut TrapFrame) -> ! {
     // Running a vCPU gives up the lock while the guest runs.
     let cpu = percpu::index();
     if let Some(me) = k.current[cpu] {
-        match fastpath::try_ipc(&mut k, cpu, me) {
-            fastpath::Attempt::Done => {
-                // The fast path has switched to the next thread itself.
-                phases::stamp(4);
-                percpu::this().in_user.store(true, Ordering::Release);
-                drop(k);
-                phases::done();
-                arch::enter_user_flagged()
-            }
-            fastpath::Attempt::Call(cap) => {
-                // The general `Call`, from the capability the fast path
-                // resolved.
-                syscall::call_resolved(&mut k, cpu, me, cap);
-                exit_kernel(k)
-            }
-            fastpath::Attempt::General => {}
+        if fastpath::try_ipc(&mut k, cpu, me) {
+            // The fast path has switched to the next thread itself.
+            phases::stamp(4);
+            percpu::this().in_user.store(true, Ordering::Release);
+            drop(k);
+            phases::done();
+            arch::enter_user_flagged()
         }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx

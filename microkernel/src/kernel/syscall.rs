@@ -29,18 +29,6 @@ pub fn dispatch(k: &mut Kernel) {
         None => Err(Error::NoSyscall),
         Some(sys) => call(k, me, pid, sys, args),
     };
-    write_back(k, cpu, me, number, r);
-}
-
-/// A `Call` by `me` (current on `cpu`) whose capability the fast path
-/// resolved: what `dispatch` would do from there.
-pub fn call_resolved(k: &mut Kernel, cpu: usize, me: Id, cap: ipc::Resolved) {
-    let r = ipc::send_to(k, me, true, cap).map(|_| Done::Handled);
-    write_back(k, cpu, me, Sys::Call as u64, r);
-}
-
-/// Puts system call `number`'s result into `me`'s registers.
-fn write_back(k: &mut Kernel, cpu: usize, me: Id, number: u64, r: Result<Done, Error>) {
     let still_current = k.current[cpu] == Some(me);
     let Some(th) = k.thread_mut(me) else { return }; // the process may have ended
     match r {
