@@ -803,8 +803,8 @@ pub struct ProcUsage {
     /// are carved from it: it comes back when they are gone).
     pub init_used_kib: u64,
     /// init's ready round is over: every server was asked for its status
-    /// and the round's thread and memory are given back (until then
-    /// `init_used_kib` still counts them).
+    /// and the servers on pool volumes have started (until then init may
+    /// still make their grants and start them, and `init_used_kib` move).
     pub init_ready: bool,
 }
 

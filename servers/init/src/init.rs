@@ -2,7 +2,7 @@
 
 use abi::{CapSlot, ObjectType, Rights, PAGE_SIZE};
 use alcove_rt::start::{self, Named, StartInfo};
-use alcove_rt::{println, Start};
+use alcove_rt::Start;
 use alloc::string::String;
 use alloc::vec::Vec;
 use initrd::manifest::{Manifest, Server};
@@ -10,6 +10,7 @@ use libipc::interfaces::{MachineInfo, ProcError, ProcState, ProcUsage, SvcInfo, 
 use libipc::sys;
 
 use crate::instances::Instances;
+use crate::worker::{Done, Job, WORKER_BIT, Worker};
 
 /// A scratch window in init's address space for filling frames.
 const SCRATCH: u64 = 0x0000_5000_0000_0000;
@@ -95,33 +96,33 @@ pub fn main(start: Start) -> u64 {
         .collect();
     let endpoints = Endpoints { slots: endpoints, callers, proc: proc_ep };
 
+    // init's calls to its servers go through its worker thread, so this
+    // one serves `proc` from the start (see worker.rs).
+    let worker = match Worker::start(watch, || slots.next()) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("cannot start init's worker thread: {e}");
+            return 1;
+        }
+    };
     let mut children: Vec<Child> =
         manifest.servers.iter().map(|s| Child { server: s.clone(), process: None, restarts: 0, grant: None }).collect();
     for (i, c) in children.iter_mut().enumerate() {
         if c.server.on_demand {
             continue; // a template: instances start through `proc`
         }
-        let extra = Extra::default();
-        match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots, &extra) {
+        if let Some(job) = grant_job(i, &c.server, &endpoints, &mut slots) {
+            // Started when storaged has made its volumes ready.
+            worker.post(job);
+            continue;
+        }
+        match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots, &Extra::default()) {
             Ok(p) => c.process = Some(p),
             Err(e) => log::error!("cannot start server \"{}\": {e}", c.server.name),
         }
-        c.grant = extra.grant.get();
     }
-
-    // Ready when every endpoint answers `status`. The round runs on a
-    // thread of its own while this one serves `proc` from the start: a
-    // server may call init before it answers (zone-server, restoring its
-    // VMs on a client's first `vmadm` request, starts VMMs through
-    // `proc`), and a round that blocked init's only thread waited for that
-    // server while the server waited for init.
-    let ready = match ReadyThread::start(&endpoints.slots, watch, &mut slots) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            log::error!("init: no ready round (its thread: {e})");
-            None
-        }
-    };
+    // Ready when every endpoint answers `status` (a VMM's after its grant).
+    worker.post(Job::Round { endpoints: endpoints.slots.clone() });
 
     // init serves `proc`; the watch notification, bound to its thread,
     // arrives through the same loop (and with it the ready round's end).
@@ -145,7 +146,8 @@ pub fn main(start: Start) -> u64 {
         given: Vec::new(),
         spare: Vec::new(),
         machine,
-        ready,
+        worker,
+        ready: false,
         pci: crate::pci::Claims::default(),
         config_ports,
     };
@@ -158,135 +160,19 @@ pub fn main(start: Start) -> u64 {
     }
 }
 
+/// For a server on pool volumes, the worker's job that makes them ready
+/// and grants them (its storaged endpoint is that grant, made before it
+/// starts); `None` for any other server.
+fn grant_job(i: usize, server: &Server, endpoints: &Endpoints, slots: &mut Slots) -> Option<Job> {
+    if server.volumes.is_empty() || !server.calls.iter().any(|c| c == "storaged") {
+        return None;
+    }
+    let storaged = endpoints.storaged()?;
+    Some(Job::Grant { child: i, server: server.clone(), storaged, slot: slots.next() })
+}
+
 /// The watch bit every instance started through `proc` signals.
 const INSTANCE_BIT: u64 = 1 << 63;
-/// The watch bit the ready round signals when it is done (shared, as
-/// [`INSTANCE_BIT`] is, with one server's bit, which then only makes
-/// init look at that server's state).
-const READY_BIT: u64 = 1 << 62;
-/// Where the ready round's stack and, on the page above it, its IPC
-/// buffer are mapped in init.
-const READY_STACK_VA: u64 = 0x0000_5100_0000_0000;
-const READY_STACK_PAGES: u64 = 8;
-
-/// What the ready round asks (endpoint names and init's originals) and
-/// where it says it is done; handed to its thread.
-struct ReadyRound {
-    endpoints: Vec<(String, CapSlot)>,
-    watch: CapSlot,
-    thread: CapSlot,
-}
-
-static READY_ROUND: spin::Mutex<Option<ReadyRound>> = spin::Mutex::new(None);
-
-/// The ready round's thread and the memory it runs on, given back once
-/// the round signalled [`READY_BIT`].
-struct ReadyThread {
-    thread: CapSlot,
-    stack: CapSlot,
-    ipc: CapSlot,
-    buffer: Option<sys::ThreadBuffer>,
-}
-
-impl ReadyThread {
-    /// Starts the round over `endpoints` on a new thread of init (at
-    /// init's priority), which signals `watch` with [`READY_BIT`] when
-    /// every endpoint answered or failed.
-    fn start(endpoints: &[(String, CapSlot)], watch: CapSlot, slots: &mut Slots) -> Result<Self, abi::Error> {
-        let ipc_va = READY_STACK_VA + READY_STACK_PAGES * PAGE_SIZE;
-        let mut t = ReadyThread { thread: slots.next(), stack: slots.next(), ipc: slots.next(), buffer: None };
-        let rw = Rights::READ | Rights::WRITE;
-        let made = sys::create(ObjectType::Frame, t.stack, READY_STACK_PAGES)
-            .and_then(|()| sys::map(abi::INIT_SLOT_SELF, t.stack, READY_STACK_VA, rw))
-            .and_then(|()| sys::create(ObjectType::Frame, t.ipc, 1))
-            .and_then(|()| sys::map(abi::INIT_SLOT_SELF, t.ipc, ipc_va, rw))
-            .and_then(|()| sys::create(ObjectType::Thread, t.thread, u64::from(abi::INIT_SLOT_SELF)));
-        if let Err(e) = made {
-            t.end();
-            return Err(e);
-        }
-        // SAFETY: the buffer is the page just mapped at `ipc_va` (new,
-        // zeroed, aligned), used only by libipc and the kernel for the new
-        // thread; the stack below it is that thread's alone and overlaps
-        // no other registered stack.
-        match unsafe { sys::register_thread_buffer(READY_STACK_VA, ipc_va, ipc_va as *mut abi::IpcBuffer) } {
-            Ok(b) => t.buffer = Some(b),
-            Err(e) => {
-                t.end();
-                return Err(e);
-            }
-        }
-        *READY_ROUND.lock() = Some(ReadyRound { endpoints: endpoints.to_vec(), watch, thread: t.thread });
-        // SAFETY: `ready_round` is an `extern "C"` function that never
-        // returns; its stack (top less the return-address slot) and IPC
-        // buffer are the pages mapped above, reserved for this thread,
-        // and stay mapped until `end` has ended it.
-        let run = unsafe { sys::thread_configure(t.thread, ready_round as *const () as usize as u64, ipc_va - 8, ipc_va, 0, 0) }
-            .and_then(|()| sys::thread_resume(t.thread));
-        if let Err(e) = run {
-            READY_ROUND.lock().take();
-            t.end();
-            return Err(e);
-        }
-        Ok(t)
-    }
-
-    /// Ends the thread (deleting its capability), then gives back its
-    /// buffer's registration and its memory.
-    fn end(mut self) {
-        let _ = sys::cap_delete(self.thread);
-        if let Some(b) = self.buffer.take() {
-            // SAFETY: the thread has ended (above).
-            unsafe { sys::unregister_thread_buffer(b) };
-        }
-        // SAFETY: these pages are the ended thread's stack and IPC buffer,
-        // which nothing else refers to.
-        let _ = unsafe { sys::unmap(abi::INIT_SLOT_SELF, READY_STACK_VA, READY_STACK_PAGES + 1) };
-        let _ = sys::cap_delete(self.stack);
-        let _ = sys::cap_delete(self.ipc);
-    }
-}
-
-/// The ready round's thread: asks every endpoint for its status, prints
-/// the outcome (and the `boot_to_ready` figure), signals
-/// [`READY_BIT`], and stops until init ends it.
-extern "C" fn ready_round(_: u64, _: u64, _: u64) -> ! {
-    let round = READY_ROUND.lock().take();
-    let Some(round) = round else {
-        loop {
-            let _ = sys::yield_now();
-        }
-    };
-    let t0 = sys::clock_ns().unwrap_or(0);
-    let mut answered = 0;
-    for (name, ep) in &round.endpoints {
-        let client = libipc::interfaces::status::Client::new(libipc::kernel::KernelTransport::new(
-            libipc::cap::Cap::from_slot(*ep),
-        ));
-        match client.status() {
-            Ok(s) => {
-                answered += 1;
-                log::info!("{name}: {} v{} up", s.name, s.version);
-            }
-            Err(e) => log::error!("{name} does not answer status: {e}"),
-        }
-    }
-    let t1 = sys::clock_ns().unwrap_or(0);
-    // Under QEMU's -icount shift=0 a virtual nanosecond is one instruction,
-    // so this is the instruction count from kernel entry to ready.
-    println!("ALCOVE-BENCH boot_to_ready {t1} ns");
-    println!(
-        "init: ready: {answered} of {} endpoints answered status ({} us after the first call; {} ms since boot)",
-        round.endpoints.len(),
-        (t1 - t0) / 1000,
-        t1 / 1_000_000
-    );
-    let _ = sys::signal(round.watch, READY_BIT);
-    loop {
-        let _ = sys::thread_suspend(round.thread);
-        let _ = sys::yield_now();
-    }
-}
 
 /// init after boot: its servers, and the instances it runs for `proc`
 /// callers.
@@ -306,8 +192,10 @@ struct Init<'a> {
     spare: Vec<CapSlot>,
     /// CPUs and memory as found at boot.
     machine: MachineInfo,
-    /// The ready round's thread until it is done.
-    ready: Option<ReadyThread>,
+    /// init's calls to its servers.
+    worker: Worker,
+    /// Whether the ready round is over.
+    ready: bool,
     /// The PCI functions each driver registered (`proc.pci_claim`).
     pci: crate::pci::Claims,
     /// Whether init could enable the PCI configuration ports for itself.
@@ -406,6 +294,37 @@ impl svc::Server for Init<'_> {
 }
 
 impl Init<'_> {
+    /// The worker finished a job: a server whose volumes are granted now
+    /// starts (without a storaged endpoint should the grant have failed:
+    /// its disks fail to open, the reason is logged here).
+    fn worker_done(&mut self, done: Done) {
+        let (i, slot, result) = match done {
+            Done::Round => {
+                self.ready = true;
+                return;
+            }
+            Done::Grant { child, slot, result } => (child, slot, result),
+        };
+        let Some(c) = self.children.get_mut(i) else { return };
+        let volumes = match result {
+            Ok(badge) => Some((slot, badge)),
+            Err(why) => {
+                log::error!("server \"{}\": {why}; it gets no storaged endpoint", c.server.name);
+                None
+            }
+        };
+        let extra = Extra { volumes, ..Extra::default() };
+        match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &extra) {
+            Ok(p) => c.process = Some(p),
+            Err(e) => log::error!("cannot start server \"{}\": {e}", c.server.name),
+        }
+        // The VMM holds its own copy of the grant's endpoint now.
+        if volumes.is_some() {
+            let _ = sys::cap_delete(slot);
+            c.grant = volumes.map(|(_, badge)| badge);
+        }
+    }
+
     /// A server (or instance) ended: restart what its policy allows.
     fn servers_ended(&mut self, bits: u64) {
         for (i, c) in self.children.iter_mut().enumerate() {
@@ -435,18 +354,23 @@ impl Init<'_> {
             }
             // Its pool grant goes with it: storaged drops the grant's
             // state and closes its rings (a restart gets a new one).
-            if let Some(badge) = c.grant.take() {
-                revoke_grant(&self.endpoints, &c.server.name, badge);
+            if let Some(badge) = c.grant.take()
+                && let Some(storaged) = self.endpoints.storaged()
+            {
+                self.worker.post(Job::Revoke { server: c.server.name.clone(), storaged, badge });
             }
             if c.server.restart.allows(c.restarts) {
                 c.restarts += 1;
                 log::warn!("server \"{}\" {how}; restarting ({})", c.server.name, c.restarts);
-                let extra = Extra::default();
-                match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &extra) {
+                if let Some(job) = grant_job(i, &c.server, &self.endpoints, &mut self.slots) {
+                    // Started again when storaged has made a new grant.
+                    self.worker.post(job);
+                    continue;
+                }
+                match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &Extra::default()) {
                     Ok(p) => c.process = Some(p),
                     Err(e) => log::error!("cannot restart \"{}\": {e}", c.server.name),
                 }
-                c.grant = extra.grant.get();
             } else {
                 log::warn!("server \"{}\" {how}; not restarting (restart policy)", c.server.name);
             }
@@ -534,7 +458,7 @@ impl proc::Server for ProcCall<'_, '_> {
     fn usage(&mut self) -> ProcUsage {
         let mut u = self.init.instances.usage(&self.init.manifest, self.owner);
         u.init_used_kib = sys::budget_info().map(|b| b.used_bytes / 1024).unwrap_or(0);
-        u.init_ready = self.init.ready.is_none();
+        u.init_ready = self.init.ready;
         u
     }
 }
@@ -622,8 +546,9 @@ impl ProcCall<'_, '_> {
             name: Some(alloc::format!("{}-{}", server.name, init.instances.next_id())),
             watch_bit: Some(INSTANCE_BIT),
             instance: true,
-            // An instance's grant is its starter's to revoke (zone-server).
-            grant: Default::default(),
+            // An instance's grant is its starter's (zone-server's), given
+            // as `storaged` above.
+            volumes: None,
         };
         let p = spawn(&init.archive, &server, t, &init.endpoints, init.watch, &mut init.slots, &extra)
             .map_err(|why| ProcError::Start { why })?;
@@ -650,10 +575,10 @@ impl libipc::Dispatch for Init<'_> {
     }
 
     fn notified(&mut self, bits: u64) {
-        if bits & READY_BIT != 0
-            && let Some(t) = self.ready.take()
-        {
-            t.end();
+        if bits & WORKER_BIT != 0 {
+            for done in self.worker.finished() {
+                self.worker_done(done);
+            }
         }
         self.servers_ended(bits);
     }
@@ -675,8 +600,9 @@ struct Extra {
     watch_bit: Option<u64>,
     /// An instance started through `proc` (not a manifest server).
     instance: bool,
-    /// Set by [`spawn`]: the pool grant made for the server's volumes.
-    grant: core::cell::Cell<Option<u64>>,
+    /// The pool grant made for the server's volumes (the worker's): init's
+    /// slot of its capability, and its badge.
+    volumes: Option<(CapSlot, u64)>,
 }
 
 /// The endpoints init made (name, slot), and their callers (endpoint,
@@ -686,6 +612,14 @@ struct Endpoints {
     callers: Vec<(String, String, u64)>,
     /// init's own `proc` endpoint.
     proc: CapSlot,
+}
+
+impl Endpoints {
+    /// init's own (unbadged) storaged endpoint: init may use the pool
+    /// interface.
+    fn storaged(&self) -> Option<CapSlot> {
+        self.slots.iter().find(|(n, _)| n == "storaged").map(|(_, s)| *s)
+    }
 }
 
 /// Builds and starts one server's process.
@@ -825,16 +759,11 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
             // exactly its volumes (made ready first), not the machine's
             // disks. Should that fail, it gets no storaged endpoint at all
             // and its disks fail to open; the reason is logged here.
-            match grant_volumes(*ep, server, slots) {
-                Ok((granted, badge)) => {
-                    extra.grant.set(Some(badge));
-                    let r = sys::cap_grant(proc, granted, next_slot, Rights::SEND | Rights::GRANT);
-                    let _ = sys::cap_delete(granted);
-                    r.map_err(e("grant the volumes' endpoint"))?;
-                    info.calls.push(Named { name: name.clone(), slot: next_slot });
-                    next_slot += 1;
-                }
-                Err(why) => log::error!("server \"{}\": {why}; it gets no storaged endpoint", server.name),
+            if let Some((granted, _)) = extra.volumes {
+                sys::cap_grant(proc, granted, next_slot, Rights::SEND | Rights::GRANT)
+                    .map_err(e("grant the volumes' endpoint"))?;
+                info.calls.push(Named { name: name.clone(), slot: next_slot });
+                next_slot += 1;
             }
             continue;
         }
@@ -938,43 +867,6 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
     sys::thread_resume(thread).map_err(e("resume"))?;
     let _ = sys::cap_delete(thread);
     Ok(())
-}
-
-/// Makes `server`'s pool volumes ready through storaged's endpoint `ep`
-/// (init's own copy: init may use the pool interface) and returns the slot
-/// of the grant's capability, storaged's endpoint with the grant's badge,
-/// and the badge.
-fn grant_volumes(ep: CapSlot, server: &Server, slots: &mut Slots) -> Result<(CapSlot, u64), String> {
-    use libipc::provision::{VolumeSpec, provision};
-    let specs = server.volumes.iter().map(|v| VolumeSpec::parse(v)).collect::<Result<Vec<_>, _>>()?;
-    let slot = slots.next();
-    let t = libipc::kernel::CapTransport::new(libipc::cap::Cap::from_slot(ep), &[slot]);
-    let done = provision(&libipc::interfaces::pool::Client::new(&t), &specs).map_err(|e| alloc::format!("{e}"))?;
-    if t.received() != 1 {
-        return Err(alloc::format!("storaged's grant {:#x} came without its capability", done.granted.badge));
-    }
-    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    log::info!(
-        "server \"{}\": volumes {} granted ({:#x}){}{}",
-        server.name,
-        names.join(", "),
-        done.granted.badge,
-        if done.created.is_empty() { "" } else { ", created " },
-        done.created.join(", ")
-    );
-    Ok((slot, done.granted.badge))
-}
-
-/// Revokes the pool grant `badge` made for `server`, which ended, through
-/// init's own storaged endpoint (init may use the pool interface).
-fn revoke_grant(endpoints: &Endpoints, server: &str, badge: u64) {
-    let Some((_, ep)) = endpoints.slots.iter().find(|(n, _)| n == "storaged") else { return };
-    let t = libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(*ep));
-    match libipc::interfaces::pool::Client::new(&t).revoke(badge) {
-        Ok(Ok(closed)) => log::info!("server \"{server}\" ended: its pool grant {badge:#x} revoked ({closed} rings closed)"),
-        Ok(Err(e)) => log::warn!("server \"{server}\" ended: revoking its pool grant {badge:#x}: {e}"),
-        Err(e) => log::warn!("server \"{server}\" ended: storaged did not answer the revoke of {badge:#x}: {e}"),
-    }
 }
 
 /// Writes into the scratch window (mapped writable by the caller).

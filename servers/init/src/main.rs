@@ -15,6 +15,7 @@ mod init;
 mod instances;
 #[allow(dead_code)]
 mod pci;
+mod worker;
 
 #[cfg(target_os = "none")]
 alcove_rt::entry!(init::main);

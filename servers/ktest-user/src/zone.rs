@@ -93,9 +93,9 @@ impl Env {
         }
     }
 
-    /// init's kernel memory, read once init's ready round is over (its
-    /// thread's stack and buffer, given back when the round ends, would
-    /// otherwise come and go between two readings).
+    /// init's kernel memory, read once init's ready round is over (the
+    /// servers it still starts until then would otherwise come between
+    /// two readings).
     fn init_used_kib(&self) -> Result<u64, String> {
         let usage = || proc::Client::new(client(self.proc)).usage().map_err(|e| format!("proc.usage: {e}"));
         if !wait_for(|| Ok(usage()?.init_ready), 50_000_000)? {
