@@ -168,7 +168,13 @@ fn grant_job(i: usize, server: &Server, endpoints: &Endpoints, slots: &mut Slots
         return None;
     }
     let storaged = endpoints.storaged()?;
-    Some(Job::Grant { child: i, server: server.clone(), storaged, slot: slots.next() })
+    Some(Job::Grant {
+        child: i,
+        name: server.name.clone(),
+        volumes: server.volumes.clone(),
+        storaged,
+        slot: slots.next(),
+    })
 }
 
 /// The watch bit every instance started through `proc` signals.

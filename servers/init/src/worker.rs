@@ -15,7 +15,6 @@ use alcove_rt::println;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use initrd::manifest::Server;
 use libipc::sys;
 
 /// The watch bit the worker signals when it finished a job (shared, as
@@ -32,10 +31,10 @@ pub enum Job {
     /// Ask every endpoint (name, init's original) for its status and print
     /// the outcome and the `boot_to_ready` figure.
     Round { endpoints: Vec<(String, CapSlot)> },
-    /// Make `server`'s pool volumes ready through storaged's endpoint
-    /// (init's own copy: init may use the pool interface); the grant's
-    /// capability lands in `slot`.
-    Grant { child: usize, server: Server, storaged: CapSlot, slot: CapSlot },
+    /// Make server `name`'s pool volumes (the manifest's specs) ready
+    /// through storaged's endpoint (init's own copy: init may use the pool
+    /// interface); the grant's capability lands in `slot`.
+    Grant { child: usize, name: String, volumes: Vec<String>, storaged: CapSlot, slot: CapSlot },
     /// Revoke the pool grant `badge` made for `server`, which ended.
     Revoke { server: String, storaged: CapSlot, badge: u64 },
 }
@@ -127,8 +126,8 @@ extern "C" fn run(_: u64, _: u64, _: u64) -> ! {
                 round(&endpoints);
                 Some(Done::Round)
             }
-            Job::Grant { child, server, storaged, slot } => {
-                Some(Done::Grant { child, slot, result: grant_volumes(storaged, &server, slot) })
+            Job::Grant { child, name, volumes, storaged, slot } => {
+                Some(Done::Grant { child, slot, result: grant_volumes(storaged, &name, &volumes, slot) })
             }
             Job::Revoke { server, storaged, badge } => {
                 revoke_grant(storaged, &server, badge);
@@ -173,12 +172,12 @@ fn round(endpoints: &[(String, CapSlot)]) {
     );
 }
 
-/// Makes `server`'s pool volumes ready through storaged's endpoint `ep`
-/// and returns the grant's badge, its capability (storaged's endpoint
-/// with that badge) in `slot`.
-fn grant_volumes(ep: CapSlot, server: &Server, slot: CapSlot) -> Result<u64, String> {
+/// Makes server `server`'s pool volumes ready through storaged's endpoint
+/// `ep` and returns the grant's badge, its capability (storaged's
+/// endpoint with that badge) in `slot`.
+fn grant_volumes(ep: CapSlot, server: &str, volumes: &[String], slot: CapSlot) -> Result<u64, String> {
     use libipc::provision::{VolumeSpec, provision};
-    let specs = server.volumes.iter().map(|v| VolumeSpec::parse(v)).collect::<Result<Vec<_>, _>>()?;
+    let specs = volumes.iter().map(|v| VolumeSpec::parse(v)).collect::<Result<Vec<_>, _>>()?;
     let t = libipc::kernel::CapTransport::new(libipc::cap::Cap::from_slot(ep), &[slot]);
     let done = provision(&libipc::interfaces::pool::Client::new(&t), &specs).map_err(|e| alloc::format!("{e}"))?;
     if t.received() != 1 {
@@ -187,7 +186,7 @@ fn grant_volumes(ep: CapSlot, server: &Server, slot: CapSlot) -> Result<u64, Str
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     log::info!(
         "server \"{}\": volumes {} granted ({:#x}){}{}",
-        server.name,
+        server,
         names.join(", "),
         done.granted.badge,
         if done.created.is_empty() { "" } else { ", created " },
