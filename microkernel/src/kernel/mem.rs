@@ -106,11 +106,36 @@ fn zero(phys: u64, pages: usize) {
 pub struct Tables {
     pub allocated: usize,
     pub freed: usize,
+    /// Whether emptied tables are kept until [`Tables::release`].
+    defer: bool,
+    /// The first kept table; each holds the next one's address in its
+    /// entry 0 (a 4 KiB-aligned address: not present, were a CPU still to
+    /// walk it), 0 after the last. No allocation on the unmap path.
+    kept: PhysAddr,
 }
 
 impl Tables {
     pub const fn new() -> Self {
-        Self { allocated: 0, freed: 0 }
+        Self { allocated: 0, freed: 0, defer: false, kept: 0 }
+    }
+
+    /// Tables whose emptied frames are kept, not freed, until
+    /// [`Tables::release`]: an unmap frees them only after every CPU that
+    /// may hold the old translations (a TLB or paging-structure cache, a
+    /// vCPU inside its guest) has let go of them. Freed at once, a table
+    /// could be reused (say as another guest's memory) while a CPU still
+    /// walks it.
+    pub const fn deferring() -> Self {
+        Self { allocated: 0, freed: 0, defer: true, kept: 0 }
+    }
+
+    /// Frees the tables kept since [`Tables::deferring`].
+    pub fn release(&mut self) {
+        while self.kept != 0 {
+            let t = self.kept;
+            self.kept = self.read_entry(t, 0);
+            free_frames(t, 1);
+        }
     }
 }
 
@@ -135,7 +160,13 @@ impl TableMemory for Tables {
 
     fn free_table(&mut self, table: PhysAddr) {
         self.freed += 1;
-        free_frames(table, 1);
+        if self.defer {
+            let next = self.kept;
+            self.write_entry(table, 0, next);
+            self.kept = table;
+        } else {
+            free_frames(table, 1);
+        }
     }
 }
 

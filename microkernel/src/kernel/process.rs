@@ -630,16 +630,16 @@ impl Kernel {
         let entries = p.mappings.len() as u64 + u64::from(split);
         let pieces = p.mappings.remove(vaddr, pages);
         let entries_freed = entries.saturating_sub(p.mappings.len() as u64);
-        let mut tables_freed = 0u64;
         let mut count = 0u64;
+        // Emptied tables are freed after the shootdown below.
+        let mut t = Tables::deferring();
         for piece in &pieces {
             for i in 0..piece.pages {
-                let mut t = Tables::new();
                 let _ = pagetable::unmap::<X86_64, _>(&mut t, pml4, piece.start + i * PAGE);
-                tables_freed += t.freed as u64;
             }
             count += piece.pages;
         }
+        let tables_freed = t.freed as u64;
         let p = self.processes.get_mut(pid).expect("checked");
         p.page_tables = p.page_tables.saturating_sub(tables_freed);
         let refund = tables_freed * cost::PAGE_TABLE + entries_freed * cost::RANGE_ENTRY;
@@ -650,6 +650,7 @@ impl Kernel {
             // No CPU may still translate to these frames when they are freed.
             self.shoot_down(pml4);
         }
+        t.release();
         for piece in pieces {
             for _ in 0..piece.pages {
                 self.obj_unref(Obj::Frame(piece.value.frame));

@@ -480,16 +480,18 @@ impl Kernel {
         let entries_freed = entries.saturating_sub(g.mappings.len() as u64);
         self.refund(payer, entries_freed * cost::RANGE_ENTRY);
         let mut n = 0u64;
+        // Emptied nested tables are freed only after the kick below: a
+        // vCPU inside the guest may walk them until it has left.
+        let mut t = Tables::deferring();
         for piece in &pieces {
             for i in 0..piece.pages {
-                let mut t = Tables::new();
                 nested_unmap(&mut t, root, piece.start + i * PAGE);
-                let g = self.guests.get_mut(guest).expect("checked");
-                g.tables = g.tables.saturating_sub(t.freed as u64);
-                self.refund(payer, t.freed as u64 * cost::PAGE_TABLE);
             }
             n += piece.pages;
         }
+        let g = self.guests.get_mut(guest).expect("checked");
+        g.tables = g.tables.saturating_sub(t.freed as u64);
+        self.refund(payer, t.freed as u64 * cost::PAGE_TABLE);
         if n > 0 {
             let g = self.guests.get(guest).expect("checked");
             g.tlb_generation.fetch_add(1, Ordering::AcqRel);
@@ -497,6 +499,7 @@ impl Kernel {
             // frames can be reused: kick every CPU running one.
             self.kick_guest(guest);
         }
+        t.release();
         for piece in pieces {
             for _ in 0..piece.pages {
                 self.obj_unref(Obj::Frame(piece.value.frame));
@@ -519,7 +522,8 @@ impl Kernel {
                 continue;
             }
             let p = percpu::of(cpu);
-            p.need_resched.store(true, Ordering::Release);
+            // SeqCst: visible before `in_guest` is read below (as `vcpu_kick`).
+            p.need_resched.store(true, Ordering::SeqCst);
             arch::apic::send_fixed(p.apic_id.load(Ordering::Relaxed), arch::apic::RESCHED_VECTOR);
             let deadline = arch::time::nanos_since_boot() + 100_000_000;
             while v.in_guest.load(Ordering::Acquire) {
@@ -1889,8 +1893,14 @@ impl Kernel {
     /// `VcpuKick`: see abi.
     pub fn vcpu_kick(&mut self, id: Id) -> Result<(), Error> {
         let v = self.vcpus.get(id).ok_or(Error::Gone)?;
-        v.kicked.store(true, Ordering::Release);
-        let in_guest = v.in_guest.load(Ordering::Acquire);
+        // SeqCst both: the store must be visible before `in_guest` is read
+        // (a store may pass a later load on x86). The vCPU's thread stores
+        // `in_guest` then reads `kicked` (both SeqCst): one of the two sees
+        // the other. With Release/Acquire here both could miss: the vCPU
+        // entered its guest unkicked and no IPI came (a spinning AP never
+        // stopped: guest_ipi's 'AP thread did not stop', 1 run in 6).
+        v.kicked.store(true, Ordering::SeqCst);
+        let in_guest = v.in_guest.load(Ordering::SeqCst);
         if let Some(th) = v.thread {
             self.wake_vcpu_thread(th, in_guest);
         }
