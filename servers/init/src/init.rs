@@ -608,7 +608,7 @@ struct Extra {
     /// An instance started through `proc` (not a manifest server).
     instance: bool,
     /// The badge of the endpoints it calls (default: its server's index
-    /// + 1); an instance's is its own
+    /// plus one); an instance's is its own
     /// ([`libipc::interfaces::proc_instance_badge`]), so the servers it
     /// calls (the console: `vmadm console`) tell instances apart.
     badge: Option<u64>,

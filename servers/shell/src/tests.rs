@@ -428,7 +428,8 @@ fn console_of_an_unknown_vm_says_so_and_stays_at_the_prompt() {
 fn a_long_line_waits_for_room_and_arrives_whole() {
     let mut s = shell_with_vm(100);
     typed(&mut s, format!("vmadm console {VM}\r").as_bytes());
-    let line: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).chain([b'\r']).collect();
+    let mut line: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    line.push(b'\r');
     assert_eq!(typed(&mut s, &line), "");
     assert!(s.holding());
     assert_eq!(s.attached.as_ref().unwrap().pending.len(), 2901);
