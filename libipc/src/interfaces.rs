@@ -73,7 +73,8 @@ crate::interface! {
 /// Bytes fed to one client that wait for its `read`s at most.
 pub const CONSOLE_FEED_LIMIT: usize = 4096;
 
-/// Clients that may have fed input waiting at once.
+/// Clients that may have fed input waiting at once; feeding one more
+/// forgets the queue fed longest ago (its VMM most likely ended).
 pub const CONSOLE_FEED_TARGETS: usize = 16;
 
 /// Why [`console::Server::feed`] took nothing.
@@ -81,8 +82,7 @@ pub const CONSOLE_FEED_TARGETS: usize = 16;
 pub enum ConsoleRefusal {
     /// The caller is not one of the console's input readers.
     NotReader,
-    /// The target is unbadged, the caller itself, or one more than
-    /// [`CONSOLE_FEED_TARGETS`] with input waiting.
+    /// The target is unbadged or an input reader (the caller itself).
     BadTarget,
 }
 
@@ -91,7 +91,7 @@ impl core::fmt::Display for ConsoleRefusal {
         match self {
             ConsoleRefusal::NotReader => write!(f, "only the console's input reader (input=) may feed another client"),
             ConsoleRefusal::BadTarget => {
-                write!(f, "no such target (unbadged, the caller, or more than {CONSOLE_FEED_TARGETS} with input waiting)")
+                write!(f, "no such target (unbadged, or an input reader)")
             }
         }
     }

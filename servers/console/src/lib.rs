@@ -95,8 +95,12 @@ pub struct Console {
     /// `read`s refused because their client is not the input's reader
     /// and was fed nothing.
     pub reads_refused: u64,
-    /// Input the reader fed to other clients (`feed`), by their badge.
-    fed: BTreeMap<u64, VecDeque<u8>>,
+    /// Input the reader fed to other clients (`feed`), by their badge,
+    /// with when each was last fed (a count of feeds).
+    fed: BTreeMap<u64, (u64, VecDeque<u8>)>,
+    feeds: u64,
+    /// Bytes dropped with a queue forgotten to make room for another.
+    pub fed_dropped: u64,
     /// The source stopped for want of room: pull again after a `read`.
     source_held: bool,
     /// Where typed input comes from (the serial port's receiver on Alcove):
@@ -121,6 +125,8 @@ impl Console {
             readers: Vec::new(),
             reads_refused: 0,
             fed: BTreeMap::new(),
+            feeds: 0,
+            fed_dropped: 0,
             source_held: false,
             source: None,
         }
@@ -254,7 +260,7 @@ impl console::Server for Console {
         }
         if !self.readers.contains(&self.caller) {
             // A VM's VMM: what the reader fed it (`vmadm console`).
-            if let Some(q) = self.fed.get_mut(&self.caller) {
+            if let Some((_, q)) = self.fed.get_mut(&self.caller) {
                 let n = q.len().min(max as usize).min(MAX_READ);
                 let out: Vec<u8> = q.drain(..n).collect();
                 if q.is_empty() {
@@ -282,9 +288,16 @@ impl console::Server for Console {
             return Err(ConsoleRefusal::BadTarget);
         }
         if !self.fed.contains_key(&target) && self.fed.len() >= CONSOLE_FEED_TARGETS {
-            return Err(ConsoleRefusal::BadTarget);
+            // The queue fed longest ago goes (its VMM most likely ended
+            // with input still waiting: nobody reads it any more).
+            let oldest = self.fed.iter().min_by_key(|(_, (t, _))| *t).map(|(&k, _)| k);
+            if let Some((_, q)) = oldest.and_then(|k| self.fed.remove(&k)) {
+                self.fed_dropped += q.len() as u64;
+            }
         }
-        let q = self.fed.entry(target).or_default();
+        self.feeds += 1;
+        let (when, q) = self.fed.entry(target).or_default();
+        *when = self.feeds;
         let n = bytes.len().min(CONSOLE_FEED_LIMIT.saturating_sub(q.len()));
         q.extend(&bytes[..n]);
         if q.is_empty() {
@@ -297,7 +310,7 @@ impl console::Server for Console {
 impl Console {
     /// Bytes fed to `target` that wait for its `read`s.
     pub fn fed_waiting(&self, target: u64) -> usize {
-        self.fed.get(&target).map_or(0, VecDeque::len)
+        self.fed.get(&target).map_or(0, |(_, q)| q.len())
     }
 }
 
@@ -515,17 +528,19 @@ mod tests {
         assert_eq!(console::Server::feed(&mut c, shell, b"x".to_vec()), Err(ConsoleRefusal::BadTarget));
         c.push_input(b"ls\r");
         assert_eq!(console::Server::read(&mut c, 64), b"ls\r");
-        // At most CONSOLE_FEED_TARGETS queues wait at once.
+        // At most CONSOLE_FEED_TARGETS queues wait at once: past that the
+        // one fed longest ago (the VMM's, above: what it had not read) is
+        // forgotten.
         for i in 0..CONSOLE_FEED_TARGETS as u32 - 1 {
             assert_eq!(console::Server::feed(&mut c, 1000 + u64::from(i), b"a".to_vec()), Ok(1));
         }
-        assert_eq!(console::Server::feed(&mut c, 5000, b"a".to_vec()), Err(ConsoleRefusal::BadTarget));
-        // An empty feed on a full table is refused too; once a target has
-        // read its bytes its place is free.
-        c.set_caller(1000);
-        assert_eq!(console::Server::read(&mut c, 64), b"a");
-        c.set_caller(shell);
-        assert_eq!(console::Server::feed(&mut c, 5000, b"a".to_vec()), Ok(1));
+        let unread = CONSOLE_FEED_LIMIT - MAX_READ + 100;
+        assert_eq!(c.fed_waiting(vmm), unread);
+        assert_eq!(console::Server::feed(&mut c, 5000, b"ab".to_vec()), Ok(2));
+        assert_eq!((c.fed_waiting(vmm), c.fed_dropped), (0, unread as u64));
+        assert_eq!(c.fed_waiting(5000), 2);
+        c.set_caller(vmm);
+        assert!(console::Server::read(&mut c, 64).is_empty());
         // With no reader named and nobody read yet, nobody may feed.
         let mut fresh = Console::new(Box::new(|_| {}));
         fresh.set_caller(shell);
