@@ -9,8 +9,12 @@
 //! on a blank drive), `vmadm create <<< PAYLOAD` (a VM booting the zone
 //! case's test kernel), `vmadm list`, `zfs list`, a 1510-byte unknown
 //! command typed while the VM runs (all of it must reach the shell: the
-//! VM's VMM used to take typed input), `vmadm delete`, and `poweroff`
-//! (which ends the machine).
+//! VM's VMM used to take typed input), `vmadm console` of an unknown VM,
+//! `vmadm console` of the VM (its guest, `zone-guest-echo`, echoes what it
+//! receives upper-cased): a line and a 2000-byte line typed to the guest,
+//! `^]` to detach, `^]` again at the prompt (nothing to detach) before
+//! `vmadm list`, `vmadm stop`, `vmadm console` of the stopped VM,
+//! `vmadm delete`, and `poweroff` (which ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
 use crate::harness::Ending;
@@ -24,9 +28,13 @@ pub const CASE: &str = "shell/console-qemu";
 const HOSTNAME: &str = "shelltest";
 const UUID: &str = "5e11c0de-0000-4000-8000-000000000001";
 const CPUS: u32 = 2;
-/// The VM created from the shell: the zone case's spinning test kernel.
+/// The VM created from the shell: the zone case's echoing test kernel.
 const VM: &str = "5e11c0de-0000-4000-8000-0000000000a1";
-const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{"size": 16}]}"#;
+const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-echo", "disks": [{"size": 16}]}"#;
+/// A VM nobody created (`vmadm console` of it fails as vmadm's does).
+const UNKNOWN_VM: &str = "5e11c0de-0000-4000-8000-0000000000ff";
+/// The `q`s of the long line typed to the guest.
+const LONG_QS: usize = 2000;
 const MEM_MIB: u32 = 512;
 /// The over-long line typed (a paste): 16 times the shell's limit. It
 /// found the console's lost-interrupt bug (a byte arriving between the
@@ -72,7 +80,18 @@ fn script() -> Vec<(String, Vec<u8>)> {
         ("Successfully created VM".into(), b"vmadm list\r".to_vec()),
         ("BHYV".into(), b"zfs list\r".to_vec()),
         ("-disk0".into(), format!("{}\r", long_word()).into_bytes()),
-        ("command not found".into(), format!("vmadm delete {VM}\r").into_bytes()),
+        ("command not found".into(), format!("vmadm console {UNKNOWN_VM}\r").into_bytes()),
+        ("Unable to connect".into(), format!("vmadm console {VM}\r").into_bytes()),
+        // Attached: typed lines go to the guest, which echoes them
+        // upper-cased; then ^] detaches.
+        ("[Connected to console".into(), b"hello guest\r".to_vec()),
+        ("HELLO GUEST".into(), format!("long {} end\r", "q".repeat(LONG_QS)).into_bytes()),
+        ("Q END".into(), b"\x1d".to_vec()),
+        // ^] with nothing attached is dropped like any control character.
+        ("[Connection to console".into(), b"\x1dvmadm list\r".to_vec()),
+        ("UUID".into(), format!("vmadm stop {VM}\r").into_bytes()),
+        ("Successfully completed stop".into(), format!("vmadm console {VM}\r").into_bytes()),
+        ("Unable to connect".into(), format!("vmadm delete {VM}\r").into_bytes()),
         ("Successfully deleted VM".into(), b"poweroff\r".to_vec()),
     ]
 }
@@ -190,7 +209,7 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     );
     // After the control characters, `vmadm list` again: header alone.
     let lists = serial.lines().filter(|l| header_alone(l)).count();
-    check(lists == 4, format!("vmadm's header came {lists} times, not 4 (list; list typed among control characters; list after the flood; list of the VM)"));
+    check(lists == 5, format!("vmadm's header came {lists} times, not 5 (list; list typed among control characters; list after the flood; list of the VM; list after the console)"));
     // Every byte of the paste reached the shell: the console takes from
     // the UART only what it has room for (it used to keep 4 KiB and drop
     // the oldest).
@@ -238,6 +257,43 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
             word.len(),
             unknown.map(|u| if u.len() > 120 { format!("{}…({} bytes)", &u[..120], u.len()) } else { u })
         ),
+    );
+    // `vmadm console`: of an unknown VM, vmadm's error; of the running VM,
+    // attached: the guest's echo of what was typed, none of it run by the
+    // shell; ^] detaches and the prompt works; of the stopped VM, vmadm's
+    // error.
+    let unknown = answer(&format!("vmadm console {UNKNOWN_VM}"), 0);
+    check(
+        unknown.as_deref() == Some(&format!("Unable to connect to console of VM {UNKNOWN_VM}: VM not found\n")),
+        format!("`vmadm console` of an unknown VM got {unknown:?}"),
+    );
+    let connected = format!("[Connected to console of VM {VM} (web). Escape sequence is ^]]\n");
+    check(serial.contains(&connected), "`vmadm console` of the running VM did not say it connected".into());
+    check(serial.lines().any(|l| l == "HELLO GUEST"), "the guest's echo of `hello guest` did not come".into());
+    let long = format!("LONG {} END", "Q".repeat(LONG_QS));
+    check(
+        serial.lines().any(|l| l == long),
+        format!(
+            "the guest's echo of the {}-byte line did not come whole ({:?})",
+            LONG_QS + 9,
+            serial.lines().find(|l| l.starts_with("LONG")).map(|l| l.len())
+        ),
+    );
+    check(
+        !serial.contains("shell: hello: command not found") && !serial.contains("shell: long: command not found"),
+        "what was typed while attached reached the shell".into(),
+    );
+    let closed = format!("[Connection to console of VM {VM} closed]\n[root@{HOSTNAME} ~]# vmadm list\n");
+    check(serial.contains(&closed), "^] did not detach to a prompt that ran `vmadm list`".into());
+    let list = answer("vmadm list", 4).unwrap_or_default();
+    check(
+        list.lines().any(|l| l.split_whitespace().eq([VM, "BHYV", "64", "running", "web"])),
+        format!("`vmadm list` after the console does not show the VM running: {list:?}"),
+    );
+    let stopped = answer(&format!("vmadm console {VM}"), 1);
+    check(
+        stopped.as_deref() == Some(&format!("Unable to connect to console of VM {VM}: VM is not running\n")),
+        format!("`vmadm console` of the stopped VM got {stopped:?}"),
     );
     // (The VMM's own lines may land inside the echo of `vmadm delete`.)
     let deleted = format!("\nSuccessfully deleted VM {VM}\n[root@{HOSTNAME} ~]# ");

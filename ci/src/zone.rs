@@ -9,7 +9,9 @@
 //! (`vmadm stop`); `zone-guest-deaf` spins and ignores it (a stop falls
 //! back to halting the VM after its timeout). `zone-guest-mdata` asks the
 //! metadata port (COM2) for its hostname and a `customer_metadata` key,
-//! copies the answers to its console and powers off. netd (`NETD_CONF`) has one
+//! copies the answers to its console and powers off. `zone-guest-echo`
+//! (the shell case's VM) echoes what its COM1 receives, upper-cased, until
+//! the power button. netd (`NETD_CONF`) has one
 //! etherstub, `stub0`, with the host's address on it; the suite's VMs with
 //! `nics[]` get their VNICs there. The suite is in
 //! `servers/ktest-user/src/zone.rs`, the manifest `initrd/manifests/zone.toml`.
@@ -141,6 +143,50 @@ fn mdata_code() -> Vec<u8> {
     c
 }
 
+/// The echo guest's code (`zone-guest-echo`, the shell case's VM): prints
+/// [`GUEST_HALT_LINE`], then, polling COM1 about every millisecond,
+/// echoes what it receives upper-cased (so the test tells the guest's echo
+/// from the shell's) with CR as LF; between polls it watches the ACPI
+/// power button (the port read also makes the vCPU exit, so the VMM's
+/// serial rules are fresh when input arrives) and powers off when pressed.
+fn echo_code() -> Vec<u8> {
+    const MSG: usize = 96;
+    let mut c = print_message(0x3f8, MSG);
+    c.extend([0xb9, 0x00, 0x00, 0x04, 0x00]); // 20: mov ecx, 0x40000
+    c.extend([0xf3, 0x90, 0xe2, 0xfc]); // 25: pause; loop 25
+    c.extend([0x66, 0xba, 0xfd, 0x03]); // 29: mov dx, 0x3fd (COM1 LSR)
+    c.push(0xec); // 33: in al, dx
+    c.extend([0xa8, 0x01]); // 34: test al, 1 (data ready)
+    c.extend([0x74, 0x18]); // 36: jz 62
+    c.extend([0x66, 0xba, 0xf8, 0x03]); // 38: mov dx, 0x3f8
+    c.push(0xec); // 42: in al, dx
+    c.extend([0x3c, 0x0d]); // 43: cmp al, 13
+    c.extend([0x75, 0x02]); // 45: jne 49
+    c.extend([0xb0, 0x0a]); // 47: mov al, 10
+    c.extend([0x3c, 0x61]); // 49: cmp al, 'a'
+    c.extend([0x72, 0x06]); // 51: jb 59
+    c.extend([0x3c, 0x7a]); // 53: cmp al, 'z'
+    c.extend([0x77, 0x02]); // 55: ja 59
+    c.extend([0x2c, 0x20]); // 57: sub al, 32
+    c.push(0xee); // 59: out dx, al
+    c.extend([0xeb, 0xdf]); // 60: jmp 29
+    assert_eq!(c.len(), 62);
+    c.extend([0x66, 0xba, 0x00, 0x06]); // 62: mov dx, 0x600 (PM1a_STS)
+    c.extend([0x66, 0xed]); // 66: in ax, dx
+    c.extend([0xf6, 0xc4, 0x01]); // 68: test ah, 1 (PWRBTN_STS)
+    c.extend([0x74, 0xcb]); // 71: jz 20
+    assert_eq!(c.len(), 73);
+    c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
+    c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401 (S5 | SLP_EN)
+    c.extend([0x66, 0xef]); // out dx, ax
+    c.extend([0xf3, 0x90, 0xeb, 0xfc]); // 1: pause; jmp 1b
+    assert!(c.len() <= MSG);
+    c.resize(MSG, 0x90);
+    c.extend(GUEST_HALT_LINE.as_bytes());
+    c.extend(b"\n\0");
+    c
+}
+
 /// A bzImage of `code` at the 64-bit entry (protected-mode kernel + 0x200).
 fn bzimage(code: &[u8]) -> Vec<u8> {
     let sects = 4usize;
@@ -183,6 +229,9 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let path = dir.join("zone-guest-mdata");
     std::fs::write(&path, bzimage(&mdata_code()))?;
     out.push(("zone-guest-mdata".to_string(), path));
+    let path = dir.join("zone-guest-echo");
+    std::fs::write(&path, bzimage(&echo_code()))?;
+    out.push(("zone-guest-echo".to_string(), path));
     Ok(out)
 }
 
@@ -211,6 +260,9 @@ mod tests {
             let at = 5 * 512 + 0x200;
             assert_eq!(img[at], 0xfc);
         }
+        let img = bzimage(&echo_code());
+        let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
+        assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
         let img = bzimage(&mdata_code());
         let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
         assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);

@@ -182,6 +182,9 @@ macro_rules! __reply_type {
 ///     fn put(&mut self, bytes: Vec<u8>) -> libipc::interfaces::Put {
 ///         libipc::interfaces::Put { taken: bytes.len() as u32, retry_ns: 0 }
 ///     }
+///     fn feed(&mut self, _target: u64, _bytes: Vec<u8>) -> Result<u32, libipc::interfaces::ConsoleRefusal> {
+///         Err(libipc::interfaces::ConsoleRefusal::NotReader)
+///     }
 /// }
 /// libipc::impl_dispatch!(Console: status, console);
 /// ```

@@ -60,6 +60,40 @@ crate::interface! {
         /// it took: the caller keeps the rest and waits (backpressure, so
         /// nothing is lost; a VMM holds its guest's UART back meanwhile).
         fn put(bytes: alloc::vec::Vec<u8>) -> Put;
+        /// Typed input for another client (`vmadm console`: the operator
+        /// shell hands what is typed to the VMM whose capability carries
+        /// `target`, which takes it with its own `read`s). Only the
+        /// console's input readers (`input=`) may feed; it takes what fits
+        /// in `target`'s queue ([`CONSOLE_FEED_LIMIT`]) and says how much,
+        /// and the feeder keeps the rest (flow control, as `put`).
+        fn feed(target: u64, bytes: alloc::vec::Vec<u8>) -> Result<u32, ConsoleRefusal>;
+    }
+}
+
+/// Bytes fed to one client that wait for its `read`s at most.
+pub const CONSOLE_FEED_LIMIT: usize = 4096;
+
+/// Clients that may have fed input waiting at once; feeding one more
+/// forgets the queue fed longest ago (its VMM most likely ended).
+pub const CONSOLE_FEED_TARGETS: usize = 16;
+
+/// Why [`console::Server::feed`] took nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleRefusal {
+    /// The caller is not one of the console's input readers.
+    NotReader,
+    /// The target is unbadged or an input reader (the caller itself).
+    BadTarget,
+}
+
+impl core::fmt::Display for ConsoleRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConsoleRefusal::NotReader => write!(f, "only the console's input reader (input=) may feed another client"),
+            ConsoleRefusal::BadTarget => {
+                write!(f, "no such target (unbadged, or an input reader)")
+            }
+        }
     }
 }
 
@@ -872,6 +906,14 @@ pub const PCI_CLAIMS_MAX: usize = 16;
 pub const PROC_GIVE_NAMES: [(&str, abi::ObjectType); 2] =
     [("netd", abi::ObjectType::Endpoint), ("control", abi::ObjectType::Notification)];
 
+/// The badge of the endpoints init gives instance `id` of a `proc`
+/// template (the servers of the manifest carry their index + 1, always
+/// below this): each instance is a client of its own, so the console can
+/// tell one VM's VMM from another's (`vmadm console`).
+pub const fn proc_instance_badge(id: u32) -> u64 {
+    (1 << 32) | id as u64
+}
+
 /// The bit of a VMM's `control` notification that presses its guest's ACPI
 /// power button.
 pub const VMM_CONTROL_POWER_BUTTON: u64 = 1;
@@ -1006,7 +1048,25 @@ crate::interface! {
         /// Up to [`VMADM_CHUNK_BYTES`] of the caller's last output from
         /// byte `offset` (empty past the end).
         fn read(stream: VmadmStream, offset: u32) -> alloc::vec::Vec<u8>;
+        /// `vmadm console UUID` from the operator shell: checks the VM as
+        /// vmadm does (unknown, not running: vmadm's message and exit
+        /// code) and answers where its serial console's input goes (the
+        /// badge its VMM's console capability carries, for `console.feed`).
+        fn console(uuid: String) -> VmadmConsole;
     }
+}
+
+/// What `vmadm.console` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmadmConsole {
+    /// 0 attached, 1 failure, 2 usage (`stderr` says why).
+    pub code: i32,
+    #[allow(missing_docs)]
+    pub stderr: String,
+    /// The VMM's console badge ([`proc_instance_badge`]); 0 on failure.
+    pub target: u64,
+    /// The VM's alias (empty when it has none).
+    pub alias: String,
 }
 
 /// Runs `program ARGS` through `vmadm.start` and reads its whole output

@@ -42,6 +42,10 @@ impl console::Server for TestServer {
         self.console.push_str(&String::from_utf8_lossy(&bytes));
         libipc::interfaces::Put { taken: bytes.len() as u32, retry_ns: 0 }
     }
+    fn feed(&mut self, _target: u64, _bytes: Vec<u8>) -> Result<u32, libipc::interfaces::ConsoleRefusal> {
+        self.served += 1;
+        Err(libipc::interfaces::ConsoleRefusal::NotReader)
+    }
 }
 
 libipc::impl_dispatch!(TestServer: status, console);

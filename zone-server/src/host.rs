@@ -371,7 +371,9 @@ impl<M: Machine> Host for ZoneHost<M> {
     }
 
     fn console(&mut self, _vm: &Instance) -> Result<(), String> {
-        Err("vmadm console: not supported yet".into())
+        // `vmadm.run` has no terminal behind it: the operator shell
+        // attaches through `vmadm.console` and the console's `feed`.
+        Err("the serial console is attached from the operator shell on the system console".into())
     }
 
     fn persist(&mut self, uuid: &Uuid, record: Option<&str>) -> Result<(), String> {

@@ -24,7 +24,8 @@ use alcove_vmadm::uuid::Uuid;
 use alloc::string::ToString;
 use alloc::collections::BTreeMap;
 use libipc::interfaces::{
-    VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VmadmOutput, VmadmStarted, VmadmStream, status, vmadm,
+    VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VmadmConsole, VmadmOutput, VmadmStarted, VmadmStream, status,
+    vmadm,
 };
 
 pub use host::{Machine, ZoneHost};
@@ -126,6 +127,45 @@ impl<M: Machine> ZoneServer<M> {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.host.imgadm(&argv, &stdin);
         VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.status }
+    }
+
+    /// `vmadm console UUID` from the operator shell: vmadm's usage and
+    /// failure messages, or where the running VM's serial input goes (its
+    /// VMM's console badge) and its alias.
+    pub fn console(&mut self, uuid: &str) -> VmadmConsole {
+        use alcove_vmadm::argv::{self, ArgError, Command};
+        let fail = |code: i32, stderr: String| VmadmConsole { code, stderr, ..VmadmConsole::default() };
+        if uuid.len() > VMADM_REQUEST_MAX as usize {
+            return fail(1, alloc::format!("vmadm: the request is {} bytes, at most {VMADM_REQUEST_MAX}\n", uuid.len()));
+        }
+        let uuid = match argv::parse(&["console", uuid]) {
+            Ok(Command::Console { uuid }) => uuid,
+            Ok(_) => return fail(2, argv::USAGE.into()),
+            Err(ArgError::Usage(msg)) => return fail(2, alloc::format!("{msg}\n{}", argv::USAGE)),
+            Err(ArgError::Invalid(msg)) => return fail(1, alloc::format!("{msg}\n")),
+        };
+        if core::mem::take(&mut self.restore_pending) {
+            for problem in self.restore() {
+                log::warn!("{problem}");
+            }
+        }
+        // A VM whose guest powered off is stopped before it is looked at.
+        self.refresh();
+        let unable = |why: String| alloc::format!("Unable to connect to console of VM {uuid}: {why}\n");
+        let vm = match alcove_vmadm::ops::console_target(&self.registry, &uuid) {
+            Ok(vm) => vm,
+            Err(e) => return fail(1, unable(e.reason())),
+        };
+        let alias = vm.props.get("alias").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+        match self.host.running.get(&uuid) {
+            Some(r) => VmadmConsole {
+                code: 0,
+                stderr: String::new(),
+                target: libipc::interfaces::proc_instance_badge(r.instance),
+                alias,
+            },
+            None => fail(1, unable("its VMM is not known to zone-server".into())),
+        }
     }
 
     /// VMs whose VMM ended by itself (the guest powered off, the VMM
@@ -322,6 +362,9 @@ impl<M: Machine> vmadm::Server for ZoneServer<M> {
             VmadmStarted { stdout_bytes: out.stdout.len() as u32, stderr_bytes: out.stderr.len() as u32, code: out.code };
         self.outputs.insert(self.caller, out);
         started
+    }
+    fn console(&mut self, uuid: String) -> VmadmConsole {
+        ZoneServer::console(self, &uuid)
     }
     fn read(&mut self, stream: VmadmStream, offset: u32) -> Vec<u8> {
         let Some(out) = self.outputs.get(&self.caller) else { return Vec::new() };

@@ -688,3 +688,59 @@ fn disks_updated_take_effect_at_start_and_delete_takes_back_every_volume() {
     assert_eq!(run(&mut s, &["delete", &uuid], "").code, 0);
     assert!(s.host.machine.volumes.is_empty(), "{:?}", s.host.machine.volumes.keys().collect::<Vec<_>>());
 }
+
+/// `vmadm.console`: a running VM answers its VMM's console badge and its
+/// alias; an unknown or malformed uuid, a stopped VM and a VM whose guest
+/// powered off meanwhile get vmadm's messages and exit codes; another
+/// client finds no such interface; `vmadm console` through `run` (no
+/// terminal behind it) says where to attach from.
+#[test]
+fn console_answers_the_running_vm_s_vmm_and_refuses_the_rest() {
+    use libipc::Dispatch;
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let instance = *s.host.machine.vmms.keys().next().unwrap();
+    let c = s.console(&uuid);
+    assert_eq!((c.code, c.stderr.as_str(), c.alias.as_str()), (0, "", "web0"));
+    assert_eq!(c.target, libipc::interfaces::proc_instance_badge(instance));
+    assert!(c.target > u64::from(u32::MAX), "an instance badge is above every server's");
+
+    let unknown = "00000000-0000-4000-8000-00000000dead";
+    let c = s.console(unknown);
+    assert_eq!((c.code, c.target), (1, 0));
+    assert_eq!(c.stderr, alloc::format!("Unable to connect to console of VM {unknown}: VM not found\n"));
+    for bad in ["", "nope", "\u{1b}[2J", &"f".repeat(5000)] {
+        let c = s.console(bad);
+        assert_ne!(c.code, 0, "{bad:?}");
+        assert_eq!(c.target, 0);
+        assert!(!c.stderr.contains('\u{1b}'), "the escape was echoed: {:?}", c.stderr);
+    }
+    assert_eq!(s.console("nope").code, 2, "a malformed uuid is a usage error");
+    assert!(s.console("nope").stderr.starts_with("Invalid or missing UUID for console\nUsage: vmadm"));
+
+    // Through `run`: refused with a reason, exit 1.
+    let out = run(&mut s, &["console", &uuid], "");
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.starts_with(&alloc::format!("Unable to connect to console of VM {uuid}: ")), "{out:?}");
+
+    // Stopped: vmadm's "not running".
+    assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+    let c = s.console(&uuid);
+    assert_eq!((c.code, c.target), (1, 0));
+    assert_eq!(c.stderr, alloc::format!("Unable to connect to console of VM {uuid}: VM is not running\n"));
+    // Started again: a new VMM, a new badge.
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    let again = *s.host.machine.vmms.keys().next().unwrap();
+    assert_ne!(again, instance);
+    assert_eq!(s.console(&uuid).target, libipc::interfaces::proc_instance_badge(again));
+    // The guest powered off by itself: stopped before it is attached to.
+    s.host.machine.vmms.values_mut().for_each(|v| v.0 = false);
+    assert_eq!(s.console(&uuid).code, 1);
+
+    // Only vmadm's clients may ask.
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    let req = libipc::wire::encode(&vmadm::Request::console { uuid: uuid.clone() }).unwrap();
+    assert_eq!(s.dispatch_from(BADGE + 1, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
+    assert_eq!(s.dispatch_from(0, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
+    assert!(s.dispatch_from(BADGE, vmadm::ID, &req).is_ok());
+}

@@ -20,6 +20,12 @@
 //! has room for them ([`INPUT_LIMIT`]); the rest waits in the UART and,
 //! behind it, in whatever feeds the serial line, so a long paste arrives
 //! whole instead of losing its oldest bytes.
+//!
+//! `vmadm console`: the reader (the operator shell) may `feed` what the
+//! operator types to another client, a VM's VMM, which takes it with its
+//! own `read`s and gives it to its guest's UART. Each such client has a
+//! queue of [`CONSOLE_FEED_LIMIT`] bytes; `feed` takes what fits and the
+//! shell keeps the rest, so flow control reaches back to the UART here too.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -32,7 +38,7 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
-use libipc::interfaces::{Put, ServerStatus, console, status};
+use libipc::interfaces::{CONSOLE_FEED_LIMIT, CONSOLE_FEED_TARGETS, ConsoleRefusal, Put, ServerStatus, console, status};
 use rate::{Bucket, Rate};
 
 pub const VERSION: u32 = 1;
@@ -86,8 +92,15 @@ pub struct Console {
     /// The badges whose `read`s get typed input (empty: the first reader's
     /// becomes the one).
     readers: Vec<u64>,
-    /// `read`s refused because their client is not the input's reader.
+    /// `read`s refused because their client is not the input's reader
+    /// and was fed nothing.
     pub reads_refused: u64,
+    /// Input the reader fed to other clients (`feed`), by their badge,
+    /// with when each was last fed (a count of feeds).
+    fed: BTreeMap<u64, (u64, VecDeque<u8>)>,
+    feeds: u64,
+    /// Bytes dropped with a queue forgotten to make room for another.
+    pub fed_dropped: u64,
     /// The source stopped for want of room: pull again after a `read`.
     source_held: bool,
     /// Where typed input comes from (the serial port's receiver on Alcove):
@@ -111,6 +124,9 @@ impl Console {
             input_dropped: 0,
             readers: Vec::new(),
             reads_refused: 0,
+            fed: BTreeMap::new(),
+            feeds: 0,
+            fed_dropped: 0,
             source_held: false,
             source: None,
         }
@@ -243,6 +259,15 @@ impl console::Server for Console {
             self.readers.push(self.caller);
         }
         if !self.readers.contains(&self.caller) {
+            // A VM's VMM: what the reader fed it (`vmadm console`).
+            if let Some((_, q)) = self.fed.get_mut(&self.caller) {
+                let n = q.len().min(max as usize).min(MAX_READ);
+                let out: Vec<u8> = q.drain(..n).collect();
+                if q.is_empty() {
+                    self.fed.remove(&self.caller);
+                }
+                return out;
+            }
             self.reads_refused += 1;
             return Vec::new();
         }
@@ -252,6 +277,40 @@ impl console::Server for Console {
             self.pull();
         }
         out
+    }
+
+    fn feed(&mut self, target: u64, bytes: Vec<u8>) -> Result<u32, ConsoleRefusal> {
+        self.service.requests += 1;
+        if !self.readers.contains(&self.caller) {
+            return Err(ConsoleRefusal::NotReader);
+        }
+        if target == 0 || self.readers.contains(&target) {
+            return Err(ConsoleRefusal::BadTarget);
+        }
+        if !self.fed.contains_key(&target) && self.fed.len() >= CONSOLE_FEED_TARGETS {
+            // The queue fed longest ago goes (its VMM most likely ended
+            // with input still waiting: nobody reads it any more).
+            let oldest = self.fed.iter().min_by_key(|(_, (t, _))| *t).map(|(&k, _)| k);
+            if let Some((_, q)) = oldest.and_then(|k| self.fed.remove(&k)) {
+                self.fed_dropped += q.len() as u64;
+            }
+        }
+        self.feeds += 1;
+        let (when, q) = self.fed.entry(target).or_default();
+        *when = self.feeds;
+        let n = bytes.len().min(CONSOLE_FEED_LIMIT.saturating_sub(q.len()));
+        q.extend(&bytes[..n]);
+        if q.is_empty() {
+            self.fed.remove(&target);
+        }
+        Ok(n as u32)
+    }
+}
+
+impl Console {
+    /// Bytes fed to `target` that wait for its `read`s.
+    pub fn fed_waiting(&self, target: u64) -> usize {
+        self.fed.get(&target).map_or(0, |(_, q)| q.len())
     }
 }
 
@@ -434,6 +493,58 @@ mod tests {
         c.push_input(&[7u8; INPUT_LIMIT + 5]);
         assert_eq!(c.input_dropped, 5);
         assert_eq!(console::Server::read(&mut c, u32::MAX).len(), MAX_READ);
+    }
+
+    /// `vmadm console`: the reader feeds a VMM's queue, which that VMM
+    /// alone reads; another VMM gets nothing of it; a non-reader may not
+    /// feed; a full queue takes only what fits (the shell keeps the rest);
+    /// bad targets and too many targets are refused.
+    #[test]
+    fn the_reader_feeds_one_vmm_and_nobody_else_may() {
+        let (shell, vmm, other) = (5u64, libipc::interfaces::proc_instance_badge(3), libipc::interfaces::proc_instance_badge(4));
+        let mut c = Console::new(Box::new(|_| {})).with_input_readers(&[shell]);
+        c.set_caller(shell);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"echo hi\r".to_vec()), Ok(8));
+        c.set_caller(other);
+        assert!(console::Server::read(&mut c, 64).is_empty(), "another VMM got the input");
+        assert_eq!(console::Server::feed(&mut c, other, b"x".to_vec()), Err(ConsoleRefusal::NotReader));
+        c.set_caller(vmm);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"x".to_vec()), Err(ConsoleRefusal::NotReader));
+        assert_eq!(console::Server::read(&mut c, 3), b"ech");
+        assert_eq!(console::Server::read(&mut c, 64), b"o hi\r");
+        assert!(console::Server::read(&mut c, 64).is_empty());
+        // A long paste: the queue takes its limit, the rest is the feeder's.
+        c.set_caller(shell);
+        let long = std::vec![b'q'; CONSOLE_FEED_LIMIT + 100];
+        assert_eq!(console::Server::feed(&mut c, vmm, long.clone()), Ok(CONSOLE_FEED_LIMIT as u32));
+        assert_eq!(console::Server::feed(&mut c, vmm, long[..100].to_vec()), Ok(0));
+        assert_eq!(c.fed_waiting(vmm), CONSOLE_FEED_LIMIT);
+        c.set_caller(vmm);
+        assert_eq!(console::Server::read(&mut c, u32::MAX).len(), MAX_READ);
+        c.set_caller(shell);
+        assert_eq!(console::Server::feed(&mut c, vmm, long[..100].to_vec()), Ok(100));
+        // Unbadged, itself: refused; the shell's own typed input is untouched.
+        assert_eq!(console::Server::feed(&mut c, 0, b"x".to_vec()), Err(ConsoleRefusal::BadTarget));
+        assert_eq!(console::Server::feed(&mut c, shell, b"x".to_vec()), Err(ConsoleRefusal::BadTarget));
+        c.push_input(b"ls\r");
+        assert_eq!(console::Server::read(&mut c, 64), b"ls\r");
+        // At most CONSOLE_FEED_TARGETS queues wait at once: past that the
+        // one fed longest ago (the VMM's, above: what it had not read) is
+        // forgotten.
+        for i in 0..CONSOLE_FEED_TARGETS as u32 - 1 {
+            assert_eq!(console::Server::feed(&mut c, 1000 + u64::from(i), b"a".to_vec()), Ok(1));
+        }
+        let unread = CONSOLE_FEED_LIMIT - MAX_READ + 100;
+        assert_eq!(c.fed_waiting(vmm), unread);
+        assert_eq!(console::Server::feed(&mut c, 5000, b"ab".to_vec()), Ok(2));
+        assert_eq!((c.fed_waiting(vmm), c.fed_dropped), (0, unread as u64));
+        assert_eq!(c.fed_waiting(5000), 2);
+        c.set_caller(vmm);
+        assert!(console::Server::read(&mut c, 64).is_empty());
+        // With no reader named and nobody read yet, nobody may feed.
+        let mut fresh = Console::new(Box::new(|_| {}));
+        fresh.set_caller(shell);
+        assert_eq!(console::Server::feed(&mut fresh, vmm, b"x".to_vec()), Err(ConsoleRefusal::NotReader));
     }
 
     /// A UART that holds `pending` bytes: hands out at most `room` a call,

@@ -552,6 +552,7 @@ impl ProcCall<'_, '_> {
             name: Some(alloc::format!("{}-{}", server.name, init.instances.next_id())),
             watch_bit: Some(INSTANCE_BIT),
             instance: true,
+            badge: Some(libipc::interfaces::proc_instance_badge(init.instances.next_id())),
             // An instance's grant is its starter's (zone-server's), given
             // as `storaged` above.
             volumes: None,
@@ -606,6 +607,11 @@ struct Extra {
     watch_bit: Option<u64>,
     /// An instance started through `proc` (not a manifest server).
     instance: bool,
+    /// The badge of the endpoints it calls (default: its server's index
+    /// plus one); an instance's is its own
+    /// ([`libipc::interfaces::proc_instance_badge`]), so the servers it
+    /// calls (the console: `vmadm console`) tell instances apart.
+    badge: Option<u64>,
     /// The pool grant made for the server's volumes (the worker's): init's
     /// slot of its capability, and its badge.
     volumes: Option<(CapSlot, u64)>,
@@ -775,7 +781,8 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         }
         // Badged with the caller's identity, so the server knows who calls.
         let tmp = slots.next();
-        sys::cap_copy(*ep, tmp, Rights::SEND | Rights::GRANT, index as u64 + 1).map_err(e("badge endpoint"))?;
+        let badge = extra.badge.unwrap_or(index as u64 + 1);
+        sys::cap_copy(*ep, tmp, Rights::SEND | Rights::GRANT, badge).map_err(e("badge endpoint"))?;
         let r = sys::cap_grant(proc, tmp, next_slot, Rights::SEND | Rights::GRANT);
         let _ = sys::cap_delete(tmp);
         r.map_err(e("grant called endpoint"))?;

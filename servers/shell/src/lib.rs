@@ -7,6 +7,13 @@
 //! lines (editing, history), [`parse`] splits a line into words, [`Shell`]
 //! runs it against a [`System`], which the process (`src/bin/shell.rs`)
 //! implements over IPC and the tests mock.
+//!
+//! `vmadm console UUID` attaches the terminal to a running VM's serial
+//! console (COM1): zone-server checks the VM (`vmadm.console`) and names
+//! its VMM; what the operator types then goes to that VMM's queue at the
+//! console server (`console.feed`), which the VMM gives to its guest's
+//! UART; what the guest prints reaches the terminal as it always does.
+//! `^]` (0x1d, as vmadm(8) documents for bhyve and kvm VMs) detaches.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -19,7 +26,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use editor::{Editor, Input, MAX_LINE};
-use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, SvcState, VmadmOutput};
+use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, SvcState, VmadmConsole, VmadmOutput};
 
 /// What the shell needs of the machine.
 pub trait System {
@@ -38,6 +45,26 @@ pub trait System {
     fn clock(&mut self) -> (u64, u64);
     /// Ends the machine; returns only if it could not, saying why.
     fn poweroff(&mut self) -> String;
+    /// zone-server's `vmadm.console`: whether the VM may be attached to,
+    /// and its VMM's console badge.
+    fn console_attach(&mut self, uuid: &str) -> Result<VmadmConsole, String>;
+    /// Hands typed bytes to the VMM whose console badge is `target`
+    /// (`console.feed`); returns how many it took.
+    fn console_feed(&mut self, target: u64, bytes: &[u8]) -> Result<usize, String>;
+}
+
+/// The byte that detaches from a VM's console: `^]`, as vmadm(8) says
+/// for bhyve and kvm VMs ("CTRL-] will terminate the session").
+pub const ESCAPE: u8 = 0x1d;
+
+/// A VM's serial console the terminal is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub uuid: String,
+    /// Its VMM's console badge.
+    pub target: u64,
+    /// Typed bytes the console had no room for yet (at most one read's).
+    pub pending: Vec<u8>,
 }
 
 /// The boot configuration's part in what the shell shows.
@@ -90,6 +117,7 @@ Alcove operator shell. Commands:
   svcs                    the servers init runs and their states
   zpool status | list     storaged's pool, its disks and their errors
   zfs list                the pool's volumes and snapshots (NAME TYPE VOLSIZE)
+  vmadm console UUID      attach to a running VM's serial console; ^] detaches
   help                    this text
   poweroff                end the machine
 Editing: Backspace, ^U (line), ^W (word), ^C (drop the line), Up/Down (history).
@@ -103,11 +131,13 @@ pub struct Shell<S> {
     pub editor: Editor,
     /// The last command's exit status.
     pub status: i32,
+    /// The VM console typed input goes to (`vmadm console`), if any.
+    pub attached: Option<Attached>,
 }
 
 impl<S: System> Shell<S> {
     pub fn new(system: S, config: Config) -> Self {
-        Self { system, config, editor: Editor::new(), status: 0 }
+        Self { system, config, editor: Editor::new(), status: 0, attached: None }
     }
 
     /// `[root@HOSTNAME ~]# `, as SmartOS's.
@@ -130,7 +160,26 @@ impl<S: System> Shell<S> {
     /// back the echo of what was typed.
     pub fn input_to(&mut self, bytes: &[u8], show: &mut dyn FnMut(&[u8])) {
         let mut out = Vec::new();
-        for &b in bytes {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.attached.is_some() {
+                // Up to the escape the bytes are the guest's; the shell
+                // neither echoes nor edits them (the guest echoes).
+                let rest = &bytes[at..];
+                let end = rest.iter().position(|&b| b == ESCAPE).unwrap_or(rest.len());
+                if let Some(a) = self.attached.as_mut() {
+                    a.pending.extend_from_slice(&rest[..end]);
+                }
+                at += end;
+                self.pump_to(&mut |b| out.extend_from_slice(b));
+                if at < bytes.len() && self.attached.is_some() {
+                    at += 1; // the escape itself
+                    self.detach(None, &mut |b| out.extend_from_slice(b));
+                }
+                continue;
+            }
+            let b = bytes[at];
+            at += 1;
             let Some(input) = self.editor.feed(b, &mut out) else { continue };
             if !out.is_empty() {
                 show(&out);
@@ -145,11 +194,85 @@ impl<S: System> Shell<S> {
             };
             self.status = reply.code;
             out.extend_from_slice(reply.text.as_bytes());
-            out.extend_from_slice(self.prompt().as_bytes());
+            if self.attached.is_none() {
+                out.extend_from_slice(self.prompt().as_bytes());
+            }
         }
         if !out.is_empty() {
             show(&out);
         }
+    }
+
+    /// Whether typed bytes wait for room at the VM's console: the caller
+    /// reads no more input until [`Shell::pump_to`] has passed them on (so
+    /// a long paste waits in the console server and the UART, not here).
+    pub fn holding(&self) -> bool {
+        self.attached.as_ref().is_some_and(|a| !a.pending.is_empty())
+    }
+
+    /// Offers the bytes held for the attached VM again; a console that
+    /// refuses them (not ours to feed) detaches, saying why.
+    pub fn pump_to(&mut self, show: &mut dyn FnMut(&[u8])) {
+        let Some(a) = self.attached.as_mut() else { return };
+        if a.pending.is_empty() {
+            return;
+        }
+        match self.system.console_feed(a.target, &a.pending) {
+            Ok(n) => {
+                a.pending.drain(..n.min(a.pending.len()));
+            }
+            Err(e) => self.detach(Some(format!("the console refused the input: {e}")), show),
+        }
+    }
+
+    /// Detaches from the VM's console if it is no longer the one running
+    /// (stopped, deleted, restarted with another VMM): asked of zone-server
+    /// from time to time while attached.
+    pub fn check_attached(&mut self, show: &mut dyn FnMut(&[u8])) {
+        let Some(a) = self.attached.as_ref() else { return };
+        let uuid = a.uuid.clone();
+        let target = a.target;
+        match self.system.console_attach(&uuid) {
+            Ok(c) if c.code == 0 && c.target == target => {}
+            Ok(c) if c.code == 0 => self.detach(Some("its VMM was restarted".into()), show),
+            Ok(c) => {
+                let why = c.stderr.trim_end().rsplit(": ").next().unwrap_or("").to_string();
+                self.detach(Some(why), show)
+            }
+            // zone-server busy or restarting: stay attached.
+            Err(_) => {}
+        }
+    }
+
+    /// Ends the attachment: the closing line (with why, when it was not
+    /// the escape) and the prompt.
+    fn detach(&mut self, why: Option<String>, show: &mut dyn FnMut(&[u8])) {
+        let Some(a) = self.attached.take() else { return };
+        let mut t = format!("\n[Connection to console of VM {} closed", a.uuid);
+        if let Some(why) = why {
+            t.push_str(&format!(": {why}"));
+        }
+        t.push_str("]\n");
+        t.push_str(&self.prompt());
+        show(t.as_bytes());
+    }
+
+    /// `vmadm console UUID`: attaches when zone-server says the VM runs.
+    fn console(&mut self, uuid: &str) -> Reply {
+        let c = match self.system.console_attach(uuid) {
+            Ok(c) => c,
+            Err(e) => return Reply::fail(format!("vmadm: zone-server did not answer: {e}\n"), 1),
+        };
+        if c.code != 0 || c.target == 0 {
+            let mut text = c.stderr;
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            return Reply::fail(text, if c.code == 0 { 1 } else { c.code });
+        }
+        let name = if c.alias.is_empty() { String::new() } else { format!(" ({})", printable(&c.alias)) };
+        self.attached = Some(Attached { uuid: uuid.into(), target: c.target, pending: Vec::new() });
+        Reply::ok(format!("[Connected to console of VM {uuid}{name}. Escape sequence is ^]]\n"))
     }
 
     /// Runs one command line.
@@ -161,6 +284,7 @@ impl<S: System> Shell<S> {
         let Some((name, args)) = cmd.words.split_first() else { return Reply::default() };
         match name.as_str() {
             "help" => Reply::ok(HELP.into()),
+            "vmadm" if args.len() == 2 && args[0] == "console" => self.console(&args[1]),
             "vmadm" | "imgadm" => {
                 match self.system.vmadm(name, args.to_vec(), cmd.stdin.unwrap_or_default()) {
                     Ok(o) => {

@@ -1,6 +1,7 @@
 extern crate std;
 
 use super::*;
+use std::collections::BTreeMap;
 use alloc::vec;
 use parse::{ParseError, parse};
 
@@ -12,7 +13,16 @@ struct Mock {
     /// What the terminal had shown (through `input_to`) by each call.
     screen: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
     shown_at_calls: Vec<Vec<u8>>,
+    /// Running VMs: uuid → (VMM console badge, alias).
+    running: BTreeMap<String, (u64, String)>,
+    /// What each VMM was fed, and how much room its queue has left.
+    fed: BTreeMap<u64, Vec<u8>>,
+    room: usize,
+    /// The console refuses feeds (the shell is not its reader).
+    feed_refused: bool,
 }
+
+const VM: &str = "5e11c0de-0000-4000-8000-0000000000a1";
 
 impl System for Mock {
     fn vmadm(&mut self, program: &str, mut args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
@@ -76,6 +86,37 @@ impl System for Mock {
     fn poweroff(&mut self) -> String {
         "not permitted".into()
     }
+    fn console_attach(&mut self, uuid: &str) -> Result<VmadmConsole, String> {
+        if self.down {
+            return Err("the endpoint is gone".into());
+        }
+        Ok(match self.running.get(uuid) {
+            Some((target, alias)) => VmadmConsole { code: 0, stderr: String::new(), target: *target, alias: alias.clone() },
+            None => VmadmConsole {
+                code: 1,
+                stderr: std::format!("Unable to connect to console of VM {uuid}: VM not found\n"),
+                ..VmadmConsole::default()
+            },
+        })
+    }
+    fn console_feed(&mut self, target: u64, bytes: &[u8]) -> Result<usize, String> {
+        if self.feed_refused {
+            return Err("only the console's input reader (input=) may feed another client".into());
+        }
+        let n = bytes.len().min(self.room);
+        self.room -= n;
+        self.fed.entry(target).or_default().extend_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+}
+
+/// A shell whose machine runs VM [`VM`] (alias `web`, VMM badge 77), its
+/// console queue with `room` bytes free.
+fn shell_with_vm(room: usize) -> Shell<Mock> {
+    let mut s = shell();
+    s.system.running.insert(VM.into(), (77, "web".into()));
+    s.system.room = room;
+    s
 }
 
 fn shell() -> Shell<Mock> {
@@ -327,4 +368,111 @@ fn the_echo_of_a_line_is_shown_before_its_command_runs() {
     // `input` still gives the same bytes in one piece.
     let mut sh2 = shell();
     assert_eq!(sh2.input(b"vmadm delete 5e11\rvmadm list\r"), all.as_bytes());
+}
+
+/// `vmadm console`: attached, typed bytes go to the VM's VMM unechoed and
+/// unedited (control characters and all), nothing reaches zone-server;
+/// `^]` detaches with the closing line and the prompt, and what follows
+/// the escape in the same read is the shell's again.
+#[test]
+fn console_attaches_feeds_the_vm_and_the_escape_detaches() {
+    let mut s = shell_with_vm(usize::MAX);
+    let out = typed(&mut s, format!("vmadm console {VM}\r").as_bytes());
+    assert_eq!(
+        out,
+        format!("vmadm console {VM}\n[Connected to console of VM {VM} (web). Escape sequence is ^]]\n"),
+        "no prompt while attached"
+    );
+    assert_eq!(s.status, 0);
+    assert!(s.system.calls.is_empty(), "console went through vmadm.run");
+    let out = typed(&mut s, b"ls -l\x7f\x03\x1b[A\r");
+    assert_eq!(out, "", "the shell echoed what the guest should");
+    assert_eq!(s.system.fed[&77], b"ls -l\x7f\x03\x1b[A\r");
+    // The escape, then a command in the same read.
+    let out = typed(&mut s, b"x\x1dvmadm list\r");
+    assert_eq!(
+        out,
+        format!("\n[Connection to console of VM {VM} closed]\n[root@box1 ~]# vmadm list\nUUID  TYPE  RAM  STATE  ALIAS\n[root@box1 ~]# ")
+    );
+    assert_eq!(s.system.fed[&77], b"ls -l\x7f\x03\x1b[A\rx");
+    assert!(s.attached.is_none());
+    // ^] when not attached: nothing happens, the line goes on.
+    let out = typed(&mut s, b"\x1d\x1dsvcs\r");
+    assert!(out.starts_with("svcs\nSTATE"), "{out:?}");
+    assert_eq!(s.system.fed[&77].len(), 12, "fed while not attached");
+}
+
+/// Unknown, malformed, stopped: vmadm's message and exit code, no
+/// attachment; other argument counts go to zone-server's vmadm (usage).
+#[test]
+fn console_of_an_unknown_vm_says_so_and_stays_at_the_prompt() {
+    let mut s = shell_with_vm(usize::MAX);
+    let other = "5e11c0de-0000-4000-8000-0000000000ff";
+    let out = typed(&mut s, format!("vmadm console {other}\r").as_bytes());
+    assert!(out.ends_with(&format!("Unable to connect to console of VM {other}: VM not found\n[root@box1 ~]# ")), "{out:?}");
+    assert_eq!(s.status, 1);
+    assert!(s.attached.is_none());
+    let out = typed(&mut s, b"vmadm console\r");
+    assert!(out.ends_with("vmadm: bad verb\n[root@box1 ~]# "), "{out:?}");
+    assert_eq!(s.system.calls, [(vec!["console".to_string()], String::new())]);
+    s.system.down = true;
+    let out = typed(&mut s, format!("vmadm console {VM}\r").as_bytes());
+    assert!(out.contains("zone-server did not answer"), "{out:?}");
+    assert!(s.attached.is_none());
+}
+
+/// A long typed line: what the VM's queue has no room for is held (the
+/// shell then reads no more input) and passed on as room comes; nothing is
+/// lost or reordered.
+#[test]
+fn a_long_line_waits_for_room_and_arrives_whole() {
+    let mut s = shell_with_vm(100);
+    typed(&mut s, format!("vmadm console {VM}\r").as_bytes());
+    let mut line: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    line.push(b'\r');
+    assert_eq!(typed(&mut s, &line), "");
+    assert!(s.holding());
+    assert_eq!(s.attached.as_ref().unwrap().pending.len(), 2901);
+    let mut shown = Vec::new();
+    while s.holding() {
+        s.system.room = 700;
+        s.pump_to(&mut |b| shown.extend_from_slice(b));
+    }
+    assert!(shown.is_empty());
+    assert_eq!(s.system.fed[&77], line);
+}
+
+/// While attached the shell asks zone-server whether the VM still runs:
+/// a stopped VM detaches with vmadm's reason; a console that refuses the
+/// feed detaches with its reason; both give the prompt back.
+#[test]
+fn a_stopped_vm_or_a_refusing_console_detaches() {
+    let mut s = shell_with_vm(usize::MAX);
+    typed(&mut s, format!("vmadm console {VM}\r").as_bytes());
+    let mut shown = Vec::new();
+    s.check_attached(&mut |b| shown.extend_from_slice(b));
+    assert!(shown.is_empty() && s.attached.is_some());
+    s.system.running.clear();
+    s.check_attached(&mut |b| shown.extend_from_slice(b));
+    assert_eq!(
+        String::from_utf8(shown).unwrap(),
+        format!("\n[Connection to console of VM {VM} closed: VM not found]\n[root@box1 ~]# ")
+    );
+    assert!(s.attached.is_none());
+
+    let mut s = shell_with_vm(usize::MAX);
+    typed(&mut s, format!("vmadm console {VM}\r").as_bytes());
+    s.system.running.insert(VM.into(), (78, "web".into()));
+    let mut shown = Vec::new();
+    s.check_attached(&mut |b| shown.extend_from_slice(b));
+    assert!(String::from_utf8_lossy(&shown).contains("closed: its VMM was restarted]"));
+
+    let mut s = shell_with_vm(usize::MAX);
+    typed(&mut s, format!("vmadm console {VM}\r").as_bytes());
+    s.system.feed_refused = true;
+    let out = typed(&mut s, b"hello\r");
+    assert!(out.contains("closed: the console refused the input: only the console's input reader"), "{out:?}");
+    assert!(out.ends_with("[root@box1 ~]# "));
+    assert!(s.attached.is_none());
+    assert!(s.system.fed.is_empty());
 }

@@ -284,11 +284,17 @@ pub fn delete(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<()
 
 /// `vmadm console`: only a running (or stopping) VM has one.
 pub fn console(reg: &Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), OpError> {
+    let vm = console_target(reg, uuid)?;
+    host.console(vm).map_err(|why| OpError::Failed { uuid: None, why })
+}
+
+/// The VM `vmadm console` may attach to: one that exists and runs.
+pub fn console_target<'a>(reg: &'a Registry, uuid: &Uuid) -> Result<&'a Instance, OpError> {
     let vm = found(reg, uuid)?;
     if vm.state != State::Running && vm.state != State::Stopping {
         return Err(OpError::Conflict("VM is not running".into()));
     }
-    host.console(vm).map_err(|why| OpError::Failed { uuid: None, why })
+    Ok(vm)
 }
 
 /// `vmadm info`: what a running VM is made of (Alcove's answer to the

@@ -16,11 +16,15 @@ mod machine {
     use alloc::string::{String, ToString};
     use alloc::vec::Vec;
     use libipc::cap::Cap;
-    use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, VmadmOutput, pool, svc, vmadm};
+    use libipc::interfaces::{
+        DatasetEntry, MachineInfo, PoolStatus, SvcInfo, VmadmConsole, VmadmOutput, console, pool, svc, vmadm,
+    };
     use libipc::kernel::KernelTransport;
     use libipc::sys;
 
     pub struct KernelSystem {
+        /// The console server (typed input for an attached VM: `feed`).
+        pub console: CapSlot,
         pub zone: Option<CapSlot>,
         pub init: Option<CapSlot>,
         pub storaged: Option<CapSlot>,
@@ -79,6 +83,23 @@ mod machine {
             (sys::unix_seconds().unwrap_or(0), sys::clock_ns().unwrap_or(0) / 1_000_000_000)
         }
 
+        fn console_attach(&mut self, uuid: &str) -> Result<VmadmConsole, String> {
+            let ep = self.zone.ok_or_else(|| missing("zone-server"))?;
+            vmadm::Client::new(KernelTransport::new(Cap::from_slot(ep))).console(uuid.into()).map_err(|e| e.to_string())
+        }
+
+        fn console_feed(&mut self, target: u64, bytes: &[u8]) -> Result<usize, String> {
+            // One request carries at most a read's worth; the rest is
+            // offered again.
+            let n = bytes.len().min(2048);
+            let c = console::Client::new(KernelTransport::new(Cap::from_slot(self.console)));
+            match c.feed(target, bytes[..n].to_vec()) {
+                Ok(Ok(taken)) => Ok(taken as usize),
+                Ok(Err(refused)) => Err(refused.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+
         fn poweroff(&mut self) -> String {
             match sys::machine_exit(alcove_rt::start::SLOT_CONSOLE, 0) {
                 Ok(()) => "the machine did not end".into(),
@@ -98,6 +119,10 @@ const IDLE_NS: u64 = 20_000_000;
 /// Most typed bytes taken per read (the console gives at most 2 KiB).
 #[cfg(target_os = "none")]
 const READ_MAX: u32 = 2048;
+/// How often, while attached to a VM's console, zone-server is asked
+/// whether the VM still runs (a stopped VM detaches the terminal).
+#[cfg(target_os = "none")]
+const CHECK_NS: u64 = 1_000_000_000;
 /// The notification the shell sleeps on (nobody signals it).
 #[cfg(target_os = "none")]
 const IDLE_SLOT: abi::CapSlot = alcove_rt::start::SLOT_FREE;
@@ -130,6 +155,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         return 1;
     }
     let system = machine::KernelSystem {
+        console: console_ep,
         zone: info.calls("zone-server"),
         init: info.calls("proc"),
         storaged: info.calls("storaged"),
@@ -141,7 +167,26 @@ fn main(start: alcove_rt::Start) -> u64 {
     let banner =
         alloc::format!("\nAlcove operator shell on {} (type help)\n{}", sh.config.hostname, sh.prompt());
     write(&con, banner.as_bytes());
+    // While attached to a VM's console: when zone-server was last asked
+    // whether the VM still runs.
+    let mut checked_ns = 0u64;
     loop {
+        if sh.attached.is_some() {
+            let now = libipc::sys::clock_ns().unwrap_or(0);
+            if now.saturating_sub(checked_ns) >= CHECK_NS {
+                checked_ns = now;
+                sh.check_attached(&mut |out| write(&con, out));
+            }
+        }
+        if sh.holding() {
+            // The VM's queue at the console is full: what was typed waits
+            // there and in the UART until the VMM has read some of it.
+            sh.pump_to(&mut |out| write(&con, out));
+            if sh.holding() {
+                let _ = libipc::sys::wait(IDLE_SLOT, IDLE_NS);
+            }
+            continue;
+        }
         match con.read(READ_MAX) {
             Ok(bytes) if !bytes.is_empty() => {
                 // The echo of a line goes out before its command runs.
