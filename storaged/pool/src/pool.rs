@@ -316,9 +316,16 @@ impl fmt::Display for DataError {
     }
 }
 
+/// How often a scrub tells its progress: every 16 MiB walked.
+const PROGRESS_EVERY: u64 = 16 << 20;
+
 /// A verify's or a scrub's walk: what it has seen and found.
-struct Scan {
+struct Scan<'a> {
     scrub: bool,
+    /// Told (bytes walked, bytes allocated) every [`PROGRESS_EVERY`] bytes.
+    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    next_progress: u64,
+    allocated: u64,
     /// Every block visited: offset, size.
     seen: BTreeMap<u64, u32>,
     /// Blocks at or above a block with no good copy: the bad ones below
@@ -2022,11 +2029,17 @@ impl<D: Disk> Pool<D> {
     /// nothing leaked, nothing used twice, every deadlist entry still
     /// referenced. Call on a pool with no open writes.
     pub fn verify(&mut self, scrub: bool) -> Result<VerifyReport, Error> {
+        self.verify_with(scrub, None)
+    }
+
+    fn verify_with(&mut self, scrub: bool, progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<VerifyReport, Error> {
         if self.dirty.values().any(|m| !m.is_empty()) {
             return Err(Error::Invalid("verify needs a synced pool".into()));
         }
         let report = VerifyReport { txg: self.txg, datasets: self.datasets.len(), space_checked: true, ..Default::default() };
-        let mut scan = Scan { scrub, seen: BTreeMap::new(), bad: BTreeMap::new(), report };
+        let allocated = self.space.size() - self.space.free_bytes();
+        let mut scan =
+            Scan { scrub, progress, next_progress: PROGRESS_EVERY, allocated, seen: BTreeMap::new(), bad: BTreeMap::new(), report };
         let mos = self.mos;
         if !self.visit(&mos, &mut scan)? {
             scan.report.errors.push(DataError { dataset: None, offset: 0, len: 0, block: mos.offset, level: mos.level });
@@ -2062,6 +2075,9 @@ impl<D: Disk> Pool<D> {
                     level: b.level,
                 });
             }
+        }
+        if let Some(p) = scan.progress.as_mut() {
+            p(scan.report.bytes, scan.allocated);
         }
         let Scan { seen, mut report, .. } = scan;
         if !report.space_checked {
@@ -2099,7 +2115,7 @@ impl<D: Disk> Pool<D> {
 
     /// Reads (verify) or scrubs one block and counts it: false when no
     /// copy is good and the walk is a scrub (a verify fails instead).
-    fn visit(&mut self, bp: &BlockPtr, scan: &mut Scan) -> Result<bool, Error> {
+    fn visit(&mut self, bp: &BlockPtr, scan: &mut Scan<'_>) -> Result<bool, Error> {
         let good = if scan.scrub {
             self.vdev.scrub_block(bp).is_ok()
         } else {
@@ -2109,12 +2125,18 @@ impl<D: Disk> Pool<D> {
         scan.seen.insert(bp.offset, bp.psize);
         scan.report.blocks += 1;
         scan.report.bytes += u64::from(bp.psize);
+        if scan.report.bytes >= scan.next_progress
+            && let Some(p) = scan.progress.as_mut()
+        {
+            p(scan.report.bytes, scan.allocated);
+            scan.next_progress = scan.report.bytes + PROGRESS_EVERY;
+        }
         Ok(good)
     }
 
     /// Walks the tree below `bp` (once: a block seen already is not read
     /// again); returns the blocks in it no copy of which is good (scrub).
-    fn walk(&mut self, bp: BlockPtr, scan: &mut Scan) -> Result<Vec<Bad>, Error> {
+    fn walk(&mut self, bp: BlockPtr, scan: &mut Scan<'_>) -> Result<Vec<Bad>, Error> {
         if bp.is_hole() {
             return Ok(Vec::new());
         }
@@ -2178,9 +2200,15 @@ impl<D: Disk> Pool<D> {
     /// say what was found on each disk; [`Pool::last_scrub`] keeps the
     /// report for status.
     pub fn scrub(&mut self) -> Result<VerifyReport, Error> {
+        self.scrub_with_progress(None)
+    }
+
+    /// [`Pool::scrub`], telling `progress` (bytes walked, bytes allocated in
+    /// the pool) every 16 MiB and at the end.
+    pub fn scrub_with_progress(&mut self, progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<VerifyReport, Error> {
         self.check_live()?;
         self.sync()?;
-        let report = self.verify(true)?;
+        let report = self.verify_with(true, progress)?;
         // The repairs are writes like any other: durable only once flushed.
         self.vdev.flush().map_err(|_| Error::Io("flush after scrub repairs".into()))?;
         self.last_scrub = Some(report.clone());

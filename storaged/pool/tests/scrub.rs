@@ -152,3 +152,19 @@ fn mirror_scrub_repairs_each_side_and_reports_only_what_both_lost() {
     let s = pool.child_stats();
     assert_eq!((s[0].checksum_errors, s[1].checksum_errors, s[0].repaired_bytes + s[1].repaired_bytes), (1, 1, 0));
 }
+
+#[test]
+fn scrub_tells_its_progress() {
+    let mut pool = Pool::create("zones", vec![MemDisk::new(128 * MIB)], 6).unwrap();
+    pool.create_volume("zones/p-disk0", 40 * MIB as u64, 8192).unwrap();
+    pool.write("zones/p-disk0", 0, &pattern(3, 40 * MIB)).unwrap();
+    pool.sync().unwrap();
+    let mut calls: Vec<(u64, u64)> = Vec::new();
+    let r = pool.scrub_with_progress(Some(&mut |done, total| calls.push((done, total)))).unwrap();
+    let allocated = pool.size_bytes() - pool.free_bytes();
+    assert!(calls.len() >= 3, "every 16 MiB and at the end: {calls:?}");
+    assert!(calls.windows(2).all(|w| w[0].0 < w[1].0), "{calls:?}");
+    assert!(calls.iter().all(|&(d, t)| t == allocated && d <= t), "{calls:?} of {allocated}");
+    assert_eq!(calls.last().map(|c| c.0), Some(r.bytes));
+    assert!(r.bytes >= 40 * MIB as u64);
+}

@@ -121,3 +121,26 @@ fn single_disk_scrub_names_the_damaged_volume() {
     assert!(!refused && text.contains("only -v"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An image half the pool's size imports: each write reserves its
+/// commit's worst case, so the tool commits what it gathered when the
+/// pool says "out of space" and tries again (it refused before).
+#[test]
+fn import_raw_fills_half_the_pool() {
+    let dir = std::env::temp_dir().join(format!("alcove-pool-tool-half-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = alcove_pool::fault::Rng(13);
+    let raw: Vec<u8> = (0..16 * 1024 * 1024).map(|_| rng.next() as u8).collect();
+    std::fs::write(dir.join("disk.raw"), &raw).unwrap();
+    ok(&dir, &["p.img", "create", "zones", "--size", "32"]);
+    ok(&dir, &["p.img", "import-raw", "disk.raw", "zones/vm-disk0"]);
+    ok(&dir, &["p.img", "export-raw", "zones/vm-disk0", "out.raw"]);
+    assert!(std::fs::read(dir.join("out.raw")).unwrap() == raw, "exported as imported");
+    // What truly does not fit is still refused, naming the cause.
+    let big: Vec<u8> = (0..40 * 1024 * 1024).map(|_| rng.next() as u8).collect();
+    std::fs::write(dir.join("big.raw"), &big).unwrap();
+    let (fit, text) = tool(&dir, &["p.img", "import-raw", "big.raw", "zones/big-disk0"]);
+    assert!(!fit && text.contains("out of space"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -148,7 +148,18 @@ fn run(args: &[String]) -> Result<(), String> {
             // (after printing the status that names them).
             let verbose = flag_v(rest)?;
             let mut pool = import(&mut files)?;
-            let r = pool.scrub().map_err(e)?;
+            // Allocated space counts a block the walk does not (the intent
+            // log's first): the last line is the walk's own total.
+            let mut last = (0, 0);
+            let r = pool
+                .scrub_with_progress(Some(&mut |done, total| {
+                    last = (done, total);
+                    progress("scrub", done, total)
+                }))
+                .map_err(e)?;
+            if last.0 < last.1 {
+                progress("scrub", last.0, last.0);
+            }
             print_status(&pool, &files, verbose);
             if !r.errors.is_empty() {
                 return Err(format!("scrub found {} permanent error{}", r.errors.len(), if r.errors.len() == 1 { "" } else { "s" }));
@@ -269,7 +280,17 @@ fn run(args: &[String]) -> Result<(), String> {
                 f.read_exact(&mut buf[..n]).map_err(|e| format!("{src}: {e}"))?;
                 let padded = n.div_ceil(512) * 512;
                 buf[n..padded].fill(0);
-                pool.write(vol, at, &buf[..padded]).map_err(e)?;
+                match pool.write(vol, at, &buf[..padded]) {
+                    // Each write reserves its commit's worst case (a new
+                    // path of indirect blocks per block): committing what
+                    // is gathered gives that back; then it may fit.
+                    Err(alcove_pool::Error::NoSpace) if since_commit > 0 => {
+                        pool.sync().map_err(e)?;
+                        since_commit = 0;
+                        pool.write(vol, at, &buf[..padded]).map_err(e)?;
+                    }
+                    r => r.map_err(e)?,
+                }
                 at += n as u64;
                 since_commit += n as u64;
                 if since_commit >= COMMIT_EVERY {
