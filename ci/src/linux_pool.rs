@@ -155,7 +155,7 @@ pub fn check_pool_file(files: &[PathBuf], expected: &str) -> std::result::Result
     let report = pool.scrub().map_err(|e| format!("scrub: {e}"))?;
     let errors: u64 = pool.child_stats().iter().map(|s| s.read_errors + s.write_errors + s.checksum_errors).sum();
     let repaired: u64 = pool.child_stats().iter().map(|s| s.repaired_bytes).sum();
-    if errors != 0 || repaired != 0 || pool.state() != "ONLINE" {
+    if errors != 0 || !report.errors.is_empty() || repaired != 0 || pool.state() != "ONLINE" {
         return Err(format!("scrub found {errors} errors, repaired {repaired} bytes, pool {}", pool.state()));
     }
     let vol = volume();
@@ -550,7 +550,7 @@ fn check_chunks(files: &[PathBuf], acked: &[(u64, String)]) -> std::result::Resu
     let mut pool = Pool::import(disks).map_err(|e| format!("the pool does not import after the kill: {e}"))?;
     let report = pool.scrub().map_err(|e| format!("scrub: {e}"))?;
     let errors: u64 = pool.child_stats().iter().map(|s| s.read_errors + s.write_errors + s.checksum_errors).sum();
-    if errors != 0 || pool.state() != "ONLINE" {
+    if errors != 0 || !report.errors.is_empty() || pool.state() != "ONLINE" {
         return Err(format!("scrub after the kill found {errors} errors, pool {}", pool.state()));
     }
     let vol = volume();
@@ -660,7 +660,7 @@ fn check_clone(files: &[PathBuf], image: &str, written: &str) -> std::result::Re
     let mut pool = Pool::import(disks).map_err(|e| format!("the pool does not import: {e}"))?;
     let report = pool.scrub().map_err(|e| format!("scrub: {e}"))?;
     let errors: u64 = pool.child_stats().iter().map(|s| s.read_errors + s.write_errors + s.checksum_errors).sum();
-    if errors != 0 || pool.state() != "ONLINE" {
+    if errors != 0 || !report.errors.is_empty() || pool.state() != "ONLINE" {
         return Err(format!("scrub found {errors} errors, pool {}", pool.state()));
     }
     let mut data = vec![0u8; (DATA_MIB * MIB) as usize];
@@ -743,8 +743,9 @@ pub fn read_error(serial: &str) -> Option<(u64, String)> {
 /// guest wrote its data, one byte of one of the volume's blocks is
 /// flipped in the pool file; the guest's next boot reads the volume and
 /// must get an I/O error at that block, never wrong data: everything it
-/// read before the error is what it wrote. A host scrub then fails on
-/// the block (one checksum error, nothing repaired).
+/// read before the error is what it wrote. A host scrub then walks the
+/// whole pool and names the volume and the block's bytes as its one
+/// permanent error (one checksum error, nothing repaired).
 pub fn run_damaged(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
     use alcove_pool::Pool;
     use alcove_pool::disk::FileDisk;
@@ -799,18 +800,25 @@ pub fn run_damaged(kernel: &Path, images: &Images, name: &str, timeout: Duration
             problems.push("boot 2: the guest's kernel logged no I/O error on vda".into());
         }
         last = b;
-        // With no good copy, scrub reports the block and fails, as the
-        // guest's read did; it counts one checksum error, repairs nothing.
+        // With no good copy, scrub walks on to the end and names the
+        // volume and the bytes of the block (`zpool status -v`'s permanent
+        // errors), as the guest's read failed there; it counts one
+        // checksum error and repairs nothing.
         let disks = vec![FileDisk::open(&pool[0]).map_err(|e| format!("{}: {e}", pool[0].display()))?];
         let mut p = Pool::import(disks).map_err(|e| format!("import: {e}"))?;
         let scrubbed = p.scrub();
         let counts: Vec<(u64, u64)> = p.child_stats().iter().map(|s| (s.checksum_errors, s.repaired_bytes)).collect();
+        let want = format!("{} bytes {bad_at}..{} (data block at {at:#x})", volume(), bad_at + VOLBLOCK as u64);
         match scrubbed {
-            Err(e) if e.to_string().contains("no good copy") && counts == [(1, 0)] => {}
+            Ok(r) if r.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>() == [want.clone()] && counts == [(1, 0)] => {
+                if let Some(s) = summary.as_mut() {
+                    s.push_str(&format!("; the host scrub walked all {} blocks and named `{want}`", r.blocks));
+                }
+            }
             r => problems.push(format!(
-                "scrub of the damaged pool: {:?}, (checksum errors, repaired bytes) {counts:?}; expected an error \
-                 naming the block and [(1, 0)]",
-                r.map(|r| r.blocks)
+                "scrub of the damaged pool: {:?}, (checksum errors, repaired bytes) {counts:?}; expected the one \
+                 permanent error `{want}` and [(1, 0)]",
+                r.map(|r| r.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())
             )),
         }
     }

@@ -521,6 +521,13 @@ pub struct ScrubReport {
     pub repaired_bytes: u64,
     /// The pool's state afterwards.
     pub state: String,
+    /// Blocks no copy of which was good (permanent errors), once per
+    /// volume or snapshot holding each.
+    pub data_error_count: u64,
+    /// The first [`POOL_REPORTS_MAX`] of them as `zpool status -v` names
+    /// them (`zones/x-disk0 bytes 8192..16384 (data block at 0x56000)`;
+    /// a dataset name cut at 200 bytes, the line at [`POOL_TEXT_MAX`]).
+    pub data_errors: alloc::vec::Vec<String>,
 }
 
 /// What `pool.grant` made: the reply carries an endpoint capability for

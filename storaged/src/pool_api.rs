@@ -74,6 +74,33 @@ fn cut(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// What `pool.scrub` replies: the walk's figures, the disks' counters, and
+/// the first [`POOL_REPORTS_MAX`] permanent errors (a dataset name cut to
+/// 200 bytes, the rest whole) with their count, so the reply fits one message.
+pub(crate) fn scrub_report(r: &alcove_pool::VerifyReport, stats: &[alcove_pool::vdev::ChildStats], state: &str) -> ScrubReport {
+    ScrubReport {
+        txg: r.txg,
+        datasets: r.datasets as u32,
+        blocks: r.blocks,
+        bytes: r.bytes,
+        checksum_errors: stats.iter().map(|s| s.checksum_errors).sum(),
+        repaired_bytes: stats.iter().map(|s| s.repaired_bytes).sum(),
+        state: state.to_string(),
+        data_error_count: r.errors.len() as u64,
+        data_errors: r
+            .errors
+            .iter()
+            .take(POOL_REPORTS_MAX as usize)
+            .map(|e| {
+                // A long name is cut, not the bytes that follow it.
+                let mut e = e.clone();
+                e.dataset = e.dataset.map(|d| cut(&d, REPORT_MAX));
+                text(&e.to_string())
+            })
+            .collect(),
+    }
+}
+
 fn err(e: E) -> PoolError {
     match e {
         E::Io(s) => PoolError::Io { why: text(&s) },
@@ -400,17 +427,18 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
     fn scrub(&mut self) -> Result<ScrubReport, PoolError> {
         let mut p = self.admin_pool()?;
         let r = p.scrub().map_err(err)?;
-        let stats = p.child_stats();
-        let report = ScrubReport {
-            txg: r.txg,
-            datasets: r.datasets as u32,
-            blocks: r.blocks,
-            bytes: r.bytes,
-            checksum_errors: stats.iter().map(|s| s.checksum_errors).sum(),
-            repaired_bytes: stats.iter().map(|s| s.repaired_bytes).sum(),
-            state: p.state().to_string(),
-        };
-        log::info!("pool: scrub of txg {}: {} blocks, {} repaired bytes, {}", report.txg, report.blocks, report.repaired_bytes, report.state);
+        let report = scrub_report(&r, p.child_stats(), p.state());
+        log::info!(
+            "pool: scrub of txg {}: {} blocks, {} repaired bytes, {} permanent errors, {}",
+            report.txg,
+            report.blocks,
+            report.repaired_bytes,
+            report.data_error_count,
+            report.state
+        );
+        for e in &report.data_errors {
+            log::warn!("pool: permanent error: {e}");
+        }
         Ok(report)
     }
 

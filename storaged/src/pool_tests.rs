@@ -617,3 +617,50 @@ fn writes_nobody_flushes_commit_after_the_txg_timeout() {
     s.pool().unwrap().read("zones/a-disk0", 16 * 512, &mut got).unwrap();
     assert_eq!(got, data, "the writes committed by time survived");
 }
+
+/// A scrub that finds blocks no copy can repair (a single-disk pool) walks
+/// on and names them, the first `POOL_REPORTS_MAX` with the longest names
+/// cut, and counts them all, in one message; the undamaged volume is not
+/// named.
+#[test]
+fn scrub_names_permanent_errors_in_one_message() {
+    let mut s = pool_server();
+    let long = |i: usize| format!("zones/{}{i:02}", "v".repeat(253));
+    let block = |i: usize| -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64 + 1);
+        (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    for i in 0..10 {
+        pool::Server::create(as_(&mut s, ADMIN), long(i), MIB, 4096).unwrap();
+        s.pool().unwrap().write(&long(i), 8192, &block(i)).unwrap();
+        s.pool().unwrap().sync().unwrap();
+        // The longest name there is: the snapshot holds the block too.
+        pool::Server::snapshot(as_(&mut s, ADMIN), format!("{}@{}", long(i), "s".repeat(255))).unwrap();
+    }
+    s.pool().unwrap().write("zones/a-disk0", 0, &block(99)).unwrap();
+    s.pool().unwrap().sync().unwrap();
+    {
+        let mut p = s.pool().unwrap();
+        let bytes = &mut p.disks_mut()[0].0.data;
+        for i in 0..10 {
+            let b = block(i);
+            let at = bytes.chunks(4096).position(|c| c == &b[..]).expect("the block on the disk");
+            bytes[at * 4096 + 10] ^= 1;
+        }
+    }
+    let t = Loopback::new(s);
+    let r = pool::Client::new(&t).scrub().unwrap().unwrap();
+    assert_eq!((r.data_error_count, r.data_errors.len(), r.checksum_errors, r.repaired_bytes), (20, 8, 10, 0));
+    for e in &r.data_errors {
+        assert!(e.starts_with("zones/vvv") && e.len() <= libipc::interfaces::POOL_TEXT_MAX as usize, "{e}");
+        assert!(e.contains(" bytes 8192..12288 (data block at 0x"), "{e}");
+    }
+    assert_eq!(r.state, "ONLINE");
+}

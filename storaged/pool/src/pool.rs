@@ -278,7 +278,71 @@ pub struct VerifyReport {
     pub datasets: usize,
     pub blocks: u64,
     pub bytes: u64,
+    /// Scrub only: the permanent errors (`zpool status -v`), blocks no copy
+    /// of which matched its checksum, once per dataset whose tree holds
+    /// the block (a block shared by a snapshot and its volume is named for
+    /// both). A verify stops at the first such block instead.
+    pub errors: Vec<DataError>,
+    /// Scrub only: false when an unreadable indirect block (or the MOS)
+    /// hid the blocks below it, so the space map could not be checked
+    /// against them (the other blocks were all walked).
+    pub space_checked: bool,
 }
+
+/// A block no copy of which matched its checksum, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataError {
+    /// The volume or snapshot whose tree holds the block; `None`: the
+    /// pool's own metadata (the MOS).
+    pub dataset: Option<String>,
+    /// The bytes of the volume the block holds (an indirect block: every
+    /// block below it; those not readable through it), as `offset..offset+len`.
+    pub offset: u64,
+    pub len: u64,
+    /// Where the block lies on the disks, and its level (0: data).
+    pub block: u64,
+    pub level: u8,
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.dataset {
+            None => write!(f, "<metadata> (pool metadata block at {:#x})", self.block),
+            Some(d) => {
+                let what = if self.level == 0 { "data block" } else { "indirect block" };
+                write!(f, "{d} bytes {}..{} ({what} at {:#x})", self.offset, self.offset + self.len, self.block)
+            }
+        }
+    }
+}
+
+/// How often a scrub tells its progress: every 16 MiB walked.
+const PROGRESS_EVERY: u64 = 16 << 20;
+
+/// A verify's or a scrub's walk: what it has seen and found.
+struct Scan<'a> {
+    scrub: bool,
+    /// Told (bytes walked, bytes allocated) every [`PROGRESS_EVERY`] bytes.
+    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    next_progress: u64,
+    allocated: u64,
+    /// Every block visited: offset, size.
+    seen: BTreeMap<u64, u32>,
+    /// Blocks at or above a block with no good copy: the bad ones below
+    /// each ([`Bad`]), so that a dataset sharing the block names them too.
+    bad: BTreeMap<u64, Vec<Bad>>,
+    report: VerifyReport,
+}
+
+/// A block with no good copy, below (or at) the block a walk started
+/// from: its first data block counted from there, its level, its offset.
+#[derive(Clone, Copy)]
+struct Bad {
+    rel: u64,
+    level: u8,
+    block: u64,
+}
+
 
 /// `zones/<uuid>-disk<N>`: the name SmartOS gives an instance's disk.
 pub fn volume_name(pool: &str, uuid: &str, disk: u32) -> String {
@@ -332,6 +396,8 @@ pub struct Pool<D: Disk> {
     unlogged: BTreeSet<(u64, u64)>,
     /// Records the import replayed from the log.
     replayed: u64,
+    /// The last scrub since import (`zpool status`'s scan line and errors).
+    last_scrub: Option<VerifyReport>,
 }
 
 /// Recently used indirect blocks, verified, keyed by where they are and
@@ -464,6 +530,7 @@ impl<D: Disk> Pool<D> {
             log_blocks: Vec::new(),
             unlogged: BTreeSet::new(),
             replayed: 0,
+            last_scrub: None,
         };
         pool.sync()?;
         Ok(pool)
@@ -547,6 +614,7 @@ impl<D: Disk> Pool<D> {
                         log_blocks: Vec::new(),
                         unlogged: BTreeSet::new(),
                         replayed: 0,
+                        last_scrub: None,
                     };
                     pool.replay_log(ub.log);
                     return Ok(pool);
@@ -1955,34 +2023,65 @@ impl<D: Disk> Pool<D> {
 
     /// Walks every block of every dataset once (shared blocks once), reading
     /// and verifying each; with `scrub`, every copy of each is read and the
-    /// bad ones repaired. Then checks the space map against what is
-    /// referenced: nothing leaked, nothing used twice, every deadlist entry
-    /// still referenced. Call on a pool with no open writes.
+    /// bad ones repaired, and a block no copy of which is good is listed in
+    /// the report's `errors` (the walk goes on; without `scrub` it is an
+    /// error). Then checks the space map against what is referenced:
+    /// nothing leaked, nothing used twice, every deadlist entry still
+    /// referenced. Call on a pool with no open writes.
     pub fn verify(&mut self, scrub: bool) -> Result<VerifyReport, Error> {
+        self.verify_with(scrub, None)
+    }
+
+    fn verify_with(&mut self, scrub: bool, progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<VerifyReport, Error> {
         if self.dirty.values().any(|m| !m.is_empty()) {
             return Err(Error::Invalid("verify needs a synced pool".into()));
         }
-        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut report = VerifyReport { txg: self.txg, datasets: self.datasets.len(), ..Default::default() };
+        let report = VerifyReport { txg: self.txg, datasets: self.datasets.len(), space_checked: true, ..Default::default() };
+        let allocated = self.space.size() - self.space.free_bytes();
+        let mut scan =
+            Scan { scrub, progress, next_progress: PROGRESS_EVERY, allocated, seen: BTreeMap::new(), bad: BTreeMap::new(), report };
         let mos = self.mos;
-        self.visit(&mos, scrub, &mut seen, &mut report)?;
+        if !self.visit(&mos, &mut scan)? {
+            scan.report.errors.push(DataError { dataset: None, offset: 0, len: 0, block: mos.offset, level: mos.level });
+            scan.report.space_checked = false;
+        }
         if self.log_head != 0 {
             // The log's first block: allocated, not checksummed by a pointer.
-            seen.insert(self.log_head, LOG_BLOCK as u32);
+            scan.seen.insert(self.log_head, LOG_BLOCK as u32);
         }
-        let roots: Vec<(String, BlockPtr, u8, u64)> = self
+        let roots: Vec<(String, BlockPtr, u8, u64, u64, u64)> = self
             .datasets
             .values()
-            .map(|d| (d.name.clone(), d.root, d.height(), if d.snapshot { d.creation_txg } else { self.txg }))
+            .map(|d| {
+                let max_birth = if d.snapshot { d.creation_txg } else { self.txg };
+                (d.name.clone(), d.root, d.height(), max_birth, u64::from(d.volblocksize), d.volsize)
+            })
             .collect();
-        for (name, root, h, max_birth) in roots {
+        for (name, root, h, max_birth, volblocksize, volsize) in roots {
             if root.is_hole() {
                 continue;
             }
             if root.level != h || root.birth > max_birth {
                 return Err(Error::Corrupt(format!("{name}: root level {} birth {}", root.level, root.birth)));
             }
-            self.walk(root, scrub, &mut seen, &mut report)?;
+            for b in self.walk(root, &mut scan)? {
+                let offset = b.rel.saturating_mul(volblocksize).min(volsize);
+                let end = b.rel.saturating_add(span(b.level)).saturating_mul(volblocksize).min(volsize);
+                scan.report.errors.push(DataError {
+                    dataset: Some(name.clone()),
+                    offset,
+                    len: end - offset,
+                    block: b.block,
+                    level: b.level,
+                });
+            }
+        }
+        if let Some(p) = scan.progress.as_mut() {
+            p(scan.report.bytes, scan.allocated);
+        }
+        let Scan { seen, mut report, .. } = scan;
+        if !report.space_checked {
+            return Ok(report);
         }
         // Referenced extents, coalesced, must be exactly the allocated ones.
         let mut refd: Vec<(u64, u64)> = Vec::new();
@@ -2010,38 +2109,64 @@ impl<D: Disk> Pool<D> {
                 }
             }
         }
+        report.space_checked = true;
         Ok(report)
     }
 
-    fn visit(&mut self, bp: &BlockPtr, scrub: bool, seen: &mut BTreeMap<u64, u32>, r: &mut VerifyReport) -> Result<(), Error> {
-        if scrub {
-            self.vdev.scrub_block(bp).map_err(|_| Error::Checksum { offset: bp.offset })?;
+    /// Reads (verify) or scrubs one block and counts it: false when no
+    /// copy is good and the walk is a scrub (a verify fails instead).
+    fn visit(&mut self, bp: &BlockPtr, scan: &mut Scan<'_>) -> Result<bool, Error> {
+        let good = if scan.scrub {
+            self.vdev.scrub_block(bp).is_ok()
         } else {
             self.read_bp(bp)?;
+            true
+        };
+        scan.seen.insert(bp.offset, bp.psize);
+        scan.report.blocks += 1;
+        scan.report.bytes += u64::from(bp.psize);
+        if scan.report.bytes >= scan.next_progress
+            && let Some(p) = scan.progress.as_mut()
+        {
+            p(scan.report.bytes, scan.allocated);
+            scan.next_progress = scan.report.bytes + PROGRESS_EVERY;
         }
-        seen.insert(bp.offset, bp.psize);
-        r.blocks += 1;
-        r.bytes += u64::from(bp.psize);
-        Ok(())
+        Ok(good)
     }
 
-    fn walk(&mut self, bp: BlockPtr, scrub: bool, seen: &mut BTreeMap<u64, u32>, r: &mut VerifyReport) -> Result<(), Error> {
+    /// Walks the tree below `bp` (once: a block seen already is not read
+    /// again); returns the blocks in it no copy of which is good (scrub).
+    fn walk(&mut self, bp: BlockPtr, scan: &mut Scan<'_>) -> Result<Vec<Bad>, Error> {
         if bp.is_hole() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        if let Some(&p) = seen.get(&bp.offset) {
+        if let Some(&p) = scan.seen.get(&bp.offset) {
             if p != bp.psize {
                 return Err(Error::Corrupt(format!("block {:#x} referenced with two sizes", bp.offset)));
             }
-            return Ok(());
+            // Shared, walked already: what it found, again.
+            return Ok(scan.bad.get(&bp.offset).cloned().unwrap_or_default());
         }
-        self.visit(&bp, scrub, seen, r)?;
-        if bp.level > 0 {
-            for c in self.read_indirect(&bp)? {
-                self.walk(c, scrub, seen, r)?;
+        let mut bad = Vec::new();
+        if !self.visit(&bp, scan)? {
+            bad.push(Bad { rel: 0, level: bp.level, block: bp.offset });
+            if bp.level > 0 {
+                // What lies below is out of reach: not checked, not counted.
+                scan.report.space_checked = false;
+            }
+        } else if bp.level > 0 {
+            let below = span(bp.level - 1);
+            for (i, c) in self.read_indirect(&bp)?.into_iter().enumerate() {
+                for b in self.walk(c, scan)? {
+                    let rel = b.rel.saturating_add((i as u64).saturating_mul(below));
+                    bad.push(Bad { rel, ..b });
+                }
             }
         }
-        Ok(())
+        if !bad.is_empty() {
+            scan.bad.insert(bp.offset, bad.clone());
+        }
+        Ok(bad)
     }
 
     /// `referenced` (bytes allocated for the dataset's blocks, shared or
@@ -2069,14 +2194,30 @@ impl<D: Disk> Pool<D> {
     }
 
     /// Reads every copy of every block and repairs bad copies from good
-    /// ones; the per-child counters ([`Pool::child_stats`]) say what was found.
+    /// ones, to the end even past blocks no copy of which is good: those
+    /// are the report's `errors` (the datasets and bytes they hold, as
+    /// `zpool status -v`). The per-child counters ([`Pool::child_stats`])
+    /// say what was found on each disk; [`Pool::last_scrub`] keeps the
+    /// report for status.
     pub fn scrub(&mut self) -> Result<VerifyReport, Error> {
+        self.scrub_with_progress(None)
+    }
+
+    /// [`Pool::scrub`], telling `progress` (bytes walked, bytes allocated in
+    /// the pool) every 16 MiB and at the end.
+    pub fn scrub_with_progress(&mut self, progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<VerifyReport, Error> {
         self.check_live()?;
         self.sync()?;
-        let report = self.verify(true)?;
+        let report = self.verify_with(true, progress)?;
         // The repairs are writes like any other: durable only once flushed.
         self.vdev.flush().map_err(|_| Error::Io("flush after scrub repairs".into()))?;
+        self.last_scrub = Some(report.clone());
         Ok(report)
+    }
+
+    /// What the last scrub since import found (None: none ran).
+    pub fn last_scrub(&self) -> Option<&VerifyReport> {
+        self.last_scrub.as_ref()
     }
 }
 

@@ -365,8 +365,12 @@ impl Run {
         for s in spots {
             disk.durable[s] ^= 0x10;
         }
-        if let Err(e) = self.pool().scrub() {
-            self.fail(&format!("scrub after flips on side {side}: {e}"));
+        match self.pool().scrub() {
+            Err(e) => self.fail(&format!("scrub after flips on side {side}: {e}")),
+            Ok(r) if !r.errors.is_empty() || !r.space_checked => {
+                self.fail(&format!("scrub after flips on side {side} alone found permanent errors: {:?}", r.errors))
+            }
+            Ok(_) => {}
         }
         if self.pool().child_stats()[1 - side].checksum_errors != other_before {
             self.fail("checksum errors counted on the side that was not touched");

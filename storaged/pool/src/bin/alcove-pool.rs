@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! alcove-pool POOL.img... create [NAME] [--size MIB]
-//! alcove-pool POOL.img... status|list|scrub
+//! alcove-pool POOL.img... status|scrub [-v]
+//! alcove-pool POOL.img... list
 //! alcove-pool POOL.img... get NAME
 //! alcove-pool POOL.img... set NAME compression=off|lz4
 //! alcove-pool POOL.img... set NAME checksum=on|blake3|sha256
@@ -73,6 +74,15 @@ fn import(files: &mut [PathBuf]) -> Result<Pool<FileDisk>, String> {
     Pool::import(open(files)?).map_err(|e| e.to_string())
 }
 
+/// `-v` or nothing (status, scrub).
+fn flag_v(rest: &[String]) -> Result<bool, String> {
+    match rest {
+        [] => Ok(false),
+        [v] if v == "-v" => Ok(true),
+        _ => Err(format!("unexpected arguments {rest:?}; only -v")),
+    }
+}
+
 fn progress(what: &str, done: u64, total: u64) {
     if std::io::stderr().is_terminal() {
         if total == u64::MAX {
@@ -129,14 +139,31 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("created pool {} ({} disk{}, {} MiB)", pool.name(), files.len(), if files.len() > 1 { "s, mirror" } else { "" }, pool.size_bytes() / MIB);
         }
         "status" => {
+            let verbose = flag_v(rest)?;
             let pool = import(&mut files)?;
-            print_status(&pool, &files);
+            print_status(&pool, &files, verbose);
         }
         "scrub" => {
+            // Exits non-zero when blocks no copy can repair were found
+            // (after printing the status that names them).
+            let verbose = flag_v(rest)?;
             let mut pool = import(&mut files)?;
-            let r = pool.scrub().map_err(e)?;
-            println!("scrub: {} blocks, {} MiB verified", r.blocks, r.bytes / MIB);
-            print_status(&pool, &files);
+            // Allocated space counts a block the walk does not (the intent
+            // log's first): the last line is the walk's own total.
+            let mut last = (0, 0);
+            let r = pool
+                .scrub_with_progress(Some(&mut |done, total| {
+                    last = (done, total);
+                    progress("scrub", done, total)
+                }))
+                .map_err(e)?;
+            if last.0 < last.1 {
+                progress("scrub", last.0, last.0);
+            }
+            print_status(&pool, &files, verbose);
+            if !r.errors.is_empty() {
+                return Err(format!("scrub found {} permanent error{}", r.errors.len(), if r.errors.len() == 1 { "" } else { "s" }));
+            }
         }
         "list" => {
             let pool = import(&mut files)?;
@@ -253,7 +280,17 @@ fn run(args: &[String]) -> Result<(), String> {
                 f.read_exact(&mut buf[..n]).map_err(|e| format!("{src}: {e}"))?;
                 let padded = n.div_ceil(512) * 512;
                 buf[n..padded].fill(0);
-                pool.write(vol, at, &buf[..padded]).map_err(e)?;
+                match pool.write(vol, at, &buf[..padded]) {
+                    // Each write reserves its commit's worst case (a new
+                    // path of indirect blocks per block): committing what
+                    // is gathered gives that back; then it may fit.
+                    Err(alcove_pool::Error::NoSpace) if since_commit > 0 => {
+                        pool.sync().map_err(e)?;
+                        since_commit = 0;
+                        pool.write(vol, at, &buf[..padded]).map_err(e)?;
+                    }
+                    r => r.map_err(e)?,
+                }
                 at += n as u64;
                 since_commit += n as u64;
                 if since_commit >= COMMIT_EVERY {
@@ -286,23 +323,80 @@ fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf]) {
+/// `zpool status` (`-v`: the permanent errors, by dataset and bytes).
+fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf], verbose: bool) {
     println!("  pool: {}", pool.name());
     println!(" state: {}", pool.state());
+    let stats = pool.child_stats();
+    let repaired: u64 = stats.iter().map(|s| s.repaired_bytes).sum();
+    match pool.last_scrub() {
+        None => println!("  scan: none since import"),
+        Some(r) => println!(
+            "  scan: scrub repaired {} in txg {}: {} blocks, {} verified, {} error{}",
+            size(repaired),
+            r.txg,
+            r.blocks,
+            size(r.bytes),
+            r.errors.len(),
+            if r.errors.len() == 1 { "" } else { "s" }
+        ),
+    }
     println!("   txg: {}", pool.txg());
     println!("  size: {} MiB, {} MiB free", pool.size_bytes() / MIB, pool.free_bytes() / MIB);
-    let kind = if pool.children_total() > 1 { "mirror" } else { "disk" };
-    println!("config: {kind}, {} of {} disks present", files.len(), pool.children_total());
-    println!("\t{:<40} {:>6} {:>6} {:>6} {:>10}", "NAME", "READ", "WRITE", "CKSUM", "REPAIRED");
-    for (f, s) in files.iter().zip(pool.child_stats()) {
-        println!(
-            "\t{:<40} {:>6} {:>6} {:>6} {:>10}{}",
-            f.display(),
-            s.read_errors,
-            s.write_errors,
-            s.checksum_errors,
-            format!("{}K", s.repaired_bytes / 1024),
-            if s.faulted { "  FAULTED (a write or flush failed)" } else { "" }
-        );
+    println!("config:");
+    println!();
+    let row = |indent: usize, name: &str, state: &str, r: u64, w: u64, c: u64, rep: Option<u64>| {
+        let name = format!("{:indent$}{name}", "");
+        let rep = rep.map(size).unwrap_or_default();
+        println!("\t{name:<44} {state:<8} {r:>5} {w:>5} {c:>5}  {rep}");
+    };
+    println!("\t{:<44} {:<8} {:>5} {:>5} {:>5}  REPAIRED", "NAME", "STATE", "READ", "WRITE", "CKSUM");
+    let sum = |f: fn(&alcove_pool::vdev::ChildStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let (r, w, c) = (sum(|s| s.read_errors), sum(|s| s.write_errors), sum(|s| s.checksum_errors));
+    row(0, pool.name(), pool.state(), r, w, c, None);
+    let mirror = pool.children_total() > 1;
+    if mirror {
+        row(2, "mirror-0", pool.state(), r, w, c, None);
     }
+    let indent = if mirror { 4 } else { 2 };
+    for (f, s) in files.iter().zip(stats) {
+        let state = if s.faulted { "FAULTED" } else { "ONLINE" };
+        row(indent, &f.display().to_string(), state, s.read_errors, s.write_errors, s.checksum_errors, Some(s.repaired_bytes));
+    }
+    for i in files.len()..pool.children_total() {
+        row(indent, &format!("(disk {i} of the mirror)"), "UNAVAIL", 0, 0, 0, None);
+    }
+    if stats.iter().any(|s| s.faulted) {
+        println!("\tFAULTED: a write or a flush failed on that disk; out of service until the pool is imported again");
+    }
+    println!();
+    match pool.last_scrub() {
+        None => println!("errors: not known (no scrub since import)"),
+        Some(r) if r.errors.is_empty() => println!("errors: No known data errors"),
+        Some(r) if !verbose => {
+            println!("errors: {} data error{}, use '-v' for a list", r.errors.len(), if r.errors.len() == 1 { "" } else { "s" })
+        }
+        Some(r) => {
+            println!("errors: Permanent errors have been detected in the following datasets:");
+            println!();
+            for e in &r.errors {
+                println!("\t{e}");
+            }
+        }
+    }
+    if pool.last_scrub().is_some_and(|r| !r.space_checked) {
+        println!("note: an unreadable indirect block hid the blocks below it: the space map was not checked against them");
+    }
+}
+
+/// Bytes as `zpool status` gives them: 0B, 8K, 1.5M.
+fn size(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 || v >= 10.0 || v.fract() == 0.0 { format!("{v:.0}{}", UNITS[u]) } else { format!("{v:.1}{}", UNITS[u]) }
 }
