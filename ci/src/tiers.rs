@@ -929,7 +929,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         if case == crate::linux_net::TWO_CASE && only.is_none() {
             continue;
         }
-        // linux/net-restart (two VMs, as net-two) runs by name only too.
+        // linux/net-restart (two VMs, as net-two) runs by name only too:
+        // it passed three runs in a row, but the third took 68 s (> 60 s)
+        // under the load of other engineers' runs.
         if case == crate::linux_net::RESTART_CASE && only.is_none() {
             continue;
         }

@@ -379,10 +379,12 @@ fn a_bad_grant_names_what_is_wrong_and_makes_nothing() {
     assert!(!status.contains("02:00:00:00:01:05"), "{status}");
 }
 
+type Life = (Arc<Mutex<Seen>>, ClientEnd, thread::JoinHandle<(String, u64, u64)>);
+
 /// One life of netd (a `VnicServer` from `CONF`, handles from `first`)
 /// on its own thread; what it said at the end: its status, the stale
 /// handles it counted and the frames its switches took.
-fn life(first: u32) -> (Arc<Mutex<Seen>>, ClientEnd, thread::JoinHandle<(String, u64, u64)>) {
+fn life(first: u32) -> Life {
     let (platform, seen) = Platform::new(Seen { max_pages: 128, ..Seen::default() });
     let config = NetConfig::parse(CONF).unwrap();
     let (unbadged, mut end) = channel(8);

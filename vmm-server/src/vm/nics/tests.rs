@@ -297,8 +297,10 @@ fn the_link_to_netd_is_lost_on_a_stale_handle_or_a_failed_call_and_retried_with_
     assert_eq!(l.failed(50), 50 + NetdLink::FIRST_RETRY_NS);
 }
 
+type NetdLife = (Arc<Mutex<Seen>>, libipc::in_process::ClientEnd, std::thread::JoinHandle<String>);
+
 /// One netd (a `VnicServer` over netd.conf `text`) on its own thread.
-fn netd_life(text: &str, first: u32) -> (Arc<Mutex<Seen>>, libipc::in_process::ClientEnd, std::thread::JoinHandle<String>) {
+fn netd_life(text: &str, first: u32) -> NetdLife {
     let config = NetConfig::parse(text).unwrap();
     let (platform, seen) = Platform::new(Seen::default());
     let (unbadged, mut end) = libipc::in_process::channel(8);
@@ -366,7 +368,7 @@ fn after_netd_restarts_the_vmms_attach_again_and_their_guests_talk_on() {
     // Traffic resumes both ways with the earlier receive buffers.
     let hello2 = arp(nic_mac(&a, 0), [10, 0, 0, 1]);
     assert_eq!(vmm_a.send(&hello2), 1);
-    assert_eq!(vmm_b.receive(&mut seen_b), [hello2.clone()]);
+    assert_eq!(vmm_b.receive(&mut seen_b), core::slice::from_ref(&hello2));
     let reply = arp(nic_mac(&b, 0), [10, 0, 0, 2]);
     assert_eq!(vmm_b.send(&reply), 1);
     assert_eq!(vmm_a.receive(&mut seen_a), [reply]);
