@@ -251,6 +251,19 @@ pub fn judge_two(serial: &str, machine: &crate::vm::Machine, bytes: u64) -> (Vec
 /// Boots `linux/net-two`'s machine (the sender capped at `maxbw` Mbit/s if
 /// given) under QEMU's SVM and judges its log; `case` names its log.
 pub fn run_two(case: &str, kernel: &Path, images: &Images, maxbw: Option<u32>, bytes: u64, timeout: Duration) -> Result<(Run, Vec<String>, TwoFigures)> {
+    run_two_with(case, kernel, images, maxbw, bytes, &[], timeout)
+}
+
+/// [`run_two`] with `netd_args` in netd's manifest entry.
+fn run_two_with(
+    case: &str,
+    kernel: &Path,
+    images: &Images,
+    maxbw: Option<u32>,
+    bytes: u64,
+    netd_args: &[String],
+    timeout: Duration,
+) -> Result<(Run, Vec<String>, TwoFigures)> {
     let dir = crate::out_dir().join("linux-e2e").join(case.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
     let mut plans = Vec::new();
@@ -259,13 +272,17 @@ pub fn run_two(case: &str, kernel: &Path, images: &Images, maxbw: Option<u32>, b
         std::fs::write(&path, two_vm_json(images, role, if role == "send" { maxbw } else { None }, bytes))?;
         plans.push(VmPlan::load(&path)?);
     }
-    let machine = crate::vm::Machine::new(plans)?;
+    let mut machine = crate::vm::Machine::new(plans)?;
+    machine.netd_args = netd_args.to_vec();
     let system = machine.write_boot_files(&dir.join("boot"))?;
     let iso = image::iso_of(kernel, &format!("test-{}", case.replace('/', "-")), "", &system)?;
     let mut c = machine.qemu_forwarding(&[]).command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     let t = capture_timed_answering(c, &case.replace('/', "-"), Some(timeout), false, None)?;
     let (mut problems, fig) = judge_two(&t.run.serial, &machine, bytes);
+    if !netd_args.is_empty() {
+        problems.extend(restart_problems(&t.run.serial, &machine));
+    }
     match t.run.ending {
         Ending::Qemu(s) if s == qemu_status(EXIT_PASS) => {}
         Ending::Qemu(s) => problems.push(format!("QEMU exited with status {s} (a powered-off VM ends it with 33)")),
@@ -273,6 +290,63 @@ pub fn run_two(case: &str, kernel: &Path, images: &Images, maxbw: Option<u32>, b
         Ending::Bochs { .. } => {}
     }
     Ok((t.run, problems, fig))
+}
+
+pub const RESTART_CASE: &str = "linux/net-restart";
+pub const RESTART_ALIAS: &str = "net-restart";
+/// What `linux/net-restart`'s sender sends: 1 MiB.
+pub const RESTART_BYTES: u64 = 1 << 20;
+/// netd exits once its switches took this many frames from the VNICs'
+/// rings: past the pings (at most some 250 frames while the VMs wait for
+/// each other), inside the 1 MiB transfer (some 1100 frames).
+pub const RESTART_AFTER_FRAMES: u64 = 400;
+
+/// `linux/net-restart`: `linux/net-two`'s machine with 1 MiB, whose netd
+/// exits once mid-transfer (`test-exit-after-frames`); see
+/// [`restart_problems`] for what it wants besides `linux/net-two`'s checks.
+pub fn run_restart(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Vec<String>)> {
+    let args = [format!("test-exit-after-frames={RESTART_AFTER_FRAMES}")];
+    let (run, problems, _) = run_two_with(RESTART_CASE, kernel, images, None, RESTART_BYTES, &args, timeout)?;
+    Ok((run, problems))
+}
+
+/// What is wrong with a restart of netd in `serial` (empty: nothing):
+/// netd exited once (its test exit) and init restarted it; the restarted
+/// netd said it was one (a VMM named an earlier netd's handle) and did not
+/// exit again; each VM's VMM attached its NIC again after the restart;
+/// and each VM started once (never restarted).
+pub fn restart_problems(serial: &str, machine: &crate::vm::Machine) -> Vec<String> {
+    let mut problems = Vec::new();
+    let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    let exited = lines.iter().position(|l| l.contains("server \"netd\" exited with code 3; restarting"));
+    if count("test-exit-after-frames: exiting with") != 1 || count("server \"netd\" exited") != 1 {
+        problems.push(format!(
+            "netd did not exit exactly once by its test exit ({} test exits, {} exits seen by init)",
+            count("test-exit-after-frames: exiting with"),
+            count("server \"netd\" exited")
+        ));
+    }
+    let Some(exited) = exited else {
+        problems.push("init did not restart netd".into());
+        return problems;
+    };
+    let after = &lines[exited..];
+    if !after.iter().any(|l| l.contains("test-exit-after-frames: this netd was restarted")) {
+        problems.push("the restarted netd did not see a VMM's handle of the earlier netd".into());
+    }
+    for vm in &machine.vms {
+        let again = format!("{}: nics[0]: VNIC ", vm.server);
+        if !after.iter().any(|l| l.contains(&again) && l.contains("attached again as handle")) {
+            problems.push(format!("vm {}: its VMM did not attach its NIC again after netd's restart", vm.name));
+        }
+        let started = format!("vm {}: started:", vm.name);
+        let n = count(&started);
+        if n != 1 {
+            problems.push(format!("vm {}: started {n} times, not once", vm.name));
+        }
+    }
+    problems
 }
 
 /// `bench/net-maxbw`: the two-VM transfer uncapped, then with the sender
@@ -401,6 +475,32 @@ mod tests {
             .map(|r| VmPlan::from_text(&two_vm_json(&images, r, None, 100), Path::new("/t/x.json"), dir).unwrap())
             .collect();
         crate::vm::Machine::new(plans).unwrap()
+    }
+
+    #[test]
+    fn a_netd_restart_passes_only_once_with_both_vmms_attached_again_and_no_vm_restarted() {
+        let m = two_machine();
+        let good = format!(
+            "[WARN ] netd: test-exit-after-frames: exiting with 400 frames taken from the VNICs and the VMs' rings attached\r\n\
+             [WARN ] init: server \"netd\" exited with code 3; restarting (1)\r\n\
+             [INFO ] netd: test-exit-after-frames: this netd was restarted (a VMM kicked an earlier netd's handle); not exiting again\r\n\
+             [INFO ] vm-{SENDER}: nics[0]: VNIC 0 attached again as handle 77\r\n\
+             [INFO ] vm-{RECEIVER}: nics[0]: VNIC 1 attached again as handle 78\r\n{}",
+            two_log("abcd 100", "abcd 100 50", "3 packets transmitted, 3 packets received")
+        );
+        assert_eq!(restart_problems(&good, &m), Vec::<String>::new());
+        let p = restart_problems("", &m);
+        assert!(p.iter().any(|p| p.starts_with("netd did not exit exactly once")) && p.iter().any(|p| p == "init did not restart netd"), "{p:?}");
+        let twice = good.replace("restarting (1)\r\n", "restarting (1)\r\n[WARN ] init: server \"netd\" exited with code 3; restarting (2)\r\n");
+        assert!(restart_problems(&twice, &m).iter().any(|p| p.contains("1 test exits, 2 exits")), "{:?}", restart_problems(&twice, &m));
+        let no_relink = good.replace(&format!("vm-{RECEIVER}: nics[0]: VNIC 1 attached again"), "x");
+        let p = restart_problems(&no_relink, &m);
+        assert!(p.len() == 1 && p[0].contains(RECEIVER) && p[0].contains("attach its NIC again"), "{p:?}");
+        let not_seen = good.replace("this netd was restarted", "x");
+        assert_eq!(restart_problems(&not_seen, &m).len(), 1);
+        let rebooted = good.replace(&format!("vm {SENDER}: started: 1 vCPUs, 256 MiB\r\n"), &format!("vm {SENDER}: started: 1 vCPUs, 256 MiB\r\nvm {SENDER}: started: 1 vCPUs, 256 MiB\r\n"));
+        let p = restart_problems(&rebooted, &m);
+        assert!(p.len() == 1 && p[0].contains("started 2 times"), "{p:?}");
     }
 
     fn two_log(got: &str, said: &str, recv_ping: &str) -> String {

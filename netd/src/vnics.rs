@@ -458,6 +458,12 @@ pub struct VnicServer<P: VnicPlatform> {
     switches: Vec<(String, Fabric<P::Region>)>,
     vnics: Vec<Entry>,
     next_handle: u32,
+    /// The first handle this netd gave ([`VnicServer::set_first_handle`]):
+    /// handles below it, or not given yet, are an earlier netd's.
+    first_handle: u32,
+    /// `kick`s and `detach`es of handles this netd never gave (a VMM that
+    /// attached to an earlier netd, before it attaches again).
+    stale_handles: u64,
     /// Badges that may `grant` and `revoke` besides init's (0).
     admins: Vec<u64>,
     grants: Vec<Grant>,
@@ -498,6 +504,8 @@ impl<P: VnicPlatform> VnicServer<P> {
             switches,
             vnics,
             next_handle: 1,
+            first_handle: 1,
+            stale_handles: 0,
             admins: Vec::new(),
             grants: Vec::new(),
             next_grant: GRANT_BADGE_BASE,
@@ -509,6 +517,49 @@ impl<P: VnicPlatform> VnicServer<P> {
     /// control plane's (netd's `vnic-admin=` argument names them).
     pub fn set_admins(&mut self, badges: &[u64]) {
         self.admins = badges.to_vec();
+    }
+
+    /// Handles start at `first` (at least 1; the process gives a random
+    /// one), so a handle a VMM kept from an earlier netd (restarted by
+    /// init) is not one this netd gave: its `kick` is `NoSuchHandle`,
+    /// and the VMM attaches again. Before any `attach` only.
+    pub fn set_first_handle(&mut self, first: u32) {
+        if self.next_handle == self.first_handle {
+            self.first_handle = first.max(1);
+            self.next_handle = self.first_handle;
+        }
+    }
+
+    /// `kick`s and `detach`es that named a handle this netd never gave:
+    /// more than 0 means a client knew an earlier netd.
+    pub fn stale_handles(&self) -> u64 {
+        self.stale_handles
+    }
+
+    /// Frames the switches took from the attached VNICs' rings so far
+    /// (a detached VNIC's no longer count).
+    pub fn frames_taken(&self) -> u64 {
+        self.vnics
+            .iter()
+            .filter_map(|e| e.attached.as_ref().and_then(|a| self.switches[e.switch].1.taken(a.id)))
+            .sum()
+    }
+
+    /// Whether `handle` is one this netd gave (attached or not now).
+    fn given(&self, handle: u32) -> bool {
+        if self.first_handle <= self.next_handle {
+            (self.first_handle..self.next_handle).contains(&handle)
+        } else {
+            // Wrapped past u32::MAX.
+            handle >= self.first_handle || (1..self.next_handle).contains(&handle)
+        }
+    }
+
+    /// Counts a refused handle that no netd of this life gave.
+    fn note_stale(&mut self, r: &Result<usize, VnicError>, handle: u32) {
+        if r.is_err() && !self.given(handle) {
+            self.stale_handles += 1;
+        }
     }
 
     fn is_admin(&self) -> bool {
@@ -620,6 +671,9 @@ impl<P: VnicPlatform> VnicServer<P> {
     pub fn status_text(&self) -> String {
         use core::fmt::Write;
         let mut out = self.platform.nic_status();
+        if self.stale_handles > 0 {
+            let _ = writeln!(out, "{} kicks or detaches named a handle of an earlier netd (its VMMs attach again)", self.stale_handles);
+        }
         for (name, fabric) in &self.switches {
             out.push_str(&fabric.status(name));
         }
@@ -700,7 +754,9 @@ impl<P: VnicPlatform> VnicServer<P> {
     }
 
     fn detach_handle(&mut self, client: u64, handle: u32) -> Result<(), VnicError> {
-        let i = self.own_handle(client, handle)?;
+        let own = self.own_handle(client, handle);
+        self.note_stale(&own, handle);
+        let i = own?;
         let e = &mut self.vnics[i];
         let Some(a) = e.attached.take() else { return Err(VnicError::NoSuchHandle { handle }) };
         let fabric = &mut self.switches[e.switch].1;
@@ -805,7 +861,9 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
 
     fn kick(&mut self, handle: u32) -> Result<u32, VnicError> {
         self.service.requests += 1;
-        let i = self.own_handle(self.caller, handle)?;
+        let own = self.own_handle(self.caller, handle);
+        self.note_stale(&own, handle);
+        let i = own?;
         let (switch, id) = match &self.vnics[i].attached {
             Some(a) => (self.vnics[i].switch, a.id),
             None => return Err(VnicError::NoSuchHandle { handle }),

@@ -378,3 +378,85 @@ fn a_bad_grant_names_what_is_wrong_and_makes_nothing() {
     let (status, _) = r.finish();
     assert!(!status.contains("02:00:00:00:01:05"), "{status}");
 }
+
+type Life = (Arc<Mutex<Seen>>, ClientEnd, thread::JoinHandle<(String, u64, u64)>);
+
+/// One life of netd (a `VnicServer` from `CONF`, handles from `first`)
+/// on its own thread; what it said at the end: its status, the stale
+/// handles it counted and the frames its switches took.
+fn life(first: u32) -> Life {
+    let (platform, seen) = Platform::new(Seen { max_pages: 128, ..Seen::default() });
+    let config = NetConfig::parse(CONF).unwrap();
+    let (unbadged, mut end) = channel(8);
+    let server = thread::spawn(move || {
+        let mut s = VnicServer::new(&config, platform);
+        s.set_first_handle(first);
+        end.serve_until_closed(&mut s);
+        (s.status_text(), s.stale_handles(), s.frames_taken())
+    });
+    (seen, unbadged, server)
+}
+
+#[test]
+fn a_restarted_netd_refuses_the_earlier_ones_handles_and_its_vmms_attach_again() {
+    // The first netd: both VMMs attached, frames crossing.
+    let (seen, unbadged, server) = life(100);
+    let (a, b) = (vnic::Client::new(unbadged.badged(A)), vnic::Client::new(unbadged.badged(B)));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    let hb = b.attach(1, 0).unwrap().unwrap().handle;
+    assert_eq!((ha, hb), (100, 101), "handles start where the process said");
+    let region = |seen: &Arc<Mutex<Seen>>, n: usize| seen.lock().unwrap().regions[n].clone();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(region(&seen, 0)), Vmm::new(region(&seen, 1)));
+    vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    assert_eq!(a.kick(ha).unwrap(), Ok(2));
+    assert_eq!(vmm_b.received().len(), 2);
+    // A handle this netd never gave is refused and counted; one it gave
+    // and took back (a replaced attachment) is refused but not counted.
+    assert_eq!(a.kick(99).unwrap(), Err(VnicError::NoSuchHandle { handle: 99 }));
+    assert_eq!(a.detach(5000).unwrap(), Err(VnicError::NoSuchHandle { handle: 5000 }));
+    let ha2 = a.attach(0, 0).unwrap().unwrap().handle;
+    assert_eq!(a.kick(ha).unwrap(), Err(VnicError::NoSuchHandle { handle: ha }));
+    drop((a, b));
+    drop(unbadged);
+    let (status, stale, taken) = server.join().unwrap();
+    assert_eq!(stale, 2, "{status}");
+    assert!(status.contains("2 kicks or detaches named a handle of an earlier netd"), "{status}");
+    // A's first attachment (2 frames) was replaced: only attached VNICs count.
+    assert_eq!(taken, 0);
+
+    // init restarts netd: the same netd.conf, new handles. The VMMs still
+    // hold the earlier handles and rings; their kicks are refused (and
+    // counted) until each attaches again, and frames cross once more.
+    let (seen, unbadged, server) = life(7000);
+    let (a, b) = (vnic::Client::new(unbadged.badged(A)), vnic::Client::new(unbadged.badged(B)));
+    assert_eq!(a.kick(ha2).unwrap(), Err(VnicError::NoSuchHandle { handle: ha2 }));
+    assert_eq!(b.kick(hb).unwrap(), Err(VnicError::NoSuchHandle { handle: hb }));
+    // The earlier handles are not B's or A's either way round.
+    assert_eq!(b.kick(ha2).unwrap(), Err(VnicError::NoSuchHandle { handle: ha2 }));
+    let listed: Vec<_> = a.vnics().unwrap().into_iter().map(|v| (v.vnic, v.attached)).collect();
+    assert_eq!(listed, [(0, false), (2, false)], "the VNICs came back from netd.conf, unattached");
+    let na = a.attach(0, 0).unwrap().unwrap();
+    let nb = b.attach(1, 0).unwrap().unwrap();
+    assert_eq!((na.handle, nb.handle, na.mac, nb.mac), (7000, 7001, MAC_A, MAC_B));
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(region(&seen, 0)), Vmm::new(region(&seen, 1)));
+    let hello = arp(MAC_B, [10, 0, 0, 2]);
+    vmm_b.send(&hello);
+    assert_eq!(b.kick(nb.handle).unwrap(), Ok(1));
+    assert_eq!(vmm_a.received(), [hello]);
+    drop((a, b));
+    drop(unbadged);
+    let (status, stale, taken) = server.join().unwrap();
+    assert_eq!((stale, taken), (3, 1), "{status}");
+}
+
+#[test]
+fn the_first_handle_is_set_only_before_any_attach_and_never_zero() {
+    let (_seen, unbadged, server) = life(0);
+    let a = vnic::Client::new(unbadged.badged(A));
+    assert_eq!(a.attach(0, 0).unwrap().unwrap().handle, 1, "0 is no handle");
+    drop(a);
+    drop(unbadged);
+    let (_, stale, _) = server.join().unwrap();
+    assert_eq!(stale, 0);
+}

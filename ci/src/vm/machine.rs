@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Machine {
     pub vms: Vec<VmPlan>,
+    /// netd's arguments in the manifest (test cases only, as
+    /// `linux/net-restart`'s `test-exit-after-frames=N`); none by default.
+    pub netd_args: Vec<String>,
 }
 
 /// The servers before the first VMM in the manifest (console, storaged,
@@ -34,7 +37,7 @@ fn servers_before(nets: bool) -> u64 {
 impl Machine {
     /// A machine with `vm` alone.
     pub fn one(vm: &VmPlan) -> Self {
-        Self { vms: vec![vm.clone()] }
+        Self { vms: vec![vm.clone()], netd_args: Vec::new() }
     }
 
     /// A machine with `vms` (at least one). Refused, naming the VM and
@@ -46,7 +49,7 @@ impl Machine {
         if vms.is_empty() {
             return Err("a machine needs at least one VM".into());
         }
-        let m = Self { vms };
+        let m = Self { vms, netd_args: Vec::new() };
         if m.vms.len() > 1 {
             for (i, vm) in m.vms.iter().enumerate() {
                 let who = vm.source.display();
@@ -191,8 +194,15 @@ impl Machine {
                  irqs = [{NETD_IRQ}]\n\
                  pci_bars = true\n\
                  files = [\"netd.conf\"]\n\
+                 {args}\
                  restart = 3\n\
-                 \n"
+                 \n",
+                args = if self.netd_args.is_empty() {
+                    String::new()
+                } else {
+                    let quoted: Vec<String> = self.netd_args.iter().map(|a| format!("{a:?}")).collect();
+                    format!("args = [{}]\n", quoted.join(", "))
+                },
             )
         } else {
             String::new()

@@ -313,6 +313,23 @@ impl<R: RingRegion> FrameLink<R> {
         })
     }
 
+    /// Moves the link onto `region`, a new ring of the same VNIC (netd
+    /// was restarted and the VMM attached again): the guest's frames that
+    /// wait for room go into the new ring; what the old ring held is lost,
+    /// as frames in flight on a link that flapped. The old region comes
+    /// back; a new one with a bad header is refused and handed back with
+    /// the link unchanged.
+    pub fn relink(&mut self, region: R) -> Result<R, (R, FrameRingError)> {
+        let g = match Geometry::from_header(&region) {
+            Ok(g) => g,
+            Err(e) => return Err((region, e)),
+        };
+        self.to_netd = Producer::new(g, Direction::ToNetd);
+        self.from_netd = Consumer::new(g, Direction::ToVmm);
+        self.buf = vec![0; g.slot_bytes];
+        Ok(core::mem::replace(&mut self.region, region))
+    }
+
     /// Frames netd sent that were malformed (skipped), and frames the
     /// guest sent that wait for room in the ring.
     pub fn counts(&self) -> (u64, usize) {

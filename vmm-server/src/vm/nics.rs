@@ -16,7 +16,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use libipc::framering::{FrameRingError, RingRegion};
-use libipc::interfaces::VnicInfo;
+use libipc::interfaces::{VnicError, VnicInfo};
 
 use crate::config::{NicIp, VmConfig};
 use crate::pci::{PciBus, PciSlot};
@@ -101,6 +101,84 @@ pub fn match_vnics(config: &VmConfig, offered: &[VnicInfo]) -> Result<Vec<u32>, 
     Ok(picked)
 }
 
+/// The VMM's view of its attachments to netd: up, or lost and to be
+/// attached again. init restarts a netd that died; the new one reads its
+/// switches and VNICs from `netd.conf` again but knows none of the earlier
+/// one's attachments: the VMM learns it when a `kick` fails (the call
+/// itself fails when netd died while answering it; the new netd answers
+/// `NoSuchHandle` to a handle it never gave) and then attaches every NIC
+/// again with the same capability, the devices keeping their state. An
+/// attach that fails (netd not serving the VNIC now) is tried again later,
+/// after 10 ms doubled each time up to 1 s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetdLink {
+    lost: bool,
+    retry_at_ns: u64,
+    failures: u32,
+    /// Times every NIC was attached again.
+    pub relinks: u32,
+}
+
+/// What a failed `kick` means for the link ([`NetdLink::kicked`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KickOutcome {
+    /// netd answered (frames taken, or an error that is not about the
+    /// attachment): nothing to do.
+    Fine,
+    /// netd does not know the attachment (restarted) or died during the
+    /// call: the link is lost, attach again.
+    Lost(String),
+    /// Another refusal: worth a warning, the link stays.
+    Refused(String),
+}
+
+impl NetdLink {
+    /// The first retry's delay and the longest one.
+    pub const FIRST_RETRY_NS: u64 = 10_000_000;
+    pub const MAX_RETRY_NS: u64 = 1_000_000_000;
+
+    /// Whether the link is lost (no kicks until it is attached again).
+    pub fn lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Takes a `kick`'s result (the outer error: the call failed).
+    pub fn kicked<E: core::fmt::Display>(&mut self, r: &Result<Result<u32, VnicError>, E>, now_ns: u64) -> KickOutcome {
+        let out = match r {
+            Ok(Ok(_)) => KickOutcome::Fine,
+            Ok(Err(e @ VnicError::NoSuchHandle { .. })) => KickOutcome::Lost(format!("{e} (netd restarted?)")),
+            Ok(Err(e)) => KickOutcome::Refused(format!("{e}")),
+            Err(e) => KickOutcome::Lost(format!("the call failed: {e}")),
+        };
+        if matches!(out, KickOutcome::Lost(_)) && !self.lost {
+            self.lost = true;
+            self.failures = 0;
+            self.retry_at_ns = now_ns;
+        }
+        out
+    }
+
+    /// Whether to attach again now.
+    pub fn due(&self, now_ns: u64) -> bool {
+        self.lost && now_ns >= self.retry_at_ns
+    }
+
+    /// Every NIC is attached again.
+    pub fn relinked(&mut self) {
+        self.lost = false;
+        self.failures = 0;
+        self.relinks += 1;
+    }
+
+    /// Attaching again failed at `now_ns`: returns when to try next.
+    pub fn failed(&mut self, now_ns: u64) -> u64 {
+        let delay = Self::FIRST_RETRY_NS.saturating_mul(1u64 << self.failures.min(20)).min(Self::MAX_RETRY_NS);
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at_ns = now_ns.saturating_add(delay);
+        self.retry_at_ns
+    }
+}
+
 /// What one [`NicPort::pump`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PumpResult {
@@ -148,6 +226,16 @@ impl<R: RingRegion> NicPort<R> {
         }
         out.kick_netd |= p.signal_netd || self.link.counts().1 > 0;
         Ok(out)
+    }
+
+    /// Puts the device on a new ring of its VNIC, `handle` netd's new
+    /// handle (netd was restarted and the VNIC attached again; see
+    /// [`FrameLink::relink`]). The guest's device keeps its state. Returns
+    /// the old region; a bad new one is handed back, nothing changed.
+    pub fn relink(&mut self, region: R, handle: u32) -> Result<R, (R, String)> {
+        let old = self.link.relink(region).map_err(|(r, e)| (r, format!("{e}")))?;
+        self.handle = handle;
+        Ok(old)
     }
 
     /// The device's counters.

@@ -343,6 +343,27 @@ mod timer {
 struct Timed {
     netd: netd::host::Netd<frames::Frames>,
     tick: abi::CapSlot,
+    /// Test manifests only (`test-exit-after-frames=N`): netd exits once
+    /// its switches took N frames from the VNICs' rings, unless a client
+    /// already named an earlier netd's handle (this netd is the restarted
+    /// one). The exit happens between requests (no VMM's call is in flight).
+    exit_after: Option<u64>,
+}
+
+#[cfg(target_os = "none")]
+impl Timed {
+    /// Asks for the test exit when its time came (see `exit_after`).
+    fn check_exit(&mut self) {
+        let Some(n) = self.exit_after else { return };
+        let v = self.netd.vnics();
+        if v.stale_handles() > 0 {
+            log::info!("test-exit-after-frames: this netd was restarted (a VMM kicked an earlier netd's handle); not exiting again");
+            self.exit_after = None;
+        } else if v.frames_taken() >= n {
+            self.exit_after = None;
+            let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, EXIT_BIT);
+        }
+    }
 }
 
 #[cfg(target_os = "none")]
@@ -354,10 +375,16 @@ impl libipc::Dispatch for Timed {
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
         let r = self.netd.dispatch_from(badge, interface, request);
         timer::set(self.netd.wake_at_ns(), self.tick);
+        self.check_exit();
         r
     }
 
     fn notified(&mut self, bits: u64) {
+        if bits & EXIT_BIT != 0 {
+            let taken = self.netd.vnics().frames_taken();
+            log::warn!("test-exit-after-frames: exiting with {taken} frames taken from the VNICs and the VMs' rings attached");
+            libipc::sys::exit(3);
+        }
         if bits & NIC_BIT != 0 {
             // A NIC that has more than a budget's worth waiting goes on
             // after the requests queued meanwhile.
@@ -377,6 +404,10 @@ impl libipc::Dispatch for Timed {
 /// notification.
 #[cfg(target_os = "none")]
 const NIC_BIT: u64 = 4;
+/// The bit `test-exit-after-frames` sets on the serving thread's
+/// notification: netd exits there, between requests.
+#[cfg(target_os = "none")]
+const EXIT_BIT: u64 = 8;
 /// Frames taken from the NICs per notification.
 #[cfg(target_os = "none")]
 const NIC_BUDGET: usize = 64;
@@ -476,7 +507,18 @@ fn main(start: alcove_rt::Start) -> u64 {
     }
     let msis: alloc::vec::Vec<(alloc::string::String, abi::CapSlot)> =
         netd.vnics().platform().nics.iter().filter_map(|n| n.msi().map(|m| (n.name.clone(), m))).collect();
-    let server = Timed { netd, tick };
+    // Handles from a random start: a VMM's handle from an earlier netd
+    // (init restarted this one) is not one of ours, so its kick fails and
+    // the VMM attaches again.
+    netd.vnics().set_first_handle(((seed >> 32) as u32 & 0x3fff_ffff).max(1));
+    let exit_after = info.args.iter().find_map(|a| a.strip_prefix("test-exit-after-frames=")).and_then(|n| match n.parse::<u64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            log::error!("test-exit-after-frames={n}: not a number; ignored");
+            None
+        }
+    });
+    let server = Timed { netd, tick, exit_after };
     alcove_rt::serve_forever_with(slot, server, |main| {
         if let Err(e) = timer::start(thread, tick, main) {
             log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");

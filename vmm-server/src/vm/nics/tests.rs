@@ -250,3 +250,139 @@ fn two_guests_talk_through_netd_and_one_cannot_take_the_others_vnic() {
     assert!(status.contains("ip_spoof=1"), "{status}");
     assert!(status.contains("not attached (client 1)"), "{status}");
 }
+
+#[test]
+fn the_link_to_netd_is_lost_on_a_stale_handle_or_a_failed_call_and_retried_with_backoff() {
+    let mut l = NetdLink::default();
+    let ok: Result<Result<u32, VnicError>, &str> = Ok(Ok(3));
+    assert_eq!(l.kicked(&ok, 5), KickOutcome::Fine);
+    assert!(!l.lost() && !l.due(5));
+    // A refusal that is not about the handle keeps the link.
+    let other: Result<Result<u32, VnicError>, &str> = Ok(Err(VnicError::TooLarge { slots: 1, max: 0 }));
+    assert!(matches!(l.kicked(&other, 5), KickOutcome::Refused(_)));
+    assert!(!l.lost());
+    // netd no longer knows the handle: lost, attach again at once.
+    let stale: Result<Result<u32, VnicError>, &str> = Ok(Err(VnicError::NoSuchHandle { handle: 9 }));
+    match l.kicked(&stale, 100) {
+        KickOutcome::Lost(why) => assert!(why.contains("handle 9") && why.contains("restarted"), "{why}"),
+        o => panic!("{o:?}"),
+    }
+    assert!(l.lost() && l.due(100));
+    // Failed attaches back off: 10 ms doubling, at most 1 s.
+    let mut now = 100;
+    let mut delays = Vec::new();
+    for _ in 0..9 {
+        let at = l.failed(now);
+        delays.push((at - now) / 1_000_000);
+        assert!(!l.due(at - 1) && l.due(at));
+        now = at;
+    }
+    assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    // A second failed kick while lost does not reset the wait.
+    let gone: Result<Result<u32, VnicError>, &str> = Err("gone");
+    let at = l.failed(now);
+    assert!(matches!(l.kicked(&gone, now), KickOutcome::Lost(_)));
+    assert!(!l.due(now) && l.due(at));
+    l.relinked();
+    assert!(!l.lost() && !l.due(u64::MAX) && l.relinks == 1);
+    // The call itself failing (netd died answering it) loses the link too.
+    match l.kicked(&gone, 7) {
+        KickOutcome::Lost(why) => assert!(why.contains("gone"), "{why}"),
+        o => panic!("{o:?}"),
+    }
+    assert!(l.due(7));
+    // And after success, the backoff starts over.
+    l.relinked();
+    assert!(matches!(l.kicked(&stale, 50), KickOutcome::Lost(_)));
+    assert_eq!(l.failed(50), 50 + NetdLink::FIRST_RETRY_NS);
+}
+
+type NetdLife = (Arc<Mutex<Seen>>, libipc::in_process::ClientEnd, std::thread::JoinHandle<String>);
+
+/// One netd (a `VnicServer` over netd.conf `text`) on its own thread.
+fn netd_life(text: &str, first: u32) -> NetdLife {
+    let config = NetConfig::parse(text).unwrap();
+    let (platform, seen) = Platform::new(Seen::default());
+    let (unbadged, mut end) = libipc::in_process::channel(8);
+    let server = std::thread::spawn(move || {
+        let mut s = VnicServer::new(&config, platform);
+        s.set_first_handle(first);
+        end.serve_until_closed(&mut s);
+        s.status_text()
+    });
+    (seen, unbadged, server)
+}
+
+#[test]
+fn after_netd_restarts_the_vmms_attach_again_and_their_guests_talk_on() {
+    let a = vm("a", r#"{"nic_tag": "stub0", "ip": "10.0.0.1", "netmask": "255.255.255.0"}"#);
+    let b = vm("b", r#"{"nic_tag": "stub0", "ip": "10.0.0.2", "netmask": "255.255.255.0"}"#);
+    let text = format!("etherstub stub0\n{}{}", netd_conf(&a, 1), netd_conf(&b, 2));
+    let (seen, unbadged, server) = netd_life(&text, 40);
+    let mut vmm_a = Vmm::boot(&a, vnic::Client::new(unbadged.badged(1)), &seen);
+    let mut vmm_b = Vmm::boot(&b, vnic::Client::new(unbadged.badged(2)), &seen);
+    let (mut seen_a, mut seen_b) = (0u16, 0u16);
+    let hello = arp(nic_mac(&a, 0), [10, 0, 0, 1]);
+    assert_eq!(vmm_a.send(&hello), 1);
+    assert_eq!(vmm_b.receive(&mut seen_b), [hello]);
+
+    // netd dies; init starts it again from the same netd.conf (the
+    // endpoint is init's and outlives it: the VMMs' clients reach the new
+    // one, modelled here by a new channel with the same badges).
+    let (seen, new_netd, new_server) = netd_life(&text, 9000);
+    vmm_a.netd = vnic::Client::new(new_netd.badged(1));
+    vmm_b.netd = vnic::Client::new(new_netd.badged(2));
+    drop(unbadged);
+    server.join().unwrap();
+    let (unbadged, server) = (new_netd, new_server);
+
+    // A's guest sends; the frame goes into the old ring, which nobody
+    // reads; the kick is refused and the link is lost.
+    let lost = arp(nic_mac(&a, 0), [10, 0, 0, 1]);
+    let at = TX_BUF + u64::from(vmm_a.sent % 8) * 0x800;
+    vmm_a.sent += 1;
+    vmm_a.mem.write(at, &[0; HDR_BYTES]).unwrap();
+    vmm_a.mem.write(at + HDR_BYTES as u64, &lost).unwrap();
+    vmm_a.tx.add_chain(&mut vmm_a.mem, &[(at, (HDR_BYTES + lost.len()) as u32, false)]);
+    vmm_a.w(NOTIFY_OFFSET + u64::from(NOTIFY_OFF_MULTIPLIER), 2, 1);
+    assert!(vmm_a.port.pump(&mut vmm_a.bus, &mut vmm_a.mem).unwrap().kick_netd);
+    let mut link = NetdLink::default();
+    let r = vmm_a.netd.kick(vmm_a.port.handle);
+    assert!(matches!(link.kicked(&r, 0), KickOutcome::Lost(_)), "{r:?}");
+    assert!(link.due(0));
+
+    // Each VMM attaches its VNIC again (the same one, from netd.conf) and
+    // puts its device on the new ring; the guests' devices are not reset.
+    for (vmm, config, n) in [(&mut vmm_a, &a, 0usize), (&mut vmm_b, &b, 1)] {
+        let ids = match_vnics(config, &vmm.netd.vnics().unwrap()).unwrap();
+        let again = vmm.netd.attach(ids[0], 0).unwrap().unwrap();
+        assert_eq!((again.handle, again.mac), (9000 + n as u32, nic_mac(config, 0)));
+        let region = seen.lock().unwrap().regions[n].clone();
+        let old_handle = vmm.port.handle;
+        vmm.port.relink(region, again.handle).map_err(|(_, e)| e).unwrap();
+        assert_ne!(vmm.port.handle, old_handle);
+        assert_eq!(vmm.r(COMMON_DEVICE_STATUS, 1) as u8 & VIRTIO_STATUS_DRIVER_OK, VIRTIO_STATUS_DRIVER_OK, "still running");
+    }
+    link.relinked();
+    assert!(!link.lost());
+    // Traffic resumes both ways with the earlier receive buffers.
+    let hello2 = arp(nic_mac(&a, 0), [10, 0, 0, 1]);
+    assert_eq!(vmm_a.send(&hello2), 1);
+    assert_eq!(vmm_b.receive(&mut seen_b), core::slice::from_ref(&hello2));
+    let reply = arp(nic_mac(&b, 0), [10, 0, 0, 2]);
+    assert_eq!(vmm_b.send(&reply), 1);
+    assert_eq!(vmm_a.receive(&mut seen_a), [reply]);
+    let sa = vmm_a.port.stats(&vmm_a.bus).unwrap();
+    assert_eq!((sa.tx_frames, sa.rx_frames), (3, 1), "the lost frame left the guest, as on a link that flapped");
+    // A new ring with a bad header is refused and handed back; the port
+    // keeps its ring and handle.
+    let h = vmm_a.port.handle;
+    let bad = Shared::zeroed(65 * 4096);
+    assert!(vmm_a.port.relink(bad, 77).is_err());
+    assert_eq!(vmm_a.port.handle, h);
+    assert_eq!(vmm_a.send(&hello2), 1);
+    drop((vmm_a, vmm_b, unbadged));
+    let status = server.join().unwrap();
+    // A's one kick of the earlier netd's handle, counted by the new one.
+    assert!(status.contains("1 kicks or detaches named a handle of an earlier netd"), "{status}");
+}

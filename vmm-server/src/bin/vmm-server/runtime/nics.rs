@@ -8,6 +8,18 @@
 //! VMM's doorbell the other way: a copy of the timer thread's
 //! notification that can only be signalled, which netd rings when a ring
 //! got frames, so they wait for no timer.
+//!
+//! netd restarted by init (issue 13): the VMM's netd capability is a
+//! badged copy of init's endpoint, which outlives netd, but the new netd
+//! knows none of the earlier one's attachments. A `kick` then fails (the
+//! call itself if netd died answering it; else `NoSuchHandle`) and the
+//! link is lost ([`NetdLink`]): on that pump and later ones when due, the
+//! VMM lists its VNICs again, attaches each NIC's, maps the new ring at
+//! the other of its two places and moves the device onto it
+//! ([`NicPort::relink`]); then it unmaps and deletes the old ring. The
+//! guests' devices are untouched; frames in the old rings are lost, as
+//! on a link that flapped. A kick made while netd is down waits for the
+//! new netd (the endpoint queues it), holding the platform lock so long.
 
 use alloc::format;
 use alloc::string::String;
@@ -21,26 +33,57 @@ use libipc::interfaces::vnic;
 use libipc::kernel::{CapTransport, KernelTransport};
 use vmm_server::pci::PciBus;
 use vmm_server::virtio::GuestMemory;
-use vmm_server::vm::nics::{NicPort, match_vnics};
+use vmm_server::config::VmConfig;
+use vmm_server::vm::nics::{KickOutcome, NetdLink, NicPort, match_vnics};
 
 use super::{Resources, VmSpec};
 
 /// Where VNIC rings are mapped (one slot of 1 MiB each).
 const RING_VA: u64 = 0x23_0000_0000;
 const RING_STRIDE: u64 = 0x10_0000;
+/// Where the other ring of a NIC goes (its rings alternate between the
+/// two places when netd restarts).
+const RING_BANK: u64 = 0x8000_0000;
+
+/// What the VMM keeps of a NIC to attach it again.
+struct Attachment {
+    /// The capability slots of its two ring places, and which one holds
+    /// the ring now.
+    rings: [CapSlot; 2],
+    bank: usize,
+}
 
 /// The VM's NICs and netd's doorbell. Dropping it detaches every VNIC.
 pub(super) struct Nics {
     netd: Option<vnic::Client<KernelTransport>>,
     ports: Vec<NicPort<SharedMemory>>,
-    /// A ring netd broke: reported once, not pumped again.
+    /// A ring netd broke: reported once, not pumped again (until the NIC
+    /// is attached again).
     broken: Vec<bool>,
+    attachments: Vec<Attachment>,
+    /// The netd endpoint, the timer notification (copied as each
+    /// attach's doorbell) and a slot for that copy.
+    ep: CapSlot,
+    timer: CapSlot,
+    doorbell: CapSlot,
+    config: Option<VmConfig>,
+    link: NetdLink,
 }
 
 impl Nics {
     /// No NICs.
-    pub(super) const fn none() -> Self {
-        Self { netd: None, ports: Vec::new(), broken: Vec::new() }
+    pub(super) fn none() -> Self {
+        Self {
+            netd: None,
+            ports: Vec::new(),
+            broken: Vec::new(),
+            attachments: Vec::new(),
+            ep: 0,
+            timer: 0,
+            doorbell: 0,
+            config: None,
+            link: NetdLink::default(),
+        }
     }
 
     /// Moves frames both ways on every NIC; returns whether a device was
@@ -55,10 +98,15 @@ impl Nics {
                 Ok(r) => {
                     kicked |= r.kicked_device;
                     if r.kick_netd
+                        && !self.link.lost()
                         && let Some(netd) = &self.netd
-                        && let Err(e) = netd.kick(port.handle)
                     {
-                        log::warn!("nics[{i}]: netd's doorbell: {e}");
+                        let result = netd.kick(port.handle);
+                        match self.link.kicked(&result, alcove_rt::clock_ns()) {
+                            KickOutcome::Fine => {}
+                            KickOutcome::Lost(why) => log::warn!("nics[{i}]: netd's doorbell: {why}; attaching every NIC again"),
+                            KickOutcome::Refused(why) => log::warn!("nics[{i}]: netd's doorbell: {why}"),
+                        }
                     }
                 }
                 Err(e) => {
@@ -67,8 +115,88 @@ impl Nics {
                 }
             }
         }
+        let now = alcove_rt::clock_ns();
+        if self.link.due(now) {
+            match self.reattach() {
+                Ok(()) => {
+                    self.link.relinked();
+                    log::info!("nics: every NIC attached again to netd (relink {})", self.link.relinks);
+                }
+                Err(e) => {
+                    let at = self.link.failed(now);
+                    log::warn!("nics: attaching again to netd: {e}; next try in {} ms", at.saturating_sub(now) / 1_000_000);
+                }
+            }
+        }
         kicked
     }
+
+    /// Attaches every NIC again to the VNIC netd lists for it now and
+    /// moves its device onto the new ring (see the module's description).
+    fn reattach(&mut self) -> Result<(), String> {
+        let (Some(netd), Some(config)) = (&self.netd, &self.config) else { return Ok(()) };
+        let offered = netd.vnics().map_err(|e| format!("netd: {e}"))?;
+        let ids = match_vnics(config, &offered)?;
+        for (index, &id) in ids.iter().enumerate() {
+            let (Some(port), Some(att)) = (self.ports.get_mut(index), self.attachments.get_mut(index)) else { break };
+            let what = |e: &dyn core::fmt::Display| format!("nics[{index}]: {e}");
+            let next = 1 - att.bank;
+            let slot = att.rings[next];
+            sys::cap_copy(self.timer, self.doorbell, Rights::WRITE, 0).map_err(|e| what(&format!("copy the doorbell: {e}")))?;
+            let transport = CapTransport::new(Cap::<Endpoint>::from_slot(self.ep), &[slot]).sending(&[self.doorbell]);
+            let attached = vnic::Client::new(&transport).attach(id, 0);
+            let _ = sys::cap_delete(self.doorbell);
+            let got_ring = transport.received() == 1;
+            let attached = match attached {
+                Ok(Ok(a)) if got_ring => a,
+                other => {
+                    if got_ring {
+                        let _ = sys::cap_delete(slot);
+                    }
+                    return Err(match other {
+                        Ok(Ok(_)) => what(&"netd sent no ring"),
+                        Ok(Err(e)) => what(&e),
+                        Err(e) => what(&e),
+                    });
+                }
+            };
+            let pages = u64::from(attached.ring_pages);
+            let region = if pages * PAGE_SIZE > RING_STRIDE {
+                Err(what(&format!("ring of {pages} pages is too large")))
+            } else {
+                SharedMemory::map_frame(slot, ring_va(index, next), pages).map_err(|e| what(&format!("map the ring: {e}")))
+            };
+            let region = match region {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = sys::cap_delete(slot);
+                    return Err(e);
+                }
+            };
+            match port.relink(region, attached.handle) {
+                Ok(old) => {
+                    // Unmapped (its last handle), then its capability goes.
+                    drop(old);
+                    let _ = sys::cap_delete(att.rings[att.bank]);
+                    att.bank = next;
+                    self.broken[index] = false;
+                    log::info!("nics[{index}]: VNIC {id} attached again as handle {}", attached.handle);
+                }
+                Err((new, e)) => {
+                    drop(new);
+                    let _ = sys::cap_delete(slot);
+                    let _ = netd.detach(attached.handle);
+                    return Err(what(&e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where NIC `index`'s ring is mapped in place `bank` (0 or 1).
+fn ring_va(index: usize, bank: usize) -> u64 {
+    RING_VA + bank as u64 * RING_BANK + index as u64 * RING_STRIDE
 }
 
 impl Nics {
@@ -113,7 +241,19 @@ pub(super) fn attach(res: &mut Resources, spec: &VmSpec, bus: &mut PciBus, timer
     let netd = vnic::Client::new(KernelTransport::new(Cap::<Endpoint>::from_slot(ep)));
     let offered = netd.vnics().map_err(|e| format!("vmadm: property \"nics\": netd: {e}"))?;
     let ids = match_vnics(&spec.config, &offered)?;
-    let mut nics = Nics { netd: Some(netd), ports: Vec::new(), broken: Vec::new() };
+    let doorbell = res.next;
+    res.next += 1;
+    let mut nics = Nics {
+        netd: Some(netd),
+        ports: Vec::new(),
+        broken: Vec::new(),
+        attachments: Vec::new(),
+        ep,
+        timer,
+        doorbell,
+        config: Some(spec.config.clone()),
+        link: NetdLink::default(),
+    };
     for (index, &id) in ids.iter().enumerate() {
         let what = |e: &dyn core::fmt::Display| format!("vmadm: property \"nics[{index}]\": {e}");
         // The doorbell: the timer's notification, signal right only.
@@ -135,12 +275,17 @@ pub(super) fn attach(res: &mut Resources, spec: &VmSpec, bus: &mut PciBus, timer
         if pages * PAGE_SIZE > RING_STRIDE {
             return Err(what(&format!("ring of {pages} pages is too large")));
         }
-        let region = SharedMemory::map_frame(slot, RING_VA + index as u64 * RING_STRIDE, pages)
+        let region = SharedMemory::map_frame(slot, ring_va(index, 0), pages)
             .map_err(|e| what(&format!("map the ring: {e}")))?;
         let port = NicPort::add(bus, attached.mac, region, attached.handle).map_err(|e| what(&e))?;
         log::info!("nics[{index}]: VNIC {id} ({}) on {}", vmm_server::config::MacAddr(attached.mac), spec.config.nics[index].nic_tag);
         nics.ports.push(port);
         nics.broken.push(false);
+        // The other ring place's slot, for an attach after a netd restart.
+        let other = res.next;
+        res.next += 1;
+        res.slots.push(other);
+        nics.attachments.push(Attachment { rings: [slot, other], bank: 0 });
     }
     Ok(nics)
 }
