@@ -161,10 +161,17 @@ impl Uart16550 {
     /// (fewer than `bytes.len()` once [`INPUT_LIMIT`] bytes wait). Check
     /// [`Self::irq_level`] afterwards.
     pub fn push_input(&mut self, bytes: &[u8]) -> usize {
-        let room = INPUT_LIMIT.saturating_sub(self.rx.len());
-        let taken = bytes.len().min(room);
+        let taken = bytes.len().min(self.input_room());
         self.rx.extend(&bytes[..taken]);
         taken
+    }
+
+    /// How many more bytes [`Self::push_input`] takes now: the VMM reads
+    /// no more than this from the console, so typed input waits there
+    /// (flow-controlled back to the operator) instead of being dropped
+    /// while the guest does not read its serial port.
+    pub fn input_room(&self) -> usize {
+        INPUT_LIMIT.saturating_sub(self.rx.len())
     }
 
     /// The interrupt line as the PIC sees it: an interrupt is pending
@@ -558,9 +565,12 @@ mod tests {
     fn input_queue_is_bounded() {
         let mut u = Uart16550::new();
         let big = alloc::vec![0u8; INPUT_LIMIT + 10];
+        assert_eq!(u.input_room(), INPUT_LIMIT);
         assert_eq!(u.push_input(&big), INPUT_LIMIT);
+        assert_eq!(u.input_room(), 0);
         assert_eq!(u.push_input(b"x"), 0);
         inb(&mut u, 0);
+        assert_eq!(u.input_room(), 1);
         assert_eq!(u.push_input(b"xy"), 1);
     }
 

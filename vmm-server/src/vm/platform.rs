@@ -310,6 +310,12 @@ impl Platform {
         Some(FirmwarePioRules { buffered: [DEBUGCON_PORT, POST_PORT], constant: [(0x70, 0xFF), (0x92, 0xFF)] })
     }
 
+    /// How many typed bytes the guest's serial console takes now
+    /// ([`Uart16550::input_room`]).
+    pub fn console_input_room(&self) -> usize {
+        self.ports.device::<Uart16550>(self.uart).map_or(0, Uart16550::input_room)
+    }
+
     /// Typed input for the guest's serial console; returns how many bytes
     /// fitted.
     pub fn push_console_input(&mut self, bytes: &[u8], now_ns: u64) -> usize {

@@ -917,10 +917,14 @@ fn timer_loop(sh: &Shared) {
             let _ = sys::wait(sh.timer, timeout);
         }
         // Operator input, polled outside the platform lock: the console
-        // server keeps what was typed until someone reads it.
-        let mut typed = sh.console_server.and_then(|ep| {
+        // server keeps what was typed until someone reads it, and this reads
+        // no more than the guest's UART has room for (a guest that does not
+        // read its serial port holds typed input back at the console, where
+        // the operator's flow control sees it, instead of losing it here).
+        let room = if sh.console_server.is_some() { sh.platform.lock().console_input_room() } else { 0 };
+        let mut typed = sh.console_server.filter(|_| room > 0).and_then(|ep| {
             let client = libipc::interfaces::console::Client::new(KernelTransport::new(Cap::from_slot(ep)));
-            client.read(64).ok().filter(|b| !b.is_empty())
+            client.read(room.min(64) as u32).ok().filter(|b| !b.is_empty())
         });
         let now = sh.now();
         {
