@@ -80,6 +80,17 @@ fn print_message(port: u16, msg: usize) -> Vec<u8> {
     c
 }
 
+/// Guest code that spins for ever: `1: pause; jmp 1b`.
+const SPIN: [u8; 4] = [0xf3, 0x90, 0xeb, 0xfc];
+
+/// Appends guest code that writes S5 with SLP_EN to the ACPI PM1a control
+/// register (port 0x604): the VMM powers the VM off.
+fn power_off(c: &mut Vec<u8>) {
+    c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
+    c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401 (S5 | SLP_EN)
+    c.extend([0x66, 0xef]); // out dx, ax
+}
+
 /// The guest's code at the 64-bit entry: prints `line` (then a newline) on
 /// COM1, then does what `then` says.
 fn code(line: &str, then: Then) -> Vec<u8> {
@@ -95,11 +106,9 @@ fn code(line: &str, then: Then) -> Vec<u8> {
         assert_eq!(c.len(), 40);
     }
     if then != Then::Spin {
-        c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
-        c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401
-        c.extend([0x66, 0xef]); // out dx, ax
+        power_off(&mut c);
     }
-    c.extend([0xf3, 0x90, 0xeb, 0xfc]); // 1: pause; jmp 1b
+    c.extend(SPIN); // 1: pause; jmp 1b
     assert!(c.len() <= MSG);
     c.resize(MSG, 0x90);
     c.extend(line.as_bytes());
@@ -133,10 +142,8 @@ fn mdata_code() -> Vec<u8> {
     c.extend([0x75, 0xe9]); // 46: jne 25
     c.extend([0xe2, 0xe7]); // 48: loop 25
     assert_eq!(c.len(), 50);
-    c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
-    c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401 (S5 | SLP_EN)
-    c.extend([0x66, 0xef]); // out dx, ax
-    c.extend([0xf3, 0x90, 0xeb, 0xfc]); // 1: pause; jmp 1b
+    power_off(&mut c);
+    c.extend(SPIN); // 1: pause; jmp 1b
     assert!(c.len() <= MSG);
     c.resize(MSG, 0x90);
     c.extend(b"GET sdc:hostname\nGET role\nBOGUS\n\0");
@@ -176,10 +183,8 @@ fn echo_code() -> Vec<u8> {
     c.extend([0xf6, 0xc4, 0x01]); // 68: test ah, 1 (PWRBTN_STS)
     c.extend([0x74, 0xcb]); // 71: jz 20
     assert_eq!(c.len(), 73);
-    c.extend([0x66, 0xba, 0x04, 0x06]); // mov dx, 0x604
-    c.extend([0x66, 0xb8, 0x01, 0x34]); // mov ax, 0x3401 (S5 | SLP_EN)
-    c.extend([0x66, 0xef]); // out dx, ax
-    c.extend([0xf3, 0x90, 0xeb, 0xfc]); // 1: pause; jmp 1b
+    power_off(&mut c);
+    c.extend(SPIN); // 1: pause; jmp 1b
     assert!(c.len() <= MSG);
     c.resize(MSG, 0x90);
     c.extend(GUEST_HALT_LINE.as_bytes());
