@@ -885,17 +885,30 @@ pub fn run_grants(kernel: &Path, name: &str, timeout: Duration) -> Result<crate:
     let iso = image::iso_of(kernel, &format!("test-{log}"), "", &system)?;
     let mut c = plan.qemu().command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
-    let last = format!("server \"{}\" ", plan.server);
-    let (timed, ended) = capture_killing(c, &log, timeout, move |l| l.contains(&last) && l.contains("not restarting"))?;
+    // init revokes a dead VMM's grant on its worker thread, so its line
+    // saying it will not restart the VMM can come before the last revoke:
+    // the run ends when both were seen (every revoke is reported by init,
+    // done or failed).
+    let (last, runs) = (format!("server \"{}\" ", plan.server), GRANT_RESTARTS + 1);
+    let (mut stopped, mut revokes) = (false, 0);
+    let (timed, ended) = capture_killing(c, &log, timeout, move |l| {
+        if l.contains(&last) {
+            stopped |= l.contains("not restarting");
+            revokes += usize::from(l.contains(" ended: ") && l.contains("revok"));
+        }
+        stopped && revokes >= runs
+    })?;
     let serial = &timed.run.serial;
     let mut problems = Vec::new();
     if !ended {
-        problems.push(format!("init never said it would not restart the VMM (ending {:?})", timed.run.ending));
+        problems.push(format!(
+            "init never both said it would not restart the VMM and reported {runs} revokes (ending {:?})",
+            timed.run.ending
+        ));
     }
     let events = grant_events(serial.lines());
     let made = events.iter().filter(|(m, _)| *m).count();
     let revoked = events.len() - made;
-    let runs = GRANT_RESTARTS + 1;
     if made != runs || revoked != runs {
         problems.push(format!("{runs} starts of the VMM made {made} grants and revoked {revoked}; expected {runs} of each"));
     }
