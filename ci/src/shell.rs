@@ -224,6 +224,7 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     let zpool = answer("zpool status", 0).unwrap_or_default();
     check(
         zpool.starts_with(" pool: zones\nstate: ONLINE\n")
+            && zpool.contains("\n scan: none requested\n")
             && zpool.lines().any(|l| l.trim_start().starts_with("virtio-blk") && l.contains("ONLINE"))
             && zpool.ends_with("errors: No known data errors\n"),
         format!("`zpool status` printed {zpool:?}"),

@@ -415,6 +415,23 @@ pub struct PoolStatus {
     pub reports_total: u32,
     /// Grants live (VMM capabilities naming volumes).
     pub grants: u32,
+    /// The last scrub, kept in the pool (`zpool status`'s `scan:` line).
+    pub scan: Option<PoolScan>,
+}
+
+/// The last scrub as `pool.status` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolScan {
+    /// Start and end, seconds since 1970 (0: the pool had no clock then).
+    pub start: u64,
+    #[allow(missing_docs)]
+    pub end: u64,
+    /// Bytes verified and bytes rewritten from a good copy.
+    pub bytes: u64,
+    #[allow(missing_docs)]
+    pub repaired: u64,
+    /// Permanent errors found (blocks no copy of which was good).
+    pub errors: u64,
 }
 
 /// A dataset in a `list` page.
@@ -454,6 +471,8 @@ pub struct VolumeInfo {
     pub volblocksize: u32,
     /// The transaction group that made it.
     pub creation_txg: u64,
+    /// When it was made, seconds since 1970 (0: unknown).
+    pub creation: u64,
     /// A clone's snapshot.
     pub origin: Option<String>,
     /// `off` or `lz4`.

@@ -57,6 +57,7 @@ pub mod reply_caps;
 pub mod request_caps;
 #[cfg(target_os = "none")]
 pub mod sys;
+pub mod time;
 mod transport;
 pub mod wire;
 

@@ -128,12 +128,15 @@ pub const META_CACHE_BLOCKS: usize = 24;
 
 /// What storaged sets on the pool it serves: the bounds of its open group
 /// and of its metadata cache (its heap), and the clock its [`alcove_pool::vdev::Meter`]
-/// reads (the TSC).
+/// reads (the TSC), and its wall clock.
 pub fn configure<D: alcove_pool::Disk>(pool: &mut alcove_pool::Pool<D>) {
     pool.set_dirty_limit(Some(DIRTY_LIMIT_BYTES));
     pool.set_dirty_block_limit(Some(DIRTY_LIMIT_BLOCKS));
     pool.set_meta_cache_blocks(META_CACHE_BLOCKS);
     pool.set_clock(Some(alcove_rt::rdtsc));
+    // `creation` and the scan times: the kernel's clock (the RTC at boot).
+    #[cfg(target_os = "none")]
+    pool.set_wall_clock(|| libipc::sys::unix_seconds().unwrap_or(0));
 }
 
 /// The pool's [`alcove_pool::vdev::Meter`] as one log line: where its time

@@ -24,7 +24,7 @@ use libipc::blkring::BlockDevice;
 use libipc::cap::{Cap, Endpoint};
 use libipc::interfaces::{
     DatasetEntry, DatasetPage, DiskReport, Granted, POOL_CHUNK_BYTES, POOL_GRANT_MAX, POOL_PAGE_BYTES,
-    POOL_REPORTS_MAX, POOL_TEXT_MAX, PoolChild, PoolError, PoolStatus, PropChunk, PropPage, ScrubReport,
+    POOL_REPORTS_MAX, POOL_TEXT_MAX, PoolChild, PoolError, PoolScan, PoolStatus, PropChunk, PropPage, ScrubReport,
     StreamOpened, VolumeInfo, pool,
 };
 use libipc::reply_caps;
@@ -215,6 +215,13 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             reports,
             reports_total,
             grants,
+            scan: p.last_scrub().map(|s| PoolScan {
+                start: s.start,
+                end: s.end,
+                bytes: s.bytes,
+                repaired: s.repaired,
+                errors: s.errors_total,
+            }),
         })
     }
 
@@ -259,6 +266,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             volsize: d.volsize,
             volblocksize: d.volblocksize,
             creation_txg: d.creation_txg,
+            creation: d.creation,
             origin: d.origin,
             compression: d.props.get(PROP_COMPRESSION).cloned().unwrap_or_else(|| "off".into()),
             used: usage.used,

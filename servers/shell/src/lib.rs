@@ -376,7 +376,22 @@ impl<S: System> Shell<S> {
                 p.name, human(p.size_bytes), human(used), human(p.free_bytes), p.state
             ));
         }
-        let mut t = format!(" pool: {}\nstate: {}\n  txg: {}\nconfig:\n\n", p.name, p.state, p.txg);
+        let scan = match &p.scan {
+            None => String::from("none requested"),
+            Some(s) => {
+                let secs = s.end.saturating_sub(s.start);
+                let on = if s.end == 0 { String::from("an unknown date") } else { libipc::time::ctime(s.end) };
+                let repaired = if s.repaired < 1024 { format!("{}B", s.repaired) } else { human(s.repaired) };
+                format!(
+                    "scrub repaired {repaired} in {:02}:{:02}:{:02} with {} errors on {on}",
+                    secs / 3600,
+                    secs / 60 % 60,
+                    secs % 60,
+                    s.errors
+                )
+            }
+        };
+        let mut t = format!(" pool: {}\nstate: {}\n  txg: {}\n scan: {scan}\nconfig:\n\n", p.name, p.state, p.txg);
         let row = |t: &mut String, indent: usize, name: &str, state: &str, r: u64, w: u64, c: u64| {
             let name = format!("{}{name}", " ".repeat(indent));
             t.push_str(&format!("\t{name:<28} {state:<9} {r:>5} {w:>5} {c:>5}\n"));
@@ -401,7 +416,11 @@ impl<S: System> Shell<S> {
         for rep in &p.reports {
             t.push_str(&format!("\nleft out: {}: {}", rep.disk, rep.what));
         }
-        t.push_str(if r + w + c == 0 { "\nerrors: No known data errors\n" } else { "\nerrors: see the counts above\n" });
+        match p.scan.as_ref().map_or(0, |s| s.errors) {
+            0 if r + w + c == 0 => t.push_str("\nerrors: No known data errors\n"),
+            0 => t.push_str("\nerrors: see the counts above\n"),
+            n => t.push_str(&format!("\nerrors: {n} data error{} found by the last scrub\n", if n == 1 { "" } else { "s" })),
+        }
         Reply::ok(t)
     }
 

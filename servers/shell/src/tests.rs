@@ -10,6 +10,8 @@ use parse::{ParseError, parse};
 struct Mock {
     calls: Vec<(Vec<String>, String)>,
     down: bool,
+    /// The pool's last scrub, as `pool.status` gives it.
+    scan: Option<libipc::interfaces::PoolScan>,
     /// What the terminal had shown (through `input_to`) by each call.
     screen: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
     shown_at_calls: Vec<Vec<u8>>,
@@ -70,6 +72,7 @@ impl System for Mock {
             children_total: 2,
             size_bytes: 64 << 20,
             free_bytes: 48 << 20,
+            scan: self.scan.clone(),
             ..Default::default()
         })
     }
@@ -336,6 +339,16 @@ fn zpool_and_zfs_show_the_pool() {
     assert_eq!(rows[2], ["mirror-0", "ONLINE", "0", "0", "3"]);
     assert_eq!(rows[4], ["virtio-blk", "00:05.0", "DEGRADED", "0", "0", "3"]);
     assert!(r.text.ends_with("errors: see the counts above\n"));
+    assert_eq!(lines[3], " scan: none requested");
+    // The last scrub, as the pool keeps it.
+    s.system.scan = Some(libipc::interfaces::PoolScan { start: 1_796_395_839, end: 1_796_395_841, bytes: 9 << 20, repaired: 4096, errors: 2 });
+    let r = s.run("zpool status");
+    assert_eq!(r.text.lines().nth(3), Some(" scan: scrub repaired 4K in 00:00:02 with 2 errors on Fri Dec  4 14:50:41 2026"));
+    assert!(r.text.ends_with("errors: 2 data errors found by the last scrub\n"), "{}", r.text);
+    s.system.scan = Some(libipc::interfaces::PoolScan { repaired: 0, errors: 0, ..Default::default() });
+    let r = s.run("zpool status");
+    assert_eq!(r.text.lines().nth(3), Some(" scan: scrub repaired 0B in 00:00:00 with 0 errors on an unknown date"));
+    s.system.scan = None;
     let r = s.run("zpool list");
     assert_eq!(r.text.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["zones", "64M", "16M", "48M", "ONLINE"]);
     let r = s.run("zfs list");

@@ -210,6 +210,9 @@ struct Dataset {
     volblocksize: u32,
     root: BlockPtr,
     creation_txg: u64,
+    /// When it was made, seconds since 1970 (0: unknown, a pool written
+    /// without a clock or before MOS version 2).
+    creation: u64,
     /// For a clone: the snapshot it was made from (0: none).
     origin: u64,
     /// Volumes: the txg of the newest snapshot whose blocks it shares (its
@@ -253,6 +256,8 @@ pub struct DatasetInfo {
     pub volsize: u64,
     pub volblocksize: u32,
     pub creation_txg: u64,
+    /// Seconds since 1970 (`zfs get -p creation`); 0: unknown.
+    pub creation: u64,
     pub origin: Option<String>,
     pub props: BTreeMap<String, String>,
 }
@@ -286,6 +291,30 @@ pub struct VerifyReport {
     /// Scrub only: false when an unreadable indirect block (or the MOS)
     /// hid the blocks below it, so the space map could not be checked
     /// against them (the other blocks were all walked).
+    pub space_checked: bool,
+}
+
+/// How many of a scrub's permanent errors the MOS keeps (`errors_total`
+/// counts them all), as ZFS's error log keeps a bounded list.
+pub const SCAN_ERRORS_KEPT: usize = 32;
+
+/// The last scrub, as the MOS keeps it (`zpool status`'s scan line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanRecord {
+    /// When it started and ended, seconds since 1970 (0: the pool had no
+    /// clock).
+    pub start: u64,
+    pub end: u64,
+    /// The committed txg it walked.
+    pub txg: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Bytes rewritten from a good copy, all disks together.
+    pub repaired: u64,
+    /// Permanent errors found, and the first [`SCAN_ERRORS_KEPT`] of them.
+    pub errors_total: u64,
+    pub errors: Vec<DataError>,
+    /// False when an unreadable indirect block hid blocks from the walk.
     pub space_checked: bool,
 }
 
@@ -396,8 +425,17 @@ pub struct Pool<D: Disk> {
     unlogged: BTreeSet<(u64, u64)>,
     /// Records the import replayed from the log.
     replayed: u64,
-    /// The last scrub since import (`zpool status`'s scan line and errors).
-    last_scrub: Option<VerifyReport>,
+    /// The last scrub (`zpool status`'s scan line and errors), kept in the
+    /// MOS: it survives an export and import.
+    last_scrub: Option<ScanRecord>,
+    /// Seconds since 1970 for `creation` and the scan times (the host tool
+    /// reads the system's clock, storaged the kernel's).
+    wall_clock: fn() -> u64,
+}
+
+/// A clock for a pool that has none: every time reads 0 (unknown).
+fn no_clock() -> u64 {
+    0
 }
 
 /// Recently used indirect blocks, verified, keyed by where they are and
@@ -531,6 +569,7 @@ impl<D: Disk> Pool<D> {
             unlogged: BTreeSet::new(),
             replayed: 0,
             last_scrub: None,
+            wall_clock: no_clock,
         };
         pool.sync()?;
         Ok(pool)
@@ -590,7 +629,7 @@ impl<D: Disk> Pool<D> {
                 }
             };
             match decode_mos(&mos[..ub.mos.lsize as usize], guid, ub.txg, asize) {
-                Ok((datasets, space, next_id)) => {
+                Ok(Mos { datasets, space, next_id, scan }) => {
                     let mut pool = Pool {
                         vdev,
                         name,
@@ -614,7 +653,8 @@ impl<D: Disk> Pool<D> {
                         log_blocks: Vec::new(),
                         unlogged: BTreeSet::new(),
                         replayed: 0,
-                        last_scrub: None,
+                        last_scrub: scan,
+                        wall_clock: no_clock,
                     };
                     pool.replay_log(ub.log);
                     return Ok(pool);
@@ -768,6 +808,7 @@ impl<D: Disk> Pool<D> {
                 volblocksize,
                 root: BlockPtr::HOLE,
                 creation_txg: self.txg + 1,
+                creation: (self.wall_clock)(),
                 origin: 0,
                 prev_snap_txg: 0,
                 deadlist: Vec::new(),
@@ -793,6 +834,7 @@ impl<D: Disk> Pool<D> {
             volsize: d.volsize,
             volblocksize: d.volblocksize,
             creation_txg: d.creation_txg,
+            creation: d.creation,
             origin: self.datasets.get(&d.origin).map(|o| o.name.clone()),
             props: d.props.clone(),
         }
@@ -1737,7 +1779,7 @@ impl<D: Disk> Pool<D> {
     fn encode_mos(&self, txg: u64) -> Vec<u8> {
         let mut w = Writer::default();
         w.u64(MOS_MAGIC);
-        w.u32(VERSION);
+        w.u32(MOS_VERSION);
         w.u64(self.guid);
         w.u64(txg);
         w.u64(self.next_id);
@@ -1773,6 +1815,25 @@ impl<D: Disk> Pool<D> {
             for (k, v) in &d.props {
                 w.str(k);
                 w.str(v);
+            }
+            w.u64(d.creation);
+        }
+        match &self.last_scrub {
+            None => w.u8(0),
+            Some(s) => {
+                w.u8(1);
+                for v in [s.start, s.end, s.txg, s.blocks, s.bytes, s.repaired, s.errors_total] {
+                    w.u64(v);
+                }
+                w.u8(s.space_checked as u8);
+                w.u64(s.errors.len() as u64);
+                for e in &s.errors {
+                    w.str(e.dataset.as_deref().unwrap_or(""));
+                    for v in [e.offset, e.len, e.block] {
+                        w.u64(v);
+                    }
+                    w.u8(e.level);
+                }
             }
         }
         w.buf
@@ -1838,6 +1899,7 @@ impl<D: Disk> Pool<D> {
             volblocksize: h.volblocksize,
             root: h.root,
             creation_txg: t,
+            creation: (self.wall_clock)(),
             origin: 0,
             prev_snap_txg: t,
             deadlist: core::mem::take(&mut h.deadlist),
@@ -1871,6 +1933,7 @@ impl<D: Disk> Pool<D> {
                 volblocksize: s.volblocksize,
                 root: s.root,
                 creation_txg: self.txg + 1,
+                creation: (self.wall_clock)(),
                 origin: sid,
                 prev_snap_txg: s.creation_txg,
                 deadlist: Vec::new(),
@@ -2208,16 +2271,38 @@ impl<D: Disk> Pool<D> {
     pub fn scrub_with_progress(&mut self, progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<VerifyReport, Error> {
         self.check_live()?;
         self.sync()?;
+        let start = (self.wall_clock)();
+        let repaired0: u64 = self.vdev.stats.iter().map(|s| s.repaired_bytes).sum();
         let report = self.verify_with(true, progress)?;
         // The repairs are writes like any other: durable only once flushed.
         self.vdev.flush().map_err(|_| Error::Io("flush after scrub repairs".into()))?;
-        self.last_scrub = Some(report.clone());
+        let repaired = self.vdev.stats.iter().map(|s| s.repaired_bytes).sum::<u64>() - repaired0;
+        self.last_scrub = Some(ScanRecord {
+            start,
+            end: (self.wall_clock)().max(start),
+            txg: report.txg,
+            blocks: report.blocks,
+            bytes: report.bytes,
+            repaired,
+            errors_total: report.errors.len() as u64,
+            errors: report.errors.iter().take(SCAN_ERRORS_KEPT).cloned().collect(),
+            space_checked: report.space_checked,
+        });
+        // The record is the MOS's: a commit keeps it past an export.
+        self.sync()?;
         Ok(report)
     }
 
-    /// What the last scrub since import found (None: none ran).
-    pub fn last_scrub(&self) -> Option<&VerifyReport> {
+    /// The last scrub this pool ran, kept on disk (None: none ran, or the
+    /// pool was written before MOS version 2).
+    pub fn last_scrub(&self) -> Option<&ScanRecord> {
         self.last_scrub.as_ref()
+    }
+
+    /// Sets the clock `creation` and the scan times read (seconds since
+    /// 1970); without one they read 0, shown as unknown.
+    pub fn set_wall_clock(&mut self, clock: fn() -> u64) {
+        self.wall_clock = clock;
     }
 }
 
@@ -2255,7 +2340,13 @@ pub fn read_label<D: Disk>(d: &mut D) -> Option<LabelHeader> {
     None
 }
 
-type Mos = (BTreeMap<u64, Dataset>, SpaceMap, u64);
+/// What a MOS holds besides its header.
+struct Mos {
+    datasets: BTreeMap<u64, Dataset>,
+    space: SpaceMap,
+    next_id: u64,
+    scan: Option<ScanRecord>,
+}
 
 fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
     let bad = |s: &str| Error::Corrupt(format!("MOS of txg {txg}: {s}"));
@@ -2263,7 +2354,9 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
     if r.u64()? != MOS_MAGIC {
         return Err(bad("magic"));
     }
-    if r.u32()? != VERSION {
+    // Version 1 has no creation times and no scan record.
+    let version = r.u32()?;
+    if version != 1 && version != MOS_VERSION {
         return Err(bad("version"));
     }
     if r.u64()? != guid || r.u64()? != txg {
@@ -2302,6 +2395,7 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
         for _ in 0..np {
             props.insert(r.str()?, r.str()?);
         }
+        let creation = if version >= 2 { r.u64()? } else { 0 };
         if id == 0 || id >= next_id || datasets.contains_key(&id) || !names.insert(name.clone()) {
             return Err(bad("dataset id or name repeated"));
         }
@@ -2323,6 +2417,7 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
             volblocksize,
             root,
             creation_txg,
+            creation,
             origin,
             prev_snap_txg,
             deadlist,
@@ -2336,6 +2431,7 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
         }
         datasets.insert(id, d);
     }
+    let scan = if version >= 2 { decode_scan(&mut r, txg).map_err(|e| bad(&e))? } else { None };
     if !r.done() {
         return Err(bad("trailing bytes"));
     }
@@ -2346,7 +2442,39 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
             return Err(bad("dataset head or origin"));
         }
     }
-    Ok((datasets, space, next_id))
+    Ok(Mos { datasets, space, next_id, scan })
+}
+
+/// The scan record at the end of a version 2 MOS (FORMAT.md "MOS").
+fn decode_scan(r: &mut Reader, txg: u64) -> Result<Option<ScanRecord>, String> {
+    let e = |e: FormatError| format!("scan record: {e:?}");
+    match r.u8().map_err(e)? {
+        0 => return Ok(None),
+        1 => {}
+        k => return Err(format!("scan record: kind {k}")),
+    }
+    let mut v = [0u64; 7];
+    for x in &mut v {
+        *x = r.u64().map_err(e)?;
+    }
+    let [start, end, scanned, blocks, bytes, repaired, errors_total] = v;
+    let space_checked = match r.u8().map_err(e)? {
+        0 => false,
+        1 => true,
+        _ => return Err("scan record: space_checked is not 0 or 1".into()),
+    };
+    let n = r.count(29).map_err(e)?;
+    if n > SCAN_ERRORS_KEPT || n as u64 > errors_total || scanned > txg || end < start {
+        return Err("scan record: errors, txg or times out of range".into());
+    }
+    let mut errors = Vec::with_capacity(n);
+    for _ in 0..n {
+        let dataset = r.str().map_err(e)?;
+        let (offset, len, block) = (r.u64().map_err(e)?, r.u64().map_err(e)?, r.u64().map_err(e)?);
+        let level = r.u8().map_err(e)?;
+        errors.push(DataError { dataset: (!dataset.is_empty()).then_some(dataset), offset, len, block, level });
+    }
+    Ok(Some(ScanRecord { start, end, txg: scanned, blocks, bytes, repaired, errors_total, space_checked, errors }))
 }
 
 /// Whether every byte is zero (such a block is written as a hole).

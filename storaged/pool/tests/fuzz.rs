@@ -82,6 +82,9 @@ fn base() -> (Vec<u8>, Models) {
     p.write("f/c", 300 * 1024, &bytes(&mut rng, 4096, false)).unwrap();
     p.sync().unwrap();
     snapshot_model(&mut p, &mut m);
+    // The MOS ends with a scan record (the forged MOSes mutate it too).
+    p.scrub().unwrap();
+    snapshot_model(&mut p, &mut m);
     let img = p.into_disks().remove(0).bytes;
     (img, m)
 }
@@ -207,6 +210,8 @@ fn mos_roots(mos: &[u8]) -> Vec<(String, usize)> {
         for _ in 0..np * 2 {
             r.str().unwrap();
         }
+        // creation (MOS version 2).
+        r.u64().unwrap();
     }
     out
 }

@@ -4,7 +4,8 @@
 //! and the bytes that hold each permanent error.
 
 use alcove_pool::format::{BLOCK, BP_PER_INDIRECT};
-use alcove_pool::{DataError, MemDisk, Pool};
+use alcove_pool::{DataError, MemDisk, Pool, SCAN_ERRORS_KEPT};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const MIB: usize = 1024 * 1024;
 const VBS: u64 = 4096;
@@ -74,7 +75,8 @@ fn single_disk_scrub_walks_every_block_and_names_the_damaged_volumes() {
     let s = pool.child_stats()[0];
     assert_eq!((s.checksum_errors, s.repaired_bytes), (2, 0), "each bad block counted once, nothing repaired");
     assert_eq!(pool.state(), "ONLINE");
-    assert_eq!(pool.last_scrub(), Some(&r));
+    let rec = pool.last_scrub().expect("the scrub is recorded");
+    assert_eq!((rec.errors_total, &rec.errors, rec.blocks, rec.txg), (r.errors.len() as u64, &r.errors, r.blocks, r.txg));
     // The rest reads right; the damaged blocks give errors, never wrong data.
     let mut got = vec![0u8; 4096];
     pool.read("zones/c-disk0", 2 * 4096, &mut got).unwrap();
@@ -167,4 +169,52 @@ fn scrub_tells_its_progress() {
     assert!(calls.iter().all(|&(d, t)| t == allocated && d <= t), "{calls:?} of {allocated}");
     assert_eq!(calls.last().map(|c| c.0), Some(r.bytes));
     assert!(r.bytes >= 40 * MIB as u64);
+}
+
+/// The wall clock the next test's pools read (seconds since 1970).
+static NOW: AtomicU64 = AtomicU64::new(0);
+
+fn now() -> u64 {
+    NOW.load(Ordering::SeqCst)
+}
+
+#[test]
+fn the_last_scrub_and_creation_times_survive_an_export_and_import() {
+    NOW.store(1_796_395_841, Ordering::SeqCst);
+    let mut pool = Pool::create("zones", vec![MemDisk::new(32 * MIB)], 7).unwrap();
+    pool.set_wall_clock(now);
+    pool.create_volume("zones/t-disk0", MIB as u64, VBS as u32).unwrap();
+    let b = pattern(4, MIB);
+    pool.write("zones/t-disk0", 0, &b).unwrap();
+    NOW.store(1_796_395_900, Ordering::SeqCst);
+    pool.snapshot("zones/t-disk0@s").unwrap();
+    assert!(pool.last_scrub().is_none(), "no scrub has run");
+    // A pool without a clock: times unknown (0), never made up.
+    let mut plain = Pool::create("zones", vec![MemDisk::new(16 * MIB)], 8).unwrap();
+    plain.create_volume("zones/u-disk0", MIB as u64, VBS as u32).unwrap();
+    assert_eq!(plain.get("zones/u-disk0").unwrap().creation, 0);
+
+    // 40 damaged blocks: more than the pool keeps by name.
+    let mut disks = pool.into_disks();
+    for blk in 0..40 {
+        let at = find(&disks[0], &b[blk * 4096..blk * 4096 + 64]);
+        flip(&mut disks[0], at + 9);
+    }
+    let mut pool = Pool::import(disks).unwrap();
+    pool.set_wall_clock(now);
+    NOW.store(1_796_396_000, Ordering::SeqCst);
+    let r = pool.scrub().unwrap();
+    // Each block is held by the volume and its snapshot.
+    assert_eq!(r.errors.len(), 80);
+
+    NOW.store(1_796_400_000, Ordering::SeqCst);
+    let pool = Pool::import(pool.into_disks()).unwrap();
+    let rec = pool.last_scrub().expect("the scrub's record is on disk");
+    assert_eq!((rec.start, rec.end), (1_796_396_000, 1_796_396_000));
+    assert_eq!((rec.errors_total, rec.errors.len()), (80, SCAN_ERRORS_KEPT));
+    assert_eq!(rec.errors[..], r.errors[..SCAN_ERRORS_KEPT]);
+    assert_eq!((rec.blocks, rec.bytes, rec.txg, rec.repaired), (r.blocks, r.bytes, r.txg, 0));
+    assert!(rec.space_checked);
+    assert_eq!(pool.get("zones/t-disk0").unwrap().creation, 1_796_395_841);
+    assert_eq!(pool.get("zones/t-disk0@s").unwrap().creation, 1_796_395_900);
 }

@@ -53,7 +53,7 @@ fn mirror_import_snapshot_clone_export_scrub() {
     let cols: Vec<&str> = bline.split_whitespace().collect();
     assert_eq!(cols, ["b.img", "ONLINE", "0", "0", "1", "8K"], "one checksum error on b.img, 8K repaired:\n{status}");
     assert!(status.contains("state: ONLINE"), "{status}");
-    assert!(status.contains("scan: scrub repaired 8K in txg "), "{status}");
+    assert!(status.contains("scan: scrub repaired 8K in 00:") && status.contains(" with 0 errors on "), "{status}");
     assert!(status.contains("errors: No known data errors"), "{status}");
     let again = ok(&dir, &["a.img", "b.img", "scrub"]);
     let bline = again.lines().find(|l| l.contains("b.img")).unwrap_or_default().to_string();
@@ -92,7 +92,14 @@ fn single_disk_scrub_names_the_damaged_volume() {
     ok(&dir, &["p.img", "import-raw", "other.raw", "zones/other-disk0"]);
     ok(&dir, &["p.img", "snapshot", "zones/vm-disk0@base"]);
     let status = ok(&dir, &["p.img", "status"]);
-    assert!(status.contains("scan: none since import") && status.contains("errors: not known (no scrub since import)"), "{status}");
+    assert!(status.contains("scan: none requested") && status.contains("errors: not known (no scrub has run)"), "{status}");
+    // `creation`: this year, from the host's clock.
+    let get = ok(&dir, &["p.img", "get", "zones/vm-disk0@base"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let creation = get.lines().find_map(|l| l.strip_prefix("creation\t")).unwrap_or_default();
+    let day = |t: &str| t.get(..10).unwrap_or_default().to_string();
+    let (today, yesterday) = (libipc::time::ctime(now), libipc::time::ctime(now - 86_400));
+    assert!(creation.len() == 24 && [day(&today), day(&yesterday)].contains(&day(creation)), "{get}");
     let clean = ok(&dir, &["p.img", "scrub", "-v"]);
     assert!(clean.contains("errors: No known data errors"), "{clean}");
     let mut img = std::fs::read(dir.join("p.img")).unwrap();
@@ -117,6 +124,10 @@ fn single_disk_scrub_names_the_damaged_volume() {
     assert_eq!(who, ["zones/vm-disk0", "zones/vm-disk0@base"], "the volume and its snapshot, not the other volume:\n{verbose}");
     let (_, short) = tool(&dir, &["p.img", "scrub"]);
     assert!(short.contains("errors: 2 data errors, use '-v' for a list"), "{short}");
+    // The scrub's record is the pool's: a new process's status shows it.
+    let later = ok(&dir, &["p.img", "status"]);
+    assert!(later.contains("scan: scrub repaired 0B in 00:") && later.contains(" with 2 errors on "), "{later}");
+    assert!(later.contains("errors: 2 data errors, use '-v' for a list"), "{later}");
     let (refused, text) = tool(&dir, &["p.img", "scrub", "-x"]);
     assert!(!refused && text.contains("only -v"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -71,7 +71,9 @@ fn import(files: &mut [PathBuf]) -> Result<Pool<FileDisk>, String> {
     order.sort();
     let sorted: Vec<PathBuf> = order.iter().map(|&(_, i)| files[i].clone()).collect();
     files.clone_from_slice(&sorted);
-    Pool::import(open(files)?).map_err(|e| e.to_string())
+    let mut pool = Pool::import(open(files)?).map_err(|e| e.to_string())?;
+    pool.set_wall_clock(now);
+    Ok(pool)
 }
 
 /// `-v` or nothing (status, scrub).
@@ -180,6 +182,7 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("type\t{}", if d.snapshot { "snapshot" } else { "volume" });
             println!("volsize\t{}", d.volsize);
             println!("volblocksize\t{}", d.volblocksize);
+            println!("creation\t{}", if d.creation == 0 { "-".to_string() } else { libipc::time::ctime(d.creation) });
             println!("creation_txg\t{}", d.creation_txg);
             println!("origin\t{}", d.origin.unwrap_or_else(|| "-".into()));
             // The function of the volume's new blocks (each block pointer
@@ -328,17 +331,18 @@ fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf], verbose: bool) {
     println!("  pool: {}", pool.name());
     println!(" state: {}", pool.state());
     let stats = pool.child_stats();
-    let repaired: u64 = stats.iter().map(|s| s.repaired_bytes).sum();
     match pool.last_scrub() {
-        None => println!("  scan: none since import"),
+        None => println!("  scan: none requested"),
         Some(r) => println!(
-            "  scan: scrub repaired {} in txg {}: {} blocks, {} verified, {} error{}",
-            size(repaired),
+            "  scan: scrub repaired {} in {} with {} error{} on {} (txg {}: {} blocks, {} verified)",
+            size(r.repaired),
+            duration(r.end - r.start),
+            r.errors_total,
+            if r.errors_total == 1 { "" } else { "s" },
+            when(r.end),
             r.txg,
             r.blocks,
             size(r.bytes),
-            r.errors.len(),
-            if r.errors.len() == 1 { "" } else { "s" }
         ),
     }
     println!("   txg: {}", pool.txg());
@@ -371,10 +375,10 @@ fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf], verbose: bool) {
     }
     println!();
     match pool.last_scrub() {
-        None => println!("errors: not known (no scrub since import)"),
-        Some(r) if r.errors.is_empty() => println!("errors: No known data errors"),
+        None => println!("errors: not known (no scrub has run)"),
+        Some(r) if r.errors_total == 0 => println!("errors: No known data errors"),
         Some(r) if !verbose => {
-            println!("errors: {} data error{}, use '-v' for a list", r.errors.len(), if r.errors.len() == 1 { "" } else { "s" })
+            println!("errors: {} data error{}, use '-v' for a list", r.errors_total, if r.errors_total == 1 { "" } else { "s" })
         }
         Some(r) => {
             println!("errors: Permanent errors have been detected in the following datasets:");
@@ -382,11 +386,30 @@ fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf], verbose: bool) {
             for e in &r.errors {
                 println!("\t{e}");
             }
+            if r.errors_total > r.errors.len() as u64 {
+                println!("\t... and {} more (the pool keeps the first {})", r.errors_total - r.errors.len() as u64, r.errors.len());
+            }
         }
     }
     if pool.last_scrub().is_some_and(|r| !r.space_checked) {
         println!("note: an unreadable indirect block hid the blocks below it: the space map was not checked against them");
     }
+}
+
+/// A time as `zpool status` prints it (`Fri Dec  4 14:50:41 2026`, UTC).
+fn when(secs: u64) -> String {
+    if secs == 0 { "an unknown date".into() } else { libipc::time::ctime(secs) }
+}
+
+/// A scrub's length as `zpool status` gives it: `00:00:01`, `1 days 02:03:04`.
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 { format!("{d} days {h:02}:{m:02}:{s:02}") } else { format!("{h:02}:{m:02}:{s:02}") }
+}
+
+/// Seconds since 1970, from the host's clock.
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Bytes as `zpool status` gives them: 0B, 8K, 1.5M.

@@ -239,6 +239,7 @@ impl alcove_images::PoolOps for IpcPool {
                     volsize: d.volsize,
                     volblocksize: 0,
                     creation_txg: 0,
+                    creation: 0,
                     origin: None,
                     props: BTreeMap::new(),
                 };
@@ -247,6 +248,7 @@ impl alcove_images::PoolOps for IpcPool {
                         info.guid = v.guid;
                         info.volblocksize = v.volblocksize;
                         info.creation_txg = v.creation_txg;
+                        info.creation = v.creation;
                         info.origin = v.origin;
                     }
                     // An image's volume (`POOL/UUID`, or one being
