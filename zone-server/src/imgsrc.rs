@@ -447,18 +447,31 @@ fn import_from<M: Machine>(m: &mut M, uuid: &str, list: &[String], quiet: bool, 
     let mut buf = alloc::vec![0u8; FILE_READ_BYTES];
     let mut last = None;
     loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                inst.cancel();
-                return Err(e);
+        // Whole buffers: the store writes the pool in large pieces.
+        let mut n = 0;
+        let ended = loop {
+            match body.read(&mut buf[n..]) {
+                Ok(0) => break true,
+                Ok(got) => n += got,
+                Err(e) => {
+                    inst.cancel();
+                    return Err(e);
+                }
+            }
+            if n == buf.len() {
+                break false;
             }
         };
+        if n == 0 {
+            break;
+        }
         // `write` takes back what it made when it fails.
         inst.write(&buf[..n])?;
         if let Some(line) = meter.advance(n as u64) {
             last = Some(line);
+        }
+        if ended {
+            break;
         }
     }
     drop(body);
