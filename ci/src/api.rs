@@ -11,7 +11,15 @@
 //! (201, the VM booting the zone case's spinning test kernel), `GET /vms`
 //! (the VM `running`), the host `vmadm list` against the same address
 //! (vmadm's table with the VM), `DELETE /vms/:uuid`, and `GET /vms`
-//! again (`[]`). Then the machine is ended (apid cannot power it off).
+//! again (`[]`). Then images, with the host `imgadm` against an IMGAPI
+//! source the harness serves on this host ([`crate::imgsource`], reached
+//! from the machine as 10.0.2.2:P through netd's sockets): `imgadm
+//! sources -a`, `sources`, `avail` (its three images), `import` of the
+//! good one, `import` of one with a wrong SHA-1 and of one whose file is
+//! cut short (both refused, naming why), `list` (only the good one),
+//! `POST /vms` of a VM whose disk is a clone of the imported image
+//! (running), its delete, and `sources -d`. Then the machine is ended
+//! (apid cannot power it off).
 //! In the system tier (three passes in a row beside two CPU hogs).
 
 use crate::Result;
@@ -68,22 +76,79 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&
     Ok(Answer { status, body })
 }
 
-/// The host `vmadm` (alcove-api's CLI), built for this host.
-fn host_vmadm() -> Result<std::path::PathBuf> {
+/// The host `vmadm` and `imgadm` (alcove-api's CLIs), built for this host.
+fn host_tools() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .current_dir(crate::root())
-        .args(["build", "-q", "-p", "alcove-api", "--bin", "vmadm"])
+        .args(["build", "-q", "-p", "alcove-api", "--bin", "vmadm", "--bin", "imgadm"])
         .status()?;
     if !st.success() {
-        return Err("building the host vmadm (cargo build -p alcove-api --bin vmadm) failed".into());
+        return Err("building the host vmadm and imgadm (cargo build -p alcove-api --bin vmadm --bin imgadm) failed".into());
     }
-    Ok(crate::root().join("target/debug/vmadm"))
+    Ok((crate::root().join("target/debug/vmadm"), crate::root().join("target/debug/imgadm")))
+}
+
+/// A VM whose boot disk is a clone of the imported image.
+const IMAGE_VM: &str = "a91c0de0-0000-4000-8000-0000000000b3";
+
+/// Runs the host CLI `tool ARGS` against the machine: (success, stdout, stderr).
+fn cli(tool: &Path, port: u16, args: &[&str]) -> std::result::Result<(bool, String, String), String> {
+    let out = Command::new(tool)
+        .args(args)
+        .env("ALCOVE_URL", format!("http://127.0.0.1:{port}"))
+        .env("ALCOVE_TOKEN", TOKEN)
+        .env_remove("ALCOVE_TOKEN_FILE")
+        .output()
+        .map_err(|e| format!("running {}: {e}", tool.display()))?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+}
+
+/// The image steps: sources, avail, import (good, wrong SHA-1, cut short),
+/// list, a VM cloned from the image.
+fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
+    use crate::imgsource::{BAD_SHA1, GOOD, SHORT};
+    let url = format!("http://10.0.2.2:{source_port}");
+    let (ok, out, err) = cli(imgadm, port, &["sources", "-a", &url])?;
+    o.check(ok && out.contains(&url), || format!("imgadm sources -a {url}: {out:?} {err:?}"));
+    let (ok, out, err) = cli(imgadm, port, &["sources"])?;
+    o.check(ok && out.contains(&url), || format!("imgadm sources: {out:?} {err:?}"));
+    let (ok, out, err) = cli(imgadm, port, &["avail"])?;
+    o.check(ok && [GOOD, BAD_SHA1, SHORT].iter().all(|u| out.contains(u)), || format!("imgadm avail: {out:?} {err:?}"));
+    let (ok, out, err) = cli(imgadm, port, &["import", GOOD])?;
+    o.check(ok && out.contains(GOOD) && out.contains("imported-disk"), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
+    let (ok, out, err) = cli(imgadm, port, &["import", BAD_SHA1])?;
+    o.check(!ok && err.contains("SHA-1") && err.contains("DownloadError"), || {
+        format!("imgadm import of a file with the wrong SHA-1 was not refused by name: {ok} {out:?} {err:?}")
+    });
+    let (ok, out, err) = cli(imgadm, port, &["import", SHORT])?;
+    o.check(!ok && err.contains("ended in the middle"), || {
+        format!("imgadm import of a file cut short was not refused by name: {ok} {out:?} {err:?}")
+    });
+    let (ok, out, err) = cli(imgadm, port, &["list"])?;
+    o.check(ok && out.contains(GOOD) && !out.contains(BAD_SHA1) && !out.contains(SHORT), || {
+        format!("imgadm list after the imports: {out:?} {err:?} (only {GOOD} is to be there)")
+    });
+    let payload = format!(
+        r#"{{"uuid": "{IMAGE_VM}", "brand": "bhyve", "alias": "api-img", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{{"boot": true, "image_uuid": "{GOOD}"}}]}}"#
+    );
+    let a = http(port, "POST", "/vms", Some(TOKEN), Some(&payload)).map_err(|e| format!("POST /vms (from the image): {e}"))?;
+    o.check(a.status == 201, || format!("POST /vms with a disk from the imported image: {a:?}, not 201"));
+    let a = http(port, "GET", &format!("/vms/{IMAGE_VM}"), Some(TOKEN), None).map_err(|e| format!("GET /vms/{IMAGE_VM}: {e}"))?;
+    let vm: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+    o.check(vm["state"] == "running" && vm["disks"][0]["image_uuid"] == GOOD, || format!("the VM from the image: {a:?}"));
+    let a = http(port, "DELETE", &format!("/vms/{IMAGE_VM}"), Some(TOKEN), None).map_err(|e| format!("DELETE: {e}"))?;
+    o.check((200..300).contains(&a.status), || format!("DELETE /vms/{IMAGE_VM}: {a:?}, not 2xx"));
+    let (ok, out, err) = cli(imgadm, port, &["sources", "-d", &url])?;
+    o.check(ok && !out.contains(&url), || format!("imgadm sources -d {url}: {out:?} {err:?}"));
+    Ok(())
 }
 
 /// Runs the case.
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
-    let vmadm = host_vmadm()?;
+    let (vmadm, imgadm) = host_tools()?;
+    let source = crate::imgsource::start()?;
     let mut system = BootSystem::named("api")?;
     system.host_files.extend(crate::zone::guests()?);
     let dir = crate::out_dir().join("api");
@@ -114,7 +179,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let start = Instant::now();
     let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
-    let steps = steps(port, &vmadm, start, timeout, &mut o);
+    let steps = steps(port, &vmadm, start, timeout, &mut o).and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
     let _ = child.kill();
     let _ = child.wait();
     o.elapsed = start.elapsed();

@@ -9,6 +9,7 @@ mod fwboot;
 mod guest_images;
 mod harness;
 mod image;
+mod imgsource;
 mod linux;
 mod linux_hostfwd;
 mod linux_net;

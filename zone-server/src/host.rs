@@ -52,6 +52,11 @@ pub trait Machine {
     /// An image file being read (`imgadm install -f`).
     type File: FileReader;
     fn images(&mut self) -> &mut Self::Images;
+    /// TCP connections to image sources (netd's sockets).
+    type Net: crate::imgsrc::Net;
+    /// The connections and the image store at once (`imgadm import`
+    /// streams one into the other).
+    fn net_and_images(&mut self) -> (&mut Self::Net, &mut Self::Images);
     /// Opens the image file held in pool volume `volume` (its first
     /// `bytes` bytes): a client put it there. Closed when dropped.
     fn open_file(&mut self, volume: &str, bytes: u64) -> Result<Self::File, String>;
@@ -391,8 +396,12 @@ impl<M: Machine> ZoneHost<M> {
     /// whose `-f` names the pool volume holding the image file.
     pub fn imgadm(&mut self, args: &[&str], stdin: &str) -> alcove_images::cli::Output {
         use alcove_images::cli;
-        if args.first() != Some(&"install") {
-            return cli::run(self.machine.images(), args);
+        match args.first() {
+            Some(&"install") => {}
+            Some(&"sources") => return cli::output(crate::imgsrc::sources_cmd(&mut self.machine, &args[1..])),
+            Some(&"avail") => return crate::imgsrc::avail(&mut self.machine, &args[1..]),
+            Some(&"import") => return crate::imgsrc::import(&mut self.machine, &args[1..]),
+            _ => return cli::run(self.machine.images(), args),
         }
         let r = cli::parse_install(args, stdin).and_then(|req| {
             libipc::provision::check_name(&req.file, false)

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod host;
+pub mod imgsrc;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -399,3 +400,5 @@ impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod imgsrc_tests;

@@ -16,13 +16,13 @@ use crate::{Machine, ZoneServer};
 /// Volumes (name → bytes, user properties), VMM instances (id → running,
 /// volumes, json, budget) and grants, as storaged and init would keep them.
 #[derive(Default)]
-struct Fake {
+pub(crate) struct Fake {
     /// The image store's pool (a real one, in memory): images, and the
     /// instance disks cloned from them.
     pool: Option<alcove_pool::Pool<alcove_pool::MemDisk>>,
     /// Volumes that hold an image file a client put there.
     files: BTreeMap<String, Vec<u8>>,
-    volumes: BTreeMap<String, (u64, BTreeMap<String, String>)>,
+    pub(crate) volumes: BTreeMap<String, (u64, BTreeMap<String, String>)>,
     vmms: BTreeMap<u32, (bool, Vec<String>, String, u32)>,
     grants: Vec<u64>,
     next: u32,
@@ -38,10 +38,12 @@ struct Fake {
     vnic_grants: BTreeMap<u64, Vec<String>>,
     /// VNIC grants made, in all.
     vnic_grants_made: u64,
+    /// The image sources it reaches (crate::imgsrc_tests).
+    pub(crate) net: crate::imgsrc_tests::FakeNet,
 }
 
 /// An image file's bytes, read from the front.
-struct FileBytes(Vec<u8>, usize);
+pub(crate) struct FileBytes(Vec<u8>, usize);
 
 impl alcove_images::store::FileReader for FileBytes {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, alcove_images::Error> {
@@ -59,6 +61,11 @@ impl Machine for Fake {
         self.pool.get_or_insert_with(|| {
             alcove_pool::Pool::create("zones", vec![alcove_pool::MemDisk::new(48 << 20)], 0x1234).expect("pool")
         })
+    }
+    type Net = crate::imgsrc_tests::FakeNet;
+    fn net_and_images(&mut self) -> (&mut Self::Net, &mut Self::Images) {
+        self.images();
+        (&mut self.net, self.pool.as_mut().expect("the pool was made"))
     }
     fn open_file(&mut self, volume: &str, bytes: u64) -> Result<FileBytes, String> {
         let data = self.files.get(volume).ok_or_else(|| alloc::format!("pool: {volume}: not found"))?;
@@ -185,11 +192,11 @@ impl Machine for Fake {
 
 const BADGE: u64 = 5;
 
-fn server() -> ZoneServer<Fake> {
+pub(crate) fn server() -> ZoneServer<Fake> {
     ZoneServer::new(Fake::default(), vec![BADGE])
 }
 
-fn run(s: &mut ZoneServer<Fake>, args: &[&str], stdin: &str) -> VmadmOutput {
+pub(crate) fn run(s: &mut ZoneServer<Fake>, args: &[&str], stdin: &str) -> VmadmOutput {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     s.vmadm(&args, stdin.into())
 }
@@ -203,7 +210,7 @@ const PAYLOAD: &str = r#"{
   "disks": [{"size": 16}, {"size": 8}]
 }"#;
 
-fn created_uuid(out: &VmadmOutput) -> String {
+pub(crate) fn created_uuid(out: &VmadmOutput) -> String {
     assert_eq!(out.code, 0, "{out:?}");
     // vmadm: "Successfully created VM <uuid>" on stderr.
     out.stderr.trim().rsplit(' ').next().unwrap().to_string()
@@ -538,10 +545,10 @@ fn a_damaged_record_is_skipped() {
     assert_eq!(run(&mut s, &["list", "-p", "-o", "uuid"], "").stdout, alloc::format!("{good}\n"));
 }
 
-const IMAGE: &str = "0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d";
+pub(crate) const IMAGE: &str = "0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d";
 
 /// A raw disk image of `len` bytes (data, then zeros) and its manifest.
-fn image_file(len: usize) -> (Vec<u8>, String) {
+pub(crate) fn image_file(len: usize) -> (Vec<u8>, String) {
     use sha1::{Digest, Sha1};
     let mut file = vec![0u8; len];
     for (i, b) in file.iter_mut().enumerate().take(len / 2) {
@@ -557,12 +564,12 @@ fn image_file(len: usize) -> (Vec<u8>, String) {
     (file, manifest.to_string())
 }
 
-fn imgadm(s: &mut ZoneServer<Fake>, args: &[&str], stdin: &str) -> VmadmOutput {
+pub(crate) fn imgadm(s: &mut ZoneServer<Fake>, args: &[&str], stdin: &str) -> VmadmOutput {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     s.imgadm(&args, stdin.into())
 }
 
-const FROM_IMAGE: &str = r#"{"brand": "bhyve", "ram": 64, "kernel": "/k",
+pub(crate) const FROM_IMAGE: &str = r#"{"brand": "bhyve", "ram": 64, "kernel": "/k",
     "disks": [{"boot": true, "image_uuid": "0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d"}]}"#;
 
 /// `imgadm install` takes the file from a pool volume, checks it and keeps

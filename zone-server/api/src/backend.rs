@@ -20,6 +20,7 @@
 //! | `POST /images/:uuid?action=import-remote[&source=URL]` | [`Backend::import_remote_image`] |
 //! | `DELETE /images/:uuid` | [`Backend::delete_image`] (204 when it returns `null`) |
 //! | `GET /sources` | [`Backend::image_sources`] |
+//! | `POST /sources?url=URL`, `DELETE /sources?url=URL` | [`Backend::change_source`] (`imgadm sources -a\|-d URL`) |
 //! | `GET /sources/images?field=value...` | [`Backend::available_images`] (`imgadm avail`) |
 //!
 //! Paths and query parameters are checked here (a UUID where one belongs,
@@ -83,6 +84,12 @@ pub trait Backend {
     fn image_sources(&mut self) -> Result<Value, ApiError>;
     /// `GET /sources/images`: the images the sources offer.
     fn available_images(&mut self, filters: &[(String, String)]) -> Result<Value, ApiError>;
+    /// `POST /sources?url=URL` (`add`) or `DELETE /sources?url=URL`: the
+    /// sources afterwards.
+    fn change_source(&mut self, add: bool, url: &str) -> Result<Value, ApiError> {
+        let _ = (add, url);
+        Err(ApiError::not_implemented("changing the image sources is not offered by this backend"))
+    }
 }
 
 /// A resource of the API.
@@ -128,9 +135,9 @@ impl Route {
     /// The methods it takes (what a 405's `Allow` lists).
     pub(crate) fn allowed(self) -> &'static [&'static str] {
         match self {
-            Route::Ping | Route::Sources | Route::SourceImages => &["GET"],
+            Route::Ping | Route::SourceImages => &["GET"],
             Route::Vms | Route::Images => &["GET", "POST"],
-            Route::Vm(_) | Route::Image(_) => &["GET", "POST", "DELETE"],
+            Route::Vm(_) | Route::Image(_) | Route::Sources => &["GET", "POST", "DELETE"],
         }
     }
 
@@ -329,9 +336,17 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
             }
             None => Err(ApiError::invalid_argument("POST /images/:uuid needs action=import|import-remote")),
         },
-        (Route::Sources, _) => {
+        (Route::Sources, "GET") => {
             only(query, &[], "GET /sources")?;
+            no_body(body, "GET /sources")?;
             backend.image_sources().map(ok)
+        }
+        (Route::Sources, m) => {
+            let what = format!("{m} /sources");
+            only(query, &["url"], &what)?;
+            no_body(body, &what)?;
+            let url = query.get("url").ok_or_else(|| ApiError::invalid_argument(format!("{what} needs url=SOURCE_URL")))?;
+            backend.change_source(m == "POST", url).map(ok)
         }
         (Route::SourceImages, _) => backend.available_images(query.pairs()).map(ok),
     }

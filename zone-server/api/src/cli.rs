@@ -85,7 +85,7 @@ pub const IMGADM_USAGE: &str = "usage: imgadm list [field=value ...]
        imgadm get UUID
        imgadm import UUID [-S SOURCE_URL]
        imgadm delete UUID
-       imgadm sources
+       imgadm sources [-a URL | -d URL]
        imgadm avail [field=value ...]
 (talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
 
@@ -258,7 +258,12 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
         "list" => call("GET", format!("/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
         "avail" => call("GET", format!("/sources/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
         "sources" if rest.is_empty() => call("GET", "/sources".to_string()),
-        "sources" => Err(usage(T, "sources: changing the sources is not over the HTTP API yet", h)),
+        "sources" => match rest {
+            [flag, url] if flag == "-a" || flag == "-d" => {
+                call(if flag == "-a" { "POST" } else { "DELETE" }, format!("/sources?url={}", encode(url)))
+            }
+            more => Err(usage(T, format!("sources: unexpected {:?}", more.join(" ")), h)),
+        },
         "show" | "get" | "delete" => {
             let u = uuid_arg(T, verb, rest.first(), h)?;
             if rest.len() > 1 {

@@ -95,7 +95,11 @@ fn imgadm_verbs_make_their_requests() {
     );
     assert_eq!(i("import").unwrap_err().0, EXIT_USAGE);
     assert_eq!(i("import debian").unwrap_err().0, EXIT_ERROR);
-    assert_eq!(i("sources -a http://x").unwrap_err().0, EXIT_USAGE);
+    assert_eq!(target(i("sources -a http://10.0.2.2:8081")), ("POST", "/sources?url=http%3A%2F%2F10.0.2.2%3A8081".into()));
+    assert_eq!(target(i("sources -d http://10.0.2.2:8081")), ("DELETE", "/sources?url=http%3A%2F%2F10.0.2.2%3A8081".into()));
+    assert_eq!(i("sources -a").unwrap_err().0, EXIT_USAGE);
+    assert_eq!(i("sources -x http://x").unwrap_err().0, EXIT_USAGE);
+    assert_eq!(i("sources -a http://x http://y").unwrap_err().0, EXIT_USAGE);
     let (code, msg) = i("install -m m.json -f f.zfs").unwrap_err();
     assert_eq!(code, EXIT_ERROR);
     assert!(msg.contains("not over the HTTP API yet"), "{msg}");

@@ -326,6 +326,27 @@ fn image_routes() {
     assert_eq!(r.body[0]["type"], "imgapi");
     let r = one(&mut s, &req("GET", "/sources/images?os=linux", None));
     assert_eq!((r.status(), &r.body), (200, &json!([])));
+    let r = one(&mut s, &req("POST", "/sources?url=http%3A%2F%2F10.0.2.2%3A8082", None));
+    assert_eq!((r.status(), &r.body[0]["url"]), (200, &json!("http://10.0.2.2:8082")));
+    let r = one(&mut s, &req("DELETE", "/sources?url=http%3A%2F%2F10.0.2.2%3A8082", None));
+    assert_eq!(r.status(), 200);
+    assert!(s.backend().calls.contains(&"change_source true http://10.0.2.2:8082".to_string()));
+    assert!(s.backend().calls.contains(&"change_source false http://10.0.2.2:8082".to_string()));
+    // Changing the sources needs url= and nothing else.
+    let before = s.backend().calls.len();
+    for (m, target, body) in [
+        ("POST", "/sources", None),
+        ("POST", "/sources?url=http%3A%2F%2Fx&action=add", None),
+        ("DELETE", "/sources?uri=http%3A%2F%2Fx", None),
+        ("POST", "/sources?url=http%3A%2F%2Fx", Some("[1]")),
+        ("GET", "/sources?url=http%3A%2F%2Fx", None),
+    ] {
+        let r = one(&mut s, &req(m, target, body));
+        assert_eq!(r.status(), 400, "{m} {target}: {:?}", r.body);
+    }
+    assert_eq!(s.backend().calls.len(), before);
+    let r = one(&mut s, &req("PUT", "/sources?url=http%3A%2F%2Fx", None));
+    assert_eq!(r.status(), 405);
     let r = one(&mut s, &req("POST", "/images?action=import", Some(r#"{"name":"no uuid"}"#)));
     assert_eq!((r.status(), &r.body["errors"][0]["field"]), (422, &json!("uuid")));
 }

@@ -12,6 +12,7 @@
 //! | `GET /images`, `GET /images/:uuid`, `DELETE /images/:uuid` | `imgadm list -j k=v ...`, `imgadm get UUID`, `imgadm delete UUID` |
 //! | `POST /images/:uuid?action=import-remote` | `imgadm import UUID [-S URL]` |
 //! | `GET /sources`, `GET /sources/images` | `imgadm sources -j`, `imgadm avail -j` |
+//! | `POST /sources?url=URL`, `DELETE /sources?url=URL` | `imgadm sources -a\|-d URL`, then `imgadm sources -j` |
 //!
 //! A failed command becomes an [`ApiError`] from its exit code and stderr:
 //! 2 (usage) is 400; "not found" 404; a validation failure's JSON
@@ -226,5 +227,10 @@ impl<V: Vmadm> Backend for VmadmBackend<V> {
         let mut args = words(&["imgadm", "avail", "-j"]);
         args.extend(filter_words(filters));
         self.json(args, String::new())
+    }
+
+    fn change_source(&mut self, add: bool, url: &str) -> Result<Value, ApiError> {
+        self.call(words(&["imgadm", "sources", if add { "-a" } else { "-d" }, url]), String::new())?;
+        self.image_sources()
     }
 }

@@ -2,8 +2,9 @@
 //! call: `list`, `show`, `get`, `delete`, `help`, with imgadm's output,
 //! errors (`imgadm: error (CODE): message` on stderr) and exit statuses
 //! (0, 1, 3 for an image that is not installed). The verbs that move a file
-//! (`import`, `install`, `avail`) need a transport and are driven by the
-//! caller with [`crate::imgapi`] and [`crate::store::install_from`].
+//! or reach a source (`import`, `install`, `avail`, `sources`) need a
+//! transport and are driven by the caller (zone-server's `imgsrc`) with
+//! [`crate::imgapi`] and [`crate::store::Install`].
 
 use alloc::format;
 use alloc::string::String;
@@ -30,8 +31,17 @@ Usage: imgadm COMMAND [ARGS]
   imgadm install -m MANIFEST -f FILE
                             installs the image FILE holds (IMGAPI v2 manifest,
                             type zvol; size and files[0].sha1 checked)
+  imgadm sources [-j]       the image sources (IMGAPI over http://IPV4[:PORT])
+  imgadm sources -a URL     adds a source (kept on the pool)
+  imgadm sources -d URL     deletes a source
+  imgadm avail [-H] [-j] [-o FIELD,...] [-s FIELD,...] [FIELD=VALUE ...]
+                            the images the sources offer
+  imgadm import [-q] UUID [-S URL]
+                            downloads the image from the first source that
+                            has it (or URL): size and files[0].sha1 checked,
+                            gzip decompressed; nothing installed on failure
 
-import and avail come with the control plane's HTTP transport.
+Sources are http:// with an IPv4 host: no TLS or DNS on Alcove yet.
 ";
 
 fn fail(e: &Error) -> Output {
@@ -61,7 +71,7 @@ pub fn run<P: PoolOps>(pool: &mut P, args: &[&str]) -> Output {
         }),
         "install" => Err(Error::Invalid(String::from("imgadm install: the caller reads MANIFEST and opens FILE (see cli::install)"))),
         "import" | "avail" | "sources" => {
-            Err(Error::Invalid(format!("imgadm {verb}: needs the control plane's image transport (not wired yet)")))
+            Err(Error::Invalid(format!("imgadm {verb}: needs a network transport to the image sources; zone-server serves it")))
         }
         other => Err(Error::Invalid(format!("unknown command: \"{other}\""))),
     };

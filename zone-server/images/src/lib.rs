@@ -14,9 +14,10 @@
 //! Wiring: zone-server implements [`PoolOps`] over storaged's pool
 //! interface (image volumes written through a block ring, not IPC
 //! copies) and serves [`cli::run`] and [`cli::install`] (the file read
-//! from a pool volume through a ring) on its `vmadm` interface. Not yet:
-//! `import` with an HTTP client ([`imgapi::Source`]'s URLs, the body of
-//! `/images/:uuid/file` into [`store::install_from`]).
+//! from a pool volume through a ring) on its `vmadm` interface, and
+//! `sources`, `avail` and `import` (zone-server's `imgsrc`: alcove-api's
+//! HTTP client over netd's sockets, the body of `/images/:uuid/file`
+//! streamed into [`store::Install`]).
 //!
 //! * [`manifest`]: IMGAPI v2 manifests, checked, with errors naming the property.
 //! * [`gzip`]: a streaming gzip reader with an output bound.
@@ -83,6 +84,9 @@ pub enum Error {
     /// A pool send stream inside the file does not fit the manifest.
     Stream(String),
     Invalid(String),
+    /// An image source could not be reached or answered badly (`imgadm
+    /// avail`, `import`): the source and why.
+    Download(String),
     /// An installed image's stored manifest cannot be read.
     Corrupt(String),
     Pool(alcove_pool::Error),
@@ -110,6 +114,7 @@ impl fmt::Display for Error {
             Error::Gzip(s) => write!(f, "image file: gzip: {s}"),
             Error::Stream(s) => write!(f, "image file: pool send stream: {s}"),
             Error::Invalid(s) => write!(f, "{s}"),
+            Error::Download(s) => write!(f, "{s}"),
             Error::Corrupt(s) => write!(f, "{s}"),
             Error::Pool(e) => write!(f, "pool: {e}"),
         }
@@ -124,7 +129,7 @@ impl Error {
             Error::NotFound { .. } => "ImageNotInstalled",
             Error::Exists(_) => "ImageAlreadyInstalled",
             Error::InUse { .. } => "ImageHasDependentClones",
-            Error::FileTooLong { .. } | Error::Truncated { .. } | Error::Sha1 { .. } => "DownloadError",
+            Error::FileTooLong { .. } | Error::Truncated { .. } | Error::Sha1 { .. } | Error::Download(_) => "DownloadError",
             Error::TooLarge { .. } | Error::Gzip(_) => "UncompressionError",
             Error::Stream(_) => "InvalidImageFile",
             Error::Invalid(_) => "Usage",

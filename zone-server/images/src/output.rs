@@ -176,6 +176,23 @@ pub fn avail_table(listing: &Listing, opts: &ListOptions) -> String {
     table(listing.images.iter().map(|m| Row { manifest: m, record: None }).collect(), opts)
 }
 
+/// `imgadm avail -j`: each image a source offers (those `opts`' filters
+/// keep) as `{"manifest": ..., "source": URL}`; `images` pairs a manifest
+/// with the source that offers it.
+pub fn avail_json(images: &[(Manifest, String)], opts: &ListOptions) -> String {
+    let kept = images
+        .iter()
+        .filter(|(m, _)| opts.filters.iter().all(|(k, v)| field(&Row { manifest: m, record: None }, k) == *v))
+        .map(|(m, source)| {
+            let mut o = Map::new();
+            o.insert("manifest".into(), m.json.clone());
+            o.insert("source".into(), Value::String(source.clone()));
+            Value::Object(o)
+        })
+        .collect();
+    pretty(&Value::Array(kept))
+}
+
 fn record_json(r: &ImageRecord, with_names: bool) -> Value {
     let mut m = Map::new();
     m.insert("manifest".into(), r.manifest.json.clone());

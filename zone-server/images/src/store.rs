@@ -151,6 +151,11 @@ impl Sink {
                     return Err(Error::TooLarge { limit: self.volsize });
                 }
                 let mut data = data;
+                if !data.is_empty() && self.pending.capacity() < WRITE_CHUNK {
+                    // Exactly one piece: grown by doubling from small
+                    // writes it would take up to twice that.
+                    self.pending.reserve_exact(WRITE_CHUNK - self.pending.len());
+                }
                 while !data.is_empty() {
                     let n = (WRITE_CHUNK - self.pending.len()).min(data.len());
                     self.pending.extend_from_slice(&data[..n]);

@@ -153,4 +153,9 @@ impl Backend for Mock {
         self.calls.push(format!("available_images {filters:?}"));
         Ok(json!([]))
     }
+
+    fn change_source(&mut self, add: bool, url: &str) -> Result<Value, ApiError> {
+        self.calls.push(format!("change_source {add} {url}"));
+        Ok(json!([{"url": url, "type": "imgapi"}]))
+    }
 }

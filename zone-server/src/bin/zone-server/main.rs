@@ -2,7 +2,8 @@
 //! its endpoint: `status` to everyone, `vmadm` to the clients its argument
 //! `vmadm-clients=NAME,...` names. It calls storaged's `pool` (it is the
 //! pool's admin), init's `proc` (manifest `spawns = ["vmm-server"]`) and,
-//! for VMs with `nics[]`, netd's `vnic` (it is netd's `vnic-admin`).
+//! for VMs with `nics[]`, netd's `vnic` (it is netd's `vnic-admin`), and
+//! netd's `socket` to reach image sources (`imgadm avail|import`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -18,7 +19,7 @@ mod machine {
     use alloc::string::{String, ToString};
     use alloc::vec::Vec;
     use libipc::cap::Cap;
-    use libipc::interfaces::{ProcState, pool, proc, vnic};
+    use libipc::interfaces::{ProcState, SOCKET_INLINE_MAX, SocketState, pool, proc, socket, vnic};
     use libipc::kernel::{CapTransport, KernelTransport};
     use libipc::provision::VolumeSpec;
     use libipc::sys;
@@ -50,6 +51,73 @@ mod machine {
         /// The VNIC grant whose endpoint sits in [`VNIC_GRANT_SLOT`] for
         /// the next start.
         pub vnics_staged: Option<u64>,
+        /// netd's sockets, to image sources (`imgadm import`).
+        pub net: NetdSockets,
+    }
+
+    /// Waits about `ms` milliseconds: a wait with a timeout on a
+    /// notification nobody signals.
+    fn sleep(ms: u64) {
+        if sys::cap_identify(SLEEP_SLOT).map(|c| c.object_type) != Ok(abi::ObjectType::Notification) {
+            let _ = sys::cap_delete(SLEEP_SLOT);
+            let _ = sys::create(abi::ObjectType::Notification, SLEEP_SLOT, 0);
+        }
+        let _ = sys::wait(SLEEP_SLOT, ms.saturating_mul(1_000_000));
+    }
+
+    /// TCP connections through netd's `socket` interface (its host address).
+    pub struct NetdSockets {
+        pub netd: Option<CapSlot>,
+    }
+
+    impl NetdSockets {
+        fn client(&self) -> Result<socket::Client<KernelTransport>, String> {
+            let ep = self.netd.ok_or("zone-server: no netd endpoint was granted (manifest: calls \"netd\")")?;
+            Ok(socket::Client::new(KernelTransport::new(Cap::from_slot(ep))))
+        }
+    }
+
+    impl zone_server::imgsrc::Net for NetdSockets {
+        fn connect(&mut self, ip: [u8; 4], port: u16) -> Result<u32, String> {
+            self.client()?.connect(ip, port).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
+        fn send(&mut self, s: u32, data: &[u8]) -> Result<usize, String> {
+            let c = self.client()?;
+            match c.state(s).map_err(|e| e.to_string())?.map_err(|e| e.to_string())? {
+                SocketState::Pending => return Ok(0),
+                SocketState::Established => {}
+                SocketState::PeerClosed | SocketState::Closed => return Err("the image source closed the connection".into()),
+            }
+            let n = data.len().min(SOCKET_INLINE_MAX as usize);
+            c.send(s, data[..n].to_vec()).map_err(|e| e.to_string())?.map(|n| n as usize).map_err(|e| e.to_string())
+        }
+
+        fn recv(&mut self, s: u32, max: usize) -> Result<Option<Vec<u8>>, String> {
+            let c = self.client()?;
+            let state = c.state(s).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            if state == SocketState::Pending {
+                return Ok(Some(Vec::new()));
+            }
+            let max = max.min(SOCKET_INLINE_MAX as usize) as u32;
+            match c.recv(s, max).map_err(|e| e.to_string())? {
+                Ok(d) if !d.is_empty() => Ok(Some(d)),
+                Ok(_) if state == SocketState::Established => Ok(Some(Vec::new())),
+                // Closed by the peer and all it sent read.
+                Ok(_) | Err(libipc::interfaces::SocketError::NotConnected { .. }) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+
+        fn close(&mut self, s: u32) {
+            if let Ok(c) = self.client() {
+                let _ = c.close(s);
+            }
+        }
+
+        fn sleep_ms(&mut self, ms: u64) {
+            sleep(ms);
+        }
     }
 
     impl KernelMachine {
@@ -122,6 +190,11 @@ mod machine {
             &mut self.images
         }
 
+        type Net = NetdSockets;
+        fn net_and_images(&mut self) -> (&mut NetdSockets, &mut Self::Images) {
+            (&mut self.net, &mut self.images)
+        }
+
         fn open_file(&mut self, volume: &str, bytes: u64) -> Result<Self::File, String> {
             let ep = self.storaged.ok_or("zone-server: no storaged endpoint was granted")?;
             crate::images::VolumeFile::open(ep, volume, bytes)
@@ -190,12 +263,7 @@ mod machine {
         }
 
         fn sleep_ms(&mut self, ms: u64) {
-            // A wait with a timeout on a notification nobody signals.
-            if sys::cap_identify(SLEEP_SLOT).map(|c| c.object_type) != Ok(abi::ObjectType::Notification) {
-                let _ = sys::cap_delete(SLEEP_SLOT);
-                let _ = sys::create(abi::ObjectType::Notification, SLEEP_SLOT, 0);
-            }
-            let _ = sys::wait(SLEEP_SLOT, ms.saturating_mul(1_000_000));
+            sleep(ms);
         }
 
         fn vmm_running(&mut self, instance: u32) -> Result<bool, String> {
@@ -314,6 +382,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         controls: Default::default(),
         netd: info.calls("netd"),
         vnics_staged: None,
+        net: machine::NetdSockets { netd: info.calls("netd") },
     };
     let badges = machine::vmadm_badges(&info);
     if !badges.is_empty() {
