@@ -37,6 +37,20 @@ pub const NETD_CONF: &str = "etherstub stub0\nhost switch=stub0 mac=02:08:20:ff:
 /// their VNICs (through the grants zone-server gave them).
 pub const VNIC_ATTACHED_LINES: [&str; 2] = ["(02:08:20:07:00:01) attached on stub0", "(02:08:20:07:00:02) attached on stub0"];
 
+/// The lines of netd's restart in the suite's last case (netd stopped
+/// while the VM `zone-netd-keep` runs with a NIC): init restarts netd and
+/// tells zone-server, which makes the VM's VNIC grant again and tells its
+/// VMM; the VMM attaches its NIC again through the capability it was
+/// started with.
+pub const NETD_RESTART_LINES: [&str; 6] = [
+    "server \"netd\" exited with code 1; restarting (1)",
+    "server \"zone-server\" told that \"netd\" was restarted",
+    "of an earlier netd made again: VNICs",
+    "made again (1 VNICs); its VMM told",
+    "nics: netd was restarted (the starter says so); attaching every NIC again",
+    "nics: every NIC attached again to netd (relink 1)",
+];
+
 /// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
 pub fn pool_drive() -> Vec<String> {
     let img = crate::out_dir().join("zone-pool.img");

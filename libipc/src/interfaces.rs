@@ -103,6 +103,13 @@ crate::interface! {
     pub interface lifecycle = 3 {
         /// Replies, then ends the server with exit code `code`.
         fn stop(code: u32);
+        /// Additive, init only (a caller with another badge changes
+        /// nothing): init restarted server `server`, one this server
+        /// `calls` in the manifest, so what this server had made there
+        /// (netd's VNIC grants, storaged's pool grants) may be gone and is
+        /// to be made again. init makes this call on its worker thread,
+        /// never on the thread that serves `proc`.
+        fn restarted(server: String);
     }
 }
 
@@ -755,6 +762,10 @@ pub enum VnicError {
     /// property), or a `revoke` of no grant.
     #[allow(missing_docs)]
     Invalid { why: String },
+    /// A `regrant` of a grant this netd holds already (made or regranted
+    /// in this netd's life): nothing was made again.
+    #[allow(missing_docs)]
+    GrantLive { badge: u64 },
 }
 
 /// VNICs one [`vnic::Server::grant`] makes at most (a VM's `nics[]`).
@@ -782,6 +793,7 @@ impl core::fmt::Display for VnicError {
             VnicError::Setup { why } => write!(f, "vnic: cannot attach: {why}"),
             VnicError::NotPermitted => f.write_str("vnic: this client may not grant or revoke VNICs (control plane and init only)"),
             VnicError::Invalid { why } => write!(f, "vnic: {why}"),
+            VnicError::GrantLive { badge } => write!(f, "vnic: grant {badge:#x} is live in this netd (nothing made again)"),
         }
     }
 }
@@ -826,6 +838,14 @@ crate::interface! {
         /// Admins only (`dladm show-vnic`): every VNIC from number `from`
         /// on, at most [`VNIC_SHOW_MAX`] a call, with whether it is attached.
         fn show(from: u32) -> Result<alloc::vec::Vec<VnicInfo>, VnicError>;
+        /// Additive, admins only: makes grant `badge` of an earlier netd
+        /// (one init restarted) again, with the VNICs `vnics` (as
+        /// [`vnic::Server::grant`]'s lines). No endpoint is minted: the
+        /// holder's capability, badged `badge` by the earlier netd, still
+        /// reaches netd's endpoint. A badge below the grant badges, one
+        /// this netd made or holds ([`VnicError::GrantLive`]), or lines
+        /// `grant` would refuse make nothing.
+        fn regrant(badge: u64, vnics: alloc::vec::Vec<String>) -> Result<VnicGranted, VnicError>;
     }
 }
 
@@ -943,6 +963,12 @@ pub const fn proc_instance_badge(id: u32) -> u64 {
 /// The bit of a VMM's `control` notification that presses its guest's ACPI
 /// power button.
 pub const VMM_CONTROL_POWER_BUTTON: u64 = 1;
+
+/// The bit of a VMM's `control` notification that says netd was restarted
+/// and the VMM's VNIC grant made again there (`vnic.regrant`): the VMM
+/// attaches every NIC again (a guest that sends nothing would otherwise
+/// never find out, as no `kick` of its fails).
+pub const VMM_CONTROL_NETD_RESTARTED: u64 = 2;
 
 impl core::fmt::Display for ProcError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -49,6 +49,13 @@ pub trait Dispatch {
     fn notified(&mut self, bits: u64) {
         let _ = bits;
     }
+
+    /// init restarted server `server`, one this server calls
+    /// (`lifecycle.restarted`, from init only: alcove-rt's `Managed`
+    /// checks the badge): make again what this server had made there.
+    fn peer_restarted(&mut self, server: &str) {
+        let _ = server;
+    }
 }
 
 impl<D: Dispatch + ?Sized> Dispatch for &mut D {
@@ -62,5 +69,9 @@ impl<D: Dispatch + ?Sized> Dispatch for &mut D {
 
     fn notified(&mut self, bits: u64) {
         (**self).notified(bits)
+    }
+
+    fn peer_restarted(&mut self, server: &str) {
+        (**self).peer_restarted(server)
     }
 }

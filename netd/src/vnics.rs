@@ -445,10 +445,13 @@ impl Entry {
     }
 }
 
-/// A `vnic.grant`: its holder's badge and netd's copy of its endpoint.
+/// A `vnic.grant`: its holder's badge and netd's copy of its endpoint
+/// (`None` for a grant of an earlier netd made again with `regrant`: the
+/// holder's copy came from the earlier netd's, which went with it, so
+/// `revoke` deletes the VNICs and the badge reaches nothing from then on).
 struct Grant {
     badge: u64,
-    slot: CapSlot,
+    slot: Option<CapSlot>,
 }
 
 /// The server: its switches, its VNICs and who may attach them.
@@ -468,6 +471,12 @@ pub struct VnicServer<P: VnicPlatform> {
     admins: Vec<u64>,
     grants: Vec<Grant>,
     next_grant: u64,
+    /// The first grant badge this netd gave ([`VnicServer::set_first_grant`]):
+    /// `first_grant..next_grant` are this life's, never an earlier netd's
+    /// to `regrant`.
+    first_grant: u64,
+    /// Badges of regranted grants revoked in this life: never made again.
+    retired: Vec<u64>,
     /// The badge of the request being answered ([`VnicServer::set_caller`]).
     caller: u64,
 }
@@ -509,6 +518,8 @@ impl<P: VnicPlatform> VnicServer<P> {
             admins: Vec::new(),
             grants: Vec::new(),
             next_grant: GRANT_BADGE_BASE,
+            first_grant: GRANT_BADGE_BASE,
+            retired: Vec::new(),
             caller: 0,
         }
     }
@@ -528,6 +539,22 @@ impl<P: VnicPlatform> VnicServer<P> {
             self.first_handle = first.max(1);
             self.next_handle = self.first_handle;
         }
+    }
+
+    /// Grant badges start at `GRANT_BADGE_BASE + offset` (the process
+    /// gives a random offset below 2^40), so a restarted netd's new grants
+    /// do not take the badges an earlier netd gave, which their holders
+    /// still carry and `regrant` brings back. Before any `grant` only.
+    pub fn set_first_grant(&mut self, offset: u64) {
+        if self.next_grant == self.first_grant {
+            self.first_grant = GRANT_BADGE_BASE + (offset & ((1 << 40) - 1));
+            self.next_grant = self.first_grant;
+        }
+    }
+
+    /// Whether `badge` is one this netd's `grant` gave.
+    fn granted_here(&self, badge: u64) -> bool {
+        (self.first_grant..self.next_grant).contains(&badge)
     }
 
     /// `kick`s and `detach`es that named a handle this netd never gave:
@@ -604,6 +631,28 @@ impl<P: VnicPlatform> VnicServer<P> {
             specs.push(spec);
         }
         Ok(specs)
+    }
+
+    /// Makes the VNICs of checked `specs` (reusing the slots of revoked
+    /// grants): their numbers.
+    fn make(&mut self, specs: Vec<VnicSpec>) -> Vec<u32> {
+        let mut made = Vec::with_capacity(specs.len());
+        for spec in specs {
+            // The switch exists: grant_specs checked it.
+            let switch = self.switches.iter().position(|(n, _)| *n == spec.switch).unwrap_or(0);
+            let entry = Entry { spec, switch, attached: None };
+            match self.vnics.iter().position(|e| e.spec.client == NO_CLIENT) {
+                Some(i) => {
+                    self.vnics[i] = entry;
+                    made.push(i as u32);
+                }
+                None => {
+                    self.vnics.push(entry);
+                    made.push((self.vnics.len() - 1) as u32);
+                }
+            }
+        }
+        made
     }
 
     /// The requests that follow come from the client whose endpoint
@@ -887,6 +936,11 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
             log::warn!("netd: vnic.grant from badge {:#x} refused: not an admin", self.caller);
             return Err(VnicError::NotPermitted);
         }
+        // A badge an earlier netd gave and `regrant` brought back is not
+        // given again.
+        while self.grants.iter().any(|g| g.badge == self.next_grant) {
+            self.next_grant += 1;
+        }
         let badge = self.next_grant;
         let specs = self.grant_specs(&lines, badge)?;
         let free = self.vnics.iter().filter(|e| e.spec.client == NO_CLIENT).count();
@@ -899,24 +953,36 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
             return Err(VnicError::Setup { why: e.to_string() });
         }
         self.next_grant += 1;
-        let mut made = Vec::with_capacity(specs.len());
-        for spec in specs {
-            // The switch exists: grant_specs checked it.
-            let switch = self.switches.iter().position(|(n, _)| *n == spec.switch).unwrap_or(0);
-            let entry = Entry { spec, switch, attached: None };
-            match self.vnics.iter().position(|e| e.spec.client == NO_CLIENT) {
-                Some(i) => {
-                    self.vnics[i] = entry;
-                    made.push(i as u32);
-                }
-                None => {
-                    self.vnics.push(entry);
-                    made.push((self.vnics.len() - 1) as u32);
-                }
-            }
-        }
+        let made = self.make(specs);
         log::info!("netd: grant {badge:#x}: VNICs {made:?} ({} grants live)", self.grants.len() + 1);
-        self.grants.push(Grant { badge, slot });
+        self.grants.push(Grant { badge, slot: Some(slot) });
+        Ok(libipc::interfaces::VnicGranted { badge, vnics: made })
+    }
+
+    fn regrant(&mut self, badge: u64, lines: Vec<String>) -> Result<libipc::interfaces::VnicGranted, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            log::warn!("netd: vnic.regrant from badge {:#x} refused: not an admin", self.caller);
+            return Err(VnicError::NotPermitted);
+        }
+        if badge < GRANT_BADGE_BASE {
+            return Err(VnicError::Invalid { why: alloc::format!("{badge:#x} is no grant's badge (a client's of init)") });
+        }
+        if self.grants.iter().any(|g| g.badge == badge) {
+            return Err(VnicError::GrantLive { badge });
+        }
+        if self.granted_here(badge) || self.retired.contains(&badge) {
+            // Revoked in this life: what it had is not made again.
+            return Err(VnicError::Invalid { why: alloc::format!("grant {badge:#x} was revoked by this netd") });
+        }
+        let specs = self.grant_specs(&lines, badge)?;
+        let free = self.vnics.iter().filter(|e| e.spec.client == NO_CLIENT).count();
+        if self.vnics.len() - free + specs.len() > MAX_VNICS {
+            return Err(VnicError::Invalid { why: alloc::format!("netd holds {MAX_VNICS} VNICs at most") });
+        }
+        let made = self.make(specs);
+        log::info!("netd: grant {badge:#x} of an earlier netd made again: VNICs {made:?} ({} grants live)", self.grants.len() + 1);
+        self.grants.push(Grant { badge, slot: None });
         Ok(libipc::interfaces::VnicGranted { badge, vnics: made })
     }
 
@@ -948,7 +1014,10 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
             .position(|g| g.badge == badge)
             .ok_or_else(|| VnicError::Invalid { why: alloc::format!("no grant {badge:#x}") })?;
         let grant = self.grants.swap_remove(i);
-        self.platform.unmint(grant.slot);
+        match grant.slot {
+            Some(slot) => self.platform.unmint(slot),
+            None => self.retired.push(badge),
+        }
         self.client_gone(badge);
         let mut gone = 0;
         for e in self.vnics.iter_mut().filter(|e| e.spec.client == badge) {

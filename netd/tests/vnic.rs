@@ -460,3 +460,130 @@ fn the_first_handle_is_set_only_before_any_attach_and_never_zero() {
     let (_, stale, _) = server.join().unwrap();
     assert_eq!(stale, 0);
 }
+
+/// One life of netd whose grant badges start at `offset` above
+/// `GRANT_BADGE_BASE` (the process gives a random one).
+fn grant_life(offset: u64) -> Life {
+    let (platform, seen) = Platform::new(Seen { max_pages: 128, ..Seen::default() });
+    let config = NetConfig::parse(CONF).unwrap();
+    let (unbadged, mut end) = channel(8);
+    let server = thread::spawn(move || {
+        let mut s = VnicServer::new(&config, platform);
+        s.set_first_grant(offset);
+        end.serve_until_closed(&mut s);
+        (s.status_text(), s.stale_handles(), s.frames_taken())
+    });
+    (seen, unbadged, server)
+}
+
+/// init restarted netd: the grants zone-server had made are gone until it
+/// makes them again (`regrant`) under the badges their VMMs still hold;
+/// then each VMM lists and attaches exactly its own VNICs and frames cross.
+/// The abuse: a regrant by a non-admin, of a client badge, of a grant that
+/// is live or that this netd revoked (a stale badge), or naming another
+/// grant's VNIC (its MAC) makes nothing; new grants never take a
+/// regranted badge; a revoked regrant is gone for good.
+#[test]
+fn a_restarted_netd_makes_an_earlier_ones_grants_again_for_their_holders_alone() {
+    use netd::vnics::GRANT_BADGE_BASE;
+    let line = |mac: &str, ip: &str| format!("switch=stub0 mac={mac} ip={ip}");
+    let lines1 = vec![line("02:00:00:00:01:05", "10.0.0.5"), "switch=admin mac=02:00:00:00:01:06 vlan_id=12".to_string()];
+    let lines2 = vec![line("02:00:00:00:02:07", "10.0.0.7")];
+    // The first netd: two grants, their badges from the process's start.
+    let (seen, unbadged, server) = grant_life(10);
+    let admin = vnic::Client::new(unbadged.clone());
+    let g1 = admin.grant(lines1.clone()).unwrap().unwrap();
+    let g2 = admin.grant(lines2.clone()).unwrap().unwrap();
+    assert_eq!((g1.badge, g2.badge), (GRANT_BADGE_BASE + 10, GRANT_BADGE_BASE + 11));
+    assert_eq!(seen.lock().unwrap().minted.len(), 2);
+    drop(admin);
+    drop(unbadged);
+    server.join().unwrap();
+
+    // The second netd (another start): the VMMs' badged capabilities reach
+    // it, but it knows none of their VNICs yet.
+    let (seen, unbadged, server) = grant_life(5000);
+    let admin = vnic::Client::new(unbadged.clone());
+    let (v1, v2) = (vnic::Client::new(unbadged.badged(g1.badge)), vnic::Client::new(unbadged.badged(g2.badge)));
+    assert!(v1.vnics().unwrap().is_empty());
+    assert_eq!(v1.attach(3, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: 3 }));
+    // Not an admin: a boot client, or the VMM itself.
+    assert_eq!(vnic::Client::new(unbadged.badged(A)).regrant(g1.badge, lines1.clone()).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(v1.regrant(g1.badge, lines1.clone()).unwrap(), Err(VnicError::NotPermitted));
+    // A client badge of init's is no grant.
+    match admin.regrant(A, lines1.clone()).unwrap() {
+        Err(VnicError::Invalid { why }) => assert!(why.contains("no grant's badge"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // A new grant meanwhile: its badge is this life's, not an earlier one's.
+    let g3 = admin.grant(vec![line("02:00:00:00:03:08", "10.0.0.8")]).unwrap().unwrap();
+    assert_eq!(g3.badge, GRANT_BADGE_BASE + 5000);
+    // g2's VM made again, then deleted (revoked).
+    assert_eq!(admin.regrant(g2.badge, lines2.clone()).unwrap().unwrap().vnics.len(), 1);
+    assert_eq!(admin.revoke(g2.badge).unwrap(), Ok(1));
+    // Revoked by this netd: g2's badge is stale and comes back no more.
+    match admin.regrant(g2.badge, lines2.clone()).unwrap() {
+        Err(VnicError::Invalid { why }) => assert!(why.contains("revoked by this netd"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let r1 = admin.regrant(g1.badge, lines1.clone()).unwrap().unwrap();
+    assert_eq!(r1.badge, g1.badge);
+    assert_eq!(r1.vnics.len(), 2);
+    // Nothing is granted twice: the live grant, g3's live badge.
+    assert_eq!(admin.regrant(g1.badge, lines1.clone()).unwrap(), Err(VnicError::GrantLive { badge: g1.badge }));
+    assert_eq!(admin.regrant(g3.badge, lines2.clone()).unwrap(), Err(VnicError::GrantLive { badge: g3.badge }));
+    // Another holder naming g1's VNIC now: refused by MAC, nothing made.
+    let other = GRANT_BADGE_BASE + 77;
+    match admin.regrant(other, vec![lines1[0].clone()]).unwrap() {
+        Err(VnicError::Invalid { why }) => assert!(why.contains("is already on switch"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(vnic::Client::new(unbadged.badged(other)).vnics().unwrap().is_empty());
+    // No endpoint was minted for a regrant: the holder's copy is the earlier one's.
+    assert_eq!(seen.lock().unwrap().minted, [g3.badge]);
+    // g1's holder reaches exactly its VNICs; g3's holder none of them.
+    let listed: Vec<_> = v1.vnics().unwrap().into_iter().map(|v| (v.vnic, v.mac, v.vlan_id)).collect();
+    assert_eq!(listed, [(r1.vnics[0], [2, 0, 0, 0, 1, 5], 0), (r1.vnics[1], [2, 0, 0, 0, 1, 6], 12)]);
+    let v3 = vnic::Client::new(unbadged.badged(g3.badge));
+    assert_eq!(v3.attach(r1.vnics[0], 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: r1.vnics[0] }));
+    // Frames cross between the regranted VNIC and g3's.
+    let h1 = v1.attach(r1.vnics[0], 0).unwrap().unwrap();
+    let h3 = v3.attach(g3.vnics[0], 0).unwrap().unwrap();
+    let region = |n: usize| seen.lock().unwrap().regions[n].clone();
+    let (mut m1, mut m3) = (Vmm::new(region(0)), Vmm::new(region(1)));
+    let ask = arp([2, 0, 0, 0, 1, 5], [10, 0, 0, 5]);
+    m1.send(&ask);
+    assert_eq!(v1.kick(h1.handle).unwrap(), Ok(1));
+    assert_eq!(m3.received(), [ask]);
+    assert_eq!(v3.kick(h3.handle).unwrap(), Ok(0));
+    // Revoked (the VM was deleted): its VNICs go, nothing to unmint, and
+    // it is not made again.
+    assert_eq!(admin.revoke(g1.badge).unwrap(), Ok(2));
+    assert_eq!(seen.lock().unwrap().unminted, 0);
+    assert!(v1.vnics().unwrap().is_empty());
+    assert_eq!(v1.kick(h1.handle).unwrap(), Err(VnicError::NoSuchHandle { handle: h1.handle }));
+    match admin.regrant(g1.badge, lines1.clone()).unwrap() {
+        Err(VnicError::Invalid { why }) => assert!(why.contains("revoked by this netd"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(admin.show(0).unwrap().unwrap().iter().all(|v| v.mac != [2, 0, 0, 0, 1, 5]));
+    drop((admin, v1, v2, v3));
+    drop(unbadged);
+    server.join().unwrap();
+}
+
+/// A regranted badge is skipped by the grants that follow (a netd whose
+/// random start happened to fall on an earlier netd's badges).
+#[test]
+fn a_new_grant_never_takes_a_regranted_badge() {
+    use netd::vnics::GRANT_BADGE_BASE;
+    let (_seen, unbadged, server) = grant_life(0);
+    let admin = vnic::Client::new(unbadged.clone());
+    let r = admin.regrant(GRANT_BADGE_BASE, vec!["switch=stub0 mac=02:00:00:00:04:01".into()]).unwrap().unwrap();
+    assert_eq!(r.badge, GRANT_BADGE_BASE);
+    let g = admin.grant(vec!["switch=stub0 mac=02:00:00:00:04:02".into()]).unwrap().unwrap();
+    assert_eq!(g.badge, GRANT_BADGE_BASE + 1);
+    drop(admin);
+    drop(unbadged);
+    server.join().unwrap();
+}

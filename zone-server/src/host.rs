@@ -95,6 +95,17 @@ pub trait Machine {
     /// Ends a VNIC grant: netd detaches and deletes its VNICs (and a
     /// capability kept for the next start goes).
     fn revoke_vnics(&mut self, badge: u64) -> Result<(), String>;
+    /// Has a restarted netd make VNIC grant `badge` of an earlier netd
+    /// again (`vnic.regrant`, the same `lines` as its `grant_vnics`): the
+    /// VMM's capability, badged `badge`, reaches the new VNICs. `Ok(false)`:
+    /// netd holds that grant already (it was not restarted since).
+    fn regrant_vnics(&mut self, badge: u64, lines: &[String]) -> Result<bool, String>;
+    /// Tells the VMM of `instance` that netd was restarted and its VNIC
+    /// grant made again (its `control` notification, bit
+    /// `VMM_CONTROL_NETD_RESTARTED`): it attaches its NICs again. `Err`
+    /// when it has no control notification of ours (a VMM a restarted
+    /// zone-server found again: it finds out at its next `kick`).
+    fn netd_restarted(&mut self, instance: u32) -> Result<(), String>;
     /// Every dataset of the pool, by name.
     fn list_volumes(&mut self) -> Result<Vec<String>, String>;
     /// User property `key` of `name` (`None`: it has none).

@@ -276,6 +276,48 @@ impl<M: Machine> ZoneServer<M> {
 }
 
 impl<M: Machine> ZoneServer<M> {
+    /// netd was restarted (init says so, `lifecycle.restarted`): the new
+    /// netd knows only its `netd.conf`, so every VM whose VMM runs with a
+    /// VNIC grant has it made again under the same badge, with the VNICs
+    /// its record describes (`vnic.regrant`); its VMM, whose netd
+    /// capability carries that badge, then attaches them again. VMs that
+    /// are stopped or deleted hold no grant here and get none. Returns one
+    /// line per VM (what a log shows).
+    pub fn regrant_vnics(&mut self) -> Vec<String> {
+        if core::mem::take(&mut self.restore_pending) {
+            for problem in self.restore() {
+                log::warn!("{problem}");
+            }
+        }
+        // A VMM that ended meanwhile gives its grant back instead.
+        self.refresh();
+        let mut said = Vec::new();
+        let held: Vec<(Uuid, host::Running)> =
+            self.host.running.iter().filter(|(_, r)| r.vnics != 0).map(|(u, r)| (*u, *r)).collect();
+        for (uuid, r) in held {
+            let Some(vm) = self.registry.get(&uuid) else { continue };
+            let json = alcove_vmadm::vmm::vm_config_json(&vm.props);
+            let regranted = host::vnic_lines(&json).and_then(|l| self.host.machine.regrant_vnics(r.vnics, &l).map(|made| (made, l.len())));
+            let told = match regranted {
+                Ok((true, _)) => match self.host.machine.netd_restarted(r.instance) {
+                    Ok(()) => String::from("its VMM told"),
+                    Err(e) => alloc::format!("its VMM not told: {e}"),
+                },
+                _ => String::new(),
+            };
+            let line = match regranted {
+                Ok((true, n)) => alloc::format!("VM {uuid}: VNIC grant {:#x} made again ({n} VNICs); {told}", r.vnics),
+                Ok((false, _)) => alloc::format!("VM {uuid}: netd holds VNIC grant {:#x} already", r.vnics),
+                Err(e) => alloc::format!("VM {uuid}: VNIC grant {:#x} not made again: {e}", r.vnics),
+            };
+            log::info!("{line}");
+            said.push(line);
+        }
+        said
+    }
+}
+
+impl<M: Machine> ZoneServer<M> {
     /// A create payload's `nics[i].nic_tag` that netd has no switch for,
     /// named: netd is asked to grant one VNIC per NIC on its nic_tag and
     /// the grant is given back at once (the MAC here is a stand-in, any
@@ -395,6 +437,14 @@ impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
             return vmadm::dispatch(self, interface, request);
         }
         status::dispatch(self, interface, request)
+    }
+
+    fn peer_restarted(&mut self, server: &str) {
+        // netd's grants live in netd's memory alone; storaged's pool grants
+        // are not made again here yet.
+        if server == "netd" {
+            self.regrant_vnics();
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub(crate) struct Fake {
     vnic_grants_made: u64,
     /// The image sources it reaches (crate::imgsrc_tests).
     pub(crate) net: crate::imgsrc_tests::FakeNet,
+    /// Grants `regrant_vnics` made again, in all.
+    vnic_regrants: u64,
+    /// VMMs told that netd was restarted, in order.
+    told_netd_restarted: Vec<u32>,
 }
 
 /// An image file's bytes, read from the front.
@@ -177,6 +181,28 @@ impl Machine for Fake {
     }
     fn revoke_vnics(&mut self, badge: u64) -> Result<(), String> {
         self.vnic_grants.remove(&badge).map(|_| ()).ok_or_else(|| alloc::format!("vnic: no grant {badge:#x}"))
+    }
+    fn regrant_vnics(&mut self, badge: u64, lines: &[String]) -> Result<bool, String> {
+        // As netd: a live grant is not made twice, a MAC is on a switch once.
+        if self.vnic_grants.contains_key(&badge) {
+            return Ok(false);
+        }
+        let mac = |l: &String| l.split_whitespace().find(|w| w.starts_with("mac=")).map(String::from);
+        if self.vnic_grants.values().flatten().any(|l| lines.iter().any(|n| mac(n) == mac(l))) {
+            return Err("vnic: property \"mac\": already on switch".into());
+        }
+        self.vnic_grants.insert(badge, lines.to_vec());
+        self.vnic_regrants += 1;
+        Ok(true)
+    }
+    fn netd_restarted(&mut self, instance: u32) -> Result<(), String> {
+        match self.vmms.get(&instance) {
+            Some((true, ..)) => {
+                self.told_netd_restarted.push(instance);
+                Ok(())
+            }
+            _ => Err("no such VMM".into()),
+        }
     }
     fn list_volumes(&mut self) -> Result<Vec<String>, String> {
         Ok(self.volumes.keys().cloned().collect())
@@ -750,4 +776,76 @@ fn console_answers_the_running_vm_s_vmm_and_refuses_the_rest() {
     assert_eq!(s.dispatch_from(BADGE + 1, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
     assert_eq!(s.dispatch_from(0, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
     assert!(s.dispatch_from(BADGE, vmadm::ID, &req).is_ok());
+}
+
+/// netd restarted (its grants gone): zone-server makes the grant of every
+/// VM whose VMM runs again, under the same badge and with the same VNICs;
+/// a stopped or deleted VM's do not come back, nothing is made twice, and
+/// a delete afterwards gives the VNICs back.
+#[test]
+fn a_restarted_netd_gets_the_running_vms_grants_again() {
+    let mut s = server();
+    let a = created_uuid(&run(&mut s, &["create"], NIC_PAYLOAD));
+    let b = created_uuid(&run(&mut s, &["create"], &NIC_PAYLOAD.replace("net0", "net1").replace("aa:bb:cc", "aa:bb:cd")));
+    let stopped = created_uuid(&run(&mut s, &["create"], &NIC_PAYLOAD.replace("net0", "net2").replace("aa:bb:cc", "aa:bb:ce")));
+    let gone = created_uuid(&run(&mut s, &["create"], &NIC_PAYLOAD.replace("net0", "net3").replace("aa:bb:cc", "aa:bb:cf")));
+    assert_eq!(run(&mut s, &["stop", &stopped, "-F"], "").code, 0);
+    assert_eq!(run(&mut s, &["delete", &gone], "").code, 0);
+    let before = s.host.machine.vnic_grants.clone();
+    assert_eq!(before.len(), 2);
+    // netd restarts: what it granted is gone.
+    s.host.machine.vnic_grants.clear();
+    let said = s.regrant_vnics();
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said.iter().all(|l| l.contains("made again (2 VNICs)")), "{said:?}");
+    // The same badges (the VMMs' capabilities carry them) and VNICs.
+    assert_eq!(s.host.machine.vnic_grants, before);
+    assert_eq!(s.host.machine.vnic_regrants, 2);
+    // Each VMM was told (it attaches its NICs again).
+    let mut told = s.host.machine.told_netd_restarted.clone();
+    told.sort();
+    let mut vmms: Vec<u32> = s.host.running.values().map(|r| r.instance).collect();
+    vmms.sort();
+    assert_eq!(told, vmms);
+    assert!(said.iter().all(|l| l.ends_with("its VMM told")), "{said:?}");
+    // Told twice (or netd was not restarted after all): nothing is made twice.
+    let said = s.regrant_vnics();
+    assert!(said.iter().all(|l| l.contains("holds VNIC grant")), "{said:?}");
+    assert_eq!(s.host.machine.vnic_regrants, 2);
+    assert_eq!(s.host.machine.told_netd_restarted.len(), 2, "a VMM whose grant was not made again is not told");
+    assert_eq!(s.host.machine.vnic_grants, before);
+    // A VMM that ended by itself meanwhile gets nothing back.
+    let instance = s.host.running[&alcove_vmadm::uuid::Uuid::parse(&b).unwrap()].instance;
+    s.host.machine.vmms.get_mut(&instance).unwrap().0 = false;
+    s.host.machine.vnic_grants.clear();
+    let said = s.regrant_vnics();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].starts_with(&alloc::format!("VM {a}:")), "{said:?}");
+    assert_eq!(s.host.machine.vnic_grants.len(), 1);
+    // Delete gives the regranted VNICs back.
+    assert_eq!(run(&mut s, &["delete", &a], "").code, 0);
+    assert!(s.host.machine.vnic_grants.is_empty());
+    assert_eq!(s.regrant_vnics(), Vec::<String>::new());
+    assert!(s.host.machine.vnic_grants.is_empty());
+}
+
+/// netd refuses a regrant (its MAC was granted to someone else meanwhile):
+/// zone-server says so for that VM and goes on with the others.
+#[test]
+fn a_refused_regrant_is_reported_and_the_others_go_on() {
+    let mut s = server();
+    let a = created_uuid(&run(&mut s, &["create"], NIC_PAYLOAD));
+    let b = created_uuid(&run(&mut s, &["create"], &NIC_PAYLOAD.replace("net0", "net1").replace("aa:bb:cc", "aa:bb:cd")));
+    let ua = alcove_vmadm::uuid::Uuid::parse(&a).unwrap();
+    let badge_a = s.host.running[&ua].vnics;
+    let lines_a = s.host.machine.vnic_grants[&badge_a].clone();
+    s.host.machine.vnic_grants.clear();
+    // Another grant holds VM a's MACs in the new netd.
+    s.host.machine.vnic_grants.insert(7 << 48, lines_a);
+    let said = s.regrant_vnics();
+    assert_eq!(said.len(), 2, "{said:?}");
+    let for_a = said.iter().find(|l| l.starts_with(&alloc::format!("VM {a}:"))).unwrap();
+    assert!(for_a.contains("not made again") && for_a.contains("already on switch"), "{for_a}");
+    assert!(said.iter().any(|l| l.starts_with(&alloc::format!("VM {b}:")) && l.contains("made again")), "{said:?}");
+    assert!(!s.host.machine.vnic_grants.contains_key(&badge_a));
 }

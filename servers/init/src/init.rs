@@ -333,6 +333,7 @@ impl Init<'_> {
 
     /// A server (or instance) ended: restart what its policy allows.
     fn servers_ended(&mut self, bits: u64) {
+        let mut restarted = Vec::new();
         for (i, c) in self.children.iter_mut().enumerate() {
             if bits & (1 << (i % 64)) == 0 {
                 continue;
@@ -368,6 +369,7 @@ impl Init<'_> {
             if c.server.restart.allows(c.restarts) {
                 c.restarts += 1;
                 log::warn!("server \"{}\" {how}; restarting ({})", c.server.name, c.restarts);
+                restarted.push(i);
                 if let Some(job) = grant_job(i, &c.server, &self.endpoints, &mut self.slots) {
                     // Started again when storaged has made a new grant.
                     self.worker.post(job);
@@ -381,6 +383,9 @@ impl Init<'_> {
                 log::warn!("server \"{}\" {how}; not restarting (restart policy)", c.server.name);
             }
         }
+        for i in restarted {
+            self.tell_callers(i);
+        }
         if bits & INSTANCE_BIT != 0 {
             for ins in self.instances.live_mut() {
                 if let Some(state) = process_state(ins.process)
@@ -389,6 +394,33 @@ impl Init<'_> {
                     log::info!("instance {} ended: {state:?}", ins.id);
                     ins.ended = Some(state);
                 }
+            }
+        }
+    }
+}
+
+impl Init<'_> {
+    /// Server `i` was restarted: each running server whose manifest entry
+    /// `calls` one of its endpoints and serves one of its own is told so
+    /// (`lifecycle.restarted(ENDPOINT)`, on the worker thread: init's main
+    /// thread never calls a server), so it makes again what it had made
+    /// there (zone-server: the VNIC grants of its running VMs in netd).
+    fn tell_callers(&mut self, i: usize) {
+        let Some(restarted) = self.children.get(i) else { return };
+        for endpoint in &restarted.server.serves {
+            let callers: Vec<(String, CapSlot)> = self
+                .children
+                .iter()
+                .enumerate()
+                .filter(|(j, c)| *j != i && c.process.is_some() && c.server.calls.contains(endpoint))
+                .filter_map(|(_, c)| {
+                    let own = c.server.serves.first()?;
+                    let slot = self.endpoints.slots.iter().find(|(n, _)| n == own)?.1;
+                    Some((c.server.name.clone(), slot))
+                })
+                .collect();
+            if !callers.is_empty() {
+                self.worker.post(Job::Restarted { endpoint: endpoint.clone(), callers });
             }
         }
     }

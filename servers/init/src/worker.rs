@@ -37,6 +37,9 @@ pub enum Job {
     Grant { child: usize, name: String, volumes: Vec<String>, storaged: CapSlot, slot: CapSlot },
     /// Revoke the pool grant `badge` made for `server`, which ended.
     Revoke { server: String, storaged: CapSlot, badge: u64 },
+    /// The server of `endpoint` was restarted: tell each of `callers`
+    /// (name, init's copy of its endpoint) with `lifecycle.restarted`.
+    Restarted { endpoint: String, callers: Vec<(String, CapSlot)> },
 }
 
 /// A finished job the main thread acts on.
@@ -133,6 +136,10 @@ extern "C" fn run(_: u64, _: u64, _: u64) -> ! {
                 revoke_grant(storaged, &server, badge);
                 None
             }
+            Job::Restarted { endpoint, callers } => {
+                tell_restarted(&endpoint, &callers);
+                None
+            }
         };
         if let Some(d) = done
             && let Some(q) = QUEUE.lock().as_mut()
@@ -193,6 +200,20 @@ fn grant_volumes(ep: CapSlot, server: &str, volumes: &[String], slot: CapSlot) -
         done.created.join(", ")
     );
     Ok(done.granted.badge)
+}
+
+/// Tells each of `callers` that the server of `endpoint`, which it calls,
+/// was restarted. A caller answers when it has made again what it had
+/// made there; the calls wait for the new server meanwhile (the restarted
+/// server never calls its callers, so this ends).
+fn tell_restarted(endpoint: &str, callers: &[(String, CapSlot)]) {
+    for (name, ep) in callers {
+        let t = libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(*ep));
+        match libipc::interfaces::lifecycle::Client::new(&t).restarted(endpoint.into()) {
+            Ok(()) => log::info!("server \"{name}\" told that \"{endpoint}\" was restarted"),
+            Err(e) => log::warn!("server \"{name}\" was not told that \"{endpoint}\" was restarted: {e}"),
+        }
+    }
 }
 
 /// Revokes the pool grant `badge` made for `server`, which ended.

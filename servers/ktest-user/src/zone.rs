@@ -143,6 +143,8 @@ pub fn main(info: StartInfo) -> u64 {
         ("two_vms_from_an_installed_image_share_its_blocks", two_vms_from_an_installed_image_share_its_blocks),
         ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
         ("other_clients_reach_neither_vmadm_nor_proc", other_clients_reach_neither_vmadm_nor_proc),
+        // Last: it stops netd (init restarts it).
+        ("a_restarted_netd_gets_a_running_vm_s_vnic_again", a_restarted_netd_gets_a_running_vm_s_vnic_again),
     ];
     println!("{PREFIX} suite zone {}", tests.len());
     let (Some(zone), Some(storaged), Some(procs)) = (info.calls("zone-server"), info.calls("storaged"), info.calls("proc"))
@@ -405,6 +407,9 @@ fn a_guest_reads_its_metadata_on_com2(env: &mut Env) -> Result<(), String> {
 const NET_MAC_A: &str = "02:08:20:07:00:01";
 const NET_MAC_B: &str = "02:08:20:07:00:02";
 const NET_MAC_C: &str = "02:08:20:07:00:03";
+/// The VM that runs through netd's restart, and one deleted before it.
+const NET_MAC_KEEP: &str = "02:08:20:07:00:04";
+const NET_MAC_GONE: &str = "02:08:20:07:00:05";
 /// A VNIC of this process's own grant (the abuse case).
 const OWN_MAC: &str = "02:08:20:07:00:09";
 
@@ -917,6 +922,73 @@ fn two_vms_from_an_installed_image_share_its_blocks(env: &mut Env) -> Result<(),
     let after = env.datasets()?;
     if after != before {
         return Err(format!("the pool held {before:?} before and {after:?} after"));
+    }
+    Ok(())
+}
+
+/// netd stopped while a VM with a NIC runs (`lifecycle.stop` through this
+/// process's netd endpoint, the test's way to make it exit): init restarts
+/// it and tells zone-server (`lifecycle.restarted`), which makes the VM's
+/// VNIC grant again under its badge and tells the VMM, which attaches its
+/// NIC again through the capability it was started with (the harness
+/// checks each of those lines). The new netd lists that VNIC, attached,
+/// once; a VM deleted before the restart gets nothing back; `vmadm
+/// delete` afterwards gives the VNIC back.
+fn a_restarted_netd_gets_a_running_vm_s_vnic_again(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::{lifecycle, status};
+    let gone = created(&env.ok(&["create"], &nic_payload("zone-netd-gone", NET_MAC_GONE, "10.9.0.15"))?)?;
+    env.ok(&["delete", &gone], "")?;
+    let keep = created(&env.ok(&["create"], &nic_payload("zone-netd-keep", NET_MAC_KEEP, "10.9.0.14"))?)?;
+    let shown = |env: &Env, mac: &str| -> Result<Vec<bool>, String> {
+        let all = netd_admin(env)?.show(0).map_err(|e| format!("vnic.show: {e}"))?.map_err(|e| format!("vnic.show: {e}"))?;
+        Ok(all.iter().filter(|v| format!("{}", MacText(v.mac)) == mac).map(|v| v.attached).collect())
+    };
+    if !wait_for(|| Ok(shown(env, NET_MAC_KEEP)? == [true]), 200_000_000)? {
+        return Err(format!("VM {keep}'s VMM never attached its VNIC {NET_MAC_KEEP}"));
+    }
+    let netd = env.netd.ok_or("zone.toml grants ktest-zone no netd endpoint")?;
+    let stopped_at = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
+    lifecycle::Client::new(client(netd)).stop(1).map_err(|e| format!("lifecycle.stop of netd: {e}"))?;
+    println!("zone: netd stopped while VM {keep} runs");
+    // The new netd: up for less time than since the stop, and listing the
+    // VM's VNIC attached again.
+    let mut last = Vec::new();
+    let back = wait_for(
+        || {
+            let now = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
+            let s = status::Client::new(client(netd)).status().map_err(|e| format!("netd status: {e}"))?;
+            if s.uptime_ns > now.saturating_sub(stopped_at) {
+                return Ok(false); // still the earlier netd
+            }
+            last = shown(env, NET_MAC_KEEP)?;
+            Ok(last == [true])
+        },
+        200_000_000,
+    )?;
+    if !back {
+        return Err(format!("the restarted netd lists VM {keep}'s VNIC {NET_MAC_KEEP} as {last:?} (attached: want [true])"));
+    }
+    println!("zone: the restarted netd lists VM {keep}'s VNIC, attached again");
+    // Not granted twice (its MAC is held), the deleted VM's not back, nor
+    // the earlier cases' (their VMs are deleted).
+    if granted_mac_is_free(env, NET_MAC_KEEP)? {
+        return Err(format!("the restarted netd granted {NET_MAC_KEEP} while VM {keep} holds it"));
+    }
+    for mac in [NET_MAC_GONE, NET_MAC_A, NET_MAC_B, NET_MAC_C, OWN_MAC] {
+        if !shown(env, mac)?.is_empty() {
+            return Err(format!("the restarted netd has VNIC {mac} of a VM deleted before it"));
+        }
+    }
+    if env.state(&keep)? != "running" {
+        return Err(format!("VM {keep} is not running after netd's restart"));
+    }
+    env.ok(&["delete", &keep], "")?;
+    let left: Vec<String> = env.datasets()?.into_iter().filter(|d| d.contains(&keep)).collect();
+    if !left.is_empty() {
+        return Err(format!("after delete: pool {left:?}"));
+    }
+    if !shown(env, NET_MAC_KEEP)?.is_empty() || !granted_mac_is_free(env, NET_MAC_KEEP)? {
+        return Err(format!("after delete, the restarted netd still holds {NET_MAC_KEEP}"));
     }
     Ok(())
 }

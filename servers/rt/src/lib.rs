@@ -289,12 +289,15 @@ impl<D> Managed<D> {
     }
 }
 
-struct Stopper<'a> {
+struct Stopper<'a, D> {
     stop: &'a mut Option<u32>,
     notification: CapSlot,
+    inner: &'a mut D,
+    /// The caller's badge: `restarted` is init's (0) alone.
+    badge: u64,
 }
 
-impl libipc::interfaces::lifecycle::Server for Stopper<'_> {
+impl<D: libipc::Dispatch> libipc::interfaces::lifecycle::Server for Stopper<'_, D> {
     fn stop(&mut self, code: u32) {
         log::info!("stopping (exit code {code}) on request");
         *self.stop = Some(code);
@@ -302,6 +305,15 @@ impl libipc::interfaces::lifecycle::Server for Stopper<'_> {
         let _ = libipc::sys::signal(self.notification, 1);
         #[cfg(not(target_os = "none"))]
         let _ = self.notification;
+    }
+
+    fn restarted(&mut self, server: alloc::string::String) {
+        if self.badge != 0 {
+            log::warn!("lifecycle.restarted({server:?}) from badge {:#x} ignored: init's alone", self.badge);
+            return;
+        }
+        log::info!("init restarted \"{server}\", a server this one calls");
+        self.inner.peer_restarted(&server);
     }
 }
 
@@ -318,7 +330,7 @@ impl<D: libipc::Dispatch> libipc::Dispatch for Managed<D> {
     ) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
         use libipc::interfaces::lifecycle;
         if interface == lifecycle::ID {
-            let mut s = Stopper { stop: &mut self.stop, notification: self.notification };
+            let mut s = Stopper { stop: &mut self.stop, notification: self.notification, inner: &mut self.inner, badge };
             return lifecycle::dispatch(&mut s, interface, request);
         }
         self.inner.dispatch_from(badge, interface, request)

@@ -158,6 +158,17 @@ impl NetdLink {
         out
     }
 
+    /// The VMM's starter says netd was restarted (and its VNICs made
+    /// again): the link is lost, attach again now (if it was not lost
+    /// already: then its retries go on as they were).
+    pub fn restarted(&mut self, now_ns: u64) {
+        if !self.lost {
+            self.lost = true;
+            self.failures = 0;
+            self.retry_at_ns = now_ns;
+        }
+    }
+
     /// Whether to attach again now.
     pub fn due(&self, now_ns: u64) -> bool {
         self.lost && now_ns >= self.retry_at_ns

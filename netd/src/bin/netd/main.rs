@@ -511,6 +511,10 @@ fn main(start: alcove_rt::Start) -> u64 {
     // (init restarted this one) is not one of ours, so its kick fails and
     // the VMM attaches again.
     netd.vnics().set_first_handle(((seed >> 32) as u32 & 0x3fff_ffff).max(1));
+    // Grant badges too: an earlier netd's grants, which zone-server makes
+    // again (`vnic.regrant`) under the badges their VMMs still hold, do
+    // not collide with this netd's new ones.
+    netd.vnics().set_first_grant(alcove_rt::rdrand_u64().unwrap_or(seed.rotate_left(17) ^ alcove_rt::rdtsc()));
     let exit_after = info.args.iter().find_map(|a| a.strip_prefix("test-exit-after-frames=")).and_then(|n| match n.parse::<u64>() {
         Ok(n) => Some(n),
         Err(_) => {

@@ -944,6 +944,10 @@ fn timer_loop(sh: &Shared) {
                 log::info!("vm: the ACPI power button was pressed");
                 p.press_power_button(now);
             }
+            if control & libipc::interfaces::VMM_CONTROL_NETD_RESTARTED != 0 {
+                // The platform lock, then the NICs' (as the pump takes them).
+                sh.nics.lock().netd_restarted();
+            }
         }
         // What those passes queued for the disks, outside the lock.
         run_disks(sh);

@@ -297,6 +297,24 @@ fn the_link_to_netd_is_lost_on_a_stale_handle_or_a_failed_call_and_retried_with_
     assert_eq!(l.failed(50), 50 + NetdLink::FIRST_RETRY_NS);
 }
 
+/// The starter says netd was restarted (an idle guest's VMM kicks
+/// nothing, so no kick of its fails): the link is lost and due at once;
+/// said again while lost, the backoff it is in goes on.
+#[test]
+fn the_starter_saying_netd_restarted_loses_the_link_once() {
+    let mut l = NetdLink::default();
+    l.restarted(40);
+    assert!(l.lost() && l.due(40) && !l.due(39));
+    let at = l.failed(40);
+    l.restarted(41);
+    assert!(!l.due(41) && l.due(at), "a second word does not reset the wait");
+    l.relinked();
+    assert!(!l.lost() && l.relinks == 1);
+    l.restarted(90);
+    assert!(l.due(90));
+    assert_eq!(l.failed(90), 90 + NetdLink::FIRST_RETRY_NS, "the backoff starts over");
+}
+
 type NetdLife = (Arc<Mutex<Seen>>, libipc::in_process::ClientEnd, std::thread::JoinHandle<String>);
 
 /// One netd (a `VnicServer` over netd.conf `text`) on its own thread.

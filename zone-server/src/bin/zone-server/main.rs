@@ -315,6 +315,21 @@ mod machine {
                 .map_err(|e| e.to_string())
         }
 
+        fn regrant_vnics(&mut self, badge: u64, lines: &[String]) -> Result<bool, String> {
+            let ep = self.netd.ok_or("zone-server: no netd endpoint was granted")?;
+            match vnic::Client::new(KernelTransport::new(Cap::from_slot(ep))).regrant(badge, lines.to_vec()) {
+                Ok(Ok(_)) => Ok(true),
+                Ok(Err(libipc::interfaces::VnicError::GrantLive { .. })) => Ok(false),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+
+        fn netd_restarted(&mut self, instance: u32) -> Result<(), String> {
+            let control = *self.controls.get(&instance).ok_or("it has no control notification of ours")?;
+            sys::signal(control, libipc::interfaces::VMM_CONTROL_NETD_RESTARTED).map_err(|e| format!("control: {e}"))
+        }
+
         fn list_volumes(&mut self) -> Result<Vec<String>, String> {
             let c = self.pool()?;
             let mut names = Vec::new();

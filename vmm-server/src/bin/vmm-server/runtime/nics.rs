@@ -131,6 +131,16 @@ impl Nics {
         kicked
     }
 
+    /// The starter says netd was restarted (`VMM_CONTROL_NETD_RESTARTED`):
+    /// the next pump attaches every NIC again.
+    pub(super) fn netd_restarted(&mut self) {
+        if self.ports.is_empty() {
+            return;
+        }
+        log::info!("nics: netd was restarted (the starter says so); attaching every NIC again");
+        self.link.restarted(alcove_rt::clock_ns());
+    }
+
     /// Attaches every NIC again to the VNIC netd lists for it now and
     /// moves its device onto the new ring (see the module's description).
     fn reattach(&mut self) -> Result<(), String> {
