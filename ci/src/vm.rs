@@ -350,7 +350,7 @@ impl VmPlan {
         if self.has_volumes() {
             return Err("vmadm: property \"disks\": pool volumes cannot be RAM disks (give the disks as host files)".into());
         }
-        if kib == 0 || kib % 64 != 0 || kib > 1 << 20 {
+        if kib == 0 || !kib.is_multiple_of(64) || kib > 1 << 20 {
             return Err(format!("a RAM disk's memory limit of {kib} KiB: must be a non-zero multiple of 64 KiB, at most 1 GiB"));
         }
         for (i, d) in self.disks.iter().enumerate() {

@@ -60,7 +60,7 @@ impl RamDiskPlan {
                 files.push(String::from(name));
             } else if let Some(n) = a.strip_prefix("ramdisk-mem-kib=") {
                 let kib: u64 = n.parse().map_err(|_| format!("ramdisk-mem-kib={n}: not a number of KiB"))?;
-                if kib == 0 || kib % (CHUNK_BYTES as u64 / 1024) != 0 || kib > MAX_MEM_BYTES / 1024 {
+                if kib == 0 || !kib.is_multiple_of(CHUNK_BYTES as u64 / 1024) || kib > MAX_MEM_BYTES / 1024 {
                     return Err(format!(
                         "ramdisk-mem-kib={n}: must be a non-zero multiple of {} KiB, at most {} KiB",
                         CHUNK_BYTES / 1024,
@@ -83,7 +83,7 @@ impl RamDiskPlan {
 /// Whether a source of `len` bytes can be a RAM disk: whole sectors,
 /// not empty, at most [`MAX_SOURCE_BYTES`].
 pub fn check_size(len: u64) -> Result<(), String> {
-    if len == 0 || len % SECTOR_BYTES as u64 != 0 {
+    if len == 0 || !len.is_multiple_of(SECTOR_BYTES as u64) {
         return Err(format!("{len} bytes, not a non-zero multiple of the {SECTOR_BYTES}-byte sector"));
     }
     if len > MAX_SOURCE_BYTES {
@@ -148,7 +148,7 @@ impl<S: AsRef<[u8]>, M: AsRef<[u8]> + AsMut<[u8]>> RamDisk<S, M> {
     /// and is whole sectors.
     fn range(&self, sector: u64, bytes: usize) -> Result<(u64, u64), DiskError> {
         let outside = DiskError { what: "RAM disk: range outside the disk" };
-        if bytes % SECTOR_BYTES != 0 {
+        if !bytes.is_multiple_of(SECTOR_BYTES) {
             return Err(DiskError { what: "RAM disk: not a whole number of sectors" });
         }
         let start = sector.checked_mul(SECTOR_BYTES as u64).ok_or(outside)?;
@@ -302,7 +302,9 @@ mod tests {
         (alloc, n)
     }
 
-    fn disk(sectors: usize, mem: u64) -> (RamDisk<Vec<u8>, Vec<u8>>, Rc<Cell<usize>>) {
+    type HeapDisk = RamDisk<Vec<u8>, Vec<u8>>;
+
+    fn disk(sectors: usize, mem: u64) -> (HeapDisk, Rc<Cell<usize>>) {
         let (alloc, n) = counted(usize::MAX);
         (RamDisk::new(source(sectors), "boot-disk", mem, alloc).unwrap(), n)
     }

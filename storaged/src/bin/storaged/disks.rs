@@ -105,14 +105,15 @@ pub type BootFileDisk = RamDisk<&'static [u8], &'static mut [u8]>;
 /// The disks storaged serves: the machine's virtio-blk disks, then RAM
 /// disks over boot files.
 pub enum MachineBlk {
-    Virtio(VirtioDisk),
+    /// Boxed: the driver's state is large, a RAM disk's small.
+    Virtio(alloc::boxed::Box<VirtioDisk>),
     Ram(BootFileDisk),
 }
 
 impl MachineBlk {
     fn dev(&mut self) -> &mut dyn BlockDevice {
         match self {
-            MachineBlk::Virtio(d) => d,
+            MachineBlk::Virtio(d) => &mut **d,
             MachineBlk::Ram(d) => d,
         }
     }

@@ -143,7 +143,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         }
     }
     let mut disks: alloc::vec::Vec<_> =
-        found.into_iter().map(|(name, disk)| storaged::Disk::new(&name, disks::MachineBlk::Virtio(disk))).collect();
+        found.into_iter().map(|(name, disk)| storaged::Disk::new(&name, disks::MachineBlk::Virtio(alloc::boxed::Box::new(disk)))).collect();
     // RAM disks over boot files (`ramdisk=NAME`): after the machine's own.
     match storaged::ramdisk::RamDiskPlan::parse(&info.args) {
         Ok(None) => {}
