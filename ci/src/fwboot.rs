@@ -493,6 +493,93 @@ pub fn run_linux(kernel: &Path, images: &guest_images::Images, bootrom: Bootrom,
     })
 }
 
+/// The GRUB disk booted through OVMF from RAM disks under Bochs VMX (slow
+/// tier, by name): Bochs has no virtio-blk, so storaged serves the VM's
+/// disks from copies in the boot archive.
+pub const OVMF_BOCHS_CASE: &str = "linux/ovmf-grub-ram-disk-bochs-vmx";
+/// The same through OVMF under QEMU with the disks as RAM disks (no
+/// virtio-blk drives attached): the RAM-disk path on a faster machine.
+pub const OVMF_RAM_QEMU_CASE: &str = "linux/ovmf-grub-ram-disk-epyc-svm";
+/// Bochs: OVMF, GRUB reading 17 MB and Linux at Bochs's pace.
+const OVMF_BOCHS_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
+
+/// Boots the GRUB disk of [`OVMF_LINUX_CASE`] through OVMF once, the VM's
+/// two disks (the data disk, then the boot disk) served by storaged as RAM
+/// disks from the boot archive: under Bochs `corei7_skylake_x` (one vCPU)
+/// or under QEMU (two vCPUs, no drives attached). The
+/// checks are the direct-boot guest's (nproc, the data disk's hash read
+/// through the RAM disk, the marker written into its memory, poweroff,
+/// everything returned), the firmware's banner and GRUB's line before
+/// init, and the host's disk files unchanged (writes stay in memory).
+pub fn run_ram_disk(kernel: &Path, images: &guest_images::Images, bochs: bool, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
+    use crate::harness::Ending;
+    use kcore::testproto::{EXIT_PASS, qemu_status};
+    let dir = linux_run_dir(name);
+    fs::create_dir_all(&dir)?;
+    // One vCPU under Bochs: with two, OVMF printed nothing in 25 minutes
+    // (session 10; its AP start-up on Bochs's one CPU, not analysed).
+    let vcpus = if bochs { 1 } else { crate::linux::VCPUS };
+    let disk = dir.join("disk.img");
+    let before = crate::vm::random_bytes(crate::linux::DISK_BYTES);
+    fs::write(&disk, &before)?;
+    let hash = crate::vm::sha256_file(&disk)?;
+    let boot_disk = grub_disk(&dir, images, "console=ttyS0 panic=-1")?;
+    let boot_before = fs::read(&boot_disk)?;
+    let json_path = dir.join("vm.json");
+    fs::write(&json_path, linux_vm_json(Bootrom::Uefi, vcpus))?;
+    let plan = VmPlan::load(&json_path)?.with_ram_disks(crate::vm::RAM_DISK_KIB)?;
+    let system = plan.write_boot_files(&dir.join("boot"))?;
+    let log_name = name.replace('/', "-");
+    let iso = image::iso_of(kernel, &format!("test-{log_name}"), "", &system)?;
+    let (run, timed) = if bochs {
+        (plan.bochs().run_captured(&iso, &log_name, timeout)?, None)
+    } else {
+        let mut c = plan.qemu().command(&iso);
+        c.args(["-monitor", "none", "-serial", "stdio"]);
+        let t = crate::emu::capture_timed_answering(c, &log_name, Some(timeout), false, None)?;
+        (t.run.clone(), Some(t))
+    };
+    let mut problems = crate::vm::check_linux_run(&run.serial, &plan.name, vcpus, Some(&hash), false);
+    problems.extend(judge_firmware_boots(&run.serial, Bootrom::Uefi, 1));
+    if !run.serial.lines().any(|l| l.contains("storaged") && l.contains("ram ramdisk1.img: ")) {
+        problems.push("storaged never said it serves the boot disk as a RAM disk (\"ram ramdisk1.img: ...\")".into());
+    }
+    if let Some(l) = run.serial.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
+        problems.push(format!("the kernel reported a fatal error: {}", l.trim_end()));
+    }
+    match run.ending {
+        Ending::Qemu(s) if !bochs && s == qemu_status(EXIT_PASS) => {}
+        Ending::Bochs { shutdown: true } if bochs => {}
+        Ending::Timeout(s) => problems.push(format!("timed out after {s} s")),
+        e => problems.push(format!("the machine ended with {e:?}, not as a powered-off VM ends it")),
+    }
+    if fs::read(&disk)? != before || fs::read(&boot_disk)? != boot_before {
+        problems.push("a disk's host file changed: a RAM disk's writes must stay in memory".into());
+    }
+    let summary = problems.is_empty().then(|| {
+        let init = timed
+            .as_ref()
+            .and_then(|t| crate::linux::Outcome::first_init(t, &plan.name))
+            .map(|d| format!(", {:.1} s from VM start to init", d.as_secs_f64()))
+            .unwrap_or_default();
+        format!(
+            "OVMF -> GRUB -> Linux from RAM disks{}, nproc={vcpus}, disk hash matches, marker written (in memory; \
+             the host files unchanged), powered off, everything returned{init}",
+            if bochs { " under Bochs corei7_skylake_x" } else { " under QEMU (no virtio-blk drives)" }
+        )
+    });
+    Ok(crate::linux::Outcome {
+        name: name.into(),
+        run,
+        timed,
+        vm_name: plan.name,
+        problems,
+        disk_checked: true,
+        vcpus,
+        summary,
+    })
+}
+
 /// The first boot's phases from the stamped serial lines: VM start to
 /// the firmware's banner, banner to GRUB's line (the firmware finding and
 /// starting GRUB), GRUB's line to Linux's first console line (GRUB reading
@@ -650,6 +737,36 @@ pub fn run_tiers(
     failures: &mut Vec<String>,
     runs: &mut usize,
 ) -> Result<()> {
+    // The GRUB disk from RAM disks: under Bochs in the slow tier (or by
+    // name), under QEMU by name only (`--tier linux --case ram-disk`).
+    for (case, bochs, tier) in [(OVMF_BOCHS_CASE, true, "slow"), (OVMF_RAM_QEMU_CASE, false, "linux")] {
+        let asked = match only {
+            Some(o) => case.contains(o) && chosen.contains(&tier),
+            None => bochs && chosen.contains(&tier),
+        };
+        if !asked {
+            continue;
+        }
+        let (machine, timeout) = if bochs {
+            ("under Bochs's VMX (corei7_skylake_x, one vCPU)", OVMF_BOCHS_TIMEOUT)
+        } else {
+            ("under QEMU without virtio-blk drives", FW_LINUX_TIMEOUT)
+        };
+        println!("== {}: the GRUB boot disk through OVMF {machine}, its disks RAM disks from the boot archive", if bochs { "slow" } else { "linux" });
+        *runs += 1;
+        match guest_images::ensure().and_then(|images| run_ram_disk(kernel, &images, bochs, case, timeout)) {
+            Ok(out) => {
+                out.report();
+                if !out.ok() {
+                    failures.push(case.into());
+                }
+            }
+            Err(e) => {
+                println!("  FAIL {case}: {e}");
+                failures.push(case.into());
+            }
+        }
+    }
     if !chosen.contains(&"linux") {
         return Ok(());
     }

@@ -85,7 +85,9 @@ two VMs with one alias, or boot files of one name from different host files,
 are refused.
 --bochs runs the same under Bochs (corei7_skylake_x: VMX with EPT), which
 has one CPU (the vCPUs share it; Linux with 2 vCPUs stalls bringing up the
-second there) and no virtio-blk device: the VM runs without its disks.
+second there) and no virtio-blk device: storaged serves the VM's disks
+(host files) as RAM disks packed into the boot archive; what the guest
+writes stays in memory (16 MiB a disk at most) and never reaches the files.
 
 Options:
   --smp N          CPUs (default 2); `-- -smp N` works too

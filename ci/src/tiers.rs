@@ -208,12 +208,18 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
         return Err("--pool goes with a VM whose disks are pool volumes (zones/... or host files)".into());
     }
     if bochs {
-        if !plan.disks.is_empty() {
-            eprintln!(
-                "xtask: Bochs has no virtio-blk device to attach {} as: the VM runs without its disks",
-                plan.disks.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-            );
+        if plan.has_volumes() {
+            eprintln!("xtask: Bochs has no virtio-blk device for the pool's disks: the VM runs without its disks");
             plan = plan.without_disks()?;
+            plan.pool.clear();
+        } else if !plan.disks.is_empty() {
+            eprintln!(
+                "xtask: Bochs has no virtio-blk device: storaged serves {} as RAM disks from the boot archive \
+                 (what the guest writes stays in memory, at most {} MiB a disk, and is lost when the machine ends)",
+                plan.disks.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+                crate::vm::RAM_DISK_KIB / 1024
+            );
+            plan = plan.with_ram_disks(crate::vm::RAM_DISK_KIB).map_err(|e| format!("{}: {e}", file.display()))?;
         }
         if plan.config.vcpus > 1 {
             eprintln!(

@@ -134,7 +134,27 @@ pub struct VmPlan {
     /// VMM's budget: the kernel and initrd count as 0 until [`VmPlan::load`]
     /// has looked at them.
     pub boot_file_bytes: Vec<u64>,
+    /// The disks are RAM disks storaged serves from copies packed into the
+    /// boot archive ([`VmPlan::with_ram_disks`]), not virtio-blk drives:
+    /// how a machine without virtio-blk (Bochs) gives the VM its disks.
+    /// Each may keep this many KiB of written blocks in memory.
+    pub ram_disk_kib: Option<u64>,
 }
+
+/// The boot-archive name of RAM disk `i` ([`VmPlan::with_ram_disks`]).
+pub fn ram_disk_file(i: usize) -> String {
+    format!("ramdisk{i}.img")
+}
+
+/// The largest disk packed into the boot archive as a RAM disk: the whole
+/// archive is loaded into the machine's memory by its boot loader.
+pub const RAM_DISK_MAX_BYTES: u64 = 256 << 20;
+
+/// A RAM disk's memory for written blocks unless told otherwise.
+pub const RAM_DISK_KIB: u64 = 16 * 1024;
+
+/// storaged's budget in the generated manifest, before RAM disks.
+pub const STORAGED_BUDGET_KIB: u64 = 4096;
 
 /// `name` made into a manifest name: lower case, a-z 0-9 - _, at most
 /// [`MAX_NAME_LEN`] bytes, starting with a letter.
@@ -234,6 +254,7 @@ impl VmPlan {
             boot_file_bytes.push(0);
         }
         let plan = Self {
+            ram_disk_kib: None,
             boot_file_bytes,
             source: source.to_path_buf(),
             json: json.to_string(),
@@ -276,13 +297,80 @@ impl VmPlan {
         Ok(self)
     }
 
-    /// storaged's arguments: the pool on the machine's disks.
+    /// storaged's arguments: the pool on the machine's disks, or the RAM
+    /// disks and their memory limit.
     fn storaged_args(&self) -> String {
+        if let Some(kib) = self.ram_disk_kib {
+            let mut args: Vec<String> = (0..self.disks.len()).map(|i| format!("\"ramdisk={}\"", ram_disk_file(i))).collect();
+            args.push(format!("\"ramdisk-mem-kib={kib}\""));
+            return format!("args = [{}]\n", args.join(", "));
+        }
         match self.pool.len() {
             0 => String::new(),
             1 => "args = [\"pool=zones\", \"pool-disks=0\"]\n".into(),
             _ => "args = [\"pool=zones\", \"pool-vdev=mirror\", \"pool-disks=0,1\"]\n".into(),
         }
+    }
+
+    /// The RAM disks' boot files: archive name and host path.
+    pub fn ram_disk_files(&self) -> Vec<(String, PathBuf)> {
+        match self.ram_disk_kib {
+            Some(_) => self.disks.iter().enumerate().map(|(i, d)| (ram_disk_file(i), d.clone())).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// storaged's `files` line and the budget it needs on top of its
+    /// usual [`STORAGED_BUDGET_KIB`]: for each RAM disk its memory limit,
+    /// the page tables of that memory and of the mapped file. Disk sizes
+    /// are read from the host files (0 when unreadable: the run fails on
+    /// the missing file anyway).
+    pub fn storaged_ram_disks(&self) -> (String, u64) {
+        let Some(kib) = self.ram_disk_kib else { return (String::new(), 0) };
+        let files = self.ram_disk_files();
+        let mut extra = 0;
+        for (_, path) in &files {
+            let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            // A page table (4 KiB) maps 2 MiB; chunks of 64 KiB have a
+            // guard page after each, so their tables cover 68/64 as much.
+            extra += kib + (kib * 68 / 64).div_ceil(2048) * 4 + (bytes >> 21) * 4 + 16;
+        }
+        let names: Vec<String> = files.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        (format!("files = [{}]\n", names.join(", ")), extra)
+    }
+
+    /// The same VM with its disks (host files) as RAM disks: each packed
+    /// into the boot archive as `ramdisk<i>.img` and served by storaged
+    /// from there (reads from the archive's read-only frames, writes kept
+    /// in memory, at most `kib` KiB a disk, lost when the machine ends),
+    /// for a machine with no virtio-blk (Bochs). The VM's description is
+    /// unchanged: its disk i is storaged's disk i. Disks on pool volumes
+    /// cannot be RAM disks.
+    pub fn with_ram_disks(mut self, kib: u64) -> std::result::Result<Self, String> {
+        if self.has_volumes() {
+            return Err("vmadm: property \"disks\": pool volumes cannot be RAM disks (give the disks as host files)".into());
+        }
+        if kib == 0 || !kib.is_multiple_of(64) || kib > 1 << 20 {
+            return Err(format!("a RAM disk's memory limit of {kib} KiB: must be a non-zero multiple of 64 KiB, at most 1 GiB"));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            let len = std::fs::metadata(d).map_err(|e| format!("vmadm: property \"disks[{i}].path\": {}: {e}", d.display()))?.len();
+            if len == 0 || len % 512 != 0 {
+                return Err(format!(
+                    "vmadm: property \"disks[{i}].path\": {} is {len} bytes, not a non-zero multiple of the 512-byte sector",
+                    d.display()
+                ));
+            }
+            if len > RAM_DISK_MAX_BYTES {
+                return Err(format!(
+                    "vmadm: property \"disks[{i}].path\": {} is {len} bytes, more than a RAM disk in the boot archive may be \
+                     ({RAM_DISK_MAX_BYTES} bytes)",
+                    d.display()
+                ));
+            }
+        }
+        self.ram_disk_kib = Some(kib);
+        Ok(self)
     }
 
     /// The VMM's `volumes` line: what init provisions and grants it.
@@ -416,9 +504,11 @@ impl VmPlan {
 
     /// QEMU's drive options: machine disk i is `disks[i]`, or the pool's
     /// file i.
+    /// No drives for RAM disks (storaged serves them from the archive).
     pub fn qemu_drives(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for (i, d) in self.disks.iter().chain(&self.pool).enumerate() {
+        let disks = if self.ram_disk_kib.is_some() { &[][..] } else { &self.disks[..] };
+        for (i, d) in disks.iter().chain(&self.pool).enumerate() {
             // QEMU's option syntax doubles a comma inside a value.
             let file = d.display().to_string().replace(',', ",,");
             v.push("-drive".into());

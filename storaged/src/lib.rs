@@ -39,6 +39,7 @@ extern crate alloc;
 
 pub mod lifecycle;
 mod pool_api;
+pub mod ramdisk;
 pub mod volume;
 
 use alloc::rc::Rc;

@@ -90,12 +90,12 @@ fn server() -> Server {
 
 /// The in-process client's doorbell: its view of the ring is copied into
 /// storaged's before the kick and back after it, as shared pages would be.
-struct SharedDoorbell {
-    storaged: Rc<RefCell<Server>>,
+struct SharedDoorbell<D: BlockDevice = MemDisk> {
+    storaged: Rc<RefCell<Storaged<D, VecRings>>>,
     handle: u32,
 }
 
-impl Doorbell for SharedDoorbell {
+impl<D: BlockDevice> Doorbell for SharedDoorbell<D> {
     fn kick(&mut self, region: &mut dyn RingRegion) -> Result<(), KickError> {
         let mut s = self.storaged.borrow_mut();
         let theirs = s.ring_memory(self.handle).ok_or(KickError::Refused(StorageError::NoSuchHandle { handle: self.handle }))?;
@@ -106,7 +106,7 @@ impl Doorbell for SharedDoorbell {
     }
 }
 
-fn open(storaged: &Rc<RefCell<Server>>, index: u32) -> RingClient<Vec<u8>, SharedDoorbell> {
+fn open<D: BlockDevice>(storaged: &Rc<RefCell<Storaged<D, VecRings>>>, index: u32) -> RingClient<Vec<u8>, SharedDoorbell<D>> {
     let opened = storage::Server::open(&mut *storaged.borrow_mut(), index).unwrap();
     let region = storaged.borrow_mut().ring_memory(opened.handle).unwrap().clone();
     assert_eq!(region.len(), opened.ring_pages as usize * PAGE_BYTES);
@@ -298,4 +298,61 @@ fn a_client_cannot_kick_or_close_another_clients_ring() {
     assert_eq!(a.close(h).unwrap(), Ok(()));
     drop((a, b));
     assert_eq!(t.join().unwrap(), 0);
+}
+
+/// A RAM disk over a boot file serves through the same ring as any disk;
+/// a hostile client's raw requests (sectors past the end, an overflowing
+/// sector, a length past the data area, a write over the memory limit)
+/// each get a failing status and storaged goes on.
+#[test]
+fn a_ram_disk_serves_the_ring_and_refuses_bad_requests() {
+    use crate::ramdisk::{CHUNK_BYTES, ChunkAlloc, RamDisk};
+    let src: Vec<u8> = (0..256 * SECTOR_BYTES).map(|i| (i * 31) as u8).collect();
+    let alloc: ChunkAlloc<Vec<u8>> = alloc::boxed::Box::new(|n| Ok(vec![0; n]));
+    let ram = RamDisk::new(src.clone(), "boot-disk.img", CHUNK_BYTES as u64, alloc).unwrap();
+    let storaged = Rc::new(RefCell::new(Storaged::new(vec![Disk::new("ram 0", ram)], VecRings::default())));
+    let mut c = open(&storaged, 0);
+    assert_eq!(c.capacity_sectors(), 256);
+    assert!(!c.read_only());
+    let mut buf = vec![0; 100 * SECTOR_BYTES];
+    c.read(10, &mut buf).unwrap();
+    assert_eq!(buf, src[10 * SECTOR_BYTES..110 * SECTOR_BYTES]);
+    c.write(20, &vec![7; 4 * SECTOR_BYTES]).unwrap();
+    c.read(10, &mut buf).unwrap();
+    assert_eq!(&buf[10 * SECTOR_BYTES..14 * SECTOR_BYTES], &[7; 4 * SECTOR_BYTES][..]);
+    assert_eq!(&buf[..10 * SECTOR_BYTES], &src[10 * SECTOR_BYTES..20 * SECTOR_BYTES]);
+    // Past the end, through the client.
+    let one = vec![0; SECTOR_BYTES];
+    assert_eq!(c.write(256, &one), Err(BlkError::Status { op: Op::Write, sector: 256, status: Status::OutOfRange }));
+    // Over the memory limit (one chunk: 16 blocks, 1 used): 64 KiB of new
+    // blocks at sector 128 need 16 more.
+    let e = c.write(128, &vec![1; 128 * SECTOR_BYTES]).unwrap_err();
+    assert!(matches!(e, BlkError::Status { op: Op::Write, status: Status::IoError, .. }), "{e:?}");
+    // Raw hostile slots: a huge sector, a huge length.
+    let (_, bell) = c.into_parts();
+    let mut s = storaged.borrow_mut();
+    let region = s.ring_memory(bell.handle).unwrap();
+    let prod = u32::from_le_bytes(region[48..52].try_into().unwrap());
+    let post = |region: &mut Vec<u8>, k: u32, op: u8, len: u32, sector: u64| {
+        let at = 64 + ((prod + k) % 64) as usize * 32;
+        region[at] = op;
+        region[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+        region[at + 8..at + 12].copy_from_slice(&0u32.to_le_bytes());
+        region[at + 16..at + 24].copy_from_slice(&sector.to_le_bytes());
+    };
+    let (read, write) = (Op::Read as u8, Op::Write as u8);
+    post(region, 0, read, 512, u64::MAX);
+    post(region, 1, write, 512, u64::MAX / 512);
+    post(region, 2, read, u32::MAX, 0);
+    post(region, 3, write, 0x7fff_fe00, 0);
+    region[48..52].copy_from_slice(&(prod + 4).to_le_bytes());
+    assert_eq!(storage::Server::kick(&mut *s, bell.handle), Ok(4));
+    let region = s.ring_memory(bell.handle).unwrap();
+    let statuses: Vec<u8> = (0..4).map(|k| region[64 + ((prod + k) % 64) as usize * 32 + 1]).collect();
+    assert_eq!(
+        statuses,
+        vec![Status::OutOfRange as u8, Status::OutOfRange as u8, Status::BadBuffer as u8, Status::BadBuffer as u8]
+    );
+    let ram = s.device(0).unwrap();
+    assert_eq!(ram.written_blocks(), 1, "the refused requests wrote nothing");
 }

@@ -553,3 +553,63 @@ fn each_vm_of_a_machine_reads_its_own_lines() {
     let r = m.log_of(&format!("{serial}vm stranger: started: 1 vCPUs\n"), 1);
     assert!(r.problems.iter().any(|p| p.contains("another VM")), "{:?}", r.problems);
 }
+
+/// Under Bochs the VM's disks are RAM disks: packed into the boot archive
+/// as storaged's files, named in its arguments, its budget raised by each
+/// disk's memory limit and page tables; no virtio-blk drive for QEMU; the
+/// VM's description (its disks) unchanged.
+#[test]
+fn ram_disks_are_storaged_boot_files() {
+    let dir = std::env::temp_dir().join(format!("alcove-ramdisk-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("disk.img"), vec![0u8; 4 << 20]).unwrap();
+    let json = JSON.replace("\"disk.img\"", "\"disk.img\"}, {\"path\": \"boot.img\"");
+    std::fs::write(dir.join("boot.img"), vec![0u8; 1 << 20]).unwrap();
+    let p = VmPlan::from_text(&json, &dir.join("t.json"), &dir).unwrap().with_ram_disks(1024).unwrap();
+    assert!(p.qemu().extra.is_empty(), "no drives: {:?}", p.qemu().extra);
+    assert_eq!(p.config.disks.len(), 2);
+    let m = initrd::manifest::Manifest::from_toml(&p.manifest_toml()).unwrap();
+    let st = m.server("storaged").unwrap();
+    assert_eq!(st.files, ["ramdisk0.img", "ramdisk1.img"]);
+    assert_eq!(st.args, ["ramdisk=ramdisk0.img", "ramdisk=ramdisk1.img", "ramdisk-mem-kib=1024"]);
+    // 4096 KiB, then per disk 1024 KiB, its chunks' page tables (1088 KiB
+    // of address space: one table), the file's tables (4 MiB: 2; 1 MiB: 0)
+    // and 16 KiB for the upper levels.
+    assert_eq!(u64::from(st.budget_kib), 4096 + (1024 + 4 + 8 + 16) + (1024 + 4 + 16));
+    let files = p.boot_system().host_files;
+    assert!(files.contains(&("ramdisk1.img".to_string(), dir.join("boot.img"))), "{files:?}");
+    // Without RAM disks, nothing of this.
+    let plain = VmPlan::from_text(&json, &dir.join("t.json"), &dir).unwrap();
+    let m = initrd::manifest::Manifest::from_toml(&plain.manifest_toml()).unwrap();
+    assert!(m.server("storaged").unwrap().files.is_empty());
+    assert_eq!(m.server("storaged").unwrap().budget_kib, 4096);
+    assert_eq!(plain.qemu().extra.len(), 8);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_ram_disks_are_refused_naming_the_disk() {
+    let dir = std::env::temp_dir().join(format!("alcove-ramdisk-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let load = || VmPlan::from_text(JSON, &dir.join("t.json"), &dir).unwrap();
+    let e = load().with_ram_disks(1024).unwrap_err();
+    assert!(e.contains("\"disks[0].path\"") && e.contains("disk.img"), "{e}");
+    std::fs::write(dir.join("disk.img"), vec![0u8; 1000]).unwrap();
+    let e = load().with_ram_disks(1024).unwrap_err();
+    assert!(e.contains("is 1000 bytes, not a non-zero multiple of the 512-byte sector"), "{e}");
+    std::fs::write(dir.join("disk.img"), Vec::<u8>::new()).unwrap();
+    assert!(load().with_ram_disks(1024).unwrap_err().contains("is 0 bytes"));
+    // An absurd size (a sparse file).
+    std::fs::File::create(dir.join("disk.img")).unwrap().set_len(RAM_DISK_MAX_BYTES + 512).unwrap();
+    assert!(load().with_ram_disks(1024).unwrap_err().contains("more than a RAM disk in the boot archive may be"));
+    std::fs::write(dir.join("disk.img"), vec![0u8; 512]).unwrap();
+    for kib in [0, 100, 2 << 20] {
+        assert!(load().with_ram_disks(kib).unwrap_err().contains("memory limit"), "{kib}");
+    }
+    assert!(load().with_ram_disks(64).is_ok());
+    let vols = r#"{"alias":"v","brand":"bhyve","ram":256,"vcpus":1,"disks":[{"path":"zones/v-disk0"}],
+        "kernel":"/images/vmlinuz"}"#;
+    let e = VmPlan::from_text(vols, &dir.join("t.json"), &dir).unwrap().with_ram_disks(1024).unwrap_err();
+    assert!(e.contains("pool volumes cannot be RAM disks"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

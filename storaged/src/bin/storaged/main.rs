@@ -142,7 +142,18 @@ fn main(start: alcove_rt::Start) -> u64 {
             }
         }
     }
-    let disks = found.into_iter().map(|(name, disk)| storaged::Disk::new(&name, disk)).collect();
+    let mut disks: alloc::vec::Vec<_> =
+        found.into_iter().map(|(name, disk)| storaged::Disk::new(&name, disks::MachineBlk::Virtio(alloc::boxed::Box::new(disk)))).collect();
+    // RAM disks over boot files (`ramdisk=NAME`): after the machine's own.
+    match storaged::ramdisk::RamDiskPlan::parse(&info.args) {
+        Ok(None) => {}
+        Ok(Some(plan)) => {
+            for (name, disk) in disks::ram_disks(&info.files, &plan) {
+                disks.push(storaged::Disk::new(&name, disks::MachineBlk::Ram(disk)));
+            }
+        }
+        Err(e) => log::error!("RAM disk configuration: {e}; serving no RAM disk"),
+    }
     // The pool: imported from the disks' labels, or created as the
     // arguments say on blank disks; every other disk reported.
     let plan = storaged::lifecycle::parse_args(&info.args).unwrap_or_else(|e| {
