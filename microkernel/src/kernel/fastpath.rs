@@ -156,6 +156,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
 /// one's timer interrupt then does what the general path would, as for a
 /// thread that never entered the kernel). Otherwise gives the lock back for
 /// the general path.
+#[inline(always)]
 pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::KernelGuard {
     if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
         return k;
