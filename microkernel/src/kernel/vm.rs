@@ -653,16 +653,21 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         super::inject::pause(abi::FaultPoint::HaltExit, || false);
     }
     let mut k = super::lock();
+    // What this thread still reads through `vcpu` it reads now, under the
+    // lock (a waker changes that state under it, so no wake-up is missed);
+    // from here on the vCPU is reached only through `k`, never through two
+    // references at once. `woken_meanwhile` only reads.
+    let halt = vcpu.halt_until.take();
+    let woken = halt.is_some() && woken_meanwhile(vcpu);
     // Its last capability went while it ran: it is destroyed below, on
     // every way out, a halt included (security issue finding 7).
     let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
-    if let Some(until) = vcpu.halt_until.take()
+    if let Some(until) = halt
         && !doomed
     {
         // Sleep in the kernel; the thread re-enters VcpuRun on wake-up
         // (the system call restarts: RIP back over SYSCALL, RAX its number).
         // If the wake-up came already, it re-enters at once.
-        let woken = woken_meanwhile(vcpu);
         if let Some(v) = k.vcpus.get_mut(id) {
             v.running = false;
         }
