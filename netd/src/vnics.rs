@@ -451,7 +451,7 @@ pub struct KickPath {
 impl KickPath {
     /// Ticks a frame, over all kicks (0 without frames).
     pub fn per_frame(&self) -> u64 {
-        if self.frames == 0 { 0 } else { self.ticks / self.frames }
+        self.ticks.checked_div(self.frames).unwrap_or(0)
     }
 }
 
