@@ -395,34 +395,45 @@ pub fn run_qemu_two(images: &Images, bytes: u64, timeout: Duration) -> Result<(V
     recv.args(["-serial", "stdio"]);
     let mut send = guest("send", MACS[0], format!("socket,id=n0,connect=127.0.0.1:{port}"));
     send.arg("-serial").arg(format!("file:{}", sender_log.display()));
-    send.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // The receiver's QEMU listens before the sender's connects: the
-    // sender starts once the port is in LISTEN, from a thread (the
-    // receiver's run is captured on this one).
-    let sender = std::thread::spawn(move || -> std::result::Result<std::process::Child, String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !listening(port) {
-            if std::time::Instant::now() >= deadline {
-                return Err(format!("the receiver's QEMU did not listen on 127.0.0.1:{port} within 60 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        send.spawn().map_err(|e| format!("the sender's QEMU: {e}"))
-    });
-    let t = crate::emu::capture_timed(recv, name, Some(timeout), false)?;
+    let sender_err = std::fs::File::create(crate::emu::log_path(&format!("{name}-send-stderr"))?)?;
+    send.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(sender_err);
+    // Each QEMU dies with the thread that started it (`setpriv
+    // --pdeathsig`, which follows the parent thread, not the process): the
+    // receiver's run is captured on a thread that lives as long as it,
+    // and the sender starts on this one once the receiver listens (its
+    // QEMU must listen before the sender's connects).
+    let receiver = std::thread::spawn(move || crate::emu::capture_timed(recv, name, Some(timeout), false).map_err(|e| e.to_string()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut problems = Vec::new();
-    let mut sender_serial = String::new();
-    match sender.join() {
-        Ok(Ok(mut child)) => {
-            if let Ok(Some(status)) = child.try_wait() {
-                problems.push(format!("the sender's QEMU exited early ({status})"));
+    let mut child = None;
+    loop {
+        if listening(port) {
+            match send.spawn() {
+                Ok(c) => child = Some(c),
+                Err(e) => problems.push(format!("the sender's QEMU: {e}")),
             }
-            let _ = child.kill();
-            let _ = child.wait();
-            sender_serial = std::fs::read_to_string(&sender_log).unwrap_or_default();
+            break;
         }
-        Ok(Err(e)) => problems.push(e),
-        Err(_) => problems.push("the thread starting the sender's QEMU panicked".into()),
+        if receiver.is_finished() || std::time::Instant::now() >= deadline {
+            problems.push(format!("the receiver's QEMU did not listen on 127.0.0.1:{port}"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Without a sender the receiver's run ends at its timeout.
+    let t = match receiver.join() {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err("the thread capturing the receiver's QEMU panicked".into()),
+    };
+    let mut sender_serial = String::new();
+    if let Some(mut child) = child {
+        if let Ok(Some(status)) = child.try_wait() {
+            problems.push(format!("the sender's QEMU exited before the receiver's run ended ({status})"));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        sender_serial = std::fs::read_to_string(&sender_log).unwrap_or_default();
     }
     let both = format!("{}\n{sender_serial}", t.run.serial);
     let (p, fig) = judge_two_guests(&both, bytes);
