@@ -23,7 +23,11 @@
 //! machine). `bench/net-maxbw` (`cargo xtask bench --case bench/net`) runs
 //! the same machine with the sender's VNIC capped at [`MAXBW_MBIT`] Mbit/s
 //! next to an uncapped run, and prints the measured throughputs, the
-//! capped one over the cap, and the ping round trip.
+//! capped one over the cap, and the ping round trip; in the same run the
+//! same two guests under plain QEMU joined by `-netdev socket`
+//! ([`run_qemu_two`], the Alcove figures over these as ratios), and
+//! net-two's machine under `-icount shift=0` whose netd logs its kick
+//! path ([`KickPath`]: instructions per forwarded frame).
 //!
 //! The first two are in the linux tier (each passed at least three runs in a row
 //! here first); `cargo xtask test --tier linux --case net-pair` (or
