@@ -23,7 +23,11 @@
 //! machine). `bench/net-maxbw` (`cargo xtask bench --case bench/net`) runs
 //! the same machine with the sender's VNIC capped at [`MAXBW_MBIT`] Mbit/s
 //! next to an uncapped run, and prints the measured throughputs, the
-//! capped one over the cap, and the ping round trip.
+//! capped one over the cap, and the ping round trip; in the same run the
+//! same two guests under plain QEMU joined by `-netdev socket`
+//! ([`run_qemu_two`], the Alcove figures over these as ratios), and
+//! net-two's machine under `-icount shift=0` whose netd logs its kick
+//! path ([`KickPath`]: instructions per forwarded frame).
 //!
 //! The first two are in the linux tier (each passed at least three runs in a row
 //! here first); `cargo xtask test --tier linux --case net-pair` (or
@@ -200,6 +204,27 @@ impl TwoFigures {
 /// What is wrong with `linux/net-two`'s serial log (empty: it passed), and
 /// its figures.
 pub fn judge_two(serial: &str, machine: &crate::vm::Machine, bytes: u64) -> (Vec<String>, TwoFigures) {
+    let (mut problems, fig) = judge_two_guests(serial, bytes);
+    for (i, vm) in machine.vms.iter().enumerate() {
+        let log = machine.log_of(serial, i);
+        problems.extend(log.problems.iter().map(|p| format!("vm {}: {p}", vm.name)));
+        let last = i + 1 == machine.vms.len();
+        if last {
+            match log.ending() {
+                Some(e) if e.to_string().contains("poweroff") => {}
+                other => problems.push(format!("vm {}: did not power off: {other:?}", vm.name)),
+            }
+        } else if log.started.is_none() {
+            problems.push(format!("vm {}: did not start", vm.name));
+        }
+    }
+    (problems, fig)
+}
+
+/// What the two guests' own lines in `serial` say (both guests' consoles,
+/// in any order): every ping answered each way, the receiver's bytes the
+/// sender's, and the sender's report; and the figures.
+pub fn judge_two_guests(serial: &str, bytes: u64) -> (Vec<String>, TwoFigures) {
     let mut problems = Vec::new();
     let mut fig = TwoFigures::default();
     let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -232,38 +257,30 @@ pub fn judge_two(serial: &str, machine: &crate::vm::Machine, bytes: u64) -> (Vec
         }
         other => problems.push(format!("the sender's report did not reach the receiver: {other:?}")),
     }
-    for (i, vm) in machine.vms.iter().enumerate() {
-        let log = machine.log_of(serial, i);
-        problems.extend(log.problems.iter().map(|p| format!("vm {}: {p}", vm.name)));
-        let last = i + 1 == machine.vms.len();
-        if last {
-            match log.ending() {
-                Some(e) if e.to_string().contains("poweroff") => {}
-                other => problems.push(format!("vm {}: did not power off: {other:?}", vm.name)),
-            }
-        } else if log.started.is_none() {
-            problems.push(format!("vm {}: did not start", vm.name));
-        }
-    }
     (problems, fig)
 }
 
 /// Boots `linux/net-two`'s machine (the sender capped at `maxbw` Mbit/s if
 /// given) under QEMU's SVM and judges its log; `case` names its log.
 pub fn run_two(case: &str, kernel: &Path, images: &Images, maxbw: Option<u32>, bytes: u64, timeout: Duration) -> Result<(Run, Vec<String>, TwoFigures)> {
-    run_two_with(case, kernel, images, maxbw, bytes, &[], timeout)
+    run_two_with(case, kernel, images, bytes, &TwoOptions { maxbw, ..TwoOptions::default() }, timeout)
 }
 
-/// [`run_two`] with `netd_args` in netd's manifest entry.
-fn run_two_with(
-    case: &str,
-    kernel: &Path,
-    images: &Images,
+/// How [`run_two_with`] runs the machine besides its defaults.
+#[derive(Clone, Debug, Default)]
+struct TwoOptions {
+    /// The sender's VNIC cap, Mbit/s.
     maxbw: Option<u32>,
-    bytes: u64,
-    netd_args: &[String],
-    timeout: Duration,
-) -> Result<(Run, Vec<String>, TwoFigures)> {
+    /// Arguments in netd's manifest entry.
+    netd_args: Vec<String>,
+    /// QEMU with `-icount shift=0` (a TSC delta is instructions).
+    icount: bool,
+}
+
+/// [`run_two`] with `options`.
+fn run_two_with(case: &str, kernel: &Path, images: &Images, bytes: u64, options: &TwoOptions, timeout: Duration) -> Result<(Run, Vec<String>, TwoFigures)> {
+    let TwoOptions { maxbw, netd_args, icount } = options;
+    let maxbw = *maxbw;
     let dir = crate::out_dir().join("linux-e2e").join(case.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
     let mut plans = Vec::new();
@@ -276,11 +293,13 @@ fn run_two_with(
     machine.netd_args = netd_args.to_vec();
     let system = machine.write_boot_files(&dir.join("boot"))?;
     let iso = image::iso_of(kernel, &format!("test-{}", case.replace('/', "-")), "", &system)?;
-    let mut c = machine.qemu_forwarding(&[]).command(&iso);
+    let mut qemu = machine.qemu_forwarding(&[]);
+    qemu.icount = *icount;
+    let mut c = qemu.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     let t = capture_timed_answering(c, &case.replace('/', "-"), Some(timeout), false, None)?;
     let (mut problems, fig) = judge_two(&t.run.serial, &machine, bytes);
-    if !netd_args.is_empty() {
+    if netd_args.iter().any(|a| a.starts_with("test-exit-after-frames=")) {
         problems.extend(restart_problems(&t.run.serial, &machine));
     }
     match t.run.ending {
@@ -306,7 +325,8 @@ pub const RESTART_AFTER_FRAMES: u64 = 400;
 /// [`restart_problems`] for what it wants besides `linux/net-two`'s checks.
 pub fn run_restart(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Vec<String>)> {
     let args = [format!("test-exit-after-frames={RESTART_AFTER_FRAMES}")];
-    let (run, problems, _) = run_two_with(RESTART_CASE, kernel, images, None, RESTART_BYTES, &args, timeout)?;
+    let options = TwoOptions { netd_args: args.to_vec(), ..TwoOptions::default() };
+    let (run, problems, _) = run_two_with(RESTART_CASE, kernel, images, RESTART_BYTES, &options, timeout)?;
     Ok((run, problems))
 }
 
@@ -349,6 +369,142 @@ pub fn restart_problems(serial: &str, machine: &crate::vm::Machine) -> Vec<Strin
     problems
 }
 
+/// The baseline of `bench/net-maxbw`: net-two's guests (the same kernel,
+/// initramfs, `/init` roles, transfer and pings, 1 vCPU and 256 MiB each)
+/// as two plain QEMU TCG processes, each with a virtio-net NIC (the MAC
+/// net-two gives it) on a `-netdev socket` link: the receiver listens on
+/// a free port of 127.0.0.1, the sender connects to it. The receiver ends
+/// the run (it powers off); the sender, then sleeping, is killed. Both
+/// consoles are judged as net-two's guest lines ([`judge_two_guests`]).
+pub fn run_qemu_two(images: &Images, bytes: u64, timeout: Duration) -> Result<(Vec<String>, TwoFigures)> {
+    let name = "bench-net-qemu";
+    let port = crate::vm::free_port()?;
+    let sender_log = crate::emu::log_path(&format!("{name}-send"))?;
+    let _ = std::fs::remove_file(&sender_log);
+    let guest = |role: &str, mac: &str, netdev: String| {
+        let mut c = crate::emu::emulator("qemu-system-x86_64");
+        c.args(["-accel", "tcg", "-display", "none", "-no-reboot", "-monitor", "none"])
+            .args(["-m", "256", "-smp", "1"])
+            .arg("-kernel")
+            .arg(&images.vmlinuz)
+            .arg("-initrd")
+            .arg(&images.initramfs)
+            .arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 alcove.net-two={role} alcove.net-two-bytes={bytes}"))
+            .args(["-netdev", &netdev, "-device"])
+            .arg(format!("virtio-net-pci,netdev=n0,mac={mac},disable-legacy=on"));
+        c
+    };
+    let mut recv = guest("recv", MACS[1], format!("socket,id=n0,listen=127.0.0.1:{port}"));
+    recv.args(["-serial", "stdio"]);
+    let mut send = guest("send", MACS[0], format!("socket,id=n0,connect=127.0.0.1:{port}"));
+    send.arg("-serial").arg(format!("file:{}", sender_log.display()));
+    let sender_err = std::fs::File::create(crate::emu::log_path(&format!("{name}-send-stderr"))?)?;
+    send.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(sender_err);
+    // Each QEMU dies with the thread that started it (`setpriv
+    // --pdeathsig`, which follows the parent thread, not the process): the
+    // receiver's run is captured on a thread that lives as long as it,
+    // and the sender starts on this one once the receiver listens (its
+    // QEMU must listen before the sender's connects).
+    let receiver = std::thread::spawn(move || crate::emu::capture_timed(recv, name, Some(timeout), false).map_err(|e| e.to_string()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut problems = Vec::new();
+    let mut child = None;
+    loop {
+        if listening(port) {
+            match send.spawn() {
+                Ok(c) => child = Some(c),
+                Err(e) => problems.push(format!("the sender's QEMU: {e}")),
+            }
+            break;
+        }
+        if receiver.is_finished() || std::time::Instant::now() >= deadline {
+            problems.push(format!("the receiver's QEMU did not listen on 127.0.0.1:{port}"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Without a sender the receiver's run ends at its timeout.
+    let t = match receiver.join() {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err("the thread capturing the receiver's QEMU panicked".into()),
+    };
+    let mut sender_serial = String::new();
+    if let Some(mut child) = child {
+        if let Ok(Some(status)) = child.try_wait() {
+            problems.push(format!("the sender's QEMU exited before the receiver's run ended ({status})"));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        sender_serial = std::fs::read_to_string(&sender_log).unwrap_or_default();
+    }
+    let both = format!("{}\n{sender_serial}", t.run.serial);
+    let (p, fig) = judge_two_guests(&both, bytes);
+    problems.extend(p);
+    if !t.run.serial.lines().any(|l| l.trim_end() == "alcove-guest: poweroff") {
+        problems.push("the receiver did not power off".into());
+    }
+    match t.run.ending {
+        Ending::Qemu(0) => {}
+        Ending::Qemu(s) => problems.push(format!("the receiver's QEMU exited with status {s}")),
+        Ending::Timeout(s) => problems.push(format!("the receiver's QEMU timed out after {s} s")),
+        Ending::Bochs { .. } => {}
+    }
+    Ok((problems, fig))
+}
+
+/// Whether a socket on 127.0.0.1:`port` is listening (`/proc/net/tcp`).
+fn listening(port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| {
+        t.lines().skip(1).any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() > 3 && w[1] == local && w[3] == "0A"
+        })
+    })
+}
+
+/// netd's kick-path counters (`log-kick-path=N`): kicks, frames into
+/// rings, ticks, and the fewest ticks of a one-frame kick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KickPath {
+    pub kicks: u64,
+    pub frames: u64,
+    pub ticks: u64,
+    pub one_frame_min: Option<u64>,
+}
+
+impl KickPath {
+    /// The last line netd logged of its kick path in `serial`
+    /// ("kick path: K kicks, F frames into rings, T ticks (P a frame,
+    /// one-frame kick at least M) (TSC ticks)").
+    pub fn last_in(serial: &str) -> Option<Self> {
+        serial.lines().rev().find_map(|l| Self::parse(&l[l.find("kick path: ")? + "kick path: ".len()..]))
+    }
+
+    fn parse(rest: &str) -> Option<Self> {
+        let num = |s: &str, suffix: &str| s.trim().strip_suffix(suffix)?.trim().parse::<u64>().ok();
+        let mut parts = rest.splitn(4, ',');
+        let kicks = num(parts.next()?, "kicks")?;
+        let frames = num(parts.next()?, "frames into rings")?;
+        let ticks_part = parts.next()?;
+        let ticks = num(ticks_part.split('(').next()?, "ticks")?;
+        let one_frame_min = parts
+            .next()
+            .and_then(|p| p.trim().strip_prefix("one-frame kick at least "))
+            .and_then(|p| p.split(')').next())
+            .and_then(|p| p.trim().parse().ok());
+        Some(Self { kicks, frames, ticks, one_frame_min })
+    }
+}
+
+/// What `bench/net-icount`'s netd is told: log its kick path every this
+/// many frames.
+pub const KICK_LOG_FRAMES: u64 = 128;
+/// What `bench/net-icount`'s sender sends (TCG under `-icount` is slow).
+pub const ICOUNT_BYTES: u64 = 256 << 10;
+
 /// `bench/net-maxbw`: the two-VM transfer uncapped, then with the sender
 /// capped at [`MAXBW_MBIT`]; figures only from runs that passed.
 pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<crate::bench::Figure>, Vec<String>)> {
@@ -356,7 +512,8 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<c
     let mut figures = Vec::new();
     let mut problems = Vec::new();
     let (_, p, free) = run_two("bench/net-two", kernel, images, None, TWO_BYTES, timeout)?;
-    if p.is_empty() {
+    let free_ok = p.is_empty();
+    if free_ok {
         figures.push(Figure::new("net_guest_to_guest", format!("{:.1}", free.mbit_s()), "Mbit/s"));
         if let Some(rtt) = free.send_rtt_ms {
             figures.push(Figure::new("net_guest_ping_rtt", format!("{rtt:.3}"), "ms"));
@@ -364,12 +521,43 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<c
     } else {
         problems.extend(p.into_iter().map(|p| format!("bench/net-two: {p}")));
     }
+    // The same guests under plain QEMU, in the same run.
+    let (p, qemu) = run_qemu_two(images, TWO_BYTES, timeout)?;
+    if p.is_empty() {
+        figures.push(Figure::new("net_qemu_guest_to_guest", format!("{:.1}", qemu.mbit_s()), "Mbit/s"));
+        if let Some(rtt) = qemu.send_rtt_ms {
+            figures.push(Figure::new("net_qemu_ping_rtt", format!("{rtt:.3}"), "ms"));
+        }
+        if free_ok {
+            figures.push(Figure::new("net_guest_to_guest_over_qemu", format!("{:.3}", free.mbit_s() / qemu.mbit_s()), "ratio"));
+        }
+        if let (true, Some(a), Some(q)) = (free_ok, free.send_rtt_ms, qemu.send_rtt_ms) {
+            figures.push(Figure::new("net_ping_rtt_over_qemu", format!("{:.2}", a / q), "ratio"));
+        }
+    } else {
+        problems.extend(p.into_iter().map(|p| format!("bench/net-qemu: {p}")));
+    }
     let (_, p, capped) = run_two("bench/net-maxbw", kernel, images, Some(MAXBW_MBIT), TWO_BYTES, timeout)?;
     if p.is_empty() {
         figures.push(Figure::new("net_maxbw_20_measured", format!("{:.2}", capped.mbit_s()), "Mbit/s"));
         figures.push(Figure::new("net_maxbw_20_ratio", format!("{:.3}", capped.mbit_s() / f64::from(MAXBW_MBIT)), "ratio"));
     } else {
         problems.extend(p.into_iter().map(|p| format!("bench/net-maxbw: {p}")));
+    }
+    // Instructions per forwarded frame: net-two's machine under
+    // `-icount shift=0`, whose netd logs its kick path's TSC ticks.
+    let options = TwoOptions { netd_args: vec![format!("log-kick-path={KICK_LOG_FRAMES}")], icount: true, ..TwoOptions::default() };
+    let (run, p, _) = run_two_with("bench/net-icount", kernel, images, ICOUNT_BYTES, &options, timeout)?;
+    match KickPath::last_in(&run.serial) {
+        Some(k) if p.is_empty() && k.frames > 0 => {
+            figures.push(Figure::new("net_switch_instructions_per_frame", k.ticks / k.frames, "instructions"));
+            if let Some(m) = k.one_frame_min {
+                figures.push(Figure::new("net_switch_instructions_one_frame_kick_min", m, "instructions"));
+            }
+            figures.push(Figure::new("net_switch_frames_counted", k.frames, "frames"));
+        }
+        _ if !p.is_empty() => problems.extend(p.into_iter().map(|p| format!("bench/net-icount: {p}"))),
+        other => problems.push(format!("bench/net-icount: netd logged no kick path with frames ({other:?})")),
     }
     Ok((figures, problems))
 }
@@ -459,6 +647,49 @@ mod tests {
         assert!(p.len() == 1 && p[0].contains("did not all come back"), "{p:?}");
         let p = judge_host(&host_log(all, ECHO_LINE, "e3b0c442 131072"), HOST_ALIAS);
         assert!(p.len() == 1 && p[0].contains("did not all come back"), "{p:?}");
+    }
+
+    #[test]
+    fn the_last_kick_path_netd_logged_is_read_and_garbage_is_not() {
+        let serial = "[INFO ] netd: kick path: 10 kicks, 128 frames into rings, 640000 ticks (5000 a frame) (TSC ticks)\r\n\
+                      alcove-guest: net-two send sent abcd 100\r\n\
+                      [INFO ] netd: kick path: 20 kicks, 256 frames into rings, 1024000 ticks (4000 a frame, one-frame kick at least 3100) (TSC ticks)\r\n\
+                      [INFO ] netd: kick path: garbage\r\n";
+        let k = KickPath::last_in(serial).unwrap();
+        assert_eq!(k, KickPath { kicks: 20, frames: 256, ticks: 1_024_000, one_frame_min: Some(3100) });
+        let first = KickPath::last_in(serial.split("alcove-guest").next().unwrap()).unwrap();
+        assert_eq!((first.frames, first.one_frame_min), (128, None));
+        for bad in ["", "kick path: ", "kick path: x kicks, 1 frames into rings, 2 ticks (2 a frame)", "kick path: 1 kicks, 1 frames, 2 ticks"] {
+            assert_eq!(KickPath::last_in(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_qemu_guests_are_judged_on_their_own_lines_from_both_consoles() {
+        let all = "3 packets transmitted, 3 packets received, 0% packet loss";
+        let recv = format!(
+            "alcove-guest: net-two recv ping: {all}\r\nalcove-guest: net-two recv got abcd 100\r\n\
+             alcove-guest: net-two recv sender said abcd 100 50\r\nalcove-guest: poweroff\r\n"
+        );
+        let send = format!(
+            "alcove-guest: net-two send ping: {all}\nalcove-guest: net-two send ping: round-trip min/avg/max = 0.100/0.200/0.300 ms\n\
+             alcove-guest: net-two send sent abcd 100\n"
+        );
+        let (p, f) = judge_two_guests(&format!("{recv}\n{send}"), 100);
+        assert_eq!(p, Vec::<String>::new());
+        assert_eq!((f.bytes, f.centis, f.send_rtt_ms), (100, 50, Some(0.2)));
+        // Without the sender's console: its pings and what it sent are missing.
+        let (p, _) = judge_two_guests(&recv, 100);
+        assert!(p.iter().any(|p| p.starts_with("the send VM's 3 pings")) && p.iter().any(|p| p.starts_with("the receiver did not get")), "{p:?}");
+    }
+
+    #[test]
+    fn a_listening_port_is_seen_and_a_closed_one_is_not() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listening(port));
+        drop(l);
+        assert!(!listening(port));
     }
 
     fn two_machine() -> crate::vm::Machine {

@@ -1239,13 +1239,25 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         };
     }
     // Two VMs on an etherstub (issue 13): guest-to-guest throughput and
-    // ping, and the same transfer under a VNIC's maxbw cap.
+    // ping next to the same guests under plain QEMU, the same transfer
+    // under a VNIC's maxbw cap, and netd's instructions per forwarded
+    // frame under -icount.
     if only("bench/net-maxbw") || only("bench/net-two") {
         let case = "bench/net-maxbw";
         let judged = match guest_images::ensure() {
             Ok(images) => {
                 let (figures, problems) = crate::linux_net::bench(&kernel, &images, LINUX_QEMU_TIMEOUT)?;
-                let expect = ["net_guest_to_guest", "net_guest_ping_rtt", "net_maxbw_20_measured", "net_maxbw_20_ratio"];
+                let expect = [
+                    "net_guest_to_guest",
+                    "net_guest_ping_rtt",
+                    "net_qemu_guest_to_guest",
+                    "net_qemu_ping_rtt",
+                    "net_guest_to_guest_over_qemu",
+                    "net_ping_rtt_over_qemu",
+                    "net_maxbw_20_measured",
+                    "net_maxbw_20_ratio",
+                    "net_switch_instructions_per_frame",
+                ];
                 bench::judge(case, &problems, figures, &expect, &[])
             }
             Err(e) => Err(bench::Failed { case: case.into(), problems: vec![format!("the guest images: {e}")] }),

@@ -56,12 +56,15 @@ pub struct Fabric<R: RingRegion> {
     switch: Switch,
     vnics: BTreeMap<VnicId, Attached<R>>,
     geometry: Geometry,
+    /// Frames put into a receiving VNIC's ring so far (a flooded frame
+    /// once per ring it went into).
+    delivered: u64,
 }
 
 impl<R: RingRegion> Fabric<R> {
     /// A switch set up by `config`, whose VNICs get rings of `slots` slots.
     pub fn new(config: SwitchConfig, slots: u32) -> Result<Self, FrameRingError> {
-        Ok(Self { switch: Switch::new(config), vnics: BTreeMap::new(), geometry: Geometry::new(slots)? })
+        Ok(Self { switch: Switch::new(config), vnics: BTreeMap::new(), geometry: Geometry::new(slots)?, delivered: 0 })
     }
 
     /// The ring geometry a VNIC's region needs (its pages).
@@ -128,6 +131,12 @@ impl<R: RingRegion> Fabric<R> {
     /// Frames taken from `id`'s ring so far (malformed slots not counted).
     pub fn taken(&self, id: VnicId) -> Option<u64> {
         self.vnics.get(&id).map(|a| a.from_vmm.frames)
+    }
+
+    /// Frames put into the VNICs' rings so far, all VNICs (attached now
+    /// or not); a flooded frame counts once per ring it went into.
+    pub const fn delivered(&self) -> u64 {
+        self.delivered
     }
 
     /// Frames for `id` dropped because its ring was full, and whether (why)
@@ -210,7 +219,10 @@ impl<R: RingRegion> Fabric<R> {
             return;
         }
         match a.to_vmm.push(&mut a.region, frame) {
-            Ok(true) => push_unique(&mut work.signal, to),
+            Ok(true) => {
+                self.delivered += 1;
+                push_unique(&mut work.signal, to);
+            }
             Ok(false) => a.ring_full += 1,
             Err(e) => {
                 log::warn!("netd: VNIC {}: ring refused: {e}", to.0);

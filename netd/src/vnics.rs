@@ -407,6 +407,13 @@ pub trait VnicPlatform {
     }
     /// Nanoseconds on a clock that does not go back.
     fn now_ns(&self) -> u64;
+    /// The processor's time-stamp counter (on Alcove, RDTSC; under QEMU's
+    /// `-icount shift=0` a delta is the instructions executed), for
+    /// [`KickPath`]. A platform without one gives 0 and the path's ticks
+    /// stay 0.
+    fn ticks(&self) -> u64 {
+        0
+    }
     /// A copy of netd's endpoint badged `badge` for a `vnic.grant`'s
     /// holder: the slot of the capability to hand over (netd keeps it to
     /// revoke the holder's copy). A platform that cannot grant says why.
@@ -418,6 +425,43 @@ pub trait VnicPlatform {
     /// holder's copy goes with it).
     fn unmint(&mut self, slot: CapSlot) {
         let _ = slot;
+    }
+}
+
+/// What the `kick` path cost so far: from the VMM's doorbell (the call)
+/// through the switch into the receiving VNICs' rings and their VMMs'
+/// signals, in time-stamp-counter ticks ([`VnicPlatform::ticks`]) around
+/// each kick's pass. Always counted (two counter reads a kick); in netd's
+/// status and, with netd's `log-kick-path=N` argument, logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KickPath {
+    /// Kicks of attached VNICs (refused ones not counted).
+    pub kicks: u64,
+    /// Frames those kicks put into the VNICs' rings (a flooded frame once
+    /// per ring).
+    pub frames: u64,
+    /// Ticks those kicks took, all of them (those that moved nothing too).
+    pub ticks: u64,
+    /// The fewest ticks of a kick that put exactly one frame into a ring
+    /// (`None`: none yet): the path without the time other work (an
+    /// interrupt, under `-icount` another CPU's turn) added to some kicks.
+    pub one_frame_min: Option<u64>,
+}
+
+impl KickPath {
+    /// Ticks a frame, over all kicks (0 without frames).
+    pub fn per_frame(&self) -> u64 {
+        self.ticks.checked_div(self.frames).unwrap_or(0)
+    }
+}
+
+impl core::fmt::Display for KickPath {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "kick path: {} kicks, {} frames into rings, {} ticks ({} a frame", self.kicks, self.frames, self.ticks, self.per_frame())?;
+        match self.one_frame_min {
+            Some(m) => write!(f, ", one-frame kick at least {m})"),
+            None => write!(f, ")"),
+        }
     }
 }
 
@@ -479,6 +523,7 @@ pub struct VnicServer<P: VnicPlatform> {
     retired: Vec<u64>,
     /// The badge of the request being answered ([`VnicServer::set_caller`]).
     caller: u64,
+    kick_path: KickPath,
 }
 
 impl<P: VnicPlatform> VnicServer<P> {
@@ -521,6 +566,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             first_grant: GRANT_BADGE_BASE,
             retired: Vec::new(),
             caller: 0,
+            kick_path: KickPath::default(),
         }
     }
 
@@ -570,6 +616,11 @@ impl<P: VnicPlatform> VnicServer<P> {
             .iter()
             .filter_map(|e| e.attached.as_ref().and_then(|a| self.switches[e.switch].1.taken(a.id)))
             .sum()
+    }
+
+    /// What the `kick` path cost so far ([`KickPath`]).
+    pub fn kick_path(&self) -> KickPath {
+        self.kick_path
     }
 
     /// Whether `handle` is one this netd gave (attached or not now).
@@ -725,6 +776,9 @@ impl<P: VnicPlatform> VnicServer<P> {
         }
         for (name, fabric) in &self.switches {
             out.push_str(&fabric.status(name));
+        }
+        if self.kick_path.kicks > 0 {
+            let _ = writeln!(out, "{} (TSC ticks)", self.kick_path);
         }
         for (i, e) in self.vnics.iter().enumerate() {
             if e.attached.is_none() && e.spec.client != NO_CLIENT {
@@ -917,11 +971,22 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
             Some(a) => (self.vnics[i].switch, a.id),
             None => return Err(VnicError::NoSuchHandle { handle }),
         };
+        let t0 = self.platform.ticks();
+        let delivered = self.switches[switch].1.delivered();
         let before = self.switches[switch].1.taken(id).unwrap_or(0);
         let now = self.platform.now_ns();
         let work = self.switches[switch].1.poll(now);
         let after = self.switches[switch].1.taken(id).unwrap_or(0);
+        let frames = self.switches[switch].1.delivered().wrapping_sub(delivered);
         self.finish(switch, work);
+        let ticks = self.platform.ticks().wrapping_sub(t0);
+        let p = &mut self.kick_path;
+        p.kicks += 1;
+        p.frames += frames;
+        p.ticks = p.ticks.wrapping_add(ticks);
+        if frames == 1 {
+            p.one_frame_min = Some(p.one_frame_min.map_or(ticks, |m| m.min(ticks)));
+        }
         Ok(after.saturating_sub(before).min(u64::from(u32::MAX)) as u32)
     }
 

@@ -186,6 +186,50 @@ fn frames_cross_between_two_vmms_and_forged_ones_are_dropped_and_counted() {
 }
 
 #[test]
+fn the_kick_path_counts_the_frames_into_rings_and_the_ticks_of_kicks_that_were_served() {
+    let r = rig();
+    r.seen.lock().unwrap().tsc_step = 500;
+    let (a, b) = (r.client(A), r.client(B));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    let hb = b.attach(1, 0).unwrap().unwrap().handle;
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+    // One frame into B's ring.
+    vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    assert_eq!(a.kick(ha).unwrap(), Ok(1));
+    // Three taken from B's ring, two dropped (forged): one into A's.
+    vmm_b.send(&arp(MAC_B, [10, 0, 0, 66]));
+    vmm_b.send(&arp([0x02, 0, 0, 0, 0, 0x66], [10, 0, 0, 2]));
+    vmm_b.send(&arp(MAC_B, [10, 0, 0, 2]));
+    assert_eq!(b.kick(hb).unwrap(), Ok(3));
+    assert_eq!(vmm_a.received().len(), 1);
+    assert_eq!(vmm_b.received().len(), 1);
+    // A kick that moves nothing costs a kick and its ticks.
+    assert_eq!(a.kick(ha).unwrap(), Ok(0));
+    // Refused kicks are not part of the path: another's handle, a handle
+    // never given, and one detached.
+    assert!(matches!(b.kick(ha).unwrap(), Err(VnicError::NoSuchHandle { .. })));
+    assert!(matches!(a.kick(0x7fff_0000).unwrap(), Err(VnicError::NoSuchHandle { .. })));
+    b.detach(hb).unwrap().unwrap();
+    assert!(matches!(b.kick(hb).unwrap(), Err(VnicError::NoSuchHandle { .. })));
+    drop((a, b));
+    let (status, _) = r.finish();
+    assert!(
+        status.contains("kick path: 3 kicks, 2 frames into rings, 1500 ticks (750 a frame, one-frame kick at least 500) (TSC ticks)"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_netd_that_was_never_kicked_shows_no_kick_path() {
+    let r = rig();
+    let a = r.client(A);
+    a.attach(0, 0).unwrap().unwrap();
+    drop(a);
+    let (status, _) = r.finish();
+    assert!(!status.contains("kick path"), "{status}");
+}
+
+#[test]
 fn a_hostile_ring_costs_its_own_frames_only() {
     let r = rig();
     let (a, b) = (r.client(A), r.client(B));

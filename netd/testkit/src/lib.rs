@@ -88,6 +88,10 @@ pub struct Seen {
     /// reads it.
     pub now_ns: u64,
     pub tick_ns: u64,
+    /// The time-stamp counter netd reads next, and how far it moves each
+    /// time netd reads it (0: the counter stands still).
+    pub tsc: u64,
+    pub tsc_step: u64,
     /// Badged endpoints made for VNIC grants, and how many were revoked.
     pub minted: Vec<u64>,
     pub unminted: usize,
@@ -109,6 +113,8 @@ impl Default for Seen {
             bring: None,
             now_ns: 0,
             tick_ns: 0,
+            tsc: 0,
+            tsc_step: 0,
             minted: Vec::new(),
             unminted: 0,
         }
@@ -162,6 +168,12 @@ impl VnicPlatform for Platform {
         let now = s.now_ns;
         s.now_ns += s.tick_ns;
         now
+    }
+    fn ticks(&self) -> u64 {
+        let mut s = self.0.lock().unwrap();
+        let t = s.tsc;
+        s.tsc += s.tsc_step;
+        t
     }
     /// A grant's endpoint: slot 900 plus the number of grants made.
     fn mint(&mut self, badge: u64) -> Result<u32, String> {

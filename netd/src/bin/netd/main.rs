@@ -281,6 +281,10 @@ mod frames {
         fn now_ns(&self) -> u64 {
             alcove_rt::clock_ns()
         }
+
+        fn ticks(&self) -> u64 {
+            alcove_rt::rdtsc()
+        }
     }
 }
 
@@ -348,6 +352,10 @@ struct Timed {
     /// already named an earlier netd's handle (this netd is the restarted
     /// one). The exit happens between requests (no VMM's call is in flight).
     exit_after: Option<u64>,
+    /// `log-kick-path=N` (benchmarks): the kick path's counters are
+    /// logged each time N more frames went through it; with the frames
+    /// logged last.
+    log_kick_path: Option<(u64, u64)>,
 }
 
 #[cfg(target_os = "none")]
@@ -364,6 +372,17 @@ impl Timed {
             let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, EXIT_BIT);
         }
     }
+
+    /// Logs the kick path's counters once `log-kick-path=N` more frames
+    /// went through it (after the request: not inside what it measures).
+    fn log_kick_path(&mut self) {
+        let Some((every, last)) = self.log_kick_path else { return };
+        let path = self.netd.vnics().kick_path();
+        if path.frames >= last.saturating_add(every) {
+            log::info!("{path} (TSC ticks)");
+            self.log_kick_path = Some((every, path.frames));
+        }
+    }
 }
 
 #[cfg(target_os = "none")]
@@ -376,6 +395,7 @@ impl libipc::Dispatch for Timed {
         let r = self.netd.dispatch_from(badge, interface, request);
         timer::set(self.netd.wake_at_ns(), self.tick);
         self.check_exit();
+        self.log_kick_path();
         r
     }
 
@@ -522,7 +542,14 @@ fn main(start: alcove_rt::Start) -> u64 {
             None
         }
     });
-    let server = Timed { netd, tick, exit_after };
+    let log_kick_path = info.args.iter().find_map(|a| a.strip_prefix("log-kick-path=")).and_then(|n| match n.parse::<u64>() {
+        Ok(n) if n > 0 => Some((n, 0)),
+        _ => {
+            log::error!("log-kick-path={n}: not a number of frames over 0; ignored");
+            None
+        }
+    });
+    let server = Timed { netd, tick, exit_after, log_kick_path };
     alcove_rt::serve_forever_with(slot, server, |main| {
         if let Err(e) = timer::start(thread, tick, main) {
             log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");
