@@ -706,8 +706,9 @@ fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> 
 }
 
 /// `ktest-zone-other` holds zone-server's and init's endpoints but is
-/// neither a vmadm client nor allowed to start anything: asked through its
-/// `status.echo`, it tries both and answers 0 when both refused it.
+/// neither a vmadm client nor allowed to start anything or stop zone-server:
+/// asked through its `status.echo`, it tries all three and answers 0 when
+/// each refused it.
 fn other_clients_reach_neither_vmadm_nor_proc(env: &mut Env) -> Result<(), String> {
     let other = env.other.ok_or("zone.toml grants no zone-other endpoint")?;
     let code = status::Client::new(client(other)).echo(1).map_err(|e| format!("zone-other: {e}"))?;
@@ -715,6 +716,7 @@ fn other_clients_reach_neither_vmadm_nor_proc(env: &mut Env) -> Result<(), Strin
         0 => Ok(()),
         1 => Err("vmadm answered a process that is not one of its clients".into()),
         2 => Err("init let a process that may spawn nothing start a VMM".into()),
+        4 => Err("zone-server stopped on the lifecycle.stop of a process the manifest does not let stop it".into()),
         n => Err(format!("zone-other answered {n}")),
     }
 }
@@ -744,6 +746,19 @@ fn other_main(info: StartInfo) -> u64 {
             if p != Ok(Err(ProcError::NotPermitted { template: "vmm-server".into() })) {
                 println!("zone-other: proc.start answered: {p:?}");
                 return 2;
+            }
+            // It may not stop zone-server either (zone.toml names only
+            // ktest-zone in lifecycle-stop): the same zone-server answers
+            // after the attempt, its request count going on.
+            let st = status::Client::new(client(zone));
+            let Ok(before) = st.status() else { return 3 };
+            let stop = libipc::interfaces::lifecycle::Client::new(client(zone)).stop(9);
+            match st.status() {
+                Ok(after) if after.requests_served > before.requests_served && after.uptime_ns > before.uptime_ns => {}
+                after => {
+                    println!("zone-other: lifecycle.stop answered {stop:?}; zone-server then: {after:?} (before: {before:?})");
+                    return 4;
+                }
             }
             0
         }

@@ -30,6 +30,22 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// The console capability's slot, once known (logging goes nowhere before).
 static CONSOLE: AtomicU32 = AtomicU32::new(u32::MAX);
 
+/// Who besides init may `lifecycle.stop` this server ([`start::StartInfo::stop_badges`]).
+static STOPPERS: spin::Once<alloc::vec::Vec<u64>> = spin::Once::new();
+
+/// Sets who besides init may stop this server (once; later calls are
+/// ignored). Without it only init may.
+pub fn set_stoppers(badges: alloc::vec::Vec<u64>) {
+    STOPPERS.call_once(|| badges);
+}
+
+/// Whether a caller with `badge` may stop this server: init (its own,
+/// unbadged endpoint) and the callers the manifest names, nobody else (a
+/// VMM holding a grant, an instance, another server).
+fn may_stop(badge: u64) -> bool {
+    badge == 0 || STOPPERS.get().is_some_and(|b| b.contains(&badge))
+}
+
 /// Routes `log` and panics to the console capability in `slot`.
 pub fn set_console(slot: CapSlot) {
     CONSOLE.store(slot, Ordering::Relaxed);
@@ -299,6 +315,10 @@ struct Stopper<'a, D> {
 
 impl<D: libipc::Dispatch> libipc::interfaces::lifecycle::Server for Stopper<'_, D> {
     fn stop(&mut self, code: u32) {
+        if !may_stop(self.badge) {
+            log::warn!("lifecycle.stop({code}) from badge {:#x} ignored: init and the manifest's lifecycle-stop callers alone", self.badge);
+            return;
+        }
         log::info!("stopping (exit code {code}) on request");
         *self.stop = Some(code);
         #[cfg(target_os = "none")]

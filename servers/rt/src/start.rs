@@ -66,6 +66,17 @@ impl StartInfo {
 
 static NAME: spin::Once<&'static str> = spin::Once::new();
 
+impl StartInfo {
+    /// The badges of the callers the manifest lets stop this server
+    /// (`lifecycle-stop=NAME,...` in its args: each named caller's badge on
+    /// any endpoint it serves). init (badge 0) may always.
+    pub fn stop_badges(&self) -> Vec<u64> {
+        let names: Vec<&str> =
+            self.args.iter().filter_map(|a| a.strip_prefix("lifecycle-stop=")).flat_map(|l| l.split(',')).collect();
+        self.clients.iter().filter(|(_, who, _)| names.contains(&who.as_str())).map(|&(_, _, badge)| badge).collect()
+    }
+}
+
 /// The name logs use for this process.
 pub fn process_name() -> &'static str {
     NAME.get().copied().unwrap_or("?")
@@ -99,6 +110,7 @@ impl Start {
         });
         set_name(&info.name);
         crate::set_console(SLOT_CONSOLE);
+        crate::set_stoppers(info.stop_badges());
         info
     }
 }
