@@ -441,7 +441,8 @@ pub fn bochs(args: &[String]) -> Result<ExitCode> {
     let a = Args::parse(args, &["--cpu", "--timeout"], &[])?;
     setup::ensure()?;
     let kernel = image::kernel()?;
-    // (Bochs has no virtio-net: netd finds no NIC, apid no address.)
+    // (Bochs has no virtio-net: netd's admin switch has no uplink, and
+    // nothing reaches apid.)
     let system = crate::demo::system(None, &crate::out_dir().join("demo"))?;
     let iso = image::iso_of(&kernel, "alcove-bochs", "", &system)?;
     let b = Bochs { cpu_model: a.value("--cpu").unwrap_or("corei7_skylake_x").into(), ..Bochs::default() };
