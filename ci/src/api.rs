@@ -43,13 +43,13 @@ pub type Outcome = crate::harness::Checks;
 
 /// An HTTP/1.1 answer: the status and the body.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: String,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: String,
 }
 
 /// One request on a connection of its own; `token` as a bearer token.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> std::io::Result<Answer> {
+pub(crate) fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> std::io::Result<Answer> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     // Generous: a loaded host runs the emulated machine slowly.
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -77,7 +77,7 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&
 }
 
 /// The host `vmadm` and `imgadm` (alcove-api's CLIs), built for this host.
-fn host_tools() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+pub(crate) fn host_tools() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .current_dir(crate::root())

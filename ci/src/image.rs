@@ -80,6 +80,53 @@ pub fn add_server_args(manifest: &str, server: &str, args: &[String]) -> std::re
     toml::to_string(&doc).map_err(|e| format!("writing the manifest: {e}"))
 }
 
+/// A manifest's text with server `server`'s argument `KEY=...` set to
+/// `KEY=value`: the first argument starting with `KEY=` is replaced (any
+/// later ones removed), or the argument appended when there is none.
+pub fn set_server_arg(manifest: &str, server: &str, key: &str, value: &str) -> std::result::Result<String, String> {
+    let mut doc: toml::Table = manifest.parse().map_err(|e| format!("not TOML: {e}"))?;
+    let entry = doc
+        .get_mut("server")
+        .and_then(toml::Value::as_array_mut)
+        .and_then(|servers| {
+            servers.iter_mut().filter_map(toml::Value::as_table_mut).find(|t| t.get("name").and_then(toml::Value::as_str) == Some(server))
+        })
+        .ok_or_else(|| format!("no server named {server:?}"))?;
+    let list = entry.entry("args").or_insert_with(|| toml::Value::Array(vec![]));
+    let list = list.as_array_mut().ok_or_else(|| format!("server {server:?}: args is not a list"))?;
+    let prefix = format!("{key}=");
+    let arg = toml::Value::String(format!("{prefix}{value}"));
+    match list.iter().position(|a| a.as_str().is_some_and(|a| a.starts_with(&prefix))) {
+        Some(i) => {
+            list[i] = arg;
+            let mut j = i + 1;
+            while j < list.len() {
+                if list[j].as_str().is_some_and(|a| a.starts_with(&prefix)) {
+                    list.remove(j);
+                } else {
+                    j += 1;
+                }
+            }
+        }
+        None => list.push(arg),
+    }
+    toml::to_string(&doc).map_err(|e| format!("writing the manifest: {e}"))
+}
+
+/// Server `server`'s argument `KEY=...` in a manifest's text: the value
+/// of the first, if any.
+pub fn server_arg(manifest: &str, server: &str, key: &str) -> Option<String> {
+    let doc: toml::Table = manifest.parse().ok()?;
+    let entry = doc
+        .get("server")?
+        .as_array()?
+        .iter()
+        .filter_map(toml::Value::as_table)
+        .find(|t| t.get("name").and_then(toml::Value::as_str) == Some(server))?;
+    let prefix = format!("{key}=");
+    entry.get("args")?.as_array()?.iter().filter_map(toml::Value::as_str).find_map(|a| a.strip_prefix(&prefix)).map(str::to_string)
+}
+
 /// Packs the boot archive of a system: the manifest, validated, as
 /// `manifest.toml` and `manifest.bin`, `bin/init` and `bin/<binary>` for
 /// each server, and `files/<name>` for each server's files. A name found in
@@ -108,22 +155,12 @@ pub fn boot_archive_of(system: &BootSystem) -> Result<Vec<u8>> {
     initrd::pack_system_partial(&system.toml, &binary).map_err(|e| format!("{}: {e}", system.origin).into())
 }
 
-/// One bootable image: a kernel command line and a manifest.
-pub struct IsoSpec<'a> {
-    pub name: &'a str,
-    pub cmdline: &'a str,
-    pub manifest: &'a str,
-}
-
-/// Builds `target/alcove/NAME.iso` with GRUB for BIOS and UEFI.
-pub fn iso(kernel: &Path, spec: &IsoSpec<'_>) -> Result<PathBuf> {
-    iso_of(kernel, spec.name, spec.cmdline, &BootSystem::named(spec.manifest)?)
-}
-
-/// As [`iso`], for a system given as a [`BootSystem`] (a generated manifest).
+/// Builds `target/alcove/NAME.iso` with GRUB for BIOS and UEFI, booting
+/// `system` (a manifest of `initrd/manifests/` through
+/// [`BootSystem::named`], or a generated one) with the kernel command line
+/// `cmdline`.
 pub fn iso_of(kernel: &Path, name: &str, cmdline: &str, system: &BootSystem) -> Result<PathBuf> {
-    let spec = IsoSpec { name, cmdline, manifest: "" };
-    let tree = out_dir().join("iso").join(spec.name);
+    let tree = out_dir().join("iso").join(name);
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(tree.join("boot/grub"))?;
     fs::copy(kernel, tree.join("boot/alcove"))?;
@@ -136,10 +173,10 @@ pub fn iso_of(kernel: &Path, name: &str, cmdline: &str, system: &BootSystem) -> 
              \x20 multiboot2 /boot/alcove {}\n\
              \x20 module2 /boot/alcove.cpio bootarchive\n\
              \x20 boot\n}}\n",
-            spec.cmdline
+            cmdline
         ),
     )?;
-    let iso = out_dir().join(format!("{}.iso", spec.name));
+    let iso = out_dir().join(format!("{name}.iso"));
     run_quiet(Command::new("grub-mkrescue").arg("-o").arg(&iso).arg(&tree))
         .map_err(|e| format!("grub-mkrescue: {e}"))?;
     Ok(iso)
@@ -166,6 +203,30 @@ mod tests {
         let text = fs::read_to_string(root().join("initrd/manifests/test.toml")).unwrap();
         let after = initrd::manifest::Manifest::from_toml(&add_server_args(&text, "ktest-user", &["expect_cpus=1".into()]).unwrap()).unwrap();
         assert_eq!(server(&after, "ktest-user").args, ["expect_cpus=1"]);
+    }
+
+    #[test]
+    fn a_server_arg_is_replaced_or_added() {
+        let text = fs::read_to_string(root().join("initrd/manifests/demo.toml")).unwrap();
+        assert_eq!(server_arg(&text, "apid", "port").as_deref(), Some("8080"));
+        let out = set_server_arg(&text, "apid", "token", "a-new-token-0123456789").unwrap();
+        let m = initrd::manifest::Manifest::from_toml(&out).unwrap();
+        let apid = m.servers.iter().find(|s| s.name == "apid").unwrap();
+        assert_eq!(apid.args, ["token=a-new-token-0123456789", "port=8080"]);
+        assert_eq!(server_arg(&out, "apid", "token").as_deref(), Some("a-new-token-0123456789"));
+        // Absent: appended; twice: one left.
+        let out = set_server_arg(&out, "shell", "token", "x").unwrap();
+        let m = initrd::manifest::Manifest::from_toml(&out).unwrap();
+        assert_eq!(m.servers.iter().find(|s| s.name == "shell").unwrap().args, ["hostname=alcove", "token=x"]);
+        let twice = add_server_args(&out, "apid", &["token=old".into()]).unwrap();
+        let out = set_server_arg(&twice, "apid", "token", "new").unwrap();
+        let m = initrd::manifest::Manifest::from_toml(&out).unwrap();
+        assert_eq!(m.servers.iter().find(|s| s.name == "apid").unwrap().args, ["token=new", "port=8080"]);
+        // A prefix of another key is not the key.
+        assert_eq!(server_arg(&out, "apid", "tok"), None);
+        assert!(set_server_arg(&text, "nobody", "token", "x").unwrap_err().contains("no server named"));
+        assert!(set_server_arg("not = [toml", "apid", "token", "x").is_err());
+        assert_eq!(server_arg("not = [toml", "apid", "token"), None);
     }
 
     #[test]

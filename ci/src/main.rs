@@ -4,6 +4,7 @@
 mod api;
 mod bench;
 mod bigvm;
+mod demo;
 mod emu;
 mod fwboot;
 mod guest_images;
@@ -49,6 +50,16 @@ Usage: cargo xtask run [options] [-- QEMU_ARGS...]
 
 Builds the ISO and boots it under QEMU (TCG, SVM with nested paging) with the
 serial console on this terminal. Ctrl-A X leaves QEMU.
+
+The demo system (initrd/manifests/demo.toml, without --manifest) gets the
+machine's NIC: a virtio-net on QEMU user networking (10.0.2.0/24, gateway
+10.0.2.2), the uplink of netd's nic_tag admin, where netd's address is
+10.0.2.15; a free host port on 127.0.0.1 is forwarded to 10.0.2.15:8080,
+the HTTP API (apid). Each run gives apid a new random token, written to
+target/alcove/demo-token (mode 0600). Both are printed at start, with the
+host CLI's command line:
+  ALCOVE_URL=http://127.0.0.1:PORT ALCOVE_TOKEN_FILE=target/alcove/demo-token \
+    cargo run -q -p alcove-api --bin vmadm -- list
 
 With --vm, Alcove boots with the VM that FILE.json describes (JSON with
 SmartOS property names, checked before anything is built; see
@@ -100,13 +111,13 @@ Options:
   --vm FILE.json   boot Alcove with this VM (above); repeatable
   --bochs          with --vm: under Bochs instead of QEMU
   --pool FILE[,F]  with --vm on pool volumes: the pool's files
-  --hostfwd tcp:HOSTPORT-IP:PORT  with --vm: forward a host port to an
-                   address on the machine's NIC (QEMU's hostfwd syntax;
-                   repeatable). A VM with a NIC on nic_tag admin gives the
-                   machine a virtio-net on QEMU user networking (10.0.2.0/24,
-                   gateway 10.0.2.2), the uplink of netd's admin switch, and
-                   a free host port forwarded to netd's admin address
-                   10.0.2.15 port 80 (printed at start)
+  --hostfwd tcp:HOSTPORT-IP:PORT  with the demo system or --vm: forward a
+                   host port to an address on the machine's NIC (QEMU's
+                   hostfwd syntax; repeatable). A VM with a NIC on nic_tag
+                   admin gives the machine a virtio-net on QEMU user
+                   networking (10.0.2.0/24, gateway 10.0.2.2), the uplink of
+                   netd's admin switch, and a free host port forwarded to
+                   netd's admin address 10.0.2.15 port 80 (printed at start)
   -h, --help       this text
 
 Exit status: 0 when QEMU was left by hand or the system reported success,

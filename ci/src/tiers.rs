@@ -4,7 +4,7 @@
 use crate::emu::{Bochs, Qemu, Run};
 use crate::harness::{self, Ending, Verdict};
 use crate::vm::{HostFwd, STATUS_NO_ENDING, VmLog, VmPlan};
-use crate::image::{self, BootSystem, IsoSpec};
+use crate::image::{self, BootSystem};
 use crate::bench::{self, Figure};
 use crate::{Result, cargo, guest_images, linux, memtest, root, setup};
 use kcore::testproto::{EXIT_FAIL, EXIT_PASS, qemu_status};
@@ -87,7 +87,9 @@ impl Args {
 /// `cargo xtask build`: the demo ISO.
 pub fn build() -> Result<PathBuf> {
     let kernel = image::kernel()?;
-    let iso = image::iso(&kernel, &IsoSpec { name: "alcove", cmdline: "", manifest: "demo" })?;
+    // The manifest's own token (`run` gives each run a new one).
+    let system = crate::demo::system(None, &crate::out_dir().join("demo"))?;
+    let iso = image::iso_of(&kernel, "alcove", "", &system)?;
     println!("built {}", iso.display());
     Ok(iso)
 }
@@ -109,25 +111,32 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     if let Some(file) = a.value("--vm") {
         return run_vm(Path::new(file), &a);
     }
-    if a.has("--hostfwd") {
-        return Err("--hostfwd goes with --vm (a VM with a NIC on nic_tag admin gives the machine its NIC)".into());
-    }
     if a.has("--bochs") {
         return Err("--bochs goes with --vm (for the plain system, `cargo xtask bochs`)".into());
+    }
+    let manifest = a.value("--manifest").unwrap_or(crate::demo::MANIFEST);
+    let demo = manifest == crate::demo::MANIFEST;
+    if a.has("--hostfwd") && !demo {
+        return Err("--hostfwd goes with the demo system (no --manifest) or --vm: they give the machine its NIC".into());
     }
     setup::ensure()?;
     let kernel = image::kernel()?;
     let cmdline = a.value("--cmdline").unwrap_or("");
-    let manifest = a.value("--manifest").unwrap_or("demo");
-    let iso = image::iso(&kernel, &IsoSpec { name: "alcove", cmdline, manifest })?;
-    let q = Qemu {
-        smp: a.number("--smp", 2)? as u32,
-        mem_mib: a.number("--mem", 512)? as u32,
-        uefi: a.has("--uefi"),
-        extra: a.passthrough.clone(),
-        cpu: a.value("--cpu").unwrap_or("qemu64,+svm,+npt").into(),
-        ..Qemu::default()
+    // The demo: the machine's NIC on QEMU user networking with a host
+    // port forwarded to apid, whose token is new each run (crate::demo).
+    let (system, mut q) = if demo {
+        let token = crate::demo::new_token()?;
+        let token_file = crate::demo::token_file();
+        crate::demo::write_token(&token_file, &token)?;
+        let system = crate::demo::system(Some(&token), &crate::out_dir().join("demo"))?;
+        let forwards = run_forwards(&a, true, crate::demo::api_port(&system)?, "")?;
+        eprint!("{}", crate::demo::announce(forwards[0].host_port, &token_file));
+        (system, crate::demo::qemu(&forwards))
+    } else {
+        (BootSystem::named(manifest)?, Qemu::default())
     };
+    let iso = image::iso_of(&kernel, "alcove", cmdline, &system)?;
+    run_qemu_options(&mut q, &a)?;
     let mut c = q.command(&iso);
     c.args(["-serial", "mon:stdio"]);
     eprintln!("xtask: booting {} under QEMU (Ctrl-A X leaves)", iso.display());
@@ -242,7 +251,7 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
         eprintln!("xtask: booting {} under Bochs ({}, 1 CPU, {} MiB)", iso.display(), b.cpu_model, b.mem_mib);
         bochs_echoed(&b, &iso, &iso_name, timeout.unwrap_or(Duration::from_secs(3600)))?
     } else {
-        let forwards = run_forwards(a, plan.on_admin())?;
+        let forwards = run_forwards(a, plan.on_admin(), crate::vm::ADMIN_PORT, NO_ADMIN_VM)?;
         let mut q = plan.qemu_forwarding(&forwards);
         run_qemu_options(&mut q, a)?;
         let mut c = q.command(&iso);
@@ -298,33 +307,27 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
     })
 }
 
-/// The host ports `run` forwards: `--hostfwd`'s, and first, when a VM has
-/// a NIC on `admin` (which gives the machine its NIC), a free host port to
-/// netd's admin address (printed, with the others).
-fn run_forwards(a: &Args, on_admin: bool) -> Result<Vec<HostFwd>> {
+/// Why `run --vm` refuses `--hostfwd` for a machine without a NIC.
+const NO_ADMIN_VM: &str = "--hostfwd needs a VM with a NIC on nic_tag admin (which gives the machine its NIC)";
+
+/// The host ports `run` forwards: `--hostfwd`'s, and first, when the
+/// machine has its NIC (the demo system, or a VM with a NIC on `admin`),
+/// a free host port to `admin_port` on netd's admin address (printed, with
+/// the others). Without the NIC, `--hostfwd` is refused with `refusal`.
+fn run_forwards(a: &Args, on_admin: bool, admin_port: u16, refusal: &str) -> Result<Vec<HostFwd>> {
     let mut forwards = a.values("--hostfwd").into_iter().map(HostFwd::parse).collect::<std::result::Result<Vec<_>, _>>()?;
     if !on_admin {
         if !forwards.is_empty() {
-            return Err("--hostfwd needs a VM with a NIC on nic_tag admin (which gives the machine its NIC)".into());
+            return Err(refusal.into());
         }
         return Ok(forwards);
     }
     // The admin address is reachable from this host at once.
     let port = crate::vm::free_port()?;
-    forwards.insert(
-        0,
-        HostFwd {
-            udp: false,
-            host_addr: "127.0.0.1".into(),
-            host_port: port,
-            guest_addr: crate::vm::HOST_ADDRESS.into(),
-            guest_port: crate::vm::ADMIN_PORT,
-        },
-    );
+    forwards.insert(0, crate::vm::admin_forward(port, admin_port));
     eprintln!(
-        "xtask: the machine's NIC is on QEMU user networking (nic_tag admin); netd's admin address {}:{} is 127.0.0.1:{port} here",
+        "xtask: the machine's NIC is on QEMU user networking (nic_tag admin); netd's admin address {}:{admin_port} is 127.0.0.1:{port} here",
         crate::vm::HOST_ADDRESS,
-        crate::vm::ADMIN_PORT
     );
     for f in &forwards[1..] {
         eprintln!("xtask: forwarding {} ", f.qemu());
@@ -364,7 +367,7 @@ fn run_vms(files: &[&str], a: &Args) -> Result<ExitCode> {
         Some(_) => Some(Duration::from_secs(a.number("--timeout", 0)?)),
         None => None,
     };
-    let forwards = run_forwards(a, machine.on_admin())?;
+    let forwards = run_forwards(a, machine.on_admin(), crate::vm::ADMIN_PORT, NO_ADMIN_VM)?;
     let mut q = machine.qemu_forwarding(&forwards);
     run_qemu_options(&mut q, a)?;
     let mut c = q.command(&iso);
@@ -444,7 +447,10 @@ pub fn bochs(args: &[String]) -> Result<ExitCode> {
     let a = Args::parse(args, &["--cpu", "--timeout"], &[])?;
     setup::ensure()?;
     let kernel = image::kernel()?;
-    let iso = image::iso(&kernel, &IsoSpec { name: "alcove-bochs", cmdline: "", manifest: "demo" })?;
+    // (Bochs has no virtio-net: netd's admin switch has no uplink, and
+    // nothing reaches apid.)
+    let system = crate::demo::system(None, &crate::out_dir().join("demo"))?;
+    let iso = image::iso_of(&kernel, "alcove-bochs", "", &system)?;
     let b = Bochs { cpu_model: a.value("--cpu").unwrap_or("corei7_skylake_x").into(), ..Bochs::default() };
     eprintln!("xtask: booting {} under Bochs ({})", iso.display(), b.cpu_model);
     let r = b.run_captured(&iso, "bochs-run", Duration::from_secs(a.number("--timeout", 60)?))?;
@@ -776,6 +782,16 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             out.report();
             if !out.ok() {
                 failures.push(crate::shell::CASE.into());
+            }
+        }
+        // The demo `cargo xtask run` boots, on its machine, its API
+        // reached from this host with the host CLI.
+        if only.as_deref().is_none_or(|o| crate::demo::CASE.contains(o)) {
+            runs += 1;
+            let out = crate::demo::run(kernel, QEMU_TIMEOUT)?;
+            out.report();
+            if !out.ok() {
+                failures.push(crate::demo::CASE.into());
             }
         }
         // The HTTP API from this host over the machine's NIC (hostfwd).

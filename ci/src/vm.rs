@@ -96,6 +96,19 @@ pub fn admin_nic(forwards: &[HostFwd]) -> Vec<String> {
     vec!["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=admin,disable-legacy=on".into()]
 }
 
+/// netd.conf's `host` line of a machine whose NIC is on `admin`: netd's own
+/// TCP/IP at [`HOST_ADDRESS`] (QEMU user networking's usual guest
+/// address, gateway 10.0.2.2) with its TCP echo diagnostic on port 7.
+pub fn admin_host_line() -> String {
+    format!("host switch=admin mac={HOST_MAC} ip={HOST_ADDRESS}/24 gateway=10.0.2.2 echo=7\n")
+}
+
+/// A forward from `port` on 127.0.0.1 (reachable from this host alone) to
+/// `guest_port` on netd's admin address.
+pub fn admin_forward(port: u16, guest_port: u16) -> HostFwd {
+    HostFwd { udp: false, host_addr: "127.0.0.1".into(), host_port: port, guest_addr: HOST_ADDRESS.into(), guest_port }
+}
+
 /// A TCP port on 127.0.0.1 free now (for a forward).
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -11,7 +11,7 @@
 //! argument names it), and the machine ends with the last VM given; the
 //! others end alone (their VMMs are not restarted).
 
-use super::{HOST_ADDRESS, HOST_MAC, MACHINE_EXTRA_MIB, NETD_IRQ, QEMU_CPU, VmPlan, admin_nic, basename};
+use super::{MACHINE_EXTRA_MIB, NETD_IRQ, QEMU_CPU, VmPlan, admin_nic, basename};
 use crate::Result;
 use crate::emu::Qemu;
 use crate::image::BootSystem;
@@ -258,7 +258,7 @@ impl Machine {
     /// for each other nic_tag the VMs' NICs name (the machine has one
     /// NIC), and each VM's VNICs for its VMM's badge. With a NIC on
     /// `admin`, the host's own TCP/IP sits on that switch too: address
-    /// [`HOST_ADDRESS`] (QEMU user networking's usual guest address) with
+    /// [`super::HOST_ADDRESS`] (QEMU user networking's usual guest address) with
     /// its TCP echo diagnostic on port 7.
     pub fn netd_conf(&self) -> String {
         let sources = self.vms.iter().map(|v| v.source.display().to_string()).collect::<Vec<_>>().join(", ");
@@ -274,7 +274,7 @@ impl Machine {
             out.push_str(&vmm_server::vm::nics::netd_conf(&vm.config, self.badge(i)));
         }
         if tags.contains(&"admin") {
-            out.push_str(&format!("host switch=admin mac={HOST_MAC} ip={HOST_ADDRESS}/24 gateway=10.0.2.2 echo=7\n"));
+            out.push_str(&super::admin_host_line());
         }
         out
     }

@@ -384,6 +384,9 @@ fn a_vm_with_nics_gets_netd_and_its_vnics() {
     assert_eq!(m.server("netd").unwrap().files, ["netd.conf"]);
     let conf = p.netd_conf();
     assert!(conf.contains("\nnic_tag admin\netherstub stub0\n"), "{conf}");
+    // netd's host address on admin, as the demo's netd.conf has it.
+    assert!(conf.ends_with(&crate::vm::admin_host_line()), "{conf}");
+    assert!(crate::demo::netd_conf().ends_with(&crate::vm::admin_host_line()));
     // netd drives the machine's NIC: the PCI configuration ports (shared
     // with storaged, whose answer it waits for), the BARs, an IRQ to
     // allocate the MSI-X vector with; QEMU gives the machine that NIC.

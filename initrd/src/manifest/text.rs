@@ -270,6 +270,11 @@ mod tests {
                     if name == "storaged" {
                         // The driver registers its PCI functions with init.
                         assert_eq!(s.calls, ["console", "proc"]);
+                    } else if name == "netd" {
+                        // The NIC's driver: after storaged's look at the
+                        // PCI bus, registering its function with init.
+                        assert_eq!(s.calls, ["console", "storaged", "proc"]);
+                        assert_eq!(s.files, ["netd.conf"]);
                     } else if name != "console" {
                         assert_eq!(s.calls, ["console"]);
                     }
