@@ -909,14 +909,30 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             };
             for case in pool_cases.into_iter().filter(|c| wanted(c)) {
                 runs += 1;
-                let out = match case {
-                    crate::linux_pool::CASE => crate::linux_pool::run(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
-                    crate::linux_pool::MIRROR_CASE => crate::linux_pool::run_mirror(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
-                    crate::linux_pool::SIGKILL_CASE => crate::linux_pool::run_sigkill(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
-                    crate::linux_pool::CLONE_CASE => crate::linux_pool::run_clone(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
-                    crate::linux_pool::DAMAGED_CASE => crate::linux_pool::run_damaged(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
-                    _ => crate::linux_pool::run_grants(kernel, case, LINUX_QEMU_TIMEOUT)?,
+                let run = || -> Result<crate::linux::Outcome> {
+                    let _ = crate::linux_pool::take_emulator_crash();
+                    Ok(match case {
+                        crate::linux_pool::CASE => crate::linux_pool::run(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
+                        crate::linux_pool::MIRROR_CASE => crate::linux_pool::run_mirror(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
+                        crate::linux_pool::SIGKILL_CASE => crate::linux_pool::run_sigkill(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
+                        crate::linux_pool::CLONE_CASE => crate::linux_pool::run_clone(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
+                        crate::linux_pool::DAMAGED_CASE => crate::linux_pool::run_damaged(kernel, &images, case, LINUX_QEMU_TIMEOUT)?,
+                        _ => crate::linux_pool::run_grants(kernel, case, LINUX_QEMU_TIMEOUT)?,
+                    })
                 };
+                let mut out = run()?;
+                // QEMU itself crashing (a signal the harness did not send)
+                // says nothing of the system under test: the case runs once
+                // more, saying so; a second crash or any other failure fails.
+                if !out.ok()
+                    && let Some(sig) = crate::linux_pool::take_emulator_crash()
+                {
+                    println!("   {case}: QEMU itself died of signal {sig} (an emulator crash, not a result); running it again");
+                    out = run()?;
+                    if let Some(sig) = crate::linux_pool::take_emulator_crash() {
+                        out.problems.push(format!("QEMU itself died of signal {sig} twice in a row"));
+                    }
+                }
                 out.report();
                 if !out.ok() {
                     failures.push(case.into());
