@@ -25,6 +25,7 @@ pub mod rangemap;
 pub mod sched;
 pub mod slab;
 pub mod testproto;
+pub mod tsc;
 pub mod vcpu_cpu;
 pub mod vcpu_halt;
 pub mod wallclock;

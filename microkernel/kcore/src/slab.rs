@@ -85,17 +85,9 @@ impl<T> Slab<T> {
     /// Inline: the fast path calls it once per message.
     #[inline(always)]
     pub fn get2_mut(&mut self, a: Id, b: Id) -> Option<(&mut T, &mut T)> {
-        let (ia, ib) = (a.index as usize, b.index as usize);
-        if ia == ib {
-            return None;
-        }
-        let (lo, hi) = (ia.min(ib), ia.max(ib));
-        if hi >= self.entries.len() {
-            return None; // past the end (split_at_mut would panic)
-        }
-        let (head, tail) = self.entries.split_at_mut(hi);
-        let (x, y) = (head.get_mut(lo)?, tail.first_mut()?);
-        let (ea, eb) = if ia < ib { (x, y) } else { (y, x) };
+        // One bounds check each and one for the two being one entry: no
+        // ordering of the two indices (a split would need one).
+        let [ea, eb] = self.entries.get_disjoint_mut([a.index as usize, b.index as usize]).ok()?;
         match (ea, eb) {
             (Entry::Used { generation: ga, value: va }, Entry::Used { generation: gb, value: vb })
                 if *ga == a.generation && *gb == b.generation =>

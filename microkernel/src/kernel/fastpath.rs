@@ -31,8 +31,10 @@ pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 /// threads of one process). No FPU state is saved: the kernel uses none
 /// (soft-float target) and user FPU/SSE registers stay in the CPU, as on
 /// every other thread switch.
+/// `STAMP`: whether the benchmark's phase stamps are on (`phases::on`,
+/// checked once by the caller).
 #[inline(always)]
-pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
+pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, .. } = k;
     let Some(th) = threads.get(me) else { return false };
     let n = th.ctx.rax;
@@ -62,7 +64,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     // early, it would sit in stack slots across the lookups).
     let (my_process, reply_to) = (th.process, th.reply_to);
     let Ok(slot) = u32::try_from(th.ctx.rdi) else { return false };
-    super::phases::stamp(2);
+    super::phases::stamp_if::<STAMP>(2);
     // A peer on another CPU takes the general path (which wakes it there):
     // its CPU is checked as soon as the peer is known, before any other
     // lookup, so a cross-CPU round trip wastes as little as it can here.
@@ -70,7 +72,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     // lookup; a call's is the endpoint's first waiting receiver.
     let (peer, ep, badge, proc, e, mt, pt) = if call {
         let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return false };
-        super::phases::stamp(3);
+        super::phases::stamp_if::<STAMP>(3);
         let Some(e) = endpoints.get_mut(ep) else { return false };
         let Some(&r) = e.receivers.front() else { return false };
         let Some((mt, pt)) = threads.get2_mut(me, r) else { return false };
@@ -85,7 +87,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
             return false;
         }
         let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::RECV) else { return false };
-        super::phases::stamp(3);
+        super::phases::stamp_if::<STAMP>(3);
         let Some(e) = endpoints.get_mut(ep) else { return false };
         if !e.senders.is_empty() {
             return false; // a message is waiting: the general path receives it
@@ -154,6 +156,7 @@ pub fn try_ipc(k: &mut Kernel, cpu: usize, me: Id) -> bool {
 /// one's timer interrupt then does what the general path would, as for a
 /// thread that never entered the kernel). Otherwise gives the lock back for
 /// the general path.
+#[inline(always)]
 pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::KernelGuard {
     if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
         return k;
@@ -176,7 +179,7 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::Ke
         return k;
     }
     let first = k.first_deadline();
-    if first != u64::MAX && first <= crate::arch::time::nanos_since_boot() {
+    if first != u64::MAX && crate::arch::time::reached(first) {
         return k;
     }
     // No `switch_to`: the thread never left this CPU, so the context

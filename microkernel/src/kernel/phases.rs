@@ -2,7 +2,8 @@
 //! per-phase breakdown (`cargo xtask bench`, `ipc_phase_*`). Off unless a
 //! holder of the console capability turns it on (`Sys::BenchPhases`); each
 //! stamp is then one RDTSC, which under QEMU `-icount shift=0` counts
-//! instructions. Off, a stamp costs a load and a branch.
+//! instructions. Off, a stamp costs a load and a branch, except in the
+//! system-call entry's path (`on`, `stamp_if`), which checks once.
 //!
 //! Phases of one system call that the fast path completed, from the entry
 //! to Rust (`syscall_from_user`) to the jump back to ring 3: `lock` (the
@@ -38,8 +39,38 @@ fn tsc() -> u64 {
 #[inline(always)]
 pub fn stamp(i: usize) {
     if ON.load(Ordering::Relaxed) {
-        percpu::this().phase_stamps[i].store(tsc(), Ordering::Relaxed);
+        store(i);
     }
+}
+
+/// Whether stamps are being counted: the system-call entry asks once and
+/// runs a copy of its path with the stamps compiled in (`ON` = true) or out
+/// (`stamp_if::<false>` is nothing), so the fast path pays one check for
+/// the breakdown instead of one per stamp.
+#[inline(always)]
+pub fn on() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// [`stamp`] in a path copy that already knows whether stamps are on.
+#[inline(always)]
+pub fn stamp_if<const STAMP: bool>(i: usize) {
+    if STAMP {
+        store(i);
+    }
+}
+
+/// [`done`] in such a path copy.
+#[inline(always)]
+pub fn done_if<const STAMP: bool>() {
+    if STAMP {
+        done();
+    }
+}
+
+#[inline(always)]
+fn store(i: usize) {
+    percpu::this().phase_stamps[i].store(tsc(), Ordering::Relaxed);
 }
 
 /// The fast path completed a call: the last stamp, and the differences

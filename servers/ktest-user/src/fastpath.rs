@@ -287,5 +287,28 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
             format!("cross-core calls: {here} fast-path calls on this CPU, {} on the server's; expected none", there.words[2])
         })?;
     }
+
+    // 10. The same checks with the phase counting off: the kernel's entry
+    // runs a second copy of its path then, with the benchmark's stamps
+    // compiled out (`phases::stamp_if`), and that copy must check rights,
+    // keep badges and priorities as the counted one above does.
+    sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
+    let before = RECEIVED.load(Ordering::SeqCst);
+    let r = call(ep, 70).map_err(|e| format!("uncounted plain call: {e}"))?;
+    check(r.words == [0, before + 1, 70, 0] && r.info.label == LABEL_PLAIN, || format!("uncounted plain call: reply {:?}", r.words))?;
+    let r = call(badged, 71).map_err(|e| format!("uncounted badged call: {e}"))?;
+    check(r.words[0] == 0x77 && r.words[1] == before + 2 && r.words[2] == 71, || {
+        format!("uncounted badged call: reply {:?}, expected badge 0x77", r.words)
+    })?;
+    let got = call(recv_only, 72);
+    check(got.as_ref().err() == Some(&abi::Error::NoRights), || format!("uncounted call without SEND: {got:?}, expected NoRights"))?;
+    let r = call(ep, 73).map_err(|e| format!("uncounted call after the refused one: {e}"))?;
+    check(r.words[1] == before + 3 && r.words[2] == 73, || format!("the uncounted refused call reached the server: reply {:?}", r.words))?;
+    WOKEN.store(0, Ordering::SeqCst);
+    spawn(env, client, 50, u64::from(ep), u64::from(done) | u64::from(park) << 32)?;
+    let bits = sys::wait(done, FOREVER).map_err(|e| format!("waiting for the uncounted client: {e}"))?;
+    check(bits & 1 << 40 == 0, || "the uncounted client's call failed".into())?;
+    let seen = bits >> 1;
+    check(seen == 1, || format!("uncounted: the client resumed having seen the waker run {seen} times, expected 1 (it must run first)"))?;
     Ok(())
 }

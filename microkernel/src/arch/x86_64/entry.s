@@ -72,8 +72,8 @@ syscall_entry:
     push rcx
     push rbx
     push rax
-    cld
-    mov rdi, rsp
+    /* No CLD: SYSCALL cleared DF (SFMASK has bit 10, cpu.rs). No argument:
+     * the Rust side finds the frame through the current thread. */
     mov rsp, gs:[PERCPU_KSTACK]
     call syscall_from_user
     /* fall through */

@@ -110,7 +110,15 @@ pub fn unix_seconds() -> u64 {
 
 pub fn nanos_since_boot() -> u64 {
     let d = rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed));
-    (d as u128 * 1_000_000 / tsc_khz() as u128) as u64
+    kcore::tsc::ticks_to_ns(d, tsc_khz())
+}
+
+/// Whether `nanos_since_boot() >= deadline` now, exactly, without its
+/// 128-bit division (`kcore::tsc::ns_reached`).
+#[inline(always)]
+pub fn reached(deadline: u64) -> bool {
+    let d = rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed));
+    kcore::tsc::ns_reached(deadline, d, tsc_khz())
 }
 
 /// Busy-waits at least `us` microseconds.
