@@ -6,6 +6,8 @@
 //!   which DMA frames and device-memory windows a process has mapped, how
 //!   an address translates inside them, which bounce frames are kept for
 //!   reuse, which capability slots are free.
+//! * [`cfgshadow`] — BAR sizing that changes the memory map twice per
+//!   function and driver start instead of twice per sizing (host-tested).
 //! * `dma` (on Alcove) — DMA frames made and mapped through the kernel,
 //!   the device-memory windows (the manifest's `device_memory` and
 //!   `pci_bars`), volatile register access inside them, frames shared with
@@ -30,4 +32,5 @@ extern crate alloc;
 pub mod dma;
 #[cfg(target_os = "none")]
 pub mod pci;
+pub mod cfgshadow;
 pub mod table;

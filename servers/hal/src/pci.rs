@@ -16,13 +16,25 @@ use libipc::interfaces::PciFunction;
 use libipc::pio;
 use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
 
+use crate::cfgshadow::Shadowed;
 use crate::dma;
 
 /// BARs in a type-0 configuration header.
 pub const BARS: usize = 6;
 
-/// Configuration space through ports 0xCF8/0xCFC.
+/// Configuration space through ports 0xCF8/0xCFC, as it is: for
+/// registers other than the command register and the BARs (capabilities,
+/// MSI-X control). Drivers hand [`cam`] to `virtio-drivers`.
 pub struct PortCam;
+
+/// What drivers give `virtio-drivers`: [`PortCam`] with BAR sizing done
+/// once per function ([`crate::cfgshadow`] says why).
+pub type Cam = Shadowed<PortCam>;
+
+/// A fresh [`Cam`].
+pub fn cam() -> Cam {
+    Shadowed::new(PortCam)
+}
 
 impl ConfigurationAccess for PortCam {
     fn read_word(&self, df: DeviceFunction, register_offset: u8) -> u32 {
@@ -45,7 +57,7 @@ impl ConfigurationAccess for PortCam {
 /// window mapped already (the manifest's `device_memory`). `driver` names
 /// the process in the error.
 pub fn map_bars(
-    pci: &mut PciRoot<PortCam>,
+    pci: &mut PciRoot<Cam>,
     df: DeviceFunction,
     root: Option<CapSlot>,
     driver: &str,
@@ -79,7 +91,7 @@ pub fn map_bars(
 /// restarts it. A function init refuses (another driver's) is not
 /// enabled; without a `proc` endpoint the function is enabled and the
 /// driver says that its death leaves the device mastering.
-pub fn enable(pci: &mut PciRoot<PortCam>, df: DeviceFunction, proc: Option<CapSlot>, driver: &str) -> Result<(), String> {
+pub fn enable(pci: &mut PciRoot<Cam>, df: DeviceFunction, proc: Option<CapSlot>, driver: &str) -> Result<(), String> {
     let function = PciFunction { bus: df.bus, device: df.device, function: df.function };
     match proc {
         Some(ep) => {

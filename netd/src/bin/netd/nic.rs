@@ -175,7 +175,7 @@ pub fn find(
     irq: Option<abi::CapSlot>,
     proc: Option<abi::CapSlot>,
 ) -> Vec<Nic> {
-    let mut pci = PciRoot::new(PortCam);
+    let mut pci = PciRoot::new(pci::cam());
     let functions: Vec<_> = pci.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network)).collect();
     let mut nics = Vec::new();
     for (index, (df, _)) in functions.into_iter().enumerate() {
@@ -200,7 +200,7 @@ pub fn find(
 }
 
 fn start(
-    pci: &mut PciRoot<PortCam>,
+    pci: &mut PciRoot<pci::Cam>,
     df: DeviceFunction,
     name: String,
     tag: String,
@@ -228,7 +228,7 @@ fn start(
 /// it and makes entry 0 the receive queue's vector (the transmit queue
 /// and configuration changes get none); returns the vector's capability.
 fn msix(
-    pci: &mut PciRoot<PortCam>,
+    pci: &mut PciRoot<pci::Cam>,
     df: DeviceFunction,
     bar_address: &dyn Fn(usize) -> Option<(u64, u64)>,
     irq: abi::CapSlot,

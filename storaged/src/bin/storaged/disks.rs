@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use alcove_hal::dma::{self, AlcoveHal};
-use alcove_hal::pci::{self, PortCam};
+use alcove_hal::pci;
 use libipc::blkring::{BlockDevice, DiskError, ID_BYTES};
 use storaged::ramdisk::{RamDisk, RamDiskPlan};
 use virtio_drivers::device::blk::VirtIOBlk;
@@ -59,7 +59,7 @@ pub fn find(
     bar_root: Option<abi::CapSlot>,
     proc: Option<abi::CapSlot>,
 ) -> Vec<(String, VirtioDisk)> {
-    let mut root = PciRoot::new(PortCam);
+    let mut root = PciRoot::new(pci::cam());
     let mut found = Vec::new();
     let functions: Vec<_> = root.enumerate_bus(0).collect();
     for (df, info) in functions {
@@ -86,7 +86,7 @@ pub fn find(
 }
 
 fn start(
-    root: &mut PciRoot<PortCam>,
+    root: &mut PciRoot<pci::Cam>,
     df: DeviceFunction,
     bar_root: Option<abi::CapSlot>,
     proc: Option<abi::CapSlot>,
