@@ -180,8 +180,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
     let steps = steps(port, &vmadm, start, timeout, &mut o).and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
-    let _ = child.kill();
-    let _ = child.wait();
+    crate::emu::stop(&mut child);
     o.elapsed = start.elapsed();
     if let Err(e) = steps {
         o.problems.push(e);

@@ -148,8 +148,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
     let steps = steps(port, &token, &vmadm, &token_file, &wrong_file, start, timeout, &mut o);
-    let _ = child.kill();
-    let _ = child.wait();
+    crate::emu::stop(&mut child);
     o.elapsed = start.elapsed();
     if let Err(e) = steps {
         o.problems.push(e);

@@ -11,6 +11,43 @@ use std::time::{Duration, Instant};
 
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
+/// The signal that last ended an emulator without the harness sending it
+/// (0: none since [`take_crash`]). QEMU 7.2's TCG (Debian 12's) segfaults
+/// now and then: a memory-map change on one vCPU thread swaps the dispatch
+/// table another vCPU is using for MMIO (`tcg_commit`, fixed in QEMU 8.2),
+/// and QEMU dereferences a NULL `MemoryRegion` (dmesg: `segfault at a0 ...
+/// in qemu-system-x86_64`). That is the emulator's crash, not a result of
+/// the system under test; `tiers` runs such a case once more.
+static CRASH: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records how an emulator ended when the harness did not end it: a signal
+/// is its crash.
+pub fn note_exit(status: &std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        CRASH.store(sig, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether an emulator crashed (see [`note_exit`]) since the last call,
+/// and of which signal; clears it.
+pub fn take_crash() -> Option<i32> {
+    match CRASH.swap(0, std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// Ends a machine the harness is done with: notes whether it had ended by
+/// itself ([`note_exit`]), then kills it and reaps it.
+pub fn stop(child: &mut Child) {
+    if let Ok(Some(status)) = child.try_wait() {
+        note_exit(&status);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A command for an emulator that dies with this process (util-linux's
 /// `setpriv --pdeathsig KILL`, which then execs it): a driver stopped by a
 /// signal or a timeout leaves no machine running, not even Bochs, which
@@ -266,7 +303,11 @@ pub fn capture_timed_script(
     });
     let status = match timeout {
         Some(t) => wait(child, t)?,
-        None => Some(child.wait()?),
+        None => {
+            let status = child.wait()?;
+            note_exit(&status);
+            Some(status)
+        }
     };
     let elapsed = start.elapsed();
     let (all, lines) = reader.join().map_err(|_| "the serial reader thread panicked")?;
@@ -299,6 +340,7 @@ fn wait(mut child: Child, timeout: Duration) -> Result<Option<std::process::Exit
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
+            note_exit(&status);
             return Ok(Some(status));
         }
         if Instant::now() >= deadline {

@@ -262,7 +262,8 @@ pub fn run(kernel: &Path) -> Result<Outcome> {
     });
     let mut timed_out = false;
     loop {
-        if child.try_wait()?.is_some() {
+        if let Some(status) = child.try_wait()? {
+            crate::emu::note_exit(&status);
             break;
         }
         if start.elapsed() >= TIMEOUT {

@@ -433,6 +433,7 @@ pub fn run_qemu_two(images: &Images, bytes: u64, timeout: Duration) -> Result<(V
     let mut sender_serial = String::new();
     if let Some(mut child) = child {
         if let Ok(Some(status)) = child.try_wait() {
+            crate::emu::note_exit(&status);
             problems.push(format!("the sender's QEMU exited before the receiver's run ended ({status})"));
         }
         let _ = child.kill();

@@ -472,19 +472,6 @@ pub fn acknowledged_chunks<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<
 
 /// Runs `c` (serial on its stdout, logged to `logs/NAME.log`) and kills
 /// it with SIGKILL as soon as `kill_on` says so of a serial line, or at
-/// The signal that last ended QEMU in [`capture_killing`] without the
-/// harness sending it (0: none since [`take_emulator_crash`]).
-static EMULATOR_CRASH: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// Whether QEMU itself crashed (a signal the harness did not send) since
-/// the last call, and with which signal; clears it.
-pub fn take_emulator_crash() -> Option<i32> {
-    match EMULATOR_CRASH.swap(0, std::sync::atomic::Ordering::SeqCst) {
-        0 => None,
-        sig => Some(sig),
-    }
-}
-
 /// `timeout`. Returns the run (ending `Qemu(-1)` when the kill ended it)
 /// and whether `kill_on` brought the kill.
 fn capture_killing(
@@ -532,13 +519,7 @@ fn capture_killing(
     let deadline = start + timeout;
     let (status, by_count) = loop {
         if let Some(s) = child.try_wait()? {
-            // QEMU ended by a signal the harness did not send: the emulator
-            // itself crashed (QEMU 7.2's TCG segfaulted once in ~200 runs
-            // here, at varying points), not the system under test.
-            use std::os::unix::process::ExitStatusExt;
-            if let Some(sig) = s.signal() {
-                EMULATOR_CRASH.store(sig, Ordering::SeqCst);
-            }
+            crate::emu::note_exit(&s);
             break (Some(s), false);
         }
         let by_count = kill.load(Ordering::SeqCst);

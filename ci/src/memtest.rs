@@ -258,6 +258,7 @@ pub fn run(kernel: &Path, bin: &Path, name: &str, timeout: Duration) -> Result<O
             break;
         }
         if let Some(status) = child.try_wait()? {
+            crate::emu::note_exit(&status);
             exited = Some(status.code().unwrap_or(-1));
             break;
         }
