@@ -10,7 +10,7 @@ use libipc::interfaces::{MachineInfo, ProcError, ProcState, ProcUsage, SvcInfo, 
 use libipc::sys;
 
 use crate::instances::Instances;
-use crate::worker::{Done, Job, WORKER_BIT, Worker};
+use crate::worker::{Done, Job, Lane, WORKER_BIT, Worker};
 
 /// A scratch window in init's address space for filling frames.
 const SCRATCH: u64 = 0x0000_5000_0000_0000;
@@ -96,12 +96,12 @@ pub fn main(start: Start) -> u64 {
         .collect();
     let endpoints = Endpoints { slots: endpoints, callers, proc: proc_ep };
 
-    // init's calls to its servers go through its worker thread, so this
+    // init's calls to its servers go through its worker threads, so this
     // one serves `proc` from the start (see worker.rs).
-    let worker = match Worker::start(watch, || slots.next()) {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!("cannot start init's worker thread: {e}");
+    let (worker, teller) = match (Worker::start(Lane::Pool, watch, || slots.next()), Worker::start(Lane::Tell, watch, || slots.next())) {
+        (Ok(w), Ok(t)) => (w, t),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("cannot start init's worker threads: {e}");
             return 1;
         }
     };
@@ -147,6 +147,7 @@ pub fn main(start: Start) -> u64 {
         spare: Vec::new(),
         machine,
         worker,
+        teller,
         ready: false,
         pci: crate::pci::Claims::default(),
         config_ports,
@@ -200,6 +201,9 @@ struct Init<'a> {
     machine: MachineInfo,
     /// init's calls to its servers.
     worker: Worker,
+    /// The worker that tells servers of a restart (its own thread: a told
+    /// server that is slow to answer delays no grant).
+    teller: Worker,
     /// Whether the ready round is over.
     ready: bool,
     /// The PCI functions each driver registered (`proc.pci_claim`).
@@ -402,7 +406,7 @@ impl Init<'_> {
 impl Init<'_> {
     /// Server `i` was restarted: each running server whose manifest entry
     /// `calls` one of its endpoints and serves one of its own is told so
-    /// (`lifecycle.restarted(ENDPOINT)`, on the worker thread: init's main
+    /// (`lifecycle.restarted(ENDPOINT)`, on the teller thread: init's main
     /// thread never calls a server), so it makes again what it had made
     /// there (zone-server: the VNIC grants of its running VMs in netd).
     fn tell_callers(&mut self, i: usize) {
@@ -420,7 +424,7 @@ impl Init<'_> {
                 })
                 .collect();
             if !callers.is_empty() {
-                self.worker.post(Job::Restarted { endpoint: endpoint.clone(), callers });
+                self.teller.post(Job::Restarted { endpoint: endpoint.clone(), callers });
             }
         }
     }

@@ -9,6 +9,13 @@
 //! grant revoked — is queued here and done on this thread, which reports
 //! back through init's watch notification ([`WORKER_BIT`]). A server that
 //! is still starting (or restarting) only delays its own jobs.
+//!
+//! init runs two such threads ([`Lane`]): one for the pool and the ready
+//! round (grants, revokes, status), one that tells servers of a restart
+//! (`lifecycle.restarted`). A told server answers when it has made again
+//! what it had made in the restarted one, and it may be busy for minutes
+//! first (zone-server inside a `vmadm stop`, waiting for a guest to power
+//! off): that delays only other tellings, never a VMM's grant.
 
 use abi::{CapSlot, ObjectType, Rights, FOREVER, PAGE_SIZE};
 use alcove_rt::println;
@@ -21,10 +28,20 @@ use libipc::sys;
 /// init's instance bit is, with one server's bit, which then only makes
 /// init look at that server's state).
 pub const WORKER_BIT: u64 = 1 << 62;
-/// Where the worker's stack and, on the page above it, its IPC buffer are
-/// mapped in init.
+/// Where the first worker's stack and, on the page above it, its IPC
+/// buffer are mapped in init; the next lane's are [`LANE_STRIDE`] higher.
 const STACK_VA: u64 = 0x0000_5100_0000_0000;
 const STACK_PAGES: u64 = 8;
+const LANE_STRIDE: u64 = 0x1_0000_0000;
+
+/// Which of init's worker threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The ready round, pool grants and revokes.
+    Pool = 0,
+    /// Telling servers that a server they call was restarted.
+    Tell = 1,
+}
 
 /// What init asks the worker to do.
 pub enum Job {
@@ -60,24 +77,26 @@ struct Queue {
     watch: CapSlot,
 }
 
-static QUEUE: spin::Mutex<Option<Queue>> = spin::Mutex::new(None);
+static QUEUES: [spin::Mutex<Option<Queue>>; 2] = [spin::Mutex::new(None), spin::Mutex::new(None)];
 
-/// The worker thread, once started; it runs as long as init does.
+/// A worker thread, once started; it runs as long as init does.
 pub struct Worker {
+    lane: Lane,
     work: CapSlot,
 }
 
 impl Worker {
-    /// Starts the worker (a thread of init at init's priority, its stack and
-    /// IPC buffer from `slots`' next four slots), which signals `watch`
-    /// with [`WORKER_BIT`] after each job.
-    pub fn start(watch: CapSlot, mut next_slot: impl FnMut() -> CapSlot) -> Result<Self, abi::Error> {
+    /// Starts the worker of `lane` (a thread of init at init's priority,
+    /// its stack and IPC buffer from `slots`' next four slots), which
+    /// signals `watch` with [`WORKER_BIT`] after each job.
+    pub fn start(lane: Lane, watch: CapSlot, mut next_slot: impl FnMut() -> CapSlot) -> Result<Self, abi::Error> {
         let (work, thread, stack, ipc) = (next_slot(), next_slot(), next_slot(), next_slot());
-        let ipc_va = STACK_VA + STACK_PAGES * PAGE_SIZE;
+        let stack_va = STACK_VA + lane as u64 * LANE_STRIDE;
+        let ipc_va = stack_va + STACK_PAGES * PAGE_SIZE;
         let rw = Rights::READ | Rights::WRITE;
         sys::create(ObjectType::Notification, work, 0)?;
         sys::create(ObjectType::Frame, stack, STACK_PAGES)?;
-        sys::map(abi::INIT_SLOT_SELF, stack, STACK_VA, rw)?;
+        sys::map(abi::INIT_SLOT_SELF, stack, stack_va, rw)?;
         sys::create(ObjectType::Frame, ipc, 1)?;
         sys::map(abi::INIT_SLOT_SELF, ipc, ipc_va, rw)?;
         sys::create(ObjectType::Thread, thread, u64::from(abi::INIT_SLOT_SELF))?;
@@ -86,19 +105,29 @@ impl Worker {
         // thread; the stack below it is that thread's alone and overlaps
         // no other registered stack. The thread runs as long as init, so
         // the registration is never given back.
-        unsafe { sys::register_thread_buffer(STACK_VA, ipc_va, ipc_va as *mut abi::IpcBuffer) }?;
-        *QUEUE.lock() = Some(Queue { jobs: VecDeque::new(), done: Vec::new(), work, watch });
+        unsafe { sys::register_thread_buffer(stack_va, ipc_va, ipc_va as *mut abi::IpcBuffer) }?;
+        *QUEUES[lane as usize].lock() = Some(Queue { jobs: VecDeque::new(), done: Vec::new(), work, watch });
         // SAFETY: `run` is an `extern "C"` function that never returns; its
         // stack (top less the return-address slot) and IPC buffer are the
-        // pages mapped above, reserved for this thread for init's life.
-        unsafe { sys::thread_configure(thread, run as *const () as usize as u64, ipc_va - 8, ipc_va, 0, 0) }?;
+        // pages mapped above, reserved for this thread for init's life; its
+        // first argument names its lane's queue.
+        unsafe { sys::thread_configure(thread, run as *const () as usize as u64, ipc_va - 8, ipc_va, lane as u64, 0) }?;
         sys::thread_resume(thread)?;
-        Ok(Worker { work })
+        Ok(Worker { lane, work })
     }
 
-    /// Queues `job`; the worker takes jobs in order.
+    /// Queues `job`; the worker takes jobs in order. A job of the other
+    /// lane is a mistake of init's: it is logged and dropped.
     pub fn post(&self, job: Job) {
-        if let Some(q) = QUEUE.lock().as_mut() {
+        let lane = match job {
+            Job::Restarted { .. } => Lane::Tell,
+            _ => Lane::Pool,
+        };
+        if lane != self.lane {
+            log::error!("init: a {lane:?} job posted to the {:?} worker; dropped", self.lane);
+            return;
+        }
+        if let Some(q) = QUEUES[lane as usize].lock().as_mut() {
             q.jobs.push_back(job);
         }
         let _ = sys::signal(self.work, 1);
@@ -106,15 +135,17 @@ impl Worker {
 
     /// The jobs finished since the last call.
     pub fn finished(&self) -> Vec<Done> {
-        QUEUE.lock().as_mut().map(|q| core::mem::take(&mut q.done)).unwrap_or_default()
+        QUEUES[self.lane as usize].lock().as_mut().map(|q| core::mem::take(&mut q.done)).unwrap_or_default()
     }
 }
 
-/// The worker thread's loop.
-extern "C" fn run(_: u64, _: u64, _: u64) -> ! {
+/// A worker thread's loop (the kernel starts it with its IPC buffer, then
+/// the two start arguments); `lane` indexes its queue.
+extern "C" fn run(_ipc_buffer: u64, lane: u64, _: u64) -> ! {
+    let queue = &QUEUES[(lane as usize).min(QUEUES.len() - 1)];
     loop {
         let (job, work, watch) = {
-            let mut q = QUEUE.lock();
+            let mut q = queue.lock();
             let Some(q) = q.as_mut() else { continue };
             (q.jobs.pop_front(), q.work, q.watch)
         };
@@ -142,7 +173,7 @@ extern "C" fn run(_: u64, _: u64, _: u64) -> ! {
             }
         };
         if let Some(d) = done
-            && let Some(q) = QUEUE.lock().as_mut()
+            && let Some(q) = queue.lock().as_mut()
         {
             q.done.push(d);
         }
