@@ -101,8 +101,11 @@ crate::interface! {
     /// Service management, as SmartOS's svcadm: init and operators stop a
     /// server, and init's restart policy brings it back.
     pub interface lifecycle = 3 {
-        /// Replies, then ends the server with exit code `code`.
-        fn stop(code: u32);
+        /// Replies, then ends the server with exit code `code`. Only init
+        /// (badge 0) and the callers the manifest names in the server's
+        /// `lifecycle-stop` argument may: anyone else gets `Err` saying so
+        /// and the server goes on.
+        fn stop(code: u32) -> Result<(), String>;
         /// Additive, init only (a caller with another badge changes
         /// nothing): init restarted server `server`, one this server
         /// `calls` in the manifest, so what this server had made there

@@ -658,7 +658,7 @@ fn server_restart(env: &mut Env) -> Result<(), String> {
     let t = libipc::kernel::KernelTransport::new(libipc::cap::Cap::from_slot(named.slot));
     let status = libipc::interfaces::status::Client::new(t);
     let first = status.status().map_err(|e| format!("status: {e}"))?;
-    libipc::interfaces::lifecycle::Client::new(t).stop(7).map_err(|e| format!("stop: {e}"))?;
+    libipc::interfaces::lifecycle::Client::new(t).stop(7).map_err(|e| format!("stop: {e}"))??;
     // The next call waits in the endpoint until init has restarted it.
     let again = status.status().map_err(|e| format!("status after restart: {e}"))?;
     check(again.requests_served == 1, || {

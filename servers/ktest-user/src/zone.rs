@@ -350,7 +350,7 @@ fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), St
     let net = created(&env.ok(&["create"], &nic_payload("zone-keep-net", NET_MAC_C, "10.9.0.13"))?)?;
     let st = status::Client::new(client(env.zone));
     let first = st.status().map_err(|e| format!("status: {e}"))?;
-    libipc::interfaces::lifecycle::Client::new(client(env.zone)).stop(0).map_err(|e| format!("stop zone-server: {e}"))?;
+    libipc::interfaces::lifecycle::Client::new(client(env.zone)).stop(0).map_err(|e| format!("stop zone-server: {e}"))??;
     // The next call waits in the endpoint until init has restarted it.
     let again = st.status().map_err(|e| format!("status after the restart: {e}"))?;
     if again.requests_served != 1 {
@@ -753,6 +753,10 @@ fn other_main(info: StartInfo) -> u64 {
             let st = status::Client::new(client(zone));
             let Ok(before) = st.status() else { return 3 };
             let stop = libipc::interfaces::lifecycle::Client::new(client(zone)).stop(9);
+            if !matches!(&stop, Ok(Err(why)) if why.contains("refused")) {
+                println!("zone-other: lifecycle.stop answered {stop:?}, not a refusal");
+                return 5;
+            }
             match st.status() {
                 Ok(after) if after.requests_served > before.requests_served && after.uptime_ns > before.uptime_ns => {}
                 after => {
@@ -963,7 +967,7 @@ fn a_restarted_netd_gets_a_running_vm_s_vnic_again(env: &mut Env) -> Result<(), 
     }
     let netd = env.netd.ok_or("zone.toml grants ktest-zone no netd endpoint")?;
     let stopped_at = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
-    lifecycle::Client::new(client(netd)).stop(1).map_err(|e| format!("lifecycle.stop of netd: {e}"))?;
+    lifecycle::Client::new(client(netd)).stop(1).map_err(|e| format!("lifecycle.stop of netd: {e}"))??;
     println!("zone: netd stopped while VM {keep} runs");
     // The new netd: up for less time than since the stop, and listing the
     // VM's VNIC attached again.

@@ -314,10 +314,13 @@ struct Stopper<'a, D> {
 }
 
 impl<D: libipc::Dispatch> libipc::interfaces::lifecycle::Server for Stopper<'_, D> {
-    fn stop(&mut self, code: u32) {
+    fn stop(&mut self, code: u32) -> Result<(), alloc::string::String> {
         if !may_stop(self.badge) {
-            log::warn!("lifecycle.stop({code}) from badge {:#x} ignored: init and the manifest's lifecycle-stop callers alone", self.badge);
-            return;
+            log::warn!("lifecycle.stop({code}) from badge {:#x} refused: init and the manifest's lifecycle-stop callers alone", self.badge);
+            return Err(alloc::format!(
+                "lifecycle.stop refused: badge {:#x} is neither init's nor a lifecycle-stop caller's in the manifest",
+                self.badge
+            ));
         }
         log::info!("stopping (exit code {code}) on request");
         *self.stop = Some(code);
@@ -325,6 +328,7 @@ impl<D: libipc::Dispatch> libipc::interfaces::lifecycle::Server for Stopper<'_, 
         let _ = libipc::sys::signal(self.notification, 1);
         #[cfg(not(target_os = "none"))]
         let _ = self.notification;
+        Ok(())
     }
 
     fn restarted(&mut self, server: alloc::string::String) {
