@@ -803,6 +803,16 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 failures.push(crate::api::CASE.into());
             }
         }
+        // The whole machine restarted on the same pool: instances and
+        // images back, the autoboot VM running (two boots).
+        if only.as_deref().is_none_or(|o| crate::restart::CASE.contains(o)) {
+            runs += 1;
+            let out = crate::restart::run(kernel, QEMU_TIMEOUT)?;
+            out.report();
+            if !out.ok() {
+                failures.push(crate::restart::CASE.into());
+            }
+        }
     }
 
     for (tier, machine, case) in [

@@ -57,6 +57,12 @@ pub fn pool_drive() -> Vec<String> {
     let _ = std::fs::remove_file(&img);
     let _ = std::fs::create_dir_all(crate::out_dir());
     let _ = std::fs::File::create(&img).and_then(|f| f.set_len(64 << 20));
+    pool_drive_of(&img)
+}
+
+/// QEMU's arguments for the pool drive `img` as it stands (serial
+/// `alcove-d1`): a machine started again on the same file finds its pool.
+pub fn pool_drive_of(img: &std::path::Path) -> Vec<String> {
     vec![
         "-drive".into(),
         format!("file={},if=none,id=d1,format=raw", img.display()),
