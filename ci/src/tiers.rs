@@ -567,6 +567,10 @@ impl Case {
             // off by itself (a VMM ended by force prints no end).
             v.problems.push(format!("the VM stopped by its power button never printed {:?}", crate::zone::BUTTON_END_LINE));
         }
+        if self.suite == "zone" {
+            // The two guests ran on through zone-server's restart.
+            v.problems.extend(crate::zone::restart_ticks_problems(&r.serial));
+        }
         for line in [crate::zone::MDATA_HOSTNAME, crate::zone::MDATA_ROLE, "FAILURE"] {
             if self.suite == "zone" && !r.serial.contains(line) {
                 // The metadata guest copied the metadata port's answers
