@@ -130,8 +130,9 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         crate::demo::write_token(&token_file, &token)?;
         let system = crate::demo::system(Some(&token), &crate::out_dir().join("demo"))?;
         let forwards = run_forwards(&a, true, crate::demo::api_port(&system)?, "")?;
-        eprint!("{}", crate::demo::announce(forwards[0].host_port, &token_file));
-        (system, crate::demo::qemu(&forwards))
+        let pool = crate::demo::pool_file();
+        eprint!("{}", crate::demo::announce(forwards[0].host_port, &token_file, &pool));
+        (system, crate::demo::qemu(&forwards, crate::demo::pool_drive(&pool, false)?))
     } else {
         (BootSystem::named(manifest)?, Qemu::default())
     };

@@ -306,6 +306,13 @@ fn bzimage(code: &[u8]) -> Vec<u8> {
     img
 }
 
+/// A test kernel that prints `line` on COM1 and powers its VM off when
+/// the ACPI power button is pressed (as `zone-guest-halt`; the demo's
+/// `demo-guest`).
+pub fn button_guest(line: &str) -> Vec<u8> {
+    bzimage(&code(line, Then::Button))
+}
+
 /// Writes the test kernels: (boot-file name, host path) for the archive.
 pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let dir = crate::out_dir().join("zone");
