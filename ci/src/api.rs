@@ -33,7 +33,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const CASE: &str = "api/http-qemu";
-const TOKEN: &str = "api-case-token-4b1d";
+pub(crate) const TOKEN: &str = "api-case-token-4b1d";
 const API_PORT: u16 = 8080;
 const VM: &str = "a91c0de0-0000-4000-8000-0000000000b2";
 const PAYLOAD: &str = r#"{"uuid": "a91c0de0-0000-4000-8000-0000000000b2", "brand": "bhyve", "alias": "api-web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{"size": 16}]}"#;
@@ -93,7 +93,7 @@ pub(crate) fn host_tools() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
 const IMAGE_VM: &str = "a91c0de0-0000-4000-8000-0000000000b3";
 
 /// Runs the host CLI `tool ARGS` against the machine: (success, stdout, stderr).
-fn cli(tool: &Path, port: u16, args: &[&str]) -> std::result::Result<(bool, String, String), String> {
+pub(crate) fn cli(tool: &Path, port: u16, args: &[&str]) -> std::result::Result<(bool, String, String), String> {
     let out = Command::new(tool)
         .args(args)
         .env("ALCOVE_URL", format!("http://127.0.0.1:{port}"))
@@ -145,10 +145,9 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     Ok(())
 }
 
-/// Runs the case.
-pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
-    let (vmadm, imgadm) = host_tools()?;
-    let source = crate::imgsource::start()?;
+/// The API case's boot image (manifest `api.toml`, the zone case's test
+/// kernels, a netd.conf with the `admin` NIC).
+pub(crate) fn iso(kernel: &Path) -> Result<std::path::PathBuf> {
     let mut system = BootSystem::named("api")?;
     system.host_files.extend(crate::zone::guests()?);
     let dir = crate::out_dir().join("api");
@@ -159,7 +158,13 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
         format!("# The API case (ci/src/api.rs)\nnic_tag admin\nhost switch=admin mac={HOST_MAC} ip={HOST_ADDRESS}/24 gateway=10.0.2.2\n"),
     )?;
     system.host_files.push(("netd.conf".into(), conf));
-    let iso = image::iso_of(kernel, "test-api-http", "", &system)?;
+    image::iso_of(kernel, "test-api-http", "", &system)
+}
+
+/// Starts QEMU on `iso` with `pool` (QEMU's arguments for the pool drive)
+/// and the machine's NIC, its API forwarded from a free host port, the
+/// serial console written to `log`: the child and that port.
+pub(crate) fn boot(iso: &Path, pool: Vec<String>, log: &Path) -> Result<(std::process::Child, u16)> {
     let port = free_port()?;
     let fwd = HostFwd {
         udp: false,
@@ -168,16 +173,37 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
         guest_addr: HOST_ADDRESS.into(),
         guest_port: API_PORT,
     };
-    let mut extra = crate::zone::pool_drive();
+    let mut extra = pool;
     extra.extend(admin_nic(&[fwd]));
     let q = Qemu { smp: 2, mem_mib: 512, extra, ..Qemu::default() };
-    let log = log_path(&CASE.replace('/', "-"))?;
-    let _ = std::fs::remove_file(&log);
-    let mut c = q.command(&iso);
+    let _ = std::fs::remove_file(log);
+    let mut c = q.command(iso);
     c.args(["-monitor", "none", "-serial"]).arg(format!("file:{}", log.display()));
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log.with_extension("stderr"))?);
+    let child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+    Ok((child, port))
+}
+
+/// Waits until apid answers `GET /ping` (it listens once netd has its
+/// address), `start` being when QEMU started.
+pub(crate) fn wait_for_ping(port: u16, start: Instant, timeout: Duration) -> std::result::Result<(), String> {
+    loop {
+        match http(port, "GET", "/ping", None, None) {
+            Ok(a) if a.status == 200 => return Ok(()),
+            _ if start.elapsed() > timeout => return Err(format!("apid did not answer GET /ping within {timeout:?}")),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Runs the case.
+pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
+    let (vmadm, imgadm) = host_tools()?;
+    let source = crate::imgsource::start()?;
+    let iso = iso(kernel)?;
+    let log = log_path(&CASE.replace('/', "-"))?;
     let start = Instant::now();
-    let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+    let (mut child, port) = boot(&iso, crate::zone::pool_drive(), &log)?;
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
     let steps = steps(port, &vmadm, start, timeout, &mut o).and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
     crate::emu::stop(&mut child);
@@ -192,14 +218,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
 
 /// The requests, in order; `Err` when one could not be made at all.
 fn steps(port: u16, vmadm: &Path, start: Instant, timeout: Duration, o: &mut Outcome) -> std::result::Result<(), String> {
-    // apid listens once netd has its address: wait for `GET /ping`.
-    loop {
-        match http(port, "GET", "/ping", None, None) {
-            Ok(a) if a.status == 200 => break,
-            _ if start.elapsed() > timeout => return Err(format!("apid did not answer GET /ping within {timeout:?}")),
-            _ => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
+    wait_for_ping(port, start, timeout)?;
     let req = |method: &str, path: &str, token: Option<&str>, body: Option<&str>| {
         http(port, method, path, token, body).map_err(|e| format!("{method} {path}: {e}"))
     };

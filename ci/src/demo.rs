@@ -1,7 +1,14 @@
 //! The demo system plain `cargo xtask run` boots (`initrd/manifests/demo.toml`)
-//! on a machine with a NIC, and the system case `demo/run-api` that boots
-//! the same system on the same QEMU machine and reaches its HTTP API from
-//! this host.
+//! on a machine with a NIC and a pool disk, and the system case
+//! `demo/run-api` that boots the same system on the same QEMU machine and
+//! reaches its HTTP API from this host, where the host `vmadm` creates,
+//! lists, stops and deletes a VM.
+//!
+//! The pool disk is `target/alcove/demo-pool.img` ([`pool_file`]), 256 MiB
+//! sparse, blank the first time (storaged makes the pool `zones` on it)
+//! and kept between runs (storaged imports it: VMs and images come back,
+//! the `autoboot` ones running). The VMs' kernel is `demo-guest`
+//! ([`GUEST_LINE`]), packed into the boot archive; [`PAYLOAD`] boots it.
 //!
 //! ```text
 //!  host CLI ─ 127.0.0.1:P ─ QEMU slirp (hostfwd) ─ machine virtio-net ─ netd (admin, 10.0.2.15) ─ socket ─ apid:8080 ─ zone-server
@@ -47,9 +54,40 @@ pub fn netd_conf() -> String {
     )
 }
 
+/// What the demo's VM kernel, `demo-guest`, prints on its serial port
+/// (then it waits for the ACPI power button, which `vmadm stop` presses).
+pub const GUEST_LINE: &str = "demo-guest: running (vmadm stop powers it off)";
+
+/// A payload the demo machine runs: `demo-guest` on a 16 MiB disk.
+pub const PAYLOAD: &str = r#"{"brand": "bhyve", "alias": "hello", "ram": 64, "vcpus": 1, "kernel": "/demo-guest", "disks": [{"size": 16}]}"#;
+
+/// The pool disk `cargo xtask run` gives the demo machine (kept between
+/// runs: the VMs and images on it come back).
+pub fn pool_file() -> PathBuf {
+    crate::out_dir().join("demo-pool.img")
+}
+
+/// Bytes of a new pool disk (a sparse file: what is written is what the
+/// host's disk holds).
+const POOL_BYTES: u64 = 256 << 20;
+
+/// QEMU's arguments for the pool disk `path` (serial alcove-d1, as
+/// demo.toml's storaged asks), made blank first if it does not exist or
+/// `fresh` says so.
+pub fn pool_drive(path: &Path, fresh: bool) -> Result<Vec<String>> {
+    if fresh || !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(path);
+        std::fs::File::create(path)?.set_len(POOL_BYTES)?;
+    }
+    Ok(crate::zone::pool_drive_of(path))
+}
+
 /// The demo system: `demo.toml` with apid's token replaced by `token`
-/// (when given; else the manifest's own) and netd.conf, written into
-/// `dir`.
+/// (when given; else the manifest's own), netd.conf and the VM kernel
+/// `demo-guest`, written into `dir`.
 pub fn system(token: Option<&str>, dir: &Path) -> Result<BootSystem> {
     let mut system = BootSystem::named(MANIFEST)?;
     if let Some(t) = token {
@@ -60,6 +98,9 @@ pub fn system(token: Option<&str>, dir: &Path) -> Result<BootSystem> {
     let conf = dir.join("netd.conf");
     std::fs::write(&conf, netd_conf())?;
     system.host_files.push(("netd.conf".into(), conf));
+    let guest = dir.join("demo-guest");
+    std::fs::write(&guest, crate::zone::button_guest(GUEST_LINE))?;
+    system.host_files.push(("demo-guest".into(), guest));
     Ok(system)
 }
 
@@ -73,10 +114,13 @@ pub fn api_port(system: &BootSystem) -> Result<u16> {
 }
 
 /// The QEMU machine `cargo xtask run` boots the demo on (before its
-/// options): QEMU's defaults (2 CPUs, 512 MiB, qemu64,+svm,+npt) and the
-/// machine's NIC on user networking with `forwards`.
-pub fn qemu(forwards: &[HostFwd]) -> Qemu {
-    Qemu { extra: admin_nic(forwards), ..Qemu::default() }
+/// options): QEMU's defaults (2 CPUs, 512 MiB, qemu64,+svm,+npt), the
+/// machine's NIC on user networking with `forwards` (PCI 00:03.0) and the
+/// pool disk `pool` ([`pool_drive`], 00:04.0).
+pub fn qemu(forwards: &[HostFwd], pool: Vec<String>) -> Qemu {
+    let mut extra = admin_nic(forwards);
+    extra.extend(pool);
+    Qemu { extra, ..Qemu::default() }
 }
 
 /// Where `cargo xtask run` writes the demo's token.
@@ -107,14 +151,17 @@ pub fn write_token(path: &Path, token: &str) -> Result<()> {
     Ok(())
 }
 
-/// What `cargo xtask run` prints about the API before it boots the demo.
-pub fn announce(port: u16, token_file: &Path) -> String {
+/// What `cargo xtask run` prints about the API and the pool disk before
+/// it boots the demo.
+pub fn announce(port: u16, token_file: &Path, pool_file: &Path) -> String {
     let file = token_file.display();
     format!(
         "xtask: the HTTP API (apid) will be at http://127.0.0.1:{port} once netd has its address; the token is new\n\
          xtask: for this run, in {file} (apid's token= replaced in the boot archive). From another terminal:\n\
          xtask:   ALCOVE_URL=http://127.0.0.1:{port} ALCOVE_TOKEN_FILE={file} cargo run -q -p alcove-api --bin vmadm -- list\n\
-         xtask:   curl -H \"Authorization: Bearer $(cat {file})\" http://127.0.0.1:{port}/vms\n"
+         xtask:   curl -H \"Authorization: Bearer $(cat {file})\" http://127.0.0.1:{port}/vms\n\
+         xtask: the pool (zones) is on {}, kept between runs (remove it for a new pool)\n",
+        pool_file.display()
     )
 }
 
@@ -123,10 +170,11 @@ pub type Outcome = crate::harness::Checks;
 
 /// Runs the case: the demo system with a token of its own (in a file of
 /// its own, so a `cargo xtask run` beside it keeps its token) on
-/// [`qemu`]'s machine, then from this host `GET /ping`, `GET /vms`
-/// without the token (401) and with it (`[]`), the host `vmadm list`
-/// with `ALCOVE_TOKEN_FILE` (the table's header alone) and with a file
-/// holding another token (refused: apid answers 403).
+/// [`qemu`]'s machine with a blank pool disk of its own, then from this
+/// host `GET /ping`, `GET /vms` without the token (401) and with it
+/// (`[]`), the host `vmadm list` with `ALCOVE_TOKEN_FILE` (the table's
+/// header alone) and with a file holding another token (refused: apid
+/// answers 403), then [`vm_steps`].
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let (vmadm, _) = crate::api::host_tools()?;
     let dir = crate::out_dir().join("demo-case");
@@ -138,7 +186,11 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let system = system(Some(&token), &dir)?;
     let iso = image::iso_of(kernel, "test-demo-api", "", &system)?;
     let port = free_port()?;
-    let q = qemu(&[admin_forward(port, api_port(&system)?)]);
+    // A pool disk of the demo's size, blank (a pool of its own: a `cargo
+    // xtask run` beside it keeps its).
+    let q = qemu(&[admin_forward(port, api_port(&system)?)], pool_drive(&dir.join("pool.img"), true)?);
+    let payload = dir.join("hello.json");
+    std::fs::write(&payload, PAYLOAD)?;
     let log = log_path(CASE)?;
     let _ = std::fs::remove_file(&log);
     let mut c = q.command(&iso);
@@ -147,7 +199,8 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let start = Instant::now();
     let mut child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
-    let steps = steps(port, &token, &vmadm, &token_file, &wrong_file, start, timeout, &mut o);
+    let steps = steps(port, &token, &vmadm, &token_file, &wrong_file, start, timeout, &mut o)
+        .and_then(|()| vm_steps(port, &vmadm, &token_file, &payload, &log, &mut o));
     crate::emu::stop(&mut child);
     o.elapsed = start.elapsed();
     if let Err(e) = steps {
@@ -170,6 +223,40 @@ fn vmadm(tool: &Path, port: u16, file: &Path, args: &[&str]) -> std::result::Res
         .map_err(|e| format!("running {}: {e}", tool.display()))?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+}
+
+/// A VM on the demo machine from the host CLI: `vmadm create -f` of
+/// [`PAYLOAD`], `vmadm list` (it runs), its guest's line on the console
+/// (`log`), `vmadm stop` (the guest powers off on the power button),
+/// `vmadm delete`, `vmadm list` (empty again).
+fn vm_steps(port: u16, tool: &Path, token_file: &Path, payload: &Path, log: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
+    let p = payload.display().to_string();
+    let (ok, out, err) = vmadm(tool, port, token_file, &["create", "-f", &p])?;
+    // The host CLI prints the new VM's JSON (the API's answer).
+    let vm: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let uuid = vm["uuid"].as_str().unwrap_or_default().to_string();
+    o.check(ok && uuid.len() == 36, || format!("the host `vmadm create -f {p}` on the demo machine: {ok} {out:?} {err:?}"));
+    if uuid.len() != 36 {
+        return Err("no VM was created: the rest of the VM steps skipped".into());
+    }
+    let (ok, out, err) = vmadm(tool, port, token_file, &["list"])?;
+    o.check(ok && out.lines().any(|l| l.split_whitespace().eq([uuid.as_str(), "BHYV", "64", "running", "hello"])), || {
+        format!("the host `vmadm list` after the create: {out:?} {err:?}, not {uuid} running")
+    });
+    let console = || String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    let waited = Instant::now();
+    while !console().contains(GUEST_LINE) && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    o.check(console().contains(GUEST_LINE), || format!("the VM's guest never printed {GUEST_LINE:?} on the console"));
+    let (ok, out, err) = vmadm(tool, port, token_file, &["stop", &uuid])?;
+    o.check(ok, || format!("the host `vmadm stop {uuid}`: {out:?} {err:?}"));
+    o.check(console().contains("vm hello: ended: poweroff"), || "the guest did not power off on `vmadm stop`'s power button".into());
+    let (ok, out, err) = vmadm(tool, port, token_file, &["delete", &uuid])?;
+    o.check(ok, || format!("the host `vmadm delete {uuid}`: {out:?} {err:?}"));
+    let (ok, out, err) = vmadm(tool, port, token_file, &["list", "-H"])?;
+    o.check(ok && out.trim().is_empty(), || format!("the host `vmadm list -H` after the delete: {out:?} {err:?}"));
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -241,16 +328,45 @@ mod tests {
         // Without a token the manifest's own stays.
         let s = system(None, &dir).unwrap();
         assert_eq!(image::server_arg(&s.toml, "apid", "token").as_deref(), Some("alcove-demo-token-change-me"));
+        // The VM kernel a payload boots, and the rights to boot it: a pool
+        // on alcove-d1, zone-server's storaged, proc and spawns.
+        let (_, guest) = s.host_files.iter().find(|(n, _)| n == "demo-guest").unwrap();
+        let bz = std::fs::read(guest).unwrap();
+        vmm_server::boot::linux::BzImage::parse(&bz).unwrap();
+        assert!(bz.windows(GUEST_LINE.len()).any(|w| w == GUEST_LINE.as_bytes()));
+        let storaged = m.servers.iter().find(|s| s.name == "storaged").unwrap();
+        assert!(storaged.args.iter().any(|a| a == "pool-disks=alcove-d1"), "{:?}", storaged.args);
+        let zone = m.servers.iter().find(|s| s.name == "zone-server").unwrap();
+        for c in ["storaged", "proc", "netd"] {
+            assert!(zone.calls.iter().any(|x| x == c), "zone-server calls {:?}", zone.calls);
+        }
+        assert_eq!(zone.spawns, ["vmm-server"]);
+        let vmm = m.servers.iter().find(|s| s.name == "vmm-server").unwrap();
+        assert!(vmm.on_demand && vmm.files == ["demo-guest"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn the_machine_forwards_to_apid() {
-        let q = qemu(&[admin_forward(40123, 8080)]);
+    fn the_machine_forwards_to_apid_and_has_its_pool_disk() {
+        let dir = std::env::temp_dir().join(format!("alcove-demo-pool-test-{}", std::process::id()));
+        let file = dir.join("pool.img");
+        let q = qemu(&[admin_forward(40123, 8080)], pool_drive(&file, false).unwrap());
         let d = Qemu::default();
         assert_eq!((q.smp, q.mem_mib, q.cpu.as_str(), q.uefi), (d.smp, d.mem_mib, d.cpu.as_str(), d.uefi));
-        assert_eq!(q.extra, admin_nic(&[HostFwd::parse("tcp:127.0.0.1:40123-10.0.2.15:8080").unwrap()]));
+        let mut want = admin_nic(&[HostFwd::parse("tcp:127.0.0.1:40123-10.0.2.15:8080").unwrap()]);
+        want.extend(crate::zone::pool_drive_of(&file));
+        assert_eq!(q.extra, want);
         assert!(q.extra.iter().any(|a| a.contains("hostfwd=tcp:127.0.0.1:40123-10.0.2.15:8080")));
+        assert!(q.extra.iter().any(|a| a.contains("serial=alcove-d1")));
+        // Made blank, then kept: a file with data stays as it is unless
+        // `fresh` says otherwise.
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), POOL_BYTES);
+        std::fs::write(&file, b"pool data").unwrap();
+        pool_drive(&file, false).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"pool data");
+        pool_drive(&file, true).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), POOL_BYTES);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -276,8 +392,9 @@ mod tests {
 
     #[test]
     fn the_announcement_names_the_url_and_the_file() {
-        let text = announce(40123, Path::new("/x/target/alcove/demo-token"));
+        let text = announce(40123, Path::new("/x/target/alcove/demo-token"), Path::new("/x/target/alcove/demo-pool.img"));
         assert!(text.contains("ALCOVE_URL=http://127.0.0.1:40123 ALCOVE_TOKEN_FILE=/x/target/alcove/demo-token"));
+        assert!(text.contains("pool (zones) is on /x/target/alcove/demo-pool.img"));
         assert!(text.contains("--bin vmadm -- list"));
     }
 }

@@ -17,6 +17,7 @@ mod linux_net;
 mod linux_pool;
 mod memtest;
 mod pool_disks;
+mod restart;
 mod setup;
 mod tiers;
 mod vm;

@@ -130,8 +130,9 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         crate::demo::write_token(&token_file, &token)?;
         let system = crate::demo::system(Some(&token), &crate::out_dir().join("demo"))?;
         let forwards = run_forwards(&a, true, crate::demo::api_port(&system)?, "")?;
-        eprint!("{}", crate::demo::announce(forwards[0].host_port, &token_file));
-        (system, crate::demo::qemu(&forwards))
+        let pool = crate::demo::pool_file();
+        eprint!("{}", crate::demo::announce(forwards[0].host_port, &token_file, &pool));
+        (system, crate::demo::qemu(&forwards, crate::demo::pool_drive(&pool, false)?))
     } else {
         (BootSystem::named(manifest)?, Qemu::default())
     };
@@ -567,6 +568,10 @@ impl Case {
             // off by itself (a VMM ended by force prints no end).
             v.problems.push(format!("the VM stopped by its power button never printed {:?}", crate::zone::BUTTON_END_LINE));
         }
+        if self.suite == "zone" {
+            // The two guests ran on through zone-server's restart.
+            v.problems.extend(crate::zone::restart_ticks_problems(&r.serial));
+        }
         for line in [crate::zone::MDATA_HOSTNAME, crate::zone::MDATA_ROLE, "FAILURE"] {
             if self.suite == "zone" && !r.serial.contains(line) {
                 // The metadata guest copied the metadata port's answers
@@ -819,6 +824,16 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             out.report();
             if !out.ok() {
                 failures.push(crate::api::CASE.into());
+            }
+        }
+        // The whole machine restarted on the same pool: instances and
+        // images back, the autoboot VM running (two boots).
+        if only.as_deref().is_none_or(|o| crate::restart::CASE.contains(o)) {
+            runs += 1;
+            let out = once_more_after_emulator_crash(crate::restart::CASE, || crate::restart::run(kernel, QEMU_TIMEOUT), |o| !o.ok())?;
+            out.report();
+            if !out.ok() {
+                failures.push(crate::restart::CASE.into());
             }
         }
     }

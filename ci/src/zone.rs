@@ -11,7 +11,9 @@
 //! metadata port (COM2) for its hostname and a `customer_metadata` key,
 //! copies the answers to its console and powers off. `zone-guest-echo`
 //! (the shell case's VM) echoes what its COM1 receives, upper-cased, until
-//! the power button. netd (`NETD_CONF`) has one
+//! the power button. `zone-guest-tick-a` and `-b` print their line again
+//! and again until the power button: the VMs that run through
+//! zone-server's restart, whose lines must go on after it. netd (`NETD_CONF`) has one
 //! etherstub, `stub0`, with the host's address on it; the suite's VMs with
 //! `nics[]` get their VNICs there. The suite is in
 //! `servers/ktest-user/src/zone.rs`, the manifest `initrd/manifests/zone.toml`.
@@ -57,6 +59,12 @@ pub fn pool_drive() -> Vec<String> {
     let _ = std::fs::remove_file(&img);
     let _ = std::fs::create_dir_all(crate::out_dir());
     let _ = std::fs::File::create(&img).and_then(|f| f.set_len(64 << 20));
+    pool_drive_of(&img)
+}
+
+/// QEMU's arguments for the pool drive `img` as it stands (serial
+/// `alcove-d1`): a machine started again on the same file finds its pool.
+pub fn pool_drive_of(img: &std::path::Path) -> Vec<String> {
     vec![
         "-drive".into(),
         format!("file={},if=none,id=d1,format=raw", img.display()),
@@ -206,6 +214,73 @@ fn echo_code() -> Vec<u8> {
     c
 }
 
+/// What the two ticking guests of the zone-server restart case
+/// (`zone-guest-tick-a`, `zone-guest-tick-b`) print, again and again.
+pub const TICK_LINES: [&str; 2] = ["zone-guest: tick a", "zone-guest: tick b"];
+/// Polls of the power button (each after 0x40000 `pause`s) between two
+/// ticks.
+const POLLS_PER_TICK: u8 = 2;
+
+/// A ticking guest's code: prints `line` on COM1, polls the ACPI power
+/// button [`POLLS_PER_TICK`] times (after every 0x40000 `pause`s), then
+/// prints the line again, until the button
+/// is pressed; then it powers off. Its lines, coming on after zone-server
+/// was restarted, show the guest still running.
+fn tick_code(line: &str) -> Vec<u8> {
+    const MSG: usize = 96;
+    let mut c = print_message(0x3f8, MSG);
+    c.extend([0xbb, POLLS_PER_TICK, 0x00, 0x00, 0x00]); // 20: mov ebx, POLLS_PER_TICK
+    c.extend([0x66, 0xba, 0x00, 0x06]); // 25: mov dx, 0x600 (PM1a_STS)
+    c.extend([0xb9, 0x00, 0x00, 0x04, 0x00]); // 29: mov ecx, 0x40000
+    c.extend([0xf3, 0x90, 0xe2, 0xfc]); // 34: pause; loop 34
+    c.extend([0x66, 0xed]); // 38: in ax, dx
+    c.extend([0xf6, 0xc4, 0x01]); // 40: test ah, 1 (PWRBTN_STS)
+    c.extend([0x75, 0x06]); // 43: jnz 51
+    c.extend([0xff, 0xcb]); // 45: dec ebx
+    c.extend([0x75, 0xec]); // 47: jnz 29
+    c.extend([0xeb, 0xcd]); // 49: jmp 0 (the line again)
+    assert_eq!(c.len(), 51);
+    power_off(&mut c);
+    c.extend(SPIN); // 1: pause; jmp 1b
+    assert!(c.len() <= MSG);
+    c.resize(MSG, 0x90);
+    c.extend(line.as_bytes());
+    c.extend(b"\n\0");
+    c
+}
+
+/// The suite's lines around the ticking guests' watch: zone-server has
+/// been restarted; the restarted zone-server is about to stop the VMs.
+pub const RESTARTED_LINE: &str = "zone: zone-server restarted with two VMs running";
+pub const STOPPING_LINE: &str = "zone: stopping the two VMs through the restarted zone-server";
+
+/// What is wrong with the zone-server restart test as the console shows
+/// it: each ticking guest ticks at least twice between [`RESTARTED_LINE`]
+/// and [`STOPPING_LINE`] (it runs on after zone-server was killed), and
+/// each of the two VMs' VMMs started once (the restarted zone-server found
+/// them running rather than booting them again).
+pub fn restart_ticks_problems(serial: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (Some(from), Some(to)) = (serial.find(RESTARTED_LINE), serial.find(STOPPING_LINE)) else {
+        return vec![format!("the console never showed {RESTARTED_LINE:?} then {STOPPING_LINE:?}")];
+    };
+    let window = serial.get(from..to).unwrap_or("");
+    for line in TICK_LINES {
+        let n = window.lines().filter(|l| l.trim_end() == line).count();
+        if n < 2 {
+            problems.push(format!("after zone-server's restart, the guest printed {line:?} {n} times (2 at least before the stop)"));
+        }
+    }
+    for alias in ["zone-keep", "zone-keep-net"] {
+        let started = format!("vm {alias}: started");
+        let n = serial.lines().filter(|l| l.starts_with(&started)).count();
+        if n != 1 {
+            problems.push(format!("VM {alias}'s VMM started {n} times, not once"));
+        }
+    }
+    problems
+}
+
 /// A bzImage of `code` at the 64-bit entry (protected-mode kernel + 0x200).
 fn bzimage(code: &[u8]) -> Vec<u8> {
     let sects = 4usize;
@@ -231,7 +306,14 @@ fn bzimage(code: &[u8]) -> Vec<u8> {
     img
 }
 
-/// Writes the two kernels: (boot-file name, host path) for the archive.
+/// A test kernel that prints `line` on COM1 and powers its VM off when
+/// the ACPI power button is pressed (as `zone-guest-halt`; the demo's
+/// `demo-guest`).
+pub fn button_guest(line: &str) -> Vec<u8> {
+    bzimage(&code(line, Then::Button))
+}
+
+/// Writes the test kernels: (boot-file name, host path) for the archive.
 pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let dir = crate::out_dir().join("zone");
     std::fs::create_dir_all(&dir)?;
@@ -248,6 +330,11 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let path = dir.join("zone-guest-mdata");
     std::fs::write(&path, bzimage(&mdata_code()))?;
     out.push(("zone-guest-mdata".to_string(), path));
+    for (name, line) in [("zone-guest-tick-a", TICK_LINES[0]), ("zone-guest-tick-b", TICK_LINES[1])] {
+        let path = dir.join(name);
+        std::fs::write(&path, bzimage(&tick_code(line)))?;
+        out.push((name.to_string(), path));
+    }
     let path = dir.join("zone-guest-echo");
     std::fs::write(&path, bzimage(&echo_code()))?;
     out.push(("zone-guest-echo".to_string(), path));
@@ -268,6 +355,26 @@ pub fn netd_conf() -> Result<(String, PathBuf)> {
 mod tests {
     use super::*;
 
+    /// Ticks of both guests between the restart and the stop, each VMM
+    /// started once: no problem; a guest that stopped ticking, or a VM
+    /// booted again by the restarted zone-server, is one.
+    #[test]
+    fn the_restart_watch_wants_both_guests_ticking_on_in_their_first_vmm() {
+        let tick = |l: &str| format!("{l}\r\n");
+        let start = "vm zone-keep: started: 1 vCPUs, 64 MiB\r\nvm zone-keep-net: started: 1 vCPUs, 64 MiB\r\n";
+        let ticks = [tick(TICK_LINES[0]), tick(TICK_LINES[1]), tick(TICK_LINES[0]), tick(TICK_LINES[1])].concat();
+        let good = format!("{start}{ticks}{RESTARTED_LINE}\r\n{ticks}{STOPPING_LINE}\r\n");
+        assert_eq!(restart_ticks_problems(&good), Vec::<String>::new());
+        let silent = format!("{start}{ticks}{RESTARTED_LINE}\r\n{}{STOPPING_LINE}\r\n{ticks}", tick(TICK_LINES[1]).repeat(2));
+        let p = restart_ticks_problems(&silent);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("tick a") && p[0].contains("0 times"), "{p:?}");
+        let booted_again = format!("{start}{RESTARTED_LINE}\r\nvm zone-keep: started: 1 vCPUs, 64 MiB\r\n{ticks}{STOPPING_LINE}\r\n");
+        let p = restart_ticks_problems(&booted_again);
+        assert!(p.len() == 1 && p[0].contains("zone-keep's VMM started 2 times"), "{p:?}");
+        assert_eq!(restart_ticks_problems("nothing").len(), 1);
+    }
+
     /// vmm-server's own loader takes the kernels, with the entry where the
     /// code is.
     #[test]
@@ -280,6 +387,9 @@ mod tests {
             assert_eq!(img[at], 0xfc);
         }
         let img = bzimage(&echo_code());
+        let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
+        assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
+        let img = bzimage(&tick_code(TICK_LINES[0]));
         let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
         assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
         let img = bzimage(&mdata_code());

@@ -113,6 +113,13 @@ pub trait Machine {
     /// How many VMM instances of this zone-server init runs (0 after a
     /// machine boot).
     fn vmm_instances(&mut self) -> Result<u32, String>;
+    /// Arranges for the server's serve loop to be woken, once the request
+    /// being served is answered, with [`crate::WAKE_RESTORE`] in
+    /// `Dispatch::notified`'s bits: `false` if it cannot (the restore then
+    /// waits for the first `vmadm` request).
+    fn wake_after_reply(&mut self) -> bool {
+        false
+    }
 }
 
 /// The volume of disk `index` of `vm`.

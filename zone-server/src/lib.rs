@@ -33,6 +33,11 @@ pub use host::{Machine, ZoneHost};
 
 pub const VERSION: u32 = 2;
 
+/// The bit of zone-server's bound notification that wakes it for the
+/// restore after its first `status` answer ([`Machine::wake_after_reply`];
+/// bit 0 is alcove-rt's lifecycle's).
+pub const WAKE_RESTORE: u64 = 1 << 1;
+
 /// The machine's uuid as vmadm reports it (`server_uuid`) until the
 /// platform reports one.
 pub const SERVER_UUID: &str = "00000000-0000-0000-0000-000000000000";
@@ -47,6 +52,9 @@ pub struct ZoneServer<M> {
     /// Whether [`ZoneServer::restore`] is still to run before the next
     /// `vmadm` request.
     restore_pending: bool,
+    /// Whether the serve loop was asked to wake this server for the
+    /// restore ([`Machine::wake_after_reply`]).
+    wake_asked: bool,
     /// The badge of the request being served.
     caller: u64,
     /// Each client's last output, for `vmadm.read` (one per client: the
@@ -64,17 +72,32 @@ impl<M: Machine> ZoneServer<M> {
             host: ZoneHost::new(machine),
             vmadm_badges,
             restore_pending: false,
+            wake_asked: false,
             caller: 0,
             outputs: BTreeMap::new(),
         }
     }
 
-    /// Has [`ZoneServer::restore`] run before the first `vmadm` request
-    /// rather than at start: at machine boot init, which serves `proc`,
-    /// waits for every server's `status` before it serves, so a call to
-    /// init while starting would never be answered.
+    /// Has [`ZoneServer::restore`] run once the first `status` is
+    /// answered (at machine boot, init's ready round: the autoboot VMs
+    /// start with the machine), or before the first `vmadm` request if
+    /// that comes first (a restarted zone-server, which init does not ask
+    /// for `status`), rather than at start: init's worker thread, which
+    /// makes a VMM's volumes ready before init starts it, is the one that
+    /// waits for every server's `status` in the ready round, so a VMM
+    /// started before this server answered would never be.
     pub fn restore_before_first_request(&mut self) {
         self.restore_pending = true;
+    }
+
+    /// Runs [`ZoneServer::restore`] if it is still pending (logging what
+    /// it found wrong).
+    pub fn restore_now(&mut self) {
+        if core::mem::take(&mut self.restore_pending) {
+            for problem in self.restore() {
+                log::warn!("{problem}");
+            }
+        }
     }
 
     /// Runs `vmadm ARGS...` with `stdin` as the payload.
@@ -94,11 +117,7 @@ impl<M: Machine> ZoneServer<M> {
             // nothing (as SmartOS's vmadm checks nic_tags at validation).
             return VmadmOutput { stdout: String::new(), stderr: alloc::format!("Failed to create VM: {refusal}\n"), code: 1 };
         }
-        if core::mem::take(&mut self.restore_pending) {
-            for problem in self.restore() {
-                log::warn!("{problem}");
-            }
-        }
+        self.restore_now();
         self.refresh();
         self.host.stdin = stdin;
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -119,11 +138,7 @@ impl<M: Machine> ZoneServer<M> {
                 code: 1,
             };
         }
-        if core::mem::take(&mut self.restore_pending) {
-            for problem in self.restore() {
-                log::warn!("{problem}");
-            }
-        }
+        self.restore_now();
         self.refresh();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.host.imgadm(&argv, &stdin);
@@ -145,11 +160,7 @@ impl<M: Machine> ZoneServer<M> {
             Err(ArgError::Usage(msg)) => return fail(2, alloc::format!("{msg}\n{}", argv::USAGE)),
             Err(ArgError::Invalid(msg)) => return fail(1, alloc::format!("{msg}\n")),
         };
-        if core::mem::take(&mut self.restore_pending) {
-            for problem in self.restore() {
-                log::warn!("{problem}");
-            }
-        }
+        self.restore_now();
         // A VM whose guest powered off is stopped before it is looked at.
         self.refresh();
         let unable = |why: String| alloc::format!("Unable to connect to console of VM {uuid}: {why}\n");
@@ -284,11 +295,7 @@ impl<M: Machine> ZoneServer<M> {
     /// are stopped or deleted hold no grant here and get none. Returns one
     /// line per VM (what a log shows).
     pub fn regrant_vnics(&mut self) -> Vec<String> {
-        if core::mem::take(&mut self.restore_pending) {
-            for problem in self.restore() {
-                log::warn!("{problem}");
-            }
-        }
+        self.restore_now();
         // A VMM that ended meanwhile gives its grant back instead.
         self.refresh();
         let mut said = Vec::new();
@@ -351,7 +358,13 @@ impl<M: Machine> ZoneServer<M> {
 }
 
 impl<M: Machine> status::Server for ZoneServer<M> {
+    /// At machine boot the first `status` is init's ready round: once it
+    /// is answered, the restore runs (the autoboot VMs start with the
+    /// machine rather than at the first `vmadm` request).
     fn status(&mut self) -> libipc::interfaces::ServerStatus {
+        if self.restore_pending && !self.wake_asked {
+            self.wake_asked = self.host.machine.wake_after_reply();
+        }
         self.service.status()
     }
     fn echo(&mut self, value: u64) -> u64 {
@@ -424,6 +437,14 @@ impl<M: Machine> vmadm::Server for ZoneServer<M> {
 impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
     fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
         self.dispatch_from(0, interface, request)
+    }
+
+    /// [`WAKE_RESTORE`]: the restore asked for while answering the first
+    /// `status` runs now, that answer sent.
+    fn notified(&mut self, bits: u64) {
+        if bits & WAKE_RESTORE != 0 {
+            self.restore_now();
+        }
     }
 
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {

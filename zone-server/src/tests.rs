@@ -44,6 +44,10 @@ pub(crate) struct Fake {
     vnic_regrants: u64,
     /// VMMs told that netd was restarted, in order.
     told_netd_restarted: Vec<u32>,
+    /// `wake_after_reply` calls (the wake-ups the serve loop would deliver).
+    wakes: u32,
+    /// Whether `wake_after_reply` can wake the server.
+    can_wake: bool,
 }
 
 /// An image file's bytes, read from the front.
@@ -213,6 +217,10 @@ impl Machine for Fake {
     }
     fn vmm_instances(&mut self) -> Result<u32, String> {
         Ok(self.vmms.len() as u32)
+    }
+    fn wake_after_reply(&mut self) -> bool {
+        self.wakes += 1;
+        self.can_wake
     }
 }
 
@@ -549,6 +557,55 @@ fn after_a_machine_boot_autoboot_vms_start() {
     assert_eq!(s.restore(), Vec::<String>::new());
     let list = run(&mut s, &["list", "-p", "-s", "alias", "-o", "uuid,state"], "").stdout;
     assert_eq!(list, alloc::format!("{auto}:running\n{manual}:stopped\n"));
+    assert_eq!(s.host.machine.vmms.len(), 1);
+}
+
+/// At machine boot the autoboot VMs start once init's `status` (its
+/// ready round) is answered: `status` asks the serve loop for one wake-up
+/// and the wake-up restores, before any `vmadm` request. A machine that
+/// cannot wake the server leaves the restore to the first request; a
+/// wake-up without a pending restore, or with other bits, does nothing.
+#[test]
+fn at_machine_boot_autoboot_vms_start_after_the_first_status_answer() {
+    use libipc::Dispatch;
+    use libipc::interfaces::status::Server as _;
+    let mut s = server();
+    let auto = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let booted = |s: ZoneServer<Fake>| {
+        let mut machine = s.host.machine;
+        machine.vmms.clear();
+        machine.grants.clear();
+        machine.wakes = 0;
+        machine
+    };
+    let mut machine = booted(s);
+    machine.can_wake = true;
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    s.restore_before_first_request();
+    // Other bits (the lifecycle's) do not restore.
+    s.notified(1);
+    assert!(s.host.machine.vmms.is_empty());
+    s.status();
+    s.status();
+    assert_eq!(s.host.machine.wakes, 1, "one wake-up asked for");
+    assert!(s.host.machine.vmms.is_empty(), "nothing started before the answer");
+    s.notified(crate::WAKE_RESTORE);
+    assert_eq!(s.host.machine.vmms.len(), 1, "the autoboot VM started on the wake-up");
+    // A second wake-up finds nothing pending: no second VMM.
+    s.notified(crate::WAKE_RESTORE);
+    assert_eq!(s.host.machine.vmms.len(), 1);
+    let list = run(&mut s, &["list", "-p", "-o", "uuid,state"], "").stdout;
+    assert_eq!(list, alloc::format!("{auto}:running\n"));
+    assert_eq!(s.host.machine.vmms.len(), 1);
+    // No wake-up possible: the first request restores.
+    let mut machine = booted(s);
+    machine.can_wake = false;
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    s.restore_before_first_request();
+    s.status();
+    assert!(s.host.machine.vmms.is_empty());
+    let list = run(&mut s, &["list", "-p", "-o", "uuid,state"], "").stdout;
+    assert_eq!(list, alloc::format!("{auto}:running\n"));
     assert_eq!(s.host.machine.vmms.len(), 1);
 }
 

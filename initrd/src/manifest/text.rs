@@ -253,10 +253,22 @@ mod tests {
         let names: Vec<_> = demo.servers.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["console", "storaged", "netd", "zone-server", "vmm-server", "apid", "shell"]);
         // The servers serve their endpoints; the API and the operator shell
-        // are clients only (of zone-server, netd, init and storaged).
+        // are clients only (of zone-server, netd, init and storaged), the
+        // VMM a template zone-server starts per VM.
         for s in &demo.servers {
             assert_eq!(s.binary, s.name);
             match s.name.as_str() {
+                "vmm-server" => {
+                    assert!(s.serves.is_empty() && s.on_demand);
+                    assert_eq!(s.calls, ["console", "storaged"]);
+                    assert_eq!(s.files, ["demo-guest"]);
+                }
+                "zone-server" => {
+                    assert_eq!(s.serves, ["zone-server"]);
+                    assert_eq!(s.calls, ["console", "storaged", "proc", "netd"]);
+                    assert_eq!(s.spawns, ["vmm-server"]);
+                    assert!(s.spawn_budget_kib > 0);
+                }
                 "apid" => {
                     assert!(s.serves.is_empty());
                     assert_eq!(s.calls, ["console", "netd", "zone-server"]);

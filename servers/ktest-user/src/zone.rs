@@ -299,6 +299,21 @@ fn wait_for(mut done: impl FnMut() -> Result<bool, String>, step_ns: u64) -> Res
     Ok(false)
 }
 
+/// How long the zone-server restart test leaves the ticking guests
+/// between the restart and their stop.
+const TICK_WATCH_NS: u64 = 2_500_000_000;
+
+/// Waits `ns` (on a notification nobody signals), or yields once if none
+/// can be made.
+fn sleep_ns(ns: u64) {
+    if sys::create(abi::ObjectType::Notification, 199, 0).is_ok() {
+        let _ = sys::wait(199, ns);
+        let _ = sys::cap_delete(199);
+    } else {
+        let _ = sys::yield_now();
+    }
+}
+
 /// `zone-guest-deaf` ignores the ACPI power button: `stop -t 1` presses
 /// it, waits its second and halts the VM all the same; `stop -F` halts it
 /// at once. Either way it ends `stopped` with its volume no longer granted.
@@ -343,11 +358,14 @@ fn a_guest_that_powers_off_is_seen_stopped(env: &mut Env) -> Result<(), String> 
 /// records on the pool (`alcove:vmm` of each record volume names the VMM's
 /// init instance, its pool grant and its VNIC grant), lists them
 /// `running`, stops them (giving back the VNIC: its MAC can be granted
-/// again) and deletes them.
+/// again) and deletes them. The two guests tick on their consoles
+/// (`zone-guest-tick-a`, `-b`): the harness checks that both go on
+/// ticking after this test's `zone-server restarted` line, each VM's VMM
+/// started once (the restarted zone-server did not boot them again).
 fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), String> {
     let init_before = env.init_used_kib()?;
-    let keep = created(&env.ok(&["create"], &payload("zone-keep", "zone-guest-halt"))?)?;
-    let net = created(&env.ok(&["create"], &nic_payload("zone-keep-net", NET_MAC_C, "10.9.0.13"))?)?;
+    let keep = created(&env.ok(&["create"], &payload("zone-keep", "zone-guest-tick-a"))?)?;
+    let net = created(&env.ok(&["create"], &nic_payload_booting("zone-keep-net", NET_MAC_C, "10.9.0.13", "zone-guest-tick-b"))?)?;
     let st = status::Client::new(client(env.zone));
     let first = st.status().map_err(|e| format!("status: {e}"))?;
     libipc::interfaces::lifecycle::Client::new(client(env.zone)).stop(0).map_err(|e| format!("stop zone-server: {e}"))??;
@@ -356,7 +374,7 @@ fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), St
     if again.requests_served != 1 {
         return Err(format!("expected a fresh zone-server (1 request), got {} (was {})", again.requests_served, first.requests_served));
     }
-    println!("zone: zone-server restarted with two VMs running");
+    println!("zone: zone-server restarted with two VMs running"); // ci/src/zone.rs: RESTARTED_LINE
     let lines = env.ok(&["list", "-p", "-s", "alias", "-o", "uuid,state,alias"], "")?.stdout;
     let want = format!("{keep}:running:zone-keep\n{net}:running:zone-keep-net\n");
     if lines != want {
@@ -366,6 +384,9 @@ fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), St
     if init_running <= init_before {
         return Err(format!("the VMMs did not survive zone-server's restart (init {init_before} -> {init_running} KiB)"));
     }
+    // Time for the guests to show on their consoles that they run on.
+    sleep_ns(TICK_WATCH_NS);
+    println!("zone: stopping the two VMs through the restarted zone-server"); // STOPPING_LINE
     // The running VM's MAC is taken on stub0.
     if granted_mac_is_free(env, NET_MAC_C)? {
         return Err(format!("netd granted {NET_MAC_C} while VM {net} holds it"));
@@ -415,8 +436,13 @@ const OWN_MAC: &str = "02:08:20:07:00:09";
 
 /// A payload with one NIC on `stub0`.
 fn nic_payload(alias: &str, mac: &str, ip: &str) -> String {
+    nic_payload_booting(alias, mac, ip, "zone-guest-halt")
+}
+
+/// A payload with one NIC on `stub0` whose VM boots `kernel`.
+fn nic_payload_booting(alias: &str, mac: &str, ip: &str, kernel: &str) -> String {
     format!(
-        r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt",
+        r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "vcpus": 1, "kernel": "/{kernel}",
   "disks": [{{"size": 8}}], "nics": [{{"nic_tag": "stub0", "mac": "{mac}", "ips": ["{ip}/24"], "primary": true}}]}}"#
     )
 }

@@ -368,6 +368,12 @@ mod machine {
         fn vmm_instances(&mut self) -> Result<u32, String> {
             Ok(self.proc()?.usage().map_err(|e| e.to_string())?.instances)
         }
+        /// Signals the thread's bound notification (alcove-rt's serve loop
+        /// binds it; bit 0 is the lifecycle's): the loop, after sending the
+        /// reply it is preparing, receives it and calls `notified`.
+        fn wake_after_reply(&mut self) -> bool {
+            sys::signal(alcove_rt::start::SLOT_NOTIFY, zone_server::WAKE_RESTORE).is_ok()
+        }
     }
 
     /// The badges of the clients `vmadm-clients=` names.
