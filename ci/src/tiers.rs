@@ -1284,6 +1284,20 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         };
         out.take(judged);
     }
+    // `vmadm create` (the image installed) to the VMM's first guest entry,
+    // from a 2 MiB image and from a 1 GiB one: the zone suite's own run
+    // (issue 15; QEMU TCG time, not -icount: the suite's two vCPUs).
+    if only("bench/vmadm-create") {
+        let q = Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), extra: crate::zone::pool_drive(), ..Qemu::default() };
+        let case = Case::qemu("bench/vmadm-create", "zone", q);
+        let (run, verdict) = case.run(&kernel, None)?;
+        let mut problems = verdict.problems.clone();
+        let figures = crate::zone::create_figures(&run.serial, &mut problems);
+        let names: Vec<String> =
+            crate::zone::TIMED_CREATES.iter().map(|a| format!("vmadm_create_to_first_entry_{}", a.replace('-', "_"))).collect();
+        let expect: Vec<&str> = names.iter().map(String::as_str).collect();
+        out.take(bench::judge(&case.name, &problems, figures, &expect, &[]));
+    }
     // The guest's disk throughput on a pool volume against a whole machine
     // disk, in the same run (issue 12).
     if only("bench/linux-disk") {

@@ -54,6 +54,38 @@ pub const NETD_RESTART_LINES: [&str; 6] = [
 ];
 
 /// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
+/// The VMs whose `vmadm create` the zone suite times: from the 2 MiB
+/// image twice, then from the same file as a 1 GiB image.
+pub const TIMED_CREATES: [&str; 3] = ["img-a", "img-b", "img-big"];
+
+/// `vmadm create` (the image already installed) to the VMM's first guest
+/// entry, for each of [`TIMED_CREATES`], from the zone suite's serial: the
+/// suite's `zone: vmadm create of ALIAS sent at T ns since boot` and the
+/// VMM's `vm ALIAS: first guest entry at T ns since boot` (both the
+/// kernel's clock). A missing or out-of-order pair is a problem.
+pub fn create_figures(serial: &str, problems: &mut Vec<String>) -> Vec<crate::bench::Figure> {
+    let at = |prefix: &str, suffix: &str| -> Option<u64> {
+        serial.lines().find_map(|l| {
+            let rest = l.trim_end_matches('\r');
+            let rest = &rest[rest.find(prefix)? + prefix.len()..];
+            rest.strip_suffix(suffix)?.parse().ok()
+        })
+    };
+    let mut figures = Vec::new();
+    for alias in TIMED_CREATES {
+        let sent = at(&format!("zone: vmadm create of {alias} sent at "), " ns since boot");
+        let entered = at(&format!("vm {alias}: first guest entry at "), " ns since boot");
+        match (sent, entered) {
+            (Some(s), Some(e)) if e >= s => {
+                let name = format!("vmadm_create_to_first_entry_{}", alias.replace('-', "_"));
+                figures.push(crate::bench::Figure::new(&name, format!("{:.1}", (e - s) as f64 / 1e6), "ms"));
+            }
+            _ => problems.push(format!("{alias}: create sent at {sent:?}, first guest entry at {entered:?}")),
+        }
+    }
+    figures
+}
+
 pub fn pool_drive() -> Vec<String> {
     let img = crate::out_dir().join("zone-pool.img");
     let _ = std::fs::remove_file(&img);
@@ -349,6 +381,38 @@ pub fn netd_conf() -> Result<(String, PathBuf)> {
     let conf = dir.join("netd.conf");
     std::fs::write(&conf, NETD_CONF)?;
     Ok(("netd.conf".to_string(), conf))
+}
+
+#[cfg(test)]
+mod create_figure_tests {
+    use super::*;
+
+    #[test]
+    fn create_times_pair_each_alias_and_refuse_what_is_missing_or_backwards() {
+        let serial = "zone: vmadm create of img-a sent at 1000000000 ns since boot\n\
+            [INFO ] x\n\
+            vm img-a: first guest entry at 1042500000 ns since boot\r\n\
+            zone: vmadm create of img-b sent at 2000000000 ns since boot\n\
+            vm img-b: first guest entry at 2030000000 ns since boot\n\
+            zone: vmadm create of img-big sent at 3000000000 ns since boot\n\
+            vm img-big: first guest entry at 3031000000 ns since boot\n";
+        let mut problems = Vec::new();
+        let f = create_figures(serial, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let got: Vec<(String, String)> = f.iter().map(|f| (f.name.clone(), f.value.clone())).collect();
+        assert_eq!(got, [
+            ("vmadm_create_to_first_entry_img_a".to_string(), "42.5".to_string()),
+            ("vmadm_create_to_first_entry_img_b".to_string(), "30.0".to_string()),
+            ("vmadm_create_to_first_entry_img_big".to_string(), "31.0".to_string()),
+        ]);
+        let backwards = serial.replace("3031000000", "2999000000");
+        let mut problems = Vec::new();
+        assert_eq!(create_figures(&backwards, &mut problems).len(), 2);
+        assert!(problems[0].starts_with("img-big:"), "{problems:?}");
+        let mut problems = Vec::new();
+        assert!(create_figures("vm img-a: first guest entry at x ns since boot", &mut problems).is_empty());
+        assert_eq!(problems.len(), 3);
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,11 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
         run.pio_clock_hz = acpi::PM_TIMER_HZ as u32;
         run.pio_clock_epoch_ns = sh.epoch_ns;
     }
+    if index == 0 {
+        // `cargo xtask bench --case bench/vmadm-create` pairs this with
+        // the time the VM's `vmadm create` was sent.
+        alcove_rt::println!("vm {}: first guest entry at {} ns since boot", sh.name, alcove_rt::clock_ns());
+    }
     while !sh.stopping.load(Ordering::Acquire) {
         let exit = match page.run() {
             Ok(r) => VcpuExit::from_u32(r as u32),
