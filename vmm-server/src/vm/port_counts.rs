@@ -139,7 +139,10 @@ impl<K: Copy + Default + Ord + LowerHex> Counts<K> {
                     (0, w) => format!("{key:#x} out {w}"),
                     (r, w) => format!("{key:#x} in {r} out {w}"),
                 };
-                if per_ms == 0 { counts } else { format!("{counts} ({} ms)", t / per_ms) }
+                match t.checked_div(per_ms) {
+                    Some(ms) => format!("{counts} ({ms} ms)"),
+                    None => counts,
+                }
             })
             .collect();
         let rest = self.total() - shown;
