@@ -772,8 +772,9 @@ pub fn run_tiers(
         return Ok(());
     }
     // The GRUB-disk cases run by name only (`--case ovmf-boot-disk`,
-    // `--case seabios-grub`): OVMF's takes about 240 s here, SeaBIOS's
-    // 46-234 s (over the 90 s a CI case may take once in five runs).
+    // `--case seabios-grub`): at load ~10 on 2 cores OVMF's took 79 s and
+    // SeaBIOS's 56-75 s after the read-ahead (session 11; 240 s and
+    // 46-234 s before), not well enough under the 90 s a CI case may take.
     for (case, bootrom, in_ci) in [(OVMF_LINUX_CASE, Bootrom::Uefi, false), (SEABIOS_LINUX_CASE, Bootrom::Bios, false)] {
         let asked = match only {
             Some(o) => case.contains(o),

@@ -513,3 +513,123 @@ fn one_execute_carries_out_at_most_its_budget() {
     r.dev.complete_queue(0, &mut r.queues, &mut r.mem).unwrap();
     assert_eq!(r.mock.used_idx(&r.mem), 5);
 }
+
+/// A disk whose every byte says where it is: byte `i` is `i * 13 + i / 512`.
+fn patterned(sectors: usize) -> MemBackend {
+    let mut b = MemBackend::new(sectors, b"pattern");
+    for (i, v) in b.data.iter_mut().enumerate() {
+        *v = (i as u8).wrapping_mul(13).wrapping_add((i / 512) as u8);
+    }
+    b
+}
+
+impl<B: BlockBackend> Rig<B> {
+    /// Reads `len` bytes from `sector` as the guest would: status and data.
+    fn read_guest(&mut self, sector: u64, len: u32) -> (u8, Vec<u8>) {
+        self.header(VIRTIO_BLK_T_IN, sector);
+        self.mem.write(DATA, &alloc::vec![0xee; len as usize]).unwrap();
+        let (status, _) = self.submit(&[(HDR, 16, false), (DATA, len, true), (STATUS, 1, true)]);
+        (status, self.guest(DATA, len as usize))
+    }
+}
+
+fn disk_bytes(b: &MemBackend, sector: u64, len: u32) -> Vec<u8> {
+    b.data[sector as usize * 512..][..len as usize].to_vec()
+}
+
+#[test]
+fn small_sequential_reads_are_served_from_one_read_ahead_window() {
+    let mut r = rig_with(patterned(SECTORS));
+    let want = patterned(SECTORS);
+    // A first read (nothing before it) goes as asked; the sequential ones
+    // after it come from one 64 KiB backend read.
+    let mut sector = 0;
+    for len in [1024u32, 2048, 512, 7168, 1024, 2048] {
+        assert_eq!(r.read_guest(sector, len), (VIRTIO_BLK_S_OK, disk_bytes(&want, sector, len)), "sector {sector}");
+        sector += u64::from(len) / 512;
+    }
+    let reads = r.dev.disk().with_backend(|b| b.reads.clone());
+    assert_eq!(reads, [(0, 1024), (2, CHUNK_BYTES)]);
+    // Past the window: another window from where the reads got to.
+    let past = 2 + (CHUNK_BYTES / 512) as u64;
+    let mut r = rig_with(patterned(SECTORS));
+    assert_eq!(r.read_guest(past - 2, 1024).1, disk_bytes(&want, past - 2, 1024));
+    assert_eq!(r.read_guest(past, 4096).1, disk_bytes(&want, past, 4096));
+    assert_eq!(r.read_guest(past + 8, 4096).1, disk_bytes(&want, past + 8, 4096));
+    assert_eq!(r.dev.disk().with_backend(|b| b.reads.len()), 2);
+}
+
+#[test]
+fn a_write_or_a_jump_ends_the_read_ahead_window() {
+    let mut r = rig_with(patterned(SECTORS));
+    r.read_guest(0, 1024);
+    r.read_guest(2, 1024); // window from sector 2
+    // The guest writes sector 4 (inside the window), then reads on from it.
+    r.header(VIRTIO_BLK_T_OUT, 4);
+    r.fill(DATA, 512, 0x5a);
+    let written = r.guest(DATA, 512);
+    assert_eq!(r.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]).0, VIRTIO_BLK_S_OK);
+    let (status, data) = r.read_guest(4, 1024);
+    assert_eq!(status, VIRTIO_BLK_S_OK);
+    assert_eq!(&data[..512], &written[..], "the write, not the window's old copy");
+    assert_eq!(&data[512..], &disk_bytes(&patterned(SECTORS), 5, 512)[..]);
+    // A backend changed from outside (set-up) is read again too.
+    r.dev.disk().with_backend(|b| b.data[6 * 512] = 0x77);
+    assert_eq!(r.read_guest(6, 512).1[0], 0x77);
+    // A read elsewhere (not sequential) goes to the backend as asked.
+    let before = r.dev.disk().with_backend(|b| b.reads.len());
+    r.read_guest(100, 512);
+    assert_eq!(r.dev.disk().with_backend(|b| b.reads.last().copied()), Some((100, 512)));
+    assert_eq!(r.dev.disk().with_backend(|b| b.reads.len()), before + 1);
+}
+
+#[test]
+fn the_read_ahead_window_stops_at_the_disks_end() {
+    let want = patterned(SECTORS);
+    let end = SECTORS as u64;
+    let mut r = rig_with(patterned(SECTORS));
+    r.read_guest(end - 12, 1024);
+    assert_eq!(r.read_guest(end - 10, 1024).1, disk_bytes(&want, end - 10, 1024));
+    assert_eq!(r.read_guest(end - 8, 4096).1, disk_bytes(&want, end - 8, 4096));
+    let reads = r.dev.disk().with_backend(|b| b.reads.clone());
+    assert_eq!(reads, [(end - 12, 1024), (end - 10, 5120)]);
+    // The last sectors exactly: nothing to read ahead, read as asked.
+    assert_eq!(r.read_guest(end - 2, 1024).1, disk_bytes(&want, end - 2, 1024));
+    // Past the end: refused as before.
+    assert_eq!(r.read_guest(end, 512).0, VIRTIO_BLK_S_IOERR);
+}
+
+/// A disk whose sectors from `bad` on cannot be read.
+struct BadFrom(MemBackend, u64);
+
+impl BlockBackend for BadFrom {
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        if sector + buf.len() as u64 / 512 > self.1 {
+            return Err(BackendError::Io);
+        }
+        self.0.read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.0.write(sector, data)
+    }
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.0.flush()
+    }
+    fn capacity_sectors(&self) -> u64 {
+        self.0.capacity_sectors()
+    }
+    fn id(&self) -> [u8; ID_BYTES] {
+        self.0.id()
+    }
+}
+
+#[test]
+fn a_bad_sector_past_a_read_fails_only_the_read_that_reaches_it() {
+    let want = patterned(SECTORS);
+    let mut r = rig_with(BadFrom(patterned(SECTORS), 20));
+    r.read_guest(10, 1024);
+    // The window (12..140) reaches the bad sectors: read as asked instead.
+    assert_eq!(r.read_guest(12, 1024), (VIRTIO_BLK_S_OK, disk_bytes(&want, 12, 1024)));
+    assert_eq!(r.read_guest(14, 3072), (VIRTIO_BLK_S_OK, disk_bytes(&want, 14, 3072)));
+    assert_eq!(r.read_guest(20, 512).0, VIRTIO_BLK_S_IOERR);
+}

@@ -19,6 +19,7 @@ use vmm_server::virtio::block::{BackendError, Block, BlockBackend, Disk, ID_BYTE
 use vmm_server::virtio::pci::VirtioPci;
 use vmm_server::virtio::rng::EntropySource;
 use vmm_server::vm::memory::GuestRam;
+use vmm_server::vm::port_counts::AddrCounts;
 
 use super::{Resources, Shared, VmSpec};
 
@@ -35,10 +36,36 @@ pub(super) struct RingBackend {
     ring: RingClient<SharedMemory, StorageDoorbell<KernelTransport>>,
     id: [u8; ID_BYTES],
     handle: u32,
+    /// The ring's reads (in) and writes (out) by size in bytes, with the
+    /// TSC ticks each took, logged when the VM ends.
+    sizes: AddrCounts,
+    /// Reads that began where the one before ended.
+    sequential: u64,
+    next_sector: u64,
+    index: usize,
+}
+
+impl RingBackend {
+    /// Counts one transfer of `len` bytes at `sector` begun at TSC `start`.
+    fn count(&mut self, write: bool, sector: u64, len: usize, start: u64) {
+        if !write && sector == self.next_sector {
+            self.sequential += 1;
+        }
+        self.next_sector = sector.saturating_add((len / 512) as u64);
+        self.sizes.add_timed(len as u64, write, 1, alcove_rt::rdtsc().wrapping_sub(start));
+    }
 }
 
 impl Drop for RingBackend {
     fn drop(&mut self) {
+        let per_ms = sys::tsc_khz().unwrap_or(1_000_000).max(1);
+        log::info!(
+            "disks[{}]: ring transfers by size (bytes): {}; {} ms in all; {} reads sequential",
+            self.index,
+            self.sizes.summary_timed(6, per_ms),
+            self.sizes.total_time() / per_ms,
+            self.sequential
+        );
         // The VM is over (the main thread drops the devices): give the ring
         // back to storaged.
         let _ = self.ring.doorbell().client().close(self.handle);
@@ -47,10 +74,16 @@ impl Drop for RingBackend {
 
 impl BlockBackend for RingBackend {
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.ring.read(sector, buf).map_err(|_| BackendError::Io)
+        let start = alcove_rt::rdtsc();
+        let r = self.ring.read(sector, buf).map_err(|_| BackendError::Io);
+        self.count(false, sector, buf.len(), start);
+        r
     }
     fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
-        self.ring.write(sector, data).map_err(|_| BackendError::Io)
+        let start = alcove_rt::rdtsc();
+        let r = self.ring.write(sector, data).map_err(|_| BackendError::Io);
+        self.count(true, sector, data.len(), start);
+        r
     }
     fn flush(&mut self) -> Result<(), BackendError> {
         self.ring.flush().map_err(|_| BackendError::Io)
@@ -168,6 +201,14 @@ pub(super) fn open_disk(res: &mut Resources, spec: &VmSpec, index: usize) -> Res
     let n = serial.len().min(ID_BYTES);
     id[..n].copy_from_slice(&serial[..n]);
     log::info!("disks[{index}]: storaged disk {} ({} sectors)", opened.info.name, ring.capacity_sectors());
-    Ok(RingBackend { ring, id, handle: opened.handle })
+    Ok(RingBackend {
+        ring,
+        id,
+        handle: opened.handle,
+        sizes: AddrCounts::named("sizes"),
+        sequential: 0,
+        next_sector: u64::MAX,
+        index,
+    })
 }
 

@@ -8,13 +8,13 @@ use core::sync::atomic::Ordering;
 
 use abi::{VcpuExit, VcpuRun};
 use libipc::sys;
-use vmm_server::boot::acpi;
+use vmm_server::boot::{acpi, layout};
 use vmm_server::mmio::{self, MmioBus};
 use vmm_server::vm::diagnose;
 use vmm_server::vm::memory::GuestRam;
 use vmm_server::vm::platform::Platform;
 use vmm_server::vm::exit_counts::KernelExits;
-use vmm_server::vm::port_counts::PortCounts;
+use vmm_server::vm::port_counts::{AddrCounts, PortCounts};
 use vmm_server::vm::pvclock;
 use alcove_rt::RunPage;
 
@@ -23,6 +23,10 @@ use super::{Ending, GuestMemory, Shared};
 pub(super) fn mask(size: u8) -> u64 {
     if size >= 8 { u64::MAX } else { (1u64 << (8 * u32::from(size))) - 1 }
 }
+
+/// The kinds of `Shared::vmm_ticks`: the five of `Shared::exits`, other
+/// exits, then `run_disks`.
+pub(super) const VMM_TICK_KINDS: usize = 7;
 
 /// #GP(0), as hardware raises for a bad MSR.
 const INJECT_GP0: u64 = (1 << 31) | (3 << 8) | 13 | (1 << 11);
@@ -33,6 +37,12 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     let mut kvm_msrs = [0u64; 2];
     // This vCPU's port-I/O exits by port, merged into the VM's at the end.
     let mut ports = PortCounts::new();
+    // And its MMIO exits by guest-physical address, MSR exits by MSR.
+    let mut mmios = AddrCounts::named("addresses");
+    let mut msrs = AddrCounts::named("MSRs");
+    // TSC ticks this thread spent on exits in the VMM, by kind (as
+    // `Shared::vmm_ticks`), and in `run_disks`.
+    let mut ticks = [0u64; VMM_TICK_KINDS];
     // The exits the kernel finished itself, from the run page's trace.
     let mut kernel_exits = KernelExits::new(page.state());
     // Firmware VMs: the kernel answers the ACPI PM timer's 4-byte reads
@@ -58,6 +68,7 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
                 break;
             }
         };
+        let back = alcove_rt::rdtsc();
         let run = page.state();
         kernel_exits.absorb(run);
         // Buffered OUTs happened before this exit: carry them out first.
@@ -72,9 +83,6 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
         };
         if let Some(k) = kind {
             sh.exits[k].fetch_add(1, Ordering::Relaxed);
-        }
-        if exit == Some(VcpuExit::Io) {
-            ports.add(run.port, run.write != 0, 1);
         }
         match exit {
             Some(VcpuExit::Io) => io_exit(sh, run),
@@ -110,14 +118,36 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
         }
         // Disk requests the exit queued: carried out without the platform
         // lock, completed under it.
+        let handled = alcove_rt::rdtsc();
         super::run_disks(sh);
-        sh.deliver(false);
+        let disks = alcove_rt::rdtsc();
+        sh.deliver_from_vcpu();
         update_pio_rules(sh, run);
+        let spent = handled.wrapping_sub(back) + alcove_rt::rdtsc().wrapping_sub(disks);
+        ticks[kind.unwrap_or(VMM_TICK_KINDS - 2)] += spent;
+        ticks[VMM_TICK_KINDS - 1] += disks.wrapping_sub(handled);
+        let write = run.write != 0;
+        match exit {
+            Some(VcpuExit::Io) => ports.add_timed(run.port, write, 1, spent),
+            // PCI configuration through ECAM counts as one address (its
+            // registers would fill the table).
+            Some(VcpuExit::Mmio) if (layout::ECAM_BASE..layout::ECAM_WINDOW_END).contains(&run.gpa) => {
+                mmios.add_timed(layout::ECAM_BASE, write, 1, spent)
+            }
+            Some(VcpuExit::Mmio) => mmios.add_timed(run.gpa, write, 1, spent),
+            Some(VcpuExit::Msr) => msrs.add_timed(u64::from(run.msr), write, 1, spent),
+            _ => {}
+        }
     }
     // Whatever this vCPU still holds goes to the devices before the VM's
     // final console flush (the main thread's, once every thread is done).
     replay_pio_ring(sh, page.state());
     sh.port_exits.lock().merge(&ports);
+    sh.mmio_exits.lock().merge(&mmios);
+    sh.msr_exits.lock().merge(&msrs);
+    for (sum, t) in sh.vmm_ticks.iter().zip(ticks) {
+        sum.fetch_add(t, Ordering::Relaxed);
+    }
     sh.kernel_exits.lock().merge(&kernel_exits);
 }
 
