@@ -731,7 +731,7 @@ pub fn fuzz_syscalls(args: &[String]) -> Result<ExitCode> {
 /// segfaults now and then, its own bug, not a result of the system under
 /// test), the case runs once more, saying so; a second run's result stands,
 /// crash or not.
-fn once_more_after_emulator_crash<T>(case: &str, mut run: impl FnMut() -> Result<T>, failed: impl Fn(&T) -> bool) -> Result<T> {
+pub(crate) fn once_more_after_emulator_crash<T>(case: &str, mut run: impl FnMut() -> Result<T>, failed: impl Fn(&T) -> bool) -> Result<T> {
     let _ = crate::emu::take_crash();
     let first = run()?;
     let Some(sig) = crate::emu::take_crash().filter(|_| failed(&first)) else { return Ok(first) };
