@@ -177,7 +177,7 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
         if message.info.label == MsgInfo::NOTIFICATION_LABEL {
             server.notified(message.words[0]);
             arm();
-            message = sys::recv(endpoint.slot(), FOREVER)?;
+            message = next_between_steps(endpoint, server, arm)?;
             continue;
         }
         let brought = sys::with_ipc_buffer(|b| core::mem::take(&mut b.recv_caps)).unwrap_or(0);
@@ -207,6 +207,27 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
             // The reply could not be delivered (the caller died): receive anew.
             Err(_) => sys::recv(endpoint.slot(), FOREVER)?,
         };
+    }
+}
+
+/// The next message after a notification: while the server has work of
+/// its own ([`Dispatch::background`]), the endpoint is polled before each
+/// step of it, so a waiting request is served first; then it blocks.
+fn next_between_steps<D: Dispatch + ?Sized>(
+    endpoint: Cap<Endpoint>,
+    server: &mut D,
+    arm: impl Fn(),
+) -> Result<Message, Error> {
+    loop {
+        match sys::recv(endpoint.slot(), 0) {
+            Err(Error::WouldBlock) => {}
+            polled => return polled,
+        }
+        if !server.background() {
+            arm();
+            return sys::recv(endpoint.slot(), FOREVER);
+        }
+        arm();
     }
 }
 

@@ -50,6 +50,16 @@ pub trait Dispatch {
         let _ = bits;
     }
 
+    /// Runs one bounded step of the server's own work (storaged: a scrub)
+    /// when no request waits; true while more remains. The transports call
+    /// it only when they found no request (the kernel serve loop: after a
+    /// notification, polling the endpoint between steps), so requests come
+    /// first; a server with such work signals its bound notification after
+    /// a request to be called again.
+    fn background(&mut self) -> bool {
+        false
+    }
+
     /// init restarted server `server`, one this server calls
     /// (`lifecycle.restarted`, from init only: alcove-rt's `Managed`
     /// checks the badge): make again what this server had made there.
@@ -69,6 +79,10 @@ impl<D: Dispatch + ?Sized> Dispatch for &mut D {
 
     fn notified(&mut self, bits: u64) {
         (**self).notified(bits)
+    }
+
+    fn background(&mut self) -> bool {
+        (**self).background()
     }
 
     fn peer_restarted(&mut self, server: &str) {

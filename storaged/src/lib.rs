@@ -106,6 +106,10 @@ pub trait RingFactory {
     fn unmint(&mut self, slot: CapSlot) {
         let _ = slot;
     }
+    /// Has storaged's serve loop call [`libipc::Dispatch::background`]
+    /// once the reply to the request being answered is sent (on Alcove:
+    /// signals storaged's bound notification with [`BACKGROUND`]).
+    fn wake(&mut self) {}
 }
 
 /// The bound on the pool's open transaction group: a write past it commits
@@ -173,6 +177,14 @@ pub fn meter_line(m: &alcove_pool::vdev::Meter, ticks_per_ms: u64) -> String {
 /// The bit of storaged's notification that says a watched client ended
 /// (bit 0 is the lifecycle's, see `alcove_rt::serve_forever_with`).
 pub const CLIENT_ENDED: u64 = 1 << 1;
+/// The notification bit [`RingFactory::wake`] signals: storaged has work
+/// of its own (a scrub) to do between requests.
+pub const BACKGROUND: u64 = 1 << 2;
+
+/// Bytes of a scrub storaged walks between two looks for requests: a VM's
+/// request waits at most this much scrubbing (every copy of it read and
+/// checksummed).
+pub const SCRUB_STEP_BYTES: u64 = 256 * 1024;
 
 /// A disk storaged serves.
 pub struct Disk<D> {
@@ -559,6 +571,11 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         Ok(Disk::new(name, v))
     }
 
+    /// Whether the pool has a scrub under way.
+    fn scrubbing(&self) -> bool {
+        self.pool.as_ref().is_some_and(|p| p.borrow().scrub_progress().is_some())
+    }
+
     /// Whether a grant or an open ring uses dataset `name` (or, for a
     /// volume, one of its snapshots).
     fn in_use(&self, name: &str) -> Option<String> {
@@ -587,6 +604,11 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
             _ => Err(RemoteError::WrongInterface),
         };
         self.commit_by_time();
+        if self.scrubbing() {
+            // The scrub's next step runs after the reply, unless another
+            // request waits.
+            self.factory.wake();
+        }
         r
     }
 
@@ -595,6 +617,26 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
             self.reclaim();
         }
         self.commit_by_time();
+    }
+
+    /// One step of the scrub under way ([`SCRUB_STEP_BYTES`]).
+    fn background(&mut self) -> bool {
+        let Some(pool) = &self.pool else { return false };
+        let mut p = pool.borrow_mut();
+        if p.scrub_progress().is_none() {
+            return false;
+        }
+        match p.scrub_step(SCRUB_STEP_BYTES) {
+            Ok(None) => true,
+            Ok(Some(r)) => {
+                pool_api::log_scrub(&pool_api::scrub_report(&r, p.child_stats(), p.state()));
+                false
+            }
+            Err(e) => {
+                log::error!("pool: scrub ended: {e}");
+                false
+            }
+        }
     }
 }
 
