@@ -188,7 +188,7 @@ impl ServerEnd {
                 served += 1;
             } else if self.is_closed() {
                 return served;
-            } else if !server.background() {
+            } else if server.background().is_none() {
                 relax();
             }
         }

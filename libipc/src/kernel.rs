@@ -211,23 +211,26 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
 }
 
 /// The next message after a notification: while the server has work of
-/// its own ([`Dispatch::background`]), the endpoint is polled before each
-/// step of it, so a waiting request is served first; then it blocks.
+/// its own ([`Dispatch::background`]), the endpoint is looked at (waiting
+/// the pause the last step asked for) before each step of it, so a waiting
+/// request is served first; then it blocks.
 fn next_between_steps<D: Dispatch + ?Sized>(
     endpoint: Cap<Endpoint>,
     server: &mut D,
     arm: impl Fn(),
 ) -> Result<Message, Error> {
+    let mut pause = 0;
     loop {
-        match sys::recv(endpoint.slot(), 0) {
-            Err(Error::WouldBlock) => {}
-            polled => return polled,
+        match sys::recv(endpoint.slot(), pause) {
+            Err(Error::WouldBlock | Error::Timeout) => {}
+            received => return received,
         }
-        if !server.background() {
-            arm();
-            return sys::recv(endpoint.slot(), FOREVER);
-        }
+        let next = server.background();
         arm();
+        match next {
+            Some(p) => pause = p,
+            None => return sys::recv(endpoint.slot(), FOREVER),
+        }
     }
 }
 

@@ -51,13 +51,16 @@ pub trait Dispatch {
     }
 
     /// Runs one bounded step of the server's own work (storaged: a scrub)
-    /// when no request waits; true while more remains. The transports call
-    /// it only when they found no request (the kernel serve loop: after a
-    /// notification, polling the endpoint between steps), so requests come
-    /// first; a server with such work signals its bound notification after
-    /// a request to be called again.
-    fn background(&mut self) -> bool {
-        false
+    /// when no request waits. `Some(pause)` while more remains: the caller
+    /// waits up to `pause` nanoseconds for a request (0: only looks) before
+    /// the next step, so the work leaves the CPU to others that long; `None`
+    /// when there is nothing (more) to do. The transports call it only when
+    /// they found no request (the kernel serve loop: after a notification,
+    /// looking at the endpoint between steps), so requests come first; a
+    /// server with such work signals its bound notification after a request
+    /// to be called again.
+    fn background(&mut self) -> Option<u64> {
+        None
     }
 
     /// init restarted server `server`, one this server calls
@@ -81,7 +84,7 @@ impl<D: Dispatch + ?Sized> Dispatch for &mut D {
         (**self).notified(bits)
     }
 
-    fn background(&mut self) -> bool {
+    fn background(&mut self) -> Option<u64> {
         (**self).background()
     }
 

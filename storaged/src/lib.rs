@@ -185,6 +185,14 @@ pub const BACKGROUND: u64 = 1 << 2;
 /// request waits at most this much scrubbing (every copy of it read and
 /// checksummed).
 pub const SCRUB_STEP_BYTES: u64 = 256 * 1024;
+/// Requests storaged answers at most while a scrub runs before it runs a
+/// step of the scrub anyway (before the reply): clients that keep it busy
+/// slow the scrub down, they do not stop it.
+pub const SCRUB_STEP_EVERY_REQUESTS: u32 = 4;
+/// After a step, storaged waits for requests as long as the step took
+/// (at most this long) before the next: the scrub takes about half of a
+/// CPU, whatever storaged's priority, and leaves the rest to others.
+pub const SCRUB_PAUSE_MAX_NS: u64 = 20_000_000;
 
 /// A disk storaged serves.
 pub struct Disk<D> {
@@ -286,6 +294,8 @@ pub struct Storaged<D: BlockDevice, F: RingFactory> {
     /// the timer it drives ([`alcove_pool::pool::TXG_TIMEOUT_MS`]).
     clock: Option<fn() -> u64>,
     commit_timer: alcove_pool::pool::CommitTimer,
+    /// Requests answered since the scrub's last step.
+    requests_since_step: u32,
 }
 
 impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
@@ -310,6 +320,7 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             ticks_per_ms: 0,
             clock: None,
             commit_timer: alcove_pool::pool::CommitTimer::new(alcove_pool::pool::TXG_TIMEOUT_MS),
+            requests_since_step: 0,
         }
     }
 
@@ -605,6 +616,10 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
         };
         self.commit_by_time();
         if self.scrubbing() {
+            self.requests_since_step += 1;
+            if self.requests_since_step >= SCRUB_STEP_EVERY_REQUESTS {
+                let _ = libipc::Dispatch::background(self);
+            }
             // The scrub's next step runs after the reply, unless another
             // request waits.
             self.factory.wake();
@@ -619,22 +634,30 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
         self.commit_by_time();
     }
 
-    /// One step of the scrub under way ([`SCRUB_STEP_BYTES`]).
-    fn background(&mut self) -> bool {
-        let Some(pool) = &self.pool else { return false };
+    /// One step of the scrub under way ([`SCRUB_STEP_BYTES`]); the pause
+    /// after it is as long as it took ([`SCRUB_PAUSE_MAX_NS`] at most; 0
+    /// without a clock).
+    fn background(&mut self) -> Option<u64> {
+        self.requests_since_step = 0;
+        let pool = self.pool.as_ref()?;
         let mut p = pool.borrow_mut();
-        if p.scrub_progress().is_none() {
-            return false;
-        }
+        p.scrub_progress()?;
+        let t0 = self.clock.map(|c| c());
         match p.scrub_step(SCRUB_STEP_BYTES) {
-            Ok(None) => true,
+            Ok(None) => {
+                let took = match (self.clock, t0) {
+                    (Some(c), Some(t0)) if self.ticks_per_ms > 0 => c().saturating_sub(t0).saturating_mul(1_000_000) / self.ticks_per_ms,
+                    _ => 0,
+                };
+                Some(took.min(SCRUB_PAUSE_MAX_NS))
+            }
             Ok(Some(r)) => {
                 pool_api::log_scrub(&pool_api::scrub_report(&r, p.child_stats(), p.state()));
-                false
+                None
             }
             Err(e) => {
                 log::error!("pool: scrub ended: {e}");
-                false
+                None
             }
         }
     }

@@ -708,7 +708,7 @@ fn a_background_scrub_runs_between_ring_requests() {
         assert_eq!(pool::Server::scrub_start(as_(&mut s.borrow_mut(), thief)), Err(PoolError::NotPermitted));
         assert_eq!(pool::Server::scrub_stop(as_(&mut s.borrow_mut(), thief)), Err(PoolError::NotPermitted));
     }
-    assert!(!libipc::Dispatch::background(&mut *s.borrow_mut()), "no scrub, nothing to do");
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), None, "no scrub, nothing to do");
     pool::Server::scrub_start(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
     let first = scan(&s);
     assert!(first.running && first.bytes == 0 && first.total > 3 * MIB, "{first:?}");
@@ -745,7 +745,7 @@ fn a_background_scrub_runs_between_ring_requests() {
     assert!(done.bytes > 3 * MIB && done.bytes <= first.total, "{done:?} of {first:?}");
     let st = pool::Server::status(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
     assert!(st.children.iter().all(|c| c.checksum_errors == 0 && c.read_errors == 0), "{st:?}");
-    assert!(!libipc::Dispatch::background(&mut *s.borrow_mut()), "the scrub is over");
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), None, "the scrub is over");
     let mut all = vec![0u8; model.len()];
     for (i, c) in all.chunks_mut(CHUNK).enumerate() {
         a.read((i * CHUNK / 512) as u64, c).unwrap();
@@ -754,26 +754,36 @@ fn a_background_scrub_runs_between_ring_requests() {
 
     // `zpool scrub -s`.
     pool::Server::scrub_start(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
-    assert!(libipc::Dispatch::background(&mut *s.borrow_mut()));
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), Some(0), "more to do; no clock, no pause");
     pool::Server::scrub_stop(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
     let c = scan(&s);
     assert!(c.canceled && !c.running && c.bytes == SCRUB_STEP_BYTES.min(c.bytes) && c.bytes > 0, "{c:?}");
     let r = pool::Server::scrub_stop(as_(&mut s.borrow_mut(), ADMIN));
     assert!(matches!(&r, Err(PoolError::Invalid { why }) if why == "no scrub is in progress"), "{r:?}");
-    assert!(!libipc::Dispatch::background(&mut *s.borrow_mut()));
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), None);
     s.borrow().pool().unwrap().verify(false).unwrap();
 }
 
 /// After any request answered while a scrub runs, storaged asks to be
 /// woken ([`RingFactory::wake`]), so the scrub's next step runs once the
-/// reply is out; with no scrub it does not.
+/// reply is out; with no scrub it does not. A client that keeps storaged
+/// busy does not stop the scrub: every [`SCRUB_STEP_EVERY_REQUESTS`]th
+/// request runs a step.
 #[test]
-fn requests_during_a_scrub_wake_storaged_for_its_next_step() {
-    let t = Loopback::new(pool_server());
+fn requests_during_a_scrub_wake_storaged_and_do_not_starve_it() {
+    let s = pool_server();
+    s.pool().unwrap().write("zones/a-disk0", 0, &vec![7u8; 2 * MIB as usize]).unwrap();
+    let t = Loopback::new(s);
     let c = pool::Client::new(&t);
     c.status().unwrap().unwrap();
     c.scrub_start().unwrap().unwrap();
-    assert!(c.status().unwrap().unwrap().scan.is_some_and(|s| s.running));
+    let walked = || c.status().unwrap().unwrap().scan.filter(|s| s.running).map(|s| s.bytes);
+    let seen: Vec<Option<u64>> = (0..SCRUB_STEP_EVERY_REQUESTS + 1).map(|_| walked()).collect();
+    // scrub_start is the first request of the scrub, the statuses the next.
+    let n = SCRUB_STEP_EVERY_REQUESTS as usize;
+    assert!(seen[..n - 1].iter().all(|&b| b == Some(0)), "{seen:?}");
+    assert!(seen[n - 1] == Some(SCRUB_STEP_BYTES.min(seen[n - 1].unwrap_or(0))) && seen[n - 1] > Some(0), "{seen:?}");
+    assert_eq!(seen[n], seen[n - 1], "{seen:?}");
     let s = t.into_inner();
-    assert_eq!(s.factory.wakes, 2, "after scrub_start and the status that followed, not before");
+    assert_eq!(s.factory.wakes, SCRUB_STEP_EVERY_REQUESTS + 2, "after scrub_start and each status that followed, not before");
 }

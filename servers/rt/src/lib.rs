@@ -366,7 +366,7 @@ impl<D: libipc::Dispatch> libipc::Dispatch for Managed<D> {
         self.inner.notified(bits);
     }
 
-    fn background(&mut self) -> bool {
+    fn background(&mut self) -> Option<u64> {
         self.inner.background()
     }
 }
