@@ -384,19 +384,18 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             return Err(PoolError::TooManyStreams { limit: MAX_STREAMS as u32 });
         }
         let mut data = Vec::new();
-        let mut over = false;
-        {
+        let made = {
+            // The walk stops once the stream is past the bound: a large
+            // snapshot is refused after reading about that much of it.
             let mut p = self.admin_pool()?;
-            p.send(&snapshot, from.as_deref(), &mut |b: &[u8]| {
-                if over || data.len() + b.len() > STREAM_MAX_BYTES {
-                    over = true;
-                } else {
+            p.send_bounded(&snapshot, from.as_deref(), STREAM_MAX_BYTES as u64, &mut |b: &[u8]| {
+                if data.len() + b.len() <= STREAM_MAX_BYTES {
                     data.extend_from_slice(b);
                 }
             })
-            .map_err(err)?;
-        }
-        if over {
+            .map_err(err)?
+        };
+        if made.is_none() {
             return Err(PoolError::TooLarge {
                 what: text(&format!("send stream of {snapshot} (use the host tool)")),
                 max: STREAM_MAX_BYTES as u64,
