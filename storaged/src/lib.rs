@@ -138,6 +138,7 @@ pub fn configure<D: alcove_pool::Disk>(pool: &mut alcove_pool::Pool<D>) {
     pool.set_dirty_limit(Some(DIRTY_LIMIT_BYTES));
     pool.set_dirty_block_limit(Some(DIRTY_LIMIT_BLOCKS));
     pool.set_meta_cache_blocks(META_CACHE_BLOCKS);
+    pool.set_scrub_hold_limit(Some(SCRUB_HOLD_EXTENTS));
     pool.set_clock(Some(alcove_rt::rdtsc));
     // `creation` and the scan times: the kernel's clock (the RTC at boot).
     #[cfg(target_os = "none")]
@@ -185,6 +186,10 @@ pub const BACKGROUND: u64 = 1 << 2;
 /// request waits at most this much scrubbing (every copy of it read and
 /// checksummed).
 pub const SCRUB_STEP_BYTES: u64 = 256 * 1024;
+/// Extents a scrub may hold from reuse in storaged (frees made while it
+/// runs, adjacent ones merged; an entry in its heap each): past this a
+/// commit cancels the scrub rather than let its memory grow.
+pub const SCRUB_HOLD_EXTENTS: usize = 1024;
 /// Requests storaged answers at most while a scrub runs before it runs a
 /// step of the scrub anyway (before the reply): clients that keep it busy
 /// slow the scrub down, they do not stop it.

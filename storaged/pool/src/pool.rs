@@ -435,6 +435,8 @@ pub struct Pool<D: Disk> {
     scrub_run: Option<alloc::boxed::Box<scrub::ScrubRun>>,
     /// The last scrub that ended before its walk did (status only).
     scrub_canceled: Option<ScrubCanceled>,
+    /// [`Pool::set_scrub_hold_limit`].
+    scrub_hold_limit: Option<usize>,
     /// Seconds since 1970 for `creation` and the scan times (the host tool
     /// reads the system's clock, storaged the kernel's).
     wall_clock: fn() -> u64,
@@ -578,6 +580,7 @@ impl<D: Disk> Pool<D> {
             last_scrub: None,
             scrub_run: None,
             scrub_canceled: None,
+            scrub_hold_limit: None,
             wall_clock: no_clock,
         };
         pool.sync()?;
@@ -665,6 +668,7 @@ impl<D: Disk> Pool<D> {
                         last_scrub: scan,
                         scrub_run: None,
                         scrub_canceled: None,
+                        scrub_hold_limit: None,
                         wall_clock: no_clock,
                     };
                     pool.replay_log(ub.log);
@@ -1783,6 +1787,9 @@ impl<D: Disk> Pool<D> {
         self.txg = txg;
         self.mos = mos;
         self.space.release_deferred();
+        if self.scrub_hold_limit.is_some_and(|l| self.space.held_extents() > l) {
+            self.end_scrub(ScrubEnd::CanceledForMemory);
+        }
         (self.log_head, self.log_next, self.log_seq) = (log, log, 0);
         if log != 0 {
             self.log_blocks.push(log);

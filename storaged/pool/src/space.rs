@@ -162,9 +162,7 @@ impl SpaceMap {
     pub fn release_deferred(&mut self) {
         for (o, l) in core::mem::take(&mut self.deferred) {
             match &mut self.held {
-                Some(h) => {
-                    h.insert(o, l);
-                }
+                Some(h) => insert_coalesced(h, o, l),
                 None => self.free_now(o, l),
             }
         }
@@ -192,6 +190,11 @@ impl SpaceMap {
         self.held.as_ref().map_or(0, |h| h.values().sum())
     }
 
+    /// The extents a hold keeps (adjacent ones merged): its memory.
+    pub fn held_extents(&self) -> usize {
+        self.held.as_ref().map_or(0, BTreeMap::len)
+    }
+
     pub fn deferred_bytes(&self) -> u64 {
         self.deferred.values().sum()
     }
@@ -200,6 +203,23 @@ impl SpaceMap {
     pub fn deferred(&self) -> Vec<(u64, u64)> {
         self.deferred.iter().map(|(&o, &l)| (o, l)).collect()
     }
+}
+
+/// Adds `[off, off+len)` (overlapping none of them) to `m`, merged with
+/// the extents it touches.
+fn insert_coalesced(m: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
+    let (mut s, mut l) = (off, len);
+    if let Some((&ps, &pl)) = m.range(..off).next_back()
+        && ps + pl == off
+    {
+        m.remove(&ps);
+        s = ps;
+        l += pl;
+    }
+    if let Some(nl) = m.remove(&(off + len)) {
+        l += nl;
+    }
+    m.insert(s, l);
 }
 
 #[cfg(test)]
@@ -252,9 +272,12 @@ mod tests {
         let a = m.alloc(0x2000).unwrap();
         let b = m.alloc(0x2000).unwrap();
         m.hold();
-        assert!(m.defer_free(a, 0x2000));
+        // Freed in two groups, held as one extent.
+        assert!(m.defer_free(a + 0x1000, 0x1000));
         m.release_deferred();
-        assert_eq!(m.held_bytes(), 0x2000);
+        assert!(m.defer_free(a, 0x1000));
+        m.release_deferred();
+        assert_eq!((m.held_bytes(), m.held_extents()), (0x2000, 1));
         assert_eq!(m.alloc(0x1000), None, "held space is not handed out");
         assert!(!m.defer_free(a, 0x1000), "a held range freed again");
         // What a commit writes: the held range is free there.

@@ -261,3 +261,33 @@ fn a_power_cut_in_the_middle_of_a_scrub_loses_nothing_but_the_scrub() {
         assert!(r.errors.is_empty(), "seed {seed}: {:?}", r.errors);
     }
 }
+
+#[test]
+fn a_scrub_holding_more_extents_than_its_bound_is_cancelled_at_a_commit() {
+    let mut rng = Rng(15);
+    let (mut pool, mut models) = pool_on(vec![MemDisk::new(24 * MIB)], &mut rng);
+    pool.set_scrub_hold_limit(Some(8));
+    pool.scrub_start().unwrap();
+    pool.scrub_step(STEP).unwrap();
+    let mut commits = 0;
+    while pool.scrub_progress().is_some() {
+        assert!(pool.scrub_progress().unwrap().held > 0 || commits == 0);
+        scribble(&mut pool, "zones/a-disk0", &mut models[0], &mut rng, 3);
+        pool.sync().unwrap();
+        commits += 1;
+        assert!(commits < 50, "the scrub was never cancelled");
+    }
+    assert_eq!(pool.scrub_canceled().map(|c| c.why), Some(ScrubEnd::CanceledForMemory));
+    pool.verify(false).unwrap();
+    assert!(contents(&mut pool, "zones/a-disk0", 2 * MIB) == models[0]);
+    // Unbounded again, a scrub beside the same writes ends.
+    pool.set_scrub_hold_limit(None);
+    pool.scrub_start().unwrap();
+    loop {
+        scribble(&mut pool, "zones/a-disk0", &mut models[0], &mut rng, 1);
+        if let Some(r) = pool.scrub_step(256 * 1024).unwrap() {
+            assert!(r.errors.is_empty());
+            break;
+        }
+    }
+}

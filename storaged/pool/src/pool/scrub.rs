@@ -43,6 +43,9 @@ pub enum ScrubEnd {
     Canceled,
     /// A write needed the space the scrub held.
     CanceledForSpace,
+    /// What it held grew past [`Pool::set_scrub_hold_limit`] extents (the
+    /// caller's memory bound).
+    CanceledForMemory,
 }
 
 /// A scrub that ended before its walk did (kept in memory for status).
@@ -180,6 +183,13 @@ impl<D: Disk> Pool<D> {
         let end = (self.wall_clock)().max(run.start);
         self.scrub_canceled = Some(ScrubCanceled { start: run.start, end, bytes: run.report.bytes, why });
         true
+    }
+
+    /// Bounds the extents a scrub under way may hold from reuse (each is
+    /// an entry in memory); past it, at a commit, the scrub is cancelled
+    /// ([`ScrubEnd::CanceledForMemory`]). None: no bound.
+    pub fn set_scrub_hold_limit(&mut self, extents: Option<usize>) {
+        self.scrub_hold_limit = extents;
     }
 
     /// The scrub under way, if one is.
