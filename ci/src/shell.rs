@@ -14,7 +14,9 @@
 //! receives upper-cased): a line and a 2000-byte line typed to the guest,
 //! `^]` to detach, `^]` again at the prompt (nothing to detach) before
 //! `vmadm list`, `vmadm stop`, `vmadm console` of the stopped VM,
-//! `vmadm delete`, and `poweroff` (which ends the machine).
+//! `vmadm delete`, `zpool scrub -s zones` with no scrub (refused),
+//! `zpool scrub zones` and `zpool status` (the scrub in progress or done,
+//! no errors), and `poweroff` (which ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
 use crate::harness::Ending;
@@ -92,7 +94,11 @@ fn script() -> Vec<(String, Vec<u8>)> {
         ("UUID".into(), format!("vmadm stop {VM}\r").into_bytes()),
         ("Successfully completed stop".into(), format!("vmadm console {VM}\r").into_bytes()),
         ("Unable to connect".into(), format!("vmadm delete {VM}\r").into_bytes()),
-        ("Successfully deleted VM".into(), b"poweroff\r".to_vec()),
+        ("Successfully deleted VM".into(), b"zpool scrub -s zones\r".to_vec()),
+        // `zpool scrub` prints nothing: its echo is the cue.
+        ("cannot cancel scrubbing zones".into(), b"zpool scrub zones\r".to_vec()),
+        ("~]# zpool scrub zones".into(), b"zpool status\r".to_vec()),
+        (" scan: scrub".into(), b"poweroff\r".to_vec()),
     ]
 }
 
@@ -228,6 +234,22 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
             && zpool.lines().any(|l| l.trim_start().starts_with("virtio-blk") && l.contains("ONLINE"))
             && zpool.ends_with("errors: No known data errors\n"),
         format!("`zpool status` printed {zpool:?}"),
+    );
+    // The background scrub, started from the shell after the VM was
+    // deleted (the pool's few blocks: it may be done by `zpool status`).
+    let stop = answer("zpool scrub -s zones", 0);
+    check(
+        stop.as_deref() == Some("cannot cancel scrubbing zones: pool: no scrub is in progress\n"),
+        format!("`zpool scrub -s` with no scrub printed {stop:?}"),
+    );
+    let start = answer("zpool scrub zones", 0);
+    check(start.as_deref() == Some(""), format!("`zpool scrub zones` printed {start:?}, expected nothing"));
+    let after = answer("zpool status", 1).unwrap_or_default();
+    let scan_ok = after.contains("\n scan: scrub in progress since ")
+        || (after.contains("\n scan: scrub repaired 0B in ") && after.contains(" with 0 errors on "));
+    check(
+        scan_ok && after.ends_with("errors: No known data errors\n"),
+        format!("`zpool status` after `zpool scrub` printed {after:?}"),
     );
     let zfs = answer("zfs list", 0);
     check(

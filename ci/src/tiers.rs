@@ -597,8 +597,9 @@ fn edu() -> Vec<String> {
 
 /// The virtio-blk (modern only) drives for the storage case: a fresh 4 MiB
 /// raw image with a signature in sector 0, which the suite reads and then
-/// writes past (`servers/ktest-user/src/storage.rs`), and a blank 8 MiB one
-/// for storaged's pool.
+/// writes past (`servers/ktest-user/src/storage.rs`), and a blank 32 MiB
+/// one for storaged's pool (room for a volume with 10 MiB of data that the
+/// suite scrubs while writing to it).
 fn storage_disk(file: &str) -> Vec<String> {
     let img = crate::out_dir().join(file);
     let mut bytes = vec![0u8; 4 << 20];
@@ -610,7 +611,7 @@ fn storage_disk(file: &str) -> Vec<String> {
     // A blank second drive: storaged makes its pool there (storage.toml).
     let pool = crate::out_dir().join(file.replace("-d0", "-d1"));
     let _ = std::fs::remove_file(&pool);
-    let _ = std::fs::write(&pool, vec![0u8; 8 << 20]);
+    let _ = std::fs::write(&pool, vec![0u8; 32 << 20]);
     vec![
         "-drive".into(),
         format!("file={},if=none,id=d0,format=raw", img.display()),

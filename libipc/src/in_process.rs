@@ -188,7 +188,7 @@ impl ServerEnd {
                 served += 1;
             } else if self.is_closed() {
                 return served;
-            } else {
+            } else if server.background().is_none() {
                 relax();
             }
         }

@@ -429,19 +429,29 @@ pub struct PoolStatus {
     pub scan: Option<PoolScan>,
 }
 
-/// The last scrub as `pool.status` reports it.
+/// The last scrub as `pool.status` reports it, or the one under way
+/// (`running`), or the last one cancelled (`canceled`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolScan {
-    /// Start and end, seconds since 1970 (0: the pool had no clock then).
+    /// Start and end, seconds since 1970 (0: the pool had no clock then;
+    /// end 0 while it runs).
     pub start: u64,
     #[allow(missing_docs)]
     pub end: u64,
-    /// Bytes verified and bytes rewritten from a good copy.
+    /// Bytes verified (so far) and bytes rewritten from a good copy.
     pub bytes: u64,
     #[allow(missing_docs)]
     pub repaired: u64,
     /// Permanent errors found (blocks no copy of which was good).
     pub errors: u64,
+    /// A scrub under way (`scrub_start`): `bytes` of `total` walked.
+    pub running: bool,
+    /// Bytes the scrub under way walks in all (what the pool had allocated
+    /// when it started); 0 otherwise.
+    pub total: u64,
+    /// The last scrub was cancelled (`scrub_stop`, or a write needed the
+    /// space it held) after `bytes`, at `end`.
+    pub canceled: bool,
 }
 
 /// A dataset in a `list` page.
@@ -696,7 +706,9 @@ crate::interface! {
         fn receive_end(stream: u32) -> Result<String, PoolError>;
         /// Drops a send or receive stream of the caller's.
         fn close_stream(stream: u32) -> Result<(), PoolError>;
-        /// Reads every copy of every block, repairs bad copies.
+        /// Reads every copy of every block, repairs bad copies, and replies
+        /// when done; storaged serves no one else meanwhile (`scrub_start`
+        /// does not stop them). Refused while a `scrub_start` scrub runs.
         fn scrub() -> Result<ScrubReport, PoolError>;
         /// A capability (with the reply) for a VMM that reaches exactly
         /// `volumes` (at most [`POOL_GRANT_MAX`]), in that order.
@@ -709,6 +721,14 @@ crate::interface! {
         /// uses the volume. (The image store installs into
         /// `zones/<uuid>-partial` and renames it once the file checked out.)
         fn rename(from: String, to: String) -> Result<(), PoolError>;
+        /// Starts a scrub (`zpool scrub`) that storaged runs in bounded
+        /// steps between other requests, so VM disks and `status` go on;
+        /// `status`'s `scan` tells its progress, then its result. Refused
+        /// ([`PoolError::Busy`]) while one runs.
+        fn scrub_start() -> Result<(), PoolError>;
+        /// Cancels the scrub under way (`zpool scrub -s`); refused
+        /// ([`PoolError::Invalid`]) when none is.
+        fn scrub_stop() -> Result<(), PoolError>;
     }
 }
 

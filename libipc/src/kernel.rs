@@ -177,7 +177,7 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
         if message.info.label == MsgInfo::NOTIFICATION_LABEL {
             server.notified(message.words[0]);
             arm();
-            message = sys::recv(endpoint.slot(), FOREVER)?;
+            message = next_between_steps(endpoint, server, arm)?;
             continue;
         }
         let brought = sys::with_ipc_buffer(|b| core::mem::take(&mut b.recv_caps)).unwrap_or(0);
@@ -207,6 +207,30 @@ pub fn serve<D: Dispatch + ?Sized>(endpoint: Cap<Endpoint>, server: &mut D) -> R
             // The reply could not be delivered (the caller died): receive anew.
             Err(_) => sys::recv(endpoint.slot(), FOREVER)?,
         };
+    }
+}
+
+/// The next message after a notification: while the server has work of
+/// its own ([`Dispatch::background`]), the endpoint is looked at (waiting
+/// the pause the last step asked for) before each step of it, so a waiting
+/// request is served first; then it blocks.
+fn next_between_steps<D: Dispatch + ?Sized>(
+    endpoint: Cap<Endpoint>,
+    server: &mut D,
+    arm: impl Fn(),
+) -> Result<Message, Error> {
+    let mut pause = 0;
+    loop {
+        match sys::recv(endpoint.slot(), pause) {
+            Err(Error::WouldBlock | Error::Timeout) => {}
+            received => return received,
+        }
+        let next = server.background();
+        arm();
+        match next {
+            Some(p) => pause = p,
+            None => return sys::recv(endpoint.slot(), FOREVER),
+        }
     }
 }
 

@@ -50,6 +50,19 @@ pub trait Dispatch {
         let _ = bits;
     }
 
+    /// Runs one bounded step of the server's own work (storaged: a scrub)
+    /// when no request waits. `Some(pause)` while more remains: the caller
+    /// waits up to `pause` nanoseconds for a request (0: only looks) before
+    /// the next step, so the work leaves the CPU to others that long; `None`
+    /// when there is nothing (more) to do. The transports call it only when
+    /// they found no request (the kernel serve loop: after a notification,
+    /// looking at the endpoint between steps), so requests come first; a
+    /// server with such work signals its bound notification after a request
+    /// to be called again.
+    fn background(&mut self) -> Option<u64> {
+        None
+    }
+
     /// init restarted server `server`, one this server calls
     /// (`lifecycle.restarted`, from init only: alcove-rt's `Managed`
     /// checks the badge): make again what this server had made there.
@@ -69,6 +82,10 @@ impl<D: Dispatch + ?Sized> Dispatch for &mut D {
 
     fn notified(&mut self, bits: u64) {
         (**self).notified(bits)
+    }
+
+    fn background(&mut self) -> Option<u64> {
+        (**self).background()
     }
 
     fn peer_restarted(&mut self, server: &str) {

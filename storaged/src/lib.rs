@@ -106,6 +106,10 @@ pub trait RingFactory {
     fn unmint(&mut self, slot: CapSlot) {
         let _ = slot;
     }
+    /// Has storaged's serve loop call [`libipc::Dispatch::background`]
+    /// once the reply to the request being answered is sent (on Alcove:
+    /// signals storaged's bound notification with [`BACKGROUND`]).
+    fn wake(&mut self) {}
 }
 
 /// The bound on the pool's open transaction group: a write past it commits
@@ -134,6 +138,7 @@ pub fn configure<D: alcove_pool::Disk>(pool: &mut alcove_pool::Pool<D>) {
     pool.set_dirty_limit(Some(DIRTY_LIMIT_BYTES));
     pool.set_dirty_block_limit(Some(DIRTY_LIMIT_BLOCKS));
     pool.set_meta_cache_blocks(META_CACHE_BLOCKS);
+    pool.set_scrub_hold_limit(Some(SCRUB_HOLD_EXTENTS));
     pool.set_clock(Some(alcove_rt::rdtsc));
     // `creation` and the scan times: the kernel's clock (the RTC at boot).
     #[cfg(target_os = "none")]
@@ -173,6 +178,26 @@ pub fn meter_line(m: &alcove_pool::vdev::Meter, ticks_per_ms: u64) -> String {
 /// The bit of storaged's notification that says a watched client ended
 /// (bit 0 is the lifecycle's, see `alcove_rt::serve_forever_with`).
 pub const CLIENT_ENDED: u64 = 1 << 1;
+/// The notification bit [`RingFactory::wake`] signals: storaged has work
+/// of its own (a scrub) to do between requests.
+pub const BACKGROUND: u64 = 1 << 2;
+
+/// Bytes of a scrub storaged walks between two looks for requests: a VM's
+/// request waits at most this much scrubbing (every copy of it read and
+/// checksummed).
+pub const SCRUB_STEP_BYTES: u64 = 256 * 1024;
+/// Extents a scrub may hold from reuse in storaged (frees made while it
+/// runs, adjacent ones merged; an entry in its heap each): past this a
+/// commit cancels the scrub rather than let its memory grow.
+pub const SCRUB_HOLD_EXTENTS: usize = 1024;
+/// Requests storaged answers at most while a scrub runs before it runs a
+/// step of the scrub anyway (before the reply): clients that keep it busy
+/// slow the scrub down, they do not stop it.
+pub const SCRUB_STEP_EVERY_REQUESTS: u32 = 4;
+/// After a step, storaged waits for requests as long as the step took
+/// (at most this long) before the next: the scrub takes about half of a
+/// CPU, whatever storaged's priority, and leaves the rest to others.
+pub const SCRUB_PAUSE_MAX_NS: u64 = 20_000_000;
 
 /// A disk storaged serves.
 pub struct Disk<D> {
@@ -274,6 +299,8 @@ pub struct Storaged<D: BlockDevice, F: RingFactory> {
     /// the timer it drives ([`alcove_pool::pool::TXG_TIMEOUT_MS`]).
     clock: Option<fn() -> u64>,
     commit_timer: alcove_pool::pool::CommitTimer,
+    /// Requests answered since the scrub's last step.
+    requests_since_step: u32,
 }
 
 impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
@@ -298,6 +325,7 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             ticks_per_ms: 0,
             clock: None,
             commit_timer: alcove_pool::pool::CommitTimer::new(alcove_pool::pool::TXG_TIMEOUT_MS),
+            requests_since_step: 0,
         }
     }
 
@@ -559,6 +587,11 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         Ok(Disk::new(name, v))
     }
 
+    /// Whether the pool has a scrub under way.
+    fn scrubbing(&self) -> bool {
+        self.pool.as_ref().is_some_and(|p| p.borrow().scrub_progress().is_some())
+    }
+
     /// Whether a grant or an open ring uses dataset `name` (or, for a
     /// volume, one of its snapshots).
     fn in_use(&self, name: &str) -> Option<String> {
@@ -587,6 +620,15 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
             _ => Err(RemoteError::WrongInterface),
         };
         self.commit_by_time();
+        if self.scrubbing() {
+            self.requests_since_step += 1;
+            if self.requests_since_step >= SCRUB_STEP_EVERY_REQUESTS {
+                let _ = libipc::Dispatch::background(self);
+            }
+            // The scrub's next step runs after the reply, unless another
+            // request waits.
+            self.factory.wake();
+        }
         r
     }
 
@@ -595,6 +637,34 @@ impl<D: BlockDevice, F: RingFactory> libipc::Dispatch for Storaged<D, F> {
             self.reclaim();
         }
         self.commit_by_time();
+    }
+
+    /// One step of the scrub under way ([`SCRUB_STEP_BYTES`]); the pause
+    /// after it is as long as it took ([`SCRUB_PAUSE_MAX_NS`] at most; 0
+    /// without a clock).
+    fn background(&mut self) -> Option<u64> {
+        self.requests_since_step = 0;
+        let pool = self.pool.as_ref()?;
+        let mut p = pool.borrow_mut();
+        p.scrub_progress()?;
+        let t0 = self.clock.map(|c| c());
+        match p.scrub_step(SCRUB_STEP_BYTES) {
+            Ok(None) => {
+                let took = match (self.clock, t0) {
+                    (Some(c), Some(t0)) if self.ticks_per_ms > 0 => c().saturating_sub(t0).saturating_mul(1_000_000) / self.ticks_per_ms,
+                    _ => 0,
+                };
+                Some(took.min(SCRUB_PAUSE_MAX_NS))
+            }
+            Ok(Some(r)) => {
+                pool_api::log_scrub(&pool_api::scrub_report(&r, p.child_stats(), p.state()));
+                None
+            }
+            Err(e) => {
+                log::error!("pool: scrub ended: {e}");
+                None
+            }
+        }
     }
 }
 

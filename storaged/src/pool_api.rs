@@ -101,6 +101,21 @@ pub(crate) fn scrub_report(r: &alcove_pool::VerifyReport, stats: &[alcove_pool::
     }
 }
 
+/// Logs what a scrub found (storaged's log, as `zpool status` would say it).
+pub(crate) fn log_scrub(report: &ScrubReport) {
+    log::info!(
+        "pool: scrub of txg {}: {} blocks, {} repaired bytes, {} permanent errors, {}",
+        report.txg,
+        report.blocks,
+        report.repaired_bytes,
+        report.data_error_count,
+        report.state
+    );
+    for e in &report.data_errors {
+        log::warn!("pool: permanent error: {e}");
+    }
+}
+
 fn err(e: E) -> PoolError {
     match e {
         E::Io(s) => PoolError::Io { why: text(&s) },
@@ -115,6 +130,26 @@ fn err(e: E) -> PoolError {
         E::Space(s) => PoolError::Space { why: text(&s) },
         E::DirtyFull { dirty, limit } => PoolError::Io { why: format!("open group holds {dirty} bytes (limit {limit})") },
     }
+}
+
+/// `status`'s `scan`: the scrub under way, else the last one cancelled
+/// since, else the last one finished.
+fn scan_of<D: alcove_pool::Disk>(p: &alcove_pool::Pool<D>) -> Option<PoolScan> {
+    if let Some(s) = p.scrub_progress() {
+        let (start, bytes, total, repaired, errors) = (s.start, s.bytes, s.total, s.repaired, s.errors);
+        return Some(PoolScan { start, bytes, total, repaired, errors, running: true, ..Default::default() });
+    }
+    if let Some(c) = p.scrub_canceled() {
+        return Some(PoolScan { start: c.start, end: c.end, bytes: c.bytes, canceled: true, ..Default::default() });
+    }
+    p.last_scrub().map(|s| PoolScan {
+        start: s.start,
+        end: s.end,
+        bytes: s.bytes,
+        repaired: s.repaired,
+        errors: s.errors_total,
+        ..Default::default()
+    })
 }
 
 /// Names of at most [`POOL_PAGE_BYTES`] bytes in all, at least one.
@@ -215,13 +250,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             reports,
             reports_total,
             grants,
-            scan: p.last_scrub().map(|s| PoolScan {
-                start: s.start,
-                end: s.end,
-                bytes: s.bytes,
-                repaired: s.repaired,
-                errors: s.errors_total,
-            }),
+            scan: scan_of(&p),
         })
     }
 
@@ -355,19 +384,18 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             return Err(PoolError::TooManyStreams { limit: MAX_STREAMS as u32 });
         }
         let mut data = Vec::new();
-        let mut over = false;
-        {
+        let made = {
+            // The walk stops once the stream is past the bound: a large
+            // snapshot is refused after reading about that much of it.
             let mut p = self.admin_pool()?;
-            p.send(&snapshot, from.as_deref(), &mut |b: &[u8]| {
-                if over || data.len() + b.len() > STREAM_MAX_BYTES {
-                    over = true;
-                } else {
+            p.send_bounded(&snapshot, from.as_deref(), STREAM_MAX_BYTES as u64, &mut |b: &[u8]| {
+                if data.len() + b.len() <= STREAM_MAX_BYTES {
                     data.extend_from_slice(b);
                 }
             })
-            .map_err(err)?;
-        }
-        if over {
+            .map_err(err)?
+        };
+        if made.is_none() {
             return Err(PoolError::TooLarge {
                 what: text(&format!("send stream of {snapshot} (use the host tool)")),
                 max: STREAM_MAX_BYTES as u64,
@@ -436,18 +464,26 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
         let mut p = self.admin_pool()?;
         let r = p.scrub().map_err(err)?;
         let report = scrub_report(&r, p.child_stats(), p.state());
-        log::info!(
-            "pool: scrub of txg {}: {} blocks, {} repaired bytes, {} permanent errors, {}",
-            report.txg,
-            report.blocks,
-            report.repaired_bytes,
-            report.data_error_count,
-            report.state
-        );
-        for e in &report.data_errors {
-            log::warn!("pool: permanent error: {e}");
-        }
+        log_scrub(&report);
         Ok(report)
+    }
+
+    fn scrub_start(&mut self) -> Result<(), PoolError> {
+        let mut p = self.admin_pool()?;
+        p.scrub_start().map_err(err)?;
+        let s = p.scrub_progress().unwrap_or_default();
+        log::info!("pool: scrub of txg {} started ({} bytes), in steps between requests", s.txg, s.total);
+        Ok(())
+    }
+
+    fn scrub_stop(&mut self) -> Result<(), PoolError> {
+        let mut p = self.admin_pool()?;
+        let walked = p.scrub_progress().map(|s| s.bytes);
+        if !p.scrub_cancel() {
+            return Err(PoolError::Invalid { why: "no scrub is in progress".into() });
+        }
+        log::info!("pool: scrub cancelled after {} bytes", walked.unwrap_or(0));
+        Ok(())
     }
 
     fn grant(&mut self, volumes: Vec<String>) -> Result<Granted, PoolError> {

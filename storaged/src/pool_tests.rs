@@ -28,6 +28,8 @@ struct Rings {
     bounce: Vec<u8>,
     next_slot: CapSlot,
     minted: Vec<CapSlot>,
+    /// [`RingFactory::wake`] calls.
+    wakes: u32,
 }
 
 impl RingFactory for Rings {
@@ -58,6 +60,9 @@ impl RingFactory for Rings {
     }
     fn unmint(&mut self, slot: CapSlot) {
         self.minted.retain(|&s| s != slot);
+    }
+    fn wake(&mut self) {
+        self.wakes += 1;
     }
 }
 
@@ -663,4 +668,122 @@ fn scrub_names_permanent_errors_in_one_message() {
         assert!(e.contains(" bytes 8192..12288 (data block at 0x"), "{e}");
     }
     assert_eq!(r.state, "ONLINE");
+}
+
+/// `pool.status`'s scan, as the admin sees it.
+fn scan(s: &Rc<RefCell<Server>>) -> libipc::interfaces::PoolScan {
+    pool::Server::status(as_(&mut s.borrow_mut(), ADMIN)).unwrap().scan.expect("a scan to report")
+}
+
+/// `zpool scrub` in storaged: the scrub runs in steps
+/// ([`libipc::Dispatch::background`]) between a VMM's ring requests, whose
+/// writes land and are neither refused nor reported; status tells the
+/// progress, then the result; a second scrub is refused; `-s` cancels.
+#[test]
+fn a_background_scrub_runs_between_ring_requests() {
+    let mut s = pool_server();
+    let ga = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/a-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let s = Rc::new(RefCell::new(s));
+    let mut a = open(&s, ga, 0).unwrap();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8 | 1
+            })
+            .collect()
+    };
+    const CHUNK: usize = 32 * 1024;
+    let mut model = vec![0u8; 4 * MIB as usize];
+    for (i, c) in model.chunks_mut(CHUNK).enumerate().take(96) {
+        c.copy_from_slice(&random(CHUNK));
+        a.write((i * CHUNK / 512) as u64, c).unwrap();
+    }
+    a.flush().unwrap();
+    for thief in [ga, MANIFEST_VMM] {
+        assert_eq!(pool::Server::scrub_start(as_(&mut s.borrow_mut(), thief)), Err(PoolError::NotPermitted));
+        assert_eq!(pool::Server::scrub_stop(as_(&mut s.borrow_mut(), thief)), Err(PoolError::NotPermitted));
+    }
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), None, "no scrub, nothing to do");
+    pool::Server::scrub_start(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
+    let first = scan(&s);
+    assert!(first.running && first.bytes == 0 && first.total > 3 * MIB, "{first:?}");
+    let again = pool::Server::scrub_start(as_(&mut s.borrow_mut(), ADMIN));
+    assert!(matches!(&again, Err(PoolError::Busy { why }) if why.contains("scrub is in progress")), "{again:?}");
+    let blocking = pool::Server::scrub(as_(&mut s.borrow_mut(), ADMIN));
+    assert!(matches!(blocking, Err(PoolError::Busy { .. })), "{blocking:?}");
+    let (mut steps, mut last) = (0usize, 0);
+    loop {
+        // The VMM's I/O between two steps: a write, a read, a flush.
+        let at = (steps * 37 + 5) % 128 * CHUNK;
+        let data = random(CHUNK);
+        a.write((at / 512) as u64, &data).unwrap();
+        model[at..at + CHUNK].copy_from_slice(&data);
+        let mut got = vec![0u8; CHUNK];
+        let from = (steps * 53) % 127 * CHUNK;
+        a.read((from / 512) as u64, &mut got).unwrap();
+        assert!(got == model[from..from + CHUNK], "read during the scrub");
+        if steps % 3 == 0 {
+            a.flush().unwrap();
+        }
+        let p = scan(&s);
+        if !p.running {
+            break;
+        }
+        assert!(p.bytes >= last && p.bytes <= p.total, "{p:?}");
+        last = p.bytes;
+        steps += 1;
+        libipc::Dispatch::background(&mut *s.borrow_mut());
+    }
+    let done = scan(&s);
+    assert!(steps >= 8, "{steps} steps of {SCRUB_STEP_BYTES} bytes");
+    assert!(!done.running && !done.canceled && done.errors == 0 && done.repaired == 0, "{done:?}");
+    assert!(done.bytes > 3 * MIB && done.bytes <= first.total, "{done:?} of {first:?}");
+    let st = pool::Server::status(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
+    assert!(st.children.iter().all(|c| c.checksum_errors == 0 && c.read_errors == 0), "{st:?}");
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), None, "the scrub is over");
+    let mut all = vec![0u8; model.len()];
+    for (i, c) in all.chunks_mut(CHUNK).enumerate() {
+        a.read((i * CHUNK / 512) as u64, c).unwrap();
+    }
+    assert!(all == model, "every write made during the scrub is there");
+
+    // `zpool scrub -s`.
+    pool::Server::scrub_start(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), Some(0), "more to do; no clock, no pause");
+    pool::Server::scrub_stop(as_(&mut s.borrow_mut(), ADMIN)).unwrap();
+    let c = scan(&s);
+    assert!(c.canceled && !c.running && c.bytes == SCRUB_STEP_BYTES.min(c.bytes) && c.bytes > 0, "{c:?}");
+    let r = pool::Server::scrub_stop(as_(&mut s.borrow_mut(), ADMIN));
+    assert!(matches!(&r, Err(PoolError::Invalid { why }) if why == "no scrub is in progress"), "{r:?}");
+    assert_eq!(libipc::Dispatch::background(&mut *s.borrow_mut()), None);
+    s.borrow().pool().unwrap().verify(false).unwrap();
+}
+
+/// After any request answered while a scrub runs, storaged asks to be
+/// woken ([`RingFactory::wake`]), so the scrub's next step runs once the
+/// reply is out; with no scrub it does not. A client that keeps storaged
+/// busy does not stop the scrub: every [`SCRUB_STEP_EVERY_REQUESTS`]th
+/// request runs a step.
+#[test]
+fn requests_during_a_scrub_wake_storaged_and_do_not_starve_it() {
+    let s = pool_server();
+    s.pool().unwrap().write("zones/a-disk0", 0, &vec![7u8; 2 * MIB as usize]).unwrap();
+    let t = Loopback::new(s);
+    let c = pool::Client::new(&t);
+    c.status().unwrap().unwrap();
+    c.scrub_start().unwrap().unwrap();
+    let walked = || c.status().unwrap().unwrap().scan.filter(|s| s.running).map(|s| s.bytes);
+    let seen: Vec<Option<u64>> = (0..SCRUB_STEP_EVERY_REQUESTS + 1).map(|_| walked()).collect();
+    // scrub_start is the first request of the scrub, the statuses the next.
+    let n = SCRUB_STEP_EVERY_REQUESTS as usize;
+    assert!(seen[..n - 1].iter().all(|&b| b == Some(0)), "{seen:?}");
+    assert!(seen[n - 1] == Some(SCRUB_STEP_BYTES.min(seen[n - 1].unwrap_or(0))) && seen[n - 1] > Some(0), "{seen:?}");
+    assert_eq!(seen[n], seen[n - 1], "{seen:?}");
+    let s = t.into_inner();
+    assert_eq!(s.factory.wakes, SCRUB_STEP_EVERY_REQUESTS + 2, "after scrub_start and each status that followed, not before");
 }

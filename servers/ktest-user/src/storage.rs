@@ -7,7 +7,8 @@
 //! (ktest-victim with `storage-client`) must not keep them. Then the pool
 //! storaged created on the blank second disk (`storage.toml`'s arguments;
 //! this process is its admin there): a grant's capability reaches exactly
-//! its volume. Last, the console server a VMM sends its guest's output to
+//! its volume, and a scrub runs in the background while that volume moves
+//! data. Last, the console server a VMM sends its guest's output to
 //! limits a flooding client.
 
 use abi::{CapSlot, ObjectType, PAGE_SIZE, Rights};
@@ -110,6 +111,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("bad_requests_are_failed", bad_requests_are_failed),
         ("plain_callers_receive_no_capabilities", plain_callers_receive_no_capabilities),
         ("a_pool_grant_reaches_exactly_its_volume", a_pool_grant_reaches_exactly_its_volume),
+        ("a_scrub_runs_while_a_volume_serves", a_scrub_runs_while_a_volume_serves),
         // The console server, which VMMs send their guests' output to.
         ("console_limits_a_flooding_client", console_limits_a_flooding_client),
     ];
@@ -438,4 +440,123 @@ fn a_pool_grant_reaches_exactly_its_volume(env: &mut Env) -> Result<(), String> 
         return Err(format!("revoke closed {closed} rings; the one opened was closed already"));
     }
     admin.destroy(vol, false).map_err(|e| format!("destroy: {e}"))?.map_err(|e| format!("destroy: {e}"))
+}
+
+/// A pool call's answer, or what went wrong, named.
+fn pool_ok<T>(what: &str, r: Result<Result<T, libipc::interfaces::PoolError>, libipc::IpcError>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))?.map_err(|e| format!("{what}: {e}"))
+}
+
+/// `zpool scrub` on Alcove: storaged walks the pool in steps between
+/// requests. A volume granted as to a VMM is written, read and flushed
+/// through its ring while the scrub runs: every request is answered while
+/// `status` still says the scrub is in progress, its progress grows between
+/// them (the scrub does not hold the ring up until it ends, nor the ring
+/// the scrub), a second scrub is refused, and at the end the scrub found
+/// no error and every write is there. Then a scrub is started and cancelled.
+fn a_scrub_runs_while_a_volume_serves(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::{PoolError, pool};
+    const CHUNK: usize = 32 * 1024;
+    /// 10 MiB: the scrub takes 40 of storaged's 256 KiB steps or more.
+    const CHUNKS: usize = 320;
+    let admin = pool::Client::new(KernelTransport::new(env.storaged));
+    let vol = String::from("zones/ktest-scrub-disk0");
+    pool_ok("create", admin.create(vol.clone(), 16 << 20, 0))?;
+    let slot = env.next_slot;
+    env.next_slot += 1;
+    let t = CapTransport::new(env.storaged, &[slot]);
+    let granted = pool_ok("grant", pool::Client::new(&t).grant(vec![vol.clone()]))?;
+    let vmm = Cap::<Endpoint>::from_slot(slot);
+    let (mut ring, rslot, region) = env.open_via(vmm, 0)?;
+    // Each chunk's data comes from its seed: the model is the seeds (this
+    // process's heap holds a few chunks, not the volume).
+    let data_of = |seed: u64| -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..CHUNK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8 | 1
+            })
+            .collect()
+    };
+    let base = alcove_rt::clock_ns();
+    let sector = |chunk: usize| (chunk * CHUNK / SECTOR_BYTES) as u64;
+    let mut model: Vec<u64> = Vec::with_capacity(CHUNKS);
+    for i in 0..CHUNKS {
+        let seed = base.wrapping_add(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        ring.write(sector(i), &data_of(seed)).map_err(|e| format!("volume write: {e}"))?;
+        model.push(seed);
+    }
+    ring.flush().map_err(|e| format!("volume flush: {e}"))?;
+    pool_ok("scrub_start", admin.scrub_start())?;
+    let scan = |admin: &pool::Client<KernelTransport>| -> Result<libipc::interfaces::PoolScan, String> {
+        pool_ok("status", admin.status())?.scan.ok_or_else(|| String::from("status tells no scan after scrub_start"))
+    };
+    let first = scan(&admin)?;
+    if !first.running || first.total < (CHUNKS * CHUNK) as u64 {
+        return Err(format!("status after scrub_start: {first:?}, expected a scrub in progress over the volume's data"));
+    }
+    match admin.scrub_start().map_err(|e| format!("scrub_start: {e}"))? {
+        Err(PoolError::Busy { .. }) => {}
+        r => return Err(format!("a second scrub_start gave {r:?}, expected Busy")),
+    }
+    let (mut rounds, mut grew, mut last) = (0usize, 0usize, first.bytes);
+    let done = loop {
+        // The VMM's I/O: a write, a read of another chunk, a flush.
+        let w = (rounds * 7 + 3) % CHUNKS;
+        let seed = model[w].wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(rounds as u64 + 1);
+        ring.write(sector(w), &data_of(seed)).map_err(|e| format!("volume write during the scrub: {e}"))?;
+        model[w] = seed;
+        let r = (rounds * 5) % CHUNKS;
+        let mut back = vec![0u8; CHUNK];
+        ring.read(sector(r), &mut back).map_err(|e| format!("volume read during the scrub: {e}"))?;
+        if back != data_of(model[r]) {
+            return Err(format!("chunk {r} read back other data during the scrub"));
+        }
+        ring.flush().map_err(|e| format!("volume flush during the scrub: {e}"))?;
+        let s = scan(&admin)?;
+        if !s.running {
+            break s;
+        }
+        if s.bytes < last || s.bytes > s.total {
+            return Err(format!("scrub progress went from {last} to {s:?}"));
+        }
+        grew += usize::from(s.bytes > last);
+        last = s.bytes;
+        rounds += 1;
+        if rounds > 10_000 {
+            return Err(format!("the scrub never ended: {s:?}"));
+        }
+    };
+    if rounds < 2 || grew < 2 {
+        return Err(format!("{rounds} rounds of volume I/O while the scrub ran, it moved on in {grew}: not interleaved"));
+    }
+    if done.canceled || done.errors != 0 || done.repaired != 0 || done.bytes < (CHUNKS * CHUNK) as u64 {
+        return Err(format!("the scrub ended with {done:?}"));
+    }
+    println!("storage: scrub of {} bytes beside {rounds} rounds of volume I/O; it moved on in {grew} of them", done.bytes);
+    for (i, &seed) in model.iter().enumerate() {
+        let mut back = vec![0u8; CHUNK];
+        ring.read(sector(i), &mut back).map_err(|e| format!("volume read after the scrub: {e}"))?;
+        if back != data_of(seed) {
+            return Err(format!("chunk {i} lost a write made during the scrub"));
+        }
+    }
+    // `zpool scrub -s`.
+    pool_ok("scrub_start", admin.scrub_start())?;
+    pool_ok("scrub_stop", admin.scrub_stop())?;
+    let c = scan(&admin)?;
+    if !c.canceled || c.running {
+        return Err(format!("status after scrub_stop: {c:?}"));
+    }
+    match admin.scrub_stop().map_err(|e| format!("scrub_stop: {e}"))? {
+        Err(PoolError::Invalid { .. }) => {}
+        r => return Err(format!("scrub_stop with no scrub gave {r:?}, expected Invalid")),
+    }
+    env.close(ring, rslot, region)?;
+    pool_ok("revoke", admin.revoke(granted.badge))?;
+    let _ = sys::cap_delete(slot);
+    pool_ok("destroy", admin.destroy(vol, false))
 }

@@ -369,6 +369,10 @@ impl<D: libipc::Dispatch> libipc::Dispatch for Managed<D> {
         }
         self.inner.notified(bits);
     }
+
+    fn background(&mut self) -> Option<u64> {
+        self.inner.background()
+    }
 }
 
 /// Serves `server` (plus `lifecycle`) on the endpoint in `slot` forever (on

@@ -39,6 +39,9 @@ pub trait System {
     fn machine(&mut self) -> Result<MachineInfo, String>;
     /// storaged's pool (`zpool status`).
     fn pool_status(&mut self) -> Result<PoolStatus, String>;
+    /// Starts a scrub of the pool in the background (`zpool scrub`), or
+    /// cancels the one under way (`stop`: `zpool scrub -s`).
+    fn pool_scrub(&mut self, stop: bool) -> Result<(), String>;
     /// The pool's volumes and snapshots, by name (`zfs list`).
     fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String>;
     /// Seconds since the Unix epoch now, and since boot.
@@ -116,6 +119,7 @@ Alcove operator shell. Commands:
   sysinfo                 the machine, as JSON
   svcs                    the servers init runs and their states
   zpool status | list     storaged's pool, its disks and their errors
+  zpool scrub [-s] POOL   verify (and repair) every block in the background; -s stops it
   zfs list                the pool's volumes and snapshots (NAME TYPE VOLSIZE)
   vmadm console UUID      attach to a running VM's serial console; ^] detaches
   help                    this text
@@ -305,7 +309,9 @@ impl<S: System> Shell<S> {
             "zpool" => match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 ["status"] => self.zpool(true),
                 ["list"] => self.zpool(false),
-                _ => Reply::fail("zpool: usage: zpool status | zpool list\n".into(), 2),
+                ["scrub", pool] => self.zpool_scrub(pool, false),
+                ["scrub", "-s", pool] => self.zpool_scrub(pool, true),
+                _ => Reply::fail("zpool: usage: zpool status | zpool list | zpool scrub [-s] POOL\n".into(), 2),
             },
             "zfs" => match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 ["list"] => self.zfs_list(),
@@ -362,6 +368,22 @@ impl<S: System> Shell<S> {
 }
 
 impl<S: System> Shell<S> {
+    /// `zpool scrub [-s] POOL`: prints nothing when it worked, as ZFS.
+    fn zpool_scrub(&mut self, pool: &str, stop: bool) -> Reply {
+        let name = match self.system.pool_status() {
+            Ok(p) => p.name,
+            Err(e) => return Reply::fail(format!("zpool: {e}\n"), 1),
+        };
+        if pool != name {
+            return Reply::fail(format!("cannot open '{}': no such pool\n", printable(pool)), 1);
+        }
+        match self.system.pool_scrub(stop) {
+            Ok(()) => Reply::ok(String::new()),
+            Err(e) if stop => Reply::fail(format!("cannot cancel scrubbing {name}: {e}\n"), 1),
+            Err(e) => Reply::fail(format!("cannot scrub {name}: {e}\n"), 1),
+        }
+    }
+
     /// `zpool status` (as ZFS prints it) or `zpool list`.
     fn zpool(&mut self, status: bool) -> Reply {
         let p = match self.system.pool_status() {
@@ -376,8 +398,23 @@ impl<S: System> Shell<S> {
                 p.name, human(p.size_bytes), human(used), human(p.free_bytes), p.state
             ));
         }
+        let date = |t: u64| if t == 0 { String::from("an unknown date") } else { libipc::time::ctime(t) };
         let scan = match &p.scan {
             None => String::from("none requested"),
+            Some(s) if s.running => {
+                let repaired = if s.repaired < 1024 { format!("{}B", s.repaired) } else { human(s.repaired) };
+                let scanned = if s.bytes < 1024 { format!("{}B", s.bytes) } else { human(s.bytes) };
+                let total = if s.total < 1024 { format!("{}B", s.total) } else { human(s.total) };
+                // Hundredths of a percent, cut, as integers (no_std).
+                let pct = (u128::from(s.bytes) * 10_000).checked_div(u128::from(s.total)).unwrap_or(0).min(10_000);
+                format!(
+                    "scrub in progress since {}\n\t{scanned} scanned out of {total}\n\t{repaired} repaired, {}.{:02}% done",
+                    date(s.start),
+                    pct / 100,
+                    pct % 100
+                )
+            }
+            Some(s) if s.canceled => format!("scrub canceled on {}", date(s.end)),
             Some(s) => {
                 let secs = s.end.saturating_sub(s.start);
                 let on = if s.end == 0 { String::from("an unknown date") } else { libipc::time::ctime(s.end) };

@@ -12,6 +12,9 @@ struct Mock {
     down: bool,
     /// The pool's last scrub, as `pool.status` gives it.
     scan: Option<libipc::interfaces::PoolScan>,
+    /// `pool_scrub` calls (stop or not), and the refusal each gets.
+    scrubs: Vec<bool>,
+    scrub_refused: Option<String>,
     /// What the terminal had shown (through `input_to`) by each call.
     screen: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
     shown_at_calls: Vec<Vec<u8>>,
@@ -75,6 +78,10 @@ impl System for Mock {
             scan: self.scan.clone(),
             ..Default::default()
         })
+    }
+    fn pool_scrub(&mut self, stop: bool) -> Result<(), String> {
+        self.scrubs.push(stop);
+        self.scrub_refused.clone().map_or(Ok(()), Err)
     }
     fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String> {
         Ok(vec![
@@ -341,13 +348,39 @@ fn zpool_and_zfs_show_the_pool() {
     assert!(r.text.ends_with("errors: see the counts above\n"));
     assert_eq!(lines[3], " scan: none requested");
     // The last scrub, as the pool keeps it.
-    s.system.scan = Some(libipc::interfaces::PoolScan { start: 1_796_395_839, end: 1_796_395_841, bytes: 9 << 20, repaired: 4096, errors: 2 });
+    s.system.scan = Some(libipc::interfaces::PoolScan { start: 1_796_395_839, end: 1_796_395_841, bytes: 9 << 20, repaired: 4096, errors: 2, ..Default::default() });
     let r = s.run("zpool status");
     assert_eq!(r.text.lines().nth(3), Some(" scan: scrub repaired 4K in 00:00:02 with 2 errors on Fri Dec  4 14:50:41 2026"));
     assert!(r.text.ends_with("errors: 2 data errors found by the last scrub\n"), "{}", r.text);
     s.system.scan = Some(libipc::interfaces::PoolScan { repaired: 0, errors: 0, ..Default::default() });
     let r = s.run("zpool status");
     assert_eq!(r.text.lines().nth(3), Some(" scan: scrub repaired 0B in 00:00:00 with 0 errors on an unknown date"));
+    // A scrub under way (`zpool scrub`), then one cancelled.
+    s.system.scan = Some(libipc::interfaces::PoolScan {
+        start: 1_796_395_839,
+        bytes: 9 << 20,
+        total: 20 << 20,
+        repaired: 4096,
+        errors: 0,
+        running: true,
+        ..Default::default()
+    });
+    let r = s.run("zpool status");
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(
+        lines[3..6],
+        [" scan: scrub in progress since Fri Dec  4 14:50:39 2026", "\t9M scanned out of 20M", "\t4K repaired, 45.00% done"],
+        "{}",
+        r.text
+    );
+    assert_eq!(lines[6], "config:");
+    s.system.scan = Some(libipc::interfaces::PoolScan { total: 0, running: true, ..Default::default() });
+    let r = s.run("zpool status");
+    assert_eq!(r.text.lines().nth(5), Some("\t0B repaired, 0.00% done"), "no division by zero: {}", r.text);
+    s.system.scan =
+        Some(libipc::interfaces::PoolScan { start: 1_796_395_839, end: 1_796_395_841, bytes: 1 << 20, canceled: true, ..Default::default() });
+    let r = s.run("zpool status");
+    assert_eq!(r.text.lines().nth(3), Some(" scan: scrub canceled on Fri Dec  4 14:50:41 2026"));
     s.system.scan = None;
     let r = s.run("zpool list");
     assert_eq!(r.text.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["zones", "64M", "16M", "48M", "ONLINE"]);
@@ -356,6 +389,18 @@ fn zpool_and_zfs_show_the_pool() {
     assert_eq!(rows, [vec!["NAME", "TYPE", "VOLSIZE"], vec!["zones/img", "volume", "1.50G"], vec!["zones/img@final", "snapshot", "1.50G"], vec!["zones/x-disk0", "volume", "512"]]);
     assert_eq!(s.run("zfs destroy zones/img").code, 2);
     assert_eq!(s.run("zpool").code, 2);
+    // `zpool scrub [-s] POOL`: nothing printed when it worked, as ZFS.
+    assert_eq!(s.run("zpool scrub zones"), Reply::ok(String::new()));
+    assert_eq!(s.run("zpool scrub -s zones"), Reply::ok(String::new()));
+    assert_eq!(s.system.scrubs, [false, true]);
+    assert_eq!(s.run("zpool scrub tank"), Reply::fail("cannot open 'tank': no such pool\n".into(), 1));
+    assert_eq!(s.run("zpool scrub").code, 2);
+    assert_eq!(s.run("zpool scrub -x zones").code, 2);
+    assert_eq!(s.system.scrubs.len(), 2, "refused before storaged was asked");
+    s.system.scrub_refused = Some("pool: busy: a scrub is in progress".into());
+    assert_eq!(s.run("zpool scrub zones"), Reply::fail("cannot scrub zones: pool: busy: a scrub is in progress\n".into(), 1));
+    s.system.scrub_refused = Some("pool: no scrub is in progress".into());
+    assert_eq!(s.run("zpool scrub -s zones"), Reply::fail("cannot cancel scrubbing zones: pool: no scrub is in progress\n".into(), 1));
     s.system.down = true;
     assert_eq!(s.run("zpool status"), Reply::fail("zpool: pool: no pool\n".into(), 1));
 }

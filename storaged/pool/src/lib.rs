@@ -31,4 +31,6 @@ pub mod space;
 pub mod vdev;
 
 pub use disk::{Disk, MemDisk};
-pub use pool::{DataError, DatasetInfo, Error, Pool, SCAN_ERRORS_KEPT, ScanRecord, VerifyReport};
+pub use pool::{
+    DataError, DatasetInfo, Error, Pool, SCAN_ERRORS_KEPT, ScanRecord, ScrubCanceled, ScrubEnd, ScrubProgress, VerifyReport,
+};

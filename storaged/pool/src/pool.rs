@@ -23,7 +23,10 @@ use crate::format::*;
 use crate::space::SpaceMap;
 use crate::vdev::{ChildStats, Meter, Vdev};
 
+mod scrub;
 mod send;
+
+pub use scrub::{ScrubCanceled, ScrubEnd, ScrubProgress};
 
 /// Volumes at most this large (bytes).
 pub const MAX_VOLSIZE: u64 = 1 << 50;
@@ -428,6 +431,12 @@ pub struct Pool<D: Disk> {
     /// The last scrub (`zpool status`'s scan line and errors), kept in the
     /// MOS: it survives an export and import.
     last_scrub: Option<ScanRecord>,
+    /// The scrub under way ([`Pool::scrub_start`]), in memory only.
+    scrub_run: Option<alloc::boxed::Box<scrub::ScrubRun>>,
+    /// The last scrub that ended before its walk did (status only).
+    scrub_canceled: Option<ScrubCanceled>,
+    /// [`Pool::set_scrub_hold_limit`].
+    scrub_hold_limit: Option<usize>,
     /// Seconds since 1970 for `creation` and the scan times (the host tool
     /// reads the system's clock, storaged the kernel's).
     wall_clock: fn() -> u64,
@@ -569,6 +578,9 @@ impl<D: Disk> Pool<D> {
             unlogged: BTreeSet::new(),
             replayed: 0,
             last_scrub: None,
+            scrub_run: None,
+            scrub_canceled: None,
+            scrub_hold_limit: None,
             wall_clock: no_clock,
         };
         pool.sync()?;
@@ -654,6 +666,9 @@ impl<D: Disk> Pool<D> {
                         unlogged: BTreeSet::new(),
                         replayed: 0,
                         last_scrub: scan,
+                        scrub_run: None,
+                        scrub_canceled: None,
+                        scrub_hold_limit: None,
                         wall_clock: no_clock,
                     };
                     pool.replay_log(ub.log);
@@ -1471,6 +1486,10 @@ impl<D: Disk> Pool<D> {
     fn reserve(&mut self, new_blocks: u64, id: u64) -> Result<(), Error> {
         let need = self.commit_need(new_blocks, Some(id));
         let reserved = self.reserved(Some((id, new_blocks)))?;
+        if need + reserved > self.space.free_bytes() && self.space.held_bytes() > 0 {
+            // The space a scrub holds is the writer's: the scrub ends.
+            self.end_scrub(ScrubEnd::CanceledForSpace);
+        }
         if need + reserved > self.space.free_bytes() { Err(Error::NoSpace) } else { Ok(()) }
     }
 
@@ -1768,6 +1787,9 @@ impl<D: Disk> Pool<D> {
         self.txg = txg;
         self.mos = mos;
         self.space.release_deferred();
+        if self.scrub_hold_limit.is_some_and(|l| self.space.held_extents() > l) {
+            self.end_scrub(ScrubEnd::CanceledForMemory);
+        }
         (self.log_head, self.log_next, self.log_seq) = (log, log, 0);
         if log != 0 {
             self.log_blocks.push(log);
@@ -1786,6 +1808,8 @@ impl<D: Disk> Pool<D> {
         // What the committed group uses: the frees it made are free in it.
         let mut after = self.space.clone();
         after.release_deferred();
+        // What a scrub under way holds is free on disk (FORMAT.md "Scrub").
+        after.unhold();
         let alloc = after.allocated();
         w.u64(alloc.len() as u64);
         for (o, l) in alloc {
@@ -2146,32 +2170,14 @@ impl<D: Disk> Pool<D> {
         if !report.space_checked {
             return Ok(report);
         }
-        // Referenced extents, coalesced, must be exactly the allocated ones.
-        let mut refd: Vec<(u64, u64)> = Vec::new();
-        for (&o, &l) in &seen {
-            let l = u64::from(l);
-            match refd.last_mut() {
-                Some((po, pl)) if *po + *pl > o => return Err(Error::Corrupt(format!("blocks overlap at {o:#x}"))),
-                Some((po, pl)) if *po + *pl == o => *pl += l,
-                _ => refd.push((o, l)),
-            }
+        if !self.space.deferred().is_empty() {
+            return Err(Error::Corrupt("frees not committed (verify needs a synced pool)".into()));
         }
-        let alloc = self.space.allocated();
-        if refd != alloc || !self.space.deferred().is_empty() {
-            let leaked: u64 = alloc.iter().map(|e| e.1).sum::<u64>().saturating_sub(refd.iter().map(|e| e.1).sum());
-            return Err(Error::Corrupt(format!(
-                "space map disagrees with the blocks referenced ({} allocated extents, {} referenced, {leaked} bytes leaked)",
-                alloc.len(),
-                refd.len()
-            )));
-        }
-        for d in self.datasets.values() {
-            for x in &d.deadlist {
-                if seen.get(&x.offset) != Some(&x.psize) {
-                    return Err(Error::Corrupt(format!("{}: deadlist block {:#x} no longer referenced", d.name, x.offset)));
-                }
-            }
-        }
+        // A scrub under way holds blocks no group references any more.
+        let mut space = self.space.clone();
+        space.unhold();
+        let dead = self.datasets.values().flat_map(|d| d.deadlist.iter().map(|x| (d.name.as_str(), x.offset, x.psize)));
+        scrub::check_space(&seen, &space.allocated(), dead)?;
         report.space_checked = true;
         Ok(report)
     }
@@ -2268,29 +2274,21 @@ impl<D: Disk> Pool<D> {
 
     /// [`Pool::scrub`], telling `progress` (bytes walked, bytes allocated in
     /// the pool) every 16 MiB and at the end.
-    pub fn scrub_with_progress(&mut self, progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<VerifyReport, Error> {
-        self.check_live()?;
-        self.sync()?;
-        let start = (self.wall_clock)();
-        let repaired0: u64 = self.vdev.stats.iter().map(|s| s.repaired_bytes).sum();
-        let report = self.verify_with(true, progress)?;
-        // The repairs are writes like any other: durable only once flushed.
-        self.vdev.flush().map_err(|_| Error::Io("flush after scrub repairs".into()))?;
-        let repaired = self.vdev.stats.iter().map(|s| s.repaired_bytes).sum::<u64>() - repaired0;
-        self.last_scrub = Some(ScanRecord {
-            start,
-            end: (self.wall_clock)().max(start),
-            txg: report.txg,
-            blocks: report.blocks,
-            bytes: report.bytes,
-            repaired,
-            errors_total: report.errors.len() as u64,
-            errors: report.errors.iter().take(SCAN_ERRORS_KEPT).cloned().collect(),
-            space_checked: report.space_checked,
-        });
-        // The record is the MOS's: a commit keeps it past an export.
-        self.sync()?;
-        Ok(report)
+    pub fn scrub_with_progress(&mut self, mut progress: Option<&mut dyn FnMut(u64, u64)>) -> Result<VerifyReport, Error> {
+        self.scrub_start()?;
+        let total = self.scrub_progress().map_or(0, |s| s.total);
+        loop {
+            let r = self.scrub_step(PROGRESS_EVERY)?;
+            if let (Some(p), Some(s)) = (progress.as_mut(), self.scrub_progress()) {
+                p(s.bytes, s.total);
+            }
+            if let Some(report) = r {
+                if let Some(p) = progress.as_mut() {
+                    p(report.bytes, total);
+                }
+                return Ok(report);
+            }
+        }
     }
 
     /// The last scrub this pool ran, kept on disk (None: none ran, or the

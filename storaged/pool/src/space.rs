@@ -18,6 +18,10 @@ pub struct SpaceMap {
     free: BTreeMap<u64, u64>,
     /// start -> length, disjoint: freed in the open group.
     deferred: BTreeMap<u64, u64>,
+    /// While [`SpaceMap::hold`] holds: start -> length, disjoint, freed by
+    /// groups committed since, kept out of the free set (a scrub under way
+    /// still reads them as the group it walks had them).
+    held: Option<BTreeMap<u64, u64>>,
 }
 
 impl SpaceMap {
@@ -27,7 +31,7 @@ impl SpaceMap {
         if end > start {
             free.insert(start, end - start);
         }
-        SpaceMap { start, end, free, deferred: BTreeMap::new() }
+        SpaceMap { start, end, free, deferred: BTreeMap::new(), held: None }
     }
 
     /// From the allocated extents recorded on disk; `None` if they overlap
@@ -146,17 +150,49 @@ impl SpaceMap {
     pub fn defer_free(&mut self, off: u64, len: u64) -> bool {
         let Some(end) = off.checked_add(len) else { return false };
         let overlaps = |m: &BTreeMap<u64, u64>| m.range(..end).next_back().is_some_and(|(&s, &l)| s + l > off);
-        if len == 0 || off < self.start || end > self.end || overlaps(&self.free) || overlaps(&self.deferred) {
+        let held = self.held.as_ref().is_some_and(overlaps);
+        if len == 0 || off < self.start || end > self.end || overlaps(&self.free) || overlaps(&self.deferred) || held {
             return false;
         }
         self.deferred.insert(off, len);
         true
     }
 
+    /// The open group committed: its frees become free (while held: held).
     pub fn release_deferred(&mut self) {
         for (o, l) in core::mem::take(&mut self.deferred) {
+            match &mut self.held {
+                Some(h) => insert_coalesced(h, o, l),
+                None => self.free_now(o, l),
+            }
+        }
+    }
+
+    /// From now on frees of committed groups stay allocated in memory (not
+    /// on disk: [`SpaceMap::unhold`] on a copy gives what a commit writes)
+    /// until [`SpaceMap::unhold`]: nothing the last committed group holds
+    /// is written over meanwhile.
+    pub fn hold(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(BTreeMap::new());
+        }
+    }
+
+    /// Ends a [`SpaceMap::hold`]: what it held is free.
+    pub fn unhold(&mut self) {
+        for (o, l) in self.held.take().unwrap_or_default() {
             self.free_now(o, l);
         }
+    }
+
+    /// Bytes a hold keeps from the free set.
+    pub fn held_bytes(&self) -> u64 {
+        self.held.as_ref().map_or(0, |h| h.values().sum())
+    }
+
+    /// The extents a hold keeps (adjacent ones merged): its memory.
+    pub fn held_extents(&self) -> usize {
+        self.held.as_ref().map_or(0, BTreeMap::len)
     }
 
     pub fn deferred_bytes(&self) -> u64 {
@@ -167,6 +203,23 @@ impl SpaceMap {
     pub fn deferred(&self) -> Vec<(u64, u64)> {
         self.deferred.iter().map(|(&o, &l)| (o, l)).collect()
     }
+}
+
+/// Adds `[off, off+len)` (overlapping none of them) to `m`, merged with
+/// the extents it touches.
+fn insert_coalesced(m: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
+    let (mut s, mut l) = (off, len);
+    if let Some((&ps, &pl)) = m.range(..off).next_back()
+        && ps + pl == off
+    {
+        m.remove(&ps);
+        s = ps;
+        l += pl;
+    }
+    if let Some(nl) = m.remove(&(off + len)) {
+        l += nl;
+    }
+    m.insert(s, l);
 }
 
 #[cfg(test)]
@@ -211,6 +264,29 @@ mod tests {
         m.release_deferred();
         assert_eq!(m.allocated(), []);
         assert_eq!(m.free.len(), 1);
+    }
+
+    #[test]
+    fn a_hold_keeps_committed_frees_until_it_ends() {
+        let mut m = SpaceMap::new(0, 0x4000);
+        let a = m.alloc(0x2000).unwrap();
+        let b = m.alloc(0x2000).unwrap();
+        m.hold();
+        // Freed in two groups, held as one extent.
+        assert!(m.defer_free(a + 0x1000, 0x1000));
+        m.release_deferred();
+        assert!(m.defer_free(a, 0x1000));
+        m.release_deferred();
+        assert_eq!((m.held_bytes(), m.held_extents()), (0x2000, 1));
+        assert_eq!(m.alloc(0x1000), None, "held space is not handed out");
+        assert!(!m.defer_free(a, 0x1000), "a held range freed again");
+        // What a commit writes: the held range is free there.
+        let mut on_disk = m.clone();
+        on_disk.unhold();
+        assert_eq!(on_disk.allocated(), [(b, 0x2000)]);
+        m.unhold();
+        assert_eq!(m.held_bytes(), 0);
+        assert_eq!(m.alloc(0x2000), Some(a));
     }
 
     #[test]

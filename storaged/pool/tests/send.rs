@@ -94,3 +94,32 @@ fn cut_or_altered_streams_are_refused_and_change_nothing() {
     b.receive("zones/dst", &full).unwrap();
     assert!(read(&mut b, "zones/dst") == read(&mut a, "zones/src"));
 }
+
+/// storaged's bound on a stream it makes: past it the walk stops, having
+/// read about that much of the snapshot (not all of it); under it the
+/// stream is the whole one.
+#[test]
+fn a_bounded_send_stops_at_its_bound() {
+    let mut rng = Rng(23);
+    let mut a = Pool::create("zones", vec![MemDisk::new(32 * MIB)], 1).unwrap();
+    a.create_volume("zones/src", SIZE as u64, 4096).unwrap();
+    let data: Vec<u8> = (0..SIZE).map(|_| rng.next() as u8 | 1).collect();
+    a.write("zones/src", 0, &data).unwrap();
+    a.snapshot("zones/src@full").unwrap();
+    let whole = send(&mut a, "zones/src@full", None);
+    let limit = (MIB / 2) as u64;
+    let reads0 = a.meter().disk_read_bytes;
+    let mut out = Vec::new();
+    let r = a.send_bounded("zones/src@full", None, limit, &mut |b| out.extend_from_slice(b)).unwrap();
+    let read = a.meter().disk_read_bytes - reads0;
+    assert_eq!(r, None, "a {} byte stream is over {limit}", whole.len());
+    assert!(out.len() as u64 <= limit + 4096 + 64, "{} bytes handed out", out.len());
+    assert!(read < 2 * limit && read < SIZE as u64 / 4, "{read} bytes read to refuse it");
+    let mut out = Vec::new();
+    let n = a.send_bounded("zones/src@full", None, whole.len() as u64, &mut |b| out.extend_from_slice(b)).unwrap();
+    assert_eq!(n, Some(whole.len() as u64));
+    assert!(out == whole, "a stream within the bound is the whole stream");
+    let mut out = Vec::new();
+    let r = a.send_bounded("zones/src@full", None, whole.len() as u64 - 1, &mut |b| out.extend_from_slice(b)).unwrap();
+    assert_eq!(r, None, "one byte over");
+}

@@ -64,6 +64,12 @@ mod machine {
             self.pool()?.status().map_err(|e| e.to_string())?.map_err(|e| e.to_string())
         }
 
+        fn pool_scrub(&mut self, stop: bool) -> Result<(), String> {
+            let c = self.pool()?;
+            let r = if stop { c.scrub_stop() } else { c.scrub_start() };
+            r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
         fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String> {
             let c = self.pool()?;
             let mut all = Vec::new();

@@ -19,13 +19,22 @@ struct Sink<'a> {
     out: &'a mut dyn FnMut(&[u8]),
     hash: Sha256,
     bytes: u64,
+    /// The stream is cut (and the walk stops) once past this many bytes.
+    limit: u64,
 }
 
 impl Sink<'_> {
     fn put(&mut self, b: &[u8]) {
+        if self.cut() {
+            return;
+        }
         self.hash.update(b);
         (self.out)(b);
         self.bytes += b.len() as u64;
+    }
+
+    fn cut(&self) -> bool {
+        self.bytes > self.limit
     }
 }
 
@@ -43,6 +52,14 @@ impl<D: Disk> Pool<D> {
     /// `from` (an earlier snapshot of the same volume) only what changed
     /// since. Returns the stream's length in bytes.
     pub fn send(&mut self, snap: &str, from: Option<&str>, out: &mut dyn FnMut(&[u8])) -> Result<u64, Error> {
+        self.send_bounded(snap, from, u64::MAX, out)?.ok_or_else(|| Error::Invalid("send stream past u64::MAX bytes".into()))
+    }
+
+    /// [`Pool::send`], stopping as soon as the stream is longer than `limit`
+    /// bytes: `Ok(None)`, having read little more than `limit` bytes of the
+    /// snapshot (storaged, which holds a stream in memory and serves no one
+    /// else while it makes it, refuses a large one at that cost).
+    pub fn send_bounded(&mut self, snap: &str, from: Option<&str>, limit: u64, out: &mut dyn FnMut(&[u8])) -> Result<Option<u64>, Error> {
         let s = self.ds(self.id_of(snap)?).clone();
         if !s.snapshot {
             return Err(Error::Invalid(format!("{snap}: send takes a snapshot")));
@@ -57,7 +74,7 @@ impl<D: Disk> Pool<D> {
                 (fd.guid, fd.root)
             }
         };
-        let mut sink = Sink { out, hash: Sha256::new(), bytes: 0 };
+        let mut sink = Sink { out, hash: Sha256::new(), bytes: 0, limit };
         let mut w = Writer::default();
         w.u64(SEND_MAGIC);
         w.u32(VERSION);
@@ -70,13 +87,16 @@ impl<D: Disk> Pool<D> {
         sink.put(&w.buf);
         self.diff(from_root, s.root, s.height(), 0, &s, &mut sink)?;
         sink.put(&[REC_END]);
+        if sink.cut() || sink.bytes > limit.saturating_sub(32) {
+            return Ok(None);
+        }
         let sum: [u8; 32] = sink.hash.clone().finalize().into();
         (sink.out)(&sum);
-        Ok(sink.bytes + 32)
+        Ok(Some(sink.bytes + 32))
     }
 
     fn diff(&mut self, a: BlockPtr, b: BlockPtr, level: u8, first: u64, d: &Dataset, sink: &mut Sink<'_>) -> Result<(), Error> {
-        if a == b || first >= d.nblocks() {
+        if a == b || first >= d.nblocks() || sink.cut() {
             return Ok(());
         }
         if level == 0 {

@@ -115,6 +115,10 @@ mod rings {
             }
         }
 
+        fn wake(&mut self) {
+            let _ = sys::signal(self.notify, storaged::BACKGROUND);
+        }
+
         fn unmint(&mut self, slot: CapSlot) {
             // The holder's copy came from this one: revoke takes it too.
             let _ = sys::cap_revoke(slot);
