@@ -733,7 +733,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             if let Some(w) = work.wake_at_ns {
                 wake = Some(wake.map_or(w, |x| x.min(w)));
             }
-            self.finish(s, work);
+            self.finish(s, work, None);
         }
         wake
     }
@@ -748,7 +748,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             return false;
         };
         let work = self.switches[s].1.from_uplink(frame, now);
-        self.finish(s, work);
+        self.finish(s, work, None);
         true
     }
 
@@ -835,7 +835,7 @@ impl<P: VnicPlatform> VnicServer<P> {
         let work = self.switches[switch].1.poll(now);
         let got = work.signal.contains(&host);
         let wake = work.wake_at_ns;
-        self.finish(switch, work);
+        self.finish(switch, work, None);
         (got, wake)
     }
 
@@ -873,9 +873,12 @@ impl<P: VnicPlatform> VnicServer<P> {
         Ok(())
     }
 
-    /// Signals the clients of the VNICs in `work` and sends its uplink frames.
-    fn finish(&mut self, switch: usize, work: Work) {
-        for id in work.signal {
+    /// Signals the clients of the VNICs in `work` (each once: frames
+    /// arrived, or room freed in its ring; not `kicker`, whose `kick`
+    /// reply says what was taken) and sends its uplink frames.
+    fn finish(&mut self, switch: usize, work: Work, kicker: Option<VnicId>) {
+        let room = work.room.iter().filter(|id| Some(**id) != kicker && !work.signal.contains(id));
+        for &id in work.signal.iter().chain(room) {
             if let Some((i, e)) = self
                 .vnics
                 .iter()
@@ -978,7 +981,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         let work = self.switches[switch].1.poll(now);
         let after = self.switches[switch].1.taken(id).unwrap_or(0);
         let frames = self.switches[switch].1.delivered().wrapping_sub(delivered);
-        self.finish(switch, work);
+        self.finish(switch, work, Some(id));
         let ticks = self.platform.ticks().wrapping_sub(t0);
         let p = &mut self.kick_path;
         p.kicks += 1;

@@ -186,6 +186,33 @@ fn frames_cross_between_two_vmms_and_forged_ones_are_dropped_and_counted() {
 }
 
 #[test]
+fn a_kick_signals_each_receiving_vmm_once_and_not_the_kicker() {
+    let r = rig();
+    let (a, b) = (r.client(A), r.client(B));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    b.attach(1, 0).unwrap().unwrap();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+    r.seen.lock().unwrap().signals.clear();
+    // Three frames in one kick: B is told once; A learns from the reply.
+    for _ in 0..3 {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    assert_eq!(a.kick(ha).unwrap(), Ok(3));
+    assert_eq!(vmm_b.received().len(), 3);
+    assert_eq!(r.seen.lock().unwrap().signals, [(B, 1)]);
+    // B's forged frame, taken by A's kick (a kick moves the whole
+    // switch): B is told its ring has room, though nothing reached A.
+    r.seen.lock().unwrap().signals.clear();
+    vmm_b.send(&arp(MAC_B, [10, 0, 0, 66]));
+    assert_eq!(a.kick(ha).unwrap(), Ok(0));
+    assert!(vmm_a.received().is_empty());
+    assert_eq!(r.seen.lock().unwrap().signals, [(B, 1)]);
+    drop((a, b));
+    let (status, _) = r.finish();
+    assert!(status.contains("ip_spoof=1"), "{status}");
+}
+
+#[test]
 fn the_kick_path_counts_the_frames_into_rings_and_the_ticks_of_kicks_that_were_served() {
     let r = rig();
     r.seen.lock().unwrap().tsc_step = 500;
