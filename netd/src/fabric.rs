@@ -53,6 +53,8 @@ pub struct Work {
     pub uplink: Vec<Vec<u8>>,
     /// The earliest time a throttled VNIC may go on, if any.
     pub wake_at_ns: Option<u64>,
+    /// A ring had a whole [`POLL_BUDGET`] taken: more may wait there.
+    pub more: bool,
 }
 
 impl Work {
@@ -229,6 +231,7 @@ impl<R: RingRegion> Fabric<R> {
         }
         let held = &mut a.held;
         let mut throttled: Option<u64> = None;
+        let slots_before = a.from_vmm.frames + a.from_vmm.malformed;
         // A frame the bucket holds back stays, with every one read after
         // it: they go on, in order, when the bucket allows.
         let popped = a.from_vmm.pop_all(&mut a.region, scratch, POLL_BUDGET, |f| {
@@ -252,6 +255,8 @@ impl<R: RingRegion> Fabric<R> {
         if let Some(at) = throttled {
             a.retry_at_ns = at;
             mover.work.wake(at);
+        } else if a.from_vmm.frames + a.from_vmm.malformed - slots_before >= u64::from(POLL_BUDGET) {
+            mover.work.more = true;
         }
     }
 

@@ -46,6 +46,9 @@ pub const MAX_VNICS: usize = 1024;
 /// The first badge of a `vnic.grant`'s endpoint (init badges its clients
 /// with small identities, below this).
 pub const GRANT_BADGE_BASE: u64 = 1 << 48;
+/// Most polls of a switch one `kick` makes (a round per
+/// [`crate::fabric::POLL_BUDGET`] frames a ring: 8 cover the largest ring).
+pub const KICK_ROUNDS: usize = 8;
 /// What an entry whose grant was revoked holds as its client: nobody's
 /// (the slot is reused by a later grant).
 const NO_CLIENT: u64 = u64::MAX;
@@ -978,7 +981,32 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         let delivered = self.switches[switch].1.delivered();
         let before = self.switches[switch].1.taken(id).unwrap_or(0);
         let now = self.platform.now_ns();
-        let work = self.switches[switch].1.poll(now);
+        // Rounds until no ring has more than a budget waiting (each round
+        // fair between the VNICs), so frames past one budget do not wait
+        // for the next kick; the signals of all rounds go out once.
+        let mut work = self.switches[switch].1.poll(now);
+        for _ in 1..KICK_ROUNDS {
+            if !work.more {
+                break;
+            }
+            let next = self.switches[switch].1.poll(now);
+            for id in next.signal {
+                if !work.signal.contains(&id) {
+                    work.signal.push(id);
+                }
+            }
+            for id in next.room {
+                if !work.room.contains(&id) {
+                    work.room.push(id);
+                }
+            }
+            work.uplink.extend(next.uplink);
+            work.wake_at_ns = match (work.wake_at_ns, next.wake_at_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            work.more = next.more;
+        }
         let after = self.switches[switch].1.taken(id).unwrap_or(0);
         let frames = self.switches[switch].1.delivered().wrapping_sub(delivered);
         self.finish(switch, work, Some(id));

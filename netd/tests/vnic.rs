@@ -213,6 +213,26 @@ fn a_kick_signals_each_receiving_vmm_once_and_not_the_kicker() {
 }
 
 #[test]
+fn one_kick_takes_more_than_a_poll_budget_and_signals_once() {
+    let r = rig();
+    let (a, b) = (r.client(A), r.client(B));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    b.attach(1, 0).unwrap().unwrap();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+    r.seen.lock().unwrap().signals.clear();
+    let n = netd::fabric::POLL_BUDGET as usize + 16;
+    for _ in 0..n {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    // Frames past the first budget do not wait for another kick.
+    assert_eq!(a.kick(ha).unwrap(), Ok(n as u32));
+    assert_eq!(vmm_b.received().len(), n);
+    assert_eq!(r.seen.lock().unwrap().signals, [(B, 1)]);
+    drop((a, b));
+    r.finish();
+}
+
+#[test]
 fn the_kick_path_counts_the_frames_into_rings_and_the_ticks_of_kicks_that_were_served() {
     let r = rig();
     r.seen.lock().unwrap().tsc_step = 500;
