@@ -527,6 +527,9 @@ pub struct VnicServer<P: VnicPlatform> {
     /// The badge of the request being answered ([`VnicServer::set_caller`]).
     caller: u64,
     kick_path: KickPath,
+    /// The earliest time a VNIC the switches hold back (its `maxbw`
+    /// bucket) may go on, as the last poll or kick found it.
+    throttle_wake: Option<u64>,
 }
 
 impl<P: VnicPlatform> VnicServer<P> {
@@ -570,6 +573,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             retired: Vec::new(),
             caller: 0,
             kick_path: KickPath::default(),
+            throttle_wake: None,
         }
     }
 
@@ -738,7 +742,17 @@ impl<P: VnicPlatform> VnicServer<P> {
             }
             self.finish(s, work, None);
         }
+        // Every switch was polled: this is the whole picture.
+        self.throttle_wake = wake;
         wake
+    }
+
+    /// When a VNIC that its `maxbw` bucket holds back may go on (the
+    /// process's timer then runs [`VnicServer::poll`]), as the last poll
+    /// or `kick` found it: a kick that throttled its sender sets it, so
+    /// the held frames do not wait for the next kick.
+    pub fn throttle_wake(&self) -> Option<u64> {
+        self.throttle_wake
     }
 
     /// A frame from the machine's NIC of nic_tag `switch`: whether a
@@ -1006,6 +1020,9 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
                 (a, b) => a.or(b),
             };
             work.more = next.more;
+        }
+        if let Some(w) = work.wake_at_ns {
+            self.throttle_wake = Some(self.throttle_wake.map_or(w, |x| x.min(w)));
         }
         let after = self.switches[switch].1.taken(id).unwrap_or(0);
         let frames = self.switches[switch].1.delivered().wrapping_sub(delivered);

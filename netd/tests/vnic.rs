@@ -678,3 +678,46 @@ fn a_new_grant_never_takes_a_regranted_badge() {
     drop(unbadged);
     server.join().unwrap();
 }
+
+#[test]
+fn a_kick_that_throttles_its_sender_sets_netds_wake_up_and_the_tick_sends_the_rest() {
+    const CAPPED: &str = "\
+etherstub stub0
+vnic client=3 switch=stub0 mac=02:08:20:00:00:01 ip=10.0.0.1 maxbw=1
+vnic client=4 switch=stub0 mac=02:08:20:00:00:02 ip=10.0.0.2
+";
+    let (platform, seen) = Platform::new(Seen { max_pages: 128, tick_ns: 1_000_000, ..Seen::default() });
+    let config = NetConfig::parse(CAPPED).unwrap();
+    let (unbadged, mut end) = channel(8);
+    let server = thread::spawn(move || {
+        let mut n = netd::host::Netd::new(&config, platform, 1);
+        end.serve_until_closed(&mut n);
+        let after_kick = n.wake_at_ns();
+        // The process's timer, at the time asked for, until none is asked.
+        let mut ticks = 0;
+        while n.wake_at_ns().is_some() && ticks < 100 {
+            ticks += 1;
+            n.tick();
+        }
+        (after_kick, n.wake_at_ns(), n.status_text())
+    });
+    let (a, b) = (vnic::Client::new(unbadged.badged(A)), vnic::Client::new(unbadged.badged(B)));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    b.attach(1, 0).unwrap().unwrap();
+    let region = |n: usize| seen.lock().unwrap().regions[n].clone();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(region(0)), Vmm::new(region(1)));
+    // 60 ARPs of 60 bytes: more than the 1 Mbit/s bucket's burst (two
+    // full frames, 3028 bytes) holds.
+    for _ in 0..60 {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    assert_eq!(a.kick(ha).unwrap(), Ok(60), "all taken, some held back");
+    let first = vmm_b.received().len();
+    assert!((1..60).contains(&first), "{first}");
+    drop((a, b));
+    drop(unbadged);
+    let (after_kick, at_end, status) = server.join().unwrap();
+    assert!(after_kick.is_some(), "the kick asked for a wake-up");
+    assert_eq!(at_end, None, "nothing waits any more");
+    assert_eq!(first + vmm_b.received().len(), 60, "the ticks sent the rest: {status}");
+}
