@@ -28,6 +28,8 @@ pub const POLL_BUDGET: u32 = 32;
 struct Attached<R: RingRegion> {
     id: VnicId,
     region: R,
+    /// Slots of each of its rings.
+    slots: u32,
     from_vmm: Consumer,
     to_vmm: Producer,
     /// Frames read from the ring, not yet through the switch (throttled).
@@ -148,6 +150,7 @@ impl<R: RingRegion> Fabric<R> {
             Attached {
                 id,
                 region,
+                slots: g.slots,
                 from_vmm: Consumer::new(g, Direction::ToNetd),
                 to_vmm: Producer::new(g, Direction::ToVmm),
                 held: VecDeque::new(),
@@ -188,6 +191,11 @@ impl<R: RingRegion> Fabric<R> {
     /// its ring is refused.
     pub fn ring_state(&self, id: VnicId) -> Option<(u64, Option<&FrameRingError>)> {
         self.get(id).map(|a| (a.ring_full, a.broken.as_ref()))
+    }
+
+    /// Slots of each of `id`'s rings.
+    pub fn slots(&self, id: VnicId) -> Option<u32> {
+        self.get(id).map(|a| a.slots)
     }
 
     /// Frames read from `id`'s ring that wait for its transmit bucket.

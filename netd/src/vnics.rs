@@ -1026,7 +1026,11 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         }
         let after = self.switches[switch].1.taken(id).unwrap_or(0);
         let frames = self.switches[switch].1.delivered().wrapping_sub(delivered);
-        self.finish(switch, work, Some(id));
+        // The kicker learns what was taken from the reply; but a kick that
+        // emptied a full ring is signalled too: its VMM may hold frames
+        // that found no room, and its next look may be a timer away.
+        let full = self.switches[switch].1.slots(id).is_some_and(|n| after.saturating_sub(before) >= u64::from(n));
+        self.finish(switch, work, (!full).then_some(id));
         let ticks = self.platform.ticks().wrapping_sub(t0);
         let p = &mut self.kick_path;
         p.kicks += 1;
