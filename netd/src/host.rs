@@ -172,16 +172,18 @@ impl<P: VnicPlatform> Netd<P> {
     /// When [`Netd::tick`] is next needed (the stack's timers, a VNIC
     /// waiting for its bucket), as of the last pump.
     pub fn wake_at_ns(&self) -> Option<u64> {
-        self.wake_at_ns
+        // The host stack's time, and a VNIC's bucket (a kick that
+        // throttled its sender), whichever comes first.
+        [self.wake_at_ns, self.vnics.throttle_wake()].into_iter().flatten().min()
     }
 
     /// The process's timer: throttled VNICs go on, the stack's timers run.
     pub fn tick(&mut self) {
-        let wake = self.vnics.poll();
+        // The VNICs' next time is kept by the VNIC server (this poll's,
+        // or a later kick's), not merged here: a time that passed is not
+        // asked for again.
+        self.vnics.poll();
         self.pump();
-        if let Some(w) = wake {
-            self.wake_at_ns = Some(self.wake_at_ns.map_or(w, |x| x.min(w)));
-        }
     }
 
     /// Moves the host's frames both ways through its switch, and runs

@@ -46,6 +46,9 @@ pub const MAX_VNICS: usize = 1024;
 /// The first badge of a `vnic.grant`'s endpoint (init badges its clients
 /// with small identities, below this).
 pub const GRANT_BADGE_BASE: u64 = 1 << 48;
+/// Most polls of a switch one `kick` makes (a round per
+/// [`crate::fabric::POLL_BUDGET`] frames a ring: 8 cover the largest ring).
+pub const KICK_ROUNDS: usize = 8;
 /// What an entry whose grant was revoked holds as its client: nobody's
 /// (the slot is reused by a later grant).
 const NO_CLIENT: u64 = u64::MAX;
@@ -524,6 +527,9 @@ pub struct VnicServer<P: VnicPlatform> {
     /// The badge of the request being answered ([`VnicServer::set_caller`]).
     caller: u64,
     kick_path: KickPath,
+    /// The earliest time a VNIC the switches hold back (its `maxbw`
+    /// bucket) may go on, as the last poll or kick found it.
+    throttle_wake: Option<u64>,
 }
 
 impl<P: VnicPlatform> VnicServer<P> {
@@ -567,6 +573,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             retired: Vec::new(),
             caller: 0,
             kick_path: KickPath::default(),
+            throttle_wake: None,
         }
     }
 
@@ -733,9 +740,19 @@ impl<P: VnicPlatform> VnicServer<P> {
             if let Some(w) = work.wake_at_ns {
                 wake = Some(wake.map_or(w, |x| x.min(w)));
             }
-            self.finish(s, work);
+            self.finish(s, work, None);
         }
+        // Every switch was polled: this is the whole picture.
+        self.throttle_wake = wake;
         wake
+    }
+
+    /// When a VNIC that its `maxbw` bucket holds back may go on (the
+    /// process's timer then runs [`VnicServer::poll`]), as the last poll
+    /// or `kick` found it: a kick that throttled its sender sets it, so
+    /// the held frames do not wait for the next kick.
+    pub fn throttle_wake(&self) -> Option<u64> {
+        self.throttle_wake
     }
 
     /// A frame from the machine's NIC of nic_tag `switch`: whether a
@@ -748,7 +765,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             return false;
         };
         let work = self.switches[s].1.from_uplink(frame, now);
-        self.finish(s, work);
+        self.finish(s, work, None);
         true
     }
 
@@ -835,7 +852,7 @@ impl<P: VnicPlatform> VnicServer<P> {
         let work = self.switches[switch].1.poll(now);
         let got = work.signal.contains(&host);
         let wake = work.wake_at_ns;
-        self.finish(switch, work);
+        self.finish(switch, work, None);
         (got, wake)
     }
 
@@ -873,9 +890,12 @@ impl<P: VnicPlatform> VnicServer<P> {
         Ok(())
     }
 
-    /// Signals the clients of the VNICs in `work` and sends its uplink frames.
-    fn finish(&mut self, switch: usize, work: Work) {
-        for id in work.signal {
+    /// Signals the clients of the VNICs in `work` (each once: frames
+    /// arrived, or room freed in its ring; not `kicker`, whose `kick`
+    /// reply says what was taken) and sends its uplink frames.
+    fn finish(&mut self, switch: usize, work: Work, kicker: Option<VnicId>) {
+        let room = work.room.iter().filter(|id| Some(**id) != kicker && !work.signal.contains(id));
+        for &id in work.signal.iter().chain(room) {
             if let Some((i, e)) = self
                 .vnics
                 .iter()
@@ -975,10 +995,42 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         let delivered = self.switches[switch].1.delivered();
         let before = self.switches[switch].1.taken(id).unwrap_or(0);
         let now = self.platform.now_ns();
-        let work = self.switches[switch].1.poll(now);
+        // Rounds until no ring has more than a budget waiting (each round
+        // fair between the VNICs), so frames past one budget do not wait
+        // for the next kick; the signals of all rounds go out once.
+        let mut work = self.switches[switch].1.poll(now);
+        for _ in 1..KICK_ROUNDS {
+            if !work.more {
+                break;
+            }
+            let next = self.switches[switch].1.poll(now);
+            for id in next.signal {
+                if !work.signal.contains(&id) {
+                    work.signal.push(id);
+                }
+            }
+            for id in next.room {
+                if !work.room.contains(&id) {
+                    work.room.push(id);
+                }
+            }
+            work.uplink.extend(next.uplink);
+            work.wake_at_ns = match (work.wake_at_ns, next.wake_at_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            work.more = next.more;
+        }
+        if let Some(w) = work.wake_at_ns {
+            self.throttle_wake = Some(self.throttle_wake.map_or(w, |x| x.min(w)));
+        }
         let after = self.switches[switch].1.taken(id).unwrap_or(0);
         let frames = self.switches[switch].1.delivered().wrapping_sub(delivered);
-        self.finish(switch, work);
+        // The kicker learns what was taken from the reply; but a kick that
+        // emptied a full ring is signalled too: its VMM may hold frames
+        // that found no room, and its next look may be a timer away.
+        let full = self.switches[switch].1.slots(id).is_some_and(|n| after.saturating_sub(before) >= u64::from(n));
+        self.finish(switch, work, (!full).then_some(id));
         let ticks = self.platform.ticks().wrapping_sub(t0);
         let p = &mut self.kick_path;
         p.kicks += 1;

@@ -186,6 +186,63 @@ fn frames_cross_between_two_vmms_and_forged_ones_are_dropped_and_counted() {
 }
 
 #[test]
+fn a_kick_signals_each_receiving_vmm_once_and_not_the_kicker() {
+    let r = rig();
+    let (a, b) = (r.client(A), r.client(B));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    b.attach(1, 0).unwrap().unwrap();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+    r.seen.lock().unwrap().signals.clear();
+    // Three frames in one kick: B is told once; A learns from the reply.
+    for _ in 0..3 {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    assert_eq!(a.kick(ha).unwrap(), Ok(3));
+    assert_eq!(vmm_b.received().len(), 3);
+    assert_eq!(r.seen.lock().unwrap().signals, [(B, 1)]);
+    // B's forged frame, taken by A's kick (a kick moves the whole
+    // switch): B is told its ring has room, though nothing reached A.
+    r.seen.lock().unwrap().signals.clear();
+    vmm_b.send(&arp(MAC_B, [10, 0, 0, 66]));
+    assert_eq!(a.kick(ha).unwrap(), Ok(0));
+    assert!(vmm_a.received().is_empty());
+    assert_eq!(r.seen.lock().unwrap().signals, [(B, 1)]);
+    drop((a, b));
+    let (status, _) = r.finish();
+    assert!(status.contains("ip_spoof=1"), "{status}");
+}
+
+#[test]
+fn one_kick_takes_more_than_a_poll_budget_and_signals_the_kicker_only_if_its_ring_was_full() {
+    let r = rig();
+    let (a, b) = (r.client(A), r.client(B));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    b.attach(1, 0).unwrap().unwrap();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(r.region(0)), Vmm::new(r.region(1)));
+    r.seen.lock().unwrap().signals.clear();
+    let n = netd::fabric::POLL_BUDGET as usize + 16;
+    for _ in 0..n {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    // Frames past the first budget do not wait for another kick.
+    assert_eq!(a.kick(ha).unwrap(), Ok(n as u32));
+    assert_eq!(vmm_b.received().len(), n);
+    assert_eq!(r.seen.lock().unwrap().signals, [(B, 1)]);
+    // A ring that was full when kicked: its VMM may hold frames that found
+    // no room, so it is told of the room too.
+    r.seen.lock().unwrap().signals.clear();
+    for _ in 0..64 {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    assert_eq!(a.kick(ha).unwrap(), Ok(64));
+    assert_eq!(vmm_b.received().len(), 64);
+    let signals = r.seen.lock().unwrap().signals.clone();
+    assert!(signals.contains(&(B, 1)) && signals.contains(&(A, 0)) && signals.len() == 2, "{signals:?}");
+    drop((a, b));
+    r.finish();
+}
+
+#[test]
 fn the_kick_path_counts_the_frames_into_rings_and_the_ticks_of_kicks_that_were_served() {
     let r = rig();
     r.seen.lock().unwrap().tsc_step = 500;
@@ -630,4 +687,47 @@ fn a_new_grant_never_takes_a_regranted_badge() {
     drop(admin);
     drop(unbadged);
     server.join().unwrap();
+}
+
+#[test]
+fn a_kick_that_throttles_its_sender_sets_netds_wake_up_and_the_tick_sends_the_rest() {
+    const CAPPED: &str = "\
+etherstub stub0
+vnic client=3 switch=stub0 mac=02:08:20:00:00:01 ip=10.0.0.1 maxbw=1
+vnic client=4 switch=stub0 mac=02:08:20:00:00:02 ip=10.0.0.2
+";
+    let (platform, seen) = Platform::new(Seen { max_pages: 128, tick_ns: 1_000_000, ..Seen::default() });
+    let config = NetConfig::parse(CAPPED).unwrap();
+    let (unbadged, mut end) = channel(8);
+    let server = thread::spawn(move || {
+        let mut n = netd::host::Netd::new(&config, platform, 1);
+        end.serve_until_closed(&mut n);
+        let after_kick = n.wake_at_ns();
+        // The process's timer, at the time asked for, until none is asked.
+        let mut ticks = 0;
+        while n.wake_at_ns().is_some() && ticks < 100 {
+            ticks += 1;
+            n.tick();
+        }
+        (after_kick, n.wake_at_ns(), n.status_text())
+    });
+    let (a, b) = (vnic::Client::new(unbadged.badged(A)), vnic::Client::new(unbadged.badged(B)));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    b.attach(1, 0).unwrap().unwrap();
+    let region = |n: usize| seen.lock().unwrap().regions[n].clone();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(region(0)), Vmm::new(region(1)));
+    // 60 ARPs of 60 bytes: more than the 1 Mbit/s bucket's burst (two
+    // full frames, 3028 bytes) holds.
+    for _ in 0..60 {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    assert_eq!(a.kick(ha).unwrap(), Ok(60), "all taken, some held back");
+    let first = vmm_b.received().len();
+    assert!((1..60).contains(&first), "{first}");
+    drop((a, b));
+    drop(unbadged);
+    let (after_kick, at_end, status) = server.join().unwrap();
+    assert!(after_kick.is_some(), "the kick asked for a wake-up");
+    assert_eq!(at_end, None, "nothing waits any more");
+    assert_eq!(first + vmm_b.received().len(), 60, "the ticks sent the rest: {status}");
 }

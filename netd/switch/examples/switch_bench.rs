@@ -1,10 +1,12 @@
 //! Frames per second through the switch alone, on the host: two fully
 //! protected VNICs on an etherstub exchanging full-size IPv4 frames, and
-//! 64-byte ones. Prints `bench <name> <value> <unit>`. Run with
+//! 64-byte ones, through `from_vnic` (a copy of each frame, as the uplink
+//! path makes) and through `route_from_vnic` (no copy: netd's fabric
+//! path). Prints `bench <name> <value> <unit>`. Run with
 //! `cargo run --release -p netd-switch --example switch_bench`.
 
 use netd_switch::frame::MacAddr;
-use netd_switch::{Outcome, Switch, SwitchConfig, VnicConfig};
+use netd_switch::{Outcome, Route, Switch, SwitchConfig, VnicConfig};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
@@ -26,7 +28,13 @@ fn frame(dst: MacAddr, src: MacAddr, ip_src: Ipv4Addr, ip_dst: Ipv4Addr, len: us
 fn main() {
     let (ma, mb) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
     let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    for (name, len) in [("switch_frames_per_s_1514", 1514), ("switch_frames_per_s_64", 64)] {
+    let runs = [
+        ("switch_frames_per_s_1514", 1514, false),
+        ("switch_frames_per_s_64", 64, false),
+        ("switch_route_frames_per_s_1514", 1514, true),
+        ("switch_route_frames_per_s_64", 64, true),
+    ];
+    for (name, len, route) in runs {
         let mut s = Switch::new(SwitchConfig::default());
         let mut ca = VnicConfig::new(ma);
         ca.protection.ip = Some(IpAddr::V4(ia));
@@ -37,11 +45,16 @@ fn main() {
         let fa = frame(mb, ma, ia, ib, len);
         let fb = frame(ma, mb, ib, ia, len);
         let n = 1_000_000u64;
+        let mut to = Vec::new();
         let start = Instant::now();
         let mut delivered = 0u64;
         for i in 0..n {
-            let out = if i % 2 == 0 { s.from_vnic(a, &fa, i) } else { s.from_vnic(b, &fb, i) };
-            if let Ok(Outcome::Forward(f)) = out {
+            let (id, f) = if i % 2 == 0 { (a, &fa) } else { (b, &fb) };
+            if route {
+                if let Ok(Route::Forward { .. }) = s.route_from_vnic(id, f, i, &mut to) {
+                    delivered += to.len() as u64;
+                }
+            } else if let Ok(Outcome::Forward(f)) = s.from_vnic(id, f, i) {
                 delivered += f.vnics.len() as u64;
             }
         }

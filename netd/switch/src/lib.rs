@@ -294,6 +294,27 @@ pub enum Outcome {
     },
 }
 
+/// What became of a frame from a VNIC, its receivers listed apart
+/// ([`Switch::route_from_vnic`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Forwarded on `vlan` to the VNICs listed (possibly none), and to the
+    /// uplink if `uplink`.
+    Forward {
+        /// The VLAN the frame travels on.
+        vlan: u16,
+        /// Whether the machine's NIC sends it (tagged for a VLAN other than 0).
+        uplink: bool,
+    },
+    /// Dropped and counted on the port it came from.
+    Dropped(DropReason),
+    /// The sender's bucket is empty: offer the frame again at `retry_at_ns`.
+    Throttled {
+        /// When the bucket will hold the frame.
+        retry_at_ns: u64,
+    },
+}
+
 /// Counters of the switch itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SwitchStats {
@@ -405,6 +426,23 @@ impl Switch {
 
     /// A frame from VNIC `id`'s guest at `now_ns`.
     pub fn from_vnic(&mut self, id: VnicId, bytes: &[u8], now_ns: u64) -> Result<Outcome, SwitchError> {
+        let mut vnics = Vec::new();
+        Ok(match self.route_from_vnic(id, bytes, now_ns, &mut vnics)? {
+            // A frame from a VNIC that got this far has no tag: it goes on
+            // as it came.
+            Route::Forward { vlan, uplink } => Outcome::Forward(Forward { vlan, frame: bytes.to_vec(), vnics, uplink }),
+            Route::Dropped(reason) => Outcome::Dropped(reason),
+            Route::Throttled { retry_at_ns } => Outcome::Throttled { retry_at_ns },
+        })
+    }
+
+    /// As [`Switch::from_vnic`], the frame not copied: the VNICs that
+    /// receive it (unchanged: a frame from a VNIC is untagged) go into
+    /// `to`, cleared first, so a caller that moves frames in batches keeps
+    /// one list for all of them. Every check and counter is
+    /// [`Switch::from_vnic`]'s.
+    pub fn route_from_vnic(&mut self, id: VnicId, bytes: &[u8], now_ns: u64, to: &mut Vec<VnicId>) -> Result<Route, SwitchError> {
+        to.clear();
         let mtu = self.config.mtu;
         let vnic = self.vnics.get_mut(&id).ok_or(SwitchError::NoVnic(id))?;
         let checked = Ethernet::parse(bytes, mtu)
@@ -420,19 +458,20 @@ impl Switch {
             Ok(eth) => eth,
             Err(reason) => {
                 vnic.stats.in_drops.count(reason);
-                return Ok(Outcome::Dropped(reason));
+                return Ok(Route::Dropped(reason));
             }
         };
         if let Some(tx) = &mut vnic.tx
             && let Err(retry_at_ns) = tx.take(bytes.len(), now_ns)
         {
             vnic.stats.throttled += 1;
-            return Ok(Outcome::Throttled { retry_at_ns });
+            return Ok(Route::Throttled { retry_at_ns });
         }
         vnic.stats.in_frames += 1;
         vnic.stats.in_bytes += bytes.len() as u64;
         let vlan = vnic.config.vlan_id;
-        Ok(Outcome::Forward(self.forward(Port::Vnic(id), vlan, &eth, now_ns)))
+        let uplink = self.route(Port::Vnic(id), vlan, &eth, bytes.len(), now_ns, to);
+        Ok(Route::Forward { vlan, uplink })
     }
 
     /// A frame from the machine's NIC at `now_ns`. A switch without an
@@ -458,57 +497,57 @@ impl Switch {
         self.uplink.in_frames += 1;
         self.uplink.in_bytes += bytes.len() as u64;
         let vlan = eth.vlan.unwrap_or(0);
-        Outcome::Forward(self.forward(Port::Uplink, vlan, &eth, now_ns))
+        let frame = eth.untagged();
+        let mut vnics = Vec::new();
+        let uplink = self.route(Port::Uplink, vlan, &eth, frame.len(), now_ns, &mut vnics);
+        Outcome::Forward(Forward { vlan, frame, vnics, uplink })
     }
 
-    /// Learning and the forwarding decision for a checked frame.
-    fn forward(&mut self, from: Port, vlan: u16, eth: &Ethernet<'_>, now_ns: u64) -> Forward {
+    /// Learning and the forwarding decision for a checked frame of `len`
+    /// bytes untagged: the VNICs that receive it are pushed onto `to`;
+    /// returns whether the uplink sends it.
+    fn route(&mut self, from: Port, vlan: u16, eth: &Ethernet<'_>, len: usize, now_ns: u64, to: &mut Vec<VnicId>) -> bool {
         match self.fdb.learn(vlan, eth.src, from, now_ns) {
             Learned::Yes => {}
             Learned::Fixed => self.stats.fixed_moves_refused += 1,
             Learned::Full => self.stats.fdb_full += 1,
         }
-        let frame = eth.untagged();
         let known = if eth.dst.is_multicast() { None } else { self.fdb.lookup(vlan, eth.dst, now_ns) };
-        let mut targets: Vec<Port> = match known {
-            Some(port) if port == from => Vec::new(),
-            Some(port) => alloc::vec![port],
-            None => {
-                let mut all: Vec<Port> = self
-                    .vnics
-                    .iter()
-                    .filter(|(id, v)| v.config.vlan_id == vlan && Port::Vnic(**id) != from)
-                    .map(|(id, _)| Port::Vnic(*id))
-                    .collect();
-                if self.config.uplink && from != Port::Uplink {
-                    all.push(Port::Uplink);
-                }
-                all
+        let bytes = len as u64;
+        // A VNIC's receive bucket and counters, then the list.
+        let mut to_vnic = |id: VnicId, v: &mut Vnic| {
+            if let Some(rx) = &mut v.rx
+                && rx.take(len, now_ns).is_err()
+            {
+                v.stats.out_drops.count(DropReason::RateLimited);
+                return;
             }
+            v.stats.out_frames += 1;
+            v.stats.out_bytes += bytes;
+            to.push(id);
         };
-        let mut out = Forward { vlan, frame, vnics: Vec::new(), uplink: false };
-        let len = out.frame.len() as u64;
-        for port in targets.drain(..) {
-            match port {
-                Port::Uplink => {
-                    out.uplink = true;
-                    self.uplink.out_frames += 1;
-                    self.uplink.out_bytes += len + if vlan != 0 { frame::VLAN_TAG as u64 } else { 0 };
+        let mut uplink = false;
+        match known {
+            Some(port) if port == from => {}
+            Some(Port::Vnic(id)) => {
+                if let Some(v) = self.vnics.get_mut(&id) {
+                    to_vnic(id, v);
                 }
-                Port::Vnic(id) => {
-                    let Some(v) = self.vnics.get_mut(&id) else { continue };
-                    if let Some(rx) = &mut v.rx
-                        && rx.take(out.frame.len(), now_ns).is_err()
-                    {
-                        v.stats.out_drops.count(DropReason::RateLimited);
-                        continue;
+            }
+            Some(Port::Uplink) => uplink = true,
+            None => {
+                for (id, v) in self.vnics.iter_mut() {
+                    if v.config.vlan_id == vlan && Port::Vnic(*id) != from {
+                        to_vnic(*id, v);
                     }
-                    v.stats.out_frames += 1;
-                    v.stats.out_bytes += len;
-                    out.vnics.push(id);
                 }
+                uplink = self.config.uplink && from != Port::Uplink;
             }
         }
-        out
+        if uplink {
+            self.uplink.out_frames += 1;
+            self.uplink.out_bytes += bytes + if vlan != 0 { frame::VLAN_TAG as u64 } else { 0 };
+        }
+        uplink
     }
 }

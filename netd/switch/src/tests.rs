@@ -634,12 +634,20 @@ fn random_frames_never_panic_and_counters_add_up() {
         seed
     };
     let mut s = Switch::new(SwitchConfig { uplink: true, ..SwitchConfig::default() });
+    // A twin fed the same frames through `route_from_vnic` (the fabric's
+    // way, no copy): it must decide and count exactly as `from_vnic`.
+    let mut twin = Switch::new(SwitchConfig { uplink: true, ..SwitchConfig::default() });
+    let mut to = vec![VnicId(99)];
     let mut ids = vec![];
     for i in 0..4u8 {
         let mut c = vnic(MacAddr([2, 0, 0, 0, 1, i]), Ipv4Addr::new(10, 0, 1, i));
         c.protection.allow_mac_spoofing = i & 1 != 0;
         c.protection.allow_ip_spoofing = i & 2 != 0;
         c.vlan_id = u16::from(i % 2) * 9;
+        if i == 3 {
+            c.maxbw_mbit = Some(1);
+        }
+        twin.add_vnic(c.clone(), 0).unwrap();
         ids.push(s.add_vnic(c, 0).unwrap());
     }
     let templates = [
@@ -670,12 +678,29 @@ fn random_frames_never_panic_and_counters_add_up() {
         if r & 0x10 != 0 {
             let id = ids[(r >> 20) as usize % ids.len()];
             offered += 1;
-            if let Outcome::Dropped(_) = s.from_vnic(id, &f, round).unwrap() {
+            let out = s.from_vnic(id, &f, round).unwrap();
+            let route = twin.route_from_vnic(id, &f, round, &mut to).unwrap();
+            match (&out, route) {
+                (Outcome::Forward(fw), Route::Forward { vlan, uplink }) => {
+                    assert_eq!((fw.vlan, fw.uplink, &fw.vnics, &fw.frame), (vlan, uplink, &to, &f));
+                }
+                (Outcome::Dropped(a), Route::Dropped(b)) => assert_eq!(*a, b),
+                (Outcome::Throttled { retry_at_ns: a }, Route::Throttled { retry_at_ns: b }) => assert_eq!(*a, b),
+                other => panic!("from_vnic and route_from_vnic differ: {other:?}"),
+            }
+            if !matches!(route, Route::Forward { .. }) {
+                assert!(to.is_empty(), "no receivers listed for a frame that did not go");
+            }
+            if let Outcome::Dropped(_) = out {
                 dropped_n += 1;
             }
         } else {
             let _ = s.from_uplink(&f, round);
+            let _ = twin.from_uplink(&f, round);
         }
+    }
+    for port in ids.iter().map(|id| Port::Vnic(*id)).chain([Port::Uplink]) {
+        assert_eq!(s.port_stats(port), twin.port_stats(port), "{port:?}");
     }
     let (mut taken, mut counted) = (0, 0);
     for id in &ids {
@@ -684,6 +709,8 @@ fn random_frames_never_panic_and_counters_add_up() {
         counted += st.in_drops.total();
     }
     assert_eq!(counted, dropped_n);
-    assert_eq!(taken + counted, offered);
+    // Throttled frames are neither taken nor dropped (offered again later).
+    let throttled = s.port_stats(Port::Vnic(ids[3])).unwrap().throttled;
+    assert_eq!(taken + counted + throttled, offered);
     assert!(dropped_n > 0 && taken > 0);
 }

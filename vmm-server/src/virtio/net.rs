@@ -196,18 +196,23 @@ impl Net {
             } else if len < HDR_BYTES + 14 {
                 self.stats.tx_malformed += 1;
             } else {
-                // One copy of the chain, checked below and then passed on.
-                let mut buf = vec![0u8; len];
-                let got = chain.read_at(mem, 0, &mut buf)?;
-                let (flags, gso_type) = (buf[0], buf[1]);
+                // The header, checked first; then one copy of the frame,
+                // passed on as it is (no bytes moved to drop the header).
+                let mut hdr = [0u8; HDR_BYTES];
+                let got = chain.read_at(mem, 0, &mut hdr)?;
+                let (flags, gso_type) = (hdr[0], hdr[1]);
                 let needs_csum = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
-                if got != len || gso_type != VIRTIO_NET_HDR_GSO_NONE || (needs_csum && !offloads) {
+                if got != HDR_BYTES || gso_type != VIRTIO_NET_HDR_GSO_NONE || (needs_csum && !offloads) {
                     self.stats.tx_malformed += 1;
                 } else {
-                    buf.drain(..HDR_BYTES);
-                    self.stats.tx_frames += 1;
-                    self.stats.tx_bytes += buf.len() as u64;
-                    self.tx.push_back(buf);
+                    let mut frame = vec![0u8; len - HDR_BYTES];
+                    if chain.read_at(mem, HDR_BYTES as u64, &mut frame)? != frame.len() {
+                        self.stats.tx_malformed += 1;
+                    } else {
+                        self.stats.tx_frames += 1;
+                        self.stats.tx_bytes += frame.len() as u64;
+                        self.tx.push_back(frame);
+                    }
                 }
             }
             queue.add_used(mem, chain.head_index(), 0)?;
