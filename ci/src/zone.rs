@@ -53,7 +53,6 @@ pub const NETD_RESTART_LINES: [&str; 6] = [
     "nics: every NIC attached again to netd (relink 1)",
 ];
 
-/// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
 /// The VMs whose `vmadm create` the zone suite times: from the 2 MiB
 /// image twice, then from the same file as a 1 GiB image.
 pub const TIMED_CREATES: [&str; 3] = ["img-a", "img-b", "img-big"];
@@ -86,6 +85,7 @@ pub fn create_figures(serial: &str, problems: &mut Vec<String>) -> Vec<crate::be
     figures
 }
 
+/// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
 pub fn pool_drive() -> Vec<String> {
     let img = crate::out_dir().join("zone-pool.img");
     let _ = std::fs::remove_file(&img);
