@@ -134,6 +134,18 @@ fn print_message(port: u16, msg: usize) -> Vec<u8> {
     c
 }
 
+/// Ends a test guest's code `c`: spins (`1: pause; jmp 1b`), then pads
+/// with NOPs to offset `msg`, where the NUL-ended message `text` and a
+/// newline go (what [`print_message`] prints).
+fn spin_then_message(mut c: Vec<u8>, msg: usize, text: &str) -> Vec<u8> {
+    c.extend(SPIN);
+    assert!(c.len() <= msg);
+    c.resize(msg, 0x90);
+    c.extend(text.as_bytes());
+    c.extend(b"\n\0");
+    c
+}
+
 /// Guest code that spins for ever: `1: pause; jmp 1b`.
 const SPIN: [u8; 4] = [0xf3, 0x90, 0xeb, 0xfc];
 
@@ -162,12 +174,7 @@ fn code(line: &str, then: Then) -> Vec<u8> {
     if then != Then::Spin {
         power_off(&mut c);
     }
-    c.extend(SPIN); // 1: pause; jmp 1b
-    assert!(c.len() <= MSG);
-    c.resize(MSG, 0x90);
-    c.extend(line.as_bytes());
-    c.extend(b"\n\0");
-    c
+    spin_then_message(c, MSG, line)
 }
 
 /// What the metadata guest's VM is given (the suite's payload) and the
@@ -197,11 +204,7 @@ fn mdata_code() -> Vec<u8> {
     c.extend([0xe2, 0xe7]); // 48: loop 25
     assert_eq!(c.len(), 50);
     power_off(&mut c);
-    c.extend(SPIN); // 1: pause; jmp 1b
-    assert!(c.len() <= MSG);
-    c.resize(MSG, 0x90);
-    c.extend(b"GET sdc:hostname\nGET role\nBOGUS\n\0");
-    c
+    spin_then_message(c, MSG, "GET sdc:hostname\nGET role\nBOGUS")
 }
 
 /// The echo guest's code (`zone-guest-echo`, the shell case's VM): prints
@@ -238,12 +241,7 @@ fn echo_code() -> Vec<u8> {
     c.extend([0x74, 0xcb]); // 71: jz 20
     assert_eq!(c.len(), 73);
     power_off(&mut c);
-    c.extend(SPIN); // 1: pause; jmp 1b
-    assert!(c.len() <= MSG);
-    c.resize(MSG, 0x90);
-    c.extend(GUEST_HALT_LINE.as_bytes());
-    c.extend(b"\n\0");
-    c
+    spin_then_message(c, MSG, GUEST_HALT_LINE)
 }
 
 /// What the two ticking guests of the zone-server restart case
@@ -273,12 +271,7 @@ fn tick_code(line: &str) -> Vec<u8> {
     c.extend([0xeb, 0xcd]); // 49: jmp 0 (the line again)
     assert_eq!(c.len(), 51);
     power_off(&mut c);
-    c.extend(SPIN); // 1: pause; jmp 1b
-    assert!(c.len() <= MSG);
-    c.resize(MSG, 0x90);
-    c.extend(line.as_bytes());
-    c.extend(b"\n\0");
-    c
+    spin_then_message(c, MSG, line)
 }
 
 /// The suite's lines around the ticking guests' watch: zone-server has
