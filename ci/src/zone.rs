@@ -247,6 +247,9 @@ fn echo_code() -> Vec<u8> {
 /// What the two ticking guests of the zone-server restart case
 /// (`zone-guest-tick-a`, `zone-guest-tick-b`) print, again and again.
 pub const TICK_LINES: [&str; 2] = ["zone-guest: tick a", "zone-guest: tick b"];
+/// What each ticking guest prints once it sees the ACPI power button
+/// pressed, before it powers off.
+pub const TICK_BUTTON_LINES: [&str; 2] = ["zone-guest: tick a: power button pressed", "zone-guest: tick b: power button pressed"];
 /// Polls of the power button (each after 0x40000 `pause`s) between two
 /// ticks.
 const POLLS_PER_TICK: u8 = 2;
@@ -254,9 +257,12 @@ const POLLS_PER_TICK: u8 = 2;
 /// A ticking guest's code: prints `line` on COM1, polls the ACPI power
 /// button [`POLLS_PER_TICK`] times (after every 0x40000 `pause`s), then
 /// prints the line again, until the button
-/// is pressed; then it powers off. Its lines, coming on after zone-server
-/// was restarted, show the guest still running.
-fn tick_code(line: &str) -> Vec<u8> {
+/// is pressed; then it prints `button` and powers off. Its lines, coming
+/// on after zone-server was restarted, show the guest still running; its
+/// `button` line, that the restarted zone-server's stop pressed the
+/// button.
+fn tick_code(line: &str, button: &str) -> Vec<u8> {
+    const BUTTON_MSG: usize = 128;
     const MSG: usize = 96;
     let mut c = print_message(0x3f8, MSG);
     c.extend([0xbb, POLLS_PER_TICK, 0x00, 0x00, 0x00]); // 20: mov ebx, POLLS_PER_TICK
@@ -270,8 +276,16 @@ fn tick_code(line: &str) -> Vec<u8> {
     c.extend([0x75, 0xec]); // 47: jnz 29
     c.extend([0xeb, 0xcd]); // 49: jmp 0 (the line again)
     assert_eq!(c.len(), 51);
+    // 51: print `button` (print_message's `lea` is relative to its own
+    // start, here 51).
+    c.extend(print_message(0x3f8, BUTTON_MSG - 51));
     power_off(&mut c);
-    spin_then_message(c, MSG, line)
+    let mut c = spin_then_message(c, MSG, line);
+    assert!(c.len() <= BUTTON_MSG);
+    c.resize(BUTTON_MSG, 0x90);
+    c.extend(button.as_bytes());
+    c.extend(b"\n\0");
+    c
 }
 
 /// The suite's lines around the ticking guests' watch: zone-server has
@@ -279,11 +293,18 @@ fn tick_code(line: &str) -> Vec<u8> {
 pub const RESTARTED_LINE: &str = "zone: zone-server restarted with two VMs running";
 pub const STOPPING_LINE: &str = "zone: stopping the two VMs through the restarted zone-server";
 
+/// What the VMM of `zone-keep` prints when its guest powered off (on the
+/// restarted zone-server's power button).
+pub const KEEP_POWEROFF_LINE: &str = "vm zone-keep: ended: poweroff";
+
 /// What is wrong with the zone-server restart test as the console shows
 /// it: each ticking guest ticks at least twice between [`RESTARTED_LINE`]
 /// and [`STOPPING_LINE`] (it runs on after zone-server was killed), and
 /// each of the two VMs' VMMs started once (the restarted zone-server found
-/// them running rather than booting them again).
+/// them running rather than booting them again). After the stop line,
+/// `zone-keep`'s guest saw the power button (its own line, once) and
+/// powered off (its VMM's [`KEEP_POWEROFF_LINE`]), while `zone-keep-net`,
+/// stopped with `-F`, never saw it.
 pub fn restart_ticks_problems(serial: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let (Some(from), Some(to)) = (serial.find(RESTARTED_LINE), serial.find(STOPPING_LINE)) else {
@@ -295,6 +316,22 @@ pub fn restart_ticks_problems(serial: &str) -> Vec<String> {
         if n < 2 {
             problems.push(format!("after zone-server's restart, the guest printed {line:?} {n} times (2 at least before the stop)"));
         }
+    }
+    let after = serial.get(to..).unwrap_or("");
+    let count = |text: &str, line: &str| text.lines().filter(|l| l.trim_end() == line).count();
+    match (count(serial, TICK_BUTTON_LINES[0]), count(after, TICK_BUTTON_LINES[0])) {
+        (1, 1) => {}
+        (all, after) => problems.push(format!(
+            "zone-keep's guest printed {:?} {all} times ({after} after the stop line): once, on the restarted zone-server's stop",
+            TICK_BUTTON_LINES[0]
+        )),
+    }
+    if !after.lines().any(|l| l.contains(KEEP_POWEROFF_LINE)) {
+        problems.push(format!("after the stop line, no {KEEP_POWEROFF_LINE:?}: the guest did not power off on the button"));
+    }
+    let n = count(serial, TICK_BUTTON_LINES[1]);
+    if n != 0 {
+        problems.push(format!("zone-keep-net's guest, stopped with -F, printed {:?} {n} times", TICK_BUTTON_LINES[1]));
     }
     for alias in ["zone-keep", "zone-keep-net"] {
         let started = format!("vm {alias}: started");
@@ -355,9 +392,11 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let path = dir.join("zone-guest-mdata");
     std::fs::write(&path, bzimage(&mdata_code()))?;
     out.push(("zone-guest-mdata".to_string(), path));
-    for (name, line) in [("zone-guest-tick-a", TICK_LINES[0]), ("zone-guest-tick-b", TICK_LINES[1])] {
+    for (name, line, button) in
+        [("zone-guest-tick-a", TICK_LINES[0], TICK_BUTTON_LINES[0]), ("zone-guest-tick-b", TICK_LINES[1], TICK_BUTTON_LINES[1])]
+    {
         let path = dir.join(name);
-        std::fs::write(&path, bzimage(&tick_code(line)))?;
+        std::fs::write(&path, bzimage(&tick_code(line, button)))?;
         out.push((name.to_string(), path));
     }
     let path = dir.join("zone-guest-echo");
@@ -420,15 +459,31 @@ mod tests {
         let tick = |l: &str| format!("{l}\r\n");
         let start = "vm zone-keep: started: 1 vCPUs, 64 MiB\r\nvm zone-keep-net: started: 1 vCPUs, 64 MiB\r\n";
         let ticks = [tick(TICK_LINES[0]), tick(TICK_LINES[1]), tick(TICK_LINES[0]), tick(TICK_LINES[1])].concat();
-        let good = format!("{start}{ticks}{RESTARTED_LINE}\r\n{ticks}{STOPPING_LINE}\r\n");
+        let stop = format!("{}[INFO ] {KEEP_POWEROFF_LINE}\r\n", tick(TICK_BUTTON_LINES[0]));
+        let good = format!("{start}{ticks}{RESTARTED_LINE}\r\n{ticks}{STOPPING_LINE}\r\n{stop}");
         assert_eq!(restart_ticks_problems(&good), Vec::<String>::new());
-        let silent = format!("{start}{ticks}{RESTARTED_LINE}\r\n{}{STOPPING_LINE}\r\n{ticks}", tick(TICK_LINES[1]).repeat(2));
+        let silent = format!("{start}{ticks}{RESTARTED_LINE}\r\n{}{STOPPING_LINE}\r\n{ticks}{stop}", tick(TICK_LINES[1]).repeat(2));
         let p = restart_ticks_problems(&silent);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("tick a") && p[0].contains("0 times"), "{p:?}");
-        let booted_again = format!("{start}{RESTARTED_LINE}\r\nvm zone-keep: started: 1 vCPUs, 64 MiB\r\n{ticks}{STOPPING_LINE}\r\n");
+        let booted_again =
+            format!("{start}{RESTARTED_LINE}\r\nvm zone-keep: started: 1 vCPUs, 64 MiB\r\n{ticks}{STOPPING_LINE}\r\n{stop}");
         let p = restart_ticks_problems(&booted_again);
         assert!(p.len() == 1 && p[0].contains("zone-keep's VMM started 2 times"), "{p:?}");
+        // Halted rather than stopped by its button: neither the guest's
+        // line nor the poweroff.
+        let halted = format!("{start}{ticks}{RESTARTED_LINE}\r\n{ticks}{STOPPING_LINE}\r\n");
+        let p = restart_ticks_problems(&halted);
+        assert!(p.len() == 2 && p[0].contains("0 times") && p[1].contains("did not power off"), "{p:?}");
+        // The button pressed before the stop line (by someone else) does
+        // not count.
+        let early = format!("{start}{ticks}{RESTARTED_LINE}\r\n{ticks}{stop}{STOPPING_LINE}\r\n");
+        let p = restart_ticks_problems(&early);
+        assert!(p.len() == 2 && p[0].contains("0 after the stop line"), "{p:?}");
+        // The -F guest saw a button.
+        let net_button = format!("{good}{}", tick(TICK_BUTTON_LINES[1]));
+        let p = restart_ticks_problems(&net_button);
+        assert!(p.len() == 1 && p[0].contains("zone-keep-net's guest, stopped with -F"), "{p:?}");
         assert_eq!(restart_ticks_problems("nothing").len(), 1);
     }
 
@@ -446,7 +501,7 @@ mod tests {
         let img = bzimage(&echo_code());
         let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
         assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
-        let img = bzimage(&tick_code(TICK_LINES[0]));
+        let img = bzimage(&tick_code(TICK_LINES[0], TICK_BUTTON_LINES[0]));
         let bz = vmm_server::boot::linux::BzImage::parse(&img).unwrap();
         assert_eq!(bz.entry_64() - bz.load_addr(), 0x200);
         let img = bzimage(&mdata_code());

@@ -1053,6 +1053,14 @@ crate::interface! {
         /// holding the configuration ports may claim; a function is one
         /// driver's; at most [`PCI_CLAIMS_MAX`] per driver.
         fn pci_claim(function: PciFunction) -> Result<(), ProcError>;
+        /// A copy of the `control` notification the caller gave for its
+        /// instance `instance` (attached to the reply, with the right to
+        /// signal it only): a restarted starter (zone-server) gets back
+        /// what its earlier life held, to press the guest's power button.
+        /// Another caller's instance is [`ProcError::NoSuchInstance`]; an
+        /// instance started without one, or ended, is
+        /// [`ProcError::BadCapability`].
+        fn control(instance: u32) -> Result<(), ProcError>;
     }
 }
 

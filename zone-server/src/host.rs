@@ -80,8 +80,9 @@ pub trait Machine {
     /// Ends the instance and frees it.
     fn stop_vmm(&mut self, instance: u32) -> Result<(), String>;
     /// Presses the ACPI power button of the instance's guest (through the
-    /// `control` notification it was started with); `Err` when it has
-    /// none (a VMM a restarted zone-server found again).
+    /// `control` notification it was started with: for a VMM an earlier
+    /// zone-server started, the copy init kept, `proc.control`); `Err`
+    /// when there is none to signal (the stop then halts the VMM).
     fn power_button(&mut self, instance: u32) -> Result<(), String>;
     /// Waits about `ms` milliseconds (between looks at a stopping VM).
     fn sleep_ms(&mut self, ms: u64);
@@ -102,9 +103,9 @@ pub trait Machine {
     fn regrant_vnics(&mut self, badge: u64, lines: &[String]) -> Result<bool, String>;
     /// Tells the VMM of `instance` that netd was restarted and its VNIC
     /// grant made again (its `control` notification, bit
-    /// `VMM_CONTROL_NETD_RESTARTED`): it attaches its NICs again. `Err`
-    /// when it has no control notification of ours (a VMM a restarted
-    /// zone-server found again: it finds out at its next `kick`).
+    /// `VMM_CONTROL_NETD_RESTARTED`): it attaches its NICs again (a VMM
+    /// an earlier zone-server started, through the copy init kept). `Err`
+    /// when there is none to signal: it finds out at its next `kick`.
     fn netd_restarted(&mut self, instance: u32) -> Result<(), String>;
     /// Every dataset of the pool, by name.
     fn list_volumes(&mut self) -> Result<Vec<String>, String>;

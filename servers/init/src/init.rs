@@ -483,6 +483,10 @@ impl proc::Server for ProcCall<'_, '_> {
         // gone the kernel ends the process and frees its memory.
         let _ = sys::cap_revoke(ins.process);
         let _ = sys::cap_delete(ins.process);
+        if let Some(control) = ins.control {
+            let _ = sys::cap_delete(control);
+            self.init.spare.push(control);
+        }
         log::info!("instance {instance} stopped ({before:?} before)");
         Ok(before)
     }
@@ -495,6 +499,12 @@ impl proc::Server for ProcCall<'_, '_> {
             _ => {}
         }
         r
+    }
+
+    fn control(&mut self, instance: u32) -> Result<(), ProcError> {
+        let slot = self.init.instances.control(self.owner, instance)?;
+        libipc::reply_caps::attach(libipc::cap::Cap::<libipc::cap::Notification>::from_slot(slot))
+            .map_err(|e| ProcError::BadCapability { name: "control".into(), why: alloc::format!("{e}") })
     }
 
     fn usage(&mut self) -> ProcUsage {
@@ -596,6 +606,18 @@ impl ProcCall<'_, '_> {
         let p = spawn(&init.archive, &server, t, &init.endpoints, init.watch, &mut init.slots, &extra)
             .map_err(|why| ProcError::Start { why })?;
         let id = init.instances.add(owner, t, budget_kib, p);
+        // init keeps the right to signal its control notification, for
+        // `proc.control` (a restarted starter gets it back from there).
+        if let Some((_, given)) = extra.named.iter().find(|(n, _)| n == "control") {
+            let kept = init.spare.pop().unwrap_or_else(|| init.slots.next());
+            match sys::cap_copy(*given, kept, Rights::WRITE, 0) {
+                Ok(()) => init.instances.set_control(id, kept),
+                Err(err) => {
+                    init.spare.push(kept);
+                    log::warn!("instance {id}: cannot keep its control notification: {err}");
+                }
+            }
+        }
         log::info!(
             "instance {id} of \"{template}\" started for \"{}\" ({budget_kib} KiB)",
             init.manifest.servers[owner].name

@@ -29,6 +29,9 @@ pub struct Instance<P> {
     pub process: P,
     /// How it ended, once it has.
     pub ended: Option<ProcState>,
+    /// init's copy of the `control` notification its starter gave (the
+    /// right to signal it only), handed back by `proc.control`.
+    pub control: Option<P>,
 }
 
 /// Every instance init runs for `proc` callers.
@@ -100,8 +103,27 @@ impl<P: Copy> Instances<P> {
     pub fn add(&mut self, owner: usize, template: usize, budget_kib: u32, process: P) -> u32 {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.list.push(Instance { id, owner, template, budget_kib, process, ended: None });
+        self.list.push(Instance { id, owner, template, budget_kib, process, ended: None, control: None });
         id
+    }
+
+    /// Keeps `control` as instance `id`'s control notification.
+    pub fn set_control(&mut self, id: u32, control: P) {
+        if let Some(i) = self.list.iter_mut().find(|i| i.id == id) {
+            i.control = Some(control);
+        }
+    }
+
+    /// `proc.control`: the control notification the caller gave for its
+    /// instance `id`, or why not (another caller's instance is as unknown
+    /// as a stale number; an ended one has nothing left to signal).
+    pub fn control(&self, owner: Option<usize>, id: u32) -> Result<P, ProcError> {
+        let ins = self.get(owner, id)?;
+        let bad = |why: &str| ProcError::BadCapability { name: "control".into(), why: why.into() };
+        if ins.ended.is_some() {
+            return Err(bad("the instance has ended"));
+        }
+        ins.control.ok_or_else(|| bad("the instance was started without one"))
     }
 
     /// The caller's instance `id`.
@@ -253,6 +275,31 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(ins.get(Some(0), b).map(|i| i.process), Ok(2));
         assert_eq!(ins.usage(&m, Some(1)).instances, 0);
+    }
+
+    /// `proc.control` hands the control notification back to the caller
+    /// that started the instance only: another caller (or an unbadged one)
+    /// sees no such instance, and an instance without one, ended or
+    /// stopped has none to give.
+    #[test]
+    fn control_goes_back_to_the_starter_only() {
+        let mut ins = Instances::<u32>::default();
+        let a = ins.add(0, 2, 10, 1);
+        let b = ins.add(0, 2, 10, 2);
+        ins.set_control(a, 40);
+        assert_eq!(ins.control(Some(0), a), Ok(40));
+        for who in [Some(1), Some(2), None] {
+            assert_eq!(ins.control(who, a), Err(ProcError::NoSuchInstance { instance: a }));
+        }
+        let none = ins.control(Some(0), b);
+        assert!(matches!(&none, Err(ProcError::BadCapability { name, why }) if name == "control" && why.contains("without")), "{none:?}");
+        for n in [0, 3, u32::MAX] {
+            assert_eq!(ins.control(Some(0), n), Err(ProcError::NoSuchInstance { instance: n }));
+        }
+        ins.live_mut().find(|i| i.id == a).unwrap().ended = Some(ProcState::Exited { code: 0 });
+        assert!(matches!(ins.control(Some(0), a), Err(ProcError::BadCapability { .. })));
+        assert_eq!(ins.remove(Some(0), a).map(|i| i.control), Ok(Some(40)));
+        assert_eq!(ins.control(Some(0), a), Err(ProcError::NoSuchInstance { instance: a }));
     }
 
     #[test]

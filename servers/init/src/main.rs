@@ -15,6 +15,7 @@ mod init;
 mod instances;
 #[allow(dead_code)]
 mod pci;
+#[cfg(target_os = "none")]
 mod worker;
 
 #[cfg(target_os = "none")]

@@ -384,6 +384,12 @@ fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), St
     if init_running <= init_before {
         return Err(format!("the VMMs did not survive zone-server's restart (init {init_before} -> {init_running} KiB)"));
     }
+    // Only the VMMs' starter gets their control notifications back from
+    // init: this process (which may start VMMs of its own) cannot press
+    // their power buttons.
+    for uuid in [&keep, &net] {
+        others_control_refused(env, uuid)?;
+    }
     // Time for the guests to show on their consoles that they run on.
     sleep_ns(TICK_WATCH_NS);
     println!("zone: stopping the two VMs through the restarted zone-server"); // STOPPING_LINE
@@ -391,11 +397,16 @@ fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), St
     if granted_mac_is_free(env, NET_MAC_C)? {
         return Err(format!("netd granted {NET_MAC_C} while VM {net} holds it"));
     }
-    for uuid in [&keep, &net] {
-        env.ok(&["stop", uuid], "")?;
+    // `zone-keep` by its power button (its guest says it saw it: the
+    // harness checks), `zone-keep-net` halted at once (`-F`: its guest
+    // never sees the button).
+    for (uuid, how) in [(&keep, None), (&net, Some("-F"))] {
+        let mut args = vec!["stop", uuid.as_str()];
+        args.extend(how);
+        env.ok(&args, "")?;
         let state = env.state(uuid)?;
         if state != "stopped" {
-            return Err(format!("after stop by the restarted zone-server, {uuid} is {state:?}"));
+            return Err(format!("after stop {how:?} by the restarted zone-server, {uuid} is {state:?}"));
         }
     }
     if !granted_mac_is_free(env, NET_MAC_C)? {
@@ -403,6 +414,32 @@ fn a_restarted_zone_server_finds_its_running_vms(env: &mut Env) -> Result<(), St
     }
     env.ok(&["delete", &keep], "")?;
     env.delete_leaving_nothing(&net, init_before)
+}
+
+/// `proc.control` of the VMM that runs `uuid` (its init instance from
+/// its record volume's `alcove:vmm`), asked by this process, which is not
+/// its starter: init answers that it has no such instance and sends no
+/// capability.
+fn others_control_refused(env: &Env, uuid: &str) -> Result<(), String> {
+    let c = pool::Client::new(client(env.storaged));
+    let record = format!("zones/{uuid}-vm");
+    let prop = c
+        .get_prop(record.clone(), "alcove:vmm".into(), 0)
+        .map_err(|e| format!("pool.get_prop: {e}"))?
+        .map_err(|e| format!("{record} alcove:vmm: {e}"))?;
+    let text = String::from_utf8(prop.bytes).map_err(|_| format!("{record} alcove:vmm: not UTF-8"))?;
+    let instance: u32 =
+        text.split(':').next().and_then(|n| n.parse().ok()).ok_or_else(|| format!("{record} alcove:vmm is {text:?}"))?;
+    let slot = 197;
+    let _ = sys::cap_delete(slot);
+    let t = libipc::kernel::CapTransport::new(Cap::from_slot(env.proc), &[slot]);
+    let got = proc::Client::new(&t).control(instance).map_err(|e| format!("proc.control: {e}"))?;
+    let received = t.received();
+    let _ = sys::cap_delete(slot);
+    if got != Err(ProcError::NoSuchInstance { instance }) || received != 0 {
+        return Err(format!("proc.control of zone-server's instance {instance} (VM {uuid}), asked by another: {got:?}, {received} capabilities"));
+    }
+    Ok(())
 }
 
 /// The metadata guest asks COM2 for `sdc:hostname` and `customer_metadata`
@@ -743,6 +780,7 @@ fn other_clients_reach_neither_vmadm_nor_proc(env: &mut Env) -> Result<(), Strin
         1 => Err("vmadm answered a process that is not one of its clients".into()),
         2 => Err("init let a process that may spawn nothing start a VMM".into()),
         4 => Err("zone-server stopped on the lifecycle.stop of a process the manifest does not let stop it".into()),
+        6 => Err("init gave a process that started no VMM a VMM's control notification".into()),
         n => Err(format!("zone-other answered {n}")),
     }
 }
@@ -772,6 +810,17 @@ fn other_main(info: StartInfo) -> u64 {
             if p != Ok(Err(ProcError::NotPermitted { template: "vmm-server".into() })) {
                 println!("zone-other: proc.start answered: {p:?}");
                 return 2;
+            }
+            // Nor press any VM's power button: init gives a VMM's control
+            // notification to its starter only.
+            for n in 0..=32 {
+                let t = libipc::kernel::CapTransport::new(Cap::from_slot(procs), &[196]);
+                let got = proc::Client::new(&t).control(n);
+                if got != Ok(Err(ProcError::NoSuchInstance { instance: n })) || t.received() != 0 {
+                    println!("zone-other: proc.control({n}) answered {got:?} with {} capabilities", t.received());
+                    let _ = sys::cap_delete(196);
+                    return 6;
+                }
             }
             // It may not stop zone-server either (zone.toml names only
             // ktest-zone in lifecycle-stop): the same zone-server answers

@@ -182,6 +182,38 @@ mod machine {
         }
     }
 
+    impl KernelMachine {
+        /// The control notification of the VMM `instance`: the one we
+        /// made when we started it or, for a VMM an earlier life of
+        /// zone-server started, the copy init kept (`proc.control`, which
+        /// answers only the VMM's starter).
+        fn control(&mut self, instance: u32) -> Result<CapSlot, String> {
+            if let Some(&c) = self.controls.get(&instance) {
+                return Ok(c);
+            }
+            let procs = self.proc.ok_or("zone-server: no proc endpoint was granted (manifest: calls \"proc\")")?;
+            let slot = CONTROL_SLOTS
+                .clone()
+                .find(|s| !self.controls.values().any(|c| c == s))
+                .ok_or("zone-server: every control slot is in use")?;
+            let _ = sys::cap_delete(slot);
+            let t = CapTransport::new(Cap::from_slot(procs), &[slot]);
+            let got = proc::Client::new(&t).control(instance);
+            let got = got.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| format!("its control notification: {e}")));
+            if let Err(e) = got {
+                let _ = sys::cap_delete(slot);
+                return Err(e);
+            }
+            if t.received() != 1 {
+                let _ = sys::cap_delete(slot);
+                return Err("proc.control: the answer came without its capability".into());
+            }
+            log::info!("instance {instance}: its control notification got back from init");
+            self.controls.insert(instance, slot);
+            Ok(slot)
+        }
+    }
+
     impl Machine for KernelMachine {
         type Images = crate::images::IpcPool;
         type File = crate::images::VolumeFile;
@@ -258,7 +290,7 @@ mod machine {
         }
 
         fn power_button(&mut self, instance: u32) -> Result<(), String> {
-            let control = *self.controls.get(&instance).ok_or("its VMM has no control notification of ours")?;
+            let control = self.control(instance)?;
             sys::signal(control, libipc::interfaces::VMM_CONTROL_POWER_BUTTON).map_err(|e| format!("power button: {e}"))
         }
 
@@ -326,7 +358,7 @@ mod machine {
         }
 
         fn netd_restarted(&mut self, instance: u32) -> Result<(), String> {
-            let control = *self.controls.get(&instance).ok_or("it has no control notification of ours")?;
+            let control = self.control(instance)?;
             sys::signal(control, libipc::interfaces::VMM_CONTROL_NETD_RESTARTED).map_err(|e| format!("control: {e}"))
         }
 
