@@ -232,10 +232,11 @@ fn vmadm(tool: &Path, port: u16, file: &Path, args: &[&str]) -> std::result::Res
 fn vm_steps(port: u16, tool: &Path, token_file: &Path, payload: &Path, log: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
     let p = payload.display().to_string();
     let (ok, out, err) = vmadm(tool, port, token_file, &["create", "-f", &p])?;
-    // The host CLI prints the new VM's JSON (the API's answer).
-    let vm: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    let uuid = vm["uuid"].as_str().unwrap_or_default().to_string();
-    o.check(ok && uuid.len() == 36, || format!("the host `vmadm create -f {p}` on the demo machine: {ok} {out:?} {err:?}"));
+    // As SmartOS's vmadm: `Successfully created VM <uuid>` on stderr.
+    let uuid = err.trim_end().strip_prefix("Successfully created VM ").unwrap_or_default().to_string();
+    o.check(ok && uuid.len() == 36 && out.is_empty(), || {
+        format!("the host `vmadm create -f {p}` on the demo machine: {ok} {out:?} {err:?}")
+    });
     if uuid.len() != 36 {
         return Err("no VM was created: the rest of the VM steps skipped".into());
     }
@@ -250,10 +251,17 @@ fn vm_steps(port: u16, tool: &Path, token_file: &Path, payload: &Path, log: &Pat
     }
     o.check(console().contains(GUEST_LINE), || format!("the VM's guest never printed {GUEST_LINE:?} on the console"));
     let (ok, out, err) = vmadm(tool, port, token_file, &["stop", &uuid])?;
-    o.check(ok, || format!("the host `vmadm stop {uuid}`: {out:?} {err:?}"));
+    o.check(ok && err == format!("Successfully completed stop for VM {uuid}\n"), || {
+        format!("the host `vmadm stop {uuid}`: {out:?} {err:?}")
+    });
     o.check(console().contains("vm hello: ended: poweroff"), || "the guest did not power off on `vmadm stop`'s power button".into());
     let (ok, out, err) = vmadm(tool, port, token_file, &["delete", &uuid])?;
-    o.check(ok, || format!("the host `vmadm delete {uuid}`: {out:?} {err:?}"));
+    o.check(ok && err == format!("Successfully deleted VM {uuid}\n"), || format!("the host `vmadm delete {uuid}`: {out:?} {err:?}"));
+    // Once more: vmadm's refusal, exit 1.
+    let (ok, out, err) = vmadm(tool, port, token_file, &["delete", &uuid])?;
+    o.check(!ok && err.starts_with(&format!("Failed to delete VM {uuid}: ")), || {
+        format!("the host `vmadm delete {uuid}` of a deleted VM: {ok} {out:?} {err:?}")
+    });
     let (ok, out, err) = vmadm(tool, port, token_file, &["list", "-H"])?;
     o.check(ok && out.trim().is_empty(), || format!("the host `vmadm list -H` after the delete: {out:?} {err:?}"));
     Ok(())

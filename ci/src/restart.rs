@@ -98,7 +98,8 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
         o.check(ok && out.contains(GOOD), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
         for (file, uuid) in [(&a, AUTO), (&m, MANUAL)] {
             let (ok, out, err) = cli(&vmadm, port, &["create", "-f", file])?;
-            o.check(ok && format!("{out}{err}").contains(uuid), || format!("vmadm create -f {file}: {out:?} {err:?}"));
+            // As SmartOS's vmadm prints it.
+            o.check(ok && err == format!("Successfully created VM {uuid}\n"), || format!("vmadm create -f {file}: {out:?} {err:?}"));
         }
         let (ok, out, err) = cli(&vmadm, port, &["list", "-p", "-s", "alias", "-o", "uuid,state,alias"])?;
         o.check(ok && out == listed("running", "stopped"), || {
@@ -155,7 +156,9 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
         o.check(!text.contains("vm rs-manual: started"), || "rs-manual (autoboot false) was started on the second boot".into());
         // The VMs are the restarted zone-server's to stop and delete.
         let (ok, out, err) = cli(&vmadm, port, &["stop", AUTO])?;
-        o.check(ok, || format!("vmadm stop {AUTO} after the restart: {out:?} {err:?}"));
+        o.check(ok && err == format!("Successfully completed stop for VM {AUTO}\n"), || {
+            format!("vmadm stop {AUTO} after the restart: {out:?} {err:?}")
+        });
         let (ok, out, err) = cli(&vmadm, port, &["list", "-p", "-s", "alias", "-o", "uuid,state,alias"])?;
         o.check(ok && out == listed("stopped", "stopped"), || format!("after vmadm stop, vmadm list printed {out:?} {err:?}"));
         o.check(serial(&logs[1]).contains("vm rs-auto: ended: poweroff"), || {

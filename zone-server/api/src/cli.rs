@@ -1,6 +1,16 @@
 //! The argument plumbing of the host's `vmadm` and `imgadm`: each command
-//! line becomes one API [`Call`], which [`run`] sends and whose JSON (or
+//! line becomes one API [`Call`], which [`run`] sends and whose answer (or
 //! error) it prints. Exit codes as vmadm's: 0 done, 1 failed, 2 usage.
+//!
+//! `vmadm` prints what SmartOS's vmadm prints (`sbin/vmadm.js`), on
+//! stderr: `Successfully created VM <uuid>`, `Successfully started VM
+//! <uuid>`, `Successfully completed stop for VM <uuid>` (`reboot` alike),
+//! `Successfully updated VM <uuid>`, `Successfully deleted VM <uuid>`,
+//! `VALID 'create' payload for <brand> brand VMs.`; a failure prints
+//! vmadm's own message (zone-server's, which the API passes on), a failed
+//! delete as `Failed to delete VM <uuid>: <why>`, a payload's problems as
+//! vmadm's JSON (`bad_values`, `bad_properties`, `missing_properties`), and
+//! exits 1. `get`, `list` and `lookup` print to stdout as vmadm does.
 //!
 //! Two seams are left for alcove-vmadm (the instance model) to plug into
 //! once merged, so the host CLI speaks exactly as the console's `vmadm`:
@@ -37,6 +47,17 @@ pub enum Output {
     VmList(alcove_vmadm::list::ListFormat),
     /// `vmadm lookup`: each VM's uuid on a line (`one`: exactly one match).
     Uuids { one: bool },
+    /// `vmadm create`: `Successfully created VM <uuid>` (the answer's
+    /// uuid) on stderr.
+    Created,
+    /// `vmadm validate create`: `VALID 'create' payload for <brand>
+    /// brand VMs.` on stderr.
+    Validated,
+    /// A verb on one VM (`start`, `stop`, `reboot`, `update`, `delete`):
+    /// vmadm's line on stderr (`Successfully ... VM <uuid>`); the `String`
+    /// is the line, the `&str` the verb (for a failed delete's `Failed to
+    /// delete VM <uuid>: ` prefix).
+    Done(&'static str, String),
 }
 
 /// One request of a command line.
@@ -143,14 +164,14 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
     match verb {
         "create" => {
             let file = only_file(T, verb, rest, h)?;
-            call("POST", "/vms".to_string(), Some(payload(T, verb, file.as_deref(), read)?), Output::Json)
+            call("POST", "/vms".to_string(), Some(payload(T, verb, file.as_deref(), read)?), Output::Created)
         }
         "validate" => {
             if rest.first().map(String::as_str) != Some("create") {
                 return Err(usage(T, "validate: only `validate create` is known", h));
             }
             let file = only_file(T, verb, &rest[1..], h)?;
-            call("POST", "/vms?action=validate".to_string(), Some(payload(T, verb, file.as_deref(), read)?), Output::Json)
+            call("POST", "/vms?action=validate".to_string(), Some(payload(T, verb, file.as_deref(), read)?), Output::Validated)
         }
         "list" => {
             let mut fmt = alcove_vmadm::list::ListFormat::default();
@@ -196,8 +217,8 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
             }
             match verb {
                 "get" => call("GET", format!("/vms/{u}"), None, Output::Json),
-                "start" => call("POST", format!("/vms/{u}?action=start"), None, Output::Json),
-                _ => call("DELETE", format!("/vms/{u}"), None, Output::Json),
+                "start" => call("POST", format!("/vms/{u}?action=start"), None, Output::Done("start", format!("Successfully started VM {u}"))),
+                _ => call("DELETE", format!("/vms/{u}"), None, Output::Done("delete", format!("Successfully deleted VM {u}"))),
             }
         }
         "stop" | "reboot" => {
@@ -216,7 +237,8 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
                     other => return Err(usage(T, format!("{verb}: unknown option {other:?}"), h)),
                 }
             }
-            call("POST", format!("/vms/{u}{}", encode_pairs(&q)), None, Output::Json)
+            let done = Output::Done(if verb == "stop" { "stop" } else { "reboot" }, format!("Successfully completed {verb} for VM {u}"));
+            call("POST", format!("/vms/{u}{}", encode_pairs(&q)), None, done)
         }
         "update" => {
             let u = uuid_arg(T, verb, rest.first(), h)?;
@@ -233,7 +255,7 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
                 }
                 Value::Object(m)
             };
-            call("POST", format!("/vms/{u}?action=update"), Some(body), Output::Json)
+            call("POST", format!("/vms/{u}?action=update"), Some(body), Output::Done("update", format!("Successfully updated VM {u}")))
         }
         "console" | "info" | "sysrq" | "send" | "receive" | "events" => Err(Refusal {
             exit: EXIT_ERROR,
@@ -315,14 +337,34 @@ fn print_json(v: &Value, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{text}")
 }
 
-/// Sends `call` with `client` and prints the answer to `out` (an error to
-/// `err`, as `TOOL: message`, with the details of a validation failure).
+/// Sends `call` with `client` and prints the answer as [`print_answer`].
 /// Returns the exit code.
 pub fn run(tool: &str, call: &Call, client: &Client, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    match client.call(call.method, &call.target, call.body.as_ref()) {
+    print_answer(tool, call, client.call(call.method, &call.target, call.body.as_ref()), out, err)
+}
+
+/// Prints the API's answer to `call` as the tool does: the answer to
+/// `out`, or vmadm's message to `err` (see the module's description); an
+/// error to `err` (an API error as vmadm's message, with the details of a
+/// validation failure; a 5xx, or one of the connection or the token, as
+/// `TOOL: message`). Returns the exit code.
+pub fn print_answer(tool: &str, call: &Call, answer: Result<Value, ClientError>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match answer {
         Ok(v) => {
             let printed = match &call.output {
                 Output::Json => print_json(&v, out),
+                Output::Created => match v.get("uuid").and_then(Value::as_str) {
+                    Some(u) => writeln!(err, "Successfully created VM {u}"),
+                    None => Err(io::Error::other("the answer to the create names no uuid")),
+                },
+                Output::Validated => match v.get("message").and_then(Value::as_str).filter(|m| m.starts_with("VALID")) {
+                    Some(m) => writeln!(err, "{m}"),
+                    None => {
+                        let brand = call.body.as_ref().and_then(|b| b.get("brand")).and_then(Value::as_str).unwrap_or("undefined");
+                        writeln!(err, "VALID 'create' payload for {brand} brand VMs.")
+                    }
+                },
+                Output::Done(_, line) => writeln!(err, "{line}"),
                 Output::VmList(fmt) => print_vm_list(&v, fmt, out),
                 Output::Uuids { one } => {
                     let uuids: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|vm| vm.get("uuid")?.as_str()).collect()).unwrap_or_default();
@@ -340,6 +382,30 @@ pub fn run(tool: &str, call: &Call, client: &Client, out: &mut dyn Write, err: &
                     EXIT_ERROR
                 }
             }
+        }
+        // vmadm's own refusal (4xx; a 5xx is the API's or zone-server's
+        // trouble, printed as `vmadm: message (status code)` below).
+        Err(ClientError::Api { status, message, body, .. }) if tool == "vmadm" && status < 500 => {
+            let details = body.get("errors").filter(|d| !d.is_null());
+            match (&call.output, details) {
+                // vmadm validate prints the problems alone.
+                (Output::Validated, Some(d)) => {
+                    let _ = print_json(d, err);
+                }
+                (output, details) => {
+                    let _ = match output {
+                        Output::Done("delete", _) if !message.starts_with("Failed to delete VM") => {
+                            let u = call.target.trim_start_matches("/vms/");
+                            writeln!(err, "Failed to delete VM {u}: {message}")
+                        }
+                        _ => writeln!(err, "{message}"),
+                    };
+                    if let Some(d) = details {
+                        let _ = print_json(d, err);
+                    }
+                }
+            }
+            EXIT_ERROR
         }
         Err(e) => {
             let _ = writeln!(err, "{tool}: {e}");

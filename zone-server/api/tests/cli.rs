@@ -104,3 +104,70 @@ fn imgadm_verbs_make_their_requests() {
     assert_eq!(code, EXIT_ERROR);
     assert!(msg.contains("not over the HTTP API yet"), "{msg}");
 }
+
+/// What `vmadm` prints for an answer, as SmartOS's vmadm: (exit, stdout,
+/// stderr).
+fn printed(s: &str, answer: Result<serde_json::Value, alcove_api::blocking::ClientError>) -> (i32, String, String) {
+    let call = vmadm(s).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = alcove_api::cli::print_answer("vmadm", &call, answer, &mut out, &mut err);
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+fn api_error(status: u16, code: &str, message: &str, errors: Option<serde_json::Value>) -> alcove_api::blocking::ClientError {
+    let mut body = json!({"code": code, "message": message});
+    if let Some(e) = errors {
+        body["errors"] = e;
+    }
+    alcove_api::blocking::ClientError::Api { status, code: code.into(), message: message.into(), body }
+}
+
+/// Each verb's line on stderr and nothing on stdout, exit 0; vmadm's
+/// message and exit 1 on a refusal; the API's own trouble (5xx) and an
+/// answer that makes no sense still exit 1 with a message.
+#[test]
+fn vmadm_prints_smartos_s_messages_and_exit_codes() {
+    let vm = json!({"uuid": U, "state": "running"});
+    let ok = |s: &str| printed(s, Ok(vm.clone()));
+    assert_eq!(ok("create -f vm.json"), (EXIT_OK, String::new(), format!("Successfully created VM {U}\n")));
+    assert_eq!(ok(&format!("start {U}")), (EXIT_OK, String::new(), format!("Successfully started VM {U}\n")));
+    assert_eq!(ok(&format!("stop {U}")), (EXIT_OK, String::new(), format!("Successfully completed stop for VM {U}\n")));
+    assert_eq!(ok(&format!("stop {U} -F")), (EXIT_OK, String::new(), format!("Successfully completed stop for VM {U}\n")));
+    assert_eq!(ok(&format!("reboot {U}")), (EXIT_OK, String::new(), format!("Successfully completed reboot for VM {U}\n")));
+    assert_eq!(ok(&format!("update {U} ram=1024")), (EXIT_OK, String::new(), format!("Successfully updated VM {U}\n")));
+    assert_eq!(printed(&format!("delete {U}"), Ok(serde_json::Value::Null)), (EXIT_OK, String::new(), format!("Successfully deleted VM {U}\n")));
+    // validate: zone-server's line as it is, or one made from the payload.
+    let valid = "VALID 'create' payload for bhyve brand VMs.";
+    assert_eq!(printed("validate create -f vm.json", Ok(json!({"valid": true, "message": valid}))).2, format!("{valid}\n"));
+    assert_eq!(printed("validate create -f vm.json", Ok(json!({"valid": true}))).2, format!("{valid}\n"));
+    // get prints the JSON on stdout.
+    let (code, out, err) = ok(&format!("get {U}"));
+    assert_eq!((code, err.as_str()), (EXIT_OK, ""));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), vm);
+
+    // Refusals: vmadm's message alone.
+    let refused = format!("Unable to start VM {U}: VM is already running");
+    assert_eq!(printed(&format!("start {U}"), Err(api_error(409, "Conflict", &refused, None))), (EXIT_ERROR, String::new(), format!("{refused}\n")));
+    let nf = api_error(404, "ResourceNotFound", &format!("VM {U} not found"), None);
+    assert_eq!(printed(&format!("delete {U}"), Err(nf)).2, format!("Failed to delete VM {U}: VM {U} not found\n"));
+    let already = format!("Failed to delete VM {U}: its volumes are busy");
+    assert_eq!(printed(&format!("delete {U}"), Err(api_error(409, "Conflict", &already, None))).2, format!("{already}\n"));
+    let problems = json!({"bad_values": ["ram"], "bad_properties": [], "missing_properties": []});
+    let (code, out, err) = printed("validate create -f vm.json", Err(api_error(422, "ValidationFailed", "the payload is not valid", Some(problems.clone()))));
+    assert_eq!((code, out.as_str()), (EXIT_ERROR, ""));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&err).unwrap(), problems, "vmadm validate prints the JSON alone: {err}");
+    let (code, _, err) = printed("create -f vm.json", Err(api_error(422, "ValidationFailed", "Failed to create VM: bad ram", Some(problems))));
+    assert_eq!(code, EXIT_ERROR);
+    assert!(err.starts_with("Failed to create VM: bad ram\n{"), "{err}");
+
+    // Not vmadm's: the API or zone-server in trouble, the token, an
+    // answer without the uuid.
+    let (code, _, err) = printed(&format!("stop {U}"), Err(api_error(503, "ServiceUnavailable", "zone-server is not answering", None)));
+    assert_eq!((code, err.as_str()), (EXIT_ERROR, "vmadm: zone-server is not answering (503 ServiceUnavailable)\n"));
+    let (code, _, err) = printed("list", Err(alcove_api::blocking::ClientError::Forbidden("bad token".into())));
+    assert_eq!(code, EXIT_ERROR);
+    assert!(err.starts_with("vmadm: the API refused the token"), "{err}");
+    let (code, out, err) = printed("create -f vm.json", Ok(json!({"state": "running"})));
+    assert_eq!((code, out.as_str()), (EXIT_ERROR, ""));
+    assert!(err.contains("names no uuid"), "{err}");
+}

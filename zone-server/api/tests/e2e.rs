@@ -12,7 +12,7 @@ use std::thread;
 
 use alcove_api::blocking::{Client, ClientError};
 use alcove_api::std_server::{Shared, serve};
-use alcove_api::{Config, Limits, Server, Token};
+use alcove_api::{Config, Limits, Server, Token, Uuid};
 use common::{Mock, TOKEN};
 use serde_json::{Value, json};
 
@@ -138,10 +138,13 @@ fn host_binaries_against_the_server() {
     let payload = dir.join("vm.json");
     std::fs::write(&payload, r#"{"brand":"bhyve","ram":512,"alias":"db"}"#).unwrap();
 
+    // As SmartOS's vmadm: the verbs' messages on stderr, nothing on stdout.
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["validate", "create", "-f", payload.to_str().unwrap()]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", "VALID 'create' payload for bhyve brand VMs.\n"));
     let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["create", "-f", payload.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let vm: Value = serde_json::from_str(&out).unwrap();
-    let uuid = vm["uuid"].as_str().unwrap().to_string();
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let uuid = err.strip_prefix("Successfully created VM ").and_then(|u| u.strip_suffix('\n')).expect(&err).to_string();
+    assert!(Uuid::parse(&uuid).is_some(), "{err}");
     let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["get", &uuid]);
     assert_eq!((code, serde_json::from_str::<Value>(&out).unwrap()["alias"].clone()), (0, json!("db")));
     let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["lookup", "alias=db"]);
@@ -155,18 +158,40 @@ fn host_binaries_against_the_server() {
     assert_eq!((code, out.as_str()), (0, "db:512\n"), "{err}");
     let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["list", "-H", "alias=nobody"]);
     assert_eq!((code, out.as_str()), (0, ""));
-    let (code, _, _) = cli(vmadm, &url, Some(TOKEN), &["stop", &uuid, "-F"]);
-    assert_eq!(code, 0);
-    let (code, out, _) = cli(vmadm, &url, Some(TOKEN), &["delete", &uuid]);
-    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["start", &uuid]);
+    assert_eq!((code, out.as_str(), err), (0, "", format!("Successfully started VM {uuid}\n")));
+    // A refusal: vmadm's message (the backend's here) and exit 1.
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["start", &uuid]);
+    assert_eq!((code, out.as_str(), err), (1, "", format!("VM {uuid} is running already\n")));
+    let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["reboot", &uuid]);
+    assert_eq!((code, err), (0, format!("Successfully completed reboot for VM {uuid}\n")));
+    let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["update", &uuid, "alias=db2"]);
+    assert_eq!((code, err), (0, format!("Successfully updated VM {uuid}\n")));
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["stop", &uuid, "-F"]);
+    assert_eq!((code, out.as_str(), err), (0, "", format!("Successfully completed stop for VM {uuid}\n")));
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["delete", &uuid]);
+    assert_eq!((code, out.as_str(), err), (0, "", format!("Successfully deleted VM {uuid}\n")));
     let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["get", &uuid]);
-    assert_eq!((code, err), (1, format!("vmadm: VM {uuid} not found (404 ResourceNotFound)\n")));
+    assert_eq!((code, err), (1, format!("VM {uuid} not found\n")));
+    for verb in ["start", "stop", "reboot"] {
+        let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &[verb, &uuid]);
+        assert_eq!((code, out.as_str(), err), (1, "", format!("VM {uuid} not found\n")), "{verb}");
+    }
+    let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["delete", &uuid]);
+    assert_eq!((code, err), (1, format!("Failed to delete VM {uuid}: VM {uuid} not found\n")));
     let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["validate", "create", "-f", dir.join("none.json").to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     std::fs::write(&payload, r#"{"ram":"lots"}"#).unwrap();
     let (code, _, err) = cli(vmadm, &url, Some(TOKEN), &["validate", "create", "-f", payload.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("vmadm: Invalid VM payload (422 ValidationFailed)\n{\n  \"bad_properties\""), "{err}");
+    // vmadm validate prints the problems' JSON alone.
+    assert!(err.starts_with("{\n  \"bad_properties\""), "{err}");
+    let problems: Value = serde_json::from_str(&err).expect(&err);
+    assert!(problems.get("bad_properties").is_some(), "{err}");
+    // create of the same payload: the message, then the problems.
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["create", "-f", payload.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.starts_with("Invalid VM payload\n{\n  \"bad_properties\""), "{err}");
     let (code, _, err) = cli(vmadm, &url, None, &["list"]);
     assert_eq!(code, 1);
     assert!(err.starts_with("vmadm: the API wants a token"), "{err}");
