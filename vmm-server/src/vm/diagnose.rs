@@ -78,6 +78,33 @@ pub fn shutdown_report(index: usize, run: &VcpuRun) -> Vec<String> {
     lines
 }
 
+/// The report of vCPU `index` when the VM ended with every vCPU halted
+/// with interrupts off (nothing but another vCPU's NMI could wake one):
+/// where it stopped and its last hardware exits, one line each.
+pub fn halt_report(index: usize, run: &VcpuRun) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(format!(
+        "vCPU {index}: stopped at rip {:#x} rflags {:#x}; exit code {:#x}, delivering {}",
+        run.rip,
+        run.rflags,
+        run.hw_code,
+        describe_event(run.exit_int_info)
+    ));
+    let exits: Vec<_> = run.recent_exits().collect();
+    lines.push(format!("vCPU {index}: last {} hardware exits, oldest first:", exits.len()));
+    for e in exits {
+        lines.push(format!(
+            "vCPU {index}:   exit {:#x} at rip {:#x} info {:#x}; injected {}; delivering {}",
+            e.code,
+            e.rip,
+            e.info,
+            describe_event(u64::from(e.injected)),
+            describe_event(u64::from(e.int_info))
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
