@@ -119,6 +119,19 @@ mod tests {
     }
 
     #[test]
+    fn halt_report_says_where_the_vcpu_stopped_and_what_it_last_did() {
+        let mut run = VcpuRun { rip: 0x10_b2f7, rflags: 0x2, ..VcpuRun::ZERO };
+        run.hw_code = 0x78;
+        run.trace_exit(ExitTrace { rip: 0x10_0440, code: 0x74, injected: (1 << 31) | (2 << 8) | 2, int_info: 0, info: 0 });
+        run.trace_exit(ExitTrace { rip: 0x10_b2f6, code: 0x78, injected: 0, int_info: 0, info: 0 });
+        let r = halt_report(1, &run);
+        assert!(r[0].contains("vCPU 1: stopped at rip 0x10b2f7 rflags 0x2; exit code 0x78"), "{r:?}");
+        assert!(r[1].contains("last 2 hardware exits"), "{r:?}");
+        assert!(r[2].contains("exit 0x74 at rip 0x100440") && r[2].contains("injected vector 0x2 NMI"), "{r:?}");
+        assert!(r[3].contains("exit 0x78 at rip 0x10b2f6"), "{r:?}");
+    }
+
+    #[test]
     fn report_names_where_the_guest_was_and_its_last_exits() {
         let mut run = VcpuRun { rip: 0xffff_ffff_8100_0000, cr3: 0x0123_4000, exit_int_info: (1 << 31) | (3 << 8) | 8 | (1 << 11), ..VcpuRun::ZERO };
         run.segments[1].selector = 0x10;
