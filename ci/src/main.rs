@@ -145,7 +145,7 @@ Tiers:
             8 MiB disk of random bytes: the guest must see nproc=2, print the
             disk's SHA-256 (compared with the host's), write a marker into
             sector 0 (read back from the image file) and power off; and
-            Debian's memtest86+ (2 vCPUs, 256 MiB) must show the memory and
+            Debian's memtest86+ (4 vCPUs, 256 MiB) must show the memory and
             CPUs it was given and test on all of them without errors
   harness   the harness's own test: a faulting, a panicking and a hung kernel
             must each fail the run, with the fault shown

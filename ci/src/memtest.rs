@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 pub const ALIAS: &str = "memtest";
 pub const RAM_MIB: u64 = 256;
-pub const VCPUS: u32 = 2;
+pub const VCPUS: u32 = 4;
 /// The last test number that must have started: the first pass runs #0
 /// on one CPU, then #3, #4… on all of them, each start after a barrier
 /// where the CPUs halt and are woken by NMIs.

@@ -59,6 +59,48 @@ pub fn hlt_decision(i: &HltInputs) -> HltDecision {
     HltDecision::SleepUntil(i.timer_deadline.unwrap_or(u64::MAX))
 }
 
+/// A HLT with interrupts off and no NMI latched when the kernel looked:
+/// the vCPU announces that it is stopped (`announce`, what the others'
+/// [`OtherVcpu::halted_no_interrupts`] reads), then takes one [`Look`] at
+/// its own APIC and at the other vCPUs, a snapshot taken under the lock
+/// that IPI delivery takes (so no NMI lands between its two halves).
+/// Looking again at its own APIC closes a race: an NMI latched after the
+/// first look came from a vCPU that may have stopped meanwhile, having
+/// seen this one not yet stopped; without the second look this vCPU
+/// would find every other one stopped and tell the VMM the guest can never
+/// wake, with its own wake-up NMI waiting (memtest86+ ended "halted" under
+/// load, one barrier's NMI left latched).
+pub fn stop_with_interrupts_off(announce: impl FnOnce(), look: impl FnOnce() -> Look) -> HltDecision {
+    announce();
+    let l = look();
+    if l.own.nmi {
+        return HltDecision::Continue;
+    }
+    if l.own.init {
+        // The next run takes the INIT; it is not the guest's last stop.
+        return HltDecision::Stopped { all: false };
+    }
+    HltDecision::Stopped { all: l.others_stopped }
+}
+
+/// What a stopping vCPU sees in one snapshot (see
+/// [`stop_with_interrupts_off`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Look {
+    /// What its own APIC has latched.
+    pub own: Latched,
+    /// Whether every other vCPU is [`OtherVcpu::stopped`] (may be left
+    /// false, unread, when `own` has something latched).
+    pub others_stopped: bool,
+}
+
+/// What a vCPU's own APIC has latched that wakes it from a stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latched {
+    pub nmi: bool,
+    pub init: bool,
+}
+
 /// Another vCPU of the same guest, as a halting vCPU sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OtherVcpu {
@@ -152,6 +194,86 @@ mod tests {
         // Others being stopped does not matter: the timer still wakes it.
         let i = HltInputs { others_stopped: true, ..inputs() };
         assert_eq!(hlt_decision(&i), HltDecision::SleepUntil(u64::MAX));
+    }
+
+    #[test]
+    fn a_stop_is_announced_before_the_vcpu_looks_again() {
+        use core::cell::Cell;
+        let announced = Cell::new(false);
+        let d = stop_with_interrupts_off(
+            || announced.set(true),
+            || {
+                assert!(announced.get(), "looked before announcing the stop");
+                Look { own: Latched::default(), others_stopped: true }
+            },
+        );
+        assert_eq!(d, HltDecision::Stopped { all: true });
+    }
+
+    #[test]
+    fn an_nmi_latched_after_the_first_look_wakes_the_vcpu_whatever_the_others_are() {
+        // The sender latched the NMI, went on and stopped itself: every
+        // other vCPU is stopped now. This one must run its NMI handler, not
+        // report the guest dead.
+        let d = stop_with_interrupts_off(|| {}, || Look { own: Latched { nmi: true, init: false }, others_stopped: true });
+        assert_eq!(d, HltDecision::Continue);
+    }
+
+    #[test]
+    fn an_init_latched_after_the_first_look_is_never_the_last_stop() {
+        let d = stop_with_interrupts_off(|| {}, || Look { own: Latched { nmi: false, init: true }, others_stopped: true });
+        assert_eq!(d, HltDecision::Stopped { all: false });
+        let d = stop_with_interrupts_off(|| {}, || Look { own: Latched::default(), others_stopped: false });
+        assert_eq!(d, HltDecision::Stopped { all: false });
+    }
+
+    /// Two vCPUs: a receiver halting with interrupts off, and a sender
+    /// that latches an NMI for it, runs on and stops itself (one step, as
+    /// the kernel's IPI delivery and the sender's own stop are each under
+    /// the lock the receiver's look takes), at every point of the
+    /// receiver's sequence. In no interleaving does either report every
+    /// vCPU stopped while the receiver's NMI is latched.
+    #[test]
+    fn no_interleaving_of_an_nmi_and_two_stops_ends_the_guest_with_the_nmi_latched() {
+        use core::cell::Cell;
+        for send_at in 0..4 {
+            let receiver_stopped = Cell::new(false);
+            let nmi = Cell::new(false);
+            let sender_stopped = Cell::new(false);
+            let sender_all = Cell::new(None);
+            let send = || {
+                nmi.set(true);
+                sender_stopped.set(true);
+                let other = OtherVcpu { halted_no_interrupts: receiver_stopped.get(), nmi_or_init_pending: nmi.get(), ..OtherVcpu::default() };
+                sender_all.set(Some(other.stopped()));
+            };
+            let step = |i: u32| {
+                if i == send_at {
+                    send();
+                }
+            };
+            step(0);
+            let d = if nmi.get() {
+                HltDecision::Continue
+            } else {
+                stop_with_interrupts_off(
+                    || {
+                        step(1);
+                        receiver_stopped.set(true);
+                    },
+                    || {
+                        step(2);
+                        Look { own: Latched { nmi: nmi.get(), init: false }, others_stopped: sender_stopped.get() }
+                    },
+                )
+            };
+            step(3);
+            assert_ne!(d, HltDecision::Stopped { all: true }, "sent at step {send_at}: the receiver reported every vCPU stopped");
+            assert_ne!(sender_all.get(), Some(true), "sent at step {send_at}: the sender saw the receiver stopped with its NMI latched");
+            if d != HltDecision::Continue {
+                assert!(nmi.get(), "sent at step {send_at}");
+            }
+        }
     }
 
     #[test]

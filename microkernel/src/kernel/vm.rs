@@ -20,7 +20,9 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::pagetable::{self, Ept, Flags, Npt};
 use kcore::slab::Id;
-use kcore::vcpu_halt::{HltDecision, HltInputs, NmiGate, OtherVcpu, hlt_decision, wakes_from_stop};
+use kcore::vcpu_halt::{
+    HltDecision, HltInputs, Latched, Look, NmiGate, OtherVcpu, hlt_decision, stop_with_interrupts_off, wakes_from_stop,
+};
 use kcore::vlapic::{Effect, VLapic, VLapicConfig};
 
 /// The highest guest-physical address (exclusive) a guest may map.
@@ -1593,7 +1595,7 @@ enum Halt {
 
 fn on_hlt(vcpu: &mut Vcpu) -> Halt {
     let interrupts_on = Regs::rflags(vcpu) & (1 << 9) != 0;
-    let mut inputs = {
+    let inputs = {
         let mut l = vcpu.lapic.lock();
         l.tick(lapic_now());
         HltInputs {
@@ -1604,13 +1606,16 @@ fn on_hlt(vcpu: &mut Vcpu) -> Halt {
             others_stopped: false,
         }
     };
-    if !interrupts_on && !inputs.nmi_pending {
-        // Announce the stop before looking at the others: of two vCPUs
-        // stopping at once, the second sees the first.
-        vcpu.stopped.store(true, Ordering::SeqCst);
-        inputs.others_stopped = others_stopped(vcpu);
-    }
-    match hlt_decision(&inputs) {
+    let decision = if !interrupts_on && !inputs.nmi_pending {
+        // Announce the stop, then look at this vCPU's APIC again and at the
+        // others in one snapshot: of two vCPUs stopping at once the second
+        // sees the first, and an NMI latched since the look above wakes
+        // this one (`stop_with_interrupts_off`).
+        stop_with_interrupts_off(|| vcpu.stopped.store(true, Ordering::SeqCst), || look_when_stopping(vcpu))
+    } else {
+        hlt_decision(&inputs)
+    };
+    match decision {
         HltDecision::Continue => {
             vcpu.stopped.store(false, Ordering::SeqCst);
             Halt::Continue
@@ -1623,11 +1628,27 @@ fn on_hlt(vcpu: &mut Vcpu) -> Halt {
     }
 }
 
-/// Whether every other vCPU of `vcpu`'s guest is stopped (halted with
-/// interrupts off or waiting for a start-up IPI, with nothing latched that
-/// wakes it). Takes the kernel lock, then each APIC's (as `apply`).
-fn others_stopped(vcpu: &Vcpu) -> bool {
+/// What a vCPU stopping with interrupts off sees, in one snapshot under
+/// the kernel lock, which IPI delivery (`apply`) holds too: what its own
+/// APIC has latched, and whether every other vCPU of its guest is stopped
+/// (halted with interrupts off or waiting for a start-up IPI, with nothing
+/// latched that wakes it). Takes the kernel lock, then each APIC's (as
+/// `apply`).
+fn look_when_stopping(vcpu: &Vcpu) -> Look {
     let k = super::lock();
+    let own = {
+        let l = vcpu.lapic.lock();
+        Latched { nmi: l.nmi_pending(), init: l.init_pending() }
+    };
+    if own.nmi || own.init {
+        return Look { own, others_stopped: false };
+    }
+    Look { own, others_stopped: others_stopped(&k, vcpu) }
+}
+
+/// Whether every other vCPU of `vcpu`'s guest is stopped (see
+/// `look_when_stopping`), the kernel lock held.
+fn others_stopped(k: &super::Kernel, vcpu: &Vcpu) -> bool {
     let Some(g) = k.guests.get(vcpu.guest) else { return true };
     for &t in &g.vcpus {
         let Some(v) = k.vcpus.get(t) else { continue };

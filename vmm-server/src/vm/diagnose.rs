@@ -78,6 +78,33 @@ pub fn shutdown_report(index: usize, run: &VcpuRun) -> Vec<String> {
     lines
 }
 
+/// The report of vCPU `index` when the VM ended with every vCPU halted
+/// with interrupts off (nothing but another vCPU's NMI could wake one):
+/// where it stopped and its last hardware exits, one line each.
+pub fn halt_report(index: usize, run: &VcpuRun) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(format!(
+        "vCPU {index}: stopped at rip {:#x} rflags {:#x}; exit code {:#x}, delivering {}",
+        run.rip,
+        run.rflags,
+        run.hw_code,
+        describe_event(run.exit_int_info)
+    ));
+    let exits: Vec<_> = run.recent_exits().collect();
+    lines.push(format!("vCPU {index}: last {} hardware exits, oldest first:", exits.len()));
+    for e in exits {
+        lines.push(format!(
+            "vCPU {index}:   exit {:#x} at rip {:#x} info {:#x}; injected {}; delivering {}",
+            e.code,
+            e.rip,
+            e.info,
+            describe_event(u64::from(e.injected)),
+            describe_event(u64::from(e.int_info))
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +116,19 @@ mod tests {
         assert_eq!(describe_event((1 << 31) | (3 << 8) | 14 | (1 << 11) | (2 << 32)), "#PF(0x2) exception");
         assert_eq!(describe_event((1 << 31) | 0xec), "vector 0xec external interrupt");
         assert_eq!(describe_event((1 << 31) | (2 << 8) | 2), "vector 0x2 NMI");
+    }
+
+    #[test]
+    fn halt_report_says_where_the_vcpu_stopped_and_what_it_last_did() {
+        let mut run = VcpuRun { rip: 0x10_b2f7, rflags: 0x2, ..VcpuRun::ZERO };
+        run.hw_code = 0x78;
+        run.trace_exit(ExitTrace { rip: 0x10_0440, code: 0x74, injected: (1 << 31) | (2 << 8) | 2, int_info: 0, info: 0 });
+        run.trace_exit(ExitTrace { rip: 0x10_b2f6, code: 0x78, injected: 0, int_info: 0, info: 0 });
+        let r = halt_report(1, &run);
+        assert!(r[0].contains("vCPU 1: stopped at rip 0x10b2f7 rflags 0x2; exit code 0x78"), "{r:?}");
+        assert!(r[1].contains("last 2 hardware exits"), "{r:?}");
+        assert!(r[2].contains("exit 0x74 at rip 0x100440") && r[2].contains("injected vector 0x2 NMI"), "{r:?}");
+        assert!(r[3].contains("exit 0x78 at rip 0x10b2f6"), "{r:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use abi::{VcpuExit, VcpuRun};
@@ -142,6 +143,11 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
     // Whatever this vCPU still holds goes to the devices before the VM's
     // final console flush (the main thread's, once every thread is done).
     replay_pio_ring(sh, page.state());
+    if matches!(*sh.ending.lock(), Some(Ending::Halted)) {
+        // Every vCPU stopped for good: where each one was, for the
+        // operator (a guest's barrier whose wake-up never came).
+        sh.fault_report.lock().get_or_insert_with(Vec::new).extend(diagnose::halt_report(index, page.state()));
+    }
     sh.port_exits.lock().merge(&ports);
     sh.mmio_exits.lock().merge(&mmios);
     sh.msr_exits.lock().merge(&msrs);
