@@ -27,6 +27,8 @@ mod revocation;
 #[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
+mod sysret;
+#[cfg(target_os = "none")]
 mod tests;
 #[cfg(target_os = "none")]
 mod threads;

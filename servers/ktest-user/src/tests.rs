@@ -97,6 +97,7 @@ pub fn main(start: Start) -> u64 {
         ("io_port_permissions_leak_to_the_next_process", crate::inject::io_port_permissions_leak_to_the_next_process),
         ("ipc_same_core", ipc_same_core),
         ("fast_and_general_paths_agree", crate::fastpath::fast_and_general_paths_agree),
+        ("the_way_back_to_user_mode_restores_what_was_saved", crate::sysret::the_way_back_to_user_mode_restores_what_was_saved),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),

@@ -7,7 +7,8 @@
  * marks a system call. Then we switch to this CPU's kernel stack and call
  * `syscall_from_user`. The kernel never blocks on a kernel stack: a thread
  * that must wait is simply not current when we return, and `return_to_user`
- * restores whichever thread is current then. */
+ * restores whichever thread is current then (by SYSRET when that restores
+ * what IRETQ would, see below). */
 
 .set PERCPU_USER_RSP, 8
 .set PERCPU_KSTACK, 16
@@ -41,6 +42,10 @@ syscall_entry:
      * (Nop ignores its arguments, so RDI may be used). */
     mov rdi, rcx
     shr rdi, 47
+    jnz 1f
+    /* TF in R11: SYSRET would raise #DB before the first user instruction,
+     * the full path's IRETQ after it; take the full path (same fault). */
+    test r11d, 0x100
     jnz 1f
     xor eax, eax
     xor esi, esi
@@ -78,10 +83,67 @@ syscall_entry:
     call syscall_from_user
     /* fall through */
 
+/* The way back to ring 3 for whichever thread is current. SYSRET when it
+ * restores exactly what IRETQ would, else IRETQ:
+ *  - RCX == RIP and R11 == RFLAGS in the frame (SYSRET takes RIP from RCX
+ *    and RFLAGS from R11). A frame saved by SYSCALL has them equal unless
+ *    the kernel changed one since (VcpuRun's restart moves RIP back); an
+ *    interrupted thread's RCX/R11 are its own values and must come back.
+ *  - RIP in the lower half: SYSRET to a non-canonical RCX raises #GP in
+ *    ring 0 with the user's RSP on Intel CPUs (CVE-2012-0217).
+ *  - RFLAGS with no bit outside SYSRET_RFLAGS: SYSRET clears RF and VM
+ *    and the reserved bits (R11 & 0x3C7FD7 | 2), and a TF that SYSRET
+ *    restores raises #DB at once, before the first user instruction
+ *    (IRETQ's only after it).
+ * SYSRET loads the user CS/SS that STAR names (cpu.rs: 0x23/0x1b); a
+ * thread's frame always holds those (set when it is made or configured,
+ * saved by the CPU on each entry from ring 3), which IRETQ relies on too.
+ * Interrupts are off on every way here (SFMASK, interrupt gates, the
+ * kernel runs with IF clear); the CLI makes sure of it, because between
+ * loading the user's RSP and SYSRET an interrupt would push its frame at
+ * whatever address the user's RSP holds, in ring 0. NMI and #MC use IST
+ * stacks (gdt.rs), so they never run on that RSP. */
+.set F_RCX, 2 * 8
+.set F_R11, 10 * 8
+.set F_RIP, 17 * 8
+.set F_RFLAGS, 19 * 8
+.set SYSRET_RFLAGS, 0x3C7ED7        /* 0x3C7FD7 without TF (bit 8) */
+
 .global return_to_user
 return_to_user:
     mov rsp, gs:[PERCPU_CTX_TOP]
     sub rsp, FRAME_SIZE
+    mov rcx, [rsp + F_RIP]
+    cmp rcx, [rsp + F_RCX]
+    jne 2f
+    mov r11, [rsp + F_RFLAGS]
+    cmp r11, [rsp + F_R11]
+    jne 2f
+    test r11, ~SYSRET_RFLAGS
+    jnz 2f
+    mov rax, rcx
+    shr rax, 47
+    jnz 2f
+    cli
+    pop rax
+    pop rbx
+    pop rcx
+    pop rdx
+    pop rsi
+    pop rdi
+    pop rbp
+    pop r8
+    pop r9
+    pop r10
+    pop r11
+    pop r12
+    pop r13
+    pop r14
+    pop r15
+    swapgs
+    mov rsp, [rsp + 5 * 8]      /* past vector, error code, rip, cs, rflags: the user's rsp */
+    sysretq
+2:
     pop rax
     pop rbx
     pop rcx
