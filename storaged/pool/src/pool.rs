@@ -850,7 +850,11 @@ impl<D: Disk> Pool<D> {
         self.datasets.values().filter(|d| !d.name.split('@').next().unwrap_or("").ends_with(send::RECV_SUFFIX)).map(|d| self.info(d)).collect()
     }
 
+    /// A dataset by name (not the hidden volume of a receive under way).
     pub fn get(&self, name: &str) -> Result<DatasetInfo, Error> {
+        if name.split('@').next().unwrap_or("").ends_with(send::RECV_SUFFIX) {
+            return Err(Error::NotFound(name.to_string()));
+        }
         Ok(self.info(self.ds(self.id_of(name)?)))
     }
 
