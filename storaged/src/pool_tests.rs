@@ -476,7 +476,7 @@ fn send_and_receive_in_chunks() {
 #[test]
 fn stream_calls_refuse_abuse_and_leave_nothing() {
     let mut s = pool_server();
-    let data: Vec<u8> = (0..MIB as usize).map(|i| (i * 7 >> 5) as u8 | 1).collect();
+    let data: Vec<u8> = (0..MIB as usize).map(|i| ((i * 7) >> 5) as u8 | 1).collect();
     s.pool().unwrap().write("zones/a-disk0", 0, &data).unwrap();
     pool::Server::snapshot(as_(&mut s, ADMIN), "zones/a-disk0@one".into()).unwrap();
     let free = s.pool().unwrap().free_bytes();
