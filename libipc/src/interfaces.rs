@@ -539,7 +539,8 @@ pub struct PropChunk {
 pub struct StreamOpened {
     /// Names the stream in `send_chunk` and `close_stream`.
     pub stream: u32,
-    /// Its length.
+    /// Its length if known up front; `u64::MAX` when the stream is made in
+    /// pieces as it is read (storaged's: read until an empty chunk).
     pub bytes: u64,
 }
 
@@ -693,16 +694,18 @@ crate::interface! {
         /// to be read with `send_chunk`.
         fn send(snapshot: String, from: Option<String>) -> Result<StreamOpened, PoolError>;
         /// Up to [`POOL_CHUNK_BYTES`] of send stream `stream` from `offset`
-        /// (empty at the end).
+        /// (empty at the end). Offsets go forward: within the piece being
+        /// read, or just past it (the next piece); others are refused.
         fn send_chunk(stream: u32, offset: u64) -> Result<alloc::vec::Vec<u8>, PoolError>;
         /// Starts receiving a stream into volume `target`: the stream's
         /// number for `receive_chunk` and `receive_end`.
         fn receive(target: String) -> Result<u32, PoolError>;
         /// Appends up to [`POOL_CHUNK_BYTES`] to receive stream `stream`:
-        /// the bytes it holds now.
+        /// the stream's bytes taken so far. Each piece is checked and applied
+        /// as it completes; a bad one ends the receive (and the stream).
         fn receive_chunk(stream: u32, bytes: alloc::vec::Vec<u8>) -> Result<u64, PoolError>;
-        /// Checks the whole stream and applies it: the snapshot it made.
-        /// A stream cut short or altered is refused, nothing written.
+        /// Ends the stream: the snapshot it made. A stream cut short or
+        /// altered is refused and nothing of it is left.
         fn receive_end(stream: u32) -> Result<String, PoolError>;
         /// Drops a send or receive stream of the caller's.
         fn close_stream(stream: u32) -> Result<(), PoolError>;

@@ -8,18 +8,20 @@
 //! at most [`POOL_PAGE_BYTES`] of names, streams and long values in chunks
 //! of [`POOL_CHUNK_BYTES`], reasons cut at [`POOL_TEXT_MAX`] bytes.
 //!
-//! Send and receive streams: the pool library writes and reads a stream
-//! whole (a receive checks the stream's checksum before it writes anything),
-//! so storaged holds a stream in memory while it moves, at most
-//! [`STREAM_MAX_BYTES`] each and [`MAX_STREAMS`] at once; larger streams go
-//! through the host tool (`alcove-pool send|receive`) for now.
+//! Send and receive streams move in the pool library's pieces (FORMAT.md
+//! "Send stream"): storaged holds one piece of each open stream (at most
+//! [`alcove_pool::pool::PIECE_MAX`] bytes, about 32 KiB usually), at most
+//! [`MAX_STREAMS`] at once, whatever the volume's size. A send makes its next
+//! piece when the reader asks for the byte after the current one (reads go
+//! forward); a receive checks and applies each piece as its last chunk
+//! arrives, into a hidden volume that becomes the target at `receive_end`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use alcove_pool::Error as E;
-use alcove_pool::pool::{PROP_COMPRESSION, PROP_QUOTA, PROP_REFRESERVATION, PROP_RESERVATION};
+use alcove_pool::pool::{PROP_COMPRESSION, PROP_QUOTA, PROP_REFRESERVATION, PROP_RESERVATION, Receiver, SendCursor};
 use libipc::blkring::BlockDevice;
 use libipc::cap::{Cap, Endpoint};
 use libipc::interfaces::{
@@ -31,8 +33,6 @@ use libipc::reply_caps;
 
 use crate::{Grant, RingFactory, Storaged};
 
-/// Bytes one send or receive stream may hold in storaged's memory.
-pub const STREAM_MAX_BYTES: usize = 1 << 20;
 /// Streams open at once (over all callers).
 pub const MAX_STREAMS: usize = 2;
 /// Bytes a user property's value may have (the pool's own bound).
@@ -47,8 +47,9 @@ pub(crate) struct Stream {
 }
 
 enum Kind {
-    Send(Vec<u8>),
-    Receive { target: String, data: Vec<u8> },
+    /// The current piece, starting at stream byte `start`.
+    Send { cursor: SendCursor, piece: Vec<u8>, start: u64 },
+    Receive { target: String, rx: Receiver },
 }
 
 /// Bytes of a disk's name in `status` at most.
@@ -383,60 +384,80 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
         if self.streams.len() >= MAX_STREAMS {
             return Err(PoolError::TooManyStreams { limit: MAX_STREAMS as u32 });
         }
-        let mut data = Vec::new();
-        let made = {
-            // The walk stops once the stream is past the bound: a large
-            // snapshot is refused after reading about that much of it.
-            let mut p = self.admin_pool()?;
-            p.send_bounded(&snapshot, from.as_deref(), STREAM_MAX_BYTES as u64, &mut |b: &[u8]| {
-                if data.len() + b.len() <= STREAM_MAX_BYTES {
-                    data.extend_from_slice(b);
-                }
-            })
-            .map_err(err)?
-        };
-        if made.is_none() {
-            return Err(PoolError::TooLarge {
-                what: text(&format!("send stream of {snapshot} (use the host tool)")),
-                max: STREAM_MAX_BYTES as u64,
-            });
-        }
-        let bytes = data.len() as u64;
-        let stream = self.new_stream(Kind::Send(data))?;
-        Ok(StreamOpened { stream, bytes })
+        let cursor = self.admin_pool()?.send_start(&snapshot, from.as_deref()).map_err(err)?;
+        let stream = self.new_stream(Kind::Send { cursor, piece: Vec::new(), start: 0 })?;
+        Ok(StreamOpened { stream, bytes: u64::MAX })
     }
 
     fn send_chunk(&mut self, stream: u32, offset: u64) -> Result<Vec<u8>, PoolError> {
         self.admin()?;
         let i = self.stream(stream)?;
-        let Kind::Send(data) = &self.streams[i].kind else {
+        let Kind::Send { piece, start, .. } = &self.streams[i].kind else {
             return Err(PoolError::Invalid { why: format!("stream {stream} is a receive stream") });
         };
-        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
-        let to = (from + POOL_CHUNK_BYTES as usize).min(data.len());
-        Ok(data[from..to].to_vec())
+        let end = *start + piece.len() as u64;
+        if offset < *start || offset > end {
+            return Err(PoolError::Invalid {
+                why: format!("send stream {stream}: offset {offset}, the stream is at {start}..{end} (read it in order)"),
+            });
+        }
+        if offset == end {
+            // The next piece (or the end): the stream's state moves out
+            // while the pool makes it.
+            let mut st = self.streams.swap_remove(i);
+            let r = match &mut st.kind {
+                Kind::Send { cursor, piece, start } => self.admin_pool().and_then(|mut p| {
+                    *start = end;
+                    p.send_piece(cursor, piece).map_err(err)
+                }),
+                Kind::Receive { .. } => Ok(false),
+            };
+            match r {
+                Ok(_) => self.streams.push(st),
+                Err(e) => {
+                    log::info!("pool: send stream {stream} ended: {e:?}");
+                    return Err(e);
+                }
+            }
+        }
+        let i = self.stream(stream)?;
+        let Kind::Send { piece, start, .. } = &self.streams[i].kind else { return Ok(Vec::new()) };
+        let from = (offset - *start) as usize;
+        let to = (from + POOL_CHUNK_BYTES as usize).min(piece.len());
+        Ok(piece[from..to].to_vec())
     }
 
     fn receive(&mut self, target: String) -> Result<u32, PoolError> {
         self.admin()?;
         self.busy(&target)?;
-        self.new_stream(Kind::Receive { target, data: Vec::new() })
+        if self.streams.len() >= MAX_STREAMS {
+            return Err(PoolError::TooManyStreams { limit: MAX_STREAMS as u32 });
+        }
+        let rx = self.admin_pool()?.receive_start(&target).map_err(err)?;
+        self.new_stream(Kind::Receive { target, rx })
     }
 
     fn receive_chunk(&mut self, stream: u32, bytes: Vec<u8>) -> Result<u64, PoolError> {
         self.admin()?;
         let i = self.stream(stream)?;
-        let Kind::Receive { data, .. } = &mut self.streams[i].kind else {
+        if !matches!(self.streams[i].kind, Kind::Receive { .. }) {
             return Err(PoolError::Invalid { why: format!("stream {stream} is a send stream") });
-        };
+        }
         if bytes.len() > POOL_CHUNK_BYTES as usize {
             return Err(PoolError::TooLarge { what: "a stream chunk".into(), max: u64::from(POOL_CHUNK_BYTES) });
         }
-        if data.len() + bytes.len() > STREAM_MAX_BYTES {
-            return Err(PoolError::TooLarge { what: "a received stream (use the host tool)".into(), max: STREAM_MAX_BYTES as u64 });
+        let mut st = self.streams.swap_remove(i);
+        let Kind::Receive { rx, .. } = &mut st.kind else { unreachable!() };
+        let r = self.admin_pool().and_then(|mut p| p.receive_bytes(rx, &bytes).map_err(err));
+        match r {
+            Ok(()) => {
+                let n = rx.bytes();
+                self.streams.push(st);
+                Ok(n)
+            }
+            // The receive is over (the pool undid it): so is the stream.
+            Err(e) => Err(e),
         }
-        data.extend_from_slice(&bytes);
-        Ok(data.len() as u64)
     }
 
     fn receive_end(&mut self, stream: u32) -> Result<String, PoolError> {
@@ -445,18 +466,26 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
         if !matches!(self.streams[i].kind, Kind::Receive { .. }) {
             return Err(PoolError::Invalid { why: format!("stream {stream} is a send stream") });
         }
-        let Kind::Receive { target, data } = self.streams.swap_remove(i).kind else { unreachable!() };
-        self.busy(&target)?;
+        let Kind::Receive { target, rx } = self.streams.swap_remove(i).kind else { unreachable!() };
+        let bytes = rx.bytes();
+        let busy = self.in_use(&target);
         let mut p = self.admin_pool()?;
-        let made = p.receive(&target, &data).map_err(err)?;
-        log::info!("pool: received {made} ({} bytes)", data.len());
+        if let Some(why) = busy {
+            p.receive_abort(rx);
+            return Err(PoolError::Busy { why: text(&why) });
+        }
+        let made = p.receive_finish(rx).map_err(err)?;
+        log::info!("pool: received {made} ({bytes} bytes)");
         Ok(made)
     }
 
     fn close_stream(&mut self, stream: u32) -> Result<(), PoolError> {
         self.admin()?;
         let i = self.stream(stream)?;
-        self.streams.swap_remove(i);
+        if let Kind::Receive { rx, .. } = self.streams.swap_remove(i).kind {
+            // Whatever it made goes.
+            self.admin_pool()?.receive_abort(rx);
+        }
         Ok(())
     }
 

@@ -414,18 +414,21 @@ fn replies_are_bounded_and_pages_and_pieces_add_up() {
     assert!(c.get("zones/nope".into()).unwrap().is_err());
 }
 
-/// Send and receive move through many bounded messages; the received volume
-/// equals the source; a stream altered or cut short is refused and makes
-/// nothing.
+/// Send and receive move through many bounded messages, one piece of the
+/// stream in storaged at a time: 2 MiB of data (twice what storaged could
+/// once hold of a stream) moves whole; the received
+/// volume equals the source; a stream altered or cut short is refused and
+/// makes nothing.
 #[test]
 fn send_and_receive_in_chunks() {
     let s = pool_server();
-    let data: Vec<u8> = (0..256 * 1024).map(|i| ((i * 31) >> 3) as u8 | 1).collect();
+    let data: Vec<u8> = (0..2 * MIB as usize).map(|i| ((i * 31) >> 3) as u8 | 1).collect();
     s.pool().unwrap().write("zones/a-disk0", 0, &data).unwrap();
     let t = Loopback::new(s);
     let c = pool::Client::new(&t);
     c.snapshot("zones/a-disk0@one".into()).unwrap().unwrap();
     let opened = c.send("zones/a-disk0@one".into(), None).unwrap().unwrap();
+    assert_eq!(opened.bytes, u64::MAX, "a stream made in pieces: its length is known at its end");
     let mut stream = Vec::new();
     loop {
         let chunk = c.send_chunk(opened.stream, stream.len() as u64).unwrap().unwrap();
@@ -435,7 +438,7 @@ fn send_and_receive_in_chunks() {
         assert!(chunk.len() <= libipc::interfaces::POOL_CHUNK_BYTES as usize);
         stream.extend(chunk);
     }
-    assert_eq!(stream.len() as u64, opened.bytes);
+    assert!(stream.len() > 2 * MIB as usize, "{} bytes", stream.len());
     c.close_stream(opened.stream).unwrap().unwrap();
     let receive = |bytes: &[u8], target: &str| -> Result<String, PoolError> {
         let id = c.receive(target.into()).unwrap()?;
@@ -453,7 +456,7 @@ fn send_and_receive_in_chunks() {
     let mut s = t.into_inner();
     let mut back = vec![0u8; data.len()];
     s.pool().unwrap().read("zones/copy", 0, &mut back).unwrap();
-    assert_eq!(back, data);
+    assert!(back == data);
     // Oversized chunks and other callers' streams are refused.
     let id = pool::Server::receive(as_(&mut s, ADMIN), "zones/other".into()).unwrap();
     let r = pool::Server::receive_chunk(&mut s, id, vec![0; 4096]);
@@ -462,6 +465,109 @@ fn send_and_receive_in_chunks() {
     let report = pool::Server::scrub(as_(&mut s, ADMIN)).unwrap();
     assert_eq!((report.state.as_str(), report.repaired_bytes), ("ONLINE", 0));
     assert!(report.blocks > 0);
+}
+
+/// The stream calls abused: reads out of order, past the piece or
+/// backwards; another caller's or a non-admin's calls; a piece claiming a
+/// huge length (refused on its first chunk, the stream gone); a receive
+/// closed half way or ended cut short (its hidden volume destroyed, the
+/// space back); a receive into a granted volume; the sent snapshot destroyed
+/// mid-send; more streams than allowed.
+#[test]
+fn stream_calls_refuse_abuse_and_leave_nothing() {
+    let mut s = pool_server();
+    let data: Vec<u8> = (0..MIB as usize).map(|i| ((i * 7) >> 5) as u8 | 1).collect();
+    s.pool().unwrap().write("zones/a-disk0", 0, &data).unwrap();
+    pool::Server::snapshot(as_(&mut s, ADMIN), "zones/a-disk0@one".into()).unwrap();
+    let free = s.pool().unwrap().free_bytes();
+    let opened = pool::Server::send(as_(&mut s, ADMIN), "zones/a-disk0@one".into(), None).unwrap();
+    let id = opened.stream;
+    let mut stream = Vec::new();
+    for _ in 0..40 {
+        stream.extend(pool::Server::send_chunk(&mut s, id, stream.len() as u64).unwrap());
+    }
+    // The same chunk again is fine (a retry); backwards past the piece, or
+    // ahead of it, is refused.
+    let again = pool::Server::send_chunk(&mut s, id, stream.len() as u64 - 2048).unwrap();
+    assert_eq!(again[..], stream[stream.len() - 2048..]);
+    for bad in [0, stream.len() as u64 + 200_000, u64::MAX] {
+        let r = pool::Server::send_chunk(&mut s, id, bad);
+        assert!(matches!(&r, Err(PoolError::Invalid { why }) if why.contains("read it in order")), "offset {bad}: {r:?}");
+    }
+    // Not the caller's: a non-admin, another admin (badge 0 is init).
+    assert_eq!(pool::Server::send_chunk(as_(&mut s, MANIFEST_VMM), id, 0), Err(PoolError::NotPermitted));
+    assert_eq!(pool::Server::send_chunk(as_(&mut s, 0), id, stream.len() as u64), Err(PoolError::NoSuchStream { stream: id }));
+    assert!(matches!(pool::Server::receive_chunk(as_(&mut s, ADMIN), id, vec![1]), Err(PoolError::Invalid { .. })));
+    assert!(matches!(pool::Server::receive_end(as_(&mut s, ADMIN), id), Err(PoolError::Invalid { .. })));
+    // Two streams open: a third is refused.
+    let r2 = pool::Server::receive(as_(&mut s, ADMIN), "zones/copy".into()).unwrap();
+    assert_eq!(pool::Server::receive(as_(&mut s, ADMIN), "zones/copy2".into()), Err(PoolError::TooManyStreams { limit: 2 }));
+    // The snapshot destroyed mid-send: the next piece is refused, the stream gone.
+    pool::Server::destroy(as_(&mut s, ADMIN), "zones/a-disk0@one".into(), false).unwrap();
+    let mut r = Ok(Vec::new());
+    for _ in 0..40 {
+        r = pool::Server::send_chunk(as_(&mut s, ADMIN), id, stream.len() as u64);
+        match &r {
+            Ok(c) if !c.is_empty() => stream.extend(c.iter().copied()),
+            _ => break,
+        }
+    }
+    assert!(matches!(&r, Err(PoolError::Invalid { why }) if why.contains("destroyed")), "{r:?}");
+    assert_eq!(pool::Server::send_chunk(as_(&mut s, ADMIN), id, stream.len() as u64), Err(PoolError::NoSuchStream { stream: id }));
+    // Receive the first 20 KiB of the stream (header and some pieces), then
+    // a piece claiming 4 GiB: refused at once, the stream and what it made gone.
+    pool::Server::snapshot(as_(&mut s, ADMIN), "zones/a-disk0@two".into()).unwrap();
+    let free = free.min(s.pool().unwrap().free_bytes());
+    let opened = pool::Server::send(as_(&mut s, ADMIN), "zones/a-disk0@two".into(), None).unwrap();
+    let mut full = Vec::new();
+    loop {
+        let c = pool::Server::send_chunk(as_(&mut s, ADMIN), opened.stream, full.len() as u64).unwrap();
+        if c.is_empty() {
+            break;
+        }
+        full.extend(c);
+    }
+    pool::Server::close_stream(as_(&mut s, ADMIN), opened.stream).unwrap();
+    let first_piece = 12 + 4 + u32::from_le_bytes(full[12..16].try_into().unwrap()) as usize + 32;
+    for chunk in full[..first_piece].chunks(2048) {
+        pool::Server::receive_chunk(as_(&mut s, ADMIN), r2, chunk.to_vec()).unwrap();
+    }
+    let r = pool::Server::receive_chunk(as_(&mut s, ADMIN), r2, u32::MAX.to_le_bytes().to_vec());
+    assert!(matches!(&r, Err(PoolError::Invalid { why }) if why.contains("a piece of 4294967295 bytes")), "{r:?}");
+    assert_eq!(pool::Server::receive_chunk(as_(&mut s, ADMIN), r2, vec![0]), Err(PoolError::NoSuchStream { stream: r2 }));
+    let names = |s: &mut Server| s.pool().unwrap().list().into_iter().map(|d| d.name).collect::<Vec<_>>();
+    assert!(!names(&mut s).iter().any(|n| n.starts_with("zones/copy")));
+    // Closed half way: the hidden volume it filled is destroyed.
+    let r3 = pool::Server::receive(as_(&mut s, ADMIN), "zones/copy".into()).unwrap();
+    for chunk in full[..full.len() / 2].chunks(2048) {
+        pool::Server::receive_chunk(as_(&mut s, ADMIN), r3, chunk.to_vec()).unwrap();
+    }
+    assert!(s.pool().unwrap().free_bytes() < free, "half the stream is in the hidden volume");
+    assert!(pool::Server::get(as_(&mut s, ADMIN), "zones/copy%recv".into()).is_err(), "hidden from get");
+    let g = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/copy%recv".into()]);
+    assert!(g.is_err(), "a hidden volume cannot be granted: {g:?}");
+    pool::Server::close_stream(as_(&mut s, ADMIN), r3).unwrap();
+    s.pool().unwrap().sync().unwrap();
+    assert_eq!(s.pool().unwrap().free_bytes(), free, "closing it freed what it received");
+    // Ended cut short: refused, nothing left.
+    let r4 = pool::Server::receive(as_(&mut s, ADMIN), "zones/copy".into()).unwrap();
+    for chunk in full[..full.len() - 40].chunks(2048) {
+        pool::Server::receive_chunk(as_(&mut s, ADMIN), r4, chunk.to_vec()).unwrap();
+    }
+    let r = pool::Server::receive_end(as_(&mut s, ADMIN), r4);
+    assert!(matches!(&r, Err(PoolError::Invalid { why }) if why.contains("cut short")), "{r:?}");
+    s.pool().unwrap().sync().unwrap();
+    assert_eq!(s.pool().unwrap().free_bytes(), free);
+    assert!(!names(&mut s).iter().any(|n| n.starts_with("zones/copy")));
+    // Into a volume with a ring open: refused at the start and at the end.
+    let ga = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/b-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let s = Rc::new(RefCell::new(s));
+    let _ring = open(&s, ga, 0).unwrap();
+    let mut s = s.borrow_mut();
+    let r = pool::Server::receive(as_(&mut s, ADMIN), "zones/b-disk0".into());
+    assert!(matches!(r, Err(PoolError::Busy { .. })), "{r:?}");
+    s.pool().unwrap().verify(false).unwrap();
 }
 
 /// Issue 12, a VM on pool volumes: `libipc::provision` (what init runs at

@@ -26,6 +26,8 @@ use crate::vdev::{ChildStats, Meter, Vdev};
 mod scrub;
 mod send;
 
+pub use send::{PIECE_MAX, PIECE_TARGET, RECV_SUFFIX, Receiver, SEND_MAGIC, STREAM_VERSION, SendCursor, piece_tag};
+
 pub use scrub::{ScrubCanceled, ScrubEnd, ScrubProgress};
 
 /// Volumes at most this large (bytes).
@@ -672,6 +674,7 @@ impl<D: Disk> Pool<D> {
                         wall_clock: no_clock,
                     };
                     pool.replay_log(ub.log);
+                    pool.destroy_partial_receives();
                     return Ok(pool);
                 }
                 Err(e) => last_err = e,
@@ -801,6 +804,15 @@ impl<D: Disk> Pool<D> {
     pub fn create_volume(&mut self, name: &str, volsize: u64, volblocksize: u32) -> Result<(), Error> {
         self.check_live()?;
         self.check_new_volume_name(name)?;
+        self.create_volume_named(name, volsize, volblocksize)
+    }
+
+    /// [`Pool::create_volume`] without the name's check (a receive's hidden
+    /// volume).
+    fn create_volume_named(&mut self, name: &str, volsize: u64, volblocksize: u32) -> Result<(), Error> {
+        if self.datasets.values().any(|d| d.name == name) {
+            return Err(Error::Exists(name.to_string()));
+        }
         if !volblocksize.is_power_of_two() || !(512..=131072).contains(&volblocksize) {
             return Err(Error::Invalid(format!("volblocksize {volblocksize}: must be a power of two from 512 to 128K")));
         }
@@ -833,11 +845,16 @@ impl<D: Disk> Pool<D> {
         self.sync()
     }
 
+    /// Every dataset but the hidden volumes of receives under way.
     pub fn list(&self) -> Vec<DatasetInfo> {
-        self.datasets.values().map(|d| self.info(d)).collect()
+        self.datasets.values().filter(|d| !d.name.split('@').next().unwrap_or("").ends_with(send::RECV_SUFFIX)).map(|d| self.info(d)).collect()
     }
 
+    /// A dataset by name (not the hidden volume of a receive under way).
     pub fn get(&self, name: &str) -> Result<DatasetInfo, Error> {
+        if name.split('@').next().unwrap_or("").ends_with(send::RECV_SUFFIX) {
+            return Err(Error::NotFound(name.to_string()));
+        }
         Ok(self.info(self.ds(self.id_of(name)?)))
     }
 
@@ -1937,12 +1954,24 @@ impl<D: Disk> Pool<D> {
     /// A writable volume sharing every block of `snap` until overwritten.
     pub fn clone_snapshot(&mut self, snap: &str, name: &str) -> Result<(), Error> {
         self.check_live()?;
+        if !self.ds(self.id_of(snap)?).snapshot {
+            return Err(Error::Invalid(format!("{snap}: clones are made from snapshots")));
+        }
+        self.check_new_volume_name(name)?;
+        self.clone_named(snap, name)
+    }
+
+    /// [`Pool::clone_snapshot`] without the name's check (a receive's
+    /// hidden volume).
+    fn clone_named(&mut self, snap: &str, name: &str) -> Result<(), Error> {
         let sid = self.id_of(snap)?;
         let s = self.ds(sid).clone();
         if !s.snapshot {
             return Err(Error::Invalid(format!("{snap}: clones are made from snapshots")));
         }
-        self.check_new_volume_name(name)?;
+        if self.datasets.values().any(|d| d.name == name) {
+            return Err(Error::Exists(name.to_string()));
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.datasets.insert(

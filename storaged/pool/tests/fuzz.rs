@@ -15,13 +15,14 @@
 //!   into the uberblock; a hostile indirect block hung under a volume's
 //!   root): no panic, and datasets whose entries were not touched still read
 //!   right or fail;
-//! * send streams mutated, with and without their trailer recomputed.
+//! * send streams mutated, with and without their pieces' tags recomputed.
 
 use std::collections::BTreeMap;
 
 use alcove_pool::fault::Rng;
 use alcove_pool::format::*;
 use alcove_pool::space::SpaceMap;
+use alcove_pool::pool::{STREAM_VERSION, piece_tag};
 use alcove_pool::{MemDisk, Pool};
 
 const MIB: usize = 1024 * 1024;
@@ -475,6 +476,46 @@ fn forged_indirect_blocks_never_panic() {
     }
 }
 
+/// The payloads' byte ranges of a send stream's pieces (FORMAT.md "Send
+/// stream"): after the 12-byte prefix, each piece is a length u32, the
+/// payload, a 32-byte tag.
+fn piece_spans(s: &[u8]) -> Vec<(usize, usize)> {
+    let mut at = 12;
+    let mut out = Vec::new();
+    while at + 4 <= s.len() {
+        let len = u32::from_le_bytes(s[at..at + 4].try_into().unwrap()) as usize;
+        out.push((at + 4, at + 4 + len));
+        at += 4 + len + 32;
+    }
+    out
+}
+
+/// Recomputes every piece's tag (the chain), as a forger would.
+fn reseal(s: &mut [u8]) {
+    let mut prev = [0u8; 32];
+    for (lo, hi) in piece_spans(s) {
+        let tag = piece_tag(&prev, &s[lo..hi]);
+        s[hi..hi + 32].copy_from_slice(&tag);
+        prev = tag;
+    }
+}
+
+/// `payloads` framed as a stream's pieces, after the prefix.
+fn framed(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend_from_slice(b"ALCVSEND");
+    s.extend_from_slice(&STREAM_VERSION.to_le_bytes());
+    let mut prev = [0u8; 32];
+    for p in payloads {
+        let tag = piece_tag(&prev, p);
+        s.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        s.extend_from_slice(p);
+        s.extend_from_slice(&tag);
+        prev = tag;
+    }
+    s
+}
+
 #[test]
 fn mutated_send_streams_are_refused_or_received_whole() {
     let mut p = Pool::create("s", vec![MemDisk::new(DISK)], 5).unwrap();
@@ -497,14 +538,16 @@ fn mutated_send_streams_are_refused_or_received_whole() {
         let incremental = rng.below(2) == 1;
         let orig = if incremental { &inc } else { &full };
         let mut s = orig.clone();
-        let body = s.len() - 32;
+        // Payloads mutated (lengths kept), and with half the seeds every
+        // piece's tag recomputed: then the records themselves are checked.
+        let spans = piece_spans(&s);
         for _ in 0..1 + rng.below(3) {
-            mutate(&mut rng, &mut s[..body]);
+            let (lo, hi) = spans[rng.below(spans.len() as u64) as usize];
+            mutate(&mut rng, &mut s[lo..hi]);
         }
         let resealed = rng.below(2) == 1;
         if resealed {
-            let sum = checksum(&s[..body]);
-            s[body..].copy_from_slice(&sum);
+            reseal(&mut s);
         }
         if rng.below(5) == 0 {
             s.truncate(rng.below(s.len() as u64) as usize);
@@ -533,16 +576,15 @@ fn mutated_send_streams_are_refused_or_received_whole() {
 /// zeros only the blocks that hold data.
 #[test]
 fn huge_free_record_costs_what_it_frees() {
-    let mut w = Writer::default();
+    let mut h = Writer::default();
     let volsize: u64 = 1 << 50;
-    w.u64(u64::from_le_bytes(*b"ALCVSEND"));
-    w.u32(VERSION);
-    w.u32(0);
-    w.u64(volsize);
-    w.u32(512);
-    w.u64(77);
-    w.str("x");
-    w.u64(0);
+    h.u32(0);
+    h.u64(volsize);
+    h.u32(512);
+    h.u64(77);
+    h.str("x");
+    h.u64(0);
+    let mut w = Writer::default();
     w.u8(1);
     w.u64(3);
     w.buf.extend_from_slice(&[9u8; 512]);
@@ -550,10 +592,8 @@ fn huge_free_record_costs_what_it_frees() {
     w.u64(0);
     w.u64(volsize / 512);
     w.u8(0);
-    let sum = checksum(&w.buf);
-    w.buf.extend_from_slice(&sum);
     let mut p = Pool::create("s", vec![MemDisk::new(DISK)], 5).unwrap();
-    p.receive("s/big", &w.buf).unwrap();
+    p.receive("s/big", &framed(&[h.buf, w.buf])).unwrap();
     let mut b = vec![1u8; 4096];
     p.read("s/big@x", 0, &mut b).unwrap();
     assert!(b.iter().all(|&x| x == 0), "the FREE after the WRITE zeroed block 3");

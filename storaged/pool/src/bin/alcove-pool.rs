@@ -262,9 +262,27 @@ fn run(args: &[String]) -> Result<(), String> {
         "receive" => {
             let vol = arg(0, "volume")?;
             let file = arg(1, "stream file")?;
-            let stream = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+            // In pieces: the stream is checked as it goes, never held whole.
+            let mut f = std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?;
+            let total = f.metadata().map_err(|e| format!("{file}: {e}"))?.len();
             let mut pool = import(&mut files)?;
-            let snap = pool.receive(vol, &stream).map_err(e)?;
+            let mut rx = pool.receive_start(vol).map_err(e)?;
+            let mut buf = vec![0u8; MIB as usize];
+            loop {
+                let n = match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(err) => {
+                        pool.receive_abort(rx);
+                        return Err(format!("{file}: {err}"));
+                    }
+                };
+                pool.receive_bytes(&mut rx, &buf[..n]).map_err(e)?;
+                if rx.bytes() % (16 * MIB) < n as u64 {
+                    progress("receive", rx.bytes(), total);
+                }
+            }
+            let snap = pool.receive_finish(rx).map_err(e)?;
             println!("received {snap}");
         }
         "import-raw" => {

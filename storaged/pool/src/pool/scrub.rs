@@ -17,6 +17,57 @@
 
 use super::*;
 
+/// The Mersenne prime 2^61 - 1: the field of [`Extents`]' fingerprint.
+const FP_P: u64 = (1 << 61) - 1;
+
+fn fp_mul(a: u64, b: u64) -> u64 {
+    let x = u128::from(a) * u128::from(b);
+    let r = (x as u64 & FP_P) + (x >> 61) as u64;
+    let r = (r & FP_P) + (r >> 61);
+    if r >= FP_P { r - FP_P } else { r }
+}
+
+fn fp_pow(mut r: u64, mut e: u64) -> u64 {
+    let mut acc = 1u64;
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = fp_mul(acc, r);
+        }
+        r = fp_mul(r, r);
+        e >>= 1;
+    }
+    acc
+}
+
+/// A set (multiset) of byte ranges in a few words, in place of a map of
+/// every block: the bytes, the ranges, and sum of r^end - r^start mod
+/// 2^61-1 over them, i.e. (r - 1) times the sum of r^x over every byte x
+/// they cover. Two collections of ranges covering the same bytes the same
+/// number of times have the same fingerprint however they are cut; ones that
+/// differ (a byte leaked, a byte used twice, a block of another size) differ
+/// in a polynomial in r of degree at most the pool's size (< 2^41), so for
+/// an `r` the pool's contents did not choose they agree with probability
+/// below 2^41 / 2^61 = 2^-20.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Extents {
+    r: u64,
+    sum: u64,
+    bytes: u64,
+}
+
+impl Extents {
+    pub(super) fn new(r: u64) -> Self {
+        Extents { r: 2 + r % (FP_P - 3), sum: 0, bytes: 0 }
+    }
+
+    pub(super) fn add(&mut self, offset: u64, len: u64) {
+        let hi = fp_pow(self.r, offset.saturating_add(len));
+        let lo = fp_pow(self.r, offset);
+        self.sum = (self.sum + hi + FP_P - lo) % FP_P;
+        self.bytes = self.bytes.saturating_add(len);
+    }
+}
+
 /// What a scrub under way has done so far (`zpool status`'s
 /// `scrub in progress` lines).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,12 +117,15 @@ struct Frame {
     bad: Vec<Bad>,
 }
 
-/// A dataset's tree to walk: its name, root, block size and volsize.
+/// A dataset's tree to walk: its name, root, block size and volsize, and
+/// the birth at or below which its blocks were walked already (they belong
+/// to the snapshot before it, walked first).
 struct Root {
     name: String,
     bp: BlockPtr,
     volblocksize: u64,
     volsize: u64,
+    min_birth: u64,
 }
 
 /// A scrub under way: where its walk is and what it found.
@@ -79,16 +133,23 @@ pub(super) struct ScrubRun {
     start: u64,
     total: u64,
     repaired0: u64,
-    /// The space map's allocated extents and every deadlist entry (dataset,
-    /// offset, size) of the group walked: what the walk must find.
-    alloc: Vec<(u64, u64)>,
-    dead: Vec<(String, u64, u32)>,
+    /// The fingerprint of the space map's allocated extents of the group
+    /// walked, and of the blocks walked so far (each block once: a shared
+    /// block is walked in the oldest dataset holding it, found by births,
+    /// so no map of the blocks walked is kept): equal at the end.
+    alloc: Extents,
+    refd: Extents,
+    /// Every deadlist entry of the group walked (offset, size, dataset),
+    /// by offset, and whether the walk found it: each must be referenced.
+    dead: Vec<(u64, u32, String)>,
+    dead_found: Vec<bool>,
     mos: Option<BlockPtr>,
     /// Datasets not walked yet (the last first), the one being walked.
     roots: Vec<Root>,
     current: Option<Root>,
     stack: Vec<Frame>,
-    seen: BTreeMap<u64, u32>,
+    /// The subtrees with blocks no copy of which is good, by offset (for
+    /// the datasets sharing them): as many as the errors.
     bad: BTreeMap<u64, Vec<Bad>>,
     report: VerifyReport,
 }
@@ -116,18 +177,28 @@ impl<D: Disk> Pool<D> {
                 return Err(Error::Corrupt(format!("{}: root level {} birth {}", d.name, d.root.level, d.root.birth)));
             }
             let (volblocksize, volsize) = (u64::from(d.volblocksize), d.volsize);
-            roots.push(Root { name: d.name.clone(), bp: d.root, volblocksize, volsize });
+            let min_birth = self.walked_before(d);
+            roots.push(Root { name: d.name.clone(), bp: d.root, volblocksize, volsize, min_birth });
         }
+        // Snapshots oldest first, then the volumes: the dataset whose blocks
+        // one skips is walked before it. Popped from the end.
+        roots.sort_by_key(|r| {
+            let d = self.datasets.values().find(|d| d.name == r.name);
+            d.map_or((1, 0), |d| if d.snapshot { (0, d.creation_txg) } else { (1, d.creation_txg) })
+        });
         roots.reverse();
-        let dead = self
-            .datasets
-            .values()
-            .flat_map(|d| d.deadlist.iter().map(|x| (d.name.clone(), x.offset, x.psize)))
-            .collect();
-        let mut seen = BTreeMap::new();
+        let mut dead: Vec<(u64, u32, String)> =
+            self.datasets.values().flat_map(|d| d.deadlist.iter().map(|x| (x.offset, x.psize, d.name.clone()))).collect();
+        dead.sort();
+        let r = u64::from_le_bytes(checksum(&[self.guid.to_le_bytes(), self.txg.to_le_bytes(), (self.wall_clock)().to_le_bytes()].concat())[..8].try_into().unwrap_or([7; 8]));
+        let mut alloc = Extents::new(r);
+        for (o, l) in self.space.allocated() {
+            alloc.add(o, l);
+        }
+        let mut refd = Extents::new(r);
         if self.log_head != 0 {
             // The log's first block: allocated, not checksummed by a pointer.
-            seen.insert(self.log_head, LOG_BLOCK as u32);
+            refd.add(self.log_head, LOG_BLOCK);
         }
         let report = VerifyReport { txg: self.txg, datasets: self.datasets.len(), space_checked: true, ..Default::default() };
         self.space.hold();
@@ -135,13 +206,14 @@ impl<D: Disk> Pool<D> {
             start: (self.wall_clock)(),
             total: self.space.size() - self.space.free_bytes(),
             repaired0: self.vdev.stats.iter().map(|s| s.repaired_bytes).sum(),
-            alloc: self.space.allocated(),
+            alloc,
+            refd,
+            dead_found: vec![false; dead.len()],
             dead,
             mos: Some(self.mos),
             roots,
             current: None,
             stack: Vec::new(),
-            seen,
             bad: BTreeMap::new(),
             report,
         }));
@@ -218,7 +290,7 @@ impl<D: Disk> Pool<D> {
         let until = run.report.bytes.saturating_add(budget.max(1));
         while run.report.bytes < until {
             if let Some(mos) = run.mos.take() {
-                if !self.scrub_visit(&mos, run) {
+                if !self.scrub_visit(&mos, run)? {
                     run.report.errors.push(DataError { dataset: None, offset: 0, len: 0, block: mos.offset, level: mos.level });
                     run.report.space_checked = false;
                 }
@@ -245,22 +317,35 @@ impl<D: Disk> Pool<D> {
         Ok(run.mos.is_none() && run.stack.is_empty() && run.roots.is_empty())
     }
 
+    /// The birth at or below which `d`'s blocks belong to the dataset
+    /// before it too (copy-on-write: a block born by then and still in `d`
+    /// was in that dataset's tree): a volume's latest snapshot, a
+    /// snapshot's previous one, a clone's origin; 0 for the first.
+    fn walked_before(&self, d: &Dataset) -> u64 {
+        if !d.snapshot {
+            return d.prev_snap_txg;
+        }
+        let snaps = self.snapshots_of(d.head);
+        match snaps.iter().position(|&s| s == d.id) {
+            Some(i) if i > 0 => self.ds(snaps[i - 1]).creation_txg,
+            _ => self.datasets.get(&d.head).and_then(|h| self.datasets.get(&h.origin)).map_or(0, |o| o.creation_txg),
+        }
+    }
+
     /// Visits `bp` (below the top frame, or a dataset's root): an indirect
     /// block whose copies are good becomes the top frame.
     fn scrub_enter(&mut self, run: &mut ScrubRun, bp: BlockPtr) -> Result<(), Error> {
         if bp.is_hole() {
             return Ok(());
         }
-        if let Some(&p) = run.seen.get(&bp.offset) {
-            if p != bp.psize {
-                return Err(Error::Corrupt(format!("block {:#x} referenced with two sizes", bp.offset)));
-            }
-            // Shared, walked already: what it found, again.
+        if run.current.as_ref().is_some_and(|r| bp.birth <= r.min_birth) {
+            // Shared with the dataset before, walked already (with all
+            // below it: births only go down): what it found, again.
             let bad = run.bad.get(&bp.offset).cloned().unwrap_or_default();
             Self::scrub_done(run, bad);
             return Ok(());
         }
-        if !self.scrub_visit(&bp, run) {
+        if !self.scrub_visit(&bp, run)? {
             let bad = vec![Bad { rel: 0, level: bp.level, block: bp.offset }];
             if bp.level > 0 {
                 // What lies below is out of reach: not checked, not counted.
@@ -303,20 +388,47 @@ impl<D: Disk> Pool<D> {
 
     /// Reads every copy of one block, repairs the bad ones; false when no
     /// copy is good.
-    fn scrub_visit(&mut self, bp: &BlockPtr, run: &mut ScrubRun) -> bool {
+    fn scrub_visit(&mut self, bp: &BlockPtr, run: &mut ScrubRun) -> Result<bool, Error> {
+        if run.refd.bytes.saturating_add(u64::from(bp.psize)) > run.alloc.bytes {
+            // A forged tree sharing blocks it should not: stop before the
+            // walk goes past what is allocated.
+            return Err(Error::Corrupt(format!("blocks referenced past the {} bytes allocated (at {:#x})", run.alloc.bytes, bp.offset)));
+        }
         let good = self.vdev.scrub_block(bp).is_ok();
-        run.seen.insert(bp.offset, bp.psize);
+        run.refd.add(bp.offset, u64::from(bp.psize));
+        if let Ok(i) = run.dead.binary_search_by(|(o, _, _)| o.cmp(&bp.offset)) {
+            // Several entries at one offset: a forged deadlist; all marked,
+            // the size checked.
+            let mut j = i;
+            while j > 0 && run.dead[j - 1].0 == bp.offset {
+                j -= 1;
+            }
+            while j < run.dead.len() && run.dead[j].0 == bp.offset {
+                if run.dead[j].1 == bp.psize {
+                    run.dead_found[j] = true;
+                }
+                j += 1;
+            }
+        }
         run.report.blocks += 1;
         run.report.bytes += u64::from(bp.psize);
-        good
+        Ok(good)
     }
 
     /// The walk is done: check the space map of the group walked against
     /// what it referenced, flush the repairs, commit the record.
     fn scrub_finish(&mut self, run: ScrubRun) -> Result<VerifyReport, Error> {
-        let ScrubRun { start, repaired0, alloc, dead, seen, report, .. } = run;
+        let ScrubRun { start, repaired0, alloc, refd, dead, dead_found, report, .. } = run;
         if report.space_checked {
-            check_space(&seen, &alloc, dead.iter().map(|(n, o, p)| (n.as_str(), *o, *p)))?;
+            if refd != alloc {
+                return Err(Error::Corrupt(format!(
+                    "space map disagrees with the blocks referenced ({} bytes allocated, {} referenced)",
+                    alloc.bytes, refd.bytes
+                )));
+            }
+            if let Some(((o, _, name), _)) = dead.iter().zip(&dead_found).find(|(_, f)| !**f) {
+                return Err(Error::Corrupt(format!("{name}: deadlist block {o:#x} no longer referenced")));
+            }
         }
         // The repairs are writes like any other: durable only once flushed.
         self.vdev.flush().map_err(|_| Error::Io("flush after scrub repairs".into()))?;
@@ -368,4 +480,37 @@ pub(super) fn check_space<'a>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Extents;
+
+    fn fp(r: u64, ranges: &[(u64, u64)]) -> Extents {
+        let mut e = Extents::new(r);
+        for &(o, l) in ranges {
+            e.add(o, l);
+        }
+        e
+    }
+
+    #[test]
+    fn the_fingerprint_tells_the_bytes_covered_not_how_they_are_cut() {
+        for r in [0, 1, 12345, u64::MAX] {
+            let whole = fp(r, &[(4096, 65536), (1 << 40, 512)]);
+            // The same bytes in other pieces, in another order: equal.
+            assert_eq!(whole, fp(r, &[(1 << 40, 512), (4096 + 512, 65536 - 512), (4096, 512)]));
+            // A byte range leaked, used twice, shifted, resized, or a leak
+            // and a double use of the same size: all differ.
+            for other in [
+                &[(4096, 65536 - 512), (1 << 40, 512)][..],
+                &[(4096, 65536), (1 << 40, 512), (8192, 512)],
+                &[(4096 + 512, 65536), (1 << 40, 512)],
+                &[(4096, 65536), (1 << 40, 1024)],
+                &[(4096, 32768), (4096, 512), (4096 + 33280, 32256), (1 << 40, 512)],
+            ] {
+                assert_ne!(whole, fp(r, other), "r {r}: {other:?}");
+            }
+        }
+    }
 }
