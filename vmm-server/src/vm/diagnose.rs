@@ -91,8 +91,12 @@ pub fn shutdown_walks<M: PhysMemory>(index: usize, mem: &M, run: &VcpuRun) -> Ve
     for (what, va) in [("rip", run.rip), ("cr2", run.cr2), ("idtr", run.idtr.base)] {
         lines.push(format!("vCPU {index}: page walk of {what} {}", ram.walk_report(va)));
     }
+    let long_mode = run.efer & (1 << 10) != 0;
+    if long_mode && run.cr0 & (1 << 31) != 0 {
+        lines.push(top_table(index, mem, run.cr3 & 0x000f_ffff_ffff_f000));
+    }
     // Long mode's gates are 16 bytes, protected mode's 8.
-    let gate = if run.efer & (1 << 10) != 0 { 16 } else { 8 };
+    let gate = if long_mode { 16 } else { 8 };
     for vector in [8u64, 14] {
         let at = vector * gate;
         if at + gate > u64::from(run.idtr.limit) + 1 {
@@ -112,6 +116,29 @@ pub fn shutdown_walks<M: PhysMemory>(index: usize, mem: &M, run: &VcpuRun) -> Ve
         }
     }
     lines
+}
+
+/// The non-zero entries of the top-level table at `gpa` (a 64-bit
+/// guest's PML4 holds a handful: garbage there shows what overwrote it),
+/// the first 16 of them.
+fn top_table<M: PhysMemory>(index: usize, mem: &M, gpa: u64) -> String {
+    let mut page = [0u8; 4096];
+    if !mem.read(gpa, &mut page) {
+        return format!("vCPU {index}: top-level table at gpa {gpa:#x}: not guest RAM");
+    }
+    let entries: Vec<(usize, u64)> = page
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .enumerate()
+        .filter(|&(_, e)| e != 0)
+        .collect();
+    let shown: Vec<String> = entries.iter().take(16).map(|(i, e)| format!("[{i}] {e:#x}")).collect();
+    format!(
+        "vCPU {index}: top-level table at gpa {gpa:#x}: {} of 512 entries non-zero: {}{}",
+        entries.len(),
+        shown.join(" "),
+        if entries.len() > 16 { " ..." } else { "" }
+    )
 }
 
 #[cfg(test)]
@@ -177,21 +204,35 @@ mod tests {
         run.idtr.base = 0x1000;
         run.idtr.limit = 0xfff;
         let r = shutdown_walks(1, &ram, &run);
-        assert_eq!(r.len(), 5, "{r:?}");
+        assert_eq!(r.len(), 6, "{r:?}");
         assert_eq!(r[0], "vCPU 1: page walk of rip 0x3010 (cr3 0x1000): [0x1000] 0x2003 [0x2000] 0x3003 [0x3000] 0x4003 [0x4018] 0xa001 -> gpa 0xa010 (read-only)");
         assert!(r[1].starts_with("vCPU 1: page walk of cr2 0x2000 ") && r[1].ends_with("[0x4010] 0xbad000000000b0e: not present"), "{r:?}");
         assert!(r[2].ends_with("[0x4008] 0x8000000000009001 -> gpa 0x9000 (read-only, no-execute)"), "{r:?}");
-        assert_eq!(r[3], "vCPU 1: IDT gate 0x8 at gpa 0x9080: 44443333222211116666555500000000");
-        assert_eq!(r[4], "vCPU 1: IDT gate 0xe at gpa 0x90e0: aaaa9999888877770000000000000000");
+        assert_eq!(r[3], "vCPU 1: top-level table at gpa 0x1000: 1 of 512 entries non-zero: [0] 0x2003");
+        assert_eq!(r[4], "vCPU 1: IDT gate 0x8 at gpa 0x9080: 44443333222211116666555500000000");
+        assert_eq!(r[5], "vCPU 1: IDT gate 0xe at gpa 0x90e0: aaaa9999888877770000000000000000");
         // A limit that holds #DF's gate but not #PF's; then tables past RAM.
         run.idtr.limit = 0x8f;
         let r = shutdown_walks(1, &ram, &run);
-        assert!(r[3].starts_with("vCPU 1: IDT gate 0x8 at gpa 0x9080"), "{r:?}");
-        assert_eq!(r[4], "vCPU 1: IDT gate 0xe: past the IDT's limit");
+        assert!(r[4].starts_with("vCPU 1: IDT gate 0x8 at gpa 0x9080"), "{r:?}");
+        assert_eq!(r[5], "vCPU 1: IDT gate 0xe: past the IDT's limit");
+        // A top-level table full of garbage: its first 16 entries shown.
+        for i in 0..512u64 {
+            put(0x5000 + i * 8, 0x6b6b_6b6b_6b6b_6b6b);
+        }
+        run.cr3 = 0x5000;
+        let r = shutdown_walks(1, &ram, &run);
+        assert!(
+            r[0].ends_with("(cr3 0x5000): [0x5000] 0x6b6b6b6b6b6b6b6b: table entry at 0xb6b6b6b6b6000 is not guest RAM"),
+            "{r:?}"
+        );
+        assert!(r[3].starts_with("vCPU 1: top-level table at gpa 0x5000: 512 of 512 entries non-zero: [0] 0x6b6b6b6b6b6b6b6b"), "{r:?}");
+        assert!(r[3].ends_with("[15] 0x6b6b6b6b6b6b6b6b ..."), "{r:?}");
         run.cr3 = 0xffff_f000;
         let r = shutdown_walks(1, &ram, &run);
         assert!(r[0].ends_with("(cr3 0xfffff000): table entry at 0xfffff000 is not guest RAM"), "{r:?}");
-        assert_eq!(r[3], "vCPU 1: IDT gate 0x8: not mapped");
+        assert_eq!(r[3], "vCPU 1: top-level table at gpa 0xfffff000: not guest RAM");
+        assert_eq!(r[4], "vCPU 1: IDT gate 0x8: not mapped");
     }
 
     #[test]
