@@ -95,6 +95,10 @@ pub fn shutdown_walks<M: PhysMemory>(index: usize, mem: &M, run: &VcpuRun) -> Ve
     if long_mode && run.cr0 & (1 << 31) != 0 {
         lines.push(top_table(index, mem, run.cr3 & 0x000f_ffff_ffff_f000));
     }
+    if run.cr0 & 1 == 0 {
+        // Real mode: an interrupt vector table, no gates.
+        return lines;
+    }
     // Long mode's gates are 16 bytes, protected mode's 8.
     let gate = if long_mode { 16 } else { 8 };
     for vector in [8u64, 14] {
@@ -122,7 +126,8 @@ pub fn shutdown_walks<M: PhysMemory>(index: usize, mem: &M, run: &VcpuRun) -> Ve
 /// guest's PML4 holds a handful: garbage there shows what overwrote it),
 /// the first 16 of them.
 fn top_table<M: PhysMemory>(index: usize, mem: &M, gpa: u64) -> String {
-    let mut page = [0u8; 4096];
+    // On the heap: vCPU threads have small stacks.
+    let mut page = alloc::vec![0u8; 4096];
     if !mem.read(gpa, &mut page) {
         return format!("vCPU {index}: top-level table at gpa {gpa:#x}: not guest RAM");
     }
@@ -228,6 +233,11 @@ mod tests {
         );
         assert!(r[3].starts_with("vCPU 1: top-level table at gpa 0x5000: 512 of 512 entries non-zero: [0] 0x6b6b6b6b6b6b6b6b"), "{r:?}");
         assert!(r[3].ends_with("[15] 0x6b6b6b6b6b6b6b6b ..."), "{r:?}");
+        // Real mode: identity "walks", no table and no gates.
+        let real = VcpuRun { rip: 0x7c00, ..VcpuRun::ZERO };
+        let r = shutdown_walks(1, &ram, &real);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r[0], "vCPU 1: page walk of rip 0x7c00 (cr3 0x0): paging off");
         run.cr3 = 0xffff_f000;
         let r = shutdown_walks(1, &ram, &run);
         assert!(r[0].ends_with("(cr3 0xfffff000): table entry at 0xfffff000 is not guest RAM"), "{r:?}");
