@@ -12,6 +12,8 @@ use alloc::vec::Vec;
 
 use abi::VcpuRun;
 
+use super::memory::{GuestRam, PhysMemory};
+
 /// An event in `inject`'s format, in words: `none`, or e.g.
 /// `#GP(0x0) exception` / `vector 0xec external interrupt`.
 pub fn describe_event(ev: u64) -> String {
@@ -105,10 +107,170 @@ pub fn halt_report(index: usize, run: &VcpuRun) -> Vec<String> {
     lines
 }
 
+/// Where the guest's own page tables (in guest RAM as the VMM reads it
+/// after the fault) take RIP, CR2 and the IDT, one line each, and the IDT
+/// gates of #DF and #PF: whether the tables the faulting walk used are
+/// intact now (then the guest saw a stale or wrong translation) or hold
+/// garbage (then something wrote into them).
+pub fn shutdown_walks<M: PhysMemory>(index: usize, mem: &M, run: &VcpuRun) -> Vec<String> {
+    let ram = GuestRam::for_vcpu(mem, run);
+    let mut lines = Vec::new();
+    for (what, va) in [("rip", run.rip), ("cr2", run.cr2), ("idtr", run.idtr.base)] {
+        lines.push(format!("vCPU {index}: page walk of {what} {}", ram.walk_report(va)));
+    }
+    let long_mode = run.efer & (1 << 10) != 0;
+    if long_mode && run.cr0 & (1 << 31) != 0 {
+        lines.push(top_table(index, mem, run.cr3 & 0x000f_ffff_ffff_f000));
+    }
+    if run.cr0 & 1 == 0 {
+        // Real mode: an interrupt vector table, no gates.
+        return lines;
+    }
+    // Long mode's gates are 16 bytes, protected mode's 8.
+    let gate = if long_mode { 16 } else { 8 };
+    for vector in [8u64, 14] {
+        let at = vector * gate;
+        if at + gate > u64::from(run.idtr.limit) + 1 {
+            lines.push(format!("vCPU {index}: IDT gate {vector:#x}: past the IDT's limit"));
+            continue;
+        }
+        let va = run.idtr.base.wrapping_add(at);
+        let mut bytes = [0u8; 16];
+        let bytes = &mut bytes[..gate as usize];
+        match ram.translate(va) {
+            Some(gpa) if mem.read(gpa, bytes) => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                lines.push(format!("vCPU {index}: IDT gate {vector:#x} at gpa {gpa:#x}: {hex}"));
+            }
+            Some(gpa) => lines.push(format!("vCPU {index}: IDT gate {vector:#x} at gpa {gpa:#x}: not guest RAM")),
+            None => lines.push(format!("vCPU {index}: IDT gate {vector:#x}: not mapped")),
+        }
+    }
+    lines
+}
+
+/// The non-zero entries of the top-level table at `gpa` (a 64-bit
+/// guest's PML4 holds a handful: garbage there shows what overwrote it),
+/// the first 16 of them.
+fn top_table<M: PhysMemory>(index: usize, mem: &M, gpa: u64) -> String {
+    // On the heap: vCPU threads have small stacks.
+    let mut page = alloc::vec![0u8; 4096];
+    if !mem.read(gpa, &mut page) {
+        return format!("vCPU {index}: top-level table at gpa {gpa:#x}: not guest RAM");
+    }
+    let entries: Vec<(usize, u64)> = page
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .enumerate()
+        .filter(|&(_, e)| e != 0)
+        .collect();
+    let shown: Vec<String> = entries.iter().take(16).map(|(i, e)| format!("[{i}] {e:#x}")).collect();
+    format!(
+        "vCPU {index}: top-level table at gpa {gpa:#x}: {} of 512 entries non-zero: {}{}",
+        entries.len(),
+        shown.join(" "),
+        if entries.len() > 16 { " ..." } else { "" }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use abi::ExitTrace;
+
+    /// Guest RAM for the walks: a vector, refusing what lies past it.
+    struct Ram(core::cell::RefCell<Vec<u8>>);
+
+    impl PhysMemory for Ram {
+        fn size(&self) -> u64 {
+            self.0.borrow().len() as u64
+        }
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+            let m = self.0.borrow();
+            let Some(s) = usize::try_from(gpa).ok().and_then(|at| m.get(at..)).and_then(|s| s.get(..buf.len())) else {
+                return false;
+            };
+            buf.copy_from_slice(s);
+            true
+        }
+        fn write(&self, gpa: u64, data: &[u8]) -> bool {
+            let mut m = self.0.borrow_mut();
+            let Some(s) = usize::try_from(gpa).ok().and_then(|at| m.get_mut(at..)).and_then(|s| s.get_mut(..data.len()))
+            else {
+                return false;
+            };
+            s.copy_from_slice(data);
+            true
+        }
+    }
+
+    /// The walks of a fault like net-two's: the IDT's page is mapped by a
+    /// page table one entry of which was overwritten with garbage. The
+    /// report shows the intact path to the IDT and its gates, and the bad
+    /// entry on CR2's path; an IDTR limit too short for a gate and a
+    /// table past RAM are reported, not read.
+    #[test]
+    fn walks_show_the_guests_tables_at_the_fault() {
+        let ram = Ram(core::cell::RefCell::new(alloc::vec![0u8; 0x10_0000]));
+        let put = |gpa: u64, v: u64| assert!(ram.write(gpa, &v.to_le_bytes()));
+        // PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> PT 0x4000.
+        put(0x1000, 0x2003);
+        put(0x2000, 0x3003);
+        put(0x3000, 0x4003);
+        put(0x4000 + 8, 0x9001 | (1 << 63)); // 0x1000: the IDT, read-only, no-execute
+        put(0x4000 + 16, 0x0bad_0000_0000_0b0e); // 0x2000: garbage
+        put(0x4000 + 24, 0xa001); // 0x3000: code
+        // #DF's and #PF's gates.
+        put(0x9080, 0x1111_2222_3333_4444);
+        put(0x9088, 0x5555_6666);
+        put(0x90e0, 0x7777_8888_9999_aaaa);
+        let mut run = VcpuRun {
+            rip: 0x3010,
+            cr0: (1 << 31) | 1,
+            cr2: 0x2000,
+            cr3: 0x1000,
+            cr4: 1 << 5,
+            efer: (1 << 10) | (1 << 8) | (1 << 11),
+            ..VcpuRun::ZERO
+        };
+        run.idtr.base = 0x1000;
+        run.idtr.limit = 0xfff;
+        let r = shutdown_walks(1, &ram, &run);
+        assert_eq!(r.len(), 6, "{r:?}");
+        assert_eq!(r[0], "vCPU 1: page walk of rip 0x3010 (cr3 0x1000): [0x1000] 0x2003 [0x2000] 0x3003 [0x3000] 0x4003 [0x4018] 0xa001 -> gpa 0xa010 (read-only)");
+        assert!(r[1].starts_with("vCPU 1: page walk of cr2 0x2000 ") && r[1].ends_with("[0x4010] 0xbad000000000b0e: not present"), "{r:?}");
+        assert!(r[2].ends_with("[0x4008] 0x8000000000009001 -> gpa 0x9000 (read-only, no-execute)"), "{r:?}");
+        assert_eq!(r[3], "vCPU 1: top-level table at gpa 0x1000: 1 of 512 entries non-zero: [0] 0x2003");
+        assert_eq!(r[4], "vCPU 1: IDT gate 0x8 at gpa 0x9080: 44443333222211116666555500000000");
+        assert_eq!(r[5], "vCPU 1: IDT gate 0xe at gpa 0x90e0: aaaa9999888877770000000000000000");
+        // A limit that holds #DF's gate but not #PF's; then tables past RAM.
+        run.idtr.limit = 0x8f;
+        let r = shutdown_walks(1, &ram, &run);
+        assert!(r[4].starts_with("vCPU 1: IDT gate 0x8 at gpa 0x9080"), "{r:?}");
+        assert_eq!(r[5], "vCPU 1: IDT gate 0xe: past the IDT's limit");
+        // A top-level table full of garbage: its first 16 entries shown.
+        for i in 0..512u64 {
+            put(0x5000 + i * 8, 0x6b6b_6b6b_6b6b_6b6b);
+        }
+        run.cr3 = 0x5000;
+        let r = shutdown_walks(1, &ram, &run);
+        assert!(
+            r[0].ends_with("(cr3 0x5000): [0x5000] 0x6b6b6b6b6b6b6b6b: table entry at 0xb6b6b6b6b6000 is not guest RAM"),
+            "{r:?}"
+        );
+        assert!(r[3].starts_with("vCPU 1: top-level table at gpa 0x5000: 512 of 512 entries non-zero: [0] 0x6b6b6b6b6b6b6b6b"), "{r:?}");
+        assert!(r[3].ends_with("[15] 0x6b6b6b6b6b6b6b6b ..."), "{r:?}");
+        // Real mode: identity "walks", no table and no gates.
+        let real = VcpuRun { rip: 0x7c00, ..VcpuRun::ZERO };
+        let r = shutdown_walks(1, &ram, &real);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r[0], "vCPU 1: page walk of rip 0x7c00 (cr3 0x0): paging off");
+        run.cr3 = 0xffff_f000;
+        let r = shutdown_walks(1, &ram, &run);
+        assert!(r[0].ends_with("(cr3 0xfffff000): table entry at 0xfffff000 is not guest RAM"), "{r:?}");
+        assert_eq!(r[3], "vCPU 1: top-level table at gpa 0xfffff000: not guest RAM");
+        assert_eq!(r[4], "vCPU 1: IDT gate 0x8: not mapped");
+    }
 
     #[test]
     fn events_in_words() {

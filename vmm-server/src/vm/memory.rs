@@ -12,6 +12,8 @@
 //! [`PhysMemory`] by guest-physical address.
 
 use abi::VcpuRun;
+use alloc::format;
+use alloc::string::String;
 
 use crate::mmio::{self, AccessKind, FaultKind, MemFault};
 use crate::virtio::{self, MemError};
@@ -190,6 +192,34 @@ impl<'a, M: PhysMemory> GuestRam<'a, M> {
         self.walk(va).ok().map(|w| w.gpa)
     }
 
+    /// The guest's page-table walk for linear `va` in words, for a fault
+    /// report: each entry read (`[its gpa] value`, top level first) and
+    /// where the walk ended, e.g. `0xffff8000 (cr3 0x1000): [0x1ff8]
+    /// 0x2003 [0x2000] 0x0: not present`. What the tables hold now, in
+    /// guest RAM as the VMM sees it.
+    pub fn walk_report(&self, va: u64) -> String {
+        let mut out = format!("{va:#x} (cr3 {:#x}):", self.cr3);
+        let end = self.walk_seeing(va, |gpa, e| out.push_str(&format!(" [{gpa:#x}] {e:#x}")));
+        // A stop before any entry: "0x... (cr3 0x...): not canonical".
+        let sep = if out.ends_with(':') { " " } else { ": " };
+        let end = match end {
+            Ok(_) if self.cr0 & CR0_PG == 0 => String::from(" paging off"),
+            Ok(w) => format!(
+                " -> gpa {:#x} ({}{}{})",
+                w.gpa,
+                if w.writable { "writable" } else { "read-only" },
+                if w.user { ", user" } else { "" },
+                if w.no_exec { ", no-execute" } else { "" }
+            ),
+            Err(Stop::NotPresent) => format!("{sep}not present"),
+            Err(Stop::Reserved) => format!("{sep}reserved bit set"),
+            Err(Stop::NonCanonical) => format!("{sep}not canonical"),
+            Err(Stop::TableNotRam(gpa)) => format!("{sep}table entry at {gpa:#x} is not guest RAM"),
+        };
+        out.push_str(&end);
+        out
+    }
+
     fn entry(&self, gpa: u64, wide: bool) -> Result<u64, Stop> {
         let mut b = [0u8; 8];
         let n = if wide { 8 } else { 4 };
@@ -203,6 +233,17 @@ impl<'a, M: PhysMemory> GuestRam<'a, M> {
     /// (4 KiB and, with CR4.PSE, 4 MiB pages), PAE, 4-level and 5-level
     /// (SDM Vol. 3A §4.3-§4.5). Accessed and dirty bits are not set.
     fn walk(&self, va: u64) -> Result<Walk, Stop> {
+        self.walk_seeing(va, |_, _| {})
+    }
+
+    /// [`GuestRam::walk`], telling `seen` each paging-structure entry it
+    /// read (its guest-physical address and value), top level first.
+    fn walk_seeing(&self, va: u64, mut seen: impl FnMut(u64, u64)) -> Result<Walk, Stop> {
+        let mut read = |gpa: u64, wide: bool| -> Result<u64, Stop> {
+            let e = self.entry(gpa, wide)?;
+            seen(gpa, e);
+            Ok(e)
+        };
         let nxe = self.efer & EFER_NXE != 0;
         let mut w = Walk { gpa: va, user: true, writable: true, no_exec: false };
         if self.cr0 & CR0_PG == 0 {
@@ -223,14 +264,14 @@ impl<'a, M: PhysMemory> GuestRam<'a, M> {
         if self.cr4 & CR4_PAE == 0 {
             // 32-bit paging: two levels of 4-byte entries, no XD.
             let va = va & 0xffff_ffff;
-            let pde = self.entry((self.cr3 & 0xffff_f000) + ((va >> 22) & 0x3ff) * 4, false)?;
+            let pde = read((self.cr3 & 0xffff_f000) + ((va >> 22) & 0x3ff) * 4, false)?;
             take(&mut w, pde & 0xffff_ffff)?;
             if pde & PTE_PS != 0 && self.cr4 & CR4_PSE != 0 {
                 // PSE-36: bits 39:32 of the page in PDE bits 20:13.
                 w.gpa = (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32 | (va & 0x3f_ffff);
                 return Ok(w);
             }
-            let pte = self.entry((pde & 0xffff_f000) + ((va >> 12) & 0x3ff) * 4, false)?;
+            let pte = read((pde & 0xffff_f000) + ((va >> 12) & 0x3ff) * 4, false)?;
             take(&mut w, pte & 0xffff_ffff)?;
             w.gpa = (pte & 0xffff_f000) | (va & 0xfff);
             return Ok(w);
@@ -246,7 +287,7 @@ impl<'a, M: PhysMemory> GuestRam<'a, M> {
         } else {
             // PAE: the PDPTE (no rights of its own), then two levels.
             let va = va & 0xffff_ffff;
-            let pdpte = self.entry((self.cr3 & 0xffff_ffe0) + ((va >> 30) & 3) * 8, true)?;
+            let pdpte = read((self.cr3 & 0xffff_ffe0) + ((va >> 30) & 3) * 8, true)?;
             if pdpte & PTE_P == 0 {
                 return Err(Stop::NotPresent);
             }
@@ -257,7 +298,7 @@ impl<'a, M: PhysMemory> GuestRam<'a, M> {
         };
         for level in (0..=top).rev() {
             let shift = 12 + 9 * level;
-            let e = self.entry(table + ((va >> shift) & 0x1ff) * 8, true)?;
+            let e = read(table + ((va >> shift) & 0x1ff) * 8, true)?;
             take(&mut w, e)?;
             if level > 0 && e & PTE_PS != 0 {
                 // 2 MiB (PD) and 1 GiB (PDPT) pages; PS is reserved above.
@@ -657,6 +698,47 @@ mod tests {
         let mut b = [0u8; 2];
         assert!(ram.read(0x9_0ffe, &mut b));
         assert_eq!(b, [0, 0]);
+    }
+
+    /// A fault report's walk names each entry read and where it ended,
+    /// for a good mapping and for each way a walk stops; a garbage entry
+    /// (a table pointer past RAM, reserved bits) is reported, not followed.
+    #[test]
+    fn walk_reports_each_level_and_where_it_stopped() {
+        let ram = Ram(RefCell::new(vec![0u8; 0x10_0000]));
+        tables(&ram);
+        map(&ram, 0x11_0000, 0x8_0000, P | RW | PTE_XD);
+        map(&ram, 0x11_1000, 0x9_0000, P);
+        let kernel = vcpu(0);
+        let g = GuestRam::for_vcpu(&ram, &kernel);
+        assert_eq!(
+            g.walk_report(0x11_0123),
+            "0x110123 (cr3 0x1000): [0x1000] 0x2007 [0x2000] 0x3007 [0x3000] 0x4007 [0x4880] 0x8000000000080003 \
+             -> gpa 0x80123 (writable, no-execute)"
+        );
+        assert_eq!(
+            g.walk_report(0x11_1000),
+            "0x111000 (cr3 0x1000): [0x1000] 0x2007 [0x2000] 0x3007 [0x3000] 0x4007 [0x4888] 0x90001 -> gpa 0x90000 (read-only)"
+        );
+        assert_eq!(
+            g.walk_report(0x11_2000),
+            "0x112000 (cr3 0x1000): [0x1000] 0x2007 [0x2000] 0x3007 [0x3000] 0x4007 [0x4890] 0x0: not present"
+        );
+        assert_eq!(g.walk_report(0x8000_0000_0000), "0x800000000000 (cr3 0x1000): not canonical");
+        // The page directory's entry points past RAM.
+        assert!(ram.write(0x3008, &(0xdead_b000u64 | P | RW).to_le_bytes()));
+        assert_eq!(
+            g.walk_report(0x20_0000),
+            "0x200000 (cr3 0x1000): [0x1000] 0x2007 [0x2000] 0x3007 [0x3008] 0xdeadb003: table entry at 0xdeadb000 is not guest RAM"
+        );
+        // XD without EFER.NXE is a reserved bit; a 1 GiB page in the PML4 too.
+        let mut old = vcpu(0);
+        old.efer &= !EFER_NXE;
+        assert!(GuestRam::for_vcpu(&ram, &old).walk_report(0x11_0000).ends_with("[0x4880] 0x8000000000080003: reserved bit set"));
+        assert!(ram.write(0x1008, &(0x4000_0000u64 | P | PTE_PS).to_le_bytes()));
+        assert!(g.walk_report(0x80_0000_0000).ends_with("[0x1008] 0x40000081: reserved bit set"), "{}", g.walk_report(0x80_0000_0000));
+        // Paging off: no tables.
+        assert_eq!(GuestRam::physical(&ram).walk_report(0x1234), "0x1234 (cr3 0x0): paging off");
     }
 
     /// 32-bit paging (4 KiB and 4 MiB pages) and PAE paging walk too.

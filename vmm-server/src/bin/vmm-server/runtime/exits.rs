@@ -107,7 +107,9 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
                 // guest's own output is out); the first vCPU's report wins.
                 let mut report = sh.fault_report.lock();
                 if report.is_none() {
-                    *report = Some(diagnose::shutdown_report(index, run));
+                    let mut lines = diagnose::shutdown_report(index, run);
+                    lines.extend(diagnose::shutdown_walks(index, &sh.ram, run));
+                    *report = Some(lines);
                 }
                 drop(report);
                 sh.end(Ending::TripleFault)
