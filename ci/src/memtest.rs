@@ -371,10 +371,20 @@ mod tests {
         assert!(m.contains(&format!("the tests got as far as #0, not #{REACH_TEST}")), "{m:?}");
     }
 
+    /// [`SCREEN`] as memtest shows it on the case's VM of [`VCPUS`].
+    fn case_screen() -> String {
+        SCREEN
+            .replace("CPU: 2 Cores 2 Threads", &format!("CPU: {VCPUS} Cores {VCPUS} Threads"))
+            .replace("SMP: 2T", &format!("SMP: {VCPUS}T"))
+    }
+
     #[test]
     fn judging_fails_an_ended_vm_errors_and_a_timeout() {
-        let started = "vm memtest: started: 2 vCPUs, 256 MiB\n";
-        let good = format!("{started}{SCREEN}");
+        let started = format!("vm memtest: started: {VCPUS} vCPUs, 256 MiB\n");
+        let good = format!("{started}{}", case_screen());
+        // The 2-vCPU screen is wrong for the case's VM (unless it has 2).
+        let two = format!("{started}{SCREEN}");
+        assert_eq!(judge(&two, &Screen::read(&two), ALIAS, Ending::Timeout(60), false).is_empty(), VCPUS == 2);
         let s = Screen::read(&good);
         assert!(judge(&good, &s, ALIAS, Ending::Timeout(60), false).is_empty());
         let ended = format!("{good}\nvm memtest: ended: halted\n");
