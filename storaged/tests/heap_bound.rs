@@ -13,41 +13,15 @@
 //!
 //! Its own test binary: the counting allocator sees this test alone.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use alcove_pool::Pool;
 use libipc::blkring::{BlockDevice, MemDisk};
 use storaged::volume::{MachineDisk, PoolVolume};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call goes to the system allocator unchanged; the counters
-// only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "../pool/tests/common/counting.rs"]
+mod counting;
 
 const MIB: u64 = 1 << 20;
 
@@ -77,13 +51,12 @@ fn sequential_writes(volblocksize: u32) {
             x as u8
         })
         .collect();
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = counting::start();
     for i in 0..(8 * MIB / chunk.len() as u64) {
         vol.write(i * (chunk.len() as u64 / 512), &chunk).unwrap();
     }
     vol.flush().unwrap();
-    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let peak = counting::peak_since(base);
     let heap = alcove_rt::HEAP_BYTES;
     println!("peak heap use over 8 MiB of sequential writes in {volblocksize}-byte blocks: {} KiB (heap {} KiB)", peak / 1024, heap / 1024);
     assert!(

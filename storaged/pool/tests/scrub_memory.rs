@@ -9,38 +9,12 @@
 //!
 //! Its own test binary: the counting allocator sees this test alone.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use alcove_pool::fault::Rng;
 use alcove_pool::{MemDisk, Pool};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call goes to the system allocator unchanged; the counters
-// only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
 const MIB: usize = 1024 * 1024;
 
@@ -80,15 +54,14 @@ fn scrub_peak(blocks: usize) -> (usize, u64, u64, u64) {
     // The intent log's first block is allocated but not walked (no pointer).
     let log = if p.log_head() != 0 { alcove_pool::format::LOG_BLOCK } else { 0 };
     let allocated = p.size_bytes() - p.free_bytes() - log;
-    let start = LIVE.load(Ordering::Relaxed);
-    PEAK.store(start, Ordering::Relaxed);
+    let start = counting::start();
     p.scrub_start().unwrap();
     let report = loop {
         if let Some(r) = p.scrub_step(64 * 1024).unwrap() {
             break r;
         }
     };
-    let peak = PEAK.load(Ordering::Relaxed) - start;
+    let peak = counting::peak_since(start);
     assert!(report.errors.is_empty() && report.space_checked);
     (peak, report.blocks, report.bytes, allocated)
 }

@@ -6,38 +6,12 @@
 //!
 //! Its own test binary: the counting allocator sees this test alone.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use alcove_pool::fault::Rng;
 use alcove_pool::{MemDisk, Pool};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call goes to the system allocator unchanged; the counters
-// only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
 const MIB: usize = 1024 * 1024;
 
@@ -65,8 +39,7 @@ fn peak_moving(size: usize) -> (usize, u64) {
     a.snapshot("zones/src@s").unwrap();
     drop(chunk);
     let mut piece = Vec::with_capacity(64 * 1024);
-    let start = LIVE.load(Ordering::Relaxed);
-    PEAK.store(start, Ordering::Relaxed);
+    let start = counting::start();
     let mut c = a.send_start("zones/src@s", None).unwrap();
     let mut rx = b.receive_start("zones/dst").unwrap();
     let mut n = 0;
@@ -75,7 +48,7 @@ fn peak_moving(size: usize) -> (usize, u64) {
         n += 1;
     }
     b.receive_finish(rx).unwrap();
-    let peak = PEAK.load(Ordering::Relaxed) - start;
+    let peak = counting::peak_since(start);
     let mut x = vec![0u8; 4096];
     let mut y = vec![0u8; 4096];
     for at in (0..size).step_by(MIB / 2) {
