@@ -45,6 +45,23 @@ pub fn describe_event(ev: u64) -> String {
     }
 }
 
+/// The vCPU's last hardware exits as the kernel traced them, oldest
+/// first, a line each after a heading line.
+fn push_recent_exits(index: usize, run: &VcpuRun, lines: &mut Vec<String>) {
+    let exits: Vec<_> = run.recent_exits().collect();
+    lines.push(format!("vCPU {index}: last {} hardware exits, oldest first:", exits.len()));
+    for e in exits {
+        lines.push(format!(
+            "vCPU {index}:   exit {:#x} at rip {:#x} info {:#x}; injected {}; delivering {}",
+            e.code,
+            e.rip,
+            e.info,
+            describe_event(u64::from(e.injected)),
+            describe_event(u64::from(e.int_info))
+        ));
+    }
+}
+
 /// The report of vCPU `index` after its shutdown exit, one line each.
 pub fn shutdown_report(index: usize, run: &VcpuRun) -> Vec<String> {
     let cs = run.segments[1];
@@ -65,18 +82,7 @@ pub fn shutdown_report(index: usize, run: &VcpuRun) -> Vec<String> {
         run.info1,
         run.info2
     ));
-    let exits: Vec<_> = run.recent_exits().collect();
-    lines.push(format!("vCPU {index}: last {} hardware exits, oldest first:", exits.len()));
-    for e in exits {
-        lines.push(format!(
-            "vCPU {index}:   exit {:#x} at rip {:#x} info {:#x}; injected {}; delivering {}",
-            e.code,
-            e.rip,
-            e.info,
-            describe_event(u64::from(e.injected)),
-            describe_event(u64::from(e.int_info))
-        ));
-    }
+    push_recent_exits(index, run, &mut lines);
     lines
 }
 
@@ -92,18 +98,7 @@ pub fn halt_report(index: usize, run: &VcpuRun) -> Vec<String> {
         run.hw_code,
         describe_event(run.exit_int_info)
     ));
-    let exits: Vec<_> = run.recent_exits().collect();
-    lines.push(format!("vCPU {index}: last {} hardware exits, oldest first:", exits.len()));
-    for e in exits {
-        lines.push(format!(
-            "vCPU {index}:   exit {:#x} at rip {:#x} info {:#x}; injected {}; delivering {}",
-            e.code,
-            e.rip,
-            e.info,
-            describe_event(u64::from(e.injected)),
-            describe_event(u64::from(e.int_info))
-        ));
-    }
+    push_recent_exits(index, run, &mut lines);
     lines
 }
 
