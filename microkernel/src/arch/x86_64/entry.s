@@ -8,7 +8,8 @@
  * `syscall_from_user`. The kernel never blocks on a kernel stack: a thread
  * that must wait is simply not current when we return, and `return_to_user`
  * restores whichever thread is current then (by SYSRET when that restores
- * what IRETQ would, see below). */
+ * what IRETQ would, see below). SAVE_GPRS and RESTORE_GPRS are trap.s's
+ * macros: mod.rs assembles trap.s and this file as one block. */
 
 .set PERCPU_USER_RSP, 8
 .set PERCPU_KSTACK, 16
@@ -62,21 +63,7 @@ syscall_entry:
     push rcx                    /* rip */
     push 0                      /* error code */
     push 0x100                  /* "vector": system call */
-    push r15
-    push r14
-    push r13
-    push r12
-    push r11
-    push r10
-    push r9
-    push r8
-    push rbp
-    push rdi
-    push rsi
-    push rdx
-    push rcx
-    push rbx
-    push rax
+    SAVE_GPRS
     /* No CLD: SYSCALL cleared DF (SFMASK has bit 10, cpu.rs). No argument:
      * the Rust side finds the frame through the current thread. */
     mov rsp, gs:[PERCPU_KSTACK]
@@ -125,40 +112,12 @@ return_to_user:
     shr rax, 47
     jnz 2f
     cli
-    pop rax
-    pop rbx
-    pop rcx
-    pop rdx
-    pop rsi
-    pop rdi
-    pop rbp
-    pop r8
-    pop r9
-    pop r10
-    pop r11
-    pop r12
-    pop r13
-    pop r14
-    pop r15
+    RESTORE_GPRS
     swapgs
     mov rsp, [rsp + 5 * 8]      /* past vector, error code, rip, cs, rflags: the user's rsp */
     sysretq
 2:
-    pop rax
-    pop rbx
-    pop rcx
-    pop rdx
-    pop rsi
-    pop rdi
-    pop rbp
-    pop r8
-    pop r9
-    pop r10
-    pop r11
-    pop r12
-    pop r13
-    pop r14
-    pop r15
+    RESTORE_GPRS
     add rsp, 16
     swapgs
     iretq

@@ -17,8 +17,8 @@ pub mod vmx;
 pub mod trap;
 
 core::arch::global_asm!(include_str!("boot.s"));
-core::arch::global_asm!(include_str!("trap.s"));
-core::arch::global_asm!(include_str!("entry.s"));
+// One block: entry.s uses trap.s's SAVE_GPRS/RESTORE_GPRS macros.
+core::arch::global_asm!(concat!(include_str!("trap.s"), include_str!("entry.s")));
 
 /// CPUs the kernel can manage.
 pub const MAX_CPUS: usize = 32;
