@@ -32,6 +32,7 @@ const BOOT: &[(&str, TestFn)] = &[
     ("acpi_madt", acpi_madt),
     ("smp_online", smp_online),
     ("tsc", tsc),
+    ("nmi_on_user_gs", nmi_on_user_gs),
 ];
 
 const BENCH: &[(&str, TestFn)] = &[("kernel_init", bench_kernel_init), ("trap_roundtrip", bench_trap_roundtrip)];
@@ -204,6 +205,24 @@ fn bench_trap_roundtrip(_: &System) -> Result<(), String> {
     check(taken == N, || alloc::format!("{N} breakpoints, {taken} trapped"))?;
     kprintln!("ALCOVE-BENCH trap_roundtrip {} instructions", (t1 - t0) / N);
     Ok(())
+}
+
+/// An NMI that arrives in ring 0 while the user's GS base is loaded (the
+/// first instructions of a system call, the last of a return to ring 3) is
+/// handled with the kernel's GS: the handler counts it in its per-CPU data
+/// and the CPU goes on. trap.s used to choose by the interrupted CS, which
+/// says ring 0 there, and ran the handler on the user's GS base.
+fn nmi_on_user_gs(_: &System) -> Result<(), String> {
+    use arch::trap::{NMIS, NMIS_ON_USER_GS};
+    let mine = || arch::percpu::this().nmis.load(Ordering::SeqCst);
+    let (all, on_user, here) = (NMIS.load(Ordering::SeqCst), NMIS_ON_USER_GS.load(Ordering::SeqCst), mine());
+    let arrived = arch::trap::nmi_with_user_gs(arch::apic::id());
+    check(arrived, || "the NMI sent to this CPU never reached the handler".into())?;
+    check(NMIS.load(Ordering::SeqCst) == all + 1, || alloc::format!("{} NMIs counted, 1 sent", NMIS.load(Ordering::SeqCst) - all))?;
+    check(mine() == here + 1, || "the NMI was not counted in this CPU's data".into())?;
+    check(NMIS_ON_USER_GS.load(Ordering::SeqCst) == on_user + 1, || "the handler did not see the user's GS base live".into())?;
+    // And the kernel's GS is back: per-CPU data reads as this CPU's.
+    check(arch::percpu::this().apic_id.load(Ordering::SeqCst) == arch::apic::id(), || "GS does not point at this CPU's data after the NMI".into())
 }
 
 fn smp_online(s: &System) -> Result<(), String> {

@@ -104,7 +104,9 @@ pub fn eoi() {
     write(REG_EOI, 0);
 }
 
-/// Sends an IPI. `mode`: 0 fixed, 5 INIT, 6 STARTUP (SDM Vol. 3A §12.6.1).
+/// Sends an IPI. `mode`: 0 fixed, 4 NMI, 5 INIT, 6 STARTUP (SDM Vol. 3A
+/// §12.6.1). Uses no per-CPU data (no GS), so it works in the window where
+/// the user's GS base is loaded (the NMI test uses it there).
 fn send_ipi(dest_apic_id: u32, vector: u8, mode: u32) {
     let low = u32::from(vector) | (mode << 8) | (1 << 14); // assert
     if X2APIC.load(Ordering::Relaxed) {
@@ -125,6 +127,10 @@ fn send_ipi(dest_apic_id: u32, vector: u8, mode: u32) {
 
 pub fn send_fixed(dest_apic_id: u32, vector: u8) {
     send_ipi(dest_apic_id, vector, 0);
+}
+
+pub fn send_nmi(dest_apic_id: u32) {
+    send_ipi(dest_apic_id, 0, 4);
 }
 
 pub fn send_init(dest_apic_id: u32) {

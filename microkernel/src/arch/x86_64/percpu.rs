@@ -48,6 +48,8 @@ pub struct PerCpu {
     /// counted, and how many were counted.
     pub phase_sums: [AtomicU64; PHASE_STAMPS - 1],
     pub phase_ops: AtomicU64,
+    /// NMIs this CPU took.
+    pub nmis: AtomicU64,
 }
 
 /// Stamps of one system call: entry to Rust, lock taken, decoded,
@@ -105,6 +107,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         phase_stamps: [const { AtomicU64::new(0) }; PHASE_STAMPS],
         phase_sums: [const { AtomicU64::new(0) }; PHASE_STAMPS - 1],
         phase_ops: AtomicU64::new(0),
+        nmis: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 

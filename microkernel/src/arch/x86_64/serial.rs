@@ -80,6 +80,13 @@ pub fn with_locked<R>(f: impl FnOnce(&mut Writer) -> R) -> R {
     f(&mut Writer)
 }
 
+/// Runs `f` with the serial port locked if nobody holds it (else not at
+/// all): for handlers that may have interrupted the holder on this CPU.
+pub fn try_with_locked<R>(f: impl FnOnce(&mut Writer) -> R) -> Option<R> {
+    let _guard = LOCK.try_lock()?;
+    Some(f(&mut Writer))
+}
+
 /// For the fault and panic paths: takes the port even if the CPU that faulted
 /// was holding it, so the report always gets out.
 pub fn with_forced<R>(f: impl FnOnce(&mut Writer) -> R) -> R {

@@ -140,8 +140,8 @@ const NAMES: [&str; 32] = [
     "reserved 31",
 ];
 
-/// Called by trap.s for traps taken in ring 0 (and for NMI/#DF/#MC from
-/// anywhere), with the saved state of the interrupted context.
+/// Called by trap.s for traps taken in ring 0 (other than NMI, #DF and #MC,
+/// see `trap_on_ist`), with the saved state of the interrupted context.
 #[unsafe(no_mangle)]
 extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
     match frame.vector {
@@ -149,10 +149,65 @@ extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at {:#x}", frame.rip);
         }
-        2 => log::warn!("NMI at {:#x}", frame.rip),
         0..=31 => fatal_exception(frame),
         v => crate::kernel::interrupt_in_kernel(v as u8),
     }
+}
+
+/// NMIs taken on any CPU.
+pub static NMIS: AtomicU64 = AtomicU64::new(0);
+/// Of those, the ones that arrived in ring 0 while the user's GS base was
+/// live (the first instructions of a system call, the last of a return to
+/// ring 3), so trap.s had to swap GS although CS said ring 0.
+pub static NMIS_ON_USER_GS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the window an NMI can find in `syscall_entry` and `return_to_user`
+/// (ring 0 with the user's GS base loaded) and sends this CPU an NMI in it:
+/// true when the handler ran (it reaches its per-CPU data through GS, so it
+/// runs only if trap.s swapped the kernel's GS in). For the boot tests.
+pub fn nmi_with_user_gs(my_apic_id: u32) -> bool {
+    super::cpu::interrupts_off();
+    let before = NMIS.load(Ordering::SeqCst);
+    let mut arrived = false;
+    // SAFETY: interrupts are off (the kernel runs with IF clear) and nothing
+    // between the two SWAPGS uses GS: `send_nmi` goes through statics, the
+    // wait reads a static. Only the NMI comes in meanwhile, which is what
+    // is tested; both SWAPGS together leave GS as it was.
+    unsafe { core::arch::asm!("swapgs", options(nomem, nostack, preserves_flags)) };
+    super::apic::send_nmi(my_apic_id);
+    for _ in 0..50_000_000u64 {
+        if NMIS.load(Ordering::SeqCst) != before {
+            arrived = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: as above: puts the kernel's GS base back.
+    unsafe { core::arch::asm!("swapgs", options(nomem, nostack, preserves_flags)) };
+    arrived
+}
+
+/// Called by trap.s for NMI, #DF and #MC (IST stacks), from ring 0 or 3,
+/// with the kernel's GS base loaded; `swapped_gs` is 1 when trap.s had to
+/// swap it in (the user's was live).
+///
+/// An NMI can arrive anywhere, also while this CPU holds a lock, so its
+/// handler takes none: it counts, and reports on the serial port only if
+/// the port is free (a report it cannot print is still counted).
+#[unsafe(no_mangle)]
+extern "C" fn trap_on_ist(frame: &mut TrapFrame, swapped_gs: u64) {
+    if frame.vector != 2 {
+        fatal_exception(frame);
+    }
+    let cpu = super::percpu::this();
+    let n = cpu.nmis.fetch_add(1, Ordering::Relaxed) + 1;
+    NMIS.fetch_add(1, Ordering::Relaxed);
+    if swapped_gs != 0 && frame.cs & 3 == 0 {
+        NMIS_ON_USER_GS.fetch_add(1, Ordering::Relaxed);
+    }
+    super::serial::try_with_locked(|w| {
+        let _ = writeln!(w, "[WARN ] NMI on CPU {} at {:#x} ({n} on this CPU)", cpu.index, frame.rip);
+    });
 }
 
 fn fatal_exception(f: &TrapFrame) -> ! {

@@ -15,7 +15,8 @@
  * current kernel stack and `trap_from_kernel` runs in place.
  *
  * NMI, #DF and #MC run on IST stacks (gdt.rs) and always take the in-place
- * path, swapping GS first if they interrupted ring 3. */
+ * path (`trap_on_ist`), swapping GS first if the user's GS base is live,
+ * which they find out from the GS base itself (see trap_ist). */
 
 .set FRAME_CS, 18 * 8
 
@@ -99,12 +100,25 @@ trap_common:
 trap_ist:
     SAVE_GPRS
     cld
-    test qword ptr [rsp + FRAME_CS], 3
-    jz 2f
+    /* Which GS base is live cannot be told from the interrupted CS: an NMI
+     * or #MC can arrive in ring 0 with the user's GS still loaded (in
+     * syscall_entry before its SWAPGS, in return_to_user after its SWAPGS).
+     * So ask the CPU, as Linux's paranoid entry does: the kernel's GS base
+     * (PerCpu) is an upper-half address, the user's is always 0 (nothing
+     * lets a thread set it, and CR4.FSGSBASE stays off; anything that ever
+     * lets it must refuse upper-half values). RBX remembers the swap across
+     * the call (callee-saved) and is the handler's second argument. */
+    mov ecx, 0xc0000101         /* IA32_GS_BASE */
+    rdmsr
+    xor ebx, ebx
+    test edx, edx
+    js 2f
     swapgs
+    mov ebx, 1
 2:  mov rdi, rsp
-    call trap_from_kernel
-    test qword ptr [rsp + FRAME_CS], 3
+    mov rsi, rbx
+    call trap_on_ist
+    test ebx, ebx
     jz 3f
     swapgs
 3:  RESTORE_GPRS
