@@ -48,6 +48,9 @@ pub struct PerCpu {
     /// counted, and how many were counted.
     pub phase_sums: [AtomicU64; PHASE_STAMPS - 1],
     pub phase_ops: AtomicU64,
+    /// Calls the fast path would have completed but left to the general
+    /// path because this CPU had scheduling work pending (`phases::fallback`).
+    pub phase_fallbacks: AtomicU64,
 }
 
 /// Stamps of one system call: entry to Rust, lock taken, decoded,
@@ -105,6 +108,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         phase_stamps: [const { AtomicU64::new(0) }; PHASE_STAMPS],
         phase_sums: [const { AtomicU64::new(0) }; PHASE_STAMPS - 1],
         phase_ops: AtomicU64::new(0),
+        phase_fallbacks: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
