@@ -314,6 +314,14 @@ pub fn bench_phases(console: CapSlot, op: u64) -> Result<(u64, u64), Error> {
     plain(Sys::BenchPhases, [u64::from(console), op, 0, 0, 0, 0]).map(|r| (r[0], r[1]))
 }
 
+/// [`Sys::BenchPhases`]' third answer to a read (`op` 2): how many calls on
+/// the caller's CPU, since the counts were reset, the fast path would have
+/// completed but left to the general path because the CPU had scheduling
+/// work pending (a tick, a throttled thread, a higher-priority thread ready).
+pub fn bench_fallbacks(console: CapSlot) -> Result<u64, Error> {
+    plain(Sys::BenchPhases, [u64::from(console), 2, 0, 0, 0, 0]).map(|r| r[2])
+}
+
 /// [`Sys::FaultInject`]: the test kernel's fault injection (needs
 /// `alcove.inject=on` on the kernel command line and the console
 /// capability with MANAGE). `op` is one of `abi::FAULT_*`; returns the

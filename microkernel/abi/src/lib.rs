@@ -160,10 +160,12 @@ pub enum Sys {
     /// `()` → `()`: does nothing and succeeds (arguments ignored). The
     /// cheapest real system call: what the `null_syscall` benchmark times.
     Nop = 37,
-    /// `(console, op)` → `(ticks, calls)`: the benchmark's per-phase count
+    /// `(console, op)` → `(ticks, calls, fallbacks)`: the benchmark's per-phase count
     /// of fast-path system calls (needs the console capability). `op` 0
     /// clears the counts and starts counting, 1 stops, `2 + i` reads phase
-    /// `i` (lock, decode, cap, switch, exit) on the caller's CPU.
+    /// `i` (lock, decode, cap, switch, exit) on the caller's CPU as `(ticks,
+    /// calls completed, calls the fast path left to the general path only
+    /// because the CPU had scheduling work pending)`.
     BenchPhases = 38,
     /// `(console, op, point, ns)` → `(point, phase)`: the test kernel's
     /// fault injection ([`FaultPoint`]; system tests only). Exists only

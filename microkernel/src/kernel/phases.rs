@@ -94,27 +94,44 @@ pub fn done() {
     p.phase_ops.fetch_add(1, Ordering::Relaxed);
 }
 
+/// In a path copy with the stamps on: the fast path passed every check of
+/// the call itself but left it to the general path because this CPU has
+/// scheduling work pending (a timer tick or reschedule to act on, a
+/// throttled thread to refill, a thread of higher priority than the one
+/// that would get the CPU ready, e.g. a driver woken by an interrupt just
+/// delivered). Counted apart from the completed calls, so a test can tell
+/// such a fallback (by design, and what a CPU hog beside the emulator
+/// provokes) from a call the fast path should have taken and did not.
+#[inline(always)]
+pub fn fallback_if<const STAMP: bool>() {
+    if STAMP {
+        percpu::this().phase_fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// `Sys::BenchPhases` operations: 0 clears every CPU's sums and starts
 /// counting, 1 stops, `2 + i` reads phase `i` of the caller's CPU as
-/// `(ticks, calls counted)`.
-pub fn control(op: u64) -> Option<(u64, u64)> {
+/// `(ticks, calls counted, fallbacks for pending work)`.
+pub fn control(op: u64) -> Option<(u64, u64, u64)> {
     match op {
         0 => {
             for cpu in 0..crate::arch::MAX_CPUS {
                 let p = percpu::of(cpu);
                 p.phase_sums.iter().for_each(|s| s.store(0, Ordering::Relaxed));
                 p.phase_ops.store(0, Ordering::Relaxed);
+                p.phase_fallbacks.store(0, Ordering::Relaxed);
             }
             ON.store(true, Ordering::Relaxed);
-            Some((0, 0))
+            Some((0, 0, 0))
         }
         1 => {
             ON.store(false, Ordering::Relaxed);
-            Some((0, 0))
+            Some((0, 0, 0))
         }
         n if n >= 2 && ((n - 2) as usize) < PHASE_STAMPS - 1 => {
             let p = percpu::this();
-            Some((p.phase_sums[(n - 2) as usize].load(Ordering::Relaxed), p.phase_ops.load(Ordering::Relaxed)))
+            let (sum, ops) = (p.phase_sums[(n - 2) as usize].load(Ordering::Relaxed), p.phase_ops.load(Ordering::Relaxed));
+            Some((sum, ops, p.phase_fallbacks.load(Ordering::Relaxed)))
         }
         _ => None,
     }

@@ -369,8 +369,8 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
         }
         Sys::BenchPhases => {
             let Obj::Console = k.cap(space, slot(a[0])?, Rights::MANAGE)? else { return Err(Error::WrongType) };
-            let (ticks, calls) = super::phases::control(a[1]).ok_or(Error::InvalidArgument)?;
-            vals(ticks, calls, 0)
+            let (ticks, calls, fallbacks) = super::phases::control(a[1]).ok_or(Error::InvalidArgument)?;
+            vals(ticks, calls, fallbacks)
         }
         Sys::FaultInject => {
             // Absent unless the boot command line enabled it; then only for

@@ -5,7 +5,12 @@
 //! a lost badge, or the caller resuming before a higher-priority thread that
 //! became ready. The kernel's phase counts (`Sys::BenchPhases`) show which
 //! calls the fast path completed, so the cases also check that it took the
-//! simple ones and fell back on the others. The suite runs twice in CI, with
+//! simple ones and fell back on the others. A call that fits the fast path
+//! still falls back, by design, when the CPU has scheduling work pending (a
+//! tick, a higher-priority driver woken by an interrupt: a CPU hog beside
+//! the emulator makes that likelier); the kernel counts those fallbacks
+//! apart, and a case wants its fast calls, or the shortfall accounted for
+//! exactly by them. The suite runs twice in CI, with
 //! the fast path on and off (`alcove.fastpath=off`, manifest argument
 //! `fastpath=off`): with it off, nothing may take it.
 
@@ -146,6 +151,17 @@ fn fast_calls() -> Result<u64, String> {
     sys::bench_phases(SLOT_CONSOLE, 2).map(|(_, calls)| calls).map_err(|e| format!("phase counts: {e}"))
 }
 
+/// [`fast_calls`], and the calls on this CPU since the last reset that fit
+/// the fast path but fell back because the CPU had scheduling work pending.
+fn fast_and_pending() -> Result<(u64, u64), String> {
+    let fast = fast_calls()?;
+    let pending = sys::bench_fallbacks(SLOT_CONSOLE).map_err(|e| format!("fallback count: {e}"))?;
+    Ok((fast, pending))
+}
+
+/// Tries of the plain round trip while each finds work pending.
+const PLAIN_TRIES: u32 = 5;
+
 pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
     let fast_on = !env.info().args.iter().any(|a| a == "fastpath=off");
     // With the fast path off nothing may take it; on, a simple round trip
@@ -164,22 +180,38 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
     sys::yield_now().map_err(|e| format!("yield: {e}"))?; // let the server reach its Recv
     let call = |slot: CapSlot, w0: u64| sys::call(slot, MsgInfo::new(LABEL_PLAIN, 1, 0), [w0, 0, 0, 0]);
 
-    // 1. A plain call: the reply, and both ways on the fast path.
-    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
-    let before = RECEIVED.load(Ordering::SeqCst);
-    let r = call(ep, 41).map_err(|e| format!("plain call: {e}"))?;
-    let fast = fast_calls()?;
-    check(r.words == [0, before + 1, 41, 0] && r.info.label == LABEL_PLAIN, || format!("plain call: reply {:?}", r.words))?;
-    check(fast == want(2), || format!("plain call: {fast} fast-path calls, expected {}", want(2)))?;
+    // 1. A plain call: the reply, and both ways on the fast path. A first
+    // round trip leaves the server waiting on the endpoint (the yield may
+    // not have: a tick or a driver can preempt it before its Recv). A call
+    // that falls back for pending work must be counted as such, and one of
+    // a few tries must go through the fast path both ways: a kernel that
+    // always found work pending would not.
+    call(ep, 40).map_err(|e| format!("first plain call: {e}"))?;
+    for attempt in 1..=PLAIN_TRIES {
+        sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+        let before = RECEIVED.load(Ordering::SeqCst);
+        let r = call(ep, 41).map_err(|e| format!("plain call: {e}"))?;
+        let (fast, pending) = fast_and_pending()?;
+        check(r.words == [0, before + 1, 41, 0] && r.info.label == LABEL_PLAIN, || format!("plain call: reply {:?}", r.words))?;
+        check(fast + pending == want(2), || {
+            format!("plain call: {fast} fast-path calls and {pending} left to the general path for pending work, expected {} together", want(2))
+        })?;
+        if pending == 0 {
+            break;
+        }
+        check(attempt < PLAIN_TRIES, || format!("plain call: work pending in each of {PLAIN_TRIES} tries, never both ways on the fast path"))?;
+    }
 
     // 2. A badged capability: the server sees the badge either way.
     let badged = env.slot();
     sys::cap_copy(ep, badged, Rights::SEND.union(Rights::RECV), 0x77).map_err(|e| format!("badged copy: {e}"))?;
     sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
     let r = call(badged, 42).map_err(|e| format!("badged call: {e}"))?;
-    let fast = fast_calls()?;
+    let (fast, pending) = fast_and_pending()?;
     check(r.words[0] == 0x77 && r.words[2] == 42, || format!("badged call: reply {:?}, expected badge 0x77", r.words))?;
-    check(fast == want(2), || format!("badged call: {fast} fast-path calls, expected {}", want(2)))?;
+    check(fast + pending == want(2), || {
+        format!("badged call: {fast} fast-path calls and {pending} left for pending work, expected {} together", want(2))
+    })?;
 
     // 3. No SEND right: refused, and the server never hears of it.
     let recv_only = env.slot();
@@ -207,17 +239,21 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
 
     // 5. A higher-priority thread made ready during the call: the reply to
     // a priority-50 client must let the waker (80) run first, as the
-    // scheduler would. The fast path takes the Call, not the ReplyRecv.
+    // scheduler would. The fast path takes the Call, not the ReplyRecv:
+    // that one fits it but for the waker, ready above the client, which
+    // counts as pending work (the Call may meet some too).
     WOKEN.store(0, Ordering::SeqCst);
     sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
     spawn(env, client, 50, u64::from(ep), u64::from(done) | u64::from(park) << 32)?;
     let bits = sys::wait(done, FOREVER).map_err(|e| format!("waiting for the client: {e}"))?;
-    let fast = fast_calls()?;
+    let (fast, pending) = fast_and_pending()?;
     sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
     check(bits & 1 << 40 == 0, || "the client's call failed".into())?;
     let seen = bits >> 1;
     check(seen == 1, || format!("the client resumed having seen the waker run {seen} times, expected 1 (it must run first)"))?;
-    check(fast == want(1), || format!("wake case: {fast} fast-path calls, expected {}", want(1)))?;
+    check(fast + pending == want(2) && pending >= want(1), || {
+        format!("wake case: {fast} fast-path calls and {pending} left for pending work, expected {} together, at least {} of them left", want(2), want(1))
+    })?;
 
     // 6. A call made while the caller's own IPC buffer is borrowed (inside
     // `with_ipc_buffer`) is refused by libipc before it reaches the kernel,
@@ -254,14 +290,16 @@ pub fn fast_and_general_paths_agree(env: &mut Env) -> Result<(), String> {
     sys::with_ipc_buffer(|b| b.send_caps[0] = u64::from(gift)).map_err(|e| format!("IPC buffer: {e}"))?;
     sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
     let r = sys::call(ep, MsgInfo::new(LABEL_CAP, 1, 1), [0b110, 0, 0, 0]).map_err(|e| format!("capability call: {e}"))?;
-    let fast = fast_calls()?;
+    let (fast, pending) = fast_and_pending()?;
     sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
     let bits = sys::poll(gift).map_err(|e| format!("poll: {e}"))?;
     let _ = sys::cap_delete(gift);
     check(r.words[2] == 0 && r.words[3] == 1 && bits == 0b110, || {
         format!("capability call: reply {:?}, notification bits {bits:#b}; expected the server to get 1 capability and signal 0b110", r.words)
     })?;
-    check(fast == want(1), || format!("capability call: {fast} fast-path calls, expected {}", want(1)))?;
+    check(fast + pending == want(1), || {
+        format!("capability call: {fast} fast-path calls and {pending} left for pending work, expected {} together", want(1))
+    })?;
 
     // 9. A server on another CPU (machines with more than one): the fast
     // path switches only between threads of one CPU, so neither the call

@@ -513,16 +513,24 @@ fn ipc_phases(ep: CapSlot, per_roundtrip: u64, fast_off: bool) -> Result<(), Str
         let (ticks, c) = sys::bench_phases(SLOT_CONSOLE, 2 + i as u64).map_err(|e| format!("phase {i}: {e}"))?;
         (*s, calls) = (ticks, c);
     }
+    let pending = sys::bench_fallbacks(SLOT_CONSOLE).map_err(|e| format!("fallback count: {e}"))?;
     sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
     run?;
     // Both ways of every round trip take the fast path (a few calls more:
-    // the reads above and the first call's setup).
+    // the reads above and the first call's setup), but for those the kernel
+    // left to the general path because the CPU had scheduling work pending
+    // (a tick, a driver woken by an interrupt): by design, and rare, so
+    // most must still have been fast.
     if fast_off {
         // The general path only: nothing to break down, and nothing may
         // have been counted.
-        return check(calls == 0, || format!("{calls} calls took the fast path with alcove.fastpath=off"));
+        return check(calls == 0 && pending == 0, || {
+            format!("{calls} calls took the fast path and {pending} fell back from it with alcove.fastpath=off")
+        });
     }
-    check(calls >= 2 * n, || format!("only {calls} of {} one-way calls took the fast path", 2 * n))?;
+    check(calls + pending >= 2 * n && calls >= n, || {
+        format!("only {calls} of {} one-way calls took the fast path ({pending} left to the general path for pending work)", 2 * n)
+    })?;
     let mut kernel = 0;
     for (name, s) in NAMES.iter().zip(sums) {
         let per = s / calls;

@@ -48,6 +48,9 @@ pub struct PerCpu {
     /// counted, and how many were counted.
     pub phase_sums: [AtomicU64; PHASE_STAMPS - 1],
     pub phase_ops: AtomicU64,
+    /// Calls the fast path would have completed but left to the general
+    /// path because this CPU had scheduling work pending (`phases::fallback`).
+    pub phase_fallbacks: AtomicU64,
     /// NMIs this CPU took.
     pub nmis: AtomicU64,
 }
@@ -107,6 +110,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         phase_stamps: [const { AtomicU64::new(0) }; PHASE_STAMPS],
         phase_sums: [const { AtomicU64::new(0) }; PHASE_STAMPS - 1],
         phase_ops: AtomicU64::new(0),
+        phase_fallbacks: AtomicU64::new(0),
         nmis: AtomicU64::new(0),
     }
 }; MAX_CPUS];
