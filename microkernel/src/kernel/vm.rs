@@ -583,8 +583,9 @@ impl Kernel {
     }
 }
 
-/// The longest a vCPU stays in the guest per entry under VMX (the
-/// scheduler's slice), enforced with the VMX-preemption timer.
+/// The longest a vCPU stays in the guest per `VcpuRun` under VMX (the
+/// scheduler's slice), kernel-finished exits included, enforced with the
+/// VMX-preemption timer.
 const GUEST_SLICE_MS: u64 = 10;
 
 fn run_page(vcpu: &Vcpu) -> RunPage {
@@ -1120,6 +1121,9 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
         }
         vmx::vmwrite(f::ENTRY_INTR_INFO, ev);
     };
+    // The end of this run's time slice in TSC ticks (see the preemption
+    // timer below).
+    let slice_end = arch::cpu::rdtsc().saturating_add(arch::time::tsc_khz() * GUEST_SLICE_MS);
     let reason = loop {
         if let Some(vector) = vcpu.eoi_exit.take() {
             run.data = u64::from(vector);
@@ -1145,10 +1149,21 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
         vcpu.vmcs.launched = !plan.launch;
         pre_entry(vcpu);
         if let Some(Hw::Vmx(vmx::Info { preemption_rate: Some(rate), .. })) = backend() {
-            // At most one time slice in the guest per entry, whether or not
-            // the host's timer interrupt gets the guest to exit (Bochs's
-            // does not reliably): then the scheduler runs as on a tick.
-            let ticks = (arch::time::tsc_khz() * GUEST_SLICE_MS) >> rate;
+            // At most one time slice in the guest per `VcpuRun`, whether or
+            // not the host's timer interrupt gets the guest to exit (Bochs's
+            // does not reliably): then the scheduler runs as on a tick. The
+            // slice counts from the run's start, not from each entry: a
+            // guest whose exits the kernel finishes itself (OVMF reading the
+            // PM timer in a delay loop, every few microseconds) would
+            // otherwise re-arm a whole slice each time and keep the CPU for
+            // good, starving the vCPU it waits for on the same CPU.
+            let now = arch::cpu::rdtsc();
+            if now >= slice_end {
+                vcpu.in_guest.store(false, Ordering::Release);
+                percpu::this().need_resched.store(true, Ordering::Relaxed);
+                break VcpuExit::Interrupted;
+            }
+            let ticks = (slice_end - now) >> rate;
             vmx::vmwrite(f::PREEMPTION_TIMER_VALUE, ticks.clamp(1, u64::from(u32::MAX)));
         }
         let injected = vmx::vmread(f::ENTRY_INTR_INFO) as u32;
