@@ -104,6 +104,18 @@ impl Backend for Mock {
         Ok(vm.clone())
     }
 
+    /// A running VM's guest wrote `zone-guest: hello\r\n`.
+    fn vm_console(&mut self, uuid: Uuid, offset: u64) -> Result<Value, ApiError> {
+        self.calls.push(format!("vm_console {uuid} {offset}"));
+        let vm = self.vms.get(&uuid.to_string()).ok_or_else(|| ApiError::not_found(format!("VM {uuid} not found")))?;
+        if vm["state"] != "running" {
+            return Err(ApiError::conflict(format!("Unable to connect to console of VM {uuid}: VM is not running")));
+        }
+        let out = b"zone-guest: hello\r\n";
+        let start = if offset > out.len() as u64 { 0 } else { offset as usize };
+        Ok(alcove_api::backend::console_answer(uuid, start as u64, 0, out.len() as u64, &out[start..]))
+    }
+
     fn delete_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError> {
         self.calls.push(format!("delete_vm {uuid}"));
         self.vms.remove(&uuid.to_string()).map(|_| Value::Null).ok_or_else(|| ApiError::not_found(format!("VM {uuid} not found")))
