@@ -58,6 +58,8 @@ pub enum Output {
     /// is the line, the `&str` the verb (for a failed delete's `Failed to
     /// delete VM <uuid>: ` prefix).
     Done(&'static str, String),
+    /// `vmadm console`: the guest's output, followed ([`follow_console`]).
+    Console(Uuid),
 }
 
 /// One request of a command line.
@@ -98,6 +100,7 @@ pub const VMADM_USAGE: &str = "usage: vmadm create [-f FILE]
        vmadm reboot UUID [-F]
        vmadm update UUID [-f FILE | property=value ...]
        vmadm delete UUID
+       vmadm console UUID
 (talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
 
 /// `imgadm`'s usage.
@@ -257,7 +260,14 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
             };
             call("POST", format!("/vms/{u}?action=update"), Some(body), Output::Done("update", format!("Successfully updated VM {u}")))
         }
-        "console" | "info" | "sysrq" | "send" | "receive" | "events" => Err(Refusal {
+        "console" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            if rest.len() > 1 {
+                return Err(usage(T, format!("{verb}: unexpected {:?}", rest[1..].join(" ")), h));
+            }
+            call("GET", format!("/vms/{u}/console"), None, Output::Console(u))
+        }
+        "info" | "sysrq" | "send" | "receive" | "events" => Err(Refusal {
             exit: EXIT_ERROR,
             message: format!("vmadm {verb}: not available over the HTTP API yet; use the operator shell on Alcove's console"),
         }),
@@ -365,6 +375,10 @@ pub fn print_answer(tool: &str, call: &Call, answer: Result<Value, ClientError>,
                     }
                 },
                 Output::Done(_, line) => writeln!(err, "{line}"),
+                Output::Console(_) => match v.get("data").and_then(Value::as_str) {
+                    Some(d) => write!(out, "{d}"),
+                    None => Err(io::Error::other("the answer to GET /vms/:uuid/console has no data")),
+                },
                 Output::VmList(fmt) => print_vm_list(&v, fmt, out),
                 Output::Uuids { one } => {
                     let uuids: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|vm| vm.get("uuid")?.as_str()).collect()).unwrap_or_default();
@@ -450,5 +464,80 @@ pub fn main(tool: &str, args: &[String]) -> i32 {
             return EXIT_ERROR;
         }
     };
+    if let Output::Console(u) = call.output {
+        let mut get = |target: &str| client.call("GET", target, None);
+        let mut pause = || {
+            std::thread::sleep(CONSOLE_POLL);
+            true
+        };
+        return follow_console(u, &mut get, &mut pause, &mut io::stdout().lock(), &mut io::stderr().lock());
+    }
     run(tool, &call, &client, &mut io::stdout().lock(), &mut io::stderr().lock())
+}
+
+/// How long `vmadm console` waits between polls when nothing is new.
+pub const CONSOLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `vmadm console UUID` over the API: prints what the guest wrote (the
+/// last 16 KiB the machine keeps, then what comes) as it comes, polling
+/// `GET /vms/:uuid/console?offset=N` with `get`, and calling `pause`
+/// between polls that found nothing new (it returns false to stop: the
+/// binary sleeps [`CONSOLE_POLL`], and ^C ends it). Bytes the machine
+/// forgot before they were read (a guest faster than the polls) are
+/// counted on `err`. A VM that is unknown or not running at the start
+/// gets vmadm's message and exit 1; one that stops while followed ends
+/// it with exit 0, as SmartOS's console ends when the VM halts.
+pub fn follow_console(
+    uuid: Uuid,
+    get: &mut dyn FnMut(&str) -> Result<Value, ClientError>,
+    pause: &mut dyn FnMut() -> bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let mut offset = 0u64;
+    let mut first = true;
+    loop {
+        let v = match get(&format!("/vms/{uuid}/console?offset={offset}")) {
+            Ok(v) => v,
+            Err(ClientError::Api { status: 409, message, .. }) if !first => {
+                let _ = writeln!(err, "\nvmadm console: the console of VM {uuid} ended: {message}");
+                return EXIT_OK;
+            }
+            Err(ClientError::Api { status, message, .. }) if status < 500 => {
+                let _ = writeln!(err, "{message}");
+                return EXIT_ERROR;
+            }
+            Err(e) => {
+                let _ = writeln!(err, "vmadm: {e}");
+                return EXIT_ERROR;
+            }
+        };
+        let field = |k: &str| v.get(k).and_then(Value::as_u64);
+        let (Some(start), Some(next), Some(end), Some(data)) =
+            (field("offset"), field("next"), field("end"), v.get("data").and_then(Value::as_str))
+        else {
+            let _ = writeln!(err, "vmadm: the API's console answer makes no sense: {v}");
+            return EXIT_ERROR;
+        };
+        let lost = field("lost").unwrap_or(0);
+        if lost > 0 && !first {
+            let _ = writeln!(err, "\n[vmadm console: {lost} bytes of output came and went between two polls]");
+        }
+        if start < offset && lost == 0 && !first {
+            let _ = writeln!(err, "\n[vmadm console: the machine's console restarted; from what it kept]");
+        }
+        if !data.is_empty() && (write!(out, "{data}").is_err() || out.flush().is_err()) {
+            return EXIT_OK; // the reader went away (a pipe closed)
+        }
+        first = false;
+        if next < start || next > end {
+            let _ = writeln!(err, "vmadm: the API's console answer makes no sense: {v}");
+            return EXIT_ERROR;
+        }
+        let more = next < end && next != offset;
+        offset = next;
+        if !more && !pause() {
+            return EXIT_OK;
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use alcove_api::cli::{Call, EXIT_ERROR, EXIT_OK, EXIT_USAGE, Output, imgadm_call, vmadm_call};
+use alcove_api::cli::{Call, EXIT_ERROR, EXIT_OK, EXIT_USAGE, Output, follow_console, imgadm_call, vmadm_call};
 use serde_json::json;
 
 const U: &str = "5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10";
@@ -71,7 +71,10 @@ fn vmadm_refusals_and_exit_codes() {
         ("list -s -nope", EXIT_USAGE, "invalid sort field: -nope"),
         ("list -o", EXIT_USAGE, "list -o: needs a field list"),
         ("list -x", EXIT_USAGE, "list: unknown option -x"),
-        ("console 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10", EXIT_ERROR, "not available over the HTTP API yet"),
+        ("console", EXIT_USAGE, "console: a UUID is needed"),
+        ("console web01", EXIT_ERROR, "vmadm console: \"web01\" is not a UUID"),
+        ("console 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10 -f", EXIT_USAGE, "console: unexpected \"-f\""),
+        ("info 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10", EXIT_ERROR, "not available over the HTTP API yet"),
     ] {
         let (code, message) = vmadm(line).unwrap_err();
         assert_eq!(code, exit, "{line:?}: {message}");
@@ -170,4 +173,86 @@ fn vmadm_prints_smartos_s_messages_and_exit_codes() {
     let (code, out, err) = printed("create -f vm.json", Ok(json!({"state": "running"})));
     assert_eq!((code, out.as_str()), (EXIT_ERROR, ""));
     assert!(err.contains("names no uuid"), "{err}");
+}
+
+/// `vmadm console UUID` asks `GET /vms/UUID/console` and follows it.
+#[test]
+fn vmadm_console_makes_its_request() {
+    let c = vmadm(&format!("console {U}")).unwrap();
+    assert_eq!((c.method, c.target.as_str()), ("GET", format!("/vms/{U}/console").as_str()));
+    assert!(matches!(c.output, Output::Console(_)));
+}
+
+/// A console answer as the API gives it.
+fn answer(offset: u64, next: u64, end: u64, lost: u64, data: &str) -> serde_json::Value {
+    json!({"uuid": U, "offset": offset, "next": next, "end": end, "lost": lost, "data": data})
+}
+
+/// The follow loop against scripted answers: (exit, stdout, stderr, the
+/// targets it asked for, the pauses it made).
+fn follow(answers: Vec<Result<serde_json::Value, alcove_api::blocking::ClientError>>, max_pauses: usize) -> (i32, String, String, Vec<String>, usize) {
+    let mut answers = answers.into_iter();
+    let mut asked = Vec::new();
+    let mut get = |t: &str| {
+        asked.push(t.to_string());
+        answers.next().unwrap_or_else(|| Err(alcove_api::blocking::ClientError::Protocol("no more answers in the script".into())))
+    };
+    let mut pauses = 0;
+    let mut pause = || {
+        pauses += 1;
+        pauses <= max_pauses
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = follow_console(alcove_api::Uuid::parse(U).unwrap(), &mut get, &mut pause, &mut out, &mut err);
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap(), asked, pauses)
+}
+
+fn console_error(status: u16, message: &str) -> alcove_api::blocking::ClientError {
+    alcove_api::blocking::ClientError::Api { status, code: "Conflict".into(), message: message.into(), body: json!({}) }
+}
+
+#[test]
+fn vmadm_console_follows_from_each_answers_next() {
+    let (code, out, err, asked, pauses) = follow(
+        vec![
+            Ok(answer(0, 6, 9, 0, "hello\n")),
+            Ok(answer(6, 9, 9, 0, "ab\n")),
+            Ok(answer(9, 9, 9, 0, "")),
+            Ok(answer(9, 12, 12, 0, "xy\n")),
+            Err(console_error(409, &format!("Unable to connect to console of VM {U}: VM is not running"))),
+        ],
+        10,
+    );
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert_eq!(out, "hello\nab\nxy\n");
+    let offsets: Vec<&str> = asked.iter().map(|t| t.rsplit('=').next().unwrap()).collect();
+    assert_eq!(offsets, ["0", "6", "9", "9", "12"]);
+    assert!(asked[0].starts_with(&format!("/vms/{U}/console?offset=")), "{asked:?}");
+    // It paused only when nothing more was waiting.
+    assert_eq!(pauses, 3);
+    assert!(err.contains("ended: Unable to connect to console") && err.contains("not running"), "{err}");
+}
+
+#[test]
+fn vmadm_console_says_what_it_lost_and_stops_on_errors() {
+    // Output forgotten between two polls is counted; the first answer's
+    // (the history cut to what is kept) is not.
+    let (code, out, err, _, _) = follow(vec![Ok(answer(100, 110, 110, 100, "0123456789")), Ok(answer(5000, 5003, 5003, 4890, "abc"))], 1);
+    assert_eq!((code, out.as_str()), (EXIT_OK, "0123456789abc"));
+    assert_eq!(err.matches("came and went").count(), 1, "{err}");
+    assert!(err.contains("4890 bytes"), "{err}");
+    // Unknown VM, not running at the start: vmadm's message, exit 1.
+    let (code, out, err, _, _) = follow(vec![Err(console_error(404, "Unable to connect to console of VM x: VM not found"))], 5);
+    assert_eq!((code, out.as_str(), err.as_str()), (EXIT_ERROR, "", "Unable to connect to console of VM x: VM not found\n"));
+    let (code, _, err, _, _) = follow(vec![Err(console_error(409, "Unable to connect to console of VM x: VM is not running"))], 5);
+    assert_eq!((code, err.as_str()), (EXIT_ERROR, "Unable to connect to console of VM x: VM is not running\n"));
+    // A 5xx, an answer that makes no sense: `vmadm: ...`, exit 1.
+    let (code, _, err, _, _) = follow(vec![Err(console_error(503, "zone-server did not answer"))], 5);
+    assert_eq!(code, EXIT_ERROR);
+    assert!(err.starts_with("vmadm: "), "{err}");
+    for bad in [json!({"data": "x"}), json!([]), answer(10, 5, 20, 0, "x"), answer(0, 30, 20, 0, "x")] {
+        let (code, _, err, _, _) = follow(vec![Ok(bad.clone())], 5);
+        assert_eq!(code, EXIT_ERROR, "{bad}");
+        assert!(err.contains("makes no sense"), "{bad}: {err}");
+    }
 }

@@ -249,3 +249,40 @@ fn many_connections_at_once_over_tcp() {
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     }
 }
+
+/// The host `vmadm console UUID`: prints the guest's output and follows it
+/// until the VM stops (exit 0); an unknown VM gets vmadm's message, exit 1.
+#[test]
+fn host_vmadm_console_follows_until_the_vm_stops() {
+    use std::io::BufRead;
+    let (url, server) = start(Limits::default());
+    let vmadm = env!("CARGO_BIN_EXE_vmadm");
+    let vm = "5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10";
+    server.lock().unwrap().backend_mut().vms.insert(vm.into(), json!({"uuid": vm, "state": "running"}));
+    let mut child = Command::new(vmadm)
+        .args(["console", vm])
+        .env("ALCOVE_URL", &url)
+        .env("ALCOVE_TOKEN", TOKEN)
+        .env_remove("ALCOVE_TOKEN_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "zone-guest: hello\r\n");
+    // It keeps polling from where it is, until the VM stops.
+    let polls = |s: &std::sync::Mutex<Server<common::Mock>>| s.lock().unwrap().backend().calls.iter().filter(|c| c.starts_with("vm_console")).count();
+    while polls(&server) < 3 {
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(server.lock().unwrap().backend().calls.iter().skip(1).all(|c| !c.starts_with("vm_console") || c.ends_with(" 19")));
+    server.lock().unwrap().backend_mut().vms.get_mut(vm).unwrap()["state"] = json!("stopped");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("ended") && err.contains("not running"), "{err}");
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["console", "00000000-0000-4000-8000-000000000009"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains("not found"), "{err}");
+}
