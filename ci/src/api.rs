@@ -117,7 +117,7 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     let (ok, out, err) = cli(imgadm, port, &["avail"])?;
     o.check(ok && [GOOD, BAD_SHA1, SHORT].iter().all(|u| out.contains(u)), || format!("imgadm avail: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["import", GOOD])?;
-    o.check(ok && out.contains(GOOD) && out.contains("imported-disk"), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
+    o.check(ok && out.starts_with(&format!("Imported image {GOOD} (imported-disk@")), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["import", BAD_SHA1])?;
     o.check(!ok && err.contains("SHA-1") && err.contains("DownloadError"), || {
         format!("imgadm import of a file with the wrong SHA-1 was not refused by name: {ok} {out:?} {err:?}")
@@ -127,9 +127,14 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
         format!("imgadm import of a file cut short was not refused by name: {ok} {out:?} {err:?}")
     });
     let (ok, out, err) = cli(imgadm, port, &["list"])?;
-    o.check(ok && out.contains(GOOD) && !out.contains(BAD_SHA1) && !out.contains(SHORT), || {
-        format!("imgadm list after the imports: {out:?} {err:?} (only {GOOD} is to be there)")
-    });
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    o.check(
+        ok && rows.len() == 2
+            && rows[0] == ["UUID", "NAME", "VERSION", "OS", "TYPE", "PUB"]
+            && rows[1].first() == Some(&GOOD)
+            && rows[1].get(1) == Some(&"imported-disk"),
+        || format!("imgadm list after the imports: {out:?} {err:?} (imgadm's table with only {GOOD} is to be there)"),
+    );
     let payload = format!(
         r#"{{"uuid": "{IMAGE_VM}", "brand": "bhyve", "alias": "api-img", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{{"boot": true, "image_uuid": "{GOOD}"}}]}}"#
     );
@@ -141,7 +146,9 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     let a = http(port, "DELETE", &format!("/vms/{IMAGE_VM}"), Some(TOKEN), None).map_err(|e| format!("DELETE: {e}"))?;
     o.check((200..300).contains(&a.status), || format!("DELETE /vms/{IMAGE_VM}: {a:?}, not 2xx"));
     let (ok, out, err) = cli(imgadm, port, &["sources", "-d", &url])?;
-    o.check(ok && !out.contains(&url), || format!("imgadm sources -d {url}: {out:?} {err:?}"));
+    o.check(ok && out == format!("Deleted image source \"{url}\"\n"), || format!("imgadm sources -d {url}: {out:?} {err:?}"));
+    let (ok, out, err) = cli(imgadm, port, &["sources", "-j"])?;
+    o.check(ok && out.trim() == "[]", || format!("imgadm sources -j after the delete: {out:?} {err:?}"));
     Ok(())
 }
 

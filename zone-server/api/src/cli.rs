@@ -60,6 +60,31 @@ pub enum Output {
     Done(&'static str, String),
     /// `vmadm console`: the guest's output, followed ([`follow_console`]).
     Console(Uuid),
+    /// `imgadm list` / `avail`: imgadm's table ([`print_image_table`]).
+    ImageTable(ImageTable),
+    /// `imgadm sources`: one URL a line.
+    Sources,
+    /// `imgadm show`: the image's manifest, as JSON.
+    Manifest,
+    /// `imgadm import`: `Imported image UUID (NAME@VERSION)`.
+    Imported,
+    /// `imgadm delete`: `Deleted image UUID`.
+    ImageDeleted(Uuid),
+    /// `imgadm sources -a|-d URL`: `Added image source "URL"` or `Deleted
+    /// image source "URL"` (as zone-server's imgadm says it).
+    SourceChanged { added: bool, url: String },
+}
+
+/// How `imgadm list` and `avail` lay out their table (SmartOS's imgadm:
+/// columns `UUID NAME VERSION OS TYPE PUB`, sorted by `published_at,name`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageTable {
+    /// `-H`: no header line.
+    pub no_header: bool,
+    /// `-o a,b`; empty: the default columns.
+    pub columns: Vec<String>,
+    /// `-s a,-b`; empty: `published_at,name`.
+    pub sort: Vec<String>,
 }
 
 /// One request of a command line.
@@ -104,13 +129,13 @@ pub const VMADM_USAGE: &str = "usage: vmadm create [-f FILE]
 (talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
 
 /// `imgadm`'s usage.
-pub const IMGADM_USAGE: &str = "usage: imgadm list [field=value ...]
+pub const IMGADM_USAGE: &str = "usage: imgadm list [-j] [-H] [-o FIELD,...] [-s FIELD,...] [field=value ...]
        imgadm show UUID
        imgadm get UUID
        imgadm import UUID [-S SOURCE_URL]
        imgadm delete UUID
-       imgadm sources [-a URL | -d URL]
-       imgadm avail [field=value ...]
+       imgadm sources [-j] [-a URL | -d URL]
+       imgadm avail [-j] [-H] [-o FIELD,...] [-s FIELD,...] [field=value ...]
 (talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
 
 fn uuid_arg(tool: &str, verb: &str, arg: Option<&String>, help: &str) -> Result<Uuid, Refusal> {
@@ -285,14 +310,38 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
     }
     let verb = args[0].as_str();
     let rest = &args[1..];
-    let call = |method, target: String| Ok(Call { method, target, body: None, output: Output::Json });
+    let call = |method, target: String, output| Ok(Call { method, target, body: None, output });
     match verb {
-        "list" => call("GET", format!("/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
-        "avail" => call("GET", format!("/sources/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
-        "sources" if rest.is_empty() => call("GET", "/sources".to_string()),
+        "list" | "avail" => {
+            let (mut table, mut json, mut pairs) = (ImageTable::default(), false, Vec::new());
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "-j" => json = true,
+                    "-H" => table.no_header = true,
+                    "-o" | "-s" => {
+                        let Some(v) = it.next() else { return Err(usage(T, format!("{verb} {a}: needs a list of fields"), h)) };
+                        let fields: Vec<String> = v.split(',').map(str::to_string).collect();
+                        if let Some(bad) = fields.iter().find(|f| !image_field_name(f.strip_prefix('-').unwrap_or(f))) {
+                            return Err(usage(T, format!("{verb} {a}: bad field name {bad:?}"), h));
+                        }
+                        if a == "-o" { table.columns = fields } else { table.sort = fields }
+                    }
+                    o if o.starts_with('-') => return Err(usage(T, format!("{verb}: unknown option {o}"), h)),
+                    _ => pairs.push(a.clone()),
+                }
+            }
+            let path = if verb == "list" { "/images" } else { "/sources/images" };
+            let output = if json { Output::Json } else { Output::ImageTable(table) };
+            call("GET", format!("{path}{}", encode_pairs(&filters(T, verb, &pairs, h)?)), output)
+        }
         "sources" => match rest {
+            [] => call("GET", "/sources".to_string(), Output::Sources),
+            [j] if j == "-j" => call("GET", "/sources".to_string(), Output::Json),
             [flag, url] if flag == "-a" || flag == "-d" => {
-                call(if flag == "-a" { "POST" } else { "DELETE" }, format!("/sources?url={}", encode(url)))
+                let added = flag == "-a";
+                let output = Output::SourceChanged { added, url: url.clone() };
+                call(if added { "POST" } else { "DELETE" }, format!("/sources?url={}", encode(url)), output)
             }
             more => Err(usage(T, format!("sources: unexpected {:?}", more.join(" ")), h)),
         },
@@ -301,7 +350,12 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
             if rest.len() > 1 {
                 return Err(usage(T, format!("{verb}: unexpected {:?}", rest[1..].join(" ")), h));
             }
-            call(if verb == "delete" { "DELETE" } else { "GET" }, format!("/images/{u}"))
+            match verb {
+                "delete" => call("DELETE", format!("/images/{u}"), Output::ImageDeleted(u)),
+                // `show` is the manifest alone, `get` the whole record.
+                "show" => call("GET", format!("/images/{u}"), Output::Manifest),
+                _ => call("GET", format!("/images/{u}"), Output::Json),
+            }
         }
         "import" => {
             let u = uuid_arg(T, verb, rest.first(), h)?;
@@ -310,7 +364,7 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
                 [s, url] if s == "-S" => format!("/images/{u}?action=import-remote&source={}", encode(url)),
                 more => return Err(usage(T, format!("import: unexpected {:?}", more.join(" ")), h)),
             };
-            call("POST", target)
+            call("POST", target, Output::Imported)
         }
         "install" => Err(Refusal {
             exit: EXIT_ERROR,
@@ -337,6 +391,77 @@ pub fn print_vm_list(vms: &Value, fmt: &alcove_vmadm::list::ListFormat, out: &mu
         return Err(io::Error::other(format!("a VM in the answer is not one vmadm reads: {p}")));
     }
     write!(out, "{}", alcove_vmadm::list::render(reg.select(&[]), server_uuid, fmt))
+}
+
+/// Whether `f` is a field name `imgadm list -o|-s` takes (a manifest
+/// property, dotted for nested ones, or `pub`, `clones`, `source`, `zpool`).
+fn image_field_name(f: &str) -> bool {
+    !f.is_empty() && f.len() <= 128 && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// One image's `field` as imgadm's table shows it (`-` when missing).
+fn image_field(image: &Value, field: &str) -> String {
+    let m = image.get("manifest").unwrap_or(image);
+    let v = match field {
+        "pub" => {
+            return m.get("published_at").and_then(Value::as_str).and_then(|p| p.get(..10)).unwrap_or("-").to_string();
+        }
+        "clones" | "zpool" | "source" => image.get(field),
+        _ => field.split('.').try_fold(m, |v, p| v.get(p)),
+    };
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `imgadm list` and `avail` as SmartOS's imgadm prints them: the columns
+/// (`UUID NAME VERSION OS TYPE PUB` unless `-o`), each padded to its widest
+/// value with two spaces between, `-` for a missing value, sorted by
+/// `published_at,name` unless `-s` (`-` before a field: descending),
+/// numbers as numbers. `images` is the API's list (`{manifest, ...}` each,
+/// or manifests).
+pub fn print_image_table(images: &Value, t: &ImageTable, out: &mut dyn Write) -> io::Result<()> {
+    const COLUMNS: &[&str] = &["uuid", "name", "version", "os", "type", "pub"];
+    const SORT: &[&str] = &["published_at", "name"];
+    let list = images.as_array().ok_or_else(|| io::Error::other("the answer is not a list of images"))?;
+    let cols: Vec<&str> = if t.columns.is_empty() { COLUMNS.to_vec() } else { t.columns.iter().map(String::as_str).collect() };
+    let sort: Vec<&str> = if t.sort.is_empty() { SORT.to_vec() } else { t.sort.iter().map(String::as_str).collect() };
+    let mut rows: Vec<&Value> = list.iter().collect();
+    rows.sort_by(|a, b| {
+        for key in &sort {
+            let (desc, key) = key.strip_prefix('-').map_or((false, *key), |k| (true, k));
+            let (x, y) = (image_field(a, key), image_field(b, key));
+            let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+                (Ok(p), Ok(q)) => p.cmp(&q),
+                _ => x.cmp(&y),
+            };
+            let ord = if desc { ord.reverse() } else { ord };
+            if ord.is_ne() {
+                return ord;
+            }
+        }
+        core::cmp::Ordering::Equal
+    });
+    let mut cells: Vec<Vec<String>> = Vec::new();
+    if !t.no_header {
+        cells.push(cols.iter().map(|c| c.to_uppercase()).collect());
+    }
+    cells.extend(rows.iter().map(|r| cols.iter().map(|c| image_field(r, c)).collect::<Vec<_>>()));
+    let widths: Vec<usize> = (0..cols.len()).map(|i| cells.iter().map(|row| row[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in cells {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            line.extend(core::iter::repeat_n(' ', widths[i] - cell.chars().count()));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
 }
 
 fn print_json(v: &Value, out: &mut dyn Write) -> io::Result<()> {
@@ -379,6 +504,26 @@ pub fn print_answer(tool: &str, call: &Call, answer: Result<Value, ClientError>,
                     Some(d) => write!(out, "{d}"),
                     None => Err(io::Error::other("the answer to GET /vms/:uuid/console has no data")),
                 },
+                Output::ImageTable(t) => print_image_table(&v, t, out),
+                Output::Sources => match v.as_array() {
+                    Some(list) => list
+                        .iter()
+                        .filter_map(|s| s.get("url").and_then(Value::as_str).or_else(|| s.as_str()))
+                        .try_for_each(|u| writeln!(out, "{u}")),
+                    None => Err(io::Error::other("the answer to GET /sources is not a list")),
+                },
+                Output::Imported => {
+                    let m = v.get("manifest").unwrap_or(&v);
+                    let text = |k: &str| m.get(k).and_then(Value::as_str);
+                    match text("uuid") {
+                        Some(u) => writeln!(out, "Imported image {u} ({}@{})", text("name").unwrap_or("-"), text("version").unwrap_or("-")),
+                        None => Err(io::Error::other("the answer to the import names no image uuid")),
+                    }
+                }
+                Output::Manifest => print_json(v.get("manifest").unwrap_or(&v), out),
+                Output::ImageDeleted(u) => writeln!(out, "Deleted image {u}"),
+                Output::SourceChanged { added: true, url } => writeln!(out, "Added image source \"{url}\""),
+                Output::SourceChanged { added: false, url } => writeln!(out, "Deleted image source \"{url}\""),
                 Output::VmList(fmt) => print_vm_list(&v, fmt, out),
                 Output::Uuids { one } => {
                     let uuids: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|vm| vm.get("uuid")?.as_str()).collect()).unwrap_or_default();

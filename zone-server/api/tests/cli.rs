@@ -86,6 +86,15 @@ fn vmadm_refusals_and_exit_codes() {
 fn imgadm_verbs_make_their_requests() {
     let i = |s: &str| imgadm_call(&args(s)).map_err(|r| (r.exit, r.message));
     assert_eq!(target(i("list type=zvol")), ("GET", "/images?type=zvol".into()));
+    assert_eq!(target(i("list -j -H -o uuid,name -s -name type=zvol")), ("GET", "/images?type=zvol".into()));
+    assert_eq!(i("list -j").unwrap().output, Output::Json);
+    assert!(matches!(i("list").unwrap().output, Output::ImageTable(_)));
+    assert!(matches!(i("avail -H").unwrap().output, Output::ImageTable(_)));
+    assert_eq!(i("list -o").unwrap_err().0, EXIT_USAGE);
+    assert_eq!(i("list -o uuid,../x").unwrap_err().0, EXIT_USAGE);
+    assert_eq!(i("list -x").unwrap_err().0, EXIT_USAGE);
+    assert_eq!(i("sources -j").unwrap().output, Output::Json);
+    assert_eq!(i("sources").unwrap().output, Output::Sources);
     assert_eq!(target(i("avail os=linux")), ("GET", "/sources/images?os=linux".into()));
     assert_eq!(target(i("sources")), ("GET", "/sources".into()));
     assert_eq!(target(i(&format!("show {U}"))), ("GET", format!("/images/{U}")));
@@ -254,5 +263,55 @@ fn vmadm_console_says_what_it_lost_and_stops_on_errors() {
         let (code, _, err, _, _) = follow(vec![Ok(bad.clone())], 5);
         assert_eq!(code, EXIT_ERROR, "{bad}");
         assert!(err.contains("makes no sense"), "{bad}: {err}");
+    }
+}
+
+/// What the host `imgadm` prints, as SmartOS's imgadm: (exit, stdout, stderr).
+fn img_printed(s: &str, answer: serde_json::Value) -> (i32, String, String) {
+    let call = imgadm_call(&args(s)).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = alcove_api::cli::print_answer("imgadm", &call, Ok(answer), &mut out, &mut err);
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+#[test]
+fn imgadm_prints_smartos_messages_and_tables() {
+    let rec = |uuid: &str, name: &str, version: &str, published: &str| {
+        json!({"manifest": {"uuid": uuid, "name": name, "version": version, "os": "linux", "type": "zvol", "published_at": published}, "zpool": "zones", "clones": 0})
+    };
+    let (a, b) = ("01b2c898-945f-11e1-a523-af1afbe22822", "11111111-945f-11e1-a523-af1afbe22822");
+    let list = json!([rec(b, "ubuntu", "24.04", "2025-02-01T00:00:00Z"), rec(a, "debian", "12", "2024-06-30T10:00:00.000Z")]);
+    let (code, out, err) = img_printed("list", list.clone());
+    assert_eq!((code, err.as_str()), (0, ""));
+    let want = format!(
+        "UUID                                  NAME    VERSION  OS     TYPE  PUB\n\
+         {a}  debian  12       linux  zvol  2024-06-30\n\
+         {b}  ubuntu  24.04    linux  zvol  2025-02-01\n"
+    );
+    assert_eq!(out, want);
+    let (_, out, _) = img_printed("list -H -o name,version -s -name", list.clone());
+    assert_eq!(out, "ubuntu  24.04\ndebian  12\n");
+    let (_, out, _) = img_printed("list -j", list.clone());
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), list);
+    // avail: the same table, from {manifest, source} entries.
+    let (_, out, _) = img_printed("avail -o uuid,source", json!([{"manifest": {"uuid": a}, "source": "http://10.0.2.2:8081"}]));
+    assert_eq!(out, format!("UUID                                  SOURCE\n{a}  http://10.0.2.2:8081\n"));
+    // import, delete, sources.
+    assert_eq!(img_printed(&format!("import {a}"), rec(a, "debian", "12", "x")).1, format!("Imported image {a} (debian@12)\n"));
+    assert_eq!(img_printed(&format!("delete {a}"), serde_json::Value::Null).1, format!("Deleted image {a}\n"));
+    let sources = json!([{"type": "imgapi", "url": "http://10.0.2.2:8081"}, {"type": "imgapi", "url": "http://10.0.2.3"}]);
+    assert_eq!(img_printed("sources", sources.clone()).1, "http://10.0.2.2:8081\nhttp://10.0.2.3\n");
+    assert_eq!(img_printed("sources -a http://10.0.2.3", sources.clone()).1, "Added image source \"http://10.0.2.3\"\n");
+    assert_eq!(img_printed("sources -d http://10.0.2.3", sources).1, "Deleted image source \"http://10.0.2.3\"\n");
+    // show: the manifest alone; get: the record.
+    let shown: serde_json::Value = serde_json::from_str(&img_printed(&format!("show {a}"), rec(a, "debian", "12", "x")).1).unwrap();
+    assert_eq!(shown["name"], "debian");
+    let got: serde_json::Value = serde_json::from_str(&img_printed(&format!("get {a}"), rec(a, "debian", "12", "x")).1).unwrap();
+    assert_eq!(got["zpool"], "zones");
+    // An answer that is not what the verb expects: exit 1, not a panic.
+    for (line, bad) in [("list", json!({})), ("sources", json!("x")), (&*format!("import {a}"), json!([]))] {
+        let (code, _, err) = img_printed(line, bad);
+        assert_eq!(code, EXIT_ERROR, "{line}");
+        assert!(err.starts_with("imgadm: writing the answer"), "{line}: {err}");
     }
 }

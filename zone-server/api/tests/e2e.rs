@@ -207,12 +207,21 @@ fn host_binaries_against_the_server() {
         .env("ALCOVE_TOKEN_FILE", &token_file)
         .output()
         .unwrap();
-    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim()), (Some(0), "[]"));
+    // imgadm's table (the header alone: no image yet); -j its JSON.
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "UUID  NAME  VERSION  OS  TYPE  PUB\n"));
+    let (code, out, _) = cli(imgadm, &url, Some(TOKEN), &["list", "-j"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
     let img = "01b2c898-945f-11e1-a523-af1afbe22822";
     let (code, out, err) = cli(imgadm, &url, Some(TOKEN), &["import", img, "-S", "http://10.0.2.2:8081"]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["source"], "http://10.0.2.2:8081");
+    assert_eq!((code, out, err), (0, format!("Imported image {img} (remote@-)\n"), String::new()));
     assert!(server.lock().unwrap().backend().images.contains_key(img));
+    let (code, out, _) = cli(imgadm, &url, Some(TOKEN), &["list", "-H"]);
+    assert_eq!((code, out), (0, format!("{img}  remote  -  -  -  -\n")));
+    let (code, out, err) = cli(imgadm, &url, Some(TOKEN), &["delete", img]);
+    assert_eq!((code, out, err), (0, format!("Deleted image {img}\n"), String::new()));
+    let (code, _, err) = cli(imgadm, &url, Some(TOKEN), &["delete", img]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("imgadm: ") && err.contains("not found"), "{err}");
     // Nothing listening.
     let (code, _, err) = cli(vmadm, "http://127.0.0.1:1", Some(TOKEN), &["list"]);
     assert_eq!(code, 1);
