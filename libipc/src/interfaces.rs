@@ -111,7 +111,8 @@ pub const CONSOLE_FEED_TARGETS: usize = 16;
 /// Why [`console::Server::feed`] took nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsoleRefusal {
-    /// The caller is not one of the console's input readers.
+    /// The caller is not one of the console's input readers (nor one its
+    /// `feed=` names).
     NotReader,
     /// The target is unbadged or an input reader (the caller itself).
     BadTarget,
@@ -123,7 +124,9 @@ pub enum ConsoleRefusal {
 impl core::fmt::Display for ConsoleRefusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ConsoleRefusal::NotReader => write!(f, "only the console's input reader (input=) may feed another client"),
+            ConsoleRefusal::NotReader => {
+                write!(f, "only the console's input reader (input=) or a client its feed= names may feed another client")
+            }
             ConsoleRefusal::BadTarget => {
                 write!(f, "no such target (unbadged, or an input reader)")
             }

@@ -34,7 +34,9 @@
 //! that put longest ago is forgotten for a new one): a chatty guest only
 //! overwrites its own ring, and the server's memory for them is bounded
 //! (128 KiB). `tail` reads a ring from an offset; only the clients the
-//! manifest names (`tail=apid`) may.
+//! manifest names (`tail=apid`) may. Writing to a VM's console over HTTP
+//! (`POST /vms/:uuid/console`) is a `feed` from apid, which the manifest
+//! allows with `feed=apid` (a feeder that is not the input's reader).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -157,6 +159,8 @@ pub struct Console {
     puts: u64,
     /// The badges that may `tail` (the manifest's `tail=` names).
     tailers: Vec<u64>,
+    /// The badges that may `feed` besides the readers (`feed=`).
+    feeders: Vec<u64>,
     /// `tail`s refused: the caller was not one of `tailers`.
     pub tails_refused: u64,
 }
@@ -186,7 +190,16 @@ impl Console {
             puts: 0,
             tailers: Vec::new(),
             tails_refused: 0,
+            feeders: Vec::new(),
         }
+    }
+
+    /// `feed` takes input for a VMM from the clients whose capabilities
+    /// carry `badges` (the manifest's `feed=` names) too, not only from
+    /// the input's readers.
+    pub fn with_feeders(mut self, badges: &[u64]) -> Self {
+        self.feeders = badges.to_vec();
+        self
     }
 
     /// `tail` answers the clients whose capabilities carry `badges` (the
@@ -370,10 +383,10 @@ impl console::Server for Console {
 
     fn feed(&mut self, target: u64, bytes: Vec<u8>) -> Result<u32, ConsoleRefusal> {
         self.service.requests += 1;
-        if !self.readers.contains(&self.caller) {
+        if !self.readers.contains(&self.caller) && !self.feeders.contains(&self.caller) {
             return Err(ConsoleRefusal::NotReader);
         }
-        if target == 0 || self.readers.contains(&target) {
+        if target == 0 || self.readers.contains(&target) || self.feeders.contains(&target) {
             return Err(ConsoleRefusal::BadTarget);
         }
         if !self.fed.contains_key(&target) && self.fed.len() >= CONSOLE_FEED_TARGETS {
@@ -805,6 +818,28 @@ mod tests {
         assert_eq!(first, ConsoleTail::default(), "the ring put to longest ago was kept");
         let last = console::Server::tail(&mut c, proc_instance_badge(TAIL_RINGS as u32 * 3 - 1), 0).unwrap();
         assert_eq!(last.bytes.len(), CONSOLE_TAIL_CHUNK);
+    }
+
+    /// `feed=`: apid feeds a VMM (`POST /vms/:uuid/console`) without being
+    /// the input's reader: the shell keeps typed input; apid may not feed
+    /// the shell or itself; a client not named may not feed at all.
+    #[test]
+    fn a_feed_client_feeds_a_vmm_but_reads_no_typed_input() {
+        use libipc::interfaces::proc_instance_badge;
+        let (apid, shell, vmm, other) = (7u64, 5u64, proc_instance_badge(1), 8u64);
+        let mut c = unlimited().with_input_readers(&[shell]).with_feeders(&[apid]);
+        c.set_caller(apid);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"uname\r".to_vec()), Ok(6));
+        assert_eq!(console::Server::feed(&mut c, shell, b"x".to_vec()), Err(ConsoleRefusal::BadTarget));
+        assert_eq!(console::Server::feed(&mut c, apid, b"x".to_vec()), Err(ConsoleRefusal::BadTarget));
+        c.push_input(b"ls\r");
+        assert!(console::Server::read(&mut c, 64).is_empty(), "apid read typed input");
+        c.set_caller(other);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"x".to_vec()), Err(ConsoleRefusal::NotReader));
+        c.set_caller(vmm);
+        assert_eq!(console::Server::read(&mut c, 64), b"uname\r");
+        c.set_caller(shell);
+        assert_eq!(console::Server::read(&mut c, 64), b"ls\r");
     }
 
     /// Through IPC: a full chunk fits one reply, and a client that is not

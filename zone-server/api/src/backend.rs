@@ -14,6 +14,7 @@
 //! | `POST /vms/:uuid?action=update` (properties) | [`VmAction::Update`] |
 //! | `DELETE /vms/:uuid` | [`Backend::delete_vm`] (204 when it returns `null`) |
 //! | `GET /vms/:uuid/console[?offset=N]` | [`Backend::vm_console`] (the guest's serial output from byte N) |
+//! | `POST /vms/:uuid/console` (`{"data": TEXT}`) | [`Backend::vm_console_write`] (typed at the guest's serial console) |
 //! | `GET /images?field=value...` | [`Backend::list_images`] |
 //! | `GET /images/:uuid` | [`Backend::get_image`] |
 //! | `POST /images?action=import` (manifest) | [`Backend::import_image`] (201) |
@@ -99,7 +100,20 @@ pub trait Backend {
         let _ = (uuid, offset);
         Err(ApiError::not_implemented("reading a VM's console is not offered by this backend"))
     }
+    /// `POST /vms/:uuid/console` with `{"data": TEXT}`: `data` (at most
+    /// [`CONSOLE_WRITE_MAX`] bytes) typed at the running VM's serial
+    /// console. Answers `{"uuid", "taken"}`: how many bytes the console
+    /// took (its queue for the VM is bounded; the client sends the rest
+    /// again later).
+    fn vm_console_write(&mut self, uuid: Uuid, data: &[u8]) -> Result<Value, ApiError> {
+        let _ = (uuid, data);
+        Err(ApiError::not_implemented("writing to a VM's console is not offered by this backend"))
+    }
 }
+
+/// The most bytes one `POST /vms/:uuid/console` carries (what the
+/// console queues for a VM at most).
+pub const CONSOLE_WRITE_MAX: usize = 4096;
 
 /// The answer to `GET /vms/:uuid/console`, JSON as the rest of the API:
 /// `offset` is where `data` starts in all the guest wrote (the asked offset,
@@ -185,7 +199,8 @@ impl Route {
     /// The methods it takes (what a 405's `Allow` lists).
     pub(crate) fn allowed(self) -> &'static [&'static str] {
         match self {
-            Route::Ping | Route::SourceImages | Route::VmConsole(_) => &["GET"],
+            Route::Ping | Route::SourceImages => &["GET"],
+            Route::VmConsole(_) => &["GET", "POST"],
             Route::Vms | Route::Images => &["GET", "POST"],
             Route::Vm(_) | Route::Image(_) | Route::Sources => &["GET", "POST", "DELETE"],
         }
@@ -350,10 +365,30 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
             };
             backend.vm_action(uuid, act).map(ok)
         }
-        (Route::VmConsole(uuid), _) => {
+        (Route::VmConsole(uuid), "GET") => {
             only(query, &["offset"], "GET /vms/:uuid/console")?;
             no_body(body, "GET /vms/:uuid/console")?;
             backend.vm_console(uuid, offset(query)?).map(ok)
+        }
+        (Route::VmConsole(uuid), _) => {
+            const WHAT: &str = "POST /vms/:uuid/console";
+            only(query, &[], WHAT)?;
+            let m = object_body(body, WHAT)?;
+            if let Some(k) = m.keys().find(|k| k.as_str() != "data") {
+                return Err(ApiError::new(ErrorCode::InvalidContent, format!("{WHAT} takes {{\"data\": TEXT}}, not {}", quote(k))));
+            }
+            let data = match m.get("data") {
+                Some(Value::String(d)) => d.as_bytes(),
+                Some(other) => {
+                    return Err(ApiError::new(ErrorCode::InvalidContent, format!("{WHAT}: data must be a string, not {}", kind(other))));
+                }
+                None => return Err(ApiError::new(ErrorCode::InvalidContent, format!("{WHAT} takes {{\"data\": TEXT}}"))),
+            };
+            if data.len() > CONSOLE_WRITE_MAX {
+                let e = format!("{WHAT}: data is {} bytes; at most {CONSOLE_WRITE_MAX} a request", data.len());
+                return Err(ApiError::new(ErrorCode::InvalidContent, e));
+            }
+            backend.vm_console_write(uuid, data).map(ok)
         }
         (Route::Images, "GET") => {
             no_body(body, "GET /images")?;

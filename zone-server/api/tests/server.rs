@@ -672,7 +672,7 @@ fn a_vms_console_is_read_with_a_checked_offset() {
     assert_eq!(s.backend().calls.last().map(String::as_str), Some(format!("vm_console {VM} 18446744073709551615").as_str()));
     // Only GET; a path under it or a bad uuid is refused.
     let r = one(&mut s, &req("DELETE", &path, None));
-    assert_eq!((r.status(), r.header("Allow")), (405, Some("GET")));
+    assert_eq!((r.status(), r.header("Allow")), (405, Some("GET, POST")));
     assert_eq!(one(&mut s, &req("GET", &format!("{path}/more"), None)).status(), 404);
     assert_eq!(one(&mut s, &req("GET", "/vms/not-a-uuid/console", None)).status(), 400);
     // Unknown, stopped.
@@ -703,4 +703,36 @@ fn console_answers_never_cut_a_character() {
     assert_eq!((a["data"].as_str(), a["next"].as_u64()), (Some("x\u{fffd}\u{fffd}"), Some(3)));
     let a = console_answer(u, 0, 0, 0, b"");
     assert_eq!((a["data"].as_str(), a["next"].as_u64()), (Some(""), Some(0)));
+}
+
+/// `POST /vms/:uuid/console`: `{"data": TEXT}` and nothing else, at most
+/// CONSOLE_WRITE_MAX bytes; each refusal a 400 that says why, before the
+/// backend hears of it; without the token 401.
+#[test]
+fn writing_to_a_vms_console_takes_data_and_nothing_else() {
+    let mut s = server();
+    let path = format!("/vms/{VM}/console");
+    let r = one(&mut s, &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{{\"data\":\"ls\"}}"));
+    assert_eq!(r.status(), 401);
+    let big = format!("{{\"data\":\"{}\"}}", "a".repeat(alcove_api::backend::CONSOLE_WRITE_MAX + 1));
+    for (body, says) in [
+        ("", "empty"),
+        ("[]", "JSON object"),
+        ("{\"data\": 5}", "must be a string"),
+        ("{\"data\": null}", "must be a string"),
+        ("{}", "takes {\"data\": TEXT}"),
+        ("{\"data\": \"x\", \"more\": 1}", "not \"more\""),
+        ("{\"data\": \"x\"", "not valid JSON"),
+        (big.as_str(), "at most 4096"),
+    ] {
+        let r = one(&mut s, &req("POST", &path, Some(body)));
+        assert_eq!(r.status(), 400, "{body:.40}: {:?}", r.body);
+        assert!(r.message().contains(says), "{body:.40}: {}", r.message());
+    }
+    let r = one(&mut s, &req("POST", &format!("{path}?offset=3"), Some("{\"data\":\"x\"}")));
+    assert_eq!(r.status(), 400);
+    assert!(s.backend().calls.is_empty(), "{:?}", s.backend().calls);
+    // The mock has no write: 501, from the trait's default.
+    let r = one(&mut s, &req("POST", &path, Some("{\"data\":\"ls\\r\"}")));
+    assert_eq!((r.status(), r.code()), (501, "NotImplemented"));
 }

@@ -19,6 +19,8 @@ const STOPPED: &str = "54f1cc77-68f1-42ab-acac-5c4f64f5d6e1";
 const APID: u64 = 11;
 /// The running VM's VMM.
 const VMM: u64 = proc_instance_badge(6);
+/// The operator shell, the console's input reader.
+const SHELL: u64 = 12;
 
 /// zone-server (its `vmadm.console`) and the console server.
 struct Machine {
@@ -47,6 +49,10 @@ impl Vmadm for Machine {
         self.console.set_caller(APID);
         Ok(con::Server::tail(&mut self.console, target, from))
     }
+    fn feed(&mut self, target: u64, bytes: Vec<u8>) -> Result<Result<u32, ConsoleRefusal>, String> {
+        self.console.set_caller(APID);
+        Ok(con::Server::feed(&mut self.console, target, bytes))
+    }
 }
 
 impl Machine {
@@ -60,7 +66,11 @@ impl Machine {
 
 fn api(tailers: &[u64]) -> Server<VmadmBackend<Machine>> {
     let rate = console::rate::Rate { bytes_per_s: u64::MAX / 4, burst: u64::MAX / 4 };
-    let console = Console::new(alloc::boxed::Box::new(|_| {})).with_rate(alloc::boxed::Box::new(|| 1), rate).with_tailers(tailers);
+    let console = Console::new(alloc::boxed::Box::new(|_| {}))
+        .with_rate(alloc::boxed::Box::new(|| 1), rate)
+        .with_tailers(tailers)
+        .with_feeders(tailers)
+        .with_input_readers(&[SHELL]);
     let s = settings(&["token=".to_string() + TOKEN]).unwrap();
     Server::new(VmadmBackend::new(Machine { console, console_calls: Vec::new() }), s.config)
 }
@@ -68,8 +78,16 @@ fn api(tailers: &[u64]) -> Server<VmadmBackend<Machine>> {
 /// One request's status and JSON body.
 fn get(s: &mut Server<VmadmBackend<Machine>>, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     let auth = token.map(|t| std::format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    exchange(s, &std::format!("GET {path} HTTP/1.1\r\nHost: alcove\r\n{auth}\r\n"))
+}
+
+fn post(s: &mut Server<VmadmBackend<Machine>>, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let n = body.len();
+    exchange(s, &std::format!("POST {path} HTTP/1.1\r\nHost: alcove\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {n}\r\n\r\n{body}"))
+}
+
+fn exchange(s: &mut Server<VmadmBackend<Machine>>, req: &str) -> (u16, serde_json::Value) {
     let id = s.accept(0).unwrap();
-    let req = std::format!("GET {path} HTTP/1.1\r\nHost: alcove\r\n{auth}\r\n");
     assert_eq!(s.receive(id, req.as_bytes(), 0), req.len());
     let out = String::from_utf8(s.output(id).to_vec()).unwrap();
     s.close(id);
@@ -149,4 +167,38 @@ fn console_errors_are_4xx_and_say_why() {
     assert_eq!(status, 500, "{v}");
     assert!(v["message"].as_str().unwrap().contains("tail="), "{v}");
     assert_eq!(get(&mut s, &path, Some(TOKEN)).0, 500);
+}
+
+/// `POST /vms/:uuid/console`: the bytes reach the VMM's `read`s (and not
+/// the shell's), as much as its queue holds; the answer says how much.
+#[test]
+fn typing_at_a_vms_console_over_http_reaches_its_vmm() {
+    let mut s = api(&[APID]);
+    let path = std::format!("/vms/{RUNNING}/console");
+    let (status, v) = post(&mut s, &path, r#"{"data": "uname -a\r"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["taken"], 9);
+    let c = &mut s.backend_mut().vmadm.console;
+    c.set_caller(SHELL);
+    assert!(con::Server::read(c, 64).is_empty(), "the shell got what was typed over HTTP");
+    c.set_caller(VMM);
+    assert_eq!(con::Server::read(c, 64), b"uname -a\r");
+    // A full queue takes what fits; the rest is the client's to send again.
+    // (apid takes bodies of at most 2816 bytes: two posts fill the queue.)
+    let long = "x".repeat(2048);
+    let (_, v) = post(&mut s, &path, &std::format!("{{\"data\": \"{long}\"}}"));
+    assert_eq!(v["taken"], 2048);
+    let (_, v) = post(&mut s, &path, &std::format!("{{\"data\": \"{long}more\"}}"));
+    assert_eq!(v["taken"], 2048);
+    let (_, v) = post(&mut s, &path, r#"{"data": "more"}"#);
+    assert_eq!((v["taken"].as_u64(), v["uuid"].as_str()), (Some(0), Some(RUNNING)));
+    // Unknown and stopped VMs as for GET; a console without feed=apid: 500.
+    let (status, _) = post(&mut s, "/vms/00000000-0000-4000-8000-000000000000/console", r#"{"data": "x"}"#);
+    assert_eq!(status, 404);
+    let (status, _) = post(&mut s, &std::format!("/vms/{STOPPED}/console"), r#"{"data": "x"}"#);
+    assert_eq!(status, 409);
+    let mut s = api(&[]);
+    let (status, v) = post(&mut s, &path, r#"{"data": "x"}"#);
+    assert_eq!(status, 500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("feed="), "{v}");
 }

@@ -108,6 +108,18 @@ impl apid::backend::Vmadm for Zone {
             None => Err("apid has no console endpoint (manifest: calls \"console\")".into()),
         }
     }
+
+    fn feed(
+        &mut self,
+        target: u64,
+        bytes: alloc::vec::Vec<u8>,
+    ) -> Result<Result<u32, libipc::interfaces::ConsoleRefusal>, alloc::string::String> {
+        use alloc::string::ToString;
+        match &self.console {
+            Some(c) => c.feed(target, bytes).map_err(|e| e.to_string()),
+            None => Err("apid has no console endpoint (manifest: calls \"console\")".into()),
+        }
+    }
 }
 
 #[cfg(target_os = "none")]
