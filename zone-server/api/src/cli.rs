@@ -23,7 +23,7 @@
 use std::io::{self, Write};
 use std::string::{String, ToString};
 use std::vec::Vec;
-use std::{eprintln, format, println, vec};
+use std::{eprint, eprintln, format, println, vec};
 
 use serde_json::{Map, Value};
 
@@ -610,12 +610,7 @@ pub fn main(tool: &str, args: &[String]) -> i32 {
         }
     };
     if let Output::Console(u) = call.output {
-        let mut get = |target: &str| client.call("GET", target, None);
-        let mut pause = || {
-            std::thread::sleep(CONSOLE_POLL);
-            true
-        };
-        return follow_console(u, &mut get, &mut pause, &mut io::stdout().lock(), &mut io::stderr().lock());
+        return console_main(u, &client);
     }
     run(tool, &call, &client, &mut io::stdout().lock(), &mut io::stderr().lock())
 }
@@ -623,31 +618,172 @@ pub fn main(tool: &str, args: &[String]) -> i32 {
 /// How long `vmadm console` waits between polls when nothing is new.
 pub const CONSOLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// SmartOS's escape that detaches `vmadm console`: ^] (0x1d).
+pub const CONSOLE_DETACH: u8 = 0x1d;
+
+/// The most typed bytes one `POST /vms/:uuid/console` carries.
+pub const CONSOLE_POST_MAX: usize = 1024;
+
+/// What `vmadm console` heard from the keyboard while it waited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Typed {
+    /// Nothing (the wait ran out).
+    Nothing,
+    /// Bytes to type at the guest's console.
+    Bytes(Vec<u8>),
+    /// ^] (or the end of the test's script): detach.
+    Detach,
+}
+
+/// The terminal in raw-ish mode while `vmadm console` runs (each key as
+/// it is typed, no echo, ^C and ^Z to the guest as SmartOS's console
+/// passes them), put back as it was when dropped. Done with stty(1): the
+/// host tools stay free of `unsafe`.
+struct RawTerminal(Option<String>);
+
+impl RawTerminal {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        use std::process::{Command, Stdio};
+        if !io::stdin().is_terminal() {
+            return RawTerminal(None);
+        }
+        let saved = Command::new("stty").arg("-g").stdin(Stdio::inherit()).output().ok().filter(|o| o.status.success());
+        let Some(saved) = saved.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()) else {
+            return RawTerminal(None);
+        };
+        let raw = ["-icanon", "-echo", "-isig", "-ixon", "-icrnl", "min", "1", "time", "0"];
+        let ok = Command::new("stty").args(raw).stdin(Stdio::inherit()).status().is_ok_and(|s| s.success());
+        RawTerminal(ok.then_some(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = std::process::Command::new("stty").arg(saved).stdin(std::process::Stdio::inherit()).status();
+        }
+    }
+}
+
+/// The host `vmadm console UUID`: the terminal raw while attached, what is
+/// typed sent to the guest, ^] detaches (without a terminal: standard input
+/// is sent as it comes, and ^C ends it).
+fn console_main(uuid: Uuid, client: &Client) -> i32 {
+    use std::sync::mpsc;
+    let raw = RawTerminal::new();
+    if raw.0.is_some() {
+        eprint!("[vmadm console: attached to VM {uuid}; ^] detaches]\r\n");
+    }
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 512];
+        let mut stdin = io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut ended, mut detach) = (false, false);
+    let mut wait = || -> Typed {
+        if detach {
+            return Typed::Detach;
+        }
+        if ended {
+            std::thread::sleep(CONSOLE_POLL);
+            return Typed::Nothing;
+        }
+        match rx.recv_timeout(CONSOLE_POLL) {
+            Ok(bytes) => match bytes.iter().position(|&b| b == CONSOLE_DETACH) {
+                Some(0) => Typed::Detach,
+                Some(i) => {
+                    detach = true;
+                    Typed::Bytes(bytes[..i].to_vec())
+                }
+                None => Typed::Bytes(bytes),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => Typed::Nothing,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                ended = true; // standard input ended: follow on
+                Typed::Nothing
+            }
+        }
+    };
+    let mut get = |target: &str| client.call("GET", target, None);
+    let mut post = |target: &str, body: &Value| client.call("POST", target, Some(body));
+    let code = follow_console(uuid, &mut get, &mut post, &mut wait, &mut io::stdout().lock(), &mut io::stderr().lock());
+    drop(raw);
+    code
+}
+
 /// `vmadm console UUID` over the API: prints what the guest wrote (the
 /// last 16 KiB the machine keeps, then what comes) as it comes, polling
-/// `GET /vms/:uuid/console?offset=N` with `get`, and calling `pause`
-/// between polls that found nothing new (it returns false to stop: the
-/// binary sleeps [`CONSOLE_POLL`], and ^C ends it). Bytes the machine
-/// forgot before they were read (a guest faster than the polls) are
-/// counted on `err`. A VM that is unknown or not running at the start
-/// gets vmadm's message and exit 1; one that stops while followed ends
-/// it with exit 0, as SmartOS's console ends when the VM halts.
+/// `GET /vms/:uuid/console?offset=N` with `get`, and between polls that
+/// found nothing new calls `wait`, which waits for typing (the binary:
+/// up to [`CONSOLE_POLL`]); what was typed goes to the guest with `post`
+/// (`POST /vms/:uuid/console`, as UTF-8 text, [`CONSOLE_POST_MAX`] bytes
+/// a request; what the machine's queue did not take is sent again after
+/// the next poll). [`Typed::Detach`] ends it with exit 0. Bytes the
+/// machine forgot before they were read (a guest faster than the polls)
+/// are counted on `err`. A VM that is unknown or not running at the start
+/// gets vmadm's message and exit 1; one that stops while followed ends it
+/// with exit 0, as SmartOS's console ends when the VM halts.
 pub fn follow_console(
     uuid: Uuid,
     get: &mut dyn FnMut(&str) -> Result<Value, ClientError>,
-    pause: &mut dyn FnMut() -> bool,
+    post: &mut dyn FnMut(&str, &Value) -> Result<Value, ClientError>,
+    wait: &mut dyn FnMut() -> Typed,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
     let mut offset = 0u64;
     let mut first = true;
+    let mut typed: Vec<u8> = Vec::new();
+    let ended = |message: &str, err: &mut dyn Write| {
+        let _ = writeln!(err, "\nvmadm console: the console of VM {uuid} ended: {message}");
+        EXIT_OK
+    };
     loop {
+        // What was typed first, as far as the guest's queue takes it.
+        while !typed.is_empty() {
+            let n = typed.len().min(CONSOLE_POST_MAX);
+            let valid = match std::str::from_utf8(&typed[..n]) {
+                Ok(t) => t.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            if valid == 0 {
+                if n < 4 && typed.len() < 4 && std::str::from_utf8(&typed).err().is_some_and(|e| e.error_len().is_none()) {
+                    break; // a character still being typed
+                }
+                let _ = writeln!(err, "\n[vmadm console: a byte that is not UTF-8 was not sent]");
+                typed.remove(0);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&typed[..valid]).into_owned();
+            match post(&format!("/vms/{uuid}/console"), &serde_json::json!({ "data": text })) {
+                Ok(v) => {
+                    let taken = v.get("taken").and_then(Value::as_u64).map_or(0, |t| (t as usize).min(valid));
+                    typed.drain(..taken);
+                    if taken < valid {
+                        break; // the queue is full: again after the next poll
+                    }
+                }
+                Err(ClientError::Api { status: 409, message, .. }) => return ended(&message, err),
+                Err(ClientError::Api { status, message, .. }) if status < 500 => {
+                    let _ = writeln!(err, "\n{message}");
+                    return EXIT_ERROR;
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "\nvmadm: {e}");
+                    return EXIT_ERROR;
+                }
+            }
+        }
         let v = match get(&format!("/vms/{uuid}/console?offset={offset}")) {
             Ok(v) => v,
-            Err(ClientError::Api { status: 409, message, .. }) if !first => {
-                let _ = writeln!(err, "\nvmadm console: the console of VM {uuid} ended: {message}");
-                return EXIT_OK;
-            }
+            Err(ClientError::Api { status: 409, message, .. }) if !first => return ended(&message, err),
             Err(ClientError::Api { status, message, .. }) if status < 500 => {
                 let _ = writeln!(err, "{message}");
                 return EXIT_ERROR;
@@ -681,8 +817,12 @@ pub fn follow_console(
         }
         let more = next < end && next != offset;
         offset = next;
-        if !more && !pause() {
-            return EXIT_OK;
+        if !more {
+            match wait() {
+                Typed::Nothing => {}
+                Typed::Bytes(b) => typed.extend(b),
+                Typed::Detach => return EXIT_OK,
+            }
         }
     }
 }

@@ -200,20 +200,84 @@ fn answer(offset: u64, next: u64, end: u64, lost: u64, data: &str) -> serde_json
 /// The follow loop against scripted answers: (exit, stdout, stderr, the
 /// targets it asked for, the pauses it made).
 fn follow(answers: Vec<Result<serde_json::Value, alcove_api::blocking::ClientError>>, max_pauses: usize) -> (i32, String, String, Vec<String>, usize) {
+    let (code, out, err, asked, _, pauses) = follow_typing(answers, vec![], max_pauses);
+    (code, out, err, asked, pauses)
+}
+
+/// As [`follow`], with `keys` typed at successive waits and each POST's
+/// `taken` scripted: also what was posted.
+#[allow(clippy::type_complexity)]
+fn follow_typing(
+    answers: Vec<Result<serde_json::Value, alcove_api::blocking::ClientError>>,
+    posts: Vec<Result<serde_json::Value, alcove_api::blocking::ClientError>>,
+    max_pauses: usize,
+) -> (i32, String, String, Vec<String>, Vec<serde_json::Value>, usize) {
+    follow_keys(answers, posts, vec![], max_pauses)
+}
+
+#[allow(clippy::type_complexity)]
+fn follow_keys(
+    answers: Vec<Result<serde_json::Value, alcove_api::blocking::ClientError>>,
+    posts: Vec<Result<serde_json::Value, alcove_api::blocking::ClientError>>,
+    keys: Vec<alcove_api::cli::Typed>,
+    max_pauses: usize,
+) -> (i32, String, String, Vec<String>, Vec<serde_json::Value>, usize) {
+    use alcove_api::cli::Typed;
     let mut answers = answers.into_iter();
+    let mut posts = posts.into_iter();
+    let mut keys = keys.into_iter();
     let mut asked = Vec::new();
+    let mut posted = Vec::new();
+    let none = || Err(alcove_api::blocking::ClientError::Protocol("no more answers in the script".into()));
     let mut get = |t: &str| {
         asked.push(t.to_string());
-        answers.next().unwrap_or_else(|| Err(alcove_api::blocking::ClientError::Protocol("no more answers in the script".into())))
+        answers.next().unwrap_or_else(none)
+    };
+    let mut post = |t: &str, body: &serde_json::Value| {
+        assert_eq!(t, format!("/vms/{U}/console"));
+        posted.push(body.clone());
+        posts.next().unwrap_or_else(none)
     };
     let mut pauses = 0;
-    let mut pause = || {
+    let mut wait = || {
         pauses += 1;
-        pauses <= max_pauses
+        if pauses > max_pauses { Typed::Detach } else { keys.next().unwrap_or(Typed::Nothing) }
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = follow_console(alcove_api::Uuid::parse(U).unwrap(), &mut get, &mut pause, &mut out, &mut err);
-    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap(), asked, pauses)
+    let code = follow_console(alcove_api::Uuid::parse(U).unwrap(), &mut get, &mut post, &mut wait, &mut out, &mut err);
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap(), asked, posted, pauses)
+}
+
+/// Typing: each wait's keys are posted as text before the next poll; what
+/// the queue did not take is posted again; a 409 while typing ends it; a
+/// byte that is not UTF-8 is dropped, saying so.
+#[test]
+fn vmadm_console_sends_what_is_typed() {
+    use alcove_api::cli::Typed;
+    let idle = |n: u64| Ok(answer(n, n, n, 0, ""));
+    let taken = |n: u64| Ok(json!({"uuid": U, "taken": n}));
+    let (code, out, err, _, posted, _) = follow_keys(
+        vec![idle(0), idle(0), idle(0), idle(0)],
+        vec![taken(2), taken(1), taken(2), taken(1)],
+        vec![Typed::Bytes(b"ls\r".to_vec()), Typed::Nothing, Typed::Bytes(b"\xc3\xa9\xff!".to_vec())],
+        3,
+    );
+    assert_eq!((code, out.as_str()), (EXIT_OK, ""), "{err}");
+    let sent: Vec<&str> = posted.iter().map(|p| p["data"].as_str().unwrap()).collect();
+    // "ls\r": 2 taken, then the "\r" again; then "é", the 0xff dropped, "!".
+    assert_eq!(sent, ["ls\r", "\r", "\u{e9}", "!"]);
+    assert!(err.contains("not UTF-8"), "{err}");
+    let (code, _, err, _, _, _) = follow_keys(
+        vec![idle(0)],
+        vec![Err(console_error(409, "Unable to connect to console of VM x: VM is not running"))],
+        vec![Typed::Bytes(b"x".to_vec())],
+        5,
+    );
+    assert_eq!(code, EXIT_OK);
+    assert!(err.contains("ended"), "{err}");
+    // ^] at once: detached, nothing sent.
+    let (code, _, _, _, posted, _) = follow_keys(vec![idle(0)], vec![], vec![Typed::Detach], 5);
+    assert_eq!((code, posted.len()), (EXIT_OK, 0));
 }
 
 fn console_error(status: u16, message: &str) -> alcove_api::blocking::ClientError {

@@ -732,7 +732,10 @@ fn writing_to_a_vms_console_takes_data_and_nothing_else() {
     let r = one(&mut s, &req("POST", &format!("{path}?offset=3"), Some("{\"data\":\"x\"}")));
     assert_eq!(r.status(), 400);
     assert!(s.backend().calls.is_empty(), "{:?}", s.backend().calls);
-    // The mock has no write: 501, from the trait's default.
     let r = one(&mut s, &req("POST", &path, Some("{\"data\":\"ls\\r\"}")));
-    assert_eq!((r.status(), r.code()), (501, "NotImplemented"));
+    assert_eq!(r.status(), 404, "{:?}", r.body);
+    s.backend_mut().vms.insert(VM.into(), json!({"uuid": VM, "state": "running"}));
+    let r = one(&mut s, &req("POST", &path, Some("{\"data\":\"ls\\r\"}")));
+    assert_eq!((r.status(), r.body["taken"].as_u64()), (200, Some(3)));
+    assert_eq!(s.backend().typed, b"ls\r");
 }
