@@ -12,7 +12,8 @@
 //! (the VM `running`), the host `vmadm list` against the same address
 //! (vmadm's table with the VM), the guest's console line through `GET
 //! /vms/:uuid/console` and the host `vmadm console` (and that route's 401,
-//! 400 for a bad offset, 404 for an unknown VM), `DELETE /vms/:uuid`, and
+//! 400 for a bad offset, 404 for an unknown VM), `POST
+//! /vms/:uuid/console` (the bytes taken; 400 for a bad body), `DELETE /vms/:uuid`, and
 //! `GET /vms` again (`[]`). Then images, with the host `imgadm` against an IMGAPI
 //! source the harness serves on this host ([`crate::imgsource`], reached
 //! from the machine as 10.0.2.2:P through netd's sockets): `imgadm
@@ -143,6 +144,11 @@ fn console_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Resul
             o.check(a.status == 200 && w["data"] == "" && w["next"].as_u64() == next, || format!("GET {path}?offset=NEXT: {a:?}"));
         }
     }
+    // Typing at it: the guest's queue takes the bytes.
+    let a = http(port, "POST", &path, Some(TOKEN), Some(r#"{"data": "x\r"}"#)).map_err(|e| format!("POST {path}: {e}"))?;
+    o.check(a.status == 200 && a.body.contains("\"taken\":2"), || format!("POST {path}: {a:?}, not 200 taking 2 bytes"));
+    let a = http(port, "POST", &path, Some(TOKEN), Some(r#"{"data": 7}"#)).map_err(|e| format!("POST {path}: {e}"))?;
+    o.check(a.status == 400, || format!("POST {path} with a number for data: {a:?}, not 400"));
     let a = req(&path, None)?;
     o.check(a.status == 401, || format!("GET {path} without a token: {a:?}, not 401"));
     let a = req(&format!("{path}?offset=-1"), Some(TOKEN))?;

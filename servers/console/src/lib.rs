@@ -13,7 +13,7 @@
 //!
 //! Typed input has one reader, as a terminal has one foreground process:
 //! the clients the manifest names (`input=shell`), else the first client
-//! that reads. Before, every client that polled `read` took a share, and a
+//! that reads and is not a VM's VMM. Before, every client that polled `read` took a share, and a
 //! running VM's VMM (which polls for its guest's UART) took bytes out of
 //! the middle of what the operator typed at the shell. Input is
 //! flow-controlled: the console takes bytes from the UART only while it
@@ -357,7 +357,11 @@ impl console::Server for Console {
 
     fn read(&mut self, max: u32) -> Vec<u8> {
         self.service.requests += 1;
-        if self.readers.is_empty() {
+        // A VM's VMM (a `proc` instance) never becomes the reader: it
+        // polls `read` for its guest's UART from boot on, and would take
+        // the operator's typing (and could never be fed: a reader is no
+        // feed target).
+        if self.readers.is_empty() && !is_instance(self.caller) {
             self.readers.push(self.caller);
         }
         if !self.readers.contains(&self.caller) {
@@ -840,6 +844,27 @@ mod tests {
         assert_eq!(console::Server::read(&mut c, 64), b"uname\r");
         c.set_caller(shell);
         assert_eq!(console::Server::read(&mut c, 64), b"ls\r");
+    }
+
+    /// Without `input=` (api.toml: no shell), a VMM polling `read` does not
+    /// become the input's reader: it stays a target apid may feed, and the
+    /// first other client that reads gets typed input.
+    #[test]
+    fn a_vmm_never_becomes_the_reader_without_input_names() {
+        use libipc::interfaces::proc_instance_badge;
+        let (apid, vmm, server) = (7u64, proc_instance_badge(2), 9u64);
+        let mut c = unlimited().with_feeders(&[apid]);
+        c.push_input(b"typed");
+        c.set_caller(vmm);
+        assert!(console::Server::read(&mut c, 64).is_empty(), "the VMM took typed input");
+        c.set_caller(apid);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"x\r".to_vec()), Ok(2));
+        c.set_caller(vmm);
+        assert_eq!(console::Server::read(&mut c, 64), b"x\r");
+        c.set_caller(server);
+        assert_eq!(console::Server::read(&mut c, 64), b"typed");
+        c.set_caller(vmm);
+        assert!(console::Server::read(&mut c, 64).is_empty());
     }
 
     /// Through IPC: a full chunk fits one reply, and a client that is not
