@@ -111,8 +111,8 @@ pub(crate) fn cli(tool: &Path, port: u16, args: &[&str]) -> std::result::Result<
 
 /// The running VM's console: the guest's line (`zone-guest: running`)
 /// comes back through `GET /vms/:uuid/console` and through the host
-/// `vmadm console` (followed until the line shows, then ended as ^C
-/// would); the route's errors.
+/// `vmadm console` (followed until the line shows, then detached with
+/// ^]); the route's errors.
 fn console_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
     let line = crate::zone::GUEST_HALT_LINE;
     let path = format!("/vms/{VM}/console");
@@ -162,7 +162,7 @@ fn console_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Resul
         .env("ALCOVE_URL", format!("http://127.0.0.1:{port}"))
         .env("ALCOVE_TOKEN", TOKEN)
         .env_remove("ALCOVE_TOKEN_FILE")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -188,14 +188,31 @@ fn console_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Resul
             Err(_) => break false,
         }
     };
-    // Still following (not ended by itself), then ended as ^C ends it.
+    // Still following (not ended by itself), then detached with ^]
+    // (SmartOS's escape): it ends its request and exits 0. (Killed in the
+    // middle of a request instead, it left netd resetting the next
+    // connections for a second.)
     let running = matches!(child.try_wait(), Ok(None));
-    let _ = child.kill();
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&[0x1d]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let detached = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                break false;
+            }
+        }
+    };
     let out = child.wait_with_output().map_err(|e| format!("vmadm console: {e}"))?;
     let _ = reader.join();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     o.check(got, || format!("the host `vmadm console {VM}` did not print {line:?} within 60 s: {seen:?} {err:?}"));
     o.check(running, || format!("the host `vmadm console {VM}` ended by itself: {err:?}"));
+    o.check(detached, || format!("the host `vmadm console {VM}` did not detach on ^] with exit 0 within 20 s: {err:?}"));
     Ok(())
 }
 
