@@ -10,15 +10,19 @@
 //! with the token (200, `[]`), bad JSON (400), `POST /vms` with a payload
 //! (201, the VM booting the zone case's spinning test kernel), `GET /vms`
 //! (the VM `running`), the host `vmadm list` against the same address
-//! (vmadm's table with the VM), `DELETE /vms/:uuid`, and `GET /vms`
-//! again (`[]`). Then images, with the host `imgadm` against an IMGAPI
+//! (vmadm's table with the VM), the guest's console line through `GET
+//! /vms/:uuid/console` and the host `vmadm console` (and that route's 401,
+//! 400 for a bad offset, 404 for an unknown VM), `POST
+//! /vms/:uuid/console` (the bytes taken; 400 for a bad body), `DELETE /vms/:uuid`, and
+//! `GET /vms` again (`[]`). Then images, with the host `imgadm` against an IMGAPI
 //! source the harness serves on this host ([`crate::imgsource`], reached
 //! from the machine as 10.0.2.2:P through netd's sockets): `imgadm
 //! sources -a`, `sources`, `avail` (its three images), `import` of the
 //! good one, `import` of one with a wrong SHA-1 and of one whose file is
 //! cut short (both refused, naming why), `list` (only the good one),
 //! `POST /vms` of a VM whose disk is a clone of the imported image
-//! (running), its delete, and `sources -d`. Then the machine is ended
+//! (running), its forced stop (its console then 409), its delete, and
+//! `sources -d`. Then the machine is ended
 //! (apid cannot power it off).
 //! In the system tier (three passes in a row beside two CPU hogs).
 
@@ -105,6 +109,113 @@ pub(crate) fn cli(tool: &Path, port: u16, args: &[&str]) -> std::result::Result<
     Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
 }
 
+/// The running VM's console: the guest's line (`zone-guest: running`)
+/// comes back through `GET /vms/:uuid/console` and through the host
+/// `vmadm console` (followed until the line shows, then detached with
+/// ^]); the route's errors.
+fn console_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
+    let line = crate::zone::GUEST_HALT_LINE;
+    let path = format!("/vms/{VM}/console");
+    let req = |path: &str, token: Option<&str>| http(port, "GET", path, token, None).map_err(|e| format!("GET {path}: {e}"));
+    // The guest writes its line soon after the VMM starts: poll for it.
+    let since = Instant::now();
+    let found = loop {
+        let a = req(&path, Some(TOKEN))?;
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+        if a.status != 200 {
+            break Err(format!("GET {path}: {a:?}, not 200"));
+        }
+        if v["data"].as_str().is_some_and(|d| d.contains(line)) {
+            break Ok(v);
+        }
+        if since.elapsed() > Duration::from_secs(60) {
+            break Err(format!("GET {path}: no {line:?} within 60 s; last answer {a:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    match found {
+        Err(e) => o.problems.push(e),
+        Ok(v) => {
+            let (next, end) = (v["next"].as_u64(), v["end"].as_u64());
+            o.check(v["offset"] == 0 && v["lost"] == 0 && next.is_some() && next == end, || format!("GET {path}: the offsets of {v}"));
+            // From `next`: nothing new (the guest wrote one line and halted).
+            let a = req(&format!("{path}?offset={}", next.unwrap_or(0)), Some(TOKEN))?;
+            let w: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+            o.check(a.status == 200 && w["data"] == "" && w["next"].as_u64() == next, || format!("GET {path}?offset=NEXT: {a:?}"));
+        }
+    }
+    // Typing at it: the guest's queue takes the bytes.
+    let a = http(port, "POST", &path, Some(TOKEN), Some(r#"{"data": "x\r"}"#)).map_err(|e| format!("POST {path}: {e}"))?;
+    o.check(a.status == 200 && a.body.contains("\"taken\":2"), || format!("POST {path}: {a:?}, not 200 taking 2 bytes"));
+    let a = http(port, "POST", &path, Some(TOKEN), Some(r#"{"data": 7}"#)).map_err(|e| format!("POST {path}: {e}"))?;
+    o.check(a.status == 400, || format!("POST {path} with a number for data: {a:?}, not 400"));
+    let a = req(&path, None)?;
+    o.check(a.status == 401, || format!("GET {path} without a token: {a:?}, not 401"));
+    let a = req(&format!("{path}?offset=-1"), Some(TOKEN))?;
+    o.check(a.status == 400 && a.body.contains("offset="), || format!("GET {path}?offset=-1: {a:?}, not 400"));
+    let unknown = "a91c0de0-0000-4000-8000-0000000000ff";
+    let a = req(&format!("/vms/{unknown}/console"), Some(TOKEN))?;
+    o.check(a.status == 404, || format!("GET /vms/{unknown}/console: {a:?}, not 404"));
+    // The host `vmadm console`: it prints the line, and goes on following.
+    let mut child = Command::new(vmadm)
+        .args(["console", VM])
+        .env("ALCOVE_URL", format!("http://127.0.0.1:{port}"))
+        .env("ALCOVE_TOKEN", TOKEN)
+        .env_remove("ALCOVE_TOKEN_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {} console: {e}", vmadm.display()))?;
+    let stdout = child.stdout.take().ok_or("vmadm console: no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(line) => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    // Still following (not ended by itself), then detached with ^]
+    // (SmartOS's escape): it ends its request and exits 0. (Killed in the
+    // middle of a request instead, it left netd resetting the next
+    // connections for a second.)
+    let running = matches!(child.try_wait(), Ok(None));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&[0x1d]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let detached = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                break false;
+            }
+        }
+    };
+    let out = child.wait_with_output().map_err(|e| format!("vmadm console: {e}"))?;
+    let _ = reader.join();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    o.check(got, || format!("the host `vmadm console {VM}` did not print {line:?} within 60 s: {seen:?} {err:?}"));
+    o.check(running, || format!("the host `vmadm console {VM}` ended by itself: {err:?}"));
+    o.check(detached, || format!("the host `vmadm console {VM}` did not detach on ^] with exit 0 within 20 s: {err:?}"));
+    Ok(())
+}
+
 /// The image steps: sources, avail, import (good, wrong SHA-1, cut short),
 /// list, a VM cloned from the image.
 fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
@@ -117,7 +228,7 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     let (ok, out, err) = cli(imgadm, port, &["avail"])?;
     o.check(ok && [GOOD, BAD_SHA1, SHORT].iter().all(|u| out.contains(u)), || format!("imgadm avail: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["import", GOOD])?;
-    o.check(ok && out.contains(GOOD) && out.contains("imported-disk"), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
+    o.check(ok && out.starts_with(&format!("Imported image {GOOD} (imported-disk@")), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["import", BAD_SHA1])?;
     o.check(!ok && err.contains("SHA-1") && err.contains("DownloadError"), || {
         format!("imgadm import of a file with the wrong SHA-1 was not refused by name: {ok} {out:?} {err:?}")
@@ -127,9 +238,14 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
         format!("imgadm import of a file cut short was not refused by name: {ok} {out:?} {err:?}")
     });
     let (ok, out, err) = cli(imgadm, port, &["list"])?;
-    o.check(ok && out.contains(GOOD) && !out.contains(BAD_SHA1) && !out.contains(SHORT), || {
-        format!("imgadm list after the imports: {out:?} {err:?} (only {GOOD} is to be there)")
-    });
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    o.check(
+        ok && rows.len() == 2
+            && rows[0] == ["UUID", "NAME", "VERSION", "OS", "TYPE", "PUB"]
+            && rows[1].first() == Some(&GOOD)
+            && rows[1].get(1) == Some(&"imported-disk"),
+        || format!("imgadm list after the imports: {out:?} {err:?} (imgadm's table with only {GOOD} is to be there)"),
+    );
     let payload = format!(
         r#"{{"uuid": "{IMAGE_VM}", "brand": "bhyve", "alias": "api-img", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{{"boot": true, "image_uuid": "{GOOD}"}}]}}"#
     );
@@ -138,10 +254,16 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     let a = http(port, "GET", &format!("/vms/{IMAGE_VM}"), Some(TOKEN), None).map_err(|e| format!("GET /vms/{IMAGE_VM}: {e}"))?;
     let vm: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
     o.check(vm["state"] == "running" && vm["disks"][0]["image_uuid"] == GOOD, || format!("the VM from the image: {a:?}"));
+    let a = http(port, "POST", &format!("/vms/{IMAGE_VM}?action=stop&force=true"), Some(TOKEN), None).map_err(|e| format!("stop: {e}"))?;
+    o.check(a.status == 200, || format!("POST /vms/{IMAGE_VM}?action=stop&force=true: {a:?}, not 200"));
+    let a = http(port, "GET", &format!("/vms/{IMAGE_VM}/console"), Some(TOKEN), None).map_err(|e| format!("GET console: {e}"))?;
+    o.check(a.status == 409 && a.body.contains("not running"), || format!("GET /vms/{IMAGE_VM}/console of a stopped VM: {a:?}, not 409"));
     let a = http(port, "DELETE", &format!("/vms/{IMAGE_VM}"), Some(TOKEN), None).map_err(|e| format!("DELETE: {e}"))?;
     o.check((200..300).contains(&a.status), || format!("DELETE /vms/{IMAGE_VM}: {a:?}, not 2xx"));
     let (ok, out, err) = cli(imgadm, port, &["sources", "-d", &url])?;
-    o.check(ok && !out.contains(&url), || format!("imgadm sources -d {url}: {out:?} {err:?}"));
+    o.check(ok && out == format!("Deleted image source \"{url}\"\n"), || format!("imgadm sources -d {url}: {out:?} {err:?}"));
+    let (ok, out, err) = cli(imgadm, port, &["sources", "-j"])?;
+    o.check(ok && out.trim() == "[]", || format!("imgadm sources -j after the delete: {out:?} {err:?}"));
     Ok(())
 }
 
@@ -261,8 +383,11 @@ fn steps(port: u16, vmadm: &Path, start: Instant, timeout: Duration, o: &mut Out
             && text.lines().any(|l| l.split_whitespace().eq([VM, "BHYV", "64", "running", "api-web"])),
         || format!("the host `vmadm list` printed {text:?} ({}; {})", out.status, String::from_utf8_lossy(&out.stderr)),
     );
+    console_steps(port, vmadm, o)?;
     let a = req("DELETE", &format!("/vms/{VM}"), Some(TOKEN), None)?;
     o.check((200..300).contains(&a.status), || format!("DELETE /vms/{VM}: {a:?}, not 2xx"));
+    let a = req("GET", &format!("/vms/{VM}/console"), Some(TOKEN), None)?;
+    o.check(a.status == 404, || format!("GET /vms/{VM}/console after the delete: {a:?}, not 404"));
     let a = req("GET", "/vms", Some(TOKEN), None)?;
     o.check(a.status == 200 && a.body.trim() == "[]", || format!("GET /vms after the delete: {a:?}, not []"));
     Ok(())

@@ -185,6 +185,9 @@ macro_rules! __reply_type {
 ///     fn feed(&mut self, _target: u64, _bytes: Vec<u8>) -> Result<u32, libipc::interfaces::ConsoleRefusal> {
 ///         Err(libipc::interfaces::ConsoleRefusal::NotReader)
 ///     }
+///     fn tail(&mut self, _target: u64, _from: u64) -> Result<libipc::interfaces::ConsoleTail, libipc::interfaces::ConsoleRefusal> {
+///         Err(libipc::interfaces::ConsoleRefusal::NotTailer)
+///     }
 /// }
 /// libipc::impl_dispatch!(Console: status, console);
 /// ```

@@ -67,7 +67,38 @@ crate::interface! {
         /// in `target`'s queue ([`CONSOLE_FEED_LIMIT`]) and says how much,
         /// and the feeder keeps the rest (flow control, as `put`).
         fn feed(target: u64, bytes: alloc::vec::Vec<u8>) -> Result<u32, ConsoleRefusal>;
+        /// What the client whose capability carries `target` (a VM's VMM,
+        /// [`proc_instance_badge`]) `put` lately, from byte `from` of all it
+        /// ever put: the console keeps the last [`CONSOLE_TAIL_BYTES`] of
+        /// each such client. At most [`CONSOLE_TAIL_CHUNK`] bytes an answer
+        /// (ask again from its `next`). Only the clients the console's
+        /// manifest names (`tail=`) may ask; anyone else gets
+        /// [`ConsoleRefusal::NotTailer`].
+        fn tail(target: u64, from: u64) -> Result<ConsoleTail, ConsoleRefusal>;
     }
+}
+
+/// The last bytes of each VMM's output the console keeps (`console.tail`).
+pub const CONSOLE_TAIL_BYTES: usize = 16 * 1024;
+
+/// The most bytes one `console.tail` answer carries.
+pub const CONSOLE_TAIL_CHUNK: usize = 2048;
+
+/// What [`console::Server::tail`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleTail {
+    /// The offset of `bytes[0]` in all the target ever put: the asked
+    /// `from`, or the oldest byte kept when `from` was forgotten (or lies
+    /// past `end`: the console restarted and counts from 0 again).
+    pub start: u64,
+    /// Bytes between the asked `from` and `start` that are forgotten.
+    pub lost: u64,
+    /// Where to ask next: `start + bytes.len()`.
+    pub next: u64,
+    /// All the target has put so far (`next < end`: more is kept).
+    pub end: u64,
+    #[allow(missing_docs)]
+    pub bytes: alloc::vec::Vec<u8>,
 }
 
 /// Bytes fed to one client that wait for its `read`s at most.
@@ -80,19 +111,26 @@ pub const CONSOLE_FEED_TARGETS: usize = 16;
 /// Why [`console::Server::feed`] took nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsoleRefusal {
-    /// The caller is not one of the console's input readers.
+    /// The caller is not one of the console's input readers (nor one its
+    /// `feed=` names).
     NotReader,
     /// The target is unbadged or an input reader (the caller itself).
     BadTarget,
+    /// The caller is not one the console's manifest names (`tail=`): it
+    /// may not read another client's output.
+    NotTailer,
 }
 
 impl core::fmt::Display for ConsoleRefusal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ConsoleRefusal::NotReader => write!(f, "only the console's input reader (input=) may feed another client"),
+            ConsoleRefusal::NotReader => {
+                write!(f, "only the console's input reader (input=) or a client its feed= names may feed another client")
+            }
             ConsoleRefusal::BadTarget => {
                 write!(f, "no such target (unbadged, or an input reader)")
             }
+            ConsoleRefusal::NotTailer => write!(f, "only the clients the console's tail= names may read a VM's console output"),
         }
     }
 }

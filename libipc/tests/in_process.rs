@@ -46,6 +46,10 @@ impl console::Server for TestServer {
         self.served += 1;
         Err(libipc::interfaces::ConsoleRefusal::NotReader)
     }
+    fn tail(&mut self, _target: u64, _from: u64) -> Result<libipc::interfaces::ConsoleTail, libipc::interfaces::ConsoleRefusal> {
+        self.served += 1;
+        Err(libipc::interfaces::ConsoleRefusal::NotTailer)
+    }
 }
 
 libipc::impl_dispatch!(TestServer: status, console);

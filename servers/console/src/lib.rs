@@ -13,7 +13,7 @@
 //!
 //! Typed input has one reader, as a terminal has one foreground process:
 //! the clients the manifest names (`input=shell`), else the first client
-//! that reads. Before, every client that polled `read` took a share, and a
+//! that reads and is not a VM's VMM. Before, every client that polled `read` took a share, and a
 //! running VM's VMM (which polls for its guest's UART) took bytes out of
 //! the middle of what the operator typed at the shell. Input is
 //! flow-controlled: the console takes bytes from the UART only while it
@@ -26,6 +26,17 @@
 //! own `read`s and gives it to its guest's UART. Each such client has a
 //! queue of [`CONSOLE_FEED_LIMIT`] bytes; `feed` takes what fits and the
 //! shell keeps the rest, so flow control reaches back to the UART here too.
+//!
+//! A VM's console over HTTP (`GET /vms/:uuid/console`): the console keeps
+//! the last [`CONSOLE_TAIL_BYTES`] that each VMM (a client whose badge is a
+//! `proc` instance's, [`libipc::interfaces::proc_instance_badge`]) `put`,
+//! with a running byte offset, for at most [`TAIL_RINGS`] VMMs (the one
+//! that put longest ago is forgotten for a new one): a chatty guest only
+//! overwrites its own ring, and the server's memory for them is bounded
+//! (128 KiB). `tail` reads a ring from an offset; only the clients the
+//! manifest names (`tail=apid`) may. Writing to a VM's console over HTTP
+//! (`POST /vms/:uuid/console`) is a `feed` from apid, which the manifest
+//! allows with `feed=apid` (a feeder that is not the input's reader).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -38,7 +49,10 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
-use libipc::interfaces::{CONSOLE_FEED_LIMIT, CONSOLE_FEED_TARGETS, ConsoleRefusal, Put, ServerStatus, console, status};
+use libipc::interfaces::{
+    CONSOLE_FEED_LIMIT, CONSOLE_FEED_TARGETS, CONSOLE_TAIL_BYTES, CONSOLE_TAIL_CHUNK, ConsoleRefusal, ConsoleTail, Put, ServerStatus,
+    console, status,
+};
 use rate::{Bucket, Rate};
 
 pub const VERSION: u32 = 1;
@@ -60,6 +74,40 @@ pub const CLIENT_RATE: Rate = Rate { bytes_per_s: 16 * 1024, burst: 32 * 1024 };
 /// after being quiet for long). Badges name processes the manifest or
 /// zone-server made, so the number of clients is small.
 pub const MAX_CLIENTS: usize = 64;
+
+/// VMMs whose output is kept for `tail` at most ([`CONSOLE_TAIL_BYTES`]
+/// each); past it, the ring put to longest ago is forgotten.
+pub const TAIL_RINGS: usize = 8;
+
+/// The last [`CONSOLE_TAIL_BYTES`] one VMM put, and how much it put in all.
+#[derive(Default)]
+struct Ring {
+    kept: VecDeque<u8>,
+    /// Bytes put in all: the offset just past `kept`'s last byte.
+    end: u64,
+    /// When it was last put to (a count of puts).
+    when: u64,
+}
+
+impl Ring {
+    fn push(&mut self, bytes: &[u8]) {
+        let bytes = &bytes[bytes.len().saturating_sub(CONSOLE_TAIL_BYTES)..];
+        let over = (self.kept.len() + bytes.len()).saturating_sub(CONSOLE_TAIL_BYTES);
+        self.kept.drain(..over);
+        self.kept.extend(bytes);
+        self.end += bytes.len() as u64;
+    }
+
+    /// The offset of `kept[0]`.
+    fn oldest(&self) -> u64 {
+        self.end - self.kept.len() as u64
+    }
+}
+
+/// Whether `badge` is a `proc` instance's (a VMM zone-server started).
+fn is_instance(badge: u64) -> bool {
+    badge >> 32 == libipc::interfaces::proc_instance_badge(0) >> 32
+}
 
 /// Reads what was typed: at most `room` bytes, each handed to the closure
 /// it is given. Returns true when it stopped for want of room with bytes
@@ -106,6 +154,15 @@ pub struct Console {
     /// Where typed input comes from (the serial port's receiver on Alcove):
     /// called when the server is notified of new input.
     source: Option<InputSource>,
+    /// Each VMM's latest output, by its badge.
+    rings: BTreeMap<u64, Ring>,
+    puts: u64,
+    /// The badges that may `tail` (the manifest's `tail=` names).
+    tailers: Vec<u64>,
+    /// The badges that may `feed` besides the readers (`feed=`).
+    feeders: Vec<u64>,
+    /// `tail`s refused: the caller was not one of `tailers`.
+    pub tails_refused: u64,
 }
 
 impl Console {
@@ -129,7 +186,51 @@ impl Console {
             fed_dropped: 0,
             source_held: false,
             source: None,
+            rings: BTreeMap::new(),
+            puts: 0,
+            tailers: Vec::new(),
+            tails_refused: 0,
+            feeders: Vec::new(),
         }
+    }
+
+    /// `feed` takes input for a VMM from the clients whose capabilities
+    /// carry `badges` (the manifest's `feed=` names) too, not only from
+    /// the input's readers.
+    pub fn with_feeders(mut self, badges: &[u64]) -> Self {
+        self.feeders = badges.to_vec();
+        self
+    }
+
+    /// `tail` answers the clients whose capabilities carry `badges` (the
+    /// manifest's `tail=` names) and refuses everyone else.
+    pub fn with_tailers(mut self, badges: &[u64]) -> Self {
+        self.tailers = badges.to_vec();
+        self
+    }
+
+    /// Keeps what a VMM put for `tail`.
+    fn keep(&mut self, bytes: &[u8]) {
+        if !is_instance(self.caller) || bytes.is_empty() {
+            return;
+        }
+        if !self.rings.contains_key(&self.caller) && self.rings.len() >= TAIL_RINGS {
+            let oldest = self.rings.iter().min_by_key(|(_, r)| r.when).map(|(&k, _)| k);
+            if let Some(k) = oldest {
+                self.rings.remove(&k);
+            }
+        }
+        self.puts += 1;
+        let when = self.puts;
+        let ring = self.rings.entry(self.caller).or_default();
+        ring.when = when;
+        ring.push(bytes);
+    }
+
+    /// Bytes kept for `tail` in all (at most `TAIL_RINGS` ×
+    /// `CONSOLE_TAIL_BYTES`).
+    pub fn tail_bytes_kept(&self) -> usize {
+        self.rings.values().map(|r| r.kept.len()).sum()
     }
 
     /// Times the clients' allowances by `clock`, at `rate` each.
@@ -249,13 +350,18 @@ impl console::Server for Console {
         if n > 0 {
             (self.sink)(&bytes[..n]);
             self.bytes_written += n as u64;
+            self.keep(&bytes[..n]);
         }
         Put { taken: n as u32, retry_ns }
     }
 
     fn read(&mut self, max: u32) -> Vec<u8> {
         self.service.requests += 1;
-        if self.readers.is_empty() {
+        // A VM's VMM (a `proc` instance) never becomes the reader: it
+        // polls `read` for its guest's UART from boot on, and would take
+        // the operator's typing (and could never be fed: a reader is no
+        // feed target).
+        if self.readers.is_empty() && !is_instance(self.caller) {
             self.readers.push(self.caller);
         }
         if !self.readers.contains(&self.caller) {
@@ -281,10 +387,10 @@ impl console::Server for Console {
 
     fn feed(&mut self, target: u64, bytes: Vec<u8>) -> Result<u32, ConsoleRefusal> {
         self.service.requests += 1;
-        if !self.readers.contains(&self.caller) {
+        if !self.readers.contains(&self.caller) && !self.feeders.contains(&self.caller) {
             return Err(ConsoleRefusal::NotReader);
         }
-        if target == 0 || self.readers.contains(&target) {
+        if target == 0 || self.readers.contains(&target) || self.feeders.contains(&target) {
             return Err(ConsoleRefusal::BadTarget);
         }
         if !self.fed.contains_key(&target) && self.fed.len() >= CONSOLE_FEED_TARGETS {
@@ -304,6 +410,29 @@ impl console::Server for Console {
             self.fed.remove(&target);
         }
         Ok(n as u32)
+    }
+
+    fn tail(&mut self, target: u64, from: u64) -> Result<ConsoleTail, ConsoleRefusal> {
+        self.service.requests += 1;
+        if !self.tailers.contains(&self.caller) {
+            self.tails_refused += 1;
+            return Err(ConsoleRefusal::NotTailer);
+        }
+        let Some(ring) = self.rings.get(&target) else {
+            // Nothing put (or forgotten): nothing kept, and `from` is
+            // either what a restarted console counts from again or a
+            // client's guess past the end.
+            return Ok(ConsoleTail { start: 0, lost: 0, next: 0, end: 0, bytes: Vec::new() });
+        };
+        let (oldest, end) = (ring.oldest(), ring.end);
+        // Past the end: the console restarted since the caller's last
+        // answer (its offsets count from 0 again), so what it keeps.
+        let start = if from > end { oldest } else { from.max(oldest) };
+        let lost = if from > end { 0 } else { start - from };
+        let skip = (start - oldest) as usize;
+        let n = ring.kept.len().saturating_sub(skip).min(CONSOLE_TAIL_CHUNK);
+        let bytes: Vec<u8> = ring.kept.range(skip..skip + n).copied().collect();
+        Ok(ConsoleTail { start, lost, next: start + n as u64, end, bytes })
     }
 }
 
@@ -545,6 +674,221 @@ mod tests {
         let mut fresh = Console::new(Box::new(|_| {}));
         fresh.set_caller(shell);
         assert_eq!(console::Server::feed(&mut fresh, vmm, b"x".to_vec()), Err(ConsoleRefusal::NotReader));
+    }
+
+    /// A console whose allowance never runs out (the tail tests are about
+    /// what is kept, not the rate).
+    fn unlimited() -> Console {
+        let rate = Rate { bytes_per_s: u64::MAX / 4, burst: u64::MAX / 4 };
+        Console::new(Box::new(|_| {})).with_rate(Box::new(|| 1_000_000_000), rate)
+    }
+
+    /// Everything `tail` answers from `from` on, chunk by chunk.
+    fn tail_all(c: &mut Console, target: u64, from: u64) -> (std::vec::Vec<u8>, u64, u64) {
+        let first = console::Server::tail(c, target, from).unwrap();
+        let (lost, mut next, mut got) = (first.lost, first.next, first.bytes);
+        assert!(got.len() <= CONSOLE_TAIL_CHUNK);
+        loop {
+            let t = console::Server::tail(c, target, next).unwrap();
+            assert_eq!((t.start, t.lost), (next, 0));
+            if t.bytes.is_empty() {
+                assert_eq!(t.next, t.end);
+                return (got, lost, next);
+            }
+            next = t.next;
+            got.extend(t.bytes);
+        }
+    }
+
+    /// A VMM's output comes back through `tail` from any offset; past the
+    /// ring's size the oldest bytes are forgotten and `tail` says how many
+    /// of those asked for are lost.
+    #[test]
+    fn tail_gives_back_what_a_vmm_put_and_counts_what_the_ring_forgot() {
+        use libipc::interfaces::proc_instance_badge;
+        let (apid, vmm) = (7u64, proc_instance_badge(3));
+        let mut c = unlimited().with_tailers(&[apid]);
+        c.set_caller(vmm);
+        assert_eq!(console::Server::put(&mut c, b"boot line\r\n".to_vec()).taken, 11);
+        c.set_caller(apid);
+        let t = console::Server::tail(&mut c, vmm, 0).unwrap();
+        assert_eq!(t, ConsoleTail { start: 0, lost: 0, next: 11, end: 11, bytes: b"boot line\r\n".to_vec() });
+        let t = console::Server::tail(&mut c, vmm, 5).unwrap();
+        assert_eq!((t.start, t.next, t.bytes.as_slice()), (5, 11, &b"line\r\n"[..]));
+        // Wrap around: 40 KiB more, in puts of odd sizes.
+        let stream: std::vec::Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        c.set_caller(vmm);
+        for piece in stream.chunks(1000 + 7) {
+            assert_eq!(console::Server::put(&mut c, piece.to_vec()).taken as usize, piece.len());
+        }
+        let end = 11 + stream.len() as u64;
+        c.set_caller(apid);
+        let (got, lost, next) = tail_all(&mut c, vmm, 0);
+        assert_eq!(next, end);
+        assert_eq!(lost, end - CONSOLE_TAIL_BYTES as u64);
+        assert_eq!(got.len(), CONSOLE_TAIL_BYTES);
+        assert!(got[..] == stream[stream.len() - CONSOLE_TAIL_BYTES..], "the ring kept the wrong bytes");
+        // From an offset still kept: exactly the bytes from there.
+        let (got, lost, _) = tail_all(&mut c, vmm, end - 100);
+        assert_eq!((lost, &got[..]), (0, &stream[stream.len() - 100..]));
+        // At the end: nothing, and the same offset to ask from again.
+        let t = console::Server::tail(&mut c, vmm, end).unwrap();
+        assert_eq!((t.start, t.lost, t.next, t.end, t.bytes.len()), (end, 0, end, end, 0));
+        // One put larger than the ring keeps its last bytes.
+        c.set_caller(vmm);
+        let big: std::vec::Vec<u8> = (0..CONSOLE_TAIL_BYTES as u32 + 500).map(|i| (i % 13) as u8).collect();
+        for piece in big.chunks(MAX_WRITE) {
+            console::Server::put(&mut c, piece.to_vec());
+        }
+        c.set_caller(apid);
+        let (got, _, next) = tail_all(&mut c, vmm, 0);
+        assert_eq!(next, end + big.len() as u64);
+        assert!(got[..] == big[500..]);
+    }
+
+    /// Offsets past the end (the console restarted, or a made-up number,
+    /// u64::MAX included) get what is kept from its oldest byte, saying
+    /// where that is; a badge that never put gets nothing, at 0; nothing
+    /// panics.
+    #[test]
+    fn tail_takes_offsets_past_the_end_and_badges_that_never_put() {
+        use libipc::interfaces::proc_instance_badge;
+        let (apid, vmm) = (7u64, proc_instance_badge(9));
+        let mut c = unlimited().with_tailers(&[apid]);
+        c.set_caller(apid);
+        for from in [0, 1, 4096, u64::MAX] {
+            let t = console::Server::tail(&mut c, vmm, from).unwrap();
+            assert_eq!(t, ConsoleTail::default(), "from {from}");
+            assert_eq!(console::Server::tail(&mut c, 0, from).unwrap(), ConsoleTail::default());
+            assert_eq!(console::Server::tail(&mut c, u64::MAX, from).unwrap(), ConsoleTail::default());
+        }
+        c.set_caller(vmm);
+        console::Server::put(&mut c, b"hello\n".to_vec());
+        c.set_caller(apid);
+        for from in [7, 100, u64::MAX - 1, u64::MAX] {
+            let t = console::Server::tail(&mut c, vmm, from).unwrap();
+            assert_eq!((t.start, t.lost, t.next, t.end, &t.bytes[..]), (0, 0, 6, 6, &b"hello\n"[..]), "from {from}");
+        }
+    }
+
+    /// Only the manifest's `tail=` clients may read a VMM's output: any
+    /// other (another VMM, the shell, an unbadged caller) is refused and
+    /// learns nothing, and the console goes on serving. Output of clients
+    /// that are not VMMs is not kept.
+    #[test]
+    fn tail_refuses_every_client_but_the_named_ones() {
+        use libipc::interfaces::proc_instance_badge;
+        let (apid, shell, vmm, other) = (7u64, 5u64, proc_instance_badge(1), proc_instance_badge(2));
+        let mut c = unlimited().with_tailers(&[apid]).with_input_readers(&[shell]);
+        c.set_caller(vmm);
+        console::Server::put(&mut c, b"secret\n".to_vec());
+        for caller in [shell, other, vmm, 0, u64::MAX] {
+            c.set_caller(caller);
+            assert_eq!(console::Server::tail(&mut c, vmm, 0), Err(ConsoleRefusal::NotTailer), "caller {caller}");
+        }
+        assert_eq!(c.tails_refused, 5);
+        // No tail= at all: nobody may.
+        let mut none = unlimited();
+        none.set_caller(apid);
+        assert_eq!(console::Server::tail(&mut none, vmm, 0), Err(ConsoleRefusal::NotTailer));
+        // The shell's and other servers' puts are not kept.
+        c.set_caller(shell);
+        console::Server::put(&mut c, b"shell prompt\n".to_vec());
+        c.set_caller(apid);
+        assert_eq!(console::Server::tail(&mut c, shell, 0).unwrap(), ConsoleTail::default());
+        assert_eq!(c.tail_bytes_kept(), 7);
+        // The server went on: the VMM's line is still there for apid.
+        assert_eq!(console::Server::tail(&mut c, vmm, 0).unwrap().bytes, b"secret\n");
+    }
+
+    /// At most TAIL_RINGS VMMs' output is kept: a new one forgets the one
+    /// put to longest ago, so many chatty guests cannot grow the server.
+    #[test]
+    fn tail_keeps_a_bounded_number_of_rings() {
+        use libipc::interfaces::proc_instance_badge;
+        let apid = 7u64;
+        let mut c = unlimited().with_tailers(&[apid]);
+        let chunk = std::vec![b'z'; MAX_WRITE];
+        for i in 0..TAIL_RINGS as u32 * 3 {
+            c.set_caller(proc_instance_badge(i));
+            for _ in 0..(CONSOLE_TAIL_BYTES / MAX_WRITE + 2) {
+                console::Server::put(&mut c, chunk.clone());
+            }
+            assert!(c.tail_bytes_kept() <= TAIL_RINGS * CONSOLE_TAIL_BYTES);
+        }
+        assert_eq!(c.tail_bytes_kept(), TAIL_RINGS * CONSOLE_TAIL_BYTES);
+        c.set_caller(apid);
+        let first = console::Server::tail(&mut c, proc_instance_badge(0), 0).unwrap();
+        assert_eq!(first, ConsoleTail::default(), "the ring put to longest ago was kept");
+        let last = console::Server::tail(&mut c, proc_instance_badge(TAIL_RINGS as u32 * 3 - 1), 0).unwrap();
+        assert_eq!(last.bytes.len(), CONSOLE_TAIL_CHUNK);
+    }
+
+    /// `feed=`: apid feeds a VMM (`POST /vms/:uuid/console`) without being
+    /// the input's reader: the shell keeps typed input; apid may not feed
+    /// the shell or itself; a client not named may not feed at all.
+    #[test]
+    fn a_feed_client_feeds_a_vmm_but_reads_no_typed_input() {
+        use libipc::interfaces::proc_instance_badge;
+        let (apid, shell, vmm, other) = (7u64, 5u64, proc_instance_badge(1), 8u64);
+        let mut c = unlimited().with_input_readers(&[shell]).with_feeders(&[apid]);
+        c.set_caller(apid);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"uname\r".to_vec()), Ok(6));
+        assert_eq!(console::Server::feed(&mut c, shell, b"x".to_vec()), Err(ConsoleRefusal::BadTarget));
+        assert_eq!(console::Server::feed(&mut c, apid, b"x".to_vec()), Err(ConsoleRefusal::BadTarget));
+        c.push_input(b"ls\r");
+        assert!(console::Server::read(&mut c, 64).is_empty(), "apid read typed input");
+        c.set_caller(other);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"x".to_vec()), Err(ConsoleRefusal::NotReader));
+        c.set_caller(vmm);
+        assert_eq!(console::Server::read(&mut c, 64), b"uname\r");
+        c.set_caller(shell);
+        assert_eq!(console::Server::read(&mut c, 64), b"ls\r");
+    }
+
+    /// Without `input=` (api.toml: no shell), a VMM polling `read` does not
+    /// become the input's reader: it stays a target apid may feed, and the
+    /// first other client that reads gets typed input.
+    #[test]
+    fn a_vmm_never_becomes_the_reader_without_input_names() {
+        use libipc::interfaces::proc_instance_badge;
+        let (apid, vmm, server) = (7u64, proc_instance_badge(2), 9u64);
+        let mut c = unlimited().with_feeders(&[apid]);
+        c.push_input(b"typed");
+        c.set_caller(vmm);
+        assert!(console::Server::read(&mut c, 64).is_empty(), "the VMM took typed input");
+        c.set_caller(apid);
+        assert_eq!(console::Server::feed(&mut c, vmm, b"x\r".to_vec()), Ok(2));
+        c.set_caller(vmm);
+        assert_eq!(console::Server::read(&mut c, 64), b"x\r");
+        c.set_caller(server);
+        assert_eq!(console::Server::read(&mut c, 64), b"typed");
+        c.set_caller(vmm);
+        assert!(console::Server::read(&mut c, 64).is_empty());
+    }
+
+    /// Through IPC: a full chunk fits one reply, and a client that is not
+    /// named gets the refusal as an answer.
+    #[test]
+    fn tail_over_ipc_fits_a_reply_and_refuses_by_badge() {
+        use libipc::interfaces::proc_instance_badge;
+        let (plain, mut server_end) = in_process::channel(4);
+        let (apid, vmm) = (7u64, proc_instance_badge(4));
+        let t = std::thread::spawn(move || {
+            let mut c = unlimited().with_tailers(&[apid]);
+            server_end.serve_until_closed(&mut c);
+        });
+        let v = console::Client::new(plain.badged(vmm));
+        let noise: std::vec::Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+        assert_eq!(v.put(noise.clone()).unwrap().taken, 3000);
+        let a = console::Client::new(plain.badged(apid));
+        let got = a.tail(vmm, 0).unwrap().unwrap();
+        assert_eq!((got.next, got.end), (CONSOLE_TAIL_CHUNK as u64, 3000));
+        assert!(got.bytes[..] == noise[..CONSOLE_TAIL_CHUNK]);
+        assert_eq!(v.tail(vmm, 0).unwrap(), Err(ConsoleRefusal::NotTailer));
+        assert_eq!(a.tail(vmm, got.next).unwrap().unwrap().bytes[..], noise[CONSOLE_TAIL_CHUNK..]);
+        drop((v, a, plain));
+        t.join().unwrap();
     }
 
     /// A UART that holds `pending` bytes: hands out at most `room` a call,

@@ -13,6 +13,8 @@
 //! | `POST /vms/:uuid?action=reboot[&force=true][&timeout=S]` | [`VmAction::Reboot`] |
 //! | `POST /vms/:uuid?action=update` (properties) | [`VmAction::Update`] |
 //! | `DELETE /vms/:uuid` | [`Backend::delete_vm`] (204 when it returns `null`) |
+//! | `GET /vms/:uuid/console[?offset=N]` | [`Backend::vm_console`] (the guest's serial output from byte N) |
+//! | `POST /vms/:uuid/console` (`{"data": TEXT}`) | [`Backend::vm_console_write`] (typed at the guest's serial console) |
 //! | `GET /images?field=value...` | [`Backend::list_images`] |
 //! | `GET /images/:uuid` | [`Backend::get_image`] |
 //! | `POST /images?action=import` (manifest) | [`Backend::import_image`] (201) |
@@ -90,6 +92,66 @@ pub trait Backend {
         let _ = (add, url);
         Err(ApiError::not_implemented("changing the image sources is not offered by this backend"))
     }
+    /// `GET /vms/:uuid/console?offset=N`: what the running VM's guest
+    /// wrote to its serial console from byte `offset` of all it wrote
+    /// (0 when not given): a JSON object `{"uuid", "offset", "next",
+    /// "lost", "end", "data"}` (see [`console_answer`]).
+    fn vm_console(&mut self, uuid: Uuid, offset: u64) -> Result<Value, ApiError> {
+        let _ = (uuid, offset);
+        Err(ApiError::not_implemented("reading a VM's console is not offered by this backend"))
+    }
+    /// `POST /vms/:uuid/console` with `{"data": TEXT}`: `data` (at most
+    /// [`CONSOLE_WRITE_MAX`] bytes) typed at the running VM's serial
+    /// console. Answers `{"uuid", "taken"}`: how many bytes the console
+    /// took (its queue for the VM is bounded; the client sends the rest
+    /// again later).
+    fn vm_console_write(&mut self, uuid: Uuid, data: &[u8]) -> Result<Value, ApiError> {
+        let _ = (uuid, data);
+        Err(ApiError::not_implemented("writing to a VM's console is not offered by this backend"))
+    }
+}
+
+/// The most bytes one `POST /vms/:uuid/console` carries (what the
+/// console queues for a VM at most).
+pub const CONSOLE_WRITE_MAX: usize = 4096;
+
+/// The answer to `GET /vms/:uuid/console`, JSON as the rest of the API:
+/// `offset` is where `data` starts in all the guest wrote (the asked offset,
+/// or the oldest byte kept when that one is forgotten), `lost` how many
+/// bytes asked for are forgotten, `next` the offset to ask from next, `end`
+/// all the guest wrote so far (`next < end`: ask again at once). `data` is
+/// the bytes as text: UTF-8, with U+FFFD for what is not; an incomplete
+/// UTF-8 sequence at the end is left for the next answer (`next` is before
+/// it), so a character is never cut in two.
+pub fn console_answer(uuid: Uuid, offset: u64, lost: u64, end: u64, bytes: &[u8]) -> Value {
+    let mut keep = bytes.len();
+    // A trailing lead byte (and its continuations so far) whose sequence
+    // is not complete yet.
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xc0 == 0x80 {
+            continue;
+        }
+        let need = match b {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => 0,
+        };
+        if need > back {
+            keep = bytes.len() - back;
+        }
+        break;
+    }
+    let data = String::from_utf8_lossy(&bytes[..keep]);
+    serde_json::json!({
+        "uuid": uuid.text(),
+        "offset": offset,
+        "next": offset + keep as u64,
+        "lost": lost,
+        "end": end,
+        "data": data,
+    })
 }
 
 /// A resource of the API.
@@ -98,6 +160,7 @@ pub(crate) enum Route {
     Ping,
     Vms,
     Vm(Uuid),
+    VmConsole(Uuid),
     Images,
     Image(Uuid),
     Sources,
@@ -124,6 +187,7 @@ impl Route {
             (Some("ping"), None, _) => Route::Ping,
             (Some("vms"), None, _) => Route::Vms,
             (Some("vms"), Some(id), None) => Route::Vm(uuid(id)?),
+            (Some("vms"), Some(id), Some("console")) if segs.next().is_none() => Route::VmConsole(uuid(id)?),
             (Some("images"), None, _) => Route::Images,
             (Some("images"), Some(id), None) => Route::Image(uuid(id)?),
             (Some("sources"), None, _) => Route::Sources,
@@ -136,6 +200,7 @@ impl Route {
     pub(crate) fn allowed(self) -> &'static [&'static str] {
         match self {
             Route::Ping | Route::SourceImages => &["GET"],
+            Route::VmConsole(_) => &["GET", "POST"],
             Route::Vms | Route::Images => &["GET", "POST"],
             Route::Vm(_) | Route::Image(_) | Route::Sources => &["GET", "POST", "DELETE"],
         }
@@ -231,6 +296,15 @@ fn timeout(query: &Query) -> Result<Option<u32>, ApiError> {
     }
 }
 
+/// `offset=N`: a byte offset, 0 when absent.
+fn offset(query: &Query) -> Result<u64, ApiError> {
+    let Some(v) = query.get("offset") else { return Ok(0) };
+    match v.parse::<u64>() {
+        Ok(n) if !v.starts_with('+') => Ok(n),
+        _ => Err(ApiError::invalid_argument(format!("offset={}: must be a byte offset, a number from 0 to {}", quote(v), u64::MAX))),
+    }
+}
+
 fn action<'q>(query: &'q Query, what: &str, choices: &[&str]) -> Result<Option<&'q str>, ApiError> {
     match query.get("action") {
         None => Ok(None),
@@ -290,6 +364,31 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
                 }
             };
             backend.vm_action(uuid, act).map(ok)
+        }
+        (Route::VmConsole(uuid), "GET") => {
+            only(query, &["offset"], "GET /vms/:uuid/console")?;
+            no_body(body, "GET /vms/:uuid/console")?;
+            backend.vm_console(uuid, offset(query)?).map(ok)
+        }
+        (Route::VmConsole(uuid), _) => {
+            const WHAT: &str = "POST /vms/:uuid/console";
+            only(query, &[], WHAT)?;
+            let m = object_body(body, WHAT)?;
+            if let Some(k) = m.keys().find(|k| k.as_str() != "data") {
+                return Err(ApiError::new(ErrorCode::InvalidContent, format!("{WHAT} takes {{\"data\": TEXT}}, not {}", quote(k))));
+            }
+            let data = match m.get("data") {
+                Some(Value::String(d)) => d.as_bytes(),
+                Some(other) => {
+                    return Err(ApiError::new(ErrorCode::InvalidContent, format!("{WHAT}: data must be a string, not {}", kind(other))));
+                }
+                None => return Err(ApiError::new(ErrorCode::InvalidContent, format!("{WHAT} takes {{\"data\": TEXT}}"))),
+            };
+            if data.len() > CONSOLE_WRITE_MAX {
+                let e = format!("{WHAT}: data is {} bytes; at most {CONSOLE_WRITE_MAX} a request", data.len());
+                return Err(ApiError::new(ErrorCode::InvalidContent, e));
+            }
+            backend.vm_console_write(uuid, data).map(ok)
         }
         (Route::Images, "GET") => {
             no_body(body, "GET /images")?;

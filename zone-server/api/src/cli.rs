@@ -23,7 +23,7 @@
 use std::io::{self, Write};
 use std::string::{String, ToString};
 use std::vec::Vec;
-use std::{eprintln, format, println, vec};
+use std::{eprint, eprintln, format, println, vec};
 
 use serde_json::{Map, Value};
 
@@ -58,6 +58,33 @@ pub enum Output {
     /// is the line, the `&str` the verb (for a failed delete's `Failed to
     /// delete VM <uuid>: ` prefix).
     Done(&'static str, String),
+    /// `vmadm console`: the guest's output, followed ([`follow_console`]).
+    Console(Uuid),
+    /// `imgadm list` / `avail`: imgadm's table ([`print_image_table`]).
+    ImageTable(ImageTable),
+    /// `imgadm sources`: one URL a line.
+    Sources,
+    /// `imgadm show`: the image's manifest, as JSON.
+    Manifest,
+    /// `imgadm import`: `Imported image UUID (NAME@VERSION)`.
+    Imported,
+    /// `imgadm delete`: `Deleted image UUID`.
+    ImageDeleted(Uuid),
+    /// `imgadm sources -a|-d URL`: `Added image source "URL"` or `Deleted
+    /// image source "URL"` (as zone-server's imgadm says it).
+    SourceChanged { added: bool, url: String },
+}
+
+/// How `imgadm list` and `avail` lay out their table (SmartOS's imgadm:
+/// columns `UUID NAME VERSION OS TYPE PUB`, sorted by `published_at,name`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageTable {
+    /// `-H`: no header line.
+    pub no_header: bool,
+    /// `-o a,b`; empty: the default columns.
+    pub columns: Vec<String>,
+    /// `-s a,-b`; empty: `published_at,name`.
+    pub sort: Vec<String>,
 }
 
 /// One request of a command line.
@@ -98,16 +125,17 @@ pub const VMADM_USAGE: &str = "usage: vmadm create [-f FILE]
        vmadm reboot UUID [-F]
        vmadm update UUID [-f FILE | property=value ...]
        vmadm delete UUID
+       vmadm console UUID
 (talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
 
 /// `imgadm`'s usage.
-pub const IMGADM_USAGE: &str = "usage: imgadm list [field=value ...]
+pub const IMGADM_USAGE: &str = "usage: imgadm list [-j] [-H] [-o FIELD,...] [-s FIELD,...] [field=value ...]
        imgadm show UUID
        imgadm get UUID
        imgadm import UUID [-S SOURCE_URL]
        imgadm delete UUID
-       imgadm sources [-a URL | -d URL]
-       imgadm avail [field=value ...]
+       imgadm sources [-j] [-a URL | -d URL]
+       imgadm avail [-j] [-H] [-o FIELD,...] [-s FIELD,...] [field=value ...]
 (talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
 
 fn uuid_arg(tool: &str, verb: &str, arg: Option<&String>, help: &str) -> Result<Uuid, Refusal> {
@@ -257,7 +285,14 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
             };
             call("POST", format!("/vms/{u}?action=update"), Some(body), Output::Done("update", format!("Successfully updated VM {u}")))
         }
-        "console" | "info" | "sysrq" | "send" | "receive" | "events" => Err(Refusal {
+        "console" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            if rest.len() > 1 {
+                return Err(usage(T, format!("{verb}: unexpected {:?}", rest[1..].join(" ")), h));
+            }
+            call("GET", format!("/vms/{u}/console"), None, Output::Console(u))
+        }
+        "info" | "sysrq" | "send" | "receive" | "events" => Err(Refusal {
             exit: EXIT_ERROR,
             message: format!("vmadm {verb}: not available over the HTTP API yet; use the operator shell on Alcove's console"),
         }),
@@ -275,14 +310,38 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
     }
     let verb = args[0].as_str();
     let rest = &args[1..];
-    let call = |method, target: String| Ok(Call { method, target, body: None, output: Output::Json });
+    let call = |method, target: String, output| Ok(Call { method, target, body: None, output });
     match verb {
-        "list" => call("GET", format!("/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
-        "avail" => call("GET", format!("/sources/images{}", encode_pairs(&filters(T, verb, rest, h)?))),
-        "sources" if rest.is_empty() => call("GET", "/sources".to_string()),
+        "list" | "avail" => {
+            let (mut table, mut json, mut pairs) = (ImageTable::default(), false, Vec::new());
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "-j" => json = true,
+                    "-H" => table.no_header = true,
+                    "-o" | "-s" => {
+                        let Some(v) = it.next() else { return Err(usage(T, format!("{verb} {a}: needs a list of fields"), h)) };
+                        let fields: Vec<String> = v.split(',').map(str::to_string).collect();
+                        if let Some(bad) = fields.iter().find(|f| !image_field_name(f.strip_prefix('-').unwrap_or(f))) {
+                            return Err(usage(T, format!("{verb} {a}: bad field name {bad:?}"), h));
+                        }
+                        if a == "-o" { table.columns = fields } else { table.sort = fields }
+                    }
+                    o if o.starts_with('-') => return Err(usage(T, format!("{verb}: unknown option {o}"), h)),
+                    _ => pairs.push(a.clone()),
+                }
+            }
+            let path = if verb == "list" { "/images" } else { "/sources/images" };
+            let output = if json { Output::Json } else { Output::ImageTable(table) };
+            call("GET", format!("{path}{}", encode_pairs(&filters(T, verb, &pairs, h)?)), output)
+        }
         "sources" => match rest {
+            [] => call("GET", "/sources".to_string(), Output::Sources),
+            [j] if j == "-j" => call("GET", "/sources".to_string(), Output::Json),
             [flag, url] if flag == "-a" || flag == "-d" => {
-                call(if flag == "-a" { "POST" } else { "DELETE" }, format!("/sources?url={}", encode(url)))
+                let added = flag == "-a";
+                let output = Output::SourceChanged { added, url: url.clone() };
+                call(if added { "POST" } else { "DELETE" }, format!("/sources?url={}", encode(url)), output)
             }
             more => Err(usage(T, format!("sources: unexpected {:?}", more.join(" ")), h)),
         },
@@ -291,7 +350,12 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
             if rest.len() > 1 {
                 return Err(usage(T, format!("{verb}: unexpected {:?}", rest[1..].join(" ")), h));
             }
-            call(if verb == "delete" { "DELETE" } else { "GET" }, format!("/images/{u}"))
+            match verb {
+                "delete" => call("DELETE", format!("/images/{u}"), Output::ImageDeleted(u)),
+                // `show` is the manifest alone, `get` the whole record.
+                "show" => call("GET", format!("/images/{u}"), Output::Manifest),
+                _ => call("GET", format!("/images/{u}"), Output::Json),
+            }
         }
         "import" => {
             let u = uuid_arg(T, verb, rest.first(), h)?;
@@ -300,7 +364,7 @@ pub fn imgadm_call(args: &[String]) -> Result<Call, Refusal> {
                 [s, url] if s == "-S" => format!("/images/{u}?action=import-remote&source={}", encode(url)),
                 more => return Err(usage(T, format!("import: unexpected {:?}", more.join(" ")), h)),
             };
-            call("POST", target)
+            call("POST", target, Output::Imported)
         }
         "install" => Err(Refusal {
             exit: EXIT_ERROR,
@@ -327,6 +391,77 @@ pub fn print_vm_list(vms: &Value, fmt: &alcove_vmadm::list::ListFormat, out: &mu
         return Err(io::Error::other(format!("a VM in the answer is not one vmadm reads: {p}")));
     }
     write!(out, "{}", alcove_vmadm::list::render(reg.select(&[]), server_uuid, fmt))
+}
+
+/// Whether `f` is a field name `imgadm list -o|-s` takes (a manifest
+/// property, dotted for nested ones, or `pub`, `clones`, `source`, `zpool`).
+fn image_field_name(f: &str) -> bool {
+    !f.is_empty() && f.len() <= 128 && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// One image's `field` as imgadm's table shows it (`-` when missing).
+fn image_field(image: &Value, field: &str) -> String {
+    let m = image.get("manifest").unwrap_or(image);
+    let v = match field {
+        "pub" => {
+            return m.get("published_at").and_then(Value::as_str).and_then(|p| p.get(..10)).unwrap_or("-").to_string();
+        }
+        "clones" | "zpool" | "source" => image.get(field),
+        _ => field.split('.').try_fold(m, |v, p| v.get(p)),
+    };
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `imgadm list` and `avail` as SmartOS's imgadm prints them: the columns
+/// (`UUID NAME VERSION OS TYPE PUB` unless `-o`), each padded to its widest
+/// value with two spaces between, `-` for a missing value, sorted by
+/// `published_at,name` unless `-s` (`-` before a field: descending),
+/// numbers as numbers. `images` is the API's list (`{manifest, ...}` each,
+/// or manifests).
+pub fn print_image_table(images: &Value, t: &ImageTable, out: &mut dyn Write) -> io::Result<()> {
+    const COLUMNS: &[&str] = &["uuid", "name", "version", "os", "type", "pub"];
+    const SORT: &[&str] = &["published_at", "name"];
+    let list = images.as_array().ok_or_else(|| io::Error::other("the answer is not a list of images"))?;
+    let cols: Vec<&str> = if t.columns.is_empty() { COLUMNS.to_vec() } else { t.columns.iter().map(String::as_str).collect() };
+    let sort: Vec<&str> = if t.sort.is_empty() { SORT.to_vec() } else { t.sort.iter().map(String::as_str).collect() };
+    let mut rows: Vec<&Value> = list.iter().collect();
+    rows.sort_by(|a, b| {
+        for key in &sort {
+            let (desc, key) = key.strip_prefix('-').map_or((false, *key), |k| (true, k));
+            let (x, y) = (image_field(a, key), image_field(b, key));
+            let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+                (Ok(p), Ok(q)) => p.cmp(&q),
+                _ => x.cmp(&y),
+            };
+            let ord = if desc { ord.reverse() } else { ord };
+            if ord.is_ne() {
+                return ord;
+            }
+        }
+        core::cmp::Ordering::Equal
+    });
+    let mut cells: Vec<Vec<String>> = Vec::new();
+    if !t.no_header {
+        cells.push(cols.iter().map(|c| c.to_uppercase()).collect());
+    }
+    cells.extend(rows.iter().map(|r| cols.iter().map(|c| image_field(r, c)).collect::<Vec<_>>()));
+    let widths: Vec<usize> = (0..cols.len()).map(|i| cells.iter().map(|row| row[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in cells {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            line.extend(core::iter::repeat_n(' ', widths[i] - cell.chars().count()));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
 }
 
 fn print_json(v: &Value, out: &mut dyn Write) -> io::Result<()> {
@@ -365,6 +500,30 @@ pub fn print_answer(tool: &str, call: &Call, answer: Result<Value, ClientError>,
                     }
                 },
                 Output::Done(_, line) => writeln!(err, "{line}"),
+                Output::Console(_) => match v.get("data").and_then(Value::as_str) {
+                    Some(d) => write!(out, "{d}"),
+                    None => Err(io::Error::other("the answer to GET /vms/:uuid/console has no data")),
+                },
+                Output::ImageTable(t) => print_image_table(&v, t, out),
+                Output::Sources => match v.as_array() {
+                    Some(list) => list
+                        .iter()
+                        .filter_map(|s| s.get("url").and_then(Value::as_str).or_else(|| s.as_str()))
+                        .try_for_each(|u| writeln!(out, "{u}")),
+                    None => Err(io::Error::other("the answer to GET /sources is not a list")),
+                },
+                Output::Imported => {
+                    let m = v.get("manifest").unwrap_or(&v);
+                    let text = |k: &str| m.get(k).and_then(Value::as_str);
+                    match text("uuid") {
+                        Some(u) => writeln!(out, "Imported image {u} ({}@{})", text("name").unwrap_or("-"), text("version").unwrap_or("-")),
+                        None => Err(io::Error::other("the answer to the import names no image uuid")),
+                    }
+                }
+                Output::Manifest => print_json(v.get("manifest").unwrap_or(&v), out),
+                Output::ImageDeleted(u) => writeln!(out, "Deleted image {u}"),
+                Output::SourceChanged { added: true, url } => writeln!(out, "Added image source \"{url}\""),
+                Output::SourceChanged { added: false, url } => writeln!(out, "Deleted image source \"{url}\""),
                 Output::VmList(fmt) => print_vm_list(&v, fmt, out),
                 Output::Uuids { one } => {
                     let uuids: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(|vm| vm.get("uuid")?.as_str()).collect()).unwrap_or_default();
@@ -450,5 +609,220 @@ pub fn main(tool: &str, args: &[String]) -> i32 {
             return EXIT_ERROR;
         }
     };
+    if let Output::Console(u) = call.output {
+        return console_main(u, &client);
+    }
     run(tool, &call, &client, &mut io::stdout().lock(), &mut io::stderr().lock())
+}
+
+/// How long `vmadm console` waits between polls when nothing is new.
+pub const CONSOLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// SmartOS's escape that detaches `vmadm console`: ^] (0x1d).
+pub const CONSOLE_DETACH: u8 = 0x1d;
+
+/// The most typed bytes one `POST /vms/:uuid/console` carries.
+pub const CONSOLE_POST_MAX: usize = 1024;
+
+/// What `vmadm console` heard from the keyboard while it waited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Typed {
+    /// Nothing (the wait ran out).
+    Nothing,
+    /// Bytes to type at the guest's console.
+    Bytes(Vec<u8>),
+    /// ^] (or the end of the test's script): detach.
+    Detach,
+}
+
+/// The terminal in raw-ish mode while `vmadm console` runs (each key as
+/// it is typed, no echo, ^C and ^Z to the guest as SmartOS's console
+/// passes them), put back as it was when dropped. Done with stty(1): the
+/// host tools stay free of `unsafe`.
+struct RawTerminal(Option<String>);
+
+impl RawTerminal {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        use std::process::{Command, Stdio};
+        if !io::stdin().is_terminal() {
+            return RawTerminal(None);
+        }
+        let saved = Command::new("stty").arg("-g").stdin(Stdio::inherit()).output().ok().filter(|o| o.status.success());
+        let Some(saved) = saved.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()) else {
+            return RawTerminal(None);
+        };
+        let raw = ["-icanon", "-echo", "-isig", "-ixon", "-icrnl", "min", "1", "time", "0"];
+        let ok = Command::new("stty").args(raw).stdin(Stdio::inherit()).status().is_ok_and(|s| s.success());
+        RawTerminal(ok.then_some(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = std::process::Command::new("stty").arg(saved).stdin(std::process::Stdio::inherit()).status();
+        }
+    }
+}
+
+/// The host `vmadm console UUID`: the terminal raw while attached, what is
+/// typed sent to the guest, ^] detaches (without a terminal: standard input
+/// is sent as it comes, and ^C ends it).
+fn console_main(uuid: Uuid, client: &Client) -> i32 {
+    use std::sync::mpsc;
+    let raw = RawTerminal::new();
+    if raw.0.is_some() {
+        eprint!("[vmadm console: attached to VM {uuid}; ^] detaches]\r\n");
+    }
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 512];
+        let mut stdin = io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut ended, mut detach) = (false, false);
+    let mut wait = || -> Typed {
+        if detach {
+            return Typed::Detach;
+        }
+        if ended {
+            std::thread::sleep(CONSOLE_POLL);
+            return Typed::Nothing;
+        }
+        match rx.recv_timeout(CONSOLE_POLL) {
+            Ok(bytes) => match bytes.iter().position(|&b| b == CONSOLE_DETACH) {
+                Some(0) => Typed::Detach,
+                Some(i) => {
+                    detach = true;
+                    Typed::Bytes(bytes[..i].to_vec())
+                }
+                None => Typed::Bytes(bytes),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => Typed::Nothing,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                ended = true; // standard input ended: follow on
+                Typed::Nothing
+            }
+        }
+    };
+    let mut get = |target: &str| client.call("GET", target, None);
+    let mut post = |target: &str, body: &Value| client.call("POST", target, Some(body));
+    let code = follow_console(uuid, &mut get, &mut post, &mut wait, &mut io::stdout().lock(), &mut io::stderr().lock());
+    drop(raw);
+    code
+}
+
+/// `vmadm console UUID` over the API: prints what the guest wrote (the
+/// last 16 KiB the machine keeps, then what comes) as it comes, polling
+/// `GET /vms/:uuid/console?offset=N` with `get`, and between polls that
+/// found nothing new calls `wait`, which waits for typing (the binary:
+/// up to [`CONSOLE_POLL`]); what was typed goes to the guest with `post`
+/// (`POST /vms/:uuid/console`, as UTF-8 text, [`CONSOLE_POST_MAX`] bytes
+/// a request; what the machine's queue did not take is sent again after
+/// the next poll). [`Typed::Detach`] ends it with exit 0. Bytes the
+/// machine forgot before they were read (a guest faster than the polls)
+/// are counted on `err`. A VM that is unknown or not running at the start
+/// gets vmadm's message and exit 1; one that stops while followed ends it
+/// with exit 0, as SmartOS's console ends when the VM halts.
+pub fn follow_console(
+    uuid: Uuid,
+    get: &mut dyn FnMut(&str) -> Result<Value, ClientError>,
+    post: &mut dyn FnMut(&str, &Value) -> Result<Value, ClientError>,
+    wait: &mut dyn FnMut() -> Typed,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let mut offset = 0u64;
+    let mut first = true;
+    let mut typed: Vec<u8> = Vec::new();
+    let ended = |message: &str, err: &mut dyn Write| {
+        let _ = writeln!(err, "\nvmadm console: the console of VM {uuid} ended: {message}");
+        EXIT_OK
+    };
+    loop {
+        // What was typed first, as far as the guest's queue takes it.
+        while !typed.is_empty() {
+            let n = typed.len().min(CONSOLE_POST_MAX);
+            let valid = match std::str::from_utf8(&typed[..n]) {
+                Ok(t) => t.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            if valid == 0 {
+                if n < 4 && typed.len() < 4 && std::str::from_utf8(&typed).err().is_some_and(|e| e.error_len().is_none()) {
+                    break; // a character still being typed
+                }
+                let _ = writeln!(err, "\n[vmadm console: a byte that is not UTF-8 was not sent]");
+                typed.remove(0);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&typed[..valid]).into_owned();
+            match post(&format!("/vms/{uuid}/console"), &serde_json::json!({ "data": text })) {
+                Ok(v) => {
+                    let taken = v.get("taken").and_then(Value::as_u64).map_or(0, |t| (t as usize).min(valid));
+                    typed.drain(..taken);
+                    if taken < valid {
+                        break; // the queue is full: again after the next poll
+                    }
+                }
+                Err(ClientError::Api { status: 409, message, .. }) => return ended(&message, err),
+                Err(ClientError::Api { status, message, .. }) if status < 500 => {
+                    let _ = writeln!(err, "\n{message}");
+                    return EXIT_ERROR;
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "\nvmadm: {e}");
+                    return EXIT_ERROR;
+                }
+            }
+        }
+        let v = match get(&format!("/vms/{uuid}/console?offset={offset}")) {
+            Ok(v) => v,
+            Err(ClientError::Api { status: 409, message, .. }) if !first => return ended(&message, err),
+            Err(ClientError::Api { status, message, .. }) if status < 500 => {
+                let _ = writeln!(err, "{message}");
+                return EXIT_ERROR;
+            }
+            Err(e) => {
+                let _ = writeln!(err, "vmadm: {e}");
+                return EXIT_ERROR;
+            }
+        };
+        let field = |k: &str| v.get(k).and_then(Value::as_u64);
+        let (Some(start), Some(next), Some(end), Some(data)) =
+            (field("offset"), field("next"), field("end"), v.get("data").and_then(Value::as_str))
+        else {
+            let _ = writeln!(err, "vmadm: the API's console answer makes no sense: {v}");
+            return EXIT_ERROR;
+        };
+        let lost = field("lost").unwrap_or(0);
+        if lost > 0 && !first {
+            let _ = writeln!(err, "\n[vmadm console: {lost} bytes of output came and went between two polls]");
+        }
+        if start < offset && lost == 0 && !first {
+            let _ = writeln!(err, "\n[vmadm console: the machine's console restarted; from what it kept]");
+        }
+        if !data.is_empty() && (write!(out, "{data}").is_err() || out.flush().is_err()) {
+            return EXIT_OK; // the reader went away (a pipe closed)
+        }
+        first = false;
+        if next < start || next > end {
+            let _ = writeln!(err, "vmadm: the API's console answer makes no sense: {v}");
+            return EXIT_ERROR;
+        }
+        let more = next < end && next != offset;
+        offset = next;
+        if !more {
+            match wait() {
+                Typed::Nothing => {}
+                Typed::Bytes(b) => typed.extend(b),
+                Typed::Detach => return EXIT_OK,
+            }
+        }
+    }
 }

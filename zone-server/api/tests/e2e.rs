@@ -207,12 +207,21 @@ fn host_binaries_against_the_server() {
         .env("ALCOVE_TOKEN_FILE", &token_file)
         .output()
         .unwrap();
-    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim()), (Some(0), "[]"));
+    // imgadm's table (the header alone: no image yet); -j its JSON.
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "UUID  NAME  VERSION  OS  TYPE  PUB\n"));
+    let (code, out, _) = cli(imgadm, &url, Some(TOKEN), &["list", "-j"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
     let img = "01b2c898-945f-11e1-a523-af1afbe22822";
     let (code, out, err) = cli(imgadm, &url, Some(TOKEN), &["import", img, "-S", "http://10.0.2.2:8081"]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["source"], "http://10.0.2.2:8081");
+    assert_eq!((code, out, err), (0, format!("Imported image {img} (remote@-)\n"), String::new()));
     assert!(server.lock().unwrap().backend().images.contains_key(img));
+    let (code, out, _) = cli(imgadm, &url, Some(TOKEN), &["list", "-H"]);
+    assert_eq!((code, out), (0, format!("{img}  remote  -  -  -  -\n")));
+    let (code, out, err) = cli(imgadm, &url, Some(TOKEN), &["delete", img]);
+    assert_eq!((code, out, err), (0, format!("Deleted image {img}\n"), String::new()));
+    let (code, _, err) = cli(imgadm, &url, Some(TOKEN), &["delete", img]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("imgadm: ") && err.contains("not found"), "{err}");
     // Nothing listening.
     let (code, _, err) = cli(vmadm, "http://127.0.0.1:1", Some(TOKEN), &["list"]);
     assert_eq!(code, 1);
@@ -247,5 +256,101 @@ fn many_connections_at_once_over_tcp() {
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    }
+}
+
+/// The host `vmadm console UUID`: prints the guest's output and follows it
+/// until the VM stops (exit 0); an unknown VM gets vmadm's message, exit 1.
+#[test]
+fn host_vmadm_console_follows_until_the_vm_stops() {
+    use std::io::BufRead;
+    let (url, server) = start(Limits::default());
+    let vmadm = env!("CARGO_BIN_EXE_vmadm");
+    let vm = "5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10";
+    server.lock().unwrap().backend_mut().vms.insert(vm.into(), json!({"uuid": vm, "state": "running"}));
+    let mut child = Command::new(vmadm)
+        .args(["console", vm])
+        .env("ALCOVE_URL", &url)
+        .env("ALCOVE_TOKEN", TOKEN)
+        .env_remove("ALCOVE_TOKEN_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "zone-guest: hello\r\n");
+    // Standard input (not a terminal) goes to the guest as it comes.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all("uname -a\r\u{e9}".as_bytes()).unwrap();
+    drop(stdin);
+    while server.lock().unwrap().backend().typed.len() < 11 {
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(server.lock().unwrap().backend().typed, "uname -a\r\u{e9}".as_bytes());
+    // It keeps polling from where it is, until the VM stops.
+    let polls = |s: &std::sync::Mutex<Server<common::Mock>>| s.lock().unwrap().backend().calls.iter().filter(|c| c.starts_with("vm_console ")).count();
+    while polls(&server) < 3 {
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(server.lock().unwrap().backend().calls.iter().skip(1).all(|c| !c.starts_with("vm_console ") || c.ends_with(" 19")));
+    server.lock().unwrap().backend_mut().vms.get_mut(vm).unwrap()["state"] = json!("stopped");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("ended") && err.contains("not running"), "{err}");
+    let (code, out, err) = cli(vmadm, &url, Some(TOKEN), &["console", "00000000-0000-4000-8000-000000000009"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains("not found"), "{err}");
+}
+
+/// On a terminal (a pty from script(1)): raw mode, each key sent as typed,
+/// ^] detaches with exit 0, and the terminal is put back.
+#[test]
+fn host_vmadm_console_on_a_terminal_detaches_on_the_escape() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no script(1) here: skipped");
+        return;
+    }
+    let (url, server) = start(Limits::default());
+    let vmadm = env!("CARGO_BIN_EXE_vmadm");
+    let vm = "5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b11";
+    server.lock().unwrap().backend_mut().vms.insert(vm.into(), json!({"uuid": vm, "state": "running"}));
+    // After the console, the pty's settings: raw mode must be gone.
+    let inner = format!("{vmadm} console {vm}; echo \"exit=$?\"; stty -a");
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("ALCOVE_URL", &url)
+        .env("ALCOVE_TOKEN", TOKEN)
+        .env_remove("ALCOVE_TOKEN_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Wait until it follows, then type (no Enter: raw mode sends each key).
+    let polls = |s: &std::sync::Mutex<Server<common::Mock>>| s.lock().unwrap().backend().calls.iter().filter(|c| c.starts_with("vm_console ")).count();
+    while polls(&server) < 2 {
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stdin.write_all(b"ls").unwrap();
+    stdin.flush().unwrap();
+    while server.lock().unwrap().backend().typed.len() < 2 {
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stdin.write_all(b"\x1d").unwrap();
+    stdin.flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(server.lock().unwrap().backend().typed, b"ls");
+    assert!(text.contains("zone-guest: hello"), "{text}");
+    assert!(text.contains("^] detaches"), "{text}");
+    assert!(text.contains("exit=0"), "{text}");
+    // stty -a after it: canonical mode and echo are back.
+    let settings: Vec<&str> = text.rsplit("exit=0").next().unwrap().split_whitespace().collect();
+    for want in ["icanon", "echo", "isig", "icrnl", "ixon"] {
+        assert!(settings.contains(&want), "{want} not back: {settings:?}");
     }
 }

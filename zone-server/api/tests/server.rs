@@ -641,3 +641,101 @@ fn http_serves_a_backend_the_caller_keeps() {
     http.receive(&mut state, id, req("GET", "/vms", None).as_bytes(), 0);
     assert_eq!(responses(http.output(id).to_vec())[0].body, json!([]));
 }
+
+/// `GET /vms/:uuid/console`: the token as everywhere, the offset checked
+/// before the backend hears of it (400 naming it), only GET, an unknown VM
+/// 404, a stopped one 409, and the guest's bytes as JSON with the offsets.
+#[test]
+fn a_vms_console_is_read_with_a_checked_offset() {
+    let mut s = server();
+    s.backend_mut().vms.insert(VM.into(), json!({"uuid": VM, "state": "running"}));
+    let path = format!("/vms/{VM}/console");
+    let r = one(&mut s, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!(r.status(), 401);
+    let r = one(&mut s, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not-the-token-0123456789\r\n\r\n"));
+    assert_eq!(r.status(), 403);
+    for bad in ["abc", "-1", "+5", "1.5", "", "18446744073709551616", "0x10", "5%00"] {
+        let r = one(&mut s, &req("GET", &format!("{path}?offset={bad}"), None));
+        assert_eq!((r.status(), r.code()), (400, "InvalidArgument"), "offset={bad}: {:?}", r.body);
+        assert!(r.message().contains("offset="), "{}", r.message());
+    }
+    let r = one(&mut s, &req("GET", &format!("{path}?offset=1&follow=1"), None));
+    assert_eq!(r.status(), 400, "{:?}", r.body);
+    assert!(s.backend().calls.is_empty(), "the backend was called for a refused request: {:?}", s.backend().calls);
+    let r = one(&mut s, &req("GET", &path, None));
+    assert_eq!(r.status(), 200, "{:?}", r.body);
+    assert_eq!(r.body, json!({"uuid": VM, "offset": 0, "next": 19, "lost": 0, "end": 19, "data": "zone-guest: hello\r\n"}));
+    let r = one(&mut s, &req("GET", &format!("{path}?offset=12"), None));
+    assert_eq!((r.body["data"].as_str(), r.body["next"].as_u64()), (Some("hello\r\n"), Some(19)));
+    let r = one(&mut s, &req("GET", &format!("{path}?offset=18446744073709551615"), None));
+    assert_eq!(r.status(), 200, "{:?}", r.body);
+    assert_eq!(s.backend().calls.last().map(String::as_str), Some(format!("vm_console {VM} 18446744073709551615").as_str()));
+    // Only GET; a path under it or a bad uuid is refused.
+    let r = one(&mut s, &req("DELETE", &path, None));
+    assert_eq!((r.status(), r.header("Allow")), (405, Some("GET, POST")));
+    assert_eq!(one(&mut s, &req("GET", &format!("{path}/more"), None)).status(), 404);
+    assert_eq!(one(&mut s, &req("GET", "/vms/not-a-uuid/console", None)).status(), 400);
+    // Unknown, stopped.
+    let r = one(&mut s, &req("GET", "/vms/00000000-0000-4000-8000-000000000001/console", None));
+    assert_eq!(r.status(), 404);
+    s.backend_mut().vms.insert(VM.into(), json!({"uuid": VM, "state": "stopped"}));
+    let r = one(&mut s, &req("GET", &path, None));
+    assert_eq!((r.status(), r.code()), (409, "Conflict"));
+    assert!(r.message().contains("not running"), "{}", r.message());
+}
+
+/// The text of a console answer: U+FFFD for bytes that are not UTF-8, and
+/// a character cut at the end of the bytes left for the next answer.
+#[test]
+fn console_answers_never_cut_a_character() {
+    use alcove_api::backend::console_answer;
+    let u = alcove_api::Uuid::parse(VM).unwrap();
+    let a = console_answer(u, 10, 0, 14, "a\u{e9}b".as_bytes());
+    assert_eq!((a["data"].as_str(), a["next"].as_u64()), (Some("a\u{e9}b"), Some(14)));
+    // "é" is c3 a9: the c3 alone waits.
+    let a = console_answer(u, 10, 0, 12, b"a\xc3");
+    assert_eq!((a["data"].as_str(), a["next"].as_u64()), (Some("a"), Some(11)));
+    // A 4-byte character with 3 of its bytes here.
+    let a = console_answer(u, 0, 0, 100, b"x\xf0\x9f\x98");
+    assert_eq!((a["data"].as_str(), a["next"].as_u64()), (Some("x"), Some(1)));
+    // Bytes that are not UTF-8 (a stray continuation, 0xff) do not wait.
+    let a = console_answer(u, 0, 0, 3, b"x\xff\x80");
+    assert_eq!((a["data"].as_str(), a["next"].as_u64()), (Some("x\u{fffd}\u{fffd}"), Some(3)));
+    let a = console_answer(u, 0, 0, 0, b"");
+    assert_eq!((a["data"].as_str(), a["next"].as_u64()), (Some(""), Some(0)));
+}
+
+/// `POST /vms/:uuid/console`: `{"data": TEXT}` and nothing else, at most
+/// CONSOLE_WRITE_MAX bytes; each refusal a 400 that says why, before the
+/// backend hears of it; without the token 401.
+#[test]
+fn writing_to_a_vms_console_takes_data_and_nothing_else() {
+    let mut s = server();
+    let path = format!("/vms/{VM}/console");
+    let r = one(&mut s, &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{{\"data\":\"ls\"}}"));
+    assert_eq!(r.status(), 401);
+    let big = format!("{{\"data\":\"{}\"}}", "a".repeat(alcove_api::backend::CONSOLE_WRITE_MAX + 1));
+    for (body, says) in [
+        ("", "empty"),
+        ("[]", "JSON object"),
+        ("{\"data\": 5}", "must be a string"),
+        ("{\"data\": null}", "must be a string"),
+        ("{}", "takes {\"data\": TEXT}"),
+        ("{\"data\": \"x\", \"more\": 1}", "not \"more\""),
+        ("{\"data\": \"x\"", "not valid JSON"),
+        (big.as_str(), "at most 4096"),
+    ] {
+        let r = one(&mut s, &req("POST", &path, Some(body)));
+        assert_eq!(r.status(), 400, "{body:.40}: {:?}", r.body);
+        assert!(r.message().contains(says), "{body:.40}: {}", r.message());
+    }
+    let r = one(&mut s, &req("POST", &format!("{path}?offset=3"), Some("{\"data\":\"x\"}")));
+    assert_eq!(r.status(), 400);
+    assert!(s.backend().calls.is_empty(), "{:?}", s.backend().calls);
+    let r = one(&mut s, &req("POST", &path, Some("{\"data\":\"ls\\r\"}")));
+    assert_eq!(r.status(), 404, "{:?}", r.body);
+    s.backend_mut().vms.insert(VM.into(), json!({"uuid": VM, "state": "running"}));
+    let r = one(&mut s, &req("POST", &path, Some("{\"data\":\"ls\\r\"}")));
+    assert_eq!((r.status(), r.body["taken"].as_u64()), (200, Some(3)));
+    assert_eq!(s.backend().typed, b"ls\r");
+}

@@ -13,26 +13,58 @@
 //! | `POST /images/:uuid?action=import-remote` | `imgadm import UUID [-S URL]` |
 //! | `GET /sources`, `GET /sources/images` | `imgadm sources -j`, `imgadm avail -j` |
 //! | `POST /sources?url=URL`, `DELETE /sources?url=URL` | `imgadm sources -a\|-d URL`, then `imgadm sources -j` |
+//! | `GET /vms/:uuid/console?offset=N` | `vmadm.console UUID` (the VMM's badge), then `console.tail` |
+//! | `POST /vms/:uuid/console` | `vmadm.console UUID`, then `console.feed` (apid is named by the console's `feed=`) |
 //!
 //! A failed command becomes an [`ApiError`] from its exit code and stderr:
 //! 2 (usage) is 400; "not found" 404; a validation failure's JSON
 //! (`bad_values`, `bad_properties`, `missing_properties`) or `Failed to
 //! create VM` 422 with the text; any other refusal 409. zone-server not
 //! answering is 503.
+//!
+//! A VM's console: zone-server maps the uuid to its VMM's console badge
+//! (`vmadm.console`, as the operator shell's `vmadm console` does: vmadm's
+//! messages for a VM that is unknown, 404, or not running, 409), and the
+//! console server, whose `tail=` names apid, gives back what that VMM put,
+//! up to [`CONSOLE_ANSWER_MAX`] bytes an answer.
 
 use alcove_api::{ApiError, Backend, ErrorCode, Uuid, VmAction};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use libipc::interfaces::VmadmOutput;
+use libipc::interfaces::{CONSOLE_TAIL_BYTES, ConsoleRefusal, ConsoleTail, VmadmConsole, VmadmOutput};
 use serde_json::{Value, json};
 
 /// Runs `program ARGS` at zone-server (`program` is `vmadm` or
 /// `imgadm`): its output, or why zone-server did not answer.
 pub trait Vmadm {
     fn run(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
+    /// `vmadm.console UUID`: the running VM's console badge, or vmadm's
+    /// refusal.
+    fn console(&mut self, uuid: &str) -> Result<VmadmConsole, String> {
+        let _ = uuid;
+        Err("no console path to zone-server".into())
+    }
+    /// `console.tail(target, from)` at the console server.
+    fn tail(&mut self, target: u64, from: u64) -> Result<Result<ConsoleTail, ConsoleRefusal>, String> {
+        let _ = (target, from);
+        Err("apid has no console endpoint (manifest: calls \"console\")".into())
+    }
+    /// `console.feed(target, bytes)` at the console server.
+    fn feed(&mut self, target: u64, bytes: Vec<u8>) -> Result<Result<u32, ConsoleRefusal>, String> {
+        let _ = (target, bytes);
+        Err("apid has no console endpoint (manifest: calls \"console\")".into())
+    }
 }
+
+/// The most bytes one `console.feed` carries (a request fits the IPC
+/// buffer).
+pub const FEED_CHUNK: usize = 2048;
+
+/// The most bytes of a VM's console one `GET /vms/:uuid/console` answers
+/// (as much as the console keeps).
+pub const CONSOLE_ANSWER_MAX: usize = CONSOLE_TAIL_BYTES;
 
 impl<F: FnMut(&str, Vec<String>, String) -> Result<VmadmOutput, String>> Vmadm for F {
     fn run(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
@@ -127,6 +159,22 @@ fn created_uuid(out: &VmadmOutput) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix("Successfully created VM "))
         .and_then(|u| Uuid::parse(u.trim()))
         .map(|u| u.to_string())
+}
+
+impl<V: Vmadm> VmadmBackend<V> {
+    /// The running VM's console badge, from zone-server (vmadm's refusal
+    /// for a VM that is unknown or not running).
+    fn console_target(&mut self, uuid: Uuid) -> Result<u64, ApiError> {
+        let unavailable = |e: String| ApiError::new(ErrorCode::ServiceUnavailable, format!("vmadm console: {e}"));
+        let c = self.vmadm.console(&uuid.to_string()).map_err(unavailable)?;
+        if c.code != 0 {
+            return Err(failure("vmadm", &VmadmOutput { stdout: String::new(), stderr: c.stderr, code: c.code }));
+        }
+        if c.target == 0 {
+            return Err(ApiError::internal(format!("zone-server named no console for VM {uuid}")));
+        }
+        Ok(c.target)
+    }
 }
 
 impl<V: Vmadm> Backend for VmadmBackend<V> {
@@ -232,5 +280,51 @@ impl<V: Vmadm> Backend for VmadmBackend<V> {
     fn change_source(&mut self, add: bool, url: &str) -> Result<Value, ApiError> {
         self.call(words(&["imgadm", "sources", if add { "-a" } else { "-d" }, url]), String::new())?;
         self.image_sources()
+    }
+
+    fn vm_console_write(&mut self, uuid: Uuid, data: &[u8]) -> Result<Value, ApiError> {
+        self.calls += 1;
+        let target = self.console_target(uuid)?;
+        let mut taken = 0;
+        for chunk in data.chunks(FEED_CHUNK) {
+            let n = match self.vmadm.feed(target, chunk.to_vec()) {
+                Ok(Ok(n)) => (n as usize).min(chunk.len()),
+                Ok(Err(refusal)) => return Err(ApiError::internal(format!("the console refused apid: {refusal}"))),
+                Err(e) => return Err(ApiError::new(ErrorCode::ServiceUnavailable, format!("the console did not answer: {e}"))),
+            };
+            taken += n;
+            if n < chunk.len() {
+                break; // its queue is full: the client sends the rest later
+            }
+        }
+        Ok(json!({ "uuid": uuid.to_string(), "taken": taken }))
+    }
+
+    fn vm_console(&mut self, uuid: Uuid, offset: u64) -> Result<Value, ApiError> {
+        self.calls += 1;
+        let target = self.console_target(uuid)?;
+        let mut tail = |from: u64| -> Result<ConsoleTail, ApiError> {
+            match self.vmadm.tail(target, from) {
+                Ok(Ok(t)) if t.next == t.start + t.bytes.len() as u64 && t.next <= t.end => Ok(t),
+                Ok(Ok(_)) => Err(ApiError::internal("the console's answer does not add up")),
+                Ok(Err(refusal)) => Err(ApiError::internal(format!("the console refused apid: {refusal}"))),
+                Err(e) => Err(ApiError::new(ErrorCode::ServiceUnavailable, format!("the console did not answer: {e}"))),
+            }
+        };
+        let first = tail(offset)?;
+        let (start, lost, mut end, mut next) = (first.start, first.lost, first.end, first.next);
+        let mut bytes = first.bytes;
+        while bytes.len() < CONSOLE_ANSWER_MAX && next < end {
+            let t = tail(next)?;
+            if t.start != next || t.bytes.is_empty() {
+                break; // forgotten meanwhile: the next request says so
+            }
+            let room = CONSOLE_ANSWER_MAX - bytes.len();
+            let take = t.bytes.len().min(room);
+            bytes.extend_from_slice(&t.bytes[..take]);
+            next += take as u64;
+            end = t.end;
+        }
+        Ok(alcove_api::backend::console_answer(uuid, start, lost, end, &bytes))
     }
 }

@@ -19,6 +19,8 @@ pub mod pump;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod console_tests;
 
 use alcove_api::{Config, Limits, Token};
 use alloc::format;

@@ -68,6 +68,35 @@ fn main(start: alcove_rt::Start) -> u64 {
             server = server.with_input_readers(&badges);
         }
     }
+    // Who may read a VM's console output (`console.tail`): the manifest's
+    // `tail=` names (apid, for `GET /vms/:uuid/console`); nobody without it.
+    let tail: alloc::vec::Vec<&str> =
+        info.args.iter().filter_map(|a| a.strip_prefix("tail=")).flat_map(|v| v.split(',')).collect();
+    if !tail.is_empty() {
+        let badges: alloc::vec::Vec<u64> = info
+            .clients
+            .iter()
+            .filter(|(ep, name, _)| ep == "console" && tail.contains(&name.as_str()))
+            .map(|&(_, _, badge)| badge)
+            .collect();
+        if badges.len() < tail.len() {
+            log::warn!("tail={}: not every name is a client of the console", tail.join(","));
+        }
+        server = server.with_tailers(&badges);
+    }
+    // Who may feed a VM's console besides the reader (`feed=`: apid, for
+    // `POST /vms/:uuid/console`).
+    let feed: alloc::vec::Vec<&str> =
+        info.args.iter().filter_map(|a| a.strip_prefix("feed=")).flat_map(|v| v.split(',')).collect();
+    if !feed.is_empty() {
+        let badges: alloc::vec::Vec<u64> = info
+            .clients
+            .iter()
+            .filter(|(ep, name, _)| ep == "console" && feed.contains(&name.as_str()))
+            .map(|&(_, _, badge)| badge)
+            .collect();
+        server = server.with_feeders(&badges);
+    }
     alcove_rt::serve_forever_with(slot, server, |notification| {
         if let Some(irq) = input
             && libipc::sys::irq_bind(irq, notification, INPUT_BIT).is_ok()

@@ -16,6 +16,8 @@ pub struct Mock {
     pub images: BTreeMap<String, Value>,
     pub calls: Vec<String>,
     pub actions: Vec<(String, VmAction)>,
+    /// What `POST /vms/:uuid/console` typed.
+    pub typed: Vec<u8>,
     next: u32,
 }
 
@@ -102,6 +104,29 @@ impl Backend for Mock {
             }
         }
         Ok(vm.clone())
+    }
+
+    /// A running VM's guest wrote `zone-guest: hello\r\n`.
+    fn vm_console(&mut self, uuid: Uuid, offset: u64) -> Result<Value, ApiError> {
+        self.calls.push(format!("vm_console {uuid} {offset}"));
+        let vm = self.vms.get(&uuid.to_string()).ok_or_else(|| ApiError::not_found(format!("VM {uuid} not found")))?;
+        if vm["state"] != "running" {
+            return Err(ApiError::conflict(format!("Unable to connect to console of VM {uuid}: VM is not running")));
+        }
+        let out = b"zone-guest: hello\r\n";
+        let start = if offset > out.len() as u64 { 0 } else { offset as usize };
+        Ok(alcove_api::backend::console_answer(uuid, start as u64, 0, out.len() as u64, &out[start..]))
+    }
+
+    /// What is typed at a running VM's console is kept in `typed`.
+    fn vm_console_write(&mut self, uuid: Uuid, data: &[u8]) -> Result<Value, ApiError> {
+        self.calls.push(format!("vm_console_write {uuid}"));
+        let vm = self.vms.get(&uuid.to_string()).ok_or_else(|| ApiError::not_found(format!("VM {uuid} not found")))?;
+        if vm["state"] != "running" {
+            return Err(ApiError::conflict(format!("Unable to connect to console of VM {uuid}: VM is not running")));
+        }
+        self.typed.extend_from_slice(data);
+        Ok(json!({"uuid": uuid.to_string(), "taken": data.len()}))
     }
 
     fn delete_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError> {

@@ -18,10 +18,8 @@ const IDLE_SLOT: abi::CapSlot = alcove_rt::start::SLOT_FREE;
 
 #[cfg(target_os = "none")]
 fn main(start: alcove_rt::Start) -> u64 {
-    use alloc::string::{String, ToString};
-    use alloc::vec::Vec;
     use libipc::cap::Cap;
-    use libipc::interfaces::{VmadmOutput, socket, vmadm};
+    use libipc::interfaces::{console, socket, vmadm};
     use libipc::kernel::KernelTransport;
 
     let info = start.server("apid");
@@ -40,13 +38,11 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("cannot create the idle notification: {e}");
         return 1;
     }
-    let zone = vmadm::Client::new(KernelTransport::new(Cap::from_slot(zone)));
-    // `vmadm.start` + `vmadm.read`: the program's own method (vmadm or
-    // imgadm) and no reply-size limit.
-    let run = move |program: &str, args: Vec<String>, stdin: String| -> Result<VmadmOutput, String> {
-        libipc::interfaces::vmadm_run_whole(&zone, program, args, stdin).map_err(|e| e.to_string())
+    let zone = Zone {
+        zone: vmadm::Client::new(KernelTransport::new(Cap::from_slot(zone))),
+        console: info.calls("console").map(|c| console::Client::new(KernelTransport::new(Cap::from_slot(c)))),
     };
-    let mut server = alcove_api::Server::new(apid::backend::VmadmBackend::new(run), settings.config);
+    let mut server = alcove_api::Server::new(apid::backend::VmadmBackend::new(zone), settings.config);
     let mut net = socket::Client::new(KernelTransport::new(Cap::from_slot(netd)));
     let mut pump = apid::pump::Pump::new(settings.port, apid::NETD_SOCKETS);
     let mut listening = false;
@@ -71,6 +67,57 @@ fn main(start: alcove_rt::Start) -> u64 {
                 }
                 let _ = libipc::sys::wait(IDLE_SLOT, RETRY_NS);
             }
+        }
+    }
+}
+
+/// zone-server's `vmadm` and the console's `tail`, as apid's backend uses them.
+#[cfg(target_os = "none")]
+struct Zone {
+    zone: libipc::interfaces::vmadm::Client<libipc::kernel::KernelTransport>,
+    console: Option<libipc::interfaces::console::Client<libipc::kernel::KernelTransport>>,
+}
+
+#[cfg(target_os = "none")]
+impl apid::backend::Vmadm for Zone {
+    /// `vmadm.start` + `vmadm.read`: the program's own method (vmadm or
+    /// imgadm) and no reply-size limit.
+    fn run(
+        &mut self,
+        program: &str,
+        args: alloc::vec::Vec<alloc::string::String>,
+        stdin: alloc::string::String,
+    ) -> Result<libipc::interfaces::VmadmOutput, alloc::string::String> {
+        use alloc::string::ToString;
+        libipc::interfaces::vmadm_run_whole(&self.zone, program, args, stdin).map_err(|e| e.to_string())
+    }
+
+    fn console(&mut self, uuid: &str) -> Result<libipc::interfaces::VmadmConsole, alloc::string::String> {
+        use alloc::string::ToString;
+        self.zone.console(uuid.into()).map_err(|e| e.to_string())
+    }
+
+    fn tail(
+        &mut self,
+        target: u64,
+        from: u64,
+    ) -> Result<Result<libipc::interfaces::ConsoleTail, libipc::interfaces::ConsoleRefusal>, alloc::string::String> {
+        use alloc::string::ToString;
+        match &self.console {
+            Some(c) => c.tail(target, from).map_err(|e| e.to_string()),
+            None => Err("apid has no console endpoint (manifest: calls \"console\")".into()),
+        }
+    }
+
+    fn feed(
+        &mut self,
+        target: u64,
+        bytes: alloc::vec::Vec<u8>,
+    ) -> Result<Result<u32, libipc::interfaces::ConsoleRefusal>, alloc::string::String> {
+        use alloc::string::ToString;
+        match &self.console {
+            Some(c) => c.feed(target, bytes).map_err(|e| e.to_string()),
+            None => Err("apid has no console endpoint (manifest: calls \"console\")".into()),
         }
     }
 }
