@@ -1190,6 +1190,9 @@ pub enum SvcState {
     Maintenance,
     /// A template (`on_demand`): not started at boot, only through `proc`.
     OnDemand,
+    /// Stopped by `svc.disable` (svcadm disable) and kept stopped until
+    /// `svc.enable`.
+    Disabled,
 }
 
 /// One manifest server, for [`svc::Client::services`].
@@ -1203,6 +1206,9 @@ pub struct SvcInfo {
     pub restarts: u32,
     /// Its instances started through `proc` that are still held.
     pub instances: u32,
+    /// When its running process was started, nanoseconds of the kernel's
+    /// clock since boot (0: not running).
+    pub started_ns: u64,
 }
 
 /// What init can tell of the machine (`sysinfo`).
@@ -1217,14 +1223,61 @@ pub struct MachineInfo {
     pub servers: u32,
 }
 
+/// Why init refused a `svc` request of svcadm's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SvcError {
+    /// No server of the manifest has that name (init itself is none).
+    #[allow(missing_docs)]
+    NoSuchService { name: String },
+    /// The caller is not named in the server's `lifecycle-stop=` argument
+    /// (the manifest's list of who may stop it).
+    #[allow(missing_docs)]
+    NotPermitted { name: String },
+    /// The server cannot be stopped this way (`why`: a template, or the
+    /// caller itself).
+    #[allow(missing_docs)]
+    Refused { name: String, why: String },
+    /// init could not start it again (`why`: what the kernel or the boot
+    /// archive said); it stays down.
+    #[allow(missing_docs)]
+    Start { name: String, why: String },
+}
+
+impl core::fmt::Display for SvcError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SvcError::NoSuchService { name } => write!(f, "svc: no server \"{name}\" in the manifest"),
+            SvcError::NotPermitted { name } => {
+                write!(f, "svc: this client may not stop \"{name}\" (manifest: its lifecycle-stop=)")
+            }
+            SvcError::Refused { name, why } => write!(f, "svc: \"{name}\": {why}"),
+            SvcError::Start { name, why } => write!(f, "svc: cannot start \"{name}\": {why}"),
+        }
+    }
+}
+
+impl core::error::Error for SvcError {}
+
 crate::interface! {
     /// init's service view for operators (the console shell's `svcs` and
     /// `sysinfo`), served on init's `proc` endpoint to every caller of it:
-    /// read-only.
+    /// read-only; and, additive, svcadm's `restart`, `disable` and
+    /// `enable`, for the callers a server's manifest entry names in its
+    /// `lifecycle-stop=` argument (anyone else gets
+    /// [`SvcError::NotPermitted`] and nothing changes).
     pub interface svc = 11 {
         /// The manifest's servers, in manifest order.
         fn services() -> alloc::vec::Vec<SvcInfo>;
         /// CPUs and memory.
         fn machine() -> MachineInfo;
+        /// Ends server `name`'s process and starts it again (a disabled or
+        /// spent one too); its restart policy is not charged.
+        fn restart(name: String) -> Result<(), SvcError>;
+        /// Ends server `name`'s process and keeps it down (`svcs`:
+        /// disabled) until `enable`; nothing when it is disabled already.
+        fn disable(name: String) -> Result<(), SvcError>;
+        /// Starts a disabled (or spent: maintenance) server again; nothing
+        /// when it runs.
+        fn enable(name: String) -> Result<(), SvcError>;
     }
 }

@@ -17,8 +17,10 @@ mod machine {
     use alloc::vec::Vec;
     use libipc::cap::Cap;
     use libipc::interfaces::{
-        DatasetEntry, MachineInfo, PoolStatus, SvcInfo, VmadmConsole, VmadmOutput, console, pool, svc, vmadm,
+        DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, VmadmConsole, VmadmOutput, VolumeInfo,
+        console, pool, svc, vmadm,
     };
+    use shell::Answer;
     use libipc::kernel::KernelTransport;
     use libipc::sys;
 
@@ -83,6 +85,95 @@ mod machine {
                     None => return Ok(all),
                 }
             }
+        }
+
+        fn pool_get(&mut self, name: &str) -> Answer<VolumeInfo, PoolError> {
+            self.pool()?.get(name.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_user_props(&mut self, name: &str) -> Answer<Vec<(String, String)>, PoolError> {
+            let c = self.pool()?;
+            let mut keys = Vec::new();
+            let mut after = String::new();
+            // Each page holds at least one key, so this ends.
+            loop {
+                let page = match c.props(name.into(), after).map_err(|e| e.to_string())? {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                keys.extend(page.keys);
+                match page.next {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let mut bytes = Vec::new();
+                // A chunk is never empty before the end, so this ends.
+                loop {
+                    let chunk = match c.get_prop(name.into(), key.clone(), bytes.len() as u32).map_err(|e| e.to_string())? {
+                        Ok(ch) => ch,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    let done = chunk.bytes.is_empty();
+                    bytes.extend(chunk.bytes);
+                    if done || bytes.len() >= chunk.total_bytes as usize {
+                        break;
+                    }
+                }
+                out.push((key, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+            Ok(Ok(out))
+        }
+
+        fn pool_set(&mut self, name: &str, key: &str, value: &str) -> Answer<(), PoolError> {
+            let c = self.pool()?;
+            // A long value goes in pieces (each under one message), the
+            // first replacing the old value, the others appended.
+            const PIECE: usize = 1024;
+            let mut rest = value;
+            let mut first = true;
+            while first || !rest.is_empty() {
+                let mut end = rest.len().min(PIECE);
+                while !rest.is_char_boundary(end) {
+                    end -= 1;
+                }
+                match c.set(name.into(), key.into(), rest[..end].into(), !first).map_err(|e| e.to_string())? {
+                    Ok(()) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+                rest = &rest[end..];
+                first = false;
+            }
+            Ok(Ok(()))
+        }
+
+        fn pool_snapshot(&mut self, name: &str) -> Answer<(), PoolError> {
+            self.pool()?.snapshot(name.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_clone(&mut self, snapshot: &str, name: &str) -> Answer<(), PoolError> {
+            self.pool()?.clone_snapshot(snapshot.into(), name.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_rollback(&mut self, snapshot: &str) -> Answer<(), PoolError> {
+            self.pool()?.rollback(snapshot.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_destroy(&mut self, name: &str, recursive: bool) -> Answer<(), PoolError> {
+            self.pool()?.destroy(name.into(), recursive).map_err(|e| e.to_string())
+        }
+
+        fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError> {
+            let ep = self.init.ok_or_else(|| missing("proc (init's)"))?;
+            let c = svc::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            let r = match verb {
+                "restart" => c.restart(name.into()),
+                "disable" => c.disable(name.into()),
+                _ => c.enable(name.into()),
+            };
+            r.map_err(|e| e.to_string())
         }
 
         fn clock(&mut self) -> (u64, u64) {
