@@ -19,7 +19,8 @@
 //! no errors), the zfs verbs on the VM's volume while it runs (`zfs
 //! snapshot`, `zfs list -t snapshot`, `zfs destroy` refused for the
 //! snapshot, `zfs set`/`zfs get` of a user property, the snapshot
-//! destroyed), `svcadm restart zone-server` (svcs: online, a new STIME),
+//! destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
+//! etherstub `stub0` and the VM's VNIC on it), `svcadm restart zone-server` (svcs: online, a new STIME),
 //! `svcadm disable console` (refused: the manifest does not let the shell
 //! stop it), `svcadm restart bogus`, `svcadm disable zone-server` (svcs:
 //! disabled) and `enable` (vmadm answers again), and `poweroff` (which
@@ -39,7 +40,9 @@ const UUID: &str = "5e11c0de-0000-4000-8000-000000000001";
 const CPUS: u32 = 2;
 /// The VM created from the shell: the zone case's echoing test kernel.
 const VM: &str = "5e11c0de-0000-4000-8000-0000000000a1";
-const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-echo", "disks": [{"size": 16}]}"#;
+const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-echo", "disks": [{"size": 16}], "nics": [{"nic_tag": "stub0", "mac": "02:08:20:5e:11:01", "ips": ["10.9.0.5/24"]}]}"#;
+/// The VM's VNIC's MAC as dladm prints it.
+const VNIC_MAC: &str = "2:8:20:5e:11:1";
 /// A VM nobody created (`vmadm console` of it fails as vmadm's does).
 const UNKNOWN_VM: &str = "5e11c0de-0000-4000-8000-0000000000ff";
 /// The `q`s of the long line typed to the guest.
@@ -100,7 +103,11 @@ fn script() -> Vec<(String, Vec<u8>)> {
             format!("zfs set alcove:note=hi zones/{VM}-disk0\rzfs get -H alcove:note,volsize zones/{VM}-disk0\r").into_bytes(),
         ),
         ("\tvolsize\t".into(), format!("zfs destroy zones/{VM}-disk0@s1\rzfs list -t snapshot\r").into_bytes()),
-        ("no datasets available".into(), format!("{}\r", long_word()).into_bytes()),
+        // netd's links: the etherstub and the VM's VNIC on it.
+        ("no datasets available".into(), b"dladm show-link\r".to_vec()),
+        ("BRIDGE".into(), b"dladm show-vnic\r".to_vec()),
+        ("MACADDRTYPE".into(), b"dladm show-etherstub\r".to_vec()),
+        ("LINK".into(), format!("{}\r", long_word()).into_bytes()),
         ("command not found".into(), format!("vmadm console {UNKNOWN_VM}\r").into_bytes()),
         ("Unable to connect".into(), format!("vmadm console {VM}\r").into_bytes()),
         // Attached: typed lines go to the guest, which echoes them
@@ -133,6 +140,7 @@ fn script() -> Vec<(String, Vec<u8>)> {
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let mut system = BootSystem::named("shell")?;
     system.host_files.extend(crate::zone::guests()?);
+    system.host_files.push(crate::zone::netd_conf()?);
     let iso = image::iso_of(kernel, "test-shell-console", "", &system)?;
     // storaged makes its pool `zones` on a blank drive (as the zone case's).
     let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, extra: crate::zone::pool_drive(), ..Qemu::default() };
@@ -321,6 +329,24 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     check(destroyed.as_deref() == Some(""), format!("`zfs destroy` of the snapshot printed {destroyed:?}"));
     let none = answer("zfs list -t snapshot", 1);
     check(none.as_deref() == Some("no datasets available\n"), format!("`zfs list -t snapshot` after the destroy printed {none:?}"));
+    // dladm: the etherstub, and the VM's VNIC over it.
+    let links = answer("dladm show-link", 0).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = links.lines().map(|l| l.split_whitespace().collect()).collect();
+    check(
+        rows.first().is_some_and(|h| *h == ["LINK", "CLASS", "MTU", "STATE", "BRIDGE", "OVER"])
+            && rows.iter().any(|r| r.len() == 6 && r[0] == "stub0" && r[1] == "etherstub" && r[3] == "unknown")
+            && rows.iter().any(|r| r.len() == 6 && r[0].starts_with("vnic") && r[1] == "vnic" && r[5] == "stub0"),
+        format!("`dladm show-link` printed {links:?}"),
+    );
+    let vnics = answer("dladm show-vnic", 0).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = vnics.lines().map(|l| l.split_whitespace().collect()).collect();
+    check(
+        rows.first().is_some_and(|h| *h == ["LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID"])
+            && rows.iter().any(|r| r.len() == 6 && r[1] == "stub0" && r[3] == VNIC_MAC && r[4] == "fixed" && r[5] == "0"),
+        format!("`dladm show-vnic` does not show the VM's VNIC {VNIC_MAC}: {vnics:?}"),
+    );
+    let stubs = answer("dladm show-etherstub", 0);
+    check(stubs.as_deref() == Some("LINK\nstub0\n"), format!("`dladm show-etherstub` printed {stubs:?}"));
     // svcadm: restart, refusals, disable and enable.
     let restart = answer("svcadm restart zone-server", 0);
     check(restart.as_deref() == Some(""), format!("`svcadm restart zone-server` printed {restart:?}"));

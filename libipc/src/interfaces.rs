@@ -800,6 +800,21 @@ pub const VNIC_GRANT_MAX: u32 = 8;
 /// VNICs one [`vnic::Server::show`] lists at most.
 pub const VNIC_SHOW_MAX: usize = 48;
 
+/// A switch of netd's as [`vnic::Server::switches`] lists it (`dladm
+/// show-link`, `show-etherstub`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchInfo {
+    /// The nic_tag or etherstub name (netd.conf's).
+    pub name: String,
+    /// An etherstub (a switch of its own); else a nic_tag.
+    pub etherstub: bool,
+    /// The largest frame payload it carries.
+    pub mtu: u32,
+    /// A nic_tag's uplink: the machine NIC's link name (`vioif0` for NIC
+    /// 0, as illumos names virtio-net links), when netd drives one.
+    pub uplink: Option<String>,
+}
+
 /// What [`vnic::Server::grant`] returns; the reply also carries the
 /// badged netd endpoint that reaches exactly these VNICs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -872,6 +887,10 @@ crate::interface! {
         /// this netd made or holds ([`VnicError::GrantLive`]), or lines
         /// `grant` would refuse make nothing.
         fn regrant(badge: u64, vnics: alloc::vec::Vec<String>) -> Result<VnicGranted, VnicError>;
+        /// Additive, admins only (`dladm show-link`, `show-etherstub`):
+        /// netd's switches, in netd.conf's order (at most
+        /// [`VNIC_SHOW_MAX`]).
+        fn switches() -> Result<alloc::vec::Vec<SwitchInfo>, VnicError>;
     }
 }
 

@@ -1,7 +1,9 @@
 //! The operator shell on the system console, as SmartOS's global-zone
 //! prompt: `vmadm` and `imgadm` (forwarded to zone-server's `vmadm`
 //! interface, so the shell, the HTTP API and the host CLI share one
-//! implementation), `sysinfo`, `svcs`, `help`, `poweroff`.
+//! implementation), `sysinfo`, `svcs`, `svcadm` (init's `svc`), `zpool`
+//! and `zfs` (storaged's `pool`), `dladm` (netd's `vnic`), `help`,
+//! `poweroff`.
 //!
 //! The logic is here (host-testable): [`editor`] turns typed bytes into
 //! lines (editing, history), [`parse`] splits a line into words, [`Shell`]
@@ -20,6 +22,7 @@
 extern crate alloc;
 
 pub mod admin;
+pub mod dladm;
 pub mod editor;
 pub mod parse;
 
@@ -28,7 +31,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use editor::{Editor, Input, MAX_LINE};
 use libipc::interfaces::{
-    DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SvcState, VmadmConsole, VmadmOutput, VolumeInfo,
+    DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SvcState, SwitchInfo, VmadmConsole, VmadmOutput,
+    VnicError, VnicInfo, VolumeInfo,
 };
 
 /// A server's answer: `Err(String)` when the call itself failed (no
@@ -68,6 +72,10 @@ pub trait System {
     /// init's `svc.restart`, `svc.disable` or `svc.enable` (`verb`) of
     /// server `name`.
     fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError>;
+    /// netd's switches (`vnic.switches`).
+    fn vnic_switches(&mut self) -> Answer<Vec<SwitchInfo>, VnicError>;
+    /// Every VNIC of netd's (`vnic.show`, all pages).
+    fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError>;
     /// Seconds since the Unix epoch now, and since boot.
     fn clock(&mut self) -> (u64, u64);
     /// Ends the machine; returns only if it could not, saying why.
@@ -146,6 +154,8 @@ Alcove operator shell. Commands:
                           restart a server, stop it and keep it stopped, start it
                           again (the servers whose manifest lifecycle-stop= names
                           the shell)
+  dladm show-link | show-vnic | show-etherstub [LINK]
+                          netd's links: machine NICs, etherstubs, VNICs
   zpool status | list     storaged's pool, its disks and their errors
   zpool scrub [-s] POOL   verify (and repair) every block in the background; -s stops it
   zfs list [-H] [-p] [-t volume|snapshot|all] [-o FIELD,...] [NAME...]
@@ -351,6 +361,7 @@ impl<S: System> Shell<S> {
             },
             "zfs" => self.zfs(args),
             "svcadm" => self.svcadm(args),
+            "dladm" => self.dladm(args),
             _ => Reply::fail(format!("shell: {}: command not found (try help)\n", printable(name)), 127),
         }
     }

@@ -1,7 +1,7 @@
 extern crate std;
 
 use super::*;
-use libipc::interfaces::{PoolError, SvcError, VolumeInfo};
+use libipc::interfaces::{PoolError, SvcError, SwitchInfo, VnicError, VnicInfo, VolumeInfo};
 use std::collections::BTreeMap;
 use alloc::vec;
 use parse::{ParseError, parse};
@@ -36,6 +36,9 @@ struct Mock {
     /// svcadm: servers the shell may stop, and what init did.
     stoppable: Vec<String>,
     svc_calls: Vec<String>,
+    /// netd: refuses the shell (not a vnic-admin), or is absent.
+    netd_refuses: bool,
+    netd_absent: bool,
 }
 
 impl Mock {
@@ -203,6 +206,28 @@ impl System for Mock {
             pool.retain(|k, _| !k.starts_with(&std::format!("{name}@")));
         }
         Ok(Ok(()))
+    }
+    fn vnic_switches(&mut self) -> Answer<Vec<SwitchInfo>, VnicError> {
+        if self.netd_absent {
+            return Err("no netd endpoint was granted (manifest: calls)".into());
+        }
+        if self.netd_refuses {
+            return Ok(Err(VnicError::NotPermitted));
+        }
+        Ok(Ok(vec![
+            SwitchInfo { name: "admin".into(), etherstub: false, mtu: 1500, uplink: Some("vioif0".into()) },
+            SwitchInfo { name: "stub0".into(), etherstub: true, mtu: 9000, uplink: None },
+            SwitchInfo { name: "external".into(), etherstub: false, mtu: 1500, uplink: None },
+        ]))
+    }
+    fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError> {
+        if self.netd_refuses {
+            return Ok(Err(VnicError::NotPermitted));
+        }
+        Ok(Ok(vec![
+            VnicInfo { vnic: 0, mac: [2, 8, 0x20, 0xff, 0, 1], vlan_id: 0, switch: "stub0".into(), attached: true },
+            VnicInfo { vnic: 3, mac: [2, 8, 0x20, 7, 0, 0x1a], vlan_id: 12, switch: "admin".into(), attached: false },
+        ]))
     }
     fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError> {
         if self.down {
@@ -835,4 +860,58 @@ fn zfs_snapshot_clone_list_rollback_destroy() {
     assert_eq!(s.run("zfs").code, 2);
     s.system.pool = Some(BTreeMap::new());
     assert_eq!(s.run("zfs list"), Reply::ok("no datasets available\n".into()));
+}
+
+#[test]
+fn dladm_shows_netd_s_links_in_illumos_s_columns() {
+    let mut s = shell();
+    let r = s.run("dladm show-link");
+    assert_eq!(
+        r.text,
+        "\
+LINK        CLASS     MTU    STATE    BRIDGE     OVER
+vioif0      phys      1500   up       --         --
+stub0       etherstub 9000   unknown  --         --
+vnic0       vnic      9000   up       --         stub0
+vnic3       vnic      1500   down     --         vioif0
+"
+    );
+    assert_eq!(r.code, 0);
+    assert_eq!(s.run("dladm show-link stub0").text.lines().count(), 2);
+    assert_eq!(
+        s.run("dladm show-link nope"),
+        Reply::fail("dladm: failed to show link nope: object not found\n".into(), 1)
+    );
+    assert_eq!(
+        s.run("dladm show-vnic").text,
+        "\
+LINK         OVER         SPEED  MACADDRESS        MACADDRTYPE       VID
+vnic0        stub0        0      2:8:20:ff:0:1     fixed             0
+vnic3        vioif0       0      2:8:20:7:0:1a     fixed             12
+"
+    );
+    assert_eq!(s.run("dladm show-vnic vnic3").text.lines().count(), 2);
+    assert_eq!(s.run("dladm show-vnic vnic9").code, 1);
+    assert_eq!(s.run("dladm show-etherstub"), Reply::ok("LINK\nstub0\n".into()));
+    assert_eq!(s.run("dladm show-etherstub admin").code, 1);
+    // Not netd's to do at run time: refused, saying why.
+    let r = s.run("dladm create-vnic -l stub0 vnic7");
+    assert_eq!(r.code, 1);
+    assert!(r.text.starts_with("dladm: create-vnic: not supported: "), "{}", r.text);
+    assert!(s.run("dladm delete-etherstub stub0").text.contains("netd.conf"));
+    for bad in ["dladm", "dladm frob", "dladm show-link -p", "dladm show-link a b"] {
+        let r = s.run(bad);
+        assert_eq!(r.code, 1, "{bad}");
+        assert!(r.text.contains("usage:  dladm"), "{bad}: {}", r.text);
+    }
+    // A shell netd's vnic-admin= does not name is refused by netd.
+    s.system.netd_refuses = true;
+    let r = s.run("dladm show-vnic");
+    assert_eq!((r.code, r.text.starts_with("dladm: insufficient privileges")), (1, true), "{}", r.text);
+    s.system.netd_refuses = false;
+    s.system.netd_absent = true;
+    assert_eq!(
+        s.run("dladm show-etherstub"),
+        Reply::fail("dladm: netd did not answer: no netd endpoint was granted (manifest: calls)\n".into(), 1)
+    );
 }

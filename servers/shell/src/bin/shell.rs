@@ -4,7 +4,8 @@
 //! zone-server's `vmadm` (manifest: `calls` "zone-server", and zone-server's
 //! `vmadm-clients=` names the shell), init's `svc` (`calls` "proc") and
 //! storaged's `pool` (`calls` "storaged"; storaged's `pool-admin=` names
-//! the shell).
+//! the shell) and netd's `vnic` (`calls` "netd"; netd's `vnic-admin=`
+//! names the shell).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -17,8 +18,8 @@ mod machine {
     use alloc::vec::Vec;
     use libipc::cap::Cap;
     use libipc::interfaces::{
-        DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, VmadmConsole, VmadmOutput, VolumeInfo,
-        console, pool, svc, vmadm,
+        DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SwitchInfo, VmadmConsole, VmadmOutput,
+        VnicError, VnicInfo, VolumeInfo, console, pool, svc, vmadm, vnic,
     };
     use shell::Answer;
     use libipc::kernel::KernelTransport;
@@ -30,6 +31,7 @@ mod machine {
         pub zone: Option<CapSlot>,
         pub init: Option<CapSlot>,
         pub storaged: Option<CapSlot>,
+        pub netd: Option<CapSlot>,
     }
 
     impl KernelSystem {
@@ -176,6 +178,32 @@ mod machine {
             r.map_err(|e| e.to_string())
         }
 
+        fn vnic_switches(&mut self) -> Answer<Vec<SwitchInfo>, VnicError> {
+            let ep = self.netd.ok_or_else(|| missing("netd"))?;
+            vnic::Client::new(KernelTransport::new(Cap::from_slot(ep))).switches().map_err(|e| e.to_string())
+        }
+
+        fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError> {
+            let ep = self.netd.ok_or_else(|| missing("netd"))?;
+            let c = vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            let mut all: Vec<VnicInfo> = Vec::new();
+            // Pages of VNICs from number `from` on; each page is
+            // non-empty until the last, and numbers only grow, so this ends.
+            let mut from = 0u32;
+            loop {
+                let page = match c.show(from).map_err(|e| e.to_string())? {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let Some(last) = page.last().map(|v| v.vnic) else { return Ok(Ok(all)) };
+                all.extend(page);
+                match last.checked_add(1) {
+                    Some(n) if n > from => from = n,
+                    _ => return Ok(Ok(all)),
+                }
+            }
+        }
+
         fn clock(&mut self) -> (u64, u64) {
             (sys::unix_seconds().unwrap_or(0), sys::clock_ns().unwrap_or(0) / 1_000_000_000)
         }
@@ -256,6 +284,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         zone: info.calls("zone-server"),
         init: info.calls("proc"),
         storaged: info.calls("storaged"),
+        netd: info.calls("netd"),
     };
     let mut sh = shell::Shell::new(system, shell::Config::from_args(&info.args));
     // init answers on its endpoint only once every server is up: waiting
