@@ -634,10 +634,9 @@ impl<S: System> Shell<S> {
         }
     }
 
-    /// The snapshots of `volume` (names, in creation order) and the
-    /// volumes cloned from each snapshot in `of` (or from any, when `of`
-    /// is `None`).
-    fn dependents(&mut self, volume: &str) -> Result<(Vec<(u64, String)>, Vec<(String, String)>), Reply> {
+    /// The snapshots of `volume` (in creation order) and the volumes
+    /// cloned from any of them.
+    fn dependents(&mut self, volume: &str) -> Result<(Snapshots, Clones), Reply> {
         let infos = self.zfs_infos()?;
         let prefix = format!("{volume}@");
         let mut snaps: Vec<(u64, String)> =
@@ -680,7 +679,7 @@ impl<S: System> Shell<S> {
                 }
                 return Reply::fail(t, 1);
             }
-            if let Some((_, clone)) = clones.iter().find(|(o, _)| later.iter().any(|l| *l == o)) {
+            if let Some((_, clone)) = clones.iter().find(|(o, _)| later.contains(&o)) {
                 return Reply::fail(
                     format!("cannot rollback to '{shown}': clones of previous snapshots exist\nuse '-R' to force deletion of the following clones and dependents:\n{}\n", printable(clone)),
                     1,
@@ -746,6 +745,11 @@ impl<S: System> Shell<S> {
         }
     }
 }
+
+/// A volume's snapshots: (creation txg, name).
+type Snapshots = Vec<(u64, String)>;
+/// Clones of a volume's snapshots: (origin, clone).
+type Clones = Vec<(String, String)>;
 
 fn column_title(p: &str) -> String {
     match p {
