@@ -16,7 +16,15 @@
 //! `vmadm list`, `vmadm stop`, `vmadm console` of the stopped VM,
 //! `vmadm delete`, `zpool scrub -s zones` with no scrub (refused),
 //! `zpool scrub zones` and `zpool status` (the scrub in progress or done,
-//! no errors), and `poweroff` (which ends the machine).
+//! no errors), the zfs verbs on the VM's volume while it runs (`zfs
+//! snapshot`, `zfs list -t snapshot`, `zfs destroy` refused for the
+//! snapshot, `zfs set`/`zfs get` of a user property, the snapshot
+//! destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
+//! etherstub `stub0` and the VM's VNIC on it), `svcadm restart zone-server` (svcs: online, a new STIME),
+//! `svcadm disable console` (refused: the manifest does not let the shell
+//! stop it), `svcadm restart bogus`, `svcadm disable zone-server` (svcs:
+//! disabled) and `enable` (vmadm answers again), and `poweroff` (which
+//! ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
 use crate::harness::Ending;
@@ -32,7 +40,9 @@ const UUID: &str = "5e11c0de-0000-4000-8000-000000000001";
 const CPUS: u32 = 2;
 /// The VM created from the shell: the zone case's echoing test kernel.
 const VM: &str = "5e11c0de-0000-4000-8000-0000000000a1";
-const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-echo", "disks": [{"size": 16}]}"#;
+const PAYLOAD: &str = r#"{"uuid": "5e11c0de-0000-4000-8000-0000000000a1", "brand": "bhyve", "alias": "web", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-echo", "disks": [{"size": 16}], "nics": [{"nic_tag": "stub0", "mac": "02:08:20:5e:11:01", "ips": ["10.9.0.5/24"]}]}"#;
+/// The VM's VNIC's MAC as dladm prints it.
+const VNIC_MAC: &str = "2:8:20:5e:11:1";
 /// A VM nobody created (`vmadm console` of it fails as vmadm's does).
 const UNKNOWN_VM: &str = "5e11c0de-0000-4000-8000-0000000000ff";
 /// The `q`s of the long line typed to the guest.
@@ -78,10 +88,26 @@ fn script() -> Vec<(String, Vec<u8>)> {
         ("longer than 4096".into(), b"vmadm list\r".to_vec()),
         ("UUID".into(), b"zpool status\r".to_vec()),
         ("errors:".into(), b"zfs list\r".to_vec()),
-        ("VOLSIZE".into(), format!("vmadm create <<< '{PAYLOAD}'\r").into_bytes()),
+        ("no datasets available".into(), format!("vmadm create <<< '{PAYLOAD}'\r").into_bytes()),
         ("Successfully created VM".into(), b"vmadm list\r".to_vec()),
         ("BHYV".into(), b"zfs list\r".to_vec()),
-        ("-disk0".into(), format!("{}\r", long_word()).into_bytes()),
+        // The VM's volume: a snapshot, listed; its destroy refused while
+        // the snapshot is there; a user property set and read; the
+        // snapshot destroyed.
+        // (Commands that print nothing are typed together with one that
+        // does: its output is the cue; the shell runs them in turn.)
+        ("-disk0".into(), format!("zfs snapshot zones/{VM}-disk0@s1\rzfs list -t snapshot\r").into_bytes()),
+        ("@s1 ".into(), format!("zfs destroy zones/{VM}-disk0\r").into_bytes()),
+        (
+            "volume has children".into(),
+            format!("zfs set alcove:note=hi zones/{VM}-disk0\rzfs get -H alcove:note,volsize zones/{VM}-disk0\r").into_bytes(),
+        ),
+        ("\tvolsize\t".into(), format!("zfs destroy zones/{VM}-disk0@s1\rzfs list -t snapshot\r").into_bytes()),
+        // netd's links: the etherstub and the VM's VNIC on it.
+        ("no datasets available".into(), b"dladm show-link\r".to_vec()),
+        ("BRIDGE".into(), b"dladm show-vnic\r".to_vec()),
+        ("MACADDRTYPE".into(), b"dladm show-etherstub\r".to_vec()),
+        ("LINK".into(), format!("{}\r", long_word()).into_bytes()),
         ("command not found".into(), format!("vmadm console {UNKNOWN_VM}\r").into_bytes()),
         ("Unable to connect".into(), format!("vmadm console {VM}\r").into_bytes()),
         // Attached: typed lines go to the guest, which echoes them
@@ -98,7 +124,15 @@ fn script() -> Vec<(String, Vec<u8>)> {
         // `zpool scrub` prints nothing: its echo is the cue.
         ("cannot cancel scrubbing zones".into(), b"zpool scrub zones\r".to_vec()),
         ("~]# zpool scrub zones".into(), b"zpool status\r".to_vec()),
-        (" scan: scrub".into(), b"poweroff\r".to_vec()),
+        // svcadm: zone-server restarted (a new STIME), a refusal (the
+        // console is not the shell's to stop), an unknown service,
+        // zone-server disabled (svcs shows it) and enabled (vmadm answers).
+        (" scan: scrub".into(), b"svcadm restart zone-server\rsvcs\r".to_vec()),
+        ("svc:/alcove/shell".into(), b"svcadm disable console\r".to_vec()),
+        ("Permission denied".into(), b"svcadm restart bogus\r".to_vec()),
+        ("doesn't match any instances".into(), b"svcadm disable zone-server\rsvcs\r".to_vec()),
+        ("svc:/alcove/shell".into(), b"svcadm enable zone-server\rvmadm list\r".to_vec()),
+        ("UUID".into(), b"poweroff\r".to_vec()),
     ]
 }
 
@@ -106,6 +140,7 @@ fn script() -> Vec<(String, Vec<u8>)> {
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let mut system = BootSystem::named("shell")?;
     system.host_files.extend(crate::zone::guests()?);
+    system.host_files.push(crate::zone::netd_conf()?);
     let iso = image::iso_of(kernel, "test-shell-console", "", &system)?;
     // storaged makes its pool `zones` on a blank drive (as the zone case's).
     let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, extra: crate::zone::pool_drive(), ..Qemu::default() };
@@ -208,14 +243,14 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     }
     // The edited lines ran `svcs` (the ^U'd delete never reached vmadm).
     let runs = serial.matches("svc:/alcove/shell:default").count();
-    check(runs == 5, format!("`svcs` answered {runs} times, not 5 (one typed, three edited, one recalled)"));
+    check(runs == 7, format!("`svcs` answered {runs} times, not 7 (one typed, three edited, one recalled, two after svcadm)"));
     check(
         !serial.contains("delete everything") || answer("vmadm delete everything", 0).is_none(),
         "the line killed with ^U ran".into(),
     );
     // After the control characters, `vmadm list` again: header alone.
     let lists = serial.lines().filter(|l| header_alone(l)).count();
-    check(lists == 5, format!("vmadm's header came {lists} times, not 5 (list; list typed among control characters; list after the flood; list of the VM; list after the console)"));
+    check(lists == 6, format!("vmadm's header came {lists} times, not 6 (list; list typed among control characters; list after the flood; list of the VM; list after the console; list after svcadm enable)"));
     // Every byte of the paste reached the shell: the console takes from
     // the UART only what it has room for (it used to keep 4 KiB and drop
     // the oldest).
@@ -252,10 +287,7 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         format!("`zpool status` after `zpool scrub` printed {after:?}"),
     );
     let zfs = answer("zfs list", 0);
-    check(
-        zfs.as_deref().is_some_and(|t| t.lines().count() == 1 && t.split_whitespace().eq(["NAME", "TYPE", "VOLSIZE"])),
-        format!("`zfs list` on a new pool printed {zfs:?}"),
-    );
+    check(zfs.as_deref() == Some("no datasets available\n"), format!("`zfs list` on a new pool printed {zfs:?}"));
     // A VM made from a payload given with <<<, running, its volumes on
     // the pool, then deleted.
     let create = answer(&format!("vmadm create <<< '{PAYLOAD}'"), 0).unwrap_or_default();
@@ -266,9 +298,91 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         format!("`vmadm list` does not show the VM running: {list:?}"),
     );
     let zfs = answer("zfs list", 1).unwrap_or_default();
+    let disk = format!("zones/{VM}-disk0");
     check(
-        zfs.lines().any(|l| l.split_whitespace().eq([format!("zones/{VM}-disk0").as_str(), "volume", "16M"])),
-        format!("`zfs list` does not show the VM's 16M volume: {zfs:?}"),
+        zfs.lines().next().is_some_and(|h| h.split_whitespace().eq(["NAME", "USED", "AVAIL", "REFER", "MOUNTPOINT"]))
+            && zfs.lines().any(|l| l.starts_with(&format!("{disk} ")) && l.ends_with("  -")),
+        format!("`zfs list` does not show the VM's volume: {zfs:?}"),
+    );
+    // The zfs verbs on the running VM's volume.
+    let snap = answer(&format!("zfs snapshot {disk}@s1"), 0);
+    check(snap.as_deref() == Some(""), format!("`zfs snapshot` printed {snap:?}, expected nothing"));
+    let snaps = answer("zfs list -t snapshot", 0).unwrap_or_default();
+    check(
+        snaps.lines().count() == 2 && snaps.lines().nth(1).is_some_and(|l| l.starts_with(&format!("{disk}@s1 "))),
+        format!("`zfs list -t snapshot` printed {snaps:?}"),
+    );
+    let refused = answer(&format!("zfs destroy {disk}"), 0);
+    check(
+        refused.as_deref()
+            == Some(&format!("cannot destroy '{disk}': volume has children\nuse '-r' to destroy the following datasets:\n{disk}@s1\n")),
+        format!("`zfs destroy` of a volume with a snapshot printed {refused:?}"),
+    );
+    let set = answer(&format!("zfs set alcove:note=hi {disk}"), 0);
+    check(set.as_deref() == Some(""), format!("`zfs set` printed {set:?}"));
+    let got = answer(&format!("zfs get -H alcove:note,volsize {disk}"), 0);
+    check(
+        got.as_deref() == Some(&format!("{disk}\talcove:note\thi\tlocal\n{disk}\tvolsize\t16M\tlocal\n")),
+        format!("`zfs get` printed {got:?}"),
+    );
+    let destroyed = answer(&format!("zfs destroy {disk}@s1"), 0);
+    check(destroyed.as_deref() == Some(""), format!("`zfs destroy` of the snapshot printed {destroyed:?}"));
+    let none = answer("zfs list -t snapshot", 1);
+    check(none.as_deref() == Some("no datasets available\n"), format!("`zfs list -t snapshot` after the destroy printed {none:?}"));
+    // dladm: the etherstub, and the VM's VNIC over it.
+    let links = answer("dladm show-link", 0).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = links.lines().map(|l| l.split_whitespace().collect()).collect();
+    check(
+        rows.first().is_some_and(|h| *h == ["LINK", "CLASS", "MTU", "STATE", "BRIDGE", "OVER"])
+            && rows.iter().any(|r| r.len() == 6 && r[0] == "stub0" && r[1] == "etherstub" && r[3] == "unknown")
+            && rows.iter().any(|r| r.len() == 6 && r[0].starts_with("vnic") && r[1] == "vnic" && r[5] == "stub0"),
+        format!("`dladm show-link` printed {links:?}"),
+    );
+    let vnics = answer("dladm show-vnic", 0).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = vnics.lines().map(|l| l.split_whitespace().collect()).collect();
+    check(
+        rows.first().is_some_and(|h| *h == ["LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID"])
+            && rows.iter().any(|r| r.len() == 6 && r[1] == "stub0" && r[3] == VNIC_MAC && r[4] == "fixed" && r[5] == "0"),
+        format!("`dladm show-vnic` does not show the VM's VNIC {VNIC_MAC}: {vnics:?}"),
+    );
+    let stubs = answer("dladm show-etherstub", 0);
+    check(stubs.as_deref() == Some("LINK\nstub0\n"), format!("`dladm show-etherstub` printed {stubs:?}"));
+    // svcadm: restart, refusals, disable and enable.
+    let restart = answer("svcadm restart zone-server", 0);
+    check(restart.as_deref() == Some(""), format!("`svcadm restart zone-server` printed {restart:?}"));
+    // The typed `svcs` answers (edited lines echo otherwise): the first,
+    // then the two after svcadm.
+    let all: Vec<String> = (0..).map_while(|n| answer("svcs", n)).collect();
+    let zone_line = |n: usize| {
+        all.get(n)
+            .cloned()
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.ends_with("svc:/alcove/zone-server:default"))
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let (before, after) = (zone_line(0), zone_line(all.len().saturating_sub(2)));
+    check(
+        after.len() == 5 && after[0] == "online" && before.len() == 5 && after[1] != before[1] && after[2] == before[2],
+        format!("`svcs` after `svcadm restart zone-server` shows {after:?} (before: {before:?}): not online with a new STIME and the same RESTARTS"),
+    );
+    let denied = answer("svcadm disable console", 0);
+    check(
+        denied.as_deref() == Some("svcadm: svc:/alcove/console:default: Permission denied.\n"),
+        format!("`svcadm disable console` printed {denied:?}"),
+    );
+    let unknown = answer("svcadm restart bogus", 0);
+    check(
+        unknown.as_deref() == Some("svcadm: Pattern 'bogus' doesn't match any instances\n"),
+        format!("`svcadm restart bogus` printed {unknown:?}"),
+    );
+    let disabled = zone_line(all.len().saturating_sub(1));
+    check(disabled.first().is_some_and(|s| s == "disabled"), format!("`svcs` after `svcadm disable zone-server` shows {disabled:?}"));
+    let enabled = answer("vmadm list", 5);
+    check(
+        enabled.as_deref().is_some_and(header_alone),
+        format!("`vmadm list` after `svcadm enable zone-server` printed {enabled:?}"),
     );
     // Typed while the VM ran: all of it reached the shell.
     let word = long_word();

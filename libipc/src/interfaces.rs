@@ -838,6 +838,21 @@ pub const VNIC_GRANT_MAX: u32 = 8;
 /// VNICs one [`vnic::Server::show`] lists at most.
 pub const VNIC_SHOW_MAX: usize = 48;
 
+/// A switch of netd's as [`vnic::Server::switches`] lists it (`dladm
+/// show-link`, `show-etherstub`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchInfo {
+    /// The nic_tag or etherstub name (netd.conf's).
+    pub name: String,
+    /// An etherstub (a switch of its own); else a nic_tag.
+    pub etherstub: bool,
+    /// The largest frame payload it carries.
+    pub mtu: u32,
+    /// A nic_tag's uplink: the machine NIC's link name (`vioif0` for NIC
+    /// 0, as illumos names virtio-net links), when netd drives one.
+    pub uplink: Option<String>,
+}
+
 /// What [`vnic::Server::grant`] returns; the reply also carries the
 /// badged netd endpoint that reaches exactly these VNICs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -910,6 +925,10 @@ crate::interface! {
         /// this netd made or holds ([`VnicError::GrantLive`]), or lines
         /// `grant` would refuse make nothing.
         fn regrant(badge: u64, vnics: alloc::vec::Vec<String>) -> Result<VnicGranted, VnicError>;
+        /// Additive, admins only (`dladm show-link`, `show-etherstub`):
+        /// netd's switches, in netd.conf's order (at most
+        /// [`VNIC_SHOW_MAX`]).
+        fn switches() -> Result<alloc::vec::Vec<SwitchInfo>, VnicError>;
     }
 }
 
@@ -1228,6 +1247,9 @@ pub enum SvcState {
     Maintenance,
     /// A template (`on_demand`): not started at boot, only through `proc`.
     OnDemand,
+    /// Stopped by `svc.disable` (svcadm disable) and kept stopped until
+    /// `svc.enable`.
+    Disabled,
 }
 
 /// One manifest server, for [`svc::Client::services`].
@@ -1241,6 +1263,9 @@ pub struct SvcInfo {
     pub restarts: u32,
     /// Its instances started through `proc` that are still held.
     pub instances: u32,
+    /// When its running process was started, nanoseconds of the kernel's
+    /// clock since boot (0: not running).
+    pub started_ns: u64,
 }
 
 /// What init can tell of the machine (`sysinfo`).
@@ -1255,14 +1280,61 @@ pub struct MachineInfo {
     pub servers: u32,
 }
 
+/// Why init refused a `svc` request of svcadm's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SvcError {
+    /// No server of the manifest has that name (init itself is none).
+    #[allow(missing_docs)]
+    NoSuchService { name: String },
+    /// The caller is not named in the server's `lifecycle-stop=` argument
+    /// (the manifest's list of who may stop it).
+    #[allow(missing_docs)]
+    NotPermitted { name: String },
+    /// The server cannot be stopped this way (`why`: a template, or the
+    /// caller itself).
+    #[allow(missing_docs)]
+    Refused { name: String, why: String },
+    /// init could not start it again (`why`: what the kernel or the boot
+    /// archive said); it stays down.
+    #[allow(missing_docs)]
+    Start { name: String, why: String },
+}
+
+impl core::fmt::Display for SvcError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SvcError::NoSuchService { name } => write!(f, "svc: no server \"{name}\" in the manifest"),
+            SvcError::NotPermitted { name } => {
+                write!(f, "svc: this client may not stop \"{name}\" (manifest: its lifecycle-stop=)")
+            }
+            SvcError::Refused { name, why } => write!(f, "svc: \"{name}\": {why}"),
+            SvcError::Start { name, why } => write!(f, "svc: cannot start \"{name}\": {why}"),
+        }
+    }
+}
+
+impl core::error::Error for SvcError {}
+
 crate::interface! {
     /// init's service view for operators (the console shell's `svcs` and
     /// `sysinfo`), served on init's `proc` endpoint to every caller of it:
-    /// read-only.
+    /// read-only; and, additive, svcadm's `restart`, `disable` and
+    /// `enable`, for the callers a server's manifest entry names in its
+    /// `lifecycle-stop=` argument (anyone else gets
+    /// [`SvcError::NotPermitted`] and nothing changes).
     pub interface svc = 11 {
         /// The manifest's servers, in manifest order.
         fn services() -> alloc::vec::Vec<SvcInfo>;
         /// CPUs and memory.
         fn machine() -> MachineInfo;
+        /// Ends server `name`'s process and starts it again (a disabled or
+        /// spent one too); its restart policy is not charged.
+        fn restart(name: String) -> Result<(), SvcError>;
+        /// Ends server `name`'s process and keeps it down (`svcs`:
+        /// disabled) until `enable`; nothing when it is disabled already.
+        fn disable(name: String) -> Result<(), SvcError>;
+        /// Starts a disabled (or spent: maintenance) server again; nothing
+        /// when it runs.
+        fn enable(name: String) -> Result<(), SvcError>;
     }
 }

@@ -530,6 +530,8 @@ pub struct VnicServer<P: VnicPlatform> {
     /// The earliest time a VNIC the switches hold back (its `maxbw`
     /// bucket) may go on, as the last poll or kick found it.
     throttle_wake: Option<u64>,
+    /// Each nic_tag's machine NIC link (`vioif0`): (nic_tag, link).
+    uplinks: Vec<(String, String)>,
 }
 
 impl<P: VnicPlatform> VnicServer<P> {
@@ -574,7 +576,14 @@ impl<P: VnicPlatform> VnicServer<P> {
             caller: 0,
             kick_path: KickPath::default(),
             throttle_wake: None,
+            uplinks: Vec::new(),
         }
+    }
+
+    /// The machine NICs netd drives, as (NIC number, nic_tag): each is
+    /// the nic_tag's link `vioif<N>` in `switches` (`dladm show-link`).
+    pub fn set_uplinks(&mut self, nics: &[(u32, String)]) {
+        self.uplinks = nics.iter().map(|(i, tag)| (tag.clone(), alloc::format!("vioif{i}"))).collect();
     }
 
     /// The badges (besides init's, 0) that may `grant` and `revoke`: the
@@ -1074,6 +1083,27 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         log::info!("netd: grant {badge:#x}: VNICs {made:?} ({} grants live)", self.grants.len() + 1);
         self.grants.push(Grant { badge, slot: Some(slot) });
         Ok(libipc::interfaces::VnicGranted { badge, vnics: made })
+    }
+
+    fn switches(&mut self) -> Result<Vec<libipc::interfaces::SwitchInfo>, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            return Err(VnicError::NotPermitted);
+        }
+        Ok(self
+            .switches
+            .iter()
+            .take(libipc::interfaces::VNIC_SHOW_MAX)
+            .map(|(name, fabric)| {
+                let c = fabric.switch().config();
+                libipc::interfaces::SwitchInfo {
+                    name: name.clone(),
+                    etherstub: !c.uplink,
+                    mtu: u32::try_from(c.mtu).unwrap_or(u32::MAX),
+                    uplink: self.uplinks.iter().find(|(t, _)| t == name).map(|(_, l)| l.clone()),
+                }
+            })
+            .collect())
     }
 
     fn regrant(&mut self, badge: u64, lines: Vec<String>) -> Result<libipc::interfaces::VnicGranted, VnicError> {

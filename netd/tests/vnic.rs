@@ -731,3 +731,20 @@ vnic client=4 switch=stub0 mac=02:08:20:00:00:02 ip=10.0.0.2
     assert_eq!(at_end, None, "nothing waits any more");
     assert_eq!(first + vmm_b.received().len(), 60, "the ticks sent the rest: {status}");
 }
+
+/// `dladm show-link`'s source: netd's switches, for admins alone (init's
+/// badge 0 here); a VMM's client asking gets `NotPermitted`.
+#[test]
+fn switches_are_listed_for_admins_only() {
+    let r = rig();
+    let admin = r.client(0);
+    let listed: Vec<_> = admin.switches().unwrap().unwrap().into_iter().map(|s| (s.name, s.etherstub, s.uplink)).collect();
+    assert_eq!(listed, [("stub0".to_string(), true, None), ("admin".to_string(), false, None)]);
+    assert!(admin.switches().unwrap().unwrap().iter().all(|s| s.mtu >= 1500));
+    assert_eq!(r.client(A).switches().unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(r.client(0xdead).switches().unwrap(), Err(VnicError::NotPermitted));
+    // netd goes on serving the refused client.
+    assert!(r.client(A).vnics().unwrap().iter().any(|v| v.vnic == 0));
+    drop(admin);
+    r.finish();
+}

@@ -275,7 +275,7 @@ mod tests {
                 }
                 "shell" => {
                     assert!(s.serves.is_empty());
-                    assert_eq!(s.calls, ["console", "zone-server", "proc", "storaged"]);
+                    assert_eq!(s.calls, ["console", "zone-server", "proc", "storaged", "netd"]);
                 }
                 name => {
                     assert_eq!(s.serves, [name]);

@@ -6,7 +6,7 @@ use alcove_rt::Start;
 use alloc::string::String;
 use alloc::vec::Vec;
 use initrd::manifest::{Manifest, Server};
-use libipc::interfaces::{MachineInfo, ProcError, ProcState, ProcUsage, SvcInfo, SvcState, proc, svc};
+use libipc::interfaces::{MachineInfo, ProcError, ProcState, ProcUsage, SvcError, SvcInfo, SvcState, proc, svc};
 use libipc::sys;
 
 use crate::instances::Instances;
@@ -32,6 +32,23 @@ struct Child {
     /// The pool grant (storaged's badge) init made for this server's
     /// volumes, revoked when the process ends.
     grant: Option<u64>,
+    /// When its process was started (the kernel's clock, ns since boot).
+    started_ns: u64,
+    /// A grant job for its volumes is under way: it starts when it ends.
+    starting: bool,
+    /// `svc.disable`d: kept down until `svc.enable`.
+    disabled: bool,
+}
+
+impl Child {
+    fn new(server: Server) -> Self {
+        Self { server, process: None, restarts: 0, grant: None, started_ns: 0, starting: false, disabled: false }
+    }
+
+    fn started(&mut self, p: CapSlot) {
+        self.process = Some(p);
+        self.started_ns = sys::clock_ns().unwrap_or(0);
+    }
 }
 
 pub fn main(start: Start) -> u64 {
@@ -106,7 +123,7 @@ pub fn main(start: Start) -> u64 {
         }
     };
     let mut children: Vec<Child> =
-        manifest.servers.iter().map(|s| Child { server: s.clone(), process: None, restarts: 0, grant: None }).collect();
+        manifest.servers.iter().map(|s| Child::new(s.clone())).collect();
     for (i, c) in children.iter_mut().enumerate() {
         if c.server.on_demand {
             continue; // a template: instances start through `proc`
@@ -114,10 +131,11 @@ pub fn main(start: Start) -> u64 {
         if let Some(job) = grant_job(i, &c.server, &endpoints, &mut slots) {
             // Started when storaged has made its volumes ready.
             worker.post(job);
+            c.starting = true;
             continue;
         }
         match spawn(&archive, &c.server, i, &endpoints, watch, &mut slots, &Extra::default()) {
-            Ok(p) => c.process = Some(p),
+            Ok(p) => c.started(p),
             Err(e) => log::error!("cannot start server \"{}\": {e}", c.server.name),
         }
     }
@@ -274,7 +292,73 @@ fn cpus_online(slot: CapSlot) -> u32 {
     n
 }
 
-impl svc::Server for Init<'_> {
+/// The `svc` handlers, for the caller `caller` (from its badge).
+struct SvcCall<'a, 'b> {
+    init: &'a mut Init<'b>,
+    caller: Option<usize>,
+}
+
+impl svc::Server for SvcCall<'_, '_> {
+    fn services(&mut self) -> Vec<SvcInfo> {
+        self.init.services()
+    }
+
+    fn machine(&mut self) -> MachineInfo {
+        self.init.machine.clone()
+    }
+
+    fn restart(&mut self, name: String) -> Result<(), SvcError> {
+        let i = crate::svcadm::check(&self.init.manifest, self.caller, &name)?;
+        let c = &self.init.children[i];
+        if c.disabled {
+            return Err(SvcError::Refused { name, why: "disabled (svcadm enable starts it)".into() });
+        }
+        if c.starting {
+            return Err(SvcError::Refused { name, why: "starting (its volumes are being granted)".into() });
+        }
+        log::warn!("server \"{name}\": restart asked by \"{}\"", self.who());
+        self.init.end_server(i);
+        self.init.start_server(i).map_err(|why| SvcError::Start { name: name.clone(), why })?;
+        self.init.tell_callers(i);
+        Ok(())
+    }
+
+    fn disable(&mut self, name: String) -> Result<(), SvcError> {
+        let i = crate::svcadm::check(&self.init.manifest, self.caller, &name)?;
+        if self.init.children[i].disabled {
+            return Ok(());
+        }
+        log::warn!("server \"{name}\": disabled by \"{}\"", self.who());
+        self.init.children[i].disabled = true;
+        self.init.end_server(i);
+        Ok(())
+    }
+
+    fn enable(&mut self, name: String) -> Result<(), SvcError> {
+        let i = crate::svcadm::check(&self.init.manifest, self.caller, &name)?;
+        let c = &mut self.init.children[i];
+        let was_disabled = core::mem::replace(&mut c.disabled, false);
+        if c.process.is_some() || c.starting {
+            return Ok(());
+        }
+        log::warn!(
+            "server \"{name}\": enabled by \"{}\" ({})",
+            self.who(),
+            if was_disabled { "was disabled" } else { "was in maintenance" }
+        );
+        self.init.start_server(i).map_err(|why| SvcError::Start { name: name.clone(), why })?;
+        self.init.tell_callers(i);
+        Ok(())
+    }
+}
+
+impl SvcCall<'_, '_> {
+    fn who(&self) -> &str {
+        self.caller.and_then(|c| self.init.manifest.servers.get(c)).map_or("?", |s| s.name.as_str())
+    }
+}
+
+impl Init<'_> {
     fn services(&mut self) -> Vec<SvcInfo> {
         let mut held = alloc::vec![0u32; self.children.len()];
         for i in self.instances.live_mut() {
@@ -286,20 +370,20 @@ impl svc::Server for Init<'_> {
             .iter()
             .enumerate()
             .map(|(t, c)| {
+                let running = c.process.and_then(process_state) == Some(ProcState::Running);
                 let state = if c.server.on_demand {
                     SvcState::OnDemand
-                } else if c.process.and_then(process_state) == Some(ProcState::Running) {
+                } else if running {
                     SvcState::Online
+                } else if c.disabled {
+                    SvcState::Disabled
                 } else {
                     SvcState::Maintenance
                 };
-                SvcInfo { name: c.server.name.clone(), state, restarts: c.restarts, instances: held[t] }
+                let started_ns = if running { c.started_ns } else { 0 };
+                SvcInfo { name: c.server.name.clone(), state, restarts: c.restarts, instances: held[t], started_ns }
             })
             .collect()
-    }
-
-    fn machine(&mut self) -> MachineInfo {
-        self.machine.clone()
     }
 }
 
@@ -316,6 +400,17 @@ impl Init<'_> {
             Done::Grant { child, slot, result } => (child, slot, result),
         };
         let Some(c) = self.children.get_mut(i) else { return };
+        c.starting = false;
+        if c.disabled {
+            // Disabled while its grant was being made: not started.
+            if let Ok(badge) = result
+                && let Some(storaged) = self.endpoints.storaged()
+            {
+                let _ = sys::cap_delete(slot);
+                self.worker.post(Job::Revoke { server: c.server.name.clone(), storaged, badge });
+            }
+            return;
+        }
         let volumes = match result {
             Ok(badge) => Some((slot, badge)),
             Err(why) => {
@@ -325,7 +420,7 @@ impl Init<'_> {
         };
         let extra = Extra { volumes, ..Extra::default() };
         match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &extra) {
-            Ok(p) => c.process = Some(p),
+            Ok(p) => c.started(p),
             Err(e) => log::error!("cannot start server \"{}\": {e}", c.server.name),
         }
         // The VMM holds its own copy of the grant's endpoint now.
@@ -338,11 +433,11 @@ impl Init<'_> {
     /// A server (or instance) ended: restart what its policy allows.
     fn servers_ended(&mut self, bits: u64) {
         let mut restarted = Vec::new();
-        for (i, c) in self.children.iter_mut().enumerate() {
+        for i in 0..self.children.len() {
             if bits & (1 << (i % 64)) == 0 {
                 continue;
             }
-            let Some(p) = c.process else { continue };
+            let Some(p) = self.children[i].process else { continue };
             let how = match sys::process_info(p) {
                 Ok(info) => match info.state {
                     abi::ProcessState::Running => continue,
@@ -352,36 +447,15 @@ impl Init<'_> {
                 Err(e) => alloc::format!("is gone ({e})"),
             };
             let _ = sys::cap_delete(p);
-            c.process = None;
-            // Its devices stop DMA before anything else reuses its memory
-            // or a new instance of it takes them.
-            let held = self.pci.release(i);
-            if !held.is_empty() {
-                if self.config_ports {
-                    stop_bus_mastering(&c.server.name, &held);
-                } else {
-                    log::error!("server \"{}\" ended: cannot clear bus mastering of its {} PCI functions", c.server.name, held.len());
-                }
-            }
-            // Its pool grant goes with it: storaged drops the grant's
-            // state and closes its rings (a restart gets a new one).
-            if let Some(badge) = c.grant.take()
-                && let Some(storaged) = self.endpoints.storaged()
-            {
-                self.worker.post(Job::Revoke { server: c.server.name.clone(), storaged, badge });
-            }
+            self.children[i].process = None;
+            self.release(i);
+            let c = &mut self.children[i];
             if c.server.restart.allows(c.restarts) {
                 c.restarts += 1;
                 log::warn!("server \"{}\" {how}; restarting ({})", c.server.name, c.restarts);
                 restarted.push(i);
-                if let Some(job) = grant_job(i, &c.server, &self.endpoints, &mut self.slots) {
-                    // Started again when storaged has made a new grant.
-                    self.worker.post(job);
-                    continue;
-                }
-                match spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &Extra::default()) {
-                    Ok(p) => c.process = Some(p),
-                    Err(e) => log::error!("cannot restart \"{}\": {e}", c.server.name),
+                if let Err(e) = self.start_server(i) {
+                    log::error!("cannot restart \"{}\": {e}", self.children[i].server.name);
                 }
             } else {
                 log::warn!("server \"{}\" {how}; not restarting (restart policy)", c.server.name);
@@ -404,6 +478,51 @@ impl Init<'_> {
 }
 
 impl Init<'_> {
+    /// What server `i` held beyond its process, now that it has ended: its
+    /// devices stop DMA before anything else reuses its memory or a new
+    /// instance of it takes them, and its pool grant goes (storaged drops
+    /// the grant's state and closes its rings; a restart gets a new one).
+    fn release(&mut self, i: usize) {
+        let Some(c) = self.children.get_mut(i) else { return };
+        let held = self.pci.release(i);
+        if !held.is_empty() {
+            if self.config_ports {
+                stop_bus_mastering(&c.server.name, &held);
+            } else {
+                log::error!("server \"{}\" ended: cannot clear bus mastering of its {} PCI functions", c.server.name, held.len());
+            }
+        }
+        if let Some(badge) = c.grant.take()
+            && let Some(storaged) = self.endpoints.storaged()
+        {
+            self.worker.post(Job::Revoke { server: c.server.name.clone(), storaged, badge });
+        }
+    }
+
+    /// Starts server `i` (again): at once, or, for a server on pool
+    /// volumes, when storaged has made a new grant.
+    fn start_server(&mut self, i: usize) -> Result<(), String> {
+        let Some(c) = self.children.get_mut(i) else { return Err("no such server".into()) };
+        if let Some(job) = grant_job(i, &c.server, &self.endpoints, &mut self.slots) {
+            self.worker.post(job);
+            c.starting = true;
+            return Ok(());
+        }
+        let p = spawn(&self.archive, &c.server, i, &self.endpoints, self.watch, &mut self.slots, &Extra::default())?;
+        c.started(p);
+        Ok(())
+    }
+
+    /// Ends server `i`'s process now (svcadm): the kernel ends a process
+    /// when the last capability to it goes, as `proc.stop` ends an
+    /// instance; what it held is released as for a server that died.
+    fn end_server(&mut self, i: usize) {
+        let Some(p) = self.children.get_mut(i).and_then(|c| c.process.take()) else { return };
+        let _ = sys::cap_revoke(p);
+        let _ = sys::cap_delete(p);
+        self.release(i);
+    }
+
     /// Server `i` was restarted: each running server whose manifest entry
     /// `calls` one of its endpoints and serves one of its own is told so
     /// (`lifecycle.restarted(ENDPOINT)`, on the teller thread: init's main
@@ -632,10 +751,10 @@ impl libipc::Dispatch for Init<'_> {
     }
 
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
-        if interface == svc::ID {
-            return svc::dispatch(self, interface, request);
-        }
         let owner = crate::instances::caller(&self.manifest, badge);
+        if interface == svc::ID {
+            return svc::dispatch(&mut SvcCall { init: self, caller: owner }, interface, request);
+        }
         proc::dispatch(&mut ProcCall { init: self, owner }, interface, request)
     }
 

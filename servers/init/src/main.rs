@@ -15,6 +15,8 @@ mod init;
 mod instances;
 #[allow(dead_code)]
 mod pci;
+#[allow(dead_code)]
+mod svcadm;
 #[cfg(target_os = "none")]
 mod worker;
 

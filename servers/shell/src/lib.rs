@@ -1,7 +1,9 @@
 //! The operator shell on the system console, as SmartOS's global-zone
 //! prompt: `vmadm` and `imgadm` (forwarded to zone-server's `vmadm`
 //! interface, so the shell, the HTTP API and the host CLI share one
-//! implementation), `sysinfo`, `svcs`, `help`, `poweroff`.
+//! implementation), `sysinfo`, `svcs`, `svcadm` (init's `svc`), `zpool`
+//! and `zfs` (storaged's `pool`), `dladm` (netd's `vnic`), `help`,
+//! `poweroff`.
 //!
 //! The logic is here (host-testable): [`editor`] turns typed bytes into
 //! lines (editing, history), [`parse`] splits a line into words, [`Shell`]
@@ -19,6 +21,8 @@
 
 extern crate alloc;
 
+pub mod admin;
+pub mod dladm;
 pub mod editor;
 pub mod parse;
 
@@ -26,7 +30,14 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use editor::{Editor, Input, MAX_LINE};
-use libipc::interfaces::{DatasetEntry, MachineInfo, PoolStatus, SvcInfo, SvcState, VmadmConsole, VmadmOutput};
+use libipc::interfaces::{
+    DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SvcState, SwitchInfo, VmadmConsole, VmadmOutput,
+    VnicError, VnicInfo, VolumeInfo,
+};
+
+/// A server's answer: `Err(String)` when the call itself failed (no
+/// endpoint, the server gone), else what the server said.
+pub type Answer<T, E> = Result<Result<T, E>, String>;
 
 /// What the shell needs of the machine.
 pub trait System {
@@ -44,6 +55,27 @@ pub trait System {
     fn pool_scrub(&mut self, stop: bool) -> Result<(), String>;
     /// The pool's volumes and snapshots, by name (`zfs list`).
     fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String>;
+    /// A dataset's native properties (`pool.get`).
+    fn pool_get(&mut self, name: &str) -> Answer<VolumeInfo, PoolError>;
+    /// Its user properties (`module:key`) and their values, by key.
+    fn pool_user_props(&mut self, name: &str) -> Answer<Vec<(String, String)>, PoolError>;
+    /// `pool.set` of a native or user property.
+    fn pool_set(&mut self, name: &str, key: &str, value: &str) -> Answer<(), PoolError>;
+    /// `pool.snapshot` of `VOLUME@SNAP`.
+    fn pool_snapshot(&mut self, name: &str) -> Answer<(), PoolError>;
+    /// `pool.clone_snapshot`: volume `name` from `snapshot`.
+    fn pool_clone(&mut self, snapshot: &str, name: &str) -> Answer<(), PoolError>;
+    /// `pool.rollback` to `snapshot`.
+    fn pool_rollback(&mut self, snapshot: &str) -> Answer<(), PoolError>;
+    /// `pool.destroy` (a volume with its snapshots if `recursive`).
+    fn pool_destroy(&mut self, name: &str, recursive: bool) -> Answer<(), PoolError>;
+    /// init's `svc.restart`, `svc.disable` or `svc.enable` (`verb`) of
+    /// server `name`.
+    fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError>;
+    /// netd's switches (`vnic.switches`).
+    fn vnic_switches(&mut self) -> Answer<Vec<SwitchInfo>, VnicError>;
+    /// Every VNIC of netd's (`vnic.show`, all pages).
+    fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError>;
     /// Seconds since the Unix epoch now, and since boot.
     fn clock(&mut self) -> (u64, u64);
     /// Ends the machine; returns only if it could not, saying why.
@@ -102,10 +134,10 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(text: String) -> Self {
+    pub(crate) fn ok(text: String) -> Self {
         Self { text, code: 0 }
     }
-    fn fail(text: String, code: i32) -> Self {
+    pub(crate) fn fail(text: String, code: i32) -> Self {
         Self { text, code }
     }
 }
@@ -117,10 +149,24 @@ Alcove operator shell. Commands:
                           e.g. vmadm create <<< '{\"brand\":\"bhyve\",\"ram\":256}'
   imgadm ARGS...          SmartOS's imgadm, at zone-server
   sysinfo                 the machine, as JSON
-  svcs                    the servers init runs and their states
+  svcs                    the servers init runs, their states and start times
+  svcadm restart|disable|enable SERVICE
+                          restart a server, stop it and keep it stopped, start it
+                          again (the servers whose manifest lifecycle-stop= names
+                          the shell)
+  dladm show-link | show-vnic | show-etherstub [LINK]
+                          netd's links: machine NICs, etherstubs, VNICs
   zpool status | list     storaged's pool, its disks and their errors
   zpool scrub [-s] POOL   verify (and repair) every block in the background; -s stops it
-  zfs list                the pool's volumes and snapshots (NAME TYPE VOLSIZE)
+  zfs list [-H] [-p] [-t volume|snapshot|all] [-o FIELD,...] [NAME...]
+                          the pool's volumes and snapshots (NAME USED AVAIL REFER
+                          MOUNTPOINT; -t volume adds VOLSIZE)
+  zfs get [-H] [-p] PROP[,PROP...]|all NAME...
+  zfs set PROP=VALUE NAME compression, quota, reservation, refreservation, module:key
+  zfs snapshot VOLUME@SNAP...
+  zfs clone SNAPSHOT VOLUME
+  zfs rollback [-r] SNAPSHOT
+  zfs destroy [-r] NAME   -r: a volume with its snapshots
   vmadm console UUID      attach to a running VM's serial console; ^] detaches
   help                    this text
   poweroff                end the machine
@@ -313,10 +359,9 @@ impl<S: System> Shell<S> {
                 ["scrub", "-s", pool] => self.zpool_scrub(pool, true),
                 _ => Reply::fail("zpool: usage: zpool status | zpool list | zpool scrub [-s] POOL\n".into(), 2),
             },
-            "zfs" => match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-                ["list"] => self.zfs_list(),
-                _ => Reply::fail("zfs: usage: zfs list\n".into(), 2),
-            },
+            "zfs" => self.zfs(args),
+            "svcadm" => self.svcadm(args),
+            "dladm" => self.dladm(args),
             _ => Reply::fail(format!("shell: {}: command not found (try help)\n", printable(name)), 127),
         }
     }
@@ -354,14 +399,20 @@ impl<S: System> Shell<S> {
             Ok(l) => l,
             Err(e) => return Reply::fail(format!("svcs: init did not answer: {e}\n"), 1),
         };
-        let mut text = format!("{:<12} {:>8} {:>9}  {}\n", "STATE", "RESTARTS", "INSTANCES", "FMRI");
+        let (now, up) = self.system.clock();
+        let mut text = format!("{:<12} {:>8} {:>8} {:>9}  {}\n", "STATE", "STIME", "RESTARTS", "INSTANCES", "FMRI");
         for s in list {
             let state = match s.state {
                 SvcState::Online => "online",
                 SvcState::Maintenance => "maintenance",
                 SvcState::OnDemand => "on-demand",
+                SvcState::Disabled => "disabled",
             };
-            text.push_str(&format!("{state:<12} {:>8} {:>9}  svc:/alcove/{}:default\n", s.restarts, s.instances, s.name));
+            let stime = admin::stime(s.started_ns, now, up);
+            text.push_str(&format!(
+                "{state:<12} {stime:>8} {:>8} {:>9}  svc:/alcove/{}:default\n",
+                s.restarts, s.instances, s.name
+            ));
         }
         Reply::ok(text)
     }
@@ -460,25 +511,10 @@ impl<S: System> Shell<S> {
         }
         Reply::ok(t)
     }
-
-    /// `zfs list`: NAME TYPE VOLSIZE.
-    fn zfs_list(&mut self) -> Reply {
-        let list = match self.system.datasets() {
-            Ok(l) => l,
-            Err(e) => return Reply::fail(format!("zfs: {e}\n"), 1),
-        };
-        let width = list.iter().map(|d| d.name.len()).max().unwrap_or(0).max(4);
-        let mut t = format!("{:<width$}  {:<8}  {:>7}\n", "NAME", "TYPE", "VOLSIZE");
-        for d in list {
-            let kind = if d.snapshot { "snapshot" } else { "volume" };
-            t.push_str(&format!("{:<width$}  {kind:<8}  {:>7}\n", d.name, human(d.volsize)));
-        }
-        Reply::ok(t)
-    }
 }
 
 /// Bytes as ZFS shows them: `512`, `64M`, `1.50G`.
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
     if bytes < 1024 {
         return bytes.to_string();
@@ -503,7 +539,7 @@ fn human(bytes: u64) -> String {
 
 /// `s` with control characters shown as `^X` (an error message must not
 /// carry the terminal escapes someone typed).
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     let mut t = String::new();
     for c in s.chars() {
         if (c as u32) < 0x20 || c as u32 == 0x7f {

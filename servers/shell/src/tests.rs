@@ -1,6 +1,7 @@
 extern crate std;
 
 use super::*;
+use libipc::interfaces::{PoolError, SvcError, SwitchInfo, VnicError, VnicInfo, VolumeInfo};
 use std::collections::BTreeMap;
 use alloc::vec;
 use parse::{ParseError, parse};
@@ -25,6 +26,54 @@ struct Mock {
     room: usize,
     /// The console refuses feeds (the shell is not its reader).
     feed_refused: bool,
+    /// The pool's datasets (`None`: the three of [`Mock::pool`]) and
+    /// their user properties; pool calls made, as words.
+    pool: Option<BTreeMap<String, VolumeInfo>>,
+    user: BTreeMap<(String, String), String>,
+    pool_calls: Vec<String>,
+    /// Datasets a grant uses (destroy and rollback are busy).
+    busy: Vec<String>,
+    /// svcadm: servers the shell may stop, and what init did.
+    stoppable: Vec<String>,
+    svc_calls: Vec<String>,
+    /// netd: refuses the shell (not a vnic-admin), or is absent.
+    netd_refuses: bool,
+    netd_absent: bool,
+}
+
+impl Mock {
+    fn pool(&mut self) -> &mut BTreeMap<String, VolumeInfo> {
+        self.pool.get_or_insert_with(|| {
+            let v = |name: &str, snapshot: bool, volsize: u64, txg: u64, origin: Option<&str>| {
+                (
+                    name.to_string(),
+                    VolumeInfo {
+                        name: name.into(),
+                        snapshot,
+                        volsize,
+                        volblocksize: 8192,
+                        creation_txg: txg,
+                        creation: 1_796_395_839,
+                        origin: origin.map(String::from),
+                        compression: "off".into(),
+                        used: if snapshot { 0 } else { volsize / 2 },
+                        available: if snapshot { 0 } else { 40 << 20 },
+                        referenced: volsize / 2,
+                        compressratio_x100: 100,
+                        guid: txg * 1000,
+                        ..Default::default()
+                    },
+                )
+            };
+            [
+                v("zones/img", false, 1536 << 20, 5, None),
+                v("zones/img@final", true, 1536 << 20, 6, None),
+                v("zones/x-disk0", false, 512, 9, None),
+            ]
+            .into_iter()
+            .collect()
+        })
+    }
 }
 
 const VM: &str = "5e11c0de-0000-4000-8000-0000000000a1";
@@ -46,9 +95,10 @@ impl System for Mock {
     }
     fn services(&mut self) -> Result<Vec<SvcInfo>, String> {
         Ok(vec![
-            SvcInfo { name: "console".into(), state: SvcState::Online, restarts: 0, instances: 0 },
-            SvcInfo { name: "vmm-server".into(), state: SvcState::OnDemand, restarts: 0, instances: 2 },
-            SvcInfo { name: "netd".into(), state: SvcState::Maintenance, restarts: 3, instances: 0 },
+            SvcInfo { name: "console".into(), state: SvcState::Online, restarts: 0, instances: 0, started_ns: 2_500_000_000 },
+            SvcInfo { name: "vmm-server".into(), state: SvcState::OnDemand, restarts: 0, instances: 2, started_ns: 0 },
+            SvcInfo { name: "netd".into(), state: SvcState::Maintenance, restarts: 3, instances: 0, started_ns: 0 },
+            SvcInfo { name: "zone-server".into(), state: SvcState::Disabled, restarts: 0, instances: 0, started_ns: 0 },
         ])
     }
     fn machine(&mut self) -> Result<MachineInfo, String> {
@@ -84,11 +134,112 @@ impl System for Mock {
         self.scrub_refused.clone().map_or(Ok(()), Err)
     }
     fn datasets(&mut self) -> Result<Vec<DatasetEntry>, String> {
-        Ok(vec![
-            DatasetEntry { name: "zones/img".into(), snapshot: false, volsize: 1536 << 20 },
-            DatasetEntry { name: "zones/img@final".into(), snapshot: true, volsize: 1536 << 20 },
-            DatasetEntry { name: "zones/x-disk0".into(), snapshot: false, volsize: 512 },
-        ])
+        if self.down {
+            return Err("the endpoint is gone".into());
+        }
+        Ok(self.pool().values().map(|v| DatasetEntry { name: v.name.clone(), snapshot: v.snapshot, volsize: v.volsize }).collect())
+    }
+    fn pool_get(&mut self, name: &str) -> Answer<VolumeInfo, PoolError> {
+        Ok(self.pool().get(name).cloned().ok_or(PoolError::NotFound { name: name.into() }))
+    }
+    fn pool_user_props(&mut self, name: &str) -> Answer<Vec<(String, String)>, PoolError> {
+        if !self.pool().contains_key(name) {
+            return Ok(Err(PoolError::NotFound { name: name.into() }));
+        }
+        Ok(Ok(self.user.iter().filter(|((d, _), _)| d == name).map(|((_, k), v)| (k.clone(), v.clone())).collect()))
+    }
+    fn pool_set(&mut self, name: &str, key: &str, value: &str) -> Answer<(), PoolError> {
+        self.pool_calls.push(std::format!("set {name} {key} {value}"));
+        let Some(v) = self.pool().get_mut(name) else { return Ok(Err(PoolError::NotFound { name: name.into() })) };
+        match key {
+            "compression" if value == "lz4" || value == "off" => v.compression = value.into(),
+            "compression" => return Ok(Err(PoolError::Invalid { why: std::format!("compression {value:?}: off or lz4") })),
+            "quota" => match value.strip_suffix('M').and_then(|n| n.parse::<u64>().ok()) {
+                Some(m) => v.quota = m << 20,
+                None => return Ok(Err(PoolError::Invalid { why: std::format!("quota {value:?}: not a size") })),
+            },
+            _ => {
+                self.user.insert((name.into(), key.into()), value.into());
+            }
+        }
+        Ok(Ok(()))
+    }
+    fn pool_snapshot(&mut self, name: &str) -> Answer<(), PoolError> {
+        self.pool_calls.push(std::format!("snapshot {name}"));
+        let vol = name.split_once('@').map_or(name, |(v, _)| v).to_string();
+        let txg = self.pool().values().map(|v| v.creation_txg).max().unwrap_or(0) + 1;
+        let pool = self.pool();
+        if pool.contains_key(name) {
+            return Ok(Err(PoolError::Exists { name: name.into() }));
+        }
+        let Some(v) = pool.get(&vol).cloned() else { return Ok(Err(PoolError::NotFound { name: vol })) };
+        pool.insert(name.into(), VolumeInfo { name: name.into(), snapshot: true, creation_txg: txg, used: 0, available: 0, ..v });
+        Ok(Ok(()))
+    }
+    fn pool_clone(&mut self, snapshot: &str, name: &str) -> Answer<(), PoolError> {
+        self.pool_calls.push(std::format!("clone {snapshot} {name}"));
+        let pool = self.pool();
+        let Some(s) = pool.get(snapshot).cloned() else { return Ok(Err(PoolError::NotFound { name: snapshot.into() })) };
+        if pool.contains_key(name) {
+            return Ok(Err(PoolError::Exists { name: name.into() }));
+        }
+        pool.insert(name.into(), VolumeInfo { name: name.into(), snapshot: false, origin: Some(snapshot.into()), creation_txg: s.creation_txg + 50, ..s });
+        Ok(Ok(()))
+    }
+    fn pool_rollback(&mut self, snapshot: &str) -> Answer<(), PoolError> {
+        self.pool_calls.push(std::format!("rollback {snapshot}"));
+        if self.busy.iter().any(|b| snapshot.starts_with(&std::format!("{b}@"))) {
+            return Ok(Err(PoolError::Busy { why: "a ring is open".into() }));
+        }
+        Ok(if self.pool().contains_key(snapshot) { Ok(()) } else { Err(PoolError::NotFound { name: snapshot.into() }) })
+    }
+    fn pool_destroy(&mut self, name: &str, recursive: bool) -> Answer<(), PoolError> {
+        self.pool_calls.push(std::format!("destroy{} {name}", if recursive { " -r" } else { "" }));
+        if self.busy.iter().any(|b| b == name) {
+            return Ok(Err(PoolError::Busy { why: "granted".into() }));
+        }
+        let pool = self.pool();
+        if pool.remove(name).is_none() {
+            return Ok(Err(PoolError::NotFound { name: name.into() }));
+        }
+        if recursive {
+            pool.retain(|k, _| !k.starts_with(&std::format!("{name}@")));
+        }
+        Ok(Ok(()))
+    }
+    fn vnic_switches(&mut self) -> Answer<Vec<SwitchInfo>, VnicError> {
+        if self.netd_absent {
+            return Err("no netd endpoint was granted (manifest: calls)".into());
+        }
+        if self.netd_refuses {
+            return Ok(Err(VnicError::NotPermitted));
+        }
+        Ok(Ok(vec![
+            SwitchInfo { name: "admin".into(), etherstub: false, mtu: 1500, uplink: Some("vioif0".into()) },
+            SwitchInfo { name: "stub0".into(), etherstub: true, mtu: 9000, uplink: None },
+            SwitchInfo { name: "external".into(), etherstub: false, mtu: 1500, uplink: None },
+        ]))
+    }
+    fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError> {
+        if self.netd_refuses {
+            return Ok(Err(VnicError::NotPermitted));
+        }
+        Ok(Ok(vec![
+            VnicInfo { vnic: 0, mac: [2, 8, 0x20, 0xff, 0, 1], vlan_id: 0, switch: "stub0".into(), attached: true },
+            VnicInfo { vnic: 3, mac: [2, 8, 0x20, 7, 0, 0x1a], vlan_id: 12, switch: "admin".into(), attached: false },
+        ]))
+    }
+    fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError> {
+        if self.down {
+            return Err("the endpoint is gone".into());
+        }
+        self.svc_calls.push(std::format!("{verb} {name}"));
+        Ok(match name {
+            "init" | "bogus" => Err(SvcError::NoSuchService { name: name.into() }),
+            "vmm-server" => Err(SvcError::Refused { name: name.into(), why: "a template: its instances are their starter's (proc.stop)".into() }),
+            n if self.stoppable.iter().any(|s| s == n) => Ok(()),
+            n => Err(SvcError::NotPermitted { name: n.into() }),
+        })
     }
     fn clock(&mut self) -> (u64, u64) {
         (1_700_000_100, 100)
@@ -217,10 +368,12 @@ fn help_sysinfo_svcs() {
     assert!(v["Live Image"].as_str().unwrap().starts_with("alcove-"));
     let r = s.run("svcs");
     let lines: Vec<&str> = r.text.lines().collect();
-    assert_eq!(lines[0], "STATE        RESTARTS INSTANCES  FMRI");
-    assert_eq!(lines[1], "online              0         0  svc:/alcove/console:default");
-    assert_eq!(lines[2], "on-demand           0         2  svc:/alcove/vmm-server:default");
-    assert_eq!(lines[3], "maintenance         3         0  svc:/alcove/netd:default");
+    // STIME: booted at 1700000000 (22:13:20 UTC), console started 2.5 s later.
+    assert_eq!(lines[0], "STATE           STIME RESTARTS INSTANCES  FMRI");
+    assert_eq!(lines[1], "online       22:13:22        0         0  svc:/alcove/console:default");
+    assert_eq!(lines[2], "on-demand           -        0         2  svc:/alcove/vmm-server:default");
+    assert_eq!(lines[3], "maintenance         -        3         0  svc:/alcove/netd:default");
+    assert_eq!(lines[4], "disabled            -        0         0  svc:/alcove/zone-server:default");
     assert_eq!(s.run("poweroff"), Reply::fail("poweroff: not permitted\n".into(), 1));
 }
 
@@ -386,8 +539,14 @@ fn zpool_and_zfs_show_the_pool() {
     assert_eq!(r.text.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), ["zones", "64M", "16M", "48M", "ONLINE"]);
     let r = s.run("zfs list");
     let rows: Vec<Vec<&str>> = r.text.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows, [vec!["NAME", "TYPE", "VOLSIZE"], vec!["zones/img", "volume", "1.50G"], vec!["zones/img@final", "snapshot", "1.50G"], vec!["zones/x-disk0", "volume", "512"]]);
-    assert_eq!(s.run("zfs destroy zones/img").code, 2);
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "USED", "AVAIL", "REFER", "MOUNTPOINT"],
+            vec!["zones/img", "768M", "40M", "768M", "-"],
+            vec!["zones/x-disk0", "256", "40M", "256", "-"]
+        ]
+    );
     assert_eq!(s.run("zpool").code, 2);
     // `zpool scrub [-s] POOL`: nothing printed when it worked, as ZFS.
     assert_eq!(s.run("zpool scrub zones"), Reply::ok(String::new()));
@@ -533,4 +692,226 @@ fn a_stopped_vm_or_a_refusing_console_detaches() {
     assert!(out.ends_with("[root@box1 ~]# "));
     assert!(s.attached.is_none());
     assert!(s.system.fed.is_empty());
+}
+
+#[test]
+fn svcadm_asks_init_and_prints_illumos_s_refusals() {
+    let mut s = shell();
+    s.system.stoppable = vec!["netd".into(), "zone-server".into()];
+    // Done: nothing printed, exit 0; every FMRI form names the server.
+    assert_eq!(s.run("svcadm restart netd"), Reply::ok(String::new()));
+    assert_eq!(s.run("svcadm disable -s svc:/alcove/zone-server:default"), Reply::ok(String::new()));
+    assert_eq!(s.run("svcadm enable alcove/zone-server"), Reply::ok(String::new()));
+    assert_eq!(s.run("svcadm -v restart netd:default zone-server").code, 0);
+    assert_eq!(s.system.svc_calls, ["restart netd", "disable zone-server", "enable zone-server", "restart netd", "restart zone-server"]);
+    // A server the manifest does not let the shell stop: init refuses.
+    assert_eq!(s.run("svcadm disable console"), Reply::fail("svcadm: svc:/alcove/console:default: Permission denied.\n".into(), 1));
+    // Unknown services (init is none), and FMRIs of another shape.
+    let none = |p: &str| Reply::fail(std::format!("svcadm: Pattern '{p}' doesn't match any instances\n"), 1);
+    assert_eq!(s.run("svcadm restart init"), none("init"));
+    assert_eq!(s.run("svcadm restart bogus"), none("bogus"));
+    assert_eq!(s.run("svcadm restart svc:/system/filesystem/local"), none("svc:/system/filesystem/local"));
+    assert_eq!(s.run("svcadm restart ''"), none(""));
+    let r = s.run("svcadm restart vmm-server");
+    assert_eq!(r.text, "svcadm: svc:/alcove/vmm-server:default: cannot restart: a template: its instances are their starter's (proc.stop).\n");
+    assert_eq!(r.code, 1);
+    // One bad among good: the good ones are done, the exit is 1.
+    let r = s.run("svcadm restart netd bogus");
+    assert_eq!((r.text.as_str(), r.code), ("svcadm: Pattern 'bogus' doesn't match any instances\n", 1));
+    // Usage errors never reach init.
+    let before = s.system.svc_calls.len();
+    for bad in ["svcadm", "svcadm restart", "svcadm frob netd", "svcadm restart -x netd", "svcadm disable -t netd", "svcadm mark maintenance netd"] {
+        let r = s.run(bad);
+        assert_eq!(r.code, 2, "{bad}");
+        assert!(r.text.contains("Usage: svcadm"), "{bad}: {}", r.text);
+    }
+    assert_eq!(s.system.svc_calls.len(), before);
+    // Escapes typed in a name are not echoed raw.
+    assert_eq!(s.run("svcadm restart 'a\u{1b}[2J'").text, "svcadm: svc:/alcove/a^[[2J:default: Permission denied.\n");
+    s.system.down = true;
+    assert_eq!(s.run("svcadm restart netd"), Reply::fail("svcadm: init did not answer: the endpoint is gone\n".into(), 1));
+    assert_eq!(admin::stime(0, 1_700_000_100, 100), "-");
+    // Started more than a day ago: `Mon_DD`.
+    assert_eq!(admin::stime(1_000_000_000, 1_700_000_000 + 3 * 86_400, 3 * 86_400), "Nov_14");
+}
+
+#[test]
+fn zfs_get_and_set() {
+    let mut s = shell();
+    let r = s.run("zfs get volsize,compression,used zones/img");
+    assert_eq!(
+        r.text,
+        "NAME       PROPERTY     VALUE  SOURCE\nzones/img  volsize      1.50G  local\nzones/img  compression  off    default\nzones/img  used         768M   -\n"
+    );
+    assert_eq!(s.run("zfs get -Hp volsize zones/x-disk0").text, "zones/x-disk0\tvolsize\t512\tlocal\n");
+    let all = s.run("zfs get all zones/img@final");
+    assert_eq!(all.code, 0);
+    assert!(all.text.contains("zones/img@final  type           snapshot"), "{}", all.text);
+    assert!(all.text.contains("creation       Fri Dec  4 14:50 2026"), "{}", all.text);
+    assert!(!all.text.contains("quota") && !all.text.contains("available"), "{}", all.text);
+    // ZFS's errors: a bad property is a usage error (2), a missing dataset 1.
+    let r = s.run("zfs get frob zones/img");
+    assert_eq!(r.code, 2);
+    assert!(r.text.starts_with("bad property list: invalid property 'frob'\nusage: zfs"), "{}", r.text);
+    assert_eq!(s.run("zfs get volsize zones/nope"), Reply::fail("cannot open 'zones/nope': dataset does not exist\n".into(), 1));
+    assert_eq!(s.run("zfs get volsize").code, 2);
+    // set: native and user properties; then get shows them.
+    assert_eq!(s.run("zfs set compression=lz4 zones/img"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs set quota=64M zones/img"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs set alcove:note='hello world' zones/img"), Reply::ok(String::new()));
+    let r = s.run("zfs get -H compression,quota,alcove:note,alcove:none zones/img");
+    assert_eq!(
+        r.text,
+        "zones/img\tcompression\tlz4\tlocal\nzones/img\tquota\t64M\tlocal\nzones/img\talcove:note\thello world\tlocal\nzones/img\talcove:none\t-\t-\n"
+    );
+    let all = s.run("zfs get all zones/img").text;
+    assert!(all.lines().any(|l| l.split_whitespace().eq(["zones/img", "alcove:note", "hello", "world", "local"])), "{all}");
+    let set = |s: &mut Shell<Mock>, l: &str| s.run(l);
+    assert_eq!(set(&mut s, "zfs set used=1 zones/img"), Reply::fail("cannot set property for 'zones/img': 'used' is readonly\n".into(), 1));
+    assert_eq!(set(&mut s, "zfs set frob=1 zones/img"), Reply::fail("cannot set property for 'zones/img': invalid property 'frob'\n".into(), 1));
+    assert_eq!(
+        set(&mut s, "zfs set compression=gzip-9 zones/img"),
+        Reply::fail("cannot set property for 'zones/img': compression \"gzip-9\": off or lz4\n".into(), 1)
+    );
+    assert_eq!(set(&mut s, "zfs set quota=1M zones/nope"), Reply::fail("cannot open 'zones/nope': dataset does not exist\n".into(), 1));
+    assert_eq!(set(&mut s, "zfs set quota zones/img").code, 2);
+    assert_eq!(set(&mut s, "zfs set quota=1M").code, 2);
+    // Readonly and invalid ones never reach storaged.
+    assert_eq!(s.system.pool_calls.len(), 5, "{:?}", s.system.pool_calls);
+}
+
+#[test]
+fn zfs_snapshot_clone_list_rollback_destroy() {
+    let mut s = shell();
+    assert_eq!(s.run("zfs snapshot zones/x-disk0@a zones/x-disk0@b"), Reply::ok(String::new()));
+    assert_eq!(
+        s.run("zfs snapshot zones/x-disk0@a"),
+        Reply::fail("cannot create snapshot 'zones/x-disk0@a': dataset already exists\n".into(), 1)
+    );
+    assert_eq!(s.run("zfs snapshot zones/nope@a"), Reply::fail("cannot open 'zones/nope': dataset does not exist\n".into(), 1));
+    assert_eq!(
+        s.run("zfs snapshot zones/x-disk0"),
+        Reply::fail("cannot create snapshot 'zones/x-disk0': missing '@' delimiter in snapshot name\n".into(), 1)
+    );
+    assert_eq!(s.run("zfs snapshot zones/x-disk0@").code, 1);
+    let r = s.run("zfs list -t snapshot");
+    let rows: Vec<Vec<&str>> = r.text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "USED", "AVAIL", "REFER", "MOUNTPOINT"],
+            vec!["zones/img@final", "0", "-", "768M", "-"],
+            vec!["zones/x-disk0@a", "0", "-", "256", "-"],
+            vec!["zones/x-disk0@b", "0", "-", "256", "-"]
+        ]
+    );
+    assert_eq!(s.run("zfs list -H -o name -t snapshot zones/x-disk0").text, "zones/x-disk0@a\nzones/x-disk0@b\n");
+    let r = s.run("zfs list -t volume");
+    assert_eq!(r.text.lines().next(), Some("NAME           USED  AVAIL  REFER  VOLSIZE  MOUNTPOINT"));
+    assert_eq!(r.text.lines().nth(1), Some("zones/img      768M    40M   768M    1.50G  -"));
+    assert_eq!(s.run("zfs list -t all").text.lines().count(), 6);
+    assert_eq!(s.run("zfs list -t frob").code, 2);
+    assert_eq!(s.run("zfs list -o name,frob").code, 2);
+    assert_eq!(s.run("zfs list zones/nope"), Reply::fail("NAME  USED  AVAIL  REFER  MOUNTPOINT\ncannot open 'zones/nope': dataset does not exist\n".into(), 1));
+    // clone
+    assert_eq!(s.run("zfs clone zones/x-disk0@a zones/c"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs get -H origin zones/c").text, "zones/c\torigin\tzones/x-disk0@a\t-\n");
+    assert_eq!(s.run("zfs clone zones/x-disk0@a zones/c"), Reply::fail("cannot create 'zones/c': dataset already exists\n".into(), 1));
+    assert_eq!(s.run("zfs clone zones/x-disk0@zz zones/d"), Reply::fail("cannot open 'zones/x-disk0@zz': dataset does not exist\n".into(), 1));
+    assert_eq!(
+        s.run("zfs clone zones/x-disk0 zones/d"),
+        Reply::fail("cannot open 'zones/x-disk0': operation not applicable to datasets of this type\n".into(), 1)
+    );
+    assert_eq!(s.run("zfs clone zones/x-disk0@a").code, 2);
+    // rollback: to the latest, or -r past later snapshots.
+    assert_eq!(s.run("zfs rollback zones/x-disk0@b"), Reply::ok(String::new()));
+    assert_eq!(
+        s.run("zfs rollback zones/x-disk0@a"),
+        Reply::fail("cannot rollback to 'zones/x-disk0@a': more recent snapshots or bookmarks exist\nuse '-r' to force deletion of the following snapshots and bookmarks:\nzones/x-disk0@b\n".into(), 1)
+    );
+    assert_eq!(s.run("zfs rollback zones/x-disk0@nope"), Reply::fail("cannot open 'zones/x-disk0@nope': dataset does not exist\n".into(), 1));
+    // destroy: dependents are listed and nothing is destroyed.
+    assert_eq!(
+        s.run("zfs destroy zones/x-disk0"),
+        Reply::fail("cannot destroy 'zones/x-disk0': volume has dependent clones\nuse '-R' to destroy the following datasets:\nzones/c\n".into(), 1)
+    );
+    assert_eq!(
+        s.run("zfs destroy zones/x-disk0@a"),
+        Reply::fail("cannot destroy 'zones/x-disk0@a': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\nzones/c\n".into(), 1)
+    );
+    assert!(!s.system.pool_calls.iter().any(|c| c.starts_with("destroy")), "{:?}", s.system.pool_calls);
+    assert_eq!(s.run("zfs destroy zones/c"), Reply::ok(String::new()));
+    assert_eq!(
+        s.run("zfs destroy zones/x-disk0"),
+        Reply::fail("cannot destroy 'zones/x-disk0': volume has children\nuse '-r' to destroy the following datasets:\nzones/x-disk0@a\nzones/x-disk0@b\n".into(), 1)
+    );
+    assert_eq!(s.run("zfs rollback -r zones/x-disk0@a"), Reply::ok(String::new()));
+    assert!(!s.system.pool().contains_key("zones/x-disk0@b"));
+    s.system.busy.push("zones/x-disk0".into());
+    assert_eq!(s.run("zfs rollback zones/x-disk0@a"), Reply::fail("cannot rollback 'zones/x-disk0': dataset is busy\n".into(), 1));
+    assert_eq!(s.run("zfs destroy -r zones/x-disk0"), Reply::fail("cannot destroy 'zones/x-disk0': dataset is busy\n".into(), 1));
+    s.system.busy.clear();
+    assert_eq!(s.run("zfs destroy -r zones/x-disk0"), Reply::ok(String::new()));
+    assert!(!s.system.pool().keys().any(|k| k.starts_with("zones/x-disk0")));
+    assert_eq!(s.run("zfs destroy zones/x-disk0"), Reply::fail("cannot open 'zones/x-disk0': dataset does not exist\n".into(), 1));
+    assert_eq!(s.run("zfs destroy -R zones/img").code, 2);
+    assert_eq!(s.run("zfs destroy").code, 2);
+    assert_eq!(s.run("zfs frob").code, 2);
+    assert_eq!(s.run("zfs").code, 2);
+    s.system.pool = Some(BTreeMap::new());
+    assert_eq!(s.run("zfs list"), Reply::ok("no datasets available\n".into()));
+}
+
+#[test]
+fn dladm_shows_netd_s_links_in_illumos_s_columns() {
+    let mut s = shell();
+    let r = s.run("dladm show-link");
+    assert_eq!(
+        r.text,
+        "\
+LINK        CLASS     MTU    STATE    BRIDGE     OVER
+vioif0      phys      1500   up       --         --
+stub0       etherstub 9000   unknown  --         --
+vnic0       vnic      9000   up       --         stub0
+vnic3       vnic      1500   down     --         vioif0
+"
+    );
+    assert_eq!(r.code, 0);
+    assert_eq!(s.run("dladm show-link stub0").text.lines().count(), 2);
+    assert_eq!(
+        s.run("dladm show-link nope"),
+        Reply::fail("dladm: failed to show link nope: object not found\n".into(), 1)
+    );
+    assert_eq!(
+        s.run("dladm show-vnic").text,
+        "\
+LINK         OVER         SPEED  MACADDRESS        MACADDRTYPE       VID
+vnic0        stub0        0      2:8:20:ff:0:1     fixed             0
+vnic3        vioif0       0      2:8:20:7:0:1a     fixed             12
+"
+    );
+    assert_eq!(s.run("dladm show-vnic vnic3").text.lines().count(), 2);
+    assert_eq!(s.run("dladm show-vnic vnic9").code, 1);
+    assert_eq!(s.run("dladm show-etherstub"), Reply::ok("LINK\nstub0\n".into()));
+    assert_eq!(s.run("dladm show-etherstub admin").code, 1);
+    // Not netd's to do at run time: refused, saying why.
+    let r = s.run("dladm create-vnic -l stub0 vnic7");
+    assert_eq!(r.code, 1);
+    assert!(r.text.starts_with("dladm: create-vnic: not supported: "), "{}", r.text);
+    assert!(s.run("dladm delete-etherstub stub0").text.contains("netd.conf"));
+    for bad in ["dladm", "dladm frob", "dladm show-link -p", "dladm show-link a b"] {
+        let r = s.run(bad);
+        assert_eq!(r.code, 1, "{bad}");
+        assert!(r.text.contains("usage:  dladm"), "{bad}: {}", r.text);
+    }
+    // A shell netd's vnic-admin= does not name is refused by netd.
+    s.system.netd_refuses = true;
+    let r = s.run("dladm show-vnic");
+    assert_eq!((r.code, r.text.starts_with("dladm: insufficient privileges")), (1, true), "{}", r.text);
+    s.system.netd_refuses = false;
+    s.system.netd_absent = true;
+    assert_eq!(
+        s.run("dladm show-etherstub"),
+        Reply::fail("dladm: netd did not answer: no netd endpoint was granted (manifest: calls)\n".into(), 1)
+    );
 }

@@ -515,6 +515,9 @@ fn main(start: alcove_rt::Start) -> u64 {
         .map(|&(_, _, badge)| badge)
         .collect();
     netd.vnics().set_admins(&badges);
+    let uplinks: alloc::vec::Vec<(u32, alloc::string::String)> =
+        netd.vnics().platform().nics.iter().enumerate().map(|(i, n)| (i as u32, n.tag.clone())).collect();
+    netd.vnics().set_uplinks(&uplinks);
     log::info!("{} switch(es), {} VNIC(s)", config.switches.len(), config.vnics.len());
     if let Some(h) = &config.host {
         match netd.host_address() {

@@ -4,7 +4,8 @@
 //! zone-server's `vmadm` (manifest: `calls` "zone-server", and zone-server's
 //! `vmadm-clients=` names the shell), init's `svc` (`calls` "proc") and
 //! storaged's `pool` (`calls` "storaged"; storaged's `pool-admin=` names
-//! the shell).
+//! the shell) and netd's `vnic` (`calls` "netd"; netd's `vnic-admin=`
+//! names the shell).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -17,8 +18,10 @@ mod machine {
     use alloc::vec::Vec;
     use libipc::cap::Cap;
     use libipc::interfaces::{
-        DatasetEntry, MachineInfo, PoolStatus, SvcInfo, VmadmConsole, VmadmOutput, console, pool, svc, vmadm,
+        DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SwitchInfo, VmadmConsole, VmadmOutput,
+        VnicError, VnicInfo, VolumeInfo, console, pool, svc, vmadm, vnic,
     };
+    use shell::Answer;
     use libipc::kernel::KernelTransport;
     use libipc::sys;
 
@@ -28,6 +31,7 @@ mod machine {
         pub zone: Option<CapSlot>,
         pub init: Option<CapSlot>,
         pub storaged: Option<CapSlot>,
+        pub netd: Option<CapSlot>,
     }
 
     impl KernelSystem {
@@ -81,6 +85,121 @@ mod machine {
                 match page.next {
                     Some(n) => after = n,
                     None => return Ok(all),
+                }
+            }
+        }
+
+        fn pool_get(&mut self, name: &str) -> Answer<VolumeInfo, PoolError> {
+            self.pool()?.get(name.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_user_props(&mut self, name: &str) -> Answer<Vec<(String, String)>, PoolError> {
+            let c = self.pool()?;
+            let mut keys = Vec::new();
+            let mut after = String::new();
+            // Each page holds at least one key, so this ends.
+            loop {
+                let page = match c.props(name.into(), after).map_err(|e| e.to_string())? {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                keys.extend(page.keys);
+                match page.next {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let mut bytes = Vec::new();
+                // A chunk is never empty before the end, so this ends.
+                loop {
+                    let chunk = match c.get_prop(name.into(), key.clone(), bytes.len() as u32).map_err(|e| e.to_string())? {
+                        Ok(ch) => ch,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    let done = chunk.bytes.is_empty();
+                    bytes.extend(chunk.bytes);
+                    if done || bytes.len() >= chunk.total_bytes as usize {
+                        break;
+                    }
+                }
+                out.push((key, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+            Ok(Ok(out))
+        }
+
+        fn pool_set(&mut self, name: &str, key: &str, value: &str) -> Answer<(), PoolError> {
+            let c = self.pool()?;
+            // A long value goes in pieces (each under one message), the
+            // first replacing the old value, the others appended.
+            const PIECE: usize = 1024;
+            let mut rest = value;
+            let mut first = true;
+            while first || !rest.is_empty() {
+                let mut end = rest.len().min(PIECE);
+                while !rest.is_char_boundary(end) {
+                    end -= 1;
+                }
+                match c.set(name.into(), key.into(), rest[..end].into(), !first).map_err(|e| e.to_string())? {
+                    Ok(()) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+                rest = &rest[end..];
+                first = false;
+            }
+            Ok(Ok(()))
+        }
+
+        fn pool_snapshot(&mut self, name: &str) -> Answer<(), PoolError> {
+            self.pool()?.snapshot(name.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_clone(&mut self, snapshot: &str, name: &str) -> Answer<(), PoolError> {
+            self.pool()?.clone_snapshot(snapshot.into(), name.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_rollback(&mut self, snapshot: &str) -> Answer<(), PoolError> {
+            self.pool()?.rollback(snapshot.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_destroy(&mut self, name: &str, recursive: bool) -> Answer<(), PoolError> {
+            self.pool()?.destroy(name.into(), recursive).map_err(|e| e.to_string())
+        }
+
+        fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError> {
+            let ep = self.init.ok_or_else(|| missing("proc (init's)"))?;
+            let c = svc::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            let r = match verb {
+                "restart" => c.restart(name.into()),
+                "disable" => c.disable(name.into()),
+                _ => c.enable(name.into()),
+            };
+            r.map_err(|e| e.to_string())
+        }
+
+        fn vnic_switches(&mut self) -> Answer<Vec<SwitchInfo>, VnicError> {
+            let ep = self.netd.ok_or_else(|| missing("netd"))?;
+            vnic::Client::new(KernelTransport::new(Cap::from_slot(ep))).switches().map_err(|e| e.to_string())
+        }
+
+        fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError> {
+            let ep = self.netd.ok_or_else(|| missing("netd"))?;
+            let c = vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            let mut all: Vec<VnicInfo> = Vec::new();
+            // Pages of VNICs from number `from` on; each page is
+            // non-empty until the last, and numbers only grow, so this ends.
+            let mut from = 0u32;
+            loop {
+                let page = match c.show(from).map_err(|e| e.to_string())? {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let Some(last) = page.last().map(|v| v.vnic) else { return Ok(Ok(all)) };
+                all.extend(page);
+                match last.checked_add(1) {
+                    Some(n) if n > from => from = n,
+                    _ => return Ok(Ok(all)),
                 }
             }
         }
@@ -165,6 +284,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         zone: info.calls("zone-server"),
         init: info.calls("proc"),
         storaged: info.calls("storaged"),
+        netd: info.calls("netd"),
     };
     let mut sh = shell::Shell::new(system, shell::Config::from_args(&info.args));
     // init answers on its endpoint only once every server is up: waiting
