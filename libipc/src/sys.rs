@@ -504,6 +504,7 @@ pub unsafe fn unmap(process: CapSlot, vaddr: u64, pages: u64) -> Result<(), Erro
 }
 
 /// [`Sys::ThreadConfigure`]: where `thread` starts, its stack, its IPC buffer.
+/// Only for a thread not resumed yet or suspended (else `BadState`).
 ///
 /// # Safety
 ///

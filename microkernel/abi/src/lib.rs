@@ -102,6 +102,8 @@ pub enum Sys {
     Unmap = 16,
     /// `(thread, entry, stack, ipc_buffer_vaddr, arg0, arg1)`: the thread
     /// starts at `entry` with `rdi` = IPC buffer, `rsi` = arg0, `rdx` = arg1.
+    /// Only a thread not yet resumed or suspended since (`BadState` for one
+    /// that runs, is ready, waits in a system call or for its CPU budget).
     ThreadConfigure = 17,
     /// `(thread, priority, cpu)`: `cpu = u64::MAX` lets the kernel choose.
     ThreadSetPriority = 18,

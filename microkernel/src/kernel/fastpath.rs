@@ -128,6 +128,10 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         pp
     };
     let (pml4, io) = (pp.pml4, pp.io_bitmap.is_some());
+    // The peer waits in a system call (Receiving or AwaitingReply, checked
+    // above), so its frame is the one its SYSCALL saved and the way back
+    // may be SYSRET without comparing RCX/R11 (`enter_user_after_syscall`).
+    debug_assert!(pt.ctx.rcx == pt.ctx.rip && pt.ctx.r11 == pt.ctx.rflags && pt.ctx.rip >> 47 == 0);
     // Committed: nothing below fails.
     pt.ctx.rax = 0;
     pt.ctx.rdi = if call { badge } else { 0 };

@@ -783,7 +783,7 @@ fn syscall_path<const STAMP: bool>() -> ! {
             percpu::this().in_user.store(true, Ordering::Release);
             drop(k);
             phases::done_if::<STAMP>();
-            arch::enter_user_flagged()
+            arch::enter_user_after_syscall()
         }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx

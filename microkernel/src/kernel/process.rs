@@ -817,6 +817,16 @@ impl Kernel {
             return Err(Error::InvalidArgument);
         }
         let th = self.thread_mut(t).ok_or(Error::Gone)?;
+        // Only a thread that waits for nothing: created, or suspended (and
+        // not throttled, which is a resumed thread waiting for its budget).
+        // A thread running, ready or blocked in a system call has a saved
+        // frame that is its own: rewritten, a blocked thread would come out
+        // of its call elsewhere (and the IPC fast path returns to a waiting
+        // peer by SYSRET because that frame is the one its SYSCALL saved),
+        // a running one would lose the write at its next entry.
+        if th.state != ThreadState::Inactive || th.throttled_until.is_some() {
+            return Err(Error::BadState);
+        }
         th.ctx.rip = entry;
         th.ctx.rsp = stack;
         th.ctx.rflags = RFLAGS_IF | RFLAGS_RESERVED;

@@ -127,7 +127,7 @@ extern "C" fn client(_ipc: u64, endpoint: u64, notes: u64) -> ! {
 }
 
 /// Starts a thread on CPU 0; returns its capability.
-fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64) -> Result<CapSlot, String> {
+pub(crate) fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64) -> Result<CapSlot, String> {
     spawn_on(env, entry, prio, a0, a1, 0)
 }
 

@@ -17,6 +17,8 @@ mod security;
 #[cfg(target_os = "none")]
 mod charging;
 #[cfg(target_os = "none")]
+mod configure;
+#[cfg(target_os = "none")]
 mod device_frames;
 #[cfg(target_os = "none")]
 mod fastpath;

@@ -98,6 +98,7 @@ pub fn main(start: Start) -> u64 {
         ("ipc_same_core", ipc_same_core),
         ("fast_and_general_paths_agree", crate::fastpath::fast_and_general_paths_agree),
         ("the_way_back_to_user_mode_restores_what_was_saved", crate::sysret::the_way_back_to_user_mode_restores_what_was_saved),
+        ("configure_only_threads_that_wait_for_nothing", crate::configure::configure_only_threads_that_wait_for_nothing),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),

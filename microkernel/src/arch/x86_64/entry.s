@@ -121,3 +121,23 @@ return_to_user:
     add rsp, 16
     swapgs
     iretq
+
+/* The IPC fast path's way back, to the peer it switched to: a thread that
+ * entered the kernel by SYSCALL and has waited since (Receiving or
+ * AwaitingReply: states only its own system call enters, and
+ * ThreadConfigure refuses a thread in them), whose frame the fast path
+ * wrote only the message registers of. So RCX == RIP and R11 == RFLAGS as
+ * SYSCALL saved them, and RIP is the address after a SYSCALL that ran in
+ * user space (lower half): of return_to_user's checks only RFLAGS is left
+ * (a TF, RF, VM or reserved bit goes back by IRETQ there). */
+.global return_to_user_after_syscall
+return_to_user_after_syscall:
+    mov rsp, gs:[PERCPU_CTX_TOP]
+    sub rsp, FRAME_SIZE
+    test qword ptr [rsp + F_RFLAGS], ~SYSRET_RFLAGS
+    jnz return_to_user
+    cli
+    RESTORE_GPRS
+    swapgs
+    mov rsp, [rsp + 5 * 8]
+    sysretq

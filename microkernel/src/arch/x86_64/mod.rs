@@ -90,6 +90,20 @@ pub fn enter_user_flagged() -> ! {
     unsafe { return_to_user() }
 }
 
+/// [`enter_user_flagged`] for the IPC fast path's peer: a thread whose
+/// frame its own SYSCALL saved and the kernel wrote only message registers
+/// of since (RCX == RIP, R11 == RFLAGS, RIP in the lower half), so the way
+/// back checks RFLAGS alone before SYSRET (entry.s).
+#[inline(always)]
+pub fn enter_user_after_syscall() -> ! {
+    unsafe extern "C" {
+        fn return_to_user_after_syscall() -> !;
+    }
+    // SAFETY: as `enter_user_flagged`, and the frame is one SYSCALL saved
+    // (the fast path checks the peer's state; kernel::fastpath).
+    unsafe { return_to_user_after_syscall() }
+}
+
 /// How a run ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
