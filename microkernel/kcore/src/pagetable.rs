@@ -512,6 +512,15 @@ pub fn translate<F: PteFormat, M: TableMemory + ?Sized>(
     Some((base | (vaddr & (size - 1)), F::flags(e)))
 }
 
+/// The raw leaf entry (4 KiB, 2 MiB or 1 GiB) that maps `vaddr`, A/D bits
+/// and all, as a hardware walk finds it: for diagnostics.
+pub fn leaf_entry<F: PteFormat, M: TableMemory + ?Sized>(mem: &M, root: PhysAddr, vaddr: VirtAddr) -> Option<u64> {
+    if !F::input_ok(vaddr) {
+        return None;
+    }
+    find_leaf::<F, M>(mem, root, vaddr, &mut [0; 4]).map(|(_, e)| e)
+}
+
 /// Changes the permissions of the 4 KiB page at `vaddr`, keeping its frame
 /// and accessed/dirty bits. Returns the old permissions, so the caller knows
 /// whether a TLB shootdown is needed (only when rights were taken away).
@@ -879,6 +888,31 @@ mod tests {
             map::<Npt, _>(&mut m, root, 1 << 48, 0x1000, Flags::guest_ram()),
             Err(MapError::NonCanonical)
         );
+    }
+
+    #[test]
+    fn leaf_entry_is_the_raw_leaf_or_nothing() {
+        let (mut m, root) = FakeMem::new();
+        map::<Npt, _>(&mut m, root, 0x5000, 0x9000, Flags::guest_ram()).unwrap();
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x5000), Some(0x9000 | 1 | 2 | 4));
+        // Any byte of the page; the CPU's own bits come back as they are.
+        let pt = {
+            let mut t = root;
+            for level in (2..=4).rev() {
+                t = m.read_entry(t, index(0x5000, level)) & ADDR_MASK;
+            }
+            t
+        };
+        m.write_entry(pt, 5, 0x9000 | 1 | (0x5a << 52));
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x5fff), Some(0x9000 | 1 | (0x5a << 52)));
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x6000), None);
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x1_0000_0000), None);
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 1 << 48), None);
+        assert_eq!(leaf_entry::<X86_64, _>(&m, root, 0x0000_8000_0000_0000), None);
+        // A huge leaf is the leaf.
+        let pdpt = m.read_entry(root, 0) & ADDR_MASK;
+        m.write_entry(pdpt, 1, 0xc000_0000 | 0x83);
+        assert_eq!(leaf_entry::<X86_64, _>(&m, root, 0x4000_1234), Some(0xc000_0000 | 0x83));
     }
 
     /// A small xorshift: deterministic, no dependency.
