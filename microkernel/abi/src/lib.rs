@@ -677,6 +677,37 @@ pub struct VcpuRun {
     /// Free-running count of the exits traced.
     pub exit_trace_next: u32,
     pub _pad5: u32,
+    /// Written by the kernel at a shutdown exit (a triple fault) only: the
+    /// nested translation under the guest's walk of RIP as the kernel finds
+    /// it right after the exit (`steps` 0: not written).
+    pub nested: NestedWalk,
+}
+
+/// The guest's walk of its RIP through its own page tables, each table
+/// read through the nested tables (NPT/EPT) the kernel made for the
+/// guest, right after a shutdown exit: what the VMM compares with the
+/// guest RAM it mapped. An entry that differs from what the VMM reads at
+/// the same guest-physical address, or a hardware root that is not the
+/// guest's, means the guest's walk went through another frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NestedWalk {
+    /// The nested root the hardware ran the guest with (SVM N_CR3, the
+    /// address in VMX's EPT pointer), from the VMCB/VMCS after the exit.
+    pub hw_root: u64,
+    /// The nested root the kernel made for the guest.
+    pub root: u64,
+    /// Per step of the walk, top-level table first: the raw nested leaf
+    /// mapping the page of the guest's table (its A/D bits included;
+    /// 0: nothing maps it, and the walk stops there)...
+    pub leaves: [u64; 4],
+    /// ...and the guest's entry the kernel read through that leaf (0 when
+    /// the leaf maps no RAM).
+    pub entries: [u64; 4],
+    /// How many steps are filled (0: not written, or paging is off).
+    pub steps: u32,
+    /// SVM: the ASID of the last entry; VMX: the VPID.
+    pub asid: u32,
 }
 
 /// Entries in [`VcpuRun::exit_trace`].
@@ -792,6 +823,7 @@ impl VcpuRun {
             exit_trace: [ExitTrace { rip: 0, code: 0, injected: 0, int_info: 0, info: 0 }; EXIT_TRACE_LEN],
             exit_trace_next: 0,
             _pad5: 0,
+            nested: NestedWalk { hw_root: 0, root: 0, leaves: [0; 4], entries: [0; 4], steps: 0, asid: 0 },
         }
     };
 

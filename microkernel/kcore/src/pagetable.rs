@@ -176,12 +176,15 @@ impl PteFormat for X86_64 {
 
     fn table(table: PhysAddr) -> u64 {
         // Intermediate entries never carry XD: the leaf decides execution.
-        (table & ADDR_MASK) | Self::PRESENT | Self::WRITABLE | Self::USER
+        // A is set already (as Linux does for its kernel mappings): nothing
+        // reads it, and the walker then never writes the entry back.
+        (table & ADDR_MASK) | Self::PRESENT | Self::WRITABLE | Self::USER | Self::ACCESSED
     }
 
     fn leaf(frame: PhysAddr, f: Flags) -> u64 {
-        let mut e = (frame & ADDR_MASK) | Self::PRESENT;
-        e |= if f.writable { Self::WRITABLE } else { 0 };
+        // A, and D on writable leaves, set already: as in `table`.
+        let mut e = (frame & ADDR_MASK) | Self::PRESENT | Self::ACCESSED;
+        e |= if f.writable { Self::WRITABLE | Self::DIRTY } else { 0 };
         e |= if f.user { Self::USER } else { 0 };
         e |= if f.write_through { Self::WRITE_THROUGH } else { 0 };
         e |= if f.cache_disable { Self::CACHE_DISABLE } else { 0 };
@@ -512,6 +515,15 @@ pub fn translate<F: PteFormat, M: TableMemory + ?Sized>(
     Some((base | (vaddr & (size - 1)), F::flags(e)))
 }
 
+/// The raw leaf entry (4 KiB, 2 MiB or 1 GiB) that maps `vaddr`, A/D bits
+/// and all, as a hardware walk finds it: for diagnostics.
+pub fn leaf_entry<F: PteFormat, M: TableMemory + ?Sized>(mem: &M, root: PhysAddr, vaddr: VirtAddr) -> Option<u64> {
+    if !F::input_ok(vaddr) {
+        return None;
+    }
+    find_leaf::<F, M>(mem, root, vaddr, &mut [0; 4]).map(|(_, e)| e)
+}
+
 /// Changes the permissions of the 4 KiB page at `vaddr`, keeping its frame
 /// and accessed/dirty bits. Returns the old permissions, so the caller knows
 /// whether a TLB shootdown is needed (only when rights were taken away).
@@ -684,23 +696,24 @@ mod tests {
         map::<X86_64, _>(&mut m, root, 0x40_0000, 0x000f_ffff_ffff_f000, all).unwrap();
         assert_eq!(
             raw_leaf(&m, root, 0x40_0000),
-            0x000f_ffff_ffff_f000 | 1 | 2 | 4 | 8 | 16 | 0x100 | (1 << 63)
+            0x000f_ffff_ffff_f000 | 1 | 2 | 4 | 8 | 16 | 0x20 | 0x40 | 0x100 | (1 << 63)
         );
-        // Intermediate entries: present + writable + user, no NX.
+        // Intermediate entries: present + writable + user + accessed, no NX.
         let pml4e = m.read_entry(root, 0);
-        assert_eq!(pml4e & !ADDR_MASK, 7);
+        assert_eq!(pml4e & !ADDR_MASK, 0x27);
         let pdpte = m.read_entry(pml4e & ADDR_MASK, 0);
-        assert_eq!(pdpte & !ADDR_MASK, 7);
+        assert_eq!(pdpte & !ADDR_MASK, 0x27);
         let pde = m.read_entry(pdpte & ADDR_MASK, 2);
-        assert_eq!(pde & !ADDR_MASK, 7);
+        assert_eq!(pde & !ADDR_MASK, 0x27);
 
         // W^X: code is executable and read-only, data writable and NX.
+        // Every leaf is accessed already, a writable one dirty too.
         map::<X86_64, _>(&mut m, root, 0x1000, 0x5000, Flags::kernel_code()).unwrap();
-        assert_eq!(raw_leaf(&m, root, 0x1000), 0x5000 | 1 | 0x100);
+        assert_eq!(raw_leaf(&m, root, 0x1000), 0x5000 | 1 | 0x20 | 0x100);
         map::<X86_64, _>(&mut m, root, 0x2000, 0x6000, Flags::kernel_data()).unwrap();
-        assert_eq!(raw_leaf(&m, root, 0x2000), 0x6000 | 1 | 2 | 0x100 | (1 << 63));
+        assert_eq!(raw_leaf(&m, root, 0x2000), 0x6000 | 1 | 2 | 0x20 | 0x40 | 0x100 | (1 << 63));
         map::<X86_64, _>(&mut m, root, 0x3000, 0x7000, Flags::user_rodata()).unwrap();
-        assert_eq!(raw_leaf(&m, root, 0x3000), 0x7000 | 1 | 4 | (1 << 63));
+        assert_eq!(raw_leaf(&m, root, 0x3000), 0x7000 | 1 | 4 | 0x20 | (1 << 63));
         for f in
             [all, Flags::kernel_code(), Flags::kernel_data(), Flags::mmio(), Flags::user_code()]
         {
@@ -874,11 +887,37 @@ mod tests {
     fn npt_entries_are_user_and_take_guest_physical() {
         let (mut m, root) = FakeMem::new();
         map::<Npt, _>(&mut m, root, 0x0000_8000_0000_0000, 0x3000, Flags::kernel_data()).unwrap();
-        assert_eq!(raw_leaf(&m, root, 0x0000_8000_0000_0000), 0x3000 | 1 | 2 | 4 | (1 << 63));
+        assert_eq!(raw_leaf(&m, root, 0x0000_8000_0000_0000), 0x3000 | 1 | 2 | 4 | 0x20 | 0x40 | (1 << 63));
+        assert_eq!(m.read_entry(root, 256) & !ADDR_MASK, 0x27);
         assert_eq!(
             map::<Npt, _>(&mut m, root, 1 << 48, 0x1000, Flags::guest_ram()),
             Err(MapError::NonCanonical)
         );
+    }
+
+    #[test]
+    fn leaf_entry_is_the_raw_leaf_or_nothing() {
+        let (mut m, root) = FakeMem::new();
+        map::<Npt, _>(&mut m, root, 0x5000, 0x9000, Flags::guest_ram()).unwrap();
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x5000), Some(0x9000 | 1 | 2 | 4 | 0x20 | 0x40));
+        // Any byte of the page; the CPU's own bits come back as they are.
+        let pt = {
+            let mut t = root;
+            for level in (2..=4).rev() {
+                t = m.read_entry(t, index(0x5000, level)) & ADDR_MASK;
+            }
+            t
+        };
+        m.write_entry(pt, 5, 0x9000 | 1 | (0x5a << 52));
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x5fff), Some(0x9000 | 1 | (0x5a << 52)));
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x6000), None);
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 0x1_0000_0000), None);
+        assert_eq!(leaf_entry::<Npt, _>(&m, root, 1 << 48), None);
+        assert_eq!(leaf_entry::<X86_64, _>(&m, root, 0x0000_8000_0000_0000), None);
+        // A huge leaf is the leaf.
+        let pdpt = m.read_entry(root, 0) & ADDR_MASK;
+        m.write_entry(pdpt, 1, 0xc000_0000 | 0x83);
+        assert_eq!(leaf_entry::<X86_64, _>(&m, root, 0x4000_1234), Some(0xc000_0000 | 0x83));
     }
 
     /// A small xorshift: deterministic, no dependency.

@@ -180,6 +180,10 @@ impl RunPage {
         // by the VMM's diagnostics (a triple fault's report said "none"
         // above a trace that showed a #PF being delivered).
         Self::write(at!(self, exit_int_info), shadow.exit_int_info);
+        // Only a triple fault's (the VMM's fault report reads it).
+        if shadow.exit_reason == abi::VcpuExit::Shutdown as u32 {
+            Self::write(at!(self, nested), shadow.nested);
+        }
         // Last, so a VMM that polls it sees the rest of the record.
         Self::write(at!(self, exit_reason), shadow.exit_reason);
     }

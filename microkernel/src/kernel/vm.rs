@@ -974,6 +974,9 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
             _ => break VcpuExit::Unhandled,
         }
     };
+    if reason == VcpuExit::Shutdown {
+        run.nested = nested_walk(vcpu);
+    }
     vcpu.vmcb.save(run);
     run.gprs = vcpu.gprs;
     run.gprs[4] = vcpu.vmcb.r64(svm::vmcb::RSP);
@@ -1326,6 +1329,9 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
             _ => break VcpuExit::Unhandled,
         }
     };
+    if reason == VcpuExit::Shutdown {
+        run.nested = nested_walk(vcpu);
+    }
     vcpu.vmcs.save(run);
     let rsp = run.gprs[4];
     run.gprs = vcpu.gprs;
@@ -1802,6 +1808,48 @@ fn read_guest(vcpu: &Vcpu, gpa: u64, out: &mut [u8]) -> bool {
         done += n;
     }
     true
+}
+
+/// After a shutdown exit (a triple fault): the guest's walk of its RIP,
+/// each of its tables read through the nested tables the kernel made, and
+/// the nested root the hardware had, for the VMM's fault report
+/// (`abi::NestedWalk`). A guest whose own walk failed although its tables
+/// are intact in its RAM shows here whether the nested side was wrong.
+fn nested_walk(vcpu: &Vcpu) -> abi::NestedWalk {
+    let (hw_root, asid) = if is_vmx() {
+        (vmx::vmread(vmx::field::EPT_POINTER) & !(PAGE - 1), u32::from(vcpu.vpid))
+    } else {
+        (vcpu.vmcb.r64(svm::vmcb::N_CR3), vcpu.vmcb.r64(svm::vmcb::ASID) as u32)
+    };
+    let mut w = abi::NestedWalk { hw_root, root: vcpu.ept_root, asid, ..abi::NestedWalk::default() };
+    with_tables(vcpu, || {
+        let m = mode(vcpu);
+        let va = m.cs_base.wrapping_add(m.rip);
+        let mut steps = 0;
+        let step = |gpa: u64| -> Option<u64> {
+            let i = steps;
+            if i == w.leaves.len() {
+                return None;
+            }
+            steps += 1;
+            w.steps = steps as u32;
+            let page = gpa & !(PAGE - 1);
+            let leaf = if is_vmx() {
+                pagetable::leaf_entry::<Ept, _>(&Tables::new(), vcpu.ept_root, page)
+            } else {
+                pagetable::leaf_entry::<Npt, _>(&Tables::new(), vcpu.ept_root, page)
+            };
+            w.leaves[i] = leaf?;
+            let mut b = [0u8; 8];
+            if !read_guest(vcpu, gpa, &mut b) {
+                return None;
+            }
+            w.entries[i] = u64::from_le_bytes(b);
+            Some(w.entries[i])
+        };
+        let _ = kcore::insn::guest_translate(m.cr0, m.cr3, m.cr4, m.efer, va, step);
+    });
+    w
 }
 
 /// Whether a nested-table leaf maps guest RAM: `guest_map` maps device

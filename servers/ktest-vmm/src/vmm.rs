@@ -183,6 +183,9 @@ struct Outcome {
     shutdown_trace: Option<(abi::ExitTrace, u64)>,
     /// The run page's `exit_int_info` at the shutdown exit.
     shutdown_int_info: u64,
+    /// At a shutdown exit: the kernel's nested walk of RIP and the RIP
+    /// (CS base added) and CR3 the run page reported.
+    shutdown_nested: Option<(abi::NestedWalk, u64, u64)>,
     /// The newest entry of the exit trace at the last exit checked, with
     /// its index (`check_trace`).
     last_traced: Option<(u32, abi::ExitTrace)>,
@@ -255,6 +258,10 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
         let want = alloc::vec![p::apic::IPI_VECTOR; rounds];
         if out.eois != want {
             return Err(format!("EOI exits for vectors {:#x?}, expected {want:#x?}", out.eois));
+        }
+        if let Some((nested, rip, cr3)) = out.shutdown_nested {
+            let ram_phys = sys::frame_info(ram).map_err(e("frame info of guest RAM"))?.phys_addr;
+            check_nested(&nested, rip, cr3, ram_phys)?;
         }
         let _ = sys::cap_delete(vcpu);
         let _ = sys::cap_delete(run_frame);
@@ -418,6 +425,7 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool, phases: bool
                 out.shutdown = true;
                 out.shutdown_trace = run.recent_exits().last().map(|e| (e, run.rip));
                 out.shutdown_int_info = run.exit_int_info;
+                out.shutdown_nested = Some((run.nested, run.segments[1].base.wrapping_add(run.rip), run.cr3));
                 return Ok(out);
             }
             Some(VcpuExit::Mmio) => emulate_mmio(run, &mut out)?,
@@ -595,6 +603,48 @@ impl MmioBus for TestBus<'_> {
             None => self.0.unmapped_writes.push((gpa, size, value)),
         }
     }
+}
+
+/// The kernel's nested walk at a shutdown exit (`abi::NestedWalk`, which
+/// the VMM's triple-fault report prints): under the guest's own nested
+/// root, the guest's walk of RIP through its 4-level tables as they are in
+/// its RAM, each table's page mapped by a present nested leaf to the frame
+/// given to the guest there (`ram_phys`: guest RAM is one frame at gpa 0).
+fn check_nested(n: &abi::NestedWalk, rip: u64, cr3: u64, ram_phys: u64) -> Result<(), String> {
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    if n.root == 0 || n.hw_root != n.root {
+        return Err(format!("nested walk: hardware root {:#x}, the guest's {:#x}", n.hw_root, n.root));
+    }
+    let ram = ram();
+    let mut want = Vec::new();
+    let mut table = cr3 & ADDR;
+    for level in (1..=4u32).rev() {
+        let at = table + ((rip >> (12 + 9 * (level - 1))) & 0x1ff) * 8;
+        // A table outside RAM: no nested leaf maps it, the walk ends.
+        let e = ram.get(at as usize..at as usize + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        want.push((at, e));
+        let Some(e) = e else { break };
+        if e & 1 == 0 || level == 1 || (level < 4 && e & 0x80 != 0) {
+            break;
+        }
+        table = e & ADDR;
+    }
+    if n.steps as usize != want.len() {
+        return Err(format!("nested walk of rip {rip:#x}: {} steps, the guest's tables take {}: {n:x?}", n.steps, want.len()));
+    }
+    for (i, &(at, e)) in want.iter().enumerate() {
+        let (leaf, entry) = (n.leaves[i], n.entries[i]);
+        let good = match e {
+            Some(e) => entry == e && leaf & 1 != 0 && leaf & ADDR == ram_phys + (at & ADDR),
+            None => leaf == 0 && entry == 0,
+        };
+        if !good {
+            return Err(format!(
+                "nested walk of rip {rip:#x}, step {i} (gpa {at:#x}, RAM frame at {ram_phys:#x}): leaf {leaf:#x} entry {entry:#x}, guest RAM holds {e:x?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Guest-physical address of a guest-virtual one, through the guest's own

@@ -144,6 +144,44 @@ pub fn shutdown_walks<M: PhysMemory>(index: usize, mem: &M, run: &VcpuRun) -> Ve
     lines
 }
 
+/// What the kernel found under the guest's walk of RIP right after the
+/// exit (`abi::NestedWalk`: each of the guest's tables read through the
+/// nested tables, and the nested root the hardware had) beside what the
+/// VMM reads at the same guest-physical addresses: a root that is not the
+/// guest's, or an entry the two read differently, means the guest's walk
+/// went through a frame other than its RAM. One line, then one a step.
+pub fn nested_walk<M: PhysMemory>(index: usize, mem: &M, run: &VcpuRun) -> Vec<String> {
+    let n = &run.nested;
+    let steps = (n.steps as usize).min(n.leaves.len());
+    if steps == 0 {
+        return alloc::vec![format!("vCPU {index}: nested walk of rip: none (paging off, or not reported)")];
+    }
+    let root = if n.hw_root == n.root { String::from("the guest's") } else { format!("NOT the guest's root {:#x}", n.root) };
+    let mut lines = alloc::vec![format!(
+        "vCPU {index}: nested walk of rip (the kernel, after the exit): root {:#x} ({root}), ASID {}",
+        n.hw_root, n.asid
+    )];
+    let va = run.segments[1].base.wrapping_add(run.rip);
+    let ours = GuestRam::for_vcpu(mem, run).entries_read(va);
+    for i in 0..steps {
+        // The two walks go the same way as long as they agree.
+        let same_way = ours.iter().zip(&n.entries).take(i).all(|(&(_, e), &k)| e == k);
+        let vmm = if same_way { ours.get(i) } else { None };
+        let at = vmm.map_or(String::new(), |&(gpa, _)| format!("[{gpa:#x}] "));
+        let (leaf, entry) = (n.leaves[i], n.entries[i]);
+        let leaf_says = if leaf == 0 { String::from("no nested leaf") } else { format!("nested leaf {leaf:#x}: {entry:#x}") };
+        let vmm_says = match vmm {
+            _ if leaf == 0 => String::new(),
+            Some(&(_, e)) if e == entry => String::from(" (the VMM reads the same)"),
+            Some(&(_, e)) => format!(", but the VMM reads {e:#x}"),
+            None if same_way => String::from(" (the VMM's walk stopped before)"),
+            None => String::from(" (the VMM's walk went elsewhere)"),
+        };
+        lines.push(format!("vCPU {index}:   {at}{leaf_says}{vmm_says}"));
+    }
+    lines
+}
+
 /// The non-zero entries of the top-level table at `gpa` (a 64-bit
 /// guest's PML4 holds a handful: garbage there shows what overwrote it),
 /// the first 16 of them.
@@ -265,6 +303,68 @@ mod tests {
         assert!(r[0].ends_with("(cr3 0xfffff000): table entry at 0xfffff000 is not guest RAM"), "{r:?}");
         assert_eq!(r[3], "vCPU 1: top-level table at gpa 0xfffff000: not guest RAM");
         assert_eq!(r[4], "vCPU 1: IDT gate 0x8: not mapped");
+    }
+
+    /// The kernel's nested walk beside the VMM's reading of the same
+    /// tables: agreeing steps, a root that is not the guest's, an entry
+    /// the kernel read differently (the walks part there), a table no
+    /// nested leaf maps, a count past the array, and no report at all.
+    #[test]
+    fn nested_walk_shows_where_the_kernel_and_the_vmm_disagree() {
+        let ram = Ram(core::cell::RefCell::new(alloc::vec![0u8; 0x10_0000]));
+        let put = |gpa: u64, v: u64| assert!(ram.write(gpa, &v.to_le_bytes()));
+        // RIP 0x3010: PML4 0x1000 -> PDPT 0x2000 -> PD 0x3000 -> PT 0x4000.
+        put(0x1000, 0x2003);
+        put(0x2000, 0x3003);
+        put(0x3000, 0x4003);
+        put(0x4018, 0xa001);
+        let mut run = VcpuRun { rip: 0x3010, cr0: (1 << 31) | 1, cr3: 0x1000, cr4: 1 << 5, efer: (1 << 10) | (1 << 8), ..VcpuRun::ZERO };
+        assert_eq!(nested_walk(2, &ram, &run), ["vCPU 2: nested walk of rip: none (paging off, or not reported)"]);
+        let leaf = |pa: u64| pa | 0x67;
+        run.nested = abi::NestedWalk {
+            hw_root: 0x7_7000,
+            root: 0x7_7000,
+            leaves: [leaf(0x50_1000), leaf(0x50_2000), leaf(0x50_3000), leaf(0x50_4000)],
+            entries: [0x2003, 0x3003, 0x4003, 0xa001],
+            steps: 4,
+            asid: 3,
+        };
+        let r = nested_walk(2, &ram, &run);
+        assert_eq!(r.len(), 5, "{r:?}");
+        assert_eq!(r[0], "vCPU 2: nested walk of rip (the kernel, after the exit): root 0x77000 (the guest's), ASID 3");
+        assert_eq!(r[1], "vCPU 2:   [0x1000] nested leaf 0x501067: 0x2003 (the VMM reads the same)");
+        assert_eq!(r[4], "vCPU 2:   [0x4018] nested leaf 0x504067: 0xa001 (the VMM reads the same)");
+        // Another root, and the PDPT read as something else through it.
+        run.nested.hw_root = 0x9_9000;
+        run.nested.entries[1] = 0;
+        run.nested.steps = 2;
+        let r = nested_walk(2, &ram, &run);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert!(r[0].ends_with("root 0x99000 (NOT the guest's root 0x77000), ASID 3"), "{r:?}");
+        assert_eq!(r[2], "vCPU 2:   [0x2000] nested leaf 0x502067: 0x0, but the VMM reads 0x3003");
+        // Past a disagreement the walks part; a table no leaf maps.
+        run.nested.entries[1] = 0x6003;
+        run.nested.leaves[2] = 0;
+        run.nested.steps = 99;
+        let r = nested_walk(2, &ram, &run);
+        assert_eq!(r.len(), 5, "{r:?}");
+        assert_eq!(r[3], "vCPU 2:   no nested leaf");
+        assert_eq!(r[4], "vCPU 2:   nested leaf 0x504067: 0xa001 (the VMM's walk went elsewhere)");
+        // The VMM's walk stops (a not-present PT entry) where the kernel's went on.
+        put(0x4018, 0);
+        run.nested.entries = [0x2003, 0x3003, 0x4003, 0xa001];
+        run.nested.leaves[2] = leaf(0x50_3000);
+        let r = nested_walk(2, &ram, &run);
+        assert_eq!(r[4], "vCPU 2:   [0x4018] nested leaf 0x504067: 0xa001, but the VMM reads 0x0");
+        put(0x3000, 0x4000);
+        let r = nested_walk(2, &ram, &run);
+        assert_eq!(r[3], "vCPU 2:   [0x3000] nested leaf 0x503067: 0x4003, but the VMM reads 0x4000");
+        assert_eq!(r[4], "vCPU 2:   nested leaf 0x504067: 0xa001 (the VMM's walk went elsewhere)");
+        put(0x3000, 0x4003);
+        put(0x2000, 0x3083); // a 1 GiB page: the VMM's walk ends at the PDPT
+        run.nested.entries[1] = 0x3083;
+        let r = nested_walk(2, &ram, &run);
+        assert_eq!(r[3], "vCPU 2:   nested leaf 0x503067: 0x4003 (the VMM's walk stopped before)");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use abi::VcpuRun;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use crate::mmio::{self, AccessKind, FaultKind, MemFault};
 use crate::virtio::{self, MemError};
@@ -190,6 +191,15 @@ impl<'a, M: PhysMemory> GuestRam<'a, M> {
     /// permissions: `None` where unmapped.
     pub fn translate(&self, va: u64) -> Option<u64> {
         self.walk(va).ok().map(|w| w.gpa)
+    }
+
+    /// The entries the guest's page-table walk for linear `va` reads, top
+    /// level first, each with its guest-physical address, as far as the
+    /// walk goes (none with paging off).
+    pub fn entries_read(&self, va: u64) -> Vec<(u64, u64)> {
+        let mut seen = Vec::new();
+        let _ = self.walk_seeing(va, |gpa, e| seen.push((gpa, e)));
+        seen
     }
 
     /// The guest's page-table walk for linear `va` in words, for a fault

@@ -109,6 +109,7 @@ pub(super) fn vcpu_loop(sh: &Shared, index: usize, page: &mut RunPage) {
                 if report.is_none() {
                     let mut lines = diagnose::shutdown_report(index, run);
                     lines.extend(diagnose::shutdown_walks(index, &sh.ram, run));
+                    lines.extend(diagnose::nested_walk(index, &sh.ram, run));
                     *report = Some(lines);
                 }
                 drop(report);
