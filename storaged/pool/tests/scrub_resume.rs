@@ -13,7 +13,7 @@ use alcove_pool::{DataError, Disk, MemDisk, Pool};
 
 const MIB: usize = 1024 * 1024;
 const VBS: usize = 4096;
-const DISK: usize = 8 * MIB;
+const DISK: usize = 16 * MIB;
 /// Bytes a step walks.
 const STEP: u64 = 32 * 1024;
 
