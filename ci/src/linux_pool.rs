@@ -15,7 +15,9 @@
 //! `bench/linux-disk` (`cargo xtask bench`): the guest's sequential write
 //! and read throughput on a pool volume and on a whole machine disk, in
 //! the same run, timed on the host between the guest's start and result
-//! lines (their arrival on the serial port).
+//! lines (their arrival on the serial port); rounds of a pool boot and a
+//! disk boot back to back, medians reported (the machine is shared: one
+//! pair alone swung 5x between runs).
 
 use crate::Result;
 use crate::bench::Figure;
@@ -265,43 +267,102 @@ fn outcome(name: &str, last: Boot, total: Duration, problems: Vec<String>, summa
     }
 }
 
-/// `bench/linux-disk`: one boot writing then reading [`DATA_MIB`] MiB on a
-/// pool volume, one on a whole machine disk; MB/s of each and the ratios.
-/// Returns the figures and the problems.
+/// `bench/linux-disk`: boots writing then reading [`DATA_MIB`] MiB on a
+/// pool volume and on a whole machine disk, in [`bench_rounds`] rounds of
+/// one pool boot and one disk boot back to back (A/B interleaved, so both
+/// sides of a round see about the same load on a shared machine). The
+/// figures are medians: MB/s of each side, and the ratio of each round's
+/// pair; `_min`/`_max` give the spread of the ratios. Returns the figures
+/// and the problems.
 pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<Figure>, Vec<String>)> {
     let dir = crate::out_dir().join("linux-e2e").join("bench-linux-disk");
     std::fs::create_dir_all(&dir)?;
     let pool = vec![dir.join("pool.img")];
-    let _ = std::fs::remove_file(&pool[0]);
     let raw = dir.join("raw.img");
-    std::fs::File::create(&raw)?.set_len(VOLUME_MIB * MIB)?;
     let words = format!("alcove.disk-write={DATA_MIB} alcove.disk-read={DATA_MIB}");
     let on_pool = vm_json(images, "disk-bench", &format!("{{\"size\": {VOLUME_MIB}}}"), &words);
     let on_raw = vm_json(images, "disk-bench", "{\"path\": \"raw.img\"}", &words);
     let mut figures = Vec::new();
     let mut problems = Vec::new();
-    let mut rates = Vec::new();
-    for (what, json) in [("pool", on_pool), ("disk", on_raw)] {
-        let b = boot(kernel, &dir, &format!("bench-linux-disk-{what}"), &json, &pool, timeout)?;
-        problems.extend(b.problems.iter().map(|p| format!("{what}: {p}")));
-        if b.hash("write").is_none() || b.hash("write") != b.hash("read") {
-            problems.push(format!("{what}: the guest read back {:?}, wrote {:?}", b.hash("read"), b.hash("write")));
-        }
-        let mb = (DATA_MIB * MIB) as f64 / 1e6;
-        let (w, r) = (b.seconds("write").map(|s| mb / s), b.seconds("read").map(|s| mb / s));
-        for (dir_name, rate) in [("write", w), ("read", r)] {
-            match rate {
-                Some(v) => figures.push(Figure::new(&format!("linux_{what}_{dir_name}"), format!("{v:.2}"), "MB/s")),
-                None => problems.push(format!("{what}: no {dir_name} timing")),
+    let rounds = bench_rounds();
+    // Per side: write and read MB/s of each round; per round: the ratios.
+    let mut rates: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut ratios: Vec<(f64, f64)> = Vec::new();
+    for round in 0..rounds {
+        // A fresh pool and disk each round: every round does the same work.
+        let _ = std::fs::remove_file(&pool[0]);
+        let _ = std::fs::remove_file(&raw);
+        std::fs::File::create(&raw)?.set_len(VOLUME_MIB * MIB)?;
+        let mut pair = Vec::new();
+        for (side, (what, json)) in [("pool", &on_pool), ("disk", &on_raw)].into_iter().enumerate() {
+            let b = boot(kernel, &dir, &format!("bench-linux-disk-{what}-{round}"), json, &pool, timeout)?;
+            problems.extend(b.problems.iter().map(|p| format!("{what} (round {round}): {p}")));
+            if b.hash("write").is_none() || b.hash("write") != b.hash("read") {
+                problems.push(format!("{what} (round {round}): the guest read back {:?}, wrote {:?}", b.hash("read"), b.hash("write")));
+            }
+            let mb = (DATA_MIB * MIB) as f64 / 1e6;
+            match (b.seconds("write").map(|s| mb / s), b.seconds("read").map(|s| mb / s)) {
+                (Some(w), Some(r)) => {
+                    println!("round {round} {what}: write {w:.2} MB/s, read {r:.2} MB/s");
+                    rates[side].push((w, r));
+                    pair.push((w, r));
+                }
+                _ => problems.push(format!("{what} (round {round}): no write or read timing")),
             }
         }
-        rates.push((w, r));
+        if let [(pw, pr), (dw, dr)] = pair[..] {
+            println!("round {round}: pool/disk write {:.2}, read {:.2}", pw / dw, pr / dr);
+            ratios.push((pw / dw, pr / dr));
+        }
     }
-    if let [(Some(pw), Some(pr)), (Some(dw), Some(dr))] = rates[..] {
-        figures.push(Figure::new("linux_pool_over_disk_write", format!("{:.2}", pw / dw), "ratio"));
-        figures.push(Figure::new("linux_pool_over_disk_read", format!("{:.2}", pr / dr), "ratio"));
+    for (side, what) in [(0, "pool"), (1, "disk")] {
+        if let (Some(w), Some(r)) = (median(rates[side].iter().map(|x| x.0)), median(rates[side].iter().map(|x| x.1))) {
+            figures.push(Figure::new(&format!("linux_{what}_write"), format!("{w:.2}"), "MB/s"));
+            figures.push(Figure::new(&format!("linux_{what}_read"), format!("{r:.2}"), "MB/s"));
+        }
+    }
+    for (i, dir_name) in [(0, "write"), (1, "read")] {
+        let of = |r: &(f64, f64)| if i == 0 { r.0 } else { r.1 };
+        if let Some(m) = median(ratios.iter().map(of)) {
+            let lo = ratios.iter().map(of).fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().map(of).fold(0.0, f64::max);
+            figures.push(Figure::new(&format!("linux_pool_over_disk_{dir_name}"), format!("{m:.2}"), "ratio"));
+            figures.push(Figure::new(&format!("linux_pool_over_disk_{dir_name}_min"), format!("{lo:.2}"), "ratio"));
+            figures.push(Figure::new(&format!("linux_pool_over_disk_{dir_name}_max"), format!("{hi:.2}"), "ratio"));
+        }
     }
     Ok((figures, problems))
+}
+
+/// Rounds of `bench/linux-disk` (`ALCOVE_DISK_BENCH_ROUNDS`, 1 to 15;
+/// default 3).
+pub fn bench_rounds() -> usize {
+    std::env::var("ALCOVE_DISK_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|n| (1..=15).contains(n)).unwrap_or(3)
+}
+
+/// The median (the mean of the middle two for an even count); None for
+/// no values.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+#[cfg(test)]
+mod bench_tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_none() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), Some(2.5));
+        assert_eq!(median([f64::NAN, 5.0].into_iter()), Some(5.0));
+        assert_eq!(median(core::iter::empty()), None);
+    }
 }
 
 pub const MIRROR_CASE: &str = "linux/pool-mirror-heal";

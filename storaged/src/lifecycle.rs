@@ -197,6 +197,17 @@ pub fn bring_up<D: BlockDevice>(disks: Vec<Disk<D>>, plan: Option<&PoolPlan>, gu
                     pool.state(),
                     pool.txg()
                 );
+                if let Some(p) = pool.scrub_progress() {
+                    // The scrub a power cut or a shutdown interrupted goes
+                    // on (storaged walks it between requests).
+                    log::info!(
+                        "pool {pool_name}: scrub of txg {} in progress since {}: resumed at {} of {} bytes",
+                        p.txg,
+                        libipc::time::ctime(p.start),
+                        p.bytes,
+                        p.total
+                    );
+                }
                 booted.pool = Some(pool);
                 booted.pool_disks = names;
             }

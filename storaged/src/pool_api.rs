@@ -511,6 +511,9 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
         if !p.scrub_cancel() {
             return Err(PoolError::Invalid { why: "no scrub is in progress".into() });
         }
+        // The commit records that no scrub is under way: an import after
+        // does not resume it.
+        p.sync().map_err(err)?;
         log::info!("pool: scrub cancelled after {} bytes", walked.unwrap_or(0));
         Ok(())
     }

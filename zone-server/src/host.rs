@@ -404,11 +404,9 @@ impl<M: Machine> Host for ZoneHost<M> {
     }
 }
 
-/// Bytes of an image file read at a time (zone-server's heap is small).
+/// Bytes of an image file read at a time (zone-server's heap is small): a
+/// raw image or a send stream goes to the pool as it is read.
 pub const INSTALL_READ_BYTES: usize = 16 * 1024;
-/// Bytes of an image given as a pool send stream held in memory at most
-/// (the pool receives a stream whole); larger images go in raw.
-pub const INSTALL_STREAM_MEMORY: u64 = 64 * 1024;
 
 impl<M: Machine> ZoneHost<M> {
     /// Runs `imgadm ARGS...`; `stdin` is the manifest for `install`,
@@ -429,7 +427,7 @@ impl<M: Machine> ZoneHost<M> {
                 .machine
                 .open_file(&req.file, req.manifest.file.size)
                 .map_err(|e| alcove_images::Error::Invalid(format!("imgadm install -f {}: {e}", req.file)))?;
-            let limits = cli::InstallLimits { read_bytes: INSTALL_READ_BYTES, stream_memory: INSTALL_STREAM_MEMORY };
+            let limits = cli::InstallLimits { read_bytes: INSTALL_READ_BYTES };
             cli::install(self.machine.images(), req, &mut file, &limits)
         });
         cli::output(r)

@@ -33,8 +33,9 @@ pub const LABEL_MAGIC: u64 = u64::from_le_bytes(*b"ALCVLABL");
 pub const UB_MAGIC: u64 = u64::from_le_bytes(*b"ALCVUBER");
 pub const MOS_MAGIC: u64 = u64::from_le_bytes(*b"ALCVMOS1");
 /// The MOS's own version (FORMAT.md "MOS"): 2 adds each dataset's
-/// `creation` time and the scan record; version 1 MOSes are still read.
-pub const MOS_VERSION: u32 = 2;
+/// `creation` time and the scan record, 3 the scrub in progress record;
+/// versions 1 and 2 are still read.
+pub const MOS_VERSION: u32 = 3;
 
 pub const LOG_MAGIC: u64 = u64::from_le_bytes(*b"ALCVZIL1");
 

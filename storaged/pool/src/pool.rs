@@ -28,7 +28,7 @@ mod send;
 
 pub use send::{PIECE_MAX, PIECE_TARGET, RECV_SUFFIX, Receiver, SEND_MAGIC, STREAM_VERSION, SendCursor, piece_tag};
 
-pub use scrub::{ScrubCanceled, ScrubEnd, ScrubProgress};
+pub use scrub::{ScrubCanceled, ScrubEnd, ScrubProgress, ScrubResume};
 
 /// Volumes at most this large (bytes).
 pub const MAX_VOLSIZE: u64 = 1 << 50;
@@ -299,6 +299,10 @@ pub struct VerifyReport {
     pub space_checked: bool,
 }
 
+/// How many bytes a scrub walks at most between two records of where it
+/// is ([`Pool::set_scrub_record_every`]).
+pub const SCRUB_RECORD_EVERY: u64 = 64 << 20;
+
 /// How many of a scrub's permanent errors the MOS keeps (`errors_total`
 /// counts them all), as ZFS's error log keeps a bounded list.
 pub const SCAN_ERRORS_KEPT: usize = 32;
@@ -319,8 +323,12 @@ pub struct ScanRecord {
     /// Permanent errors found, and the first [`SCAN_ERRORS_KEPT`] of them.
     pub errors_total: u64,
     pub errors: Vec<DataError>,
-    /// False when an unreadable indirect block hid blocks from the walk.
+    /// False when an unreadable indirect block hid blocks from the walk,
+    /// or when the scrub was resumed after an import.
     pub space_checked: bool,
+    /// It was resumed after an import (MOS version 3): its space check
+    /// was not made (the space map of the group it walked was gone).
+    pub resumed: bool,
 }
 
 /// A block no copy of which matched its checksum, and what it holds.
@@ -439,6 +447,11 @@ pub struct Pool<D: Disk> {
     scrub_canceled: Option<ScrubCanceled>,
     /// [`Pool::set_scrub_hold_limit`].
     scrub_hold_limit: Option<usize>,
+    /// [`Pool::set_scrub_record_every`].
+    scrub_record_every: u64,
+    /// The receive [`Pool::receive_open`] keeps for a caller that cannot
+    /// hold a [`Receiver`] (the image store's `PoolOps`).
+    held_receive: Option<send::Receiver>,
     /// Seconds since 1970 for `creation` and the scan times (the host tool
     /// reads the system's clock, storaged the kernel's).
     wall_clock: fn() -> u64,
@@ -583,6 +596,8 @@ impl<D: Disk> Pool<D> {
             scrub_run: None,
             scrub_canceled: None,
             scrub_hold_limit: None,
+            scrub_record_every: SCRUB_RECORD_EVERY,
+            held_receive: None,
             wall_clock: no_clock,
         };
         pool.sync()?;
@@ -643,7 +658,7 @@ impl<D: Disk> Pool<D> {
                 }
             };
             match decode_mos(&mos[..ub.mos.lsize as usize], guid, ub.txg, asize) {
-                Ok(Mos { datasets, space, next_id, scan }) => {
+                Ok(Mos { datasets, space, next_id, scan, scrub }) => {
                     let mut pool = Pool {
                         vdev,
                         name,
@@ -671,8 +686,16 @@ impl<D: Disk> Pool<D> {
                         scrub_run: None,
                         scrub_canceled: None,
                         scrub_hold_limit: None,
+                        scrub_record_every: SCRUB_RECORD_EVERY,
+                        held_receive: None,
                         wall_clock: no_clock,
                     };
+                    if let Some(rec) = scrub {
+                        // A scrub was under way at the last commit: it goes
+                        // on from where that commit recorded it (before the
+                        // log's writes, which it then holds from reuse).
+                        pool.scrub_resume(rec)?;
+                    }
                     pool.replay_log(ub.log);
                     pool.destroy_partial_receives();
                     return Ok(pool);
@@ -1804,6 +1827,7 @@ impl<D: Disk> Pool<D> {
         self.txg = txg;
         self.mos = mos;
         self.space.release_deferred();
+        self.scrub_recorded();
         if self.scrub_hold_limit.is_some_and(|l| self.space.held_extents() > l) {
             self.end_scrub(ScrubEnd::CanceledForMemory);
         }
@@ -1866,15 +1890,17 @@ impl<D: Disk> Pool<D> {
                 for v in [s.start, s.end, s.txg, s.blocks, s.bytes, s.repaired, s.errors_total] {
                     w.u64(v);
                 }
-                w.u8(s.space_checked as u8);
-                w.u64(s.errors.len() as u64);
-                for e in &s.errors {
-                    w.str(e.dataset.as_deref().unwrap_or(""));
-                    for v in [e.offset, e.len, e.block] {
-                        w.u64(v);
-                    }
-                    w.u8(e.level);
-                }
+                // 2: not checked because it was resumed (version 3).
+                w.u8(if s.resumed { 2 } else { s.space_checked as u8 });
+                scrub::encode_errors(&mut w, &s.errors);
+            }
+        }
+        // Version 3: the scrub under way (FORMAT.md "Scrub in progress").
+        match self.scrub_bookmark() {
+            None => w.u8(0),
+            Some(b) => {
+                w.u8(1);
+                b.encode(&mut w);
             }
         }
         w.buf
@@ -2373,6 +2399,7 @@ struct Mos {
     space: SpaceMap,
     next_id: u64,
     scan: Option<ScanRecord>,
+    scrub: Option<ScrubResume>,
 }
 
 fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
@@ -2381,10 +2408,11 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
     if r.u64()? != MOS_MAGIC {
         return Err(bad("magic"));
     }
-    // Version 1 has no creation times and no scan record.
+    // Version 1 has no creation times and no scan record, version 2 no
+    // scrub in progress record.
     let version = r.u32()?;
-    if version != 1 && version != MOS_VERSION {
-        return Err(bad("version"));
+    if !(1..=MOS_VERSION).contains(&version) {
+        return Err(bad(&format!("version {version} (this pool reads 1 to {MOS_VERSION})")));
     }
     if r.u64()? != guid || r.u64()? != txg {
         return Err(bad("pool guid or txg does not match the uberblock"));
@@ -2458,7 +2486,8 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
         }
         datasets.insert(id, d);
     }
-    let scan = if version >= 2 { decode_scan(&mut r, txg).map_err(|e| bad(&e))? } else { None };
+    let scan = if version >= 2 { decode_scan(&mut r, txg, version).map_err(|e| bad(&e))? } else { None };
+    let scrub = if version >= 3 { decode_scrub(&mut r, txg).map_err(|e| bad(&e))? } else { None };
     if !r.done() {
         return Err(bad("trailing bytes"));
     }
@@ -2469,11 +2498,20 @@ fn decode_mos(b: &[u8], guid: u64, txg: u64, asize: u64) -> Result<Mos, Error> {
             return Err(bad("dataset head or origin"));
         }
     }
-    Ok(Mos { datasets, space, next_id, scan })
+    Ok(Mos { datasets, space, next_id, scan, scrub })
+}
+
+/// The scrub in progress record at the end of a version 3 MOS.
+fn decode_scrub(r: &mut Reader, txg: u64) -> Result<Option<ScrubResume>, String> {
+    match r.u8().map_err(|e| format!("scrub in progress record: {e:?}"))? {
+        0 => Ok(None),
+        1 => ScrubResume::decode(r, txg).map(Some),
+        k => Err(format!("scrub in progress record: kind {k} (0: none, 1: a scrub under way)")),
+    }
 }
 
 /// The scan record at the end of a version 2 MOS (FORMAT.md "MOS").
-fn decode_scan(r: &mut Reader, txg: u64) -> Result<Option<ScanRecord>, String> {
+fn decode_scan(r: &mut Reader, txg: u64, version: u32) -> Result<Option<ScanRecord>, String> {
     let e = |e: FormatError| format!("scan record: {e:?}");
     match r.u8().map_err(e)? {
         0 => return Ok(None),
@@ -2485,23 +2523,17 @@ fn decode_scan(r: &mut Reader, txg: u64) -> Result<Option<ScanRecord>, String> {
         *x = r.u64().map_err(e)?;
     }
     let [start, end, scanned, blocks, bytes, repaired, errors_total] = v;
-    let space_checked = match r.u8().map_err(e)? {
-        0 => false,
-        1 => true,
-        _ => return Err("scan record: space_checked is not 0 or 1".into()),
+    let (space_checked, resumed) = match r.u8().map_err(e)? {
+        0 => (false, false),
+        1 => (true, false),
+        2 if version >= 3 => (false, true),
+        _ => return Err("scan record: space_checked is not 0, 1 or (version 3) 2".into()),
     };
-    let n = r.count(29).map_err(e)?;
-    if n > SCAN_ERRORS_KEPT || n as u64 > errors_total || scanned > txg || end < start {
+    if scanned > txg || end < start {
         return Err("scan record: errors, txg or times out of range".into());
     }
-    let mut errors = Vec::with_capacity(n);
-    for _ in 0..n {
-        let dataset = r.str().map_err(e)?;
-        let (offset, len, block) = (r.u64().map_err(e)?, r.u64().map_err(e)?, r.u64().map_err(e)?);
-        let level = r.u8().map_err(e)?;
-        errors.push(DataError { dataset: (!dataset.is_empty()).then_some(dataset), offset, len, block, level });
-    }
-    Ok(Some(ScanRecord { start, end, txg: scanned, blocks, bytes, repaired, errors_total, space_checked, errors }))
+    let errors = scrub::decode_errors(r, errors_total).map_err(|s| format!("scan record: {s}"))?;
+    Ok(Some(ScanRecord { start, end, txg: scanned, blocks, bytes, repaired, errors_total, space_checked, resumed, errors }))
 }
 
 /// Whether every byte is zero (such a block is written as a hole).

@@ -83,11 +83,9 @@ pub fn run<P: PoolOps>(pool: &mut P, args: &[&str]) -> Output {
 
 /// What `imgadm install` reads and how much memory it may use.
 pub struct InstallLimits {
-    /// Bytes of the file read at a time.
+    /// Bytes of the file read at a time (a send stream or a raw image
+    /// alike goes to the pool as it is read).
     pub read_bytes: usize,
-    /// Bytes of send stream held in memory at most (a raw image has no
-    /// such bound).
-    pub stream_memory: u64,
 }
 
 /// `imgadm install -m MANIFEST -f FILE`, its arguments read.
@@ -131,7 +129,6 @@ pub fn install<P: PoolOps, R: FileReader + ?Sized>(
     let m = &req.manifest;
     let done = format!("Installed image {} ({}@{})\n", m.uuid, m.name, m.version);
     let mut inst = Install::begin(pool, req.manifest, None)?;
-    inst.set_stream_memory(limits.stream_memory);
     let mut buf = alloc::vec![0u8; limits.read_bytes.max(512)];
     loop {
         let n = match reader.read(&mut buf) {

@@ -174,9 +174,17 @@ pub trait PoolOps {
     fn clone_snapshot(&mut self, snap: &str, name: &str) -> Result<(), alcove_pool::Error>;
     fn destroy(&mut self, name: &str, recursive: bool) -> Result<(), alcove_pool::Error>;
     fn rename(&mut self, from: &str, to: &str) -> Result<(), alcove_pool::Error>;
-    /// Receives a whole send stream as volume `target`; returns the
-    /// snapshot it made (`target@NAME`).
-    fn receive(&mut self, target: &str, stream: &[u8]) -> Result<String, alcove_pool::Error>;
+    /// Starts receiving a send stream as volume `target`, in pieces as it
+    /// arrives ([`PoolOps::receive_bytes`]); one receive at a time. The
+    /// volume appears only at [`PoolOps::receive_end`].
+    fn receive_start(&mut self, target: &str) -> Result<(), alcove_pool::Error>;
+    /// The next bytes of the stream (any split): the pool checks and
+    /// applies each piece as it completes.
+    fn receive_bytes(&mut self, bytes: &[u8]) -> Result<(), alcove_pool::Error>;
+    /// The stream ended: `finish` makes the volume and returns the snapshot
+    /// it received (`target@NAME`); `finish` false drops the receive and
+    /// what it wrote (`Ok(None)`).
+    fn receive_end(&mut self, finish: bool) -> Result<Option<String>, alcove_pool::Error>;
 }
 
 impl<D: Disk> PoolOps for Pool<D> {
@@ -217,7 +225,13 @@ impl<D: Disk> PoolOps for Pool<D> {
     fn rename(&mut self, from: &str, to: &str) -> Result<(), alcove_pool::Error> {
         Pool::rename(self, from, to)
     }
-    fn receive(&mut self, target: &str, stream: &[u8]) -> Result<String, alcove_pool::Error> {
-        Pool::receive(self, target, stream)
+    fn receive_start(&mut self, target: &str) -> Result<(), alcove_pool::Error> {
+        Pool::receive_open(self, target)
+    }
+    fn receive_bytes(&mut self, bytes: &[u8]) -> Result<(), alcove_pool::Error> {
+        Pool::receive_feed(self, bytes)
+    }
+    fn receive_end(&mut self, finish: bool) -> Result<Option<String>, alcove_pool::Error> {
+        Pool::receive_close(self, finish)
     }
 }

@@ -15,9 +15,11 @@
 //!   the volume stays sparse), or
 //! * the pool's own send stream (FORMAT.md "Send stream": it begins with
 //!   the bytes `ALCVSEND`) of a volume of exactly `image_size` MiB, the
-//!   equivalent of SmartOS's zvol images, which are `zfs send` streams. The
-//!   pool receives a stream whole, so this form is held in memory (bounded
-//!   by the image's size) until it ends.
+//!   equivalent of SmartOS's zvol images, which are `zfs send` streams. It
+//!   goes to the pool's receive as it arrives (the pool checks and applies
+//!   it piece by piece, about 32 KiB at a time, into a hidden volume that
+//!   becomes the target only when the stream ends): the store holds none
+//!   of it, whatever the image's size.
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -45,10 +47,6 @@ pub const SEND_MAGIC: &[u8; 8] = b"ALCVSEND";
 /// Bytes written between commits while installing (the pool holds an open
 /// group's blocks in memory).
 const COMMIT_EVERY: u64 = 32 << 20;
-/// The largest send-stream image held in memory by default (bytes of
-/// stream): the pool receives a stream whole. Raw images have no such
-/// bound (they are written as they arrive).
-pub const DEFAULT_STREAM_MEMORY: u64 = 256 << 20;
 /// Raw images are written in pieces of this many bytes.
 const WRITE_CHUNK: usize = 128 * 1024;
 
@@ -77,7 +75,8 @@ enum Format {
     /// Not yet known: the first bytes, until there are 8.
     Unknown(Vec<u8>),
     Raw,
-    Stream(Vec<u8>),
+    /// A send stream, going to the pool's receive.
+    Stream,
 }
 
 /// Where decompressed bytes go.
@@ -91,16 +90,17 @@ struct Sink {
     pending: Vec<u8>,
     since_commit: u64,
     created: bool,
-    /// Bytes of send stream this install may hold in memory.
-    stream_memory: u64,
+    /// A receive is open in the pool ([`PoolOps::receive_start`]).
+    receiving: bool,
 }
 
 impl Sink {
     /// The largest send stream of a volume of `volsize` bytes: each block
-    /// of at least 512 bytes costs 9 bytes of record header, plus the
-    /// stream header and trailer.
+    /// of at least 512 bytes costs 9 bytes of record header, each piece of
+    /// about 32 KiB 36 bytes of length and tag (under 1 byte a 512-byte
+    /// block), plus the stream's prefix, header piece and end.
     fn stream_limit(volsize: u64) -> u64 {
-        volsize + volsize / 512 * 9 + 4096
+        volsize + volsize / 512 * 10 + 64 * 1024
     }
 
     fn take(&mut self, pool: &mut dyn PoolOps, mut data: &[u8]) -> Result<(), Error> {
@@ -119,7 +119,9 @@ impl Sink {
 
     fn decide(&mut self, pool: &mut dyn PoolOps, head: Vec<u8>) -> Result<(), Error> {
         if head.as_slice() == SEND_MAGIC {
-            self.format = Format::Stream(Vec::new());
+            self.format = Format::Stream;
+            pool.receive_start(&self.volume)?;
+            self.receiving = true;
         } else {
             self.format = Format::Raw;
             pool.create_volume(&self.volume, self.volsize, IMAGE_VOLBLOCKSIZE)?;
@@ -131,20 +133,14 @@ impl Sink {
     fn push(&mut self, pool: &mut dyn PoolOps, data: &[u8]) -> Result<(), Error> {
         match &mut self.format {
             Format::Unknown(_) => Ok(()),
-            Format::Stream(buf) => {
+            Format::Stream => {
                 let limit = Self::stream_limit(self.volsize);
-                let len = buf.len() as u64 + data.len() as u64;
+                let len = self.at + data.len() as u64;
                 if len > limit {
                     return Err(Error::Stream(format!("longer than a stream of image_size ({limit} bytes at most)")));
                 }
-                if len > self.stream_memory {
-                    return Err(Error::Stream(format!(
-                        "longer than {} bytes, the most this store holds in memory to receive; install the image as a raw disk image",
-                        self.stream_memory
-                    )));
-                }
-                buf.extend_from_slice(data);
-                Ok(())
+                self.at = len;
+                pool.receive_bytes(data).map_err(receive_err)
             }
             Format::Raw => {
                 if self.at + self.pending.len() as u64 + data.len() as u64 > self.volsize {
@@ -198,12 +194,10 @@ impl Sink {
             self.decide(pool, head)?;
         }
         match core::mem::replace(&mut self.format, Format::Raw) {
-            Format::Stream(buf) => {
-                let snap = pool.receive(&self.volume, &buf).map_err(|e| match e {
-                    // The pool's refusals of the stream itself.
-                    alcove_pool::Error::Invalid(s) if s.starts_with("receive:") => Error::Stream(s),
-                    e => Error::Pool(e),
-                })?;
+            Format::Stream => {
+                self.receiving = false;
+                let snap = pool.receive_end(true).map_err(receive_err)?;
+                let snap = snap.ok_or_else(|| Error::Stream("the pool received no snapshot".into()))?;
                 self.created = true;
                 let size = pool.list().into_iter().find(|d| d.name == self.volume).map_or(0, |d| d.volsize);
                 if size != self.volsize {
@@ -226,6 +220,14 @@ impl Sink {
                 Ok(())
             }
         }
+    }
+}
+
+/// The pool's refusals of a stream itself are the image's fault.
+fn receive_err(e: alcove_pool::Error) -> Error {
+    match e {
+        alcove_pool::Error::Invalid(s) if s.starts_with("receive:") => Error::Stream(s),
+        e => Error::Pool(e),
     }
 }
 
@@ -258,6 +260,9 @@ impl<'p, P: PoolOps> Install<'p, P> {
         {
             return Err(Error::Invalid(format!("image source {s:?}: at most 4096 characters, no control characters")));
         }
+        // An install dropped half way (its transport gone) may have left a
+        // receive open in the pool: dropped with what it wrote.
+        let _ = pool.receive_end(false);
         if names.contains(&partial) {
             // An interrupted install of this image.
             pool.destroy(&partial, true)?;
@@ -281,17 +286,11 @@ impl<'p, P: PoolOps> Install<'p, P> {
                 pending: Vec::new(),
                 since_commit: 0,
                 created: false,
-                stream_memory: DEFAULT_STREAM_MEMORY,
+                receiving: false,
             },
             manifest,
             failed: false,
         })
-    }
-
-    /// Bounds the memory a send-stream image may take (bytes of stream;
-    /// [`DEFAULT_STREAM_MEMORY`] unless set).
-    pub fn set_stream_memory(&mut self, bytes: u64) {
-        self.sink.stream_memory = bytes;
     }
 
     /// Bytes of the file taken so far.
@@ -383,6 +382,10 @@ impl<'p, P: PoolOps> Install<'p, P> {
 
     fn abort(&mut self) {
         self.failed = true;
+        if core::mem::take(&mut self.sink.receiving) {
+            // What the receive wrote (a hidden volume) goes with it.
+            let _ = self.pool.receive_end(false);
+        }
         if self.sink.created || self.pool.list().iter().any(|d| d.name == self.sink.volume) {
             // Best effort: a pool that fails here is reported by its own
             // next operation; the next install removes the leftover.

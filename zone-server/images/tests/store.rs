@@ -302,7 +302,7 @@ fn a_streamed_import_reports_progress_and_a_failed_download_leaves_nothing() {
 }
 
 #[test]
-fn a_send_stream_image_is_bounded_in_memory() {
+fn a_send_stream_image_goes_to_the_pool_as_it_arrives() {
     let mut src = pool();
     src.create_volume("zones/golden", 1 << 20, 8192).unwrap();
     src.write("zones/golden", 0, &disk_image(512 << 10, 3)).unwrap();
@@ -310,13 +310,40 @@ fn a_send_stream_image_is_bounded_in_memory() {
     let mut stream = Vec::new();
     src.send("zones/golden@final", None, &mut |b| stream.extend_from_slice(b)).unwrap();
     let mut p = pool();
+    p.sync().unwrap();
+    let free = p.free_bytes();
     let mut inst = Install::begin(&mut p, manifest(IMAGE, &stream, "none", 1), None).unwrap();
-    inst.set_stream_memory(64 << 10);
-    let e = stream.chunks(4096).try_for_each(|c| inst.write(c)).unwrap_err();
-    assert!(matches!(&e, Error::Stream(s) if s.contains("raw disk image")), "{e}");
+    // Fed in odd pieces, nothing listed until the end (the pool receives
+    // into a hidden volume).
+    for c in stream.chunks(3001) {
+        inst.write(c).unwrap();
+    }
     drop(inst);
+    assert!(names(&p).is_empty(), "an install never finished leaves nothing listed: {:?}", names(&p));
+    assert_eq!(p.list().len(), 0);
+    // A stream altered in its middle: refused when that piece arrives,
+    // nothing left (the receive the dropped install left open is gone
+    // too), and the pool's free space back.
+    let mut bad = stream.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    let mut inst = Install::begin(&mut p, manifest(IMAGE, &bad, "none", 1), None).unwrap();
+    let e = bad.chunks(4096).try_for_each(|c| inst.write(c)).unwrap_err();
+    assert!(matches!(&e, Error::Stream(s) if s.contains("receive:")), "{e}");
+    drop(inst);
+    p.sync().unwrap();
     assert!(names(&p).is_empty(), "{:?}", names(&p));
-    // With the default bound it installs, its snapshot already named final.
+    assert_eq!(p.free_bytes(), free);
+    // The right stream, a wrong SHA-1 in the manifest: found at the end,
+    // the partly received volume destroyed.
+    let mut m = manifest(IMAGE, &stream, "none", 1);
+    m.file.sha1[0] ^= 1;
+    let e = store::install(&mut p, m, &stream, None).unwrap_err();
+    assert!(matches!(e, Error::Sha1 { .. }), "{e}");
+    p.sync().unwrap();
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+    assert_eq!(p.free_bytes(), free);
+    // Whole and right: installed, its snapshot already named final.
     store::install(&mut p, manifest(IMAGE, &stream, "none", 1), &stream, None).unwrap();
     assert_eq!(read_volume(&mut p, &format!("zones/{IMAGE}@final"), 512 << 10), disk_image(512 << 10, 3));
 }

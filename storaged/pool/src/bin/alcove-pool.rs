@@ -5,6 +5,7 @@
 //! ```text
 //! alcove-pool POOL.img... create [NAME] [--size MIB]
 //! alcove-pool POOL.img... status|scrub [-v]
+//! alcove-pool POOL.img... scrub -s
 //! alcove-pool POOL.img... list
 //! alcove-pool POOL.img... get NAME
 //! alcove-pool POOL.img... set NAME compression=off|lz4
@@ -148,17 +149,42 @@ fn run(args: &[String]) -> Result<(), String> {
         "scrub" => {
             // Exits non-zero when blocks no copy can repair were found
             // (after printing the status that names them).
+            if rest.len() == 1 && rest[0] == "-s" {
+                // `zpool scrub -s`: the scrub an import resumed stops, and
+                // the commit records that none is under way.
+                let mut pool = import(&mut files)?;
+                let Some(p) = pool.scrub_progress() else { return Err("no scrub is in progress".into()) };
+                pool.scrub_cancel();
+                pool.sync().map_err(e)?;
+                println!("scrub of txg {} canceled after {} of {}", p.txg, size(p.bytes), size(p.total));
+                return Ok(());
+            }
             let verbose = flag_v(rest)?;
             let mut pool = import(&mut files)?;
             // Allocated space counts a block the walk does not (the intent
             // log's first): the last line is the walk's own total.
             let mut last = (0, 0);
-            let r = pool
-                .scrub_with_progress(Some(&mut |done, total| {
+            let r = if let Some(p) = pool.scrub_progress() {
+                // A scrub a power cut or an export interrupted: it goes on
+                // from where its last commit recorded it.
+                println!("resuming the scrub of txg {} in progress since {} ({} of {} walked)", p.txg, when(p.start), size(p.bytes), size(p.total));
+                loop {
+                    let step = pool.scrub_step(16 * MIB).map_err(e)?;
+                    if let Some(p) = pool.scrub_progress() {
+                        last = (p.bytes, p.total);
+                        progress("scrub", p.bytes, p.total);
+                    }
+                    if let Some(r) = step {
+                        break r;
+                    }
+                }
+            } else {
+                pool.scrub_with_progress(Some(&mut |done, total| {
                     last = (done, total);
                     progress("scrub", done, total)
                 }))
-                .map_err(e)?;
+                .map_err(e)?
+            };
             if last.0 < last.1 {
                 progress("scrub", last.0, last.0);
             }
@@ -349,9 +375,25 @@ fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf], verbose: bool) {
     println!("  pool: {}", pool.name());
     println!(" state: {}", pool.state());
     let stats = pool.child_stats();
-    match pool.last_scrub() {
-        None => println!("  scan: none requested"),
-        Some(r) => println!(
+    match (pool.scrub_progress(), pool.last_scrub()) {
+        (Some(p), _) => {
+            // As `zpool status` while a scrub runs (here: one an import
+            // resumed; `scrub` goes on with it, `scrub -s` stops it).
+            println!("  scan: scrub in progress since {}", when(p.start));
+            let pct = if p.total == 0 { 100.0 } else { p.bytes as f64 * 100.0 / p.total as f64 };
+            println!(
+                "\t{} scanned of {} (txg {}), {} repaired, {:.2}% done, {} error{} so far",
+                size(p.bytes),
+                size(p.total),
+                p.txg,
+                size(p.repaired),
+                pct.min(100.0),
+                p.errors,
+                if p.errors == 1 { "" } else { "s" }
+            );
+        }
+        (None, None) => println!("  scan: none requested"),
+        (None, Some(r)) => println!(
             "  scan: scrub repaired {} in {} with {} error{} on {} (txg {}: {} blocks, {} verified)",
             size(r.repaired),
             duration(r.end - r.start),
@@ -409,7 +451,9 @@ fn print_status(pool: &Pool<FileDisk>, files: &[PathBuf], verbose: bool) {
             }
         }
     }
-    if pool.last_scrub().is_some_and(|r| !r.space_checked) {
+    if pool.last_scrub().is_some_and(|r| r.resumed) {
+        println!("note: the last scrub was resumed after an import: its walk was not checked against the space map");
+    } else if pool.last_scrub().is_some_and(|r| !r.space_checked) {
         println!("note: an unreadable indirect block hid the blocks below it: the space map was not checked against them");
     }
 }

@@ -10,10 +10,15 @@
 //! freed by a later group is not handed out again until the scrub ends (or
 //! is cancelled), so no block the walk still has to read is ever written
 //! over. The hold lives in memory only: each commit writes the held blocks
-//! as free, so a power cut or an export mid-scrub loses nothing but the
-//! scrub (which is not resumed at import; the last finished scrub's record
-//! stays). A write that would fail for want of the held space cancels the
+//! as free. A write that would fail for want of the held space cancels the
 //! scrub instead ([`ScrubEnd::CanceledForSpace`]).
+//!
+//! Each commit while a scrub runs records where it is ([`ScrubResume`], the
+//! MOS's "scrub in progress" record): after a power cut or an export the
+//! import resumes it from there, as ZFS does. The resumed walk reads the
+//! trees of the group imported, in the same order, from the recorded
+//! position, and counts only the blocks born by the group the scrub
+//! started from (the later ones were checksummed as they were written).
 
 use super::*;
 
@@ -126,6 +131,120 @@ struct Root {
     volblocksize: u64,
     volsize: u64,
     min_birth: u64,
+    /// Its place in the walk's order ([`Pool::scrub_roots`]): the slot
+    /// (phase, creation txg, id) a bookmark names, then its place in it.
+    slot: Slot,
+    sub: u64,
+    /// A resumed walk: (depth, position) inside it.
+    resume: Option<(u8, u64)>,
+}
+
+/// A slot of the walk's order: phase (1: a snapshot, 2: a volume, with the
+/// snapshots of it made after the scrub started), creation txg, id. Phase
+/// 0: no dataset walked yet. Inside a slot, a dataset's `sub` orders it:
+/// the snapshots made after the scrub started by their creation txg, then
+/// the slot's own dataset ([`OWN`]); a resumed walk keeps only the first
+/// (the others skip every block born by the txg walked).
+pub(super) type Slot = (u8, u64, u64);
+
+/// The `sub` of a slot's own dataset.
+const OWN: u64 = u64::MAX;
+
+/// The deepest tree a bookmark may name (a volume's height is at most 4).
+const MAX_DEPTH: u8 = 8;
+
+/// Where a scrub under way is, as the commits record it in the MOS (FORMAT.md
+/// "Scrub in progress"): what [`Pool::import`] resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubResume {
+    /// When it started (seconds since 1970), the txg it walks.
+    pub start: u64,
+    pub txg: u64,
+    /// What it walked, repaired and found so far, and the first
+    /// [`SCAN_ERRORS_KEPT`] errors found.
+    pub blocks: u64,
+    pub bytes: u64,
+    pub repaired: u64,
+    pub errors_total: u64,
+    pub errors: Vec<DataError>,
+    /// Whether the walk's first block, the MOS, was walked.
+    pub mos_done: bool,
+    /// The dataset slot being walked, and the position in it: the frames
+    /// open (0: the slot is done) and the next level-0 index to walk.
+    pub slot: Slot,
+    pub depth: u8,
+    pub pos: u64,
+}
+
+impl ScrubResume {
+    pub(super) fn encode(&self, w: &mut Writer) {
+        for v in [self.start, self.txg, self.blocks, self.bytes, self.repaired, self.errors_total] {
+            w.u64(v);
+        }
+        w.u8(self.mos_done as u8);
+        w.u8(self.slot.0);
+        w.u64(self.slot.1);
+        w.u64(self.slot.2);
+        w.u8(self.depth);
+        w.u64(self.pos);
+        encode_errors(w, &self.errors);
+    }
+
+    /// The record after its kind byte; `txg`: the MOS's.
+    pub(super) fn decode(r: &mut Reader, txg: u64) -> Result<Self, String> {
+        let e = |e: FormatError| format!("scrub in progress record: {e:?}");
+        let mut v = [0u64; 6];
+        for x in &mut v {
+            *x = r.u64().map_err(e)?;
+        }
+        let [start, scanned, blocks, bytes, repaired, errors_total] = v;
+        let mos_done = match r.u8().map_err(e)? {
+            0 => false,
+            1 => true,
+            k => return Err(format!("scrub in progress record: mos_done {k} is not 0 or 1")),
+        };
+        let phase = r.u8().map_err(e)?;
+        let slot = (phase, r.u64().map_err(e)?, r.u64().map_err(e)?);
+        let depth = r.u8().map_err(e)?;
+        let pos = r.u64().map_err(e)?;
+        if phase > 2 || depth > MAX_DEPTH || (phase == 0 && (depth != 0 || slot != (0, 0, 0))) {
+            return Err(format!("scrub in progress record: position (phase {phase}, depth {depth}) out of range"));
+        }
+        if scanned == 0 || scanned > txg || bytes < blocks {
+            return Err(format!("scrub in progress record: txg {scanned} or counts out of range (MOS txg {txg})"));
+        }
+        let errors = decode_errors(r, errors_total).map_err(|s| format!("scrub in progress record: {s}"))?;
+        Ok(ScrubResume { start, txg: scanned, blocks, bytes, repaired, errors_total, errors, mos_done, slot, depth, pos })
+    }
+}
+
+/// A record's first errors: count, then dataset str, offset, len, block
+/// u64, level u8 each.
+pub(super) fn encode_errors(w: &mut Writer, errors: &[DataError]) {
+    w.u64(errors.len() as u64);
+    for e in errors {
+        w.str(e.dataset.as_deref().unwrap_or(""));
+        for v in [e.offset, e.len, e.block] {
+            w.u64(v);
+        }
+        w.u8(e.level);
+    }
+}
+
+pub(super) fn decode_errors(r: &mut Reader, errors_total: u64) -> Result<Vec<DataError>, String> {
+    let e = |e: FormatError| format!("{e:?}");
+    let n = r.count(29).map_err(e)?;
+    if n > SCAN_ERRORS_KEPT || n as u64 > errors_total {
+        return Err(format!("{n} errors listed, {errors_total} counted (at most {SCAN_ERRORS_KEPT} kept)"));
+    }
+    let mut errors = Vec::with_capacity(n);
+    for _ in 0..n {
+        let dataset = r.str().map_err(e)?;
+        let (offset, len, block) = (r.u64().map_err(e)?, r.u64().map_err(e)?, r.u64().map_err(e)?);
+        let level = r.u8().map_err(e)?;
+        errors.push(DataError { dataset: (!dataset.is_empty()).then_some(dataset), offset, len, block, level });
+    }
+    Ok(errors)
 }
 
 /// A scrub under way: where its walk is and what it found.
@@ -152,6 +271,16 @@ pub(super) struct ScrubRun {
     /// the datasets sharing them): as many as the errors.
     bad: BTreeMap<u64, Vec<Bad>>,
     report: VerifyReport,
+    /// Blocks born after this txg are not walked (a resumed scrub reads
+    /// the trees of a later group): the txg walked.
+    max_birth: u64,
+    /// Resumed after an import: what was repaired before it, the errors
+    /// counted before it whose details were not kept.
+    resumed: bool,
+    repaired_before: u64,
+    errors_lost: u64,
+    /// Bytes walked when a commit last recorded the scrub.
+    recorded_at: u64,
 }
 
 impl<D: Disk> Pool<D> {
@@ -167,26 +296,7 @@ impl<D: Disk> Pool<D> {
             )));
         }
         self.sync()?;
-        let mut roots = Vec::new();
-        for d in self.datasets.values() {
-            let max_birth = if d.snapshot { d.creation_txg } else { self.txg };
-            if d.root.is_hole() {
-                continue;
-            }
-            if d.root.level != d.height() || d.root.birth > max_birth {
-                return Err(Error::Corrupt(format!("{}: root level {} birth {}", d.name, d.root.level, d.root.birth)));
-            }
-            let (volblocksize, volsize) = (u64::from(d.volblocksize), d.volsize);
-            let min_birth = self.walked_before(d);
-            roots.push(Root { name: d.name.clone(), bp: d.root, volblocksize, volsize, min_birth });
-        }
-        // Snapshots oldest first, then the volumes: the dataset whose blocks
-        // one skips is walked before it. Popped from the end.
-        roots.sort_by_key(|r| {
-            let d = self.datasets.values().find(|d| d.name == r.name);
-            d.map_or((1, 0), |d| if d.snapshot { (0, d.creation_txg) } else { (1, d.creation_txg) })
-        });
-        roots.reverse();
+        let roots = self.scrub_roots(None)?;
         let mut dead: Vec<(u64, u32, String)> =
             self.datasets.values().flat_map(|d| d.deadlist.iter().map(|x| (x.offset, x.psize, d.name.clone()))).collect();
         dead.sort();
@@ -215,10 +325,178 @@ impl<D: Disk> Pool<D> {
             current: None,
             stack: Vec::new(),
             bad: BTreeMap::new(),
+            max_birth: report.txg,
             report,
+            resumed: false,
+            repaired_before: 0,
+            errors_lost: 0,
+            recorded_at: 0,
         }));
         self.scrub_canceled = None;
         Ok(())
+    }
+
+    /// The datasets to walk, last first: snapshots oldest first, then the
+    /// volumes (the dataset whose blocks one skips is walked before it).
+    /// `resumed_from`: the txg a resumed scrub walks; a snapshot made after
+    /// it takes its volume's slot, before the volume (it holds what the
+    /// volume held then), as ZFS moves a scrub's bookmark to a new snapshot.
+    fn scrub_roots(&self, resumed_from: Option<u64>) -> Result<Vec<Root>, Error> {
+        let mut roots = Vec::new();
+        for d in self.datasets.values() {
+            let max_birth = if d.snapshot { d.creation_txg } else { self.txg };
+            if d.root.is_hole() {
+                continue;
+            }
+            if d.root.level != d.height() || d.root.birth > max_birth {
+                return Err(Error::Corrupt(format!("{}: root level {} birth {}", d.name, d.root.level, d.root.birth)));
+            }
+            let (slot, sub) = match (d.snapshot, resumed_from) {
+                (true, Some(t)) if d.creation_txg > t => {
+                    let h = self.datasets.get(&d.head).ok_or_else(|| Error::Corrupt(format!("{}: no head", d.name)))?;
+                    ((2, h.creation_txg, h.id), d.creation_txg)
+                }
+                (true, _) => ((1, d.creation_txg, d.id), OWN),
+                (false, _) => ((2, d.creation_txg, d.id), OWN),
+            };
+            let (volblocksize, volsize) = (u64::from(d.volblocksize), d.volsize);
+            let min_birth = self.walked_before(d);
+            if resumed_from.is_some_and(|t| min_birth >= t) {
+                // Every block it holds born by the txg walked is in the
+                // dataset before it (a snapshot made since, its volume's
+                // blocks of then): nothing here to count.
+                continue;
+            }
+            roots.push(Root { name: d.name.clone(), bp: d.root, volblocksize, volsize, min_birth, slot, sub, resume: None });
+        }
+        roots.sort_by_key(|r| (r.slot, r.sub));
+        roots.reverse();
+        Ok(roots)
+    }
+
+    /// Resumes the scrub `rec` records (at import): the trees of the group
+    /// imported are walked from the recorded position, counting the blocks
+    /// born by the txg it started from. Its space check is not made (the
+    /// space map it would check is gone).
+    pub(super) fn scrub_resume(&mut self, rec: ScrubResume) -> Result<(), Error> {
+        let mut roots = self.scrub_roots(Some(rec.txg))?;
+        if rec.slot.0 != 0 {
+            // Walked before: the slots before the one recorded, and it if
+            // it was done. The slot's one dataset left (its first, below)
+            // goes on from the position: it holds what of the slot's tree
+            // of then remains (a snapshot made since holds the volume's).
+            roots.retain(|r| r.slot >= rec.slot && !(r.slot == rec.slot && rec.depth == 0));
+            for r in roots.iter_mut().filter(|r| r.slot == rec.slot) {
+                r.resume = Some((rec.depth, rec.pos));
+            }
+        }
+        let mut alloc = Extents::new(self.guid);
+        for (o, l) in self.space.allocated() {
+            alloc.add(o, l);
+        }
+        let report = VerifyReport {
+            txg: rec.txg,
+            datasets: self.datasets.len(),
+            blocks: rec.blocks,
+            bytes: rec.bytes,
+            errors: rec.errors.clone(),
+            space_checked: false,
+        };
+        self.space.hold();
+        self.scrub_run = Some(alloc::boxed::Box::new(ScrubRun {
+            start: rec.start,
+            total: (self.space.size() - self.space.free_bytes()).max(rec.bytes),
+            repaired0: self.vdev.stats.iter().map(|s| s.repaired_bytes).sum(),
+            alloc,
+            refd: Extents::new(self.guid),
+            dead: Vec::new(),
+            dead_found: Vec::new(),
+            mos: None,
+            roots,
+            current: None,
+            stack: Vec::new(),
+            bad: BTreeMap::new(),
+            max_birth: rec.txg,
+            report,
+            resumed: true,
+            repaired_before: rec.repaired,
+            errors_lost: rec.errors_total - rec.errors.len() as u64,
+            recorded_at: rec.bytes,
+        }));
+        Ok(())
+    }
+
+    /// Where the scrub under way is, for the commit's record (None: none).
+    pub(super) fn scrub_bookmark(&self) -> Option<ScrubResume> {
+        let run = self.scrub_run.as_ref()?;
+        let mut errors: Vec<DataError> = run.report.errors.clone();
+        let mut errors_total = errors.len() as u64 + run.errors_lost;
+        let (mut slot, mut depth, mut pos) = ((0, 0, 0), 0u8, 0u64);
+        if let Some(root) = &run.current {
+            slot = root.slot;
+            // The bad blocks the open frames hold are the current
+            // dataset's: recorded now, as its errors (a resumed walk
+            // starts those frames again empty).
+            let mut base = 0u64;
+            for (i, f) in run.stack.iter().enumerate() {
+                for b in &f.bad {
+                    let rel = base.saturating_add(b.rel);
+                    let offset = rel.saturating_mul(root.volblocksize).min(root.volsize);
+                    let end = rel.saturating_add(span(b.level)).saturating_mul(root.volblocksize).min(root.volsize);
+                    errors.push(DataError { dataset: Some(root.name.clone()), offset, len: end - offset, block: b.block, level: b.level });
+                    errors_total += 1;
+                }
+                if i + 1 < run.stack.len() {
+                    base = base.saturating_add((f.next.saturating_sub(1) as u64).saturating_mul(span(f.bp.level.saturating_sub(1))));
+                }
+            }
+            // The position: the next child of the deepest frame that has
+            // one (frames whose children are all walked are done: the
+            // resumed walk does not enter them again).
+            let mut open = run.stack.len();
+            while open > 0 && run.stack[open - 1].next >= run.stack[open - 1].children.len() {
+                open -= 1;
+            }
+            let mut base = 0u64;
+            for (i, f) in run.stack[..open].iter().enumerate() {
+                let below = span(f.bp.level.saturating_sub(1));
+                if i + 1 == open {
+                    pos = base.saturating_add((f.next as u64).saturating_mul(below));
+                } else {
+                    base = base.saturating_add((f.next.saturating_sub(1) as u64).saturating_mul(below));
+                }
+            }
+            depth = open.min(usize::from(MAX_DEPTH)) as u8;
+        }
+        errors.truncate(SCAN_ERRORS_KEPT);
+        let repaired = self.vdev.stats.iter().map(|s| s.repaired_bytes).sum::<u64>().saturating_sub(run.repaired0);
+        Some(ScrubResume {
+            start: run.start,
+            txg: run.report.txg,
+            blocks: run.report.blocks,
+            bytes: run.report.bytes,
+            repaired: repaired.saturating_add(run.repaired_before),
+            errors_total,
+            errors,
+            mos_done: run.mos.is_none(),
+            slot,
+            depth,
+            pos,
+        })
+    }
+
+    /// Takes note that a commit recorded the scrub under way.
+    pub(super) fn scrub_recorded(&mut self) {
+        if let Some(run) = self.scrub_run.as_mut() {
+            run.recorded_at = run.report.bytes;
+        }
+    }
+
+    /// How many bytes a scrub walks at most between two records of it: a
+    /// [`Pool::scrub_step`] past it commits (so a quiet pool's scrub is
+    /// resumed near where it was); 0: only the caller's commits record it.
+    pub fn set_scrub_record_every(&mut self, bytes: u64) {
+        self.scrub_record_every = bytes;
     }
 
     /// Walks about `budget` bytes more of the scrub under way (at least one
@@ -229,7 +507,12 @@ impl<D: Disk> Pool<D> {
         let walked = self.check_live().and_then(|()| self.scrub_walk(&mut run, budget));
         match walked {
             Ok(false) => {
+                let due = self.scrub_record_every != 0 && run.report.bytes - run.recorded_at >= self.scrub_record_every;
                 self.scrub_run = Some(run);
+                if due {
+                    // A quiet pool commits nothing: record the scrub anyway.
+                    self.sync()?;
+                }
                 Ok(None)
             }
             Ok(true) => {
@@ -274,7 +557,7 @@ impl<D: Disk> Pool<D> {
             bytes: run.report.bytes,
             total: run.total,
             repaired: repaired.saturating_sub(run.repaired0),
-            errors: run.report.errors.len() as u64,
+            errors: run.report.errors.len() as u64 + run.errors_lost,
             held: self.space.held_bytes(),
         })
     }
@@ -298,9 +581,12 @@ impl<D: Disk> Pool<D> {
             }
             let Some(top) = run.stack.last_mut() else {
                 let Some(root) = run.roots.pop() else { return Ok(true) };
-                let bp = root.bp;
+                let (bp, resume) = (root.bp, root.resume);
                 run.current = Some(root);
-                self.scrub_enter(run, bp)?;
+                match resume {
+                    Some((depth, pos)) => self.scrub_reenter(run, depth, pos)?,
+                    None => self.scrub_enter(run, bp)?,
+                }
                 continue;
             };
             if let Some(&c) = top.children.get(top.next) {
@@ -345,6 +631,20 @@ impl<D: Disk> Pool<D> {
             Self::scrub_done(run, bad);
             return Ok(());
         }
+        if bp.birth > run.max_birth {
+            // Born after the group walked (a resumed scrub reads the trees
+            // imported): checked when written, not counted; what is below
+            // may be older.
+            if bp.level > 0 {
+                if self.vdev.scrub_block(&bp).is_err() {
+                    Self::scrub_done(run, vec![Bad { rel: 0, level: bp.level, block: bp.offset }]);
+                } else {
+                    let children = self.read_indirect(&bp)?;
+                    run.stack.push(Frame { bp, children, next: 0, bad: Vec::new() });
+                }
+            }
+            return Ok(());
+        }
         if !self.scrub_visit(&bp, run)? {
             let bad = vec![Bad { rel: 0, level: bp.level, block: bp.offset }];
             if bp.level > 0 {
@@ -356,6 +656,37 @@ impl<D: Disk> Pool<D> {
         } else if bp.level > 0 {
             let children = self.read_indirect(&bp)?;
             run.stack.push(Frame { bp, children, next: 0, bad: Vec::new() });
+        }
+        Ok(())
+    }
+
+    /// A resumed walk enters the current dataset at a recorded position:
+    /// the `depth` blocks on the path to level-0 index `pos` were walked
+    /// (counted) before the import: they are read again, not counted, and
+    /// the walk goes on from `pos`.
+    fn scrub_reenter(&mut self, run: &mut ScrubRun, depth: u8, pos: u64) -> Result<(), Error> {
+        let Some(root) = run.current.as_ref() else { return Ok(()) };
+        let (mut bp, min_birth, mut base) = (root.bp, root.min_birth, 0u64);
+        for i in 0..depth {
+            if bp.is_hole() || bp.level == 0 || bp.birth <= min_birth {
+                // Nothing below, or walked in the dataset before.
+                return Ok(());
+            }
+            if self.vdev.scrub_block(&bp).is_err() {
+                Self::scrub_done(run, vec![Bad { rel: 0, level: bp.level, block: bp.offset }]);
+                return Ok(());
+            }
+            let children = self.read_indirect(&bp)?;
+            let below = span(bp.level - 1);
+            let idx = usize::try_from(pos.saturating_sub(base) / below).unwrap_or(usize::MAX).min(children.len());
+            if i + 1 == depth || idx >= children.len() {
+                run.stack.push(Frame { bp, children, next: idx, bad: Vec::new() });
+                return Ok(());
+            }
+            let child = children[idx];
+            run.stack.push(Frame { bp, children, next: idx + 1, bad: Vec::new() });
+            base = base.saturating_add(idx as u64 * below);
+            bp = child;
         }
         Ok(())
     }
@@ -418,7 +749,7 @@ impl<D: Disk> Pool<D> {
     /// The walk is done: check the space map of the group walked against
     /// what it referenced, flush the repairs, commit the record.
     fn scrub_finish(&mut self, run: ScrubRun) -> Result<VerifyReport, Error> {
-        let ScrubRun { start, repaired0, alloc, refd, dead, dead_found, report, .. } = run;
+        let ScrubRun { start, repaired0, alloc, refd, dead, dead_found, report, resumed, repaired_before, errors_lost, .. } = run;
         if report.space_checked {
             if refd != alloc {
                 return Err(Error::Corrupt(format!(
@@ -432,7 +763,7 @@ impl<D: Disk> Pool<D> {
         }
         // The repairs are writes like any other: durable only once flushed.
         self.vdev.flush().map_err(|_| Error::Io("flush after scrub repairs".into()))?;
-        let repaired = self.vdev.stats.iter().map(|s| s.repaired_bytes).sum::<u64>() - repaired0;
+        let repaired = self.vdev.stats.iter().map(|s| s.repaired_bytes).sum::<u64>() - repaired0 + repaired_before;
         self.last_scrub = Some(ScanRecord {
             start,
             end: (self.wall_clock)().max(start),
@@ -440,9 +771,10 @@ impl<D: Disk> Pool<D> {
             blocks: report.blocks,
             bytes: report.bytes,
             repaired,
-            errors_total: report.errors.len() as u64,
+            errors_total: report.errors.len() as u64 + errors_lost,
             errors: report.errors.iter().take(SCAN_ERRORS_KEPT).cloned().collect(),
             space_checked: report.space_checked,
+            resumed,
         });
         // The record is the MOS's: a commit keeps it past an export.
         self.sync()?;

@@ -524,6 +524,38 @@ impl<D: Disk> Pool<D> {
         self.receive_fail(&mut rx);
     }
 
+    /// [`Pool::receive_start`], the [`Receiver`] kept by the pool (one at
+    /// a time: a second is [`Error::Busy`]); fed by
+    /// [`Pool::receive_feed`], ended by [`Pool::receive_close`].
+    pub fn receive_open(&mut self, target: &str) -> Result<(), Error> {
+        if self.held_receive.is_some() {
+            return Err(Error::Busy("receive: another receive is open".into()));
+        }
+        self.held_receive = Some(self.receive_start(target)?);
+        Ok(())
+    }
+
+    /// [`Pool::receive_bytes`] into the receive [`Pool::receive_open`] made.
+    pub fn receive_feed(&mut self, data: &[u8]) -> Result<(), Error> {
+        let mut rx = self.held_receive.take().ok_or_else(|| Error::Invalid("receive: no receive is open".into()))?;
+        let r = self.receive_bytes(&mut rx, data);
+        self.held_receive = Some(rx);
+        r
+    }
+
+    /// Ends the receive [`Pool::receive_open`] made: `finish` true is
+    /// [`Pool::receive_finish`] (the snapshot received), false
+    /// [`Pool::receive_abort`] (`Ok(None)`).
+    pub fn receive_close(&mut self, finish: bool) -> Result<Option<String>, Error> {
+        let rx = self.held_receive.take().ok_or_else(|| Error::Invalid("receive: no receive is open".into()))?;
+        if finish {
+            self.receive_finish(rx).map(Some)
+        } else {
+            self.receive_abort(rx);
+            Ok(None)
+        }
+    }
+
     fn receive_commit(&mut self, rx: &Receiver) -> Result<String, Error> {
         let Some(h) = rx.hdr.clone() else { return Err(stream_err("stream cut short")) };
         let target = rx.target.clone();

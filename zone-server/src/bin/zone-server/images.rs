@@ -184,11 +184,13 @@ impl alcove_images::store::FileReader for VolumeFile {
 pub struct IpcPool {
     pub storaged: Option<CapSlot>,
     writer: Option<VolumeRing>,
+    /// The stream id of the receive open in storaged, if one is.
+    recv: Option<u32>,
 }
 
 impl IpcPool {
     pub fn new(storaged: Option<CapSlot>) -> Self {
-        IpcPool { storaged, writer: None }
+        IpcPool { storaged, writer: None, recv: None }
     }
 
     fn client(&self) -> Result<pool::Client<KernelTransport>, Error> {
@@ -337,15 +339,39 @@ impl alcove_images::PoolOps for IpcPool {
         self.client()?.rename(from.into(), to.into()).map_err(ipc_err)?.map_err(pool_err)
     }
 
-    fn receive(&mut self, target: &str, stream: &[u8]) -> Result<String, Error> {
+    fn receive_start(&mut self, target: &str) -> Result<(), Error> {
+        if self.recv.is_some() {
+            return Err(Error::Busy("receive: another receive is open".into()));
+        }
         let c = self.client()?;
-        let id = c.receive(target.into()).map_err(ipc_err)?.map_err(pool_err)?;
-        for piece in stream.chunks(POOL_CHUNK_BYTES as usize) {
+        self.recv = Some(c.receive(target.into()).map_err(ipc_err)?.map_err(pool_err)?);
+        Ok(())
+    }
+
+    /// The bytes go to storaged in chunks as they come (storaged checks and
+    /// applies each piece of the stream as its last chunk arrives).
+    fn receive_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let id = self.recv.ok_or_else(|| Error::Invalid("receive: no receive is open".into()))?;
+        let c = self.client()?;
+        for piece in bytes.chunks(POOL_CHUNK_BYTES as usize) {
             if let Err(e) = c.receive_chunk(id, piece.to_vec()).map_err(ipc_err).and_then(|r| r.map_err(pool_err)) {
+                // storaged ended the stream on its error; closing is harmless.
                 let _ = c.close_stream(id);
+                self.recv = None;
                 return Err(e);
             }
         }
-        c.receive_end(id).map_err(ipc_err)?.map_err(pool_err)
+        Ok(())
+    }
+
+    fn receive_end(&mut self, finish: bool) -> Result<Option<String>, Error> {
+        let id = self.recv.take().ok_or_else(|| Error::Invalid("receive: no receive is open".into()))?;
+        let c = self.client()?;
+        if !finish {
+            // Destroys what the receive wrote.
+            let _ = c.close_stream(id);
+            return Ok(None);
+        }
+        c.receive_end(id).map_err(ipc_err)?.map_err(pool_err).map(Some)
     }
 }
