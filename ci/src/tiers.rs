@@ -28,10 +28,13 @@ const LINUX_STRESS_CASE: &str = "linux/reset-stress";
 const LINUX_STRESS_TIMEOUT: Duration = Duration::from_secs(900);
 const LINUX_BOCHS_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// How many times each large-VM and reset-stress case runs: the
+/// How many times each in-kernel system suite (boot, user, vm, fuzz,
+/// storage, ...), large-VM and reset-stress case runs: the
 /// `ALCOVE_TEST_REPEAT` environment variable (default 1), to show an
 /// intermittent failure is gone (`ALCOVE_TEST_REPEAT=8 cargo xtask test
-/// --tier slow --case 32-vcpus`). Each run keeps its own log.
+/// --tier slow --case 32-vcpus`). Each large-VM run keeps its own log; a
+/// system suite's rounds end at the first failure, whose log is kept.
+/// The other cases (shell, api, demo, linux, pool, net) run once.
 pub fn repeat_count() -> u32 {
     std::env::var("ALCOVE_TEST_REPEAT").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(1)
 }
@@ -790,13 +793,22 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             if only.as_deref().is_some_and(|o| !case.name.contains(o)) {
                 continue;
             }
-            runs += 1;
             // The fuzz cases take 20-35 s here: room for a loaded host.
             let timeout = (case.suite == "fuzz").then_some(FUZZ_TIMEOUT);
-            let (r, v) = once_more_after_emulator_crash(&case.name, || case.run(kernel, timeout), |(_, v)| !v.ok())?;
-            report(&case.name, &r, &v);
-            if !v.ok() {
-                failures.push(case.name.clone());
+            // `ALCOVE_TEST_REPEAT` rounds; the first failure ends them, so
+            // its log is the one left.
+            let rounds = repeat_count();
+            for round in 1..=rounds {
+                runs += 1;
+                if rounds > 1 {
+                    println!("   {}: round {round} of {rounds}", case.name);
+                }
+                let (r, v) = once_more_after_emulator_crash(&case.name, || case.run(kernel, timeout), |(_, v)| !v.ok())?;
+                report(&case.name, &r, &v);
+                if !v.ok() {
+                    failures.push(case.name.clone());
+                    break;
+                }
             }
         }
         // The operator shell, typed at over the serial console.
