@@ -167,11 +167,16 @@ pub(crate) fn clip(s: &str) -> String {
     if s.len() <= 64 {
         return s.into();
     }
-    let mut end = 64;
+    format!("{}…", cut(s, 64))
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &s[..end])
+    &s[..end]
 }
 
 #[cfg(test)]

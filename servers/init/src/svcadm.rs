@@ -53,11 +53,7 @@ pub fn check(manifest: &Manifest, caller: Option<usize>, name: &str) -> Result<u
 
 /// At most 64 bytes of a name the caller sent (it goes back in the error).
 fn clip(s: &str) -> String {
-    let mut end = s.len().min(64);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    String::from(&s[..end])
+    String::from(crate::instances::cut(s, 64))
 }
 
 #[cfg(test)]
