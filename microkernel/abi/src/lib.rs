@@ -103,13 +103,20 @@ pub enum Sys {
     /// `(thread, entry, stack, ipc_buffer_vaddr, arg0, arg1)`: the thread
     /// starts at `entry` with `rdi` = IPC buffer, `rsi` = arg0, `rdx` = arg1.
     /// Only a thread not yet resumed or suspended since (`BadState` for one
-    /// that runs, is ready, waits in a system call or for its CPU budget).
+    /// that runs, is ready, waits in a system call or for its CPU budget;
+    /// also, briefly, for one just suspended that another CPU has not let go
+    /// of yet: try again).
     ThreadConfigure = 17,
     /// `(thread, priority, cpu)`: `cpu = u64::MAX` lets the kernel choose.
+    /// Only a thread not yet resumed or suspended since (`BadState` as for
+    /// `ThreadConfigure`).
     ThreadSetPriority = 18,
     /// `(thread)`: makes a configured thread runnable.
     ThreadResume = 19,
-    /// `(thread)`: stops a thread.
+    /// `(thread)`: stops a thread. When it returns the thread runs nowhere
+    /// (on another CPU it has left ring 3) and does nothing more: a system
+    /// call it had entered but the kernel had not begun is made when it is
+    /// resumed.
     ThreadSuspend = 20,
     /// `(thread, notification)`: binds a notification so that `Recv` on an
     /// endpoint also returns when it is signalled.

@@ -37,6 +37,11 @@ pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, .. } = k;
     let Some(th) = threads.get(me) else { return false };
+    // Suspended from another CPU as this one came in: the general path
+    // restarts the call later.
+    if th.state != ThreadState::Running {
+        return false;
+    }
     let n = th.ctx.rax;
     let call = if n == Sys::Call as u64 {
         true

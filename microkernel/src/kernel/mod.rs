@@ -785,6 +785,17 @@ fn syscall_path<const STAMP: bool>() -> ! {
             phases::done_if::<STAMP>();
             arch::enter_user_after_syscall()
         }
+        // Suspended from another CPU while this one came in for the lock
+        // (or suspended and resumed: then it waits in this CPU's run
+        // queue): the call has not begun and must not, or a suspended
+        // thread would act, block or be woken. It restarts when the thread
+        // runs again: RIP back over SYSCALL, RAX still its number.
+        if k.thread(me).is_some_and(|t| t.state != ThreadState::Running) {
+            if let Some(th) = k.thread_mut(me) {
+                th.ctx.rip = th.ctx.rip.wrapping_sub(2);
+            }
+            exit_kernel(k)
+        }
         let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
         if let Some((n, slot)) = ctx
             && n == abi::Sys::VcpuRun as u64 {

@@ -685,7 +685,7 @@ impl Kernel {
     /// Makes every other CPU running one of `threads` leave ring 3 (it then
     /// waits for the kernel lock), so their saved contexts are current and
     /// nothing runs in the address space while it is taken apart.
-    fn stop_remote(&mut self, threads: &[Id]) {
+    pub(super) fn stop_remote(&mut self, threads: &[Id]) {
         use core::sync::atomic::Ordering;
         let me = percpu::index();
         for cpu in 0..self.cpus_online {
@@ -816,6 +816,13 @@ impl Kernel {
         if !user(entry) || !user(stack) || (ipc_buffer != 0 && (!user(ipc_buffer) || !ipc_buffer.is_multiple_of(PAGE))) {
             return Err(Error::InvalidArgument);
         }
+        // Nor one that another CPU still runs: suspended there, it leaves
+        // ring 3 at once (`ThreadSuspend` makes it), but until that CPU
+        // schedules again it may be in the middle of a system call whose
+        // answer would land in the rewritten frame.
+        if self.current.contains(&Some(t)) {
+            return Err(Error::BadState);
+        }
         let th = self.thread_mut(t).ok_or(Error::Gone)?;
         // Only a thread that waits for nothing: created, or suspended (and
         // not throttled, which is a resumed thread waiting for its budget).
@@ -848,8 +855,12 @@ impl Kernel {
         if th.state != ThreadState::Inactive || th.throttled_until.is_some() {
             return Ok(());
         }
-        let affinity = th.affinity;
-        let cpu = self.pick_cpu(affinity);
+        // Suspended but still current on a CPU that has not scheduled since
+        // (`ThreadSuspend` made it leave ring 3; it waits for the lock):
+        // it goes back to that CPU's queue, which picks it up. Anywhere
+        // else two CPUs would run it at once from one saved context.
+        let still_on = self.current.iter().position(|&c| c == Some(t));
+        let cpu = still_on.unwrap_or_else(|| self.pick_cpu(th.affinity));
         self.thread_mut(t).expect("checked").cpu = cpu;
         self.make_runnable(t);
         Ok(())

@@ -168,6 +168,12 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             if prio > mine {
                 return Err(Error::NoRights);
             }
+            // Nor one another CPU has not let go of since it was suspended:
+            // resumed, it goes back to that CPU (`thread_resume`), so a new
+            // affinity would not hold.
+            if k.current.contains(&Some(t)) {
+                return Err(Error::BadState);
+            }
             let th = k.thread_mut(t).ok_or(Error::Gone)?;
             if th.state != super::ThreadState::Inactive {
                 return Err(Error::BadState);
@@ -234,6 +240,9 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
                 k.current[cpu] = None;
             }
             k.thread_mut(t).ok_or(Error::Gone)?.state = super::ThreadState::Inactive;
+            // Running on another CPU: it leaves ring 3 now (and stops there
+            // when that CPU next schedules), not at its next timer tick.
+            k.stop_remote(&[t]);
             vals(0, 0, 0)
         }
         Sys::ThreadBindNotification => {

@@ -14,7 +14,7 @@ use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::sys;
 
-use crate::fastpath::spawn;
+use crate::fastpath::{spawn, spawn_on};
 use crate::tests::Env;
 
 /// Signalled by `hijacked`: where a rewritten thread ends up.
@@ -134,4 +134,185 @@ pub fn configure_only_threads_that_wait_for_nothing(env: &mut Env) -> Result<(),
     // Running: the caller itself (last: were it allowed, this thread would
     // go on at the new entry instead of reporting).
     refused(SLOT_THREAD, note, "the running thread itself", stack)
+}
+
+/// Counted by `spinner` as it runs.
+static SPINS: AtomicU64 = AtomicU64::new(0);
+
+/// Where the configured spinner goes: signals `note` (`a0`) with
+/// `HIJACKED`, then spins (it must not wait on `note` and take its own
+/// signal before the test's wait does).
+extern "C" fn moved(_ipc: u64, note: u64, _: u64) -> ! {
+    let _ = sys::signal(note as CapSlot, HIJACKED);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Spins in ring 3 for good, counting.
+extern "C" fn spinner(_ipc: u64, _: u64, _: u64) -> ! {
+    loop {
+        SPINS.fetch_add(1, Ordering::Relaxed);
+        core::hint::spin_loop();
+    }
+}
+
+/// A thread suspended while it runs on another CPU stops there at once
+/// (not at that CPU's next tick), and is configurable only once that CPU
+/// has let go of it: configured before, the write would be lost at its next
+/// kernel entry (which saves the frame over it) and resumed it would carry
+/// on spinning. Needs two CPUs.
+pub fn configure_a_thread_suspended_on_another_cpu(env: &mut Env) -> Result<(), String> {
+    if env.cpus() < 2 {
+        return Ok(());
+    }
+    let note = env.slot();
+    sys::create(ObjectType::Notification, note, 0).map_err(|e| format!("notification: {e}"))?;
+    let (_, stack) = env.frame(1, abi::Rights::READ.union(abi::Rights::WRITE))?;
+    let stack = stack + abi::PAGE_SIZE - 8;
+    for round in 0..20 {
+        SPINS.store(0, Ordering::SeqCst);
+        let t = spawn_on(env, spinner, 100, 0, 0, 1)?;
+        // Until it runs on CPU 1.
+        let mut waited = 0u64;
+        while SPINS.load(Ordering::SeqCst) == 0 {
+            waited += 1;
+            check(waited < 2_000_000_000, || format!("round {round}: the spinner never ran on CPU 1"))?;
+            core::hint::spin_loop();
+        }
+        sys::thread_suspend(t).map_err(|e| format!("suspend: {e}"))?;
+        // Stopped: its count stands still from here (a moment for the last
+        // increments in flight).
+        let a = SPINS.load(Ordering::SeqCst);
+        for _ in 0..200_000 {
+            core::hint::spin_loop();
+        }
+        let b = SPINS.load(Ordering::SeqCst);
+        for _ in 0..2_000_000 {
+            core::hint::spin_loop();
+        }
+        let c = SPINS.load(Ordering::SeqCst);
+        check(b == c, || format!("round {round}: a suspended thread went on spinning on CPU 1 ({a}, {b}, {c})"))?;
+        // Configurable once CPU 1 let go of it (BadState until then).
+        until_let_go("configuring the suspended thread", || {
+            // SAFETY: the entry is this program's code, the stack a page reserved for it.
+            unsafe { sys::thread_configure(t, moved as *const () as u64, stack, 0, u64::from(note), 0) }
+        })
+        .map_err(|e| format!("round {round}: {e}"))?;
+        sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
+        let bits = sys::wait(note, 2_000_000_000).map_err(|e| {
+            format!("round {round}: the configured thread never reached its new entry ({e}; it spun on: {})", SPINS.load(Ordering::SeqCst) != c)
+        })?;
+        check(bits & HIJACKED != 0, || format!("round {round}: the configured thread signalled {bits:#x}"))?;
+        let _ = sys::thread_suspend(t);
+        let _ = sys::cap_delete(t);
+    }
+    Ok(())
+}
+
+/// Answers `caller_loop` got.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// The first error `caller_loop` got, plus one (0: none).
+static WRONG: AtomicU64 = AtomicU64::new(0);
+
+/// Signals `note` (`a0`) bit 0 for good, counting the answers and keeping
+/// the first error (a signal of a live notification cannot fail).
+extern "C" fn caller_loop(_ipc: u64, note: u64, _: u64) -> ! {
+    loop {
+        match sys::signal(note as CapSlot, 1) {
+            Ok(()) => {
+                CALLS.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                let _ = WRONG.compare_exchange(0, e as u64 + 1, Ordering::SeqCst, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Retries `f` while it answers `BadState` (a thread just suspended that
+/// its CPU has not let go of yet), for up to 10 s, spinning in user mode
+/// between tries so the other CPU gets the kernel lock (a spinning lock,
+/// not a fair one: back-to-back system calls from here could keep it).
+fn until_let_go(what: &str, mut f: impl FnMut() -> Result<(), abi::Error>) -> Result<(), String> {
+    let start = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
+    let mut tries = 0u64;
+    loop {
+        match f() {
+            Err(abi::Error::BadState) => {}
+            r => return r.map_err(|e| format!("{what}: {e}")),
+        }
+        tries += 1;
+        let now = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
+        if now.saturating_sub(start) > 10_000_000_000 {
+            return Err(format!("{what}: still BadState after 10 s ({tries} tries)"));
+        }
+        for _ in 0..10_000 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Whether `CALLS` passes `from` within a bounded spin.
+fn went_on(from: u64) -> bool {
+    for _ in 0..50_000_000u64 {
+        if CALLS.load(Ordering::SeqCst) > from {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
+/// A thread making system calls on another CPU, suspended: it may have
+/// entered a call the kernel has not begun (its CPU waits for the kernel
+/// lock the suspending call holds). That call must neither complete after
+/// `ThreadSuspend` returned (a suspended thread acting) nor be lost or
+/// answered wrongly: it is made when the thread is resumed. Tried pinned to
+/// CPU 1, moved between CPUs 1 and 2 while suspended (three CPUs or more),
+/// and with no affinity (resumed at once, the kernel may pick another CPU
+/// than the one still letting go of it: it must not, or two CPUs would run
+/// it from one saved context). Needs two CPUs.
+pub fn a_thread_suspended_in_a_system_call_makes_it_when_resumed(env: &mut Env) -> Result<(), String> {
+    if env.cpus() < 2 {
+        return Ok(());
+    }
+    let note = env.slot();
+    sys::create(ObjectType::Notification, note, 0).map_err(|e| format!("notification: {e}"))?;
+    CALLS.store(0, Ordering::SeqCst);
+    WRONG.store(0, Ordering::SeqCst);
+    let t = spawn_on(env, caller_loop, 100, u64::from(note), 0, 1)?;
+    check(went_on(0), || String::from("the calling thread never ran on CPU 1"))?;
+    let phases: &[(&str, u32)] = if env.cpus() > 2 { &[("pinned", 200), ("moved", 200), ("unpinned", 200)] } else { &[("pinned", 300), ("unpinned", 200)] };
+    for &(phase, rounds) in phases {
+        for round in 0..rounds {
+            if phase == "unpinned" && round == 0 {
+                sys::thread_suspend(t).map_err(|e| format!("suspend: {e}"))?;
+                until_let_go("unpinning the suspended thread", || sys::thread_set_priority(t, 100, None))?;
+                sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
+            }
+            let calls = CALLS.load(Ordering::SeqCst);
+            sys::thread_suspend(t).map_err(|e| format!("suspend: {e}"))?;
+            if phase != "unpinned" {
+                // Resumed at once when unpinned: while its CPU still lets go.
+                let _ = sys::poll(note).map_err(|e| format!("poll: {e}"))?;
+                for _ in 0..20_000 {
+                    core::hint::spin_loop();
+                }
+                let late = sys::poll(note).map_err(|e| format!("poll: {e}"))?;
+                check(late == 0, || format!("{phase} round {round}: a signal from the suspended thread arrived after ThreadSuspend returned"))?;
+            }
+            if phase == "moved" {
+                // CPU 0 is the suite's.
+                until_let_go("moving the suspended thread", || sys::thread_set_priority(t, 100, Some(1 + (round + 1) % 2)))?;
+            }
+            sys::thread_resume(t).map_err(|e| format!("resume: {e}"))?;
+            check(went_on(calls), || format!("{phase} round {round}: the resumed thread made no more calls"))?;
+            let wrong = WRONG.load(Ordering::SeqCst);
+            check(wrong == 0, || format!("{phase} round {round}: a call of the suspended and resumed thread answered error {}", wrong - 1))?;
+        }
+    }
+    let _ = sys::thread_suspend(t);
+    let _ = sys::cap_delete(t);
+    Ok(())
 }

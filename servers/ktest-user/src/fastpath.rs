@@ -132,7 +132,7 @@ pub(crate) fn spawn(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, pri
 }
 
 /// Starts a thread on CPU `cpu`; returns its capability.
-fn spawn_on(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64, cpu: u32) -> Result<CapSlot, String> {
+pub(crate) fn spawn_on(env: &mut Env, entry: extern "C" fn(u64, u64, u64) -> !, prio: u8, a0: u64, a1: u64, cpu: u32) -> Result<CapSlot, String> {
     let (_, stack) = env.frame(4, Rights::READ.union(Rights::WRITE))?;
     let (_, ipc) = env.frame(1, Rights::READ.union(Rights::WRITE))?;
     let t = env.slot();

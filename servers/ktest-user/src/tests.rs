@@ -99,6 +99,8 @@ pub fn main(start: Start) -> u64 {
         ("fast_and_general_paths_agree", crate::fastpath::fast_and_general_paths_agree),
         ("the_way_back_to_user_mode_restores_what_was_saved", crate::sysret::the_way_back_to_user_mode_restores_what_was_saved),
         ("configure_only_threads_that_wait_for_nothing", crate::configure::configure_only_threads_that_wait_for_nothing),
+        ("configure_a_thread_suspended_on_another_cpu", crate::configure::configure_a_thread_suspended_on_another_cpu),
+        ("a_thread_suspended_in_a_system_call_makes_it_when_resumed", crate::configure::a_thread_suspended_in_a_system_call_makes_it_when_resumed),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
