@@ -170,7 +170,7 @@ pub fn configure_a_thread_suspended_on_another_cpu(env: &mut Env) -> Result<(), 
     sys::create(ObjectType::Notification, note, 0).map_err(|e| format!("notification: {e}"))?;
     let (_, stack) = env.frame(1, abi::Rights::READ.union(abi::Rights::WRITE))?;
     let stack = stack + abi::PAGE_SIZE - 8;
-    for round in 0..20 {
+    for round in 0..10 {
         SPINS.store(0, Ordering::SeqCst);
         let t = spawn_on(env, spinner, 100, 0, 0, 1)?;
         // Until it runs on CPU 1.
@@ -283,7 +283,7 @@ pub fn a_thread_suspended_in_a_system_call_makes_it_when_resumed(env: &mut Env) 
     WRONG.store(0, Ordering::SeqCst);
     let t = spawn_on(env, caller_loop, 100, u64::from(note), 0, 1)?;
     check(went_on(0), || String::from("the calling thread never ran on CPU 1"))?;
-    let phases: &[(&str, u32)] = if env.cpus() > 2 { &[("pinned", 200), ("moved", 200), ("unpinned", 200)] } else { &[("pinned", 300), ("unpinned", 200)] };
+    let phases: &[(&str, u32)] = if env.cpus() > 2 { &[("pinned", 100), ("moved", 100), ("unpinned", 100)] } else { &[("pinned", 150), ("unpinned", 100)] };
     for &(phase, rounds) in phases {
         for round in 0..rounds {
             if phase == "unpinned" && round == 0 {
