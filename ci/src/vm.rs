@@ -741,4 +741,4 @@ mod machine;
 pub use machine::Machine;
 
 mod linux_check;
-pub use linux_check::{check_linux_run, check_stress_run};
+pub use linux_check::{check_linux_run, check_linux_run_typed, check_stress_run};

@@ -118,6 +118,14 @@
 //!     exit of the guest's own); one interrupt each. How far past its
 //!     deadline the TSC-deadline interrupt came is printed (TSC cycles), not
 //!     checked.
+//! 18. `ap_while_bsp_exits` — 2 vCPUs, fairness between two vCPU threads
+//!     sharing a host CPU: the BSP starts the AP as `ipi` does, then waits
+//!     for it only with CPUID (an exit the kernel finishes itself, so the
+//!     BSP's thread never returns to its VMM for it) while the AP, in long
+//!     mode, counts [`AP_WORK`](protocol::AP_WORK) `pause` iterations
+//!     (several time slices under Bochs) and sets a flag. The BSP's wait is
+//!     bounded by [`BSP_CPUID_BOUND`](protocol::BSP_CPUID_BOUND) CPUIDs; how
+//!     many it made is printed.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -44,7 +44,15 @@ pub enum Test {
     FpuRace = 15,
     DebugExceptions = 16,
     SpinTimer = 17,
+    ApWhileBspExits = 18,
 }
+
+/// `ap_while_bsp_exits`: the AP's work, in `pause` iterations, before it
+/// sets its flag.
+pub const AP_WORK: u32 = 1_000_000;
+/// `ap_while_bsp_exits`: the most CPUIDs the BSP makes waiting for the AP
+/// (a scheduler that shares the CPU fairly needs a small fraction).
+pub const BSP_CPUID_BOUND: u64 = 3_000_000;
 
 /// How a test ends, as the VMM should observe it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +64,7 @@ pub enum Ending {
 }
 
 impl Test {
-    pub const ALL: [Test; 17] = [
+    pub const ALL: [Test; 18] = [
         Test::Cpuid,
         Test::Pio,
         Test::Mmio,
@@ -74,6 +82,7 @@ impl Test {
         Test::FpuRace,
         Test::DebugExceptions,
         Test::SpinTimer,
+        Test::ApWhileBspExits,
     ];
 
     pub fn from_u32(number: u32) -> Option<Test> {
@@ -104,13 +113,14 @@ impl Test {
             Test::FpuRace => "fpu_race",
             Test::DebugExceptions => "debug_exceptions",
             Test::SpinTimer => "spin_timer",
+            Test::ApWhileBspExits => "ap_while_bsp_exits",
         }
     }
 
     /// How many vCPUs the VMM creates for this test.
     pub fn vcpus(self) -> u32 {
         match self {
-            Test::Ipi => 2,
+            Test::Ipi | Test::ApWhileBspExits => 2,
             _ => 1,
         }
     }
@@ -510,7 +520,8 @@ mod tests {
         assert_eq!(Test::from_u32(12), Some(Test::VmmInterrupt));
         assert_eq!(Test::from_u32(16), Some(Test::DebugExceptions));
         assert_eq!(Test::from_u32(17), Some(Test::SpinTimer));
-        assert_eq!(Test::from_u32(18), None);
+        assert_eq!(Test::from_u32(18), Some(Test::ApWhileBspExits));
+        assert_eq!(Test::from_u32(19), None);
         assert_eq!(Test::from_u32(0x1_0001), None);
     }
 
@@ -520,6 +531,7 @@ mod tests {
         assert_eq!(Test::Scribble.ending(), Ending::Shutdown);
         assert_eq!(Test::Msr.ending(), Ending::Result);
         assert_eq!(Test::Ipi.vcpus(), 2);
+        assert_eq!(Test::ApWhileBspExits.vcpus(), 2);
         assert_eq!(Test::Cpuid.vcpus(), 1);
         assert_eq!(Test::Bench.ending(), Ending::Result);
         assert_eq!(Test::Bench.vcpus(), 1);

@@ -123,6 +123,14 @@ pub fn should_preempt(current: Option<u8>, incoming: u8) -> bool {
     current.is_none_or(|c| incoming > c)
 }
 
+/// Whether the thread running at priority `current` gives up the CPU at a
+/// scheduling pass, `best_queued` being the highest priority waiting there:
+/// to a higher priority always, to an equal one only when its slice is
+/// over (`slice_over`: the kernel's `need_resched` was set).
+pub fn should_switch(current: u8, best_queued: Option<u8>, slice_over: bool) -> bool {
+    best_queued.is_some_and(|b| b > current || (slice_over && b == current))
+}
+
 /// The default time slice: 10 ms.
 pub const DEFAULT_TIME_SLICE_NS: u64 = 10_000_000;
 
@@ -326,6 +334,10 @@ pub fn pick_cpu(affinity: Option<usize>, cpus: &[CpuLoad]) -> usize {
 }
 
 #[cfg(test)]
+#[path = "sched_model.rs"]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;
@@ -431,6 +443,11 @@ mod tests {
         assert!(!should_preempt(Some(5), 5));
         assert!(!should_preempt(Some(255), 0));
         assert_eq!(time_slice_ns(0), time_slice_ns(255));
+        assert!(!should_switch(5, None, true));
+        assert!(should_switch(5, Some(6), false));
+        assert!(!should_switch(5, Some(5), false));
+        assert!(should_switch(5, Some(5), true));
+        assert!(!should_switch(5, Some(4), true));
     }
 
     #[test]

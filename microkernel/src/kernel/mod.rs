@@ -532,11 +532,7 @@ impl Kernel {
         if let Some(c) = cur {
             let prio = self.thread(c).map_or(0, |t| t.priority);
             let best = self.run_queues[cpu].peek_highest_priority();
-            let switch = match best {
-                Some(b) => b > prio || (slice_over && b == prio),
-                None => false,
-            };
-            if !switch {
+            if !kcore::sched::should_switch(prio, best, slice_over) {
                 return Some(c);
             }
             if let Some(th) = self.thread_mut(c) {
@@ -661,6 +657,13 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
         k.expire_timeouts(now);
         k.replenish(now);
     }
+    // A tick that came while interrupts were off (a guest that cannot be
+    // made to exit by it, as under Bochs, or a kernel-finished VM exit)
+    // belongs to the thread that ran: take it before deciding, so it ends
+    // that thread's slice and not, delivered in ring 3 right after the
+    // switch, the next thread's before it ran at all (issue 14; the
+    // handlers taken here only record, none takes the lock).
+    arch::cpu::open_interrupt_window();
     let slice_over = percpu::this().need_resched.swap(false, Ordering::Relaxed);
     match k.schedule(cpu, slice_over) {
         Some(t) => {

@@ -3,7 +3,8 @@
 //! runs boot.s into long mode and [`ap_main`], publishes its APIC id and
 //! halts with interrupts on; the BSP then sends it a fixed IPI, vector
 //! 0x41, and waits for the AP's handler to count it. The AP never writes
-//! the result port.
+//! the result port. Test 18 starts the AP the same way and waits for its
+//! work with CPUID exits ([`run_while_exiting`]).
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use testguest::protocol::SIPI_VECTOR;
@@ -56,7 +57,14 @@ fn send(destination: u32, command: u32) -> bool {
     spin_until(ICR_WAIT, || apic::read(ICR_LOW) & ICR_DELIVERY_PENDING == 0)
 }
 
-pub fn run(r: &mut Run) -> Outcome {
+/// Set by the BSP before it starts the AP: the `pause` iterations the AP
+/// counts (test 18) before it sets [`AP_DONE`]; 0 for test 6.
+static AP_WORK: AtomicU32 = AtomicU32::new(0);
+/// Set by the AP when its work is done (test 18).
+static AP_DONE: AtomicU32 = AtomicU32::new(0);
+
+/// INIT-SIPI-SIPI to all but self (checks 1 and 2).
+fn start_aps(r: &mut Run) -> Outcome {
     apic::enable();
     AP_BOOT.store(1, Ordering::SeqCst);
 
@@ -68,8 +76,11 @@ pub fn run(r: &mut Run) -> Outcome {
     spin(SIPI_DELAY);
     // The second SIPI is ignored by an AP that already left wait-for-SIPI.
     let second = send(0, sipi);
-    r.expect("two SIPIs (vector 0x08) sent", first && second, format_args!("icr {:#x}", apic::read(ICR_LOW)))?;
+    r.expect("two SIPIs (vector 0x08) sent", first && second, format_args!("icr {:#x}", apic::read(ICR_LOW)))
+}
 
+pub fn run(r: &mut Run) -> Outcome {
+    start_aps(r)?;
     let ready = spin_until(AP_WAIT, || AP_READY.load(Ordering::Acquire) != 0);
     let ap_id = AP_APIC_ID.load(Ordering::Relaxed);
     r.expect("AP reached long mode", ready, format_args!("AP APIC id {ap_id}"))?;
@@ -85,13 +96,41 @@ pub fn run(r: &mut Run) -> Outcome {
     )
 }
 
-/// The AP's life: publish, then halt with interrupts on, forever.
+/// Test 18: the BSP starts the AP, then waits for the AP's work to be done
+/// making only CPUID exits, which the kernel finishes itself: its vCPU
+/// thread goes back to the VMM only when the kernel ends its run, so the
+/// AP's thread, on the same host CPU, runs only if the kernel's scheduler
+/// gives it turns.
+pub fn run_while_exiting(r: &mut Run) -> Outcome {
+    AP_DONE.store(0, Ordering::SeqCst);
+    AP_WORK.store(testguest::protocol::AP_WORK, Ordering::SeqCst);
+    start_aps(r)?;
+    let mut exits = 0u64;
+    while AP_DONE.load(Ordering::Acquire) == 0 && exits < testguest::protocol::BSP_CPUID_BOUND {
+        core::hint::black_box(cpu::cpuid(0));
+        exits += 1;
+    }
+    let done = AP_DONE.load(Ordering::Acquire) != 0;
+    r.expect(
+        "the AP finished its work while the BSP waited with CPUID exits",
+        done,
+        format_args!("{exits} CPUID exits, bound {}", testguest::protocol::BSP_CPUID_BOUND),
+    )
+}
+
+/// The AP's life: publish, do test 18's work if asked, then halt with
+/// interrupts on, forever.
 pub fn ap_main() -> ! {
     apic::enable();
     let id = apic::read(apic::ID) >> 24;
     AP_APIC_ID.store(id, Ordering::Relaxed);
     println!("ipi: AP with APIC id {id} is in long mode");
     AP_READY.store(1, Ordering::Release);
+    let work = AP_WORK.load(Ordering::Acquire);
+    if work != 0 {
+        spin(work);
+        AP_DONE.store(1, Ordering::Release);
+    }
     loop {
         cpu::wait_for_interrupt();
     }

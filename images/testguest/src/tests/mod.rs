@@ -41,6 +41,7 @@ pub fn run(test: Test, ram_bytes: u64) -> Outcome {
         Test::FpuRace => fpu::run_race(&mut r),
         Test::DebugExceptions => debug::run(&mut r),
         Test::SpinTimer => timer::run_spinning(&mut r),
+        Test::ApWhileBspExits => ipi::run_while_exiting(&mut r),
     }
 }
 
