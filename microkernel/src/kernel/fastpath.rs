@@ -70,7 +70,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return false };
         super::phases::stamp_if::<STAMP>(3);
         let Some(e) = endpoints.get_mut(ep) else { return false };
-        let Some(&r) = e.receivers.front() else { return false };
+        let Some(r) = e.receivers.front() else { return false };
         let Some((mt, pt)) = threads.get2_mut(me, r) else { return false };
         if pt.cpu != cpu {
             return false;
@@ -102,7 +102,10 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         && if call {
             pt.priority >= mt.priority && matches!(pt.state, ThreadState::Receiving { .. })
         } else {
-            matches!(pt.state, ThreadState::AwaitingReply)
+            // The caller is about to be queued: it must be in no list
+            // (it runs, so it is not; checked, as a refused queueing after
+            // the commit would leave it waiting where nobody finds it).
+            matches!(pt.state, ThreadState::AwaitingReply) && mt.wait_link.is_none()
         };
     if !fits {
         return false;
@@ -141,18 +144,25 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     pt.ctx.r8 = mt.ctx.r8;
     pt.ctx.r9 = mt.ctx.r9;
     pt.state = ThreadState::Running;
-    if call {
-        e.receivers.pop_front();
+    // The receiver list through the two threads in hand: the peer of a call
+    // is the list's head (checked above: `front`), the caller of a
+    // ReplyRecv runs, so it is in no list. What is left for a neighbour (a
+    // second receiver waiting) is done once they are let go.
+    let fix = if call {
         pt.reply_to = Some(me);
         mt.state = ThreadState::AwaitingReply;
+        e.receivers.pop_front_held(peer, pt)
     } else {
         mt.reply_to = None;
         mt.state = ThreadState::Receiving { endpoint: ep };
-        e.receivers.push_back(me);
-    }
+        // Cannot be refused: `me` is in no list (checked with `fits`).
+        e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
+    };
+    let (top, owner) = (super::context_top_of(pt), io.then_some(pt.process));
+    fix.apply(threads);
     current[cpu] = Some(peer);
-    super::load_context(super::context_top_of(pt), pml4);
-    super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, io.then_some(pt.process));
+    super::load_context(top, pml4);
+    super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
     true
 }
 
