@@ -100,6 +100,7 @@ pub fn main(start: Start) -> u64 {
         ("the_way_back_to_user_mode_restores_what_was_saved", crate::sysret::the_way_back_to_user_mode_restores_what_was_saved),
         ("configure_only_threads_that_wait_for_nothing", crate::configure::configure_only_threads_that_wait_for_nothing),
         ("receivers_leave_the_queue_every_way", crate::waitlist::receivers_leave_the_queue_every_way),
+        ("a_reply_owed_to_a_killed_caller_reaches_nobody", crate::waitlist::a_reply_owed_to_a_killed_caller_reaches_nobody),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),

@@ -175,3 +175,72 @@ pub fn receivers_leave_the_queue_every_way(env: &mut Env) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// Server number `a1 >> 16` on the endpoint: per message, says it holds
+/// one (`ready`), waits on `go` (`a1 & 0xffff`), then answers its number.
+extern "C" fn holder(_ipc: u64, a0: u64, a1: u64) -> ! {
+    let (ep, note, park) = unslots(a0);
+    let (go, id) = ((a1 & 0xffff) as CapSlot, a1 >> 16);
+    let mut r = sys::recv(ep, FOREVER);
+    while let Ok(m) = r {
+        let _ = sys::signal(note, ready(id));
+        let _ = sys::wait(go, FOREVER);
+        r = sys::reply_recv(ep, MsgInfo::new(m.info.label, 1, 0), [id, 0, 0, 0]);
+    }
+    if let Err(e) = r {
+        ENDED[id as usize].store(e as u64 + 1, Ordering::SeqCst);
+    }
+    let _ = sys::signal(note, ended(id));
+    loop {
+        let _ = sys::wait(park, FOREVER);
+    }
+}
+
+/// The fast path looks a server's caller up without the slab's generation
+/// check, on the grounds that a thread's death clears every `reply_to`
+/// naming it. A caller killed while its server holds the call, and a new
+/// thread in its slot awaiting another server's reply: the first server's
+/// reply must reach nobody, the new thread only its own server's.
+pub fn a_reply_owed_to_a_killed_caller_reaches_nobody(env: &mut Env) -> Result<(), String> {
+    let (ep_s, ep_t, note, park, go_s, go_t) = (env.slot(), env.slot(), env.slot(), env.slot(), env.slot(), env.slot());
+    check(ep_s.max(ep_t).max(note).max(park).max(go_s).max(go_t) < 0x1_0000, || "slot numbers beyond 16 bits".into())?;
+    for e in [ep_s, ep_t] {
+        sys::create(ObjectType::Endpoint, e, 0).map_err(|e| format!("endpoint: {e}"))?;
+    }
+    for n in [note, park, go_s, go_t] {
+        sys::create(ObjectType::Notification, n, 0).map_err(|e| format!("notification: {e}"))?;
+    }
+    let (a_s, a_t) = (slots(ep_s, note, park), slots(ep_t, note, park));
+    let mut seen = 0;
+    let s = spawn(env, holder, 100, a_s, u64::from(go_s) | 6 << 16)?;
+    let t = spawn(env, holder, 100, a_t, u64::from(go_t) | 7 << 16)?;
+    sys::yield_now().map_err(|e| format!("yield: {e}"))?;
+    // C calls S, which holds the call; C is killed meanwhile.
+    let c = spawn(env, caller, 100, a_s, 0)?;
+    wait_for(note, ready(6), &mut seen, "server 6 to hold the first call")?;
+    sys::cap_delete(c).map_err(|e| format!("deleting the first caller: {e}"))?;
+    // D (most likely in C's slot: the slab reuses the last freed one)
+    // calls T, which holds that call too: D awaits a reply.
+    CALLED.store(0, Ordering::SeqCst);
+    let d = spawn(env, caller, 100, a_t, 0)?;
+    wait_for(note, ready(7), &mut seen, "server 7 to hold the second call")?;
+    // S replies to its dead caller and goes back to receiving.
+    sys::signal(go_s, 1).map_err(|e| format!("signal: {e}"))?;
+    for _ in 0..3 {
+        sys::yield_now().map_err(|e| format!("yield: {e}"))?;
+    }
+    let got = CALLED.load(Ordering::SeqCst);
+    check(got == 0, || format!("a reply owed to a killed caller reached another thread: it returned {got:#x}"))?;
+    sys::signal(go_t, 1).map_err(|e| format!("signal: {e}"))?;
+    wait_for(note, CALL_DONE, &mut seen, "the second call's reply")?;
+    let got = CALLED.load(Ordering::SeqCst);
+    check(got == 7, || format!("the second call returned {got:#x}, expected server 7's answer"))?;
+    for x in [s, t, d] {
+        let _ = sys::thread_suspend(x);
+        let _ = sys::cap_delete(x);
+    }
+    for e in [ep_s, ep_t] {
+        let _ = sys::cap_delete(e);
+    }
+    Ok(())
+}
