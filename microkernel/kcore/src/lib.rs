@@ -28,5 +28,6 @@ pub mod testproto;
 pub mod tsc;
 pub mod vcpu_cpu;
 pub mod vcpu_halt;
+pub mod waitlist;
 pub mod wallclock;
 pub mod vlapic;

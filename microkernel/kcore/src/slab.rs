@@ -98,6 +98,48 @@ impl<T> Slab<T> {
         }
     }
 
+    /// [`get`](Self::get) for an id its holder knows to be live (the
+    /// current thread, an object a capability holds a reference to, a thread
+    /// linked in a wait list its owner unlinks before freeing): the index is
+    /// still checked (and that the slot is in use), the generation only in
+    /// debug builds. An id that was stale after all would reach the slot's
+    /// next occupant: each caller says why its id cannot be.
+    #[inline(always)]
+    pub fn get_live(&self, id: Id) -> Option<&T> {
+        match self.entries.get(id.index as usize) {
+            Some(Entry::Used { generation, value }) => {
+                debug_assert_eq!(*generation, id.generation, "a live id was stale");
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`get_mut`](Self::get_mut) for a live id (see [`get_live`](Self::get_live)).
+    #[inline(always)]
+    pub fn get_live_mut(&mut self, id: Id) -> Option<&mut T> {
+        match self.entries.get_mut(id.index as usize) {
+            Some(Entry::Used { generation, value }) => {
+                debug_assert_eq!(*generation, id.generation, "a live id was stale");
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`get2_mut`](Self::get2_mut) for two live ids (see [`get_live`](Self::get_live)).
+    #[inline(always)]
+    pub fn get2_live_mut(&mut self, a: Id, b: Id) -> Option<(&mut T, &mut T)> {
+        let [ea, eb] = self.entries.get_disjoint_mut([a.index as usize, b.index as usize]).ok()?;
+        match (ea, eb) {
+            (Entry::Used { generation: ga, value: va }, Entry::Used { generation: gb, value: vb }) => {
+                debug_assert!(*ga == a.generation && *gb == b.generation, "a live id was stale");
+                Some((va, vb))
+            }
+            _ => None,
+        }
+    }
+
     pub fn contains(&self, id: Id) -> bool {
         self.get(id).is_some()
     }
@@ -152,6 +194,38 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.ids().collect::<alloc::vec::Vec<_>>(), [c, b]);
         assert_eq!(s.get(Id { index: 99, generation: 0 }), None);
+    }
+
+    #[test]
+    fn live_lookups_check_index_and_use() {
+        let mut s = Slab::new();
+        let a = s.insert(1);
+        let b = s.insert(2);
+        assert_eq!(s.get_live(a), Some(&1));
+        *s.get_live_mut(b).unwrap() += 1;
+        assert_eq!(s.get(b), Some(&3));
+        let (x, y) = s.get2_live_mut(b, a).unwrap();
+        assert_eq!((*x, *y), (3, 1));
+        // Past the end, a free slot, one object twice: refused in any build.
+        let far = Id { index: 9, generation: 0 };
+        assert!(s.get_live(far).is_none() && s.get_live_mut(far).is_none());
+        assert!(s.get2_live_mut(a, far).is_none());
+        assert!(s.get2_live_mut(a, a).is_none());
+        s.remove(b);
+        assert!(s.get_live(b).is_none() && s.get_live_mut(b).is_none());
+        assert!(s.get2_live_mut(a, b).is_none());
+    }
+
+    /// A stale id whose slot is reused is the caller's bug: debug builds
+    /// (these tests) catch it.
+    #[test]
+    #[should_panic(expected = "a live id was stale")]
+    fn a_stale_live_id_is_caught_in_debug_builds() {
+        let mut s = Slab::new();
+        let a = s.insert(1);
+        s.remove(a);
+        let _b = s.insert(2);
+        let _ = s.get_live(a);
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 #[inline(always)]
 pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, .. } = k;
-    let Some(th) = threads.get(me) else { return false };
+    // Lookups by ids this path knows to be live skip the slab's generation
+    // compare (`get_live`; each says why): `me` is this CPU's current
+    // thread, and `kill_thread` clears `current` on every CPU before the
+    // thread is freed.
+    let Some(th) = threads.get_live(me) else { return false };
     // Suspended from another CPU as this one came in: the general path
     // restarts the call later.
     if th.state != ThreadState::Running {
@@ -74,22 +78,28 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     let (peer, ep, badge, proc, e, mt, pt) = if call {
         let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return false };
         super::phases::stamp_if::<STAMP>(3);
-        let Some(e) = endpoints.get_mut(ep) else { return false };
-        let Some(&r) = e.receivers.front() else { return false };
-        let Some((mt, pt)) = threads.get2_mut(me, r) else { return false };
+        // Live: the capability just looked up holds a reference to it.
+        let Some(e) = endpoints.get_live_mut(ep) else { return false };
+        let Some(r) = e.receivers.front() else { return false };
+        // `r` is live: a thread is unlinked from its receiver list before it
+        // is freed (`kill_thread` runs `unblock_cleanup` first, and checks).
+        let Some((mt, pt)) = threads.get2_live_mut(me, r) else { return false };
         if pt.cpu != cpu {
             return false;
         }
         (r, ep, badge, proc, e, mt, pt)
     } else {
         let Some(c) = reply_to else { return false };
-        let Some((mt, pt)) = threads.get2_mut(me, c) else { return false };
+        // `c` is live: `kill_thread` clears every `reply_to` naming the
+        // thread it frees.
+        let Some((mt, pt)) = threads.get2_live_mut(me, c) else { return false };
         if pt.cpu != cpu {
             return false;
         }
         let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::RECV) else { return false };
         super::phases::stamp_if::<STAMP>(3);
-        let Some(e) = endpoints.get_mut(ep) else { return false };
+        // Live: the capability just looked up holds a reference to it.
+        let Some(e) = endpoints.get_live_mut(ep) else { return false };
         if !e.senders.is_empty() {
             return false; // a message is waiting: the general path receives it
         }
@@ -107,7 +117,10 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         && if call {
             pt.priority >= mt.priority && matches!(pt.state, ThreadState::Receiving { .. })
         } else {
-            matches!(pt.state, ThreadState::AwaitingReply)
+            // The caller is about to be queued: it must be in no list
+            // (it runs, so it is not; checked, as a refused queueing after
+            // the commit would leave it waiting where nobody finds it).
+            matches!(pt.state, ThreadState::AwaitingReply) && mt.wait_link.is_none()
         };
     if !fits {
         return false;
@@ -129,7 +142,8 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     let pp = if pt.process == my_process {
         proc
     } else {
-        let Some(pp) = processes.get(pt.process) else { return false };
+        // A live thread's process is live (`endpoint_of`).
+        let Some(pp) = processes.get_live(pt.process) else { return false };
         pp
     };
     let (pml4, io) = (pp.pml4, pp.io_bitmap.is_some());
@@ -146,18 +160,25 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     pt.ctx.r8 = mt.ctx.r8;
     pt.ctx.r9 = mt.ctx.r9;
     pt.state = ThreadState::Running;
-    if call {
-        e.receivers.pop_front();
+    // The receiver list through the two threads in hand: the peer of a call
+    // is the list's head (checked above: `front`), the caller of a
+    // ReplyRecv runs, so it is in no list. What is left for a neighbour (a
+    // second receiver waiting) is done once they are let go.
+    let fix = if call {
         pt.reply_to = Some(me);
         mt.state = ThreadState::AwaitingReply;
+        e.receivers.pop_front_held(peer, pt)
     } else {
         mt.reply_to = None;
         mt.state = ThreadState::Receiving { endpoint: ep };
-        e.receivers.push_back(me);
-    }
+        // Cannot be refused: `me` is in no list (checked with `fits`).
+        e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
+    };
+    let (top, owner) = (super::context_top_of(pt), io.then_some(pt.process));
+    fix.apply(threads);
     current[cpu] = Some(peer);
-    super::load_context(super::context_top_of(pt), pml4);
-    super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, io.then_some(pt.process));
+    super::load_context(top, pml4);
+    super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
     true
 }
 
@@ -221,7 +242,10 @@ fn endpoint_of<'p>(
     slot: u32,
     right: Rights,
 ) -> Option<(Id, u64, &'p super::Process)> {
-    let proc = processes.get(process)?;
+    // Live: the process of a live thread (a process record is freed only
+    // once it has ended, and ending it kills its threads; an ended process
+    // gets no new ones).
+    let proc = processes.get_live(process)?;
     let cap = caps.lookup(proc.space, slot).ok()?;
     let (Obj::Endpoint(ep), badge, rights) = (cap.object, cap.badge, cap.rights) else { return None };
     rights.contains(right).then_some((ep, badge, proc))

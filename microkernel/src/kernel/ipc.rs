@@ -98,7 +98,8 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     }
     // The message travels from the saved context, so store the frame first.
     let grant = rights.contains(Rights::GRANT);
-    let receiver = k.endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.pop_front();
+    let Kernel { endpoints, threads, .. } = &mut *k;
+    let receiver = endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.pop_front(threads);
     if let Some(r) = receiver {
         // Already off the endpoint's queue; only a timeout may remain.
         if let Some(d) = k.thread_mut(r).and_then(|t| t.deadline.take()) {
@@ -186,8 +187,11 @@ pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
     if timeout_ns == 0 {
         return Err(Error::WouldBlock);
     }
+    let Kernel { endpoints, threads, .. } = &mut *k;
+    // The caller runs, so it is in no list (a refusal would be a kernel bug:
+    // an error then, not a thread blocked where nobody finds it).
+    endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.push_back(threads, me).map_err(|_| Error::BadState)?;
     k.thread_mut(me).expect("me").state = ThreadState::Receiving { endpoint: ep };
-    k.endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.push_back(me);
     let deadline = deadline(timeout_ns);
     k.block_current(deadline);
     Ok(())

@@ -27,6 +27,7 @@ use kcore::budget::Budget;
 use kcore::cap::{CapSystem, SpaceId};
 use kcore::sched::RunQueue;
 use kcore::slab::{Id, Slab};
+use kcore::waitlist::{Link, Node, WaitList};
 use spin::{Mutex, MutexGuard};
 
 /// What a capability designates.
@@ -111,7 +112,12 @@ fn is_ram(start: u64, end: u64) -> bool {
 
 pub struct Endpoint {
     pub senders: VecDeque<Id>,
-    pub receivers: VecDeque<Id>,
+    /// Threads waiting in `Recv`, linked through their `wait_link`: a
+    /// thread is in this list exactly while its state is `Receiving` on this
+    /// endpoint and it was not yet taken for a message, so every way out of
+    /// that state (`unblock_cleanup`, a sender taking it, the endpoint's
+    /// end) unlinks it first.
+    pub receivers: WaitList,
     pub refs: u32,
     pub charged_to: Option<Id>,
 }
@@ -178,6 +184,16 @@ pub struct Thread {
     /// Its key in `Kernel::throttled` while its CPU budget is spent, so
     /// every path that wakes or ends it takes it out of there.
     pub throttled_until: Option<u64>,
+    /// Its place in the endpoint's receiver list while it waits in `Recv`
+    /// (`Endpoint::receivers`); `None` otherwise.
+    pub wait_link: Option<Link>,
+}
+
+impl Node for Thread {
+    #[inline(always)]
+    fn link(&mut self) -> &mut Option<Link> {
+        &mut self.wait_link
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,8 +437,10 @@ impl Kernel {
                 }
             }
             ThreadState::Receiving { endpoint } => {
+                // Not linked if a sender already took it off (it is woken
+                // with its message): then there is nothing to undo.
                 if let Some(ep) = self.endpoints.get_mut(endpoint) {
-                    ep.receivers.retain(|&x| x != t);
+                    let _ = ep.receivers.remove(&mut self.threads, t);
                 }
             }
             ThreadState::Waiting { notification } => {

@@ -99,9 +99,13 @@ impl Kernel {
                 let Some(e) = self.endpoints.get_mut(id) else { return };
                 e.refs = e.refs.saturating_sub(1);
                 if e.refs == 0 {
-                    let e = self.endpoints.remove(id).expect("endpoint exists");
-                    // Whoever still waits on it learns it is gone.
-                    for t in e.senders.into_iter().chain(e.receivers) {
+                    let mut e = self.endpoints.remove(id).expect("endpoint exists");
+                    // Whoever still waits on it learns it is gone; each
+                    // receiver is unlinked before it is woken.
+                    for t in e.senders {
+                        self.fail_blocked(t, Error::Gone);
+                    }
+                    while let Some(t) = e.receivers.pop_front(&mut self.threads) {
                         self.fail_blocked(t, Error::Gone);
                     }
                     self.refund(e.charged_to, cost::ENDPOINT);
@@ -454,6 +458,7 @@ impl Kernel {
             cpu_budget,
             ran_since: 0,
             throttled_until: None,
+            wait_link: None,
         }));
         self.processes.get_mut(pid).expect("checked").threads.push(t);
         Ok(t)
@@ -463,7 +468,7 @@ impl Kernel {
         self.charge(payer, cost::ENDPOINT)?;
         Ok(self.endpoints.insert(Endpoint {
             senders: VecDeque::new(),
-            receivers: VecDeque::new(),
+            receivers: kcore::waitlist::WaitList::new(),
             refs: 0,
             charged_to: Some(payer),
         }))
@@ -776,6 +781,9 @@ impl Kernel {
 
     pub fn kill_thread(&mut self, t: Id) {
         self.unblock_cleanup(t);
+        // Out of every queue now: a thread freed while linked would leave
+        // its neighbours pointing at a dead id.
+        debug_assert!(self.thread(t).is_none_or(|th| th.wait_link.is_none()), "killed thread still queued");
         // A caller waiting for this thread's reply learns it is gone.
         if let Some(caller) = self.thread_mut(t).and_then(|th| th.reply_to.take())
             && self.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {

@@ -35,6 +35,8 @@ mod tests;
 #[cfg(target_os = "none")]
 mod threads;
 #[cfg(target_os = "none")]
+mod waitlist;
+#[cfg(target_os = "none")]
 mod zone;
 
 #[cfg(target_os = "none")]
