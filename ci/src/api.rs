@@ -344,6 +344,57 @@ fn abort_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Result<
     Ok(())
 }
 
+/// netd's `test-exit-on-connect=` port in api.toml: a connection there
+/// ends netd (as if killed).
+const TRIPWIRE_PORT: u16 = 9;
+
+/// netd ended (a connection to its tripwire port, through the machine's
+/// NIC) while apid and zone-server run: init turns the NIC's bus mastering
+/// off and restarts netd, which finds the NIC again, resets it and takes
+/// its address; apid listens again. The API answers through the NIC
+/// within 60 s, then 8 requests in a row; the serial log shows netd's one
+/// exit and its NIC driven twice. The image steps that follow go out
+/// through the restarted netd (zone-server's downloads from this host).
+fn restart_steps(port: u16, tripwire: u16, log: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
+    let serial = || String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    let exits = |s: &str| s.lines().filter(|l| l.contains("server \"netd\" exited with code 3; restarting")).count();
+    let before = exits(&serial());
+    // QEMU accepts at once; netd exits when the connection reaches it.
+    let s = TcpStream::connect(("127.0.0.1", tripwire)).map_err(|e| format!("connect to the tripwire port: {e}"))?;
+    let since = Instant::now();
+    let mut exited = false;
+    while since.elapsed() < Duration::from_secs(60) {
+        if exits(&serial()) > before {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(s);
+    o.check(exited, || "netd did not exit within 60 s of the connection to its tripwire port".into());
+    if !exited {
+        return Ok(());
+    }
+    let down = Instant::now();
+    let back = loop {
+        match http(port, "GET", "/ping", None, None) {
+            Ok(a) if a.status == 200 => break true,
+            _ if down.elapsed() > Duration::from_secs(60) => break false,
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    println!("bench api_served_again_after_netd_restart {} ms", down.elapsed().as_millis());
+    o.check(back, || "the API did not answer through the machine's NIC within 60 s of netd's restart".into());
+    let (ok, first) = pings_after(port, 8);
+    o.check(ok == 8, || format!("after netd's restart: {ok} of 8 requests answered 200; {first:?}"));
+    let text = serial();
+    let nic = text.lines().filter(|l| l.contains("netd: virtio-net") && l.contains("the uplink of admin")).count();
+    o.check(exits(&text) == before + 1 && nic == 2, || {
+        format!("netd's restart: {} exits (not 1), its NIC found {nic} times (not 2: at boot and after the restart)", exits(&text) - before)
+    });
+    Ok(())
+}
+
 /// The image steps: sources, avail, import (good, wrong SHA-1, cut short),
 /// list, a VM cloned from the image.
 fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
@@ -415,23 +466,32 @@ pub(crate) fn iso(kernel: &Path) -> Result<std::path::PathBuf> {
 /// and the machine's NIC, its API forwarded from a free host port, the
 /// serial console written to `log`: the child and that port.
 pub(crate) fn boot(iso: &Path, pool: Vec<String>, log: &Path) -> Result<(std::process::Child, u16)> {
-    let port = free_port()?;
-    let fwd = HostFwd {
-        udp: false,
-        host_addr: "127.0.0.1".into(),
-        host_port: port,
-        guest_addr: HOST_ADDRESS.into(),
-        guest_port: API_PORT,
-    };
+    boot_forwarding(iso, pool, log, &[API_PORT]).map(|(c, ports)| (c, ports[0]))
+}
+
+/// [`boot`], forwarding a free port of this host to each of `guest_ports`
+/// on netd's address (returned in that order).
+pub(crate) fn boot_forwarding(iso: &Path, pool: Vec<String>, log: &Path, guest_ports: &[u16]) -> Result<(std::process::Child, Vec<u16>)> {
+    let mut fwds = Vec::new();
+    for &guest_port in guest_ports {
+        fwds.push(HostFwd {
+            udp: false,
+            host_addr: "127.0.0.1".into(),
+            host_port: free_port()?,
+            guest_addr: HOST_ADDRESS.into(),
+            guest_port,
+        });
+    }
+    let ports = fwds.iter().map(|f| f.host_port).collect();
     let mut extra = pool;
-    extra.extend(admin_nic(&[fwd]));
+    extra.extend(admin_nic(&fwds));
     let q = Qemu { smp: 2, mem_mib: 512, extra, ..Qemu::default() };
     let _ = std::fs::remove_file(log);
     let mut c = q.command(iso);
     c.args(["-monitor", "none", "-serial"]).arg(format!("file:{}", log.display()));
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log.with_extension("stderr"))?);
     let child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
-    Ok((child, port))
+    Ok((child, ports))
 }
 
 /// Waits until apid answers `GET /ping` (it listens once netd has its
@@ -453,9 +513,12 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let iso = iso(kernel)?;
     let log = log_path(&CASE.replace('/', "-"))?;
     let start = Instant::now();
-    let (mut child, port) = boot(&iso, crate::zone::pool_drive(), &log)?;
+    let (mut child, ports) = boot_forwarding(&iso, crate::zone::pool_drive(), &log, &[API_PORT, TRIPWIRE_PORT])?;
+    let (port, tripwire) = (ports[0], ports[1]);
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
-    let steps = steps(port, &vmadm, start, timeout, &mut o).and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
+    let steps = steps(port, &vmadm, start, timeout, &mut o)
+        .and_then(|()| restart_steps(port, tripwire, &log, &mut o))
+        .and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
     crate::emu::stop(&mut child);
     o.elapsed = start.elapsed();
     if let Err(e) = steps {
