@@ -369,11 +369,7 @@ struct Timed {
 impl Timed {
     /// Asks for the test exit when its time came (see `exit_after`).
     fn check_exit(&mut self) {
-        if self.tripwire && !self.tripped && self.netd.tripped() {
-            self.tripped = true;
-            log::warn!("test-exit-on-connect: a connection came; exiting");
-            let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, EXIT_BIT);
-        }
+        self.check_tripwire();
         let Some(n) = self.exit_after else { return };
         let v = self.netd.vnics();
         if v.stale_handles() > 0 {
@@ -381,6 +377,16 @@ impl Timed {
             self.exit_after = None;
         } else if v.frames_taken() >= n {
             self.exit_after = None;
+            let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, EXIT_BIT);
+        }
+    }
+
+    /// Asks for the exit once a connection came to the tripwire's port
+    /// (see `tripwire`).
+    fn check_tripwire(&mut self) {
+        if self.tripwire && !self.tripped && self.netd.tripped() {
+            self.tripped = true;
+            log::warn!("test-exit-on-connect: a connection came; exiting");
             let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, EXIT_BIT);
         }
     }
@@ -431,7 +437,8 @@ impl libipc::Dispatch for Timed {
             self.netd.notified(bits);
             timer::set(self.netd.wake_at_ns(), self.tick);
         }
-        self.check_exit();
+        // Frames from the NIC may have brought the tripwire's connection.
+        self.check_tripwire();
     }
 }
 
