@@ -216,6 +216,185 @@ fn console_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Resul
     Ok(())
 }
 
+/// New requests made at once after a connection was cut off: how many
+/// of `n` were answered 200, and the first failure.
+fn pings_after(port: u16, n: usize) -> (usize, Option<String>) {
+    let mut ok = 0;
+    let mut first = None;
+    for i in 0..n {
+        match http(port, "GET", "/ping", None, None) {
+            Ok(a) if a.status == 200 => ok += 1,
+            Ok(a) => {
+                first.get_or_insert(format!("request {}: {a:?}", i + 1));
+            }
+            Err(e) => {
+                first.get_or_insert(format!("request {}: {e}", i + 1));
+            }
+        }
+    }
+    (ok, first)
+}
+
+/// Requests cut off by this host, and the API right after: a host
+/// `vmadm console` killed (SIGKILL) in the middle of its polling; a
+/// connection reset (RST: closed with its answer unread) in the middle of
+/// a second, pipelined request; 40 connections opened at once (more than
+/// netd's listen backlog and apid's connections), each asking `GET
+/// /ping` (each answered, 503, or reset, none left hanging), three
+/// connections dropped in their handshake. After each, at once, 8 new
+/// requests: every one answered. Then 40 more cut off at once after half a
+/// request: refused while netd's backlog and apid clear them, served again
+/// within 30 s, then 8 more all answered.
+fn abort_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
+    const AFTER: usize = 8;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(vmadm)
+        .args(["console", VM])
+        .env("ALCOVE_URL", &url)
+        .env("ALCOVE_TOKEN", TOKEN)
+        .env_remove("ALCOVE_TOKEN_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("running {} console: {e}", vmadm.display()))?;
+    // Polling by now (a poll every CONSOLE_POLL; killed in one of them or
+    // between two).
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (ok, first) = pings_after(port, AFTER);
+    o.check(ok == AFTER, || format!("after `vmadm console` was killed: {ok} of {AFTER} new requests answered 200; {first:?}"));
+
+    // Pipelined: `GET /ping` whole, then half of `GET /vms`; the first
+    // answer arrives and is left unread, so the close is a reset.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+    s.write_all(b"GET /ping HTTP/1.1\r\nHost: alcove\r\n\r\nGET /vms HTTP/1.1\r\nHost: al").map_err(|e| format!("send: {e}"))?;
+    let mut byte = [0u8; 1];
+    let answered = matches!(s.peek(&mut byte), Ok(1));
+    drop(s);
+    o.check(answered, || "the pipelined GET /ping was not answered".into());
+    let (ok, first) = pings_after(port, AFTER);
+    o.check(ok == AFTER, || format!("after a connection was reset mid-request: {ok} of {AFTER} new requests answered 200; {first:?}"));
+
+    // 40 at once, each a whole request.
+    const BURST: usize = 40;
+    let conns: Vec<_> = (0..BURST)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+            s.write_all(b"GET /ping HTTP/1.1\r\nHost: alcove\r\nConnection: close\r\n\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    let (mut served, mut busy, mut reset, mut hung) = (0, 0, 0, 0);
+    for mut s in conns {
+        let mut raw = Vec::new();
+        match s.read_to_end(&mut raw) {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => hung += 1,
+            _ if raw.starts_with(b"HTTP/1.1 200") => served += 1,
+            _ if raw.starts_with(b"HTTP/1.1 503") => busy += 1,
+            _ if raw.is_empty() => reset += 1,
+            _ => hung += 1,
+        }
+    }
+    o.check(hung == 0 && served >= 1 && served + busy + reset == BURST, || {
+        format!("{BURST} requests at once: {served} answered 200, {busy} 503, {reset} refused (reset or closed), {hung} hung or garbled")
+    });
+    let (ok, first) = pings_after(port, AFTER);
+    o.check(ok == AFTER, || format!("after {BURST} requests at once: {ok} of {AFTER} new requests answered 200; {first:?}"));
+
+    // Three connections closed as soon as they are made: QEMU's user
+    // network has accepted them on this host and is still shaking hands
+    // with the machine, which it then leaves half-open (what a client
+    // killed at that moment does). Fewer than netd's backlog: nothing
+    // waits for them.
+    for _ in 0..3 {
+        drop(TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?);
+    }
+    let (ok, first) = pings_after(port, AFTER);
+    o.check(ok == AFTER, || format!("after 3 connections were dropped in their handshake: {ok} of {AFTER} new requests answered 200; {first:?}"));
+
+    // 40 opened at once and dropped after half a request: more half-open
+    // handshakes and unfinished requests than the backlog and apid take,
+    // refused until they are cleared; then served.
+    let conns: Vec<_> = (0..BURST)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /vms HTTP/1.1\r\nHost: al").ok()?;
+            Some(s)
+        })
+        .collect();
+    drop(conns);
+    let since = Instant::now();
+    let mut refused = 0;
+    let recovered = loop {
+        match http(port, "GET", "/ping", None, None) {
+            Ok(a) if a.status == 200 => break true,
+            _ if since.elapsed() > Duration::from_secs(30) => break false,
+            _ => refused += 1,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("bench api_served_again_after_{BURST}_dropped {} ms", since.elapsed().as_millis());
+    o.check(recovered, || format!("after {BURST} connections were dropped at once: not served again within 30 s ({refused} refused)"));
+    let (ok, first) = pings_after(port, AFTER);
+    o.check(ok == AFTER, || format!("served again after {BURST} dropped connections: {ok} of {AFTER} next requests answered 200; {first:?}"));
+    Ok(())
+}
+
+/// netd's `test-exit-on-connect=` port in api.toml: a connection there
+/// ends netd (as if killed).
+const TRIPWIRE_PORT: u16 = 9;
+
+/// netd ended (a connection to its tripwire port, through the machine's
+/// NIC) while apid and zone-server run: init turns the NIC's bus mastering
+/// off and restarts netd, which finds the NIC again, resets it and takes
+/// its address; apid listens again. The API answers through the NIC
+/// within 60 s, then 8 requests in a row; the serial log shows netd's one
+/// exit and its NIC driven twice. The image steps that follow go out
+/// through the restarted netd (zone-server's downloads from this host).
+fn restart_steps(port: u16, tripwire: u16, log: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
+    let serial = || String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    let exits = |s: &str| s.lines().filter(|l| l.contains("server \"netd\" exited with code 3; restarting")).count();
+    let before = exits(&serial());
+    // QEMU accepts at once; netd exits when the connection reaches it.
+    let s = TcpStream::connect(("127.0.0.1", tripwire)).map_err(|e| format!("connect to the tripwire port: {e}"))?;
+    let since = Instant::now();
+    let mut exited = false;
+    while since.elapsed() < Duration::from_secs(60) {
+        if exits(&serial()) > before {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(s);
+    o.check(exited, || "netd did not exit within 60 s of the connection to its tripwire port".into());
+    if !exited {
+        return Ok(());
+    }
+    let down = Instant::now();
+    let back = loop {
+        match http(port, "GET", "/ping", None, None) {
+            Ok(a) if a.status == 200 => break true,
+            _ if down.elapsed() > Duration::from_secs(60) => break false,
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    println!("bench api_served_again_after_netd_restart {} ms", down.elapsed().as_millis());
+    o.check(back, || "the API did not answer through the machine's NIC within 60 s of netd's restart".into());
+    let (ok, first) = pings_after(port, 8);
+    o.check(ok == 8, || format!("after netd's restart: {ok} of 8 requests answered 200; {first:?}"));
+    let text = serial();
+    let nic = text.lines().filter(|l| l.contains("netd: virtio-net") && l.contains("the uplink of admin")).count();
+    o.check(exits(&text) == before + 1 && nic == 2, || {
+        format!("netd's restart: {} exits (not 1), its NIC found {nic} times (not 2: at boot and after the restart)", exits(&text) - before)
+    });
+    Ok(())
+}
+
 /// The image steps: sources, avail, import (good, wrong SHA-1, cut short),
 /// list, a VM cloned from the image.
 fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
@@ -287,23 +466,32 @@ pub(crate) fn iso(kernel: &Path) -> Result<std::path::PathBuf> {
 /// and the machine's NIC, its API forwarded from a free host port, the
 /// serial console written to `log`: the child and that port.
 pub(crate) fn boot(iso: &Path, pool: Vec<String>, log: &Path) -> Result<(std::process::Child, u16)> {
-    let port = free_port()?;
-    let fwd = HostFwd {
-        udp: false,
-        host_addr: "127.0.0.1".into(),
-        host_port: port,
-        guest_addr: HOST_ADDRESS.into(),
-        guest_port: API_PORT,
-    };
+    boot_forwarding(iso, pool, log, &[API_PORT]).map(|(c, ports)| (c, ports[0]))
+}
+
+/// [`boot`], forwarding a free port of this host to each of `guest_ports`
+/// on netd's address (returned in that order).
+pub(crate) fn boot_forwarding(iso: &Path, pool: Vec<String>, log: &Path, guest_ports: &[u16]) -> Result<(std::process::Child, Vec<u16>)> {
+    let mut fwds = Vec::new();
+    for &guest_port in guest_ports {
+        fwds.push(HostFwd {
+            udp: false,
+            host_addr: "127.0.0.1".into(),
+            host_port: free_port()?,
+            guest_addr: HOST_ADDRESS.into(),
+            guest_port,
+        });
+    }
+    let ports = fwds.iter().map(|f| f.host_port).collect();
     let mut extra = pool;
-    extra.extend(admin_nic(&[fwd]));
+    extra.extend(admin_nic(&fwds));
     let q = Qemu { smp: 2, mem_mib: 512, extra, ..Qemu::default() };
     let _ = std::fs::remove_file(log);
     let mut c = q.command(iso);
     c.args(["-monitor", "none", "-serial"]).arg(format!("file:{}", log.display()));
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log.with_extension("stderr"))?);
     let child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
-    Ok((child, port))
+    Ok((child, ports))
 }
 
 /// Waits until apid answers `GET /ping` (it listens once netd has its
@@ -325,9 +513,12 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let iso = iso(kernel)?;
     let log = log_path(&CASE.replace('/', "-"))?;
     let start = Instant::now();
-    let (mut child, port) = boot(&iso, crate::zone::pool_drive(), &log)?;
+    let (mut child, ports) = boot_forwarding(&iso, crate::zone::pool_drive(), &log, &[API_PORT, TRIPWIRE_PORT])?;
+    let (port, tripwire) = (ports[0], ports[1]);
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
-    let steps = steps(port, &vmadm, start, timeout, &mut o).and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
+    let steps = steps(port, &vmadm, start, timeout, &mut o)
+        .and_then(|()| restart_steps(port, tripwire, &log, &mut o))
+        .and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
     crate::emu::stop(&mut child);
     o.elapsed = start.elapsed();
     if let Err(e) = steps {
@@ -384,6 +575,7 @@ fn steps(port: u16, vmadm: &Path, start: Instant, timeout: Duration, o: &mut Out
         || format!("the host `vmadm list` printed {text:?} ({}; {})", out.status, String::from_utf8_lossy(&out.stderr)),
     );
     console_steps(port, vmadm, o)?;
+    abort_steps(port, vmadm, o)?;
     let a = req("DELETE", &format!("/vms/{VM}"), Some(TOKEN), None)?;
     o.check((200..300).contains(&a.status), || format!("DELETE /vms/{VM}: {a:?}, not 2xx"));
     let a = req("GET", &format!("/vms/{VM}/console"), Some(TOKEN), None)?;

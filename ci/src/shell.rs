@@ -20,7 +20,10 @@
 //! snapshot`, `zfs list -t snapshot`, `zfs destroy` refused for the
 //! snapshot, `zfs set`/`zfs get` of a user property, the snapshot
 //! destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
-//! etherstub `stub0` and the VM's VNIC on it), `svcadm restart zone-server` (svcs: online, a new STIME),
+//! etherstub `stub0` and the VM's VNIC on it), `dladm create-etherstub`,
+//! `create-vnic`, `delete-vnic`, `delete-etherstub` (made, shown, refused
+//! while in use or as duplicates, the VM's VNIC and stub0 refused,
+//! deleted), `svcadm restart zone-server` (svcs: online, a new STIME),
 //! `svcadm disable console` (refused: the manifest does not let the shell
 //! stop it), `svcadm restart bogus`, `svcadm disable zone-server` (svcs:
 //! disabled) and `enable` (vmadm answers again), and `poweroff` (which
@@ -107,6 +110,17 @@ fn script() -> Vec<(String, Vec<u8>)> {
         ("no datasets available".into(), b"dladm show-link\r".to_vec()),
         ("BRIDGE".into(), b"dladm show-vnic\r".to_vec()),
         ("MACADDRTYPE".into(), b"dladm show-etherstub\r".to_vec()),
+        // Links made and deleted at run time: an etherstub and a VNIC
+        // over it, shown; deleting the etherstub in use, the VM's VNIC
+        // (vnic0) and stub0 (the VM and the host on it) refused; making
+        // them again refused; then deleted.
+        ("LINK".into(), b"dladm create-etherstub stub5\rdladm create-vnic -l stub5 -v 7 op0\rdladm show-vnic op0\r".to_vec()),
+        (
+            "MACADDRTYPE".into(),
+            b"dladm delete-etherstub stub5\rdladm delete-vnic vnic0\rdladm delete-etherstub stub0\rdladm create-etherstub stub5\r\
+dladm create-vnic -l stub5 op0\rdladm delete-vnic op0\rdladm delete-etherstub stub5\rdladm show-etherstub\r"
+                .to_vec(),
+        ),
         ("LINK".into(), format!("{}\r", long_word()).into_bytes()),
         ("command not found".into(), format!("vmadm console {UNKNOWN_VM}\r").into_bytes()),
         ("Unable to connect".into(), format!("vmadm console {VM}\r").into_bytes()),
@@ -347,6 +361,28 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     );
     let stubs = answer("dladm show-etherstub", 0);
     check(stubs.as_deref() == Some("LINK\nstub0\n"), format!("`dladm show-etherstub` printed {stubs:?}"));
+    // dladm's run-time links (netd's vnic.create_etherstub, …).
+    for (cmd, n, want) in [
+        ("dladm create-etherstub stub5", 0, ""),
+        ("dladm create-vnic -l stub5 -v 7 op0", 0, ""),
+        ("dladm delete-etherstub stub5", 0, "dladm: etherstub deletion failed: link busy (1 VNIC(s) on it)\n"),
+        ("dladm delete-vnic vnic0", 0, "dladm: vnic deletion failed: link busy (a VM's VNIC, attached)\n"),
+        ("dladm delete-etherstub stub0", 0, "dladm: etherstub deletion failed: link busy (1 VNIC(s) on it)\n"),
+        ("dladm create-etherstub stub5", 1, "dladm: etherstub creation failed: object already exists\n"),
+        ("dladm create-vnic -l stub5 op0", 0, "dladm: vnic creation failed: object already exists\n"),
+        ("dladm delete-vnic op0", 0, ""),
+        ("dladm delete-etherstub stub5", 1, ""),
+        ("dladm show-etherstub", 1, "LINK\nstub0\n"),
+    ] {
+        let got = answer(cmd, n);
+        check(got.as_deref() == Some(want), format!("`{cmd}` printed {got:?}, not {want:?}"));
+    }
+    let op = answer("dladm show-vnic op0", 0).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = op.lines().map(|l| l.split_whitespace().collect()).collect();
+    check(
+        rows.len() == 2 && rows[1].len() == 6 && rows[1][0] == "op0" && rows[1][1] == "stub5" && rows[1][3].starts_with("2:8:20:") && rows[1][5] == "7",
+        format!("`dladm show-vnic op0` printed {op:?}"),
+    );
     // svcadm: restart, refusals, disable and enable.
     let restart = answer("svcadm restart zone-server", 0);
     check(restart.as_deref() == Some(""), format!("`svcadm restart zone-server` printed {restart:?}"));

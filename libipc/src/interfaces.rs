@@ -830,6 +830,23 @@ pub enum VnicError {
     /// in this netd's life): nothing was made again.
     #[allow(missing_docs)]
     GrantLive { badge: u64 },
+    /// Appended: a link (etherstub, VNIC, nic_tag) named `name` exists.
+    #[allow(missing_docs)]
+    Exists { name: String },
+    /// Appended: no etherstub or VNIC (or link to put one over) `name`.
+    #[allow(missing_docs)]
+    NotFound { name: String },
+    /// Appended: `name` is in use (`why`: a VNIC on an etherstub, a VM's
+    /// VNIC): nothing was deleted.
+    #[allow(missing_docs)]
+    Busy { name: String, why: String },
+    /// Appended: `name` is not a valid illumos link name (`why`), or is
+    /// one netd keeps for its own (`vnicN`, `vioifN`).
+    #[allow(missing_docs)]
+    BadName { name: String, why: String },
+    /// Appended: netd holds `limit` of these (`what`) at most.
+    #[allow(missing_docs)]
+    TooMany { what: String, limit: u32 },
 }
 
 /// VNICs one [`vnic::Server::grant`] makes at most (a VM's `nics[]`).
@@ -873,6 +890,11 @@ impl core::fmt::Display for VnicError {
             VnicError::NotPermitted => f.write_str("vnic: this client may not grant or revoke VNICs (control plane and init only)"),
             VnicError::Invalid { why } => write!(f, "vnic: {why}"),
             VnicError::GrantLive { badge } => write!(f, "vnic: grant {badge:#x} is live in this netd (nothing made again)"),
+            VnicError::Exists { name } => write!(f, "vnic: a link named {name} exists"),
+            VnicError::NotFound { name } => write!(f, "vnic: no link {name}"),
+            VnicError::Busy { name, why } => write!(f, "vnic: {name} is in use: {why}"),
+            VnicError::BadName { name, why } => write!(f, "vnic: {name:?} is not a link name: {why}"),
+            VnicError::TooMany { what, limit } => write!(f, "vnic: netd holds {limit} {what} at most"),
         }
     }
 }
@@ -929,8 +951,37 @@ crate::interface! {
         /// netd's switches, in netd.conf's order (at most
         /// [`VNIC_SHOW_MAX`]).
         fn switches() -> Result<alloc::vec::Vec<SwitchInfo>, VnicError>;
+        /// Additive, admins only (`dladm create-etherstub NAME`): a new
+        /// etherstub (an internal switch) named `name`, a valid illumos
+        /// link name no other link has; at most [`ETHERSTUBS_MAX`] made
+        /// this way.
+        fn create_etherstub(name: String) -> Result<(), VnicError>;
+        /// Additive, admins only (`dladm delete-etherstub NAME`): refused
+        /// ([`VnicError::Busy`]) while a VNIC is on it; a nic_tag is not an
+        /// etherstub ([`VnicError::NotFound`]).
+        fn delete_etherstub(name: String) -> Result<(), VnicError>;
+        /// Additive, admins only (`dladm create-vnic -l LINK NAME`): a VNIC
+        /// named `name` (a valid illumos link name, not `vnicN` or
+        /// `vioifN`) from `line` (a `grant` line: `switch=… mac=…
+        /// [vlan_id=…]`), attached by no one: an operator's link. At most
+        /// [`OPERATOR_VNICS_MAX`]. Returns its number.
+        fn create_vnic(name: String, line: String) -> Result<u32, VnicError>;
+        /// Additive, admins only (`dladm delete-vnic NAME`): deletes an
+        /// operator's VNIC; a VM's (`vnicN`, made by a grant) is refused
+        /// ([`VnicError::Busy`]) while its grant lives.
+        fn delete_vnic(name: String) -> Result<(), VnicError>;
+        /// Additive, admins only: the operator-named VNICs from number
+        /// `from` on (number, name), at most [`VNIC_SHOW_MAX`] a call.
+        fn vnic_names(from: u32) -> Result<alloc::vec::Vec<(u32, String)>, VnicError>;
     }
 }
+
+/// Etherstubs [`vnic::Server::create_etherstub`] makes at most (besides
+/// netd.conf's).
+pub const ETHERSTUBS_MAX: u32 = 8;
+
+/// VNICs [`vnic::Server::create_vnic`] makes at most.
+pub const OPERATOR_VNICS_MAX: u32 = 32;
 
 /// Bytes of start-up data (an instance's `vm.json`) one `proc.start` takes
 /// at most.

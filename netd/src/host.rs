@@ -109,6 +109,8 @@ struct Host<B: RingRegion> {
     port: RingPort,
     sockets: SocketServer<B, Quiet>,
     echo: Option<Echo>,
+    /// The test tripwire's listener ([`Netd::set_tripwire`]).
+    tripwire: Option<u32>,
     /// The ring was refused (netd's own region: a bug, logged once).
     broken: bool,
 }
@@ -151,7 +153,7 @@ impl<P: VnicPlatform> Netd<P> {
                 Some(Echo { listener, conns: Vec::new() })
             }
         };
-        Ok(Host { switch, id, port, sockets, echo, broken: false })
+        Ok(Host { switch, id, port, sockets, echo, tripwire: None, broken: false })
     }
 
     /// The VNIC server (its switches and VMMs' VNICs).
@@ -162,6 +164,32 @@ impl<P: VnicPlatform> Netd<P> {
     /// The host's address and prefix length, if it has one.
     pub fn host_address(&self) -> Option<(Ipv4Addr, u8)> {
         self.host.as_ref().and_then(|h| h.sockets.stack().address())
+    }
+
+    /// Test manifests only (`test-exit-on-connect=PORT`): netd listens on
+    /// `port` of its host address (as its own client, [`OWN_BADGE`]), and
+    /// [`Netd::tripped`] says when a connection arrived there, for the
+    /// process to exit as if killed. Refused without a host stack.
+    pub fn set_tripwire(&mut self, port: u16) -> Result<(), String> {
+        let h = self.host.as_mut().ok_or_else(|| String::from("no host line: nothing to listen with"))?;
+        let l = h.sockets.act_as(OWN_BADGE).listen(port).map_err(|e| format!("port {port}: {e}"))?;
+        h.tripwire = Some(l);
+        Ok(())
+    }
+
+    /// Whether a connection arrived on the tripwire's port (it is taken
+    /// and closed: each connection trips it once).
+    pub fn tripped(&mut self) -> bool {
+        let Some(h) = self.host.as_mut() else { return false };
+        let Some(l) = h.tripwire else { return false };
+        let s = h.sockets.act_as(OWN_BADGE);
+        match s.accept(l) {
+            Ok(Some(c)) => {
+                let _ = s.close(c);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Connections the echo service holds open.

@@ -6,8 +6,9 @@
 //! ([`libipc::Dispatch::dispatch_from`]). A socket handle belongs to the
 //! client that opened (or accepted) it: another client's handle, a closed
 //! one and one never issued all get `NoSuchSocket`. Each client holds at
-//! most [`PER_CLIENT_SOCKETS`] sockets, so one client cannot take the
-//! stack's [`MAX_SOCKETS`] from the others; [`SocketServer::client_gone`]
+//! most [`PER_CLIENT_SOCKETS`] of the stack's sockets (a listener counts
+//! its backlog, [`LISTEN_BACKLOG`]), so one client cannot take the stack's
+//! [`MAX_SOCKETS`] from the others; [`SocketServer::client_gone`]
 //! closes everything a client held when it ends. Bulk data goes through
 //! the client's shared buffer (a region both map: on Alcove a frame the
 //! client sends with `share_buffer`, which the process maps and hands in
@@ -29,7 +30,7 @@ use libipc::blkring::RingRegion;
 use libipc::interfaces::{Datagram, SOCKET_INLINE_MAX, SocketError, SocketState, socket};
 use libipc::RemoteError;
 
-use crate::stack::{HostStack, MAX_SOCKETS, SocketId, StackError, TCP_BUFFER_BYTES, TcpState};
+use crate::stack::{HostStack, LISTEN_BACKLOG, MAX_SOCKETS, SocketId, StackError, TCP_BUFFER_BYTES, TcpState};
 
 /// Sockets one client may hold at once.
 pub const PER_CLIENT_SOCKETS: usize = 16;
@@ -42,12 +43,21 @@ pub trait Wire {
 
 struct Client<B> {
     sockets: BTreeSet<u32>,
+    /// Which of `sockets` are listeners.
+    listeners: BTreeSet<u32>,
     buffer: Option<B>,
 }
 
 impl<B> Default for Client<B> {
     fn default() -> Self {
-        Self { sockets: BTreeSet::new(), buffer: None }
+        Self { sockets: BTreeSet::new(), listeners: BTreeSet::new(), buffer: None }
+    }
+}
+
+impl<B> Client<B> {
+    /// Its share used: a socket each, a listener its whole backlog.
+    fn used(&self) -> usize {
+        self.sockets.len() + self.listeners.len() * (LISTEN_BACKLOG - 1)
     }
 }
 
@@ -137,12 +147,13 @@ impl<B: RingRegion, W: Wire> SocketServer<B, W> {
             let _ = self.stack.close(SocketId(*s));
         }
         self.wire.pump(&mut self.stack);
-        c.sockets.len()
+        c.used()
     }
 
-    /// Sockets the client with `badge` holds.
+    /// How much of its share the client with `badge` uses (a socket each,
+    /// a listener [`LISTEN_BACKLOG`]).
     pub fn sockets_of(&self, badge: u64) -> usize {
-        self.clients.get(&badge).map_or(0, |c| c.sockets.len())
+        self.clients.get(&badge).map_or(0, Client::used)
     }
 
     fn client(&mut self) -> &mut Client<B> {
@@ -157,8 +168,8 @@ impl<B: RingRegion, W: Wire> SocketServer<B, W> {
         }
     }
 
-    fn room(&mut self) -> Result<(), SocketError> {
-        if self.client().sockets.len() >= PER_CLIENT_SOCKETS {
+    fn room(&mut self, n: usize) -> Result<(), SocketError> {
+        if self.client().used() + n > PER_CLIENT_SOCKETS {
             return Err(SocketError::TooManySockets { limit: PER_CLIENT_SOCKETS as u32 });
         }
         Ok(())
@@ -182,23 +193,24 @@ impl<B: RingRegion, W: Wire> SocketServer<B, W> {
 
 impl<B: RingRegion, W: Wire> socket::Server for SocketServer<B, W> {
     fn listen(&mut self, port: u16) -> Result<u32, SocketError> {
-        self.room()?;
+        self.room(LISTEN_BACKLOG)?;
         let id = self.stack.listen(port).map_err(stack_error)?;
+        self.client().listeners.insert(id.0);
         Ok(self.record(id))
     }
 
     fn accept(&mut self, listener: u32) -> Result<Option<u32>, SocketError> {
         let l = self.own(listener)?;
         // A connection waiting needs room in the caller's share.
-        if self.stack.tcp_state(l).map_err(stack_error)? == TcpState::Pending {
+        if !self.stack.waiting(l).map_err(stack_error)? {
             return Ok(None);
         }
-        self.room()?;
+        self.room(1)?;
         Ok(self.stack.accept(l).map_err(stack_error)?.map(|id| self.record(id)))
     }
 
     fn connect(&mut self, ip: [u8; 4], port: u16) -> Result<u32, SocketError> {
-        self.room()?;
+        self.room(1)?;
         let id = self.stack.connect(Ipv4Addr::from(ip), port).map_err(stack_error)?;
         Ok(self.record(id))
     }
@@ -254,7 +266,7 @@ impl<B: RingRegion, W: Wire> socket::Server for SocketServer<B, W> {
     }
 
     fn udp_bind(&mut self, port: u16) -> Result<(u32, u16), SocketError> {
-        self.room()?;
+        self.room(1)?;
         let (id, port) = self.stack.udp_bind(port).map_err(stack_error)?;
         Ok((self.record(id), port))
     }
@@ -278,6 +290,7 @@ impl<B: RingRegion, W: Wire> socket::Server for SocketServer<B, W> {
     fn close(&mut self, socket: u32) -> Result<(), SocketError> {
         let s = self.own(socket)?;
         self.client().sockets.remove(&socket);
+        self.client().listeners.remove(&socket);
         self.stack.close(s).map_err(stack_error)
     }
 
@@ -311,6 +324,8 @@ impl<B: RingRegion, W: Wire> libipc::Dispatch for SocketServer<B, W> {
     }
 }
 
-// The limits fit together: the stack holds every client's full share of
-// four clients.
-const _: () = assert!(PER_CLIENT_SOCKETS * 4 <= MAX_SOCKETS);
+// The limits fit together: the stack holds the full shares of two
+// clients (apid and zone-server's image downloads), and a share holds a
+// listener with its backlog and connections beside it.
+const _: () = assert!(PER_CLIENT_SOCKETS * 2 <= MAX_SOCKETS);
+const _: () = assert!(LISTEN_BACKLOG * 2 <= PER_CLIENT_SOCKETS);

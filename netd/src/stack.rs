@@ -10,11 +10,24 @@
 //! is lost. smoltcp answers ARP and ICMP echo itself.
 //!
 //! Sockets are named by [`SocketId`]s that are never reused, so a stale id
-//! is an error, never another socket. A TCP listener holds one listening
-//! socket: when a peer connects, [`HostStack::accept`] hands the connection
-//! out under a new id and the listener listens again (a backlog of one).
-//! Every socket's buffers are bounded ([`TCP_BUFFER_BYTES`],
-//! [`UDP_BUFFER_BYTES`]) and there are at most [`MAX_SOCKETS`].
+//! is an error, never another socket. A TCP listener holds a backlog of
+//! [`LISTEN_BACKLOG`] listening sockets, so one half-open connection (a
+//! peer that sent its SYN and vanished, or that the host side reset in the
+//! middle of the handshake) does not make the port refuse everyone else:
+//! when a peer connects, [`HostStack::accept`] hands the connection out
+//! under a new id and a fresh socket takes its place in the backlog. A
+//! handshake that does not finish within [`HALF_OPEN_TIMEOUT_MS`] is
+//! dropped and its socket listens again; SYNs beyond the backlog are
+//! answered with a reset (refused at once, not left waiting).
+//!
+//! Memory: netd's heap is a fixed arena ([`alcove_rt::HEAP_BYTES`],
+//! 512 KiB), so every socket's buffers are bounded ([`TCP_BUFFER_BYTES`],
+//! [`UDP_BUFFER_BYTES`]), there are at most [`MAX_SOCKETS`] sockets of
+//! smoltcp's (listeners' backlogs and closed connections still finishing
+//! included), and frames queue at most [`RX_QUEUE`] and [`TX_QUEUE`] deep:
+//! the stack's worst case is [`STACK_HEAP_BYTES`] (`tests/heap_bound.rs`
+//! holds it to that). A closed connection whose peer went silent is
+//! dropped after [`CLOSING_TIMEOUT_MS`], so it cannot hold its slot for ever.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
@@ -28,17 +41,30 @@ use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr};
 
-/// Sockets the stack holds at most (listeners and connections, TCP and UDP).
-pub const MAX_SOCKETS: usize = 64;
+/// smoltcp sockets the stack holds at most: connections, UDP sockets,
+/// each listener's backlog, closed connections still finishing.
+pub const MAX_SOCKETS: usize = 32;
+/// Listening sockets per listener: connections whose handshake is under
+/// way or done and not yet accepted.
+pub const LISTEN_BACKLOG: usize = 4;
+/// A handshake not finished by then is dropped (its socket listens again).
+pub const HALF_OPEN_TIMEOUT_MS: u64 = 5_000;
+/// A closed connection whose peer does not acknowledge its FIN by then is
+/// dropped (its slot freed).
+pub const CLOSING_TIMEOUT_MS: u64 = 10_000;
 /// Each TCP socket's receive and send buffer.
-pub const TCP_BUFFER_BYTES: usize = 16 * 1024;
+pub const TCP_BUFFER_BYTES: usize = 4 * 1024;
 /// Each UDP socket's receive and send buffer (payload bytes), and datagrams.
-pub const UDP_BUFFER_BYTES: usize = 16 * 1024;
-const UDP_DATAGRAMS: usize = 16;
+pub const UDP_BUFFER_BYTES: usize = 4 * 1024;
+const UDP_DATAGRAMS: usize = 8;
 /// Frames waiting to go out before smoltcp is told to hold back.
-pub const TX_QUEUE: usize = 64;
+pub const TX_QUEUE: usize = 32;
 /// Frames received and not yet processed, beyond which more are dropped.
-pub const RX_QUEUE: usize = 256;
+pub const RX_QUEUE: usize = 32;
+/// The most the stack takes of netd's heap: every socket's buffers and
+/// smoltcp's state for it, both frame queues full, with room for smoltcp's
+/// own tables; the rest of the 512 KiB is the switch's and the VNICs'.
+pub const STACK_HEAP_BYTES: usize = 352 * 1024;
 /// The largest Ethernet frame (MTU 1500, no FCS).
 pub const MAX_FRAME: usize = 1514;
 const EPHEMERAL_FIRST: u16 = 49152;
@@ -103,7 +129,9 @@ pub enum TcpState {
 }
 
 enum Kind {
-    Listener { port: u16, handle: SocketHandle },
+    /// The listening sockets of the backlog (at most [`LISTEN_BACKLOG`];
+    /// fewer while the stack is full, topped up when room comes back).
+    Listener { port: u16, backlog: Vec<SocketHandle> },
     Tcp(SocketHandle),
     Udp { port: u16, handle: SocketHandle },
 }
@@ -263,14 +291,26 @@ impl HostStack {
             }
         }
         self.reap();
+        self.tend_listeners();
         self.iface.poll_delay(t, &self.sockets).map(|d| now_ns.saturating_add(d.total_micros().saturating_mul(1000)))
     }
 
-    fn new_id(&mut self) -> Result<SocketId, StackError> {
+    /// smoltcp sockets held: every kind's, and the orphans.
+    fn in_use(&self) -> usize {
+        self.orphans.len() + self.table.values().map(Kind::sockets).sum::<usize>()
+    }
+
+    /// Room for `n` more smoltcp sockets.
+    fn room_for(&mut self, n: usize) -> Result<(), StackError> {
         self.reap();
-        if self.table.len() + self.orphans.len() >= MAX_SOCKETS {
+        if self.in_use() + n > MAX_SOCKETS {
             return Err(StackError::TooManySockets { limit: MAX_SOCKETS });
         }
+        Ok(())
+    }
+
+    fn new_id(&mut self, sockets: usize) -> Result<SocketId, StackError> {
+        self.room_for(sockets)?;
         let id = SocketId(self.next_id);
         self.next_id = self.next_id.checked_add(1).ok_or(StackError::TooManySockets { limit: MAX_SOCKETS })?;
         Ok(id)
@@ -290,7 +330,17 @@ impl HostStack {
         )
     }
 
-    /// Listens for TCP connections on `port` (all the host's addresses).
+    /// A listening socket on `port`, its half-open handshakes timed out.
+    fn listening_socket(port: u16) -> Result<tcp::Socket<'static>, StackError> {
+        let mut s = Self::tcp_socket();
+        s.listen(port).map_err(|_| StackError::BadAddress)?;
+        s.set_timeout(Some(smoltcp::time::Duration::from_millis(HALF_OPEN_TIMEOUT_MS)));
+        Ok(s)
+    }
+
+    /// Listens for TCP connections on `port` (all the host's addresses),
+    /// with a backlog of [`LISTEN_BACKLOG`] (as much of it as the stack
+    /// has room for; at least one).
     pub fn listen(&mut self, port: u16) -> Result<SocketId, StackError> {
         if port == 0 {
             return Err(StackError::BadAddress);
@@ -298,33 +348,90 @@ impl HostStack {
         if self.port_taken(port) {
             return Err(StackError::PortInUse(port));
         }
-        let id = self.new_id()?;
-        let mut s = Self::tcp_socket();
-        s.listen(port).map_err(|_| StackError::BadAddress)?;
-        let handle = self.sockets.add(s);
-        self.table.insert(id, Kind::Listener { port, handle });
+        let id = self.new_id(1)?;
+        let handle = self.sockets.add(Self::listening_socket(port)?);
+        self.table.insert(id, Kind::Listener { port, backlog: vec![handle] });
+        self.tend_listeners();
         Ok(id)
     }
 
+    /// Every listener's backlog: sockets whose handshake failed or timed
+    /// out (closed) listen again, and backlogs short of
+    /// [`LISTEN_BACKLOG`] get new sockets while the stack has room.
+    fn tend_listeners(&mut self) {
+        let ports: Vec<(SocketId, u16)> = self
+            .table
+            .iter()
+            .filter_map(|(id, k)| match k {
+                Kind::Listener { port, .. } => Some((*id, *port)),
+                _ => None,
+            })
+            .collect();
+        for (id, port) in ports {
+            if let Some(Kind::Listener { backlog, .. }) = self.table.get(&id) {
+                for h in backlog {
+                    let s = self.sockets.get_mut::<tcp::Socket>(*h);
+                    if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                        s.abort();
+                        let _ = s.listen(port);
+                    }
+                }
+            }
+            loop {
+                let short = matches!(self.table.get(&id), Some(Kind::Listener { backlog, .. }) if backlog.len() < LISTEN_BACKLOG);
+                if !short || self.in_use() >= MAX_SOCKETS {
+                    break;
+                }
+                let Ok(s) = Self::listening_socket(port) else { break };
+                let h = self.sockets.add(s);
+                if let Some(Kind::Listener { backlog, .. }) = self.table.get_mut(&id) {
+                    backlog.push(h);
+                }
+            }
+        }
+    }
+
+    /// Whether a connection waits on `listener` for [`HostStack::accept`].
+    pub fn waiting(&self, listener: SocketId) -> Result<bool, StackError> {
+        match self.table.get(&listener) {
+            Some(Kind::Listener { backlog, .. }) => Ok(backlog.iter().any(|h| Self::arrived(self.sockets.get::<tcp::Socket>(*h).state()))),
+            Some(_) => Err(StackError::WrongKind(listener)),
+            None => Err(StackError::NoSocket(listener)),
+        }
+    }
+
+    /// A backlog socket in `state` holds a connection to hand out.
+    fn arrived(state: tcp::State) -> bool {
+        !matches!(state, tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed | tcp::State::TimeWait)
+    }
+
     /// A connection that arrived on `listener`, if one did: it gets its own
-    /// id, and the listener listens again.
+    /// id (its socket leaves the backlog, which a fresh one tops up when
+    /// the stack has room). A connection reset before it was accepted is
+    /// not handed out; its socket listens again.
     pub fn accept(&mut self, listener: SocketId) -> Result<Option<SocketId>, StackError> {
-        let (port, handle) = match self.table.get(&listener) {
-            Some(Kind::Listener { port, handle }) => (*port, *handle),
+        let backlog = match self.table.get(&listener) {
+            Some(Kind::Listener { backlog, .. }) => backlog,
             Some(_) => return Err(StackError::WrongKind(listener)),
             None => return Err(StackError::NoSocket(listener)),
         };
-        let state = self.sockets.get::<tcp::Socket>(handle).state();
-        if matches!(state, tcp::State::Listen | tcp::State::SynReceived) {
+        let arrived = backlog.iter().position(|h| Self::arrived(self.sockets.get::<tcp::Socket>(*h).state()));
+        let Some(i) = arrived else {
+            self.tend_listeners();
             return Ok(None);
-        }
-        // The connection needs an id and the new listener a socket slot.
-        let id = self.new_id()?;
-        let mut s = Self::tcp_socket();
-        s.listen(port).map_err(|_| StackError::BadAddress)?;
-        let fresh = self.sockets.add(s);
-        self.table.insert(listener, Kind::Listener { port, handle: fresh });
+        };
+        // The connection's socket moves from the backlog to the table: no
+        // new socket, so the id needs no room.
+        let id = SocketId(self.next_id);
+        self.next_id = self.next_id.checked_add(1).ok_or(StackError::TooManySockets { limit: MAX_SOCKETS })?;
+        let Some(Kind::Listener { backlog, .. }) = self.table.get_mut(&listener) else {
+            return Err(StackError::NoSocket(listener));
+        };
+        let handle = backlog.remove(i);
+        // A connection lives as long as its owner keeps it.
+        self.sockets.get_mut::<tcp::Socket>(handle).set_timeout(None);
         self.table.insert(id, Kind::Tcp(handle));
+        self.tend_listeners();
         Ok(Some(id))
     }
 
@@ -334,7 +441,7 @@ impl HostStack {
         if port == 0 || ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
             return Err(StackError::BadAddress);
         }
-        let id = self.new_id()?;
+        let id = self.new_id(1)?;
         let local = self.ephemeral_port()?;
         let mut s = Self::tcp_socket();
         s.connect(self.iface.context(), IpEndpoint::new(IpAddress::Ipv4(ip), port), local)
@@ -361,7 +468,7 @@ impl HostStack {
         if self.port_taken(port) {
             return Err(StackError::PortInUse(port));
         }
-        let id = self.new_id()?;
+        let id = self.new_id(1)?;
         let meta = || vec![udp::PacketMetadata::EMPTY; UDP_DATAGRAMS];
         let mut s = udp::Socket::new(
             udp::PacketBuffer::new(meta(), vec![0; UDP_BUFFER_BYTES]),
@@ -392,7 +499,9 @@ impl HostStack {
     /// The state of a TCP connection or listener.
     pub fn tcp_state(&mut self, id: SocketId) -> Result<TcpState, StackError> {
         let s = match self.table.get(&id) {
-            Some(Kind::Tcp(h)) | Some(Kind::Listener { handle: h, .. }) => self.sockets.get::<tcp::Socket>(*h).state(),
+            Some(Kind::Tcp(h)) => self.sockets.get::<tcp::Socket>(*h).state(),
+            // A listener is listening (whatever its backlog's handshakes do).
+            Some(Kind::Listener { .. }) => tcp::State::Listen,
             Some(Kind::Udp { .. }) => return Err(StackError::WrongKind(id)),
             None => return Err(StackError::NoSocket(id)),
         };
@@ -402,6 +511,20 @@ impl HostStack {
             tcp::State::CloseWait => TcpState::PeerClosed,
             _ => TcpState::Closed,
         })
+    }
+
+    /// The far end of a TCP connection, once it has one.
+    pub fn remote(&mut self, id: SocketId) -> Result<Option<(Ipv4Addr, u16)>, StackError> {
+        let e = self.tcp(id)?.remote_endpoint();
+        Ok(e.map(|e| {
+            let IpAddress::Ipv4(ip) = e.addr;
+            (ip, e.port)
+        }))
+    }
+
+    /// A TCP connection's own port, once it has one.
+    pub fn local_port(&mut self, id: SocketId) -> Result<u16, StackError> {
+        self.tcp(id)?.local_endpoint().map(|e| e.port).ok_or(StackError::NotConnected(id))
     }
 
     /// Queues what fits of `data` on a TCP connection: how many bytes it
@@ -467,11 +590,17 @@ impl HostStack {
             Kind::Tcp(h) => {
                 // The FIN goes out on the next poll; smoltcp keeps the
                 // socket until then, we keep it as an orphan below.
-                self.sockets.get_mut::<tcp::Socket>(h).close();
+                let s = self.sockets.get_mut::<tcp::Socket>(h);
+                s.close();
+                s.set_timeout(Some(smoltcp::time::Duration::from_millis(CLOSING_TIMEOUT_MS)));
                 self.orphans_push(h);
             }
-            Kind::Listener { handle, .. } => {
-                self.sockets.remove(handle);
+            Kind::Listener { backlog, .. } => {
+                // Handshakes under way are reset.
+                for h in backlog {
+                    self.sockets.get_mut::<tcp::Socket>(h).abort();
+                    self.orphans_push(h);
+                }
             }
             Kind::Udp { handle, .. } => {
                 self.sockets.remove(handle);
@@ -498,10 +627,28 @@ impl HostStack {
         });
     }
 
-    /// Sockets open (not counting closed connections still finishing).
+    /// smoltcp sockets open (listeners' backlogs included; closed
+    /// connections still finishing not counted).
     #[must_use]
     pub fn sockets_open(&self) -> usize {
-        self.table.len()
+        self.table.values().map(Kind::sockets).sum()
+    }
+
+    /// smoltcp sockets held in all (closed connections still finishing
+    /// included): at most [`MAX_SOCKETS`].
+    #[must_use]
+    pub fn sockets_held(&self) -> usize {
+        self.in_use()
+    }
+}
+
+impl Kind {
+    /// The smoltcp sockets it holds.
+    fn sockets(&self) -> usize {
+        match self {
+            Kind::Listener { backlog, .. } => backlog.len(),
+            Kind::Tcp(_) | Kind::Udp { .. } => 1,
+        }
     }
 }
 

@@ -52,6 +52,37 @@ pub const KICK_ROUNDS: usize = 8;
 /// What an entry whose grant was revoked holds as its client: nobody's
 /// (the slot is reused by a later grant).
 const NO_CLIENT: u64 = u64::MAX;
+/// The client of an operator's VNIC (`dladm create-vnic`): nobody
+/// attaches it (init badges clients with small numbers, grants start at
+/// [`GRANT_BADGE_BASE`] and stay below 2^49).
+const OPERATOR: u64 = u64::MAX - 1;
+
+/// Whether `name` is a valid illumos link name (`dladm_valid_linkname`,
+/// `dlpi_parselink`): 1 to 31 characters of letters, digits, `_` and `.`,
+/// starting with a letter and ending in a number (the PPA) without
+/// leading zeros. `Err` says why not.
+pub fn check_link_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 31 {
+        return Err(alloc::format!("{} characters (1 to 31)", name.chars().count()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.')) {
+        return Err(alloc::format!("{c:?} (letters, digits, '_' and '.' only)"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(String::from("it must start with a letter"));
+    }
+    let ppa = &name[name.trim_end_matches(|c: char| c.is_ascii_digit()).len()..];
+    if ppa.is_empty() {
+        return Err(String::from("it must end in a number (vnic0, stub1)"));
+    }
+    if ppa.len() > 1 && ppa.starts_with('0') {
+        return Err(String::from("its number has a leading zero"));
+    }
+    if ppa.parse::<u32>().is_err() {
+        return Err(String::from("its number is too large"));
+    }
+    Ok(())
+}
 
 /// A switch of the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -474,6 +505,9 @@ struct Attachment {
 }
 
 struct Entry {
+    /// An operator's VNIC's name (`dladm create-vnic`); others are
+    /// `vnicN` by number.
+    name: Option<String>,
     spec: VnicSpec,
     switch: usize,
     attached: Option<Attachment>,
@@ -532,6 +566,10 @@ pub struct VnicServer<P: VnicPlatform> {
     throttle_wake: Option<u64>,
     /// Each nic_tag's machine NIC link (`vioif0`): (nic_tag, link).
     uplinks: Vec<(String, String)>,
+    /// Etherstubs `create_etherstub` made that live (their names).
+    made_etherstubs: Vec<String>,
+    /// The switch the host stack's VNIC is on.
+    host_switch: Option<usize>,
 }
 
 impl<P: VnicPlatform> VnicServer<P> {
@@ -557,7 +595,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             .iter()
             .filter_map(|v| {
                 let switch = switches.iter().position(|(n, _)| *n == v.switch)?;
-                Some(Entry { spec: v.clone(), switch, attached: None })
+                Some(Entry { name: None, spec: v.clone(), switch, attached: None })
             })
             .collect();
         Self {
@@ -577,6 +615,8 @@ impl<P: VnicPlatform> VnicServer<P> {
             kick_path: KickPath::default(),
             throttle_wake: None,
             uplinks: Vec::new(),
+            made_etherstubs: Vec::new(),
+            host_switch: None,
         }
     }
 
@@ -680,7 +720,7 @@ impl<P: VnicPlatform> VnicServer<P> {
                 return Err(bad(String::from("property \"client\": netd names the grant's client itself")));
             }
             let spec = parse_vnic(core::iter::once(client.as_str()).chain(line.split_whitespace())).map_err(bad)?;
-            if !self.switches.iter().any(|(n, _)| *n == spec.switch) {
+            if self.switch_index(&spec.switch).is_none() {
                 return Err(bad(alloc::format!("property \"switch\": {:?} is no etherstub or nic_tag of netd", spec.switch)));
             }
             let taken = |v: &VnicSpec| {
@@ -700,14 +740,49 @@ impl<P: VnicPlatform> VnicServer<P> {
         Ok(specs)
     }
 
+    /// The switch named `name` (a deleted etherstub's slot has no name).
+    fn switch_index(&self, name: &str) -> Option<usize> {
+        if name.is_empty() {
+            return None;
+        }
+        self.switches.iter().position(|(n, _)| n == name)
+    }
+
+    /// Whether a link (switch, operator's VNIC, `vnicN`, `vioifN`) is
+    /// named `name`, or `name` is one netd keeps for its own links.
+    fn name_taken(&self, name: &str) -> Result<(), VnicError> {
+        check_link_name(name).map_err(|why| VnicError::BadName { name: name.into(), why })?;
+        for own in ["vnic", "vioif"] {
+            if name.strip_prefix(own).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(VnicError::BadName { name: name.into(), why: alloc::format!("{own}N names are netd's own") });
+            }
+        }
+        let live = |e: &&Entry| e.spec.client != NO_CLIENT;
+        if self.switch_index(name).is_some() || self.vnics.iter().filter(live).any(|e| e.name.as_deref() == Some(name)) {
+            return Err(VnicError::Exists { name: name.into() });
+        }
+        Ok(())
+    }
+
+    /// The live VNIC named `name`: an operator's by its name, others as
+    /// `vnicN`.
+    fn vnic_named(&self, name: &str) -> Option<usize> {
+        let live = |e: &Entry| e.spec.client != NO_CLIENT;
+        if let Some(i) = self.vnics.iter().position(|e| live(e) && e.name.as_deref() == Some(name)) {
+            return Some(i);
+        }
+        let n: usize = name.strip_prefix("vnic")?.parse().ok()?;
+        self.vnics.get(n).filter(|e| live(e) && e.name.is_none()).map(|_| n)
+    }
+
     /// Makes the VNICs of checked `specs` (reusing the slots of revoked
     /// grants): their numbers.
     fn make(&mut self, specs: Vec<VnicSpec>) -> Vec<u32> {
         let mut made = Vec::with_capacity(specs.len());
         for spec in specs {
             // The switch exists: grant_specs checked it.
-            let switch = self.switches.iter().position(|(n, _)| *n == spec.switch).unwrap_or(0);
-            let entry = Entry { spec, switch, attached: None };
+            let switch = self.switch_index(&spec.switch).unwrap_or(0);
+            let entry = Entry { name: None, spec, switch, attached: None };
             match self.vnics.iter().position(|e| e.spec.client == NO_CLIENT) {
                 Some(i) => {
                     self.vnics[i] = entry;
@@ -800,7 +875,7 @@ impl<P: VnicPlatform> VnicServer<P> {
         if self.stale_handles > 0 {
             let _ = writeln!(out, "{} kicks or detaches named a handle of an earlier netd (its VMMs attach again)", self.stale_handles);
         }
-        for (name, fabric) in &self.switches {
+        for (name, fabric) in self.switches.iter().filter(|(n, _)| !n.is_empty()) {
             out.push_str(&fabric.status(name));
         }
         if self.kick_path.kicks > 0 {
@@ -831,6 +906,7 @@ impl<P: VnicPlatform> VnicServer<P> {
             .iter()
             .position(|(n, _)| *n == spec.switch)
             .ok_or_else(|| alloc::format!("host: no switch {:?}", spec.switch))?;
+        self.host_switch = Some(s);
         let geometry = self.switches[s].1.geometry();
         // The capability is not handed to anyone: the region stays netd's.
         let (region, _slot) = self.platform.create(geometry.region_pages())?;
@@ -1093,6 +1169,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         Ok(self
             .switches
             .iter()
+            .filter(|(name, _)| !name.is_empty())
             .take(libipc::interfaces::VNIC_SHOW_MAX)
             .map(|(name, fabric)| {
                 let c = fabric.switch().config();
@@ -1173,6 +1250,112 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         }
         log::info!("netd: grant {badge:#x} revoked: {gone} VNIC(s) deleted ({} grants live)", self.grants.len());
         Ok(gone)
+    }
+
+    fn create_etherstub(&mut self, name: String) -> Result<(), VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            log::warn!("netd: vnic.create_etherstub from badge {:#x} refused: not an admin", self.caller);
+            return Err(VnicError::NotPermitted);
+        }
+        self.name_taken(&name)?;
+        let limit = libipc::interfaces::ETHERSTUBS_MAX;
+        if self.made_etherstubs.len() >= limit as usize {
+            return Err(VnicError::TooMany { what: "etherstubs made at run time".into(), limit });
+        }
+        let free = self.switches.iter().position(|(n, _)| n.is_empty());
+        if free.is_none() && self.switches.len() >= MAX_SWITCHES {
+            return Err(VnicError::TooMany { what: "switches".into(), limit: MAX_SWITCHES as u32 });
+        }
+        let sc = SwitchConfig { uplink: false, ..SwitchConfig::default() };
+        let fabric = Fabric::new(sc, SLOTS).map_err(|e| VnicError::Setup { why: e.to_string() })?;
+        match free {
+            Some(i) => self.switches[i] = (name.clone(), fabric),
+            None => self.switches.push((name.clone(), fabric)),
+        }
+        self.made_etherstubs.push(name.clone());
+        log::info!("netd: etherstub {name} created");
+        Ok(())
+    }
+
+    fn delete_etherstub(&mut self, name: String) -> Result<(), VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            log::warn!("netd: vnic.delete_etherstub from badge {:#x} refused: not an admin", self.caller);
+            return Err(VnicError::NotPermitted);
+        }
+        let i = self
+            .switch_index(&name)
+            .filter(|&i| !self.switches[i].1.switch().config().uplink)
+            .ok_or_else(|| VnicError::NotFound { name: name.clone() })?;
+        let on = self.vnics.iter().filter(|e| e.spec.client != NO_CLIENT && e.switch == i).count();
+        if on > 0 || self.host_switch == Some(i) {
+            let why = if on > 0 { alloc::format!("{on} VNIC(s) on it") } else { String::from("netd's host address is on it") };
+            return Err(VnicError::Busy { name, why });
+        }
+        // The slot stays (VNICs name switches by position); a later
+        // etherstub takes it.
+        self.switches[i].0 = String::new();
+        self.switches[i].1 = Fabric::new(SwitchConfig { uplink: false, ..SwitchConfig::default() }, SLOTS).map_err(|e| VnicError::Setup { why: e.to_string() })?;
+        self.made_etherstubs.retain(|n| *n != name);
+        log::info!("netd: etherstub {name} deleted");
+        Ok(())
+    }
+
+    fn create_vnic(&mut self, name: String, line: String) -> Result<u32, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            log::warn!("netd: vnic.create_vnic from badge {:#x} refused: not an admin", self.caller);
+            return Err(VnicError::NotPermitted);
+        }
+        self.name_taken(&name)?;
+        let limit = libipc::interfaces::OPERATOR_VNICS_MAX;
+        if self.vnics.iter().filter(|e| e.spec.client == OPERATOR).count() >= limit as usize {
+            return Err(VnicError::TooMany { what: "VNICs made with create_vnic".into(), limit });
+        }
+        let spec = self.grant_specs(&[line], OPERATOR)?;
+        let free = self.vnics.iter().filter(|e| e.spec.client == NO_CLIENT).count();
+        if self.vnics.len() - free + 1 > MAX_VNICS {
+            return Err(VnicError::TooMany { what: "VNICs".into(), limit: MAX_VNICS as u32 });
+        }
+        let n = self.make(spec)[0];
+        self.vnics[n as usize].name = Some(name.clone());
+        log::info!("netd: VNIC {name} created (number {n})");
+        Ok(n)
+    }
+
+    fn delete_vnic(&mut self, name: String) -> Result<(), VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            log::warn!("netd: vnic.delete_vnic from badge {:#x} refused: not an admin", self.caller);
+            return Err(VnicError::NotPermitted);
+        }
+        let i = self.vnic_named(&name).ok_or_else(|| VnicError::NotFound { name: name.clone() })?;
+        let e = &mut self.vnics[i];
+        if e.spec.client != OPERATOR {
+            let why = if e.attached.is_some() { "a VM's VNIC, attached" } else { "a VM's VNIC (vmadm deletes it with the VM)" };
+            return Err(VnicError::Busy { name, why: why.into() });
+        }
+        e.spec.client = NO_CLIENT;
+        e.name = None;
+        log::info!("netd: VNIC {name} deleted");
+        Ok(())
+    }
+
+    fn vnic_names(&mut self, from: u32) -> Result<Vec<(u32, String)>, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            return Err(VnicError::NotPermitted);
+        }
+        Ok(self
+            .vnics
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .filter(|(_, e)| e.spec.client != NO_CLIENT)
+            .filter_map(|(i, e)| e.name.clone().map(|n| (i as u32, n)))
+            .take(libipc::interfaces::VNIC_SHOW_MAX)
+            .collect())
     }
 }
 

@@ -173,8 +173,9 @@ fn the_echo_service_sends_back_what_a_guest_sends() {
     drop(guest);
     drop(r.unbadged);
     let status = r.server.join().unwrap();
-    // Only the echo listener is left.
-    assert!(status.contains(", 1 sockets open"), "{status}");
+    // Only the echo listener is left (its backlog's sockets).
+    let open = format!(", {} sockets open", netd::stack::LISTEN_BACKLOG);
+    assert!(status.contains(&open), "{status}");
 }
 
 #[test]
@@ -349,4 +350,66 @@ fn a_client_shares_a_buffer_and_moves_bulk_data_through_it() {
         }
     }
     assert!(got == down, "server to guest: {} of {} bytes, the same", got.len(), down.len());
+}
+
+/// netd with the test tripwire (`test-exit-on-connect=`), counting the
+/// connections that tripped it between requests, as the process does.
+struct Tripwire {
+    netd: Netd<Platform>,
+    trips: usize,
+}
+
+impl libipc::Dispatch for Tripwire {
+    fn dispatch(&mut self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        self.dispatch_from(0, interface, request)
+    }
+    fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        let r = self.netd.dispatch_from(badge, interface, request);
+        self.trips += usize::from(self.netd.tripped());
+        r
+    }
+}
+
+#[test]
+fn the_test_tripwire_goes_off_once_per_connection_to_its_port() {
+    // Without a host stack there is nothing to listen with.
+    let (platform, _) = Platform::new(Seen::default());
+    let mut bare = Netd::new(&NetConfig::parse("nic_tag admin\n").unwrap(), platform, 1);
+    assert!(bare.set_tripwire(9).unwrap_err().contains("no host line"));
+    assert!(!bare.tripped());
+
+    let config = NetConfig::parse(CONF).unwrap();
+    let (platform, seen) = Platform::new(Seen { tick_ns: 1_000_000, ..Seen::default() });
+    let (unbadged, mut end) = channel(8);
+    let server = thread::spawn(move || {
+        let mut netd = Netd::new(&config, platform, 1);
+        assert!(netd.set_tripwire(0).is_err(), "port 0");
+        assert!(netd.set_tripwire(7).unwrap_err().contains("port 7"), "the echo service's port");
+        netd.set_tripwire(9).unwrap();
+        assert!(!netd.tripped(), "nobody came yet");
+        let mut t = Tripwire { netd, trips: 0 };
+        end.serve_until_closed(&mut t);
+        t.trips
+    });
+    let r = Rig { seen, unbadged, server: thread::spawn(String::new) };
+    let mut guest = Guest::attach(&r);
+    // Another port does not trip it; port 9 does, once per connection,
+    // and the connection is closed.
+    let echo = guest.os.connect(HOST_IP, 7).unwrap();
+    for _ in 0..50 {
+        guest.step();
+    }
+    assert_eq!(guest.os.tcp_state(echo), Ok(TcpState::Established));
+    for _ in 0..2 {
+        let c = guest.os.connect(HOST_IP, 9).unwrap();
+        for _ in 0..50 {
+            guest.step();
+        }
+        assert_eq!(guest.os.tcp_state(c), Ok(TcpState::PeerClosed), "netd closed it");
+        guest.os.close(c).unwrap();
+    }
+    drop(guest);
+    drop(r.unbadged);
+    let _ = r.server.join();
+    assert_eq!(server.join().unwrap(), 2);
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use libipc::blkring::RingRegion;
 use libipc::interfaces::{Datagram, SOCKET_INLINE_MAX, SocketError, SocketState, socket};
 use netd::sockets::{PER_CLIENT_SOCKETS, SocketServer};
-use netd::stack::{MAX_SOCKETS, TcpState};
+use netd::stack::{LISTEN_BACKLOG, MAX_SOCKETS, TcpState};
 use netd_testkit::{HOST_IP, PEER_IP, Shared as Buffer, SocketRig, ToPeer};
 
 type Server = SocketServer<Buffer, ToPeer>;
@@ -91,7 +91,7 @@ fn a_client_accepts_a_connection_and_moves_bulk_data_through_its_buffer() {
     assert_eq!(r.peer.lock().unwrap().tcp_state(pc), Ok(TcpState::PeerClosed), "the FIN reached the peer");
     drop(a);
     let server = finish(r);
-    assert_eq!(server.sockets_of(1), 1, "the listener is still the client's");
+    assert_eq!(server.sockets_of(1), LISTEN_BACKLOG, "the listener (its backlog) is still the client's");
 }
 
 #[test]
@@ -172,8 +172,9 @@ fn abuse_gets_clear_errors_and_one_client_cannot_starve_the_others() {
     use libipc::Transport;
     assert!(r.client.badged(2).call(socket::ID, &[0xff; 9]).is_err());
 
-    // Too many sockets: a client's share ends at PER_CLIENT_SOCKETS...
-    for i in 0..PER_CLIENT_SOCKETS - 3 {
+    // Too many sockets: a client's share ends at PER_CLIENT_SOCKETS (the
+    // listener counts its backlog)...
+    for i in 0..PER_CLIENT_SOCKETS - 2 - LISTEN_BACKLOG {
         a.udp_bind(6000 + i as u16).unwrap().unwrap();
     }
     let limit = PER_CLIENT_SOCKETS as u32;

@@ -748,3 +748,101 @@ fn switches_are_listed_for_admins_only() {
     drop(admin);
     r.finish();
 }
+
+/// `dladm create-etherstub`, `delete-etherstub`, `create-vnic`,
+/// `delete-vnic` at run time: admins only; illumos link names; duplicates,
+/// netd's own names, unknown links and huge counts refused with a reason;
+/// an etherstub with VNICs on it and a VM's VNIC cannot be deleted; what
+/// is made can be used (granted onto, listed) and deleted again.
+#[test]
+fn etherstubs_and_operator_vnics_are_made_and_deleted_at_run_time() {
+    use libipc::interfaces::{ETHERSTUBS_MAX, OPERATOR_VNICS_MAX};
+    let r = rig();
+    let admin = r.client(0);
+    let names = |c: &vnic::Client<ClientEnd>| -> Vec<String> { c.switches().unwrap().unwrap().into_iter().map(|s| s.name).collect() };
+    // Not an admin: every call refused, nothing made.
+    let vmm = r.client(A);
+    assert_eq!(vmm.create_etherstub("stub1".into()).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(vmm.delete_etherstub("stub0".into()).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(vmm.create_vnic("op0".into(), "switch=stub0 mac=02:00:00:00:09:01".into()).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(vmm.delete_vnic("vnic0".into()).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(vmm.vnic_names(0).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(names(&admin), ["stub0", "admin"]);
+
+    // Names.
+    let bad = |n: &str| match admin.create_etherstub(n.into()).unwrap() {
+        Err(VnicError::BadName { name, .. }) => name == n,
+        _ => false,
+    };
+    for n in ["", "stub", "0stub1", "stub-1", "stub 1", "stub01", "a/../b1", "ü1", &"s".repeat(31), &format!("{}1", "s".repeat(31)), "vnic3", "vioif0", "s99999999999"] {
+        assert!(bad(n), "{n:?} taken as a link name");
+    }
+    assert_eq!(admin.create_etherstub("stub0".into()).unwrap(), Err(VnicError::Exists { name: "stub0".into() }));
+    assert_eq!(admin.create_etherstub("admin".into()).unwrap(), Err(VnicError::BadName { name: "admin".into(), why: "it must end in a number (vnic0, stub1)".into() }));
+
+    // Made, used, refused while used, deleted.
+    admin.create_etherstub("stub1".into()).unwrap().unwrap();
+    assert_eq!(names(&admin), ["stub0", "admin", "stub1"]);
+    let g = admin.grant(vec!["switch=stub1 mac=02:00:00:00:09:02".into()]).unwrap().unwrap();
+    assert_eq!(
+        admin.delete_etherstub("stub1".into()).unwrap(),
+        Err(VnicError::Busy { name: "stub1".into(), why: "1 VNIC(s) on it".into() })
+    );
+    let vm_vnic = format!("vnic{}", g.vnics[0]);
+    assert!(matches!(admin.delete_vnic(vm_vnic.clone()).unwrap(), Err(VnicError::Busy { .. })), "a VM's VNIC");
+    r.client(g.badge).attach(g.vnics[0], 0).unwrap().unwrap();
+    assert!(matches!(admin.delete_vnic(vm_vnic).unwrap(), Err(VnicError::Busy { why, .. }) if why.contains("attached")));
+    let op = admin.create_vnic("op0".into(), "switch=stub1 mac=02:00:00:00:09:03 vlan_id=5".into()).unwrap().unwrap();
+    assert_eq!(admin.vnic_names(0).unwrap().unwrap(), [(op, "op0".to_string())]);
+    assert!(admin.show(0).unwrap().unwrap().iter().any(|v| v.vnic == op && v.vlan_id == 5 && v.switch == "stub1" && !v.attached));
+    assert_eq!(admin.create_vnic("op0".into(), "switch=stub1 mac=02:00:00:00:09:04".into()).unwrap(), Err(VnicError::Exists { name: "op0".into() }));
+    assert_eq!(admin.create_etherstub("op0".into()).unwrap(), Err(VnicError::Exists { name: "op0".into() }));
+    // The same MAC on the same switch and VLAN, an unknown switch, a
+    // client named: refused as a grant's line would be.
+    assert!(matches!(admin.create_vnic("op1".into(), "switch=stub1 mac=02:00:00:00:09:03 vlan_id=5".into()).unwrap(), Err(VnicError::Invalid { .. })));
+    assert!(matches!(admin.create_vnic("op1".into(), "switch=nowhere9 mac=02:00:00:00:09:05".into()).unwrap(), Err(VnicError::Invalid { .. })));
+    assert!(matches!(admin.create_vnic("op1".into(), "client=3 switch=stub1 mac=02:00:00:00:09:05".into()).unwrap(), Err(VnicError::Invalid { .. })));
+    // Nobody attaches an operator's VNIC.
+    assert_eq!(vmm.attach(op, 0).unwrap(), Err(VnicError::NoSuchVnic { vnic: op }));
+    assert_eq!(admin.delete_vnic("op9".into()).unwrap(), Err(VnicError::NotFound { name: "op9".into() }));
+    assert_eq!(admin.delete_etherstub("admin".into()).unwrap(), Err(VnicError::NotFound { name: "admin".into() }), "a nic_tag");
+    assert_eq!(admin.delete_etherstub("stub7".into()).unwrap(), Err(VnicError::NotFound { name: "stub7".into() }));
+    admin.revoke(g.badge).unwrap().unwrap();
+    assert!(matches!(admin.delete_etherstub("stub1".into()).unwrap(), Err(VnicError::Busy { .. })), "op0 is on it");
+    admin.delete_vnic("op0".into()).unwrap().unwrap();
+    assert_eq!(admin.vnic_names(0).unwrap().unwrap(), []);
+    admin.delete_etherstub("stub1".into()).unwrap().unwrap();
+    assert_eq!(names(&admin), ["stub0", "admin"]);
+    assert!(admin.grant(vec!["switch=stub1 mac=02:00:00:00:09:06".into()]).unwrap().is_err(), "stub1 is gone");
+
+    // Huge counts: bounded, and the bounds come back when things go.
+    for i in 0..ETHERSTUBS_MAX {
+        admin.create_etherstub(format!("es{i}")).unwrap().unwrap();
+    }
+    assert_eq!(
+        admin.create_etherstub("es99".into()).unwrap(),
+        Err(VnicError::TooMany { what: "etherstubs made at run time".into(), limit: ETHERSTUBS_MAX })
+    );
+    admin.delete_etherstub("es0".into()).unwrap().unwrap();
+    admin.create_etherstub("es99".into()).unwrap().unwrap();
+    for i in 0..OPERATOR_VNICS_MAX {
+        admin.create_vnic(format!("op{i}"), format!("switch=es1 mac=02:00:00:00:0a:{i:02x}")).unwrap().unwrap();
+    }
+    assert_eq!(
+        admin.create_vnic("op999".into(), "switch=es1 mac=02:00:00:00:0b:01".into()).unwrap(),
+        Err(VnicError::TooMany { what: "VNICs made with create_vnic".into(), limit: OPERATOR_VNICS_MAX })
+    );
+    let mut listed = Vec::new();
+    while let Some(last) = {
+        let page = admin.vnic_names(listed.last().map_or(0, |(n, _): &(u32, String)| n + 1)).unwrap().unwrap();
+        let last = page.last().cloned();
+        listed.extend(page);
+        last
+    } {
+        let _ = last;
+    }
+    assert_eq!(listed.len(), OPERATOR_VNICS_MAX as usize);
+    drop((admin, vmm));
+    let (status, _) = r.finish();
+    assert!(status.contains("es99"), "{status}");
+}

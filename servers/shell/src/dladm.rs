@@ -3,12 +3,18 @@
 //! names the shell), in illumos's columns.
 //!
 //! The links: each machine NIC netd drives (class `phys`, named `vioif<N>`
-//! as illumos names virtio-net links), each etherstub, and each VNIC
-//! (`vnic<N>`, N being netd's number for it) over its etherstub or its
-//! nic_tag's NIC. netd makes VNICs only for a VM's `nics[]` (`vnic.grant`,
-//! zone-server's) and its etherstubs only from netd.conf, so
-//! `create-vnic`, `delete-vnic`, `create-etherstub` and `delete-etherstub`
-//! are refused with that reason.
+//! as illumos names virtio-net links), each etherstub, and each VNIC (a
+//! VM's `vnic<N>`, N being netd's number for it, or an operator's by the
+//! name it was made with) over its etherstub or its nic_tag's NIC.
+//!
+//! `create-etherstub`, `delete-etherstub`, `create-vnic -l LINK [-m MAC]
+//! [-v VID] NAME` and `delete-vnic` ask netd (`vnic.create_etherstub`, …,
+//! admins only), which checks the names (illumos link names) and refuses
+//! duplicates, deleting an etherstub a VNIC is on and deleting a VM's VNIC;
+//! the shell checks the syntax and says netd's refusals in dladm's words
+//! (`dladm: vnic creation failed: object already exists`, exit 1). What
+//! they make lives as long as that netd: as with `-t` (which is taken),
+//! nothing is persistent.
 
 use crate::{Reply, Shell, System, printable};
 use alloc::format;
@@ -21,7 +27,49 @@ usage:  dladm <subcommand> <args> ...
     show-link       [<link>]
     show-vnic       [<link>]
     show-etherstub  [<link>]
+    create-vnic     [-t] -l <link> [-m <mac>|random|auto] [-v <vid>] <vnic-link>
+    delete-vnic     [-t] <vnic-link>
+    create-etherstub [-t] <link>
+    delete-etherstub [-t] <link>
 ";
+
+/// A VNIC with its link name.
+type Named = (String, VnicInfo);
+
+/// A change of netd's links (`dladm create-…`/`delete-…`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkOp {
+    CreateEtherstub(String),
+    DeleteEtherstub(String),
+    /// A VNIC named `name` from a `vnic.grant` line.
+    CreateVnic { name: String, line: String },
+    DeleteVnic(String),
+}
+
+/// A MAC for `create-vnic` without `-m` (or `-m random|auto`): locally
+/// administered, `2:8:20` and three bytes of the name's FNV-1a hash (netd
+/// refuses it if that MAC is on the switch and VLAN already).
+fn mac_for(name: &str) -> String {
+    let h = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("02:08:20:{:02x}:{:02x}:{:02x}", (h >> 16) as u8, (h >> 8) as u8, h as u8)
+}
+
+/// Why netd refused a link change, in dladm's words (`what`: `vnic` or
+/// `etherstub`; `doing`: `creation` or `deletion`).
+fn refusal(what: &str, doing: &str, e: VnicError) -> Reply {
+    match e {
+        VnicError::NotPermitted => fail("dladm: insufficient privileges (netd's vnic-admin= does not name the shell)\n".into()),
+        VnicError::Exists { .. } => fail(format!("dladm: {what} {doing} failed: object already exists\n")),
+        VnicError::NotFound { .. } => fail(format!("dladm: {what} {doing} failed: object not found\n")),
+        VnicError::Busy { why, .. } => fail(format!("dladm: {what} {doing} failed: link busy ({})\n", printable(&why))),
+        VnicError::BadName { name, why } => fail(format!("dladm: invalid link name '{}' ({})\n", printable(&name), printable(&why))),
+        VnicError::TooMany { what: which, limit } => {
+            fail(format!("dladm: {what} {doing} failed: too many links (netd holds {limit} {} at most)\n", printable(&which)))
+        }
+        VnicError::Invalid { why } => fail(format!("dladm: {what} {doing} failed: invalid argument ({})\n", printable(&why))),
+        other => fail(format!("dladm: {what} {doing} failed: {other}\n")),
+    }
+}
 
 fn fail(text: String) -> Reply {
     Reply::fail(text, 1)
@@ -51,6 +99,9 @@ impl<S: System> Shell<S> {
     /// `dladm SUBCOMMAND ...`.
     pub(crate) fn dladm(&mut self, args: &[String]) -> Reply {
         let Some((verb, rest)) = args.split_first() else { return fail(USAGE.into()) };
+        if verb.starts_with("create-") || verb.starts_with("delete-") {
+            return self.change(verb, rest);
+        }
         let show = verb.starts_with("show-");
         let filter = match rest {
             [] => None,
@@ -62,20 +113,88 @@ impl<S: System> Shell<S> {
             "show-link" => self.show_link(filter),
             "show-vnic" => self.show_vnic(filter),
             "show-etherstub" => self.show_etherstub(filter),
-            v @ ("create-vnic" | "delete-vnic") => {
-                fail(format!("dladm: {v}: not supported: netd makes VNICs only for a VM's nics[] (vmadm create, update)\n"))
-            }
-            v @ ("create-etherstub" | "delete-etherstub") => {
-                fail(format!("dladm: {v}: not supported: netd's etherstubs are netd.conf's, made at boot\n"))
-            }
             other => fail(format!("dladm: unknown subcommand '{}'\n{USAGE}", printable(other))),
         }
     }
 
-    fn switches_and_vnics(&mut self) -> Result<(Vec<SwitchInfo>, Vec<VnicInfo>), Reply> {
+    /// `create-…` and `delete-…`: the syntax checked here, the rest by netd.
+    fn change(&mut self, verb: &str, rest: &[String]) -> Reply {
+        let usage = || fail(format!("dladm: {}: bad arguments\n{USAGE}", printable(verb)));
+        let (mut link, mut mac, mut vid, mut name) = (None, None, None, None);
+        let mut it = rest.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "-t" => {}
+                "-l" if verb == "create-vnic" => link = it.next(),
+                "-m" if verb == "create-vnic" => mac = it.next(),
+                "-v" if verb == "create-vnic" => vid = it.next(),
+                o if o.starts_with('-') => {
+                    return fail(format!("dladm: {}: option {} is not supported here\n{USAGE}", printable(verb), printable(o)));
+                }
+                _ if name.is_none() => name = Some(a.clone()),
+                _ => return usage(),
+            }
+        }
+        let Some(name) = name else { return usage() };
+        let (what, doing) = match verb {
+            "create-vnic" => ("vnic", "creation"),
+            "delete-vnic" => ("vnic", "deletion"),
+            "create-etherstub" => ("etherstub", "creation"),
+            "delete-etherstub" => ("etherstub", "deletion"),
+            other => return fail(format!("dladm: unknown subcommand '{}'\n{USAGE}", printable(other))),
+        };
+        let op = match verb {
+            "create-etherstub" => LinkOp::CreateEtherstub(name),
+            "delete-etherstub" => LinkOp::DeleteEtherstub(name),
+            "delete-vnic" => LinkOp::DeleteVnic(name),
+            _ => {
+                let Some(link) = link else {
+                    return fail(format!("dladm: create-vnic: a link is needed (-l)\n{USAGE}"));
+                };
+                // Over an etherstub, or a NIC (its nic_tag's switch).
+                let switches = match answer(self.system.vnic_switches()) {
+                    Ok(s) => s,
+                    Err(r) => return r,
+                };
+                let Some(switch) = switches.iter().find(|s| (s.etherstub && s.name == *link) || s.uplink.as_deref() == Some(link)) else {
+                    return fail(format!("dladm: vnic creation failed: object not found (no etherstub or NIC {})\n", printable(link)));
+                };
+                let mac = match mac.map(String::as_str) {
+                    None | Some("random" | "auto") => mac_for(&name),
+                    Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') => m.into(),
+                    Some(m) => return fail(format!("dladm: invalid MAC address '{}'\n", printable(m))),
+                };
+                let mut line = format!("switch={} mac={mac}", switch.name);
+                if let Some(v) = vid {
+                    match v.parse::<u16>() {
+                        Ok(n) if (1..=4094).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) => line.push_str(&format!(" vlan_id={n}")),
+                        _ => return fail(format!("dladm: invalid VLAN identifier '{}' (1 to 4094)\n", printable(v))),
+                    }
+                }
+                LinkOp::CreateVnic { name, line }
+            }
+        };
+        match self.system.dladm(op) {
+            Ok(Ok(_)) => Reply::ok(String::new()),
+            Ok(Err(e)) => refusal(what, doing, e),
+            Err(e) => fail(format!("dladm: netd did not answer: {e}\n")),
+        }
+    }
+
+    /// netd's switches, its VNICs each with its link name.
+    fn switches_and_vnics(&mut self) -> Result<(Vec<SwitchInfo>, Vec<Named>), Reply> {
         let switches = answer(self.system.vnic_switches())?;
         let vnics = answer(self.system.vnic_show())?;
-        Ok((switches, vnics))
+        // Operators' VNICs by their names (`show` carries none).
+        let names = answer(self.system.vnic_names())?;
+        let named = vnics
+            .into_iter()
+            .map(|v| {
+                let link = names.iter().find(|(n, _)| *n == v.vnic).map_or_else(|| format!("vnic{}", v.vnic), |(_, name)| name.clone());
+                (link, v)
+            })
+            .collect();
+        Ok((switches, named))
     }
 
     fn show_link(&mut self, filter: Option<&str>) -> Reply {
@@ -93,9 +212,9 @@ impl<S: System> Shell<S> {
                 (None, false) => {}
             }
         }
-        for v in &vnics {
+        for (link, v) in &vnics {
             let mtu = switches.iter().find(|s| s.name == v.switch).map_or(0, |s| s.mtu);
-            rows.push((format!("vnic{}", v.vnic), "vnic", mtu, if v.attached { "up" } else { "down" }, over(v, &switches)));
+            rows.push((link.clone(), "vnic", mtu, if v.attached { "up" } else { "down" }, over(v, &switches)));
         }
         if let Some(f) = filter {
             rows.retain(|r| r.0 == f);
@@ -116,16 +235,16 @@ impl<S: System> Shell<S> {
             Err(r) => return r,
         };
         if let Some(f) = filter {
-            vnics.retain(|v| format!("vnic{}", v.vnic) == f);
+            vnics.retain(|(link, _)| link == f);
             if vnics.is_empty() {
                 return fail(format!("dladm: invalid vnic name '{}': object not found\n", printable(f)));
             }
         }
         let mut t = format!("{:<12} {:<12} {:<6} {:<17} {:<17} {}\n", "LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID");
-        for v in &vnics {
+        for (link, v) in &vnics {
             t.push_str(&format!(
                 "{:<12} {:<12} {:<6} {:<17} {:<17} {}\n",
-                format!("vnic{}", v.vnic),
+                printable(link),
                 printable(&over(v, &switches)),
                 0,
                 mac(&v.mac),

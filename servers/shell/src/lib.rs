@@ -76,6 +76,11 @@ pub trait System {
     fn vnic_switches(&mut self) -> Answer<Vec<SwitchInfo>, VnicError>;
     /// Every VNIC of netd's (`vnic.show`, all pages).
     fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError>;
+    /// The operators' VNICs' names by number (`vnic.vnic_names`, all pages).
+    fn vnic_names(&mut self) -> Answer<Vec<(u32, String)>, VnicError>;
+    /// A change of netd's links (`vnic.create_etherstub`, …); a VNIC made
+    /// answers its number, the rest 0.
+    fn dladm(&mut self, op: dladm::LinkOp) -> Answer<u32, VnicError>;
     /// Seconds since the Unix epoch now, and since boot.
     fn clock(&mut self) -> (u64, u64);
     /// Ends the machine; returns only if it could not, saying why.
@@ -156,6 +161,9 @@ Alcove operator shell. Commands:
                           the shell)
   dladm show-link | show-vnic | show-etherstub [LINK]
                           netd's links: machine NICs, etherstubs, VNICs
+  dladm create-etherstub | delete-etherstub | delete-vnic NAME
+  dladm create-vnic -l LINK [-m MAC] [-v VID] NAME
+                          make and delete etherstubs and VNICs (until netd restarts)
   zpool status | list     storaged's pool, its disks and their errors
   zpool scrub [-s] POOL   verify (and repair) every block in the background; -s stops it
   zfs list [-H] [-p] [-t volume|snapshot|all] [-o FIELD,...] [NAME...]

@@ -39,6 +39,11 @@ struct Mock {
     /// netd: refuses the shell (not a vnic-admin), or is absent.
     netd_refuses: bool,
     netd_absent: bool,
+    /// Etherstubs and operators' VNICs (number, name, line) made, and
+    /// the link changes asked for.
+    stubs: Vec<String>,
+    ops: Vec<(u32, String, String)>,
+    dladm_calls: Vec<crate::dladm::LinkOp>,
 }
 
 impl Mock {
@@ -218,16 +223,76 @@ impl System for Mock {
             SwitchInfo { name: "admin".into(), etherstub: false, mtu: 1500, uplink: Some("vioif0".into()) },
             SwitchInfo { name: "stub0".into(), etherstub: true, mtu: 9000, uplink: None },
             SwitchInfo { name: "external".into(), etherstub: false, mtu: 1500, uplink: None },
-        ]))
+        ]
+        .into_iter()
+        .chain(self.stubs.iter().map(|n| SwitchInfo { name: n.clone(), etherstub: true, mtu: 9000, uplink: None }))
+        .collect()))
+    }
+    fn vnic_names(&mut self) -> Answer<Vec<(u32, String)>, VnicError> {
+        Ok(Ok(self.ops.iter().map(|(n, name, _)| (*n, name.clone())).collect()))
+    }
+    /// netd's checks in small: names taken, etherstubs with VNICs on them,
+    /// the VMs' VNICs (0 and 3) busy.
+    fn dladm(&mut self, op: crate::dladm::LinkOp) -> Answer<u32, VnicError> {
+        use crate::dladm::LinkOp;
+        if self.netd_refuses {
+            return Ok(Err(VnicError::NotPermitted));
+        }
+        self.dladm_calls.push(op.clone());
+        let taken = |m: &Self, n: &str| n == "stub0" || m.stubs.iter().any(|s| s == n) || m.ops.iter().any(|o| o.1 == n);
+        Ok(match op {
+            LinkOp::CreateEtherstub(n) | LinkOp::CreateVnic { name: n, .. } if n.ends_with('x') => {
+                Err(VnicError::BadName { name: n, why: "it must end in a number (vnic0, stub1)".into() })
+            }
+            LinkOp::CreateEtherstub(n) | LinkOp::CreateVnic { name: n, .. } if taken(self, &n) => Err(VnicError::Exists { name: n }),
+            LinkOp::CreateEtherstub(n) => {
+                self.stubs.push(n);
+                Ok(0)
+            }
+            LinkOp::CreateVnic { name, line } => {
+                let n = 10 + self.ops.len() as u32;
+                self.ops.push((n, name, line));
+                Ok(n)
+            }
+            LinkOp::DeleteEtherstub(n) if n == "stub0" || self.ops.iter().any(|o| o.2.contains(&std::format!("switch={n} "))) => {
+                Err(VnicError::Busy { name: n, why: "1 VNIC(s) on it".into() })
+            }
+            LinkOp::DeleteEtherstub(n) => match self.stubs.iter().position(|s| *s == n) {
+                Some(i) => {
+                    self.stubs.remove(i);
+                    Ok(0)
+                }
+                None => Err(VnicError::NotFound { name: n }),
+            },
+            LinkOp::DeleteVnic(n) if n == "vnic0" || n == "vnic3" => Err(VnicError::Busy { name: n, why: "a VM's VNIC, attached".into() }),
+            LinkOp::DeleteVnic(n) => match self.ops.iter().position(|o| o.1 == n) {
+                Some(i) => {
+                    self.ops.remove(i);
+                    Ok(0)
+                }
+                None => Err(VnicError::NotFound { name: n }),
+            },
+        })
     }
     fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError> {
         if self.netd_refuses {
             return Ok(Err(VnicError::NotPermitted));
         }
+        let ops = self.ops.iter().map(|(n, _, line)| {
+            let word = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap_or("0").to_string();
+            let mut mac = [0u8; 6];
+            for (b, p) in mac.iter_mut().zip(word("mac=").split(':')) {
+                *b = u8::from_str_radix(p, 16).unwrap_or(0);
+            }
+            VnicInfo { vnic: *n, mac, vlan_id: word("vlan_id=").parse().unwrap_or(0), switch: word("switch="), attached: false }
+        });
         Ok(Ok(vec![
             VnicInfo { vnic: 0, mac: [2, 8, 0x20, 0xff, 0, 1], vlan_id: 0, switch: "stub0".into(), attached: true },
             VnicInfo { vnic: 3, mac: [2, 8, 0x20, 7, 0, 0x1a], vlan_id: 12, switch: "admin".into(), attached: false },
-        ]))
+        ]
+        .into_iter()
+        .chain(ops)
+        .collect()))
     }
     fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError> {
         if self.down {
@@ -863,6 +928,82 @@ fn zfs_snapshot_clone_list_rollback_destroy() {
 }
 
 #[test]
+fn dladm_creates_and_deletes_etherstubs_and_vnics_through_netd() {
+    use crate::dladm::LinkOp;
+    let mut s = shell();
+    assert_eq!(s.run("dladm create-etherstub stub1"), Reply::ok(String::new()));
+    assert_eq!(s.run("dladm create-etherstub -t stub2"), Reply::ok(String::new()));
+    assert_eq!(s.run("dladm show-etherstub"), Reply::ok("LINK\nstub0\nstub1\nstub2\n".into()));
+    // Over an etherstub with a MAC and a VLAN; over the NIC with a
+    // generated MAC (the same for the same name).
+    assert_eq!(s.run("dladm create-vnic -l stub1 -m 2:8:20:aa:0:1 -v 5 op0"), Reply::ok(String::new()));
+    assert_eq!(s.run("dladm create-vnic -t -l vioif0 web0"), Reply::ok(String::new()));
+    let sent: Vec<_> = s.system.dladm_calls.iter().filter_map(|c| match c {
+        LinkOp::CreateVnic { name, line } => Some((name.clone(), line.clone())),
+        _ => None,
+    }).collect();
+    assert_eq!(sent[0], ("op0".to_string(), "switch=stub1 mac=2:8:20:aa:0:1 vlan_id=5".to_string()));
+    assert!(sent[1].1.starts_with("switch=admin mac=02:08:20:"), "{:?}", sent[1]);
+    assert_eq!(
+        s.run("dladm show-vnic").text,
+        std::format!(
+            "\
+LINK         OVER         SPEED  MACADDRESS        MACADDRTYPE       VID
+vnic0        stub0        0      2:8:20:ff:0:1     fixed             0
+vnic3        vioif0       0      2:8:20:7:0:1a     fixed             12
+op0          stub1        0      2:8:20:aa:0:1     fixed             5
+web0         vioif0       0      {:<17} fixed             0
+",
+            crate::dladm::mac(&{
+                let mut m = [0u8; 6];
+                for (b, p) in m.iter_mut().zip(sent[1].1["switch=admin mac=".len()..].split(':')) {
+                    *b = u8::from_str_radix(p, 16).unwrap();
+                }
+                m
+            })
+        )
+    );
+    assert_eq!(s.run("dladm show-link op0").text.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["op0", "vnic", "9000", "down", "--", "stub1"]));
+    // netd's refusals in dladm's words, exit 1.
+    let refused = |s: &mut Shell<Mock>, line: &str, text: &str| {
+        assert_eq!(s.run(line), Reply::fail(std::format!("{text}\n"), 1), "{line}");
+    };
+    refused(&mut s, "dladm create-etherstub stub1", "dladm: etherstub creation failed: object already exists");
+    refused(&mut s, "dladm create-vnic -l stub1 op0", "dladm: vnic creation failed: object already exists");
+    refused(&mut s, "dladm create-etherstub stubx", "dladm: invalid link name 'stubx' (it must end in a number (vnic0, stub1))");
+    refused(&mut s, "dladm delete-etherstub stub1", "dladm: etherstub deletion failed: link busy (1 VNIC(s) on it)");
+    refused(&mut s, "dladm delete-vnic vnic3", "dladm: vnic deletion failed: link busy (a VM's VNIC, attached)");
+    refused(&mut s, "dladm delete-vnic op9", "dladm: vnic deletion failed: object not found");
+    refused(&mut s, "dladm delete-etherstub stub9", "dladm: etherstub deletion failed: object not found");
+    // The syntax, checked before netd is asked: nothing sent.
+    let asked = s.system.dladm_calls.len();
+    refused(&mut s, "dladm create-vnic -l nowhere0 op1", "dladm: vnic creation failed: object not found (no etherstub or NIC nowhere0)");
+    refused(&mut s, "dladm create-vnic -l admin op1", "dladm: vnic creation failed: object not found (no etherstub or NIC admin)");
+    refused(&mut s, "dladm create-vnic -l stub1 -m 2:8:20:0:0:1_client=3 op1", "dladm: invalid MAC address '2:8:20:0:0:1_client=3'");
+    refused(&mut s, "dladm create-vnic -l stub1 -m \"2 client=3\" op1", "dladm: invalid MAC address '2 client=3'");
+    refused(&mut s, "dladm create-vnic -l stub1 -v 4095 op1", "dladm: invalid VLAN identifier '4095' (1 to 4094)");
+    refused(&mut s, "dladm create-vnic -l stub1 -v +5 op1", "dladm: invalid VLAN identifier '+5' (1 to 4094)");
+    for bad in ["dladm create-vnic op1", "dladm create-vnic -l stub1", "dladm delete-vnic", "dladm create-etherstub a1 b1", "dladm create-vnic -l stub1 -p maxbw=10 op1", "dladm delete-etherstub -R stub1", "dladm create-frob x1"] {
+        let r = s.run(bad);
+        assert_eq!(r.code, 1, "{bad}");
+        assert!(r.text.contains("usage:  dladm"), "{bad}: {}", r.text);
+    }
+    assert_eq!(s.system.dladm_calls.len(), asked, "nothing was sent to netd");
+    // Deleted again.
+    assert_eq!(s.run("dladm delete-vnic op0"), Reply::ok(String::new()));
+    assert_eq!(s.run("dladm delete-etherstub -t stub1"), Reply::ok(String::new()));
+    assert_eq!(s.run("dladm show-etherstub"), Reply::ok("LINK\nstub0\nstub2\n".into()));
+    // Not an admin of netd's; netd absent.
+    s.system.netd_refuses = true;
+    let r = s.run("dladm create-etherstub stub3");
+    assert_eq!((r.code, r.text.starts_with("dladm: insufficient privileges")), (1, true), "{}", r.text);
+    s.system.netd_refuses = false;
+    s.system.netd_absent = true;
+    let r = s.run("dladm create-vnic -l stub2 op2");
+    assert_eq!((r.code, r.text.starts_with("dladm: netd did not answer")), (1, true), "{}", r.text);
+}
+
+#[test]
 fn dladm_shows_netd_s_links_in_illumos_s_columns() {
     let mut s = shell();
     let r = s.run("dladm show-link");
@@ -894,11 +1035,6 @@ vnic3        vioif0       0      2:8:20:7:0:1a     fixed             12
     assert_eq!(s.run("dladm show-vnic vnic9").code, 1);
     assert_eq!(s.run("dladm show-etherstub"), Reply::ok("LINK\nstub0\n".into()));
     assert_eq!(s.run("dladm show-etherstub admin").code, 1);
-    // Not netd's to do at run time: refused, saying why.
-    let r = s.run("dladm create-vnic -l stub0 vnic7");
-    assert_eq!(r.code, 1);
-    assert!(r.text.starts_with("dladm: create-vnic: not supported: "), "{}", r.text);
-    assert!(s.run("dladm delete-etherstub stub0").text.contains("netd.conf"));
     for bad in ["dladm", "dladm frob", "dladm show-link -p", "dladm show-link a b"] {
         let r = s.run(bad);
         assert_eq!(r.code, 1, "{bad}");

@@ -30,6 +30,8 @@ use alloc::string::String;
 pub const MAX_CONNECTIONS: usize = 7;
 /// The sockets netd gives one client (`netd::sockets::PER_CLIENT_SOCKETS`).
 pub const NETD_SOCKETS: usize = 16;
+/// What a listener counts in that share (`netd::stack::LISTEN_BACKLOG`).
+pub const NETD_LISTEN_BACKLOG: usize = 4;
 
 /// What the manifest's arguments configure.
 pub struct Settings {
@@ -49,8 +51,9 @@ pub fn settings(args: &[String]) -> Result<Settings, String> {
     // A body is a payload for zone-server's `vmadm`, which takes at most
     // VMADM_REQUEST_MAX bytes with the arguments: a larger one is refused
     // here, with 413, before it is read.
-    // At most 7 connections served and 7 more being told 503: with the
-    // listener, 15 sockets, under the 16 netd gives a client.
+    // At most 7 connections served and up to 4 more being told 503: with
+    // the listener's 4, 15 sockets, under the 16 netd gives a client (the
+    // rest wait in netd's backlog or are refused there).
     let limits = Limits {
         max_body_bytes: libipc::interfaces::VMADM_REQUEST_MAX as usize - 256,
         max_connections: MAX_CONNECTIONS,

@@ -4,7 +4,9 @@
 //! goes out (as far as netd takes it). Past the server's `max_connections`
 //! a connection gets 503; past twice that it is closed without a word; and
 //! the pump takes no connection that would bring it to netd's per-client
-//! socket limit (the rest wait in netd's listen backlog).
+//! socket limit (the listener counts its backlog there, and the rest wait
+//! in that backlog or are refused by netd). A listener netd no longer
+//! knows (netd was restarted: its sockets are gone) is made again.
 
 use alcove_api::{Backend, ConnId, Server};
 use alloc::string::{String, ToString};
@@ -64,19 +66,27 @@ const ACCEPTS_PER_STEP: usize = 16;
 pub struct Pump {
     pub port: u16,
     /// The sockets netd lets this client hold (its `PER_CLIENT_SOCKETS`):
-    /// the listener and the connections stay below it, so an `accept` is
-    /// never refused for want of a handle.
+    /// the listener (its backlog, [`crate::NETD_LISTEN_BACKLOG`]) and the
+    /// connections stay below it, so an `accept` is never refused for want
+    /// of a handle.
     pub socket_limit: usize,
     listener: Option<u32>,
     /// The server's connection and netd's socket for it.
     conns: Vec<(ConnId, u32)>,
     /// Connections closed at once because the server was full.
     pub refused: u64,
+    /// Times the listener was lost and made again.
+    pub relistens: u64,
 }
 
 impl Pump {
     pub fn new(port: u16, socket_limit: usize) -> Self {
-        Self { port, socket_limit, listener: None, conns: Vec::new(), refused: 0 }
+        Self { port, socket_limit, listener: None, conns: Vec::new(), refused: 0, relistens: 0 }
+    }
+
+    /// netd's socket for the listener, once it listens.
+    pub fn listener(&self) -> Option<u32> {
+        self.listener
     }
 
     /// Connections being served.
@@ -99,10 +109,22 @@ impl Pump {
         let mut moved = false;
         for _ in 0..ACCEPTS_PER_STEP {
             // The listener, the connections, and the one accept would add.
-            if self.conns.len() + 2 > self.socket_limit {
+            if self.conns.len() + crate::NETD_LISTEN_BACKLOG + 1 > self.socket_limit {
                 break;
             }
-            let Ok(Some(s)) = net.accept(listener) else { break };
+            let s = match net.accept(listener) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(_) => {
+                    // netd lost it (restarted) or refuses it: listen anew
+                    // on the next step (the old one closed, if it lives).
+                    net.close(listener);
+                    self.listener = None;
+                    self.relistens += 1;
+                    moved = true;
+                    break;
+                }
+            };
             moved = true;
             match server.accept(now_ms) {
                 Some(id) => self.conns.push((id, s)),

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use libipc::in_process::{ClientEnd, channel};
 use libipc::interfaces::{VmadmOutput, socket};
 use netd::sockets::PER_CLIENT_SOCKETS;
-use netd::stack::{HostStack, SocketId, TcpState};
+use netd::stack::{HostStack, LISTEN_BACKLOG, SocketId, TcpState};
 use netd_testkit::{HOST_IP, NoBuffer, SocketRig};
 use std::sync::{Arc, Mutex};
 const TOKEN: &str = "s3cret-token-0123456789";
@@ -251,18 +251,18 @@ fn pipelined_and_split_requests() {
 #[test]
 fn many_connections_at_once_stay_within_netds_limits() {
     assert_eq!(super::NETD_SOCKETS, PER_CLIENT_SOCKETS);
+    assert_eq!(super::NETD_LISTEN_BACKLOG, LISTEN_BACKLOG);
     let mut r = Rig::new();
-    // 20 connections opened one after another and held (netd's listener
-    // has a backlog of one: connections are opened in turn), then each
-    // asks for the list: 7 are served, the next 7 were told 503, the rest
-    // waited in netd or were closed; apid never holds as many sockets as
-    // netd gives it.
+    // 20 connections opened one after another and held, then each asks
+    // for the list: 7 are served, the next ones were told 503, the rest
+    // waited in netd's backlog or were refused (reset) there; apid never
+    // holds as many sockets as netd gives it.
     let mut pcs = Vec::new();
     for _ in 0..20 {
         let pc = r.peer.lock().unwrap().connect(HOST_IP, 8080).unwrap();
         for _ in 0..50 {
             r.step();
-            assert!(r.pump.connections() + 1 < PER_CLIENT_SOCKETS, "{} connections held", r.pump.connections());
+            assert!(r.pump.connections() + LISTEN_BACKLOG < PER_CLIENT_SOCKETS, "{} connections held", r.pump.connections());
             if r.peer.lock().unwrap().tcp_state(pc) != Ok(TcpState::Pending) {
                 break;
             }
@@ -275,7 +275,7 @@ fn many_connections_at_once_stay_within_netds_limits() {
     }
     for _ in 0..300 {
         r.step();
-        assert!(r.pump.connections() + 1 < PER_CLIENT_SOCKETS, "{} connections held", r.pump.connections());
+        assert!(r.pump.connections() + LISTEN_BACKLOG < PER_CLIENT_SOCKETS, "{} connections held", r.pump.connections());
         for (i, &pc) in pcs.iter().enumerate() {
             if let Ok(b) = r.peer.lock().unwrap().recv(pc, 65536) {
                 bytes[i].extend(b);
@@ -298,6 +298,25 @@ fn many_connections_at_once_stay_within_netds_limits() {
     }
     let (status, body) = r.exchange(&get("/vms", Some(TOKEN)));
     assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_listener_netd_lost_is_made_again() {
+    let mut r = Rig::new();
+    assert_eq!(r.exchange(&get("/ping", None)).0, 200);
+    // netd forgets apid's listener (as a restarted netd knows none of the
+    // old one's sockets): here it is closed behind the pump's back.
+    let l = r.pump.listener().expect("listening");
+    let other = socket::Client::new(r.netd.as_ref().unwrap().client.badged(3));
+    other.close(l).unwrap().unwrap();
+    r.step();
+    r.step();
+    assert_eq!(r.pump.relistens, 1);
+    assert_ne!(r.pump.listener(), Some(l));
+    for _ in 0..3 {
+        let (status, body) = r.exchange(&get("/ping", None));
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 #[test]

@@ -352,6 +352,13 @@ struct Timed {
     /// already named an earlier netd's handle (this netd is the restarted
     /// one). The exit happens between requests (no VMM's call is in flight).
     exit_after: Option<u64>,
+    /// Test manifests only (`test-exit-on-connect=PORT`): netd exits (code
+    /// 3, as `exit_after`) when a TCP connection arrives on PORT of its
+    /// host address: a test reaching the machine through its NIC ends
+    /// netd at a time it chooses. Every netd arms it again.
+    tripwire: bool,
+    /// The tripwire went off: the exit is asked for.
+    tripped: bool,
     /// `log-kick-path=N` (benchmarks): the kick path's counters are
     /// logged each time N more frames went through it; with the frames
     /// logged last.
@@ -362,6 +369,7 @@ struct Timed {
 impl Timed {
     /// Asks for the test exit when its time came (see `exit_after`).
     fn check_exit(&mut self) {
+        self.check_tripwire();
         let Some(n) = self.exit_after else { return };
         let v = self.netd.vnics();
         if v.stale_handles() > 0 {
@@ -369,6 +377,16 @@ impl Timed {
             self.exit_after = None;
         } else if v.frames_taken() >= n {
             self.exit_after = None;
+            let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, EXIT_BIT);
+        }
+    }
+
+    /// Asks for the exit once a connection came to the tripwire's port
+    /// (see `tripwire`).
+    fn check_tripwire(&mut self) {
+        if self.tripwire && !self.tripped && self.netd.tripped() {
+            self.tripped = true;
+            log::warn!("test-exit-on-connect: a connection came; exiting");
             let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, EXIT_BIT);
         }
     }
@@ -401,8 +419,10 @@ impl libipc::Dispatch for Timed {
 
     fn notified(&mut self, bits: u64) {
         if bits & EXIT_BIT != 0 {
-            let taken = self.netd.vnics().frames_taken();
-            log::warn!("test-exit-after-frames: exiting with {taken} frames taken from the VNICs and the VMs' rings attached");
+            if !self.tripped {
+                let taken = self.netd.vnics().frames_taken();
+                log::warn!("test-exit-after-frames: exiting with {taken} frames taken from the VNICs and the VMs' rings attached");
+            }
             libipc::sys::exit(3);
         }
         if bits & NIC_BIT != 0 {
@@ -417,6 +437,8 @@ impl libipc::Dispatch for Timed {
             self.netd.notified(bits);
             timer::set(self.netd.wake_at_ns(), self.tick);
         }
+        // Frames from the NIC may have brought the tripwire's connection.
+        self.check_tripwire();
     }
 }
 
@@ -552,7 +574,20 @@ fn main(start: alcove_rt::Start) -> u64 {
             None
         }
     });
-    let server = Timed { netd, tick, exit_after, log_kick_path };
+    let tripwire = match info.args.iter().find_map(|a| a.strip_prefix("test-exit-on-connect=")) {
+        None => false,
+        Some(p) => match p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| alloc::string::String::from("not a TCP port")).and_then(|p| netd.set_tripwire(p)) {
+            Ok(()) => {
+                log::info!("test-exit-on-connect: netd exits when a connection comes to port {p}");
+                true
+            }
+            Err(e) => {
+                log::error!("test-exit-on-connect={p}: {e}; ignored");
+                false
+            }
+        },
+    };
+    let server = Timed { netd, tick, exit_after, tripwire, tripped: false, log_kick_path };
     alcove_rt::serve_forever_with(slot, server, |main| {
         if let Err(e) = timer::start(thread, tick, main) {
             log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");

@@ -204,6 +204,39 @@ mod machine {
             }
         }
 
+        fn vnic_names(&mut self) -> Answer<Vec<(u32, String)>, VnicError> {
+            let ep = self.netd.ok_or_else(|| missing("netd"))?;
+            let c = vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            let mut all: Vec<(u32, String)> = Vec::new();
+            // Pages from number `from` on, as `vnic_show`'s.
+            let mut from = 0u32;
+            loop {
+                let page = match c.vnic_names(from).map_err(|e| e.to_string())? {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let Some(last) = page.last().map(|v| v.0) else { return Ok(Ok(all)) };
+                all.extend(page);
+                match last.checked_add(1) {
+                    Some(n) if n > from => from = n,
+                    _ => return Ok(Ok(all)),
+                }
+            }
+        }
+
+        fn dladm(&mut self, op: shell::dladm::LinkOp) -> Answer<u32, VnicError> {
+            use shell::dladm::LinkOp;
+            let ep = self.netd.ok_or_else(|| missing("netd"))?;
+            let c = vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            let r = match op {
+                LinkOp::CreateEtherstub(n) => c.create_etherstub(n).map(|r| r.map(|()| 0)),
+                LinkOp::DeleteEtherstub(n) => c.delete_etherstub(n).map(|r| r.map(|()| 0)),
+                LinkOp::CreateVnic { name, line } => c.create_vnic(name, line),
+                LinkOp::DeleteVnic(n) => c.delete_vnic(n).map(|r| r.map(|()| 0)),
+            };
+            r.map_err(|e| e.to_string())
+        }
+
         fn clock(&mut self) -> (u64, u64) {
             (sys::unix_seconds().unwrap_or(0), sys::clock_ns().unwrap_or(0) / 1_000_000_000)
         }
