@@ -18,8 +18,10 @@
 //! `zpool scrub zones` and `zpool status` (the scrub in progress or done,
 //! no errors), the zfs verbs on the VM's volume while it runs (`zfs
 //! snapshot`, `zfs list -t snapshot`, `zfs destroy` refused for the
-//! snapshot, `zfs set`/`zfs get` of a user property, the snapshot
-//! destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
+//! snapshot, `zfs set`/`zfs get` of a user property, `zfs rename` of the
+//! volume refused (busy), its snapshot copied with `zfs send | zfs receive
+//! -v`, the copy's snapshot renamed and cloned, the clone renamed,
+//! `zfs destroy -nvR` and `-R` of the copy, the snapshot destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
 //! etherstub `stub0` and the VM's VNIC on it), `svcadm restart zone-server` (svcs: online, a new STIME),
 //! `svcadm disable console` (refused: the manifest does not let the shell
 //! stop it), `svcadm restart bogus`, `svcadm disable zone-server` (svcs:
@@ -102,7 +104,21 @@ fn script() -> Vec<(String, Vec<u8>)> {
             "volume has children".into(),
             format!("zfs set alcove:note=hi zones/{VM}-disk0\rzfs get -H alcove:note,volsize zones/{VM}-disk0\r").into_bytes(),
         ),
-        ("\tvolsize\t".into(), format!("zfs destroy zones/{VM}-disk0@s1\rzfs list -t snapshot\r").into_bytes()),
+        // The running VM's volume cannot be renamed; its snapshot is
+        // copied with `zfs send | zfs receive`, the copy's snapshot renamed
+        // and cloned, the clone renamed, listed, then `destroy -R` (after
+        // `-nv` shows what it would take) removes the copy and its clone.
+        ("\tvolsize\t".into(), format!("zfs rename zones/{VM}-disk0 zones/moved\r").into_bytes()),
+        ("dataset is busy".into(), format!("zfs send zones/{VM}-disk0@s1 | zfs receive -v zones/copy\r").into_bytes()),
+        (
+            "stream in".into(),
+            b"zfs rename zones/copy@s1 zones/copy@base\rzfs clone zones/copy@base zones/copy2\rzfs rename zones/copy2 zones/clone\rzfs list -H -t all -o name,origin\r".to_vec(),
+        ),
+        ("\tzones/copy@base".into(), b"zfs destroy -nvR zones/copy\r".to_vec()),
+        (
+            "would destroy zones/copy@base".into(),
+            format!("zfs destroy -R zones/copy\rzfs list -H -t all -o name\rzfs destroy zones/{VM}-disk0@s1\rzfs list -t snapshot\r").into_bytes(),
+        ),
         // netd's links: the etherstub and the VM's VNIC on it.
         ("no datasets available".into(), b"dladm show-link\r".to_vec()),
         ("BRIDGE".into(), b"dladm show-vnic\r".to_vec()),
@@ -324,6 +340,39 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     check(
         got.as_deref() == Some(&format!("{disk}\talcove:note\thi\tlocal\n{disk}\tvolsize\t16M\tlocal\n")),
         format!("`zfs get` printed {got:?}"),
+    );
+    // rename, send | receive, clone, destroy -R.
+    let busy = answer(&format!("zfs rename {disk} zones/moved"), 0);
+    check(
+        busy.as_deref() == Some("cannot rename to 'zones/moved': dataset is busy\n"),
+        format!("`zfs rename` of the running VM's volume printed {busy:?}"),
+    );
+    let copied = answer(&format!("zfs send {disk}@s1 | zfs receive -v zones/copy"), 0).unwrap_or_default();
+    check(
+        copied.starts_with(&format!("receiving full stream of {disk}@s1 into zones/copy@s1\nreceived "))
+            && copied.lines().count() == 2
+            && copied.contains(" stream in "),
+        format!("`zfs send | zfs receive -v` printed {copied:?}"),
+    );
+    for quiet in ["zfs rename zones/copy@s1 zones/copy@base", "zfs clone zones/copy@base zones/copy2", "zfs rename zones/copy2 zones/clone", "zfs destroy -R zones/copy"] {
+        let r = answer(quiet, 0);
+        check(r.as_deref() == Some(""), format!("`{quiet}` printed {r:?}, expected nothing"));
+    }
+    let all = answer("zfs list -H -t all -o name,origin", 0);
+    check(
+        all.as_deref()
+            == Some(&format!("{disk}\t-\n{disk}@s1\t-\nzones/{VM}-vm\t-\nzones/clone\tzones/copy@base\nzones/copy\t-\nzones/copy@base\t-\n")),
+        format!("`zfs list -t all -o name,origin` after the copy printed {all:?}"),
+    );
+    let would = answer("zfs destroy -nvR zones/copy", 0);
+    check(
+        would.as_deref() == Some("would destroy zones/clone\nwould destroy zones/copy@base\nwould destroy zones/copy\n"),
+        format!("`zfs destroy -nvR zones/copy` printed {would:?}"),
+    );
+    let left = answer("zfs list -H -t all -o name", 0);
+    check(
+        left.as_deref() == Some(&format!("{disk}\n{disk}@s1\nzones/{VM}-vm\n")),
+        format!("`zfs list -t all` after `destroy -R` printed {left:?}"),
     );
     let destroyed = answer(&format!("zfs destroy {disk}@s1"), 0);
     check(destroyed.as_deref() == Some(""), format!("`zfs destroy` of the snapshot printed {destroyed:?}"));
