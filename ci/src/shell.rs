@@ -20,8 +20,9 @@
 //! snapshot`, `zfs list -t snapshot`, `zfs destroy` refused for the
 //! snapshot, `zfs set`/`zfs get` of a user property, `zfs rename` of the
 //! volume refused (busy), its snapshot copied with `zfs send | zfs receive
-//! -v`, the copy's snapshot renamed and cloned, the clone renamed,
-//! `zfs destroy -nvR` and `-R` of the copy, the snapshot destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
+//! -v`, the copy's snapshot renamed and cloned, the clone renamed, a second
+//! snapshot sent incrementally onto the copy (`zfs receive -Fv`),
+//! `zfs destroy -nvR` and `-R` of the copy, the snapshots destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
 //! etherstub `stub0` and the VM's VNIC on it), `svcadm restart zone-server` (svcs: online, a new STIME),
 //! `svcadm disable console` (refused: the manifest does not let the shell
 //! stop it), `svcadm restart bogus`, `svcadm disable zone-server` (svcs:
@@ -114,10 +115,16 @@ fn script() -> Vec<(String, Vec<u8>)> {
             "stream in".into(),
             b"zfs rename zones/copy@s1 zones/copy@base\rzfs clone zones/copy@base zones/copy2\rzfs rename zones/copy2 zones/clone\rzfs list -H -t all -o name,origin\r".to_vec(),
         ),
-        ("\tzones/copy@base".into(), b"zfs destroy -nvR zones/copy\r".to_vec()),
+        // An incremental stream onto the copy (its base renamed: found by
+        // guid), `-F` rolling the copy back to it first.
+        (
+            "\tzones/copy@base".into(),
+            format!("zfs snapshot zones/{VM}-disk0@s2\rzfs send -i @s1 zones/{VM}-disk0@s2 | zfs receive -Fv zones/copy\r").into_bytes(),
+        ),
+        ("stream in".into(), b"zfs destroy -nvR zones/copy\r".to_vec()),
         (
             "would destroy zones/copy@base".into(),
-            format!("zfs destroy -R zones/copy\rzfs list -H -t all -o name\rzfs destroy zones/{VM}-disk0@s1\rzfs list -t snapshot\r").into_bytes(),
+            format!("zfs destroy -R zones/copy\rzfs list -H -t all -o name\rzfs destroy zones/{VM}-disk0@s1\rzfs destroy zones/{VM}-disk0@s2\rzfs list -t snapshot\r").into_bytes(),
         ),
         // netd's links: the etherstub and the VM's VNIC on it.
         ("no datasets available".into(), b"dladm show-link\r".to_vec()),
@@ -364,18 +371,27 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
             == Some(&format!("{disk}\t-\n{disk}@s1\t-\nzones/{VM}-vm\t-\nzones/clone\tzones/copy@base\nzones/copy\t-\nzones/copy@base\t-\n")),
         format!("`zfs list -t all -o name,origin` after the copy printed {all:?}"),
     );
+    let incremental = format!("zfs send -i @s1 {disk}@s2 | zfs receive -Fv zones/copy");
+    let r = answer(&incremental, 0).unwrap_or_default();
+    check(
+        r.starts_with(&format!("receiving incremental stream of {disk}@s2 into zones/copy@s2\nreceived ")) && r.lines().count() == 2,
+        format!("`{incremental}` printed {r:?}"),
+    );
     let would = answer("zfs destroy -nvR zones/copy", 0);
     check(
-        would.as_deref() == Some("would destroy zones/clone\nwould destroy zones/copy@base\nwould destroy zones/copy\n"),
+        would.as_deref()
+            == Some("would destroy zones/clone\nwould destroy zones/copy@s2\nwould destroy zones/copy@base\nwould destroy zones/copy\n"),
         format!("`zfs destroy -nvR zones/copy` printed {would:?}"),
     );
     let left = answer("zfs list -H -t all -o name", 0);
     check(
-        left.as_deref() == Some(&format!("{disk}\n{disk}@s1\nzones/{VM}-vm\n")),
+        left.as_deref() == Some(&format!("{disk}\n{disk}@s1\n{disk}@s2\nzones/{VM}-vm\n")),
         format!("`zfs list -t all` after `destroy -R` printed {left:?}"),
     );
-    let destroyed = answer(&format!("zfs destroy {disk}@s1"), 0);
-    check(destroyed.as_deref() == Some(""), format!("`zfs destroy` of the snapshot printed {destroyed:?}"));
+    for snap in ["s1", "s2"] {
+        let destroyed = answer(&format!("zfs destroy {disk}@{snap}"), 0);
+        check(destroyed.as_deref() == Some(""), format!("`zfs destroy` of the snapshot @{snap} printed {destroyed:?}"));
+    }
     let none = answer("zfs list -t snapshot", 1);
     check(none.as_deref() == Some("no datasets available\n"), format!("`zfs list -t snapshot` after the destroy printed {none:?}"));
     // dladm: the etherstub, and the VM's VNIC over it.

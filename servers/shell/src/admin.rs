@@ -71,7 +71,7 @@ where 'command' is one of the following:
 \tdestroy [-nvR] <filesystem|volume>@<snap>
 \trename [-f] <filesystem|volume|snapshot> <filesystem|volume|snapshot>
 \tsend [-i snapshot] <snapshot>
-\treceive [-nv] <filesystem|volume|snapshot>
+\treceive [-nvF] <filesystem|volume|snapshot>
 ";
 
 /// Properties `zfs get all` shows, in ZFS's order, and what `zfs list -o`
@@ -205,6 +205,8 @@ struct Flags {
     dependents: bool,
     dry_run: bool,
     verbose: bool,
+    /// `zfs receive -F`: roll the target back to its latest snapshot first.
+    rollback: bool,
     /// `-i SNAP` of `zfs send`.
     from: Option<String>,
     fields: Option<String>,
@@ -235,6 +237,7 @@ fn options<'a>(args: &'a [String], allowed: &str) -> Result<(Flags, &'a [String]
                 'R' => f.dependents = true,
                 'n' => f.dry_run = true,
                 'v' => f.verbose = true,
+                'F' => f.rollback = true,
                 // `-f` (force an unmount): volumes are not mounted.
                 'f' => {}
                 'o' | 't' | 'i' => {
@@ -834,7 +837,7 @@ impl<S: System> Shell<S> {
         }
     }
 
-    /// `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nv] NAME`: storaged's
+    /// `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME`: storaged's
     /// send stream read a chunk at a time and handed to a receive stream
     /// of storaged's; the receive makes `NAME@SNAP` (a full stream: a new
     /// volume; an incremental one: onto NAME, whose latest snapshot must be
@@ -861,13 +864,10 @@ impl<S: System> Shell<S> {
         };
         // `-i @a` is `-i VOLUME@a`, as ZFS's.
         let from = sf.from.map(|b| if b.starts_with('@') { format!("{volume}{b}") } else { b });
-        if let Some(b) = &from {
-            if b.split_once('@').map(|(v, _)| v) != Some(volume) {
-                return Reply::fail(
-                    format!("cannot send '{shown}': incremental source must be in same filesystem\n"),
-                    1,
-                );
-            }
+        if let Some(b) = &from
+            && b.split_once('@').map(|(v, _)| v) != Some(volume)
+        {
+            return Reply::fail(format!("cannot send '{shown}': incremental source must be in same filesystem\n"), 1);
         }
         // A target VOLUME@NAME names the snapshot received; VOLUME alone
         // keeps the sent one's name.
@@ -888,6 +888,32 @@ impl<S: System> Shell<S> {
             text.push_str(&more);
             Reply::fail(text, 1)
         };
+        if rf.rollback {
+            // `-F`: what was written to the target since its latest
+            // snapshot goes, so an incremental stream applies. Over a
+            // volume a full stream would replace: refused (ZFS would
+            // destroy it; here the operator does that, knowingly).
+            let infos = match self.zfs_infos() {
+                Ok(i) => i,
+                Err(r) => return fail(text, r.text),
+            };
+            if infos.iter().any(|v| v.name == into) {
+                if from.is_none() {
+                    let why = format!(
+                        "cannot receive new filesystem stream: destination '{}' exists\n-F over an existing volume is not supported here: destroy it first\n",
+                        printable(&into)
+                    );
+                    return fail(text, why);
+                }
+                if let Some((_, latest)) = family(&infos, &into).0.last() {
+                    match self.system.pool_rollback(latest) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return fail(text, receive_error(kind, &into, &e)),
+                        Err(e) => return fail(text, format!("zfs: {e}\n")),
+                    }
+                }
+            }
+        }
         let tx = match self.system.pool_send(snapshot, from.as_deref()) {
             Ok(Ok(s)) => s,
             Ok(Err(PoolError::NotFound { name })) => {

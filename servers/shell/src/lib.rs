@@ -185,8 +185,9 @@ Alcove operator shell. Commands:
                           -r: a volume with its snapshots; -R: and every clone of
                           them (and theirs); -n -v: list what would go
   zfs rename NAME NEWNAME a volume (its snapshots follow) or VOLUME@SNAP VOLUME@NEW
-  zfs send [-i SNAP] SNAPSHOT | zfs receive [-nv] NAME
-                          copy a snapshot (or what changed since SNAP) into NAME
+  zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME
+                          copy a snapshot (or what changed since SNAP) into NAME;
+                          -F: roll NAME back to its latest snapshot first
   vmadm console UUID      attach to a running VM's serial console; ^] detaches
   help                    this text
   poweroff                end the machine
@@ -407,7 +408,7 @@ impl<S: System> Shell<S> {
             return self.zfs_send_receive(&send[2..], &recv[2..]);
         }
         Reply::fail(
-            "shell: the one pipeline this shell runs is `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nv] NAME`\n".into(),
+            "shell: the one pipeline this shell runs is `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME`\n".into(),
             2,
         )
     }

@@ -1189,6 +1189,28 @@ fn zfs_send_into_zfs_receive() {
         s.run("zfs send zones/img | zfs receive zones/q"),
         Reply::fail("cannot send 'zones/img': operation not applicable to datasets of this type\n".into(), 1)
     );
+    // -F: the target rolled back to its latest snapshot first (then the
+    // stream's base must still be that snapshot); a full stream over an
+    // existing volume is refused, nothing opened; a busy target refused.
+    let calls = s.system.pool_calls.len();
+    let r = s.run("zfs send -i @final zones/img@later | zfs receive -F zones/copy");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.text.contains("does not\nmatch incremental source"), "{r:?}");
+    assert_eq!(s.system.pool_calls[calls..3 + calls], ["rollback zones/copy@v2", "send zones/img@later zones/img@final", "receive zones/copy"]);
+    let calls = s.system.pool_calls.len();
+    assert_eq!(
+        s.run("zfs send zones/img@final | zfs receive -F zones/copy"),
+        Reply::fail("cannot receive new filesystem stream: destination 'zones/copy' exists\n-F over an existing volume is not supported here: destroy it first\n".into(), 1)
+    );
+    assert_eq!(s.system.pool_calls.len(), calls, "nothing asked of storaged");
+    s.system.busy.push("zones/copy".into());
+    assert_eq!(
+        s.run("zfs send -i @final zones/img@later | zfs receive -F zones/copy"),
+        Reply::fail("cannot receive incremental stream: dataset is busy\n".into(), 1)
+    );
+    s.system.busy.clear();
+    assert_eq!(s.run("zfs send zones/img@final | zfs receive -F zones/fresh"), Reply::ok(String::new()), "-F onto nothing");
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty());
     // -n: nothing opened.
     let calls = s.system.pool_calls.len();
     assert_eq!(s.run("zfs send zones/img@final | zfs receive -n zones/q"), Reply::ok("would receive full stream of zones/img@final into zones/q@final\n".into()));
@@ -1242,7 +1264,7 @@ fn a_pipe_splits_commands_unless_quoted() {
     }
     assert_eq!(
         shell().run("a | b"),
-        Reply::fail("shell: the one pipeline this shell runs is `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nv] NAME`\n".into(), 2)
+        Reply::fail("shell: the one pipeline this shell runs is `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME`\n".into(), 2)
     );
     assert_eq!(shell().run("a |"), Reply::fail("shell: syntax error: near unexpected token `|'\n".into(), 2));
 }
