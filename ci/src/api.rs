@@ -12,7 +12,9 @@
 //! (the VM `running`), the host `vmadm list` against the same address
 //! (vmadm's table with the VM), the guest's console line through `GET
 //! /vms/:uuid/console` and the host `vmadm console` (and that route's 401,
-//! 400 for a bad offset, 404 for an unknown VM), `POST
+//! 400 for a bad offset, 404 for an unknown VM), the same text through
+//! `GET /vms/:uuid/console.txt` (`text/plain`, `X-Console-Next`; 401
+//! without the token), `POST
 //! /vms/:uuid/console` (the bytes taken; 400 for a bad body), `DELETE /vms/:uuid`, and
 //! `GET /vms` again (`[]`). Then images, with the host `imgadm` against an IMGAPI
 //! source the harness serves on this host ([`crate::imgsource`], reached
@@ -45,10 +47,11 @@ const PAYLOAD: &str = r#"{"uuid": "a91c0de0-0000-4000-8000-0000000000b2", "brand
 /// What the case found.
 pub type Outcome = crate::harness::Checks;
 
-/// An HTTP/1.1 answer: the status and the body.
+/// An HTTP/1.1 answer: the status, the head's lines, and the body.
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub status: u16,
+    pub head: String,
     pub body: String,
 }
 
@@ -76,8 +79,8 @@ pub(crate) fn http(port: u16, method: &str, path: &str, token: Option<&str>, bod
         .and_then(|r| r.get(..3))
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no HTTP status line in {:?}", text.get(..80).unwrap_or(&text))))?;
-    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
-    Ok(Answer { status, body })
+    let (head, body) = text.split_once("\r\n\r\n").map_or((text.clone(), String::new()), |(h, b)| (h.to_string(), b.to_string()));
+    Ok(Answer { status, head, body })
 }
 
 /// The host `vmadm` and `imgadm` (alcove-api's CLIs), built for this host.
@@ -142,6 +145,19 @@ fn console_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Resul
             let a = req(&format!("{path}?offset={}", next.unwrap_or(0)), Some(TOKEN))?;
             let w: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
             o.check(a.status == 200 && w["data"] == "" && w["next"].as_u64() == next, || format!("GET {path}?offset=NEXT: {a:?}"));
+            // The same as plain text (`console.txt`), the offsets in headers.
+            let txt = format!("{path}.txt");
+            let a = req(&txt, Some(TOKEN))?;
+            let next_header = format!("X-Console-Next: {}\r\n", next.unwrap_or(0));
+            o.check(
+                a.status == 200
+                    && a.head.contains("Content-Type: text/plain; charset=utf-8\r\n")
+                    && a.head.contains(&next_header)
+                    && v["data"].as_str() == Some(a.body.as_str()),
+                || format!("GET {txt}: {a:?}, not 200 with the text {:?}", v["data"]),
+            );
+            let a = req(&txt, None)?;
+            o.check(a.status == 401, || format!("GET {txt} without a token: {a:?}, not 401"));
         }
     }
     // Typing at it: the guest's queue takes the bytes.

@@ -18,8 +18,12 @@
 //! `zpool scrub zones` and `zpool status` (the scrub in progress or done,
 //! no errors), the zfs verbs on the VM's volume while it runs (`zfs
 //! snapshot`, `zfs list -t snapshot`, `zfs destroy` refused for the
-//! snapshot, `zfs set`/`zfs get` of a user property, the snapshot
-//! destroyed), `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
+//! snapshot, `zfs set`/`zfs get` of a user property, `zfs rename` of the
+//! volume refused (busy), its snapshot copied with `zfs send | zfs receive
+//! -v`, the copy's snapshot renamed and cloned, the clone renamed, a second
+//! snapshot sent incrementally onto the copy (`zfs receive -Fv`),
+//! `zfs destroy -nvR` and `-R` of the copy, the snapshots destroyed),
+//! `dladm show-link`, `show-vnic` and `show-etherstub` (netd's
 //! etherstub `stub0` and the VM's VNIC on it), `dladm create-etherstub`,
 //! `create-vnic`, `delete-vnic`, `delete-etherstub` (made, shown, refused
 //! while in use or as duplicates, the VM's VNIC and stub0 refused,
@@ -105,7 +109,27 @@ fn script() -> Vec<(String, Vec<u8>)> {
             "volume has children".into(),
             format!("zfs set alcove:note=hi zones/{VM}-disk0\rzfs get -H alcove:note,volsize zones/{VM}-disk0\r").into_bytes(),
         ),
-        ("\tvolsize\t".into(), format!("zfs destroy zones/{VM}-disk0@s1\rzfs list -t snapshot\r").into_bytes()),
+        // The running VM's volume cannot be renamed; its snapshot is
+        // copied with `zfs send | zfs receive`, the copy's snapshot renamed
+        // and cloned, the clone renamed, listed, then `destroy -R` (after
+        // `-nv` shows what it would take) removes the copy and its clone.
+        ("\tvolsize\t".into(), format!("zfs rename zones/{VM}-disk0 zones/moved\r").into_bytes()),
+        ("dataset is busy".into(), format!("zfs send zones/{VM}-disk0@s1 | zfs receive -v zones/copy\r").into_bytes()),
+        (
+            "stream in".into(),
+            b"zfs rename zones/copy@s1 zones/copy@base\rzfs clone zones/copy@base zones/copy2\rzfs rename zones/copy2 zones/clone\rzfs list -H -t all -o name,origin\r".to_vec(),
+        ),
+        // An incremental stream onto the copy (its base renamed: found by
+        // guid), `-F` rolling the copy back to it first.
+        (
+            "\tzones/copy@base".into(),
+            format!("zfs snapshot zones/{VM}-disk0@s2\rzfs send -i @s1 zones/{VM}-disk0@s2 | zfs receive -Fv zones/copy\r").into_bytes(),
+        ),
+        ("stream in".into(), b"zfs destroy -nvR zones/copy\r".to_vec()),
+        (
+            "would destroy zones/copy@base".into(),
+            format!("zfs destroy -R zones/copy\rzfs list -H -t all -o name\rzfs destroy zones/{VM}-disk0@s1\rzfs destroy zones/{VM}-disk0@s2\rzfs list -t snapshot\r").into_bytes(),
+        ),
         // netd's links: the etherstub and the VM's VNIC on it.
         ("no datasets available".into(), b"dladm show-link\r".to_vec()),
         ("BRIDGE".into(), b"dladm show-vnic\r".to_vec()),
@@ -339,8 +363,50 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         got.as_deref() == Some(&format!("{disk}\talcove:note\thi\tlocal\n{disk}\tvolsize\t16M\tlocal\n")),
         format!("`zfs get` printed {got:?}"),
     );
-    let destroyed = answer(&format!("zfs destroy {disk}@s1"), 0);
-    check(destroyed.as_deref() == Some(""), format!("`zfs destroy` of the snapshot printed {destroyed:?}"));
+    // rename, send | receive, clone, destroy -R.
+    let busy = answer(&format!("zfs rename {disk} zones/moved"), 0);
+    check(
+        busy.as_deref() == Some("cannot rename to 'zones/moved': dataset is busy\n"),
+        format!("`zfs rename` of the running VM's volume printed {busy:?}"),
+    );
+    let copied = answer(&format!("zfs send {disk}@s1 | zfs receive -v zones/copy"), 0).unwrap_or_default();
+    check(
+        copied.starts_with(&format!("receiving full stream of {disk}@s1 into zones/copy@s1\nreceived "))
+            && copied.lines().count() == 2
+            && copied.contains(" stream in "),
+        format!("`zfs send | zfs receive -v` printed {copied:?}"),
+    );
+    for quiet in ["zfs rename zones/copy@s1 zones/copy@base", "zfs clone zones/copy@base zones/copy2", "zfs rename zones/copy2 zones/clone", "zfs destroy -R zones/copy"] {
+        let r = answer(quiet, 0);
+        check(r.as_deref() == Some(""), format!("`{quiet}` printed {r:?}, expected nothing"));
+    }
+    let all = answer("zfs list -H -t all -o name,origin", 0);
+    check(
+        all.as_deref()
+            == Some(&format!("{disk}\t-\n{disk}@s1\t-\nzones/{VM}-vm\t-\nzones/clone\tzones/copy@base\nzones/copy\t-\nzones/copy@base\t-\n")),
+        format!("`zfs list -t all -o name,origin` after the copy printed {all:?}"),
+    );
+    let incremental = format!("zfs send -i @s1 {disk}@s2 | zfs receive -Fv zones/copy");
+    let r = answer(&incremental, 0).unwrap_or_default();
+    check(
+        r.starts_with(&format!("receiving incremental stream of {disk}@s2 into zones/copy@s2\nreceived ")) && r.lines().count() == 2,
+        format!("`{incremental}` printed {r:?}"),
+    );
+    let would = answer("zfs destroy -nvR zones/copy", 0);
+    check(
+        would.as_deref()
+            == Some("would destroy zones/clone\nwould destroy zones/copy@s2\nwould destroy zones/copy@base\nwould destroy zones/copy\n"),
+        format!("`zfs destroy -nvR zones/copy` printed {would:?}"),
+    );
+    let left = answer("zfs list -H -t all -o name", 0);
+    check(
+        left.as_deref() == Some(&format!("{disk}\n{disk}@s1\n{disk}@s2\nzones/{VM}-vm\n")),
+        format!("`zfs list -t all` after `destroy -R` printed {left:?}"),
+    );
+    for snap in ["s1", "s2"] {
+        let destroyed = answer(&format!("zfs destroy {disk}@{snap}"), 0);
+        check(destroyed.as_deref() == Some(""), format!("`zfs destroy` of the snapshot @{snap} printed {destroyed:?}"));
+    }
     let none = answer("zfs list -t snapshot", 1);
     check(none.as_deref() == Some("no datasets available\n"), format!("`zfs list -t snapshot` after the destroy printed {none:?}"));
     // dladm: the etherstub, and the VM's VNIC over it.

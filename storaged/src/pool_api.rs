@@ -199,6 +199,16 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         Ok(id)
     }
 
+    /// Refuses the hidden volume of a receive under way (`TARGET%recv`, and
+    /// its snapshots): it is no dataset until the receive ends, and only
+    /// the receive may change it. `pool.get` and `list` do not show it.
+    fn visible(name: &str) -> Result<(), PoolError> {
+        if name.split('@').next().unwrap_or("").ends_with(alcove_pool::pool::RECV_SUFFIX) {
+            return Err(PoolError::NotFound { name: text(name) });
+        }
+        Ok(())
+    }
+
     fn busy(&self, name: &str) -> Result<(), PoolError> {
         match self.in_use(name) {
             Some(why) => Err(PoolError::Busy { why: text(&why) }),
@@ -277,6 +287,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
 
     fn destroy(&mut self, name: String, recursive: bool) -> Result<(), PoolError> {
         self.admin()?;
+        Self::visible(&name)?;
         self.busy(&name)?;
         let mut p = self.admin_pool()?;
         p.destroy(&name, recursive).map_err(err)?;
@@ -330,6 +341,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
 
     fn set(&mut self, name: String, key: String, value: String, append: bool) -> Result<(), PoolError> {
         let mut p = self.admin_pool()?;
+        Self::visible(&name)?;
         let native = [PROP_COMPRESSION, PROP_QUOTA, PROP_RESERVATION, PROP_REFRESERVATION].contains(&key.as_str());
         let value = if append {
             if native {
@@ -351,16 +363,19 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
 
     fn snapshot(&mut self, name: String) -> Result<(), PoolError> {
         let mut p = self.admin_pool()?;
+        Self::visible(&name)?;
         p.snapshot(&name).map_err(err)
     }
 
     fn clone_snapshot(&mut self, snapshot: String, name: String) -> Result<(), PoolError> {
         let mut p = self.admin_pool()?;
+        Self::visible(&snapshot)?;
         p.clone_snapshot(&snapshot, &name).map_err(err)
     }
 
     fn rename(&mut self, from: String, to: String) -> Result<(), PoolError> {
         self.admin()?;
+        Self::visible(&from)?;
         let volume = from.split_once('@').map_or(from.as_str(), |(v, _)| v);
         self.busy(volume)?;
         let mut p = self.admin_pool()?;
@@ -371,6 +386,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
 
     fn rollback(&mut self, snapshot: String) -> Result<(), PoolError> {
         self.admin()?;
+        Self::visible(&snapshot)?;
         let volume = snapshot.split_once('@').map_or(snapshot.as_str(), |(v, _)| v);
         if let Some(why) = self.in_use(volume).filter(|w| w.contains("ring")) {
             return Err(PoolError::Busy { why: text(&why) });
@@ -381,6 +397,10 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
 
     fn send(&mut self, snapshot: String, from: Option<String>) -> Result<StreamOpened, PoolError> {
         self.admin()?;
+        Self::visible(&snapshot)?;
+        if let Some(f) = &from {
+            Self::visible(f)?;
+        }
         if self.streams.len() >= MAX_STREAMS {
             return Err(PoolError::TooManyStreams { limit: MAX_STREAMS as u32 });
         }

@@ -893,3 +893,125 @@ fn requests_during_a_scrub_wake_storaged_and_do_not_starve_it() {
     let s = t.into_inner();
     assert_eq!(s.factory.wakes, SCRUB_STEP_EVERY_REQUESTS + 2, "after scrub_start and each status that followed, not before");
 }
+
+/// What the shell's `zfs rename`, `zfs destroy -R` and `zfs send | zfs
+/// receive` reach, abused: a non-admin; bad names (another pool, empty, a
+/// second `@`, 5000 bytes, characters outside the pool's); the hidden
+/// volume of a receive under way (not renamed, destroyed, snapshotted,
+/// cloned, sent or set: it is no dataset until the receive ends); a forged
+/// stream (the right magic, then garbage), one whose header claims an 8 EiB
+/// volume, one cut short, each refused with nothing left behind; the pool
+/// then imports at the next boot with exactly the datasets it had.
+#[test]
+fn rename_and_receive_refuse_abuse_and_the_pool_imports_after() {
+    let mut s = pool_server();
+    let data: Vec<u8> = (0..MIB as usize).map(|i| ((i * 13) >> 4) as u8 | 1).collect();
+    s.pool().unwrap().write("zones/a-disk0", 0, &data).unwrap();
+    pool::Server::snapshot(as_(&mut s, ADMIN), "zones/a-disk0@one".into()).unwrap();
+    let names = |s: &mut Server| {
+        let mut n: Vec<String> = s.pool().unwrap().list().into_iter().map(|d| d.name).collect();
+        n.sort();
+        n
+    };
+    let before = names(&mut s);
+    // A non-admin: refused before anything is looked at.
+    for badge in [MANIFEST_VMM, 0x77] {
+        let st = as_(&mut s, badge);
+        assert_eq!(pool::Server::rename(st, "zones/a-disk0".into(), "zones/z".into()), Err(PoolError::NotPermitted));
+        assert_eq!(pool::Server::receive(st, "zones/z".into()), Err(PoolError::NotPermitted));
+        assert_eq!(pool::Server::send(st, "zones/a-disk0@one".into(), None), Err(PoolError::NotPermitted));
+        assert_eq!(pool::Server::destroy(st, "zones/a-disk0".into(), true), Err(PoolError::NotPermitted));
+    }
+    let long = format!("zones/{}", "n".repeat(5000));
+    let st = as_(&mut s, ADMIN);
+    for bad in ["other/z", "zones/", "", "zones/a@b@c", "zones/x y", "zones/../b-disk0", "zones/é", long.as_str(), "zones/z%recv"] {
+        let r = pool::Server::rename(st, "zones/a-disk0".into(), bad.into());
+        assert!(matches!(r, Err(PoolError::Invalid { .. })), "rename to {bad:?}: {r:?}");
+        let r = pool::Server::receive(st, bad.into());
+        assert!(matches!(r, Err(PoolError::Invalid { .. })), "receive into {bad:?}: {r:?}");
+    }
+    for bad in ["zones/a-disk0@", "zones/a-disk0@x@y", "zones/a-disk0@two words"] {
+        let r = pool::Server::rename(st, "zones/a-disk0@one".into(), bad.into());
+        assert!(matches!(r, Err(PoolError::Invalid { .. })), "rename to {bad:?}: {r:?}");
+    }
+    let r = pool::Server::rename(st, "zones/nope".into(), "zones/z".into());
+    assert!(matches!(r, Err(PoolError::NotFound { .. })), "{r:?}");
+    assert!(matches!(pool::Server::rename(st, long.clone(), "zones/z".into()), Err(PoolError::NotFound { .. })));
+    assert_eq!(names(&mut s), before);
+    // A receive under way: its hidden volume is nobody's to touch.
+    let opened = pool::Server::send(as_(&mut s, ADMIN), "zones/a-disk0@one".into(), None).unwrap();
+    let mut stream = Vec::new();
+    loop {
+        let c = pool::Server::send_chunk(as_(&mut s, ADMIN), opened.stream, stream.len() as u64).unwrap();
+        if c.is_empty() {
+            break;
+        }
+        stream.extend(c);
+    }
+    let st = as_(&mut s, ADMIN);
+    pool::Server::close_stream(st, opened.stream).unwrap();
+    let free_before = st.pool().unwrap().free_bytes();
+    let rx = pool::Server::receive(st, "zones/copy".into()).unwrap();
+    for chunk in stream[..stream.len() / 2].chunks(2048) {
+        pool::Server::receive_chunk(st, rx, chunk.to_vec()).unwrap();
+    }
+    let hidden = "zones/copy%recv";
+    assert!(st.pool().unwrap().free_bytes() < free_before, "the hidden volume holds half the stream by now");
+    let r = pool::Server::rename(st, hidden.into(), "zones/stolen".into());
+    assert!(matches!(r, Err(PoolError::NotFound { .. })), "{r:?}");
+    let r = pool::Server::destroy(st, hidden.into(), true);
+    assert!(matches!(r, Err(PoolError::NotFound { .. })), "{r:?}");
+    let r = pool::Server::snapshot(st, format!("{hidden}@s"));
+    assert!(matches!(r, Err(PoolError::NotFound { .. })), "{r:?}");
+    let r = pool::Server::send(st, format!("{hidden}@x"), None);
+    assert!(matches!(r, Err(PoolError::NotFound { .. })), "{r:?}");
+    let r = pool::Server::set(st, hidden.into(), "user:k".into(), "v".into(), false);
+    assert!(matches!(r, Err(PoolError::NotFound { .. })), "{r:?}");
+    for chunk in stream[stream.len() / 2..].chunks(2048) {
+        pool::Server::receive_chunk(st, rx, chunk.to_vec()).unwrap();
+    }
+    assert_eq!(pool::Server::receive_end(st, rx).unwrap(), "zones/copy@one");
+    pool::Server::destroy(st, "zones/copy".into(), true).unwrap();
+    assert_eq!(names(&mut s), before);
+    // Forged: the magic and version, then bytes that are no piece.
+    let mut forged = stream[..12].to_vec();
+    forged.extend((0..6000u32).map(|i| (i * 131 % 251) as u8));
+    // A header claiming an 8 EiB volume, sealed as a real piece would be.
+    let mut huge = stream[..12].to_vec();
+    let mut header = Vec::new();
+    header.extend(0u32.to_le_bytes());
+    header.extend((8u64 << 60).to_le_bytes());
+    header.extend(4096u32.to_le_bytes());
+    header.extend(7u64.to_le_bytes());
+    header.extend(3u32.to_le_bytes());
+    header.extend(b"big");
+    header.extend(0u64.to_le_bytes());
+    huge.extend((header.len() as u32).to_le_bytes());
+    huge.extend(&header);
+    huge.extend(alcove_pool::pool::piece_tag(&[0; 32], &header));
+    let cut = stream[..stream.len() - 1].to_vec();
+    s.pool().unwrap().sync().unwrap();
+    let free = s.pool().unwrap().free_bytes();
+    for (what, bytes) in [("forged", &forged), ("huge", &huge), ("cut short", &cut)] {
+        let st = as_(&mut s, ADMIN);
+        let rx = pool::Server::receive(st, "zones/copy".into()).unwrap();
+        let mut r = Ok(0);
+        for chunk in bytes.chunks(2048) {
+            r = pool::Server::receive_chunk(st, rx, chunk.to_vec());
+            if r.is_err() {
+                break;
+            }
+        }
+        let end = if r.is_ok() { pool::Server::receive_end(st, rx).map(drop) } else { r.map(drop) };
+        assert!(matches!(end, Err(PoolError::Invalid { .. } | PoolError::Corrupt { .. })), "{what}: {end:?}");
+        assert_eq!(pool::Server::close_stream(st, rx), Err(PoolError::NoSuchStream { stream: rx }), "{what}: the stream is gone");
+        assert_eq!(names(&mut s), before, "{what}: nothing left behind");
+        s.pool().unwrap().sync().unwrap();
+        assert_eq!(s.pool().unwrap().free_bytes(), free, "{what}: its space is back");
+    }
+    s.pool().unwrap().verify(false).unwrap();
+    // The next boot imports the pool with what it had.
+    let mut s = booted(power_cycle(s), None);
+    assert_eq!(names(&mut s), before);
+    s.pool().unwrap().verify(false).unwrap();
+}

@@ -67,8 +67,11 @@ where 'command' is one of the following:
 \tsnapshot <filesystem|volume>@<snap> ...
 \tclone <snapshot> <filesystem|volume>
 \trollback [-r] <snapshot>
-\tdestroy [-r] <filesystem|volume>
-\tdestroy <filesystem|volume>@<snap>
+\tdestroy [-nvrR] <filesystem|volume>
+\tdestroy [-nvR] <filesystem|volume>@<snap>
+\trename [-f] <filesystem|volume|snapshot> <filesystem|volume|snapshot>
+\tsend [-i snapshot] <snapshot>
+\treceive [-nvF] <filesystem|volume|snapshot>
 ";
 
 /// Properties `zfs get all` shows, in ZFS's order, and what `zfs list -o`
@@ -198,6 +201,14 @@ struct Flags {
     scripted: bool,
     parsable: bool,
     recursive: bool,
+    /// `-R`: clones too.
+    dependents: bool,
+    dry_run: bool,
+    verbose: bool,
+    /// `zfs receive -F`: roll the target back to its latest snapshot first.
+    rollback: bool,
+    /// `-i SNAP` of `zfs send`.
+    from: Option<String>,
     fields: Option<String>,
     types: Option<String>,
 }
@@ -223,7 +234,13 @@ fn options<'a>(args: &'a [String], allowed: &str) -> Result<(Flags, &'a [String]
                 'H' => f.scripted = true,
                 'p' => f.parsable = true,
                 'r' => f.recursive = true,
-                'o' | 't' => {
+                'R' => f.dependents = true,
+                'n' => f.dry_run = true,
+                'v' => f.verbose = true,
+                'F' => f.rollback = true,
+                // `-f` (force an unmount): volumes are not mounted.
+                'f' => {}
+                'o' | 't' | 'i' => {
                     let rest: String = chars.by_ref().collect();
                     let value = if rest.is_empty() {
                         i += 1;
@@ -231,7 +248,11 @@ fn options<'a>(args: &'a [String], allowed: &str) -> Result<(Flags, &'a [String]
                     } else {
                         rest
                     };
-                    if c == 'o' { f.fields = Some(value) } else { f.types = Some(value) }
+                    match c {
+                        'o' => f.fields = Some(value),
+                        't' => f.types = Some(value),
+                        _ => f.from = Some(value),
+                    }
                 }
                 _ => {}
             }
@@ -356,6 +377,13 @@ impl<S: System> Shell<S> {
             "clone" => self.zfs_clone(rest),
             "rollback" => self.zfs_rollback(rest),
             "destroy" => self.zfs_destroy(rest),
+            "rename" => self.zfs_rename(rest),
+            // Only in a pipeline (`Shell::pipeline`): here the other end
+            // would be the terminal, which ZFS refuses too.
+            "send" => Reply::fail("Error: Stream can not be written to a terminal.\nYou must redirect standard output.\n".into(), 1),
+            "receive" | "recv" => {
+                Reply::fail("Error: Backup stream can not be read from a terminal.\nYou must redirect standard input.\n".into(), 1)
+            }
             other => usage(ZFS_USAGE, &format!("unrecognized command '{}'", printable(other))),
         }
     }
@@ -638,15 +666,7 @@ impl<S: System> Shell<S> {
     /// cloned from any of them.
     fn dependents(&mut self, volume: &str) -> Result<(Snapshots, Clones), Reply> {
         let infos = self.zfs_infos()?;
-        let prefix = format!("{volume}@");
-        let mut snaps: Vec<(u64, String)> =
-            infos.iter().filter(|v| v.name.starts_with(&prefix)).map(|v| (v.creation_txg, v.name.clone())).collect();
-        snaps.sort();
-        let clones = infos
-            .iter()
-            .filter_map(|v| v.origin.as_ref().filter(|o| o.starts_with(&prefix)).map(|o| (o.clone(), v.name.clone())))
-            .collect();
-        Ok((snaps, clones))
+        Ok(family(&infos, volume))
     }
 
     fn zfs_rollback(&mut self, args: &[String]) -> Reply {
@@ -702,7 +722,7 @@ impl<S: System> Shell<S> {
     }
 
     fn zfs_destroy(&mut self, args: &[String]) -> Reply {
-        let (f, rest) = match options(args, "r") {
+        let (f, rest) = match options(args, "rRnvf") {
             Ok(x) => x,
             Err(why) => return usage(ZFS_USAGE, &why),
         };
@@ -710,40 +730,335 @@ impl<S: System> Shell<S> {
             return usage(ZFS_USAGE, if rest.is_empty() { "missing dataset argument" } else { "too many arguments" });
         };
         let shown = printable(name);
-        let volume = name.split_once('@').map_or(name.as_str(), |(v, _)| v);
-        let (snaps, clones) = match self.dependents(volume) {
-            Ok(d) => d,
+        let infos = match self.zfs_infos() {
+            Ok(i) => i,
             Err(r) => return r,
         };
-        let snapshot = name.contains('@');
-        // What depends on it, as ZFS lists it before refusing.
-        let clones_of: Vec<&String> = clones
-            .iter()
-            .filter(|(o, _)| if snapshot { o == name } else { true })
-            .map(|(_, c)| c)
-            .collect();
-        if !clones_of.is_empty() {
-            let what = if snapshot { "snapshot has dependent clones" } else { "volume has dependent clones" };
-            let mut t = format!("cannot destroy '{shown}': {what}\nuse '-R' to destroy the following datasets:\n");
-            for c in clones_of {
-                t.push_str(&format!("{}\n", printable(c)));
+        let Some(target) = infos.iter().find(|v| v.name == *name) else {
+            return Reply::fail(format!("cannot open '{shown}': dataset does not exist\n"), 1);
+        };
+        let snapshot = target.snapshot;
+        // -R takes in -r, as ZFS's.
+        let recursive = f.recursive || f.dependents;
+        let (snaps, clones) = family(&infos, name.split_once('@').map_or(name.as_str(), |(v, _)| v));
+        if !f.dependents {
+            // What depends on it, as ZFS lists it before refusing.
+            let clones_of: Vec<&String> =
+                clones.iter().filter(|(o, _)| if snapshot { o == name } else { true }).map(|(_, c)| c).collect();
+            if !clones_of.is_empty() {
+                let what = if snapshot { "snapshot has dependent clones" } else { "volume has dependent clones" };
+                let mut t = format!("cannot destroy '{shown}': {what}\nuse '-R' to destroy the following datasets:\n");
+                for c in clones_of {
+                    t.push_str(&format!("{}\n", printable(c)));
+                }
+                return Reply::fail(t, 1);
             }
-            return Reply::fail(t, 1);
-        }
-        if !snapshot && !snaps.is_empty() && !f.recursive {
-            let mut t = format!("cannot destroy '{shown}': volume has children\nuse '-r' to destroy the following datasets:\n");
-            for (_, s) in &snaps {
-                t.push_str(&format!("{}\n", printable(s)));
+            if !snapshot && !snaps.is_empty() && !recursive {
+                let mut t = format!("cannot destroy '{shown}': volume has children\nuse '-r' to destroy the following datasets:\n");
+                for (_, s) in &snaps {
+                    t.push_str(&format!("{}\n", printable(s)));
+                }
+                return Reply::fail(t, 1);
             }
-            return Reply::fail(t, 1);
         }
-        match self.system.pool_destroy(name, f.recursive) {
+        // Every dataset that goes, dependents first (ZFS's order), and the
+        // `pool.destroy` calls that destroy them.
+        let mut plan = Plan::default();
+        if snapshot {
+            plan.snapshot(&infos, name, 0);
+        } else {
+            plan.volume(&infos, name, 0);
+        }
+        let mut text = String::new();
+        if f.verbose {
+            let will = if f.dry_run { "would" } else { "will" };
+            for n in &plan.names {
+                text.push_str(&format!("{will} destroy {}\n", printable(n)));
+            }
+        }
+        if f.dry_run {
+            return Reply::ok(text);
+        }
+        for (n, r) in &plan.calls {
+            match self.system.pool_destroy(n, *r) {
+                Ok(Ok(())) => {}
+                Ok(Err(PoolError::NotFound { .. })) => {
+                    text.push_str(&format!("cannot open '{}': dataset does not exist\n", printable(n)));
+                    return Reply::fail(text, 1);
+                }
+                Ok(Err(e)) => {
+                    text.push_str(&pool_error("cannot destroy", &printable(n), &e));
+                    return Reply::fail(text, 1);
+                }
+                Err(e) => {
+                    text.push_str(&format!("zfs: {e}\n"));
+                    return Reply::fail(text, 1);
+                }
+            }
+        }
+        Reply::ok(text)
+    }
+
+    /// `zfs rename [-f] NAME NEWNAME`: a volume within its pool (its
+    /// snapshots follow), a snapshot within its volume. storaged refuses a
+    /// volume a grant or an open ring holds (a running VM's disk), as
+    /// illumos refuses to rename a zvol that is open: `dataset is busy`.
+    fn zfs_rename(&mut self, args: &[String]) -> Reply {
+        let (_, rest) = match options(args, "f") {
+            Ok(x) => x,
+            Err(why) => return usage(ZFS_USAGE, &why),
+        };
+        let [from, to] = rest else {
+            return usage(
+                ZFS_USAGE,
+                if rest.len() < 2 { "missing source or target dataset name" } else { "too many arguments" },
+            );
+        };
+        let (from_shown, to_shown) = (printable(from), printable(to));
+        let cannot = |why: &str| Reply::fail(format!("cannot rename to '{to_shown}': {why}\n"), 1);
+        let volume = |n: &str| n.split_once('@').map_or(n, |(v, _)| v).to_string();
+        let pool = |n: &str| n.split(['/', '@']).next().unwrap_or("").to_string();
+        if from.contains('@') {
+            if !to.contains('@') || volume(to) != volume(from) {
+                return cannot("snapshots must be part of same dataset");
+            }
+        } else if to.contains('@') {
+            return cannot("snapshot delimiter '@' is not expected here");
+        } else if pool(from) != pool(to) {
+            return cannot("datasets must be within same pool");
+        }
+        match self.system.pool_rename(from, to) {
             Ok(Ok(())) => Reply::ok(String::new()),
-            Ok(Err(PoolError::NotFound { .. })) => Reply::fail(format!("cannot open '{shown}': dataset does not exist\n"), 1),
-            Ok(Err(e)) => Reply::fail(pool_error("cannot destroy", &shown, &e), 1),
+            Ok(Err(PoolError::NotFound { .. })) => {
+                Reply::fail(format!("cannot open '{from_shown}': dataset does not exist\n"), 1)
+            }
+            Ok(Err(e)) => Reply::fail(pool_error("cannot rename to", &to_shown, &e), 1),
             Err(e) => ipc("zfs", e),
         }
     }
+
+    /// `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME`: storaged's
+    /// send stream read a chunk at a time and handed to a receive stream
+    /// of storaged's; the receive makes `NAME@SNAP` (a full stream: a new
+    /// volume; an incremental one: onto NAME, whose latest snapshot must be
+    /// SNAP's base, unchanged since). Anything that goes wrong closes both
+    /// streams, and storaged destroys what the receive had made.
+    pub(crate) fn zfs_send_receive(&mut self, send: &[String], recv: &[String]) -> Reply {
+        let (sf, sargs) = match options(send, "i") {
+            Ok(x) => x,
+            Err(why) => return usage(ZFS_USAGE, &why),
+        };
+        let (rf, rargs) = match options(recv, "nvF") {
+            Ok(x) => x,
+            Err(why) => return usage(ZFS_USAGE, &why),
+        };
+        let [snapshot] = sargs else {
+            return usage(ZFS_USAGE, if sargs.is_empty() { "missing snapshot argument" } else { "too many arguments" });
+        };
+        let [target] = rargs else {
+            return usage(ZFS_USAGE, if rargs.is_empty() { "missing snapshot argument" } else { "too many arguments" });
+        };
+        let shown = printable(snapshot);
+        let Some((volume, snap)) = snapshot.split_once('@') else {
+            return Reply::fail(format!("cannot send '{shown}': operation not applicable to datasets of this type\n"), 1);
+        };
+        // `-i @a` is `-i VOLUME@a`, as ZFS's.
+        let from = sf.from.map(|b| if b.starts_with('@') { format!("{volume}{b}") } else { b });
+        if let Some(b) = &from
+            && b.split_once('@').map(|(v, _)| v) != Some(volume)
+        {
+            return Reply::fail(format!("cannot send '{shown}': incremental source must be in same filesystem\n"), 1);
+        }
+        // A target VOLUME@NAME names the snapshot received; VOLUME alone
+        // keeps the sent one's name.
+        let (into, named) = match target.split_once('@') {
+            Some((v, n)) => (v.to_string(), format!("{v}@{n}")),
+            None => (target.clone(), format!("{target}@{snap}")),
+        };
+        let kind = if from.is_some() { "incremental" } else { "full" };
+        let mut text = String::new();
+        if rf.verbose || rf.dry_run {
+            let would = if rf.dry_run { "would receive" } else { "receiving" };
+            text.push_str(&format!("{would} {kind} stream of {shown} into {}\n", printable(&named)));
+        }
+        if rf.dry_run {
+            return Reply::ok(text);
+        }
+        let fail = |mut text: String, more: String| {
+            text.push_str(&more);
+            Reply::fail(text, 1)
+        };
+        if rf.rollback {
+            // `-F`: what was written to the target since its latest
+            // snapshot goes, so an incremental stream applies. Over a
+            // volume a full stream would replace: refused (ZFS would
+            // destroy it; here the operator does that, knowingly).
+            let infos = match self.zfs_infos() {
+                Ok(i) => i,
+                Err(r) => return fail(text, r.text),
+            };
+            if infos.iter().any(|v| v.name == into) {
+                if from.is_none() {
+                    let why = format!(
+                        "cannot receive new filesystem stream: destination '{}' exists\n-F over an existing volume is not supported here: destroy it first\n",
+                        printable(&into)
+                    );
+                    return fail(text, why);
+                }
+                if let Some((_, latest)) = family(&infos, &into).0.last() {
+                    match self.system.pool_rollback(latest) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return fail(text, receive_error(kind, &into, &e)),
+                        Err(e) => return fail(text, format!("zfs: {e}\n")),
+                    }
+                }
+            }
+        }
+        let tx = match self.system.pool_send(snapshot, from.as_deref()) {
+            Ok(Ok(s)) => s,
+            Ok(Err(PoolError::NotFound { name })) => {
+                let which = if from.as_deref().is_some_and(|b| name.contains(b)) { from.clone().unwrap_or_default() } else { snapshot.clone() };
+                return fail(text, format!("cannot open '{}': dataset does not exist\n", printable(&which)));
+            }
+            Ok(Err(e)) => return fail(text, pool_error("cannot send", &shown, &e)),
+            Err(e) => return fail(text, format!("zfs: {e}\n")),
+        };
+        let rx = match self.system.pool_receive(&into) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = self.system.pool_close_stream(tx);
+                return fail(text, receive_error(kind, &into, &e));
+            }
+            Err(e) => {
+                let _ = self.system.pool_close_stream(tx);
+                return fail(text, format!("zfs: {e}\n"));
+            }
+        };
+        let (now, _) = self.system.clock();
+        let mut offset = 0u64;
+        let failed = loop {
+            let chunk = match self.system.pool_send_chunk(tx, offset) {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => break Some(format!("warning: {}cannot receive: failed to read from stream\n", pool_error("cannot send", &shown, &e))),
+                Err(e) => break Some(format!("zfs: {e}\n")),
+            };
+            if chunk.is_empty() {
+                break None;
+            }
+            offset += chunk.len() as u64;
+            match self.system.pool_receive_chunk(rx, &chunk) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => break Some(receive_error(kind, &into, &e)),
+                Err(e) => break Some(format!("zfs: {e}\n")),
+            }
+        };
+        let _ = self.system.pool_close_stream(tx);
+        if let Some(why) = failed {
+            // Gone already if the receive refused a piece.
+            let _ = self.system.pool_close_stream(rx);
+            return fail(text, why);
+        }
+        let made = match self.system.pool_receive_end(rx) {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return fail(text, receive_error(kind, &into, &e)),
+            Err(e) => return fail(text, format!("zfs: {e}\n")),
+        };
+        if made != named {
+            match self.system.pool_rename(&made, &named) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let more = format!("received {}, but {}", printable(&made), pool_error("cannot rename to", &printable(&named), &e));
+                    return fail(text, more);
+                }
+                Err(e) => return fail(text, format!("zfs: {e}\n")),
+            }
+        }
+        if rf.verbose {
+            let (end, _) = self.system.clock();
+            let secs = end.saturating_sub(now).max(1);
+            text.push_str(&format!("received {} stream in {secs} seconds ({}/sec)\n", human(offset), human(offset / secs)));
+        }
+        Reply::ok(text)
+    }
+}
+
+/// ZFS's wording of a receive refused by storaged.
+fn receive_error(kind: &str, into: &str, e: &PoolError) -> String {
+    let into = printable(into);
+    let what = if kind == "full" { "new filesystem" } else { "incremental" };
+    match e {
+        PoolError::Exists { .. } => {
+            format!("cannot receive new filesystem stream: destination '{into}' exists\nmust specify -F to overwrite it\n")
+        }
+        PoolError::NotFound { .. } => format!("cannot receive incremental stream: destination '{into}' does not exist\n"),
+        PoolError::Corrupt { why } => format!("cannot receive: invalid stream ({})\n", printable(why)),
+        PoolError::Invalid { why } if why.contains("not the stream's base") => format!(
+            "cannot receive incremental stream: most recent snapshot of {into} does not\nmatch incremental source\n"
+        ),
+        PoolError::Busy { why } if why.contains("changed") => format!(
+            "cannot receive incremental stream: destination {into} has been modified\nsince most recent snapshot\n"
+        ),
+        PoolError::Invalid { why } => format!("cannot receive {what} stream: {}\n", printable(why)),
+        other => pool_error(&format!("cannot receive {what} stream:"), "", other).replacen(" '': ", " ", 1),
+    }
+}
+
+/// What `zfs destroy` destroys, dependents first.
+#[derive(Default)]
+struct Plan {
+    /// Every dataset that goes, in ZFS's order.
+    names: Vec<String>,
+    /// The `pool.destroy` calls (name, with its snapshots).
+    calls: Vec<(String, bool)>,
+}
+
+/// Clones of clones deeper than this are not followed (a pool's origins
+/// cannot loop; this bounds a mistaken listing).
+const DEPTH_MAX: usize = 64;
+
+impl Plan {
+    /// Volume `vol`: the clones of its snapshots (and theirs), its
+    /// snapshots newest first, then it.
+    fn volume(&mut self, infos: &[VolumeInfo], vol: &str, depth: usize) {
+        if depth > DEPTH_MAX || self.names.iter().any(|n| n == vol) {
+            return;
+        }
+        let (snaps, _) = family(infos, vol);
+        for (_, s) in snaps.iter().rev() {
+            self.clones(infos, s, depth);
+        }
+        for (_, s) in snaps.iter().rev() {
+            self.names.push(s.clone());
+        }
+        self.names.push(vol.to_string());
+        self.calls.push((vol.to_string(), !snaps.is_empty()));
+    }
+
+    fn snapshot(&mut self, infos: &[VolumeInfo], snap: &str, depth: usize) {
+        self.clones(infos, snap, depth);
+        self.names.push(snap.to_string());
+        self.calls.push((snap.to_string(), false));
+    }
+
+    fn clones(&mut self, infos: &[VolumeInfo], snap: &str, depth: usize) {
+        for c in infos.iter().filter(|v| !v.snapshot && v.origin.as_deref() == Some(snap)) {
+            self.volume(infos, &c.name, depth + 1);
+        }
+    }
+}
+
+/// The snapshots of `volume` (in creation order) and the volumes cloned
+/// from any of them.
+fn family(infos: &[VolumeInfo], volume: &str) -> (Snapshots, Clones) {
+    let prefix = format!("{volume}@");
+    let mut snaps: Vec<(u64, String)> =
+        infos.iter().filter(|v| v.name.starts_with(&prefix)).map(|v| (v.creation_txg, v.name.clone())).collect();
+    snaps.sort();
+    let clones = infos
+        .iter()
+        .filter_map(|v| v.origin.as_ref().filter(|o| o.starts_with(&prefix)).map(|o| (o.clone(), v.name.clone())))
+        .collect();
+    (snaps, clones)
 }
 
 /// A volume's snapshots: (creation txg, name).

@@ -69,6 +69,21 @@ pub trait System {
     fn pool_rollback(&mut self, snapshot: &str) -> Answer<(), PoolError>;
     /// `pool.destroy` (a volume with its snapshots if `recursive`).
     fn pool_destroy(&mut self, name: &str, recursive: bool) -> Answer<(), PoolError>;
+    /// `pool.rename` of a volume (its snapshots follow) or a snapshot.
+    fn pool_rename(&mut self, from: &str, to: &str) -> Answer<(), PoolError>;
+    /// `pool.send`: opens the stream of `snapshot` (incremental from
+    /// `from`); its number.
+    fn pool_send(&mut self, snapshot: &str, from: Option<&str>) -> Answer<u32, PoolError>;
+    /// `pool.send_chunk`: the stream's bytes from `offset` (empty at its end).
+    fn pool_send_chunk(&mut self, stream: u32, offset: u64) -> Answer<Vec<u8>, PoolError>;
+    /// `pool.receive`: opens a receive into volume `target`; its number.
+    fn pool_receive(&mut self, target: &str) -> Answer<u32, PoolError>;
+    /// `pool.receive_chunk`: the stream's bytes taken so far.
+    fn pool_receive_chunk(&mut self, stream: u32, bytes: &[u8]) -> Answer<u64, PoolError>;
+    /// `pool.receive_end`: the snapshot the stream made.
+    fn pool_receive_end(&mut self, stream: u32) -> Answer<String, PoolError>;
+    /// `pool.close_stream`: drops a stream (a receive's volume goes).
+    fn pool_close_stream(&mut self, stream: u32) -> Answer<(), PoolError>;
     /// init's `svc.restart`, `svc.disable` or `svc.enable` (`verb`) of
     /// server `name`.
     fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError>;
@@ -174,7 +189,13 @@ Alcove operator shell. Commands:
   zfs snapshot VOLUME@SNAP...
   zfs clone SNAPSHOT VOLUME
   zfs rollback [-r] SNAPSHOT
-  zfs destroy [-r] NAME   -r: a volume with its snapshots
+  zfs destroy [-nvrR] NAME
+                          -r: a volume with its snapshots; -R: and every clone of
+                          them (and theirs); -n -v: list what would go
+  zfs rename NAME NEWNAME a volume (its snapshots follow) or VOLUME@SNAP VOLUME@NEW
+  zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME
+                          copy a snapshot (or what changed since SNAP) into NAME;
+                          -F: roll NAME back to its latest snapshot first
   vmadm console UUID      attach to a running VM's serial console; ^] detaches
   help                    this text
   poweroff                end the machine
@@ -339,6 +360,9 @@ impl<S: System> Shell<S> {
             Ok(c) => c,
             Err(e) => return Reply::fail(format!("shell: syntax error: {e}\n"), 2),
         };
+        if !cmd.piped.is_empty() {
+            return self.pipeline(&cmd);
+        }
         let Some((name, args)) = cmd.words.split_first() else { return Reply::default() };
         match name.as_str() {
             "help" => Reply::ok(HELP.into()),
@@ -372,6 +396,29 @@ impl<S: System> Shell<S> {
             "dladm" => self.dladm(args),
             _ => Reply::fail(format!("shell: {}: command not found (try help)\n", printable(name)), 127),
         }
+    }
+
+    /// A pipeline: the one the shell has is `zfs send ... | zfs receive
+    /// ...` (the stream goes from storaged through the shell back to
+    /// storaged, a chunk at a time); anything else is refused.
+    fn pipeline(&mut self, cmd: &parse::Command) -> Reply {
+        fn word(w: &[String], i: usize) -> &str {
+            w.get(i).map_or("", String::as_str)
+        }
+        let (send, recv) = (&cmd.words, &cmd.piped[0]);
+        if cmd.piped.len() == 1
+            && cmd.stdin.is_none()
+            && word(send, 0) == "zfs"
+            && word(send, 1) == "send"
+            && word(recv, 0) == "zfs"
+            && matches!(word(recv, 1), "receive" | "recv")
+        {
+            return self.zfs_send_receive(&send[2..], &recv[2..]);
+        }
+        Reply::fail(
+            "shell: the one pipeline this shell runs is `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME`\n".into(),
+            2,
+        )
     }
 
     /// `sysinfo`: the machine as JSON, with SmartOS's property names.

@@ -5,6 +5,8 @@
 //! `#` at the start of a word begins a comment. One redirection is known:
 //! `<<< WORD` (bash's here-string) makes WORD the command's standard input,
 //! which is how a payload reaches `vmadm create` or `vmadm update UUID`.
+//! An unquoted `|` separates the commands of a pipeline (the shell runs one:
+//! `zfs send ... | zfs receive ...`).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -14,6 +16,9 @@ use core::fmt;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Command {
     pub words: Vec<String>,
+    /// The words of the commands after each unquoted `|`, in order (empty:
+    /// no pipeline).
+    pub piped: Vec<Vec<String>>,
     /// What `<<< WORD` gave as standard input (with a newline added, as
     /// bash does).
     pub stdin: Option<String>,
@@ -30,6 +35,8 @@ pub enum ParseError {
     MissingHereString,
     /// More than one `<<<`.
     TwoHereStrings,
+    /// A `|` with no command before or after it.
+    EmptyPipe,
 }
 
 impl fmt::Display for ParseError {
@@ -40,6 +47,7 @@ impl fmt::Display for ParseError {
             ParseError::TrailingBackslash => f.write_str("the line ends in a backslash"),
             ParseError::MissingHereString => f.write_str("`<<<` needs a word after it"),
             ParseError::TwoHereStrings => f.write_str("more than one `<<<`"),
+            ParseError::EmptyPipe => f.write_str("near unexpected token `|'"),
         }
     }
 }
@@ -53,6 +61,8 @@ struct Word {
 /// Splits `line` into words.
 pub fn parse(line: &str) -> Result<Command, ParseError> {
     let mut words: Vec<Word> = Vec::new();
+    // The words of the commands before each `|`.
+    let mut stages: Vec<Vec<Word>> = Vec::new();
     let mut chars = line.chars().peekable();
     let mut current: Option<Word> = None;
     while let Some(c) = chars.next() {
@@ -63,6 +73,15 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                 }
             }
             '#' if current.is_none() => break,
+            '|' => {
+                if let Some(w) = current.take() {
+                    words.push(w);
+                }
+                if words.is_empty() {
+                    return Err(ParseError::EmptyPipe);
+                }
+                stages.push(core::mem::take(&mut words));
+            }
             '\'' => {
                 let w = current.get_or_insert_with(|| Word { text: String::new(), quoted: true });
                 w.quoted = true;
@@ -106,19 +125,36 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     if let Some(w) = current.take() {
         words.push(w);
     }
+    if !stages.is_empty() && words.is_empty() {
+        return Err(ParseError::EmptyPipe);
+    }
+    stages.push(words);
     let mut cmd = Command::default();
-    let mut it = words.into_iter();
-    while let Some(w) = it.next() {
-        if !w.quoted && w.text == "<<<" {
-            let Some(input) = it.next() else { return Err(ParseError::MissingHereString) };
-            if cmd.stdin.is_some() {
-                return Err(ParseError::TwoHereStrings);
+    let piped = stages.len() > 1;
+    for (n, stage) in stages.into_iter().enumerate() {
+        let mut out = Vec::new();
+        let mut it = stage.into_iter();
+        while let Some(w) = it.next() {
+            if !w.quoted && w.text == "<<<" {
+                let Some(input) = it.next() else { return Err(ParseError::MissingHereString) };
+                if cmd.stdin.is_some() {
+                    return Err(ParseError::TwoHereStrings);
+                }
+                let mut text = input.text;
+                text.push('\n');
+                cmd.stdin = Some(text);
+            } else {
+                out.push(w.text);
             }
-            let mut text = input.text;
-            text.push('\n');
-            cmd.stdin = Some(text);
+        }
+        if piped && out.is_empty() {
+            // `a | <<< x`: a stage of nothing but a redirection.
+            return Err(ParseError::EmptyPipe);
+        }
+        if n == 0 {
+            cmd.words = out;
         } else {
-            cmd.words.push(w.text);
+            cmd.piped.push(out);
         }
     }
     Ok(cmd)

@@ -44,6 +44,28 @@ struct Mock {
     stubs: Vec<String>,
     ops: Vec<(u32, String, String)>,
     dladm_calls: Vec<crate::dladm::LinkOp>,
+    /// Streams: send (number → the whole stream), receive (number →
+    /// target, bytes so far); the next number; faults to inject.
+    sends: BTreeMap<u32, Vec<u8>>,
+    receives: BTreeMap<u32, (String, Vec<u8>)>,
+    next_stream: u32,
+    /// A receive refuses the piece that reaches this many bytes (a forged
+    /// or damaged stream: the pool drops the receive).
+    corrupt_at: Option<usize>,
+    /// A send fails past this offset (its snapshot destroyed meanwhile).
+    send_fails_at: Option<u64>,
+    /// Offsets of `pool_send_chunk` calls.
+    chunk_reads: Vec<u64>,
+}
+
+/// The mock's send stream of `snap` (incremental from `from`): a header
+/// line naming them, then bytes derived from them, 5000 in all (three
+/// chunks of storaged's 2048).
+fn mock_stream(snap: &str, from: Option<&str>) -> Vec<u8> {
+    let mut v = std::format!("MOCKSEND {snap} {}\n", from.unwrap_or("-")).into_bytes();
+    let seed = v.len();
+    v.extend((0..5000 - seed).map(|i| (i * 7 + seed) as u8));
+    v
 }
 
 impl Mock {
@@ -209,6 +231,130 @@ impl System for Mock {
         }
         if recursive {
             pool.retain(|k, _| !k.starts_with(&std::format!("{name}@")));
+        }
+        Ok(Ok(()))
+    }
+    fn pool_rename(&mut self, from: &str, to: &str) -> Answer<(), PoolError> {
+        self.pool_calls.push(std::format!("rename {from} {to}"));
+        let vol = from.split_once('@').map_or(from, |(v, _)| v);
+        if self.busy.iter().any(|b| b == vol) {
+            return Ok(Err(PoolError::Busy { why: std::format!("{vol}: granted to a VMM") }));
+        }
+        let pool = self.pool();
+        if !pool.contains_key(from) {
+            return Ok(Err(PoolError::NotFound { name: from.into() }));
+        }
+        if pool.contains_key(to) {
+            return Ok(Err(PoolError::Exists { name: to.into() }));
+        }
+        if !to.starts_with("zones/") || to.len() > 200 {
+            return Ok(Err(PoolError::Invalid { why: std::format!("volume name {to:?}: must be zones/NAME") }));
+        }
+        let moved: Vec<String> =
+            pool.keys().filter(|k| *k == from || (!from.contains('@') && k.starts_with(&std::format!("{from}@")))).cloned().collect();
+        for old in moved {
+            let new = std::format!("{to}{}", &old[from.len()..]);
+            let mut v = pool.remove(&old).unwrap();
+            v.name = new.clone();
+            pool.insert(new.clone(), v);
+            for d in pool.values_mut() {
+                if d.origin.as_deref() == Some(old.as_str()) {
+                    d.origin = Some(new.clone());
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+    fn pool_send(&mut self, snapshot: &str, from: Option<&str>) -> Answer<u32, PoolError> {
+        self.pool_calls.push(std::format!("send {snapshot} {}", from.unwrap_or("-")));
+        for n in [Some(snapshot), from].into_iter().flatten() {
+            if !self.pool().contains_key(n) {
+                return Ok(Err(PoolError::NotFound { name: n.into() }));
+            }
+        }
+        if self.sends.len() + self.receives.len() >= 2 {
+            return Ok(Err(PoolError::TooManyStreams { limit: 2 }));
+        }
+        self.next_stream += 1;
+        self.sends.insert(self.next_stream, mock_stream(snapshot, from));
+        Ok(Ok(self.next_stream))
+    }
+    fn pool_send_chunk(&mut self, stream: u32, offset: u64) -> Answer<Vec<u8>, PoolError> {
+        self.chunk_reads.push(offset);
+        if self.send_fails_at.is_some_and(|at| offset > at) {
+            self.sends.remove(&stream);
+            return Ok(Err(PoolError::Invalid { why: "send: a snapshot of the stream was destroyed during the send".into() }));
+        }
+        let Some(v) = self.sends.get(&stream) else { return Ok(Err(PoolError::NoSuchStream { stream })) };
+        let from = (offset as usize).min(v.len());
+        Ok(Ok(v[from..(from + 2048).min(v.len())].to_vec()))
+    }
+    fn pool_receive(&mut self, target: &str) -> Answer<u32, PoolError> {
+        self.pool_calls.push(std::format!("receive {target}"));
+        if self.busy.iter().any(|b| b == target) {
+            return Ok(Err(PoolError::Busy { why: std::format!("{target}: granted to a VMM") }));
+        }
+        if target.contains('@') {
+            return Ok(Err(PoolError::Invalid { why: std::format!("receive: {target}: a receive target is a volume") }));
+        }
+        if self.sends.len() + self.receives.len() >= 2 {
+            return Ok(Err(PoolError::TooManyStreams { limit: 2 }));
+        }
+        self.next_stream += 1;
+        self.receives.insert(self.next_stream, (target.into(), Vec::new()));
+        Ok(Ok(self.next_stream))
+    }
+    fn pool_receive_chunk(&mut self, stream: u32, bytes: &[u8]) -> Answer<u64, PoolError> {
+        let Some((_, got)) = self.receives.get_mut(&stream) else { return Ok(Err(PoolError::NoSuchStream { stream })) };
+        assert!(bytes.len() <= 2048, "a chunk of {} bytes", bytes.len());
+        got.extend_from_slice(bytes);
+        let n = got.len();
+        if self.corrupt_at.is_some_and(|at| n >= at) {
+            self.receives.remove(&stream);
+            return Ok(Err(PoolError::Corrupt { why: "receive: piece 2: its tag does not match".into() }));
+        }
+        Ok(Ok(n as u64))
+    }
+    fn pool_receive_end(&mut self, stream: u32) -> Answer<String, PoolError> {
+        let Some((target, got)) = self.receives.remove(&stream) else { return Ok(Err(PoolError::NoSuchStream { stream })) };
+        let head = String::from_utf8_lossy(&got[..got.iter().position(|&b| b == b'\n').unwrap_or(0)]).into_owned();
+        let mut w = head.split(' ').skip(1);
+        let (snap, from) = (w.next().unwrap_or("").to_string(), w.next().filter(|f| *f != "-").map(String::from));
+        if got != mock_stream(&snap, from.as_deref()) {
+            return Ok(Err(PoolError::Invalid { why: "receive: the stream was cut short (no END); nothing received".into() }));
+        }
+        let short = snap.split_once('@').map_or("", |(_, s)| s);
+        let made = std::format!("{target}@{short}");
+        let txg = self.pool().values().map(|v| v.creation_txg).max().unwrap_or(0) + 1;
+        let exists = self.pool().contains_key(&target);
+        match from {
+            None if exists => return Ok(Err(PoolError::Exists { name: target })),
+            None => {
+                let src = self.pool()[&snap].clone();
+                let vol = VolumeInfo { name: target.clone(), snapshot: false, creation_txg: txg, origin: None, ..src.clone() };
+                self.pool().insert(target.clone(), vol);
+            }
+            Some(base) => {
+                let base_short = base.split_once('@').map_or("", |(_, s)| s);
+                let latest = self
+                    .pool()
+                    .values()
+                    .filter(|v| v.name.starts_with(&std::format!("{target}@")))
+                    .max_by_key(|v| v.creation_txg)
+                    .map(|v| v.name.clone());
+                if latest.as_deref() != Some(&std::format!("{target}@{base_short}")) {
+                    let why = std::format!("receive: {target}: its latest snapshot is not the stream's base (guid 0x1)");
+                    return Ok(Err(PoolError::Invalid { why }));
+                }
+            }
+        }
+        let src = self.pool()[&snap].clone();
+        self.pool().insert(made.clone(), VolumeInfo { name: made.clone(), creation_txg: txg + 1, ..src });
+        Ok(Ok(made))
+    }
+    fn pool_close_stream(&mut self, stream: u32) -> Answer<(), PoolError> {
+        if self.sends.remove(&stream).is_none() && self.receives.remove(&stream).is_none() {
+            return Ok(Err(PoolError::NoSuchStream { stream }));
         }
         Ok(Ok(()))
     }
@@ -919,7 +1065,7 @@ fn zfs_snapshot_clone_list_rollback_destroy() {
     assert_eq!(s.run("zfs destroy -r zones/x-disk0"), Reply::ok(String::new()));
     assert!(!s.system.pool().keys().any(|k| k.starts_with("zones/x-disk0")));
     assert_eq!(s.run("zfs destroy zones/x-disk0"), Reply::fail("cannot open 'zones/x-disk0': dataset does not exist\n".into(), 1));
-    assert_eq!(s.run("zfs destroy -R zones/img").code, 2);
+    assert_eq!(s.run("zfs destroy -X zones/img").code, 2);
     assert_eq!(s.run("zfs destroy").code, 2);
     assert_eq!(s.run("zfs frob").code, 2);
     assert_eq!(s.run("zfs").code, 2);
@@ -1050,4 +1196,211 @@ vnic3        vioif0       0      2:8:20:7:0:1a     fixed             12
         s.run("dladm show-etherstub"),
         Reply::fail("dladm: netd did not answer: no netd endpoint was granted (manifest: calls)\n".into(), 1)
     );
+}
+
+/// `zfs rename`: a volume moves with its snapshots (a clone's origin
+/// follows), a snapshot within its volume; ZFS's refusals, each before or
+/// without a change: another pool, a snapshot into another volume, `@` in
+/// a volume's new name, a missing source, a taken name, a volume a VMM
+/// holds (busy), a name storaged refuses, usage.
+#[test]
+fn zfs_rename_follows_zfs_s_rules() {
+    let mut s = shell();
+    assert_eq!(s.run("zfs clone zones/img@final zones/c"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs rename zones/img zones/base"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs list -H -o name -t all").text, "zones/base\nzones/base@final\nzones/c\nzones/x-disk0\n");
+    assert_eq!(s.run("zfs get -H -o value origin zones/c").code, 2, "-o is not a zfs get option here");
+    assert_eq!(s.run("zfs get -H origin zones/c").text, "zones/c\torigin\tzones/base@final\t-\n");
+    assert_eq!(s.run("zfs rename zones/base@final zones/base@v1"), Reply::ok(String::new()));
+    assert!(s.system.pool().contains_key("zones/base@v1"));
+    let refused = |s: &mut Shell<Mock>, line: &str, text: &str| {
+        let calls = s.system.pool_calls.len();
+        let before: Vec<String> = s.system.pool().keys().cloned().collect();
+        assert_eq!(s.run(line), Reply::fail(text.into(), 1), "{line}");
+        assert_eq!(s.system.pool().keys().cloned().collect::<Vec<_>>(), before, "{line} changed the pool");
+        s.system.pool_calls.len() - calls
+    };
+    let asked = refused(&mut s, "zfs rename zones/base other/base", "cannot rename to 'other/base': datasets must be within same pool\n");
+    assert_eq!(asked, 0, "refused before storaged is asked");
+    refused(&mut s, "zfs rename zones/base@v1 zones/c@v1", "cannot rename to 'zones/c@v1': snapshots must be part of same dataset\n");
+    refused(&mut s, "zfs rename zones/base@v1 v2", "cannot rename to 'v2': snapshots must be part of same dataset\n");
+    refused(&mut s, "zfs rename zones/base zones/b@x", "cannot rename to 'zones/b@x': snapshot delimiter '@' is not expected here\n");
+    refused(&mut s, "zfs rename zones/nope zones/new", "cannot open 'zones/nope': dataset does not exist\n");
+    refused(&mut s, "zfs rename zones/base zones/c", "cannot rename to 'zones/c': dataset already exists\n");
+    s.system.busy.push("zones/x-disk0".into());
+    refused(&mut s, "zfs rename zones/x-disk0 zones/y", "cannot rename to 'zones/y': dataset is busy\n");
+    refused(&mut s, "zfs rename zones/x-disk0@a zones/x-disk0@b", "cannot rename to 'zones/x-disk0@b': dataset is busy\n");
+    let long = std::format!("zones/{}", "n".repeat(5000));
+    let r = s.run(&std::format!("zfs rename zones/c {long}"));
+    assert_eq!(r.code, 1);
+    assert!(r.text.starts_with("cannot rename to 'zones/nnn") && r.text.contains("must be zones/NAME"), "{r:?}");
+    assert_eq!(s.run("zfs rename zones/c").code, 2);
+    assert_eq!(s.run("zfs rename zones/c a b").code, 2);
+    assert_eq!(s.run("zfs rename -x zones/c zones/d").code, 2);
+    assert_eq!(s.run("zfs rename -f zones/c zones/d"), Reply::ok(String::new()));
+}
+
+/// `zfs destroy -R`: every clone of the dataset's snapshots (and their
+/// clones) goes first; `-n -v` lists them in that order and destroys
+/// nothing; `-v` lists them as it destroys them. A clone a VMM holds
+/// stops it there, saying which.
+#[test]
+fn zfs_destroy_dependents_with_capital_r() {
+    let mut s = shell();
+    for line in [
+        "zfs clone zones/img@final zones/c1",
+        "zfs snapshot zones/c1@s",
+        "zfs clone zones/c1@s zones/c2",
+        "zfs clone zones/img@final zones/c3",
+    ] {
+        assert_eq!(s.run(line), Reply::ok(String::new()), "{line}");
+    }
+    let before = s.system.pool().len();
+    let r = s.run("zfs destroy -nvR zones/img");
+    assert_eq!(
+        r,
+        Reply::ok(
+            "would destroy zones/c2\nwould destroy zones/c1@s\nwould destroy zones/c1\nwould destroy zones/c3\nwould destroy zones/img@final\nwould destroy zones/img\n"
+                .into()
+        )
+    );
+    assert_eq!(s.system.pool().len(), before, "-n destroys nothing");
+    assert_eq!(s.run("zfs destroy -n -R zones/c1@s"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs destroy -nv zones/c2"), Reply::ok("would destroy zones/c2\n".into()));
+    // A clone in use: the destroy stops at it, what went before it is gone.
+    s.system.busy.push("zones/c3".into());
+    let r = s.run("zfs destroy -R zones/img");
+    assert_eq!(r, Reply::fail("cannot destroy 'zones/c3': dataset is busy\n".into(), 1));
+    assert!(!s.system.pool().contains_key("zones/c1") && s.system.pool().contains_key("zones/img@final"));
+    s.system.busy.clear();
+    let r = s.run("zfs destroy -vR zones/img@final");
+    assert_eq!(r, Reply::ok("will destroy zones/c3\nwill destroy zones/img@final\n".into()));
+    assert_eq!(s.system.pool().keys().cloned().collect::<Vec<_>>(), ["zones/img", "zones/x-disk0"]);
+    assert!(s.system.pool_calls.ends_with(&["destroy zones/c3".into(), "destroy zones/img@final".into()]), "{:?}", s.system.pool_calls);
+    assert_eq!(s.run("zfs destroy -R zones/nope"), Reply::fail("cannot open 'zones/nope': dataset does not exist\n".into(), 1));
+}
+
+/// `zfs send SNAP | zfs receive NAME`: the stream goes through the shell a
+/// chunk at a time, in order, and both streams are closed; `-v` and `-n`;
+/// an incremental onto the copy; ZFS's refusals; a stream refused half way
+/// (forged, or its snapshot destroyed) closes both ends and makes nothing;
+/// `zfs send` and `zfs receive` alone and other pipelines are refused.
+#[test]
+fn zfs_send_into_zfs_receive() {
+    let mut s = shell();
+    let r = s.run("zfs send zones/img@final | zfs receive -v zones/copy");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.text,
+        "receiving full stream of zones/img@final into zones/copy@final\nreceived 4.88K stream in 1 seconds (4.88K/sec)\n"
+    );
+    assert_eq!(s.system.chunk_reads, [0, 2048, 4096, 5000], "read in order to the empty chunk");
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty(), "both streams closed");
+    assert!(s.system.pool().contains_key("zones/copy@final") && s.system.pool().contains_key("zones/copy"));
+    // Again: the copy exists.
+    assert_eq!(
+        s.run("zfs send zones/img@final | zfs recv zones/copy"),
+        Reply::fail("cannot receive new filesystem stream: destination 'zones/copy' exists\nmust specify -F to overwrite it\n".into(), 1)
+    );
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty());
+    // Incremental, `-i @final` short for `-i zones/img@final`; the target
+    // names the snapshot.
+    assert_eq!(s.run("zfs snapshot zones/img@later"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs send -i @final zones/img@later | zfs receive zones/copy@v2"), Reply::ok(String::new()));
+    assert!(s.system.pool_calls.contains(&"send zones/img@later zones/img@final".into()));
+    assert!(s.system.pool().contains_key("zones/copy@v2") && !s.system.pool().contains_key("zones/copy@later"));
+    assert_eq!(
+        s.run("zfs send -i zones/img@final zones/img@later | zfs receive zones/x-disk0"),
+        Reply::fail("cannot receive incremental stream: most recent snapshot of zones/x-disk0 does not\nmatch incremental source\n".into(), 1)
+    );
+    assert_eq!(
+        s.run("zfs send -i zones/x-disk0@a zones/img@later | zfs receive zones/q").text,
+        "cannot send 'zones/img@later': incremental source must be in same filesystem\n"
+    );
+    assert_eq!(
+        s.run("zfs send zones/img@nope | zfs receive zones/q"),
+        Reply::fail("cannot open 'zones/img@nope': dataset does not exist\n".into(), 1)
+    );
+    assert_eq!(
+        s.run("zfs send zones/img | zfs receive zones/q"),
+        Reply::fail("cannot send 'zones/img': operation not applicable to datasets of this type\n".into(), 1)
+    );
+    // -F: the target rolled back to its latest snapshot first (then the
+    // stream's base must still be that snapshot); a full stream over an
+    // existing volume is refused, nothing opened; a busy target refused.
+    let calls = s.system.pool_calls.len();
+    let r = s.run("zfs send -i @final zones/img@later | zfs receive -F zones/copy");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.text.contains("does not\nmatch incremental source"), "{r:?}");
+    assert_eq!(s.system.pool_calls[calls..3 + calls], ["rollback zones/copy@v2", "send zones/img@later zones/img@final", "receive zones/copy"]);
+    let calls = s.system.pool_calls.len();
+    assert_eq!(
+        s.run("zfs send zones/img@final | zfs receive -F zones/copy"),
+        Reply::fail("cannot receive new filesystem stream: destination 'zones/copy' exists\n-F over an existing volume is not supported here: destroy it first\n".into(), 1)
+    );
+    assert_eq!(s.system.pool_calls.len(), calls, "nothing asked of storaged");
+    s.system.busy.push("zones/copy".into());
+    assert_eq!(
+        s.run("zfs send -i @final zones/img@later | zfs receive -F zones/copy"),
+        Reply::fail("cannot receive incremental stream: dataset is busy\n".into(), 1)
+    );
+    s.system.busy.clear();
+    assert_eq!(s.run("zfs send zones/img@final | zfs receive -F zones/fresh"), Reply::ok(String::new()), "-F onto nothing");
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty());
+    // -n: nothing opened.
+    let calls = s.system.pool_calls.len();
+    assert_eq!(s.run("zfs send zones/img@final | zfs receive -n zones/q"), Reply::ok("would receive full stream of zones/img@final into zones/q@final\n".into()));
+    assert_eq!(s.system.pool_calls.len(), calls);
+    // A forged or damaged stream: refused at its second chunk, both ends
+    // closed, nothing made.
+    s.system.corrupt_at = Some(3000);
+    let r = s.run("zfs send zones/img@final | zfs receive zones/forged");
+    assert_eq!(r, Reply::fail("cannot receive: invalid stream (receive: piece 2: its tag does not match)\n".into(), 1));
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty());
+    assert!(!s.system.pool().keys().any(|k| k.starts_with("zones/forged")));
+    s.system.corrupt_at = None;
+    // The snapshot destroyed during the send.
+    s.system.send_fails_at = Some(2048);
+    let r = s.run("zfs send zones/img@final | zfs receive zones/cut");
+    assert_eq!(r.code, 1);
+    assert!(r.text.ends_with("cannot receive: failed to read from stream\n") && r.text.contains("destroyed during the send"), "{r:?}");
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty());
+    assert!(!s.system.pool().keys().any(|k| k.starts_with("zones/cut")));
+    s.system.send_fails_at = None;
+    // A target a VMM holds.
+    s.system.busy.push("zones/x-disk0".into());
+    let r = s.run("zfs send zones/img@final | zfs receive zones/x-disk0");
+    assert_eq!(r, Reply::fail("cannot receive new filesystem stream: dataset is busy\n".into(), 1));
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty());
+    // Alone, or in another pipeline.
+    assert_eq!(
+        s.run("zfs send zones/img@final"),
+        Reply::fail("Error: Stream can not be written to a terminal.\nYou must redirect standard output.\n".into(), 1)
+    );
+    assert_eq!(s.run("zfs receive zones/q").code, 1);
+    for line in ["vmadm list | zfs receive zones/q", "zfs send zones/img@final | zfs list", "zfs send zones/img@final | zfs receive zones/q | zfs list"] {
+        let r = s.run(line);
+        assert_eq!(r.code, 2, "{line}: {r:?}");
+        assert!(r.text.contains("the one pipeline this shell runs"), "{r:?}");
+    }
+    assert_eq!(s.run("zfs send | zfs receive zones/q").code, 2);
+    assert_eq!(s.run("zfs send zones/img@final | zfs receive").code, 2);
+    assert_eq!(s.run("zfs send zones/img@final |").code, 2);
+    assert!(s.system.sends.is_empty() && s.system.receives.is_empty());
+}
+
+#[test]
+fn a_pipe_splits_commands_unless_quoted() {
+    let c = parse("zfs send a@b|zfs recv 'x|y' \"|\" z\\|").unwrap();
+    assert_eq!(c.words, ["zfs", "send", "a@b"]);
+    assert_eq!(c.piped, [vec!["zfs", "recv", "x|y", "|", "z|"]]);
+    assert!(parse("a | b").unwrap().piped.len() == 1 && parse("a b").unwrap().piped.is_empty());
+    for bad in ["| a", "a |", "a || b", "a | <<< x", "|"] {
+        assert_eq!(parse(bad).unwrap_err(), ParseError::EmptyPipe, "{bad}");
+    }
+    assert_eq!(
+        shell().run("a | b"),
+        Reply::fail("shell: the one pipeline this shell runs is `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME`\n".into(), 2)
+    );
+    assert_eq!(shell().run("a |"), Reply::fail("shell: syntax error: near unexpected token `|'\n".into(), 2));
 }

@@ -14,6 +14,7 @@
 //! | `POST /vms/:uuid?action=update` (properties) | [`VmAction::Update`] |
 //! | `DELETE /vms/:uuid` | [`Backend::delete_vm`] (204 when it returns `null`) |
 //! | `GET /vms/:uuid/console[?offset=N]` | [`Backend::vm_console`] (the guest's serial output from byte N) |
+//! | `GET /vms/:uuid/console.txt[?offset=N]` | [`Backend::vm_console`], the bytes as `text/plain` (for `curl`; the offsets in `X-Console-*` headers) |
 //! | `POST /vms/:uuid/console` (`{"data": TEXT}`) | [`Backend::vm_console_write`] (typed at the guest's serial console) |
 //! | `GET /images?field=value...` | [`Backend::list_images`] |
 //! | `GET /images/:uuid` | [`Backend::get_image`] |
@@ -33,6 +34,8 @@
 use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ErrorCode, quote};
@@ -161,6 +164,8 @@ pub(crate) enum Route {
     Vms,
     Vm(Uuid),
     VmConsole(Uuid),
+    /// `console.txt`: the same bytes as plain text.
+    VmConsoleText(Uuid),
     Images,
     Image(Uuid),
     Sources,
@@ -188,6 +193,7 @@ impl Route {
             (Some("vms"), None, _) => Route::Vms,
             (Some("vms"), Some(id), None) => Route::Vm(uuid(id)?),
             (Some("vms"), Some(id), Some("console")) if segs.next().is_none() => Route::VmConsole(uuid(id)?),
+            (Some("vms"), Some(id), Some("console.txt")) if segs.next().is_none() => Route::VmConsoleText(uuid(id)?),
             (Some("images"), None, _) => Route::Images,
             (Some("images"), Some(id), None) => Route::Image(uuid(id)?),
             (Some("sources"), None, _) => Route::Sources,
@@ -199,7 +205,7 @@ impl Route {
     /// The methods it takes (what a 405's `Allow` lists).
     pub(crate) fn allowed(self) -> &'static [&'static str] {
         match self {
-            Route::Ping | Route::SourceImages => &["GET"],
+            Route::Ping | Route::SourceImages | Route::VmConsoleText(_) => &["GET"],
             Route::VmConsole(_) => &["GET", "POST"],
             Route::Vms | Route::Images => &["GET", "POST"],
             Route::Vm(_) | Route::Image(_) | Route::Sources => &["GET", "POST", "DELETE"],
@@ -212,25 +218,39 @@ impl Route {
     }
 }
 
-/// A successful answer: its status and JSON body (none for 204).
+/// A successful answer: its status and JSON body (none for 204), or a
+/// plain-text body with headers of its own (`console.txt`).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Answer {
     pub status: u16,
     pub body: Option<Value>,
     pub location: Option<String>,
+    pub text: Option<String>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 fn ok(body: Value) -> Answer {
-    Answer { status: 200, body: Some(body), location: None }
+    Answer { status: 200, body: Some(body), location: None, text: None, headers: Vec::new() }
+}
+
+/// `console.txt`'s answer from the console's JSON ([`console_answer`]):
+/// the text, and the offsets as `X-Console-Offset`, `-Next`, `-End` and
+/// `-Lost`, so a reader can go on from `next`.
+fn console_text(v: Value) -> Answer {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0).to_string();
+    let headers =
+        vec![("X-Console-Offset", n("offset")), ("X-Console-Next", n("next")), ("X-Console-End", n("end")), ("X-Console-Lost", n("lost"))];
+    let text = v.get("data").and_then(Value::as_str).unwrap_or("").to_string();
+    Answer { status: 200, body: None, location: None, text: Some(text), headers }
 }
 
 fn created(body: Value, collection: &str) -> Answer {
     let location = body.get("uuid").and_then(Value::as_str).filter(|u| Uuid::parse(u).is_some()).map(|u| format!("/{collection}/{u}"));
-    Answer { status: 201, body: Some(body), location }
+    Answer { status: 201, body: Some(body), location, text: None, headers: Vec::new() }
 }
 
 fn deleted(body: Value) -> Answer {
-    if body.is_null() { Answer { status: 204, body: None, location: None } } else { ok(body) }
+    if body.is_null() { Answer { status: 204, body: None, location: None, text: None, headers: Vec::new() } } else { ok(body) }
 }
 
 /// The body as a JSON object.
@@ -369,6 +389,11 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
             only(query, &["offset"], "GET /vms/:uuid/console")?;
             no_body(body, "GET /vms/:uuid/console")?;
             backend.vm_console(uuid, offset(query)?).map(ok)
+        }
+        (Route::VmConsoleText(uuid), _) => {
+            only(query, &["offset"], "GET /vms/:uuid/console.txt")?;
+            no_body(body, "GET /vms/:uuid/console.txt")?;
+            backend.vm_console(uuid, offset(query)?).map(console_text)
         }
         (Route::VmConsole(uuid), _) => {
             const WHAT: &str = "POST /vms/:uuid/console";

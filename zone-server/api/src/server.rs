@@ -211,6 +211,8 @@ enum Step {
 struct Reply {
     status: u16,
     body: Option<Value>,
+    /// A plain-text body instead (`text/plain; charset=utf-8`).
+    text: Option<String>,
     headers: Vec<(&'static str, String)>,
     /// HTTP/1.0 keep-alive: say so.
     keep_alive_10: bool,
@@ -222,23 +224,25 @@ impl Reply {
         if e.code == ErrorCode::Unauthorized {
             headers.push(("WWW-Authenticate", "Bearer realm=\"alcove\"".to_string()));
         }
-        Reply { status: e.status(), body: Some(e.body()), headers, keep_alive_10: false }
+        Reply { status: e.status(), body: Some(e.body()), text: None, headers, keep_alive_10: false }
     }
 
     fn answer(a: Answer) -> Self {
-        let mut headers = Vec::new();
+        let mut headers = a.headers;
         if let Some(l) = a.location {
             headers.push(("Location", l));
         }
-        Reply { status: a.status, body: a.body, headers, keep_alive_10: false }
+        Reply { status: a.status, body: a.body, text: a.text, headers, keep_alive_10: false }
     }
 
     fn write(&self, close: bool, out: &mut Vec<u8>) {
-        let body = self.body.as_ref().map(|b| b.to_string());
+        let json = self.body.as_ref().map(|b| b.to_string());
+        let kind = if json.is_some() { "application/json" } else { "text/plain; charset=utf-8" };
+        let body = json.or_else(|| self.text.clone());
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).as_bytes());
         out.extend_from_slice(b"Server: alcove\r\n");
         if let Some(b) = &body {
-            out.extend_from_slice(format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", b.len()).as_bytes());
         } else if self.status != 204 {
             out.extend_from_slice(b"Content-Length: 0\r\n");
         }

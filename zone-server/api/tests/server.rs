@@ -45,8 +45,16 @@ fn responses(mut bytes: Vec<u8>) -> Vec<Resp> {
                 None => panic!("a response cut short: {:?}", String::from_utf8_lossy(&bytes)),
             }
         }
-        let body = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("a JSON body") };
-        out.push(Resp { head: head.unwrap(), body });
+        let head = head.unwrap();
+        let body = if body.is_empty() {
+            Value::Null
+        } else if head.header("Content-Type") == Some("text/plain; charset=utf-8") {
+            Value::String(String::from_utf8(body).expect("UTF-8 text"))
+        } else {
+            assert_eq!(head.header("Content-Type"), Some("application/json"));
+            serde_json::from_slice(&body).expect("a JSON body")
+        };
+        out.push(Resp { head, body });
         bytes = d.leftover().to_vec();
     }
     out
@@ -682,6 +690,51 @@ fn a_vms_console_is_read_with_a_checked_offset() {
     let r = one(&mut s, &req("GET", &path, None));
     assert_eq!((r.status(), r.code()), (409, "Conflict"));
     assert!(r.message().contains("not running"), "{}", r.message());
+}
+
+/// `GET /vms/:uuid/console.txt`: the same bytes as `text/plain` (what
+/// `curl` shows as it is), the offsets in `X-Console-*` headers; the token,
+/// the offset, the method, a body and a path under it are checked as for
+/// `console`; errors stay JSON.
+#[test]
+fn a_vms_console_reads_as_plain_text() {
+    let mut s = server();
+    s.backend_mut().vms.insert(VM.into(), json!({"uuid": VM, "state": "running"}));
+    let path = format!("/vms/{VM}/console.txt");
+    let r = one(&mut s, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!((r.status(), r.code()), (401, "Unauthorized"));
+    let r = one(&mut s, &req("GET", &path, None));
+    assert_eq!(r.status(), 200, "{:?}", r.body);
+    assert_eq!(r.body, json!("zone-guest: hello\r\n"));
+    let h = |r: &Resp, k: &str| r.header(k).map(String::from);
+    assert_eq!(
+        [h(&r, "X-Console-Offset"), h(&r, "X-Console-Next"), h(&r, "X-Console-End"), h(&r, "X-Console-Lost")],
+        [Some("0".into()), Some("19".into()), Some("19".into()), Some("0".into())]
+    );
+    let r = one(&mut s, &req("GET", &format!("{path}?offset=12"), None));
+    assert_eq!((r.body.as_str(), h(&r, "X-Console-Offset").as_deref()), (Some("hello\r\n"), Some("12")));
+    // At the end: an empty text, 200, Content-Length 0.
+    let r = one(&mut s, &req("GET", &format!("{path}?offset=19"), None));
+    assert_eq!((r.status(), r.body.clone(), h(&r, "Content-Length").as_deref()), (200, Value::Null, Some("0")));
+    let calls = s.backend().calls.len();
+    for bad in ["abc", "-1", "", "18446744073709551616"] {
+        let r = one(&mut s, &req("GET", &format!("{path}?offset={bad}"), None));
+        assert_eq!((r.status(), r.code()), (400, "InvalidArgument"), "offset={bad}: {:?}", r.body);
+    }
+    assert_eq!(one(&mut s, &req("GET", &format!("{path}?follow=1"), None)).status(), 400);
+    assert_eq!(one(&mut s, &req("GET", &path, Some(r#"{"offset": 3}"#))).status(), 400);
+    let r = one(&mut s, &req("POST", &path, Some(r#"{"data": "x"}"#)));
+    assert_eq!((r.status(), r.header("Allow")), (405, Some("GET")));
+    assert_eq!(one(&mut s, &req("GET", &format!("{path}/more"), None)).status(), 404);
+    assert_eq!(one(&mut s, &req("GET", "/vms/not-a-uuid/console.txt", None)).status(), 400);
+    assert_eq!(one(&mut s, &req("GET", &format!("/vms/{VM}/console.json"), None)).status(), 404);
+    assert_eq!(s.backend().calls.len(), calls, "refused requests reached the backend: {:?}", s.backend().calls);
+    // Unknown, stopped: JSON errors as everywhere.
+    let r = one(&mut s, &req("GET", "/vms/00000000-0000-4000-8000-000000000001/console.txt", None));
+    assert_eq!((r.status(), r.code()), (404, "ResourceNotFound"));
+    s.backend_mut().vms.insert(VM.into(), json!({"uuid": VM, "state": "stopped"}));
+    let r = one(&mut s, &req("GET", &path, None));
+    assert_eq!((r.status(), r.code()), (409, "Conflict"));
 }
 
 /// The text of a console answer: U+FFFD for bytes that are not UTF-8, and

@@ -167,6 +167,35 @@ mod machine {
             self.pool()?.destroy(name.into(), recursive).map_err(|e| e.to_string())
         }
 
+        fn pool_rename(&mut self, from: &str, to: &str) -> Answer<(), PoolError> {
+            self.pool()?.rename(from.into(), to.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_send(&mut self, snapshot: &str, from: Option<&str>) -> Answer<u32, PoolError> {
+            let r = self.pool()?.send(snapshot.into(), from.map(String::from)).map_err(|e| e.to_string())?;
+            Ok(r.map(|o| o.stream))
+        }
+
+        fn pool_send_chunk(&mut self, stream: u32, offset: u64) -> Answer<Vec<u8>, PoolError> {
+            self.pool()?.send_chunk(stream, offset).map_err(|e| e.to_string())
+        }
+
+        fn pool_receive(&mut self, target: &str) -> Answer<u32, PoolError> {
+            self.pool()?.receive(target.into()).map_err(|e| e.to_string())
+        }
+
+        fn pool_receive_chunk(&mut self, stream: u32, bytes: &[u8]) -> Answer<u64, PoolError> {
+            self.pool()?.receive_chunk(stream, bytes.to_vec()).map_err(|e| e.to_string())
+        }
+
+        fn pool_receive_end(&mut self, stream: u32) -> Answer<String, PoolError> {
+            self.pool()?.receive_end(stream).map_err(|e| e.to_string())
+        }
+
+        fn pool_close_stream(&mut self, stream: u32) -> Answer<(), PoolError> {
+            self.pool()?.close_stream(stream).map_err(|e| e.to_string())
+        }
+
         fn svcadm(&mut self, verb: &str, name: &str) -> Answer<(), SvcError> {
             let ep = self.init.ok_or_else(|| missing("proc (init's)"))?;
             let c = svc::Client::new(KernelTransport::new(Cap::from_slot(ep)));

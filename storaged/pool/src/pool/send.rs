@@ -286,6 +286,12 @@ impl<D: Disk> Pool<D> {
         if target.contains('@') {
             return Err(Error::Invalid(format!("receive: {target}: a receive target is a volume")));
         }
+        // A name no volume could have is refused now, not after the stream
+        // came (a full stream's check at its header remains: the name may
+        // be taken by then).
+        if !target.strip_prefix(self.name.as_str()).and_then(|r| r.strip_prefix('/')).is_some_and(valid_component) {
+            return Err(Error::Invalid(format!("receive: {target:?}: a volume name is {}/NAME with letters, digits and -_.:", self.name)));
+        }
         Ok(Receiver {
             target: target.to_string(),
             hidden: format!("{target}{RECV_SUFFIX}"),
