@@ -232,6 +232,35 @@ impl Vmcb {
         run.idtr = self.segment(IDTR);
     }
 
+    /// The guest state after an exit as the run page holds it, read in
+    /// place (`RunPage::publish_exit_state`): as `save` puts it in a
+    /// `VcpuRun`, with the registers of `gprs` (RAX and RSP too: the caller
+    /// keeps them up to date from the VMCB).
+    #[inline(always)]
+    pub fn exit_state<'a>(&'a self, gprs: &'a [u64; 16]) -> crate::kernel::runpage::ExitState<'a> {
+        use vmcb::*;
+        const _: () = assert!(
+            ES % 8 == 0 && GDTR == ES + 6 * 16 && LDTR == GDTR + 16 && IDTR == LDTR + 16 && TR == IDTR + 16
+                && core::mem::size_of::<Segment>() == 16
+        );
+        // SAFETY: ES..TR are ten 16-byte segments from ES, 8-aligned, inside
+        // the VMCB's frame (as r64), in `Segment`'s layout (`segment`); the
+        // vCPU's thread owns its VMCB and no VMRUN runs while `self` is
+        // borrowed, so nothing writes them while the reference lives.
+        let segments = unsafe { &*(self.ptr(ES) as *const [u64; 20]) };
+        crate::kernel::runpage::ExitState {
+            gprs,
+            rip: self.r64(RIP),
+            rflags: self.r64(RFLAGS),
+            cr0: self.r64(CR0),
+            cr2: self.r64(CR2),
+            cr3: self.r64(CR3),
+            cr4: self.r64(CR4),
+            efer: self.r64(EFER) & !EFER_SVME,
+            segments,
+        }
+    }
+
     /// Loads guest state from the run page, as `run.load_state` asks.
     /// Values the hardware would refuse are caught by VMRUN's consistency
     /// checks (an `InvalidState` exit), never by the host.
