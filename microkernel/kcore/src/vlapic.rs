@@ -920,16 +920,19 @@ impl VLapic {
     }
 
     /// Whether an NMI is latched (left latched).
+    #[inline]
     pub fn nmi_pending(&self) -> bool {
         self.nmi_pending
     }
 
     /// Whether an INIT is latched and not yet taken.
+    #[inline]
     pub fn init_pending(&self) -> bool {
         self.init_pending
     }
 
     /// Whether a start-up IPI is latched and not yet taken.
+    #[inline]
     pub fn sipi_pending(&self) -> bool {
         self.sipi.is_some()
     }
@@ -975,6 +978,7 @@ impl VLapic {
     }
 
     /// Whether the vCPU is in wait-for-SIPI state (after INIT, an AP).
+    #[inline]
     pub fn waiting_for_sipi(&self) -> bool {
         self.wait_for_sipi
     }

@@ -242,8 +242,9 @@ impl RunPage {
         // Then LDTR, TR, GDTR, IDTR, as words (a volatile `Segment` is
         // stored field by field).
         for (field, from) in [(at!(self, segments[6]), 14), (at!(self, segments[7]), 18), (at!(self, gdtr), 12), (at!(self, idtr), 16)] {
-            let field = field.cast::<[u64; 2]>();
-            Self::write(field, [s.segments[from], s.segments[from + 1]]);
+            let field = field.cast::<u64>();
+            Self::write(field, s.segments[from]);
+            Self::write(field.wrapping_add(1), s.segments[from + 1]);
         }
     }
 

@@ -618,13 +618,17 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
     let waiting = {
         // The APIC's lock borrows only `vcpu.lapic`: the other fields stay
         // writable beside it (no `Arc` clone on every run).
+        // INIT and SIPI looked at first (inline): the calls that take
+        // them only when they are latched.
         let mut l = vcpu.lapic.lock();
-        if l.take_init() {
+        if l.init_pending() && l.take_init() {
             vcpu.sipi = None;
             vcpu.stopped.store(false, Ordering::SeqCst);
             vcpu.nmi_gate.reset();
         }
-        if let Some(vector) = l.take_sipi() {
+        if l.sipi_pending()
+            && let Some(vector) = l.take_sipi()
+        {
             vcpu.sipi = Some(vector);
         }
         // Halted with interrupts off: only an NMI (or INIT) lets it run.
@@ -687,11 +691,13 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         }
         return k;
     }
-    if let Some(v) = k.vcpus.get_mut(id) {
-        v.running = false;
-    }
-    if doomed {
-        k.destroy_vcpu(id);
+    match k.vcpus.get_mut(id) {
+        Some(v) if !doomed => v.running = false,
+        Some(v) => {
+            v.running = false;
+            k.destroy_vcpu(id);
+        }
+        None => {}
     }
     if let Some(th) = k.thread_mut(me) {
         th.ctx.rax = 0;
