@@ -45,6 +45,14 @@ const _: () = assert!(
 );
 const _: () = assert!(offset_of!(VcpuRun, fpu).is_multiple_of(8) && offset_of!(VcpuRun, segments).is_multiple_of(8));
 const _: () = assert!(size_of::<abi::Segment>() == 16 && offset_of!(VcpuRun, gdtr).is_multiple_of(8));
+const _: () = assert!(
+    size_of::<abi::ExitTrace>() == 24
+        && offset_of!(VcpuRun, exit_trace).is_multiple_of(8)
+        && offset_of!(abi::ExitTrace, code) == 8
+        && offset_of!(abi::ExitTrace, injected) == 12
+        && offset_of!(abi::ExitTrace, int_info) == 16
+        && offset_of!(abi::ExitTrace, info) == 20
+);
 
 /// The guest state where an exit left it, to be published straight into
 /// the page (`RunPage::publish_exit_state`): no copy in the vCPU's shadow
@@ -263,6 +271,7 @@ impl RunPage {
     /// `trace_from` and the coalesced writes since the ring's tail was
     /// `ring_from` (entries already published are not written again, as in
     /// a ring). The VMM's requests and rules are left alone.
+    #[inline(always)]
     pub fn publish(&self, shadow: &VcpuRun, ring_from: u32, trace_from: u32) {
         // size, write, io_flags (and the pad byte) in one store, then from
         // `port` to `info2` in words.
@@ -271,7 +280,12 @@ impl RunPage {
         let traced = shadow.exit_trace_next.wrapping_sub(trace_from).min(EXIT_TRACE_LEN as u32);
         for i in 0..traced {
             let slot = shadow.exit_trace_next.wrapping_sub(traced).wrapping_add(i) as usize % EXIT_TRACE_LEN;
-            Self::write(at!(self, exit_trace[slot]), shadow.exit_trace[slot]);
+            // As three words (a volatile `ExitTrace` goes through the stack).
+            let e = shadow.exit_trace[slot];
+            let words = at!(self, exit_trace[slot]).cast::<u64>();
+            Self::write(words, e.rip);
+            Self::write(words.wrapping_add(1), u64::from(e.code) | u64::from(e.injected) << 32);
+            Self::write(words.wrapping_add(2), u64::from(e.int_info) | u64::from(e.info) << 32);
         }
         Self::write(at!(self, exit_trace_next), shadow.exit_trace_next);
         let added = shadow.pio_ring_tail.wrapping_sub(ring_from).min(PIO_RING_LEN as u32);

@@ -264,6 +264,9 @@ impl Vmcb {
     /// Loads guest state from the run page, as `run.load_state` asks.
     /// Values the hardware would refuse are caught by VMRUN's consistency
     /// checks (an `InvalidState` exit), never by the host.
+    /// Inline: the registers (the usual request after an exit) in four
+    /// stores, the system state in a call of its own.
+    #[inline(always)]
     pub fn load(&mut self, run: &VcpuRun, what: u64) {
         use vmcb::*;
         if what & abi::LOAD_GPRS != 0 {
@@ -273,23 +276,29 @@ impl Vmcb {
             self.w64(RFLAGS, run.rflags | 2);
         }
         if what & abi::LOAD_SYSTEM != 0 {
-            self.w64(CR0, run.cr0);
-            self.w64(CR2, run.cr2);
-            self.w64(CR3, run.cr3);
-            self.w64(CR4, run.cr4);
-            self.w64(EFER, run.efer | EFER_SVME);
-            for i in 0..6 {
-                self.set_segment(ES + 16 * i, run.segments[i]);
-            }
-            self.set_segment(LDTR, run.segments[6]);
-            self.set_segment(TR, run.segments[7]);
-            self.set_segment(GDTR, run.gdtr);
-            self.set_segment(IDTR, run.idtr);
-            // CPL follows SS.DPL (APM Vol. 2 §15.5.1).
-            let cpl = ((run.segments[2].attrib >> 5) & 3) as u8;
-            self.w8(CPL, cpl);
-            self.w32(CLEAN, 0);
+            self.load_system(run);
         }
+    }
+
+    #[inline(never)]
+    fn load_system(&mut self, run: &VcpuRun) {
+        use vmcb::*;
+        self.w64(CR0, run.cr0);
+        self.w64(CR2, run.cr2);
+        self.w64(CR3, run.cr3);
+        self.w64(CR4, run.cr4);
+        self.w64(EFER, run.efer | EFER_SVME);
+        for i in 0..6 {
+            self.set_segment(ES + 16 * i, run.segments[i]);
+        }
+        self.set_segment(LDTR, run.segments[6]);
+        self.set_segment(TR, run.segments[7]);
+        self.set_segment(GDTR, run.gdtr);
+        self.set_segment(IDTR, run.idtr);
+        // CPL follows SS.DPL (APM Vol. 2 §15.5.1).
+        let cpl = ((run.segments[2].attrib >> 5) & 3) as u8;
+        self.w8(CPL, cpl);
+        self.w32(CLEAN, 0);
     }
 }
 
