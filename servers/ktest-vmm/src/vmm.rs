@@ -5,6 +5,7 @@ mod halt_teardown;
 use abi::{CapSlot, CpuidEntry, ObjectType, Rights, VcpuExit, VcpuRun, PAGE_SIZE};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
 use alcove_rt::{println, Start};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -441,7 +442,8 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool, phases: bool
         }
         // After the exit's own handling (`io` sets `load_state`).
         if state_check {
-            out.state_check = check_state_round_trip(out.state_check, run, VcpuExit::from_u32(reason as u32))?;
+            let state = core::mem::take(&mut out.state_check);
+            out.state_check = check_state_round_trip(state, run, VcpuExit::from_u32(reason as u32))?;
         }
     }
     Err(format!("{EXIT_LIMIT} exits without an ending; console: {:?}", out.console))
@@ -483,12 +485,13 @@ impl SystemState {
 }
 
 /// Where guest_pio's round trip of the system state stands.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 enum StateCheck {
     #[default]
     Before,
-    /// The VMM loaded `loaded` in place of the guest's own state.
-    Loaded { own: SystemState, loaded: SystemState },
+    /// The VMM loaded the second state in place of the guest's own, the
+    /// first.
+    Loaded(Box<(SystemState, SystemState)>),
     Done,
 }
 
@@ -523,9 +526,10 @@ fn check_state_round_trip(state: StateCheck, run: &mut VcpuRun, exit: Option<Vcp
             loaded.segments[7].limit = 0x67 + 0x1000;
             loaded.idtr = abi::Segment { selector: 0, attrib: 0, limit: 0x1ff, base: 0x0000_0880_0000_5000 };
             loaded.load(run);
-            Ok(StateCheck::Loaded { own, loaded })
+            Ok(StateCheck::Loaded(Box::new((own, loaded))))
         }
-        StateCheck::Loaded { own, loaded } => {
+        StateCheck::Loaded(states) => {
+            let (own, loaded) = *states;
             let shown = SystemState::of(run);
             if shown != loaded {
                 return Err(format!("after an exit the run page shows the system state {shown:x?}, the vCPU holds {loaded:x?}"));

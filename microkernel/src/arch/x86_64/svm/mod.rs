@@ -240,7 +240,7 @@ impl Vmcb {
     pub fn exit_state<'a>(&'a self, gprs: &'a [u64; 16]) -> crate::kernel::runpage::ExitState<'a> {
         use vmcb::*;
         const _: () = assert!(
-            ES % 8 == 0 && GDTR == ES + 6 * 16 && LDTR == GDTR + 16 && IDTR == LDTR + 16 && TR == IDTR + 16
+            ES.is_multiple_of(8) && GDTR == ES + 6 * 16 && LDTR == GDTR + 16 && IDTR == LDTR + 16 && TR == IDTR + 16
                 && core::mem::size_of::<Segment>() == 16
         );
         // SAFETY: ES..TR are ten 16-byte segments from ES, 8-aligned, inside
