@@ -2,9 +2,10 @@
 //! maps and may write from any of its threads at any moment, also while
 //! the kernel reads it, so no Rust reference ever points into it and the
 //! kernel reads each field it needs exactly once: `VcpuRun` entry copies
-//! the VMM's requests into the vCPU's kernel-side copy (`Vcpu::shadow`),
-//! every check and every use looks at that copy only, and the run's end
-//! writes the state and the exit record back. (Checking the page and then
+//! the VMM's requests into the vCPU's kernel-side copy (`Vcpu::shadow`;
+//! the general registers, which need no check, straight into the vCPU's
+//! own), every check and every use looks at that copy only, and the run's
+//! end writes the state and the exit record back. (Checking the page and then
 //! reading it again would let another VMM thread change a value in
 //! between: an MXCSR with reserved bits after the check makes FXRSTOR
 //! fault in ring 0.)

@@ -224,8 +224,9 @@ pub struct Vcpu {
     /// §9.4.4), replacing the state the VMM loads.
     pub sipi: Option<u8>,
     /// The kernel's copy of the run page (see `runpage`): what the VMM asked
-    /// of an entry, read once, and the state and exit record of the run.
-    /// Taken out while the vCPU runs.
+    /// of an entry, read once, and the exit record of the run (under VMX the
+    /// guest state too; under SVM it is published from the VMCB, and the
+    /// registers live in `gprs` both ways). Taken out while the vCPU runs.
     pub shadow: Option<Box<VcpuRun>>,
     /// Set by `VcpuKick`: the next check in the run loop returns.
     pub kicked: AtomicBool,
