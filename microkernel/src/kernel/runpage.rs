@@ -2,9 +2,10 @@
 //! maps and may write from any of its threads at any moment, also while
 //! the kernel reads it, so no Rust reference ever points into it and the
 //! kernel reads each field it needs exactly once: `VcpuRun` entry copies
-//! the VMM's requests into the vCPU's kernel-side copy (`Vcpu::shadow`),
-//! every check and every use looks at that copy only, and the run's end
-//! writes the state and the exit record back. (Checking the page and then
+//! the VMM's requests into the vCPU's kernel-side copy (`Vcpu::shadow`;
+//! the general registers, which need no check, straight into the vCPU's
+//! own), every check and every use looks at that copy only, and the run's
+//! end writes the state and the exit record back. (Checking the page and then
 //! reading it again would let another VMM thread change a value in
 //! between: an MXCSR with reserved bits after the check makes FXRSTOR
 //! fault in ring 0.)
@@ -24,6 +25,74 @@ const RECORD_WORDS: usize = (offset_of!(VcpuRun, info2) + 8 - RECORD_FROM) / 8;
 const _: () = assert!(RECORD_FROM.is_multiple_of(8) && offset_of!(VcpuRun, size) + 4 == RECORD_FROM);
 const _: () = assert!(offset_of!(VcpuRun, size) % 4 == 0 && offset_of!(VcpuRun, _pad) == offset_of!(VcpuRun, size) + 3);
 const _: () = assert!(size_of::<PioWrite>() == 4 && offset_of!(VcpuRun, pio_ring) % 4 == 0);
+
+/// RIP and RFLAGS after the registers, in words (`LOAD_GPRS`).
+const GPRS_WORDS: usize = offset_of!(VcpuRun, rflags) / 8 + 1;
+const _: () = assert!(offset_of!(VcpuRun, rip) == 8 * 16 && offset_of!(VcpuRun, rflags) == offset_of!(VcpuRun, rip) + 8);
+/// The system state from `cr0` to the end of `idtr`, in words (`LOAD_SYSTEM`).
+const SYSTEM_FROM: usize = offset_of!(VcpuRun, cr0);
+const _: () = assert!(SYSTEM_FROM == 8 * GPRS_WORDS);
+/// The coalescing rules and the ring's indices: the buffered ports, the
+/// constant ports, their values with the ring's head in one word, the
+/// tail on its own (the ring's entries follow it).
+const RULES_FROM: usize = offset_of!(VcpuRun, pio_buffered_ports);
+const _: () = assert!(
+    RULES_FROM.is_multiple_of(8)
+        && offset_of!(VcpuRun, pio_constant_ports) == RULES_FROM + 8
+        && offset_of!(VcpuRun, pio_constant_values) == RULES_FROM + 16
+        && offset_of!(VcpuRun, pio_ring_head) == RULES_FROM + 20
+        && offset_of!(VcpuRun, pio_ring_tail) == RULES_FROM + 24
+        && abi::PIO_RULES == 4
+);
+const _: () = assert!(offset_of!(VcpuRun, fpu).is_multiple_of(8) && offset_of!(VcpuRun, segments).is_multiple_of(8));
+const _: () = assert!(size_of::<abi::Segment>() == 16 && offset_of!(VcpuRun, gdtr).is_multiple_of(8));
+const _: () = assert!(
+    size_of::<abi::ExitTrace>() == 24
+        && offset_of!(VcpuRun, exit_trace).is_multiple_of(8)
+        && offset_of!(abi::ExitTrace, code) == 8
+        && offset_of!(abi::ExitTrace, injected) == 12
+        && offset_of!(abi::ExitTrace, int_info) == 16
+        && offset_of!(abi::ExitTrace, info) == 20
+);
+
+/// The guest state where an exit left it, to be published straight into
+/// the page (`RunPage::publish_exit_state`): no copy in the vCPU's shadow
+/// between. `segments` are the ten segment registers in `Segment`'s format
+/// as words, in the order of SVM's VMCB: ES, CS, SS, DS, FS, GS, GDTR,
+/// LDTR, IDTR, TR.
+pub struct ExitState<'a> {
+    pub gprs: &'a [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub segments: &'a [u64; 20],
+}
+
+/// `rep movsq`: `words` 8-byte words from `src` to `dst`, each read once
+/// and stored once.
+///
+/// # Safety
+/// Both ranges are valid for `8 * words` bytes (either may be the run
+/// page, which another CPU may write meanwhile: plain integers only, so
+/// any bytes are valid) and do not overlap.
+#[inline(always)]
+unsafe fn movsq(dst: *mut u8, src: *const u8, words: usize) {
+    // SAFETY: the caller's contract; DF is clear in the kernel (the entries
+    // do CLD).
+    unsafe {
+        core::arch::asm!(
+            "rep movsq",
+            inout("rcx") words => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
 
 /// A vCPU's run page in the direct map.
 #[derive(Clone, Copy)]
@@ -62,39 +131,52 @@ impl RunPage {
         unsafe { p.write_volatile(value) }
     }
 
+    /// Copies `words` 8-byte words at byte `offset` of the page into the
+    /// same place of `shadow`: one `rep movsq`, each word read once.
+    #[inline(always)]
+    fn copy_in(&self, shadow: &mut VcpuRun, offset: usize, words: usize) {
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 * words <= core::mem::size_of::<VcpuRun>());
+        let dst = (shadow as *mut VcpuRun).cast::<u8>().wrapping_add(offset);
+        let src = self.0.cast::<u8>().wrapping_add(offset);
+        // SAFETY: both ranges lie inside a whole `VcpuRun` (the callers pass
+        // constant ranges checked at compile time above): `shadow` is the
+        // kernel's own copy, borrowed exclusively, and the page is mapped
+        // and allocated (`at`'s contract); plain-integer fields only.
+        unsafe { movsq(dst, src, words) }
+    }
+
     /// Copies what the VMM asks of the coming entry into `shadow`, each
     /// field read once, and clears `load_state` and `inject` in the page:
     /// the guest state `load_state` names (and the FPU image with
     /// `LOAD_FPU`), `inject`, `fpu_request`, the coalescing rules (the
     /// clock port's too) and the ring indices. Returns the `load_state` bits.
-    pub fn take_requests(&self, shadow: &mut VcpuRun) -> u64 {
+    ///
+    /// `LOAD_GPRS`'s 16 registers go straight to `gprs` (the vCPU's own,
+    /// which the entry loads); `shadow.gprs` gets only RAX and RSP of them
+    /// (for the VMCB/VMCS loads), its other registers are the exit's until
+    /// the run's end writes `gprs` back.
+    pub fn take_requests(&self, shadow: &mut VcpuRun, gprs: &mut [u64; 16]) -> u64 {
         let load = Self::read(at!(self, load_state));
         Self::write(at!(self, load_state), 0);
         if load & abi::LOAD_GPRS != 0 {
-            shadow.gprs = Self::read(at!(self, gprs));
+            // SAFETY: the page's `gprs` (offset 0, 16 words: see `at`'s
+            // contract) to the vCPU's registers, borrowed exclusively.
+            unsafe { movsq(gprs.as_mut_ptr().cast(), self.0.cast(), 16) };
             shadow.rip = Self::read(at!(self, rip));
             shadow.rflags = Self::read(at!(self, rflags));
+            shadow.gprs[0] = gprs[0];
+            shadow.gprs[4] = gprs[4];
         }
         if load & abi::LOAD_SYSTEM != 0 {
-            shadow.cr0 = Self::read(at!(self, cr0));
-            shadow.cr2 = Self::read(at!(self, cr2));
-            shadow.cr3 = Self::read(at!(self, cr3));
-            shadow.cr4 = Self::read(at!(self, cr4));
-            shadow.efer = Self::read(at!(self, efer));
-            shadow.segments = Self::read(at!(self, segments));
-            shadow.gdtr = Self::read(at!(self, gdtr));
-            shadow.idtr = Self::read(at!(self, idtr));
+            self.copy_in(shadow, SYSTEM_FROM, STATE_WORDS - GPRS_WORDS);
         }
         if load & abi::LOAD_FPU != 0 {
-            shadow.fpu = Self::read(at!(self, fpu));
+            self.copy_in(shadow, offset_of!(VcpuRun, fpu), 512 / 8);
         }
         shadow.inject = Self::read(at!(self, inject));
         Self::write(at!(self, inject), 0);
         shadow.fpu_request = Self::read(at!(self, fpu_request));
-        shadow.pio_buffered_ports = Self::read(at!(self, pio_buffered_ports));
-        shadow.pio_constant_ports = Self::read(at!(self, pio_constant_ports));
-        shadow.pio_constant_values = Self::read(at!(self, pio_constant_values));
-        shadow.pio_ring_head = Self::read(at!(self, pio_ring_head));
+        self.copy_in(shadow, RULES_FROM, 3);
         shadow.pio_ring_tail = Self::read(at!(self, pio_ring_tail));
         shadow.pio_clock_port = Self::read(at!(self, pio_clock_port));
         shadow.pio_clock_hz = Self::read(at!(self, pio_clock_hz));
@@ -124,20 +206,11 @@ impl RunPage {
         let src = (shadow as *const VcpuRun).cast::<u8>().wrapping_add(offset);
         let dst = self.0.cast::<u8>().wrapping_add(offset);
         // SAFETY: both ranges lie inside a whole `VcpuRun` (the callers pass
-        // constant ranges checked at compile time below): `shadow` is the
+        // constant ranges checked at compile time above): `shadow` is the
         // kernel's own copy, borrowed shared for the call, and the page is
         // mapped and allocated (`at`'s contract). Plain-integer fields only,
-        // so any bytes are valid. DF is clear in the kernel (the entries
-        // do CLD).
-        unsafe {
-            core::arch::asm!(
-                "rep movsq",
-                inout("rcx") words => _,
-                inout("rdi") dst => _,
-                inout("rsi") src => _,
-                options(nostack, preserves_flags),
-            );
-        }
+        // so any bytes are valid.
+        unsafe { movsq(dst, src, words) }
     }
 
     /// Publishes the guest state from `shadow` (registers, control
@@ -149,24 +222,71 @@ impl RunPage {
         Self::write(at!(self, exit_trace_next), shadow.exit_trace_next);
     }
 
-    /// After a run: the state, the exit record, the FPU image if the VMM
-    /// asked for it at entry, the exit-trace entries added since the trace
-    /// index was `trace_from` and the coalesced writes since the ring's tail
-    /// was `ring_from` (entries already published are not written again,
-    /// as in a ring). The VMM's requests and rules are left alone.
-    pub fn publish(&self, shadow: &VcpuRun, ring_from: u32, trace_from: u32) {
+    /// After a VMX run: the guest state from `shadow`, where the run's end
+    /// saved it (registers, control registers, segments and tables).
+    pub fn publish_shadow_state(&self, shadow: &VcpuRun) {
         self.copy_words(shadow, 0, STATE_WORDS);
+    }
+
+    /// After an SVM run: the guest state straight from where the exit left
+    /// it (the vCPU's registers, the VMCB's save area), each word stored
+    /// once; the page ends up as `publish_shadow_state` of the same state
+    /// saved into the shadow would leave it.
+    #[inline(always)]
+    pub fn publish_exit_state(&self, s: &ExitState) {
+        // SAFETY: 16 words of the vCPU's registers to the page's `gprs`
+        // (offset 0; `at`'s contract).
+        unsafe { movsq(self.0.cast(), s.gprs.as_ptr().cast(), 16) };
+        Self::write(at!(self, rip), s.rip);
+        Self::write(at!(self, rflags), s.rflags);
+        Self::write(at!(self, cr0), s.cr0);
+        Self::write(at!(self, cr2), s.cr2);
+        Self::write(at!(self, cr3), s.cr3);
+        Self::write(at!(self, cr4), s.cr4);
+        Self::write(at!(self, efer), s.efer);
+        let segments = at!(self, segments).cast::<u8>();
+        // SAFETY: 12 words to the page's `segments[0..6]` (96 bytes,
+        // 8-aligned: checked above), from a borrowed array.
+        unsafe { movsq(segments, s.segments.as_ptr().cast(), 12) };
+        // Then LDTR, TR, GDTR, IDTR, as words (a volatile `Segment` is
+        // stored field by field).
+        for (field, from) in [(at!(self, segments[6]), 14), (at!(self, segments[7]), 18), (at!(self, gdtr), 12), (at!(self, idtr), 16)] {
+            let field = field.cast::<u64>();
+            Self::write(field, s.segments[from]);
+            Self::write(field.wrapping_add(1), s.segments[from + 1]);
+        }
+    }
+
+    /// The guest's FXSAVE image to the page (`fpu_request` bit 0).
+    pub fn publish_fpu(&self, fpu: &[u8; 512]) {
+        let dst = at!(self, fpu).cast::<u8>();
+        // SAFETY: 64 words to the page's `fpu` (512 bytes, 8-aligned:
+        // checked above), from a borrowed array.
+        unsafe { movsq(dst, fpu.as_ptr(), 512 / 8) };
+    }
+
+    /// After a run, the guest state published already
+    /// (`publish_shadow_state`, `publish_exit_state`) and the FPU image
+    /// too if the VMM asked for it at entry (`publish_fpu`): the exit
+    /// record, the exit-trace entries added since the trace index was
+    /// `trace_from` and the coalesced writes since the ring's tail was
+    /// `ring_from` (entries already published are not written again, as in
+    /// a ring). The VMM's requests and rules are left alone.
+    #[inline(always)]
+    pub fn publish(&self, shadow: &VcpuRun, ring_from: u32, trace_from: u32) {
         // size, write, io_flags (and the pad byte) in one store, then from
         // `port` to `info2` in words.
         Self::write(at!(self, size).cast::<u32>(), u32::from_le_bytes([shadow.size, shadow.write, shadow.io_flags, shadow._pad]));
         self.copy_words(shadow, RECORD_FROM, RECORD_WORDS);
-        if shadow.fpu_request & 1 != 0 {
-            Self::write(at!(self, fpu), shadow.fpu);
-        }
         let traced = shadow.exit_trace_next.wrapping_sub(trace_from).min(EXIT_TRACE_LEN as u32);
         for i in 0..traced {
             let slot = shadow.exit_trace_next.wrapping_sub(traced).wrapping_add(i) as usize % EXIT_TRACE_LEN;
-            Self::write(at!(self, exit_trace[slot]), shadow.exit_trace[slot]);
+            // As three words (a volatile `ExitTrace` goes through the stack).
+            let e = shadow.exit_trace[slot];
+            let words = at!(self, exit_trace[slot]).cast::<u64>();
+            Self::write(words, e.rip);
+            Self::write(words.wrapping_add(1), u64::from(e.code) | u64::from(e.injected) << 32);
+            Self::write(words.wrapping_add(2), u64::from(e.int_info) | u64::from(e.info) << 32);
         }
         Self::write(at!(self, exit_trace_next), shadow.exit_trace_next);
         let added = shadow.pio_ring_tail.wrapping_sub(ring_from).min(PIO_RING_LEN as u32);

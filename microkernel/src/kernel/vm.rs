@@ -224,8 +224,9 @@ pub struct Vcpu {
     /// §9.4.4), replacing the state the VMM loads.
     pub sipi: Option<u8>,
     /// The kernel's copy of the run page (see `runpage`): what the VMM asked
-    /// of an entry, read once, and the state and exit record of the run.
-    /// Taken out while the vCPU runs.
+    /// of an entry, read once, and the exit record of the run (under VMX the
+    /// guest state too; under SVM it is published from the VMCB, and the
+    /// registers live in `gprs` both ways). Taken out while the vCPU runs.
     pub shadow: Option<Box<VcpuRun>>,
     /// Set by `VcpuKick`: the next check in the run loop returns.
     pub kicked: AtomicBool,
@@ -618,13 +619,17 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
     let waiting = {
         // The APIC's lock borrows only `vcpu.lapic`: the other fields stay
         // writable beside it (no `Arc` clone on every run).
+        // INIT and SIPI looked at first (inline): the calls that take
+        // them only when they are latched.
         let mut l = vcpu.lapic.lock();
-        if l.take_init() {
+        if l.init_pending() && l.take_init() {
             vcpu.sipi = None;
             vcpu.stopped.store(false, Ordering::SeqCst);
             vcpu.nmi_gate.reset();
         }
-        if let Some(vector) = l.take_sipi() {
+        if l.sipi_pending()
+            && let Some(vector) = l.take_sipi()
+        {
             vcpu.sipi = Some(vector);
         }
         // Halted with interrupts off: only an NMI (or INIT) lets it run.
@@ -687,11 +692,13 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         }
         return k;
     }
-    if let Some(v) = k.vcpus.get_mut(id) {
-        v.running = false;
-    }
-    if doomed {
-        k.destroy_vcpu(id);
+    match k.vcpus.get_mut(id) {
+        Some(v) if !doomed => v.running = false,
+        Some(v) => {
+            v.running = false;
+            k.destroy_vcpu(id);
+        }
+        None => {}
     }
     if let Some(th) = k.thread_mut(me) {
         th.ctx.rax = 0;
@@ -705,13 +712,28 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
 /// state and exit record.
 fn enter(vcpu: &mut Vcpu, run: &mut VcpuRun, vmx: bool) -> VcpuExit {
     let page = run_page(vcpu);
-    let mut load = page.take_requests(run);
+    let mut load = page.take_requests(run, &mut vcpu.gprs);
     if let Some(vector) = vcpu.sipi.take() {
         start_at_sipi(vcpu, run, vector);
         load |= abi::LOAD_GPRS | abi::LOAD_SYSTEM;
     }
     let (ring_from, trace_from) = (run.pio_ring_tail, run.exit_trace_next);
-    let exit = if vmx { run_loop_vmx(vcpu, run, &page, load) } else { run_loop(vcpu, run, &page, load) };
+    let exit = if vmx {
+        let exit = run_loop_vmx(vcpu, run, &page, load);
+        page.publish_shadow_state(run);
+        if run.fpu_request & 1 != 0 {
+            page.publish_fpu(&run.fpu);
+        }
+        exit
+    } else {
+        // Straight from the VMCB and the vCPU, not through the shadow.
+        let exit = run_loop(vcpu, run, &page, load);
+        page.publish_exit_state(&vcpu.vmcb.exit_state(&vcpu.gprs));
+        if run.fpu_request & 1 != 0 {
+            page.publish_fpu(&vcpu.fpu.0);
+        }
+        exit
+    };
     run.exit_reason = exit as u32;
     page.publish(run, ring_from, trace_from);
     super::phases::stamp(4);
@@ -770,10 +792,8 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
     use svm::exit as x;
     use svm::vmcb as f;
     let cpu = percpu::index();
-    // The VMM's requests, already copied out of the page (`enter`).
-    if load & abi::LOAD_GPRS != 0 {
-        vcpu.gprs = run.gprs;
-    }
+    // The VMM's requests, already copied out of the page (`enter`; the
+    // registers into `vcpu.gprs`).
     if load & abi::LOAD_FPU != 0 {
         load_fpu(vcpu, run);
     }
@@ -977,10 +997,9 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
     if reason == VcpuExit::Shutdown {
         run.nested = nested_walk(vcpu);
     }
-    vcpu.vmcb.save(run);
-    run.gprs = vcpu.gprs;
-    run.gprs[4] = vcpu.vmcb.r64(svm::vmcb::RSP);
-    save_fpu(vcpu, run);
+    // The state is published from the VMCB and `vcpu.gprs` (`enter`), with
+    // the VMCB's RSP (the entry does not load `gprs[4]`).
+    vcpu.gprs[4] = vcpu.vmcb.r64(svm::vmcb::RSP);
     reason
 }
 
@@ -1084,18 +1103,18 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
             IOPM_PA.load(Ordering::Relaxed),
         );
         if !ok {
+            gprs_back(vcpu, run);
             return VcpuExit::InvalidState;
         }
         vcpu.vmcs_ready = true;
     } else if !vcpu.vmcs.load(cpu) {
+        gprs_back(vcpu, run);
         return VcpuExit::InvalidState;
     }
     // The thread's address space may differ from when the VMCS was made.
     vmx::vmwrite(f::HOST_CR3, arch::cpu::read_cr3());
-    // The VMM's requests, already copied out of the page (`enter`).
-    if load & abi::LOAD_GPRS != 0 {
-        vcpu.gprs = run.gprs;
-    }
+    // The VMM's requests, already copied out of the page (`enter`; the
+    // registers into `vcpu.gprs`).
     if load & abi::LOAD_FPU != 0 {
         load_fpu(vcpu, run);
     }
@@ -1333,11 +1352,17 @@ fn run_loop_vmx_active(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load:
         run.nested = nested_walk(vcpu);
     }
     vcpu.vmcs.save(run);
+    gprs_back(vcpu, run);
+    save_fpu(vcpu, run);
+    reason
+}
+
+/// VMX: the vCPU's registers into the shadow for publishing, but RSP, which
+/// the VMCS holds (`Vmcs::save` put it there, or the entry's `LOAD_GPRS`).
+fn gprs_back(vcpu: &Vcpu, run: &mut VcpuRun) {
     let rsp = run.gprs[4];
     run.gprs = vcpu.gprs;
     run.gprs[4] = rsp;
-    save_fpu(vcpu, run);
-    reason
 }
 
 /// A VM-exit interruption information (SDM Vol. 3C §25.9.2) for a hardware
@@ -2072,7 +2097,8 @@ fn load_fpu(vcpu: &mut Vcpu, run: &VcpuRun) {
     }
 }
 
-/// At the end of a run: the guest's FPU image to the run page if asked.
+/// At the end of a VMX run: the guest's FPU image to the shadow if asked
+/// (published from there).
 fn save_fpu(vcpu: &Vcpu, run: &mut VcpuRun) {
     if run.fpu_request & 1 != 0 {
         run.fpu.copy_from_slice(&vcpu.fpu.0);

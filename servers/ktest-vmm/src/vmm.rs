@@ -5,6 +5,7 @@ mod halt_teardown;
 use abi::{CapSlot, CpuidEntry, ObjectType, Rights, VcpuExit, VcpuRun, PAGE_SIZE};
 use alcove_rt::start::{SLOT_CONSOLE, SLOT_SELF};
 use alcove_rt::{println, Start};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -190,6 +191,8 @@ struct Outcome {
     /// At a shutdown exit: the kernel's nested walk of RIP and the RIP
     /// (CS base added) and CR3 the run page reported.
     shutdown_nested: Option<(abi::NestedWalk, u64, u64)>,
+    /// guest_pio: where the round trip of the system state stands.
+    state_check: StateCheck,
     /// The newest entry of the exit trace at the last exit checked, with
     /// its index (`check_trace`).
     last_traced: Option<(u32, abi::ExitTrace)>,
@@ -369,6 +372,7 @@ fn mask(size: u8) -> u64 {
 fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool, phases: bool) -> Result<Outcome, String> {
     let mut out = Outcome::default();
     let mut counting = PhaseCount::Before;
+    let state_check = test == Test::Pio;
     // A guest that stops making progress is caught by EXIT_LIMIT or by
     // this bound, which is generous: on a loaded host each exit can take
     // far longer than on an idle one (the scribble test makes 65,000 port
@@ -440,8 +444,105 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool, phases: bool
                 ))
             }
         }
+        // After the exit's own handling (`io` sets `load_state`).
+        if state_check {
+            let state = core::mem::take(&mut out.state_check);
+            out.state_check = check_state_round_trip(state, run, VcpuExit::from_u32(reason as u32))?;
+        }
     }
     Err(format!("{EXIT_LIMIT} exits without an ending; console: {:?}", out.console))
+}
+
+/// The guest's system state as the run page shows it (or as the VMM loads
+/// it with `LOAD_SYSTEM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SystemState {
+    cr0: u64,
+    cr2: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    segments: [abi::Segment; 8],
+    gdtr: abi::Segment,
+    idtr: abi::Segment,
+}
+
+impl SystemState {
+    fn of(run: &VcpuRun) -> Self {
+        Self {
+            cr0: run.cr0,
+            cr2: run.cr2,
+            cr3: run.cr3,
+            cr4: run.cr4,
+            efer: run.efer,
+            segments: run.segments,
+            gdtr: run.gdtr,
+            idtr: run.idtr,
+        }
+    }
+
+    fn load(&self, run: &mut VcpuRun) {
+        (run.cr0, run.cr2, run.cr3, run.cr4, run.efer) = (self.cr0, self.cr2, self.cr3, self.cr4, self.efer);
+        (run.segments, run.gdtr, run.idtr) = (self.segments, self.gdtr, self.idtr);
+        run.load_state |= abi::LOAD_SYSTEM;
+    }
+}
+
+/// Where guest_pio's round trip of the system state stands.
+#[derive(Debug, Default)]
+enum StateCheck {
+    #[default]
+    Before,
+    /// The VMM loaded the second state in place of the guest's own, the
+    /// first.
+    Loaded(Box<(SystemState, SystemState)>),
+    Done,
+}
+
+/// guest_pio: the run page shows the guest's system state as the vCPU
+/// holds it, every field in its place. At the guest's first write to
+/// [`p::pio::WRITE_PORT`] (long mode, interrupts off) the VMM loads a state
+/// with a value of its own in each field the guest's code does not use
+/// until its next exit: the bases of ES, SS, DS, FS and GS (ignored
+/// in 64-bit mode), the LDT (the guest has none), TR's base and limit (read
+/// only by an interrupt or a task switch) and the IDT's (interrupts are
+/// off; any exception would triple-fault the guest and fail the test), all
+/// different from each other; CR0, CR2, CR3, CR4, EFER, CS and GDTR stay
+/// the guest's. At the next exit the page must show exactly that state;
+/// then the guest's own goes back. (CR2 is not given a value of its own:
+/// Bochs's SVM model shows 0 at the exit after a VMRUN that loaded
+/// another, with the kernel before and after the lean exit path alike.)
+fn check_state_round_trip(state: StateCheck, run: &mut VcpuRun, exit: Option<VcpuExit>) -> Result<StateCheck, String> {
+    match state {
+        StateCheck::Before if exit == Some(VcpuExit::Io) && run.write != 0 && run.port == p::pio::WRITE_PORT => {
+            let own = SystemState::of(run);
+            // The guest's contract: long mode (EFER.LMA), CS its 64-bit
+            // code selector 0x18 with L set, a GDT.
+            if own.efer & (1 << 10) == 0 || own.segments[1].selector != 0x18 || own.segments[1].attrib & (1 << 9) == 0 {
+                return Err(format!("at the first port write the guest is not in its long mode: {own:x?}"));
+            }
+            let mut loaded = own;
+            for (i, base) in [(0, 0x1100_0000), (2, 0x2200_0000), (3, 0x3300_0000), (4, 0x0000_4400_0000_1000), (5, 0x0000_5500_0000_2000)] {
+                loaded.segments[i].base = base;
+            }
+            loaded.segments[6] = abi::Segment { selector: 0, attrib: 0x82, limit: 0x7ff, base: 0x0000_6600_0000_3000 };
+            loaded.segments[7].base = 0x0000_7700_0000_4000;
+            loaded.segments[7].limit = 0x67 + 0x1000;
+            loaded.idtr = abi::Segment { selector: 0, attrib: 0, limit: 0x1ff, base: 0x0000_0880_0000_5000 };
+            loaded.load(run);
+            Ok(StateCheck::Loaded(Box::new((own, loaded))))
+        }
+        StateCheck::Loaded(states) => {
+            let (own, loaded) = *states;
+            let shown = SystemState::of(run);
+            if shown != loaded {
+                return Err(format!("after an exit the run page shows the system state {shown:x?}, the vCPU holds {loaded:x?}"));
+            }
+            own.load(run);
+            Ok(StateCheck::Done)
+        }
+        s => Ok(s),
+    }
 }
 
 /// Where the phase count of the benchmark guest's port exits stands.
@@ -806,6 +907,9 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
             }
             if !out.console.contains(core::str::from_utf8(p::pio::OUTSB_STRING).unwrap_or("?").trim_end()) {
                 return Err(format!("rep outsb string missing from the console {console:?}"));
+            }
+            if !matches!(out.state_check, StateCheck::Done) {
+                return Err(format!("the system state's round trip did not finish: {:x?}", out.state_check));
             }
         }
         Test::Msr => {

@@ -139,6 +139,7 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) }
 }
 
+#[inline(always)]
 pub fn write_cr3(pml4: u64) {
     super::percpu::this().cr3.store(pml4, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: every address-space root the kernel loads maps the kernel half

@@ -232,9 +232,41 @@ impl Vmcb {
         run.idtr = self.segment(IDTR);
     }
 
+    /// The guest state after an exit as the run page holds it, read in
+    /// place (`RunPage::publish_exit_state`): as `save` puts it in a
+    /// `VcpuRun`, with the registers of `gprs` (RAX and RSP too: the caller
+    /// keeps them up to date from the VMCB).
+    #[inline(always)]
+    pub fn exit_state<'a>(&'a self, gprs: &'a [u64; 16]) -> crate::kernel::runpage::ExitState<'a> {
+        use vmcb::*;
+        const _: () = assert!(
+            ES.is_multiple_of(8) && GDTR == ES + 6 * 16 && LDTR == GDTR + 16 && IDTR == LDTR + 16 && TR == IDTR + 16
+                && core::mem::size_of::<Segment>() == 16
+        );
+        // SAFETY: ES..TR are ten 16-byte segments from ES, 8-aligned, inside
+        // the VMCB's frame (as r64), in `Segment`'s layout (`segment`); the
+        // vCPU's thread owns its VMCB and no VMRUN runs while `self` is
+        // borrowed, so nothing writes them while the reference lives.
+        let segments = unsafe { &*(self.ptr(ES) as *const [u64; 20]) };
+        crate::kernel::runpage::ExitState {
+            gprs,
+            rip: self.r64(RIP),
+            rflags: self.r64(RFLAGS),
+            cr0: self.r64(CR0),
+            cr2: self.r64(CR2),
+            cr3: self.r64(CR3),
+            cr4: self.r64(CR4),
+            efer: self.r64(EFER) & !EFER_SVME,
+            segments,
+        }
+    }
+
     /// Loads guest state from the run page, as `run.load_state` asks.
     /// Values the hardware would refuse are caught by VMRUN's consistency
     /// checks (an `InvalidState` exit), never by the host.
+    /// Inline: the registers (the usual request after an exit) in four
+    /// stores, the system state in a call of its own.
+    #[inline(always)]
     pub fn load(&mut self, run: &VcpuRun, what: u64) {
         use vmcb::*;
         if what & abi::LOAD_GPRS != 0 {
@@ -244,23 +276,29 @@ impl Vmcb {
             self.w64(RFLAGS, run.rflags | 2);
         }
         if what & abi::LOAD_SYSTEM != 0 {
-            self.w64(CR0, run.cr0);
-            self.w64(CR2, run.cr2);
-            self.w64(CR3, run.cr3);
-            self.w64(CR4, run.cr4);
-            self.w64(EFER, run.efer | EFER_SVME);
-            for i in 0..6 {
-                self.set_segment(ES + 16 * i, run.segments[i]);
-            }
-            self.set_segment(LDTR, run.segments[6]);
-            self.set_segment(TR, run.segments[7]);
-            self.set_segment(GDTR, run.gdtr);
-            self.set_segment(IDTR, run.idtr);
-            // CPL follows SS.DPL (APM Vol. 2 §15.5.1).
-            let cpl = ((run.segments[2].attrib >> 5) & 3) as u8;
-            self.w8(CPL, cpl);
-            self.w32(CLEAN, 0);
+            self.load_system(run);
         }
+    }
+
+    #[inline(never)]
+    fn load_system(&mut self, run: &VcpuRun) {
+        use vmcb::*;
+        self.w64(CR0, run.cr0);
+        self.w64(CR2, run.cr2);
+        self.w64(CR3, run.cr3);
+        self.w64(CR4, run.cr4);
+        self.w64(EFER, run.efer | EFER_SVME);
+        for i in 0..6 {
+            self.set_segment(ES + 16 * i, run.segments[i]);
+        }
+        self.set_segment(LDTR, run.segments[6]);
+        self.set_segment(TR, run.segments[7]);
+        self.set_segment(GDTR, run.gdtr);
+        self.set_segment(IDTR, run.idtr);
+        // CPL follows SS.DPL (APM Vol. 2 §15.5.1).
+        let cpl = ((run.segments[2].attrib >> 5) & 3) as u8;
+        self.w8(CPL, cpl);
+        self.w32(CLEAN, 0);
     }
 }
 
