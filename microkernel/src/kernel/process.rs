@@ -120,9 +120,11 @@ impl Kernel {
                         self.fail_blocked(t, Error::Gone);
                     }
                     if let Some(b) = n.bound
-                        && let Some(t) = self.thread_mut(b) {
-                            t.bound_notification = None;
-                        }
+                        && let Some(t) = self.thread_mut(b)
+                        && t.bound_notification == Some(id)
+                    {
+                        t.bound_notification = None;
+                    }
                     for line in self.irqs.iter_mut() {
                         if line.notification == Some(id) {
                             line.notification = None;

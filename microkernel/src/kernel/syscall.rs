@@ -255,7 +255,16 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
                 return Err(Error::BadState);
             }
             nt.bound = Some(t);
-            k.thread_mut(t).ok_or(Error::Gone)?.bound_notification = Some(n);
+            let old = k.thread_mut(t).ok_or(Error::Gone)?.bound_notification.replace(n);
+            // Bound to one at a time: the one it leaves no longer names it
+            // (or its signal would still end the thread's Recv, no other
+            // thread could bind it, and its deletion would unbind this one).
+            if let Some(o) = old.filter(|&o| o != n)
+                && let Some(ot) = k.notifications.get_mut(o)
+                && ot.bound == Some(t)
+            {
+                ot.bound = None;
+            }
             vals(0, 0, 0)
         }
         Sys::Exit => {

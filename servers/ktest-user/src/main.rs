@@ -15,6 +15,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod security;
 #[cfg(target_os = "none")]
+mod bind;
+#[cfg(target_os = "none")]
 mod charging;
 #[cfg(target_os = "none")]
 mod configure;

@@ -103,6 +103,7 @@ pub fn main(start: Start) -> u64 {
         ("a_thread_suspended_in_a_system_call_makes_it_when_resumed", crate::configure::a_thread_suspended_in_a_system_call_makes_it_when_resumed),
         ("receivers_leave_the_queue_every_way", crate::waitlist::receivers_leave_the_queue_every_way),
         ("a_reply_owed_to_a_killed_caller_reaches_nobody", crate::waitlist::a_reply_owed_to_a_killed_caller_reaches_nobody),
+        ("rebinding_a_thread_lets_go_of_its_old_notification", crate::bind::rebinding_a_thread_lets_go_of_its_old_notification),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
