@@ -212,6 +212,7 @@ pub fn run_tiers(
             Ok(i) => i,
             Err(e) => {
                 println!("  FAIL {}: the guest images (cargo xtask images): {e}", case.name);
+                crate::tiers::remember_failure(case.name, vec![format!("the guest images: {e}")]);
                 failures.push(case.name.into());
                 continue;
             }
@@ -240,6 +241,8 @@ pub fn run_tiers(
                     println!("         | {l}");
                 }
                 println!("       log: {}", out.log.display());
+                let tail = out.tail.iter().map(|l| format!("| {l}"));
+                crate::tiers::remember_failure(case.name, out.problems.iter().cloned().chain(tail).collect());
                 failures.push(case.name.into());
             }
         }

@@ -766,6 +766,7 @@ pub fn run_tiers(
             }
             Err(e) => {
                 println!("  FAIL {case}: {e}");
+                crate::tiers::remember_failure(case, vec![e.to_string()]);
                 failures.push(case.into());
             }
         }
@@ -797,6 +798,7 @@ pub fn run_tiers(
             Ok(o) => o,
             Err(e) => {
                 println!("  FAIL {case}: {e}");
+                crate::tiers::remember_failure(case, vec![e.to_string()]);
                 failures.push(case.into());
                 continue;
             }
@@ -815,6 +817,7 @@ pub fn run_tiers(
         Ok(o) => o,
         Err(e) => {
             println!("  FAIL {CASE}: {e}");
+            crate::tiers::remember_failure(CASE, vec![e.to_string()]);
             failures.push(CASE.into());
             return Ok(());
         }
@@ -833,6 +836,8 @@ pub fn run_tiers(
             println!("         | {l}");
         }
         println!("       log: {}", out.log.display());
+        let tail = out.tail.iter().map(|l| format!("| {l}"));
+        crate::tiers::remember_failure(CASE, out.problems.iter().cloned().chain(tail).collect());
         failures.push(CASE.into());
     }
     Ok(())

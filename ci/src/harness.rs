@@ -164,6 +164,7 @@ impl Checks {
             for p in &self.problems {
                 println!("         {p}");
             }
+            crate::tiers::remember_failure(self.case, self.problems.clone());
         }
     }
 

@@ -116,6 +116,9 @@ impl Outcome {
                 println!("         | {}", l.trim_end_matches('\r'));
             }
             println!("       log: {}", self.run.log.display());
+            let mut again = self.problems.clone();
+            again.extend(crate::tiers::serial_tail(&self.run.serial, 15));
+            crate::tiers::remember_failure(&self.name, again);
         }
     }
 }

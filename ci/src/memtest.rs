@@ -209,6 +209,9 @@ impl Outcome {
             let text = strip_escapes(&self.serial);
             let tail: String = text.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
             println!("         | ...{}", tail.replace('\n', "\n         | "));
+            let mut again = self.problems.clone();
+            again.extend(tail.lines().map(|l| format!("| {l}")));
+            crate::tiers::remember_failure(&self.name, again);
             println!("       log: {}", self.log.display());
         }
     }

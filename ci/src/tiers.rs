@@ -1040,6 +1040,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                     println!("  ok   {case} ({:.1} s)", run.elapsed.as_secs_f64());
                 } else {
                     println!("  FAIL {case}: {} (log {})", problems.join("; "), run.log.display());
+                    let mut again = problems.clone();
+                    again.extend(serial_tail(&run.serial, 15));
+                    remember_failure(case, again);
                     failures.push(case.into());
                 }
             }
@@ -1085,6 +1088,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         println!("xtask test: {} tier(s), {runs} machine runs, all passed in {secs:.0} s", chosen.len());
         Ok(ExitCode::SUCCESS)
     } else {
+        print_failure_details();
         println!("xtask test: FAILED: {} (in {secs:.0} s)", failures.join(", "));
         Ok(ExitCode::FAILURE)
     }
@@ -1131,6 +1135,40 @@ fn report(name: &str, r: &Run, v: &Verdict) {
             println!("         | {line}");
         }
         println!("       log: {}", r.log.display());
+        let mut again: Vec<String> = v.problems.iter().chain(&v.fatal).cloned().collect();
+        again.extend(serial_tail(&r.serial, 15));
+        remember_failure(name, again);
+    }
+}
+
+/// What each failed case printed, printed again at the end of `cargo xtask
+/// test`: CI keeps only the end of a run's output, and a failure's lines
+/// scrolled out of it once (stop 26: only "FAILED: vm/epyc-svm" was left).
+static FAILURE_DETAILS: std::sync::Mutex<Vec<(String, Vec<String>)>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a failed case's problems and last serial lines for the summary.
+pub(crate) fn remember_failure(name: &str, lines: Vec<String>) {
+    FAILURE_DETAILS.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_string(), lines));
+}
+
+/// The last `n` lines of a serial log, each marked as serial output.
+pub(crate) fn serial_tail(serial: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = serial.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("| {}", l.trim_end_matches('\r'))).collect()
+}
+
+/// Prints every remembered failure again (the run's last screen).
+fn print_failure_details() {
+    let details = FAILURE_DETAILS.lock().unwrap_or_else(|e| e.into_inner());
+    if details.is_empty() {
+        return;
+    }
+    println!("== what failed, again (the end of the serial log of each)");
+    for (name, lines) in details.iter() {
+        println!("  FAIL {name}");
+        for l in lines {
+            println!("         {l}");
+        }
     }
 }
 
