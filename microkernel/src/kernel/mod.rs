@@ -599,6 +599,14 @@ impl Kernel {
         t.min(r)
     }
 
+    /// The CPU that still has thread `t` current, if any: a thread
+    /// suspended from another CPU stays current there until that CPU
+    /// schedules again (`ThreadSuspend` made it leave ring 3). Until then
+    /// its saved frame may still change and it must go back to that CPU.
+    pub fn cpu_holding(&self, t: Id) -> Option<usize> {
+        self.current.iter().position(|&c| c == Some(t))
+    }
+
     pub fn pick_cpu(&self, affinity: Option<usize>) -> usize {
         let loads: Vec<kcore::sched::CpuLoad> = (0..self.cpus_online)
             .map(|c| kcore::sched::CpuLoad {

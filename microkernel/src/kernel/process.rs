@@ -830,7 +830,7 @@ impl Kernel {
         // ring 3 at once (`ThreadSuspend` makes it), but until that CPU
         // schedules again it may be in the middle of a system call whose
         // answer would land in the rewritten frame.
-        if self.current.contains(&Some(t)) {
+        if self.cpu_holding(t).is_some() {
             return Err(Error::BadState);
         }
         let th = self.thread_mut(t).ok_or(Error::Gone)?;
@@ -869,7 +869,7 @@ impl Kernel {
         // (`ThreadSuspend` made it leave ring 3; it waits for the lock):
         // it goes back to that CPU's queue, which picks it up. Anywhere
         // else two CPUs would run it at once from one saved context.
-        let still_on = self.current.iter().position(|&c| c == Some(t));
+        let still_on = self.cpu_holding(t);
         let cpu = still_on.unwrap_or_else(|| self.pick_cpu(th.affinity));
         self.thread_mut(t).expect("checked").cpu = cpu;
         self.make_runnable(t);

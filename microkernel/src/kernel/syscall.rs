@@ -171,7 +171,7 @@ fn call(k: &mut Kernel, me: Id, pid: Id, sys: Sys, a: [u64; 6]) -> Result<Done, 
             // Nor one another CPU has not let go of since it was suspended:
             // resumed, it goes back to that CPU (`thread_resume`), so a new
             // affinity would not hold.
-            if k.current.contains(&Some(t)) {
+            if k.cpu_holding(t).is_some() {
                 return Err(Error::BadState);
             }
             let th = k.thread_mut(t).ok_or(Error::Gone)?;

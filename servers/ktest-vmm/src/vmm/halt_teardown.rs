@@ -138,8 +138,10 @@ fn one_round(env: &mut Env, round: u32, before: u64) -> Result<(), String> {
             .map_err(e("configure"))?;
         sys::thread_set_priority(t, 50, Some(1)).map_err(e("pin to CPU 1"))?;
         sys::thread_resume(t).map_err(e("resume"))?;
+        // Bounds for a hang, not a timing: 20 s each (a loaded host may
+        // leave CPU 1's emulator thread unscheduled for a while).
         let mut started = false;
-        for _ in 0..2000 {
+        for _ in 0..20_000 {
             if peek(STARTED) != 0 {
                 started = true;
                 break;
@@ -154,7 +156,7 @@ fn one_round(env: &mut Env, round: u32, before: u64) -> Result<(), String> {
         // Its last capability goes while it spins in the guest on CPU 1.
         sys::cap_delete(vcpu).map_err(e("delete the vcpu"))?;
         poke(GO, 1);
-        match sys::wait(done, 2_000_000_000) {
+        match sys::wait(done, 20_000_000_000) {
             Ok(_) => Ok(()),
             Err(abi::Error::Timeout) => Err(format!(
                 "round {round}: the vCPU thread slept through its guest's HLT although the vCPU's last capability had gone"
