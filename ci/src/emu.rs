@@ -68,12 +68,20 @@ pub struct Qemu {
     /// `-icount shift=0`: one instruction per virtual nanosecond, so TSC
     /// deltas count instructions (benchmarks).
     pub icount: bool,
+    /// `-accel tcg,thread=single`: every CPU emulated by one host thread,
+    /// round robin, instead of one thread per CPU (QEMU's default). QEMU
+    /// 7.2's multi-threaded TCG overwrote a starting vCPU's VMCB with the
+    /// host's state now and then (README, "QEMU's threads"); the vm suite's
+    /// two-CPU case runs this way. `ALCOVE_QEMU_TCG_THREAD=single|multi`
+    /// overrides it for every QEMU run without `icount` (which is one
+    /// thread anyway).
+    pub one_thread: bool,
     pub extra: Vec<String>,
 }
 
 impl Default for Qemu {
     fn default() -> Self {
-        Self { smp: 2, mem_mib: 512, uefi: false, cpu: "qemu64,+svm,+npt".into(), icount: false, extra: vec![] }
+        Self { smp: 2, mem_mib: 512, uefi: false, cpu: "qemu64,+svm,+npt".into(), icount: false, one_thread: false, extra: vec![] }
     }
 }
 
@@ -98,6 +106,14 @@ impl Qemu {
         }
         if self.icount {
             c.args(["-icount", "shift=0"]);
+        }
+        let one_thread = match std::env::var("ALCOVE_QEMU_TCG_THREAD").as_deref() {
+            Ok("single") => true,
+            Ok("multi") => false,
+            _ => self.one_thread,
+        };
+        if one_thread && !self.icount {
+            c.args(["-accel", "tcg,thread=single"]);
         }
         c.args(&self.extra);
         c

@@ -664,7 +664,12 @@ fn system_cases() -> Vec<Case> {
         // deletes VMs whose VMMs zone-server has init start (ci/src/zone.rs).
         Case::qemu("zone/vmadm-epyc-svm", "zone", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), extra: crate::zone::pool_drive(), ..Qemu::default() }),
         Case::qemu("vm/qemu64-svm-smp1", "vm", Qemu { smp: 1, ..Qemu::default() }),
-        Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
+        // One emulator thread for both CPUs: with one each, QEMU 7.2 now
+        // and then overwrote a starting AP's VMCB with the host's state
+        // (about one run in ten; README, "QEMU's threads"). The same suite
+        // with a thread per CPU runs by name (`--case epyc-svm-mttcg`).
+        Case::qemu("vm/epyc-svm", "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), one_thread: true, ..Qemu::default() }),
+        Case::qemu(MTTCG_CASE, "vm", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), ..Qemu::default() }),
         Case::bochs("vm/bochs-skylake-x-vmx", "vm", Bochs::default()).with_manifest("vm-bochs"),
         Case::bochs("vm/bochs-ryzen-svm-nrip", "vm", Bochs { cpu_model: "ryzen".into(), ..Bochs::default() })
             .with_manifest("vm-bochs-svm"),
@@ -674,6 +679,10 @@ fn system_cases() -> Vec<Case> {
         fuzz_case("fuzz/qemu-smp4", 4, FUZZ_CI[1]),
     ]
 }
+
+/// The vm suite on two CPUs with QEMU's default thread per CPU: by name
+/// only (`--case epyc-svm-mttcg`) until QEMU's VMCB overwrite is gone.
+const MTTCG_CASE: &str = "vm/epyc-svm-mttcg";
 
 /// The fuzz cases' seeds and batches in CI (`cargo xtask fuzz-syscalls`
 /// runs others on demand). No kernel bug is counted instead of failing any
@@ -791,6 +800,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         let kernel = kernel.as_deref().expect("kernel built");
         for case in system_cases() {
             if only.as_deref().is_some_and(|o| !case.name.contains(o)) {
+                continue;
+            }
+            if case.name == MTTCG_CASE && only.as_deref().is_none_or(|o| !o.contains("mttcg")) {
                 continue;
             }
             // The fuzz cases take 20-35 s here: room for a loaded host.

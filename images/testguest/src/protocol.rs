@@ -47,7 +47,7 @@ pub enum Test {
     ApWhileBspExits = 18,
 }
 
-/// `ap_while_bsp_exits`: the AP's work, in `pause` iterations, before it
+/// `ap_while_bsp_exits`: the AP's work, in loop iterations (no PAUSE), before it
 /// sets its flag.
 pub const AP_WORK: u32 = 1_000_000;
 /// `ap_while_bsp_exits`: the most CPUIDs the BSP makes waiting for the AP

@@ -866,6 +866,19 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         run.hw_code = code;
         run.info1 = info1;
         run.info2 = info2;
+        // The guest's state is the host's own, as the host's VMRUN saved
+        // it: under QEMU 7.2's multi-threaded TCG the VMCB of a vCPU
+        // starting up on a two-CPU machine was found so, about one run in
+        // ten of vm/epyc-svm (never with `-accel tcg,thread=single`). Run
+        // again it loops in nested-page faults at a kernel address; the
+        // VMM is told instead, and the kernel says why.
+        if svm::holds_host_state(&vcpu.vmcb) {
+            log::error!(
+                "vm: vCPU's VMCB holds this host's state after exit {code:#x} (rip {:#x}): overwritten by the CPU or its emulator; the vCPU cannot go on",
+                vcpu.vmcb.r64(f::RIP)
+            );
+            break VcpuExit::InvalidState;
+        }
         match code {
             x::INTR | x::NMI | x::SMI | x::INIT => {
                 // Let the host interrupt in (it marks what it needs).

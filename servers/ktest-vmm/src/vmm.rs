@@ -33,7 +33,14 @@ const WRITER_STACK_PAGES: u64 = 2;
 const MAX_WRITERS: u32 = 4;
 
 /// Tells the AP thread to stop running its vCPU.
+/// How long a thread of this VMM waits for another before calling it hung.
+const HANG_BOUND_NS: u64 = 20_000_000_000;
 static AP_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// What the AP thread saw, for a failure's message: its runs that ended
+/// (`VcpuRun` returns), by exit reason (index = reason, the last slot
+/// for errors and unknown reasons).
+static AP_LAST_AT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static AP_EXITS: [core::sync::atomic::AtomicU32; 16] = [const { core::sync::atomic::AtomicU32::new(0) }; 16];
 /// Tells the FPU race's writer threads to stop.
 static WRITER_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// Flips of the run page the writers made (for the log).
@@ -250,7 +257,9 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
         if let Some((ap_vcpu, done)) = ap {
             AP_STOP.store(true, core::sync::atomic::Ordering::Release);
             let _ = sys::vcpu_kick(ap_vcpu);
-            let stopped = sys::wait(done, 2_000_000_000);
+            // A bound for a hang, not a timing: a loaded host may leave
+            // the emulator's other CPU unscheduled for seconds.
+            let stopped = sys::wait(done, HANG_BOUND_NS);
             if stopped.is_err() {
                 return Err(format!("the AP thread did not stop: {stopped:?}"));
             }
@@ -258,7 +267,23 @@ fn run_test(env: &mut Env, test: Test) -> Result<(), String> {
             // SAFETY: the AP thread has stopped using its run page.
             let _ = unsafe { sys::unmap(SLOT_SELF, AP_RUN_VA, 1) };
         }
-        let out = out?;
+        // A failed test with an AP says what the AP's thread saw: its
+        // runs by exit reason and where its vCPU was at its last exit.
+        let out = out.map_err(|why| match ap {
+            Some(_) => {
+                let runs: Vec<String> = AP_EXITS
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        let n = c.load(core::sync::atomic::Ordering::Relaxed);
+                        (n != 0).then(|| format!("{:?}: {n}", VcpuExit::from_u32(i as u32)))
+                    })
+                    .collect();
+                let at = AP_LAST_AT.load(core::sync::atomic::Ordering::Relaxed);
+                format!("{why}; the AP thread's runs by exit: [{}], its last exit at linear rip {at:#x}", runs.join(", "))
+            }
+            None => why,
+        })?;
         // Only a level-triggered interrupt's EOI comes back to the VMM: one
         // per round of the VMM-interrupt test.
         let rounds = if env.level { p::vmm_interrupt::ROUNDS as usize } else { 0 };
@@ -974,6 +999,9 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
 fn start_ap(env: &mut Env, guest: CapSlot) -> Result<(CapSlot, CapSlot), String> {
     let e = |what: &'static str| move |err: abi::Error| format!("{what}: {err}");
     AP_STOP.store(false, core::sync::atomic::Ordering::Release);
+    for c in &AP_EXITS {
+        c.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
     let run_frame = env.slot();
     sys::create(ObjectType::Frame, run_frame, 1).map_err(e("AP run page"))?;
     sys::map(SLOT_SELF, run_frame, AP_RUN_VA, RW).map_err(e("map AP run page"))?;
@@ -1009,7 +1037,11 @@ extern "C" fn ap_thread(_ipc: u64, vcpu: u64, done: u64) -> ! {
     // `run_page`).
     let run = unsafe { alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA) };
     while !AP_STOP.load(core::sync::atomic::Ordering::Acquire) {
-        match run_vcpu(vcpu).ok().and_then(|r| VcpuExit::from_u32(r as u32)) {
+        let r = run_vcpu(vcpu);
+        let slot = r.as_ref().map_or(AP_EXITS.len() - 1, |&x| (x as usize).min(AP_EXITS.len() - 1));
+        AP_EXITS[slot].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        AP_LAST_AT.store(run.segments[1].base.wrapping_add(run.rip), core::sync::atomic::Ordering::Relaxed);
+        match r.ok().and_then(|r| VcpuExit::from_u32(r as u32)) {
             Some(VcpuExit::Io) => {
                 if run.write == 0 {
                     run.gprs[0] |= mask(run.size);
@@ -1092,7 +1124,7 @@ fn stop_writers(w: &Writers) -> Result<(), String> {
     let all = (1u64 << w.threads.len()) - 1;
     let mut seen = 0;
     while seen != all {
-        match sys::wait(w.done, 2_000_000_000) {
+        match sys::wait(w.done, HANG_BOUND_NS) {
             Ok(bits) => seen |= bits,
             Err(e) => return Err(format!("the writer threads did not stop ({seen:#b} of {all:#b}): {e}")),
         }

@@ -128,7 +128,12 @@ pub fn ap_main() -> ! {
     AP_READY.store(1, Ordering::Release);
     let work = AP_WORK.load(Ordering::Acquire);
     if work != 0 {
-        spin(work);
+        // Plain work, no PAUSE: QEMU's TCG leaves its execution loop on
+        // every PAUSE, which under one emulator thread for all CPUs hands
+        // the host CPU to the next vCPU each iteration.
+        for i in 0..work {
+            core::hint::black_box(i);
+        }
         AP_DONE.store(1, Ordering::Release);
     }
     loop {

@@ -52,6 +52,18 @@ pub fn enable_cpu(cpu: usize, hsave_pa: u64, host_vmsave_pa: u64) {
     HOST_AREAS[cpu][1].store(host_vmsave_pa, Ordering::Relaxed);
 }
 
+/// Whether the guest state in `vmcb` is the host's own as VMRUN saves it
+/// to the host save area (RIP just after this kernel's VMRUN, a flat CS,
+/// this CPU's CR3): no guest can be there, so the VMCB was overwritten.
+#[inline(always)]
+pub fn holds_host_state(vmcb: &Vmcb) -> bool {
+    unsafe extern "C" {
+        static svm_vcpu_run_resume: u8;
+    }
+    let resume = &raw const svm_vcpu_run_resume as u64;
+    vmcb.r64(vmcb::RIP) == resume && vmcb.r64(vmcb::ES + 16 + 8) == 0 && vmcb.r64(vmcb::CR3) & 0x000f_ffff_ffff_f000 == super::cpu::read_cr3()
+}
+
 pub fn enabled_on(cpu: usize) -> bool {
     HOST_AREAS[cpu][0].load(Ordering::Relaxed) != 0
 }

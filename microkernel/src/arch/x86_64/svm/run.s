@@ -41,6 +41,8 @@ svm_vcpu_run:
     mov rax, [rsp]
     vmload rax
     vmrun rax
+.global svm_vcpu_run_resume
+svm_vcpu_run_resume:                /* where a #VMEXIT resumes the host */
     vmsave rax
     mov rax, [rsp + 8]
     mov [rax + 8 * 1], rcx
