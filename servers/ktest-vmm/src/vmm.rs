@@ -1010,8 +1010,9 @@ fn start_ap(env: &mut Env, guest: CapSlot) -> Result<(CapSlot, CapSlot), String>
     let _ = sys::cap_delete(run_frame);
     // SAFETY: the AP's run page, just mapped; its vCPU has not run yet.
     fill_cpuid(unsafe { alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA) });
-    let done = env.slot();
+    let (done, park) = (env.slot(), env.slot());
     sys::create(ObjectType::Notification, done, 0).map_err(e("notification"))?;
+    sys::create(ObjectType::Notification, park, 0).map_err(e("notification"))?;
     if !env.ap_stack {
         let stack = env.slot();
         sys::create(ObjectType::Frame, stack, AP_STACK_PAGES).map_err(e("AP stack"))?;
@@ -1023,7 +1024,8 @@ fn start_ap(env: &mut Env, guest: CapSlot) -> Result<(CapSlot, CapSlot), String>
     let top = AP_STACK_VA + AP_STACK_PAGES * PAGE_SIZE - 8;
     // SAFETY: the stack is mapped for this thread alone; it makes only
     // register-only system calls, so it needs no IPC buffer.
-    unsafe { sys::thread_configure(t, ap_thread as *const () as u64, top, 0, u64::from(vcpu), u64::from(done)) }
+    let slots = u64::from(done) | u64::from(park) << 32;
+    unsafe { sys::thread_configure(t, ap_thread as *const () as u64, top, 0, u64::from(vcpu), slots) }
         .map_err(e("configure AP thread"))?;
     sys::thread_resume(t).map_err(e("resume AP thread"))?;
     Ok((vcpu, done))
@@ -1031,8 +1033,9 @@ fn start_ap(env: &mut Env, guest: CapSlot) -> Result<(CapSlot, CapSlot), String>
 
 /// Runs the AP's vCPU: port writes are ignored and reads give all ones,
 /// other exits just run again, until the main thread sets `AP_STOP`.
-extern "C" fn ap_thread(_ipc: u64, vcpu: u64, done: u64) -> ! {
+extern "C" fn ap_thread(_ipc: u64, vcpu: u64, slots: u64) -> ! {
     let vcpu = vcpu as CapSlot;
+    let (done, park) = (slots as u32 as CapSlot, (slots >> 32) as CapSlot);
     // SAFETY: the AP's run page, used by this thread alone (the caveat of
     // `run_page`).
     let run = unsafe { alcove_rt::user_mut::<VcpuRun>(AP_RUN_VA) };
@@ -1054,10 +1057,12 @@ extern "C" fn ap_thread(_ipc: u64, vcpu: u64, done: u64) -> ! {
             _ => {}
         }
     }
-    let _ = sys::signal(done as CapSlot, 1);
-    // A thread cannot end on its own; park it.
+    let _ = sys::signal(done, 1);
+    // A thread cannot end on its own; park it on a notification nobody
+    // signals (waiting on `done` took back its own signal whenever it
+    // stopped before the main thread waited: "the AP thread did not stop").
     loop {
-        let _ = sys::wait(done as CapSlot, abi::FOREVER);
+        let _ = sys::wait(park, abi::FOREVER);
     }
 }
 
