@@ -453,14 +453,23 @@ fn an_install_is_all_or_nothing_for_mangled_files() {
     src.snapshot("zones/s@final").unwrap();
     let mut stream = Vec::new();
     src.send("zones/s@final", None, &mut |b| stream.extend_from_slice(b)).unwrap();
-    let seeds = [gzip(&disk), gzip(&stream), stream.clone(), disk.clone()];
+    // Each file with a compression that fits it or not.
+    let seeds = [
+        (gzip(&disk), "gzip"),
+        (gzip(&stream), "none"),
+        (stream.clone(), "gzip"),
+        (disk.clone(), "none"),
+        (xz(&disk), "xz"),
+        (xz(&stream), "xz"),
+        (disk.clone(), "xz"),
+    ];
     let mut x: u64 = 0x1234_5678_9abc_def1;
     let (mut ok, mut failed) = (0, 0);
-    for case in 0..120 {
+    for case in 0..210 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let mut file = seeds[case % seeds.len()].clone();
+        let (mut file, compression) = seeds[case % seeds.len()].clone();
         match (x >> 8) % 4 {
             0 => {}
             1 => {
@@ -470,7 +479,6 @@ fn an_install_is_all_or_nothing_for_mangled_files() {
             2 => file.truncate(1 + (x >> 16) as usize % file.len()),
             _ => file.extend_from_slice(&x.to_le_bytes()),
         }
-        let compression = if case % 2 == 0 { "gzip" } else { "none" };
         let mut p = pool();
         let mut inst = Install::begin(&mut p, manifest(IMAGE, &file, compression, 1), None).unwrap();
         let piece = 1 + (x >> 40) as usize % 9000;
