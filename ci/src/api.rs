@@ -421,7 +421,9 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     let (ok, out, err) = cli(imgadm, port, &["sources"])?;
     o.check(ok && out.contains(&url), || format!("imgadm sources: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["avail"])?;
-    o.check(ok && [GOOD, BAD_SHA1, SHORT, XZ, XZ_BIG_DICT].iter().all(|u| out.contains(u)), || format!("imgadm avail: {out:?} {err:?}"));
+    o.check(ok && [GOOD, BAD_SHA1, SHORT, XZ, XZ_BIG_DICT].iter().all(|u| out.contains(u)), || {
+        format!("imgadm avail: {out:?} {err:?}")
+    });
     let (ok, out, err) = cli(imgadm, port, &["import", GOOD])?;
     o.check(ok && out.starts_with(&format!("Imported image {GOOD} (imported-disk@")), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["import", BAD_SHA1])?;
@@ -435,7 +437,9 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     // xz: decompressed as it arrives (its CRC64 and index checked); a
     // dictionary zone-server's heap cannot hold is refused by name.
     let (ok, out, err) = cli(imgadm, port, &["import", XZ])?;
-    o.check(ok && out.starts_with(&format!("Imported image {XZ} (xz-disk@")), || format!("imgadm import {XZ} (xz): {out:?} {err:?}"));
+    o.check(ok && out.starts_with(&format!("Imported image {XZ} (xz-disk@")), || {
+        format!("imgadm import {XZ} (xz): {out:?} {err:?}")
+    });
     let (ok, out, err) = cli(imgadm, port, &["import", XZ_BIG_DICT])?;
     o.check(!ok && err.contains("UncompressionError") && err.contains("dictionary of 8388608 bytes"), || {
         format!("imgadm import of an xz file with an 8 MiB dictionary was not refused by name: {ok} {out:?} {err:?}")

@@ -30,8 +30,8 @@ use alloc::vec::Vec;
 use sha1::{Digest, Sha1};
 
 use crate::gzip::GzipReader;
-use crate::xz::XzReader;
 use crate::manifest::{Compression, Manifest, hex, is_uuid};
+use crate::xz::XzReader;
 use crate::{Error, PoolOps};
 
 /// The user property prefix of the stored manifest.

@@ -45,6 +45,8 @@ enum State {
     Body(Box<XzDecoder<'static>>),
     /// After a stream: the zero bytes of stream padding seen so far.
     Padding(u64),
+    /// An error ended the file: nothing more is taken.
+    Failed,
 }
 
 pub struct XzReader {
@@ -167,7 +169,16 @@ impl XzReader {
     }
 
     /// Decompresses `input`, handing the output to `sink` piece by piece.
-    pub fn feed(&mut self, mut input: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> {
+    /// After an error the reader takes nothing more.
+    pub fn feed(&mut self, input: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> {
+        let r = self.feed_inner(input, sink);
+        if r.is_err() {
+            self.state = State::Failed;
+        }
+        r
+    }
+
+    fn feed_inner(&mut self, mut input: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> {
         while !input.is_empty() {
             match &mut self.state {
                 State::Padding(n) => {
@@ -210,6 +221,7 @@ impl XzReader {
                     debug_assert!(rest.is_empty());
                 }
                 State::Body(_) => input = self.decode(input, sink)?,
+                State::Failed => return Err(bad("the file was refused already")),
             }
         }
         Ok(())
@@ -217,6 +229,9 @@ impl XzReader {
 
     /// A new decoder with a dictionary of `dict` bytes.
     fn start_stream(&mut self, dict: usize) -> Result<(), Error> {
+        // The previous stream's decoder and dictionary go first (and on an
+        // error here, `feed` marks the reader failed).
+        self.state = State::Failed;
         if dict > self.dict_limit {
             return Err(Error::Xz(format!(
                 "the dictionary is {} MiB, more than the limit of {} MiB (compress with a smaller one: xz -9 or less)",
@@ -224,11 +239,8 @@ impl XzReader {
                 self.dict_limit >> 20
             )));
         }
-        // The previous stream's decoder and dictionary go first.
-        self.state = State::Padding(0);
         let mut buf: Vec<u8> = Vec::new();
-        buf.try_reserve_exact(dict)
-            .map_err(|_| Error::Xz(format!("no memory for a dictionary of {dict} bytes")))?;
+        buf.try_reserve_exact(dict).map_err(|_| Error::Xz(format!("no memory for a dictionary of {dict} bytes")))?;
         buf.resize(dict, 0);
         self.dict = dict;
         // The largest dictionary the decoder may use is this one: it never
@@ -239,11 +251,7 @@ impl XzReader {
 
     /// Runs the decoder on `input`; returns what follows the stream's end
     /// (nothing unless it ended).
-    fn decode<'i>(
-        &mut self,
-        mut input: &'i [u8],
-        sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
-    ) -> Result<&'i [u8], Error> {
+    fn decode<'i>(&mut self, mut input: &'i [u8], sink: &mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<&'i [u8], Error> {
         while !input.is_empty() {
             let State::Body(dec) = &mut self.state else { return Ok(input) };
             let r = dec.decode(input, &mut self.out).map_err(|e| xz_err(&e, self.dict))?;
@@ -283,6 +291,7 @@ impl XzReader {
             State::Body(_) => Err(bad("file ends inside a stream (truncated)")),
             State::Padding(n) if n % 4 != 0 => Err(bad("stream padding is not a multiple of 4 bytes (corrupt)")),
             State::Padding(_) => Ok(()),
+            State::Failed => Err(bad("the file was refused already")),
         }
     }
 }

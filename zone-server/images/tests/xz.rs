@@ -261,6 +261,11 @@ fn a_wrong_check_is_named() {
     let mut bad = file.clone();
     bad[index - 3] ^= 0x40;
     assert!(xz_msg(decode(&bad, 1 << 20, 4096)).contains("CRC64"));
+    // An error ends the file: the rest of it, or its end, does not undo it.
+    let mut x = XzReader::new(1 << 20);
+    assert!(x.feed(&bad[..index], &mut |_| Ok(())).is_err());
+    assert_eq!(x.feed(&bad[index..], &mut |_| Ok(())), Err(Error::Xz("the file was refused already".into())));
+    assert!(x.finish().is_err());
     let mut bad = fixture("plain-9e-crc32.xz");
     let (index, _) = index_at(&bad);
     bad[index - 1] ^= 1;
@@ -287,6 +292,9 @@ fn a_dictionary_above_the_limit_is_refused_before_decoding() {
         let Err(Error::Xz(e)) = e else { panic!("{e:?}") };
         assert!(e.contains(&format!("{mib} MiB")) && e.contains("limit of 64 MiB"), "{e}");
         assert_eq!(out, 0);
+        // Refused for good: more input, or the end, is no way round it.
+        assert!(x.feed(&bad, &mut |_| Ok(())).is_err());
+        assert!(x.finish().is_err());
     }
     // 64 MiB itself is fine (xz -9's, as plain-9e-crc32.xz shows), and a
     // lower limit is kept: 8 MiB refused under 4 MiB.
