@@ -303,6 +303,14 @@ impl<'p, P: PoolOps> Install<'p, P> {
         })
     }
 
+    /// Lets the decompression grow the process's heap (an xz dictionary
+    /// that does not fit it: see [`crate::xz`]).
+    pub fn grow_heap_with(&mut self, grow: crate::xz::GrowHeap) {
+        if let Decompress::Xz(x) = &mut self.decompress {
+            x.set_grow_heap(grow);
+        }
+    }
+
     /// Bytes of the file taken so far.
     pub fn received(&self) -> u64 {
         self.received

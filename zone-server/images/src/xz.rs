@@ -16,11 +16,17 @@
 //! need a larger dictionary than the first (xz's encoders use one filter
 //! chain for every block of a stream).
 //!
+//! A process whose heap can grow (zone-server on Alcove, where every heap
+//! starts at 512 KiB) hands the reader a [`GrowHeap`]: when the dictionary
+//! does not fit, the reader asks it for that much more heap once and tries
+//! again.
+//!
 //! SHA-256 checks are refused by name: `xz4rust` verifies them only through
 //! the `sha2` crate with its `std` feature, which does not build on Alcove.
 
 use alloc::boxed::Box;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -37,6 +43,13 @@ const MAGIC: &[u8; 6] = b"\xfd7zXZ\0";
 const STREAM_HEADER: usize = 12;
 /// LZMA2's filter ID.
 const LZMA2: u64 = 0x21;
+/// Heap asked for beyond a dictionary when the heap must grow for it (the
+/// allocator's own bookkeeping and alignment).
+const GROW_SLACK: usize = 64 * 1024;
+
+/// Makes the process's heap at least this many bytes larger, or says why
+/// it cannot (zone-server: frames charged to its kernel-memory budget).
+pub type GrowHeap = fn(usize) -> Result<(), String>;
 
 enum State {
     /// A stream's first bytes: its header and its first block header (or
@@ -58,6 +71,7 @@ pub struct XzReader {
     dict: usize,
     streams: u32,
     out: Vec<u8>,
+    grow: Option<GrowHeap>,
 }
 
 fn bad(s: &str) -> Error {
@@ -150,7 +164,13 @@ impl XzReader {
             dict: 0,
             streams: 0,
             out: vec![0; OUT_CHUNK],
+            grow: None,
         }
+    }
+
+    /// Lets the reader grow the heap for a dictionary that does not fit.
+    pub fn set_grow_heap(&mut self, grow: GrowHeap) {
+        self.grow = Some(grow);
     }
 
     /// Bytes produced so far.
@@ -240,7 +260,12 @@ impl XzReader {
             )));
         }
         let mut buf: Vec<u8> = Vec::new();
-        buf.try_reserve_exact(dict).map_err(|_| Error::Xz(format!("no memory for a dictionary of {dict} bytes")))?;
+        if buf.try_reserve_exact(dict).is_err() {
+            let short = format!("no memory for a dictionary of {dict} bytes");
+            let grow = self.grow.ok_or_else(|| Error::Xz(short.clone()))?;
+            grow(dict + GROW_SLACK).map_err(|e| Error::Xz(format!("{short}: the heap cannot grow: {e}")))?;
+            buf.try_reserve_exact(dict).map_err(|_| Error::Xz(format!("{short}, even after the heap grew")))?;
+        }
         buf.resize(dict, 0);
         self.dict = dict;
         // The largest dictionary the decoder may use is this one: it never

@@ -2,13 +2,17 @@
 //! allocator that counts the bytes live and their peak, and can refuse
 //! large allocations as zone-server's small heap does): the dictionary the
 //! stream names and little else; a dictionary over the limit costs
-//! nothing; a dictionary the heap cannot give is an error, not an abort.
+//! nothing; a dictionary the heap cannot give is an error, not an abort,
+//! unless the heap can grow ([`alcove_images::xz::GrowHeap`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use alcove_images::Error;
 use alcove_images::xz::{OUT_CHUNK, XzReader};
+use alcove_images::{Error, store};
+use alcove_pool::{MemDisk, Pool};
+use serde_json::json;
+use sha1::{Digest, Sha1};
 
 struct Counting;
 
@@ -42,6 +46,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// One test at a time uses the counters and the switch.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -49,10 +56,17 @@ fn fixture(name: &str) -> Vec<u8> {
 /// Decodes `file` in 16 KiB pieces, output dropped; returns the result and
 /// the peak heap above what was live before.
 fn peak_of(file: &[u8], limit: u64) -> (Result<u64, Error>, usize) {
+    peak_with(file, limit, None)
+}
+
+fn peak_with(file: &[u8], limit: u64, grow: Option<alcove_images::xz::GrowHeap>) -> (Result<u64, Error>, usize) {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let r = (|| {
         let mut x = XzReader::new(limit);
+        if let Some(g) = grow {
+            x.set_grow_heap(g);
+        }
         for p in file.chunks(16 << 10) {
             x.feed(p, &mut |_| Ok(()))?;
         }
@@ -64,6 +78,7 @@ fn peak_of(file: &[u8], limit: u64) -> (Result<u64, Error>, usize) {
 
 #[test]
 fn the_heap_holds_the_dictionary_and_little_else() {
+    let _one = ONE.lock().unwrap();
     let file = fixture("plain-6-crc64.xz");
     // xz -6: an 8 MiB dictionary, a 64 KiB output piece, the decoder's
     // state (about 30 KiB) and the headers gathered.
@@ -93,4 +108,55 @@ fn the_heap_holds_the_dictionary_and_little_else() {
     REFUSE_ABOVE.store(usize::MAX, Ordering::Relaxed);
     assert!(r.is_ok(), "{r:?}");
     assert!(peak < (256 << 10) + OUT_CHUNK + (64 << 10), "xz -0's 256 KiB dictionary: peak {peak}");
+}
+
+/// What the heap was asked to grow by.
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+
+/// A heap that grows: large allocations succeed from now on.
+fn grows(bytes: usize) -> Result<(), String> {
+    GROWN.store(bytes, Ordering::Relaxed);
+    REFUSE_ABOVE.store(usize::MAX, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A heap whose budget is spent.
+fn cannot_grow(bytes: usize) -> Result<(), String> {
+    GROWN.store(bytes, Ordering::Relaxed);
+    Err("out of budget".into())
+}
+
+#[test]
+fn a_heap_that_can_grow_is_asked_once_for_the_dictionary() {
+    let _one = ONE.lock().unwrap();
+    let file = fixture("plain-6-crc64.xz");
+    REFUSE_ABOVE.store(1 << 20, Ordering::Relaxed);
+    let (r, _) = peak_with(&file, 1 << 20, Some(grows));
+    REFUSE_ABOVE.store(usize::MAX, Ordering::Relaxed);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(GROWN.load(Ordering::Relaxed), (8 << 20) + 64 * 1024);
+
+    REFUSE_ABOVE.store(1 << 20, Ordering::Relaxed);
+    let (r, _) = peak_with(&file, 1 << 20, Some(cannot_grow));
+    REFUSE_ABOVE.store(usize::MAX, Ordering::Relaxed);
+    assert_eq!(r, Err(Error::Xz("no memory for a dictionary of 8388608 bytes: the heap cannot grow: out of budget".into())));
+
+    // Through an install (imgadm's path): the grower reaches the reader.
+    let sha1: String = Sha1::digest(&file).iter().map(|b| format!("{b:02x}")).collect();
+    let m = alcove_images::Manifest::from_json(json!({
+        "uuid": "0b7b3b7e-8d6c-4c8e-9d3a-2f1e5a6b7c8d", "name": "x", "version": "1", "type": "zvol", "os": "linux",
+        "image_size": 1, "files": [{"sha1": sha1, "size": file.len(), "compression": "xz"}]
+    }))
+    .unwrap();
+    let mut pool = Pool::create("zones", vec![MemDisk::new(16 << 20)], 1).unwrap();
+    GROWN.store(0, Ordering::Relaxed);
+    REFUSE_ABOVE.store(1 << 20, Ordering::Relaxed);
+    let r = store::Install::begin(&mut pool, m, None).and_then(|mut inst| {
+        inst.grow_heap_with(grows);
+        file.chunks(4096).try_for_each(|c| inst.write(c))?;
+        inst.finish()
+    });
+    REFUSE_ABOVE.store(usize::MAX, Ordering::Relaxed);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(GROWN.load(Ordering::Relaxed), (8 << 20) + 64 * 1024);
 }
