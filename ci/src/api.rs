@@ -414,14 +414,16 @@ fn restart_steps(port: u16, tripwire: u16, log: &Path, o: &mut Outcome) -> std::
 /// The image steps: sources, avail, import (good, wrong SHA-1, cut short),
 /// list, a VM cloned from the image.
 fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
-    use crate::imgsource::{BAD_SHA1, GOOD, SHORT};
+    use crate::imgsource::{BAD_SHA1, GOOD, SHORT, XZ, XZ_BIG_DICT};
     let url = format!("http://10.0.2.2:{source_port}");
     let (ok, out, err) = cli(imgadm, port, &["sources", "-a", &url])?;
     o.check(ok && out.contains(&url), || format!("imgadm sources -a {url}: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["sources"])?;
     o.check(ok && out.contains(&url), || format!("imgadm sources: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["avail"])?;
-    o.check(ok && [GOOD, BAD_SHA1, SHORT].iter().all(|u| out.contains(u)), || format!("imgadm avail: {out:?} {err:?}"));
+    o.check(ok && [GOOD, BAD_SHA1, SHORT, XZ, XZ_BIG_DICT].iter().all(|u| out.contains(u)), || {
+        format!("imgadm avail: {out:?} {err:?}")
+    });
     let (ok, out, err) = cli(imgadm, port, &["import", GOOD])?;
     o.check(ok && out.starts_with(&format!("Imported image {GOOD} (imported-disk@")), || format!("imgadm import {GOOD}: {out:?} {err:?}"));
     let (ok, out, err) = cli(imgadm, port, &["import", BAD_SHA1])?;
@@ -432,14 +434,26 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     o.check(!ok && err.contains("ended in the middle"), || {
         format!("imgadm import of a file cut short was not refused by name: {ok} {out:?} {err:?}")
     });
+    // xz: decompressed as it arrives (its CRC64 and index checked); a
+    // dictionary zone-server's heap cannot hold is refused by name.
+    let (ok, out, err) = cli(imgadm, port, &["import", XZ])?;
+    o.check(ok && out.starts_with(&format!("Imported image {XZ} (xz-disk@")), || {
+        format!("imgadm import {XZ} (xz): {out:?} {err:?}")
+    });
+    let (ok, out, err) = cli(imgadm, port, &["import", XZ_BIG_DICT])?;
+    o.check(!ok && err.contains("UncompressionError") && err.contains("dictionary of 8388608 bytes"), || {
+        format!("imgadm import of an xz file with an 8 MiB dictionary was not refused by name: {ok} {out:?} {err:?}")
+    });
     let (ok, out, err) = cli(imgadm, port, &["list"])?;
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
     o.check(
-        ok && rows.len() == 2
+        ok && rows.len() == 3
             && rows[0] == ["UUID", "NAME", "VERSION", "OS", "TYPE", "PUB"]
             && rows[1].first() == Some(&GOOD)
-            && rows[1].get(1) == Some(&"imported-disk"),
-        || format!("imgadm list after the imports: {out:?} {err:?} (imgadm's table with only {GOOD} is to be there)"),
+            && rows[1].get(1) == Some(&"imported-disk")
+            && rows[2].first() == Some(&XZ)
+            && rows[2].get(1) == Some(&"xz-disk"),
+        || format!("imgadm list after the imports: {out:?} {err:?} (imgadm's table with only {GOOD} and {XZ} is to be there)"),
     );
     let payload = format!(
         r#"{{"uuid": "{IMAGE_VM}", "brand": "bhyve", "alias": "api-img", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-halt", "disks": [{{"boot": true, "image_uuid": "{GOOD}"}}]}}"#

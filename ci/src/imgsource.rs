@@ -1,9 +1,11 @@
 //! An IMGAPI image source the harness serves on this host (127.0.0.1:P,
 //! which a machine on QEMU's user network reaches as 10.0.2.2:P): `GET
-//! /images`, `GET /images/:uuid` and `GET /images/:uuid/file` for three
+//! /images`, `GET /images/:uuid` and `GET /images/:uuid/file` for five
 //! images: a good one, one whose file is not what `files[0].sha1` says,
-//! and one whose file is cut short (the connection closes before
-//! `Content-Length` bytes).
+//! one whose file is cut short (the connection closes before
+//! `Content-Length` bytes), and two xz-compressed ones: one with a 64 KiB
+//! dictionary and one with xz's default 8 MiB (more than zone-server's
+//! heap holds: refused by name).
 
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
@@ -18,7 +20,11 @@ pub const GOOD: &str = "1a9e0000-0000-4000-8000-00000000000a";
 pub const BAD_SHA1: &str = "1a9e0000-0000-4000-8000-00000000000b";
 /// Its file ends early.
 pub const SHORT: &str = "1a9e0000-0000-4000-8000-00000000000c";
-/// Bytes of each image file.
+/// Its file is the good one's, xz-compressed (64 KiB dictionary, CRC64).
+pub const XZ: &str = "1a9e0000-0000-4000-8000-00000000000d";
+/// xz with the 8 MiB dictionary of `xz -6` (xz's default).
+pub const XZ_BIG_DICT: &str = "1a9e0000-0000-4000-8000-00000000000e";
+/// Bytes of each uncompressed image file.
 const FILE_BYTES: usize = 256 * 1024;
 
 /// The source, served until dropped.
@@ -41,22 +47,50 @@ fn file() -> Vec<u8> {
     (0..FILE_BYTES).map(|i| if i < FILE_BYTES / 2 { (i * 13 % 251) as u8 } else { 0 }).collect()
 }
 
-fn manifest(uuid: &str, name: &str, sha1: &str) -> serde_json::Value {
+/// The good file xz-compressed with a dictionary of `dict` bytes (by
+/// lzma-rust2's encoder, independent of the decoder zone-server uses).
+fn xz_file(dict: u32) -> Vec<u8> {
+    let mut o = lzma_rust2::XzOptions::with_preset(1);
+    o.lzma_options.dict_size = dict;
+    let mut w = lzma_rust2::XzWriter::new(Vec::new(), o).expect("xz encoder");
+    w.write_all(&file()).expect("xz encoder");
+    w.finish().expect("xz encoder")
+}
+
+/// An image's file by uuid (the xz ones made once).
+fn file_of(uuid: &str) -> Vec<u8> {
+    static XZ_FILES: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    let (small, big) = XZ_FILES.get_or_init(|| (xz_file(64 << 10), xz_file(8 << 20)));
+    match uuid {
+        XZ => small.clone(),
+        XZ_BIG_DICT => big.clone(),
+        _ => file(),
+    }
+}
+
+fn sha1_hex(b: &[u8]) -> String {
+    Sha1::digest(b).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn manifest(uuid: &str, name: &str, sha1: &str, size: usize, compression: &str) -> serde_json::Value {
     serde_json::json!({
         "v": 2, "uuid": uuid, "owner": "930896af-bf8c-48d4-885c-6573a94b1853",
         "name": name, "version": "1.0", "type": "zvol", "os": "linux",
         "state": "active", "disabled": false, "public": true, "image_size": 1,
         "published_at": "2026-12-01T00:00:00Z",
-        "files": [{"sha1": sha1, "size": FILE_BYTES, "compression": "none"}]
+        "files": [{"sha1": sha1, "size": size, "compression": compression}]
     })
 }
 
 fn manifests() -> Vec<serde_json::Value> {
-    let good: String = Sha1::digest(file()).iter().map(|b| format!("{b:02x}")).collect();
+    let good = sha1_hex(&file());
+    let (xz, big) = (file_of(XZ), file_of(XZ_BIG_DICT));
     vec![
-        manifest(GOOD, "imported-disk", &good),
-        manifest(BAD_SHA1, "bad-sha1-disk", &"0".repeat(40)),
-        manifest(SHORT, "short-disk", &good),
+        manifest(GOOD, "imported-disk", &good, FILE_BYTES, "none"),
+        manifest(BAD_SHA1, "bad-sha1-disk", &"0".repeat(40), FILE_BYTES, "none"),
+        manifest(SHORT, "short-disk", &good, FILE_BYTES, "none"),
+        manifest(XZ, "xz-disk", &sha1_hex(&xz), xz.len(), "xz"),
+        manifest(XZ_BIG_DICT, "xz-big-dict-disk", &sha1_hex(&big), big.len(), "xz"),
     ]
 }
 
@@ -85,7 +119,7 @@ fn serve(mut s: TcpStream) {
         ["images"] => answer(&mut s, "200 OK", serde_json::Value::Array(all.clone()).to_string().as_bytes(), usize::MAX),
         ["images", u] if found(u).is_some() => answer(&mut s, "200 OK", found(u).unwrap().to_string().as_bytes(), usize::MAX),
         ["images", u, "file"] if found(u).is_some() => {
-            let f = file();
+            let f = file_of(u);
             let send = if *u == SHORT { f.len() - 1000 } else { f.len() };
             answer(&mut s, "200 OK", &f, send);
         }

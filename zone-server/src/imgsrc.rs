@@ -2,8 +2,8 @@
 //! `imgadm avail` (`GET /images` of each source) and `imgadm import UUID`
 //! (`GET /images/UUID`, then `GET /images/UUID/file` streamed into
 //! [`alcove_images::store::Install`], which checks size and
-//! `files[0].sha1` and decompresses gzip; nothing is installed if anything
-//! fails).
+//! `files[0].sha1` and decompresses gzip or xz; nothing is installed if
+//! anything fails).
 //!
 //! The HTTP/1.1 client is alcove-api's sans-IO one
 //! ([`alcove_api::client`]: requests encoded, responses decoded with

@@ -338,6 +338,57 @@ fn a_gzip_image_is_decompressed() {
     assert!(back == raw);
 }
 
+/// An xz image: decompressed as it arrives; one with a dictionary over the
+/// limit is refused by name (imgadm's UncompressionError) before any of it
+/// is decompressed, and installs nothing.
+#[test]
+fn an_xz_image_is_decompressed_and_a_huge_dictionary_refused() {
+    use sha1::Digest;
+    use std::io::Write;
+    let (raw, manifest) = image_file(256 << 10);
+    let xz = |dict: u32| {
+        let mut o = lzma_rust2::XzOptions::with_preset(1);
+        o.lzma_options.dict_size = dict;
+        let mut w = lzma_rust2::XzWriter::new(Vec::new(), o).unwrap();
+        w.write_all(&raw).unwrap();
+        w.finish().unwrap()
+    };
+    let with_file = |file: &[u8]| {
+        let mut m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+        let sha: String = sha1::Sha1::digest(file).iter().map(|x| format!("{x:02x}")).collect();
+        m["files"][0] = serde_json::json!({"sha1": sha, "size": file.len(), "compression": "xz"});
+        m.to_string()
+    };
+    let mut s = server();
+    let file = xz(64 << 10);
+    source(&mut s, with_file(&file), file, |f| chunked(f, 3000));
+    s.host.machine.net.piece = 700;
+    let out = imgadm(&mut s, &["import", IMAGE, "-S", SRC], "");
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut back = alloc::vec![0u8; raw.len()];
+    s.host.machine.images().read(&format!("zones/{IMAGE}@final"), 0, &mut back).unwrap();
+    assert!(back == raw);
+
+    // The first block header's LZMA2 property byte says 1.5 GiB (37), its
+    // CRC32 made right: only the dictionary is wrong.
+    let mut s = server();
+    let mut file = xz(64 << 10);
+    let size = (usize::from(file[12]) + 1) * 4;
+    assert_eq!(&file[14..16], &[0x21, 1], "one LZMA2 filter, no sizes");
+    file[16] = 37;
+    let crc = crc32fast::hash(&file[12..12 + size - 4]);
+    file[12 + size - 4..12 + size].copy_from_slice(&crc.to_le_bytes());
+    source(&mut s, with_file(&file), file, |f| answer("200 OK", f));
+    let out = imgadm(&mut s, &["import", IMAGE, "-S", SRC], "");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("(UncompressionError)") && out.stderr.contains("1536 MiB") && out.stderr.contains("limit of 64 MiB"),
+        "{out:?}"
+    );
+    assert!(s.host.machine.images().get(&format!("zones/{IMAGE}")).is_err());
+    assert!(s.host.machine.images().get(&format!("zones/{IMAGE}-partial")).is_err());
+}
+
 #[test]
 fn a_bad_download_is_refused_by_name_and_installs_nothing() {
     let (file, manifest) = image_file(64 << 10);

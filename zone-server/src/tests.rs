@@ -697,6 +697,41 @@ fn vms_from_an_installed_image_are_clones_of_it() {
     assert_eq!(imgadm(&mut s, &["list", "-H"], "").stdout, "");
 }
 
+/// `imgadm install -f` of an xz file (the shell's and the API's path):
+/// decompressed from the volume as it is read (16 KiB at a time); a corrupt
+/// one is imgadm's UncompressionError and installs nothing.
+#[test]
+fn imgadm_install_takes_an_xz_file() {
+    use sha1::Digest;
+    use std::io::Write;
+    let (raw, manifest) = image_file(512 << 10);
+    let mut o = lzma_rust2::XzOptions::with_preset(1);
+    o.lzma_options.dict_size = 64 << 10;
+    let mut w = lzma_rust2::XzWriter::new(Vec::new(), o).unwrap();
+    w.write_all(&raw).unwrap();
+    let xz = w.finish().unwrap();
+    let with_file = |file: &[u8]| {
+        let mut m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+        let sha: String = sha1::Sha1::digest(file).iter().map(|x| alloc::format!("{x:02x}")).collect();
+        m["files"][0] = serde_json::json!({"sha1": sha, "size": file.len(), "compression": "xz"});
+        m.to_string()
+    };
+    let mut s = server();
+    let mut bad = xz.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x20;
+    s.host.machine.files.insert("zones/bad".into(), bad.clone());
+    let out = imgadm(&mut s, &["install", "-m", "-", "-f", "zones/bad"], &with_file(&bad));
+    assert!(out.code == 1 && out.stderr.contains("(UncompressionError)") && out.stderr.contains("xz:"), "{out:?}");
+    assert!(s.host.machine.images().list().is_empty());
+    s.host.machine.files.insert("zones/upload".into(), xz.clone());
+    let out = imgadm(&mut s, &["install", "-m", "-", "-f", "zones/upload"], &with_file(&xz));
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut back = vec![0u8; raw.len()];
+    s.host.machine.images().read(&alloc::format!("zones/{IMAGE}@final"), 0, &mut back).unwrap();
+    assert!(back == raw);
+}
+
 /// A file whose SHA-1 or size is not the manifest's is refused, naming the
 /// figure, and nothing is installed; so are bad arguments.
 #[test]

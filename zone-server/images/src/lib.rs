@@ -3,7 +3,7 @@
 //! Where it sits: zone-server's `imgadm import` and `install` hand a
 //! manifest and the image file's bytes (from an IMGAPI source, the HTTP
 //! API or the console) to [`store::Install`]; it checks the file's size and
-//! `files[0].sha1` as the bytes arrive, decompresses gzip with a bound, and
+//! `files[0].sha1` as the bytes arrive, decompresses gzip or xz with a bound, and
 //! writes the disk image into the pool as volume `zones/<uuid>` with the
 //! snapshot `zones/<uuid>@final`, keeping the manifest as user properties of
 //! the volume. `vmadm create` then calls [`store::clone_for_instance`]: an
@@ -21,6 +21,7 @@
 //!
 //! * [`manifest`]: IMGAPI v2 manifests, checked, with errors naming the property.
 //! * [`gzip`]: a streaming gzip reader with an output bound.
+//! * [`xz`]: a streaming xz reader with an output bound and a dictionary limit.
 //! * [`store`]: install, list, get, delete, clones.
 //! * [`output`]: `imgadm list` / `show` / `get` as SmartOS prints them.
 //! * [`cli`]: `imgadm list|show|get|delete|install` with imgadm's errors and exit statuses.
@@ -43,6 +44,7 @@ pub mod imgapi;
 pub mod manifest;
 pub mod output;
 pub mod store;
+pub mod xz;
 
 pub use manifest::{Manifest, ManifestError};
 
@@ -81,6 +83,7 @@ pub enum Error {
         limit: u64,
     },
     Gzip(String),
+    Xz(String),
     /// A pool send stream inside the file does not fit the manifest.
     Stream(String),
     Invalid(String),
@@ -112,6 +115,7 @@ impl fmt::Display for Error {
                 write!(f, "image file decompresses to more than image_size ({limit} bytes)")
             }
             Error::Gzip(s) => write!(f, "image file: gzip: {s}"),
+            Error::Xz(s) => write!(f, "image file: xz: {s}"),
             Error::Stream(s) => write!(f, "image file: pool send stream: {s}"),
             Error::Invalid(s) => write!(f, "{s}"),
             Error::Download(s) => write!(f, "{s}"),
@@ -130,7 +134,7 @@ impl Error {
             Error::Exists(_) => "ImageAlreadyInstalled",
             Error::InUse { .. } => "ImageHasDependentClones",
             Error::FileTooLong { .. } | Error::Truncated { .. } | Error::Sha1 { .. } | Error::Download(_) => "DownloadError",
-            Error::TooLarge { .. } | Error::Gzip(_) => "UncompressionError",
+            Error::TooLarge { .. } | Error::Gzip(_) | Error::Xz(_) => "UncompressionError",
             Error::Stream(_) => "InvalidImageFile",
             Error::Invalid(_) => "Usage",
             Error::Corrupt(_) | Error::Pool(_) => "InternalError",

@@ -57,6 +57,7 @@ const STATES: &[&str] = &["active", "unactivated", "disabled", "creating", "fail
 pub enum Compression {
     None,
     Gzip,
+    Xz,
 }
 
 impl Compression {
@@ -64,6 +65,7 @@ impl Compression {
         match self {
             Compression::None => "none",
             Compression::Gzip => "gzip",
+            Compression::Xz => "xz",
         }
     }
 }
@@ -337,17 +339,12 @@ impl Manifest {
         let compression = match required_string(f, "compression", "files[0].compression")? {
             "none" => Compression::None,
             "gzip" => Compression::Gzip,
-            "xz" => {
-                return Err(err(
-                    "files[0].compression",
-                    "\"xz\" is not supported: no well-kept pure-Rust xz decoder builds without std here; recompress the file with gzip",
-                ));
-            }
+            "xz" => Compression::Xz,
             "bzip2" => {
-                return Err(err("files[0].compression", "\"bzip2\" is not supported; recompress the file with gzip"));
+                return Err(err("files[0].compression", "\"bzip2\" is not supported; recompress the file with gzip or xz"));
             }
             c => {
-                return Err(err("files[0].compression", format!("{c:?}: must be gzip or none")));
+                return Err(err("files[0].compression", format!("{c:?}: must be gzip, xz or none")));
             }
         };
         Ok(ImageFile { sha1, size, compression })

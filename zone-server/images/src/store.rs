@@ -9,7 +9,8 @@
 //! interrupted install never looks installed; a leftover `-partial` volume
 //! is destroyed by the next install of that image (imgadm does the same).
 //!
-//! The file (after gzip, when `files[0].compression` says so) is either
+//! The file (after gzip or xz, when `files[0].compression` says so) is
+//! either
 //! * a raw disk image of at most `image_size` MiB, written from offset 0
 //!   (the rest of the volume reads as zeros; zero blocks are not written,
 //!   the volume stays sparse), or
@@ -30,6 +31,7 @@ use sha1::{Digest, Sha1};
 
 use crate::gzip::GzipReader;
 use crate::manifest::{Compression, Manifest, hex, is_uuid};
+use crate::xz::XzReader;
 use crate::{Error, PoolOps};
 
 /// The user property prefix of the stored manifest.
@@ -231,6 +233,13 @@ fn receive_err(e: alcove_pool::Error) -> Error {
     }
 }
 
+/// The file's decompression (`files[0].compression`).
+enum Decompress {
+    None,
+    Gzip(GzipReader),
+    Xz(XzReader),
+}
+
 /// An install in progress: feed it the file's bytes as they arrive
 /// ([`Install::write`]), then [`Install::finish`]. Any error leaves no
 /// volume behind.
@@ -240,7 +249,7 @@ pub struct Install<'p, P: PoolOps> {
     source: Option<String>,
     sha1: Sha1,
     received: u64,
-    gzip: Option<GzipReader>,
+    decompress: Decompress,
     sink: Sink,
     failed: bool,
 }
@@ -268,16 +277,17 @@ impl<'p, P: PoolOps> Install<'p, P> {
             pool.destroy(&partial, true)?;
         }
         let volsize = manifest.image_bytes();
-        let gzip = match manifest.file.compression {
-            Compression::Gzip => Some(GzipReader::new(Sink::stream_limit(volsize))),
-            Compression::None => None,
+        let decompress = match manifest.file.compression {
+            Compression::Gzip => Decompress::Gzip(GzipReader::new(Sink::stream_limit(volsize))),
+            Compression::Xz => Decompress::Xz(XzReader::new(Sink::stream_limit(volsize))),
+            Compression::None => Decompress::None,
         };
         Ok(Install {
             pool,
             source: source.map(str::to_owned),
             sha1: Sha1::new(),
             received: 0,
-            gzip,
+            decompress,
             sink: Sink {
                 format: Format::Unknown(Vec::new()),
                 volume: partial,
@@ -291,6 +301,14 @@ impl<'p, P: PoolOps> Install<'p, P> {
             manifest,
             failed: false,
         })
+    }
+
+    /// Lets the decompression grow the process's heap (an xz dictionary
+    /// that does not fit it: see [`crate::xz`]).
+    pub fn grow_heap_with(&mut self, grow: crate::xz::GrowHeap) {
+        if let Decompress::Xz(x) = &mut self.decompress {
+            x.set_grow_heap(grow);
+        }
     }
 
     /// Bytes of the file taken so far.
@@ -319,9 +337,10 @@ impl<'p, P: PoolOps> Install<'p, P> {
         self.sha1.update(bytes);
         let pool: &mut dyn PoolOps = &mut *self.pool;
         let sink = &mut self.sink;
-        match &mut self.gzip {
-            Some(g) => g.feed(bytes, &mut |piece| sink.take(pool, piece)),
-            None => sink.take(pool, bytes),
+        match &mut self.decompress {
+            Decompress::Gzip(g) => g.feed(bytes, &mut |piece| sink.take(pool, piece)),
+            Decompress::Xz(x) => x.feed(bytes, &mut |piece| sink.take(pool, piece)),
+            Decompress::None => sink.take(pool, bytes),
         }
     }
 
@@ -347,8 +366,10 @@ impl<'p, P: PoolOps> Install<'p, P> {
         if got != m.file.sha1 {
             return Err(Error::Sha1 { expected: hex(&m.file.sha1), got: hex(&got) });
         }
-        if let Some(g) = &self.gzip {
-            g.finish()?;
+        match &self.decompress {
+            Decompress::Gzip(g) => g.finish()?,
+            Decompress::Xz(x) => x.finish()?,
+            Decompress::None => {}
         }
         let pool: &mut dyn PoolOps = &mut *self.pool;
         self.sink.finish(pool)?;

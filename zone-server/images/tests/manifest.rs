@@ -109,7 +109,7 @@ fn hostile_and_malformed_manifests_name_the_property() {
         ("files[0].size", Box::new(|m| m["files"][0]["size"] = json!(0))),
         ("files[0].size", Box::new(|m| m["files"][0]["size"] = json!(18446744073709551615u64))),
         ("files[0].size", Box::new(|m| m["files"][0]["size"] = json!(99999999999999999999999999.0))),
-        ("files[0].compression", Box::new(|m| m["files"][0]["compression"] = json!("xz"))),
+        ("files[0].compression", Box::new(|m| m["files"][0]["compression"] = json!("XZ"))),
         ("files[0].compression", Box::new(|m| m["files"][0]["compression"] = json!("bzip2"))),
         ("files[0].compression", Box::new(|m| m["files"][0]["compression"] = json!("zstd"))),
         ("requirements", Box::new(|m| m["requirements"] = json!("big"))),
@@ -129,11 +129,22 @@ fn hostile_and_malformed_manifests_name_the_property() {
 }
 
 #[test]
+fn each_compression_parses() {
+    for (name, c) in [("none", Compression::None), ("gzip", Compression::Gzip), ("xz", Compression::Xz)] {
+        let m = Manifest::from_json(manifest_json(IMAGE, b"f", name, 1)).unwrap();
+        assert_eq!(m.file.compression, c);
+        assert_eq!(c.as_str(), name);
+    }
+}
+
+#[test]
 fn refusals_say_why() {
     let e = refused(|m| m["type"] = json!("zone-dataset"));
     assert!(e.message.contains("not supported yet") && e.message.contains("zvol"), "{e}");
-    let e = refused(|m| m["files"][0]["compression"] = json!("xz"));
-    assert!(e.message.contains("gzip"), "{e}");
+    let e = refused(|m| m["files"][0]["compression"] = json!("bzip2"));
+    assert!(e.message.contains("gzip or xz"), "{e}");
+    let e = refused(|m| m["files"][0]["compression"] = json!("zstd"));
+    assert!(e.message.contains("gzip, xz or none"), "{e}");
     let e = refused(|m| m["image_size"] = json!(-1));
     assert!(e.message.contains("whole number"), "{e}");
 }

@@ -1,5 +1,5 @@
-//! The image store on a pool over in-memory disks: installs of raw and
-//! gzip files and of the pool's own send streams, what a bad file leaves
+//! The image store on a pool over in-memory disks: installs of raw, gzip
+//! and xz files and of the pool's own send streams, what a bad file leaves
 //! behind (nothing), clones for instances, and delete.
 
 mod common;
@@ -52,6 +52,88 @@ fn a_gzip_image_fed_in_odd_pieces_installs() {
     inst.finish().unwrap();
     let back = read_volume(&mut p, &format!("zones/{IMAGE}"), disk.len());
     assert_eq!(back, disk);
+}
+
+#[test]
+fn an_xz_image_fed_in_odd_pieces_installs() {
+    let mut p = pool();
+    let disk = disk_image(700_000, 3);
+    let file = xz(&disk);
+    let mut inst = Install::begin(&mut p, manifest(IMAGE, &file, "xz", 1), None).unwrap();
+    for piece in file.chunks(777) {
+        inst.write(piece).unwrap();
+    }
+    inst.finish().unwrap();
+    let back = read_volume(&mut p, &format!("zones/{IMAGE}"), disk.len());
+    assert_eq!(back, disk);
+    assert_eq!(store::get(&p, IMAGE).unwrap().manifest.file.compression, alcove_images::manifest::Compression::Xz);
+}
+
+#[test]
+fn an_xz_send_stream_installs_through_the_pool_s_receive() {
+    // The pool's own send stream of a 2 MiB volume, compressed with xz.
+    let mut src = pool();
+    src.create_volume("zones/src", 2 << 20, 8192).unwrap();
+    let disk = disk_image(1 << 20, 11);
+    src.write("zones/src", 0, &disk).unwrap();
+    src.snapshot("zones/src@v1").unwrap();
+    let mut stream = Vec::new();
+    src.send("zones/src@v1", None, &mut |b| stream.extend_from_slice(b)).unwrap();
+    let file = xz(&stream);
+    let mut p = pool();
+    store::install(&mut p, manifest(IMAGE, &file, "xz", 2), &file, None).unwrap();
+    let back = read_volume(&mut p, &format!("zones/{IMAGE}@{FINAL}"), disk.len());
+    assert_eq!(back, disk);
+}
+
+#[test]
+fn an_xz_bomb_stops_at_image_size() {
+    let mut p = pool();
+    // 64 MiB of zeros compress to about 10 KiB; image_size is 1 MiB.
+    let file = xz(&vec![0u8; 64 << 20]);
+    let mut inst = Install::begin(&mut p, manifest(IMAGE, &file, "xz", 1), None).unwrap();
+    let mut result = Ok(());
+    let mut fed = 0;
+    for piece in file.chunks(256) {
+        result = inst.write(piece);
+        fed += piece.len();
+        if result.is_err() {
+            break;
+        }
+    }
+    let e = result.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    assert_eq!(e.code(), "UncompressionError");
+    assert!(fed < file.len() / 4, "refused only after {fed} of {} bytes", file.len());
+    drop(inst);
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+}
+
+#[test]
+fn a_bad_xz_file_is_refused_and_leaves_nothing() {
+    let mut p = pool();
+    let good = xz(&disk_image(100_000, 2));
+    let (footer, n) = (good.len() - 12, good.len());
+    // The block's CRC64 sits just before the index (size and SHA-1
+    // describe the corrupted file).
+    let backward = u32::from_le_bytes(good[footer + 4..footer + 8].try_into().unwrap()) as usize;
+    let mut file = good.clone();
+    file[footer - (backward + 1) * 4 - 1] ^= 0x55;
+    let e = store::install(&mut p, manifest(IMAGE, &file, "xz", 1), &file, None).unwrap_err();
+    assert!(matches!(&e, Error::Xz(s) if s.contains("CRC64")), "{e}");
+    assert_eq!(e.code(), "UncompressionError");
+    assert!(e.to_string().starts_with("image file: xz: "), "{e}");
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+    // Cut inside the compressed data.
+    let cut = &good[..n / 2];
+    let e = store::install(&mut p, manifest(IMAGE, cut, "xz", 1), cut, None).unwrap_err();
+    assert!(matches!(&e, Error::Xz(s) if s.contains("truncated")), "{e}");
+    assert!(names(&p).is_empty());
+    // gzip said to be xz.
+    let gz = gzip(&disk_image(5000, 8));
+    let e = store::install(&mut p, manifest(IMAGE, &gz, "xz", 1), &gz, None).unwrap_err();
+    assert!(matches!(&e, Error::Xz(s) if s.contains("bad magic")), "{e}");
+    assert!(names(&p).is_empty());
 }
 
 #[test]
@@ -371,14 +453,23 @@ fn an_install_is_all_or_nothing_for_mangled_files() {
     src.snapshot("zones/s@final").unwrap();
     let mut stream = Vec::new();
     src.send("zones/s@final", None, &mut |b| stream.extend_from_slice(b)).unwrap();
-    let seeds = [gzip(&disk), gzip(&stream), stream.clone(), disk.clone()];
+    // Each file with a compression that fits it or not.
+    let seeds = [
+        (gzip(&disk), "gzip"),
+        (gzip(&stream), "none"),
+        (stream.clone(), "gzip"),
+        (disk.clone(), "none"),
+        (xz(&disk), "xz"),
+        (xz(&stream), "xz"),
+        (disk.clone(), "xz"),
+    ];
     let mut x: u64 = 0x1234_5678_9abc_def1;
     let (mut ok, mut failed) = (0, 0);
-    for case in 0..120 {
+    for case in 0..210 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let mut file = seeds[case % seeds.len()].clone();
+        let (mut file, compression) = seeds[case % seeds.len()].clone();
         match (x >> 8) % 4 {
             0 => {}
             1 => {
@@ -388,7 +479,6 @@ fn an_install_is_all_or_nothing_for_mangled_files() {
             2 => file.truncate(1 + (x >> 16) as usize % file.len()),
             _ => file.extend_from_slice(&x.to_le_bytes()),
         }
-        let compression = if case % 2 == 0 { "gzip" } else { "none" };
         let mut p = pool();
         let mut inst = Install::begin(&mut p, manifest(IMAGE, &file, compression, 1), None).unwrap();
         let piece = 1 + (x >> 40) as usize % 9000;

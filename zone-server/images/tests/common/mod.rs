@@ -24,6 +24,16 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// xz with a small dictionary (64 KiB: the tests decode many files) and
+/// the default CRC64 check, by an encoder independent of the decoder.
+pub fn xz(data: &[u8]) -> Vec<u8> {
+    let mut o = lzma_rust2::XzOptions::with_preset(1);
+    o.lzma_options.dict_size = 64 << 10;
+    let mut w = lzma_rust2::XzWriter::new(Vec::new(), o).unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
 /// A manifest for `file` (its size and SHA-1) of a `image_size_mib` disk.
 pub fn manifest_json(uuid: &str, file: &[u8], compression: &str, image_size_mib: u64) -> Value {
     json!({
