@@ -103,7 +103,7 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     if let Some(r) = receiver {
         // Already off the endpoint's queue; only a timeout may remain.
         if let Some(d) = k.thread_mut(r).and_then(|t| t.deadline.take()) {
-            k.timeouts.remove(&(d, r));
+            k.timeouts.remove(d, r);
         }
         transfer(k, me, r, info, badge, grant);
         if call {
@@ -170,7 +170,7 @@ pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
             (call, st.send_badge, st.send_grant, MsgInfo::decode(st.ctx.rsi).unwrap_or_default())
         };
         if let Some(d) = k.thread_mut(s).and_then(|t| t.deadline.take()) {
-            k.timeouts.remove(&(d, s));
+            k.timeouts.remove(d, s);
         }
         transfer(k, s, me, sinfo, badge, grant);
         if call {
