@@ -812,21 +812,23 @@ fn syscall_path<const STAMP: bool>() -> ! {
         // queue): the call has not begun and must not, or a suspended
         // thread would act, block or be woken. It restarts when the thread
         // runs again: RIP back over SYSCALL, RAX still its number.
-        if k.thread(me).is_some_and(|t| t.state != ThreadState::Running) {
-            if let Some(th) = k.thread_mut(me) {
+        // One lookup for what the dispatch below needs of the thread.
+        let ctx = match k.thread_mut(me) {
+            Some(th) if th.state != ThreadState::Running => {
                 th.ctx.rip = th.ctx.rip.wrapping_sub(2);
-            }
-            exit_kernel(k)
-        }
-        let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
-        if let Some((n, slot)) = ctx
-            && n == abi::Sys::VcpuRun as u64 {
-                let mut k = vm::vcpu_run(k, me, slot);
-                deliver_pending_irqs(&mut k);
-                let k = fastpath::resume_caller(k, cpu, me);
                 exit_kernel(k)
             }
-        if ctx.is_some_and(|(n, _)| n == abi::Sys::DebugWrite as u64) {
+            Some(th) => Some((th.ctx.rax, th.ctx.rdi, th.process)),
+            None => None,
+        };
+        if let Some((n, slot, pid)) = ctx
+            && n == abi::Sys::VcpuRun as u64 {
+                let (mut k, exit) = vm::vcpu_run(k, me, pid, slot);
+                deliver_pending_irqs(&mut k);
+                let k = fastpath::resume_caller(k, cpu, me, exit.map(|e| e as u64));
+                exit_kernel(k)
+            }
+        if ctx.is_some_and(|(n, _, _)| n == abi::Sys::DebugWrite as u64) {
             let k = debug_write(k, cpu, me);
             exit_kernel(k)
         }
