@@ -147,7 +147,11 @@ pub fn this() -> &'static PerCpu {
     // SAFETY: in the kernel GS always holds this CPU's PerCpu address (set by
     // `init`, swapped in on every entry from ring 3).
     unsafe {
-        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
+        // `pure`: the same value every time on this CPU (kernel code never
+        // moves between CPUs), so repeated calls may be merged; `readonly`
+        // keeps them on their side of anything that may write memory, such
+        // as the SWAPGS pair of `trap::nmi_with_user_gs`.
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(pure, readonly, nostack, preserves_flags));
         &*(ptr as *const PerCpu)
     }
 }
@@ -159,8 +163,21 @@ pub fn of(cpu: usize) -> &'static PerCpu {
     unsafe { &(*(&raw const PERCPU))[cpu] }
 }
 
+/// This CPU's index: one GS-relative load.
+#[inline(always)]
 pub fn index() -> usize {
-    this().index as usize
+    let i: u64;
+    // SAFETY: as `this`: GS holds this CPU's PerCpu, whose `index` `init`
+    // set before GS pointed at it and nothing changes after.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, gs:[{index}]",
+            out(reg) i,
+            index = const core::mem::offset_of!(PerCpu, index),
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    i as usize
 }
 
 /// Sets where the next return to ring 3 restores from (the current thread's
