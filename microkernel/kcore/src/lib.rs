@@ -15,6 +15,7 @@ pub mod asid;
 pub mod budget;
 pub mod cap;
 pub mod cmdline;
+pub mod deadlines;
 pub mod frames;
 pub mod idalloc;
 pub mod inject;

@@ -3,24 +3,36 @@
 //! is detected instead of reaching the slot's next occupant.
 
 use alloc::vec::Vec;
+use core::num::NonZeroU32;
 
-/// An index plus the generation of the object it named.
+/// An index plus the generation of the object it named. Generations start
+/// at 1 and skip 0 when they wrap, so `Option<Id>` is one word (the
+/// kernel's `current`, `reply_to` and wait-list links compare as one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id {
     pub index: u32,
-    pub generation: u32,
+    pub generation: NonZeroU32,
 }
 
 impl Id {
     /// Packs into one word (for messages and logs).
     pub const fn raw(self) -> u64 {
-        ((self.generation as u64) << 32) | self.index as u64
+        ((self.generation.get() as u64) << 32) | self.index as u64
+    }
+
+    /// The id of slot `index` in its first generation (tests name slots
+    /// that were never filled with it).
+    pub const fn first(index: u32) -> Self {
+        Self { index, generation: NonZeroU32::MIN }
     }
 }
 
+// The fast paths rely on it: `Option<Id>` compares and stores as one word.
+const _: () = assert!(core::mem::size_of::<Option<Id>>() == 8);
+
 enum Entry<T> {
-    Used { generation: u32, value: T },
-    Free { generation: u32, next_free: Option<u32> },
+    Used { generation: NonZeroU32, value: T },
+    Free { generation: NonZeroU32, next_free: Option<u32> },
 }
 
 pub struct Slab<T> {
@@ -53,7 +65,9 @@ impl<T> Slab<T> {
         if let Some(index) = self.free_head {
             let slot = &mut self.entries[index as usize];
             let (generation, next) = match slot {
-                Entry::Free { generation, next_free } => (generation.wrapping_add(1), *next_free),
+                Entry::Free { generation, next_free } => {
+                    (NonZeroU32::new(generation.get().wrapping_add(1)).unwrap_or(NonZeroU32::MIN), *next_free)
+                }
                 Entry::Used { .. } => unreachable!("free list points at a used slot"),
             };
             self.free_head = next;
@@ -61,8 +75,8 @@ impl<T> Slab<T> {
             Id { index, generation }
         } else {
             let index = self.entries.len() as u32;
-            self.entries.push(Entry::Used { generation: 0, value });
-            Id { index, generation: 0 }
+            self.entries.push(Entry::Used { generation: NonZeroU32::MIN, value });
+            Id::first(index)
         }
     }
 
@@ -193,7 +207,7 @@ mod tests {
         assert_eq!(s.get(c), Some(&"c"));
         assert_eq!(s.len(), 2);
         assert_eq!(s.ids().collect::<alloc::vec::Vec<_>>(), [c, b]);
-        assert_eq!(s.get(Id { index: 99, generation: 0 }), None);
+        assert_eq!(s.get(Id::first(99)), None);
     }
 
     #[test]
@@ -207,7 +221,7 @@ mod tests {
         let (x, y) = s.get2_live_mut(b, a).unwrap();
         assert_eq!((*x, *y), (3, 1));
         // Past the end, a free slot, one object twice: refused in any build.
-        let far = Id { index: 9, generation: 0 };
+        let far = Id::first(9);
         assert!(s.get_live(far).is_none() && s.get_live_mut(far).is_none());
         assert!(s.get2_live_mut(a, far).is_none());
         assert!(s.get2_live_mut(a, a).is_none());
@@ -238,7 +252,7 @@ mod tests {
         let (y, x) = s.get2_mut(b, a).expect("either order");
         assert_eq!((*x, *y), (11, 22));
         assert!(s.get2_mut(a, a).is_none(), "one object twice");
-        assert!(s.get2_mut(a, Id { index: 7, generation: 0 }).is_none(), "past the end");
+        assert!(s.get2_mut(a, Id::first(7)).is_none(), "past the end");
         assert_eq!(s.remove(b), Some(22));
         assert!(s.get2_mut(a, b).is_none(), "a stale id");
         let c = s.insert(3);

@@ -183,26 +183,33 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
 }
 
 /// The way back from a system call that leaves the caller current (a
-/// `VcpuRun` whose exit goes to the VMM): straight back to ring 3 when the
-/// general exit (`exit_kernel`) would pick the same thread and change
-/// nothing: no reschedule asked for, no thread of higher priority ready, no
-/// CPU budget to charge, no page tables to reap, no timeout due (the next
-/// one's timer interrupt then does what the general path would, as for a
-/// thread that never entered the kernel). Otherwise gives the lock back for
-/// the general path.
+/// `VcpuRun` whose exit goes to the VMM): first the call's result, `exit`
+/// if it has one to write (`rax` 0, `rdi` the exit, on every way out: the
+/// thread is looked up once for it and for the checks), then straight back to ring 3
+/// when the general exit (`exit_kernel`) would pick the same thread and
+/// change nothing: no reschedule asked for, no thread of higher priority
+/// ready, no CPU budget to charge, no page tables to reap, no timeout due
+/// (the next one's timer interrupt then does what the general path would,
+/// as for a thread that never entered the kernel). Otherwise gives the
+/// lock back for the general path.
 #[inline(always)]
-pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::KernelGuard {
+pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id, exit: Option<u64>) -> super::KernelGuard {
+    let Some(th) = k.thread_mut(me) else { return k };
+    if let Some(exit) = exit {
+        th.ctx.rax = 0;
+        th.ctx.rdi = exit;
+    }
+    if th.state != ThreadState::Running || !th.cpu_budget.is_unlimited() {
+        return k;
+    }
+    let (priority, pid) = (th.priority, th.process);
     if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
         return k;
     }
     if k.current[cpu] != Some(me) {
         return k;
     }
-    let Some(th) = k.thread(me) else { return k };
-    if th.state != ThreadState::Running || !th.cpu_budget.is_unlimited() {
-        return k;
-    }
-    if k.run_queues[cpu].peek_highest_priority().is_some_and(|p| p > th.priority) {
+    if k.run_queues[cpu].peek_highest_priority().is_some_and(|p| p > priority) {
         return k;
     }
     // This CPU's timer is armed for the slice (for whichever thread ran
@@ -222,7 +229,6 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id) -> super::Ke
     // another while the lock is down). Only the TSS's I/O bitmap is looked
     // at: another thread of the process may have been given ports on
     // another CPU meanwhile, which the next switch here would pick up.
-    let pid = th.process;
     let owner = k.processes.get(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
     let super::Kernel { io_bitmap_owner, processes, .. } = &mut *k;
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);

@@ -9,37 +9,54 @@ use crate::arch::percpu;
 use abi::{Error, MsgInfo, Rights, MSG_MAX_CAPS, MSG_REG_WORDS};
 use kcore::slab::Id;
 
-fn current(k: &Kernel) -> Id {
-    k.current[percpu::index()].expect("a syscall comes from a current thread")
+/// The calling thread (a system call comes from a current thread; were it
+/// not, an error rather than a kernel panic).
+fn current(k: &Kernel) -> Result<Id, Error> {
+    k.current[percpu::index()].ok_or(Error::BadState)
 }
 
 /// Copies a message from `src` to `dst`: label, words (registers, then IPC
 /// buffer), and capabilities when `grant` allows. Returns the info the
-/// receiver sees.
-fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: bool) -> MsgInfo {
-    let s = k.thread(src).expect("sender exists");
+/// receiver sees, or `Gone` (nothing copied, nothing changed) if either
+/// thread or its process no longer exists: the callers hold ids they
+/// believe live, and a stale one must not take the kernel down.
+#[inline]
+fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: bool) -> Result<MsgInfo, Error> {
+    let s = k.thread(src).ok_or(Error::Gone)?;
     let regs = [s.ctx.rdx, s.ctx.r10, s.ctx.r8, s.ctx.r9];
     // Short messages travel in registers alone: the common case skips the
     // IPC buffers (and their page-table walks) entirely.
-    if info.words as usize <= MSG_REG_WORDS && (info.caps == 0 || !grant) {
-        let d = k.thread_mut(dst).expect("receiver exists");
-        let out = MsgInfo::new(info.label, info.words, 0);
-        d.ctx.rax = 0;
-        d.ctx.rdi = badge;
-        d.ctx.rsi = out.encode();
-        d.ctx.rdx = regs[0];
-        d.ctx.r10 = regs[1];
-        d.ctx.r8 = regs[2];
-        d.ctx.r9 = regs[3];
-        return out;
-    }
+    let out = if info.words as usize <= MSG_REG_WORDS && (info.caps == 0 || !grant) {
+        MsgInfo::new(info.label, info.words, 0)
+    } else {
+        transfer_long(k, src, dst, info, grant)?
+    };
+    let d = k.thread_mut(dst).ok_or(Error::Gone)?;
+    d.ctx.rax = 0;
+    d.ctx.rdi = badge;
+    d.ctx.rsi = out.encode();
+    d.ctx.rdx = regs[0];
+    d.ctx.r10 = regs[1];
+    d.ctx.r8 = regs[2];
+    d.ctx.r9 = regs[3];
+    Ok(out)
+}
+
+/// The IPC-buffer part of [`transfer`]: words beyond the registers and
+/// capabilities. Both threads and processes are looked up before anything
+/// is copied (a refusal changes nothing); nothing after it frees a thread,
+/// so the receiver's registers can be written after. Out of line: the
+/// register-only message stays small enough to inline.
+#[inline(never)]
+fn transfer_long(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, grant: bool) -> Result<MsgInfo, Error> {
     let (src_buf, src_space) = {
-        let p = k.processes.get(s.process).expect("sender process");
+        let s = k.thread(src).ok_or(Error::Gone)?;
+        let p = k.processes.get(s.process).ok_or(Error::Gone)?;
         (mem::ipc_buffer(p.pml4, s.ipc_buffer), p.space)
     };
     let (dst_buf, dst_space) = {
-        let d = k.thread(dst).expect("receiver exists");
-        let p = k.processes.get(d.process).expect("receiver process");
+        let d = k.thread(dst).ok_or(Error::Gone)?;
+        let p = k.processes.get(d.process).ok_or(Error::Gone)?;
         (mem::ipc_buffer(p.pml4, d.ipc_buffer), p.space)
     };
     let mut words = info.words as usize;
@@ -68,23 +85,14 @@ fn transfer(k: &mut Kernel, src: Id, dst: Id, info: MsgInfo, badge: u64, grant: 
     if let Some(d) = dst_buf {
         d.set_recv_caps(u64::from(caps_moved));
     }
-    let out = MsgInfo::new(info.label, words as u16, caps_moved);
-    let d = k.thread_mut(dst).expect("receiver exists");
-    d.ctx.rax = 0;
-    d.ctx.rdi = badge;
-    d.ctx.rsi = out.encode();
-    d.ctx.rdx = regs[0];
-    d.ctx.r10 = regs[1];
-    d.ctx.r8 = regs[2];
-    d.ctx.r9 = regs[3];
-    out
+    Ok(MsgInfo::new(info.label, words as u16, caps_moved))
 }
 
 /// `send` and `call` on an endpoint capability.
 pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
-    let me = current(k);
-    let frame = k.thread(me).expect("me").ctx;
-    let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
+    let me = current(k)?;
+    let frame = k.thread(me).ok_or(Error::Gone)?.ctx;
+    let space = k.processes.get(k.thread(me).ok_or(Error::Gone)?.process).ok_or(Error::Gone)?.space;
     let cap = k.caps.lookup(space, user_slot(frame.rdi)?)?;
     let (Obj::Endpoint(ep), badge, rights, node) = (cap.object, cap.badge, cap.rights, cap.node) else {
         return Err(Error::WrongType);
@@ -103,12 +111,14 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
     if let Some(r) = receiver {
         // Already off the endpoint's queue; only a timeout may remain.
         if let Some(d) = k.thread_mut(r).and_then(|t| t.deadline.take()) {
-            k.timeouts.remove(&(d, r));
+            k.timeouts.remove(d, r);
         }
-        transfer(k, me, r, info, badge, grant);
+        // `r` was just taken off the list (which checks ids), `me` runs: a
+        // refusal would be a kernel bug, an error then, not a panic.
+        transfer(k, me, r, info, badge, grant)?;
         if call {
-            k.thread_mut(r).expect("receiver").reply_to = Some(me);
-            k.thread_mut(me).expect("me").state = ThreadState::AwaitingReply;
+            k.thread_mut(r).ok_or(Error::Gone)?.reply_to = Some(me);
+            k.thread_mut(me).ok_or(Error::Gone)?.state = ThreadState::AwaitingReply;
             k.block_current(None);
             if k.switch_directly(r) {
                 return Ok(());
@@ -119,7 +129,7 @@ pub fn send(k: &mut Kernel, call: bool) -> Result<(), Error> {
         // send returns success now.
         Ok(())
     } else {
-        let th = k.thread_mut(me).expect("me");
+        let th = k.thread_mut(me).ok_or(Error::Gone)?;
         th.state = ThreadState::Sending { endpoint: ep, call };
         th.send_badge = badge;
         th.send_grant = grant;
@@ -138,8 +148,8 @@ fn user_slot(v: u64) -> Result<u32, Error> {
 
 /// `recv` on an endpoint (or a notification, which is `wait`).
 pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
-    let me = current(k);
-    let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
+    let me = current(k)?;
+    let space = k.processes.get(k.thread(me).ok_or(Error::Gone)?.process).ok_or(Error::Gone)?.space;
     let slot32 = user_slot(slot)?;
     let obj = k.cap(space, slot32, Rights::NONE)?;
     let ep = match obj {
@@ -155,29 +165,34 @@ pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
         && let Some(nt) = k.notifications.get_mut(n)
             && nt.bits != 0 {
                 let bits = core::mem::take(&mut nt.bits);
-                let ctx = &mut k.thread_mut(me).expect("me").ctx;
+                let ctx = &mut k.thread_mut(me).ok_or(Error::Gone)?.ctx;
                 ctx.rax = 0;
                 ctx.rdi = 0;
                 ctx.rsi = MsgInfo::new(MsgInfo::NOTIFICATION_LABEL, 1, 0).encode();
                 ctx.rdx = bits;
                 return Ok(());
             }
-    let sender = k.endpoints.get_mut(ep).ok_or(Error::Gone)?.senders.pop_front();
-    if let Some(s) = sender {
-        let (call, badge, grant, sinfo) = {
-            let st = k.thread(s).expect("sender");
+    // The longest-waiting sender that still exists (a thread leaves the
+    // queue before it is freed: a stale id is a kernel bug, dropped here
+    // rather than a panic).
+    let found = loop {
+        let Some(s) = k.endpoints.get_mut(ep).ok_or(Error::Gone)?.senders.pop_front() else { break None };
+        if let Some(st) = k.thread(s) {
             let call = matches!(st.state, ThreadState::Sending { call: true, .. });
-            (call, st.send_badge, st.send_grant, MsgInfo::decode(st.ctx.rsi).unwrap_or_default())
-        };
-        if let Some(d) = k.thread_mut(s).and_then(|t| t.deadline.take()) {
-            k.timeouts.remove(&(d, s));
+            break Some((s, call, st.send_badge, st.send_grant, MsgInfo::decode(st.ctx.rsi).unwrap_or_default()));
         }
-        transfer(k, s, me, sinfo, badge, grant);
+        stale_sender(s);
+    };
+    if let Some((s, call, badge, grant, sinfo)) = found {
+        if let Some(d) = k.thread_mut(s).and_then(|t| t.deadline.take()) {
+            k.timeouts.remove(d, s);
+        }
+        transfer(k, s, me, sinfo, badge, grant)?;
         if call {
-            k.thread_mut(me).expect("me").reply_to = Some(s);
-            k.thread_mut(s).expect("sender").state = ThreadState::AwaitingReply;
+            k.thread_mut(me).ok_or(Error::Gone)?.reply_to = Some(s);
+            k.thread_mut(s).ok_or(Error::Gone)?.state = ThreadState::AwaitingReply;
         } else {
-            let st = k.thread_mut(s).expect("sender");
+            let st = k.thread_mut(s).ok_or(Error::Gone)?;
             st.ctx.rax = 0;
             st.state = ThreadState::Inactive;
             k.make_runnable(s);
@@ -191,10 +206,15 @@ pub fn recv(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
     // The caller runs, so it is in no list (a refusal would be a kernel bug:
     // an error then, not a thread blocked where nobody finds it).
     endpoints.get_mut(ep).ok_or(Error::Gone)?.receivers.push_back(threads, me).map_err(|_| Error::BadState)?;
-    k.thread_mut(me).expect("me").state = ThreadState::Receiving { endpoint: ep };
+    k.thread_mut(me).ok_or(Error::Gone)?.state = ThreadState::Receiving { endpoint: ep };
     let deadline = deadline(timeout_ns);
     k.block_current(deadline);
     Ok(())
+}
+
+#[cold]
+fn stale_sender(s: Id) {
+    log::warn!("ipc: an endpoint's sender {s:?} no longer exists; dropped from its queue");
 }
 
 fn deadline(timeout_ns: u64) -> Option<u64> {
@@ -203,20 +223,23 @@ fn deadline(timeout_ns: u64) -> Option<u64> {
 
 /// `reply_recv`: answer the caller this thread owes, then receive.
 pub fn reply_recv(k: &mut Kernel) -> Result<(), Error> {
-    let me = current(k);
-    let frame = k.thread(me).expect("me").ctx;
+    let me = current(k)?;
+    let frame = k.thread(me).ok_or(Error::Gone)?.ctx;
     let info = MsgInfo::decode(frame.rsi).ok_or(Error::InvalidArgument)?;
     let mut direct = None;
-    if let Some(caller) = k.thread_mut(me).expect("me").reply_to.take()
+    if let Some(caller) = k.thread_mut(me).ok_or(Error::Gone)?.reply_to.take()
         && k.thread(caller).is_some_and(|c| c.state == ThreadState::AwaitingReply) {
             // A reply may carry capabilities (a server handing out a frame it
             // created, as storaged does with its rings); they land only in the
             // empty slots the caller named in its IPC buffer's `recv_slots`.
-            transfer(k, me, caller, info, 0, true);
-            let c = k.thread_mut(caller).expect("caller");
-            c.state = ThreadState::Inactive;
-            c.ctx.rdi = 0;
-            direct = Some(caller);
+            // The caller was just checked to exist: `transfer` cannot refuse.
+            if transfer(k, me, caller, info, 0, true).is_ok()
+                && let Some(c) = k.thread_mut(caller)
+            {
+                c.state = ThreadState::Inactive;
+                c.ctx.rdi = 0;
+                direct = Some(caller);
+            }
         }
     let r = recv(k, frame.rdi, abi::FOREVER);
     if let Some(caller) = direct {
@@ -245,7 +268,7 @@ pub fn signal(k: &mut Kernel, n: Id, bits: u64) -> Result<(), Error> {
     } else if let Some(b) = nt.bound {
         let receiving = k.thread(b).is_some_and(|t| matches!(t.state, ThreadState::Receiving { .. }));
         if receiving {
-            let bits = core::mem::take(&mut k.notifications.get_mut(n).expect("n").bits);
+            let bits = core::mem::take(&mut k.notifications.get_mut(n).ok_or(Error::Gone)?.bits);
             k.unblock_cleanup(b);
             if let Some(t) = k.thread_mut(b) {
                 t.ctx.rax = 0;
@@ -262,15 +285,15 @@ pub fn signal(k: &mut Kernel, n: Id, bits: u64) -> Result<(), Error> {
 
 /// `wait` (and `recv` on a notification): take the bits or block.
 pub fn wait(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
-    let me = current(k);
-    let space = k.processes.get(k.thread(me).expect("me").process).expect("proc").space;
+    let me = current(k)?;
+    let space = k.processes.get(k.thread(me).ok_or(Error::Gone)?.process).ok_or(Error::Gone)?.space;
     let Obj::Notification(n) = k.cap(space, user_slot(slot)?, Rights::READ)? else {
         return Err(Error::WrongType);
     };
     let nt = k.notifications.get_mut(n).ok_or(Error::Gone)?;
     if nt.bits != 0 {
         let bits = core::mem::take(&mut nt.bits);
-        let ctx = &mut k.thread_mut(me).expect("me").ctx;
+        let ctx = &mut k.thread_mut(me).ok_or(Error::Gone)?.ctx;
         ctx.rax = 0;
         ctx.rdi = bits;
         return Ok(());
@@ -279,7 +302,7 @@ pub fn wait(k: &mut Kernel, slot: u64, timeout_ns: u64) -> Result<(), Error> {
         return Err(Error::WouldBlock);
     }
     nt.waiters.push_back(me);
-    k.thread_mut(me).expect("me").state = ThreadState::Waiting { notification: n };
+    k.thread_mut(me).ok_or(Error::Gone)?.state = ThreadState::Waiting { notification: n };
     k.block_current(deadline(timeout_ns));
     Ok(())
 }

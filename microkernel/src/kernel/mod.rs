@@ -20,11 +20,12 @@ pub mod vm;
 use crate::arch::{self, apic, percpu, trap::TrapFrame, MAX_CPUS};
 use abi::{CapSlot, Rights};
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kcore::budget::Budget;
 use kcore::cap::{CapSystem, SpaceId};
+use kcore::deadlines::Deadlines;
 use kcore::sched::RunQueue;
 use kcore::slab::{Id, Slab};
 use kcore::waitlist::{Link, Node, WaitList};
@@ -267,9 +268,9 @@ pub struct Kernel {
     pub run_queues: Vec<RunQueue<Id>>,
     pub current: [Option<Id>; MAX_CPUS],
     /// Threads blocked with a deadline, by (deadline, thread).
-    pub timeouts: BTreeMap<(u64, Id), ()>,
+    pub timeouts: Deadlines<Id>,
     /// Threads that used up their CPU budget, by (replenish time, thread).
-    pub throttled: BTreeMap<(u64, Id), ()>,
+    pub throttled: Deadlines<Id>,
     pub cpus_online: usize,
     /// Address-space roots of ended processes, freed once no CPU has one
     /// loaded (a CPU waiting for the lock may still run on it).
@@ -343,8 +344,8 @@ impl Kernel {
         msi_refs: [0; apic::MSI_VECTORS],
         run_queues: Vec::new(),
         current: [None; MAX_CPUS],
-        timeouts: BTreeMap::new(),
-        throttled: BTreeMap::new(),
+        timeouts: Deadlines::new(),
+        throttled: Deadlines::new(),
         dead_pml4s: Vec::new(),
         cpus_online: 1,
         io_bitmap_owner: [None; MAX_CPUS],
@@ -412,7 +413,7 @@ impl Kernel {
         let deadline = th.deadline.take();
         let (cpu, prio) = (th.cpu, th.priority);
         if let Some(d) = deadline {
-            self.timeouts.remove(&(d, t));
+            self.timeouts.remove(d, t);
         }
         self.run_queues[cpu].push_back(t, prio);
         let cur_prio = self.current[cpu].and_then(|c| self.thread(c)).map(|c| c.priority);
@@ -455,14 +456,14 @@ impl Kernel {
             _ => {}
         }
         if let Some(d) = self.thread_mut(t).and_then(|th| th.deadline.take()) {
-            self.timeouts.remove(&(d, t));
+            self.timeouts.remove(d, t);
         }
     }
 
     /// Takes `t` out of the throttled set, if it is there.
     pub fn unthrottle(&mut self, t: Id) {
         if let Some(until) = self.thread_mut(t).and_then(|th| th.throttled_until.take()) {
-            self.throttled.remove(&(until, t));
+            self.throttled.remove(until, t);
         }
     }
 
@@ -482,7 +483,7 @@ impl Kernel {
                 }
             }
             if let Some(d) = deadline {
-                self.timeouts.insert((d, t), ());
+                self.timeouts.insert(d, t);
             }
         }
     }
@@ -505,19 +506,15 @@ impl Kernel {
             let before = th.throttled_until.replace(until);
             self.current[cpu] = None;
             if let Some(b) = before {
-                self.throttled.remove(&(b, t));
+                self.throttled.remove(b, t);
             }
-            self.throttled.insert((until, t), ());
+            self.throttled.insert(until, t);
         }
     }
 
     /// Returns throttled threads whose budget came back to their run queues.
     pub fn replenish(&mut self, now: u64) {
-        while let Some((&(d, t), _)) = self.throttled.iter().next() {
-            if d > now {
-                break;
-            }
-            self.throttled.remove(&(d, t));
+        while let Some((_, t)) = self.throttled.pop_due(now) {
             if let Some(th) = self.thread_mut(t) {
                 th.throttled_until = None;
             }
@@ -527,11 +524,7 @@ impl Kernel {
 
     /// Wakes threads whose deadline passed, with `Timeout`.
     pub fn expire_timeouts(&mut self, now: u64) {
-        while let Some((&(d, t), _)) = self.timeouts.iter().next() {
-            if d > now {
-                break;
-            }
-            self.timeouts.remove(&(d, t));
+        while let Some((_, t)) = self.timeouts.pop_due(now) {
             self.unblock_cleanup(t);
             if let Some(th) = self.thread_mut(t) {
                 // A halted vCPU restarts its system call; others time out.
@@ -592,11 +585,11 @@ impl Kernel {
         });
     }
 
-    /// The earliest timeout or budget replenishment.
+    /// The earliest timeout or budget replenishment (two loads: each set
+    /// keeps its first deadline).
+    #[inline(always)]
     pub fn first_deadline(&self) -> u64 {
-        let t = self.timeouts.keys().next().map_or(u64::MAX, |&(d, _)| d);
-        let r = self.throttled.keys().next().map_or(u64::MAX, |&(d, _)| d);
-        t.min(r)
+        self.timeouts.first().min(self.throttled.first())
     }
 
     /// The CPU that still has thread `t` current, if any: a thread
@@ -819,21 +812,23 @@ fn syscall_path<const STAMP: bool>() -> ! {
         // queue): the call has not begun and must not, or a suspended
         // thread would act, block or be woken. It restarts when the thread
         // runs again: RIP back over SYSCALL, RAX still its number.
-        if k.thread(me).is_some_and(|t| t.state != ThreadState::Running) {
-            if let Some(th) = k.thread_mut(me) {
+        // One lookup for what the dispatch below needs of the thread.
+        let ctx = match k.thread_mut(me) {
+            Some(th) if th.state != ThreadState::Running => {
                 th.ctx.rip = th.ctx.rip.wrapping_sub(2);
-            }
-            exit_kernel(k)
-        }
-        let ctx = k.thread(me).map(|t| (t.ctx.rax, t.ctx.rdi));
-        if let Some((n, slot)) = ctx
-            && n == abi::Sys::VcpuRun as u64 {
-                let mut k = vm::vcpu_run(k, me, slot);
-                deliver_pending_irqs(&mut k);
-                let k = fastpath::resume_caller(k, cpu, me);
                 exit_kernel(k)
             }
-        if ctx.is_some_and(|(n, _)| n == abi::Sys::DebugWrite as u64) {
+            Some(th) => Some((th.ctx.rax, th.ctx.rdi, th.process)),
+            None => None,
+        };
+        if let Some((n, slot, pid)) = ctx
+            && n == abi::Sys::VcpuRun as u64 {
+                let (mut k, exit) = vm::vcpu_run(k, me, pid, slot);
+                deliver_pending_irqs(&mut k);
+                let k = fastpath::resume_caller(k, cpu, me, exit.map(|e| e as u64));
+                exit_kernel(k)
+            }
+        if ctx.is_some_and(|(n, _, _)| n == abi::Sys::DebugWrite as u64) {
             let k = debug_write(k, cpu, me);
             exit_kernel(k)
         }

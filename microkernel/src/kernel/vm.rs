@@ -597,15 +597,20 @@ fn run_page(vcpu: &Vcpu) -> RunPage {
 
 /// `VcpuRun`: runs the vCPU in `slot` on the calling thread until an exit
 /// for the VMM. Called with the lock held; drops it while the guest runs.
-pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
-    let r = prepare(&mut k, me, slot);
+/// `me`'s process is `pid` (the caller looked the thread up once). Returns
+/// the exit for the VMM when the call completed with one: the caller writes
+/// it to the thread (`rax` 0, `rdi` the exit) with its own lookup of the
+/// thread (`fastpath::resume_caller`); `None` when the registers are
+/// already set (an error) or the call restarts (a halt).
+pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard, Option<VcpuExit>) {
+    let r = prepare(&mut k, me, pid, slot);
     let (id, vcpu_ptr) = match r {
         Ok(x) => x,
         Err(e) => {
             if let Some(th) = k.thread_mut(me) {
                 th.ctx.rax = e as u64;
             }
-            return k;
+            return (k, None);
         }
     };
     drop(k);
@@ -690,7 +695,7 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
             let deadline = (until != u64::MAX).then(|| to_boot_ns(until));
             k.block_current(deadline);
         }
-        return k;
+        return (k, None);
     }
     match k.vcpus.get_mut(id) {
         Some(v) if !doomed => v.running = false,
@@ -700,11 +705,7 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, slot: u64) -> KernelGuard {
         }
         None => {}
     }
-    if let Some(th) = k.thread_mut(me) {
-        th.ctx.rax = 0;
-        th.ctx.rdi = exit as u64;
-    }
-    k
+    (k, Some(exit))
 }
 
 /// One `VcpuRun` into the guest: takes the VMM's requests from the run
@@ -740,8 +741,7 @@ fn enter(vcpu: &mut Vcpu, run: &mut VcpuRun, vmx: bool) -> VcpuExit {
     exit
 }
 
-fn prepare(k: &mut Kernel, me: Id, slot: u64) -> Result<(Id, *mut Vcpu), Error> {
-    let pid = k.thread(me).ok_or(Error::Gone)?.process;
+fn prepare(k: &mut Kernel, me: Id, pid: Id, slot: u64) -> Result<(Id, *mut Vcpu), Error> {
     let space = k.processes.get(pid).ok_or(Error::Gone)?.space;
     let slot = u32::try_from(slot).map_err(|_| Error::InvalidSlot)?;
     let Obj::Vcpu(id) = k.cap(space, slot, Rights::MANAGE)? else { return Err(Error::WrongType) };

@@ -130,12 +130,11 @@ pub fn init_cpu(cpu: usize) {
     }
 }
 
-/// Sets where the CPU saves user state on an interrupt from ring 3.
-pub fn set_rsp0(cpu: usize, rsp0: u64) {
-    // SAFETY: only CPU `cpu` calls this for its own TSS (with interrupts off
-    // in the kernel), so there is no concurrent access; the CPU reads RSP0
-    // only on a privilege change, which cannot happen while we run here.
-    unsafe { (*(&raw mut CPUS))[cpu].tss.rsp[0] = rsp0 };
+/// The address of CPU `cpu`'s TSS.RSP0 (for `percpu`, which writes it on
+/// each thread switch without indexing this table again).
+pub fn rsp0_address(cpu: usize) -> u64 {
+    // SAFETY: only the address is taken (no reference to the packed field).
+    unsafe { (&raw mut (*(&raw mut CPUS))[cpu].tss.rsp).cast::<u64>() as u64 }
 }
 
 /// Installs an I/O permission bitmap (a clear bit allows the port) on `cpu`.

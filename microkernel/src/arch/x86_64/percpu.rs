@@ -53,6 +53,8 @@ pub struct PerCpu {
     pub phase_fallbacks: AtomicU64,
     /// NMIs this CPU took.
     pub nmis: AtomicU64,
+    /// The address of this CPU's TSS.RSP0 (`set_context_top` writes it).
+    pub tss_rsp0: u64,
 }
 
 /// Stamps of one system call: entry to Rust, lock taken, decoded,
@@ -112,6 +114,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         phase_ops: AtomicU64::new(0),
         phase_fallbacks: AtomicU64::new(0),
         nmis: AtomicU64::new(0),
+        tss_rsp0: 0,
     }
 }; MAX_CPUS];
 
@@ -132,6 +135,7 @@ pub fn init(cpu: usize) {
         p.self_ptr = p as *mut PerCpu as u64;
         p.kernel_stack_top = kernel_stack_top(cpu);
         p.index = cpu as u64;
+        p.tss_rsp0 = super::gdt::rsp0_address(cpu);
         x86::msr::wrmsr(x86::msr::IA32_GS_BASE, p.self_ptr);
         x86::msr::wrmsr(x86::msr::IA32_KERNEL_GSBASE, 0);
     }
@@ -143,7 +147,11 @@ pub fn this() -> &'static PerCpu {
     // SAFETY: in the kernel GS always holds this CPU's PerCpu address (set by
     // `init`, swapped in on every entry from ring 3).
     unsafe {
-        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
+        // `pure`: the same value every time on this CPU (kernel code never
+        // moves between CPUs), so repeated calls may be merged; `readonly`
+        // keeps them on their side of anything that may write memory, such
+        // as the SWAPGS pair of `trap::nmi_with_user_gs`.
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(pure, readonly, nostack, preserves_flags));
         &*(ptr as *const PerCpu)
     }
 }
@@ -155,16 +163,44 @@ pub fn of(cpu: usize) -> &'static PerCpu {
     unsafe { &(*(&raw const PERCPU))[cpu] }
 }
 
+/// This CPU's index: one GS-relative load.
+#[inline(always)]
 pub fn index() -> usize {
-    this().index as usize
+    let i: u64;
+    // SAFETY: as `this`: GS holds this CPU's PerCpu, whose `index` `init`
+    // set before GS pointed at it and nothing changes after.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, gs:[{index}]",
+            out(reg) i,
+            index = const core::mem::offset_of!(PerCpu, index),
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    i as usize
 }
 
 /// Sets where the next return to ring 3 restores from (the current thread's
-/// context) and where an interrupt from ring 3 saves to.
+/// context) and where an interrupt from ring 3 saves to (TSS.RSP0): three
+/// GS-relative instructions on every thread switch, no indexing of the
+/// per-CPU and TSS tables.
+#[inline(always)]
 pub fn set_context_top(top: u64) {
-    let cpu = index();
-    // SAFETY: only this CPU writes its own `context_top`, with interrupts off
-    // (kernel code is not interruptible outside the idle loop).
-    unsafe { (*(&raw mut PERCPU))[cpu].context_top = top };
-    super::gdt::set_rsp0(cpu, top);
+    // SAFETY: GS holds this CPU's PerCpu (see `this`), whose `tss_rsp0`
+    // `init` set to this CPU's TSS.RSP0 before any thread ran. Only this
+    // CPU writes its own `context_top` and RSP0, with interrupts off
+    // (kernel code is not interruptible outside the idle loop); the CPU
+    // reads RSP0 only on a privilege change, which cannot happen here.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{ctx}], {top}",
+            "mov {tmp}, gs:[{rsp0}]",
+            "mov [{tmp}], {top}",
+            top = in(reg) top,
+            tmp = out(reg) _,
+            ctx = const core::mem::offset_of!(PerCpu, context_top),
+            rsp0 = const core::mem::offset_of!(PerCpu, tss_rsp0),
+            options(nostack, preserves_flags),
+        );
+    }
 }

@@ -172,8 +172,10 @@ pub fn nmi_with_user_gs(my_apic_id: u32) -> bool {
     // SAFETY: interrupts are off (the kernel runs with IF clear) and nothing
     // between the two SWAPGS uses GS: `send_nmi` goes through statics, the
     // wait reads a static. Only the NMI comes in meanwhile, which is what
-    // is tested; both SWAPGS together leave GS as it was.
-    unsafe { core::arch::asm!("swapgs", options(nomem, nostack, preserves_flags)) };
+    // is tested; both SWAPGS together leave GS as it was. Not `nomem`: the
+    // compiler must not move a per-CPU read (`percpu::this`, `readonly`)
+    // between the two.
+    unsafe { core::arch::asm!("swapgs", options(nostack, preserves_flags)) };
     super::apic::send_nmi(my_apic_id);
     for _ in 0..50_000_000u64 {
         if NMIS.load(Ordering::SeqCst) != before {
@@ -183,7 +185,7 @@ pub fn nmi_with_user_gs(my_apic_id: u32) -> bool {
         core::hint::spin_loop();
     }
     // SAFETY: as above: puts the kernel's GS base back.
-    unsafe { core::arch::asm!("swapgs", options(nomem, nostack, preserves_flags)) };
+    unsafe { core::arch::asm!("swapgs", options(nostack, preserves_flags)) };
     arrived
 }
 
