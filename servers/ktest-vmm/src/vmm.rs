@@ -198,6 +198,9 @@ struct Outcome {
     /// At a shutdown exit: the kernel's nested walk of RIP and the RIP
     /// (CS base added) and CR3 the run page reported.
     shutdown_nested: Option<(abi::NestedWalk, u64, u64)>,
+    /// The kernel's trace of the last exits when the guest reported its
+    /// result (said with a failure: which exits and injections led to it).
+    final_trace: String,
     /// guest_pio: where the round trip of the system state stands.
     state_check: StateCheck,
     /// The newest entry of the exit trace at the last exit checked, with
@@ -451,6 +454,11 @@ fn drive(vcpu: CapSlot, run: &mut VcpuRun, test: Test, level: bool, phases: bool
             Some(VcpuExit::Eoi) => out.eois.push(run.data as u8),
             Some(VcpuExit::Hlt) => {
                 if out.result.is_some() {
+                    let trace: Vec<String> = run
+                        .recent_exits()
+                        .map(|t| format!("{:#x}@{:#x} inj {:#x} int_info {:#x} info {:#x}", t.code, t.rip, t.injected, t.int_info, t.info))
+                        .collect();
+                    out.final_trace = trace.join("; ");
                     return Ok(out);
                 }
             }
@@ -920,7 +928,9 @@ fn check(test: Test, out: &Outcome) -> Result<(), String> {
         }
         p::Ending::Result => match out.result {
             Some(p::RESULT_PASS) => {}
-            Some(code) => return Err(format!("guest reported failure {code:#x}; console {console:?}")),
+            Some(code) => {
+                return Err(format!("guest reported failure {code:#x}; console {console:?}; last exits (code@rip): {}", out.final_trace));
+            }
             None => return Err(format!("no result; shutdown {}; console {console:?}", out.shutdown)),
         },
     }
