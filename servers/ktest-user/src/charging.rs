@@ -126,7 +126,9 @@ pub fn empty_unmaps_split_no_entries(env: &mut Env) -> Result<(), String> {
 /// allocation failure panicked the kernel.
 pub fn large_unmaps_build_no_unbounded_vector(env: &mut Env) -> Result<(), String> {
     const PAGES: u64 = 512;
-    const MAX_MAPS: u64 = 4096;
+    // No more than one unmap takes (1 << 20 pages): with a budget larger
+    // than 8 MiB the maps used to go past it and the unmap was refused.
+    const MAX_MAPS: u64 = (1 << 20) / PAGES;
     let before = used()?;
     let f = env.slot();
     sys::create(ObjectType::Frame, f, PAGES).map_err(|e| format!("frame: {e}"))?;
@@ -237,11 +239,10 @@ pub fn io_bitmaps_are_charged(env: &mut Env) -> Result<(), String> {
 /// into us (it holds a capability to us) and exits. The frame lives on in
 /// our address space, charged to the dead child, so the child's budget must
 /// not come back to us whole: it used to, and the loop mapped memory
-/// without limit (200 rounds: 12.5 MiB, beyond our 8 MiB budget). Now the
+/// without limit (rounds enough for more than our whole budget). Now the
 /// rounds end with `OutOfBudget`, and unmapping the frames gives it all
 /// back.
 pub fn a_dead_childs_objects_keep_their_charge(env: &mut Env) -> Result<(), String> {
-    const ROUNDS: u64 = 200;
     const FRAME_PAGES: u8 = 16;
     // rbx = rsi (where to map); Create(Frame, 10, 16); Map(parent, 10,
     // rbx, READ); exit(0); on an error exit(100 + error).
@@ -270,14 +271,17 @@ pub fn a_dead_childs_objects_keep_their_charge(env: &mut Env) -> Result<(), Stri
         0xb8, Sys::Exit as u8, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe, // exit(rdi)
     ];
     let frame_bytes = u64::from(FRAME_PAGES) * PAGE_SIZE;
+    // Frames for more than the whole budget (the manifest's, whatever it is).
+    let limit = sys::budget_info().map_err(|e| format!("budget info: {e}"))?.limit_bytes;
+    let rounds_max = limit / frame_bytes + 1;
     let before = used()?;
-    let base = reserve_aligned(env, ROUNDS * u64::from(FRAME_PAGES), 2 << 20);
+    let base = reserve_aligned(env, rounds_max * u64::from(FRAME_PAGES), 2 << 20);
     let children = Children::new(env, code)?;
     let me = env.slot();
     let mut rounds = 0;
     let mut refused = None;
     let result = (|| {
-        while rounds < ROUNDS {
+        while rounds < rounds_max {
             match children.make(128 * 1024) {
                 Ok(()) => {}
                 Err(Error::OutOfBudget) => {
@@ -311,7 +315,7 @@ pub fn a_dead_childs_objects_keep_their_charge(env: &mut Env) -> Result<(), Stri
         Ok(())
     })();
     children.close();
-    unmap(base, ROUNDS * u64::from(FRAME_PAGES))?;
+    unmap(base, rounds_max * u64::from(FRAME_PAGES))?;
     let after = used()?;
     result?;
     log::info!("charging: {rounds} dead children's frames fit, then {refused:?} was refused");

@@ -132,6 +132,11 @@ pub fn main(start: Start) -> u64 {
         ("msi_from_a_pci_device", msi_from_a_pci_device),
         ("server_restart", server_restart),
         ("panicking_and_faulting_servers_restart", panicking_and_faulting_servers_restart),
+        // The heap never shrinks: what these grow stays to the end.
+        ("the_heap_grows_by_8_mib_and_all_of_it_is_used", crate::heap::the_heap_grows_by_8_mib_and_all_of_it_is_used),
+        ("a_growth_past_the_budget_is_refused_and_undone", crate::heap::a_growth_past_the_budget_is_refused_and_undone),
+        ("nothing_and_absurd_growths_are_refused", crate::heap::nothing_and_absurd_growths_are_refused),
+        ("repeated_growths_make_one_heap", crate::heap::repeated_growths_make_one_heap),
         ("servers_still_answer", servers_answer_status),
     ];
     // Chosen by what the machine was given, not by what the system under

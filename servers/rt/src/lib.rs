@@ -14,11 +14,13 @@ extern crate alloc;
 
 #[cfg(not(target_os = "none"))]
 mod hostsys;
+pub mod heap;
 pub mod mapping;
 pub mod start;
 pub mod sync;
 pub mod thread;
 
+pub use heap::{HEAP_WINDOW_BASE, HEAP_WINDOW_BYTES, grow_heap, heap_grown_bytes};
 pub use mapping::{PrivateMapping, RunPage, SharedMemory};
 pub use thread::{Thread, ThreadSlots};
 
@@ -101,28 +103,12 @@ impl log::Log for ConsoleLogger {
     fn flush(&self) {}
 }
 
-/// The size of every process's heap (a static arena in its image).
+/// The size of every process's heap arena (static, in its image); a
+/// process adds more with [`grow_heap`] (see [`heap`]).
 pub const HEAP_BYTES: usize = 512 * 1024;
 
 #[cfg(target_os = "none")]
 mod target {
-    use linked_list_allocator::LockedHeap;
-
-    const HEAP_SIZE: usize = super::HEAP_BYTES;
-
-    #[repr(C, align(4096))]
-    struct Arena([u8; HEAP_SIZE]);
-    static mut ARENA: Arena = Arena([0; HEAP_SIZE]);
-
-    #[global_allocator]
-    static ALLOCATOR: LockedHeap = LockedHeap::empty();
-
-    pub fn init_heap() {
-        // SAFETY: runs once, first thing in `_start`, before any allocation;
-        // ARENA is used by nothing but the allocator.
-        unsafe { ALLOCATOR.lock().init((&raw mut ARENA).cast::<u8>(), HEAP_SIZE) }
-    }
-
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         super::print(&alloc::format!("panic in {}: {info}\n", super::start::process_name()));
@@ -131,7 +117,7 @@ mod target {
 }
 
 #[cfg(target_os = "none")]
-pub use target::init_heap;
+pub use heap::target::{heap_grown_used, init_heap};
 
 /// Writes bytes at an address of this process's that the caller mapped
 /// writable (init fills frames through a scratch window this way).

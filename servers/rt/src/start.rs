@@ -20,6 +20,9 @@ pub const SLOT_THREAD: CapSlot = 3;
 pub const SLOT_IOPORTS: CapSlot = 4;
 /// The notification the runtime binds to the main thread.
 pub const SLOT_NOTIFY: CapSlot = 5;
+/// The runtime's slot for a frame a heap growth is creating
+/// ([`crate::grow_heap`]); empty between growths, so a server leaves it be.
+pub const SLOT_HEAP: CapSlot = 6;
 /// The first slot a server may use for its own objects.
 pub const SLOT_FREE: CapSlot = 128;
 
