@@ -3,9 +3,10 @@
 //! /images`, `GET /images/:uuid` and `GET /images/:uuid/file` for five
 //! images: a good one, one whose file is not what `files[0].sha1` says,
 //! one whose file is cut short (the connection closes before
-//! `Content-Length` bytes), and two xz-compressed ones: one with a 64 KiB
-//! dictionary and one with xz's default 8 MiB (more than zone-server's
-//! heap holds: refused by name).
+//! `Content-Length` bytes), and three xz-compressed ones: one with a 64 KiB
+//! dictionary, one with xz's default 8 MiB (more than zone-server's
+//! 512 KiB heap: it grows its heap for it) and one whose header names
+//! 32 MiB (more than zone-server's budget pays for: refused by name).
 
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
@@ -24,6 +25,9 @@ pub const SHORT: &str = "1a9e0000-0000-4000-8000-00000000000c";
 pub const XZ: &str = "1a9e0000-0000-4000-8000-00000000000d";
 /// xz with the 8 MiB dictionary of `xz -6` (xz's default).
 pub const XZ_BIG_DICT: &str = "1a9e0000-0000-4000-8000-00000000000e";
+/// The 8 MiB one with its block header saying 32 MiB (CRC32 made good):
+/// under xz's 64 MiB limit, over what zone-server's budget can give.
+pub const XZ_HUGE_DICT: &str = "1a9e0000-0000-4000-8000-00000000000f";
 /// Bytes of each uncompressed image file.
 const FILE_BYTES: usize = 256 * 1024;
 
@@ -64,8 +68,49 @@ fn file_of(uuid: &str) -> Vec<u8> {
     match uuid {
         XZ => small.clone(),
         XZ_BIG_DICT => big.clone(),
+        XZ_HUGE_DICT => with_dict_code(big, 26),
         _ => file(),
     }
+}
+
+/// `xz` with its first block header's LZMA2 dictionary byte set to
+/// `code` (dictionary `(2 | code & 1) << (code / 2 + 11)` bytes) and the
+/// header's CRC32 made good again. LZMA2 data does not depend on the
+/// dictionary's size, so the file still decodes with the larger one.
+fn with_dict_code(xz: &[u8], code: u8) -> Vec<u8> {
+    const STREAM_HEADER: usize = 12;
+    let mut f = xz.to_vec();
+    let size = (usize::from(f[STREAM_HEADER]) + 1) * 4;
+    let flags = f[STREAM_HEADER + 1];
+    assert_eq!(flags & 0x03, 0, "one filter (the encoder's LZMA2 alone)");
+    let mut at = STREAM_HEADER + 2;
+    // The optional compressed and uncompressed sizes (multibyte integers).
+    for present in [flags & 0x40 != 0, flags & 0x80 != 0] {
+        if present {
+            while f[at] & 0x80 != 0 {
+                at += 1;
+            }
+            at += 1;
+        }
+    }
+    assert_eq!((f[at], f[at + 1]), (0x21, 1), "LZMA2 filter with one property byte");
+    f[at + 2] = code;
+    let crc_at = STREAM_HEADER + size - 4;
+    let crc = crc32(&f[STREAM_HEADER..crc_at]);
+    f[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    f
+}
+
+/// CRC-32 (IEEE, reflected), as xz's headers use.
+fn crc32(b: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &x in b {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+        }
+    }
+    !c
 }
 
 fn sha1_hex(b: &[u8]) -> String {
@@ -84,13 +129,14 @@ fn manifest(uuid: &str, name: &str, sha1: &str, size: usize, compression: &str) 
 
 fn manifests() -> Vec<serde_json::Value> {
     let good = sha1_hex(&file());
-    let (xz, big) = (file_of(XZ), file_of(XZ_BIG_DICT));
+    let (xz, big, huge) = (file_of(XZ), file_of(XZ_BIG_DICT), file_of(XZ_HUGE_DICT));
     vec![
         manifest(GOOD, "imported-disk", &good, FILE_BYTES, "none"),
         manifest(BAD_SHA1, "bad-sha1-disk", &"0".repeat(40), FILE_BYTES, "none"),
         manifest(SHORT, "short-disk", &good, FILE_BYTES, "none"),
         manifest(XZ, "xz-disk", &sha1_hex(&xz), xz.len(), "xz"),
         manifest(XZ_BIG_DICT, "xz-big-dict-disk", &sha1_hex(&big), big.len(), "xz"),
+        manifest(XZ_HUGE_DICT, "xz-huge-dict-disk", &sha1_hex(&huge), huge.len(), "xz"),
     ]
 }
 

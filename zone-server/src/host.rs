@@ -427,7 +427,7 @@ impl<M: Machine> ZoneHost<M> {
                 .machine
                 .open_file(&req.file, req.manifest.file.size)
                 .map_err(|e| alcove_images::Error::Invalid(format!("imgadm install -f {}: {e}", req.file)))?;
-            let limits = cli::InstallLimits { read_bytes: INSTALL_READ_BYTES };
+            let limits = cli::InstallLimits { read_bytes: INSTALL_READ_BYTES, grow_heap: Some(crate::grow_heap) };
             cli::install(self.machine.images(), req, &mut file, &limits)
         });
         cli::output(r)

@@ -443,6 +443,7 @@ fn import_from<M: Machine>(m: &mut M, uuid: &str, list: &[String], quiet: bool, 
     let done = format!("Imported image {uuid} ({}@{})\n", manifest.name, manifest.version);
     let mut meter = imgapi::Progress::new(&manifest);
     let mut inst = Install::begin(pool, manifest, Some(&source))?;
+    inst.grow_heap_with(crate::grow_heap);
     let mut buf = alloc::vec![0u8; FILE_READ_BYTES];
     let mut last = None;
     loop {

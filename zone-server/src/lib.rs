@@ -31,6 +31,14 @@ use libipc::interfaces::{
 
 pub use host::{Machine, ZoneHost};
 
+/// Grows zone-server's heap for an xz dictionary that does not fit it
+/// (`alcove_rt::grow_heap`: frames charged to zone-server's own budget,
+/// which its manifests size for xz's default 8 MiB dictionary; the heap
+/// never shrinks, so the memory stays zone-server's for later imports).
+pub(crate) fn grow_heap(bytes: usize) -> Result<(), String> {
+    alcove_rt::grow_heap(bytes).map_err(|e| alloc::format!("{e}"))
+}
+
 pub const VERSION: u32 = 2;
 
 /// The bit of zone-server's bound notification that wakes it for the

@@ -86,6 +86,9 @@ pub struct InstallLimits {
     /// Bytes of the file read at a time (a send stream or a raw image
     /// alike goes to the pool as it is read).
     pub read_bytes: usize,
+    /// How the process may grow its heap for an xz dictionary that does
+    /// not fit it (zone-server on Alcove: `alcove_rt::grow_heap`).
+    pub grow_heap: Option<crate::xz::GrowHeap>,
 }
 
 /// `imgadm install -m MANIFEST -f FILE`, its arguments read.
@@ -129,6 +132,9 @@ pub fn install<P: PoolOps, R: FileReader + ?Sized>(
     let m = &req.manifest;
     let done = format!("Installed image {} ({}@{})\n", m.uuid, m.name, m.version);
     let mut inst = Install::begin(pool, req.manifest, None)?;
+    if let Some(grow) = limits.grow_heap {
+        inst.grow_heap_with(grow);
+    }
     let mut buf = alloc::vec![0u8; limits.read_bytes.max(512)];
     loop {
         let n = match reader.read(&mut buf) {
