@@ -367,6 +367,8 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
     let mut ratios: Vec<(f64, f64)> = Vec::new();
     // Per side, under icount: the guest's nanoseconds of each round.
     let mut guest: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    // storaged's checksum time per byte (its meter line), each pool boot.
+    let mut checksum: Vec<f64> = Vec::new();
     for round in 0..rounds {
         // A fresh pool and disk each round: every round does the same work.
         let _ = std::fs::remove_file(&pool[0]);
@@ -397,6 +399,9 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
             }
             if let Some(l) = b.serial().lines().find(|l| l.contains("pool meter: ")) {
                 println!("round {round} {what}: {}", l.trim_end());
+                if let Some(ns) = checksum_ns_per_byte(l) {
+                    checksum.push(ns);
+                }
             }
         }
         if let [(pw, pr), (dw, dr)] = pair[..] {
@@ -415,6 +420,9 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
             figures.push(Figure::new(&format!("linux_{what}_read{tag}_guest_ns"), format!("{r:.0}"), "ns"));
         }
     }
+    if let Some(ns) = median(checksum.into_iter()) {
+        figures.push(Figure::new(&format!("linux_pool_checksum{tag}"), format!("{ns:.2}"), "ns/B"));
+    }
     for (i, dir_name) in [(0, "write"), (1, "read")] {
         let of = |r: &(f64, f64)| if i == 0 { r.0 } else { r.1 };
         if let Some(m) = median(ratios.iter().map(of)) {
@@ -427,6 +435,18 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
         }
     }
     Ok((figures, problems))
+}
+
+/// Nanoseconds per byte storaged's checksums took by its meter line
+/// (`pool meter: ... checksums <KiB> KiB in <ms> ms; ...`; under icount a
+/// nanosecond is an instruction); None without such a line, a time or
+/// bytes.
+pub fn checksum_ns_per_byte(meter: &str) -> Option<f64> {
+    let rest = meter.split_once("checksums ")?.1;
+    let (kib, rest) = rest.split_once(" KiB in ")?;
+    let ms = rest.split(';').next()?.trim().strip_suffix(" ms")?;
+    let (kib, ms): (u64, u64) = (kib.trim().parse().ok()?, ms.trim().parse().ok()?);
+    (kib > 0 && ms > 0).then(|| ms as f64 * 1e6 / (kib as f64 * 1024.0))
 }
 
 /// Rounds of `bench/linux-disk` (`ALCOVE_DISK_BENCH_ROUNDS`, 1 to 15;
@@ -460,6 +480,17 @@ mod bench_tests {
         assert_eq!(super::guest_ns("alcove-guest: disk-write guest-ns \r\n", "write"), None, "no number");
         assert_eq!(super::guest_ns("alcove-guest: disk-write guest-ns -5\n", "write"), None, "no negative time");
         assert_eq!(super::guest_ns("", "read"), None);
+    }
+
+    #[test]
+    fn the_meter_line_gives_the_checksum_time_per_byte() {
+        let line = "[INFO ] storaged: pool meter: 4 commits in 3 ms; checksums 16492 KiB in 270 ms; compression 0 ms; \
+                    disk reads 129 (8192 KiB) in 0 ms";
+        let ns = super::checksum_ns_per_byte(line).unwrap();
+        assert!((ns - 270e6 / (16492.0 * 1024.0)).abs() < 1e-9, "{ns}");
+        assert_eq!(super::checksum_ns_per_byte("pool meter: checksums 0 KiB in 0 ms;"), None, "nothing checksummed");
+        assert_eq!(super::checksum_ns_per_byte("pool meter: checksums 10 KiB in 5 ticks;"), None, "no clock rate");
+        assert_eq!(super::checksum_ns_per_byte("ring 1 closed"), None);
     }
 
     #[test]
