@@ -93,12 +93,44 @@ impl Boot {
         let done = self.timed.time_of(&format!("alcove-guest: disk-{what} {DATA_MIB} "))?;
         Some(done.checked_sub(start)?.as_secs_f64())
     }
+
+    /// Nanoseconds the guest's own clock gave its `disk-<what>`.
+    pub fn guest_ns(&self, what: &str) -> Option<u64> {
+        guest_ns(self.serial(), what)
+    }
+
+    /// Seconds of `disk-<what>` by `clock`.
+    fn seconds_by(&self, clock: BenchClock, what: &str) -> Option<f64> {
+        match clock {
+            BenchClock::Wall => self.seconds(what),
+            BenchClock::Icount => self.guest_ns(what).filter(|&ns| ns > 0).map(|ns| ns as f64 / 1e9),
+        }
+    }
+}
+
+/// The nanoseconds on the guest's `alcove-guest: disk-<what> guest-ns <ns>`
+/// line (`images/linux/init`: its CLOCK_MONOTONIC around the dd).
+pub fn guest_ns(serial: &str, what: &str) -> Option<u64> {
+    let prefix = format!("alcove-guest: disk-{what} guest-ns ");
+    serial.lines().find_map(|l| l.trim_end().strip_prefix(&prefix)?.parse().ok())
 }
 
 /// The plan and the QEMU command (serial on its stdout) for the VM
 /// `json` describes, its disks host files in `dir` or pool volumes on
 /// `pool`.
 fn machine(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBuf]) -> Result<(VmPlan, Command)> {
+    machine_on(kernel, dir, log_name, json, pool, &[])
+}
+
+/// As [`machine`], with `qemu_args` added to QEMU's command line.
+fn machine_on(
+    kernel: &Path,
+    dir: &Path,
+    log_name: &str,
+    json: &str,
+    pool: &[PathBuf],
+    qemu_args: &[&str],
+) -> Result<(VmPlan, Command)> {
     std::fs::create_dir_all(dir)?;
     let json_path = dir.join(format!("{log_name}.json"));
     std::fs::write(&json_path, json)?;
@@ -108,7 +140,9 @@ fn machine(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBu
     }
     let system = plan.write_boot_files(&dir.join(format!("boot-{log_name}")))?;
     let iso = image::iso_of(kernel, &format!("test-{log_name}"), "", &system)?;
-    let mut c = plan.qemu().command(&iso);
+    let mut qemu = plan.qemu();
+    qemu.extra.extend(qemu_args.iter().map(|a| a.to_string()));
+    let mut c = qemu.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     Ok((plan, c))
 }
@@ -116,7 +150,20 @@ fn machine(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBu
 /// Boots Alcove with the VM `json` describes (its disks host files in
 /// `dir`, or pool volumes on `pool`) and checks that it powered off.
 pub fn boot(kernel: &Path, dir: &Path, log_name: &str, json: &str, pool: &[PathBuf], timeout: Duration) -> Result<Boot> {
-    let (plan, c) = machine(kernel, dir, log_name, json, pool)?;
+    boot_on(kernel, dir, log_name, json, pool, timeout, &[])
+}
+
+/// As [`boot`], with `qemu_args` added to QEMU's command line.
+fn boot_on(
+    kernel: &Path,
+    dir: &Path,
+    log_name: &str,
+    json: &str,
+    pool: &[PathBuf],
+    timeout: Duration,
+    qemu_args: &[&str],
+) -> Result<Boot> {
+    let (plan, c) = machine_on(kernel, dir, log_name, json, pool, qemu_args)?;
     let timed = capture_timed_answering(c, log_name, Some(timeout), false, None)?;
     let mut problems = Vec::new();
     let run = &timed.run;
@@ -267,15 +314,45 @@ fn outcome(name: &str, last: Boot, total: Duration, problems: Vec<String>, summa
     }
 }
 
-/// `bench/linux-disk`: boots writing then reading [`DATA_MIB`] MiB on a
-/// pool volume and on a whole machine disk, in [`bench_rounds`] rounds of
-/// one pool boot and one disk boot back to back (A/B interleaved, so both
-/// sides of a round see about the same load on a shared machine). The
-/// figures are medians: MB/s of each side, and the ratio of each round's
-/// pair; `_min`/`_max` give the spread of the ratios. Returns the figures
-/// and the problems.
-pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<Figure>, Vec<String>)> {
-    let dir = crate::out_dir().join("linux-e2e").join("bench-linux-disk");
+/// How a `bench/linux-disk*` run times the guest's write and read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchClock {
+    /// `bench/linux-disk`: host wall time between the arrival of the
+    /// guest's start and result lines on the serial port.
+    Wall,
+    /// `bench/linux-disk-icount`: QEMU runs with [`ICOUNT_ARGS`], and the
+    /// guest's own clock around its dd is read (its `guest-ns` line): a
+    /// virtual nanosecond is one instruction executed by the whole machine
+    /// (the guest, Alcove's kernel, vmm-server, storaged), host load
+    /// and host I/O latency left out.
+    Icount,
+}
+
+/// QEMU's `-icount` for [`BenchClock::Icount`]: `shift=0` makes one
+/// instruction one virtual nanosecond; `sleep=off` makes the virtual clock
+/// jump to the next timer deadline when every vCPU is idle instead of
+/// following the host's clock meanwhile (QEMU's `icount_start_warp_timer`),
+/// so that the time the host takes (its load, QEMU's own file I/O) does
+/// not enter the guest's clock.
+pub const ICOUNT_ARGS: [&str; 2] = ["-icount", "shift=0,sleep=off"];
+
+/// `bench/linux-disk` (`clock` [`BenchClock::Wall`]) and
+/// `bench/linux-disk-icount` ([`BenchClock::Icount`]): boots writing then
+/// reading [`DATA_MIB`] MiB on a pool volume and on a whole machine disk,
+/// in [`bench_rounds`] rounds of one pool boot and one disk boot back to
+/// back (A/B interleaved, so both sides of a round see about the same load
+/// on a shared machine). The figures are medians: MB/s of each side (under
+/// icount MB per virtual second, `MB/vs`: per 10^9 instructions), and the
+/// ratio of each round's pair; `_min`/`_max` give the spread of the
+/// ratios. Under icount the figures' names carry `_icount`, and the
+/// medians of the guest's own nanoseconds are given too. Returns the
+/// figures and the problems.
+pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchClock) -> Result<(Vec<Figure>, Vec<String>)> {
+    let (name, qemu_args, unit, tag): (&str, &[&str], &str, &str) = match clock {
+        BenchClock::Wall => ("bench-linux-disk", &[], "MB/s", ""),
+        BenchClock::Icount => ("bench-linux-disk-icount", &ICOUNT_ARGS, "MB/vs", "_icount"),
+    };
+    let dir = crate::out_dir().join("linux-e2e").join(name);
     std::fs::create_dir_all(&dir)?;
     let pool = vec![dir.join("pool.img")];
     let raw = dir.join("raw.img");
@@ -288,6 +365,10 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<F
     // Per side: write and read MB/s of each round; per round: the ratios.
     let mut rates: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let mut ratios: Vec<(f64, f64)> = Vec::new();
+    // Per side, under icount: the guest's nanoseconds of each round.
+    let mut guest: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    // storaged's checksum time per byte (its meter line), each pool boot.
+    let mut checksum: Vec<f64> = Vec::new();
     for round in 0..rounds {
         // A fresh pool and disk each round: every round does the same work.
         let _ = std::fs::remove_file(&pool[0]);
@@ -295,43 +376,77 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<F
         std::fs::File::create(&raw)?.set_len(VOLUME_MIB * MIB)?;
         let mut pair = Vec::new();
         for (side, (what, json)) in [("pool", &on_pool), ("disk", &on_raw)].into_iter().enumerate() {
-            let b = boot(kernel, &dir, &format!("bench-linux-disk-{what}-{round}"), json, &pool, timeout)?;
+            let log_name = format!("{name}-{what}-{round}");
+            let b = boot_on(kernel, &dir, &log_name, json, &pool, timeout, qemu_args)?;
             problems.extend(b.problems.iter().map(|p| format!("{what} (round {round}): {p}")));
             if b.hash("write").is_none() || b.hash("write") != b.hash("read") {
                 problems.push(format!("{what} (round {round}): the guest read back {:?}, wrote {:?}", b.hash("read"), b.hash("write")));
             }
+            if clock == BenchClock::Icount
+                && let (Some(w), Some(r)) = (b.guest_ns("write"), b.guest_ns("read"))
+            {
+                println!("round {round} {what}: guest clock write {w} ns, read {r} ns");
+                guest[side].push((w, r));
+            }
             let mb = (DATA_MIB * MIB) as f64 / 1e6;
-            match (b.seconds("write").map(|s| mb / s), b.seconds("read").map(|s| mb / s)) {
+            match (b.seconds_by(clock, "write").map(|s| mb / s), b.seconds_by(clock, "read").map(|s| mb / s)) {
                 (Some(w), Some(r)) => {
-                    println!("round {round} {what}: write {w:.2} MB/s, read {r:.2} MB/s");
+                    println!("round {round} {what}: write {w:.2} {unit}, read {r:.2} {unit}");
                     rates[side].push((w, r));
                     pair.push((w, r));
                 }
-                _ => problems.push(format!("{what} (round {round}): no write or read timing")),
+                _ => problems.push(format!("{what} (round {round}): no write or read timing ({clock:?} clock)")),
+            }
+            if let Some(l) = b.serial().lines().find(|l| l.contains("pool meter: ")) {
+                println!("round {round} {what}: {}", l.trim_end());
+                if let Some(ns) = checksum_ns_per_byte(l) {
+                    checksum.push(ns);
+                }
             }
         }
         if let [(pw, pr), (dw, dr)] = pair[..] {
-            println!("round {round}: pool/disk write {:.2}, read {:.2}", pw / dw, pr / dr);
+            println!("round {round}: pool/disk write {:.3}, read {:.3}", pw / dw, pr / dr);
             ratios.push((pw / dw, pr / dr));
         }
     }
     for (side, what) in [(0, "pool"), (1, "disk")] {
         if let (Some(w), Some(r)) = (median(rates[side].iter().map(|x| x.0)), median(rates[side].iter().map(|x| x.1))) {
-            figures.push(Figure::new(&format!("linux_{what}_write"), format!("{w:.2}"), "MB/s"));
-            figures.push(Figure::new(&format!("linux_{what}_read"), format!("{r:.2}"), "MB/s"));
+            figures.push(Figure::new(&format!("linux_{what}_write{tag}"), format!("{w:.2}"), unit));
+            figures.push(Figure::new(&format!("linux_{what}_read{tag}"), format!("{r:.2}"), unit));
         }
+        let ns = |f: fn(&(u64, u64)) -> u64| median(guest[side].iter().map(|x| f(x) as f64));
+        if let (Some(w), Some(r)) = (ns(|x| x.0), ns(|x| x.1)) {
+            figures.push(Figure::new(&format!("linux_{what}_write{tag}_guest_ns"), format!("{w:.0}"), "ns"));
+            figures.push(Figure::new(&format!("linux_{what}_read{tag}_guest_ns"), format!("{r:.0}"), "ns"));
+        }
+    }
+    if let Some(ns) = median(checksum.into_iter()) {
+        figures.push(Figure::new(&format!("linux_pool_checksum{tag}"), format!("{ns:.2}"), "ns/B"));
     }
     for (i, dir_name) in [(0, "write"), (1, "read")] {
         let of = |r: &(f64, f64)| if i == 0 { r.0 } else { r.1 };
         if let Some(m) = median(ratios.iter().map(of)) {
             let lo = ratios.iter().map(of).fold(f64::INFINITY, f64::min);
             let hi = ratios.iter().map(of).fold(0.0, f64::max);
-            figures.push(Figure::new(&format!("linux_pool_over_disk_{dir_name}"), format!("{m:.2}"), "ratio"));
-            figures.push(Figure::new(&format!("linux_pool_over_disk_{dir_name}_min"), format!("{lo:.2}"), "ratio"));
-            figures.push(Figure::new(&format!("linux_pool_over_disk_{dir_name}_max"), format!("{hi:.2}"), "ratio"));
+            let base = format!("linux_pool_over_disk_{dir_name}{tag}");
+            figures.push(Figure::new(&base, format!("{m:.3}"), "ratio"));
+            figures.push(Figure::new(&format!("{base}_min"), format!("{lo:.3}"), "ratio"));
+            figures.push(Figure::new(&format!("{base}_max"), format!("{hi:.3}"), "ratio"));
         }
     }
     Ok((figures, problems))
+}
+
+/// Nanoseconds per byte storaged's checksums took by its meter line
+/// (`pool meter: ... checksums <KiB> KiB in <ms> ms; ...`; under icount a
+/// nanosecond is an instruction); None without such a line, a time or
+/// bytes.
+pub fn checksum_ns_per_byte(meter: &str) -> Option<f64> {
+    let rest = meter.split_once("checksums ")?.1;
+    let (kib, rest) = rest.split_once(" KiB in ")?;
+    let ms = rest.split(';').next()?.trim().strip_suffix(" ms")?;
+    let (kib, ms): (u64, u64) = (kib.trim().parse().ok()?, ms.trim().parse().ok()?);
+    (kib > 0 && ms > 0).then(|| ms as f64 * 1e6 / (kib as f64 * 1024.0))
 }
 
 /// Rounds of `bench/linux-disk` (`ALCOVE_DISK_BENCH_ROUNDS`, 1 to 15;
@@ -355,6 +470,28 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 #[cfg(test)]
 mod bench_tests {
     use super::median;
+
+    #[test]
+    fn the_guest_clock_line_is_read_per_direction() {
+        let serial = "alcove-guest: disk-write 8 ab\r\nalcove-guest: disk-write guest-ns 123456789\r\n\
+                      alcove-guest: disk-read guest-ns 42\r\nalcove-guest: disk-read guest-ns 7\r\n";
+        assert_eq!(super::guest_ns(serial, "write"), Some(123_456_789));
+        assert_eq!(super::guest_ns(serial, "read"), Some(42), "the first line counts");
+        assert_eq!(super::guest_ns("alcove-guest: disk-write guest-ns \r\n", "write"), None, "no number");
+        assert_eq!(super::guest_ns("alcove-guest: disk-write guest-ns -5\n", "write"), None, "no negative time");
+        assert_eq!(super::guest_ns("", "read"), None);
+    }
+
+    #[test]
+    fn the_meter_line_gives_the_checksum_time_per_byte() {
+        let line = "[INFO ] storaged: pool meter: 4 commits in 3 ms; checksums 16492 KiB in 270 ms; compression 0 ms; \
+                    disk reads 129 (8192 KiB) in 0 ms";
+        let ns = super::checksum_ns_per_byte(line).unwrap();
+        assert!((ns - 270e6 / (16492.0 * 1024.0)).abs() < 1e-9, "{ns}");
+        assert_eq!(super::checksum_ns_per_byte("pool meter: checksums 0 KiB in 0 ms;"), None, "nothing checksummed");
+        assert_eq!(super::checksum_ns_per_byte("pool meter: checksums 10 KiB in 5 ticks;"), None, "no clock rate");
+        assert_eq!(super::checksum_ns_per_byte("ring 1 closed"), None);
+    }
 
     #[test]
     fn median_of_odd_even_and_none() {

@@ -192,6 +192,18 @@ for the Linux guest's:
                          direct kernel boot) on <path> (alcove: nested, from
                          `vm NAME: started`; qemu: plain QEMU TCG from its
                          start), all in one run
+  linux_<pool|disk>_<write|read>
+                         bench/linux-disk: the guest's dd of 8 MiB (then its
+                         read back) on a pool volume and on a whole machine
+                         disk, MB/s between its serial lines as they arrive;
+                         linux_pool_over_disk_<write|read> the rounds' median
+                         ratio (ALCOVE_DISK_BENCH_ROUNDS rounds, default 3)
+  linux_*_icount         bench/linux-disk-icount: the same under QEMU
+                         -icount shift=0,sleep=off, timed by the guest's own
+                         clock: MB/vs is MB per 10^9 instructions of the
+                         whole machine; *_guest_ns the guest's nanoseconds;
+                         linux_pool_checksum_icount storaged's checksum
+                         instructions per byte (its meter line)
   fwboot-<fw>-ratio      (alcove_fw / alcove_direct) / (qemu_fw / qemu_direct):
                          1 or less, the firmware costs Alcove no more than
                          it costs QEMU; fwboot-<fw>-alcove-over-qemu the

@@ -1365,20 +1365,21 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         out.take(bench::judge(&case.name, &problems, figures, &expect, &[]));
     }
     // The guest's disk throughput on a pool volume against a whole machine
-    // disk, in the same run (issue 12).
-    if only("bench/linux-disk") {
-        let case = "bench/linux-disk";
+    // disk, in the same run (issue 12): in wall time, and under
+    // `-icount shift=0,sleep=off` by the guest's clock (instructions).
+    use crate::linux_pool::BenchClock;
+    for (case, clock, tag) in [("bench/linux-disk", BenchClock::Wall, ""), ("bench/linux-disk-icount", BenchClock::Icount, "_icount")] {
+        if !only(case) {
+            continue;
+        }
         let _ = match guest_images::ensure() {
             Ok(images) => {
-                let (figures, problems) = crate::linux_pool::bench(&kernel, &images, LINUX_QEMU_TIMEOUT)?;
-                let expect = [
-                    "linux_pool_write",
-                    "linux_pool_read",
-                    "linux_disk_write",
-                    "linux_disk_read",
-                    "linux_pool_over_disk_write",
-                    "linux_pool_over_disk_read",
-                ];
+                let (figures, problems) = crate::linux_pool::bench(&kernel, &images, LINUX_QEMU_TIMEOUT, clock)?;
+                let names: Vec<String> = ["pool_write", "pool_read", "disk_write", "disk_read", "pool_over_disk_write", "pool_over_disk_read"]
+                    .iter()
+                    .map(|n| format!("linux_{n}{tag}"))
+                    .collect();
+                let expect: Vec<&str> = names.iter().map(String::as_str).collect();
                 out.take(bench::judge(case, &problems, figures, &expect, &[]))
             }
             Err(e) => out.take(Err(bench::Failed { case: case.into(), problems: vec![format!("the guest images: {e}")] })),
