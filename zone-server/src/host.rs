@@ -290,8 +290,9 @@ impl<M: Machine> Host for ZoneHost<M> {
 
     fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
         let uuid = image.to_string();
-        alcove_images::store::get(self.machine.images(), &uuid)
-            .map(|r| r.manifest.image_size_mib)
+        // The image's own volume, not the pool's every dataset (`get`).
+        alcove_images::store::manifest(self.machine.images(), &uuid)
+            .map(|m| m.image_size_mib)
             .map_err(|e| match e {
                 alcove_images::Error::NotFound { .. } => "is not installed (imgadm install)".to_string(),
                 e => e.to_string(),
