@@ -91,10 +91,12 @@ pub fn create_figures(serial: &str, problems: &mut Vec<String>) -> Vec<crate::be
 /// init's and the VMM's `create stages` lines (`NAME=NS` on the kernel's
 /// clock) and the VMM's first guest entry; each stage's figure is the time
 /// from the end of the one before.
-pub const CREATE_STAGES: [(&str, Stage, &str); 19] = [
+pub const CREATE_STAGES: [(&str, Stage, &str); 21] = [
     ("request", Stage::Zone, "received"),
     ("refresh", Stage::Zone, "refreshed"),
-    ("validate", Stage::Zone, "validated"),
+    ("validate", Stage::Zone, "image_asked"),
+    ("image", Stage::Zone, "image_read"),
+    ("instance", Stage::Zone, "validated"),
     ("record_volume", Stage::Zone, "record_volume"),
     ("clone", Stage::Zone, "cloned"),
     ("zone_start", Stage::Zone, "vmm_asked"),
@@ -544,21 +546,21 @@ mod create_figure_tests {
     fn staged(alias: &str, process: &str, base: u64, vmm_first: bool) -> String {
         let at = |i: u64| (base + i) * 1_000_000;
         let zone = format!(
-            "vm {alias}: create stages (zone-server) received={} refreshed={} validated={} record_volume={} cloned={} \
-             vmm_asked={} vmm_started={} answered={}\n",
-            at(1), at(2), at(3), at(4), at(5), at(6), at(20), at(22)
+            "vm {alias}: create stages (zone-server) received={} refreshed={} image_asked={} image_read={} validated={} \
+             record_volume={} cloned={} vmm_asked={} vmm_started={} answered={}\n",
+            at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(22), at(24)
         );
         let init = format!(
             "init: start stages ({process}) asked={} process={} elf={} caps={} files={} resumed={}\n",
-            at(7), at(8), at(9), at(10), at(11), at(12)
+            at(9), at(10), at(11), at(12), at(13), at(14)
         );
         let vmm = format!(
             "vm {alias}: create stages ({process}) main={} parsed={} ram_allocated={} loaded={} ram_mapped={} \
              vcpus={} devices={}\r\n",
-            at(13), at(14), at(15), at(16), at(17), at(18), at(19)
+            at(15), at(16), at(17), at(18), at(19), at(20), at(21)
         );
         let sent = format!("zone: vmadm create of {alias} sent at {} ns since boot\n", at(0));
-        let entry = format!("vm {alias}: first guest entry at {} ns since boot\n", at(21));
+        let entry = format!("vm {alias}: first guest entry at {} ns since boot\n", at(23));
         if vmm_first { format!("{init}{vmm}{entry}{zone}{sent}") } else { format!("{init}{zone}{sent}{vmm}{entry}") }
     }
 
@@ -570,8 +572,8 @@ mod create_figure_tests {
         let mut problems = Vec::new();
         let f = stage_figures(&serial, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
-        // The 19 stages, the threads to the first entry, the answer.
-        assert_eq!(f.len(), 3 * 21);
+        // The 21 stages, the threads to the first entry, the answer.
+        assert_eq!(f.len(), 3 * 23);
         for tag in ["img_a", "img_b", "img_big"] {
             for (name, _, _) in CREATE_STAGES {
                 let fig = f.iter().find(|x| x.name == format!("vmadm_create_{name}_{tag}")).expect(name);
@@ -583,14 +585,14 @@ mod create_figure_tests {
         // init's line of another instance is not this VM's.
         let wrong = serial.replace("init: start stages (vmm-server-4)", "init: start stages (vmm-server-9)");
         let mut problems = Vec::new();
-        assert_eq!(stage_figures(&wrong, &mut problems).len(), 2 * 21);
+        assert_eq!(stage_figures(&wrong, &mut problems).len(), 2 * 23);
         assert!(problems[0].starts_with("img-b:"), "{problems:?}");
         // A mark missing, or one before the stage before it.
         let missing = serial.replace("vm img-a: create stages (vmm-server-3) main", "vm img-a: create stages (vmm-server-3) xmain");
         let mut problems = Vec::new();
         stage_figures(&missing, &mut problems);
         assert!(problems.len() == 1 && problems[0].contains("vmm_scheduled"), "{problems:?}");
-        let backwards = serial.replace("cloned=3005000000", "cloned=3003500000");
+        let backwards = serial.replace("cloned=3007000000", "cloned=3005500000");
         let mut problems = Vec::new();
         stage_figures(&backwards, &mut problems);
         assert!(problems.len() == 1 && problems[0].starts_with("img-big: stage clone"), "{problems:?}");

@@ -290,8 +290,11 @@ impl<M: Machine> Host for ZoneHost<M> {
 
     fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
         let uuid = image.to_string();
+        self.stages.mark("image_asked");
         // The image's own volume, not the pool's every dataset (`get`).
-        alcove_images::store::manifest(self.machine.images(), &uuid)
+        let manifest = alcove_images::store::manifest(self.machine.images(), &uuid);
+        self.stages.mark("image_read");
+        manifest
             .map(|m| m.image_size_mib)
             .map_err(|e| match e {
                 alcove_images::Error::NotFound { .. } => "is not installed (imgadm install)".to_string(),

@@ -220,6 +220,7 @@ impl IpcPool {
             }
         }
     }
+
     /// A dataset as [`alcove_images::PoolOps::list`] shows it: a volume's
     /// native properties and, on an image's volume, its stored manifest and
     /// source.
@@ -243,23 +244,27 @@ impl IpcPool {
                 info.creation = v.creation;
                 info.origin = v.origin;
             }
-            // An image's volume (`POOL/UUID`, or one being
-            // installed): its stored manifest and source.
-            let base = info.name.split_once('/').map_or("", |(_, b)| b);
-            if alcove_images::manifest::is_uuid(base.strip_suffix("-partial").unwrap_or(base)) {
-                for i in 0.. {
-                    let key = format!("{}.{i}", alcove_images::store::PROP_MANIFEST);
-                    match Self::prop(c, &info.name, &key) {
-                        Some(v) => info.props.insert(key, v),
-                        None => break,
-                    };
-                }
-                if let Some(v) = Self::prop(c, &info.name, alcove_images::store::PROP_SOURCE) {
-                    info.props.insert(alcove_images::store::PROP_SOURCE.into(), v);
-                }
-            }
+            Self::image_props(c, &mut info);
         }
         info
+    }
+
+    /// On an image's volume (`POOL/UUID`, or one being installed): its
+    /// stored manifest and source, into `info.props`.
+    fn image_props(c: &pool::Client<KernelTransport>, info: &mut DatasetInfo) {
+        let base = info.name.split_once('/').map_or("", |(_, b)| b);
+        if alcove_images::manifest::is_uuid(base.strip_suffix("-partial").unwrap_or(base)) {
+            for i in 0.. {
+                let key = format!("{}.{i}", alcove_images::store::PROP_MANIFEST);
+                match Self::prop(c, &info.name, &key) {
+                    Some(v) => info.props.insert(key, v),
+                    None => break,
+                };
+            }
+            if let Some(v) = Self::prop(c, &info.name, alcove_images::store::PROP_SOURCE) {
+                info.props.insert(alcove_images::store::PROP_SOURCE.into(), v);
+            }
+        }
     }
 }
 
@@ -285,13 +290,28 @@ impl alcove_images::PoolOps for IpcPool {
     }
 
     fn volume(&self, name: &str) -> Option<DatasetInfo> {
-        // One volume's `get` (and its properties), not the whole pool's.
-        let c = self.client().ok()?;
-        let v = c.get(name.into()).ok()?.ok()?;
-        if v.snapshot {
+        // One volume's user properties, not the whole pool's datasets, nor
+        // its native ones (storaged's `get` counts its space): what the
+        // image store reads of an image. Its user-property keys are asked
+        // for only to learn that it exists.
+        if name.contains('@') {
             return None;
         }
-        Some(Self::info(&c, name.into(), false, v.volsize))
+        let c = self.client().ok()?;
+        c.props(name.into(), String::new()).ok()?.ok()?;
+        let mut info = DatasetInfo {
+            name: name.into(),
+            guid: 0,
+            snapshot: false,
+            volsize: 0,
+            volblocksize: 0,
+            creation_txg: 0,
+            creation: 0,
+            origin: None,
+            props: BTreeMap::new(),
+        };
+        Self::image_props(&c, &mut info);
+        Some(info)
     }
 
     fn create_volume(&mut self, name: &str, volsize: u64, volblocksize: u32) -> Result<(), Error> {
