@@ -165,7 +165,9 @@ pub fn stage_figures(serial: &str, problems: &mut Vec<String>) -> Vec<crate::ben
         let sent = number(&format!("zone: vmadm create of {alias} sent at "), " ns since boot");
         let entered = number(&format!("vm {alias}: first guest entry at "), " ns since boot");
         let (Some(zone), Some(init), Some(vmm), Some(sent), Some(entered)) = (zone, init, vmm, sent, entered) else {
-            problems.push(format!("{alias}: a create stages line (zone-server, init, VMM), the sent time or the first entry is missing"));
+            problems.push(format!(
+                "{alias}: a create stages line (zone-server, init, VMM), the sent time or the first entry is missing"
+            ));
             continue;
         };
         let find = |line: &[(String, u64)], mark: &str| line.iter().find(|(k, _)| k == mark).map(|(_, v)| *v);
@@ -195,7 +197,8 @@ pub fn stage_figures(serial: &str, problems: &mut Vec<String>) -> Vec<crate::ben
         if entered >= last.1 {
             figures.push(crate::bench::Figure::new(&format!("vmadm_create_threads_{tag}"), ms(last.1, entered), "ms"));
         } else {
-            problems.push(format!("{alias}: the first guest entry ({entered}) comes before the VMM's devices ({})", last.1));
+            problems
+                .push(format!("{alias}: the first guest entry ({entered}) comes before the VMM's devices ({})", last.1));
         }
         match (find(&zone.1, "vmm_started"), find(&zone.1, "answered")) {
             (Some(a), Some(b)) if b >= a => {
@@ -546,8 +549,8 @@ mod create_figure_tests {
     fn staged(alias: &str, process: &str, base: u64, vmm_first: bool) -> String {
         let at = |i: u64| (base + i) * 1_000_000;
         let zone = format!(
-            "vm {alias}: create stages (zone-server) received={} refreshed={} image_asked={} image_read={} validated={} \
-             record_volume={} cloned={} vmm_asked={} vmm_started={} answered={}\n",
+            "vm {alias}: create stages (zone-server) received={} refreshed={} image_asked={} image_read={} \
+             validated={} record_volume={} cloned={} vmm_asked={} vmm_started={} answered={}\n",
             at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(22), at(24)
         );
         let init = format!(
@@ -588,7 +591,8 @@ mod create_figure_tests {
         assert_eq!(stage_figures(&wrong, &mut problems).len(), 2 * 23);
         assert!(problems[0].starts_with("img-b:"), "{problems:?}");
         // A mark missing, or one before the stage before it.
-        let missing = serial.replace("vm img-a: create stages (vmm-server-3) main", "vm img-a: create stages (vmm-server-3) xmain");
+        let missing =
+            serial.replace("vm img-a: create stages (vmm-server-3) main", "vm img-a: create stages (vmm-server-3) xmain");
         let mut problems = Vec::new();
         stage_figures(&missing, &mut problems);
         assert!(problems.len() == 1 && problems[0].contains("vmm_scheduled"), "{problems:?}");
