@@ -1358,7 +1358,8 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         let case = Case::qemu("bench/vmadm-create", "zone", q);
         let (run, verdict) = case.run(&kernel, None)?;
         let mut problems = verdict.problems.clone();
-        let figures = crate::zone::create_figures(&run.serial, &mut problems);
+        let mut figures = crate::zone::create_figures(&run.serial, &mut problems);
+        figures.extend(crate::zone::stage_figures(&run.serial, &mut problems));
         let names: Vec<String> =
             crate::zone::TIMED_CREATES.iter().map(|a| format!("vmadm_create_to_first_entry_{}", a.replace('-', "_"))).collect();
         let expect: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -85,6 +85,131 @@ pub fn create_figures(serial: &str, problems: &mut Vec<String>) -> Vec<crate::be
     figures
 }
 
+/// The stages of a timed `vmadm create` on its way to the guest's first
+/// instruction, in order: (figure name, where its end is, the mark's
+/// name). The ends come from the suite's `sent` line, zone-server's,
+/// init's and the VMM's `create stages` lines (`NAME=NS` on the kernel's
+/// clock) and the VMM's first guest entry; each stage's figure is the time
+/// from the end of the one before.
+pub const CREATE_STAGES: [(&str, Stage, &str); 21] = [
+    ("request", Stage::Zone, "received"),
+    ("refresh", Stage::Zone, "refreshed"),
+    ("validate", Stage::Zone, "image_asked"),
+    ("image", Stage::Zone, "image_read"),
+    ("instance", Stage::Zone, "validated"),
+    ("record_volume", Stage::Zone, "record_volume"),
+    ("clone", Stage::Zone, "cloned"),
+    ("zone_start", Stage::Zone, "vmm_asked"),
+    ("grant", Stage::Init, "asked"),
+    ("init_process", Stage::Init, "process"),
+    ("init_elf", Stage::Init, "elf"),
+    ("init_caps", Stage::Init, "caps"),
+    ("init_files", Stage::Init, "files"),
+    ("init_resume", Stage::Init, "resumed"),
+    ("vmm_scheduled", Stage::Vmm, "main"),
+    ("vmm_parse", Stage::Vmm, "parsed"),
+    ("vmm_ram_alloc", Stage::Vmm, "ram_allocated"),
+    ("vmm_load", Stage::Vmm, "loaded"),
+    ("vmm_ram_map", Stage::Vmm, "ram_mapped"),
+    ("vmm_vcpus", Stage::Vmm, "vcpus"),
+    ("vmm_devices", Stage::Vmm, "devices"),
+];
+
+/// Whose line a stage's end is on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stage {
+    Zone,
+    Init,
+    Vmm,
+}
+
+/// The per-stage breakdown of each of [`TIMED_CREATES`] (`bench
+/// vmadm_create_STAGE_ALIAS MS ms`, [`CREATE_STAGES`] then the VMM's
+/// threads to the first guest entry, `threads`), and zone-server's record
+/// write and answer after init started the VMM (`answer`, beside the
+/// path). A missing line or mark, or a stage that ends before the one
+/// before it, is a problem.
+pub fn stage_figures(serial: &str, problems: &mut Vec<String>) -> Vec<crate::bench::Figure> {
+    // Every line containing `head` and then `WHO) NAME=NS ...`: (WHO, marks).
+    let lines = |head: &str| -> Vec<(String, Vec<(String, u64)>)> {
+        serial
+            .lines()
+            .filter_map(|l| {
+                let rest = &l[l.find(head)? + head.len()..];
+                let (who, rest) = rest.split_once(')')?;
+                let marks = rest
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('=').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+                    .collect();
+                Some((who.to_string(), marks))
+            })
+            .collect()
+    };
+    let number = |prefix: &str, suffix: &str| -> Option<u64> {
+        serial.lines().find_map(|l| {
+            let rest = l.trim_end_matches('\r');
+            let rest = &rest[rest.find(prefix)? + prefix.len()..];
+            rest.strip_suffix(suffix)?.parse().ok()
+        })
+    };
+    let ms = |from: u64, to: u64| format!("{:.1}", (to - from) as f64 / 1e6);
+    let mut figures = Vec::new();
+    for alias in TIMED_CREATES {
+        let tag = alias.replace('-', "_");
+        let stages = lines(&format!("vm {alias}: create stages ("));
+        let zone = stages.iter().find(|(who, _)| who == "zone-server").cloned();
+        let vmm = stages.into_iter().find(|(who, _)| who != "zone-server");
+        let init = vmm.as_ref().and_then(|(process, _)| {
+            lines("init: start stages (").into_iter().find(|(who, _)| who == process)
+        });
+        let sent = number(&format!("zone: vmadm create of {alias} sent at "), " ns since boot");
+        let entered = number(&format!("vm {alias}: first guest entry at "), " ns since boot");
+        let (Some(zone), Some(init), Some(vmm), Some(sent), Some(entered)) = (zone, init, vmm, sent, entered) else {
+            problems.push(format!(
+                "{alias}: a create stages line (zone-server, init, VMM), the sent time or the first entry is missing"
+            ));
+            continue;
+        };
+        let find = |line: &[(String, u64)], mark: &str| line.iter().find(|(k, _)| k == mark).map(|(_, v)| *v);
+        let mut last = ("sent", sent);
+        let mut ok = true;
+        for (name, whose, mark) in CREATE_STAGES {
+            let line = match whose {
+                Stage::Zone => &zone.1,
+                Stage::Init => &init.1,
+                Stage::Vmm => &vmm.1,
+            };
+            match find(line, mark) {
+                Some(t) if t >= last.1 => {
+                    figures.push(crate::bench::Figure::new(&format!("vmadm_create_{name}_{tag}"), ms(last.1, t), "ms"));
+                    last = (mark, t);
+                }
+                t => {
+                    problems.push(format!("{alias}: stage {name} ends at {t:?}, before {} ({})", last.0, last.1));
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if entered >= last.1 {
+            figures.push(crate::bench::Figure::new(&format!("vmadm_create_threads_{tag}"), ms(last.1, entered), "ms"));
+        } else {
+            problems
+                .push(format!("{alias}: the first guest entry ({entered}) comes before the VMM's devices ({})", last.1));
+        }
+        match (find(&zone.1, "vmm_started"), find(&zone.1, "answered")) {
+            (Some(a), Some(b)) if b >= a => {
+                figures.push(crate::bench::Figure::new(&format!("vmadm_create_answer_{tag}"), ms(a, b), "ms"))
+            }
+            (a, b) => problems.push(format!("{alias}: zone-server's VMM started at {a:?}, answered at {b:?}")),
+        }
+    }
+    figures
+}
+
 /// The pool drive: blank, 64 MiB, serial `alcove-d1` (zone.toml).
 pub fn pool_drive() -> Vec<String> {
     let img = crate::out_dir().join("zone-pool.img");
@@ -418,6 +543,64 @@ pub fn netd_conf() -> Result<(String, PathBuf)> {
 #[cfg(test)]
 mod create_figure_tests {
     use super::*;
+
+    /// A serial with every stage line of `alias`, its marks 1 ms apart
+    /// from `base` ms (the VMM's and zone-server's lines in either order).
+    fn staged(alias: &str, process: &str, base: u64, vmm_first: bool) -> String {
+        let at = |i: u64| (base + i) * 1_000_000;
+        let zone = format!(
+            "vm {alias}: create stages (zone-server) received={} refreshed={} image_asked={} image_read={} \
+             validated={} record_volume={} cloned={} vmm_asked={} vmm_started={} answered={}\n",
+            at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(22), at(24)
+        );
+        let init = format!(
+            "init: start stages ({process}) asked={} process={} elf={} caps={} files={} resumed={}\n",
+            at(9), at(10), at(11), at(12), at(13), at(14)
+        );
+        let vmm = format!(
+            "vm {alias}: create stages ({process}) main={} parsed={} ram_allocated={} loaded={} ram_mapped={} \
+             vcpus={} devices={}\r\n",
+            at(15), at(16), at(17), at(18), at(19), at(20), at(21)
+        );
+        let sent = format!("zone: vmadm create of {alias} sent at {} ns since boot\n", at(0));
+        let entry = format!("vm {alias}: first guest entry at {} ns since boot\n", at(23));
+        if vmm_first { format!("{init}{vmm}{entry}{zone}{sent}") } else { format!("{init}{zone}{sent}{vmm}{entry}") }
+    }
+
+    #[test]
+    fn stages_are_the_times_between_the_marks_on_the_way_and_a_gap_is_a_problem() {
+        let serial = staged("img-a", "vmm-server-3", 1000, true)
+            + &staged("img-b", "vmm-server-4", 2000, false)
+            + &staged("img-big", "vmm-server-5", 3000, true);
+        let mut problems = Vec::new();
+        let f = stage_figures(&serial, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        // The 21 stages, the threads to the first entry, the answer.
+        assert_eq!(f.len(), 3 * 23);
+        for tag in ["img_a", "img_b", "img_big"] {
+            for (name, _, _) in CREATE_STAGES {
+                let fig = f.iter().find(|x| x.name == format!("vmadm_create_{name}_{tag}")).expect(name);
+                assert_eq!(fig.value, "1.0", "{name}");
+            }
+            assert_eq!(f.iter().find(|x| x.name == format!("vmadm_create_threads_{tag}")).unwrap().value, "2.0");
+            assert_eq!(f.iter().find(|x| x.name == format!("vmadm_create_answer_{tag}")).unwrap().value, "2.0");
+        }
+        // init's line of another instance is not this VM's.
+        let wrong = serial.replace("init: start stages (vmm-server-4)", "init: start stages (vmm-server-9)");
+        let mut problems = Vec::new();
+        assert_eq!(stage_figures(&wrong, &mut problems).len(), 2 * 23);
+        assert!(problems[0].starts_with("img-b:"), "{problems:?}");
+        // A mark missing, or one before the stage before it.
+        let missing =
+            serial.replace("vm img-a: create stages (vmm-server-3) main", "vm img-a: create stages (vmm-server-3) xmain");
+        let mut problems = Vec::new();
+        stage_figures(&missing, &mut problems);
+        assert!(problems.len() == 1 && problems[0].contains("vmm_scheduled"), "{problems:?}");
+        let backwards = serial.replace("cloned=3007000000", "cloned=3005500000");
+        let mut problems = Vec::new();
+        stage_figures(&backwards, &mut problems);
+        assert!(problems.len() == 1 && problems[0].starts_with("img-big: stage clone"), "{problems:?}");
+    }
 
     #[test]
     fn create_times_pair_each_alias_and_refuse_what_is_missing_or_backwards() {

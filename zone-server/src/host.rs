@@ -188,11 +188,41 @@ pub struct ZoneHost<M> {
     pub machine: M,
     pub stdin: String,
     pub running: BTreeMap<Uuid, Running>,
+    /// The stages of the `vmadm create` being served, for its line.
+    pub stages: Stages,
+}
+
+/// When each stage of one `vmadm create` ended (the kernel's clock),
+/// printed as one line once it is answered (`vm ALIAS: create stages
+/// (zone-server) NAME=NS ...`): `cargo xtask bench --case
+/// bench/vmadm-create` breaks the time to the guest's first instruction
+/// down with it.
+#[derive(Default)]
+pub struct Stages {
+    /// The VM's name as its VMM reports it (alias, or uuid).
+    pub vm: Option<String>,
+    pub marks: Vec<(&'static str, u64)>,
+}
+
+impl Stages {
+    pub fn mark(&mut self, stage: &'static str) {
+        self.marks.push((stage, alcove_rt::clock_ns()));
+    }
+
+    /// The line, once a VM was named (a create that got that far).
+    pub fn line(&self, who: &str) -> Option<String> {
+        let vm = self.vm.as_ref()?;
+        let mut line = format!("vm {vm}: create stages ({who})");
+        for (stage, ns) in &self.marks {
+            line.push_str(&format!(" {stage}={ns}"));
+        }
+        Some(line)
+    }
 }
 
 impl<M: Machine> ZoneHost<M> {
     pub fn new(machine: M) -> Self {
-        Self { machine, stdin: String::new(), running: BTreeMap::new() }
+        Self { machine, stdin: String::new(), running: BTreeMap::new(), stages: Stages::default() }
     }
 
     /// The pool volumes of the VMM described by `vm_json`, as vmm-server
@@ -260,8 +290,12 @@ impl<M: Machine> Host for ZoneHost<M> {
 
     fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
         let uuid = image.to_string();
-        alcove_images::store::get(self.machine.images(), &uuid)
-            .map(|r| r.manifest.image_size_mib)
+        self.stages.mark("image_asked");
+        // The image's own volume, not the pool's every dataset (`get`).
+        let manifest = alcove_images::store::manifest(self.machine.images(), &uuid);
+        self.stages.mark("image_read");
+        manifest
+            .map(|m| m.image_size_mib)
             .map_err(|e| match e {
                 alcove_images::Error::NotFound { .. } => "is not installed (imgadm install)".to_string(),
                 e => e.to_string(),
@@ -269,6 +303,9 @@ impl<M: Machine> Host for ZoneHost<M> {
     }
 
     fn provision(&mut self, vm: &Instance, vmm_json: &str) -> Result<(), String> {
+        self.stages.mark("validated");
+        let alias = vm.props.get("alias").and_then(|a| a.as_str());
+        self.stages.vm = Some(alias.map_or_else(|| vm.uuid.to_string(), String::from));
         Self::vmm_budget_kib(vmm_json)?;
         let specs = Self::volume_specs(vmm_json)?;
         // The NICs: netd checks them (their nic_tag exists, their MAC is
@@ -280,10 +317,13 @@ impl<M: Machine> Host for ZoneHost<M> {
             self.machine.revoke_vnics(badge)?;
         }
         self.machine.create_volume(&record_volume(&vm.uuid), RECORD_VOLSIZE)?;
+        self.stages.mark("record_volume");
         if specs.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.machine.prepare_volumes(&specs) {
+        let prepared = self.machine.prepare_volumes(&specs);
+        self.stages.mark("cloned");
+        if let Err(e) = prepared {
             // The names are the new VM's own: whatever exists of them was
             // made just now.
             for s in specs.iter().rev() {
@@ -312,7 +352,10 @@ impl<M: Machine> Host for ZoneHost<M> {
         } else {
             self.machine.grant_vnics(&lines).map_err(|e| format!("vmadm: property \"nics\": {e}"))?
         };
-        let (instance, grant) = match self.machine.start_vmm(&specs, vmm_json, budget) {
+        self.stages.mark("vmm_asked");
+        let started = self.machine.start_vmm(&specs, vmm_json, budget);
+        self.stages.mark("vmm_started");
+        let (instance, grant) = match started {
             Ok(started) => started,
             Err(e) => {
                 if vnics != 0 {

@@ -110,6 +110,11 @@ impl<M: Machine> ZoneServer<M> {
 
     /// Runs `vmadm ARGS...` with `stdin` as the payload.
     pub fn vmadm(&mut self, args: &[String], stdin: String) -> VmadmOutput {
+        self.host.stages = host::Stages::default();
+        let create = args.first().is_some_and(|a| a == "create");
+        if create {
+            self.host.stages.mark("received");
+        }
         let size = args.iter().map(String::len).sum::<usize>() + stdin.len();
         if size > VMADM_REQUEST_MAX as usize {
             return VmadmOutput {
@@ -127,10 +132,20 @@ impl<M: Machine> ZoneServer<M> {
         }
         self.restore_now();
         self.refresh();
+        if create {
+            self.host.stages.mark("refreshed");
+        }
         self.host.stdin = stdin;
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = alcove_vmadm::verbs::run(&argv, &mut self.registry, &mut self.host);
         self.host.stdin.clear();
+        if create {
+            // The record written, the answer ready.
+            self.host.stages.mark("answered");
+            if let Some(line) = self.host.stages.line("zone-server") {
+                alcove_rt::println!("{line}");
+            }
+        }
         VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.code }
     }
 }

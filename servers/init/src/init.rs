@@ -698,6 +698,7 @@ impl ProcCall<'_, '_> {
         budget_kib: u32,
         given: Option<CapSlot>,
     ) -> Result<u32, ProcError> {
+        let asked = alcove_rt::clock_ns();
         let init = &mut *self.init;
         let t = init.instances.check_start(&init.manifest, self.owner, template, start_data.len(), budget_kib)?;
         if let Some(slot) = given
@@ -721,9 +722,11 @@ impl ProcCall<'_, '_> {
             // An instance's grant is its starter's (zone-server's), given
             // as `storaged` above.
             volumes: None,
+            marks: core::cell::RefCell::new(alloc::vec![("asked", asked)]),
         };
         let p = spawn(&init.archive, &server, t, &init.endpoints, init.watch, &mut init.slots, &extra)
             .map_err(|why| ProcError::Start { why })?;
+        extra.mark("resumed");
         let id = init.instances.add(owner, t, budget_kib, p);
         // init keeps the right to signal its control notification, for
         // `proc.control` (a restarted starter gets it back from there).
@@ -741,6 +744,13 @@ impl ProcCall<'_, '_> {
             "instance {id} of \"{template}\" started for \"{}\" ({budget_kib} KiB)",
             init.manifest.servers[owner].name
         );
+        // When each stage of the start ended, for `cargo xtask bench --case
+        // bench/vmadm-create` (the instance's own line names it too).
+        let mut line = alloc::format!("init: start stages ({})", extra.name.as_deref().unwrap_or("?"));
+        for (stage, ns) in extra.marks.borrow().iter() {
+            line.push_str(&alloc::format!(" {stage}={ns}"));
+        }
+        alcove_rt::println!("{line}");
         Ok(id)
     }
 }
@@ -792,6 +802,17 @@ struct Extra {
     /// The pool grant made for the server's volumes (the worker's): init's
     /// slot of its capability, and its badge.
     volumes: Option<(CapSlot, u64)>,
+    /// When each stage of an instance's start ended (the kernel's clock).
+    marks: core::cell::RefCell<Vec<(&'static str, u64)>>,
+}
+
+impl Extra {
+    /// Notes the end of a start's stage (instances only).
+    fn mark(&self, stage: &'static str) {
+        if self.instance {
+            self.marks.borrow_mut().push((stage, alcove_rt::clock_ns()));
+        }
+    }
 }
 
 /// The endpoints init made (name, slot), and their callers (endpoint,
@@ -841,6 +862,7 @@ fn spawn(
         }
         _ => alloc::format!("create process: {err}"),
     })?;
+    extra.mark("process");
     let built = build(Parts { archive, server, index, all, watch, extra, elf, plan: &plan }, slots, proc);
     if built.is_err() {
         // A half-built process is ended and freed, not left behind.
@@ -886,6 +908,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         sys::map(proc, frame, seg.pages().start, seg.rights()).map_err(e("map segment"))?;
         let _ = sys::cap_delete(frame); // the mapping keeps the frame
     }
+    extra.mark("elf");
     let rw = Rights::READ | Rights::WRITE;
     let stack = slots.next();
     sys::create(ObjectType::Frame, stack, start::STACK_PAGES).map_err(e("stack"))?;
@@ -1001,6 +1024,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         next_slot += 1;
     }
 
+    extra.mark("caps");
     let given = extra.files.iter().map(|(n, d)| Ok((n, &d[..])));
     let archived = server.files.iter().map(|name| {
         let path = initrd::file_path(name);
@@ -1024,6 +1048,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         info.files.push((name.clone(), next_slot, data.len() as u64));
         next_slot += 1;
     }
+    extra.mark("files");
 
     // Start-up information, read-only.
     let bytes = postcard::to_allocvec(&info).map_err(|_| String::from("encoding start info"))?;

@@ -169,6 +169,14 @@ pub trait PoolOps {
     /// The pool's name (`zones`).
     fn pool_name(&self) -> String;
     fn list(&self) -> Vec<DatasetInfo>;
+    /// Volume `name` (not a snapshot), or `None` if there is none: at least
+    /// its name and the user properties [`PoolOps::list`] shows on an
+    /// image's volume (its stored manifest and source; other fields may be
+    /// left 0), which is what reading one image needs, without asking the
+    /// pool about every dataset it holds.
+    fn volume(&self, name: &str) -> Option<DatasetInfo> {
+        self.list().into_iter().find(|d| !d.snapshot && d.name == name)
+    }
     fn create_volume(&mut self, name: &str, volsize: u64, volblocksize: u32) -> Result<(), alcove_pool::Error>;
     /// Writes at a 512-byte aligned offset; durable after [`PoolOps::sync`].
     fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), alcove_pool::Error>;

@@ -504,8 +504,9 @@ pub fn list<P: PoolOps + ?Sized>(pool: &P) -> Vec<ImageRecord> {
     out
 }
 
-fn record(pool_name: &str, all: &[alcove_pool::DatasetInfo], volume: &str) -> Result<ImageRecord, Error> {
-    let d = all.iter().find(|d| d.name == volume).ok_or_else(|| Error::Corrupt(format!("{volume}: no such volume")))?;
+/// The manifest stored on image volume `d` (`volume`), checked to be that
+/// image's.
+fn stored_manifest(d: &alcove_pool::DatasetInfo, volume: &str) -> Result<Manifest, Error> {
     let mut json = String::new();
     for i in 0.. {
         match d.props.get(&format!("{PROP_MANIFEST}.{i}")) {
@@ -521,6 +522,24 @@ fn record(pool_name: &str, all: &[alcove_pool::DatasetInfo], volume: &str) -> Re
     if volume.rsplit('/').next() != Some(manifest.uuid.as_str()) {
         return Err(Error::Corrupt(format!("{volume}: its stored manifest is image {}", manifest.uuid)));
     }
+    Ok(manifest)
+}
+
+/// One installed image's manifest (what `vmadm create` needs of a disk's
+/// image): read from its volume alone, where [`get`] reads every dataset
+/// of the pool to find the image's clones.
+pub fn manifest<P: PoolOps + ?Sized>(pool: &P, uuid: &str) -> Result<Manifest, Error> {
+    check_uuid("image", uuid)?;
+    let volume = image_volume(pool, uuid);
+    let Some(d) = pool.volume(&volume) else {
+        return Err(Error::NotFound { uuid: uuid.to_string(), zpool: pool.pool_name() });
+    };
+    stored_manifest(&d, &volume)
+}
+
+fn record(pool_name: &str, all: &[alcove_pool::DatasetInfo], volume: &str) -> Result<ImageRecord, Error> {
+    let d = all.iter().find(|d| d.name == volume).ok_or_else(|| Error::Corrupt(format!("{volume}: no such volume")))?;
+    let manifest = stored_manifest(d, volume)?;
     let snap_prefix = format!("{volume}@");
     let mut clones: Vec<String> = all
         .iter()

@@ -497,3 +497,29 @@ fn an_install_is_all_or_nothing_for_mangled_files() {
     }
     assert!(ok > 10 && failed > 10, "ok {ok}, failed {failed}");
 }
+
+/// `manifest` (what `vmadm create` reads of a disk's image) reads the
+/// image's volume alone, and agrees with `get`: the installed manifest, no
+/// image where none is installed, a volume that is not the image's
+/// refused.
+#[test]
+fn an_images_manifest_is_read_from_its_volume_alone() {
+    let mut p = pool();
+    assert!(matches!(store::manifest(&p, IMAGE), Err(Error::NotFound { .. })));
+    assert!(matches!(store::manifest(&p, "not-a-uuid"), Err(Error::Invalid(_))));
+    let file = disk_image(4096, 1);
+    let rec = store::install(&mut p, manifest(IMAGE, &file, "none", 3), &file, None).unwrap();
+    let got = store::manifest(&p, IMAGE).unwrap();
+    assert_eq!(got, rec.manifest);
+    assert_eq!(got.image_size_mib, 3);
+    // A clone of it does not change its manifest; the clone is no image.
+    store::clone_for_instance(&mut p, IMAGE, INSTANCE, 0).unwrap();
+    assert_eq!(store::manifest(&p, IMAGE).unwrap(), got);
+    assert!(matches!(store::manifest(&p, INSTANCE), Err(Error::NotFound { .. })));
+    // A volume holding another image's manifest is refused, as by `get`.
+    p.destroy(&format!("zones/{INSTANCE}-disk0"), false).unwrap();
+    let other = "11111111-2222-4333-8444-555555555555";
+    p.rename(&format!("zones/{IMAGE}"), &format!("zones/{other}")).unwrap();
+    assert!(matches!(store::manifest(&p, other), Err(Error::Corrupt(_))));
+    assert!(matches!(store::manifest(&p, IMAGE), Err(Error::NotFound { .. })));
+}

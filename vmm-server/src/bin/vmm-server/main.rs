@@ -13,9 +13,14 @@ mod runtime;
 
 #[cfg(target_os = "none")]
 fn main(start: alcove_rt::Start) -> u64 {
+    let main_ns = alcove_rt::clock_ns();
     let info = start.server("vmm-server");
     match runtime::VmSpec::from_start(&info) {
-        Ok(Some(spec)) => return runtime::run(&spec),
+        Ok(Some(spec)) => {
+            let mut stages = runtime::Stages::new(&info.name, main_ns);
+            stages.mark("parsed");
+            return runtime::run(&spec, stages);
+        }
         Ok(None) => {}
         Err(e) => {
             log::error!("{e}");

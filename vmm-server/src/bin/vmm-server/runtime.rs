@@ -241,10 +241,38 @@ pub fn announce_end(name: &str, ending: &Ending) {
 
 /// Runs the VM until it ends (rebooting it as often as the guest asks);
 /// the process's exit code.
-pub fn run(spec: &VmSpec) -> u64 {
+/// When each stage of this VMM's start ended (the kernel's clock), printed
+/// as one line once its threads run, at the first boot only (`vm NAME:
+/// create stages (PROCESS) NAME=NS ...`; init's `start stages` line names
+/// the same process): `cargo xtask bench --case bench/vmadm-create` breaks
+/// the time to the guest's first instruction down with it.
+pub struct Stages {
+    process: String,
+    marks: Vec<(&'static str, u64)>,
+}
+
+impl Stages {
+    pub fn new(process: &str, main_ns: u64) -> Self {
+        Self { process: process.into(), marks: alloc::vec![("main", main_ns)] }
+    }
+
+    pub fn mark(&mut self, stage: &'static str) {
+        self.marks.push((stage, alcove_rt::clock_ns()));
+    }
+}
+
+/// Notes the end of `stage` unless the stages were printed already.
+fn mark(stages: &mut Option<Stages>, stage: &'static str) {
+    if let Some(s) = stages {
+        s.mark(stage);
+    }
+}
+
+pub fn run(spec: &VmSpec, stages: Stages) -> u64 {
     let before = sys::budget_info().map(|b| b.used_bytes).unwrap_or(0);
+    let mut stages = Some(stages);
     let ending = loop {
-        let ending = match boot(spec) {
+        let ending = match boot(spec, &mut stages) {
             Ok(e) => e,
             Err(e) => Ending::Error(e),
         };
@@ -606,7 +634,7 @@ impl Shared {
 }
 
 /// One boot of the VM, from empty to ended and freed.
-fn boot(spec: &VmSpec) -> Result<Ending, String> {
+fn boot(spec: &VmSpec, stages: &mut Option<Stages>) -> Result<Ending, String> {
     let mut res = Resources::new();
     let ram_bytes = spec.ram_mib << 20;
     // Before anything is created: a budget too small for this VM is named
@@ -642,6 +670,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         }
         offset += block.len;
     }
+    mark(stages, "ram_allocated");
     let loaded = if let Some(image) = spec.firmware {
         // Firmware boot: the image's low alias into RAM at 0xE0000; the
         // firmware finds everything else through fw_cfg.
@@ -663,6 +692,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
             return Err(e);
         }
     };
+    mark(stages, "loaded");
     let mut views = Vec::new();
     let mut mapped = Ok(());
     for (gpa, m) in private {
@@ -678,6 +708,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         views.push((gpa, view));
     }
     mapped?;
+    mark(stages, "ram_mapped");
     let ram = RamMap::new(views).ok_or("guest RAM blocks overlap")?;
     // The firmware image at the top of 4 GiB: a copy in frames of its own
     // (the boot file is read-only, not executable), mapped into the guest
@@ -712,6 +743,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         vcpus.push(page.vcpu());
         run_pages.push(spin::Mutex::new(Some(page)));
     }
+    mark(stages, "vcpus");
     let timer = res.create(ObjectType::Notification, 0, "timer notification")?;
     let done = res.create(ObjectType::Notification, 0, "done notification")?;
     let park = res.create(ObjectType::Notification, 0, "park notification")?;
@@ -784,6 +816,7 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
         name: spec.name.clone(),
     });
     *CURRENT.lock() = Some(shared.clone());
+    mark(stages, "devices");
 
     // Threads: vCPUs 0..n, then the timer.
     let count = spec.vcpus as u64 + 1;
@@ -805,6 +838,13 @@ fn boot(spec: &VmSpec) -> Result<Ending, String> {
     } else {
         println!("vm {}: started: {} vCPUs, {} MiB", spec.name, spec.vcpus, spec.ram_mib);
         report_overhead(ram_bytes);
+        if let Some(s) = stages.take() {
+            let mut line = format!("vm {}: create stages ({})", spec.name, s.process);
+            for (stage, ns) in &s.marks {
+                line.push_str(&format!(" {stage}={ns}"));
+            }
+            println!("{line}");
+        }
     }
     // Wait for every started thread to stop.
     // Each thread counts itself out in STOPPED and signals `done` (a VM

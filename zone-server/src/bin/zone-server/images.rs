@@ -220,6 +220,52 @@ impl IpcPool {
             }
         }
     }
+
+    /// A dataset as [`alcove_images::PoolOps::list`] shows it: a volume's
+    /// native properties and, on an image's volume, its stored manifest and
+    /// source.
+    fn info(c: &pool::Client<KernelTransport>, name: String, snapshot: bool, volsize: u64) -> DatasetInfo {
+        let mut info = DatasetInfo {
+            name,
+            guid: 0,
+            snapshot,
+            volsize,
+            volblocksize: 0,
+            creation_txg: 0,
+            creation: 0,
+            origin: None,
+            props: BTreeMap::new(),
+        };
+        if !info.snapshot {
+            if let Some(v) = c.get(info.name.clone()).ok().and_then(Result::ok) {
+                info.guid = v.guid;
+                info.volblocksize = v.volblocksize;
+                info.creation_txg = v.creation_txg;
+                info.creation = v.creation;
+                info.origin = v.origin;
+            }
+            Self::image_props(c, &mut info);
+        }
+        info
+    }
+
+    /// On an image's volume (`POOL/UUID`, or one being installed): its
+    /// stored manifest and source, into `info.props`.
+    fn image_props(c: &pool::Client<KernelTransport>, info: &mut DatasetInfo) {
+        let base = info.name.split_once('/').map_or("", |(_, b)| b);
+        if alcove_images::manifest::is_uuid(base.strip_suffix("-partial").unwrap_or(base)) {
+            for i in 0.. {
+                let key = format!("{}.{i}", alcove_images::store::PROP_MANIFEST);
+                match Self::prop(c, &info.name, &key) {
+                    Some(v) => info.props.insert(key, v),
+                    None => break,
+                };
+            }
+            if let Some(v) = Self::prop(c, &info.name, alcove_images::store::PROP_SOURCE) {
+                info.props.insert(alcove_images::store::PROP_SOURCE.into(), v);
+            }
+        }
+    }
 }
 
 impl alcove_images::PoolOps for IpcPool {
@@ -234,48 +280,38 @@ impl alcove_images::PoolOps for IpcPool {
         loop {
             let Some(page) = c.list(after).ok().and_then(Result::ok) else { return out };
             for d in page.datasets {
-                let mut info = DatasetInfo {
-                    name: d.name,
-                    guid: 0,
-                    snapshot: d.snapshot,
-                    volsize: d.volsize,
-                    volblocksize: 0,
-                    creation_txg: 0,
-                    creation: 0,
-                    origin: None,
-                    props: BTreeMap::new(),
-                };
-                if !info.snapshot {
-                    if let Some(v) = c.get(info.name.clone()).ok().and_then(Result::ok) {
-                        info.guid = v.guid;
-                        info.volblocksize = v.volblocksize;
-                        info.creation_txg = v.creation_txg;
-                        info.creation = v.creation;
-                        info.origin = v.origin;
-                    }
-                    // An image's volume (`POOL/UUID`, or one being
-                    // installed): its stored manifest and source.
-                    let base = info.name.split_once('/').map_or("", |(_, b)| b);
-                    if alcove_images::manifest::is_uuid(base.strip_suffix("-partial").unwrap_or(base)) {
-                        for i in 0.. {
-                            let key = format!("{}.{i}", alcove_images::store::PROP_MANIFEST);
-                            match Self::prop(&c, &info.name, &key) {
-                                Some(v) => info.props.insert(key, v),
-                                None => break,
-                            };
-                        }
-                        if let Some(v) = Self::prop(&c, &info.name, alcove_images::store::PROP_SOURCE) {
-                            info.props.insert(alcove_images::store::PROP_SOURCE.into(), v);
-                        }
-                    }
-                }
-                out.push(info);
+                out.push(Self::info(&c, d.name, d.snapshot, d.volsize));
             }
             match page.next {
                 Some(n) => after = n,
                 None => return out,
             }
         }
+    }
+
+    fn volume(&self, name: &str) -> Option<DatasetInfo> {
+        // One volume's user properties, not the whole pool's datasets, nor
+        // its native ones (storaged's `get` counts its space): what the
+        // image store reads of an image. Its user-property keys are asked
+        // for only to learn that it exists.
+        if name.contains('@') {
+            return None;
+        }
+        let c = self.client().ok()?;
+        c.props(name.into(), String::new()).ok()?.ok()?;
+        let mut info = DatasetInfo {
+            name: name.into(),
+            guid: 0,
+            snapshot: false,
+            volsize: 0,
+            volblocksize: 0,
+            creation_txg: 0,
+            creation: 0,
+            origin: None,
+            props: BTreeMap::new(),
+        };
+        Self::image_props(&c, &mut info);
+        Some(info)
     }
 
     fn create_volume(&mut self, name: &str, volsize: u64, volblocksize: u32) -> Result<(), Error> {
