@@ -31,6 +31,7 @@ const BOOT: &[(&str, TestFn)] = &[
     ("boot_archive", boot_archive),
     ("acpi_madt", acpi_madt),
     ("smp_online", smp_online),
+    ("caches_on_every_cpu", caches_on_every_cpu),
     ("tsc", tsc),
     ("nmi_on_user_gs", nmi_on_user_gs),
 ];
@@ -230,6 +231,20 @@ fn smp_online(s: &System) -> Result<(), String> {
     check(s.cpus_online == p.cpus as usize, || {
         alloc::format!("{} of the {} CPUs in the MADT came online", s.cpus_online, p.cpus)
     })
+}
+
+/// Every online CPU runs with caching on (CR0.CD and NW clear): an AP
+/// leaves INIT with both set, and on hardware that CPU would run uncached.
+fn caches_on_every_cpu(s: &System) -> Result<(), String> {
+    const CD_NW: u64 = (1 << 30) | (1 << 29);
+    let mut bad = Vec::new();
+    for cpu in 0..s.cpus_online {
+        let cr0 = arch::percpu::of(cpu).cr0_at_start.load(Ordering::Relaxed);
+        if cr0 & CD_NW != 0 || cr0 & 1 == 0 {
+            bad.push(alloc::format!("CPU {cpu}: CR0 {cr0:#x}"));
+        }
+    }
+    check(bad.is_empty(), || alloc::format!("caching off (CR0.CD or NW set) or CR0 never recorded: {}", bad.join(", ")))
 }
 
 fn deliberate_hang(_: &System) -> Result<(), String> {

@@ -49,6 +49,11 @@ pub fn write_cr2(v: u64) {
     unsafe { x86::controlregs::cr2_write(v) }
 }
 
+pub fn read_cr0() -> u64 {
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { x86::controlregs::cr0().bits() as u64 }
+}
+
 pub fn read_cr3() -> u64 {
     // SAFETY: reading CR3 has no side effects.
     unsafe { x86::controlregs::cr3() & 0x000f_ffff_ffff_f000 }
@@ -185,8 +190,13 @@ pub fn enable_syscall_and_protection() {
         x86::msr::wrmsr(0xc000_0084, (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14));
         let mut cr4 = x86::controlregs::cr4() | x86::controlregs::Cr4::CR4_ENABLE_SSE;
         // Processes get no FPU (CR0.TS makes any use fault); guests get
-        // theirs, saved per vCPU (kernel::vm).
-        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
+        // theirs, saved per vCPU (kernel::vm). Caching on: an AP comes out
+        // of INIT with CR0.CD and NW set (SDM Vol. 3A §9.1.1) and the
+        // trampoline keeps them, which on hardware makes every memory
+        // access of that CPU uncached; no flush is needed to turn it on.
+        use x86::controlregs::Cr0;
+        let cr0 = (x86::controlregs::cr0() | Cr0::CR0_TASK_SWITCHED) - (Cr0::CR0_CACHE_DISABLE | Cr0::CR0_NOT_WRITE_THROUGH);
+        x86::controlregs::cr0_write(cr0);
         if smep {
             cr4 |= x86::controlregs::Cr4::CR4_ENABLE_SMEP;
         }

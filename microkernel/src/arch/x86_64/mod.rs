@@ -68,6 +68,7 @@ pub fn init_cpu_late(lapic_phys: u64) {
     me.apic_id.store(id, core::sync::atomic::Ordering::Relaxed);
     me.cr3.store(cpu::read_cr3(), core::sync::atomic::Ordering::Relaxed);
     cpu::enable_syscall_and_protection();
+    me.cr0_at_start.store(cpu::read_cr0(), core::sync::atomic::Ordering::Relaxed);
     me.online.store(true, core::sync::atomic::Ordering::Release);
 }
 

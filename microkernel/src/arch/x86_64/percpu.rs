@@ -53,6 +53,9 @@ pub struct PerCpu {
     pub phase_fallbacks: AtomicU64,
     /// NMIs this CPU took.
     pub nmis: AtomicU64,
+    /// CR0 as this CPU's bring-up left it (the boot suite checks that
+    /// caching is on: CD and NW clear).
+    pub cr0_at_start: AtomicU64,
     /// The address of this CPU's TSS.RSP0 (`set_context_top` writes it).
     pub tss_rsp0: u64,
 }
@@ -114,6 +117,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         phase_ops: AtomicU64::new(0),
         phase_fallbacks: AtomicU64::new(0),
         nmis: AtomicU64::new(0),
+        cr0_at_start: AtomicU64::new(0),
         tss_rsp0: 0,
     }
 }; MAX_CPUS];
