@@ -525,7 +525,7 @@ pub(crate) fn boot_forwarding(iso: &Path, pool: Vec<String>, log: &Path, guest_p
     let ports = fwds.iter().map(|f| f.host_port).collect();
     let mut extra = pool;
     extra.extend(admin_nic(&fwds));
-    let q = Qemu { smp: 2, mem_mib: 512, extra, ..Qemu::default() };
+    let q = Qemu { smp: 2, mem_mib: 512, one_thread: true, extra, ..Qemu::default() };
     let _ = std::fs::remove_file(log);
     let mut c = q.command(iso);
     c.args(["-monitor", "none", "-serial"]).arg(format!("file:{}", log.display()));

@@ -120,7 +120,7 @@ pub fn api_port(system: &BootSystem) -> Result<u16> {
 pub fn qemu(forwards: &[HostFwd], pool: Vec<String>) -> Qemu {
     let mut extra = admin_nic(forwards);
     extra.extend(pool);
-    Qemu { extra, ..Qemu::default() }
+    Qemu { one_thread: true, extra, ..Qemu::default() }
 }
 
 /// Where `cargo xtask run` writes the demo's token.
@@ -361,6 +361,7 @@ mod tests {
         let q = qemu(&[admin_forward(40123, 8080)], pool_drive(&file, false).unwrap());
         let d = Qemu::default();
         assert_eq!((q.smp, q.mem_mib, q.cpu.as_str(), q.uefi), (d.smp, d.mem_mib, d.cpu.as_str(), d.uefi));
+        assert!(q.one_thread, "the demo's nested guests run with one emulator thread");
         let mut want = admin_nic(&[HostFwd::parse("tcp:127.0.0.1:40123-10.0.2.15:8080").unwrap()]);
         want.extend(crate::zone::pool_drive_of(&file));
         assert_eq!(q.extra, want);

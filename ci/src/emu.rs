@@ -69,10 +69,12 @@ pub struct Qemu {
     /// deltas count instructions (benchmarks).
     pub icount: bool,
     /// `-accel tcg,thread=single`: every CPU emulated by one host thread,
-    /// round robin, instead of one thread per CPU (QEMU's default). QEMU
-    /// 7.2's multi-threaded TCG overwrote a starting vCPU's VMCB with the
-    /// host's state now and then (README, "QEMU's threads"); the vm suite's
-    /// two-CPU case runs this way. `ALCOVE_QEMU_TCG_THREAD=single|multi`
+    /// round robin, instead of one thread per CPU (QEMU's default). With a
+    /// thread per CPU, QEMU 7.2's SVM emulation now and then left the CPU
+    /// with the host's registers and the guest's paging (README, "QEMU's
+    /// threads"); every machine that runs a nested guest on two CPUs runs
+    /// this way (the vm suite, `VmPlan::qemu`, the zone, shell, API and demo
+    /// machines). `ALCOVE_QEMU_TCG_THREAD=single|multi`
     /// overrides it for every QEMU run without `icount` (which is one
     /// thread anyway).
     pub one_thread: bool,

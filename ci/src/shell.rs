@@ -181,7 +181,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     system.host_files.push(crate::zone::netd_conf()?);
     let iso = image::iso_of(kernel, "test-shell-console", "", &system)?;
     // storaged makes its pool `zones` on a blank drive (as the zone case's).
-    let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, extra: crate::zone::pool_drive(), ..Qemu::default() };
+    let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, one_thread: true, extra: crate::zone::pool_drive(), ..Qemu::default() };
     let mut c = q.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script())?;

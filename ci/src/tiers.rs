@@ -662,7 +662,11 @@ fn system_cases() -> Vec<Case> {
         .with_manifest("storage"),
         // The control plane at run time: vmadm creates, lists, stops and
         // deletes VMs whose VMMs zone-server has init start (ci/src/zone.rs).
-        Case::qemu("zone/vmadm-epyc-svm", "zone", Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), extra: crate::zone::pool_drive(), ..Qemu::default() }),
+        Case::qemu(
+            "zone/vmadm-epyc-svm",
+            "zone",
+            Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), one_thread: true, extra: crate::zone::pool_drive(), ..Qemu::default() },
+        ),
         Case::qemu("vm/qemu64-svm-smp1", "vm", Qemu { smp: 1, ..Qemu::default() }),
         // One emulator thread for both CPUs: with one each, QEMU 7.2 now
         // and then overwrote a starting AP's VMCB with the host's state
@@ -1354,7 +1358,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     // from a 2 MiB image and from a 1 GiB one: the zone suite's own run
     // (issue 15; QEMU TCG time, not -icount: the suite's two vCPUs).
     if only("bench/vmadm-create") {
-        let q = Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), extra: crate::zone::pool_drive(), ..Qemu::default() };
+        let q = Qemu { smp: 2, cpu: "EPYC,+svm,+npt".into(), one_thread: true, extra: crate::zone::pool_drive(), ..Qemu::default() };
         let case = Case::qemu("bench/vmadm-create", "zone", q);
         let (run, verdict) = case.run(&kernel, None)?;
         let mut problems = verdict.problems.clone();

@@ -537,9 +537,11 @@ impl VmPlan {
         self.config.nics.iter().any(|n| n.nic_tag == "admin")
     }
 
-    /// The QEMU machine: EPYC with SVM and NPT, 2 CPUs, guest RAM plus
-    /// [`MACHINE_EXTRA_MIB`], the disks, and with a NIC on `admin` the
-    /// machine's NIC (no forwards).
+    /// The QEMU machine: EPYC with SVM and NPT, 2 CPUs emulated by one host
+    /// thread (`Qemu::one_thread`: with QEMU 7.2's thread per CPU, nested
+    /// guests now and then wrecked the emulated CPU's own paging; README,
+    /// "QEMU's threads"), guest RAM plus [`MACHINE_EXTRA_MIB`], the disks,
+    /// and with a NIC on `admin` the machine's NIC (no forwards).
     pub fn qemu(&self) -> Qemu {
         self.qemu_forwarding(&[])
     }
@@ -550,7 +552,14 @@ impl VmPlan {
         if self.on_admin() {
             extra.extend(admin_nic(forwards));
         }
-        Qemu { smp: 2, mem_mib: (self.config.ram_mib + MACHINE_EXTRA_MIB) as u32, cpu: QEMU_CPU.into(), extra, ..Qemu::default() }
+        Qemu {
+            smp: 2,
+            mem_mib: (self.config.ram_mib + MACHINE_EXTRA_MIB) as u32,
+            cpu: QEMU_CPU.into(),
+            one_thread: true,
+            extra,
+            ..Qemu::default()
+        }
     }
 
     /// The Bochs machine: one CPU with VMX (Debian's Bochs has no SMP; the
