@@ -32,9 +32,11 @@ const WRITER_STACK_PAGES: u64 = 2;
 /// At most this many writers (one per CPU the kernel accepts).
 const MAX_WRITERS: u32 = 4;
 
-/// Tells the AP thread to stop running its vCPU.
-/// How long a thread of this VMM waits for another before calling it hung.
+/// How long a thread of this VMM waits for another before calling it hung
+/// (a bound for a hang, not a timing: a loaded host may leave one CPU's
+/// emulator thread unscheduled for seconds).
 const HANG_BOUND_NS: u64 = 20_000_000_000;
+/// Tells the AP thread to stop running its vCPU.
 static AP_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// What the AP thread saw, for a failure's message: its runs that ended
 /// (`VcpuRun` returns), by exit reason (index = reason, the last slot

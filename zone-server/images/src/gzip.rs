@@ -234,14 +234,10 @@ impl GzipReader {
         if n == 0 {
             return Ok(());
         }
-        let total = self.total_out + n as u64;
-        if total > self.limit {
-            return Err(Error::TooLarge { limit: self.limit });
-        }
+        crate::count_output(&mut self.total_out, n, self.limit)?;
         let piece = &self.out[..n];
         self.crc.update(piece);
         self.member_out += n as u64;
-        self.total_out = total;
         sink(piece)
     }
 

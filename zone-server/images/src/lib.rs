@@ -95,6 +95,18 @@ pub enum Error {
     Pool(alcove_pool::Error),
 }
 
+/// Counts `n` more decompressed bytes into `total_out`, refusing a total
+/// past `limit` (the image's size) before anything is handed on: the one
+/// output bound of the gzip and xz readers.
+pub(crate) fn count_output(total_out: &mut u64, n: usize, limit: u64) -> Result<(), Error> {
+    let total = *total_out + n as u64;
+    if total > limit {
+        return Err(Error::TooLarge { limit });
+    }
+    *total_out = total;
+    Ok(())
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -299,11 +299,7 @@ impl XzReader {
         if n == 0 {
             return Ok(());
         }
-        let total = self.total_out + n as u64;
-        if total > self.limit {
-            return Err(Error::TooLarge { limit: self.limit });
-        }
-        self.total_out = total;
+        crate::count_output(&mut self.total_out, n, self.limit)?;
         sink(&self.out[..n])
     }
 

@@ -15,7 +15,7 @@
 //! with the kernel's fault injection (`alcove.inject=on`) and fails
 //! without the fix.
 
-use super::{boot_state, fill_cpuid, Env, RW};
+use super::{boot_state, fill_cpuid, Env, HANG_BOUND_NS, RW};
 use abi::{CapSlot, ObjectType, Rights, VcpuExit, VcpuRun, PAGE_SIZE};
 use alcove_rt::start::SLOT_SELF;
 use alloc::format;
@@ -138,15 +138,15 @@ fn one_round(env: &mut Env, round: u32, before: u64) -> Result<(), String> {
             .map_err(e("configure"))?;
         sys::thread_set_priority(t, 50, Some(1)).map_err(e("pin to CPU 1"))?;
         sys::thread_resume(t).map_err(e("resume"))?;
-        // Bounds for a hang, not a timing: 20 s each (a loaded host may
-        // leave CPU 1's emulator thread unscheduled for a while).
+        // Bounds for a hang (HANG_BOUND_NS each), not a timing.
+        const POLL_NS: u64 = 1_000_000;
         let mut started = false;
-        for _ in 0..20_000 {
+        for _ in 0..HANG_BOUND_NS / POLL_NS {
             if peek(STARTED) != 0 {
                 started = true;
                 break;
             }
-            if sys::wait(done, 1_000_000).is_ok() {
+            if sys::wait(done, POLL_NS).is_ok() {
                 return Err(format!("round {round}: the vCPU's run ended before its guest started"));
             }
         }
@@ -156,7 +156,7 @@ fn one_round(env: &mut Env, round: u32, before: u64) -> Result<(), String> {
         // Its last capability goes while it spins in the guest on CPU 1.
         sys::cap_delete(vcpu).map_err(e("delete the vcpu"))?;
         poke(GO, 1);
-        match sys::wait(done, 20_000_000_000) {
+        match sys::wait(done, HANG_BOUND_NS) {
             Ok(_) => Ok(()),
             Err(abi::Error::Timeout) => Err(format!(
                 "round {round}: the vCPU thread slept through its guest's HLT although the vCPU's last capability had gone"
