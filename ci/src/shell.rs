@@ -30,8 +30,11 @@
 //! deleted), `svcadm restart zone-server` (svcs: online, a new STIME),
 //! `svcadm disable console` (refused: the manifest does not let the shell
 //! stop it), `svcadm restart bogus`, `svcadm disable zone-server` (svcs:
-//! disabled) and `enable` (vmadm answers again), and `poweroff` (which
-//! ends the machine).
+//! disabled) and `enable` (vmadm answers again), `imgadm sources -a` and
+//! `imgadm import` from the harness's image source ([`crate::imgsource`],
+//! 10.0.2.2 over the machine's NIC on QEMU's user network: its progress
+//! line drawn over itself as it downloads), `imgadm list`, and `poweroff`
+//! (which ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
 use crate::harness::Ending;
