@@ -406,7 +406,7 @@ pub fn import<M: Machine>(m: &mut M, args: &[&str]) -> Output {
     };
     loop {
         match job.step(m) {
-            Stepped::Running(j) => job = j,
+            Stepped::Running(j) => job = *j,
             Stepped::Done { mut out, last_line } => {
                 if let Some(line) = last_line.filter(|_| out.status == 0) {
                     stdout.push_str(&line);
@@ -441,7 +441,8 @@ pub struct ImportJob {
 /// What a step left: the import going on, or its end (installed, or
 /// refused with nothing installed).
 pub enum Stepped {
-    Running(ImportJob),
+    /// The job, boxed: it is large and moves at every step.
+    Running(alloc::boxed::Box<ImportJob>),
     Done {
         /// imgadm's last lines (`Imported image ...`) or its error.
         out: Output,
@@ -503,7 +504,7 @@ impl ImportJob {
                 if let Some(line) = self.meter.advance(n as u64) {
                     self.line = Some(line);
                     if !ended {
-                        return Stepped::Running(self);
+                        return Stepped::Running(alloc::boxed::Box::new(self));
                     }
                 }
             }
@@ -511,7 +512,7 @@ impl ImportJob {
                 break;
             }
             if taken >= STEP_BYTES {
-                return Stepped::Running(self);
+                return Stepped::Running(alloc::boxed::Box::new(self));
             }
         }
         self.dl.close(net);

@@ -256,7 +256,7 @@ impl<M: Machine> ZoneServer<M> {
                 let (done_bytes, total_bytes) = job.progress();
                 let line = job.line().unwrap_or_default().to_string();
                 let stepped_at = self.host.machine.unix_seconds();
-                self.import = Some(ImportSlot { owner, job, stepped_at });
+                self.import = Some(ImportSlot { owner, job: *job, stepped_at });
                 VmadmImport { running: true, done_bytes, total_bytes, line, ..VmadmImport::default() }
             }
             imgsrc::Stepped::Done { out, last_line } => ended(out, last_line),

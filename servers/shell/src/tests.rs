@@ -1441,8 +1441,7 @@ fn typed_live(sh: &mut Shell<Mock>, line: &str) -> String {
     screen.borrow_mut().clear();
     let mut show = |b: &[u8]| screen.borrow_mut().extend_from_slice(b);
     sh.input_to(line.as_bytes(), &mut show);
-    let all = std::string::String::from_utf8(screen.borrow().clone()).unwrap();
-    all
+    std::string::String::from_utf8(screen.borrow().clone()).unwrap()
 }
 
 /// `imgadm import`: the `Importing` line, then each new progress line
