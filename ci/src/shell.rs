@@ -30,8 +30,11 @@
 //! deleted), `svcadm restart zone-server` (svcs: online, a new STIME),
 //! `svcadm disable console` (refused: the manifest does not let the shell
 //! stop it), `svcadm restart bogus`, `svcadm disable zone-server` (svcs:
-//! disabled) and `enable` (vmadm answers again), and `poweroff` (which
-//! ends the machine).
+//! disabled) and `enable` (vmadm answers again), `imgadm sources -a` and
+//! `imgadm import` from the harness's image source ([`crate::imgsource`],
+//! 10.0.2.2 over the machine's NIC on QEMU's user network: its progress
+//! line drawn over itself as it downloads), `imgadm list`, and `poweroff`
+//! (which ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
 use crate::harness::Ending;
@@ -71,7 +74,7 @@ pub type Outcome = crate::harness::Checks;
 
 /// What is typed, step by step: each waits for a line of output that
 /// contains its first part.
-fn script() -> Vec<(String, Vec<u8>)> {
+fn script(source_port: u16) -> Vec<(String, Vec<u8>)> {
     let mut flood = b"vmadm ".to_vec();
     flood.extend(std::iter::repeat_n(b'x', FLOOD_BYTES));
     flood.push(b'\r');
@@ -170,21 +173,46 @@ dladm create-vnic -l stub5 op0\rdladm delete-vnic op0\rdladm delete-etherstub st
         ("Permission denied".into(), b"svcadm restart bogus\r".to_vec()),
         ("doesn't match any instances".into(), b"svcadm disable zone-server\rsvcs\r".to_vec()),
         ("svc:/alcove/shell".into(), b"svcadm enable zone-server\rvmadm list\r".to_vec()),
-        ("UUID".into(), b"poweroff\r".to_vec()),
+        // imgadm from the harness's image source (10.0.2.2 through QEMU's
+        // user network and netd's sockets): the progress line drawn over
+        // itself as the download goes, then the image listed.
+        ("UUID".into(), format!("imgadm sources -a {}\r", source_url(source_port)).into_bytes()),
+        ("Added image source".into(), format!("imgadm import {}\r", crate::imgsource::GOOD).into_bytes()),
+        ("Imported image".into(), b"imgadm list\r".to_vec()),
+        ("imported-disk".into(), b"poweroff\r".to_vec()),
     ]
 }
 
+/// The harness's image source as the machine reaches it.
+fn source_url(port: u16) -> String {
+    format!("http://10.0.2.2:{port}")
+}
+
+/// netd's configuration: the zone case's etherstub `stub0` (the shell's VM
+/// gets its VNIC there) and the machine's NIC on `admin`, with the host's
+/// address there (QEMU's user network: the image source at 10.0.2.2).
+const NETD_CONF: &str = "# The shell case (ci/src/shell.rs)\netherstub stub0\nnic_tag admin\n";
+
 /// Runs the case.
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
+    let source = crate::imgsource::start()?;
     let mut system = BootSystem::named("shell")?;
     system.host_files.extend(crate::zone::guests()?);
-    system.host_files.push(crate::zone::netd_conf()?);
+    let dir = crate::out_dir().join("shell");
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("netd.conf");
+    std::fs::write(&conf, format!("{NETD_CONF}{}", crate::vm::admin_host_line()))?;
+    system.host_files.push(("netd.conf".into(), conf));
     let iso = image::iso_of(kernel, "test-shell-console", "", &system)?;
-    // storaged makes its pool `zones` on a blank drive (as the zone case's).
-    let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, one_thread: true, extra: crate::zone::pool_drive(), ..Qemu::default() };
+    // storaged makes its pool `zones` on a blank drive (as the zone case's);
+    // the NIC is on QEMU's user network.
+    let mut extra = crate::zone::pool_drive();
+    extra.extend(crate::vm::admin_nic(&[]));
+    let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, one_thread: true, extra, ..Qemu::default() };
     let mut c = q.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
-    let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script())?;
+    let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script(source.port))?;
+    drop(source);
     let mut o = Outcome::new(CASE, t.run.elapsed, t.run.log.clone());
     judge(&t.run.serial, t.run.ending, &mut o);
     Ok(o)
@@ -217,7 +245,53 @@ fn strip_logs(text: &str) -> String {
     out
 }
 
+/// What is wrong with `imgadm import`'s transcript in the raw serial
+/// output (CR LF line ends, lone CRs kept): the `Importing` line, then
+/// progress lines each drawn over the last with a lone CR (at least three,
+/// percentages rising, the last 100%) on one line, then `Imported image`;
+/// and `imgadm list` showing the image.
+fn import_problems(raw: &str) -> Vec<String> {
+    let text = strip_logs(&raw.replace("\r\n", "\n"));
+    let uuid = crate::imgsource::GOOD;
+    let mut problems = Vec::new();
+    let Some(start) = text.find(&format!("Importing {uuid} (imported-disk@1.0) from \"http://10.0.2.2:")) else {
+        return vec![format!("`imgadm import` printed no `Importing {uuid}` line")];
+    };
+    let rest = &text[start..];
+    let Some(end) = rest.find(&format!("\nImported image {uuid} (imported-disk@1.0)\n")) else {
+        return vec![format!("`imgadm import` did not end with `Imported image {uuid}`: {:?}", &rest[..rest.len().min(2000)])];
+    };
+    let mut lines = rest[..end].split('\n');
+    let _importing = lines.next();
+    let progress = lines.next().unwrap_or_default();
+    if lines.next().is_some() {
+        problems.push(format!("the progress was not drawn on one line: {:?}", &rest[..end]));
+    }
+    let drawn: Vec<&str> = progress.split('\r').filter(|p| !p.is_empty()).map(str::trim_end).collect();
+    let percents: Vec<u32> = drawn
+        .iter()
+        .filter_map(|d| d.strip_prefix("Downloading image 1a9e0000 ["))
+        .filter_map(|d| d.split(']').nth(1))
+        .filter_map(|d| d.trim_start().split('%').next()?.parse().ok())
+        .collect();
+    if percents.len() != drawn.len() || drawn.len() < 3 || !progress.starts_with('\r') {
+        problems.push(format!("fewer than three progress lines drawn over each other with CR: {progress:?}"));
+    }
+    if !percents.windows(2).all(|w| w[0] < w[1]) || percents.last() != Some(&100) {
+        problems.push(format!("the progress did not rise to 100%: {percents:?}"));
+    }
+    let listed = text[start + end..].lines().any(|l| l.split_whitespace().take(3).eq([uuid, "imported-disk", "1.0"]));
+    if !listed {
+        problems.push("`imgadm list` after the import does not list the image".into());
+    }
+    problems
+}
+
 fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
+    for p in import_problems(serial) {
+        o.problems.push(p);
+    }
+    o.checks += 1;
     let mut check = |ok: bool, what: String| {
         o.checks += 1;
         if !ok {
@@ -546,6 +620,27 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
 #[cfg(test)]
 mod tests {
     use super::strip_logs;
+
+    /// The import's transcript as the console gives it passes; progress
+    /// printed as plain lines, only the last line, or no list fails.
+    #[test]
+    fn the_import_transcript_needs_progress_drawn_in_place() {
+        let g = crate::imgsource::GOOD;
+        let line = |p: u32| format!("Downloading image 1a9e0000 [{:<20}] {p:>3}%  0.0MiB of 0.2MiB", "=".repeat(p as usize / 5));
+        let head = format!("[root@shelltest ~]# imgadm import {g}\r\nImporting {g} (imported-disk@1.0) from \"http://10.0.2.2:4000\"\r\n");
+        let tail = format!("\r\nImported image {g} (imported-disk@1.0)\r\n[root@shelltest ~]# imgadm list\r\nUUID  NAME  VERSION  OS  TYPE  PUB\r\n{g}  imported-disk  1.0  linux  zvol  -\r\n");
+        let good = format!("{head}\r{}\r{}\r[INFO ] netd: something\r\n\r{}{tail}", line(6), line(50), line(100));
+        assert_eq!(super::import_problems(&good), Vec::<String>::new());
+        let plain = format!("{head}{}\r\n{}\r\n{}{tail}", line(6), line(50), line(100));
+        assert!(super::import_problems(&plain)[0].contains("not drawn on one line"), "{:?}", super::import_problems(&plain));
+        let last_only = format!("{head}\r{}{tail}", line(100));
+        assert!(super::import_problems(&last_only)[0].contains("fewer than three"));
+        let falling = format!("{head}\r{}\r{}\r{}{tail}", line(50), line(6), line(100));
+        assert!(super::import_problems(&falling)[0].contains("did not rise"));
+        let unlisted = good.replace("imported-disk  1.0", "other  1.0");
+        assert!(super::import_problems(&unlisted)[0].contains("does not list"));
+        assert!(super::import_problems("nothing")[0].contains("no `Importing"));
+    }
 
     /// Lines other writers put between a prompt and its echo are taken
     /// out whole, init's late ready line among them.

@@ -1247,7 +1247,48 @@ crate::interface! {
         /// code) and answers where its serial console's input goes (the
         /// badge its VMM's console capability carries, for `console.feed`).
         fn console(uuid: String) -> VmadmConsole;
+        /// Starts `imgadm import [-q] UUID [-S URL]` (`args` is that argv,
+        /// `import` first) for the caller, who
+        /// then calls `import_step` until it is no longer `running`, to
+        /// draw the download's progress as it goes (as imgadm draws its
+        /// progress line on a terminal). One import at a time on the
+        /// machine: while another client's is under way (stepped in the
+        /// last [`IMPORT_STALE_SECS`]) this, `imgadm import` and `imgadm
+        /// install` are refused (exit 1, saying so); the caller's own
+        /// earlier import, or one left unstepped that long, is given up
+        /// first (nothing of it installed).
+        fn import_begin(args: alloc::vec::Vec<String>) -> VmadmImport;
+        /// Reads and installs the next part of the caller's import (up to
+        /// 1 MiB, less once the percentage changes): its progress, or its
+        /// end. With no import of the caller's under way: exit 1, saying so.
+        fn import_step() -> VmadmImport;
     }
+}
+
+/// An import left unstepped this long is given up by the next client that
+/// begins one.
+pub const IMPORT_STALE_SECS: u64 = 60;
+
+/// Where an import stepped with `vmadm.import_begin` and
+/// `vmadm.import_step` stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmadmImport {
+    /// The import goes on: call `import_step` again.
+    pub running: bool,
+    /// Bytes of the image file received so far.
+    pub done_bytes: u64,
+    /// Bytes of the image file in all (`files[0].size`).
+    pub total_bytes: u64,
+    /// imgadm's progress line as it stands (`Downloading image 1a9e0000
+    /// [====>    ]  25%  ...`); empty with `-q` or before the first bytes.
+    pub line: String,
+    /// What to print: at `import_begin`, imgadm's `Importing ...` line;
+    /// at the end, the rest of imgadm's output (`Imported image ...`).
+    pub stdout: String,
+    /// imgadm's error, at the end.
+    pub stderr: String,
+    /// imgadm's exit code at the end (0 while running).
+    pub code: i32,
 }
 
 /// What `vmadm.console` found.

@@ -27,7 +27,7 @@ use alloc::vec::Vec;
 use alcove_api::client::{self, Event, Request, ResponseDecoder, ResponseHead, Url};
 use alcove_images::cli::Output;
 use alcove_images::output::{self, ListOptions};
-use alcove_images::store::{FileReader, Install};
+use alcove_images::store::FileReader;
 use alcove_images::{Error, Manifest, imgapi};
 
 use crate::host::Machine;
@@ -110,6 +110,44 @@ fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
 /// dropped.
 pub struct Body<'n, N: Net> {
     net: &'n mut N,
+    dl: Download,
+}
+
+impl<N: Net> Drop for Body<'_, N> {
+    fn drop(&mut self) {
+        self.net.close(self.dl.socket);
+    }
+}
+
+impl<'n, N: Net> Body<'n, N> {
+    /// Sends `req` to the source at `url` (`ip`) and reads the response's head.
+    pub fn open(net: &'n mut N, url: &Url, ip: [u8; 4], req: &Request) -> Result<(ResponseHead, Self), Error> {
+        let (head, dl) = Download::open(net, url, ip, req)?;
+        Ok((head, Body { net, dl }))
+    }
+
+    /// `GET URL`, for errors.
+    pub fn what(&self) -> &str {
+        &self.dl.what
+    }
+
+    /// The whole body, at most `max` bytes.
+    pub fn read_all(&mut self, max: usize) -> Result<Vec<u8>, Error> {
+        self.dl.read_all(self.net, max)
+    }
+}
+
+impl<N: Net> FileReader for Body<'_, N> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        self.dl.read(self.net, buf)
+    }
+}
+
+/// A response being read that holds no borrow of the [`Net`] (each call
+/// is handed it): what [`Body`] wraps, and what a stepped import keeps
+/// between requests. Its connection must be given back with
+/// [`Download::close`].
+pub struct Download {
     socket: u32,
     decoder: ResponseDecoder,
     /// Body bytes decoded but not yet read.
@@ -121,57 +159,59 @@ pub struct Body<'n, N: Net> {
     pub what: String,
 }
 
-impl<N: Net> Drop for Body<'_, N> {
-    fn drop(&mut self) {
-        self.net.close(self.socket);
-    }
-}
-
-impl<'n, N: Net> Body<'n, N> {
-    /// Sends `req` to the source at `url` (`ip`) and reads the response's head.
-    pub fn open(net: &'n mut N, url: &Url, ip: [u8; 4], req: &Request) -> Result<(ResponseHead, Self), Error> {
+impl Download {
+    /// Sends `req` to the source at `url` (`ip`) and reads the response's
+    /// head. A failure closes the connection.
+    pub fn open<N: Net>(net: &mut N, url: &Url, ip: [u8; 4], req: &Request) -> Result<(ResponseHead, Self), Error> {
         let what = format!("GET {url}{}", req.target);
         let socket = net.connect(ip, url.port).map_err(|e| download(&what, format!("cannot connect: {e}")))?;
-        let mut body = Body {
-            net,
-            socket,
-            decoder: ResponseDecoder::new(),
-            pending: Vec::new(),
-            at: 0,
-            ended: false,
-            peer_closed: false,
-            what,
-        };
+        let mut dl =
+            Download { socket, decoder: ResponseDecoder::new(), pending: Vec::new(), at: 0, ended: false, peer_closed: false, what };
+        match dl.send_and_head(net, url, req) {
+            Ok(h) => Ok((h, dl)),
+            Err(e) => {
+                dl.close(net);
+                Err(e)
+            }
+        }
+    }
+
+    fn send_and_head<N: Net>(&mut self, net: &mut N, url: &Url, req: &Request) -> Result<ResponseHead, Error> {
         let bytes = req.encode(url, true);
         let mut sent = 0;
         let mut idle = 0;
         while sent < bytes.len() {
-            let n = body.net.send(socket, &bytes[sent..]).map_err(|e| download(&body.what, e))?;
+            let n = net.send(self.socket, &bytes[sent..]).map_err(|e| download(&self.what, e))?;
             sent += n;
             if n == 0 {
-                body.idle(&mut idle)?;
+                self.idle(net, &mut idle)?;
             } else {
                 idle = 0;
             }
         }
-        match body.next_event()? {
-            Event::Head(h) => Ok((h, body)),
+        match self.next_event(net)? {
+            Event::Head(h) => Ok(h),
             // The decoder gives the head first.
-            _ => Err(download(&body.what, "the response has no head")),
+            _ => Err(download(&self.what, "the response has no head")),
         }
     }
 
-    fn idle(&mut self, idle: &mut u64) -> Result<(), Error> {
+    /// Closes the connection.
+    pub fn close<N: Net>(self, net: &mut N) {
+        net.close(self.socket);
+    }
+
+    fn idle<N: Net>(&mut self, net: &mut N, idle: &mut u64) -> Result<(), Error> {
         if *idle >= IDLE_TIMEOUT_MS {
             return Err(download(&self.what, format!("the image source sent nothing for {} s", IDLE_TIMEOUT_MS / 1000)));
         }
-        self.net.sleep_ms(POLL_MS);
+        net.sleep_ms(POLL_MS);
         *idle += POLL_MS;
         Ok(())
     }
 
     /// The decoder's next event, receiving as needed.
-    fn next_event(&mut self) -> Result<Event, Error> {
+    fn next_event<N: Net>(&mut self, net: &mut N) -> Result<Event, Error> {
         let mut idle = 0;
         loop {
             if let Some(ev) = self.decoder.next_event().map_err(|e| download(&self.what, e))? {
@@ -180,12 +220,12 @@ impl<'n, N: Net> Body<'n, N> {
             if self.peer_closed {
                 return Err(download(&self.what, client::DecodeError::Truncated));
             }
-            match self.net.recv(self.socket, RECV_BYTES).map_err(|e| download(&self.what, e))? {
+            match net.recv(self.socket, RECV_BYTES).map_err(|e| download(&self.what, e))? {
                 None => {
                     self.peer_closed = true;
                     self.decoder.finish();
                 }
-                Some(d) if d.is_empty() => self.idle(&mut idle)?,
+                Some(d) if d.is_empty() => self.idle(net, &mut idle)?,
                 Some(d) => {
                     idle = 0;
                     self.decoder.push(&d);
@@ -195,11 +235,11 @@ impl<'n, N: Net> Body<'n, N> {
     }
 
     /// The whole body, at most `max` bytes.
-    pub fn read_all(&mut self, max: usize) -> Result<Vec<u8>, Error> {
+    pub fn read_all<N: Net>(&mut self, net: &mut N, max: usize) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
         let mut buf = [0u8; 1024];
         loop {
-            let n = self.read(&mut buf)?;
+            let n = self.read(net, &mut buf)?;
             if n == 0 {
                 return Ok(out);
             }
@@ -209,12 +249,11 @@ impl<'n, N: Net> Body<'n, N> {
             out.extend_from_slice(&buf[..n]);
         }
     }
-}
 
-impl<N: Net> FileReader for Body<'_, N> {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+    /// Fills the front of `buf` with the body's next bytes; 0 at its end.
+    pub fn read<N: Net>(&mut self, net: &mut N, buf: &mut [u8]) -> Result<usize, Error> {
         while self.at == self.pending.len() && !self.ended {
-            match self.next_event()? {
+            match self.next_event(net)? {
                 Event::Data(d) => {
                     self.pending = d;
                     self.at = 0;
@@ -241,7 +280,7 @@ pub fn get<N: Net>(net: &mut N, source: &str, req: &Request, max: usize) -> Resu
     let (head, mut body) = Body::open(net, &url, ip, req)?;
     let ok = (200..300).contains(&head.status);
     let bytes = body.read_all(if ok { max } else { ERROR_BODY_MAX })?;
-    client::imgapi::check_status(&head, &bytes).map_err(|e| download(&body.what, e))?;
+    client::imgapi::check_status(&head, &bytes).map_err(|e| download(body.what(), e))?;
     Ok(bytes)
 }
 
@@ -355,8 +394,156 @@ pub fn avail<M: Machine>(m: &mut M, args: &[&str]) -> Output {
     Output { stdout, stderr, status }
 }
 
-/// `imgadm import [-q] UUID [-S URL]`.
+/// `imgadm import [-q] UUID [-S URL]`, from start to end: imgadm's
+/// `Importing ...` line, the last progress line (a terminal shows the last
+/// one: the others were drawn over it) and `Imported image ...`. The
+/// operator shell steps the same import itself ([`import_begin`],
+/// [`ImportJob::step`]) to draw each progress line as it comes.
 pub fn import<M: Machine>(m: &mut M, args: &[&str]) -> Output {
+    let (mut job, mut stdout) = match import_begin(m, args) {
+        Ok(x) => x,
+        Err(out) => return out,
+    };
+    loop {
+        match job.step(m) {
+            Stepped::Running(j) => job = *j,
+            Stepped::Done { mut out, last_line } => {
+                if let Some(line) = last_line.filter(|_| out.status == 0) {
+                    stdout.push_str(&line);
+                    stdout.push('\n');
+                }
+                stdout.push_str(&out.stdout);
+                out.stdout = stdout;
+                return out;
+            }
+        }
+    }
+}
+
+/// Bytes of the image file one [`ImportJob::step`] reads at most (it
+/// stops sooner when the progress line's percentage changes).
+pub const STEP_BYTES: usize = 1024 * 1024;
+
+/// An `imgadm import` under way: the file's response being read and the
+/// install it feeds, kept between steps (it borrows nothing). Dropping it
+/// without [`ImportJob::cancel`] leaves its connection open and its
+/// partial volume behind (the next install of the image removes that).
+pub struct ImportJob {
+    uuid: String,
+    quiet: bool,
+    dl: Download,
+    inst: alcove_images::store::Installing,
+    meter: imgapi::Progress,
+    line: Option<String>,
+    done: String,
+}
+
+/// What a step left: the import going on, or its end (installed, or
+/// refused with nothing installed).
+pub enum Stepped {
+    /// The job, boxed: it is large and moves at every step.
+    Running(alloc::boxed::Box<ImportJob>),
+    Done {
+        /// imgadm's last lines (`Imported image ...`) or its error.
+        out: Output,
+        /// The last progress line drawn (none with `-q`).
+        last_line: Option<String>,
+    },
+}
+
+impl ImportJob {
+    /// The image being imported.
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// Bytes of the file received so far, and in all (`files[0].size`).
+    pub fn progress(&self) -> (u64, u64) {
+        (self.inst.received(), self.inst.manifest().file.size)
+    }
+
+    /// The progress line as it stands (none with `-q`, or before the
+    /// first bytes).
+    pub fn line(&self) -> Option<&str> {
+        if self.quiet { None } else { self.line.as_deref() }
+    }
+
+    /// Reads and installs the file's next bytes: up to [`STEP_BYTES`],
+    /// fewer when the percentage changes first (each new line is drawn);
+    /// at the file's end the install is checked and finished. A failure
+    /// installs nothing and closes the connection.
+    pub fn step<M: Machine>(mut self, m: &mut M) -> Stepped {
+        let mut buf = alloc::vec![0u8; FILE_READ_BYTES];
+        let mut taken = 0;
+        let (net, pool) = m.net_and_images();
+        loop {
+            // Whole buffers: the store writes the pool in large pieces.
+            let mut n = 0;
+            let read = loop {
+                match self.dl.read(net, &mut buf[n..]) {
+                    Ok(0) => break Ok(true),
+                    Ok(got) => n += got,
+                    Err(e) => break Err(e),
+                }
+                if n == buf.len() {
+                    break Ok(false);
+                }
+            };
+            let ended = match read {
+                Ok(ended) => ended,
+                Err(e) => return self.fail(net, pool, e),
+            };
+            if n > 0 {
+                // `write` takes back what it made when it fails.
+                if let Err(e) = self.inst.write(pool, &buf[..n]) {
+                    let last_line = self.line.take().filter(|_| !self.quiet);
+                    self.dl.close(net);
+                    return Stepped::Done { out: alcove_images::cli::output(Err(e)), last_line };
+                }
+                taken += n;
+                if let Some(line) = self.meter.advance(n as u64) {
+                    self.line = Some(line);
+                    if !ended {
+                        return Stepped::Running(alloc::boxed::Box::new(self));
+                    }
+                }
+            }
+            if ended {
+                break;
+            }
+            if taken >= STEP_BYTES {
+                return Stepped::Running(alloc::boxed::Box::new(self));
+            }
+        }
+        self.dl.close(net);
+        let last_line = self.line.take().filter(|_| !self.quiet);
+        let out = alcove_images::cli::output(self.inst.finish(pool).map(|_| self.done));
+        Stepped::Done { out, last_line }
+    }
+
+    fn fail<N: Net, P: alcove_images::PoolOps>(self, net: &mut N, pool: &mut P, e: Error) -> Stepped {
+        let last_line = if self.quiet { None } else { self.line.clone() };
+        self.dl.close(net);
+        self.inst.cancel(pool);
+        Stepped::Done { out: alcove_images::cli::output(Err(e)), last_line }
+    }
+
+    /// Gives the import up: the connection closed, nothing installed.
+    pub fn cancel<M: Machine>(self, m: &mut M) {
+        let (net, pool) = m.net_and_images();
+        self.dl.close(net);
+        self.inst.cancel(pool);
+    }
+}
+
+/// Starts `imgadm import [-q] UUID [-S URL]`: the image's manifest from
+/// the first source that has it, then the file's response head (its
+/// status and `Content-Length` checked) and the install begun. `Ok` is
+/// the job and what to print before its progress (imgadm's `Importing
+/// ...` line); `Err` an import that ended already: refused (usage, a bad
+/// uuid, no source, not found, a bad answer: nothing installed) or
+/// needless (already installed, exit 0).
+pub fn import_begin<M: Machine>(m: &mut M, args: &[&str]) -> Result<(ImportJob, String), Output> {
     let mut uuid = None;
     let mut only = None;
     let mut quiet = false;
@@ -367,43 +554,47 @@ pub fn import<M: Machine>(m: &mut M, args: &[&str]) -> Output {
             "-q" => quiet = true,
             "-S" => match it.next() {
                 Some(u) => only = Some(u.to_string()),
-                None => return usage(),
+                None => return Err(usage()),
             },
             u if !u.starts_with('-') && uuid.is_none() => uuid = Some(u.to_string()),
-            _ => return usage(),
+            _ => return Err(usage()),
         }
     }
-    let Some(uuid) = uuid else { return usage() };
+    let Some(uuid) = uuid else { return Err(usage()) };
     if !alcove_images::manifest::is_uuid(&uuid) {
-        return alcove_images::cli::output(Err(Error::Invalid(format!("imgadm import: {uuid:?} is not an image UUID"))));
+        return Err(alcove_images::cli::output(Err(Error::Invalid(format!("imgadm import: {uuid:?} is not an image UUID")))));
     }
     if let Ok(r) = alcove_images::store::get(m.images(), &uuid) {
         let m = &r.manifest;
-        return alcove_images::cli::output(Ok(format!("Image {uuid} ({}@{}) is already installed, skipping\n", m.name, m.version)));
+        return Err(alcove_images::cli::output(Ok(format!("Image {uuid} ({}@{}) is already installed, skipping\n", m.name, m.version))));
     }
     let list = match only {
         Some(s) => match parse_source(&s) {
             Ok((u, _)) => alloc::vec![u.to_string()],
-            Err(e) => return alcove_images::cli::output(Err(e)),
+            Err(e) => return Err(alcove_images::cli::output(Err(e))),
         },
         None => match sources(m) {
             Ok(l) if l.is_empty() => {
-                return alcove_images::cli::output(Err(Error::Invalid(String::from(
+                return Err(alcove_images::cli::output(Err(Error::Invalid(String::from(
                     "imgadm import: no image sources (add one: imgadm sources -a URL, or give -S URL)",
-                ))));
+                )))));
             }
             Ok(l) => l,
-            Err(e) => return alcove_images::cli::output(Err(e)),
+            Err(e) => return Err(alcove_images::cli::output(Err(e))),
         },
     };
     let mut out = String::new();
-    let r = import_from(m, &uuid, &list, quiet, &mut out);
-    let mut o = alcove_images::cli::output(r);
-    o.stdout.insert_str(0, &out);
-    o
+    match begin_from(m, &uuid, &list, quiet, &mut out) {
+        Ok(job) => Ok((job, out)),
+        Err(e) => {
+            let mut o = alcove_images::cli::output(Err(e));
+            o.stdout.insert_str(0, &out);
+            Err(o)
+        }
+    }
 }
 
-fn import_from<M: Machine>(m: &mut M, uuid: &str, list: &[String], quiet: bool, out: &mut String) -> Result<String, Error> {
+fn begin_from<M: Machine>(m: &mut M, uuid: &str, list: &[String], quiet: bool, out: &mut String) -> Result<ImportJob, Error> {
     let auuid = alcove_api::Uuid::parse(uuid).ok_or_else(|| Error::Invalid(format!("imgadm import: {uuid:?} is not an image UUID")))?;
     let (net, pool) = m.net_and_images();
     // The first source that has the image.
@@ -427,59 +618,35 @@ fn import_from<M: Machine>(m: &mut M, uuid: &str, list: &[String], quiet: bool, 
     out.push_str(&imgapi::import_line(&manifest, &src));
     out.push('\n');
     let (url, ip) = parse_source(&source)?;
-    let (head, mut body) = Body::open(net, &url, ip, &client::imgapi::get_image_file(auuid))?;
-    if !(200..300).contains(&head.status) {
-        let bytes = body.read_all(ERROR_BODY_MAX)?;
-        client::imgapi::check_status(&head, &bytes).map_err(|e| download(&body.what, e))?;
-    }
-    if let Some(len) = head.header("content-length").and_then(|v| v.trim().parse::<u64>().ok())
-        && len != manifest.file.size
-    {
-        return Err(download(
-            &body.what,
-            format!("the file is {len} bytes (Content-Length), files[0].size says {}", manifest.file.size),
-        ));
+    let (head, mut dl) = Download::open(net, &url, ip, &client::imgapi::get_image_file(auuid))?;
+    let checked = (|| {
+        if !(200..300).contains(&head.status) {
+            let bytes = dl.read_all(net, ERROR_BODY_MAX)?;
+            client::imgapi::check_status(&head, &bytes).map_err(|e| download(&dl.what, e))?;
+        }
+        if let Some(len) = head.header("content-length").and_then(|v| v.trim().parse::<u64>().ok())
+            && len != manifest.file.size
+        {
+            return Err(download(
+                &dl.what,
+                format!("the file is {len} bytes (Content-Length), files[0].size says {}", manifest.file.size),
+            ));
+        }
+        Ok(())
+    })();
+    if let Err(e) = checked {
+        dl.close(net);
+        return Err(e);
     }
     let done = format!("Imported image {uuid} ({}@{})\n", manifest.name, manifest.version);
-    let mut meter = imgapi::Progress::new(&manifest);
-    let mut inst = Install::begin(pool, manifest, Some(&source))?;
+    let meter = imgapi::Progress::new(&manifest);
+    let mut inst = match alcove_images::store::Installing::begin(pool, manifest, Some(&source)) {
+        Ok(i) => i,
+        Err(e) => {
+            dl.close(net);
+            return Err(e);
+        }
+    };
     inst.grow_heap_with(crate::grow_heap);
-    let mut buf = alloc::vec![0u8; FILE_READ_BYTES];
-    let mut last = None;
-    loop {
-        // Whole buffers: the store writes the pool in large pieces.
-        let mut n = 0;
-        let ended = loop {
-            match body.read(&mut buf[n..]) {
-                Ok(0) => break true,
-                Ok(got) => n += got,
-                Err(e) => {
-                    inst.cancel();
-                    return Err(e);
-                }
-            }
-            if n == buf.len() {
-                break false;
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        // `write` takes back what it made when it fails.
-        inst.write(&buf[..n])?;
-        if let Some(line) = meter.advance(n as u64) {
-            last = Some(line);
-        }
-        if ended {
-            break;
-        }
-    }
-    drop(body);
-    inst.finish()?;
-    if !quiet && let Some(line) = last {
-        // A terminal shows the last progress line (the others were drawn over).
-        out.push_str(&line);
-        out.push('\n');
-    }
-    Ok(done)
+    Ok(ImportJob { uuid: uuid.to_string(), quiet, dl, inst, meter, line: None, done })
 }

@@ -12,7 +12,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::imgsrc::{IDLE_TIMEOUT_MS, Net, SOURCES_PROP, SOURCES_VOLUME};
-use crate::tests::{FROM_IMAGE, Fake, IMAGE, created_uuid, image_file, imgadm, run, server};
+use crate::tests::{BADGE, FROM_IMAGE, Fake, IMAGE, created_uuid, image_file, imgadm, run, server};
+use libipc::interfaces::{VmadmImport, vmadm};
 use crate::{Machine, ZoneServer};
 
 /// A server's answer to a request's text: the bytes it sends then closes
@@ -428,16 +429,206 @@ fn a_bad_download_is_refused_by_name_and_installs_nothing() {
         ("sent nothing for 30 s", Box::new(|_: &str| None)),
     ];
     for (why, handler) in cases {
-        let mut s = server();
-        s.host.machine.net.servers.insert(SRC_ADDR, handler);
-        s.host.machine.net.piece = 1500;
-        imgadm(&mut s, &["sources", "-a", SRC], "");
-        let out = imgadm(&mut s, &["import", IMAGE], "");
-        assert!(out.code == 1 && out.stderr.starts_with("imgadm: error (") && out.stderr.contains(why), "{why}: {out:?}");
-        if why.contains("30 s") {
-            assert!(s.host.machine.net.slept_ms >= IDLE_TIMEOUT_MS, "{why}");
+        // Each case twice: `imgadm import` whole, and stepped (the shell's).
+        let handler = alloc::rc::Rc::new(core::cell::RefCell::new(handler));
+        for stepped in [false, true] {
+            let mut s = server();
+            let h = handler.clone();
+            s.host.machine.net.servers.insert(SRC_ADDR, Box::new(move |req: &str| (h.borrow_mut())(req)));
+            s.host.machine.net.piece = 1500;
+            imgadm(&mut s, &["sources", "-a", SRC], "");
+            let (code, stderr) = if stepped {
+                let (_, end) = step_import(&mut s, BADGE, &["import", IMAGE]);
+                (end.code, end.stderr)
+            } else {
+                let out = imgadm(&mut s, &["import", IMAGE], "");
+                (out.code, out.stderr)
+            };
+            assert!(code == 1 && stderr.starts_with("imgadm: error (") && stderr.contains(why), "{why} (stepped {stepped}): {stderr:?}");
+            if why.contains("30 s") {
+                assert!(s.host.machine.net.slept_ms >= IDLE_TIMEOUT_MS, "{why}");
+            }
+            nothing_installed(&mut s);
+            // Nothing of it is kept for a step.
+            assert_eq!(call(&mut s, BADGE, vmadm::Request::import_step {}).code, 1);
         }
-        nothing_installed(&mut s);
+    }
+}
+
+/// `vmadm.import_*` from client `badge`, through the dispatch as IPC
+/// brings it.
+fn call(s: &mut ZoneServer<Fake>, badge: u64, r: vmadm::Request) -> VmadmImport {
+    use libipc::Dispatch;
+    let req = libipc::wire::encode(&r).unwrap();
+    let reply = s.dispatch_from(badge, vmadm::ID, &req).expect("dispatch");
+    match libipc::wire::decode(&reply).expect("a reply") {
+        vmadm::Reply::import_begin(r) | vmadm::Reply::import_step(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn begin(s: &mut ZoneServer<Fake>, badge: u64, args: &[&str]) -> VmadmImport {
+    call(s, badge, vmadm::Request::import_begin { args: args.iter().map(|a| a.to_string()).collect() })
+}
+
+/// An import stepped to its end as the operator shell steps it: the
+/// answers to `import_begin` and each `import_step` (the last is the end).
+fn step_import(s: &mut ZoneServer<Fake>, badge: u64, args: &[&str]) -> (Vec<VmadmImport>, VmadmImport) {
+    let mut seen = alloc::vec![begin(s, badge, args)];
+    while seen.last().unwrap().running {
+        assert!(seen.len() < 10_000, "the import never ends");
+        seen.push(call(s, badge, vmadm::Request::import_step {}));
+    }
+    let end = seen.pop().unwrap();
+    (seen, end)
+}
+
+/// The operator shell's import: each step draws a new percentage (so a
+/// terminal shows the download advance), a step reads at most
+/// `STEP_BYTES`, and the end says what was imported; the image is then
+/// installed as by `imgadm import` whole.
+#[test]
+fn a_stepped_import_shows_each_percentage_as_it_downloads() {
+    let mut s = server();
+    let (file, manifest) = image_file(256 << 10);
+    source(&mut s, manifest, file.clone(), |f| answer("200 OK", f));
+    s.host.machine.net.piece = 2048;
+    imgadm(&mut s, &["sources", "-a", SRC], "");
+    let (steps, end) = step_import(&mut s, BADGE, &["import", IMAGE]);
+    let first = &steps[0];
+    assert_eq!(first.stdout, format!("Importing {IMAGE} (test-disk@1.0) from \"{SRC}\"\n"));
+    assert_eq!((first.done_bytes, first.total_bytes, first.line.as_str()), (0, file.len() as u64, ""));
+    // 16 KiB read at a time from a 256 KiB file: 6% a read, each a step.
+    let lines: Vec<&str> = steps[1..].iter().map(|p| p.line.as_str()).collect();
+    assert!(lines.len() >= 10, "{lines:?}");
+    let mut last = 0;
+    for (p, line) in steps[1..].iter().zip(&lines) {
+        assert!(p.running && p.code == 0 && p.stdout.is_empty() && p.total_bytes == file.len() as u64, "{p:?}");
+        assert!(p.done_bytes > last && p.done_bytes - last <= crate::imgsrc::STEP_BYTES as u64, "{p:?}");
+        last = p.done_bytes;
+        let pct = (p.done_bytes * 100 / p.total_bytes) as usize;
+        assert!(line.starts_with("Downloading image 0b7b3b7e [") && line.contains(&format!("{pct:>3}%")), "{line}");
+    }
+    assert!(end.line.starts_with("Downloading image 0b7b3b7e [====================] 100%  0.2MiB of 0.2MiB"), "{end:?}");
+    assert_eq!((end.running, end.code, end.stderr.as_str()), (false, 0, ""));
+    assert_eq!(end.stdout, format!("Imported image {IMAGE} (test-disk@1.0)\n"));
+    let mut back = alloc::vec![0u8; file.len()];
+    s.host.machine.images().read(&format!("zones/{IMAGE}@final"), 0, &mut back).unwrap();
+    assert!(back == file);
+    assert!(s.host.machine.net.conns.is_empty());
+    // Nothing more to step; importing it again ends at once.
+    let after = call(&mut s, BADGE, vmadm::Request::import_step {});
+    assert!(after.code == 1 && after.stderr.contains("no import of yours is under way"), "{after:?}");
+    let again = begin(&mut s, BADGE, &["import", IMAGE]);
+    assert!(!again.running && again.code == 0 && again.stdout.contains("already installed"), "{again:?}");
+    // -q: no progress lines.
+    let mut s = server();
+    let (file, manifest) = image_file(64 << 10);
+    source(&mut s, manifest, file, |f| answer("200 OK", f));
+    let (steps, end) = step_import(&mut s, BADGE, &["import", "-q", IMAGE, "-S", SRC]);
+    assert!(steps.len() > 1 && steps.iter().all(|p| p.line.is_empty()) && end.line.is_empty(), "{steps:?} {end:?}");
+    assert_eq!(end.code, 0, "{end:?}");
+}
+
+/// One import at a time: another client's begin, import and install are
+/// refused while it is stepped, its steps are not theirs to take, and an
+/// import nobody steps for a minute is given up for the next one.
+#[test]
+fn one_import_at_a_time_and_an_abandoned_one_is_given_up() {
+    const OTHER: u64 = BADGE + 1;
+    let mut s = ZoneServer::new(Fake::default(), alloc::vec![BADGE, OTHER]);
+    let (file, manifest) = image_file(256 << 10);
+    source(&mut s, manifest, file.clone(), |f| answer("200 OK", f));
+    imgadm(&mut s, &["sources", "-a", SRC], "");
+    assert!(begin(&mut s, BADGE, &["import", IMAGE]).running);
+    let p = call(&mut s, BADGE, vmadm::Request::import_step {});
+    assert!(p.running && p.done_bytes > 0, "{p:?}");
+    let conns = s.host.machine.net.conns.len();
+    let busy = begin(&mut s, OTHER, &["import", IMAGE]);
+    assert!(!busy.running && busy.code == 1, "{busy:?}");
+    assert_eq!(
+        busy.stderr,
+        format!("imgadm: error (ImportInProgress): image {IMAGE} is being imported by another client; try again when it is done\n")
+    );
+    s.caller = OTHER;
+    for args in [&["import", IMAGE][..], &["install", "-m", "-", "-f", "zones/file"]] {
+        let out = imgadm(&mut s, args, "{}");
+        assert!(out.code == 1 && out.stderr.contains("ImportInProgress"), "{args:?}: {out:?}");
+    }
+    let theirs = call(&mut s, OTHER, vmadm::Request::import_step {});
+    assert!(theirs.code == 1 && theirs.stderr.contains("no import of yours"), "{theirs:?}");
+    // Nothing of those touched the first import: it goes on to the end.
+    assert_eq!(s.host.machine.net.conns.len(), conns);
+    let mut last = call(&mut s, BADGE, vmadm::Request::import_step {});
+    while last.running {
+        last = call(&mut s, BADGE, vmadm::Request::import_step {});
+    }
+    assert_eq!(last.code, 0, "{last:?}");
+    imgadm(&mut s, &["delete", IMAGE], "");
+    assert!(s.host.machine.images().get(&format!("zones/{IMAGE}")).is_err());
+
+    // Begun and left (the client gone): within the minute still refused,
+    // after it given up for another client, whose import completes.
+    assert!(begin(&mut s, BADGE, &["import", IMAGE]).running);
+    assert!(call(&mut s, BADGE, vmadm::Request::import_step {}).running);
+    s.host.machine.later_secs += libipc::interfaces::IMPORT_STALE_SECS - 1;
+    assert_eq!(begin(&mut s, OTHER, &["import", IMAGE]).code, 1);
+    s.host.machine.later_secs += 1;
+    let (_, end) = step_import(&mut s, OTHER, &["import", IMAGE]);
+    assert_eq!(end.code, 0, "{end:?}");
+    let gone = call(&mut s, BADGE, vmadm::Request::import_step {});
+    assert!(gone.code == 1 && gone.stderr.contains("no import of yours"), "{gone:?}");
+    assert!(s.host.machine.net.conns.is_empty());
+    imgadm(&mut s, &["delete", IMAGE], "");
+
+    // A client that begins again gives up its own earlier import; `imgadm
+    // import` whole from the same client does too.
+    assert!(begin(&mut s, BADGE, &["import", IMAGE]).running);
+    assert!(call(&mut s, BADGE, vmadm::Request::import_step {}).running);
+    let (_, end) = step_import(&mut s, BADGE, &["import", IMAGE]);
+    assert_eq!(end.code, 0, "{end:?}");
+    assert!(s.host.machine.net.conns.is_empty());
+    imgadm(&mut s, &["delete", IMAGE], "");
+    assert!(begin(&mut s, BADGE, &["import", IMAGE]).running);
+    s.caller = BADGE;
+    let whole = imgadm(&mut s, &["import", IMAGE], "");
+    assert_eq!(whole.code, 0, "{whole:?}");
+    assert!(s.host.machine.net.conns.is_empty());
+}
+
+/// Bad requests to the stepped import: refused by name, nothing begun;
+/// clients not named by `vmadm-clients=` find no such interface.
+#[test]
+fn stepped_import_refuses_bad_requests() {
+    use libipc::Dispatch;
+    let mut s = server();
+    let step = call(&mut s, BADGE, vmadm::Request::import_step {});
+    assert_eq!(
+        (step.running, step.code, step.stderr.as_str()),
+        (false, 1, "imgadm: error: no import of yours is under way (imgadm import UUID begins one)\n")
+    );
+    let huge = "x".repeat(4000);
+    for args in [
+        &[][..],
+        &["import"],
+        &["import", "-S"],
+        &["import", IMAGE, "extra"],
+        &["import", "../../etc/passwd"],
+        &["import", IMAGE, "-S", "https://images.smartos.org"],
+        &["import", IMAGE, "-S", "http://10.0.2.2:8081/\u{0}x"],
+        &["list"],
+        &["import", huge.as_str()],
+    ] {
+        let r = begin(&mut s, BADGE, args);
+        assert!(!r.running && r.code != 0 && r.stderr.starts_with("imgadm: "), "{args:?}: {r:?}");
+        assert!(r.stdout.len() + r.stderr.len() <= libipc::interfaces::VMADM_REPLY_MAX as usize);
+        assert_eq!(call(&mut s, BADGE, vmadm::Request::import_step {}).code, 1, "{args:?}");
+    }
+    assert!(s.host.machine.net.requests.is_empty());
+    for r in [vmadm::Request::import_begin { args: alloc::vec!["import".into(), IMAGE.into()] }, vmadm::Request::import_step {}] {
+        let req = libipc::wire::encode(&r).unwrap();
+        assert_eq!(s.dispatch_from(BADGE + 1, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
+        assert_eq!(s.dispatch_from(0, vmadm::ID, &req), Err(libipc::RemoteError::WrongInterface));
     }
 }
 

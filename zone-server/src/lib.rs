@@ -25,8 +25,8 @@ use alcove_vmadm::uuid::Uuid;
 use alloc::string::ToString;
 use alloc::collections::BTreeMap;
 use libipc::interfaces::{
-    VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VmadmConsole, VmadmOutput, VmadmStarted, VmadmStream, status,
-    vmadm,
+    IMPORT_STALE_SECS, VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VmadmConsole, VmadmImport, VmadmOutput,
+    VmadmStarted, VmadmStream, status, vmadm,
 };
 
 pub use host::{Machine, ZoneHost};
@@ -68,6 +68,17 @@ pub struct ZoneServer<M> {
     /// Each client's last output, for `vmadm.read` (one per client: the
     /// clients are the few `vmadm-clients=` names).
     outputs: BTreeMap<u64, VmadmOutput>,
+    /// The import a client steps (`vmadm.import_begin`/`import_step`):
+    /// one on the machine at a time (the pool has one receive).
+    import: Option<ImportSlot>,
+}
+
+/// An import under way, whose it is, and when it was last stepped
+/// (`Machine::unix_seconds`).
+struct ImportSlot {
+    owner: u64,
+    job: imgsrc::ImportJob,
+    stepped_at: u64,
 }
 
 impl<M: Machine> ZoneServer<M> {
@@ -83,6 +94,7 @@ impl<M: Machine> ZoneServer<M> {
             wake_asked: false,
             caller: 0,
             outputs: BTreeMap::new(),
+            import: None,
         }
     }
 
@@ -161,11 +173,94 @@ impl<M: Machine> ZoneServer<M> {
                 code: 1,
             };
         }
+        if matches!(args.first().map(String::as_str), Some("import" | "install")) {
+            if let Some(refusal) = self.import_refusal() {
+                return VmadmOutput { stdout: String::new(), stderr: refusal, code: 1 };
+            }
+            // An install begun now would end the pool's receive under it.
+            self.give_up_import();
+        }
         self.restore_now();
         self.refresh();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.host.imgadm(&argv, &stdin);
         VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.status }
+    }
+
+    /// Why an import or install cannot begin for the caller now: another
+    /// client's import was stepped less than [`IMPORT_STALE_SECS`] ago.
+    fn import_refusal(&mut self) -> Option<String> {
+        let slot = self.import.as_ref()?;
+        let now = self.host.machine.unix_seconds();
+        (slot.owner != self.caller && now.saturating_sub(slot.stepped_at) < IMPORT_STALE_SECS).then(|| {
+            alloc::format!(
+                "imgadm: error (ImportInProgress): image {} is being imported by another client; try again when it is done\n",
+                slot.job.uuid()
+            )
+        })
+    }
+
+    /// Gives up the import under way, if any (nothing of it installed).
+    fn give_up_import(&mut self) {
+        if let Some(slot) = self.import.take() {
+            log::info!("imgadm: import of {} given up (client {:#x})", slot.job.uuid(), slot.owner);
+            slot.job.cancel(&mut self.host.machine);
+        }
+    }
+
+    /// `vmadm.import_begin`: starts the caller's `imgadm import ...`
+    /// (`args` is imgadm's, `import` first),
+    /// to be stepped with [`ZoneServer::import_step`].
+    pub fn import_begin(&mut self, args: &[String]) -> VmadmImport {
+        let size = args.iter().map(String::len).sum::<usize>();
+        if size > VMADM_REQUEST_MAX as usize {
+            let why = alloc::format!("imgadm: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n");
+            return VmadmImport { stderr: why, code: 1, ..VmadmImport::default() };
+        }
+        if let Some(refusal) = self.import_refusal() {
+            return VmadmImport { stderr: refusal, code: 1, ..VmadmImport::default() };
+        }
+        // The caller's own earlier import (its client gone), or a stale one.
+        self.give_up_import();
+        self.restore_now();
+        self.refresh();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some(("import", argv)) = argv.split_first().map(|(first, rest)| (*first, rest)) else {
+            let why = "imgadm: error (Usage): vmadm.import_begin runs imgadm import [-q] UUID [-S SOURCE_URL] alone\n";
+            return VmadmImport { stderr: why.into(), code: 1, ..VmadmImport::default() };
+        };
+        match imgsrc::import_begin(&mut self.host.machine, argv) {
+            Ok((job, stdout)) => {
+                let (done_bytes, total_bytes) = job.progress();
+                let stepped_at = self.host.machine.unix_seconds();
+                self.import = Some(ImportSlot { owner: self.caller, job, stepped_at });
+                VmadmImport { running: true, done_bytes, total_bytes, stdout: fit(stdout), ..VmadmImport::default() }
+            }
+            Err(out) => ended(out, None),
+        }
+    }
+
+    /// `vmadm.import_step`: the next part of the caller's import.
+    pub fn import_step(&mut self) -> VmadmImport {
+        let slot = match self.import.take() {
+            Some(slot) if slot.owner == self.caller => slot,
+            other => {
+                self.import = other;
+                let why = "imgadm: error: no import of yours is under way (imgadm import UUID begins one)\n";
+                return VmadmImport { stderr: why.into(), code: 1, ..VmadmImport::default() };
+            }
+        };
+        let owner = slot.owner;
+        match slot.job.step(&mut self.host.machine) {
+            imgsrc::Stepped::Running(job) => {
+                let (done_bytes, total_bytes) = job.progress();
+                let line = job.line().unwrap_or_default().to_string();
+                let stepped_at = self.host.machine.unix_seconds();
+                self.import = Some(ImportSlot { owner, job: *job, stepped_at });
+                VmadmImport { running: true, done_bytes, total_bytes, line, ..VmadmImport::default() }
+            }
+            imgsrc::Stepped::Done { out, last_line } => ended(out, last_line),
+        }
     }
 
     /// `vmadm console UUID` from the operator shell: vmadm's usage and
@@ -380,6 +475,34 @@ impl<M: Machine> ZoneServer<M> {
     }
 }
 
+/// At most what one reply carries (an error quoting a source's answer
+/// may be long): cut at a character boundary, saying so.
+fn fit(mut text: String) -> String {
+    let max = VMADM_REPLY_MAX as usize / 2;
+    if text.len() > max {
+        let mut cut = max - 16;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" ...(cut)\n");
+    }
+    text
+}
+
+/// An import's end as `vmadm.import_*` answers it.
+fn ended(out: alcove_images::cli::Output, last_line: Option<String>) -> VmadmImport {
+    VmadmImport {
+        running: false,
+        done_bytes: 0,
+        total_bytes: 0,
+        line: last_line.unwrap_or_default(),
+        stdout: fit(out.stdout),
+        stderr: fit(out.stderr),
+        code: out.status,
+    }
+}
+
 impl<M: Machine> status::Server for ZoneServer<M> {
     /// At machine boot the first `status` is init's ready round: once it
     /// is answered, the restore runs (the autoboot VMs start with the
@@ -444,6 +567,12 @@ impl<M: Machine> vmadm::Server for ZoneServer<M> {
     }
     fn console(&mut self, uuid: String) -> VmadmConsole {
         ZoneServer::console(self, &uuid)
+    }
+    fn import_begin(&mut self, args: Vec<String>) -> VmadmImport {
+        ZoneServer::import_begin(self, &args)
+    }
+    fn import_step(&mut self) -> VmadmImport {
+        ZoneServer::import_step(self)
     }
     fn read(&mut self, stream: VmadmStream, offset: u32) -> Vec<u8> {
         let Some(out) = self.outputs.get(&self.caller) else { return Vec::new() };

@@ -48,6 +48,8 @@ pub(crate) struct Fake {
     wakes: u32,
     /// Whether `wake_after_reply` can wake the server.
     can_wake: bool,
+    /// Seconds the clock has moved on (`unix_seconds`).
+    pub(crate) later_secs: u64,
 }
 
 /// An image file's bytes, read from the front.
@@ -83,7 +85,7 @@ impl Machine for Fake {
         Ok(FileBytes(data[..bytes as usize].to_vec(), 0))
     }
     fn unix_seconds(&mut self) -> u64 {
-        1_764_782_733
+        1_764_782_733 + self.later_secs
     }
     fn random(&mut self, buf: &mut [u8]) {
         for b in buf {
@@ -224,7 +226,7 @@ impl Machine for Fake {
     }
 }
 
-const BADGE: u64 = 5;
+pub(crate) const BADGE: u64 = 5;
 
 pub(crate) fn server() -> ZoneServer<Fake> {
     ZoneServer::new(Fake::default(), vec![BADGE])

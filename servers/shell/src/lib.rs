@@ -25,14 +25,15 @@ pub mod admin;
 pub mod dladm;
 pub mod editor;
 pub mod parse;
+pub mod progress;
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use editor::{Editor, Input, MAX_LINE};
 use libipc::interfaces::{
-    DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SvcState, SwitchInfo, VmadmConsole, VmadmOutput,
-    VnicError, VnicInfo, VolumeInfo,
+    DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SvcState, SwitchInfo, VmadmConsole, VmadmImport,
+    VmadmOutput, VnicError, VnicInfo, VolumeInfo,
 };
 
 /// A server's answer: `Err(String)` when the call itself failed (no
@@ -44,6 +45,11 @@ pub trait System {
     /// Runs `program ARGS...` (`program` is `vmadm` or `imgadm`) at
     /// zone-server with `stdin` as the payload.
     fn vmadm(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
+    /// zone-server's `vmadm.import_begin`: starts `imgadm import ARGS`
+    /// (`args` begins with `import`), to be stepped.
+    fn import_begin(&mut self, args: Vec<String>) -> Result<VmadmImport, String>;
+    /// zone-server's `vmadm.import_step`: the import's next part.
+    fn import_step(&mut self) -> Result<VmadmImport, String>;
     /// init's servers and their states.
     fn services(&mut self) -> Result<Vec<SvcInfo>, String>;
     /// What init can tell of the machine.
@@ -265,7 +271,7 @@ impl<S: System> Shell<S> {
                 out.clear();
             }
             let reply = match input {
-                Input::Line(line) => self.run(&line),
+                Input::Line(line) => self.run_showing(&line, show),
                 Input::TooLong(n) => {
                     Reply::fail(format!("shell: the line is {n} bytes, longer than {MAX_LINE}: ignored\n"), 2)
                 }
@@ -352,6 +358,55 @@ impl<S: System> Shell<S> {
         let name = if c.alias.is_empty() { String::new() } else { format!(" ({})", printable(&c.alias)) };
         self.attached = Some(Attached { uuid: uuid.into(), target: c.target, pending: Vec::new() });
         Reply::ok(format!("[Connected to console of VM {uuid}{name}. Escape sequence is ^]]\n"))
+    }
+
+    /// Runs one command line, showing what a command draws as it goes
+    /// (`imgadm import`'s progress) through `show`; the rest is the reply.
+    pub fn run_showing(&mut self, line: &str, show: &mut dyn FnMut(&[u8])) -> Reply {
+        if let Ok(cmd) = parse::parse(line)
+            && cmd.piped.is_empty()
+            && cmd.stdin.is_none()
+            && cmd.words.first().is_some_and(|w| w == "imgadm")
+            && cmd.words.get(1).is_some_and(|w| w == "import")
+        {
+            return self.imgadm_import(&cmd.words[1..], show);
+        }
+        self.run(line)
+    }
+
+    /// `imgadm import ...`: zone-server's import stepped here, its
+    /// progress line drawn over itself as the download goes (as imgadm
+    /// draws it on a terminal), then the lines that end it.
+    fn imgadm_import(&mut self, args: &[String], show: &mut dyn FnMut(&[u8])) -> Reply {
+        let gone = |e: String| format!("imgadm: zone-server did not answer: {e}\n");
+        let mut p = match self.system.import_begin(args.to_vec()) {
+            Ok(p) => p,
+            Err(e) => return Reply::fail(gone(e), 1),
+        };
+        show(p.stdout.as_bytes());
+        let mut drawer = progress::ProgressDrawer::new(true);
+        while p.running {
+            p = match self.system.import_step() {
+                Ok(p) => p,
+                Err(e) => {
+                    let mut text = drawer.finish();
+                    text.push_str(&gone(e));
+                    return Reply::fail(text, 1);
+                }
+            };
+            if p.running {
+                show(drawer.draw(&p.line).as_bytes());
+            }
+        }
+        // The end: its last line (100% when it completed) drawn too.
+        let mut text = drawer.draw(&p.line);
+        text.push_str(&drawer.finish());
+        text.push_str(&p.stdout);
+        text.push_str(&p.stderr);
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Reply { text, code: p.code }
     }
 
     /// Runs one command line.

@@ -1,7 +1,7 @@
 extern crate std;
 
 use super::*;
-use libipc::interfaces::{PoolError, SvcError, SwitchInfo, VnicError, VnicInfo, VolumeInfo};
+use libipc::interfaces::{PoolError, SvcError, SwitchInfo, VmadmImport, VnicError, VnicInfo, VolumeInfo};
 use std::collections::BTreeMap;
 use alloc::vec;
 use parse::{ParseError, parse};
@@ -56,6 +56,12 @@ struct Mock {
     send_fails_at: Option<u64>,
     /// Offsets of `pool_send_chunk` calls.
     chunk_reads: Vec<u64>,
+    /// zone-server's answers to `import_begin` then each `import_step`, in
+    /// order (`None`: the call fails, zone-server gone); the calls made
+    /// (`begin ARGS` or `step`) and what the terminal showed at each.
+    imports: std::collections::VecDeque<Option<VmadmImport>>,
+    import_calls: Vec<String>,
+    shown_at_imports: Vec<Vec<u8>>,
 }
 
 /// The mock's send stream of `snap` (incremental from `from`): a header
@@ -119,6 +125,16 @@ impl System for Mock {
             Some("list") => VmadmOutput { stdout: "UUID  TYPE  RAM  STATE  ALIAS\n".into(), stderr: String::new(), code: 0 },
             _ => VmadmOutput { stdout: String::new(), stderr: "vmadm: bad verb".into(), code: 2 },
         })
+    }
+    fn import_begin(&mut self, args: Vec<String>) -> Result<VmadmImport, String> {
+        self.import_calls.push(std::format!("begin {}", args.join(" ")));
+        self.shown_at_imports.push(self.screen.borrow().clone());
+        self.imports.pop_front().flatten().ok_or_else(|| "the endpoint is gone".into())
+    }
+    fn import_step(&mut self) -> Result<VmadmImport, String> {
+        self.import_calls.push("step".into());
+        self.shown_at_imports.push(self.screen.borrow().clone());
+        self.imports.pop_front().flatten().ok_or_else(|| "the endpoint is gone".into())
     }
     fn services(&mut self) -> Result<Vec<SvcInfo>, String> {
         Ok(vec![
@@ -1403,4 +1419,108 @@ fn a_pipe_splits_commands_unless_quoted() {
         Reply::fail("shell: the one pipeline this shell runs is `zfs send [-i SNAP] SNAPSHOT | zfs receive [-nvF] NAME`\n".into(), 2)
     );
     assert_eq!(shell().run("a |"), Reply::fail("shell: syntax error: near unexpected token `|'\n".into(), 2));
+}
+
+const IMG: &str = "1a9e0000-0000-4000-8000-00000000000a";
+
+fn downloading(pct: u32) -> String {
+    std::format!("Downloading image 1a9e0000 [{:<20}] {pct:>3}%  0.{}MiB of 0.2MiB", "=".repeat(pct as usize / 5), pct / 50)
+}
+
+fn running(line: &str, stdout: &str) -> Option<VmadmImport> {
+    Some(VmadmImport { running: true, done_bytes: 1, total_bytes: 4, line: line.into(), stdout: stdout.into(), ..Default::default() })
+}
+
+fn ended(line: &str, stdout: &str, stderr: &str, code: i32) -> Option<VmadmImport> {
+    Some(VmadmImport { line: line.into(), stdout: stdout.into(), stderr: stderr.into(), code, ..Default::default() })
+}
+
+/// Types `line` with the terminal recorded as it is drawn.
+fn typed_live(sh: &mut Shell<Mock>, line: &str) -> String {
+    let screen = sh.system.screen.clone();
+    screen.borrow_mut().clear();
+    let mut show = |b: &[u8]| screen.borrow_mut().extend_from_slice(b);
+    sh.input_to(line.as_bytes(), &mut show);
+    std::string::String::from_utf8(screen.borrow().clone()).unwrap()
+}
+
+/// `imgadm import`: the `Importing` line, then each new progress line
+/// drawn over the last while zone-server downloads (on the terminal
+/// before the next step is asked for), the 100% line, one newline, and
+/// `Imported image`; nothing goes through the one-shot `vmadm` call.
+#[test]
+fn imgadm_import_draws_its_progress_in_place_as_it_downloads() {
+    let mut sh = shell();
+    let importing = std::format!("Importing {IMG} (imported-disk@1.0) from \"http://10.0.2.2:8081\"\n");
+    let done = std::format!("Imported image {IMG} (imported-disk@1.0)\n");
+    sh.system.imports = [
+        running("", &importing),
+        running(&downloading(25), ""),
+        running(&downloading(50), ""),
+        running(&downloading(50), ""),
+        running(&downloading(75), ""),
+        ended(&downloading(100), &done, "", 0),
+    ]
+    .into();
+    let all = typed_live(&mut sh, &std::format!("imgadm import {IMG}\r"));
+    assert_eq!(
+        all,
+        std::format!(
+            "imgadm import {IMG}\n{importing}\r{}\r{}\r{}\r{}\n{done}[root@box1 ~]# ",
+            downloading(25),
+            downloading(50),
+            downloading(75),
+            downloading(100)
+        )
+    );
+    assert_eq!(sh.status, 0);
+    assert_eq!(sh.system.import_calls, [std::format!("begin import {IMG}"), "step".into(), "step".into(), "step".into(), "step".into(), "step".into()]);
+    // Live: each line was on the terminal before the next step was asked for.
+    let at = |i: usize| std::string::String::from_utf8(sh.system.shown_at_imports[i].clone()).unwrap();
+    assert!(at(1).ends_with(&importing), "{:?}", at(1));
+    assert!(at(2).ends_with(&std::format!("\r{}", downloading(25))), "{:?}", at(2));
+    assert!(at(5).ends_with(&std::format!("\r{}", downloading(75))), "{:?}", at(5));
+    assert!(sh.system.calls.is_empty(), "{:?}", sh.system.calls);
+
+    // -q: zone-server sends no lines; nothing is drawn, no stray newline.
+    sh.system.imports = [running("", &importing), running("", ""), ended("", &done, "", 0)].into();
+    let all = typed_live(&mut sh, &std::format!("imgadm import -q {IMG}\r"));
+    assert_eq!(all, std::format!("imgadm import -q {IMG}\n{importing}{done}[root@box1 ~]# "));
+    assert_eq!(sh.system.import_calls.last().map(String::as_str), Some("step"));
+    assert!(sh.system.import_calls.contains(&std::format!("begin import -q {IMG}")));
+}
+
+/// A refused import: the line drawn so far stays, ended by a newline, then
+/// imgadm's error and its exit status; refused at once (no such image,
+/// usage), no progress at all. zone-server gone at the start or half way:
+/// the shell says so and the prompt comes back.
+#[test]
+fn imgadm_import_failures_end_the_line_and_say_why() {
+    let mut sh = shell();
+    let why = "imgadm: error (DownloadError): GET http://10.0.2.2:8081/images/X/file: files[0].sha1 says a, the file is b\n";
+    sh.system.imports = [running("", "Importing ...\n"), running(&downloading(50), ""), ended(&downloading(50), "", why, 1)].into();
+    let all = typed_live(&mut sh, &std::format!("imgadm import {IMG}\r"));
+    assert_eq!(all, std::format!("imgadm import {IMG}\nImporting ...\n\r{}\n{why}[root@box1 ~]# ", downloading(50)));
+    assert_eq!(sh.status, 1);
+
+    let usage = "imgadm: error (Usage): imgadm import: usage: imgadm import [-q] UUID [-S SOURCE_URL]\n";
+    sh.system.imports = [ended("", "", usage, 1)].into();
+    let all = typed_live(&mut sh, "imgadm import\r");
+    assert_eq!(all, std::format!("imgadm import\n{usage}[root@box1 ~]# "));
+    assert_eq!(sh.system.import_calls.last().map(String::as_str), Some("begin import"));
+
+    sh.system.imports = [None].into();
+    let all = typed_live(&mut sh, &std::format!("imgadm import {IMG}\r"));
+    assert_eq!(all, std::format!("imgadm import {IMG}\nimgadm: zone-server did not answer: the endpoint is gone\n[root@box1 ~]# "));
+    assert_eq!(sh.status, 1);
+
+    sh.system.imports = [running("", "Importing ...\n"), running(&downloading(5), ""), None].into();
+    let all = typed_live(&mut sh, &std::format!("imgadm import {IMG}\r"));
+    assert_eq!(
+        all,
+        std::format!("imgadm import {IMG}\nImporting ...\n\r{}\nimgadm: zone-server did not answer: the endpoint is gone\n[root@box1 ~]# ", downloading(5))
+    );
+    assert_eq!(sh.status, 1);
+    // The shell goes on.
+    assert_eq!(typed_live(&mut sh, "vmadm list\r"), "vmadm list\nUUID  TYPE  RAM  STATE  ALIAS\n[root@box1 ~]# ");
 }

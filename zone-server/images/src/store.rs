@@ -242,9 +242,53 @@ enum Decompress {
 
 /// An install in progress: feed it the file's bytes as they arrive
 /// ([`Install::write`]), then [`Install::finish`]. Any error leaves no
-/// volume behind.
+/// volume behind. It borrows the pool for its life; [`Installing`] is the
+/// same install holding no borrow (the pool handed to each call), for a
+/// caller that keeps it between requests (zone-server's stepped import).
 pub struct Install<'p, P: PoolOps> {
     pool: &'p mut P,
+    state: Installing,
+}
+
+impl<'p, P: PoolOps> Install<'p, P> {
+    /// Starts installing `manifest`'s image; `source` is the IMGAPI source
+    /// it comes from (kept for `imgadm get`).
+    pub fn begin(pool: &'p mut P, manifest: Manifest, source: Option<&str>) -> Result<Self, Error> {
+        let state = Installing::begin(pool, manifest, source)?;
+        Ok(Install { pool, state })
+    }
+
+    /// Lets the decompression grow the process's heap (an xz dictionary
+    /// that does not fit it: see [`crate::xz`]).
+    pub fn grow_heap_with(&mut self, grow: crate::xz::GrowHeap) {
+        self.state.grow_heap_with(grow);
+    }
+
+    /// Bytes of the file taken so far.
+    pub fn received(&self) -> u64 {
+        self.state.received()
+    }
+
+    /// Takes the next bytes of the file.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.state.write(&mut *self.pool, bytes)
+    }
+
+    /// The file ended: checks it, snapshots `@final`, and makes the image
+    /// visible as `zones/<uuid>`.
+    pub fn finish(self) -> Result<ImageRecord, Error> {
+        self.state.finish(self.pool)
+    }
+
+    /// Gives up: the partial volume is destroyed.
+    pub fn cancel(self) {
+        self.state.cancel(self.pool);
+    }
+}
+
+/// An install in progress that holds no borrow of the pool: each call is
+/// handed it (the same pool every time). See [`Install`].
+pub struct Installing {
     manifest: Manifest,
     source: Option<String>,
     sha1: Sha1,
@@ -254,10 +298,10 @@ pub struct Install<'p, P: PoolOps> {
     failed: bool,
 }
 
-impl<'p, P: PoolOps> Install<'p, P> {
+impl Installing {
     /// Starts installing `manifest`'s image; `source` is the IMGAPI source
     /// it comes from (kept for `imgadm get`).
-    pub fn begin(pool: &'p mut P, manifest: Manifest, source: Option<&str>) -> Result<Self, Error> {
+    pub fn begin<P: PoolOps + ?Sized>(pool: &mut P, manifest: Manifest, source: Option<&str>) -> Result<Self, Error> {
         let volume = image_volume(pool, &manifest.uuid);
         let partial = format!("{volume}-partial");
         let names: Vec<String> = pool.list().into_iter().map(|d| d.name).collect();
@@ -282,8 +326,7 @@ impl<'p, P: PoolOps> Install<'p, P> {
             Compression::Xz => Decompress::Xz(XzReader::new(Sink::stream_limit(volsize))),
             Compression::None => Decompress::None,
         };
-        Ok(Install {
-            pool,
+        Ok(Installing {
             source: source.map(str::to_owned),
             sha1: Sha1::new(),
             received: 0,
@@ -303,6 +346,11 @@ impl<'p, P: PoolOps> Install<'p, P> {
         })
     }
 
+    /// The manifest being installed.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
     /// Lets the decompression grow the process's heap (an xz dictionary
     /// that does not fit it: see [`crate::xz`]).
     pub fn grow_heap_with(&mut self, grow: crate::xz::GrowHeap) {
@@ -317,25 +365,25 @@ impl<'p, P: PoolOps> Install<'p, P> {
     }
 
     /// Takes the next bytes of the file.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+    pub fn write<P: PoolOps>(&mut self, pool: &mut P, bytes: &[u8]) -> Result<(), Error> {
         if self.failed {
             return Err(Error::Invalid("install already failed".into()));
         }
-        let r = self.write_inner(bytes);
+        let r = self.write_inner(pool, bytes);
         if r.is_err() {
-            self.abort();
+            self.abort(pool);
         }
         r
     }
 
-    fn write_inner(&mut self, bytes: &[u8]) -> Result<(), Error> {
+    fn write_inner<P: PoolOps>(&mut self, pool: &mut P, bytes: &[u8]) -> Result<(), Error> {
         let declared = self.manifest.file.size;
         if self.received + bytes.len() as u64 > declared {
             return Err(Error::FileTooLong { declared });
         }
         self.received += bytes.len() as u64;
         self.sha1.update(bytes);
-        let pool: &mut dyn PoolOps = &mut *self.pool;
+        let pool: &mut dyn PoolOps = pool;
         let sink = &mut self.sink;
         match &mut self.decompress {
             Decompress::Gzip(g) => g.feed(bytes, &mut |piece| sink.take(pool, piece)),
@@ -346,18 +394,18 @@ impl<'p, P: PoolOps> Install<'p, P> {
 
     /// The file ended: checks it, snapshots `@final`, and makes the image
     /// visible as `zones/<uuid>`.
-    pub fn finish(mut self) -> Result<ImageRecord, Error> {
+    pub fn finish<P: PoolOps>(mut self, pool: &mut P) -> Result<ImageRecord, Error> {
         if self.failed {
             return Err(Error::Invalid("install already failed".into()));
         }
-        let r = self.finish_inner();
+        let r = self.finish_inner(pool);
         if r.is_err() {
-            self.abort();
+            self.abort(pool);
         }
         r
     }
 
-    fn finish_inner(&mut self) -> Result<ImageRecord, Error> {
+    fn finish_inner<P: PoolOps>(&mut self, pool: &mut P) -> Result<ImageRecord, Error> {
         let m = &self.manifest;
         if self.received != m.file.size {
             return Err(Error::Truncated { declared: m.file.size, got: self.received });
@@ -371,7 +419,7 @@ impl<'p, P: PoolOps> Install<'p, P> {
             Decompress::Xz(x) => x.finish()?,
             Decompress::None => {}
         }
-        let pool: &mut dyn PoolOps = &mut *self.pool;
+        let pool: &mut dyn PoolOps = pool;
         self.sink.finish(pool)?;
         let partial = self.sink.volume.clone();
         let json = self.manifest.to_json_string();
@@ -397,20 +445,20 @@ impl<'p, P: PoolOps> Install<'p, P> {
     }
 
     /// Gives up: the partial volume is destroyed.
-    pub fn cancel(mut self) {
-        self.abort();
+    pub fn cancel<P: PoolOps>(mut self, pool: &mut P) {
+        self.abort(pool);
     }
 
-    fn abort(&mut self) {
+    fn abort<P: PoolOps>(&mut self, pool: &mut P) {
         self.failed = true;
         if core::mem::take(&mut self.sink.receiving) {
             // What the receive wrote (a hidden volume) goes with it.
-            let _ = self.pool.receive_end(false);
+            let _ = pool.receive_end(false);
         }
-        if self.sink.created || self.pool.list().iter().any(|d| d.name == self.sink.volume) {
+        if self.sink.created || pool.list().iter().any(|d| d.name == self.sink.volume) {
             // Best effort: a pool that fails here is reported by its own
             // next operation; the next install removes the leftover.
-            let _ = self.pool.destroy(&self.sink.volume, true);
+            let _ = pool.destroy(&self.sink.volume, true);
         }
     }
 }

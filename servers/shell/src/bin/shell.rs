@@ -18,7 +18,7 @@ mod machine {
     use alloc::vec::Vec;
     use libipc::cap::Cap;
     use libipc::interfaces::{
-        DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SwitchInfo, VmadmConsole, VmadmOutput,
+        DatasetEntry, MachineInfo, PoolError, PoolStatus, SvcError, SvcInfo, SwitchInfo, VmadmConsole, VmadmImport, VmadmOutput,
         VnicError, VnicInfo, VolumeInfo, console, pool, svc, vmadm, vnic,
     };
     use shell::Answer;
@@ -52,6 +52,16 @@ mod machine {
             // no reply-size limit.
             let client = vmadm::Client::new(KernelTransport::new(Cap::from_slot(ep)));
             libipc::interfaces::vmadm_run_whole(&client, program, args, stdin).map_err(|e| e.to_string())
+        }
+
+        fn import_begin(&mut self, args: Vec<String>) -> Result<VmadmImport, String> {
+            let ep = self.zone.ok_or_else(|| missing("zone-server"))?;
+            vmadm::Client::new(KernelTransport::new(Cap::from_slot(ep))).import_begin(args).map_err(|e| e.to_string())
+        }
+
+        fn import_step(&mut self) -> Result<VmadmImport, String> {
+            let ep = self.zone.ok_or_else(|| missing("zone-server"))?;
+            vmadm::Client::new(KernelTransport::new(Cap::from_slot(ep))).import_step().map_err(|e| e.to_string())
         }
 
         fn services(&mut self) -> Result<Vec<SvcInfo>, String> {
