@@ -673,17 +673,21 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
     let halt = vcpu.halt_until.take();
     let woken = halt.is_some() && woken_meanwhile(vcpu);
     // Its last capability went while it ran: it is destroyed below, on
-    // every way out, a halt included (security issue finding 7).
-    let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
+    // every way out, a halt included (security issue finding 7). No longer
+    // running from here on either way (`destroy_vcpu` defers while it is).
+    let doomed = match k.vcpus.get_mut(id) {
+        Some(v) => {
+            v.running = false;
+            v.refs == 0
+        }
+        None => true,
+    };
     if let Some(until) = halt
         && !doomed
     {
         // Sleep in the kernel; the thread re-enters VcpuRun on wake-up
         // (the system call restarts: RIP back over SYSCALL, RAX its number).
         // If the wake-up came already, it re-enters at once.
-        if let Some(v) = k.vcpus.get_mut(id) {
-            v.running = false;
-        }
         if let Some(th) = k.thread_mut(me) {
             th.ctx.rip = th.ctx.rip.wrapping_sub(2);
             th.ctx.rax = abi::Sys::VcpuRun as u64;
@@ -697,13 +701,8 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
         }
         return (k, None);
     }
-    match k.vcpus.get_mut(id) {
-        Some(v) if !doomed => v.running = false,
-        Some(v) => {
-            v.running = false;
-            k.destroy_vcpu(id);
-        }
-        None => {}
+    if doomed {
+        k.destroy_vcpu(id);
     }
     (k, Some(exit))
 }
@@ -742,7 +741,9 @@ fn enter(vcpu: &mut Vcpu, run: &mut VcpuRun, vmx: bool) -> VcpuExit {
 }
 
 fn prepare(k: &mut Kernel, me: Id, pid: Id, slot: u64) -> Result<(Id, *mut Vcpu), Error> {
-    let space = k.processes.get(pid).ok_or(Error::Gone)?.space;
+    // Live: the process of this CPU's current thread, under the lock since
+    // the system call's entry (a process ends only with its threads).
+    let space = k.processes.get_live(pid).ok_or(Error::Gone)?.space;
     let slot = u32::try_from(slot).map_err(|_| Error::InvalidSlot)?;
     let Obj::Vcpu(id) = k.cap(space, slot, Rights::MANAGE)? else { return Err(Error::WrongType) };
     let cpu = percpu::index();
