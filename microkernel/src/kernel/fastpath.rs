@@ -243,7 +243,9 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id, exit: Option
     // another while the lock is down). Only the TSS's I/O bitmap is looked
     // at: another thread of the process may have been given ports on
     // another CPU meanwhile, which the next switch here would pick up.
-    let owner = k.processes.get(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
+    // Live: the process of a live thread (looked up above with its
+    // generation).
+    let owner = k.processes.get_live(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
     let super::Kernel { io_bitmap_owner, processes, .. } = &mut *k;
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
     percpu::this().in_user.store(true, Ordering::Release);

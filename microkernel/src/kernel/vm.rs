@@ -17,7 +17,7 @@ use crate::arch::{self, percpu, svm, vmx};
 use abi::{Error, Rights, VcpuExit, VcpuRun};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use kcore::pagetable::{self, Ept, Flags, Npt};
 use kcore::slab::Id;
 use kcore::vcpu_halt::{
@@ -29,6 +29,14 @@ use kcore::vlapic::{Effect, VLapic, VLapicConfig};
 pub const GPA_LIMIT: u64 = 1 << 46;
 
 static BACKEND: spin::Once<Option<Hw>> = spin::Once::new();
+/// Which backend `BACKEND` holds, as one byte (`KIND_*`) for the checks of
+/// every `VcpuRun` (`enabled_on`, `is_vmx`): one load instead of the
+/// `Once`'s state and the `Option`'s tag. Set with it, before other CPUs
+/// start.
+static KIND: AtomicU8 = AtomicU8::new(KIND_NONE);
+const KIND_NONE: u8 = 0;
+const KIND_SVM: u8 = 1;
+const KIND_VMX: u8 = 2;
 static IOPM_PA: AtomicU64 = AtomicU64::new(0);
 static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
 /// VPIDs (VMX) of live vCPUs. A reused one is flushed at the vCPU's first
@@ -93,6 +101,14 @@ pub fn init() {
             None => None,
         },
     });
+    KIND.store(
+        match backend() {
+            Some(Hw::Svm(_)) => KIND_SVM,
+            Some(Hw::Vmx(_)) => KIND_VMX,
+            None => KIND_NONE,
+        },
+        Ordering::Release,
+    );
     match backend() {
         Some(Hw::Svm(i)) => log::info!(
             "vm: AMD SVM with nested paging, {} ASIDs, NRIP-save {}",
@@ -141,15 +157,15 @@ pub fn init_cpu(cpu: usize) {
 }
 
 fn enabled_on(cpu: usize) -> bool {
-    match backend() {
-        Some(Hw::Svm(_)) => svm::enabled_on(cpu),
-        Some(Hw::Vmx(_)) => vmx::enabled_on(cpu),
-        None => false,
+    match KIND.load(Ordering::Acquire) {
+        KIND_SVM => svm::enabled_on(cpu),
+        KIND_VMX => vmx::enabled_on(cpu),
+        _ => false,
     }
 }
 
 fn is_vmx() -> bool {
-    matches!(backend(), Some(Hw::Vmx(_)))
+    KIND.load(Ordering::Acquire) == KIND_VMX
 }
 
 /// Nested-page-table operations in the backend's format.
