@@ -618,6 +618,7 @@ fn run_page(vcpu: &Vcpu) -> RunPage {
 /// it to the thread (`rax` 0, `rdi` the exit) with its own lookup of the
 /// thread (`fastpath::resume_caller`); `None` when the registers are
 /// already set (an error) or the call restarts (a halt).
+#[inline(always)]
 pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard, Option<VcpuExit>) {
     let r = prepare(&mut k, me, pid, slot);
     let (id, vcpu_ptr) = match r {
