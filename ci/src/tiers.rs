@@ -1268,9 +1268,17 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     let mut vm_skip: Vec<&str> = VM_FIGURES.to_vec();
     vm_skip.push("boot_to_ready");
     let icount: Vec<_> = icount.into_iter().chain([(vm_phases, VM_PHASE_FIGURES, &vm_skip[..])]).collect();
+    let mut seen: Vec<Figure> = Vec::new();
     for (case, expect, skip) in icount.iter().filter(|(c, _, _)| only(&c.name)) {
         let (_, judged) = bench_case(case, &kernel, Some(Duration::from_secs(300)), expect, skip)?;
-        out.take(judged);
+        seen.extend(out.take(judged));
+    }
+    // Issue 11's third goal as one figure: what a port exit's trip through
+    // the VMM costs over an exit the kernel finishes (to be at most
+    // ipc_roundtrip_same_core).
+    let value = |name: &str| seen.iter().find(|f| f.name == name).and_then(|f| f.value.parse::<i64>().ok());
+    if let (Some(pio), Some(cpuid)) = (value("vmexit_pio_user"), value("vmexit_cpuid")) {
+        out.take(Ok(vec![Figure::new("vmexit_pio_user_over_cpuid", pio - cpuid, "instructions")]));
     }
     // The same round trips with the fast paths off (`general_*`): the
     // general path's length, and with it what the cross-core round trip
