@@ -551,6 +551,9 @@ pub struct VolumeInfo {
     pub refreservation: u64,
     /// How many user properties (`module:key`) it has.
     pub user_props: u32,
+    /// The function of its new data blocks: `on` (fletcher4, the default),
+    /// `fletcher4`, `blake3` or `sha256`.
+    pub checksum: String,
 }
 
 /// A page of user-property keys; `next` as in [`DatasetPage`].

@@ -21,7 +21,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use alcove_pool::Error as E;
-use alcove_pool::pool::{PROP_COMPRESSION, PROP_QUOTA, PROP_REFRESERVATION, PROP_RESERVATION, Receiver, SendCursor};
+use alcove_pool::pool::{PROP_CHECKSUM, PROP_COMPRESSION, PROP_QUOTA, PROP_REFRESERVATION, PROP_RESERVATION, Receiver, SendCursor};
 use libipc::blkring::BlockDevice;
 use libipc::cap::{Cap, Endpoint};
 use libipc::interfaces::{
@@ -318,6 +318,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
             reservation: usage.reservation,
             refreservation: usage.refreservation,
             user_props: d.props.keys().filter(|k| k.contains(':')).count() as u32,
+            checksum: d.props.get(PROP_CHECKSUM).cloned().unwrap_or_else(|| "on".into()),
         })
     }
 
@@ -342,7 +343,7 @@ impl<D: BlockDevice, F: RingFactory> pool::Server for Storaged<D, F> {
     fn set(&mut self, name: String, key: String, value: String, append: bool) -> Result<(), PoolError> {
         let mut p = self.admin_pool()?;
         Self::visible(&name)?;
-        let native = [PROP_COMPRESSION, PROP_QUOTA, PROP_RESERVATION, PROP_REFRESERVATION].contains(&key.as_str());
+        let native = [PROP_COMPRESSION, PROP_CHECKSUM, PROP_QUOTA, PROP_RESERVATION, PROP_REFRESERVATION].contains(&key.as_str());
         let value = if append {
             if native {
                 return Err(PoolError::Invalid { why: format!("property {key:?}: append is for user properties") });

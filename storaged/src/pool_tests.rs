@@ -411,6 +411,14 @@ fn replies_are_bounded_and_pages_and_pieces_add_up() {
     assert_eq!((info.compression.as_str(), info.quota), ("lz4", MIB));
     let r = c.set(long(0), "compression".into(), "gzip".into(), false).unwrap();
     assert!(matches!(r, Err(PoolError::Invalid { .. })), "{r:?}");
+    // checksum: `on` (fletcher4) until set; `off` refused by name.
+    assert_eq!(info.checksum, "on");
+    c.set(long(0), "checksum".into(), "sha256".into(), false).unwrap().unwrap();
+    assert_eq!(c.get(long(0)).unwrap().unwrap().checksum, "sha256");
+    let r = c.set(long(0), "checksum".into(), "off".into(), false).unwrap();
+    assert!(matches!(&r, Err(PoolError::Invalid { why }) if why.contains("off is not supported")), "{r:?}");
+    let r = c.set(long(0), "checksum".into(), "256".into(), true).unwrap();
+    assert!(matches!(&r, Err(PoolError::Invalid { why }) if why.contains("append")), "{r:?}");
     assert!(c.get("zones/nope".into()).unwrap().is_err());
 }
 

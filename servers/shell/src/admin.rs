@@ -76,7 +76,7 @@ where 'command' is one of the following:
 
 /// Properties `zfs get all` shows, in ZFS's order, and what `zfs list -o`
 /// and `zfs get` take (`avail` and `refer` are ZFS's short names).
-const NATIVE: [&str; 16] = [
+const NATIVE: [&str; 17] = [
     "type",
     "creation",
     "used",
@@ -88,6 +88,7 @@ const NATIVE: [&str; 16] = [
     "volblocksize",
     "quota",
     "refreservation",
+    "checksum",
     "compression",
     "origin",
     "guid",
@@ -95,7 +96,7 @@ const NATIVE: [&str; 16] = [
     "mountpoint",
 ];
 /// Those `zfs set` may change (storaged's `pool.set`).
-const SETTABLE: [&str; 4] = ["compression", "quota", "reservation", "refreservation"];
+const SETTABLE: [&str; 5] = ["compression", "checksum", "quota", "reservation", "refreservation"];
 
 fn long_name(p: &str) -> &str {
     match p {
@@ -140,6 +141,10 @@ fn native_value(v: &VolumeInfo, prop: &str, parsable: bool) -> (String, &'static
         "compression" if !v.snapshot => {
             let src = if v.compression == "off" { "default" } else { "local" };
             (v.compression.clone(), src)
+        }
+        "checksum" if !v.snapshot => {
+            let src = if v.checksum == "on" { "default" } else { "local" };
+            (v.checksum.clone(), src)
         }
         "origin" => ro(v.origin.clone().unwrap_or_else(|| "-".into())),
         "guid" => ro(v.guid.to_string()),
@@ -533,7 +538,7 @@ impl<S: System> Shell<S> {
                 let mut p: Vec<String> = NATIVE
                     .iter()
                     .filter(|p| {
-                        !(v.snapshot && matches!(**p, "available" | "reservation" | "refreservation" | "quota" | "compression"))
+                        !(v.snapshot && matches!(**p, "available" | "reservation" | "refreservation" | "quota" | "compression" | "checksum"))
                             && !(**p == "origin" && v.origin.is_none())
                     })
                     .map(|p| p.to_string())

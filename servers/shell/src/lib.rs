@@ -191,7 +191,7 @@ Alcove operator shell. Commands:
                           the pool's volumes and snapshots (NAME USED AVAIL REFER
                           MOUNTPOINT; -t volume adds VOLSIZE)
   zfs get [-H] [-p] PROP[,PROP...]|all NAME...
-  zfs set PROP=VALUE NAME compression, quota, reservation, refreservation, module:key
+  zfs set PROP=VALUE NAME compression, checksum, quota, reservation, refreservation, module:key
   zfs snapshot VOLUME@SNAP...
   zfs clone SNAPSHOT VOLUME
   zfs rollback [-r] SNAPSHOT

@@ -89,6 +89,7 @@ impl Mock {
                         creation: 1_796_395_839,
                         origin: origin.map(String::from),
                         compression: "off".into(),
+                        checksum: "on".into(),
                         used: if snapshot { 0 } else { volsize / 2 },
                         available: if snapshot { 0 } else { 40 << 20 },
                         referenced: volsize / 2,
@@ -197,6 +198,8 @@ impl System for Mock {
         match key {
             "compression" if value == "lz4" || value == "off" => v.compression = value.into(),
             "compression" => return Ok(Err(PoolError::Invalid { why: std::format!("compression {value:?}: off or lz4") })),
+            "checksum" if ["on", "fletcher4", "blake3", "sha256"].contains(&value) => v.checksum = value.into(),
+            "checksum" => return Ok(Err(PoolError::Invalid { why: std::format!("checksum {value:?}: not a function") })),
             "quota" => match value.strip_suffix('M').and_then(|n| n.parse::<u64>().ok()) {
                 Some(m) => v.quota = m << 20,
                 None => return Ok(Err(PoolError::Invalid { why: std::format!("quota {value:?}: not a size") })),
@@ -991,6 +994,11 @@ fn zfs_get_and_set() {
         r.text,
         "zones/img\tcompression\tlz4\tlocal\nzones/img\tquota\t64M\tlocal\nzones/img\talcove:note\thello world\tlocal\nzones/img\talcove:none\t-\t-\n"
     );
+    // checksum: `on` (fletcher4) by default, as ZFS shows it; set, local.
+    assert_eq!(s.run("zfs get -H checksum zones/img").text, "zones/img\tchecksum\ton\tdefault\n");
+    assert_eq!(s.run("zfs set checksum=blake3 zones/img"), Reply::ok(String::new()));
+    assert_eq!(s.run("zfs get -H checksum zones/img").text, "zones/img\tchecksum\tblake3\tlocal\n");
+    assert!(!s.run("zfs get all zones/img@final").text.contains("checksum"), "a snapshot has none");
     let all = s.run("zfs get all zones/img").text;
     assert!(all.lines().any(|l| l.split_whitespace().eq(["zones/img", "alcove:note", "hello", "world", "local"])), "{all}");
     let set = |s: &mut Shell<Mock>, l: &str| s.run(l);
@@ -1004,7 +1012,7 @@ fn zfs_get_and_set() {
     assert_eq!(set(&mut s, "zfs set quota zones/img").code, 2);
     assert_eq!(set(&mut s, "zfs set quota=1M").code, 2);
     // Readonly and invalid ones never reach storaged.
-    assert_eq!(s.system.pool_calls.len(), 5, "{:?}", s.system.pool_calls);
+    assert_eq!(s.system.pool_calls.len(), 6, "{:?}", s.system.pool_calls);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use alcove_pool::fault::Rng;
-use alcove_pool::format::{CKSUM_BLAKE3, CKSUM_SHA256, checksum_with, cksum_name};
+use alcove_pool::format::{CKSUM_BLAKE3, CKSUM_FLETCHER4, CKSUM_SHA256, checksum_with, cksum_name};
 use alcove_pool::{Disk, MemDisk, Pool};
 
 const MIB: u64 = 1024 * 1024;
@@ -40,7 +40,7 @@ fn clock() -> u64 {
 /// read of 64 MiB with each checksum, and where the write's time went.
 fn per_checksum(rng: &mut Rng) {
     let chunk: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
-    for algo in [CKSUM_SHA256, CKSUM_BLAKE3] {
+    for algo in [CKSUM_SHA256, CKSUM_BLAKE3, CKSUM_FLETCHER4] {
         let name = cksum_name(algo);
         let t = Instant::now();
         for _ in 0..256 {

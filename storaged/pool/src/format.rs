@@ -69,35 +69,102 @@ pub const CKSUM_SHA256: u8 = 0;
 /// which is how storaged runs.
 pub const CKSUM_BLAKE3: u8 = 1;
 
+/// ZFS's fletcher4 (FORMAT.md "Checksums"): the default function of data
+/// blocks (`checksum=on`), as on ZFS. Not collision-resistant: it catches
+/// the accidents of disks, not a forger.
+pub const CKSUM_FLETCHER4: u8 = 2;
+
 /// SHA-256 (FIPS 180-4) of `data`: the labels' and uberblocks' seals.
 pub fn checksum(data: &[u8]) -> Checksum {
     Sha256::digest(data).into()
 }
 
-/// `data`'s checksum by the function `algo` names ([`CKSUM_SHA256`] or
-/// [`CKSUM_BLAKE3`]; block pointers are checked for one of those when
-/// parsed).
+/// ZFS's fletcher4 of `data`: four 64-bit running sums over its
+/// little-endian 32-bit words, `a += w; b += a; c += b; d += c`, wrapping;
+/// the checksum is a, b, c, d, each little-endian. A tail shorter than a
+/// word is zero-padded to one (a block's psize is a multiple of 4096, so no
+/// block has one). Own code: this is the whole function, as FORMAT.md
+/// specifies it; no well-kept crate has ZFS's variant (the `fletcher`
+/// crate's are the classic two-sum modular ones).
+pub fn fletcher4(data: &[u8]) -> Checksum {
+    let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
+    let mut add = |w: u32| {
+        a = a.wrapping_add(u64::from(w));
+        b = b.wrapping_add(a);
+        c = c.wrapping_add(b);
+        d = d.wrapping_add(c);
+    };
+    let words = data.chunks_exact(4);
+    let tail = words.remainder();
+    for w in words {
+        add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    if !tail.is_empty() {
+        let mut w = [0u8; 4];
+        w[..tail.len()].copy_from_slice(tail);
+        add(u32::from_le_bytes(w));
+    }
+    let mut out = [0u8; 32];
+    for (i, s) in [a, b, c, d].into_iter().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+/// `data`'s checksum by the function `algo` names ([`CKSUM_SHA256`],
+/// [`CKSUM_BLAKE3`] or [`CKSUM_FLETCHER4`]; block pointers are checked for
+/// one of those when parsed, and any other value is SHA-256 here).
 pub fn checksum_with(algo: u8, data: &[u8]) -> Checksum {
     match algo {
         CKSUM_BLAKE3 => *blake3::hash(data).as_bytes(),
+        CKSUM_FLETCHER4 => fletcher4(data),
         _ => checksum(data),
     }
+}
+
+/// Whether a block pointer may name `algo` (0, 1 or 2).
+pub fn cksum_known(algo: u8) -> bool {
+    matches!(algo, CKSUM_SHA256 | CKSUM_BLAKE3 | CKSUM_FLETCHER4)
+}
+
+/// The function of a volume's indirect blocks when its data blocks use
+/// `data`: the same one when it is collision-resistant (SHA-256, BLAKE3),
+/// else BLAKE3 (FORMAT.md "Checksums": as ZFS's write policy gives
+/// metadata the dataset's function only when it is fit for metadata).
+pub fn indirect_cksum(data: u8) -> u8 {
+    if data == CKSUM_FLETCHER4 { CKSUM_BLAKE3 } else { data }
 }
 
 /// The `checksum` property's values, as ZFS names them.
 pub fn cksum_name(algo: u8) -> &'static str {
     match algo {
         CKSUM_BLAKE3 => "blake3",
+        CKSUM_FLETCHER4 => "fletcher4",
         _ => "sha256",
     }
 }
 
-/// `sha256` or `blake3` (`on` is the default, BLAKE3).
+/// `fletcher4`, `blake3` or `sha256`; `on` is ZFS's default, fletcher4.
+/// `off` (and anything else) is none: see [`cksum_refusal`].
 pub fn cksum_from_name(name: &str) -> Option<u8> {
     match name {
         "sha256" => Some(CKSUM_SHA256),
-        "blake3" | "on" => Some(CKSUM_BLAKE3),
+        "blake3" => Some(CKSUM_BLAKE3),
+        "fletcher4" | "on" => Some(CKSUM_FLETCHER4),
         _ => None,
+    }
+}
+
+/// Why `checksum=value` is refused, for a value [`cksum_from_name`] does
+/// not take.
+pub fn cksum_refusal(value: &str) -> String {
+    if value == "off" {
+        String::from(
+            "property \"checksum\": off is not supported: reads, mirror self-healing and scrub need every block \
+             checksummed (use on, fletcher4, blake3 or sha256)",
+        )
+    } else {
+        alloc::format!("property \"checksum\": must be on, fletcher4, blake3 or sha256, got {value:?}")
     }
 }
 
@@ -156,7 +223,8 @@ pub struct BlockPtr {
     pub comp: u8,
     /// 0 for data, n for an indirect block n levels above data.
     pub level: u8,
-    /// Which function `checksum` is: [`CKSUM_SHA256`] or [`CKSUM_BLAKE3`].
+    /// Which function `checksum` is: [`CKSUM_SHA256`], [`CKSUM_BLAKE3`] or
+    /// [`CKSUM_FLETCHER4`].
     pub cksum: u8,
     pub checksum: Checksum,
 }
@@ -202,7 +270,7 @@ impl BlockPtr {
         if b[28..32].iter().any(|&x| x != 0) {
             return Err(FormatError::BadField("block pointer reserved bytes"));
         }
-        if bp.cksum != CKSUM_SHA256 && bp.cksum != CKSUM_BLAKE3 {
+        if !cksum_known(bp.cksum) {
             return Err(FormatError::BadField("block pointer checksum function"));
         }
         if bp.is_hole() {

@@ -42,8 +42,9 @@ pub const PROP_COMPRESSION: &str = "compression";
 pub const PROP_QUOTA: &str = "quota";
 pub const PROP_RESERVATION: &str = "reservation";
 pub const PROP_REFRESERVATION: &str = "refreservation";
-/// The native property that selects the checksum of a volume's new blocks:
-/// `sha256` or `blake3` (absent or `on`: blake3).
+/// The native property that selects the checksum of a volume's new data
+/// blocks: `fletcher4`, `blake3` or `sha256` (absent or `on`: fletcher4,
+/// as ZFS's; `off` is refused). Indirect blocks: [`crate::format::indirect_cksum`].
 pub const PROP_CHECKSUM: &str = "checksum";
 /// Indirect blocks the metadata cache holds by default (4 KiB each).
 pub const DEFAULT_META_CACHE_BLOCKS: usize = 64;
@@ -807,9 +808,9 @@ impl<D: Disk> Pool<D> {
         }
     }
 
-    /// The checksum function of `d`'s new blocks.
+    /// The checksum function of `d`'s new data blocks.
     fn cksum_of(d: &Dataset) -> u8 {
-        d.props.get(PROP_CHECKSUM).and_then(|v| cksum_from_name(v)).unwrap_or(CKSUM_BLAKE3)
+        d.props.get(PROP_CHECKSUM).and_then(|v| cksum_from_name(v)).unwrap_or(CKSUM_FLETCHER4)
     }
 
     fn check_new_volume_name(&self, name: &str) -> Result<(), Error> {
@@ -895,8 +896,9 @@ impl<D: Disk> Pool<D> {
         }
     }
 
-    /// Sets `compression` (`off` | `lz4`), `checksum` (`on` | `sha256` |
-    /// `blake3`; both for blocks written from now on), a space property or
+    /// Sets `compression` (`off` | `lz4`), `checksum` (`on` | `fletcher4` |
+    /// `blake3` | `sha256`; `off` is refused; both for blocks written from
+    /// now on), a space property or
     /// a user property (`module:key`), committed with the next group.
     pub fn set_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
         self.check_live()?;
@@ -915,7 +917,7 @@ impl<D: Disk> Pool<D> {
         }
         if key == PROP_CHECKSUM {
             if cksum_from_name(value).is_none() {
-                return Err(Error::Invalid(format!("property \"checksum\": must be on, sha256 or blake3, got {value:?}")));
+                return Err(Error::Invalid(cksum_refusal(value)));
             }
             if let Some(d) = self.datasets.get_mut(&id) {
                 d.props.insert(key.to_string(), value.to_string());
@@ -1760,7 +1762,7 @@ impl<D: Disk> Pool<D> {
         for (id, blocks) in &dirty {
             let d = self.ds(*id).clone();
             let mut dead = d.deadlist.clone();
-            let cksum = Self::cksum_of(&d);
+            let cksum = indirect_cksum(Self::cksum_of(&d));
             let (free0, dead0) = (self.space.free_bytes(), dead.len());
             let freed0 = self.space.deferred_bytes();
             // The data blocks were allocated when written; the tree's

@@ -422,6 +422,68 @@ fn forged_mos_never_panics() {
     }
 }
 
+/// A block pointer whose `cksum` byte names no function (3..=255) is
+/// refused as corrupt, never trusted, even when every checksum around it
+/// is right: in an indirect block (the blocks below it give an error, the
+/// rest of the volume and the other datasets read right), and as a
+/// volume's root in the MOS (the MOS does not parse: import falls back to
+/// an earlier group or fails).
+#[test]
+fn block_pointers_naming_no_checksum_function_are_refused() {
+    let (img, m) = base();
+    let mos = read_mos(&img);
+    let roots = mos_roots(&mos);
+    let newest = latest_ub(&img).txg;
+    let (_, at) = roots.iter().find(|(n, _)| n == "f/v").unwrap();
+    let root = BlockPtr::decode(&mos[*at..*at + BP_SIZE]).unwrap();
+    // f/v: 512 KiB of 4 KiB blocks, two levels; each of the root's two
+    // children holds 256 KiB.
+    assert_eq!(root.level, 2);
+    let blk = img[root.offset as usize..][..BLOCK as usize].to_vec();
+    let (_, de) = data_region(asize());
+    let evil_at = de - 16 * BLOCK;
+    let want = &m.range(..=newest).next_back().unwrap().1["f/v"];
+    let child = BlockPtr::decode(&blk[..BP_SIZE]).unwrap();
+    let child_bytes = &img[child.offset as usize..][..child.psize as usize];
+    for v in [3u8, 4, 0x7f, 0x80, 0xfe, 0xff] {
+        let mut x = blk.clone();
+        // The child's checksum recomputed with SHA-256, what a reader
+        // that computed an unknown function as its fallback would accept.
+        BlockPtr { checksum: checksum(child_bytes), ..child }.encode(&mut x[..BP_SIZE]);
+        x[27] = v;
+        let mut b = img.clone();
+        b[evil_at as usize..][..BLOCK as usize].copy_from_slice(&x);
+        let evil = BlockPtr { offset: evil_at, checksum: checksum_with(root.cksum, &x), ..root };
+        let mut y = mos.clone();
+        evil.encode(&mut y[*at..*at + BP_SIZE]);
+        forge_mos(&mut b, y);
+        let mut p = Pool::import(vec![MemDisk { bytes: b }]).unwrap();
+        assert_eq!(p.txg(), newest);
+        let mut buf = vec![0u8; 256 * 1024];
+        assert!(p.read("f/v", 0, &mut buf[..4096]).is_err(), "cksum {v}: a block below the pointer was read");
+        p.read("f/v", 256 * 1024, &mut buf).unwrap();
+        assert!(buf[..] == want[256 * 1024..], "cksum {v}: the other half of f/v");
+        for name in ["f/z", "f/c"] {
+            let want = &m.range(..=newest).next_back().unwrap().1[name];
+            let mut got = vec![0u8; want.len()];
+            p.read(name, 0, &mut got).unwrap();
+            assert!(got == *want, "cksum {v}: {name}");
+        }
+        assert!(p.verify(false).is_err(), "cksum {v}: verify passed");
+        if let Ok(r) = p.scrub() {
+            assert!(!r.errors.is_empty() || !r.space_checked, "cksum {v}: scrub clean: {r:?}");
+        }
+        // The MOS's own pointer to the volume's root.
+        let mut y = mos.clone();
+        y[*at + 27] = v;
+        let mut b = img.clone();
+        forge_mos(&mut b, y);
+        if let Ok(p) = Pool::import(vec![MemDisk { bytes: b }]) {
+            assert!(p.txg() < newest, "cksum {v}: the MOS naming it was taken");
+        }
+    }
+}
+
 #[test]
 fn forged_indirect_blocks_never_panic() {
     let (img, m) = base();

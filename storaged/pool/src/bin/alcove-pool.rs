@@ -9,7 +9,7 @@
 //! alcove-pool POOL.img... list
 //! alcove-pool POOL.img... get NAME
 //! alcove-pool POOL.img... set NAME compression=off|lz4
-//! alcove-pool POOL.img... set NAME checksum=on|blake3|sha256
+//! alcove-pool POOL.img... set NAME checksum=on|fletcher4|blake3|sha256
 //! alcove-pool POOL.img... set NAME quota|reservation|refreservation=SIZE|none
 //! alcove-pool POOL.img... set NAME module:key=value
 //! alcove-pool POOL.img... volume NAME SIZE_MIB [VOLBLOCKSIZE]
@@ -211,8 +211,9 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("creation\t{}", if d.creation == 0 { "-".to_string() } else { libipc::time::ctime(d.creation) });
             println!("creation_txg\t{}", d.creation_txg);
             println!("origin\t{}", d.origin.unwrap_or_else(|| "-".into()));
-            // The function of the volume's new blocks (each block pointer
-            // names its own: a pool from before BLAKE3 reads as SHA-256).
+            // The function of the volume's new data blocks, as set (`on`:
+            // fletcher4, ZFS's default); each block pointer names its own,
+            // so blocks written under an earlier setting read unchanged.
             println!("checksum\t{}", d.props.get("checksum").map_or("on", String::as_str));
             println!("compression\t{}", d.props.get("compression").map_or("off", String::as_str));
             println!("referenced\t{}", space.referenced);
