@@ -902,6 +902,18 @@ impl VLapic {
         true
     }
 
+    /// Undoes [`Self::ack`] of `vector`, offered to the guest but not taken
+    /// (SVM's V_IRQ): back from ISR to IRR. Returns false (and changes
+    /// nothing) if it was not in service.
+    pub fn unack(&mut self, vector: u8) -> bool {
+        if !self.isr.contains(vector) {
+            return false;
+        }
+        self.isr.clear(vector);
+        self.irr.set(vector);
+        true
+    }
+
     /// End of interrupt (§12.8.5): the highest in-service vector is done.
     /// Called for EOI register writes; also for the kernel's own EOI exits
     /// (virtual-interrupt delivery).
@@ -1564,6 +1576,25 @@ mod tests {
         assert_eq!(l.ppr(), 0x52);
         // APR: TPR dominates here.
         assert_eq!(l.mmio_read(0x90, 0), 0x52);
+    }
+
+    #[test]
+    fn an_offered_vector_not_taken_goes_back_to_irr() {
+        let mut l = enabled(0);
+        assert!(l.accept(0x40, TriggerMode::Level));
+        assert!(l.accept(0x30, TriggerMode::Edge));
+        assert!(l.ack(0x40));
+        assert_eq!(l.pending_interrupt(), None, "0x30 waits behind 0x40 in service");
+        // Not taken: as if never offered, its trigger mode kept.
+        assert!(l.unack(0x40));
+        assert!(!l.unack(0x40), "no longer in service");
+        assert_eq!(l.pending_interrupt(), Some(0x40));
+        assert_eq!(l.mmio_read(0x100 + 0x20, 0), 0, "ISR empty");
+        assert_eq!(l.mmio_read(0x200 + 0x20, 0), 1, "IRR has 0x40 again");
+        assert!(l.ack(0x40));
+        assert_eq!(l.eoi(), Effect::Eoi { vector: 0x40, level_triggered: true });
+        assert_eq!(l.pending_interrupt(), Some(0x30));
+        assert!(!l.unack(0x30), "never acknowledged");
     }
 
     #[test]

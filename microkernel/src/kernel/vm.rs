@@ -227,6 +227,10 @@ pub struct Vcpu {
     /// its generations.
     pub asid_tag: Option<kcore::asid::AsidTag>,
     pub reinject: u64,
+    /// SVM: the vector armed in V_IRQ at the last entry (already moved
+    /// from IRR to ISR). The exit right after takes it back to IRR if the
+    /// guest did not take it (`settle_virq`).
+    pub virq: Option<u8>,
     /// True while the CPU is inside the guest (set and cleared by the vCPU's
     /// thread without the lock): whoever unmaps guest memory waits for it.
     pub in_guest: AtomicBool,
@@ -367,6 +371,7 @@ impl Kernel {
             placement: kcore::vcpu_cpu::VcpuCpu::new(),
             asid_tag: None,
             reinject: 0,
+            virq: None,
             in_guest: AtomicBool::new(false),
             lapic: Arc::new(spin::Mutex::new(VLapic::new(
                 apic_id,
@@ -857,7 +862,12 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         }
         pre_entry(vcpu);
         vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
-        let injected = vcpu.vmcb.r64(f::EVENT_INJ) as u32;
+        // For the exit trace: the event injected, else the interrupt
+        // offered in V_IRQ (as an external interrupt).
+        let injected = match (vcpu.vmcb.r64(f::EVENT_INJ) as u32, vcpu.virq) {
+            (e, Some(v)) if u64::from(e) & EVENT_VALID == 0 => u32::from(v) | EVENT_VALID as u32,
+            (e, _) => e,
+        };
         arch::cpu::fpu_load(&vcpu.fpu.0);
         super::phases::stamp(2);
         svm::run(cpu, &vcpu.vmcb, &mut vcpu.gprs);
@@ -867,8 +877,9 @@ fn run_loop(vcpu: &mut Vcpu, run: &mut VcpuRun, page: &RunPage, load: u64) -> Vc
         vcpu.vmcb.w8(f::TLB_CONTROL, 0);
         vcpu.vmcb.w32(f::CLEAN, 0);
         vcpu.gprs[0] = vcpu.vmcb.r64(f::RAX);
+        // A virtual interrupt the guest did not take goes back to IRR.
+        let iinfo = settle_virq(vcpu, vcpu.vmcb.r64(f::EXIT_INT_INFO));
         // An event whose delivery the exit interrupted is delivered again.
-        let iinfo = vcpu.vmcb.r64(f::EXIT_INT_INFO);
         let code = vcpu.vmcb.r64(f::EXIT_CODE);
         let info1 = vcpu.vmcb.r64(f::EXIT_INFO1);
         let info2 = vcpu.vmcb.r64(f::EXIT_INFO2);
@@ -1588,12 +1599,25 @@ impl Regs {
         } else {
             // V_IRQ with top priority, TPR ignored, and the VINTR intercept.
             let c = v.vmcb.r64(svm::vmcb::INT_CTL);
-            let bits = (1 << 8) | (0xf << 16) | (1 << 20);
+            let bits = VIRQ_BITS;
             v.vmcb.w64(svm::vmcb::INT_CTL, if on { c | bits } else { c & !bits });
             let m = v.vmcb.r64(svm::vmcb::INTERCEPT_MISC1) as u32;
             v.vmcb.w32(svm::vmcb::INTERCEPT_MISC1, if on { m | (1 << 4) } else { m & !(1 << 4) });
             v.vmcb.w32(svm::vmcb::CLEAN, 0);
         }
+    }
+    /// SVM: arms V_IRQ with `vector` at top priority (TPR ignored: the
+    /// virtual APIC has already weighed it) and no VINTR intercept, so the
+    /// guest takes it at its first chance without an exit.
+    fn arm_virq(v: &mut Vcpu, vector: u8) {
+        let c = v.vmcb.r64(svm::vmcb::INT_CTL);
+        let c = (c & !(0xff << 32)) | (u64::from(vector) << 32) | VIRQ_BITS;
+        v.vmcb.w64(svm::vmcb::INT_CTL, c);
+        let m = v.vmcb.r64(svm::vmcb::INTERCEPT_MISC1) as u32;
+        if m & (1 << 4) != 0 {
+            v.vmcb.w32(svm::vmcb::INTERCEPT_MISC1, m & !(1 << 4));
+        }
+        v.vmcb.w32(svm::vmcb::CLEAN, 0);
     }
     fn clear_shadow(v: &mut Vcpu) {
         if is_vmx() {
@@ -1616,8 +1640,47 @@ impl Regs {
     }
 }
 
-/// Before an entry: advances the APIC timer and injects the highest pending
-/// interrupt if the guest can take one now, else asks for a window.
+/// Whether external interrupts reach the guest as SVM virtual interrupts
+/// (V_IRQ, taken by the CPU) rather than injected events (EVENTINJ, after
+/// the kernel checked RFLAGS.IF and the shadow): on an SVM without
+/// NRIP-save, which today means QEMU's TCG (every AMD CPU of the last
+/// decade has it), whose injected interrupts can be delivered twice (see
+/// `pre_entry`). Bochs 2.7's SVM (with NRIP-save) did not deliver such a
+/// V_IRQ to a guest woken from HLT (`vm/bochs-ryzen-svm-nrip`'s
+/// `guest_hlt_timer` hung), so the architected injection stays everywhere
+/// else.
+#[inline(always)]
+fn virq_delivery() -> bool {
+    matches!(backend(), Some(Hw::Svm(i)) if !i.nrip_save)
+}
+
+/// V_IRQ (bit 8), V_INTR_PRIO 15 (bits 16-19) and V_IGN_TPR (bit 20) of the
+/// VMCB's V_INTR control (APM Vol. 2 §15.21.4).
+const VIRQ_BITS: u64 = (1 << 8) | (0xf << 16) | (1 << 20);
+
+/// SVM, right after an exit: the vector armed in V_IRQ at the entry (see
+/// `pre_entry`) was taken if the CPU cleared V_IRQ; otherwise it goes back
+/// from ISR to IRR and V_IRQ is cleared, so the exit's handling (an EOI,
+/// a read of ISR or PPR, a HLT) sees the APIC as the guest does. Returns
+/// the exit's EXITINTINFO to act on: QEMU reports a virtual interrupt whose
+/// delivery an exit cut short as an exception of that vector with V_IRQ
+/// still set, which the interrupt, back in IRR, replaces (hardware reports
+/// a taken one as an external interrupt, delivered again as such).
+fn settle_virq(vcpu: &mut Vcpu, iinfo: u64) -> u64 {
+    let Some(vector) = vcpu.virq.take() else { return iinfo };
+    let c = vcpu.vmcb.r64(svm::vmcb::INT_CTL);
+    if c & (1 << 8) == 0 {
+        return iinfo;
+    }
+    vcpu.vmcb.w64(svm::vmcb::INT_CTL, c & !VIRQ_BITS);
+    vcpu.lapic.lock().unack(vector);
+    if iinfo & EVENT_VALID != 0 && iinfo as u8 == vector && (iinfo >> 8) & 7 != 2 { 0 } else { iinfo }
+}
+
+/// Before an entry: advances the APIC timer and hands the highest pending
+/// interrupt to the guest: under SVM armed in V_IRQ (taken when the guest
+/// can), under VMX injected if the guest can take one now, else a window
+/// is asked for.
 ///
 /// The clock is read and the timer ticked only while it is armed
 /// (`VLapic::timer_armed`): otherwise a tick raises nothing. The APIC's
@@ -1645,6 +1708,25 @@ fn pre_entry(vcpu: &mut Vcpu) {
         Regs::request_window(vcpu, false);
         return;
     };
+    if virq_delivery() {
+        // A virtual interrupt (V_IRQ), which the CPU delivers once the
+        // guest can take it (RFLAGS.IF, no interrupt shadow), not an
+        // injected event. QEMU 7.2's TCG delivers an injected interrupt
+        // (EVENTINJ type 0) at VMRUN but leaves it as the CPU's pending
+        // exception, and delivers it a second time if its execution loop
+        // is asked to stop before anything replaces it (`helper_vmrun`
+        // sets `exception_index` to the vector; `cpu_handle_interrupt`
+        // keeps it on an exit request; `cpu_handle_exception` delivers it):
+        // the Linux guest then took the same vector again inside its own
+        // handler, with interrupts off (an RCU stall on the descriptor
+        // lock, or a per-CPU fault on the entry stack), about one boot in
+        // a hundred and forty with one emulator thread for both CPUs.
+        l.ack(vector);
+        drop(l);
+        Regs::arm_virq(vcpu, vector);
+        vcpu.virq = Some(vector);
+        return;
+    }
     if Regs::event_pending(vcpu) {
         return;
     }
