@@ -866,6 +866,8 @@ impl VcpuRun {
     /// (`now_ns` is asked only then), else [`VcpuRun::coalesce_pio`].
     /// `Some(None)` for a buffered OUT, `Some(Some(v))` for an IN answered
     /// with `v` (put into RAX with [`merge_in`]), `None` when it must exit.
+    /// Inline: the kernel asks it at every port exit.
+    #[inline]
     pub fn kernel_pio(&mut self, port: u16, size: u8, write: bool, value: u8, now_ns: impl FnOnce() -> u64) -> Option<Option<u32>> {
         if !write && size == 4 && port != 0 && port == self.pio_clock_port {
             return Some(Some(self.pio_clock_at(now_ns())));
@@ -878,6 +880,7 @@ impl VcpuRun {
     /// for an IN it answered with `v`, `None` when the access must exit.
     /// Rules and indices are the VMM's to write at any time; every value
     /// is checked here, so a bad one only makes accesses exit.
+    #[inline]
     pub fn coalesce_pio(&mut self, port: u16, size: u8, write: bool, value: u8) -> Option<Option<u8>> {
         if size != 1 || port == 0 {
             return None;

@@ -20,6 +20,20 @@ use kcore::slab::Id;
 #[unsafe(no_mangle)]
 pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 
+/// What [`try_ipc`] did.
+pub enum Attempt {
+    /// The next thread is current, its context and address space loaded:
+    /// the caller only has to leave the kernel.
+    Switched,
+    /// Not taken (nothing has changed): the general path decides.
+    Declined,
+    /// The running caller's call is neither `Call` nor `ReplyRecv`: its
+    /// number, first argument and process, read by the same lookup of the
+    /// thread (nothing has changed), so that `VcpuRun` and `DebugWrite`
+    /// need not look the thread up again.
+    Other { number: u64, arg0: u64, process: Id },
+}
+
 /// Tries the fast path for the current thread `me` on `cpu`; on success the
 /// next thread is current, its context and address space are loaded, and
 /// the caller only has to leave the kernel. On failure nothing has changed.
@@ -34,17 +48,17 @@ pub static FASTPATH_OFF: AtomicBool = AtomicBool::new(false);
 /// `STAMP`: whether the benchmark's phase stamps are on (`phases::on`,
 /// checked once by the caller).
 #[inline(always)]
-pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
+pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
     let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, .. } = k;
     // Lookups by ids this path knows to be live skip the slab's generation
     // compare (`get_live`; each says why): `me` is this CPU's current
     // thread, and `kill_thread` clears `current` on every CPU before the
     // thread is freed.
-    let Some(th) = threads.get_live(me) else { return false };
+    let Some(th) = threads.get_live(me) else { return Attempt::Declined };
     // Suspended from another CPU as this one came in: the general path
     // restarts the call later.
     if th.state != ThreadState::Running {
-        return false;
+        return Attempt::Declined;
     }
     let n = th.ctx.rax;
     let call = if n == Sys::Call as u64 {
@@ -52,23 +66,23 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     } else if n == Sys::ReplyRecv as u64 {
         false
     } else {
-        return false;
+        return Attempt::Other { number: n, arg0: th.ctx.rdi, process: th.process };
     };
     if FASTPATH_OFF.load(Ordering::Relaxed) || !th.cpu_budget.is_unlimited() {
-        return false;
+        return Attempt::Declined;
     }
     // The header in one compare: above bit 32 only a word count of at most
     // MSG_REG_WORDS (no capabilities, no stray bits). Such a header is
     // exactly what the receiver sees (`MsgInfo::new(label, words, 0)`).
     let info = th.ctx.rsi;
     if info >> 32 > MSG_REG_WORDS as u64 {
-        return false;
+        return Attempt::Declined;
     }
     // Only what the checks before the switch need is read here; the rest
     // comes from the caller's thread once both threads are borrowed (read
     // early, it would sit in stack slots across the lookups).
     let (my_process, reply_to) = (th.process, th.reply_to);
-    let Ok(slot) = u32::try_from(th.ctx.rdi) else { return false };
+    let Ok(slot) = u32::try_from(th.ctx.rdi) else { return Attempt::Declined };
     super::phases::stamp_if::<STAMP>(2);
     // A peer on another CPU takes the general path (which wakes it there):
     // its CPU is checked as soon as the peer is known, before any other
@@ -76,37 +90,37 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     // A reply's peer is known from the caller alone, before the capability
     // lookup; a call's is the endpoint's first waiting receiver.
     let (peer, ep, badge, proc, e, mt, pt) = if call {
-        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return false };
+        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::SEND) else { return Attempt::Declined };
         super::phases::stamp_if::<STAMP>(3);
         // Live: the capability just looked up holds a reference to it.
-        let Some(e) = endpoints.get_live_mut(ep) else { return false };
-        let Some(r) = e.receivers.front() else { return false };
+        let Some(e) = endpoints.get_live_mut(ep) else { return Attempt::Declined };
+        let Some(r) = e.receivers.front() else { return Attempt::Declined };
         // `r` is live: a thread is unlinked from its receiver list before it
         // is freed (`kill_thread` runs `unblock_cleanup` first, and checks).
-        let Some((mt, pt)) = threads.get2_live_mut(me, r) else { return false };
+        let Some((mt, pt)) = threads.get2_live_mut(me, r) else { return Attempt::Declined };
         if pt.cpu != cpu {
-            return false;
+            return Attempt::Declined;
         }
         (r, ep, badge, proc, e, mt, pt)
     } else {
-        let Some(c) = reply_to else { return false };
+        let Some(c) = reply_to else { return Attempt::Declined };
         // `c` is live: `kill_thread` clears every `reply_to` naming the
         // thread it frees.
-        let Some((mt, pt)) = threads.get2_live_mut(me, c) else { return false };
+        let Some((mt, pt)) = threads.get2_live_mut(me, c) else { return Attempt::Declined };
         if pt.cpu != cpu {
-            return false;
+            return Attempt::Declined;
         }
-        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::RECV) else { return false };
+        let Some((ep, badge, proc)) = endpoint_of(caps, processes, my_process, slot, Rights::RECV) else { return Attempt::Declined };
         super::phases::stamp_if::<STAMP>(3);
         // Live: the capability just looked up holds a reference to it.
-        let Some(e) = endpoints.get_live_mut(ep) else { return false };
+        let Some(e) = endpoints.get_live_mut(ep) else { return Attempt::Declined };
         if !e.senders.is_empty() {
-            return false; // a message is waiting: the general path receives it
+            return Attempt::Declined; // a message is waiting: the general path receives it
         }
         if let Some(nt) = mt.bound_notification.and_then(|n| notifications.get(n))
             && nt.bits != 0
         {
-            return false; // a bound notification is signalled: it wins
+            return Attempt::Declined; // a bound notification is signalled: it wins
         }
         (c, ep, badge, proc, e, mt, pt)
     };
@@ -123,7 +137,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
             matches!(pt.state, ThreadState::AwaitingReply) && mt.wait_link.is_none()
         };
     if !fits {
-        return false;
+        return Attempt::Declined;
     }
     // The call itself fits. The thread that gets the CPU must also be the
     // one the scheduler would pick (its CPU is this one, checked above),
@@ -135,7 +149,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         || run_queues[cpu].peek_highest_priority().is_some_and(|p| p > pt.priority)
     {
         super::phases::fallback_if::<STAMP>();
-        return false;
+        return Attempt::Declined;
     }
     // The peer's address space and I/O bitmap: the caller's when both are
     // threads of one process.
@@ -143,7 +157,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
         proc
     } else {
         // A live thread's process is live (`endpoint_of`).
-        let Some(pp) = processes.get_live(pt.process) else { return false };
+        let Some(pp) = processes.get_live(pt.process) else { return Attempt::Declined };
         pp
     };
     let (pml4, io) = (pp.pml4, pp.io_bitmap.is_some());
@@ -179,7 +193,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> bool {
     current[cpu] = Some(peer);
     super::load_context(top, pml4);
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
-    true
+    Attempt::Switched
 }
 
 /// The way back from a system call that leaves the caller current (a
@@ -229,7 +243,9 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id, exit: Option
     // another while the lock is down). Only the TSS's I/O bitmap is looked
     // at: another thread of the process may have been given ports on
     // another CPU meanwhile, which the next switch here would pick up.
-    let owner = k.processes.get(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
+    // Live: the process of a live thread (looked up above with its
+    // generation).
+    let owner = k.processes.get_live(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
     let super::Kernel { io_bitmap_owner, processes, .. } = &mut *k;
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
     percpu::this().in_user.store(true, Ordering::Release);

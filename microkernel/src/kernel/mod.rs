@@ -799,38 +799,43 @@ fn syscall_path<const STAMP: bool>() -> ! {
     // Running a vCPU gives up the lock while the guest runs.
     let cpu = percpu::index();
     if let Some(me) = k.current[cpu] {
-        if fastpath::try_ipc::<STAMP>(&mut k, cpu, me) {
-            // The fast path has switched to the next thread itself.
-            phases::stamp_if::<STAMP>(4);
-            percpu::this().in_user.store(true, Ordering::Release);
-            drop(k);
-            phases::done_if::<STAMP>();
-            arch::enter_user_after_syscall()
-        }
-        // Suspended from another CPU while this one came in for the lock
-        // (or suspended and resumed: then it waits in this CPU's run
-        // queue): the call has not begun and must not, or a suspended
-        // thread would act, block or be woken. It restarts when the thread
-        // runs again: RIP back over SYSCALL, RAX still its number.
-        // One lookup for what the dispatch below needs of the thread.
-        let ctx = match k.thread_mut(me) {
-            Some(th) if th.state != ThreadState::Running => {
-                th.ctx.rip = th.ctx.rip.wrapping_sub(2);
-                exit_kernel(k)
+        match fastpath::try_ipc::<STAMP>(&mut k, cpu, me) {
+            fastpath::Attempt::Switched => {
+                // The fast path has switched to the next thread itself.
+                phases::stamp_if::<STAMP>(4);
+                percpu::this().in_user.store(true, Ordering::Release);
+                drop(k);
+                phases::done_if::<STAMP>();
+                arch::enter_user_after_syscall()
             }
-            Some(th) => Some((th.ctx.rax, th.ctx.rdi, th.process)),
-            None => None,
-        };
-        if let Some((n, slot, pid)) = ctx
-            && n == abi::Sys::VcpuRun as u64 {
-                let (mut k, exit) = vm::vcpu_run(k, me, pid, slot);
-                deliver_pending_irqs(&mut k);
-                let k = fastpath::resume_caller(k, cpu, me, exit.map(|e| e as u64));
-                exit_kernel(k)
+            // The thread runs (the fast path looked) and its call is not
+            // IPC: the two calls handled apart from the dispatch take what
+            // they need from that same look.
+            fastpath::Attempt::Other { number, arg0, process } => {
+                if number == abi::Sys::VcpuRun as u64 {
+                    let (mut k, exit) = vm::vcpu_run(k, me, process, arg0);
+                    deliver_pending_irqs(&mut k);
+                    let k = fastpath::resume_caller(k, cpu, me, exit.map(|e| e as u64));
+                    exit_kernel(k)
+                }
+                if number == abi::Sys::DebugWrite as u64 {
+                    let k = debug_write(k, cpu, me);
+                    exit_kernel(k)
+                }
             }
-        if ctx.is_some_and(|(n, _, _)| n == abi::Sys::DebugWrite as u64) {
-            let k = debug_write(k, cpu, me);
-            exit_kernel(k)
+            // Suspended from another CPU while this one came in for the lock
+            // (or suspended and resumed: then it waits in this CPU's run
+            // queue): the call has not begun and must not, or a suspended
+            // thread would act, block or be woken. It restarts when the thread
+            // runs again: RIP back over SYSCALL, RAX still its number.
+            fastpath::Attempt::Declined => {
+                if let Some(th) = k.thread_mut(me)
+                    && th.state != ThreadState::Running
+                {
+                    th.ctx.rip = th.ctx.rip.wrapping_sub(2);
+                    exit_kernel(k)
+                }
+            }
         }
     }
     syscall::dispatch(&mut k);

@@ -278,15 +278,19 @@ impl RunPage {
         // `port` to `info2` in words.
         Self::write(at!(self, size).cast::<u32>(), u32::from_le_bytes([shadow.size, shadow.write, shadow.io_flags, shadow._pad]));
         self.copy_words(shadow, RECORD_FROM, RECORD_WORDS);
-        let traced = shadow.exit_trace_next.wrapping_sub(trace_from).min(EXIT_TRACE_LEN as u32);
-        for i in 0..traced {
-            let slot = shadow.exit_trace_next.wrapping_sub(traced).wrapping_add(i) as usize % EXIT_TRACE_LEN;
+        // From `trace_from`, or the oldest entry the trace still holds when
+        // more were added than it has slots.
+        let next = shadow.exit_trace_next;
+        let mut i = if next.wrapping_sub(trace_from) > EXIT_TRACE_LEN as u32 { next.wrapping_sub(EXIT_TRACE_LEN as u32) } else { trace_from };
+        while i != next {
+            let slot = i as usize % EXIT_TRACE_LEN;
             // As three words (a volatile `ExitTrace` goes through the stack).
             let e = shadow.exit_trace[slot];
             let words = at!(self, exit_trace[slot]).cast::<u64>();
             Self::write(words, e.rip);
             Self::write(words.wrapping_add(1), u64::from(e.code) | u64::from(e.injected) << 32);
             Self::write(words.wrapping_add(2), u64::from(e.int_info) | u64::from(e.info) << 32);
+            i = i.wrapping_add(1);
         }
         Self::write(at!(self, exit_trace_next), shadow.exit_trace_next);
         let added = shadow.pio_ring_tail.wrapping_sub(ring_from).min(PIO_RING_LEN as u32);

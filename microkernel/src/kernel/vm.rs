@@ -17,7 +17,7 @@ use crate::arch::{self, percpu, svm, vmx};
 use abi::{Error, Rights, VcpuExit, VcpuRun};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use kcore::pagetable::{self, Ept, Flags, Npt};
 use kcore::slab::Id;
 use kcore::vcpu_halt::{
@@ -29,6 +29,14 @@ use kcore::vlapic::{Effect, VLapic, VLapicConfig};
 pub const GPA_LIMIT: u64 = 1 << 46;
 
 static BACKEND: spin::Once<Option<Hw>> = spin::Once::new();
+/// Which backend `BACKEND` holds, as one byte (`KIND_*`) for the checks of
+/// every `VcpuRun` (`enabled_on`, `is_vmx`): one load instead of the
+/// `Once`'s state and the `Option`'s tag. Set with it, before other CPUs
+/// start.
+static KIND: AtomicU8 = AtomicU8::new(KIND_NONE);
+const KIND_NONE: u8 = 0;
+const KIND_SVM: u8 = 1;
+const KIND_VMX: u8 = 2;
 static IOPM_PA: AtomicU64 = AtomicU64::new(0);
 static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
 /// VPIDs (VMX) of live vCPUs. A reused one is flushed at the vCPU's first
@@ -93,6 +101,14 @@ pub fn init() {
             None => None,
         },
     });
+    KIND.store(
+        match backend() {
+            Some(Hw::Svm(_)) => KIND_SVM,
+            Some(Hw::Vmx(_)) => KIND_VMX,
+            None => KIND_NONE,
+        },
+        Ordering::Release,
+    );
     match backend() {
         Some(Hw::Svm(i)) => log::info!(
             "vm: AMD SVM with nested paging, {} ASIDs, NRIP-save {}",
@@ -141,15 +157,15 @@ pub fn init_cpu(cpu: usize) {
 }
 
 fn enabled_on(cpu: usize) -> bool {
-    match backend() {
-        Some(Hw::Svm(_)) => svm::enabled_on(cpu),
-        Some(Hw::Vmx(_)) => vmx::enabled_on(cpu),
-        None => false,
+    match KIND.load(Ordering::Acquire) {
+        KIND_SVM => svm::enabled_on(cpu),
+        KIND_VMX => vmx::enabled_on(cpu),
+        _ => false,
     }
 }
 
 fn is_vmx() -> bool {
-    matches!(backend(), Some(Hw::Vmx(_)))
+    KIND.load(Ordering::Acquire) == KIND_VMX
 }
 
 /// Nested-page-table operations in the backend's format.
@@ -607,6 +623,7 @@ fn run_page(vcpu: &Vcpu) -> RunPage {
 /// it to the thread (`rax` 0, `rdi` the exit) with its own lookup of the
 /// thread (`fastpath::resume_caller`); `None` when the registers are
 /// already set (an error) or the call restarts (a halt).
+#[inline(always)]
 pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard, Option<VcpuExit>) {
     let r = prepare(&mut k, me, pid, slot);
     let (id, vcpu_ptr) = match r {
@@ -678,17 +695,21 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
     let halt = vcpu.halt_until.take();
     let woken = halt.is_some() && woken_meanwhile(vcpu);
     // Its last capability went while it ran: it is destroyed below, on
-    // every way out, a halt included (security issue finding 7).
-    let doomed = k.vcpus.get(id).is_none_or(|v| v.refs == 0);
+    // every way out, a halt included (security issue finding 7). No longer
+    // running from here on either way (`destroy_vcpu` defers while it is).
+    let doomed = match k.vcpus.get_mut(id) {
+        Some(v) => {
+            v.running = false;
+            v.refs == 0
+        }
+        None => true,
+    };
     if let Some(until) = halt
         && !doomed
     {
         // Sleep in the kernel; the thread re-enters VcpuRun on wake-up
         // (the system call restarts: RIP back over SYSCALL, RAX its number).
         // If the wake-up came already, it re-enters at once.
-        if let Some(v) = k.vcpus.get_mut(id) {
-            v.running = false;
-        }
         if let Some(th) = k.thread_mut(me) {
             th.ctx.rip = th.ctx.rip.wrapping_sub(2);
             th.ctx.rax = abi::Sys::VcpuRun as u64;
@@ -702,13 +723,8 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
         }
         return (k, None);
     }
-    match k.vcpus.get_mut(id) {
-        Some(v) if !doomed => v.running = false,
-        Some(v) => {
-            v.running = false;
-            k.destroy_vcpu(id);
-        }
-        None => {}
+    if doomed {
+        k.destroy_vcpu(id);
     }
     (k, Some(exit))
 }
@@ -747,7 +763,9 @@ fn enter(vcpu: &mut Vcpu, run: &mut VcpuRun, vmx: bool) -> VcpuExit {
 }
 
 fn prepare(k: &mut Kernel, me: Id, pid: Id, slot: u64) -> Result<(Id, *mut Vcpu), Error> {
-    let space = k.processes.get(pid).ok_or(Error::Gone)?.space;
+    // Live: the process of this CPU's current thread, under the lock since
+    // the system call's entry (a process ends only with its threads).
+    let space = k.processes.get_live(pid).ok_or(Error::Gone)?.space;
     let slot = u32::try_from(slot).map_err(|_| Error::InvalidSlot)?;
     let Obj::Vcpu(id) = k.cap(space, slot, Rights::MANAGE)? else { return Err(Error::WrongType) };
     let cpu = percpu::index();
