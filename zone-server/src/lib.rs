@@ -423,7 +423,17 @@ impl<M: Machine> ZoneServer<M> {
         // reboot's VM starts again).
         for uuid in ops::transitions(&self.registry).0 {
             if let Some(settled) = ops::settle(&mut self.registry, &mut self.host, &uuid) {
-                log::info!("VM {uuid}: its transition ended: {settled:?}");
+                let how = match &settled {
+                    Settled::Stopped { forced: false } => String::from("the guest powered off: stopped"),
+                    Settled::Stopped { forced: true } => String::from("the guest did not power off by its deadline: halted, stopped"),
+                    Settled::Rebooted { forced: false } => String::from("the guest powered off: started again (reboot)"),
+                    Settled::Rebooted { forced: true } => {
+                        String::from("the guest did not power off by its deadline: halted, started again (reboot)")
+                    }
+                    Settled::RebootFailed(e) => alloc::format!("reboot: stopped, but did not start again: {e}"),
+                    Settled::HaltFailed(e) => alloc::format!("stop: its VMM could not be ended ({e}): stopped all the same"),
+                };
+                log::info!("VM {uuid}: {how}");
                 self.settled.insert(uuid, settled);
             }
         }
