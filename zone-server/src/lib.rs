@@ -439,10 +439,15 @@ impl<M: Machine> ZoneServer<M> {
         }
         let registry = &self.registry;
         self.settled.retain(|u, _| registry.get(u).is_some());
+        // The others whose VMM ended. A VM still stopping is its
+        // transition's (its VMM may have ended since `settle` looked: the
+        // next look ends it as its stop or reboot says).
+        let registry = &self.registry;
         let ended: Vec<Uuid> = self
             .host
             .running
             .iter()
+            .filter(|(u, _)| registry.get(u).and_then(ops::Transition::of).is_none())
             .map(|(u, r)| (*u, r.instance))
             .collect::<Vec<_>>()
             .into_iter()

@@ -32,6 +32,9 @@ pub(crate) struct Fake {
     buttons: Vec<u32>,
     /// Whether the guests power off when the button is pressed.
     guests_listen: bool,
+    /// VMMs that end after this many more looks (`vmm_running`): the
+    /// guest powers off between two of zone-server's looks.
+    end_after_looks: BTreeMap<u32, u32>,
     /// What `wake_at` last asked for (`Some(None)`: no wake-up).
     pub(crate) wake_at: Option<Option<u64>>,
     /// Live VNIC grants (badge → lines), as netd keeps them.
@@ -150,6 +153,16 @@ impl Machine for Fake {
         Ok((self.next, u64::from(self.next) + 100))
     }
     fn vmm_running(&mut self, instance: u32) -> Result<bool, String> {
+        if let Some(n) = self.end_after_looks.get_mut(&instance) {
+            if *n == 0 {
+                self.end_after_looks.remove(&instance);
+                if let Some(v) = self.vmms.get_mut(&instance) {
+                    v.0 = false;
+                }
+            } else {
+                *n -= 1;
+            }
+        }
         self.vmms.get(&instance).map(|v| v.0).ok_or_else(|| "proc: no instance".into())
     }
     fn stop_vmm(&mut self, instance: u32) -> Result<(), String> {
@@ -1143,4 +1156,23 @@ fn a_reboot_waits_for_the_guest_and_starts_a_new_vmm() {
     assert_eq!(out.stdout, "running\n");
     let get: serde_json::Value = serde_json::from_str(&run(&mut s, &["get", &uuid], "").stdout).unwrap();
     assert_eq!((get["autoboot"].as_bool(), get.get("transition_to")), (Some(true), None));
+}
+
+/// The guest powers off between `settle`'s look and the look for VMMs
+/// that ended by themselves: the reboot still starts it again (the VM is
+/// its transition's, not reaped as a guest that powered off).
+#[test]
+fn a_guest_that_powers_off_between_two_looks_is_rebooted_all_the_same() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let first = *s.host.machine.vmms.keys().next().unwrap();
+    assert!(begin_as(&mut s, BADGE, &["reboot", &uuid]).pending);
+    s.host.machine.end_after_looks.insert(first, 1);
+    let (step, out) = step_as(&mut s, BADGE);
+    let (step, out) = if step.pending { step_as(&mut s, BADGE) } else { (step, out) };
+    assert!(!step.pending);
+    assert_eq!((out.code, out.stderr), (0, alloc::format!("Successfully completed reboot for VM {uuid}\n")));
+    let vmms: Vec<u32> = s.host.machine.vmms.keys().copied().collect();
+    assert!(vmms.len() == 1 && vmms[0] != first, "{vmms:?}");
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
 }
