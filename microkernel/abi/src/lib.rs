@@ -921,6 +921,11 @@ pub const LOAD_SYSTEM: u64 = 2;
 /// Load the guest's FPU/SSE state from `VcpuRun::fpu` (its MXCSR must not
 /// set reserved bits, or FXRSTOR would fault: the kernel refuses it).
 pub const LOAD_FPU: u64 = 4;
+/// Load only RIP and RAX (`gprs[0]`): what a VMM changes after it emulated
+/// a port or MMIO access (the next RIP, an IN's result), without the other
+/// 15 registers and RFLAGS going in and out. Ignored when `LOAD_GPRS` (which
+/// loads them too) is set.
+pub const LOAD_RIP: u64 = 8;
 
 /// States `ProcessInfo` reports.
 #[repr(u64)]

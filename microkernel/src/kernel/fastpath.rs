@@ -161,12 +161,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
         pp
     };
     let (pml4, io) = (pp.pml4, pp.io_bitmap.is_some());
-    // The FPU registers this CPU holds can only be the caller's (`fpu`'s
-    // invariant); anything else is left to the general path's switch.
-    let fpu_live = fpu_owner[cpu];
-    if fpu_live.is_some_and(|o| o != me) {
-        return Attempt::Declined;
-    }
+
     // The peer waits in a system call (Receiving or AwaitingReply, checked
     // above), so its frame is the one its SYSCALL saved and the way back
     // may be SYSRET without comparing RCX/R11 (`enter_user_after_syscall`).
@@ -195,9 +190,13 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
         e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
     };
     let (top, owner) = (super::context_top_of(pt), io.then_some(pt.process));
-    if fpu_live.is_some() {
+    if fpu_owner[cpu].is_some() {
         // The caller used the FPU in this run: its registers go to its
-        // thread object and CR0.TS is set for the peer.
+        // thread object and CR0.TS is set for the peer. They can only be
+        // the caller's: the owner is always the CPU's current thread on
+        // the way into a system call (`fpu`'s invariant: every other way to
+        // ring 3 parks first).
+        debug_assert_eq!(fpu_owner[cpu], Some(me));
         crate::arch::cpu::fpu_save(&mut mt.fpu.area.0);
         fpu_owner[cpu] = None;
     }

@@ -166,6 +166,10 @@ impl RunPage {
             shadow.rflags = Self::read(at!(self, rflags));
             shadow.gprs[0] = gprs[0];
             shadow.gprs[4] = gprs[4];
+        } else if load & abi::LOAD_RIP != 0 {
+            gprs[0] = Self::read(at!(self, gprs[0]));
+            shadow.gprs[0] = gprs[0];
+            shadow.rip = Self::read(at!(self, rip));
         }
         if load & abi::LOAD_SYSTEM != 0 {
             self.copy_in(shadow, SYSTEM_FROM, STATE_WORDS - GPRS_WORDS);

@@ -23,7 +23,7 @@ use kcore::slab::Id;
 use kcore::vcpu_halt::{
     HltDecision, HltInputs, Latched, Look, NmiGate, OtherVcpu, hlt_decision, stop_with_interrupts_off, wakes_from_stop,
 };
-use kcore::vlapic::{Effect, VLapic, VLapicConfig};
+use kcore::vlapic::{DeliveryMode, Effect, VLapic, VLapicConfig};
 
 /// The highest guest-physical address (exclusive) a guest may map.
 pub const GPA_LIMIT: u64 = 1 << 46;
@@ -259,6 +259,11 @@ pub struct Vcpu {
     pub stopped: AtomicBool,
     /// NMI blocking under SVM (VMX tracks it in the interruptibility state).
     pub nmi_gate: NmiGate,
+    /// Set whenever an INIT, start-up IPI or NMI is latched in `lapic`
+    /// (`apply`) and while the vCPU waits for a start-up IPI or is
+    /// `stopped`: `vcpu_run` looks at those (under the APIC's lock) only
+    /// then, not on every run.
+    pub attention: AtomicBool,
 }
 
 /// The legacy FXSAVE area (SDM Vol. 1 §10.5.1).
@@ -389,6 +394,8 @@ impl Kernel {
             eoi_exit: None,
             stopped: AtomicBool::new(false),
             nmi_gate: NmiGate::default(),
+            // The first run looks (an AP waits for its start-up IPI).
+            attention: AtomicBool::new(true),
         };
         let id = self.vcpus.insert(Box::new(v));
         if let Some(g) = self.guests.get_mut(guest) {
@@ -635,10 +642,6 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
             return (k, None);
         }
     };
-    // The guest's FPU registers are loaded over the CPU's: a VMM thread
-    // that used its own in this run has them saved first (`fpu`).
-    let super::Kernel { fpu_owner, threads, .. } = &mut *k;
-    super::fpu::park(&mut fpu_owner[percpu::index()], threads);
     drop(k);
     let vmx = is_vmx();
     // SAFETY: `prepare` marked the vCPU running and bound to this thread;
@@ -646,8 +649,10 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
     // object is boxed so its address is stable), so this thread has it
     // exclusively until it re-takes the lock below.
     let vcpu = unsafe { &mut *vcpu_ptr };
-    // An AP waits for its start-up IPI before it may run at all.
-    let waiting = {
+    // An AP waits for its start-up IPI before it may run at all. Looked at
+    // only when `attention` says something may have changed (cleared
+    // before the look, so a latch after it sets it again for the next run).
+    let waiting = vcpu.attention.swap(false, Ordering::AcqRel) && {
         // The APIC's lock borrows only `vcpu.lapic`: the other fields stay
         // writable beside it (no `Arc` clone on every run).
         // INIT and SIPI looked at first (inline): the calls that take
@@ -667,7 +672,12 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
         if vcpu.stopped.load(Ordering::SeqCst) && wakes_from_stop(l.nmi_pending(), l.init_pending()) {
             vcpu.stopped.store(false, Ordering::SeqCst);
         }
-        l.waiting_for_sipi() || vcpu.stopped.load(Ordering::SeqCst)
+        let waiting = l.waiting_for_sipi() || vcpu.stopped.load(Ordering::SeqCst);
+        if waiting {
+            // Still to be looked at on every run until it starts.
+            vcpu.attention.store(true, Ordering::Release);
+        }
+        waiting
     };
     let exit = if vcpu.kicked.swap(false, Ordering::AcqRel) {
         run_page(vcpu).set_exit_reason(VcpuExit::Interrupted as u32);
@@ -786,7 +796,11 @@ fn prepare(k: &mut Kernel, me: Id, pid: Id, slot: u64) -> Result<(Id, *mut Vcpu)
         Some(_) => return Err(Error::NoRights), // bound to another thread
     }
     v.running = true;
-    Ok((id, &mut **v as *mut Vcpu))
+    let v = &mut **v as *mut Vcpu;
+    // The guest's FPU registers are loaded over the CPU's: a VMM thread
+    // that used its own in this run has them saved first (`fpu`).
+    super::fpu::park(&mut k.fpu_owner[cpu], &mut k.threads);
+    Ok((id, v))
 }
 
 const EVENT_VALID: u64 = 1 << 31;
@@ -1787,7 +1801,10 @@ fn on_hlt(vcpu: &mut Vcpu) -> Halt {
         HltDecision::SleepUntil(deadline) => Halt::Until(deadline),
         // Stopped until an NMI or INIT: the VMM decides (it ends the VM
         // when `all`); running the vCPU again sleeps until one arrives.
-        HltDecision::Stopped { all } => Halt::ToVmm { all },
+        HltDecision::Stopped { all } => {
+            vcpu.attention.store(true, Ordering::Release);
+            Halt::ToVmm { all }
+        }
     }
 }
 
@@ -2181,6 +2198,9 @@ fn apply(vcpu: &mut Vcpu, effect: Effect) {
         }
         l.deliver(ipi.mode, ipi.vector, ipi.trigger);
         drop(l);
+        if matches!(ipi.mode, DeliveryMode::Init | DeliveryMode::Startup | DeliveryMode::Nmi) {
+            v.attention.store(true, Ordering::Release);
+        }
         if let Some(th) = v.thread {
             wake.push((th, v.in_guest.load(Ordering::Acquire)));
         }

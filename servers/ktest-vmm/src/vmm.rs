@@ -843,8 +843,9 @@ fn io(run: &mut VcpuRun, out: &mut Outcome) -> Result<(), String> {
         let m = mask(size);
         run.gprs[0] = (run.gprs[0] & !m) | (v & m);
     }
+    // Only RIP and RAX changed: the lean request (`LOAD_RIP`).
     run.rip = run.next_rip;
-    run.load_state = abi::LOAD_GPRS;
+    run.load_state = abi::LOAD_RIP;
     Ok(())
 }
 

@@ -286,6 +286,9 @@ impl Vmcb {
             self.w64(RSP, run.gprs[4]);
             self.w64(RIP, run.rip);
             self.w64(RFLAGS, run.rflags | 2);
+        } else if what & abi::LOAD_RIP != 0 {
+            self.w64(RAX, run.gprs[0]);
+            self.w64(RIP, run.rip);
         }
         if what & abi::LOAD_SYSTEM != 0 {
             self.load_system(run);

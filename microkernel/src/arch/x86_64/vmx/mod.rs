@@ -518,6 +518,9 @@ impl Vmcs {
             vmwrite(GUEST_RSP, run.gprs[4]);
             vmwrite(GUEST_RIP, run.rip);
             vmwrite(GUEST_RFLAGS, run.rflags | 2);
+        } else if what & abi::LOAD_RIP != 0 {
+            // RAX goes in from the vCPU's registers (`take_requests`).
+            vmwrite(GUEST_RIP, run.rip);
         }
         if what & abi::LOAD_SYSTEM != 0 {
             self.guest_cr2 = run.cr2;

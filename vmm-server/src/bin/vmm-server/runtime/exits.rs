@@ -227,8 +227,9 @@ fn io_exit(sh: &Shared, run: &mut VcpuRun) {
         let m = mask(size);
         run.gprs[0] = (run.gprs[0] & !m) | (v & m);
     }
+    // Only RIP and RAX changed: the 15 other registers stay in the kernel.
     run.rip = run.next_rip;
-    run.load_state = abi::LOAD_GPRS;
+    run.load_state = abi::LOAD_RIP;
 }
 
 /// `ins`/`outs` (with or without `rep`), emulated by
