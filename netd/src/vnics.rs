@@ -421,6 +421,16 @@ pub trait VnicPlatform {
     fn take_buffer(&mut self) -> Option<Result<Self::Region, libipc::interfaces::SocketError>> {
         None
     }
+    /// The capability every attaching VMM gets with its ring: netd's own
+    /// doorbell, a notification it may only signal, rung after it put
+    /// frames into its rings (netd then polls every ring: [`VnicServer::poll`]).
+    /// Unlike a `kick` call, ringing it never blocks the VMM's thread, so a
+    /// vCPU thread keeps its CPU instead of handing it to another thread of
+    /// its priority until that one's time slice ends. `None`: no such
+    /// doorbell (the VMM then kicks).
+    fn netd_doorbell(&mut self) -> Option<CapSlot> {
+        None
+    }
     /// `client`'s VNIC `vnic` was detached: its doorbell goes (netd must
     /// not keep a VMM's kernel object alive after the VMM let it go).
     fn detached(&mut self, client: u64, vnic: u32) {
@@ -1052,7 +1062,12 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
                 return Err(VnicError::Setup { why });
             }
         };
-        if let Err(err) = reply_caps::attach(Cap::<Frame>::from_slot(slot)) {
+        // The ring, then netd's doorbell (if the platform has one).
+        let bell = self.platform.netd_doorbell();
+        let attached = reply_caps::attach(Cap::<Frame>::from_slot(slot))
+            .and_then(|()| bell.map_or(Ok(()), |b| reply_caps::attach(Cap::<libipc::cap::Notification>::from_slot(b))));
+        if let Err(err) = attached {
+            let fabric = &mut self.switches[self.vnics[i].switch].1;
             if let Ok(region) = fabric.detach(id) {
                 self.platform.destroy(region);
             }

@@ -502,7 +502,7 @@ impl Shared {
             // Frames both ways between the NICs and netd's rings (netd's
             // doorbell is an IPC: made before the console's spin lock is
             // taken, which the console writer takes without this one).
-            let nic_kicked = self.nics.lock().pump(p.pci(), &mut GuestRam::physical(&self.ram));
+            let nic_kicked = self.nics.lock().pump(p.pci(), &mut GuestRam::physical(&self.ram), !write);
             // The guest's metadata requests on COM2, answered.
             self.metadata.lock().pump(&mut p, now);
             // The console lock nests inside the platform lock: output taken
