@@ -826,11 +826,30 @@ impl<P: VnicPlatform> VnicServer<P> {
     /// Moves what every attached guest sent (the process calls this on its
     /// timer: a throttled VNIC goes on when its bucket allows). Returns
     /// when to poll again, if a VNIC waits for its bucket.
+    ///
+    /// It is also what a VMM's ring of netd's doorbell runs, which does
+    /// not say who rang: each switch gets as many rounds as a kick, and a
+    /// VMM whose frames were taken is told only if its ring was full (it
+    /// may hold frames that found no room); telling every sender would
+    /// wake its VMM for each frame it sent.
     pub fn poll(&mut self) -> Option<u64> {
         let now = self.platform.now_ns();
         let mut wake: Option<u64> = None;
         for s in 0..self.switches.len() {
-            let work = self.switches[s].1.poll(now);
+            let fabric = &self.switches[s].1;
+            let before: Vec<(VnicId, u64)> = self
+                .vnics
+                .iter()
+                .filter(|e| e.switch == s)
+                .filter_map(|e| e.attached.as_ref().map(|a| (a.id, fabric.taken(a.id).unwrap_or(0))))
+                .collect();
+            let mut work = self.poll_rounds(s, now);
+            let fabric = &self.switches[s].1;
+            work.room.retain(|id| {
+                let taken = fabric.taken(*id).unwrap_or(0);
+                let was = before.iter().find(|(v, _)| v == id).map_or(0, |&(_, t)| t);
+                fabric.slots(*id).is_some_and(|n| taken.saturating_sub(was) >= u64::from(n))
+            });
             if let Some(w) = work.wake_at_ns {
                 wake = Some(wake.map_or(w, |x| x.min(w)));
             }
@@ -937,6 +956,37 @@ impl<P: VnicPlatform> VnicServer<P> {
     /// The host VNIC's region.
     pub(crate) fn host_region(&mut self, switch: usize, id: VnicId) -> Option<&mut P::Region> {
         self.switches.get_mut(switch)?.1.region_mut(id)
+    }
+
+    /// Rounds of switch `switch` until no ring has more than a budget
+    /// waiting (each round fair between the VNICs), so frames past one
+    /// budget do not wait for the next kick or doorbell; the signals of all
+    /// rounds go out once.
+    fn poll_rounds(&mut self, switch: usize, now: u64) -> Work {
+        let mut work = self.switches[switch].1.poll(now);
+        for _ in 1..KICK_ROUNDS {
+            if !work.more {
+                break;
+            }
+            let next = self.switches[switch].1.poll(now);
+            for id in next.signal {
+                if !work.signal.contains(&id) {
+                    work.signal.push(id);
+                }
+            }
+            for id in next.room {
+                if !work.room.contains(&id) {
+                    work.room.push(id);
+                }
+            }
+            work.uplink.extend(next.uplink);
+            work.wake_at_ns = match (work.wake_at_ns, next.wake_at_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            work.more = next.more;
+        }
+        work
     }
 
     /// Runs switch `switch` once (frames the host or guests queued):
@@ -1095,32 +1145,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         let delivered = self.switches[switch].1.delivered();
         let before = self.switches[switch].1.taken(id).unwrap_or(0);
         let now = self.platform.now_ns();
-        // Rounds until no ring has more than a budget waiting (each round
-        // fair between the VNICs), so frames past one budget do not wait
-        // for the next kick; the signals of all rounds go out once.
-        let mut work = self.switches[switch].1.poll(now);
-        for _ in 1..KICK_ROUNDS {
-            if !work.more {
-                break;
-            }
-            let next = self.switches[switch].1.poll(now);
-            for id in next.signal {
-                if !work.signal.contains(&id) {
-                    work.signal.push(id);
-                }
-            }
-            for id in next.room {
-                if !work.room.contains(&id) {
-                    work.room.push(id);
-                }
-            }
-            work.uplink.extend(next.uplink);
-            work.wake_at_ns = match (work.wake_at_ns, next.wake_at_ns) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            work.more = next.more;
-        }
+        let work = self.poll_rounds(switch, now);
         if let Some(w) = work.wake_at_ns {
             self.throttle_wake = Some(self.throttle_wake.map_or(w, |x| x.min(w)));
         }
