@@ -476,7 +476,10 @@ pub trait VnicPlatform {
 /// through the switch into the receiving VNICs' rings and their VMMs'
 /// signals, in time-stamp-counter ticks ([`VnicPlatform::ticks`]) around
 /// each kick's pass. Always counted (two counter reads a kick); in netd's
-/// status and, with netd's `log-kick-path=N` argument, logged.
+/// status and, with netd's `log-kick-path=N` argument, logged. A poll
+/// that put frames into rings ([`VnicServer::poll`]: a VMM rang netd's
+/// doorbell, or netd's timer) counts as a kick: vCPU threads ring the
+/// doorbell instead of calling `kick`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KickPath {
     /// Kicks of attached VNICs (refused ones not counted).
@@ -833,9 +836,12 @@ impl<P: VnicPlatform> VnicServer<P> {
     /// may hold frames that found no room); telling every sender would
     /// wake its VMM for each frame it sent.
     pub fn poll(&mut self) -> Option<u64> {
+        let t0 = self.platform.ticks();
         let now = self.platform.now_ns();
         let mut wake: Option<u64> = None;
+        let mut frames = 0;
         for s in 0..self.switches.len() {
+            let delivered = self.switches[s].1.delivered();
             let fabric = &self.switches[s].1;
             let before: Vec<(VnicId, u64)> = self
                 .vnics
@@ -854,6 +860,17 @@ impl<P: VnicPlatform> VnicServer<P> {
                 wake = Some(wake.map_or(w, |x| x.min(w)));
             }
             self.finish(s, work, None);
+            frames += self.switches[s].1.delivered().wrapping_sub(delivered);
+        }
+        if frames > 0 {
+            let ticks = self.platform.ticks().wrapping_sub(t0);
+            let p = &mut self.kick_path;
+            p.kicks += 1;
+            p.frames += frames;
+            p.ticks = p.ticks.wrapping_add(ticks);
+            if frames == 1 {
+                p.one_frame_min = Some(p.one_frame_min.map_or(ticks, |m| m.min(ticks)));
+            }
         }
         // Every switch was polled: this is the whole picture.
         self.throttle_wake = wake;

@@ -66,9 +66,19 @@ pub const MTU: u16 = 1500;
 /// The largest frame either way: the MTU and the MAC header (no FCS, no tag).
 pub const MAX_FRAME: usize = MTU as usize + 14;
 /// Frames the device holds for the VMM before it stops taking chains.
-pub const TX_LIMIT: usize = 256;
-/// Frames the device holds for the guest before it drops new ones.
-pub const RX_LIMIT: usize = 256;
+/// With as many again waiting in [`FrameLink`] for room in the ring and
+/// [`RX_LIMIT`] for the guest, a NIC holds at most
+/// [`MAX_HELD_FRAMES`] frames on the VMM's heap (512 KiB on Alcove):
+/// 256 each way exhausted it once a `maxbw` cap let the ring fill (the
+/// VMM panicked on an allocation of 1514 bytes).
+pub const TX_LIMIT: usize = 64;
+/// Frames the device holds for the guest before it drops new ones (more
+/// wait in netd's ring).
+pub const RX_LIMIT: usize = 32;
+/// The most frames one NIC keeps on the VMM's heap: [`TX_LIMIT`] in the
+/// device, as many waiting for room in the ring, [`RX_LIMIT`] for the
+/// guest.
+pub const MAX_HELD_FRAMES: usize = 2 * TX_LIMIT + RX_LIMIT;
 
 // Configuration layout (§5.1.4): mac[6], le16 status,
 // le16 max_virtqueue_pairs, le16 mtu.
