@@ -45,9 +45,9 @@ use vmm_server::vm::nics::{KickOutcome, NetdLink, NicPort, match_vnics};
 
 use super::{Resources, VmSpec};
 
-// A NIC's frames on the heap stay within half of it (a guest, or a capped
-// VNIC, fills them; an allocation that fails panics the VMM).
-const _: () = assert!(vmm_server::virtio::net::MAX_HELD_FRAMES * vmm_server::virtio::net::MAX_FRAME <= alcove_rt::HEAP_BYTES / 2);
+// A NIC's frames on the heap stay within a sixth of it (a guest, or a
+// capped VNIC, fills them; an allocation that fails panics the VMM).
+const _: () = assert!(vmm_server::virtio::net::MAX_HELD_FRAMES * vmm_server::virtio::net::MAX_FRAME <= alcove_rt::HEAP_BYTES / 6);
 
 /// Where VNIC rings are mapped (one slot of 1 MiB each).
 const RING_VA: u64 = 0x23_0000_0000;
