@@ -352,6 +352,12 @@ impl<R: RingRegion> FrameLink<R> {
         (self.from_netd.malformed, self.waiting.len())
     }
 
+    /// Frames in the ring that netd has not taken yet.
+    pub fn unconsumed(&mut self) -> Result<u32, FrameRingError> {
+        let free = self.to_netd.free(&self.region)?;
+        Ok(Geometry::from_header(&self.region).map_or(0, |g| g.slots.saturating_sub(free)))
+    }
+
     /// One round both ways. An error means netd broke the ring protocol.
     pub fn pump(&mut self, dev: &mut Net) -> Result<Pumped, FrameRingError> {
         let mut out = Pumped::default();

@@ -123,10 +123,14 @@ impl Nics {
                         // A lost netd never hears it: the timer thread's
                         // kick finds out once the ring is full.
                         let _ = sys::signal(bell, 1);
-                    } else if r.kick_netd
+                    } else if (r.kick_netd || (!from_vcpu && r.unconsumed))
                         && !self.link.lost()
                         && let Some(netd) = &self.netd
                     {
+                        // On the timer thread also when frames a vCPU's
+                        // doorbell announced are still in the ring: a
+                        // restarted netd never heard it, and its answer
+                        // to the kick says so.
                         let result = netd.kick(port.handle);
                         match self.link.kicked(&result, alcove_rt::clock_ns()) {
                             KickOutcome::Fine => {}
