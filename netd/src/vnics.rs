@@ -421,6 +421,16 @@ pub trait VnicPlatform {
     fn take_buffer(&mut self) -> Option<Result<Self::Region, libipc::interfaces::SocketError>> {
         None
     }
+    /// The capability every attaching VMM gets with its ring: netd's own
+    /// doorbell, a notification it may only signal, rung after it put
+    /// frames into its rings (netd then polls every ring: [`VnicServer::poll`]).
+    /// Unlike a `kick` call, ringing it never blocks the VMM's thread, so a
+    /// vCPU thread keeps its CPU instead of handing it to another thread of
+    /// its priority until that one's time slice ends. `None`: no such
+    /// doorbell (the VMM then kicks).
+    fn netd_doorbell(&mut self) -> Option<CapSlot> {
+        None
+    }
     /// `client`'s VNIC `vnic` was detached: its doorbell goes (netd must
     /// not keep a VMM's kernel object alive after the VMM let it go).
     fn detached(&mut self, client: u64, vnic: u32) {
@@ -466,7 +476,10 @@ pub trait VnicPlatform {
 /// through the switch into the receiving VNICs' rings and their VMMs'
 /// signals, in time-stamp-counter ticks ([`VnicPlatform::ticks`]) around
 /// each kick's pass. Always counted (two counter reads a kick); in netd's
-/// status and, with netd's `log-kick-path=N` argument, logged.
+/// status and, with netd's `log-kick-path=N` argument, logged. A poll
+/// that put frames into rings ([`VnicServer::poll`]: a VMM rang netd's
+/// doorbell, or netd's timer) counts as a kick: vCPU threads ring the
+/// doorbell instead of calling `kick`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KickPath {
     /// Kicks of attached VNICs (refused ones not counted).
@@ -816,15 +829,48 @@ impl<P: VnicPlatform> VnicServer<P> {
     /// Moves what every attached guest sent (the process calls this on its
     /// timer: a throttled VNIC goes on when its bucket allows). Returns
     /// when to poll again, if a VNIC waits for its bucket.
+    ///
+    /// It is also what a VMM's ring of netd's doorbell runs, which does
+    /// not say who rang: each switch gets as many rounds as a kick, and a
+    /// VMM whose frames were taken is told only if its ring was full (it
+    /// may hold frames that found no room); telling every sender would
+    /// wake its VMM for each frame it sent.
     pub fn poll(&mut self) -> Option<u64> {
+        let t0 = self.platform.ticks();
         let now = self.platform.now_ns();
         let mut wake: Option<u64> = None;
+        let mut frames = 0;
         for s in 0..self.switches.len() {
-            let work = self.switches[s].1.poll(now);
+            let delivered = self.switches[s].1.delivered();
+            let fabric = &self.switches[s].1;
+            let before: Vec<(VnicId, u64)> = self
+                .vnics
+                .iter()
+                .filter(|e| e.switch == s)
+                .filter_map(|e| e.attached.as_ref().map(|a| (a.id, fabric.taken(a.id).unwrap_or(0))))
+                .collect();
+            let mut work = self.poll_rounds(s, now);
+            let fabric = &self.switches[s].1;
+            work.room.retain(|id| {
+                let taken = fabric.taken(*id).unwrap_or(0);
+                let was = before.iter().find(|(v, _)| v == id).map_or(0, |&(_, t)| t);
+                fabric.slots(*id).is_some_and(|n| taken.saturating_sub(was) >= u64::from(n))
+            });
             if let Some(w) = work.wake_at_ns {
                 wake = Some(wake.map_or(w, |x| x.min(w)));
             }
             self.finish(s, work, None);
+            frames += self.switches[s].1.delivered().wrapping_sub(delivered);
+        }
+        if frames > 0 {
+            let ticks = self.platform.ticks().wrapping_sub(t0);
+            let p = &mut self.kick_path;
+            p.kicks += 1;
+            p.frames += frames;
+            p.ticks = p.ticks.wrapping_add(ticks);
+            if frames == 1 {
+                p.one_frame_min = Some(p.one_frame_min.map_or(ticks, |m| m.min(ticks)));
+            }
         }
         // Every switch was polled: this is the whole picture.
         self.throttle_wake = wake;
@@ -927,6 +973,37 @@ impl<P: VnicPlatform> VnicServer<P> {
     /// The host VNIC's region.
     pub(crate) fn host_region(&mut self, switch: usize, id: VnicId) -> Option<&mut P::Region> {
         self.switches.get_mut(switch)?.1.region_mut(id)
+    }
+
+    /// Rounds of switch `switch` until no ring has more than a budget
+    /// waiting (each round fair between the VNICs), so frames past one
+    /// budget do not wait for the next kick or doorbell; the signals of all
+    /// rounds go out once.
+    fn poll_rounds(&mut self, switch: usize, now: u64) -> Work {
+        let mut work = self.switches[switch].1.poll(now);
+        for _ in 1..KICK_ROUNDS {
+            if !work.more {
+                break;
+            }
+            let next = self.switches[switch].1.poll(now);
+            for id in next.signal {
+                if !work.signal.contains(&id) {
+                    work.signal.push(id);
+                }
+            }
+            for id in next.room {
+                if !work.room.contains(&id) {
+                    work.room.push(id);
+                }
+            }
+            work.uplink.extend(next.uplink);
+            work.wake_at_ns = match (work.wake_at_ns, next.wake_at_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            work.more = next.more;
+        }
+        work
     }
 
     /// Runs switch `switch` once (frames the host or guests queued):
@@ -1052,7 +1129,12 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
                 return Err(VnicError::Setup { why });
             }
         };
-        if let Err(err) = reply_caps::attach(Cap::<Frame>::from_slot(slot)) {
+        // The ring, then netd's doorbell (if the platform has one).
+        let bell = self.platform.netd_doorbell();
+        let attached = reply_caps::attach(Cap::<Frame>::from_slot(slot))
+            .and_then(|()| bell.map_or(Ok(()), |b| reply_caps::attach(Cap::<libipc::cap::Notification>::from_slot(b))));
+        if let Err(err) = attached {
+            let fabric = &mut self.switches[self.vnics[i].switch].1;
             if let Ok(region) = fabric.detach(id) {
                 self.platform.destroy(region);
             }
@@ -1080,32 +1162,7 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
         let delivered = self.switches[switch].1.delivered();
         let before = self.switches[switch].1.taken(id).unwrap_or(0);
         let now = self.platform.now_ns();
-        // Rounds until no ring has more than a budget waiting (each round
-        // fair between the VNICs), so frames past one budget do not wait
-        // for the next kick; the signals of all rounds go out once.
-        let mut work = self.switches[switch].1.poll(now);
-        for _ in 1..KICK_ROUNDS {
-            if !work.more {
-                break;
-            }
-            let next = self.switches[switch].1.poll(now);
-            for id in next.signal {
-                if !work.signal.contains(&id) {
-                    work.signal.push(id);
-                }
-            }
-            for id in next.room {
-                if !work.room.contains(&id) {
-                    work.room.push(id);
-                }
-            }
-            work.uplink.extend(next.uplink);
-            work.wake_at_ns = match (work.wake_at_ns, next.wake_at_ns) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            work.more = next.more;
-        }
+        let work = self.poll_rounds(switch, now);
         if let Some(w) = work.wake_at_ns {
             self.throttle_wake = Some(self.throttle_wake.map_or(w, |x| x.min(w)));
         }

@@ -212,6 +212,71 @@ fn a_kick_signals_each_receiving_vmm_once_and_not_the_kicker() {
     assert!(status.contains("ip_spoof=1"), "{status}");
 }
 
+/// A VMM's vCPU thread rings netd's doorbell (a notification) instead of
+/// calling `kick`: netd's process then polls every ring
+/// ([`VnicServer::poll`], what `Netd::tick` runs on the doorbell's bit).
+/// That alone moves the frames and tells the receiving VMM; a ring with
+/// nothing new, or with forged frames only, moves nothing and tells no one.
+#[test]
+fn netd_s_doorbell_moves_frames_without_a_kick_and_a_needless_ring_moves_nothing() {
+    let (platform, seen) = Platform::new(Seen { max_pages: 128, netd_doorbell: Some(77), ..Seen::default() });
+    let config = NetConfig::parse(CONF).unwrap();
+    let (unbadged, mut end) = channel(8);
+    let mut server = VnicServer::new(&config, platform);
+    // The VMMs attach from their threads; netd serves on this one.
+    let (a, b) = (vnic::Client::new(unbadged.badged(A)), vnic::Client::new(unbadged.badged(B)));
+    let attach = |c: vnic::Client<libipc::in_process::ClientEnd>, vnic: u32| thread::spawn(move || c.attach(vnic, 0).unwrap().unwrap());
+    let (ta, tb) = (attach(a, 0), attach(b, 1));
+    let mut served = 0;
+    while served < 2 {
+        if end.serve_one(&mut server) {
+            served += 1;
+        }
+        thread::yield_now();
+    }
+    let (ha, hb) = (ta.join().unwrap().handle, tb.join().unwrap().handle);
+    assert_ne!(ha, hb);
+    // Each attach reply offered netd's doorbell.
+    assert_eq!(seen.lock().unwrap().netd_doorbell_offered, 2);
+    let regions = seen.lock().unwrap().regions.clone();
+    let (mut vmm_a, mut vmm_b) = (Vmm::new(regions[0].clone()), Vmm::new(regions[1].clone()));
+    seen.lock().unwrap().signals.clear();
+
+    // Rung with nothing in any ring: nothing moves, no VMM is told.
+    server.poll();
+    assert!(seen.lock().unwrap().signals.is_empty());
+    assert!(vmm_b.received().is_empty());
+    // A's frame, then the doorbell: in B's ring, B told, A not.
+    let hello = arp(MAC_A, [10, 0, 0, 1]);
+    vmm_a.send(&hello);
+    server.poll();
+    assert_eq!(vmm_b.received(), [hello]);
+    assert_eq!(seen.lock().unwrap().signals, [(B, 1)]);
+    // Rung again for the same frame (a spurious ring): nothing twice.
+    seen.lock().unwrap().signals.clear();
+    server.poll();
+    assert!(vmm_b.received().is_empty() && seen.lock().unwrap().signals.is_empty());
+    // The doorbell passes no frame the switch would not: a forged source
+    // IP from B is taken and dropped, A gets nothing.
+    vmm_b.send(&arp(MAC_B, [10, 0, 0, 66]));
+    server.poll();
+    assert!(vmm_a.received().is_empty());
+    assert!(server.status_text().contains("ip_spoof=1"), "{}", server.status_text());
+    // A ring filled to its last slot (its VMM may hold more, waiting for
+    // room): all 64 go over on one ring, and A is told of the room too.
+    seen.lock().unwrap().signals.clear();
+    for _ in 0..64 {
+        vmm_a.send(&arp(MAC_A, [10, 0, 0, 1]));
+    }
+    server.poll();
+    assert_eq!(vmm_b.received().len(), 64);
+    let signals = seen.lock().unwrap().signals.clone();
+    assert!(signals.contains(&(B, 1)) && signals.contains(&(A, 0)) && signals.len() == 2, "{signals:?}");
+    // No kick was made: the kick path counted the two rings that moved
+    // frames (1, then 64), not the others.
+    assert!(server.status_text().contains("kick path: 2 kicks, 65 frames into rings"), "{}", server.status_text());
+}
+
 #[test]
 fn one_kick_takes_more_than_a_poll_budget_and_signals_the_kicker_only_if_its_ring_was_full() {
     let r = rig();

@@ -92,6 +92,11 @@ pub struct Seen {
     /// time netd reads it (0: the counter stands still).
     pub tsc: u64,
     pub tsc_step: u64,
+    /// netd's own doorbell, offered with every attach reply (a slot
+    /// number: the in-process transport carries no capabilities), and how
+    /// many attach replies asked for it.
+    pub netd_doorbell: Option<u32>,
+    pub netd_doorbell_offered: usize,
     /// Badged endpoints made for VNIC grants, and how many were revoked.
     pub minted: Vec<u64>,
     pub unminted: usize,
@@ -115,6 +120,8 @@ impl Default for Seen {
             tick_ns: 0,
             tsc: 0,
             tsc_step: 0,
+            netd_doorbell: None,
+            netd_doorbell_offered: 0,
             minted: Vec::new(),
             unminted: 0,
         }
@@ -162,6 +169,11 @@ impl VnicPlatform for Platform {
     }
     fn detached(&mut self, client: u64, vnic: u32) {
         self.0.lock().unwrap().doorbells_gone.push((client, vnic));
+    }
+    fn netd_doorbell(&mut self) -> Option<u32> {
+        let mut s = self.0.lock().unwrap();
+        s.netd_doorbell_offered += 1;
+        s.netd_doorbell
     }
     fn now_ns(&self) -> u64 {
         let mut s = self.0.lock().unwrap();

@@ -66,9 +66,20 @@ pub const MTU: u16 = 1500;
 /// The largest frame either way: the MTU and the MAC header (no FCS, no tag).
 pub const MAX_FRAME: usize = MTU as usize + 14;
 /// Frames the device holds for the VMM before it stops taking chains.
-pub const TX_LIMIT: usize = 256;
-/// Frames the device holds for the guest before it drops new ones.
-pub const RX_LIMIT: usize = 256;
+/// With as many again waiting in [`FrameLink`] for room in the ring and
+/// [`RX_LIMIT`] for the guest, a NIC holds at most
+/// [`MAX_HELD_FRAMES`] frames on the VMM's heap (512 KiB on Alcove):
+/// 256 each way exhausted it once a `maxbw` cap let the ring fill (the
+/// VMM panicked on an allocation of 1514 bytes; 64 and 32 still did).
+/// The ring's 64 slots each way carry the bursts.
+pub const TX_LIMIT: usize = 16;
+/// Frames the device holds for the guest before it drops new ones (more
+/// wait in netd's ring).
+pub const RX_LIMIT: usize = 16;
+/// The most frames one NIC keeps on the VMM's heap: [`TX_LIMIT`] in the
+/// device, as many waiting for room in the ring, [`RX_LIMIT`] for the
+/// guest.
+pub const MAX_HELD_FRAMES: usize = 2 * TX_LIMIT + RX_LIMIT;
 
 // Configuration layout (§5.1.4): mac[6], le16 status,
 // le16 max_virtqueue_pairs, le16 mtu.
@@ -339,6 +350,12 @@ impl<R: RingRegion> FrameLink<R> {
     /// guest sent that wait for room in the ring.
     pub fn counts(&self) -> (u64, usize) {
         (self.from_netd.malformed, self.waiting.len())
+    }
+
+    /// Frames in the ring that netd has not taken yet.
+    pub fn unconsumed(&mut self) -> Result<u32, FrameRingError> {
+        let free = self.to_netd.free(&self.region)?;
+        Ok(Geometry::from_header(&self.region).map_or(0, |g| g.slots.saturating_sub(free)))
     }
 
     /// One round both ways. An error means netd broke the ring protocol.

@@ -197,6 +197,9 @@ pub struct PumpResult {
     pub kick_netd: bool,
     /// The device was kicked (an interrupt may be raised: pass it on).
     pub kicked_device: bool,
+    /// Frames wait in the ring that netd has not taken: a doorbell nobody
+    /// heard (netd restarted), to be followed up by a `kick`.
+    pub unconsumed: bool,
 }
 
 /// A virtio-net device on the PCI bus and its VNIC's frame ring.
@@ -236,6 +239,7 @@ impl<R: RingRegion> NicPort<R> {
             out.kicked_device = true;
         }
         out.kick_netd |= p.signal_netd || self.link.counts().1 > 0;
+        out.unconsumed = self.link.unconsumed()? > 0;
         Ok(out)
     }
 

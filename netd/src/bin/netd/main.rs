@@ -19,6 +19,14 @@
 //! ([`netd::host::Netd::nic_input`]). Frames for a nic_tag with no NIC
 //! are counted and dropped.
 //!
+//! netd's own doorbell, the other way: a notification ([`doorbell`]) of
+//! which every VMM gets a copy it may only signal with its `attach` reply,
+//! rung when it put frames into a ring. A thread of netd's waits on it and
+//! passes each ring on as bit 16 of the serving thread's notification,
+//! whatever bits the VMM set (a VMM cannot set the serving thread's other
+//! bits); netd then polls every ring (`Netd::tick`). Unlike a `kick` call
+//! it never blocks the VMM's thread (see `VnicPlatform::netd_doorbell`).
+//!
 //! A second thread is netd's timer: it sleeps until the time the server
 //! last asked for (`Netd::wake_at_ns`: the host stack's retransmits and
 //! ARP, a VNIC waiting for its bandwidth bucket), or for ever when nothing
@@ -89,6 +97,9 @@ mod frames {
         doorbells: BTreeMap<(u64, u32), CapSlot>,
         /// netd's endpoint, which `vnic.grant`'s badged copies are made from.
         pub endpoint: Option<CapSlot>,
+        /// netd's doorbell with the signal right only, a copy of which goes
+        /// with every `attach` reply (see [`crate::doorbell`]).
+        pub doorbell: Option<CapSlot>,
     }
 
     impl Frames {
@@ -101,6 +112,7 @@ mod frames {
                 next_nic: 0,
                 doorbells: BTreeMap::new(),
                 endpoint: None,
+                doorbell: None,
             }
         }
 
@@ -243,6 +255,10 @@ mod frames {
             }
         }
 
+        fn netd_doorbell(&mut self) -> Option<CapSlot> {
+            self.doorbell
+        }
+
         fn detached(&mut self, client: u64, vnic: u32) {
             if let Some(old) = self.doorbells.remove(&(client, vnic)) {
                 let _ = sys::cap_delete(old);
@@ -341,6 +357,55 @@ mod timer {
     }
 }
 
+#[cfg(target_os = "none")]
+mod doorbell {
+    //! netd's doorbell for the VMMs (see the module's description): a
+    //! notification the VMMs may signal and a thread that waits on it and
+    //! signals [`BIT`] on the serving thread's notification.
+    use abi::{CapSlot, ObjectType, Rights};
+    use libipc::sys;
+
+    /// The bit a VMM's ring sets on the serving thread's notification.
+    pub const BIT: u64 = 16;
+    const STACK_VA: u64 = 0x51_0000_0000;
+    const STACK_PAGES: u64 = 2;
+
+    /// Creates the doorbell in `bell` and its signal-only copy for the
+    /// VMMs in `give`.
+    pub fn create(bell: CapSlot, give: CapSlot) -> Result<(), abi::Error> {
+        sys::create(ObjectType::Notification, bell, 0)?;
+        sys::cap_copy(bell, give, Rights::WRITE, 0).inspect_err(|_| {
+            let _ = sys::cap_delete(bell);
+        })
+    }
+
+    /// Starts the thread that passes `bell` on to `main`.
+    pub fn start(slots: alcove_rt::ThreadSlots, bell: CapSlot, main: CapSlot) -> Result<(), abi::Error> {
+        let arg = u64::from(bell) | u64::from(slots.thread) << 32;
+        let t = alcove_rt::Thread::spawn(slots, STACK_VA, STACK_PAGES, run, arg, u64::from(main))?;
+        // It runs as long as the process.
+        core::mem::forget(t);
+        Ok(())
+    }
+
+    extern "C" fn run(_ipc: u64, arg: u64, main: u64) -> ! {
+        let (bell, me, main) = (arg as u32 as CapSlot, (arg >> 32) as CapSlot, main as CapSlot);
+        loop {
+            match sys::wait(bell, abi::FOREVER) {
+                Ok(_) => {
+                    let _ = sys::signal(main, BIT);
+                }
+                Err(e) => {
+                    // Never expected (netd keeps the doorbell): stop rather
+                    // than spin; the VMMs' timers still kick.
+                    log::error!("netd: the VMMs' doorbell: {e}; no longer heard");
+                    let _ = sys::thread_suspend(me);
+                }
+            }
+        }
+    }
+}
+
 /// The server, publishing its next wake-up to the timer after each
 /// request and tick.
 #[cfg(target_os = "none")]
@@ -433,7 +498,8 @@ impl libipc::Dispatch for Timed {
             }
             timer::set(self.netd.wake_at_ns(), self.tick);
         }
-        if bits & timer::TICK_BIT != 0 {
+        if bits & (timer::TICK_BIT | doorbell::BIT) != 0 {
+            // A VMM rang: every ring is polled (as on the timer's tick).
             self.netd.notified(bits);
             timer::set(self.netd.wake_at_ns(), self.tick);
         }
@@ -520,6 +586,18 @@ fn main(start: alcove_rt::Start) -> u64 {
     frames.nics = find_nics(&info, &config);
     let tick = frames.fresh_slot();
     let thread = alcove_rt::ThreadSlots { thread: frames.fresh_slot(), stack: frames.fresh_slot(), ipc: frames.fresh_slot() };
+    let (bell, bell_give) = (frames.fresh_slot(), frames.fresh_slot());
+    let bell_thread = alcove_rt::ThreadSlots { thread: frames.fresh_slot(), stack: frames.fresh_slot(), ipc: frames.fresh_slot() };
+    let bell_made = match doorbell::create(bell, bell_give) {
+        Ok(()) => {
+            frames.doorbell = Some(bell_give);
+            true
+        }
+        Err(e) => {
+            log::error!("no doorbell for the VMMs (they kick instead): {e}");
+            false
+        }
+    };
     frames.offer_slot();
     let seed = alcove_rt::rdrand_u64().unwrap_or_else(alcove_rt::rdtsc);
     let mut netd = netd::host::Netd::new(&config, frames, seed);
@@ -591,6 +669,11 @@ fn main(start: alcove_rt::Start) -> u64 {
     alcove_rt::serve_forever_with(slot, server, |main| {
         if let Err(e) = timer::start(thread, tick, main) {
             log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");
+        }
+        if bell_made && let Err(e) = doorbell::start(bell_thread, bell, main) {
+            // The VMMs' copies ring a doorbell nobody hears: their timers'
+            // kicks (at least every 20 ms) still move their frames.
+            log::error!("no thread for the VMMs' doorbell: {e}");
         }
         for (name, msi) in &msis {
             if let Err(e) = libipc::sys::irq_bind(*msi, main, NIC_BIT) {

@@ -70,9 +70,6 @@ const STACK_STRIDE: u64 = 0x10_0000;
 const STACK_PAGES: u64 = sizing::THREAD_STACK_PAGES;
 const FILE_VA: u64 = 0x30_0000_0000;
 const FILE_STRIDE: u64 = 0x1_0000_0000;
-/// The priority of vCPU threads: below the servers' default (100), which
-/// the VMM's own main and timer threads have too.
-const VCPU_PRIORITY: u8 = 90;
 /// Guest RAM comes in frames of this many pages (4 MiB): small enough to
 /// find contiguous memory for after the host has run a while, few enough
 /// to map quickly.
@@ -502,7 +499,7 @@ impl Shared {
             // Frames both ways between the NICs and netd's rings (netd's
             // doorbell is an IPC: made before the console's spin lock is
             // taken, which the console writer takes without this one).
-            let nic_kicked = self.nics.lock().pump(p.pci(), &mut GuestRam::physical(&self.ram));
+            let nic_kicked = self.nics.lock().pump(p.pci(), &mut GuestRam::physical(&self.ram), !write);
             // The guest's metadata requests on COM2, answered.
             self.metadata.lock().pump(&mut p, now);
             // The console lock nests inside the platform lock: output taken
@@ -959,15 +956,17 @@ fn report_overhead(ram_bytes: u64) {
 fn start_thread(res: &mut Resources, index: u64, timer: bool) -> Result<Thread, String> {
     let slots = ThreadSlots { thread: res.fresh(), stack: res.fresh(), ipc: res.fresh() };
     let va = STACK_VA + index * STACK_STRIDE;
-    let t = Thread::spawn(slots, va, STACK_PAGES, thread_main, index, u64::from(timer))
-        .map_err(|e| format!("start thread {index}: {e}"))?;
-    if !timer {
-        // vCPU threads run below the servers a VM depends on (storaged,
-        // the console) and below this VMM's timer thread, so a guest
-        // spinning on every vCPU cannot starve them.
-        let _ = sys::thread_set_priority(t.slot(), VCPU_PRIORITY, None);
-    }
-    Ok(t)
+    // Every thread runs at the VMM's priority, below the servers a VM
+    // depends on (storaged, netd, the console: the manifests put them
+    // higher), so a guest spinning on every vCPU cannot starve those. Not
+    // below this VMM's timer thread: the threads share spin locks (the
+    // platform's, the NICs', the heap's), and a timer thread above a vCPU
+    // thread that holds one on the same CPU would spin for ever (with the
+    // vCPUs at 90, net-two's guests never printed a line). A priority set
+    // here after `spawn` never took anyway: the kernel answers BadState
+    // once a thread runs.
+    Thread::spawn(slots, va, STACK_PAGES, thread_main, index, u64::from(timer))
+        .map_err(|e| format!("start thread {index}: {e}"))
 }
 
 extern "C" fn thread_main(_ipc: u64, index: u64, timer: u64) -> ! {

@@ -4,7 +4,14 @@
 //! `vmm_server::vm::nics`). The rings are pumped whenever the devices'
 //! state is delivered (after exits and on the timer thread's pass, at
 //! least every 20 ms), under the platform lock, and netd's doorbell is
-//! rung when frames went into a ring. Each `attach` gives netd this
+//! rung when frames went into a ring: on a vCPU thread by signalling
+//! netd's doorbell (a notification netd gives with each `attach` reply),
+//! which never blocks, so the vCPU keeps its CPU (a `kick` call handed
+//! it to whichever thread of its priority ran next there, often the other
+//! VM's vCPU, and it came back only when that one's 10 ms slice ended:
+//! the milliseconds of guest-to-guest round trips); on the timer thread,
+//! or without netd's doorbell, by the `kick` call, whose answer also tells
+//! a lost link. Each `attach` gives netd this
 //! VMM's doorbell the other way: a copy of the timer thread's
 //! notification that can only be signalled, which netd rings when a ring
 //! got frames, so they wait for no timer.
@@ -38,6 +45,10 @@ use vmm_server::vm::nics::{KickOutcome, NetdLink, NicPort, match_vnics};
 
 use super::{Resources, VmSpec};
 
+// A NIC's frames on the heap stay within a sixth of it (a guest, or a
+// capped VNIC, fills them; an allocation that fails panics the VMM).
+const _: () = assert!(vmm_server::virtio::net::MAX_HELD_FRAMES * vmm_server::virtio::net::MAX_FRAME <= alcove_rt::HEAP_BYTES / 6);
+
 /// Where VNIC rings are mapped (one slot of 1 MiB each).
 const RING_VA: u64 = 0x23_0000_0000;
 const RING_STRIDE: u64 = 0x10_0000;
@@ -51,6 +62,10 @@ struct Attachment {
     /// the ring now.
     rings: [CapSlot; 2],
     bank: usize,
+    /// netd's doorbell (signal right only), if its `attach` reply brought
+    /// one, in the slot beside its ring's.
+    bell: Option<CapSlot>,
+    bells: [CapSlot; 2],
 }
 
 /// The VM's NICs and netd's doorbell. Dropping it detaches every VNIC.
@@ -87,8 +102,10 @@ impl Nics {
     }
 
     /// Moves frames both ways on every NIC; returns whether a device was
-    /// kicked (an interrupt may be pending: pass it on).
-    pub(super) fn pump(&mut self, bus: &mut PciBus, mem: &mut dyn GuestMemory) -> bool {
+    /// kicked (an interrupt may be pending: pass it on). On a vCPU thread
+    /// (`from_vcpu`) netd is told of frames by its doorbell, never by a
+    /// blocking call (see the module's description).
+    pub(super) fn pump(&mut self, bus: &mut PciBus, mem: &mut dyn GuestMemory, from_vcpu: bool) -> bool {
         let mut kicked = false;
         for (i, port) in self.ports.iter_mut().enumerate() {
             if self.broken[i] {
@@ -97,10 +114,23 @@ impl Nics {
             match port.pump(bus, mem) {
                 Ok(r) => {
                     kicked |= r.kicked_device;
+                    let bell = self.attachments.get(i).and_then(|a| a.bell);
                     if r.kick_netd
+                        && from_vcpu
+                        && !self.link.lost()
+                        && let Some(bell) = bell
+                    {
+                        // A lost netd never hears it: the timer thread's
+                        // kick finds out once the ring is full.
+                        let _ = sys::signal(bell, 1);
+                    } else if (r.kick_netd || (!from_vcpu && r.unconsumed))
                         && !self.link.lost()
                         && let Some(netd) = &self.netd
                     {
+                        // On the timer thread also when frames a vCPU's
+                        // doorbell announced are still in the ring: a
+                        // restarted netd never heard it, and its answer
+                        // to the kick says so.
                         let result = netd.kick(port.handle);
                         match self.link.kicked(&result, alcove_rt::clock_ns()) {
                             KickOutcome::Fine => {}
@@ -153,16 +183,23 @@ impl Nics {
             let next = 1 - att.bank;
             let slot = att.rings[next];
             sys::cap_copy(self.timer, self.doorbell, Rights::WRITE, 0).map_err(|e| what(&format!("copy the doorbell: {e}")))?;
-            let transport = CapTransport::new(Cap::<Endpoint>::from_slot(self.ep), &[slot]).sending(&[self.doorbell]);
+            let bell_slot = att.bells[next];
+            let transport =
+                CapTransport::new(Cap::<Endpoint>::from_slot(self.ep), &[slot, bell_slot]).sending(&[self.doorbell]);
             let attached = vnic::Client::new(&transport).attach(id, 0);
             let _ = sys::cap_delete(self.doorbell);
-            let got_ring = transport.received() == 1;
+            let received = transport.received();
+            let got_ring = received >= 1;
+            if received < 2 || !is_doorbell(bell_slot) {
+                let _ = sys::cap_delete(bell_slot);
+            }
             let attached = match attached {
                 Ok(Ok(a)) if got_ring => a,
                 other => {
                     if got_ring {
                         let _ = sys::cap_delete(slot);
                     }
+                    let _ = sys::cap_delete(bell_slot);
                     return Err(match other {
                         Ok(Ok(_)) => what(&"netd sent no ring"),
                         Ok(Err(e)) => what(&e),
@@ -180,6 +217,7 @@ impl Nics {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = sys::cap_delete(slot);
+                    let _ = sys::cap_delete(bell_slot);
                     return Err(e);
                 }
             };
@@ -188,6 +226,8 @@ impl Nics {
                     // Unmapped (its last handle), then its capability goes.
                     drop(old);
                     let _ = sys::cap_delete(att.rings[att.bank]);
+                    let _ = sys::cap_delete(att.bells[att.bank]);
+                    att.bell = (received >= 2 && is_doorbell(bell_slot)).then_some(bell_slot);
                     att.bank = next;
                     self.broken[index] = false;
                     log::info!("nics[{index}]: VNIC {id} attached again as handle {}", attached.handle);
@@ -195,6 +235,7 @@ impl Nics {
                 Err((new, e)) => {
                     drop(new);
                     let _ = sys::cap_delete(slot);
+                    let _ = sys::cap_delete(bell_slot);
                     let _ = netd.detach(attached.handle);
                     return Err(what(&e));
                 }
@@ -202,6 +243,12 @@ impl Nics {
         }
         Ok(())
     }
+}
+
+/// Whether `slot` holds a notification this VMM may signal (netd's
+/// doorbell); anything else netd sent is not used.
+fn is_doorbell(slot: CapSlot) -> bool {
+    sys::cap_identify(slot).is_ok_and(|i| i.object_type == abi::ObjectType::Notification && i.rights.contains(Rights::WRITE))
 }
 
 /// Where NIC `index`'s ring is mapped in place `bank` (0 or 1).
@@ -271,16 +318,24 @@ pub(super) fn attach(res: &mut Resources, spec: &VmSpec, bus: &mut PciBus, timer
         sys::cap_copy(timer, doorbell, Rights::WRITE, 0).map_err(|e| what(&format!("copy the doorbell: {e}")))?;
         res.next += 1;
         let slot = res.next;
-        let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot]).sending(&[doorbell]);
+        // netd's doorbell comes in the slot after the ring's.
+        let bell_slot = slot + 1;
+        let transport = CapTransport::new(Cap::<Endpoint>::from_slot(ep), &[slot, bell_slot]).sending(&[doorbell]);
         let attached = vnic::Client::new(&transport).attach(id, 0);
         // netd holds its own copy now (or none, if the call failed).
         let _ = sys::cap_delete(doorbell);
+        let received = transport.received();
         let attached = attached.map_err(|e| what(&e))?.map_err(|e| what(&e))?;
-        if transport.received() != 1 {
+        if received == 0 {
             return Err(what(&"netd sent no ring"));
         }
-        res.next += 1;
+        res.next += 2;
         res.slots.push(slot);
+        res.slots.push(bell_slot);
+        let bell = (received >= 2 && is_doorbell(bell_slot)).then_some(bell_slot);
+        if bell.is_none() {
+            let _ = sys::cap_delete(bell_slot);
+        }
         let pages = u64::from(attached.ring_pages);
         if pages * PAGE_SIZE > RING_STRIDE {
             return Err(what(&format!("ring of {pages} pages is too large")));
@@ -292,10 +347,11 @@ pub(super) fn attach(res: &mut Resources, spec: &VmSpec, bus: &mut PciBus, timer
         nics.ports.push(port);
         nics.broken.push(false);
         // The other ring place's slot, for an attach after a netd restart.
-        let other = res.next;
-        res.next += 1;
+        let (other, other_bell) = (res.next, res.next + 1);
+        res.next += 2;
         res.slots.push(other);
-        nics.attachments.push(Attachment { rings: [slot, other], bank: 0 });
+        res.slots.push(other_bell);
+        nics.attachments.push(Attachment { rings: [slot, other], bank: 0, bell, bells: [bell_slot, other_bell] });
     }
     Ok(nics)
 }
