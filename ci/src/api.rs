@@ -24,7 +24,10 @@
 //! cut short (both refused, naming why), `list` (only the good one),
 //! `POST /vms` of a VM whose disk is a clone of the imported image
 //! (running), its forced stop (its console then 409), its delete, and
-//! `sources -d`. Then the machine is ended
+//! `sources -d`. Also a graceful `vmadm stop -t 3` (host CLI) of a guest
+//! deaf to the power button, under way while `GET /vms/:uuid` and `GET
+//! /vms` answer it `stopping`, then returning, forced at its deadline.
+//! Then the machine is ended
 //! (apid cannot power it off).
 //! In the system tier (three passes in a row beside two CPU hogs).
 
