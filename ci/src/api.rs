@@ -24,7 +24,10 @@
 //! cut short (both refused, naming why), `list` (only the good one),
 //! `POST /vms` of a VM whose disk is a clone of the imported image
 //! (running), its forced stop (its console then 409), its delete, and
-//! `sources -d`. Then the machine is ended
+//! `sources -d`. Also a graceful `vmadm stop -t 3` (host CLI) of a guest
+//! deaf to the power button, under way while `GET /vms/:uuid` and `GET
+//! /vms` answer it `stopping`, then returning, forced at its deadline.
+//! Then the machine is ended
 //! (apid cannot power it off).
 //! In the system tier (three passes in a row beside two CPU hogs).
 
@@ -622,5 +625,56 @@ fn steps(port: u16, vmadm: &Path, start: Instant, timeout: Duration, o: &mut Out
     o.check(a.status == 404, || format!("GET /vms/{VM}/console after the delete: {a:?}, not 404"));
     let a = req("GET", "/vms", Some(TOKEN), None)?;
     o.check(a.status == 200 && a.body.trim() == "[]", || format!("GET /vms after the delete: {a:?}, not []"));
+    deaf_stop_steps(port, vmadm, o)
+}
+
+/// A VM whose guest ignores the ACPI power button.
+const DEAF_VM: &str = "a91c0de0-0000-4000-8000-0000000000b4";
+
+/// A graceful stop does not hold apid's other connections: the host
+/// `vmadm stop -t 3` of a guest deaf to the power button is under way
+/// (its request open) while `GET /vms/:uuid` and `GET /vms` are answered,
+/// the VM `stopping` in them, which a server that blocked on the stop
+/// could never answer (it would answer once the VM was stopped); then the
+/// stop returns, forced at its deadline, with vmadm's message and exit 0.
+fn deaf_stop_steps(port: u16, vmadm: &Path, o: &mut Outcome) -> std::result::Result<(), String> {
+    let payload = format!(
+        r#"{{"uuid": "{DEAF_VM}", "brand": "bhyve", "alias": "api-deaf", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-deaf", "disks": [{{"size": 16}}]}}"#
+    );
+    let a = http(port, "POST", "/vms", Some(TOKEN), Some(&payload)).map_err(|e| format!("POST /vms (deaf): {e}"))?;
+    o.check(a.status == 201, || format!("POST /vms of the deaf VM: {a:?}, not 201"));
+    let vmadm = vmadm.to_path_buf();
+    let stop = std::thread::spawn(move || cli(&vmadm, port, &["stop", DEAF_VM, "-t", "3"]));
+    // Until apid has begun the stop: the VM is running, then stopping.
+    // The bound only ends a broken run; the check is on the state.
+    let mut seen = String::new();
+    for _ in 0..400 {
+        let a = http(port, "GET", &format!("/vms/{DEAF_VM}"), Some(TOKEN), None).map_err(|e| format!("GET /vms/{DEAF_VM}: {e}"))?;
+        let vm: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+        seen = vm["state"].as_str().unwrap_or("?").to_string();
+        if seen != "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still_open = !stop.is_finished();
+    o.check(seen == "stopping" && still_open, || {
+        format!("while the host `vmadm stop` waited, GET /vms/{DEAF_VM} answered state {seen:?} (stopping wanted; the stop's request still open: {still_open})")
+    });
+    let a = http(port, "GET", "/vms", Some(TOKEN), None).map_err(|e| format!("GET /vms: {e}"))?;
+    let vms: Vec<serde_json::Value> = serde_json::from_str(&a.body).unwrap_or_default();
+    let still_open = !stop.is_finished();
+    o.check(a.status == 200 && vms.iter().any(|v| v["uuid"] == DEAF_VM && v["state"] == "stopping") && still_open, || {
+        format!("GET /vms while the stop waited: {a:?} (the deaf VM stopping wanted; the stop's request still open: {still_open})")
+    });
+    let (ok, out, err) = stop.join().map_err(|_| "the host vmadm stop's thread panicked".to_string())??;
+    o.check(ok && err.contains(&format!("Successfully completed stop for VM {DEAF_VM}")), || {
+        format!("the host `vmadm stop {DEAF_VM} -t 3`: {ok} {out:?} {err:?}")
+    });
+    let a = http(port, "GET", &format!("/vms/{DEAF_VM}"), Some(TOKEN), None).map_err(|e| format!("GET /vms/{DEAF_VM}: {e}"))?;
+    let vm: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+    o.check(a.status == 200 && vm["state"] == "stopped", || format!("GET /vms/{DEAF_VM} after the stop: {a:?}, not stopped"));
+    let a = http(port, "DELETE", &format!("/vms/{DEAF_VM}"), Some(TOKEN), None).map_err(|e| format!("DELETE /vms/{DEAF_VM}: {e}"))?;
+    o.check((200..300).contains(&a.status), || format!("DELETE /vms/{DEAF_VM}: {a:?}, not 2xx"));
     Ok(())
 }

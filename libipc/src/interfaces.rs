@@ -1353,6 +1353,12 @@ pub fn vmadm_run_whole<T: crate::Transport>(
         pause();
         step = client.step()?;
     }
+    vmadm_read_whole(client, step)
+}
+
+/// The whole output of the command `step` (not pending) says is over,
+/// through `vmadm.read`.
+pub fn vmadm_read_whole<T: crate::Transport>(client: &vmadm::Client<T>, step: VmadmStep) -> Result<VmadmOutput, crate::IpcError> {
     let whole = |stream, len: u32| -> Result<String, crate::IpcError> {
         let mut bytes = alloc::vec::Vec::new();
         while bytes.len() < len as usize {

@@ -14,6 +14,7 @@ extern crate alloc;
 
 pub mod host;
 pub mod imgsrc;
+pub mod slots;
 
 use alloc::string::String;
 use alloc::vec::Vec;

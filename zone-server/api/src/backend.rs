@@ -56,6 +56,15 @@ pub enum VmAction {
     Update(Value),
 }
 
+/// How [`Backend::vm_action_begin`] went.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Begun {
+    /// Over: the answer.
+    Done(Value),
+    /// Under way: the backend's ticket for [`Backend::vm_action_poll`].
+    Pending(u64),
+}
+
 /// The control plane behind the API. Each method takes and returns JSON;
 /// an error becomes its status and a `{"code", "message"}` body.
 pub trait Backend {
@@ -71,6 +80,25 @@ pub trait Backend {
     fn get_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError>;
     /// `POST /vms/:uuid?action=...`.
     fn vm_action(&mut self, uuid: Uuid, action: VmAction) -> Result<Value, ApiError>;
+    /// `POST /vms/:uuid?action=...` where the action may wait on its
+    /// guest (a graceful stop or reboot): [`Begun::Pending`] with a
+    /// ticket of the backend's own keeps the request open, and the server
+    /// asks [`Backend::vm_action_poll`] for it between serving its other
+    /// connections. The default runs [`Backend::vm_action`] to its end.
+    fn vm_action_begin(&mut self, uuid: Uuid, action: VmAction) -> Result<Begun, ApiError> {
+        self.vm_action(uuid, action).map(Begun::Done)
+    }
+    /// Whether the action of `ticket` is over: its answer, or `None`
+    /// while it waits. Never waits itself. A ticket the backend does not
+    /// hold is an error.
+    fn vm_action_poll(&mut self, ticket: u64) -> Option<Result<Value, ApiError>> {
+        Some(Err(ApiError::internal(format!("no action {ticket} is under way"))))
+    }
+    /// The request of `ticket` is gone (its connection closed or timed
+    /// out): the backend forgets it (the action itself carries on).
+    fn vm_action_forget(&mut self, ticket: u64) {
+        let _ = ticket;
+    }
     /// `DELETE /vms/:uuid`.
     fn delete_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError>;
     /// `GET /images`: the installed images matching every filter.
@@ -227,10 +255,12 @@ pub(crate) struct Answer {
     pub location: Option<String>,
     pub text: Option<String>,
     pub headers: Vec<(&'static str, String)>,
+    /// The answer is to come: the backend's ticket ([`Begun::Pending`]).
+    pub pending: Option<u64>,
 }
 
 fn ok(body: Value) -> Answer {
-    Answer { status: 200, body: Some(body), location: None, text: None, headers: Vec::new() }
+    Answer { status: 200, body: Some(body), location: None, text: None, headers: Vec::new(), pending: None }
 }
 
 /// `console.txt`'s answer from the console's JSON ([`console_answer`]):
@@ -241,16 +271,16 @@ fn console_text(v: Value) -> Answer {
     let headers =
         vec![("X-Console-Offset", n("offset")), ("X-Console-Next", n("next")), ("X-Console-End", n("end")), ("X-Console-Lost", n("lost"))];
     let text = v.get("data").and_then(Value::as_str).unwrap_or("").to_string();
-    Answer { status: 200, body: None, location: None, text: Some(text), headers }
+    Answer { status: 200, body: None, location: None, text: Some(text), headers, pending: None }
 }
 
 fn created(body: Value, collection: &str) -> Answer {
     let location = body.get("uuid").and_then(Value::as_str).filter(|u| Uuid::parse(u).is_some()).map(|u| format!("/{collection}/{u}"));
-    Answer { status: 201, body: Some(body), location, text: None, headers: Vec::new() }
+    Answer { status: 201, body: Some(body), location, text: None, headers: Vec::new(), pending: None }
 }
 
 fn deleted(body: Value) -> Answer {
-    if body.is_null() { Answer { status: 204, body: None, location: None, text: None, headers: Vec::new() } } else { ok(body) }
+    if body.is_null() { Answer { status: 204, body: None, location: None, text: None, headers: Vec::new(), pending: None } } else { ok(body) }
 }
 
 /// The body as a JSON object.
@@ -383,7 +413,10 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
                     if a == "stop" { VmAction::Stop { force, timeout_s } } else { VmAction::Reboot { force, timeout_s } }
                 }
             };
-            backend.vm_action(uuid, act).map(ok)
+            match backend.vm_action_begin(uuid, act)? {
+                Begun::Done(v) => Ok(ok(v)),
+                Begun::Pending(ticket) => Ok(Answer { pending: Some(ticket), ..ok(Value::Null) }),
+            }
         }
         (Route::VmConsole(uuid), "GET") => {
             only(query, &["offset"], "GET /vms/:uuid/console")?;

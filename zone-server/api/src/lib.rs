@@ -40,7 +40,7 @@ pub mod std_server;
 /// The TCP port the API listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 8080;
 
-pub use backend::{Backend, VmAction};
+pub use backend::{Backend, Begun, VmAction};
 pub use error::{ApiError, ErrorCode};
 pub use server::{Config, ConnId, Http, Limits, Server, Token};
 pub use uuid::Uuid;

@@ -163,6 +163,9 @@ struct Connection {
     request_started_ms: Option<u64>,
     /// When a byte last moved either way.
     last_progress_ms: u64,
+    /// The request at the head of `input` the backend is answering
+    /// ([`PENDING_POLL_MS`]); nothing behind it is read meanwhile.
+    waiting: Option<Waiting>,
     /// The length of the request at the head of `input`, once its head
     /// has been parsed and passed: its body is awaited without parsing
     /// the head again for every byte (a body sent a byte at a time would
@@ -189,6 +192,9 @@ pub struct Http {
     config: Config,
     connections: BTreeMap<ConnId, Connection>,
     next: u64,
+    /// Tickets of pending requests whose connection went away, for
+    /// [`Backend::vm_action_forget`] at the next [`Http::poll`].
+    forgotten: Vec<u64>,
 }
 
 /// [`Http`] with the backend it serves: the usual way to run the API.
@@ -204,7 +210,24 @@ enum Step {
     /// One answer; `consumed` bytes of input are done with; `close` ends
     /// the connection once it is sent.
     Respond { reply: Reply, consumed: usize, close: bool },
+    /// The backend began an action whose answer is to come (its ticket);
+    /// the request stays at the head of the input until it is over.
+    Pending { waiting: Waiting },
 }
+
+/// A request whose answer the backend owes ([`crate::Begun::Pending`]).
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    ticket: u64,
+    consumed: usize,
+    close: bool,
+    keep_alive_10: bool,
+    /// When the backend was last asked.
+    polled_ms: u64,
+}
+
+/// How often a pending action's backend is asked whether it is over.
+pub const PENDING_POLL_MS: u64 = 100;
 
 /// A response before it is written out.
 #[derive(Debug)]
@@ -483,6 +506,11 @@ fn step<B: Backend + ?Sized>(input: &[u8], continued: bool, config: &Config, bac
     }
     let body = &input[head_len..total];
     let mut reply = match dispatch(backend, route, method, &query, body) {
+        Ok(Answer { pending: Some(ticket), .. }) => {
+            let keep_alive_10 = http10 && persistent;
+            let waiting = Waiting { ticket, consumed: total, close: !persistent, keep_alive_10, polled_ms: 0 };
+            return Step::Pending { waiting };
+        }
         Ok(a) => Reply::answer(a),
         Err(e) => Reply::error(&e),
     };
@@ -502,12 +530,13 @@ impl Connection {
             last_progress_ms: now_ms,
             need: None,
             scanned: 0,
+            waiting: None,
         }
     }
 
     /// Answers what complete requests `input` holds, one response at a time.
     fn process<B: Backend + ?Sized>(&mut self, config: &Config, backend: &mut B, now_ms: u64) {
-        while !self.closing && self.output.is_empty() && !self.input.is_empty() {
+        while !self.closing && self.output.is_empty() && self.waiting.is_none() && !self.input.is_empty() {
             match self.need {
                 Some(total) if self.input.len() < total => break,
                 Some(_) => {}
@@ -524,31 +553,70 @@ impl Connection {
                     }
                     break;
                 }
-                Step::Respond { reply, consumed, close } => {
-                    reply.write(close, &mut self.output);
-                    self.input.drain(..consumed.min(self.input.len()));
-                    self.continued = false;
-                    self.need = None;
-                    self.scanned = 0;
-                    self.request_started_ms = (!self.input.is_empty()).then_some(now_ms);
-                    if close {
-                        self.closing = true;
-                        self.input.clear();
-                    }
+                Step::Respond { reply, consumed, close } => self.respond(&reply, consumed, close, now_ms),
+                Step::Pending { mut waiting } => {
+                    waiting.polled_ms = now_ms;
+                    self.waiting = Some(waiting);
                 }
             }
         }
-        if self.peer_closed && self.output.is_empty() {
+        if self.peer_closed && self.output.is_empty() && self.waiting.is_none() {
             // What is left can never be completed.
             self.closing = true;
         }
     }
 }
 
+impl Connection {
+    /// Writes `reply` for the request of `consumed` bytes at the head of `input`.
+    fn respond(&mut self, reply: &Reply, consumed: usize, close: bool, now_ms: u64) {
+        reply.write(close, &mut self.output);
+        self.input.drain(..consumed.min(self.input.len()));
+        self.continued = false;
+        self.need = None;
+        self.scanned = 0;
+        self.request_started_ms = (!self.input.is_empty()).then_some(now_ms);
+        if close {
+            self.closing = true;
+            self.input.clear();
+        }
+    }
+
+    /// Asks the backend whether the pending request is answered (at most
+    /// every [`PENDING_POLL_MS`]); if so, writes it and goes on with the
+    /// requests behind it. Whether an answer came.
+    fn poll<B: Backend + ?Sized>(&mut self, config: &Config, backend: &mut B, now_ms: u64) -> bool {
+        let Some(w) = self.waiting.as_mut() else { return false };
+        if now_ms.saturating_sub(w.polled_ms) < PENDING_POLL_MS {
+            return false;
+        }
+        w.polled_ms = now_ms;
+        let w = *w;
+        let Some(answer) = backend.vm_action_poll(w.ticket) else { return false };
+        self.waiting = None;
+        let mut reply = match answer {
+            Ok(v) => Reply::answer(crate::backend::Answer {
+                status: 200,
+                body: Some(v),
+                location: None,
+                text: None,
+                headers: Vec::new(),
+                pending: None,
+            }),
+            Err(e) => Reply::error(&e),
+        };
+        reply.keep_alive_10 = w.keep_alive_10;
+        self.last_progress_ms = now_ms;
+        self.respond(&reply, w.consumed, w.close, now_ms);
+        self.process(config, backend, now_ms);
+        true
+    }
+}
+
 impl Http {
     /// No connection yet.
     pub fn new(config: Config) -> Self {
-        Self { config, connections: BTreeMap::new(), next: 1 }
+        Self { config, connections: BTreeMap::new(), next: 1, forgotten: Vec::new() }
     }
 
     /// The configuration.
@@ -641,9 +709,33 @@ impl Http {
         self.connections.get(&id).is_none_or(|c| c.closing && c.output.is_empty())
     }
 
-    /// Forgets connection `id` (its socket is closed).
+    /// Forgets connection `id` (its socket is closed); a request of it
+    /// the backend was answering is forgotten at the next [`Http::poll`].
     pub fn close(&mut self, id: ConnId) {
-        self.connections.remove(&id);
+        if let Some(w) = self.connections.remove(&id).and_then(|c| c.waiting) {
+            self.forgotten.push(w.ticket);
+        }
+    }
+
+    /// Pending requests ([`crate::Begun::Pending`]) at `now_ms`: asks
+    /// the backend about each (at most every [`PENDING_POLL_MS`]), writes
+    /// the answers that came and answers the requests behind them; tells
+    /// the backend of those whose connection went away. Whether an answer
+    /// came (output to send).
+    pub fn poll<B: Backend + ?Sized>(&mut self, backend: &mut B, now_ms: u64) -> bool {
+        for ticket in self.forgotten.drain(..) {
+            backend.vm_action_forget(ticket);
+        }
+        let mut answered = false;
+        for c in self.connections.values_mut() {
+            answered |= c.poll(&self.config, backend, now_ms);
+        }
+        answered
+    }
+
+    /// Requests whose answer the backend owes.
+    pub fn pending(&self) -> usize {
+        self.connections.values().filter(|c| c.waiting.is_some()).count()
     }
 
     /// Applies the timeouts at `now_ms`: a request slower than
@@ -654,6 +746,11 @@ impl Http {
         let limits = self.config.limits;
         let mut dropped = Vec::new();
         for (&id, c) in self.connections.iter_mut() {
+            if c.waiting.is_some() {
+                // The backend is answering: its action has a deadline of
+                // its own (a stop's -t), and no byte is owed meanwhile.
+                continue;
+            }
             if now_ms.saturating_sub(c.last_progress_ms) >= limits.idle_timeout_ms {
                 dropped.push(id);
                 continue;
@@ -746,6 +843,16 @@ impl<B: Backend> Server<B> {
     /// See [`Http::close`].
     pub fn close(&mut self, id: ConnId) {
         self.http.close(id)
+    }
+
+    /// See [`Http::poll`].
+    pub fn poll(&mut self, now_ms: u64) -> bool {
+        self.http.poll(&mut self.backend, now_ms)
+    }
+
+    /// See [`Http::pending`].
+    pub fn pending(&self) -> usize {
+        self.http.pending()
     }
 
     /// See [`Http::expire`].

@@ -28,10 +28,11 @@
 //! console server, whose `tail=` names apid, gives back what that VMM put,
 //! up to [`CONSOLE_ANSWER_MAX`] bytes an answer.
 
-use alcove_api::{ApiError, Backend, ErrorCode, Uuid, VmAction};
+use alcove_api::{ApiError, Backend, Begun, ErrorCode, Uuid, VmAction};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use libipc::interfaces::{CONSOLE_TAIL_BYTES, ConsoleRefusal, ConsoleTail, VmadmConsole, VmadmOutput};
 use serde_json::{Value, json};
@@ -40,6 +41,12 @@ use serde_json::{Value, json};
 /// `imgadm`): its output, or why zone-server did not answer.
 pub trait Vmadm {
     fn run(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String>;
+    /// `vmadm.begin`: as [`Vmadm::run`], but a command that waits on a
+    /// guest (a graceful stop or reboot) only begins: `None`. zone-server
+    /// carries it on by itself. The default runs it to its end.
+    fn begin(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<Option<VmadmOutput>, String> {
+        self.run(program, args, stdin).map(Some)
+    }
     /// `vmadm.console UUID`: the running VM's console badge, or vmadm's
     /// refusal.
     fn console(&mut self, uuid: &str) -> Result<VmadmConsole, String> {
@@ -72,16 +79,55 @@ impl<F: FnMut(&str, Vec<String>, String) -> Result<VmadmOutput, String>> Vmadm f
     }
 }
 
+/// The most graceful stops and reboots the API waits for at once (more
+/// than its connections, which bound them: each holds at most one).
+pub const MAX_PENDING: usize = 64;
+
+/// The words of `vmadm ACTION UUID ...` and its stdin.
+fn action_words(u: &str, action: VmAction) -> (Vec<String>, String) {
+    match action {
+        VmAction::Start => (words(&["start", u]), String::new()),
+        VmAction::Stop { force, timeout_s } => {
+            let mut a = words(&["stop", u]);
+            if force {
+                a.push("-F".into());
+            }
+            if let Some(t) = timeout_s {
+                a.extend([String::from("-t"), t.to_string()]);
+            }
+            (a, String::new())
+        }
+        VmAction::Reboot { force, .. } => {
+            let mut a = words(&["reboot", u]);
+            if force {
+                a.push("-F".into());
+            }
+            (a, String::new())
+        }
+        VmAction::Update(props) => (words(&["update", u]), props.to_string()),
+        }
+}
+
 /// The API's backend: every call one or two commands.
 pub struct VmadmBackend<V> {
     pub vmadm: V,
     /// Requests answered (`GET /ping` reports it).
     pub calls: u64,
+    /// Graceful stops and reboots under way (ticket → the VM's uuid):
+    /// begun at zone-server, answered once `vmadm get` no longer says
+    /// `stopping` ([`Backend::vm_action_poll`]).
+    pending: BTreeMap<u64, String>,
+    next_ticket: u64,
 }
 
 impl<V: Vmadm> VmadmBackend<V> {
     pub fn new(vmadm: V) -> Self {
-        Self { vmadm, calls: 0 }
+        Self { vmadm, calls: 0, pending: BTreeMap::new(), next_ticket: 1 }
+    }
+
+    /// Actions under way.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// Runs `args` with `stdin` (`imgadm ARGS` when the first word is
@@ -207,29 +253,62 @@ impl<V: Vmadm> Backend for VmadmBackend<V> {
 
     fn vm_action(&mut self, uuid: Uuid, action: VmAction) -> Result<Value, ApiError> {
         let u = uuid.to_string();
-        let (args, stdin) = match action {
-            VmAction::Start => (words(&["start", &u]), String::new()),
-            VmAction::Stop { force, timeout_s } => {
-                let mut a = words(&["stop", &u]);
-                if force {
-                    a.push("-F".into());
-                }
-                if let Some(t) = timeout_s {
-                    a.extend([String::from("-t"), t.to_string()]);
-                }
-                (a, String::new())
-            }
-            VmAction::Reboot { force, .. } => {
-                let mut a = words(&["reboot", &u]);
-                if force {
-                    a.push("-F".into());
-                }
-                (a, String::new())
-            }
-            VmAction::Update(props) => (words(&["update", &u]), props.to_string()),
-        };
+        let (args, stdin) = action_words(&u, action);
         self.call(args, stdin)?;
         self.get(&u)
+    }
+
+    /// A graceful stop or reboot begins at zone-server and the request
+    /// waits (a ticket) while apid serves its other connections; the rest
+    /// run to their end.
+    fn vm_action_begin(&mut self, uuid: Uuid, action: VmAction) -> Result<Begun, ApiError> {
+        let waits = matches!(action, VmAction::Stop { force: false, .. } | VmAction::Reboot { force: false, .. });
+        if !waits {
+            return self.vm_action(uuid, action).map(Begun::Done);
+        }
+        if self.pending.len() >= MAX_PENDING {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("{MAX_PENDING} stops and reboots are already under way; try again once one is over"),
+            ));
+        }
+        let u = uuid.to_string();
+        let (args, stdin) = action_words(&u, action);
+        self.calls += 1;
+        let begun = self
+            .vmadm
+            .begin("vmadm", args, stdin)
+            .map_err(|e| ApiError::new(ErrorCode::ServiceUnavailable, format!("vmadm: zone-server did not answer: {e}")))?;
+        match begun {
+            Some(out) if out.code != 0 => Err(failure("vmadm", &out)),
+            // Over at once (the VM was not running, say).
+            Some(_) => self.get(&u).map(Begun::Done),
+            None => {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                self.pending.insert(ticket, u);
+                Ok(Begun::Pending(ticket))
+            }
+        }
+    }
+
+    /// Over once the VM is no longer `stopping` (stopped, or running
+    /// again after a reboot): its `vmadm get`; a VM deleted meanwhile is
+    /// vmadm's "not found" (404).
+    fn vm_action_poll(&mut self, ticket: u64) -> Option<Result<Value, ApiError>> {
+        let Some(u) = self.pending.get(&ticket).cloned() else {
+            return Some(Err(ApiError::internal(format!("apid: no stop or reboot {ticket} is under way"))));
+        };
+        let got = self.get(&u);
+        if matches!(&got, Ok(vm) if vm.get("state").and_then(Value::as_str) == Some("stopping")) {
+            return None;
+        }
+        self.pending.remove(&ticket);
+        Some(got)
+    }
+
+    fn vm_action_forget(&mut self, ticket: u64) {
+        self.pending.remove(&ticket);
     }
 
     fn delete_vm(&mut self, uuid: Uuid) -> Result<Value, ApiError> {

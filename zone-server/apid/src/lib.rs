@@ -21,6 +21,8 @@ pub mod pump;
 mod tests;
 #[cfg(test)]
 mod console_tests;
+#[cfg(test)]
+mod pending_tests;
 
 use alcove_api::{Config, Limits, Token};
 use alloc::format;

@@ -134,6 +134,9 @@ impl Pump {
                 }
             }
         }
+        // Requests a guest is waited for (a graceful stop): answered here
+        // once over, between serving the other connections.
+        moved |= server.poll(now_ms);
         let mut done = Vec::new();
         for &(id, s) in &self.conns {
             let out = server.output(id);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use alcove_api::{ApiError, Backend, Uuid, VmAction};
+use alcove_api::{ApiError, Backend, Begun, Uuid, VmAction};
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "s3cret-token-0123456789_abcdef";
@@ -19,6 +19,18 @@ pub struct Mock {
     /// What `POST /vms/:uuid/console` typed.
     pub typed: Vec<u8>,
     next: u32,
+    /// Graceful stops wait (`vm_action_begin` answers a ticket; the VM
+    /// is `stopping` until the test moves the ticket to `over`).
+    pub stops_wait: bool,
+    /// Stops under way: ticket → the VM's uuid.
+    pub waiting: BTreeMap<u64, String>,
+    /// Tickets whose stop the test ended (the guest powered off).
+    pub over: Vec<u64>,
+    /// Tickets asked about, in order.
+    pub polled: Vec<u64>,
+    /// Tickets the server forgot.
+    pub forgotten: Vec<u64>,
+    next_ticket: u64,
 }
 
 fn matches(v: &Value, filters: &[(String, String)]) -> bool {
@@ -104,6 +116,37 @@ impl Backend for Mock {
             }
         }
         Ok(vm.clone())
+    }
+
+    fn vm_action_begin(&mut self, uuid: Uuid, action: VmAction) -> Result<Begun, ApiError> {
+        if !(self.stops_wait && matches!(action, VmAction::Stop { force: false, .. })) {
+            return self.vm_action(uuid, action).map(Begun::Done);
+        }
+        self.calls.push(format!("vm_action_begin {uuid}"));
+        let vm = self.vms.get_mut(&uuid.to_string()).ok_or_else(|| ApiError::not_found(format!("VM {uuid} not found")))?;
+        vm["state"] = json!("stopping");
+        self.next_ticket += 1;
+        self.waiting.insert(self.next_ticket, uuid.to_string());
+        Ok(Begun::Pending(self.next_ticket))
+    }
+
+    fn vm_action_poll(&mut self, ticket: u64) -> Option<Result<Value, ApiError>> {
+        self.polled.push(ticket);
+        let Some(u) = self.waiting.get(&ticket).cloned() else {
+            return Some(Err(ApiError::internal(format!("no stop {ticket} is under way"))));
+        };
+        if !self.over.contains(&ticket) {
+            return None;
+        }
+        self.waiting.remove(&ticket);
+        let vm = self.vms.get_mut(&u)?;
+        vm["state"] = json!("stopped");
+        Some(Ok(vm.clone()))
+    }
+
+    fn vm_action_forget(&mut self, ticket: u64) {
+        self.forgotten.push(ticket);
+        self.waiting.remove(&ticket);
     }
 
     /// A running VM's guest wrote `zone-guest: hello\r\n`.

@@ -80,10 +80,10 @@ struct Zone {
 
 #[cfg(target_os = "none")]
 impl apid::backend::Vmadm for Zone {
-    /// `vmadm.begin` (+ `vmadm.step` while a stop waits for its guest:
-    /// zone-server serves the shell meanwhile, this API's other
-    /// connections wait for it) + `vmadm.read`: the program's own method
-    /// (vmadm or imgadm) and no reply-size limit.
+    /// `vmadm.begin` (+ `vmadm.step` should a command wait for a guest:
+    /// the backend sends graceful stops and reboots through
+    /// [`apid::backend::Vmadm::begin`] instead) + `vmadm.read`: the
+    /// program's own method (vmadm or imgadm) and no reply-size limit.
     fn run(
         &mut self,
         program: &str,
@@ -95,6 +95,23 @@ impl apid::backend::Vmadm for Zone {
             let _ = libipc::sys::wait(IDLE_SLOT, libipc::interfaces::VMADM_STEP_PAUSE_MS * 1_000_000);
         };
         libipc::interfaces::vmadm_run_whole(&self.zone, program, args, stdin, pause).map_err(|e| e.to_string())
+    }
+
+    /// `vmadm.begin` alone: a graceful stop or reboot only begins
+    /// (`None`); the backend watches the VM's state while apid serves its
+    /// other connections.
+    fn begin(
+        &mut self,
+        program: &str,
+        args: alloc::vec::Vec<alloc::string::String>,
+        stdin: alloc::string::String,
+    ) -> Result<Option<libipc::interfaces::VmadmOutput>, alloc::string::String> {
+        use alloc::string::ToString;
+        let step = self.zone.begin(program.into(), args, stdin).map_err(|e| e.to_string())?;
+        if step.pending {
+            return Ok(None);
+        }
+        libipc::interfaces::vmadm_read_whole(&self.zone, step).map(Some).map_err(|e| e.to_string())
     }
 
     fn console(&mut self, uuid: &str) -> Result<libipc::interfaces::VmadmConsole, alloc::string::String> {

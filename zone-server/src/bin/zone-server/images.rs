@@ -18,6 +18,7 @@ use libipc::cap::Cap;
 use libipc::interfaces::{POOL_CHUNK_BYTES, PoolError, pool, storage};
 use libipc::kernel::{CapTransport, KernelTransport};
 use libipc::sys;
+use zone_server::slots;
 
 type Ring = RingClient<SharedMemory, StorageDoorbell<KernelTransport>>;
 
@@ -31,10 +32,20 @@ pub struct RingPlace {
     va: u64,
 }
 
-/// The image volume being written.
-pub const WRITE_PLACE: RingPlace = RingPlace { grant: 201, frame: 202, token: 203, va: 0x3000_0000 };
+/// The image volume being written (its slots: `zone_server::slots`).
+pub const WRITE_PLACE: RingPlace = RingPlace {
+    grant: slots::WRITE_RING.grant,
+    frame: slots::WRITE_RING.frame,
+    token: slots::WRITE_RING.token,
+    va: 0x3000_0000,
+};
 /// The image file being read.
-pub const READ_PLACE: RingPlace = RingPlace { grant: 204, frame: 205, token: 206, va: 0x3800_0000 };
+pub const READ_PLACE: RingPlace = RingPlace {
+    grant: slots::READ_RING.grant,
+    frame: slots::READ_RING.frame,
+    token: slots::READ_RING.token,
+    va: 0x3800_0000,
+};
 /// The most address space one ring may take.
 const RING_SPAN: u64 = 0x0800_0000;
 

@@ -26,17 +26,8 @@ mod machine {
     use zone_server::Machine;
     use zone_server::host::VMM_TEMPLATE;
 
-    /// Where a grant's endpoint lands between `pool.grant` and `proc.start`.
-    const GRANT_SLOT: CapSlot = 200;
-    /// Where a VNIC grant's endpoint waits between `vnic.grant` and
-    /// `proc.give("netd")`.
-    const VNIC_GRANT_SLOT: CapSlot = 201;
-    /// A notification of zone-server's own that nobody signals (its waits
-    /// with a timeout are its sleeps).
-    const SLEEP_SLOT: CapSlot = 299;
-    /// Where the VMMs' control notifications are kept: one slot per
-    /// instance init may run for us.
-    const CONTROL_SLOTS: core::ops::Range<CapSlot> = 300..300 + libipc::interfaces::PROC_INSTANCES_MAX;
+    // Every fixed slot is in zone_server::slots' table, checked there.
+    use zone_server::slots::{CONTROLS as CONTROL_SLOTS, GRANT as GRANT_SLOT, SLEEP as SLEEP_SLOT, VNIC_GRANT as VNIC_GRANT_SLOT};
 
     /// storaged's pool and init's proc over the kernel.
     pub struct KernelMachine {
@@ -438,9 +429,13 @@ mod timer {
     /// When the server wants its tick (ns on `clock_ns`; MAX: never).
     static WAKE_AT: AtomicU64 = AtomicU64::new(u64::MAX);
     /// The timer's own notification (it waits on it; `set` wakes it).
-    const TICK_SLOT: abi::CapSlot = 289;
+    use zone_server::slots::TIMER_TICK as TICK_SLOT;
     /// Its thread, stack and IPC buffer frames.
-    const SLOTS: alcove_rt::ThreadSlots = alcove_rt::ThreadSlots { thread: 290, stack: 291, ipc: 292 };
+    const SLOTS: alcove_rt::ThreadSlots = alcove_rt::ThreadSlots {
+        thread: zone_server::slots::TIMER_THREAD,
+        stack: zone_server::slots::TIMER_STACK,
+        ipc: zone_server::slots::TIMER_IPC,
+    };
     const STACK_VA: u64 = 0x50_0000_0000;
     const STACK_PAGES: u64 = 4;
     /// The shortest sleep, so a deadline that is due keeps no CPU busy.
