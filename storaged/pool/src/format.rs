@@ -83,29 +83,14 @@ pub fn checksum(data: &[u8]) -> Checksum {
 /// little-endian 32-bit words, `a += w; b += a; c += b; d += c`, wrapping;
 /// the checksum is a, b, c, d, each little-endian. A tail shorter than a
 /// word is zero-padded to one (a block's psize is a multiple of 4096, so no
-/// block has one). Own code: this is the whole function, as FORMAT.md
-/// specifies it; no well-kept crate has ZFS's variant (the `fletcher`
-/// crate's are the classic two-sum modular ones).
+/// block has one). Own code, in the `alcove-fletcher4` crate beside this
+/// one: the scalar recurrence, and an SSE2 loop where the build allows it
+/// (the `sse2` feature; the same sums); no well-kept crate has ZFS's
+/// variant (the `fletcher` crate's are the classic two-sum modular ones).
 pub fn fletcher4(data: &[u8]) -> Checksum {
-    let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
-    let mut add = |w: u32| {
-        a = a.wrapping_add(u64::from(w));
-        b = b.wrapping_add(a);
-        c = c.wrapping_add(b);
-        d = d.wrapping_add(c);
-    };
-    let words = data.chunks_exact(4);
-    let tail = words.remainder();
-    for w in words {
-        add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    if !tail.is_empty() {
-        let mut w = [0u8; 4];
-        w[..tail.len()].copy_from_slice(tail);
-        add(u32::from_le_bytes(w));
-    }
+    let sums = alcove_fletcher4::fletcher4(data);
     let mut out = [0u8; 32];
-    for (i, s) in [a, b, c, d].into_iter().enumerate() {
+    for (i, s) in sums.into_iter().enumerate() {
         out[i * 8..i * 8 + 8].copy_from_slice(&s.to_le_bytes());
     }
     out
@@ -128,12 +113,18 @@ pub fn cksum_known(algo: u8) -> bool {
 }
 
 /// The function of a volume's indirect blocks when its data blocks use
-/// `data`: the same one when it is collision-resistant (SHA-256, BLAKE3),
-/// else BLAKE3 (FORMAT.md "Checksums": as ZFS's write policy gives
-/// metadata the dataset's function only when it is fit for metadata).
+/// `data`: the same one, fletcher4 included, as on ZFS (FORMAT.md
+/// "Checksums" says why a collision-resistant function buys nothing there).
+/// Pools written before session 18 have BLAKE3 indirect blocks above
+/// fletcher4 data; their pointers say so, and they read unchanged.
 pub fn indirect_cksum(data: u8) -> u8 {
-    if data == CKSUM_FLETCHER4 { CKSUM_BLAKE3 } else { data }
+    data
 }
+
+/// The function of the MOS: fletcher4, as ZFS's MOS (FORMAT.md
+/// "Checksums"); BLAKE3 before session 18, still read (the uberblock's
+/// pointer to the MOS names its function).
+pub const MOS_CKSUM: u8 = CKSUM_FLETCHER4;
 
 /// The `checksum` property's values, as ZFS names them.
 pub fn cksum_name(algo: u8) -> &'static str {
