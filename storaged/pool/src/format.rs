@@ -38,6 +38,9 @@ pub const MOS_MAGIC: u64 = u64::from_le_bytes(*b"ALCVMOS1");
 pub const MOS_VERSION: u32 = 3;
 
 pub const LOG_MAGIC: u64 = u64::from_le_bytes(*b"ALCVZIL1");
+/// The intent log's version written: 2 is sealed with fletcher4 (as ZFS's
+/// log blocks are), 1 with SHA-256 (still read: a log a pool left before).
+pub const LOG_VERSION: u32 = 2;
 
 /// The space each intent-log block is given (it is written only as far as
 /// its records reach, in whole [`BLOCK`]s).
@@ -451,7 +454,7 @@ impl LogBlock {
             buf: Vec::with_capacity(len as usize),
         };
         w.u64(LOG_MAGIC);
-        w.u32(VERSION);
+        w.u32(LOG_VERSION);
         w.u32(len as u32);
         w.u64(self.pool_guid);
         w.u64(self.txg);
@@ -463,7 +466,7 @@ impl LogBlock {
             w.u64(r.block);
             w.bp(&r.bp);
         }
-        seal(w.buf, len as usize)
+        seal_with(CKSUM_FLETCHER4, w.buf, len as usize)
     }
 
     /// Parses a log block from the [`LOG_BLOCK`] bytes at its place: its
@@ -478,15 +481,18 @@ impl LogBlock {
         if len == 0 || !(len as u64).is_multiple_of(BLOCK) || len as u64 > LOG_BLOCK {
             return Err(FormatError::BadField("log block length"));
         }
-        let body = unseal(b, len)?;
+        // The version says how the block is sealed: read before the seal
+        // is checked, and checked by it.
+        let body = match u32le(&b[8..12]) {
+            1 => unseal(b, len)?,
+            LOG_VERSION => unseal_with(CKSUM_FLETCHER4, b, len)?,
+            v => return Err(FormatError::BadVersion(v)),
+        };
         let mut r = Reader::new(body);
         if r.u64()? != LOG_MAGIC {
             return Err(FormatError::BadMagic);
         }
-        let v = r.u32()?;
-        if v != VERSION {
-            return Err(FormatError::BadVersion(v));
-        }
+        r.u32()?;
         r.u32()?;
         let pool_guid = r.u64()?;
         let txg = r.u64()?;
@@ -528,19 +534,30 @@ impl LogBlock {
 
 /// `body` zero-padded to `size` with a SHA-256 of the first `size - 32`
 /// bytes in the last 32.
-fn seal(mut body: Vec<u8>, size: usize) -> Vec<u8> {
+/// `body` zero-padded to `size` bytes, the last 32 the SHA-256 of the rest
+/// (labels, uberblocks, version 1 log blocks).
+fn seal(body: Vec<u8>, size: usize) -> Vec<u8> {
+    seal_with(CKSUM_SHA256, body, size)
+}
+
+/// [`seal`] with the function `algo` names.
+fn seal_with(algo: u8, mut body: Vec<u8>, size: usize) -> Vec<u8> {
     assert!(body.len() <= size - 32, "sealed structure too large");
     body.resize(size, 0);
-    let sum = checksum(&body[..size - 32]);
+    let sum = checksum_with(algo, &body[..size - 32]);
     body[size - 32..].copy_from_slice(&sum);
     body
 }
 
 fn unseal(b: &[u8], size: usize) -> Result<&[u8], FormatError> {
+    unseal_with(CKSUM_SHA256, b, size)
+}
+
+fn unseal_with(algo: u8, b: &[u8], size: usize) -> Result<&[u8], FormatError> {
     if b.len() < size {
         return Err(FormatError::Truncated);
     }
-    if checksum(&b[..size - 32]) != b[size - 32..size] {
+    if checksum_with(algo, &b[..size - 32]) != b[size - 32..size] {
         return Err(FormatError::BadChecksum);
     }
     Ok(&b[..size - 32])
