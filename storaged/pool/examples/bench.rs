@@ -43,7 +43,8 @@ fn per_checksum(rng: &mut Rng) {
     let chunk: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
     // fletcher4's two ways (`checksum_fletcher4` below is whichever the
     // build uses: SSE2 on the host).
-    let ways: [(&str, fn(&[u8]) -> alcove_fletcher4::Sums); 2] = [("scalar", alcove_fletcher4::scalar), ("sse2", alcove_fletcher4::sse2)];
+    type Way = fn(&[u8]) -> alcove_fletcher4::Sums;
+    let ways: [(&str, Way); 2] = [("scalar", alcove_fletcher4::scalar), ("sse2", alcove_fletcher4::sse2)];
     for (way, f) in ways {
         let t = Instant::now();
         for _ in 0..256 {

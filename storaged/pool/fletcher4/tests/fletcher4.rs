@@ -47,9 +47,11 @@ fn hex(s: Sums) -> String {
     s.iter().flat_map(|x| x.to_le_bytes()).map(|x| format!("{x:02x}")).collect()
 }
 
+type Way = (&'static str, fn(&[u8]) -> Sums);
+
 /// Every way this build has.
-fn ways() -> Vec<(&'static str, fn(&[u8]) -> Sums)> {
-    let mut v: Vec<(&'static str, fn(&[u8]) -> Sums)> = vec![("scalar", scalar), ("fletcher4", fletcher4)];
+fn ways() -> Vec<Way> {
+    let mut v: Vec<Way> = vec![("scalar", scalar), ("fletcher4", fletcher4)];
     #[cfg(target_arch = "x86_64")]
     v.push(("sse2", alcove_fletcher4::sse2));
     v
@@ -160,9 +162,8 @@ fn combine_turns_lanes_into_the_block_sums() {
         let mut lanes = [[0u64; 4]; 4];
         for j in 0..4 {
             let lane: Vec<u8> = data.chunks_exact(4).skip(j).step_by(4).flatten().copied().collect();
-            let s = scalar(&lane);
-            for k in 0..4 {
-                lanes[k][j] = s[k];
+            for (sum, value) in lanes.iter_mut().zip(scalar(&lane)) {
+                sum[j] = value;
             }
         }
         assert_eq!(combine(&lanes), closed_form(&data), "{words} words");
@@ -174,5 +175,5 @@ fn combine_turns_lanes_into_the_block_sums() {
 #[test]
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn the_host_uses_sse2() {
-    assert!(USES_SSE2);
+    const { assert!(USES_SSE2) };
 }
