@@ -574,6 +574,8 @@ impl Case {
         if self.suite == "zone" {
             // The two guests ran on through zone-server's restart.
             v.problems.extend(crate::zone::restart_ticks_problems(&r.serial));
+            // zone-server's timer ended a stop nobody stepped.
+            v.problems.extend(crate::zone::deaf_stop_problems(&r.serial));
         }
         for line in [crate::zone::MDATA_HOSTNAME, crate::zone::MDATA_ROLE, "FAILURE"] {
             if self.suite == "zone" && !r.serial.contains(line) {

@@ -418,6 +418,31 @@ fn tick_code(line: &str, button: &str) -> Vec<u8> {
 pub const RESTARTED_LINE: &str = "zone: zone-server restarted with two VMs running";
 pub const STOPPING_LINE: &str = "zone: stopping the two VMs through the restarted zone-server";
 
+/// The suite's lines around the deaf VM's first stop (`stop -t 8` begun
+/// with `vmadm.begin`, then nothing asked until past its deadline), and
+/// what zone-server logs when its timer halts that VM at the deadline.
+pub const DEAF_BEGUN_LINE: &str = "zone: stop -t 8 of the deaf VM ";
+pub const DEAF_DEADLINE_LINE: &str = "zone: the deaf VM's stop deadline passed with nobody asking";
+pub const DEADLINE_HALT_LINE: &str = ": the guest did not power off by its deadline: halted, stopped";
+
+/// What is wrong with the deaf VM's waiting stop as the console shows it:
+/// zone-server halted it at its deadline exactly once between
+/// [`DEAF_BEGUN_LINE`] and [`DEAF_DEADLINE_LINE`], when the suite asked
+/// it nothing: its timer, not a request, ended the stop.
+pub fn deaf_stop_problems(serial: &str) -> Vec<String> {
+    let (Some(from), Some(to)) = (serial.find(DEAF_BEGUN_LINE), serial.find(DEAF_DEADLINE_LINE)) else {
+        return vec![format!("the console never showed {DEAF_BEGUN_LINE:?} then {DEAF_DEADLINE_LINE:?}")];
+    };
+    let n = serial.get(from..to).unwrap_or("").lines().filter(|l| l.contains(DEADLINE_HALT_LINE)).count();
+    if n == 1 {
+        Vec::new()
+    } else {
+        vec![format!(
+            "between the deaf VM's stop and its deadline line, zone-server logged {DEADLINE_HALT_LINE:?} {n} times (once: its timer halts it)"
+        )]
+    }
+}
+
 /// What the VMM of `zone-keep` prints when its guest powered off (on the
 /// restarted zone-server's power button).
 pub const KEEP_POWEROFF_LINE: &str = "vm zone-keep: ended: poweroff";
@@ -668,6 +693,20 @@ mod tests {
         let p = restart_ticks_problems(&net_button);
         assert!(p.len() == 1 && p[0].contains("zone-keep-net's guest, stopped with -F"), "{p:?}");
         assert_eq!(restart_ticks_problems("nothing").len(), 1);
+    }
+
+    /// The timer's halt between the two lines: no problem; none, or one
+    /// only after the deadline line (a request's), is one.
+    #[test]
+    fn the_deaf_stop_wants_the_timer_s_halt_before_the_deadline_line() {
+        let begun = format!("{DEAF_BEGUN_LINE}5e3c: pending\r\n");
+        let halt = format!("[INFO ] VM 5e3c{DEADLINE_HALT_LINE}\r\n");
+        let end = format!("{DEAF_DEADLINE_LINE}\r\n");
+        assert_eq!(deaf_stop_problems(&format!("{begun}{halt}{end}")), Vec::<String>::new());
+        let late = deaf_stop_problems(&format!("{begun}{end}{halt}"));
+        assert!(late.len() == 1 && late[0].contains("0 times"), "{late:?}");
+        assert_eq!(deaf_stop_problems(&format!("{begun}{halt}{halt}{end}")).len(), 1);
+        assert_eq!(deaf_stop_problems(&halt).len(), 1);
     }
 
     /// vmm-server's own loader takes the kernels, with the entry where the

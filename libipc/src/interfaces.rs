@@ -1265,8 +1265,38 @@ crate::interface! {
         /// 1 MiB, less once the percentage changes): its progress, or its
         /// end. With no import of the caller's under way: exit 1, saying so.
         fn import_step() -> VmadmImport;
+        /// Runs `program` with `args` and `stdin` as `start` does, except
+        /// that a command that waits for a guest (`vmadm stop` without
+        /// `-F`, `vmadm reboot`: the ACPI power button pressed, the VM
+        /// `stopping`) only begins and answers `pending`: the caller then
+        /// calls `step` until it is not, and reads the output with `read`.
+        /// zone-server serves everyone else meanwhile; it ends the command
+        /// itself (the guest powered off, or halted at `-t`'s deadline)
+        /// whether or not anyone steps. A caller's earlier pending command
+        /// is no longer its to wait for (the stop goes on).
+        fn begin(program: String, args: alloc::vec::Vec<String>, stdin: String) -> VmadmStep;
+        /// The caller's pending command: still `pending`, or its end (its
+        /// output kept for `read`). Never waits. With none of the
+        /// caller's under way: exit 1, saying so.
+        fn step() -> VmadmStep;
     }
 }
+
+/// Where a command begun with `vmadm.begin` stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmadmStep {
+    /// It waits for the guest: call `vmadm.step` again (a little later).
+    pub pending: bool,
+    /// Once it is over: its exit code and the lengths of its output.
+    pub stdout_bytes: u32,
+    #[allow(missing_docs)]
+    pub stderr_bytes: u32,
+    /// 0 success, 1 failure, 2 usage.
+    pub code: i32,
+}
+
+/// How long a client of `vmadm.begin` waits between two `vmadm.step`s.
+pub const VMADM_STEP_PAUSE_MS: u64 = 100;
 
 /// An import left unstepped this long is given up by the next client that
 /// begins one.
@@ -1307,15 +1337,22 @@ pub struct VmadmConsole {
     pub alias: String,
 }
 
-/// Runs `program ARGS` through `vmadm.start` and reads its whole output
-/// with `vmadm.read`: what `run` answers, without its length limit.
+/// Runs `program ARGS` through `vmadm.begin` (and `vmadm.step`, calling
+/// `pause` between two steps, while the command waits for a guest) and
+/// reads its whole output with `vmadm.read`: what `run` answers, without
+/// its length limit and for commands that wait as well.
 pub fn vmadm_run_whole<T: crate::Transport>(
     client: &vmadm::Client<T>,
     program: &str,
     args: alloc::vec::Vec<String>,
     stdin: String,
+    mut pause: impl FnMut(),
 ) -> Result<VmadmOutput, crate::IpcError> {
-    let started = client.start(program.into(), args, stdin)?;
+    let mut step = client.begin(program.into(), args, stdin)?;
+    while step.pending {
+        pause();
+        step = client.step()?;
+    }
     let whole = |stream, len: u32| -> Result<String, crate::IpcError> {
         let mut bytes = alloc::vec::Vec::new();
         while bytes.len() < len as usize {
@@ -1327,9 +1364,9 @@ pub fn vmadm_run_whole<T: crate::Transport>(
         }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     };
-    let stdout = whole(VmadmStream::Stdout, started.stdout_bytes)?;
-    let stderr = whole(VmadmStream::Stderr, started.stderr_bytes)?;
-    Ok(VmadmOutput { stdout, stderr, code: started.code })
+    let stdout = whole(VmadmStream::Stdout, step.stdout_bytes)?;
+    let stderr = whole(VmadmStream::Stderr, step.stderr_bytes)?;
+    Ok(VmadmOutput { stdout, stderr, code: step.code })
 }
 
 /// A manifest server's state as init sees it (`svcs`).

@@ -36,8 +36,6 @@ pub const VMM_PROP: &str = "alcove:vmm";
 pub const RECORD_VOLSIZE: u64 = 8192;
 /// Bytes of a record one `pool.set` carries (longer ones are appended).
 pub const RECORD_CHUNK: usize = 1024;
-/// How often a graceful `stop` looks whether the guest has powered off.
-const STOP_POLL_MS: u64 = 100;
 /// The template init starts a VM's VMM from (manifest `spawns`).
 pub const VMM_TEMPLATE: &str = "vmm-server";
 /// What the VMM's budget assumes for the template's own boot files (the
@@ -84,8 +82,6 @@ pub trait Machine {
     /// zone-server started, the copy init kept, `proc.control`); `Err`
     /// when there is none to signal (the stop then halts the VMM).
     fn power_button(&mut self, instance: u32) -> Result<(), String>;
-    /// Waits about `ms` milliseconds (between looks at a stopping VM).
-    fn sleep_ms(&mut self, ms: u64);
     /// Ends a grant: its rings close.
     fn revoke(&mut self, grant: u64) -> Result<(), String>;
     /// Has netd make the VNICs `lines` describe (`vnic.grant`: `switch=…
@@ -120,6 +116,13 @@ pub trait Machine {
     /// waits for the first `vmadm` request).
     fn wake_after_reply(&mut self) -> bool {
         false
+    }
+    /// Has the server's timer wake it (with [`crate::WAKE_TIMER`] in
+    /// `Dispatch::notified`'s bits) at `unix_ms` (ms since 1970), or
+    /// never (`None`); replaces the time asked for before. Without a
+    /// timer, stopping VMs are looked at only at requests.
+    fn wake_at(&mut self, unix_ms: Option<u64>) {
+        let _ = unix_ms;
     }
 }
 
@@ -373,28 +376,27 @@ impl<M: Machine> Host for ZoneHost<M> {
         Ok(u64::from(instance))
     }
 
-    fn stop(&mut self, vm: &Instance, force: bool, timeout: u32) -> Result<(), String> {
+    fn now_ms(&mut self) -> u64 {
+        self.machine.unix_seconds().saturating_mul(1000)
+    }
+
+    fn power_button(&mut self, vm: &Instance) -> Result<(), String> {
+        // As SmartOS: the guest's ACPI power button; the stop's deadline
+        // and the look at whether the guest has powered off are the
+        // caller's (`ops::settle`).
         let Some(&Running { instance, .. }) = self.running.get(&vm.uuid) else {
-            return Ok(()); // no VMM of ours runs it (zone-server restarted)
+            return Err("no VMM of zone-server's runs it".into());
         };
-        // As SmartOS: the guest's ACPI power button, then up to `timeout`
-        // seconds for the guest to power off; then (or with `-F` at once)
-        // the VMM is ended.
-        if !force {
-            match self.machine.power_button(instance) {
-                Ok(()) => {
-                    let mut waited_ms = 0u64;
-                    while self.machine.vmm_running(instance) == Ok(true) && waited_ms < u64::from(timeout) * 1000 {
-                        self.machine.sleep_ms(STOP_POLL_MS);
-                        waited_ms += STOP_POLL_MS;
-                    }
-                    if self.machine.vmm_running(instance) == Ok(true) {
-                        log::warn!("VM {}: the guest did not power off within {timeout} s: halting it", vm.uuid);
-                    }
-                }
-                Err(e) => log::warn!("VM {}: {e}: halting it", vm.uuid),
-            }
-        }
+        self.machine.power_button(instance).inspect_err(|e| log::warn!("VM {}: {e}: halting it", vm.uuid))
+    }
+
+    fn vmm_running(&mut self, vm: &Instance) -> bool {
+        self.running.get(&vm.uuid).is_some_and(|r| self.machine.vmm_running(r.instance) == Ok(true))
+    }
+
+    fn halt(&mut self, vm: &Instance) -> Result<(), String> {
+        // No VMM of ours runs it (zone-server restarted and found none):
+        // nothing to end.
         let Some(r) = self.running.remove(&vm.uuid) else { return Ok(()) };
         let stopped = self.machine.stop_vmm(r.instance);
         let revoked = self.give_back(r);

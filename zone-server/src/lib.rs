@@ -18,15 +18,16 @@ pub mod imgsrc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use alcove_vmadm::ops::{self, Settled};
 use alcove_vmadm::registry::Registry;
 use alcove_vmadm::state::Event;
-use alcove_vmadm::verbs::Host;
+use alcove_vmadm::verbs::{self, Host, Wait};
 use alcove_vmadm::uuid::Uuid;
 use alloc::string::ToString;
 use alloc::collections::BTreeMap;
 use libipc::interfaces::{
     IMPORT_STALE_SECS, VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VmadmConsole, VmadmImport, VmadmOutput,
-    VmadmStarted, VmadmStream, status, vmadm,
+    VmadmStarted, VmadmStep, VmadmStream, status, vmadm,
 };
 
 pub use host::{Machine, ZoneHost};
@@ -45,6 +46,26 @@ pub const VERSION: u32 = 2;
 /// restore after its first `status` answer ([`Machine::wake_after_reply`];
 /// bit 0 is alcove-rt's lifecycle's).
 pub const WAKE_RESTORE: u64 = 1 << 1;
+
+/// The bit of zone-server's bound notification its timer signals when a
+/// VM's transition is due a look ([`ZoneServer::next_wake_ms`]): a stop
+/// nobody steps still ends, the guest gone or its deadline passed.
+pub const WAKE_TIMER: u64 = 1 << 2;
+
+/// How often a stopping VM's vmm-server is looked at (whether the guest
+/// powered off) between its stop's begin and deadline.
+pub const TRANSITION_POLL_MS: u64 = 500;
+
+/// Why a request is refused for its size, if it is larger than
+/// `vmadm` takes (`tool` names what the caller ran).
+fn oversized(tool: &str, size: usize) -> Option<String> {
+    (size > VMADM_REQUEST_MAX as usize).then(|| alloc::format!("{tool}: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n"))
+}
+
+/// Bytes of a request's arguments and payload.
+fn request_size(args: &[String], stdin: &str) -> usize {
+    args.iter().map(String::len).sum::<usize>() + stdin.len()
+}
 
 /// The machine's uuid as vmadm reports it (`server_uuid`) until the
 /// platform reports one.
@@ -71,6 +92,12 @@ pub struct ZoneServer<M> {
     /// The import a client steps (`vmadm.import_begin`/`import_step`):
     /// one on the machine at a time (the pool has one receive).
     import: Option<ImportSlot>,
+    /// The command each client waits for (`vmadm.begin`/`step`): a stop
+    /// or reboot whose VM is `stopping`. At most one a client.
+    waits: BTreeMap<u64, Wait>,
+    /// How VMs' transitions ended when [`ops::settle`] ended them, until
+    /// their waiter steps (gone with the VM or at the next begin).
+    settled: BTreeMap<Uuid, Settled>,
 }
 
 /// An import under way, whose it is, and when it was last stepped
@@ -95,6 +122,8 @@ impl<M: Machine> ZoneServer<M> {
             caller: 0,
             outputs: BTreeMap::new(),
             import: None,
+            waits: BTreeMap::new(),
+            settled: BTreeMap::new(),
         }
     }
 
@@ -120,36 +149,40 @@ impl<M: Machine> ZoneServer<M> {
         }
     }
 
-    /// Runs `vmadm ARGS...` with `stdin` as the payload.
+    /// Runs `vmadm ARGS...` with `stdin` as the payload, never waiting
+    /// for a guest (`vmadm.run`, `vmadm.start`): a stop or reboot that
+    /// would is refused, nothing done (`vmadm.begin` runs it).
     pub fn vmadm(&mut self, args: &[String], stdin: String) -> VmadmOutput {
+        self.vmadm_command(args, stdin, false).expect("a command that may not wait does not")
+    }
+
+    /// Runs `vmadm ARGS...`; `None`: it waits for a guest (`may_wait`,
+    /// `vmadm.begin`), which the caller steps (`vmadm.step`).
+    fn vmadm_command(&mut self, args: &[String], stdin: String, may_wait: bool) -> Option<VmadmOutput> {
         self.host.stages = host::Stages::default();
         let create = args.first().is_some_and(|a| a == "create");
         if create {
             self.host.stages.mark("received");
         }
-        let size = args.iter().map(String::len).sum::<usize>() + stdin.len();
-        if size > VMADM_REQUEST_MAX as usize {
-            return VmadmOutput {
-                stdout: String::new(),
-                stderr: alloc::format!("vmadm: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n"),
-                code: 1,
-            };
+        if let Some(why) = oversized("vmadm", request_size(args, &stdin)) {
+            return Some(VmadmOutput { stdout: String::new(), stderr: why, code: 1 });
         }
-        if args.first().is_some_and(|a| a == "create")
-            && let Some(refusal) = self.unknown_nic_tag(&stdin)
-        {
+        if create && let Some(refusal) = self.unknown_nic_tag(&stdin) {
             // Refused before the VM is recorded: a refused payload changes
             // nothing (as SmartOS's vmadm checks nic_tags at validation).
-            return VmadmOutput { stdout: String::new(), stderr: alloc::format!("Failed to create VM: {refusal}\n"), code: 1 };
+            return Some(VmadmOutput { stdout: String::new(), stderr: alloc::format!("Failed to create VM: {refusal}\n"), code: 1 });
         }
         self.restore_now();
         self.refresh();
         if create {
             self.host.stages.mark("refreshed");
         }
-        self.host.stdin = stdin;
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = alcove_vmadm::verbs::run(&argv, &mut self.registry, &mut self.host);
+        if !may_wait && let Some(why) = self.would_wait(&argv) {
+            return Some(VmadmOutput { stdout: String::new(), stderr: why, code: 1 });
+        }
+        self.host.stdin = stdin;
+        let ran = verbs::begin(&argv, &mut self.registry, &mut self.host);
         self.host.stdin.clear();
         if create {
             // The record written, the answer ready.
@@ -158,20 +191,106 @@ impl<M: Machine> ZoneServer<M> {
                 alcove_rt::println!("{line}");
             }
         }
-        VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.code }
+        match ran {
+            verbs::Ran::Done(out) => Some(VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.code }),
+            verbs::Ran::Waiting(wait) => {
+                log::info!("VM {}: {} begun: power button pressed, stopping", wait.uuid, if wait.reboot { "reboot" } else { "stop" });
+                self.settled.remove(&wait.uuid);
+                self.waits.insert(self.caller, wait);
+                None
+            }
+        }
+    }
+
+    /// Why `argv` may not run through `vmadm.run`/`vmadm.start`: a stop
+    /// or reboot of a running VM without `-F` waits for its guest.
+    fn would_wait(&self, argv: &[&str]) -> Option<String> {
+        use alcove_vmadm::argv::{self, Command};
+        let (verb, uuid) = match argv::parse(argv) {
+            Ok(Command::Stop { uuid, force: false, .. }) => ("stop", uuid),
+            Ok(Command::Reboot { uuid, force: false }) => ("reboot", uuid),
+            _ => return None,
+        };
+        let running = self.registry.get(&uuid).is_some_and(|vm| vm.state == alcove_vmadm::state::State::Running);
+        running.then(|| {
+            alloc::format!(
+                "vmadm: {verb} of VM {uuid} waits for its guest: send it with vmadm.begin and vmadm.step \
+                 (libipc::interfaces::vmadm_run_whole), not vmadm.run or vmadm.start\n"
+            )
+        })
+    }
+
+    /// `vmadm.begin`: runs `program ARGS...` for the caller; a command
+    /// that waits for a guest only begins (`pending`). The caller's
+    /// earlier pending command is no longer its to wait for.
+    pub fn begin(&mut self, program: &str, args: &[String], stdin: String) -> VmadmStep {
+        self.waits.remove(&self.caller);
+        let out = match program {
+            "vmadm" => match self.vmadm_command(args, stdin, true) {
+                Some(out) => out,
+                None => return VmadmStep { pending: true, ..VmadmStep::default() },
+            },
+            "imgadm" => ZoneServer::imgadm(self, args, stdin),
+            _ => VmadmOutput {
+                stdout: String::new(),
+                stderr: alloc::format!("vmadm.begin: no program {program:?} (vmadm or imgadm)\n"),
+                code: 2,
+            },
+        };
+        self.keep(out)
+    }
+
+    /// `vmadm.step`: whether the caller's pending command is over (its
+    /// VM's transition settled now if its time has come); never waits.
+    pub fn step(&mut self) -> VmadmStep {
+        let Some(wait) = self.waits.get(&self.caller).cloned() else {
+            let why = "vmadm: no command of yours is under way (vmadm.begin begins one)\n";
+            return self.keep(VmadmOutput { stdout: String::new(), stderr: why.into(), code: 1 });
+        };
+        self.restore_now();
+        self.refresh();
+        let settled = self.settled.get(&wait.uuid);
+        let Some(out) = verbs::waited(&wait, settled, &self.registry) else {
+            return VmadmStep { pending: true, ..VmadmStep::default() };
+        };
+        self.settled.remove(&wait.uuid);
+        self.waits.remove(&self.caller);
+        self.keep(VmadmOutput { stdout: out.stdout, stderr: out.stderr, code: out.code })
+    }
+
+    /// Keeps `out` for the caller's `vmadm.read`: its code and lengths.
+    fn keep(&mut self, out: VmadmOutput) -> VmadmStep {
+        let step =
+            VmadmStep { pending: false, stdout_bytes: out.stdout.len() as u32, stderr_bytes: out.stderr.len() as u32, code: out.code };
+        self.outputs.insert(self.caller, out);
+        step
+    }
+
+    /// When (ms since 1970) the timer should next wake this server for
+    /// [`ZoneServer::tick`]: while a VM is `stopping`, every
+    /// [`TRANSITION_POLL_MS`] or at its deadline if that is sooner;
+    /// `None` when nothing waits.
+    pub fn next_wake_ms(&mut self) -> Option<u64> {
+        let (_, soonest) = ops::transitions(&self.registry);
+        let poll = self.host.now_ms().saturating_add(TRANSITION_POLL_MS);
+        soonest.map(|s| s.min(poll))
+    }
+
+    /// The timer's wake-up: the transitions whose time has come end
+    /// (the guest powered off, or the deadline passed: halted), with no
+    /// request needed.
+    pub fn tick(&mut self) {
+        if !self.restore_pending {
+            self.refresh();
+        }
     }
 }
 
 impl<M: Machine> ZoneServer<M> {
     /// Runs `imgadm ARGS...` with `stdin` as the manifest of `install`.
     pub fn imgadm(&mut self, args: &[String], stdin: String) -> VmadmOutput {
-        let size = args.iter().map(String::len).sum::<usize>() + stdin.len();
-        if size > VMADM_REQUEST_MAX as usize {
-            return VmadmOutput {
-                stdout: String::new(),
-                stderr: alloc::format!("imgadm: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n"),
-                code: 1,
-            };
+        if let Some(why) = oversized("imgadm", request_size(args, &stdin)) {
+            return VmadmOutput { stdout: String::new(), stderr: why, code: 1 };
         }
         if matches!(args.first().map(String::as_str), Some("import" | "install")) {
             if let Some(refusal) = self.import_refusal() {
@@ -212,9 +331,7 @@ impl<M: Machine> ZoneServer<M> {
     /// (`args` is imgadm's, `import` first),
     /// to be stepped with [`ZoneServer::import_step`].
     pub fn import_begin(&mut self, args: &[String]) -> VmadmImport {
-        let size = args.iter().map(String::len).sum::<usize>();
-        if size > VMADM_REQUEST_MAX as usize {
-            let why = alloc::format!("imgadm: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n");
+        if let Some(why) = oversized("imgadm", request_size(args, "")) {
             return VmadmImport { stderr: why, code: 1, ..VmadmImport::default() };
         }
         if let Some(refusal) = self.import_refusal() {
@@ -269,8 +386,8 @@ impl<M: Machine> ZoneServer<M> {
     pub fn console(&mut self, uuid: &str) -> VmadmConsole {
         use alcove_vmadm::argv::{self, ArgError, Command};
         let fail = |code: i32, stderr: String| VmadmConsole { code, stderr, ..VmadmConsole::default() };
-        if uuid.len() > VMADM_REQUEST_MAX as usize {
-            return fail(1, alloc::format!("vmadm: the request is {} bytes, at most {VMADM_REQUEST_MAX}\n", uuid.len()));
+        if let Some(why) = oversized("vmadm", uuid.len()) {
+            return fail(1, why);
         }
         let uuid = match argv::parse(&["console", uuid]) {
             Ok(Command::Console { uuid }) => uuid,
@@ -302,10 +419,35 @@ impl<M: Machine> ZoneServer<M> {
     /// failed) are `stopped` now: the VMM is reaped, its grant revoked and
     /// the record saved, as vmadm shows a VM whose guest halted.
     pub fn refresh(&mut self) {
+        // Stopping VMs first: their stop or reboot ends as it says (a
+        // reboot's VM starts again).
+        for uuid in ops::transitions(&self.registry).0 {
+            if let Some(settled) = ops::settle(&mut self.registry, &mut self.host, &uuid) {
+                let how = match &settled {
+                    Settled::Stopped { forced: false } => String::from("the guest powered off: stopped"),
+                    Settled::Stopped { forced: true } => String::from("the guest did not power off by its deadline: halted, stopped"),
+                    Settled::Rebooted { forced: false } => String::from("the guest powered off: started again (reboot)"),
+                    Settled::Rebooted { forced: true } => {
+                        String::from("the guest did not power off by its deadline: halted, started again (reboot)")
+                    }
+                    Settled::RebootFailed(e) => alloc::format!("reboot: stopped, but did not start again: {e}"),
+                    Settled::HaltFailed(e) => alloc::format!("stop: its VMM could not be ended ({e}): stopped all the same"),
+                };
+                log::info!("VM {uuid}: {how}");
+                self.settled.insert(uuid, settled);
+            }
+        }
+        let registry = &self.registry;
+        self.settled.retain(|u, _| registry.get(u).is_some());
+        // The others whose VMM ended. A VM still stopping is its
+        // transition's (its VMM may have ended since `settle` looked: the
+        // next look ends it as its stop or reboot says).
+        let registry = &self.registry;
         let ended: Vec<Uuid> = self
             .host
             .running
             .iter()
+            .filter(|(u, _)| registry.get(u).and_then(ops::Transition::of).is_none())
             .map(|(u, r)| (*u, r.instance))
             .collect::<Vec<_>>()
             .into_iter()
@@ -519,6 +661,12 @@ impl<M: Machine> status::Server for ZoneServer<M> {
 }
 
 impl<M: Machine> ZoneServer<M> {
+    /// Tells the machine's timer when to wake this server next.
+    fn publish_wake(&mut self) {
+        let at = self.next_wake_ms();
+        self.host.machine.wake_at(at);
+    }
+
     /// Keeps `out` as the caller's last output and answers it, or, when it
     /// is longer than one reply carries, says so (it is read with
     /// `vmadm.read`).
@@ -560,10 +708,8 @@ impl<M: Machine> vmadm::Server for ZoneServer<M> {
                 code: 2,
             },
         };
-        let started =
-            VmadmStarted { stdout_bytes: out.stdout.len() as u32, stderr_bytes: out.stderr.len() as u32, code: out.code };
-        self.outputs.insert(self.caller, out);
-        started
+        let kept = self.keep(out);
+        VmadmStarted { stdout_bytes: kept.stdout_bytes, stderr_bytes: kept.stderr_bytes, code: kept.code }
     }
     fn console(&mut self, uuid: String) -> VmadmConsole {
         ZoneServer::console(self, &uuid)
@@ -573,6 +719,12 @@ impl<M: Machine> vmadm::Server for ZoneServer<M> {
     }
     fn import_step(&mut self) -> VmadmImport {
         ZoneServer::import_step(self)
+    }
+    fn begin(&mut self, program: String, args: Vec<String>, stdin: String) -> VmadmStep {
+        ZoneServer::begin(self, &program, &args, stdin)
+    }
+    fn step(&mut self) -> VmadmStep {
+        ZoneServer::step(self)
     }
     fn read(&mut self, stream: VmadmStream, offset: u32) -> Vec<u8> {
         let Some(out) = self.outputs.get(&self.caller) else { return Vec::new() };
@@ -597,6 +749,10 @@ impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
         if bits & WAKE_RESTORE != 0 {
             self.restore_now();
         }
+        if bits & WAKE_TIMER != 0 {
+            self.tick();
+        }
+        self.publish_wake();
     }
 
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
@@ -607,7 +763,9 @@ impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
                 return Err(libipc::RemoteError::WrongInterface);
             }
             self.caller = badge;
-            return vmadm::dispatch(self, interface, request);
+            let answer = vmadm::dispatch(self, interface, request);
+            self.publish_wake();
+            return answer;
         }
         status::dispatch(self, interface, request)
     }

@@ -32,8 +32,11 @@ pub(crate) struct Fake {
     buttons: Vec<u32>,
     /// Whether the guests power off when the button is pressed.
     guests_listen: bool,
-    /// Milliseconds `sleep_ms` was asked to wait, in all.
-    slept_ms: u64,
+    /// VMMs that end after this many more looks (`vmm_running`): the
+    /// guest powers off between two of zone-server's looks.
+    end_after_looks: BTreeMap<u32, u32>,
+    /// What `wake_at` last asked for (`Some(None)`: no wake-up).
+    pub(crate) wake_at: Option<Option<u64>>,
     /// Live VNIC grants (badge → lines), as netd keeps them.
     vnic_grants: BTreeMap<u64, Vec<String>>,
     /// VNIC grants made, in all.
@@ -150,6 +153,16 @@ impl Machine for Fake {
         Ok((self.next, u64::from(self.next) + 100))
     }
     fn vmm_running(&mut self, instance: u32) -> Result<bool, String> {
+        if let Some(n) = self.end_after_looks.get_mut(&instance) {
+            if *n == 0 {
+                self.end_after_looks.remove(&instance);
+                if let Some(v) = self.vmms.get_mut(&instance) {
+                    v.0 = false;
+                }
+            } else {
+                *n -= 1;
+            }
+        }
         self.vmms.get(&instance).map(|v| v.0).ok_or_else(|| "proc: no instance".into())
     }
     fn stop_vmm(&mut self, instance: u32) -> Result<(), String> {
@@ -164,8 +177,8 @@ impl Machine for Fake {
         }
         Ok(())
     }
-    fn sleep_ms(&mut self, ms: u64) {
-        self.slept_ms += ms;
+    fn wake_at(&mut self, unix_ms: Option<u64>) {
+        self.wake_at = Some(unix_ms);
     }
     fn revoke(&mut self, grant: u64) -> Result<(), String> {
         let at = self.grants.iter().position(|&g| g == grant).ok_or("pool: no grant")?;
@@ -232,9 +245,19 @@ pub(crate) fn server() -> ZoneServer<Fake> {
     ZoneServer::new(Fake::default(), vec![BADGE])
 }
 
+/// `vmadm ARGS` as the shell and apid send it (`vmadm.begin`, then
+/// `vmadm.step` while it waits for a guest, a second passing between two
+/// steps).
 pub(crate) fn run(s: &mut ZoneServer<Fake>, args: &[&str], stdin: &str) -> VmadmOutput {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    s.vmadm(&args, stdin.into())
+    let mut step = s.begin("vmadm", &args, stdin.into());
+    while step.pending {
+        s.host.machine.later_secs += 1;
+        step = s.step();
+    }
+    let out = s.outputs[&s.caller].clone();
+    assert_eq!((out.stdout.len() as u32, out.stderr.len() as u32, out.code), (step.stdout_bytes, step.stderr_bytes, step.code));
+    out
 }
 
 const PAYLOAD: &str = r#"{
@@ -431,30 +454,34 @@ fn stop_presses_the_power_button_then_halts_after_its_timeout_and_dash_f_halts_a
     let mut s = server();
     let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
     let first = *s.host.machine.vmms.keys().next().unwrap();
-    // A guest that listens powers off: no waiting, the VMM is reaped.
+    // A guest that listens powers off: the first step finds it ended.
     s.host.machine.guests_listen = true;
+    let t0 = s.host.machine.later_secs;
     assert_eq!(run(&mut s, &["stop", &uuid], "").code, 0);
     assert_eq!(s.host.machine.buttons, [first]);
-    assert_eq!(s.host.machine.slept_ms, 0);
+    assert_eq!(s.host.machine.later_secs - t0, 1);
     assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
     assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
 
-    // A guest that ignores it: the button, `-t` seconds of waiting, then
+    // A guest that ignores it: the button, `-t` seconds of steps, then
     // the VMM is ended all the same.
     s.host.machine.guests_listen = false;
     assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
     let second = *s.host.machine.vmms.keys().next().unwrap();
-    assert_eq!(run(&mut s, &["stop", &uuid, "-t", "3"], "").code, 0);
+    let t0 = s.host.machine.later_secs;
+    let out = run(&mut s, &["stop", &uuid, "-t", "3"], "");
+    assert_eq!((out.code, out.stderr), (0, alloc::format!("Successfully completed stop for VM {uuid}\n")));
     assert_eq!(s.host.machine.buttons, [first, second]);
-    assert_eq!(s.host.machine.slept_ms, 3000);
+    assert_eq!(s.host.machine.later_secs - t0, 3);
     assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
     assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
 
     // -F: no button, no waiting.
     assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    let t0 = s.host.machine.later_secs;
     assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
     assert_eq!(s.host.machine.buttons.len(), 2);
-    assert_eq!(s.host.machine.slept_ms, 3000);
+    assert_eq!(s.host.machine.later_secs, t0);
     assert!(s.host.machine.vmms.is_empty());
 }
 
@@ -784,13 +811,13 @@ fn outputs_longer_than_one_reply_are_read_in_pieces() {
     let c = vmadm::Client::new(&t);
     let out = c.run(vec!["lookup".into(), "-j".into()], String::new()).unwrap();
     assert!(out.code == 1 && out.stderr.contains("vmadm.read"), "{out:?}");
-    let got = libipc::interfaces::vmadm_run_whole(&c, "vmadm", vec!["lookup".into(), "-j".into()], String::new()).unwrap();
+    let got = libipc::interfaces::vmadm_run_whole(&c, "vmadm", vec!["lookup".into(), "-j".into()], String::new(), || {}).unwrap();
     assert_eq!(got, whole);
     let vms: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
     assert_eq!(vms.as_array().map(Vec::len), Some(4));
     // Short outputs still come in the reply; unknown programs are named.
     assert_eq!(c.run(vec!["list".into(), "-H".into(), "-o".into(), "alias".into(), "-s".into(), "alias".into()], String::new()).unwrap().stdout, "vm0\nvm1\nvm2\nvm3\n");
-    let bad = libipc::interfaces::vmadm_run_whole(&c, "zfs", vec![], String::new()).unwrap();
+    let bad = libipc::interfaces::vmadm_run_whole(&c, "zfs", vec![], String::new(), || {}).unwrap();
     assert!(bad.code == 2 && bad.stderr.contains("\"zfs\""), "{bad:?}");
     assert_eq!(c.read(libipc::interfaces::VmadmStream::Stdout, u32::MAX).unwrap(), Vec::<u8>::new());
 }
@@ -942,4 +969,210 @@ fn a_refused_regrant_is_reported_and_the_others_go_on() {
     assert!(for_a.contains("not made again") && for_a.contains("already on switch"), "{for_a}");
     assert!(said.iter().any(|l| l.starts_with(&alloc::format!("VM {b}:")) && l.contains("made again")), "{said:?}");
     assert!(!s.host.machine.vnic_grants.contains_key(&badge_a));
+}
+
+// ---- stops that wait for the guest, without holding zone-server ----
+
+const OTHER: u64 = 6;
+
+/// `vmadm ARGS` through `vmadm.run` as client `badge` (what never waits).
+fn run_as(s: &mut ZoneServer<Fake>, badge: u64, args: &[&str]) -> VmadmOutput {
+    s.caller = badge;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    s.vmadm(&args, String::new())
+}
+
+/// `vmadm.begin` of `vmadm ARGS` as client `badge`.
+fn begin_as(s: &mut ZoneServer<Fake>, badge: u64, args: &[&str]) -> libipc::interfaces::VmadmStep {
+    s.caller = badge;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    s.begin("vmadm", &args, String::new())
+}
+
+fn step_as(s: &mut ZoneServer<Fake>, badge: u64) -> (libipc::interfaces::VmadmStep, VmadmOutput) {
+    s.caller = badge;
+    let step = s.step();
+    (step, s.outputs.get(&badge).cloned().unwrap_or_default())
+}
+
+fn now_ms(s: &mut ZoneServer<Fake>) -> u64 {
+    s.host.machine.unix_seconds() * 1000
+}
+
+#[test]
+fn while_a_stop_waits_for_a_deaf_guest_zone_server_answers_everyone() {
+    use libipc::Dispatch;
+    let mut s = ZoneServer::new(Fake::default(), vec![BADGE, OTHER]);
+    s.caller = BADGE;
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let vmm = *s.host.machine.vmms.keys().next().unwrap();
+    // BADGE's stop: the button pressed, pending at once.
+    let step = begin_as(&mut s, BADGE, &["stop", &uuid, "-t", "10"]);
+    assert!(step.pending, "{step:?}");
+    assert_eq!(s.host.machine.buttons, [vmm]);
+    let deadline = now_ms(&mut s) + 10_000;
+    // Meanwhile the other client is answered: the VM is stopping, a
+    // second stop is vmadm's "already not running", start is refused,
+    // and it has no command of its own to step.
+    assert_eq!(run_as(&mut s, OTHER, &["list", "-p", "-o", "state"]).stdout, "stopping\n");
+    let out = run_as(&mut s, OTHER, &["stop", &uuid]);
+    assert_eq!((out.code, out.stderr), (0, alloc::format!("VM {uuid} is already not 'running' (currently: stopping)\n")));
+    let out = run_as(&mut s, OTHER, &["start", &uuid]);
+    assert_eq!(
+        (out.code, out.stderr),
+        (1, alloc::format!("Unable to start VM {uuid}: VM is stopping; start it once it has stopped\n"))
+    );
+    let (step, out) = step_as(&mut s, OTHER);
+    assert_eq!((step.pending, out.code), (false, 1));
+    assert!(out.stderr.contains("no command of yours"), "{out:?}");
+    // The stop's owner: still pending; the timer is asked for the next look.
+    assert!(step_as(&mut s, BADGE).0.pending);
+    s.publish_wake();
+    let next = now_ms(&mut s) + crate::TRANSITION_POLL_MS;
+    assert_eq!(s.host.machine.wake_at, Some(Some(next)));
+    // Its client gone (nobody steps): the timer's tick at the deadline
+    // halts the VM, with no request at all.
+    s.host.machine.later_secs += 9;
+    s.notified(crate::WAKE_TIMER);
+    assert!(s.host.machine.vmms.contains_key(&vmm), "halted before its deadline");
+    s.host.machine.later_secs += 1;
+    assert_eq!(now_ms(&mut s), deadline);
+    s.notified(crate::WAKE_TIMER);
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+    // Nothing stops any more: no wake-up asked for.
+    assert_eq!(s.host.machine.wake_at, Some(None));
+    let rec = &s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1[crate::host::RECORD_PROP];
+    assert!(rec.contains("\"state\":\"stopped\"") && !rec.contains("transition"), "{rec}");
+    // The owner's next step has vmadm's answer.
+    let (step, out) = step_as(&mut s, BADGE);
+    assert!(!step.pending);
+    assert_eq!((out.code, out.stderr), (0, alloc::format!("Successfully completed stop for VM {uuid}\n")));
+    // Stepping again: nothing under way.
+    assert_eq!(step_as(&mut s, BADGE).1.code, 1);
+}
+
+#[test]
+fn run_refuses_a_stop_that_would_wait_and_changes_nothing() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    for args in [&["stop", uuid.as_str()][..], &["stop", &uuid, "-t", "5"], &["reboot", &uuid]] {
+        let out = run_as(&mut s, BADGE, args);
+        assert_eq!(out.code, 1, "{args:?}");
+        assert!(out.stderr.contains("vmadm.begin"), "{out:?}");
+        assert!(s.host.machine.buttons.is_empty());
+        assert_eq!(run_as(&mut s, BADGE, &["list", "-p", "-o", "state"]).stdout, "running\n");
+    }
+    // What does not wait runs as before: -F, and a stop of a stopped VM.
+    assert_eq!(run_as(&mut s, BADGE, &["stop", &uuid, "-F"]).code, 0);
+    let out = run_as(&mut s, BADGE, &["stop", &uuid]);
+    assert_eq!((out.code, out.stderr), (0, alloc::format!("VM {uuid} is already not 'running' (currently: stopped)\n")));
+}
+
+#[test]
+fn a_stop_ends_when_the_guest_powers_off_or_another_client_forces_or_deletes_it() {
+    use libipc::Dispatch;
+    let mut s = ZoneServer::new(Fake::default(), vec![BADGE, OTHER]);
+    s.caller = BADGE;
+    let a = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let b = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web1")));
+    let c = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web2")));
+    // The largest -t: the timer is asked for the next look, not the deadline.
+    assert!(begin_as(&mut s, BADGE, &["stop", &a, "-t", "86400"]).pending);
+    s.publish_wake();
+    let next = now_ms(&mut s) + crate::TRANSITION_POLL_MS;
+    assert_eq!(s.host.machine.wake_at, Some(Some(next)));
+    // The guest powers off (its VMM ends) while nobody asks: the tick sees it.
+    let vmm_a = s.host.machine.buttons[0];
+    s.host.machine.vmms.get_mut(&vmm_a).unwrap().0 = false;
+    s.notified(crate::WAKE_TIMER);
+    assert!(!s.host.machine.vmms.contains_key(&vmm_a));
+    assert_eq!(step_as(&mut s, BADGE).1.stderr, alloc::format!("Successfully completed stop for VM {a}\n"));
+    // Another client's -F ends BADGE's stop at once.
+    assert!(begin_as(&mut s, BADGE, &["stop", &b]).pending);
+    assert_eq!(run_as(&mut s, OTHER, &["stop", &b, "-F"]).code, 0);
+    assert_eq!(step_as(&mut s, BADGE).1.stderr, alloc::format!("Successfully completed stop for VM {b}\n"));
+    // Another client's delete: the waiter is told; a stop of the deleted
+    // VM is vmadm's "not found".
+    assert!(begin_as(&mut s, BADGE, &["stop", &c]).pending);
+    assert_eq!(run_as(&mut s, OTHER, &["delete", &c]).code, 0);
+    let (_, out) = step_as(&mut s, BADGE);
+    assert_eq!((out.code, out.stderr), (1, alloc::format!("Unable to stop VM {c}: VM was deleted while it was stopping\n")));
+    let out = run_as(&mut s, OTHER, &["stop", &c]);
+    assert_eq!((out.code, out.stderr), (1, alloc::format!("Unable to stop VM {c}: VM not found\n")));
+    assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
+}
+
+#[test]
+fn a_client_that_begins_another_command_no_longer_waits_but_the_stop_goes_on() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    assert!(begin_as(&mut s, BADGE, &["stop", &uuid, "-t", "2"]).pending);
+    // A new command of the same client (it restarted): answered, and its
+    // earlier stop is no longer its to step.
+    assert!(!begin_as(&mut s, BADGE, &["list"]).pending);
+    assert_eq!(step_as(&mut s, BADGE).1.code, 1);
+    s.host.machine.later_secs += 2;
+    assert_eq!(run_as(&mut s, BADGE, &["list", "-p", "-o", "state"]).stdout, "stopped\n");
+    assert!(s.host.machine.vmms.is_empty());
+}
+
+#[test]
+fn a_zone_server_restarted_during_a_stop_finishes_it() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let other = created_uuid(&run(&mut s, &["create"], &PAYLOAD.replace("web0", "web1")));
+    assert!(begin_as(&mut s, BADGE, &["stop", &uuid, "-t", "30"]).pending);
+    assert!(begin_as(&mut s, OTHER, &["reboot", &other]).pending);
+    let machine = s.host.machine;
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    assert_eq!(s.restore(), Vec::<String>::new());
+    // Both found stopping, their VMMs untouched, the deadlines kept.
+    assert_eq!(run_as(&mut s, BADGE, &["list", "-p", "-s", "alias", "-o", "state"]).stdout, "stopping\nstopping\n");
+    assert_eq!(s.host.machine.vmms.len(), 2);
+    assert!(s.next_wake_ms().is_some());
+    // The old life's waiter is gone: nothing to step.
+    assert_eq!(step_as(&mut s, BADGE).1.code, 1);
+    // At the deadline both are halted; the reboot's VM starts again.
+    s.host.machine.later_secs += 180;
+    s.tick();
+    let list = run_as(&mut s, BADGE, &["list", "-p", "-s", "alias", "-o", "alias,state"]).stdout;
+    assert_eq!(list, "web0:stopped\nweb1:running\n");
+    assert_eq!(s.host.machine.vmms.len(), 1);
+    assert_eq!(s.next_wake_ms(), None);
+}
+
+#[test]
+fn a_reboot_waits_for_the_guest_and_starts_a_new_vmm() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let first = *s.host.machine.vmms.keys().next().unwrap();
+    s.host.machine.guests_listen = true;
+    let out = run(&mut s, &["reboot", &uuid], "");
+    assert_eq!((out.code, out.stderr), (0, alloc::format!("Successfully completed reboot for VM {uuid}\n")));
+    assert_eq!(s.host.machine.buttons, [first]);
+    let vmms: Vec<u32> = s.host.machine.vmms.keys().copied().collect();
+    assert!(vmms.len() == 1 && vmms[0] != first, "{vmms:?}");
+    let out = run(&mut s, &["list", "-p", "-o", "state"], "");
+    assert_eq!(out.stdout, "running\n");
+    let get: serde_json::Value = serde_json::from_str(&run(&mut s, &["get", &uuid], "").stdout).unwrap();
+    assert_eq!((get["autoboot"].as_bool(), get.get("transition_to")), (Some(true), None));
+}
+
+/// The guest powers off between `settle`'s look and the look for VMMs
+/// that ended by themselves: the reboot still starts it again (the VM is
+/// its transition's, not reaped as a guest that powered off).
+#[test]
+fn a_guest_that_powers_off_between_two_looks_is_rebooted_all_the_same() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let first = *s.host.machine.vmms.keys().next().unwrap();
+    assert!(begin_as(&mut s, BADGE, &["reboot", &uuid]).pending);
+    s.host.machine.end_after_looks.insert(first, 1);
+    let (step, out) = step_as(&mut s, BADGE);
+    let (step, out) = if step.pending { step_as(&mut s, BADGE) } else { (step, out) };
+    assert!(!step.pending);
+    assert_eq!((out.code, out.stderr), (0, alloc::format!("Successfully completed reboot for VM {uuid}\n")));
+    let vmms: Vec<u32> = s.host.machine.vmms.keys().copied().collect();
+    assert!(vmms.len() == 1 && vmms[0] != first, "{vmms:?}");
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
 }

@@ -42,14 +42,14 @@ pub enum Attempt {
 /// the caller and its peer together), the message header is checked with
 /// one compare, and the switch writes only what differs between the two
 /// threads (CR3 and the I/O bitmap belong to the process: unchanged between
-/// threads of one process). No FPU state is saved: the kernel uses none
-/// (soft-float target) and user FPU/SSE registers stay in the CPU, as on
-/// every other thread switch.
+/// threads of one process). The caller's FPU/SSE registers are saved only
+/// if it used them since it got the CPU (`fpu`: the peer's are loaded at
+/// its first use).
 /// `STAMP`: whether the benchmark's phase stamps are on (`phases::on`,
 /// checked once by the caller).
 #[inline(always)]
 pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
-    let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, .. } = k;
+    let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, fpu_owner, .. } = k;
     // Lookups by ids this path knows to be live skip the slab's generation
     // compare (`get_live`; each says why): `me` is this CPU's current
     // thread, and `kill_thread` clears `current` on every CPU before the
@@ -161,6 +161,12 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
         pp
     };
     let (pml4, io) = (pp.pml4, pp.io_bitmap.is_some());
+    // The FPU registers this CPU holds can only be the caller's (`fpu`'s
+    // invariant); anything else is left to the general path's switch.
+    let fpu_live = fpu_owner[cpu];
+    if fpu_live.is_some_and(|o| o != me) {
+        return Attempt::Declined;
+    }
     // The peer waits in a system call (Receiving or AwaitingReply, checked
     // above), so its frame is the one its SYSCALL saved and the way back
     // may be SYSRET without comparing RCX/R11 (`enter_user_after_syscall`).
@@ -189,6 +195,12 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
         e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
     };
     let (top, owner) = (super::context_top_of(pt), io.then_some(pt.process));
+    if fpu_live.is_some() {
+        // The caller used the FPU in this run: its registers go to its
+        // thread object and CR0.TS is set for the peer.
+        crate::arch::cpu::fpu_save(&mut mt.fpu.area.0);
+        fpu_owner[cpu] = None;
+    }
     fix.apply(threads);
     current[cpu] = Some(peer);
     super::load_context(top, pml4);

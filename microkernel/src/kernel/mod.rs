@@ -8,6 +8,7 @@
 //! queues, page tables); this module wires it to the hardware.
 
 pub mod fastpath;
+pub mod fpu;
 pub mod inject;
 pub mod ipc;
 pub mod mem;
@@ -188,7 +189,12 @@ pub struct Thread {
     /// Its place in the endpoint's receiver list while it waits in `Recv`
     /// (`Endpoint::receivers`); `None` otherwise.
     pub wait_link: Option<Link>,
+    /// Its FPU/SSE registers while another thread has the CPU's (`fpu`).
+    pub fpu: fpu::ThreadFpu,
 }
+
+// A thread's record, its FPU area included, within what it is charged.
+const _: () = assert!(core::mem::size_of::<Thread>() as u64 <= cost::THREAD);
 
 impl Node for Thread {
     #[inline(always)]
@@ -285,6 +291,9 @@ pub struct Kernel {
     /// The thread each CPU last entered ring 3 with, and the timer deadline
     /// armed for it, so an unchanged thread does not reprogram the timer.
     pub last_run: [Option<(Id, u64)>; MAX_CPUS],
+    /// The thread whose FPU/SSE registers each CPU holds, CR0.TS clear for
+    /// it (`fpu`); `None`: TS set.
+    pub fpu_owner: [Option<Id>; MAX_CPUS],
 }
 
 static KERNEL: Mutex<Kernel> = Mutex::new(Kernel::EMPTY);
@@ -352,6 +361,7 @@ impl Kernel {
         unreachable: Vec::new(),
         tearing_down: false,
         last_run: [None; MAX_CPUS],
+        fpu_owner: [None; MAX_CPUS],
     };
 
     pub fn thread(&self, id: Id) -> Option<&Thread> {
@@ -624,6 +634,9 @@ fn switch_to(k: &mut Kernel, cpu: usize, t: Id) {
     };
     load_context(top, pml4);
     set_io_bitmap_owner(&mut k.io_bitmap_owner, &k.processes, cpu, owner);
+    if k.fpu_owner[cpu].is_some_and(|o| o != t) {
+        fpu::park(&mut k.fpu_owner[cpu], &mut k.threads);
+    }
 }
 
 /// Where `PerCpu.context_top` points for thread `th`: just past its saved
@@ -726,6 +739,10 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             let first = k.first_deadline();
             let next = (first != u64::MAX).then(|| first.saturating_sub(now) / 1000 + 1);
             k.last_run[cpu] = None;
+            // Its registers saved before the lock goes: the thread may be
+            // woken on another CPU meanwhile.
+            let Kernel { fpu_owner, threads, .. } = &mut *k;
+            fpu::park(&mut fpu_owner[cpu], threads);
             drop(k);
             // Every pass through here must start from a shallow stack (no
             // recursion between idling and scheduling: that once overran
@@ -905,6 +922,13 @@ extern "C" fn trap_from_user(frame: &mut TrapFrame) -> ! {
         }
         v if (apic::MSI_BASE_VECTOR..apic::TIMER_VECTOR).contains(&v) => msi_arrived(v),
         apic::SPURIOUS_VECTOR => {}
+        7 => {
+            // #NM: the thread's first FPU/SSE use since it got the CPU.
+            let mut k = lock();
+            fpu::claim(&mut k, percpu::index());
+            deliver_pending_irqs(&mut k);
+            exit_kernel(k)
+        }
         0..=31 => {
             let mut k = lock();
             process::user_fault(&mut k, frame);

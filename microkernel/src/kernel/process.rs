@@ -461,6 +461,7 @@ impl Kernel {
             ran_since: 0,
             throttled_until: None,
             wait_link: None,
+            fpu: super::fpu::ThreadFpu::new(),
         }));
         self.processes.get_mut(pid).expect("checked").threads.push(t);
         Ok(t)

@@ -276,7 +276,7 @@ impl FxArea {
     }
 }
 
-static CLEAN_FPU: spin::Lazy<FxArea> = spin::Lazy::new(FxArea::clean);
+pub(crate) static CLEAN_FPU: spin::Lazy<FxArea> = spin::Lazy::new(FxArea::clean);
 
 /// The MXCSR bits this CPU lets FXRSTOR set (its MXCSR_MASK, SDM Vol. 1
 /// §11.6.6); any other bit in an image makes FXRSTOR raise #GP.
@@ -635,6 +635,10 @@ pub fn vcpu_run(mut k: KernelGuard, me: Id, pid: Id, slot: u64) -> (KernelGuard,
             return (k, None);
         }
     };
+    // The guest's FPU registers are loaded over the CPU's: a VMM thread
+    // that used its own in this run has them saved first (`fpu`).
+    let super::Kernel { fpu_owner, threads, .. } = &mut *k;
+    super::fpu::park(&mut fpu_owner[percpu::index()], threads);
     drop(k);
     let vmx = is_vmx();
     // SAFETY: `prepare` marked the vCPU running and bound to this thread;

@@ -25,6 +25,8 @@ mod device_frames;
 #[cfg(target_os = "none")]
 mod fastpath;
 #[cfg(target_os = "none")]
+mod fpu;
+#[cfg(target_os = "none")]
 mod heap;
 #[cfg(target_os = "none")]
 mod inject;

@@ -14,6 +14,9 @@ const RW: Rights = Rights(Rights::READ.0 | Rights::WRITE.0);
 const LABEL_ECHO: u32 = 1;
 const LABEL_CAP: u32 = 2;
 
+/// The first slot the suite's tests use (below: what init gave it).
+const FIRST_SLOT: CapSlot = 200;
+
 pub struct Env {
     info: StartInfo,
     next_slot: CapSlot,
@@ -26,10 +29,21 @@ pub struct Env {
 }
 
 impl Env {
+    /// An empty capability slot. Slots are handed out in a cycle over
+    /// `[FIRST_SLOT, CSPACE_SLOTS)`, each only if it is empty when its turn
+    /// comes: what a test deleted is given out again on the next cycle, and
+    /// a slot given out but not yet filled only after a whole cycle (the
+    /// suite used to run out of slots as it grew). All full: an invalid
+    /// slot, which the test's first use of it reports.
     pub(crate) fn slot(&mut self) -> CapSlot {
-        let s = self.next_slot;
-        self.next_slot += 1;
-        s
+        for _ in FIRST_SLOT..abi::CSPACE_SLOTS {
+            let s = self.next_slot;
+            self.next_slot = if s + 1 >= abi::CSPACE_SLOTS { FIRST_SLOT } else { s + 1 };
+            if sys::cap_identify(s) == Err(Error::EmptySlot) {
+                return s;
+            }
+        }
+        abi::CSPACE_SLOTS
     }
 
     /// `pages` pages of address space nothing uses, and a guard page after.
@@ -84,7 +98,7 @@ pub fn main(start: Start) -> u64 {
         return crate::zone::main(info);
     }
     let expected_cpus = expected_cpus(&info.args);
-    let mut env = Env { info, next_slot: 200, next_va: 0x1000_0000, expected_cpus, online_cpus: 1 };
+    let mut env = Env { info, next_slot: FIRST_SLOT, next_va: 0x1000_0000, expected_cpus, online_cpus: 1 };
     env.online_cpus = count_cpus(&mut env);
     let mut tests: Vec<(&str, Test)> = alloc::vec![
         ("cpus_online_as_the_machine_was_given", cpus_online_as_the_machine_was_given),
@@ -97,6 +111,7 @@ pub fn main(start: Start) -> u64 {
         ("io_port_permissions_leak_to_the_next_process", crate::inject::io_port_permissions_leak_to_the_next_process),
         ("ipc_same_core", ipc_same_core),
         ("fast_and_general_paths_agree", crate::fastpath::fast_and_general_paths_agree),
+        ("fpu_registers_stay_with_their_thread", crate::fpu::fpu_registers_stay_with_their_thread),
         ("the_way_back_to_user_mode_restores_what_was_saved", crate::sysret::the_way_back_to_user_mode_restores_what_was_saved),
         ("configure_only_threads_that_wait_for_nothing", crate::configure::configure_only_threads_that_wait_for_nothing),
         ("configure_a_thread_suspended_on_another_cpu", crate::configure::configure_a_thread_suspended_on_another_cpu),
@@ -306,7 +321,7 @@ fn run_wild(env: &mut Env, code: &[u8]) -> Result<(abi::ProcessState, u64), Stri
 
 /// As `run_wild`, on `cpu` if given, with a capability for the ports
 /// `(first, count)` (a sub-range of ours) in [`WILD_IOPORTS_SLOT`] if given.
-fn run_wild_on(env: &mut Env, code: &[u8], cpu: Option<u32>, ports: Option<(u16, u16)>) -> Result<(abi::ProcessState, u64), String> {
+pub(crate) fn run_wild_on(env: &mut Env, code: &[u8], cpu: Option<u32>, ports: Option<(u16, u16)>) -> Result<(abi::ProcessState, u64), String> {
     let proc = env.slot();
     sys::create(ObjectType::Process, proc, 256 * 1024).map_err(|e| format!("create process: {e}"))?;
     if let Some((first, count)) = ports {
@@ -354,16 +369,23 @@ fn run_wild_on(env: &mut Env, code: &[u8], cpu: Option<u32>, ports: Option<(u16,
 fn wild_processes_are_killed(env: &mut Env) -> Result<(), String> {
     use abi::ProcessState::{Exited, Faulted};
     let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
-    let cases: [(&str, &[u8], (abi::ProcessState, u64)); 8] = [
+    let cases: [(&str, &[u8], (abi::ProcessState, u64)); 9] = [
         ("reads unmapped memory", &[0x48, 0x8b, 0x04, 0x25, 0x34, 0x12, 0, 0, 0xeb, 0xfe], (Faulted, 14)),
         ("writes its own code", &[0x48, 0xc7, 0xc0, 0, 0, 0x40, 0, 0xc6, 0, 1, 0xeb, 0xfe], (Faulted, 14)),
         ("jumps into the kernel", &[0x48, 0xb8, 0, 0, 0x10, 0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xe0], (Faulted, 14)),
         ("executes hlt", &[0xf4, 0xeb, 0xfe], (Faulted, 13)),
         ("reads a port it was not given", &[0x66, 0xba, 0xf8, 0x03, 0xec, 0xeb, 0xfe], (Faulted, 13)),
         ("executes garbage", &[0x0f, 0x0b], (Faulted, 6)),
-        // stmxcsr [rsp]: processes have no FPU (CR0.TS), so no guest's
-        // FPU values can reach a VMM's registers: #NM.
-        ("uses the FPU", &[0x0f, 0xae, 0x1c, 0x24, 0xeb, 0xfe], (Faulted, 7)),
+        // stmxcsr [rsp]; mov edi, [rsp]; exit(edi): a new thread's FPU
+        // starts clean (kernel::fpu), MXCSR at its default.
+        ("reads MXCSR, then exits with it", &[0x0f, 0xae, 0x1c, 0x24, 0x8b, 0x3c, 0x24, 0xb8, abi::Sys::Exit as u8, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe], (Exited, 0x1f80)),
+        // FCW 0x37b (divide-by-zero unmasked); fld1; fldz; fdivp; fwait:
+        // #MF (CR0.NE), not a hang waiting on the legacy FERR# line.
+        (
+            "divides by zero in x87 with the exception unmasked",
+            &[0x66, 0xc7, 0x04, 0x24, 0x7b, 0x03, 0xd9, 0x2c, 0x24, 0xd9, 0xe8, 0xd9, 0xee, 0xde, 0xf9, 0x9b, 0xeb, 0xfe],
+            (Faulted, 16),
+        ),
         (
             "makes a bad syscall, then exits 42",
             &[0xb8, 14, 0, 0, 0, 0xbf, 0xef, 0xbe, 0xad, 0xde, 0x0f, 0x05, 0xb8, 22, 0, 0, 0, 0xbf, 42, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe],

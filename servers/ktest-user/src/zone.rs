@@ -65,9 +65,21 @@ impl Env {
         Ok(c.status().map_err(|e| format!("pool.status: {e}"))?.map_err(|e| format!("pool.status: {e}"))?.free_bytes)
     }
 
+    /// `vmadm ARGS` as the shell sends it: `vmadm.begin`, `vmadm.step`
+    /// while a stop waits for its guest, `vmadm.read`.
     fn vmadm(&self, args: &[&str], stdin: &str) -> Result<VmadmOutput, String> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        vmadm::Client::new(client(self.zone)).run(args.clone(), stdin.into()).map_err(|e| format!("vmadm {args:?}: {e}"))
+        let c = vmadm::Client::new(client(self.zone));
+        let pause = || sleep_ns(libipc::interfaces::VMADM_STEP_PAUSE_MS * 1_000_000);
+        libipc::interfaces::vmadm_run_whole(&c, "vmadm", args.clone(), stdin.into(), pause)
+            .map_err(|e| format!("vmadm {args:?}: {e}"))
+    }
+
+    /// `vmadm ARGS` through `vmadm.run`, which never waits (nor touches
+    /// this client's pending command).
+    fn vmadm_run(&self, args: &[&str]) -> Result<VmadmOutput, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        vmadm::Client::new(client(self.zone)).run(args.clone(), String::new()).map_err(|e| format!("vmadm {args:?}: {e}"))
     }
 
     /// `vmadm ARGS`, which must succeed: its stdout.
@@ -314,12 +326,55 @@ fn sleep_ns(ns: u64) {
     }
 }
 
-/// `zone-guest-deaf` ignores the ACPI power button: `stop -t 1` presses
-/// it, waits its second and halts the VM all the same; `stop -F` halts it
-/// at once. Either way it ends `stopped` with its volume no longer granted.
+/// The deaf VM's first stop: `-t` seconds zone-server waits for its guest.
+const DEAF_STOP_SECS: u64 = 8;
+
+/// `zone-guest-deaf` ignores the ACPI power button. A `stop -t 8` begun
+/// with `vmadm.begin` answers `pending` at once; while it waits,
+/// zone-server answers this client's `vmadm.run`s (`list` says
+/// `stopping`, a second `stop` is vmadm's "already not 'running'
+/// (currently: stopping)", `start` is refused); then the suite asks
+/// nothing until past the deadline, and zone-server's timer halts the VM
+/// (its line comes between the suite's two lines: the harness checks);
+/// the next `vmadm.step` answers vmadm's success. Then `stop -t 1`
+/// presses it, waits its second and halts the VM all the same; `stop
+/// -F` halts it at once. Each time it ends `stopped` with its volume no
+/// longer granted.
 fn a_guest_deaf_to_the_power_button_is_halted(env: &mut Env) -> Result<(), String> {
     let init_before = env.init_used_kib()?;
     let uuid = created(&env.ok(&["create"], &payload("zone-deaf", "zone-guest-deaf"))?)?;
+    let c = vmadm::Client::new(client(env.zone));
+    let args: Vec<String> = ["stop", uuid.as_str(), "-t", &DEAF_STOP_SECS.to_string()].iter().map(|a| a.to_string()).collect();
+    let step = c.begin("vmadm".into(), args, String::new()).map_err(|e| format!("vmadm.begin: {e}"))?;
+    if !step.pending {
+        return Err(format!("stop -t {DEAF_STOP_SECS} of a deaf guest answered at once: {step:?}"));
+    }
+    println!("zone: stop -t {DEAF_STOP_SECS} of the deaf VM {uuid} begun: pending"); // ci/src/zone.rs: DEAF_BEGUN_LINE
+    let list = env.vmadm_run(&["list", "-p", "-o", "state", &format!("uuid={uuid}")])?;
+    if list.code != 0 || list.stdout.trim() != "stopping" {
+        return Err(format!("while its stop waits, vmadm list answered {list:?}, expected \"stopping\""));
+    }
+    let again = env.vmadm_run(&["stop", &uuid])?;
+    if again.code != 0 || !again.stderr.contains("is already not 'running' (currently: stopping)") {
+        return Err(format!("a second stop while stopping answered {again:?}"));
+    }
+    let start = env.vmadm_run(&["start", &uuid])?;
+    if start.code != 1 || !start.stderr.contains("VM is stopping") {
+        return Err(format!("a start while stopping answered {start:?}"));
+    }
+    println!("zone: vmadm list answered \"stopping\" while the stop waits; asking nothing until its deadline");
+    sleep_ns((DEAF_STOP_SECS + 3) * 1_000_000_000);
+    println!("zone: the deaf VM's stop deadline passed with nobody asking"); // DEAF_DEADLINE_LINE
+    let step = c.step().map_err(|e| format!("vmadm.step: {e}"))?;
+    let said = c.read(libipc::interfaces::VmadmStream::Stderr, 0).map_err(|e| format!("vmadm.read: {e}"))?;
+    let said = String::from_utf8_lossy(&said).into_owned();
+    if step.pending || step.code != 0 || said != format!("Successfully completed stop for VM {uuid}\n") {
+        return Err(format!("past its deadline the stop steps {step:?}: {said:?}"));
+    }
+    if env.state(&uuid)? != "stopped" {
+        return Err(format!("after the deadline the deaf VM is {:?}", env.state(&uuid)?));
+    }
+    env.ok(&["start", &uuid], "")?;
     for how in [&["-t", "1"][..], &["-F"][..]] {
         if env.state(&uuid)? != "running" {
             return Err(format!("before stop {how:?}, the deaf VM is {:?}", env.state(&uuid)?));
@@ -1006,7 +1061,7 @@ fn two_vms_from_an_installed_image_share_its_blocks(env: &mut Env) -> Result<(),
     // An output longer than one reply, read in pieces.
     let args: Vec<String> = ["lookup", "-j"].iter().map(|a| a.to_string()).collect();
     let c2 = vmadm::Client::new(client(env.zone));
-    let whole = libipc::interfaces::vmadm_run_whole(&c2, "vmadm", args.clone(), String::new())
+    let whole = libipc::interfaces::vmadm_run_whole(&c2, "vmadm", args.clone(), String::new(), || {})
         .map_err(|e| format!("vmadm.start/read: {e}"))?;
     let short = c2.run(args, String::new()).map_err(|e| format!("vmadm.run: {e}"))?;
     let n = whole.stdout.matches("\"uuid\": \"").count();

@@ -179,55 +179,235 @@ pub fn start(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(),
     Ok(())
 }
 
-/// `vmadm stop [-F] [-t timeout]`: the VM is `stopping` while the guest is
-/// asked to power off, `stopped` once it has.
-pub fn stop(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout: u32) -> Result<(), OpError> {
-    let now = host.now();
-    let vm = found(reg, uuid)?;
-    if vm.state == State::Stopped {
-        return Err(OpError::Noop("is already not 'running' (currently: stopped)".into()));
+/// What a stop or reboot waits for, kept in the VM's record while it is
+/// `stopping` (SmartOS's `transition_to` and `transition_expire`): the
+/// state it goes to once the guest has powered off, and when (ms since
+/// 1970) it is halted if the guest has not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// `true`: a reboot (`transition_to` `running`: started again once
+    /// stopped); `false`: a stop (`stopped`).
+    pub reboot: bool,
+    pub expire_ms: u64,
+}
+
+impl Transition {
+    /// The VM's transition, if it is stopping with one recorded.
+    pub fn of(vm: &Instance) -> Option<Self> {
+        if vm.state != State::Stopping {
+            return None;
+        }
+        let reboot = match vm.props.get("transition_to").and_then(Value::as_str)? {
+            "stopped" => false,
+            "running" => true,
+            _ => return None,
+        };
+        let expire_ms = vm.props.get("transition_expire").and_then(Value::as_u64)?;
+        Some(Self { reboot, expire_ms })
     }
-    allowed(vm, if force { Event::Halted } else { Event::StopRequested })?;
-    let before = vm.clone();
-    let vm = reg.get_mut(uuid).expect("found");
-    if !force {
-        let _ = vm.apply(Event::StopRequested, &now);
+
+    fn record(self, vm: &mut Instance) {
+        let to = if self.reboot { "running" } else { "stopped" };
+        vm.props.insert("transition_to".into(), Value::String(to.into()));
+        vm.props.insert("transition_expire".into(), Value::from(self.expire_ms));
     }
-    let vm = vm.clone();
-    if let Err(why) = host.stop(&vm, force, timeout) {
-        *reg.get_mut(uuid).expect("found") = before;
-        return Err(OpError::Failed { uuid: None, why });
-    }
+}
+
+/// How a stop or reboot that was asked for stands once it answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begun {
+    /// Done: the VM is stopped (or, for a reboot, runs again).
+    Done,
+    /// The power button is pressed and the VM `stopping`: [`settle`]
+    /// ends it when the guest has powered off or at the deadline.
+    Waiting,
+}
+
+/// How a VM's transition ended ([`settle`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// The guest powered off (`forced`: it had not by the deadline and
+    /// was halted) and the VM is stopped.
+    Stopped { forced: bool },
+    /// A reboot: stopped and started again.
+    Rebooted { forced: bool },
+    /// A reboot: stopped, but the new vmm-server did not start (why).
+    RebootFailed(String),
+    /// The halt at the deadline failed (why); the VM is recorded stopped
+    /// all the same (zone-server no longer holds its vmm-server).
+    HaltFailed(String),
+}
+
+/// When a transition begun now with `timeout_s` expires.
+fn deadline(host: &mut dyn Host, timeout_s: u32) -> u64 {
+    host.now_ms().saturating_add(u64::from(timeout_s).saturating_mul(1000))
+}
+
+/// Halts the VM now and records it `stopped`.
+fn halt_now(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), OpError> {
+    let vm = found(reg, uuid)?.clone();
+    host.halt(&vm).map_err(|why| OpError::Failed { uuid: None, why })?;
     let now = host.now();
     let _ = reg.get_mut(uuid).expect("found").apply(Event::Halted, &now);
     let _ = save(reg, host, uuid);
     Ok(())
 }
 
-/// `vmadm reboot [-F]`: stop, then a new vmm-server with the properties
-/// changed for the next start.
-pub fn reboot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout: u32) -> Result<(), OpError> {
+/// `vmadm stop [-F] [-t timeout]`, begun: with `-F` the VM is halted and
+/// `stopped` now ([`Begun::Done`]); otherwise the guest's ACPI power
+/// button is pressed and the VM is `stopping` with its deadline recorded
+/// ([`Begun::Waiting`]); [`settle`] ends it. Nothing here waits for the
+/// guest. A VM already stopping is vmadm's "already not 'running'"
+/// (exit 0) without `-F`, and halted with it (which ends the earlier
+/// stop too).
+pub fn stop_begin(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout_s: u32) -> Result<Begun, OpError> {
     let vm = found(reg, uuid)?;
-    allowed(vm, Event::Reboot)?;
+    match vm.state {
+        State::Stopped => return Err(OpError::Noop("is already not 'running' (currently: stopped)".into())),
+        State::Stopping if !force => return Err(OpError::Noop("is already not 'running' (currently: stopping)".into())),
+        _ => {}
+    }
+    allowed(vm, if force { Event::Halted } else { Event::StopRequested })?;
+    if force {
+        halt_now(reg, host, uuid)?;
+        return Ok(Begun::Done);
+    }
     let vm = vm.clone();
-    host.stop(&vm, force, timeout).map_err(|why| OpError::Failed { uuid: None, why })?;
+    if host.power_button(&vm).is_err() {
+        // No button to press (the host says why in its log): halted now.
+        halt_now(reg, host, uuid)?;
+        return Ok(Begun::Done);
+    }
+    let expire_ms = deadline(host, timeout_s);
+    let now = host.now();
+    let vm = reg.get_mut(uuid).expect("found");
+    let _ = vm.apply(Event::StopRequested, &now);
+    Transition { reboot: false, expire_ms }.record(vm);
+    let _ = save(reg, host, uuid);
+    Ok(Begun::Waiting)
+}
+
+/// `vmadm stop` to its end, for callers that may wait (the tests): begun,
+/// then settled until the guest is off or the deadline passed on `host`'s
+/// clock.
+pub fn stop(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout_s: u32) -> Result<(), OpError> {
+    if stop_begin(reg, host, uuid, force, timeout_s)? == Begun::Waiting {
+        while settle(reg, host, uuid).is_none() && reg.get(uuid).and_then(Transition::of).is_some() {}
+    }
+    Ok(())
+}
+
+/// Starts a stopped VM's new vmm-server for a reboot.
+fn restart(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), String> {
+    let vm = reg.get(uuid).expect("found").clone();
     let config = vmm::vm_config_json(&vm.props);
     let started = host.start(&vm, &config);
     let now = host.now();
     let vm = reg.get_mut(uuid).expect("found");
     let result = match started {
         Ok(pid) => {
-            let _ = vm.apply(Event::Reboot, &now);
+            let _ = vm.apply(Event::Restarted, &now);
             vm.props.insert("pid".into(), Value::from(pid));
             Ok(())
         }
         Err(e) => {
             let _ = vm.apply(Event::Exited, &now);
-            Err(OpError::Failed { uuid: None, why: format!("stopped, but did not start again: {e}") })
+            Err(e)
         }
     };
     let _ = save(reg, host, uuid);
     result
+}
+
+/// `vmadm reboot [-F]`, begun: with `-F` the VM is halted and started
+/// again now; otherwise the power button is pressed and the VM is
+/// `stopping` (`transition_to` `running`) until [`settle`] starts it
+/// again.
+pub fn reboot_begin(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout_s: u32) -> Result<Begun, OpError> {
+    let vm = found(reg, uuid)?;
+    allowed(vm, Event::RebootRequested)?;
+    let vm = vm.clone();
+    // Without a button to press (-F, or none), halted and started now.
+    let halt = force || host.power_button(&vm).is_err();
+    let expire_ms = deadline(host, timeout_s);
+    let now = host.now();
+    let entry = reg.get_mut(uuid).expect("found");
+    let _ = entry.apply(Event::RebootRequested, &now);
+    Transition { reboot: true, expire_ms }.record(entry);
+    if halt {
+        if let Err(why) = host.halt(&vm) {
+            let _ = reg.get_mut(uuid).expect("found").apply(Event::Exited, &now);
+            let _ = save(reg, host, uuid);
+            return Err(OpError::Failed { uuid: None, why: format!("could not halt it: {why}") });
+        }
+        return match restart(reg, host, uuid) {
+            Ok(()) => Ok(Begun::Done),
+            Err(e) => Err(OpError::Failed { uuid: None, why: format!("stopped, but did not start again: {e}") }),
+        };
+    }
+    let _ = save(reg, host, uuid);
+    Ok(Begun::Waiting)
+}
+
+/// `vmadm reboot` to its end, for callers that may wait (see [`stop`]).
+pub fn reboot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, timeout_s: u32) -> Result<(), OpError> {
+    if reboot_begin(reg, host, uuid, force, timeout_s)? == Begun::Waiting {
+        loop {
+            match settle(reg, host, uuid) {
+                Some(Settled::RebootFailed(e)) => {
+                    return Err(OpError::Failed { uuid: None, why: format!("stopped, but did not start again: {e}") });
+                }
+                Some(_) => return Ok(()),
+                None if reg.get(uuid).and_then(Transition::of).is_none() => return Ok(()),
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ends VM `uuid`'s transition if its time has come: its guest powered
+/// off (the vmm-server ended), or its deadline passed (then it is
+/// halted). A reboot's VM is started again. `None`: no transition, or
+/// still waiting. Bounded: one look at the vmm-server, at most one halt
+/// and one start.
+pub fn settle(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Option<Settled> {
+    let vm = reg.get(uuid)?.clone();
+    let t = Transition::of(&vm)?;
+    let ended = !host.vmm_running(&vm);
+    if !ended && host.now_ms() < t.expire_ms {
+        return None;
+    }
+    let forced = !ended;
+    // An ended vmm-server is reaped and its grants given back the same way.
+    let halted = host.halt(&vm);
+    if let (true, Ok(())) = (t.reboot, &halted) {
+        return Some(match restart(reg, host, uuid) {
+            Ok(()) => Settled::Rebooted { forced },
+            Err(e) => Settled::RebootFailed(e),
+        });
+    }
+    let now = host.now();
+    let _ = reg.get_mut(uuid).expect("found").apply(if forced && !t.reboot { Event::Halted } else { Event::Exited }, &now);
+    let _ = save(reg, host, uuid);
+    Some(match halted {
+        Err(why) => Settled::HaltFailed(why),
+        Ok(()) => Settled::Stopped { forced },
+    })
+}
+
+/// The VMs with a transition, and the soonest deadline among them (when
+/// zone-server's timer next has to look, at the latest).
+pub fn transitions(reg: &Registry) -> (Vec<Uuid>, Option<u64>) {
+    let mut vms = Vec::new();
+    let mut soonest: Option<u64> = None;
+    for vm in reg.iter() {
+        if let Some(t) = Transition::of(vm) {
+            vms.push(vm.uuid);
+            soonest = Some(soonest.map_or(t.expire_ms, |s| s.min(t.expire_ms)));
+        }
+    }
+    (vms, soonest)
 }
 
 /// `vmadm update`: the payload checked for the VM's brand, applied, the
@@ -274,7 +454,9 @@ pub fn update(
 pub fn delete(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), OpError> {
     let vm = found(reg, uuid)?.clone();
     if matches!(vm.state, State::Running | State::Stopping) {
-        host.stop(&vm, true, 0).map_err(|e| OpError::Failed { uuid: None, why: format!("could not halt it: {e}") })?;
+        // Halted at once (a stop under way ends with it): delete never
+        // waits for the guest.
+        host.halt(&vm).map_err(|e| OpError::Failed { uuid: None, why: format!("could not halt it: {e}") })?;
     }
     host.destroy(&vm).map_err(|why| OpError::Failed { uuid: None, why })?;
     let _ = reg.remove(uuid);

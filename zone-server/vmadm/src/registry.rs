@@ -96,6 +96,12 @@ impl Instance {
             self.props.remove("boot_timestamp");
             self.props.remove("pid");
         }
+        if next != State::Stopping {
+            // A transition (`transition_to`, `transition_expire`) lasts
+            // only while the VM is stopping.
+            self.props.remove("transition_to");
+            self.props.remove("transition_expire");
+        }
         self.state = next;
         self.props.insert("last_modified".into(), Value::String(now.into()));
         Ok(next)

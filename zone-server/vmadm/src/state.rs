@@ -66,6 +66,11 @@ pub enum Event {
     Start,
     /// `vmadm stop`: the guest was asked to power off (ACPI power button).
     StopRequested,
+    /// `vmadm reboot`: the guest was asked to power off, to be started
+    /// again once it has (`autoboot` unchanged).
+    RebootRequested,
+    /// The new vmm-server of a rebooting VM runs.
+    Restarted,
     /// `vmadm stop -F`, or the stop timeout ran out: the VM was halted.
     Halted,
     /// The guest powered itself off, or its vmm-server exited.
@@ -101,6 +106,11 @@ pub fn next(state: State, event: Event) -> Result<State, Refused> {
         (Stopping, Start) => Err(Refused("VM is stopping; start it once it has stopped")),
         (Running, StopRequested) => Ok(Stopping),
         (Stopping, StopRequested) => Ok(Stopping),
+        (Running, RebootRequested) => Ok(Stopping),
+        (Stopping, RebootRequested) => Err(Refused("VM is stopping")),
+        (Stopped, RebootRequested) => Err(Refused("VM is not running")),
+        (Stopping, Restarted) => Ok(Running),
+        (Running | Stopped, Restarted) => Err(Refused("VM is not rebooting")),
         (Stopped, StopRequested | Halted) => Err(Refused("VM is already not 'running' (currently: stopped)")),
         (Running | Stopping, Halted | Exited) => Ok(Stopped),
         (Stopped, Exited) => Err(Refused("VM is not running")),

@@ -279,6 +279,8 @@ fn state_machine() {
         (Running, Exited, Stopped),
         (Stopping, Exited, Stopped),
         (Running, Reboot, Running),
+        (Running, RebootRequested, Stopping),
+        (Stopping, Restarted, Running),
     ];
     for (s, e, want) in allowed {
         assert_eq!(state::next(s, e), Ok(want), "{s} {e:?}");
@@ -293,6 +295,8 @@ fn state_machine() {
         Halted,
         Exited,
         Reboot,
+        RebootRequested,
+        Restarted,
     ];
     let mut refused = 0;
     for s in all_states {
@@ -462,6 +466,12 @@ struct FakeHost {
     fail: BTreeMap<&'static str, String>,
     stored: BTreeMap<String, String>,
     next_pid: u64,
+    /// ms since 1970 ([`Host::now_ms`]).
+    ms: u64,
+    /// The VMs whose vmm-server runs.
+    running: alloc::collections::BTreeSet<String>,
+    /// The guests ignore the power button.
+    deaf: bool,
 }
 
 impl FakeHost {
@@ -504,14 +514,33 @@ impl Host for FakeHost {
     fn start(&mut self, vm: &Instance, vmm_json: &str) -> Result<u64, String> {
         vmm_server::config::VmConfig::from_json(vmm_json).map_err(|e| e.to_string())?;
         self.call("start", vm)?;
+        self.running.insert(vm.uuid.text());
         self.next_pid += 1;
         Ok(100 + self.next_pid)
     }
-    fn stop(&mut self, vm: &Instance, force: bool, timeout: u32) -> Result<(), String> {
-        self.calls.push(format!("stop {} force={force} timeout={timeout} state={}", vm.uuid, vm.state));
-        match self.fail.get("stop") {
+    fn now_ms(&mut self) -> u64 {
+        // A second passes at each look at the clock.
+        self.ms = self.ms.saturating_add(1000);
+        self.ms
+    }
+    fn power_button(&mut self, vm: &Instance) -> Result<(), String> {
+        self.call("button", vm)?;
+        if !self.deaf {
+            self.running.remove(&vm.uuid.text());
+        }
+        Ok(())
+    }
+    fn vmm_running(&mut self, vm: &Instance) -> bool {
+        self.running.contains(&vm.uuid.text())
+    }
+    fn halt(&mut self, vm: &Instance) -> Result<(), String> {
+        self.calls.push(format!("halt {} state={}", vm.uuid, vm.state));
+        match self.fail.get("halt") {
             Some(e) => Err(e.clone()),
-            None => Ok(()),
+            None => {
+                self.running.remove(&vm.uuid.text());
+                Ok(())
+            }
         }
     }
     fn update_live(&mut self, vm: &Instance, changed: &[String]) -> Result<(), String> {

@@ -21,6 +21,7 @@ use crate::coerce;
 use crate::list;
 use crate::ops::{self, OpError};
 use crate::registry::{Instance, Registry};
+use crate::state::State;
 use crate::uuid::Uuid;
 use crate::validate::{self, Action, Problems};
 
@@ -43,9 +44,21 @@ pub trait Host {
     fn provision(&mut self, vm: &Instance, vmm_json: &str) -> Result<(), String>;
     /// Starts the instance's vmm-server; returns its process id.
     fn start(&mut self, vm: &Instance, vmm_json: &str) -> Result<u64, String>;
-    /// Stops the VM: with `force` at once, else the ACPI power button and
-    /// a halt after `timeout` seconds. Returns when it has stopped.
-    fn stop(&mut self, vm: &Instance, force: bool, timeout: u32) -> Result<(), String>;
+    /// Milliseconds since 1970 (`transition_expire`: when a stop that
+    /// waits for the guest is forced).
+    fn now_ms(&mut self) -> u64;
+    /// Presses the guest's ACPI power button and returns at once: a
+    /// graceful stop begins ([`ops::stop_begin`]); its end is seen with
+    /// [`Host::vmm_running`]. `Err`: there is no button to press (the
+    /// stop then halts the VM).
+    fn power_button(&mut self, vm: &Instance) -> Result<(), String>;
+    /// Whether the VM's vmm-server still runs (false once the guest
+    /// powered off, or when none was started).
+    fn vmm_running(&mut self, vm: &Instance) -> bool;
+    /// Halts the VM at once (`stop -F`, a stop's deadline, delete): its
+    /// vmm-server ended and what it held given back. Bounded: it never
+    /// waits for the guest.
+    fn halt(&mut self, vm: &Instance) -> Result<(), String>;
     /// Applies properties changed live (`cpu_cap`, metadata...) to a
     /// running VM.
     fn update_live(&mut self, vm: &Instance, changed: &[String]) -> Result<(), String>;
@@ -89,6 +102,82 @@ pub fn run(args: &[&str], reg: &mut Registry, host: &mut dyn Host) -> Output {
         }
         Err(argv::ArgError::Invalid(msg)) => Output::fail(msg),
     }
+}
+
+/// A command that waits for a guest (`stop` without `-F`, `reboot`):
+/// begun, its VM `stopping`, its end still to come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wait {
+    pub uuid: Uuid,
+    /// `reboot` rather than `stop`.
+    pub reboot: bool,
+}
+
+/// What [`begin`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ran {
+    /// The command is over: what it printed.
+    Done(Output),
+    /// The command waits for the guest ([`waited`] gives its output once
+    /// [`ops::settle`], or anything else, ended the VM's transition).
+    Waiting(Wait),
+}
+
+/// Runs `vmadm ARGS...` without waiting for a guest: a `stop` or
+/// `reboot` that has to (the ACPI power button pressed) answers
+/// [`Ran::Waiting`]; everything else runs as [`run`] does. What a server
+/// calls: no command holds it longer than its own bounded work.
+pub fn begin(args: &[&str], reg: &mut Registry, host: &mut dyn Host) -> Ran {
+    let waiting = |r: Result<ops::Begun, OpError>, uuid: Uuid, reboot: bool, verb: &str, success: String| match r {
+        Ok(ops::Begun::Waiting) => Ran::Waiting(Wait { uuid, reboot }),
+        r => Ran::Done(done(r.map(|_| ()), verb, &uuid, success)),
+    };
+    match argv::parse(args) {
+        Ok(Command::Stop { uuid, force, timeout }) => waiting(
+            ops::stop_begin(reg, host, &uuid, force, timeout),
+            uuid,
+            false,
+            "stop",
+            format!("Successfully completed stop for VM {uuid}"),
+        ),
+        Ok(Command::Reboot { uuid, force }) => waiting(
+            ops::reboot_begin(reg, host, &uuid, force, argv::DEFAULT_STOP_TIMEOUT),
+            uuid,
+            true,
+            "reboot",
+            format!("Successfully completed reboot for VM {uuid}"),
+        ),
+        _ => Ran::Done(run(args, reg, host)),
+    }
+}
+
+/// The output of the waiting command `w` once its VM's transition is
+/// over (`None` while it goes on): `settled` is how it ended when
+/// [`ops::settle`] ended it; without it, something else did (`stop -F`
+/// halted it, `delete` removed it).
+pub fn waited(w: &Wait, settled: Option<&ops::Settled>, reg: &Registry) -> Option<Output> {
+    use ops::Settled;
+    let verb = if w.reboot { "reboot" } else { "stop" };
+    let uuid = &w.uuid;
+    let Some(vm) = reg.get(uuid) else {
+        return Some(Output::fail(format!("Unable to {verb} VM {uuid}: VM was deleted while it was stopping")));
+    };
+    if settled.is_none() && ops::Transition::of(vm).is_some() {
+        return None;
+    }
+    let success = Output::ok_err(format!("Successfully completed {verb} for VM {uuid}"));
+    Some(match settled {
+        Some(Settled::HaltFailed(why)) => Output::fail(format!("Unable to {verb} VM {uuid}: could not halt it: {why}")),
+        Some(Settled::RebootFailed(why)) => {
+            Output::fail(format!("Unable to reboot VM {uuid}: stopped, but did not start again: {why}"))
+        }
+        Some(_) => success,
+        // A reboot another command ended (stop -F) did not start it again.
+        None if w.reboot && vm.state != State::Running => {
+            Output::fail(format!("Unable to reboot VM {uuid}: VM was stopped meanwhile (currently: {})", vm.state))
+        }
+        None => success,
+    })
 }
 
 fn problem_lines(p: &Problems) -> String {

@@ -188,14 +188,21 @@ pub fn enable_syscall_and_protection() {
         x86::msr::wrmsr(0xc000_0082, syscall_entry as *const () as u64);
         // IF, TF, DF, AC, NT cleared on entry.
         x86::msr::wrmsr(0xc000_0084, (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14));
-        let mut cr4 = x86::controlregs::cr4() | x86::controlregs::Cr4::CR4_ENABLE_SSE;
-        // Processes get no FPU (CR0.TS makes any use fault); guests get
-        // theirs, saved per vCPU (kernel::vm). Caching on: an AP comes out
+        // OSFXSR (FXSAVE, SSE) and OSXMMEXCPT (an unmasked SIMD
+        // floating-point exception is #XM, not #UD).
+        let mut cr4 = x86::controlregs::cr4()
+            | x86::controlregs::Cr4::CR4_ENABLE_SSE
+            | x86::controlregs::Cr4::CR4_UNMASKED_SSE;
+        // A process thread's FPU/SSE registers are loaded at its first use
+        // (CR0.TS makes it fault, kernel::fpu); guests get theirs, saved per
+        // vCPU (kernel::vm). MP: WAIT faults under TS too; NE: x87 errors
+        // are #MF, not the legacy FERR# line. Caching on: an AP comes out
         // of INIT with CR0.CD and NW set (SDM Vol. 3A §9.1.1) and the
         // trampoline keeps them, which on hardware makes every memory
         // access of that CPU uncached; no flush is needed to turn it on.
         use x86::controlregs::Cr0;
-        let cr0 = (x86::controlregs::cr0() | Cr0::CR0_TASK_SWITCHED) - (Cr0::CR0_CACHE_DISABLE | Cr0::CR0_NOT_WRITE_THROUGH);
+        let cr0 = (x86::controlregs::cr0() | Cr0::CR0_TASK_SWITCHED | Cr0::CR0_MONITOR_COPROCESSOR | Cr0::CR0_NUMERIC_ERROR)
+            - (Cr0::CR0_CACHE_DISABLE | Cr0::CR0_NOT_WRITE_THROUGH);
         x86::controlregs::cr0_write(cr0);
         if smep {
             cr4 |= x86::controlregs::Cr4::CR4_ENABLE_SMEP;
@@ -207,7 +214,8 @@ pub fn enable_syscall_and_protection() {
     }
 }
 
-/// Loads a guest's FPU/SSE state (FXRSTOR; CR0.TS cleared for it).
+/// Loads a guest's or a process thread's FPU/SSE state (FXRSTOR; CR0.TS
+/// cleared for it).
 pub fn fpu_load(area: &[u8; 512]) {
     // SAFETY: CR4.OSFXSR is set at boot; `area` is 512 bytes, 16-byte
     // aligned (FxArea is align(64)) and holds an image FXSAVE wrote or the
@@ -243,6 +251,26 @@ pub fn fpu_save_and_clean(area: &mut [u8; 512], clean: &[u8; 512]) {
         asm!("clts", "fxsave64 [{}]", "fxrstor64 [{}]", in(reg) area.as_mut_ptr(), in(reg) clean.as_ptr(), options(nostack));
         x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
     }
+}
+
+/// Saves a process thread's FPU/SSE state and sets CR0.TS again, so the
+/// next thread's first use faults (#NM) and loads its own (kernel::fpu).
+pub fn fpu_save(area: &mut [u8; 512]) {
+    // SAFETY: as fpu_load; FXSAVE writes exactly 512 bytes into `area`
+    // (16-byte aligned: FxArea is align(64)). The registers it reads are
+    // left as they are, behind CR0.TS.
+    unsafe {
+        asm!("clts", "fxsave64 [{}]", in(reg) area.as_mut_ptr(), options(nostack));
+        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
+    }
+}
+
+/// Sets CR0.TS without saving anything: the registers' owner is gone, and
+/// the next thread's first use loads its own over every one of them.
+pub fn fpu_disable() {
+    // SAFETY: setting CR0.TS only makes FPU/SSE instructions fault (#NM);
+    // the kernel uses none (soft-float target).
+    unsafe { x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED) }
 }
 
 /// Lets a pending host interrupt in (its handler only records it).

@@ -48,10 +48,14 @@ mod machine {
     impl shell::System for KernelSystem {
         fn vmadm(&mut self, program: &str, args: Vec<String>, stdin: String) -> Result<VmadmOutput, String> {
             let ep = self.zone.ok_or_else(|| missing("zone-server"))?;
-            // `vmadm.start` + `vmadm.read`: the program's own method and
-            // no reply-size limit.
+            // `vmadm.begin` (+ `vmadm.step` while a stop waits for its
+            // guest: zone-server serves others meanwhile) + `vmadm.read`:
+            // the program's own method and no reply-size limit.
             let client = vmadm::Client::new(KernelTransport::new(Cap::from_slot(ep)));
-            libipc::interfaces::vmadm_run_whole(&client, program, args, stdin).map_err(|e| e.to_string())
+            let pause = || {
+                let _ = libipc::sys::wait(crate::IDLE_SLOT, libipc::interfaces::VMADM_STEP_PAUSE_MS * 1_000_000);
+            };
+            libipc::interfaces::vmadm_run_whole(&client, program, args, stdin, pause).map_err(|e| e.to_string())
         }
 
         fn import_begin(&mut self, args: Vec<String>) -> Result<VmadmImport, String> {

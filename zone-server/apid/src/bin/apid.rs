@@ -80,8 +80,10 @@ struct Zone {
 
 #[cfg(target_os = "none")]
 impl apid::backend::Vmadm for Zone {
-    /// `vmadm.start` + `vmadm.read`: the program's own method (vmadm or
-    /// imgadm) and no reply-size limit.
+    /// `vmadm.begin` (+ `vmadm.step` while a stop waits for its guest:
+    /// zone-server serves the shell meanwhile, this API's other
+    /// connections wait for it) + `vmadm.read`: the program's own method
+    /// (vmadm or imgadm) and no reply-size limit.
     fn run(
         &mut self,
         program: &str,
@@ -89,7 +91,10 @@ impl apid::backend::Vmadm for Zone {
         stdin: alloc::string::String,
     ) -> Result<libipc::interfaces::VmadmOutput, alloc::string::String> {
         use alloc::string::ToString;
-        libipc::interfaces::vmadm_run_whole(&self.zone, program, args, stdin).map_err(|e| e.to_string())
+        let pause = || {
+            let _ = libipc::sys::wait(IDLE_SLOT, libipc::interfaces::VMADM_STEP_PAUSE_MS * 1_000_000);
+        };
+        libipc::interfaces::vmadm_run_whole(&self.zone, program, args, stdin, pause).map_err(|e| e.to_string())
     }
 
     fn console(&mut self, uuid: &str) -> Result<libipc::interfaces::VmadmConsole, alloc::string::String> {

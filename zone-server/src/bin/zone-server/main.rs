@@ -294,10 +294,6 @@ mod machine {
             sys::signal(control, libipc::interfaces::VMM_CONTROL_POWER_BUTTON).map_err(|e| format!("power button: {e}"))
         }
 
-        fn sleep_ms(&mut self, ms: u64) {
-            sleep(ms);
-        }
-
         fn vmm_running(&mut self, instance: u32) -> Result<bool, String> {
             let s = self.proc()?.state(instance).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
             Ok(s == ProcState::Running)
@@ -406,6 +402,15 @@ mod machine {
         fn wake_after_reply(&mut self) -> bool {
             sys::signal(alcove_rt::start::SLOT_NOTIFY, zone_server::WAKE_RESTORE).is_ok()
         }
+
+        fn wake_at(&mut self, unix_ms: Option<u64>) {
+            // The timer counts on the kernel's clock (ns since boot).
+            let at = unix_ms.map(|at| {
+                let now_ms = self.unix_seconds().saturating_mul(1000);
+                alcove_rt::clock_ns().saturating_add(at.saturating_sub(now_ms).saturating_mul(1_000_000))
+            });
+            crate::timer::set(at);
+        }
     }
 
     /// The badges of the clients `vmadm-clients=` names.
@@ -417,6 +422,63 @@ mod machine {
             .filter(|(ep, name, _)| ep == "zone-server" && names.contains(&name.as_str()))
             .map(|(_, _, badge)| *badge)
             .collect()
+    }
+}
+
+#[cfg(target_os = "none")]
+mod timer {
+    //! zone-server's timer thread: it sleeps until the time the server
+    //! last asked for ([`set`]; a stopping VM's next look or deadline) and
+    //! then signals [`zone_server::WAKE_TIMER`] on the serving thread's
+    //! bound notification, so a stop ends with nobody asking (as netd's
+    //! timer drives its host stack).
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use libipc::sys;
+
+    /// When the server wants its tick (ns on `clock_ns`; MAX: never).
+    static WAKE_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+    /// The timer's own notification (it waits on it; `set` wakes it).
+    const TICK_SLOT: abi::CapSlot = 289;
+    /// Its thread, stack and IPC buffer frames.
+    const SLOTS: alcove_rt::ThreadSlots = alcove_rt::ThreadSlots { thread: 290, stack: 291, ipc: 292 };
+    const STACK_VA: u64 = 0x50_0000_0000;
+    const STACK_PAGES: u64 = 4;
+    /// The shortest sleep, so a deadline that is due keeps no CPU busy.
+    const MIN_SLEEP_NS: u64 = 1_000_000;
+
+    /// Starts the thread; `main` is the serving thread's bound notification.
+    pub fn start(main: abi::CapSlot) -> Result<(), abi::Error> {
+        sys::create(abi::ObjectType::Notification, TICK_SLOT, 0)?;
+        let t = alcove_rt::Thread::spawn(SLOTS, STACK_VA, STACK_PAGES, run, u64::from(main), 0)?;
+        // It runs as long as the process.
+        core::mem::forget(t);
+        Ok(())
+    }
+
+    /// Publishes the server's next wake-up (`None`: nothing waits) and
+    /// wakes the timer if that is earlier than what it sleeps towards.
+    pub fn set(at: Option<u64>) {
+        let at = at.map_or(u64::MAX, |a| a.max(alcove_rt::clock_ns().saturating_add(MIN_SLEEP_NS)));
+        if at < WAKE_AT.swap(at, Ordering::AcqRel) {
+            let _ = sys::signal(TICK_SLOT, 1);
+        }
+    }
+
+    extern "C" fn run(_ipc: u64, main: u64, _: u64) -> ! {
+        let main = main as abi::CapSlot;
+        loop {
+            let at = WAKE_AT.load(Ordering::Acquire);
+            let now = alcove_rt::clock_ns();
+            if at != u64::MAX && at <= now {
+                // Taken: the server publishes its next time after the tick.
+                if WAKE_AT.compare_exchange(at, u64::MAX, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let _ = sys::signal(main, zone_server::WAKE_TIMER);
+                }
+                continue;
+            }
+            let sleep = if at == u64::MAX { abi::FOREVER } else { at - now };
+            let _ = sys::wait(TICK_SLOT, sleep);
+        }
     }
 }
 
@@ -445,7 +507,11 @@ fn main(start: alcove_rt::Start) -> u64 {
     if info.calls("storaged").is_some() && info.calls("proc").is_some() {
         server.restore_before_first_request();
     }
-    alcove_rt::serve_forever(slot, server)
+    alcove_rt::serve_forever_with(slot, server, |main| {
+        if let Err(e) = timer::start(main) {
+            log::error!("no timer thread (a stop's deadline waits for the next request): {e}");
+        }
+    })
 }
 
 #[cfg(target_os = "none")]

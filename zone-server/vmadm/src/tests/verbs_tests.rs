@@ -73,7 +73,8 @@ fn the_lifecycle_of_a_vm() {
     assert_eq!((out.code, out.stderr), (0, format!("VM {U1} is already running\n")));
     let out = run(&format!("stop {U1} -t 30"), &mut reg, &mut host);
     assert_eq!((out.code, out.stderr.clone()), (0, format!("Successfully completed stop for VM {U1}\n")));
-    assert_eq!(host.calls.last().unwrap(), &format!("stop {U1} force=false timeout=30 state=stopping"));
+    // The button, then the ended vmm-server reaped.
+    assert!(host.calls.ends_with(&[format!("button {U1}"), format!("halt {U1} state=stopping")]), "{:?}", host.calls);
     let out = run(&format!("stop {U1}"), &mut reg, &mut host);
     assert_eq!((out.code, out.stderr), (0, format!("VM {U1} is already not 'running' (currently: stopped)\n")));
     assert!(!reg.get(&Uuid::parse(U1).unwrap()).unwrap().autoboot());
@@ -93,12 +94,12 @@ fn the_lifecycle_of_a_vm() {
     let out = run(&format!("reboot {U1}"), &mut reg, &mut host);
     assert_eq!(out.stderr, format!("Successfully completed reboot for VM {U1}\n"));
     assert_eq!(run(&format!("stop {U1} -F"), &mut reg, &mut host).code, 0);
-    assert_eq!(host.calls.last().unwrap(), &format!("stop {U1} force=true timeout=180 state=running"));
+    assert_eq!(host.calls.last().unwrap(), &format!("halt {U1} state=running"));
     assert_eq!(run(&format!("start {U1}"), &mut reg, &mut host).code, 0);
 
     let out = run(&format!("delete {U1}"), &mut reg, &mut host);
     assert_eq!(out.stderr, format!("Successfully deleted VM {U1}\n"));
-    assert!(host.calls.ends_with(&[format!("stop {U1} force=true timeout=0 state=running"), format!("destroy {U1}")]));
+    assert!(host.calls.ends_with(&[format!("halt {U1} state=running"), format!("destroy {U1}")]));
     assert!(reg.is_empty() && host.stored.is_empty());
     assert_eq!(run(&format!("get {U1}"), &mut reg, &mut host).stderr, format!("Unable to get VM {U1}: VM not found\n"));
     assert_eq!(run(&format!("delete {U1}"), &mut reg, &mut host).code, 1);
@@ -143,7 +144,12 @@ fn a_stop_that_fails_changes_nothing() {
     let (mut reg, mut host) = machine();
     make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
     let before = reg.clone();
-    host.fail.insert("stop", "vmm-server did not answer".into());
+    host.fail.insert("halt", "vmm-server did not answer".into());
+    let out = run(&format!("stop {U1} -F"), &mut reg, &mut host);
+    assert_eq!(out.stderr, format!("Unable to stop VM {U1}: vmm-server did not answer\n"));
+    assert_eq!(reg, before);
+    // No button to press: the stop halts, which fails the same way.
+    host.fail.insert("button", "no control notification".into());
     let out = run(&format!("stop {U1}"), &mut reg, &mut host);
     assert_eq!(out.stderr, format!("Unable to stop VM {U1}: vmm-server did not answer\n"));
     assert_eq!(reg, before);
@@ -474,4 +480,145 @@ fn list_keeps_vmadms_fixed_widths_and_its_false_values() {
     assert_eq!(out.stdout, "a-rather-long-alias:\nb:50\n");
     let out = run("list -H -o uuid,nics.0.ip", &mut reg, &mut host);
     assert_eq!(out.stdout, format!("{U1}  -\n{U2}  -\n"));
+}
+
+fn begin(args: &str, reg: &mut Registry, host: &mut FakeHost) -> verbs::Ran {
+    let argv: Vec<&str> = args.split_whitespace().collect();
+    verbs::begin(&argv, reg, host)
+}
+
+#[test]
+fn a_stop_begins_and_the_vm_is_stopping_until_its_deadline_halts_it() {
+    use crate::ops::{self, Settled, Transition};
+    let (mut reg, mut host) = machine();
+    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
+    let u = Uuid::parse(U1).unwrap();
+    host.deaf = true;
+    let wait = match begin(&format!("stop {U1} -t 5"), &mut reg, &mut host) {
+        verbs::Ran::Waiting(w) => w,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(wait, verbs::Wait { uuid: u, reboot: false });
+    // Stopping, with SmartOS's transition in the record (and in get).
+    let vm = reg.get(&u).unwrap();
+    assert_eq!(vm.state, State::Stopping);
+    let t = Transition::of(vm).unwrap();
+    assert!(!t.reboot);
+    let stored: Value = serde_json::from_str(&host.stored[U1]).unwrap();
+    assert_eq!((stored["state"].as_str(), stored["transition_to"].as_str()), (Some("stopping"), Some("stopped")));
+    assert_eq!(stored["transition_expire"].as_u64(), Some(t.expire_ms));
+    // Meanwhile: list answers, a second stop is vmadm's "already not
+    // running", start and reboot are refused, the waiter is not done.
+    assert!(run("list -H -o state", &mut reg, &mut host).stdout.contains("stopping"));
+    let out = run(&format!("stop {U1}"), &mut reg, &mut host);
+    assert_eq!((out.code, out.stderr), (0, format!("VM {U1} is already not 'running' (currently: stopping)\n")));
+    let out = run(&format!("start {U1}"), &mut reg, &mut host);
+    assert_eq!((out.code, out.stderr), (1, format!("Unable to start VM {U1}: VM is stopping; start it once it has stopped\n")));
+    assert_eq!(run(&format!("reboot {U1}"), &mut reg, &mut host).stderr, format!("Unable to reboot VM {U1}: VM is stopping\n"));
+    assert_eq!(verbs::waited(&wait, None, &reg), None);
+    // Before the deadline the deaf guest is left alone; at it, halted.
+    assert_eq!(ops::settle(&mut reg, &mut host, &u), None);
+    assert!(host.ms < t.expire_ms && !host.calls.iter().any(|c| c.starts_with("halt")));
+    host.ms = t.expire_ms;
+    let settled = ops::settle(&mut reg, &mut host, &u);
+    assert_eq!(settled, Some(Settled::Stopped { forced: true }));
+    assert_eq!(host.calls.last().unwrap(), &format!("halt {U1} state=stopping"));
+    let vm = reg.get(&u).unwrap();
+    assert_eq!(vm.state, State::Stopped);
+    assert!(!vm.props.contains_key("transition_to") && !vm.props.contains_key("transition_expire") && !vm.autoboot());
+    let out = verbs::waited(&wait, settled.as_ref(), &reg).unwrap();
+    assert_eq!((out.code, out.stderr), (0, format!("Successfully completed stop for VM {U1}\n")));
+    // Nothing left to settle.
+    assert_eq!(ops::settle(&mut reg, &mut host, &u), None);
+    assert_eq!(ops::transitions(&reg), (vec![], None));
+}
+
+#[test]
+fn a_guest_that_powers_off_ends_its_stop_before_the_deadline() {
+    use crate::ops::{self, Settled};
+    let (mut reg, mut host) = machine();
+    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
+    let u = Uuid::parse(U1).unwrap();
+    // A -t past the largest (a day) is vmadm's usage error; the largest
+    // makes a deadline a day away, even at the end of the clock.
+    assert_eq!(run(&format!("stop {U1} -t 4294967295"), &mut reg, &mut host).code, 2);
+    host.ms = u64::MAX - 10_000_000;
+    let verbs::Ran::Waiting(wait) = begin(&format!("stop {U1} -t 86400"), &mut reg, &mut host) else { panic!() };
+    let (vms, soonest) = ops::transitions(&reg);
+    assert_eq!((vms, soonest), (vec![u], Some(u64::MAX)));
+    assert_eq!(ops::settle(&mut reg, &mut host, &u), Some(Settled::Stopped { forced: false }));
+    assert_eq!(verbs::waited(&wait, None, &reg).unwrap().code, 0);
+}
+
+#[test]
+fn a_forced_stop_or_a_delete_ends_another_client_s_stop() {
+    let (mut reg, mut host) = machine();
+    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
+    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U2}));
+    host.deaf = true;
+    let verbs::Ran::Waiting(w1) = begin(&format!("stop {U1}"), &mut reg, &mut host) else { panic!() };
+    let verbs::Ran::Waiting(w2) = begin(&format!("stop {U2}"), &mut reg, &mut host) else { panic!() };
+    // stop -F halts the stopping VM at once: the first stop is over too.
+    assert_eq!(begin(&format!("stop {U1} -F"), &mut reg, &mut host), verbs::Ran::Done(Output {
+        stdout: String::new(),
+        stderr: format!("Successfully completed stop for VM {U1}\n"),
+        code: 0
+    }));
+    assert_eq!(verbs::waited(&w1, None, &reg).unwrap().stderr, format!("Successfully completed stop for VM {U1}\n"));
+    // delete halts it and removes it: its waiter is told.
+    assert_eq!(run(&format!("delete {U2}"), &mut reg, &mut host).code, 0);
+    let out = verbs::waited(&w2, None, &reg).unwrap();
+    assert_eq!((out.code, out.stderr), (1, format!("Unable to stop VM {U2}: VM was deleted while it was stopping\n")));
+    // A stop of the deleted VM: not found.
+    let out = run(&format!("stop {U2}"), &mut reg, &mut host);
+    assert_eq!((out.code, out.stderr), (1, format!("Unable to stop VM {U2}: VM not found\n")));
+}
+
+#[test]
+fn a_reboot_waits_for_the_guest_then_starts_it_again_keeping_autoboot() {
+    use crate::ops::{self, Settled};
+    let (mut reg, mut host) = machine();
+    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
+    let u = Uuid::parse(U1).unwrap();
+    host.deaf = true;
+    let verbs::Ran::Waiting(w) = begin(&format!("reboot {U1}"), &mut reg, &mut host) else { panic!() };
+    assert_eq!(w, verbs::Wait { uuid: u, reboot: true });
+    assert_eq!(reg.get(&u).unwrap().state, State::Stopping);
+    assert_eq!(reg.get(&u).unwrap().props["transition_to"], "running");
+    host.ms = u64::MAX / 2;
+    let settled = ops::settle(&mut reg, &mut host, &u);
+    assert_eq!(settled, Some(Settled::Rebooted { forced: true }));
+    let vm = reg.get(&u).unwrap();
+    assert_eq!((vm.state, vm.autoboot(), vm.props.get("transition_to")), (State::Running, true, None));
+    assert!(host.calls.ends_with(&[format!("halt {U1} state=stopping"), format!("start {U1}")]), "{:?}", host.calls);
+    assert_eq!(verbs::waited(&w, settled.as_ref(), &reg).unwrap().stderr, format!("Successfully completed reboot for VM {U1}\n"));
+    // A reboot whose new vmm-server does not start: stopped, and said.
+    let verbs::Ran::Waiting(w) = begin(&format!("reboot {U1}"), &mut reg, &mut host) else { panic!() };
+    host.fail.insert("start", "out of budget".into());
+    host.ms = u64::MAX - 10_000;
+    let settled = ops::settle(&mut reg, &mut host, &u);
+    assert_eq!(settled, Some(Settled::RebootFailed("out of budget".into())));
+    assert_eq!(reg.get(&u).unwrap().state, State::Stopped);
+    let out = verbs::waited(&w, settled.as_ref(), &reg).unwrap();
+    assert_eq!(out.stderr, format!("Unable to reboot VM {U1}: stopped, but did not start again: out of budget\n"));
+}
+
+#[test]
+fn a_machine_boot_during_a_stop_or_a_reboot_ends_both() {
+    let (mut reg, mut host) = machine();
+    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
+    make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U2}));
+    host.deaf = true;
+    assert!(matches!(begin(&format!("stop {U1}"), &mut reg, &mut host), verbs::Ran::Waiting(_)));
+    assert!(matches!(begin(&format!("reboot {U2}"), &mut reg, &mut host), verbs::Ran::Waiting(_)));
+    let records: Vec<&str> = [U1, U2].iter().map(|u| host.stored[*u].as_str()).collect();
+    // A zone-server restart keeps both transitions (their VMMs still run).
+    let (kept, _, errors) = Registry::restore("s", &records, false, "2026-12-03T11:00:00.000Z");
+    assert!(errors.is_empty());
+    assert_eq!(crate::ops::transitions(&kept).0.len(), 2);
+    // A machine boot: both stopped, transitions gone; the rebooting one
+    // (autoboot still set) boots, the stopped one (autoboot cleared) not.
+    let (booted, boot, _) = Registry::restore("s", &records, true, "2026-12-03T11:00:00.000Z");
+    assert_eq!(crate::ops::transitions(&booted), (vec![], None));
+    assert_eq!(boot, vec![Uuid::parse(U2).unwrap()]);
 }
