@@ -3,7 +3,8 @@
 //! UNIT`; with each checksum, the share of the write's time spent
 //! checksumming, on the disk and committing; snapshot + clone time at
 //! two volume sizes (flat: no data touched); send and receive MB/s, full
-//! and incremental. Run: `cargo run --release -p alcove-pool --example bench`.
+//! and incremental; fletcher4's scalar and SSE2 code on their own. x86_64
+//! only (the SSE2 code). Run: `cargo run --release -p alcove-pool --example bench`.
 //! Nothing asserts on time (the received volume is checked against its source).
 
 use std::time::Instant;
@@ -40,6 +41,17 @@ fn clock() -> u64 {
 /// read of 64 MiB with each checksum, and where the write's time went.
 fn per_checksum(rng: &mut Rng) {
     let chunk: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
+    // fletcher4's two ways (`checksum_fletcher4` below is whichever the
+    // build uses: SSE2 on the host).
+    type Way = fn(&[u8]) -> alcove_fletcher4::Sums;
+    let ways: [(&str, Way); 2] = [("scalar", alcove_fletcher4::scalar), ("sse2", alcove_fletcher4::sse2)];
+    for (way, f) in ways {
+        let t = Instant::now();
+        for _ in 0..256 {
+            std::hint::black_box(f(std::hint::black_box(&chunk)));
+        }
+        println!("bench checksum_fletcher4_{way} {:.0} MB/s", 16.0 / t.elapsed().as_secs_f64());
+    }
     for algo in [CKSUM_SHA256, CKSUM_BLAKE3, CKSUM_FLETCHER4] {
         let name = cksum_name(algo);
         let t = Instant::now();

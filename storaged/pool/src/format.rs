@@ -38,6 +38,9 @@ pub const MOS_MAGIC: u64 = u64::from_le_bytes(*b"ALCVMOS1");
 pub const MOS_VERSION: u32 = 3;
 
 pub const LOG_MAGIC: u64 = u64::from_le_bytes(*b"ALCVZIL1");
+/// The intent log's version written: 2 is sealed with fletcher4 (as ZFS's
+/// log blocks are), 1 with SHA-256 (still read: a log a pool left before).
+pub const LOG_VERSION: u32 = 2;
 
 /// The space each intent-log block is given (it is written only as far as
 /// its records reach, in whole [`BLOCK`]s).
@@ -83,29 +86,14 @@ pub fn checksum(data: &[u8]) -> Checksum {
 /// little-endian 32-bit words, `a += w; b += a; c += b; d += c`, wrapping;
 /// the checksum is a, b, c, d, each little-endian. A tail shorter than a
 /// word is zero-padded to one (a block's psize is a multiple of 4096, so no
-/// block has one). Own code: this is the whole function, as FORMAT.md
-/// specifies it; no well-kept crate has ZFS's variant (the `fletcher`
-/// crate's are the classic two-sum modular ones).
+/// block has one). Own code, in the `alcove-fletcher4` crate beside this
+/// one: the scalar recurrence, and an SSE2 loop where the build allows it
+/// (the `sse2` feature; the same sums); no well-kept crate has ZFS's
+/// variant (the `fletcher` crate's are the classic two-sum modular ones).
 pub fn fletcher4(data: &[u8]) -> Checksum {
-    let (mut a, mut b, mut c, mut d) = (0u64, 0u64, 0u64, 0u64);
-    let mut add = |w: u32| {
-        a = a.wrapping_add(u64::from(w));
-        b = b.wrapping_add(a);
-        c = c.wrapping_add(b);
-        d = d.wrapping_add(c);
-    };
-    let words = data.chunks_exact(4);
-    let tail = words.remainder();
-    for w in words {
-        add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    if !tail.is_empty() {
-        let mut w = [0u8; 4];
-        w[..tail.len()].copy_from_slice(tail);
-        add(u32::from_le_bytes(w));
-    }
+    let sums = alcove_fletcher4::fletcher4(data);
     let mut out = [0u8; 32];
-    for (i, s) in [a, b, c, d].into_iter().enumerate() {
+    for (i, s) in sums.into_iter().enumerate() {
         out[i * 8..i * 8 + 8].copy_from_slice(&s.to_le_bytes());
     }
     out
@@ -128,12 +116,18 @@ pub fn cksum_known(algo: u8) -> bool {
 }
 
 /// The function of a volume's indirect blocks when its data blocks use
-/// `data`: the same one when it is collision-resistant (SHA-256, BLAKE3),
-/// else BLAKE3 (FORMAT.md "Checksums": as ZFS's write policy gives
-/// metadata the dataset's function only when it is fit for metadata).
+/// `data`: the same one, fletcher4 included, as on ZFS (FORMAT.md
+/// "Checksums" says why a collision-resistant function buys nothing there).
+/// Pools written before session 18 have BLAKE3 indirect blocks above
+/// fletcher4 data; their pointers say so, and they read unchanged.
 pub fn indirect_cksum(data: u8) -> u8 {
-    if data == CKSUM_FLETCHER4 { CKSUM_BLAKE3 } else { data }
+    data
 }
+
+/// The function of the MOS: fletcher4, as ZFS's MOS (FORMAT.md
+/// "Checksums"); BLAKE3 before session 18, still read (the uberblock's
+/// pointer to the MOS names its function).
+pub const MOS_CKSUM: u8 = CKSUM_FLETCHER4;
 
 /// The `checksum` property's values, as ZFS names them.
 pub fn cksum_name(algo: u8) -> &'static str {
@@ -460,7 +454,7 @@ impl LogBlock {
             buf: Vec::with_capacity(len as usize),
         };
         w.u64(LOG_MAGIC);
-        w.u32(VERSION);
+        w.u32(LOG_VERSION);
         w.u32(len as u32);
         w.u64(self.pool_guid);
         w.u64(self.txg);
@@ -472,7 +466,7 @@ impl LogBlock {
             w.u64(r.block);
             w.bp(&r.bp);
         }
-        seal(w.buf, len as usize)
+        seal_with(CKSUM_FLETCHER4, w.buf, len as usize)
     }
 
     /// Parses a log block from the [`LOG_BLOCK`] bytes at its place: its
@@ -487,15 +481,18 @@ impl LogBlock {
         if len == 0 || !(len as u64).is_multiple_of(BLOCK) || len as u64 > LOG_BLOCK {
             return Err(FormatError::BadField("log block length"));
         }
-        let body = unseal(b, len)?;
+        // The version says how the block is sealed: read before the seal
+        // is checked, and checked by it.
+        let body = match u32le(&b[8..12]) {
+            1 => unseal(b, len)?,
+            LOG_VERSION => unseal_with(CKSUM_FLETCHER4, b, len)?,
+            v => return Err(FormatError::BadVersion(v)),
+        };
         let mut r = Reader::new(body);
         if r.u64()? != LOG_MAGIC {
             return Err(FormatError::BadMagic);
         }
-        let v = r.u32()?;
-        if v != VERSION {
-            return Err(FormatError::BadVersion(v));
-        }
+        r.u32()?;
         r.u32()?;
         let pool_guid = r.u64()?;
         let txg = r.u64()?;
@@ -537,19 +534,30 @@ impl LogBlock {
 
 /// `body` zero-padded to `size` with a SHA-256 of the first `size - 32`
 /// bytes in the last 32.
-fn seal(mut body: Vec<u8>, size: usize) -> Vec<u8> {
+/// `body` zero-padded to `size` bytes, the last 32 the SHA-256 of the rest
+/// (labels, uberblocks, version 1 log blocks).
+fn seal(body: Vec<u8>, size: usize) -> Vec<u8> {
+    seal_with(CKSUM_SHA256, body, size)
+}
+
+/// [`seal`] with the function `algo` names.
+fn seal_with(algo: u8, mut body: Vec<u8>, size: usize) -> Vec<u8> {
     assert!(body.len() <= size - 32, "sealed structure too large");
     body.resize(size, 0);
-    let sum = checksum(&body[..size - 32]);
+    let sum = checksum_with(algo, &body[..size - 32]);
     body[size - 32..].copy_from_slice(&sum);
     body
 }
 
 fn unseal(b: &[u8], size: usize) -> Result<&[u8], FormatError> {
+    unseal_with(CKSUM_SHA256, b, size)
+}
+
+fn unseal_with(algo: u8, b: &[u8], size: usize) -> Result<&[u8], FormatError> {
     if b.len() < size {
         return Err(FormatError::Truncated);
     }
-    if checksum(&b[..size - 32]) != b[size - 32..size] {
+    if checksum_with(algo, &b[..size - 32]) != b[size - 32..size] {
         return Err(FormatError::BadChecksum);
     }
     Ok(&b[..size - 32])

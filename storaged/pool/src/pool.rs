@@ -1813,8 +1813,8 @@ impl<D: Disk> Pool<D> {
             kind: BlockKind::Mos as u8,
             comp: 0,
             level: 0,
-            cksum: CKSUM_BLAKE3,
-            checksum: self.vdev.metered.checksum(CKSUM_BLAKE3, &buf),
+            cksum: MOS_CKSUM,
+            checksum: self.vdev.metered.checksum(MOS_CKSUM, &buf),
         };
         let io = |what: &str| Error::Io(format!("txg {txg}: {what}"));
         self.vdev.write(mos_off, &buf).map_err(|_| io("MOS write"))?;

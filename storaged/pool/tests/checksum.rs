@@ -1,9 +1,11 @@
 //! The block checksum functions (FORMAT.md "Checksums"): fletcher4's known
-//! answers, the `checksum` property (`on` is fletcher4 for data, BLAKE3
-//! for the indirect blocks above it; `off` is refused), blocks keeping the
-//! function their pointer names across a change of the property, a flipped
-//! bit in a fletcher4 block healed from the mirror and counted by scrub,
-//! and block pointers naming no known function refused.
+//! answers, the `checksum` property (`on` is fletcher4 for data and the
+//! indirect blocks above it, and the MOS is fletcher4; `off` is refused),
+//! blocks keeping the function their pointer names across a change of the
+//! property, a pool from before session 18 (BLAKE3 indirect blocks and
+//! MOS) reading and growing, a flipped bit in a fletcher4 block healed from
+//! the mirror and counted by scrub, and block pointers naming no known
+//! function refused.
 
 use alcove_pool::format::*;
 use alcove_pool::{Error, MemDisk, Pool};
@@ -100,9 +102,12 @@ fn names_and_pointer_values() {
     for bad in ["off", "fletcher2", "sha512", "ON", ""] {
         assert_eq!(cksum_from_name(bad), None, "{bad:?}");
     }
-    assert_eq!(indirect_cksum(CKSUM_FLETCHER4), CKSUM_BLAKE3);
-    assert_eq!(indirect_cksum(CKSUM_SHA256), CKSUM_SHA256);
-    assert_eq!(indirect_cksum(CKSUM_BLAKE3), CKSUM_BLAKE3);
+    // Indirect blocks take their data's function, fletcher4 included (as
+    // on ZFS; BLAKE3 above fletcher4 before session 18); the MOS fletcher4.
+    for algo in [CKSUM_SHA256, CKSUM_BLAKE3, CKSUM_FLETCHER4] {
+        assert_eq!(indirect_cksum(algo), algo);
+    }
+    assert_eq!(MOS_CKSUM, CKSUM_FLETCHER4);
     // Byte 27 of a block pointer: 0, 1 and 2 parse; every other value is
     // refused as corrupt.
     let bp = BlockPtr { offset: 1 << 20, psize: 8192, lsize: 8192, birth: 3, kind: 1, comp: 0, level: 0, cksum: 0, checksum: [9; 32] };
@@ -145,7 +150,7 @@ fn function_of(disk: &[u8], data: &[u8]) -> u8 {
 }
 
 #[test]
-fn on_is_fletcher4_for_data_and_blake3_above_it_and_off_is_refused() {
+fn on_is_fletcher4_for_data_and_the_tree_above_it_and_off_is_refused() {
     let mut pool = Pool::create("zones", vec![MemDisk::new(16 * MIB)], 11).unwrap();
     let v = "zones/d-disk0";
     pool.create_volume(v, 4 * MIB as u64, 8192).unwrap();
@@ -166,11 +171,17 @@ fn on_is_fletcher4_for_data_and_blake3_above_it_and_off_is_refused() {
     let (at, bp) = found[0];
     assert_eq!((bp.cksum, bp.kind), (CKSUM_FLETCHER4, BlockKind::Data as u8), "absent is on: fletcher4");
     // The pointer sits in the volume's level-1 indirect block (4 MiB of
-    // 8 KiB blocks: 512 pointers, two levels), which BLAKE3 guards.
+    // 8 KiB blocks: 512 pointers, two levels), which fletcher4 guards too,
+    // and so does the root above it; the MOS is fletcher4.
     let indirect = &disk[at / 4096 * 4096..][..4096];
     let above = pointers_to(&disk, indirect);
     assert_eq!(above.len(), 1, "{above:?}");
-    assert_eq!((above[0].1.cksum, above[0].1.kind, above[0].1.level), (CKSUM_BLAKE3, BlockKind::Indirect as u8, 1));
+    assert_eq!((above[0].1.cksum, above[0].1.kind, above[0].1.level), (CKSUM_FLETCHER4, BlockKind::Indirect as u8, 1));
+    let root = &disk[above[0].0 / 4096 * 4096..][..4096];
+    let top = pointers_to(&disk, root);
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!((top[0].1.cksum, top[0].1.kind, top[0].1.level), (CKSUM_FLETCHER4, BlockKind::Indirect as u8, 2));
+    assert_eq!(newest_uberblock(&disk).mos.cksum, CKSUM_FLETCHER4, "the MOS");
     // Explicitly `fletcher4` and `on` are the same function.
     let mut pool = Pool::import(vec![MemDisk { bytes: disk }]).unwrap();
     pool.set_prop(v, "checksum", "fletcher4").unwrap();
@@ -220,6 +231,80 @@ fn blake3_blocks_read_back_after_the_default_becomes_fletcher4() {
     let r = pool.scrub().unwrap();
     assert!(r.errors.is_empty() && r.space_checked, "{r:?}");
     assert!(pool.child_stats().iter().all(|s| s.checksum_errors == 0 && s.repaired_bytes == 0), "{:?}", pool.child_stats());
+}
+
+/// The uberblock of the highest txg in label 0's ring.
+fn newest_uberblock(disk: &[u8]) -> Uberblock {
+    (0..UB_SLOTS)
+        .filter_map(|i| Uberblock::decode(&disk[(BLOCK + i * UB_SLOT) as usize..][..UB_SLOT as usize]).ok())
+        .max_by_key(|u| u.txg)
+        .expect("an uberblock")
+}
+
+/// Block `b` of the old pool's volume (what session 17's code wrote there).
+fn old_block(b: u64) -> Vec<u8> {
+    (0..8192u64).map(|k| (k / 4 * (2 * b + 1) + b) as u8 | 1).collect()
+}
+
+/// A pool written by session 17's code (`tests/data/fletcher4-blake3-
+/// indirect.pool.lz4`, one 4 MiB disk, LZ4 with its size in front): a
+/// fletcher4 volume `zones/old-disk0` (2 MiB, 8 KiB blocks) with blocks 0,
+/// 1, 2, 3, 64, 65, 130 and 255 written, then the snapshot `@before`,
+/// then block 1 overwritten (with block 1000's pattern); its indirect
+/// blocks and MOS are BLAKE3. It imports, reads, scrubs clean, and takes
+/// new writes whose tree is fletcher4 beside the old BLAKE3 blocks.
+#[test]
+fn a_pool_with_blake3_indirect_blocks_and_mos_reads_and_grows() {
+    let packed = include_bytes!("data/fletcher4-blake3-indirect.pool.lz4");
+    let disk = lz4_flex::block::decompress_size_prepended(packed).expect("the fixture unpacks");
+    assert_eq!(disk.len(), 4 * MIB);
+    assert_eq!(newest_uberblock(&disk).mos.cksum, CKSUM_BLAKE3, "the old MOS");
+    let indirect_of = |disk: &[u8], data: &[u8]| {
+        let (at, bp) = pointers_to(disk, data)[0];
+        let above = pointers_to(disk, &disk[at / 4096 * 4096..][..4096]);
+        (bp.cksum, above[0].1.cksum)
+    };
+    assert_eq!(indirect_of(&disk, &old_block(64)), (CKSUM_FLETCHER4, CKSUM_BLAKE3), "old: fletcher4 data under BLAKE3");
+    let v = "zones/old-disk0";
+    let want = |b: u64, snap: bool| match b {
+        1 if !snap => old_block(1000),
+        0 | 1 | 2 | 3 | 64 | 65 | 130 | 255 => old_block(b),
+        _ => vec![0; 8192],
+    };
+    let check = |pool: &mut Pool<MemDisk>, name: &str, snap: bool| {
+        let mut got = vec![0u8; 2 * MIB];
+        pool.read(name, 0, &mut got).unwrap();
+        for (b, block) in got.chunks(8192).enumerate() {
+            assert!(block == want(b as u64, snap), "{name}: block {b}");
+        }
+    };
+    let mut pool = Pool::import(vec![MemDisk { bytes: disk }]).unwrap();
+    check(&mut pool, v, false);
+    check(&mut pool, "zones/old-disk0@before", true);
+    let r = pool.scrub().unwrap();
+    assert!(r.errors.is_empty() && r.space_checked, "{r:?}");
+    // New writes: block 66 shares its level-1 block with 64 and 65 (now
+    // rewritten, fletcher4); block 200's level-1 block is new; block 130's
+    // stays BLAKE3 until written.
+    let (n66, n200) = (pattern(40, 8192), pattern(41, 8192));
+    pool.write(v, 66 * 8192, &n66).unwrap();
+    pool.write(v, 200 * 8192, &n200).unwrap();
+    pool.sync().unwrap();
+    let disk = pool.into_disks().remove(0).bytes;
+    assert_eq!(newest_uberblock(&disk).mos.cksum, CKSUM_FLETCHER4, "the new MOS");
+    assert_eq!(indirect_of(&disk, &n66), (CKSUM_FLETCHER4, CKSUM_FLETCHER4));
+    assert_eq!(indirect_of(&disk, &n200), (CKSUM_FLETCHER4, CKSUM_FLETCHER4));
+    assert_eq!(indirect_of(&disk, &old_block(130)), (CKSUM_FLETCHER4, CKSUM_BLAKE3), "unwritten: as it was");
+    let mut pool = Pool::import(vec![MemDisk { bytes: disk }]).unwrap();
+    let mut got = vec![0u8; 8192];
+    pool.read(v, 66 * 8192, &mut got).unwrap();
+    assert!(got == n66);
+    pool.read(v, 200 * 8192, &mut got).unwrap();
+    assert!(got == n200);
+    check(&mut pool, "zones/old-disk0@before", true);
+    let r = pool.scrub().unwrap();
+    assert!(r.errors.is_empty() && r.space_checked, "{r:?}");
+    pool.verify(false).unwrap();
 }
 
 fn find(disk: &[u8], needle: &[u8]) -> usize {

@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 use alcove_pool::fault::{CrashDisk, Power, Rng};
 use alcove_pool::format::{
-    LOG_BLOCK, LOG_MAGIC, LogBlock, UB_SLOT, UB_SLOTS, Uberblock, label_offset,
+    CKSUM_FLETCHER4, CKSUM_SHA256, LOG_BLOCK, LOG_MAGIC, LOG_VERSION, LogBlock, UB_SLOT, UB_SLOTS, Uberblock,
+    checksum_with, label_offset,
 };
 use alcove_pool::{MemDisk, Pool};
 
@@ -248,6 +249,42 @@ fn log_blocks_in(img: &[u8]) -> Vec<(usize, LogBlock)> {
                 .map(|lb| (o, lb))
         })
         .collect()
+}
+
+/// Log blocks are version 2, sealed with fletcher4; a version 1 block
+/// (SHA-256, what a pool left before session 18) is still replayed; a
+/// block whose seal is not its version's is not.
+#[test]
+fn a_version_1_log_block_sealed_with_sha256_is_still_replayed() {
+    let mut pool = open(mem_base());
+    pool.write(VOL, 8 * BS as u64, &[5u8; 3 * BS]).unwrap();
+    pool.flush().unwrap();
+    let txg = pool.txg();
+    let img = pool.into_disks().remove(0).bytes;
+    let logs: Vec<(usize, LogBlock)> = log_blocks_in(&img).into_iter().filter(|(_, lb)| lb.txg == txg).collect();
+    assert_eq!(logs.len(), 1, "one log block");
+    let at = logs[0].0;
+    let len = u32::from_le_bytes(img[at + 12..at + 16].try_into().unwrap()) as usize;
+    assert_eq!(u32::from_le_bytes(img[at + 8..at + 12].try_into().unwrap()), LOG_VERSION);
+    assert_eq!(LOG_VERSION, 2);
+    assert_eq!(img[at + len - 32..at + len], checksum_with(CKSUM_FLETCHER4, &img[at..at + len - 32]), "fletcher4 seal");
+    // As its version and seal are, as the other's, and both swapped.
+    let resealed = |version: u32, algo: u8| {
+        let mut img = img.clone();
+        img[at + 8..at + 12].copy_from_slice(&version.to_le_bytes());
+        let sum = checksum_with(algo, &img[at..at + len - 32]);
+        img[at + len - 32..at + len].copy_from_slice(&sum);
+        img
+    };
+    for (version, algo, replayed) in [(2, CKSUM_FLETCHER4, 3), (1, CKSUM_SHA256, 3), (1, CKSUM_FLETCHER4, 0), (2, CKSUM_SHA256, 0), (3, CKSUM_FLETCHER4, 0)] {
+        let mut back = Pool::import(vec![MemDisk { bytes: resealed(version, algo) }]).unwrap();
+        assert_eq!(back.log_replayed(), replayed, "version {version}, seal {algo}");
+        let mut b = vec![0u8; 3 * BS];
+        back.read(VOL, 8 * BS as u64, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == if replayed > 0 { 5 } else { 0 }), "version {version}, seal {algo}");
+        back.sync().unwrap();
+        back.verify(false).unwrap();
+    }
 }
 
 /// The last log block torn (its last sectors never written): the FLUSH it
