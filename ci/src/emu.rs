@@ -91,6 +91,12 @@ impl Qemu {
     /// The command line, without where serial goes.
     pub fn command(&self, iso: &Path) -> Command {
         let mut c = emulator("qemu-system-x86_64");
+        // A second monitor on a socket, read only when the harness times a
+        // run out ([`diag_dump`]): the CPUs' state at the stall.
+        let diag = diag_socket_path();
+        c.arg("-chardev")
+            .arg(format!("socket,id={DIAG_ID},path={},server=on,wait=off", diag.display()))
+            .args(["-mon", &format!("chardev={DIAG_ID},mode=readline")]);
         c.args(["-display", "none", "-no-reboot"])
             .args(["-cpu", &self.cpu])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
@@ -132,7 +138,7 @@ impl Qemu {
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let start = Instant::now();
         let child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
-        let ending = match wait(child, timeout)? {
+        let ending = match wait(child, timeout, diag_of(&c).as_deref(), &log)? {
             Some(status) => Ending::Qemu(status.code().unwrap_or(-1)),
             None => Ending::Timeout(timeout.as_secs()),
         };
@@ -200,7 +206,7 @@ impl Bochs {
             .env("TERM", "dumb")
             .spawn()
             .map_err(|e| format!("starting bochs: {e}"))?;
-        let ending = match wait(child, timeout)? {
+        let ending = match wait(child, timeout, None, &log)? {
             Some(_) => {
                 let blog = fs::read_to_string(&bochs_log).unwrap_or_default();
                 Ending::Bochs { shutdown: blog.contains("Shutdown port: shutdown requested") }
@@ -320,7 +326,7 @@ pub fn capture_timed_script(
         (all, lines)
     });
     let status = match timeout {
-        Some(t) => wait(child, t)?,
+        Some(t) => wait(child, t, diag_of(&c).as_deref(), &log)?,
         None => {
             let status = child.wait()?;
             note_exit(&status);
@@ -353,19 +359,79 @@ pub fn log_path(name: &str) -> Result<PathBuf> {
 }
 
 /// Waits for the child up to `timeout`; kills it and returns `None` if it is
-/// still running then.
-fn wait(mut child: Child, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+/// still running then, after saving what its diagnostic monitor (`diag`,
+/// see [`Qemu::command`]) says of the machine beside `log`.
+fn wait(mut child: Child, timeout: Duration, diag: Option<&Path>, log: &Path) -> Result<Option<std::process::ExitStatus>> {
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         if let Some(status) = child.try_wait()? {
             note_exit(&status);
-            return Ok(Some(status));
+            break Some(status);
         }
         if Instant::now() >= deadline {
+            if let Some(sock) = diag {
+                diag_dump(sock, &log.with_extension("monitor"));
+            }
             let _ = child.kill();
             let _ = child.wait();
-            return Ok(None);
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    if let Some(sock) = diag {
+        let _ = fs::remove_file(sock);
+    }
+    Ok(status)
+}
+
+/// The chardev id of the harness's diagnostic monitor.
+const DIAG_ID: &str = "alcove-diag";
+
+/// A socket path for one machine's diagnostic monitor (short: a Unix
+/// socket's path has at most 107 bytes).
+fn diag_socket_path() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("alcove-diag-{}-{n}.sock", std::process::id()))
+}
+
+/// The diagnostic monitor's socket named on `c`'s command line, if any.
+fn diag_of(c: &Command) -> Option<PathBuf> {
+    let prefix = format!("socket,id={DIAG_ID},path=");
+    c.get_args().find_map(|a| {
+        let rest = a.to_str()?.strip_prefix(&prefix)?;
+        Some(PathBuf::from(rest.split(',').next()?))
+    })
+}
+
+/// Asks a machine that stopped making progress for its CPUs' registers
+/// and local APICs (QEMU shows a CPU in a nested guest with the guest's
+/// registers) and writes the answer to `out`; says where on stderr, with
+/// each CPU's RIP and halt state. Best effort: a monitor that does not
+/// answer leaves a note in `out`.
+fn diag_dump(sock: &Path, out: &Path) {
+    use std::io::{Read, Write};
+    let text = (|| -> std::io::Result<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(Duration::from_millis(1500)))?;
+        s.write_all(b"info cpus\ninfo registers -a\ninfo lapic 0\ninfo lapic 1\ninfo pic\n")?;
+        let (mut all, mut buf) = (Vec::new(), [0u8; 8192]);
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(_) => break, // read timeout: the monitor said all it will
+            }
+        }
+        // The readline monitor echoes each typed key with cursor moves:
+        // those lines are dropped.
+        let text = String::from_utf8_lossy(&all);
+        Ok(text.lines().filter(|l| !l.contains('\u{1b}')).map(|l| format!("{l}\n")).collect())
+    })()
+    .unwrap_or_else(|e| format!("the diagnostic monitor did not answer: {e}\n"));
+    let _ = fs::write(out, &text);
+    eprintln!("  machine state at the timeout: {}", out.display());
+    for l in text.lines().filter(|l| l.starts_with("RIP=") || l.starts_with("CPU#") || l.contains(" HLT=")) {
+        eprintln!("    {}", l.trim_end());
     }
 }

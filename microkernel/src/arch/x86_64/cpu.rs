@@ -232,10 +232,8 @@ pub fn mxcsr_mask() -> u32 {
     // SAFETY: CR4.OSFXSR is set at boot; FXSAVE writes 512 bytes into a
     // 16-byte aligned local; CR0.TS is set again afterwards (processes have
     // no FPU) and nothing else used the FPU in between.
-    unsafe {
-        asm!("clts", "fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack));
-        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
-    }
+    unsafe { asm!("clts", "fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
+    fpu_disable();
     match u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]) {
         0 => 0xffbf,
         m => m,
@@ -249,8 +247,8 @@ pub fn fpu_save_and_clean(area: &mut [u8; 512], clean: &[u8; 512]) {
     // SAFETY: as fpu_load; FXSAVE writes exactly 512 bytes into `area`.
     unsafe {
         asm!("clts", "fxsave64 [{}]", "fxrstor64 [{}]", in(reg) area.as_mut_ptr(), in(reg) clean.as_ptr(), options(nostack));
-        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
     }
+    fpu_disable();
 }
 
 /// Saves a process thread's FPU/SSE state and sets CR0.TS again, so the
@@ -259,10 +257,8 @@ pub fn fpu_save(area: &mut [u8; 512]) {
     // SAFETY: as fpu_load; FXSAVE writes exactly 512 bytes into `area`
     // (16-byte aligned: FxArea is align(64)). The registers it reads are
     // left as they are, behind CR0.TS.
-    unsafe {
-        asm!("clts", "fxsave64 [{}]", in(reg) area.as_mut_ptr(), options(nostack));
-        x86::controlregs::cr0_write(x86::controlregs::cr0() | x86::controlregs::Cr0::CR0_TASK_SWITCHED);
-    }
+    unsafe { asm!("clts", "fxsave64 [{}]", in(reg) area.as_mut_ptr(), options(nostack)) };
+    fpu_disable();
 }
 
 /// Sets CR0.TS without saving anything: the registers' owner is gone, and
