@@ -1087,7 +1087,17 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             runs += 1;
             let case = Case::qemu(name, suite, Qemu::default());
             let (r, v) = case.run(kernel, timeout)?;
-            let caught = !v.ok() && v.problems.iter().chain(v.fatal.iter()).any(|p| p.contains(needle));
+            let mut caught = !v.ok() && v.problems.iter().chain(v.fatal.iter()).any(|p| p.contains(needle));
+            if suite == "hang" {
+                // A run timed out leaves the machine's state beside its log
+                // (emu::diag_dump): each CPU's registers.
+                let state = std::fs::read_to_string(r.log.with_extension("monitor")).unwrap_or_default();
+                let cpus = state.lines().filter(|l| l.starts_with("RIP=")).count();
+                if cpus != 2 {
+                    println!("  FAIL {name}: the timed-out machine's state names {cpus} CPUs' RIP, not 2");
+                    caught = false;
+                }
+            }
             if caught {
                 println!("  ok   {name}: the harness failed the run ({needle}) in {:.1} s", r.elapsed.as_secs_f64());
                 for line in v.fatal.iter().take(4) {
