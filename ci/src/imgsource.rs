@@ -31,6 +31,25 @@ pub const XZ_HUGE_DICT: &str = "1a9e0000-0000-4000-8000-00000000000f";
 /// Bytes of each uncompressed image file.
 const FILE_BYTES: usize = 256 * 1024;
 
+/// An image served besides the six above (`linux/vmadm-net`'s GRUB test
+/// disk): its manifest and its file as served (compressed or not).
+#[derive(Clone)]
+pub struct Extra {
+    pub manifest: serde_json::Value,
+    pub file: Vec<u8>,
+}
+
+impl Extra {
+    /// A `zvol` image `name` of `raw_bytes` (the volume: `image_size` in
+    /// MiB, rounded up) served as `file` with `compression` (`none`, `xz`).
+    pub fn zvol(uuid: &str, name: &str, raw_bytes: u64, file: Vec<u8>, compression: &str) -> Self {
+        let mut manifest = manifest(uuid, name, &sha1_hex(&file), file.len(), compression);
+        manifest["image_size"] = serde_json::json!(raw_bytes.div_ceil(1 << 20));
+        manifest["requirements"] = serde_json::json!({"bootrom": "bios"});
+        Self { manifest, file }
+    }
+}
+
 /// The source, served until dropped.
 pub struct Source {
     pub port: u16,
@@ -146,7 +165,7 @@ fn answer(s: &mut TcpStream, status: &str, body: &[u8], send: usize) {
     let _ = s.write_all(&body[..send.min(body.len())]);
 }
 
-fn serve(mut s: TcpStream) {
+fn serve(mut s: TcpStream, extra: &[Extra]) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
     let mut req = Vec::new();
     let mut buf = [0u8; 1024];
@@ -158,12 +177,17 @@ fn serve(mut s: TcpStream) {
     }
     let text = String::from_utf8_lossy(&req);
     let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
-    let all = manifests();
+    let mut all = manifests();
+    all.extend(extra.iter().map(|e| e.manifest.clone()));
     let found = |u: &str| all.iter().find(|m| m["uuid"] == u).cloned();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["images"] => answer(&mut s, "200 OK", serde_json::Value::Array(all.clone()).to_string().as_bytes(), usize::MAX),
         ["images", u] if found(u).is_some() => answer(&mut s, "200 OK", found(u).unwrap().to_string().as_bytes(), usize::MAX),
+        ["images", u, "file"] if extra.iter().any(|e| e.manifest["uuid"] == *u) => {
+            let e = extra.iter().find(|e| e.manifest["uuid"] == *u).expect("just found");
+            answer(&mut s, "200 OK", &e.file, usize::MAX);
+        }
         ["images", u, "file"] if found(u).is_some() => {
             let f = file_of(u);
             let send = if *u == SHORT { f.len() - 1000 } else { f.len() };
@@ -176,6 +200,12 @@ fn serve(mut s: TcpStream) {
 
 /// Starts serving on 127.0.0.1 (a free port).
 pub fn start() -> std::io::Result<Source> {
+    start_with(Vec::new())
+}
+
+/// As [`start`], serving `extra` too.
+pub fn start_with(extra: Vec<Extra>) -> std::io::Result<Source> {
+    let extra = Arc::new(extra);
     let l = TcpListener::bind("127.0.0.1:0")?;
     let port = l.local_addr()?.port();
     l.set_nonblocking(true)?;
@@ -186,7 +216,8 @@ pub fn start() -> std::io::Result<Source> {
             match l.accept() {
                 Ok((s, _)) => {
                     let _ = s.set_nonblocking(false);
-                    std::thread::spawn(move || serve(s));
+                    let extra = extra.clone();
+                    std::thread::spawn(move || serve(s, &extra));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }

@@ -1070,6 +1070,38 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
+    // Two VMs created at run time by zone-server from an imported image
+    // (issue 15): by name only (`--case vmadm-net`) for now.
+    let vmadm_net = crate::linux_vmadm_net::CASE;
+    if chosen.contains(&"linux")
+        && only.as_deref().is_some_and(|o| vmadm_net.contains(o) || o.contains(crate::linux_vmadm_net::ALIAS))
+    {
+        println!("== linux: two VMs made by vmadm from an imported image: metadata, ping and 1 MiB on an etherstub");
+        runs += 1;
+        let kernel = kernel.as_deref().expect("kernel built");
+        match guest_images::ensure() {
+            Ok(images) => {
+                let out = once_more_after_emulator_crash(
+                    vmadm_net,
+                    || crate::linux_vmadm_net::run(kernel, &images, LINUX_QEMU_TIMEOUT),
+                    |o| !o.problems.is_empty(),
+                )?;
+                if out.problems.is_empty() {
+                    println!("  ok   {vmadm_net} ({:.1} s: {})", out.run.elapsed.as_secs_f64(), out.summary);
+                } else {
+                    println!("  FAIL {vmadm_net}: {} (log {})", out.problems.join("; "), out.run.log.display());
+                    let mut again = out.problems.clone();
+                    again.extend(serial_tail(&out.run.serial, 15));
+                    remember_failure(vmadm_net, again);
+                    failures.push(vmadm_net.into());
+                }
+            }
+            Err(e) => {
+                println!("  FAIL {vmadm_net}: the guest images (cargo xtask images): {e}");
+                failures.push(vmadm_net.into());
+            }
+        }
+    }
     if let Some(kernel) = kernel.as_deref() {
         crate::bigvm::run_tiers(kernel, &chosen, only.as_deref(), &mut failures, &mut runs)?;
         crate::fwboot::run_tiers(kernel, &chosen, only.as_deref(), &mut failures, &mut runs)?;

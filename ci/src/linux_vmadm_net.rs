@@ -1,0 +1,493 @@
+//! `linux/vmadm-net` (issue 15's network tests): two Linux VMs created at
+//! run time by zone-server from an imported image, on one etherstub.
+//!
+//! The machine is the shell case's (manifest `initrd/manifests/vmnet.toml`:
+//! the operator shell on the serial console, zone-server, storaged's pool
+//! on a blank drive, netd with etherstub `stub0` and the machine's NIC on
+//! QEMU's user network), its VMM template carrying SeaBIOS. The harness
+//! makes the GRUB test disk ([`crate::fwboot`]: Debian's cloud kernel and
+//! the test initramfs, BIOS GRUB only, kernel command line
+//! `alcove.mdata-net`), serves it xz-compressed as a `zvol` image from its
+//! image source on this host ([`crate::imgsource`]), and types on the
+//! console: `imgadm sources -a`, `imgadm import`, `zfs list -Hp` (the
+//! pool's datasets and their `used`), two `vmadm create`s of SmartOS
+//! payloads (`brand` bhyve, `bootrom` bios, `disks[0]` a clone of the
+//! image with `boot: true`, a NIC on `stub0` with a fixed `mac` and
+//! `ips`, `hostname`, `customer_metadata` with the guest's role, address
+//! and peer). Each guest's `/init` reads `sdc:hostname` and its
+//! `customer_metadata` keys over the metadata port (ttyS1, protocol v1),
+//! takes its address from them, pings the other, and the sender sends
+//! 1 MiB of random bytes to the receiver with busybox `nc`. Once the
+//! receiver says it is done, the harness types `vmadm list`, `zfs list
+//! -Hp` and `dladm show-vnic`, deletes both VMs, and lists the datasets and
+//! VNICs again before `poweroff`.
+//!
+//! It wants: the import and both creates to succeed; both VMs `running`;
+//! each guest's metadata values equal to its payload's; 3 of 3 pings
+//! answered each way; the receiver's SHA-256 and length equal to the
+//! sender's; each disk a clone of the image's snapshot, and the sum of
+//! the datasets' `used` after both guests ran grown by at least what the
+//! guests wrote (256 KiB each, at the end of their disks) and by less
+//! than a quarter of the image's own `used` (the clones share the
+//! snapshot's blocks); after the deletes, only the image and its snapshot left and no
+//! VNIC; the machine ended by `poweroff`.
+
+use crate::Result;
+use crate::emu::{Qemu, capture_timed_script};
+use crate::guest_images::{self, Images};
+use crate::harness::Ending;
+use crate::image::{self, BootSystem};
+use kcore::testproto::{EXIT_PASS, qemu_status};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+pub const CASE: &str = "linux/vmadm-net";
+pub const ALIAS: &str = "vmadm-net";
+const HOSTNAME: &str = "vmnettest";
+/// The image (the GRUB test disk).
+pub const IMAGE: &str = "1a9e0000-0000-4000-8000-0000000000e1";
+const IMAGE_NAME: &str = "alcove-grub-linux";
+/// The guests' RAM (MiB).
+const RAM_MIB: u32 = 128;
+const MEM_MIB: u32 = 1024;
+/// Bytes the sender sends (the guest's `/init` sends 1 MiB).
+pub const BYTES: u64 = 1 << 20;
+/// Bytes each guest writes at the end of its disk.
+pub const WRITTEN: u64 = 256 << 10;
+/// The pool drive.
+const POOL_BYTES: u64 = 256 << 20;
+
+/// One of the two VMs.
+#[derive(Clone, Copy, Debug)]
+pub struct Vm {
+    pub uuid: &'static str,
+    pub alias: &'static str,
+    pub hostname: &'static str,
+    pub role: &'static str,
+    pub ip: &'static str,
+    pub peer: &'static str,
+    pub mac: &'static str,
+    /// The MAC as dladm prints it.
+    pub dladm_mac: &'static str,
+}
+
+/// The sender, then the receiver (which prints last).
+pub const VMS: [Vm; 2] = [
+    Vm {
+        uuid: "7e7e0000-0000-4000-8000-0000000000a1",
+        alias: "vmnet-a",
+        hostname: "guest-alpha",
+        role: "send",
+        ip: "10.0.0.11/24",
+        peer: "10.0.0.12",
+        mac: "02:08:20:7e:00:a1",
+        dladm_mac: "2:8:20:7e:0:a1",
+    },
+    Vm {
+        uuid: "7e7e0000-0000-4000-8000-0000000000a2",
+        alias: "vmnet-b",
+        hostname: "guest-bravo",
+        role: "recv",
+        ip: "10.0.0.12/24",
+        peer: "10.0.0.11",
+        mac: "02:08:20:7e:00:a2",
+        dladm_mac: "2:8:20:7e:0:a2",
+    },
+];
+
+/// The VM's SmartOS payload.
+pub fn payload(vm: &Vm) -> String {
+    serde_json::json!({
+        "uuid": vm.uuid,
+        "brand": "bhyve",
+        "alias": vm.alias,
+        "hostname": vm.hostname,
+        "ram": RAM_MIB,
+        "vcpus": 1,
+        "bootrom": "bios",
+        "disks": [{"image_uuid": IMAGE, "boot": true, "model": "virtio"}],
+        "nics": [{"nic_tag": "stub0", "mac": vm.mac, "ips": [vm.ip], "model": "virtio"}],
+        "customer_metadata": {"alcove-role": vm.role, "alcove-ip": vm.ip, "alcove-peer": vm.peer},
+    })
+    .to_string()
+}
+
+/// netd's configuration: etherstub `stub0` and the machine's NIC on
+/// `admin` (the image source at 10.0.2.2).
+const NETD_CONF: &str = "# linux/vmadm-net (ci/src/linux_vmadm_net.rs)\netherstub stub0\nnic_tag admin\n";
+
+/// The GRUB disk (BIOS GRUB only: smaller than `fwboot::grub_disk`'s, which
+/// carries the EFI one too), raw, and the same xz-compressed (kept beside
+/// it while the raw disk is unchanged: compressing takes seconds).
+fn image_files(dir: &Path, images: &Images) -> Result<(u64, Vec<u8>)> {
+    let tree = dir.join("grub-tree");
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(tree.join("boot/grub"))?;
+    fs::copy(&images.vmlinuz, tree.join("boot/vmlinuz"))?;
+    fs::copy(&images.initramfs, tree.join("boot/initrd.img"))?;
+    fs::write(tree.join("boot/grub/grub.cfg"), crate::fwboot::grub_cfg("console=ttyS0 panic=-1 alcove.mdata-net"))?;
+    let disk = dir.join("boot-disk.img");
+    let _ = fs::remove_file(&disk);
+    guest_images::output(
+        Command::new("grub-mkrescue")
+            .args(["-d", "/usr/lib/grub/i386-pc", "--fonts=", "--locales=", "--themes=", "--compress=xz", "-o"])
+            .arg(&disk)
+            .arg(&tree),
+        "grub-mkrescue",
+    )?;
+    fs::remove_dir_all(&tree)?;
+    let raw = fs::read(&disk)?;
+    let hash = crate::vm::sha256_file(&disk)?;
+    let (xz, stamp) = (dir.join("boot-disk.img.xz"), dir.join("boot-disk.img.xz.sha256"));
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == hash)
+        && let Ok(bytes) = fs::read(&xz)
+    {
+        return Ok((raw.len() as u64, bytes));
+    }
+    use std::io::Write;
+    let mut o = lzma_rust2::XzOptions::with_preset(1);
+    o.lzma_options.dict_size = 1 << 20;
+    let mut w = lzma_rust2::XzWriter::new(Vec::new(), o)?;
+    w.write_all(&raw)?;
+    let bytes = w.finish()?;
+    fs::write(&xz, &bytes)?;
+    fs::write(&stamp, hash)?;
+    Ok((raw.len() as u64, bytes))
+}
+
+/// What is typed, step by step: each waits for a line that contains its
+/// first part.
+fn script(source_port: u16, expected_done: &str) -> Vec<(String, Vec<u8>)> {
+    let [a, b] = VMS;
+    vec![
+        (format!("Alcove operator shell on {HOSTNAME}"), format!("imgadm sources -a http://10.0.2.2:{source_port}\r").into_bytes()),
+        ("Added image source".into(), format!("imgadm import {IMAGE}\r").into_bytes()),
+        (format!("Imported image {IMAGE}"), b"zfs list -Hp -t all -o name,used,origin\r".to_vec()),
+        (format!("zones/{IMAGE}@"), format!("vmadm create <<< '{}'\r", payload(&a)).into_bytes()),
+        (format!("Successfully created VM {}", a.uuid), format!("vmadm create <<< '{}'\r", payload(&b)).into_bytes()),
+        (format!("Successfully created VM {}", b.uuid), b"vmadm list\r".to_vec()),
+        // The receiver's last line: both guests are done printing.
+        (expected_done.into(), b"vmadm list\r".to_vec()),
+        ("UUID".into(), b"zfs list -Hp -t all -o name,used,origin\r".to_vec()),
+        (format!("zones/{}-disk0\t", b.uuid), b"dladm show-vnic\r".to_vec()),
+        ("MACADDRTYPE".into(), format!("vmadm delete {}\r", a.uuid).into_bytes()),
+        (format!("Successfully deleted VM {}", a.uuid), format!("vmadm delete {}\r", b.uuid).into_bytes()),
+        (format!("Successfully deleted VM {}", b.uuid), b"zfs list -Hp -t all -o name,used,origin\r".to_vec()),
+        (format!("zones/{IMAGE}@"), b"dladm show-vnic\r".to_vec()),
+        ("MACADDRTYPE".into(), b"poweroff\r".to_vec()),
+    ]
+}
+
+/// The line the receiver prints last.
+fn done_line(vm: &Vm) -> String {
+    format!("alcove-guest: vmnet {} done", vm.hostname)
+}
+
+/// A run's result.
+pub struct Outcome {
+    pub run: crate::emu::Run,
+    pub problems: Vec<String>,
+    /// What was measured (import, creates to done, pool growth).
+    pub summary: String,
+}
+
+/// Runs the case; `expect` names the hostnames the harness expects (the
+/// payloads' unless a test of the judge changes them).
+pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<Outcome> {
+    run_expecting(kernel, images, timeout, &VMS)
+}
+
+/// As [`run`], judging the guests' lines against `expect` (VMS, or a
+/// changed copy to show the judge fails).
+pub fn run_expecting(kernel: &Path, images: &Images, timeout: Duration, expect: &[Vm; 2]) -> Result<Outcome> {
+    let dir = crate::out_dir().join("vmadm-net");
+    fs::create_dir_all(&dir)?;
+    let (raw_bytes, file) = image_files(&dir, images)?;
+    let source = crate::imgsource::start_with(vec![crate::imgsource::Extra::zvol(IMAGE, IMAGE_NAME, raw_bytes, file, "xz")])?;
+    let mut system = BootSystem::named("vmnet")?;
+    system.host_files.push((vmm_server::firmware::SEABIOS_FILE.into(), crate::fwboot::seabios()?));
+    let conf = dir.join("netd.conf");
+    fs::write(&conf, format!("{NETD_CONF}{}", crate::vm::admin_host_line()))?;
+    system.host_files.push(("netd.conf".into(), conf));
+    let iso = image::iso_of(kernel, "test-linux-vmadm-net", "", &system)?;
+    let pool = dir.join("pool.img");
+    let _ = fs::remove_file(&pool);
+    fs::File::create(&pool)?.set_len(POOL_BYTES)?;
+    let mut extra = crate::zone::pool_drive_of(&pool);
+    extra.extend(crate::vm::admin_nic(&[]));
+    let q = Qemu { smp: 2, mem_mib: MEM_MIB, cpu: crate::vm::QEMU_CPU.into(), one_thread: true, extra, ..Qemu::default() };
+    let mut c = q.command(&iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    // The script waits for the receiver's line as the payload makes it.
+    let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script(source.port, &done_line(&VMS[1])))?;
+    drop(source);
+    let (problems, summary) = judge(&t.run.serial, t.run.ending, expect, &t.lines);
+    Ok(Outcome { run: t.run, problems, summary })
+}
+
+/// Console lines that other writers put between the shell's lines: the
+/// servers' logs, the VMMs' lines, the guests' (firmware, kernel, init).
+fn other_writer(line: &str) -> bool {
+    const OTHERS: [&str; 7] = ["[INFO ] ", "[WARN ] ", "[ERROR] ", "[DEBUG] ", "ALCOVE-BENCH ", "init: ready: ", "vm vmnet-"];
+    OTHERS.iter().any(|m| line.contains(m))
+}
+
+/// The datasets of a `zfs list -Hp -t all -o name,used,origin` answer.
+fn datasets(text: &str) -> Vec<(String, u64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 3).then(|| Some((f[0].to_string(), f[1].parse().ok()?, f[2].to_string()))).flatten()
+        })
+        .collect()
+}
+
+/// What is wrong with the run (empty: it passed), and a summary of what
+/// it measured.
+pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration, String)]) -> (Vec<String>, String) {
+    let mut problems = Vec::new();
+    let text = serial.replace("\r\n", "\n").replace('\r', "\n");
+    let shell: Vec<&str> = text.lines().filter(|l| !other_writer(l)).collect();
+    let prompt = format!("[root@{HOSTNAME} ~]# ");
+    // The answer to the `n`th (from 0) time `cmd` was typed: the lines
+    // after its echo up to the next prompt. A guest's line may come
+    // between the prompt and the echo (the echo then on a line of its
+    // own) or right after the prompt (before the first guest line).
+    let answer = |cmd: &str, n: usize| -> Option<String> {
+        let echoed = format!("{prompt}{cmd}");
+        let start = shell.iter().enumerate().filter(|(_, l)| **l == cmd || l.ends_with(&echoed)).nth(n)?.0 + 1;
+        let end = shell[start..].iter().position(|l| l.contains(&prompt)).map_or(shell.len(), |i| start + i);
+        Some(shell[start..end].iter().map(|l| format!("{l}\n")).collect())
+    };
+    if !text.contains(&format!("Imported image {IMAGE} ({IMAGE_NAME}@1.0)")) {
+        problems.push("`imgadm import` of the GRUB disk image did not say `Imported image`".into());
+    }
+    for vm in &VMS {
+        if !text.contains(&format!("Successfully created VM {}", vm.uuid)) {
+            problems.push(format!("`vmadm create` of {} ({}) did not succeed", vm.alias, vm.uuid));
+        }
+    }
+    // Both running once the guests are done.
+    let list = answer("vmadm list", 1).unwrap_or_default();
+    for vm in &VMS {
+        let ram = RAM_MIB.to_string();
+        let want = [vm.uuid, "BHYV", ram.as_str(), "running", vm.alias];
+        if !list.lines().any(|l| l.split_whitespace().eq(want.iter().copied())) {
+            problems.push(format!("`vmadm list` after the guests were done does not show {} running: {list:?}", vm.alias));
+        }
+    }
+    // The guests' lines.
+    let guest = |vm: &Vm, what: &str| -> Vec<String> {
+        let p = format!("alcove-guest: vmnet {} {what}", vm.hostname);
+        // (The first may follow a prompt on its line.)
+        text.lines().filter_map(|l| l.find(&p).map(|i| l[i + p.len()..].to_string())).collect()
+    };
+    let mut hashes = Vec::new();
+    for (vm, want) in VMS.iter().zip(expect) {
+        let md = guest(vm, "mdata ");
+        let mut values = vec![("sdc:hostname", want.hostname), ("alcove-role", want.role), ("alcove-ip", want.ip), ("alcove-peer", want.peer)];
+        if md.is_empty() {
+            problems.push(format!(
+                "no metadata lines from a guest named {:?} (the payload's hostname); lines with `vmnet`: {:?}",
+                vm.hostname,
+                text.lines().filter(|l| l.contains("alcove-guest: vmnet")).take(12).collect::<Vec<_>>()
+            ));
+            continue;
+        }
+        for (key, value) in values.drain(..) {
+            let line = format!("{key}={value}");
+            if !md.contains(&line) {
+                problems.push(format!("guest {} did not read {key} = {value:?} over the metadata port; it printed {md:?}", vm.hostname));
+            }
+        }
+        let disk = guest(vm, "disk ");
+        if !disk.iter().any(|l| l.starts_with(&format!("wrote {WRITTEN} at "))) {
+            problems.push(format!("guest {} did not write its {WRITTEN} bytes to its disk: {disk:?}", vm.hostname));
+        }
+        let ping = guest(vm, "ping: ");
+        if !ping.iter().any(|l| l.contains("3 packets transmitted, 3 packets received")) {
+            problems.push(format!("guest {}'s 3 pings of {} were not all answered: {ping:?}", vm.hostname, vm.peer));
+        }
+        let what = if vm.role == "send" { "sent " } else { "got " };
+        hashes.push(guest(vm, what).first().cloned());
+        if guest(vm, "done").is_empty() {
+            problems.push(format!("guest {} did not say it was done", vm.hostname));
+        }
+    }
+    if hashes.len() == 2 {
+        let want_len = BYTES.to_string();
+        match (&hashes[0], &hashes[1]) {
+            (Some(s), Some(g)) if s == g && s.split_whitespace().nth(1) == Some(want_len.as_str()) => {}
+            (s, g) => problems.push(format!("the receiver did not get the sender's {BYTES} bytes: sent {s:?}, got {g:?}")),
+        }
+    }
+    // The pool: each disk a clone of the image's snapshot; the datasets'
+    // `used` grown by far less than the image.
+    let before = datasets(&answer("zfs list -Hp -t all -o name,used,origin", 0).unwrap_or_default());
+    let running = datasets(&answer("zfs list -Hp -t all -o name,used,origin", 1).unwrap_or_default());
+    let after = datasets(&answer("zfs list -Hp -t all -o name,used,origin", 2).unwrap_or_default());
+    let image_used = before.iter().find(|d| d.0 == format!("zones/{IMAGE}")).map(|d| d.1);
+    let snapshot = before.iter().find(|d| d.0.starts_with(&format!("zones/{IMAGE}@"))).map(|d| d.0.clone());
+    let sum = |d: &[(String, u64, String)]| d.iter().map(|d| d.1).sum::<u64>();
+    let mut grown = None;
+    match (image_used, &snapshot) {
+        (Some(image_used), Some(snap)) if image_used > 0 => {
+            for vm in &VMS {
+                let disk = format!("zones/{}-disk0", vm.uuid);
+                match running.iter().find(|d| d.0 == disk) {
+                    Some(d) if d.2 == *snap && d.1 >= WRITTEN => {}
+                    other => problems.push(format!("{disk} is not a clone of {snap} holding the {WRITTEN} bytes its guest wrote: {other:?}")),
+                }
+            }
+            let g = sum(&running).saturating_sub(sum(&before));
+            grown = Some((g, image_used));
+            if running.len() <= before.len() || g < 2 * WRITTEN || g >= image_used / 4 {
+                problems.push(format!(
+                    "the pool's datasets grew by {g} bytes with both VMs (image: {image_used} bytes): not the {} bytes the guests \
+                     wrote and far less than two copies ({} datasets before, {} after)",
+                    2 * WRITTEN,
+                    before.len(),
+                    running.len()
+                ));
+            }
+        }
+        _ => problems.push(format!("`zfs list -Hp` after the import shows no image volume and snapshot: {before:?}")),
+    }
+    let names = |d: &[(String, u64, String)]| d.iter().map(|d| d.0.clone()).collect::<Vec<_>>();
+    if names(&after) != names(&before) {
+        problems.push(format!("after `vmadm delete` of both the datasets are {:?}, not {:?}", names(&after), names(&before)));
+    }
+    // The VNICs: both on stub0 with their MACs while running, none after.
+    let vnics = answer("dladm show-vnic", 0).unwrap_or_default();
+    for vm in &VMS {
+        if !vnics.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 6 && f[1] == "stub0" && f[3] == vm.dladm_mac
+        }) {
+            problems.push(format!("`dladm show-vnic` shows no VNIC {} on stub0 for {}: {vnics:?}", vm.dladm_mac, vm.alias));
+        }
+    }
+    let left = answer("dladm show-vnic", 1).unwrap_or_default();
+    if left.lines().count() != 1 || !left.starts_with("LINK") {
+        problems.push(format!("`dladm show-vnic` after the deletes is not its header alone: {left:?}"));
+    }
+    for vm in &VMS {
+        if !text.contains(&format!("Successfully deleted VM {}", vm.uuid)) {
+            problems.push(format!("`vmadm delete` of {} did not succeed", vm.alias));
+        }
+    }
+    if let Some(l) = text.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
+        problems.push(format!("the kernel reported a fatal error: {l}"));
+    }
+    if ending != Ending::Qemu(qemu_status(EXIT_PASS)) {
+        problems.push(format!("the machine did not end by `poweroff` ({ending:?})"));
+    }
+    // Figures: when the import, the creates and the receiver's last line came.
+    let at = |needle: &str| lines.iter().find(|(_, l)| l.contains(needle)).map(|(t, _)| t.as_secs_f64());
+    let figures = [
+        ("import", at(&format!("imgadm import {IMAGE}")), at(&format!("Imported image {IMAGE}"))),
+        ("creates to receiver done", at("# vmadm create <<< '"), at(&done_line(&VMS[1]))),
+    ];
+    let mut summary: Vec<String> = figures
+        .iter()
+        .filter_map(|&(what, a, b)| Some(format!("{what} {:.1} s", b? - a?)))
+        .collect();
+    if let Some((g, image)) = grown {
+        summary.push(format!("pool used +{} KiB with both VMs (image {} KiB)", g / 1024, image / 1024));
+    }
+    (problems, summary.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "ab12";
+
+    /// A transcript as the console gives it: the shell's answers, the
+    /// guests' lines, a VMM's line between them.
+    fn transcript(recv_got: &str, bravo_vnic_left: bool) -> String {
+        let p = format!("[root@{HOSTNAME} ~]# ");
+        let [a, b] = VMS;
+        let img = format!("zones/{IMAGE}\t40000000\t-\nzones/{IMAGE}@final\t0\t-\n");
+        let vms = |used: u64| {
+            format!(
+                "zones/{a}-disk0\t{used}\tzones/{IMAGE}@final\nzones/{a}-vm\t65536\t-\nzones/{b}-disk0\t{used}\tzones/{IMAGE}@final\nzones/{b}-vm\t65536\t-\n",
+                a = a.uuid,
+                b = b.uuid
+            )
+        };
+        let list = format!(
+            "UUID                                  TYPE  RAM  STATE    ALIAS\n{}  BHYV  128  running  vmnet-a\n{}  BHYV  128  running  vmnet-b\n",
+            a.uuid, b.uuid
+        );
+        let vnic = |vm: &Vm| format!("vnic0        stub0        0      {:<17} fixed             0\n", vm.dladm_mac);
+        let header = "LINK         OVER         SPEED  MACADDRESS        MACADDRTYPE       VID\n";
+        let mut guest = String::new();
+        for (vm, last) in [(a, format!("sent {SHA} 1048576")), (b, recv_got.to_string())] {
+            let n = vm.hostname;
+            for (k, v) in [("sdc:hostname", vm.hostname), ("alcove-role", vm.role), ("alcove-ip", vm.ip), ("alcove-peer", vm.peer)] {
+                guest.push_str(&format!("alcove-guest: vmnet {n} mdata {k}={v}\n"));
+            }
+            guest.push_str(&format!("alcove-guest: vmnet {n} disk wrote 262144 at 18612224\n"));
+            guest.push_str(&format!("alcove-guest: vmnet {n} ping: 3 packets transmitted, 3 packets received, 0% packet loss\n"));
+            guest.push_str(&format!("alcove-guest: vmnet {n} {last}\nalcove-guest: vmnet {n} done\n"));
+        }
+        let left = if bravo_vnic_left { vnic(&b) } else { String::new() };
+        format!(
+            "Alcove operator shell on {HOSTNAME}\n{p}imgadm import {IMAGE}\nImported image {IMAGE} ({IMAGE_NAME}@1.0)\n\
+             {p}zfs list -Hp -t all -o name,used,origin\n{img}\
+             {p}vmadm create <<< 'x'\nSuccessfully created VM {}\n{p}vmadm create <<< 'y'\nSuccessfully created VM {}\n\
+             {p}vmadm list\n{list}vm vmnet-a: started: 1 vCPUs, 128 MiB\n{p}{guest}vmadm list\n{list}\
+             {p}zfs list -Hp -t all -o name,used,origin\n{img}{}{p}dladm show-vnic\n{header}{}{}\
+             {p}vmadm delete {}\nSuccessfully deleted VM {}\n{p}vmadm delete {}\nSuccessfully deleted VM {}\n\
+             {p}zfs list -Hp -t all -o name,used,origin\n{img}{p}dladm show-vnic\n{header}{left}{p}poweroff\n",
+            a.uuid,
+            b.uuid,
+            vms(262144),
+            vnic(&a),
+            vnic(&b),
+            a.uuid,
+            a.uuid,
+            b.uuid,
+            b.uuid,
+        )
+    }
+
+    fn judged(serial: &str, expect: &[Vm; 2]) -> Vec<String> {
+        judge(serial, Ending::Qemu(qemu_status(EXIT_PASS)), expect, &[]).0
+    }
+
+    /// The transcript of a good run passes; a wrong expected hostname, a
+    /// different hash, a VNIC left behind or a crash each fail it.
+    #[test]
+    fn the_judge_wants_metadata_pings_bytes_pool_and_cleanup() {
+        let good = transcript(&format!("got {SHA} 1048576"), false);
+        assert_eq!(judged(&good, &VMS), Vec::<String>::new());
+        let mut wrong = VMS;
+        wrong[1].hostname = "guest-charlie";
+        let p = judged(&good, &wrong);
+        assert!(p.len() == 1 && p[0].contains("sdc:hostname"), "{p:?}");
+        let p = judged(&transcript(&format!("got ffff 1048576"), false), &VMS);
+        assert!(p.len() == 1 && p[0].contains("did not get the sender's"), "{p:?}");
+        let p = judged(&transcript(&format!("got {SHA} 1048576"), true), &VMS);
+        assert!(p.len() == 1 && p[0].contains("after the deletes"), "{p:?}");
+        let p = judged(&good.replace("3 packets received", "2 packets received"), &VMS);
+        assert_eq!(p.len(), 2, "{p:?}");
+        let p = judged(&good.replace("\t262144\t", "\t30000000\t"), &VMS);
+        assert!(p.len() == 1 && p[0].contains("grew by"), "{p:?}");
+        let p = judge(&good, Ending::Timeout(600), &VMS, &[]).0;
+        assert!(p.len() == 1 && p[0].contains("poweroff"), "{p:?}");
+    }
+
+    #[test]
+    fn payloads_are_smartos_payloads_cloning_the_image() {
+        let v: serde_json::Value = serde_json::from_str(&payload(&VMS[0])).unwrap();
+        assert_eq!(v["disks"][0]["image_uuid"], IMAGE);
+        assert_eq!(v["bootrom"], "bios");
+        assert_eq!(v["customer_metadata"]["alcove-role"], "send");
+        assert!(!payload(&VMS[1]).contains('\''), "typed inside single quotes");
+    }
+}
