@@ -470,7 +470,7 @@ mod tests {
         wrong[1].hostname = "guest-charlie";
         let p = judged(&good, &wrong);
         assert!(p.len() == 1 && p[0].contains("sdc:hostname"), "{p:?}");
-        let p = judged(&transcript(&format!("got ffff 1048576"), false), &VMS);
+        let p = judged(&transcript("got ffff 1048576", false), &VMS);
         assert!(p.len() == 1 && p[0].contains("did not get the sender's"), "{p:?}");
         let p = judged(&transcript(&format!("got {SHA} 1048576"), true), &VMS);
         assert!(p.len() == 1 && p[0].contains("after the deletes"), "{p:?}");
