@@ -193,8 +193,7 @@ pub struct Outcome {
     pub summary: String,
 }
 
-/// Runs the case; `expect` names the hostnames the harness expects (the
-/// payloads' unless a test of the judge changes them).
+/// Runs the case.
 pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<Outcome> {
     run_expecting(kernel, images, timeout, &VMS)
 }
