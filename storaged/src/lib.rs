@@ -181,6 +181,9 @@ pub const CLIENT_ENDED: u64 = 1 << 1;
 /// The notification bit [`RingFactory::wake`] signals: storaged has work
 /// of its own (a scrub) to do between requests.
 pub const BACKGROUND: u64 = 1 << 2;
+/// The commit timer's bit on the serving thread's notification: the open
+/// group may be due for its commit by time (see [`Storaged::set_commit_waker`]).
+pub const COMMIT_TICK: u64 = 1 << 3;
 
 /// Bytes of a scrub storaged walks between two looks for requests: a VM's
 /// request waits at most this much scrubbing (every copy of it read and
@@ -299,6 +302,12 @@ pub struct Storaged<D: BlockDevice, F: RingFactory> {
     /// the timer it drives ([`alcove_pool::pool::TXG_TIMEOUT_MS`]).
     clock: Option<fn() -> u64>,
     commit_timer: alcove_pool::pool::CommitTimer,
+    /// Told, after each look at the commit timer, in how many milliseconds
+    /// the open group is due (`None`: nothing to commit), so that a timer
+    /// can wake storaged then with [`COMMIT_TICK`] when no request comes.
+    commit_waker: Option<fn(Option<u64>)>,
+    /// The due time (the commit timer's clock) the waker was last told of.
+    commit_told: Option<u64>,
     /// Requests answered since the scrub's last step.
     requests_since_step: u32,
 }
@@ -325,6 +334,8 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             ticks_per_ms: 0,
             clock: None,
             commit_timer: alcove_pool::pool::CommitTimer::new(alcove_pool::pool::TXG_TIMEOUT_MS),
+            commit_waker: None,
+            commit_told: None,
             requests_since_step: 0,
         }
     }
@@ -355,9 +366,23 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         self.clock = clock;
     }
 
+    /// The timer that wakes storaged when the open group is due and no
+    /// request came meanwhile (on Alcove a thread that signals
+    /// [`COMMIT_TICK`]): called after every look at the commit timer with
+    /// the milliseconds until the group is due, or `None` when nothing
+    /// waits, each time that changes (a group's first blocks, its commit).
+    /// Without one, the group commits by time only at a request or
+    /// notification that comes after it is due, as ZFS's txg would not: an
+    /// idle pool kept its last writes in the intent log only and its
+    /// `used` behind them.
+    pub fn set_commit_waker(&mut self, waker: Option<fn(Option<u64>)>) {
+        self.commit_waker = waker;
+    }
+
     /// Commits the pool's open group if it has held blocks for
     /// [`alcove_pool::pool::TXG_TIMEOUT_MS`] (checked at every request and
-    /// notification storaged handles).
+    /// notification storaged handles, the commit timer's among them), then
+    /// tells the commit waker when the next one is due.
     fn commit_by_time(&mut self) {
         let (Some(clock), Some(pool)) = (self.clock, &self.pool) else { return };
         if self.ticks_per_ms == 0 {
@@ -368,6 +393,13 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             Ok(true) => log::debug!("pool: open group committed by time"),
             Ok(false) => {}
             Err(e) => log::error!("pool: commit by time failed: {e}"),
+        }
+        let due = self.commit_timer.due();
+        if let Some(wake) = self.commit_waker
+            && due != self.commit_told
+        {
+            self.commit_told = due;
+            wake(due.map(|due| due.saturating_sub(now)));
         }
     }
 

@@ -737,6 +737,68 @@ fn writes_nobody_flushes_commit_after_the_txg_timeout() {
     assert_eq!(got, data, "the writes committed by time survived");
 }
 
+/// The fake clock of [`an_idle_pool_commits_when_its_timer_wakes_it`]
+/// (milliseconds), apart from [`FAKE_MS`]: tests run in parallel.
+static IDLE_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn idle_clock() -> u64 {
+    IDLE_MS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// What the commit waker of that test was told, in order.
+static WAKER_TOLD: std::sync::Mutex<Vec<Option<u64>>> = std::sync::Mutex::new(Vec::new());
+
+fn record_waker(due_in_ms: Option<u64>) {
+    WAKER_TOLD.lock().unwrap().push(due_in_ms);
+}
+
+/// Commit by time with no request after the write: storaged tells its
+/// commit waker when the open group is due (the full timeout at the write,
+/// the rest of it later), and the waker's tick alone (a notification, no
+/// request) commits it then and tells the waker nothing more is due. An
+/// early tick commits nothing.
+#[test]
+fn an_idle_pool_commits_when_its_timer_wakes_it() {
+    use core::sync::atomic::Ordering::Relaxed;
+    use libipc::Dispatch;
+    let timeout = alcove_pool::pool::TXG_TIMEOUT_MS;
+    let mut s = pool_server();
+    s.set_ticks_per_ms(1);
+    s.set_clock(Some(idle_clock));
+    s.set_commit_waker(Some(record_waker));
+    let ga = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/a-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let s = Rc::new(RefCell::new(s));
+    let mut a = open(&s, ga, 0).unwrap();
+    let txg = s.borrow().pool().unwrap().txg();
+    WAKER_TOLD.lock().unwrap().clear();
+    IDLE_MS.store(2_000, Relaxed);
+    let data: Vec<u8> = (0..16 * 512).map(|i| (i * 7 + 1) as u8).collect();
+    a.write(16, &data).unwrap();
+    assert_eq!(WAKER_TOLD.lock().unwrap().last(), Some(&Some(timeout)), "due a whole timeout after the write");
+    // More writes to the same group, and a notification before it is
+    // due: nothing committed, and the waker is not told again (the
+    // deadline stands).
+    IDLE_MS.store(2_000 + timeout - 300, Relaxed);
+    a.write(48, &data).unwrap();
+    s.borrow_mut().notified(crate::COMMIT_TICK);
+    assert_eq!(s.borrow().pool().unwrap().txg(), txg);
+    assert_eq!(*WAKER_TOLD.lock().unwrap(), [Some(timeout)]);
+    // The tick at the deadline, with no request: committed.
+    IDLE_MS.store(2_000 + timeout, Relaxed);
+    s.borrow_mut().notified(crate::COMMIT_TICK);
+    assert_eq!(s.borrow().pool().unwrap().txg(), txg + 1, "the waker's tick committed the idle pool's group");
+    assert_eq!(*WAKER_TOLD.lock().unwrap(), [Some(timeout), None], "nothing more is due");
+    let mut back = vec![0u8; data.len()];
+    a.read(16, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(s.borrow().pool().unwrap().txg(), txg + 1);
+    // The next group's first write: due a whole timeout after it.
+    IDLE_MS.store(20_000, Relaxed);
+    a.write(16, &back).unwrap();
+    assert_eq!(*WAKER_TOLD.lock().unwrap(), [Some(timeout), None, Some(timeout)]);
+}
+
 /// A scrub that finds blocks no copy can repair (a single-disk pool) walks
 /// on and names them, the first `POOL_REPORTS_MAX` with the longest names
 /// cut, and counts them all, in one message; the undamaged volume is not

@@ -92,6 +92,12 @@ impl CommitTimer {
         pool.sync()?;
         Ok(true)
     }
+
+    /// When (on the clock `tick` reads) the open group is due for its
+    /// commit by time: `None` while `tick` has not seen it hold blocks.
+    pub fn due(&self) -> Option<u64> {
+        self.opened.map(|o| o.saturating_add(self.timeout))
+    }
 }
 
 /// `none`, a byte count, or a number with a K/M/G/T suffix (powers of 1024).

@@ -188,6 +188,12 @@ fn main(start: alcove_rt::Start) -> u64 {
     // The pool meter reads the TSC: its rate turns ticks into milliseconds.
     server.set_ticks_per_ms(libipc::sys::tsc_khz().unwrap_or(0));
     server.set_clock(Some(alcove_rt::rdtsc));
+    // The open group commits by time even when no request comes (ZFS's
+    // txg timeout): a thread wakes the serving thread when it is due.
+    match commit_timer::start(notify) {
+        Ok(()) => server.set_commit_waker(Some(commit_timer::set)),
+        Err(e) => log::error!("commit timer: {e}; the open group commits by time only at requests"),
+    }
     let admins = storaged::lifecycle::admin_names(&info.args);
     let badges: alloc::vec::Vec<u64> = info
         .clients
@@ -203,6 +209,71 @@ fn main(start: alcove_rt::Start) -> u64 {
         badges.len()
     );
     alcove_rt::serve_forever(slot, server)
+}
+
+#[cfg(target_os = "none")]
+mod commit_timer {
+    //! A thread that signals [`storaged::COMMIT_TICK`] on the serving
+    //! thread's notification when the pool's open group is due for its
+    //! commit by time (`Storaged::set_commit_waker`), so an idle pool
+    //! commits its last writes within the timeout, as ZFS's txg sync does.
+    use abi::CapSlot;
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use libipc::sys;
+
+    /// When the group is due (ns on `clock_ns`; MAX: nothing due).
+    static DUE_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+    /// The thread's own notification (its slot; MAX before `start`).
+    static TICK: AtomicU64 = AtomicU64::new(u64::MAX);
+    const STACK_VA: u64 = 0x50_0000_0000;
+    const STACK_PAGES: u64 = 2;
+
+    /// Starts the thread; `main` is the serving thread's bound
+    /// notification. Its slots come from the DMA slot pool.
+    pub fn start(main: CapSlot) -> Result<(), abi::Error> {
+        let tick = crate::dma::take_slot();
+        sys::create(abi::ObjectType::Notification, tick, 0)?;
+        let slots = alcove_rt::ThreadSlots {
+            thread: crate::dma::take_slot(),
+            stack: crate::dma::take_slot(),
+            ipc: crate::dma::take_slot(),
+        };
+        let t = alcove_rt::Thread::spawn(slots, STACK_VA, STACK_PAGES, run, u64::from(tick), u64::from(main))?;
+        // It runs as long as the process.
+        core::mem::forget(t);
+        TICK.store(u64::from(tick), Ordering::Release);
+        Ok(())
+    }
+
+    /// The commit waker: the group is due in `due_in_ms` (None: nothing
+    /// is); told once when a group gets its first blocks and once when it
+    /// commits. Wakes the thread when that is earlier than what it sleeps
+    /// towards.
+    pub fn set(due_in_ms: Option<u64>) {
+        let at = due_in_ms.map_or(u64::MAX, |ms| alcove_rt::clock_ns().saturating_add(ms.saturating_add(1).saturating_mul(1_000_000)));
+        let old = DUE_AT.swap(at, Ordering::AcqRel);
+        let tick = TICK.load(Ordering::Acquire);
+        if at < old && tick != u64::MAX {
+            let _ = sys::signal(tick as CapSlot, 1);
+        }
+    }
+
+    extern "C" fn run(_ipc: u64, tick: u64, main: u64) -> ! {
+        let (tick, main) = (tick as CapSlot, main as CapSlot);
+        loop {
+            let at = DUE_AT.load(Ordering::Acquire);
+            let now = alcove_rt::clock_ns();
+            if at != u64::MAX && at <= now {
+                // Taken: the server tells the next deadline after the tick.
+                if DUE_AT.compare_exchange(at, u64::MAX, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let _ = sys::signal(main, storaged::COMMIT_TICK);
+                }
+                continue;
+            }
+            let sleep = if at == u64::MAX { abi::FOREVER } else { at - now };
+            let _ = sys::wait(tick, sleep);
+        }
+    }
 }
 
 #[cfg(target_os = "none")]
