@@ -181,7 +181,13 @@ pub fn index() -> usize {
             options(pure, readonly, nostack, preserves_flags),
         );
     }
-    i as usize
+    let i = i as usize;
+    // SAFETY: `init` stored `index` from `cpu` after indexing `PERCPU`
+    // (`[PerCpu; MAX_CPUS]`) with it, so it is below MAX_CPUS; telling the
+    // compiler drops the bounds checks of every per-CPU array indexed by it
+    // (the IPC fast path's `current[cpu]`, among others).
+    unsafe { core::hint::assert_unchecked(i < MAX_CPUS) };
+    i
 }
 
 /// Sets where the next return to ring 3 restores from (the current thread's
