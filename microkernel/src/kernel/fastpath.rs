@@ -49,12 +49,11 @@ pub enum Attempt {
 /// checked once by the caller).
 #[inline(always)]
 pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
-    let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, fpu_owner, .. } = k;
     // Lookups by ids this path knows to be live skip the slab's generation
     // compare (`get_live`; each says why): `me` is this CPU's current
     // thread, and `kill_thread` clears `current` on every CPU before the
     // thread is freed.
-    let Some(th) = threads.get_live(me) else { return Attempt::Declined };
+    let Some(th) = k.threads.get_live(me) else { return Attempt::Declined };
     // Suspended from another CPU as this one came in: the general path
     // restarts the call later.
     if th.state != ThreadState::Running {
@@ -84,6 +83,30 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
     let (my_process, reply_to) = (th.process, th.reply_to);
     let Ok(slot) = u32::try_from(th.ctx.rdi) else { return Attempt::Declined };
     super::phases::stamp_if::<STAMP>(2);
+    // A copy of the rest for each call: the compiler then knows which one
+    // at every step, which spares a register and a test at each of them.
+    if call {
+        ipc::<STAMP, true>(k, cpu, me, info, slot, my_process, reply_to)
+    } else {
+        ipc::<STAMP, false>(k, cpu, me, info, slot, my_process, reply_to)
+    }
+}
+
+/// The rest of [`try_ipc`] for a `Call` (`CALL`) or a `ReplyRecv` of the
+/// running thread `me` whose header `info`, capability `slot`, process and
+/// `reply_to` it read and checked.
+#[inline(always)]
+fn ipc<const STAMP: bool, const CALL: bool>(
+    k: &mut Kernel,
+    cpu: usize,
+    me: Id,
+    info: u64,
+    slot: u32,
+    my_process: Id,
+    reply_to: Option<Id>,
+) -> Attempt {
+    let call = CALL;
+    let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, fpu_owner, .. } = k;
     // A peer on another CPU takes the general path (which wakes it there):
     // its CPU is checked as soon as the peer is known, before any other
     // lookup, so a cross-CPU round trip wastes as little as it can here.
