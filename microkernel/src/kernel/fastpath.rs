@@ -190,6 +190,17 @@ fn ipc<const STAMP: bool, const CALL: bool>(
     // may be SYSRET without comparing RCX/R11 (`enter_user_after_syscall`).
     debug_assert!(pt.ctx.rcx == pt.ctx.rip && pt.ctx.r11 == pt.ctx.rflags && pt.ctx.rip >> 47 == 0);
     // Committed: nothing below fails.
+    // The receiver list first, through the two threads in hand: the peer of
+    // a call is the list's head (`front` above, with nothing stored since,
+    // so the compiler can see that it still is), the caller of a ReplyRecv
+    // runs, so it is in no list. What is left for a neighbour (a second
+    // receiver waiting) is done once they are let go.
+    let fix = if call {
+        e.receivers.pop_front_held(peer, pt)
+    } else {
+        // Cannot be refused: `me` is in no list (checked with `fits`).
+        e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
+    };
     pt.ctx.rax = 0;
     pt.ctx.rdi = if call { badge } else { 0 };
     pt.ctx.rsi = info;
@@ -198,20 +209,13 @@ fn ipc<const STAMP: bool, const CALL: bool>(
     pt.ctx.r8 = mt.ctx.r8;
     pt.ctx.r9 = mt.ctx.r9;
     pt.state = ThreadState::Running;
-    // The receiver list through the two threads in hand: the peer of a call
-    // is the list's head (checked above: `front`), the caller of a
-    // ReplyRecv runs, so it is in no list. What is left for a neighbour (a
-    // second receiver waiting) is done once they are let go.
-    let fix = if call {
+    if call {
         pt.reply_to = Some(me);
         mt.state = ThreadState::AwaitingReply;
-        e.receivers.pop_front_held(peer, pt)
     } else {
         mt.reply_to = None;
         mt.state = ThreadState::Receiving { endpoint: ep };
-        // Cannot be refused: `me` is in no list (checked with `fits`).
-        e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
-    };
+    }
     let (top, owner) = (super::context_top_of(pt), io.then_some(pt.process));
     if fpu_owner[cpu].is_some() {
         // The caller used the FPU in this run: its registers go to its
