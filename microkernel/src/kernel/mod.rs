@@ -664,10 +664,18 @@ fn load_context(top: u64, pml4: u64) {
 #[inline(always)]
 fn set_io_bitmap_owner(owners: &mut [Option<Id>; MAX_CPUS], processes: &Slab<Process>, cpu: usize, owner: Option<Id>) {
     if owners[cpu] != owner {
-        let bitmap = owner.and_then(|pid| processes.get(pid)).and_then(|p| p.io_bitmap.as_deref());
-        arch::gdt::set_io_bitmap(cpu, bitmap);
-        owners[cpu] = owner;
+        change_io_bitmap_owner(owners, processes, cpu, owner);
     }
+}
+
+/// The copy of [`set_io_bitmap_owner`], out of line: the switches of the
+/// IPC fast path and the VM exit's way back seldom change the owner.
+#[cold]
+#[inline(never)]
+fn change_io_bitmap_owner(owners: &mut [Option<Id>; MAX_CPUS], processes: &Slab<Process>, cpu: usize, owner: Option<Id>) {
+    let bitmap = owner.and_then(|pid| processes.get(pid)).and_then(|p| p.io_bitmap.as_deref());
+    arch::gdt::set_io_bitmap(cpu, bitmap);
+    owners[cpu] = owner;
 }
 
 const SLICE_US: u64 = 10_000;
