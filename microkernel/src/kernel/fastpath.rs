@@ -167,7 +167,7 @@ fn ipc<const STAMP: bool, const CALL: bool>(
     // and the scheduler must have nothing to do first: checked last, so the
     // benchmark counts exactly the calls that fell back for such pending
     // work alone (`phases::fallback_if`).
-    if percpu::this().need_resched.load(Ordering::Relaxed)
+    if percpu::need_resched()
         || !throttled.is_empty()
         || run_queues[cpu].peek_highest_priority().is_some_and(|p| p > pt.priority)
     {
@@ -255,7 +255,7 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id, exit: Option
         return k;
     }
     let (priority, pid) = (th.priority, th.process);
-    if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
+    if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::need_resched() || !k.dead_pml4s.is_empty() {
         return k;
     }
     if k.current[cpu] != Some(me) {
@@ -286,7 +286,7 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id, exit: Option
     let owner = k.processes.get_live(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
     let super::Kernel { io_bitmap_owner, processes, .. } = &mut *k;
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
-    percpu::this().in_user.store(true, Ordering::Release);
+    percpu::set_in_user::<true>();
     drop(k);
     super::phases::done();
     crate::arch::enter_user_flagged()

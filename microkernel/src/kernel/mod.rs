@@ -773,7 +773,7 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
 pub fn deliver_pending_irqs(k: &mut Kernel) {
     // Checked inline (every system call passes here); the swap and the
     // delivery only when something is pending.
-    if percpu::this().any_pending.load(Ordering::Relaxed) {
+    if percpu::any_pending() {
         deliver_pending_irqs_slow(k);
     }
 }
@@ -821,7 +821,7 @@ extern "rust-preserve-none" fn syscall_from_user() -> ! {
 #[inline(always)]
 fn syscall_path<const STAMP: bool>() -> ! {
     phases::stamp_if::<STAMP>(0);
-    percpu::this().in_user.store(false, Ordering::Release);
+    percpu::set_in_user::<false>();
     let mut k = lock();
     deliver_pending_irqs(&mut k);
     phases::stamp_if::<STAMP>(1);
@@ -832,7 +832,7 @@ fn syscall_path<const STAMP: bool>() -> ! {
             fastpath::Attempt::Switched => {
                 // The fast path has switched to the next thread itself.
                 phases::stamp_if::<STAMP>(4);
-                percpu::this().in_user.store(true, Ordering::Release);
+                percpu::set_in_user::<true>();
                 drop(k);
                 phases::done_if::<STAMP>();
                 arch::enter_user_after_syscall()
