@@ -3,72 +3,27 @@
 //! is detected instead of reaching the slot's next occupant.
 
 use alloc::vec::Vec;
-use core::num::{NonZeroU32, NonZeroU64};
+use core::num::NonZeroU32;
 
-/// An index plus the generation of the object it named, in one word
-/// (generation in the high half). Generations start at 1 and skip 0 when
-/// they wrap, so the word is never 0 and `Option<Id>` is one word too: the
-/// kernel's `current`, `reply_to` and wait-list links load, store and
-/// compare as one register, not as two halves.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Id(NonZeroU64);
+/// An index plus the generation of the object it named. Generations start
+/// at 1 and skip 0 when they wrap, so `Option<Id>` is one word (the
+/// kernel's `current`, `reply_to` and wait-list links compare as one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id {
+    pub index: u32,
+    pub generation: NonZeroU32,
+}
 
 impl Id {
-    pub const fn new(index: u32, generation: NonZeroU32) -> Self {
-        match NonZeroU64::new(((generation.get() as u64) << 32) | index as u64) {
-            Some(v) => Self(v),
-            None => unreachable!(), // the generation is not 0
-        }
-    }
-
-    /// The slot's index.
-    #[inline(always)]
-    pub const fn index(self) -> u32 {
-        self.0.get() as u32
-    }
-
-    /// The generation the slot had when the id was made.
-    pub const fn generation(self) -> NonZeroU32 {
-        match NonZeroU32::new(self.generation_raw()) {
-            Some(g) => g,
-            None => unreachable!(), // made from a NonZeroU32 (`new`)
-        }
-    }
-
-    #[inline(always)]
-    const fn generation_raw(self) -> u32 {
-        (self.0.get() >> 32) as u32
-    }
-
     /// Packs into one word (for messages and logs).
     pub const fn raw(self) -> u64 {
-        self.0.get()
+        ((self.generation.get() as u64) << 32) | self.index as u64
     }
 
     /// The id of slot `index` in its first generation (tests name slots
     /// that were never filled with it).
     pub const fn first(index: u32) -> Self {
-        Self::new(index, NonZeroU32::MIN)
-    }
-}
-
-/// As the two fields compared in order (index, then generation), the order
-/// the ids had when they were a struct of the two.
-impl Ord for Id {
-    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        (self.index(), self.generation_raw()).cmp(&(other.index(), other.generation_raw()))
-    }
-}
-
-impl PartialOrd for Id {
-    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl core::fmt::Debug for Id {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Id").field("index", &self.index()).field("generation", &self.generation()).finish()
+        Self { index, generation: NonZeroU32::MIN }
     }
 }
 
@@ -117,7 +72,7 @@ impl<T> Slab<T> {
             };
             self.free_head = next;
             *slot = Entry::Used { generation, value };
-            Id::new(index, generation)
+            Id { index, generation }
         } else {
             let index = self.entries.len() as u32;
             self.entries.push(Entry::Used { generation: NonZeroU32::MIN, value });
@@ -126,15 +81,15 @@ impl<T> Slab<T> {
     }
 
     pub fn get(&self, id: Id) -> Option<&T> {
-        match self.entries.get(id.index() as usize) {
-            Some(Entry::Used { generation, value }) if generation.get() == id.generation_raw() => Some(value),
+        match self.entries.get(id.index as usize) {
+            Some(Entry::Used { generation, value }) if *generation == id.generation => Some(value),
             _ => None,
         }
     }
 
     pub fn get_mut(&mut self, id: Id) -> Option<&mut T> {
-        match self.entries.get_mut(id.index() as usize) {
-            Some(Entry::Used { generation, value }) if generation.get() == id.generation_raw() => Some(value),
+        match self.entries.get_mut(id.index as usize) {
+            Some(Entry::Used { generation, value }) if *generation == id.generation => Some(value),
             _ => None,
         }
     }
@@ -146,10 +101,10 @@ impl<T> Slab<T> {
     pub fn get2_mut(&mut self, a: Id, b: Id) -> Option<(&mut T, &mut T)> {
         // One bounds check each and one for the two being one entry: no
         // ordering of the two indices (a split would need one).
-        let [ea, eb] = self.entries.get_disjoint_mut([a.index() as usize, b.index() as usize]).ok()?;
+        let [ea, eb] = self.entries.get_disjoint_mut([a.index as usize, b.index as usize]).ok()?;
         match (ea, eb) {
             (Entry::Used { generation: ga, value: va }, Entry::Used { generation: gb, value: vb })
-                if ga.get() == a.generation_raw() && gb.get() == b.generation_raw() =>
+                if *ga == a.generation && *gb == b.generation =>
             {
                 Some((va, vb))
             }
@@ -165,9 +120,9 @@ impl<T> Slab<T> {
     /// next occupant: each caller says why its id cannot be.
     #[inline(always)]
     pub fn get_live(&self, id: Id) -> Option<&T> {
-        match self.entries.get(id.index() as usize) {
+        match self.entries.get(id.index as usize) {
             Some(Entry::Used { generation, value }) => {
-                debug_assert_eq!(generation.get(), id.generation_raw(), "a live id was stale");
+                debug_assert_eq!(*generation, id.generation, "a live id was stale");
                 Some(value)
             }
             _ => None,
@@ -177,9 +132,9 @@ impl<T> Slab<T> {
     /// [`get_mut`](Self::get_mut) for a live id (see [`get_live`](Self::get_live)).
     #[inline(always)]
     pub fn get_live_mut(&mut self, id: Id) -> Option<&mut T> {
-        match self.entries.get_mut(id.index() as usize) {
+        match self.entries.get_mut(id.index as usize) {
             Some(Entry::Used { generation, value }) => {
-                debug_assert_eq!(generation.get(), id.generation_raw(), "a live id was stale");
+                debug_assert_eq!(*generation, id.generation, "a live id was stale");
                 Some(value)
             }
             _ => None,
@@ -189,10 +144,10 @@ impl<T> Slab<T> {
     /// [`get2_mut`](Self::get2_mut) for two live ids (see [`get_live`](Self::get_live)).
     #[inline(always)]
     pub fn get2_live_mut(&mut self, a: Id, b: Id) -> Option<(&mut T, &mut T)> {
-        let [ea, eb] = self.entries.get_disjoint_mut([a.index() as usize, b.index() as usize]).ok()?;
+        let [ea, eb] = self.entries.get_disjoint_mut([a.index as usize, b.index as usize]).ok()?;
         match (ea, eb) {
             (Entry::Used { generation: ga, value: va }, Entry::Used { generation: gb, value: vb }) => {
-                debug_assert!(ga.get() == a.generation_raw() && gb.get() == b.generation_raw(), "a live id was stale");
+                debug_assert!(*ga == a.generation && *gb == b.generation, "a live id was stale");
                 Some((va, vb))
             }
             _ => None,
@@ -204,12 +159,12 @@ impl<T> Slab<T> {
     }
 
     pub fn remove(&mut self, id: Id) -> Option<T> {
-        let slot = self.entries.get_mut(id.index() as usize)?;
+        let slot = self.entries.get_mut(id.index as usize)?;
         match slot {
-            Entry::Used { generation, .. } if generation.get() == id.generation_raw() => {
+            Entry::Used { generation, .. } if *generation == id.generation => {
                 let generation = *generation;
                 let old = core::mem::replace(slot, Entry::Free { generation, next_free: self.free_head });
-                self.free_head = Some(id.index());
+                self.free_head = Some(id.index);
                 self.len -= 1;
                 match old {
                     Entry::Used { value, .. } => Some(value),
@@ -222,7 +177,7 @@ impl<T> Slab<T> {
 
     pub fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
         self.entries.iter().enumerate().filter_map(|(i, e)| match e {
-            Entry::Used { generation, value } => Some((Id::new(i as u32, *generation), value)),
+            Entry::Used { generation, value } => Some((Id { index: i as u32, generation: *generation }, value)),
             Entry::Free { .. } => None,
         })
     }
@@ -246,7 +201,7 @@ mod tests {
         assert_eq!(s.get(a), None);
         assert_eq!(s.remove(a), None);
         let c = s.insert("c");
-        assert_eq!(c.index(), a.index());
+        assert_eq!(c.index, a.index);
         assert_ne!(c, a);
         assert_eq!(s.get(a), None);
         assert_eq!(s.get(c), Some(&"c"));
@@ -301,7 +256,7 @@ mod tests {
         assert_eq!(s.remove(b), Some(22));
         assert!(s.get2_mut(a, b).is_none(), "a stale id");
         let c = s.insert(3);
-        assert_eq!(c.index(), b.index());
+        assert_eq!(c.index, b.index);
         assert!(s.get2_mut(b, a).is_none(), "a stale id whose slot is reused");
         assert!(s.get2_mut(c, a).is_some());
     }

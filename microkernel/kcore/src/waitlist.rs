@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(a.push_back(&mut s, ids[5]), Err(ListError::Gone));
         assert_eq!(a.remove(&mut s, ids[5]), Err(ListError::Gone));
         let reused = s.insert(T { link: None });
-        assert_eq!(reused.index(), ids[5].index());
+        assert_eq!(reused.index, ids[5].index);
         assert_eq!(a.remove(&mut s, ids[5]), Err(ListError::Gone));
         assert_eq!(items(&a, &mut s), ids[..3]);
         assert_eq!(items(&b, &mut s), ids[3..5]);
