@@ -7,6 +7,8 @@
 //! idles.
 #![no_std]
 #![no_main]
+// `extern "rust-preserve-none"` for the system-call entry (kernel::syscall_from_user).
+#![feature(rust_preserve_none_cc)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -49,12 +49,11 @@ pub enum Attempt {
 /// checked once by the caller).
 #[inline(always)]
 pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt {
-    let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, fpu_owner, .. } = k;
     // Lookups by ids this path knows to be live skip the slab's generation
     // compare (`get_live`; each says why): `me` is this CPU's current
     // thread, and `kill_thread` clears `current` on every CPU before the
     // thread is freed.
-    let Some(th) = threads.get_live(me) else { return Attempt::Declined };
+    let Some(th) = k.threads.get_live(me) else { return Attempt::Declined };
     // Suspended from another CPU as this one came in: the general path
     // restarts the call later.
     if th.state != ThreadState::Running {
@@ -84,6 +83,30 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
     let (my_process, reply_to) = (th.process, th.reply_to);
     let Ok(slot) = u32::try_from(th.ctx.rdi) else { return Attempt::Declined };
     super::phases::stamp_if::<STAMP>(2);
+    // A copy of the rest for each call: the compiler then knows which one
+    // at every step, which spares a register and a test at each of them.
+    if call {
+        ipc::<STAMP, true>(k, cpu, me, info, slot, my_process, reply_to)
+    } else {
+        ipc::<STAMP, false>(k, cpu, me, info, slot, my_process, reply_to)
+    }
+}
+
+/// The rest of [`try_ipc`] for a `Call` (`CALL`) or a `ReplyRecv` of the
+/// running thread `me` whose header `info`, capability `slot`, process and
+/// `reply_to` it read and checked.
+#[inline(always)]
+fn ipc<const STAMP: bool, const CALL: bool>(
+    k: &mut Kernel,
+    cpu: usize,
+    me: Id,
+    info: u64,
+    slot: u32,
+    my_process: Id,
+    reply_to: Option<Id>,
+) -> Attempt {
+    let call = CALL;
+    let Kernel { threads, processes, caps, endpoints, notifications, run_queues, throttled, current, io_bitmap_owner, fpu_owner, .. } = k;
     // A peer on another CPU takes the general path (which wakes it there):
     // its CPU is checked as soon as the peer is known, before any other
     // lookup, so a cross-CPU round trip wastes as little as it can here.
@@ -144,7 +167,7 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
     // and the scheduler must have nothing to do first: checked last, so the
     // benchmark counts exactly the calls that fell back for such pending
     // work alone (`phases::fallback_if`).
-    if percpu::this().need_resched.load(Ordering::Relaxed)
+    if percpu::need_resched()
         || !throttled.is_empty()
         || run_queues[cpu].peek_highest_priority().is_some_and(|p| p > pt.priority)
     {
@@ -167,6 +190,17 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
     // may be SYSRET without comparing RCX/R11 (`enter_user_after_syscall`).
     debug_assert!(pt.ctx.rcx == pt.ctx.rip && pt.ctx.r11 == pt.ctx.rflags && pt.ctx.rip >> 47 == 0);
     // Committed: nothing below fails.
+    // The receiver list first, through the two threads in hand: the peer of
+    // a call is the list's head (`front` above, with nothing stored since,
+    // so the compiler can see that it still is), the caller of a ReplyRecv
+    // runs, so it is in no list. What is left for a neighbour (a second
+    // receiver waiting) is done once they are let go.
+    let fix = if call {
+        e.receivers.pop_front_held(peer, pt)
+    } else {
+        // Cannot be refused: `me` is in no list (checked with `fits`).
+        e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
+    };
     pt.ctx.rax = 0;
     pt.ctx.rdi = if call { badge } else { 0 };
     pt.ctx.rsi = info;
@@ -175,20 +209,13 @@ pub fn try_ipc<const STAMP: bool>(k: &mut Kernel, cpu: usize, me: Id) -> Attempt
     pt.ctx.r8 = mt.ctx.r8;
     pt.ctx.r9 = mt.ctx.r9;
     pt.state = ThreadState::Running;
-    // The receiver list through the two threads in hand: the peer of a call
-    // is the list's head (checked above: `front`), the caller of a
-    // ReplyRecv runs, so it is in no list. What is left for a neighbour (a
-    // second receiver waiting) is done once they are let go.
-    let fix = if call {
+    if call {
         pt.reply_to = Some(me);
         mt.state = ThreadState::AwaitingReply;
-        e.receivers.pop_front_held(peer, pt)
     } else {
         mt.reply_to = None;
         mt.state = ThreadState::Receiving { endpoint: ep };
-        // Cannot be refused: `me` is in no list (checked with `fits`).
-        e.receivers.push_back_held(me, mt).unwrap_or(kcore::waitlist::Fixup::NONE)
-    };
+    }
     let (top, owner) = (super::context_top_of(pt), io.then_some(pt.process));
     if fpu_owner[cpu].is_some() {
         // The caller used the FPU in this run: its registers go to its
@@ -228,7 +255,7 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id, exit: Option
         return k;
     }
     let (priority, pid) = (th.priority, th.process);
-    if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::this().need_resched.load(Ordering::Relaxed) || !k.dead_pml4s.is_empty() {
+    if FASTPATH_OFF.load(Ordering::Relaxed) || percpu::need_resched() || !k.dead_pml4s.is_empty() {
         return k;
     }
     if k.current[cpu] != Some(me) {
@@ -259,7 +286,7 @@ pub fn resume_caller(mut k: super::KernelGuard, cpu: usize, me: Id, exit: Option
     let owner = k.processes.get_live(pid).and_then(|p| p.io_bitmap.as_ref()).map(|_| pid);
     let super::Kernel { io_bitmap_owner, processes, .. } = &mut *k;
     super::set_io_bitmap_owner(io_bitmap_owner, processes, cpu, owner);
-    percpu::this().in_user.store(true, Ordering::Release);
+    percpu::set_in_user::<true>();
     drop(k);
     super::phases::done();
     crate::arch::enter_user_flagged()

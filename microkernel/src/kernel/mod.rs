@@ -664,10 +664,18 @@ fn load_context(top: u64, pml4: u64) {
 #[inline(always)]
 fn set_io_bitmap_owner(owners: &mut [Option<Id>; MAX_CPUS], processes: &Slab<Process>, cpu: usize, owner: Option<Id>) {
     if owners[cpu] != owner {
-        let bitmap = owner.and_then(|pid| processes.get(pid)).and_then(|p| p.io_bitmap.as_deref());
-        arch::gdt::set_io_bitmap(cpu, bitmap);
-        owners[cpu] = owner;
+        change_io_bitmap_owner(owners, processes, cpu, owner);
     }
+}
+
+/// The copy of [`set_io_bitmap_owner`], out of line: the switches of the
+/// IPC fast path and the VM exit's way back seldom change the owner.
+#[cold]
+#[inline(never)]
+fn change_io_bitmap_owner(owners: &mut [Option<Id>; MAX_CPUS], processes: &Slab<Process>, cpu: usize, owner: Option<Id>) {
+    let bitmap = owner.and_then(|pid| processes.get(pid)).and_then(|p| p.io_bitmap.as_deref());
+    arch::gdt::set_io_bitmap(cpu, bitmap);
+    owners[cpu] = owner;
 }
 
 const SLICE_US: u64 = 10_000;
@@ -765,7 +773,7 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
 pub fn deliver_pending_irqs(k: &mut Kernel) {
     // Checked inline (every system call passes here); the swap and the
     // delivery only when something is pending.
-    if percpu::this().any_pending.load(Ordering::Relaxed) {
+    if percpu::any_pending() {
         deliver_pending_irqs_slow(k);
     }
 }
@@ -797,8 +805,12 @@ fn deliver_pending_irqs_slow(k: &mut Kernel) {
     }
 }
 
+/// Called from entry.s with the `preserve_none` convention: it never returns
+/// (each way out is a jump to ring 3 through `return_to_user*`), so the
+/// registers a C callee would save for its caller hold nothing anybody
+/// needs, and saving them cost six pushes on every system call.
 #[unsafe(no_mangle)]
-extern "C" fn syscall_from_user() -> ! {
+extern "rust-preserve-none" fn syscall_from_user() -> ! {
     // The entry saved the registers into the current thread's context;
     // dispatch reaches them through the thread object. Two copies of
     // the path: with the benchmark's phase stamps and without (one check
@@ -809,7 +821,7 @@ extern "C" fn syscall_from_user() -> ! {
 #[inline(always)]
 fn syscall_path<const STAMP: bool>() -> ! {
     phases::stamp_if::<STAMP>(0);
-    percpu::this().in_user.store(false, Ordering::Release);
+    percpu::set_in_user::<false>();
     let mut k = lock();
     deliver_pending_irqs(&mut k);
     phases::stamp_if::<STAMP>(1);
@@ -820,7 +832,7 @@ fn syscall_path<const STAMP: bool>() -> ! {
             fastpath::Attempt::Switched => {
                 // The fast path has switched to the next thread itself.
                 phases::stamp_if::<STAMP>(4);
-                percpu::this().in_user.store(true, Ordering::Release);
+                percpu::set_in_user::<true>();
                 drop(k);
                 phases::done_if::<STAMP>();
                 arch::enter_user_after_syscall()

@@ -67,7 +67,7 @@ syscall_entry:
     /* No CLD: SYSCALL cleared DF (SFMASK has bit 10, cpu.rs). No argument:
      * the Rust side finds the frame through the current thread. */
     mov rsp, gs:[PERCPU_KSTACK]
-    call syscall_from_user
+    call syscall_from_user      /* preserve_none: it never returns (kernel/mod.rs) */
     /* fall through */
 
 /* The way back to ring 3 for whichever thread is current. SYSRET when it

@@ -181,7 +181,61 @@ pub fn index() -> usize {
             options(pure, readonly, nostack, preserves_flags),
         );
     }
-    i as usize
+    let i = i as usize;
+    // SAFETY: `init` stored `index` from `cpu` after indexing `PERCPU`
+    // (`[PerCpu; MAX_CPUS]`) with it, so it is below MAX_CPUS; telling the
+    // compiler drops the bounds checks of every per-CPU array indexed by it
+    // (the IPC fast path's `current[cpu]`, among others).
+    unsafe { core::hint::assert_unchecked(i < MAX_CPUS) };
+    i
+}
+
+/// `this().in_user.store(V, Release)` as one GS-relative store (the
+/// system-call path sets it on the way in and out). Release: the asm may
+/// write memory, so the compiler keeps every access before it before it,
+/// and x86 stores are not reordered with earlier loads and stores.
+#[inline(always)]
+pub fn set_in_user<const V: bool>() {
+    // SAFETY: GS holds this CPU's PerCpu (see `this`); `in_user` is an
+    // `AtomicBool`, one byte, written here as a byte store is atomic.
+    unsafe {
+        core::arch::asm!(
+            "mov byte ptr gs:[{off}], {v}",
+            off = const core::mem::offset_of!(PerCpu, in_user),
+            v = const V as u8,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// `this().need_resched.load(Relaxed)` as one GS-relative load.
+#[inline(always)]
+pub fn need_resched() -> bool {
+    load_flag::<{ core::mem::offset_of!(PerCpu, need_resched) }>()
+}
+
+/// `this().any_pending.load(Relaxed)` as one GS-relative load.
+#[inline(always)]
+pub fn any_pending() -> bool {
+    load_flag::<{ core::mem::offset_of!(PerCpu, any_pending) }>()
+}
+
+/// A Relaxed load of the `AtomicBool` at offset `OFF` of this CPU's PerCpu.
+#[inline(always)]
+fn load_flag<const OFF: usize>() -> bool {
+    let v: u32;
+    // SAFETY: GS holds this CPU's PerCpu (see `this`); the callers name an
+    // `AtomicBool` field (0 or 1), read as a byte load is atomic. Not
+    // `pure`: an interrupt handler or another CPU may change it.
+    unsafe {
+        core::arch::asm!(
+            "movzx {v:e}, byte ptr gs:[{off}]",
+            v = out(reg) v,
+            off = const OFF,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
+    v != 0
 }
 
 /// Sets where the next return to ring 3 restores from (the current thread's
