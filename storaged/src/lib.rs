@@ -252,6 +252,10 @@ struct OpenRing<R, C, D: BlockDevice> {
     server: RingServer,
     memory: R,
     client: C,
+    /// Kicks served, and the clock's ticks storaged spent serving them
+    /// (0 without a clock): logged when the ring closes.
+    kicks: u64,
+    serve_ticks: u64,
 }
 
 /// A grant: the volumes one badge reaches.
@@ -371,6 +375,17 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         }
     }
 
+    /// A closing ring's kicks and the time storaged spent serving them:
+    /// `N kicks served in T us` (microseconds of the meter's clock; under
+    /// QEMU `-icount shift=0` thousands of instructions), or `N kicks` when
+    /// the clock or its rate is unknown.
+    fn served(&self, ring: &OpenRing<F::Ring, F::Client, D>) -> String {
+        match (self.clock, self.ticks_per_ms) {
+            (Some(_), r) if r > 0 => alloc::format!("{} kicks served in {} us", ring.kicks, ring.serve_ticks.saturating_mul(1000) / r),
+            _ => alloc::format!("{} kicks", ring.kicks),
+        }
+    }
+
     /// Logs where the pool's time went (after a volume's ring closed: a VM
     /// stopped using it).
     fn log_meter(&self, backend: &Backend<D>) {
@@ -449,7 +464,7 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
             if self.factory.has_ended(&self.rings[i].client) {
                 let ring = self.rings.swap_remove(i);
                 let (done, failed) = ring.server.counts();
-                log::info!("ring {} closed: its client ended ({done} requests done, {failed} failed)", ring.handle);
+                log::info!("ring {} closed: its client ended ({done} requests done, {failed} failed; {})", ring.handle, self.served(&ring));
                 self.log_meter(&ring.backend);
                 self.drop_ring(ring);
                 closed += 1;
@@ -542,7 +557,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         }
         let handle = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        self.rings.push(OpenRing { handle, owner: self.caller, backend, server, memory, client });
+        self.rings.push(OpenRing { handle, owner: self.caller, backend, server, memory, client, kicks: 0, serve_ticks: 0 });
         log::info!("{}: ring {handle} open ({} sectors)", info.name, info.capacity_sectors);
         Ok(OpenedDisk { handle, info, ring_pages: DEFAULT_RING_PAGES as u32 })
     }
@@ -550,6 +565,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
     fn kick(&mut self, handle: u32) -> Result<u32, StorageError> {
         self.service.requests += 1;
         let i = self.ring(handle)?;
+        let t0 = self.clock.map(|c| c());
         let ring = &mut self.rings[i];
         let bounce = self.factory.bounce();
         let (result, name) = match &mut ring.backend {
@@ -563,6 +579,10 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
             log::warn!("{name}: ring {handle}: {e}");
             e.into()
         });
+        ring.kicks += 1;
+        if let (Some(c), Some(t0)) = (self.clock, t0) {
+            ring.serve_ticks += c().saturating_sub(t0);
+        }
         self.commit_by_time();
         result
     }
@@ -572,7 +592,7 @@ impl<D: BlockDevice, F: RingFactory> storage::Server for Storaged<D, F> {
         let i = self.ring(handle)?;
         let ring = self.rings.swap_remove(i);
         let (done, failed) = ring.server.counts();
-        log::info!("ring {handle} closed ({done} requests done, {failed} failed)");
+        log::info!("ring {handle} closed ({done} requests done, {failed} failed; {})", self.served(&ring));
         self.log_meter(&ring.backend);
         self.drop_ring(ring);
         Ok(())
