@@ -435,6 +435,12 @@ impl<D: BlockDevice, F: RingFactory> Storaged<D, F> {
         self.rings.len()
     }
 
+    /// Ring `handle`'s kicks served so far and the clock's ticks spent
+    /// serving them (logged when it closes); None for no such ring.
+    pub fn ring_service(&self, handle: u32) -> Option<(u64, u64)> {
+        self.rings.iter().find(|r| r.handle == handle).map(|r| (r.kicks, r.serve_ticks))
+    }
+
     /// The requests that follow come from the client whose endpoint
     /// capability carries `badge` ([`libipc::Dispatch::dispatch_from`]
     /// sets it for each request; host tests that call the `storage` methods
