@@ -400,6 +400,8 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
     // Per side: write and read MB/s of each round; per round: the ratios.
     let mut rates: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let mut ratios: Vec<(f64, f64)> = Vec::new();
+    // Per round: the ratios, or None for a round that gave none.
+    let mut by_round: Vec<Option<(f64, f64)>> = Vec::new();
     // Per side, under icount: the guest's nanoseconds of each round.
     let mut guest: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
     // storaged's checksum time per byte (its meter line), each pool boot.
@@ -459,7 +461,17 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
         if let [(pw, pr), (dw, dr)] = pair[..] {
             println!("round {round}: pool/disk write {:.3}, read {:.3}", pw / dw, pr / dr);
             ratios.push((pw / dw, pr / dr));
+            by_round.push(Some((pw / dw, pr / dr)));
+        } else {
+            by_round.push(None);
         }
+    }
+    // Every round, the failed ones too (their problems say why): the
+    // medians below are of the rounds that have figures.
+    for (i, dir_name) in [(0, "write"), (1, "read")] {
+        let list: Vec<String> =
+            by_round.iter().map(|r| r.map_or("failed".to_string(), |r| format!("{:.3}", if i == 0 { r.0 } else { r.1 }))).collect();
+        println!("pool/disk {dir_name} by round: {}", list.join(" "));
     }
     for (side, what) in [(0, "pool"), (1, "disk")] {
         if let (Some(w), Some(r)) = (median(rates[side].iter().map(|x| x.0)), median(rates[side].iter().map(|x| x.1))) {
@@ -492,6 +504,7 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
             figures.push(Figure::new(&base, format!("{m:.3}"), "ratio"));
             figures.push(Figure::new(&format!("{base}_min"), format!("{lo:.3}"), "ratio"));
             figures.push(Figure::new(&format!("{base}_max"), format!("{hi:.3}"), "ratio"));
+            figures.push(Figure::new(&format!("{base}_rounds"), format!("{}", ratios.len()), "rounds"));
         }
     }
     Ok((figures, problems))
