@@ -391,7 +391,16 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
     std::fs::create_dir_all(&dir)?;
     let pool = vec![dir.join("pool.img")];
     let raw = dir.join("raw.img");
-    let words = format!("alcove.disk-write={DATA_MIB} alcove.disk-read={DATA_MIB}");
+    // With `ALCOVE_DISK_BENCH_CPU=N` the dd runs on the guest's CPU N in
+    // every boot (`alcove.disk-cpu`): where the guest's scheduler puts it
+    // varies between boots, and with it the instructions around it
+    // (session 19: a pool read 2.8 M dearer with the dd on CPU 0 than on
+    // CPU 1 in the same run, by the guest-idle lines).
+    let pin = match std::env::var("ALCOVE_DISK_BENCH_CPU").ok().and_then(|v| v.parse::<u32>().ok()) {
+        Some(cpu) if cpu < crate::linux::VCPUS => format!(" alcove.disk-cpu={cpu}"),
+        _ => String::new(),
+    };
+    let words = format!("alcove.disk-write={DATA_MIB} alcove.disk-read={DATA_MIB}{pin}");
     let on_pool = vm_json(images, "disk-bench", &format!("{{\"size\": {VOLUME_MIB}}}"), &words);
     let on_raw = vm_json(images, "disk-bench", "{\"path\": \"raw.img\"}", &words);
     let mut figures = Vec::new();
