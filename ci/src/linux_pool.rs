@@ -115,6 +115,41 @@ pub fn guest_ns(serial: &str, what: &str) -> Option<u64> {
     serial.lines().find_map(|l| l.trim_end().strip_prefix(&prefix)?.parse().ok())
 }
 
+/// The guest's idle time around its `disk-<what>` (`images/linux/init`'s
+/// `alcove-guest: disk-<what> guest-idle-ns <span> <idle cpu0> ...`): the
+/// span between its two snapshots of `/proc/timer_list` (just outside the
+/// dd's clock) and each CPU's idle nanoseconds in it. None without such a
+/// line, a number, or a CPU, or with a CPU idle longer than the span.
+pub fn guest_idle(serial: &str, what: &str) -> Option<(u64, Vec<u64>)> {
+    let prefix = format!("alcove-guest: disk-{what} guest-idle-ns ");
+    let line = serial.lines().find_map(|l| l.trim_end().strip_prefix(&prefix).map(str::to_string))?;
+    let mut n = line.split_whitespace().map(|w| w.parse::<u64>().ok());
+    let span = n.next()??;
+    let idle = n.collect::<Option<Vec<u64>>>()?;
+    (!idle.is_empty() && idle.iter().all(|&i| i <= span)).then_some((span, idle))
+}
+
+/// The guest's busy nanoseconds around its `disk-<what>`: every CPU's
+/// share of [`guest_idle`]'s span that it was not idle (under icount,
+/// instructions of the whole machine while a guest CPU ran, VM exits
+/// included).
+pub fn guest_busy_ns(serial: &str, what: &str) -> Option<u64> {
+    let (span, idle) = guest_idle(serial, what)?;
+    Some(idle.iter().map(|i| span - i).sum())
+}
+
+/// storaged's serving time of a ring, by its close line (`ring N closed
+/// (... ; K kicks served in T us)`): (kicks, microseconds). The first such
+/// line counts; None without one.
+pub fn storaged_served(serial: &str) -> Option<(u64, u64)> {
+    serial.lines().find_map(|l| {
+        let rest = l.split_once("kicks served in ")?;
+        let us = rest.1.trim_end().strip_suffix(" us)")?.parse().ok()?;
+        let kicks = rest.0.trim_end().rsplit([' ', ';', '(']).next()?.parse().ok()?;
+        Some((kicks, us))
+    })
+}
+
 /// The plan and the QEMU command (serial on its stdout) for the VM
 /// `json` describes, its disks host files in `dir` or pool volumes on
 /// `pool`.
@@ -356,7 +391,16 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
     std::fs::create_dir_all(&dir)?;
     let pool = vec![dir.join("pool.img")];
     let raw = dir.join("raw.img");
-    let words = format!("alcove.disk-write={DATA_MIB} alcove.disk-read={DATA_MIB}");
+    // With `ALCOVE_DISK_BENCH_CPU=N` the dd runs on the guest's CPU N in
+    // every boot (`alcove.disk-cpu`): where the guest's scheduler puts it
+    // varies between boots, and with it the instructions around it
+    // (session 19: a pool read 2.8 M dearer with the dd on CPU 0 than on
+    // CPU 1 in the same run, by the guest-idle lines).
+    let pin = match std::env::var("ALCOVE_DISK_BENCH_CPU").ok().and_then(|v| v.parse::<u32>().ok()) {
+        Some(cpu) if cpu < crate::linux::VCPUS => format!(" alcove.disk-cpu={cpu}"),
+        _ => String::new(),
+    };
+    let words = format!("alcove.disk-write={DATA_MIB} alcove.disk-read={DATA_MIB}{pin}");
     let on_pool = vm_json(images, "disk-bench", &format!("{{\"size\": {VOLUME_MIB}}}"), &words);
     let on_raw = vm_json(images, "disk-bench", "{\"path\": \"raw.img\"}", &words);
     let mut figures = Vec::new();
@@ -365,10 +409,16 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
     // Per side: write and read MB/s of each round; per round: the ratios.
     let mut rates: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let mut ratios: Vec<(f64, f64)> = Vec::new();
+    // Per round: the ratios, or None for a round that gave none.
+    let mut by_round: Vec<Option<(f64, f64)>> = Vec::new();
     // Per side, under icount: the guest's nanoseconds of each round.
     let mut guest: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
     // storaged's checksum time per byte (its meter line), each pool boot.
     let mut checksum: Vec<f64> = Vec::new();
+    // Per side and direction: the guest's busy nanoseconds each round; per
+    // side: storaged's serving microseconds each round.
+    let mut busy_ns: [[Vec<f64>; 2]; 2] = Default::default();
+    let mut served_us: [Vec<f64>; 2] = Default::default();
     for round in 0..rounds {
         // A fresh pool and disk each round: every round does the same work.
         let _ = std::fs::remove_file(&pool[0]);
@@ -387,6 +437,19 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
             {
                 println!("round {round} {what}: guest clock write {w} ns, read {r} ns");
                 guest[side].push((w, r));
+            }
+            // Where the time went: the guest's CPUs busy (under icount the
+            // machine's instructions while a guest CPU ran), and storaged
+            // serving the ring's kicks.
+            for dir_name in ["write", "read"] {
+                if let (Some((span, idle)), Some(busy)) = (guest_idle(b.serial(), dir_name), guest_busy_ns(b.serial(), dir_name)) {
+                    println!("round {round} {what}: {dir_name} span {span} ns, guest CPUs busy {busy} ns (idle {idle:?} ns)");
+                    busy_ns[side][if dir_name == "write" { 0 } else { 1 }].push(busy as f64);
+                }
+            }
+            if let Some((kicks, us)) = storaged_served(b.serial()) {
+                println!("round {round} {what}: storaged served {kicks} kicks in {us} us (the whole boot)");
+                served_us[side].push(us as f64);
             }
             let mb = (DATA_MIB * MIB) as f64 / 1e6;
             match (b.seconds_by(clock, "write").map(|s| mb / s), b.seconds_by(clock, "read").map(|s| mb / s)) {
@@ -407,7 +470,17 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
         if let [(pw, pr), (dw, dr)] = pair[..] {
             println!("round {round}: pool/disk write {:.3}, read {:.3}", pw / dw, pr / dr);
             ratios.push((pw / dw, pr / dr));
+            by_round.push(Some((pw / dw, pr / dr)));
+        } else {
+            by_round.push(None);
         }
+    }
+    // Every round, the failed ones too (their problems say why): the
+    // medians below are of the rounds that have figures.
+    for (i, dir_name) in [(0, "write"), (1, "read")] {
+        let list: Vec<String> =
+            by_round.iter().map(|r| r.map_or("failed".to_string(), |r| format!("{:.3}", if i == 0 { r.0 } else { r.1 }))).collect();
+        println!("pool/disk {dir_name} by round: {}", list.join(" "));
     }
     for (side, what) in [(0, "pool"), (1, "disk")] {
         if let (Some(w), Some(r)) = (median(rates[side].iter().map(|x| x.0)), median(rates[side].iter().map(|x| x.1))) {
@@ -418,6 +491,14 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
         if let (Some(w), Some(r)) = (ns(|x| x.0), ns(|x| x.1)) {
             figures.push(Figure::new(&format!("linux_{what}_write{tag}_guest_ns"), format!("{w:.0}"), "ns"));
             figures.push(Figure::new(&format!("linux_{what}_read{tag}_guest_ns"), format!("{r:.0}"), "ns"));
+        }
+        for (d, dir_name) in [(0, "write"), (1, "read")] {
+            if let Some(b) = median(busy_ns[side][d].iter().copied()) {
+                figures.push(Figure::new(&format!("linux_{what}_{dir_name}{tag}_guest_busy_ns"), format!("{b:.0}"), "ns"));
+            }
+        }
+        if let Some(us) = median(served_us[side].iter().copied()) {
+            figures.push(Figure::new(&format!("linux_{what}_storaged_serve{tag}"), format!("{us:.0}"), "us"));
         }
     }
     if let Some(ns) = median(checksum.into_iter()) {
@@ -432,6 +513,7 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration, clock: BenchCloc
             figures.push(Figure::new(&base, format!("{m:.3}"), "ratio"));
             figures.push(Figure::new(&format!("{base}_min"), format!("{lo:.3}"), "ratio"));
             figures.push(Figure::new(&format!("{base}_max"), format!("{hi:.3}"), "ratio"));
+            figures.push(Figure::new(&format!("{base}_rounds"), format!("{}", ratios.len()), "rounds"));
         }
     }
     Ok((figures, problems))
@@ -491,6 +573,28 @@ mod bench_tests {
         assert_eq!(super::checksum_ns_per_byte("pool meter: checksums 0 KiB in 0 ms;"), None, "nothing checksummed");
         assert_eq!(super::checksum_ns_per_byte("pool meter: checksums 10 KiB in 5 ticks;"), None, "no clock rate");
         assert_eq!(super::checksum_ns_per_byte("ring 1 closed"), None);
+    }
+
+    #[test]
+    fn the_guest_idle_line_gives_busy_time() {
+        let serial = "alcove-guest: disk-write guest-idle-ns 1000 300 900\r\nalcove-guest: disk-read guest-idle-ns 50 0 0\n";
+        assert_eq!(super::guest_idle(serial, "write"), Some((1000, vec![300, 900])));
+        assert_eq!(super::guest_busy_ns(serial, "write"), Some(700 + 100));
+        assert_eq!(super::guest_busy_ns(serial, "read"), Some(100), "two CPUs busy throughout");
+        assert_eq!(super::guest_idle("alcove-guest: disk-write guest-idle-ns 1000\n", "write"), None, "no CPU");
+        assert_eq!(super::guest_idle("alcove-guest: disk-write guest-idle-ns 10 20\n", "write"), None, "idle past the span");
+        assert_eq!(super::guest_idle("alcove-guest: disk-write guest-idle-ns 10 x\n", "write"), None, "not a number");
+        assert_eq!(super::guest_idle(serial, "trim"), None);
+    }
+
+    #[test]
+    fn the_ring_close_line_gives_storaged_serving_time() {
+        let serial = "[INFO ] storaged: ring 1 closed (40 requests done, 0 failed; 17 kicks served in 2345 us)\n\
+                      [INFO ] storaged: ring 2 closed (1 requests done, 0 failed; 1 kicks served in 9 us)\n";
+        assert_eq!(super::storaged_served(serial), Some((17, 2345)));
+        assert_eq!(super::storaged_served("ring 1 closed: its client ended (4 requests done, 0 failed; 3 kicks served in 7 us)"), Some((3, 7)));
+        assert_eq!(super::storaged_served("ring 1 closed (4 requests done, 0 failed; 3 kicks)"), None, "no clock");
+        assert_eq!(super::storaged_served(""), None);
     }
 
     #[test]

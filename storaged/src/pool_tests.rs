@@ -799,6 +799,42 @@ fn an_idle_pool_commits_when_its_timer_wakes_it() {
     assert_eq!(*WAKER_TOLD.lock().unwrap(), [Some(timeout), None, Some(timeout)]);
 }
 
+/// A clock that moves on by one tick each time it is read.
+static TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn ticking_clock() -> u64 {
+    TICKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+}
+
+/// storaged counts a ring's kicks and the time it spent serving them (the
+/// bench's `kicks served in` figure): every kick counted, each at least a
+/// tick of a clock that moves whenever it is read; a kick of another ring
+/// or of a handle that is not open counts nowhere.
+#[test]
+fn each_ring_counts_its_kicks_and_serving_time() {
+    let mut s = pool_server();
+    s.set_ticks_per_ms(1);
+    s.set_clock(Some(ticking_clock));
+    let ga = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/a-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let s = Rc::new(RefCell::new(s));
+    let mut a = open(&s, ga, 0).unwrap();
+    let handle = a.doorbell().handle;
+    assert_eq!(s.borrow().ring_service(handle), Some((0, 0)), "nothing served yet");
+    let data: Vec<u8> = (0..8 * 512).map(|i| (i * 7 + 1) as u8).collect();
+    a.write(0, &data).unwrap();
+    a.flush().unwrap();
+    let mut back = vec![0u8; data.len()];
+    a.read(0, &mut back).unwrap();
+    assert_eq!(back, data);
+    let (kicks, ticks) = s.borrow().ring_service(handle).unwrap();
+    assert_eq!(kicks, 3, "a write, a flush and a read: a kick each");
+    assert!(ticks >= kicks, "each kick took at least a tick: {ticks}");
+    assert!(storage::Server::kick(as_(&mut s.borrow_mut(), ga), handle + 100).is_err(), "no such ring");
+    assert_eq!(s.borrow().ring_service(handle).unwrap().0, kicks, "the refused kick counted nowhere");
+    assert_eq!(s.borrow().ring_service(handle + 100), None);
+}
+
 /// A scrub that finds blocks no copy can repair (a single-disk pool) walks
 /// on and names them, the first `POOL_REPORTS_MAX` with the longest names
 /// cut, and counts them all, in one message; the undamaged volume is not

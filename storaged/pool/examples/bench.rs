@@ -41,10 +41,11 @@ fn clock() -> u64 {
 /// read of 64 MiB with each checksum, and where the write's time went.
 fn per_checksum(rng: &mut Rng) {
     let chunk: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
-    // fletcher4's two ways (`checksum_fletcher4` below is whichever the
-    // build uses: SSE2 on the host).
+    // fletcher4's three ways (`checksum_fletcher4` below is whichever the
+    // build uses: SSE4.1's loads on the host, SSE2's without them).
     type Way = fn(&[u8]) -> alcove_fletcher4::Sums;
-    let ways: [(&str, Way); 2] = [("scalar", alcove_fletcher4::scalar), ("sse2", alcove_fletcher4::sse2)];
+    let ways: [(&str, Way); 3] =
+        [("scalar", alcove_fletcher4::scalar), ("sse2", alcove_fletcher4::sse2), ("sse41", alcove_fletcher4::sse41)];
     for (way, f) in ways {
         let t = Instant::now();
         for _ in 0..256 {

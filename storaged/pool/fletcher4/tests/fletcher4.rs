@@ -54,6 +54,8 @@ fn ways() -> Vec<Way> {
     let mut v: Vec<Way> = vec![("scalar", scalar), ("fletcher4", fletcher4)];
     #[cfg(target_arch = "x86_64")]
     v.push(("sse2", alcove_fletcher4::sse2));
+    #[cfg(target_arch = "x86_64")]
+    v.push(("sse41", alcove_fletcher4::sse41));
     v
 }
 
@@ -168,6 +170,14 @@ fn combine_turns_lanes_into_the_block_sums() {
         }
         assert_eq!(combine(&lanes), closed_form(&data), "{words} words");
     }
+}
+
+/// The machine running the tests has SSE4.1 (every x86_64 host since
+/// 2008): the `sse41` way above runs its own loop, not `sse2`'s fallback.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn the_host_has_sse41() {
+    assert!(alcove_fletcher4::has_sse41(), "the sse41 tests would only test the SSE2 fallback");
 }
 
 /// The host's x86_64 has SSE2 on: `fletcher4` (and so the pool's own
