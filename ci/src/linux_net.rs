@@ -295,10 +295,14 @@ fn run_two_with(case: &str, kernel: &Path, images: &Images, bytes: u64, options:
     let iso = image::iso_of(kernel, &format!("test-{}", case.replace('/', "-")), "", &system)?;
     let mut qemu = machine.qemu_forwarding(&[]);
     qemu.icount = *icount;
+    // QEMU's CPU state if the whole machine resets (the two-VM fault).
+    let reset_log = crate::emu::log_path(&case.replace('/', "-"))?.with_extension("qemu-reset.log");
+    qemu.reset_log = Some(reset_log.clone());
     let mut c = qemu.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     let t = capture_timed_answering(c, &case.replace('/', "-"), Some(timeout), false, None)?;
     let (mut problems, fig) = judge_two(&t.run.serial, &machine, bytes);
+    problems.extend(crate::emu::reset_report(&reset_log));
     if netd_args.iter().any(|a| a.starts_with("test-exit-after-frames=")) {
         problems.extend(restart_problems(&t.run.serial, &machine));
     }
