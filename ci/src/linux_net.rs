@@ -167,6 +167,11 @@ pub const RECEIVER: &str = "net-recv";
 pub const TWO_BYTES: u64 = 8 << 20;
 /// The cap of `bench/net-maxbw`, on the sender's VNIC.
 pub const MAXBW_MBIT: u32 = 20;
+/// A second cap of `bench/net-maxbw`, one the nested guests reach here
+/// (uncapped they move some 5-11 Mbit/s under QEMU's TCG), so that run
+/// shows the cap holding: issue 13 wants the measured throughput within
+/// 20 % of the cap.
+pub const MAXBW_REACHABLE_MBIT: u32 = 2;
 
 /// One of `linux/net-two`'s VMs: 1 vCPU, 256 MiB, one NIC on `stub0`
 /// (with `maxbw`, capped), the guest's `/init` told its `role`.
@@ -511,7 +516,8 @@ pub const KICK_LOG_FRAMES: u64 = 128;
 pub const ICOUNT_BYTES: u64 = 256 << 10;
 
 /// `bench/net-maxbw`: the two-VM transfer uncapped, then with the sender
-/// capped at [`MAXBW_MBIT`]; figures only from runs that passed.
+/// capped at [`MAXBW_MBIT`] and at [`MAXBW_REACHABLE_MBIT`]; figures only
+/// from runs that passed.
 pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<crate::bench::Figure>, Vec<String>)> {
     use crate::bench::Figure;
     let mut figures = Vec::new();
@@ -542,12 +548,18 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<c
     } else {
         problems.extend(p.into_iter().map(|p| format!("bench/net-qemu: {p}")));
     }
-    let (_, p, capped) = run_two("bench/net-maxbw", kernel, images, Some(MAXBW_MBIT), TWO_BYTES, timeout)?;
-    if p.is_empty() {
-        figures.push(Figure::new("net_maxbw_20_measured", format!("{:.2}", capped.mbit_s()), "Mbit/s"));
-        figures.push(Figure::new("net_maxbw_20_ratio", format!("{:.3}", capped.mbit_s() / f64::from(MAXBW_MBIT)), "ratio"));
-    } else {
-        problems.extend(p.into_iter().map(|p| format!("bench/net-maxbw: {p}")));
+    // Each cap's run: `net_maxbw_<cap>_measured` and its ratio to the cap.
+    for (case, cap) in [("bench/net-maxbw", MAXBW_MBIT), ("bench/net-maxbw-reachable", MAXBW_REACHABLE_MBIT)] {
+        let (_, p, capped) = run_two(case, kernel, images, Some(cap), TWO_BYTES, timeout)?;
+        if p.is_empty() {
+            figures.push(Figure::new(&format!("net_maxbw_{cap}_measured"), format!("{:.2}", capped.mbit_s()), "Mbit/s"));
+            figures.push(Figure::new(&format!("net_maxbw_{cap}_ratio"), format!("{:.3}", capped.mbit_s() / f64::from(cap)), "ratio"));
+            if free_ok && free.mbit_s() < f64::from(cap) {
+                println!("  note {case}: uncapped the guests moved {:.2} Mbit/s in this run, below the {cap} Mbit/s cap: its ratio shows the guests, not the cap", free.mbit_s());
+            }
+        } else {
+            problems.extend(p.into_iter().map(|p| format!("{case}: {p}")));
+        }
     }
     // Instructions per forwarded frame: net-two's machine under
     // `-icount shift=0`, whose netd logs its kick path's TSC ticks.
