@@ -29,9 +29,10 @@
 //! net-two's machine under `-icount shift=0` whose netd logs its kick
 //! path ([`KickPath`]: instructions per forwarded frame).
 //!
-//! The first two are in the linux tier (each passed at least three runs in a row
-//! here first); `cargo xtask test --tier linux --case net-pair` (or
-//! `--case net-host`) runs one.
+//! All are in the linux tier; `linux/net-two` and `linux/net-restart` joined
+//! it once their machine ran QEMU with one thread for both CPUs (the
+//! whole-machine reset was QEMU's; README). `cargo xtask test --tier linux
+//! --case net-pair` (or `--case net-two`, ...) runs one.
 
 use crate::Result;
 use crate::emu::{Run, capture_timed_answering};

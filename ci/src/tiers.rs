@@ -1020,18 +1020,6 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         if !chosen.contains(&"linux") || only.as_deref().is_some_and(|o| !case.contains(o) && !o.contains(alias)) {
             continue;
         }
-        // linux/net-two runs by name only (`--case net-two`) for now: in
-        // one of its runs the sender's guest kernel triple-faulted early
-        // in boot (before any network), a fault to find first.
-        if case == crate::linux_net::TWO_CASE && only.is_none() {
-            continue;
-        }
-        // linux/net-restart (two VMs, as net-two) runs by name only too:
-        // it passed three runs in a row, but the third took 68 s (> 60 s)
-        // under the load of other engineers' runs.
-        if case == crate::linux_net::RESTART_CASE && only.is_none() {
-            continue;
-        }
         println!("== linux: {title}");
         let kernel = kernel.as_deref().expect("kernel built");
         // `ALCOVE_TEST_REPEAT` rounds; the first failure ends them.
