@@ -78,12 +78,29 @@ pub struct Qemu {
     /// overrides it for every QEMU run without `icount` (which is one
     /// thread anyway).
     pub one_thread: bool,
+    /// Where QEMU logs each CPU's state before a CPU reset (`-d
+    /// cpu_reset,guest_errors -D FILE`, with guest errors). The machine
+    /// then resets instead of exiting (no `-no-reboot`), so QEMU writes
+    /// down the state it reset from (RIP, CR0-CR4, GDT, IDT, EFER), and the
+    /// harness ends it at once (see [`reset_dumps`]), reporting QEMU's exit
+    /// status 0 as `-no-reboot` would have. Costs nothing while no CPU
+    /// resets (a few dumps at power-on and at an AP's INIT).
+    pub reset_log: Option<PathBuf>,
     pub extra: Vec<String>,
 }
 
 impl Default for Qemu {
     fn default() -> Self {
-        Self { smp: 2, mem_mib: 512, uefi: false, cpu: "qemu64,+svm,+npt".into(), icount: false, one_thread: false, extra: vec![] }
+        Self {
+            smp: 2,
+            mem_mib: 512,
+            uefi: false,
+            cpu: "qemu64,+svm,+npt".into(),
+            icount: false,
+            one_thread: false,
+            reset_log: None,
+            extra: vec![],
+        }
     }
 }
 
@@ -97,8 +114,17 @@ impl Qemu {
         c.arg("-chardev")
             .arg(format!("socket,id={DIAG_ID},path={},server=on,wait=off", diag.display()))
             .args(["-mon", &format!("chardev={DIAG_ID},mode=readline")]);
-        c.args(["-display", "none", "-no-reboot"])
-            .args(["-cpu", &self.cpu])
+        c.args(["-display", "none"]);
+        match &self.reset_log {
+            Some(log) => {
+                let _ = fs::remove_file(log);
+                c.args(["-d", RESET_LOG_ITEMS, "-D"]).arg(log);
+            }
+            None => {
+                c.arg("-no-reboot");
+            }
+        }
+        c.args(["-cpu", &self.cpu])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .arg("-cdrom")
             .arg(iso)
@@ -138,7 +164,7 @@ impl Qemu {
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let start = Instant::now();
         let child = c.spawn().map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
-        let ending = match wait(child, timeout, diag_of(&c).as_deref(), &log)? {
+        let ending = match wait(child, timeout, self.reset_log.as_deref(), diag_of(&c).as_deref(), &log)? {
             Some(status) => Ending::Qemu(status.code().unwrap_or(-1)),
             None => Ending::Timeout(timeout.as_secs()),
         };
@@ -206,7 +232,7 @@ impl Bochs {
             .env("TERM", "dumb")
             .spawn()
             .map_err(|e| format!("starting bochs: {e}"))?;
-        let ending = match wait(child, timeout, None, &log)? {
+        let ending = match wait(child, timeout, None, None, &log)? {
             Some(_) => {
                 let blog = fs::read_to_string(&bochs_log).unwrap_or_default();
                 Ending::Bochs { shutdown: blog.contains("Shutdown port: shutdown requested") }
@@ -282,6 +308,7 @@ pub fn capture_timed_script(
         Some(i) if c.get_program() == "setpriv" => args.get(i + 1).cloned().unwrap_or_default(),
         _ => c.get_program().to_string_lossy().into_owned(),
     };
+    let reset_log = reset_log_of(&args);
     let start = Instant::now();
     let mut child = c.spawn().map_err(|e| format!("starting {program}: {e}"))?;
     let mut out = child.stdout.take().ok_or("no stdout pipe")?;
@@ -326,7 +353,7 @@ pub fn capture_timed_script(
         (all, lines)
     });
     let status = match timeout {
-        Some(t) => wait(child, t, diag_of(&c).as_deref(), &log)?,
+        Some(t) => wait(child, t, reset_log.as_deref(), diag_of(&c).as_deref(), &log)?,
         None => {
             let status = child.wait()?;
             note_exit(&status);
@@ -358,15 +385,130 @@ pub fn log_path(name: &str) -> Result<PathBuf> {
     Ok(dir.join(format!("{}.log", name.replace('/', "-"))))
 }
 
+/// QEMU's log items for [`Qemu::reset_log`].
+const RESET_LOG_ITEMS: &str = "cpu_reset,guest_errors";
+
+/// The file a QEMU command line logs CPU resets to ([`Qemu::reset_log`]).
+fn reset_log_of(args: &[String]) -> Option<PathBuf> {
+    let items = args.iter().position(|a| a == "-d").and_then(|i| args.get(i + 1))?;
+    if !items.split(',').any(|i| i == "cpu_reset") {
+        return None;
+    }
+    args.iter().position(|a| a == "-D").and_then(|i| args.get(i + 1)).map(PathBuf::from)
+}
+
+/// One CPU's state as QEMU logged it before a reset (`-d cpu_reset`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResetDump {
+    pub cpu: u32,
+    /// The dump's lines that say where the CPU was: RIP, CS, GDT, IDT,
+    /// CR0-CR4 and EFER.
+    pub lines: Vec<String>,
+}
+
+/// The CPU dumps of `log` (QEMU's `-d cpu_reset` output) taken from a
+/// running system: with paging on (CR0.PG), which the dumps QEMU takes at
+/// power-on and at an AP's INIT (a CPU in its reset state or waiting for
+/// SIPI) never have. Non-empty means the machine reset while it ran.
+pub fn reset_dumps(log: &str) -> Vec<ResetDump> {
+    let mut dumps = Vec::new();
+    let mut current: Option<ResetDump> = None;
+    let mut paging = false;
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("CPU Reset (CPU ") {
+            if let Some(d) = current.take().filter(|_| paging) {
+                dumps.push(d);
+            }
+            paging = false;
+            let cpu = rest.trim_end_matches(')').parse().unwrap_or(u32::MAX);
+            current = Some(ResetDump { cpu, lines: Vec::new() });
+            continue;
+        }
+        let Some(d) = current.as_mut() else { continue };
+        let t = line.trim_start();
+        if let Some(cr0) = t.strip_prefix("CR0=") {
+            let hex = cr0.split_whitespace().next().unwrap_or("");
+            paging = u64::from_str_radix(hex, 16).is_ok_and(|v| v & (1 << 31) != 0);
+        }
+        if ["RIP=", "EIP=", "CS =", "GDT=", "IDT=", "CR0=", "EFER="].iter().any(|p| t.starts_with(p)) {
+            d.lines.push(line.trim_end().to_string());
+        }
+    }
+    if let Some(d) = current.filter(|_| paging) {
+        dumps.push(d);
+    }
+    dumps
+}
+
+/// What a QEMU reset log ([`Qemu::reset_log`]) says went wrong: whether
+/// the machine triple-faulted (QEMU's `Triple fault` line; a reset without
+/// it is a reset request, e.g. a write to port 0xcf9 or 0x64), each CPU's
+/// state before the reset, and the guest errors QEMU logged. Empty when
+/// the machine did not reset.
+pub fn reset_report(log: &Path) -> Vec<String> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let dumps = reset_dumps(&text);
+    if dumps.is_empty() {
+        return Vec::new();
+    }
+    let cause = if text.lines().any(|l| l.trim() == "Triple fault") { "a triple fault" } else { "a reset request (no triple fault)" };
+    let mut report = vec![format!("the whole machine reset: {cause} (QEMU's log: {})", log.display())];
+    for d in &dumps {
+        report.push(format!("CPU {} before the reset: {}", d.cpu, d.lines.join(" | ")));
+    }
+    let errors: Vec<&str> = text.lines().filter(|l| !l.is_empty() && !is_dump_line(l)).take(8).collect();
+    if !errors.is_empty() {
+        report.push(format!("QEMU's other log lines: {}", errors.join(" | ")));
+    }
+    report
+}
+
+/// Whether a line of QEMU's log belongs to a CPU dump (`RAX=…`, `ES =…`,
+/// `XMM00=…`) or names a reset.
+fn is_dump_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("CPU Reset (CPU ")
+        || t == "Triple fault"
+        || t.split_once('=').is_some_and(|(k, _)| {
+            let k = k.trim_end();
+            !k.is_empty() && k.len() <= 6 && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
+}
+
 /// Waits for the child up to `timeout`; kills it and returns `None` if it is
 /// still running then, after saving what its diagnostic monitor (`diag`,
-/// see [`Qemu::command`]) says of the machine beside `log`.
-fn wait(mut child: Child, timeout: Duration, diag: Option<&Path>, log: &Path) -> Result<Option<std::process::ExitStatus>> {
+/// see [`Qemu::command`]) says of the machine beside `log`. With
+/// `reset_log` (a [`Qemu::reset_log`] machine, which resets instead of
+/// exiting), a dump of a running CPU there ends the machine at once, with
+/// the status 0 `-no-reboot` would have given.
+fn wait(
+    mut child: Child,
+    timeout: Duration,
+    reset_log: Option<&Path>,
+    diag: Option<&Path>,
+    log: &Path,
+) -> Result<Option<std::process::ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
     let deadline = Instant::now() + timeout;
+    let mut seen_len = 0;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             note_exit(&status);
             break Some(status);
+        }
+        if let Some(log) = reset_log
+            && let Ok(meta) = fs::metadata(log)
+            && meta.len() != seen_len
+        {
+            seen_len = meta.len();
+            if !reset_dumps(&fs::read_to_string(log).unwrap_or_default()).is_empty() {
+                // Let QEMU finish the other CPUs' dumps (it writes them
+                // one after another while it resets the machine).
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = child.kill();
+                let _ = child.wait();
+                break Some(std::process::ExitStatus::from_raw(0));
+            }
         }
         if Instant::now() >= deadline {
             if let Some(sock) = diag {
@@ -433,5 +575,84 @@ fn diag_dump(sock: &Path, out: &Path) {
     eprintln!("  machine state at the timeout: {}", out.display());
     for l in text.lines().filter(|l| l.starts_with("RIP=") || l.starts_with("CPU#") || l.contains(" HLT=")) {
         eprintln!("    {}", l.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// QEMU's dumps at power-on (real mode, no paging), an AP's INIT, then
+    /// a running CPU's (long mode) at a triple fault, and a guest error.
+    const LOG: &str = "CPU Reset (CPU 0)\n\
+        EIP=0000fff0 EFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\n\
+        CR0=60000010 CR2=00000000 CR3=00000000 CR4=00000000\n\
+        CPU Reset (CPU 1)\n\
+        CPU Reset (CPU 1)\n\
+        EIP=00000000 EFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=1\n\
+        CR0=60000010 CR2=00000000 CR3=00000000 CR4=00000000\n\
+        Invalid write at addr 0x1234, size 4, region '(null)', reason: rejected\n\
+        Triple fault\n\
+        CPU Reset (CPU 0)\n\
+        RAX=0000000000000000 RBX=0000000000000001 RCX=0000000000000002 RDX=0000000000000003\n\
+        RIP=ffffffff80012345 RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\n\
+        ES =0000 0000000000000000 00000000 00000000\n\
+        CS =0008 0000000000000000 ffffffff 00af9b00 DPL=0 CS64 [-RA]\n\
+        GDT=     ffffffff80100000 0000003f\n\
+        IDT=     ffffffff80101000 00000fff\n\
+        CR0=80050033 CR2=fffffe0000000080 CR3=0000000001000000 CR4=00000620\n\
+        EFER=0000000000001d01\n\
+        XMM00=0000000000000000 0000000000000000 XMM01=0000000000000000 0000000000000000\n\
+        CPU Reset (CPU 1)\n\
+        RIP=ffffffff80020000 RFL=00000202 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=1\n\
+        CR0=80050033 CR2=0000000000000000 CR3=0000000001000000 CR4=00000620\n";
+
+    #[test]
+    fn only_the_dumps_of_running_cpus_count_as_a_reset() {
+        let dumps = reset_dumps(LOG);
+        assert_eq!(dumps.iter().map(|d| d.cpu).collect::<Vec<_>>(), [0, 1]);
+        assert!(dumps[0].lines[0].starts_with("RIP=ffffffff80012345"));
+        assert!(dumps[0].lines.iter().any(|l| l.starts_with("CR0=80050033 CR2=fffffe0000000080")));
+        assert!(dumps[0].lines.iter().any(|l| l.starts_with("IDT=")));
+        assert!(!dumps[0].lines.iter().any(|l| l.starts_with("XMM00") || l.starts_with("RAX")));
+        // Power-on and INIT dumps alone: no reset.
+        let power_on = LOG.split("Triple fault").next().unwrap();
+        assert!(reset_dumps(power_on).is_empty());
+        assert!(reset_dumps("").is_empty());
+        assert!(reset_dumps("CPU Reset (CPU x)\nCR0=zz\n").is_empty());
+    }
+
+    #[test]
+    fn the_report_names_a_triple_fault_or_a_reset_request_and_keeps_guest_errors() {
+        let dir = std::env::temp_dir().join(format!("alcove-emu-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("reset.log");
+        fs::write(&log, LOG).unwrap();
+        let r = reset_report(&log);
+        assert!(r[0].contains("a triple fault"), "{r:?}");
+        assert!(r[1].starts_with("CPU 0 before the reset: RIP=ffffffff80012345"), "{r:?}");
+        assert!(r[3].contains("Invalid write at addr 0x1234") && !r[3].contains("RAX="), "{r:?}");
+        fs::write(&log, LOG.replace("Triple fault\n", "")).unwrap();
+        assert!(reset_report(&log)[0].contains("a reset request"));
+        let power_on = LOG.split("Triple fault").next().unwrap();
+        fs::write(&log, power_on).unwrap();
+        assert!(reset_report(&log).is_empty());
+        assert!(reset_report(&dir.join("absent.log")).is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reset_log_is_found_only_with_cpu_reset_logging() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(reset_log_of(&args(&["-d", "cpu_reset,guest_errors", "-D", "/x.log"])), Some(PathBuf::from("/x.log")));
+        assert_eq!(reset_log_of(&args(&["-d", "int", "-D", "/x.log"])), None);
+        assert_eq!(reset_log_of(&args(&["-no-reboot"])), None);
+        let q = Qemu { reset_log: Some(PathBuf::from("/tmp/r.log")), ..Qemu::default() };
+        let c = q.command(Path::new("/x.iso"));
+        let a: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(!a.iter().any(|a| a == "-no-reboot"), "{a:?}");
+        assert_eq!(reset_log_of(&a), Some(PathBuf::from("/tmp/r.log")));
+        let a: Vec<String> = Qemu::default().command(Path::new("/x.iso")).get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(a.iter().any(|a| a == "-no-reboot") && reset_log_of(&a).is_none());
     }
 }

@@ -22,16 +22,18 @@
 //! pings answered each way, and the receiver powered off (it ends the
 //! machine). `bench/net-maxbw` (`cargo xtask bench --case bench/net`) runs
 //! the same machine with the sender's VNIC capped at [`MAXBW_MBIT`] Mbit/s
-//! next to an uncapped run, and prints the measured throughputs, the
-//! capped one over the cap, and the ping round trip; in the same run the
+//! and at [`MAXBW_REACHABLE_MBIT`] next to an uncapped run, and prints the
+//! measured throughputs, each capped one over its cap, and the ping round
+//! trip; in the same run the
 //! same two guests under plain QEMU joined by `-netdev socket`
 //! ([`run_qemu_two`], the Alcove figures over these as ratios), and
 //! net-two's machine under `-icount shift=0` whose netd logs its kick
 //! path ([`KickPath`]: instructions per forwarded frame).
 //!
-//! The first two are in the linux tier (each passed at least three runs in a row
-//! here first); `cargo xtask test --tier linux --case net-pair` (or
-//! `--case net-host`) runs one.
+//! All are in the linux tier; `linux/net-two` and `linux/net-restart` joined
+//! it once their machine ran QEMU with one thread for both CPUs (the
+//! whole-machine reset was QEMU's; README). `cargo xtask test --tier linux
+//! --case net-pair` (or `--case net-two`, ...) runs one.
 
 use crate::Result;
 use crate::emu::{Run, capture_timed_answering};
@@ -167,6 +169,11 @@ pub const RECEIVER: &str = "net-recv";
 pub const TWO_BYTES: u64 = 8 << 20;
 /// The cap of `bench/net-maxbw`, on the sender's VNIC.
 pub const MAXBW_MBIT: u32 = 20;
+/// A second cap of `bench/net-maxbw`, one the nested guests reach even on
+/// a loaded host (uncapped they moved 8-11 Mbit/s with QEMU's thread per
+/// CPU, some 46 with one thread), so that run shows the cap holding:
+/// issue 13 wants the measured throughput within 20 % of the cap.
+pub const MAXBW_REACHABLE_MBIT: u32 = 2;
 
 /// One of `linux/net-two`'s VMs: 1 vCPU, 256 MiB, one NIC on `stub0`
 /// (with `maxbw`, capped), the guest's `/init` told its `role`.
@@ -295,10 +302,14 @@ fn run_two_with(case: &str, kernel: &Path, images: &Images, bytes: u64, options:
     let iso = image::iso_of(kernel, &format!("test-{}", case.replace('/', "-")), "", &system)?;
     let mut qemu = machine.qemu_forwarding(&[]);
     qemu.icount = *icount;
+    // QEMU's CPU state if the whole machine resets (the two-VM fault).
+    let reset_log = crate::emu::log_path(&case.replace('/', "-"))?.with_extension("qemu-reset.log");
+    qemu.reset_log = Some(reset_log.clone());
     let mut c = qemu.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
     let t = capture_timed_answering(c, &case.replace('/', "-"), Some(timeout), false, None)?;
     let (mut problems, fig) = judge_two(&t.run.serial, &machine, bytes);
+    problems.extend(crate::emu::reset_report(&reset_log));
     if netd_args.iter().any(|a| a.starts_with("test-exit-after-frames=")) {
         problems.extend(restart_problems(&t.run.serial, &machine));
     }
@@ -507,7 +518,8 @@ pub const KICK_LOG_FRAMES: u64 = 128;
 pub const ICOUNT_BYTES: u64 = 256 << 10;
 
 /// `bench/net-maxbw`: the two-VM transfer uncapped, then with the sender
-/// capped at [`MAXBW_MBIT`]; figures only from runs that passed.
+/// capped at [`MAXBW_MBIT`] and at [`MAXBW_REACHABLE_MBIT`]; figures only
+/// from runs that passed.
 pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<crate::bench::Figure>, Vec<String>)> {
     use crate::bench::Figure;
     let mut figures = Vec::new();
@@ -538,12 +550,18 @@ pub fn bench(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Vec<c
     } else {
         problems.extend(p.into_iter().map(|p| format!("bench/net-qemu: {p}")));
     }
-    let (_, p, capped) = run_two("bench/net-maxbw", kernel, images, Some(MAXBW_MBIT), TWO_BYTES, timeout)?;
-    if p.is_empty() {
-        figures.push(Figure::new("net_maxbw_20_measured", format!("{:.2}", capped.mbit_s()), "Mbit/s"));
-        figures.push(Figure::new("net_maxbw_20_ratio", format!("{:.3}", capped.mbit_s() / f64::from(MAXBW_MBIT)), "ratio"));
-    } else {
-        problems.extend(p.into_iter().map(|p| format!("bench/net-maxbw: {p}")));
+    // Each cap's run: `net_maxbw_<cap>_measured` and its ratio to the cap.
+    for (case, cap) in [("bench/net-maxbw", MAXBW_MBIT), ("bench/net-maxbw-reachable", MAXBW_REACHABLE_MBIT)] {
+        let (_, p, capped) = run_two(case, kernel, images, Some(cap), TWO_BYTES, timeout)?;
+        if p.is_empty() {
+            figures.push(Figure::new(&format!("net_maxbw_{cap}_measured"), format!("{:.2}", capped.mbit_s()), "Mbit/s"));
+            figures.push(Figure::new(&format!("net_maxbw_{cap}_ratio"), format!("{:.3}", capped.mbit_s() / f64::from(cap)), "ratio"));
+            if free_ok && free.mbit_s() < f64::from(cap) {
+                println!("  note {case}: uncapped the guests moved {:.2} Mbit/s in this run, below the {cap} Mbit/s cap: its ratio shows the guests, not the cap", free.mbit_s());
+            }
+        } else {
+            problems.extend(p.into_iter().map(|p| format!("{case}: {p}")));
+        }
     }
     // Instructions per forwarded frame: net-two's machine under
     // `-icount shift=0`, whose netd logs its kick path's TSC ticks.

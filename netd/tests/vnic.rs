@@ -225,15 +225,18 @@ fn netd_s_doorbell_moves_frames_without_a_kick_and_a_needless_ring_moves_nothing
     let mut server = VnicServer::new(&config, platform);
     // The VMMs attach from their threads; netd serves on this one.
     let (a, b) = (vnic::Client::new(unbadged.badged(A)), vnic::Client::new(unbadged.badged(B)));
+    // One after the other: the regions below are taken in attach order
+    // (A's first; with both threads at once B's could come first, and
+    // "A's" frame was then B's forged one, 1 run in ~70).
     let attach = |c: vnic::Client<libipc::in_process::ClientEnd>, vnic: u32| thread::spawn(move || c.attach(vnic, 0).unwrap().unwrap());
-    let (ta, tb) = (attach(a, 0), attach(b, 1));
-    let mut served = 0;
-    while served < 2 {
-        if end.serve_one(&mut server) {
-            served += 1;
+    let mut serve = |t: thread::JoinHandle<_>| {
+        while !end.serve_one(&mut server) {
+            thread::yield_now();
         }
-        thread::yield_now();
-    }
+        t
+    };
+    let ta = serve(attach(a, 0));
+    let tb = serve(attach(b, 1));
     let (ha, hb) = (ta.join().unwrap().handle, tb.join().unwrap().handle);
     assert_ne!(ha, hb);
     // Each attach reply offered netd's doorbell.

@@ -514,6 +514,9 @@ fn several_vms_get_a_vmm_each_with_their_own_vnics() {
     let files: Vec<&str> = sys.host_files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(files, ["vm-net-send.json", "vmlinuz", "initramfs.cpio", "vm-net-recv.json", "netd.conf"]);
     assert_eq!(m.qemu_forwarding(&[]).mem_mib as u64, 512 + MACHINE_EXTRA_MIB);
+    // Nested guests on two CPUs: one QEMU thread for both (README, "QEMU's
+    // threads"), as one VM's machine.
+    assert!(m.qemu_forwarding(&[]).one_thread && m.vms[0].qemu().one_thread);
     // One VM alone is as before: vm.json, no config= argument.
     let one = Machine::one(&m.vms[0]);
     let manifest = initrd::manifest::Manifest::from_toml(&one.manifest_toml()).unwrap();
