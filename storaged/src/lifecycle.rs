@@ -197,6 +197,15 @@ pub fn bring_up<D: BlockDevice>(disks: Vec<Disk<D>>, plan: Option<&PoolPlan>, gu
                     pool.state(),
                     pool.txg()
                 );
+                if pool.log_replayed_damaged() > 0 {
+                    // Acknowledged writes whose blocks were damaged since:
+                    // their reads fail (scrub names them), the rest stay.
+                    log::error!(
+                        "pool {pool_name}: intent log: {} of {} replayed blocks failed their checksums; reads of them fail",
+                        pool.log_replayed_damaged(),
+                        pool.log_replayed()
+                    );
+                }
                 if let Some(p) = pool.scrub_progress() {
                     // The scrub a power cut or a shutdown interrupted goes
                     // on (storaged walks it between requests).

@@ -38,9 +38,12 @@ pub const MOS_MAGIC: u64 = u64::from_le_bytes(*b"ALCVMOS1");
 pub const MOS_VERSION: u32 = 3;
 
 pub const LOG_MAGIC: u64 = u64::from_le_bytes(*b"ALCVZIL1");
-/// The intent log's version written: 2 is sealed with fletcher4 (as ZFS's
-/// log blocks are), 1 with SHA-256 (still read: a log a pool left before).
-pub const LOG_VERSION: u32 = 2;
+/// The intent log's version written: 3 is sealed with fletcher4 (as ZFS's
+/// log blocks are) and written only after a barrier made the data blocks it
+/// names durable, so at replay a data block that fails its checksum was
+/// damaged, not torn; 2 (fletcher4, no such barrier) and 1 (SHA-256) are
+/// still read, and there a data block that fails ends the log.
+pub const LOG_VERSION: u32 = 3;
 
 /// The space each intent-log block is given (it is written only as far as
 /// its records reach, in whole [`BLOCK`]s).
@@ -439,6 +442,9 @@ pub struct LogBlock {
     /// Where the next block will go ([`LOG_BLOCK`] bytes).
     pub next: u64,
     pub records: Vec<LogRecord>,
+    /// The version read ([`LOG_VERSION`] for a block to write: `encode`
+    /// always writes that).
+    pub version: u32,
 }
 
 impl LogBlock {
@@ -485,7 +491,7 @@ impl LogBlock {
         // is checked, and checked by it.
         let body = match u32le(&b[8..12]) {
             1 => unseal(b, len)?,
-            LOG_VERSION => unseal_with(CKSUM_FLETCHER4, b, len)?,
+            2 | LOG_VERSION => unseal_with(CKSUM_FLETCHER4, b, len)?,
             v => return Err(FormatError::BadVersion(v)),
         };
         let mut r = Reader::new(body);
@@ -528,6 +534,7 @@ impl LogBlock {
             seq,
             next,
             records,
+            version: u32le(&b[8..12]),
         })
     }
 }

@@ -10,8 +10,9 @@
 //! crate; [`format`] is its code. Transaction groups: writes gather in memory
 //! and [`Pool::sync`] commits them atomically (data and metadata, a flush
 //! barrier, then the uberblock, a flush). A guest's FLUSH ([`Pool::flush`])
-//! writes the group's new block pointers to the intent log (one log write,
-//! one flush barrier), replayed at import; it commits when the log cannot
+//! writes the group's new block pointers to the intent log (a flush
+//! barrier for the data, one log write, a flush barrier), replayed at
+//! import; it commits when the log cannot
 //! take them;
 //! [`Pool::set_dirty_limit`] lets the caller bound the open group's memory
 //! (writes past it are refused until it commits). Volumes take ZFS's

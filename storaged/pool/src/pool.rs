@@ -445,6 +445,10 @@ pub struct Pool<D: Disk> {
     unlogged: BTreeSet<(u64, u64)>,
     /// Records the import replayed from the log.
     replayed: u64,
+    /// Of those, records whose data block failed its checksum at replay (a
+    /// version 3 log: the block was durable before the log named it, so it
+    /// was damaged since): replayed all the same, their reads fail.
+    replayed_damaged: u64,
     /// The last scrub (`zpool status`'s scan line and errors), kept in the
     /// MOS: it survives an export and import.
     last_scrub: Option<ScanRecord>,
@@ -599,6 +603,7 @@ impl<D: Disk> Pool<D> {
             log_blocks: Vec::new(),
             unlogged: BTreeSet::new(),
             replayed: 0,
+            replayed_damaged: 0,
             last_scrub: None,
             scrub_run: None,
             scrub_canceled: None,
@@ -689,6 +694,7 @@ impl<D: Disk> Pool<D> {
                         log_blocks: Vec::new(),
                         unlogged: BTreeSet::new(),
                         replayed: 0,
+                        replayed_damaged: 0,
                         last_scrub: scan,
                         scrub_run: None,
                         scrub_canceled: None,
@@ -766,6 +772,12 @@ impl<D: Disk> Pool<D> {
     /// had not committed): they sit in the open group until the next commit.
     pub fn log_replayed(&self) -> u64 {
         self.replayed
+    }
+    /// Replayed records whose data block failed its checksum (damaged after
+    /// its FLUSH was acknowledged): the block reads as an I/O error, never as
+    /// the data before the write, and the next scrub names it.
+    pub fn log_replayed_damaged(&self) -> u64 {
+        self.replayed_damaged
     }
     /// Where the committed group's intent log starts (0: none).
     pub fn log_head(&self) -> u64 {
@@ -1399,6 +1411,14 @@ impl<D: Disk> Pool<D> {
             return self.sync();
         }
         self.log_blocks.extend_from_slice(&places[1..]);
+        // The data first: a log block is written only once every block it
+        // names is durable, so a replay that finds a sealed (version 3) log
+        // block knows its data reached the disk and a block that then fails
+        // its checksum was damaged, not torn (one more barrier a FLUSH).
+        if self.vdev.flush().is_err() {
+            self.suspended = true;
+            return Err(Error::Io("flush before the intent log write".into()));
+        }
         // One log block at a time (storaged's heap holds one, not all).
         let keys: Vec<(u64, u64)> = self.unlogged.iter().copied().collect();
         for (i, chunk) in keys.chunks(LOG_RECORDS_PER_BLOCK).enumerate() {
@@ -1416,6 +1436,7 @@ impl<D: Disk> Pool<D> {
                 seq: self.log_seq + i as u64,
                 next: places[i + 1],
                 records,
+                version: crate::format::LOG_VERSION,
             };
             self.disk_write(places[i], &lb.encode())?;
         }
@@ -1437,7 +1458,11 @@ impl<D: Disk> Pool<D> {
     /// records name reads back with its checksum from space the committed
     /// group holds free. The first that fails ends the log (a FLUSH was
     /// acknowledged only after its log block and data were flushed, so
-    /// what follows was never acknowledged). The replayed blocks and the
+    /// what follows was never acknowledged), except a data block of a
+    /// version 3 log block that fails its checksum: it was durable before
+    /// the log block was written, so it was damaged since; its record is
+    /// replayed (its reads fail, never returning older data) and counted,
+    /// and the replay goes on to the FLUSHes after it. The replayed blocks and the
     /// log's own stay allocated until the next commit; this session writes
     /// no log of this generation (its first FLUSH commits), so a chain
     /// never mixes two sessions' blocks.
@@ -1460,6 +1485,7 @@ impl<D: Disk> Pool<D> {
             };
             let mut space = self.space.clone();
             let mut ok = true;
+            let mut damaged = 0;
             for r in &lb.records {
                 let Some(d) = self.datasets.get(&r.volume) else {
                     ok = false;
@@ -1480,6 +1506,10 @@ impl<D: Disk> Pool<D> {
                     break;
                 }
                 if self.vdev.read_block(&r.bp).is_err() {
+                    if lb.version >= 3 {
+                        damaged += 1;
+                        continue;
+                    }
                     ok = false;
                     break;
                 }
@@ -1488,6 +1518,7 @@ impl<D: Disk> Pool<D> {
                 break;
             }
             self.space = space;
+            self.replayed_damaged += damaged;
             for r in lb.records {
                 let bs = u64::from(self.ds(r.volume).volblocksize);
                 match self

@@ -294,6 +294,7 @@ fn parsers_take_random_and_mutated_bytes() {
         seq: 2,
         next: 3 << 20,
         records,
+        version: alcove_pool::format::LOG_VERSION,
     }
     .encode();
     assert_eq!(LogBlock::decode(&log).unwrap().records.len(), 40);

@@ -204,9 +204,10 @@ fn mem_base() -> Vec<MemDisk> {
     pool.into_disks()
 }
 
-/// A FLUSH is one log write and one flush barrier: no commit, no uberblock.
+/// A FLUSH is one log write between two flush barriers (the data it names
+/// durable first, then the log block): no commit, no uberblock.
 #[test]
-fn a_flush_writes_one_log_block_and_one_barrier() {
+fn a_flush_writes_one_log_block_between_two_barriers() {
     let mut pool = open(mem_base());
     let txg = pool.txg();
     pool.write(VOL, 64 * 1024, &[9u8; 16 * BS]).unwrap();
@@ -220,7 +221,7 @@ fn a_flush_writes_one_log_block_and_one_barrier() {
             m1.disk_writes - m0.disk_writes,
             m1.flushes - m0.flushes
         ),
-        (0, 1, 1)
+        (0, 1, 2)
     );
     assert_eq!(m1.log_blocks - m0.log_blocks, 1);
     // Nothing new: nothing to write.
@@ -251,9 +252,10 @@ fn log_blocks_in(img: &[u8]) -> Vec<(usize, LogBlock)> {
         .collect()
 }
 
-/// Log blocks are version 2, sealed with fletcher4; a version 1 block
-/// (SHA-256, what a pool left before session 18) is still replayed; a
-/// block whose seal is not its version's is not.
+/// Log blocks are version 3, sealed with fletcher4; a version 2 block
+/// (fletcher4, before session 19) and a version 1 block (SHA-256, before
+/// session 18) are still replayed; a block whose seal is not its
+/// version's, or of an unknown version, is not.
 #[test]
 fn a_version_1_log_block_sealed_with_sha256_is_still_replayed() {
     let mut pool = open(mem_base());
@@ -266,7 +268,7 @@ fn a_version_1_log_block_sealed_with_sha256_is_still_replayed() {
     let at = logs[0].0;
     let len = u32::from_le_bytes(img[at + 12..at + 16].try_into().unwrap()) as usize;
     assert_eq!(u32::from_le_bytes(img[at + 8..at + 12].try_into().unwrap()), LOG_VERSION);
-    assert_eq!(LOG_VERSION, 2);
+    assert_eq!(LOG_VERSION, 3);
     assert_eq!(img[at + len - 32..at + len], checksum_with(CKSUM_FLETCHER4, &img[at..at + len - 32]), "fletcher4 seal");
     // As its version and seal are, as the other's, and both swapped.
     let resealed = |version: u32, algo: u8| {
@@ -276,7 +278,15 @@ fn a_version_1_log_block_sealed_with_sha256_is_still_replayed() {
         img[at + len - 32..at + len].copy_from_slice(&sum);
         img
     };
-    for (version, algo, replayed) in [(2, CKSUM_FLETCHER4, 3), (1, CKSUM_SHA256, 3), (1, CKSUM_FLETCHER4, 0), (2, CKSUM_SHA256, 0), (3, CKSUM_FLETCHER4, 0)] {
+    for (version, algo, replayed) in [
+        (3, CKSUM_FLETCHER4, 3),
+        (2, CKSUM_FLETCHER4, 3),
+        (1, CKSUM_SHA256, 3),
+        (1, CKSUM_FLETCHER4, 0),
+        (2, CKSUM_SHA256, 0),
+        (3, CKSUM_SHA256, 0),
+        (4, CKSUM_FLETCHER4, 0),
+    ] {
         let mut back = Pool::import(vec![MemDisk { bytes: resealed(version, algo) }]).unwrap();
         assert_eq!(back.log_replayed(), replayed, "version {version}, seal {algo}");
         let mut b = vec![0u8; 3 * BS];
@@ -285,6 +295,50 @@ fn a_version_1_log_block_sealed_with_sha256_is_still_replayed() {
         back.sync().unwrap();
         back.verify(false).unwrap();
     }
+}
+
+/// A data block a version 3 log names, damaged on the disk after its FLUSH
+/// was acknowledged (the log block was written only once the block was
+/// durable): the replay takes its record all the same (its read is an I/O
+/// error, never the data from before the write) and goes on, so the FLUSHes
+/// after it are not lost. The same damage under a version 2 log block (no
+/// such barrier: the block may have been torn) ends the log there, as
+/// before.
+#[test]
+fn a_damaged_block_a_version_3_log_names_fails_its_read_and_later_flushes_stay() {
+    let mut pool = open(mem_base());
+    pool.write(VOL, 8 * BS as u64, &[2u8; BS]).unwrap();
+    pool.flush().unwrap();
+    pool.write(VOL, 9 * BS as u64, &[3u8; BS]).unwrap();
+    pool.flush().unwrap();
+    let txg = pool.txg();
+    let img = pool.into_disks().remove(0).bytes;
+    let mut logs: Vec<(usize, LogBlock)> = log_blocks_in(&img).into_iter().filter(|(_, lb)| lb.txg == txg).collect();
+    logs.sort_by_key(|(_, lb)| lb.seq);
+    assert_eq!(logs.len(), 2, "a log block per FLUSH");
+    assert!(logs.iter().all(|(_, lb)| lb.version == LOG_VERSION));
+    let first = logs[0].1.records.iter().find(|r| r.block == 8).expect("block 8 logged").bp;
+    let mut damaged = img.clone();
+    damaged[first.offset as usize + 100] ^= 0x40;
+    let mut back = Pool::import(vec![MemDisk { bytes: damaged.clone() }]).unwrap();
+    assert_eq!(back.log_replayed(), 2, "both FLUSHes replayed");
+    assert_eq!(back.log_replayed_damaged(), 1);
+    let mut b = vec![0u8; BS];
+    assert!(back.read(VOL, 8 * BS as u64, &mut b).is_err(), "the damaged block reads as an error, not as zeros");
+    back.read(VOL, 9 * BS as u64, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 3), "the later FLUSH's block is there");
+    // A version 2 log (no barrier before it): the damage may be a torn
+    // write, so the log ends before it and neither FLUSH is replayed.
+    for (at, _) in &logs {
+        let len = u32::from_le_bytes(damaged[at + 12..at + 16].try_into().unwrap()) as usize;
+        damaged[at + 8..at + 12].copy_from_slice(&2u32.to_le_bytes());
+        let sum = checksum_with(CKSUM_FLETCHER4, &damaged[*at..at + len - 32]);
+        damaged[at + len - 32..at + len].copy_from_slice(&sum);
+    }
+    let mut old = Pool::import(vec![MemDisk { bytes: damaged }]).unwrap();
+    assert_eq!((old.log_replayed(), old.log_replayed_damaged()), (0, 0));
+    old.read(VOL, 8 * BS as u64, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 0));
 }
 
 /// The last log block torn (its last sectors never written): the FLUSH it
