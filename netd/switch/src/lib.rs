@@ -36,6 +36,8 @@ extern crate std;
 pub mod bucket;
 pub mod fdb;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod protect;
 #[cfg(test)]
 mod tests;

@@ -714,3 +714,40 @@ fn random_frames_never_panic_and_counters_add_up() {
     assert_eq!(taken + counted + throttled, offered);
     assert!(dropped_n > 0 && taken > 0);
 }
+
+/// The fuzz target's body (`fuzzing::frames`, run open-ended by
+/// `netd/fuzz`'s `switch_frames`) on random inputs and on inputs made of
+/// the valid frames' bytes, cut and bent.
+#[test]
+fn the_fuzz_target_s_body_holds_on_random_inputs() {
+    let mut seed = 0xf1a3_2026_u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = [
+        eth(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 1, 0]), frame::ETHERTYPE_ARP, &arp(1, MacAddr([2, 0, 0, 0, 1, 0]), IP_A, IP_B)),
+        frame::tag(&eth(B, MacAddr([2, 0, 0, 0, 1, 1]), frame::ETHERTYPE_IPV4, &ipv4_icmp(IP_A, IP_B)), 9),
+    ];
+    for _ in 0..300 {
+        let mut input = Vec::new();
+        for _ in 0..rnd() % 40 {
+            let f: Vec<u8> = if rnd() % 2 == 0 {
+                (0..rnd() % 1600).map(|_| rnd() as u8).collect()
+            } else {
+                let mut f = valid[(rnd() % 2) as usize].clone();
+                let at = (rnd() as usize) % f.len();
+                f[at] ^= rnd() as u8;
+                f
+            };
+            input.push((rnd() % 6) as u8);
+            input.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            input.extend_from_slice(&f);
+        }
+        crate::fuzzing::frames(&input);
+    }
+    crate::fuzzing::frames(&[]);
+    crate::fuzzing::frames(&[0, 0xff, 0xff, 1, 2]);
+}
