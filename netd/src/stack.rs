@@ -197,6 +197,22 @@ pub struct HostStack {
     pub rx_dropped: u64,
 }
 
+/// The connection a frame opens, if it is a TCP SYN without ACK: (our
+/// port, the peer's address, the peer's port).
+fn pure_syn(frame: &[u8]) -> Option<(u16, Ipv4Addr, u16)> {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 || ip.more_frags() {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    (tcp.syn() && !tcp.ack()).then(|| (tcp.dst_port(), ip.src_addr(), tcp.src_port()))
+}
+
 fn now(ns: u64) -> Instant {
     Instant::from_micros((ns / 1000) as i64)
 }
@@ -254,6 +270,66 @@ impl HostStack {
         }
     }
 
+    /// Hands what arrived to smoltcp, in order. smoltcp gives a segment to
+    /// the first socket (by slot) that takes it, and a listening socket
+    /// takes any SYN for its port: a peer's SYN sent again for a
+    /// connection that has its socket already (a retransmit that crossed
+    /// our SYN-ACK, as QEMU's user network sends when we answer slowly)
+    /// would go to a listener in a lower slot, whose half-open socket
+    /// then took every later segment of the connection and reset it. So
+    /// frames go in batches that end before each SYN, and a SYN for a
+    /// connection goes alone, its port's listeners closed meanwhile: the
+    /// connection's own socket answers it (RFC 9293's ACK).
+    fn ingress(&mut self, t: Instant) {
+        let mut rx = core::mem::take(&mut self.dev.rx);
+        while let Some(first) = rx.front() {
+            let hidden = pure_syn(first).map_or_else(Vec::new, |syn| self.hide_listeners_for(syn));
+            let batch = if hidden.is_empty() {
+                1 + rx.iter().skip(1).position(|f| pure_syn(f).is_some()).unwrap_or(rx.len() - 1)
+            } else {
+                1
+            };
+            self.dev.rx.extend(rx.drain(..batch));
+            self.iface.poll(t, &mut self.dev, &mut self.sockets);
+            for (h, port) in hidden {
+                let _ = self.sockets.get_mut::<tcp::Socket>(h).listen(port);
+            }
+        }
+    }
+
+    /// When a socket other than a listener holds the connection `syn` is
+    /// for, closes the listeners of its port (to listen again once the SYN
+    /// went through) and names them; otherwise nothing.
+    fn hide_listeners_for(&mut self, (port, ip, remote_port): (u16, Ipv4Addr, u16)) -> Vec<(SocketHandle, u16)> {
+        let remote = IpEndpoint::new(IpAddress::Ipv4(ip), remote_port);
+        let held = self.sockets.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(s) => {
+                !matches!(s.state(), tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait)
+                    && s.local_endpoint().is_some_and(|e| e.port == port)
+                    && s.remote_endpoint() == Some(remote)
+            }
+            _ => false,
+        });
+        if !held {
+            return Vec::new();
+        }
+        let mut hidden = Vec::new();
+        for k in self.table.values() {
+            if let Kind::Listener { port: p, backlog } = k
+                && *p == port
+            {
+                for h in backlog {
+                    let s = self.sockets.get_mut::<tcp::Socket>(*h);
+                    if s.state() == tcp::State::Listen {
+                        s.abort();
+                        hidden.push((*h, port));
+                    }
+                }
+            }
+        }
+        hidden
+    }
+
     /// Frames the stack sent, in order.
     pub fn take_tx(&mut self) -> VecDeque<Vec<u8>> {
         core::mem::take(&mut self.dev.tx)
@@ -264,6 +340,7 @@ impl HostStack {
     /// if it has a timer.
     pub fn poll(&mut self, now_ns: u64) -> Option<u64> {
         let t = now(now_ns);
+        self.ingress(t);
         self.iface.poll(t, &mut self.dev, &mut self.sockets);
         if let Some(h) = self.dhcp {
             let event = self.sockets.get_mut::<dhcpv4::Socket>(h).poll();

@@ -30,6 +30,8 @@ struct Net {
     now: u64,
     /// SYNs the ghost sent.
     ghost_syns: usize,
+    /// The last SYN the peer sent.
+    peer_syn: Option<Vec<u8>>,
 }
 
 fn is_syn(f: &[u8]) -> bool {
@@ -38,7 +40,7 @@ fn is_syn(f: &[u8]) -> bool {
 
 impl Net {
     fn new() -> Self {
-        Self { host: stack(1, HOST), peer: stack(2, PEER), ghost: stack(3, GHOST), ghost_hears: true, ghost_speaks: true, now: 0, ghost_syns: 0 }
+        Self { host: stack(1, HOST), peer: stack(2, PEER), ghost: stack(3, GHOST), ghost_hears: true, ghost_speaks: true, now: 0, ghost_syns: 0, peer_syn: None }
     }
 
     fn step(&mut self) {
@@ -53,6 +55,9 @@ impl Net {
             }
         }
         for f in self.peer.take_tx() {
+            if is_syn(&f) {
+                self.peer_syn = Some(f.clone());
+            }
             self.host.push_rx(&f);
             self.ghost.push_rx(&f);
         }
@@ -237,4 +242,56 @@ fn the_stack_refuses_sockets_past_its_limit_and_keeps_listeners_short_meanwhile(
     net.host.close(l).unwrap();
     net.steps(50);
     assert_eq!(net.host.sockets_held(), udp.len(), "the listener's backlog is gone with it");
+}
+
+/// A peer's SYN sent again (its retransmit, late behind the host's
+/// SYN-ACK, as QEMU's user network sends one when the host answers slowly)
+/// after the connection was accepted and a listening socket took a lower
+/// slot than the connection's: the connection keeps its bytes. Before,
+/// smoltcp gave the SYN to the first socket that takes it, the listening
+/// one, which then took (and reset) every later segment of the connection.
+#[test]
+fn a_retransmitted_syn_does_not_take_an_accepted_connection() {
+    let mut net = Net::new();
+    let l = net.host.listen(7).unwrap();
+    // A first connection, accepted, closed and gone: its slot is free.
+    let pc = net.peer.connect(HOST, 7).unwrap();
+    net.steps(20);
+    let c = net.accept(l, 5).expect("first accepted");
+    net.host.close(c).unwrap();
+    net.peer.close(pc).unwrap();
+    net.steps(CLOSING_TIMEOUT_MS as usize + 1000);
+    assert_eq!(net.host.sockets_held(), LISTEN_BACKLOG);
+    // The second arrives, then is accepted: the backlog's new socket
+    // listens in the first connection's (lower) slot.
+    let pc = net.peer.connect(HOST, 7).unwrap();
+    net.steps(20);
+    assert_eq!(net.peer.tcp_state(pc), Ok(TcpState::Established));
+    let syn = net.peer_syn.clone().expect("the peer's SYN");
+    let c = net.accept(l, 5).expect("second accepted");
+    // Its SYN again, then data both ways.
+    net.host.push_rx(&syn);
+    net.steps(5);
+    let up: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let (mut sent, mut got, mut back, mut pending) = (0, Vec::<u8>::new(), Vec::new(), Vec::<u8>::new());
+    for _ in 0..5000 {
+        if sent < up.len() {
+            sent += net.peer.send(pc, &up[sent..]).unwrap_or(0);
+        }
+        net.step();
+        if pending.is_empty() {
+            pending = net.host.recv(c, 2048).unwrap_or_default();
+            got.extend(&pending);
+        }
+        let n = net.host.send(c, &pending).unwrap_or(0);
+        pending.drain(..n);
+        back.extend(net.peer.recv(pc, 4096).unwrap_or_default());
+        if back.len() == up.len() {
+            break;
+        }
+    }
+    assert_eq!(got.len(), up.len(), "the host got the peer's bytes: {:?} {:?}", net.host.tcp_state(c), net.peer.tcp_state(pc));
+    assert_eq!(back, up, "the peer got them back");
+    assert_eq!(net.host.tcp_state(c), Ok(TcpState::Established));
+    assert_eq!(net.peer.tcp_state(pc), Ok(TcpState::Established));
 }
