@@ -248,8 +248,12 @@ pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Ve
     std::thread::spawn(move || {
         let mut problems = Vec::new();
         if wait_for_line(&log, LISTENING, timeout) {
-            // The guest first (it listens for a while only), then netd's echo.
-            for (port, what) in [(to_guest, "the guest's nc -l"), (to_echo, "netd's echo through the machine's NIC")] {
+            // netd's echo first: the guest powers off (and so ends the
+            // machine, and with it QEMU's end of every forward) once its
+            // nc -l served, so an echo after it raced the machine's end
+            // (CI once got 1460 of the 65536 bytes back, then EOF). The
+            // guest listens for 300 s.
+            for (port, what) in [(to_echo, "netd's echo through the machine's NIC"), (to_guest, "the guest's nc -l")] {
                 if let Err(e) = exchange_retrying(port, what) {
                     problems.push(e);
                 }
