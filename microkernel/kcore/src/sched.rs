@@ -91,6 +91,17 @@ impl<T: Copy + Eq> RunQueue<T> {
         })
     }
 
+    /// The first queued thread, highest priority first and in turn within a
+    /// level, for which `ok` holds (a thread another CPU may take).
+    pub fn find(&self, mut ok: impl FnMut(T) -> bool) -> Option<(T, u8)> {
+        if self.len == 0 {
+            return None;
+        }
+        (0..PRIORITY_LEVELS).rev().filter(|&p| self.nonempty[p / 64] & (1 << (p % 64)) != 0).find_map(|p| {
+            self.levels[p].iter().copied().find(|&t| ok(t)).map(|t| (t, p as u8))
+        })
+    }
+
     /// Takes `t` out of level `prio` wherever it stands (it blocked, was
     /// killed or changes priority); false if it was not there.
     pub fn remove(&mut self, t: T, prio: u8) -> bool {
@@ -333,6 +344,34 @@ pub fn pick_cpu(affinity: Option<usize>, cpus: &[CpuLoad]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
+/// Where a thread that wakes (made runnable again) should queue: `home`,
+/// the CPU it last ran on, when it runs there at once (`home` idles, or it
+/// preempts what runs there); otherwise an idle CPU, which runs it at once,
+/// rather than a turn behind a busy one's thread while that CPU idles
+/// (two vCPU threads of one guest left on one CPU took turns there while
+/// the other idled, and the guest waited on its own cross-CPU calls);
+/// `home` when none idles. `cpus[c].highest_prio` is the priority of the
+/// thread running on `c` (`None` when it idles or its thread is leaving
+/// the CPU). A thread with an affinity stays at `home`, which is it.
+pub fn wake_cpu(home: usize, pinned: bool, prio: u8, cpus: &[CpuLoad]) -> usize {
+    let Some(h) = cpus.get(home) else { return home };
+    if pinned || !h.online || should_preempt(h.highest_prio, prio) {
+        return home;
+    }
+    cpus.iter().position(|c| c.online && c.highest_prio.is_none() && c.queued == 0).unwrap_or(home)
+}
+
+/// Which CPU an idle CPU takes a queued thread from: the one with the
+/// most queued (the lowest index among equals), if any has one.
+/// `cpus[c].queued` counts only threads that may move (no affinity).
+pub fn steal_from(me: usize, cpus: &[CpuLoad]) -> Option<usize> {
+    cpus.iter()
+        .enumerate()
+        .filter(|&(i, c)| i != me && c.online && c.queued > 0)
+        .max_by_key(|&(i, c)| (c.queued, core::cmp::Reverse(i)))
+        .map(|(i, _)| i)
+}
+
 #[cfg(test)]
 #[path = "sched_model.rs"]
 mod model;
@@ -550,5 +589,51 @@ mod tests {
         assert_eq!(pick_cpu(None, &[busy, busy, busy]), 0);
         assert_eq!(pick_cpu(None, &[off, off]), 0);
         assert_eq!(pick_cpu(Some(0), &[]), 0);
+    }
+
+    #[test]
+    fn a_waking_thread_goes_where_it_runs_at_once() {
+        let running = |p| cpu(true, Some(p), 0);
+        let idle = cpu(true, None, 0);
+        // Home runs it at once: idle there, or it preempts.
+        assert_eq!(wake_cpu(0, false, 100, &[idle, idle]), 0);
+        assert_eq!(wake_cpu(0, false, 100, &[running(50), idle]), 0);
+        // Home busy at its priority or above: an idle CPU, the first.
+        assert_eq!(wake_cpu(0, false, 100, &[running(100), idle]), 1);
+        assert_eq!(wake_cpu(1, false, 100, &[idle, running(200), idle]), 0);
+        // Not one with a queue, nor an offline one; none: home.
+        assert_eq!(wake_cpu(0, false, 100, &[running(100), cpu(true, None, 1)]), 0);
+        assert_eq!(wake_cpu(0, false, 100, &[running(100), cpu(false, None, 0)]), 0);
+        assert_eq!(wake_cpu(0, false, 100, &[running(100), running(1)]), 0);
+        // Pinned stays; a home out of range is answered as is.
+        assert_eq!(wake_cpu(0, true, 100, &[running(100), idle]), 0);
+        assert_eq!(wake_cpu(5, false, 100, &[idle]), 5);
+    }
+
+    #[test]
+    fn an_idle_cpu_takes_from_the_longest_queue() {
+        let q = |n| cpu(true, Some(100), n);
+        assert_eq!(steal_from(0, &[cpu(true, None, 0), q(1), q(3), q(3)]), Some(2));
+        assert_eq!(steal_from(0, &[cpu(true, None, 0), q(0)]), None);
+        assert_eq!(steal_from(1, &[q(2), cpu(true, None, 0)]), Some(0));
+        // Never from itself, never from an offline CPU.
+        assert_eq!(steal_from(0, &[q(4)]), None);
+        assert_eq!(steal_from(0, &[q(0), cpu(false, None, 2)]), None);
+    }
+
+    #[test]
+    fn find_walks_highest_priority_first_in_turn() {
+        let mut q = RunQueue::new();
+        assert_eq!(q.find(|_| true), None);
+        q.push_back(1u32, 10);
+        q.push_back(2, 200);
+        q.push_back(3, 200);
+        q.push_back(4, 64);
+        assert_eq!(q.find(|_| true), Some((2, 200)));
+        assert_eq!(q.find(|t| t != 2), Some((3, 200)));
+        assert_eq!(q.find(|t| t < 2), Some((1, 10)));
+        assert_eq!(q.find(|t| t == 4), Some((4, 64)));
+        assert_eq!(q.find(|_| false), None);
+        assert_eq!(q.len(), 4, "find takes nothing");
     }
 }

@@ -30,7 +30,7 @@ use kcore::deadlines::Deadlines;
 use kcore::sched::RunQueue;
 use kcore::slab::{Id, Slab};
 use kcore::waitlist::{Link, Node, WaitList};
-use spin::{Mutex, MutexGuard};
+use spin::mutex::{TicketMutex, TicketMutexGuard};
 
 /// What a capability designates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,26 +296,27 @@ pub struct Kernel {
     pub fpu_owner: [Option<Id>; MAX_CPUS],
 }
 
-static KERNEL: Mutex<Kernel> = Mutex::new(Kernel::EMPTY);
+static KERNEL: TicketMutex<Kernel> = TicketMutex::new(Kernel::EMPTY);
 
-/// Takes the big kernel lock. Spins with interrupts enabled so that IPIs
-/// (TLB shootdowns) still reach this CPU while another holds the lock.
+/// Takes the big kernel lock, in turn: a ticket lock, so a CPU that goes
+/// through the kernel in a loop (a thread calling `Yield` without end)
+/// cannot take it again ahead of one already waiting. With a test-and-set
+/// lock it did, under QEMU every time: the other CPU never got in (the
+/// vCPU-teardown test hung once its main thread ran on the other CPU).
+/// Waits with interrupts enabled so that IPIs (TLB shootdowns) still reach
+/// this CPU meanwhile; the handlers taken then only record (none takes
+/// this lock), so one taken just after the lock is ours does no harm.
 pub fn lock() -> KernelGuard {
-    loop {
-        if let Some(g) = KERNEL.try_lock() {
-            return KernelGuard(g);
-        }
-        // Wait with interrupts on, in a loop of its own (an emulator such as
-        // QEMU only looks for interrupts between blocks of instructions).
-        arch::cpu::interrupts_on();
-        while KERNEL.is_locked() {
-            core::hint::spin_loop();
-        }
-        arch::cpu::interrupts_off();
+    if let Some(g) = KERNEL.try_lock() {
+        return KernelGuard(g);
     }
+    arch::cpu::interrupts_on();
+    let g = KERNEL.lock();
+    arch::cpu::interrupts_off();
+    KernelGuard(g)
 }
 
-pub struct KernelGuard(MutexGuard<'static, Kernel>);
+pub struct KernelGuard(TicketMutexGuard<'static, Kernel>);
 
 impl core::ops::Deref for KernelGuard {
     type Target = Kernel;
@@ -421,20 +422,98 @@ impl Kernel {
         let Some(th) = self.thread_mut(t) else { return };
         th.state = ThreadState::Runnable;
         let deadline = th.deadline.take();
-        let (cpu, prio) = (th.cpu, th.priority);
+        let (home, prio, pinned) = (th.cpu, th.priority, th.affinity.is_some());
         if let Some(d) = deadline {
             self.timeouts.remove(d, t);
+        }
+        let cpu = self.wake_cpu(t, home, pinned, prio);
+        if cpu != home
+            && let Some(th) = self.thread_mut(t)
+        {
+            th.cpu = cpu;
         }
         self.run_queues[cpu].push_back(t, prio);
         let cur_prio = self.current[cpu].and_then(|c| self.thread(c)).map(|c| c.priority);
         if kcore::sched::should_preempt(cur_prio, prio) {
-            if cpu == percpu::index() {
-                percpu::this().need_resched.store(true, Ordering::Relaxed);
-            } else {
-                let p = percpu::of(cpu);
-                p.need_resched.store(true, Ordering::Relaxed);
-                apic::send_fixed(p.apic_id.load(Ordering::Relaxed), apic::RESCHED_VECTOR);
-            }
+            self.resched(cpu);
+        }
+    }
+
+    /// Asks `cpu` to run its scheduler (an IPI when it is another CPU).
+    fn resched(&self, cpu: usize) {
+        if cpu == percpu::index() {
+            percpu::this().need_resched.store(true, Ordering::Relaxed);
+        } else {
+            let p = percpu::of(cpu);
+            p.need_resched.store(true, Ordering::Relaxed);
+            apic::send_fixed(p.apic_id.load(Ordering::Relaxed), apic::RESCHED_VECTOR);
+        }
+    }
+
+    /// What `kcore::sched::wake_cpu` and `steal_from` know of each CPU: the
+    /// priority of the thread running there (`None` when it idles or its
+    /// thread is leaving it) and its queue's length (`movable`: only the
+    /// threads another CPU may take).
+    fn cpu_loads(&self, movable: bool) -> [kcore::sched::CpuLoad; MAX_CPUS] {
+        let mut loads = [kcore::sched::CpuLoad { online: false, highest_prio: None, queued: 0 }; MAX_CPUS];
+        for (c, l) in loads.iter_mut().enumerate().take(self.cpus_online) {
+            l.online = percpu::of(c).online.load(Ordering::Relaxed);
+            l.highest_prio = self.current[c].and_then(|t| self.thread(t)).filter(|t| t.state == ThreadState::Running).map(|t| t.priority);
+            l.queued = if movable { usize::from(self.movable_in(c).is_some()) } else { self.run_queues[c].len() };
+        }
+        loads
+    }
+
+    /// Where thread `t`, waking at `prio` with `home` its CPU, queues
+    /// (`kcore::sched::wake_cpu`): home when it runs there at once, else
+    /// an idle CPU. A thread still current somewhere (suspended in ring 3,
+    /// that CPU not yet back in the kernel) goes back there, always.
+    fn wake_cpu(&self, t: Id, home: usize, pinned: bool, prio: u8) -> usize {
+        let running = self.current[home].and_then(|c| self.thread(c)).filter(|c| c.state == ThreadState::Running).map(|c| c.priority);
+        if pinned || kcore::sched::should_preempt(running, prio) || self.cpus_online < 2 || self.cpu_holding(t).is_some() {
+            return home;
+        }
+        let loads = self.cpu_loads(false);
+        kcore::sched::wake_cpu(home, pinned, prio, &loads[..self.cpus_online])
+    }
+
+    /// The first thread queued on `cpu` that another CPU may run: runnable,
+    /// no affinity, current nowhere.
+    fn movable_in(&self, cpu: usize) -> Option<(Id, u8)> {
+        self.run_queues[cpu].find(|t| {
+            self.thread(t).is_some_and(|th| th.state == ThreadState::Runnable && th.affinity.is_none() && th.throttled_until.is_none())
+                && self.cpu_holding(t).is_none()
+        })
+    }
+
+    /// An idle `cpu` takes a thread queued on another (the longest queue's
+    /// first that may move): whether it took one.
+    fn steal(&mut self, cpu: usize) -> bool {
+        if self.cpus_online < 2 {
+            return false;
+        }
+        let loads = self.cpu_loads(true);
+        let Some(from) = kcore::sched::steal_from(cpu, &loads[..self.cpus_online]) else { return false };
+        let Some((t, prio)) = self.movable_in(from) else { return false };
+        self.run_queues[from].remove(t, prio);
+        if let Some(th) = self.thread_mut(t) {
+            th.cpu = cpu;
+        }
+        self.run_queues[cpu].push_back(t, prio);
+        true
+    }
+
+    /// A CPU that goes on with its thread while another waits in its queue
+    /// wakes an idle CPU to take that one (`steal`).
+    fn offer_queued(&self, cpu: usize) {
+        if self.run_queues[cpu].is_empty() || self.cpus_online < 2 || self.movable_in(cpu).is_none() {
+            return;
+        }
+        let idle = (0..self.cpus_online).find(|&c| {
+            c != cpu && self.current[c].is_none() && self.run_queues[c].is_empty() && percpu::of(c).online.load(Ordering::Relaxed)
+        });
+        if let Some(c) = idle {
+            self.resched(c);
         }
     }
 
@@ -707,6 +786,7 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
     let slice_over = percpu::this().need_resched.swap(false, Ordering::Relaxed);
     match k.schedule(cpu, slice_over) {
         Some(t) => {
+            k.offer_queued(cpu);
             switch_to(&mut k, cpu, t);
             // A new slice, an earlier timeout, or coming out of idle needs
             // the timer; a thread that got the CPU through IPC carries on
@@ -741,6 +821,10 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             arch::enter_user()
         }
         None => {
+            // Work queued on a busy CPU runs here instead.
+            if k.steal(cpu) {
+                continue;
+            }
             if now == 0 {
                 now = arch::time::nanos_since_boot();
             }

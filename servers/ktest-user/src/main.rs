@@ -31,6 +31,8 @@ mod heap;
 #[cfg(target_os = "none")]
 mod inject;
 #[cfg(target_os = "none")]
+mod placement;
+#[cfg(target_os = "none")]
 mod revocation;
 #[cfg(target_os = "none")]
 mod storage;

@@ -24,6 +24,9 @@ pub unsafe fn vcpu_run(_: CapSlot) -> Result<u64, Error> {
 pub unsafe fn thread_configure(_: CapSlot, _: u64, _: u64, _: u64, _: u64, _: u64) -> Result<(), Error> {
     Err(Error::NoSyscall)
 }
+pub fn thread_set_priority(_: CapSlot, _: u8, _: Option<u32>) -> Result<(), Error> {
+    Err(Error::NoSyscall)
+}
 pub fn thread_resume(_: CapSlot) -> Result<(), Error> {
     Err(Error::NoSyscall)
 }

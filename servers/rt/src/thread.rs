@@ -49,6 +49,22 @@ impl Thread {
         arg0: u64,
         arg1: u64,
     ) -> Result<Thread, Error> {
+        Self::spawn_placed(slots, va, stack_pages, entry, arg0, arg1, None)
+    }
+
+    /// As [`Thread::spawn`], the thread given `placement` (its priority, at
+    /// most its creator's, and the CPU it is pinned to, if any) before it
+    /// starts: a thread's priority and affinity are set only while it has
+    /// not started.
+    pub fn spawn_placed(
+        slots: ThreadSlots,
+        va: u64,
+        stack_pages: u64,
+        entry: extern "C" fn(u64, u64, u64) -> !,
+        arg0: u64,
+        arg1: u64,
+        placement: Option<(u8, Option<u32>)>,
+    ) -> Result<Thread, Error> {
         if stack_pages == 0 {
             return Err(Error::InvalidArgument);
         }
@@ -83,6 +99,9 @@ impl Thread {
         // 2. The stack and IPC buffer are the thread's alone and stay
         //    mapped until `Drop` has ended the thread.
         unsafe { sys::thread_configure(slots.thread, entry as usize as u64, top, ipc_va, arg0, arg1)? };
+        if let Some((priority, cpu)) = placement {
+            sys::thread_set_priority(slots.thread, priority, cpu)?;
+        }
         sys::thread_resume(slots.thread)?;
         Ok(t)
     }
