@@ -137,3 +137,77 @@ pub fn an_idle_cpu_runs_what_waits_on_a_busy_one(env: &mut Env) -> Result<(), St
     }
     Ok(())
 }
+
+/// Yields without end: a thread that is in and out of the kernel all the
+/// time.
+extern "C" fn yielder(_ipc: u64, started: u64, cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    let _ = sys::signal(started as CapSlot, 1 << cpu);
+    while !STOP[cpu].load(Ordering::Acquire) {
+        let _ = sys::yield_now();
+    }
+    // Nobody looks at `started` any more: park on it.
+    loop {
+        let _ = sys::wait(started as CapSlot, FOREVER);
+    }
+}
+
+/// Threads on every other CPU calling `Yield` in a loop (each pass takes
+/// the big lock) must not keep this CPU out of the kernel: its system calls
+/// that take the lock still finish. With a test-and-set lock the other
+/// CPU took the lock again and again ahead of this one, which never got in
+/// (a hang, bounded here).
+pub fn yielding_threads_do_not_keep_other_cpus_out_of_the_kernel(env: &mut Env) -> Result<(), String> {
+    const CALLS: u32 = 2000;
+    let cpus = env.cpus() as usize;
+    if cpus < 2 {
+        return Ok(());
+    }
+    let others = (cpus - 1).min(MAX_SPINNERS);
+    let before = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    let (started, n) = (env.slot(), env.slot());
+    for s in [started, n] {
+        sys::create(ObjectType::Notification, s, 0).map_err(|e| format!("notification: {e}"))?;
+    }
+    for s in &STOP {
+        s.store(false, Ordering::Release);
+    }
+    let mut threads: Vec<Thread> = Vec::new();
+    let result = (|| -> Result<(), String> {
+        for cpu in 1..=others {
+            let slots = ThreadSlots { thread: env.slot(), stack: env.slot(), ipc: env.slot() };
+            let va = env.reserve_va(STACK_PAGES + 1);
+            let t = Thread::spawn_placed(slots, va, STACK_PAGES, yielder, u64::from(started), cpu as u64, Some((60, Some(cpu as u32))))
+                .map_err(|e| format!("spawn: {e}"))?;
+            threads.push(t);
+        }
+        let all: u64 = (1..=others).map(|c| 1u64 << c).sum();
+        wait_bits(started, all, "the yielders never all started")?;
+        // Signal and Poll take the lock (the general path) every time.
+        let start = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
+        for i in 0..CALLS {
+            sys::signal(n, 1).map_err(|e| format!("signal {i}: {e}"))?;
+            if sys::poll(n).map_err(|e| format!("poll {i}: {e}"))? != 1 {
+                return Err(format!("poll {i} did not see the signal"));
+            }
+            let now = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
+            if now.saturating_sub(start) > 10 * PATIENCE_NS {
+                return Err(format!("CPU 0 made only {i} of {CALLS} system calls while the other CPUs yielded"));
+            }
+        }
+        Ok(())
+    })();
+    for s in &STOP {
+        s.store(true, Ordering::Release);
+    }
+    drop(threads);
+    for s in [started, n] {
+        let _ = sys::cap_delete(s);
+    }
+    result?;
+    let after = sys::budget_info().map_err(|e| format!("{e}"))?.used_bytes;
+    if after != before {
+        return Err(format!("the threads' memory was not all returned: {before} bytes before, {after} after"));
+    }
+    Ok(())
+}

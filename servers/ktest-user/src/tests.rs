@@ -121,6 +121,7 @@ pub fn main(start: Start) -> u64 {
         ("rebinding_a_thread_lets_go_of_its_old_notification", crate::bind::rebinding_a_thread_lets_go_of_its_old_notification),
         ("ipc_buffers_are_per_thread", crate::threads::ipc_buffers_are_per_thread),
         ("an_idle_cpu_runs_what_waits_on_a_busy_one", crate::placement::an_idle_cpu_runs_what_waits_on_a_busy_one),
+        ("yielding_threads_do_not_keep_other_cpus_out_of_the_kernel", crate::placement::yielding_threads_do_not_keep_other_cpus_out_of_the_kernel),
         ("capability_transfer", capability_transfer),
         ("revocation", revocation),
         ("revocation_reaches_objects_created_from_a_capability", crate::revocation::revocation_reaches_objects_created_from_a_capability),
