@@ -299,13 +299,19 @@ pub struct Kernel {
 static KERNEL: TicketMutex<Kernel> = TicketMutex::new(Kernel::EMPTY);
 
 /// Takes the big kernel lock, in turn: a ticket lock, so a CPU that goes
-/// through the kernel in a loop (a thread calling `Yield` without end)
-/// cannot take it again ahead of one already waiting. With a test-and-set
-/// lock it did, under QEMU every time: the other CPU never got in (the
-/// vCPU-teardown test hung once its main thread ran on the other CPU).
-/// Waits with interrupts enabled so that IPIs (TLB shootdowns) still reach
-/// this CPU meanwhile; the handlers taken then only record (none takes
-/// this lock), so one taken just after the lock is ours does no harm.
+/// through the kernel in a loop (a thread calling `Yield` or polling
+/// without end) cannot take it again ahead of one already waiting. With a
+/// test-and-set lock it did, under QEMU every time: the other CPU never got
+/// in (the vCPU-teardown test hung once its main thread ran on the other
+/// CPU). `spin`'s `FairMutex` (a waiter marks itself starved after 1024
+/// spins) did not hold under `-icount`. The price, under QEMU's one thread
+/// for all CPUs: every release with a waiter hands over, and the holder
+/// then waits for the waiter's turn to run (the cross-core IPC round trip
+/// under `-icount`: 2870 instructions before, 7923 after; on hardware a
+/// handover is a cache-line transfer). Waits with interrupts enabled so
+/// that IPIs (TLB shootdowns) still reach this CPU meanwhile; the handlers
+/// taken then only record (none takes this lock), so one taken just after
+/// the lock is ours does no harm.
 pub fn lock() -> KernelGuard {
     if let Some(g) = KERNEL.try_lock() {
         return KernelGuard(g);
