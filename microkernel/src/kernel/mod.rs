@@ -456,6 +456,12 @@ impl Kernel {
         }
     }
 
+    /// The priority of the thread running on `cpu`; `None` when it idles
+    /// or its thread is leaving it (blocked, not yet switched away from).
+    fn running_prio(&self, cpu: usize) -> Option<u8> {
+        self.current[cpu].and_then(|t| self.thread(t)).filter(|t| t.state == ThreadState::Running).map(|t| t.priority)
+    }
+
     /// What `kcore::sched::wake_cpu` and `steal_from` know of each CPU: the
     /// priority of the thread running there (`None` when it idles or its
     /// thread is leaving it) and its queue's length (`movable`: only the
@@ -464,7 +470,7 @@ impl Kernel {
         let mut loads = [kcore::sched::CpuLoad { online: false, highest_prio: None, queued: 0 }; MAX_CPUS];
         for (c, l) in loads.iter_mut().enumerate().take(self.cpus_online) {
             l.online = percpu::of(c).online.load(Ordering::Relaxed);
-            l.highest_prio = self.current[c].and_then(|t| self.thread(t)).filter(|t| t.state == ThreadState::Running).map(|t| t.priority);
+            l.highest_prio = self.running_prio(c);
             l.queued = if movable { usize::from(self.movable_in(c).is_some()) } else { self.run_queues[c].len() };
         }
         loads
@@ -475,8 +481,7 @@ impl Kernel {
     /// an idle CPU. A thread still current somewhere (suspended in ring 3,
     /// that CPU not yet back in the kernel) goes back there, always.
     fn wake_cpu(&self, t: Id, home: usize, pinned: bool, prio: u8) -> usize {
-        let running = self.current[home].and_then(|c| self.thread(c)).filter(|c| c.state == ThreadState::Running).map(|c| c.priority);
-        if pinned || kcore::sched::should_preempt(running, prio) || self.cpus_online < 2 || self.cpu_holding(t).is_some() {
+        if pinned || kcore::sched::should_preempt(self.running_prio(home), prio) || self.cpus_online < 2 || self.cpu_holding(t).is_some() {
             return home;
         }
         let loads = self.cpu_loads(false);
