@@ -107,7 +107,7 @@ pub fn cf9_reset_elf() -> Vec<u8> {
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "uname", "insmod", "lsmod", "nproc", "sha256sum", "dd", "printf", "echo", "sync",
     "poweroff", "cat", "ls", "dmesg", "sleep", "mkdir", "head", "hexdump", "stty", "taskset", "usleep", "cut",
-    "ip", "arping", "grep", "ping", "nc", "wc",
+    "ip", "arping", "grep", "ping", "nc", "wc", "udhcpc", "udhcpd", "chmod", "kill",
 ];
 /// Modules `/init` loads, and whether the image is useless without them
 /// (unless built in). Their dependencies are added from each module's

@@ -16,6 +16,7 @@ mod linux_hostfwd;
 mod linux_net;
 mod linux_pool;
 mod linux_vmadm_net;
+mod linux_protect;
 mod memtest;
 mod pool_disks;
 mod restart;

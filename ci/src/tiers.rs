@@ -1099,6 +1099,36 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
+    // Link protection from a guest's side, read back with `dlstat`
+    // (issue 13).
+    let protect = crate::linux_protect::CASE;
+    if chosen.contains(&"linux") && !only.as_deref().is_some_and(|o| !protect.contains(o) && !o.contains(crate::linux_protect::ALIAS)) {
+        println!("== linux: a VM forging MACs, IPs and DHCP offers on an etherstub; dlstat counts the drops");
+        runs += 1;
+        let kernel = kernel.as_deref().expect("kernel built");
+        match guest_images::ensure() {
+            Ok(images) => {
+                let out = once_more_after_emulator_crash(
+                    protect,
+                    || crate::linux_protect::run(kernel, &images, LINUX_QEMU_TIMEOUT),
+                    |o| !o.problems.is_empty(),
+                )?;
+                if out.problems.is_empty() {
+                    println!("  ok   {protect} ({:.1} s: {})", out.run.elapsed.as_secs_f64(), out.summary);
+                } else {
+                    println!("  FAIL {protect}: {} (log {})", out.problems.join("; "), out.run.log.display());
+                    let mut again = out.problems.clone();
+                    again.extend(serial_tail(&out.run.serial, 15));
+                    remember_failure(protect, again);
+                    failures.push(protect.into());
+                }
+            }
+            Err(e) => {
+                println!("  FAIL {protect}: the guest images (cargo xtask images): {e}");
+                failures.push(protect.into());
+            }
+        }
+    }
     if let Some(kernel) = kernel.as_deref() {
         crate::bigvm::run_tiers(kernel, &chosen, only.as_deref(), &mut failures, &mut runs)?;
         crate::fwboot::run_tiers(kernel, &chosen, only.as_deref(), &mut failures, &mut runs)?;

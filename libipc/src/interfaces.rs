@@ -873,6 +873,40 @@ pub struct SwitchInfo {
     pub uplink: Option<String>,
 }
 
+/// One VNIC's counters as [`vnic::Server::stats`] gives them (`dlstat`),
+/// from the VNIC's side: what it received is what the switch delivered to
+/// it (its guest's receive), what it sent is what its guest sent that the
+/// switch took. An attachment's counters start at 0 when it attaches.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnicStats {
+    /// netd's number for the VNIC (as [`VnicInfo::vnic`]).
+    pub vnic: u32,
+    /// Whether a ring is attached now (counters are 0 when not).
+    pub attached: bool,
+    /// Frames the switch delivered to the VNIC, and their bytes.
+    pub received_frames: u64,
+    #[allow(missing_docs)]
+    pub received_bytes: u64,
+    /// Frames the VNIC sent that the switch took, and their bytes.
+    pub sent_frames: u64,
+    #[allow(missing_docs)]
+    pub sent_bytes: u64,
+    /// Frames for the VNIC that were dropped, by reason (the switch's
+    /// names: `rate_limited`, ...), plus `ring_full` for frames its ring
+    /// had no room for; reasons with a count only.
+    pub received_drops: alloc::vec::Vec<(String, u64)>,
+    /// Frames from the VNIC that were dropped, by reason (`mac_spoof`,
+    /// `ip_spoof`, `dhcp_spoof`, `restricted`, ...); reasons with a count
+    /// only.
+    pub sent_drops: alloc::vec::Vec<(String, u64)>,
+    /// Times a frame it sent waited for its `maxbw` bucket.
+    pub throttled: u64,
+}
+
+/// VNICs one [`vnic::Server::stats`] answers at most (a page stays well
+/// inside one message with every drop reason counted).
+pub const VNIC_STATS_MAX: usize = 6;
+
 /// What [`vnic::Server::grant`] returns; the reply also carries the
 /// badged netd endpoint that reaches exactly these VNICs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -976,6 +1010,10 @@ crate::interface! {
         /// Additive, admins only: the operator-named VNICs from number
         /// `from` on (number, name), at most [`VNIC_SHOW_MAX`] a call.
         fn vnic_names(from: u32) -> Result<alloc::vec::Vec<(u32, String)>, VnicError>;
+        /// Additive, admins only (`dlstat`): the counters of every VNIC
+        /// from number `from` on (as [`vnic::Server::show`] lists them), at
+        /// most [`VNIC_STATS_MAX`] a call.
+        fn stats(from: u32) -> Result<alloc::vec::Vec<VnicStats>, VnicError>;
     }
 }
 

@@ -166,7 +166,7 @@ impl NetConfig {
     /// nic_tag admin
     /// vnic client=3 switch=stub0 mac=02:08:20:00:00:01 vlan_id=0 ip=10.0.0.1 allowed_ips=10.0.1.0/24,10.0.2.7
     ///      allow_ip_spoofing=false allow_mac_spoofing=false allow_dhcp_spoofing=false
-    ///      allow_restricted_traffic=false maxbw=20
+    ///      allow_restricted_traffic=false maxbw=20 allowed_dhcp_cids=0x0102ab
     /// ```
     ///
     /// (a `vnic` is one line; `client`, `switch` and `mac` are required,
@@ -379,6 +379,15 @@ fn parse_vnic<'a>(words: impl Iterator<Item = &'a str>) -> Result<VnicSpec, Stri
             "allowed_ips" => {
                 for a in value.split(',') {
                     protection.allowed_ips.push(IpNet::from_str(a).map_err(|_| bad("addresses or prefixes, comma-separated"))?);
+                }
+            }
+            "allowed_dhcp_cids" => {
+                for c in value.split(',') {
+                    let hex = c.strip_prefix("0x").unwrap_or("");
+                    let bytes: Option<Vec<u8>> = (hex.len() >= 2 && hex.len() % 2 == 0)
+                        .then(|| (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect())
+                        .flatten();
+                    protection.allowed_dhcp_cids.push(bytes.ok_or_else(|| bad("client identifiers (0x and hex digits), comma-separated"))?);
                 }
             }
             "allow_ip_spoofing" => protection.allow_ip_spoofing = boolean()?,
@@ -1412,6 +1421,40 @@ impl<P: VnicPlatform> vnic::Server for VnicServer<P> {
             .filter(|(_, e)| e.spec.client != NO_CLIENT)
             .filter_map(|(i, e)| e.name.clone().map(|n| (i as u32, n)))
             .take(libipc::interfaces::VNIC_SHOW_MAX)
+            .collect())
+    }
+
+    fn stats(&mut self, from: u32) -> Result<Vec<libipc::interfaces::VnicStats>, VnicError> {
+        self.service.requests += 1;
+        if !self.is_admin() {
+            return Err(VnicError::NotPermitted);
+        }
+        let reasons = |d: &netd_switch::Drops| d.nonzero().map(|(r, n)| (String::from(r.name()), n)).collect::<Vec<_>>();
+        Ok(self
+            .vnics
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .filter(|(_, e)| e.spec.client != NO_CLIENT)
+            .take(libipc::interfaces::VNIC_STATS_MAX)
+            .map(|(i, e)| {
+                let mut st = libipc::interfaces::VnicStats { vnic: i as u32, ..Default::default() };
+                let fabric = &self.switches[e.switch].1;
+                if let Some((a, port)) = e.attached.as_ref().and_then(|a| fabric.stats(a.id).map(|p| (a, p))) {
+                    st.attached = true;
+                    st.received_frames = port.out_frames;
+                    st.received_bytes = port.out_bytes;
+                    st.sent_frames = port.in_frames;
+                    st.sent_bytes = port.in_bytes;
+                    st.received_drops = reasons(&port.out_drops);
+                    st.sent_drops = reasons(&port.in_drops);
+                    st.throttled = port.throttled;
+                    if let Some((full, _)) = fabric.ring_state(a.id).filter(|(n, _)| *n > 0) {
+                        st.received_drops.push((String::from("ring_full"), full));
+                    }
+                }
+                st
+            })
             .collect())
     }
 }

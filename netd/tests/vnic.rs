@@ -914,3 +914,48 @@ fn etherstubs_and_operator_vnics_are_made_and_deleted_at_run_time() {
     let (status, _) = r.finish();
     assert!(status.contains("es99"), "{status}");
 }
+
+/// `dlstat`'s source: each VNIC's counters and drops by reason, from the
+/// VNIC's side, for admins alone; a VMM asking (for its own VNICs too) gets
+/// `NotPermitted` and netd goes on.
+#[test]
+fn stats_count_each_vnics_frames_and_drops_by_reason_for_admins_only() {
+    let r = rig();
+    let (a, b, admin) = (r.client(A), r.client(B), r.client(0));
+    let ha = a.attach(0, 0).unwrap().unwrap().handle;
+    let mut vmm_a = Vmm::new(r.region(0));
+    b.attach(1, 0).unwrap().unwrap();
+    let mut vmm_b = Vmm::new(r.region(1));
+    // Before any frame: attached, nothing counted; VNIC 2 not attached.
+    let before = admin.stats(0).unwrap().unwrap();
+    assert_eq!(before.iter().map(|s| (s.vnic, s.attached, s.sent_frames)).collect::<Vec<_>>(), [(0, true, 0), (1, true, 0), (2, false, 0)]);
+    // A sends one good frame, two with a forged source IP and one with a
+    // forged source MAC.
+    let good = arp(MAC_A, [10, 0, 0, 1]);
+    vmm_a.send(&good);
+    vmm_a.send(&arp(MAC_A, [10, 0, 0, 66]));
+    vmm_a.send(&arp(MAC_A, [10, 0, 0, 67]));
+    vmm_a.send(&arp([0x02, 0x08, 0x20, 0, 0, 0x99], [10, 0, 0, 1]));
+    assert_eq!(a.kick(ha).unwrap(), Ok(4));
+    assert_eq!(vmm_b.received(), std::slice::from_ref(&good));
+    let stats = admin.stats(0).unwrap().unwrap();
+    let (sa, sb) = (&stats[0], &stats[1]);
+    assert_eq!((sa.sent_frames, sa.sent_bytes, sa.received_frames), (1, good.len() as u64, 0), "{sa:?}");
+    let mut drops = sa.sent_drops.clone();
+    drops.sort();
+    assert_eq!(drops, [("ip_spoof".to_string(), 2), ("mac_spoof".to_string(), 1)]);
+    assert!(sa.received_drops.is_empty());
+    assert_eq!((sb.received_frames, sb.received_bytes, sb.sent_frames), (1, good.len() as u64, 0), "{sb:?}");
+    assert!(sb.sent_drops.is_empty() && sb.received_drops.is_empty());
+    // Pages: from a number on; past the last, nothing.
+    assert_eq!(admin.stats(1).unwrap().unwrap().iter().map(|s| s.vnic).collect::<Vec<_>>(), [1, 2]);
+    assert!(admin.stats(3).unwrap().unwrap().is_empty());
+    assert!(admin.stats(u32::MAX).unwrap().unwrap().is_empty());
+    // The abuse: VMMs reading counters, their own or another's.
+    assert_eq!(a.stats(0).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(r.client(0xdead).stats(1).unwrap(), Err(VnicError::NotPermitted));
+    assert_eq!(b.kick(ha).unwrap(), Err(VnicError::NoSuchHandle { handle: ha }));
+    drop((a, b, admin));
+    let (status, _) = r.finish();
+    assert!(status.contains("ip_spoof=2") && status.contains("mac_spoof=1"), "{status}");
+}

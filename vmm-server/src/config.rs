@@ -74,8 +74,12 @@ const TOP_LEVEL: &[&str] = &[
 ];
 const DISK_PROPERTIES: &[&str] = &["block_size", "boot", "image_uuid", "media", "model", "path", "size"];
 const NIC_PROPERTIES: &[&str] = &[
+    "allow_dhcp_spoofing",
     "allow_ip_spoofing",
     "allow_mac_spoofing",
+    "allow_restricted_traffic",
+    "allowed_dhcp_cids",
+    "allowed_ips",
     "gateway",
     "ip",
     "mac",
@@ -354,6 +358,17 @@ pub struct NicConfig {
     pub primary: bool,
     pub allow_ip_spoofing: bool,
     pub allow_mac_spoofing: bool,
+    /// `allow_dhcp_spoofing`: the guest may act as a DHCP server (and use
+    /// other client identifiers).
+    pub allow_dhcp_spoofing: bool,
+    /// `allow_restricted_traffic`: frames other than IPv4, IPv6 and ARP.
+    pub allow_restricted_traffic: bool,
+    /// `allowed_ips`: addresses or prefixes (`10.0.1.0/24`, `fd00::7`) the
+    /// guest may send from besides `ip`, in their canonical text.
+    pub allowed_ips: Vec<String>,
+    /// `allowed_dhcp_cids`: DHCP client identifiers (`0x` and hex digits,
+    /// lower case) the guest may use besides its MAC's.
+    pub allowed_dhcp_cids: Vec<String>,
     pub mtu: Option<u16>,
     /// `maxbw`: a cap in Mbit/s on both directions (Crossbow's link
     /// property; vmadm has none), enforced by netd's switch.
@@ -491,6 +506,24 @@ impl<'a> Props<'a> {
         self.string(key)?
             .map(|s| s.parse::<Ipv4Addr>().map_err(|_| self.invalid(key, "an IPv4 address", s)))
             .transpose()
+    }
+
+    /// An array of at most `max` strings, each checked (and put in its
+    /// canonical form) by `check`.
+    fn list(&self, key: &str, max: usize, expected: &'static str, check: fn(&str) -> Option<String>) -> Result<Vec<String>, ConfigError> {
+        let items = self.array(key)?;
+        if items.len() > max {
+            return Err(ConfigError::TooLarge { property: self.name(key), max: max as u64, got: items.len() as u64, unit: "entries" });
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let item = format!("{key}[{i}]");
+                let s = v.as_str().ok_or_else(|| self.wrong(&item, expected))?;
+                check(s).ok_or_else(|| self.invalid(&item, expected, &s.chars().take(64).collect::<String>()))
+            })
+            .collect()
     }
 
     fn array(&self, key: &str) -> Result<&'a [Value], ConfigError> {
@@ -760,6 +793,37 @@ fn parse_disk(value: &Value, path: String) -> Result<DiskConfig, ConfigError> {
     })
 }
 
+/// Entries of `allowed_ips` and `allowed_dhcp_cids` at most (vmadm's
+/// limit).
+const MAX_ALLOWED: usize = 20;
+
+/// An address or prefix (`10.0.1.0/24`, `fd00::7`), canonical; a prefix
+/// longer than its family's address is refused.
+fn ip_or_prefix(s: &str) -> Option<String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: core::net::IpAddr = addr.parse().ok()?;
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    match len {
+        None => Some(ip.to_string()),
+        Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
+            let n: u32 = l.parse().ok()?;
+            (n <= bits).then(|| format!("{ip}/{n}"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// A DHCP client identifier as vmadm takes it: `0x` and 2 to 510 hex
+/// digits, an even number; lower case.
+fn dhcp_cid(s: &str) -> Option<String> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+    (hex.len() >= 2 && hex.len() <= 510 && hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("0x{}", hex.to_ascii_lowercase()))
+}
+
 fn parse_nic(value: &Value, path: String) -> Result<NicConfig, ConfigError> {
     let p = Props::new(value, path, NIC_PROPERTIES)?;
     let nic_tag = p
@@ -809,6 +873,10 @@ fn parse_nic(value: &Value, path: String) -> Result<NicConfig, ConfigError> {
         primary: p.boolean("primary")?.unwrap_or(false),
         allow_ip_spoofing: p.boolean("allow_ip_spoofing")?.unwrap_or(false),
         allow_mac_spoofing: p.boolean("allow_mac_spoofing")?.unwrap_or(false),
+        allow_dhcp_spoofing: p.boolean("allow_dhcp_spoofing")?.unwrap_or(false),
+        allow_restricted_traffic: p.boolean("allow_restricted_traffic")?.unwrap_or(false),
+        allowed_ips: p.list("allowed_ips", MAX_ALLOWED, "an IPv4 or IPv6 address or prefix like 10.0.1.0/24", ip_or_prefix)?,
+        allowed_dhcp_cids: p.list("allowed_dhcp_cids", MAX_ALLOWED, "0x and an even number of hex digits (2 to 510)", dhcp_cid)?,
         mtu: p.integer("mtu", 576, 9000, "bytes")?.map(|n| n as u16),
         maxbw_mbit: p.integer("maxbw", 1, 100_000, "Mbit/s")?.map(|n| n as u32),
     })

@@ -371,7 +371,7 @@ fn nics_become_a_vnic_grant_for_each_start_and_go_back_at_stop() {
     // vmadm made the first NIC's MAC (SmartOS's 90:b8:d0 prefix) and keeps it.
     assert!(lines[0].starts_with("switch=stub0 mac=90:b8:d0:") && lines[0].contains(" vlan_id=12 ip=10.0.0.5 "), "{lines:?}");
     assert!(lines[0].contains("allow_ip_spoofing=false allow_mac_spoofing=false"), "{lines:?}");
-    assert_eq!(lines[1], "switch=admin mac=02:08:20:aa:bb:cc vlan_id=0 allow_ip_spoofing=true allow_mac_spoofing=false");
+    assert_eq!(lines[1], "switch=admin mac=02:08:20:aa:bb:cc vlan_id=0 allow_ip_spoofing=true allow_mac_spoofing=false allow_dhcp_spoofing=false allow_restricted_traffic=false");
     // The VMM is started with both NICs (it attaches them through the grant).
     let (_, _, json, _) = f.vmms.values().next().unwrap().clone();
     assert_eq!(vmm_server::config::VmConfig::from_json(&json).unwrap().nics.len(), 2);

@@ -99,6 +99,8 @@ pub trait System {
     fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError>;
     /// The operators' VNICs' names by number (`vnic.vnic_names`, all pages).
     fn vnic_names(&mut self) -> Answer<Vec<(u32, String)>, VnicError>;
+    /// Every VNIC's counters (`vnic.stats`, all pages).
+    fn vnic_stats(&mut self) -> Answer<Vec<libipc::interfaces::VnicStats>, VnicError>;
     /// A change of netd's links (`vnic.create_etherstub`, …); a VNIC made
     /// answers its number, the rest 0.
     fn dladm(&mut self, op: dladm::LinkOp) -> Answer<u32, VnicError>;
@@ -185,6 +187,9 @@ Alcove operator shell. Commands:
   dladm create-etherstub | delete-etherstub | delete-vnic NAME
   dladm create-vnic -l LINK [-m MAC] [-v VID] NAME
                           make and delete etherstubs and VNICs (until netd restarts)
+  dlstat [show-link] [LINK]
+                          each VNIC's frames and bytes in and out, and the frames
+                          netd dropped (link protection, caps, full rings) by reason
   zpool status | list     storaged's pool, its disks and their errors
   zpool scrub [-s] POOL   verify (and repair) every block in the background; -s stops it
   zfs list [-H] [-p] [-t volume|snapshot|all] [-o FIELD,...] [NAME...]
@@ -449,6 +454,7 @@ impl<S: System> Shell<S> {
             "zfs" => self.zfs(args),
             "svcadm" => self.svcadm(args),
             "dladm" => self.dladm(args),
+            "dlstat" => self.dlstat(args),
             _ => Reply::fail(format!("shell: {}: command not found (try help)\n", printable(name)), 127),
         }
     }

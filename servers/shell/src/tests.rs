@@ -393,6 +393,25 @@ impl System for Mock {
         .chain(self.stubs.iter().map(|n| SwitchInfo { name: n.clone(), etherstub: true, mtu: 9000, uplink: None }))
         .collect()))
     }
+    fn vnic_stats(&mut self) -> Answer<Vec<libipc::interfaces::VnicStats>, VnicError> {
+        if self.netd_refuses {
+            return Ok(Err(VnicError::NotPermitted));
+        }
+        Ok(Ok(vec![
+            libipc::interfaces::VnicStats {
+                vnic: 0,
+                attached: true,
+                received_frames: 12,
+                received_bytes: 1500,
+                sent_frames: 7,
+                sent_bytes: 640,
+                received_drops: vec![("rate_limited".into(), 3)],
+                sent_drops: vec![("mac_spoof".into(), 1), ("ip_spoof".into(), 2)],
+                throttled: 0,
+            },
+            libipc::interfaces::VnicStats { vnic: 3, ..Default::default() },
+        ]))
+    }
     fn vnic_names(&mut self) -> Answer<Vec<(u32, String)>, VnicError> {
         Ok(Ok(self.ops.iter().map(|(n, name, _)| (*n, name.clone())).collect()))
     }
@@ -1220,6 +1239,32 @@ vnic3        vioif0       0      2:8:20:7:0:1a     fixed             12
         s.run("dladm show-etherstub"),
         Reply::fail("dladm: netd did not answer: no netd endpoint was granted (manifest: calls)\n".into(), 1)
     );
+}
+
+/// `dlstat`: each VNIC's counters by its link name, from the link's side,
+/// drops by reason; a VNIC nobody attached is all `--`; one link by name;
+/// usage; netd's refusal in dlstat's words.
+#[test]
+fn dlstat_shows_each_vnics_counters_and_drops_by_reason() {
+    let mut s = shell();
+    let want = "\
+LINK             IPKTS      RBYTES IDROPS                   OPKTS      OBYTES ODROPS
+vnic0               12        1500 rate_limited=3               7         640 mac_spoof=1,ip_spoof=2
+vnic3               --          -- --                          --          -- --
+";
+    assert_eq!(s.run("dlstat"), Reply::ok(want.into()));
+    assert_eq!(s.run("dlstat show-link"), Reply::ok(want.into()));
+    assert_eq!(s.run("dlstat show-link vnic3").text.lines().count(), 2);
+    assert_eq!(s.run("dlstat vnic0").text.lines().nth(1), want.lines().nth(1));
+    assert_eq!(s.run("dlstat vnic9"), Reply::fail("dlstat: failed to show link vnic9: object not found\n".into(), 1));
+    for bad in ["dlstat -i 1", "dlstat show-link a b", "dlstat a b"] {
+        let r = s.run(bad);
+        assert_eq!(r.code, 2, "{bad}");
+        assert!(r.text.contains("usage:  dlstat"), "{bad}: {}", r.text);
+    }
+    s.system.netd_refuses = true;
+    let r = s.run("dlstat");
+    assert_eq!((r.code, r.text.starts_with("dlstat: insufficient privileges")), (1, true), "{}", r.text);
 }
 
 /// `zfs rename`: a volume moves with its snapshots (a clone's origin

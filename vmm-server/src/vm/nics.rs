@@ -69,9 +69,15 @@ pub fn netd_conf(config: &VmConfig, client: u64) -> String {
         if let Some(m) = nic.maxbw_mbit {
             out.push_str(&format!(" maxbw={m}"));
         }
+        if !nic.allowed_ips.is_empty() {
+            out.push_str(&format!(" allowed_ips={}", nic.allowed_ips.join(",")));
+        }
+        if !nic.allowed_dhcp_cids.is_empty() {
+            out.push_str(&format!(" allowed_dhcp_cids={}", nic.allowed_dhcp_cids.join(",")));
+        }
         out.push_str(&format!(
-            " allow_ip_spoofing={} allow_mac_spoofing={}\n",
-            nic.allow_ip_spoofing, nic.allow_mac_spoofing
+            " allow_ip_spoofing={} allow_mac_spoofing={} allow_dhcp_spoofing={} allow_restricted_traffic={}\n",
+            nic.allow_ip_spoofing, nic.allow_mac_spoofing, nic.allow_dhcp_spoofing, nic.allow_restricted_traffic
         ));
     }
     out

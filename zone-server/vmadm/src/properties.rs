@@ -318,13 +318,13 @@ pub const DISK: &[Prop] = &[
 
 /// The properties of one `nics[]` entry, sorted by name.
 pub const NIC: &[Prop] = &[
-    p("allow_dhcp_spoofing", Bool, true, Live, true).default(Default::Bool(false)),
+    p("allow_dhcp_spoofing", Bool, true, Live, true).honoured().default(Default::Bool(false)),
     p("allow_ip_spoofing", Bool, true, Live, true).honoured().default(Default::Bool(false)),
     p("allow_mac_spoofing", Bool, true, Live, true).honoured().default(Default::Bool(false)),
-    p("allow_restricted_traffic", Bool, true, Live, true).default(Default::Bool(false)),
+    p("allow_restricted_traffic", Bool, true, Live, true).honoured().default(Default::Bool(false)),
     p("allow_unfiltered_promisc", Bool, true, Live, true).default(Default::Bool(false)),
-    p("allowed_dhcp_cids", List { item: Item::DhcpCid, max: 20 }, true, Stored, true),
-    p("allowed_ips", List { item: Item::IpOrCidr, max: 20 }, true, Stored, true),
+    p("allowed_dhcp_cids", List { item: Item::DhcpCid, max: 20 }, true, Stored, true).honoured(),
+    p("allowed_ips", List { item: Item::IpOrCidr, max: 20 }, true, Stored, true).honoured(),
     p("blocked_outgoing_ports", List { item: Item::Port, max: 64 }, true, Stored, true),
     p("dhcp_server", Bool, true, Live, true),
     p("gateway", Ipv4, true, Stored, true).honoured(),

@@ -436,6 +436,27 @@ fn vmm_server_accepts_what_the_bridge_makes() {
     assert!(!c.nics[0].allow_ip_spoofing && !c.nics[0].allow_mac_spoofing);
 }
 
+/// A NIC's link protections cross to the VMM as given, and every address
+/// of `ips` past the first (the VMM's `ip`) joins `allowed_ips`, so netd
+/// lets the guest send from each, as SmartOS's ip-nospoof does.
+#[test]
+fn link_protections_and_every_address_of_ips_reach_the_vmm() {
+    use vmm_server::config::{NicIp, VmConfig};
+    let p = created(json!({"brand": "bhyve", "kernel": "bzImage", "ram": 64, "nics": [
+        {"nic_tag": "stub0", "ips": ["10.0.0.5/24", "10.0.0.6/24", "fd00::5/64"], "allowed_ips": ["10.9.0.0/16"],
+         "allow_dhcp_spoofing": true, "allow_restricted_traffic": "true", "allowed_dhcp_cids": ["0x0102"]},
+        {"nic_tag": "stub0", "ips": ["dhcp"]}]}));
+    let json = crate::vmm::vm_config_json(&p);
+    let c = VmConfig::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
+    let n = &c.nics[0];
+    assert_eq!(n.ip, Some(NicIp::Static("10.0.0.5".parse().unwrap())));
+    assert_eq!(n.allowed_ips, ["10.9.0.0/16", "10.0.0.6", "fd00::5"]);
+    assert!(n.allow_dhcp_spoofing && n.allow_restricted_traffic && !n.allow_ip_spoofing);
+    assert_eq!(n.allowed_dhcp_cids, ["0x0102"]);
+    let d = &c.nics[1];
+    assert!(d.allowed_ips.is_empty() && !d.allow_dhcp_spoofing && !d.allow_restricted_traffic);
+}
+
 #[test]
 fn vmm_server_accepts_a_direct_boot_instance() {
     use vmm_server::config::VmConfig;

@@ -36,8 +36,19 @@ const TOP: &[&str] = &[
 ];
 const POSITIVE: &[&str] = &["cpu_cap", "cpu_shares", "quota"];
 const DISK: &[&str] = &["block_size", "boot", "image_uuid", "media", "model", "path", "size"];
-const NIC: &[&str] =
-    &["allow_ip_spoofing", "allow_mac_spoofing", "mac", "model", "mtu", "nic_tag", "primary", "vlan_id"];
+const NIC: &[&str] = &[
+    "allow_dhcp_spoofing",
+    "allow_ip_spoofing",
+    "allow_mac_spoofing",
+    "allow_restricted_traffic",
+    "allowed_dhcp_cids",
+    "mac",
+    "model",
+    "mtu",
+    "nic_tag",
+    "primary",
+    "vlan_id",
+];
 
 fn copy(from: &Map<String, Value>, to: &mut Map<String, Value>, keys: &[&str]) {
     for k in keys {
@@ -68,6 +79,20 @@ fn nic(n: &Map<String, Value>) -> Value {
     }
     if let Some(gw) = n.get("gateways").and_then(Value::as_array).and_then(|g| g.first()) {
         out.insert("gateway".into(), gw.clone());
+    }
+    // ip-nospoof lets the guest send from every address of `ips` (as
+    // SmartOS's), not only the one the VMM is given: the others, without
+    // their prefix lengths, join `allowed_ips`.
+    let mut allowed: Vec<Value> = n.get("allowed_ips").and_then(Value::as_array).cloned().unwrap_or_default();
+    let first = v4.copied();
+    for a in ips.iter().filter(|s| Some(**s) != first && **s != "dhcp" && **s != "addrconf") {
+        let addr = Value::String(a.split('/').next().unwrap_or(a).into());
+        if !allowed.contains(&addr) {
+            allowed.push(addr);
+        }
+    }
+    if !allowed.is_empty() {
+        out.insert("allowed_ips".into(), Value::Array(allowed));
     }
     Value::Object(out)
 }

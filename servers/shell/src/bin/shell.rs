@@ -41,6 +41,29 @@ mod machine {
         }
     }
 
+    /// Every page of a paged netd list (`vnic.show`, `vnic_names`,
+    /// `stats`): pages from number `from` on, each non-empty until the
+    /// last; numbers only grow, so this ends.
+    fn all_pages<T>(
+        mut page_from: impl FnMut(u32) -> Result<Result<Vec<T>, VnicError>, String>,
+        number: impl Fn(&T) -> u32,
+    ) -> Answer<Vec<T>, VnicError> {
+        let mut all: Vec<T> = Vec::new();
+        let mut from = 0u32;
+        loop {
+            let page = match page_from(from)? {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            let Some(last) = page.last().map(&number) else { return Ok(Ok(all)) };
+            all.extend(page);
+            match last.checked_add(1) {
+                Some(n) if n > from => from = n,
+                _ => return Ok(Ok(all)),
+            }
+        }
+    }
+
     fn missing(what: &str) -> String {
         alloc::format!("no {what} endpoint was granted (manifest: calls)")
     }
@@ -229,42 +252,19 @@ mod machine {
         fn vnic_show(&mut self) -> Answer<Vec<VnicInfo>, VnicError> {
             let ep = self.netd.ok_or_else(|| missing("netd"))?;
             let c = vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)));
-            let mut all: Vec<VnicInfo> = Vec::new();
-            // Pages of VNICs from number `from` on; each page is
-            // non-empty until the last, and numbers only grow, so this ends.
-            let mut from = 0u32;
-            loop {
-                let page = match c.show(from).map_err(|e| e.to_string())? {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let Some(last) = page.last().map(|v| v.vnic) else { return Ok(Ok(all)) };
-                all.extend(page);
-                match last.checked_add(1) {
-                    Some(n) if n > from => from = n,
-                    _ => return Ok(Ok(all)),
-                }
-            }
+            all_pages(|from| c.show(from).map_err(|e| e.to_string()), |v| v.vnic)
         }
 
         fn vnic_names(&mut self) -> Answer<Vec<(u32, String)>, VnicError> {
             let ep = self.netd.ok_or_else(|| missing("netd"))?;
             let c = vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)));
-            let mut all: Vec<(u32, String)> = Vec::new();
-            // Pages from number `from` on, as `vnic_show`'s.
-            let mut from = 0u32;
-            loop {
-                let page = match c.vnic_names(from).map_err(|e| e.to_string())? {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let Some(last) = page.last().map(|v| v.0) else { return Ok(Ok(all)) };
-                all.extend(page);
-                match last.checked_add(1) {
-                    Some(n) if n > from => from = n,
-                    _ => return Ok(Ok(all)),
-                }
-            }
+            all_pages(|from| c.vnic_names(from).map_err(|e| e.to_string()), |v| v.0)
+        }
+
+        fn vnic_stats(&mut self) -> Answer<Vec<libipc::interfaces::VnicStats>, VnicError> {
+            let ep = self.netd.ok_or_else(|| missing("netd"))?;
+            let c = vnic::Client::new(KernelTransport::new(Cap::from_slot(ep)));
+            all_pages(|from| c.stats(from).map_err(|e| e.to_string()), |v| v.vnic)
         }
 
         fn dladm(&mut self, op: shell::dladm::LinkOp) -> Answer<u32, VnicError> {

@@ -66,6 +66,45 @@ fn netd_conf_lines_are_what_netd_reads() {
     }
 }
 
+/// Every link protection of a NIC reaches netd: the four `allow_*` and
+/// the `allowed_ips`/`allowed_dhcp_cids` lists (canonical); a bad entry
+/// is refused naming it, a list over 20 too.
+#[test]
+fn every_link_protection_reaches_netd() {
+    let c = vm(
+        "web",
+        r#"{"nic_tag": "stub0", "ip": "10.0.0.10", "netmask": "255.255.255.0", "allow_dhcp_spoofing": true,
+            "allow_restricted_traffic": true, "allowed_ips": ["10.0.1.0/24", "FD00::7"], "allowed_dhcp_cids": ["0xAB01"]},
+           {"nic_tag": "stub0"}"#,
+    );
+    let text = format!("etherstub stub0\n{}", netd_conf(&c, 7));
+    let parsed = NetConfig::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (p0, p1) = (&parsed.vnics[0].config.protection, &parsed.vnics[1].config.protection);
+    assert!(p0.allow_dhcp_spoofing && p0.allow_restricted_traffic && !p0.allow_ip_spoofing && !p0.allow_mac_spoofing);
+    let allowed: Vec<String> = p0.allowed_ips.iter().map(|n| format!("{}/{}", n.addr, n.prefix)).collect();
+    assert_eq!(allowed, ["10.0.1.0/24", "fd00::7/128"]);
+    assert_eq!(p0.allowed_dhcp_cids, [vec![0xab, 0x01]]);
+    // SmartOS's defaults: everything protected.
+    assert!(!p1.allow_dhcp_spoofing && !p1.allow_restricted_traffic && p1.allowed_ips.is_empty() && p1.allowed_dhcp_cids.is_empty());
+    let json = |nic: &str| format!(r#"{{"brand": "bhyve", "alias": "w", "ram": 64, "vcpus": 1, "kernel": "k", "nics": [{{"nic_tag": "a", {nic}}}]}}"#);
+    let many = format!(r#""allowed_ips": [{}]"#, vec!["\"10.0.0.1\""; 21].join(","));
+    for (bad, names) in [
+        (r#""allowed_ips": ["10.0.0.0/33"]"#, "nics[0].allowed_ips[0]"),
+        (r#""allowed_ips": ["10.0.0.1", "host"]"#, "nics[0].allowed_ips[1]"),
+        (r#""allowed_ips": ["10.0.0.0/"]"#, "nics[0].allowed_ips[0]"),
+        (r#""allowed_ips": [7]"#, "nics[0].allowed_ips[0]"),
+        (r#""allowed_ips": "10.0.0.1""#, "nics[0].allowed_ips"),
+        (many.as_str(), "nics[0].allowed_ips"),
+        (r#""allowed_dhcp_cids": ["0xabc"]"#, "nics[0].allowed_dhcp_cids[0]"),
+        (r#""allowed_dhcp_cids": ["abcd"]"#, "nics[0].allowed_dhcp_cids[0]"),
+        (r#""allowed_dhcp_cids": ["0x,a"]"#, "nics[0].allowed_dhcp_cids[0]"),
+        (r#""allow_dhcp_spoofing": "yes""#, "nics[0].allow_dhcp_spoofing"),
+    ] {
+        let e = format!("{:?}", VmConfig::from_json(&json(bad)).unwrap_err());
+        assert!(e.contains(names), "{bad}: {e}");
+    }
+}
+
 #[test]
 fn each_nic_finds_its_vnic_or_is_named() {
     let c = vm("web", r#"{"nic_tag": "stub0"}, {"nic_tag": "stub0", "vlan_id": 3}"#);
