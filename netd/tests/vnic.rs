@@ -428,6 +428,15 @@ fn the_configuration_names_what_is_wrong() {
         "netd.conf line 2: property \"allow_ip_spoofing\": expected true or false, got \"yes\""
     );
     assert_eq!(bad("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01 speed=10"), "netd.conf line 2: property \"speed\" is not a VNIC property");
+    for cids in ["0xabc", "ab01", "0x", "0xzz", "0x01,", "0x01,,0x02"] {
+        assert_eq!(
+            bad(&format!("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01 allowed_dhcp_cids={cids}")),
+            format!("netd.conf line 2: property \"allowed_dhcp_cids\": expected client identifiers (0x and hex digits), comma-separated, got \"{cids}\""),
+            "{cids}"
+        );
+    }
+    let cids = NetConfig::parse("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01 allowed_dhcp_cids=0x01ab,0xFF00").unwrap();
+    assert_eq!(cids.vnics[0].config.protection.allowed_dhcp_cids, [vec![0x01, 0xab], vec![0xff, 0x00]]);
     assert_eq!(
         bad("etherstub s\nvnic client=1 switch=s mac=02:00:00:00:00:01\nvnic client=2 switch=s mac=02:00:00:00:00:01"),
         "netd.conf line 3: property \"mac\": 02:00:00:00:00:01 is already on switch \"s\", VLAN 0"
