@@ -2,11 +2,17 @@
 //! pair, its frames carried to netd's switch by the VMM.
 //!
 //! Offered: VIRTIO_NET_F_MAC (the VNIC's MAC in the configuration space,
-//! from the VM description's `nics[].mac`), VIRTIO_NET_F_STATUS (link up)
-//! and VIRTIO_NET_F_MTU (1500). No checksum or segmentation offloads and
-//! no mergeable receive buffers yet: every frame is whole in one chain, so
-//! a guest's receive buffers hold [`HDR_BYTES`] + 1514 bytes (Linux's
-//! "small" buffers do).
+//! from the VM description's `nics[].mac`), VIRTIO_NET_F_STATUS (link up),
+//! VIRTIO_NET_F_MTU (1500) and VIRTIO_NET_F_MRG_RXBUF (mergeable receive
+//! buffers: a frame may span several receive chains, `num_buffers` in the
+//! first one's header). No checksum or segmentation offloads: frames cross
+//! netd's switch to other guests, the machine's NIC and netd's own stack
+//! as bare Ethernet frames, so a checksum left to the device would have to
+//! be computed here anyway (no saving under emulation, where both sides'
+//! instructions cost the same), and segmentation would need the frame
+//! ring to carry the header. Without MRG_RXBUF every frame is whole in one
+//! chain, so a guest's receive buffers hold [`HDR_BYTES`] + 1514 bytes
+//! (Linux's "small" buffers do).
 //!
 //! The flow with the VMM, as virtio-console's:
 //! * Transmit: on a `transmitq` notification the device checks each chain
@@ -23,7 +29,15 @@
 //!   full drops), and they go into the guest's receive buffers when
 //!   `receiveq` is processed (the guest's notification, or the VMM's kick
 //!   after pushing). A frame larger than the buffer the guest posted is
-//!   dropped and counted, and the buffer serves the next frame.
+//!   dropped and counted, and the buffer serves the next frame. With
+//!   MRG_RXBUF the device instead takes chains until they hold the header
+//!   and the frame, fills them in order and returns them together (the
+//!   used index moves once, §5.1.6.4.2); chains taken while the guest has
+//!   not yet given enough stay with the device for the frame (no chain is
+//!   put back). A chain shorter than the header (the driver MUST give at
+//!   least one, §5.1.6.3.1) goes back empty and is counted; a frame that
+//!   would need more than [`MAX_MERGED`] chains is dropped and counted, and
+//!   the chains it took serve the next frame.
 
 use alloc::collections::VecDeque;
 use alloc::vec;
@@ -31,7 +45,7 @@ use alloc::vec::Vec;
 
 use libipc::framering::{Consumer, Direction, FrameRingError, Geometry, Producer, RingRegion};
 
-use super::queue::Queue;
+use super::queue::{DescriptorChain, Queue};
 use super::{COMMON_FEATURES, GuestMemory, QueueError, VIRTIO_ID_NET, VirtioDevice, feature, read_config_space};
 
 // Feature bits (§5.1.3).
@@ -81,6 +95,12 @@ pub const RX_LIMIT: usize = 16;
 /// guest.
 pub const MAX_HELD_FRAMES: usize = 2 * TX_LIMIT + RX_LIMIT;
 
+/// Receive chains one frame may span with MRG_RXBUF: 64 of Linux's
+/// smallest mergeable buffers (1,530 bytes) hold a 64 KiB frame; a frame
+/// here is at most [`MAX_FRAME`], so only a guest posting tiny buffers
+/// reaches it.
+pub const MAX_MERGED: usize = 64;
+
 // Configuration layout (§5.1.4): mac[6], le16 status,
 // le16 max_virtqueue_pairs, le16 mtu.
 const CONFIG_LEN: usize = 12;
@@ -105,8 +125,12 @@ pub struct NetStats {
     pub rx_bytes: u64,
     /// Frames dropped because [`RX_LIMIT`] frames already waited.
     pub rx_overflow: u64,
-    /// Frames dropped because the guest's buffer was too small.
+    /// Frames dropped because the guest's buffer was too small (or, with
+    /// MRG_RXBUF, needed over [`MAX_MERGED`] buffers), and buffers shorter
+    /// than the header given back empty.
     pub rx_small_buffer: u64,
+    /// Frames that spanned more than one buffer (MRG_RXBUF).
+    pub rx_merged: u64,
 }
 
 /// The virtio-net device.
@@ -116,6 +140,9 @@ pub struct Net {
     acked_features: u64,
     tx: VecDeque<Vec<u8>>,
     rx: VecDeque<Vec<u8>>,
+    /// Receive chains taken for the next frame (MRG_RXBUF) that do not
+    /// hold it yet.
+    rx_held: Vec<DescriptorChain>,
     stalled: bool,
     stats: NetStats,
 }
@@ -123,7 +150,15 @@ pub struct Net {
 impl Net {
     /// A NIC with `mac` (the VNIC's address).
     pub fn new(mac: [u8; 6]) -> Self {
-        Self { mac, acked_features: 0, tx: VecDeque::new(), rx: VecDeque::new(), stalled: false, stats: NetStats::default() }
+        Self {
+            mac,
+            acked_features: 0,
+            tx: VecDeque::new(),
+            rx: VecDeque::new(),
+            rx_held: Vec::new(),
+            stalled: false,
+            stats: NetStats::default(),
+        }
     }
 
     /// The MAC in the configuration space.
@@ -165,7 +200,65 @@ impl Net {
         self.rx.len()
     }
 
+    /// MRG_RXBUF's receive: each frame in as many chains as it needs.
+    fn receive_merged(&mut self, queue: &mut Queue, mem: &mut dyn GuestMemory) -> Result<(), QueueError> {
+        while let Some(len) = self.rx.front().map(Vec::len) {
+            let need = HDR_BYTES + len;
+            let mut room: usize = self.rx_held.iter().map(|c| c.writable_len() as usize).sum();
+            while room < need && self.rx_held.len() < MAX_MERGED {
+                let Some(chain) = queue.pop(mem)? else { return Ok(()) };
+                if (chain.writable_len() as usize) < HDR_BYTES {
+                    // Too short for a header: back empty (the guest's fault).
+                    self.stats.rx_small_buffer += 1;
+                    queue.add_used(mem, chain.head_index(), 0)?;
+                    continue;
+                }
+                room += chain.writable_len() as usize;
+                self.rx_held.push(chain);
+            }
+            let Some(frame) = self.rx.pop_front() else { return Ok(()) };
+            if room < need {
+                // MAX_MERGED chains and still no room: the frame goes, the
+                // chains wait for the next one.
+                self.stats.rx_small_buffer += 1;
+                continue;
+            }
+            // Fill the chains in order; the first holds the header.
+            let mut used: Vec<(u16, u32)> = Vec::new();
+            let mut at = 0usize;
+            for chain in &self.rx_held {
+                if at == frame.len() && !used.is_empty() {
+                    break;
+                }
+                let mut written = 0usize;
+                let mut cap = chain.writable_len() as usize;
+                if used.is_empty() {
+                    cap -= HDR_BYTES;
+                    written = HDR_BYTES;
+                }
+                let take = cap.min(frame.len() - at);
+                chain.write_at(mem, written as u64, &frame[at..at + take])?;
+                at += take;
+                used.push((chain.head_index(), (written + take) as u32));
+            }
+            let mut hdr = [0u8; HDR_BYTES];
+            hdr[10..12].copy_from_slice(&(used.len() as u16).to_le_bytes());
+            self.rx_held[0].write_at(mem, 0, &hdr)?;
+            self.rx_held.drain(..used.len());
+            queue.add_used_together(mem, &used)?;
+            self.stats.rx_frames += 1;
+            self.stats.rx_bytes += frame.len() as u64;
+            if used.len() > 1 {
+                self.stats.rx_merged += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn receive(&mut self, queue: &mut Queue, mem: &mut dyn GuestMemory) -> Result<(), QueueError> {
+        if self.acked_features & feature(VIRTIO_NET_F_MRG_RXBUF) != 0 {
+            return self.receive_merged(queue, mem);
+        }
         // num_buffers is 1: every frame is in one chain (§5.1.6.3.1).
         let mut hdr = [0u8; HDR_BYTES];
         hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
@@ -237,7 +330,11 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        COMMON_FEATURES | feature(VIRTIO_NET_F_MAC) | feature(VIRTIO_NET_F_STATUS) | feature(VIRTIO_NET_F_MTU)
+        COMMON_FEATURES
+            | feature(VIRTIO_NET_F_MAC)
+            | feature(VIRTIO_NET_F_STATUS)
+            | feature(VIRTIO_NET_F_MTU)
+            | feature(VIRTIO_NET_F_MRG_RXBUF)
     }
 
     fn ack_features(&mut self, features: u64) {
@@ -288,6 +385,7 @@ impl VirtioDevice for Net {
         self.stalled = false;
         self.tx.clear();
         self.rx.clear();
+        self.rx_held.clear();
     }
 }
 

@@ -690,6 +690,31 @@ impl Queue {
         Ok(())
     }
 
+    /// Returns several chains at once, `(head, len)` each, published by one
+    /// update of the used index after all their elements are written: the
+    /// driver sees all of them or none (a mergeable receive's buffers,
+    /// §5.1.6.4.2: "at least num_buffers are observed by driver as used").
+    pub fn add_used_together(&mut self, mem: &mut dyn GuestMemory, used: &[(u16, u32)]) -> Result<(), QueueError> {
+        let size = self.size;
+        if let Some(&(head, _)) = used.iter().find(|(h, _)| *h >= size) {
+            return Err(QueueError::UsedHeadOutOfRange { head, size });
+        }
+        let mut next = self.next_used;
+        for &(head, len) in used {
+            let slot = u64::from(next % size);
+            let mut elem = [0u8; USED_ENTRY_SIZE as usize];
+            elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+            elem[4..].copy_from_slice(&len.to_le_bytes());
+            mem.write(at(self.used_ring, RING_ENTRIES + USED_ENTRY_SIZE * slot, USED_ENTRY_SIZE)?, &elem)?;
+            next = next.wrapping_add(1);
+        }
+        fence(Ordering::Release);
+        write_u16(mem, at(self.used_ring, RING_IDX, 2)?, next)?;
+        self.next_used = next;
+        self.num_added = self.num_added.saturating_add(used.len() as u32);
+        Ok(())
+    }
+
     /// Whether the driver wants an interrupt for the used elements added
     /// since the last call: with VIRTIO_F_EVENT_IDX, when the used index has
     /// passed the driver's `used_event` (§2.7.7.2, `vring_need_event`);

@@ -26,7 +26,8 @@ fn rig() -> Rig {
     let rx = MockQueue::new(&mut mem, RX_AT, 16);
     let tx = MockQueue::new(&mut mem, TX_AT, 16);
     let mut dev = Net::new(MAC);
-    dev.ack_features(u64::MAX);
+    // Everything but mergeable buffers (their own rig, `merged_rig`).
+    dev.ack_features(u64::MAX & !feature(VIRTIO_NET_F_MRG_RXBUF));
     let queues = [rx.device_queue(), tx.device_queue()];
     Rig { mem, rx, tx, queues, dev }
 }
@@ -67,10 +68,10 @@ fn identity_and_configuration() {
     assert_eq!(r.dev.device_type(), 1);
     assert_eq!(r.dev.queue_sizes(), &[QUEUE_SIZE, QUEUE_SIZE]);
     let f = r.dev.features();
-    for bit in [VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU, VIRTIO_F_VERSION_1] {
+    for bit in [VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_F_VERSION_1] {
         assert_ne!(f & feature(bit), 0, "bit {bit} offered");
     }
-    for bit in [VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_CTRL_VQ] {
+    for bit in [VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_CTRL_VQ] {
         assert_eq!(f & feature(bit), 0, "bit {bit} not offered");
     }
     let mut c = [0xffu8; 16];
@@ -215,6 +216,107 @@ fn receive_drops_what_does_not_fit_and_keeps_the_buffer() {
     assert_eq!((r.dev.pending_rx(), r.dev.acked_features()), (0, 0));
 }
 
+fn merged_rig() -> Rig {
+    let mut r = rig();
+    r.dev.ack_features(u64::MAX);
+    assert_ne!(r.dev.acked_features() & feature(VIRTIO_NET_F_MRG_RXBUF), 0);
+    r
+}
+
+/// The header (`num_buffers` at bytes 10..12) and what follows it, read
+/// back from buffers at `bufs` (address, bytes used), in order.
+fn merged_read(mem: &VecMemory, bufs: &[(u64, u32)]) -> (u16, Vec<u8>) {
+    let mut all = Vec::new();
+    for &(at, len) in bufs {
+        let mut b = vec![0u8; len as usize];
+        mem.read(at, &mut b).unwrap();
+        all.extend_from_slice(&b);
+    }
+    (u16::from_le_bytes([all[10], all[11]]), all[HDR_BYTES..].to_vec())
+}
+
+/// MRG_RXBUF: a frame larger than one buffer spans several, header in the
+/// first with `num_buffers`, the used lengths what each got, all published
+/// at once; a small frame takes one buffer and leaves the rest for the
+/// next.
+#[test]
+fn merged_receive_spreads_a_frame_over_buffers_and_publishes_them_together() {
+    let mut r = merged_rig();
+    for i in 0..4u64 {
+        r.rx.add_chain(&mut r.mem, &[(BUF + i * 0x1000, 600, true)]);
+    }
+    let big = frame(1, MAX_FRAME);
+    let small = frame(2, 60);
+    assert!(r.dev.push_rx(&big) && r.dev.push_rx(&small));
+    assert_eq!(r.run(RECEIVEQ), Ok(true));
+    assert_eq!(r.dev.pending_rx(), 0);
+    // 12 + 1514 bytes: 600, 600, 326 for the big one; the fourth buffer
+    // holds the small one.
+    assert_eq!(r.rx.used_idx(&r.mem), 4);
+    let lens: Vec<u32> = (0..4).map(|i| r.rx.used_elem(&r.mem, i).1).collect();
+    assert_eq!(lens, [600, 600, 326, (HDR_BYTES + 60) as u32]);
+    let (n, bytes) = merged_read(&r.mem, &[(BUF, 600), (BUF + 0x1000, 600), (BUF + 0x2000, 326)]);
+    assert_eq!((n, bytes), (3, big.clone()));
+    let (n, bytes) = merged_read(&r.mem, &[(BUF + 0x3000, (HDR_BYTES + 60) as u32)]);
+    assert_eq!((n, bytes), (1, small));
+    let s = r.dev.stats();
+    assert_eq!((s.rx_frames, s.rx_merged, s.rx_small_buffer), (2, 1, 0));
+}
+
+/// MRG_RXBUF when the guest gives too little: a frame waits with the
+/// chains taken for it until enough come (none is put back, nothing is
+/// published half); a buffer shorter than the header goes back empty and
+/// counted; a guest posting tiny buffers loses frames that would need more
+/// than MAX_MERGED, never the device's progress; a reset drops held chains.
+#[test]
+fn merged_receive_waits_for_room_and_bounds_what_tiny_buffers_cost() {
+    let mut r = merged_rig();
+    r.rx.add_chain(&mut r.mem, &[(BUF, 500, true)]);
+    r.rx.add_chain(&mut r.mem, &[(BUF + 0x1000, 8, true)]);
+    let big = frame(3, 1200);
+    r.dev.push_rx(&big);
+    r.run(RECEIVEQ).unwrap();
+    // The 8-byte buffer went back empty; the frame waits with 500 bytes.
+    assert_eq!(r.rx.used_idx(&r.mem), 1);
+    assert_eq!(r.rx.used_elem(&r.mem, 0), (1, 0));
+    assert_eq!((r.dev.pending_rx(), r.dev.stats().rx_small_buffer), (1, 1));
+    r.rx.add_chain(&mut r.mem, &[(BUF + 0x2000, 500, true)]);
+    r.run(RECEIVEQ).unwrap();
+    assert_eq!(r.rx.used_idx(&r.mem), 1, "still short: nothing published");
+    r.rx.add_chain(&mut r.mem, &[(BUF + 0x3000, 500, true)]);
+    r.run(RECEIVEQ).unwrap();
+    assert_eq!(r.rx.used_idx(&r.mem), 4);
+    let (n, bytes) = merged_read(&r.mem, &[(BUF, 500), (BUF + 0x2000, 500), (BUF + 0x3000, 212)]);
+    assert_eq!((n, bytes), (3, big));
+    assert_eq!(r.rx.used_elem(&r.mem, 3).1, 212);
+
+    // Tiny (header-sized plus 4) buffers: MAX_MERGED of them hold 4 + 63 x
+    // 16 bytes of frame; a 1514-byte frame is dropped, a 30-byte one fits.
+    let mut r = merged_rig();
+    let size = 16u16;
+    let mut posted = 0u64;
+    let mut post = |r: &mut Rig, n: u64| {
+        for _ in 0..n {
+            r.rx.add_chain(&mut r.mem, &[(BUF + posted * 0x20, (HDR_BYTES + 4) as u32, true)]);
+            posted += 1;
+        }
+    };
+    r.dev.push_rx(&frame(4, MAX_FRAME));
+    r.dev.push_rx(&frame(5, 30));
+    // The mock queue holds 16 chains at a time: post, run, repeat.
+    for _ in 0..(MAX_MERGED as u64 / u64::from(size)) {
+        post(&mut r, u64::from(size));
+        r.run(RECEIVEQ).unwrap();
+    }
+    assert_eq!(r.dev.stats().rx_small_buffer, 1, "the big frame went");
+    assert_eq!(r.dev.stats().rx_frames, 1, "the 30-byte frame came in three of the held buffers");
+    assert_eq!(r.dev.pending_rx(), 0);
+    // A reset forgets the chains held.
+    r.dev.push_rx(&frame(6, MAX_FRAME));
+    r.dev.reset();
+    assert_eq!(r.dev.pending_rx(), 0);
+}
+
 #[test]
 fn malformed_chains_are_errors() {
     let mut r = rig();
@@ -229,8 +331,9 @@ fn malformed_chains_are_errors() {
 #[test]
 fn fuzz_net_queues() {
     let mut rng = XorShift(0x0E7_F00D);
-    for _ in 0..200 {
-        let mut r = rig();
+    for round in 0..400 {
+        // Half the rounds with mergeable receive buffers.
+        let mut r = if round % 2 == 0 { rig() } else { merged_rig() };
         for _ in 0..60 {
             match rng.below(6) {
                 0 => {
