@@ -108,12 +108,8 @@ fn script() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
-/// A run's result.
-pub struct Outcome {
-    pub run: crate::emu::Run,
-    pub problems: Vec<String>,
-    pub summary: String,
-}
+/// A run's result (as `linux/vmadm-net`'s).
+pub use crate::linux_vmadm_net::Outcome;
 
 /// Runs the case.
 pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<Outcome> {

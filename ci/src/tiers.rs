@@ -1068,64 +1068,48 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         }
     }
     // Two VMs created at run time by zone-server from an imported image
-    // (issue 15; in the tier after passing every run here, 29-57 s).
-    let vmadm_net = crate::linux_vmadm_net::CASE;
-    if chosen.contains(&"linux")
-        && !only.as_deref().is_some_and(|o| !vmadm_net.contains(o) && !o.contains(crate::linux_vmadm_net::ALIAS))
-    {
-        println!("== linux: two VMs made by vmadm from an imported image: metadata, ping and 1 MiB on an etherstub");
-        runs += 1;
-        let kernel = kernel.as_deref().expect("kernel built");
-        match guest_images::ensure() {
-            Ok(images) => {
-                let out = once_more_after_emulator_crash(
-                    vmadm_net,
-                    || crate::linux_vmadm_net::run(kernel, &images, LINUX_QEMU_TIMEOUT),
-                    |o| !o.problems.is_empty(),
-                )?;
-                if out.problems.is_empty() {
-                    println!("  ok   {vmadm_net} ({:.1} s: {})", out.run.elapsed.as_secs_f64(), out.summary);
-                } else {
-                    println!("  FAIL {vmadm_net}: {} (log {})", out.problems.join("; "), out.run.log.display());
-                    let mut again = out.problems.clone();
-                    again.extend(serial_tail(&out.run.serial, 15));
-                    remember_failure(vmadm_net, again);
-                    failures.push(vmadm_net.into());
-                }
-            }
-            Err(e) => {
-                println!("  FAIL {vmadm_net}: the guest images (cargo xtask images): {e}");
-                failures.push(vmadm_net.into());
-            }
+    // (issue 15; in the tier after passing every run here, 29-57 s), and
+    // link protection from a guest's side, read back with `dlstat` (issue
+    // 13): machines driven from the console shell, judged on its
+    // transcript.
+    type Judged = fn(&Path, &guest_images::Images, Duration) -> Result<crate::linux_vmadm_net::Outcome>;
+    let shell_cases: [(&str, &str, &str, Judged); 2] = [
+        (
+            crate::linux_vmadm_net::CASE,
+            crate::linux_vmadm_net::ALIAS,
+            "two VMs made by vmadm from an imported image: metadata, ping and 1 MiB on an etherstub",
+            crate::linux_vmadm_net::run,
+        ),
+        (
+            crate::linux_protect::CASE,
+            crate::linux_protect::ALIAS,
+            "a VM forging MACs, IPs and DHCP offers on an etherstub; dlstat counts the drops",
+            crate::linux_protect::run,
+        ),
+    ];
+    for (case, alias, title, run) in shell_cases {
+        if !chosen.contains(&"linux") || only.as_deref().is_some_and(|o| !case.contains(o) && !o.contains(alias)) {
+            continue;
         }
-    }
-    // Link protection from a guest's side, read back with `dlstat`
-    // (issue 13).
-    let protect = crate::linux_protect::CASE;
-    if chosen.contains(&"linux") && !only.as_deref().is_some_and(|o| !protect.contains(o) && !o.contains(crate::linux_protect::ALIAS)) {
-        println!("== linux: a VM forging MACs, IPs and DHCP offers on an etherstub; dlstat counts the drops");
+        println!("== linux: {title}");
         runs += 1;
         let kernel = kernel.as_deref().expect("kernel built");
         match guest_images::ensure() {
             Ok(images) => {
-                let out = once_more_after_emulator_crash(
-                    protect,
-                    || crate::linux_protect::run(kernel, &images, LINUX_QEMU_TIMEOUT),
-                    |o| !o.problems.is_empty(),
-                )?;
+                let out = once_more_after_emulator_crash(case, || run(kernel, &images, LINUX_QEMU_TIMEOUT), |o| !o.problems.is_empty())?;
                 if out.problems.is_empty() {
-                    println!("  ok   {protect} ({:.1} s: {})", out.run.elapsed.as_secs_f64(), out.summary);
+                    println!("  ok   {case} ({:.1} s: {})", out.run.elapsed.as_secs_f64(), out.summary);
                 } else {
-                    println!("  FAIL {protect}: {} (log {})", out.problems.join("; "), out.run.log.display());
+                    println!("  FAIL {case}: {} (log {})", out.problems.join("; "), out.run.log.display());
                     let mut again = out.problems.clone();
                     again.extend(serial_tail(&out.run.serial, 15));
-                    remember_failure(protect, again);
-                    failures.push(protect.into());
+                    remember_failure(case, again);
+                    failures.push(case.into());
                 }
             }
             Err(e) => {
-                println!("  FAIL {protect}: the guest images (cargo xtask images): {e}");
-                failures.push(protect.into());
+                println!("  FAIL {case}: the guest images (cargo xtask images): {e}");
+                failures.push(case.into());
             }
         }
     }

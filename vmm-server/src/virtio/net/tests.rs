@@ -27,7 +27,7 @@ fn rig() -> Rig {
     let tx = MockQueue::new(&mut mem, TX_AT, 16);
     let mut dev = Net::new(MAC);
     // Everything but mergeable buffers (their own rig, `merged_rig`).
-    dev.ack_features(u64::MAX & !feature(VIRTIO_NET_F_MRG_RXBUF));
+    dev.ack_features(!feature(VIRTIO_NET_F_MRG_RXBUF));
     let queues = [rx.device_queue(), tx.device_queue()];
     Rig { mem, rx, tx, queues, dev }
 }
