@@ -17,6 +17,11 @@
 //! its server sent each other to arrive with the same SHA-256. In the
 //! linux tier after three passes in a row; `cargo xtask test --tier linux
 //! --case hostfwd` runs it alone.
+//!
+//! `linux/net-hostfwd-polled` is the same with the machine's NIC offering
+//! no MSI-X (QEMU's `vectors=0`): netd has no receive interrupt for it and
+//! polls it on its timer; the test also wants netd to have said so (the
+//! machine it meant to make), and then the same bytes through it.
 
 use crate::Result;
 use crate::emu::{Run, capture_timed_answering, log_path};
@@ -33,6 +38,10 @@ use std::time::{Duration, Instant};
 
 pub const CASE: &str = "linux/net-hostfwd";
 pub const ALIAS: &str = "net-hostfwd";
+pub const POLLED_CASE: &str = "linux/net-hostfwd-polled";
+pub const POLLED_ALIAS: &str = "hostfwd-polled";
+/// What netd logs of a NIC it polls.
+const POLLED_LINE: &str = "polled (no receive interrupt)";
 /// The guest's address on `admin`, and the port its `nc` listens on.
 pub const GUEST_IP: &str = "10.0.2.20";
 pub const GUEST_PORT: u16 = 5000;
@@ -218,7 +227,16 @@ pub fn judge(serial: &str, vm_name: &str, served: Option<(&[u8], &[u8])>) -> Vec
 /// Boots the VM on Alcove under QEMU's SVM with the forwards, talks to it
 /// from this host and judges the run.
 pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Vec<String>)> {
-    let dir = crate::out_dir().join("linux-e2e").join(CASE.replace('/', "-"));
+    run_case(CASE, false, kernel, images, timeout)
+}
+
+/// `linux/net-hostfwd-polled`: the machine's NIC without MSI-X.
+pub fn run_polled(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Vec<String>)> {
+    run_case(POLLED_CASE, true, kernel, images, timeout)
+}
+
+fn run_case(case: &str, polled: bool, kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Vec<String>)> {
+    let dir = crate::out_dir().join("linux-e2e").join(case.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let server_port = listener.local_addr()?.port();
@@ -226,14 +244,20 @@ pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Ve
     std::fs::write(&json_path, vm_json(images, server_port))?;
     let plan = VmPlan::load(&json_path)?;
     let system = plan.write_boot_files(&dir.join("boot"))?;
-    let name = CASE.replace('/', "-");
+    let name = case.replace('/', "-");
     let iso = image::iso_of(kernel, &format!("test-{name}"), "", &system)?;
     let (to_guest, to_echo) = (free_port()?, free_port()?);
     let forwards = [
         HostFwd::parse(&format!("tcp:127.0.0.1:{to_guest}-{GUEST_IP}:{GUEST_PORT}")).map_err(|e| e.to_string())?,
         HostFwd::parse(&format!("tcp:127.0.0.1:{to_echo}-{HOST_ADDRESS}:7")).map_err(|e| e.to_string())?,
     ];
-    let mut c = plan.qemu_forwarding(&forwards).command(&iso);
+    let mut q = plan.qemu_forwarding(&forwards);
+    if polled {
+        for a in q.extra.iter_mut().filter(|a| a.starts_with("virtio-net-pci,netdev=admin")) {
+            a.push_str(",vectors=0");
+        }
+    }
+    let mut c = q.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
 
     let (served_tx, served_rx) = mpsc::channel();
@@ -272,6 +296,9 @@ pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<(Run, Ve
     };
     problems.extend(why);
     problems.extend(judge(&t.run.serial, &plan.name, served));
+    if polled && !t.run.serial.contains(POLLED_LINE) {
+        problems.push(format!("netd did not poll the machine's NIC (no {POLLED_LINE:?} line): the NIC had its MSI-X after all"));
+    }
     match t.run.ending {
         Ending::Qemu(s) if s == qemu_status(EXIT_PASS) => {}
         Ending::Qemu(s) => problems.push(format!("QEMU exited with status {s} (a powered-off VM ends it with 33)")),

@@ -1009,6 +1009,11 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             crate::linux_hostfwd::ALIAS,
             "this host reaches netd and a guest through the machine's NIC, and the guest this host",
         ),
+        (
+            crate::linux_hostfwd::POLLED_CASE,
+            crate::linux_hostfwd::POLLED_ALIAS,
+            "the same through a machine NIC without MSI-X, which netd polls",
+        ),
         (crate::linux_net::TWO_CASE, crate::linux_net::TWO_ALIAS, "two VMs on one etherstub: ping and 8 MiB with nc"),
         (
             crate::linux_net::RESTART_CASE,
@@ -1036,6 +1041,8 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                         || {
                             Ok(if case == crate::linux_hostfwd::CASE {
                                 crate::linux_hostfwd::run(kernel, &images, LINUX_QEMU_TIMEOUT)?
+                            } else if case == crate::linux_hostfwd::POLLED_CASE {
+                                crate::linux_hostfwd::run_polled(kernel, &images, LINUX_QEMU_TIMEOUT)?
                             } else if case == crate::linux_net::RESTART_CASE {
                                 crate::linux_net::run_restart(kernel, &images, LINUX_QEMU_TIMEOUT)?
                             } else if case == crate::linux_net::TWO_CASE {

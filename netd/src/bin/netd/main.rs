@@ -16,8 +16,12 @@
 //! status first, which storaged answers only after its own look at the
 //! bus. A NIC's receive interrupt (MSI-X) sets bit 2 of the serving
 //! thread's notification; netd then drains the NIC into its switch
-//! ([`netd::host::Netd::nic_input`]). Frames for a nic_tag with no NIC
-//! are counted and dropped.
+//! ([`netd::host::Netd::nic_input`]). A NIC whose receive interrupt
+//! cannot be had (no MSI-X capability, as QEMU's `vectors=0`; no IRQ
+//! capability in the manifest; a device refusing the vector) is used all
+//! the same and polled on netd's timer instead ([`NicPoll`]: every 1 ms
+//! while frames come, backing off to every 50 ms when idle). Frames for a
+//! nic_tag with no NIC are counted and dropped.
 //!
 //! netd's own doorbell, the other way: a notification ([`doorbell`]) of
 //! which every VMM gets a copy it may only signal with its `attach` reply,
@@ -429,10 +433,64 @@ struct Timed {
     /// logged each time N more frames went through it; with the frames
     /// logged last.
     log_kick_path: Option<(u64, u64)>,
+    /// Polling the machine's NICs that have no receive interrupt (no
+    /// MSI-X): `None` when every NIC has one.
+    nic_poll: Option<NicPoll>,
+}
+
+/// When netd next looks at its polled NICs, and how often: every
+/// [`NicPoll::FAST_NS`] while frames come, the interval doubling with
+/// each empty look up to [`NicPoll::IDLE_NS`], so an idle machine is
+/// woken 20 times a second for it, not spun.
+#[cfg(target_os = "none")]
+#[derive(Clone, Copy)]
+struct NicPoll {
+    every_ns: u64,
+    next_ns: u64,
+}
+
+#[cfg(target_os = "none")]
+impl NicPoll {
+    const FAST_NS: u64 = 1_000_000;
+    const IDLE_NS: u64 = 50_000_000;
+
+    fn new(now: u64) -> Self {
+        Self { every_ns: Self::FAST_NS, next_ns: now }
+    }
+
+    fn due(&self, now: u64) -> bool {
+        now >= self.next_ns
+    }
+
+    /// After a look that took `frames` frames at `now`.
+    fn looked(&mut self, frames: usize, now: u64) {
+        self.every_ns = if frames > 0 { Self::FAST_NS } else { (self.every_ns * 2).min(Self::IDLE_NS) };
+        self.next_ns = now.saturating_add(self.every_ns);
+    }
 }
 
 #[cfg(target_os = "none")]
 impl Timed {
+    /// Tells the timer thread when to tick next: what the server waits
+    /// for, or the polled NICs' next look if that comes first.
+    fn arm(&self) {
+        let poll = self.nic_poll.map(|p| p.next_ns);
+        let at = match (self.netd.wake_at_ns(), poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        timer::set(at, self.tick);
+    }
+
+    /// On a tick: the polled NICs' look, if it is due (frames beyond a
+    /// budget wait for the next one, 1 ms later).
+    fn poll_nics(&mut self) {
+        let now = alcove_rt::clock_ns();
+        let Some(p) = self.nic_poll.as_mut().filter(|p| p.due(now)) else { return };
+        let frames = self.netd.nic_input(NIC_BUDGET);
+        p.looked(frames, now);
+    }
+
     /// Asks for the test exit when its time came (see `exit_after`).
     fn check_exit(&mut self) {
         self.check_tripwire();
@@ -477,7 +535,7 @@ impl libipc::Dispatch for Timed {
 
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<alloc::vec::Vec<u8>, libipc::RemoteError> {
         let r = self.netd.dispatch_from(badge, interface, request);
-        timer::set(self.netd.wake_at_ns(), self.tick);
+        self.arm();
         self.check_exit();
         self.log_kick_path();
         r
@@ -497,12 +555,15 @@ impl libipc::Dispatch for Timed {
             if self.netd.nic_input(NIC_BUDGET) == NIC_BUDGET {
                 let _ = libipc::sys::signal(alcove_rt::start::SLOT_NOTIFY, NIC_BIT);
             }
-            timer::set(self.netd.wake_at_ns(), self.tick);
+            self.arm();
         }
         if bits & (timer::TICK_BIT | doorbell::BIT) != 0 {
             // A VMM rang: every ring is polled (as on the timer's tick).
             self.netd.notified(bits);
-            timer::set(self.netd.wake_at_ns(), self.tick);
+            if bits & timer::TICK_BIT != 0 {
+                self.poll_nics();
+            }
+            self.arm();
         }
         // Frames from the NIC may have brought the tripwire's connection,
         // and a doorbell's or tick's poll may have moved the frames
@@ -670,10 +731,16 @@ fn main(start: alcove_rt::Start) -> u64 {
             }
         },
     };
-    let server = Timed { netd, tick, exit_after, tripwire, tripped: false, log_kick_path };
+    let polled = netd.vnics().platform().nics.iter().filter(|n| n.polled()).count();
+    let nic_poll = (polled > 0).then(|| NicPoll::new(alcove_rt::clock_ns()));
+    let server = Timed { netd, tick, exit_after, tripwire, tripped: false, log_kick_path, nic_poll };
     alcove_rt::serve_forever_with(slot, server, |main| {
         if let Err(e) = timer::start(thread, tick, main) {
             log::error!("no timer thread (the host stack's retransmits wait for requests): {e}");
+        }
+        // The polled NICs' first look.
+        if polled > 0 {
+            let _ = libipc::sys::signal(main, timer::TICK_BIT);
         }
         if bell_made && let Err(e) = doorbell::start(bell_thread, bell, main) {
             // The VMMs' copies ring a doorbell nobody hears: their timers'

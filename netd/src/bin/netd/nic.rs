@@ -86,6 +86,12 @@ impl Nic {
         self.msi
     }
 
+    /// Whether netd polls this NIC on its timer: it has no MSI-X vector
+    /// (none offered, or none could be set up).
+    pub fn polled(&self) -> bool {
+        self.msi.is_none()
+    }
+
     /// The next frame received, as it came off the wire (without the
     /// virtio-net header); buffers the device returned malformed are
     /// counted, given back to it, and skipped.
@@ -188,8 +194,9 @@ pub fn find(
             Ok(nic) => {
                 let m = nic.mac();
                 log::info!(
-                    "{name}: NIC {index}, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, the uplink of {}",
-                    m[0], m[1], m[2], m[3], m[4], m[5], nic.tag
+                    "{name}: NIC {index}, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, the uplink of {}{}",
+                    m[0], m[1], m[2], m[3], m[4], m[5], nic.tag,
+                    if nic.polled() { ", polled (no receive interrupt)" } else { "" }
                 );
                 nics.push(nic);
             }
@@ -219,8 +226,15 @@ fn start(
     for buf in rx_area.chunks_mut(RX_BUF) {
         nic.give(buf);
     }
-    let irq = irq.ok_or_else(|| String::from("netd holds no IRQ capability to allocate an MSI-X vector with (manifest irqs)"))?;
-    nic.msi = Some(msix(pci, df, &bar_address, irq)?);
+    // Without its receive interrupt the NIC is still used: netd polls it
+    // on its timer (often while frames come, rarely when idle).
+    let msi = irq
+        .ok_or_else(|| String::from("netd holds no IRQ capability to allocate an MSI-X vector with (manifest irqs)"))
+        .and_then(|irq| msix(pci, df, &bar_address, irq));
+    match msi {
+        Ok(slot) => nic.msi = Some(slot),
+        Err(why) => log::warn!("{}: no receive interrupt ({why}): polled on netd's timer instead", nic.name),
+    }
     Ok(nic)
 }
 
