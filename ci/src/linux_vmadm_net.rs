@@ -97,6 +97,25 @@ pub const VMS: [Vm; 2] = [
     },
 ];
 
+/// The payloads' `resolvers` (what `sdc:resolvers` answers the guests).
+const RESOLVER: &str = "10.0.0.53";
+
+/// What is wrong with a guest's `sdc:nics` answer (`json`, one line) for
+/// `vm`: it must list one NIC, the payload's, with its MAC and address.
+fn nics_problem(vm: &Vm, json: Option<&str>) -> Option<String> {
+    let nics: serde_json::Value = match json.map(serde_json::from_str) {
+        Some(Ok(v)) => v,
+        other => return Some(format!("guest {} got no JSON for sdc:nics: {json:?} ({other:?})", vm.hostname)),
+    };
+    let n = &nics[0];
+    let ok = nics.as_array().map(Vec::len) == Some(1)
+        && n["mac"] == vm.mac
+        && n["ips"] == serde_json::json!([vm.ip])
+        && n["nic_tag"] == "stub0"
+        && n["primary"] == true;
+    (!ok).then(|| format!("guest {}'s sdc:nics is not its payload's NIC ({} {} on stub0, primary): {nics}", vm.hostname, vm.mac, vm.ip))
+}
+
 /// The VM's SmartOS payload.
 pub fn payload(vm: &Vm) -> String {
     serde_json::json!({
@@ -110,6 +129,7 @@ pub fn payload(vm: &Vm) -> String {
         "disks": [{"image_uuid": IMAGE, "boot": true, "model": "virtio"}],
         "nics": [{"nic_tag": "stub0", "mac": vm.mac, "ips": [vm.ip], "model": "virtio"}],
         "customer_metadata": {"alcove-role": vm.role, "alcove-ip": vm.ip, "alcove-peer": vm.peer},
+        "resolvers": [RESOLVER],
     })
     .to_string()
 }
@@ -299,7 +319,14 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
     let mut hashes = Vec::new();
     for (vm, want) in VMS.iter().zip(expect) {
         let md = guest(vm, "mdata ");
-        let mut values = vec![("sdc:hostname", want.hostname), ("alcove-role", want.role), ("alcove-ip", want.ip), ("alcove-peer", want.peer)];
+        let resolvers = format!("[\"{RESOLVER}\"]");
+        let mut values = vec![
+            ("sdc:hostname", want.hostname),
+            ("alcove-role", want.role),
+            ("alcove-ip", want.ip),
+            ("alcove-peer", want.peer),
+            ("sdc:resolvers", resolvers.as_str()),
+        ];
         if md.is_empty() {
             problems.push(format!(
                 "no metadata lines from a guest named {:?} (the payload's hostname); lines with `vmnet`: {:?}",
@@ -313,6 +340,9 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
             if !md.contains(&line) {
                 problems.push(format!("guest {} did not read {key} = {value:?} over the metadata port; it printed {md:?}", vm.hostname));
             }
+        }
+        if let Some(p) = nics_problem(want, md.iter().find_map(|l| l.strip_prefix("sdc:nics="))) {
+            problems.push(p);
         }
         let disk = guest(vm, "disk ");
         if !disk.iter().any(|l| l.starts_with(&format!("wrote {WRITTEN} at "))) {
@@ -443,6 +473,9 @@ mod tests {
             for (k, v) in [("sdc:hostname", vm.hostname), ("alcove-role", vm.role), ("alcove-ip", vm.ip), ("alcove-peer", vm.peer)] {
                 guest.push_str(&format!("alcove-guest: vmnet {n} mdata {k}={v}\n"));
             }
+            guest.push_str(&format!("alcove-guest: vmnet {n} mdata sdc:resolvers=[\"{RESOLVER}\"]\n"));
+            let nics = serde_json::json!([{"interface": "net0", "mac": vm.mac, "nic_tag": "stub0", "primary": true, "ips": [vm.ip]}]);
+            guest.push_str(&format!("alcove-guest: vmnet {n} mdata sdc:nics={nics}\n"));
             guest.push_str(&format!("alcove-guest: vmnet {n} disk wrote 262144 at 18612224\n"));
             guest.push_str(&format!("alcove-guest: vmnet {n} ping: 3 packets transmitted, 3 packets received, 0% packet loss\n"));
             guest.push_str(&format!("alcove-guest: vmnet {n} {last}\nalcove-guest: vmnet {n} done\n"));
@@ -502,6 +535,9 @@ mod tests {
         let stopped = format!("{}{}{}", &good[..late - VMS[1].uuid.len()], b_stopped, &good[late + "  BHYV  128  running  vmnet-b\n".len()..]);
         let p = judged(&stopped, &VMS);
         assert!(p.len() == 1 && p[0].contains("vmnet-b running"), "{p:?}");
+        // Another MAC in a guest's sdc:nics fails it.
+        let p = judged(&good.replacen("\"mac\":\"02:08:20:7e:00:a1\"", "\"mac\":\"02:08:20:7e:00:ff\"", 1), &VMS);
+        assert!(p.len() == 1 && p[0].contains("sdc:nics"), "{p:?}");
         let p = judge(&good, Ending::Timeout(600), &VMS, &[]).0;
         assert!(p.len() == 1 && p[0].contains("poweroff"), "{p:?}");
     }

@@ -69,6 +69,7 @@ const TOP_LEVEL: &[&str] = &[
     "nics",
     "quota",
     "ram",
+    "resolvers",
     "uuid",
     "vcpus",
 ];
@@ -394,6 +395,9 @@ pub struct VmConfig {
     pub customer_metadata: BTreeMap<String, String>,
     /// What the metadata service answers for `hostname`/`sdc:hostname`.
     pub hostname: Option<String>,
+    /// DNS resolvers (IPv4 addresses) the metadata service answers for
+    /// `sdc:resolvers`; at most [`MAX_RESOLVERS`].
+    pub resolvers: Vec<String>,
     pub disks: Vec<DiskConfig>,
     pub nics: Vec<NicConfig>,
     /// The kernel image to boot directly (bzImage); empty when the VM
@@ -563,6 +567,9 @@ impl VmConfig {
         let quota_gib = p.integer("quota", 0, u64::MAX, "GiB")?;
         let autoboot = p.boolean("autoboot")?;
         let hostname = p.text("hostname")?.map(str::to_owned);
+        let resolvers = p.list("resolvers", MAX_RESOLVERS, "an IPv4 address like 8.8.8.8", |s| {
+            s.parse::<Ipv4Addr>().ok().map(|a| a.to_string())
+        })?;
         let customer_metadata = match p.get("customer_metadata") {
             None => BTreeMap::new(),
             Some(v) => {
@@ -692,6 +699,7 @@ impl VmConfig {
             autoboot,
             customer_metadata,
             hostname,
+            resolvers,
             disks,
             nics,
             kernel,
@@ -792,6 +800,9 @@ fn parse_disk(value: &Value, path: String) -> Result<DiskConfig, ConfigError> {
         block_size,
     })
 }
+
+/// Entries of `resolvers` at most (vmadm's limit).
+pub const MAX_RESOLVERS: usize = 16;
 
 /// Entries of `allowed_ips` and `allowed_dhcp_cids` at most (vmadm's
 /// limit).

@@ -31,6 +31,10 @@ pub mod pool;
 pub mod space;
 pub mod vdev;
 
+/// The fuzz targets' wrappers (feature `fuzzing`, storaged/pool/fuzz).
+#[cfg(feature = "fuzzing")]
+pub use pool::fuzzing;
+
 pub use disk::{Disk, MemDisk};
 pub use pool::{
     DataError, DatasetInfo, Error, Pool, SCAN_ERRORS_KEPT, ScanRecord, ScrubCanceled, ScrubEnd, ScrubProgress, VerifyReport,

@@ -23,6 +23,8 @@ use crate::format::*;
 use crate::space::SpaceMap;
 use crate::vdev::{ChildStats, Meter, Vdev};
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod scrub;
 mod send;
 

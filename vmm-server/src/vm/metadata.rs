@@ -1,7 +1,10 @@
 //! The SmartOS metadata service on the VM's second serial port (COM2):
 //! what the guest writes there goes to an `alcove_mdata::MetadataServer`
 //! made from the VM's description (`uuid`, `alias`, `hostname`,
-//! `customer_metadata`, as zone-server passes them in `vm.json`), and its
+//! `customer_metadata`, `resolvers`, as zone-server passes them in
+//! `vm.json`, and `nics` as vmadm shows them, made from the VM's NICs:
+//! `sdc:nics` and `sdc:resolvers` are what cloud-init's SmartOS
+//! datasource configures the guest's network from), and its
 //! answers go back into COM2's receive FIFO. `mdata-get sdc:hostname` in the
 //! guest is then `echo "GET sdc:hostname" > /dev/ttyS1` and a read of the
 //! answer (v1), or the v2 framed form; malformed requests get the
@@ -22,6 +25,53 @@ use crate::vm::platform::Platform;
 
 /// Answer bytes kept for a guest that does not read them, at most.
 pub const PENDING_LIMIT: usize = 64 * 1024;
+
+/// NIC `i` as `vmadm get` shows it (what `sdc:nics` answers): its
+/// interface, MAC (the given or generated one), nic_tag, VLAN, primary,
+/// model and MTU, and its address as both forms (`ip`/`netmask`/`gateway`
+/// and `ips`/`gateways`).
+fn nic_json(config: &VmConfig, i: usize) -> Value {
+    use crate::config::{NicIp, NicModel};
+    let nic = &config.nics[i];
+    let mut o = Map::new();
+    o.insert("interface".into(), Value::String(alloc::format!("net{i}")));
+    o.insert("mac".into(), Value::String(alloc::format!("{}", crate::config::MacAddr(crate::vm::nics::nic_mac(config, i)))));
+    o.insert("nic_tag".into(), Value::String(nic.nic_tag.clone()));
+    o.insert("vlan_id".into(), Value::from(nic.vlan_id));
+    // vmadm marks the first NIC primary when none is.
+    let primary = nic.primary || (i == 0 && !config.nics.iter().any(|n| n.primary));
+    o.insert("primary".into(), Value::Bool(primary));
+    let model = match nic.model {
+        NicModel::Virtio => "virtio",
+        NicModel::E1000 => "e1000",
+        NicModel::Rtl8139 => "rtl8139",
+    };
+    o.insert("model".into(), Value::String(model.into()));
+    o.insert("mtu".into(), Value::from(nic.mtu.unwrap_or(1500)));
+    match nic.ip {
+        Some(NicIp::Static(ip)) => {
+            let prefix = nic.netmask.map_or(32, |m| u32::from(m).leading_ones());
+            o.insert("ip".into(), Value::String(alloc::format!("{ip}")));
+            if let Some(m) = nic.netmask {
+                o.insert("netmask".into(), Value::String(alloc::format!("{m}")));
+            }
+            o.insert("ips".into(), Value::Array(alloc::vec![Value::String(alloc::format!("{ip}/{prefix}"))]));
+        }
+        Some(NicIp::Dhcp) => {
+            o.insert("ip".into(), Value::String("dhcp".into()));
+            o.insert("ips".into(), Value::Array(alloc::vec![Value::String("dhcp".into())]));
+        }
+        Some(NicIp::Addrconf) => {
+            o.insert("ips".into(), Value::Array(alloc::vec![Value::String("addrconf".into())]));
+        }
+        None => {}
+    }
+    if let Some(g) = nic.gateway {
+        o.insert("gateway".into(), Value::String(alloc::format!("{g}")));
+        o.insert("gateways".into(), Value::Array(alloc::vec![Value::String(alloc::format!("{g}"))]));
+    }
+    Value::Object(o)
+}
 
 /// COM2's metadata service for one VM.
 pub struct MetadataPort {
@@ -51,6 +101,8 @@ impl MetadataPort {
         let cm: Map<String, Value> =
             config.customer_metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         vm.insert("customer_metadata".into(), Value::Object(cm));
+        vm.insert("resolvers".into(), Value::Array(config.resolvers.iter().map(|r| Value::String(r.clone())).collect()));
+        vm.insert("nics".into(), Value::Array((0..config.nics.len()).map(|i| nic_json(config, i)).collect()));
         Self { server: alcove_mdata::MetadataServer::new(Value::Object(vm)), pending: Vec::new(), dropped: 0 }
     }
 
@@ -119,6 +171,47 @@ mod tests {
         // Written in pieces, answered once whole.
         assert!(ask(&mut p, &mut md, b"GET ro").is_empty());
         assert_eq!(ask(&mut p, &mut md, b"le\n"), b"SUCCESS\nweb\n.\n");
+    }
+
+    /// `sdc:nics` and `sdc:resolvers`, what cloud-init's SmartOS
+    /// datasource reads to set the guest's network up: each NIC as vmadm
+    /// shows it (its generated MAC when none was given), one path into
+    /// them, and a VM without NICs or resolvers answering empty lists.
+    #[test]
+    fn a_guest_reads_its_nics_and_resolvers() {
+        let c = VmConfig::from_json(
+            r#"{"brand": "bhyve", "uuid": "8a7f3c2e-5b1d-4e6f-9a0b-1c2d3e4f5a6b", "ram": 64, "kernel": "/k",
+                "resolvers": ["10.0.0.53", "8.8.8.8"],
+                "nics": [{"nic_tag": "admin", "mac": "02:08:20:aa:bb:cc", "ip": "10.0.0.5", "netmask": "255.255.255.0",
+                          "gateway": "10.0.0.1", "vlan_id": 7},
+                         {"nic_tag": "stub0", "ip": "dhcp", "primary": true}]}"#,
+        )
+        .unwrap();
+        let mut p = Platform::new(0, 0);
+        let mut md = MetadataPort::new(&c);
+        let answer = ask(&mut p, &mut md, b"GET sdc:nics\n");
+        let text = core::str::from_utf8(&answer).unwrap();
+        let json = text.strip_prefix("SUCCESS\n").and_then(|t| t.strip_suffix("\n.\n")).unwrap_or_else(|| panic!("{text}"));
+        let nics: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(nics[0]["mac"], "02:08:20:aa:bb:cc");
+        assert_eq!((nics[0]["ip"].as_str(), nics[0]["netmask"].as_str()), (Some("10.0.0.5"), Some("255.255.255.0")));
+        assert_eq!(nics[0]["ips"], serde_json::json!(["10.0.0.5/24"]));
+        assert_eq!((nics[0]["gateways"].clone(), nics[0]["vlan_id"].as_u64()), (serde_json::json!(["10.0.0.1"]), Some(7)));
+        assert_eq!((nics[0]["interface"].as_str(), nics[0]["primary"].as_bool()), (Some("net0"), Some(false)));
+        assert_eq!((nics[1]["ip"].as_str(), nics[1]["primary"].as_bool(), nics[1]["nic_tag"].as_str()), (Some("dhcp"), Some(true), Some("stub0")));
+        let generated = alloc::format!("{}", crate::config::MacAddr(crate::vm::nics::nic_mac(&c, 1)));
+        assert_eq!(nics[1]["mac"].as_str(), Some(generated.as_str()));
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:resolvers\n"), b"SUCCESS\n[\"10.0.0.53\",\"8.8.8.8\"]\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:nics.0.nic_tag\n"), b"SUCCESS\nadmin\n.\n");
+        let mut bare = MetadataPort::new(&config());
+        assert_eq!(ask(&mut p, &mut bare, b"GET sdc:nics\n"), b"SUCCESS\n[]\n.\n");
+        assert_eq!(ask(&mut p, &mut bare, b"GET sdc:resolvers\n"), b"SUCCESS\n[]\n.\n");
+        // Resolvers are checked: too many, or not addresses.
+        let json = |r: &str| alloc::format!(r#"{{"brand": "bhyve", "ram": 64, "kernel": "/k", "resolvers": {r}}}"#);
+        for bad in [r#"["dns.example"]"#, r#""8.8.8.8""#, r#"[1]"#, &alloc::format!("[{}]", alloc::vec!["\"8.8.8.8\""; 17].join(","))] {
+            let e = alloc::format!("{:?}", VmConfig::from_json(&json(bad)).unwrap_err());
+            assert!(e.contains("resolvers"), "{bad}: {e}");
+        }
     }
 
     #[test]

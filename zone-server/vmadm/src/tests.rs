@@ -438,11 +438,12 @@ fn vmm_server_accepts_what_the_bridge_makes() {
 
 /// A NIC's link protections cross to the VMM as given, and every address
 /// of `ips` past the first (the VMM's `ip`) joins `allowed_ips`, so netd
-/// lets the guest send from each, as SmartOS's ip-nospoof does.
+/// lets the guest send from each, as SmartOS's ip-nospoof does; the
+/// resolvers cross too (the metadata service's `sdc:resolvers`).
 #[test]
 fn link_protections_and_every_address_of_ips_reach_the_vmm() {
     use vmm_server::config::{NicIp, VmConfig};
-    let p = created(json!({"brand": "bhyve", "kernel": "bzImage", "ram": 64, "nics": [
+    let p = created(json!({"brand": "bhyve", "kernel": "bzImage", "ram": 64, "resolvers": ["10.0.0.53", "8.8.4.4"], "nics": [
         {"nic_tag": "stub0", "ips": ["10.0.0.5/24", "10.0.0.6/24", "fd00::5/64"], "allowed_ips": ["10.9.0.0/16"],
          "allow_dhcp_spoofing": true, "allow_restricted_traffic": "true", "allowed_dhcp_cids": ["0x0102"]},
         {"nic_tag": "stub0", "ips": ["dhcp"]}]}));
@@ -455,6 +456,27 @@ fn link_protections_and_every_address_of_ips_reach_the_vmm() {
     assert_eq!(n.allowed_dhcp_cids, ["0x0102"]);
     let d = &c.nics[1];
     assert!(d.allowed_ips.is_empty() && !d.allow_dhcp_spoofing && !d.allow_restricted_traffic);
+    // The resolvers reach the VMM's metadata service (`sdc:resolvers`).
+    assert_eq!(c.resolvers, ["10.0.0.53", "8.8.4.4"]);
+}
+
+/// The VMM's description crosses as `proc.start`'s start data: a VM with
+/// the most NICs, each with every link protection given and two
+/// addresses, and 16 resolvers still fits.
+#[test]
+fn the_largest_nic_set_fits_the_vmms_start_data() {
+    let nic = |i: u32| {
+        json!({"nic_tag": "external", "mac": format!("90:b8:d0:00:00:{i:02x}"), "ips": [format!("10.1.{i}.10/24"), format!("10.2.{i}.10/24")],
+               "gateways": [format!("10.1.{i}.1")], "vlan_id": 4000 + i, "allow_ip_spoofing": false, "allow_mac_spoofing": false,
+               "allow_dhcp_spoofing": false, "allow_restricted_traffic": false, "primary": i == 0, "model": "virtio"})
+    };
+    let resolvers: Vec<String> = (0..16).map(|i| format!("192.168.100.{i}")).collect();
+    let p = created(json!({"brand": "bhyve", "uuid": "0bad1dea-0000-4000-8000-000000000001", "alias": "many-nics", "ram": 1024,
+        "vcpus": 4, "bootrom": "bios", "resolvers": resolvers, "disks": [{"size": 10240, "boot": true}],
+        "nics": (0..8).map(nic).collect::<Vec<_>>()}));
+    let json = crate::vmm::vm_config_json(&p);
+    // libipc's PROC_START_DATA_MAX (this crate does not depend on libipc).
+    assert!(json.len() <= 2048, "{} bytes: {json}", json.len());
 }
 
 #[test]

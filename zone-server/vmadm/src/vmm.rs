@@ -11,8 +11,11 @@
 //! `zones/<uuid>-diskN`, when every disk has such a path (otherwise the
 //! paths cross as they are); a NIC's address is its
 //! first IPv4 `ips` entry (or `dhcp`/`addrconf`) as `ip`/`netmask`, and its
-//! gateway the first of `gateways`; `internal_metadata` is not the
-//! guest's customer data and stays out.
+//! gateway the first of `gateways`, the addresses of `ips` past the first
+//! join `allowed_ips`; a NIC's `allow_*` that are false and its `virtio`
+//! model (the VMM's defaults) stay out, as `vm.json` must fit `proc.start`'s
+//! 2 KiB of start data; `internal_metadata` is not the guest's customer
+//! data and stays out.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -31,6 +34,7 @@ const TOP: &[&str] = &[
     "kernel",
     "max_physical_memory",
     "ram",
+    "resolvers",
     "uuid",
     "vcpus",
 ];
@@ -63,6 +67,10 @@ fn copy(from: &Map<String, Value>, to: &mut Map<String, Value>, keys: &[&str]) {
 fn nic(n: &Map<String, Value>) -> Value {
     let mut out = Map::new();
     copy(n, &mut out, NIC);
+    // What is the VMM's default anyway stays out (`vm.json` crosses as
+    // start data, 2 KiB at most): the link protections that are on
+    // (`allow_*` false) and the virtio model.
+    out.retain(|k, v| !(k.starts_with("allow_") && *v == Value::Bool(false)) && !(k == "model" && v == "virtio"));
     let ips: Vec<&str> = n
         .get("ips")
         .and_then(Value::as_array)
