@@ -1121,3 +1121,60 @@ fn rename_and_receive_refuse_abuse_and_the_pool_imports_after() {
     assert_eq!(names(&mut s), before);
     s.pool().unwrap().verify(false).unwrap();
 }
+
+/// Item 5 at the block ring: a volume's `quota` fails the writes past it
+/// as I/O errors (what a guest's virtio-blk reports, Linux's EIO), what
+/// was written before reads back, another volume's ring goes on meanwhile,
+/// and once the quota is lifted the same write goes through.
+#[test]
+fn a_quota_fails_ring_writes_past_it_and_nothing_else() {
+    let mut s = pool_server();
+    pool::Server::set(as_(&mut s, ADMIN), "zones/a-disk0".into(), "quota".into(), "1M".into(), false).unwrap();
+    let ga = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/a-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let gb = pool::Server::grant(as_(&mut s, ADMIN), vec!["zones/b-disk0".into()]).unwrap().badge;
+    libipc::reply_caps::discard();
+    let s = Rc::new(RefCell::new(s));
+    let (mut a, mut b) = (open(&s, ga, 0).unwrap(), open(&s, gb, 0).unwrap());
+    // Incompressible 64 KiB chunks, each flushed (committed or logged).
+    let chunk = |i: u64| -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ i.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        (0..64 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let sectors = (64 * 1024 / SECTOR_BYTES) as u64;
+    let mut written = 0;
+    let refused = loop {
+        assert!(written < 64, "4 MiB written under a 1 MiB quota");
+        let r = a.write(written * sectors, &chunk(written)).and_then(|()| a.flush());
+        match r {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!((12..=16).contains(&written), "{written} chunks of 64 KiB under a 1 MiB quota");
+    assert!(matches!(refused, libipc::blkring::BlkError::Status { status: libipc::blkring::Status::IoError, .. }), "{refused:?}");
+    // The other volume's ring goes on, and its data is its own.
+    b.write(0, &chunk(100)).unwrap();
+    b.flush().unwrap();
+    // What was written before the quota reads back whole.
+    let mut back = vec![0u8; 64 * 1024];
+    for i in 0..written {
+        a.read(i * sectors, &mut back).unwrap();
+        assert!(back == chunk(i), "chunk {i} changed");
+    }
+    b.read(0, &mut back).unwrap();
+    assert!(back == chunk(100));
+    // The quota lifted: the refused write goes through.
+    pool::Server::set(as_(&mut s.borrow_mut(), ADMIN), "zones/a-disk0".into(), "quota".into(), "none".into(), false).unwrap();
+    a.write(written * sectors, &chunk(written)).unwrap();
+    a.flush().unwrap();
+    a.read(written * sectors, &mut back).unwrap();
+    assert!(back == chunk(written));
+}
