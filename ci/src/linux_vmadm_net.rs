@@ -139,20 +139,30 @@ pub fn payload(vm: &Vm) -> String {
 const NETD_CONF: &str = "# linux/vmadm-net (ci/src/linux_vmadm_net.rs)\netherstub stub0\nnic_tag admin\n";
 
 /// The GRUB disk (BIOS GRUB only: smaller than `fwboot::grub_disk`'s, which
-/// carries the EFI one too), raw, and the same xz-compressed (kept beside
-/// it while the raw disk is unchanged: compressing takes seconds).
+/// carries the EFI one too), raw, and the same xz-compressed.
 fn image_files(dir: &Path, images: &Images) -> Result<(u64, Vec<u8>)> {
+    grub_image_files(dir, images, "console=ttyS0 panic=-1 alcove.mdata-net", "i386-pc")
+}
+
+/// A GRUB disk of one platform's GRUB (`i386-pc`: BIOS, `x86_64-efi`:
+/// UEFI) booting the test guest with `cmdline`, raw, and the same
+/// xz-compressed (kept beside it while the raw disk is unchanged:
+/// compressing takes seconds): an image file for the harness's image
+/// source.
+pub(crate) fn grub_image_files(dir: &Path, images: &Images, cmdline: &str, platform: &str) -> Result<(u64, Vec<u8>)> {
     let tree = dir.join("grub-tree");
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(tree.join("boot/grub"))?;
     fs::copy(&images.vmlinuz, tree.join("boot/vmlinuz"))?;
     fs::copy(&images.initramfs, tree.join("boot/initrd.img"))?;
-    fs::write(tree.join("boot/grub/grub.cfg"), crate::fwboot::grub_cfg("console=ttyS0 panic=-1 alcove.mdata-net"))?;
+    fs::write(tree.join("boot/grub/grub.cfg"), crate::fwboot::grub_cfg(cmdline))?;
     let disk = dir.join("boot-disk.img");
     let _ = fs::remove_file(&disk);
     guest_images::output(
         Command::new("grub-mkrescue")
-            .args(["-d", "/usr/lib/grub/i386-pc", "--fonts=", "--locales=", "--themes=", "--compress=xz", "-o"])
+            .arg("-d")
+            .arg(format!("/usr/lib/grub/{platform}"))
+            .args(["--fonts=", "--locales=", "--themes=", "--compress=xz", "-o"])
             .arg(&disk)
             .arg(&tree),
         "grub-mkrescue",

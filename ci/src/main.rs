@@ -17,6 +17,7 @@ mod linux_net;
 mod linux_pool;
 mod linux_vmadm_net;
 mod linux_protect;
+mod linux_vmadm_uefi;
 mod memtest;
 mod pool_disks;
 mod restart;

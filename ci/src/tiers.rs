@@ -1075,12 +1075,12 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         }
     }
     // Two VMs created at run time by zone-server from an imported image
-    // (issue 15; in the tier after passing every run here, 29-57 s), and
+    // (issue 15; in the tier after passing every run here, 29-57 s),
     // link protection from a guest's side, read back with `dlstat` (issue
-    // 13): machines driven from the console shell, judged on its
-    // transcript.
+    // 13), and a VM from a UEFI image through OVMF (issue 15): machines
+    // driven from the console shell, judged on their transcripts.
     type Judged = fn(&Path, &guest_images::Images, Duration) -> Result<crate::linux_vmadm_net::Outcome>;
-    let shell_cases: [(&str, &str, &str, Judged); 2] = [
+    let shell_cases: [(&str, &str, &str, Judged); 3] = [
         (
             crate::linux_vmadm_net::CASE,
             crate::linux_vmadm_net::ALIAS,
@@ -1092,6 +1092,12 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             crate::linux_protect::ALIAS,
             "a VM forging MACs, IPs and DHCP offers on an etherstub; dlstat counts the drops",
             crate::linux_protect::run,
+        ),
+        (
+            crate::linux_vmadm_uefi::CASE,
+            crate::linux_vmadm_uefi::ALIAS,
+            "a VM made by vmadm from an imported image that requires UEFI boots through OVMF",
+            crate::linux_vmadm_uefi::run,
         ),
     ];
     for (case, alias, title, run) in shell_cases {

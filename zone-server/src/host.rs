@@ -265,8 +265,12 @@ impl<M: Machine> ZoneHost<M> {
             (config.disks.len() + config.nics.len()) as u32,
             &[vm_json.len() as u64, BOOT_FILES_BOUND, BOOT_FILES_BOUND],
         );
-        if config.bootrom.is_some() {
-            need = need.with_firmware(1 << 20);
+        // The firmware image's copy: SeaBIOS is 256 KiB, Debian's OVMF 2 MiB
+        // (4 MiB builds exist); the VMM checks its real size against this.
+        match config.bootrom {
+            Some(vmm_server::config::Bootrom::Bios) => need = need.with_firmware(1 << 20),
+            Some(vmm_server::config::Bootrom::Uefi) => need = need.with_firmware(4 << 20),
+            None => {}
         }
         u32::try_from(need.total_kib()).map_err(|_| format!("vmadm: property \"ram\": a VMM of {} KiB is too large", need.total_kib()))
     }
@@ -291,14 +295,20 @@ impl<M: Machine> Host for ZoneHost<M> {
         Ok(core::mem::take(&mut self.stdin))
     }
 
-    fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
+    fn image(&mut self, image: &Uuid) -> Result<alcove_vmadm::verbs::ImageFacts, String> {
         let uuid = image.to_string();
         self.stages.mark("image_asked");
         // The image's own volume, not the pool's every dataset (`get`).
         let manifest = alcove_images::store::manifest(self.machine.images(), &uuid);
         self.stages.mark("image_read");
         manifest
-            .map(|m| m.image_size_mib)
+            .map(|m| alcove_vmadm::verbs::ImageFacts {
+                size_mib: m.image_size_mib,
+                bootrom: m.requirements.bootrom.map(|b| match b {
+                    alcove_images::manifest::Bootrom::Bios => "bios".to_string(),
+                    alcove_images::manifest::Bootrom::Uefi => "uefi".to_string(),
+                }),
+            })
             .map_err(|e| match e {
                 alcove_images::Error::NotFound { .. } => "is not installed (imgadm install)".to_string(),
                 e => e.to_string(),

@@ -99,7 +99,7 @@ pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Cre
         .map(|name| format!("WARNING: ignoring property \"{name}\": not a bhyve create property"))
         .collect();
     let mut props = checked.payload;
-    images(props.get_mut("disks"), "disks", host)?;
+    create_images(&mut props, host)?;
     validate::create_defaults(&mut props, &mut |b| host.random(b));
     let now = host.now();
     let vm = Instance::new(props, &now).map_err(OpError::Payload)?;
@@ -134,21 +134,58 @@ pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Cre
 
 /// Disks cloned from an image: the image must be installed; the disk
 /// gets the image's size as `image_size` (unless given) and `size` (as
-/// vmadm shows every disk's size).
-fn images(disks: Option<&mut Value>, name: &str, host: &mut dyn Host) -> Result<(), OpError> {
-    let mut problems = Problems::default();
+/// vmadm shows every disk's size). Returns the boot disk's image and the
+/// firmware it requires, if it names one.
+fn disk_images(disks: Option<&mut Value>, name: &str, host: &mut dyn Host, problems: &mut Problems) -> Option<(Uuid, String)> {
+    let mut boot_needs = None;
     if let Some(Value::Array(disks)) = disks {
         for (i, d) in disks.iter_mut().enumerate() {
             let Some(d) = d.as_object_mut() else { continue };
             let Some(image) = d.get("image_uuid").and_then(Value::as_str).and_then(Uuid::parse) else { continue };
-            match host.image_size(&image) {
-                Ok(mib) => {
-                    let size = d.get("image_size").and_then(Value::as_u64).unwrap_or(mib);
+            match host.image(&image) {
+                Ok(facts) => {
+                    let size = d.get("image_size").and_then(Value::as_u64).unwrap_or(facts.size_mib);
                     d.insert("image_size".into(), Value::from(size));
                     d.insert("size".into(), Value::from(size));
+                    if d.get("boot") == Some(&Value::Bool(true))
+                        && let Some(rom) = facts.bootrom
+                    {
+                        boot_needs = Some((image, rom));
+                    }
                 }
                 Err(why) => problems.bad_value(&format!("{name}.{i}.image_uuid"), format!("image {image}: {why}")),
             }
+        }
+    }
+    boot_needs
+}
+
+/// [`disk_images`] for `update`'s `add_disks`.
+fn images(disks: Option<&mut Value>, name: &str, host: &mut dyn Host) -> Result<(), OpError> {
+    let mut problems = Problems::default();
+    disk_images(disks, name, host, &mut problems);
+    if problems.is_empty() { Ok(()) } else { Err(OpError::Invalid(problems)) }
+}
+
+/// A create's disks ([`disk_images`]); the boot disk's image that names
+/// its firmware (`requirements.bootrom`) gives the VM that `bootrom`
+/// unless the payload names one (a VM booting a kernel directly has none),
+/// and a payload naming the other is refused.
+fn create_images(props: &mut Map<String, Value>, host: &mut dyn Host) -> Result<(), OpError> {
+    let mut problems = Problems::default();
+    let boot_needs = disk_images(props.get_mut("disks"), "disks", host, &mut problems);
+    if let Some((image, rom)) = boot_needs
+        && !props.contains_key("kernel")
+    {
+        match props.get("bootrom").and_then(Value::as_str) {
+            None => {
+                props.insert("bootrom".into(), Value::String(rom));
+            }
+            Some(given) if given != rom => problems.bad_value(
+                "bootrom",
+                format!("\"{given}\": the boot disk's image {image} requires bootrom \"{rom}\" (requirements.bootrom)"),
+            ),
+            Some(_) => {}
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(OpError::Invalid(problems)) }

@@ -206,9 +206,7 @@ pub const TOP: &[Prop] = &[
     p("billing_id", Uuid, true, Stored, true).default(Default::Str("00000000-0000-0000-0000-000000000000")),
     p("boot", S, true, Stored, false),
     p("boot_timestamp", Timestamp, RO, No, true),
-    p("bootrom", Enum(&["bios", "uefi"]), true, NextStart, false)
-        .default(Default::Computed)
-        .only(&["bios"], "bootroms are"),
+    p("bootrom", Enum(&["bios", "uefi"]), true, NextStart, false).honoured().default(Default::Computed),
     p("brand", Enum(&["bhyve", "kvm"]), true, No, true).honoured(),
     // Alcove's direct-boot extension (vmm-server's boot source): a kernel
     // booted directly instead of `bootrom` firmware.

@@ -183,11 +183,6 @@ fn what_alcove_cannot_do_is_refused_by_name() {
         (json!({"kernel": "k", "nics": [{"nic_tag": "a", "model": "e1000"}]}), "nics.0.model", "e1000"),
         (json!({"kernel": "k", "vnc_port": 5900}), "vnc_port", "VNC"),
         (json!({"kernel": "k", "bhyve_extra_opts": "-s 9,foo"}), "bhyve_extra_opts", "bhyve"),
-        (
-            json!({"bootrom": "uefi", "disks": [{"boot": true, "size": 10}]}),
-            "bootrom",
-            "\"uefi\" bootroms are not supported yet",
-        ),
     ];
     for (mut p, prop, words) in cases {
         p["brand"] = json!("bhyve");
@@ -460,6 +455,44 @@ fn link_protections_and_every_address_of_ips_reach_the_vmm() {
     assert_eq!(c.resolvers, ["10.0.0.53", "8.8.4.4"]);
 }
 
+/// An installed image whose manifest says `requirements.bootrom: uefi`.
+const UEFI_IMAGE: &str = "0ef10000-0000-4000-8000-000000000001";
+
+/// `bootrom`: both firmwares are accepted and cross to the VMM; a VM whose
+/// boot disk clones an image that names its firmware gets it when the
+/// payload names none, and a payload naming the other is refused naming
+/// `bootrom` (nothing is made).
+#[test]
+fn bootrom_uefi_is_taken_and_an_image_names_its_firmware() {
+    use vmm_server::config::{Bootrom, VmConfig};
+    let mut reg = Registry::new("s");
+    let mut host = FakeHost::default();
+    let made = |reg: &mut Registry, host: &mut FakeHost, payload: Value| -> Result<Map<String, Value>, crate::ops::OpError> {
+        let c = crate::ops::create(&payload.to_string(), reg, host)?;
+        Ok(reg.get(&c.uuid).expect("made").props.clone())
+    };
+    let uefi = made(&mut reg, &mut host, json!({"brand": "bhyve", "bootrom": "uefi", "disks": [{"boot": true, "size": 10}]})).unwrap();
+    assert_eq!(uefi["bootrom"], "uefi");
+    let c = VmConfig::from_json(&crate::vmm::vm_config_json(&uefi)).unwrap();
+    assert_eq!(c.bootrom, Some(Bootrom::Uefi));
+    let from_image = made(&mut reg, &mut host, json!({"brand": "bhyve", "disks": [{"boot": true, "image_uuid": UEFI_IMAGE}]})).unwrap();
+    assert_eq!(from_image["bootrom"], "uefi");
+    let plain =
+        made(&mut reg, &mut host, json!({"brand": "bhyve", "disks": [{"boot": true, "image_uuid": "462d1d03-8457-e134-a408-cf9ea2b9be96"}]}))
+            .unwrap();
+    assert_eq!(plain["bootrom"], "bios", "no requirement: vmadm's default");
+    let before = (reg.len(), host.calls.len());
+    let bad = json!({"brand": "bhyve", "bootrom": "bios", "disks": [{"boot": true, "image_uuid": UEFI_IMAGE}]});
+    match made(&mut reg, &mut host, bad) {
+        Err(crate::ops::OpError::Invalid(p)) => {
+            assert_eq!(p.bad_values, ["bootrom"]);
+            assert!(p.reasons.iter().any(|r| r.contains("requires bootrom \"uefi\"")), "{:?}", p.reasons);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((reg.len(), host.calls.len()), before, "nothing made");
+}
+
 /// The VMM's description crosses as `proc.start`'s start data: a VM with
 /// the most NICs, each with every link protection given and two
 /// addresses, and 16 resolvers still fits.
@@ -544,9 +577,11 @@ impl Host for FakeHost {
             None => self.stdin.take().ok_or_else(|| "refusing to read a payload from a terminal; use -f".into()),
         }
     }
-    fn image_size(&mut self, image: &Uuid) -> Result<u64, String> {
+    fn image(&mut self, image: &Uuid) -> Result<crate::verbs::ImageFacts, String> {
+        let facts = |size_mib, bootrom: Option<&str>| Ok(crate::verbs::ImageFacts { size_mib, bootrom: bootrom.map(String::from) });
         match image.text().as_str() {
-            "462d1d03-8457-e134-a408-cf9ea2b9be96" => Ok(10240),
+            "462d1d03-8457-e134-a408-cf9ea2b9be96" => facts(10240, None),
+            UEFI_IMAGE => facts(2048, Some("uefi")),
             _ => Err("not installed (imgadm list)".into()),
         }
     }

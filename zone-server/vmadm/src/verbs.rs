@@ -27,6 +27,17 @@ use crate::validate::{self, Action, Problems};
 
 /// What the verbs need from the machine. zone-server implements it with
 /// storaged, netd and vmm-server processes; tests with a fake.
+/// Of an installed image, what `vmadm create` takes from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// `image_size`: MiB.
+    pub size_mib: u64,
+    /// `requirements.bootrom` (`bios` or `uefi`), if the image names one: a
+    /// VM booting it gets that firmware unless the payload says which, and
+    /// a payload asking for the other is refused.
+    pub bootrom: Option<String>,
+}
+
 pub trait Host {
     /// The time now, ISO 8601 (`2026-12-03T17:32:13.000Z`).
     fn now(&mut self) -> String;
@@ -35,9 +46,10 @@ pub trait Host {
     /// The payload of `create`/`validate`/`update`: the file's text with
     /// `-f FILE`, stdin's without (refused when stdin is a terminal).
     fn read_payload(&mut self, file: Option<&str>) -> Result<String, String>;
-    /// The size in MiB of an installed image (`imgadm list`), or why it
-    /// cannot be used (not installed, not a zvol image).
-    fn image_size(&mut self, image: &Uuid) -> Result<u64, String>;
+    /// What a VM cloning an installed image needs of it (`imgadm list`):
+    /// its size and firmware, or why it cannot be used (not installed, not
+    /// a zvol image).
+    fn image(&mut self, image: &Uuid) -> Result<ImageFacts, String>;
     /// Sets up a new instance's resources (volumes cloned from images or
     /// made with their size, VNICs). `vmm_json` is its vmm-server
     /// description.
