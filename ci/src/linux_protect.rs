@@ -35,7 +35,7 @@
 //! machine ended by `poweroff`.
 
 use crate::Result;
-use crate::emu::{Qemu, capture_timed_script};
+use crate::emu::capture_timed_script;
 use crate::guest_images::Images;
 use crate::harness::Ending;
 use crate::image::{self, BootSystem};
@@ -50,7 +50,6 @@ const HOSTNAME: &str = "protecttest";
 const UUID: &str = "5e11c0de-0000-4000-8000-0000000000b1";
 const RAM_MIB: u32 = 256;
 const MEM_MIB: u32 = 1024;
-const POOL_BYTES: u64 = 256 << 20;
 /// The NICs' MACs, eth0 to eth4 (`dladm` prints them without leading
 /// zeros: `2:8:20:5f:0:1`).
 const MACS: [&str; 5] = ["02:08:20:5f:00:01", "02:08:20:5f:00:02", "02:08:20:5f:00:03", "02:08:20:5f:00:04", "02:08:20:5f:00:05"];
@@ -122,19 +121,7 @@ pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<Outcome>
     fs::write(&conf, NETD_CONF)?;
     system.host_files.push(("netd.conf".into(), conf));
     let iso = image::iso_of(kernel, "test-linux-net-protect", "", &system)?;
-    let pool = dir.join("pool.img");
-    let _ = fs::remove_file(&pool);
-    fs::File::create(&pool)?.set_len(POOL_BYTES)?;
-    let q = Qemu {
-        smp: 2,
-        mem_mib: MEM_MIB,
-        cpu: crate::vm::QEMU_CPU.into(),
-        one_thread: true,
-        extra: crate::zone::pool_drive_of(&pool),
-        ..Qemu::default()
-    };
-    let mut c = q.command(&iso);
-    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let c = crate::linux_vmadm_net::shell_machine(&dir, &iso, MEM_MIB, false)?;
     let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script())?;
     let (problems, summary) = judge(&t.run.serial, t.run.ending);
     Ok(Outcome { run: t.run, problems, summary })

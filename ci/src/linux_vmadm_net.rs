@@ -241,19 +241,31 @@ pub fn run_expecting(kernel: &Path, images: &Images, timeout: Duration, expect: 
     fs::write(&conf, format!("{NETD_CONF}{}", crate::vm::admin_host_line()))?;
     system.host_files.push(("netd.conf".into(), conf));
     let iso = image::iso_of(kernel, "test-linux-vmadm-net", "", &system)?;
-    let pool = dir.join("pool.img");
-    let _ = fs::remove_file(&pool);
-    fs::File::create(&pool)?.set_len(POOL_BYTES)?;
-    let mut extra = crate::zone::pool_drive_of(&pool);
-    extra.extend(crate::vm::admin_nic(&[]));
-    let q = Qemu { smp: 2, mem_mib: MEM_MIB, cpu: crate::vm::QEMU_CPU.into(), one_thread: true, extra, ..Qemu::default() };
-    let mut c = q.command(&iso);
-    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let c = shell_machine(&dir, &iso, MEM_MIB, true)?;
     // The script waits for the receiver's line as the payload makes it.
     let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script(source.port, &done_line(&VMS[1])))?;
     drop(source);
     let (problems, summary) = judge(&t.run.serial, t.run.ending, expect, &t.lines);
     Ok(Outcome { run: t.run, problems, summary })
+}
+
+/// The QEMU command of a machine driven from its console shell: 2 CPUs
+/// on one emulator thread, `mem_mib`, a blank pool drive of
+/// [`POOL_BYTES`] (`dir/pool.img`, made afresh), with `admin_nic` the
+/// machine's NIC on QEMU's user network (no forwards), the serial console
+/// on stdio for the script.
+pub(crate) fn shell_machine(dir: &Path, iso: &Path, mem_mib: u32, admin_nic: bool) -> Result<Command> {
+    let pool = dir.join("pool.img");
+    let _ = fs::remove_file(&pool);
+    fs::File::create(&pool)?.set_len(POOL_BYTES)?;
+    let mut extra = crate::zone::pool_drive_of(&pool);
+    if admin_nic {
+        extra.extend(crate::vm::admin_nic(&[]));
+    }
+    let q = Qemu { smp: 2, mem_mib, cpu: crate::vm::QEMU_CPU.into(), one_thread: true, extra, ..Qemu::default() };
+    let mut c = q.command(iso);
+    c.args(["-monitor", "none", "-serial", "stdio"]);
+    Ok(c)
 }
 
 /// Console lines that other writers put between the shell's lines: the

@@ -19,7 +19,7 @@
 //! machine ended by `poweroff`.
 
 use crate::Result;
-use crate::emu::{Qemu, capture_timed_script};
+use crate::emu::capture_timed_script;
 use crate::guest_images::Images;
 use crate::harness::Ending;
 use crate::image::{self, BootSystem};
@@ -37,7 +37,6 @@ const IMAGE: &str = "1a9e0000-0000-4000-8000-0000000000e2";
 const IMAGE_NAME: &str = "alcove-efi-grub-linux";
 const UUID: &str = "7e7e0000-0000-4000-8000-0000000000c1";
 const MEM_MIB: u32 = 1024;
-const POOL_BYTES: u64 = 256 << 20;
 const NETD_CONF: &str = "# linux/vmadm-uefi (ci/src/linux_vmadm_uefi.rs)\nnic_tag admin\n";
 
 /// The payload: the image's clone as the boot disk; `bootrom` as given
@@ -84,14 +83,7 @@ pub fn run(kernel: &Path, images: &Images, timeout: Duration) -> Result<crate::l
     fs::write(&conf, format!("{NETD_CONF}{}", crate::vm::admin_host_line()))?;
     system.host_files.push(("netd.conf".into(), conf));
     let iso = image::iso_of(kernel, "test-linux-vmadm-uefi", "", &system)?;
-    let pool = dir.join("pool.img");
-    let _ = fs::remove_file(&pool);
-    fs::File::create(&pool)?.set_len(POOL_BYTES)?;
-    let mut extra = crate::zone::pool_drive_of(&pool);
-    extra.extend(crate::vm::admin_nic(&[]));
-    let q = Qemu { smp: 2, mem_mib: MEM_MIB, cpu: crate::vm::QEMU_CPU.into(), one_thread: true, extra, ..Qemu::default() };
-    let mut c = q.command(&iso);
-    c.args(["-monitor", "none", "-serial", "stdio"]);
+    let c = crate::linux_vmadm_net::shell_machine(&dir, &iso, MEM_MIB, true)?;
     let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script(source.port))?;
     drop(source);
     let (problems, summary) = judge(&t.run.serial, t.run.ending, &t.lines);
