@@ -174,7 +174,9 @@ pub enum Sys {
     /// clears the counts and starts counting, 1 stops, `2 + i` reads phase
     /// `i` (lock, decode, cap, switch, exit) on the caller's CPU as `(ticks,
     /// calls completed, calls the fast path left to the general path only
-    /// because the CPU had scheduling work pending)`.
+    /// because the CPU had scheduling work pending)`; `op` 100 reads the
+    /// turns all CPUs spun waiting for the big kernel lock while counting
+    /// was on, as `(turns, 0, 0)`.
     BenchPhases = 38,
     /// `(console, op, point, ns)` → `(point, phase)`: the test kernel's
     /// fault injection ([`FaultPoint`]; system tests only). Exists only

@@ -296,7 +296,25 @@ pub struct Kernel {
     pub fpu_owner: [Option<Id>; MAX_CPUS],
 }
 
-static KERNEL: TicketMutex<Kernel> = TicketMutex::new(Kernel::EMPTY);
+static KERNEL: TicketMutex<Kernel, LockSpin> = TicketMutex::new(Kernel::EMPTY);
+
+/// How a CPU waits for the big lock: `spin_loop` (PAUSE) each turn, and,
+/// while the benchmark's phase counting is on, a count of the turns
+/// (`PerCpu::lock_spins`, read with `Sys::BenchPhases`), so a benchmark
+/// can tell waiting for the lock from the work it measures (under QEMU's
+/// one thread for all CPUs a wait lasts until the holder's turn to run).
+/// Off, one more load and branch per turn of a wait.
+pub struct LockSpin;
+
+impl spin::RelaxStrategy for LockSpin {
+    #[inline(always)]
+    fn relax() {
+        if phases::on() {
+            percpu::this().lock_spins.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+        core::hint::spin_loop();
+    }
+}
 
 /// Takes the big kernel lock, in turn: a ticket lock, so a CPU that goes
 /// through the kernel in a loop (a thread calling `Yield` or polling
@@ -304,11 +322,12 @@ static KERNEL: TicketMutex<Kernel> = TicketMutex::new(Kernel::EMPTY);
 /// test-and-set lock it did, under QEMU every time: the other CPU never got
 /// in (the vCPU-teardown test hung once its main thread ran on the other
 /// CPU). `spin`'s `FairMutex` (a waiter marks itself starved after 1024
-/// spins) did not hold under `-icount`. The price, under QEMU's one thread
-/// for all CPUs: every release with a waiter hands over, and the holder
-/// then waits for the waiter's turn to run (the cross-core IPC round trip
-/// under `-icount`: 2870 instructions before, 7923 after; on hardware a
-/// handover is a cache-line transfer). Waits with interrupts enabled so
+/// spins) did not hold under `-icount`. Under QEMU's one thread for all
+/// CPUs a release with a waiter hands over and the holder then waits for
+/// the waiter's turn to run; the cross-core IPC benchmark never contends
+/// (its `ipc_roundtrip_cross_core_lock_spins` reads 0 turns: its rise from
+/// 2870 to 7923 instructions in session 20 was the idle CPUs' run-queue
+/// scan in `steal`, `RunQueue::find`, not this lock). Waits with interrupts enabled so
 /// that IPIs (TLB shootdowns) still reach this CPU meanwhile; the handlers
 /// taken then only record (none takes this lock), so one taken just after
 /// the lock is ours does no harm.

@@ -109,17 +109,27 @@ pub fn fallback_if<const STAMP: bool>() {
     }
 }
 
+/// `Sys::BenchPhases` operation reading the turns every CPU spun waiting
+/// for the big lock while counting was on: `(turns, 0, 0)`.
+pub const LOCK_SPINS: u64 = 100;
+
 /// `Sys::BenchPhases` operations: 0 clears every CPU's sums and starts
 /// counting, 1 stops, `2 + i` reads phase `i` of the caller's CPU as
-/// `(ticks, calls counted, fallbacks for pending work)`.
+/// `(ticks, calls counted, fallbacks for pending work)`, [`LOCK_SPINS`]
+/// the lock waits of all CPUs.
 pub fn control(op: u64) -> Option<(u64, u64, u64)> {
     match op {
+        LOCK_SPINS => {
+            let turns = (0..crate::arch::MAX_CPUS).map(|cpu| percpu::of(cpu).lock_spins.load(Ordering::Relaxed)).sum();
+            Some((turns, 0, 0))
+        }
         0 => {
             for cpu in 0..crate::arch::MAX_CPUS {
                 let p = percpu::of(cpu);
                 p.phase_sums.iter().for_each(|s| s.store(0, Ordering::Relaxed));
                 p.phase_ops.store(0, Ordering::Relaxed);
                 p.phase_fallbacks.store(0, Ordering::Relaxed);
+                p.lock_spins.store(0, Ordering::Relaxed);
             }
             ON.store(true, Ordering::Relaxed);
             Some((0, 0, 0))

@@ -13,7 +13,7 @@
 //! thread kept its CPU.
 
 use abi::{CapSlot, FOREVER, ObjectType};
-use alcove_rt::{Thread, ThreadSlots};
+use alcove_rt::{Thread, ThreadSlots, println};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -184,6 +184,10 @@ pub fn yielding_threads_do_not_keep_other_cpus_out_of_the_kernel(env: &mut Env) 
         let all: u64 = (1..=others).map(|c| 1u64 << c).sum();
         wait_bits(started, all, "the yielders never all started")?;
         // Signal and Poll take the lock (the general path) every time.
+        // The kernel counts the turns CPUs spin for it meanwhile (the
+        // benchmark's counter; what the cross-core IPC figure reads as 0
+        // when the lock is never contended).
+        let counting = sys::bench_phases(alcove_rt::start::SLOT_CONSOLE, 0).is_ok();
         let start = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
         for i in 0..CALLS {
             sys::signal(n, 1).map_err(|e| format!("signal {i}: {e}"))?;
@@ -193,6 +197,13 @@ pub fn yielding_threads_do_not_keep_other_cpus_out_of_the_kernel(env: &mut Env) 
             let now = sys::clock_ns().map_err(|e| format!("clock: {e}"))?;
             if now.saturating_sub(start) > 10 * PATIENCE_NS {
                 return Err(format!("CPU 0 made only {i} of {CALLS} system calls while the other CPUs yielded"));
+            }
+        }
+        if counting {
+            let spins = sys::bench_phases(alcove_rt::start::SLOT_CONSOLE, crate::tests::LOCK_SPINS_OP).map(|(t, _)| t);
+            let _ = sys::bench_phases(alcove_rt::start::SLOT_CONSOLE, 1);
+            if let Ok(turns) = spins {
+                println!("ALCOVE-BENCH lock_spins_beside_yielders {turns} turns");
             }
         }
         Ok(())

@@ -581,8 +581,25 @@ fn ipc_cross_core(env: &mut Env) -> Result<(), String> {
     ping_pong(ep, 20)?;
     let per = ping_pong(ep, 200)?;
     println!("ALCOVE-BENCH ipc_roundtrip_cross_core {per} instructions");
+    // Again with the kernel counting the turns either CPU spun waiting
+    // for the big lock (a separate run: counting costs its own
+    // instructions): under QEMU's one thread for all CPUs, a handover
+    // waits for the other CPU's turn to run, which is the part of the
+    // round trip the other CPU takes to notice.
+    let n = 200;
+    sys::bench_phases(SLOT_CONSOLE, 0).map_err(|e| format!("phase counting: {e}"))?;
+    let run = ping_pong(ep, n);
+    let spins = sys::bench_phases(SLOT_CONSOLE, LOCK_SPINS_OP).map(|(turns, _)| turns);
+    sys::bench_phases(SLOT_CONSOLE, 1).map_err(|e| format!("phase counting off: {e}"))?;
+    run?;
+    let spins = spins.map_err(|e| format!("lock spins: {e}"))?;
+    println!("ALCOVE-BENCH ipc_roundtrip_cross_core_lock_spins {} turns", spins / n);
     Ok(())
 }
+
+/// `Sys::BenchPhases`'s operation reading the big lock's spin turns
+/// (`kernel::phases::LOCK_SPINS`).
+pub(crate) const LOCK_SPINS_OP: u64 = 100;
 
 fn capability_transfer(env: &mut Env) -> Result<(), String> {
     let ep = start_echo(env, 0)?;

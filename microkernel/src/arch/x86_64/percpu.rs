@@ -51,6 +51,9 @@ pub struct PerCpu {
     /// Calls the fast path would have completed but left to the general
     /// path because this CPU had scheduling work pending (`phases::fallback`).
     pub phase_fallbacks: AtomicU64,
+    /// Turns this CPU spun waiting for the big kernel lock while phase
+    /// counting was on (`kernel::LockSpin`).
+    pub lock_spins: AtomicU64,
     /// NMIs this CPU took.
     pub nmis: AtomicU64,
     /// CR0 as this CPU's bring-up left it (the boot suite checks that
@@ -116,6 +119,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
         phase_sums: [const { AtomicU64::new(0) }; PHASE_STAMPS - 1],
         phase_ops: AtomicU64::new(0),
         phase_fallbacks: AtomicU64::new(0),
+        lock_spins: AtomicU64::new(0),
         nmis: AtomicU64::new(0),
         cr0_at_start: AtomicU64::new(0),
         tss_rsp0: 0,
