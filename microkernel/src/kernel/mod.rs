@@ -485,12 +485,25 @@ impl Kernel {
     /// priority of the thread running there (`None` when it idles or its
     /// thread is leaving it) and its queue's length (`movable`: only the
     /// threads another CPU may take).
-    fn cpu_loads(&self, movable: bool) -> [kcore::sched::CpuLoad; MAX_CPUS] {
-        let mut loads = [kcore::sched::CpuLoad { online: false, highest_prio: None, queued: 0 }; MAX_CPUS];
-        for (c, l) in loads.iter_mut().enumerate().take(self.cpus_online) {
-            l.online = percpu::of(c).online.load(Ordering::Relaxed);
-            l.highest_prio = self.running_prio(c);
-            l.queued = if movable { usize::from(self.movable_in(c).is_some()) } else { self.run_queues[c].len() };
+    /// One entry per online CPU, built in place (no table of `MAX_CPUS`
+    /// entries to fill first: the cross-core IPC round trip builds one on
+    /// each idle entry).
+    fn cpu_loads(&self, movable: bool) -> heapless::Vec<kcore::sched::CpuLoad, MAX_CPUS> {
+        let mut loads = heapless::Vec::new();
+        for c in 0..self.cpus_online.min(MAX_CPUS) {
+            let highest_prio = self.running_prio(c);
+            // `steal_from` takes only from a CPU running a thread: the
+            // queue of one that idles is not looked through.
+            let queued = if !movable {
+                self.run_queues[c].len()
+            } else if highest_prio.is_some() && !self.run_queues[c].is_empty() {
+                usize::from(self.movable_in(c).is_some())
+            } else {
+                0
+            };
+            let online = percpu::of(c).online.load(Ordering::Relaxed);
+            // Cannot be refused: at most MAX_CPUS entries.
+            let _ = loads.push(kcore::sched::CpuLoad { online, highest_prio, queued });
         }
         loads
     }
@@ -504,7 +517,7 @@ impl Kernel {
             return home;
         }
         let loads = self.cpu_loads(false);
-        kcore::sched::wake_cpu(home, pinned, prio, &loads[..self.cpus_online])
+        kcore::sched::wake_cpu(home, pinned, prio, &loads)
     }
 
     /// The first thread queued on `cpu` that another CPU may run: runnable,
@@ -519,11 +532,11 @@ impl Kernel {
     /// An idle `cpu` takes a thread queued on another (the longest queue's
     /// first that may move): whether it took one.
     fn steal(&mut self, cpu: usize) -> bool {
-        if self.cpus_online < 2 {
+        if self.cpus_online < 2 || (0..self.cpus_online).all(|c| c == cpu || self.run_queues[c].is_empty()) {
             return false;
         }
         let loads = self.cpu_loads(true);
-        let Some(from) = kcore::sched::steal_from(cpu, &loads[..self.cpus_online]) else { return false };
+        let Some(from) = kcore::sched::steal_from(cpu, &loads) else { return false };
         let Some((t, prio)) = self.movable_in(from) else { return false };
         self.run_queues[from].remove(t, prio);
         if let Some(th) = self.thread_mut(t) {
