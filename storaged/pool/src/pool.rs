@@ -430,6 +430,10 @@ pub struct Pool<D: Disk> {
     /// The caller's bound on the open group's blocks (its memory: a block
     /// pointer each, whatever the block size).
     dirty_block_limit: Option<u64>,
+    /// The caller's bound on the bytes of every dataset's user properties
+    /// together (keys and values): they live in the MOS, which is held in
+    /// memory and encoded whole at each commit.
+    user_props_limit: Option<usize>,
     meta_cache: MetaCache,
     /// The intent log (FORMAT.md "Intent log"): the committed uberblock's
     /// log block (0: none).
@@ -598,6 +602,7 @@ impl<D: Disk> Pool<D> {
             acct: BTreeMap::new(),
             dirty_limit: None,
             dirty_block_limit: None,
+            user_props_limit: None,
             meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
             log_head: 0,
             log_next: 0,
@@ -689,6 +694,7 @@ impl<D: Disk> Pool<D> {
                         acct: BTreeMap::new(),
                         dirty_limit: None,
                         dirty_block_limit: None,
+                        user_props_limit: None,
                         meta_cache: MetaCache::new(DEFAULT_META_CACHE_BLOCKS),
                         log_head: 0,
                         log_next: 0,
@@ -1138,12 +1144,33 @@ impl<D: Disk> Pool<D> {
         self.dirty_block_limit = limit;
     }
 
+    /// Bounds the bytes of all datasets' user properties together (keys
+    /// and values; `None`: no bound). A `set_user_prop` past it is refused
+    /// ([`Error::Space`]); what is there already stays.
+    pub fn set_user_props_limit(&mut self, limit: Option<usize>) {
+        self.user_props_limit = limit;
+    }
+
+    /// Bytes of all datasets' user properties (keys and values).
+    pub fn user_props_bytes(&self) -> usize {
+        self.datasets.values().flat_map(|d| d.props.iter()).filter(|(k, _)| k.contains(':')).map(|(k, v)| k.len() + v.len()).sum()
+    }
+
     /// Sets a user property (`module:key`), committed with the next group.
     pub fn set_user_prop(&mut self, name: &str, key: &str, value: &str) -> Result<(), Error> {
         self.check_live()?;
         let id = self.id_of(name)?;
         if !key.contains(':') || !valid_component(key) || value.len() > 8 * 1024 {
             return Err(Error::Invalid(format!("property {key:?}: user properties are module:key, values up to 8 KiB")));
+        }
+        if let Some(limit) = self.user_props_limit {
+            let old = self.datasets.get(&id).and_then(|d| d.props.get(key)).map_or(0, |v| key.len() + v.len());
+            let total = self.user_props_bytes() - old + key.len() + value.len();
+            if total > limit {
+                return Err(Error::Space(format!(
+                    "property {key:?}: the pool's user properties would take {total} bytes, more than the {limit} it holds"
+                )));
+            }
         }
         if let Some(d) = self.datasets.get_mut(&id) {
             d.props.insert(key.to_string(), value.to_string());
@@ -1829,17 +1856,25 @@ impl<D: Disk> Pool<D> {
         for off in core::mem::take(&mut self.log_blocks) {
             self.free_block(off, LOG_BLOCK as u32)?;
         }
-        let log = self.space.alloc(LOG_BLOCK).unwrap_or(0);
         // The MOS records its own block in the space map: allocate first,
-        // then encode; retry larger if the map grew past the estimate.
+        // then encode; retry larger if the map grew past the estimate. The
+        // next group's log block comes after it, in what room is left: the
+        // room a write reserves for the commit (`commit_need`) does not
+        // count it, and taken first it could leave the MOS none (the commit
+        // failed, the pool suspended); without room the next group has no
+        // log and its FLUSHes commit.
         let mut psize = self.mos_estimate();
-        let (mos_off, bytes) = loop {
+        let (mos_off, log, bytes) = loop {
             let off = self.space.alloc(psize).ok_or(Error::NoSpace)?;
+            let log = self.space.alloc(LOG_BLOCK).unwrap_or(0);
             let bytes = self.encode_mos(txg);
             if bytes.len() as u64 <= psize {
-                break (off, bytes);
+                break (off, log, bytes);
             }
             self.space.free_now(off, psize);
+            if log != 0 {
+                self.space.free_now(log, LOG_BLOCK);
+            }
             psize = (bytes.len() as u64 + 4 * BLOCK).div_ceil(BLOCK) * BLOCK;
         };
         let mut buf = bytes.clone();

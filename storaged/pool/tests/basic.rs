@@ -322,3 +322,30 @@ fn lz4_compression_saves_space_and_reads_back() {
     pool.read("zones/r-disk0", 0, &mut got).unwrap();
     assert!(got == text);
 }
+
+/// The user properties of all datasets together are bounded
+/// (`set_user_props_limit`: they live in the MOS, in the caller's memory):
+/// a `set_user_prop` past the bound is refused as out of space, naming
+/// the figures; replacing a value counts only the difference; what is
+/// there stays, commits and survives an import.
+#[test]
+fn user_properties_stop_at_the_pools_bound() {
+    let mut pool = Pool::create("zones", vec![MemDisk::new(32 << 20)], 7).unwrap();
+    pool.set_user_props_limit(Some(4096));
+    for i in 0..3 {
+        pool.create_volume(&format!("zones/vm{i}-vm"), 1 << 20, 8192).unwrap();
+    }
+    let v = "x".repeat(1000);
+    pool.set_user_prop("zones/vm0-vm", "alcove:vmadm", &v).unwrap();
+    pool.set_user_prop("zones/vm1-vm", "alcove:vmadm", &v).unwrap();
+    pool.set_user_prop("zones/vm2-vm", "alcove:vmadm", &v).unwrap();
+    assert_eq!(pool.user_props_bytes(), 3 * (12 + 1000));
+    // 3036 bytes: 2000 more would pass 4096.
+    let e = pool.set_user_prop("zones/vm0-vm", "alcove:other", &"y".repeat(2000)).unwrap_err();
+    assert!(matches!(&e, Error::Space(why) if why.contains("5048 bytes") && why.contains("4096")), "{e}");
+    // Replacing a value counts the difference alone: 1000 -> 2000 fits.
+    pool.set_user_prop("zones/vm0-vm", "alcove:vmadm", &"z".repeat(2000)).unwrap();
+    pool.sync().unwrap();
+    let pool = reimport(pool);
+    assert_eq!(pool.user_props_bytes(), 2 * (12 + 1000) + 12 + 2000);
+}

@@ -8,7 +8,7 @@
 
 use alcove_pool::fault::{CrashDisk, Power, Rng};
 use alcove_pool::pool::{PIECE_MAX, RECV_SUFFIX};
-use alcove_pool::{MemDisk, Pool};
+use alcove_pool::{Error, MemDisk, Pool};
 use std::rc::Rc;
 
 const MIB: usize = 1024 * 1024;
@@ -418,4 +418,45 @@ fn a_power_cut_in_the_middle_of_a_receive_leaves_nothing() {
         b.read("zones/dst", 0, &mut x).unwrap();
         assert!(x == read(&mut a, "zones/src@one"), "seed {seed}");
     }
+}
+
+/// A receive of a volume of 512-byte blocks into a pool with room for it:
+/// a write's worst-case commit counts a path of indirect blocks (2 × 4 KiB
+/// here) for every block the open group holds, so before the stream's end
+/// the estimate (about 6 MiB) passed the free space (5.7 MiB) though the
+/// stream takes 2 MiB, and the receive failed "out of space". It commits
+/// then, as at the dirty bound, and goes on.
+#[test]
+fn a_receive_commits_when_its_open_group_would_not_fit_the_free_space() {
+    const VOL: usize = 256 * 1024;
+    let mut a = Pool::create("zones", vec![MemDisk::new(8 * MIB)], 1).unwrap();
+    a.create_volume("zones/small", VOL as u64, 512).unwrap();
+    let data: Vec<u8> = (0..VOL).map(|i| (i * 7 % 251 + 1) as u8).collect();
+    a.write("zones/small", 0, &data).unwrap();
+    a.snapshot("zones/small@s").unwrap();
+    let stream = send(&mut a, "zones/small@s", None);
+    let (free, commits) = (a.free_bytes(), a.meter().commits);
+    assert!(free > 5 * MIB as u64 && free < 6 * MIB as u64, "free {free}");
+    assert_eq!(a.receive("zones/copy", &stream).unwrap(), "zones/copy@s");
+    // Four commits of its own (the hidden volume, the snapshot's two, the
+    // rename), and at least one before the stream's end.
+    assert!(a.meter().commits > commits + 4, "{} commits", a.meter().commits - commits);
+    let mut got = vec![0u8; VOL];
+    a.read("zones/copy", 0, &mut got).unwrap();
+    assert!(got == data);
+    a.verify(false).unwrap();
+    assert!(a.free_bytes() < free - 2 * MIB as u64, "the copy's 512 blocks, 4 KiB each");
+    // A pool too full for the data itself still refuses it (a commit
+    // cannot make room), leaving nothing of that receive, and goes on.
+    let mut n = 0;
+    let err = loop {
+        match a.receive(&format!("zones/more{n}"), &stream) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::NoSpace), "{err}");
+    assert!(a.get(&format!("zones/more{n}")).is_err() && a.get(&format!("zones/more{n}{RECV_SUFFIX}")).is_err());
+    a.sync().unwrap();
+    a.verify(false).unwrap();
 }

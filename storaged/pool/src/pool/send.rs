@@ -641,10 +641,20 @@ impl<D: Disk> Pool<D> {
     }
 
     /// A received block; commits first when the caller's dirty bound
-    /// would refuse it (the bound holds during a receive too).
+    /// would refuse it (the bound holds during a receive too), or when the
+    /// open group's worst-case commit would not fit beside it: that
+    /// estimate counts a whole path of indirect blocks (4 KiB a level) for
+    /// every dirty block, several times the data for small blocks, so a
+    /// receive short of `RECV_COMMIT_BYTES` ran out of space with most of
+    /// the pool free. After the commit the write is refused only when the
+    /// pool has no room for it.
     fn recv_write(&mut self, target: &str, at: u64, data: &[u8]) -> Result<(), Error> {
         match self.write(target, at, data) {
             Err(Error::DirtyFull { .. }) => {
+                self.sync()?;
+                self.write(target, at, data)
+            }
+            Err(Error::NoSpace) if self.dirty_blocks() > 0 => {
                 self.sync()?;
                 self.write(target, at, data)
             }
