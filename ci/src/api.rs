@@ -7,8 +7,11 @@
 //!
 //! Manifest `initrd/manifests/api.toml`. The case waits for `GET /ping`,
 //! then: `GET /vms` without a token (401) and with a wrong one (403),
-//! with the token (200, `[]`), bad JSON (400), `POST /vms` with a payload
-//! (201, the VM booting the zone case's spinning test kernel), `GET /vms`
+//! with the token (200, `[]`), bad JSON (400), vmadm's table of hostile
+//! payloads ([`hostile_steps`]: each a 4xx naming the property, nothing
+//! made), `POST /vms` with a payload
+//! (201, the VM booting the zone case's spinning test kernel), the same
+//! uuid again (a 4xx: it already exists), `GET /vms`
 //! (the VM `running`), the host `vmadm list` against the same address
 //! (vmadm's table with the VM), the guest's console line through `GET
 //! /vms/:uuid/console` and the host `vmadm console` (and that route's 401,
@@ -549,6 +552,84 @@ pub(crate) fn wait_for_ping(port: u16, start: Instant, timeout: Duration) -> std
     }
 }
 
+/// Instances `bench/api-list` makes.
+pub const LIST_VMS: usize = 100;
+
+/// `bench/api-list` (issue 15's benchmark): the API machine with
+/// [`LIST_VMS`] instances (made through `POST /vms` with `autoboot:
+/// false`, so no VMM runs), then `GET /vms`, the host `vmadm list` and
+/// `GET /vms/:uuid` timed against `GET /ping` in the same run (wall time
+/// on a shared machine: the ratios are the figures to compare). Figures:
+/// the mean create, the list's and the host CLI's times, requests a
+/// second for `GET /vms/:uuid`, and each over a ping.
+pub fn bench_list(kernel: &Path, timeout: Duration) -> Result<(Vec<crate::bench::Figure>, Vec<String>)> {
+    use crate::bench::Figure;
+    let (vmadm, _) = host_tools()?;
+    let iso = iso(kernel)?;
+    let log = log_path("bench-api-list")?;
+    let start = Instant::now();
+    let (mut child, port) = boot(&iso, crate::zone::pool_drive(), &log)?;
+    let r = (|| -> std::result::Result<Vec<Figure>, String> {
+        wait_for_ping(port, start, timeout)?;
+        let req = |method: &str, path: &str, body: Option<&str>| {
+            http(port, method, path, Some(TOKEN), body).map_err(|e| format!("{method} {path}: {e}"))
+        };
+        // The same request `n` times: the mean, in ms.
+        let mean_ms = |path: &str, n: u32| -> std::result::Result<f64, String> {
+            let t = Instant::now();
+            for _ in 0..n {
+                let a = req("GET", path, None)?;
+                if a.status != 200 {
+                    return Err(format!("GET {path}: {} {:.200}", a.status, a.body));
+                }
+            }
+            Ok(t.elapsed().as_secs_f64() * 1000.0 / f64::from(n))
+        };
+        let t = Instant::now();
+        let mut uuids = Vec::new();
+        for i in 0..LIST_VMS {
+            let body = format!(r#"{{"brand": "bhyve", "alias": "list-{i:03}", "ram": 64, "kernel": "/zone-guest-halt", "autoboot": false}}"#);
+            let a = req("POST", "/vms", Some(&body))?;
+            let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+            match (a.status, v["uuid"].as_str()) {
+                (201, Some(u)) => uuids.push(u.to_string()),
+                _ => return Err(format!("POST /vms of instance {i}: {} {:.200}", a.status, a.body)),
+            }
+        }
+        let create_ms = t.elapsed().as_secs_f64() * 1000.0 / LIST_VMS as f64;
+        let a = req("GET", "/vms", None)?;
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&a.body).unwrap_or_default();
+        if listed.len() != LIST_VMS {
+            return Err(format!("GET /vms lists {} instances, {LIST_VMS} were made: {} {:.300}", listed.len(), a.status, a.body));
+        }
+        let ping = mean_ms("/ping", 20)?;
+        let list = mean_ms("/vms", 5)?;
+        let get = mean_ms(&format!("/vms/{}", uuids[LIST_VMS / 2]), 20)?;
+        let t = Instant::now();
+        for _ in 0..3 {
+            let (ok, out, err) = cli(&vmadm, port, &["list"])?;
+            if !ok || out.lines().count() != LIST_VMS + 1 {
+                return Err(format!("the host vmadm list: {} lines ({err})", out.lines().count()));
+            }
+        }
+        let cli_ms = t.elapsed().as_secs_f64() * 1000.0 / 3.0;
+        Ok(vec![
+            Figure::new("api_create_autoboot_false_mean", format!("{create_ms:.1}"), "ms"),
+            Figure::new("api_ping", format!("{ping:.2}"), "ms"),
+            Figure::new("api_list_100", format!("{list:.1}"), "ms"),
+            Figure::new("api_list_100_over_ping", format!("{:.2}", list / ping), "ratio"),
+            Figure::new("vmadm_cli_list_100", format!("{cli_ms:.1}"), "ms"),
+            Figure::new("api_get_vm_per_s", format!("{:.1}", 1000.0 / get), "requests/s"),
+            Figure::new("api_get_vm_over_ping", format!("{:.2}", get / ping), "ratio"),
+        ])
+    })();
+    crate::emu::stop(&mut child);
+    Ok(match r {
+        Ok(f) => (f, Vec::new()),
+        Err(e) => (Vec::new(), vec![format!("bench/api-list: {e} (log: {})", log.display())]),
+    })
+}
+
 /// Runs the case.
 pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let (vmadm, imgadm) = host_tools()?;
@@ -591,8 +672,15 @@ fn steps(port: u16, vmadm: &Path, start: Instant, timeout: Duration, o: &mut Out
     });
     let a = req("POST", "/vms", Some(TOKEN), Some("{\"brand\": \"bhyve\", "))?;
     o.check(a.status == 400, || format!("POST /vms with bad JSON: {a:?}, not 400"));
+    hostile_steps(port, o)?;
     let a = req("POST", "/vms", Some(TOKEN), Some(PAYLOAD))?;
     o.check(a.status == 201 && a.body.contains(VM), || format!("POST /vms: {a:?}, not 201 naming {VM}"));
+    // The same uuid again: refused, naming it; the first VM is untouched.
+    let twin = PAYLOAD.replace("\"api-web\"", "\"api-twin\"");
+    let a = req("POST", "/vms", Some(TOKEN), Some(&twin))?;
+    o.check((400..500).contains(&a.status) && a.body.contains("already exists") && a.body.contains(VM), || {
+        format!("POST /vms of a second VM with uuid {VM}: {a:?}, not a 4xx saying it already exists")
+    });
     let a = req("GET", "/vms", Some(TOKEN), None)?;
     let vms: Vec<serde_json::Value> = serde_json::from_str(&a.body).unwrap_or_default();
     o.check(
@@ -626,6 +714,64 @@ fn steps(port: u16, vmadm: &Path, start: Instant, timeout: Duration, o: &mut Out
     let a = req("GET", "/vms", Some(TOKEN), None)?;
     o.check(a.status == 200 && a.body.trim() == "[]", || format!("GET /vms after the delete: {a:?}, not []"));
     deaf_stop_steps(port, vmadm, o)
+}
+
+/// vmadm's table of hostile payloads (`alcove_vmadm::hostile`, the host
+/// tests' own: wrong types, huge values, path tricks in names, duplicate
+/// MACs and disk uuids, ...) over a payload the machine would run, each
+/// sent to the machine: one vmadm refuses is refused with a 4xx naming the
+/// property (`POST /vms`), one with only an unknown property is named by
+/// `POST /vms?action=validate` (vmadm's `create` warns and goes on, as
+/// SmartOS's does). Also payloads that are no object at all. Afterwards
+/// `GET /vms` is still `[]`: none made anything.
+fn hostile_steps(port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
+    use alcove_vmadm::hostile::{List, cases, payload_of};
+    let base = serde_json::json!({"brand": "bhyve", "alias": "api-hostile", "ram": 64, "vcpus": 1,
+        "kernel": "/zone-guest-halt", "disks": [{"size": 16}]});
+    let cases = cases();
+    let mut sent = 0;
+    let max = libipc::interfaces::VMADM_STDIN_MAX as usize;
+    for (what, extra, list, property) in &cases {
+        let body = payload_of(&base, extra).to_string();
+        let path = if *list == List::BadProperty { "/vms?action=validate" } else { "/vms" };
+        let a = http(port, "POST", path, Some(TOKEN), Some(&body)).map_err(|e| format!("POST {path} ({what}): {e}"))?;
+        sent += 1;
+        if body.len() > max {
+            // Past what the API takes: refused before it is read.
+            o.check(a.status == 413 && a.body.contains(&format!("at most {max} bytes")), || {
+                format!("POST {path} with a {}-byte payload ({what}): {} {:.300}, not 413", body.len(), a.status, a.body)
+            });
+            continue;
+        }
+        // Named as a property: quoted in vmadm's lists, or in its message
+        // (escaped inside the JSON error).
+        let named = a.body.contains(&format!("\"{property}\"")) || a.body.contains(&format!("\\\"{property}\\\""));
+        o.check((400..500).contains(&a.status) && named, || {
+            format!("POST {path} with a hostile payload ({what}): {} {:.300}, not a 4xx naming {property}", a.status, a.body)
+        });
+    }
+    // A payload of 6 KiB (a user-script: more than one message) is taken
+    // whole: validate answers it valid (it crosses to zone-server in
+    // pieces); one of 40 KiB is read whole too, and refused naming
+    // `customer_metadata` (the VM's record would be longer than the pool
+    // keeps for it).
+    for (kib, valid) in [(6, true), (40, false)] {
+        let script: String = (0..kib * 1024 / 32).map(|i| format!("echo line {i:020}\n")).collect();
+        let mut long = base.clone();
+        long["customer_metadata"] = serde_json::json!({"user-script": script});
+        let a = http(port, "POST", "/vms?action=validate", Some(TOKEN), Some(&long.to_string())).map_err(|e| format!("POST a {kib} KiB payload: {e}"))?;
+        let ok = if valid { a.status == 200 && a.body.contains("VALID") } else { a.status == 422 && a.body.contains("\"customer_metadata\"") };
+        o.check(ok, || format!("POST /vms?action=validate of a {kib} KiB payload: {} {:.300}, not {}", a.status, a.body, if valid { "200 VALID" } else { "422 naming customer_metadata" }));
+    }
+    for (what, body) in [("an array", "[1, 2]"), ("a string", "\"bhyve\""), ("nothing", ""), ("deep nesting", &*format!("{}1{}", "[".repeat(40), "]".repeat(40)))] {
+        let a = http(port, "POST", "/vms", Some(TOKEN), Some(body)).map_err(|e| format!("POST /vms ({what}): {e}"))?;
+        sent += 1;
+        o.check(a.status == 400, || format!("POST /vms with {what}: {} {:.300}, not 400", a.status, a.body));
+    }
+    let a = http(port, "GET", "/vms", Some(TOKEN), None).map_err(|e| format!("GET /vms: {e}"))?;
+    o.check(a.status == 200 && a.body.trim() == "[]", || format!("GET /vms after {sent} hostile payloads: {a:?}, not []"));
+    o.check(sent >= 30, || format!("only {sent} hostile payloads sent"));
+    Ok(())
 }
 
 /// A VM whose guest ignores the ACPI power button.

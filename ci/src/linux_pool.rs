@@ -761,10 +761,20 @@ const KILL_AFTER: usize = 4;
 /// The guest's acknowledged chunks in `lines`: (k, sha256) from each
 /// `alcove-guest: chunk <k> <sha256>`, in order.
 pub fn acknowledged_chunks<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<(u64, String)> {
+    chunk_hashes("alcove-guest: chunk ", lines)
+}
+
+/// The chunks a guest read back (`alcove-guest: chunk-read <k> <sha256>`).
+pub fn chunks_read<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<(u64, String)> {
+    chunk_hashes("alcove-guest: chunk-read ", lines)
+}
+
+/// (k, sha256) from each line `<prefix><k> <sha256>`, in order.
+fn chunk_hashes<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a str>) -> Vec<(u64, String)> {
     lines
         .into_iter()
         .filter_map(|l| {
-            let rest = l.trim_end().strip_prefix("alcove-guest: chunk ")?;
+            let rest = l.trim_end().strip_prefix(prefix)?;
             let (k, h) = rest.split_once(' ')?;
             let k = k.parse().ok()?;
             (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (k, h.to_string()))
@@ -875,8 +885,11 @@ fn check_chunks(files: &[PathBuf], acked: &[(u64, String)]) -> std::result::Resu
 /// `linux/pool-sigkill`: the guest writes fsync'd 1 MiB chunks to its pool
 /// volume, printing each one's hash once the disk acknowledged it; QEMU is
 /// killed with SIGKILL after [`KILL_AFTER`] of them, while the guest goes
-/// on writing. On the host the pool file then imports, scrubs clean, and
-/// every chunk acknowledged before the kill reads back with its hash.
+/// on writing. Alcove then boots again on the pool file (storaged imports
+/// it, replaying its intent log) and the guest reads each chunk back
+/// (`alcove.disk-chunks-read`): every one acknowledged before the kill has
+/// its hash. Last, on the host the pool file imports, scrubs clean, and
+/// every acknowledged chunk reads back with its hash there too.
 pub fn run_sigkill(kernel: &Path, images: &Images, name: &str, timeout: Duration) -> Result<crate::linux::Outcome> {
     let dir = crate::out_dir().join("linux-e2e").join(name.replace('/', "-"));
     std::fs::create_dir_all(&dir)?;
@@ -907,12 +920,39 @@ pub fn run_sigkill(kernel: &Path, images: &Images, name: &str, timeout: Duration
     if serial.contains("panic in ") || serial.contains("ALCOVE-FATAL") {
         problems.push("something panicked before the kill".into());
     }
+    // Alcove again on the killed pool: storaged imports it (replaying its
+    // intent log) and the guest reads every chunk back.
+    let mut total = timed.run.elapsed;
+    let mut last = Boot { timed, plan, problems: Vec::new() };
+    if problems.is_empty() {
+        let upto = acked.iter().map(|(k, _)| k + 1).max().unwrap_or(0);
+        let read = vm_json(images, "linux-pool", &disk, &format!("alcove.disk-chunks-read={upto}"));
+        let b = boot(kernel, &dir, &format!("{log}-read"), &read, &pool, timeout)?;
+        total += b.timed.run.elapsed;
+        problems.extend(b.problems.iter().map(|p| format!("boot after the kill: {p}")));
+        match grant_line(b.serial(), &b.plan.server) {
+            Some(l) if !l.contains("created") => {}
+            other => problems.push(format!("boot after the kill: init did not grant the existing {} alone: {other:?}", volume())),
+        }
+        let read_back = chunks_read(b.serial().lines());
+        if !b.serial().contains("alcove-guest: chunks-read done") {
+            problems.push(format!("boot after the kill: the guest did not finish reading ({} chunks read)", read_back.len()));
+        }
+        for (k, want) in &acked {
+            match read_back.iter().find(|(r, _)| r == k) {
+                Some((_, got)) if got == want => {}
+                other => problems.push(format!("boot after the kill: chunk {k} read back as {other:?}, acknowledged {want}")),
+            }
+        }
+        last = b;
+    }
     let mut summary = None;
     if problems.is_empty() {
         match check_chunks(&pool, &acked) {
             Ok(scrub) => {
                 summary = Some(format!(
-                    "QEMU killed (SIGKILL) after the guest's {} acknowledged 1 MiB chunks while it wrote more; on \
+                    "QEMU killed (SIGKILL) after the guest's {} acknowledged 1 MiB chunks while it wrote more; Alcove \
+                     booted again on the pool and the guest read every acknowledged chunk back with its hash; on \
                      the host the pool imports, {scrub}, every acknowledged chunk reads back with its hash",
                     acked.len()
                 ))
@@ -920,8 +960,7 @@ pub fn run_sigkill(kernel: &Path, images: &Images, name: &str, timeout: Duration
             Err(e) => problems.push(format!("{}: {e}", pool[0].display())),
         }
     }
-    let total = timed.run.elapsed;
-    Ok(outcome(name, Boot { timed, plan, problems: Vec::new() }, total, problems, summary))
+    Ok(outcome(name, last, total, problems, summary))
 }
 
 pub const CLONE_CASE: &str = "linux/pool-clone";
@@ -1243,7 +1282,12 @@ mod tests {
             "alcove-guest: chunk 0 {h}\r\nalcove-guest: chunk 1 failed\nvm x: chunk 2 {h}\nalcove-guest: chunk 3 {h}\nalcove-guest: chunk 4 {}",
             &h[..20]
         );
-        assert_eq!(acknowledged_chunks(serial.lines()), [(0, h.clone()), (3, h)]);
+        assert_eq!(acknowledged_chunks(serial.lines()), [(0, h.clone()), (3, h.clone())]);
+        // The read-back boot's lines are not acknowledgements, nor these
+        // read-back ones.
+        let read = format!("alcove-guest: chunk-read 0 {h}\nalcove-guest: chunk 1 {h}\nalcove-guest: chunk-read 2 {}\nalcove-guest: chunks-read done", &h[..9]);
+        assert_eq!(chunks_read(read.lines()), [(0, h.clone())]);
+        assert_eq!(acknowledged_chunks(read.lines()), [(1, h)]);
     }
 
     #[test]

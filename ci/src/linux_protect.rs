@@ -37,7 +37,7 @@
 use crate::Result;
 use crate::emu::capture_timed_script;
 use crate::guest_images::Images;
-use crate::harness::Ending;
+use crate::harness::{Ending, First, Transcript};
 use crate::image::{self, BootSystem};
 use kcore::testproto::{EXIT_PASS, qemu_status};
 use std::fs;
@@ -134,13 +134,9 @@ fn other_writer(line: &str) -> bool {
     OTHERS.iter().any(|m| line.contains(m))
 }
 
-/// The rows of the first table whose header starts with `LINK` and ends
-/// with `last` after the line holding `after` (up to the next prompt).
-fn table_after<'a>(shell: &[&'a str], after: &str, last: &str, prompt: &str) -> Vec<&'a str> {
-    let Some(from) = shell.iter().position(|l| l.contains(after)) else { return Vec::new() };
-    let Some(header) = shell[from..].iter().position(|l| l.starts_with("LINK ") && l.trim_end().ends_with(last)) else { return Vec::new() };
-    shell[from + header + 1..].iter().take_while(|l| !l.contains(prompt)).copied().collect()
-}
+/// `dladm show-vnic`'s header and `dlstat`'s.
+const VNIC_HEADER: First = First::Header(&["LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID"]);
+const DLSTAT_HEADER: First = First::Header(&["LINK", "IPKTS", "RBYTES", "IDROPS", "OPKTS", "OBYTES", "ODROPS"]);
 
 /// A MAC as illumos prints it (`2:8:20:5f:0:1`).
 fn illumos_mac(mac: &str) -> String {
@@ -157,8 +153,13 @@ fn drops(column: &str) -> Vec<(String, u64)> {
 pub fn judge(serial: &str, ending: Ending) -> (Vec<String>, String) {
     let mut problems = Vec::new();
     let text = serial.replace("\r\n", "\n").replace('\r', "\n");
-    let shell: Vec<&str> = text.lines().filter(|l| !other_writer(l)).collect();
-    let prompt = format!("[root@{HOSTNAME} ~]# ");
+    let shell = Transcript::new(text.lines().filter(|l| !other_writer(l)).collect(), &format!("[root@{HOSTNAME} ~]# "));
+    // The tables after the guest's last line, found by their headers (not
+    // by the echoes of their commands, which another writer's line may
+    // swallow).
+    let table = |header: &First| -> Vec<&str> {
+        shell.after_last("alcove-guest: protect done").and_then(|from| shell.answer_after(from, header)).map(|a| a.rows().to_vec()).unwrap_or_default()
+    };
     if !text.contains(&format!("Successfully created VM {UUID}")) {
         problems.push(format!("`vmadm create` of the VM ({UUID}) did not succeed"));
     }
@@ -175,7 +176,7 @@ pub fn judge(serial: &str, ending: Ending) -> (Vec<String>, String) {
         }
     }
     // Link names by MAC, then each NIC's drops from dlstat.
-    let vnics = table_after(&shell, "alcove-guest: protect done", "VID", &prompt);
+    let vnics = table(&VNIC_HEADER);
     let link_of = |mac: &str| {
         let want = illumos_mac(mac);
         vnics.iter().find_map(|l| {
@@ -183,7 +184,7 @@ pub fn judge(serial: &str, ending: Ending) -> (Vec<String>, String) {
             (f.len() >= 4 && f[3] == want).then(|| f[0].to_string())
         })
     };
-    let stats = table_after(&shell, "alcove-guest: protect done", "ODROPS", &prompt);
+    let stats = table(&DLSTAT_HEADER);
     let mut sent_drops = Vec::new();
     for (i, mac) in MACS.iter().enumerate() {
         let Some(link) = link_of(mac) else {
@@ -260,9 +261,10 @@ mod tests {
         judge(serial, Ending::Qemu(qemu_status(EXIT_PASS))).0
     }
 
-    /// A good run passes; a forged address answered, drops not counted on
-    /// the forging NIC, a drop on the allowed one, a missing try line and a
-    /// timeout each fail it, naming what.
+    /// A good run passes, its echoes lost or not; a forged address
+    /// answered, drops not counted on the forging NIC, a drop on the
+    /// allowed one, a missing try line and a timeout each fail it, naming
+    /// what.
     #[test]
     fn the_judge_wants_each_try_stopped_or_through_and_the_drops_counted() {
         let good = transcript(0, "ip_spoof=3,mac_spoof=4,dhcp_spoof=2", "--");
@@ -277,6 +279,16 @@ mod tests {
         assert!(p.len() == 1 && p[0].contains("rogue-dhcp"), "{p:?}");
         let p = judge(&good, Ending::Timeout(600)).0;
         assert!(p.len() == 1 && p[0].contains("poweroff"), "{p:?}");
+        // The tables are found by their headers: the echo of `dlstat` lost
+        // with its prompt in the VMM's line changes nothing, and a drop
+        // not counted still fails.
+        let echo = format!("[root@{HOSTNAME} ~]# dlstat\n");
+        let lost = good.replacen(&echo, "vm net-protect: ran 5 sdlstat\n", 1);
+        assert_ne!(lost, good);
+        assert_eq!(judged(&lost), Vec::<String>::new());
+        let bad = transcript(0, "mac_spoof=4,dhcp_spoof=2", "--").replacen(&echo, "vm net-protect: ran 5 sdlstat\n", 1);
+        let p = judged(&bad);
+        assert!(p.len() == 1 && p[0].contains("0 ip_spoof drops"), "{p:?}");
     }
 
     #[test]

@@ -35,7 +35,7 @@
 use crate::Result;
 use crate::emu::{Qemu, capture_timed_script};
 use crate::guest_images::{self, Images};
-use crate::harness::Ending;
+use crate::harness::{Ending, First, Transcript};
 use crate::image::{self, BootSystem};
 use kcore::testproto::{EXIT_PASS, qemu_status};
 use std::fs;
@@ -285,15 +285,10 @@ fn datasets(text: &str) -> Vec<(String, u64, String)> {
         .collect()
 }
 
-/// The rows of the first `vmadm list` answer (its header line and the
-/// lines up to the next prompt) after the line holding `after`.
-fn listing_after(shell: &[&str], after: &str, prompt: &str) -> Option<String> {
-    let from = shell.iter().rposition(|l| l.contains(after))?;
-    let header = from + shell[from..].iter().position(|l| l.starts_with("UUID ") && l.trim_end().ends_with("ALIAS"))?;
-    let rows = &shell[header..];
-    let end = rows.iter().position(|l| l.contains(prompt)).unwrap_or(rows.len());
-    Some(rows[..end].iter().map(|l| format!("{l}\n")).collect())
-}
+/// `vmadm list`'s header.
+const VMADM_HEADER: First = First::Header(&["UUID", "TYPE", "RAM", "STATE", "ALIAS"]);
+/// `dladm show-vnic`'s header.
+const VNIC_HEADER: First = First::Header(&["LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID"]);
 
 /// What is wrong with the run (empty: it passed), and a summary of what
 /// it measured.
@@ -302,16 +297,12 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
     let text = serial.replace("\r\n", "\n").replace('\r', "\n");
     let shell: Vec<&str> = text.lines().filter(|l| !other_writer(l)).collect();
     let prompt = format!("[root@{HOSTNAME} ~]# ");
-    // The answer to the `n`th (from 0) time `cmd` was typed: the lines
-    // after its echo up to the next prompt. A guest's line may come
-    // between the prompt and the echo (the echo then on a line of its
-    // own) or right after the prompt (before the first guest line).
-    let answer = |cmd: &str, n: usize| -> Option<String> {
-        let echoed = format!("{prompt}{cmd}");
-        let start = shell.iter().enumerate().filter(|(_, l)| **l == cmd || l.ends_with(&echoed)).nth(n)?.0 + 1;
-        let end = shell[start..].iter().position(|l| l.contains(&prompt)).map_or(shell.len(), |i| start + i);
-        Some(shell[start..end].iter().map(|l| format!("{l}\n")).collect())
-    };
+    // Each answer is found by its content after a line that comes before
+    // its command is typed, not by counting the echoes of the command:
+    // another writer's line (a VMM's, a guest's) may swallow an echo.
+    let shell = Transcript::new(shell, &prompt);
+    let answer_after = |after: &str, first: &First| -> Option<String> { shell.answer_after(shell.after_last(after)?, first).map(|a| a.text()) };
+    let (imported, done, deleted) = (format!("Imported image {IMAGE}"), done_line(&VMS[1]), format!("Successfully deleted VM {}", VMS[1].uuid));
     if !text.contains(&format!("Imported image {IMAGE} ({IMAGE_NAME}@1.0)")) {
         problems.push("`imgadm import` of the GRUB disk image did not say `Imported image`".into());
     }
@@ -321,10 +312,9 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
         }
     }
     // Both running once the guests are done: the listing after the
-    // receiver's last line. (Found by its header, not by counting echoes:
-    // the first `vmadm list` is typed while the second VM starts, and its
-    // echo may share a line with a VMM's or a guest's and be lost.)
-    let list = listing_after(&shell, &done_line(&VMS[1]), &prompt).unwrap_or_default();
+    // receiver's last line. (The first `vmadm list` is typed while the
+    // second VM starts: CI lost its echo in a line of another writer's.)
+    let list = answer_after(&done, &VMADM_HEADER).unwrap_or_default();
     for vm in &VMS {
         let ram = RAM_MIB.to_string();
         let want = [vm.uuid, "BHYV", ram.as_str(), "running", vm.alias];
@@ -389,9 +379,12 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
     }
     // The pool: each disk a clone of the image's snapshot; the datasets'
     // `used` grown by far less than the image.
-    let before = datasets(&answer("zfs list -Hp -t all -o name,used,origin", 0).unwrap_or_default());
-    let running = datasets(&answer("zfs list -Hp -t all -o name,used,origin", 1).unwrap_or_default());
-    let after = datasets(&answer("zfs list -Hp -t all -o name,used,origin", 2).unwrap_or_default());
+    // (`zfs list -Hp` after the import, once the guests are done, after
+    // the deletes.)
+    let zfs = First::starts("zones/");
+    let before = datasets(&answer_after(&imported, &zfs).unwrap_or_default());
+    let running = datasets(&answer_after(&done, &zfs).unwrap_or_default());
+    let after = datasets(&answer_after(&deleted, &zfs).unwrap_or_default());
     let image_used = before.iter().find(|d| d.0 == format!("zones/{IMAGE}")).map(|d| d.1);
     let snapshot = before.iter().find(|d| d.0.starts_with(&format!("zones/{IMAGE}@"))).map(|d| d.0.clone());
     let sum = |d: &[(String, u64, String)]| d.iter().map(|d| d.1).sum::<u64>();
@@ -424,7 +417,7 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
         problems.push(format!("after `vmadm delete` of both the datasets are {:?}, not {:?}", names(&after), names(&before)));
     }
     // The VNICs: both on stub0 with their MACs while running, none after.
-    let vnics = answer("dladm show-vnic", 0).unwrap_or_default();
+    let vnics = answer_after(&done, &VNIC_HEADER).unwrap_or_default();
     for vm in &VMS {
         if !vnics.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -433,7 +426,7 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
             problems.push(format!("`dladm show-vnic` shows no VNIC {} on stub0 for {}: {vnics:?}", vm.dladm_mac, vm.alias));
         }
     }
-    let left = answer("dladm show-vnic", 1).unwrap_or_default();
+    let left = answer_after(&deleted, &VNIC_HEADER).unwrap_or_default();
     if left.lines().count() != 1 || !left.starts_with("LINK") {
         problems.push(format!("`dladm show-vnic` after the deletes is not its header alone: {left:?}"));
     }
@@ -546,11 +539,27 @@ mod tests {
         let p = judged(&good.replace("\t262144\t", "\t30000000\t"), &VMS);
         assert!(p.len() == 1 && p[0].contains("grew by"), "{p:?}");
         // The first `vmadm list`'s echo lost in a VMM's line (as when the
-        // second VM starts while it is typed) changes nothing.
+        // second VM starts while it is typed) changes nothing; nor does
+        // any other command's.
         let echo = format!("[root@{HOSTNAME} ~]# vmadm list\n");
         let lost = good.replacen(&echo, "vm vmnet-b: create stagesvmadm list\n", 1);
         assert_ne!(lost, good);
         assert_eq!(judged(&lost, &VMS), Vec::<String>::new());
+        for cmd in ["vmadm list", "zfs list -Hp -t all -o name,used,origin", "dladm show-vnic"] {
+            let echo = format!("[root@{HOSTNAME} ~]# {cmd}\n");
+            for n in 0..good.matches(&echo).count() {
+                let at = good.match_indices(&echo).nth(n).unwrap().0;
+                let lost = format!("{}vm vmnet-a: ended: poweroff{cmd}\n{}", &good[..at], &good[at + echo.len()..]);
+                assert_eq!(judged(&lost, &VMS), Vec::<String>::new(), "echo {n} of {cmd} lost");
+            }
+        }
+        // ... and a wrong answer still fails with its echo lost: a VNIC
+        // left after the deletes.
+        let left = transcript(&format!("got {SHA} 1048576"), true);
+        let at = left.rfind("[root@vmnettest ~]# dladm show-vnic\n").unwrap();
+        let lost = format!("{}vm vmnet-b: ended{}", &left[..at], &left[at + "[root@vmnettest ~]# ".len()..]);
+        let p = judged(&lost, &VMS);
+        assert!(p.len() == 1 && p[0].contains("after the deletes"), "{p:?}");
         // A VM not running after the guests are done fails it.
         let b_stopped = format!("{}  BHYV  128  stopped  vmnet-b\n", VMS[1].uuid);
         let late = good.rfind("  BHYV  128  running  vmnet-b").unwrap();

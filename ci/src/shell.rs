@@ -37,7 +37,7 @@
 //! (which ends the machine).
 
 use crate::emu::{Qemu, capture_timed_script};
-use crate::harness::Ending;
+use crate::harness::{Answer, Ending, First, Transcript};
 use crate::image::{self, BootSystem};
 use crate::Result;
 use kcore::testproto::{EXIT_PASS, qemu_status};
@@ -211,10 +211,12 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let q = Qemu { smp: CPUS, mem_mib: MEM_MIB, one_thread: true, extra, ..Qemu::default() };
     let mut c = q.command(&iso);
     c.args(["-monitor", "none", "-serial", "stdio"]);
-    let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script(source.port))?;
+    let script = script(source.port);
+    let typed = typed_lines(&script);
+    let t = capture_timed_script(c, &CASE.replace('/', "-"), Some(timeout), false, script)?;
     drop(source);
     let mut o = Outcome::new(CASE, t.run.elapsed, t.run.log.clone());
-    judge(&t.run.serial, t.run.ending, &mut o);
+    judge(&t.run.serial, t.run.ending, &typed, &mut o);
     Ok(o)
 }
 
@@ -224,8 +226,10 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
 /// being typed.
 fn strip_logs(text: &str) -> String {
     // init's ready line too: its ready round runs beside the servers and
-    // may end after the shell's first prompt.
-    const OTHERS: [&str; 8] = [
+    // may end after the shell's first prompt. (The judge finds answers by
+    // their content ([`steps`]), but another writer's line left here is
+    // taken for part of the answer it follows.)
+    const OTHERS: [&str; 9] = [
         "[INFO ] ",
         "[WARN ] ",
         "[ERROR] ",
@@ -233,15 +237,19 @@ fn strip_logs(text: &str) -> String {
         "vm web: ",
         "ALCOVE-BENCH ",
         "init: ready: ",
+        // init's when it starts the VM's VMM.
+        "init: start stages ",
         crate::zone::GUEST_HALT_LINE,
     ];
+    // Line by line: what comes before another writer's line stays, joined
+    // to the line after it.
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = OTHERS.iter().filter_map(|m| rest.find(m)).min() {
-        out.push_str(&rest[..i]);
-        rest = rest[i..].find('\n').map_or("", |e| &rest[i + e + 1..]);
+    for line in text.split_inclusive('\n') {
+        match OTHERS.iter().filter_map(|m| line.find(m)).min() {
+            Some(i) => out.push_str(&line[..i]),
+            None => out.push_str(line),
+        }
     }
-    out.push_str(rest);
     out
 }
 
@@ -287,7 +295,129 @@ fn import_problems(raw: &str) -> Vec<String> {
     problems
 }
 
-fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
+const VMADM_HEADER: First = First::Header(&["UUID", "TYPE", "RAM", "STATE", "ALIAS"]);
+const SVCS_HEADER: First = First::Header(&["STATE", "STIME", "RESTARTS", "INSTANCES", "FMRI"]);
+const VNIC_HEADER: First = First::Header(&["LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID"]);
+
+/// Each line [`script`] types at the shell, in order, as the judge names
+/// it, with what the first line of its answer looks like (`None`: it
+/// prints nothing, or it goes to the attached guest): how the judge finds
+/// each answer by its content ([`Transcript::in_order`]), not by counting
+/// the echoes of its command, which another writer's line (a VMM's, the
+/// guest's) may swallow. A shape says what kind of answer comes (a
+/// table's header, a refusal's first words), not the answer the judge
+/// wants, so that a wrong answer is found and judged.
+fn steps() -> Vec<(String, Option<First>)> {
+    let disk = format!("zones/{VM}-disk0");
+    let vmadm = || Some(VMADM_HEADER);
+    let svcs = || Some(SVCS_HEADER);
+    let zfs_list = || Some(First::AnyOf(vec![First::Header(&["NAME", "USED", "AVAIL", "REFER", "MOUNTPOINT"]), First::is("no datasets available")]));
+    let starts = |p: &str| Some(First::starts(p));
+    let quiet = || None;
+    let steps = [
+        ("vmadm list".into(), vmadm()),
+        ("help".into(), starts("Alcove operator shell.")),
+        ("frobnicate now".into(), starts("shell: ")),
+        ("vmadm get 'oops".into(), starts("shell: ")),
+        ("sysinfo".into(), Some(First::is("{"))),
+        ("svcs".into(), svcs()),
+        // The edited lines, each `svcs` as edited.
+        ("svcs (backspace)".into(), svcs()),
+        (ERASED.into(), svcs()),
+        ("svcs (^W)".into(), svcs()),
+        ("sysinfo".into(), Some(First::is("{"))),
+        ("svcs (up arrow)".into(), svcs()),
+        // Typed among control characters.
+        ("vmadm list".into(), vmadm()),
+        (format!("vmadm {}", "x".repeat(FLOOD_BYTES)), starts("shell: ")),
+        ("vmadm list".into(), vmadm()),
+        ("zpool status".into(), starts(" pool: ")),
+        ("zfs list".into(), zfs_list()),
+        (format!("vmadm create <<< '{PAYLOAD}'"), starts("Successfully created VM")),
+        ("vmadm list".into(), vmadm()),
+        ("zfs list".into(), zfs_list()),
+        (format!("zfs snapshot {disk}@s1"), quiet()),
+        ("zfs list -t snapshot".into(), zfs_list()),
+        (format!("zfs destroy {disk}"), starts("cannot destroy")),
+        (format!("zfs set alcove:note=hi {disk}"), quiet()),
+        (format!("zfs get -H alcove:note,volsize {disk}"), starts(&format!("{disk}\t"))),
+        (format!("zfs rename {disk} zones/moved"), starts("cannot rename")),
+        (format!("zfs send {disk}@s1 | zfs receive -v zones/copy"), starts("receiving ")),
+        ("zfs rename zones/copy@s1 zones/copy@base".into(), quiet()),
+        ("zfs clone zones/copy@base zones/copy2".into(), quiet()),
+        ("zfs rename zones/copy2 zones/clone".into(), quiet()),
+        ("zfs list -H -t all -o name,origin".into(), starts("zones/")),
+        (format!("zfs snapshot {disk}@s2"), quiet()),
+        (format!("zfs send -i @s1 {disk}@s2 | zfs receive -Fv zones/copy"), starts("receiving ")),
+        ("zfs destroy -nvR zones/copy".into(), starts("would destroy ")),
+        ("zfs destroy -R zones/copy".into(), quiet()),
+        ("zfs list -H -t all -o name".into(), starts("zones/")),
+        (format!("zfs destroy {disk}@s1"), quiet()),
+        (format!("zfs destroy {disk}@s2"), quiet()),
+        ("zfs list -t snapshot".into(), zfs_list()),
+        ("dladm show-link".into(), Some(First::Header(&["LINK", "CLASS", "MTU", "STATE", "BRIDGE", "OVER"]))),
+        ("dladm show-vnic".into(), Some(VNIC_HEADER)),
+        ("dladm show-etherstub".into(), Some(First::Header(&["LINK"]))),
+        ("dladm create-etherstub stub5".into(), quiet()),
+        ("dladm create-vnic -l stub5 -v 7 op0".into(), quiet()),
+        ("dladm show-vnic op0".into(), Some(VNIC_HEADER)),
+        ("dladm delete-etherstub stub5".into(), starts("dladm: ")),
+        ("dladm delete-vnic vnic0".into(), starts("dladm: ")),
+        ("dladm delete-etherstub stub0".into(), starts("dladm: ")),
+        ("dladm create-etherstub stub5".into(), starts("dladm: ")),
+        ("dladm create-vnic -l stub5 op0".into(), starts("dladm: ")),
+        ("dladm delete-vnic op0".into(), quiet()),
+        ("dladm delete-etherstub stub5".into(), quiet()),
+        ("dladm show-etherstub".into(), Some(First::Header(&["LINK"]))),
+        (long_word(), starts("shell: ")),
+        (format!("vmadm console {UNKNOWN_VM}"), starts("Unable to connect")),
+        (format!("vmadm console {VM}"), starts("[Connected to console")),
+        // To the guest, which echoes them in the console's answer.
+        ("hello guest".into(), quiet()),
+        (format!("long {} end", "q".repeat(LONG_QS)), quiet()),
+        // After ^] (twice).
+        ("vmadm list".into(), vmadm()),
+        (format!("vmadm stop {VM}"), starts("Successfully completed stop")),
+        (format!("vmadm console {VM}"), starts("Unable to connect")),
+        (format!("vmadm delete {VM}"), starts("Successfully deleted VM")),
+        ("zpool scrub -s zones".into(), starts("cannot ")),
+        ("zpool scrub zones".into(), quiet()),
+        ("zpool status".into(), starts(" pool: ")),
+        ("svcadm restart zone-server".into(), quiet()),
+        ("svcs".into(), svcs()),
+        ("svcadm disable console".into(), starts("svcadm: ")),
+        ("svcadm restart bogus".into(), starts("svcadm: ")),
+        ("svcadm disable zone-server".into(), quiet()),
+        ("svcs".into(), svcs()),
+        ("svcadm enable zone-server".into(), quiet()),
+        ("vmadm list".into(), vmadm()),
+        // (Named without the image source's port.)
+        ("imgadm sources -a".into(), starts("Added image source")),
+        (format!("imgadm import {}", crate::imgsource::GOOD), starts("Importing ")),
+        ("imgadm list".into(), Some(First::Header(&["UUID", "NAME", "VERSION", "OS", "TYPE", "PUB"]))),
+        ("poweroff".into(), quiet()),
+    ];
+    steps.into()
+}
+
+/// The line killed with ^U, then `svcs` typed on it.
+const ERASED: &str = "svcs (^U after vmadm delete everything)";
+
+/// The lines [`script`] types (split at CR; the bytes typed without one
+/// join the next line), control characters left out: as the shell echoes
+/// them, but for the edited lines.
+fn typed_lines(script: &[(String, Vec<u8>)]) -> Vec<String> {
+    let all = script.iter().map(|(_, typed)| typed.as_slice()).collect::<Vec<_>>().concat();
+    let mut lines: Vec<String> =
+        all.split(|&b| b == b'\r').map(|l| String::from_utf8_lossy(l).chars().filter(|c| !c.is_control()).collect()).collect();
+    if lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+/// Judges the run: `typed`, the lines [`script`] typed.
+fn judge(serial: &str, ending: Ending, typed: &[String], o: &mut Outcome) {
     for p in import_problems(serial) {
         o.problems.push(p);
     }
@@ -299,15 +429,18 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         }
     };
     let serial = &strip_logs(&serial.replace("\r\n", "\n").replace('\r', ""));
-    // The shell's answer to the `n`th (from 0) time `cmd` was typed as it
-    // stands: the text between its echo and the next prompt (lines end in
-    // \n here; on the wire, \r\n).
+    // The shell's answer to the `n`th (from 0) of the [`steps`] named
+    // `cmd`, found by its content: the text after its echo up to the next
+    // prompt, as the echo would give it (lines end in \n here; on the
+    // wire, \r\n). For a command that prints nothing, what came between
+    // the answers before and after it.
+    let prompt = format!("[root@{HOSTNAME} ~]# ");
+    let steps = steps();
+    let shell = Transcript::new(serial.lines().collect(), &prompt).with_typed(typed.iter().cloned());
+    let from = shell.after_first(&format!("Alcove operator shell on {HOSTNAME}")).unwrap_or(0);
+    let found = shell.in_order(from, &steps.iter().map(|(_, first)| first.clone()).collect::<Vec<_>>());
     let answer = |cmd: &str, n: usize| -> Option<String> {
-        let prompt = format!("[root@{HOSTNAME} ~]# ");
-        let echoed = format!("{prompt}{cmd}\n");
-        let start = serial.match_indices(&echoed).nth(n)?.0 + echoed.len();
-        let end = serial[start..].find(&prompt).map_or(serial.len(), |i| start + i);
-        Some(serial[start..end].to_string())
+        steps.iter().zip(&found).filter(|((name, _), _)| name == cmd).nth(n)?.1.as_ref().map(Answer::text)
     };
     let list = answer("vmadm list", 0);
     let header_alone = |t: &str| {
@@ -356,9 +489,19 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     // The edited lines ran `svcs` (the ^U'd delete never reached vmadm).
     let runs = serial.matches("svc:/alcove/shell:default").count();
     check(runs == 7, format!("`svcs` answered {runs} times, not 7 (one typed, three edited, one recalled, two after svcadm)"));
+    // Each edited line's answer is `svcs`'s table alone.
+    let svcs_alone = |t: &str| {
+        let mut lines = t.lines();
+        lines.next().is_some_and(|h| SVCS_HEADER.accepts(h)) && lines.all(|l| l.contains(" svc:/alcove/"))
+    };
+    for (step, what) in [("svcs (backspace)", "edited with backspace"), ("svcs (^W)", "edited with ^W"), ("svcs (up arrow)", "recalled with the up arrow")] {
+        let got = answer(step, 0);
+        check(got.as_deref().is_some_and(svcs_alone), format!("the line {what} did not run `svcs` alone: it got {got:?}"));
+    }
+    let erased = answer(ERASED, 0);
     check(
-        !serial.contains("delete everything") || answer("vmadm delete everything", 0).is_none(),
-        "the line killed with ^U ran".into(),
+        erased.as_deref().is_some_and(svcs_alone),
+        format!("the line killed with ^U ran: the line typed on it got {erased:?}, not `svcs`'s answer alone"),
     );
     // After the control characters, `vmadm list` again: header alone.
     let lists = serial.lines().filter(|l| header_alone(l)).count();
@@ -413,6 +556,7 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     let disk = format!("zones/{VM}-disk0");
     check(
         zfs.lines().next().is_some_and(|h| h.split_whitespace().eq(["NAME", "USED", "AVAIL", "REFER", "MOUNTPOINT"]))
+            && zfs.lines().skip(1).all(|l| l.starts_with("zones/"))
             && zfs.lines().any(|l| l.starts_with(&format!("{disk} ")) && l.ends_with("  -")),
         format!("`zfs list` does not show the VM's volume: {zfs:?}"),
     );
@@ -526,19 +670,17 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
     // svcadm: restart, refusals, disable and enable.
     let restart = answer("svcadm restart zone-server", 0);
     check(restart.as_deref() == Some(""), format!("`svcadm restart zone-server` printed {restart:?}"));
-    // The typed `svcs` answers (edited lines echo otherwise): the first,
-    // then the two after svcadm.
-    let all: Vec<String> = (0..).map_while(|n| answer("svcs", n)).collect();
+    // The typed `svcs` answers (not the edited lines'): the first, then
+    // the two after svcadm.
     let zone_line = |n: usize| {
-        all.get(n)
-            .cloned()
+        answer("svcs", n)
             .unwrap_or_default()
             .lines()
             .find(|l| l.ends_with("svc:/alcove/zone-server:default"))
             .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
             .unwrap_or_default()
     };
-    let (before, after) = (zone_line(0), zone_line(all.len().saturating_sub(2)));
+    let (before, after) = (zone_line(0), zone_line(1));
     check(
         after.len() == 5 && after[0] == "online" && before.len() == 5 && after[1] != before[1] && after[2] == before[2],
         format!("`svcs` after `svcadm restart zone-server` shows {after:?} (before: {before:?}): not online with a new STIME and the same RESTARTS"),
@@ -553,7 +695,7 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         unknown.as_deref() == Some("svcadm: Pattern 'bogus' doesn't match any instances\n"),
         format!("`svcadm restart bogus` printed {unknown:?}"),
     );
-    let disabled = zone_line(all.len().saturating_sub(1));
+    let disabled = zone_line(2);
     check(disabled.first().is_some_and(|s| s == "disabled"), format!("`svcs` after `svcadm disable zone-server` shows {disabled:?}"));
     let enabled = answer("vmadm list", 5);
     check(
@@ -596,8 +738,14 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         !serial.contains("shell: hello: command not found") && !serial.contains("shell: long: command not found"),
         "what was typed while attached reached the shell".into(),
     );
-    let closed = format!("[Connection to console of VM {VM} closed]\n[root@{HOSTNAME} ~]# vmadm list\n");
-    check(serial.contains(&closed), "^] did not detach to a prompt that ran `vmadm list`".into());
+    // The console's answer ends when ^] detaches, and the shell ran the
+    // `vmadm list` typed after it.
+    let console = answer(&format!("vmadm console {VM}"), 0).unwrap_or_default();
+    let closed = format!("[Connection to console of VM {VM} closed]");
+    check(
+        console.lines().last() == Some(closed.as_str()) && answer("vmadm list", 4).is_some(),
+        format!("^] did not detach to a prompt that ran `vmadm list`: the console printed {:?}", console.lines().last()),
+    );
     let list = answer("vmadm list", 4).unwrap_or_default();
     check(
         list.lines().any(|l| l.split_whitespace().eq([VM, "BHYV", "64", "running", "web"])),
@@ -608,9 +756,11 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
         stopped.as_deref() == Some(&format!("Unable to connect to console of VM {VM}: VM is not running\n")),
         format!("`vmadm console` of the stopped VM got {stopped:?}"),
     );
-    // (The VMM's own lines may land inside the echo of `vmadm delete`.)
-    let deleted = format!("\nSuccessfully deleted VM {VM}\n[root@{HOSTNAME} ~]# ");
-    check(serial.contains(&deleted), "`vmadm delete` did not say it deleted the VM".into());
+    let deleted = answer(&format!("vmadm delete {VM}"), 0).unwrap_or_default();
+    check(
+        deleted.lines().any(|l| l == format!("Successfully deleted VM {VM}")),
+        format!("`vmadm delete` did not say it deleted the VM: {deleted:?}"),
+    );
     check(
         ending == Ending::Qemu(qemu_status(EXIT_PASS)),
         format!("the machine did not end by `poweroff` ({ending:?})"),
@@ -619,7 +769,245 @@ fn judge(serial: &str, ending: Ending, o: &mut Outcome) {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_logs;
+    use super::*;
+
+    const P: &str = "[root@shelltest ~]# ";
+
+    /// The answers of a good run, one for each of [`steps`], as the shell
+    /// prints them.
+    fn answers() -> Vec<String> {
+        let disk = format!("zones/{VM}-disk0");
+        let g = crate::imgsource::GOOD;
+        let list = "UUID                                  TYPE  RAM      STATE             ALIAS\n";
+        let running = format!("{list}{VM}  BHYV  64       running           web\n");
+        let sysinfo = format!(
+            "{{\n  \"Boot Time\": \"1796519804\",\n  \"CPU Total Cores\": {CPUS},\n  \"Hostname\": \"{HOSTNAME}\",\n  \
+             \"Live Image\": \"alcove-0.1.0\",\n  \"MiB of Memory\": \"437\",\n  \"UUID\": \"{UUID}\"\n}}\n"
+        );
+        let svcs = |zone: &str| {
+            format!(
+                "STATE           STIME RESTARTS INSTANCES  FMRI\nonline       01:16:44        0         0  svc:/alcove/console:default\n\
+                 {zone}        0         0  svc:/alcove/zone-server:default\non-demand           -        0         0  svc:/alcove/vmm-server:default\n\
+                 online       01:16:44        0         0  svc:/alcove/shell:default\n"
+            )
+        };
+        let online = svcs("online       01:16:44");
+        let zpool = |scan: &str| {
+            format!(
+                " pool: zones\nstate: ONLINE\n  txg: 1\n scan: {scan}\nconfig:\n\n\tNAME     STATE      READ WRITE CKSUM\n\
+                 \tzones    ONLINE        0     0     0\n\t  virtio-blk 00:03.0         ONLINE        0     0     0\n\nerrors: No known data errors\n"
+            )
+        };
+        let vnic_header = "LINK         OVER         SPEED  MACADDRESS        MACADDRTYPE       VID\n";
+        let progress = |p: u32| format!("\rDownloading image 1a9e0000 [{:<20}] {p:>3}%  0.0MiB of 0.2MiB", "=".repeat(p as usize / 5));
+        [
+            list.to_string(),
+            "Alcove operator shell. Commands:\n  vmadm ARGS...           SmartOS's vmadm\n  sysinfo                 the machine, as JSON\n".into(),
+            "shell: frobnicate: command not found (try help)\n".into(),
+            "shell: syntax error: unterminated single quote\n".into(),
+            sysinfo.clone(),
+            online.clone(),
+            online.clone(),
+            online.clone(),
+            online.clone(),
+            sysinfo,
+            online.clone(),
+            list.into(),
+            format!("shell: the line is {} bytes, longer than 4096: ignored\n", FLOOD_BYTES + 6),
+            list.into(),
+            zpool("none requested"),
+            "no datasets available\n".into(),
+            format!("init: start stages (vmm-server-1) asked=1 process=2\nSuccessfully created VM {VM}\n"),
+            running.clone(),
+            format!("NAME                                              USED  AVAIL  REFER  MOUNTPOINT\n{disk}     0  63.4M      0  -\nzones/{VM}-vm        0  63.4M      0  -\n"),
+            String::new(),
+            format!("NAME                                                 USED  AVAIL  REFER  MOUNTPOINT\n{disk}@s1     0      -      0  -\n"),
+            format!("cannot destroy '{disk}': volume has children\nuse '-r' to destroy the following datasets:\n{disk}@s1\n"),
+            String::new(),
+            format!("{disk}\talcove:note\thi\tlocal\n{disk}\tvolsize\t16M\tlocal\n"),
+            "cannot rename to 'zones/moved': dataset is busy\n".into(),
+            format!("receiving full stream of {disk}@s1 into zones/copy@s1\nreceived 123 stream in 1 seconds (123/sec)\n"),
+            String::new(),
+            String::new(),
+            String::new(),
+            format!("{disk}\t-\n{disk}@s1\t-\nzones/{VM}-vm\t-\nzones/clone\tzones/copy@base\nzones/copy\t-\nzones/copy@base\t-\n"),
+            String::new(),
+            format!("receiving incremental stream of {disk}@s2 into zones/copy@s2\nreceived 123 stream in 1 seconds (123/sec)\n"),
+            "would destroy zones/clone\nwould destroy zones/copy@s2\nwould destroy zones/copy@base\nwould destroy zones/copy\n".into(),
+            String::new(),
+            format!("{disk}\n{disk}@s1\n{disk}@s2\nzones/{VM}-vm\n"),
+            String::new(),
+            String::new(),
+            "no datasets available\n".into(),
+            "LINK        CLASS     MTU    STATE    BRIDGE     OVER\nstub0       etherstub 1500   unknown  --         --\n\
+             vioif0      phys      1500   up       --         --\nvnic0       vnic      1500   up       --         stub0\n"
+                .into(),
+            format!("{vnic_header}vnic0        stub0        0      {VNIC_MAC}    fixed             0\n"),
+            "LINK\nstub0\n".into(),
+            String::new(),
+            String::new(),
+            format!("{vnic_header}op0          stub5        0      2:8:20:22:36:6e   fixed             7\n"),
+            "dladm: etherstub deletion failed: link busy (1 VNIC(s) on it)\n".into(),
+            "dladm: vnic deletion failed: link busy (a VM's VNIC, attached)\n".into(),
+            "dladm: etherstub deletion failed: link busy (1 VNIC(s) on it)\n".into(),
+            "dladm: etherstub creation failed: object already exists\n".into(),
+            "dladm: vnic creation failed: object already exists\n".into(),
+            String::new(),
+            String::new(),
+            "LINK\nstub0\n".into(),
+            format!("shell: {}: command not found (try help)\n", long_word()),
+            format!("Unable to connect to console of VM {UNKNOWN_VM}: VM not found\n"),
+            format!(
+                "[Connected to console of VM {VM} (web). Escape sequence is ^]]\nHELLO GUEST\nLONG {} END\n\n[Connection to console of VM {VM} closed]\n",
+                "Q".repeat(LONG_QS)
+            ),
+            String::new(),
+            String::new(),
+            running,
+            format!("Successfully completed stop for VM {VM}\n"),
+            format!("Unable to connect to console of VM {VM}: VM is not running\n"),
+            format!("Successfully deleted VM {VM}\n"),
+            "cannot cancel scrubbing zones: pool: no scrub is in progress\n".into(),
+            String::new(),
+            zpool("scrub repaired 0B in 00:00:00 with 0 errors on Sun Dec  6 01:16:46 2026"),
+            String::new(),
+            svcs("online       01:16:46"),
+            "svcadm: svc:/alcove/console:default: Permission denied.\n".into(),
+            "svcadm: Pattern 'bogus' doesn't match any instances\n".into(),
+            String::new(),
+            svcs("disabled            -"),
+            String::new(),
+            list.into(),
+            "Added image source \"http://10.0.2.2:4000\"\n".into(),
+            format!(
+                "Importing {g} (imported-disk@1.0) from \"http://10.0.2.2:4000\"\n{}{}{}\nImported image {g} (imported-disk@1.0)\n",
+                progress(6),
+                progress(50),
+                progress(100)
+            ),
+            format!("UUID  NAME  VERSION  OS  TYPE  PUB\n{g}  imported-disk  1.0  linux  zvol  -\n"),
+            String::new(),
+        ]
+        .into()
+    }
+
+    /// A good run's console: each line typed echoed after a prompt (but
+    /// those typed to the attached guest), then its answer; servers' and
+    /// the VMM's lines between.
+    fn transcript() -> String {
+        let mut t = String::from("[INFO ] init: console: console v1 up\n\nAlcove operator shell on shelltest (type help)\n");
+        let typed = typed_lines(&script(4000));
+        for (((name, _), answer), typed) in steps().iter().zip(answers()).zip(typed) {
+            if !name.starts_with("hello") && !name.starts_with("long ") {
+                t.push_str(&format!("{P}{typed}\n"));
+            }
+            t.push_str(&answer);
+            if name.starts_with("vmadm create") {
+                t.push_str("vm web: started: 1 vCPUs, 64 MiB\n[INFO ] storaged: zones/x: ring 1 open\n");
+            }
+        }
+        t
+    }
+
+    fn judged(serial: &str) -> Vec<String> {
+        let mut o = Outcome::new(CASE, Duration::ZERO, std::path::PathBuf::new());
+        static TYPED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        judge(serial, Ending::Qemu(qemu_status(EXIT_PASS)), TYPED.get_or_init(|| typed_lines(&script(4000))), &mut o);
+        o.problems
+    }
+
+    /// The judge's steps are the lines the script types.
+    #[test]
+    fn the_steps_are_the_lines_typed() {
+        let typed = typed_lines(&script(4000));
+        let steps = steps();
+        assert_eq!(typed.len(), steps.len());
+        assert_eq!(answers().len(), steps.len());
+        for (t, (name, _)) in typed.iter().zip(&steps) {
+            assert!(
+                t == name || name.starts_with("svcs (") || (name == "imgadm sources -a" && t.starts_with("imgadm sources -a ")),
+                "typed {t:?}, step {name:?}"
+            );
+        }
+    }
+
+    /// A good run passes, however the echoes of what was typed fare: each
+    /// lost with its prompt inside another writer's line (a VMM's, taken
+    /// out of the shell's text whole with it), its prompt alone lost (the
+    /// echo after a server's line), or split by the guest's line (the rest
+    /// on a line of its own).
+    #[test]
+    fn the_judge_finds_answers_whatever_became_of_the_echoes() {
+        let good = transcript();
+        assert_eq!(judged(&good), Vec::<String>::new());
+        let mut at = 0;
+        let mut lost_all = good.clone();
+        while let Some(i) = good[at..].find(P).map(|i| at + i) {
+            let end = i + good[i..].find('\n').unwrap() + 1;
+            let echo = &good[i + P.len()..end - 1];
+            at = end;
+            // Lost in a VMM's line.
+            let lost = format!("{}vm web: create stages (zone-server) received=1{echo}\n{}", &good[..i], &good[end..]);
+            assert_eq!(judged(&lost), Vec::<String>::new(), "echo of {:?} lost", &echo[..echo.len().min(60)]);
+            // Its prompt lost in one, the echo on a line of its own.
+            let alone = format!("{}zone-guest: running{P}[INFO ] storaged: x\n{echo}\n{}", &good[..i], &good[end..]);
+            assert_eq!(judged(&alone), Vec::<String>::new(), "prompt of {:?} lost", &echo[..echo.len().min(60)]);
+            lost_all = lost_all.replacen(&good[i..end], &format!("vm web: ended: poweroff{echo}\n"), 1);
+            // Split by the guest's line.
+            let cut = echo.char_indices().nth(echo.chars().count() / 2).map_or(0, |(c, _)| c);
+            if cut > 0 && echo.is_ascii() {
+                let split = format!("{}zone-guest: runn{P}{}ing\n{}\n{}", &good[..i], &echo[..cut], &echo[cut..], &good[end..]);
+                assert_eq!(judged(&split), Vec::<String>::new(), "echo of {:?} split", &echo[..echo.len().min(60)]);
+            }
+        }
+        // Every echo lost.
+        assert!(!lost_all.contains(P));
+        assert_eq!(judged(&lost_all), Vec::<String>::new());
+    }
+
+    /// Wrong answers fail, with the echoes or without: a VM not running, a
+    /// row missing, output from a command that prints nothing, the line
+    /// killed with ^U run, a refusal missing, a restart that kept its
+    /// STIME.
+    #[test]
+    fn the_judge_still_fails_wrong_answers() {
+        let good = transcript();
+        let row = format!("{VM}  BHYV  64       running           web\n");
+        let stopped = good.replacen(&row, &row.replace("running", "stopped"), 1);
+        let no_row = good.replacen(&row, "", 1);
+        let snap = format!("{P}zfs snapshot zones/{VM}-disk0@s1\n");
+        let loud = good.replacen(&snap, &format!("{snap}cannot create snapshot 'zones/{VM}-disk0@s1': dataset already exists\n"), 1);
+        let erased = format!("{P}vmadm delete everythingsvcs\n");
+        let killed = good.replacen(&erased, &format!("{erased}VM everything not found\n"), 1);
+        let unrefused = good.replacen("dladm: vnic deletion failed: link busy (a VM's VNIC, attached)\n", "", 1);
+        let same_stime = good.replacen("online       01:16:46", "online       01:16:44", 1);
+        let wrong = [
+            (stopped, "does not show the VM running"),
+            (no_row, "does not show the VM running"),
+            (loud, "zfs snapshot"),
+            (killed, "killed with ^U"),
+            (unrefused, "dladm delete-vnic vnic0"),
+            (same_stime, "new STIME"),
+        ];
+        for (bad, why) in wrong {
+            assert_ne!(bad, good);
+            let p = judged(&bad);
+            assert!(p.iter().any(|p| p.contains(why)), "{why}: {p:?}");
+            // Still a failure with any one echo near the wrong answer lost
+            // (with its prompt, in a VMM's line), or all of them. (Which
+            // command printed a line cannot always be told then: the
+            // failure may name the one before.)
+            let changed = good.bytes().zip(bad.bytes()).position(|(g, b)| g != b).unwrap();
+            let prompts: Vec<usize> = bad.match_indices(P).map(|(i, _)| i).collect();
+            let near = prompts.iter().position(|&i| i > changed).unwrap_or(prompts.len());
+            for &i in &prompts[near.saturating_sub(3)..(near + 2).min(prompts.len())] {
+                let lost = format!("{}vm web: ended: poweroff{}", &bad[..i], &bad[i + P.len()..]);
+                assert!(!judged(&lost).is_empty(), "{why}, echo at {i} lost: passed");
+            }
+            let p = judged(&bad.replace(P, "vm web: ended: poweroff"));
+            assert!(!p.is_empty(), "{why}, every echo lost: passed");
+        }
+    }
 
     /// The import's transcript as the console gives it passes; progress
     /// printed as plain lines, only the last line, or no list fails.
@@ -630,16 +1018,16 @@ mod tests {
         let head = format!("[root@shelltest ~]# imgadm import {g}\r\nImporting {g} (imported-disk@1.0) from \"http://10.0.2.2:4000\"\r\n");
         let tail = format!("\r\nImported image {g} (imported-disk@1.0)\r\n[root@shelltest ~]# imgadm list\r\nUUID  NAME  VERSION  OS  TYPE  PUB\r\n{g}  imported-disk  1.0  linux  zvol  -\r\n");
         let good = format!("{head}\r{}\r{}\r[INFO ] netd: something\r\n\r{}{tail}", line(6), line(50), line(100));
-        assert_eq!(super::import_problems(&good), Vec::<String>::new());
+        assert_eq!(import_problems(&good), Vec::<String>::new());
         let plain = format!("{head}{}\r\n{}\r\n{}{tail}", line(6), line(50), line(100));
-        assert!(super::import_problems(&plain)[0].contains("not drawn on one line"), "{:?}", super::import_problems(&plain));
+        assert!(import_problems(&plain)[0].contains("not drawn on one line"), "{:?}", import_problems(&plain));
         let last_only = format!("{head}\r{}{tail}", line(100));
-        assert!(super::import_problems(&last_only)[0].contains("fewer than three"));
+        assert!(import_problems(&last_only)[0].contains("fewer than three"));
         let falling = format!("{head}\r{}\r{}\r{}{tail}", line(50), line(6), line(100));
-        assert!(super::import_problems(&falling)[0].contains("did not rise"));
+        assert!(import_problems(&falling)[0].contains("did not rise"));
         let unlisted = good.replace("imported-disk  1.0", "other  1.0");
-        assert!(super::import_problems(&unlisted)[0].contains("does not list"));
-        assert!(super::import_problems("nothing")[0].contains("no `Importing"));
+        assert!(import_problems(&unlisted)[0].contains("does not list"));
+        assert!(import_problems("nothing")[0].contains("no `Importing"));
     }
 
     /// Lines other writers put between a prompt and its echo are taken

@@ -577,11 +577,15 @@ impl Case {
             // zone-server's timer ended a stop nobody stepped.
             v.problems.extend(crate::zone::deaf_stop_problems(&r.serial));
         }
-        for line in [crate::zone::MDATA_HOSTNAME, crate::zone::MDATA_ROLE, "FAILURE"] {
-            if self.suite == "zone" && !r.serial.contains(line) {
+        let user_data = (0..crate::zone::MDATA_USER_DATA_LINES).map(crate::zone::mdata_user_data_line);
+        let mdata = [crate::zone::MDATA_HOSTNAME, crate::zone::MDATA_ROLE, "FAILURE"].map(String::from);
+        for line in mdata.into_iter().chain(user_data) {
+            if self.suite == "zone" && !r.serial.contains(&line) {
                 // The metadata guest copied the metadata port's answers
-                // (its VM's hostname and customer_metadata key, and the
-                // error for a malformed request) to its console.
+                // (its VM's hostname and customer_metadata keys, one of
+                // them 2 KiB that its vm.json crossed to init in pieces
+                // with, and the error for a malformed request) to its
+                // console.
                 v.problems.push(format!("the metadata guest never printed {line:?}"));
             }
         }
@@ -1444,6 +1448,13 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
             crate::zone::TIMED_CREATES.iter().map(|a| format!("vmadm_create_to_first_entry_{}", a.replace('-', "_"))).collect();
         let expect: Vec<&str> = names.iter().map(String::as_str).collect();
         out.take(bench::judge(&case.name, &problems, figures, &expect, &[]));
+    }
+    // `vmadm list` of 100 instances and `GET /vms/:uuid` requests a second
+    // on Alcove, through the HTTP API and the host CLI (issue 15).
+    if only("bench/api-list") {
+        let (figures, problems) = crate::api::bench_list(&kernel, Duration::from_secs(300))?;
+        let expect = ["api_list_100", "api_list_100_over_ping", "vmadm_cli_list_100", "api_get_vm_per_s", "api_get_vm_over_ping"];
+        out.take(bench::judge("bench/api-list", &problems, figures, &expect, &[]));
     }
     // The guest's disk throughput on a pool volume against a whole machine
     // disk, in the same run (issue 12): in wall time, and under

@@ -8,7 +8,8 @@
 //! port 0x600) as an OS does and powers off when it is pressed
 //! (`vmadm stop`); `zone-guest-deaf` spins and ignores it (a stop falls
 //! back to halting the VM after its timeout). `zone-guest-mdata` asks the
-//! metadata port (COM2) for its hostname and a `customer_metadata` key,
+//! metadata port (COM2) for its hostname and two `customer_metadata` keys
+//! (one of 2 KiB, a cloud-init user-data), sets one with a v2 `PUT`,
 //! copies the answers to its console and powers off. `zone-guest-echo`
 //! (the shell case's VM) echoes what its COM1 receives, upper-cased, until
 //! the power button. `zone-guest-tick-a` and `-b` print their line again
@@ -304,18 +305,56 @@ fn code(line: &str, then: Then) -> Vec<u8> {
 
 /// What the metadata guest's VM is given (the suite's payload) and the
 /// guest copies to its console from the metadata port: its
-/// `sdc:hostname` and its `customer_metadata` key `role`.
+/// `sdc:hostname` and its `customer_metadata` keys `role` and
+/// [`MDATA_USER_DATA_KEY`].
 pub const MDATA_HOSTNAME: &str = "zone-md-host";
 pub const MDATA_ROLE: &str = "mdata-role-value";
 
-/// The metadata guest's code: writes `GET sdc:hostname`, `GET role` and a
-/// malformed `BOGUS` to COM2 (the metadata port, SmartOS's protocol v1),
-/// copies COM2's answers to COM1 until it has seen their 7 lines
-/// (`SUCCESS`, the value, `.` twice, then `FAILURE`), then powers off.
+/// The metadata guest's large `customer_metadata` key: a cloud-init
+/// user-data of [`MDATA_USER_DATA_LINES`] lines ([`mdata_user_data_line`]),
+/// 2 KiB that make its VM's `vm.json` longer than one `proc.start`
+/// message, so it crosses to init in pieces (`proc.append_start_data`);
+/// the guest copies every line to its console and the harness requires
+/// each. The suite (`servers/ktest-user/src/zone.rs`) makes the same
+/// lines; the payload stays within one `vmadm` request (3 KiB).
+pub const MDATA_USER_DATA_KEY: &str = "cloud-init:user-data";
+pub const MDATA_USER_DATA_LINES: usize = 32;
+
+/// Line `i` (below [`MDATA_USER_DATA_LINES`]) of the metadata guest's
+/// user-data: 62 bytes, each line's own.
+pub fn mdata_user_data_line(i: usize) -> String {
+    let letters = "abcdefghijklmnopqrstuvwxyz0123456789-".repeat(2);
+    format!("zone-md-user-data {i:02}/{MDATA_USER_DATA_LINES} {}", &letters[i..i + 38])
+}
+
+/// What the metadata guest sets with a `PUT` (protocol v2, as
+/// `mdata-put guest-said put-by-the-guest` sends it): its VMM writes it
+/// back to the VM's record, where the suite finds it in `vmadm get` once
+/// the VM has stopped.
+pub const MDATA_PUT_KEY: &str = "guest-said";
+pub const MDATA_PUT_VALUE: &str = "put-by-the-guest";
+
+/// A protocol v2 `PUT` of `key` = `value`: `V2 <length> <crc32> <body>`,
+/// the body `<request id> PUT <base64 of base64(key) SP base64(value)>`.
+pub fn mdata_put_frame(key: &str, value: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let body = format!("0000abcd PUT {}", b64(&format!("{} {}", b64(key), b64(value))));
+    format!("V2 {} {} {body}", body.len(), alcove_mdata::crc32_hex(body.as_bytes()))
+}
+
+/// The metadata guest's code: writes `GET sdc:hostname`, `GET role`,
+/// `GET cloud-init:user-data`, a v2 `PUT` ([`MDATA_PUT_KEY`]) and a
+/// malformed `BOGUS` to COM2 (the metadata port, SmartOS's protocol),
+/// copies COM2's answers to COM1 until it has seen their 7 +
+/// [`MDATA_USER_DATA_LINES`] + 3 lines (`SUCCESS`, the value's lines, `.`
+/// three times, the `PUT`'s `SUCCESS` frame, then `FAILURE`), then powers
+/// off.
 fn mdata_code() -> Vec<u8> {
     const MSG: usize = 96;
+    let lines = 7 + MDATA_USER_DATA_LINES as u8 + 3;
     let mut c = print_message(0x2f8, MSG);
-    c.extend([0xb9, 7, 0, 0, 0]); // 20: mov ecx, 7 (lines to copy)
+    c.extend([0xb9, lines, 0, 0, 0]); // 20: mov ecx, lines (lines to copy)
     c.extend([0x66, 0xba, 0xfd, 0x02]); // 25: mov dx, 0x2fd (COM2 LSR)
     c.push(0xec); // 29: in al, dx
     c.extend([0xa8, 0x01]); // 30: test al, 1 (data ready)
@@ -329,7 +368,8 @@ fn mdata_code() -> Vec<u8> {
     c.extend([0xe2, 0xe7]); // 48: loop 25
     assert_eq!(c.len(), 50);
     power_off(&mut c);
-    spin_then_message(c, MSG, "GET sdc:hostname\nGET role\nBOGUS")
+    let put = mdata_put_frame(MDATA_PUT_KEY, MDATA_PUT_VALUE);
+    spin_then_message(c, MSG, &format!("GET sdc:hostname\nGET role\nGET {MDATA_USER_DATA_KEY}\n{put}\nBOGUS"))
 }
 
 /// The echo guest's code (`zone-guest-echo`, the shell case's VM): prints

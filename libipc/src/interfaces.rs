@@ -1024,9 +1024,18 @@ pub const ETHERSTUBS_MAX: u32 = 8;
 /// VNICs [`vnic::Server::create_vnic`] makes at most.
 pub const OPERATOR_VNICS_MAX: u32 = 32;
 
-/// Bytes of start-up data (an instance's `vm.json`) one `proc.start` takes
-/// at most.
+/// Bytes of start-up data (an instance's `vm.json`) one `proc.start` or
+/// `proc.append_start_data` message carries at most.
 pub const PROC_START_DATA_MAX: u32 = 2048;
+
+/// Bytes of start-up data one instance starts with at most, in all: what
+/// its starter staged with `proc.append_start_data` and `start`'s own.
+/// init holds up to this much for each caller that may start instances
+/// (its manifest entry has `spawns`), out of its fixed 512 KiB heap. 64 KiB
+/// takes a cloud-init user-data as large as Azure's custom data (64 KiB;
+/// EC2's user-data is 16 KiB) in a VM's `customer_metadata`; vmadm
+/// refuses a VM whose `vm.json` would be larger when it is created.
+pub const PROC_START_DATA_TOTAL_MAX: u32 = 64 * 1024;
 
 /// Instances init runs for its `proc` callers at most, in all.
 pub const PROC_INSTANCES_MAX: u32 = 32;
@@ -1100,6 +1109,11 @@ pub enum ProcError {
     /// than [`PCI_CLAIMS_MAX`]).
     #[allow(missing_docs)]
     PciClaim { function: PciFunction, why: String },
+    /// `append_start_data` refused the chunk (`why`: the caller starts no
+    /// instances, its `offset` is not the bytes init holds, or init has no
+    /// memory left for them); what the caller had staged is dropped.
+    #[allow(missing_docs)]
+    StartData { why: String },
 }
 
 /// A PCI function's address (bus, device < 32, function < 8).
@@ -1159,6 +1173,7 @@ impl core::fmt::Display for ProcError {
             ProcError::Start { why } => write!(f, "proc: cannot start the instance: {why}"),
             ProcError::BadCapability { name, why } => write!(f, "proc: give \"{name}\": {why}"),
             ProcError::PciClaim { function, why } => write!(f, "proc: pci_claim {function}: {why}"),
+            ProcError::StartData { why } => write!(f, "proc: append_start_data: {why}"),
         }
     }
 }
@@ -1176,9 +1191,12 @@ crate::interface! {
     pub interface proc = 9 {
         /// Starts an instance of server `template` with the template's
         /// capabilities (its `calls`, badged as the template's, and its
-        /// `files`; it serves nothing) plus `start_data` as the boot file
-        /// `vm.json` (at most [`PROC_START_DATA_MAX`] bytes) and a budget of
-        /// `budget_kib`. A capability sent with the request (an endpoint:
+        /// `files`; it serves nothing) plus, as the boot file `vm.json`,
+        /// what the caller staged with `append_start_data` followed by
+        /// `start_data` (at most [`PROC_START_DATA_MAX`] bytes; with the
+        /// staged, at most [`PROC_START_DATA_TOTAL_MAX`]), and a budget of
+        /// `budget_kib`. The staged bytes are used or, when the start
+        /// fails, dropped, as `give`'s capabilities are. A capability sent with the request (an endpoint:
         /// a pool grant's) is its `storaged` endpoint; the template's own
         /// never is (without one it has no `storaged`).
         /// Returns the instance's number, never reused.
@@ -1213,6 +1231,21 @@ crate::interface! {
         /// instance started without one, or ended, is
         /// [`ProcError::BadCapability`].
         fn control(instance: u32) -> Result<(), ProcError>;
+        /// Stages `chunk` (at most [`PROC_START_DATA_MAX`] bytes) for the
+        /// caller's next `start`, after the bytes it staged before: a
+        /// `vm.json` longer than one message crosses in pieces, the last
+        /// one as `start`'s own `start_data`. `offset` is the bytes staged
+        /// before this chunk as the caller counts them: 0 begins afresh
+        /// (whatever an unfinished earlier staging left is dropped), any
+        /// other value must be what init holds ([`ProcError::StartData`]
+        /// otherwise). Returns the bytes staged. A chunk over
+        /// [`PROC_START_DATA_MAX`], or a total over
+        /// [`PROC_START_DATA_TOTAL_MAX`], is [`ProcError::TooLarge`]. The
+        /// staging is the caller's alone (another caller's `start` never
+        /// sees it); a refused chunk drops it, as does the caller's end,
+        /// so init holds at most [`PROC_START_DATA_TOTAL_MAX`] for each
+        /// caller whose manifest entry has `spawns` (only those may stage).
+        fn append_start_data(offset: u32, chunk: alloc::vec::Vec<u8>) -> Result<u32, ProcError>;
     }
 }
 
@@ -1230,6 +1263,16 @@ pub struct VmadmOutput {
 
 /// Bytes of arguments plus payload one `vmadm.run` takes at most.
 pub const VMADM_REQUEST_MAX: u32 = 3072;
+
+/// Bytes of one piece `vmadm.stage_stdin` takes at most.
+pub const VMADM_STAGE_PIECE_MAX: u32 = 2048;
+
+/// Bytes of payload (`stdin`) one command takes at most, staged in pieces
+/// with `vmadm.stage_stdin` ([`vmadm_run_whole`] does it): a SmartOS
+/// payload with a `user-script` of some KiB. The HTTP API takes bodies of
+/// this size, and a VM's `vm.json` is bounded alike (vmadm refuses a
+/// payload that would pass [`PROC_START_DATA_TOTAL_MAX`]).
+pub const VMADM_STDIN_MAX: u32 = 64 * 1024;
 
 /// Bytes of stdout plus stderr one `vmadm.run` or `vmadm.imgadm` reply
 /// carries at most; a longer output is read with `vmadm.start` and
@@ -1317,6 +1360,16 @@ crate::interface! {
         /// output kept for `read`). Never waits. With none of the
         /// caller's under way: exit 1, saying so.
         fn step() -> VmadmStep;
+        /// Stages `piece` (at most [`VMADM_STAGE_PIECE_MAX`] bytes) as the
+        /// next part of the payload of the caller's next command (`run`,
+        /// `imgadm`, `start` or `begin`), which reads the staged pieces
+        /// followed by its own `stdin`: a payload larger than one message.
+        /// `first` drops whatever the caller staged before (a client that
+        /// restarted in the middle of a payload). Answers the bytes staged,
+        /// or why not: a piece too large, or more than
+        /// [`VMADM_STDIN_MAX`] in all; then the caller's staging is
+        /// dropped. The next command takes it all, whatever it is.
+        fn stage_stdin(piece: String, first: bool) -> Result<u32, String>;
     }
 }
 
@@ -1379,6 +1432,11 @@ pub struct VmadmConsole {
 /// `pause` between two steps, while the command waits for a guest) and
 /// reads its whole output with `vmadm.read`: what `run` answers, without
 /// its length limit and for commands that wait as well.
+///
+/// A payload too large for one message with its arguments is staged first
+/// (`vmadm.stage_stdin`, in pieces cut at character boundaries); one
+/// zone-server refuses to stage is answered as vmadm's failure (exit 1,
+/// zone-server's reason), nothing run.
 pub fn vmadm_run_whole<T: crate::Transport>(
     client: &vmadm::Client<T>,
     program: &str,
@@ -1386,6 +1444,26 @@ pub fn vmadm_run_whole<T: crate::Transport>(
     stdin: String,
     mut pause: impl FnMut(),
 ) -> Result<VmadmOutput, crate::IpcError> {
+    // Room for the arguments, the program's name and the encoding.
+    let room = (VMADM_REQUEST_MAX as usize).saturating_sub(args.iter().map(|a| a.len() + 8).sum::<usize>() + 64);
+    let stdin = if stdin.len() > room {
+        let mut first = true;
+        let mut rest = stdin.as_str();
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(VMADM_STAGE_PIECE_MAX as usize);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if let Err(why) = client.stage_stdin(rest[..cut].into(), first)? {
+                return Ok(VmadmOutput { stdout: String::new(), stderr: alloc::format!("{program}: {why}\n"), code: 1 });
+            }
+            first = false;
+            rest = &rest[cut..];
+        }
+        String::new()
+    } else {
+        stdin
+    };
     let mut step = client.begin(program.into(), args, stdin)?;
     while step.pending {
         pause();
@@ -1512,5 +1590,32 @@ crate::interface! {
         /// Starts a disabled (or spent: maintenance) server again; nothing
         /// when it runs.
         fn enable(name: String) -> Result<(), SvcError>;
+    }
+}
+
+/// Bytes of a value one `mdata.change` carries at most; a longer one
+/// comes in pieces (`continues`).
+pub const MDATA_PIECE_MAX: u32 = 2048;
+
+crate::interface! {
+    /// zone-server's side of a VM's metadata service, for the VMMs it
+    /// started (each calls with its instance's badge,
+    /// [`proc_instance_badge`], so a VMM reaches its own VM's record and no
+    /// other): what the guest changed with the metadata protocol's `PUT`
+    /// and `DELETE` (`mdata-put`, `mdata-delete`), written back to the
+    /// instance as `vmadm update` would (`customer_metadata`, or
+    /// `internal_metadata` for `*_pw` keys and `operator-script`), so
+    /// `vmadm get` shows it and the VM's next start has it. Anyone else
+    /// finds no such interface.
+    pub interface mdata = 12 {
+        /// Sets `key` to `value` (removes it for `None`) in the VM's
+        /// `internal_metadata` (`internal`) or `customer_metadata`. A value
+        /// longer than [`MDATA_PIECE_MAX`] comes in pieces: each but the
+        /// last with `continues`, the change made with the last. Refused,
+        /// saying why (and the pieces so far dropped), when vmadm would
+        /// refuse it: a key or value too long, too many keys, or a VM
+        /// description past what a VMM is started with. Answers the bytes
+        /// of the value taken so far.
+        fn change(internal: bool, key: String, value: Option<String>, continues: bool) -> Result<u32, String>;
     }
 }

@@ -133,12 +133,29 @@ pub const DIRTY_LIMIT_BLOCKS: u64 = 1024;
 /// blocks); this many serve several VMs' disks at once.
 pub const META_CACHE_BLOCKS: usize = 24;
 
+/// Bytes of every dataset's user properties together storaged's pool
+/// holds (`Pool::set_user_props_limit`): they live in the MOS, held in
+/// storaged's heap and encoded whole at each commit, so a few times this
+/// must fit there. Enough for the control plane's instance records (at
+/// most 8 KiB each, about 1.5 KiB as a rule: some hundreds of VMs) in the
+/// heap storaged grows at start ([`HEAP_GROWTH_BYTES`]).
+pub const USER_PROPS_LIMIT: usize = 512 * 1024;
+/// The same with the fixed arena alone (the growth refused: a manifest
+/// with too small a budget): a few dozen records.
+pub const USER_PROPS_LIMIT_ARENA: usize = 48 * 1024;
+/// Bytes storaged adds to its heap at start for the MOS's user
+/// properties (charged to its budget: the manifests give it 7 MiB).
+pub const HEAP_GROWTH_BYTES: usize = 2 << 20;
+/// The bound [`configure`] sets: [`USER_PROPS_LIMIT`] once the heap grew.
+pub static USER_PROPS_BOUND: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(USER_PROPS_LIMIT_ARENA);
+
 /// What storaged sets on the pool it serves: the bounds of its open group
 /// and of its metadata cache (its heap), and the clock its [`alcove_pool::vdev::Meter`]
 /// reads (the TSC), and its wall clock.
 pub fn configure<D: alcove_pool::Disk>(pool: &mut alcove_pool::Pool<D>) {
     pool.set_dirty_limit(Some(DIRTY_LIMIT_BYTES));
     pool.set_dirty_block_limit(Some(DIRTY_LIMIT_BLOCKS));
+    pool.set_user_props_limit(Some(USER_PROPS_BOUND.load(core::sync::atomic::Ordering::Relaxed)));
     pool.set_meta_cache_blocks(META_CACHE_BLOCKS);
     pool.set_scrub_hold_limit(Some(SCRUB_HOLD_EXTENTS));
     pool.set_clock(Some(alcove_rt::rdtsc));

@@ -10,8 +10,15 @@
 //! rejects unknown properties).
 //!
 //! Accepted top-level properties: `alias`, `autoboot`, `brand`, `cmdline`,
-//! `cpu_cap`, `cpu_shares`, `customer_metadata`, `disks`, `initrd`,
-//! `kernel`, `max_physical_memory`, `nics`, `quota`, `ram`, `uuid`, `vcpus`,
+//! `cpu_cap`, `cpu_shares`, `customer_metadata`, `disks`, `hostname`,
+//! `initrd`, `kernel`, `max_physical_memory`, `nics`, `quota`, `ram`,
+//! `resolvers`, `uuid`, `vcpus`; what only the metadata service answers
+//! (`sdc:` keys): `billing_id`, `create_timestamp`, `datacenter_name`,
+//! `dns_domain`, `do_not_inventory`, `image_uuid`, `internal_metadata`
+//! (its keys in `internal_metadata_namespaces` and `*_pw` are the guest's
+//! to read), `internal_metadata_namespaces`, `maintain_resolvers`,
+//! `owner_uuid`, `package_name`, `package_version`, `routes`,
+//! `server_uuid`, `tags`;
 //! and SmartOS's `bootrom` (`"bios"` | `"uefi"`): a VM with `bootrom` and
 //! no `kernel` boots through that firmware from the disk marked
 //! `"boot": true` (see [`crate::firmware`]); with `kernel` it boots that
@@ -55,24 +62,52 @@ pub const MAX_STRING_BYTES: usize = 4096;
 const TOP_LEVEL: &[&str] = &[
     "alias",
     "autoboot",
+    "billing_id",
     "bootrom",
     "brand",
     "cmdline",
     "cpu_cap",
     "cpu_shares",
+    "create_timestamp",
     "customer_metadata",
+    "datacenter_name",
     "disks",
+    "dns_domain",
+    "do_not_inventory",
     "hostname",
+    "image_uuid",
     "initrd",
+    "internal_metadata",
+    "internal_metadata_namespaces",
     "kernel",
+    "maintain_resolvers",
     "max_physical_memory",
     "nics",
+    "owner_uuid",
+    "package_name",
+    "package_version",
     "quota",
     "ram",
     "resolvers",
+    "routes",
+    "server_uuid",
+    "tags",
     "uuid",
     "vcpus",
 ];
+
+/// Properties that only the metadata service reads (its `sdc:` keys and
+/// the guest-readable `internal_metadata`), kept whole in
+/// [`VmConfig::metadata`] once their shape is checked: strings, booleans,
+/// objects of strings (`tags`: of strings, numbers and booleans) and a
+/// list of strings.
+const METADATA_STRINGS: &[&str] =
+    &["billing_id", "create_timestamp", "datacenter_name", "dns_domain", "image_uuid", "owner_uuid", "package_name", "package_version", "server_uuid"];
+const METADATA_BOOLEANS: &[&str] = &["do_not_inventory", "maintain_resolvers"];
+const METADATA_MAPS: &[&str] = &["internal_metadata", "routes", "tags"];
+/// Keys of one of [`METADATA_MAPS`] or entries of
+/// `internal_metadata_namespaces` at most (vmadm's limit on a metadata map).
+pub const MAX_METADATA_KEYS: usize = 256;
 const DISK_PROPERTIES: &[&str] = &["block_size", "boot", "image_uuid", "media", "model", "path", "size"];
 const NIC_PROPERTIES: &[&str] = &[
     "allow_dhcp_spoofing",
@@ -393,6 +428,11 @@ pub struct VmConfig {
     pub quota_gib: Option<u64>,
     pub autoboot: Option<bool>,
     pub customer_metadata: BTreeMap<String, String>,
+    /// The properties only the metadata service reads (`tags`, `routes`,
+    /// `owner_uuid`, `internal_metadata` and its namespaces, ...: see
+    /// `METADATA_STRINGS`, `METADATA_BOOLEANS`, `METADATA_MAPS`), as
+    /// given, their shapes checked.
+    pub metadata: Map<String, Value>,
     /// What the metadata service answers for `hostname`/`sdc:hostname`.
     pub hostname: Option<String>,
     /// DNS resolvers (IPv4 addresses) the metadata service answers for
@@ -530,6 +570,47 @@ impl<'a> Props<'a> {
             .collect()
     }
 
+    /// The metadata service's own properties, their shapes checked.
+    fn metadata(&self) -> Result<Map<String, Value>, ConfigError> {
+        let mut out = Map::new();
+        for key in METADATA_STRINGS {
+            if let Some(s) = self.string(key)? {
+                out.insert((*key).into(), Value::String(s.to_owned()));
+            }
+        }
+        for key in METADATA_BOOLEANS {
+            if let Some(b) = self.boolean(key)? {
+                out.insert((*key).into(), Value::Bool(b));
+            }
+        }
+        for key in METADATA_MAPS {
+            let Some(v) = self.get(key) else { continue };
+            let map = v.as_object().ok_or_else(|| self.wrong(key, "an object"))?;
+            if map.len() > MAX_METADATA_KEYS {
+                return Err(ConfigError::TooLarge { property: self.name(key), max: MAX_METADATA_KEYS as u64, got: map.len() as u64, unit: "keys" });
+            }
+            for (k, v) in map {
+                let fits = match v {
+                    Value::String(_) => true,
+                    Value::Number(_) | Value::Bool(_) => *key == "tags",
+                    _ => false,
+                };
+                if !fits {
+                    let expected = if *key == "tags" { "a string, number or boolean" } else { "a string" };
+                    return Err(ConfigError::WrongType { property: child(&self.name(key), k), expected });
+                }
+            }
+            out.insert((*key).into(), v.clone());
+        }
+        let namespaces = self.list("internal_metadata_namespaces", MAX_METADATA_KEYS, "a namespace name", |s| {
+            (!s.is_empty() && s.len() <= 256 && !s.contains(':')).then(|| s.to_owned())
+        })?;
+        if self.get("internal_metadata_namespaces").is_some() {
+            out.insert("internal_metadata_namespaces".into(), Value::Array(namespaces.into_iter().map(Value::String).collect()));
+        }
+        Ok(out)
+    }
+
     fn array(&self, key: &str) -> Result<&'a [Value], ConfigError> {
         match self.get(key) {
             None => Ok(&[]),
@@ -585,6 +666,7 @@ impl VmConfig {
                 out
             }
         };
+        let metadata = p.metadata()?;
         let bootrom = match p.string("bootrom")? {
             None => None,
             Some("bios") => Some(Bootrom::Bios),
@@ -698,6 +780,7 @@ impl VmConfig {
             quota_gib,
             autoboot,
             customer_metadata,
+            metadata,
             hostname,
             resolvers,
             disks,

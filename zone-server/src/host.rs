@@ -1,8 +1,10 @@
 //! vmadm's [`Host`] on Alcove: what a verb does to the machine, over the
 //! two services zone-server drives, storaged's `pool` (volumes, their
 //! grants, the instance records) and init's `proc` (one vmm-server process
-//! per running VM). Those calls go through the [`Machine`] trait, which the
-//! binary implements over IPC and the host tests with a fake, so the flow
+//! per running VM, its `vm.json` staged in pieces when it is longer than
+//! one message: [`stage_start_data`]). Those calls go through the
+//! [`Machine`] trait, which the binary implements over IPC and the host
+//! tests with a fake, so the flow
 //! (which volumes, in which order, what the VMM is started with, what is
 //! given back) is tested here.
 //!
@@ -23,6 +25,7 @@ use alcove_vmadm::uuid::Uuid;
 use alcove_vmadm::verbs::Host;
 use alcove_images::PoolOps;
 use alcove_images::store::FileReader;
+use libipc::interfaces::{PROC_START_DATA_MAX, PROC_START_DATA_TOTAL_MAX, proc};
 use libipc::provision::VolumeSpec;
 
 /// The user property holding an instance's record.
@@ -70,7 +73,8 @@ pub trait Machine {
     /// Sets user property `key` (appending to it with `append`).
     fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String>;
     /// Makes `volumes` ready and grants them ([`libipc::provision::provision`])
-    /// and starts a VMM instance holding the grant, with `vm_json` and a
+    /// and starts a VMM instance holding the grant, with `vm_json` (staged
+    /// with [`stage_start_data`] when it is longer than one message) and a
     /// budget of `budget_kib`: (the instance, the grant; 0 without volumes).
     fn start_vmm(&mut self, volumes: &[VolumeSpec], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String>;
     /// Whether the instance still runs (`Err`: init does not know it).
@@ -182,6 +186,43 @@ pub fn vnic_lines(vm_json: &str) -> Result<Vec<String>, String> {
     let config = vmm_server::config::VmConfig::from_json(vm_json).map_err(|e| e.to_string())?;
     let conf = vmm_server::vm::nics::netd_conf(&config, 0);
     Ok(conf.lines().map(|l| l.strip_prefix("vnic client=0 ").unwrap_or(l).to_string()).collect())
+}
+
+// vmadm refuses a VM whose `vm.json` init would not start a VMM with.
+const _: () = assert!(alcove_vmadm::properties::MAX_VM_JSON == PROC_START_DATA_TOTAL_MAX as usize);
+
+/// Hands `start_data` (a VM's `vm.json`) to init for the caller's next
+/// `proc.start`: when it is longer than one message, every
+/// [`PROC_START_DATA_MAX`] bytes but the last piece go ahead through
+/// `proc.append_start_data`, from offset 0 (so nothing an unfinished
+/// earlier staging left comes before them). Returns what `start` itself
+/// carries: the last piece, or all of a short `start_data`. Call it right
+/// before that `start`: a staging no `start` follows would stay with init
+/// and come before the next start's own bytes if that one stages none.
+pub fn stage_start_data<T: libipc::Transport>(procs: &proc::Client<T>, start_data: &[u8]) -> Result<Vec<u8>, String> {
+    let max = PROC_START_DATA_MAX as usize;
+    if start_data.len() > PROC_START_DATA_TOTAL_MAX as usize {
+        return Err(format!(
+            "vm.json: {} bytes, more than the {PROC_START_DATA_TOTAL_MAX} a VMM is started with",
+            start_data.len()
+        ));
+    }
+    if start_data.len() <= max {
+        return Ok(start_data.to_vec());
+    }
+    // The last piece is 1 to `max` bytes: `start` never goes empty.
+    let last = (start_data.len() - 1) / max * max;
+    for (i, chunk) in start_data[..last].chunks(max).enumerate() {
+        let offset = i * max;
+        let staged = procs
+            .append_start_data(offset as u32, chunk.to_vec())
+            .map_err(|e| format!("proc.append_start_data: {e}"))?
+            .map_err(|e| e.to_string())?;
+        if staged as usize != offset + chunk.len() {
+            return Err(format!("proc.append_start_data: init holds {staged} bytes after {} sent", offset + chunk.len()));
+        }
+    }
+    Ok(start_data[last..].to_vec())
 }
 
 /// vmadm's [`Host`] over a [`Machine`]. `stdin` is the payload of the

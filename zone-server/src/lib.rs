@@ -27,8 +27,8 @@ use alcove_vmadm::uuid::Uuid;
 use alloc::string::ToString;
 use alloc::collections::BTreeMap;
 use libipc::interfaces::{
-    IMPORT_STALE_SECS, VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VmadmConsole, VmadmImport, VmadmOutput,
-    VmadmStarted, VmadmStep, VmadmStream, status, vmadm,
+    IMPORT_STALE_SECS, VMADM_CHUNK_BYTES, VMADM_REPLY_MAX, VMADM_REQUEST_MAX, VMADM_STAGE_PIECE_MAX, VMADM_STDIN_MAX, VmadmConsole, VmadmImport, VmadmOutput,
+    VmadmStarted, VmadmStep, VmadmStream, mdata, status, vmadm,
 };
 
 pub use host::{Machine, ZoneHost};
@@ -42,6 +42,13 @@ pub(crate) fn grow_heap(bytes: usize) -> Result<(), String> {
 }
 
 pub const VERSION: u32 = 2;
+
+/// Bytes zone-server adds to its heap at start for the instances'
+/// records (`alcove_vmadm::properties::MAX_INSTANCES` of them, each at
+/// most `MAX_RECORD` as JSON, some times that as values) and the outputs
+/// listing them; the manifests give zone-server 16 MiB (4 of them this,
+/// 10 an xz import's dictionary).
+pub const HEAP_GROWTH_BYTES: usize = 4 << 20;
 
 /// The bit of zone-server's bound notification that wakes it for the
 /// restore after its first `status` answer ([`Machine::wake_after_reply`];
@@ -63,9 +70,14 @@ fn oversized(tool: &str, size: usize) -> Option<String> {
     (size > VMADM_REQUEST_MAX as usize).then(|| alloc::format!("{tool}: the request is {size} bytes, at most {VMADM_REQUEST_MAX}\n"))
 }
 
-/// Bytes of a request's arguments and payload.
-fn request_size(args: &[String], stdin: &str) -> usize {
-    args.iter().map(String::len).sum::<usize>() + stdin.len()
+/// Why a command is refused for its size: its arguments past one
+/// message's worth, or its payload (staged pieces and all) past
+/// `VMADM_STDIN_MAX`.
+fn request_too_large(tool: &str, args: &[String], stdin: &str) -> Option<String> {
+    oversized(tool, args.iter().map(String::len).sum::<usize>()).or_else(|| {
+        (stdin.len() > VMADM_STDIN_MAX as usize)
+            .then(|| alloc::format!("{tool}: the payload is {} bytes, at most {VMADM_STDIN_MAX}\n", stdin.len()))
+    })
 }
 
 /// The machine's uuid as vmadm reports it (`server_uuid`) until the
@@ -90,6 +102,13 @@ pub struct ZoneServer<M> {
     /// Each client's last output, for `vmadm.read` (one per client: the
     /// clients are the few `vmadm-clients=` names).
     outputs: BTreeMap<u64, VmadmOutput>,
+    /// Each client's staged payload (`vmadm.stage_stdin`), at most
+    /// `VMADM_STDIN_MAX` bytes a client, for its next command.
+    staged: BTreeMap<u64, String>,
+    /// A guest's metadata change whose value comes in pieces
+    /// (`mdata.change` with `continues`), by its VMM's badge: internal,
+    /// key and the value so far (at most `MAX_META_VALUE` bytes).
+    mdata_pieces: BTreeMap<u64, (bool, String, String)>,
     /// The import a client steps (`vmadm.import_begin`/`import_step`):
     /// one on the machine at a time (the pool has one receive).
     import: Option<ImportSlot>,
@@ -122,6 +141,8 @@ impl<M: Machine> ZoneServer<M> {
             wake_asked: false,
             caller: 0,
             outputs: BTreeMap::new(),
+            staged: BTreeMap::new(),
+            mdata_pieces: BTreeMap::new(),
             import: None,
             waits: BTreeMap::new(),
             settled: BTreeMap::new(),
@@ -165,7 +186,7 @@ impl<M: Machine> ZoneServer<M> {
         if create {
             self.host.stages.mark("received");
         }
-        if let Some(why) = oversized("vmadm", request_size(args, &stdin)) {
+        if let Some(why) = request_too_large("vmadm", args, &stdin) {
             return Some(VmadmOutput { stdout: String::new(), stderr: why, code: 1 });
         }
         if create && let Some(refusal) = self.unknown_nic_tag(&stdin) {
@@ -290,7 +311,7 @@ impl<M: Machine> ZoneServer<M> {
 impl<M: Machine> ZoneServer<M> {
     /// Runs `imgadm ARGS...` with `stdin` as the manifest of `install`.
     pub fn imgadm(&mut self, args: &[String], stdin: String) -> VmadmOutput {
-        if let Some(why) = oversized("imgadm", request_size(args, &stdin)) {
+        if let Some(why) = request_too_large("imgadm", args, &stdin) {
             return VmadmOutput { stdout: String::new(), stderr: why, code: 1 };
         }
         if matches!(args.first().map(String::as_str), Some("import" | "install")) {
@@ -332,7 +353,7 @@ impl<M: Machine> ZoneServer<M> {
     /// (`args` is imgadm's, `import` first),
     /// to be stepped with [`ZoneServer::import_step`].
     pub fn import_begin(&mut self, args: &[String]) -> VmadmImport {
-        if let Some(why) = oversized("imgadm", request_size(args, "")) {
+        if let Some(why) = request_too_large("imgadm", args, "") {
             return VmadmImport { stderr: why, code: 1, ..VmadmImport::default() };
         }
         if let Some(refusal) = self.import_refusal() {
@@ -690,16 +711,103 @@ impl<M: Machine> ZoneServer<M> {
     }
 }
 
+impl<M: Machine> ZoneServer<M> {
+    /// `stdin` after what the caller staged (`vmadm.stage_stdin`), which
+    /// the command takes.
+    fn with_staged(&mut self, stdin: String) -> String {
+        match self.staged.remove(&self.caller) {
+            Some(mut staged) => {
+                staged.push_str(&stdin);
+                staged
+            }
+            None => stdin,
+        }
+    }
+}
+
+impl<M: Machine> ZoneServer<M> {
+    /// The VM whose running VMM calls with `badge` (its instance's badge,
+    /// [`libipc::interfaces::proc_instance_badge`]).
+    fn vm_of_vmm(&self, badge: u64) -> Option<Uuid> {
+        self.host.running.iter().find(|(_, r)| libipc::interfaces::proc_instance_badge(r.instance) == badge).map(|(u, _)| *u)
+    }
+}
+
+impl<M: Machine> mdata::Server for ZoneServer<M> {
+    fn change(&mut self, internal: bool, key: String, value: Option<String>, continues: bool) -> Result<u32, String> {
+        let badge = self.caller;
+        let Some(uuid) = self.vm_of_vmm(badge) else { return Err("no VM of zone-server's runs with this VMM".into()) };
+        // The pieces so far, when they are of this change.
+        let mut whole = match self.mdata_pieces.remove(&badge) {
+            Some((i, k, v)) if i == internal && k == key => Some(v),
+            _ => None,
+        };
+        if let Some(piece) = value {
+            if piece.len() > libipc::interfaces::MDATA_PIECE_MAX as usize {
+                return Err(alloc::format!("a piece is {} bytes, at most {}", piece.len(), libipc::interfaces::MDATA_PIECE_MAX));
+            }
+            let v = whole.get_or_insert_with(String::new);
+            if v.len() + piece.len() > alcove_vmadm::properties::MAX_META_VALUE {
+                return Err(alloc::format!(
+                    "the value of {key:?} is over {} bytes, at most {}",
+                    v.len() + piece.len(),
+                    alcove_vmadm::properties::MAX_META_VALUE
+                ));
+            }
+            v.push_str(&piece);
+        } else if continues || whole.is_some() {
+            return Err("a removal comes in one call, alone".into());
+        }
+        let taken = whole.as_ref().map_or(0, String::len) as u32;
+        if continues {
+            self.mdata_pieces.insert(badge, (internal, key, whole.unwrap_or_default()));
+            return Ok(taken);
+        }
+        let r = ops::guest_metadata(&mut self.registry, &mut self.host, &uuid, internal, &key, whole.as_deref());
+        match r {
+            Ok(()) => {
+                let what = if whole.is_some() { "set" } else { "removed" };
+                log::info!("VM {uuid}: its guest {what} {} {key:?} (metadata service)", if internal { "internal_metadata" } else { "customer_metadata" });
+                Ok(taken)
+            }
+            Err(e) => {
+                log::warn!("VM {uuid}: its guest's change of {key:?} was not kept: {}", e.reason());
+                Err(e.reason())
+            }
+        }
+    }
+}
+
 impl<M: Machine> vmadm::Server for ZoneServer<M> {
     fn run(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
+        let stdin = self.with_staged(stdin);
         let out = self.vmadm(&args, stdin);
         self.reply(out)
     }
     fn imgadm(&mut self, args: Vec<String>, stdin: String) -> VmadmOutput {
+        let stdin = self.with_staged(stdin);
         let out = ZoneServer::imgadm(self, &args, stdin);
         self.reply(out)
     }
+    fn stage_stdin(&mut self, piece: String, first: bool) -> Result<u32, String> {
+        if first {
+            self.staged.remove(&self.caller);
+        }
+        if piece.len() > VMADM_STAGE_PIECE_MAX as usize {
+            self.staged.remove(&self.caller);
+            return Err(alloc::format!("a staged piece is {} bytes, at most {VMADM_STAGE_PIECE_MAX}", piece.len()));
+        }
+        let staged = self.staged.entry(self.caller).or_default();
+        if staged.len() + piece.len() > VMADM_STDIN_MAX as usize {
+            let total = staged.len() + piece.len();
+            self.staged.remove(&self.caller);
+            return Err(alloc::format!("the payload is over {total} bytes, at most {VMADM_STDIN_MAX}"));
+        }
+        staged.push_str(&piece);
+        Ok(staged.len() as u32)
+    }
     fn start(&mut self, program: String, args: Vec<String>, stdin: String) -> VmadmStarted {
+        let stdin = self.with_staged(stdin);
         let out = match program.as_str() {
             "vmadm" => self.vmadm(&args, stdin),
             "imgadm" => ZoneServer::imgadm(self, &args, stdin),
@@ -722,6 +830,7 @@ impl<M: Machine> vmadm::Server for ZoneServer<M> {
         ZoneServer::import_step(self)
     }
     fn begin(&mut self, program: String, args: Vec<String>, stdin: String) -> VmadmStep {
+        let stdin = self.with_staged(stdin);
         ZoneServer::begin(self, &program, &args, stdin)
     }
     fn step(&mut self) -> VmadmStep {
@@ -757,6 +866,14 @@ impl<M: Machine> libipc::Dispatch for ZoneServer<M> {
     }
 
     fn dispatch_from(&mut self, badge: u64, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::RemoteError> {
+        if interface == mdata::ID {
+            // Only the VMM of a VM zone-server runs: its instance's badge.
+            if self.vm_of_vmm(badge).is_none() {
+                return Err(libipc::RemoteError::WrongInterface);
+            }
+            self.caller = badge;
+            return mdata::dispatch(self, interface, request);
+        }
         if interface == vmadm::ID {
             if !self.vmadm_badges.contains(&badge) {
                 // Not one of the control plane's clients: for it there is

@@ -8,7 +8,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use std::collections::BTreeMap;
 
-use libipc::interfaces::{VmadmOutput, vmadm};
+use libipc::in_process::Loopback;
+use libipc::interfaces::{
+    PROC_START_DATA_MAX, PROC_START_DATA_TOTAL_MAX, PciFunction, ProcError, ProcState, ProcUsage, VmadmOutput, proc, vmadm,
+};
 use libipc::provision::{IfAbsent, VolumeSpec};
 
 use crate::{Machine, ZoneServer};
@@ -53,7 +56,66 @@ pub(crate) struct Fake {
     can_wake: bool,
     /// Seconds the clock has moved on (`unix_seconds`).
     pub(crate) later_secs: u64,
+    /// init's `proc` as far as a VMM's start data goes.
+    pub(crate) init: FakeInit,
 }
+
+/// init's `proc` for start data, reached through a real `proc::Client`
+/// (so every request must fit one message): chunks staged with
+/// `append_start_data` under init's rules, then `start` takes them and its
+/// own bytes. A request that breaks the rules fails the test.
+#[derive(Default)]
+pub(crate) struct FakeInit {
+    staged: Vec<u8>,
+    /// Each start's whole start data, in order.
+    pub(crate) started: Vec<Vec<u8>>,
+    /// `append_start_data` calls, in all.
+    pub(crate) appends: u32,
+}
+
+impl proc::Server for FakeInit {
+    fn start(&mut self, template: String, start_data: Vec<u8>, _budget_kib: u32) -> Result<u32, ProcError> {
+        assert_eq!(template, crate::host::VMM_TEMPLATE);
+        assert!(start_data.len() <= PROC_START_DATA_MAX as usize, "start with {} bytes", start_data.len());
+        assert!(!start_data.is_empty(), "a start with nothing of its own");
+        let mut whole = core::mem::take(&mut self.staged);
+        whole.extend(start_data);
+        assert!(whole.len() <= PROC_START_DATA_TOTAL_MAX as usize);
+        self.started.push(whole);
+        Ok(self.started.len() as u32)
+    }
+    fn append_start_data(&mut self, offset: u32, chunk: Vec<u8>) -> Result<u32, ProcError> {
+        self.appends += 1;
+        assert!(chunk.len() <= PROC_START_DATA_MAX as usize, "a chunk of {} bytes", chunk.len());
+        if offset == 0 {
+            self.staged.clear();
+        }
+        assert_eq!(offset as usize, self.staged.len(), "chunks in order");
+        self.staged.extend(chunk);
+        assert!(self.staged.len() <= PROC_START_DATA_TOTAL_MAX as usize);
+        Ok(self.staged.len() as u32)
+    }
+    fn state(&mut self, instance: u32) -> Result<ProcState, ProcError> {
+        Err(ProcError::NoSuchInstance { instance })
+    }
+    fn stop(&mut self, instance: u32) -> Result<ProcState, ProcError> {
+        Err(ProcError::NoSuchInstance { instance })
+    }
+    fn usage(&mut self) -> ProcUsage {
+        ProcUsage::default()
+    }
+    fn give(&mut self, name: String) -> Result<(), ProcError> {
+        Err(ProcError::BadCapability { name, why: "not in this fake".into() })
+    }
+    fn pci_claim(&mut self, function: PciFunction) -> Result<(), ProcError> {
+        Err(ProcError::PciClaim { function, why: "not in this fake".into() })
+    }
+    fn control(&mut self, _instance: u32) -> Result<(), ProcError> {
+        Err(ProcError::BadCapability { name: "control".into(), why: "not in this fake".into() })
+    }
+}
+
+libipc::impl_dispatch!(FakeInit: proc);
 
 /// An image file's bytes, read from the front.
 pub(crate) struct FileBytes(Vec<u8>, usize);
@@ -147,8 +209,19 @@ impl Machine for Fake {
     fn start_vmm(&mut self, specs: &[VolumeSpec], vm_json: &str, budget_kib: u32) -> Result<(u32, u64), String> {
         self.prepare_volumes(specs)?;
         let volumes: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        // vm.json through init's `proc` as the binary sends it: staged in
+        // pieces when it is longer than one message; what the VMM gets is
+        // what init put together.
+        let procs = proc::Client::new(Loopback::new(core::mem::take(&mut self.init)));
+        let started = crate::host::stage_start_data(&procs, vm_json.as_bytes()).and_then(|last| {
+            procs.start(crate::host::VMM_TEMPLATE.into(), last, budget_kib).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        });
+        self.init = procs.into_transport().into_inner();
+        started?;
+        let got = self.init.started.last().cloned().unwrap_or_default();
+        let vm_json = String::from_utf8(got).map_err(|_| "vm.json: not UTF-8".to_string())?;
         self.next += 1;
-        self.vmms.insert(self.next, (true, volumes, vm_json.into(), budget_kib));
+        self.vmms.insert(self.next, (true, volumes, vm_json, budget_kib));
         self.grants.push(u64::from(self.next) + 100);
         Ok((self.next, u64::from(self.next) + 100))
     }
@@ -344,10 +417,148 @@ fn a_bad_payload_gets_vmadm_s_error_json_and_changes_nothing() {
     assert!(s.host.machine.volumes.is_empty());
     // No payload.
     assert_eq!(run(&mut s, &["create"], "").code, 1);
-    // Too large for one request.
-    let huge = "x".repeat(libipc::interfaces::VMADM_REQUEST_MAX as usize + 1);
+    // Too large a payload, staged or not.
+    let huge = "x".repeat(libipc::interfaces::VMADM_STDIN_MAX as usize + 1);
     let out = run(&mut s, &["create"], &huge);
     assert!(out.code == 1 && out.stderr.contains("at most"), "{out:?}");
+}
+
+/// `vmadm ARGS` from client `badge` over the kernel's message limits.
+struct Badged<'a>(&'a core::cell::RefCell<ZoneServer<Fake>>, u64);
+
+impl libipc::Transport for Badged<'_> {
+    fn call(&self, interface: u32, request: &[u8]) -> Result<Vec<u8>, libipc::IpcError> {
+        if request.len() > libipc::wire::MAX_PAYLOAD_BYTES {
+            return Err(libipc::IpcError::MessageTooLong);
+        }
+        let r = libipc::Dispatch::dispatch_from(&mut *self.0.borrow_mut(), self.1, interface, request);
+        match r {
+            Ok(bytes) if bytes.len() > libipc::wire::MAX_PAYLOAD_BYTES => Err(libipc::IpcError::ServerError(libipc::RemoteError::ReplyTooLong)),
+            other => other.map_err(libipc::IpcError::from),
+        }
+    }
+}
+
+/// A guest's metadata changes come back from its VMM (`mdata.change`,
+/// called with the VMM instance's badge) and land in the VM's record, as
+/// `vmadm update`'s `set_customer_metadata`/`remove_customer_metadata`
+/// would (`_pw` keys in `internal_metadata`); a value longer than one
+/// message in pieces. vmadm's limits hold (the change is refused, the
+/// record unchanged); a badge that is no running VM's VMM finds no such
+/// interface, and a VMM reaches only its own VM.
+#[test]
+fn a_guests_metadata_changes_are_written_back_to_its_record() {
+    use libipc::interfaces::{MDATA_PIECE_MAX, mdata, proc_instance_badge};
+    let s = core::cell::RefCell::new(ZoneServer::new(Fake::default(), vec![0]));
+    let payload = |alias: &str| alloc::format!(r#"{{"brand": "bhyve", "alias": "{alias}", "ram": 64, "kernel": "/k", "disks": [{{"size": 8}}], "customer_metadata": {{"old": "1"}}}}"#);
+    let a = created_uuid(&run(&mut s.borrow_mut(), &["create"], &payload("md-a")));
+    let b = created_uuid(&run(&mut s.borrow_mut(), &["create"], &payload("md-b")));
+    let instance = |u: &str| s.borrow().host.running.get(&alcove_vmadm::uuid::Uuid::parse(u).unwrap()).map(|r| r.instance).unwrap();
+    let (ia, ib) = (instance(&a), instance(&b));
+    let ta = Badged(&s, proc_instance_badge(ia));
+    let ca = mdata::Client::new(&ta);
+    let get = |u: &str| -> serde_json::Value { serde_json::from_str(&run(&mut s.borrow_mut(), &["get", u], "").stdout).unwrap() };
+    assert_eq!(ca.change(false, "role".into(), Some("db".into()), false).unwrap(), Ok(2));
+    assert_eq!(ca.change(true, "root_pw".into(), Some("s3cret".into()), false).unwrap(), Ok(6));
+    assert_eq!(ca.change(false, "old".into(), None, false).unwrap(), Ok(0));
+    // 5000 bytes in three pieces.
+    let long = "x".repeat(5000);
+    for (i, piece) in long.as_bytes().chunks(MDATA_PIECE_MAX as usize).enumerate() {
+        let last = (i + 1) * MDATA_PIECE_MAX as usize >= long.len();
+        assert!(ca.change(false, "script".into(), Some(core::str::from_utf8(piece).unwrap().into()), !last).unwrap().is_ok());
+    }
+    let vm = get(&a);
+    assert_eq!(vm["customer_metadata"], serde_json::json!({"role": "db", "script": long}));
+    assert_eq!(vm["internal_metadata"]["root_pw"], "s3cret");
+    // Saved: the record on the pool says so too.
+    let stored = s.borrow().host.machine.volumes[&alloc::format!("zones/{a}-vm")].1[crate::host::RECORD_PROP].clone();
+    assert!(stored.contains("\"role\":\"db\""), "{stored}");
+    // The other VM is untouched: A's VMM cannot name it.
+    assert_eq!(get(&b)["customer_metadata"], serde_json::json!({"old": "1"}));
+    // Refused as vmadm refuses, the record unchanged.
+    let before = get(&a);
+    let too_long = "k".repeat(300);
+    assert!(ca.change(false, too_long, Some("v".into()), false).unwrap().is_err());
+    assert!(ca.change(false, "big".into(), Some("y".repeat(MDATA_PIECE_MAX as usize + 1)), false).unwrap().is_err());
+    let piece = "z".repeat(MDATA_PIECE_MAX as usize);
+    let mut refused = false;
+    for _ in 0..(alcove_vmadm::properties::MAX_META_VALUE / MDATA_PIECE_MAX as usize + 1) {
+        if ca.change(false, "huge".into(), Some(piece.clone()), true).unwrap().is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a value past MAX_META_VALUE");
+    let mut after = get(&a);
+    after.as_object_mut().unwrap().remove("last_modified");
+    let mut before = before;
+    before.as_object_mut().unwrap().remove("last_modified");
+    assert_eq!(after, before);
+    // Not a running VM's VMM: no such interface. A stopped VM's VMM is gone.
+    let stranger = Badged(&s, proc_instance_badge(ia.max(ib) + 100));
+    let r = mdata::Client::new(&stranger).change(false, "k".into(), Some("v".into()), false);
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(run(&mut s.borrow_mut(), &["stop", &b, "-F"], "").code, 0);
+    let tb = Badged(&s, proc_instance_badge(ib));
+    assert!(mdata::Client::new(&tb).change(false, "k".into(), Some("v".into()), false).is_err());
+    // A vmadm client is no VMM either.
+    let admin = Badged(&s, 0);
+    assert!(mdata::Client::new(&admin).change(false, "k".into(), Some("v".into()), false).is_err());
+}
+
+/// A SmartOS payload with a 6 KiB `user-script`: more than one
+/// message, so `vmadm_run_whole` stages it in pieces (`vmadm.stage_stdin`)
+/// and the VM is made with every byte of it. Staging's refusals (a piece
+/// too large, a payload past `VMADM_STDIN_MAX`) drop the caller's staging;
+/// `first` drops a restarted client's leftovers; one client's staging is
+/// never another's payload.
+#[test]
+fn payloads_larger_than_one_message_are_staged() {
+    use libipc::interfaces::{VMADM_STAGE_PIECE_MAX, VMADM_STDIN_MAX, vmadm_run_whole};
+    let s = core::cell::RefCell::new(ZoneServer::new(Fake::default(), vec![1, 2]));
+    let (one, two) = (Badged(&s, 1), Badged(&s, 2));
+    let (c1, c2) = (vmadm::Client::new(&one), vmadm::Client::new(&two));
+    // Multi-byte characters across the pieces' cuts too.
+    let script: String = (0..6 * 1024 / 8).map(|i| if i % 3 == 0 { "é—ab\n".to_string() } else { alloc::format!("{i:07}\n") }).collect();
+    let payload = serde_json::json!({"brand": "bhyve", "alias": "big", "ram": 64, "kernel": "/k", "disks": [{"size": 8}],
+        "customer_metadata": {"user-script": script}})
+    .to_string();
+    assert!(payload.len() > 2 * libipc::interfaces::VMADM_REQUEST_MAX as usize);
+    assert!(c1.run(vec!["create".into()], payload.clone()).is_err(), "one message cannot carry it");
+    let out = vmadm_run_whole(&c1, "vmadm", vec!["create".into()], payload.clone(), || {}).unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let uuid = created_uuid(&out);
+    let got = vmadm_run_whole(&c1, "vmadm", vec!["get".into(), uuid.clone()], String::new(), || {}).unwrap();
+    let vm: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(vm["customer_metadata"]["user-script"].as_str(), Some(script.as_str()));
+    // A piece over the limit: refused, and the caller's staging with it.
+    assert_eq!(c1.stage_stdin("{\"brand\": ".into(), true).unwrap(), Ok(10));
+    let big = "x".repeat(VMADM_STAGE_PIECE_MAX as usize + 1);
+    assert!(c1.stage_stdin(big, false).unwrap().unwrap_err().contains("at most"));
+    let out = c1.run(vec!["validate".into(), "create".into()], "{\"brand\": \"bhyve\", \"kernel\": \"/k\"}".into()).unwrap();
+    assert_eq!(out.code, 0, "the refused staging was dropped: {out:?}");
+    // Past VMADM_STDIN_MAX in all: refused at the piece that passes it.
+    let piece = "y".repeat(VMADM_STAGE_PIECE_MAX as usize);
+    let mut refused = None;
+    for i in 0..(VMADM_STDIN_MAX / VMADM_STAGE_PIECE_MAX + 2) {
+        if let Err(why) = c1.stage_stdin(piece.clone(), i == 0).unwrap() {
+            refused = Some((i, why));
+            break;
+        }
+    }
+    let (at, why) = refused.expect("staging past VMADM_STDIN_MAX was refused");
+    assert_eq!(at, VMADM_STDIN_MAX / VMADM_STAGE_PIECE_MAX, "{why}");
+    assert_eq!(c1.run(vec!["create".into()], String::new()).unwrap().code, 1, "nothing staged: no payload");
+    // Client 2's staging is not client 1's payload, and `first` drops
+    // what client 2 left.
+    assert!(c2.stage_stdin("garbage that is no JSON".into(), true).unwrap().is_ok());
+    let list = c1.run(vec!["validate".into(), "create".into()], "{\"brand\": \"bhyve\", \"kernel\": \"/k\"}".into()).unwrap();
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(c2.stage_stdin("{\"brand\": \"bhyve\", ".into(), true).unwrap().is_ok());
+    let out = c2.run(vec!["validate".into(), "create".into()], "\"kernel\": \"/k\"}".into()).unwrap();
+    assert_eq!(out.code, 0, "the staged piece and the message's stdin, in order: {out:?}");
+    // Only the one VM was made.
+    assert_eq!(s.borrow().registry.len(), 1);
 }
 
 const NIC_PAYLOAD: &str = r#"{"brand": "bhyve", "alias": "net0", "ram": 64, "kernel": "/k", "disks": [{"size": 8}],
@@ -1175,4 +1386,173 @@ fn a_guest_that_powers_off_between_two_looks_is_rebooted_all_the_same() {
     let vmms: Vec<u32> = s.host.machine.vmms.keys().copied().collect();
     assert!(vmms.len() == 1 && vmms[0] != first, "{vmms:?}");
     assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
+}
+
+/// A cloud-init user-data of `bytes` bytes: numbered lines, so a piece
+/// lost, doubled or out of order shows.
+fn user_data(tag: &str, bytes: usize) -> String {
+    let mut s = String::from("#cloud-config\n");
+    let mut i = 0;
+    while s.len() < bytes {
+        s.push_str(&alloc::format!("# {tag} line {i:04}: the quick brown fox jumps over the lazy dog\n"));
+        i += 1;
+    }
+    s.truncate(bytes);
+    s
+}
+
+/// Whether init's last start got exactly `json` (said briefly when not).
+fn last_start_was(s: &ZoneServer<Fake>, json: &str) -> Result<(), String> {
+    let got = s.host.machine.init.started.last().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    if got == json {
+        return Ok(());
+    }
+    let at = got.bytes().zip(json.bytes()).position(|(a, b)| a != b).unwrap_or(got.len().min(json.len()));
+    Err(alloc::format!("init got {} bytes, vmadm made {}; they part at {at}: {:?} / {:?}", got.len(), json.len(),
+        &got[at.saturating_sub(40)..(at + 40).min(got.len())], &json[at.saturating_sub(40)..(at + 40).min(json.len())]))
+}
+
+/// The `vm.json` zone-server's vmadm makes for VM `uuid`.
+fn vm_json_of(s: &ZoneServer<Fake>, uuid: &str) -> String {
+    let vm = s.registry.get(&alcove_vmadm::uuid::Uuid::parse(uuid).unwrap()).unwrap();
+    alcove_vmadm::vmm::vm_config_json(&vm.props)
+}
+
+/// A VM with 6 KiB of customer_metadata (a cloud-init user-data: what
+/// its record, kept on the pool, has room for) is
+/// created (the payload staged with `vmadm`) and started: its `vm.json`
+/// crosses to init in one-message
+/// pieces, init gets all of it, and vmm-server's parser reads the
+/// metadata back whole. A VM whose `vm.json` fits one message stages
+/// nothing.
+#[test]
+fn a_vm_with_6_kib_of_customer_metadata_starts_with_its_whole_vm_json() {
+    let mut s = server();
+    let small = created_uuid(&run(&mut s, &["create"], r#"{"brand": "bhyve", "ram": 64, "kernel": "/k", "customer_metadata": {"role": "db"}}"#));
+    assert_eq!((s.host.machine.init.appends, s.host.machine.init.started.len()), (0, 1));
+    last_start_was(&s, &vm_json_of(&s, &small)).unwrap();
+
+    let data = user_data("6k", 6 * 1024);
+    let payload = serde_json::json!({"brand": "bhyve", "alias": "cloudy", "ram": 64, "kernel": "/k", "disks": [{"size": 8}],
+        "customer_metadata": {"cloud-init:user-data": data, "role": "web"}})
+    .to_string();
+    let uuid = created_uuid(&run(&mut s, &["create"], &payload));
+    let expected = vm_json_of(&s, &uuid);
+    assert!(expected.len() > 6 * 1024, "{}", expected.len());
+    let f = &s.host.machine;
+    // Every piece but the last staged, the last with start.
+    let max = PROC_START_DATA_MAX as usize;
+    assert_eq!(f.init.appends as usize, (expected.len() - 1) / max);
+    let instance = s.host.running[&alcove_vmadm::uuid::Uuid::parse(&uuid).unwrap()].instance;
+    let (running, _, json, _) = f.vmms[&instance].clone();
+    assert!(running);
+    assert_eq!(json, expected);
+    let config = vmm_server::config::VmConfig::from_json(&json).unwrap();
+    assert_eq!(config.customer_metadata.get("cloud-init:user-data"), Some(&data));
+    assert_eq!(config.customer_metadata.get("role").map(String::as_str), Some("web"));
+    assert_eq!(config.alias.as_deref(), Some("cloudy"));
+    // Started again, whole again (from offset 0: nothing left over; the
+    // stop made `autoboot` false, the start makes it true after).
+    assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+    let stopped = vm_json_of(&s, &uuid);
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    last_start_was(&s, &stopped).unwrap();
+}
+
+/// A VM's metadata grown by updates (each one message): past one message
+/// its starts stage, and the update that would take its record past what
+/// the pool keeps (8 KiB) is refused naming `customer_metadata`, the VM
+/// unchanged and still starting.
+#[test]
+fn metadata_grown_by_updates_starts_whole_until_it_would_not_fit() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], r#"{"brand": "bhyve", "ram": 64, "kernel": "/k", "autoboot": false, "disks": [{"size": 8}]}"#));
+    assert!(s.host.machine.init.started.is_empty());
+    let mut keys = 0;
+    let refused = loop {
+        let set = serde_json::json!({"set_customer_metadata": {alloc::format!("part{keys:02}"): user_data(&alloc::format!("p{keys}"), 2200)}});
+        let out = run(&mut s, &["update", &uuid], &set.to_string());
+        if out.code != 0 {
+            break out;
+        }
+        keys += 1;
+        assert!(vm_json_of(&s, &uuid).len() <= PROC_START_DATA_TOTAL_MAX as usize);
+        if keys == 2 {
+            // About 4.5 KiB: it starts with all of it.
+            let json = vm_json_of(&s, &uuid);
+            assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+            assert!(json.len() > 4 * 1024 && s.host.machine.init.appends > 0);
+            last_start_was(&s, &json).unwrap();
+            let config = vmm_server::config::VmConfig::from_json(&json).unwrap();
+            assert_eq!(config.customer_metadata.len(), 2);
+            assert_eq!(config.customer_metadata["part01"], user_data("p1", 2200));
+            assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+        }
+    };
+    // Refused only when the next key (about 2.3 KiB of JSON) would not fit.
+    let record = |s: &ZoneServer<Fake>| {
+        let vm = s.registry.get(&alcove_vmadm::uuid::Uuid::parse(&uuid).unwrap()).unwrap();
+        serde_json::Value::Object(vm.to_json(&s.registry.server_uuid)).to_string().len()
+    };
+    assert!(keys >= 2 && record(&s) > alcove_vmadm::properties::MAX_RECORD - 2400 - 512, "{keys} {refused:?}");
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.starts_with(&alloc::format!("Unable to update VM {uuid}: Invalid value(s) for: customer_metadata\nvmadm: property \"customer_metadata\": ")),
+        "{refused:?}"
+    );
+    let json = vm_json_of(&s, &uuid);
+    assert_eq!(vmm_server::config::VmConfig::from_json(&json).unwrap().customer_metadata.len(), keys);
+    assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
+    last_start_was(&s, &json).unwrap();
+}
+
+/// A payload within what `vmadm` takes (64 KiB) whose record would be
+/// longer than the pool keeps for it (8 KiB: its `customer_metadata`,
+/// above all) is refused by `validate` and by `create`, naming
+/// `customer_metadata`, and nothing is made.
+#[test]
+fn an_oversize_customer_metadata_is_refused_at_validate_and_create() {
+    let mut s = server();
+    let payload = |script: usize| {
+        serde_json::json!({"brand": "bhyve", "ram": 64, "kernel": "/k", "disks": [{"size": 8}],
+            "customer_metadata": {"user-script": "x".repeat(script)}})
+        .to_string()
+    };
+    let stdin_max = libipc::interfaces::VMADM_STDIN_MAX as usize;
+    let payload = payload(stdin_max - 40 - payload(0).len());
+    assert_eq!(payload.len(), stdin_max - 40);
+    let out = run(&mut s, &["validate", "create"], &payload);
+    assert_eq!(out.code, 1, "{out:?}");
+    let err: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(err["bad_values"], serde_json::json!(["customer_metadata"]));
+    let out = run(&mut s, &["create"], &payload);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.starts_with("Failed to create VM: Invalid value(s) for: customer_metadata\nvmadm: property \"customer_metadata\": "), "{out:?}");
+    assert!(out.stderr.contains("more than the 8192 the pool keeps for it"), "{out:?}");
+    let f = &s.host.machine;
+    assert!(f.volumes.is_empty() && f.vmms.is_empty() && f.init.started.is_empty() && f.init.appends == 0);
+    assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "");
+}
+
+/// The staging helper on its own: pieces of one message each, in order,
+/// the last (never empty) for `start`; a `vm.json` over the total is
+/// refused before anything is sent.
+#[test]
+fn stage_start_data_splits_at_one_message() {
+    let max = PROC_START_DATA_MAX as usize;
+    for len in [1, max, max + 1, 2 * max, 2 * max + 1, PROC_START_DATA_TOTAL_MAX as usize] {
+        let data: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        let procs = proc::Client::new(Loopback::new(FakeInit::default()));
+        let last = crate::host::stage_start_data(&procs, &data).unwrap();
+        assert!(last.len() <= max && (len == 0 || !last.is_empty()), "{len}: {}", last.len());
+        procs.start(crate::host::VMM_TEMPLATE.into(), last, 1).unwrap().unwrap_or_else(|e| panic!("{len}: {e}"));
+        let init = procs.into_transport().into_inner();
+        assert_eq!(init.started, [data], "{len}");
+        assert_eq!(init.appends as usize, len.saturating_sub(1) / max, "{len}");
+    }
+    let procs = proc::Client::new(Loopback::new(FakeInit::default()));
+    let over = vec![b'x'; PROC_START_DATA_TOTAL_MAX as usize + 1];
+    let e = crate::host::stage_start_data(&procs, &over).unwrap_err();
+    assert!(e.contains("65537 bytes, more than the 65536"), "{e}");
+    assert_eq!(procs.into_transport().into_inner().appends, 0);
 }

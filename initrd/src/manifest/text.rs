@@ -260,7 +260,8 @@ mod tests {
             match s.name.as_str() {
                 "vmm-server" => {
                     assert!(s.serves.is_empty() && s.on_demand);
-                    assert_eq!(s.calls, ["console", "storaged"]);
+                    // zone-server: the guest's metadata changes go back.
+                    assert_eq!(s.calls, ["console", "storaged", "zone-server"]);
                     assert_eq!(s.files, ["demo-guest"]);
                 }
                 "zone-server" => {

@@ -483,6 +483,8 @@ impl Init<'_> {
     /// instance of it takes them, and its pool grant goes (storaged drops
     /// the grant's state and closes its rings; a restart gets a new one).
     fn release(&mut self, i: usize) {
+        // Start data it staged for a start it will never make.
+        self.instances.drop_start_data(i);
         let Some(c) = self.children.get_mut(i) else { return };
         let held = self.pci.release(i);
         if !held.is_empty() {
@@ -568,7 +570,10 @@ struct ProcCall<'a, 'b> {
 impl proc::Server for ProcCall<'_, '_> {
     fn start(&mut self, template: String, start_data: Vec<u8>, budget_kib: u32) -> Result<u32, ProcError> {
         let given = libipc::request_caps::take();
-        let r = self.start_with(&template, &start_data, budget_kib, given);
+        // What `append_start_data` staged comes first; it is used or, when
+        // the start fails, dropped (taken out here either way).
+        let data = self.init.instances.take_start_data(self.owner, start_data);
+        let r = data.and_then(|data| self.start_with(&template, data, budget_kib, given));
         if let Some(slot) = given {
             // The instance got its own copy; init keeps none.
             let _ = sys::cap_delete(slot);
@@ -624,6 +629,15 @@ impl proc::Server for ProcCall<'_, '_> {
         let slot = self.init.instances.control(self.owner, instance)?;
         libipc::reply_caps::attach(libipc::cap::Cap::<libipc::cap::Notification>::from_slot(slot))
             .map_err(|e| ProcError::BadCapability { name: "control".into(), why: alloc::format!("{e}") })
+    }
+
+    fn append_start_data(&mut self, offset: u32, chunk: Vec<u8>) -> Result<u32, ProcError> {
+        let init = &mut *self.init;
+        let r = init.instances.append_start_data(&init.manifest, self.owner, offset, &chunk);
+        if let (Err(e), Some(s)) = (&r, self.owner.and_then(|o| init.manifest.servers.get(o))) {
+            log::warn!("server \"{}\": {e}", s.name);
+        }
+        r
     }
 
     fn usage(&mut self) -> ProcUsage {
@@ -694,7 +708,7 @@ impl ProcCall<'_, '_> {
     fn start_with(
         &mut self,
         template: &str,
-        start_data: &[u8],
+        start_data: Vec<u8>,
         budget_kib: u32,
         given: Option<CapSlot>,
     ) -> Result<u32, ProcError> {
@@ -712,7 +726,7 @@ impl ProcCall<'_, '_> {
         server.serves.clear();
         server.restart = initrd::manifest::Restart::Never;
         let extra = Extra {
-            files: alloc::vec![(String::from("vm.json"), start_data.to_vec())],
+            files: alloc::vec![(String::from("vm.json"), start_data)],
             storaged: given,
             named: init.given.iter().filter(|(o, _, _)| *o == owner).map(|(_, n, s)| (n.clone(), *s)).collect(),
             name: Some(alloc::format!("{}-{}", server.name, init.instances.next_id())),

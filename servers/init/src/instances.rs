@@ -9,12 +9,20 @@
 //! that comes out of its `spawn_budget_kib` and goes back when the
 //! instance is stopped (reaped). Instance numbers are never reused, and a
 //! caller sees only its own: another's number is as unknown as a stale one.
+//!
+//! Start data (`vm.json`) longer than one message is staged in pieces
+//! (`proc.append_start_data`) for the caller's next `start`, per caller:
+//! at most [`PROC_START_DATA_TOTAL_MAX`] bytes each, held only for callers
+//! with `spawns` (the manifest bounds how many), and dropped by that
+//! `start` whatever it does, by a refused piece and by the caller's end.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use initrd::manifest::Manifest;
-use libipc::interfaces::{PROC_INSTANCES_MAX, PROC_START_DATA_MAX, ProcError, ProcState, ProcUsage};
+use libipc::interfaces::{
+    PROC_INSTANCES_MAX, PROC_START_DATA_MAX, PROC_START_DATA_TOTAL_MAX, ProcError, ProcState, ProcUsage,
+};
 
 /// One instance a caller started.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,16 +42,20 @@ pub struct Instance<P> {
     pub control: Option<P>,
 }
 
-/// Every instance init runs for `proc` callers.
+/// Every instance init runs for `proc` callers, and the start data
+/// callers staged for their next one.
 #[derive(Debug)]
 pub struct Instances<P> {
     list: Vec<Instance<P>>,
     next_id: u32,
+    /// (caller, the bytes it staged), at most one entry a caller, never
+    /// empty.
+    staged: Vec<(usize, Vec<u8>)>,
 }
 
 impl<P> Default for Instances<P> {
     fn default() -> Self {
-        Self { list: Vec::new(), next_id: 1 }
+        Self { list: Vec::new(), next_id: 1, staged: Vec::new() }
     }
 }
 
@@ -59,7 +71,9 @@ impl<P: Copy> Instances<P> {
         self.list.iter().filter(|i| i.owner == owner).map(|i| i.budget_kib).sum()
     }
 
-    /// Checks a `start` request: the template's index, or why not.
+    /// Checks a `start` request (`start_data`: the bytes of its whole
+    /// start data, [`Instances::take_start_data`]'s): the template's
+    /// index, or why not.
     pub fn check_start(
         &self,
         manifest: &Manifest,
@@ -80,8 +94,8 @@ impl<P: Copy> Instances<P> {
         if !manifest.servers[owner].spawns.iter().any(|s| s == template) {
             return Err(not_permitted());
         }
-        if start_data > PROC_START_DATA_MAX as usize {
-            return Err(ProcError::TooLarge { what: "start data (bytes)".into(), max: u64::from(PROC_START_DATA_MAX) });
+        if start_data > PROC_START_DATA_TOTAL_MAX as usize {
+            return Err(ProcError::TooLarge { what: "start data (bytes)".into(), max: u64::from(PROC_START_DATA_TOTAL_MAX) });
         }
         if self.list.len() >= PROC_INSTANCES_MAX as usize {
             return Err(ProcError::TooMany { limit: PROC_INSTANCES_MAX });
@@ -92,6 +106,92 @@ impl<P: Copy> Instances<P> {
             return Err(ProcError::OutOfBudget { asked_kib: budget_kib, left_kib: left });
         }
         Ok(t)
+    }
+
+    /// `proc.append_start_data`: stages `chunk` for the caller's next
+    /// `start` after the `offset` bytes it staged before (0: afresh).
+    /// Returns the bytes staged; on `Err` what the caller had staged is
+    /// dropped (its next `start` uses only its own start data).
+    pub fn append_start_data(
+        &mut self,
+        manifest: &Manifest,
+        owner: Option<usize>,
+        offset: u32,
+        chunk: &[u8],
+    ) -> Result<u32, ProcError> {
+        let refused = |why: String| ProcError::StartData { why };
+        let Some(owner) = owner.filter(|&o| manifest.servers.get(o).is_some_and(|s| !s.spawns.is_empty())) else {
+            return Err(refused("this client starts no instances (manifest: spawns)".into()));
+        };
+        let pos = self.staged.iter().position(|(o, _)| *o == owner);
+        let mut bytes = pos.map(|p| self.staged.swap_remove(p).1).unwrap_or_default();
+        if offset == 0 {
+            bytes.clear();
+        }
+        if chunk.len() > PROC_START_DATA_MAX as usize {
+            return Err(ProcError::TooLarge { what: "a start data chunk (bytes)".into(), max: u64::from(PROC_START_DATA_MAX) });
+        }
+        if offset as usize != bytes.len() {
+            return Err(refused(format!("offset {offset}, but {} bytes are staged (begin again at 0)", bytes.len())));
+        }
+        let total = bytes.len() + chunk.len();
+        if total > PROC_START_DATA_TOTAL_MAX as usize {
+            return Err(ProcError::TooLarge {
+                what: "start data staged (bytes)".into(),
+                max: u64::from(PROC_START_DATA_TOTAL_MAX),
+            });
+        }
+        if total == 0 {
+            return Ok(0);
+        }
+        // Doubling, but never past the limit: init's heap holds at most
+        // the limit for each caller, however the chunks come.
+        if total > bytes.capacity() {
+            let want = total.max(bytes.capacity() * 2).min(PROC_START_DATA_TOTAL_MAX as usize);
+            bytes
+                .try_reserve_exact(want - bytes.len())
+                .map_err(|_| refused(format!("init has no memory left for {total} bytes")))?;
+        }
+        bytes.extend_from_slice(chunk);
+        self.staged.push((owner, bytes));
+        Ok(total as u32)
+    }
+
+    /// The bytes the caller has staged (0 for none).
+    pub fn staged_bytes(&self, owner: Option<usize>) -> usize {
+        self.staged.iter().find(|(o, _)| Some(*o) == owner).map_or(0, |(_, b)| b.len())
+    }
+
+    /// A `start`'s whole start data: what the caller staged followed by
+    /// `own` (the request's), or why not. The staging is taken out either
+    /// way: a `start` uses it or drops it.
+    pub fn take_start_data(&mut self, owner: Option<usize>, own: Vec<u8>) -> Result<Vec<u8>, ProcError> {
+        let mut bytes = match self.staged.iter().position(|(o, _)| Some(*o) == owner) {
+            Some(p) => self.staged.swap_remove(p).1,
+            None => Vec::new(),
+        };
+        if own.len() > PROC_START_DATA_MAX as usize {
+            return Err(ProcError::TooLarge { what: "start data (bytes)".into(), max: u64::from(PROC_START_DATA_MAX) });
+        }
+        if bytes.len() + own.len() > PROC_START_DATA_TOTAL_MAX as usize {
+            return Err(ProcError::TooLarge {
+                what: "start data staged and sent (bytes)".into(),
+                max: u64::from(PROC_START_DATA_TOTAL_MAX),
+            });
+        }
+        if bytes.is_empty() {
+            return Ok(own);
+        }
+        bytes
+            .try_reserve_exact(own.len())
+            .map_err(|_| ProcError::Start { why: format!("init has no memory left for {} bytes of start data", bytes.len() + own.len()) })?;
+        bytes.extend_from_slice(&own);
+        Ok(bytes)
+    }
+
+    /// Drops what server `owner` staged (it ended).
+    pub fn drop_start_data(&mut self, owner: usize) {
+        self.staged.retain(|(o, _)| *o != owner);
     }
 
     /// The number the next instance gets.
@@ -203,6 +303,13 @@ mod tests {
         priority = 100
         budget_kib = 64
         on_demand = true
+        [[server]]
+        name = "other-starter"
+        priority = 100
+        budget_kib = 64
+        calls = ["proc"]
+        spawns = ["vmm-server"]
+        spawn_budget_kib = 1000
     "#;
 
     fn manifest() -> Manifest {
@@ -215,7 +322,8 @@ mod tests {
         assert_eq!(caller(&m, 0), None);
         assert_eq!(caller(&m, 1), Some(0));
         assert_eq!(caller(&m, 3), Some(2));
-        assert_eq!(caller(&m, 4), None);
+        assert_eq!(caller(&m, 4), Some(3));
+        assert_eq!(caller(&m, 5), None);
         assert_eq!(caller(&m, u64::MAX), None);
     }
 
@@ -246,9 +354,10 @@ mod tests {
     fn start_data_and_budget_are_bounded() {
         let m = manifest();
         let mut ins = Instances::<u32>::default();
+        assert_eq!(ins.check_start(&m, Some(0), "vmm-server", PROC_START_DATA_TOTAL_MAX as usize, 100), Ok(2));
         assert_eq!(
-            ins.check_start(&m, Some(0), "vmm-server", PROC_START_DATA_MAX as usize + 1, 100),
-            Err(ProcError::TooLarge { what: "start data (bytes)".into(), max: u64::from(PROC_START_DATA_MAX) })
+            ins.check_start(&m, Some(0), "vmm-server", PROC_START_DATA_TOTAL_MAX as usize + 1, 100),
+            Err(ProcError::TooLarge { what: "start data (bytes)".into(), max: u64::from(PROC_START_DATA_TOTAL_MAX) })
         );
         assert_eq!(
             ins.check_start(&m, Some(0), "vmm-server", 1, 1001),
@@ -305,6 +414,149 @@ mod tests {
         assert!(matches!(ins.control(Some(0), a), Err(ProcError::BadCapability { .. })));
         assert_eq!(ins.remove(Some(0), a).map(|i| i.control), Ok(Some(40)));
         assert_eq!(ins.control(Some(0), a), Err(ProcError::NoSuchInstance { instance: a }));
+    }
+
+    const MAX: usize = PROC_START_DATA_MAX as usize;
+    const TOTAL: usize = PROC_START_DATA_TOTAL_MAX as usize;
+
+    /// `len` bytes that tell where each came from (`seed` and position).
+    fn bytes(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
+    }
+
+    /// Stages `data` for `owner` in chunks of one message, as zone-server
+    /// does: the bytes staged after each.
+    fn stage(ins: &mut Instances<u32>, m: &Manifest, owner: usize, data: &[u8]) -> Vec<Result<u32, ProcError>> {
+        data.chunks(MAX).enumerate().map(|(i, c)| ins.append_start_data(m, Some(owner), (i * MAX) as u32, c)).collect()
+    }
+
+    /// A `vm.json` longer than one message crosses in chunks; `start` gets
+    /// the staged bytes followed by its own, and the staging is gone after.
+    #[test]
+    fn start_with_staged_data_gets_the_concatenation() {
+        let m = manifest();
+        let mut ins = Instances::<u32>::default();
+        let staged = bytes(1, 5 * MAX + 17);
+        let counts = stage(&mut ins, &m, 0, &staged);
+        assert_eq!(counts.last(), Some(&Ok(staged.len() as u32)));
+        assert!(counts.iter().all(Result::is_ok), "{counts:?}");
+        assert_eq!(ins.staged_bytes(Some(0)), staged.len());
+        let own = bytes(99, MAX);
+        let whole = ins.take_start_data(Some(0), own.clone()).unwrap();
+        assert_eq!(whole.len(), staged.len() + own.len());
+        assert_eq!((&whole[..staged.len()], &whole[staged.len()..]), (&staged[..], &own[..]));
+        assert_eq!(ins.check_start(&m, Some(0), "vmm-server", whole.len(), 100), Ok(2));
+        // Used: the next start has only its own.
+        assert_eq!(ins.staged_bytes(Some(0)), 0);
+        assert_eq!(ins.take_start_data(Some(0), b"{}".to_vec()), Ok(b"{}".to_vec()));
+        // Nothing staged: the request's bytes as they are.
+        assert_eq!(ins.take_start_data(Some(0), Vec::new()), Ok(Vec::new()));
+    }
+
+    /// Up to the total limit exactly, staged and sent; one byte more is
+    /// refused with the limit, on the append that crosses it and at start.
+    #[test]
+    fn the_total_is_bounded_on_every_append_and_at_start() {
+        let m = manifest();
+        let mut ins = Instances::<u32>::default();
+        let full = bytes(3, TOTAL - MAX);
+        assert!(stage(&mut ins, &m, 0, &full).iter().all(Result::is_ok));
+        assert_eq!(ins.take_start_data(Some(0), bytes(4, MAX)).map(|d| d.len()), Ok(TOTAL));
+        let too_much = Err(ProcError::TooLarge { what: "start data staged (bytes)".into(), max: TOTAL as u64 });
+        let all = bytes(5, TOTAL + 1);
+        let counts = stage(&mut ins, &m, 0, &all);
+        assert_eq!(counts.last(), Some(&too_much));
+        assert_eq!(counts.iter().filter(|c| c.is_ok()).count(), TOTAL / MAX, "every chunk up to the limit taken");
+        // The refusal dropped the staging.
+        assert_eq!(ins.staged_bytes(Some(0)), 0);
+        // Staged to the limit, then one more byte with start.
+        assert!(stage(&mut ins, &m, 0, &all[..TOTAL]).iter().all(Result::is_ok));
+        assert_eq!(
+            ins.take_start_data(Some(0), vec![b'}']),
+            Err(ProcError::TooLarge { what: "start data staged and sent (bytes)".into(), max: TOTAL as u64 })
+        );
+        assert_eq!(ins.staged_bytes(Some(0)), 0);
+    }
+
+    /// A chunk longer than one message's start data is refused (as a
+    /// start's own), and what was staged goes with it.
+    #[test]
+    fn a_chunk_over_one_message_is_refused() {
+        let m = manifest();
+        let mut ins = Instances::<u32>::default();
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, &bytes(1, MAX)), Ok(MAX as u32));
+        assert_eq!(
+            ins.append_start_data(&m, Some(0), MAX as u32, &bytes(2, MAX + 1)),
+            Err(ProcError::TooLarge { what: "a start data chunk (bytes)".into(), max: MAX as u64 })
+        );
+        assert_eq!(ins.staged_bytes(Some(0)), 0);
+        assert_eq!(
+            ins.take_start_data(Some(0), bytes(3, MAX + 1)),
+            Err(ProcError::TooLarge { what: "start data (bytes)".into(), max: MAX as u64 })
+        );
+    }
+
+    /// `offset` must be the bytes staged: 0 begins again (an unfinished
+    /// staging is not prepended to the next one), a gap or an overlap is
+    /// refused and drops the staging.
+    #[test]
+    fn offsets_must_follow_on() {
+        let m = manifest();
+        let mut ins = Instances::<u32>::default();
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, b"stale"), Ok(5));
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, b"{\"ram\""), Ok(6));
+        assert_eq!(ins.append_start_data(&m, Some(0), 6, b": 64"), Ok(10));
+        assert_eq!(ins.take_start_data(Some(0), b"}".to_vec()), Ok(b"{\"ram\": 64}".to_vec()));
+        for wrong in [3, 11, u32::MAX] {
+            assert_eq!(ins.append_start_data(&m, Some(0), 0, b"0123456789"), Ok(10));
+            let got = ins.append_start_data(&m, Some(0), wrong, b"x");
+            assert!(matches!(&got, Err(ProcError::StartData { why }) if why.contains("10 bytes are staged")), "{got:?}");
+            assert_eq!(ins.staged_bytes(Some(0)), 0);
+        }
+        // Offset 0 with nothing: a way to drop what is staged.
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, b"abc"), Ok(3));
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, b""), Ok(0));
+        assert_eq!(ins.staged_bytes(Some(0)), 0);
+    }
+
+    /// Each caller's staging is its own: another starter's `start` never
+    /// sees it, and callers that start nothing stage nothing.
+    #[test]
+    fn another_caller_s_staging_is_never_used() {
+        let m = manifest();
+        let mut ins = Instances::<u32>::default();
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, b"zone-server's"), Ok(13));
+        assert_eq!(ins.take_start_data(Some(3), b"{}".to_vec()), Ok(b"{}".to_vec()));
+        // Nor does a second one continue the first's.
+        let got = ins.append_start_data(&m, Some(3), 13, b"x");
+        assert!(matches!(got, Err(ProcError::StartData { .. })), "{got:?}");
+        assert_eq!(ins.staged_bytes(Some(0)), 13);
+        let not = |got: Result<u32, ProcError>| matches!(&got, Err(ProcError::StartData { why }) if why.contains("spawns"));
+        for who in [Some(1), Some(2), None, Some(4), Some(usize::MAX)] {
+            assert!(not(ins.append_start_data(&m, who, 0, b"{}")), "{who:?}");
+            assert_eq!(ins.take_start_data(who, Vec::new()), Ok(Vec::new()), "{who:?}");
+        }
+        assert_eq!(ins.take_start_data(Some(0), b"!".to_vec()), Ok(b"zone-server's!".to_vec()));
+    }
+
+    /// A start that fails drops what was staged (init takes it out before
+    /// it checks the start), and so does the caller's end.
+    #[test]
+    fn staging_is_dropped_after_a_failed_start_and_at_the_caller_s_end() {
+        let m = manifest();
+        let mut ins = Instances::<u32>::default();
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, &bytes(1, MAX)), Ok(MAX as u32));
+        // As ProcCall::start: the whole data, then the checks (here the
+        // budget) refuse.
+        let whole = ins.take_start_data(Some(0), b"}".to_vec()).unwrap();
+        assert!(ins.check_start(&m, Some(0), "vmm-server", whole.len(), 5000).is_err());
+        assert_eq!(ins.staged_bytes(Some(0)), 0);
+        assert_eq!(ins.take_start_data(Some(0), b"{}".to_vec()), Ok(b"{}".to_vec()));
+        // The caller ended (restarted) between its appends and its start.
+        assert_eq!(ins.append_start_data(&m, Some(0), 0, &bytes(1, MAX)), Ok(MAX as u32));
+        assert_eq!(ins.append_start_data(&m, Some(3), 0, b"kept"), Ok(4));
+        ins.drop_start_data(0);
+        assert_eq!((ins.staged_bytes(Some(0)), ins.staged_bytes(Some(3))), (0, 4));
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("bad_requests_are_failed", bad_requests_are_failed),
         ("plain_callers_receive_no_capabilities", plain_callers_receive_no_capabilities),
         ("a_pool_grant_reaches_exactly_its_volume", a_pool_grant_reaches_exactly_its_volume),
+        ("a_second_grant_cannot_reach_another_vms_volume_or_ring", a_second_grant_cannot_reach_another_vms_volume_or_ring),
         ("a_scrub_runs_while_a_volume_serves", a_scrub_runs_while_a_volume_serves),
         // The console server, which VMMs send their guests' output to.
         ("console_limits_a_flooding_client", console_limits_a_flooding_client),
@@ -440,6 +441,112 @@ fn a_pool_grant_reaches_exactly_its_volume(env: &mut Env) -> Result<(), String> 
         return Err(format!("revoke closed {closed} rings; the one opened was closed already"));
     }
     admin.destroy(vol, false).map_err(|e| format!("destroy: {e}"))?.map_err(|e| format!("destroy: {e}"))
+}
+
+/// Two VMs' grants, as zone-server makes one per VMM: B's monitor tries
+/// everything it can name against A's volume and ring (A's ring handle and
+/// its neighbours, disk indices past its own, the pool interface, opening
+/// with A's volume's index) between A's I/O, and every try is refused
+/// while A's data stays A's and its ring goes on serving; B's own volume
+/// is a different one (what B writes there never shows in A's); revoking
+/// B leaves A's ring working.
+fn a_second_grant_cannot_reach_another_vms_volume_or_ring(env: &mut Env) -> Result<(), String> {
+    use libipc::interfaces::{PoolError, pool};
+    let admin = pool::Client::new(KernelTransport::new(env.storaged));
+    let (vol_a, vol_b) = (String::from("zones/ktest-vm-a-disk0"), String::from("zones/ktest-vm-b-disk0"));
+    let mut grants = Vec::new();
+    for vol in [&vol_a, &vol_b] {
+        pool_ok("create", admin.create(vol.clone(), 1 << 20, 0))?;
+        let slot = env.next_slot;
+        env.next_slot += 1;
+        let t = CapTransport::new(env.storaged, &[slot]);
+        let granted = pool_ok("grant", pool::Client::new(&t).grant(vec![vol.clone()]))?;
+        if t.received() != 1 {
+            return Err(format!("grant of {vol} replied with {} capabilities", t.received()));
+        }
+        grants.push((Cap::<Endpoint>::from_slot(slot), slot, granted.badge));
+    }
+    let ((vmm_a, slot_a, _), (vmm_b, slot_b, badge_b)) = (grants[0], grants[1]);
+    // A's VM writes and reads its volume.
+    let (mut ring_a, rslot_a, region_a) = env.open_via(vmm_a, 0)?;
+    let stamp = alcove_rt::clock_ns();
+    let pattern: Vec<u8> = (0..2 * SECTOR_BYTES).map(|i| (i as u64).wrapping_mul(31).wrapping_add(stamp) as u8 | 1).collect();
+    ring_a.write(16, &pattern).map_err(|e| format!("A's write: {e}"))?;
+    ring_a.flush().map_err(|e| format!("A's flush: {e}"))?;
+    let mut back = vec![0u8; pattern.len()];
+    let mut a_reads_its_data = |ring: &mut Ring, when: &str| -> Result<(), String> {
+        ring.read(16, &mut back).map_err(|e| format!("A's read {when}: {e}"))?;
+        if back != pattern {
+            return Err(format!("A's volume read back other data {when}"));
+        }
+        Ok(())
+    };
+    // B sees only its own volume, and index 0 is that one.
+    let b = storage::Client::new(KernelTransport::new(vmm_b));
+    let listed = b.disks().map_err(|e| format!("B's disks: {e}"))?;
+    if listed.len() != 1 || listed[0].name != vol_b {
+        return Err(format!("B's grant lists {listed:?}, expected only {vol_b}"));
+    }
+    for index in [1u32, 2, u32::MAX] {
+        let r = b.open(index).map_err(|e| format!("B's open({index}): {e}"))?;
+        if !matches!(r, Err(StorageError::NoSuchDisk { .. })) {
+            return Err(format!("B's open({index}) gave {r:?}, expected NoSuchDisk"));
+        }
+    }
+    a_reads_its_data(&mut ring_a, "after B's opens")?;
+    // B guesses A's ring handle and its neighbours: kick and close.
+    let handle = ring_a.doorbell().handle();
+    for h in [handle, handle.wrapping_add(1), handle.wrapping_sub(1), 0, u32::MAX] {
+        let k = b.kick(h).map_err(|e| format!("B's kick({h}): {e}"))?;
+        let c = b.close(h).map_err(|e| format!("B's close({h}): {e}"))?;
+        if k != Err(StorageError::NoSuchHandle { handle: h }) || c != Err(StorageError::NoSuchHandle { handle: h }) {
+            return Err(format!("B's kick({h}) gave {k:?}, close({h}) {c:?}: expected NoSuchHandle"));
+        }
+        a_reads_its_data(&mut ring_a, &format!("after B's kick and close of handle {h}"))?;
+    }
+    // The pool interface is not B's: not to list, grant A's volume to
+    // itself, revoke A's grant or destroy A's volume.
+    let bp = pool::Client::new(KernelTransport::new(vmm_b));
+    let tries = [
+        ("list", bp.list(String::new()).map(|r| r.map(|_| ()))),
+        ("grant A's volume", bp.grant(vec![vol_a.clone()]).map(|r| r.map(|_| ()))),
+        ("destroy A's volume", bp.destroy(vol_a.clone(), false)),
+        ("revoke A's grant", bp.revoke(grants[0].2).map(|r| r.map(|_| ()))),
+    ];
+    for (what, r) in tries {
+        if r != Ok(Err(PoolError::NotPermitted)) {
+            return Err(format!("B's pool {what} gave {r:?}, expected NotPermitted"));
+        }
+    }
+    // B's own volume is another: its write there does not show in A's.
+    let (mut ring_b, rslot_b, region_b) = env.open_via(vmm_b, 0)?;
+    let other: Vec<u8> = pattern.iter().map(|b| !b).collect();
+    ring_b.write(16, &other).map_err(|e| format!("B's write: {e}"))?;
+    ring_b.flush().map_err(|e| format!("B's flush: {e}"))?;
+    a_reads_its_data(&mut ring_a, "after B wrote its own volume")?;
+    // A's own handle through B's endpoint, with B's ring open: refused
+    // still (a handle is its opener's, not any grant's).
+    if ring_b.doorbell().handle() != handle {
+        let k = b.kick(handle).map_err(|e| format!("B's kick: {e}"))?;
+        if k != Err(StorageError::NoSuchHandle { handle }) {
+            return Err(format!("B's kick of A's handle with its own ring open gave {k:?}"));
+        }
+    }
+    env.close(ring_b, rslot_b, region_b)?;
+    // B's grant revoked: A's ring goes on.
+    pool_ok("revoke B", admin.revoke(badge_b))?;
+    let _ = sys::cap_delete(slot_b);
+    ring_a.write(24, &pattern).map_err(|e| format!("A's write after B's revoke: {e}"))?;
+    ring_a.flush().map_err(|e| format!("A's flush after B's revoke: {e}"))?;
+    a_reads_its_data(&mut ring_a, "after B's grant was revoked")?;
+    env.close(ring_a, rslot_a, region_a)?;
+    let grants_a = grants[0].2;
+    pool_ok("revoke A", admin.revoke(grants_a))?;
+    let _ = sys::cap_delete(slot_a);
+    for vol in [vol_a, vol_b] {
+        pool_ok("destroy", admin.destroy(vol, false))?;
+    }
+    Ok(())
 }
 
 /// A pool call's answer, or what went wrong, named.

@@ -21,7 +21,9 @@ use alloc::vec::Vec;
 use kcore::testproto::PREFIX;
 use libipc::IpcError;
 use libipc::cap::Cap;
-use libipc::interfaces::{PROC_START_DATA_MAX, ProcError, ProcState, VmadmOutput, pool, proc, status, vmadm};
+use libipc::interfaces::{
+    PROC_START_DATA_MAX, PROC_START_DATA_TOTAL_MAX, ProcError, ProcState, VmadmOutput, pool, proc, status, vmadm,
+};
 use libipc::kernel::KernelTransport;
 use libipc::sys;
 
@@ -497,21 +499,69 @@ fn others_control_refused(env: &Env, uuid: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Lines of the metadata guest's `cloud-init:user-data`, as
+/// `ci/src/zone.rs`'s `mdata_user_data_line` makes them (the harness
+/// requires each on the console).
+const MDATA_USER_DATA_LINES: usize = 32;
+
+/// `text` (letters, digits, `-`, `/`, spaces and newlines) as a JSON string.
+fn json_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\n', "\\n"))
+}
+
+fn mdata_user_data() -> String {
+    let letters = "abcdefghijklmnopqrstuvwxyz0123456789-".repeat(2);
+    let lines: Vec<String> = (0..MDATA_USER_DATA_LINES)
+        .map(|i| format!("zone-md-user-data {i:02}/{MDATA_USER_DATA_LINES} {}", &letters[i..i + 38]))
+        .collect();
+    lines.join("\n")
+}
+
 /// The metadata guest asks COM2 for `sdc:hostname` and `customer_metadata`
-/// key `role`, copies the answers to its console (the harness checks the
-/// values and the `FAILURE` of its malformed request) and powers off:
-/// the VM is seen `stopped`, and delete leaves nothing.
+/// keys `role` and `cloud-init:user-data` (2 KiB: the VM's `vm.json` is
+/// longer than one message, so zone-server stages it with init in
+/// pieces), copies the answers to its console (the harness checks the
+/// values, every line of the user-data, and the `FAILURE` of its
+/// malformed request) and powers off: the VM is seen `stopped`, and
+/// delete leaves nothing. Meanwhile this process (another `proc` caller)
+/// has start data staged with init, which zone-server's start never gets.
 fn a_guest_reads_its_metadata_on_com2(env: &mut Env) -> Result<(), String> {
     let init_before = env.init_used_kib()?;
-    let payload = r#"{"brand": "bhyve", "alias": "zone-md", "hostname": "zone-md-host", "ram": 64, "vcpus": 1,
-  "kernel": "/zone-guest-mdata", "customer_metadata": {"role": "mdata-role-value"}, "disks": [{"size": 8}]}"#;
-    let uuid = created(&env.ok(&["create"], payload)?)?;
+    let p = proc::Client::new(client(env.proc));
+    let staged = p.append_start_data(0, b"}{not zone-server's".to_vec()).map_err(|e| format!("proc.append_start_data: {e}"))?;
+    if staged != Ok(19) {
+        return Err(format!("append_start_data of 19 bytes: {staged:?}"));
+    }
+    let user_data = mdata_user_data();
+    let payload = format!(
+        r#"{{"brand": "bhyve", "alias": "zone-md", "hostname": "zone-md-host", "ram": 64, "vcpus": 1,
+  "kernel": "/zone-guest-mdata", "customer_metadata": {{"role": "mdata-role-value", "cloud-init:user-data": {}}},
+  "disks": [{{"size": 8}}]}}"#,
+        json_string(&user_data)
+    );
+    let uuid = created(&env.ok(&["create"], &payload)?)?;
     let got = env.ok(&["get", &uuid], "")?.stdout;
     if !got.contains("\"hostname\": \"zone-md-host\"") {
         return Err(format!("vmadm get of a VM with a hostname: {got}"));
     }
+    if !got.contains(&format!("\"cloud-init:user-data\": {}", json_string(&user_data))) {
+        return Err(format!("vmadm get of a VM with 2 KiB of user-data: {got}"));
+    }
     if !wait_for(|| Ok(env.state(&uuid)? == "stopped"), 500_000_000)? {
         return Err(format!("the metadata guest's VM is still {:?}", env.state(&uuid)?));
+    }
+    // The guest's PUT (protocol v2: `guest-said`) came back from its VMM
+    // to the record.
+    let got = env.ok(&["get", &uuid], "")?.stdout;
+    if !got.contains("\"guest-said\": \"put-by-the-guest\"") {
+        return Err(format!("vmadm get after the guest's PUT of guest-said: {got}"));
+    }
+    // Ours is still there, untouched by zone-server's start; offset 0
+    // with nothing drops it.
+    let more = p.append_start_data(19, b"!".to_vec()).map_err(|e| format!("proc.append_start_data: {e}"))?;
+    let dropped = p.append_start_data(0, Vec::new()).map_err(|e| format!("proc.append_start_data: {e}"))?;
+    if (more.clone(), dropped.clone()) != (Ok(20), Ok(0)) {
+        return Err(format!("this process's staging after zone-server's start: {more:?}, then dropped: {dropped:?}"));
     }
     env.delete_leaving_nothing(&uuid, init_before)
 }
@@ -720,9 +770,12 @@ fn arp_through_own_vnic(own: CapSlot, frame: CapSlot, vnic_id: u32) -> Result<()
 }
 
 /// This process may start `vmm-server` with a small budget (zone.toml):
-/// init refuses an unknown template, start data beyond its limit, a budget
-/// beyond what is left, and instance numbers that are not (or no longer)
-/// the caller's; an instance that starts and ends is reported, then reaped.
+/// init refuses an unknown template, start data beyond its limit (a
+/// message's, a staged chunk's, the staged total's), a staged chunk that
+/// does not follow on, a budget beyond what is left, and instance numbers
+/// that are not (or no longer) the caller's; a failed start drops what was
+/// staged for it; an instance started from staged start data that ends is
+/// reported, then reaped.
 fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> {
     let p = proc::Client::new(client(env.proc));
     let call = |r: Result<Result<u32, ProcError>, IpcError>| r.map_err(|e| format!("proc: {e}"));
@@ -735,9 +788,31 @@ fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> 
         return Err(format!("start of an unknown template: {got:?}"));
     }
     let huge = vec![b'{'; PROC_START_DATA_MAX as usize + 1];
-    let got = call(p.start("vmm-server".into(), huge, 64))?;
+    let got = call(p.start("vmm-server".into(), huge.clone(), 64))?;
     if !matches!(got, Err(ProcError::TooLarge { .. })) {
         return Err(format!("start with too much start data: {got:?}"));
+    }
+    // Start data staged in pieces: each at most one message's, following
+    // on from what is staged, in all at most PROC_START_DATA_TOTAL_MAX.
+    let chunk = vec![b' '; PROC_START_DATA_MAX as usize];
+    let append = |offset: u32, bytes: &[u8]| call(p.append_start_data(offset, bytes.to_vec()));
+    let got = append(0, &huge)?;
+    if !matches!(got, Err(ProcError::TooLarge { max, .. }) if max == u64::from(PROC_START_DATA_MAX)) {
+        return Err(format!("append_start_data of a chunk over one message: {got:?}"));
+    }
+    append(0, &chunk)?.map_err(|e| format!("append_start_data of one message: {e}"))?;
+    let got = append(1, &chunk)?;
+    if !matches!(got, Err(ProcError::StartData { ref why }) if why.contains("bytes are staged")) {
+        return Err(format!("append_start_data at an offset that is not the bytes staged: {got:?}"));
+    }
+    let mut got = Ok(0);
+    let mut offset = 0;
+    while let Ok(staged) = got {
+        offset = staged;
+        got = append(offset, &chunk)?;
+    }
+    if offset != PROC_START_DATA_TOTAL_MAX || !matches!(got, Err(ProcError::TooLarge { max, .. }) if max == u64::from(PROC_START_DATA_TOTAL_MAX)) {
+        return Err(format!("append_start_data past the total: {got:?} after {offset} bytes"));
     }
     let limit = p.usage().map_err(|e| format!("proc.usage: {e}"))?.budget_limit_kib;
     let got = call(p.start("vmm-server".into(), vec![], limit + 1))?;
@@ -755,7 +830,9 @@ fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> 
             return Err(format!("stop of instance {n}, not ours: {got:?}"));
         }
     }
-    // A capability that is not an endpoint cannot stand in for storaged.
+    // A capability that is not an endpoint cannot stand in for storaged;
+    // the start data staged for that start goes with it.
+    append(0, b"{\"stale\"")?.map_err(|e| format!("append_start_data: {e}"))?;
     let note = 198;
     sys::create(abi::ObjectType::Notification, note, 0).map_err(|e| format!("notification: {e}"))?;
     let t = libipc::kernel::CapTransport::new(Cap::from_slot(env.proc), &[]).sending(&[note]);
@@ -763,6 +840,10 @@ fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> 
     let _ = sys::cap_delete(note);
     if !matches!(got, Ok(Err(ProcError::Start { ref why })) if why.contains("not an endpoint")) {
         return Err(format!("start with a notification as its storaged: {got:?}"));
+    }
+    let got = append(9, b"}")?;
+    if !matches!(got, Err(ProcError::StartData { ref why }) if why.contains("0 bytes are staged")) {
+        return Err(format!("append_start_data after a failed start: {got:?}, expected its staging gone"));
     }
     // `give`: only the names an instance takes, each of its own kind, and
     // only with a capability sent.
@@ -793,8 +874,10 @@ fn proc_refuses_what_the_caller_may_not_do(env: &mut Env) -> Result<(), String> 
     let got = give("control", Some(note))?;
     let _ = sys::cap_delete(note);
     got.map_err(|e| format!("give \"control\" with a notification: {e}"))?;
-    // A real one: a VMM with a description it refuses ends with an error.
-    let id = call(p.start("vmm-server".into(), b"{\"ram\": 1}".to_vec(), limit))?
+    // A real one: a VMM with a description it refuses ends with an error
+    // (its start data staged in two pieces, the last with start).
+    append(0, b"{\"ram\"")?.map_err(|e| format!("append_start_data: {e}"))?;
+    let id = call(p.start("vmm-server".into(), b": 1}".to_vec(), limit))?
         .map_err(|e| format!("start of a VMM within the budget: {e}"))?;
     let mut state = ProcState::Running;
     wait_for(
@@ -836,6 +919,7 @@ fn other_clients_reach_neither_vmadm_nor_proc(env: &mut Env) -> Result<(), Strin
         2 => Err("init let a process that may spawn nothing start a VMM".into()),
         4 => Err("zone-server stopped on the lifecycle.stop of a process the manifest does not let stop it".into()),
         6 => Err("init gave a process that started no VMM a VMM's control notification".into()),
+        7 => Err("init staged start data for a process that may spawn nothing".into()),
         n => Err(format!("zone-other answered {n}")),
     }
 }
@@ -865,6 +949,12 @@ fn other_main(info: StartInfo) -> u64 {
             if p != Ok(Err(ProcError::NotPermitted { template: "vmm-server".into() })) {
                 println!("zone-other: proc.start answered: {p:?}");
                 return 2;
+            }
+            // Nor stage start data for one.
+            let a = proc::Client::new(client(procs)).append_start_data(0, b"{}".to_vec());
+            if !matches!(&a, Ok(Err(ProcError::StartData { why })) if why.contains("spawns")) {
+                println!("zone-other: proc.append_start_data answered: {a:?}");
+                return 7;
             }
             // Nor press any VM's power button: init gives a VMM's control
             // notification to its starter only.

@@ -107,12 +107,90 @@ impl log::Log for ConsoleLogger {
 /// process adds more with [`grow_heap`] (see [`heap`]).
 pub const HEAP_BYTES: usize = 512 * 1024;
 
+/// Text written into a fixed buffer, cut at its end (at a character
+/// boundary): what the panic handler formats its message into, as a
+/// panic may come from a failed allocation.
+#[cfg_attr(not(any(target_os = "none", test)), allow(dead_code))]
+struct FixedText<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+#[cfg_attr(not(any(target_os = "none", test)), allow(dead_code))]
+impl<const N: usize> FixedText<N> {
+    const fn new() -> Self {
+        Self { bytes: [0; N], len: 0 }
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> core::fmt::Write for FixedText<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = N - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+/// The panic message, formatted without the heap: a panic for a failed
+/// allocation (the heap spent) used to format it with `format!`, whose
+/// allocation failed again, and so on until the stack ran out (zone-server
+/// out of heap: a page fault at the stack's bottom, no message).
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+fn panic_message(name: &str, info: &core::panic::PanicInfo<'_>) -> FixedText<512> {
+    use core::fmt::Write as _;
+    let mut text = FixedText::<512>::new();
+    let _ = write!(text, "panic in {name}: {info}");
+    // The line always ends, however long the message was: room is made
+    // for the newline at a character boundary (not in a UTF-8
+    // continuation byte).
+    if text.len == 512 {
+        text.len = 511;
+        while text.len > 0 && text.bytes[text.len] & 0xc0 == 0x80 {
+            text.len -= 1;
+        }
+    }
+    let _ = text.write_str("\n");
+    text
+}
+
 #[cfg(target_os = "none")]
 mod target {
+    use core::sync::atomic::{AtomicBool, Ordering};
+
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        super::print(&alloc::format!("panic in {}: {info}\n", super::start::process_name()));
+        // A panic while reporting one (or another thread's at the same
+        // time): the process ends at once, with the first's message.
+        static PANICKING: AtomicBool = AtomicBool::new(false);
+        if !PANICKING.swap(true, Ordering::SeqCst) {
+            super::print(super::panic_message(super::start::process_name(), info).as_str());
+        }
         libipc::sys::exit(101)
+    }
+}
+
+#[cfg(test)]
+mod panic_message_tests {
+    /// The panic message's buffer: cut at a character boundary.
+    #[test]
+    fn fixed_text_is_cut_at_a_character_boundary() {
+        use core::fmt::Write as _;
+        let mut text = super::FixedText::<16>::new();
+        let _ = text.write_str("abcdefghijklmnoé");
+        assert_eq!(text.as_str(), "abcdefghijklmno");
+        let _ = write!(text, "more");
+        assert_eq!(text.as_str(), "abcdefghijklmnom", "what fits");
+        let _ = write!(text, "x");
+        assert_eq!(text.as_str(), "abcdefghijklmnom", "full: nothing more");
     }
 }
 

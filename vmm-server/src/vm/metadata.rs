@@ -1,8 +1,10 @@
 //! The SmartOS metadata service on the VM's second serial port (COM2):
 //! what the guest writes there goes to an `alcove_mdata::MetadataServer`
 //! made from the VM's description (`uuid`, `alias`, `hostname`,
-//! `customer_metadata`, `resolvers`, as zone-server passes them in
-//! `vm.json`, and `nics` as vmadm shows them, made from the VM's NICs:
+//! `customer_metadata`, `resolvers`, and what only the metadata service
+//! reads: `tags`, `routes`, `owner_uuid`, the guest-readable part of
+//! `internal_metadata`, ... (`VmConfig::metadata`), as zone-server passes
+//! them in `vm.json`, and `nics` as vmadm shows them, made from the VM's NICs:
 //! `sdc:nics` and `sdc:resolvers` are what cloud-init's SmartOS
 //! datasource configures the guest's network from), and its
 //! answers go back into COM2's receive FIFO. `mdata-get sdc:hostname` in the
@@ -15,6 +17,7 @@
 //! guest reads them at its pace); a guest that writes without reading
 //! stops getting answers queued past [`PENDING_LIMIT`] bytes.
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -80,12 +83,27 @@ pub struct MetadataPort {
     pending: Vec<u8>,
     /// Answer bytes dropped because the guest did not read them.
     pub dropped: u64,
+    /// The guest's `PUT`s and `DELETE`s waiting to be written back to the
+    /// VM's record (only when the VMM has somewhere to write them:
+    /// [`MetadataPort::writing_back`]), oldest first, at most
+    /// [`OUTBOX_LIMIT`].
+    outbox: VecDeque<alcove_mdata::Update>,
+    write_back: bool,
+    /// Changes dropped from a full outbox.
+    pub dropped_updates: u64,
 }
+
+/// The guest's changes waiting for the write-back at most: a guest that
+/// changes faster than zone-server takes them loses the oldest (its own
+/// copy keeps every change; the record gets the later ones).
+pub const OUTBOX_LIMIT: usize = 64;
 
 impl MetadataPort {
     /// The service for the VM `config` describes.
     pub fn new(config: &VmConfig) -> Self {
-        let mut vm = Map::new();
+        // The metadata service's own properties first; what the VMM knows
+        // as its own (below) is never taken from them.
+        let mut vm = config.metadata.clone();
         if let Some(u) = &config.uuid {
             vm.insert("uuid".into(), Value::String(alloc::format!("{u}")));
         }
@@ -103,7 +121,32 @@ impl MetadataPort {
         vm.insert("customer_metadata".into(), Value::Object(cm));
         vm.insert("resolvers".into(), Value::Array(config.resolvers.iter().map(|r| Value::String(r.clone())).collect()));
         vm.insert("nics".into(), Value::Array((0..config.nics.len()).map(|i| nic_json(config, i)).collect()));
-        Self { server: alcove_mdata::MetadataServer::new(Value::Object(vm)), pending: Vec::new(), dropped: 0 }
+        Self {
+            server: alcove_mdata::MetadataServer::new(Value::Object(vm)),
+            pending: Vec::new(),
+            dropped: 0,
+            outbox: VecDeque::new(),
+            write_back: false,
+            dropped_updates: 0,
+        }
+    }
+
+    /// Keeps the guest's changes for [`MetadataPort::take_update`] (the
+    /// VMM writes them back to the VM's record at zone-server).
+    pub fn writing_back(mut self) -> Self {
+        self.write_back = true;
+        self
+    }
+
+    /// The oldest of the guest's changes not yet written back (the latest
+    /// change of its key).
+    pub fn take_update(&mut self) -> Option<alcove_mdata::Update> {
+        self.outbox.pop_front()
+    }
+
+    /// Whether changes wait to be written back.
+    pub fn has_updates(&self) -> bool {
+        !self.outbox.is_empty()
     }
 
     /// Takes what the guest wrote to COM2, answers it, and hands COM2 as
@@ -112,6 +155,20 @@ impl MetadataPort {
         let asked = platform.take_metadata_output();
         if !asked.is_empty() {
             let answer = self.server.feed(&asked);
+            for u in self.server.take_updates() {
+                if !self.write_back {
+                    continue;
+                }
+                // A key changed again before the last change went back:
+                // only the latest goes (a guest repeating PUTs costs the
+                // record one write per key, not one per PUT).
+                self.outbox.retain(|o| !(o.store == u.store && o.key == u.key));
+                if self.outbox.len() == OUTBOX_LIMIT {
+                    self.outbox.pop_front();
+                    self.dropped_updates += 1;
+                }
+                self.outbox.push_back(u);
+            }
             let room = PENDING_LIMIT.saturating_sub(self.pending.len());
             let taken = answer.len().min(room);
             self.dropped += (answer.len() - taken) as u64;
@@ -212,6 +269,78 @@ mod tests {
             let e = alloc::format!("{:?}", VmConfig::from_json(&json(bad)).unwrap_err());
             assert!(e.contains("resolvers"), "{bad}: {e}");
         }
+    }
+
+    /// The `sdc:` keys and internal metadata the description carries for
+    /// the metadata service alone: `sdc:tags.NAME`, `sdc:owner_uuid`,
+    /// `sdc:routes`, a key of a listed internal namespace and a `_pw`
+    /// key; neither is in `KEYS` (customer metadata only), and the VM's
+    /// own `uuid` is never another's.
+    #[test]
+    fn a_guest_reads_its_tags_owner_routes_and_internal_metadata() {
+        let c = VmConfig::from_json(
+            r#"{"brand": "bhyve", "uuid": "8a7f3c2e-5b1d-4e6f-9a0b-1c2d3e4f5a6b", "ram": 64, "kernel": "/k",
+                "owner_uuid": "930896af-bf8c-48d4-885c-6573a94b1853", "tags": {"role": "db", "tier": 2},
+                "routes": {"10.2.0.0/16": "10.0.0.1"}, "internal_metadata_namespaces": ["ops"],
+                "internal_metadata": {"ops:level": "7", "root_pw": "s3cret"}, "customer_metadata": {"a": "b"}}"#,
+        )
+        .unwrap();
+        let mut p = Platform::new(0, 0);
+        let mut md = MetadataPort::new(&c);
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:owner_uuid\n"), b"SUCCESS\n930896af-bf8c-48d4-885c-6573a94b1853\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:tags.role\n"), b"SUCCESS\ndb\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:tags.tier\n"), b"SUCCESS\n2\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:routes\n"), b"SUCCESS\n[{\"dst\":\"10.2.0.0/16\",\"gateway\":\"10.0.0.1\",\"linklocal\":false}]\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET ops:level\n"), b"SUCCESS\n7\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET root_pw\n"), b"SUCCESS\ns3cret\n.\n");
+        // KEYS: the customer keys and the internal ones the guest may read.
+        assert_eq!(ask(&mut p, &mut md, b"KEYS\n"), b"SUCCESS\na\nops:level\nroot_pw\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:uuid\n"), b"SUCCESS\n8a7f3c2e-5b1d-4e6f-9a0b-1c2d3e4f5a6b\n.\n");
+        // Bad shapes are refused naming the property.
+        let json = |k: &str, v: &str| alloc::format!(r#"{{"brand": "bhyve", "ram": 64, "kernel": "/k", "{k}": {v}}}"#);
+        for (k, v, named) in [
+            ("tags", r#"{"a": [1]}"#, "tags.a"),
+            ("tags", r#""web""#, "tags"),
+            ("routes", r#"{"10.2.0.0/16": 5}"#, "routes.10.2.0.0/16"),
+            ("internal_metadata", r#"{"k": {"x": 1}}"#, "internal_metadata.k"),
+            ("internal_metadata_namespaces", r#"["a:b"]"#, "internal_metadata_namespaces[0]"),
+            ("owner_uuid", "7", "owner_uuid"),
+            ("do_not_inventory", r#""yes""#, "do_not_inventory"),
+        ] {
+            let e = alloc::format!("{}", VmConfig::from_json(&json(k, v)).unwrap_err());
+            assert!(e.contains(&alloc::format!("\"{named}\"")), "{k}: {v}: {e}");
+        }
+    }
+
+    /// The guest's changes wait for the write-back, each key's latest
+    /// alone (a guest repeating PUTs is one change per key), oldest first,
+    /// at most OUTBOX_LIMIT; a VMM with nowhere to write them keeps none.
+    #[test]
+    fn a_guests_changes_wait_for_the_write_back_once_per_key() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let put = |id: u32, k: &str, v: &str| {
+            let body = alloc::format!("{id:08x} PUT {}", b64(&alloc::format!("{} {}", b64(k), b64(v))));
+            alloc::format!("V2 {} {} {body}\n", body.len(), alcove_mdata::crc32_hex(body.as_bytes())).into_bytes()
+        };
+        let mut p = Platform::new(0, 0);
+        let mut md = MetadataPort::new(&config()).writing_back();
+        for (i, (k, v)) in [("a", "1"), ("b", "2"), ("a", "3")].iter().enumerate() {
+            let answer = ask(&mut p, &mut md, &put(i as u32, k, v));
+            assert!(String::from_utf8_lossy(&answer).contains("SUCCESS"), "{answer:?}");
+        }
+        let taken: Vec<(String, Option<String>)> = core::iter::from_fn(|| md.take_update()).map(|u| (u.key, u.value)).collect();
+        assert_eq!(taken, [("b".into(), Some("2".into())), ("a".into(), Some("3".into()))]);
+        for i in 0..OUTBOX_LIMIT + 5 {
+            ask(&mut p, &mut md, &put(i as u32, &alloc::format!("k{i}"), "v"));
+        }
+        assert_eq!(md.dropped_updates, 5);
+        assert_eq!(md.take_update().map(|u| u.key).as_deref(), Some("k5"));
+        // No write-back: the guest's copy changes, nothing waits.
+        let mut quiet = MetadataPort::new(&config());
+        ask(&mut p, &mut quiet, &put(9, "a", "1"));
+        assert!(!quiet.has_updates());
+        assert_eq!(ask(&mut p, &mut quiet, b"GET a\n"), b"SUCCESS\n1\n.\n");
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn typing_at_a_vms_console_over_http_reaches_its_vmm() {
     c.set_caller(VMM);
     assert_eq!(con::Server::read(c, 64), b"uname -a\r");
     // A full queue takes what fits; the rest is the client's to send again.
-    // (apid takes bodies of at most 2816 bytes: two posts fill the queue.)
+    // (Two posts of 2 KiB fill the queue.)
     let long = "x".repeat(2048);
     let (_, v) = post(&mut s, &path, &std::format!("{{\"data\": \"{long}\"}}"));
     assert_eq!(v["taken"], 2048);

@@ -41,6 +41,11 @@ pub struct Settings {
     pub port: u16,
 }
 
+/// Bytes apid adds to its heap at start for request bodies
+/// (`alcove_rt::grow_heap`, charged to its budget: the manifests give
+/// apid 3 MiB).
+pub const HEAP_GROWTH_BYTES: usize = 2 << 20;
+
 /// Reads `token=` and `port=` from the server's arguments.
 pub fn settings(args: &[String]) -> Result<Settings, String> {
     let arg = |k: &str| args.iter().find_map(|a| a.strip_prefix(k));
@@ -51,13 +56,15 @@ pub fn settings(args: &[String]) -> Result<Settings, String> {
         Some(p) => p.parse().ok().filter(|&p| p != 0).ok_or_else(|| format!("port={p}: not a TCP port"))?,
     };
     // A body is a payload for zone-server's `vmadm`, which takes at most
-    // VMADM_REQUEST_MAX bytes with the arguments: a larger one is refused
-    // here, with 413, before it is read.
+    // VMADM_STDIN_MAX bytes (staged in pieces, `vmadm_run_whole`): a
+    // larger one is refused here, with 413, before it is read. Seven
+    // bodies that large at once fit the heap apid grows at start
+    // (HEAP_GROWTH_BYTES).
     // At most 7 connections served and up to 4 more being told 503: with
     // the listener's 4, 15 sockets, under the 16 netd gives a client (the
     // rest wait in netd's backlog or are refused there).
     let limits = Limits {
-        max_body_bytes: libipc::interfaces::VMADM_REQUEST_MAX as usize - 256,
+        max_body_bytes: libipc::interfaces::VMADM_STDIN_MAX as usize,
         max_connections: MAX_CONNECTIONS,
         ..Limits::default()
     };

@@ -39,8 +39,9 @@
 //! 0x2F8-0x2FF, IRQ 3) whose transmitted bytes go to a `MetadataServer`
 //! made from its `vm.json` and whose receive FIFO gets the answers
 //! (`vmm_server::vm::metadata`). The guest's `PUT`s change the VMM's copy
-//! only; sending [`MetadataServer::take_updates`] back to zone-server to
-//! persist is not done yet.
+//! at once; the VMM sends [`MetadataServer::take_updates`] back to
+//! zone-server (`libipc::interfaces::mdata`), which saves them in the VM's
+//! record.
 //!
 //! Bounds: a line longer than [`MAX_LINE`] bytes is dropped as it arrives
 //! (the buffer never grows past it); garbage, half lines and invalid UTF-8

@@ -21,6 +21,8 @@ extern crate alloc;
 pub mod argv;
 pub mod coerce;
 pub mod devices;
+#[doc(hidden)]
+pub mod hostile;
 pub mod list;
 pub mod ops;
 pub mod properties;

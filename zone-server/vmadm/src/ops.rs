@@ -88,6 +88,13 @@ fn save(reg: &Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), String> 
 /// starts it when `autoboot` (the default) is set.
 pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Created, OpError> {
     let m = validate::parse(text).map_err(OpError::Payload)?;
+    if reg.len() >= crate::properties::MAX_INSTANCES {
+        return Err(OpError::Conflict(format!(
+            "the machine holds {} instances, at most {}: delete one first",
+            reg.len(),
+            crate::properties::MAX_INSTANCES
+        )));
+    }
     let checked = validate::check_create(&m);
     if !checked.problems.only_bad_properties() {
         return Err(OpError::Invalid(checked.problems));
@@ -101,6 +108,13 @@ pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Cre
     let mut props = checked.payload;
     create_images(&mut props, host)?;
     validate::create_defaults(&mut props, &mut |b| host.random(b));
+    // Again with what the images added (`check_create` had the payload
+    // alone): a VM that could never start is not made.
+    let mut problems = Problems::default();
+    validate::check_vm_json(&props, &mut problems);
+    if !problems.is_empty() {
+        return Err(OpError::Invalid(problems));
+    }
     let now = host.now();
     let vm = Instance::new(props, &now).map_err(OpError::Payload)?;
     let uuid = vm.uuid;
@@ -118,11 +132,19 @@ pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Cre
             if let Some(pid) = pid {
                 vm.props.insert("pid".into(), Value::from(pid));
             }
-            let mut created = Created { uuid, warnings };
             if let Err(e) = save(reg, host, &uuid) {
-                created.warnings.push(format!("WARNING: VM {uuid} was created but its record was not saved: {e}"));
+                // A VM whose record is not on the pool would be gone at the
+                // next restart: undone now, saying why (the pool's user
+                // properties full, storaged gone).
+                let vm = reg.get(&uuid).expect("just added").clone();
+                if boot {
+                    let _ = host.halt(&vm);
+                }
+                let _ = host.destroy(&vm);
+                let _ = reg.remove(&uuid);
+                return Err(OpError::Failed { uuid: None, why: format!("its record could not be saved on the pool ({e}): nothing was kept") });
             }
-            Ok(created)
+            Ok(Created { uuid, warnings })
         }
         Err(why) => {
             let _ = vm.apply(Event::ProvisionFailed, &now);
@@ -468,23 +490,85 @@ pub fn update(
     images(payload.get_mut("add_disks"), "add_disks", host)?;
     let mut props = vm.props.clone();
     let applied = update::apply(&mut props, &payload, &mut |b| host.random(b)).map_err(OpError::Invalid)?;
+    // Metadata set piece by piece must still fit what its VMM starts with.
+    let mut problems = Problems::default();
+    validate::check_vm_json(&props, &mut problems);
+    if !problems.is_empty() {
+        return Err(OpError::Invalid(problems));
+    }
     reg.check_macs(uuid, &macs_of(&props)).map_err(|e| OpError::Conflict(e.to_string()))?;
     let now = host.now();
     let vm = reg.get_mut(uuid).expect("found");
-    vm.props = props;
+    let before = core::mem::replace(&mut vm.props, props);
     vm.props.insert("last_modified".into(), Value::String(now));
     let vm = vm.clone();
+    // Saved first: a change the pool did not keep is not made.
+    if let Err(e) = save(reg, host, uuid) {
+        if let Some(vm) = reg.get_mut(uuid) {
+            vm.props = before;
+        }
+        return Err(OpError::Failed { uuid: None, why: format!("its record could not be saved on the pool ({e}): nothing changed") });
+    }
     let live = if vm.state == State::Running && !applied.live.is_empty() {
         host.update_live(&vm, &applied.live)
     } else {
         Ok(())
     };
-    let _ = save(reg, host, uuid);
     live.map_err(|e| OpError::Failed {
         uuid: None,
         why: format!("saved, but the running VM did not take {}: {e}", applied.live.join(",")),
     })?;
     Ok(applied)
+}
+
+/// A change the VM's guest made through its metadata service (`PUT` or
+/// `DELETE`, which its VMM already answered and holds): `key` set to
+/// `value` (removed for `None`) in `internal_metadata` (`internal`) or
+/// `customer_metadata`, checked as `vmadm update`'s `set_X`/`remove_X`
+/// (key and value lengths, the number of keys, the VM's description
+/// for its VMM) and saved; the running VM is not told (its VMM made it).
+pub fn guest_metadata(
+    reg: &mut Registry,
+    host: &mut dyn Host,
+    uuid: &Uuid,
+    internal: bool,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), OpError> {
+    let vm = found(reg, uuid)?;
+    let map = if internal { "internal_metadata" } else { "customer_metadata" };
+    let mut m = Map::new();
+    match value {
+        Some(v) => {
+            let mut set = Map::new();
+            set.insert(key.into(), Value::String(v.into()));
+            m.insert(format!("set_{map}"), Value::Object(set));
+        }
+        None => {
+            m.insert(format!("remove_{map}"), Value::Array(alloc::vec![Value::String(key.into())]));
+        }
+    }
+    let checked = validate::check_update(vm.brand(), &m);
+    if !checked.problems.is_empty() {
+        return Err(OpError::Invalid(checked.problems));
+    }
+    let mut props = vm.props.clone();
+    update::apply(&mut props, &checked.payload, &mut |b| host.random(b)).map_err(OpError::Invalid)?;
+    let mut problems = Problems::default();
+    validate::check_vm_json(&props, &mut problems);
+    if !problems.is_empty() {
+        return Err(OpError::Invalid(problems));
+    }
+    let now = host.now();
+    let vm = reg.get_mut(uuid).expect("found");
+    let before = core::mem::replace(&mut vm.props, props);
+    vm.props.insert("last_modified".into(), Value::String(now));
+    save(reg, host, uuid).map_err(|why| {
+        if let Some(vm) = reg.get_mut(uuid) {
+            vm.props = before;
+        }
+        OpError::Failed { uuid: None, why: format!("its record could not be saved on the pool ({why}): nothing changed") }
+    })
 }
 
 /// `vmadm delete`: halts a running VM, returns its resources, forgets it.

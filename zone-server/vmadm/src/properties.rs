@@ -33,6 +33,28 @@ pub const MAX_NICS: usize = 8;
 pub const MAX_DISK_MIB: i64 = 16 * 1024 * 1024;
 /// A whole payload, in bytes.
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
+/// The VM's description for its VMM (`vm.json`, [`crate::vmm`]), in
+/// bytes: what init starts one VMM with at most (libipc's
+/// `PROC_START_DATA_TOTAL_MAX`; zone-server checks they agree). A VM
+/// whose description would be larger (its `customer_metadata`, above all)
+/// is refused at `validate`, `create` and `update` rather than at start.
+pub const MAX_VM_JSON: usize = 64 * 1024;
+/// The instance's record (what `vmadm get` prints), in bytes: zone-server
+/// keeps it on the pool as a user property of its record volume, which
+/// storaged holds at most this long (its MOS, in its memory, carries every
+/// user property). A VM whose record would be longer is refused at
+/// `validate`, `create`, `update` and a guest's metadata write-back,
+/// naming the property that takes the most of it, rather than made and
+/// then lost at the next restart. In practice this, not
+/// [`MAX_VM_JSON`], bounds `customer_metadata`.
+pub const MAX_RECORD: usize = 8 * 1024;
+/// Instances one machine holds at most: zone-server keeps every record
+/// in memory (and lists them whole): a `create` past this is refused.
+pub const MAX_INSTANCES: usize = 128;
+/// What the record adds to the properties: the computed ones
+/// (`state`, `zonename`, `zonepath`, `server_uuid`, ...) and the
+/// timestamps, with their names and JSON, at most.
+pub const RECORD_OVERHEAD: usize = 512;
 /// How deeply a payload's JSON may nest (the deepest bhyve property,
 /// `nics[0].ips[0]`, is 3 deep).
 pub const MAX_DEPTH: usize = 8;

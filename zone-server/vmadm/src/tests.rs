@@ -24,6 +24,7 @@ use crate::verbs::{self, Host, Output};
 mod hostile;
 mod random;
 mod verbs_tests;
+mod vm_json_size;
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().expect("an object").clone()
@@ -455,6 +456,82 @@ fn link_protections_and_every_address_of_ips_reach_the_vmm() {
     assert_eq!(c.resolvers, ["10.0.0.53", "8.8.4.4"]);
 }
 
+/// The machine holds at most MAX_INSTANCES: the next create is refused
+/// saying so, and nothing is made; a delete makes room.
+#[test]
+fn creates_stop_at_the_machines_instance_bound() {
+    let mut reg = Registry::new("s");
+    let mut host = FakeHost::default();
+    for i in 0..properties::MAX_INSTANCES {
+        let p = format!(r#"{{"brand": "bhyve", "kernel": "k", "ram": 64, "autoboot": false, "uuid": "11111111-1111-4111-8111-{i:012}"}}"#);
+        let out = run_stdin("create", &p, &mut reg, &mut host);
+        assert_eq!(out.code, 0, "{i}: {out:?}");
+    }
+    let calls = host.calls.len();
+    let last = r#"{"brand": "bhyve", "kernel": "k", "ram": 64, "uuid": "22222222-2222-4222-8222-222222222222"}"#;
+    let out = run_stdin("create", last, &mut reg, &mut host);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains(&format!("at most {}", properties::MAX_INSTANCES)), "{out:?}");
+    assert_eq!((reg.len(), host.calls.len()), (properties::MAX_INSTANCES, calls));
+    let first = reg.iter().next().unwrap().uuid.text();
+    assert_eq!(run(&format!("delete {first}"), &mut reg, &mut host).code, 0);
+    let out = run_stdin("create", last, &mut reg, &mut host);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// A record the pool does not keep (its user properties full, storaged
+/// gone): `create` undoes the VM (halted, its resources given back, no
+/// record in the registry) and says why; `update` and a guest's metadata
+/// write-back change nothing and say why.
+#[test]
+fn nothing_is_kept_whose_record_the_pool_does_not_keep() {
+    let mut reg = Registry::new("s");
+    let mut host = FakeHost::default();
+    host.fail.insert("persist", "out of space: the pool's user properties would take 524300 bytes".into());
+    let out = run_stdin("create", r#"{"brand": "bhyve", "kernel": "k", "ram": 64}"#, &mut reg, &mut host);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("could not be saved on the pool") && out.stderr.contains("user properties"), "{out:?}");
+    assert!(reg.is_empty(), "nothing kept");
+    assert!(host.calls.iter().any(|c| c.starts_with("destroy ")) && host.calls.iter().any(|c| c.starts_with("halt ")), "{:?}", host.calls);
+    host.fail.remove("persist");
+    let u = "11111111-1111-4111-8111-111111111111";
+    let out = run_stdin("create", &format!(r#"{{"brand": "bhyve", "kernel": "k", "ram": 64, "uuid": "{u}"}}"#), &mut reg, &mut host);
+    assert_eq!(out.code, 0, "{out:?}");
+    let before = reg.clone();
+    host.fail.insert("persist", "storaged did not answer".into());
+    let out = run_stdin(&format!("update {u}"), r#"{"set_customer_metadata": {"a": "b"}}"#, &mut reg, &mut host);
+    assert!(out.code == 1 && out.stderr.contains("nothing changed"), "{out:?}");
+    assert_eq!(reg, before);
+    let e = crate::ops::guest_metadata(&mut reg, &mut host, &Uuid::parse(u).unwrap(), false, "a", Some("b")).unwrap_err();
+    assert!(e.reason().contains("nothing changed"), "{}", e.reason());
+    assert_eq!(reg, before);
+}
+
+/// What the guest's metadata service answers beyond the VM itself crosses
+/// to the VMM: `tags`, `owner_uuid`, `billing_id`,
+/// `internal_metadata_namespaces` and, of
+/// `internal_metadata`, only the keys a guest may read (`*_pw` and those
+/// in a listed namespace); the rest of the record stays behind.
+#[test]
+fn what_the_metadata_service_answers_reaches_the_vmm() {
+    use vmm_server::config::VmConfig;
+    let owner = "930896af-bf8c-48d4-885c-6573a94b1853";
+    let p = created(json!({"brand": "bhyve", "kernel": "bzImage", "ram": 64, "owner_uuid": owner,
+        "billing_id": "00000000-0000-4000-8000-00000000b111",
+        "tags": {"role": "web", "count": 3, "prod": true},
+        "internal_metadata_namespaces": ["ops"],
+        "internal_metadata": {"ops:level": "7", "root_pw": "s3cret", "secret:key": "hidden"}}));
+    let json = crate::vmm::vm_config_json(&p);
+    let c = VmConfig::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
+    let m = &c.metadata;
+    assert_eq!(m["owner_uuid"], owner);
+    assert_eq!(m["billing_id"], "00000000-0000-4000-8000-00000000b111");
+    assert_eq!(m["tags"], json!({"role": "web", "count": 3, "prod": true}));
+    assert_eq!(m["internal_metadata_namespaces"], json!(["ops"]));
+    assert_eq!(m["internal_metadata"], json!({"ops:level": "7", "root_pw": "s3cret"}), "secret:key is not the guest's");
+    assert!(!json.contains("hidden"));
+}
+
 /// An installed image whose manifest says `requirements.bootrom: uefi`.
 const UEFI_IMAGE: &str = "0ef10000-0000-4000-8000-000000000001";
 
@@ -495,7 +572,8 @@ fn bootrom_uefi_is_taken_and_an_image_names_its_firmware() {
 
 /// The VMM's description crosses as `proc.start`'s start data: a VM with
 /// the most NICs, each with every link protection given and two
-/// addresses, and 16 resolvers still fits.
+/// addresses, and 16 resolvers still fits in that one message (only
+/// `customer_metadata` makes a VM's start stage its `vm.json` in pieces).
 #[test]
 fn the_largest_nic_set_fits_the_vmms_start_data() {
     let nic = |i: u32| {
@@ -632,6 +710,9 @@ impl Host for FakeHost {
         self.call("console", vm)
     }
     fn persist(&mut self, uuid: &Uuid, record: Option<&str>) -> Result<(), String> {
+        if let Some(e) = self.fail.get("persist") {
+            return Err(e.clone());
+        }
         match record {
             Some(r) => self.stored.insert(uuid.text(), r.into()),
             None => self.stored.remove(&uuid.text()),

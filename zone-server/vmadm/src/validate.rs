@@ -10,7 +10,7 @@
 
 use alloc::borrow::ToOwned;
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use serde_json::{Map, Value};
@@ -253,8 +253,61 @@ pub fn check_create(m: &Map<String, Value>) -> Checked {
     let disks_ok = !out.bad_values.iter().chain(&out.missing_properties).any(|p| p.starts_with("disks"));
     if brand.is_some() {
         cross_checks(&mut payload, disks_ok, &mut out);
+        // The description as `create` will make it: generated values
+        // (uuid, disk paths, MACs) have the same length whatever they are.
+        let mut filled = payload.clone();
+        create_defaults(&mut filled, &mut |b| b.fill(0));
+        check_vm_json(&filled, &mut out);
     }
     Checked { brand: brand.unwrap_or_default(), payload, problems: out }
+}
+
+/// Refuses an instance (its full properties, defaults filled in) whose
+/// description for its VMM ([`crate::vmm::vm_config_json`]) would be
+/// longer than a VMM is started with ([`properties::MAX_VM_JSON`]),
+/// naming the property that takes the most of it (`customer_metadata`,
+/// as a rule): SmartOS's `bad_values` and a reason with the figures.
+///
+/// And one whose record (the properties, with what `vmadm get` computes)
+/// would be longer than the pool keeps ([`properties::MAX_RECORD`]),
+/// naming the largest property as well.
+pub fn check_vm_json(props: &Map<String, Value>, out: &mut Problems) {
+    let record = json_len(props) + properties::RECORD_OVERHEAD;
+    if record > properties::MAX_RECORD {
+        let (name, largest) = largest_property(props);
+        out.bad_value(
+            name,
+            format!(
+                "{largest} bytes: they make the VM's record about {record} bytes, more than the {} the pool keeps for it",
+                properties::MAX_RECORD
+            ),
+        );
+        return;
+    }
+    let config = crate::vmm::vm_config(props);
+    let bytes = json_len(&config);
+    if bytes <= properties::MAX_VM_JSON {
+        return;
+    }
+    let (name, largest) = largest_property(&config);
+    out.bad_value(
+        name,
+        format!(
+            "{largest} bytes: they make the VM's description for its VMM (vm.json) {bytes} bytes, more than the {} a VMM is started with",
+            properties::MAX_VM_JSON
+        ),
+    );
+}
+
+/// Bytes of `map` as JSON (serialized in place, not copied into a value).
+fn json_len(map: &Map<String, Value>) -> usize {
+    serde_json::to_string(map).map_or(0, |s| s.len())
+}
+
+/// The property of `map` whose JSON value is the longest, and its bytes
+/// (`customer_metadata` for an empty map).
+fn largest_property(map: &Map<String, Value>) -> (&str, usize) {
+    map.iter().map(|(k, v)| (k.as_str(), v.to_string().len())).max_by_key(|(_, n)| *n).unwrap_or(("customer_metadata", 0))
 }
 
 /// Rules between properties of a create payload.

@@ -1,8 +1,10 @@
 //! The bridge to the VMM: from an instance's properties to the JSON a
 //! `vmm-server` is started from (`VmConfig::from_json` in
 //! vmm-server/src/config.rs). Only the properties that change what the VM
-//! is cross over, in the names and forms that parser accepts; bookkeeping
-//! (`tags`, `owner_uuid`, ...) stays with zone-server.
+//! is, and those its metadata service answers to the guest (`sdc:tags`,
+//! `sdc:owner_uuid`, ...), cross over, in the names and
+//! forms that parser accepts; the rest of the record stays with
+//! zone-server.
 //!
 //! Mapping notes: `cpu_cap`/`cpu_shares`/`quota` of 0 mean "none" to
 //! vmadm and are left out (the VMM wants at least 1); a disk's `path` is
@@ -13,9 +15,19 @@
 //! first IPv4 `ips` entry (or `dhcp`/`addrconf`) as `ip`/`netmask`, and its
 //! gateway the first of `gateways`, the addresses of `ips` past the first
 //! join `allowed_ips`; a NIC's `allow_*` that are false and its `virtio`
-//! model (the VMM's defaults) stay out, as `vm.json` must fit `proc.start`'s
-//! 2 KiB of start data; `internal_metadata` is not the guest's customer
-//! data and stays out.
+//! model (the VMM's defaults) stay out; of `internal_metadata` only the
+//! keys a guest may read cross (`*_pw`, and those in a namespace of
+//! `internal_metadata_namespaces`: SmartOS's rule).
+//!
+//! Size: `vm.json` is the VMM's start data. Up to 2 KiB it crosses in
+//! `proc.start`'s own message (a VM without `customer_metadata` does, even
+//! with the most NICs: hence the defaults left out); a longer one, as
+//! `customer_metadata` makes it (a cloud-init user-data of several KiB),
+//! crosses in pieces (`proc.append_start_data`, zone-server's
+//! `host::stage_start_data`), up to 64 KiB in all
+//! ([`crate::properties::MAX_VM_JSON`]); a VM whose `vm.json` would be
+//! longer is refused when it is validated, created or updated
+//! ([`crate::validate::check_vm_json`]).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -25,19 +37,44 @@ use serde_json::{Map, Value};
 const TOP: &[&str] = &[
     "alias",
     "autoboot",
+    "billing_id",
     "bootrom",
     "brand",
     "cmdline",
     "customer_metadata",
+    "do_not_inventory",
     "hostname",
+    "image_uuid",
     "initrd",
+    "internal_metadata_namespaces",
     "kernel",
+    "maintain_resolvers",
     "max_physical_memory",
+    "owner_uuid",
+    "package_name",
+    "package_version",
     "ram",
     "resolvers",
+    "tags",
     "uuid",
     "vcpus",
 ];
+
+/// The keys of `internal_metadata` a guest may read over the metadata
+/// port (SmartOS's rule, as `alcove_mdata` applies it): those ending in
+/// `_pw` and those whose namespace (before the first `:`) is one of
+/// `internal_metadata_namespaces`. Only these cross to the VMM.
+fn guest_readable_internal(props: &Map<String, Value>) -> Option<Value> {
+    let internal = props.get("internal_metadata")?.as_object()?;
+    let namespaces: Vec<&str> =
+        props.get("internal_metadata_namespaces").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let readable: Map<String, Value> = internal
+        .iter()
+        .filter(|(k, _)| k.ends_with("_pw") || k.split_once(':').is_some_and(|(ns, _)| namespaces.contains(&ns)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!readable.is_empty()).then_some(Value::Object(readable))
+}
 const POSITIVE: &[&str] = &["cpu_cap", "cpu_shares", "quota"];
 const DISK: &[&str] = &["block_size", "boot", "image_uuid", "media", "model", "path", "size"];
 const NIC: &[&str] = &[
@@ -67,8 +104,8 @@ fn copy(from: &Map<String, Value>, to: &mut Map<String, Value>, keys: &[&str]) {
 fn nic(n: &Map<String, Value>) -> Value {
     let mut out = Map::new();
     copy(n, &mut out, NIC);
-    // What is the VMM's default anyway stays out (`vm.json` crosses as
-    // start data, 2 KiB at most): the link protections that are on
+    // What is the VMM's default anyway stays out (a `vm.json` of 2 KiB
+    // or less crosses in one message): the link protections that are on
     // (`allow_*` false) and the virtio model.
     out.retain(|k, v| !(k.starts_with("allow_") && *v == Value::Bool(false)) && !(k == "model" && v == "virtio"));
     let ips: Vec<&str> = n
@@ -123,6 +160,9 @@ fn pool_volume(path: &str) -> Option<String> {
 pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     copy(props, &mut out, TOP);
+    if let Some(internal) = guest_readable_internal(props) {
+        out.insert("internal_metadata".into(), internal);
+    }
     for k in POSITIVE {
         if let Some(v) = props.get(*k)
             && v.as_i64().is_some_and(|n| n > 0)

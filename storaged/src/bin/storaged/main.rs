@@ -131,6 +131,17 @@ mod rings {
 #[cfg(target_os = "none")]
 fn main(start: alcove_rt::Start) -> u64 {
     let info = start.server("storaged");
+    // Room for the pool's user properties (the control plane's instance
+    // records) in the MOS, beside the fixed arena; without it the pool
+    // holds fewer (`storaged::USER_PROPS_LIMIT_ARENA`).
+    match alcove_rt::grow_heap(storaged::HEAP_GROWTH_BYTES) {
+        Ok(()) => storaged::USER_PROPS_BOUND.store(storaged::USER_PROPS_LIMIT, core::sync::atomic::Ordering::Relaxed),
+        Err(e) => log::warn!(
+            "cannot grow the heap by {} KiB ({e}): the pool holds {} KiB of user properties",
+            storaged::HEAP_GROWTH_BYTES / 1024,
+            storaged::USER_PROPS_LIMIT_ARENA / 1024
+        ),
+    }
     let Some(slot) = info.serves("storaged") else {
         log::error!("no \"storaged\" endpoint was granted");
         return 1;

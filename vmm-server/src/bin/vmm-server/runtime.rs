@@ -103,6 +103,9 @@ pub struct VmSpec {
     /// The notification its starter (zone-server) signals: bit
     /// `VMM_CONTROL_POWER_BUTTON` presses the guest's ACPI power button.
     pub control: Option<CapSlot>,
+    /// zone-server's endpoint (a VMM it started: its instance's badge),
+    /// where the guest's metadata changes are written back.
+    pub zone: Option<CapSlot>,
     /// End the whole machine (QEMU) with the VM: `cargo xtask run --vm`.
     pub exit_machine: bool,
     /// The kernel memory this VM needs (checked against the budget before
@@ -177,6 +180,7 @@ impl VmSpec {
             config: config.clone(),
             console: info.calls("console"),
             control: info.calls("control"),
+            zone: info.calls("zone-server"),
             exit_machine: info.args.iter().any(|a| a == "exit-machine"),
         }))
     }
@@ -398,6 +402,11 @@ struct Shared {
     nics: spin::Mutex<nics::Nics>,
     /// The metadata service on COM2; the lock nests inside the platform's.
     metadata: spin::Mutex<vmm_server::vm::metadata::MetadataPort>,
+    /// zone-server, where the guest's metadata changes go back.
+    zone: Option<CapSlot>,
+    /// The write-backs of this second: when it began (VM time, ns) and how
+    /// many went.
+    metadata_writes: spin::Mutex<(u64, u32)>,
     /// The guest's paravirtual clock (kvmclock).
     clock: KvmClock,
     /// Exits that reached the VMM, by kind: port I/O, of it the serial
@@ -416,6 +425,10 @@ struct Shared {
     kernel_exits: spin::Mutex<KernelExits>,
     name: String,
 }
+
+/// The guest's metadata changes written back to zone-server a second, at
+/// most.
+const METADATA_WRITES_PER_S: u32 = 16;
 
 /// The guest's console output between the devices and the system console.
 struct ConsoleState {
@@ -568,13 +581,68 @@ impl Shared {
         }
         if write {
             self.write_console(final_flush);
+            self.write_back_metadata();
         }
         match power {
             Some(PowerEvent::PowerOff) => self.end(Ending::PowerOff),
             Some(PowerEvent::Reboot) => self.end(Ending::Reboot),
             None => {}
         }
-        !write && !self.console.lock().ready.is_empty()
+        !write && (!self.console.lock().ready.is_empty() || self.metadata.lock().has_updates())
+    }
+
+    /// Writes the guest's metadata changes back to the VM's record at
+    /// zone-server (`mdata.change`, a value longer than one message in
+    /// pieces), outside every lock of the VM's; one zone-server refuses
+    /// (vmadm's limits) stays in the guest's copy alone, and is logged.
+    fn write_back_metadata(&self) {
+        use libipc::interfaces::{MDATA_PIECE_MAX, mdata};
+        let Some(zone) = self.zone else { return };
+        let client = mdata::Client::new(KernelTransport::new(libipc::cap::Cap::from_slot(zone)));
+        loop {
+            // At most METADATA_WRITES_PER_S a second: the rest waits (each
+            // key's latest change alone), so a guest that PUTs without end
+            // costs the control plane a bounded rate of record writes.
+            let now = self.now();
+            {
+                let mut w = self.metadata_writes.lock();
+                if now.saturating_sub(w.0) >= 1_000_000_000 {
+                    *w = (now, 0);
+                }
+                if w.1 >= METADATA_WRITES_PER_S {
+                    break;
+                }
+                w.1 += 1;
+            }
+            let Some(u) = self.metadata.lock().take_update() else { break };
+            let internal = u.store == alcove_mdata::Store::Internal;
+            let r = match &u.value {
+                None => client.change(internal, u.key.clone(), None, false),
+                Some(v) => {
+                    let mut rest = v.as_str();
+                    loop {
+                        let mut cut = rest.len().min(MDATA_PIECE_MAX as usize);
+                        while !rest.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        let last = cut == rest.len();
+                        let r = client.change(internal, u.key.clone(), Some(rest[..cut].into()), !last);
+                        rest = &rest[cut..];
+                        if last || !matches!(r, Ok(Ok(_))) {
+                            break r;
+                        }
+                    }
+                }
+            };
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(why)) => log::warn!("vm {}: the guest's metadata change of {:?} was not written back: {why}", self.name, u.key),
+                Err(e) => {
+                    log::warn!("vm {}: zone-server did not take the guest's metadata change of {:?}: {e}", self.name, u.key);
+                    break;
+                }
+            }
+        }
     }
 
     /// Writes the queued console output to the system console, in queue
@@ -801,7 +869,12 @@ fn boot(spec: &VmSpec, stages: &mut Option<Stages>) -> Result<Ending, String> {
         console_server: spec.console,
         control: spec.control,
         nics: spin::Mutex::new(nic_set),
-        metadata: spin::Mutex::new(vmm_server::vm::metadata::MetadataPort::new(&spec.config)),
+        metadata: spin::Mutex::new({
+            let port = vmm_server::vm::metadata::MetadataPort::new(&spec.config);
+            if spec.zone.is_some() { port.writing_back() } else { port }
+        }),
+        zone: spec.zone,
+        metadata_writes: spin::Mutex::new((0, 0)),
         exits: Default::default(),
         port_exits: spin::Mutex::new(PortCounts::new()),
         mmio_exits: spin::Mutex::new(AddrCounts::named("addresses")),

@@ -34,6 +34,15 @@ fn main(start: alcove_rt::Start) -> u64 {
         log::error!("needs the endpoints \"netd\" and \"zone-server\" (manifest: calls)");
         return 1;
     };
+    // Room for the bodies of a full house of connections (each up to
+    // VMADM_STDIN_MAX) and one parsed at a time (a body of small JSON
+    // values parses to some times its size), beside the arena: taken at
+    // start, so a flood of large requests finds it there rather than an
+    // allocation failing in the middle of one.
+    if let Err(e) = alcove_rt::grow_heap(apid::HEAP_GROWTH_BYTES) {
+        log::error!("cannot grow the heap by {} KiB for request bodies: {e}", apid::HEAP_GROWTH_BYTES / 1024);
+        return 1;
+    }
     if let Err(e) = libipc::sys::create(abi::ObjectType::Notification, IDLE_SLOT, 0) {
         log::error!("cannot create the idle notification: {e}");
         return 1;

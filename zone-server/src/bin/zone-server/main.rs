@@ -122,6 +122,13 @@ mod machine {
             Ok(proc::Client::new(KernelTransport::new(Cap::from_slot(ep))))
         }
 
+        /// Stages a `vm.json` longer than one message with init
+        /// ([`zone_server::host::stage_start_data`], right before the
+        /// `start` that takes it): what that `start` carries itself.
+        fn stage(&self, vm_json: &str) -> Result<Vec<u8>, String> {
+            zone_server::host::stage_start_data(&self.proc()?, vm_json.as_bytes())
+        }
+
         /// [`Machine::start_vmm`] with `control` given as the VMM's
         /// `control` capability.
         fn start_vmm_with(
@@ -146,9 +153,10 @@ mod machine {
             }
             if volumes.is_empty() {
                 // No disks: the VMM gets no storaged endpoint at all.
+                let last = self.stage(vm_json)?;
                 let t = CapTransport::new(Cap::from_slot(procs), &[]);
                 let id = proc::Client::new(&t)
-                    .start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib)
+                    .start(VMM_TEMPLATE.into(), last, budget_kib)
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
                 return Ok((id, 0));
@@ -159,8 +167,16 @@ mod machine {
                 let _ = self.revoke(granted.badge);
                 return Err("pool: the grant came without its capability".into());
             }
+            let last = match self.stage(vm_json) {
+                Ok(last) => last,
+                Err(e) => {
+                    let _ = sys::cap_delete(GRANT_SLOT);
+                    let _ = self.revoke(granted.badge);
+                    return Err(e);
+                }
+            };
             let t = CapTransport::new(Cap::from_slot(procs), &[]).sending(&[GRANT_SLOT]);
-            let started = proc::Client::new(&t).start(VMM_TEMPLATE.into(), vm_json.as_bytes().to_vec(), budget_kib);
+            let started = proc::Client::new(&t).start(VMM_TEMPLATE.into(), last, budget_kib);
             // The VMM holds its own copy.
             let _ = sys::cap_delete(GRANT_SLOT);
             match started.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
@@ -480,6 +496,12 @@ mod timer {
 #[cfg(target_os = "none")]
 fn main(start: alcove_rt::Start) -> u64 {
     let info = start.server("zone-server");
+    // Room for the instances' records beside the fixed arena (a hundred
+    // VMs and `vmadm lookup -j` of them exhausted it: zone-server died);
+    // an xz import grows the heap further when it needs to.
+    if let Err(e) = alcove_rt::grow_heap(zone_server::HEAP_GROWTH_BYTES) {
+        log::warn!("cannot grow the heap by {} KiB ({e}): fewer instances fit", zone_server::HEAP_GROWTH_BYTES / 1024);
+    }
     let Some(slot) = info.serves("zone-server") else {
         log::error!("no \"zone-server\" endpoint was granted");
         return 1;
