@@ -585,7 +585,7 @@ impl<M: Machine> ZoneServer<M> {
             self.host.running.iter().filter(|(_, r)| r.vnics != 0).map(|(u, r)| (*u, *r)).collect();
         for (uuid, r) in held {
             let Some(vm) = self.registry.get(&uuid) else { continue };
-            let json = alcove_vmadm::vmm::vm_config_json(&vm.props);
+            let json = alcove_vmadm::vmm::vm_config_json(&vm.props, &self.registry.server_uuid);
             let regranted = host::vnic_lines(&json).and_then(|l| self.host.machine.regrant_vnics(r.vnics, &l).map(|made| (made, l.len())));
             let told = match regranted {
                 Ok((true, _)) => match self.host.machine.netd_restarted(r.instance) {

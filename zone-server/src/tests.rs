@@ -1415,7 +1415,7 @@ fn last_start_was(s: &ZoneServer<Fake>, json: &str) -> Result<(), String> {
 /// The `vm.json` zone-server's vmadm makes for VM `uuid`.
 fn vm_json_of(s: &ZoneServer<Fake>, uuid: &str) -> String {
     let vm = s.registry.get(&alcove_vmadm::uuid::Uuid::parse(uuid).unwrap()).unwrap();
-    alcove_vmadm::vmm::vm_config_json(&vm.props)
+    alcove_vmadm::vmm::vm_config_json(&vm.props, &s.registry.server_uuid)
 }
 
 /// A VM with 6 KiB of customer_metadata (a cloud-init user-data: what

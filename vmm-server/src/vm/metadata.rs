@@ -2,7 +2,8 @@
 //! what the guest writes there goes to an `alcove_mdata::MetadataServer`
 //! made from the VM's description (`uuid`, `alias`, `hostname`,
 //! `customer_metadata`, `resolvers`, and what only the metadata service
-//! reads: `tags`, `routes`, `owner_uuid`, the guest-readable part of
+//! reads: `tags`, `routes`, `owner_uuid`, `server_uuid`,
+//! `create_timestamp`, the guest-readable part of
 //! `internal_metadata`, ... (`VmConfig::metadata`), as zone-server passes
 //! them in `vm.json`, and `nics` as vmadm shows them, made from the VM's NICs:
 //! `sdc:nics` and `sdc:resolvers` are what cloud-init's SmartOS
@@ -106,7 +107,12 @@ impl MetadataPort {
         let mut vm = config.metadata.clone();
         if let Some(u) = &config.uuid {
             vm.insert("uuid".into(), Value::String(alloc::format!("{u}")));
+            // A bhyve instance's zone is named by its uuid (SmartOS's).
+            vm.insert("zonename".into(), Value::String(alloc::format!("{u}")));
         }
+        // The guest asks while it runs (SmartOS's agent answers the
+        // zone's state, which is then always this).
+        vm.insert("state".into(), Value::String("running".into()));
         if let Some(a) = &config.alias {
             vm.insert("alias".into(), Value::String(a.clone()));
         }
@@ -281,6 +287,7 @@ mod tests {
         let c = VmConfig::from_json(
             r#"{"brand": "bhyve", "uuid": "8a7f3c2e-5b1d-4e6f-9a0b-1c2d3e4f5a6b", "ram": 64, "kernel": "/k",
                 "owner_uuid": "930896af-bf8c-48d4-885c-6573a94b1853", "tags": {"role": "db", "tier": 2},
+                "server_uuid": "44454c4c-3800-1036-8051-b7c04f4e5331", "create_timestamp": "2026-12-06T05:59:59.999Z",
                 "routes": {"10.2.0.0/16": "10.0.0.1"}, "internal_metadata_namespaces": ["ops"],
                 "internal_metadata": {"ops:level": "7", "root_pw": "s3cret"}, "customer_metadata": {"a": "b"}}"#,
         )
@@ -296,6 +303,10 @@ mod tests {
         // KEYS: the customer keys and the internal ones the guest may read.
         assert_eq!(ask(&mut p, &mut md, b"KEYS\n"), b"SUCCESS\na\nops:level\nroot_pw\n.\n");
         assert_eq!(ask(&mut p, &mut md, b"GET sdc:uuid\n"), b"SUCCESS\n8a7f3c2e-5b1d-4e6f-9a0b-1c2d3e4f5a6b\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:zonename\n"), b"SUCCESS\n8a7f3c2e-5b1d-4e6f-9a0b-1c2d3e4f5a6b\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:state\n"), b"SUCCESS\nrunning\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:server_uuid\n"), b"SUCCESS\n44454c4c-3800-1036-8051-b7c04f4e5331\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:create_timestamp\n"), b"SUCCESS\n2026-12-06T05:59:59.999Z\n.\n");
         // Bad shapes are refused naming the property.
         let json = |k: &str, v: &str| alloc::format!(r#"{{"brand": "bhyve", "ram": 64, "kernel": "/k", "{k}": {v}}}"#);
         for (k, v, named) in [

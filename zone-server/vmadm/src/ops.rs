@@ -120,7 +120,7 @@ pub fn create(text: &str, reg: &mut Registry, host: &mut dyn Host) -> Result<Cre
     let uuid = vm.uuid;
     reg.add(vm).map_err(|e| OpError::Conflict(e.to_string()))?;
     let vm = reg.get(&uuid).expect("just added");
-    let config = vmm::vm_config_json(&vm.props);
+    let config = vmm::vm_config_json(&vm.props, &reg.server_uuid);
     let boot = vm.autoboot();
     let result =
         host.provision(vm, &config).and_then(|()| if boot { host.start(vm, &config).map(Some) } else { Ok(None) });
@@ -228,7 +228,7 @@ pub fn start(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(),
         return Err(OpError::Noop("is already running".into()));
     }
     allowed(vm, Event::Start)?;
-    let config = vmm::vm_config_json(&vm.props);
+    let config = vmm::vm_config_json(&vm.props, &reg.server_uuid);
     let pid = host.start(vm, &config).map_err(|why| OpError::Failed { uuid: None, why })?;
     let now = host.now();
     let vm = reg.get_mut(uuid).expect("found");
@@ -359,7 +359,7 @@ pub fn stop(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, force: bool, t
 /// Starts a stopped VM's new vmm-server for a reboot.
 fn restart(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), String> {
     let vm = reg.get(uuid).expect("found").clone();
-    let config = vmm::vm_config_json(&vm.props);
+    let config = vmm::vm_config_json(&vm.props, &reg.server_uuid);
     let started = host.start(&vm, &config);
     let now = host.now();
     let vm = reg.get_mut(uuid).expect("found");

@@ -404,10 +404,14 @@ fn created(v: Value) -> Map<String, Value> {
 #[test]
 fn vmm_server_accepts_what_the_bridge_makes() {
     use vmm_server::config::{Bootrom, Brand, DiskModel, NicIp, VmConfig};
-    let p = created(smartos_payload());
-    let json = crate::vmm::vm_config_json(&p);
+    let mut p = created(smartos_payload());
+    p.insert("create_timestamp".into(), json!("2026-12-06T05:59:59.999Z"));
+    let json = crate::vmm::vm_config_json(&p, "44454c4c-3800-1036-8051-b7c04f4e5331");
     let c = VmConfig::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
     assert_eq!(c.brand, Brand::Bhyve);
+    // What the guest's sdc:create_timestamp and sdc:server_uuid answer.
+    assert_eq!(c.metadata.get("create_timestamp"), Some(&json!("2026-12-06T05:59:59.999Z")));
+    assert_eq!(c.metadata.get("server_uuid"), Some(&json!("44454c4c-3800-1036-8051-b7c04f4e5331")));
     assert_eq!(c.uuid.map(|u| u.to_string()), p["uuid"].as_str().map(str::to_owned));
     assert_eq!((c.ram_mib, c.vcpus), (1024, 2));
     assert_eq!(c.max_physical_memory_mib, Some(2048));
@@ -443,7 +447,7 @@ fn link_protections_and_every_address_of_ips_reach_the_vmm() {
         {"nic_tag": "stub0", "ips": ["10.0.0.5/24", "10.0.0.6/24", "fd00::5/64"], "allowed_ips": ["10.9.0.0/16"],
          "allow_dhcp_spoofing": true, "allow_restricted_traffic": "true", "allowed_dhcp_cids": ["0x0102"]},
         {"nic_tag": "stub0", "ips": ["dhcp"]}]}));
-    let json = crate::vmm::vm_config_json(&p);
+    let json = crate::vmm::vm_config_json(&p, "");
     let c = VmConfig::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
     let n = &c.nics[0];
     assert_eq!(n.ip, Some(NicIp::Static("10.0.0.5".parse().unwrap())));
@@ -521,7 +525,7 @@ fn what_the_metadata_service_answers_reaches_the_vmm() {
         "tags": {"role": "web", "count": 3, "prod": true},
         "internal_metadata_namespaces": ["ops"],
         "internal_metadata": {"ops:level": "7", "root_pw": "s3cret", "secret:key": "hidden"}}));
-    let json = crate::vmm::vm_config_json(&p);
+    let json = crate::vmm::vm_config_json(&p, "");
     let c = VmConfig::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
     let m = &c.metadata;
     assert_eq!(m["owner_uuid"], owner);
@@ -550,7 +554,7 @@ fn bootrom_uefi_is_taken_and_an_image_names_its_firmware() {
     };
     let uefi = made(&mut reg, &mut host, json!({"brand": "bhyve", "bootrom": "uefi", "disks": [{"boot": true, "size": 10}]})).unwrap();
     assert_eq!(uefi["bootrom"], "uefi");
-    let c = VmConfig::from_json(&crate::vmm::vm_config_json(&uefi)).unwrap();
+    let c = VmConfig::from_json(&crate::vmm::vm_config_json(&uefi, "")).unwrap();
     assert_eq!(c.bootrom, Some(Bootrom::Uefi));
     let from_image = made(&mut reg, &mut host, json!({"brand": "bhyve", "disks": [{"boot": true, "image_uuid": UEFI_IMAGE}]})).unwrap();
     assert_eq!(from_image["bootrom"], "uefi");
@@ -585,7 +589,10 @@ fn the_largest_nic_set_fits_the_vmms_start_data() {
     let p = created(json!({"brand": "bhyve", "uuid": "0bad1dea-0000-4000-8000-000000000001", "alias": "many-nics", "ram": 1024,
         "vcpus": 4, "bootrom": "bios", "resolvers": resolvers, "disks": [{"size": 10240, "boot": true}],
         "nics": (0..8).map(nic).collect::<Vec<_>>()}));
-    let json = crate::vmm::vm_config_json(&p);
+    // As a made instance's: with its timestamp and the machine's uuid.
+    let mut p = p;
+    p.insert("create_timestamp".into(), json!("2026-12-06T05:59:59.999Z"));
+    let json = crate::vmm::vm_config_json(&p, "44454c4c-3800-1036-8051-b7c04f4e5331");
     // libipc's PROC_START_DATA_MAX (this crate does not depend on libipc).
     assert!(json.len() <= 2048, "{} bytes: {json}", json.len());
 }
@@ -595,7 +602,7 @@ fn vmm_server_accepts_a_direct_boot_instance() {
     use vmm_server::config::VmConfig;
     let p = created(json!({"brand": "kvm", "kernel": "bzImage", "initrd": "initrd.img", "cmdline": "console=ttyS0",
         "ram": "128", "cpu_cap": 0, "quota": 0, "disks": [{"path": "disk.img", "nocreate": true, "boot": true}]}));
-    let json = crate::vmm::vm_config_json(&p);
+    let json = crate::vmm::vm_config_json(&p, "");
     let c = VmConfig::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
     assert_eq!(
         (c.kernel.as_str(), c.initrd.as_deref(), c.cmdline.as_str()),

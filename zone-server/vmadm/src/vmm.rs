@@ -2,7 +2,8 @@
 //! `vmm-server` is started from (`VmConfig::from_json` in
 //! vmm-server/src/config.rs). Only the properties that change what the VM
 //! is, and those its metadata service answers to the guest (`sdc:tags`,
-//! `sdc:owner_uuid`, ...), cross over, in the names and
+//! `sdc:owner_uuid`, `sdc:create_timestamp`, `sdc:server_uuid`, ...),
+//! cross over, in the names and
 //! forms that parser accepts; the rest of the record stays with
 //! zone-server.
 //!
@@ -41,6 +42,7 @@ const TOP: &[&str] = &[
     "bootrom",
     "brand",
     "cmdline",
+    "create_timestamp",
     "customer_metadata",
     "do_not_inventory",
     "hostname",
@@ -106,8 +108,12 @@ fn nic(n: &Map<String, Value>) -> Value {
     copy(n, &mut out, NIC);
     // What is the VMM's default anyway stays out (a `vm.json` of 2 KiB
     // or less crosses in one message): the link protections that are on
-    // (`allow_*` false) and the virtio model.
-    out.retain(|k, v| !(k.starts_with("allow_") && *v == Value::Bool(false)) && !(k == "model" && v == "virtio"));
+    // (`allow_*` false), the virtio model, `primary` false and VLAN 0.
+    out.retain(|k, v| {
+        !((k.starts_with("allow_") || k == "primary") && *v == Value::Bool(false))
+            && !(k == "model" && v == "virtio")
+            && !(k == "vlan_id" && v.as_u64() == Some(0))
+    });
     let ips: Vec<&str> = n
         .get("ips")
         .and_then(Value::as_array)
@@ -156,10 +162,17 @@ fn pool_volume(path: &str) -> Option<String> {
     (ok(pool) && ok(vm) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| alloc::format!("{pool}/{vm}-disk{n}"))
 }
 
-/// The vmm-server description of an instance (its `props`).
-pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
+/// The vmm-server description of an instance (its `props`) on the machine
+/// `server_uuid` (what `sdc:server_uuid` answers the guest; left out when
+/// empty).
+pub fn vm_config(props: &Map<String, Value>, server_uuid: &str) -> Map<String, Value> {
     let mut out = Map::new();
     copy(props, &mut out, TOP);
+    // Empty metadata maps are the VMM's default.
+    out.retain(|_, v| v.as_object().is_none_or(|m| !m.is_empty()));
+    if !server_uuid.is_empty() {
+        out.insert("server_uuid".into(), Value::String(server_uuid.into()));
+    }
     if let Some(internal) = guest_readable_internal(props) {
         out.insert("internal_metadata".into(), internal);
     }
@@ -185,6 +198,8 @@ pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
         .map(|d| {
             let mut o = Map::new();
             copy(d, &mut o, DISK);
+            // The VMM's defaults stay out (as a NIC's).
+            o.retain(|k, v| !(k == "model" && v == "virtio") && !(k == "media" && v == "disk"));
             if let Some(volume) = o.get("path").and_then(Value::as_str).and_then(pool_volume).filter(|_| all_zvols) {
                 o.insert("path".into(), Value::String(volume));
             }
@@ -209,6 +224,6 @@ pub fn vm_config(props: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// [`vm_config`] as JSON text.
-pub fn vm_config_json(props: &Map<String, Value>) -> String {
-    Value::Object(vm_config(props)).to_string()
+pub fn vm_config_json(props: &Map<String, Value>, server_uuid: &str) -> String {
+    Value::Object(vm_config(props, server_uuid)).to_string()
 }

@@ -129,7 +129,7 @@ fn every_accepted_random_payload_is_a_vm_vmm_server_accepts() {
         accepted += 1;
         let mut props = c.payload;
         validate::create_defaults(&mut props, &mut counter_random());
-        let json = crate::vmm::vm_config_json(&props);
+        let json = crate::vmm::vm_config_json(&props, "44454c4c-3800-1036-8051-b7c04f4e5331");
         if let Err(e) = VmConfig::from_json(&json) {
             panic!("accepted but vmm-server refuses it: {e}\npayload: {}\nvmm: {json}", Value::Object(p));
         }

@@ -76,7 +76,7 @@ fn create_refuses_it_before_anything_is_made() {
     // is at least what `vmadm get` adds), and the VMM gets the metadata.
     let record = Value::Object(vm.to_json(&reg.server_uuid)).to_string();
     assert!(record.len() <= properties::MAX_RECORD, "{}", record.len());
-    let json = crate::vmm::vm_config_json(&vm.props);
+    let json = crate::vmm::vm_config_json(&vm.props, &reg.server_uuid);
     let c = vmm_server::config::VmConfig::from_json(&json).unwrap();
     assert_eq!(c.customer_metadata.get("user-script").map(String::len), Some(n));
 }
