@@ -257,6 +257,7 @@ fn strip_logs(text: &str) -> String {
 /// output (CR LF line ends, lone CRs kept): the `Importing` line, then
 /// progress lines each drawn over the last with a lone CR (at least three,
 /// percentages rising, the last 100%) on one line, then `Imported image`;
+/// no warning that the download buffer could not be shared with netd;
 /// and `imgadm list` showing the image.
 fn import_problems(raw: &str) -> Vec<String> {
     let text = strip_logs(&raw.replace("\r\n", "\n"));
@@ -287,6 +288,11 @@ fn import_problems(raw: &str) -> Vec<String> {
     }
     if !percents.windows(2).all(|w| w[0] < w[1]) || percents.last() != Some(&100) {
         problems.push(format!("the progress did not rise to 100%: {percents:?}"));
+    }
+    // The download came through the buffer zone-server shares with netd
+    // (`socket.share_buffer`, `recv_buffered`), not 2 KiB messages.
+    if raw.contains("no buffer shared with netd") {
+        problems.push("zone-server could not share its download buffer with netd".into());
     }
     let listed = text[start + end..].lines().any(|l| l.split_whitespace().take(3).eq([uuid, "imported-disk", "1.0"]));
     if !listed {

@@ -60,9 +60,9 @@ pub const SOURCE_URL_MAX: usize = 512;
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 /// How long to wait between looks at a quiet connection.
 pub const POLL_MS: u64 = 5;
-/// Bytes asked of the connection at a time (netd's inline `recv` carries
-/// 2 KiB).
-pub const RECV_BYTES: usize = libipc::interfaces::SOCKET_INLINE_MAX as usize;
+/// Bytes asked of the connection at a time (through the buffer shared
+/// with netd, 16 KiB; an inline `recv` carries 2 KiB of them).
+pub const RECV_BYTES: usize = 16 * 1024;
 /// The largest manifest taken (`GET /images/UUID`).
 pub const MANIFEST_BODY_MAX: usize = alcove_images::manifest::MAX_MANIFEST;
 /// The largest image list taken (`GET /images`); zone-server's heap is small.

@@ -35,6 +35,9 @@ pub const WRITE_RING: RingSlots = RingSlots { grant: 210, frame: 211, token: 212
 /// The image file `imgadm install -f zones/NAME` reads.
 pub const READ_RING: RingSlots = RingSlots { grant: 213, frame: 214, token: 215 };
 
+/// The frame of zone-server's shared buffer with netd's sockets (bulk
+/// receives of image downloads: `socket.share_buffer`).
+pub const NET_BUFFER: CapSlot = 216;
 /// The timer thread's own notification.
 pub const TIMER_TICK: CapSlot = 289;
 /// The timer thread's thread, stack and IPC buffer frames.
@@ -60,6 +63,7 @@ pub const TABLE: &[(&str, Range<CapSlot>)] = &[
     ("image reader's grant", one(READ_RING.grant)),
     ("image reader's frame", one(READ_RING.frame)),
     ("image reader's token", one(READ_RING.token)),
+    ("socket buffer", one(NET_BUFFER)),
     ("timer notification", one(TIMER_TICK)),
     ("timer thread", one(TIMER_THREAD)),
     ("timer stack", one(TIMER_STACK)),

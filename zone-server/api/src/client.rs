@@ -279,6 +279,11 @@ impl ResponseDecoder {
                     let mut headers = [httparse::EMPTY_HEADER; 64];
                     let mut resp = httparse::Response::new(&mut headers);
                     let n = match resp.parse(&self.buf) {
+                        // Whole or not, a head past the bound is refused
+                        // (it may come in one piece larger than the bound).
+                        Ok(httparse::Status::Complete(n)) if n > self.max_head => {
+                            return Err(DecodeError::HeadTooLarge(self.max_head));
+                        }
                         Ok(httparse::Status::Complete(n)) => n,
                         Ok(httparse::Status::Partial) => {
                             if self.buf.len() > self.max_head {
@@ -551,5 +556,35 @@ pub mod imgapi {
             v @ Value::Object(_) => Ok(v),
             _ => Err(ImgapiError::Shape("a manifest object")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response head longer than the bound is refused however it
+    /// arrives: grown piece by piece, or whole in one piece (a receive of
+    /// 16 KiB or more brought one of 70 000 bytes in two and it was taken).
+    #[test]
+    fn a_head_past_the_bound_is_refused_in_any_pieces() {
+        let head = alloc::format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\nContent-Length: 2\r\n\r\n[]", "p".repeat(70_000));
+        for piece in [1024, 65_536, head.len()] {
+            let mut d = ResponseDecoder::new();
+            let mut got = Ok(None);
+            for chunk in head.as_bytes().chunks(piece) {
+                d.push(chunk);
+                got = d.next_event();
+                if got.is_err() {
+                    break;
+                }
+            }
+            assert!(matches!(got, Err(DecodeError::HeadTooLarge(MAX_RESPONSE_HEAD))), "pieces of {piece}: {got:?}");
+        }
+        // One at the bound is taken.
+        let pad = MAX_RESPONSE_HEAD - "HTTP/1.1 200 OK\r\nX-Pad: \r\n\r\n".len();
+        let mut d = ResponseDecoder::new();
+        d.push(alloc::format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n", "p".repeat(pad)).as_bytes());
+        assert!(matches!(d.next_event(), Ok(Some(_))));
     }
 }

@@ -27,7 +27,9 @@ mod machine {
     use zone_server::host::VMM_TEMPLATE;
 
     // Every fixed slot is in zone_server::slots' table, checked there.
-    use zone_server::slots::{CONTROLS as CONTROL_SLOTS, GRANT as GRANT_SLOT, SLEEP as SLEEP_SLOT, VNIC_GRANT as VNIC_GRANT_SLOT};
+    use zone_server::slots::{
+        CONTROLS as CONTROL_SLOTS, GRANT as GRANT_SLOT, NET_BUFFER as NET_BUFFER_SLOT, SLEEP as SLEEP_SLOT, VNIC_GRANT as VNIC_GRANT_SLOT,
+    };
 
     /// storaged's pool and init's proc over the kernel.
     pub struct KernelMachine {
@@ -56,15 +58,78 @@ mod machine {
         let _ = sys::wait(SLEEP_SLOT, ms.saturating_mul(1_000_000));
     }
 
-    /// TCP connections through netd's `socket` interface (its host address).
+    /// TCP connections through netd's `socket` interface (its host
+    /// address). Downloads come through a buffer shared with netd
+    /// (`socket.share_buffer`, then `recv_buffered`): [`NET_BUFFER_BYTES`]
+    /// a call instead of a message's 2 KiB. Without one (netd refused it,
+    /// no memory) they come inline.
     pub struct NetdSockets {
         pub netd: Option<CapSlot>,
+        /// The buffer netd holds too, once shared.
+        pub buffer: Option<alcove_rt::SharedMemory>,
+        /// Sharing failed: not tried again (inline receives only).
+        pub inline_only: bool,
     }
 
+    /// The shared buffer's size and where zone-server maps it.
+    const NET_BUFFER_BYTES: u64 = 16 * 1024;
+    const NET_BUFFER_VA: u64 = 0x48_0000_0000;
+
     impl NetdSockets {
+        pub fn new(netd: Option<CapSlot>) -> Self {
+            Self { netd, buffer: None, inline_only: false }
+        }
+
         fn client(&self) -> Result<socket::Client<KernelTransport>, String> {
             let ep = self.netd.ok_or("zone-server: no netd endpoint was granted (manifest: calls \"netd\")")?;
             Ok(socket::Client::new(KernelTransport::new(Cap::from_slot(ep))))
+        }
+
+        /// The buffer shared with netd, made and shared on first use
+        /// (its frame charged to zone-server); `None`: receive inline.
+        fn shared(&mut self) -> Option<alcove_rt::SharedMemory> {
+            if self.inline_only {
+                return None;
+            }
+            if let Some(b) = &self.buffer {
+                return Some(b.clone());
+            }
+            let ep = self.netd?;
+            let made = sys::create(abi::ObjectType::Frame, NET_BUFFER_SLOT, NET_BUFFER_BYTES / abi::PAGE_SIZE)
+                .map_err(|e| format!("a frame: {e}"))
+                .and_then(|()| {
+                    alcove_rt::SharedMemory::map_frame(NET_BUFFER_SLOT, NET_BUFFER_VA, NET_BUFFER_BYTES / abi::PAGE_SIZE)
+                        .map_err(|e| format!("mapping it: {e}"))
+                })
+                .and_then(|mem| {
+                    let t = CapTransport::new(Cap::from_slot(ep), &[]).sending(&[NET_BUFFER_SLOT]);
+                    match socket::Client::new(&t).share_buffer() {
+                        Ok(Ok(n)) if u64::from(n) == NET_BUFFER_BYTES => Ok(mem),
+                        Ok(Ok(n)) => Err(format!("netd took {n} bytes of it")),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+            match made {
+                Ok(mem) => {
+                    self.buffer = Some(mem.clone());
+                    Some(mem)
+                }
+                Err(e) => {
+                    log::warn!("zone-server: no buffer shared with netd ({e}): downloads come 2 KiB a call");
+                    let _ = sys::cap_delete(NET_BUFFER_SLOT);
+                    self.inline_only = true;
+                    None
+                }
+            }
+        }
+
+        /// Lets go of the shared buffer (netd no longer holds it: it was
+        /// restarted); the next receive shares a new one.
+        fn drop_buffer(&mut self) {
+            if self.buffer.take().is_some() {
+                let _ = sys::cap_delete(NET_BUFFER_SLOT);
+            }
         }
     }
 
@@ -89,6 +154,21 @@ mod machine {
             let state = c.state(s).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
             if state == SocketState::Pending {
                 return Ok(Some(Vec::new()));
+            }
+            if let Some(mem) = self.shared() {
+                let max = max.min(mem.len() as usize) as u32;
+                match c.recv_buffered(s, 0, max).map_err(|e| e.to_string())? {
+                    Ok(n) if n > 0 => {
+                        let mut d = alloc::vec![0u8; (n as usize).min(max as usize)];
+                        mem.read(0, &mut d);
+                        return Ok(Some(d));
+                    }
+                    Ok(_) if state == SocketState::Established => return Ok(Some(Vec::new())),
+                    Ok(_) | Err(libipc::interfaces::SocketError::NotConnected { .. }) => return Ok(None),
+                    // A restarted netd has no buffer of ours: share again.
+                    Err(libipc::interfaces::SocketError::NoBuffer) => self.drop_buffer(),
+                    Err(e) => return Err(e.to_string()),
+                }
             }
             let max = max.min(SOCKET_INLINE_MAX as usize) as u32;
             match c.recv(s, max).map_err(|e| e.to_string())? {
@@ -514,7 +594,7 @@ fn main(start: alcove_rt::Start) -> u64 {
         controls: Default::default(),
         netd: info.calls("netd"),
         vnics_staged: None,
-        net: machine::NetdSockets { netd: info.calls("netd") },
+        net: machine::NetdSockets::new(info.calls("netd")),
     };
     let badges = machine::vmadm_badges(&info);
     if !badges.is_empty() {
