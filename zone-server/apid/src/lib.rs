@@ -46,6 +46,19 @@ pub struct Settings {
 /// apid 3 MiB).
 pub const HEAP_GROWTH_BYTES: usize = 2 << 20;
 
+/// The largest body apid takes when it could not grow its heap at start
+/// ([`degraded`]): seven of them, with their headers, parse in the
+/// fixed arena (`alcove_rt::HEAP_BYTES`) beside everything else.
+pub const DEGRADED_BODY_BYTES: usize = 4 * 1024;
+
+/// The limits apid serves with when its heap could not grow at start
+/// (its budget too small for [`HEAP_GROWTH_BYTES`]): bodies of at most
+/// [`DEGRADED_BODY_BYTES`] (larger ones get 413 and a reason), the rest
+/// as configured. Serving small requests beats not serving at all.
+pub fn degraded(limits: Limits) -> Limits {
+    Limits { max_body_bytes: limits.max_body_bytes.min(DEGRADED_BODY_BYTES), ..limits }
+}
+
 /// Reads `token=` and `port=` from the server's arguments.
 pub fn settings(args: &[String]) -> Result<Settings, String> {
     let arg = |k: &str| args.iter().find_map(|a| a.strip_prefix(k));

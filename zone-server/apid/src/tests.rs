@@ -63,10 +63,16 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
+        Self::with_limits(|l| l)
+    }
+
+    /// A rig whose apid serves with `limits` made of the configured ones.
+    fn with_limits(limits: impl FnOnce(alcove_api::Limits) -> alcove_api::Limits) -> Self {
         let netd = SocketRig::<NoBuffer>::start(&[]);
         let peer = netd.peer.clone();
         let calls: Calls = Arc::default();
-        let s = settings(&["token=".to_string() + TOKEN, "port=8080".into()]).unwrap();
+        let mut s = settings(&["token=".to_string() + TOKEN, "port=8080".into()]).unwrap();
+        s.config.limits = limits(s.config.limits);
         let api = Server::new(VmadmBackend::new(zone_server(calls.clone())), s.config);
         let net = socket::Client::new(netd.client.badged(3));
         let mut r = Rig { peer, net, api, pump: Pump::new(s.port, super::NETD_SOCKETS), now_ms: 0, calls, netd: Some(netd) };
@@ -232,6 +238,25 @@ fn errors_say_why_with_a_4xx() {
     // imgadm is not at zone-server yet: its usage error, 400.
     let (status, body) = r.exchange(&get("/images", Some(TOKEN)));
     assert_eq!(status, 400, "{body}");
+}
+
+/// An apid whose heap could not grow at start (`degraded`) still serves:
+/// a small body as ever, a larger one 413 naming its smaller limit; and
+/// seven bodies at that limit, with their heads, take a small part of the
+/// fixed arena.
+#[test]
+fn a_degraded_apid_serves_small_bodies_and_refuses_large_ones() {
+    let mut r = Rig::with_limits(super::degraded);
+    let (status, body) = r.exchange(&post("/vms", r#"{"brand":"bhyve","ram":"lots"}"#));
+    assert_eq!(status, 422, "{body}");
+    let big = post("/vms", &"x".repeat(super::DEGRADED_BODY_BYTES + 1));
+    let head = &big[..big.find("\r\n\r\n").unwrap() + 4];
+    let (status, body) = r.exchange(head);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains(&std::format!("at most {} bytes", super::DEGRADED_BODY_BYTES)), "{body}");
+    let l = super::degraded(settings(&["token=".to_string() + TOKEN]).unwrap().config.limits);
+    // A body parses to a few times its size at most.
+    assert!(l.max_connections * (l.max_header_bytes + 4 * l.max_body_bytes) <= alcove_rt::HEAP_BYTES / 2);
 }
 
 #[test]

@@ -39,9 +39,14 @@ fn main(start: alcove_rt::Start) -> u64 {
     // values parses to some times its size), beside the arena: taken at
     // start, so a flood of large requests finds it there rather than an
     // allocation failing in the middle of one.
+    let mut settings = settings;
     if let Err(e) = alcove_rt::grow_heap(apid::HEAP_GROWTH_BYTES) {
-        log::error!("cannot grow the heap by {} KiB for request bodies: {e}", apid::HEAP_GROWTH_BYTES / 1024);
-        return 1;
+        settings.config.limits = apid::degraded(settings.config.limits);
+        log::warn!(
+            "cannot grow the heap by {} KiB for request bodies ({e}): serving bodies of at most {} bytes",
+            apid::HEAP_GROWTH_BYTES / 1024,
+            settings.config.limits.max_body_bytes
+        );
     }
     if let Err(e) = libipc::sys::create(abi::ObjectType::Notification, IDLE_SLOT, 0) {
         log::error!("cannot create the idle notification: {e}");
