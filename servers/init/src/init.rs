@@ -485,6 +485,10 @@ impl Init<'_> {
     fn release(&mut self, i: usize) {
         // Start data it staged for a start it will never make.
         self.instances.drop_start_data(i);
+        // And what it gave for that start (`proc.give`): a new instance of
+        // the server must not start a VMM holding the grant (another VM's
+        // VNICs) or control notification its predecessor gave.
+        self.drop_given_of(i);
         let Some(c) = self.children.get_mut(i) else { return };
         let held = self.pci.release(i);
         if !held.is_empty() {
@@ -499,6 +503,18 @@ impl Init<'_> {
         {
             self.worker.post(Job::Revoke { server: c.server.name.clone(), storaged, badge });
         }
+    }
+
+    /// Deletes init's copies of what server `owner` gave (`proc.give`).
+    fn drop_given_of(&mut self, owner: usize) {
+        let spare = &mut self.spare;
+        self.given.retain(|(o, _, s)| {
+            if *o == owner {
+                let _ = sys::cap_delete(*s);
+                spare.push(*s);
+            }
+            *o != owner
+        });
     }
 
     /// Starts server `i` (again): at once, or, for a server on pool
@@ -694,15 +710,9 @@ impl ProcCall<'_, '_> {
 
     /// Deletes init's copies of what the caller gave (after a `start`).
     fn drop_given(&mut self) {
-        let Some(owner) = self.owner else { return };
-        let init = &mut *self.init;
-        init.given.retain(|(o, _, s)| {
-            if *o == owner {
-                let _ = sys::cap_delete(*s);
-                init.spare.push(*s);
-            }
-            *o != owner
-        });
+        if let Some(owner) = self.owner {
+            self.init.drop_given_of(owner);
+        }
     }
 
     fn start_with(
