@@ -14,6 +14,8 @@
 //! receives upper-cased): a line and a 2000-byte line typed to the guest,
 //! `^]` to detach, `^]` again at the prompt (nothing to detach) before
 //! `vmadm list`, `vmadm stop`, `vmadm console` of the stopped VM,
+//! `vmadm create-snapshot`, `zfs list -t snapshot` (the disk's
+//! `@vmsnap-` snapshot), `vmadm rollback-snapshot` and `delete-snapshot`,
 //! `vmadm delete`, `zpool scrub -s zones` with no scrub (refused),
 //! `zpool scrub zones` and `zpool status` (the scrub in progress or done,
 //! no errors), the zfs verbs on the VM's volume while it runs (`zfs
@@ -160,7 +162,12 @@ dladm create-vnic -l stub5 op0\rdladm delete-vnic op0\rdladm delete-etherstub st
         ("[Connection to console".into(), b"\x1dvmadm list\r".to_vec()),
         ("UUID".into(), format!("vmadm stop {VM}\r").into_bytes()),
         ("Successfully completed stop".into(), format!("vmadm console {VM}\r").into_bytes()),
-        ("Unable to connect".into(), format!("vmadm delete {VM}\r").into_bytes()),
+        // The stopped VM's snapshot verbs.
+        ("Unable to connect".into(), format!("vmadm create-snapshot {VM} before\r").into_bytes()),
+        ("Created snapshot before".into(), b"zfs list -H -t snapshot -o name\r".to_vec()),
+        ("@vmsnap-before".into(), format!("vmadm rollback-snapshot {VM} before\r").into_bytes()),
+        ("Rolled back VM".into(), format!("vmadm delete-snapshot {VM} before\r").into_bytes()),
+        ("Deleted snapshot before".into(), format!("vmadm delete {VM}\r").into_bytes()),
         ("Successfully deleted VM".into(), b"zpool scrub -s zones\r".to_vec()),
         // `zpool scrub` prints nothing: its echo is the cue.
         ("cannot cancel scrubbing zones".into(), b"zpool scrub zones\r".to_vec()),
@@ -385,6 +392,10 @@ fn steps() -> Vec<(String, Option<First>)> {
         ("vmadm list".into(), vmadm()),
         (format!("vmadm stop {VM}"), starts("Successfully completed stop")),
         (format!("vmadm console {VM}"), starts("Unable to connect")),
+        (format!("vmadm create-snapshot {VM} before"), starts("Created snapshot")),
+        ("zfs list -H -t snapshot -o name".into(), starts("zones/")),
+        (format!("vmadm rollback-snapshot {VM} before"), starts("Rolled back VM")),
+        (format!("vmadm delete-snapshot {VM} before"), starts("Deleted snapshot")),
         (format!("vmadm delete {VM}"), starts("Successfully deleted VM")),
         ("zpool scrub -s zones".into(), starts("cannot ")),
         ("zpool scrub zones".into(), quiet()),
@@ -762,6 +773,17 @@ fn judge(serial: &str, ending: Ending, typed: &[String], o: &mut Outcome) {
         stopped.as_deref() == Some(&format!("Unable to connect to console of VM {VM}: VM is not running\n")),
         format!("`vmadm console` of the stopped VM got {stopped:?}"),
     );
+    // The snapshot verbs: a pool snapshot of the VM's disk, rolled back
+    // to and deleted.
+    for (cmd, want) in [
+        (format!("vmadm create-snapshot {VM} before"), format!("Created snapshot before for VM {VM}\n")),
+        ("zfs list -H -t snapshot -o name".to_string(), format!("zones/{VM}-disk0@vmsnap-before\n")),
+        (format!("vmadm rollback-snapshot {VM} before"), format!("Rolled back VM {VM} to snapshot before\n")),
+        (format!("vmadm delete-snapshot {VM} before"), format!("Deleted snapshot before for VM {VM}\n")),
+    ] {
+        let got = answer(&cmd, 0);
+        check(got.as_deref() == Some(want.as_str()), format!("`{cmd}` printed {got:?}, not {want:?}"));
+    }
     let deleted = answer(&format!("vmadm delete {VM}"), 0).unwrap_or_default();
     check(
         deleted.lines().any(|l| l == format!("Successfully deleted VM {VM}")),
@@ -872,6 +894,10 @@ mod tests {
             running,
             format!("Successfully completed stop for VM {VM}\n"),
             format!("Unable to connect to console of VM {VM}: VM is not running\n"),
+            format!("Created snapshot before for VM {VM}\n"),
+            format!("{disk}@vmsnap-before\n"),
+            format!("Rolled back VM {VM} to snapshot before\n"),
+            format!("Deleted snapshot before for VM {VM}\n"),
             format!("Successfully deleted VM {VM}\n"),
             "cannot cancel scrubbing zones: pool: no scrub is in progress\n".into(),
             String::new(),

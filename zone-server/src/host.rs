@@ -70,6 +70,10 @@ pub trait Machine {
     /// volumes it created.
     fn prepare_volumes(&mut self, specs: &[VolumeSpec]) -> Result<Vec<String>, String>;
     fn destroy_volume(&mut self, name: &str) -> Result<(), String>;
+    /// Takes snapshot `snapshot` (`VOLUME@NAME`) of a volume.
+    fn snapshot_volume(&mut self, snapshot: &str) -> Result<(), String>;
+    /// Rolls a volume back to its latest snapshot `snapshot`.
+    fn rollback_volume(&mut self, snapshot: &str) -> Result<(), String>;
     /// Sets user property `key` (appending to it with `append`).
     fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String>;
     /// Makes `volumes` ready and grants them ([`libipc::provision::provision`])
@@ -138,6 +142,12 @@ pub fn disk_volume(vm: &Uuid, index: usize) -> String {
 /// Whether `name` is a disk volume of `vm` (`zones/<vm>-disk<N>`).
 pub fn is_disk_of(vm: &Uuid, name: &str) -> bool {
     name.strip_prefix(&format!("zones/{vm}-disk")).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The pool snapshot of disk volume `volume` standing for VM snapshot
+/// `name` (SmartOS names them `@vmsnap-NAME` too).
+pub fn vm_snapshot(volume: &str, name: &str) -> String {
+    format!("{volume}@vmsnap-{name}")
 }
 
 /// The record volume of `vm`.
@@ -476,6 +486,40 @@ impl<M: Machine> Host for ZoneHost<M> {
         }
     }
 
+    fn snapshot(&mut self, vm: &Instance, name: &str) -> Result<(), String> {
+        let disks = self.disk_volumes(vm)?;
+        if disks.is_empty() {
+            return Err("the VM has no disks on the pool to snapshot".into());
+        }
+        for (i, d) in disks.iter().enumerate() {
+            if let Err(e) = self.machine.snapshot_volume(&vm_snapshot(d, name)) {
+                // All or none: the disks done so far lose theirs.
+                for done in &disks[..i] {
+                    let _ = self.machine.destroy_volume(&vm_snapshot(done, name));
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn destroy_snapshot(&mut self, vm: &Instance, name: &str) -> Result<(), String> {
+        for d in self.disk_volumes(vm)? {
+            match self.machine.destroy_volume(&vm_snapshot(&d, name)) {
+                Err(e) if !e.contains("not found") => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, vm: &Instance, name: &str) -> Result<(), String> {
+        for d in self.disk_volumes(vm)? {
+            self.machine.rollback_volume(&vm_snapshot(&d, name))?;
+        }
+        Ok(())
+    }
+
     fn console(&mut self, _vm: &Instance) -> Result<(), String> {
         // `vmadm.run` has no terminal behind it: the operator shell
         // attaches through `vmadm.console` and the console's `feed`.
@@ -505,6 +549,13 @@ impl<M: Machine> Host for ZoneHost<M> {
 pub const INSTALL_READ_BYTES: usize = 16 * 1024;
 
 impl<M: Machine> ZoneHost<M> {
+    /// The VM's disk volumes on the pool (`zones/UUID-diskN`), in order.
+    fn disk_volumes(&mut self, vm: &Instance) -> Result<Vec<String>, String> {
+        let mut disks: Vec<String> = self.machine.list_volumes()?.into_iter().filter(|n| is_disk_of(&vm.uuid, n)).collect();
+        disks.sort_by_key(|n| n.rsplit("-disk").next().and_then(|i| i.parse::<u32>().ok()));
+        Ok(disks)
+    }
+
     /// Runs `imgadm ARGS...`; `stdin` is the manifest for `install`,
     /// whose `-f` names the pool volume holding the image file.
     pub fn imgadm(&mut self, args: &[&str], stdin: &str) -> alcove_images::cli::Output {

@@ -58,6 +58,8 @@ pub(crate) struct Fake {
     pub(crate) later_secs: u64,
     /// init's `proc` as far as a VMM's start data goes.
     pub(crate) init: FakeInit,
+    /// Snapshots taken and rollbacks made, in order.
+    pub(crate) snapshot_calls: Vec<String>,
 }
 
 /// init's `proc` for start data, reached through a real `proc::Client`
@@ -176,7 +178,30 @@ impl Machine for Fake {
         if self.images().get(name).is_ok() {
             self.images().destroy(name, true).map_err(|e| alloc::format!("pool: {e}"))?;
         }
+        // Recursive, as zone-server asks: its snapshots go with it.
+        self.volumes.retain(|n, _| !n.strip_prefix(name).is_some_and(|rest| rest.starts_with('@')));
         self.volumes.remove(name).map(|_| ()).ok_or_else(|| alloc::format!("pool: {name}: not found"))
+    }
+    fn snapshot_volume(&mut self, snapshot: &str) -> Result<(), String> {
+        let (volume, _) = snapshot.split_once('@').ok_or("pool: not a snapshot name")?;
+        let bytes = self.volumes.get(volume).ok_or_else(|| alloc::format!("pool: {volume}: not found"))?.0;
+        if self.volumes.contains_key(snapshot) {
+            return Err(alloc::format!("pool: {snapshot}: already exists"));
+        }
+        self.volumes.insert(snapshot.into(), (bytes, BTreeMap::new()));
+        self.snapshot_calls.push(alloc::format!("snapshot {snapshot}"));
+        Ok(())
+    }
+    fn rollback_volume(&mut self, snapshot: &str) -> Result<(), String> {
+        let (volume, _) = snapshot.split_once('@').ok_or("pool: not a snapshot name")?;
+        if self.vmms.values().any(|(run, vols, _, _)| *run && vols.iter().any(|v| v == volume)) {
+            return Err(alloc::format!("pool: busy: {volume} is granted"));
+        }
+        if !self.volumes.contains_key(snapshot) {
+            return Err(alloc::format!("pool: {snapshot}: not found"));
+        }
+        self.snapshot_calls.push(alloc::format!("rollback {snapshot}"));
+        Ok(())
     }
     fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String> {
         let (_, props) = self.volumes.get_mut(name).ok_or_else(|| alloc::format!("pool: {name}: not found"))?;
@@ -393,6 +418,53 @@ fn create_list_stop_delete_gives_everything_back() {
     assert!(f.volumes.is_empty(), "{:?}", f.volumes.keys().collect::<Vec<_>>());
     assert!(f.vmms.is_empty() && f.grants.is_empty());
     assert_eq!(run(&mut s, &["list", "-p"], "").stdout, "");
+}
+
+/// `vmadm create-snapshot` snapshots every disk volume of the VM on the
+/// pool (`@vmsnap-NAME`), all or none; `rollback-snapshot` of the stopped
+/// VM rolls each back (refused while it runs: its disks are granted);
+/// `delete-snapshot` destroys them; `delete` takes the rest with the
+/// volumes.
+#[test]
+fn a_vm_s_snapshots_are_pool_snapshots_of_every_disk() {
+    let mut s = server();
+    let uuid = created_uuid(&run(&mut s, &["create"], PAYLOAD));
+    let snap = |d: u32, n: &str| alloc::format!("zones/{uuid}-disk{d}@vmsnap-{n}");
+    for n in ["one", "two"] {
+        let out = run(&mut s, &["create-snapshot", &uuid, n], "");
+        assert_eq!((out.code, out.stderr.clone()), (0, alloc::format!("Created snapshot {n} for VM {uuid}\n")), "{out:?}");
+    }
+    for d in 0..2 {
+        assert!(s.host.machine.volumes.contains_key(&snap(d, "one")) && s.host.machine.volumes.contains_key(&snap(d, "two")));
+    }
+    // A disk whose snapshot fails: the other's is destroyed again.
+    s.host.machine.volumes.insert(snap(1, "three"), (0, BTreeMap::new()));
+    let out = run(&mut s, &["create-snapshot", &uuid, "three"], "");
+    assert!(out.code == 1 && out.stderr.contains("already exists"), "{out:?}");
+    assert!(!s.host.machine.volumes.contains_key(&snap(0, "three")));
+    s.host.machine.volumes.remove(&snap(1, "three"));
+    // Running: no rollback.
+    let out = run(&mut s, &["rollback-snapshot", &uuid, "one"], "");
+    assert!(out.code == 1 && out.stderr.contains("stop it first"), "{out:?}");
+    assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+    let out = run(&mut s, &["rollback-snapshot", &uuid, "one"], "");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        s.host.machine.snapshot_calls[5..],
+        [alloc::format!("rollback {}", snap(0, "one")), alloc::format!("rollback {}", snap(1, "one"))]
+    );
+    assert!(!s.host.machine.volumes.contains_key(&snap(0, "two")) && !s.host.machine.volumes.contains_key(&snap(1, "two")));
+    let got: serde_json::Value = serde_json::from_str(&run(&mut s, &["get", &uuid], "").stdout).unwrap();
+    assert_eq!(got["snapshots"].as_array().map(|a| a.len()), Some(1), "{got}");
+    // The record on the pool lists it too.
+    let rec: serde_json::Value =
+        serde_json::from_str(&s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1[crate::host::RECORD_PROP]).unwrap();
+    assert_eq!(rec["snapshots"][0]["name"], "one");
+    assert_eq!(run(&mut s, &["delete-snapshot", &uuid, "one"], "").code, 0);
+    assert!(!s.host.machine.volumes.keys().any(|k| k.contains('@')), "{:?}", s.host.machine.volumes.keys().collect::<Vec<_>>());
+    assert_eq!(run(&mut s, &["create-snapshot", &uuid, "kept"], "").code, 0);
+    assert_eq!(run(&mut s, &["delete", &uuid], "").code, 0);
+    assert!(s.host.machine.volumes.is_empty(), "{:?}", s.host.machine.volumes.keys().collect::<Vec<_>>());
 }
 
 #[test]

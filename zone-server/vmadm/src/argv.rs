@@ -15,6 +15,9 @@
 //! vmadm update UUID prop=value [prop=value ..]
 //! vmadm delete UUID
 //! vmadm console UUID
+//! vmadm create-snapshot UUID SNAPNAME
+//! vmadm delete-snapshot UUID SNAPNAME
+//! vmadm rollback-snapshot UUID SNAPNAME
 //! ```
 //! A usage error ([`ArgError::Usage`]) is printed before the usage summary
 //! with exit code 2; a bad field, filter or option combination
@@ -50,6 +53,9 @@ pub enum Command {
     Update { uuid: Uuid, file: Option<String>, props: Vec<(String, String)> },
     Delete { uuid: Uuid },
     Console { uuid: Uuid },
+    CreateSnapshot { uuid: Uuid, name: String },
+    DeleteSnapshot { uuid: Uuid, name: String },
+    RollbackSnapshot { uuid: Uuid, name: String },
     Help,
 }
 
@@ -65,13 +71,16 @@ pub enum ArgError {
 pub const USAGE: &str = "Usage: vmadm <command> [options]
 
 create [-f <filename>]
+create-snapshot <uuid> <snapname>
 console <uuid>
 delete <uuid>
+delete-snapshot <uuid> <snapname>
 get <uuid>
 info <uuid> [type,...]
 list [-p] [-H] [-o field,...] [-s field,...] [field=value ...]
 lookup [-j|-1] [-o field,...] [field=value ...]
 reboot <uuid> [-F]
+rollback-snapshot <uuid> <snapname>
 start <uuid>
 stop <uuid> [-F] [-t timeout]
 update <uuid> [-f <filename>]
@@ -115,6 +124,22 @@ fn fields(verb: &str, flag: &str, v: Option<&&str>) -> Result<Vec<String>, ArgEr
         return Err(usage(format!("{verb}: {flag}: bad field list \"{}\"", clip(v))));
     }
     Ok(list)
+}
+
+/// The longest snapshot name (vmadm's).
+pub const MAX_SNAPNAME: usize = 64;
+
+/// A snapshot name as vmadm takes it: 1 to [`MAX_SNAPNAME`] of
+/// `[A-Za-z0-9_.:-]` (it becomes part of a pool snapshot's name).
+fn snapshot_name(verb: &str, name: &str) -> Result<String, ArgError> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+    if name.is_empty() || name.len() > MAX_SNAPNAME || !name.chars().all(ok) {
+        return Err(invalid(format!(
+            "{verb}: invalid snapname \"{}\": 1 to {MAX_SNAPNAME} letters, digits, '_', '.', ':' or '-'",
+            clip(name)
+        )));
+    }
+    Ok(name.into())
 }
 
 /// Parses vmadm's arguments (without the program name).
@@ -260,6 +285,19 @@ pub fn parse(args: &[&str]) -> Result<Command, ArgError> {
                     Ok(Command::Update { uuid, file: None, props })
                 }
             }
+        }
+        "create-snapshot" | "delete-snapshot" | "rollback-snapshot" => {
+            let uuid = uuid_arg(verb, rest.first().copied())?;
+            let name = match rest {
+                [_, name] => snapshot_name(verb, name)?,
+                [_] => return Err(usage(format!("{verb}: missing snapname"))),
+                _ => return Err(usage(format!("{verb}: unexpected argument \"{}\"", clip(rest[2])))),
+            };
+            Ok(match verb {
+                "create-snapshot" => Command::CreateSnapshot { uuid, name },
+                "delete-snapshot" => Command::DeleteSnapshot { uuid, name },
+                _ => Command::RollbackSnapshot { uuid, name },
+            })
         }
         other => Err(usage(format!("Invalid command: \"{}\".", clip(other)))),
     }

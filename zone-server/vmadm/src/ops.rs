@@ -585,6 +585,99 @@ pub fn delete(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<()
     Ok(())
 }
 
+/// Snapshots one VM keeps at most (each is an entry of its record).
+pub const MAX_SNAPSHOTS: usize = 32;
+
+/// The VM's `snapshots` (`{name, created_at}` each, oldest first).
+fn snapshot_list(vm: &Instance) -> Vec<Value> {
+    vm.props.get("snapshots").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn snapshot_index(list: &[Value], name: &str) -> Option<usize> {
+    list.iter().position(|s| s.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// Sets the VM's `snapshots` (none: the property goes) and saves the
+/// record; `Err` with the list as it was put back when the save failed.
+fn save_snapshots(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, list: Vec<Value>) -> Result<(), String> {
+    let vm = reg.get_mut(uuid).expect("found");
+    let before = vm.props.remove("snapshots");
+    if !list.is_empty() {
+        vm.props.insert("snapshots".into(), Value::Array(list));
+    }
+    let r = save(reg, host, uuid);
+    if r.is_err() {
+        let vm = reg.get_mut(uuid).expect("found");
+        vm.props.remove("snapshots");
+        if let Some(b) = before {
+            vm.props.insert("snapshots".into(), b);
+        }
+    }
+    r
+}
+
+/// `vmadm create-snapshot`: every disk of a running or stopped VM
+/// snapshotted at once (crash-consistent for a running guest), the
+/// snapshot listed in the VM's `snapshots`.
+pub fn create_snapshot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, name: &str) -> Result<(), OpError> {
+    let vm = found(reg, uuid)?;
+    if !matches!(vm.state, State::Running | State::Stopped) {
+        return Err(OpError::Conflict(format!("VM is {}: only a running or stopped VM is snapshotted", vm.state)));
+    }
+    let mut list = snapshot_list(vm);
+    if snapshot_index(&list, name).is_some() {
+        return Err(OpError::Conflict(format!("snapshot \"{name}\" already exists")));
+    }
+    if list.len() >= MAX_SNAPSHOTS {
+        return Err(OpError::Conflict(format!("VM has {MAX_SNAPSHOTS} snapshots already: delete one first")));
+    }
+    host.snapshot(vm, name).map_err(|why| OpError::Failed { uuid: None, why })?;
+    let now = host.now();
+    let mut entry = Map::new();
+    entry.insert("name".into(), Value::String(name.into()));
+    entry.insert("created_at".into(), Value::String(now));
+    list.push(Value::Object(entry));
+    if let Err(why) = save_snapshots(reg, host, uuid, list) {
+        // Not listed, so not kept either.
+        let vm = reg.get(uuid).expect("found");
+        let _ = host.destroy_snapshot(vm, name);
+        return Err(OpError::Failed { uuid: None, why: format!("the record was not saved: {why}") });
+    }
+    Ok(())
+}
+
+/// `vmadm delete-snapshot`.
+pub fn delete_snapshot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, name: &str) -> Result<(), OpError> {
+    let vm = found(reg, uuid)?;
+    let mut list = snapshot_list(vm);
+    let i = snapshot_index(&list, name).ok_or_else(|| OpError::Conflict(format!("snapshot \"{name}\" not found")))?;
+    host.destroy_snapshot(vm, name).map_err(|why| OpError::Failed { uuid: None, why })?;
+    list.remove(i);
+    save_snapshots(reg, host, uuid, list).map_err(|why| OpError::Failed { uuid: None, why: format!("the record was not saved: {why}") })
+}
+
+/// `vmadm rollback-snapshot`: the disks of a stopped VM back to the
+/// snapshot; the snapshots taken after it are destroyed first (as `zfs
+/// rollback -r`) and leave the list.
+pub fn rollback_snapshot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, name: &str) -> Result<(), OpError> {
+    let vm = found(reg, uuid)?;
+    if vm.state != State::Stopped {
+        return Err(OpError::Conflict(format!("VM is {}: stop it first (its disks are in use)", vm.state)));
+    }
+    let mut list = snapshot_list(vm);
+    let i = snapshot_index(&list, name).ok_or_else(|| OpError::Conflict(format!("snapshot \"{name}\" not found")))?;
+    while list.len() > i + 1 {
+        let newer = list.last().and_then(|s| s.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+        let vm = reg.get(uuid).expect("found");
+        host.destroy_snapshot(vm, &newer).map_err(|why| OpError::Failed { uuid: None, why: format!("newer snapshot {newer}: {why}") })?;
+        list.pop();
+        save_snapshots(reg, host, uuid, list.clone())
+            .map_err(|why| OpError::Failed { uuid: None, why: format!("the record was not saved: {why}") })?;
+    }
+    let vm = reg.get(uuid).expect("found");
+    host.rollback(vm, name).map_err(|why| OpError::Failed { uuid: None, why })
+}
+
 /// `vmadm console`: only a running (or stopping) VM has one.
 pub fn console(reg: &Registry, host: &mut dyn Host, uuid: &Uuid) -> Result<(), OpError> {
     let vm = console_target(reg, uuid)?;

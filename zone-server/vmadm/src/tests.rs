@@ -716,6 +716,15 @@ impl Host for FakeHost {
     fn console(&mut self, vm: &Instance) -> Result<(), String> {
         self.call("console", vm)
     }
+    fn snapshot(&mut self, vm: &Instance, name: &str) -> Result<(), String> {
+        self.call("snapshot", vm).map(|()| self.calls.last_mut().expect("pushed").push_str(&format!("@{name}")))
+    }
+    fn destroy_snapshot(&mut self, vm: &Instance, name: &str) -> Result<(), String> {
+        self.call("destroy_snapshot", vm).map(|()| self.calls.last_mut().expect("pushed").push_str(&format!("@{name}")))
+    }
+    fn rollback(&mut self, vm: &Instance, name: &str) -> Result<(), String> {
+        self.call("rollback", vm).map(|()| self.calls.last_mut().expect("pushed").push_str(&format!("@{name}")))
+    }
     fn persist(&mut self, uuid: &Uuid, record: Option<&str>) -> Result<(), String> {
         if let Some(e) = self.fail.get("persist") {
             return Err(e.clone());

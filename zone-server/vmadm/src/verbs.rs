@@ -82,6 +82,13 @@ pub trait Host {
     /// Keeps the instance's record (`vmadm get` JSON) where it survives a
     /// reboot; `None` forgets it (delete).
     fn persist(&mut self, uuid: &Uuid, record: Option<&str>) -> Result<(), String>;
+    /// Snapshots every disk of the VM as `name` (all or none).
+    fn snapshot(&mut self, vm: &Instance, name: &str) -> Result<(), String>;
+    /// Destroys the VM's disks' snapshots `name`.
+    fn destroy_snapshot(&mut self, vm: &Instance, name: &str) -> Result<(), String>;
+    /// Rolls every disk of the stopped VM back to its snapshot `name`
+    /// (none newer exists).
+    fn rollback(&mut self, vm: &Instance, name: &str) -> Result<(), String>;
 }
 
 /// What a command printed and its exit code.
@@ -267,6 +274,18 @@ pub fn execute(cmd: Command, reg: &mut Registry, host: &mut dyn Host) -> Output 
         Command::Delete { uuid } => match ops::delete(reg, host, &uuid) {
             Ok(()) => Output::ok_err(format!("Successfully deleted VM {uuid}")),
             Err(e) => Output::fail(format!("Failed to delete VM {uuid}: {}", e.reason())),
+        },
+        Command::CreateSnapshot { uuid, name } => match ops::create_snapshot(reg, host, &uuid, &name) {
+            Ok(()) => Output::ok_err(format!("Created snapshot {name} for VM {uuid}")),
+            Err(e) => Output::fail(format!("Failed to create snapshot {name} for VM {uuid}: {}", e.reason())),
+        },
+        Command::DeleteSnapshot { uuid, name } => match ops::delete_snapshot(reg, host, &uuid, &name) {
+            Ok(()) => Output::ok_err(format!("Deleted snapshot {name} for VM {uuid}")),
+            Err(e) => Output::fail(format!("Failed to delete snapshot {name} for VM {uuid}: {}", e.reason())),
+        },
+        Command::RollbackSnapshot { uuid, name } => match ops::rollback_snapshot(reg, host, &uuid, &name) {
+            Ok(()) => Output::ok_err(format!("Rolled back VM {uuid} to snapshot {name}")),
+            Err(e) => Output::fail(format!("Failed to rollback snapshot {name} for VM {uuid}: {}", e.reason())),
         },
         Command::Console { uuid } => match ops::console(reg, host, &uuid) {
             Ok(()) => Output::default(),

@@ -345,6 +345,14 @@ mod machine {
             self.pool()?.destroy(name.into(), true).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
         }
 
+        fn snapshot_volume(&mut self, snapshot: &str) -> Result<(), String> {
+            self.pool()?.snapshot(snapshot.into()).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
+        fn rollback_volume(&mut self, snapshot: &str) -> Result<(), String> {
+            self.pool()?.rollback(snapshot.into()).map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        }
+
         fn prepare_volumes(&mut self, specs: &[VolumeSpec]) -> Result<Vec<String>, String> {
             libipc::provision::prepare(&self.pool()?, specs).map_err(|e| e.to_string())
         }

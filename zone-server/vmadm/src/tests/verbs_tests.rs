@@ -622,3 +622,72 @@ fn a_machine_boot_during_a_stop_or_a_reboot_ends_both() {
     assert_eq!(crate::ops::transitions(&booted), (vec![], None));
     assert_eq!(boot, vec![Uuid::parse(U2).unwrap()]);
 }
+
+/// `create-snapshot`, `rollback-snapshot`, `delete-snapshot`: vmadm's
+/// messages, the `snapshots` list in the record (names and times, oldest
+/// first), what reaches the machine, and refusals that change nothing:
+/// bad names, duplicates, unknown snapshots, a rollback of a running VM,
+/// a snapshot the record could not keep (undone on the machine).
+#[test]
+fn snapshots_are_taken_listed_rolled_back_and_deleted() {
+    let (mut reg, mut host) = machine();
+    let mut p = smartos_payload();
+    p["uuid"] = json!(U1);
+    make(&mut reg, &mut host, p);
+    let snaps = |reg: &Registry| -> Vec<String> {
+        let vm = reg.get(&Uuid::parse(U1).unwrap()).unwrap();
+        vm.props.get("snapshots").and_then(Value::as_array).into_iter().flatten().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+    };
+    for name in ["before-upgrade", "second", "third"] {
+        let out = run(&format!("create-snapshot {U1} {name}"), &mut reg, &mut host);
+        assert_eq!((out.code, out.stderr), (0, format!("Created snapshot {name} for VM {U1}\n")));
+    }
+    assert_eq!(snaps(&reg), ["before-upgrade", "second", "third"]);
+    let stored: Value = serde_json::from_str(&host.stored[U1]).unwrap();
+    assert_eq!(stored["snapshots"][0]["name"], "before-upgrade");
+    assert!(stored["snapshots"][0]["created_at"].as_str().unwrap().ends_with('Z'));
+    // Refused, nothing changed.
+    let calls = host.calls.len();
+    for (args, code, why) in [
+        (format!("create-snapshot {U1} second"), 1, "already exists"),
+        (format!("create-snapshot {U1} bad/name"), 1, "invalid snapname"),
+        (format!("create-snapshot {U1} {}", "x".repeat(65)), 1, "invalid snapname"),
+        (format!("create-snapshot {U1}"), 2, "missing snapname"),
+        (format!("delete-snapshot {U1} nope"), 1, "not found"),
+        (format!("rollback-snapshot {U1} second"), 1, "stop it first"),
+        ("create-snapshot 00000000-0000-4000-8000-000000000000 a".to_string(), 1, "VM not found"),
+    ] {
+        let out = run(&args, &mut reg, &mut host);
+        assert!(out.code == code && out.stderr.contains(why), "{args}: {out:?}");
+    }
+    assert_eq!(host.calls.len(), calls, "{:?}", &host.calls[calls..]);
+    assert_eq!(snaps(&reg), ["before-upgrade", "second", "third"]);
+    // A rollback of the stopped VM destroys the newer ones first.
+    run(&format!("stop {U1} -F"), &mut reg, &mut host);
+    let calls = host.calls.len();
+    let out = run(&format!("rollback-snapshot {U1} before-upgrade"), &mut reg, &mut host);
+    assert_eq!((out.code, out.stderr), (0, format!("Rolled back VM {U1} to snapshot before-upgrade\n")));
+    assert_eq!(
+        host.calls[calls..],
+        [format!("destroy_snapshot {U1}@third"), format!("destroy_snapshot {U1}@second"), format!("rollback {U1}@before-upgrade")]
+    );
+    assert_eq!(snaps(&reg), ["before-upgrade"]);
+    let out = run(&format!("delete-snapshot {U1} before-upgrade"), &mut reg, &mut host);
+    assert_eq!((out.code, out.stderr), (0, format!("Deleted snapshot before-upgrade for VM {U1}\n")));
+    assert!(snaps(&reg).is_empty());
+    let stored: Value = serde_json::from_str(&host.stored[U1]).unwrap();
+    assert!(stored.get("snapshots").is_none(), "{stored}");
+    // A snapshot the record cannot keep is destroyed again.
+    host.fail.insert("persist", "pool: out of space".into());
+    let out = run(&format!("create-snapshot {U1} lost"), &mut reg, &mut host);
+    assert!(out.code == 1 && out.stderr.contains("out of space"), "{out:?}");
+    assert!(host.calls.ends_with(&[format!("snapshot {U1}@lost"), format!("destroy_snapshot {U1}@lost")]), "{:?}", host.calls);
+    assert!(snaps(&reg).is_empty());
+    host.fail.remove("persist");
+    // At most MAX_SNAPSHOTS.
+    for i in 0..crate::ops::MAX_SNAPSHOTS {
+        assert_eq!(run(&format!("create-snapshot {U1} s{i}"), &mut reg, &mut host).code, 0);
+    }
+    let out = run(&format!("create-snapshot {U1} one-more"), &mut reg, &mut host);
+    assert!(out.code == 1 && out.stderr.contains("delete one first"), "{out:?}");
+}
