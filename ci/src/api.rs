@@ -26,7 +26,9 @@
 //! good one, `import` of one with a wrong SHA-1 and of one whose file is
 //! cut short (both refused, naming why), `list` (only the good one),
 //! `POST /vms` of a VM whose disk is a clone of the imported image
-//! (running), its forced stop (its console then 409), its delete, and
+//! (running), its forced stop (its console then 409), the host `vmadm
+//! create-snapshot`, `rollback-snapshot` (and one of an unknown
+//! snapshot, refused) and `delete-snapshot` of it, its delete, and
 //! `sources -d`. Also a graceful `vmadm stop -t 3` (host CLI) of a guest
 //! deaf to the power button, under way while `GET /vms/:uuid` and `GET
 //! /vms` answer it `stopping`, then returning, forced at its deadline.
@@ -419,7 +421,7 @@ fn restart_steps(port: u16, tripwire: u16, log: &Path, o: &mut Outcome) -> std::
 
 /// The image steps: sources, avail, import (good, wrong SHA-1, cut short),
 /// list, a VM cloned from the image.
-fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
+fn image_steps(port: u16, vmadm: &Path, imgadm: &Path, source_port: u16, o: &mut Outcome) -> std::result::Result<(), String> {
     use crate::imgsource::{BAD_SHA1, GOOD, SHORT, XZ, XZ_BIG_DICT, XZ_HUGE_DICT};
     let url = format!("http://10.0.2.2:{source_port}");
     let (ok, out, err) = cli(imgadm, port, &["sources", "-a", &url])?;
@@ -483,6 +485,23 @@ fn image_steps(port: u16, imgadm: &Path, source_port: u16, o: &mut Outcome) -> s
     o.check(a.status == 200, || format!("POST /vms/{IMAGE_VM}?action=stop&force=true: {a:?}, not 200"));
     let a = http(port, "GET", &format!("/vms/{IMAGE_VM}/console"), Some(TOKEN), None).map_err(|e| format!("GET console: {e}"))?;
     o.check(a.status == 409 && a.body.contains("not running"), || format!("GET /vms/{IMAGE_VM}/console of a stopped VM: {a:?}, not 409"));
+    // The snapshot verbs through the host vmadm (the disk, a clone of the
+    // image, snapshotted, rolled back to, the snapshot deleted), and one
+    // refused naming why.
+    for (verb, says) in [
+        ("create-snapshot", format!("Created snapshot s1 for VM {IMAGE_VM}\n")),
+        ("rollback-snapshot", format!("Rolled back VM {IMAGE_VM} to snapshot s1\n")),
+    ] {
+        let (ok, out, err) = cli(vmadm, port, &[verb, IMAGE_VM, "s1"])?;
+        o.check(ok && out.is_empty() && err == says, || format!("vmadm {verb} {IMAGE_VM} s1: {ok} {out:?} {err:?}, not {says:?}"));
+    }
+    let a = http(port, "GET", &format!("/vms/{IMAGE_VM}"), Some(TOKEN), None).map_err(|e| format!("GET /vms/{IMAGE_VM}: {e}"))?;
+    let vm: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+    o.check(vm["snapshots"][0]["name"] == "s1", || format!("GET /vms/{IMAGE_VM} after create-snapshot: {}, no snapshot s1", a.body));
+    let (ok, out, err) = cli(vmadm, port, &["rollback-snapshot", IMAGE_VM, "nope"])?;
+    o.check(!ok && err.contains("snapshot \"nope\" not found"), || format!("vmadm rollback-snapshot of an unknown snapshot: {ok} {out:?} {err:?}"));
+    let (ok, out, err) = cli(vmadm, port, &["delete-snapshot", IMAGE_VM, "s1"])?;
+    o.check(ok && err == format!("Deleted snapshot s1 for VM {IMAGE_VM}\n"), || format!("vmadm delete-snapshot: {ok} {out:?} {err:?}"));
     let a = http(port, "DELETE", &format!("/vms/{IMAGE_VM}"), Some(TOKEN), None).map_err(|e| format!("DELETE: {e}"))?;
     o.check((200..300).contains(&a.status), || format!("DELETE /vms/{IMAGE_VM}: {a:?}, not 2xx"));
     let (ok, out, err) = cli(imgadm, port, &["sources", "-d", &url])?;
@@ -642,7 +661,7 @@ pub fn run(kernel: &Path, timeout: Duration) -> Result<Outcome> {
     let mut o = Outcome::new(CASE, Duration::ZERO, log.clone());
     let steps = steps(port, &vmadm, start, timeout, &mut o)
         .and_then(|()| restart_steps(port, tripwire, &log, &mut o))
-        .and_then(|()| image_steps(port, &imgadm, source.port, &mut o));
+        .and_then(|()| image_steps(port, &vmadm, &imgadm, source.port, &mut o));
     crate::emu::stop(&mut child);
     o.elapsed = start.elapsed();
     if let Err(e) = steps {

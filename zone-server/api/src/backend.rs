@@ -12,6 +12,9 @@
 //! | `POST /vms/:uuid?action=stop[&force=true][&timeout=S]` | [`VmAction::Stop`] |
 //! | `POST /vms/:uuid?action=reboot[&force=true][&timeout=S]` | [`VmAction::Reboot`] |
 //! | `POST /vms/:uuid?action=update` (properties) | [`VmAction::Update`] |
+//! | `POST /vms/:uuid?action=create_snapshot&snapshot_name=N` | [`VmAction::CreateSnapshot`] |
+//! | `POST /vms/:uuid?action=rollback_snapshot&snapshot_name=N` | [`VmAction::RollbackSnapshot`] |
+//! | `POST /vms/:uuid?action=delete_snapshot&snapshot_name=N` | [`VmAction::DeleteSnapshot`] |
 //! | `DELETE /vms/:uuid` | [`Backend::delete_vm`] (204 when it returns `null`) |
 //! | `GET /vms/:uuid/console[?offset=N]` | [`Backend::vm_console`] (the guest's serial output from byte N) |
 //! | `GET /vms/:uuid/console.txt[?offset=N]` | [`Backend::vm_console`], the bytes as `text/plain` (for `curl`; the offsets in `X-Console-*` headers) |
@@ -54,6 +57,12 @@ pub enum VmAction {
     Reboot { force: bool, timeout_s: Option<u32> },
     /// Change these properties (a JSON object, as `vmadm update -f`).
     Update(Value),
+    /// `vmadm create-snapshot` (VMAPI's `action=create_snapshot&snapshot_name=`).
+    CreateSnapshot(String),
+    /// `vmadm rollback-snapshot` of the stopped VM.
+    RollbackSnapshot(String),
+    /// `vmadm delete-snapshot`.
+    DeleteSnapshot(String),
 }
 
 /// How [`Backend::vm_action_begin`] went.
@@ -392,8 +401,9 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
             backend.delete_vm(uuid).map(deleted)
         }
         (Route::Vm(uuid), _) => {
-            let Some(a) = action(query, "POST /vms/:uuid", &["start", "stop", "reboot", "update"])? else {
-                return Err(ApiError::invalid_argument("POST /vms/:uuid needs action=start|stop|reboot|update"));
+            const ACTIONS: &[&str] = &["start", "stop", "reboot", "update", "create_snapshot", "rollback_snapshot", "delete_snapshot"];
+            let Some(a) = action(query, "POST /vms/:uuid", ACTIONS)? else {
+                return Err(ApiError::invalid_argument(format!("POST /vms/:uuid needs action={}", ACTIONS.join("|"))));
             };
             let what = format!("POST /vms/:uuid?action={a}");
             let act = match a {
@@ -405,6 +415,19 @@ pub(crate) fn dispatch<B: Backend + ?Sized>(backend: &mut B, route: Route, metho
                 "update" => {
                     only(query, &["action"], &what)?;
                     VmAction::Update(Value::Object(object_body(body, &what)?))
+                }
+                "create_snapshot" | "rollback_snapshot" | "delete_snapshot" => {
+                    only(query, &["action", "snapshot_name"], &what)?;
+                    no_body(body, &what)?;
+                    let Some(name) = query.get("snapshot_name").filter(|n| !n.is_empty()) else {
+                        return Err(ApiError::invalid_argument(format!("{what} needs snapshot_name=NAME")));
+                    };
+                    let name = name.to_string();
+                    match a {
+                        "create_snapshot" => VmAction::CreateSnapshot(name),
+                        "rollback_snapshot" => VmAction::RollbackSnapshot(name),
+                        _ => VmAction::DeleteSnapshot(name),
+                    }
                 }
                 _ => {
                     only(query, &["action", "force", "timeout"], &what)?;

@@ -126,6 +126,7 @@ pub const VMADM_USAGE: &str = "usage: vmadm create [-f FILE]
        vmadm update UUID [-f FILE | property=value ...]
        vmadm delete UUID
        vmadm console UUID
+       vmadm create-snapshot|rollback-snapshot|delete-snapshot UUID SNAPNAME
 (talks to the API at $ALCOVE_URL with the token $ALCOVE_TOKEN or the file $ALCOVE_TOKEN_FILE)";
 
 /// `imgadm`'s usage.
@@ -284,6 +285,19 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
                 Value::Object(m)
             };
             call("POST", format!("/vms/{u}?action=update"), Some(body), Output::Done("update", format!("Successfully updated VM {u}")))
+        }
+        "create-snapshot" | "rollback-snapshot" | "delete-snapshot" => {
+            let u = uuid_arg(T, verb, rest.first(), h)?;
+            let [_, name] = rest else {
+                return Err(usage(T, format!("{verb}: expected UUID SNAPNAME"), h));
+            };
+            let (action, done): (&str, fn(&str, &Uuid) -> String) = match verb {
+                "create-snapshot" => ("create_snapshot", |n, u| format!("Created snapshot {n} for VM {u}")),
+                "rollback-snapshot" => ("rollback_snapshot", |n, u| format!("Rolled back VM {u} to snapshot {n}")),
+                _ => ("delete_snapshot", |n, u| format!("Deleted snapshot {n} for VM {u}")),
+            };
+            let q = vec![("action".to_string(), action.to_string()), ("snapshot_name".to_string(), name.clone())];
+            call("POST", format!("/vms/{u}{}", encode_pairs(&q)), None, Output::Done("snapshot", done(name, &u)))
         }
         "console" => {
             let u = uuid_arg(T, verb, rest.first(), h)?;

@@ -51,6 +51,9 @@ fn vmadm_verbs_make_their_requests() {
     let c = vmadm(&format!("update {U} ram=1024 alias=db")).unwrap();
     assert_eq!((c.target, c.body), (format!("/vms/{U}?action=update"), Some(json!({"ram": "1024", "alias": "db"}))));
     assert_eq!(vmadm(&format!("update {U} -f vm.json")).unwrap().body, Some(json!({"brand":"bhyve","ram":512})));
+    for (verb, action) in [("create-snapshot", "create_snapshot"), ("rollback-snapshot", "rollback_snapshot"), ("delete-snapshot", "delete_snapshot")] {
+        assert_eq!(target(vmadm(&format!("{verb} {U} before"))), ("POST", format!("/vms/{U}?action={action}&snapshot_name=before")));
+    }
 }
 
 #[test]
@@ -75,6 +78,8 @@ fn vmadm_refusals_and_exit_codes() {
         ("console web01", EXIT_ERROR, "vmadm console: \"web01\" is not a UUID"),
         ("console 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10 -f", EXIT_USAGE, "console: unexpected \"-f\""),
         ("info 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10", EXIT_ERROR, "not available over the HTTP API yet"),
+        ("create-snapshot 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10", EXIT_USAGE, "create-snapshot: expected UUID SNAPNAME"),
+        ("delete-snapshot 5b5e2c3a-4e7e-4a4c-9a0f-3f9c1e2d7b10 a b", EXIT_USAGE, "delete-snapshot: expected UUID SNAPNAME"),
     ] {
         let (code, message) = vmadm(line).unwrap_err();
         assert_eq!(code, exit, "{line:?}: {message}");
@@ -148,6 +153,9 @@ fn vmadm_prints_smartos_s_messages_and_exit_codes() {
     assert_eq!(ok(&format!("reboot {U}")), (EXIT_OK, String::new(), format!("Successfully completed reboot for VM {U}\n")));
     assert_eq!(ok(&format!("update {U} ram=1024")), (EXIT_OK, String::new(), format!("Successfully updated VM {U}\n")));
     assert_eq!(printed(&format!("delete {U}"), Ok(serde_json::Value::Null)), (EXIT_OK, String::new(), format!("Successfully deleted VM {U}\n")));
+    assert_eq!(ok(&format!("create-snapshot {U} s1")), (EXIT_OK, String::new(), format!("Created snapshot s1 for VM {U}\n")));
+    assert_eq!(ok(&format!("rollback-snapshot {U} s1")), (EXIT_OK, String::new(), format!("Rolled back VM {U} to snapshot s1\n")));
+    assert_eq!(ok(&format!("delete-snapshot {U} s1")), (EXIT_OK, String::new(), format!("Deleted snapshot s1 for VM {U}\n")));
     // validate: zone-server's line as it is, or one made from the payload.
     let valid = "VALID 'create' payload for bhyve brand VMs.";
     assert_eq!(printed("validate create -f vm.json", Ok(json!({"valid": true, "message": valid}))).2, format!("{valid}\n"));

@@ -193,6 +193,16 @@ fn vm_lifecycle_routes_reach_the_backend() {
     assert_eq!(r.status(), 200);
     let r = one(&mut s, &req("POST", &format!("/vms/{VM}?action=update"), Some(r#"{"ram": 2048}"#)));
     assert_eq!((r.status(), &r.body["ram"]), (200, &json!(2048)));
+    // Snapshots, VMAPI's way; a name is needed.
+    let r = one(&mut s, &req("POST", &format!("/vms/{VM}?action=create_snapshot&snapshot_name=before"), None));
+    assert_eq!((r.status(), &r.body["snapshots"][0]["name"]), (200, &json!("before")));
+    let r = one(&mut s, &req("POST", &format!("/vms/{VM}?action=rollback_snapshot&snapshot_name=before"), None));
+    assert_eq!(r.status(), 200);
+    let r = one(&mut s, &req("POST", &format!("/vms/{VM}?action=delete_snapshot"), None));
+    assert_eq!((r.status(), r.code()), (400, "InvalidArgument"), "{:?}", r.body);
+    assert!(r.message().contains("snapshot_name"), "{}", r.message());
+    let r = one(&mut s, &req("POST", &format!("/vms/{VM}?action=delete_snapshot&snapshot_name=before&force=true"), None));
+    assert_eq!((r.status(), r.code()), (400, "InvalidArgument"), "{:?}", r.body);
     let actions: Vec<VmAction> = s.backend().actions.iter().map(|(_, a)| a.clone()).collect();
     assert_eq!(
         actions,
@@ -202,6 +212,8 @@ fn vm_lifecycle_routes_reach_the_backend() {
             VmAction::Stop { force: true, timeout_s: Some(30) },
             VmAction::Reboot { force: true, timeout_s: None },
             VmAction::Update(json!({"ram": 2048})),
+            VmAction::CreateSnapshot("before".into()),
+            VmAction::RollbackSnapshot("before".into()),
         ]
     );
 

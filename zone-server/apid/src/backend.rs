@@ -105,6 +105,9 @@ fn action_words(u: &str, action: VmAction) -> (Vec<String>, String) {
             (a, String::new())
         }
         VmAction::Update(props) => (words(&["update", u]), props.to_string()),
+        VmAction::CreateSnapshot(name) => (words(&["create-snapshot", u, &name]), String::new()),
+        VmAction::RollbackSnapshot(name) => (words(&["rollback-snapshot", u, &name]), String::new()),
+        VmAction::DeleteSnapshot(name) => (words(&["delete-snapshot", u, &name]), String::new()),
         }
 }
 

@@ -114,6 +114,11 @@ impl Backend for Mock {
                     vm[k] = v.clone();
                 }
             }
+            VmAction::CreateSnapshot(name) => {
+                let list = vm.as_object_mut().unwrap().entry("snapshots").or_insert(json!([]));
+                list.as_array_mut().unwrap().push(json!({"name": name}));
+            }
+            VmAction::RollbackSnapshot(_) | VmAction::DeleteSnapshot(_) => {}
         }
         Ok(vm.clone())
     }
