@@ -421,8 +421,8 @@ fn create_list_stop_delete_gives_everything_back() {
 }
 
 /// `vmadm create-snapshot` snapshots every disk volume of the VM on the
-/// pool (`@vmsnap-NAME`), all or none; `rollback-snapshot` of the stopped
-/// VM rolls each back (refused while it runs: its disks are granted);
+/// pool (`@vmsnap-NAME`), all or none; `rollback-snapshot` rolls each
+/// back (a running VM halted first and started again after);
 /// `delete-snapshot` destroys them; `delete` takes the rest with the
 /// volumes.
 #[test]
@@ -443,16 +443,20 @@ fn a_vm_s_snapshots_are_pool_snapshots_of_every_disk() {
     assert!(out.code == 1 && out.stderr.contains("already exists"), "{out:?}");
     assert!(!s.host.machine.volumes.contains_key(&snap(0, "three")));
     s.host.machine.volumes.remove(&snap(1, "three"));
-    // Running: no rollback.
-    let out = run(&mut s, &["rollback-snapshot", &uuid, "one"], "");
-    assert!(out.code == 1 && out.stderr.contains("stop it first"), "{out:?}");
-    assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+    // Running: halted (its grant revoked, so the disks roll back), then
+    // started again by a new VMM.
+    let before: Vec<u32> = s.host.machine.vmms.keys().copied().collect();
     let out = run(&mut s, &["rollback-snapshot", &uuid, "one"], "");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         s.host.machine.snapshot_calls[5..],
         [alloc::format!("rollback {}", snap(0, "one")), alloc::format!("rollback {}", snap(1, "one"))]
     );
+    let after: Vec<u32> = s.host.machine.vmms.keys().copied().collect();
+    assert!(after.len() == 1 && after != before, "{before:?} -> {after:?}");
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "running\n");
+    assert_eq!(run(&mut s, &["stop", &uuid, "-F"], "").code, 0);
+    assert_eq!(run(&mut s, &["rollback-snapshot", &uuid, "one"], "").code, 0);
     assert!(!s.host.machine.volumes.contains_key(&snap(0, "two")) && !s.host.machine.volumes.contains_key(&snap(1, "two")));
     let got: serde_json::Value = serde_json::from_str(&run(&mut s, &["get", &uuid], "").stdout).unwrap();
     assert_eq!(got["snapshots"].as_array().map(|a| a.len()), Some(1), "{got}");

@@ -656,13 +656,15 @@ pub fn delete_snapshot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, nam
     save_snapshots(reg, host, uuid, list).map_err(|why| OpError::Failed { uuid: None, why: format!("the record was not saved: {why}") })
 }
 
-/// `vmadm rollback-snapshot`: the disks of a stopped VM back to the
-/// snapshot; the snapshots taken after it are destroyed first (as `zfs
-/// rollback -r`) and leave the list.
+/// `vmadm rollback-snapshot`: the disks back to the snapshot; the
+/// snapshots taken after it are destroyed first (as `zfs rollback -r`)
+/// and leave the list. A running VM is halted first (what it has not
+/// written is rolled back anyway) and started again after, as SmartOS's.
 pub fn rollback_snapshot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, name: &str) -> Result<(), OpError> {
     let vm = found(reg, uuid)?;
-    if vm.state != State::Stopped {
-        return Err(OpError::Conflict(format!("VM is {}: stop it first (its disks are in use)", vm.state)));
+    let was_running = vm.state == State::Running;
+    if !was_running && vm.state != State::Stopped {
+        return Err(OpError::Conflict(format!("VM is {}: only a running or stopped VM is rolled back", vm.state)));
     }
     let mut list = snapshot_list(vm);
     let i = snapshot_index(&list, name).ok_or_else(|| OpError::Conflict(format!("snapshot \"{name}\" not found")))?;
@@ -674,8 +676,17 @@ pub fn rollback_snapshot(reg: &mut Registry, host: &mut dyn Host, uuid: &Uuid, n
         save_snapshots(reg, host, uuid, list.clone())
             .map_err(|why| OpError::Failed { uuid: None, why: format!("the record was not saved: {why}") })?;
     }
+    if was_running {
+        halt_now(reg, host, uuid)?;
+    }
     let vm = reg.get(uuid).expect("found");
-    host.rollback(vm, name).map_err(|why| OpError::Failed { uuid: None, why })
+    let rolled = host.rollback(vm, name).map_err(|why| OpError::Failed { uuid: None, why });
+    if was_running {
+        // Started again either way: a failed rollback left the disks as
+        // they were.
+        start(reg, host, uuid).map_err(|e| OpError::Failed { uuid: None, why: format!("halted for the rollback, but did not start again: {}", e.reason()) })?;
+    }
+    rolled
 }
 
 /// `vmadm console`: only a running (or stopping) VM has one.

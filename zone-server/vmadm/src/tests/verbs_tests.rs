@@ -626,8 +626,9 @@ fn a_machine_boot_during_a_stop_or_a_reboot_ends_both() {
 /// `create-snapshot`, `rollback-snapshot`, `delete-snapshot`: vmadm's
 /// messages, the `snapshots` list in the record (names and times, oldest
 /// first), what reaches the machine, and refusals that change nothing:
-/// bad names, duplicates, unknown snapshots, a rollback of a running VM,
-/// a snapshot the record could not keep (undone on the machine).
+/// bad names, duplicates, unknown snapshots, a snapshot the record could
+/// not keep (undone on the machine); a rollback of a running VM halts and
+/// starts it.
 #[test]
 fn snapshots_are_taken_listed_rolled_back_and_deleted() {
     let (mut reg, mut host) = machine();
@@ -654,7 +655,6 @@ fn snapshots_are_taken_listed_rolled_back_and_deleted() {
         (format!("create-snapshot {U1} {}", "x".repeat(65)), 1, "invalid snapname"),
         (format!("create-snapshot {U1}"), 2, "missing snapname"),
         (format!("delete-snapshot {U1} nope"), 1, "not found"),
-        (format!("rollback-snapshot {U1} second"), 1, "stop it first"),
         ("create-snapshot 00000000-0000-4000-8000-000000000000 a".to_string(), 1, "VM not found"),
     ] {
         let out = run(&args, &mut reg, &mut host);
@@ -662,15 +662,23 @@ fn snapshots_are_taken_listed_rolled_back_and_deleted() {
     }
     assert_eq!(host.calls.len(), calls, "{:?}", &host.calls[calls..]);
     assert_eq!(snaps(&reg), ["before-upgrade", "second", "third"]);
-    // A rollback of the stopped VM destroys the newer ones first.
+    // A rollback of the running VM halts it, destroys the newer ones,
+    // rolls back and starts it again.
+    let calls = host.calls.len();
+    let out = run(&format!("rollback-snapshot {U1} second"), &mut reg, &mut host);
+    assert_eq!((out.code, out.stderr), (0, format!("Rolled back VM {U1} to snapshot second\n")));
+    assert_eq!(
+        host.calls[calls..],
+        [format!("destroy_snapshot {U1}@third"), format!("halt {U1} state=running"), format!("rollback {U1}@second"), format!("start {U1}")]
+    );
+    assert_eq!(reg.get(&Uuid::parse(U1).unwrap()).unwrap().state, crate::state::State::Running);
+    // Of the stopped VM: no halt, no start.
     run(&format!("stop {U1} -F"), &mut reg, &mut host);
     let calls = host.calls.len();
     let out = run(&format!("rollback-snapshot {U1} before-upgrade"), &mut reg, &mut host);
     assert_eq!((out.code, out.stderr), (0, format!("Rolled back VM {U1} to snapshot before-upgrade\n")));
-    assert_eq!(
-        host.calls[calls..],
-        [format!("destroy_snapshot {U1}@third"), format!("destroy_snapshot {U1}@second"), format!("rollback {U1}@before-upgrade")]
-    );
+    assert_eq!(host.calls[calls..], [format!("destroy_snapshot {U1}@second"), format!("rollback {U1}@before-upgrade")]);
+    assert_eq!(reg.get(&Uuid::parse(U1).unwrap()).unwrap().state, crate::state::State::Stopped);
     assert_eq!(snaps(&reg), ["before-upgrade"]);
     let out = run(&format!("delete-snapshot {U1} before-upgrade"), &mut reg, &mut host);
     assert_eq!((out.code, out.stderr), (0, format!("Deleted snapshot before-upgrade for VM {U1}\n")));
