@@ -12,8 +12,17 @@
 //! (made by `libipc::provision`: empty, or a clone of an installed
 //! image's `zones/IMAGE@final`); an image is `zones/IMAGE`
 //! ([`alcove_images`]); the VM's record
-//! (`vmadm get` JSON) is the user property [`RECORD_PROP`] of its small
-//! record volume `zones/UUID-vm`, so it survives a restart.
+//! (`vmadm get` JSON) is a user property of its small record volume
+//! `zones/UUID-vm`, so it survives a restart: two slots,
+//! [`RECORD_SLOTS`], each `v2 SEQ LEN FNV\n` and the JSON, written in
+//! turns ([`RecordSlots`]). A record longer than one `pool.set` is
+//! written in pieces, each committed by storaged; a power cut between two
+//! leaves that slot torn (its length or checksum says so) and the other,
+//! the record before, is read. The slot written before is emptied once
+//! the new one is whole. (Before: one property, rewritten in place; a cut
+//! mid-way left a truncated record and the VM was skipped at the next
+//! start.) [`RECORD_PROP`], a plain record, is read when neither slot
+//! holds one (a pool written by an earlier zone-server).
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -28,8 +37,65 @@ use alcove_images::store::FileReader;
 use libipc::interfaces::{PROC_START_DATA_MAX, PROC_START_DATA_TOTAL_MAX, proc};
 use libipc::provision::VolumeSpec;
 
-/// The user property holding an instance's record.
+/// The user property an earlier zone-server kept the record in (read
+/// when no slot holds one; emptied at the next save).
 pub const RECORD_PROP: &str = "alcove:vmadm";
+/// The two user properties holding the record, in turns.
+pub const RECORD_SLOTS: [&str; 2] = ["alcove:vmadm.a", "alcove:vmadm.b"];
+
+/// FNV-1a, 64 bits: tells a whole slot from a torn one.
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A record as a slot holds it: the header, then the JSON.
+pub fn encode_record(seq: u64, record: &str) -> String {
+    format!("v2 {seq} {} {:016x}\n{record}", record.len(), fnv64(record.as_bytes()))
+}
+
+/// The sequence number and the JSON of a whole slot (`None`: empty, torn
+/// or not a slot).
+pub fn decode_record(slot: &str) -> Option<(u64, &str)> {
+    let (head, body) = slot.split_once('\n')?;
+    let mut f = head.split(' ');
+    if f.next()? != "v2" {
+        return None;
+    }
+    let seq = f.next()?.parse().ok()?;
+    let len: usize = f.next()?.parse().ok()?;
+    let sum = u64::from_str_radix(f.next()?, 16).ok()?;
+    (f.next().is_none() && body.len() == len && fnv64(body.as_bytes()) == sum).then_some((seq, body))
+}
+
+/// Where a VM's record stands: the slot holding it and its sequence
+/// number, and whether a plain record of an earlier zone-server is there
+/// too (emptied at the next save).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordSlots {
+    pub current: Option<(usize, u64)>,
+    pub legacy: bool,
+}
+
+/// Reads a VM's record from its record volume `volume`: the whole slot
+/// with the higher sequence number, else a plain record. `Ok(None)`: no
+/// record at all.
+pub fn load_record<M: Machine>(m: &mut M, volume: &str) -> Result<Option<(String, RecordSlots)>, String> {
+    let mut best: Option<(usize, u64, String)> = None;
+    for (i, key) in RECORD_SLOTS.iter().enumerate() {
+        if let Some(v) = m.get_property(volume, key)?
+            && let Some((seq, body)) = decode_record(&v)
+            && best.as_ref().is_none_or(|(_, s, _)| seq > *s)
+        {
+            best = Some((i, seq, body.into()));
+        }
+    }
+    let legacy = m.get_property(volume, RECORD_PROP)?.filter(|v| !v.is_empty());
+    Ok(match (best, legacy) {
+        (Some((i, seq, body)), legacy) => Some((body, RecordSlots { current: Some((i, seq)), legacy: legacy.is_some() })),
+        (None, Some(plain)) => Some((plain, RecordSlots { current: None, legacy: true })),
+        (None, None) => None,
+    })
+}
 /// The user property of the record volume naming the running VMM: its
 /// init instance, its pool grant and its netd VNIC grant
 /// (`INSTANCE:GRANT:VNICS`, 0 for none), so a restarted zone-server finds
@@ -244,6 +310,9 @@ pub struct ZoneHost<M> {
     pub running: BTreeMap<Uuid, Running>,
     /// The stages of the `vmadm create` being served, for its line.
     pub stages: Stages,
+    /// Where each VM's record stands ([`RecordSlots`]): which slot the
+    /// next save writes.
+    pub records: BTreeMap<Uuid, RecordSlots>,
 }
 
 /// When each stage of one `vmadm create` ended (the kernel's clock),
@@ -276,7 +345,7 @@ impl Stages {
 
 impl<M: Machine> ZoneHost<M> {
     pub fn new(machine: M) -> Self {
-        Self { machine, stdin: String::new(), running: BTreeMap::new(), stages: Stages::default() }
+        Self { machine, stdin: String::new(), running: BTreeMap::new(), stages: Stages::default(), records: BTreeMap::new() }
     }
 
     /// The pool volumes of the VMM described by `vm_json`, as vmm-server
@@ -527,18 +596,37 @@ impl<M: Machine> Host for ZoneHost<M> {
     }
 
     fn persist(&mut self, uuid: &Uuid, record: Option<&str>) -> Result<(), String> {
-        let Some(record) = record else { return Ok(()) }; // destroy took the volume
+        let Some(record) = record else {
+            self.records.remove(uuid);
+            return Ok(()); // destroy took the volume
+        };
         let volume = record_volume(uuid);
-        let mut rest = record;
+        let was = self.records.get(uuid).copied().unwrap_or_default();
+        // The other slot than the record's, a number past its.
+        let (slot, seq) = match was.current {
+            Some((i, seq)) => (1 - i, seq + 1),
+            None => (0, 1),
+        };
+        let text = encode_record(seq, record);
+        let mut rest = text.as_str();
         let mut first = true;
         while first || !rest.is_empty() {
             let mut end = rest.len().min(RECORD_CHUNK);
             while !rest.is_char_boundary(end) {
                 end -= 1;
             }
-            self.machine.set_property(&volume, RECORD_PROP, &rest[..end], !first)?;
+            self.machine.set_property(&volume, RECORD_SLOTS[slot], &rest[..end], !first)?;
             rest = &rest[end..];
             first = false;
+        }
+        self.records.insert(*uuid, RecordSlots { current: Some((slot, seq)), legacy: was.legacy });
+        // Whole: the record before it goes (a failure only leaves it
+        // there, older, to be overwritten next time).
+        if was.current.is_some() && self.machine.set_property(&volume, RECORD_SLOTS[1 - slot], "", false).is_err() {
+            return Ok(());
+        }
+        if was.legacy && self.machine.set_property(&volume, RECORD_PROP, "", false).is_ok() {
+            self.records.insert(*uuid, RecordSlots { current: Some((slot, seq)), legacy: false });
         }
         Ok(())
     }

@@ -510,9 +510,12 @@ impl<M: Machine> ZoneServer<M> {
             let Some(uuid) = name.strip_prefix("zones/").and_then(|n| n.strip_suffix("-vm")).and_then(Uuid::parse) else {
                 continue;
             };
-            match self.host.machine.get_property(name, host::RECORD_PROP) {
-                Ok(Some(r)) => records.push((uuid, r)),
-                Ok(None) => problems.push(alloc::format!("vmadm: {name} has no record")),
+            match host::load_record(&mut self.host.machine, name) {
+                Ok(Some((r, slots))) => {
+                    self.host.records.insert(uuid, slots);
+                    records.push((uuid, r));
+                }
+                Ok(None) => problems.push(alloc::format!("vmadm: {name} has no record (or only a torn one)")),
                 Err(e) => problems.push(alloc::format!("vmadm: {name}: {e}")),
             }
         }

@@ -60,6 +60,8 @@ pub(crate) struct Fake {
     pub(crate) init: FakeInit,
     /// Snapshots taken and rollbacks made, in order.
     pub(crate) snapshot_calls: Vec<String>,
+    /// `set_property` calls that still reach the pool (`None`: all).
+    pub(crate) sets_left: Option<u32>,
 }
 
 /// init's `proc` for start data, reached through a real `proc::Client`
@@ -204,6 +206,13 @@ impl Machine for Fake {
         Ok(())
     }
     fn set_property(&mut self, name: &str, key: &str, value: &str, append: bool) -> Result<(), String> {
+        // The machine's power goes after this many more (each committed).
+        if let Some(left) = self.sets_left.as_mut() {
+            if *left == 0 {
+                return Err("pool: the machine lost power".into());
+            }
+            *left -= 1;
+        }
         let (_, props) = self.volumes.get_mut(name).ok_or_else(|| alloc::format!("pool: {name}: not found"))?;
         let v = props.entry(key.into()).or_default();
         if !append {
@@ -382,11 +391,11 @@ fn create_list_stop_delete_gives_everything_back() {
     // The record volume and one volume per disk, with the disk's size.
     let disk0 = alloc::format!("zones/{uuid}-disk0");
     let disk1 = alloc::format!("zones/{uuid}-disk1");
-    let rec = alloc::format!("zones/{uuid}-vm");
     assert_eq!(f.volumes.get(&disk0).map(|v| v.0), Some(16 << 20));
     assert_eq!(f.volumes.get(&disk1).map(|v| v.0), Some(8 << 20));
+    assert!(f.volumes.contains_key(&alloc::format!("zones/{uuid}-vm")));
     // The record holds the instance, running.
-    let record: serde_json::Value = serde_json::from_str(&f.volumes[&rec].1[crate::host::RECORD_PROP]).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&stored_record(f, &uuid)).unwrap();
     assert_eq!(record["uuid"], uuid.as_str());
     assert_eq!(record["state"], "running");
     // One VMM holding exactly its volumes, in disk order, with a budget
@@ -462,7 +471,7 @@ fn a_vm_s_snapshots_are_pool_snapshots_of_every_disk() {
     assert_eq!(got["snapshots"].as_array().map(|a| a.len()), Some(1), "{got}");
     // The record on the pool lists it too.
     let rec: serde_json::Value =
-        serde_json::from_str(&s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1[crate::host::RECORD_PROP]).unwrap();
+        serde_json::from_str(&stored_record(&s.host.machine, &uuid)).unwrap();
     assert_eq!(rec["snapshots"][0]["name"], "one");
     assert_eq!(run(&mut s, &["delete-snapshot", &uuid, "one"], "").code, 0);
     assert!(!s.host.machine.volumes.keys().any(|k| k.contains('@')), "{:?}", s.host.machine.volumes.keys().collect::<Vec<_>>());
@@ -547,7 +556,7 @@ fn a_guests_metadata_changes_are_written_back_to_its_record() {
     assert_eq!(vm["customer_metadata"], serde_json::json!({"role": "db", "script": long}));
     assert_eq!(vm["internal_metadata"]["root_pw"], "s3cret");
     // Saved: the record on the pool says so too.
-    let stored = s.borrow().host.machine.volumes[&alloc::format!("zones/{a}-vm")].1[crate::host::RECORD_PROP].clone();
+    let stored = stored_record(&s.borrow().host.machine, &a);
     assert!(stored.contains("\"role\":\"db\""), "{stored}");
     // The other VM is untouched: A's VMM cannot name it.
     assert_eq!(get(&b)["customer_metadata"], serde_json::json!({"old": "1"}));
@@ -729,7 +738,7 @@ fn a_vmm_that_ends_by_itself_leaves_the_vm_stopped() {
     assert_eq!(run(&mut s, &["list", "-p", "-o", "state"], "").stdout, "stopped\n");
     // Reaped and its grant revoked; the record says stopped.
     assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
-    let rec = &s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1[crate::host::RECORD_PROP];
+    let rec = &stored_record(&s.host.machine, &uuid);
     assert!(rec.contains("\"state\":\"stopped\""), "{rec}");
     // It starts again.
     assert_eq!(run(&mut s, &["start", &uuid], "").code, 0);
@@ -923,6 +932,48 @@ fn at_machine_boot_autoboot_vms_start_after_the_first_status_answer() {
     let list = run(&mut s, &["list", "-p", "-o", "uuid,state"], "").stdout;
     assert_eq!(list, alloc::format!("{auto}:running\n"));
     assert_eq!(s.host.machine.vmms.len(), 1);
+}
+
+/// The record of VM `uuid` as the pool holds it (read as zone-server's
+/// restore reads it).
+pub(crate) fn stored_record(f: &Fake, uuid: &str) -> String {
+    let props = &f.volumes[&alloc::format!("zones/{uuid}-vm")].1;
+    let slots: Vec<(u64, &str)> = crate::host::RECORD_SLOTS.iter().filter_map(|k| crate::host::decode_record(props.get(*k)?)).collect();
+    slots.iter().max_by_key(|(seq, _)| *seq).map(|(_, r)| r.to_string()).expect("a whole slot")
+}
+
+/// A record rewritten in pieces, the power lost after some of them: the
+/// torn slot is known by its length and checksum, and the record before
+/// it is read at the next start (it used to be rewritten in place, and
+/// the VM was skipped). A whole save empties the slot written before.
+#[test]
+fn a_record_torn_by_a_power_cut_gives_way_to_the_one_before() {
+    let mut s = server();
+    let long = "x".repeat(3000);
+    let payload = PAYLOAD.replacen('{', &alloc::format!("{{\"customer_metadata\": {{\"user-script\": \"{long}\"}},"), 1);
+    let uuid = created_uuid(&run(&mut s, &["create"], &payload));
+    assert_eq!(run(&mut s, &["update", &uuid, "alias=second"], "").code, 0);
+    let props = |s: &ZoneServer<Fake>| s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1.clone();
+    let slots = props(&s);
+    let whole: Vec<&str> = crate::host::RECORD_SLOTS.iter().filter(|k| slots.get(**k).is_some_and(|v| !v.is_empty())).copied().collect();
+    assert_eq!(whole.len(), 1, "one slot holds the record, the other was emptied: {:?}", slots.keys());
+    // The next save loses power after two of its pieces.
+    s.host.machine.sets_left = Some(2);
+    let out = run(&mut s, &["update", &uuid, "alias=third"], "");
+    assert_eq!(out.code, 1, "{out:?}");
+    let torn = props(&s);
+    assert!(crate::host::RECORD_SLOTS.iter().any(|k| torn.get(*k).is_some_and(|v| !v.is_empty() && crate::host::decode_record(v).is_none())));
+    let mut machine = s.host.machine;
+    machine.sets_left = None;
+    let mut s = ZoneServer::new(machine, vec![BADGE]);
+    assert_eq!(s.restore(), Vec::<String>::new());
+    let got: serde_json::Value = serde_json::from_str(&run(&mut s, &["get", &uuid], "").stdout).unwrap();
+    assert_eq!((got["alias"].as_str(), got["customer_metadata"]["user-script"].as_str()), (Some("second"), Some(long.as_str())));
+    // And it is saved again from there, over the torn slot.
+    assert_eq!(run(&mut s, &["update", &uuid, "alias=fourth"], "").code, 0);
+    let mut s = ZoneServer::new(s.host.machine, vec![BADGE]);
+    assert_eq!(s.restore(), Vec::<String>::new());
+    assert_eq!(run(&mut s, &["list", "-p", "-o", "alias"], "").stdout, "fourth\n");
 }
 
 /// A record that is not JSON is skipped with a message, the others stay.
@@ -1328,7 +1379,7 @@ fn while_a_stop_waits_for_a_deaf_guest_zone_server_answers_everyone() {
     assert!(s.host.machine.vmms.is_empty() && s.host.machine.grants.is_empty());
     // Nothing stops any more: no wake-up asked for.
     assert_eq!(s.host.machine.wake_at, Some(None));
-    let rec = &s.host.machine.volumes[&alloc::format!("zones/{uuid}-vm")].1[crate::host::RECORD_PROP];
+    let rec = &stored_record(&s.host.machine, &uuid);
     assert!(rec.contains("\"state\":\"stopped\"") && !rec.contains("transition"), "{rec}");
     // The owner's next step has vmadm's answer.
     let (step, out) = step_as(&mut s, BADGE);

@@ -53,8 +53,10 @@ pub const MAX_RECORD: usize = 8 * 1024;
 pub const MAX_INSTANCES: usize = 128;
 /// What the record adds to the properties: the computed ones
 /// (`state`, `zonename`, `zonepath`, `server_uuid`, ...) and the
-/// timestamps, with their names and JSON, at most.
-pub const RECORD_OVERHEAD: usize = 512;
+/// timestamps, with their names and JSON, at most; and the header
+/// zone-server stores it under (sequence, length, checksum: 64 bytes at
+/// most).
+pub const RECORD_OVERHEAD: usize = 512 + 64;
 /// How deeply a payload's JSON may nest (the deepest bhyve property,
 /// `nics[0].ips[0]`, is 3 deep).
 pub const MAX_DEPTH: usize = 8;
