@@ -1159,6 +1159,13 @@ pub const VMM_CONTROL_POWER_BUTTON: u64 = 1;
 /// never find out, as no `kick` of its fails).
 pub const VMM_CONTROL_NETD_RESTARTED: u64 = 2;
 
+/// The bit of a VMM's `control` notification that says the VM's metadata
+/// changed at zone-server (`vmadm update` of `customer_metadata`,
+/// `internal_metadata`, `tags` ... of the running VM): the VMM reads its
+/// description again (`mdata.config`) and its metadata service answers
+/// the new values, as SmartOS's does.
+pub const VMM_CONTROL_METADATA: u64 = 4;
+
 impl core::fmt::Display for ProcError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -1617,5 +1624,9 @@ crate::interface! {
         /// description past what a VMM is started with. Answers the bytes
         /// of the value taken so far.
         fn change(internal: bool, key: String, value: Option<String>, continues: bool) -> Result<u32, String>;
+        /// The VM's description for its VMM (`vm.json`) as zone-server
+        /// holds it now, [`MDATA_PIECE_MAX`] bytes from `offset` (empty
+        /// at its end), read after [`VMM_CONTROL_METADATA`].
+        fn config(offset: u32) -> Result<alloc::vec::Vec<u8>, String>;
     }
 }

@@ -105,6 +105,9 @@ pub const VMM_PROP: &str = "alcove:vmm";
 pub const RECORD_VOLSIZE: u64 = 8192;
 /// Bytes of a record one `pool.set` carries (longer ones are appended).
 pub const RECORD_CHUNK: usize = 1024;
+/// The properties a running VM takes at once (its metadata service
+/// answers them: `VMM_CONTROL_METADATA`).
+pub const LIVE_METADATA: &[&str] = &["customer_metadata", "internal_metadata", "tags"];
 /// The template init starts a VM's VMM from (manifest `spawns`).
 pub const VMM_TEMPLATE: &str = "vmm-server";
 /// What the VMM's budget assumes for the template's own boot files (the
@@ -177,6 +180,10 @@ pub trait Machine {
     /// an earlier zone-server started, through the copy init kept). `Err`
     /// when there is none to signal: it finds out at its next `kick`.
     fn netd_restarted(&mut self, instance: u32) -> Result<(), String>;
+    /// Tells the VMM of `instance` that its VM's metadata changed (its
+    /// `control` notification, bit `VMM_CONTROL_METADATA`): it reads its
+    /// description again (`mdata.config`).
+    fn metadata_changed(&mut self, instance: u32) -> Result<(), String>;
     /// Every dataset of the pool, by name.
     fn list_volumes(&mut self) -> Result<Vec<String>, String>;
     /// User property `key` of `name` (`None`: it has none).
@@ -533,8 +540,21 @@ impl<M: Machine> Host for ZoneHost<M> {
         stopped.and(revoked)
     }
 
-    fn update_live(&mut self, _vm: &Instance, changed: &[String]) -> Result<(), String> {
-        Err(format!("live updates ({}) are not supported yet: they apply at the next start", changed.join(",")))
+    fn update_live(&mut self, vm: &Instance, changed: &[String]) -> Result<(), String> {
+        // What the metadata service answers: the VMM reads it again.
+        let (metadata, rest): (Vec<&String>, Vec<&String>) = changed.iter().partition(|p| LIVE_METADATA.contains(&p.as_str()));
+        if !metadata.is_empty() {
+            let r = self.running.get(&vm.uuid).ok_or_else(|| String::from("its VMM is not known to zone-server"))?;
+            self.machine.metadata_changed(r.instance)?;
+        }
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "live updates of {} are not supported yet: they apply at the next start",
+                rest.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+            ))
+        }
     }
 
     fn destroy(&mut self, vm: &Instance) -> Result<(), String> {

@@ -737,6 +737,15 @@ impl<M: Machine> ZoneServer<M> {
 }
 
 impl<M: Machine> mdata::Server for ZoneServer<M> {
+    fn config(&mut self, offset: u32) -> Result<Vec<u8>, String> {
+        let Some(uuid) = self.vm_of_vmm(self.caller) else { return Err("no VM of zone-server's runs with this VMM".into()) };
+        let vm = self.registry.get(&uuid).ok_or("the VM is gone")?;
+        let json = alcove_vmadm::vmm::vm_config_json(&vm.props, &self.registry.server_uuid);
+        let from = (offset as usize).min(json.len());
+        let to = (from + libipc::interfaces::MDATA_PIECE_MAX as usize).min(json.len());
+        Ok(json.as_bytes()[from..to].to_vec())
+    }
+
     fn change(&mut self, internal: bool, key: String, value: Option<String>, continues: bool) -> Result<u32, String> {
         let badge = self.caller;
         let Some(uuid) = self.vm_of_vmm(badge) else { return Err("no VM of zone-server's runs with this VMM".into()) };

@@ -62,6 +62,8 @@ pub(crate) struct Fake {
     pub(crate) snapshot_calls: Vec<String>,
     /// `set_property` calls that still reach the pool (`None`: all).
     pub(crate) sets_left: Option<u32>,
+    /// VMMs told that their VM's metadata changed, in order.
+    pub(crate) told_metadata: Vec<u32>,
 }
 
 /// init's `proc` for start data, reached through a real `proc::Client`
@@ -321,6 +323,15 @@ impl Machine for Fake {
         self.vnic_regrants += 1;
         Ok(true)
     }
+    fn metadata_changed(&mut self, instance: u32) -> Result<(), String> {
+        match self.vmms.get(&instance) {
+            Some((true, ..)) => {
+                self.told_metadata.push(instance);
+                Ok(())
+            }
+            _ => Err("no such VMM".into()),
+        }
+    }
     fn netd_restarted(&mut self, instance: u32) -> Result<(), String> {
         match self.vmms.get(&instance) {
             Some((true, ..)) => {
@@ -522,6 +533,50 @@ impl libipc::Transport for Badged<'_> {
             other => other.map_err(libipc::IpcError::from),
         }
     }
+}
+
+/// `vmadm update` of a running VM's metadata (`set_customer_metadata`,
+/// `tags`, ...) takes effect at once, as SmartOS's: zone-server signals
+/// its VMM (`VMM_CONTROL_METADATA`), which reads its description again
+/// through `mdata.config` in pieces (its own VM's alone; another badge
+/// finds no VM). Other live properties still wait for the next start,
+/// said so; a stopped VM's VMM is not told.
+#[test]
+fn a_running_vm_s_metadata_updates_reach_its_vmm() {
+    use libipc::interfaces::{MDATA_PIECE_MAX, mdata, proc_instance_badge};
+    let s = core::cell::RefCell::new(ZoneServer::new(Fake::default(), vec![0]));
+    let payload = r#"{"brand": "bhyve", "alias": "live", "ram": 64, "kernel": "/k", "disks": [{"size": 8}], "customer_metadata": {"old": "1"}}"#;
+    let a = created_uuid(&run(&mut s.borrow_mut(), &["create"], payload));
+    let ia = s.borrow().host.running.get(&alcove_vmadm::uuid::Uuid::parse(&a).unwrap()).map(|r| r.instance).unwrap();
+    let long = "u".repeat(5000);
+    let update = alloc::format!(r#"{{"set_customer_metadata": {{"user-script": "{long}"}}, "set_tags": {{"role": "db"}}}}"#);
+    let out = run(&mut s.borrow_mut(), &["update", &a], &update);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(s.borrow().host.machine.told_metadata, [ia]);
+    // The VMM reads its description again, in pieces.
+    let t = Badged(&s, proc_instance_badge(ia));
+    let c = mdata::Client::new(&t);
+    let mut json = Vec::new();
+    loop {
+        let piece = c.config(json.len() as u32).unwrap().unwrap();
+        assert!(piece.len() <= MDATA_PIECE_MAX as usize);
+        if piece.is_empty() {
+            break;
+        }
+        json.extend(piece);
+    }
+    let config = vmm_server::config::VmConfig::from_json(core::str::from_utf8(&json).unwrap()).unwrap();
+    assert_eq!(config.customer_metadata.get("user-script"), Some(&long));
+    assert_eq!(config.metadata["tags"]["role"], "db");
+    let stranger = Badged(&s, proc_instance_badge(ia + 100));
+    assert!(mdata::Client::new(&stranger).config(0).is_err());
+    // cpu_cap still waits for the next start, and says so.
+    let out = run(&mut s.borrow_mut(), &["update", &a, "cpu_cap=50"], "");
+    assert!(out.code == 1 && out.stderr.contains("cpu_cap") && out.stderr.contains("next start"), "{out:?}");
+    // Stopped: nobody to tell.
+    assert_eq!(run(&mut s.borrow_mut(), &["stop", &a, "-F"], "").code, 0);
+    assert_eq!(run(&mut s.borrow_mut(), &["update", &a], r#"{"set_customer_metadata": {"k": "v"}}"#).code, 0);
+    assert_eq!(s.borrow().host.machine.told_metadata, [ia]);
 }
 
 /// A guest's metadata changes come back from its VMM (`mdata.change`,

@@ -100,8 +100,8 @@ pub struct MetadataPort {
 pub const OUTBOX_LIMIT: usize = 64;
 
 impl MetadataPort {
-    /// The service for the VM `config` describes.
-    pub fn new(config: &VmConfig) -> Self {
+    /// What the service answers for the VM `config` describes.
+    fn instance(config: &VmConfig) -> Map<String, Value> {
         // The metadata service's own properties first; what the VMM knows
         // as its own (below) is never taken from them.
         let mut vm = config.metadata.clone();
@@ -127,6 +127,12 @@ impl MetadataPort {
         vm.insert("customer_metadata".into(), Value::Object(cm));
         vm.insert("resolvers".into(), Value::Array(config.resolvers.iter().map(|r| Value::String(r.clone())).collect()));
         vm.insert("nics".into(), Value::Array((0..config.nics.len()).map(|i| nic_json(config, i)).collect()));
+        vm
+    }
+
+    /// The service for the VM `config` describes.
+    pub fn new(config: &VmConfig) -> Self {
+        let vm = Self::instance(config);
         Self {
             server: alcove_mdata::MetadataServer::new(Value::Object(vm)),
             pending: Vec::new(),
@@ -135,6 +141,28 @@ impl MetadataPort {
             write_back: false,
             dropped_updates: 0,
         }
+    }
+
+    /// The VM's metadata changed at zone-server (`vmadm update` of the
+    /// running VM): the service answers from `config` from now on, with
+    /// the guest's own changes not yet written back laid over it (they
+    /// reach the record after).
+    pub fn refresh(&mut self, config: &VmConfig) {
+        let mut vm = Self::instance(config);
+        for u in &self.outbox {
+            let store = vm.entry(u.store.property()).or_insert_with(|| Value::Object(Map::new()));
+            if let Some(map) = store.as_object_mut() {
+                match &u.value {
+                    Some(v) => {
+                        map.insert(u.key.clone(), Value::String(v.clone()));
+                    }
+                    None => {
+                        map.remove(&u.key);
+                    }
+                }
+            }
+        }
+        self.server.set_instance(Value::Object(vm));
     }
 
     /// Keeps the guest's changes for [`MetadataPort::take_update`] (the
@@ -352,6 +380,31 @@ mod tests {
         ask(&mut p, &mut quiet, &put(9, "a", "1"));
         assert!(!quiet.has_updates());
         assert_eq!(ask(&mut p, &mut quiet, b"GET a\n"), b"SUCCESS\n1\n.\n");
+    }
+
+    /// `vmadm update` of the running VM's metadata: the service answers
+    /// the new values at once; a change of the guest's own not yet
+    /// written back stays over them (it reaches the record after).
+    #[test]
+    fn a_refresh_answers_the_new_metadata_and_keeps_the_guests_pending_changes() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let body = alloc::format!("{:08x} PUT {}", 7, b64(&alloc::format!("{} {}", b64("mine"), b64("guest"))));
+        let put = alloc::format!("V2 {} {} {body}\n", body.len(), alcove_mdata::crc32_hex(body.as_bytes())).into_bytes();
+        let mut p = Platform::new(0, 0);
+        let mut md = MetadataPort::new(&config()).writing_back();
+        assert!(String::from_utf8_lossy(&ask(&mut p, &mut md, &put)).contains("SUCCESS"));
+        let updated = VmConfig::from_json(
+            r#"{"brand": "bhyve", "uuid": "8a7f3c2e-5b1d-4e6f-9a0b-1c2d3e4f5a6b", "alias": "md0", "hostname": "md-host",
+                "ram": 64, "kernel": "/k", "customer_metadata": {"role": "db", "new": "yes"}, "tags": {"tier": "gold"}}"#,
+        )
+        .unwrap();
+        md.refresh(&updated);
+        assert_eq!(ask(&mut p, &mut md, b"GET new\n"), b"SUCCESS\nyes\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET role\n"), b"SUCCESS\ndb\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET sdc:tags.tier\n"), b"SUCCESS\ngold\n.\n");
+        assert_eq!(ask(&mut p, &mut md, b"GET mine\n"), b"SUCCESS\nguest\n.\n");
+        assert!(md.has_updates(), "the guest's change still goes back");
     }
 
     #[test]

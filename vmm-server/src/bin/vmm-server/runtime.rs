@@ -591,6 +591,39 @@ impl Shared {
         !write && (!self.console.lock().ready.is_empty() || self.metadata.lock().has_updates())
     }
 
+    /// The VM's metadata changed at zone-server (`VMM_CONTROL_METADATA`):
+    /// the guest's own changes go back first, then the description is
+    /// read again (`mdata.config`, in pieces, at most what a VMM is
+    /// started with) and the metadata service answers from it. A failure
+    /// is logged and the service answers as before.
+    fn refresh_metadata(&self) {
+        use libipc::interfaces::{PROC_START_DATA_TOTAL_MAX, mdata};
+        let Some(zone) = self.zone else { return };
+        self.write_back_metadata();
+        let client = mdata::Client::new(KernelTransport::new(libipc::cap::Cap::from_slot(zone)));
+        let mut json = Vec::new();
+        let fetched = loop {
+            match client.config(json.len() as u32) {
+                Ok(Ok(piece)) if piece.is_empty() => break Ok(()),
+                Ok(Ok(piece)) if json.len() + piece.len() <= PROC_START_DATA_TOTAL_MAX as usize => json.extend(piece),
+                Ok(Ok(_)) => break Err(alloc::format!("longer than {PROC_START_DATA_TOTAL_MAX} bytes")),
+                Ok(Err(why)) => break Err(why),
+                Err(e) => break Err(alloc::format!("{e}")),
+            }
+        };
+        let config = fetched.and_then(|()| {
+            let text = core::str::from_utf8(&json).map_err(|_| String::from("not UTF-8"))?;
+            vmm_server::config::VmConfig::from_json(text).map_err(|e| alloc::format!("{e}"))
+        });
+        match config {
+            Ok(c) => {
+                self.metadata.lock().refresh(&c);
+                log::info!("vm {}: its metadata changed at zone-server: the metadata service answers the new values", self.name);
+            }
+            Err(why) => log::warn!("vm {}: its metadata changed, but its description could not be read again: {why}", self.name),
+        }
+    }
+
     /// Writes the guest's metadata changes back to the VM's record at
     /// zone-server (`mdata.change`, a value longer than one message in
     /// pieces), outside every lock of the VM's; one zone-server refuses
@@ -1087,7 +1120,7 @@ fn timer_loop(sh: &Shared) {
             client.read(room.min(64) as u32).ok().filter(|b| !b.is_empty())
         });
         let now = sh.now();
-        {
+        let metadata_changed = {
             let mut p = sh.platform.lock();
             p.tick(now);
             // Queue passes that stopped at their bound (a driver that kept
@@ -1108,9 +1141,13 @@ fn timer_loop(sh: &Shared) {
                 // The platform lock, then the NICs' (as the pump takes them).
                 sh.nics.lock().netd_restarted();
             }
-        }
+            control & libipc::interfaces::VMM_CONTROL_METADATA != 0
+        };
         // What those passes queued for the disks, outside the lock.
         run_disks(sh);
+        if metadata_changed {
+            sh.refresh_metadata();
+        }
         sh.deliver(false);
     }
 }

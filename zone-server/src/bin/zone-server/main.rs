@@ -453,6 +453,11 @@ mod machine {
             sys::signal(control, libipc::interfaces::VMM_CONTROL_NETD_RESTARTED).map_err(|e| format!("control: {e}"))
         }
 
+        fn metadata_changed(&mut self, instance: u32) -> Result<(), String> {
+            let control = self.control(instance)?;
+            sys::signal(control, libipc::interfaces::VMM_CONTROL_METADATA).map_err(|e| format!("control: {e}"))
+        }
+
         fn list_volumes(&mut self) -> Result<Vec<String>, String> {
             let c = self.pool()?;
             let mut names = Vec::new();
