@@ -576,6 +576,8 @@ impl Case {
             v.problems.extend(crate::zone::restart_ticks_problems(&r.serial));
             // zone-server's timer ended a stop nobody stepped.
             v.problems.extend(crate::zone::deaf_stop_problems(&r.serial));
+            // A running VM's metadata update reached its guest.
+            v.problems.extend(crate::zone::mdata_live_problems(&r.serial));
         }
         let user_data = (0..crate::zone::MDATA_USER_DATA_LINES).map(crate::zone::mdata_user_data_line);
         let mdata = [crate::zone::MDATA_HOSTNAME, crate::zone::MDATA_ROLE, "FAILURE"].map(String::from);

@@ -372,6 +372,82 @@ fn mdata_code() -> Vec<u8> {
     spin_then_message(c, MSG, &format!("GET sdc:hostname\nGET role\nGET {MDATA_USER_DATA_KEY}\n{put}\nBOGUS"))
 }
 
+/// The key the live-metadata guest asks for (absent at create, set by
+/// `vmadm update` of the running VM) and the value it is set to.
+pub const MDATA_LIVE_KEY: &str = "live-key";
+pub const MDATA_LIVE_VALUE: &str = "set-while-running";
+/// The live-metadata guest's VM.
+pub const MDATA_LIVE_ALIAS: &str = "zone-md-live";
+
+/// The live-metadata guest's code (`zone-guest-mdata-live`): asks the
+/// metadata port (COM2, protocol v1) `GET live-key` and copies the first
+/// line of the answer to COM1, again and again (about every few ms) while
+/// it is not `SUCCESS` (`NOTFOUND`: the VM was made without the key);
+/// once it is, copies the value and the `.` line too and powers the VM
+/// off. Its VMM was started without the key, so a value it prints can
+/// only have come from a live update.
+fn mdata_live_code() -> Vec<u8> {
+    const MSG: usize = 128;
+    let mut c = print_message(0x2f8, MSG);
+    c.extend([0x31, 0xdb]); // 20: xor ebx, ebx (bl: the line's first byte)
+    c.extend([0x66, 0xba, 0xfd, 0x02]); // 22: mov dx, 0x2fd (COM2 LSR)
+    c.push(0xec); // 26: in al, dx
+    c.extend([0xa8, 0x01]); // 27: test al, 1 (data ready)
+    c.extend([0x74, 0xf7]); // 29: jz 22
+    c.extend([0x66, 0xba, 0xf8, 0x02]); // 31: mov dx, 0x2f8
+    c.push(0xec); // 35: in al, dx
+    c.extend([0x84, 0xdb]); // 36: test bl, bl
+    c.extend([0x75, 0x02]); // 38: jnz 42
+    c.extend([0x88, 0xc3]); // 40: mov bl, al
+    c.extend([0x66, 0xba, 0xf8, 0x03]); // 42: mov dx, 0x3f8
+    c.push(0xee); // 46: out dx, al
+    c.extend([0x3c, 0x0a]); // 47: cmp al, 10
+    c.extend([0x75, 0xe3]); // 49: jne 22
+    c.extend([0x80, 0xfb, b'S']); // 51: cmp bl, 'S'
+    c.extend([0x74, 0x0b]); // 54: je 67
+    c.extend([0xb9, 0x00, 0x00, 0x10, 0x00]); // 56: mov ecx, 0x100000
+    c.extend([0xf3, 0x90, 0xe2, 0xfc]); // 61: pause; loop 61
+    c.extend([0xeb, 0xbd]); // 65: jmp 0 (ask again)
+    assert_eq!(c.len(), 67);
+    c.extend([0xb9, 0x02, 0x00, 0x00, 0x00]); // 67: mov ecx, 2 (the value and `.`)
+    c.extend([0x66, 0xba, 0xfd, 0x02]); // 72: mov dx, 0x2fd
+    c.push(0xec); // 76: in al, dx
+    c.extend([0xa8, 0x01]); // 77: test al, 1
+    c.extend([0x74, 0xf7]); // 79: jz 72
+    c.extend([0x66, 0xba, 0xf8, 0x02]); // 81: mov dx, 0x2f8
+    c.push(0xec); // 85: in al, dx
+    c.extend([0x66, 0xba, 0xf8, 0x03]); // 86: mov dx, 0x3f8
+    c.push(0xee); // 90: out dx, al
+    c.extend([0x3c, 0x0a]); // 91: cmp al, 10
+    c.extend([0x75, 0xe9]); // 93: jne 72
+    c.extend([0xe2, 0xe7]); // 95: loop 72
+    assert_eq!(c.len(), 97);
+    power_off(&mut c);
+    spin_then_message(c, MSG, &format!("GET {MDATA_LIVE_KEY}"))
+}
+
+/// What is wrong with the live-metadata case as the console shows it:
+/// the guest printed the value set while it ran (after its `NOTFOUND`s,
+/// if any), and its VMM started once (no restart brought the value).
+pub fn mdata_live_problems(serial: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let notfound = serial.find("NOTFOUND");
+    let value = serial.lines().position(|l| l.trim_end() == MDATA_LIVE_VALUE).map(|_| serial.find(MDATA_LIVE_VALUE).unwrap_or(0));
+    // (Its first answers are NOTFOUND unless the update came before its
+    // first question; a value seen without a restart came live either way.)
+    match (notfound, value) {
+        (_, None) => problems.push(format!("the live-metadata guest never printed {MDATA_LIVE_VALUE:?}: the update of its running VM did not reach it")),
+        (Some(n), Some(v)) if n > v => problems.push(format!("the live-metadata guest printed NOTFOUND after {MDATA_LIVE_VALUE:?}")),
+        _ => {}
+    }
+    let started = format!("vm {MDATA_LIVE_ALIAS}: started");
+    let n = serial.lines().filter(|l| l.starts_with(&started)).count();
+    if n != 1 {
+        problems.push(format!("VM {MDATA_LIVE_ALIAS}'s VMM started {n} times, not once"));
+    }
+    problems
+}
+
 /// The echo guest's code (`zone-guest-echo`, the shell case's VM): prints
 /// [`GUEST_HALT_LINE`], then, polling COM1 about every millisecond,
 /// echoes what it receives upper-cased (so the test tells the guest's echo
@@ -582,6 +658,9 @@ pub fn guests() -> Result<Vec<(String, PathBuf)>> {
     let path = dir.join("zone-guest-mdata");
     std::fs::write(&path, bzimage(&mdata_code()))?;
     out.push(("zone-guest-mdata".to_string(), path));
+    let path = dir.join("zone-guest-mdata-live");
+    std::fs::write(&path, bzimage(&mdata_live_code()))?;
+    out.push(("zone-guest-mdata-live".to_string(), path));
     for (name, line, button) in
         [("zone-guest-tick-a", TICK_LINES[0], TICK_BUTTON_LINES[0]), ("zone-guest-tick-b", TICK_LINES[1], TICK_BUTTON_LINES[1])]
     {
@@ -698,6 +777,23 @@ mod create_figure_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The live-metadata watch: the value printed after NOTFOUNDs by a VMM
+    /// started once passes; no value, a second start, or NOTFOUND after
+    /// the value fail.
+    #[test]
+    fn the_live_metadata_watch_wants_the_value_from_the_first_vmm() {
+        let start = format!("vm {MDATA_LIVE_ALIAS}: started: 1 vCPUs, 64 MiB\r\n");
+        let good = format!("{start}NOTFOUND\r\nNOTFOUND\r\nSUCCESS\r\n{MDATA_LIVE_VALUE}\r\n.\r\n");
+        assert_eq!(mdata_live_problems(&good), Vec::<String>::new());
+        assert_eq!(mdata_live_problems(&format!("{start}SUCCESS\r\n{MDATA_LIVE_VALUE}\r\n.\r\n")), Vec::<String>::new());
+        let p = mdata_live_problems(&format!("{start}NOTFOUND\r\nNOTFOUND\r\n"));
+        assert!(p.len() == 1 && p[0].contains("never printed"), "{p:?}");
+        let p = mdata_live_problems(&format!("{start}NOTFOUND\r\n{start}SUCCESS\r\n{MDATA_LIVE_VALUE}\r\n.\r\n"));
+        assert!(p.len() == 1 && p[0].contains("started 2 times"), "{p:?}");
+        let p = mdata_live_problems(&format!("{start}SUCCESS\r\n{MDATA_LIVE_VALUE}\r\n.\r\nNOTFOUND\r\n"));
+        assert!(p.len() == 1 && p[0].contains("after"), "{p:?}");
+    }
 
     /// Ticks of both guests between the restart and the stop, each VMM
     /// started once: no problem; a guest that stopped ticking, or a VM

@@ -154,6 +154,7 @@ pub fn main(info: StartInfo) -> u64 {
         ("a_restarted_zone_server_finds_its_running_vms", a_restarted_zone_server_finds_its_running_vms),
         ("a_vm_s_nics_are_vnics_only_its_vmm_reaches", a_vm_s_nics_are_vnics_only_its_vmm_reaches),
         ("a_guest_reads_its_metadata_on_com2", a_guest_reads_its_metadata_on_com2),
+        ("a_running_vm_s_metadata_update_reaches_its_guest", a_running_vm_s_metadata_update_reaches_its_guest),
         ("two_vms_from_an_installed_image_share_its_blocks", two_vms_from_an_installed_image_share_its_blocks),
         ("proc_refuses_what_the_caller_may_not_do", proc_refuses_what_the_caller_may_not_do),
         ("other_clients_reach_neither_vmadm_nor_proc", other_clients_reach_neither_vmadm_nor_proc),
@@ -563,6 +564,26 @@ fn a_guest_reads_its_metadata_on_com2(env: &mut Env) -> Result<(), String> {
     if (more.clone(), dropped.clone()) != (Ok(20), Ok(0)) {
         return Err(format!("this process's staging after zone-server's start: {more:?}, then dropped: {dropped:?}"));
     }
+    env.delete_leaving_nothing(&uuid, init_before)
+}
+
+/// `vmadm update` of a running VM's `customer_metadata` reaches its
+/// guest at once: `zone-guest-mdata-live` asks for `live-key` (absent at
+/// create: NOTFOUND) until the update sets it, then prints it and powers
+/// off. The VM stopping by itself is the guest having read the value; the
+/// harness checks the lines and that its VMM started once.
+fn a_running_vm_s_metadata_update_reaches_its_guest(env: &mut Env) -> Result<(), String> {
+    let init_before = env.init_used_kib()?;
+    let payload = r#"{"brand": "bhyve", "alias": "zone-md-live", "ram": 64, "vcpus": 1, "kernel": "/zone-guest-mdata-live", "disks": [{"size": 8}]}"#;
+    let uuid = created(&env.ok(&["create"], payload)?)?;
+    env.vm = Some(uuid.clone());
+    // Let it ask a few times first (the harness wants a NOTFOUND before).
+    sleep_ns(300_000_000);
+    env.ok(&["update", &uuid], r#"{"set_customer_metadata": {"live-key": "set-while-running"}}"#)?;
+    if !wait_for(|| Ok(env.state(&uuid)? == "stopped"), 500_000_000)? {
+        return Err(format!("after the live update the guest is still {:?}: it never read the key", env.state(&uuid)?));
+    }
+    env.vm = None;
     env.delete_leaving_nothing(&uuid, init_before)
 }
 
