@@ -103,8 +103,12 @@ pub fn load_record<M: Machine>(m: &mut M, volume: &str) -> Result<Option<(String
 pub const VMM_PROP: &str = "alcove:vmm";
 /// The record volume's size (the smallest the pool makes).
 pub const RECORD_VOLSIZE: u64 = 8192;
-/// Bytes of a record one `pool.set` carries (longer ones are appended).
-pub const RECORD_CHUNK: usize = 1024;
+/// Bytes of a record one `pool.set` carries (longer ones are appended;
+/// storaged commits each `set`, so fewer pieces are fewer commits).
+pub const RECORD_CHUNK: usize = 2048;
+// A piece with the volume's name, the key and the message's framing fits
+// one IPC message.
+const _: () = assert!(RECORD_CHUNK + 1024 <= abi::MSG_MAX_WORDS * 8);
 /// The properties a running VM takes at once (its metadata service
 /// answers them: `VMM_CONTROL_METADATA`).
 pub const LIVE_METADATA: &[&str] = &["customer_metadata", "internal_metadata", "tags"];

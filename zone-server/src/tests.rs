@@ -1004,7 +1004,8 @@ pub(crate) fn stored_record(f: &Fake, uuid: &str) -> String {
 #[test]
 fn a_record_torn_by_a_power_cut_gives_way_to_the_one_before() {
     let mut s = server();
-    let long = "x".repeat(3000);
+    // A record of three pieces (RECORD_CHUNK each at most).
+    let long = "x".repeat(2 * crate::host::RECORD_CHUNK + 500);
     let payload = PAYLOAD.replacen('{', &alloc::format!("{{\"customer_metadata\": {{\"user-script\": \"{long}\"}},"), 1);
     let uuid = created_uuid(&run(&mut s, &["create"], &payload));
     assert_eq!(run(&mut s, &["update", &uuid, "alias=second"], "").code, 0);
@@ -1012,8 +1013,8 @@ fn a_record_torn_by_a_power_cut_gives_way_to_the_one_before() {
     let slots = props(&s);
     let whole: Vec<&str> = crate::host::RECORD_SLOTS.iter().filter(|k| slots.get(**k).is_some_and(|v| !v.is_empty())).copied().collect();
     assert_eq!(whole.len(), 1, "one slot holds the record, the other was emptied: {:?}", slots.keys());
-    // The next save loses power after two of its pieces.
-    s.host.machine.sets_left = Some(2);
+    // The next save loses power after the first of its pieces.
+    s.host.machine.sets_left = Some(1);
     let out = run(&mut s, &["update", &uuid, "alias=third"], "");
     assert_eq!(out.code, 1, "{out:?}");
     let torn = props(&s);
