@@ -80,8 +80,15 @@ pub struct RecordSlots {
 /// with the higher sequence number, else a plain record. `Ok(None)`: no
 /// record at all.
 pub fn load_record<M: Machine>(m: &mut M, volume: &str) -> Result<Option<(String, RecordSlots)>, String> {
+    load_slotted(m, volume, RECORD_SLOTS, RECORD_PROP)
+}
+
+/// A value kept in two slots in turns (`keys`, as a record is): the whole
+/// slot with the higher sequence number, else the plain property `legacy`
+/// (non-empty). `Ok(None)`: neither.
+pub fn load_slotted<M: Machine>(m: &mut M, volume: &str, keys: [&str; 2], legacy: &str) -> Result<Option<(String, RecordSlots)>, String> {
     let mut best: Option<(usize, u64, String)> = None;
-    for (i, key) in RECORD_SLOTS.iter().enumerate() {
+    for (i, key) in keys.iter().enumerate() {
         if let Some(v) = m.get_property(volume, key)?
             && let Some((seq, body)) = decode_record(&v)
             && best.as_ref().is_none_or(|(_, s, _)| seq > *s)
@@ -89,13 +96,55 @@ pub fn load_record<M: Machine>(m: &mut M, volume: &str) -> Result<Option<(String
             best = Some((i, seq, body.into()));
         }
     }
-    let legacy = m.get_property(volume, RECORD_PROP)?.filter(|v| !v.is_empty());
+    let legacy = m.get_property(volume, legacy)?.filter(|v| !v.is_empty());
     Ok(match (best, legacy) {
         (Some((i, seq, body)), legacy) => Some((body, RecordSlots { current: Some((i, seq)), legacy: legacy.is_some() })),
         (None, Some(plain)) => Some((plain, RecordSlots { current: None, legacy: true })),
         (None, None) => None,
     })
 }
+
+/// Writes `text` into the slot of `keys` that does not hold the value
+/// `was` says is current, in [`RECORD_CHUNK`] pieces, with the next
+/// sequence number; once it is whole, empties the other slot (and the
+/// plain property `legacy` if it held a value). Returns where the value
+/// stands now. A failure mid-way leaves the slot torn and `was` current.
+pub fn save_slotted<M: Machine>(
+    m: &mut M,
+    volume: &str,
+    keys: [&str; 2],
+    legacy: &str,
+    text: &str,
+    was: RecordSlots,
+) -> Result<RecordSlots, String> {
+    let (slot, seq) = match was.current {
+        Some((i, seq)) => (1 - i, seq + 1),
+        None => (0, 1),
+    };
+    let encoded = encode_record(seq, text);
+    let mut rest = encoded.as_str();
+    let mut first = true;
+    while first || !rest.is_empty() {
+        let mut end = rest.len().min(RECORD_CHUNK);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.set_property(volume, keys[slot], &rest[..end], !first)?;
+        rest = &rest[end..];
+        first = false;
+    }
+    let mut now = RecordSlots { current: Some((slot, seq)), legacy: was.legacy };
+    // Whole: the value before it goes (a failure only leaves it there,
+    // older, to be overwritten next time).
+    if was.current.is_some() && m.set_property(volume, keys[1 - slot], "", false).is_err() {
+        return Ok(now);
+    }
+    if was.legacy && m.set_property(volume, legacy, "", false).is_ok() {
+        now.legacy = false;
+    }
+    Ok(now)
+}
+
 /// The user property of the record volume naming the running VMM: its
 /// init instance, its pool grant and its netd VNIC grant
 /// (`INSTANCE:GRANT:VNICS`, 0 for none), so a restarted zone-server finds
@@ -624,34 +673,9 @@ impl<M: Machine> Host for ZoneHost<M> {
             self.records.remove(uuid);
             return Ok(()); // destroy took the volume
         };
-        let volume = record_volume(uuid);
         let was = self.records.get(uuid).copied().unwrap_or_default();
-        // The other slot than the record's, a number past its.
-        let (slot, seq) = match was.current {
-            Some((i, seq)) => (1 - i, seq + 1),
-            None => (0, 1),
-        };
-        let text = encode_record(seq, record);
-        let mut rest = text.as_str();
-        let mut first = true;
-        while first || !rest.is_empty() {
-            let mut end = rest.len().min(RECORD_CHUNK);
-            while !rest.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.machine.set_property(&volume, RECORD_SLOTS[slot], &rest[..end], !first)?;
-            rest = &rest[end..];
-            first = false;
-        }
-        self.records.insert(*uuid, RecordSlots { current: Some((slot, seq)), legacy: was.legacy });
-        // Whole: the record before it goes (a failure only leaves it
-        // there, older, to be overwritten next time).
-        if was.current.is_some() && self.machine.set_property(&volume, RECORD_SLOTS[1 - slot], "", false).is_err() {
-            return Ok(());
-        }
-        if was.legacy && self.machine.set_property(&volume, RECORD_PROP, "", false).is_ok() {
-            self.records.insert(*uuid, RecordSlots { current: Some((slot, seq)), legacy: false });
-        }
+        let now = save_slotted(&mut self.machine, &record_volume(uuid), RECORD_SLOTS, RECORD_PROP, record, was)?;
+        self.records.insert(*uuid, now);
         Ok(())
     }
 }

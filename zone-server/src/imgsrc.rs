@@ -52,6 +52,9 @@ pub trait Net {
 pub const SOURCES_VOLUME: &str = "zones/imgadm";
 /// The user property holding the sources, one URL a line.
 pub const SOURCES_PROP: &str = "alcove:imgadm-sources";
+/// The two slots the list is kept in, in turns ([`crate::host::save_slotted`]);
+/// [`SOURCES_PROP`] is an earlier build's, still read.
+pub const SOURCES_SLOTS: [&str; 2] = ["alcove:imgadm-sources.a", "alcove:imgadm-sources.b"];
 /// Sources kept at most.
 pub const SOURCES_MAX: usize = 16;
 /// Bytes of a source's URL at most.
@@ -290,9 +293,9 @@ pub fn sources<M: Machine>(m: &mut M) -> Result<Vec<String>, Error> {
     if !names.iter().any(|n| n == SOURCES_VOLUME) {
         return Ok(Vec::new());
     }
-    let text = m
-        .get_property(SOURCES_VOLUME, SOURCES_PROP)
+    let text = crate::host::load_slotted(m, SOURCES_VOLUME, SOURCES_SLOTS, SOURCES_PROP)
         .map_err(|e| Error::Invalid(format!("imgadm sources: {e}")))?
+        .map(|(t, _)| t)
         .unwrap_or_default();
     Ok(text.lines().filter(|l| !l.is_empty()).map(ToString::to_string).collect())
 }
@@ -304,15 +307,10 @@ fn save_sources<M: Machine>(m: &mut M, list: &[String]) -> Result<(), Error> {
         m.create_volume(SOURCES_VOLUME, crate::host::RECORD_VOLSIZE).map_err(fail)?;
     }
     let text: String = list.iter().map(|s| format!("{s}\n")).collect();
-    // One property value carries a chunk; the rest is appended.
-    let mut rest = text.as_str();
-    let mut first = true;
-    while first || !rest.is_empty() {
-        let end = rest.len().min(crate::host::RECORD_CHUNK);
-        m.set_property(SOURCES_VOLUME, SOURCES_PROP, &rest[..end], !first).map_err(fail)?;
-        rest = &rest[end..];
-        first = false;
-    }
+    // In two slots in turns, as a VM's record: a power cut mid-way leaves
+    // the list before.
+    let was = crate::host::load_slotted(m, SOURCES_VOLUME, SOURCES_SLOTS, SOURCES_PROP).map_err(fail)?.map(|(_, s)| s).unwrap_or_default();
+    crate::host::save_slotted(m, SOURCES_VOLUME, SOURCES_SLOTS, SOURCES_PROP, &text, was).map_err(fail)?;
     Ok(())
 }
 

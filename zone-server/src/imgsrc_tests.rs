@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::imgsrc::{IDLE_TIMEOUT_MS, Net, SOURCES_PROP, SOURCES_VOLUME};
+use crate::imgsrc::{IDLE_TIMEOUT_MS, Net, SOURCES_PROP, SOURCES_SLOTS, SOURCES_VOLUME};
 use crate::tests::{BADGE, FROM_IMAGE, Fake, IMAGE, created_uuid, image_file, imgadm, run, server};
 use libipc::interfaces::{VmadmImport, vmadm};
 use crate::{Machine, ZoneServer};
@@ -151,6 +151,20 @@ fn nothing_installed(s: &mut ZoneServer<Fake>) {
     assert!(s.host.machine.net.conns.is_empty());
 }
 
+/// A list an earlier build kept as one plain property is read; the next
+/// change keeps it in a slot and empties the plain one.
+#[test]
+fn sources_of_an_earlier_build_are_read_and_moved_to_the_slots() {
+    let mut s = crate::tests::server();
+    let mut props = alloc::collections::BTreeMap::new();
+    props.insert(SOURCES_PROP.to_string(), "http://10.0.2.2:8081\n".to_string());
+    s.host.machine.volumes.insert(SOURCES_VOLUME.into(), (8192, props));
+    assert_eq!(imgadm(&mut s, &["sources"], "").stdout, "http://10.0.2.2:8081\n");
+    assert_eq!(imgadm(&mut s, &["sources", "-a", "http://192.168.1.9/imgapi"], "").code, 0);
+    assert_eq!(imgadm(&mut s, &["sources"], "").stdout, "http://10.0.2.2:8081\nhttp://192.168.1.9/imgapi\n");
+    assert_eq!(s.host.machine.volumes[SOURCES_VOLUME].1[SOURCES_PROP], "");
+}
+
 #[test]
 fn sources_are_added_listed_deleted_and_kept_on_the_pool() {
     let mut s = server();
@@ -167,8 +181,10 @@ fn sources_are_added_listed_deleted_and_kept_on_the_pool() {
     assert_eq!(j[1]["url"], "http://192.168.1.9/imgapi");
     assert_eq!(j[1]["type"], "imgapi");
     // Kept on the pool: a restarted zone-server has them.
-    let prop = s.host.machine.volumes[SOURCES_VOLUME].1[SOURCES_PROP].clone();
-    assert_eq!(prop, "http://10.0.2.2:8081\nhttp://192.168.1.9/imgapi\n");
+    let props = &s.host.machine.volumes[SOURCES_VOLUME].1;
+    let kept: Vec<&str> = SOURCES_SLOTS.iter().filter_map(|k| crate::host::decode_record(props.get(*k)?)).map(|(_, t)| t).collect();
+    assert_eq!(kept, ["http://10.0.2.2:8081\nhttp://192.168.1.9/imgapi\n"], "one whole slot, the other emptied");
+    assert!(props.get(SOURCES_PROP).is_none_or(|v| v.is_empty()));
     let machine = core::mem::take(&mut s.host.machine);
     let mut s = ZoneServer::new(machine, alloc::vec![5]);
     assert_eq!(imgadm(&mut s, &["sources"], "").stdout, "http://10.0.2.2:8081\nhttp://192.168.1.9/imgapi\n");
