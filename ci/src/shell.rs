@@ -13,10 +13,11 @@
 //! `vmadm console` of the VM (its guest, `zone-guest-echo`, echoes what it
 //! receives upper-cased): a line and a 2000-byte line typed to the guest,
 //! `^]` to detach, `^]` again at the prompt (nothing to detach) before
-//! `vmadm list`, `vmadm stop`, `vmadm console` of the stopped VM,
-//! `vmadm create-snapshot`, `zfs list -t snapshot` (the disk's
-//! `@vmsnap-` snapshot), `vmadm rollback-snapshot` and `delete-snapshot`,
-//! `vmadm delete`, `zpool scrub -s zones` with no scrub (refused),
+//! `vmadm list`, `vmadm create-snapshot`, `zfs list -t snapshot` (the
+//! disk's `@vmsnap-` snapshot), `vmadm rollback-snapshot` of the running
+//! VM (halted, rolled back, started again: `vmadm list` shows it
+//! running), `vmadm stop`, `vmadm console` of the stopped VM,
+//! `vmadm delete-snapshot`, `vmadm delete`, `zpool scrub -s zones` with no scrub (refused),
 //! `zpool scrub zones` and `zpool status` (the scrub in progress or done,
 //! no errors), the zfs verbs on the VM's volume while it runs (`zfs
 //! snapshot`, `zfs list -t snapshot`, `zfs destroy` refused for the
@@ -160,13 +161,15 @@ dladm create-vnic -l stub5 op0\rdladm delete-vnic op0\rdladm delete-etherstub st
         ("Q END".into(), b"\x1d".to_vec()),
         // ^] with nothing attached is dropped like any control character.
         ("[Connection to console".into(), b"\x1dvmadm list\r".to_vec()),
-        ("UUID".into(), format!("vmadm stop {VM}\r").into_bytes()),
-        ("Successfully completed stop".into(), format!("vmadm console {VM}\r").into_bytes()),
-        // The stopped VM's snapshot verbs.
-        ("Unable to connect".into(), format!("vmadm create-snapshot {VM} before\r").into_bytes()),
+        // The running VM's snapshot verbs: its rollback halts it, rolls
+        // its disk back and starts it again.
+        ("UUID".into(), format!("vmadm create-snapshot {VM} before\r").into_bytes()),
         ("Created snapshot before".into(), b"zfs list -H -t snapshot -o name\r".to_vec()),
         ("@vmsnap-before".into(), format!("vmadm rollback-snapshot {VM} before\r").into_bytes()),
-        ("Rolled back VM".into(), format!("vmadm delete-snapshot {VM} before\r").into_bytes()),
+        ("Rolled back VM".into(), b"vmadm list\r".to_vec()),
+        ("UUID".into(), format!("vmadm stop {VM}\r").into_bytes()),
+        ("Successfully completed stop".into(), format!("vmadm console {VM}\r").into_bytes()),
+        ("Unable to connect".into(), format!("vmadm delete-snapshot {VM} before\r").into_bytes()),
         ("Deleted snapshot before".into(), format!("vmadm delete {VM}\r").into_bytes()),
         ("Successfully deleted VM".into(), b"zpool scrub -s zones\r".to_vec()),
         // `zpool scrub` prints nothing: its echo is the cue.
@@ -390,11 +393,12 @@ fn steps() -> Vec<(String, Option<First>)> {
         (format!("long {} end", "q".repeat(LONG_QS)), quiet()),
         // After ^] (twice).
         ("vmadm list".into(), vmadm()),
-        (format!("vmadm stop {VM}"), starts("Successfully completed stop")),
-        (format!("vmadm console {VM}"), starts("Unable to connect")),
         (format!("vmadm create-snapshot {VM} before"), starts("Created snapshot")),
         ("zfs list -H -t snapshot -o name".into(), starts("zones/")),
         (format!("vmadm rollback-snapshot {VM} before"), starts("Rolled back VM")),
+        ("vmadm list".into(), vmadm()),
+        (format!("vmadm stop {VM}"), starts("Successfully completed stop")),
+        (format!("vmadm console {VM}"), starts("Unable to connect")),
         (format!("vmadm delete-snapshot {VM} before"), starts("Deleted snapshot")),
         (format!("vmadm delete {VM}"), starts("Successfully deleted VM")),
         ("zpool scrub -s zones".into(), starts("cannot ")),
@@ -522,7 +526,7 @@ fn judge(serial: &str, ending: Ending, typed: &[String], o: &mut Outcome) {
     );
     // After the control characters, `vmadm list` again: header alone.
     let lists = serial.lines().filter(|l| header_alone(l)).count();
-    check(lists == 6, format!("vmadm's header came {lists} times, not 6 (list; list typed among control characters; list after the flood; list of the VM; list after the console; list after svcadm enable)"));
+    check(lists == 7, format!("vmadm's header came {lists} times, not 7 (list; list typed among control characters; list after the flood; list of the VM; list after the console; list after the rollback; list after svcadm enable)"));
     // Every byte of the paste reached the shell: the console takes from
     // the UART only what it has room for (it used to keep 4 KiB and drop
     // the oldest).
@@ -714,7 +718,7 @@ fn judge(serial: &str, ending: Ending, typed: &[String], o: &mut Outcome) {
     );
     let disabled = zone_line(2);
     check(disabled.first().is_some_and(|s| s == "disabled"), format!("`svcs` after `svcadm disable zone-server` shows {disabled:?}"));
-    let enabled = answer("vmadm list", 5);
+    let enabled = answer("vmadm list", 6);
     check(
         enabled.as_deref().is_some_and(header_alone),
         format!("`vmadm list` after `svcadm enable zone-server` printed {enabled:?}"),
@@ -776,14 +780,20 @@ fn judge(serial: &str, ending: Ending, typed: &[String], o: &mut Outcome) {
     // The snapshot verbs: a pool snapshot of the VM's disk, rolled back
     // to and deleted.
     for (cmd, want) in [
-        (format!("vmadm create-snapshot {VM} before"), format!("Created snapshot before for VM {VM}\n")),
-        ("zfs list -H -t snapshot -o name".to_string(), format!("zones/{VM}-disk0@vmsnap-before\n")),
-        (format!("vmadm rollback-snapshot {VM} before"), format!("Rolled back VM {VM} to snapshot before\n")),
-        (format!("vmadm delete-snapshot {VM} before"), format!("Deleted snapshot before for VM {VM}\n")),
+        (format!("vmadm create-snapshot {VM} before"), format!("Created snapshot before for VM {VM}")),
+        ("zfs list -H -t snapshot -o name".to_string(), format!("zones/{VM}-disk0@vmsnap-before")),
+        (format!("vmadm rollback-snapshot {VM} before"), format!("Rolled back VM {VM} to snapshot before")),
+        (format!("vmadm delete-snapshot {VM} before"), format!("Deleted snapshot before for VM {VM}")),
     ] {
-        let got = answer(&cmd, 0);
-        check(got.as_deref() == Some(want.as_str()), format!("`{cmd}` printed {got:?}, not {want:?}"));
+        let got = answer(&cmd, 0).unwrap_or_default();
+        check(got.lines().any(|l| l == want), format!("`{cmd}` printed {got:?}, not {want:?}"));
     }
+    // Rolled back while it ran: started again.
+    let list = answer("vmadm list", 5).unwrap_or_default();
+    check(
+        list.lines().any(|l| l.split_whitespace().eq([VM, "BHYV", "64", "running", "web"])),
+        format!("`vmadm list` after the rollback does not show the VM running again: {list:?}"),
+    );
     let deleted = answer(&format!("vmadm delete {VM}"), 0).unwrap_or_default();
     check(
         deleted.lines().any(|l| l == format!("Successfully deleted VM {VM}")),
@@ -891,12 +901,13 @@ mod tests {
             ),
             String::new(),
             String::new(),
+            running.clone(),
+            format!("Created snapshot before for VM {VM}\n"),
+            format!("{disk}@vmsnap-before\n"),
+            format!("init: start stages (vmm-server-2) asked=1 process=2\nRolled back VM {VM} to snapshot before\n"),
             running,
             format!("Successfully completed stop for VM {VM}\n"),
             format!("Unable to connect to console of VM {VM}: VM is not running\n"),
-            format!("Created snapshot before for VM {VM}\n"),
-            format!("{disk}@vmsnap-before\n"),
-            format!("Rolled back VM {VM} to snapshot before\n"),
             format!("Deleted snapshot before for VM {VM}\n"),
             format!("Successfully deleted VM {VM}\n"),
             "cannot cancel scrubbing zones: pool: no scrub is in progress\n".into(),
