@@ -354,22 +354,29 @@ fn mdata_code() -> Vec<u8> {
     const MSG: usize = 96;
     let lines = 7 + MDATA_USER_DATA_LINES as u8 + 3;
     let mut c = print_message(0x2f8, MSG);
-    c.extend([0xb9, lines, 0, 0, 0]); // 20: mov ecx, lines (lines to copy)
-    c.extend([0x66, 0xba, 0xfd, 0x02]); // 25: mov dx, 0x2fd (COM2 LSR)
-    c.push(0xec); // 29: in al, dx
-    c.extend([0xa8, 0x01]); // 30: test al, 1 (data ready)
-    c.extend([0x74, 0xf7]); // 32: jz 25
-    c.extend([0x66, 0xba, 0xf8, 0x02]); // 34: mov dx, 0x2f8
-    c.push(0xec); // 38: in al, dx
-    c.extend([0x66, 0xba, 0xf8, 0x03]); // 39: mov dx, 0x3f8
-    c.push(0xee); // 43: out dx, al
-    c.extend([0x3c, 0x0a]); // 44: cmp al, 10
-    c.extend([0x75, 0xe9]); // 46: jne 25
-    c.extend([0xe2, 0xe7]); // 48: loop 25
+    copy_com2_lines(&mut c, lines); // 20
     assert_eq!(c.len(), 50);
     power_off(&mut c);
     let put = mdata_put_frame(MDATA_PUT_KEY, MDATA_PUT_VALUE);
     spin_then_message(c, MSG, &format!("GET sdc:hostname\nGET role\nGET {MDATA_USER_DATA_KEY}\n{put}\nBOGUS"))
+}
+
+/// Appends guest code (30 bytes, position-independent) that copies
+/// `lines` lines from COM2 (the metadata port) to COM1, polling COM2's
+/// LSR for each byte.
+fn copy_com2_lines(c: &mut Vec<u8>, lines: u8) {
+    c.extend([0xb9, lines, 0, 0, 0]); // +0: mov ecx, lines
+    c.extend([0x66, 0xba, 0xfd, 0x02]); // +5: mov dx, 0x2fd (COM2 LSR)
+    c.push(0xec); // +9: in al, dx
+    c.extend([0xa8, 0x01]); // +10: test al, 1 (data ready)
+    c.extend([0x74, 0xf7]); // +12: jz +5
+    c.extend([0x66, 0xba, 0xf8, 0x02]); // +14: mov dx, 0x2f8
+    c.push(0xec); // +18: in al, dx
+    c.extend([0x66, 0xba, 0xf8, 0x03]); // +19: mov dx, 0x3f8
+    c.push(0xee); // +23: out dx, al
+    c.extend([0x3c, 0x0a]); // +24: cmp al, 10
+    c.extend([0x75, 0xe9]); // +26: jne +5
+    c.extend([0xe2, 0xe7]); // +28: loop +5
 }
 
 /// The key the live-metadata guest asks for (absent at create, set by
@@ -409,18 +416,7 @@ fn mdata_live_code() -> Vec<u8> {
     c.extend([0xf3, 0x90, 0xe2, 0xfc]); // 61: pause; loop 61
     c.extend([0xeb, 0xbd]); // 65: jmp 0 (ask again)
     assert_eq!(c.len(), 67);
-    c.extend([0xb9, 0x02, 0x00, 0x00, 0x00]); // 67: mov ecx, 2 (the value and `.`)
-    c.extend([0x66, 0xba, 0xfd, 0x02]); // 72: mov dx, 0x2fd
-    c.push(0xec); // 76: in al, dx
-    c.extend([0xa8, 0x01]); // 77: test al, 1
-    c.extend([0x74, 0xf7]); // 79: jz 72
-    c.extend([0x66, 0xba, 0xf8, 0x02]); // 81: mov dx, 0x2f8
-    c.push(0xec); // 85: in al, dx
-    c.extend([0x66, 0xba, 0xf8, 0x03]); // 86: mov dx, 0x3f8
-    c.push(0xee); // 90: out dx, al
-    c.extend([0x3c, 0x0a]); // 91: cmp al, 10
-    c.extend([0x75, 0xe9]); // 93: jne 72
-    c.extend([0xe2, 0xe7]); // 95: loop 72
+    copy_com2_lines(&mut c, 2); // 67: the value and `.`
     assert_eq!(c.len(), 97);
     power_off(&mut c);
     spin_then_message(c, MSG, &format!("GET {MDATA_LIVE_KEY}"))
