@@ -557,6 +557,9 @@ fn diag_dump(sock: &Path, out: &Path) {
         let mut s = std::os::unix::net::UnixStream::connect(sock)?;
         s.set_read_timeout(Some(Duration::from_millis(1500)))?;
         s.write_all(b"info cpus\ninfo registers -a\ninfo lapic 0\ninfo lapic 1\ninfo pic\n")?;
+        // Then an NMI: the kernel answers one it did not send by printing
+        // its threads, timeouts and vCPUs on the serial port (`kernel::dump`).
+        s.write_all(b"nmi\n")?;
         let (mut all, mut buf) = (Vec::new(), [0u8; 8192]);
         loop {
             match s.read(&mut buf) {
@@ -572,7 +575,7 @@ fn diag_dump(sock: &Path, out: &Path) {
     })()
     .unwrap_or_else(|e| format!("the diagnostic monitor did not answer: {e}\n"));
     let _ = fs::write(out, &text);
-    eprintln!("  machine state at the timeout: {}", out.display());
+    eprintln!("  machine state at the timeout: {} (the kernel's own, after an NMI, in the serial log's [dump ] lines)", out.display());
     for l in text.lines().filter(|l| l.starts_with("RIP=") || l.starts_with("CPU#") || l.contains(" HLT=")) {
         eprintln!("    {}", l.trim_end());
     }

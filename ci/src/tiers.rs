@@ -1143,7 +1143,9 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
         let expectations: [(&str, &'static str, &str, Option<Duration>); 3] = [
             ("harness/fault", "fault", "#PF page fault", None),
             ("harness/panic", "panic", "kernel panic", None),
-            ("harness/hang", "hang", "timed out", Some(Duration::from_secs(5))),
+            // Long enough for the machine to boot on a loaded host: the
+            // harness's NMI must find the kernel running.
+            ("harness/hang", "hang", "timed out", Some(Duration::from_secs(15))),
         ];
         for (name, suite, needle, timeout) in expectations {
             runs += 1;
@@ -1157,6 +1159,16 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 let cpus = state.lines().filter(|l| l.starts_with("RIP=")).count();
                 if cpus != 2 {
                     println!("  FAIL {name}: the timed-out machine's state names {cpus} CPUs' RIP, not 2");
+                    caught = false;
+                }
+                // And the kernel's own account, which the harness's NMI
+                // asked for (kernel::dump), on the serial port.
+                let dump: Vec<&str> = r.serial.lines().map(str::trim_end).filter(|l| l.starts_with("[dump ]")).collect();
+                let whole = dump.first().is_some_and(|l| l.contains("kernel state at"))
+                    && dump.iter().any(|l| l.starts_with("[dump ] cpu 1:"))
+                    && dump.last() == Some(&"[dump ] end");
+                if !whole {
+                    println!("  FAIL {name}: the kernel printed no whole state dump after the harness's NMI: {dump:?}");
                     caught = false;
                 }
             }
@@ -1242,9 +1254,14 @@ pub(crate) fn remember_failure(name: &str, lines: Vec<String>) {
 }
 
 /// The last `n` lines of a serial log, each marked as serial output.
+/// The kernel's state dump (`[dump ]` lines, printed when a timed-out
+/// machine gets the harness's NMI) is kept whole: it says why the machine
+/// stopped making progress, and it comes last.
 pub(crate) fn serial_tail(serial: &str, n: usize) -> Vec<String> {
-    let lines: Vec<&str> = serial.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("| {}", l.trim_end_matches('\r'))).collect()
+    let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let dump = lines.iter().position(|l| l.starts_with("[dump ]")).unwrap_or(lines.len());
+    let from = lines.len().saturating_sub(n).min(dump.saturating_sub(n.min(5)));
+    lines[from..].iter().map(|l| format!("| {l}")).collect()
 }
 
 /// Prints every remembered failure again (the run's last screen).

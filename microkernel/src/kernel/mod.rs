@@ -7,6 +7,7 @@
 //! returns to ring 3. Policy lives in kcore (capabilities, budgets, run
 //! queues, page tables); this module wires it to the hardware.
 
+pub mod dump;
 pub mod fastpath;
 pub mod fpu;
 pub mod inject;

@@ -1541,7 +1541,7 @@ fn cpuid_regs(gprs: &mut [u64; 16], page: &RunPage) {
 
 /// The time base of the emulated APICs: ns since the TSC was 0, so guest
 /// TSC-deadline values (host TSC values: no TSC offset) convert exactly.
-fn lapic_now() -> u64 {
+pub fn lapic_now() -> u64 {
     (u128::from(arch::cpu::rdtsc()) * 1_000_000 / u128::from(arch::time::tsc_khz())) as u64
 }
 

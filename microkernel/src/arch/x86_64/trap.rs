@@ -9,7 +9,7 @@
 
 use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Registers as trap.s saves them; field order is the push order reversed.
 /// 16-byte aligned (and 176 bytes long) so that the end of a thread's saved
@@ -169,6 +169,7 @@ pub fn nmi_with_user_gs(my_apic_id: u32) -> bool {
     super::cpu::interrupts_off();
     let before = NMIS.load(Ordering::SeqCst);
     let mut arrived = false;
+    NMI_EXPECTED.store(true, Ordering::SeqCst);
     // SAFETY: interrupts are off (the kernel runs with IF clear) and nothing
     // between the two SWAPGS uses GS: `send_nmi` goes through statics, the
     // wait reads a static. Only the NMI comes in meanwhile, which is what
@@ -186,6 +187,7 @@ pub fn nmi_with_user_gs(my_apic_id: u32) -> bool {
     }
     // SAFETY: as above: puts the kernel's GS base back.
     unsafe { core::arch::asm!("swapgs", options(nostack, preserves_flags)) };
+    NMI_EXPECTED.store(false, Ordering::SeqCst);
     arrived
 }
 
@@ -210,7 +212,15 @@ extern "C" fn trap_on_ist(frame: &mut TrapFrame, swapped_gs: u64) {
     super::serial::try_with_locked(|w| {
         let _ = writeln!(w, "[WARN ] NMI on CPU {} at {:#x} ({n} on this CPU)", cpu.index, frame.rip);
     });
+    // Not the kernel's own (`nmi_with_user_gs`): someone asks what the
+    // machine is doing.
+    if !NMI_EXPECTED.load(Ordering::Acquire) {
+        crate::kernel::dump::on_nmi();
+    }
 }
+
+/// Set while `nmi_with_user_gs` waits for the NMI it sent itself.
+static NMI_EXPECTED: AtomicBool = AtomicBool::new(false);
 
 fn fatal_exception(f: &TrapFrame) -> ! {
     super::cpu::interrupts_off();
