@@ -7,6 +7,14 @@
 //! [`bitmap_words`]) and then [`FrameAllocator::reserve`]s it. The ranges are
 //! packed one after the other in bit space, so holes in the memory map cost
 //! no bits. Not thread-safe by itself: the kernel wraps it in a lock.
+//!
+//! A second bitmap says which free frames are known to hold zeros: an idle
+//! CPU zeroes free frames ahead of need ([`FrameAllocator::zero_some`]),
+//! and an allocation then clears only the frames that are not
+//! ([`FrameAllocator::take_dirty`]), so a VM's RAM or a new process's
+//! pages come mostly without a memset under the kernel's lock. A frame's
+//! zero bit is set only while it is free and holds zeros: freeing or
+//! reserving a frame clears it.
 
 use core::ops::Range;
 
@@ -34,11 +42,12 @@ pub enum FrameError {
     DoubleFree,
 }
 
-/// How many `u64` words the bitmap for `ranges` needs.
+/// How many `u64` words the allocator's two bitmaps (free, and known
+/// zero) for `ranges` need.
 pub fn bitmap_words(ranges: &[(u64, u64)]) -> usize {
     let pages: u64 =
         ranges.iter().map(|&(s, e)| e.saturating_sub(s) >> PAGE_SHIFT).fold(0, u64::saturating_add);
-    pages.div_ceil(64) as usize
+    2 * pages.div_ceil(64) as usize
 }
 
 /// One managed range: `pages` frames from `start`, bits from `first_bit`.
@@ -60,6 +69,12 @@ pub struct FrameAllocator<'a> {
     spans: [Span; MAX_RANGES],
     span_count: usize,
     bits: &'a mut [u64],
+    /// A set bit: the frame is free and holds zeros (a subset of `bits`).
+    zeroed: &'a mut [u64],
+    /// Set bits in `zeroed`.
+    zeroed_count: usize,
+    /// Where [`FrameAllocator::zero_some`] looks first.
+    zero_hint: usize,
     total: usize,
     free: usize,
     /// A word that probably has a free bit: where the last alloc or free was,
@@ -96,17 +111,21 @@ impl<'a> FrameAllocator<'a> {
             span_count += 1;
             total += pages;
         }
-        let needed_words = total.div_ceil(64);
+        let words = total.div_ceil(64);
+        let needed_words = 2 * words;
         if storage.len() < needed_words {
             return Err(FrameError::StorageTooSmall { needed_words, got_words: storage.len() });
         }
-        let bits = &mut storage[..needed_words];
+        let (bits, rest) = storage.split_at_mut(words);
+        let zeroed = &mut rest[..words];
         bits.fill(u64::MAX);
         if !total.is_multiple_of(64) {
             // Bits past the last frame read as used forever.
-            bits[needed_words - 1] = (1u64 << (total % 64)) - 1;
+            bits[words - 1] = (1u64 << (total % 64)) - 1;
         }
-        Ok(Self { spans, span_count, bits, total, free: total, hint: 0 })
+        // Nothing is known to be zero at boot.
+        zeroed.fill(0);
+        Ok(Self { spans, span_count, bits, zeroed, zeroed_count: 0, zero_hint: 0, total, free: total, hint: 0 })
     }
 
     fn spans(&self) -> &[Span] {
@@ -174,33 +193,58 @@ impl<'a> FrameAllocator<'a> {
     }
 
     /// `pages` physically contiguous frames starting at a multiple of
-    /// `align_pages` frames (0 counts as 1), for DMA buffers and huge pages.
-    /// First fit, scanning; meant for setup paths, not hot ones.
+    /// `align_pages` frames (0 counts as 1), for DMA buffers, huge pages and
+    /// guest RAM. First fit among frames known to hold zeros (so that the
+    /// caller has the least to clear, see [`Self::take_dirty`]), else first
+    /// fit among all free ones; scanning, meant for setup paths, not hot
+    /// ones.
     pub fn alloc_contiguous(&mut self, pages: usize, align_pages: usize) -> Option<u64> {
         if pages == 0 || pages > self.free {
             return None;
         }
         let align = (align_pages.max(1) as u64).checked_mul(PAGE_SIZE)?;
         let bytes = (pages as u64).checked_mul(PAGE_SIZE)?;
-        for i in 0..self.span_count {
-            let s = self.spans[i];
+        let found = if pages <= self.zeroed_count {
+            self.first_fit(&*self.zeroed, pages, align, bytes)
+        } else {
+            None
+        };
+        let (cand, bit) = match found {
+            Some(f) => f,
+            None => self.first_fit(&*self.bits, pages, align, bytes)?,
+        };
+        self.each_word(bit, pages, |word, mask, _| {
+            *word &= !mask;
+            None::<()>
+        });
+        self.free -= pages;
+        Some(cand)
+    }
+
+    /// The first window of `pages` frames (`bytes` long, aligned to
+    /// `align` bytes) whose bits are all set in `map` (the free bitmap, or
+    /// the known-zero one): its address and first bit.
+    fn first_fit(&self, map: &[u64], pages: usize, align: u64, bytes: u64) -> Option<(u64, usize)> {
+        for s in self.spans() {
             let mut cand = s.start.checked_next_multiple_of(align)?;
             while cand.checked_add(bytes).is_some_and(|end| end <= s.end()) {
                 let bit = s.first_bit + ((cand - s.start) >> PAGE_SHIFT) as usize;
-                let used = self.each_word(bit, pages, |word, mask, base| {
-                    let u = !*word & mask;
-                    (u != 0).then(|| base + (63 - u.leading_zeros()) as usize)
-                });
-                match used {
-                    None => {
-                        self.each_word(bit, pages, |word, mask, _| {
-                            *word &= !mask;
-                            None::<()>
-                        });
-                        self.free -= pages;
-                        return Some(cand);
+                // The last frame of the window that `map` does not have.
+                let mut used = None;
+                let (mut b, end) = (bit, bit + pages);
+                while b < end {
+                    let (w, off) = (b / 64, b % 64);
+                    let n = (64 - off).min(end - b);
+                    let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << off };
+                    let u = !map[w] & mask;
+                    if u != 0 {
+                        used = Some(w * 64 + (63 - u.leading_zeros()) as usize);
                     }
-                    // Restart past the last used frame in the window.
+                    b += n;
+                }
+                match used {
+                    None => return Some((cand, bit)),
+                    // Restart past the last missing frame in the window.
                     Some(u) => match self
                         .phys_of(u)
                         .checked_add(PAGE_SIZE)
@@ -236,6 +280,8 @@ impl<'a> FrameAllocator<'a> {
         for k in 0..pages as u64 {
             let bit = self.bit_of(phys + (k << PAGE_SHIFT)).expect("checked above");
             self.bits[bit / 64] |= 1 << (bit % 64);
+            // What it holds now is whatever its last owner left.
+            self.clear_zeroed(bit);
             self.hint = bit / 64;
         }
         self.free += pages;
@@ -263,9 +309,87 @@ impl<'a> FrameAllocator<'a> {
                 *word &= !mask;
                 None::<()>
             });
+            for b in bit..bit + len {
+                self.clear_zeroed(b);
+            }
         }
         self.free -= taken;
         taken
+    }
+
+    fn clear_zeroed(&mut self, bit: usize) {
+        let (w, m) = (bit / 64, 1u64 << (bit % 64));
+        if self.zeroed[w] & m != 0 {
+            self.zeroed[w] &= !m;
+            self.zeroed_count -= 1;
+        }
+    }
+
+    /// For `pages` frames from `phys` just allocated ([`Self::alloc`],
+    /// [`Self::alloc_contiguous`]): calls `dirty(start, count)` for each
+    /// run of them not known to hold zeros (the caller clears those), and
+    /// forgets that the others were zero (they are in use now).
+    pub fn take_dirty(&mut self, phys: u64, pages: usize, mut dirty: impl FnMut(u64, usize)) {
+        let mut run: Option<(u64, usize)> = None;
+        for k in 0..pages as u64 {
+            let p = phys + (k << PAGE_SHIFT);
+            let clean = match self.bit_of(p) {
+                Some(bit) => {
+                    let was = self.zeroed[bit / 64] & (1 << (bit % 64)) != 0;
+                    self.clear_zeroed(bit);
+                    was
+                }
+                None => false,
+            };
+            run = match (run, clean) {
+                (Some((s, n)), false) => Some((s, n + 1)),
+                (None, false) => Some((p, 1)),
+                (Some((s, n)), true) => {
+                    dirty(s, n);
+                    None
+                }
+                (None, true) => None,
+            };
+        }
+        if let Some((s, n)) = run {
+            dirty(s, n);
+        }
+    }
+
+    /// Zeroes up to one bitmap word's worth (64) of free frames not known
+    /// to hold zeros, through `zero(phys)` for each, and marks them zeroed;
+    /// returns how many. Stops at 0 once `limit` frames are known zero (a
+    /// bound on the work an idle CPU does ahead of need). The frames stay
+    /// free throughout (the caller holds the allocator's lock).
+    pub fn zero_some(&mut self, limit: usize, mut zero: impl FnMut(u64)) -> usize {
+        if self.zeroed_count >= limit.min(self.free) {
+            return 0;
+        }
+        let n = self.bits.len();
+        for k in 0..n {
+            let w = (self.zero_hint + k) % n;
+            let dirty = self.bits[w] & !self.zeroed[w];
+            if dirty == 0 {
+                continue;
+            }
+            self.zero_hint = w;
+            let mut left = dirty;
+            while left != 0 {
+                let b = left.trailing_zeros() as usize;
+                left &= left - 1;
+                zero(self.phys_of(w * 64 + b));
+            }
+            self.zeroed[w] |= dirty;
+            let count = dirty.count_ones() as usize;
+            self.zeroed_count += count;
+            return count;
+        }
+        0
+    }
+
+    /// Free frames known to hold zeros.
+    pub fn zeroed_frames(&self) -> usize {
+        self.zeroed_count
     }
 
     /// Whether the frame at `phys` is managed and free.
@@ -306,10 +430,89 @@ mod tests {
 
     #[test]
     fn bitmap_size() {
+        // Two bitmaps: free, and known zero.
         assert_eq!(bitmap_words(&[]), 0);
-        assert_eq!(bitmap_words(&[(0, 64 * 4096)]), 1);
-        assert_eq!(bitmap_words(&[(0, 65 * 4096)]), 2);
-        assert_eq!(bitmap_words(&HOLEY), pages(&HOLEY).div_ceil(64));
+        assert_eq!(bitmap_words(&[(0, 64 * 4096)]), 2);
+        assert_eq!(bitmap_words(&[(0, 65 * 4096)]), 4);
+        assert_eq!(bitmap_words(&HOLEY), 2 * pages(&HOLEY).div_ceil(64));
+    }
+
+    /// Frames known zero: only free ones, found by `zero_some`, forgotten
+    /// when allocated (`take_dirty` names the rest) or freed again.
+    #[test]
+    fn zeroed_frames_are_tracked_until_allocated_or_freed() {
+        let mut st = vec![0u64; bitmap_words(&HOLEY)];
+        let mut a = FrameAllocator::new(&HOLEY, &mut st).unwrap();
+        let total = pages(&HOLEY);
+        assert_eq!(a.zeroed_frames(), 0);
+        // A frame in use is never zeroed by the idle work.
+        let used = a.alloc().unwrap();
+        let mut zeroed = BTreeSet::new();
+        while a.zero_some(usize::MAX, |p| assert!(zeroed.insert(p), "{p:#x} zeroed twice")) > 0 {}
+        assert_eq!(zeroed.len(), total - 1);
+        assert!(!zeroed.contains(&used));
+        assert_eq!(a.zeroed_frames(), total - 1);
+        assert!(zeroed.iter().all(|&p| a.is_free(p)));
+        // Allocated: nothing to clear; the zero marks are gone.
+        let p = a.alloc_contiguous(3, 1).unwrap();
+        let mut dirty = Vec::new();
+        a.take_dirty(p, 3, |s, n| dirty.push((s, n)));
+        assert!(dirty.is_empty(), "{dirty:?}");
+        assert_eq!(a.zeroed_frames(), total - 4);
+        // Freed: dirty again, so the next owner gets it cleared.
+        a.free_contiguous(p, 3).unwrap();
+        assert_eq!(a.zeroed_frames(), total - 4);
+        // The next run comes from frames known zero, not from those.
+        let q = a.alloc_contiguous(3, 1).unwrap();
+        assert!(q >= p + 3 * PAGE_SIZE, "{q:#x} overlaps the dirty {p:#x}");
+        let mut dirty = Vec::new();
+        a.take_dirty(q, 3, |s, n| dirty.push((s, n)));
+        assert!(dirty.is_empty(), "{dirty:?}");
+        // Single frames come first-fit whatever they hold: the one freed
+        // is named dirty.
+        a.free(used).unwrap();
+        let r = a.alloc().unwrap();
+        assert_eq!(r, used);
+        let mut dirty = Vec::new();
+        a.take_dirty(r, 1, |s, n| dirty.push((s, n)));
+        assert_eq!(dirty, [(used, 1)]);
+        // Runs: a zeroed frame between dirty ones splits them.
+        // Zero only the middle one: mark the rest dirty by a fresh free.
+        let five = [(MIB, MIB + 5 * PAGE_SIZE)];
+        let mut st3 = vec![0u64; bitmap_words(&five)];
+        let mut c = FrameAllocator::new(&five, &mut st3).unwrap();
+        let all = c.alloc_contiguous(5, 1).unwrap();
+        c.free(all + 2 * PAGE_SIZE).unwrap();
+        assert_eq!(c.zero_some(usize::MAX, |p| assert_eq!(p, all + 2 * PAGE_SIZE)), 1);
+        c.free_contiguous(all, 2).unwrap();
+        c.free_contiguous(all + 3 * PAGE_SIZE, 2).unwrap();
+        let again = c.alloc_contiguous(5, 1).unwrap();
+        assert_eq!(again, all);
+        let mut dirty = Vec::new();
+        c.take_dirty(again, 5, |s, n| dirty.push((s, n)));
+        assert_eq!(dirty, [(all, 2), (all + 3 * PAGE_SIZE, 2)]);
+    }
+
+    /// The idle work stops at its bound, and a reserved frame is not
+    /// counted as zero.
+    #[test]
+    fn zeroing_stops_at_the_limit_and_reserve_forgets() {
+        let ranges = [(0x10_0000, 0x10_0000 + 256 * PAGE_SIZE)];
+        let mut st = vec![0u64; bitmap_words(&ranges)];
+        let mut a = FrameAllocator::new(&ranges, &mut st).unwrap();
+        let mut n = 0;
+        while a.zero_some(100, |_| {}) > 0 {
+            n += 1;
+        }
+        assert!(a.zeroed_frames() >= 100 && a.zeroed_frames() < 100 + 64, "{}", a.zeroed_frames());
+        assert_eq!(n, 2);
+        let before = a.zeroed_frames();
+        assert_eq!(a.reserve(0x10_0000..0x10_0000 + 10 * PAGE_SIZE), 10);
+        assert_eq!(a.zeroed_frames(), before - 10);
+        // All free frames zero: nothing more to do, whatever the bound.
+        while a.zero_some(usize::MAX, |_| {}) > 0 {}
+        assert_eq!(a.zeroed_frames(), a.free_frames());
+        assert_eq!(a.zero_some(usize::MAX, |_| panic!("nothing is dirty")), 0);
     }
 
     #[test]
@@ -410,7 +613,7 @@ mod tests {
         assert_eq!(r, 0x20_1000 + 57 * 0x1000);
         // Runs never cross a hole between ranges.
         let ranges = [(0x10_0000, 0x10_4000), (0x10_5000, 0x10_9000)];
-        let mut st = vec![0u64; 1];
+        let mut st = vec![0u64; 2];
         let mut a = FrameAllocator::new(&ranges, &mut st).unwrap();
         assert_eq!(a.alloc_contiguous(5, 1), None);
         assert_eq!(a.alloc_contiguous(4, 4), Some(0x10_0000));

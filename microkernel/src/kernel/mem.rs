@@ -7,6 +7,7 @@
 use crate::arch::{self, PHYS_OFFSET};
 use kcore::frames::FrameAllocator;
 use kcore::pagetable::{self, Flags, PhysAddr, TableMemory, X86_64};
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
 pub const PAGE: u64 = 4096;
@@ -58,20 +59,47 @@ pub fn init(ranges: &[(u64, u64)]) -> Result<(u64, u64), &'static str> {
 
 /// A zeroed frame.
 pub fn alloc_frame() -> Option<u64> {
-    let phys = FRAMES.lock().as_mut()?.alloc()?;
-    zero(phys, 1);
+    alloc_frames(1)
+}
+
+/// `pages` zeroed, physically contiguous frames. Those an idle CPU zeroed
+/// ahead ([`zero_ahead`]) are not written again.
+pub fn alloc_frames(pages: usize) -> Option<u64> {
+    let mut frames = FRAMES.lock();
+    let fa = frames.as_mut()?;
+    let phys = if pages == 1 { fa.alloc()? } else { fa.alloc_contiguous(pages, 1)? };
+    // Under the allocator's lock, as the idle zeroing is: a frame it is
+    // zeroing is never handed out meanwhile.
+    fa.take_dirty(phys, pages, zero);
+    ZERO_WORK.store(true, Ordering::Relaxed);
     Some(phys)
 }
 
-/// `pages` zeroed, physically contiguous frames.
-pub fn alloc_frames(pages: usize) -> Option<u64> {
-    let phys = if pages == 1 {
-        FRAMES.lock().as_mut()?.alloc()?
-    } else {
-        FRAMES.lock().as_mut()?.alloc_contiguous(pages, 1)?
-    };
-    zero(phys, pages);
-    Some(phys)
+/// Whether [`zero_ahead`] may have work: set (under the allocator's lock)
+/// whenever frames are allocated or freed, cleared when it finds none, so
+/// that an idle CPU looks without taking the lock on every pass.
+static ZERO_WORK: AtomicBool = AtomicBool::new(true);
+
+/// The most memory an idle CPU keeps zeroed ahead of need: a quarter of
+/// the machine's, at most 256 MiB (a VM's RAM, a process's pages then come
+/// without a memset under the kernel's lock).
+const ZERO_AHEAD_MAX: usize = (256 << 20) / PAGE as usize;
+
+/// One batch of the idle CPU's work (up to 64 frames): zeroes free frames
+/// not known to hold zeros. Returns how many; 0 when there is nothing to
+/// do (or another CPU has the allocator: the idle CPU does not wait).
+pub fn zero_ahead() -> usize {
+    if !ZERO_WORK.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let Some(mut frames) = FRAMES.try_lock() else { return 0 };
+    let Some(fa) = frames.as_mut() else { return 0 };
+    let limit = (fa.total_frames() / 4).min(ZERO_AHEAD_MAX);
+    let done = fa.zero_some(limit, |phys| zero(phys, 1));
+    if done == 0 {
+        ZERO_WORK.store(false, Ordering::Relaxed);
+    }
+    done
 }
 
 pub fn free_frames(phys: u64, pages: usize) {
@@ -84,6 +112,7 @@ pub fn free_frames(phys: u64, pages: usize) {
         unsafe { core::ptr::write_bytes((phys + PHYS_OFFSET) as *mut u8, abi::FAULT_POISON, pages * PAGE as usize) };
     }
     if let Some(fa) = FRAMES.lock().as_mut() {
+        ZERO_WORK.store(true, Ordering::Relaxed);
         let r = if pages == 1 { fa.free(phys) } else { fa.free_contiguous(phys, pages) };
         if let Err(e) = r {
             log::error!("mem: freeing {pages} frame(s) at {phys:#x}: {e:?}");
@@ -96,8 +125,10 @@ pub fn free_bytes() -> u64 {
 }
 
 fn zero(phys: u64, pages: usize) {
-    // SAFETY: freshly allocated frames below the direct map's limit, owned by
-    // the caller and not yet visible to anyone else.
+    // SAFETY: frames in the direct map that nobody else may touch: freshly
+    // allocated ones, owned by the caller and not yet visible to anyone
+    // else, or free ones, which the allocator's lock (held by the caller)
+    // keeps from being handed out meanwhile.
     unsafe { core::ptr::write_bytes((phys + PHYS_OFFSET) as *mut u8, 0, pages * PAGE as usize) };
 }
 

@@ -885,9 +885,16 @@ pub fn exit_kernel(mut k: KernelGuard) -> ! {
             // the 32 KiB kernel stack after tens of seconds of idling).
             let depth = percpu::this().kernel_stack_top.saturating_sub(arch::cpu::stack_pointer());
             assert!(depth < 2048, "idle at a kernel stack depth of {depth} bytes");
-            // Idle: wait for an interrupt that may have made work.
-            apic::arm_oneshot_us(next.unwrap_or(100_000).min(100_000));
-            arch::cpu::wait_for_interrupt();
+            // Idle: zero free memory ahead of need, a batch per pass (the
+            // pass after it looks for work again, interrupts taken in the
+            // window), and once there is none to zero, wait for an
+            // interrupt that may have made work.
+            if mem::zero_ahead() > 0 {
+                arch::cpu::open_interrupt_window();
+            } else {
+                apic::arm_oneshot_us(next.unwrap_or(100_000).min(100_000));
+                arch::cpu::wait_for_interrupt();
+            }
             k = lock();
             deliver_pending_irqs(&mut k);
         }

@@ -45,6 +45,8 @@ mod threads;
 #[cfg(target_os = "none")]
 mod waitlist;
 #[cfg(target_os = "none")]
+mod zeroing;
+#[cfg(target_os = "none")]
 mod zone;
 
 #[cfg(target_os = "none")]

@@ -126,6 +126,7 @@ pub fn main(start: Start) -> u64 {
         ("revocation", revocation),
         ("revocation_reaches_objects_created_from_a_capability", crate::revocation::revocation_reaches_objects_created_from_a_capability),
         ("msi_vectors_are_freed_with_their_last_capability", crate::revocation::msi_vectors_are_freed_with_their_last_capability),
+        ("new_frames_never_show_what_freed_ones_held", crate::zeroing::new_frames_never_show_what_freed_ones_held),
         ("revocation_unmaps_frames_mapped_through_the_capability", crate::revocation::revocation_unmaps_frames_mapped_through_the_capability),
         ("revocation_unmaps_frames_mapped_into_a_guest", crate::revocation::revocation_unmaps_frames_mapped_into_a_guest),
         ("revoked_io_ports_leave_the_bitmap", crate::revocation::revoked_io_ports_leave_the_bitmap),
