@@ -19,8 +19,13 @@
 //! takes its address from them, pings the other, and the sender sends
 //! 1 MiB of random bytes to the receiver with busybox `nc`. Once the
 //! receiver says it is done, the harness types `vmadm list`, `zfs list
-//! -Hp` and `dladm show-vnic`, deletes both VMs, and lists the datasets and
-//! VNICs again before `poweroff`.
+//! -Hp` and `dladm show-vnic`; then takes the sender through its life
+//! cycle: `vmadm stop -F`, `vmadm update ram=`[`NEW_RAM_MIB`], `vmadm
+//! start` (its guest boots again from its clone, reads its metadata,
+//! writes its disk and pings the receiver through its VNIC again), `vmadm
+//! reboot -F` (the same once more); then deletes both VMs, and lists the
+//! datasets and VNICs again before `poweroff`. (`-F`: the test guest has
+//! no ACPI power-button handler; the graceful way is the zone suite's.)
 //!
 //! It wants: the import and both creates to succeed; both VMs `running`;
 //! each guest's metadata values equal to its payload's; 3 of 3 pings
@@ -29,8 +34,11 @@
 //! the datasets' `used` after both guests ran grown by at least what the
 //! guests wrote (256 KiB each, at the end of their disks) and by less
 //! than a quarter of the image's own `used` (the clones share the
-//! snapshot's blocks); after the deletes, only the image and its snapshot left and no
-//! VNIC; the machine ended by `poweroff`.
+//! snapshot's blocks); the sender stopped, updated, started and rebooted
+//! with vmadm's messages, its VMM started again with the new RAM each
+//! time, its guest done (pings answered) after each boot, `vmadm list`
+//! showing it running with the new RAM; after the deletes, only the image
+//! and its snapshot left and no VNIC; the machine ended by `poweroff`.
 
 use crate::Result;
 use crate::emu::{Qemu, capture_timed_script};
@@ -51,6 +59,8 @@ pub const IMAGE: &str = "1a9e0000-0000-4000-8000-0000000000e1";
 const IMAGE_NAME: &str = "alcove-grub-linux";
 /// The guests' RAM (MiB).
 const RAM_MIB: u32 = 128;
+/// The sender's RAM after its `vmadm update` (taken at its next start).
+const NEW_RAM_MIB: u32 = 192;
 const MEM_MIB: u32 = 1024;
 /// Bytes the sender sends (the guest's `/init` sends 1 MiB).
 pub const BYTES: u64 = 1 << 20;
@@ -202,7 +212,15 @@ fn script(source_port: u16, expected_done: &str) -> Vec<(String, Vec<u8>)> {
         (expected_done.into(), b"vmadm list\r".to_vec()),
         ("UUID".into(), b"zfs list -Hp -t all -o name,used,origin\r".to_vec()),
         (format!("zones/{}-disk0\t", b.uuid), b"dladm show-vnic\r".to_vec()),
-        ("MACADDRTYPE".into(), format!("vmadm delete {}\r", a.uuid).into_bytes()),
+        // The sender's life cycle; each boot ends in its `done` line.
+        ("MACADDRTYPE".into(), format!("vmadm stop -F {}\r", a.uuid).into_bytes()),
+        (format!("Successfully completed stop for VM {}", a.uuid), format!("vmadm update {} ram={NEW_RAM_MIB}\r", a.uuid).into_bytes()),
+        (format!("Successfully updated VM {}", a.uuid), format!("vmadm start {}\r", a.uuid).into_bytes()),
+        (format!("Successfully started VM {}", a.uuid), b"vmadm list\r".to_vec()),
+        (done_line(&a), format!("vmadm reboot -F {}\r", a.uuid).into_bytes()),
+        (format!("Successfully completed reboot for VM {}", a.uuid), b"vmadm list\r".to_vec()),
+        (done_line(&a), b"vmadm list\r".to_vec()),
+        ("UUID".into(), format!("vmadm delete {}\r", a.uuid).into_bytes()),
         (format!("Successfully deleted VM {}", a.uuid), format!("vmadm delete {}\r", b.uuid).into_bytes()),
         (format!("Successfully deleted VM {}", b.uuid), b"zfs list -Hp -t all -o name,used,origin\r".to_vec()),
         (format!("zones/{IMAGE}@"), b"dladm show-vnic\r".to_vec()),
@@ -289,6 +307,49 @@ fn datasets(text: &str) -> Vec<(String, u64, String)> {
 const VMADM_HEADER: First = First::Header(&["UUID", "TYPE", "RAM", "STATE", "ALIAS"]);
 /// `dladm show-vnic`'s header.
 const VNIC_HEADER: First = First::Header(&["LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID"]);
+
+/// What is wrong with the sender's life cycle (stop, update of its RAM,
+/// start, reboot): vmadm's messages; its VMM started with the payload's RAM
+/// and then twice with the new; its guest done (metadata read, pings
+/// answered through its VNIC) after each of its three boots; `vmadm list`
+/// after the last one showing it running with the new RAM.
+fn lifecycle_problems(text: &str, shell: &Transcript, problems: &mut Vec<String>) {
+    let a = &VMS[0];
+    for said in [
+        format!("Successfully completed stop for VM {}", a.uuid),
+        format!("Successfully updated VM {}", a.uuid),
+        format!("Successfully started VM {}", a.uuid),
+        format!("Successfully completed reboot for VM {}", a.uuid),
+    ] {
+        if !text.contains(&said) {
+            problems.push(format!("vmadm did not say {said:?}"));
+        }
+    }
+    let started = format!("vm {}: started: 1 vCPUs, ", a.alias);
+    let rams: Vec<&str> = text.lines().filter_map(|l| Some(l[l.find(&started)? + started.len()..].trim_end())).collect();
+    let (old, new) = (format!("{RAM_MIB} MiB"), format!("{NEW_RAM_MIB} MiB"));
+    if rams != [old.as_str(), new.as_str(), new.as_str()] {
+        problems.push(format!("{}'s VMM started with {rams:?}, not {old} and then twice {new} (create, start after the update, reboot)", a.alias));
+    }
+    let done = done_line(a);
+    let boots = text.lines().filter(|l| l.contains(&done)).count();
+    let pinged = text
+        .lines()
+        .filter(|l| l.contains(&format!("alcove-guest: vmnet {} ping: ", a.hostname)) && l.contains("3 packets transmitted, 3 packets received"))
+        .count();
+    if boots != 3 || pinged != 3 {
+        problems.push(format!(
+            "guest {} was done {boots} times with {pinged} rounds of pings answered, not 3 and 3 (its boot at create, after start, after reboot)",
+            a.hostname
+        ));
+    }
+    let list = shell.after_last(&done).and_then(|at| shell.answer_after(at, &VMADM_HEADER)).map(|a| a.text()).unwrap_or_default();
+    let ram = NEW_RAM_MIB.to_string();
+    let want = [a.uuid, "BHYV", ram.as_str(), "running", a.alias];
+    if !list.lines().any(|l| l.split_whitespace().eq(want.iter().copied())) {
+        problems.push(format!("`vmadm list` after the reboot does not show {} running with {NEW_RAM_MIB} MiB: {list:?}", a.alias));
+    }
+}
 
 /// What is wrong with the run (empty: it passed), and a summary of what
 /// it measured.
@@ -435,6 +496,7 @@ pub fn judge(serial: &str, ending: Ending, expect: &[Vm; 2], lines: &[(Duration,
             problems.push(format!("`vmadm delete` of {} did not succeed", vm.alias));
         }
     }
+    lifecycle_problems(&text, &shell, &mut problems);
     if let Some(l) = text.lines().find(|l| l.starts_with("ALCOVE-FATAL")) {
         problems.push(format!("the kernel reported a fatal error: {l}"));
     }
@@ -496,12 +558,29 @@ mod tests {
             guest.push_str(&format!("alcove-guest: vmnet {n} {last}\nalcove-guest: vmnet {n} done\n"));
         }
         let left = if bravo_vnic_left { vnic(&b) } else { String::new() };
+        // The sender's life cycle: stop, update, start, reboot; done after
+        // each boot.
+        let list_new = format!(
+            "UUID                                  TYPE  RAM  STATE    ALIAS\n{}  BHYV  {NEW_RAM_MIB}  running  vmnet-a\n{}  BHYV  128  running  vmnet-b\n",
+            a.uuid, b.uuid
+        );
+        let again = format!(
+            "alcove-guest: vmnet {n} ping: 3 packets transmitted, 3 packets received, 0% packet loss\nalcove-guest: vmnet {n} done\n",
+            n = a.hostname
+        );
+        let u = a.uuid;
+        let life = format!(
+            "{p}vmadm stop -F {u}\nSuccessfully completed stop for VM {u}\n{p}vmadm update {u} ram={NEW_RAM_MIB}\nSuccessfully updated VM {u}\n\
+             {p}vmadm start {u}\nSuccessfully started VM {u}\nvm vmnet-a: started: 1 vCPUs, {NEW_RAM_MIB} MiB\n{p}vmadm list\n{list_new}{again}\
+             {p}vmadm reboot -F {u}\nSuccessfully completed reboot for VM {u}\nvm vmnet-a: started: 1 vCPUs, {NEW_RAM_MIB} MiB\n\
+             {p}vmadm list\n{list_new}{again}{p}vmadm list\n{list_new}"
+        );
         format!(
             "Alcove operator shell on {HOSTNAME}\n{p}imgadm import {IMAGE}\nImported image {IMAGE} ({IMAGE_NAME}@1.0)\n\
              {p}zfs list -Hp -t all -o name,used,origin\n{img}\
              {p}vmadm create <<< 'x'\nSuccessfully created VM {}\n{p}vmadm create <<< 'y'\nSuccessfully created VM {}\n\
              {p}vmadm list\n{list}vm vmnet-a: started: 1 vCPUs, 128 MiB\n{p}{guest}vmadm list\n{list}\
-             {p}zfs list -Hp -t all -o name,used,origin\n{img}{}{p}dladm show-vnic\n{header}{}{}\
+             {p}zfs list -Hp -t all -o name,used,origin\n{img}{}{p}dladm show-vnic\n{header}{}{}{life}\
              {p}vmadm delete {}\nSuccessfully deleted VM {}\n{p}vmadm delete {}\nSuccessfully deleted VM {}\n\
              {p}zfs list -Hp -t all -o name,used,origin\n{img}{p}dladm show-vnic\n{header}{left}{p}poweroff\n",
             a.uuid,
@@ -534,8 +613,9 @@ mod tests {
         assert!(p.len() == 1 && p[0].contains("did not get the sender's"), "{p:?}");
         let p = judged(&transcript(&format!("got {SHA} 1048576"), true), &VMS);
         assert!(p.len() == 1 && p[0].contains("after the deletes"), "{p:?}");
+        // Each guest's pings, and the sender's again after each boot.
         let p = judged(&good.replace("3 packets received", "2 packets received"), &VMS);
-        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p.len(), 3, "{p:?}");
         let p = judged(&good.replace("\t262144\t", "\t30000000\t"), &VMS);
         assert!(p.len() == 1 && p[0].contains("grew by"), "{p:?}");
         // The first `vmadm list`'s echo lost in a VMM's line (as when the
@@ -562,7 +642,8 @@ mod tests {
         assert!(p.len() == 1 && p[0].contains("after the deletes"), "{p:?}");
         // A VM not running after the guests are done fails it.
         let b_stopped = format!("{}  BHYV  128  stopped  vmnet-b\n", VMS[1].uuid);
-        let late = good.rfind("  BHYV  128  running  vmnet-b").unwrap();
+        // (The second listing: the one after the receiver's last line.)
+        let late = good.match_indices("  BHYV  128  running  vmnet-b").nth(1).unwrap().0;
         let stopped = format!("{}{}{}", &good[..late - VMS[1].uuid.len()], b_stopped, &good[late + "  BHYV  128  running  vmnet-b\n".len()..]);
         let p = judged(&stopped, &VMS);
         assert!(p.len() == 1 && p[0].contains("vmnet-b running"), "{p:?}");
@@ -571,6 +652,17 @@ mod tests {
         assert!(p.len() == 1 && p[0].contains("sdc:nics"), "{p:?}");
         let p = judge(&good, Ending::Timeout(600), &VMS, &[]).0;
         assert!(p.len() == 1 && p[0].contains("poweroff"), "{p:?}");
+        // The sender's life cycle: its VMM not started with the new RAM,
+        // a boot of its guest that never got done, a refused update.
+        let last = good.rfind("started: 1 vCPUs, 192 MiB").unwrap();
+        let p = judged(&format!("{}started: 1 vCPUs, 128 MiB{}", &good[..last], &good[last + 25..]), &VMS);
+        assert!(p.len() == 1 && p[0].contains("VMM started with"), "{p:?}");
+        let done_a = format!("alcove-guest: vmnet {} done\n", VMS[0].hostname);
+        let last = good.rfind(&done_a).unwrap();
+        let p = judged(&format!("{}{}", &good[..last], &good[last + done_a.len()..]), &VMS);
+        assert!(!p.is_empty() && p.iter().any(|p| p.contains("was done 2 times")), "{p:?}");
+        let p = judged(&good.replace("Successfully updated VM", "Unable to update VM"), &VMS);
+        assert!(p.len() == 1 && p[0].contains("Successfully updated"), "{p:?}");
     }
 
     #[test]

@@ -251,9 +251,10 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
             }
         }
         "stop" | "reboot" => {
-            let u = uuid_arg(T, verb, rest.first(), h)?;
+            // Options before or after the uuid, as the machine's vmadm.
             let mut q = vec![("action".to_string(), verb.to_string())];
-            let mut it = rest[1..].iter();
+            let mut uuid = None;
+            let mut it = rest.iter();
             while let Some(a) = it.next() {
                 match a.as_str() {
                     "-F" => q.push(("force".to_string(), "true".to_string())),
@@ -263,9 +264,11 @@ pub fn vmadm_call(args: &[String], read: &mut dyn FnMut(Option<&str>) -> io::Res
                         };
                         q.push(("timeout".to_string(), t.clone()));
                     }
+                    other if uuid.is_none() && !other.starts_with('-') => uuid = Some(a),
                     other => return Err(usage(T, format!("{verb}: unknown option {other:?}"), h)),
                 }
             }
+            let u = uuid_arg(T, verb, uuid, h)?;
             let done = Output::Done(if verb == "stop" { "stop" } else { "reboot" }, format!("Successfully completed {verb} for VM {u}"));
             call("POST", format!("/vms/{u}{}", encode_pairs(&q)), None, done)
         }

@@ -47,6 +47,11 @@ fn vmadm_verbs_make_their_requests() {
     assert_eq!(target(vmadm(&format!("stop {U}"))), ("POST", format!("/vms/{U}?action=stop")));
     assert_eq!(target(vmadm(&format!("stop {U} -F -t 30"))), ("POST", format!("/vms/{U}?action=stop&force=true&timeout=30")));
     assert_eq!(target(vmadm(&format!("reboot {U} -F"))), ("POST", format!("/vms/{U}?action=reboot&force=true")));
+    // Options before the uuid too, as the machine's vmadm takes them.
+    assert_eq!(target(vmadm(&format!("stop -F -t 30 {U}"))), ("POST", format!("/vms/{U}?action=stop&force=true&timeout=30")));
+    assert_eq!(target(vmadm(&format!("reboot -F {U}"))), ("POST", format!("/vms/{U}?action=reboot&force=true")));
+    assert_eq!(vmadm(&format!("stop {U} {U}")).unwrap_err().0, EXIT_USAGE, "two uuids");
+    assert_eq!(vmadm("stop -F").unwrap_err().0, EXIT_USAGE, "no uuid");
     assert_eq!(target(vmadm(&format!("delete {U}"))), ("DELETE", format!("/vms/{U}")));
     let c = vmadm(&format!("update {U} ram=1024 alias=db")).unwrap();
     assert_eq!((c.target, c.body), (format!("/vms/{U}?action=update"), Some(json!({"ram": "1024", "alias": "db"}))));

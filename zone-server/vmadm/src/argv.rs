@@ -248,9 +248,11 @@ pub fn parse(args: &[&str]) -> Result<Command, ArgError> {
             Ok(Command::Info { uuid, types })
         }
         "stop" | "reboot" => {
-            let uuid = uuid_arg(verb, rest.first().copied())?;
-            let (mut force, mut timeout) = (false, DEFAULT_STOP_TIMEOUT);
-            let mut it = rest.iter().skip(1);
+            // Options before or after the uuid (`vmadm stop -F UUID` as
+            // SmartOS's takes it, and `vmadm stop UUID -F` as its usage
+            // shows).
+            let (mut force, mut timeout, mut uuid) = (false, DEFAULT_STOP_TIMEOUT, None);
+            let mut it = rest.iter();
             while let Some(a) = it.next() {
                 match *a {
                     "-F" => force = true,
@@ -264,9 +266,11 @@ pub fn parse(args: &[&str]) -> Result<Command, ArgError> {
                                 ))
                             })?;
                     }
+                    other if uuid.is_none() && !other.starts_with('-') => uuid = Some(other),
                     other => return Err(usage(format!("{verb}: unexpected argument \"{}\"", clip(other)))),
                 }
             }
+            let uuid = uuid_arg(verb, uuid)?;
             Ok(if verb == "stop" { Command::Stop { uuid, force, timeout } } else { Command::Reboot { uuid, force } })
         }
         "update" => {

@@ -218,7 +218,7 @@ fn update_live_and_next_start() {
         json!({"brand": "bhyve", "kernel": "k", "uuid": U1,
         "customer_metadata": {"a": "1", "b": "2"}, "nics": [{"nic_tag": "admin", "mac": "90:b8:d0:00:00:01"}]}),
     );
-    let u = Uuid::parse(U1).unwrap();
+    let u = crate::uuid::Uuid::parse(U1).unwrap();
     // Live on a running VM: the machine hears of it.
     let out = run(&format!("update {U1} cpu_cap=150 hostname=web1"), &mut reg, &mut host);
     assert_eq!(out.code, 0, "{out:?}");
@@ -290,7 +290,7 @@ fn update_live_and_next_start() {
 fn update_disks() {
     let (mut reg, mut host) = machine();
     make(&mut reg, &mut host, json!({"brand": "bhyve", "uuid": U1, "disks": [{"boot": true, "size": 1024}]}));
-    let u = Uuid::parse(U1).unwrap();
+    let u = crate::uuid::Uuid::parse(U1).unwrap();
     let out = run_stdin(&format!("update {U1}"), r#"{"add_disks": [{"size": 2048}]}"#, &mut reg, &mut host);
     assert_eq!(out.code, 0, "{out:?}");
     let disks = reg.get(&u).unwrap().props["disks"].clone();
@@ -405,7 +405,7 @@ fn update_nics_applies_every_entry_even_after_a_new_primary() {
 fn operations_answer_with_structured_errors() {
     use crate::ops::{self, OpError};
     let (mut reg, mut host) = machine();
-    let u = Uuid::parse(U1).unwrap();
+    let u = crate::uuid::Uuid::parse(U1).unwrap();
     assert_eq!(ops::start(&mut reg, &mut host, &u), Err(OpError::NotFound));
     assert!(matches!(ops::create("{", &mut reg, &mut host), Err(OpError::Payload(_))));
     match ops::create(r#"{"brand": "bhyve", "kernel": "k", "ram": 1}"#, &mut reg, &mut host) {
@@ -492,7 +492,7 @@ fn a_stop_begins_and_the_vm_is_stopping_until_its_deadline_halts_it() {
     use crate::ops::{self, Settled, Transition};
     let (mut reg, mut host) = machine();
     make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
-    let u = Uuid::parse(U1).unwrap();
+    let u = crate::uuid::Uuid::parse(U1).unwrap();
     host.deaf = true;
     let wait = match begin(&format!("stop {U1} -t 5"), &mut reg, &mut host) {
         verbs::Ran::Waiting(w) => w,
@@ -538,7 +538,7 @@ fn a_guest_that_powers_off_ends_its_stop_before_the_deadline() {
     use crate::ops::{self, Settled};
     let (mut reg, mut host) = machine();
     make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
-    let u = Uuid::parse(U1).unwrap();
+    let u = crate::uuid::Uuid::parse(U1).unwrap();
     // A -t past the largest (a day) is vmadm's usage error; the largest
     // makes a deadline a day away, even at the end of the clock.
     assert_eq!(run(&format!("stop {U1} -t 4294967295"), &mut reg, &mut host).code, 2);
@@ -579,7 +579,7 @@ fn a_reboot_waits_for_the_guest_then_starts_it_again_keeping_autoboot() {
     use crate::ops::{self, Settled};
     let (mut reg, mut host) = machine();
     make(&mut reg, &mut host, json!({"brand": "bhyve", "kernel": "k", "uuid": U1}));
-    let u = Uuid::parse(U1).unwrap();
+    let u = crate::uuid::Uuid::parse(U1).unwrap();
     host.deaf = true;
     let verbs::Ran::Waiting(w) = begin(&format!("reboot {U1}"), &mut reg, &mut host) else { panic!() };
     assert_eq!(w, verbs::Wait { uuid: u, reboot: true });
@@ -698,4 +698,26 @@ fn snapshots_are_taken_listed_rolled_back_and_deleted() {
     }
     let out = run(&format!("create-snapshot {U1} one-more"), &mut reg, &mut host);
     assert!(out.code == 1 && out.stderr.contains("delete one first"), "{out:?}");
+}
+
+/// `stop` and `reboot` take their options before or after the uuid, as
+/// SmartOS's vmadm does; anything else stays a usage error.
+#[test]
+fn stop_and_reboot_options_go_before_or_after_the_uuid() {
+    use crate::argv::{parse, Command, DEFAULT_STOP_TIMEOUT};
+    let u = crate::uuid::Uuid::parse(U1).unwrap();
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let parse = |line: &str| {
+        let w = words(line);
+        let refs: Vec<&str> = w.iter().map(String::as_str).collect();
+        parse(&refs)
+    };
+    for line in [format!("stop -F {U1}"), format!("stop {U1} -F")] {
+        assert!(matches!(parse(&line), Ok(Command::Stop { uuid, force: true, timeout: DEFAULT_STOP_TIMEOUT }) if uuid == u), "{line}");
+    }
+    assert!(matches!(parse(&format!("stop -t 5 {U1}")), Ok(Command::Stop { force: false, timeout: 5, .. })));
+    assert!(matches!(parse(&format!("reboot -F {U1}")), Ok(Command::Reboot { uuid, force: true }) if uuid == u));
+    for bad in [format!("stop {U1} {U1}"), format!("stop -F"), format!("reboot -t 5 {U1}"), format!("stop -X {U1}"), "stop".to_string()] {
+        assert!(parse(&bad).is_err(), "{bad}");
+    }
 }
