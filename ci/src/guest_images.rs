@@ -120,6 +120,10 @@ const MODULES: &[(&str, bool)] = &[
     ("virtio_rng", false),
     ("virtio_console", false),
     ("virtio_net", false),
+    // The ACPI power button as an input device (`/init` powers the guest
+    // off when it is pressed: a graceful `vmadm stop`).
+    ("button", false),
+    ("evdev", false),
 ];
 /// Bump when the recipe changes in a way the stamp's hash does not see.
 const RECIPE: u32 = 2;

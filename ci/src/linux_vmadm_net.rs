@@ -20,12 +20,12 @@
 //! 1 MiB of random bytes to the receiver with busybox `nc`. Once the
 //! receiver says it is done, the harness types `vmadm list`, `zfs list
 //! -Hp` and `dladm show-vnic`; then takes the sender through its life
-//! cycle: `vmadm stop -F`, `vmadm update ram=`[`NEW_RAM_MIB`], `vmadm
-//! start` (its guest boots again from its clone, reads its metadata,
-//! writes its disk and pings the receiver through its VNIC again), `vmadm
-//! reboot -F` (the same once more); then deletes both VMs, and lists the
-//! datasets and VNICs again before `poweroff`. (`-F`: the test guest has
-//! no ACPI power-button handler; the graceful way is the zone suite's.)
+//! cycle: `vmadm stop` (the ACPI power button: the guest's `/init` powers
+//! it off), `vmadm update ram=`[`NEW_RAM_MIB`], `vmadm start` (its guest
+//! boots again from its clone, reads its metadata, writes its disk and
+//! pings the receiver through its VNIC again), `vmadm reboot` (the button
+//! again, and the same once more); then deletes both VMs, and lists the
+//! datasets and VNICs again before `poweroff`.
 //!
 //! It wants: the import and both creates to succeed; both VMs `running`;
 //! each guest's metadata values equal to its payload's; 3 of 3 pings
@@ -35,7 +35,8 @@
 //! guests wrote (256 KiB each, at the end of their disks) and by less
 //! than a quarter of the image's own `used` (the clones share the
 //! snapshot's blocks); the sender stopped, updated, started and rebooted
-//! with vmadm's messages, its VMM started again with the new RAM each
+//! with vmadm's messages, its guest powered off by the power button at the
+//! stop and at the reboot, its VMM started again with the new RAM each
 //! time, its guest done (pings answered) after each boot, `vmadm list`
 //! showing it running with the new RAM; after the deletes, only the image
 //! and its snapshot left and no VNIC; the machine ended by `poweroff`.
@@ -213,11 +214,11 @@ fn script(source_port: u16, expected_done: &str) -> Vec<(String, Vec<u8>)> {
         ("UUID".into(), b"zfs list -Hp -t all -o name,used,origin\r".to_vec()),
         (format!("zones/{}-disk0\t", b.uuid), b"dladm show-vnic\r".to_vec()),
         // The sender's life cycle; each boot ends in its `done` line.
-        ("MACADDRTYPE".into(), format!("vmadm stop -F {}\r", a.uuid).into_bytes()),
+        ("MACADDRTYPE".into(), format!("vmadm stop {}\r", a.uuid).into_bytes()),
         (format!("Successfully completed stop for VM {}", a.uuid), format!("vmadm update {} ram={NEW_RAM_MIB}\r", a.uuid).into_bytes()),
         (format!("Successfully updated VM {}", a.uuid), format!("vmadm start {}\r", a.uuid).into_bytes()),
         (format!("Successfully started VM {}", a.uuid), b"vmadm list\r".to_vec()),
-        (done_line(&a), format!("vmadm reboot -F {}\r", a.uuid).into_bytes()),
+        (done_line(&a), format!("vmadm reboot {}\r", a.uuid).into_bytes()),
         (format!("Successfully completed reboot for VM {}", a.uuid), b"vmadm list\r".to_vec()),
         (done_line(&a), b"vmadm list\r".to_vec()),
         ("UUID".into(), format!("vmadm delete {}\r", a.uuid).into_bytes()),
@@ -309,7 +310,9 @@ const VMADM_HEADER: First = First::Header(&["UUID", "TYPE", "RAM", "STATE", "ALI
 const VNIC_HEADER: First = First::Header(&["LINK", "OVER", "SPEED", "MACADDRESS", "MACADDRTYPE", "VID"]);
 
 /// What is wrong with the sender's life cycle (stop, update of its RAM,
-/// start, reboot): vmadm's messages; its VMM started with the payload's RAM
+/// start, reboot): vmadm's messages; its guest powering off at the power
+/// button (its line, then its VMM's `ended: poweroff`), at the stop and at
+/// the reboot, and at nothing else; its VMM started with the payload's RAM
 /// and then twice with the new; its guest done (metadata read, pings
 /// answered through its VNIC) after each of its three boots; `vmadm list`
 /// after the last one showing it running with the new RAM.
@@ -324,6 +327,14 @@ fn lifecycle_problems(text: &str, shell: &Transcript, problems: &mut Vec<String>
         if !text.contains(&said) {
             problems.push(format!("vmadm did not say {said:?}"));
         }
+    }
+    // Only the sender is stopped or rebooted (the deletes halt).
+    let pressed = text.lines().filter(|l| l.contains("alcove-guest: power button")).count();
+    let powered_off = text.lines().filter(|l| l.contains(&format!("vm {}: ended: poweroff", a.alias))).count();
+    if pressed != 2 || powered_off < 2 {
+        problems.push(format!(
+            "the sender's guest saw the power button {pressed} times and powered off {powered_off} times, not 2 and at least 2 (vmadm stop, vmadm reboot)"
+        ));
     }
     let started = format!("vm {}: started: 1 vCPUs, ", a.alias);
     let rams: Vec<&str> = text.lines().filter_map(|l| Some(l[l.find(&started)? + started.len()..].trim_end())).collect();
@@ -570,9 +581,9 @@ mod tests {
         );
         let u = a.uuid;
         let life = format!(
-            "{p}vmadm stop -F {u}\nSuccessfully completed stop for VM {u}\n{p}vmadm update {u} ram={NEW_RAM_MIB}\nSuccessfully updated VM {u}\n\
+            "{p}vmadm stop {u}\nalcove-guest: power button\nvm vmnet-a: ended: poweroff\nSuccessfully completed stop for VM {u}\n{p}vmadm update {u} ram={NEW_RAM_MIB}\nSuccessfully updated VM {u}\n\
              {p}vmadm start {u}\nSuccessfully started VM {u}\nvm vmnet-a: started: 1 vCPUs, {NEW_RAM_MIB} MiB\n{p}vmadm list\n{list_new}{again}\
-             {p}vmadm reboot -F {u}\nSuccessfully completed reboot for VM {u}\nvm vmnet-a: started: 1 vCPUs, {NEW_RAM_MIB} MiB\n\
+             {p}vmadm reboot {u}\nalcove-guest: power button\nvm vmnet-a: ended: poweroff\nSuccessfully completed reboot for VM {u}\nvm vmnet-a: started: 1 vCPUs, {NEW_RAM_MIB} MiB\n\
              {p}vmadm list\n{list_new}{again}{p}vmadm list\n{list_new}"
         );
         format!(
@@ -663,6 +674,9 @@ mod tests {
         assert!(!p.is_empty() && p.iter().any(|p| p.contains("was done 2 times")), "{p:?}");
         let p = judged(&good.replace("Successfully updated VM", "Unable to update VM"), &VMS);
         assert!(p.len() == 1 && p[0].contains("Successfully updated"), "{p:?}");
+        // A stop that had to halt the guest (no power-button line).
+        let p = judged(&good.replacen("alcove-guest: power button\n", "", 1), &VMS);
+        assert!(p.len() == 1 && p[0].contains("power button 1 times"), "{p:?}");
     }
 
     #[test]
