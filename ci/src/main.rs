@@ -15,6 +15,7 @@ mod linux;
 mod linux_hostfwd;
 mod linux_net;
 mod linux_pool;
+mod linux_run_disk;
 mod linux_vmadm_net;
 mod linux_protect;
 mod linux_vmadm_uefi;

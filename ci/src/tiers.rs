@@ -1005,6 +1005,29 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
+    // `cargo xtask run --vm` with a host-file disk: imported into a pool
+    // volume, exported back (issue 12, item 13).
+    if chosen.contains(&"linux") && only.as_deref().is_none_or(|o| crate::linux_run_disk::CASE.contains(o)) {
+        let case = crate::linux_run_disk::CASE;
+        println!("== linux: cargo xtask run --vm with a disk that is a host file (issue 12)");
+        runs += 1;
+        match guest_images::ensure() {
+            Ok(images) => {
+                let (problems, summary) = crate::linux_run_disk::run(&images, Duration::from_secs(300))?;
+                if problems.is_empty() {
+                    println!("  ok   {case}: {summary}");
+                } else {
+                    println!("  FAIL {case}: {}", problems.join("; "));
+                    remember_failure(case, problems);
+                    failures.push(case.into());
+                }
+            }
+            Err(e) => {
+                println!("  FAIL {case}: the guest images (cargo xtask images): {e}");
+                failures.push(case.into());
+            }
+        }
+    }
     // Two NICs of one guest on an etherstub, and a guest reaching netd's
     // host TCP/IP (issue 13).
     let net_cases = [
