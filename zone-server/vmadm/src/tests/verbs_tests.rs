@@ -717,7 +717,7 @@ fn stop_and_reboot_options_go_before_or_after_the_uuid() {
     }
     assert!(matches!(parse(&format!("stop -t 5 {U1}")), Ok(Command::Stop { force: false, timeout: 5, .. })));
     assert!(matches!(parse(&format!("reboot -F {U1}")), Ok(Command::Reboot { uuid, force: true }) if uuid == u));
-    for bad in [format!("stop {U1} {U1}"), format!("stop -F"), format!("reboot -t 5 {U1}"), format!("stop -X {U1}"), "stop".to_string()] {
+    for bad in [format!("stop {U1} {U1}"), "stop -F".to_string(), format!("reboot -t 5 {U1}"), format!("stop -X {U1}"), "stop".to_string()] {
         assert!(parse(&bad).is_err(), "{bad}");
     }
 }
