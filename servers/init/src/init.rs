@@ -124,6 +124,13 @@ pub fn main(start: Start) -> u64 {
     };
     let mut children: Vec<Child> =
         manifest.servers.iter().map(|s| Child::new(s.clone())).collect();
+    // The templates' code, shared by their instances.
+    for c in children.iter().filter(|c| c.server.on_demand) {
+        match share_read_only_segments(&archive, &c.server, &mut slots) {
+            Ok(bytes) => log::info!("{} KiB of \"{}\"'s code and constants shared by its instances", bytes / 1024, c.server.name),
+            Err(e) => log::warn!("\"{}\"'s code is copied for each instance: {e}", c.server.name),
+        }
+    }
     for (i, c) in children.iter_mut().enumerate() {
         if c.server.on_demand {
             continue; // a template: instances start through `proc`
@@ -916,19 +923,16 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         move |err| alloc::format!("{what}: {err}")
     }
 
-    // Segments: fill a frame through the scratch window, then map it in.
+    // Segments: a template's read-only ones are the frames made at boot
+    // (`share_read_only_segments`), mapped as they are; the others are
+    // filled through the scratch window, then mapped in.
+    let path = initrd::binary_path(&server.binary);
     for seg in plan.segments() {
-        let pages = seg.page_count();
-        let frame = slots.next();
-        sys::create(ObjectType::Frame, frame, pages).map_err(e("segment frame"))?;
-        sys::map(abi::INIT_SLOT_SELF, frame, SCRATCH, Rights::READ | Rights::WRITE).map_err(e("map scratch"))?;
-        for copy in seg.page_copies() {
-            let dst = SCRATCH + (copy.page_vaddr - seg.pages().start) + copy.dst_offset as u64;
-            let bytes = elf.get(copy.src.clone()).ok_or("segment outside the file")?;
-            write_scratch(dst, bytes);
+        if let Some(frame) = shared_frame(&path, seg) {
+            sys::map(proc, frame, seg.pages().start, seg.rights()).map_err(e("map shared segment"))?;
+            continue;
         }
-        // SAFETY: nothing in init refers to the scratch window any more.
-        unsafe { sys::unmap(abi::INIT_SLOT_SELF, SCRATCH, pages) }.map_err(e("unmap scratch"))?;
+        let frame = filled_frame(elf, seg, slots)?;
         sys::map(proc, frame, seg.pages().start, seg.rights()).map_err(e("map segment"))?;
         let _ = sys::cap_delete(frame); // the mapping keeps the frame
     }
@@ -1109,6 +1113,85 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
 }
 
 /// Writes into the scratch window (mapped writable by the caller).
+/// A new frame holding segment `seg` of `elf`, filled through the scratch
+/// window (its slot; the caller maps it and lets it go, or keeps it).
+fn filled_frame(elf: &[u8], seg: &initrd::elf::Segment, slots: &mut Slots) -> Result<CapSlot, String> {
+    fn e(what: &'static str) -> impl Fn(abi::Error) -> String {
+        move |err| alloc::format!("{what}: {err}")
+    }
+    let pages = seg.page_count();
+    let frame = slots.next();
+    sys::create(ObjectType::Frame, frame, pages).map_err(e("segment frame"))?;
+    let filled = (|| {
+        sys::map(abi::INIT_SLOT_SELF, frame, SCRATCH, Rights::READ | Rights::WRITE).map_err(e("map scratch"))?;
+        for copy in seg.page_copies() {
+            let dst = SCRATCH + (copy.page_vaddr - seg.pages().start) + copy.dst_offset as u64;
+            let bytes = elf.get(copy.src.clone()).ok_or("segment outside the file")?;
+            write_scratch(dst, bytes);
+        }
+        // SAFETY: nothing in init refers to the scratch window any more.
+        unsafe { sys::unmap(abi::INIT_SLOT_SELF, SCRATCH, pages) }.map_err(e("unmap scratch"))
+    })();
+    match filled {
+        Ok(()) => Ok(frame),
+        Err(why) => {
+            let _ = sys::cap_delete(frame);
+            Err(why)
+        }
+    }
+}
+
+/// A template's read-only segment (code, constants), filled once at boot
+/// and mapped read-only into every instance, as an OS shares a program's
+/// text: an instance started at run time (a VMM, for each VM) maps it
+/// instead of having init zero and copy it, and all instances use the
+/// same memory. (Under QEMU's TCG an instance also reuses the code the
+/// emulator translated for the one before: translating it afresh was most
+/// of a new VMM's start-up.)
+struct SharedSegment {
+    /// The binary's path in the boot archive.
+    path: String,
+    /// The segment's first page and its length in pages.
+    start: u64,
+    pages: u64,
+    /// init's capability to the frame (kept for init's life).
+    frame: CapSlot,
+}
+
+static SHARED_SEGMENTS: spin::Mutex<Vec<SharedSegment>> = spin::Mutex::new(Vec::new());
+
+/// The shared frame of segment `seg` of binary `path`, if there is one
+/// (only read-only segments are shared).
+fn shared_frame(path: &str, seg: &initrd::elf::Segment) -> Option<CapSlot> {
+    if seg.rights().contains(Rights::WRITE) {
+        return None;
+    }
+    let (start, pages) = (seg.pages().start, seg.page_count());
+    SHARED_SEGMENTS.lock().iter().find(|s| s.path == path && s.start == start && s.pages == pages).map(|s| s.frame)
+}
+
+/// Makes the shared frames of template `server`'s read-only segments (see
+/// [`SharedSegment`]); returns their bytes. A failure leaves that segment
+/// copied at each start, as any other server's.
+fn share_read_only_segments(archive: &initrd::Archive<'_>, server: &Server, slots: &mut Slots) -> Result<u64, String> {
+    let path = initrd::binary_path(&server.binary);
+    let elf = match archive.find(&path) {
+        Ok(Some(e)) => e.data,
+        _ => return Err(alloc::format!("no {path} in the boot archive")),
+    };
+    let plan = initrd::elf::load_plan(elf).map_err(|e| alloc::format!("{path}: {e:?}"))?;
+    let mut bytes = 0;
+    for seg in plan.segments() {
+        if seg.rights().contains(Rights::WRITE) || shared_frame(&path, seg).is_some() {
+            continue;
+        }
+        let frame = filled_frame(elf, seg, slots)?;
+        SHARED_SEGMENTS.lock().push(SharedSegment { path: path.clone(), start: seg.pages().start, pages: seg.page_count(), frame });
+        bytes += seg.page_count() * PAGE_SIZE;
+    }
+    Ok(bytes)
+}
+
 fn write_scratch(addr: u64, bytes: &[u8]) {
     // SAFETY: the scratch window is a range init maps frames into only to
     // fill them (never Rust-managed memory, no reference into it) and the
