@@ -15,13 +15,40 @@ use crate::worker::{Done, Job, Lane, WORKER_BIT, Worker};
 /// A scratch window in init's address space for filling frames.
 const SCRATCH: u64 = 0x0000_5000_0000_0000;
 
-struct Slots(CapSlot);
+/// init's capability slots: new ones from `next` on, and those given back
+/// by [`Slots::delete`] again first. Before slots were given back, every
+/// process start took a dozen for good (the process, its frames, the
+/// capabilities it was granted through), and after some sixty VM starts
+/// init had none of its 1024 left: no VM and no crashed server could start
+/// again.
+struct Slots {
+    next: CapSlot,
+    free: Vec<CapSlot>,
+}
 
 impl Slots {
+    fn new(first: CapSlot) -> Self {
+        Self { next: first, free: Vec::new() }
+    }
+
+    /// An empty slot: one given back if there is one (still empty: a slot
+    /// given back twice is handed out once), else a new one.
     fn next(&mut self) -> CapSlot {
-        let s = self.0;
-        self.0 += 1;
+        while let Some(s) = self.free.pop() {
+            if sys::cap_identify(s) == Err(abi::Error::EmptySlot) {
+                return s;
+            }
+        }
+        let s = self.next;
+        self.next += 1;
         s
+    }
+
+    /// Deletes the capability in `slot` and takes the slot back.
+    fn delete(&mut self, slot: CapSlot) {
+        if matches!(sys::cap_delete(slot), Ok(()) | Err(abi::Error::EmptySlot)) && !self.free.contains(&slot) {
+            self.free.push(slot);
+        }
     }
 }
 
@@ -69,7 +96,7 @@ pub fn main(start: Start) -> u64 {
         }
     };
     log::info!("system \"{}\": {} servers", manifest.system.name, manifest.servers.len());
-    let mut slots = Slots(abi::INIT_SLOT_FREE);
+    let mut slots = Slots::new(abi::INIT_SLOT_FREE);
     // What `svc.machine` reports, taken before any server is charged:
     // init's budget is then all the memory the kernel left free.
     let machine = MachineInfo {
@@ -453,7 +480,7 @@ impl Init<'_> {
                 },
                 Err(e) => alloc::format!("is gone ({e})"),
             };
-            let _ = sys::cap_delete(p);
+            self.slots.delete(p);
             self.children[i].process = None;
             self.release(i);
             let c = &mut self.children[i];
@@ -544,7 +571,7 @@ impl Init<'_> {
     fn end_server(&mut self, i: usize) {
         let Some(p) = self.children.get_mut(i).and_then(|c| c.process.take()) else { return };
         let _ = sys::cap_revoke(p);
-        let _ = sys::cap_delete(p);
+        self.slots.delete(p);
         self.release(i);
     }
 
@@ -629,7 +656,7 @@ impl proc::Server for ProcCall<'_, '_> {
         // instance's own, and copies it handed out); with the last one
         // gone the kernel ends the process and frees its memory.
         let _ = sys::cap_revoke(ins.process);
-        let _ = sys::cap_delete(ins.process);
+        self.init.slots.delete(ins.process);
         if let Some(control) = ins.control {
             let _ = sys::cap_delete(control);
             self.init.spare.push(control);
@@ -898,7 +925,7 @@ fn spawn(
     if built.is_err() {
         // A half-built process is ended and freed, not left behind.
         let _ = sys::cap_revoke(proc);
-        let _ = sys::cap_delete(proc);
+        slots.delete(proc);
     }
     built.map(|()| proc)
 }
@@ -934,18 +961,18 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         }
         let frame = filled_frame(elf, seg, slots)?;
         sys::map(proc, frame, seg.pages().start, seg.rights()).map_err(e("map segment"))?;
-        let _ = sys::cap_delete(frame); // the mapping keeps the frame
+        slots.delete(frame); // the mapping keeps the frame
     }
     extra.mark("elf");
     let rw = Rights::READ | Rights::WRITE;
     let stack = slots.next();
     sys::create(ObjectType::Frame, stack, start::STACK_PAGES).map_err(e("stack"))?;
     sys::map(proc, stack, start::STACK_TOP - start::STACK_PAGES * PAGE_SIZE, rw).map_err(e("map stack"))?;
-    let _ = sys::cap_delete(stack);
+    slots.delete(stack);
     let ipcb = slots.next();
     sys::create(ObjectType::Frame, ipcb, 1).map_err(e("ipc buffer"))?;
     sys::map(proc, ipcb, start::IPC_BUFFER_ADDR, rw).map_err(e("map ipc buffer"))?;
-    let _ = sys::cap_delete(ipcb);
+    slots.delete(ipcb);
 
     // Capabilities, exactly as the manifest says.
     let name = extra.name.clone().unwrap_or_else(|| server.name.clone());
@@ -1012,7 +1039,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         let badge = extra.badge.unwrap_or(index as u64 + 1);
         sys::cap_copy(*ep, tmp, Rights::SEND | Rights::GRANT, badge).map_err(e("badge endpoint"))?;
         let r = sys::cap_grant(proc, tmp, next_slot, Rights::SEND | Rights::GRANT);
-        let _ = sys::cap_delete(tmp);
+        slots.delete(tmp);
         r.map_err(e("grant called endpoint"))?;
         info.calls.push(Named { name: name.clone(), slot: next_slot });
         next_slot += 1;
@@ -1028,7 +1055,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         sys::create_from(ObjectType::IoPorts, tmp, u64::from(r.first) | (u64::from(r.count) << 16), abi::INIT_SLOT_IOPORTS)
             .map_err(e("derive ioports"))?;
         let g = sys::cap_grant(proc, tmp, next_slot, Rights::MANAGE);
-        let _ = sys::cap_delete(tmp);
+        slots.delete(tmp);
         g.map_err(e("grant ioports"))?;
         info.ioports.push((r.first, r.count, next_slot));
         next_slot += 1;
@@ -1039,7 +1066,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         sys::create_device_frame(tmp, d.phys_base, d.bytes.div_ceil(PAGE_SIZE), abi::INIT_SLOT_DEVICE_MEMORY)
             .map_err(e("device memory"))?;
         let g = sys::cap_grant(proc, tmp, next_slot, Rights::READ | Rights::WRITE);
-        let _ = sys::cap_delete(tmp);
+        slots.delete(tmp);
         g.map_err(e("grant device memory"))?;
         info.device_memory.push((d.phys_base, d.bytes, next_slot));
         next_slot += 1;
@@ -1071,7 +1098,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
         // SAFETY: nothing in init refers to the scratch window any more.
         unsafe { sys::unmap(abi::INIT_SLOT_SELF, SCRATCH, pages) }.map_err(e("unmap scratch"))?;
         let g = sys::cap_grant(proc, f, next_slot, Rights::READ);
-        let _ = sys::cap_delete(f);
+        slots.delete(f);
         g.map_err(e("grant file"))?;
         info.files.push((name.clone(), next_slot, data.len() as u64));
         next_slot += 1;
@@ -1088,7 +1115,7 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
     // SAFETY: nothing in init refers to the scratch window any more.
     unsafe { sys::unmap(abi::INIT_SLOT_SELF, SCRATCH, pages) }.map_err(e("unmap scratch"))?;
     sys::map(proc, sframe, start::START_INFO_ADDR, Rights::READ).map_err(e("map start info"))?;
-    let _ = sys::cap_delete(sframe);
+    slots.delete(sframe);
 
     let thread = slots.next();
     sys::create(ObjectType::Thread, thread, u64::from(proc)).map_err(e("thread"))?;
@@ -1108,11 +1135,10 @@ fn build(parts: Parts<'_>, slots: &mut Slots, proc: CapSlot) -> Result<(), Strin
     sys::thread_set_priority(thread, server.priority, server.cpu).map_err(e("priority"))?;
     sys::process_watch(proc, watch, extra.watch_bit.unwrap_or(1 << (index % 64))).map_err(e("watch"))?;
     sys::thread_resume(thread).map_err(e("resume"))?;
-    let _ = sys::cap_delete(thread);
+    slots.delete(thread);
     Ok(())
 }
 
-/// Writes into the scratch window (mapped writable by the caller).
 /// A new frame holding segment `seg` of `elf`, filled through the scratch
 /// window (its slot; the caller maps it and lets it go, or keeps it).
 fn filled_frame(elf: &[u8], seg: &initrd::elf::Segment, slots: &mut Slots) -> Result<CapSlot, String> {
@@ -1135,7 +1161,7 @@ fn filled_frame(elf: &[u8], seg: &initrd::elf::Segment, slots: &mut Slots) -> Re
     match filled {
         Ok(()) => Ok(frame),
         Err(why) => {
-            let _ = sys::cap_delete(frame);
+            slots.delete(frame);
             Err(why)
         }
     }
@@ -1192,6 +1218,7 @@ fn share_read_only_segments(archive: &initrd::Archive<'_>, server: &Server, slot
     Ok(bytes)
 }
 
+/// Writes into the scratch window (mapped writable by the caller).
 fn write_scratch(addr: u64, bytes: &[u8]) {
     // SAFETY: the scratch window is a range init maps frames into only to
     // fill them (never Rust-managed memory, no reference into it) and the
