@@ -517,6 +517,14 @@ impl Case {
         self.with_args(&["fastpath=off"])
     }
 
+    /// For the `-icount` path lengths: no frames zeroed ahead on an idle
+    /// CPU (`alcove.zero_ahead=off`), whose instructions the virtual clock
+    /// would add to the paths measured on the other.
+    fn without_zero_ahead(mut self) -> Self {
+        self.cmdline.push_str(" alcove.zero_ahead=off");
+        self
+    }
+
     fn with_manifest(mut self, manifest: &'static str) -> Self {
         self.manifest = manifest;
         self
@@ -1359,8 +1367,8 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     // then the userspace suite's (IPC, null syscall, boot to ready), with
     // two CPUs so the cross-core round trip is measured too.
     let icount = [
-        (Case::qemu("bench/icount-kernel", "bench", Qemu { smp: 1, icount: true, ..Qemu::default() }), KERNEL_FIGURES, &[][..]),
-        (Case::qemu("bench/icount-user", "user", Qemu { smp: 2, icount: true, extra: edu(), ..Qemu::default() }), USER_FIGURES, &[][..]),
+        (Case::qemu("bench/icount-kernel", "bench", Qemu { smp: 1, icount: true, ..Qemu::default() }).without_zero_ahead(), KERNEL_FIGURES, &[][..]),
+        (Case::qemu("bench/icount-user", "user", Qemu { smp: 2, icount: true, extra: edu(), ..Qemu::default() }).without_zero_ahead(), USER_FIGURES, &[][..]),
         // Every image's init reports boot_to_ready; the user image's (all
         // servers) is the figure.
         // Without the FPU race test: a race under -icount's one-thread
@@ -1370,6 +1378,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
         // up its turn), not the kernel's scheduling; it measures nothing.
         (
             Case::qemu("bench/icount-vm", "vm", Qemu { smp: 2, icount: true, ..Qemu::default() })
+                .without_zero_ahead()
                 .with_args(&["skip=guest_fpu_load_races_a_writer", "skip=guest_ap_runs_while_bsp_exits"]),
             VM_FIGURES,
             &["boot_to_ready"][..],
@@ -1378,6 +1387,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     // The port exit by phase, in a run of its own (the stamps cost
     // instructions): the vmexit_* figures of that run are left out.
     let vm_phases = Case::qemu("bench/icount-vm-phases", "vm", Qemu { smp: 2, icount: true, ..Qemu::default() })
+        .without_zero_ahead()
         .with_args(&["skip=guest_fpu_load_races_a_writer", "skip=guest_ap_runs_while_bsp_exits", "vm_phases"]);
     let mut vm_skip: Vec<&str> = VM_FIGURES.to_vec();
     vm_skip.push("boot_to_ready");
@@ -1400,7 +1410,8 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     // from idle and its interrupt entry: under -icount both CPUs' turns
     // count, one after the other).
     let general = Case::qemu("bench/icount-user-general", "user", Qemu { smp: 2, icount: true, extra: edu(), ..Qemu::default() })
-        .without_fast_path();
+        .without_fast_path()
+        .without_zero_ahead();
     if only(&general.name) {
         let (_, judged) = bench_case(&general, &kernel, Some(Duration::from_secs(300)), GENERAL_FIGURES, &["boot_to_ready"])?;
         out.take(judged.map(|f| {

@@ -91,6 +91,12 @@ extern "C" fn kmain(magic: u32, info_phys: u64) -> ! {
     if cmdline.get("alcove.fastpath") == Some("off") {
         kernel::fastpath::FASTPATH_OFF.store(true, core::sync::atomic::Ordering::Relaxed);
     }
+    // For the -icount path-length benchmarks only: an idle CPU zeroing
+    // frames ahead adds its instructions to the virtual clock every CPU's
+    // TSC reads.
+    if cmdline.get("alcove.zero_ahead") == Some("off") {
+        kernel::mem::ZERO_AHEAD_OFF.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
     // The system tests' fault injection (kernel/inject.rs): only when the
     // boot command line asks for it.
     if cmdline.get("alcove.inject") == Some("on") {

@@ -80,6 +80,11 @@ pub fn alloc_frames(pages: usize) -> Option<u64> {
 /// that an idle CPU looks without taking the lock on every pass.
 static ZERO_WORK: AtomicBool = AtomicBool::new(true);
 
+/// Set by the boot flag `alcove.zero_ahead=off` (the `-icount` benchmarks,
+/// whose virtual clock counts every CPU's instructions: one CPU zeroing
+/// while another is measured would lengthen the measured paths).
+pub static ZERO_AHEAD_OFF: AtomicBool = AtomicBool::new(false);
+
 /// The most memory an idle CPU keeps zeroed ahead of need: a quarter of
 /// the machine's, at most 256 MiB (a VM's RAM, a process's pages then come
 /// without a memset under the kernel's lock).
@@ -89,7 +94,7 @@ const ZERO_AHEAD_MAX: usize = (256 << 20) / PAGE as usize;
 /// not known to hold zeros. Returns how many; 0 when there is nothing to
 /// do (or another CPU has the allocator: the idle CPU does not wait).
 pub fn zero_ahead() -> usize {
-    if !ZERO_WORK.load(Ordering::Relaxed) {
+    if !ZERO_WORK.load(Ordering::Relaxed) || ZERO_AHEAD_OFF.load(Ordering::Relaxed) {
         return 0;
     }
     let Some(mut frames) = FRAMES.try_lock() else { return 0 };
