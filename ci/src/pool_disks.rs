@@ -147,8 +147,14 @@ fn open_pool(files: &[PathBuf], mib: u64) -> Result<Pool<FileDisk>, String> {
 pub struct Copied {
     /// Volumes created.
     pub created: Vec<String>,
-    /// Bytes written (blocks that differed).
+    /// Bytes that differed (in whole 512-byte sectors; written in 1 MiB
+    /// pieces).
     pub bytes: u64,
+}
+
+/// Bytes of the 512-byte sectors in which `new` differs from `old`.
+fn changed_bytes(new: &[u8], old: &[u8]) -> u64 {
+    new.chunks(SECTOR as usize).zip(old.chunks(SECTOR as usize)).filter(|(a, b)| a != b).map(|(a, _)| a.len() as u64).sum()
 }
 
 /// Copies each host file into its volume of the pool in `files` (made on
@@ -187,7 +193,7 @@ pub fn import(files: &[PathBuf], disks: &[HostDisk], mib: u64) -> Result<Copied,
             pool.read(&d.volume, at, &mut have[..n]).map_err(e)?;
             if want[..n] != have[..n] {
                 pool.write(&d.volume, at, &want[..n]).map_err(e)?;
-                done.bytes += n as u64;
+                done.bytes += changed_bytes(&want[..n], &have[..n]);
             }
             at += n as u64;
             // Bounded memory: commit as the host tool's import-raw does.
@@ -219,7 +225,7 @@ pub fn export(files: &[PathBuf], disks: &[HostDisk]) -> Result<Copied, String> {
             f.read_exact(&mut old[..n]).map_err(|e| format!("{}: {e}", d.file.display()))?;
             if vol[..n] != old[..n] {
                 f.seek(SeekFrom::Start(at)).and_then(|_| f.write_all(&vol[..n])).map_err(|e| format!("{}: {e}", d.file.display()))?;
-                done.bytes += n as u64;
+                done.bytes += changed_bytes(&vol[..n], &old[..n]);
             }
             at += n as u64;
         }
@@ -310,7 +316,7 @@ mod tests {
             p.sync().unwrap();
         }
         let back = export(&pool, &disks).unwrap();
-        assert_eq!(back.bytes, 1 << 20, "one chunk differed");
+        assert_eq!(back.bytes, 4096, "the guest's 4096 bytes differed (counted in sectors)");
         let mut want = bytes.clone();
         want[2 << 20..(2 << 20) + 4096].fill(0xab);
         assert_eq!(std::fs::read(&file).unwrap(), want, "the guest's write is in the file, nothing else changed");
@@ -321,7 +327,7 @@ mod tests {
         let mut edited = want.clone();
         edited[0] ^= 1;
         std::fs::write(&file, &edited).unwrap();
-        assert_eq!(import(&pool, &disks, 64).unwrap().bytes, 1 << 20);
+        assert_eq!(import(&pool, &disks, 64).unwrap().bytes, 512, "one byte: its sector");
         // A file of another size than its volume is refused.
         std::fs::write(&file, &edited[..4096]).unwrap();
         let (_, short) = to_volumes(JSON, &dir).unwrap();

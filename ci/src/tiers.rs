@@ -278,7 +278,7 @@ fn run_vm(file: &Path, a: &Args) -> Result<ExitCode> {
                 for d in &host_disks {
                     eprintln!("xtask: disks[{}]: {} exported back into {}", d.index, d.volume, d.file.display());
                 }
-                eprintln!("xtask: {} bytes of the files changed", done.bytes);
+                eprintln!("xtask: {} bytes of the files changed (whole 512-byte sectors)", done.bytes);
             }
             Err(e) => eprintln!("xtask: the disks were not written back to their files: {e}"),
         }
