@@ -58,6 +58,10 @@ pub fn irq_polarity(gsi: u8) -> (bool, bool) {
 /// own kernel stack.
 extern "C" fn ap_entry(cpu: u64) -> ! {
     let cpu = cpu as usize;
+    // Too late (the BSP gave up on this CPU): touch nothing of the index.
+    if !arch::smp::pass_gate(cpu) {
+        arch::cpu::halt_forever();
+    }
     arch::gdt::init_cpu(cpu);
     arch::percpu::init(cpu);
     arch::trap::load();

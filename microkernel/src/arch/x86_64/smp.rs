@@ -2,7 +2,7 @@
 //! §9.4.4.1, the universal start-up algorithm), one at a time.
 
 use super::{apic, cpu, paging, percpu, time, MAX_CPUS, PHYS_OFFSET};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 core::arch::global_asm!(include_str!("trampoline.s"));
 
@@ -20,6 +20,28 @@ const TRAMPOLINE_PHYS: u64 = 0x8000;
 
 /// APs that reached `ap_entry` and signalled.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// The gate an AP passes at the top of its entry, before it touches
+/// anything of the CPU index it was given: `index << 1 | 1` while the BSP
+/// waits for that index, `index << 1` once the AP has passed, 0 when the
+/// BSP gave up. An AP that comes too late (its SIPI long answered, under
+/// an emulator whose thread did not run for hundreds of milliseconds) finds
+/// the gate shut and parks: it once came up with the index the BSP had
+/// given the next CPU, on that CPU's stack, and the kernel panicked on a
+/// run queue it did not have.
+static GATE: AtomicU64 = AtomicU64::new(0);
+
+/// How long the BSP waits for an AP after its second start-up IPI (Linux
+/// waits 10 s too): a loaded host can leave an emulated CPU unscheduled for
+/// much longer than a real one takes.
+const AP_WAIT_US: u64 = 10_000_000;
+
+/// Called first by each AP with the index it was given: whether it may go
+/// on (the BSP still waits for that index); otherwise it must park.
+pub fn pass_gate(cpu: usize) -> bool {
+    let index = cpu as u64;
+    GATE.compare_exchange(index << 1 | 1, index << 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
 
 /// Called by each AP once it runs Rust code on its own stack.
 pub fn signal_started() {
@@ -57,31 +79,48 @@ pub fn start_aps(apic_ids: &[u32], entry: extern "C" fn(u64) -> !) -> usize {
             (param(&raw const ap_param_stack) as *mut u64).write_volatile(percpu::kernel_stack_top(next_cpu));
             (param(&raw const ap_param_cpu) as *mut u64).write_volatile(next_cpu as u64);
         }
+        let index = next_cpu as u64;
+        GATE.store(index << 1 | 1, Ordering::Release);
         apic::send_init(id);
         time::spin_us(10_000);
         let page = (TRAMPOLINE_PHYS >> 12) as u8;
         apic::send_startup(id, page);
-        let mut up = wait_started(before, 1_000);
+        let mut up = wait_gate(index, 1_000);
         if !up {
             apic::send_startup(id, page);
-            up = wait_started(before, 200_000);
+            up = wait_gate(index, AP_WAIT_US);
+        }
+        // Shut the gate; an AP that passes it meanwhile is up after all.
+        if !up && GATE.compare_exchange(index << 1 | 1, 0, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            up = true;
         }
         if up {
+            // Past the gate it finishes its set-up and signals.
+            while STARTED.load(Ordering::Acquire) == before {
+                core::hint::spin_loop();
+            }
             next_cpu += 1;
         } else {
+            // Should it run after all, INIT holds it in wait-for-SIPI
+            // (and the gate, shut, parks it if it is past the INIT).
+            apic::send_init(id);
+            time::spin_us(10_000);
             log::warn!("smp: CPU with APIC id {id} did not start");
         }
     }
     next_cpu - 1
 }
 
-fn wait_started(before: usize, us: u64) -> bool {
+/// Whether the AP given `index` passed the gate within `us`.
+fn wait_gate(index: u64, us: u64) -> bool {
     let deadline = time::nanos_since_boot() + us * 1000;
-    while time::nanos_since_boot() < deadline {
-        if STARTED.load(Ordering::Acquire) > before {
+    loop {
+        if GATE.load(Ordering::Acquire) == index << 1 {
             return true;
+        }
+        if time::nanos_since_boot() >= deadline {
+            return false;
         }
         core::hint::spin_loop();
     }
-    STARTED.load(Ordering::Acquire) > before
 }
